@@ -1,0 +1,89 @@
+package event
+
+import (
+	"errors"
+	"io"
+)
+
+// ID identifies an event everywhere: it is minted once at the edge and is the
+// key for deduplication in the aggregator and in storage. Its layout is a
+// UUIDv7 (RFC 9562): 48 bits of unix milliseconds, then random bits, so ids
+// sort by time and index well.
+type ID [16]byte
+
+// NewID mints an ID for the time ms, reading 10 random bytes from rnd.
+func NewID(ms int64, rnd io.Reader) (ID, error) {
+	var id ID
+	if _, err := io.ReadFull(rnd, id[6:]); err != nil {
+		return ID{}, err
+	}
+	id[0] = byte(ms >> 40)
+	id[1] = byte(ms >> 32)
+	id[2] = byte(ms >> 24)
+	id[3] = byte(ms >> 16)
+	id[4] = byte(ms >> 8)
+	id[5] = byte(ms)
+	id[6] = id[6]&0x0F | 0x70 // version 7
+	id[8] = id[8]&0x3F | 0x80 // variant 10
+	return id, nil
+}
+
+// IsZero reports whether id is the zero value, which is never minted.
+func (id ID) IsZero() bool { return id == ID{} }
+
+const hexDigits = "0123456789abcdef"
+
+// String formats id in the canonical 8-4-4-4-12 form.
+func (id ID) String() string {
+	var b [36]byte
+	j := 0
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b[j] = '-'
+			j++
+		}
+		b[j] = hexDigits[c>>4]
+		b[j+1] = hexDigits[c&0x0F]
+		j += 2
+	}
+	return string(b[:])
+}
+
+// ErrBadID is returned by ParseID for anything but the canonical form.
+var ErrBadID = errors.New("event id: not of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")
+
+// ParseID parses the canonical form produced by String.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return ID{}, ErrBadID
+	}
+	j := 0
+	for i := 0; i < 36; {
+		if s[i] == '-' {
+			i++
+			continue
+		}
+		hi, ok1 := unhex(s[i])
+		lo, ok2 := unhex(s[i+1])
+		if !ok1 || !ok2 {
+			return ID{}, ErrBadID
+		}
+		id[j] = hi<<4 | lo
+		j++
+		i += 2
+	}
+	return id, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
