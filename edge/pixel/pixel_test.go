@@ -1,0 +1,236 @@
+package pixel
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"image/gif"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+func meta() *Meta {
+	return &Meta{Now: time.UnixMilli(1_763_800_000_000), ClientIP: "203.0.113.77", UserAgent: "UA/1", Referer: "https://example.com/from-header", Pop: "test", Rand: rand.Reader}
+}
+
+func TestGIFIsTransparent1x1(t *testing.T) {
+	if len(GIF) != 43 {
+		t.Fatalf("GIF is %d bytes", len(GIF))
+	}
+	img, err := gif.Decode(bytes.NewReader(GIF))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 1 || b.Dy() != 1 {
+		t.Fatalf("bounds %v", b)
+	}
+	if _, _, _, a := img.At(0, 0).RGBA(); a != 0 {
+		t.Fatalf("pixel not transparent: alpha %d", a)
+	}
+}
+
+func TestFromQuery(t *testing.T) {
+	e, drop := FromQuery("site=demo&url=https%3A%2F%2Fexample.com%2Fa%3Futm_source%3Dhn%26utm_campaign%3Dx&ref=https%3A%2F%2Fnews.ycombinator.com%2F", meta())
+	if drop != "" {
+		t.Fatal(drop)
+	}
+	if err := e.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := event.Event{ID: e.ID, Time: 1_763_800_000_000, Site: "demo", Name: "pageview", URL: "https://example.com/a?utm_source=hn&utm_campaign=x",
+		Referrer: "https://news.ycombinator.com/", UserAgent: "UA/1", ClientIP: "203.0.113.0", UTMSource: "hn", UTMCampaign: "x", Pop: "test"}
+	if e != want {
+		t.Fatalf("got  %+v\nwant %+v", e, want)
+	}
+}
+
+func TestFromQueryDefaultsAndDrops(t *testing.T) {
+	e, drop := FromQuery("site=demo&e=signup", meta())
+	if drop != "" || e.URL != "https://example.com/from-header" || e.Name != "signup" {
+		t.Fatalf("%+v %s", e, drop)
+	}
+	for _, q := range []string{"", "site=", "site=%20", "%zz", "url=x"} {
+		if _, drop := FromQuery(q, meta()); drop != DropMissingSite {
+			t.Errorf("%q: drop %q", q, drop)
+		}
+	}
+	// A malformed pair must not lose the rest of the hit.
+	if e, drop := FromQuery("site=demo&bad=%zz", meta()); drop != "" || e.Site != "demo" {
+		t.Fatalf("partial query lost: %+v %s", e, drop)
+	}
+	long := strings.Repeat("x", event.MaxURLLen*2)
+	if e, _ := FromQuery("site=demo&url="+long, meta()); len(e.URL) != event.MaxURLLen || e.Validate() != nil {
+		t.Fatalf("url not truncated: %d", len(e.URL))
+	}
+}
+
+func TestTruncateIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.77":          "203.0.113.0",
+		"::ffff:203.0.113.77":   "203.0.113.0",
+		"2001:db8:abcd:1234::1": "2001:db8:abcd::",
+		"not an ip":             "",
+		"":                      "",
+	} {
+		if got := TruncateIP(in); got != want {
+			t.Errorf("TruncateIP(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestFromJSON(t *testing.T) {
+	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), meta())
+	if drop != "" || len(evs) != 2 {
+		t.Fatalf("%d events, drop %q", len(evs), drop)
+	}
+	if evs[0].Name != "signup" || evs[0].Props != `{"plan":"pro"}` || evs[0].Referrer != "r" {
+		t.Fatalf("%+v", evs[0])
+	}
+	if evs[1].Name != event.KindPageview || evs[1].URL != "https://example.com/from-header" {
+		t.Fatalf("%+v", evs[1])
+	}
+	if evs[0].ID == evs[1].ID {
+		t.Fatal("events share an id")
+	}
+	one, drop := FromJSON([]byte(`{"site":"demo"}`), meta())
+	if drop != "" || len(one) != 1 {
+		t.Fatal(drop)
+	}
+}
+
+func TestFromJSONRejects(t *testing.T) {
+	many := "[" + strings.Repeat(`{"site":"d"},`, MaxPostEvents) + `{"site":"d"}]`
+	for body, want := range map[string]string{
+		``:                                 DropBadJSON,
+		`nope`:                             DropBadJSON,
+		`{"site":`:                         DropBadJSON,
+		`[]`:                               DropBadJSON,
+		`{"name":"x"}`:                     DropMissingSite,
+		`{"site":"d","props":[1]}`:         DropBadJSON,
+		`{"site":"d","props":"x"}`:         DropBadJSON,
+		many:                               DropTooManyEvents,
+		strings.Repeat(" ", MaxPostBody+1): DropTooLarge,
+	} {
+		if _, drop := FromJSON([]byte(body), meta()); drop != want {
+			t.Errorf("%.40q: drop %q, want %q", body, drop, want)
+		}
+	}
+}
+
+func FuzzFromJSON(f *testing.F) {
+	f.Add([]byte(`{"site":"demo","props":{"a":1}}`))
+	f.Add([]byte(`[{"site":"demo"},{"site":"x","name":"y"}]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		evs, drop := FromJSON(body, meta())
+		if drop != "" {
+			return
+		}
+		for i := range evs {
+			if err := evs[i].Validate(); err != nil {
+				t.Fatalf("edge built an event the aggregator would reject: %v", err)
+			}
+		}
+	})
+}
+
+func FuzzFromQuery(f *testing.F) {
+	f.Add("site=demo&url=https%3A%2F%2Fexample.com%2Fa")
+	f.Fuzz(func(t *testing.T, q string) {
+		e, drop := FromQuery(q, meta())
+		if drop == "" {
+			if err := e.Validate(); err != nil {
+				t.Fatalf("edge built an event the aggregator would reject: %v", err)
+			}
+		}
+	})
+}
+
+type fakeAggregator struct {
+	statuses []int // answered in turn; the last repeats
+	got      [][]event.Event
+	secret   []byte
+	t        *testing.T
+}
+
+func (f *fakeAggregator) send(r *Request) (int, time.Duration, error) {
+	if err := wire.Verify(f.secret, r.Timestamp, r.Signature, r.Body, time.Now(), time.Minute); err != nil {
+		f.t.Fatalf("bad signature: %v", err)
+	}
+	st := f.statuses[0]
+	if len(f.statuses) > 1 {
+		f.statuses = f.statuses[1:]
+	}
+	if st == 0 {
+		return 0, 0, errors.New("connection refused")
+	}
+	if st == 200 {
+		evs, err := wire.Decode(nil, r.Body)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.got = append(f.got, evs)
+	}
+	return st, 0, nil
+}
+
+func events(n int) []event.Event {
+	out := make([]event.Event, n)
+	for i := range out {
+		out[i], _ = FromQuery("site=demo", meta())
+	}
+	return out
+}
+
+func TestBatcherFlushRetriesAndKeepsOnFailure(t *testing.T) {
+	secret := []byte("k")
+	noSleep := func(time.Duration) {}
+	b := &Batcher{MaxEvents: 3, MaxAge: time.Second, MaxBuffered: 10}
+	now := time.Now()
+	if !b.Add(now, events(7)...) {
+		t.Fatal("add refused")
+	}
+	if !b.Due(now) {
+		t.Fatal("7 >= 3 should be due")
+	}
+	// Transient failures then success: everything arrives, in batches of 3.
+	agg := &fakeAggregator{statuses: []int{0, 503, 200}, secret: secret, t: t}
+	if err := b.Flush(secret, agg.send, time.Now, noSleep); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() != 0 || len(agg.got) != 3 || len(agg.got[0]) != 3 || len(agg.got[2]) != 1 {
+		t.Fatalf("left %d, batches %d", b.Len(), len(agg.got))
+	}
+	// Aggregator down for good: events stay buffered, then overflow is counted.
+	b.Add(now, events(4)...)
+	down := &fakeAggregator{statuses: []int{0}, secret: secret, t: t}
+	if err := b.Flush(secret, down.send, time.Now, noSleep); err == nil || b.Len() != 4 {
+		t.Fatalf("err %v, left %d", err, b.Len())
+	}
+	if b.Add(now, events(7)...) || b.Dropped != 7 || b.Len() != 4 {
+		t.Fatalf("overflow not refused: dropped %d len %d", b.Dropped, b.Len())
+	}
+	// A permanent rejection drops that batch instead of retrying forever.
+	rej := &fakeAggregator{statuses: []int{401}, secret: secret, t: t}
+	if err := b.Flush(secret, rej.send, time.Now, noSleep); !errors.Is(err, ErrRejected) || b.Len() != 1 {
+		t.Fatalf("err %v, left %d", err, b.Len())
+	}
+}
+
+func TestBatcherDueByAge(t *testing.T) {
+	b := &Batcher{MaxEvents: 100, MaxAge: 200 * time.Millisecond, MaxBuffered: 1000}
+	now := time.Now()
+	if b.Due(now) {
+		t.Fatal("empty buffer due")
+	}
+	b.Add(now, events(1)...)
+	if b.Due(now.Add(100 * time.Millisecond)) {
+		t.Fatal("due too early")
+	}
+	if !b.Due(now.Add(200 * time.Millisecond)) {
+		t.Fatal("not due at MaxAge")
+	}
+}
