@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseViceroyCommandLine(t *testing.T) {
+	// Exactly what `fastly compute serve --viceroy-path=BIN` runs.
+	o, err := parseArgs([]string{"-v", "-C", "/abs/fastly.toml", "--addr", "127.0.0.1:7676", "./bin/main.wasm"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.config != "/abs/fastly.toml" || o.addr != "127.0.0.1:7676" || o.wasm != "./bin/main.wasm" || o.verbosity != 1 {
+		t.Errorf("%+v", o)
+	}
+	if !strings.HasSuffix(o.compileCache, "edgepixel-pop") {
+		t.Errorf("default compile cache %q", o.compileCache)
+	}
+}
+
+func TestParseFlagsAfterPositional(t *testing.T) {
+	o, err := parseArgs([]string{"serve", "main.wasm", "-vv", "--config=f.toml", "--instances", "3",
+		"--max-instances=9", "--admin-addr", ":9100", "--log-stdout", "--compile-cache", "off"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.wasm != "main.wasm" || o.config != "f.toml" || o.verbosity != 2 || o.instances != 3 ||
+		o.maxInstances != 9 || o.adminAddr != ":9100" || o.compileCache != "" {
+		t.Errorf("%+v", o)
+	}
+}
+
+func TestParseEnvironment(t *testing.T) {
+	e := env(map[string]string{
+		"EDGEPIXEL_POP_INSTANCES":        "2",
+		"EDGEPIXEL_POP_MAX_INSTANCES":    "5",
+		"EDGEPIXEL_POP_COMPILE_CACHE":    "/tmp/cc",
+		"EDGEPIXEL_POP_ADMIN_ADDR":       "127.0.0.1:9",
+		"EDGEPIXEL_POP_SHUTDOWN_TIMEOUT": "3s",
+	})
+	o, err := parseArgs([]string{"m.wasm", "--instances", "4"}, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.instances != 4 || o.maxInstances != 5 || o.compileCache != "/tmp/cc" || o.adminAddr != "127.0.0.1:9" || o.shutdownTimeout != 3*time.Second {
+		t.Errorf("%+v", o)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"a.wasm", "b.wasm"},
+		{"--nope", "a.wasm"},
+		{"--instances", "x", "a.wasm"},
+		{"--instances", "5", "--max-instances", "2", "a.wasm"},
+	} {
+		if _, err := parseArgs(args, env(nil)); err == nil {
+			t.Errorf("%q: expected an error", args)
+		}
+	}
+	if _, err := parseArgs([]string{"a.wasm"}, env(map[string]string{"EDGEPIXEL_POP_INSTANCES": "many"})); err == nil {
+		t.Error("bad environment value accepted")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--version"}, env(nil), &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	// The Fastly CLI reads "name semver".
+	f := strings.Fields(out.String())
+	if len(f) < 2 || f[0] != "edgepixel-pop" || f[1] != version {
+		t.Errorf("--version printed %q", out.String())
+	}
+	if code := run([]string{"-V"}, env(nil), io.Discard, io.Discard); code != 0 {
+		t.Errorf("-V exit %d", code)
+	}
+	if code := run([]string{}, env(nil), io.Discard, io.Discard); code != 2 {
+		t.Errorf("no args: exit %d, want 2", code)
+	}
+}
+
+// TestServeEndToEnd runs the real binary the way the Fastly CLI does, with
+// the pop package's conformance guest, and stops it with SIGTERM.
+func TestServeEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "edgepixel-pop")
+	wasm := filepath.Join(tmp, "main.wasm")
+	build := func(env []string, args ...string) {
+		cmd := exec.Command("go", append([]string{"build"}, args...)...)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %v: %v\n%s", args, err, out)
+		}
+	}
+	build(nil, "-o", bin, ".")
+	build([]string{"GOOS=wasip1", "GOARCH=wasm"}, "-o", wasm, "../../pop/testdata/guest")
+	toml := filepath.Join(tmp, "fastly.toml")
+	os.WriteFile(toml, []byte(`
+manifest_version = 3
+name = "e2e"
+[local_server.config_stores.cfg]
+format = "inline-toml"
+[local_server.config_stores.cfg.contents]
+greeting = "hello from fastly.toml"
+`), 0o644)
+
+	cmd := exec.Command(bin, "-v", "-C", toml, "--addr", "127.0.0.1:0", wasm, "--instances", "1", "--compile-cache", filepath.Join(tmp, "cache"))
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var url string
+	timeout := time.After(60 * time.Second)
+	for url == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("binary exited early: %s", stderr.String())
+			}
+			if u, found := strings.CutPrefix(l, "Listening on "); found {
+				url = u
+			}
+		case <-timeout:
+			t.Fatalf("no listening line; stderr: %s", stderr.String())
+		}
+	}
+	resp, err := http.Get(url + "/config?store=cfg&key=greeting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "hello from fastly.toml" {
+		t.Errorf("%d %q", resp.StatusCode, body)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+	fmt.Fprint(io.Discard, stderr.String())
+}

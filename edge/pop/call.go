@@ -1,0 +1,102 @@
+package pop
+
+import (
+	"github.com/tetratelabs/wazero/api"
+)
+
+// call is the view a hostcall implementation gets of one invocation: the
+// calling instance, its linear memory and the raw argument stack. Every
+// instance owns one call value that is reused for each hostcall (hostcalls of
+// an instance run one at a time on its goroutine), so dispatch does not
+// allocate.
+//
+// All pointer accessors are bounds-checked against guest memory and report
+// failure instead of panicking: a guest passing a bad pointer gets $inval,
+// never a host crash.
+type call struct {
+	inst  *instance
+	mem   api.Memory
+	stack []uint64
+}
+
+func (c *call) u32(i int) uint32 { return uint32(c.stack[i]) }
+func (c *call) u64(i int) uint64 { return c.stack[i] }
+
+// bytes returns a view of guest memory [ptr, ptr+n). The slice aliases
+// guest memory: copy it before keeping it beyond the hostcall.
+func (c *call) bytes(ptr, n uint32) ([]byte, bool) {
+	if n == 0 {
+		return nil, true
+	}
+	return c.mem.Read(ptr, n)
+}
+
+// argBytes is bytes for a (ptr, len) argument pair at stack positions i, i+1.
+func (c *call) argBytes(i int) ([]byte, bool) {
+	return c.bytes(c.u32(i), c.u32(i+1))
+}
+
+// argString copies a (ptr, len) argument pair into a Go string.
+func (c *call) argString(i int) (string, bool) {
+	b, ok := c.argBytes(i)
+	if !ok {
+		return "", false
+	}
+	return string(b), true
+}
+
+func (c *call) putU16(ptr uint32, v uint16) bool { return c.mem.WriteUint16Le(ptr, v) }
+func (c *call) putU32(ptr uint32, v uint32) bool { return c.mem.WriteUint32Le(ptr, v) }
+func (c *call) putU64(ptr uint32, v uint64) bool { return c.mem.WriteUint64Le(ptr, v) }
+
+func (c *call) putBytes(ptr uint32, b []byte) bool {
+	if len(b) == 0 {
+		return true
+	}
+	return c.mem.Write(ptr, b)
+}
+
+func (c *call) putString(ptr uint32, s string) bool {
+	if len(s) == 0 {
+		return true
+	}
+	dst, ok := c.mem.Read(ptr, uint32(len(s)))
+	if !ok {
+		return false
+	}
+	copy(dst, s)
+	return true
+}
+
+// writeOut implements the common "(buf, buf_len, nwritten_out)" result
+// protocol: if the value does not fit, the needed length goes to nwritten_out
+// and the status is $buflen, which makes the SDK retry with a buffer of
+// exactly that size.
+func writeOut[T string | []byte](c *call, v T, buf, bufLen, nwrittenOut uint32) status {
+	n := uint32(len(v))
+	if n > bufLen {
+		if !c.putU32(nwrittenOut, n) {
+			return stInval
+		}
+		return stBufLen
+	}
+	dst, ok := c.bytes(buf, n)
+	if !ok {
+		return stInval
+	}
+	copy(dst, v)
+	if !c.putU32(nwrittenOut, n) {
+		return stInval
+	}
+	return stOK
+}
+
+// putHandle writes a freshly allocated handle to out; if the pointer is bad
+// the handle is released again so a failing call leaks nothing.
+func (c *call) putHandle(out, h uint32) status {
+	if !c.putU32(out, h) {
+		c.inst.tab.free(h)
+		return stInval
+	}
+	return stOK
+}

@@ -1,0 +1,218 @@
+package pop
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+)
+
+// The conformance guest (testdata/guest) is built once per test binary and
+// compiled by wazero once into a shared on-disk cache, so each test's
+// pop.New only pays for instantiation.
+var (
+	guestWasm    string
+	rawGuestWasm string
+	cacheDir     string
+)
+
+func run(env []string, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd.Run()
+}
+
+func TestMain(m *testing.M) {
+	tmp, err := os.MkdirTemp("", "pop-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	guestWasm = filepath.Join(tmp, "guest") // go build -o DIR names them after the package
+	cacheDir = filepath.Join(tmp, "cache")
+	rawGuestWasm = filepath.Join(tmp, "rawguest")
+	precompile := filepath.Join(tmp, "precompile")
+	// A test binary carries no module build info, so wazero names its
+	// cache version "dev"; the helper must say the same for its cache
+	// entries to be used (otherwise the tests still pass, only slower).
+	err = run(nil, "go", "build", "-ldflags=-X github.com/tetratelabs/wazero/internal/version.version=dev",
+		"-o", precompile, "./testdata/precompile")
+	if err == nil {
+		err = run([]string{"GOOS=wasip1", "GOARCH=wasm"}, "go", "build", "-o", tmp+string(filepath.Separator), "./testdata/guest", "./testdata/rawguest")
+	}
+	if err == nil {
+		// Compile outside the (possibly race-instrumented) test binary.
+		err = run(nil, precompile, cacheDir, guestWasm, rawGuestWasm)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "preparing the test guests:", err)
+		os.RemoveAll(tmp)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(tmp)
+	os.Exit(code)
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of guests.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type testPOP struct {
+	*Server
+	URL    string
+	Stdout *syncBuffer
+	Stderr *syncBuffer
+	ts     *httptest.Server
+}
+
+// backendRecorder is a backend that records what it receives.
+type backendRecorder struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []recorded
+	got  chan recorded
+}
+
+type recorded struct {
+	Method, Path, Host string
+	Header             http.Header
+	Body               string
+}
+
+func newBackend(t *testing.T) *backendRecorder {
+	b := &backendRecorder{got: make(chan recorded, 100)}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, _ := io.ReadAll(r.Body)
+		rec := recorded{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Header: r.Header.Clone(), Body: string(data)}
+		b.mu.Lock()
+		b.reqs = append(b.reqs, rec)
+		b.mu.Unlock()
+		select {
+		case b.got <- rec:
+		default:
+		}
+		w.Header().Set("X-Backend", "seen "+r.URL.Path)
+		w.WriteHeader(207)
+		fmt.Fprintf(w, "backend got %s %s body=%q", r.Method, r.URL.RequestURI(), data)
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func manifest(t *testing.T, text string) *fastlytoml.Manifest {
+	t.Helper()
+	m, err := fastlytoml.Parse([]byte(text), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func startPOP(t *testing.T, m *fastlytoml.Manifest, tweak func(*Config)) *testPOP {
+	t.Helper()
+	p := &testPOP{Stdout: &syncBuffer{}, Stderr: &syncBuffer{}}
+	cfg := Config{
+		WasmPath:        guestWasm,
+		Manifest:        m,
+		Instances:       2,
+		MaxInstances:    4,
+		CompileCacheDir: cacheDir,
+		Stdout:          p.Stdout,
+		Stderr:          p.Stderr,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Server = s
+	p.ts = httptest.NewServer(s)
+	p.URL = p.ts.URL
+	t.Cleanup(func() {
+		p.ts.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("guest stdout:\n%s\nguest stderr:\n%s", p.Stdout, p.Stderr)
+		}
+	})
+	return p
+}
+
+func (p *testPOP) get(t *testing.T, path string) (*http.Response, string) {
+	t.Helper()
+	return p.do(t, "GET", path, nil, nil)
+}
+
+func (p *testPOP) do(t *testing.T, method, path string, body io.Reader, hdr http.Header) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, p.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(data)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
