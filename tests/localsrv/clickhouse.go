@@ -1,0 +1,207 @@
+package localsrv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Where Debian's clickhouse-server package puts its configuration; the
+// private server's configuration is derived from it so that it matches the
+// installed version.
+const (
+	SystemConfig = "/etc/clickhouse-server/config.xml"
+	SystemUsers  = "/etc/clickhouse-server/users.xml"
+)
+
+// ClickHouse is a running private clickhouse-server.
+type ClickHouse struct {
+	HTTPURL string // http://127.0.0.1:port
+	TCPAddr string // 127.0.0.1:port (native protocol)
+	Dir     string
+	p       *proc
+	token   string
+}
+
+// ClickHouseAvailable reports whether clickhouse-server is installed (with
+// the configuration StartClickHouse derives from), and where.
+func ClickHouseAvailable() (path string, ok bool) {
+	p, ok := lookPath("clickhouse-server", "clickhouse")
+	if !ok {
+		return "", false
+	}
+	if _, err := os.Stat(SystemConfig); err != nil {
+		return "", false
+	}
+	return p, true
+}
+
+// StartClickHouse starts clickhouse-server with its data in dir, HTTP and
+// native TCP on the given loopback ports (0 picks free ones), and waits
+// until GET /ping answers.
+func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*ClickHouse, error) {
+	bin, ok := ClickHouseAvailable()
+	if !ok {
+		return nil, fmt.Errorf("clickhouse-server not found; install it with: apt-get install -y clickhouse-server clickhouse-client")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if httpPort, err = portOr(httpPort); err != nil {
+		return nil, err
+	}
+	if tcpPort, err = portOr(tcpPort); err != nil {
+		return nil, err
+	}
+	base, err := os.ReadFile(SystemConfig)
+	if err != nil {
+		return nil, err
+	}
+	users, err := os.ReadFile(SystemUsers)
+	if err != nil {
+		return nil, err
+	}
+	cfgDir := filepath.Join(dir, "etc")
+	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(cfgDir, "config.xml")
+	if err := os.WriteFile(cfg, []byte(privateConfig(string(base), dir, httpPort, tcpPort)), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(cfgDir, "users.xml"), users, 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{"--config-file=" + cfg}
+	if filepath.Base(bin) == "clickhouse" { // the multi-call binary
+		args = append([]string{"server"}, args...)
+	}
+	p, err := start("clickhouse-server", bin, filepath.Join(dir, "stdout.log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p}
+	// A token only this server can read proves that the server answering on
+	// the port is ours and not one that held the port already.
+	c.token = strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(p.cmd.Process.Pid)
+	if err := os.MkdirAll(filepath.Join(dir, "user_files"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "user_files", "localsrv-token"), []byte(c.token+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	p.log = filepath.Join(dir, "log", "clickhouse-server.err.log")
+	if err := p.waitReady(ctx, 60*time.Second, c.ping); err != nil {
+		// The error log may not exist if it failed before logging started.
+		if _, statErr := os.Stat(p.log); statErr != nil {
+			p.log = filepath.Join(dir, "stdout.log")
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+var (
+	xmlComment = regexp.MustCompile(`(?s)<!--.*?-->`)
+	// Elements the private server must not take from the system config:
+	// ports it would clash on, and listen addresses beyond loopback.
+	dropElems = regexp.MustCompile(`(?s)\s*<(interserver_http_port|interserver_https_port|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone)>.*?</(interserver_http_port|interserver_https_port|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone)>`)
+	graphite  = regexp.MustCompile(`(?s)\s*<graphite>.*?</graphite>`)
+)
+
+// privateConfig rewrites the system configuration for a server that keeps
+// everything under dir and listens on 127.0.0.1 only.
+func privateConfig(base, dir string, httpPort, tcpPort int) string {
+	s := xmlComment.ReplaceAllString(base, "")
+	s = dropElems.ReplaceAllString(s, "")
+	s = graphite.ReplaceAllString(s, "")
+	set := func(tag, val string) {
+		re := regexp.MustCompile(`(?s)<` + tag + `>.*?</` + tag + `>`)
+		done := false
+		s = re.ReplaceAllStringFunc(s, func(m string) string {
+			if done { // only the first, top-level one (distributed_ddl has a <path> too)
+				return m
+			}
+			done = true
+			return "<" + tag + ">" + val + "</" + tag + ">"
+		})
+		if !done {
+			s = strings.Replace(s, "</yandex>", "    <"+tag+">"+val+"</"+tag+">\n</yandex>", 1)
+		}
+	}
+	set("path", filepath.Join(dir, "data")+"/")
+	set("tmp_path", filepath.Join(dir, "tmp")+"/")
+	set("user_files_path", filepath.Join(dir, "user_files")+"/")
+	set("format_schema_path", filepath.Join(dir, "format_schemas")+"/")
+	set("log", filepath.Join(dir, "log", "clickhouse-server.log"))
+	set("errorlog", filepath.Join(dir, "log", "clickhouse-server.err.log"))
+	set("level", "warning")
+	set("size", "100M")
+	set("count", "2")
+	set("http_port", strconv.Itoa(httpPort))
+	set("tcp_port", strconv.Itoa(tcpPort))
+	set("users_config", "users.xml")
+	// Caches are allocated on demand, but keep them modest for a laptop.
+	set("mark_cache_size", strconv.Itoa(256<<20))
+	set("uncompressed_cache_size", strconv.Itoa(256<<20))
+	// UTC makes toStartOfMinute() buckets line up with unix minutes whatever
+	// the machine's zone.
+	extra := "\n    <listen_host>127.0.0.1</listen_host>\n    <timezone>UTC</timezone>"
+	return strings.Replace(s, "<yandex>", "<yandex>"+extra, 1)
+}
+
+func (c *ClickHouse) ping() error {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get(c.HTTPURL + "/ping")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 100))
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(b), "Ok.") {
+		return fmt.Errorf("/ping answered %s %q", resp.Status, b)
+	}
+	if c.token == "" {
+		return nil
+	}
+	resp, err = client.Post(c.HTTPURL+"/", "text/plain", strings.NewReader("SELECT s FROM file('localsrv-token', 'TabSeparated', 's String')"))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ = io.ReadAll(io.LimitReader(resp.Body, 1000))
+	if strings.TrimSpace(string(b)) != c.token {
+		return fmt.Errorf("another server answers on %s (%s %.200q)", c.HTTPURL, resp.Status, b)
+	}
+	return nil
+}
+
+// Stop shuts the server down gracefully and waits for it.
+func (c *ClickHouse) Stop() error {
+	if c == nil {
+		return nil
+	}
+	return c.p.stop(30 * time.Second)
+}
+
+// Kill ends the server at once, as a crash would (for fault tests).
+func (c *ClickHouse) Kill() error {
+	if c == nil {
+		return nil
+	}
+	return c.p.kill()
+}
+
+// Done is closed when the server process has exited.
+func (c *ClickHouse) Done() <-chan struct{} { return c.p.done }

@@ -1,0 +1,103 @@
+package localsrv
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestStartBoth(t *testing.T) {
+	if _, ok := RedisAvailable(); !ok {
+		t.Skip("redis-server not installed")
+	}
+	if _, ok := ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	r, err := StartRedis(ctx, dir+"/redis", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	if err := r.ping(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.URL, "redis://127.0.0.1:") {
+		t.Errorf("URL %q", r.URL)
+	}
+	c, err := StartClickHouse(ctx, dir+"/ch", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	resp, err := http.Post(c.HTTPURL+"/", "text/plain", strings.NewReader("SELECT 1 + 1, timezone()"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := strings.TrimSpace(string(b)); !strings.HasPrefix(got, "2\t") || !strings.HasSuffix(got, "UTC") {
+		t.Fatalf("query answered %s %q", resp.Status, got)
+	}
+	if err := c.Stop(); err != nil {
+		t.Error(err)
+	}
+	if err := r.Stop(); err != nil {
+		t.Error(err)
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("clickhouse still running after Stop")
+	}
+	// A second start on the same dir reuses the data.
+	c2, err := StartClickHouse(ctx, dir+"/ch", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Kill(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestStartFailureIncludesLog(t *testing.T) {
+	if _, ok := RedisAvailable(); !ok {
+		t.Skip("redis-server not installed")
+	}
+	r, err := StartRedis(context.Background(), t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	port := r.Addr[strings.LastIndex(r.Addr, ":")+1:]
+	var p int
+	for _, c := range port {
+		p = p*10 + int(c-'0')
+	}
+	_, err = StartRedis(context.Background(), t.TempDir(), p) // port taken
+	if err == nil || !strings.Contains(err.Error(), "log") {
+		t.Fatalf("want a startup error with the log tail, got %v", err)
+	}
+	t.Log(err)
+	if _, ok := ClickHouseAvailable(); !ok {
+		return
+	}
+	c, err := StartClickHouse(context.Background(), t.TempDir(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	hp := c.HTTPURL[strings.LastIndex(c.HTTPURL, ":")+1:]
+	p = 0
+	for _, c := range hp {
+		p = p*10 + int(c-'0')
+	}
+	_, err = StartClickHouse(context.Background(), t.TempDir(), p, 0)
+	if err == nil || !strings.Contains(err.Error(), "log") {
+		t.Fatalf("want a startup error with the log tail, got %v", err)
+	}
+	t.Log(err)
+}

@@ -1,0 +1,121 @@
+package localsrv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Redis is a running private redis-server.
+type Redis struct {
+	Addr string // 127.0.0.1:port
+	URL  string // redis://127.0.0.1:port/0
+	Dir  string // data directory (append-only file lives here)
+	p    *proc
+}
+
+// RedisAvailable reports whether redis-server is installed, and where.
+func RedisAvailable() (path string, ok bool) { return lookPath("redis-server") }
+
+// StartRedis starts redis-server on 127.0.0.1:port (0 picks a free port)
+// with its data in dir. The append-only file is on so that a server started
+// again on the same dir keeps its keys (the aggregator's dedupe state);
+// RDB snapshots are off as they would only duplicate it.
+func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
+	bin, ok := RedisAvailable()
+	if !ok {
+		return nil, fmt.Errorf("redis-server not found; install it with: apt-get install -y redis-server")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if port, err = portOr(port); err != nil {
+		return nil, err
+	}
+	p, err := start("redis-server", bin, filepath.Join(dir, "redis.log"),
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
+		"--save", "", "--appendonly", "yes", "--protected-mode", "yes",
+		"--daemonize", "no", "--logfile", "")
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Addr: hostPort(port), Dir: dir, p: p}
+	r.URL = "redis://" + r.Addr + "/0"
+	// Loading a large append-only file can take a while; PING answers
+	// -LOADING until it is done.
+	if err := p.waitReady(ctx, 30*time.Second, r.ping); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// ping sends PING over a raw connection: localsrv has no Redis client
+// dependency so that anything can import it.
+func (r *Redis) ping() error {
+	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	// INFO's process_id proves the server on the port is ours and not one
+	// that held the port already (ours would then exit, unable to bind).
+	if _, err := c.Write([]byte("PING\r\nINFO server\r\n")); err != nil {
+		return err
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	}
+	if line, err = br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "$") {
+		return fmt.Errorf("INFO answered %q (%v)", line, err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil || n < 0 || n > 1<<20 {
+		return fmt.Errorf("INFO answered %q", line)
+	}
+	info := make([]byte, n)
+	if _, err := io.ReadFull(br, info); err != nil {
+		return err
+	}
+	want := fmt.Sprintf("process_id:%d\r\n", r.p.cmd.Process.Pid)
+	if !strings.Contains(string(info), want) {
+		return fmt.Errorf("another server answers on %s", r.Addr)
+	}
+	return nil
+}
+
+// Stop shuts the server down gracefully (SIGTERM makes Redis flush its
+// append-only file) and waits for it.
+func (r *Redis) Stop() error {
+	if r == nil {
+		return nil
+	}
+	return r.p.stop(15 * time.Second)
+}
+
+// Kill ends the server at once, as a crash would (for fault tests).
+func (r *Redis) Kill() error {
+	if r == nil {
+		return nil
+	}
+	return r.p.kill()
+}
+
+// Done is closed when the server process has exited.
+func (r *Redis) Done() <-chan struct{} { return r.p.done }
