@@ -1,0 +1,176 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/tests/localsrv"
+)
+
+var chURL string
+
+// TestMain shares one clickhouse-server among the tests (it takes seconds
+// to start); each test uses its own database.
+func TestMain(m *testing.M) {
+	code := func() int {
+		if _, ok := localsrv.ClickHouseAvailable(); ok {
+			dir, _ := os.MkdirTemp("", "ch-test")
+			defer os.RemoveAll(dir)
+			c, err := localsrv.StartClickHouse(context.Background(), dir, 0, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer c.Stop()
+			chURL = c.HTTPURL
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+var dbSeq atomic.Int32
+
+func newClient(t *testing.T) *Client {
+	t.Helper()
+	if chURL == "" {
+		t.Skip("clickhouse-server not installed")
+	}
+	c, err := New(chURL, fmt.Sprintf("test%d", dbSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnsureSchema(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func mkEvent(t testing.TB, site string, ms int64) event.Event {
+	id, err := event.NewID(ms, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return event.Event{ID: id, Time: ms, Site: site, Name: "pageview", URL: "https://example.com/\t'quoted'\\",
+		Referrer: "r", UserAgent: "ua", ClientIP: "10.0.0.0", Country: "DE", UTMSource: "s", UTMMedium: "m",
+		UTMCampaign: "c", Pop: "local", Props: `{"a":"b\nc"}`}
+}
+
+func TestInsertRoundTrip(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	if err := c.EnsureSchema(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	evs := []event.Event{mkEvent(t, "demo", now), mkEvent(t, "demo", now-90_000), mkEvent(t, "o'ther", now-3*86400_000)}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := c.Query(ctx, "SELECT toString(event_id), ts_ms, toUInt32(ts), site, name, url, referrer, user_agent, client_ip, country, utm_source, utm_medium, utm_campaign, pop, props FROM "+c.db+".events ORDER BY ts_ms DESC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for i, r := range rows {
+		e := evs[i]
+		want := []string{e.ID.String(), fmt.Sprint(e.Time), fmt.Sprint(e.Time / 1000), e.Site, e.Name, e.URL, e.Referrer, e.UserAgent,
+			e.ClientIP, e.Country, e.UTMSource, e.UTMMedium, e.UTMCampaign, e.Pop, e.Props}
+		if strings.Join(r, "|") != strings.Join(want, "|") {
+			t.Errorf("row %d\n got %q\nwant %q", i, r, want)
+		}
+	}
+	counts, err := c.Counts(ctx)
+	if err != nil || counts["demo"] != 2 || counts["o'ther"] != 1 || len(counts) != 2 {
+		t.Fatalf("counts %v %v", counts, err)
+	}
+	// ExistingIDs finds stored ids and not others, across sites and days.
+	fresh := mkEvent(t, "demo", now)
+	found, err := c.ExistingIDs(ctx, append(evs, fresh))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 3 || found[fresh.ID] || !found[evs[2].ID] {
+		t.Fatalf("found %v", found)
+	}
+	// History comes from the per-minute rollup.
+	pts, err := c.History(ctx, "demo", time.UnixMilli(now).Add(-time.Hour), time.UnixMilli(now).Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, p := range pts {
+		total += p.N
+		if p.T%60 != 0 {
+			t.Errorf("point %v not on a minute", p)
+		}
+	}
+	if total != 2 || len(pts) < 1 {
+		t.Fatalf("history %v", pts)
+	}
+}
+
+func TestLargeInsert(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	evs := make([]event.Event, 50000)
+	for i := range evs {
+		evs[i] = mkEvent(t, fmt.Sprintf("s%d", i%7), now-int64(i))
+	}
+	start := time.Now()
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("inserted %d rows in %v", len(evs), time.Since(start))
+	found, err := c.ExistingIDs(ctx, evs[:12000])
+	if err != nil || len(found) != 12000 {
+		t.Fatalf("ExistingIDs found %d: %v", len(found), err)
+	}
+	counts, _ := c.Counts(ctx)
+	var n uint64
+	for _, v := range counts {
+		n += v
+	}
+	if n != 50000 {
+		t.Fatalf("count %d", n)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	c := newClient(t)
+	if err := c.Exec(context.Background(), "SELECT nonsense("); err == nil || !strings.Contains(err.Error(), "clickhouse") {
+		t.Errorf("bad SQL: %v", err)
+	}
+	if _, err := New("ftp://x", "db"); err == nil {
+		t.Error("ftp url accepted")
+	}
+	if _, err := New("http://x:1", "db; DROP"); err == nil {
+		t.Error("bad db name accepted")
+	}
+	down, _ := New("http://127.0.0.1:1", "x")
+	if err := down.Ping(context.Background()); err == nil {
+		t.Error("ping of nothing succeeded")
+	}
+	if err := down.InsertEvents(context.Background(), []event.Event{mkEvent(t, "x", time.Now().UnixMilli())}); err == nil {
+		t.Error("insert into nothing succeeded")
+	}
+}
+
+func TestUnescapeTSV(t *testing.T) {
+	for in, want := range map[string]string{`a\tb`: "a\tb", `\\`: `\`, `\'`: `'`, `x\ny`: "x\ny", `plain`: "plain"} {
+		if got := unescapeTSV(in); got != want {
+			t.Errorf("%q -> %q, want %q", in, got, want)
+		}
+	}
+}

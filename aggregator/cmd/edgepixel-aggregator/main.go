@@ -1,0 +1,194 @@
+// Command edgepixel-aggregator receives signed event batches from the edge,
+// spools them durably, deduplicates them through Redis, stores them in
+// ClickHouse, and serves live counts and the dashboard.
+//
+// Every flag has an environment variable equivalent (EDGEPIXEL_AGG_ plus
+// the flag name in upper case with - as _); a flag given on the command
+// line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/server"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "edgepixel-aggregator:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	addr, dataDir, secret, secretFile, redis, clickhouse, clickhouseDB string
+	logFormat, logLevel                                                string
+	maxBody, spoolMaxBytes                                             int64
+	replayWindow, dedupeWindow                                         time.Duration
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("edgepixel-aggregator", flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address for ingest, API and dashboard")
+	fs.StringVar(&o.dataDir, "data-dir", "./.edgepixel/aggregator", "directory for the spool (and the on-disk store without ClickHouse)")
+	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (prefer --secret-file)")
+	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret (surrounding whitespace is ignored)")
+	fs.StringVar(&o.redis, "redis", "", "Redis URL for deduplication, e.g. redis://127.0.0.1:6379/0 (empty: in-process, lost on restart)")
+	fs.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse HTTP URL, e.g. http://127.0.0.1:8123 (empty: NDJSON files under --data-dir)")
+	fs.StringVar(&o.clickhouseDB, "clickhouse-db", "edgepixel", "ClickHouse database")
+	fs.Int64Var(&o.maxBody, "max-body", 4<<20, "largest accepted batch body in bytes")
+	fs.DurationVar(&o.replayWindow, "replay-window", 5*time.Minute, "accepted skew of a batch's signed timestamp")
+	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "how long event ids are remembered for deduplication")
+	fs.Int64Var(&o.spoolMaxBytes, "spool-max-bytes", 1<<30, "spooled-but-unstored bytes beyond which ingest answers 503")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := envDefaults(fs); err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	secret, err := loadSecret(o.secret, o.secretFile)
+	if err != nil {
+		return err
+	}
+
+	srv, err := server.Open(server.Config{
+		DataDir: o.dataDir, Secret: secret,
+		RedisURL: o.redis, ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB,
+		MaxBody: o.maxBody, ReplayWindow: o.replayWindow, DedupeWindow: o.dedupeWindow,
+		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	loaded := make(chan error, 1)
+	go func() { loaded <- srv.Run(loadCtx) }()
+
+	log.Info("edgepixel aggregator started", "dashboard", "http://"+dashboardHost(ln.Addr().String())+"/",
+		"ingest", "http://"+ln.Addr().String()+"/ingest", "data_dir", o.dataDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: no new batches; finishing the spooled load")
+	case err = <-serveErr:
+		log.Error("http server failed", "err", err)
+	case err = <-loaded:
+		log.Error("loader stopped", "err", err)
+	}
+	// Stop taking batches first (waiting for in-flight appends), then let
+	// the loader store what was spooled.
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Hub().Close()
+	hs.Shutdown(shutCtx)
+	stopLoad()
+	if lerr := <-loaded; lerr != nil && err == nil {
+		err = lerr
+	}
+	if cerr := srv.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	log.Info("stopped", "spooled_bytes_left", srv.Metrics().SpoolBytes())
+	return err
+}
+
+// envDefaults sets each flag from EDGEPIXEL_AGG_<NAME> when present, before
+// the command line is parsed, so the command line still wins.
+func envDefaults(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "EDGEPIXEL_AGG_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		f.Usage += " (env " + name + ")"
+		if v, ok := os.LookupEnv(name); ok && err == nil {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, serr)
+			}
+		}
+	})
+	return err
+}
+
+func loadSecret(secret, file string) ([]byte, error) {
+	if secret != "" && file != "" {
+		return nil, errors.New("give either --secret or --secret-file, not both")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read secret: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+		if secret == "" {
+			return nil, fmt.Errorf("secret file %s is empty", file)
+		}
+	}
+	if secret == "" {
+		return nil, errors.New("no shared secret: pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")
+	}
+	if len(secret) < 16 {
+		slog.Warn("the shared secret is shorter than 16 bytes; use a long random one")
+	}
+	return []byte(secret), nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// dashboardHost turns a wildcard listen address into one a browser can
+// open.
+func dashboardHost(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,66 @@
+// Package dedupe decides which events are new, so that an event retried by
+// the edge (or repeated in a batch) is stored once.
+//
+// The protocol makes a crash anywhere in the loader safe. For each id the
+// loader first claims it as pending; only then does it insert, and after
+// the insert it marks the id done:
+//
+//	Claim:    SET ep:<id> p NX EX window  -> claimed: New
+//	          otherwise GET: "d" -> Duplicate (stored before, drop)
+//	                         "p" -> Uncertain (an earlier attempt claimed it
+//	                                and may or may not have stored it)
+//	insert New ids, and Uncertain ids the store says it does not have
+//	MarkDone: SET ep:<id> d EX window
+//
+// A crash after the claim and before the mark leaves "p", so the retry asks
+// the store instead of guessing: nothing is lost and nothing doubled.
+package dedupe
+
+import (
+	"context"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// Status is what Claim found out about one id.
+type Status uint8
+
+const (
+	// New: never seen; now claimed as pending. Insert it.
+	New Status = iota
+	// Duplicate: stored before. Drop it.
+	Duplicate
+	// Uncertain: claimed by an attempt that did not finish. Ask the store.
+	Uncertain
+)
+
+func (s Status) String() string {
+	switch s {
+	case New:
+		return "new"
+	case Duplicate:
+		return "duplicate"
+	case Uncertain:
+		return "uncertain"
+	}
+	return "?"
+}
+
+// Deduper remembers which ids were claimed and stored, for a window.
+type Deduper interface {
+	// Claim claims every id in ids (which must be distinct) as pending and
+	// returns one status per id.
+	Claim(ctx context.Context, ids []event.ID) ([]Status, error)
+	// MarkDone records that ids are stored.
+	MarkDone(ctx context.Context, ids []event.ID) error
+	// Ping checks that the backing store is reachable.
+	Ping(ctx context.Context) error
+	// Name identifies the implementation in logs ("redis", "memory").
+	Name() string
+	Close() error
+}
+
+// DefaultWindow is how long ids are remembered: far longer than the edge
+// retries a batch.
+const DefaultWindow = 24 * time.Hour

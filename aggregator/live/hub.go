@@ -1,0 +1,255 @@
+// Package live pushes the stored event counts to dashboards over a
+// WebSocket.
+//
+// Counts are rows committed to the store: initialized from the store's
+// exact per-site counts at start, then increased by the loader after each
+// insert, so the number on the dashboard reconciles with ClickHouse.
+//
+// Updates are coalesced: the hub publishes at most one message per
+// Interval, and every client is sent the newest message when it is ready
+// for one, never a queue of stale ones. A client that cannot take a message
+// within WriteTimeout is dropped.
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"maps"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Message is what clients receive.
+type Message struct {
+	Type  string            `json:"type"` // "counts"
+	Total uint64            `json:"total"`
+	Sites map[string]uint64 `json:"sites"`
+	TS    int64             `json:"ts"` // unix milliseconds when it was built
+}
+
+// Options tune a Hub. Zero values take the defaults.
+type Options struct {
+	Interval     time.Duration // minimum time between messages; default 100 ms
+	PingInterval time.Duration // default 20 s
+	PongWait     time.Duration // drop a client silent this long; default 60 s
+	WriteTimeout time.Duration // drop a client that takes longer to write; default 5 s
+	Logger       *slog.Logger
+	// CheckOrigin decides which origins may connect. Default: any. The
+	// counts are not secret, and the dashboard is often behind a proxy.
+	CheckOrigin func(*http.Request) bool
+}
+
+// Hub holds the counts and the connected clients.
+type Hub struct {
+	opts     Options
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+
+	mu      sync.Mutex
+	counts  map[string]uint64
+	ready   bool          // counts initialized from the store
+	dirty   chan struct{} // capacity 1: counts changed since the last message
+	msg     []byte        // newest message, nil until ready
+	version uint64        // increases with every new msg
+	changed chan struct{} // closed and replaced when msg changes
+	clients int
+	closed  chan struct{}
+	once    sync.Once
+}
+
+// NewHub returns a hub with no counts. It sends nothing until Set is
+// called, so a client never sees a number that is not from the store.
+func NewHub(opts Options) *Hub {
+	if opts.Interval <= 0 {
+		opts.Interval = 100 * time.Millisecond
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 20 * time.Second
+	}
+	if opts.PongWait <= 0 {
+		opts.PongWait = 60 * time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.CheckOrigin == nil {
+		opts.CheckOrigin = func(*http.Request) bool { return true }
+	}
+	return &Hub{
+		opts: opts, log: opts.Logger.With("component", "live"),
+		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096, CheckOrigin: opts.CheckOrigin},
+		counts:   map[string]uint64{}, dirty: make(chan struct{}, 1), changed: make(chan struct{}),
+		closed: make(chan struct{}),
+	}
+}
+
+// Set replaces the counts (with the store's exact counts at start).
+func (h *Hub) Set(counts map[string]uint64) {
+	h.mu.Lock()
+	h.counts = maps.Clone(counts)
+	if h.counts == nil {
+		h.counts = map[string]uint64{}
+	}
+	h.ready = true
+	h.mu.Unlock()
+	h.markDirty()
+}
+
+// Add adds per-site deltas (rows just stored).
+func (h *Hub) Add(delta map[string]uint64) {
+	if len(delta) == 0 {
+		return
+	}
+	h.mu.Lock()
+	for k, v := range delta {
+		h.counts[k] += v
+	}
+	h.mu.Unlock()
+	h.markDirty()
+}
+
+func (h *Hub) markDirty() {
+	select {
+	case h.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Snapshot returns the current counts and whether they are initialized.
+func (h *Hub) Snapshot() (sites map[string]uint64, total uint64, ready bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, v := range h.counts {
+		total += v
+	}
+	return maps.Clone(h.counts), total, h.ready
+}
+
+// Clients returns the number of connected clients.
+func (h *Hub) Clients() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.clients
+}
+
+// Run publishes changed counts, at most once per Interval, until ctx ends.
+func (h *Hub) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.dirty:
+		}
+		h.publish()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(h.opts.Interval):
+		}
+	}
+}
+
+func (h *Hub) publish() {
+	sites, total, ready := h.Snapshot()
+	if !ready {
+		return
+	}
+	b, err := json.Marshal(Message{Type: "counts", Total: total, Sites: sites, TS: time.Now().UnixMilli()})
+	if err != nil {
+		h.log.Error("encode counts", "err", err)
+		return
+	}
+	h.mu.Lock()
+	h.msg = b
+	h.version++
+	close(h.changed)
+	h.changed = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// latest returns the newest message and a channel closed when it is
+// replaced.
+func (h *Hub) latest() ([]byte, uint64, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.msg, h.version, h.changed
+}
+
+// Close disconnects every client (with a "going away" close frame). The
+// HTTP server's Shutdown does not, as WebSocket connections are hijacked.
+func (h *Hub) Close() {
+	h.once.Do(func() { close(h.closed) })
+}
+
+// ServeHTTP upgrades GET /live to a WebSocket and streams counts: the
+// current counts at once, then every change.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	conn, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered with an error status
+	}
+	h.mu.Lock()
+	h.clients++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.clients--
+		h.mu.Unlock()
+		conn.Close()
+	}()
+
+	// The reader goroutine handles pongs and notices the client going away;
+	// clients send nothing else we care about.
+	gone := make(chan struct{})
+	conn.SetReadLimit(4096)
+	conn.SetReadDeadline(time.Now().Add(h.opts.PongWait))
+	conn.SetPongHandler(func(string) error {
+		return conn.SetReadDeadline(time.Now().Add(h.opts.PongWait))
+	})
+	go func() {
+		defer close(gone)
+		for {
+			if _, _, err := conn.NextReader(); err != nil {
+				return
+			}
+		}
+	}()
+
+	ping := time.NewTicker(h.opts.PingInterval)
+	defer ping.Stop()
+	var sent uint64
+	for {
+		msg, version, changed := h.latest()
+		if msg != nil && version != sent {
+			conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
+			if err := conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+				h.log.Debug("dropping live client", "remote", r.RemoteAddr, "err", err)
+				return
+			}
+			sent = version
+			continue // a newer message may have come while writing
+		}
+		select {
+		case <-changed:
+		case <-ping.C:
+			conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
+			if err := conn.WriteMessage(websocket.PingMessage, nil); err != nil {
+				return
+			}
+		case <-gone:
+			return
+		case <-h.closed:
+			conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),
+				time.Now().Add(time.Second))
+			return
+		}
+	}
+}

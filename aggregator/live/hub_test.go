@@ -1,0 +1,114 @@
+package live
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+func dial(t *testing.T, srv *httptest.Server) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func read(t *testing.T, c *websocket.Conn) Message {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m Message
+	if err := c.ReadJSON(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestHub(t *testing.T) {
+	h := NewHub(Options{Interval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.Run(ctx)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	c := dial(t, srv)
+	// Nothing before the counts come from the store.
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, _, err := c.ReadMessage(); err == nil {
+		t.Fatal("got a message before Set")
+	}
+	c = dial(t, srv)
+	h.Set(map[string]uint64{"demo": 5})
+	m := read(t, c)
+	if m.Type != "counts" || m.Total != 5 || m.Sites["demo"] != 5 || m.TS == 0 {
+		t.Fatalf("first message %+v", m)
+	}
+	// Bursts are coalesced; the last message has the final counts.
+	for i := 0; i < 100; i++ {
+		h.Add(map[string]uint64{"demo": 1, "shop": 1})
+	}
+	n := 0
+	for {
+		m = read(t, c)
+		n++
+		if m.Total == 205 {
+			break
+		}
+	}
+	if n > 10 {
+		t.Errorf("%d messages for one burst, want them coalesced", n)
+	}
+	if m.Sites["shop"] != 100 || m.Sites["demo"] != 105 {
+		t.Errorf("sites %v", m.Sites)
+	}
+	// A client connecting now gets the current counts at once.
+	c2 := dial(t, srv)
+	if m := read(t, c2); m.Total != 205 {
+		t.Errorf("snapshot on connect %+v", m)
+	}
+	if h.Clients() != 3 { // the silent first one, c and c2
+		t.Errorf("%d clients", h.Clients())
+	}
+	h.Close()
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := c2.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Errorf("after Close: %v", err)
+	}
+}
+
+func TestPingKeepsAliveAndSilentClientDropped(t *testing.T) {
+	h := NewHub(Options{PingInterval: 20 * time.Millisecond, PongWait: 100 * time.Millisecond})
+	h.Set(nil)
+	go h.Run(context.Background())
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	// gorilla answers pings automatically while the client reads.
+	c := dial(t, srv)
+	pings := 0
+	c.SetPingHandler(func(string) error {
+		pings++
+		return c.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second))
+	})
+	read(t, c)
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	c.ReadMessage() // times out; pings were answered meanwhile
+	if pings == 0 {
+		t.Error("no pings")
+	}
+	// A client that never reads (so never answers pings) is dropped.
+	dial(t, srv)
+	deadline := time.Now().Add(3 * time.Second)
+	for h.Clients() > 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if h.Clients() > 1 {
+		t.Errorf("silent client not dropped: %d clients", h.Clients())
+	}
+}

@@ -1,0 +1,182 @@
+package loader
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/dedupe"
+	"github.com/edgepixel/edgepixel/aggregator/spool"
+	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+// These tests use the real on-disk store and in-process deduper, wrapped
+// to inject failures at the points a crash or outage would hit.
+
+func events(t *testing.T, n int) []event.Event {
+	out := make([]event.Event, n)
+	for i := range out {
+		ms := time.Now().UnixMilli()
+		id, err := event.NewID(ms, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = event.Event{ID: id, Time: ms, Site: []string{"a", "b"}[i%2], Name: "pageview"}
+	}
+	return out
+}
+
+// faultyStore fails InsertEvents: before inserting failBefore times, then
+// after inserting (the rows are stored but the call errs) failAfter times.
+type faultyStore struct {
+	store.Store
+	failBefore, failAfter atomic.Int32
+}
+
+func (f *faultyStore) InsertEvents(ctx context.Context, evs []event.Event) error {
+	if f.failBefore.Add(-1) >= 0 {
+		return errors.New("injected: connection refused")
+	}
+	if err := f.Store.InsertEvents(ctx, evs); err != nil {
+		return err
+	}
+	if f.failAfter.Add(-1) >= 0 {
+		return errors.New("injected: timeout after the insert")
+	}
+	return nil
+}
+
+// stuckDedupe fails MarkDone while stuck is set: the insert happened, the
+// mark never does (a crash between the two).
+type stuckDedupe struct {
+	dedupe.Deduper
+	stuck atomic.Bool
+}
+
+func (s *stuckDedupe) MarkDone(ctx context.Context, ids []event.ID) error {
+	if s.stuck.Load() {
+		return errors.New("injected: redis down")
+	}
+	return s.Deduper.MarkDone(ctx, ids)
+}
+
+type rig struct {
+	t      *testing.T
+	dir    string
+	sp     *spool.Spool
+	disk   *store.Disk
+	stored atomic.Uint64
+}
+
+func newRig(t *testing.T, dir string) *rig {
+	r := &rig{t: t, dir: dir}
+	var err error
+	if r.sp, err = spool.Open(dir+"/spool", spool.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.disk, err = store.OpenDisk(dir + "/events"); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) append(evs []event.Event) {
+	if err := r.sp.Append(context.Background(), wire.Append(nil, evs)); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) start(st store.Store, d dedupe.Deduper) (stop func()) {
+	l := New(Config{Spool: r.sp, Dedupe: d, Store: st, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		DrainTimeout: 300 * time.Millisecond,
+		OnCounts:     func(m map[string]uint64) { r.stored.Store(m["a"] + m["b"]) },
+		OnStored:     func(m map[string]uint64) { r.stored.Add(m["a"] + m["b"]) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
+
+func (r *rig) rows() uint64 {
+	c, _ := r.disk.Counts(context.Background())
+	return c["a"] + c["b"]
+}
+
+func (r *rig) waitRows(want uint64) {
+	r.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.rows() != want || r.stored.Load() != want || r.sp.Pending() != 0 {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("rows %d, live %d, pending %d; want %d stored and nothing pending", r.rows(), r.stored.Load(), r.sp.Pending(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDuplicatesAndRetries(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	st := &faultyStore{Store: r.disk}
+	st.failBefore.Store(2)
+	st.failAfter.Store(1)
+	stop := r.start(st, dedupe.NewMemory(time.Hour))
+	defer stop()
+	evs := events(t, 30)
+	r.append(append(evs[:10:10], evs[0], evs[1])) // repeats within a batch
+	r.append(evs[5:20])                           // overlaps the first
+	r.append(evs[:10])                            // the edge retrying a batch
+	r.waitRows(20)
+	r.append(evs)
+	r.waitRows(30)
+	time.Sleep(50 * time.Millisecond)
+	if r.rows() != 30 {
+		t.Fatalf("%d rows", r.rows())
+	}
+}
+
+func TestCrashBetweenInsertAndMark(t *testing.T) {
+	dir := t.TempDir()
+	r := newRig(t, dir)
+	d := &stuckDedupe{Deduper: dedupe.NewMemory(time.Hour)}
+	d.stuck.Store(true)
+	stop := r.start(r.disk, d)
+	evs := events(t, 20)
+	r.append(evs)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.rows() != 20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop() // "crash": inserted, never marked, checkpoint not committed
+	if r.rows() != 20 || r.sp.Pending() == 0 {
+		t.Fatalf("rows %d pending %d", r.rows(), r.sp.Pending())
+	}
+	r.sp.Close()
+
+	// Restart with the dedupe state lost (in-process deduper) and the
+	// record still spooled: the loader must ask the store, not reinsert.
+	r2 := newRig(t, dir)
+	defer r2.sp.Close()
+	stop2 := r2.start(r2.disk, dedupe.NewMemory(time.Hour))
+	defer stop2()
+	r2.waitRows(20)
+	more := events(t, 5)
+	r2.append(append(evs[:3:3], more...))
+	r2.waitRows(25)
+}
+
+func TestWakesPromptly(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	stop := r.start(r.disk, dedupe.NewMemory(time.Hour))
+	defer stop()
+	r.waitRows(0)
+	start := time.Now()
+	r.append(events(t, 1))
+	r.waitRows(1)
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("loaded after %v", d)
+	}
+}

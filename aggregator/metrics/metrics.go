@@ -1,0 +1,114 @@
+// Package metrics holds the aggregator's counters and writes them in the
+// Prometheus text format. It is hand-written rather than a client library
+// because the aggregator exports a dozen numbers and nothing more.
+package metrics
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Metrics are the aggregator's counters and gauges. The zero value is not
+// usable; call New. All methods are safe for concurrent use.
+type Metrics struct {
+	AcceptedEvents  atomic.Uint64 // events in batches written to the spool
+	AcceptedBatches atomic.Uint64
+	Deduped         atomic.Uint64 // events dropped as already stored
+	Inserted        atomic.Uint64 // rows written to the store
+	Loads           atomic.Uint64 // successful store inserts (loader batches)
+	DedupeErrors    atomic.Uint64 // failed calls to the dedupe store (Redis)
+	StoreErrors     atomic.Uint64 // failed calls to the event store (ClickHouse)
+	SpoolCorrupt    atomic.Uint64 // spool records that could not be decoded
+
+	// Gauges are read when metrics are written.
+	SpoolBytes  func() int64   // bytes appended but not yet committed
+	LoaderLag   func() float64 // seconds the loader has been behind
+	LiveClients func() int
+	dropMu      sync.Mutex
+	dropped     map[string]*atomic.Uint64
+}
+
+// New returns empty metrics.
+func New() *Metrics { return &Metrics{dropped: map[string]*atomic.Uint64{}} }
+
+// Drop counts one rejected request for reason.
+func (m *Metrics) Drop(reason string) {
+	m.dropMu.Lock()
+	c, ok := m.dropped[reason]
+	if !ok {
+		c = new(atomic.Uint64)
+		m.dropped[reason] = c
+	}
+	m.dropMu.Unlock()
+	c.Add(1)
+}
+
+// Dropped returns the count for reason.
+func (m *Metrics) Dropped(reason string) uint64 {
+	m.dropMu.Lock()
+	defer m.dropMu.Unlock()
+	if c, ok := m.dropped[reason]; ok {
+		return c.Load()
+	}
+	return 0
+}
+
+// WriteTo writes every metric in the Prometheus text exposition format.
+func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
+	cw := &countWriter{w: w}
+	counter := func(name, help string, v uint64) {
+		fmt.Fprintf(cw, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
+	}
+	gauge := func(name, help string, v any) {
+		fmt.Fprintf(cw, "# HELP %s %s\n# TYPE %s gauge\n%s %v\n", name, help, name, name, v)
+	}
+	const p = "edgepixel_aggregator_"
+	counter(p+"accepted_events_total", "Events in accepted batches (written to the spool).", m.AcceptedEvents.Load())
+	counter(p+"accepted_batches_total", "Batches accepted and spooled.", m.AcceptedBatches.Load())
+	fmt.Fprintf(cw, "# HELP %sdropped_total Requests rejected at ingest, by reason.\n# TYPE %sdropped_total counter\n", p, p)
+	m.dropMu.Lock()
+	reasons := make([]string, 0, len(m.dropped))
+	for r := range m.dropped {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(cw, "%sdropped_total{reason=%q} %d\n", p, r, m.dropped[r].Load())
+	}
+	m.dropMu.Unlock()
+	counter(p+"deduped_total", "Events not stored because they were stored before (retries, duplicates).", m.Deduped.Load())
+	counter(p+"inserted_total", "Rows inserted into the event store.", m.Inserted.Load())
+	counter(p+"loads_total", "Successful inserts into the event store.", m.Loads.Load())
+	counter(p+"dedupe_errors_total", "Failed calls to the dedupe store (Redis); the loader retries.", m.DedupeErrors.Load())
+	counter(p+"store_errors_total", "Failed calls to the event store (ClickHouse); the loader retries.", m.StoreErrors.Load())
+	counter(p+"spool_corrupt_total", "Spool records that could not be decoded and were skipped.", m.SpoolCorrupt.Load())
+	if m.SpoolBytes != nil {
+		gauge(p+"spool_bytes", "Bytes spooled but not yet stored.", m.SpoolBytes())
+	}
+	if m.LoaderLag != nil {
+		gauge(p+"loader_lag_seconds", "How long the loader has had unstored records (0 when caught up).", m.LoaderLag())
+	}
+	if m.LiveClients != nil {
+		gauge(p+"live_clients", "Connected live-count WebSocket clients.", m.LiveClients())
+	}
+	return cw.n, cw.err
+}
+
+type countWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	c.err = err
+	return n, err
+}

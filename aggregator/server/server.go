@@ -1,0 +1,261 @@
+// Package server wires the aggregator together: spool, dedupe, store,
+// loader, live hub and the HTTP endpoints. The command and the integration
+// tests both build the aggregator through Open, so tests run exactly the
+// wiring production runs.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/aggregator/dedupe"
+	"github.com/edgepixel/edgepixel/aggregator/ingest"
+	"github.com/edgepixel/edgepixel/aggregator/live"
+	"github.com/edgepixel/edgepixel/aggregator/loader"
+	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/spool"
+	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/dashboard"
+)
+
+// Config is everything the aggregator is configured with. Zero values
+// take the defaults of the packages they go to.
+type Config struct {
+	DataDir string // spool and (without ClickHouse) the on-disk store
+	Secret  []byte // shared with the edge; required
+
+	RedisURL      string // "" = in-process dedupe
+	ClickHouseURL string // "" = on-disk store
+	ClickHouseDB  string // default "edgepixel"
+
+	MaxBody       int64
+	ReplayWindow  time.Duration
+	DedupeWindow  time.Duration
+	SpoolMaxBytes int64
+
+	LoaderMaxRows int
+	LoaderMaxAge  time.Duration
+	DrainTimeout  time.Duration // how long shutdown keeps loading what is spooled
+	LiveInterval  time.Duration
+
+	Logger *slog.Logger
+}
+
+// Server is an opened aggregator.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	spool   *spool.Spool
+	dedupe  dedupe.Deduper
+	store   store.Store
+	loader  *loader.Loader
+	hub     *live.Hub
+	metrics *metrics.Metrics
+	handler http.Handler
+	closeMu sync.Once
+}
+
+// Open opens the spool and creates the dedupe and store clients. It does
+// not wait for Redis or ClickHouse: ingest works (into the spool) while
+// they are down, and the loader retries until they answer.
+func Open(cfg Config) (*Server, error) {
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("no shared secret configured")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("no data directory configured")
+	}
+	if cfg.ClickHouseDB == "" {
+		cfg.ClickHouseDB = "edgepixel"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New()}
+	var err error
+	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger}); err != nil {
+		return nil, fmt.Errorf("open spool: %w", err)
+	}
+	if cfg.RedisURL != "" {
+		if s.dedupe, err = dedupe.NewRedis(cfg.RedisURL, cfg.DedupeWindow); err != nil {
+			s.spool.Close()
+			return nil, err
+		}
+	} else {
+		s.log.Warn("WARNING: no --redis configured: deduplication runs in process and does not survive restarts (batches the edge retries across a restart may be stored twice)")
+		s.dedupe = dedupe.NewMemory(cfg.DedupeWindow)
+	}
+	if cfg.ClickHouseURL != "" {
+		if s.store, err = clickhouse.New(cfg.ClickHouseURL, cfg.ClickHouseDB); err != nil {
+			s.spool.Close()
+			s.dedupe.Close()
+			return nil, err
+		}
+	} else {
+		dir := filepath.Join(cfg.DataDir, "events")
+		s.log.Warn("WARNING: no --clickhouse configured: events are stored as NDJSON files on local disk (fine for trying edgepixel, not for production)", "dir", dir)
+		if s.store, err = store.OpenDisk(dir); err != nil {
+			s.spool.Close()
+			s.dedupe.Close()
+			return nil, err
+		}
+	}
+	s.hub = live.NewHub(live.Options{Interval: cfg.LiveInterval, Logger: cfg.Logger})
+	s.loader = loader.New(loader.Config{
+		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
+		OnCounts: s.hub.Set, OnStored: s.hub.Add,
+		MaxRows: cfg.LoaderMaxRows, MaxAge: cfg.LoaderMaxAge, DrainTimeout: cfg.DrainTimeout,
+	})
+	s.metrics.SpoolBytes = s.spool.Pending
+	s.metrics.LoaderLag = s.loader.Lag
+	s.metrics.LiveClients = s.hub.Clients
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the HTTP handler with every endpoint.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Metrics returns the aggregator's counters.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// Hub returns the live-count hub.
+func (s *Server) Hub() *live.Hub { return s.hub }
+
+// Run loads until ctx ends, then finishes what is spooled (bounded by the
+// loader's drain timeout) and returns. Stop the HTTP server before
+// cancelling ctx so no batch is accepted after the loader's last look.
+func (s *Server) Run(ctx context.Context) error {
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	go s.hub.Run(hubCtx)
+	err := s.loader.Run(ctx)
+	s.hub.Close()
+	return err
+}
+
+// Close releases the spool and the clients. Call it after Run returned.
+func (s *Server) Close() error {
+	var err error
+	s.closeMu.Do(func() {
+		s.hub.Close()
+		err = errors.Join(s.spool.Close(), s.dedupe.Close(), s.store.Close())
+	})
+	return err
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/ingest", ingest.New(ingest.Config{
+		Secret: s.cfg.Secret, Spool: s.spool, MaxBody: s.cfg.MaxBody, ReplayWindow: s.cfg.ReplayWindow,
+		Metrics: s.metrics, Logger: s.cfg.Logger,
+	}))
+	mux.Handle("GET /live", s.hub)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		s.metrics.WriteTo(w)
+	})
+	mux.HandleFunc("GET /api/counts", s.counts)
+	mux.HandleFunc("GET /api/history", s.history)
+	mux.Handle("/", dashboard.Handler())
+	return mux
+}
+
+// readyz answers 200 when the aggregator can take and store events: the
+// spool has room and the dedupe store and event store answer.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ok := true
+	check := func(name string, err error) {
+		if err != nil {
+			checks[name] = err.Error()
+			ok = false
+		} else {
+			checks[name] = "ok"
+		}
+	}
+	var spoolErr error
+	if s.spool.Full(0) {
+		spoolErr = errors.New("spool full: the loader is behind")
+	}
+	check("spool", spoolErr)
+	check(s.dedupe.Name(), s.dedupe.Ping(ctx))
+	check(s.store.Name(), s.store.Ping(ctx))
+	var loaderErr error
+	if !s.loader.Ready() {
+		loaderErr = errors.New("store not initialized yet")
+	}
+	check("loader", loaderErr)
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+}
+
+func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
+	sites, total, ready := s.hub.Snapshot()
+	writeJSON(w, http.StatusOK, map[string]any{"total": total, "sites": sites, "ready": ready})
+}
+
+// history answers the per-minute counts of one site for the last
+// `minutes` minutes (default 60, at most 1440), one point per minute
+// including empty ones, oldest first.
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	site := r.URL.Query().Get("site")
+	if site == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "site is required", "reason": "bad_request"})
+		return
+	}
+	minutes := 60
+	if v := r.URL.Query().Get("minutes"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1440 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "minutes must be 1..1440", "reason": "bad_request"})
+			return
+		}
+		minutes = n
+	}
+	now := time.Now().Unix() / 60 * 60
+	from := now - int64(minutes-1)*60
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	pts, err := s.store.History(ctx, site, time.Unix(from, 0), time.Unix(now, 0))
+	if err != nil {
+		s.log.Warn("history query failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
+		return
+	}
+	dense := make([]store.Point, minutes)
+	for i := range dense {
+		dense[i].T = from + int64(i)*60
+	}
+	for _, p := range pts {
+		if i := (p.T - from) / 60; i >= 0 && i < int64(minutes) {
+			dense[i].N += p.N
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"site": site, "points": dense})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,566 @@
+// Package spool is the aggregator's write-ahead log: every accepted batch is
+// appended here and fsynced before the edge gets its 200, so an accepted
+// event survives a crash of the aggregator, Redis or ClickHouse. The loader
+// reads records after a persisted checkpoint and commits the checkpoint only
+// once their events are stored.
+//
+// The log is a directory of numbered segment files. Appends go through one
+// writer goroutine that batches concurrent appends into a single write and
+// fsync (group commit), which is what makes per-request durability cheap
+// under load.
+package spool
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Errors returned by Append.
+var (
+	// ErrFull means the unconsumed records reached Options.MaxBytes: the
+	// loader is behind (its backends are down or slow). Senders should back
+	// off and retry.
+	ErrFull   = errors.New("spool: full")
+	ErrClosed = errors.New("spool: closed")
+)
+
+// Position is a place in the log: a segment and a byte offset in it.
+type Position struct {
+	Segment uint64
+	Offset  int64
+}
+
+// Less orders positions in log order.
+func (p Position) Less(q Position) bool {
+	return p.Segment < q.Segment || p.Segment == q.Segment && p.Offset < q.Offset
+}
+
+func (p Position) String() string { return fmt.Sprintf("%d:%d", p.Segment, p.Offset) }
+
+// Record is one appended payload and the position just after it, which is
+// what to Commit once the payload is processed.
+type Record struct {
+	Data []byte
+	Next Position
+}
+
+// Options tune a spool. Zero values take the defaults.
+type Options struct {
+	// MaxBytes bounds the bytes appended but not yet committed; Append
+	// returns ErrFull beyond it. Default 1 GiB.
+	MaxBytes int64
+	// SegmentBytes is the size at which a new segment file is started.
+	// Consumed segments are deleted whole, so this also bounds the disk
+	// space held by already-processed records. Default 64 MiB.
+	SegmentBytes int64
+	Logger       *slog.Logger
+}
+
+// Spool is an open log. Append is safe for concurrent use; Read and Commit
+// are meant for a single consumer.
+type Spool struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+
+	reqs   chan *appendReq
+	quit   chan struct{}
+	done   chan struct{}
+	notify chan struct{}
+	once   sync.Once
+
+	mu         sync.Mutex
+	durable    Position         // end of fsynced data
+	checkpoint Position         // committed position
+	sizes      map[uint64]int64 // durable size of each segment file
+	openEnd    Position         // durable end when the spool was opened
+	broken     error            // set if a failed write could not be undone
+
+	f *os.File // active segment; owned by the writer goroutine
+}
+
+type appendReq struct {
+	payload []byte
+	done    chan error
+}
+
+const (
+	segSuffix      = ".seg"
+	checkpointFile = "checkpoint"
+)
+
+func segName(seq uint64) string { return fmt.Sprintf("%020d%s", seq, segSuffix) }
+
+// Open opens or creates the spool in dir. It scans every segment and
+// truncates a torn or corrupt tail (a write cut short by a crash, or
+// garbage), so what remains is exactly the records whose appends returned.
+func Open(dir string, opts Options) (*Spool, error) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 1 << 30
+	}
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	s := &Spool{
+		dir: dir, opts: opts, log: opts.Logger,
+		reqs: make(chan *appendReq), quit: make(chan struct{}), done: make(chan struct{}),
+		notify: make(chan struct{}, 1), sizes: map[uint64]int64{},
+	}
+	segs, err := s.listSegments()
+	if err != nil {
+		return nil, err
+	}
+	cp, cpErr := s.readCheckpoint()
+	if cpErr != nil && !errors.Is(cpErr, os.ErrNotExist) {
+		// Reading from the start again is safe: the loader deduplicates.
+		s.log.Warn("spool checkpoint unreadable; re-reading from the oldest segment", "err", cpErr)
+		cp = Position{}
+	}
+	for _, seq := range segs {
+		if seq < cp.Segment { // consumed; a crash came between commit and delete
+			os.Remove(filepath.Join(dir, segName(seq)))
+			continue
+		}
+		size, err := s.repair(seq)
+		if err != nil {
+			return nil, err
+		}
+		s.sizes[seq] = size
+	}
+	var active uint64
+	for seq := range s.sizes {
+		active = max(active, seq)
+	}
+	if active == 0 || active < cp.Segment {
+		active = max(cp.Segment, 1)
+		if _, ok := s.sizes[active]; !ok {
+			s.sizes[active] = 0
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(dir, segName(active)), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syncDir(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.f = f
+	s.durable = Position{active, s.sizes[active]}
+	first := active
+	for seq := range s.sizes {
+		first = min(first, seq)
+	}
+	switch {
+	case cp.Segment < first:
+		cp = Position{first, 0}
+	case s.durable.Less(cp) || cp.Offset > s.sizes[cp.Segment]:
+		s.log.Warn("spool checkpoint beyond the data; re-reading the last segment", "checkpoint", cp, "end", s.durable)
+		cp = Position{cp.Segment, 0}
+	}
+	s.checkpoint = cp
+	s.openEnd = s.durable
+	go s.writer()
+	return s, nil
+}
+
+func (s *Spool) listSegments() ([]uint64, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	var segs []uint64
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, segSuffix) {
+			continue
+		}
+		seq, err := strconv.ParseUint(strings.TrimSuffix(name, segSuffix), 10, 64)
+		if err != nil || seq == 0 {
+			continue
+		}
+		segs = append(segs, seq)
+	}
+	slices.Sort(segs)
+	return segs, nil
+}
+
+// repair scans segment seq and truncates it after its last intact record.
+func (s *Spool) repair(seq uint64) (int64, error) {
+	path := filepath.Join(s.dir, segName(seq))
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	valid, err := scan(f, st.Size(), nil)
+	if err != nil {
+		return 0, fmt.Errorf("spool: scan %s: %w", path, err)
+	}
+	if valid < st.Size() {
+		s.log.Warn("spool: truncating a torn or corrupt tail (an append that never returned, or disk damage)",
+			"segment", path, "valid_bytes", valid, "dropped_bytes", st.Size()-valid)
+		if err := f.Truncate(valid); err != nil {
+			return 0, err
+		}
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+	}
+	return valid, nil
+}
+
+// Append writes payload as one record and returns once it is on disk
+// (fsynced). If ctx ends first it returns ctx's error, and the record may
+// or may not be written.
+func (s *Spool) Append(ctx context.Context, payload []byte) error {
+	if len(payload) > MaxRecord {
+		return fmt.Errorf("spool: record of %d bytes exceeds %d", len(payload), MaxRecord)
+	}
+	r := &appendReq{payload: payload, done: make(chan error, 1)}
+	select {
+	case s.reqs <- r:
+	case <-s.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writer is the single goroutine that writes to the active segment: it
+// takes every append that is waiting, writes them with one write and one
+// fsync, and then answers them all.
+func (s *Spool) writer() {
+	defer close(s.done)
+	var buf []byte
+	var batch []*appendReq
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-s.reqs:
+			batch = append(batch, r)
+		case <-s.quit:
+			return
+		}
+		size := len(batch[0].payload)
+	drain:
+		for size < 8<<20 && len(batch) < 4096 {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+				size += len(r.payload)
+			default:
+				break drain
+			}
+		}
+		buf = s.writeBatch(buf[:0], batch)
+		if cap(buf) > 16<<20 {
+			buf = nil // don't hold on to a huge buffer
+		}
+	}
+}
+
+func (s *Spool) writeBatch(buf []byte, batch []*appendReq) []byte {
+	s.mu.Lock()
+	pending := s.pendingLocked()
+	broken := s.broken
+	s.mu.Unlock()
+	if broken != nil {
+		for _, r := range batch {
+			r.done <- broken
+		}
+		return buf
+	}
+	var ok []*appendReq
+	for _, r := range batch {
+		if pending+int64(len(buf)+headerLen+len(r.payload)) > s.opts.MaxBytes {
+			r.done <- ErrFull
+			continue
+		}
+		buf = appendRecord(buf, r.payload)
+		ok = append(ok, r)
+	}
+	if len(ok) == 0 {
+		return buf
+	}
+	err := s.write(buf)
+	for _, r := range ok {
+		r.done <- err
+	}
+	if err == nil {
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
+	return buf
+}
+
+// write appends buf to the active segment (starting a new one first if the
+// active one is full) and fsyncs it. On failure it cuts the segment back so
+// a later append does not follow a torn record.
+func (s *Spool) write(buf []byte) error {
+	s.mu.Lock()
+	end := s.durable
+	s.mu.Unlock()
+	if end.Offset > 0 && end.Offset+int64(len(buf)) > s.opts.SegmentBytes {
+		if err := s.roll(end.Segment + 1); err != nil {
+			return fmt.Errorf("spool: start segment: %w", err)
+		}
+		end = Position{end.Segment + 1, 0}
+	}
+	_, err := s.f.WriteAt(buf, end.Offset)
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		if terr := s.f.Truncate(end.Offset); terr != nil {
+			s.mu.Lock()
+			s.broken = fmt.Errorf("spool: write failed (%v) and could not be undone (%v); restart to repair", err, terr)
+			s.mu.Unlock()
+		}
+		return fmt.Errorf("spool: append: %w", err)
+	}
+	s.mu.Lock()
+	s.durable.Offset += int64(len(buf))
+	s.sizes[s.durable.Segment] = s.durable.Offset
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Spool) roll(seq uint64) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, segName(seq)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := syncDir(s.dir); err != nil {
+		f.Close()
+		return err
+	}
+	s.f.Close()
+	s.f = f
+	s.mu.Lock()
+	s.durable = Position{seq, 0}
+	s.sizes[seq] = 0
+	s.mu.Unlock()
+	return nil
+}
+
+// pendingLocked is the size of the records after the checkpoint.
+func (s *Spool) pendingLocked() int64 {
+	var n int64
+	for seq, size := range s.sizes {
+		if seq >= s.checkpoint.Segment {
+			n += size
+		}
+	}
+	return n - s.checkpoint.Offset
+}
+
+// Pending returns the bytes appended but not yet committed.
+func (s *Spool) Pending() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pendingLocked()
+}
+
+// Full reports whether an append of n bytes would be refused, for
+// readiness checks.
+func (s *Spool) Full(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken != nil || s.pendingLocked()+int64(n+headerLen) > s.opts.MaxBytes
+}
+
+// Notify returns a channel that receives a value after appends become
+// durable, so the consumer can wake without polling. It is meant for one
+// consumer; several appends may share one notification.
+func (s *Spool) Notify() <-chan struct{} { return s.notify }
+
+// Checkpoint returns the committed position: where a consumer starts.
+func (s *Spool) Checkpoint() Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checkpoint
+}
+
+// End returns the position after the last durable record.
+func (s *Spool) End() Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.durable
+}
+
+// OpenEnd returns the end of the data found when the spool was opened.
+// Records before it were written by an earlier process, which may have
+// stored some of them without committing: the loader treats them as
+// possibly stored.
+func (s *Spool) OpenEnd() Position { return s.openEnd }
+
+// Read returns up to maxRecords durable records after pos, stopping early
+// once maxBytes of payload are read (but always returning at least one
+// record if there is one). It returns no records when pos is the end.
+func (s *Spool) Read(pos Position, maxRecords, maxBytes int) ([]Record, error) {
+	s.mu.Lock()
+	end := s.durable
+	for pos.Segment < end.Segment && pos.Offset >= s.sizes[pos.Segment] {
+		pos = Position{pos.Segment + 1, 0}
+	}
+	limit, ok := s.sizes[pos.Segment]
+	if pos.Segment == end.Segment {
+		limit, ok = end.Offset, true
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("spool: read at %v: no such segment", pos)
+	}
+	if pos.Offset >= limit {
+		return nil, nil
+	}
+	f, err := os.Open(filepath.Join(s.dir, segName(pos.Segment)))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var recs []Record
+	var nbytes int
+	stop := errors.New("stop")
+	_, err = scan(io.NewSectionReader(f, pos.Offset, limit-pos.Offset), limit-pos.Offset, func(p []byte, end int64) error {
+		recs = append(recs, Record{Data: p, Next: Position{pos.Segment, pos.Offset + end}})
+		nbytes += len(p)
+		if len(recs) >= maxRecords || nbytes >= maxBytes {
+			return stop
+		}
+		return nil
+	})
+	if err != nil && err != stop {
+		return recs, err
+	}
+	if len(recs) == 0 || err == nil && recs[len(recs)-1].Next.Offset != limit {
+		// Durable bytes that do not scan are disk damage, not a torn write.
+		return recs, fmt.Errorf("spool: corrupt record in segment %d after offset %d", pos.Segment, pos.Offset)
+	}
+	return recs, nil
+}
+
+// Commit records that everything before pos is processed: it persists the
+// checkpoint (write a temporary file, fsync, rename, fsync the directory)
+// and deletes segments that lie wholly before it.
+func (s *Spool) Commit(pos Position) error {
+	s.mu.Lock()
+	if s.durable.Less(pos) {
+		s.mu.Unlock()
+		return fmt.Errorf("spool: commit %v beyond the end %v", pos, s.durable)
+	}
+	// A position at the end of a finished segment is the start of the next.
+	for pos.Segment < s.durable.Segment && pos.Offset >= s.sizes[pos.Segment] {
+		pos = Position{pos.Segment + 1, 0}
+	}
+	s.mu.Unlock()
+	if err := s.writeCheckpoint(pos); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.checkpoint = pos
+	var old []uint64
+	for seq := range s.sizes {
+		if seq < pos.Segment {
+			old = append(old, seq)
+			delete(s.sizes, seq)
+		}
+	}
+	s.mu.Unlock()
+	for _, seq := range old {
+		if err := os.Remove(filepath.Join(s.dir, segName(seq))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("spool: could not delete a consumed segment", "segment", seq, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *Spool) writeCheckpoint(pos Position) error {
+	var b [20]byte
+	binary.LittleEndian.PutUint64(b[0:8], pos.Segment)
+	binary.LittleEndian.PutUint64(b[8:16], uint64(pos.Offset))
+	binary.LittleEndian.PutUint32(b[16:20], crc32.Checksum(b[:16], castagnoli))
+	tmp := filepath.Join(s.dir, checkpointFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b[:]); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, checkpointFile)); err != nil {
+		return err
+	}
+	return syncDir(s.dir)
+}
+
+func (s *Spool) readCheckpoint() (Position, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, checkpointFile))
+	if err != nil {
+		return Position{}, err
+	}
+	if len(b) != 20 || crc32.Checksum(b[:16], castagnoli) != binary.LittleEndian.Uint32(b[16:20]) {
+		return Position{}, fmt.Errorf("spool: checkpoint file %q is corrupt", bytes.TrimSpace(b[:min(len(b), 40)]))
+	}
+	return Position{binary.LittleEndian.Uint64(b[0:8]), int64(binary.LittleEndian.Uint64(b[8:16]))}, nil
+}
+
+// Close stops accepting appends, lets the write in progress finish and
+// closes the active segment. Appends waiting to be written get ErrClosed.
+func (s *Spool) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.quit)
+		<-s.done
+		err = s.f.Close()
+	})
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

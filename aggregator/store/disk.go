@@ -1,0 +1,255 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// Disk stores events as newline-delimited JSON, one file per UTC day, for
+// running the aggregator without ClickHouse (a laptop, `make run` where
+// ClickHouse is not installed). Counts and the per-minute history are kept
+// in memory and rebuilt from the files at open, so it suits thousands to a
+// few million events, not production volumes.
+type Disk struct {
+	dir string
+
+	mu      sync.Mutex
+	counts  map[string]uint64
+	minutes map[string]map[int64]uint64
+}
+
+// Row is one stored event as written to the files; field names match the
+// ClickHouse columns so tools can treat both alike.
+type Row struct {
+	EventID     string `json:"event_id"`
+	TsMS        int64  `json:"ts_ms"`
+	Site        string `json:"site"`
+	Name        string `json:"name"`
+	URL         string `json:"url"`
+	Referrer    string `json:"referrer"`
+	UserAgent   string `json:"user_agent"`
+	ClientIP    string `json:"client_ip"`
+	Country     string `json:"country"`
+	UTMSource   string `json:"utm_source"`
+	UTMMedium   string `json:"utm_medium"`
+	UTMCampaign string `json:"utm_campaign"`
+	Pop         string `json:"pop"`
+	Props       string `json:"props"`
+}
+
+func toRow(e *event.Event) Row {
+	return Row{e.ID.String(), e.Time, e.Site, e.Name, e.URL, e.Referrer, e.UserAgent, e.ClientIP,
+		e.Country, e.UTMSource, e.UTMMedium, e.UTMCampaign, e.Pop, e.Props}
+}
+
+// OpenDisk opens (creating) the store in dir and rebuilds its counts.
+func OpenDisk(dir string) (*Disk, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	d := &Disk{dir: dir, counts: map[string]uint64{}, minutes: map[string]map[int64]uint64{}}
+	files, err := d.files()
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		if err := d.load(f); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func (d *Disk) files() ([]string, error) {
+	m, err := filepath.Glob(filepath.Join(d.dir, "events-*.ndjson"))
+	slices.Sort(m)
+	return m, err
+}
+
+func dayFile(ms int64) string {
+	return "events-" + time.UnixMilli(ms).UTC().Format("20060102") + ".ndjson"
+}
+
+// load counts the rows of one file, cutting off a partial last line left
+// by a crash mid-write.
+func (d *Disk) load(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	var good int64
+	for {
+		line, err := br.ReadBytes('\n')
+		if err == io.EOF {
+			if len(line) > 0 {
+				if terr := f.Truncate(good); terr != nil {
+					return terr
+				}
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var r Row
+		if jerr := json.Unmarshal(line, &r); jerr != nil {
+			return fmt.Errorf("disk store: %s: corrupt line at byte %d: %v", path, good, jerr)
+		}
+		good += int64(len(line))
+		d.countLocked(r.Site, r.TsMS)
+	}
+}
+
+func (d *Disk) countLocked(site string, ms int64) {
+	d.counts[site]++
+	m := d.minutes[site]
+	if m == nil {
+		m = map[int64]uint64{}
+		d.minutes[site] = m
+	}
+	m[ms/1000/60*60]++
+}
+
+func (d *Disk) Init(context.Context) error { return nil }
+
+// InsertEvents appends evs to their day files and fsyncs them. A file a
+// write failed on is cut back to its previous length, so no partial row
+// remains.
+func (d *Disk) InsertEvents(_ context.Context, evs []event.Event) error {
+	byDay := map[string][]*event.Event{}
+	for i := range evs {
+		f := dayFile(evs[i].Time)
+		byDay[f] = append(byDay[f], &evs[i])
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, day := range byDay {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		for _, e := range day {
+			if err := enc.Encode(toRow(e)); err != nil {
+				return err
+			}
+		}
+		if err := appendSync(filepath.Join(d.dir, name), buf.Bytes()); err != nil {
+			return fmt.Errorf("disk store: %w", err)
+		}
+		for _, e := range day {
+			d.countLocked(e.Site, e.Time)
+		}
+	}
+	return nil
+}
+
+func appendSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err = f.WriteAt(b, st.Size()); err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Truncate(st.Size())
+	}
+	return err
+}
+
+// ExistingIDs scans the day files evs fall in.
+func (d *Disk) ExistingIDs(_ context.Context, evs []event.Event) (map[event.ID]bool, error) {
+	want := map[string]event.ID{}
+	days := map[string]bool{}
+	for i := range evs {
+		want[evs[i].ID.String()] = evs[i].ID
+		days[dayFile(evs[i].Time)] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	found := map[event.ID]bool{}
+	for name := range days {
+		f, err := os.Open(filepath.Join(d.dir, name))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			// The id is the first field: no need to decode the whole line.
+			line := sc.Bytes()
+			if i := bytes.Index(line, []byte(`"event_id":"`)); i >= 0 && len(line) >= i+12+36 {
+				if id, ok := want[string(line[i+12:i+12+36])]; ok {
+					found[id] = true
+				}
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return found, nil
+}
+
+func (d *Disk) Counts(context.Context) (map[string]uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]uint64, len(d.counts))
+	for k, v := range d.counts {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (d *Disk) History(_ context.Context, site string, from, to time.Time) ([]Point, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var pts []Point
+	for t, n := range d.minutes[site] {
+		if t >= from.Unix() && t <= to.Unix() {
+			pts = append(pts, Point{t, n})
+		}
+	}
+	slices.SortFunc(pts, func(a, b Point) int { return int(a.T - b.T) })
+	return pts, nil
+}
+
+// Ping checks the directory is still writable.
+func (d *Disk) Ping(context.Context) error {
+	f, err := os.CreateTemp(d.dir, ".ping-*")
+	if err != nil {
+		return fmt.Errorf("disk store: %w", err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func (d *Disk) Name() string { return "disk" }
+func (d *Disk) Close() error { return nil }
+
+// Dir returns the directory the files are in.
+func (d *Disk) Dir() string { return d.dir }
+
+var _ Store = (*Disk)(nil)
