@@ -74,9 +74,13 @@ func base(m *Meta) (event.Event, error) {
 }
 
 // finish fills the page-derived fields and clamps every field to its limit,
-// so the aggregator never has to reject what the edge built.
-func finish(e *event.Event, site, name, page, ref string) {
+// so the aggregator never has to reject what the edge built. The site is
+// checked here, after trimming, because a blank site is no site.
+func finish(e *event.Event, site, name, page, ref string) (drop string) {
 	e.Site = event.Truncate(strings.TrimSpace(site), event.MaxSiteLen)
+	if e.Site == "" {
+		return DropMissingSite
+	}
 	if name == "" {
 		name = event.KindPageview
 	}
@@ -89,6 +93,7 @@ func finish(e *event.Event, site, name, page, ref string) {
 		e.UTMMedium = event.Truncate(q.Get("utm_medium"), event.MaxShortLen)
 		e.UTMCampaign = event.Truncate(q.Get("utm_campaign"), event.MaxShortLen)
 	}
+	return ""
 }
 
 // FromQuery builds the event of a pixel hit. Query parameters: site
@@ -97,9 +102,8 @@ func finish(e *event.Event, site, name, page, ref string) {
 // name, default pageview). It returns a drop reason instead of an error:
 // the caller answers the GIF either way.
 func FromQuery(rawQuery string, m *Meta) (event.Event, string) {
-	q, _ := url.ParseQuery(rawQuery) // keep what parsed; a bad pair must not lose the hit
-	site := q.Get("site")
-	if strings.TrimSpace(site) == "" {
+	q, _ := url.ParseQuery(rawQuery)            // keep what parsed; a bad pair must not lose the hit
+	if strings.TrimSpace(q.Get("site")) == "" { // before minting an id for nothing
 		return event.Event{}, DropMissingSite
 	}
 	e, err := base(m)
@@ -110,8 +114,7 @@ func FromQuery(rawQuery string, m *Meta) (event.Event, string) {
 	if page == "" {
 		page = m.Referer
 	}
-	finish(&e, site, q.Get("e"), page, q.Get("ref"))
-	return e, ""
+	return e, finish(&e, q.Get("site"), q.Get("e"), page, q.Get("ref"))
 }
 
 // TruncateIP keeps the network part of an address: /24 for IPv4, /48 for

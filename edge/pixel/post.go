@@ -51,9 +51,6 @@ func FromJSON(body []byte, m *Meta) ([]event.Event, string) {
 	out := make([]event.Event, 0, len(posted))
 	for i := range posted {
 		p := &posted[i]
-		if p.Site == "" {
-			return nil, DropMissingSite
-		}
 		props, ok := compactObject(p.Props)
 		if !ok {
 			return nil, DropBadJSON
@@ -70,7 +67,9 @@ func FromJSON(body []byte, m *Meta) ([]event.Event, string) {
 		if page == "" {
 			page = m.Referer
 		}
-		finish(&e, p.Site, p.Name, page, ref)
+		if drop := finish(&e, p.Site, p.Name, page, ref); drop != "" {
+			return nil, drop
+		}
 		e.Props = props
 		out = append(out, e)
 	}
