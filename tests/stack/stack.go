@@ -1,0 +1,216 @@
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/edgepixel/edgepixel/tests/localsrv"
+)
+
+// Options describe a stack. Everything it writes lives under Dir, so
+// starting again with the same Dir keeps the data.
+type Options struct {
+	Dir string
+	Bin Binaries
+
+	AggregatorAddr string // "" picks a free loopback port
+	PopAddr        string // "" picks a free loopback port
+
+	// NoRedis and NoClickHouse run the aggregator on its embedded fallbacks
+	// (in-process dedupe, on-disk storage) instead of the real servers.
+	NoRedis, NoClickHouse bool
+
+	// EdgeConfig adds keys to the edge module's "edgepixel" config store,
+	// e.g. batch_max_age_ms.
+	EdgeConfig map[string]string
+
+	// Logs receives every child's output; nil writes Dir/logs/NAME.log.
+	Logs io.Writer
+	// Progress, if set, is told what is starting.
+	Progress func(format string, args ...any)
+}
+
+// Stack is a running set of processes.
+type Stack struct {
+	opts       Options
+	Secret     []byte
+	Redis      *localsrv.Redis
+	ClickHouse *localsrv.ClickHouse
+	Aggregator *Proc
+	Pop        *Proc
+
+	AggregatorURL string // http://host:port
+	PopURL        string
+	Manifest      string // the fastly.toml the POP reads
+}
+
+// Start brings the stack up in dependency order and waits until each part
+// answers. On error it stops whatever it had started.
+func Start(ctx context.Context, o Options) (s *Stack, err error) {
+	s = &Stack{opts: o}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	if o.Progress == nil {
+		s.opts.Progress = func(string, ...any) {}
+	}
+	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	if s.Secret, err = EnsureSecret(filepath.Join(o.Dir, "secret")); err != nil {
+		return nil, err
+	}
+	if !o.NoRedis {
+		s.opts.Progress("starting redis-server (data in %s)", filepath.Join(o.Dir, "redis"))
+		if s.Redis, err = localsrv.StartRedis(ctx, filepath.Join(o.Dir, "redis"), 0); err != nil {
+			return nil, err
+		}
+	}
+	if !o.NoClickHouse {
+		s.opts.Progress("starting clickhouse-server (data in %s)", filepath.Join(o.Dir, "clickhouse"))
+		if s.ClickHouse, err = localsrv.StartClickHouse(ctx, filepath.Join(o.Dir, "clickhouse"), 0, 0); err != nil {
+			return nil, err
+		}
+	}
+	if s.opts.AggregatorAddr == "" {
+		if s.opts.AggregatorAddr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	s.AggregatorURL = "http://" + s.opts.AggregatorAddr
+	if err := s.StartAggregator(ctx); err != nil {
+		return nil, err
+	}
+	if s.opts.PopAddr == "" {
+		if s.opts.PopAddr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	s.PopURL = "http://" + s.opts.PopAddr
+	s.Manifest = filepath.Join(o.Dir, "fastly.toml")
+	if err := os.WriteFile(s.Manifest, []byte(s.manifest()), 0o644); err != nil {
+		return nil, err
+	}
+	s.opts.Progress("starting the local POP with the edge module %s", o.Bin.Wasm)
+	out, err := s.output("pop")
+	if err != nil {
+		return nil, err
+	}
+	if s.Pop, err = startProc("edgepixel-pop", out, o.Bin.Pop,
+		"-C", s.Manifest, "--addr", s.opts.PopAddr,
+		"--compile-cache", filepath.Join(o.Dir, "wazero-cache"), o.Bin.Wasm); err != nil {
+		return nil, err
+	}
+	// The module's own /healthz proves a guest instance runs, not just the host.
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := waitHTTP(wctx, s.Pop, s.PopURL+"/healthz"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// StartAggregator starts (or, after Kill, restarts) the aggregator with the
+// stack's settings and waits for /healthz.
+func (s *Stack) StartAggregator(ctx context.Context) error {
+	o := s.opts
+	args := []string{
+		"--addr", o.AggregatorAddr,
+		"--data-dir", filepath.Join(o.Dir, "aggregator"),
+		"--secret-file", filepath.Join(o.Dir, "secret"),
+	}
+	if s.Redis != nil {
+		args = append(args, "--redis", s.Redis.URL)
+	}
+	if s.ClickHouse != nil {
+		args = append(args, "--clickhouse", s.ClickHouse.HTTPURL)
+	}
+	o.Progress("starting the aggregator on %s", s.AggregatorURL)
+	out, err := s.output("aggregator")
+	if err != nil {
+		return err
+	}
+	if s.Aggregator, err = startProc("edgepixel-aggregator", out, o.Bin.Aggregator, args...); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return waitHTTP(wctx, s.Aggregator, s.AggregatorURL+"/healthz")
+}
+
+func (s *Stack) output(name string) (io.Writer, error) {
+	if s.opts.Logs != nil {
+		return s.opts.Logs, nil
+	}
+	return logFile(filepath.Join(s.opts.Dir, "logs", name+".log"))
+}
+
+// manifest is the fastly.toml for the POP: the aggregator backend, the
+// shared secret and the edge's config store.
+func (s *Stack) manifest() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "manifest_version = 3\nname = \"edgepixel\"\nlanguage = \"go\"\n\n")
+	fmt.Fprintf(&b, "[local_server.backends.aggregator]\nurl = %q\n\n", s.AggregatorURL)
+	cfg := map[string]string{"pop": "local"}
+	for k, v := range s.opts.EdgeConfig {
+		cfg[k] = v
+	}
+	keys := make([]string, 0, len(cfg))
+	for k := range cfg {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(&b, "[local_server.config_stores.edgepixel]\nformat = \"inline-toml\"\n[local_server.config_stores.edgepixel.contents]\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s = %q\n", k, cfg[k])
+	}
+	fmt.Fprintf(&b, "\n[local_server.secret_stores]\nedgepixel = [{ key = \"aggregator_secret\", file = %q }]\n", filepath.Join(s.opts.Dir, "secret"))
+	return b.String()
+}
+
+// Stop shuts the stack down in reverse order, each part gracefully: the POP
+// first so its instances flush buffered events to a still-running
+// aggregator, which in turn finishes its in-flight load.
+func (s *Stack) Stop() error {
+	var errs []error
+	errs = append(errs, s.Pop.Stop(30*time.Second))
+	errs = append(errs, s.Aggregator.Stop(30*time.Second))
+	if s.ClickHouse != nil {
+		errs = append(errs, s.ClickHouse.Stop())
+	}
+	if s.Redis != nil {
+		errs = append(errs, s.Redis.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+// EnsureSecret returns the shared secret stored at path, creating a random
+// one on first use so that restarts keep using the same secret.
+func EnsureSecret(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return []byte(s), nil
+		}
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	s := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	// No trailing newline: the POP hands the file to the edge byte for byte.
+	return []byte(s), os.WriteFile(path, []byte(s), 0o600)
+}
