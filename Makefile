@@ -22,6 +22,7 @@ build:
 	GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -o $(BIN)/edgepixel.wasm ./edge/cmd/edgepixel
 	$(GO) build -trimpath -o $(BIN)/edgepixel-pop ./edge/cmd/edgepixel-pop
 	$(GO) build -trimpath -o $(BIN)/edgepixel-aggregator ./aggregator/cmd/edgepixel-aggregator
+	$(GO) build -trimpath -o $(BIN)/edgepixel-run ./tests/cmd/edgepixel-run
 
 ## wasm: the edge module where Fastly's CLI expects it (edge/bin/main.wasm)
 wasm:
@@ -30,7 +31,8 @@ wasm:
 ## run: install what is missing if we can, build, start the stack (Ctrl-C stops it)
 run: build
 	@$(MAKE) --no-print-directory deps SOFT=1
-	$(GO) run ./tests/cmd/edgepixel-run --bin $(BIN) --dir $(DATA)
+	@# exec: Ctrl-C goes straight to the launcher, which stops the stack in order.
+	@exec $(BIN)/edgepixel-run --bin $(BIN) --dir $(DATA)
 
 ## test: the full suite, as CI runs it
 test: deps fmt vet unit fuzz

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 )
 
 // body is the object behind a body handle: a queue of segments, each either
@@ -223,6 +224,39 @@ func (b *body) knownLength() (int64, bool) {
 		}
 	}
 	return total, true
+}
+
+// settle waits until a streaming body is closed, holds at least maxBytes,
+// or maxWait has passed. Holding the response head that long lets a small
+// streamed response (a pixel, a JSON reply) go out with an exact
+// Content-Length in one write instead of chunked in several, while a
+// long-running stream is delayed by at most maxWait.
+func (b *body) settle(ctx context.Context, maxBytes int, maxWait time.Duration) {
+	var timer *time.Timer
+	for {
+		b.mu.Lock()
+		done := !b.streaming || b.closed || b.err != nil || b.gone || b.buffered >= maxBytes
+		wake := b.wake
+		b.mu.Unlock()
+		if done || wake == nil {
+			break
+		}
+		if timer == nil {
+			timer = time.NewTimer(maxWait)
+		}
+		select {
+		case <-wake:
+			// take re-checks the state before it waits, so consuming
+			// this signal here loses nothing.
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+	if timer != nil {
+		timer.Stop()
+	}
 }
 
 // finish marks the end of the guest's writes (close on a streaming body).

@@ -66,6 +66,12 @@ func (d *downstream) send(o outcome) {
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// How long a streamed response's head may wait for its body; see body.settle.
+const (
+	settleBytes = 16 << 10
+	settleWait  = 2 * time.Millisecond
+)
+
 // writeResponse sends an outcome to the client and returns when the body is
 // complete: for a streaming body that is when the guest closes it, which may
 // be long before the guest's handler returns.
@@ -91,6 +97,7 @@ func writeResponse(w http.ResponseWriter, r *http.Request, o *outcome) {
 	}
 	bodyAllowed := o.status >= 200 && o.status != http.StatusNoContent && o.status != http.StatusNotModified
 	if o.body != nil && !o.manual && !isHead && bodyAllowed {
+		o.body.settle(r.Context(), settleBytes, settleWait)
 		if n, ok := o.body.knownLength(); ok {
 			h["Content-Length"] = []string{strconv.FormatInt(n, 10)}
 		}
