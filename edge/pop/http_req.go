@@ -157,15 +157,7 @@ func reqFramingMode(c *call) status {
 	if !ok {
 		return stBadf
 	}
-	switch c.u32(1) {
-	case 0:
-		r.manualFraming = false
-	case 1:
-		r.manualFraming = true
-	default:
-		return stInval
-	}
-	return stOK
+	return setFraming(&r.manualFraming, c.u32(1))
 }
 
 // auto_decompress_response_set(h, encodings): bit 0 = gzip.

@@ -88,15 +88,7 @@ func respFramingMode(c *call) status {
 	if !ok {
 		return stBadf
 	}
-	switch c.u32(1) {
-	case 0:
-		r.manualFraming = false
-	case 1:
-		r.manualFraming = true
-	default:
-		return stInval
-	}
-	return stOK
+	return setFraming(&r.manualFraming, c.u32(1))
 }
 
 // get_addr_dest_ip(h, addr_out[16], nwritten_out)
@@ -183,5 +175,16 @@ func respSendDownstream(c *call) status {
 		b.finish(nil)
 	}
 	ds.send(out)
+	return stOK
+}
+
+// setFraming applies framing_headers_mode_set's mode, shared by requests
+// and responses: 0 lets the host derive Content-Length/Transfer-Encoding,
+// 1 sends the guest's own.
+func setFraming(manual *bool, mode uint32) status {
+	if mode > 1 {
+		return stInval
+	}
+	*manual = mode == 1
 	return stOK
 }

@@ -124,6 +124,17 @@ func hostcalls() map[hostKey]hostDef {
 		d[hostKey{mod, name}] = hostDef{params, fn}
 	}
 	i64 := []api.ValueType{api.ValueTypeI64}
+	// Requests and responses share the header hostcalls; only the handle
+	// lookup differs.
+	addHeaderCalls := func(mod string, list headerHolder) {
+		add(mod, "header_names_get", i32s(6), headerNamesGet(list))
+		add(mod, "header_value_get", i32s(6), headerValueGet(list))
+		add(mod, "header_values_get", i32s(8), headerValuesGet(list))
+		add(mod, "header_values_set", i32s(5), headerValuesSet(list))
+		add(mod, "header_insert", i32s(5), headerInsert(list, false))
+		add(mod, "header_append", i32s(5), headerInsert(list, true))
+		add(mod, "header_remove", i32s(3), headerRemove(list))
+	}
 
 	add("fastly_abi", "init", i64, abiInit)
 
@@ -137,13 +148,7 @@ func hostcalls() map[hostKey]hostDef {
 	add(req, "uri_set", i32s(3), reqURISet)
 	add(req, "version_get", i32s(2), reqVersionGet)
 	add(req, "version_set", i32s(2), reqVersionSet)
-	add(req, "header_names_get", i32s(6), headerNamesGet(reqHeaders))
-	add(req, "header_value_get", i32s(6), headerValueGet(reqHeaders))
-	add(req, "header_values_get", i32s(8), headerValuesGet(reqHeaders))
-	add(req, "header_values_set", i32s(5), headerValuesSet(reqHeaders))
-	add(req, "header_insert", i32s(5), headerInsert(reqHeaders, false))
-	add(req, "header_append", i32s(5), headerInsert(reqHeaders, true))
-	add(req, "header_remove", i32s(3), headerRemove(reqHeaders))
+	addHeaderCalls(req, reqHeaders)
 	add(req, "cache_override_set", i32s(4), reqCacheOverride(false))
 	add(req, "cache_override_v2_set", i32s(6), reqCacheOverride(true))
 	add(req, "framing_headers_mode_set", i32s(2), reqFramingMode)
@@ -191,13 +196,7 @@ func hostcalls() map[hostKey]hostDef {
 	add(resp, "status_set", i32s(2), respStatusSet)
 	add(resp, "version_get", i32s(2), respVersionGet)
 	add(resp, "version_set", i32s(2), respVersionSet)
-	add(resp, "header_names_get", i32s(6), headerNamesGet(respHeaders))
-	add(resp, "header_value_get", i32s(6), headerValueGet(respHeaders))
-	add(resp, "header_values_get", i32s(8), headerValuesGet(respHeaders))
-	add(resp, "header_values_set", i32s(5), headerValuesSet(respHeaders))
-	add(resp, "header_insert", i32s(5), headerInsert(respHeaders, false))
-	add(resp, "header_append", i32s(5), headerInsert(respHeaders, true))
-	add(resp, "header_remove", i32s(3), headerRemove(respHeaders))
+	addHeaderCalls(resp, respHeaders)
 	add(resp, "framing_headers_mode_set", i32s(2), respFramingMode)
 	add(resp, "send_downstream", i32s(3), respSendDownstream)
 	add(resp, "get_addr_dest_ip", i32s(3), respAddrDestIP)
