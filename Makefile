@@ -71,6 +71,7 @@ deps:
 	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	[ -x /usr/sbin/clickhouse-server ] || [ -x /usr/bin/clickhouse-server ] || missing="$$missing clickhouse-server clickhouse-client"; \
 	[ -n "$(SOFT)" ] || [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -n "$(SOFT)" ] || command -v npm >/dev/null || missing="$$missing npm"; \
 	$(call apt_install,$$missing)
 
 deps-bench:
