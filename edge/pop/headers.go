@@ -239,16 +239,26 @@ func headerNamesGet(get headerHolder) hostFn {
 	}
 }
 
+// headerAndName resolves what the lookup hostcalls share: the header list
+// of the handle in argument 0 and the name in arguments 1-2.
+func headerAndName(c *call, get headerHolder) (*headerList, []byte, status) {
+	hl, ok := get(c, c.u32(0))
+	if !ok {
+		return nil, nil, stBadf
+	}
+	name, ok := c.argBytes(1)
+	if !ok || len(name) > maxHeaderNameLen {
+		return nil, nil, stInval
+	}
+	return hl, name, stOK
+}
+
 // (h, name_ptr, name_len, value, value_max_len, nwritten_out)
 func headerValueGet(get headerHolder) hostFn {
 	return func(c *call) status {
-		hl, ok := get(c, c.u32(0))
-		if !ok {
-			return stBadf
-		}
-		name, ok := c.argBytes(1)
-		if !ok || len(name) > maxHeaderNameLen {
-			return stInval
+		hl, name, st := headerAndName(c, get)
+		if st != stOK {
+			return st
 		}
 		i := hl.index(name)
 		if i < 0 || len((*hl)[i].vals) == 0 {
@@ -261,13 +271,9 @@ func headerValueGet(get headerHolder) hostFn {
 // (h, name_ptr, name_len, buf, buf_len, cursor, ending_cursor_out, nwritten_out)
 func headerValuesGet(get headerHolder) hostFn {
 	return func(c *call) status {
-		hl, ok := get(c, c.u32(0))
-		if !ok {
-			return stBadf
-		}
-		name, ok := c.argBytes(1)
-		if !ok || len(name) > maxHeaderNameLen {
-			return stInval
+		hl, name, st := headerAndName(c, get)
+		if st != stOK {
+			return st
 		}
 		var vals []string
 		if i := hl.index(name); i >= 0 {
@@ -334,13 +340,9 @@ func headerInsert(get headerHolder, appendMode bool) hostFn {
 // (h, name_ptr, name_len): removing an absent header is $inval, as on Fastly.
 func headerRemove(get headerHolder) hostFn {
 	return func(c *call) status {
-		hl, ok := get(c, c.u32(0))
-		if !ok {
-			return stBadf
-		}
-		name, ok := c.argBytes(1)
-		if !ok || len(name) > maxHeaderNameLen {
-			return stInval
+		hl, name, st := headerAndName(c, get)
+		if st != stOK {
+			return st
 		}
 		if !hl.remove(string(name)) {
 			return stInval
