@@ -38,8 +38,10 @@ type Options struct {
 	PongWait     time.Duration // drop a client silent this long; default 60 s
 	WriteTimeout time.Duration // drop a client that takes longer to write; default 5 s
 	Logger       *slog.Logger
-	// CheckOrigin decides which origins may connect. Default: any. The
-	// counts are not secret, and the dashboard is often behind a proxy.
+	// CheckOrigin decides which origins may connect. Default (nil): the
+	// same origin as the dashboard, or clients that send no Origin (scripts,
+	// tests). Traffic figures are the site owner's business, so another
+	// site's page must not read them through a visitor's browser.
 	CheckOrigin func(*http.Request) bool
 }
 
@@ -78,9 +80,6 @@ func NewHub(opts Options) *Hub {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.CheckOrigin == nil {
-		opts.CheckOrigin = func(*http.Request) bool { return true }
 	}
 	return &Hub{
 		opts: opts, log: opts.Logger.With("component", "live"),

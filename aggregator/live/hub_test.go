@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -110,5 +111,27 @@ func TestPingKeepsAliveAndSilentClientDropped(t *testing.T) {
 	}
 	if h.Clients() > 1 {
 		t.Errorf("silent client not dropped: %d clients", h.Clients())
+	}
+}
+
+// Another site's page must not read the counts through a visitor's browser;
+// the dashboard itself (same origin) and Origin-less clients may.
+func TestCrossOriginRefused(t *testing.T) {
+	h := NewHub(Options{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	h.Set(map[string]uint64{"demo": 1})
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	for origin, ok := range map[string]bool{
+		"https://evil.example": false,
+		srv.URL:                true,
+	} {
+		c, resp, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {origin}})
+		if ok != (err == nil) {
+			t.Errorf("Origin %s: err %v (status %v), want allowed=%v", origin, err, resp, ok)
+		}
+		if c != nil {
+			c.Close()
+		}
 	}
 }
