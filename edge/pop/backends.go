@@ -363,28 +363,20 @@ func (c *call) sendArgs(streaming bool) (*pendingReq, status, uint32) {
 	return p, stOK, 0
 }
 
-// send_async(req, body, backend_ptr, backend_len, pending_out)
-func reqSendAsync(c *call) status {
-	if _, ok := c.bytes(c.u32(4), 4); !ok {
-		return stInval
+// send_async and send_async_streaming(req, body, backend_ptr, backend_len,
+// pending_out): the same call, except that a streaming send leaves the
+// body open for the guest to keep writing.
+func reqSendAsync(streaming bool) hostFn {
+	return func(c *call) status {
+		if _, ok := c.bytes(c.u32(4), 4); !ok {
+			return stInval
+		}
+		p, st, _ := c.sendArgs(streaming)
+		if st != stOK {
+			return st
+		}
+		return c.putHandle(c.u32(4), c.inst.tab.add(p, c.inst.gen, false))
 	}
-	p, st, _ := c.sendArgs(false)
-	if st != stOK {
-		return st
-	}
-	return c.putHandle(c.u32(4), c.inst.tab.add(p, c.inst.gen, false))
-}
-
-// send_async_streaming(req, body, backend_ptr, backend_len, pending_out)
-func reqSendAsyncStreaming(c *call) status {
-	if _, ok := c.bytes(c.u32(4), 4); !ok {
-		return stInval
-	}
-	p, st, _ := c.sendArgs(true)
-	if st != stOK {
-		return st
-	}
-	return c.putHandle(c.u32(4), c.inst.tab.add(p, c.inst.gen, false))
 }
 
 // send_async_v2(req, body, backend_ptr, backend_len, streaming, pending_out)

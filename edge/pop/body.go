@@ -478,33 +478,22 @@ func bodyAppend(c *call) status {
 	return stOK
 }
 
-// close(h): ends a streaming body; releases any other.
-func bodyClose(c *call) status {
-	b, ok := take[*body](&c.inst.tab, c.u32(0))
-	if !ok {
-		return stBadf
+// close(h) and abandon(h): end a streaming body, release any other. An
+// abandoned streaming body ends with an error so the consumer sees an
+// incomplete body instead of a clean end.
+func bodyEnd(err error) hostFn {
+	return func(c *call) status {
+		b, ok := take[*body](&c.inst.tab, c.u32(0))
+		if !ok {
+			return stBadf
+		}
+		if b.streaming {
+			b.finish(err)
+		} else {
+			b.release()
+		}
+		return stOK
 	}
-	if b.streaming {
-		b.finish(nil)
-	} else {
-		b.release()
-	}
-	return stOK
-}
-
-// abandon(h): like close, but a streaming body ends with an error so the
-// consumer sees an incomplete body instead of a clean end.
-func bodyAbandon(c *call) status {
-	b, ok := take[*body](&c.inst.tab, c.u32(0))
-	if !ok {
-		return stBadf
-	}
-	if b.streaming {
-		b.finish(errAbandoned)
-	} else {
-		b.release()
-	}
-	return stOK
 }
 
 // known_length(h, length_out u64)

@@ -410,56 +410,30 @@ func serverAddr(r *http.Request) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// downstream_client_ip_addr(req, addr_out[16], nwritten_out)
-func dsClientIP(c *call) status {
-	ds, st := dsOf(c, c.u32(0))
-	if st != stOK {
-		return st
+// downstreamIP implements downstream_client_ip_addr and
+// downstream_server_ip_addr, which differ only in the address they report.
+// The fastly_http_downstream form takes the request handle first; the
+// legacy handle-less fastly_http_req form asks about the current client
+// request. Either way: (..., addr_out[16], nwritten_out).
+func downstreamIP(addrOf func(*http.Request) (netip.Addr, bool), withHandle bool) hostFn {
+	return func(c *call) status {
+		ds, arg := c.inst.cur, 0
+		if withHandle {
+			var st status
+			if ds, st = dsOf(c, c.u32(0)); st != stOK {
+				return st
+			}
+			arg = 1
+		}
+		if ds == nil {
+			return stNone
+		}
+		a, ok := addrOf(ds.r)
+		if !ok {
+			return stNone
+		}
+		return putIP(c, a, c.u32(arg), c.u32(arg+1))
 	}
-	a, ok := clientAddr(ds.r)
-	if !ok {
-		return stNone
-	}
-	return putIP(c, a, c.u32(1), c.u32(2))
-}
-
-// downstream_server_ip_addr(req, addr_out[16], nwritten_out)
-func dsServerIP(c *call) status {
-	ds, st := dsOf(c, c.u32(0))
-	if st != stOK {
-		return st
-	}
-	a, ok := serverAddr(ds.r)
-	if !ok {
-		return stNone
-	}
-	return putIP(c, a, c.u32(1), c.u32(2))
-}
-
-// fastly_http_req.downstream_client_ip_addr(addr_out, nwritten_out): the
-// handle-less legacy form, about the current client request.
-func reqLegacyClientIP(c *call) status {
-	ds := c.inst.cur
-	if ds == nil {
-		return stNone
-	}
-	a, ok := clientAddr(ds.r)
-	if !ok {
-		return stNone
-	}
-	return putIP(c, a, c.u32(0), c.u32(1))
-}
-
-func reqLegacyServerIP(c *call) status {
-	ds := c.inst.cur
-	if ds == nil {
-		return stNone
-	}
-	a, ok := serverAddr(ds.r)
-	if !ok {
-		return stNone
-	}
-	return putIP(c, a, c.u32(0), c.u32(1))
 }
 
 // downstream_client_request_id(req, out, max_len, nwritten_out): 32 hex
