@@ -87,6 +87,10 @@ func finish(e *event.Event, site, name, page, ref string) (drop string) {
 	e.Name = event.Truncate(name, event.MaxNameLen)
 	e.URL = event.Truncate(page, event.MaxURLLen)
 	e.Referrer = event.Truncate(ref, event.MaxReferrerLen)
+	// Parsing the URL is costly as Go-in-wasm; most pages carry no UTM tags.
+	if !strings.Contains(page, "utm_") {
+		return ""
+	}
 	if u, err := url.Parse(page); err == nil {
 		q := u.Query()
 		e.UTMSource = event.Truncate(q.Get("utm_source"), event.MaxShortLen)

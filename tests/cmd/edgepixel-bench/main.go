@@ -136,7 +136,7 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	p.Shutdown(sctx)
 	cancel()
 
-	fmt.Printf("\npixel: %d connections, %v per target, wrk %d threads, GOMAXPROCS=%d\n\n", conns, d, threads, numCPU())
+	fmt.Printf("\npixel: %d connections, %v per target, wrk %d threads, GOMAXPROCS=%d\n\n", conns, d, threads, runtime.GOMAXPROCS(0))
 	fmt.Printf("%-28s %14s %14s %8s\n", "figure", "POP (wasm)", "bare net/http", "ratio")
 	row := func(name string, a, b float64, unit string) {
 		fmt.Printf("%-28s %14s %14s %8.2f\n", name, fmtNum(a, unit), fmtNum(b, unit), a/b)
@@ -151,8 +151,6 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 		delivered.Load(), popRes.requests, conns, popRes.errors)
 	return nil
 }
-
-func numCPU() int { return runtime.GOMAXPROCS(0) }
 
 // bareGIF is the baseline: the same bytes and headers, nothing else.
 func bareGIF(w http.ResponseWriter, r *http.Request) {
