@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 )
@@ -42,9 +43,14 @@ func mac(secret []byte, ts int64, body []byte) []byte {
 // Verify checks the headers' values against body. The timestamp must be
 // within window of now in either direction.
 func Verify(secret []byte, tsHeader, sigHeader string, body []byte, now time.Time, window time.Duration) error {
+	// A missing or unreadable stamp is not a clock problem: the batch is
+	// simply not signed the way this format requires.
+	if tsHeader == "" || sigHeader == "" {
+		return fmt.Errorf("%w: missing %s or %s header", ErrBadSignature, HeaderTimestamp, HeaderSignature)
+	}
 	ts, err := strconv.ParseInt(tsHeader, 10, 64)
 	if err != nil {
-		return ErrStale
+		return fmt.Errorf("%w: %s is not unix seconds", ErrBadSignature, HeaderTimestamp)
 	}
 	got, err := hex.DecodeString(sigHeader)
 	if err != nil || !hmac.Equal(got, mac(secret, ts, body)) {
