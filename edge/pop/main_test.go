@@ -26,7 +26,11 @@ var (
 	guestWasm    string
 	rawGuestWasm string
 	cacheDir     string
+	guestDir     string
 )
+
+// guestPath is the built module of the guest in testdata/NAME.
+func guestPath(name string) string { return filepath.Join(guestDir, name) }
 
 func run(env []string, name string, args ...string) error {
 	cmd := exec.Command(name, args...)
@@ -41,22 +45,38 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	guestWasm = filepath.Join(tmp, "guest") // go build -o DIR names them after the package
 	cacheDir = filepath.Join(tmp, "cache")
-	rawGuestWasm = filepath.Join(tmp, "rawguest")
 	precompile := filepath.Join(tmp, "precompile")
+	// Every directory under testdata except precompile is a guest; a test
+	// finds its module with guestPath(name).
+	guestDir = tmp
+	dirs, err := os.ReadDir("testdata")
+	var pkgs []string
+	for _, d := range dirs {
+		if d.IsDir() && d.Name() != "precompile" {
+			pkgs = append(pkgs, "./testdata/"+d.Name())
+		}
+	}
 	// A test binary carries no module build info, so wazero names its
 	// cache version "dev"; the helper must say the same for its cache
 	// entries to be used (otherwise the tests still pass, only slower).
-	err = run(nil, "go", "build", "-ldflags=-X github.com/tetratelabs/wazero/internal/version.version=dev",
-		"-o", precompile, "./testdata/precompile")
 	if err == nil {
-		err = run([]string{"GOOS=wasip1", "GOARCH=wasm"}, "go", "build", "-o", tmp+string(filepath.Separator), "./testdata/guest", "./testdata/rawguest")
+		err = run(nil, "go", "build", "-ldflags=-X github.com/tetratelabs/wazero/internal/version.version=dev",
+			"-o", precompile, "./testdata/precompile")
+	}
+	if err == nil {
+		err = run([]string{"GOOS=wasip1", "GOARCH=wasm"}, "go", append([]string{"build", "-o", tmp + string(filepath.Separator)}, pkgs...)...)
 	}
 	if err == nil {
 		// Compile outside the (possibly race-instrumented) test binary.
-		err = run(nil, precompile, cacheDir, guestWasm, rawGuestWasm)
+		args := []string{cacheDir}
+		for _, p := range pkgs {
+			args = append(args, guestPath(filepath.Base(p)))
+		}
+		err = run(nil, precompile, args...)
 	}
+	guestWasm = guestPath("guest")
+	rawGuestWasm = guestPath("rawguest")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "preparing the test guests:", err)
 		os.RemoveAll(tmp)
