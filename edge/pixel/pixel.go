@@ -37,6 +37,7 @@ const (
 	DropTooManyEvents = "too_many_events"
 	DropBadMethod     = "bad_method"
 	DropBufferFull    = "buffer_full"
+	DropReadError     = "read_error"
 )
 
 // MaxPostBody bounds an event POST. Browsers' sendBeacon allows 64 KiB.

@@ -234,3 +234,12 @@ func TestBatcherDueByAge(t *testing.T) {
 		t.Fatal("not due at MaxAge")
 	}
 }
+
+func BenchmarkFromQuery(b *testing.B) {
+	m := &Meta{Now: time.Now(), ClientIP: "203.0.113.9", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+		Referer: "https://www.google.com/search?q=x", Pop: "lcl", Rand: rand.Reader}
+	b.ReportAllocs()
+	for b.Loop() {
+		FromQuery("site=example.com&url=https%3A%2F%2Fexample.com%2Fpricing%3Futm_source%3Dnews&ref=https%3A%2F%2Fgoogle.com%2F", m)
+	}
+}

@@ -4,8 +4,11 @@
 // It answers the pixel (GET /p.gif) and event POSTs (POST /e) at once, then,
 // with the visitor's response already sent, buffers the events and delivers
 // them in signed batches to the "aggregator" backend. A warm instance serves
-// many requests (fsthttp.ServeMany), so events from many visitors share one
+// many requests (a reusable sandbox), so events from many visitors share one
 // delivery; an instance that sits idle for MaxAge exits, and flushes first.
+// The serving loop calls the ABI directly (edge/hostcall) because fsthttp's
+// per-request setup dominated a hit's cost; stores and delivery use
+// compute-sdk-go.
 //
 // Configuration comes from the config store "edgepixel" (all keys optional:
 // pop, backend, ingest_url, batch_max_events, batch_max_age_ms) and the
@@ -18,16 +21,15 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/fastly/compute-sdk-go/configstore"
 	"github.com/fastly/compute-sdk-go/fsthttp"
-	"github.com/fastly/compute-sdk-go/geo"
 	"github.com/fastly/compute-sdk-go/secretstore"
 )
 
@@ -47,16 +49,46 @@ var (
 
 func main() {
 	cfg = loadConfig()
-	fsthttp.ServeMany(handle, &fsthttp.ServeManyOptions{
-		// Waiting no longer than a batch may age bounds how stale a
-		// buffered event can get when traffic stops: the instance exits
-		// and flushes below.
-		NextTimeout: batcher.MaxAge,
-		MaxLifetime: 5 * time.Minute,
-	})
+	serveMany()
 	flush()
 	if batcher.Dropped > 0 {
 		fmt.Fprintf(os.Stderr, "edgepixel: %d events dropped: %s\n", batcher.Dropped, pixel.DropBufferFull)
+	}
+}
+
+// maxLifetime bounds how long one instance serves, as fsthttp.ServeMany's
+// MaxLifetime would: a long-lived instance's heap only grows.
+const maxLifetime = 5 * time.Minute
+
+// serveMany answers requests until the platform has no more for this
+// instance (a reusable sandbox) and flushes the batch when it is due, after
+// each visitor has been answered. Waiting no longer than a batch may age
+// for the next request bounds how stale a buffered event can get when
+// traffic stops: the instance then ends and main flushes.
+func serveMany() {
+	began := time.Now()
+	r, err := hostcall.Downstream()
+	if err != nil {
+		panic(err)
+	}
+	v := newVisitor()
+	for {
+		v.serve(r, time.Now())
+		if now := time.Now(); batcher.Due(now) {
+			flush()
+		}
+		if time.Since(began) > maxLifetime {
+			return
+		}
+		var ok bool
+		r, ok, err = hostcall.Next(batcher.MaxAge)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "edgepixel: waiting for the next request: %v\n", err)
+			return
+		}
+		if !ok {
+			return
+		}
 	}
 }
 
@@ -93,122 +125,117 @@ func loadConfig() config {
 	return c
 }
 
-func handle(ctx context.Context, w fsthttp.ResponseWriter, r *fsthttp.Request) {
-	switch r.URL.Path {
-	case "/p.gif", "/p", "/i":
-		servePixel(w, r)
-	case "/e":
-		servePost(w, r)
-	case "/healthz":
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(fsthttp.StatusOK)
-		io.WriteString(w, "ok\n")
-	default:
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(fsthttp.StatusNotFound)
-		io.WriteString(w, "not found: the pixel is /p.gif, events go to POST /e\n")
+// visitor reads the current downstream request for pixel.Serve. One value
+// lives for the whole instance and its buffers are reused, so a hit costs
+// few allocations; Meta and Body are bound once, in main.
+type visitor struct {
+	req               hostcall.Request
+	uri, hdr, geo     []byte
+	body              []byte
+	meta              pixel.Meta
+	request           pixel.Hit
+	resp              pixel.Response
+	ua, ref, clientIP string
+}
+
+func newVisitor() *visitor {
+	v := &visitor{}
+	v.request.Meta = v.readMeta
+	v.request.Body = v.readBody
+	return v
+}
+
+// serve answers one request; the visitor's response is complete when it
+// returns.
+func (v *visitor) serve(r hostcall.Request, now time.Time) {
+	v.req = r
+	v.meta = pixel.Meta{}
+	method, err := r.Method(v.hdr[:0])
+	if err != nil {
+		v.fail(err)
+		return
 	}
-	// The visitor's response is complete; only now is time spent on delivery.
-	w.Close()
-	if batcher.Due(time.Now()) {
-		flush()
+	v.request.Method = string(method)
+	v.uri, err = r.URI(v.uri[:0])
+	if err != nil {
+		v.fail(err)
+		return
+	}
+	v.request.Path, v.request.RawQuery = splitURI(v.uri)
+	v.meta.Now = now
+	pixel.Serve(&v.request, &batcher, now, &v.resp)
+	if err := hostcall.Send(v.resp.Status, v.headers, v.resp.Body); err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: answering %s: %v\n", v.request.Path, err)
 	}
 }
 
-func meta(r *fsthttp.Request) *pixel.Meta {
-	m := &pixel.Meta{
-		Now:       time.Now(),
-		ClientIP:  r.RemoteAddr,
-		UserAgent: r.Header.Get("User-Agent"),
-		Referer:   r.Header.Get("Referer"),
-		Pop:       cfg.pop,
-		Rand:      rand.Reader,
+func (v *visitor) headers(yield func(name, value string) bool) {
+	for _, f := range v.resp.Header {
+		if !yield(f.Name, f.Value) {
+			return
+		}
 	}
-	if ip := net.ParseIP(r.RemoteAddr); ip != nil {
-		if g, err := geo.Lookup(ip); err == nil {
-			m.Country = g.CountryCode
+}
+
+// fail answers a request the module could not even read.
+func (v *visitor) fail(err error) {
+	fmt.Fprintf(os.Stderr, "edgepixel: reading the request: %v\n", err)
+	hostcall.Send(fsthttp.StatusInternalServerError, func(func(string, string) bool) {}, nil)
+}
+
+// splitURI returns the path and raw query of an absolute URI
+// (scheme://authority/path?query), without net/url: parsing the whole URL
+// showed up in profiles and only these two parts are used.
+func splitURI(uri []byte) (path, rawQuery string) {
+	s := uri
+	if i := bytes.Index(s, []byte("://")); i >= 0 {
+		s = s[i+3:]
+		// The authority ends at the first '/', '?' or '#'.
+		if j := bytes.IndexAny(s, "/?#"); j >= 0 {
+			s = s[j:]
+		} else {
+			s = nil
+		}
+	}
+	if i := bytes.IndexByte(s, '#'); i >= 0 {
+		s = s[:i]
+	}
+	p, q, _ := bytes.Cut(s, []byte("?"))
+	if len(p) == 0 {
+		p = []byte("/")
+	}
+	return string(p), string(q)
+}
+
+func (v *visitor) readMeta() *pixel.Meta {
+	m := &v.meta
+	m.Pop = cfg.pop
+	m.Rand = rand.Reader
+	m.UserAgent = v.header("User-Agent")
+	m.Referer = v.header("Referer")
+	if ip, err := v.req.ClientIP(); err == nil {
+		m.ClientIP = ip.String()
+		if rec, err := hostcall.Geo(ip, v.geo[:0]); err == nil {
+			v.geo = rec
+			m.Country = hostcall.CountryCode(rec)
 		}
 	}
 	return m
 }
 
-func servePixel(w fsthttp.ResponseWriter, r *fsthttp.Request) {
-	h := w.Header()
-	if r.Method != "GET" && r.Method != "HEAD" {
-		h.Set("Allow", "GET, HEAD")
-		reject(w, fsthttp.StatusMethodNotAllowed, pixel.DropBadMethod)
-		return
+func (v *visitor) header(name string) string {
+	b, ok, err := v.req.Header(name, v.hdr[:0])
+	if !ok || err != nil {
+		return ""
 	}
-	e, drop := pixel.FromQuery(r.URL.RawQuery, meta(r))
-	if drop == "" && !batcher.Add(time.Now(), e) {
-		drop = pixel.DropBufferFull
-	}
-	if drop != "" {
-		h.Set("X-Edgepixel-Drop", drop)
-	}
-	h.Set("Content-Type", "image/gif")
-	h.Set("Content-Length", strconv.Itoa(len(pixel.GIF)))
-	noCache(h)
-	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
-	w.WriteHeader(fsthttp.StatusOK)
-	if r.Method == "GET" {
-		w.Write(pixel.GIF)
-	}
+	v.hdr = b
+	return string(b)
 }
 
-func noCache(h fsthttp.Header) {
-	h.Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
-	h.Set("Pragma", "no-cache")
-	h.Set("Expires", "0")
-}
-
-func servePost(w fsthttp.ResponseWriter, r *fsthttp.Request) {
-	h := w.Header()
-	// Any origin may post: the events name their site, and trust comes from
-	// the edge's enrichment, not from the browser.
-	h.Set("Access-Control-Allow-Origin", "*")
-	noCache(h)
-	switch r.Method {
-	case "OPTIONS":
-		h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "Content-Type")
-		h.Set("Access-Control-Max-Age", "86400")
-		w.WriteHeader(fsthttp.StatusNoContent)
-		return
-	case "POST":
-	default:
-		h.Set("Allow", "POST, OPTIONS")
-		reject(w, fsthttp.StatusMethodNotAllowed, pixel.DropBadMethod)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, pixel.MaxPostBody+1))
-	if err != nil {
-		reject(w, fsthttp.StatusBadRequest, "read_error")
-		return
-	}
-	evs, drop := pixel.FromJSON(body, meta(r))
-	if drop == "" && !batcher.Add(time.Now(), evs...) {
-		drop = pixel.DropBufferFull
-	}
-	switch drop {
-	case "":
-		w.WriteHeader(fsthttp.StatusNoContent)
-	case pixel.DropTooLarge, pixel.DropTooManyEvents:
-		reject(w, fsthttp.StatusRequestEntityTooLarge, drop)
-	case pixel.DropBufferFull:
-		h.Set("Retry-After", "1")
-		reject(w, fsthttp.StatusServiceUnavailable, drop)
-	default:
-		reject(w, fsthttp.StatusBadRequest, drop)
-	}
-}
-
-func reject(w fsthttp.ResponseWriter, status int, reason string) {
-	h := w.Header()
-	h.Set("X-Edgepixel-Drop", reason)
-	h.Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "{\"error\":%q,\"reason\":%q}\n", fsthttp.StatusText(status), reason)
+func (v *visitor) readBody(max int) ([]byte, error) {
+	var err error
+	v.body, err = v.req.ReadBody(v.body[:0], max)
+	return v.body, err
 }
 
 // flush delivers the buffer. Failures are logged and the events stay

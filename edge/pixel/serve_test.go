@@ -1,0 +1,102 @@
+package pixel
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func hit(method, path, query, body string) (*Hit, *int) {
+	metaCalls := new(int)
+	return &Hit{
+		Method: method, Path: path, RawQuery: query,
+		Meta: func() *Meta { *metaCalls++; return meta() },
+		Body: func(max int) ([]byte, error) {
+			if body == "\x00fail" {
+				return nil, errors.New("reset by peer")
+			}
+			return []byte(body[:min(len(body), max+1)]), nil
+		},
+	}, metaCalls
+}
+
+func TestServe(t *testing.T) {
+	now := time.UnixMilli(1_763_800_000_000)
+	for _, tc := range []struct {
+		name                     string
+		method, path, q, body    string
+		status, events           int
+		drop, contentType, body2 string
+		metaCalls                int
+	}{
+		{name: "pixel", method: "GET", path: "/p.gif", q: "site=a.com&url=https://a.com/x", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel alias", method: "GET", path: "/i", q: "site=a.com", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel HEAD counts, no body", method: "HEAD", path: "/p.gif", q: "site=a.com", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel without site still a GIF", method: "GET", path: "/p.gif", q: "url=x", status: 200, drop: DropMissingSite, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel POST refused", method: "POST", path: "/p.gif", status: 405, drop: DropBadMethod, contentType: "application/json"},
+		{name: "post", method: "POST", path: "/e", body: `[{"site":"a.com","url":"https://a.com/"},{"site":"a.com","name":"signup"}]`, status: 204, events: 2, metaCalls: 1},
+		{name: "post bad json", method: "POST", path: "/e", body: `{`, status: 400, drop: DropBadJSON, contentType: "application/json", metaCalls: 1},
+		{name: "post too large", method: "POST", path: "/e", body: strings.Repeat(" ", MaxPostBody+10), status: 413, drop: DropTooLarge, contentType: "application/json", metaCalls: 1},
+		{name: "post unreadable", method: "POST", path: "/e", body: "\x00fail", status: 400, drop: DropReadError, contentType: "application/json"},
+		{name: "preflight costs nothing", method: "OPTIONS", path: "/e", status: 204},
+		{name: "post GET refused", method: "GET", path: "/e", status: 405, drop: DropBadMethod, contentType: "application/json"},
+		{name: "health", method: "GET", path: "/healthz", status: 200, contentType: "text/plain", body2: "ok\n"},
+		{name: "unknown", method: "GET", path: "/favicon.ico", status: 404, contentType: "text/plain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+			h, calls := hit(tc.method, tc.path, tc.q, tc.body)
+			resp := &Response{Header: []Field{{"Stale", "from a previous hit"}}}
+			Serve(h, b, now, resp)
+			if resp.Status != tc.status {
+				t.Errorf("status %d, want %d", resp.Status, tc.status)
+			}
+			if b.Len() != tc.events {
+				t.Errorf("%d events buffered, want %d", b.Len(), tc.events)
+			}
+			if got := resp.Get("X-Edgepixel-Drop"); got != tc.drop {
+				t.Errorf("drop %q, want %q", got, tc.drop)
+			}
+			if got := resp.Get("Content-Type"); got != tc.contentType {
+				t.Errorf("content type %q, want %q", got, tc.contentType)
+			}
+			if resp.Get("Stale") != "" {
+				t.Error("a header from the previous response survived")
+			}
+			if *calls != tc.metaCalls {
+				t.Errorf("Meta called %d times, want %d", *calls, tc.metaCalls)
+			}
+			if tc.contentType == "image/gif" {
+				wantBody := tc.method == http.MethodGet
+				if (len(resp.Body) == len(GIF)) != wantBody || resp.Get("Content-Length") != "43" {
+					t.Errorf("GIF body %d bytes, Content-Length %q", len(resp.Body), resp.Get("Content-Length"))
+				}
+				if !strings.Contains(resp.Get("Cache-Control"), "no-store") {
+					t.Error("the pixel must not be cached: a cached hit is a lost hit")
+				}
+			}
+			if tc.body2 != "" && string(resp.Body) != tc.body2 {
+				t.Errorf("body %q, want %q", resp.Body, tc.body2)
+			}
+		})
+	}
+}
+
+func TestServeBufferFull(t *testing.T) {
+	b := &Batcher{MaxEvents: 10, MaxAge: time.Second, MaxBuffered: 1}
+	now := time.Now()
+	resp := &Response{}
+	h, _ := hit("GET", "/p.gif", "site=a.com", "")
+	Serve(h, b, now, resp)
+	Serve(h, b, now, resp)
+	if resp.Status != 200 || resp.Get("X-Edgepixel-Drop") != DropBufferFull {
+		t.Errorf("pixel over a full buffer: %d %q", resp.Status, resp.Get("X-Edgepixel-Drop"))
+	}
+	h, _ = hit("POST", "/e", "", `{"site":"a.com"}`)
+	Serve(h, b, now, resp)
+	if resp.Status != 503 || resp.Get("Retry-After") == "" {
+		t.Errorf("post over a full buffer: %d, Retry-After %q", resp.Status, resp.Get("Retry-After"))
+	}
+}
