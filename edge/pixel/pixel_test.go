@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"image/gif"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +243,17 @@ func BenchmarkFromQuery(b *testing.B) {
 	for b.Loop() {
 		FromQuery("site=example.com&url=https%3A%2F%2Fexample.com%2Fpricing%3Futm_source%3Dnews&ref=https%3A%2F%2Fgoogle.com%2F", m)
 	}
+}
+
+// FuzzQueryValue holds queryValue to url.ParseQuery's answers.
+func FuzzQueryValue(f *testing.F) {
+	f.Add("site=a&url=https%3A%2F%2Fx%2F&e=", "url")
+	f.Add("s%69te=a+b&site=c", "site")
+	f.Add("a=%zz&a=ok;x&a=2", "a")
+	f.Fuzz(func(t *testing.T, raw, key string) {
+		q, _ := url.ParseQuery(raw)
+		if got, want := queryValue(raw, key), q.Get(key); got != want {
+			t.Errorf("queryValue(%q, %q) = %q, url.ParseQuery says %q", raw, key, got, want)
+		}
+	})
 }
