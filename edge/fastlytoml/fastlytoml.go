@@ -1,16 +1,20 @@
 // Package fastlytoml reads a Fastly Compute package manifest (fastly.toml),
 // including the [local_server] section that Fastly's local runtime, Viceroy,
-// uses to describe backends, config stores, dictionaries and secret stores.
+// uses to describe backends, config stores, dictionaries, secret stores, KV
+// stores and geolocation data, in each of the forms Viceroy reads.
 //
-// The parser is deliberately lenient the way Viceroy is: unknown keys are
-// ignored, so a manifest written for a newer CLI still loads. Everything a
-// host needs at request time (store contents, secret values) is resolved at
-// load time, so a missing secret file is reported when the POP starts rather
-// than when the first visitor arrives.
+// The parser is deliberately lenient where Viceroy's format allows it:
+// unknown keys are ignored, so a manifest written for a newer CLI still
+// loads. Values it does read are checked, and an error names the table and
+// key at fault (and the file, for data the manifest points to). Everything
+// a host needs at request time (store contents, secret values, geolocation
+// records) is resolved at load time, so a missing file is reported when the
+// POP starts rather than when the first visitor arrives. Relative paths are
+// relative to the manifest's directory (Viceroy uses its working
+// directory, normally the project directory that holds fastly.toml).
 package fastlytoml
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -45,12 +49,24 @@ type Scripts struct {
 
 // LocalServer is the [local_server] table, fully resolved.
 type LocalServer struct {
-	Backends     map[string]Backend
+	Backends map[string]Backend
+	// ConfigStores and Dictionaries are one namespace in Viceroy (the
+	// tables are aliases); they are kept apart here so a POP can tell
+	// where a name came from, and it looks names up in both.
 	ConfigStores map[string]map[string]string
 	Dictionaries map[string]map[string]string
 	SecretStores map[string]map[string][]byte
-	// Geolocation is kept as parsed but not interpreted yet.
-	Geolocation map[string]any
+	// KVStores holds the initial contents of each KV store, from
+	// [local_server.kv_stores] (or its older names object_stores and
+	// object_store).
+	KVStores    map[string]map[string]KVEntry
+	Geolocation Geolocation
+}
+
+// KVEntry is one initial item of a KV store.
+type KVEntry struct {
+	Value    []byte
+	Metadata []byte // nil when the entry has none
 }
 
 // Backend is one entry of [local_server.backends].
@@ -64,6 +80,13 @@ type Backend struct {
 	OverrideHost string
 	CertHost     string
 	UseSNI       bool
+	// CACertPEM holds the PEM certificates of ca_certificate, if any: the
+	// roots to trust for this backend instead of the system's.
+	CACertPEM []byte
+	GRPC      bool
+	// Health is what backend health checks report locally: "unknown"
+	// (the default), "healthy" or "unhealthy", as in Viceroy.
+	Health string
 	// Timeouts; zero means "use the host's default".
 	ConnectTimeout      time.Duration
 	FirstByteTimeout    time.Duration
@@ -110,7 +133,8 @@ func Load(path string) (*Manifest, error) {
 }
 
 // Parse parses manifest text; dir is the directory relative paths in the
-// manifest are resolved against.
+// manifest are resolved against. Errors name the table and key at fault
+// (and the file, for data read from a file the manifest refers to).
 func Parse(data []byte, dir string) (*Manifest, error) {
 	var raw rawManifest
 	if _, err := toml.Decode(string(data), &raw); err != nil {
@@ -136,47 +160,75 @@ func Parse(data []byte, dir string) (*Manifest, error) {
 	default:
 		return nil, fmt.Errorf("manifest_version: unexpected type %T", v)
 	}
+	if err := m.LocalServer.resolve(&raw.LocalServer, dir); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
 
-	ls := &m.LocalServer
+func (ls *LocalServer) resolve(raw *rawLocalServer, dir string) error {
 	ls.Backends = map[string]Backend{}
 	ls.ConfigStores = map[string]map[string]string{}
 	ls.Dictionaries = map[string]map[string]string{}
 	ls.SecretStores = map[string]map[string][]byte{}
-	ls.Geolocation = raw.LocalServer.Geolocation
+	ls.KVStores = map[string]map[string]KVEntry{}
 
-	for name, rb := range raw.LocalServer.Backends {
-		b, err := rb.resolve(name)
+	for _, name := range sortedKeys(raw.Backends) {
+		b, err := raw.Backends[name].resolve(name, dir)
 		if err != nil {
-			return nil, fmt.Errorf("local_server.backends.%s: %w", name, err)
+			return fmt.Errorf("local_server.backends.%s: %w", name, err)
 		}
 		ls.Backends[name] = b
 	}
-	for name, rs := range raw.LocalServer.ConfigStores {
-		kv, err := rs.resolve(dir)
-		if err != nil {
-			return nil, fmt.Errorf("local_server.config_stores.%s: %w", name, err)
-		}
-		ls.ConfigStores[name] = kv
-	}
-	for name, rs := range raw.LocalServer.Dictionaries {
-		kv, err := rs.resolve(dir)
-		if err != nil {
-			return nil, fmt.Errorf("local_server.dictionaries.%s: %w", name, err)
-		}
-		ls.Dictionaries[name] = kv
-	}
-	for name, entries := range raw.LocalServer.SecretStores {
-		st := map[string][]byte{}
-		for i, e := range entries {
-			v, err := e.resolve(dir)
+	for _, t := range []struct {
+		table string
+		raw   map[string]rawStore
+		dst   map[string]map[string]string
+	}{
+		{"config_stores", raw.ConfigStores, ls.ConfigStores},
+		{"dictionaries", raw.Dictionaries, ls.Dictionaries},
+	} {
+		for _, name := range sortedKeys(t.raw) {
+			kv, err := t.raw[name].resolve(dir)
 			if err != nil {
-				return nil, fmt.Errorf("local_server.secret_stores.%s[%d]: %w", name, i, err)
+				return fmt.Errorf("local_server.%s.%s: %w", t.table, name, err)
 			}
-			st[e.Key] = v
+			t.dst[name] = kv
+		}
+	}
+	for _, name := range sortedKeys(raw.SecretStores) {
+		st, err := resolveSecretStore(name, raw.SecretStores[name], dir)
+		if err != nil {
+			return within("local_server.secret_stores."+name, err)
 		}
 		ls.SecretStores[name] = st
 	}
-	return m, nil
+	// kv_stores had two earlier names; Viceroy still reads all three.
+	for _, t := range []struct {
+		table string
+		raw   map[string]any
+	}{
+		{"kv_stores", raw.KVStores},
+		{"object_stores", raw.ObjectStores},
+		{"object_store", raw.ObjectStore},
+	} {
+		for _, name := range sortedKeys(t.raw) {
+			if _, dup := ls.KVStores[name]; dup {
+				return fmt.Errorf("local_server.%s.%s: KV store %q is defined twice", t.table, name, name)
+			}
+			st, err := resolveKVStore(t.raw[name], dir)
+			if err != nil {
+				return within("local_server."+t.table+"."+name, err)
+			}
+			ls.KVStores[name] = st
+		}
+	}
+	geo, err := resolveGeolocation(raw.Geolocation, dir)
+	if err != nil {
+		return fmt.Errorf("local_server.geolocation: %w", err)
+	}
+	ls.Geolocation = geo
+	return nil
 }
 
 type rawManifest struct {
@@ -188,26 +240,42 @@ type rawManifest struct {
 		Build     string `toml:"build"`
 		PostBuild string `toml:"post_build"`
 	} `toml:"scripts"`
-	LocalServer struct {
-		Backends     map[string]rawBackend  `toml:"backends"`
-		ConfigStores map[string]rawStore    `toml:"config_stores"`
-		Dictionaries map[string]rawStore    `toml:"dictionaries"`
-		SecretStores map[string][]rawSecret `toml:"secret_stores"`
-		Geolocation  map[string]any         `toml:"geolocation"`
-	} `toml:"local_server"`
+	LocalServer rawLocalServer `toml:"local_server"`
+}
+
+// rawLocalServer is [local_server] as decoded. Tables whose shape varies
+// (an array or a table, strings or numbers) are decoded loosely and
+// checked by hand, so a mistake is reported with its table and key.
+type rawLocalServer struct {
+	Backends     map[string]rawBackend `toml:"backends"`
+	ConfigStores map[string]rawStore   `toml:"config_stores"`
+	Dictionaries map[string]rawStore   `toml:"dictionaries"`
+	SecretStores map[string]any        `toml:"secret_stores"`
+	KVStores     map[string]any        `toml:"kv_stores"`
+	ObjectStores map[string]any        `toml:"object_stores"`
+	ObjectStore  map[string]any        `toml:"object_store"`
+	Geolocation  map[string]any        `toml:"geolocation"`
 }
 
 type rawBackend struct {
-	URL                 string `toml:"url"`
-	OverrideHost        string `toml:"override_host"`
-	CertHost            string `toml:"cert_host"`
-	UseSNI              *bool  `toml:"use_sni"`
-	ConnectTimeout      any    `toml:"connect_timeout"`
-	FirstByteTimeout    any    `toml:"first_byte_timeout"`
-	BetweenBytesTimeout any    `toml:"between_bytes_timeout"`
+	URL          string  `toml:"url"`
+	OverrideHost *string `toml:"override_host"`
+	CertHost     string  `toml:"cert_host"`
+	UseSNI       *bool   `toml:"use_sni"`
+	CACert       any     `toml:"ca_certificate"`
+	GRPC         bool    `toml:"grpc"`
+	Health       string  `toml:"health"`
+	// Viceroy's timeout keys: integer milliseconds.
+	FirstByteTimeoutMS    any `toml:"first_byte_timeout_ms"`
+	BetweenBytesTimeoutMS any `toml:"between_bytes_timeout_ms"`
+	// This POP's own, more forgiving keys (milliseconds or a duration
+	// string); Viceroy has no connect timeout setting.
+	ConnectTimeout      any `toml:"connect_timeout"`
+	FirstByteTimeout    any `toml:"first_byte_timeout"`
+	BetweenBytesTimeout any `toml:"between_bytes_timeout"`
 }
 
-func (rb rawBackend) resolve(name string) (Backend, error) {
+func (rb rawBackend) resolve(name, dir string) (Backend, error) {
 	if rb.URL == "" {
 		return Backend{}, fmt.Errorf("url is required")
 	}
@@ -221,19 +289,49 @@ func (rb rawBackend) resolve(name string) (Backend, error) {
 	if u.Host == "" {
 		return Backend{}, fmt.Errorf("url %q has no host", rb.URL)
 	}
-	b := Backend{Name: name, URL: u, OverrideHost: rb.OverrideHost, CertHost: rb.CertHost, UseSNI: true}
+	b := Backend{Name: name, URL: u, CertHost: rb.CertHost, UseSNI: true, GRPC: rb.GRPC, Health: "unknown"}
+	if rb.OverrideHost != nil {
+		if strings.TrimSpace(*rb.OverrideHost) == "" {
+			return Backend{}, fmt.Errorf("override_host is empty (leave it out to keep the request's Host)")
+		}
+		b.OverrideHost = *rb.OverrideHost
+	}
 	if rb.UseSNI != nil {
 		b.UseSNI = *rb.UseSNI
 	}
+	switch h := strings.ToLower(rb.Health); h {
+	case "":
+	case "unknown", "healthy", "unhealthy":
+		b.Health = h
+	default:
+		return Backend{}, fmt.Errorf("health %q: want unknown, healthy or unhealthy", rb.Health)
+	}
+	if rb.CACert != nil {
+		if b.CACertPEM, err = caCertPEM(rb.CACert, dir); err != nil {
+			return Backend{}, fmt.Errorf("ca_certificate: %w", err)
+		}
+	}
 	for _, t := range []struct {
-		key string
-		raw any
-		dst *time.Duration
+		key    string
+		raw    any
+		dst    *time.Duration
+		strict bool // Viceroy's *_ms keys take only integer milliseconds
 	}{
-		{"connect_timeout", rb.ConnectTimeout, &b.ConnectTimeout},
-		{"first_byte_timeout", rb.FirstByteTimeout, &b.FirstByteTimeout},
-		{"between_bytes_timeout", rb.BetweenBytesTimeout, &b.BetweenBytesTimeout},
+		{"connect_timeout", rb.ConnectTimeout, &b.ConnectTimeout, false},
+		{"first_byte_timeout", rb.FirstByteTimeout, &b.FirstByteTimeout, false},
+		{"between_bytes_timeout", rb.BetweenBytesTimeout, &b.BetweenBytesTimeout, false},
+		{"first_byte_timeout_ms", rb.FirstByteTimeoutMS, &b.FirstByteTimeout, true},
+		{"between_bytes_timeout_ms", rb.BetweenBytesTimeoutMS, &b.BetweenBytesTimeout, true},
 	} {
+		if t.raw == nil {
+			continue
+		}
+		if *t.dst != 0 {
+			return Backend{}, fmt.Errorf("%s: the same timeout is already set under another name", t.key)
+		}
+		if _, isInt := t.raw.(int64); t.strict && !isInt {
+			return Backend{}, fmt.Errorf("%s: must be an integer number of milliseconds", t.key)
+		}
 		d, err := parseTimeout(t.raw)
 		if err != nil {
 			return Backend{}, fmt.Errorf("%s: %w", t.key, err)
@@ -241,6 +339,51 @@ func (rb rawBackend) resolve(name string) (Backend, error) {
 		*t.dst = d
 	}
 	return b, nil
+}
+
+// caCertPEM reads ca_certificate in Viceroy's forms: a PEM string, a table
+// with file or value, or an array of those.
+func caCertPEM(v any, dir string) ([]byte, error) {
+	switch v := v.(type) {
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return nil, fmt.Errorf("empty certificate")
+		}
+		if !strings.Contains(v, "-----BEGIN CERTIFICATE-----") {
+			return nil, fmt.Errorf("not a PEM certificate")
+		}
+		return []byte(v), nil
+	case map[string]any:
+		if f, ok := v["file"]; ok {
+			path, ok := f.(string)
+			if !ok {
+				return nil, fmt.Errorf("file must be a string")
+			}
+			data, err := os.ReadFile(resolvePath(dir, path))
+			if err != nil {
+				return nil, err
+			}
+			return caCertPEM(string(data), dir)
+		}
+		if val, ok := v["value"]; ok {
+			return caCertPEM(val, dir)
+		}
+		return nil, fmt.Errorf("a table needs a file or a value")
+	case []map[string]any:
+		return caCertPEM(anySlice(v), dir)
+	case []any:
+		var all []byte
+		for i, item := range v {
+			pem, err := caCertPEM(item, dir)
+			if err != nil {
+				return nil, fmt.Errorf("[%d]: %w", i, err)
+			}
+			all = append(append(all, pem...), '\n')
+		}
+		return all, nil
+	default:
+		return nil, fmt.Errorf("want a PEM string, a table with file or value, or an array of those (got %s)", tomlType(v))
+	}
 }
 
 // parseTimeout accepts an integer number of milliseconds (Fastly's unit for
@@ -273,93 +416,6 @@ func parseTimeout(v any) (time.Duration, error) {
 	}
 }
 
-type rawStore struct {
-	Format   string         `toml:"format"`
-	File     string         `toml:"file"`
-	Contents map[string]any `toml:"contents"`
-}
-
-func (rs rawStore) resolve(dir string) (map[string]string, error) {
-	format := rs.Format
-	if format == "" {
-		// Viceroy requires a format; accept the obvious cases anyway.
-		switch {
-		case rs.Contents != nil:
-			format = "inline-toml"
-		case rs.File != "":
-			format = "json"
-		}
-	}
-	switch format {
-	case "inline-toml":
-		kv := make(map[string]string, len(rs.Contents))
-		for k, v := range rs.Contents {
-			s, ok := v.(string)
-			if !ok {
-				return nil, fmt.Errorf("contents.%s: value must be a string, not %T", k, v)
-			}
-			kv[k] = s
-		}
-		return kv, nil
-	case "json":
-		if rs.File == "" {
-			return nil, fmt.Errorf(`format "json" needs a file`)
-		}
-		data, err := os.ReadFile(resolvePath(dir, rs.File))
-		if err != nil {
-			return nil, err
-		}
-		var kv map[string]string
-		if err := json.Unmarshal(data, &kv); err != nil {
-			return nil, fmt.Errorf("%s: must be a JSON object of string values: %w", rs.File, err)
-		}
-		if kv == nil {
-			kv = map[string]string{}
-		}
-		return kv, nil
-	default:
-		return nil, fmt.Errorf("unsupported format %q (want inline-toml or json)", rs.Format)
-	}
-}
-
-type rawSecret struct {
-	Key  string  `toml:"key"`
-	Data *string `toml:"data"`
-	File *string `toml:"file"`
-	Env  *string `toml:"env"`
-}
-
-func (e rawSecret) resolve(dir string) ([]byte, error) {
-	if e.Key == "" {
-		return nil, fmt.Errorf("key is required")
-	}
-	n := 0
-	for _, p := range []*string{e.Data, e.File, e.Env} {
-		if p != nil {
-			n++
-		}
-	}
-	if n != 1 {
-		return nil, fmt.Errorf("secret %q needs exactly one of data, file or env", e.Key)
-	}
-	switch {
-	case e.Data != nil:
-		return []byte(*e.Data), nil
-	case e.File != nil:
-		data, err := os.ReadFile(resolvePath(dir, *e.File))
-		if err != nil {
-			return nil, fmt.Errorf("secret %q: %w", e.Key, err)
-		}
-		return data, nil
-	default:
-		v, ok := os.LookupEnv(*e.Env)
-		if !ok {
-			return nil, fmt.Errorf("secret %q: environment variable %s is not set", e.Key, *e.Env)
-		}
-		return []byte(v), nil
-	}
-}
-
 func resolvePath(dir, p string) string {
 	if strings.HasPrefix(p, "~/") {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -370,4 +426,64 @@ func resolvePath(dir, p string) string {
 		return p
 	}
 	return filepath.Join(dir, p)
+}
+
+// within prefixes err with the path of the table it occurred in; an
+// array index continues the path ("table[2]: ...").
+func within(path string, err error) error {
+	if strings.HasPrefix(err.Error(), "[") {
+		return fmt.Errorf("%s%w", path, err)
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// anySlice turns the []map[string]any BurntSushi/toml produces for an
+// array of tables into the []any it produces for other arrays.
+func anySlice(v []map[string]any) []any {
+	out := make([]any, len(v))
+	for i, t := range v {
+		out[i] = t
+	}
+	return out
+}
+
+// asArray reports whether v is a TOML array, as a []any.
+func asArray(v any) ([]any, bool) {
+	switch v := v.(type) {
+	case []any:
+		return v, true
+	case []map[string]any:
+		return anySlice(v), true
+	}
+	return nil, false
+}
+
+// tomlType names a decoded TOML value's type for error messages.
+func tomlType(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case time.Time:
+		return "a datetime"
+	case map[string]any:
+		return "a table"
+	case []any, []map[string]any:
+		return "an array"
+	}
+	return fmt.Sprintf("%T", v)
 }

@@ -1,6 +1,7 @@
 package fastlytoml
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,8 +108,11 @@ func TestParse(t *testing.T) {
 	if string(ss["inline"]) != "s3cret" || string(ss["fromfile"]) != "filesecret\n" || string(ss["fromenv"]) != "envsecret" {
 		t.Errorf("secret store: %q", ss)
 	}
-	if m.LocalServer.Geolocation == nil {
-		t.Errorf("geolocation not kept")
+	if rec, ok := m.LocalServer.Geolocation.Lookup(netip.MustParseAddr("127.0.0.1")); !ok || rec["country_code"] != "XX" {
+		t.Errorf("geolocation 127.0.0.1: %v %v", rec, ok)
+	}
+	if st, ok := m.LocalServer.KVStores["other"]; !ok || len(st) != 0 {
+		t.Errorf("empty KV store: %v %v", st, ok)
 	}
 }
 

@@ -20,20 +20,32 @@ import (
 
 // Defaults mirroring Fastly's backend timeouts.
 const (
-	defaultConnectTimeout   = 1 * time.Second
-	defaultFirstByteTimeout = 15 * time.Second
+	defaultConnectTimeout      = 1 * time.Second
+	defaultFirstByteTimeout    = 15 * time.Second
+	defaultBetweenBytesTimeout = 10 * time.Second
 )
 
-// backend is a resolved [local_server.backends] entry.
+// backend is a resolved [local_server.backends] entry, or a dynamic
+// backend a guest registered (see dynbackend.go).
 type backend struct {
 	name string
 	cfg  fastlytoml.Backend
 	// base is scheme://host[:port]/prefix/ : request paths are appended
 	// to it (the backend url's path is a prefix, as in Viceroy).
-	base             string
-	connectTimeout   time.Duration
-	firstByteTimeout time.Duration
+	base                string
+	connectTimeout      time.Duration
+	firstByteTimeout    time.Duration
+	betweenBytesTimeout time.Duration
+	dynamic             bool
+	// tlsMin and tlsMax are the $tls_version bounds the backend's TLS
+	// connections use (only meaningful for https backends).
+	tlsMin, tlsMax uint32
+	// transport, if set, replaces the shared one: a dynamic backend with
+	// its own TLS settings or connection pooling turned off.
+	transport *http.Transport
 }
+
+func (be *backend) isTLS() bool { return be.cfg.URL.Scheme == "https" }
 
 func newBackends(m *fastlytoml.Manifest) map[string]*backend {
 	out := map[string]*backend{}
@@ -58,6 +70,13 @@ func newBackends(m *fastlytoml.Manifest) map[string]*backend {
 		if be.firstByteTimeout <= 0 {
 			be.firstByteTimeout = defaultFirstByteTimeout
 		}
+		be.betweenBytesTimeout = b.BetweenBytesTimeout
+		if be.betweenBytesTimeout <= 0 {
+			be.betweenBytesTimeout = defaultBetweenBytesTimeout
+		}
+		// Go's TLS client defaults, which is what the shared transport
+		// negotiates with.
+		be.tlsMin, be.tlsMax = tls12, tls13
 		out[name] = be
 	}
 	return out
@@ -130,9 +149,12 @@ func (p *pendingReq) abandon() {
 // request is in flight.
 func (inst *instance) startSend(ro *reqObj, b *body, beName string, streaming bool) (*pendingReq, status, uint32) {
 	s := inst.s
-	be, ok := s.backends[beName]
+	be, ok := inst.backend(beName)
 	if !ok {
 		return nil, stInval, sendErrDestinationNotFound
+	}
+	if headTooLarge(ro) {
+		return nil, stHTTPHeadTooLarge, sendErrUninitialized
 	}
 	u, err := url.Parse(ro.uri)
 	if err != nil {
@@ -190,16 +212,25 @@ func (inst *instance) startSend(ro *reqObj, b *body, beName string, streaming bo
 			req.ContentLength = -1
 		} else {
 			b.finish(nil)
-			if n, ok := b.knownLength(); ok && !ro.manualFraming {
+			// A body with trailers must go chunked to carry them.
+			if n, ok := b.knownLength(); ok && !ro.manualFraming && !b.hasTrailers() {
 				req.ContentLength = n
 			} else if !ro.manualFraming {
 				req.ContentLength = -1
 			}
 		}
-		if n, ok := b.knownLength(); ok && n == 0 && !streaming {
+		if n, ok := b.knownLength(); ok && n == 0 && !streaming && !b.hasTrailers() {
 			req.Body = http.NoBody
 		} else {
-			req.Body = &bodyReader{b: b, ctx: ctx}
+			br := &bodyReader{b: b, ctx: ctx}
+			if req.ContentLength < 0 {
+				// A chunked body can end with trailers; bodyReader
+				// fills this map in when it reaches the end, before
+				// net/http writes the trailer section.
+				req.Trailer = http.Header{}
+				br.trailer = req.Trailer
+			}
+			req.Body = br
 		}
 	}
 
@@ -213,7 +244,11 @@ func (inst *instance) startSend(ro *reqObj, b *body, beName string, streaming bo
 func (s *Server) roundTrip(p *pendingReq, req *http.Request, autoGzip bool) {
 	timedOut := make(chan struct{})
 	timer := time.AfterFunc(p.backend.firstByteTimeout, func() { close(timedOut); p.cancel() })
-	resp, err := s.transport.RoundTrip(req)
+	rt := s.transport
+	if p.backend.transport != nil {
+		rt = p.backend.transport
+	}
+	resp, err := rt.RoundTrip(req)
 	timer.Stop()
 	if err != nil {
 		p.err = err
@@ -234,8 +269,10 @@ func (s *Server) roundTrip(p *pendingReq, req *http.Request, autoGzip bool) {
 				resp.Body = &gunzipBody{src: resp.Body}
 			}
 		}
-		// Cancelling the context once the body is done releases it.
-		resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: p.cancel}
+		// Cancelling the context once the body is done releases it. The
+		// wrapper also enforces the between-bytes timeout and hands the
+		// response's trailers to the body once it has been read.
+		resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: p.cancel, resp: resp, idle: p.backend.betweenBytesTimeout}
 		p.resp = resp
 	}
 	close(p.done)
@@ -270,13 +307,42 @@ func classifySendError(err error) uint32 {
 	return sendErrHTTPProtocolError
 }
 
+// cancelOnClose is a backend response body. Reading it enforces the
+// backend's between-bytes timeout (a read that waits longer than idle for
+// data cancels the request, as Fastly's between_bytes_timeout does), and
+// once it has reached EOF its trailers are available through Trailer.
 type cancelOnClose struct {
 	io.ReadCloser
 	cancel context.CancelFunc
+	resp   *http.Response
+	idle   time.Duration
+	timer  *time.Timer
 }
+
+func (c *cancelOnClose) Read(p []byte) (int, error) {
+	if c.idle > 0 {
+		if c.timer == nil {
+			c.timer = time.AfterFunc(c.idle, c.cancel)
+		} else {
+			c.timer.Reset(c.idle)
+		}
+	}
+	n, err := c.ReadCloser.Read(p)
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	return n, err
+}
+
+// Trailer implements trailerSource: net/http fills resp.Trailer in when
+// the body reaches EOF.
+func (c *cancelOnClose) Trailer() http.Header { return c.resp.Trailer }
 
 func (c *cancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
 	c.cancel()
 	return err
 }
@@ -349,8 +415,13 @@ func (c *call) sendArgs(streaming bool) (*pendingReq, status, uint32) {
 	if !ok {
 		return nil, stInval, sendErrInternalError
 	}
-	if _, known := inst.s.backends[string(name)]; !known {
+	if _, known := inst.backend(string(name)); !known {
 		return nil, stInval, sendErrDestinationNotFound
+	}
+	if !inst.countSend() {
+		// Not a failure of the send itself, so no detail: the guest
+		// sees the status ("limit exceeded").
+		return nil, stLimitExceeded, sendErrUninitialized
 	}
 	p, st, tag := inst.startSend(ro, b, string(name), streaming)
 	if st != stOK {
@@ -501,14 +572,64 @@ func pendingWait(c *call, detail uint32, outIdx int) status {
 	return waitPending(c, p, detail, respOut, bodyOut)
 }
 
-// --- fastly_backend: read-only facts about configured backends ---
+// --- fastly_backend: read-only facts about static and dynamic backends ---
+
+// backendHostcalls is the fastly_backend module: every call takes the
+// backend name first and answers $inval for an unknown backend (as
+// Viceroy does), except exists.
+func backendHostcalls() map[string]hostDef {
+	u32 := func(f func(be *backend) (uint32, status)) hostDef { return hostDef{i32s(3), backendU32(f)} }
+	ms := func(d time.Duration) uint32 { return uint32(d.Milliseconds()) }
+	return map[string]hostDef{
+		"exists": {i32s(3), backendExists},
+		// $unknown: the local POP runs no health checks.
+		"is_healthy": u32(func(*backend) (uint32, status) { return 0, stOK }),
+		"is_dynamic": u32(func(be *backend) (uint32, status) { return b2u(be.dynamic), stOK }),
+		"is_ssl":     u32(func(be *backend) (uint32, status) { return b2u(be.isTLS()), stOK }),
+		"get_port":   u32(func(be *backend) (uint32, status) { return uint32(be.cfg.Port()), stOK }),
+		"get_connect_timeout_ms": u32(func(be *backend) (uint32, status) {
+			return ms(be.connectTimeout), stOK
+		}),
+		"get_first_byte_timeout_ms": u32(func(be *backend) (uint32, status) {
+			return ms(be.firstByteTimeout), stOK
+		}),
+		"get_between_bytes_timeout_ms": u32(func(be *backend) (uint32, status) {
+			return ms(be.betweenBytesTimeout), stOK
+		}),
+		// TLS versions only exist for TLS backends; for others the
+		// value is absent.
+		"get_ssl_min_version": u32(func(be *backend) (uint32, status) {
+			if !be.isTLS() {
+				return 0, stNone
+			}
+			return be.tlsMin, stOK
+		}),
+		"get_ssl_max_version": u32(func(be *backend) (uint32, status) {
+			if !be.isTLS() {
+				return 0, stNone
+			}
+			return be.tlsMax, stOK
+		}),
+		"get_host": {i32s(5), backendString(func(be *backend) (string, bool) { return be.cfg.URL.Hostname(), true })},
+		"get_override_host": {i32s(5), backendString(func(be *backend) (string, bool) {
+			return be.cfg.OverrideHost, be.cfg.OverrideHost != ""
+		})},
+	}
+}
+
+func b2u(v bool) uint32 {
+	if v {
+		return 1
+	}
+	return 0
+}
 
 func backendByArg(c *call) (*backend, status) {
 	name, ok := c.argBytes(0)
 	if !ok {
 		return nil, stInval
 	}
-	be, ok := c.inst.s.backends[string(name)]
+	be, ok := c.inst.backend(string(name))
 	if !ok {
 		return nil, stInval
 	}
@@ -521,25 +642,25 @@ func backendExists(c *call) status {
 	if !ok {
 		return stInval
 	}
-	_, found := c.inst.s.backends[string(name)]
-	v := uint32(0)
-	if found {
-		v = 1
-	}
-	if !c.putU32(c.u32(2), v) {
+	_, found := c.inst.backend(string(name))
+	if !c.putU32(c.u32(2), b2u(found)) {
 		return stInval
 	}
 	return stOK
 }
 
 // backendU32 answers the (name_ptr, name_len, u32_out) queries.
-func backendU32(f func(be *backend) uint32) hostFn {
+func backendU32(f func(be *backend) (uint32, status)) hostFn {
 	return func(c *call) status {
 		be, st := backendByArg(c)
 		if st != stOK {
 			return st
 		}
-		if !c.putU32(c.u32(2), f(be)) {
+		v, st := f(be)
+		if st != stOK {
+			return st
+		}
+		if !c.putU32(c.u32(2), v) {
 			return stInval
 		}
 		return stOK

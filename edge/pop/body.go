@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -30,6 +31,14 @@ type body struct {
 	gone      bool // the consumer went away; further writes are discarded
 	wake      chan struct{}
 	room      chan struct{}
+
+	// trailers are the body's HTTP trailers: appended by the guest, or
+	// collected from readers (a client request or backend response body)
+	// as they reach EOF. trailersReady is set once the body has been read
+	// to its end; before that the trailer getters answer $again
+	// (trailers.go).
+	trailers      headerList
+	trailersReady bool
 }
 
 type segment struct {
@@ -128,6 +137,7 @@ func (b *body) read(dst []byte) (int, error) {
 	for {
 		b.mu.Lock()
 		if len(b.segs) == 0 {
+			b.trailersReady = true
 			b.mu.Unlock()
 			return 0, nil
 		}
@@ -153,6 +163,7 @@ func (b *body) read(dst []byte) (int, error) {
 			b.mu.Unlock()
 		}
 		if err == io.EOF {
+			b.collectTrailers(r)
 			b.mu.Lock()
 			if len(b.segs) > 0 && b.segs[0].r == r {
 				b.popFront()
@@ -186,7 +197,17 @@ func (b *body) appendBody(src *body) {
 	src.mu.Lock()
 	segs, n := src.segs, src.buffered
 	src.segs, src.buffered = nil, 0
+	trailers := src.trailers
+	src.trailers = nil
 	src.mu.Unlock()
+	// The source's trailers go with its content (as in Viceroy).
+	b.mu.Lock()
+	for _, f := range trailers {
+		for _, v := range f.vals {
+			b.trailers.appendValue(f.name, v)
+		}
+	}
+	b.mu.Unlock()
 	if len(segs) == 0 {
 		return
 	}
@@ -362,6 +383,9 @@ type bodyReader struct {
 	ctx  context.Context
 	cur  []segment
 	rbuf []byte
+	// trailer, if set, is the outgoing request's Trailer map; it gets the
+	// body's trailers when the body ends.
+	trailer http.Header
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
@@ -379,6 +403,7 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 			}
 			n, err := s.r.Read(p)
 			if err == io.EOF {
+				r.b.collectTrailers(s.r)
 				closeReader(s.r)
 				r.cur = r.cur[1:]
 				if n > 0 {
@@ -394,6 +419,9 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		}
 		r.cur = segs
 		if len(segs) == 0 && done {
+			if r.trailer != nil {
+				r.b.trailerSnapshot().toHTTP(r.trailer, forbiddenTrailer)
+			}
 			return 0, io.EOF
 		}
 	}

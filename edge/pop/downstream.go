@@ -20,6 +20,8 @@ type downstream struct {
 	r     *http.Request
 	id    uint64
 	ready chan outcome
+	// servedBy is the instance that took it, for the access log (accesslog.go).
+	servedBy servedBy
 
 	mu   sync.Mutex
 	gone bool // ServeHTTP gave up (client went away); answers are discarded
@@ -38,7 +40,8 @@ type outcome struct {
 	header headerList
 	manual bool
 	body   *body
-	failed bool // no response: the guest trapped, panicked or never sent one
+	failed bool   // no response: the guest trapped, panicked or never sent one
+	limit  string // with failed: the execution limit the guest exceeded (limits.go)
 }
 
 func newDownstream(r *http.Request, id uint64) *downstream {
@@ -98,7 +101,9 @@ func writeResponse(w http.ResponseWriter, r *http.Request, o *outcome) {
 	bodyAllowed := o.status >= 200 && o.status != http.StatusNoContent && o.status != http.StatusNotModified
 	if o.body != nil && !o.manual && !isHead && bodyAllowed {
 		o.body.settle(r.Context(), settleBytes, settleWait)
-		if n, ok := o.body.knownLength(); ok {
+		// A body with trailers goes out chunked: HTTP/1.1 has no trailer
+		// section after a Content-Length body.
+		if n, ok := o.body.knownLength(); ok && !o.body.hasTrailers() {
 			h["Content-Length"] = []string{strconv.FormatInt(n, 10)}
 		}
 	}
@@ -110,12 +115,15 @@ func writeResponse(w http.ResponseWriter, r *http.Request, o *outcome) {
 		o.body.stop()
 		return
 	}
-	drainBody(w, r.Context(), o.body)
+	if drainBody(w, r.Context(), o.body) {
+		writeTrailers(w, o.body)
+	}
 }
 
 // drainBody copies a (possibly streaming) body to the client, flushing
-// whenever it has caught up with the guest.
-func drainBody(w http.ResponseWriter, ctx context.Context, b *body) {
+// whenever it has caught up with the guest. It reports whether the body
+// was sent completely (and its trailers may follow).
+func drainBody(w http.ResponseWriter, ctx context.Context, b *body) bool {
 	var (
 		segs []segment
 		rc   *http.ResponseController
@@ -139,12 +147,15 @@ func drainBody(w http.ResponseWriter, ctx context.Context, b *body) {
 					bufp = copyBufPool.Get().(*[]byte)
 				}
 				_, werr = io.CopyBuffer(w, s.r, *bufp)
+				if werr == nil {
+					b.collectTrailers(s.r)
+				}
 				closeReader(s.r)
 			}
 			if werr != nil {
 				releaseSegments(segs[i+1:])
 				b.stop()
-				return
+				return false
 			}
 		}
 		clear(segs)
@@ -155,10 +166,10 @@ func drainBody(w http.ResponseWriter, ctx context.Context, b *body) {
 				// the exchange so the client sees it incomplete.
 				panic(http.ErrAbortHandler)
 			}
-			return
+			return false
 		}
 		if done {
-			return
+			return true
 		}
 		if rc == nil {
 			rc = http.NewResponseController(w)
@@ -195,32 +206,6 @@ func absURI(r *http.Request) string {
 
 // --- guest side ---
 
-// waitRequest blocks until the pool hands this instance a client request,
-// the timeout passes (timeout < 0: none), or the server shuts down.
-func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
-	s := inst.s
-	if inst.starting {
-		inst.starting = false
-		s.starting.Add(-1)
-	}
-	s.idle.Add(1)
-	defer s.idle.Add(-1)
-	var tc <-chan time.Time
-	if timeout >= 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		tc = t.C
-	}
-	select {
-	case ds := <-s.work:
-		return ds, true
-	case <-tc:
-	case <-s.closing:
-	case <-inst.ctx.Done():
-	}
-	return nil, false
-}
-
 // bind makes ds the instance's current request: a new generation begins,
 // old request-scoped handles are swept, and the client request and its
 // body get handles.
@@ -246,11 +231,12 @@ func (inst *instance) bind(ds *downstream) {
 	if r.Body == nil || r.Body == http.NoBody {
 		b = newBody()
 	} else {
-		b = newReaderBody(r.Body, r.ContentLength)
+		b = newReaderBody(&clientBody{ReadCloser: r.Body, r: r}, r.ContentLength)
 	}
 	ds.reqH = inst.tab.add(ro, inst.gen, false)
 	ds.bodyH = inst.tab.add(b, inst.gen, false)
 	inst.cur = ds
+	ds.servedBy.set(inst.id)
 	inst.served++
 }
 
@@ -265,8 +251,14 @@ func (inst *instance) endRequest(failed bool) {
 	inst.cur = nil
 	if !ds.responded {
 		ds.responded = true
-		ds.send(outcome{status: http.StatusInternalServerError, failed: true})
-		inst.s.m.noResponse.Add(1)
+		if k := inst.breachKind(); k != limitNone {
+			// A wall or CPU breach was answered when it happened
+			// (limits.go); a memory breach is answered here.
+			ds.send(outcome{status: k.status(), failed: true, limit: k.String()})
+		} else {
+			ds.send(outcome{status: http.StatusInternalServerError, failed: true})
+			inst.s.m.noResponse.Add(1)
+		}
 	}
 	if ds.stream != nil {
 		var err error
@@ -323,8 +315,17 @@ func reqBodyDownstreamGet(c *call) status {
 type promise struct{ timeout time.Duration }
 
 // next_request(options_mask, options_ptr, promise_out). Option bit 1 is a
-// timeout in milliseconds (u64 at options_ptr).
+// timeout in milliseconds (u64 at options_ptr). An instance may have one
+// outstanding promise: asking again before waiting on or abandoning it is
+// $limitexceeded (as in Viceroy).
 func dsNextRequest(c *call) status {
+	inst := c.inst
+	if h := inst.http.promise; h != 0 {
+		if _, ok := lookup[*promise](&inst.tab, h); ok {
+			return stLimitExceeded
+		}
+		inst.http.promise = 0
+	}
 	mask := c.u32(0)
 	p := &promise{timeout: -1}
 	if mask&^3 != 0 {
@@ -342,7 +343,12 @@ func dsNextRequest(c *call) status {
 		}
 		p.timeout = time.Duration(ms) * time.Millisecond
 	}
-	return c.putHandle(c.u32(2), c.inst.tab.add(p, c.inst.gen, false))
+	h := inst.tab.add(p, inst.gen, false)
+	if st := c.putHandle(c.u32(2), h); st != stOK {
+		return st
+	}
+	inst.http.promise = h
+	return stOK
 }
 
 // next_request_wait(promise, req_out, body_out): blocks until the next
@@ -353,6 +359,7 @@ func dsNextRequestWait(c *call) status {
 	if !ok {
 		return stBadf
 	}
+	inst.http.promise = 0
 	if _, ok := c.bytes(c.u32(1), 4); !ok {
 		return stInval
 	}
@@ -375,6 +382,7 @@ func dsNextRequestAbandon(c *call) status {
 	if _, ok := take[*promise](&c.inst.tab, c.u32(0)); !ok {
 		return stBadf
 	}
+	c.inst.http.promise = 0
 	return stOK
 }
 

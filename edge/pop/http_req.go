@@ -91,14 +91,15 @@ func reqURIGet(c *call) status {
 	return writeOut(c, r.uri, c.u32(1), c.u32(2), c.u32(3))
 }
 
-// uri_set(h, ptr, len)
+// uri_set(h, ptr, len): a URI over Fastly's URL limit could never be sent,
+// so it is refused here rather than at send time.
 func reqURISet(c *call) status {
 	r, ok := c.inst.getReq(c.u32(0))
 	if !ok {
 		return stBadf
 	}
 	u, ok := c.argString(1)
-	if !ok || u == "" {
+	if !ok || u == "" || len(u) > maxURLLen { // Fastly's 8 KB URL limit
 		return stInval
 	}
 	if _, err := url.Parse(u); err != nil {

@@ -3,8 +3,10 @@ package pop
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 )
 
@@ -15,6 +17,7 @@ import (
 // so one guest's state can never leak into another.
 type instance struct {
 	s      *Server
+	prog   *program // the module version it runs (reload.go)
 	id     uint64
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -27,12 +30,24 @@ type instance struct {
 	served int
 	// starting is true until the instance first waits for a request.
 	starting bool
+	// retiring: it was told to end after sitting idle (pool.go).
+	retiring bool
+
+	// Execution limits (limits.go). breached and the watchdog are also
+	// touched by the watchdog's timer goroutine.
+	dog        watchdog
+	breached   atomic.Uint32 // a limitKind
+	memRefused atomic.Bool   // a memory grow was refused
+	// http: dynamic backends, backend send count, pending next_request
+	// (dynbackend.go).
+	http httpState
 
 	// Sticky handles, deduplicated by name.
 	endpoints    map[string]uint32
 	configStores map[string]uint32
 	dicts        map[string]uint32
 	secretStores map[string]uint32
+	kvStores     map[string]uint32 // made on first use (kv.go)
 	secrets      map[string]uint32
 }
 
@@ -60,9 +75,10 @@ func instanceOf(ctx context.Context) *instance {
 	return inst
 }
 
-func newInstance(s *Server, id uint64) *instance {
+func newInstance(s *Server, p *program, id uint64) *instance {
 	inst := &instance{
 		s:            s,
+		prog:         p,
 		id:           id,
 		starting:     true,
 		endpoints:    map[string]uint32{},
@@ -75,13 +91,19 @@ func newInstance(s *Server, id uint64) *instance {
 	inst.ctx = &instCtx{Context: ctx, inst: inst}
 	inst.cancel = cancel
 	inst.c.inst = inst
+	inst.dog.inst = inst
 	return inst
 }
 
 // run instantiates the module and runs _start to completion. A guest using
 // fsthttp.ServeMany returns from _start only when it stops serving.
 func (inst *instance) run() error {
-	mod, err := inst.s.rt.InstantiateModule(inst.ctx, inst.s.compiled, inst.s.modCfg)
+	// Startup (instantiation and the guest's init code up to its first
+	// wait for a request) has the wall budget too.
+	inst.dog.begin(nil)
+	p := inst.prog
+	ctx := experimental.WithMemoryAllocator(inst.ctx, experimental.MemoryAllocatorFunc(inst.allocateMemory))
+	mod, err := p.rt.InstantiateModule(ctx, p.compiled, inst.s.modCfg.WithNanosleep(inst.nanosleep))
 	if err != nil {
 		return err
 	}
@@ -114,7 +136,13 @@ func cleanExit(err error) bool {
 // trapped: the client gets a 500 if it got nothing, open streaming bodies
 // end (with an error if the guest failed), backend requests are cancelled.
 func (inst *instance) finish(err error) {
+	inst.dog.end()
 	clean := cleanExit(err)
+	if !clean && inst.memRefused.Load() && inst.breached.CompareAndSwap(0, uint32(limitMemory)) {
+		// It died after being refused memory: that is the memory limit.
+		inst.s.ps.breaches[limitMemory].Add(1)
+		inst.s.log.Warn("guest instance exceeded a limit", "instance", inst.id, "limit", "memory", "memory_limit", inst.s.memoryLimit)
+	}
 	inst.endRequest(!clean)
 	var streamErr error
 	if !clean {
@@ -139,6 +167,6 @@ func (inst *instance) finish(err error) {
 	inst.cancel()
 	if inst.starting {
 		inst.starting = false
-		inst.s.starting.Add(-1)
+		inst.prog.starting.Add(-1)
 	}
 }

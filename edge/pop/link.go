@@ -35,7 +35,7 @@ func i32s(n int) []api.ValueType {
 // links. An implemented hostcall whose declared signature differs from
 // ours (a different ABI revision) is also answered with $unsupported
 // rather than guessed at.
-func (s *Server) linkHostModules(ctx context.Context, compiled wazero.CompiledModule) error {
+func (s *Server) linkHostModules(ctx context.Context, rt wazero.Runtime, compiled wazero.CompiledModule) error {
 	type imp struct {
 		name            string
 		params, results []api.ValueType
@@ -57,7 +57,7 @@ func (s *Server) linkHostModules(ctx context.Context, compiled wazero.CompiledMo
 	defs := hostcalls()
 	var implemented, stubbed int
 	for mod, fns := range byModule {
-		b := s.rt.NewHostModuleBuilder(mod)
+		b := rt.NewHostModuleBuilder(mod)
 		for _, f := range fns {
 			def, ok := defs[hostKey{mod, f.name}]
 			if ok && (!slices.Equal(def.params, f.params) || !slices.Equal(f.results, []api.ValueType{api.ValueTypeI32})) {
@@ -107,7 +107,9 @@ func (s *Server) wrap(fn hostFn) api.GoModuleFunc {
 		c := &inst.c
 		c.mem = mod.Memory()
 		c.stack = stack
+		inst.enterHost() // time in hostcalls is not guest CPU time (limits.go)
 		st := fn(c)
+		inst.leaveHost()
 		c.stack = nil
 		stack[0] = uint64(st)
 		if st != stOK && st != stBufLen && st != stNone {
@@ -188,6 +190,9 @@ func hostcalls() map[hostKey]hostDef {
 	add(ds, "downstream_tls_client_cert_verify_result", i32s(2), dsAbsent)
 	add(ds, "downstream_client_ddos_detected", i32s(2), dsFalse)
 	add(ds, "fastly_key_is_valid", i32s(2), dsFalse)
+	for name, def := range downstreamTLSHostcalls() { // downstream_tls.go: real TLS metadata over the dsAbsent defaults
+		add(ds, name, def.params, def.fn)
+	}
 
 	const resp = "fastly_http_resp"
 	add(resp, "new", i32s(1), respNew)
@@ -214,34 +219,16 @@ func hostcalls() map[hostKey]hostDef {
 	add("fastly_log", "endpoint_get", i32s(3), logEndpointGet)
 	add("fastly_log", "write", i32s(4), logWrite)
 
-	add("fastly_config_store", "open", i32s(3), openKV(false))
-	add("fastly_config_store", "get", i32s(6), getKV(false))
-	add("fastly_dictionary", "open", i32s(3), openKV(true))
-	add("fastly_dictionary", "get", i32s(6), getKV(true))
+	addStoreHostcalls(add) // config stores, dictionaries, secrets, KV, geolocation (stores.go)
 
-	const sec = "fastly_secret_store"
-	add(sec, "open", i32s(3), secretStoreOpen)
-	add(sec, "get", i32s(4), secretStoreGet)
-	add(sec, "plaintext", i32s(4), secretPlaintext)
-	add(sec, "from_bytes", i32s(3), secretFromBytes)
-
-	const be = "fastly_backend"
-	add(be, "exists", i32s(3), backendExists)
-	add(be, "is_healthy", i32s(3), backendU32(func(*backend) uint32 { return 0 })) // $unknown: no health checks locally
-	add(be, "is_dynamic", i32s(3), backendU32(func(*backend) uint32 { return 0 }))
-	add(be, "is_ssl", i32s(3), backendU32(func(b *backend) uint32 {
-		if b.cfg.URL.Scheme == "https" {
-			return 1
-		}
-		return 0
-	}))
-	add(be, "get_port", i32s(3), backendU32(func(b *backend) uint32 { return uint32(b.cfg.Port()) }))
-	add(be, "get_connect_timeout_ms", i32s(3), backendU32(func(b *backend) uint32 { return uint32(b.connectTimeout.Milliseconds()) }))
-	add(be, "get_first_byte_timeout_ms", i32s(3), backendU32(func(b *backend) uint32 { return uint32(b.firstByteTimeout.Milliseconds()) }))
-	add(be, "get_host", i32s(5), backendString(func(b *backend) (string, bool) { return b.cfg.URL.Hostname(), true }))
-	add(be, "get_override_host", i32s(5), backendString(func(b *backend) (string, bool) {
-		return b.cfg.OverrideHost, b.cfg.OverrideHost != ""
-	}))
+	for name, def := range backendHostcalls() { // backends.go
+		add("fastly_backend", name, def.params, def.fn)
+	}
+	add(req, "register_dynamic_backend", i32s(6), reqRegisterDynamicBackend) // dynbackend.go
+	add(body, "trailer_append", i32s(5), bodyTrailerAppend)                  // trailers.go
+	add(body, "trailer_names_get", i32s(6), bodyTrailerNamesGet)
+	add(body, "trailer_value_get", i32s(6), bodyTrailerValueGet)
+	add(body, "trailer_values_get", i32s(8), bodyTrailerValuesGet)
 
 	add("fastly_compute_runtime", "get_heap_mib", i32s(1), runtimeHeapMiB)
 	return d

@@ -21,8 +21,12 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// logEndpoint is the object behind an endpoint handle.
-type logEndpoint struct{ name string }
+// logEndpoint is the object behind an endpoint handle: a name and the
+// destination its entries go to (logsink.go), resolved once per instance.
+type logEndpoint struct {
+	name string
+	sink sink
+}
 
 // endpoint_get(name_ptr, name_len, endpoint_out). Names reserved on Fastly
 // (stdout, stderr, fst_managed_*) are $inval, as there.
@@ -38,7 +42,7 @@ func logEndpointGet(c *call) status {
 	}
 	h, ok := inst.endpoints[name]
 	if !ok {
-		h = inst.tab.add(&logEndpoint{name: name}, inst.gen, true)
+		h = inst.tab.add(&logEndpoint{name: name, sink: inst.s.sinks.lookup(name)}, inst.gen, true)
 		inst.endpoints[name] = h
 	}
 	if !c.putU32(c.u32(2), h) {
@@ -48,8 +52,9 @@ func logEndpointGet(c *call) status {
 }
 
 // write(endpoint, msg_ptr, msg_len, nwritten_out): one entry per call,
-// printed as "name :: message" like Viceroy does, with a trailing newline
-// dropped and inner newlines escaped so an entry stays on one line.
+// with a trailing newline dropped and inner newlines escaped so an entry
+// stays on one line. By default it is printed as "name :: message" like
+// Viceroy does; see logsink.go for the other destinations.
 func logWrite(c *call) status {
 	ep, ok := lookup[*logEndpoint](&c.inst.tab, c.u32(0))
 	if !ok {
@@ -62,18 +67,19 @@ func logWrite(c *call) status {
 	n := len(msg)
 	msg = bytes.TrimSuffix(msg, []byte("\n"))
 	if len(msg) > 0 {
-		line := make([]byte, 0, len(ep.name)+len(msg)+8)
-		line = append(line, ep.name...)
-		line = append(line, " :: "...)
-		for _, b := range msg {
-			if b == '\n' {
-				line = append(line, '\\', 'n')
-			} else {
-				line = append(line, b)
+		// msg is guest memory: sinks copy it and never keep it.
+		if bytes.IndexByte(msg, '\n') >= 0 {
+			esc := make([]byte, 0, len(msg)+8)
+			for _, b := range msg {
+				if b == '\n' {
+					esc = append(esc, '\\', 'n')
+				} else {
+					esc = append(esc, b)
+				}
 			}
+			msg = esc
 		}
-		line = append(line, '\n')
-		c.inst.s.stdout.Write(line)
+		ep.sink.write(ep.name, msg)
 	}
 	if !c.putU32(c.u32(3), uint32(n)) {
 		return stInval

@@ -1,9 +1,13 @@
 package pop
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // metrics are plain atomic counters: cheap enough to bump on every request
@@ -18,6 +22,66 @@ type metrics struct {
 	unsupported    atomic.Uint64
 	backendSends   atomic.Uint64
 	backendErrors  atomic.Uint64
+
+	// Filled in by ServeHTTP when a request is complete (accesslog.go).
+	byClass  [6]atomic.Uint64 // index status/100; 0 unused
+	duration histogram
+}
+
+// durationBuckets are the upper bounds, in seconds, of the request latency
+// histogram: a warm ServeMany guest answers in well under a millisecond,
+// a cold or backend-bound one in tens to hundreds, and anything near the
+// top is a stuck guest or backend.
+var durationBuckets = [...]float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// durationBucketsNs is durationBuckets in nanoseconds, so observing needs
+// no float arithmetic.
+var durationBucketsNs = func() (ns [len(durationBuckets)]int64) {
+	for i, b := range durationBuckets {
+		ns[i] = int64(b * 1e9)
+	}
+	return
+}()
+
+// histogram counts observations per bucket (not cumulatively: one atomic
+// add per observation); WritePrometheus sums them up.
+type histogram struct {
+	counts [len(durationBuckets) + 1]atomic.Uint64 // last: +Inf
+	sumNs  atomic.Uint64
+}
+
+func (h *histogram) observe(d time.Duration) {
+	ns := int64(d)
+	i := 0
+	for i < len(durationBucketsNs) && ns > durationBucketsNs[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sumNs.Add(uint64(max(ns, 0)))
+}
+
+// observeStatus counts a finished request by status class.
+func (m *metrics) observeStatus(code int) {
+	c := code / 100
+	if c < 1 || c > 5 {
+		c = 5
+	}
+	m.byClass[c].Add(1)
+}
+
+// Ready reports whether the server can serve: it is not shutting down and
+// at least one guest instance is running. /healthz answers from it.
+func (s *Server) Ready() error {
+	if s.isClosing() {
+		return errors.New("shutting down")
+	}
+	if s.live.Load() <= 0 {
+		return errors.New("no live guest instance")
+	}
+	return nil
 }
 
 // WritePrometheus writes the server's metrics in the Prometheus text format.
@@ -41,4 +105,35 @@ func (s *Server) WritePrometheus(w io.Writer) {
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.value)
 	}
+
+	const resp = "edgepixel_pop_responses_total"
+	fmt.Fprintf(w, "# HELP %s Client requests completed, by status class (499: the client went away first).\n# TYPE %s counter\n", resp, resp)
+	for c := 1; c <= 5; c++ {
+		fmt.Fprintf(w, "%s{code=\"%dxx\"} %d\n", resp, c, s.m.byClass[c].Load())
+	}
+
+	const dur = "edgepixel_pop_request_duration_seconds"
+	fmt.Fprintf(w, "# HELP %s Time from receiving a client request to completing its response body.\n# TYPE %s histogram\n", dur, dur)
+	var cum uint64
+	h := &s.m.duration
+	for i, b := range durationBuckets {
+		cum += h.counts[i].Load()
+		fmt.Fprintf(w, "%s_bucket{le=\"%s\"} %d\n", dur, strconv.FormatFloat(b, 'g', -1, 64), cum)
+	}
+	cum += h.counts[len(durationBuckets)].Load()
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n",
+		dur, cum, dur, strconv.FormatFloat(float64(h.sumNs.Load())/1e9, 'g', -1, 64), dur, cum)
+
+	s.writePoolMetrics(w) // limit breaches, idle exits, reloads (limits.go)
+	if s.sinks != nil {
+		s.sinks.writePrometheus(w)
+	}
+}
+
+// promLabel escapes a label value for the text format.
+func promLabel(v string) string {
+	if !strings.ContainsAny(v, "\\\"\n") {
+		return v
+	}
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v)
 }

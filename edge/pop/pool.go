@@ -2,60 +2,86 @@ package pop
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
-// The pool: Server.work is an unbuffered channel every idle instance
-// receives from (in body_downstream_get or next_request_wait). Handing a
-// request to "whichever instance is idle" is then a single channel send,
-// with no lock held while any guest runs. When no instance is idle the
-// pool grows, one instance at a time, up to MaxInstances; an instance that
-// ends (its _start returned, or it trapped) is replaced while the pool is
-// below its warm size.
+// The pool: each program (module version, reload.go) has an unbuffered
+// work channel its idle instances receive from (in body_downstream_get or
+// next_request_wait). Handing a request to "whichever instance is idle" is
+// then a single channel send, with no lock held while any guest runs. When
+// no instance is idle the pool grows, one instance at a time, up to
+// MaxInstances; an instance that ends (its _start returned, or it trapped)
+// is replaced while the pool is below its warm size. Instances above the
+// warm size that sit idle for IdleTimeout are told there are no more
+// requests, so the pool follows the load back down and the guests exit
+// cleanly (running the code after their serve loop).
 
-// spawn starts one instance on its own goroutine. It reports false if the
-// server is shutting down.
-func (s *Server) spawn() bool {
+// spawn starts one instance of p on its own goroutine. It reports false if
+// the server is shutting down or p was retired.
+func (s *Server) spawn(p *program) bool {
 	s.spawnMu.Lock()
 	defer s.spawnMu.Unlock()
-	if s.isClosing() {
+	if s.isClosing() || p.isRetired() {
 		return false
 	}
 	s.live.Add(1)
-	s.starting.Add(1)
+	p.live.Add(1)
+	p.starting.Add(1)
 	s.m.started.Add(1)
 	s.wg.Add(1)
-	inst := newInstance(s, s.instID.Add(1))
+	inst := newInstance(s, p, s.instID.Add(1))
 	go s.runInstance(inst)
 	return true
 }
 
 func (s *Server) runInstance(inst *instance) {
 	defer s.wg.Done()
+	p := inst.prog
 	began := time.Now()
 	err := inst.run()
 	failedEarly := inst.served == 0 && inst.starting
 	inst.finish(err)
-	live := s.live.Add(-1)
+	if inst.retiring {
+		p.retiring.Add(-1)
+	}
+	s.live.Add(-1)
+	plive := p.live.Add(-1)
 	if !cleanExit(err) {
 		s.m.crashed.Add(1)
 		s.log.Warn("guest instance failed", "instance", inst.id, "served", inst.served, "err", err)
 	} else {
 		s.log.Debug("guest instance ended", "instance", inst.id, "served", inst.served, "lifetime", time.Since(began))
 	}
+	current := s.cur.Load() == p
 	if failedEarly {
-		// It ended before ever waiting for a request: a broken module would
-		// respawn in a tight loop, so report it and back off.
+		// It ended before ever waiting for a request. Reported to whoever
+		// waits for the program's warm pool (New, Reload); a broken module
+		// would respawn in a tight loop, so back off.
+		startErr := instanceStartError(err)
+		if k := inst.breachKind(); k != limitNone {
+			startErr = fmt.Errorf("exceeded its %s limit while starting: %w", k, startErr)
+		}
 		select {
-		case s.startFailed <- instanceStartError(err):
+		case p.startFailed <- startErr:
 		default:
 		}
-		s.backoff()
+		if current {
+			s.backoff()
+		}
 	} else {
 		s.resetBackoff()
 	}
-	if int(live) < s.minInstances {
-		s.spawn()
+	if p.isRetired() {
+		if plive == 0 {
+			s.release(p)
+		}
+		return
+	}
+	// Only the current program is kept at its warm size; a program still
+	// warming up for a reload is not (its failure aborts the reload).
+	if current && int(p.live.Load()-p.retiring.Load()) < s.minInstances {
+		s.spawn(p)
 	}
 }
 
@@ -88,39 +114,132 @@ func (s *Server) resetBackoff() {
 	s.spawnMu.Unlock()
 }
 
-// grow starts one more instance if all are busy, none is already starting
-// and the pool is below its maximum. Starting one at a time keeps a burst
-// from paying for many instantiations (each costs milliseconds of CPU)
-// when a busy instance is about to become free anyway.
-func (s *Server) grow() {
-	if s.starting.Load() > 0 || int(s.live.Load()) >= s.maxInstances {
+// grow starts one more instance of p if all are busy, none is already
+// starting and the pool is below its maximum. Starting one at a time keeps
+// a burst from paying for many instantiations (each costs milliseconds of
+// CPU) when a busy instance is about to become free anyway. Instances of a
+// program being drained after a reload still count against the maximum:
+// they still hold memory.
+func (s *Server) grow(p *program) {
+	if p.starting.Load() > 0 || int(s.live.Load()) >= s.maxInstances {
 		return
 	}
-	s.spawn()
+	s.spawn(p)
 }
 
-// acquire hands ds to an idle instance, waiting for one if necessary.
+// acquire hands ds to an idle instance of the current program, waiting for
+// one if necessary.
 func (s *Server) acquire(ds *downstream) bool {
+	p := s.cur.Load()
 	select {
-	case s.work <- ds:
+	case p.work <- ds:
 		return true
 	default:
 	}
-	s.grow()
+	s.grow(p)
 	// Re-check growth periodically: an instance that was starting may have
 	// died, or more capacity may be allowed now.
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
-		case s.work <- ds:
+		case p.work <- ds:
 			return true
 		case <-t.C:
-			s.grow()
+			s.grow(p)
+		case <-p.retired:
+			// Hot reload: wait for the new version instead.
+			p = s.cur.Load()
+			s.grow(p)
 		case <-ds.r.Context().Done():
 			return false
 		case <-s.closing:
 			return false
 		}
+	}
+}
+
+// tryRetire lets an idle instance above the program's warm size end. The
+// compare-and-swap keeps instances that time out together from all ending
+// and taking the pool below its warm size.
+func (s *Server) tryRetire(inst *instance) bool {
+	p := inst.prog
+	for {
+		r := p.retiring.Load()
+		if int(p.live.Load()-r) <= s.minInstances {
+			return false
+		}
+		if p.retiring.CompareAndSwap(r, r+1) {
+			inst.retiring = true
+			s.ps.idleExits.Add(1)
+			return true
+		}
+	}
+}
+
+// waitRequest blocks until the pool hands this instance a client request.
+// It reports false when the instance should take no more requests: the
+// guest's timeout passed (timeout < 0: none), it sat idle above the warm
+// size, it is a fresh-instance that already served its request, its
+// program was replaced by a reload, it breached a limit, or the server
+// shuts down.
+func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
+	p := inst.prog
+	inst.dog.end()
+	if inst.starting {
+		inst.starting = false
+		p.starting.Add(-1)
+	}
+	if ds, ok := inst.waitWork(timeout); ok {
+		inst.dog.begin(ds)
+		return ds, true
+	}
+	// What the guest runs from now on (the code after its serve loop)
+	// still has a wall budget.
+	inst.dog.begin(nil)
+	return nil, false
+}
+
+func (inst *instance) waitWork(timeout time.Duration) (*downstream, bool) {
+	s, p := inst.s, inst.prog
+	if (s.fresh && inst.served > 0) || inst.breachKind() != limitNone || p.isRetired() {
+		return nil, false
+	}
+	s.idle.Add(1)
+	p.idle.Add(1)
+	defer func() {
+		s.idle.Add(-1)
+		p.idle.Add(-1)
+	}()
+	var tc, idleC <-chan time.Time
+	if timeout >= 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		tc = t.C
+	}
+	// Only an instance above the warm size can retire, so only it needs a
+	// timer (the pool grows only while no instance is idle, so one that
+	// starts waiting at the warm size has no reason to leave).
+	if s.idleTimeout > 0 && int(p.live.Load()-p.retiring.Load()) > s.minInstances {
+		t := time.NewTimer(s.idleTimeout)
+		defer t.Stop()
+		idleC = t.C
+	}
+	for {
+		select {
+		case ds := <-p.work:
+			return ds, true
+		case <-idleC:
+			if s.tryRetire(inst) {
+				return nil, false
+			}
+			idleC = nil
+			continue
+		case <-tc:
+		case <-p.retired:
+		case <-s.closing:
+		case <-inst.ctx.Done():
+		}
+		return nil, false
 	}
 }

@@ -11,25 +11,33 @@
 // requests per instance. The HTTP response completes when the guest
 // finishes the response body, not when its handler returns, so work a
 // guest does after responding (batching, delivery) costs visitors nothing.
+//
+// Fastly's per-execution limits are enforced (memory, wall clock and an
+// approximate CPU budget; limits.go): a guest that breaches one is
+// terminated and replaced, and only its own request fails. The pool grows
+// under load and shrinks back when idle (pool.go), and a changed module is
+// swapped in without dropping requests (reload.go).
 package pop
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
 // Config configures a Server.
@@ -41,58 +49,98 @@ type Config struct {
 	CompileCacheDir string               // "" = no disk cache
 	Stdout, Stderr  io.Writer            // guest output; nil = os.Stdout/os.Stderr
 	Logger          *slog.Logger         // nil = slog.Default()
+	AccessLog       io.Writer            // NDJSON line per request; nil = none (accesslog.go)
+	LogEndpoints    []LogEndpoint        // log endpoint destinations; others print to Stdout (logsink.go)
+
+	// Execution limits (limits.go). A breach ends the instance and answers
+	// the request 503 (wall, cpu) or 500 (memory).
+	MemoryLimit int64         // bytes of linear memory per instance; 0 = 128 MiB (Fastly's heap limit)
+	WallBudget  time.Duration // per execution segment (a request, startup, the code after the serve loop); 0 = 2 min, < 0 = none
+	CPUBudget   time.Duration // guest run time per request, hostcalls and sleeps excluded; 0 = none (Fastly: 50 ms)
+
+	// Pool behaviour (pool.go).
+	FreshInstances bool          // every request gets a new instance that serves only it
+	IdleTimeout    time.Duration // instances above Instances end after idling this long; 0 = 5s, < 0 = never
+
+	// Hot reload (reload.go): poll WasmPath and switch to a changed module.
+	// Reload (the method) does the same on demand.
+	Reload         bool
+	ReloadInterval time.Duration // 0 = 500ms
 }
 
-// Memory limit per instance: Fastly's 128 MB heap, in 64 KiB wasm pages.
-const memoryLimitPages = 2048
+// applyLimits fills in the limit and pool defaults.
+func (s *Server) applyLimits(cfg Config) {
+	s.memoryLimit = cmp.Or(cfg.MemoryLimit, defaultMemoryLimit)
+	s.wallBudget = cmp.Or(cfg.WallBudget, defaultWallBudget)
+	s.cpuBudget = max(cfg.CPUBudget, 0)
+	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
+	s.fresh = cfg.FreshInstances
+}
 
 // Server serves HTTP with a pool of warm guest instances.
 type Server struct {
-	log      *slog.Logger
-	stdout   io.Writer
-	rt       wazero.Runtime
-	compiled wazero.CompiledModule
-	modCfg   wazero.ModuleConfig
+	log    *slog.Logger
+	stdout io.Writer
+	modCfg wazero.ModuleConfig
 
 	backends     map[string]*backend
 	configStores map[string]map[string]string
 	dicts        map[string]map[string]string
 	secretStores map[string]map[string][]byte
+	kv           *kvStores // shared by all instances (kv.go)
+	geo          *geoDB    // (geo.go)
 	transport    *http.Transport
 
 	minInstances, maxInstances int
 
-	work        chan *downstream
-	closing     chan struct{}
-	closeOnce   sync.Once
-	root        context.Context
-	rootCancel  context.CancelFunc
-	wg          sync.WaitGroup
-	spawnMu     sync.Mutex
-	failDelay   time.Duration
-	startFailed chan error
+	closing    chan struct{}
+	closeOnce  sync.Once
+	root       context.Context
+	rootCancel context.CancelFunc
+	wg         sync.WaitGroup
+	spawnMu    sync.Mutex
+	failDelay  time.Duration
 
-	live, starting, idle atomic.Int32
-	instID, reqID        atomic.Uint64
+	// Module versions (reload.go): cur takes new requests; progs are all
+	// not yet released.
+	wasmPath, cacheDir string
+	cur                atomic.Pointer[program]
+	progMu             sync.Mutex
+	progs              map[*program]struct{}
+	reloadMu           sync.Mutex
+	stamp              fileStamp // of the file last loaded (reloadMu)
+
+	// Limits and pool behaviour (limits.go, pool.go).
+	memoryLimit           int64
+	wallBudget, cpuBudget time.Duration
+	idleTimeout           time.Duration
+	fresh                 bool
+	ps                    poolStats
+
+	live, idle            atomic.Int32
+	instID, reqID, progID atomic.Uint64
 
 	warned sync.Map // hostcalls already reported as unsupported
 	m      metrics
+	sinks  *logSinks  // log endpoint destinations (logsink.go)
+	access *accessLog // nil: no access log (accesslog.go)
 }
 
 // New compiles the module, links the hostcalls it imports and starts the
 // warm pool. It returns once the warm instances are waiting for requests
 // (or ctx ends, or an instance fails to start).
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	wasm, err := os.ReadFile(cfg.WasmPath)
+	wasm, stamp, err := readModule(cfg.WasmPath)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		log:         cfg.Logger,
-		work:        make(chan *downstream),
-		closing:     make(chan struct{}),
-		startFailed: make(chan error, 1),
-		transport:   newTransport(),
+		log:       cfg.Logger,
+		closing:   make(chan struct{}),
+		transport: newTransport(),
+		wasmPath:  cfg.WasmPath,
+		cacheDir:  cfg.CompileCacheDir,
+		progs:     map[*program]struct{}{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -127,30 +175,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.dicts = m.LocalServer.Dictionaries
 		s.secretStores = m.LocalServer.SecretStores
 	}
-
-	rtCfg, err := runtimeConfig(cfg.CompileCacheDir)
-	if err != nil {
+	s.kv = newKVStores(m)
+	if s.geo, err = newGeoDB(m); err != nil {
 		return nil, err
 	}
-	// The runtime outlives New's ctx; Shutdown closes it.
-	s.rt = wazero.NewRuntimeWithConfig(context.Background(), rtCfg)
+
+	s.applyLimits(cfg)
 	s.root, s.rootCancel = context.WithCancel(context.Background())
+	began := time.Now()
+	// The first module version; Reload may replace it (reload.go).
+	prog, err := s.loadProgram(ctx, wasm)
+	if err != nil {
+		s.rootCancel()
+		return nil, err
+	}
+	s.stamp = stamp
 	fail := func(err error) (*Server, error) {
 		s.rootCancel()
-		s.rt.Close(context.Background())
+		s.release(prog)
 		return nil, err
-	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, s.rt); err != nil {
-		return fail(err)
-	}
-	began := time.Now()
-	s.compiled, err = s.rt.CompileModule(ctx, wasm)
-	if err != nil {
-		return fail(fmt.Errorf("compiling %s: %w", cfg.WasmPath, err))
-	}
-	s.log.Debug("module compiled", "wasm", cfg.WasmPath, "took", time.Since(began))
-	if err := s.linkHostModules(ctx, s.compiled); err != nil {
-		return fail(err)
 	}
 	s.modCfg = wazero.NewModuleConfig().
 		WithName("").
@@ -166,44 +209,40 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.modCfg = s.modCfg.WithEnv(k, v)
 	}
 
-	for range s.minInstances {
-		s.spawn()
+	if err := s.openOutputs(cfg); err != nil { // accesslog.go
+		return fail(err)
 	}
-	// Wait for the warm pool, so the first visitors do not pay for startup
-	// and a module that cannot start is reported here.
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for int(s.idle.Load()) < s.minInstances {
-		select {
-		case err := <-s.startFailed:
-			s.Shutdown(context.Background())
-			return nil, fmt.Errorf("guest failed to start: %w", err)
-		case <-ctx.Done():
-			s.Shutdown(context.Background())
-			return nil, ctx.Err()
-		case <-tick.C:
-		}
+	// Current from the start, so its instances are replaced (with back-off)
+	// like any other's. Wait for the warm pool, so the first visitors do
+	// not pay for startup and a module that cannot start is reported here.
+	s.cur.Store(prog)
+	if err := s.startWarm(ctx, prog); err != nil {
+		s.Shutdown(context.Background())
+		return nil, err
+	}
+	if cfg.Reload {
+		go s.watch(cmp.Or(cfg.ReloadInterval, 500*time.Millisecond))
 	}
 	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
-		"backends", len(s.backends), "startup", time.Since(began))
+		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
+		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload)
 	return s, nil
 }
 
 // runtimeConfig is the one wazero configuration the POP uses. Compiled
 // code in the cache is only reused under the same configuration, so
-// Precompile shares it.
-func runtimeConfig(cacheDir string) (wazero.RuntimeConfig, error) {
-	rtCfg := wazero.NewRuntimeConfig().
-		WithCloseOnContextDone(true).
-		WithMemoryLimitPages(memoryLimitPages)
-	if cacheDir != "" {
-		cache, err := wazero.NewCompilationCacheWithDir(cacheDir)
-		if err != nil {
-			return nil, fmt.Errorf("compilation cache: %w", err)
-		}
-		rtCfg = rtCfg.WithCompilationCache(cache)
+// Precompile shares it. The memory limit is not wazero's (see
+// linearMemory in limits.go). The cache, if any, is the caller's to close.
+func runtimeConfig(cacheDir string) (wazero.RuntimeConfig, wazero.CompilationCache, error) {
+	rtCfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	if cacheDir == "" {
+		return rtCfg, nil, nil
 	}
-	return rtCfg, nil
+	cache, err := wazero.NewCompilationCacheWithDir(cacheDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("compilation cache: %w", err)
+	}
+	return rtCfg.WithCompilationCache(cache), cache, nil
 }
 
 // Precompile compiles the module at wasmPath into the compilation cache in
@@ -217,10 +256,11 @@ func Precompile(ctx context.Context, wasmPath, cacheDir string) error {
 	if err != nil {
 		return err
 	}
-	rtCfg, err := runtimeConfig(cacheDir)
+	rtCfg, cache, err := runtimeConfig(cacheDir)
 	if err != nil {
 		return err
 	}
+	defer cache.Close(context.Background())
 	rt := wazero.NewRuntimeWithConfig(ctx, rtCfg)
 	defer rt.Close(context.Background())
 	if _, err := rt.CompileModule(ctx, wasm); err != nil {
@@ -250,17 +290,30 @@ func (s *Server) isClosing() bool {
 	}
 }
 
-// ServeHTTP hands the request to a warm instance and relays its response.
+// serve hands the request to a warm instance and relays its response.
 // It returns when the guest has finished the response body, even if the
-// guest keeps running afterwards.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// guest keeps running afterwards. ServeHTTP (accesslog.go) wraps it.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.m.requests.Add(1)
 	if s.isClosing() {
 		s.m.errors.Add(1)
 		http.Error(w, "edgepixel-pop: shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if code := overLimits(r); code != 0 { // Fastly's URL and header limits (dynbackend.go)
+		http.Error(w, "edgepixel-pop: "+http.StatusText(code), code)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ProtoMajor == 1 {
+		// A guest may stream its answer while still reading the request
+		// (an echo, a proxy); HTTP/1's default would discard the unread
+		// body as soon as the response starts.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	ds := newDownstream(r, s.reqID.Add(1))
+	if rec, ok := w.(*recorder); ok {
+		rec.ds = ds // for the access log (accesslog.go)
+	}
 	if !s.acquire(ds) {
 		if r.Context().Err() == nil {
 			s.m.errors.Add(1)
@@ -278,6 +331,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if o.failed {
 			s.m.errors.Add(1)
+			if o.limit != "" {
+				// The instance is being terminated (limits.go). If it is
+				// blocked reading this request's body, end that read.
+				if r.Body != nil && r.Body != http.NoBody {
+					http.NewResponseController(w).SetReadDeadline(time.Now())
+				}
+				http.Error(w, "edgepixel-pop: the guest exceeded its "+o.limit+" limit", o.status)
+				return
+			}
 			http.Error(w, "edgepixel-pop: the guest did not produce a response", http.StatusInternalServerError)
 			return
 		}
@@ -321,6 +383,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.spawnMu.Lock()
 	s.closeOnce.Do(func() { close(s.closing) })
 	s.spawnMu.Unlock()
+	// A reload in progress gives up now; wait for it, so it starts nothing
+	// after this point.
+	s.reloadMu.Lock()
+	s.reloadMu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -339,10 +405,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = errors.Join(err, errors.New("guests did not terminate"))
 		}
 	}
+	// The guests have ended: flush what they logged (accesslog.go).
+	err = errors.Join(err, s.closeOutputs(ctx))
 	s.rootCancel()
 	s.transport.CloseIdleConnections()
-	if cerr := s.rt.Close(context.Background()); cerr != nil {
-		err = errors.Join(err, cerr)
+	s.progMu.Lock()
+	progs := slices.Collect(maps.Keys(s.progs))
+	s.progMu.Unlock()
+	for _, p := range progs {
+		s.release(p)
 	}
 	return err
 }

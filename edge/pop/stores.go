@@ -1,5 +1,7 @@
 package pop
 
+import "github.com/tetratelabs/wazero/api"
+
 // Config stores, dictionaries and secret stores come from the manifest's
 // [local_server] tables and are read-only, so every instance shares the
 // same maps without locking. Their handles are sticky: guests commonly open
@@ -10,15 +12,15 @@ const (
 	maxStoreKeyLen  = 255 * 3
 )
 
-// kvStore is the object behind a config-store or dictionary handle.
-type kvStore struct {
+// configStore is the object behind a config-store or dictionary handle.
+type configStore struct {
 	name string
 	kv   map[string]string
 }
 
 // dictStore marks dictionary handles apart from config-store handles so one
 // cannot be used as the other.
-type dictStore struct{ kvStore }
+type dictStore struct{ configStore }
 
 type secretStore struct {
 	name    string
@@ -27,10 +29,46 @@ type secretStore struct {
 
 type secret struct{ value []byte }
 
+// addStoreHostcalls registers the config store, dictionary, secret store,
+// KV store and geolocation hostcalls.
+func addStoreHostcalls(add func(mod, name string, params []api.ValueType, fn hostFn)) {
+	add("fastly_config_store", "open", i32s(3), openKV(false))
+	add("fastly_config_store", "get", i32s(6), getKV(false))
+	add("fastly_dictionary", "open", i32s(3), openKV(true))
+	add("fastly_dictionary", "get", i32s(6), getKV(true))
+
+	const sec = "fastly_secret_store"
+	add(sec, "open", i32s(3), secretStoreOpen)
+	add(sec, "get", i32s(4), secretStoreGet)
+	add(sec, "plaintext", i32s(4), secretPlaintext)
+	add(sec, "from_bytes", i32s(3), secretFromBytes)
+
+	addKVHostcalls(add)
+	add("fastly_geo", "lookup", i32s(5), geoLookup)
+}
+
+// configContents finds a config store or dictionary by name. Viceroy reads
+// [local_server.config_stores] and [local_server.dictionaries] as one
+// table, and Fastly serves edge dictionaries through the config store
+// API, so either hostcall family finds a store defined under either name;
+// its own kind wins if both define it.
+func (s *Server) configContents(name string, dict bool) (map[string]string, bool) {
+	own, other := s.configStores, s.dicts
+	if dict {
+		own, other = other, own
+	}
+	if kv, ok := own[name]; ok {
+		return kv, true
+	}
+	kv, ok := other[name]
+	return kv, ok
+}
+
 // openKV implements open(name_ptr, name_len, handle_out) for config stores
 // and dictionaries: $none for an empty name, $unsupported for one that is
 // too long, $badf for one that does not exist (the codes the SDK maps to
-// its ErrStoreNameEmpty/TooLong/NotFound errors).
+// its ErrStoreNameEmpty/TooLong/NotFound errors; Viceroy answers $badf for
+// an unknown name too).
 func openKV(dict bool) hostFn {
 	return func(c *call) status {
 		inst := c.inst
@@ -45,19 +83,18 @@ func openKV(dict bool) hostFn {
 			return stUnsupported
 		}
 		cache := inst.configStores
-		src := inst.s.configStores
 		if dict {
-			cache, src = inst.dicts, inst.s.dicts
+			cache = inst.dicts
 		}
 		h, ok := cache[name]
 		if !ok {
-			kv, exists := src[name]
+			kv, exists := inst.s.configContents(name, dict)
 			if !exists {
 				return stBadf
 			}
-			var obj any = &kvStore{name: name, kv: kv}
+			var obj any = &configStore{name: name, kv: kv}
 			if dict {
-				obj = &dictStore{kvStore{name: name, kv: kv}}
+				obj = &dictStore{configStore{name: name, kv: kv}}
 			}
 			h = inst.tab.add(obj, inst.gen, true)
 			cache[name] = h
@@ -71,18 +108,19 @@ func openKV(dict bool) hostFn {
 
 // getKV implements get(h, key_ptr, key_len, value, value_max_len,
 // nwritten_out): $none for a missing key, $buflen with the needed size when
-// the value does not fit.
+// the value does not fit (the SDK's Has passes a zero-length buffer and
+// takes $buflen as "present").
 func getKV(dict bool) hostFn {
 	return func(c *call) status {
-		var st *kvStore
+		var st *configStore
 		if dict {
 			d, ok := lookup[*dictStore](&c.inst.tab, c.u32(0))
 			if !ok {
 				return stBadf
 			}
-			st = &d.kvStore
+			st = &d.configStore
 		} else {
-			s, ok := lookup[*kvStore](&c.inst.tab, c.u32(0))
+			s, ok := lookup[*configStore](&c.inst.tab, c.u32(0))
 			if !ok {
 				return stBadf
 			}

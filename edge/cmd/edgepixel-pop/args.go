@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop"
 )
 
 const usage = `usage: edgepixel-pop [flags] MODULE.wasm
@@ -29,6 +31,41 @@ edgepixel-pop flags (environment variable in brackets):
   --admin-addr HOST:PORT  serve /healthz and /metrics there [EDGEPIXEL_POP_ADMIN_ADDR]
   --shutdown-timeout D    how long guests may finish at shutdown (default 30s) [EDGEPIXEL_POP_SHUTDOWN_TIMEOUT]
   --compile-only          fill the compile cache for MODULE.wasm and exit
+
+Execution model and limits (limits.go; 0 turns a duration off):
+  --watch                 reload MODULE.wasm when it changes (default true;
+                          --watch=false to disable); SIGHUP reloads too [EDGEPIXEL_POP_WATCH]
+  --fresh-instance        a new instance for every request, as Fastly without
+                          instance reuse                          [EDGEPIXEL_POP_FRESH_INSTANCE=1]
+  --wall-budget D         wall-clock limit per request (default 2m) [EDGEPIXEL_POP_WALL_BUDGET]
+  --cpu-budget D          guest run time per request, waits excluded; approximate
+                          (Fastly: 50ms; default off)              [EDGEPIXEL_POP_CPU_BUDGET]
+  --idle-timeout D        instances above --instances end after idling this
+                          long (default 5s)                       [EDGEPIXEL_POP_IDLE_TIMEOUT]
+                          Memory is limited to 128 MB per instance, as on Fastly.
+
+Production serving:
+  --tls-cert FILE, --tls-key FILE
+                          serve HTTPS (HTTP/1.1 and HTTP/2 via ALPN); renewed
+                          files are picked up within 10s [EDGEPIXEL_POP_TLS_CERT, EDGEPIXEL_POP_TLS_KEY]
+  --h2c                   also accept cleartext HTTP/2 (prior knowledge), e.g.
+                          behind a proxy speaking h2c             [EDGEPIXEL_POP_H2C=1]
+  --access-log PATH|-     NDJSON line per request, appended to PATH or written
+                          to stdout ("-"); off by default        [EDGEPIXEL_POP_ACCESS_LOG]
+  --log-endpoint NAME=DEST
+                          where the guest's log endpoint NAME goes (repeatable;
+                          default: stdout as "NAME :: line", like Viceroy).
+                          NAME "*" applies to all names not configured. DEST:
+                            stdout
+                            file:/path             append one line per entry
+                            http(s)://host/path    batched POST of the lines,
+                              as Fastly's HTTPS log streaming; options in the
+                              query: period=5s max_entries=10000
+                              max_bytes=10485760 max_buffer=67108864 retries=5
+                              content_type=application/x-ndjson
+                              header=Name:Value (repeatable, URL-encoded)
+                          [EDGEPIXEL_POP_LOG_ENDPOINTS, comma-separated (a comma
+                           inside one is %2C); a flag replaces the entry of the same NAME]
 `
 
 var errHelp = errors.New("help requested")
@@ -45,6 +82,60 @@ type options struct {
 	adminAddr       string
 	shutdownTimeout time.Duration
 	compileOnly     bool
+	tlsCert         string
+	tlsKey          string
+	h2c             bool
+	accessLog       string
+	logEndpoints    []pop.LogEndpoint
+	limits          limitOptions // limits.go
+
+	// ready, if set, is told the bound addresses once serving (tests).
+	ready func(addr, adminAddr string)
+}
+
+// endpointsFlag collects repeated --log-endpoint values.
+type endpointsFlag struct{ specs *[]string }
+
+func (e endpointsFlag) String() string { return "" }
+func (e endpointsFlag) Set(s string) error {
+	if _, err := pop.ParseLogEndpoint(s); err != nil {
+		return err
+	}
+	*e.specs = append(*e.specs, s)
+	return nil
+}
+
+// mergeEndpoints parses the environment's and the flags' endpoint specs;
+// a flag replaces an environment entry with the same name.
+func mergeEndpoints(envSpecs, flagSpecs []string) ([]pop.LogEndpoint, error) {
+	var out []pop.LogEndpoint
+	index := map[string]int{}
+	for i, list := range [][]string{envSpecs, flagSpecs} {
+		seen := map[string]bool{}
+		for _, spec := range list {
+			if strings.TrimSpace(spec) == "" {
+				continue
+			}
+			ep, err := pop.ParseLogEndpoint(spec)
+			if err != nil {
+				if i == 0 {
+					return nil, fmt.Errorf("EDGEPIXEL_POP_LOG_ENDPOINTS: %w", err)
+				}
+				return nil, err
+			}
+			if seen[ep.Name] {
+				return nil, fmt.Errorf("log endpoint %s given twice", ep.Name)
+			}
+			seen[ep.Name] = true
+			if j, ok := index[ep.Name]; ok {
+				out[j] = ep
+				continue
+			}
+			index[ep.Name] = len(out)
+			out = append(out, ep)
+		}
+	}
+	return out, nil
 }
 
 // countFlag counts repetitions of a boolean flag (-v -v, or -vv).
@@ -74,7 +165,7 @@ var (
 // (and the Fastly CLI) put flags on both sides of the wasm path, so parsing
 // resumes after each positional argument.
 func parseArgs(args []string, getenv func(string) string) (*options, error) {
-	o := &options{addr: "127.0.0.1:7676", shutdownTimeout: 30 * time.Second}
+	o := &options{addr: "127.0.0.1:7676", shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions()}
 	if dir, err := os.UserCacheDir(); err == nil {
 		o.compileCache = filepath.Join(dir, "edgepixel-pop")
 	}
@@ -98,6 +189,29 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		}
 		o.shutdownTimeout = d
 	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_TLS_CERT"); ok {
+		o.tlsCert = v
+	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_TLS_KEY"); ok {
+		o.tlsKey = v
+	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_H2C"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("EDGEPIXEL_POP_H2C: %w", err)
+		}
+		o.h2c = b
+	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_ACCESS_LOG"); ok {
+		o.accessLog = v
+	}
+	if err := o.limits.fromEnv(getenv); err != nil {
+		return nil, err
+	}
+	var envEndpoints, flagEndpoints []string
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_ENDPOINTS"); ok {
+		envEndpoints = strings.Split(v, ",")
+	}
 
 	fs := flag.NewFlagSet("edgepixel-pop", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -116,6 +230,12 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	fs.StringVar(&o.adminAddr, "admin-addr", o.adminAddr, "")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "")
 	fs.BoolVar(&o.compileOnly, "compile-only", false, "")
+	fs.StringVar(&o.tlsCert, "tls-cert", o.tlsCert, "")
+	fs.StringVar(&o.tlsKey, "tls-key", o.tlsKey, "")
+	fs.BoolVar(&o.h2c, "h2c", o.h2c, "")
+	fs.StringVar(&o.accessLog, "access-log", o.accessLog, "")
+	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
+	o.limits.flags(fs)
 	for _, name := range ignoredBool {
 		fs.Bool(name, false, "")
 	}
@@ -167,6 +287,22 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	}
 	if o.maxInstances > 0 && o.instances > o.maxInstances {
 		return nil, fmt.Errorf("--instances %d exceeds --max-instances %d", o.instances, o.maxInstances)
+	}
+	if err := o.limits.check(); err != nil {
+		return nil, err
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if o.h2c && o.tlsCert != "" {
+		return nil, errors.New("--h2c is for cleartext; with TLS, HTTP/2 is negotiated anyway")
+	}
+	if o.accessLog == "off" {
+		o.accessLog = ""
+	}
+	var err error
+	if o.logEndpoints, err = mergeEndpoints(envEndpoints, flagEndpoints); err != nil {
+		return nil, err
 	}
 	return o, nil
 }

@@ -12,10 +12,19 @@
 //
 // Flags may come before or after the wasm path. Each of the POP's own flags
 // also has an EDGEPIXEL_POP_* environment variable; a flag wins over it.
+//
+// For production use without a CDN it serves HTTPS (HTTP/1.1 and HTTP/2)
+// or cleartext HTTP/2 behind a proxy, writes an NDJSON access log, sends
+// the guest's log endpoints to files or HTTP collectors, and shuts down
+// gracefully on SIGTERM/SIGINT: it stops accepting, finishes the requests
+// in flight, lets the guests end their serve loops (an edge module flushes
+// its buffered events then) and delivers what they logged, all within
+// --shutdown-timeout. A second signal ends it at once.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +34,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,14 +70,33 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(o, log, stdout, stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// After the first signal the default handling comes back, so a second
+	// Ctrl-C ends a shutdown that takes too long.
+	context.AfterFunc(ctx, stop)
+	if err := serve(ctx, o, log, stdout, stderr); err != nil {
 		log.Error("edgepixel-pop failed", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(o *options, log *slog.Logger, stdout, stderr io.Writer) error {
+// syncWriter serialises writes to stdout, which the guests, the default
+// log endpoints and an access log on "-" share.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// serve runs the POP until ctx ends (a signal), then shuts it down.
+func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.Writer) error {
 	if o.compileOnly {
 		if o.compileCache == "" {
 			return errors.New("--compile-only needs a compile cache directory")
@@ -80,15 +110,37 @@ func serve(o *options, log *slog.Logger, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" {
+		// Loaded here, not by ServeTLS, so a bad certificate stops start-up
+		// with a clear error instead of failing later in the background.
+		certs, err := newCertReloader(o.tlsCert, o.tlsKey, log)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{GetCertificate: certs.GetCertificate}
+	}
+	stdout = &syncWriter{w: stdout}
+	var accessLog io.Writer
+	switch o.accessLog {
+	case "":
+	case "-":
+		accessLog = stdout
+	default:
+		f, err := os.OpenFile(o.accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("access log: %w", err)
+		}
+		defer f.Close() // after s.Shutdown, which flushes into it
+		accessLog = f
+	}
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	s, err := pop.New(ctx, pop.Config{
+	s, err := pop.New(ctx, o.limits.apply(pop.Config{ // limits.go: limits, pool, reload
 		WasmPath:        o.wasm,
 		Manifest:        m,
 		Instances:       o.instances,
@@ -97,18 +149,58 @@ func serve(o *options, log *slog.Logger, stdout, stderr io.Writer) error {
 		Stdout:          stdout,
 		Stderr:          stderr,
 		Logger:          log,
-	})
+		AccessLog:       accessLog,
+		LogEndpoints:    o.logEndpoints,
+	}))
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	defer reloadOnHangup(s, log)() // limits.go
 
+	// HTTP/1.1 always; HTTP/2 over TLS by ALPN; cleartext HTTP/2 (prior
+	// knowledge, as proxies speak it) only when asked, since a client that
+	// did not ask for it never sends the h2 preface anyway but an operator
+	// should know what the port accepts.
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(tlsConfig != nil)
+	protos.SetUnencryptedHTTP2(o.h2c)
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         tlsConfig,
+		Protocols:         &protos,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 2)
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+
+	var shuttingDown atomic.Bool
 	var admin *http.Server
+	adminAddr := ""
 	if o.adminAddr != "" {
 		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+		// 200 while the pool has a live instance and no shutdown has begun,
+		// else 503: a load balancer stops sending traffic as soon as the
+		// drain starts.
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			err := s.Ready()
+			if err == nil && shuttingDown.Load() {
+				err = errors.New("shutting down")
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			io.WriteString(w, "ok\n")
+		})
 		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			s.WritePrometheus(w)
@@ -121,13 +213,18 @@ func serve(o *options, log *slog.Logger, stdout, stderr io.Writer) error {
 		admin = &http.Server{Addr: o.adminAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		aln, err := net.Listen("tcp", o.adminAddr)
 		if err != nil {
+			srv.Close()
 			s.Shutdown(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}
+		adminAddr = aln.Addr().String()
 		go func() { errc <- admin.Serve(aln) }()
-		log.Info("admin endpoints", "url", "http://"+aln.Addr().String(), "paths", "/healthz /metrics /debug/pprof/")
+		log.Info("admin endpoints", "url", "http://"+adminAddr, "paths", "/healthz /metrics /debug/pprof/")
 	}
-	fmt.Fprintf(stdout, "Listening on http://%s\n", ln.Addr())
+	fmt.Fprintf(stdout, "Listening on %s://%s\n", scheme, ln.Addr())
+	if o.ready != nil {
+		o.ready(ln.Addr().String(), adminAddr)
+	}
 
 	var serveErr error
 	select {
@@ -135,17 +232,25 @@ func serve(o *options, log *slog.Logger, stdout, stderr io.Writer) error {
 		log.Info("shutting down", "timeout", o.shutdownTimeout)
 	case serveErr = <-errc:
 	}
+	shuttingDown.Store(true)
+	began := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
-	// Stop taking requests first, then let the guests finish their work
-	// (ServeMany guests flush after their serve loop ends).
-	srv.Shutdown(sctx)
-	if admin != nil {
-		admin.Shutdown(sctx)
+	// Stop taking requests and wait for those in flight; then let the
+	// guests finish their work (ServeMany guests flush after their serve
+	// loop ends) and deliver what they logged. The admin listener stays
+	// up until the end, so /healthz reports 503 and /metrics can be
+	// scraped during the drain.
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("requests still in flight at the shutdown timeout", "err", err)
 	}
 	if err := s.Shutdown(sctx); err != nil {
-		log.Warn("guests did not all finish before the shutdown timeout", "err", err)
+		log.Warn("shutdown incomplete", "err", err)
 	}
+	if admin != nil {
+		admin.Close()
+	}
+	log.Info("stopped", "took", time.Since(began).Round(time.Millisecond))
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}

@@ -43,8 +43,8 @@ func bodyWrite(h uint32, buf unsafe.Pointer, bufLen uint32, end uint32, nwritten
 //go:wasmimport fastly_http_body read
 func bodyRead(h uint32, buf unsafe.Pointer, bufLen uint32, nread unsafe.Pointer) uint32
 
-//go:wasmimport fastly_geo lookup
-func geoLookup(addr unsafe.Pointer, addrLen uint32, buf unsafe.Pointer, bufLen uint32, nwritten unsafe.Pointer) uint32
+//go:wasmimport fastly_device_detection lookup
+func deviceLookup(ua unsafe.Pointer, uaLen uint32, buf unsafe.Pointer, bufLen uint32, nwritten unsafe.Pointer) uint32
 
 //go:wasmimport fastly_config_store open
 func configStoreOpen(name unsafe.Pointer, nameLen uint32, h unsafe.Pointer) uint32
@@ -81,7 +81,7 @@ func main() {
 	probe("body_write_req_handle", bodyWrite(rh, bp, 1, 0, np))
 	probe("body_write_bad_end", bodyWrite(bh, bp, 1, 7, np))
 	probe("body_read_downstream", bodyRead(bh, bp, 64, np))
-	probe("geo_lookup_unsupported", geoLookup(bp, 4, bp, 64, np))
+	probe("device_lookup_unsupported", deviceLookup(bp, 4, bp, 64, np))
 
 	name := []byte("no-such-store")
 	var ch uint32

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop"
+)
+
+// Execution limits, pool behaviour and hot reload: the flags and their
+// environment variables (see usage), and SIGHUP.
+
+type limitOptions struct {
+	watch         bool
+	freshInstance bool
+	wallBudget    time.Duration
+	cpuBudget     time.Duration
+	idleTimeout   time.Duration
+}
+
+func defaultLimitOptions() limitOptions {
+	return limitOptions{watch: true, wallBudget: 2 * time.Minute, idleTimeout: 5 * time.Second}
+}
+
+// fromEnv reads the EDGEPIXEL_POP_* variables (before the flags, which win).
+func (l *limitOptions) fromEnv(getenv func(string) string) error {
+	for _, b := range []struct {
+		key string
+		dst *bool
+	}{{"EDGEPIXEL_POP_WATCH", &l.watch}, {"EDGEPIXEL_POP_FRESH_INSTANCE", &l.freshInstance}} {
+		if v, ok := lookup(getenv, b.key); ok {
+			x, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", b.key, err)
+			}
+			*b.dst = x
+		}
+	}
+	for _, d := range []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"EDGEPIXEL_POP_WALL_BUDGET", &l.wallBudget},
+		{"EDGEPIXEL_POP_CPU_BUDGET", &l.cpuBudget},
+		{"EDGEPIXEL_POP_IDLE_TIMEOUT", &l.idleTimeout},
+	} {
+		if v, ok := lookup(getenv, d.key); ok {
+			x, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", d.key, err)
+			}
+			*d.dst = x
+		}
+	}
+	return nil
+}
+
+func (l *limitOptions) flags(fs *flag.FlagSet) {
+	fs.BoolVar(&l.watch, "watch", l.watch, "")
+	fs.BoolVar(&l.freshInstance, "fresh-instance", l.freshInstance, "")
+	fs.DurationVar(&l.wallBudget, "wall-budget", l.wallBudget, "")
+	fs.DurationVar(&l.cpuBudget, "cpu-budget", l.cpuBudget, "")
+	fs.DurationVar(&l.idleTimeout, "idle-timeout", l.idleTimeout, "")
+}
+
+func (l *limitOptions) check() error {
+	if l.wallBudget < 0 || l.cpuBudget < 0 || l.idleTimeout < 0 {
+		return fmt.Errorf("--wall-budget, --cpu-budget and --idle-timeout cannot be negative")
+	}
+	return nil
+}
+
+// apply sets the pop.Config fields. On the command line 0 means "none"
+// for every duration; in pop.Config 0 means the default.
+func (l *limitOptions) apply(cfg pop.Config) pop.Config {
+	off := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return -1
+		}
+		return d
+	}
+	cfg.Reload = l.watch
+	cfg.FreshInstances = l.freshInstance
+	cfg.WallBudget = off(l.wallBudget)
+	cfg.CPUBudget = l.cpuBudget
+	cfg.IdleTimeout = off(l.idleTimeout)
+	return cfg
+}
+
+// reloadOnHangup reloads the module on SIGHUP until the returned function
+// is called.
+func reloadOnHangup(s *pop.Server, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the module")
+				s.Reload(context.Background()) // logs its own failure
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
+}

@@ -1,0 +1,494 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests run serve in-process with the pop package's logguest
+// (edge/pop/testdata/logguest), built once per test binary, with a shared
+// compile cache so wazero compiles it once.
+
+var testTmp string
+
+func TestMain(m *testing.M) {
+	var err error
+	if testTmp, err = os.MkdirTemp("", "edgepixel-pop-test-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(testTmp)
+	os.Exit(code)
+}
+
+var (
+	guestOnce sync.Once
+	guestWasm string
+	guestErr  error
+)
+
+func logGuest(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a wasm guest")
+	}
+	guestOnce.Do(func() {
+		guestWasm = filepath.Join(testTmp, "logguest.wasm")
+		cmd := exec.Command("go", "build", "-o", guestWasm, "../../pop/testdata/logguest")
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			guestErr = fmt.Errorf("building logguest: %v\n%s", err, out)
+		}
+	})
+	if guestErr != nil {
+		t.Fatal(guestErr)
+	}
+	return guestWasm
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// popRun is serve running in the background.
+type popRun struct {
+	addr, admin    string
+	stdout, stderr *lockedBuf
+	cancel         context.CancelFunc
+	done           chan error
+	stopped        bool
+}
+
+// startPOP runs serve with the logguest, one instance, and extra flags.
+// Cancelling its context is what SIGTERM does in run.
+func startPOP(t *testing.T, extra ...string) *popRun {
+	t.Helper()
+	args := append([]string{"--addr", "127.0.0.1:0", "--instances", "1", "--max-instances", "1",
+		"--compile-cache", filepath.Join(testTmp, "cache"), logGuest(t)}, extra...)
+	o, err := parseArgs(args, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan [2]string, 1)
+	o.ready = func(addr, admin string) { ready <- [2]string{addr, admin} }
+	p := &popRun{stdout: &lockedBuf{}, stderr: &lockedBuf{}, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	log := slog.New(slog.NewTextHandler(p.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() { p.done <- serve(ctx, o, log, p.stdout, p.stderr) }()
+	select {
+	case a := <-ready:
+		p.addr, p.admin = a[0], a[1]
+	case err := <-p.done:
+		t.Fatalf("serve ended at start-up: %v\n%s", err, p.stderr)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("serve did not start\n%s", p.stderr)
+	}
+	t.Cleanup(func() {
+		if !p.stopped {
+			p.stop(t)
+		}
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
+		}
+	})
+	return p
+}
+
+// stop shuts serve down as a signal would and waits for it to return.
+func (p *popRun) stop(t *testing.T) {
+	t.Helper()
+	p.stopped = true
+	p.cancel()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("serve did not return after shutdown began")
+	}
+}
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// selfSigned writes a certificate for localhost and 127.0.0.1 and returns
+// the file paths and a pool trusting it.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+type tlsInfo struct {
+	Proto, Scheme, Protocol, Cipher, SNI string
+}
+
+func TestTLSServesHTTP1AndHTTP2(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	p := startPOP(t, "--tls-cert", certFile, "--tls-key", keyFile)
+	if !strings.Contains(p.stdout.String(), "Listening on https://") {
+		t.Errorf("stdout %q", p.stdout)
+	}
+	tlsConf := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	for _, tc := range []struct {
+		name  string
+		h2    bool
+		major int
+		proto string
+	}{{"HTTP/2 by ALPN", true, 2, "HTTP/2.0"}, {"HTTP/1.1", false, 1, "HTTP/1.1"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &http.Transport{TLSClientConfig: tlsConf.Clone()}
+			tr.Protocols = new(http.Protocols)
+			tr.Protocols.SetHTTP1(!tc.h2)
+			tr.Protocols.SetHTTP2(tc.h2)
+			defer tr.CloseIdleConnections()
+			resp, body := get(t, &http.Client{Transport: tr}, "https://"+p.addr+"/tls")
+			if resp.ProtoMajor != tc.major {
+				t.Errorf("client got %s", resp.Proto)
+			}
+			var ti tlsInfo
+			if err := json.Unmarshal([]byte(body), &ti); err != nil {
+				t.Fatalf("%d %q: %v", resp.StatusCode, body, err)
+			}
+			// What the guest saw: version_get (the SDK spells HTTP/2 "HTTP/2.0")
+			// and the downstream_tls_* calls.
+			if ti.Proto != tc.proto || ti.Scheme != "https" || ti.Protocol != "TLSv1.3" ||
+				ti.Cipher == "" || strings.Contains(ti.Cipher, "WITH") || ti.SNI != "localhost" {
+				t.Errorf("guest saw %+v", ti)
+			}
+		})
+	}
+}
+
+func TestH2C(t *testing.T) {
+	p := startPOP(t, "--h2c")
+	tr := &http.Transport{}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetUnencryptedHTTP2(true) // prior knowledge, as a proxy speaks it
+	defer tr.CloseIdleConnections()
+	resp, body := get(t, &http.Client{Transport: tr}, "http://"+p.addr+"/tls")
+	if resp.ProtoMajor != 2 {
+		t.Errorf("client got %s", resp.Proto)
+	}
+	var ti tlsInfo
+	json.Unmarshal([]byte(body), &ti)
+	if ti.Proto != "HTTP/2.0" || ti.Scheme != "http" || ti.Protocol != "" {
+		t.Errorf("guest saw %+v (%s)", ti, body)
+	}
+	// HTTP/1.1 clients still work on the same port.
+	resp, _ = get(t, http.DefaultClient, "http://"+p.addr+"/tls")
+	if resp.ProtoMajor != 1 || resp.StatusCode != 200 {
+		t.Errorf("HTTP/1.1 on the h2c port: %s %d", resp.Proto, resp.StatusCode)
+	}
+}
+
+func TestAccessLogMetricsHealthz(t *testing.T) {
+	accessPath := filepath.Join(t.TempDir(), "access.ndjson")
+	p := startPOP(t, "--access-log", accessPath, "--admin-addr", "127.0.0.1:0")
+	admin := "http://" + p.admin
+	if resp, body := get(t, http.DefaultClient, admin+"/healthz"); resp.StatusCode != 200 {
+		t.Errorf("healthz %d %q", resp.StatusCode, body)
+	}
+	for _, path := range []string{"/sleep?ms=0", "/log?ep=x&msg=hi", "/missing"} {
+		get(t, http.DefaultClient, "http://"+p.addr+path)
+	}
+	_, metrics := get(t, http.DefaultClient, admin+"/metrics")
+	for _, want := range []string{
+		"# TYPE edgepixel_pop_request_duration_seconds histogram",
+		`edgepixel_pop_request_duration_seconds_bucket{le="0.0001"} `,
+		`edgepixel_pop_request_duration_seconds_bucket{le="10"} 3`,
+		`edgepixel_pop_request_duration_seconds_bucket{le="+Inf"} 3`,
+		"edgepixel_pop_request_duration_seconds_count 3",
+		`edgepixel_pop_responses_total{code="2xx"} 2`,
+		`edgepixel_pop_responses_total{code="4xx"} 1`,
+		"edgepixel_pop_instances_live 1",
+		"edgepixel_pop_backend_sends_total 0",
+		`edgepixel_pop_log_lines_delivered_total{endpoint="*",kind="stdout"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(metrics)
+	}
+	p.stop(t) // flushes the access log
+	data, err := os.ReadFile(accessPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("access log:\n%s", data)
+	}
+	for i, l := range lines {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		for _, k := range []string{"time", "remote", "method", "uri", "proto", "status", "bytes", "duration_ms", "instance"} {
+			if _, ok := e[k]; !ok {
+				t.Errorf("line %d lacks %s: %s", i, k, l)
+			}
+		}
+		if want := []float64{200, 200, 404}[i]; e["status"] != want || e["proto"] != "HTTP/1.1" {
+			t.Errorf("line %d: %s", i, l)
+		}
+	}
+}
+
+// TestGracefulShutdown starts a slow request, begins the shutdown while it
+// runs, and checks that /healthz turns 503 at once, the request completes,
+// and what the guest logs after its serve loop reaches both a file and an
+// HTTP collector whose period would not have sent it for an hour.
+func TestGracefulShutdown(t *testing.T) {
+	batches := make(chan string, 10)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		batches <- string(b)
+	}))
+	defer collector.Close()
+	file := filepath.Join(t.TempDir(), "events.log")
+	p := startPOP(t, "--admin-addr", "127.0.0.1:0",
+		"--log-endpoint", "shutdown="+collector.URL+"/ingest?period=1h",
+		"--log-endpoint", "events=file:"+file)
+	get(t, http.DefaultClient, "http://"+p.addr+"/log?ep=events&msg=ev&n=2")
+
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://" + p.addr + "/sleep?ms=3000")
+		if err != nil {
+			slow <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- result{resp.StatusCode, string(b), err}
+	}()
+	// The only instance is busy once it is no longer idle.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, m := get(t, http.DefaultClient, "http://"+p.admin+"/metrics")
+		if strings.Contains(m, "\nedgepixel_pop_instances_idle 0\n") && strings.Contains(m, "\nedgepixel_pop_requests_total 2\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slow request never started:\n%s", m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	p.cancel() // what SIGTERM does
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		resp, err := http.Get("http://" + p.admin + "/healthz")
+		if err != nil {
+			t.Fatalf("admin listener gone during the drain: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("healthz still 200 after shutdown began")
+		}
+	}
+	r := <-slow
+	if r.err != nil || r.status != 200 || r.body != "slept" {
+		t.Errorf("in-flight request: %+v", r)
+	}
+	p.stop(t)
+	select {
+	case b := <-batches:
+		if b != "{\"event\":\"bye\",\"served\":2}\n" {
+			t.Errorf("collector got %q", b)
+		}
+	default:
+		t.Error("the post-loop entry was not delivered before serve returned")
+	}
+	if data, _ := os.ReadFile(file); string(data) != "ev-0\nev-1\n" {
+		t.Errorf("events file %q", data)
+	}
+}
+
+func TestParseProductionFlags(t *testing.T) {
+	e := env(map[string]string{
+		"EDGEPIXEL_POP_TLS_CERT":      "c.pem",
+		"EDGEPIXEL_POP_TLS_KEY":       "k.pem",
+		"EDGEPIXEL_POP_ACCESS_LOG":    "-",
+		"EDGEPIXEL_POP_LOG_ENDPOINTS": "a=stdout, b=file:/tmp/b.log,c=http://h/x?max_entries=5",
+	})
+	o, err := parseArgs([]string{"m.wasm", "--log-endpoint", "b=http://collector/in", "--log-endpoint", "d=stdout"}, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.tlsCert != "c.pem" || o.tlsKey != "k.pem" || o.accessLog != "-" || o.h2c {
+		t.Errorf("%+v", o)
+	}
+	var got []string
+	for _, ep := range o.logEndpoints {
+		got = append(got, ep.Name+"="+ep.Kind)
+	}
+	// The flag replaced b from the environment, in its place.
+	if strings.Join(got, " ") != "a=stdout b=http c=http d=stdout" || o.logEndpoints[2].MaxEntries != 5 {
+		t.Errorf("endpoints %v", got)
+	}
+
+	o, err = parseArgs([]string{"m.wasm", "--h2c", "--access-log", "off"}, env(map[string]string{"EDGEPIXEL_POP_ACCESS_LOG": "/x"}))
+	if err != nil || !o.h2c || o.accessLog != "" {
+		t.Errorf("%+v %v", o, err)
+	}
+	if o, err := parseArgs([]string{"m.wasm"}, env(map[string]string{"EDGEPIXEL_POP_H2C": "true"})); err != nil || !o.h2c {
+		t.Errorf("EDGEPIXEL_POP_H2C: %+v %v", o, err)
+	}
+	for _, args := range [][]string{
+		{"m.wasm", "--tls-cert", "c.pem"},
+		{"m.wasm", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--h2c"},
+		{"m.wasm", "--log-endpoint", "nodest"},
+		{"m.wasm", "--log-endpoint", "a=gopher://x"},
+		{"m.wasm", "--log-endpoint", "a=stdout", "--log-endpoint", "a=file:/x"},
+	} {
+		if _, err := parseArgs(args, env(nil)); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	for k, v := range map[string]string{"EDGEPIXEL_POP_H2C": "maybe", "EDGEPIXEL_POP_LOG_ENDPOINTS": "x=ftp://h"} {
+		if _, err := parseArgs([]string{"m.wasm"}, env(map[string]string{k: v})); err == nil {
+			t.Errorf("%s=%s accepted", k, v)
+		}
+	}
+}
+
+func TestBadCertificateFailsStartup(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(bad, []byte("not a certificate"), 0o644)
+	var stderr bytes.Buffer
+	code := run([]string{"--addr", "127.0.0.1:0", "--tls-cert", bad, "--tls-key", bad, filepath.Join(dir, "m.wasm")}, env(nil), io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "TLS certificate") {
+		t.Errorf("exit %d: %s", code, stderr.String())
+	}
+}
+
+func TestCertReload(t *testing.T) {
+	certA, keyA, _ := selfSigned(t)
+	certB, keyB, _ := selfSigned(t)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	install := func(c, k []byte, mod time.Time) {
+		os.WriteFile(cert, c, 0o644)
+		os.WriteFile(key, k, 0o600)
+		// Explicit times: a file system's mtime granularity must not hide
+		// the change.
+		os.Chtimes(cert, mod, mod)
+		os.Chtimes(key, mod, mod)
+	}
+	read := func(f string) []byte { b, _ := os.ReadFile(f); return b }
+	base := time.Now().Add(-time.Hour)
+	install(read(certA), read(keyA), base)
+	r, err := newCertReloader(cert, key, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.checkEvery = 0
+	leaf := func() []byte {
+		c, err := r.GetCertificate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Certificate[0]
+	}
+	first := leaf()
+	install(read(certB), read(keyB), base.Add(time.Minute))
+	second := leaf()
+	if bytes.Equal(first, second) {
+		t.Error("renewed certificate not picked up")
+	}
+	install([]byte("garbage"), []byte("garbage"), base.Add(2*time.Minute))
+	if !bytes.Equal(leaf(), second) {
+		t.Error("a broken renewal replaced the working certificate")
+	}
+}

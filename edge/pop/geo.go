@@ -1,0 +1,83 @@
+package pop
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+)
+
+// geoDB answers fastly_geo.lookup from [local_server.geolocation]. Records
+// are encoded to JSON once, at startup, so a lookup copies bytes only.
+type geoDB struct {
+	records  map[netip.Addr][]byte
+	loopback []byte // answer for other loopback addresses; nil if none
+}
+
+func newGeoDB(m *fastlytoml.Manifest) (*geoDB, error) {
+	// Without a manifest, behave as Viceroy does without a geolocation
+	// table: loopback addresses get the default record.
+	cfg := fastlytoml.Geolocation{UseDefaultLoopback: true}
+	if m != nil {
+		cfg = m.LocalServer.Geolocation
+	}
+	g := &geoDB{records: make(map[netip.Addr][]byte, len(cfg.Addresses))}
+	for addr, rec := range cfg.Addresses {
+		js, err := geoJSON(rec)
+		if err != nil {
+			return nil, fmt.Errorf("geolocation record for %s: %w", addr, err)
+		}
+		g.records[addr.Unmap()] = js
+	}
+	if cfg.UseDefaultLoopback {
+		g.loopback, _ = geoJSON(fastlytoml.DefaultGeoRecord())
+	}
+	return g, nil
+}
+
+// geoJSON encodes a record like Viceroy does: keys sorted, no HTML
+// escaping.
+func geoJSON(rec map[string]any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(rec); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// lookup returns the JSON record for addr. An address with no record gets
+// an empty answer, which the SDK turns into a zero geo.Geo, as Viceroy
+// does (older Viceroys answered $none).
+func (g *geoDB) lookup(addr netip.Addr) []byte {
+	addr = addr.Unmap()
+	if js, ok := g.records[addr]; ok {
+		return js
+	}
+	if addr.IsLoopback() {
+		return g.loopback
+	}
+	return nil
+}
+
+// fastly_geo.lookup(addr_octets, addr_len, buf, buf_len, nwritten_out):
+// the address is 4 or 16 raw bytes, anything else is $inval.
+func geoLookup(c *call) status {
+	octets, ok := c.argBytes(0)
+	if !ok {
+		return stInval
+	}
+	var addr netip.Addr
+	switch len(octets) {
+	case 4:
+		addr = netip.AddrFrom4([4]byte(octets))
+	case 16:
+		addr = netip.AddrFrom16([16]byte(octets))
+	default:
+		return stInval
+	}
+	return writeOut(c, c.inst.s.geo.lookup(addr), c.u32(2), c.u32(3), c.u32(4))
+}

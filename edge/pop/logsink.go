@@ -1,0 +1,750 @@
+package pop
+
+// Log endpoint destinations.
+//
+// A guest writes log entries to named endpoints (fastly_log.endpoint_get /
+// write, rtlog.Open(name) in compute-sdk-go). Each write is one entry. By
+// default an entry is printed to stdout as "name :: entry", as Viceroy
+// does. A LogEndpoint can instead append entries to a file, or deliver them
+// in batches by HTTP POST the way Fastly's HTTPS real-time log streaming
+// does.
+//
+// What is delivered is what the guest wrote, one entry per line: Fastly
+// sends a Compute program's log lines as written (no JSON wrapping, no
+// syslog prefix, i.e. message_type "blank"; with json_format "2" a batch
+// is newline-delimited). An entry that is JSON therefore stays JSON and a
+// batch of them is NDJSON; an entry that is not JSON is sent as plain
+// text, not wrapped in a JSON string. A trailing newline is dropped and
+// inner newlines are written as the two characters `\n`, so one entry is
+// always exactly one line (JSON from encoding/json never contains a raw
+// newline, so JSON entries are unaffected).
+//
+// Memory is bounded: an HTTP endpoint queues at most MaxBuffer bytes; a
+// line that does not fit is dropped and counted. A batch that cannot be
+// delivered after its retries is dropped and counted as well. All of it
+// is flushed when the server shuts down, after the guests have ended (so
+// what they log after their serve loop is included).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Kinds of log endpoint destination.
+const (
+	LogStdout = "stdout"
+	LogFile   = "file"
+	LogHTTP   = "http"
+)
+
+// LogEndpoint says where the entries a guest writes to one named log
+// endpoint go.
+type LogEndpoint struct {
+	// Name is the name the guest opens. "*" applies to every name that has
+	// no LogEndpoint of its own (otherwise those print to stdout).
+	Name string
+	Kind string // LogStdout, LogFile or LogHTTP
+	Path string // LogFile: appended to, created if missing
+
+	// LogHTTP only.
+	URL         string        // batches are POSTed here
+	Header      http.Header   // added to every request (e.g. Authorization)
+	ContentType string        // default application/x-ndjson
+	Period      time.Duration // an entry waits at most this long for its batch to be sent (default 5s, as Fastly)
+	MaxEntries  int           // entries per request (default 10000, as Fastly)
+	MaxBytes    int           // bytes per request (default 10 MiB; Fastly allows 100 MB)
+	MaxBuffer   int           // bytes queued in memory; further entries are dropped (default 64 MiB)
+	Retries     int           // further attempts after a failed request: 0 = 5, negative = none (backoff 0.5s doubling to 30s)
+}
+
+const (
+	defaultLogPeriod     = 5 * time.Second
+	defaultLogMaxEntries = 10000
+	defaultLogMaxBytes   = 10 << 20
+	defaultLogMaxBuffer  = 64 << 20
+	defaultLogRetries    = 5
+	logFileFlushEvery    = time.Second
+	logFileBufferBytes   = 64 << 10
+)
+
+// ParseLogEndpoint parses "NAME=DEST" where DEST is
+//
+//	stdout
+//	file:/path/to/file
+//	http(s)://host/path[?period=1s&max_entries=500&max_bytes=1048576&max_buffer=N&retries=N
+//	                    &content_type=T&header=Name:Value]
+//
+// The listed query parameters configure the endpoint and are removed from
+// the URL (header may repeat; its value is URL-decoded, so write a space
+// as %20); any other parameter stays part of the URL.
+func ParseLogEndpoint(spec string) (LogEndpoint, error) {
+	name, dest, ok := strings.Cut(strings.TrimSpace(spec), "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || dest == "" {
+		return LogEndpoint{}, fmt.Errorf("log endpoint %q: want NAME=stdout|file:PATH|http(s)://URL", spec)
+	}
+	ep := LogEndpoint{Name: name}
+	switch {
+	case dest == LogStdout:
+		ep.Kind = LogStdout
+	case strings.HasPrefix(dest, "file:"):
+		ep.Kind = LogFile
+		ep.Path = strings.TrimPrefix(strings.TrimPrefix(dest, "file:"), "//")
+		if ep.Path == "" {
+			return LogEndpoint{}, fmt.Errorf("log endpoint %s: empty file path", name)
+		}
+	case strings.HasPrefix(dest, "http://") || strings.HasPrefix(dest, "https://"):
+		ep.Kind = LogHTTP
+		if err := ep.parseHTTP(dest); err != nil {
+			return LogEndpoint{}, fmt.Errorf("log endpoint %s: %w", name, err)
+		}
+	default:
+		return LogEndpoint{}, fmt.Errorf("log endpoint %s: unknown destination %q (want stdout, file:PATH or http(s)://URL)", name, dest)
+	}
+	return ep, nil
+}
+
+func (ep *LogEndpoint) parseHTTP(dest string) error {
+	u, err := url.Parse(dest)
+	if err != nil {
+		return err
+	}
+	if u.Host == "" {
+		return errors.New("URL without host")
+	}
+	q := u.Query()
+	intParam := func(key string, dst *int) error {
+		v := q.Get(key)
+		q.Del(key)
+		if v == "" {
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s=%q: want a non-negative integer", key, v)
+		}
+		*dst = n
+		return nil
+	}
+	if v := q.Get("period"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			// Fastly's period is in seconds: accept a bare number too.
+			n, nerr := strconv.Atoi(v)
+			if nerr != nil {
+				return fmt.Errorf("period=%q: %w", v, err)
+			}
+			d = time.Duration(n) * time.Second
+		}
+		if d < 0 {
+			return fmt.Errorf("period=%q is negative", v)
+		}
+		ep.Period = d
+	}
+	q.Del("period")
+	noRetries := q.Get("retries") == "0"
+	for _, p := range []struct {
+		key string
+		dst *int
+	}{{"max_entries", &ep.MaxEntries}, {"max_bytes", &ep.MaxBytes}, {"max_buffer", &ep.MaxBuffer}, {"retries", &ep.Retries}} {
+		if err := intParam(p.key, p.dst); err != nil {
+			return err
+		}
+	}
+	if noRetries {
+		ep.Retries = -1 // retries=0 asks for none; a zero field means the default
+	}
+	ep.ContentType = q.Get("content_type")
+	q.Del("content_type")
+	for _, h := range q["header"] {
+		k, v, ok := strings.Cut(h, ":")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return fmt.Errorf("header=%q: want Name:Value", h)
+		}
+		if ep.Header == nil {
+			ep.Header = http.Header{}
+		}
+		ep.Header.Add(k, strings.TrimSpace(v))
+	}
+	q.Del("header")
+	u.RawQuery = q.Encode()
+	ep.URL = u.String()
+	return nil
+}
+
+// withDefaults fills in unset limits.
+func (ep LogEndpoint) withDefaults() LogEndpoint {
+	if ep.Period <= 0 {
+		ep.Period = defaultLogPeriod
+	}
+	if ep.MaxEntries <= 0 {
+		ep.MaxEntries = defaultLogMaxEntries
+	}
+	if ep.MaxBytes <= 0 {
+		ep.MaxBytes = defaultLogMaxBytes
+	}
+	if ep.MaxBuffer <= 0 {
+		ep.MaxBuffer = defaultLogMaxBuffer
+	}
+	ep.MaxBuffer = max(ep.MaxBuffer, ep.MaxBytes)
+	switch {
+	case ep.Retries == 0:
+		ep.Retries = defaultLogRetries
+	case ep.Retries < 0:
+		ep.Retries = 0
+	}
+	if ep.ContentType == "" {
+		ep.ContentType = "application/x-ndjson"
+	}
+	return ep
+}
+
+// sinkStats are one destination's counters, exported as metrics labelled
+// with the configured endpoint name ("*" for the default destination).
+type sinkStats struct {
+	label     string
+	kind      string
+	written   atomic.Uint64 // entries the guests wrote
+	delivered atomic.Uint64 // entries printed, written to the file or accepted by the collector
+	dropped   atomic.Uint64 // entries lost: queue full, write error, or undeliverable batch
+	requests  atomic.Uint64 // HTTP: batches POSTed successfully
+	failures  atomic.Uint64 // HTTP: failed attempts (each retry counts)
+	queued    atomic.Int64  // HTTP: bytes waiting in memory
+}
+
+// sink is one destination. write must not block on I/O for long and must
+// not keep msg, which is guest memory.
+type sink interface {
+	write(name string, msg []byte)
+	close(ctx context.Context) error
+	stats() *sinkStats
+}
+
+// logSinks routes endpoint names to destinations.
+type logSinks struct {
+	byName    map[string]sink // configured names; read-only after newLogSinks
+	fallback  sink            // "*" or stdout
+	all       []sink
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newLogSinks(eps []LogEndpoint, stdout io.Writer, log *slog.Logger) (*logSinks, error) {
+	ls := &logSinks{byName: map[string]sink{}}
+	for _, ep := range eps {
+		if _, dup := ls.byName[ep.Name]; dup || (ep.Name == "*" && ls.fallback != nil) {
+			ls.close(context.Background())
+			return nil, fmt.Errorf("log endpoint %s configured twice", ep.Name)
+		}
+		var sk sink
+		switch ep.Kind {
+		case LogStdout, "":
+			sk = &stdoutSink{w: stdout, st: sinkStats{label: ep.Name, kind: LogStdout}}
+		case LogFile:
+			f, err := os.OpenFile(ep.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			if err != nil {
+				ls.close(context.Background())
+				return nil, fmt.Errorf("log endpoint %s: %w", ep.Name, err)
+			}
+			sk = newFileSink(f, ep.Name, log)
+		case LogHTTP:
+			sk = newHTTPSink(ep.withDefaults(), log, nil)
+		default:
+			ls.close(context.Background())
+			return nil, fmt.Errorf("log endpoint %s: unknown kind %q", ep.Name, ep.Kind)
+		}
+		ls.all = append(ls.all, sk)
+		if ep.Name == "*" {
+			ls.fallback = sk
+		} else {
+			ls.byName[ep.Name] = sk
+		}
+	}
+	if ls.fallback == nil {
+		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: LogStdout}}
+		ls.all = append(ls.all, ls.fallback)
+	}
+	return ls, nil
+}
+
+func (ls *logSinks) lookup(name string) sink {
+	if sk, ok := ls.byName[name]; ok {
+		return sk
+	}
+	return ls.fallback
+}
+
+// close flushes and closes every destination, waiting for HTTP deliveries
+// until ctx ends. It is safe to call more than once.
+func (ls *logSinks) close(ctx context.Context) error {
+	ls.closeOnce.Do(func() {
+		var wg sync.WaitGroup
+		errs := make([]error, len(ls.all))
+		for i, sk := range ls.all {
+			wg.Go(func() { errs[i] = sk.close(ctx) })
+		}
+		wg.Wait()
+		ls.closeErr = errors.Join(errs...)
+	})
+	return ls.closeErr
+}
+
+func (ls *logSinks) writePrometheus(w io.Writer) {
+	all := slices.Clone(ls.all)
+	slices.SortFunc(all, func(a, b sink) int { return strings.Compare(a.stats().label, b.stats().label) })
+	type metric struct {
+		name, kind, help string
+		httpOnly         bool
+		get              func(*sinkStats) int64
+	}
+	for _, m := range []metric{
+		{"edgepixel_pop_log_lines_total", "counter", "Log entries guests wrote, by configured endpoint (* = all others).", false,
+			func(st *sinkStats) int64 { return int64(st.written.Load()) }},
+		{"edgepixel_pop_log_lines_delivered_total", "counter", "Log entries printed, written to their file or accepted by their HTTP collector.", false,
+			func(st *sinkStats) int64 { return int64(st.delivered.Load()) }},
+		{"edgepixel_pop_log_lines_dropped_total", "counter", "Log entries lost: buffer full, write error, or batch undeliverable after retries.", false,
+			func(st *sinkStats) int64 { return int64(st.dropped.Load()) }},
+		{"edgepixel_pop_log_batches_total", "counter", "Batches an HTTP log endpoint delivered.", true,
+			func(st *sinkStats) int64 { return int64(st.requests.Load()) }},
+		{"edgepixel_pop_log_send_failures_total", "counter", "Failed delivery attempts of an HTTP log endpoint (each retry counts).", true,
+			func(st *sinkStats) int64 { return int64(st.failures.Load()) }},
+		{"edgepixel_pop_log_queued_bytes", "gauge", "Bytes an HTTP log endpoint holds in memory awaiting delivery.", true,
+			func(st *sinkStats) int64 { return st.queued.Load() }},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.kind)
+		for _, sk := range all {
+			st := sk.stats()
+			if m.httpOnly && st.kind != LogHTTP {
+				continue
+			}
+			fmt.Fprintf(w, "%s{endpoint=\"%s\",kind=\"%s\"} %d\n", m.name, promLabel(st.label), st.kind, m.get(st))
+		}
+	}
+}
+
+// --- stdout ---
+
+// stdoutSink prints "name :: entry" lines, as Viceroy does. w is the
+// server's locked stdout, shared with the guests' own stdout.
+type stdoutSink struct {
+	w  io.Writer
+	st sinkStats
+}
+
+func (s *stdoutSink) write(name string, msg []byte) {
+	s.st.written.Add(1)
+	line := make([]byte, 0, len(name)+len(msg)+5)
+	line = append(line, name...)
+	line = append(line, " :: "...)
+	line = append(line, msg...)
+	line = append(line, '\n')
+	if _, err := s.w.Write(line); err != nil {
+		s.st.dropped.Add(1)
+		return
+	}
+	s.st.delivered.Add(1)
+}
+
+func (s *stdoutSink) close(context.Context) error { return nil }
+func (s *stdoutSink) stats() *sinkStats           { return &s.st }
+
+// --- file ---
+
+// fileSink appends entries to a file through a buffer that is written out
+// when it holds 64 KiB, every second, and at close, always in whole lines
+// (so another process tailing or appending to the file never sees half a
+// line from us).
+type fileSink struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	f       *os.File
+	buf     []byte
+	pending uint64 // entries in buf
+	warned  bool
+	st      sinkStats
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	err     error
+}
+
+func newFileSink(f *os.File, label string, log *slog.Logger) *fileSink {
+	s := &fileSink{log: log, f: f, st: sinkStats{label: label, kind: LogFile},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go s.flusher()
+	return s
+}
+
+func (s *fileSink) write(_ string, msg []byte) {
+	s.st.written.Add(1)
+	s.mu.Lock()
+	s.buf = append(s.buf, msg...)
+	s.buf = append(s.buf, '\n')
+	s.pending++
+	if len(s.buf) >= logFileBufferBytes {
+		s.flushLocked()
+	}
+	s.mu.Unlock()
+}
+
+func (s *fileSink) flushLocked() {
+	if len(s.buf) == 0 {
+		return
+	}
+	_, err := s.f.Write(s.buf)
+	if err != nil {
+		s.st.dropped.Add(s.pending)
+		if !s.warned {
+			s.warned = true
+			s.log.Warn("log endpoint: file write failed; entries dropped", "endpoint", s.st.label, "file", s.f.Name(), "err", err)
+		}
+	} else {
+		s.st.delivered.Add(s.pending)
+	}
+	s.pending = 0
+	if cap(s.buf) > 4*logFileBufferBytes {
+		s.buf = nil // do not keep a burst's buffer forever
+	} else {
+		s.buf = s.buf[:0]
+	}
+}
+
+func (s *fileSink) flusher() {
+	defer close(s.done)
+	t := time.NewTicker(logFileFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.mu.Lock()
+			s.flushLocked()
+			s.mu.Unlock()
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+func (s *fileSink) close(context.Context) error {
+	s.once.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.flushLocked()
+		s.err = s.f.Close()
+	})
+	return s.err
+}
+
+func (s *fileSink) stats() *sinkStats { return &s.st }
+
+// --- HTTP ---
+
+// httpSink batches entries and POSTs each batch as newline-separated lines.
+// Entries go into the open batch; a batch is sealed when it reaches
+// MaxEntries or MaxBytes, or when the period ticks, and a single sender
+// goroutine delivers sealed batches in order, retrying failures with
+// exponential backoff. Writing never waits for the network.
+type httpSink struct {
+	ep     LogEndpoint
+	log    *slog.Logger
+	client *http.Client
+	st     sinkStats
+
+	mu      sync.Mutex
+	open    []byte // the batch being filled
+	openN   int
+	sealed  []logBatch
+	queued  int // bytes in open and sealed
+	closing bool
+
+	wake     chan struct{} // a batch was sealed
+	tick     <-chan time.Time
+	stop     chan struct{} // closed by close
+	done     chan struct{}
+	closeCtx context.Context // set before stop is closed
+
+	backoff   time.Duration // first retry delay; tests shorten it
+	tooLong   atomic.Bool   // warned about an entry larger than MaxBytes
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type logBatch struct {
+	body []byte
+	n    int
+}
+
+// newHTTPSink starts the sender. tick, if non-nil, replaces the period
+// ticker (tests drive it by hand).
+func newHTTPSink(ep LogEndpoint, log *slog.Logger, tick <-chan time.Time) *httpSink {
+	s := &httpSink{
+		ep:      ep,
+		log:     log,
+		client:  &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		st:      sinkStats{label: ep.Name, kind: LogHTTP},
+		wake:    make(chan struct{}, 1),
+		tick:    tick,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		backoff: 500 * time.Millisecond,
+	}
+	var ticker *time.Ticker
+	if s.tick == nil {
+		ticker = time.NewTicker(ep.Period)
+		s.tick = ticker.C
+	}
+	go func() {
+		if ticker != nil {
+			defer ticker.Stop()
+		}
+		s.run()
+	}()
+	return s
+}
+
+func (s *httpSink) stats() *sinkStats { return &s.st }
+
+func (s *httpSink) write(_ string, msg []byte) {
+	s.st.written.Add(1)
+	size := len(msg) + 1
+	if size > s.ep.MaxBytes {
+		// It could never be sent within the collector's limit.
+		s.st.dropped.Add(1)
+		if !s.tooLong.Swap(true) {
+			s.log.Warn("log endpoint: entry larger than max_bytes dropped", "endpoint", s.ep.Name, "bytes", size, "max_bytes", s.ep.MaxBytes)
+		}
+		return
+	}
+	s.mu.Lock()
+	if s.closing || s.queued+size > s.ep.MaxBuffer {
+		s.mu.Unlock()
+		s.st.dropped.Add(1)
+		return
+	}
+	sealed := false
+	if s.openN > 0 && len(s.open)+size > s.ep.MaxBytes {
+		s.sealLocked()
+		sealed = true
+	}
+	s.open = append(s.open, msg...)
+	s.open = append(s.open, '\n')
+	s.openN++
+	s.queued += size
+	s.st.queued.Add(int64(size))
+	if s.openN >= s.ep.MaxEntries {
+		s.sealLocked()
+		sealed = true
+	}
+	s.mu.Unlock()
+	if sealed {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *httpSink) sealLocked() {
+	if s.openN == 0 {
+		return
+	}
+	s.sealed = append(s.sealed, logBatch{body: s.open, n: s.openN})
+	s.open, s.openN = nil, 0
+}
+
+// next takes the oldest sealed batch; with seal it first seals the open one.
+func (s *httpSink) next(seal bool) (logBatch, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seal {
+		s.sealLocked()
+	}
+	if len(s.sealed) == 0 {
+		return logBatch{}, false
+	}
+	b := s.sealed[0]
+	s.sealed[0] = logBatch{}
+	s.sealed = s.sealed[1:]
+	return b, true
+}
+
+func (s *httpSink) release(b logBatch) {
+	s.mu.Lock()
+	s.queued -= len(b.body)
+	s.st.queued.Add(-int64(len(b.body)))
+	s.mu.Unlock()
+}
+
+func (s *httpSink) run() {
+	defer close(s.done)
+	// ctx bounds every delivery: unbounded while serving, and by closeCtx
+	// once close has begun.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-s.closeCtx.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		seal := false
+		select {
+		case <-s.wake:
+		case <-s.tick:
+			seal = true
+		case <-s.stop:
+			s.drain(ctx)
+			return
+		}
+		for {
+			b, ok := s.next(seal)
+			if !ok {
+				break
+			}
+			seal = false
+			s.deliver(ctx, b)
+		}
+	}
+}
+
+// drain delivers everything left at close, until closeCtx ends; what
+// remains then is dropped.
+func (s *httpSink) drain(ctx context.Context) {
+	for {
+		b, ok := s.next(true)
+		if !ok {
+			return
+		}
+		if ctx.Err() != nil {
+			s.st.dropped.Add(uint64(b.n))
+			s.release(b)
+			continue
+		}
+		s.deliver(ctx, b)
+	}
+}
+
+// deliver POSTs one batch, retrying with backoff; it gives up (dropping
+// the batch) after the configured retries, on a response that retrying
+// cannot fix (4xx other than 408 and 429), or when ctx ends. Batches are
+// delivered one at a time, in order: a collector sees entries in the
+// order the guests wrote them.
+func (s *httpSink) deliver(ctx context.Context, b logBatch) {
+	defer s.release(b)
+	delay := s.backoff
+	stop := s.stop
+	for attempt := 0; ; attempt++ {
+		retry, err := s.post(ctx, b.body)
+		if err == nil {
+			s.st.requests.Add(1)
+			s.st.delivered.Add(uint64(b.n))
+			return
+		}
+		s.st.failures.Add(1)
+		if !retry || attempt >= s.ep.Retries || ctx.Err() != nil {
+			s.st.dropped.Add(uint64(b.n))
+			s.log.Warn("log endpoint: batch dropped", "endpoint", s.ep.Name, "entries", b.n, "attempts", attempt+1, "err", err)
+			return
+		}
+		s.log.Debug("log endpoint: delivery failed; retrying", "endpoint", s.ep.Name, "in", delay, "err", err)
+		// Jitter spreads the retries of several POPs sharing a collector.
+		wait := delay/2 + rand.N(delay/2+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		case <-stop:
+			// Shutdown began: retry at once (time is short now), then
+			// back off as before within the shutdown deadline.
+			t.Stop()
+			stop = nil
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// post sends one request; retry says whether a failure may be temporary.
+func (s *httpSink) post(ctx context.Context, body []byte) (retry bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.ep.URL, bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	for k, v := range s.ep.Header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", s.ep.ContentType)
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "edgepixel-pop")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return true, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return false, nil
+	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
+		return true, fmt.Errorf("collector answered %s", resp.Status)
+	default:
+		return false, fmt.Errorf("collector answered %s", resp.Status)
+	}
+}
+
+// close stops taking entries and delivers what is queued, waiting until
+// ctx ends. If ctx has already ended (the guests used up the shutdown
+// time), one short attempt is still made: losing the last batch to a
+// deadline the collector had no part in would be a pity.
+func (s *httpSink) close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.doClose(ctx) })
+	return s.closeErr
+}
+
+func (s *httpSink) doClose(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	cctx := ctx
+	var cancel context.CancelFunc = func() {}
+	if ctx.Err() != nil {
+		cctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	}
+	defer cancel()
+	dropped := s.st.dropped.Load()
+	s.closeCtx = cctx
+	close(s.stop)
+	<-s.done
+	s.client.CloseIdleConnections()
+	if n := s.st.dropped.Load() - dropped; n > 0 {
+		return fmt.Errorf("log endpoint %s: %d entries undelivered at shutdown", s.ep.Name, n)
+	}
+	return nil
+}

@@ -1,0 +1,262 @@
+package pop
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// A program is one compiled version of the module with its own wazero
+// Runtime: the fastly_* host modules are instantiated into a Runtime by
+// name, and a new module version may import a different set of them, so
+// each version gets a fresh Runtime (sharing the on-disk compilation
+// cache, so a module seen before compiles instantly). Hot reload swaps
+// Server.cur; instances belong to the program they were started from and
+// receive requests only from its work channel, so once the swap happens no
+// new request reaches the old version, while requests already handed to it
+// finish there. The old program's idle instances are then told there are
+// no more requests (they exit cleanly, running any code after their serve
+// loop) and its Runtime is closed when its last instance ends.
+type program struct {
+	id  uint64
+	sum [sha256.Size]byte
+
+	rt       wazero.Runtime
+	cache    wazero.CompilationCache // nil without a cache directory
+	compiled wazero.CompiledModule
+
+	// work is the unbuffered channel this program's idle instances receive
+	// client requests from (see pool.go).
+	work        chan *downstream
+	retired     chan struct{} // closed when the program must take no more requests
+	retireOnce  sync.Once
+	releaseOnce sync.Once
+	startFailed chan error
+
+	live, starting, idle, retiring atomic.Int32
+}
+
+func (p *program) isRetired() bool {
+	select {
+	case <-p.retired:
+		return true
+	default:
+		return false
+	}
+}
+
+// fileStamp identifies a version of the module file cheaply.
+type fileStamp struct {
+	size, mtime int64 // mtime in Unix nanoseconds
+}
+
+func statModule(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{fi.Size(), fi.ModTime().UnixNano()}, nil
+}
+
+// readModule reads the module and the stamp of the file it read.
+func readModule(path string) ([]byte, fileStamp, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fileStamp{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fileStamp{}, err
+	}
+	wasm, err := io.ReadAll(f)
+	return wasm, fileStamp{fi.Size(), fi.ModTime().UnixNano()}, err
+}
+
+// loadProgram compiles wasm in a new Runtime and links its hostcalls.
+func (s *Server) loadProgram(ctx context.Context, wasm []byte) (_ *program, err error) {
+	rtCfg, cache, err := runtimeConfig(s.cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	p := &program{
+		id:          s.progID.Add(1),
+		sum:         sha256.Sum256(wasm),
+		cache:       cache,
+		work:        make(chan *downstream),
+		retired:     make(chan struct{}),
+		startFailed: make(chan error, 1),
+	}
+	// The runtime outlives ctx; release closes it.
+	p.rt = wazero.NewRuntimeWithConfig(context.Background(), rtCfg)
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	if p.compiled, err = p.rt.CompileModule(ctx, wasm); err != nil {
+		return nil, fmt.Errorf("compiling %s: %w", s.wasmPath, err)
+	}
+	s.log.Debug("module compiled", "wasm", s.wasmPath, "program", p.id, "took", time.Since(began))
+	if err := s.linkHostModules(ctx, p.rt, p.compiled); err != nil {
+		return nil, err
+	}
+	s.progMu.Lock()
+	s.progs[p] = struct{}{}
+	s.progMu.Unlock()
+	return p, nil
+}
+
+// close frees the program's compiled code and Runtime. Only once no
+// instance of it runs.
+func (p *program) close() {
+	p.releaseOnce.Do(func() {
+		ctx := context.Background()
+		if p.rt != nil {
+			p.rt.Close(ctx)
+		}
+		if p.compiled != nil {
+			p.compiled.Close(ctx)
+		}
+		if p.cache != nil {
+			p.cache.Close(ctx)
+		}
+	})
+}
+
+func (s *Server) release(p *program) {
+	s.progMu.Lock()
+	delete(s.progs, p)
+	s.progMu.Unlock()
+	p.close()
+}
+
+// retire stops p from taking requests: its idle instances end, busy ones
+// end after their current request. p is released with its last instance.
+func (s *Server) retire(p *program) {
+	s.spawnMu.Lock() // spawn checks retired under spawnMu: no instance starts after this
+	p.retireOnce.Do(func() { close(p.retired) })
+	s.spawnMu.Unlock()
+	if p.live.Load() == 0 {
+		s.release(p)
+	}
+}
+
+// startWarm starts p's warm instances and waits until they all wait for
+// requests. It fails if one of them fails to start, the server shuts
+// down, or ctx ends.
+func (s *Server) startWarm(ctx context.Context, p *program) error {
+	for range s.minInstances {
+		s.spawn(p)
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for int(p.idle.Load()) < s.minInstances {
+		select {
+		case err := <-p.startFailed:
+			return fmt.Errorf("guest failed to start: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closing:
+			return errors.New("shutting down")
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// Reload loads the module file again and, if it changed, compiles it and
+// starts its warm instances; once they run, new requests go to the new
+// version and the old one drains (in-flight requests finish on it). If the
+// new module does not compile or its instances fail to start, the old one
+// keeps serving and the error is returned (and logged). Safe to call at
+// any time; reloads are serialised.
+func (s *Server) Reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if s.isClosing() {
+		return errors.New("shutting down")
+	}
+	old := s.cur.Load()
+	err := s.reload(ctx, old)
+	if err != nil {
+		s.ps.reloadFailures.Add(1)
+		s.log.Error("module reload failed; still serving the previous version", "wasm", s.wasmPath, "program", old.id, "err", err)
+	}
+	return err
+}
+
+func (s *Server) reload(ctx context.Context, old *program) error {
+	wasm, stamp, err := readModule(s.wasmPath)
+	// Remembered even when this version turns out broken, so the watcher
+	// retries only when the file changes again.
+	s.stamp = stamp
+	if err != nil {
+		return err
+	}
+	if sha256.Sum256(wasm) == old.sum {
+		return nil // touched, not changed
+	}
+	began := time.Now()
+	p, err := s.loadProgram(ctx, wasm)
+	if err != nil {
+		return err
+	}
+	if err := s.startWarm(ctx, p); err != nil {
+		s.retire(p)
+		return err
+	}
+	s.spawnMu.Lock()
+	s.cur.Store(p)
+	s.spawnMu.Unlock()
+	s.retire(old)
+	s.ps.reloads.Add(1)
+	s.log.Info("module reloaded", "wasm", s.wasmPath, "program", p.id, "previous", old.id,
+		"draining", old.live.Load(), "took", time.Since(began))
+	return nil
+}
+
+// watch polls the module file and reloads it when it changed and has been
+// stable for one interval (so a file still being written is not loaded
+// half-way; a rename into place is picked up one interval later).
+func (s *Server) watch(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last fileStamp
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		st, err := statModule(s.wasmPath)
+		if err != nil {
+			continue // e.g. briefly absent while being replaced
+		}
+		s.reloadMu.Lock()
+		loaded := s.stamp
+		s.reloadMu.Unlock()
+		if st == loaded || st != last {
+			last = st
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := context.AfterFunc(s.root, cancel)
+		s.Reload(ctx) // logs its own failure
+		stop()
+		cancel()
+	}
+}
