@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
@@ -30,6 +31,7 @@ type instance struct {
 	served int
 	// starting is true until the instance first waits for a request.
 	starting bool
+	spawned  time.Time
 	// retiring: it was told to end after sitting idle (pool.go).
 	retiring bool
 
@@ -81,6 +83,7 @@ func newInstance(s *Server, p *program, id uint64) *instance {
 		prog:         p,
 		id:           id,
 		starting:     true,
+		spawned:      time.Now(),
 		endpoints:    map[string]uint32{},
 		configStores: map[string]uint32{},
 		dicts:        map[string]uint32{},

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -26,6 +28,34 @@ type metrics struct {
 	// Filled in by ServeHTTP when a request is complete (accesslog.go).
 	byClass  [6]atomic.Uint64 // index status/100; 0 unused
 	duration histogram
+
+	// Instance startup: from spawning to first waiting for a request,
+	// which is what a visitor waits for when no warm instance is free.
+	startup   histogram
+	startupMu sync.Mutex
+	startups  []time.Duration // the most recent, oldest first, bounded
+}
+
+const keepStartups = 1024
+
+func (m *metrics) observeStartup(d time.Duration) {
+	m.startup.observe(d)
+	m.startupMu.Lock()
+	if len(m.startups) == keepStartups {
+		m.startups = append(m.startups[:0], m.startups[1:]...)
+	}
+	m.startups = append(m.startups, d)
+	m.startupMu.Unlock()
+}
+
+// InstanceStartups returns how long the most recent guest instances (up
+// to 1024) took from being spawned to waiting for their first request:
+// instantiation, the Go runtime's start and the guest's own init. The
+// benchmark reports them as cold-start figures.
+func (s *Server) InstanceStartups() []time.Duration {
+	s.m.startupMu.Lock()
+	defer s.m.startupMu.Unlock()
+	return slices.Clone(s.m.startups)
 }
 
 // durationBuckets are the upper bounds, in seconds, of the request latency
@@ -112,22 +142,27 @@ func (s *Server) WritePrometheus(w io.Writer) {
 		fmt.Fprintf(w, "%s{code=\"%dxx\"} %d\n", resp, c, s.m.byClass[c].Load())
 	}
 
-	const dur = "edgepixel_pop_request_duration_seconds"
-	fmt.Fprintf(w, "# HELP %s Time from receiving a client request to completing its response body.\n# TYPE %s histogram\n", dur, dur)
-	var cum uint64
-	h := &s.m.duration
-	for i, b := range durationBuckets {
-		cum += h.counts[i].Load()
-		fmt.Fprintf(w, "%s_bucket{le=\"%s\"} %d\n", dur, strconv.FormatFloat(b, 'g', -1, 64), cum)
-	}
-	cum += h.counts[len(durationBuckets)].Load()
-	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n",
-		dur, cum, dur, strconv.FormatFloat(float64(h.sumNs.Load())/1e9, 'g', -1, 64), dur, cum)
+	writeHistogram(w, "edgepixel_pop_request_duration_seconds",
+		"Time from receiving a client request to completing its response body.", &s.m.duration)
+	writeHistogram(w, "edgepixel_pop_instance_startup_seconds",
+		"Time from spawning a guest instance to its first wait for a request.", &s.m.startup)
 
 	s.writePoolMetrics(w) // limit breaches, idle exits, reloads (limits.go)
 	if s.sinks != nil {
 		s.sinks.writePrometheus(w)
 	}
+}
+
+func writeHistogram(w io.Writer, name, help string, h *histogram) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
+	var cum uint64
+	for i, b := range durationBuckets {
+		cum += h.counts[i].Load()
+		fmt.Fprintf(w, "%s_bucket{le=\"%s\"} %d\n", name, strconv.FormatFloat(b, 'g', -1, 64), cum)
+	}
+	cum += h.counts[len(durationBuckets)].Load()
+	fmt.Fprintf(w, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n",
+		name, cum, name, strconv.FormatFloat(float64(h.sumNs.Load())/1e9, 'g', -1, 64), name, cum)
 }
 
 // promLabel escapes a label value for the text format.

@@ -189,6 +189,7 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 	if inst.starting {
 		inst.starting = false
 		p.starting.Add(-1)
+		inst.s.m.observeStartup(time.Since(inst.spawned))
 	}
 	if ds, ok := inst.waitWork(timeout); ok {
 		inst.dog.begin(ds)

@@ -258,8 +258,16 @@ func TestInstanceReuse(t *testing.T) {
 	}
 	var metrics bytes.Buffer
 	p.WritePrometheus(&metrics)
-	if !strings.Contains(metrics.String(), "edgepixel_pop_instances_started_total 1\n") {
-		t.Errorf("metrics:\n%s", metrics.String())
+	for _, want := range []string{
+		"edgepixel_pop_instances_started_total 1\n",
+		"edgepixel_pop_instance_startup_seconds_count 1\n",
+	} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("no %q in metrics:\n%s", want, metrics.String())
+		}
+	}
+	if st := p.InstanceStartups(); len(st) != 1 || st[0] <= 0 {
+		t.Errorf("instance startups %v, want one positive duration", st)
 	}
 }
 
