@@ -1,14 +1,19 @@
-// Package clickhouse stores events in ClickHouse over its HTTP interface.
+// Package clickhouse stores events in ClickHouse.
 //
-// It speaks HTTP rather than the native TCP protocol because it must work
-// with ClickHouse 18.16 (the version Debian ships), which ch-go's native
-// client cannot talk to. Inserts are still binary: rows are encoded as a
+// The default transport is the HTTP interface, because it must work with
+// ClickHouse 18.16 (the version Debian ships), which ch-go's native client
+// cannot talk to. Inserts are still binary: rows are encoded as a
 // Native-format block with ch-go's column types and POSTed as
 // `INSERT ... FORMAT Native`, which is several times cheaper than text
 // formats for the server and for us.
+//
+// With a native://host:9000 URL the client speaks the native TCP protocol
+// through ch-go instead, for ClickHouse 19.x and later; it refuses older
+// servers at connect (see MinNativeRevision).
 package clickhouse
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ClickHouse/ch-go/proto"
 )
 
 // Client talks to one ClickHouse server.
@@ -27,17 +34,32 @@ type Client struct {
 	user     string
 	password string
 	hc       *http.Client
+	nat      *native // set for native:// URLs; then base and hc are unused
 }
 
-// New returns a client for the server at baseURL (http://host:8123, with
-// optional user:password@) storing into database db. It does not connect.
+// New returns a client for the server at baseURL storing into database db:
+// http://host:8123 (or https://, with optional user:password@) for the HTTP
+// interface, native://host:9000 for the native TCP protocol. An HTTP client
+// does not connect. A native client makes one probe connection (a few
+// seconds at most) so that a server too old for the native protocol is
+// refused here, at start-up, with a *TooOldError, rather than retried
+// forever by the loader; an unreachable server is not an error here.
 func New(baseURL, db string) (*Client, error) {
 	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("clickhouse url %q: want http://host:port", baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "native") || u.Host == "" {
+		return nil, fmt.Errorf("clickhouse url %q: want http://host:8123 or native://host:9000", baseURL)
 	}
 	if !validIdent(db) {
 		return nil, fmt.Errorf("clickhouse database %q: letters, digits and _ only", db)
+	}
+	if u.Scheme == "native" {
+		c := &Client{db: db, nat: newNative(u)}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.nat.ping(ctx); errors.Is(err, ErrServerTooOld) {
+			return nil, err
+		}
+		return c, nil
 	}
 	c := &Client{base: u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"), db: db,
 		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second}}}
@@ -104,6 +126,9 @@ func (c *Client) do(ctx context.Context, params url.Values, body io.Reader) ([]b
 
 // Exec runs a statement that returns nothing of interest.
 func (c *Client) Exec(ctx context.Context, sql string) error {
+	if c.nat != nil {
+		return c.nat.exec(ctx, sql)
+	}
 	_, err := c.do(ctx, nil, strings.NewReader(sql))
 	return err
 }
@@ -111,6 +136,9 @@ func (c *Client) Exec(ctx context.Context, sql string) error {
 // Query runs a SELECT and returns its rows as TabSeparated fields, already
 // unescaped. The caller must not add a FORMAT clause.
 func (c *Client) Query(ctx context.Context, sql string) ([][]string, error) {
+	if c.nat != nil {
+		return c.nat.query(ctx, sql)
+	}
 	b, err := c.do(ctx, nil, strings.NewReader(sql+" FORMAT TabSeparated"))
 	if err != nil {
 		return nil, err
@@ -180,8 +208,26 @@ func quote(s string) string {
 	return b.String()
 }
 
-// Ping checks that the server answers /ping.
+// insert stores input as one block into table (a name in c.db).
+func (c *Client) insert(ctx context.Context, table string, rows int, input proto.Input) error {
+	if c.nat != nil {
+		return c.nat.insert(ctx, c.db+"."+table, input)
+	}
+	var buf proto.Buffer
+	blk := proto.Block{Columns: len(input), Rows: rows}
+	if err := blk.EncodeRawBlock(&buf, nativeRevision, input); err != nil {
+		return fmt.Errorf("clickhouse: encode: %w", err)
+	}
+	q := url.Values{"query": {"INSERT INTO " + c.db + "." + table + " FORMAT Native"}}
+	_, err := c.do(ctx, q, bytes.NewReader(buf.Buf))
+	return err
+}
+
+// Ping checks that the server answers /ping (or a native ping).
 func (c *Client) Ping(ctx context.Context) error {
+	if c.nat != nil {
+		return c.nat.ping(ctx)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/ping", nil)
 	if err != nil {
 		return err
@@ -203,6 +249,9 @@ func (c *Client) Name() string { return "clickhouse" }
 
 // Close releases idle connections.
 func (c *Client) Close() error {
+	if c.nat != nil {
+		return c.nat.close()
+	}
 	c.hc.CloseIdleConnections()
 	return nil
 }

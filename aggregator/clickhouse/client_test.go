@@ -14,7 +14,7 @@ import (
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 )
 
-var chURL string
+var chURL, chTCP string
 
 // TestMain shares one clickhouse-server among the tests (it takes seconds
 // to start); each test uses its own database.
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer c.Stop()
-			chURL = c.HTTPURL
+			chURL, chTCP = c.HTTPURL, c.TCPAddr
 		}
 		return m.Run()
 	}()

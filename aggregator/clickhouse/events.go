@@ -1,10 +1,8 @@
 package clickhouse
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -58,6 +56,22 @@ var Schema = []string{
 	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_per_minute_mv TO {db}.events_per_minute AS
 	SELECT site, toStartOfMinute(ts) AS minute, count() AS n
 	FROM {db}.events GROUP BY site, minute`,
+	// bad_rows keeps what ingest could not turn into events (see package
+	// record). row_id is derived from the source and the raw input, so a
+	// bad input delivered twice collapses at merges (count with
+	// uniqExact(row_id)). Day partitions let retention drop it like events.
+	`CREATE TABLE IF NOT EXISTS {db}.bad_rows (
+		row_id UUID,
+		received DateTime,
+		received_ms UInt64,
+		source String,
+		site String,
+		reason String,
+		error String,
+		raw String
+	) ENGINE = ReplacingMergeTree
+	PARTITION BY toYYYYMMDD(received)
+	ORDER BY (reason, row_id)`,
 }
 
 // EnsureSchema creates the database, tables and view if they are missing.
@@ -94,8 +108,8 @@ func (c uuidCol) EncodeColumn(b *proto.Buffer) {
 }
 func (c uuidCol) WriteColumn(w *proto.Writer) { w.ChainBuffer(c.EncodeColumn) }
 
-// EncodeNative encodes evs as one Native-format block for the events table.
-func EncodeNative(evs []event.Event) ([]byte, error) {
+// eventsInput holds evs as the columns of the events table.
+func eventsInput(evs []event.Event) proto.Input {
 	ids := make(uuidCol, 0, len(evs))
 	var ts proto.ColDateTime
 	var tsMS proto.ColUInt64
@@ -115,6 +129,12 @@ func EncodeNative(evs []event.Event) ([]byte, error) {
 		"country", "utm_source", "utm_medium", "utm_campaign", "pop", "props"} {
 		input = append(input, proto.InputColumn{Name: name, Data: &strs[j]})
 	}
+	return input
+}
+
+// EncodeNative encodes evs as one Native-format block for the events table.
+func EncodeNative(evs []event.Event) ([]byte, error) {
+	input := eventsInput(evs)
 	var buf proto.Buffer
 	blk := proto.Block{Columns: len(input), Rows: len(evs)}
 	if err := blk.EncodeRawBlock(&buf, nativeRevision, input); err != nil {
@@ -130,12 +150,7 @@ func (c *Client) InsertEvents(ctx context.Context, evs []event.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	body, err := EncodeNative(evs)
-	if err != nil {
-		return fmt.Errorf("clickhouse: encode: %w", err)
-	}
-	q := url.Values{"query": {"INSERT INTO " + c.db + ".events FORMAT Native"}}
-	if _, err := c.do(ctx, q, bytes.NewReader(body)); err != nil {
+	if err := c.insert(ctx, "events", len(evs), eventsInput(evs)); err != nil {
 		return fmt.Errorf("insert %d events: %w", len(evs), err)
 	}
 	return nil

@@ -5,15 +5,22 @@
 // loader first claims it as pending; only then does it insert, and after
 // the insert it marks the id done:
 //
-//	Claim:    SET ep:<id> p NX EX window  -> claimed: New
-//	          otherwise GET: "d" -> Duplicate (stored before, drop)
-//	                         "p" -> Uncertain (an earlier attempt claimed it
-//	                                and may or may not have stored it)
+//	Claim:    absent  -> now pending: New (insert it)
+//	          done    -> Duplicate (stored before, drop)
+//	          pending -> Uncertain (an earlier attempt claimed it and may or
+//	                     may not have stored it: ask the store)
 //	insert New ids, and Uncertain ids the store says it does not have
-//	MarkDone: SET ep:<id> d EX window
+//	MarkDone: done
 //
-// A crash after the claim and before the mark leaves "p", so the retry asks
-// the store instead of guessing: nothing is lost and nothing doubled.
+// A crash after the claim and before the mark leaves "pending", so the
+// retry asks the store instead of guessing: nothing is lost and nothing
+// doubled. Where the deduper cannot vouch for an id (outside its window,
+// or after its memory was lost: see Redis) it answers Uncertain too.
+//
+// When the deduper is unreachable, Claim fails and the loader inserts
+// nothing: it retries (ingest keeps spooling) and catches up from the
+// spool once the deduper answers. An insert without a claim could store
+// an event twice; a paused load cannot.
 package dedupe
 
 import (

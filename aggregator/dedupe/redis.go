@@ -2,8 +2,14 @@ package dedupe
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
+	"math/bits"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,17 +20,113 @@ import (
 // Redis is the Deduper for production: its state survives aggregator
 // restarts and is shared by every aggregator using the same Redis.
 //
-// Keys are a short prefix and the 16 raw id bytes (not the 36-character
-// text form), values one byte: about 70 bytes of Redis memory per id.
+// # Layout: about 20 bytes of Redis memory per remembered id
+//
+// One key per id costs about 150 bytes (key, value, expiry, dict
+// entries). Instead, ids are packed into small hashes that Redis keeps in
+// its compact listpack encoding (up to hash-max-listpack-entries fields:
+// 128 upstream, 512 in Debian's build): an id costs its 12-byte field plus
+// 2 bytes of framing and a one-byte integer value plus 1, and the hash's
+// own overhead (~110 bytes) is shared by a few dozen ids.
+//
+// An event id is a UUIDv7: its first 48 bits are the creation time in ms.
+// Ids are bucketed by the 10-second slot they were created in:
+//
+//	bucket  ep:b<slot:4><shard bits:1><shard:3>  hash, EXPIREAT end of slot + window + slack
+//	field   <ms within the slot:2><id bytes 6..15>  (12 bytes: with the key, the whole id)
+//	value   0 = pending (claimed), 1 = done (stored)
+//
+// A slot has 2^bits buckets (bits 0..24). The shard's high bits (at most
+// 5) are the slice of the slot the id was created in, the rest random id
+// bits, so the ids of one loader batch, created within a fraction of a
+// second, share a few thousand buckets at most and each bucket takes one
+// command for all of them. How many bits a slot gets is decided once, by
+// whichever aggregator first claims an id of that slot, from the ids
+// claimed in the slot before and the density of the ids being claimed,
+// aiming at 16-32 ids per hash (a quarter of the listpack limit at most);
+// the choice is written with HSETNX to a per-hour layout hash ep:L<hour:4>
+// (field b<slot in hour:2>, beside the per-slot claim counts c<slot>) and
+// never changes, so a retry a day later, or another aggregator, finds the
+// same bucket. A slot whose rate was badly underestimated only grows
+// bigger hashes (Redis converts them to its larger hashtable encoding):
+// correctness never depends on the estimate. No Redis configuration is
+// changed; CONFIG GET hash-max-listpack-entries is read when available.
+// Below about 1 id a second the fixed cost of a bucket dominates and an id
+// costs more than 40 bytes, which is then a few MB a day.
+//
+// # Protocol and round trips
+//
+// Claim is one pipelined round trip: per bucket one EVAL of a short script
+// that HSETNXes every field, answers new / pending / done for each, and
+// sets the expiry; plus the epoch read, a claim count per slot, and the
+// sequence increment below. A slot seen for the first time by this
+// process adds two small round trips (read, or decide, its layout).
+// MarkDone is one round trip: HSET of all the bucket's fields to 1, and
+// EXPIREAT, per bucket. Done implies stored: the loader marks only after
+// the insert, so a crash in between leaves "pending", which the next
+// attempt resolves against the store (Uncertain).
+//
+// # The window, and ids outside it
+//
+// Ids are remembered for at least Window after their creation time. An id
+// whose time is more than Window in the past (a backlog after a long
+// outage), or more than an hour in the future (ingest refuses those; a
+// broken or forged id), is not looked up at all: Claim answers Uncertain,
+// so the loader asks the event store whether it holds it. Beyond that, the
+// events table's ReplacingMergeTree collapses any copy two aggregators
+// might race to insert.
+//
+// # When Redis loses its memory
+//
+// Redis restarted without persistence, flushed, replaced, or restored from
+// an older snapshot forgets claims: a batch the edge retries would look
+// New and be stored twice. Two markers catch this:
+//
+//   - ep:E holds the epoch: the newest event time the store held when this
+//     Redis memory began (no expiry). If it is missing, the memory is new.
+//   - ep:S is incremented at the end of every pipeline. If it ever returns
+//     a value not above the last one this process saw, writes were lost.
+//
+// Either way the aggregator asks the store for its newest event time M and
+// writes it as the new epoch; from then on ids with time <= M are
+// Uncertain rather than New, so they are checked against the store before
+// anything is inserted. New traffic (time > M) was never stored and needs
+// no check, and a fresh install (empty store) checks nothing. The first
+// start after upgrading from the one-key-per-id layout is such a start:
+// old keys are ignored and simply expire.
+//
+// Redis must not evict keys (maxmemory-policy noeviction, the default):
+// an evicted bucket is a silent partial loss. Run Redis with the
+// append-only file on; its everysec default loses nothing when Redis
+// crashes, only when the machine does (then the markers above apply).
 type Redis struct {
 	c      *redis.Client
 	prefix string
 	window time.Duration
+	slack  time.Duration
+	ahead  time.Duration
+	target int // ids per hash the layout aims at (at least)
+	now    func() time.Time
+	log    *slog.Logger
+
+	// newest returns the newest event time (unix ms) in the store among
+	// events at or after since; nil: the store cannot say.
+	newest func(ctx context.Context, since time.Time) (int64, error)
+
+	mu         sync.Mutex
+	layouts    map[int64]uint8 // slot -> shard bits
+	epoch      int64           // ids with time <= epoch are Uncertain, not New
+	epochKnown bool
+	lastSeq    int64
+	configured bool
+	forceEpoch bool // the next ensureEpoch replaces the epoch (after a rollback)
 }
 
-// chunk bounds the commands in one pipeline, so that a 50,000-event batch
-// does not build one enormous request buffer.
-const chunk = 10000
+// EpochMargin is how far past its own clock an aggregator treats ids as
+// possibly stored when Redis lost its memory and the store cannot name its
+// newest event: more than the edge clock skew ingest accepts (the replay
+// window, 5 minutes by default).
+const EpochMargin = 10 * time.Minute
 
 // NewRedis returns a deduper for the Redis at url (redis://host:port/db).
 // It connects lazily: call Ping to check the server answers. Not failing
@@ -37,85 +139,528 @@ func NewRedis(url string, window time.Duration) (*Redis, error) {
 	if window <= 0 {
 		window = DefaultWindow
 	}
-	opt.ReadTimeout = 10 * time.Second // a 10k-command pipeline under load
+	opt.ReadTimeout = 10 * time.Second // a 50k-command pipeline under load
 	opt.WriteTimeout = 10 * time.Second
-	return &Redis{c: redis.NewClient(opt), prefix: "ep:", window: window}, nil
+	opt.DialTimeout = 2 * time.Second
+	// The loader retries a failed call itself, with backoff; go-redis
+	// retrying inside would only stretch an outage's first error.
+	opt.MaxRetries = -1
+	return &Redis{
+		c: redis.NewClient(opt), prefix: "ep:", window: window, slack: time.Hour, ahead: time.Hour,
+		target: 32, now: time.Now, log: slog.Default(),
+		layouts: map[int64]uint8{},
+	}, nil
 }
 
-func (r *Redis) key(id event.ID) string { return r.prefix + string(id[:]) }
+// UseStore lets the deduper ask the event store for its newest event time
+// (unix ms, 0 if none) among events at or after since, which bounds the
+// ids to check after Redis lost its memory. Without it, every id up to
+// EpochMargin past the time of the loss is checked. Call before use.
+func (r *Redis) UseStore(newest func(ctx context.Context, since time.Time) (int64, error)) {
+	r.newest = newest
+}
+
+// SetLogger sets where the deduper logs (default slog.Default()).
+func (r *Redis) SetLogger(l *slog.Logger) { r.log = l.With("component", "dedupe") }
+
+// ErrMemoryLost is returned (wrapped) by Claim and MarkDone when Redis
+// turned out to have lost writes; the next call works from a new epoch.
+var ErrMemoryLost = errors.New("redis lost its dedupe memory (restarted without persistence, flushed or restored from an older snapshot): ids up to the store's newest event are checked against the store")
+
+// ErrStore wraps an error of the event store, which Claim asks when Redis
+// lost its memory.
+var ErrStore = errors.New("dedupe: the event store did not answer")
+
+const (
+	slotMS       = 10_000 // ids are bucketed by the 10-second slot they were created in
+	slotsPerHour = 3600_000 / slotMS
+	maxBits      = 24
+)
+
+// idMS is the creation time an id carries (UUIDv7: 48 bits of unix ms).
+func idMS(id event.ID) int64 {
+	return int64(id[0])<<40 | int64(id[1])<<32 | int64(id[2])<<24 | int64(id[3])<<16 | int64(id[4])<<8 | int64(id[5])
+}
+
+// timeBits caps the shard bits taken from the time: slices of a slot
+// no shorter than 10000/2^5 = 312 ms. A loader batch spans about that
+// much time, so it touches a slice or two; longer slices would group
+// fewer of its ids per bucket, shorter ones would let a burst of ids
+// created in the same few ms (one POST of many events, one busy edge)
+// crowd one bucket past the listpack limit.
+const timeBits = 5
+
+// shardOf places an id within its slot: the top bits are the slice of
+// the slot it was created in, the rest random bits of the id (its last
+// three bytes). Ids created close together share buckets, so one batch
+// touches few buckets, each with one command for all its ids.
+func shardOf(id event.ID, ms int64, b uint8) uint32 {
+	t := min(b, timeBits)
+	slice := uint32((ms % slotMS) << t / slotMS)
+	rnd := (uint32(id[13])<<16 | uint32(id[14])<<8 | uint32(id[15])) & (1<<(b-t) - 1)
+	return slice<<(b-t) | rnd
+}
+
+func (r *Redis) bucketKey(slot int64, b uint8, shard uint32) string {
+	var k [3 + 1 + 4 + 1 + 3]byte
+	n := copy(k[:], r.prefix)
+	k[n] = 'b'
+	binary.BigEndian.PutUint32(k[n+1:], uint32(slot))
+	k[n+5] = b
+	k[n+6], k[n+7], k[n+8] = byte(shard>>16), byte(shard>>8), byte(shard)
+	return string(k[:n+9])
+}
+
+func field(id event.ID, ms int64) string {
+	var f [12]byte
+	binary.BigEndian.PutUint16(f[:], uint16(ms%slotMS))
+	copy(f[2:], id[6:])
+	return string(f[:])
+}
+
+func (r *Redis) layoutKey(slot int64) string {
+	var k [3 + 1 + 4]byte
+	n := copy(k[:], r.prefix)
+	k[n] = 'L'
+	binary.BigEndian.PutUint32(k[n+1:], uint32(slot/slotsPerHour))
+	return string(k[:n+5])
+}
+
+func layoutField(kind byte, slot int64) string {
+	i := slot % slotsPerHour
+	return string([]byte{kind, byte(i >> 8), byte(i)})
+}
+
+// deadline is when the buckets of slot may go: the window after the
+// slot ends, plus slack for a load in progress.
+func (r *Redis) deadline(slot int64) time.Time {
+	return time.UnixMilli((slot + 1) * slotMS).Add(r.window + r.slack)
+}
+
+func (r *Redis) layoutDeadline(slot int64) time.Time {
+	return r.deadline(slot/slotsPerHour*slotsPerHour + slotsPerHour - 1)
+}
+
+func (r *Redis) epochKey() string { return r.prefix + "E" }
+func (r *Redis) seqKey() string   { return r.prefix + "S" }
+
+// place is where one id goes, computed once per call.
+type place struct {
+	i    int // index in ids
+	ms   int64
+	slot int64
+}
+
+// slotStat is what Claim saw of one slot, for the layout decision.
+type slotStat struct {
+	n        int
+	min, max int64
+}
+
+// split sorts ids into those inside the window (returned) and the rest,
+// whose status it sets to Uncertain.
+func (r *Redis) split(ids []event.ID, out []Status) []place {
+	now := r.now()
+	lo, hi := now.Add(-r.window).UnixMilli(), now.Add(r.ahead).UnixMilli()
+	in := make([]place, 0, len(ids))
+	for i, id := range ids {
+		ms := idMS(id)
+		if ms < lo || ms > hi {
+			if out != nil {
+				out[i] = Uncertain
+			}
+			continue
+		}
+		in = append(in, place{i: i, ms: ms, slot: ms / slotMS})
+	}
+	return in
+}
+
+// claimScript claims the fields ARGV[2..] of the bucket KEYS[1] and sets
+// its expiry to ARGV[1], answering per field 0 (claimed now), 1 (pending:
+// claimed before) or 2 (done). A script makes check-and-claim atomic for
+// all the ids of a bucket in one command, and needs no second round trip
+// for ids already taken.
+var claimScript = redis.NewScript(`
+local r = {}
+for i = 2, #ARGV do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], 0) == 1 then
+    r[i-1] = 0
+  elseif redis.call('HGET', KEYS[1], ARGV[i]) == '1' then
+    r[i-1] = 2
+  else
+    r[i-1] = 1
+  end
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+return r
+`)
+
+// bucket is the ids of one call that share a bucket.
+type bucket struct {
+	key  string
+	slot int64
+	js   []int // indexes into the call's slots
+}
+
+// group sorts slots into buckets, in order of first appearance.
+func (r *Redis) group(ids []event.ID, in []place) []*bucket {
+	byKey := make(map[string]*bucket, len(in)/8+1)
+	var out []*bucket
+	for j, s := range in {
+		b := r.layouts[s.slot]
+		k := r.bucketKey(s.slot, b, shardOf(ids[s.i], s.ms, b))
+		bk := byKey[k]
+		if bk == nil {
+			bk = &bucket{key: k, slot: s.slot}
+			byKey[k] = bk
+			out = append(out, bk)
+		}
+		bk.js = append(bk.js, j)
+	}
+	return out
+}
 
 func (r *Redis) Claim(ctx context.Context, ids []event.ID) ([]Status, error) {
 	out := make([]Status, len(ids))
-	for lo := 0; lo < len(ids); lo += chunk {
-		hi := min(lo+chunk, len(ids))
-		if err := r.claim(ctx, ids[lo:hi], out[lo:hi]); err != nil {
-			return nil, err
+	in := r.split(ids, out)
+	if len(in) == 0 {
+		return out, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.ensureEpoch(ctx, false); err != nil {
+		return nil, err
+	}
+	stats := map[int64]*slotStat{}
+	for _, s := range in {
+		st := stats[s.slot]
+		if st == nil {
+			st = &slotStat{min: s.ms, max: s.ms}
+			stats[s.slot] = st
+		}
+		st.n++
+		st.min, st.max = min(st.min, s.ms), max(st.max, s.ms)
+	}
+	if err := r.resolveLayouts(ctx, stats); err != nil {
+		return nil, err
+	}
+	buckets := r.group(ids, in)
+
+	pipe := r.c.Pipeline()
+	epochCmd := pipe.Get(ctx, r.epochKey())
+	cmds := make([]*redis.Cmd, len(buckets))
+	args := make([]any, 0, 64)
+	for n, bk := range buckets {
+		args = append(args[:0], r.deadline(bk.slot).Unix())
+		for _, j := range bk.js {
+			args = append(args, field(ids[in[j].i], in[j].ms))
+		}
+		cmds[n] = claimScript.Eval(ctx, pipe, []string{bk.key}, args...)
+	}
+	for m, st := range stats {
+		pipe.HIncrBy(ctx, r.layoutKey(m), layoutField('c', m), int64(st.n))
+	}
+	seqCmd := pipe.Incr(ctx, r.seqKey())
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redis claim: %w", err)
+	}
+	if err := r.checkMemory(epochCmd, seqCmd); err != nil {
+		return nil, err
+	}
+	for n, bk := range buckets {
+		res, err := cmds[n].Int64Slice()
+		if err != nil || len(res) != len(bk.js) {
+			return nil, fmt.Errorf("redis claim: %d answers for %d ids: %v", len(res), len(bk.js), err)
+		}
+		for k, j := range bk.js {
+			s := in[j]
+			switch res[k] {
+			case 0:
+				if s.ms <= r.epoch {
+					// Claimed now, but it may have been stored before
+					// Redis's memory began: the store decides.
+					out[s.i] = Uncertain
+				} else {
+					out[s.i] = New
+				}
+			case 2:
+				out[s.i] = Duplicate
+			default: // pending: an attempt that did not finish
+				out[s.i] = Uncertain
+			}
 		}
 	}
 	return out, nil
 }
 
-func (r *Redis) claim(ctx context.Context, ids []event.ID, out []Status) error {
-	pipe := r.c.Pipeline()
-	sets := make([]*redis.BoolCmd, len(ids))
-	for i, id := range ids {
-		sets[i] = pipe.SetNX(ctx, r.key(id), "p", r.window)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("redis claim: %w", err)
-	}
-	var taken []int
-	for i, c := range sets {
-		ok, err := c.Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("redis claim: %w", err)
-		}
-		if ok {
-			out[i] = New
-		} else {
-			taken = append(taken, i)
-		}
-	}
-	if len(taken) == 0 {
+// MarkDone sets the ids to done. It is a plain HSET rather than one that
+// requires the field: if a claim was lost the id must still end up marked.
+// Ids outside the window were never claimed and are skipped.
+func (r *Redis) MarkDone(ctx context.Context, ids []event.ID) error {
+	in := r.split(ids, nil)
+	if len(in) == 0 {
 		return nil
 	}
-	pipe = r.c.Pipeline()
-	gets := make([]*redis.StringCmd, len(taken))
-	for j, i := range taken {
-		gets[j] = pipe.Get(ctx, r.key(ids[i]))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.ensureEpoch(ctx, false); err != nil {
+		return err
+	}
+	var missing map[int64]*slotStat
+	for _, s := range in {
+		if _, ok := r.layouts[s.slot]; !ok {
+			// Not claimed through this process (a restart in between):
+			// read the layout, which the claim wrote.
+			if missing == nil {
+				missing = map[int64]*slotStat{}
+			}
+			st := missing[s.slot]
+			if st == nil {
+				st = &slotStat{min: s.ms, max: s.ms}
+				missing[s.slot] = st
+			}
+			st.n++
+			st.min, st.max = min(st.min, s.ms), max(st.max, s.ms)
+		}
+	}
+	if missing != nil {
+		if err := r.resolveLayouts(ctx, missing); err != nil {
+			return err
+		}
+	}
+	pipe := r.c.Pipeline()
+	epochCmd := pipe.Get(ctx, r.epochKey())
+	for _, bk := range r.group(ids, in) {
+		// A fresh slice each: the pipeline keeps it until Exec.
+		args := make([]any, 0, 2+2*len(bk.js))
+		args = append(args, "hset", bk.key)
+		for _, j := range bk.js {
+			args = append(args, field(ids[in[j].i], in[j].ms), 1)
+		}
+		pipe.Do(ctx, args...)
+		// A bucket lost with Redis's memory is created again here.
+		pipe.ExpireAt(ctx, bk.key, r.deadline(bk.slot))
+	}
+	seqCmd := pipe.Incr(ctx, r.seqKey())
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redis mark done: %w", err)
+	}
+	return r.checkMemory(epochCmd, seqCmd)
+}
+
+// checkMemory looks at the markers read by a pipeline: a missing or changed
+// epoch, or a sequence number that went back, means Redis lost writes.
+// Then the caches are dropped and ErrMemoryLost returned: the caller
+// retries, and the retry starts a new epoch first.
+func (r *Redis) checkMemory(epochCmd *redis.StringCmd, seqCmd *redis.IntCmd) error {
+	v, err := epochCmd.Result()
+	lost := errors.Is(err, redis.Nil)
+	if err != nil && !lost {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if !lost {
+		if ep, perr := strconv.ParseInt(v, 10, 64); perr != nil || ep != r.epoch {
+			lost = true // another aggregator started a new epoch
+		}
+	}
+	seq, err := seqCmd.Result()
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	rollback := seq <= r.lastSeq
+	last := r.lastSeq
+	r.lastSeq = seq
+	if !lost && !rollback {
+		return nil
+	}
+	r.log.Warn("redis lost dedupe state; starting a new epoch", "epoch_was", r.epoch, "seq", seq, "last_seq", last)
+	r.layouts = map[int64]uint8{}
+	r.epochKnown = false
+	// A rollback may have kept the epoch key: the next call must replace it.
+	r.forceEpoch = rollback
+	return ErrMemoryLost
+}
+
+// ensureEpoch reads the epoch, starting a new one if Redis has none (or if
+// force is set, after a rollback).
+func (r *Redis) ensureEpoch(ctx context.Context, force bool) error {
+	force = force || r.forceEpoch
+	if r.epochKnown && !force {
+		return nil
+	}
+	if !r.configured {
+		r.configure(ctx)
+	}
+	if !force {
+		v, err := r.c.Get(ctx, r.epochKey()).Result()
+		if err == nil {
+			ep, perr := strconv.ParseInt(v, 10, 64)
+			if perr != nil {
+				return fmt.Errorf("redis: epoch %q is not a number", v)
+			}
+			r.setEpoch(ep)
+			return nil
+		}
+		if !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("redis: %w", err)
+		}
+	}
+	// A new memory: everything up to the store's newest event may have been
+	// stored without Redis remembering it.
+	now := r.now()
+	ep := now.Add(EpochMargin).UnixMilli()
+	if r.newest != nil {
+		n, err := r.newest(ctx, now.Add(-r.window-r.slack))
+		if err != nil {
+			return fmt.Errorf("%w: newest event: %w", ErrStore, err)
+		}
+		ep = n
+	}
+	var got int64
+	if force {
+		if err := r.c.Set(ctx, r.epochKey(), ep, 0).Err(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		got = ep
+	} else {
+		old, err := r.c.SetArgs(ctx, r.epochKey(), ep, redis.SetArgs{Mode: "NX", Get: true}).Result()
+		switch {
+		case errors.Is(err, redis.Nil): // ours was set
+			got = ep
+		case err != nil:
+			return fmt.Errorf("redis: %w", err)
+		default: // another aggregator was first
+			if got, err = strconv.ParseInt(old, 10, 64); err != nil {
+				return fmt.Errorf("redis: epoch %q is not a number", old)
+			}
+		}
+	}
+	if got > 0 {
+		r.log.Info("dedupe memory in Redis is new: ids up to the epoch are checked against the store", "epoch", time.UnixMilli(got).UTC())
+	}
+	r.setEpoch(got)
+	r.forceEpoch = false
+	return nil
+}
+
+func (r *Redis) setEpoch(ep int64) {
+	r.epoch = ep
+	r.epochKnown = true
+}
+
+// resolveLayouts makes sure r.layouts has every slot in stats: read from
+// Redis, or decided now and written there if no one decided it yet.
+func (r *Redis) resolveLayouts(ctx context.Context, stats map[int64]*slotStat) error {
+	var need []int64
+	for m := range stats {
+		if _, ok := r.layouts[m]; !ok {
+			need = append(need, m)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	// The density of the whole call, not of each slot's share of it: a
+	// call that only just reaches into a slot says little of that slot.
+	all := &slotStat{min: math.MaxInt64, max: math.MinInt64}
+	for _, st := range stats {
+		all.n += st.n
+		all.min, all.max = min(all.min, st.min), max(all.max, st.max)
+	}
+	// Drop what belongs to minutes long gone.
+	oldest := r.now().Add(-r.window-2*r.slack).UnixMilli() / slotMS
+	for m := range r.layouts {
+		if m < oldest {
+			delete(r.layouts, m)
+		}
+	}
+
+	pipe := r.c.Pipeline()
+	have := make([]*redis.StringCmd, len(need))
+	prev := make([]*redis.StringCmd, len(need))
+	for i, m := range need {
+		have[i] = pipe.HGet(ctx, r.layoutKey(m), layoutField('b', m))
+		prev[i] = pipe.HGet(ctx, r.layoutKey(m-1), layoutField('c', m-1))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("redis claim lookup: %w", err)
+		return fmt.Errorf("redis layout: %w", err)
 	}
-	for j, i := range taken {
-		v, err := gets[j].Result()
-		switch {
-		case err == nil && v == "d":
-			out[i] = Duplicate
-		case err == nil || errors.Is(err, redis.Nil):
-			// "p", or expired between the two round trips: the store decides.
-			out[i] = Uncertain
-		default:
-			return fmt.Errorf("redis claim lookup: %w", err)
+	pipe = r.c.Pipeline()
+	var decided []int64
+	var gets []*redis.StringCmd
+	for i, m := range need {
+		if v, err := have[i].Result(); err == nil {
+			b, err := strconv.Atoi(v)
+			if err != nil || b < 0 || b > maxBits {
+				return fmt.Errorf("redis layout: slot %d has bits %q", m, v)
+			}
+			r.layouts[m] = uint8(b)
+			continue
 		}
+		prevN, _ := prev[i].Int64()
+		b := r.decideBits(prevN, all)
+		pipe.HSetNX(ctx, r.layoutKey(m), layoutField('b', m), b)
+		gets = append(gets, pipe.HGet(ctx, r.layoutKey(m), layoutField('b', m)))
+		pipe.ExpireAt(ctx, r.layoutKey(m), r.layoutDeadline(m))
+		decided = append(decided, m)
+	}
+	if len(decided) == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("redis layout: %w", err)
+	}
+	for i, m := range decided {
+		b, err := gets[i].Int()
+		if err != nil || b < 0 || b > maxBits {
+			return fmt.Errorf("redis layout: slot %d: %v", m, err)
+		}
+		r.layouts[m] = uint8(b)
 	}
 	return nil
 }
 
-// MarkDone sets the ids to done. It is a plain SET rather than SET XX: if a
-// pending key expired while ClickHouse was down for longer than the window,
-// the id must still end up marked.
-func (r *Redis) MarkDone(ctx context.Context, ids []event.ID) error {
-	for lo := 0; lo < len(ids); lo += chunk {
-		pipe := r.c.Pipeline()
-		for _, id := range ids[lo:min(lo+chunk, len(ids))] {
-			pipe.Set(ctx, r.key(id), "d", r.window)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("redis mark done: %w", err)
+// decideBits picks the shard bits for a slot from the ids claimed in
+// the slot before and the density of the ids being claimed now (ids per
+// ms of their time span, the span taken as at least 250 ms, scaled to a
+// slot), aiming at
+// target/2 to target ids per hash: a quarter to a half of the listpack
+// limit, so a rate underestimated up to four times still fits.
+func (r *Redis) decideBits(prevSlot int64, st *slotStat) uint8 {
+	est := float64(prevSlot)
+	if st != nil {
+		span := max(st.max-st.min, 250)
+		est = max(est, float64(st.n)*slotMS/float64(span))
+	}
+	per := est / float64(r.target)
+	if per < 1 {
+		return 0
+	}
+	b := bits.Len64(uint64(per)) // 2^b > per: at most target ids per hash
+	return uint8(min(b, maxBits))
+}
+
+// configure reads the server's listpack limit and aims at a quarter of it
+// (at most 32),
+// and warns about an eviction policy that would drop dedupe state. Errors
+// (CONFIG may be disabled on managed Redis) leave the defaults. Called
+// with r.mu held, once Redis answers.
+func (r *Redis) configure(ctx context.Context) {
+	r.configured = true
+	if v, err := r.c.ConfigGet(ctx, "hash-max-listpack-entries").Result(); err == nil {
+		if n, err := strconv.Atoi(v["hash-max-listpack-entries"]); err == nil && n >= 4 {
+			// A quarter of the limit leaves room for a rate underestimated
+			// four times; no more than 32 because each HSETNX scans the
+			// listpack (Debian's Redis allows 512 entries).
+			r.target = min(n/4, 32)
 		}
 	}
-	return nil
+	if v, err := r.c.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil {
+		if p := v["maxmemory-policy"]; p != "" && p != "noeviction" {
+			r.log.Warn("Redis evicts keys under memory pressure (maxmemory-policy " + p + "): evicted dedupe state can let a retried batch be stored twice; use noeviction")
+		}
+	}
 }
 
 func (r *Redis) Ping(ctx context.Context) error {
@@ -127,3 +672,5 @@ func (r *Redis) Ping(ctx context.Context) error {
 
 func (r *Redis) Name() string { return "redis" }
 func (r *Redis) Close() error { return r.c.Close() }
+
+var _ Deduper = (*Redis)(nil)

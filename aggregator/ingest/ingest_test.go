@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
@@ -63,9 +67,6 @@ func TestIngest(t *testing.T) {
 	h := New(Config{Secret: secret, Spool: sp, Metrics: m, MaxBody: 64 << 10})
 	now := time.Now().Unix()
 	good := wire.Append(nil, []event.Event{newEvent(t, "demo"), newEvent(t, "demo")})
-	old := newEvent(t, "demo")
-	old.Time -= 30 * 24 * 3600 * 1000
-	invalid := newEvent(t, "")
 	many := append([]byte(wire.Magic), 0xff, 0xff, 0x03) // a count over MaxEvents
 
 	for _, c := range []struct {
@@ -89,8 +90,16 @@ func TestIngest(t *testing.T) {
 		{"not a batch", request([]byte("hello"), now, secret), 400, ReasonMalformed},
 		{"too many events", request(many, now, secret), 413, ReasonTooManyEvents},
 		{"too large", request(bytes.Repeat([]byte("x"), 65<<10), now, secret), 413, ReasonTooLarge},
-		{"invalid event", request(wire.Append(nil, []event.Event{invalid}), now, secret), 400, ReasonInvalidEvent},
-		{"old event", request(wire.Append(nil, []event.Event{old}), now, secret), 400, ReasonBadTime},
+		{"unknown encoding", func() *http.Request {
+			r := request(good, now, secret)
+			r.Header.Set("Content-Encoding", "br")
+			return r
+		}(), 415, ReasonContentEncoding},
+		{"not gzip", func() *http.Request {
+			r := request(good, now, secret)
+			r.Header.Set("Content-Encoding", "gzip")
+			return r
+		}(), 400, ReasonBadEncoding},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
@@ -169,6 +178,187 @@ func FuzzHandler(f *testing.F) {
 		if w.Code == 200 {
 			if _, err := wire.Decode(nil, body); err != nil {
 				t.Fatalf("accepted a batch that does not decode: %v", err)
+			}
+		}
+	})
+}
+
+// answer decodes a JSON answer.
+func answer(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
+	t.Helper()
+	var res map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil {
+		t.Fatalf("answer not JSON: %s", w.Body)
+	}
+	return res
+}
+
+// TestBadRows: invalid events and events with times far from now no longer
+// reject the batch; the valid events are spooled, the others are spooled
+// beside them as bad rows, in the same record.
+func TestBadRows(t *testing.T) {
+	sp := &memSpool{}
+	m := metrics.New()
+	h := New(Config{Secret: secret, Spool: sp, Metrics: m})
+	ok1, ok2 := newEvent(t, "demo"), newEvent(t, "demo")
+	old := newEvent(t, "demo")
+	old.Time -= 30 * 24 * 3600 * 1000
+	invalid := newEvent(t, "")
+	body := wire.Append(nil, []event.Event{ok1, invalid, ok2, old})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, request(body, time.Now().Unix(), secret))
+	if res := answer(t, w); w.Code != 200 || res["accepted"] != 2.0 || res["bad"] != 2.0 {
+		t.Fatalf("%d %v", w.Code, res)
+	}
+	if len(sp.recs) != 1 {
+		t.Fatalf("%d records", len(sp.recs))
+	}
+	evs, bad, err := record.Decode(nil, nil, sp.recs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0] != ok1 || evs[1] != ok2 {
+		t.Fatalf("spooled events %+v", evs)
+	}
+	if len(bad) != 2 || bad[0].Reason != ReasonInvalidEvent || bad[1].Reason != ReasonBadTime ||
+		bad[1].Site != "demo" || bad[0].Source != record.SourceWire || !strings.Contains(bad[0].Error, "missing site") {
+		t.Fatalf("bad rows %+v", bad)
+	}
+	// The raw payload of a binary event is its JSON form.
+	var back event.Event
+	if err := json.Unmarshal([]byte(bad[1].Raw), &back); err != nil || back != old {
+		t.Fatalf("raw %s: %v", bad[1].Raw, err)
+	}
+	if m.BadRows(ReasonInvalidEvent) != 1 || m.BadRows(ReasonBadTime) != 1 || m.AcceptedEvents.Load() != 2 {
+		t.Errorf("counters: invalid %d bad_time %d accepted %d", m.BadRows(ReasonInvalidEvent), m.BadRows(ReasonBadTime), m.AcceptedEvents.Load())
+	}
+	var out strings.Builder
+	m.WriteTo(&out)
+	if !strings.Contains(out.String(), `edgepixel_aggregator_bad_rows_total{reason="bad_time"} 1`) {
+		t.Errorf("metrics:\n%s", out.String())
+	}
+	// All bad: still one record (of bad rows only) and a 200, so the edge
+	// does not retry what can never succeed.
+	body = wire.Append(nil, []event.Event{invalid})
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, request(body, time.Now().Unix(), secret))
+	if res := answer(t, w); w.Code != 200 || res["accepted"] != 0.0 || res["bad"] != 1.0 {
+		t.Fatalf("%d %v", w.Code, res)
+	}
+	if evs, bad, err := record.Decode(nil, nil, sp.recs[1]); err != nil || len(evs) != 0 || len(bad) != 1 {
+		t.Fatalf("%v %v %v", evs, bad, err)
+	}
+}
+
+func gzipped(t testing.TB, b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// zstdEnc is shared: building an encoder costs far more than using one
+// (EncodeAll is safe for concurrent use), which matters to the fuzzer.
+var zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+
+func zstded(t testing.TB, b []byte) []byte { return zstdEnc.EncodeAll(b, nil) }
+
+// TestCompressed: gzip and zstd bodies are signed as sent and spooled
+// decompressed; the size limit holds for the body and for what it
+// decompresses to.
+func TestCompressed(t *testing.T) {
+	sp := &memSpool{}
+	m := metrics.New()
+	const limit = 64 << 10
+	h := New(Config{Secret: secret, Spool: sp, Metrics: m, MaxBody: limit})
+	batch := wire.Append(nil, []event.Event{newEvent(t, "demo"), newEvent(t, "demo")})
+	send := func(coding string, body []byte) (int, map[string]any) {
+		r := request(body, time.Now().Unix(), secret)
+		r.Header.Set("Content-Encoding", coding)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code, answer(t, w)
+	}
+	for _, c := range []struct {
+		coding string
+		body   []byte
+	}{{"gzip", gzipped(t, batch)}, {"x-gzip", gzipped(t, batch)}, {"zstd", zstded(t, batch)}, {"identity", batch}, {"ZSTD", zstded(t, batch)}} {
+		n := len(sp.recs)
+		if code, res := send(c.coding, c.body); code != 200 || res["accepted"] != 2.0 {
+			t.Fatalf("%s: %d %v", c.coding, code, res)
+		}
+		if len(sp.recs) != n+1 || !bytes.Equal(sp.recs[n], batch) {
+			t.Fatalf("%s: spooled record is not the decompressed batch", c.coding)
+		}
+	}
+	// A bomb: a few hundred bytes that decompress past the limit.
+	zeros := make([]byte, 10*limit)
+	for _, c := range []struct {
+		coding string
+		body   []byte
+	}{{"gzip", gzipped(t, zeros)}, {"zstd", zstded(t, zeros)}} {
+		if len(c.body) > limit/4 {
+			t.Fatalf("%s bomb is %d bytes", c.coding, len(c.body))
+		}
+		before := m.Dropped(ReasonTooLarge)
+		if code, res := send(c.coding, c.body); code != 413 || res["reason"] != ReasonTooLarge {
+			t.Fatalf("%s bomb: %d %v", c.coding, code, res)
+		}
+		if m.Dropped(ReasonTooLarge) != before+1 {
+			t.Errorf("%s bomb not counted", c.coding)
+		}
+	}
+	// The signature covers the compressed bytes: a signature of the
+	// decompressed batch does not authenticate a compressed body.
+	r := httptest.NewRequest("POST", "/ingest", bytes.NewReader(gzipped(t, batch)))
+	r.Header.Set("Content-Type", wire.ContentType)
+	r.Header.Set("Content-Encoding", "gzip")
+	ts := time.Now().Unix()
+	r.Header.Set(wire.HeaderTimestamp, strconv.FormatInt(ts, 10))
+	r.Header.Set(wire.HeaderSignature, wire.Sign(secret, ts, batch))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 401 {
+		t.Fatalf("signature over the decompressed body: %d %s", w.Code, w.Body)
+	}
+	for _, bad := range []string{"br", "gzip, zstd", "deflate"} {
+		if code, res := send(bad, batch); code != 415 || res["reason"] != ReasonContentEncoding {
+			t.Errorf("%q: %d %v", bad, code, res)
+		}
+	}
+}
+
+// FuzzDecompress: arbitrary bytes under either coding never panic and
+// never decompress past the limit; valid compressed data round-trips.
+func FuzzDecompress(f *testing.F) {
+	const limit = 4 << 10
+	sample := []byte(`{"site":"demo","ts_ms":1}` + "\n")
+	f.Add(true, gzipped(f, sample))
+	f.Add(false, zstded(f, sample))
+	f.Add(true, gzipped(f, make([]byte, 3*limit)))
+	f.Add(false, zstded(f, make([]byte, 3*limit)))
+	f.Add(false, []byte("\x28\xb5\x2f\xfd\x00\x58\x00\x00"))
+	f.Fuzz(func(t *testing.T, gz bool, data []byte) {
+		coding := EncodingZstd
+		if gz {
+			coding = EncodingGzip
+		}
+		out, err := decompress(coding, data, limit)
+		if err == nil && len(out) > limit {
+			t.Fatalf("%d bytes out, limit %d", len(out), limit)
+		}
+		// Round trip of the input itself when it fits.
+		if len(data) <= limit {
+			enc := zstded(t, data)
+			if gz {
+				enc = gzipped(t, data)
+			}
+			back, err := decompress(coding, enc, limit)
+			if err != nil || !bytes.Equal(back, data) {
+				t.Fatalf("round trip: %v", err)
 			}
 		}
 	})

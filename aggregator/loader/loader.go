@@ -17,10 +17,10 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/event"
-	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // Config wires a Loader.
@@ -57,6 +57,8 @@ type Loader struct {
 
 	ready        atomic.Bool
 	caughtUpNano atomic.Int64
+	pause        atomic.Pointer[Pause] // why loading waits; nil while it runs (status.go)
+	evbuf        []event.Event         // the events of the load in progress, reused
 }
 
 // New returns a loader; it does nothing until Run.
@@ -158,6 +160,8 @@ func (l *Loader) Run(ctx context.Context) error {
 		if err := l.retry(work, "commit the spool checkpoint", func() error { return l.cfg.Spool.Commit(b.next) }); err != nil {
 			return nil
 		}
+		clear(b.events) // drop the strings before the buffer is reused
+		l.evbuf = b.events[:0]
 		pos = b.next
 		if pos == l.cfg.Spool.End() {
 			l.caughtUpNano.Store(time.Now().UnixNano())
@@ -175,13 +179,23 @@ type batch struct {
 	// may have stored them. If a retry finds them stored, they are counted
 	// then, as nothing else will count them.
 	failed map[event.ID]bool
+	// bad holds the records' bad rows (see package record); badStored is
+	// set once they are inserted, so a retried load does not insert them
+	// again.
+	bad       []record.BadRow
+	badStored bool
 }
 
 // gather waits for records after pos and collects them until MaxRows
 // events or MaxAge. Once ctx has ended it takes what is spooled without
 // waiting, and returns nil when there is nothing left.
 func (l *Loader) gather(ctx context.Context, pos spool.Position) (*batch, error) {
-	b := &batch{next: pos}
+	// One buffer sized for a full load, reused: growing it by appends
+	// copied megabytes several times per load.
+	if l.evbuf == nil {
+		l.evbuf = make([]event.Event, 0, l.cfg.MaxRows)
+	}
+	b := &batch{next: pos, events: l.evbuf[:0]}
 	var deadline <-chan time.Time
 	for {
 		full, err := l.read(b)
@@ -222,17 +236,17 @@ func (l *Loader) read(b *batch) (full bool, err error) {
 			return false, err
 		}
 		for _, r := range recs {
-			if n, err := wire.Count(r.Data); err == nil && len(b.events) > 0 && len(b.events)+n > l.cfg.MaxRows {
+			if n, err := record.Count(r.Data); err == nil && len(b.events) > 0 && len(b.events)+n > l.cfg.MaxRows {
 				return true, nil
 			}
-			evs, err := wire.Decode(b.events, r.Data)
+			evs, bad, err := record.Decode(b.events, b.bad, r.Data)
 			if err != nil {
 				// Ingest decoded it before spooling it, so this is a record
 				// from an incompatible version or damage the CRC missed.
 				l.m.SpoolCorrupt.Add(1)
 				l.log.Error("skipping a spool record that does not decode", "position", b.next.String(), "err", err)
 			} else {
-				b.events = evs
+				b.events, b.bad = evs, bad
 			}
 			b.next = r.Next
 			if len(b.events) >= l.cfg.MaxRows {
@@ -247,6 +261,15 @@ func (l *Loader) read(b *batch) (full bool, err error) {
 func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 	if b.stored == nil {
 		b.stored = map[string]uint64{}
+	}
+	if len(b.bad) > 0 && !b.badStored {
+		if err := l.storeBadRows(ctx, b.bad); err != nil {
+			return err
+		}
+		b.badStored = true
+	}
+	if len(b.events) == 0 { // a record of bad rows only
+		return nil
 	}
 	// Duplicates within the batch (a retried batch, or an event repeated):
 	// the first copy wins.
@@ -263,13 +286,16 @@ func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 	for i := range uniq {
 		ids[i] = uniq[i].ID
 	}
+	t0 := time.Now()
 	st, err := l.cfg.Dedupe.Claim(ctx, ids)
+	l.m.ObserveDedupe(time.Since(t0))
 	if err != nil {
-		l.m.DedupeErrors.Add(1)
+		l.countDedupeError(err)
 		return err
 	}
-	var insert, check []event.Event
-	var mark []event.ID
+	insert := make([]event.Event, 0, len(uniq))
+	mark := make([]event.ID, 0, len(uniq))
+	var check []event.Event
 	for i, s := range st {
 		switch {
 		case s == dedupe.Duplicate:
@@ -329,8 +355,11 @@ func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 		l.cfg.OnStored(delta) // the rows are stored: count them now, whatever follows
 	}
 	b.loaded = true
-	if err := l.cfg.Dedupe.MarkDone(ctx, mark); err != nil {
-		l.m.DedupeErrors.Add(1)
+	t0 = time.Now()
+	err = l.cfg.Dedupe.MarkDone(ctx, mark)
+	l.m.ObserveDedupe(time.Since(t0))
+	if err != nil {
+		l.countDedupeError(err)
 		return err
 	}
 	var stored int
@@ -342,12 +371,29 @@ func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 	return nil
 }
 
+// storeBadRows inserts bad rows if the store keeps them. They have no
+// dedupe claim: a retry after an insert that failed but had stored them
+// stores them again, and the store collapses copies by row id.
+func (l *Loader) storeBadRows(ctx context.Context, rows []record.BadRow) error {
+	bs, ok := l.cfg.Store.(store.BadRowStore)
+	if !ok {
+		l.log.Warn("the store does not keep bad rows; dropping them", "store", l.cfg.Store.Name(), "rows", len(rows))
+		return nil
+	}
+	if err := bs.InsertBadRows(ctx, rows); err != nil {
+		l.m.StoreErrors.Add(1)
+		return err
+	}
+	return nil
+}
+
 // retry runs f until it succeeds or ctx ends, waiting 100 ms doubling up
 // to MaxBackoff between attempts.
 func (l *Loader) retry(ctx context.Context, what string, f func() error) error {
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := f()
+		l.setPause(what, err, attempt)
 		if err == nil {
 			if attempt > 1 {
 				l.log.Info("recovered", "what", what, "attempts", attempt)

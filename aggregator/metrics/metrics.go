@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Metrics are the aggregator's counters and gauges. The zero value is not
@@ -22,6 +23,8 @@ type Metrics struct {
 	DedupeErrors    atomic.Uint64 // failed calls to the dedupe store (Redis)
 	StoreErrors     atomic.Uint64 // failed calls to the event store (ClickHouse)
 	SpoolCorrupt    atomic.Uint64 // spool records that could not be decoded
+	DedupeCalls     atomic.Uint64 // Claim and MarkDone calls (Redis round trips)
+	DedupeNanos     atomic.Uint64 // their total duration
 
 	// Gauges are read when metrics are written.
 	SpoolBytes  func() int64   // bytes appended but not yet committed
@@ -29,6 +32,11 @@ type Metrics struct {
 	LiveClients func() int
 	dropMu      sync.Mutex
 	dropped     map[string]*atomic.Uint64
+	bad         map[string]*atomic.Uint64 // bad rows by reason; under dropMu
+
+	// LoaderPaused is 1 while loading waits for Redis or the store (a
+	// failed attempt being retried), else 0.
+	LoaderPaused func() int
 }
 
 // New returns empty metrics.
@@ -44,6 +52,38 @@ func (m *Metrics) Drop(reason string) {
 	}
 	m.dropMu.Unlock()
 	c.Add(1)
+}
+
+// BadRow counts n bad rows (invalid events kept in the bad_rows table)
+// for reason.
+func (m *Metrics) BadRow(reason string, n int) {
+	m.dropMu.Lock()
+	if m.bad == nil {
+		m.bad = map[string]*atomic.Uint64{}
+	}
+	c, ok := m.bad[reason]
+	if !ok {
+		c = new(atomic.Uint64)
+		m.bad[reason] = c
+	}
+	m.dropMu.Unlock()
+	c.Add(uint64(n))
+}
+
+// BadRows returns the bad-row count for reason.
+func (m *Metrics) BadRows(reason string) uint64 {
+	m.dropMu.Lock()
+	defer m.dropMu.Unlock()
+	if c, ok := m.bad[reason]; ok {
+		return c.Load()
+	}
+	return 0
+}
+
+// ObserveDedupe records the duration of one dedupe call.
+func (m *Metrics) ObserveDedupe(d time.Duration) {
+	m.DedupeCalls.Add(1)
+	m.DedupeNanos.Add(uint64(d))
 }
 
 // Dropped returns the count for reason.
@@ -78,18 +118,32 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	for _, r := range reasons {
 		fmt.Fprintf(cw, "%sdropped_total{reason=%q} %d\n", p, r, m.dropped[r].Load())
 	}
+	fmt.Fprintf(cw, "# HELP %sbad_rows_total Events or lines kept as bad rows instead of stored, by reason.\n# TYPE %sbad_rows_total counter\n", p, p)
+	reasons = reasons[:0]
+	for r := range m.bad {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(cw, "%sbad_rows_total{reason=%q} %d\n", p, r, m.bad[r].Load())
+	}
 	m.dropMu.Unlock()
 	counter(p+"deduped_total", "Events not stored because they were stored before (retries, duplicates).", m.Deduped.Load())
 	counter(p+"inserted_total", "Rows inserted into the event store.", m.Inserted.Load())
 	counter(p+"loads_total", "Successful inserts into the event store.", m.Loads.Load())
 	counter(p+"dedupe_errors_total", "Failed calls to the dedupe store (Redis); the loader retries.", m.DedupeErrors.Load())
 	counter(p+"store_errors_total", "Failed calls to the event store (ClickHouse); the loader retries.", m.StoreErrors.Load())
+	fmt.Fprintf(cw, "# HELP %sdedupe_duration_seconds Time spent in dedupe calls (Redis claim and mark-done pipelines).\n# TYPE %sdedupe_duration_seconds summary\n%sdedupe_duration_seconds_sum %.6f\n%sdedupe_duration_seconds_count %d\n",
+		p, p, p, float64(m.DedupeNanos.Load())/1e9, p, m.DedupeCalls.Load())
 	counter(p+"spool_corrupt_total", "Spool records that could not be decoded and were skipped.", m.SpoolCorrupt.Load())
 	if m.SpoolBytes != nil {
 		gauge(p+"spool_bytes", "Bytes spooled but not yet stored.", m.SpoolBytes())
 	}
 	if m.LoaderLag != nil {
 		gauge(p+"loader_lag_seconds", "How long the loader has had unstored records (0 when caught up).", m.LoaderLag())
+	}
+	if m.LoaderPaused != nil {
+		gauge(p+"loader_paused", "1 while loading waits for Redis or the store to answer (ingest keeps spooling).", m.LoaderPaused())
 	}
 	if m.LiveClients != nil {
 		gauge(p+"live_clients", "Connected live-count WebSocket clients.", m.LiveClients())

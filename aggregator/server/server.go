@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/admin"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/ingest"
@@ -46,6 +47,16 @@ type Config struct {
 	LoaderMaxAge  time.Duration
 	DrainTimeout  time.Duration // how long shutdown keeps loading what is spooled
 	LiveInterval  time.Duration
+
+	// LogToken lets /ingest/ndjson authenticate with a bearer token (CDN
+	// log streaming); FastlyServiceIDs answer Fastly's logging challenge.
+	LogToken         string
+	FastlyServiceIDs []string
+	// AdminToken guards /admin/ (erasure, retention); "" disables it.
+	AdminToken string
+	// RetentionDays > 0 drops day partitions older than that at start and
+	// daily (ClickHouse only).
+	RetentionDays int
 
 	Logger *slog.Logger
 }
@@ -109,6 +120,16 @@ func Open(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if rd, ok := s.dedupe.(*dedupe.Redis); ok {
+		rd.SetLogger(cfg.Logger)
+		// After Redis lost its memory, ids up to the store's newest event
+		// are checked against the store (see dedupe.Redis).
+		if n, ok := s.store.(interface {
+			NewestEventTime(context.Context, time.Time) (int64, error)
+		}); ok {
+			rd.UseStore(n.NewestEventTime)
+		}
+	}
 	s.hub = live.NewHub(live.Options{Interval: cfg.LiveInterval, Logger: cfg.Logger})
 	s.loader = loader.New(loader.Config{
 		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
@@ -117,6 +138,7 @@ func Open(cfg Config) (*Server, error) {
 	})
 	s.metrics.SpoolBytes = s.spool.Pending
 	s.metrics.LoaderLag = s.loader.Lag
+	s.metrics.LoaderPaused = s.loader.Paused
 	s.metrics.LiveClients = s.hub.Clients
 	s.handler = s.routes()
 	return s, nil
@@ -138,6 +160,11 @@ func (s *Server) Run(ctx context.Context) error {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	defer stopHub()
 	go s.hub.Run(hubCtx)
+	if as := s.adminStore(); as != nil && s.cfg.RetentionDays > 0 {
+		go admin.RunRetention(hubCtx, as, s.cfg.RetentionDays, s.log, 5*time.Minute)
+	} else if s.cfg.RetentionDays > 0 {
+		s.log.Warn("--retention-days needs ClickHouse; the on-disk store keeps everything")
+	}
 	err := s.loader.Run(ctx)
 	s.hub.Close()
 	return err
@@ -153,12 +180,28 @@ func (s *Server) Close() error {
 	return err
 }
 
+// adminStore returns the store's admin operations, or nil when it has
+// none (the on-disk store).
+func (s *Server) adminStore() admin.Store {
+	if as, ok := s.store.(admin.Store); ok {
+		return as
+	}
+	return nil
+}
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/ingest", ingest.New(ingest.Config{
+	icfg := ingest.Config{
 		Secret: s.cfg.Secret, Spool: s.spool, MaxBody: s.cfg.MaxBody, ReplayWindow: s.cfg.ReplayWindow,
-		Metrics: s.metrics, Logger: s.cfg.Logger,
-	}))
+		Metrics: s.metrics, Logger: s.cfg.Logger, LogToken: s.cfg.LogToken,
+	}
+	mux.Handle("/ingest", ingest.New(icfg))
+	mux.Handle("/ingest/ndjson", ingest.NewNDJSON(icfg))
+	if s.cfg.LogToken != "" {
+		mux.Handle("GET "+ingest.FastlyChallengePath, ingest.FastlyChallenge(s.cfg.FastlyServiceIDs))
+	}
+	mux.Handle("/admin/", admin.New(admin.Config{Token: s.cfg.AdminToken, Store: s.adminStore(),
+		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger}))
 	mux.Handle("GET /live", s.hub)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -174,17 +217,21 @@ func (s *Server) routes() http.Handler {
 	return mux
 }
 
-// readyz answers 200 when the aggregator can take and store events: the
-// spool has room and the dedupe store and event store answer.
+// readyz answers 200 when the aggregator can take batches: the spool has
+// room. Ingest does not need Redis or the store, so their outage does not
+// make it unready (a load balancer would otherwise stop sending batches
+// the spool could keep); "loading" says whether stored rows keep up, with
+// the reason it is paused, and ?loading=1 makes the status code require
+// loading too (for monitoring).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	checks := map[string]string{}
-	ok := true
-	check := func(name string, err error) {
+	ingestOK, loadOK := true, true
+	check := func(name string, err error, ok *bool) {
 		if err != nil {
 			checks[name] = err.Error()
-			ok = false
+			*ok = false
 		} else {
 			checks[name] = "ok"
 		}
@@ -193,19 +240,29 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.spool.Full(0) {
 		spoolErr = errors.New("spool full: the loader is behind")
 	}
-	check("spool", spoolErr)
-	check(s.dedupe.Name(), s.dedupe.Ping(ctx))
-	check(s.store.Name(), s.store.Ping(ctx))
+	check("spool", spoolErr, &ingestOK)
+	check(s.dedupe.Name(), s.dedupe.Ping(ctx), &loadOK)
+	check(s.store.Name(), s.store.Ping(ctx), &loadOK)
 	var loaderErr error
 	if !s.loader.Ready() {
 		loaderErr = errors.New("store not initialized yet")
 	}
-	check("loader", loaderErr)
+	check("loader", loaderErr, &loadOK)
+	pause := s.loader.Status()
+	if pause != nil {
+		loadOK = false
+	}
 	status := http.StatusOK
-	if !ok {
+	if !ingestOK || (!loadOK && r.URL.Query().Get("loading") != "") {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+	writeJSON(w, status, map[string]any{
+		"ready": ingestOK, "checks": checks,
+		"loading": map[string]any{
+			"ready": loadOK, "paused": pause,
+			"lag_seconds": s.loader.Lag(), "spooled_bytes": s.spool.Pending(),
+		},
+	})
 }
 
 func (s *Server) counts(w http.ResponseWriter, r *http.Request) {

@@ -27,6 +27,7 @@ import (
 
 var (
 	redisURL, chURL string
+	chTCP           string // the native protocol address of the same server
 	secret          = []byte("integration-test-secret")
 	dbSeq           atomic.Int32
 )
@@ -56,7 +57,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer c.Stop()
-		redisURL, chURL = r.URL, c.HTTPURL
+		redisURL, chURL, chTCP = r.URL, c.HTTPURL, c.TCPAddr
 		return m.Run()
 	}()
 	os.Exit(code)

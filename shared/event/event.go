@@ -33,24 +33,27 @@ const (
 // Event is one hit: a pixel request or one event of a POST, enriched at the
 // edge. Strings are empty when unknown. Time is the edge's clock, not the
 // visitor's, so that a skewed or forged client clock cannot move events.
+//
+// The JSON field names (one JSON object per line is what the aggregator's
+// NDJSON ingest takes) are the ClickHouse column names.
 type Event struct {
-	ID        ID
-	Time      int64  // unix milliseconds at the edge
-	Site      string // which site the hit is for
-	Name      string // "pageview" or a custom event name
-	URL       string // the page
-	Referrer  string
-	UserAgent string
+	ID        ID     `json:"event_id"`
+	Time      int64  `json:"ts_ms"` // unix milliseconds at the edge
+	Site      string `json:"site"`  // which site the hit is for
+	Name      string `json:"name"`  // "pageview" or a custom event name
+	URL       string `json:"url"`   // the page
+	Referrer  string `json:"referrer"`
+	UserAgent string `json:"user_agent"`
 	// ClientIP is the visitor's address truncated at the edge (IPv4 to /24,
 	// IPv6 to /48): enough for coarse abuse checks downstream, not enough to
 	// identify a visitor.
-	ClientIP    string
-	Country     string // ISO 3166-1 alpha-2 from the POP's geolocation
-	UTMSource   string
-	UTMMedium   string
-	UTMCampaign string
-	Pop         string // the POP that saw the hit
-	Props       string // a JSON object of custom properties, or ""
+	ClientIP    string `json:"client_ip"`
+	Country     string `json:"country"` // ISO 3166-1 alpha-2 from the POP's geolocation
+	UTMSource   string `json:"utm_source"`
+	UTMMedium   string `json:"utm_medium"`
+	UTMCampaign string `json:"utm_campaign"`
+	Pop         string `json:"pop"`   // the POP that saw the hit
+	Props       string `json:"props"` // a JSON object of custom properties, or ""
 }
 
 // ErrInvalid wraps every validation failure so callers can tell bad input

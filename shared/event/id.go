@@ -49,6 +49,20 @@ func (id ID) String() string {
 	return string(b[:])
 }
 
+// MarshalText formats id in the canonical form (so JSON carries it as a
+// string).
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText parses the canonical form.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}
+
 // ErrBadID is returned by ParseID for anything but the canonical form.
 var ErrBadID = errors.New("event id: not of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")
 

@@ -105,3 +105,6 @@ func FreeAddr() (string, error) {
 func logFile(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 }
+
+// Pid is the process id (benchmarks read /proc/PID/io).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }

@@ -28,6 +28,11 @@ type Options struct {
 	// NoRedis and NoClickHouse run the aggregator on its embedded fallbacks
 	// (in-process dedupe, on-disk storage) instead of the real servers.
 	NoRedis, NoClickHouse bool
+	// NoPop starts no POP: tests that post signed batches to the
+	// aggregator themselves need none.
+	NoPop bool
+	// AggregatorArgs are added to the aggregator's command line.
+	AggregatorArgs []string
 
 	// EdgeConfig adds keys to the edge module's "edgepixel" config store,
 	// e.g. batch_max_age_ms.
@@ -92,6 +97,9 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err := s.StartAggregator(ctx); err != nil {
 		return nil, err
 	}
+	if o.NoPop {
+		return s, nil
+	}
 	if s.opts.PopAddr == "" {
 		if s.opts.PopAddr, err = FreeAddr(); err != nil {
 			return nil, err
@@ -136,6 +144,7 @@ func (s *Stack) StartAggregator(ctx context.Context) error {
 	if s.ClickHouse != nil {
 		args = append(args, "--clickhouse", s.ClickHouse.HTTPURL)
 	}
+	args = append(args, o.AggregatorArgs...)
 	o.Progress("starting the aggregator on %s", s.AggregatorURL)
 	out, err := s.output("aggregator")
 	if err != nil {

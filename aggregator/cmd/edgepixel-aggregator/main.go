@@ -36,6 +36,8 @@ type options struct {
 	logFormat, logLevel                                                string
 	maxBody, spoolMaxBytes                                             int64
 	replayWindow, dedupeWindow                                         time.Duration
+	logToken, adminToken, fastlyServiceIDs                             string
+	retentionDays                                                      int
 }
 
 func run(args []string) error {
@@ -46,12 +48,16 @@ func run(args []string) error {
 	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (prefer --secret-file)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret (surrounding whitespace is ignored)")
 	fs.StringVar(&o.redis, "redis", "", "Redis URL for deduplication, e.g. redis://127.0.0.1:6379/0 (empty: in-process, lost on restart)")
-	fs.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse HTTP URL, e.g. http://127.0.0.1:8123 (empty: NDJSON files under --data-dir)")
+	fs.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse URL: HTTP, e.g. http://127.0.0.1:8123, or native TCP (ClickHouse 19+), e.g. native://127.0.0.1:9000 (empty: NDJSON files under --data-dir)")
 	fs.StringVar(&o.clickhouseDB, "clickhouse-db", "edgepixel", "ClickHouse database")
 	fs.Int64Var(&o.maxBody, "max-body", 4<<20, "largest accepted batch body in bytes")
 	fs.DurationVar(&o.replayWindow, "replay-window", 5*time.Minute, "accepted skew of a batch's signed timestamp")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "how long event ids are remembered for deduplication")
 	fs.Int64Var(&o.spoolMaxBytes, "spool-max-bytes", 1<<30, "spooled-but-unstored bytes beyond which ingest answers 503")
+	fs.StringVar(&o.logToken, "log-token", "", "bearer token that POST /ingest/ndjson accepts instead of the HMAC headers (CDN log streaming); empty: HMAC only")
+	fs.StringVar(&o.fastlyServiceIDs, "fastly-service-ids", "", "comma-separated Fastly service ids allowed by the logging challenge (empty: any; needs --log-token)")
+	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token for POST /admin/erase and /admin/retention (empty: admin endpoints disabled)")
+	fs.IntVar(&o.retentionDays, "retention-days", 0, "drop ClickHouse day partitions older than this many days, at start and daily (0: keep everything)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := envDefaults(fs); err != nil {
@@ -72,17 +78,27 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.retentionDays < 0 {
+		return errors.New("--retention-days must not be negative")
+	}
 
 	srv, err := server.Open(server.Config{
 		DataDir: o.dataDir, Secret: secret,
 		RedisURL: o.redis, ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB,
 		MaxBody: o.maxBody, ReplayWindow: o.replayWindow, DedupeWindow: o.dedupeWindow,
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
+		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
+		AdminToken: o.adminToken, RetentionDays: o.retentionDays,
 	})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	for name, tok := range map[string]string{"--log-token": o.logToken, "--admin-token": o.adminToken} {
+		if tok != "" && len(tok) < 16 {
+			log.Warn(name + " is shorter than 16 bytes; use a long random one")
+		}
+	}
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
@@ -124,6 +140,16 @@ func run(args []string) error {
 	}
 	log.Info("stopped", "spooled_bytes_left", srv.Metrics().SpoolBytes())
 	return err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // envDefaults sets each flag from EDGEPIXEL_AGG_<NAME> when present, before

@@ -40,11 +40,36 @@ func main() {
 		duration = flag.Duration("duration", 10*time.Second, "load duration per target")
 		conns    = flag.Int("connections", 32, "concurrent connections")
 		threads  = flag.Int("threads", 2, "wrk threads")
+		sections = flag.String("sections", "pop,aggregator", "which sections to run")
+		agg      aggOptions
 	)
+	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
+	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
+	flag.IntVar(&agg.batch, "agg-batch", 500, "aggregator: events per batch (the edge's batch_max_events)")
+	probe := flag.Int(rssProbeFlag, 0, "internal: run as the resident-memory probe with this many instances")
+	probeManifest := flag.String("rss-manifest", "", "internal: the probe's fastly.toml")
+	probeCache := flag.String("rss-cache", "", "internal: the probe's compile cache")
+	probeWasm := flag.String("rss-wasm", "", "internal: the probe's module")
 	flag.Parse()
-	if err := run(stack.InDir(*binDir).Wasm, *duration, *conns, *threads); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	if *probe > 0 {
+		if err := rssProbe(*probe, *probeWasm, *probeManifest, *probeCache); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: rss probe:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	agg.binDir = *binDir
+	if strings.Contains(*sections, "pop") {
+		if err := run(stack.InDir(*binDir).Wasm, *duration, *conns, *threads); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "aggregator") {
+		if err := runAggregator(agg); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: aggregator:", err)
+			os.Exit(1)
+		}
 	}
 }
 
@@ -131,6 +156,16 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	if err != nil {
 		return err
 	}
+	// One connection: the latency of a single visitor with nothing queued.
+	fmt.Fprintf(os.Stderr, "bench: both again with 1 connection ...\n")
+	pop1, err := wrk(popAddr+path, d/2, 1, 1)
+	if err != nil {
+		return err
+	}
+	bare1, err := wrk(bareAddr+path, d/2, 1, 1)
+	if err != nil {
+		return err
+	}
 	// Let the POP's instances flush what they buffered during the run.
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	p.Shutdown(sctx)
@@ -145,10 +180,29 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	row("latency p50", popRes.p50, bareRes.p50, "ms")
 	row("latency p99", popRes.p99, bareRes.p99, "ms")
 	fmt.Printf("%-28s %14.3f\n", "p99 difference (ms)", popRes.p99-bareRes.p99)
+	row("requests/s, 1 connection", pop1.rps, bare1.rps, "")
+	row("latency p50, 1 connection", pop1.p50, bare1.p50, "ms")
+	row("latency p99, 1 connection", pop1.p99, bare1.p99, "ms")
 	// wrk counts only responses completed before it stops; the requests it
 	// had in flight (up to one per connection) were served and delivered too.
-	fmt.Printf("\nevents delivered by the POP: %d for %d pixel requests wrk counted, +up to %d in flight at its stop (%d errors)\n",
-		delivered.Load(), popRes.requests, conns, popRes.errors)
+	fmt.Printf("\nevents delivered by the POP: %d for %d pixel requests wrk counted, +up to %d in flight at its stops (%d errors)\n",
+		delivered.Load(), popRes.requests+pop1.requests, conns+1, popRes.errors+pop1.errors)
+
+	fmt.Fprintf(os.Stderr, "bench: cold start, %d fresh instances ...\n", coldStarts)
+	startups, err := measureColdStart(ctx, wasm, manifest, filepath.Join(dir, "cache"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: resident memory per warm instance ...\n")
+	rss, err := warmInstanceRSS(wasm, manifestPath, filepath.Join(dir, "cache"))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\ncold start: one fresh instance of the edge module, compiled code from the disk cache, %d samples\n\n", len(startups))
+	fmt.Printf("%-28s %14s %14s %8s\n", "figure", "fresh instance", "warm request", "ratio")
+	row("instance ready p50", percentileOf(startups, 0.50), pop1.p50, "ms")
+	row("instance ready p99", percentileOf(startups, 0.99), pop1.p99, "ms")
+	fmt.Printf("%-28s %11.1f MiB\n", "resident memory per warm instance", rss/1024)
 	return nil
 }
 

@@ -1,0 +1,230 @@
+// Package admin is the aggregator's data-governance operations: retention
+// (drop day partitions older than N days) and erasure (delete one person's
+// events), on HTTP endpoints guarded by an admin token, plus the daily
+// retention run. Every operation writes an audit log line: who asked (the
+// request's actor and address), what (the operation and its outcome), when
+// (the log record's time).
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+)
+
+// Store is what the operations run against (a *clickhouse.Client).
+type Store interface {
+	DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]clickhouse.Partition, error)
+	Erase(ctx context.Context, e clickhouse.Erasure, wait time.Duration) (clickhouse.ErasureResult, error)
+}
+
+// Config configures the handler.
+type Config struct {
+	// Token guards every endpoint ("Authorization: Bearer <Token>"). Empty
+	// disables them: they answer 403.
+	Token string
+	// Store runs the operations; nil (the on-disk store) makes them answer
+	// 501.
+	Store Store
+	// RetentionDays is the default of POST /admin/retention.
+	RetentionDays int
+	// EraseWait bounds how long an erasure waits for its mutations to
+	// finish before answering (default 30 s).
+	EraseWait time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+type handler struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns the handler for /admin/: POST /admin/erase and POST
+// /admin/retention.
+func New(cfg Config) http.Handler {
+	if cfg.EraseWait <= 0 {
+		cfg.EraseWait = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Logger = cfg.Logger.With("component", "admin")
+	h := &handler{cfg: cfg, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST /admin/erase", h.erase)
+	h.mux.HandleFunc("POST /admin/retention", h.retention)
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case h.cfg.Token == "":
+		writeJSON(w, http.StatusForbidden, "admin_disabled", "admin endpoints are disabled: no --admin-token configured")
+	case !tokenMatches(r.Header.Get("Authorization"), h.cfg.Token):
+		h.cfg.Logger.Warn("audit: admin request refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusUnauthorized, "bad_token", "Authorization must be Bearer and the admin token")
+	case h.cfg.Store == nil:
+		writeJSON(w, http.StatusNotImplemented, "unsupported", "admin operations need ClickHouse (--clickhouse); the on-disk store has none")
+	default:
+		h.mux.ServeHTTP(w, r)
+	}
+}
+
+// tokenMatches compares "Bearer token" in constant time (hashes first, so
+// the length does not leak either).
+func tokenMatches(header, token string) bool {
+	const prefix = "bearer "
+	if token == "" || len(header) < len(prefix) || !strings.EqualFold(header[:len(prefix)], prefix) {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(header[len(prefix):])))
+	want := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+type eraseRequest struct {
+	clickhouse.Erasure
+	Actor string `json:"actor"` // who asks, for the audit log (free text)
+}
+
+func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
+	var req eraseRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Actor == "" {
+		writeJSON(w, http.StatusBadRequest, "bad_request", "actor is required (who asks, for the audit log)")
+		return
+	}
+	// The identifiers are personal data: the audit line carries a short
+	// hash of each (enough to match a request to its log line), not the
+	// value that is being erased.
+	audit := []any{"op", "erase", "actor", req.Actor, "remote", r.RemoteAddr, "site", req.Site,
+		"visitor_id_sha256", fingerprint(req.VisitorID), "user_id_sha256", fingerprint(req.UserID),
+		"client_ip_sha256", fingerprint(req.ClientIP)}
+	res, err := h.cfg.Store.Erase(r.Context(), req.Erasure, h.cfg.EraseWait)
+	if errors.Is(err, clickhouse.ErrNoIdentifier) {
+		h.cfg.Logger.Warn("audit: erase refused", append(audit, "err", err)...)
+		writeJSON(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err != nil {
+		h.cfg.Logger.Error("audit: erase failed", append(audit, "statements", len(res.Statements), "err", err)...)
+		writeJSON(w, http.StatusServiceUnavailable, "store_error", err.Error())
+		return
+	}
+	h.cfg.Logger.Info("audit: erase submitted", append(audit, "statements", len(res.Statements), "done", res.Done)...)
+	status := http.StatusOK
+	if !res.Done {
+		status = http.StatusAccepted // the mutations go on in the background
+	}
+	writeJSONValue(w, status, res)
+}
+
+type retentionRequest struct {
+	Days  int    `json:"days"` // 0: the configured --retention-days
+	Actor string `json:"actor"`
+}
+
+func (h *handler) retention(w http.ResponseWriter, r *http.Request) {
+	var req retentionRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Days == 0 {
+		req.Days = h.cfg.RetentionDays
+	}
+	if req.Days <= 0 {
+		writeJSON(w, http.StatusBadRequest, "bad_request", "days must be positive (no --retention-days configured to default to)")
+		return
+	}
+	if req.Actor == "" {
+		req.Actor = "unnamed"
+	}
+	dropped, err := Apply(r.Context(), h.cfg.Store, req.Days, h.cfg.Now(), h.cfg.Logger, "actor", req.Actor, "remote", r.RemoteAddr)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, "store_error", err.Error())
+		return
+	}
+	if dropped == nil {
+		dropped = []clickhouse.Partition{}
+	}
+	writeJSONValue(w, http.StatusOK, map[string]any{"days": req.Days, "dropped": dropped})
+}
+
+// Apply drops the partitions older than days before now and writes the
+// audit line, with who (extra key/value pairs) asked.
+func Apply(ctx context.Context, s Store, days int, now time.Time, log *slog.Logger, who ...any) ([]clickhouse.Partition, error) {
+	cutoff := now.Add(-time.Duration(days) * 24 * time.Hour)
+	dropped, err := s.DropPartitionsBefore(ctx, cutoff)
+	ids := make([]string, len(dropped))
+	for i, p := range dropped {
+		ids[i] = p.Table + "/" + p.ID
+	}
+	attrs := append([]any{"op", "retention", "days", days, "cutoff", cutoff.UTC().Format(time.RFC3339), "dropped", ids}, who...)
+	if err != nil {
+		log.Error("audit: retention failed", append(attrs, "err", err)...)
+		return dropped, err
+	}
+	log.Info("audit: retention applied", attrs...)
+	return dropped, nil
+}
+
+// RunRetention applies retention at once and then every day until ctx
+// ends. A failed run (ClickHouse down) is retried after retryEvery.
+func RunRetention(ctx context.Context, s Store, days int, log *slog.Logger, retryEvery time.Duration) {
+	log = log.With("component", "admin")
+	for {
+		wait := 24 * time.Hour
+		if _, err := Apply(ctx, s, days, time.Now(), log, "actor", "scheduler"); err != nil {
+			wait = retryEvery
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func fingerprint(v string) string {
+	if v == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(v))
+	return hex.EncodeToString(sum[:6])
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields() // a misspelt identifier must not erase by less than asked
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, "bad_request", "body must be a JSON object: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, reason, msg string) {
+	writeJSONValue(w, status, map[string]string{"error": msg, "reason": reason})
+}
+
+func writeJSONValue(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

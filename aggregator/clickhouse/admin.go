@@ -1,0 +1,196 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/ch-go/proto"
+
+	"github.com/edgepixel/edgepixel/aggregator/record"
+	"github.com/edgepixel/edgepixel/aggregator/store"
+)
+
+// InsertBadRows implements store.BadRowStore: rows go to the bad_rows
+// table in one block.
+func (c *Client) InsertBadRows(ctx context.Context, rows []record.BadRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	ids := make(uuidCol, 0, len(rows))
+	var received proto.ColDateTime
+	var receivedMS proto.ColUInt64
+	strs := make([]proto.ColStr, 5)
+	for i := range rows {
+		r := &rows[i]
+		ids = append(ids, r.ID)
+		received.Append(time.UnixMilli(r.Received))
+		receivedMS.Append(uint64(r.Received))
+		for j, s := range [...]string{r.Source, r.Site, r.Reason, r.Error, r.Raw} {
+			strs[j].Append(s)
+		}
+	}
+	input := proto.Input{{Name: "row_id", Data: ids}, {Name: "received", Data: &received}, {Name: "received_ms", Data: &receivedMS}}
+	for j, name := range [...]string{"source", "site", "reason", "error", "raw"} {
+		input = append(input, proto.InputColumn{Name: name, Data: &strs[j]})
+	}
+	if err := c.insert(ctx, "bad_rows", len(rows), input); err != nil {
+		return fmt.Errorf("insert %d bad rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// retentionTables are the tables partitioned by day (toYYYYMMDD) that
+// retention trims. The per-minute rollup (monthly partitions, counts only,
+// nothing about visitors) is kept.
+var retentionTables = []string{"events", "bad_rows"}
+
+// Partition names one partition of a table.
+type Partition struct {
+	Table string `json:"table"`
+	ID    string `json:"partition"` // YYYYMMDD
+}
+
+// DropPartitionsBefore drops every day partition of events and bad_rows
+// whose day is before cutoff's day. Days are those of the server's time
+// zone, the one toYYYYMMDD partitions by, so the server computes the cutoff
+// day too. Dropping a partition is immediate and cheap (a metadata
+// operation), unlike a DELETE mutation. It returns what it dropped; on
+// error, what it dropped before the error.
+func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]Partition, error) {
+	rows, err := c.Query(ctx, fmt.Sprintf(
+		"SELECT DISTINCT table, partition FROM system.parts WHERE database = %s AND table IN ('%s') AND active "+
+			"AND toUInt32OrZero(partition) > 0 AND toUInt32OrZero(partition) < toYYYYMMDD(toDateTime(%d)) ORDER BY table, partition",
+		quote(c.db), strings.Join(retentionTables, "','"), cutoff.Unix()))
+	if err != nil {
+		return nil, fmt.Errorf("list partitions: %w", err)
+	}
+	var dropped []Partition
+	for _, r := range rows {
+		if len(r) != 2 || !digits(r[1]) {
+			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
+		}
+		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %s", c.db, r[0], r[1])); err != nil {
+			return dropped, fmt.Errorf("drop partition %s of %s: %w", r[1], r[0], err)
+		}
+		dropped = append(dropped, Partition{Table: r[0], ID: r[1]})
+	}
+	return dropped, nil
+}
+
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Erasure selects the events of one person to delete. Events have no
+// visitor or user column: a site that knows who a visitor is says so in the
+// event's props ({"user_id": ...} or {"visitor_id": ...}), and client_ip is
+// the address truncated at the edge. An event matching any of the given
+// identifiers is deleted; Site, if set, narrows that to one site.
+type Erasure struct {
+	VisitorID string `json:"visitor_id,omitempty"` // props.visitor_id
+	UserID    string `json:"user_id,omitempty"`    // props.user_id
+	ClientIP  string `json:"client_ip,omitempty"`  // the client_ip column, exactly
+	Site      string `json:"site,omitempty"`
+}
+
+// ErrNoIdentifier means an Erasure named nothing to erase by.
+var ErrNoIdentifier = errors.New("erasure needs visitor_id, user_id or client_ip")
+
+// minBadRowMatch is the shortest identifier that bad rows are searched for:
+// bad rows are matched by substring of the raw input (it may not even
+// parse), and a very short value would match unrelated rows.
+const minBadRowMatch = 6
+
+// ErasureResult says what an erasure did.
+type ErasureResult struct {
+	// Statements are the mutations submitted.
+	Statements []string `json:"statements"`
+	// Done is true once the server reports the mutations finished; the
+	// rows are gone from queries only then.
+	Done bool `json:"done"`
+	// BadRowsSkipped explains why bad_rows was not searched, if it was not.
+	BadRowsSkipped string `json:"bad_rows_skipped,omitempty"`
+}
+
+// Erase deletes every event matching e, and the bad rows whose raw input
+// contains one of its identifiers, with ALTER TABLE ... DELETE mutations.
+// Mutations run in the background; Erase waits up to wait for them to
+// finish (wait 0: not at all) and reports whether they did.
+//
+// Not covered: the per-minute rollup (counts, no identifiers), and events
+// still in the spool, not yet loaded, which the loader stores afterwards.
+func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (ErasureResult, error) {
+	var res ErasureResult
+	var conds, badConds []string
+	for _, f := range []struct{ value, cond string }{
+		{e.VisitorID, "visitParamExtractString(props, 'visitor_id') = %s"},
+		{e.UserID, "visitParamExtractString(props, 'user_id') = %s"},
+		{e.ClientIP, "client_ip = %s"},
+	} {
+		if f.value == "" {
+			continue
+		}
+		conds = append(conds, fmt.Sprintf(f.cond, quote(f.value)))
+		if len(f.value) >= minBadRowMatch {
+			badConds = append(badConds, fmt.Sprintf("position(raw, %s) > 0", quote(f.value)))
+		} else {
+			res.BadRowsSkipped = fmt.Sprintf("identifiers shorter than %d bytes are not searched for in bad rows' raw input", minBadRowMatch)
+		}
+	}
+	if len(conds) == 0 {
+		return res, ErrNoIdentifier
+	}
+	where := "(" + strings.Join(conds, " OR ") + ")"
+	if e.Site != "" {
+		where += " AND site = " + quote(e.Site)
+	}
+	res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.events DELETE WHERE %s", c.db, where))
+	if len(badConds) > 0 {
+		bw := "(" + strings.Join(badConds, " OR ") + ")"
+		if e.Site != "" {
+			bw += " AND site IN (" + quote(e.Site) + ", '')"
+		}
+		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.bad_rows DELETE WHERE %s", c.db, bw))
+	}
+	for _, s := range res.Statements {
+		if err := c.Exec(ctx, s); err != nil {
+			return res, fmt.Errorf("erase: %w", err)
+		}
+	}
+	if wait <= 0 {
+		return res, nil
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		rows, err := c.Query(ctx, fmt.Sprintf(
+			"SELECT count() FROM system.mutations WHERE database = %s AND table IN ('events', 'bad_rows') AND is_done = 0", quote(c.db)))
+		if err != nil {
+			return res, fmt.Errorf("erase: check mutations: %w", err)
+		}
+		if len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] == "0" {
+			res.Done = true
+			return res, nil
+		}
+		if time.Now().After(deadline) {
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			return res, nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var _ store.BadRowStore = (*Client)(nil)

@@ -1,0 +1,210 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/record"
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+func (c *Client) count(t *testing.T, q string) string {
+	t.Helper()
+	rows, err := c.Query(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rows {
+		out = append(out, strings.Join(r, "\t"))
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestBadRowsTable(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	rows := []record.BadRow{
+		record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_json", "unexpected EOF", []byte("{\"site\":\"demo\"\t'x'\\")),
+		record.NewBadRow(now, record.SourceWire, "", "invalid_event", "missing site", []byte(`{"site":""}`)),
+	}
+	if err := c.InsertBadRows(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	// A retried insert of the same rows collapses by row id.
+	if err := c.InsertBadRows(ctx, rows[:1]); err != nil {
+		t.Fatal(err)
+	}
+	got := c.count(t, "SELECT toString(row_id), received_ms, toUInt32(received), source, site, reason, error, raw FROM "+c.db+".bad_rows FINAL ORDER BY reason")
+	var want []string
+	for _, r := range rows {
+		want = append(want, strings.Join([]string{r.ID.String(), fmt.Sprint(r.Received), fmt.Sprint(r.Received / 1000), r.Source, r.Site, r.Reason, r.Error, r.Raw}, "\t"))
+	}
+	if got != strings.Join(want, "\n") {
+		t.Fatalf("bad_rows\n got %q\nwant %q", got, strings.Join(want, "\n"))
+	}
+}
+
+func TestRetention(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	now := time.Now()
+	day := func(d int) int64 { return now.Add(-time.Duration(d) * 24 * time.Hour).UnixMilli() }
+	evs := []event.Event{mkEvent(t, "demo", day(0)), mkEvent(t, "demo", day(1)), mkEvent(t, "demo", day(29)),
+		mkEvent(t, "demo", day(31)), mkEvent(t, "demo", day(45)), mkEvent(t, "other", day(45))}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.InsertBadRows(ctx, []record.BadRow{
+		record.NewBadRow(day(40), record.SourceNDJSON, "", "bad_json", "x", []byte("old")),
+		record.NewBadRow(day(0), record.SourceNDJSON, "", "bad_json", "x", []byte("new")),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dropped, err := c.DropPartitionsBefore(ctx, now.Add(-30*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Days 31, 45 of events and day 40 of bad_rows; the order is by table.
+	if len(dropped) != 3 || dropped[0].Table != "bad_rows" || dropped[1].Table != "events" || dropped[2].Table != "events" {
+		t.Fatalf("dropped %+v", dropped)
+	}
+	if got := c.count(t, "SELECT count() FROM "+c.db+".events"); got != "3" {
+		t.Fatalf("%s events left, want 3", got)
+	}
+	if got := c.count(t, "SELECT raw FROM "+c.db+".bad_rows"); got != "new" {
+		t.Fatalf("bad rows left: %q", got)
+	}
+	// Idempotent: nothing more to drop.
+	if dropped, err := c.DropPartitionsBefore(ctx, now.Add(-30*24*time.Hour)); err != nil || len(dropped) != 0 {
+		t.Fatalf("second run dropped %v: %v", dropped, err)
+	}
+}
+
+func TestErase(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	mk := func(site, props, ip string) event.Event {
+		e := mkEvent(t, site, now)
+		e.Props, e.ClientIP = props, ip
+		return e
+	}
+	evs := []event.Event{
+		mk("demo", `{"user_id":"user-12345"}`, "10.0.0.0"),
+		mk("demo", `{"plan":"pro","user_id":"user-12345"}`, "10.0.1.0"),
+		mk("shop", `{"user_id":"user-12345"}`, "10.0.2.0"),
+		mk("demo", `{"user_id":"user-99999"}`, "10.0.0.0"),
+		mk("demo", `{"visitor_id":"v-abcdef"}`, "10.0.3.0"),
+		mk("demo", `{}`, "192.0.2.0"),
+	}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.InsertBadRows(ctx, []record.BadRow{
+		record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_time", "x", []byte(`{"site":"demo","props":{"user_id":"user-12345"}}`)),
+		record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_json", "x", []byte(`{"site":"demo"`)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Erase(ctx, Erasure{Site: "demo"}, 0); !errors.Is(err, ErrNoIdentifier) {
+		t.Fatalf("no identifier: %v", err)
+	}
+	// user_id narrowed to one site: the shop event stays.
+	res, err := c.Erase(ctx, Erasure{UserID: "user-12345", Site: "demo"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Done || len(res.Statements) != 2 {
+		t.Fatalf("%+v", res)
+	}
+	left := func() string {
+		return c.count(t, "SELECT site, props, client_ip FROM "+c.db+".events ORDER BY site, client_ip")
+	}
+	if got := left(); got != "demo\t{\"user_id\":\"user-99999\"}\t10.0.0.0\ndemo\t{\"visitor_id\":\"v-abcdef\"}\t10.0.3.0\ndemo\t{}\t192.0.2.0\nshop\t{\"user_id\":\"user-12345\"}\t10.0.2.0" {
+		t.Fatalf("events left:\n%s", got)
+	}
+	if got := c.count(t, "SELECT reason FROM "+c.db+".bad_rows"); got != "bad_json" {
+		t.Fatalf("bad rows left: %q", got)
+	}
+	// visitor_id or client_ip, any site; a quote in a value is only a value.
+	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef", ClientIP: "192.0.2.0' OR '1'='1"}, time.Minute)
+	if err != nil || !res.Done {
+		t.Fatalf("%+v %v", res, err)
+	}
+	res, err = c.Erase(ctx, Erasure{ClientIP: "192.0.2.0"}, time.Minute)
+	if err != nil || !res.Done {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if got := left(); got != "demo\t{\"user_id\":\"user-99999\"}\t10.0.0.0\nshop\t{\"user_id\":\"user-12345\"}\t10.0.2.0" {
+		t.Fatalf("events left:\n%s", got)
+	}
+	// Short identifiers are not searched for in bad rows.
+	res, err = c.Erase(ctx, Erasure{UserID: "42"}, 0)
+	if err != nil || res.BadRowsSkipped == "" || len(res.Statements) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
+// TestNativeRefusesOld: the native TCP client checks the server's revision
+// at connect. Against the 18.16 server the tests run (revision 54412) it
+// must refuse, with a message that says to use the HTTP URL; on 19.x and
+// later this test would see a working native client instead and checks
+// that it round-trips events.
+func TestNativeRefusesOld(t *testing.T) {
+	if chTCP == "" {
+		t.Skip("clickhouse-server not installed")
+	}
+	c, err := New("native://"+chTCP, fmt.Sprintf("test%d", dbSeq.Add(1)))
+	var old *TooOldError
+	if errors.As(err, &old) {
+		if !errors.Is(err, ErrServerTooOld) || old.Server.Revision >= MinNativeRevision {
+			t.Fatalf("%v (revision %d)", err, old.Server.Revision)
+		}
+		msg := err.Error()
+		for _, want := range []string{"native TCP protocol needs ClickHouse 19.x", "use its HTTP interface instead", "--clickhouse http://127.0.0.1:8123", fmt.Sprint(old.Server.Revision)} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("message lacks %q: %s", want, msg)
+			}
+		}
+		t.Logf("refused as expected: %v", err)
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A server new enough: the native path must work end to end.
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.EnsureSchema(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs := []event.Event{mkEvent(t, "demo", time.Now().UnixMilli())}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if counts, err := c.Counts(ctx); err != nil || counts["demo"] != 1 {
+		t.Fatalf("%v %v", counts, err)
+	}
+}
+
+func TestNativeURL(t *testing.T) {
+	// Unreachable is not an error at New (the loader retries); the first
+	// use fails with a connection error, not ErrServerTooOld.
+	c, err := New("native://127.0.0.1:1", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(context.Background()); err == nil || errors.Is(err, ErrServerTooOld) {
+		t.Fatalf("ping of nothing: %v", err)
+	}
+	c.Close()
+	if _, err := New("native://", "x"); err == nil {
+		t.Error("native URL without host accepted")
+	}
+}

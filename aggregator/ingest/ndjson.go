@@ -1,0 +1,228 @@
+package ingest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// MaxLine bounds one NDJSON line. The field limits of an event add up to
+// about 11 KB; JSON escaping can multiply that, hence the headroom.
+const MaxLine = 64 << 10
+
+// LineError is why a line did not become an event: Reason is the bad-row
+// reason, Site the site if the line got far enough to say.
+type LineError struct {
+	Reason string
+	Site   string
+	Err    error
+}
+
+func (e *LineError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *LineError) Unwrap() error { return e.Err }
+
+// jsonLine is one NDJSON line as log streaming sends it: the JSON form of
+// event.Event (the same field names), read leniently because log formats
+// are written by hand in a CDN's configuration, where every value tends to
+// be a string. ts_ms may be a number or a numeric string; instead of ts_ms
+// a line may carry ts, an RFC 3339 time or unix seconds. props may be a
+// JSON object or a string holding one.
+type jsonLine struct {
+	EventID     *string         `json:"event_id"`
+	TsMS        json.RawMessage `json:"ts_ms"`
+	Ts          json.RawMessage `json:"ts"`
+	Site        string          `json:"site"`
+	Name        string          `json:"name"`
+	URL         string          `json:"url"`
+	Referrer    string          `json:"referrer"`
+	UserAgent   string          `json:"user_agent"`
+	ClientIP    string          `json:"client_ip"`
+	Country     string          `json:"country"`
+	UTMSource   string          `json:"utm_source"`
+	UTMMedium   string          `json:"utm_medium"`
+	UTMCampaign string          `json:"utm_campaign"`
+	Pop         string          `json:"pop"`
+	Props       json.RawMessage `json:"props"`
+}
+
+// ParseLine turns one NDJSON line (without its newline) into an event. It
+// does not judge the time against the clock; the handler does. A line
+// without event_id gets a deterministic id (see LineID), so a line
+// delivered twice dedupes like an edge event retried. A line without a
+// name is a pageview: a log line is usually one pixel request.
+func ParseLine(line []byte) (event.Event, error) {
+	var e event.Event
+	if len(line) > MaxLine {
+		return e, &LineError{Reason: ReasonLineTooLong, Err: fmt.Errorf("line of %d bytes, at most %d", len(line), MaxLine)}
+	}
+	var l jsonLine
+	if err := json.Unmarshal(line, &l); err != nil {
+		return e, &LineError{Reason: ReasonBadJSON, Err: err}
+	}
+	bad := func(reason string, err error) (event.Event, error) {
+		return event.Event{}, &LineError{Reason: reason, Site: l.Site, Err: err}
+	}
+	ms, err := lineTime(l.TsMS, l.Ts)
+	if err != nil {
+		return bad(ReasonBadTime, err)
+	}
+	props, err := lineProps(l.Props)
+	if err != nil {
+		return bad(ReasonInvalidEvent, err)
+	}
+	if l.Name == "" {
+		l.Name = event.KindPageview
+	}
+	e = event.Event{Time: ms, Site: l.Site, Name: l.Name, URL: l.URL, Referrer: l.Referrer, UserAgent: l.UserAgent,
+		ClientIP: l.ClientIP, Country: l.Country, UTMSource: l.UTMSource, UTMMedium: l.UTMMedium,
+		UTMCampaign: l.UTMCampaign, Pop: l.Pop, Props: props}
+	if l.EventID != nil && *l.EventID != "" {
+		if e.ID, err = event.ParseID(*l.EventID); err != nil {
+			return bad(ReasonInvalidEvent, err)
+		}
+	} else {
+		e.ID = LineID(ms, line)
+	}
+	if err := e.Validate(); err != nil {
+		return bad(ReasonInvalidEvent, err)
+	}
+	return e, nil
+}
+
+// LineID is the id of a line that has none: a UUIDv7 of the event time
+// whose random bits are a SHA-256 of the line. The same line always gets
+// the same id; any other line almost surely a different one.
+func LineID(ms int64, line []byte) event.ID {
+	sum := sha256.Sum256(line)
+	id, _ := event.NewID(ms, bytes.NewReader(sum[:10]))
+	return id
+}
+
+// maxLineMS keeps times where the wire format and ClickHouse's DateTime can
+// hold them; the handler's window check is far tighter anyway.
+const maxLineMS = 1 << 42
+
+func lineTime(tsMS, ts json.RawMessage) (int64, error) {
+	switch {
+	case len(tsMS) > 0 && string(tsMS) != "null":
+		ms, err := jsonInt(tsMS)
+		if err != nil || ms <= 0 || ms > maxLineMS {
+			return 0, fmt.Errorf("ts_ms %s is not unix milliseconds", clip(tsMS))
+		}
+		return ms, nil
+	case len(ts) > 0 && string(ts) != "null":
+		if s, err := jsonInt(ts); err == nil {
+			if s <= 0 || s > maxLineMS/1000 {
+				return 0, fmt.Errorf("ts %s is not unix seconds", clip(ts))
+			}
+			return s * 1000, nil
+		}
+		var s string
+		if json.Unmarshal(ts, &s) == nil {
+			// RFC 3339, and the strftime form CDN log formats produce
+			// (%Y-%m-%dT%H:%M:%S%z, an offset without a colon).
+			for _, layout := range [...]string{time.RFC3339Nano, "2006-01-02T15:04:05Z0700", "2006-01-02 15:04:05Z07:00"} {
+				if t, err := time.Parse(layout, s); err == nil && t.UnixMilli() > 0 && t.UnixMilli() <= maxLineMS {
+					return t.UnixMilli(), nil
+				}
+			}
+		}
+		return 0, fmt.Errorf("ts %s is neither RFC 3339 nor unix seconds", clip(ts))
+	}
+	return 0, errors.New("no ts_ms or ts")
+}
+
+// jsonInt reads a JSON integer or a string holding one.
+func jsonInt(v json.RawMessage) (int64, error) {
+	s := string(v)
+	if len(s) >= 2 && s[0] == '"' {
+		if err := json.Unmarshal(v, &s); err != nil {
+			return 0, err
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// lineProps returns props as compact JSON object text: an object as is, a
+// string when it holds an object, "" for absent, null or "".
+func lineProps(v json.RawMessage) (string, error) {
+	if len(v) == 0 || string(v) == "null" || string(v) == `""` {
+		return "", nil
+	}
+	raw := []byte(v)
+	if v[0] == '"' {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return "", err
+		}
+		raw = []byte(s)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return "", errors.New("props is not a JSON object")
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+func clip(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// splitLines calls fn for each non-blank line of body, without its line
+// ending (\n or \r\n) and surrounding blanks.
+func splitLines(body []byte, fn func(line []byte)) {
+	for len(body) > 0 {
+		i := bytes.IndexByte(body, '\n')
+		var line []byte
+		if i < 0 {
+			line, body = body, nil
+		} else {
+			line, body = body[:i], body[i+1:]
+		}
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			fn(line)
+		}
+	}
+}
+
+// FastlyChallengePath is where Fastly checks, before it streams logs to an
+// HTTPS endpoint, that the endpoint's owner agrees to receive them.
+const FastlyChallengePath = "/.well-known/fastly/logging/challenge"
+
+// FastlyChallenge answers Fastly's logging challenge: the hex SHA-256 of
+// each allowed Fastly service id, one a line, or "*" (any service) when
+// none is configured. Logs still need the ingest token either way.
+func FastlyChallenge(serviceIDs []string) http.Handler {
+	var b strings.Builder
+	for _, id := range serviceIDs {
+		if id = strings.TrimSpace(id); id != "" {
+			sum := sha256.Sum256([]byte(id))
+			b.WriteString(hex.EncodeToString(sum[:]) + "\n")
+		}
+	}
+	if b.Len() == 0 {
+		b.WriteString("*\n")
+	}
+	body := b.String()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, body)
+	})
+}

@@ -1,0 +1,274 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/record"
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+func TestParseLine(t *testing.T) {
+	// An event's own JSON form is a valid line and comes back identical.
+	e := newEvent(t, "demo")
+	e.Props = `{"plan":"pro"}`
+	e.UTMSource, e.Country = "news", "DE"
+	js, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseLine(js)
+	if err != nil || got != e {
+		t.Fatalf("own JSON: %+v %v\n%s", got, err, js)
+	}
+
+	// What a hand-written CDN log format produces: numbers as strings,
+	// no id, no name, props as an object.
+	line := []byte(`{"ts_ms":"1750000000123","site":"demo","url":"https://example.com/a","props":{"a": 1},"extra":"ignored"}`)
+	got, err = ParseLine(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Time != 1750000000123 || got.Name != event.KindPageview || got.Props != `{"a":1}` || got.ID.IsZero() {
+		t.Fatalf("%+v", got)
+	}
+	// The id is deterministic: the same line, the same id, with the event
+	// time in its UUIDv7 timestamp bits; another line, another id.
+	again, _ := ParseLine(line)
+	other, _ := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo","url":"https://example.com/b"}`))
+	if again.ID != got.ID || other.ID == got.ID || got.ID != LineID(1750000000123, line) {
+		t.Fatalf("ids %s %s %s", got.ID, again.ID, other.ID)
+	}
+	if ms := int64(got.ID[0])<<40 | int64(got.ID[1])<<32 | int64(got.ID[2])<<24 | int64(got.ID[3])<<16 | int64(got.ID[4])<<8 | int64(got.ID[5]); ms != got.Time || got.ID[6]>>4 != 7 {
+		t.Fatalf("id %s is not a UUIDv7 of the event time", got.ID)
+	}
+
+	for _, c := range []struct {
+		line, ts string
+	}{
+		{`{"ts":"2025-06-15T15:06:40.123Z","site":"s"}`, "2025-06-15T15:06:40.123Z"},
+		{`{"ts":"2025-06-15T17:06:40+0200","site":"s"}`, "2025-06-15T15:06:40Z"},
+		{`{"ts":1750000000,"site":"s"}`, "2025-06-15T15:06:40Z"},
+		{`{"ts":"1750000000","site":"s"}`, "2025-06-15T15:06:40Z"},
+	} {
+		got, err := ParseLine([]byte(c.line))
+		if err != nil {
+			t.Errorf("%s: %v", c.line, err)
+			continue
+		}
+		if want, _ := time.Parse(time.RFC3339Nano, c.ts); got.Time != want.UnixMilli() {
+			t.Errorf("%s: time %d, want %d", c.line, got.Time, want.UnixMilli())
+		}
+	}
+
+	for _, c := range []struct {
+		line, reason, site string
+	}{
+		{`{"ts_ms":1750000000123,"site":"demo"`, ReasonBadJSON, ""},
+		{`[1,2]`, ReasonBadJSON, ""},
+		{`{"ts_ms":1750000000123,"site":5}`, ReasonBadJSON, ""},
+		{`{"site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":"yesterday","site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":-5,"site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts":"15/06/2025","site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":1750000000123}`, ReasonInvalidEvent, ""},
+		{`{"ts_ms":1750000000123,"site":"demo","event_id":"not-an-id"}`, ReasonInvalidEvent, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","props":[1]}`, ReasonInvalidEvent, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","props":"nope"}`, ReasonInvalidEvent, "demo"},
+		{`{"ts_ms":1750000000123,"site":"` + strings.Repeat("x", 101) + `"}`, ReasonInvalidEvent, strings.Repeat("x", 101)},
+		{`{"site":"` + strings.Repeat("x", MaxLine) + `"}`, ReasonLineTooLong, ""},
+	} {
+		_, err := ParseLine([]byte(c.line))
+		var le *LineError
+		if !errors.As(err, &le) || le.Reason != c.reason || le.Site != c.site {
+			t.Errorf("%.60s: %v, want %s (site %q)", c.line, err, c.reason, c.site)
+		}
+	}
+}
+
+func ndjsonRequest(body []byte, hdr map[string]string) *http.Request {
+	r := httptest.NewRequest("POST", "/ingest/ndjson", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/x-ndjson")
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	return r
+}
+
+func TestNDJSONHandler(t *testing.T) {
+	sp := &memSpool{}
+	m := metrics.New()
+	const token = "log-token-0123456789"
+	h := NewNDJSON(Config{Secret: secret, Spool: sp, Metrics: m, LogToken: token})
+	now := time.Now().UnixMilli()
+	body := []byte(fmt.Sprintf("{\"ts_ms\":%d,\"site\":\"demo\",\"url\":\"/a\"}\r\n\n  \n{broken\n{\"ts_ms\":%d,\"site\":\"demo\"}\n{\"ts_ms\":%d,\"site\":\"demo\",\"name\":\"signup\"}",
+		now, now-40*24*3600*1000, now))
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	serve := func(r *http.Request) (int, map[string]any) {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code, answer(t, w)
+	}
+	if code, res := serve(ndjsonRequest(body, bearer)); code != 200 || res["accepted"] != 2.0 || res["bad"] != 2.0 {
+		t.Fatalf("%d %v", code, res)
+	}
+	evs, bad, err := record.Decode(nil, nil, sp.recs[0])
+	if err != nil || len(evs) != 2 || len(bad) != 2 {
+		t.Fatalf("%d events %d bad: %v", len(evs), len(bad), err)
+	}
+	if evs[1].Name != "signup" || evs[0].URL != "/a" || bad[0].Reason != ReasonBadJSON || bad[0].Raw != "{broken" ||
+		bad[1].Reason != ReasonBadTime || bad[1].Site != "demo" || bad[1].Source != record.SourceNDJSON {
+		t.Fatalf("%+v\n%+v", evs, bad)
+	}
+	if m.BadRows(ReasonBadJSON) != 1 || m.BadRows(ReasonBadTime) != 1 {
+		t.Error("bad rows not counted")
+	}
+	// A re-delivered body gives the same ids (the loader dedupes them).
+	serve(ndjsonRequest(body, bearer))
+	evs2, _, _ := record.Decode(nil, nil, sp.recs[1])
+	if len(evs2) != 2 || evs2[0].ID != evs[0].ID || evs2[1].ID != evs[1].ID {
+		t.Fatal("re-delivered lines got new ids")
+	}
+
+	// Authentication: bearer token or HMAC headers, nothing else.
+	ts := time.Now().Unix()
+	for _, c := range []struct {
+		name   string
+		hdr    map[string]string
+		status int
+		reason string
+	}{
+		{"hmac", signed(secret, ts, body), 200, ""},
+		{"lower-case bearer", map[string]string{"Authorization": "bearer " + token}, 200, ""},
+		{"wrong token", map[string]string{"Authorization": "Bearer " + token + "x"}, 401, ReasonBadToken},
+		{"basic auth", map[string]string{"Authorization": "Basic " + token}, 401, ReasonBadToken},
+		{"nothing", nil, 401, ReasonBadSignature},
+		{"wrong hmac", signed([]byte("other"), ts, body), 401, ReasonBadSignature},
+	} {
+		code, res := serve(ndjsonRequest(body, c.hdr))
+		if code != c.status || (c.reason != "" && res["reason"] != c.reason) {
+			t.Errorf("%s: %d %v", c.name, code, res)
+		}
+	}
+	// Without a configured token, a bearer header is refused.
+	noToken := NewNDJSON(Config{Secret: secret, Spool: sp})
+	w := httptest.NewRecorder()
+	noToken.ServeHTTP(w, ndjsonRequest(body, map[string]string{"Authorization": "Bearer "}))
+	if w.Code != 401 || !strings.Contains(w.Body.String(), ReasonBadToken) {
+		t.Errorf("no token configured: %d %s", w.Code, w.Body)
+	}
+
+	// Compressed, and more lines than one wire batch holds: one record
+	// with several batches.
+	var big bytes.Buffer
+	n := wire.MaxEvents + 5
+	for i := range n {
+		fmt.Fprintf(&big, "{\"ts_ms\":%d,\"site\":\"s%d\"}\n", now, i%3)
+	}
+	before := len(sp.recs)
+	hdr := map[string]string{"Authorization": "Bearer " + token, "Content-Encoding": "zstd"}
+	big2 := NewNDJSON(Config{Secret: secret, Spool: sp, LogToken: token, MaxBody: 1 << 20})
+	w = httptest.NewRecorder()
+	big2.ServeHTTP(w, ndjsonRequest(zstded(t, big.Bytes()), hdr))
+	if res := answer(t, w); w.Code != 200 || res["accepted"] != float64(n) {
+		t.Fatalf("%d %v", w.Code, res)
+	}
+	if len(sp.recs) != before+1 {
+		t.Fatalf("%d records for one request", len(sp.recs)-before)
+	}
+	if c, err := record.Count(sp.recs[before]); c != n || err != nil {
+		t.Fatalf("record holds %d events: %v", c, err)
+	}
+}
+
+func signed(key []byte, ts int64, body []byte) map[string]string {
+	return map[string]string{wire.HeaderTimestamp: strconv.FormatInt(ts, 10), wire.HeaderSignature: wire.Sign(key, ts, body)}
+}
+
+func TestTokenMatches(t *testing.T) {
+	for _, c := range []struct {
+		header, token string
+		want          bool
+	}{
+		{"Bearer abc", "abc", true},
+		{"BEARER  abc ", "abc", true},
+		{"Bearer abcd", "abc", false},
+		{"Bearer ", "", false},
+		{"Bearer", "", false},
+		{"abc", "abc", false},
+		{"", "abc", false},
+	} {
+		if got := TokenMatches(c.header, c.token); got != c.want {
+			t.Errorf("%q vs %q: %v", c.header, c.token, got)
+		}
+	}
+}
+
+// FuzzParseLine: any line either parses to an event that validates and
+// whose own JSON parses back to the same event, or fails with a LineError
+// carrying one of the documented reasons.
+func FuzzParseLine(f *testing.F) {
+	f.Add([]byte(`{"ts_ms":1750000000123,"site":"demo","url":"/a","props":{"a":1}}`))
+	f.Add([]byte(`{"ts":"2025-06-15T17:06:40+0200","site":"s","event_id":"0197746b-5d3b-7000-8000-000000000000"}`))
+	f.Add([]byte(`{"ts_ms":"1750000000123","site":"demo","props":"{\"x\":[1,2]}"}`))
+	f.Add([]byte(`{"site":"demo"`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		e, err := ParseLine(line)
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) {
+				t.Fatalf("not a LineError: %v", err)
+			}
+			switch le.Reason {
+			case ReasonBadJSON, ReasonBadTime, ReasonInvalidEvent, ReasonLineTooLong:
+			default:
+				t.Fatalf("reason %q", le.Reason)
+			}
+			return
+		}
+		if err := e.Validate(); err != nil {
+			t.Fatalf("parsed an invalid event: %v", err)
+		}
+		js, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseLine(js)
+		if err != nil {
+			t.Fatalf("own JSON %s: %v", js, err)
+		}
+		// Strings that are not valid UTF-8 come back with U+FFFD from
+		// encoding/json; compare what survives JSON.
+		if back.ID != e.ID || back.Time != e.Time {
+			t.Fatalf("round trip:\n%+v\n%+v", e, back)
+		}
+	})
+}
+
+func TestFastlyChallenge(t *testing.T) {
+	for _, c := range []struct {
+		ids  []string
+		want string
+	}{
+		{nil, "*\n"},
+		{[]string{"", " "}, "*\n"},
+		{[]string{"SU1Z0isxPaozGVKXdv0eY", "second"}, "66b01d440c79400570c755aad9d589af5368719067c13fee58710a7198db2de8\n16367aacb67a4a017c8da8ab95682ccb390863780f7114dda0a0e0c55644c7c4\n"}, // sha256sum of each id
+	} {
+		w := httptest.NewRecorder()
+		FastlyChallenge(c.ids).ServeHTTP(w, httptest.NewRequest("GET", FastlyChallengePath, nil))
+		if w.Body.String() != c.want {
+			t.Errorf("%v: %q, want %q", c.ids, w.Body.String(), c.want)
+		}
+	}
+}

@@ -1,0 +1,57 @@
+package loader
+
+import (
+	"errors"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/dedupe"
+)
+
+// Pause says why loading waits: the step that failed, its last error, and
+// since when it has been failing. While Redis is down the loader keeps
+// retrying the claim and inserts nothing, since an insert without a claim
+// could store an event twice; ingest keeps spooling meanwhile, and the
+// loader catches up from the spool once Redis answers. The same holds for
+// the store (ClickHouse).
+type Pause struct {
+	What     string    `json:"what"`  // "load", "initialize the store", ...
+	Error    string    `json:"error"` // the last error
+	Since    time.Time `json:"since"` // first failure of this run of failures
+	Attempts int       `json:"attempts"`
+}
+
+// Status returns why loading is paused, or nil when it runs.
+func (l *Loader) Status() *Pause { return l.pause.Load() }
+
+// Paused reports 1 while loading is paused, for the metrics gauge.
+func (l *Loader) Paused() int {
+	if l.pause.Load() != nil {
+		return 1
+	}
+	return 0
+}
+
+// setPause records the outcome of one attempt of a retried step.
+func (l *Loader) setPause(what string, err error, attempt int) {
+	if err == nil {
+		if l.pause.Load() != nil {
+			l.pause.Store(nil)
+		}
+		return
+	}
+	p := &Pause{What: what, Error: err.Error(), Since: time.Now(), Attempts: attempt}
+	if old := l.pause.Load(); old != nil && old.What == what && attempt > 1 {
+		p.Since = old.Since
+	}
+	l.pause.Store(p)
+}
+
+// countDedupeError counts a failed dedupe call: as a store error when the
+// deduper had to ask the store (after Redis lost its memory) and it failed.
+func (l *Loader) countDedupeError(err error) {
+	if errors.Is(err, dedupe.ErrStore) {
+		l.m.StoreErrors.Add(1)
+	} else {
+		l.m.DedupeErrors.Add(1)
+	}
+}

@@ -1,0 +1,64 @@
+package localsrv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+)
+
+// Fault tests stop a server and start it again where clients expect it:
+// same ports, same data directory. The value is updated in place, so
+// every holder of the pointer sees the new process.
+
+// Port returns the TCP port the server listens on.
+func (r *Redis) Port() int { return portOf(r.Addr) }
+
+// Restart starts redis-server again on the same port and data directory
+// (stopping it first, gracefully, if it still runs). With the append-only
+// file on, the keys it had when it stopped are back.
+func (r *Redis) Restart(ctx context.Context) error {
+	if err := r.Stop(); err != nil {
+		return err
+	}
+	n, err := StartRedis(ctx, r.Dir, r.Port())
+	if err != nil {
+		return err
+	}
+	*r = *n
+	return nil
+}
+
+// Running reports whether the server process is still there.
+func (r *Redis) Running() bool { return !r.p.exited() }
+
+// Restart starts clickhouse-server again on the same ports and data
+// directory (stopping it first, gracefully, if it still runs).
+func (c *ClickHouse) Restart(ctx context.Context) error {
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	u, err := url.Parse(c.HTTPURL)
+	if err != nil {
+		return err
+	}
+	n, err := StartClickHouse(ctx, c.Dir, portOf(u.Host), portOf(c.TCPAddr))
+	if err != nil {
+		return err
+	}
+	*c = *n
+	return nil
+}
+
+// Running reports whether the server process is still there.
+func (c *ClickHouse) Running() bool { return !c.p.exited() }
+
+func portOf(hostport string) int {
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		panic(fmt.Sprintf("localsrv: bad address %q", hostport))
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
