@@ -1,11 +1,7 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/record"
@@ -35,27 +31,15 @@ type badRowJSON struct {
 // InsertBadRows appends rows to bad-rows-YYYYMMDD.ndjson (by received day,
 // UTC) and fsyncs, like InsertEvents. These files are not read back.
 func (d *Disk) InsertBadRows(_ context.Context, rows []record.BadRow) error {
-	byDay := map[string][]*record.BadRow{}
-	for i := range rows {
-		f := "bad-rows-" + time.UnixMilli(rows[i].Received).UTC().Format("20060102") + ".ndjson"
-		byDay[f] = append(byDay[f], &rows[i])
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for name, day := range byDay {
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		for _, r := range day {
-			if err := enc.Encode(badRowJSON{r.ID.String(), r.Received, r.Source, r.Site, r.Reason, r.Error, r.Raw}); err != nil {
-				return err
-			}
-		}
-		if err := appendSync(filepath.Join(d.dir, name), buf.Bytes()); err != nil {
-			return fmt.Errorf("disk store: %w", err)
-		}
-	}
-	return nil
+	return appendByDay(d.dir, rows,
+		func(r *record.BadRow) string {
+			return "bad-rows-" + time.UnixMilli(r.Received).UTC().Format("20060102") + ".ndjson"
+		},
+		func(r *record.BadRow) any {
+			return badRowJSON{r.ID.String(), r.Received, r.Source, r.Site, r.Reason, r.Error, r.Raw}
+		}, nil)
 }
 
 var _ BadRowStore = (*Disk)(nil)

@@ -29,30 +29,6 @@ type Disk struct {
 	minutes map[string]map[int64]uint64
 }
 
-// Row is one stored event as written to the files; field names match the
-// ClickHouse columns so tools can treat both alike.
-type Row struct {
-	EventID     string `json:"event_id"`
-	TsMS        int64  `json:"ts_ms"`
-	Site        string `json:"site"`
-	Name        string `json:"name"`
-	URL         string `json:"url"`
-	Referrer    string `json:"referrer"`
-	UserAgent   string `json:"user_agent"`
-	ClientIP    string `json:"client_ip"`
-	Country     string `json:"country"`
-	UTMSource   string `json:"utm_source"`
-	UTMMedium   string `json:"utm_medium"`
-	UTMCampaign string `json:"utm_campaign"`
-	Pop         string `json:"pop"`
-	Props       string `json:"props"`
-}
-
-func toRow(e *event.Event) Row {
-	return Row{e.ID.String(), e.Time, e.Site, e.Name, e.URL, e.Referrer, e.UserAgent, e.ClientIP,
-		e.Country, e.UTMSource, e.UTMMedium, e.UTMCampaign, e.Pop, e.Props}
-}
-
 // OpenDisk opens (creating) the store in dir and rebuilds its counts.
 func OpenDisk(dir string) (*Disk, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -104,7 +80,12 @@ func (d *Disk) load(path string) error {
 		if err != nil {
 			return err
 		}
-		var r Row
+		// Only the fields the counts need; the file holds whole events in
+		// event.Event's JSON (field names match the ClickHouse columns).
+		var r struct {
+			Site string `json:"site"`
+			TsMS int64  `json:"ts_ms"`
+		}
 		if jerr := json.Unmarshal(line, &r); jerr != nil {
 			return fmt.Errorf("disk store: %s: corrupt line at byte %d: %v", path, good, jerr)
 		}
@@ -129,27 +110,40 @@ func (d *Disk) Init(context.Context) error { return nil }
 // write failed on is cut back to its previous length, so no partial row
 // remains.
 func (d *Disk) InsertEvents(_ context.Context, evs []event.Event) error {
-	byDay := map[string][]*event.Event{}
-	for i := range evs {
-		f := dayFile(evs[i].Time)
-		byDay[f] = append(byDay[f], &evs[i])
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for name, day := range byDay {
+	return appendByDay(d.dir, evs, func(e *event.Event) string { return dayFile(e.Time) },
+		func(e *event.Event) any { return e },
+		func(day []*event.Event) {
+			for _, e := range day {
+				d.countLocked(e.Site, e.Time)
+			}
+		})
+}
+
+// appendByDay writes rows as NDJSON, each to the file name(row) says, one
+// fsynced append per file; stored is called with each file's rows once
+// they are durable.
+func appendByDay[T any](dir string, rows []T, name func(*T) string, encode func(*T) any, stored func([]*T)) error {
+	byFile := map[string][]*T{}
+	for i := range rows {
+		f := name(&rows[i])
+		byFile[f] = append(byFile[f], &rows[i])
+	}
+	for f, day := range byFile {
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
-		for _, e := range day {
-			if err := enc.Encode(toRow(e)); err != nil {
+		for _, r := range day {
+			if err := enc.Encode(encode(r)); err != nil {
 				return err
 			}
 		}
-		if err := appendSync(filepath.Join(d.dir, name), buf.Bytes()); err != nil {
+		if err := appendSync(filepath.Join(dir, f), buf.Bytes()); err != nil {
 			return fmt.Errorf("disk store: %w", err)
 		}
-		for _, e := range day {
-			d.countLocked(e.Site, e.Time)
+		if stored != nil {
+			stored(day)
 		}
 	}
 	return nil
