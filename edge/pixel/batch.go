@@ -85,6 +85,21 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 	return nil
 }
 
+// Drain hands buffered events, up to MaxEvents at a time, to deliver until
+// the buffer is empty or deliver fails; events are removed only after
+// deliver succeeded. It is Flush for platforms that deliver without a
+// signed batch (a CDN's log streaming).
+func (b *Batcher) Drain(deliver func([]event.Event) error) error {
+	for len(b.events) > 0 {
+		n := min(len(b.events), b.MaxEvents)
+		if err := deliver(b.events[:n]); err != nil {
+			return err
+		}
+		b.drop(n)
+	}
+	return nil
+}
+
 func (b *Batcher) drop(n int) {
 	b.events = append(b.events[:0], b.events[n:]...)
 	if len(b.events) > 0 {

@@ -257,3 +257,27 @@ func FuzzQueryValue(f *testing.F) {
 		}
 	})
 }
+
+func TestDrain(t *testing.T) {
+	b := &Batcher{MaxEvents: 2, MaxAge: time.Second, MaxBuffered: 10}
+	m := meta()
+	for range 5 {
+		e, _ := FromQuery("site=a.com", m)
+		b.Add(m.Now, e)
+	}
+	var got []int
+	fail := errors.New("endpoint down")
+	err := b.Drain(func(evs []event.Event) error {
+		if len(got) == 2 {
+			return fail
+		}
+		got = append(got, len(evs))
+		return nil
+	})
+	if !errors.Is(err, fail) || b.Len() != 1 || len(got) != 2 || got[0] != 2 || got[1] != 2 {
+		t.Fatalf("Drain: err %v, left %d, chunks %v", err, b.Len(), got)
+	}
+	if err := b.Drain(func(evs []event.Event) error { got = append(got, len(evs)); return nil }); err != nil || b.Len() != 0 {
+		t.Fatalf("second Drain: %v, %d left", err, b.Len())
+	}
+}

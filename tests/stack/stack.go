@@ -31,8 +31,9 @@ type Options struct {
 	// NoPop starts no POP: tests that post signed batches to the
 	// aggregator themselves need none.
 	NoPop bool
-	// AggregatorArgs are added to the aggregator's command line.
+	// AggregatorArgs and PopArgs are added to those command lines.
 	AggregatorArgs []string
+	PopArgs        []string
 
 	// EdgeConfig adds keys to the edge module's "edgepixel" config store,
 	// e.g. batch_max_age_ms.
@@ -115,9 +116,9 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Pop, err = startProc("edgepixel-pop", out, o.Bin.Pop,
-		"-C", s.Manifest, "--addr", s.opts.PopAddr,
-		"--compile-cache", filepath.Join(o.Dir, "wazero-cache"), o.Bin.Wasm); err != nil {
+	popArgs := append([]string{"-C", s.Manifest, "--addr", s.opts.PopAddr,
+		"--compile-cache", filepath.Join(o.Dir, "wazero-cache")}, o.PopArgs...)
+	if s.Pop, err = startProc("edgepixel-pop", out, o.Bin.Pop, append(popArgs, o.Bin.Wasm)...); err != nil {
 		return nil, err
 	}
 	// The module's own /healthz proves a guest instance runs, not just the host.

@@ -11,14 +11,16 @@
 // compute-sdk-go.
 //
 // Configuration comes from the config store "edgepixel" (all keys optional:
-// pop, backend, ingest_url, batch_max_events, batch_max_age_ms) and the
-// secret store "edgepixel" (key aggregator_secret, required to deliver).
+// pop, backend, ingest_url, batch_max_events, batch_max_age_ms,
+// log_endpoint) and the secret store "edgepixel" (key aggregator_secret,
+// required to deliver batches; not used when log_endpoint is set).
 package main
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -27,9 +29,11 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/fastly/compute-sdk-go/configstore"
 	"github.com/fastly/compute-sdk-go/fsthttp"
+	"github.com/fastly/compute-sdk-go/rtlog"
 	"github.com/fastly/compute-sdk-go/secretstore"
 )
 
@@ -40,6 +44,12 @@ type config struct {
 	backend   string
 	ingestURL string
 	secret    []byte
+	// logEndpoint, when set, delivers events as NDJSON lines to this log
+	// endpoint (Fastly's real-time log streaming batches and posts them to
+	// the aggregator's /ingest/ndjson) instead of signed batches to the
+	// backend: no backend or secret is needed at the edge.
+	logEndpoint *rtlog.Endpoint
+	logName     string
 }
 
 var (
@@ -101,6 +111,7 @@ func loadConfig() config {
 			}
 		}
 		get("pop", &c.pop)
+		get("log_endpoint", &c.logName)
 		get("backend", &c.backend)
 		get("ingest_url", &c.ingestURL)
 		var n, ms string
@@ -115,6 +126,10 @@ func loadConfig() config {
 	}
 	if c.pop == "" {
 		c.pop = "unknown"
+	}
+	if c.logName != "" {
+		c.logEndpoint = rtlog.Open(c.logName)
+		return c
 	}
 	secret, err := secretstore.Plaintext("edgepixel", "aggregator_secret")
 	if err != nil {
@@ -244,13 +259,35 @@ func flush() {
 	if batcher.Len() == 0 {
 		return
 	}
+	n := batcher.Len()
+	if cfg.logEndpoint != nil {
+		if err := batcher.Drain(writeLines); err != nil {
+			fmt.Fprintf(os.Stderr, "edgepixel: logging %d events to %s: %v (%d still buffered)\n", n, cfg.logName, err, batcher.Len())
+		}
+		return
+	}
 	if len(cfg.secret) == 0 {
 		return
 	}
-	n := batcher.Len()
 	if err := batcher.Flush(cfg.secret, send, time.Now, time.Sleep); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to %s: %v (%d still buffered)\n", n, cfg.backend, err, batcher.Len())
 	}
+}
+
+// writeLines writes each event as one JSON line (the aggregator's NDJSON
+// ingest format) to the log endpoint. The ids minted at the edge travel
+// with them, so a line the log streaming delivers twice is stored once.
+func writeLines(evs []event.Event) error {
+	for i := range evs {
+		line, err := json.Marshal(&evs[i])
+		if err != nil {
+			return err
+		}
+		if _, err := cfg.logEndpoint.Write(line); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func send(b *pixel.Request) (int, time.Duration, error) {
