@@ -13,7 +13,6 @@
 package clickhouse
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/ch-go/proto"
@@ -35,6 +35,12 @@ type Client struct {
 	password string
 	hc       *http.Client
 	nat      *native // set for native:// URLs; then base and hc are unused
+
+	// spare is a Native block buffer kept for the next insert (not a
+	// sync.Pool: that drops its contents at every other GC, and a loaded
+	// aggregator collects several times per insert).
+	spareMu sync.Mutex
+	spare   []byte
 }
 
 // New returns a client for the server at baseURL storing into database db:
@@ -100,6 +106,9 @@ func (c *Client) do(ctx context.Context, params url.Values, body io.Reader) ([]b
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
 	if err != nil {
 		return nil, err
+	}
+	if r, ok := body.(*releasableReader); ok {
+		req.ContentLength = int64(r.Len()) // else it would be sent chunked
 	}
 	if c.user != "" {
 		req.Header.Set("X-ClickHouse-User", c.user)
@@ -213,14 +222,62 @@ func (c *Client) insert(ctx context.Context, table string, rows int, input proto
 	if c.nat != nil {
 		return c.nat.insert(ctx, c.db+"."+table, input)
 	}
-	var buf proto.Buffer
-	blk := proto.Block{Columns: len(input), Rows: rows}
-	if err := blk.EncodeRawBlock(&buf, nativeRevision, input); err != nil {
+	// The block buffer (tens of MB for a full load) is reused: allocating
+	// it per insert cost a zeroing of the whole buffer and GC work each time.
+	c.spareMu.Lock()
+	buf := c.spare[:0]
+	c.spare = nil
+	c.spareMu.Unlock()
+	buf, err := appendNative(buf, rows, input)
+	if err != nil {
 		return fmt.Errorf("clickhouse: encode: %w", err)
 	}
 	q := url.Values{"query": {"INSERT INTO " + c.db + "." + table + " FORMAT Native"}}
-	_, err := c.do(ctx, q, bytes.NewReader(buf.Buf))
+	body := &releasableReader{b: buf}
+	_, err = c.do(ctx, q, body)
+	// The transport may still read a body after Do returned (it closes it
+	// asynchronously on some errors): cut it off before the buffer is reused.
+	body.release()
+	c.spareMu.Lock()
+	if cap(buf) > cap(c.spare) {
+		c.spare = buf
+	}
+	c.spareMu.Unlock()
 	return err
+}
+
+// releasableReader reads b until release, after which it reads nothing
+// more and never touches b again.
+type releasableReader struct {
+	mu  sync.Mutex
+	b   []byte
+	off int
+}
+
+func (r *releasableReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.b == nil {
+		return 0, errors.New("clickhouse: request body released")
+	}
+	if r.off == len(r.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *releasableReader) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.b) - r.off
+}
+
+func (r *releasableReader) release() {
+	r.mu.Lock()
+	r.b = nil
+	r.mu.Unlock()
 }
 
 // Ping checks that the server answers /ping (or a native ping).

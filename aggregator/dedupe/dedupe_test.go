@@ -372,3 +372,44 @@ func TestRedisDown(t *testing.T) {
 		t.Fatal("Claim succeeded with Redis down")
 	}
 }
+
+// TestRedisCrowdedBucket claims far more ids in one bucket than one
+// script call takes (the slot's layout was decided from a single id):
+// the bucket is cut into runs and every id still gets its answer.
+func TestRedisCrowdedBucket(t *testing.T) {
+	r := newRedis(t, time.Hour)
+	ctx := context.Background()
+	ms := time.Now().UnixMilli()
+	mk := func(n int) []event.ID {
+		out := make([]event.ID, n)
+		for i := range out {
+			out[i], _ = event.NewID(ms, rand.Reader)
+		}
+		return out
+	}
+	if _, err := r.Claim(ctx, mk(1)); err != nil {
+		t.Fatal(err)
+	}
+	a := mk(20000)
+	st, err := r.Claim(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range st {
+		if s != New {
+			t.Fatalf("id %d: %v", i, s)
+		}
+	}
+	if err := r.MarkDone(ctx, a[:10000]); err != nil {
+		t.Fatal(err)
+	}
+	st, err = r.Claim(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range st {
+		if w := map[bool]Status{true: Duplicate, false: Uncertain}[i < 10000]; s != w {
+			t.Fatalf("id %d: %v, want %v", i, s, w)
+		}
+	}
+}

@@ -1,17 +1,48 @@
 // Package loader moves spooled batches into the store exactly once.
 //
-// One loop reads records after the spool's checkpoint, decodes them, drops
-// duplicates (within the batch, then through the Deduper's claim / mark-done
-// protocol), inserts the rest, publishes the new per-site counts and only
-// then commits the spool checkpoint. Any error (Redis, ClickHouse, disk) is
-// retried with capped backoff: nothing is skipped and the checkpoint never
-// passes a record whose events are not stored.
+// A load is some spool records' events. Each load goes through three
+// stages, each in its own goroutine, so that consecutive loads overlap
+// (claiming load N+1 while load N is inserted and load N-1 is marked):
+//
+//  1. prepare: read and decode the records, drop duplicates (within the
+//     load, and ids a load still in flight owns: see below), and claim
+//     the rest through the Deduper;
+//  2. store: insert the bad rows, ask the store about the ids the claim
+//     could not vouch for, insert the new events, publish the per-site
+//     counts;
+//  3. finish: mark the ids done in the Deduper, then commit the spool
+//     checkpoint past the load's records.
+//
+// Loads pass from stage to stage in order, one at a time, so the
+// checkpoint only ever moves past records whose events are all stored,
+// in order. Each step is retried with capped backoff after any error
+// (Redis, ClickHouse, disk): nothing is skipped.
+//
+// # Ids in two loads at once
+//
+// Claim answers "pending" for an id claimed but not yet marked done,
+// meant for an attempt that did not finish (a crash between insert and
+// mark) and resolved by asking the store. With loads overlapping, an id
+// can also be pending because a load still in flight in this process
+// claimed it. So the loader keeps the ids of the loads in flight (claimed,
+// not yet marked done) and drops such an id from a later load before
+// claiming: the earlier load owns it and will store it. Asking the store
+// instead would be slower but still right, since the store stage looks
+// ids up only after every earlier insert finished; what makes the drop
+// necessary is a claim that cannot see the earlier one at all (Redis lost
+// its memory in between: an id newer than the new epoch comes back New,
+// and would be inserted a second time). Dropping is safe across failures:
+// the later load's checkpoint is never committed before the earlier load
+// is finished, and if the process stops first, both loads are read again
+// from the spool and their claims resolved against the store.
 package loader
 
 import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,9 +88,28 @@ type Loader struct {
 
 	ready        atomic.Bool
 	caughtUpNano atomic.Int64
-	pause        atomic.Pointer[Pause] // why loading waits; nil while it runs (status.go)
-	evbuf        []event.Event         // the events of the load in progress, reused
+	// pauses says why each stage waits (status.go): prepare, store,
+	// finish. nil while the stage runs.
+	pauses [stages]atomic.Pointer[Pause]
+
+	// owners holds the id sets of the loads claimed and not yet marked
+	// done: a later load drops their ids (see the package comment).
+	ownersMu sync.Mutex
+	owners   []*idSet
+	loads    atomic.Int32 // loads read and not yet committed
+
+	// evbufs holds event buffers sized for a full load, for reuse:
+	// growing one by appends copied megabytes several times per load.
+	evbufs chan []event.Event
 }
+
+// The stages of a load, indexes into Loader.pauses.
+const (
+	stagePrepare = iota
+	stageStore
+	stageFinish
+	stages
+)
 
 // New returns a loader; it does nothing until Run.
 func New(cfg Config) *Loader {
@@ -87,7 +137,8 @@ func New(cfg Config) *Loader {
 	if cfg.OnStored == nil {
 		cfg.OnStored = func(map[string]uint64) {}
 	}
-	l := &Loader{cfg: cfg, log: cfg.Logger.With("component", "loader"), m: cfg.Metrics}
+	l := &Loader{cfg: cfg, log: cfg.Logger.With("component", "loader"), m: cfg.Metrics,
+		evbufs: make(chan []event.Event, stages)}
 	l.caughtUpNano.Store(time.Now().UnixNano())
 	return l
 }
@@ -121,7 +172,7 @@ func (l *Loader) Run(ctx context.Context) error {
 		}
 	}()
 
-	if err := l.retry(ctx, "initialize the store", func() error {
+	if err := l.retry(ctx, stagePrepare, "initialize the store", func() error {
 		if err := l.cfg.Store.Init(ctx); err != nil {
 			l.m.StoreErrors.Add(1)
 			return err
@@ -140,41 +191,144 @@ func (l *Loader) Run(ctx context.Context) error {
 	l.log.Info("loader running", "store", l.cfg.Store.Name(), "dedupe", l.cfg.Dedupe.Name(),
 		"checkpoint", l.cfg.Spool.Checkpoint().String(), "spooled_bytes", l.cfg.Spool.Pending())
 
+	// halt stops every stage once one of them gives up (the drain timeout
+	// passed): a later load must never be stored or committed past one
+	// that was not.
+	halt, stop := context.WithCancel(work)
+	defer stop()
+	toStore, toFinish := make(chan *batch), make(chan *batch)
+	var wg sync.WaitGroup
+	var readErr error
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		defer close(toStore)
+		readErr = l.prepareLoop(ctx, work, halt, stop, toStore)
+	}()
+	go func() {
+		defer wg.Done()
+		defer close(toFinish)
+		l.storeLoop(work, halt, stop, toStore, toFinish)
+	}()
+	go func() {
+		defer wg.Done()
+		l.finishLoop(work, stop, toFinish)
+	}()
+	wg.Wait()
+	return readErr
+}
+
+// prepareLoop reads loads from the checkpoint on, claims them and hands
+// them to the store stage, until ctx has ended and nothing is spooled.
+// It returns an error only for spool records that do not read back.
+func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.CancelFunc, out chan<- *batch) error {
 	pos := l.cfg.Spool.Checkpoint()
 	recoverEnd := l.cfg.Spool.OpenEnd()
 	for {
-		b, err := l.gather(ctx, pos)
+		b, err := l.gather(ctx, halt, pos)
 		if err != nil {
+			// The loads before the damage are still stored and committed
+			// (the other stages drain); then Run returns the error.
 			return err
 		}
-		if b == nil { // nothing spooled and ctx ended
+		if b == nil { // nothing spooled and ctx ended, or halted
 			return nil
 		}
 		// Records an earlier process wrote may be stored without their mark
 		// (its dedupe state may be gone, too): ask the store about them.
-		recovering := pos.Less(recoverEnd)
-		if err := l.retry(work, "load", func() error { return l.load(work, b, recovering) }); err != nil {
-			l.log.Warn("shutdown: a load did not finish in time; the spool keeps it for the next start", "events", len(b.events))
-			return nil
-		}
-		if err := l.retry(work, "commit the spool checkpoint", func() error { return l.cfg.Spool.Commit(b.next) }); err != nil {
-			return nil
-		}
-		clear(b.events) // drop the strings before the buffer is reused
-		l.evbuf = b.events[:0]
+		b.recovering = pos.Less(recoverEnd)
 		pos = b.next
-		if pos == l.cfg.Spool.End() {
+		l.own(b)
+		if err := l.retry(halt, stagePrepare, "claim", func() error { return l.claim(work, b) }); err != nil {
+			l.log.Warn("shutdown: a claim did not finish in time; the spool keeps the load for the next start", "events", len(b.events))
+			stop()
+			return nil
+		}
+		select {
+		case out <- b:
+		case <-halt.Done():
+			return nil
+		}
+	}
+}
+
+// storeLoop stores each load and hands it to the finish stage.
+func (l *Loader) storeLoop(work, halt context.Context, stop context.CancelFunc, in <-chan *batch, out chan<- *batch) {
+	for b := range in {
+		if err := l.retry(halt, stageStore, "load", func() error { return l.store(work, b) }); err != nil {
+			l.log.Warn("shutdown: a load did not finish in time; the spool keeps it for the next start", "events", len(b.events))
+			stop()
+			return
+		}
+		l.putEvents(b.events) // the finish stage needs only the ids
+		b.events, b.check = nil, nil
+		select {
+		case out <- b:
+		case <-halt.Done():
+			return
+		}
+	}
+}
+
+// finishLoop marks each load's ids done and commits the checkpoint past
+// its records, in order.
+func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-chan *batch) {
+	for b := range in {
+		if len(b.mark) > 0 {
+			err := l.retry(work, stageFinish, "mark done", func() error {
+				t0 := time.Now()
+				err := l.cfg.Dedupe.MarkDone(work, b.mark)
+				l.m.ObserveDedupe(time.Since(t0))
+				if err != nil {
+					l.countDedupeError(err)
+				}
+				return err
+			})
+			if err != nil {
+				l.log.Warn("shutdown: a load was stored but not marked done in time; the next start resolves it against the store", "events", b.n)
+				stop()
+				return
+			}
+		}
+		// Marked done: a later load's claim now answers Duplicate for
+		// these ids by itself.
+		l.disown(b)
+		if err := l.retry(work, stageFinish, "commit the spool checkpoint", func() error { return l.cfg.Spool.Commit(b.next) }); err != nil {
+			stop()
+			return
+		}
+		var stored int
+		for _, v := range b.stored {
+			stored += int(v)
+		}
+		l.m.Deduped.Add(uint64(b.n - stored))
+		l.log.Debug("loaded", "events", b.n, "stored", stored, "position", b.next.String())
+		l.loads.Add(-1)
+		if b.next == l.cfg.Spool.End() {
 			l.caughtUpNano.Store(time.Now().UnixNano())
 		}
 	}
 }
 
-// batch is what one load stores: the events of some spool records.
+// batch is one load on its way through the stages.
 type batch struct {
-	events []event.Event
-	next   spool.Position // position after the last record
-	stored map[string]uint64
-	loaded bool // the insert of this batch succeeded once
+	events     []event.Event
+	n          int            // events read, duplicates included
+	next       spool.Position // position after the last record
+	recovering bool           // records an earlier process wrote
+
+	// ids are the load's distinct ids that no load in flight owned: this
+	// load owns them (owner, in Loader.owners) until it is finished.
+	ids   []event.ID
+	owner *idSet
+	// After the claim, events holds only the events to insert, and
+	// check those the store must be asked about first; mark is the ids
+	// to mark done (all ids but those the claim found done).
+	check []event.Event
+	mark  []event.ID
+
+	stored map[string]uint64 // rows this load added, per site
+	tried  bool              // an insert of this load was attempted
 	// failed holds events passed to an insert that returned an error: it
 	// may have stored them. If a retry finds them stored, they are counted
 	// then, as nothing else will count them.
@@ -186,16 +340,30 @@ type batch struct {
 	badStored bool
 }
 
+// getEvents returns an empty event buffer, reused if one is free.
+func (l *Loader) getEvents() []event.Event {
+	select {
+	case evs := <-l.evbufs:
+		return evs
+	default:
+		return make([]event.Event, 0, l.cfg.MaxRows)
+	}
+}
+
+// putEvents keeps evs for reuse, if there is room.
+func (l *Loader) putEvents(evs []event.Event) {
+	clear(evs[:cap(evs)]) // drop the strings, which pin their records' bytes
+	select {
+	case l.evbufs <- evs[:0]:
+	default:
+	}
+}
+
 // gather waits for records after pos and collects them until MaxRows
 // events or MaxAge. Once ctx has ended it takes what is spooled without
-// waiting, and returns nil when there is nothing left.
-func (l *Loader) gather(ctx context.Context, pos spool.Position) (*batch, error) {
-	// One buffer sized for a full load, reused: growing it by appends
-	// copied megabytes several times per load.
-	if l.evbuf == nil {
-		l.evbuf = make([]event.Event, 0, l.cfg.MaxRows)
-	}
-	b := &batch{next: pos, events: l.evbuf[:0]}
+// waiting, and returns nil when there is nothing left (or halt ended).
+func (l *Loader) gather(ctx, halt context.Context, pos spool.Position) (*batch, error) {
+	b := &batch{next: pos, events: l.getEvents()}
 	var deadline <-chan time.Time
 	for {
 		full, err := l.read(b)
@@ -205,26 +373,37 @@ func (l *Loader) gather(ctx context.Context, pos spool.Position) (*batch, error)
 			return nil, err
 		}
 		if full {
-			return b, nil
+			break
 		}
-		if ctx.Err() != nil {
-			if b.next != pos {
-				return b, nil
+		if ctx.Err() != nil || halt.Err() != nil {
+			if b.next != pos && halt.Err() == nil {
+				break
 			}
 			return nil, nil
 		}
 		if b.next == pos {
-			l.caughtUpNano.Store(time.Now().UnixNano())
+			if l.loads.Load() == 0 {
+				l.caughtUpNano.Store(time.Now().UnixNano())
+			}
 		} else if deadline == nil {
 			deadline = time.After(l.cfg.MaxAge)
 		}
 		select {
 		case <-l.cfg.Spool.Notify():
 		case <-deadline:
-			return b, nil
+			return l.took(b), nil
 		case <-ctx.Done():
+		case <-halt.Done():
 		}
 	}
+	return l.took(b), nil
+}
+
+// took counts b as a load in flight.
+func (l *Loader) took(b *batch) *batch {
+	l.loads.Add(1)
+	b.n = len(b.events)
+	return b
 }
 
 // read appends the events of the available records to b. It reports
@@ -245,6 +424,7 @@ func (l *Loader) read(b *batch) (full bool, err error) {
 				// from an incompatible version or damage the CRC missed.
 				l.m.SpoolCorrupt.Add(1)
 				l.log.Error("skipping a spool record that does not decode", "position", b.next.String(), "err", err)
+				clear(evs[len(b.events):]) // the part of it that did decode
 			} else {
 				b.events, b.bad = evs, bad
 			}
@@ -256,9 +436,92 @@ func (l *Loader) read(b *batch) (full bool, err error) {
 	}
 }
 
-// load stores b's events exactly once. It may be retried after any error;
-// counts of rows stored by an earlier attempt are kept in b.
-func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
+// own drops from b the events whose id appeared earlier in b or belongs
+// to a load in flight, and takes the rest's ids as b's own (b.ids). The
+// first copy of an id wins; events keeps its order.
+func (l *Loader) own(b *batch) {
+	l.ownersMu.Lock()
+	// The sets are not written once published, and only this goroutine
+	// publishes: probing them without the lock is safe. One retired
+	// meanwhile only means its load is stored; dropping its ids is right.
+	others := slices.Clone(l.owners)
+	l.ownersMu.Unlock()
+	set := newIDSet(len(b.events))
+	b.ids = make([]event.ID, 0, len(b.events))
+	w := 0
+next:
+	for i := range b.events {
+		id := b.events[i].ID
+		for _, o := range others {
+			if o.has(id) {
+				continue next
+			}
+		}
+		if !set.add(id) {
+			continue
+		}
+		b.ids = append(b.ids, id)
+		if w != i {
+			b.events[w] = b.events[i]
+		}
+		w++
+	}
+	clear(b.events[w:])
+	b.events = b.events[:w]
+	b.owner = set
+	l.ownersMu.Lock()
+	l.owners = append(l.owners, set)
+	l.ownersMu.Unlock()
+}
+
+// disown ends b's ownership of its ids.
+func (l *Loader) disown(b *batch) {
+	l.ownersMu.Lock()
+	l.owners = slices.DeleteFunc(l.owners, func(s *idSet) bool { return s == b.owner })
+	l.ownersMu.Unlock()
+}
+
+// claim claims b's ids and sorts its events: those to insert stay in
+// b.events, those to check against the store go to b.check, duplicates
+// go. It may be retried; a retry finds the ids an earlier attempt claimed
+// pending, which sends them to the store check (safe, if slower).
+func (l *Loader) claim(ctx context.Context, b *batch) error {
+	if len(b.ids) == 0 {
+		return nil
+	}
+	t0 := time.Now()
+	st, err := l.cfg.Dedupe.Claim(ctx, b.ids)
+	l.m.ObserveDedupe(time.Since(t0))
+	if err != nil {
+		l.countDedupeError(err)
+		return err
+	}
+	// b.events and b.ids are parallel here (own): compact events in place.
+	b.mark = make([]event.ID, 0, len(b.ids))
+	w := 0
+	for i, s := range st {
+		switch {
+		case s == dedupe.Duplicate:
+			continue
+		case s == dedupe.Uncertain || b.recovering:
+			b.check = append(b.check, b.events[i])
+		default:
+			if w != i {
+				b.events[w] = b.events[i]
+			}
+			w++
+		}
+		b.mark = append(b.mark, b.ids[i])
+	}
+	clear(b.events[w:])
+	b.events = b.events[:w]
+	return nil
+}
+
+// store stores b's events exactly once: bad rows, then the events the
+// store does not hold. It may be retried after any error; counts of rows
+// stored by an earlier attempt are kept in b.
+func (l *Loader) store(ctx context.Context, b *batch) error {
 	if b.stored == nil {
 		b.stored = map[string]uint64{}
 	}
@@ -268,44 +531,12 @@ func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 		}
 		b.badStored = true
 	}
-	if len(b.events) == 0 { // a record of bad rows only
-		return nil
-	}
-	// Duplicates within the batch (a retried batch, or an event repeated):
-	// the first copy wins.
-	seen := make(map[event.ID]struct{}, len(b.events))
-	uniq := make([]event.Event, 0, len(b.events))
-	for _, e := range b.events {
-		if _, dup := seen[e.ID]; dup {
-			continue
-		}
-		seen[e.ID] = struct{}{}
-		uniq = append(uniq, e)
-	}
-	ids := make([]event.ID, len(uniq))
-	for i := range uniq {
-		ids[i] = uniq[i].ID
-	}
-	t0 := time.Now()
-	st, err := l.cfg.Dedupe.Claim(ctx, ids)
-	l.m.ObserveDedupe(time.Since(t0))
-	if err != nil {
-		l.countDedupeError(err)
-		return err
-	}
-	insert := make([]event.Event, 0, len(uniq))
-	mark := make([]event.ID, 0, len(uniq))
-	var check []event.Event
-	for i, s := range st {
-		switch {
-		case s == dedupe.Duplicate:
-			continue
-		case s == dedupe.Uncertain || recovering || b.loaded:
-			check = append(check, uniq[i])
-		default:
-			insert = append(insert, uniq[i])
-		}
-		mark = append(mark, ids[i])
+	insert, check := b.events, b.check
+	if b.tried {
+		// An earlier attempt's insert failed and may have stored some
+		// of its events: ask the store about every one.
+		check = append(check[:len(check):len(check)], insert...)
+		insert = nil
 	}
 	delta := map[string]uint64{}
 	if len(check) > 0 {
@@ -314,17 +545,24 @@ func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 			l.m.StoreErrors.Add(1)
 			return err
 		}
+		var missing []event.Event
 		for _, e := range check {
 			switch {
 			case !found[e.ID]:
-				insert = append(insert, e)
+				missing = append(missing, e)
 			case b.failed[e.ID]:
 				delta[e.Site]++ // stored by an insert that reported failure
 				delete(b.failed, e.ID)
 			}
 		}
+		if len(insert) == 0 {
+			insert = missing
+		} else {
+			insert = append(insert[:len(insert):len(insert)], missing...)
+		}
 	}
 	if len(insert) > 0 {
+		b.tried = true
 		if err := l.cfg.Store.InsertEvents(ctx, insert); err != nil {
 			l.m.StoreErrors.Add(1)
 			if b.failed == nil {
@@ -333,12 +571,7 @@ func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 			for _, e := range insert {
 				b.failed[e.ID] = true
 			}
-			if len(delta) > 0 {
-				for k, v := range delta {
-					b.stored[k] += v
-				}
-				l.cfg.OnStored(delta)
-			}
+			l.addStored(b, delta)
 			return err
 		}
 		for _, e := range insert {
@@ -348,27 +581,19 @@ func (l *Loader) load(ctx context.Context, b *batch, recovering bool) error {
 		l.m.Inserted.Add(uint64(len(insert)))
 		l.m.Loads.Add(1)
 	}
-	if len(delta) > 0 {
-		for k, v := range delta {
-			b.stored[k] += v
-		}
-		l.cfg.OnStored(delta) // the rows are stored: count them now, whatever follows
-	}
-	b.loaded = true
-	t0 = time.Now()
-	err = l.cfg.Dedupe.MarkDone(ctx, mark)
-	l.m.ObserveDedupe(time.Since(t0))
-	if err != nil {
-		l.countDedupeError(err)
-		return err
-	}
-	var stored int
-	for _, v := range b.stored {
-		stored += int(v)
-	}
-	l.m.Deduped.Add(uint64(len(b.events) - stored))
-	l.log.Debug("loaded", "events", len(b.events), "inserted", len(insert), "checked", len(check), "position", b.next.String())
+	l.addStored(b, delta) // the rows are stored: count them now, whatever follows
 	return nil
+}
+
+// addStored counts rows stored for b and publishes them.
+func (l *Loader) addStored(b *batch, delta map[string]uint64) {
+	if len(delta) == 0 {
+		return
+	}
+	for k, v := range delta {
+		b.stored[k] += v
+	}
+	l.cfg.OnStored(delta)
 }
 
 // storeBadRows inserts bad rows if the store keeps them. They have no
@@ -387,13 +612,13 @@ func (l *Loader) storeBadRows(ctx context.Context, rows []record.BadRow) error {
 	return nil
 }
 
-// retry runs f until it succeeds or ctx ends, waiting 100 ms doubling up
-// to MaxBackoff between attempts.
-func (l *Loader) retry(ctx context.Context, what string, f func() error) error {
+// retry runs f, a step of stage, until it succeeds or ctx ends, waiting
+// 100 ms doubling up to MaxBackoff between attempts.
+func (l *Loader) retry(ctx context.Context, stage int, what string, f func() error) error {
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := f()
-		l.setPause(what, err, attempt)
+		l.setPause(stage, what, err, attempt)
 		if err == nil {
 			if attempt > 1 {
 				l.log.Info("recovered", "what", what, "attempts", attempt)

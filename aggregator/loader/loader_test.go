@@ -180,3 +180,94 @@ func TestWakesPromptly(t *testing.T) {
 		t.Errorf("loaded after %v", d)
 	}
 }
+
+// slowStore delays every insert, so that loads overlap: the next load is
+// claimed while this one is being inserted.
+type slowStore struct {
+	store.Store
+	delay time.Duration
+}
+
+func (s *slowStore) InsertEvents(ctx context.Context, evs []event.Event) error {
+	time.Sleep(s.delay)
+	return s.Store.InsertEvents(ctx, evs)
+}
+
+// countingStore counts ExistingIDs calls.
+type countingStore struct {
+	store.Store
+	checks atomic.Int32
+}
+
+func (c *countingStore) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.ID]bool, error) {
+	c.checks.Add(1)
+	return c.Store.ExistingIDs(ctx, evs)
+}
+
+// forgetful answers New to every claim, as Redis does for ids newer than
+// its epoch after it lost its memory.
+type forgetful struct{ dedupe.Deduper }
+
+func (f forgetful) Claim(ctx context.Context, ids []event.ID) ([]dedupe.Status, error) {
+	st, err := f.Deduper.Claim(ctx, ids)
+	clear(st)
+	return st, err
+}
+
+func (r *rig) startWith(st store.Store, d dedupe.Deduper) (stop func()) {
+	l := New(Config{Spool: r.sp, Dedupe: d, Store: st, MaxRows: 10, MaxAge: time.Millisecond,
+		MaxBackoff: 20 * time.Millisecond, DrainTimeout: time.Second,
+		OnStored: func(m map[string]uint64) { r.stored.Add(m["a"] + m["b"]) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
+
+// overlapping spools 100 events as records of 10, each repeating half of
+// the one before: with MaxRows 10, consecutive loads share ids.
+func (r *rig) overlapping() {
+	evs := events(r.t, 100)
+	for i := 0; i+10 <= len(evs); i += 5 {
+		r.append(evs[i : i+10])
+	}
+}
+
+// TestOverlappingLoadsShareIDs sends the same ids in consecutive loads
+// while the earlier load is still being inserted. The later load must
+// take the earlier one's pending claim for a duplicate in flight, not for
+// a leftover to look up in the store, and nothing may be stored twice:
+// with failing inserts, and when the claim cannot vouch for anything
+// (Redis's memory lost: ids newer than the epoch come back New).
+func TestOverlappingLoadsShareIDs(t *testing.T) {
+	t.Run("plain", func(t *testing.T) {
+		r := newRig(t, t.TempDir())
+		st := &countingStore{Store: &slowStore{Store: r.disk, delay: 30 * time.Millisecond}}
+		r.overlapping()
+		defer r.startWith(st, dedupe.NewMemory(time.Hour))()
+		r.waitRows(100)
+		if n := st.checks.Load(); n != 0 {
+			t.Errorf("the store was asked about ids %d times; an id of a load in flight is a duplicate", n)
+		}
+	})
+	t.Run("failing inserts", func(t *testing.T) {
+		r := newRig(t, t.TempDir())
+		st := &faultyStore{Store: &slowStore{Store: r.disk, delay: 30 * time.Millisecond}}
+		st.failAfter.Store(2)
+		st.failBefore.Store(1)
+		r.overlapping()
+		defer r.startWith(st, dedupe.NewMemory(time.Hour))()
+		r.waitRows(100)
+	})
+	t.Run("memory lost", func(t *testing.T) {
+		r := newRig(t, t.TempDir())
+		st := &slowStore{Store: r.disk, delay: 30 * time.Millisecond}
+		r.overlapping()
+		defer r.startWith(st, forgetful{dedupe.NewMemory(time.Hour)})()
+		r.waitRows(100)
+		time.Sleep(100 * time.Millisecond)
+		if r.rows() != 100 {
+			t.Fatalf("%d rows, want 100", r.rows())
+		}
+	})
+}

@@ -20,30 +20,40 @@ type Pause struct {
 	Attempts int       `json:"attempts"`
 }
 
-// Status returns why loading is paused, or nil when it runs.
-func (l *Loader) Status() *Pause { return l.pause.Load() }
+// Status returns why loading is paused, or nil when it runs. With several
+// stages waiting, the one furthest along is reported: it holds up the
+// others.
+func (l *Loader) Status() *Pause {
+	for i := stages - 1; i >= 0; i-- {
+		if p := l.pauses[i].Load(); p != nil {
+			return p
+		}
+	}
+	return nil
+}
 
 // Paused reports 1 while loading is paused, for the metrics gauge.
 func (l *Loader) Paused() int {
-	if l.pause.Load() != nil {
+	if l.Status() != nil {
 		return 1
 	}
 	return 0
 }
 
-// setPause records the outcome of one attempt of a retried step.
-func (l *Loader) setPause(what string, err error, attempt int) {
+// setPause records the outcome of one attempt of a retried step of stage.
+func (l *Loader) setPause(stage int, what string, err error, attempt int) {
+	ptr := &l.pauses[stage]
 	if err == nil {
-		if l.pause.Load() != nil {
-			l.pause.Store(nil)
+		if ptr.Load() != nil {
+			ptr.Store(nil)
 		}
 		return
 	}
 	p := &Pause{What: what, Error: err.Error(), Since: time.Now(), Attempts: attempt}
-	if old := l.pause.Load(); old != nil && old.What == what && attempt > 1 {
+	if old := ptr.Load(); old != nil && old.What == what && attempt > 1 {
 		p.Since = old.Since
 	}
-	l.pause.Store(p)
+	ptr.Store(p)
 }
 
 // countDedupeError counts a failed dedupe call: as a store error when the

@@ -321,12 +321,21 @@ func TestIntegration(t *testing.T) {
 		if h.Site != "demo" || len(h.Points) != 5 || sum != 60 || h.Points[4].T != time.Now().Unix()/60*60 {
 			t.Errorf("history %+v", h)
 		}
-		resp, err := http.Get(a.http.URL + "/metrics")
-		if err != nil {
-			t.Fatal(err)
+		// The live count is published as soon as rows are stored; the
+		// loader marks them done and commits the spool checkpoint after
+		// that, in its next stage, so spool_bytes reaches 0 a little later.
+		var b []byte
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			resp, err := http.Get(a.http.URL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), "edgepixel_aggregator_spool_bytes 0\n") || time.Now().After(deadline) {
+				break
+			}
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
 		for _, want := range []string{
 			"edgepixel_aggregator_inserted_total 101",
 			"edgepixel_aggregator_accepted_batches_total 5",
@@ -345,7 +354,7 @@ func TestIntegration(t *testing.T) {
 		if code := getJSON(t, a.http.URL+"/healthz", &ready); code != 200 {
 			t.Errorf("healthz %d", code)
 		}
-		resp, err = http.Get(a.http.URL + "/")
+		resp, err := http.Get(a.http.URL + "/")
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("dashboard: %v %v", resp, err)
 		}

@@ -13,10 +13,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +37,9 @@ func main() {
 type options struct {
 	addr, dataDir, secret, secretFile, redis, clickhouse, clickhouseDB string
 	logFormat, logLevel                                                string
+	pprofAddr                                                          string
+	gcPercent, loaderMaxRows                                           int
+	memoryLimit                                                        int64
 	maxBody, spoolMaxBytes                                             int64
 	replayWindow, dedupeWindow                                         time.Duration
 	logToken, adminToken, fastlyServiceIDs                             string
@@ -58,6 +64,10 @@ func run(args []string) error {
 	fs.StringVar(&o.fastlyServiceIDs, "fastly-service-ids", "", "comma-separated Fastly service ids allowed by the logging challenge (empty: any; needs --log-token)")
 	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token for POST /admin/erase and /admin/retention (empty: admin endpoints disabled)")
 	fs.IntVar(&o.retentionDays, "retention-days", 0, "drop ClickHouse day partitions older than this many days, at start and daily (0: keep everything)")
+	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "listen address for /debug/pprof/ (e.g. 127.0.0.1:6060; empty: off). Bind it to localhost: profiles reveal internals")
+	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
+	fs.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target: heap growth in percent over the live heap before a collection (GOGC); -1: off. The default trades memory for CPU, see --memory-limit. GOGC in the environment applies unless this flag is given")
+	fs.Int64Var(&o.memoryLimit, "memory-limit", 1<<30, "soft limit in bytes for the Go heap (GOMEMLIMIT): the GC collects more often rather than pass it; 0: none. GOMEMLIMIT in the environment applies unless this flag is given")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := envDefaults(fs); err != nil {
@@ -74,6 +84,7 @@ func run(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	setGC(fs, o.gcPercent, o.memoryLimit)
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
 		return err
@@ -89,6 +100,7 @@ func run(args []string) error {
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
 		AdminToken: o.adminToken, RetentionDays: o.retentionDays,
+		LoaderMaxRows: o.loaderMaxRows,
 	})
 	if err != nil {
 		return err
@@ -103,6 +115,22 @@ func run(args []string) error {
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
+	}
+	if o.pprofAddr != "" {
+		// A listener of its own, never the public mux: profiling is opt-in
+		// and meant for localhost only.
+		pln, err := net.Listen("tcp", o.pprofAddr)
+		if err != nil {
+			return fmt.Errorf("--pprof-addr: %w", err)
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+		go ps.Serve(pln)
+		defer ps.Close()
+		log.Info("profiling", "url", "http://"+pln.Addr().String()+"/debug/pprof/")
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
@@ -140,6 +168,28 @@ func run(args []string) error {
 	}
 	log.Info("stopped", "spooled_bytes_left", srv.Metrics().SpoolBytes())
 	return err
+}
+
+// setGC applies --gc-percent and --memory-limit. The loader allocates
+// tens of MB per load (decoded events, Native blocks) while its live heap
+// stays near a few hundred MB; at Go's default GOGC=100 the collector ran
+// several times per load and took about a fifth of the process's CPU.
+// A higher GOGC collects less often; the memory limit keeps that from
+// growing the heap without bound (near the limit the GC simply runs more
+// often). GOGC / GOMEMLIMIT set in the environment win over the defaults,
+// not over flags given explicitly (or through EDGEPIXEL_AGG_*).
+func setGC(fs *flag.FlagSet, percent int, limit int64) {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["gc-percent"] || os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(percent)
+	}
+	if given["memory-limit"] || os.Getenv("GOMEMLIMIT") == "" {
+		if limit <= 0 {
+			limit = math.MaxInt64
+		}
+		debug.SetMemoryLimit(limit)
+	}
 }
 
 func splitList(s string) []string {

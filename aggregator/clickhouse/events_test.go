@@ -1,0 +1,88 @@
+package clickhouse
+
+import (
+	"bytes"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/ch-go/proto"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// referenceNative encodes evs with ch-go's own column types, as
+// EncodeNative did before it wrote the columns straight from the events.
+func referenceNative(evs []event.Event) []byte {
+	ids := make(uuidCol, 0, len(evs))
+	var ts proto.ColDateTime
+	var tsMS proto.ColUInt64
+	strs := make([]proto.ColStr, 12)
+	for i := range evs {
+		e := &evs[i]
+		ids = append(ids, e.ID)
+		ts.Append(time.UnixMilli(e.Time))
+		tsMS.Append(uint64(e.Time))
+		for j, s := range [...]string{e.Site, e.Name, e.URL, e.Referrer, e.UserAgent, e.ClientIP,
+			e.Country, e.UTMSource, e.UTMMedium, e.UTMCampaign, e.Pop, e.Props} {
+			strs[j].Append(s)
+		}
+	}
+	input := proto.Input{{Name: "event_id", Data: ids}, {Name: "ts", Data: &ts}, {Name: "ts_ms", Data: &tsMS}}
+	for j, name := range [...]string{"site", "name", "url", "referrer", "user_agent", "client_ip",
+		"country", "utm_source", "utm_medium", "utm_campaign", "pop", "props"} {
+		input = append(input, proto.InputColumn{Name: name, Data: &strs[j]})
+	}
+	var buf proto.Buffer
+	blk := proto.Block{Columns: len(input), Rows: len(evs)}
+	if err := blk.EncodeRawBlock(&buf, nativeRevision, input); err != nil {
+		panic(err)
+	}
+	return buf.Buf
+}
+
+func nativeSample(n int) []event.Event {
+	evs := make([]event.Event, n)
+	for i := range evs {
+		ms := int64(1_750_000_000_123 + i*997)
+		id, _ := event.NewID(ms, rand.Reader)
+		evs[i] = event.Event{ID: id, Time: ms, Site: "s" + strings.Repeat("x", i%3), Name: "pageview",
+			URL: "https://example.com/" + strings.Repeat("p", i*37%300), UserAgent: strings.Repeat("u", i%200),
+			Country: "DE", Props: strings.Repeat("{}", i%90)}
+	}
+	return evs
+}
+
+func TestEncodeNativeMatchesColumns(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 1000} {
+		evs := nativeSample(n)
+		got, err := EncodeNative(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := referenceNative(evs); !bytes.Equal(got, want) {
+			t.Fatalf("n=%d: %d bytes differ from ch-go's columns (%d bytes)", n, len(got), len(want))
+		}
+	}
+}
+
+func BenchmarkEncodeNative(b *testing.B) {
+	evs := nativeSample(50000)
+	var buf []byte
+	for b.Loop() {
+		var err error
+		if buf, err = appendNative(buf[:0], len(evs), eventsInput(evs)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "rows/s")
+}
+
+func BenchmarkEncodeNativeColStr(b *testing.B) {
+	evs := nativeSample(50000)
+	for b.Loop() {
+		referenceNative(evs)
+	}
+	b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "rows/s")
+}
