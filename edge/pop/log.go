@@ -15,6 +15,11 @@ type lockedWriter struct {
 	w  io.Writer
 }
 
+// NewLockedWriter returns w with its writes serialised, for a writer a
+// caller shares with the Server (the CLI's stdout, which the guests and an
+// access log on "-" both write).
+func NewLockedWriter(w io.Writer) io.Writer { return &lockedWriter{w: w} }
+
 func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

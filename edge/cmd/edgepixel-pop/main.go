@@ -34,7 +34,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -82,19 +81,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 0
 }
 
-// syncWriter serialises writes to stdout, which the guests, the default
-// log endpoints and an access log on "-" share.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
 // serve runs the POP until ctx ends (a signal), then shuts it down.
 func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.Writer) error {
 	if o.compileOnly {
@@ -120,7 +106,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		}
 		tlsConfig = &tls.Config{GetCertificate: certs.GetCertificate}
 	}
-	stdout = &syncWriter{w: stdout}
+	stdout = pop.NewLockedWriter(stdout) // shared by the guests, default log endpoints and an access log on "-"
 	var accessLog io.Writer
 	switch o.accessLog {
 	case "":
