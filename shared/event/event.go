@@ -1,8 +1,37 @@
 // Package event defines the one record edgepixel moves from the edge to
 // storage: an Event, its ID, and the limits both sides enforce.
 //
+// Fields is the list of the event's fields: for each its Go field, JSON
+// name (also its ClickHouse column), kind, size limit, ClickHouse type and
+// default, and the schema version that added it. The wire codec
+// (shared/wire) and the ClickHouse encoder (aggregator/clickhouse) walk
+// it; the NDJSON decoder and the disk store use Event's JSON tags; tests in
+// each of those packages fail when a field of Fields is missing from them.
+//
+// # Adding a field
+//
+//  1. Add the field at the end of Event, with its JSON tag (the ClickHouse
+//     column name: lower case, words joined by _), and its limit constant
+//     beside the others. New fields are strings (KindString); another kind
+//     needs support in shared/wire and aggregator/clickhouse first.
+//  2. Add one row at the end of Fields with Since set to the next schema
+//     version (one more than the last of aggregator/clickhouse's
+//     Migrations), the ClickHouse type and, for rows stored before the
+//     column existed, its default.
+//  3. Add one Migration with that version to aggregator/clickhouse's
+//     Migrations. It adds the column at the aggregator's next start; no
+//     SQL needs writing for a plain column.
+//  4. Fill the field where it is known (edge/pixel for what the edge sees).
+//
+// Rows are only ever appended: the wire format sends fields in this order
+// and older decoders skip what follows the fields they know, and ClickHouse
+// adds new columns at the end of the table. A field is never removed or
+// reordered; stop filling it instead. `method` (schema version 2) was
+// added this way.
+//
 // The package has no dependencies beyond the standard library's basics so
-// that the edge module stays small and TinyGo-compatible.
+// that the edge module stays small and TinyGo-compatible: Fields holds
+// plain accessor functions, not reflection.
 package event
 
 import (
@@ -28,6 +57,7 @@ const (
 	MaxIPLen       = 45  // the longest textual IPv6 address
 	MaxShortLen    = 200 // UTM fields, country, pop
 	MaxPropsLen    = 4096
+	MaxMethodLen   = 32 // the longest registered HTTP method, UPDATEREDIRECTREF, has 17
 )
 
 // Event is one hit: a pixel request or one event of a POST, enriched at the
@@ -52,8 +82,9 @@ type Event struct {
 	UTMSource   string `json:"utm_source"`
 	UTMMedium   string `json:"utm_medium"`
 	UTMCampaign string `json:"utm_campaign"`
-	Pop         string `json:"pop"`   // the POP that saw the hit
-	Props       string `json:"props"` // a JSON object of custom properties, or ""
+	Pop         string `json:"pop"`    // the POP that saw the hit
+	Props       string `json:"props"`  // a JSON object of custom properties, or ""
+	Method      string `json:"method"` // the hit's HTTP method (GET, HEAD, POST); "" for events from before schema version 2
 }
 
 // ErrInvalid wraps every validation failure so callers can tell bad input
@@ -75,26 +106,10 @@ func (e *Event) Validate() error {
 	if e.Name == "" {
 		return fmt.Errorf("%w: missing name", ErrInvalid)
 	}
-	for _, f := range [...]struct {
-		name string
-		v    string
-		max  int
-	}{
-		{"site", e.Site, MaxSiteLen},
-		{"name", e.Name, MaxNameLen},
-		{"url", e.URL, MaxURLLen},
-		{"referrer", e.Referrer, MaxReferrerLen},
-		{"user_agent", e.UserAgent, MaxUALen},
-		{"client_ip", e.ClientIP, MaxIPLen},
-		{"country", e.Country, MaxShortLen},
-		{"utm_source", e.UTMSource, MaxShortLen},
-		{"utm_medium", e.UTMMedium, MaxShortLen},
-		{"utm_campaign", e.UTMCampaign, MaxShortLen},
-		{"pop", e.Pop, MaxShortLen},
-		{"props", e.Props, MaxPropsLen},
-	} {
-		if len(f.v) > f.max {
-			return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, f.name, f.max)
+	for i := range Fields {
+		f := &Fields[i]
+		if f.Str != nil && len(*f.Str(e)) > f.Max {
+			return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, f.JSON, f.Max)
 		}
 	}
 	return nil
