@@ -10,11 +10,18 @@
 //
 //	batch  = magic "EPB1" count event*
 //	event  = length body             ; length of body in bytes
-//	body   = id(16 bytes) time field{13} [future fields]
+//	body   = id(16 bytes) time field{13} field* [future fields]
 //	field  = length bytes            ; a UTF-8 string
 //
+// The fields are event.Fields' strings in that table's order. The first 13
+// are those of schema version 1 (site ... props) and a reserved field,
+// always empty, that version 1 readers require. The fields added later
+// (event.Field.Since > 1: method, ...) follow; an event from an older
+// sender ends before them, and they decode as "".
+//
 // Each event is length-prefixed so that a newer sender may append fields
-// that an older decoder skips. Field order is the order of event.Event.
+// that an older decoder skips: an aggregator that predates a field drops
+// it, one that knows it reads "" from an older edge.
 package wire
 
 import (
@@ -58,21 +65,40 @@ func Append(dst []byte, events []event.Event) []byte {
 func appendEvent(b []byte, e *event.Event) []byte {
 	b = append(b, e.ID[:]...)
 	b = binary.AppendUvarint(b, uint64(e.Time))
-	for _, s := range fields(e) {
+	for _, get := range strs {
+		if get == nil { // the reserved field
+			b = append(b, 0)
+			continue
+		}
+		s := get(e)
 		b = binary.AppendUvarint(b, uint64(len(*s)))
 		b = append(b, *s...)
 	}
 	return b
 }
 
-// fields lists the string fields of e in wire order. Encoder and decoder
-// share it so they cannot disagree.
-func fields(e *event.Event) [13]*string {
-	return [13]*string{
-		&e.Site, &e.Name, &e.URL, &e.Referrer, &e.UserAgent, &e.ClientIP,
-		&e.Country, &e.UTMSource, &e.UTMMedium, &e.UTMCampaign, &e.Pop,
-		&e.Props, new(string), // reserved: keeps the count stable for v1 readers
+// strs are the string fields in wire order, nil for the reserved one;
+// every event has at least the first required of them. Encoder and
+// decoder share them so they cannot disagree.
+var strs, required = wireFields()
+
+func wireFields() (strs []func(*event.Event) *string, required int) {
+	for i := range event.Fields {
+		f := &event.Fields[i]
+		if f.Str == nil { // id and time, written first
+			continue
+		}
+		if f.Since > 1 && required == 0 {
+			strs = append(strs, nil)
+			required = len(strs)
+		}
+		strs = append(strs, f.Str)
 	}
+	if required == 0 {
+		strs = append(strs, nil)
+		required = len(strs)
+	}
+	return strs, required
 }
 
 // Count returns the number of events a batch declares, checking only its
@@ -144,14 +170,17 @@ func decodeEvent(e *event.Event, b []byte, s string, off int) error {
 	}
 	e.Time = int64(t)
 	off += k
-	for _, f := range fields(e) {
+	for i, get := range strs {
+		if i >= required && off == len(b) {
+			break // an older sender: the later fields stay ""
+		}
 		l, k := binary.Uvarint(b[off:])
 		if k <= 0 || l > uint64(len(b)-off-k) {
 			return errors.New("bad field length")
 		}
 		off += k
-		if l > 0 { // an empty field stays "", not pinning the batch
-			*f = s[off : off+int(l)]
+		if l > 0 && get != nil { // an empty field stays "", not pinning the batch
+			*get(e) = s[off : off+int(l)]
 		}
 		off += int(l)
 	}

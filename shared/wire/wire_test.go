@@ -94,6 +94,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, sample(1)))
 	f.Add(Append(nil, sample(3)))
 	f.Add([]byte(Magic))
+	f.Add(v1Batch(f))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		evs, err := Decode(nil, b)
 		if err != nil {
