@@ -19,72 +19,11 @@ import (
 // in every later version.
 const nativeRevision = 54412
 
-// Schema is the DDL EnsureSchema runs, with {db} for the database.
-//
-// events is a ReplacingMergeTree whose sorting key ends in event_id: the
-// loader already stores each event once, and should an event ever be
-// inserted twice (two aggregators racing on one id), merges collapse the
-// copies; exact counts use uniqExact(event_id), which is right before
-// merges too. events_per_minute is the rollup the dashboard's history
-// reads, kept by a materialized view so it costs nothing at query time.
-var Schema = []string{
-	`CREATE DATABASE IF NOT EXISTS {db}`,
-	`CREATE TABLE IF NOT EXISTS {db}.events (
-		event_id UUID,
-		ts DateTime,
-		ts_ms UInt64,
-		site String,
-		name String,
-		url String,
-		referrer String,
-		user_agent String,
-		client_ip String,
-		country String,
-		utm_source String,
-		utm_medium String,
-		utm_campaign String,
-		pop String,
-		props String
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(ts)
-	ORDER BY (site, ts, event_id)`,
-	`CREATE TABLE IF NOT EXISTS {db}.events_per_minute (
-		site String,
-		minute DateTime,
-		n UInt64
-	) ENGINE = SummingMergeTree(n)
-	PARTITION BY toYYYYMM(minute)
-	ORDER BY (site, minute)`,
-	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_per_minute_mv TO {db}.events_per_minute AS
-	SELECT site, toStartOfMinute(ts) AS minute, count() AS n
-	FROM {db}.events GROUP BY site, minute`,
-	// bad_rows keeps what ingest could not turn into events (see package
-	// record). row_id is derived from the source and the raw input, so a
-	// bad input delivered twice collapses at merges (count with
-	// uniqExact(row_id)). Day partitions let retention drop it like events.
-	`CREATE TABLE IF NOT EXISTS {db}.bad_rows (
-		row_id UUID,
-		received DateTime,
-		received_ms UInt64,
-		source String,
-		site String,
-		reason String,
-		error String,
-		raw String
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(received)
-	ORDER BY (reason, row_id)`,
-}
-
-// EnsureSchema creates the database, tables and view if they are missing.
-// It is idempotent and runs at every start.
+// EnsureSchema brings the database to the schema this version uses (see
+// Migrate). It is idempotent and runs at every start.
 func (c *Client) EnsureSchema(ctx context.Context) error {
-	for _, s := range Schema {
-		if err := c.Exec(ctx, strings.ReplaceAll(s, "{db}", c.db)); err != nil {
-			return fmt.Errorf("ensure schema: %w", err)
-		}
-	}
-	return nil
+	_, err := c.Migrate(ctx)
+	return err
 }
 
 // Init implements store.Store.
@@ -117,7 +56,7 @@ func (c uuidCol) WriteColumn(w *proto.Writer) { w.ChainBuffer(c.EncodeColumn) }
 // ColStr.EncodeColumn writes it: its length as a varint, then its bytes.
 type strCol struct {
 	evs []event.Event
-	get func(*event.Event) string
+	get func(*event.Event) *string
 }
 
 func (c strCol) Type() proto.ColumnType { return proto.ColumnTypeString }
@@ -125,14 +64,14 @@ func (c strCol) Rows() int              { return len(c.evs) }
 func (c strCol) EncodeColumn(b *proto.Buffer) {
 	n := 0
 	for i := range c.evs {
-		l := len(c.get(&c.evs[i]))
+		l := len(*c.get(&c.evs[i]))
 		n += l + uvarintLen(uint64(l))
 	}
 	b.Buf = slices.Grow(b.Buf, n) // one growth per column at most
 	for i := range c.evs {
 		v := c.get(&c.evs[i])
-		b.Buf = binary.AppendUvarint(b.Buf, uint64(len(v)))
-		b.Buf = append(b.Buf, v...)
+		b.Buf = binary.AppendUvarint(b.Buf, uint64(len(*v)))
+		b.Buf = append(b.Buf, *v...)
 	}
 }
 func (c strCol) WriteColumn(w *proto.Writer) { w.ChainBuffer(c.EncodeColumn) }
@@ -176,38 +115,29 @@ func (c tsCol) EncodeColumn(b *proto.Buffer) {
 }
 func (c tsCol) WriteColumn(w *proto.Writer) { w.ChainBuffer(c.EncodeColumn) }
 
-// stringColumns are the String columns of the events table, in table
-// order, with the field each is read from.
-var stringColumns = [...]struct {
-	name string
-	get  func(*event.Event) string
-}{
-	{"site", func(e *event.Event) string { return e.Site }},
-	{"name", func(e *event.Event) string { return e.Name }},
-	{"url", func(e *event.Event) string { return e.URL }},
-	{"referrer", func(e *event.Event) string { return e.Referrer }},
-	{"user_agent", func(e *event.Event) string { return e.UserAgent }},
-	{"client_ip", func(e *event.Event) string { return e.ClientIP }},
-	{"country", func(e *event.Event) string { return e.Country }},
-	{"utm_source", func(e *event.Event) string { return e.UTMSource }},
-	{"utm_medium", func(e *event.Event) string { return e.UTMMedium }},
-	{"utm_campaign", func(e *event.Event) string { return e.UTMCampaign }},
-	{"pop", func(e *event.Event) string { return e.Pop }},
-	{"props", func(e *event.Event) string { return e.Props }},
-}
-
-// eventsInput holds evs as the columns of the events table. The columns
-// read evs when encoded; nothing is copied before.
+// eventsInput holds evs as the columns of the events table, one for each
+// of event.Fields and ts, the DateTime the table is partitioned by, derived
+// from the event time. The columns read evs when encoded; nothing is
+// copied before.
 func eventsInput(evs []event.Event) proto.Input {
-	ids := make(uuidCol, len(evs))
-	for i := range evs {
-		ids[i] = evs[i].ID
-	}
-	input := make(proto.Input, 0, 3+len(stringColumns))
-	input = append(input, proto.InputColumn{Name: "event_id", Data: ids},
-		proto.InputColumn{Name: "ts", Data: tsCol{evs: evs}}, proto.InputColumn{Name: "ts_ms", Data: tsCol{evs: evs, ms: true}})
-	for _, c := range stringColumns {
-		input = append(input, proto.InputColumn{Name: c.name, Data: strCol{evs: evs, get: c.get}})
+	input := make(proto.Input, 0, len(event.Fields)+1)
+	for i := range event.Fields {
+		f := &event.Fields[i]
+		switch f.Kind {
+		case event.KindID:
+			ids := make(uuidCol, len(evs))
+			for i := range evs {
+				ids[i] = evs[i].ID
+			}
+			input = append(input, proto.InputColumn{Name: f.JSON, Data: ids})
+		case event.KindTime:
+			input = append(input, proto.InputColumn{Name: "ts", Data: tsCol{evs: evs}},
+				proto.InputColumn{Name: f.JSON, Data: tsCol{evs: evs, ms: true}})
+		case event.KindString:
+			input = append(input, proto.InputColumn{Name: f.JSON, Data: strCol{evs: evs, get: f.Str}})
+		default:
+			panic("clickhouse: no column type for kind of event field " + f.Name)
+		}
 	}
 	return input
 }

@@ -18,21 +18,23 @@ func referenceNative(evs []event.Event) []byte {
 	ids := make(uuidCol, 0, len(evs))
 	var ts proto.ColDateTime
 	var tsMS proto.ColUInt64
-	strs := make([]proto.ColStr, 12)
+	strs := make([]proto.ColStr, len(event.Fields))
 	for i := range evs {
 		e := &evs[i]
 		ids = append(ids, e.ID)
 		ts.Append(time.UnixMilli(e.Time))
 		tsMS.Append(uint64(e.Time))
-		for j, s := range [...]string{e.Site, e.Name, e.URL, e.Referrer, e.UserAgent, e.ClientIP,
-			e.Country, e.UTMSource, e.UTMMedium, e.UTMCampaign, e.Pop, e.Props} {
-			strs[j].Append(s)
+		for j, f := range event.Fields {
+			if f.Str != nil {
+				strs[j].Append(*f.Str(e))
+			}
 		}
 	}
 	input := proto.Input{{Name: "event_id", Data: ids}, {Name: "ts", Data: &ts}, {Name: "ts_ms", Data: &tsMS}}
-	for j, name := range [...]string{"site", "name", "url", "referrer", "user_agent", "client_ip",
-		"country", "utm_source", "utm_medium", "utm_campaign", "pop", "props"} {
-		input = append(input, proto.InputColumn{Name: name, Data: &strs[j]})
+	for j, f := range event.Fields {
+		if f.Str != nil {
+			input = append(input, proto.InputColumn{Name: f.JSON, Data: &strs[j]})
+		}
 	}
 	var buf proto.Buffer
 	blk := proto.Block{Columns: len(input), Rows: len(evs)}
@@ -49,7 +51,7 @@ func nativeSample(n int) []event.Event {
 		id, _ := event.NewID(ms, rand.Reader)
 		evs[i] = event.Event{ID: id, Time: ms, Site: "s" + strings.Repeat("x", i%3), Name: "pageview",
 			URL: "https://example.com/" + strings.Repeat("p", i*37%300), UserAgent: strings.Repeat("u", i%200),
-			Country: "DE", Props: strings.Repeat("{}", i%90)}
+			Country: "DE", Props: strings.Repeat("{}", i%90), Method: []string{"GET", "HEAD", "POST"}[i%3]}
 	}
 	return evs
 }

@@ -1,0 +1,313 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// Migration is one numbered step of the schema. A step runs its SQL, then
+// adds the events columns of the event fields it introduced (those of
+// event.Fields whose Since is its Version), then is recorded in the
+// database's schema_migrations table.
+//
+// Steps are idempotent and safe to run concurrently, because ClickHouse has
+// no transactions and two aggregators may start at once: SQL creates with
+// IF NOT EXISTS, columns are added only when system.columns lacks them (and
+// "already exists" from a racing aggregator counts as done), and the record
+// is kept once per version however often it is inserted. A step never drops
+// or rewrites data. Once released, a step is never changed: a new change
+// is a new step.
+type Migration struct {
+	Version int
+	Name    string   // what it does, for the log and the migrations table
+	SQL     []string // statements with {db} for the database
+}
+
+// Migrations are every step from an empty database to the schema this
+// version of the aggregator uses, in order. Version 1 is the schema the
+// aggregator created before it had migrations, so a database made then is
+// recognised as version 1 without any change to it.
+var Migrations = []Migration{
+	{Version: 1, Name: "events, events_per_minute and its view, bad_rows", SQL: schemaV1},
+	{Version: 2, Name: "events.method"},
+}
+
+// schemaV1 is the schema before migrations, exactly as it was created then
+// (testdata/v1-schema.sql keeps a copy to test upgrades against).
+//
+// events is a ReplacingMergeTree whose sorting key ends in event_id: the
+// loader already stores each event once, and should an event ever be
+// inserted twice (two aggregators racing on one id), merges collapse the
+// copies; exact counts use uniqExact(event_id), which is right before
+// merges too. events_per_minute is the rollup the dashboard's history
+// reads, kept by a materialized view so it costs nothing at query time.
+//
+// bad_rows keeps what ingest could not turn into events (see package
+// record). row_id is derived from the source and the raw input, so a bad
+// input delivered twice collapses at merges (count with uniqExact(row_id)).
+// Day partitions let retention drop it like events.
+var schemaV1 = []string{
+	`CREATE DATABASE IF NOT EXISTS {db}`,
+	`CREATE TABLE IF NOT EXISTS {db}.events (
+		event_id UUID,
+		ts DateTime,
+		ts_ms UInt64,
+		site String,
+		name String,
+		url String,
+		referrer String,
+		user_agent String,
+		client_ip String,
+		country String,
+		utm_source String,
+		utm_medium String,
+		utm_campaign String,
+		pop String,
+		props String
+	) ENGINE = ReplacingMergeTree
+	PARTITION BY toYYYYMMDD(ts)
+	ORDER BY (site, ts, event_id)`,
+	`CREATE TABLE IF NOT EXISTS {db}.events_per_minute (
+		site String,
+		minute DateTime,
+		n UInt64
+	) ENGINE = SummingMergeTree(n)
+	PARTITION BY toYYYYMM(minute)
+	ORDER BY (site, minute)`,
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_per_minute_mv TO {db}.events_per_minute AS
+	SELECT site, toStartOfMinute(ts) AS minute, count() AS n
+	FROM {db}.events GROUP BY site, minute`,
+	`CREATE TABLE IF NOT EXISTS {db}.bad_rows (
+		row_id UUID,
+		received DateTime,
+		received_ms UInt64,
+		source String,
+		site String,
+		reason String,
+		error String,
+		raw String
+	) ENGINE = ReplacingMergeTree
+	PARTITION BY toYYYYMMDD(received)
+	ORDER BY (reason, row_id)`,
+}
+
+// migrationsTable records the applied steps. A ReplacingMergeTree keyed by
+// version keeps one row per version at merges; reads group by version, so
+// a step recorded twice by two aggregators starting at once reads once
+// before merges too.
+const migrationsTable = `CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+	version UInt32,
+	name String,
+	applied_at DateTime,
+	by String
+) ENGINE = ReplacingMergeTree
+ORDER BY version`
+
+// ErrSchemaTooNew is returned (wrapped in a *SchemaTooNewError) by Migrate
+// for a database that a newer aggregator has migrated past the steps this
+// one knows.
+var ErrSchemaTooNew = errors.New("clickhouse schema newer than this aggregator")
+
+// SchemaTooNewError says which versions disagree and what to do.
+type SchemaTooNewError struct {
+	DB      string
+	Version int    // the database's newest step
+	Name    string // its name, as recorded
+	Known   int    // the newest step this binary knows
+}
+
+func (e *SchemaTooNewError) Error() string {
+	return fmt.Sprintf("clickhouse database %s is at schema version %d (%q), newer than this edgepixel-aggregator, which knows versions up to %d: "+
+		"a newer aggregator has migrated it. Run that newer edgepixel-aggregator (or a later one) against it; migrations are never undone, so an older one must not write to it. Nothing was changed",
+		e.DB, e.Version, e.Name, e.Known)
+}
+
+func (e *SchemaTooNewError) Unwrap() error { return ErrSchemaTooNew }
+
+// ErrSchemaConflict means the database has a column this version needs
+// with another type: someone changed the schema by hand. Migrate does not
+// guess how to fix that.
+var ErrSchemaConflict = errors.New("clickhouse schema conflict")
+
+// MigrateResult says what Migrate found and did.
+type MigrateResult struct {
+	From, To int         // schema version before and after
+	Applied  []Migration // the steps run
+}
+
+// Migrate brings the database to the newest schema version in Migrations,
+// creating it if need be, and returns what it did. It refuses, with a
+// *SchemaTooNewError and no change, a database a newer aggregator has
+// migrated further.
+func (c *Client) Migrate(ctx context.Context) (MigrateResult, error) {
+	return c.migrate(ctx, Migrations, migrator())
+}
+
+func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
+	var res MigrateResult
+	for _, s := range []string{"CREATE DATABASE IF NOT EXISTS {db}", migrationsTable} {
+		if err := c.execDDL(ctx, s); err != nil {
+			return res, fmt.Errorf("migrate: %w", err)
+		}
+	}
+	applied, err := c.appliedMigrations(ctx)
+	if err != nil {
+		return res, err
+	}
+	known := steps[len(steps)-1].Version
+	for v := range applied {
+		res.From = max(res.From, v)
+	}
+	if res.From > known {
+		return res, &SchemaTooNewError{DB: c.db, Version: res.From, Name: applied[res.From], Known: known}
+	}
+	for _, m := range steps {
+		if _, ok := applied[m.Version]; ok {
+			continue
+		}
+		if err := c.apply(ctx, m, by); err != nil {
+			return res, fmt.Errorf("migrate to schema version %d (%s): %w", m.Version, m.Name, err)
+		}
+		res.Applied = append(res.Applied, m)
+	}
+	res.To = max(res.From, known)
+	return res, nil
+}
+
+// appliedMigrations returns the recorded steps by version.
+func (c *Client) appliedMigrations(ctx context.Context) (map[int]string, error) {
+	rows, err := c.Query(ctx, "SELECT version, any(name) FROM "+c.db+".schema_migrations GROUP BY version")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
+	}
+	applied := make(map[int]string, len(rows))
+	for _, r := range rows {
+		if len(r) != 2 {
+			return nil, fmt.Errorf("clickhouse: schema_migrations row %q", r)
+		}
+		v, err := parseUint(r[0])
+		if err != nil {
+			return nil, err
+		}
+		applied[int(v)] = r[1]
+	}
+	return applied, nil
+}
+
+// apply runs one step and records it.
+func (c *Client) apply(ctx context.Context, m Migration, by string) error {
+	for _, s := range m.SQL {
+		if err := c.execDDL(ctx, s); err != nil {
+			return err
+		}
+	}
+	if err := c.addColumns(ctx, "events", m.Version); err != nil {
+		return err
+	}
+	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
+		c.db, m.Version, quote(m.Name), quote(by)))
+}
+
+// addColumns adds to table the columns of the event fields that schema
+// version introduced, and checks the type of those it has. ClickHouse 18.16
+// has no ADD COLUMN IF NOT EXISTS, so the columns are looked up first; an
+// aggregator racing this one may add a column in between, and its "already
+// exists" is taken as done once the column is seen.
+func (c *Client) addColumns(ctx context.Context, table string, version int) error {
+	var want []*event.Field
+	for i := range event.Fields {
+		if f := &event.Fields[i]; f.Since == version {
+			want = append(want, f)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	have, err := c.columnTypes(ctx, table)
+	if err != nil {
+		return err
+	}
+	for _, f := range want {
+		if typ, ok := have[f.JSON]; ok {
+			if typ != f.CHType {
+				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, table, f.JSON, typ, f.CHType)
+			}
+			continue
+		}
+		def := ""
+		if f.CHDefault != "" {
+			def = " DEFAULT " + f.CHDefault
+		}
+		err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", c.db, table, f.JSON, f.CHType, def))
+		if err == nil {
+			continue
+		}
+		if have, cerr := c.columnTypes(ctx, table); cerr == nil && have[f.JSON] == f.CHType {
+			continue // added meanwhile by another aggregator
+		}
+		return fmt.Errorf("add column %s.%s: %w", table, f.JSON, err)
+	}
+	return nil
+}
+
+// columnTypes returns the columns of table with their types.
+func (c *Client) columnTypes(ctx context.Context, table string) (map[string]string, error) {
+	rows, err := c.Query(ctx, fmt.Sprintf("SELECT name, type FROM system.columns WHERE database = %s AND table = %s", quote(c.db), quote(table)))
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", table, err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("table %s.%s does not exist", c.db, table)
+	}
+	cols := make(map[string]string, len(rows))
+	for _, r := range rows {
+		if len(r) == 2 {
+			cols[r[0]] = r[1]
+		}
+	}
+	return cols, nil
+}
+
+// execDDL runs an idempotent statement, with {db} for the database. A
+// server error is retried a few times: 18.16 may refuse a CREATE while a
+// racing aggregator creates the same table, and the retry then finds it
+// there.
+func (c *Client) execDDL(ctx context.Context, sql string) error {
+	sql = strings.ReplaceAll(sql, "{db}", c.db)
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := c.Exec(ctx, sql)
+		var se *Error
+		if err == nil || attempt == 4 || !errors.As(err, &se) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// migrator identifies this process in schema_migrations.by.
+func migrator() string {
+	host, _ := os.Hostname()
+	by := "edgepixel-aggregator pid " + strconv.Itoa(os.Getpid()) + " on " + host
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				by += " rev " + s.Value[:min(12, len(s.Value))]
+			}
+		}
+	}
+	return by
+}
