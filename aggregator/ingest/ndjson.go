@@ -37,22 +37,17 @@ func (e *LineError) Unwrap() error { return e.Err }
 // be a string. ts_ms may be a number or a numeric string; instead of ts_ms
 // a line may carry ts, an RFC 3339 time or unix seconds. props may be a
 // JSON object or a string holding one.
+//
+// The other fields are read into the embedded Event by its JSON tags, so a
+// field added to event.Fields is read with no change here; the fields
+// declared here take precedence over the Event fields of the same JSON
+// name (encoding/json prefers the shallower field).
 type jsonLine struct {
-	EventID     *string         `json:"event_id"`
-	TsMS        json.RawMessage `json:"ts_ms"`
-	Ts          json.RawMessage `json:"ts"`
-	Site        string          `json:"site"`
-	Name        string          `json:"name"`
-	URL         string          `json:"url"`
-	Referrer    string          `json:"referrer"`
-	UserAgent   string          `json:"user_agent"`
-	ClientIP    string          `json:"client_ip"`
-	Country     string          `json:"country"`
-	UTMSource   string          `json:"utm_source"`
-	UTMMedium   string          `json:"utm_medium"`
-	UTMCampaign string          `json:"utm_campaign"`
-	Pop         string          `json:"pop"`
-	Props       json.RawMessage `json:"props"`
+	event.Event
+	EventID *string         `json:"event_id"`
+	TsMS    json.RawMessage `json:"ts_ms"`
+	Ts      json.RawMessage `json:"ts"`
+	Props   json.RawMessage `json:"props"`
 }
 
 // ParseLine turns one NDJSON line (without its newline) into an event. It
@@ -83,9 +78,8 @@ func ParseLine(line []byte) (event.Event, error) {
 	if l.Name == "" {
 		l.Name = event.KindPageview
 	}
-	e = event.Event{Time: ms, Site: l.Site, Name: l.Name, URL: l.URL, Referrer: l.Referrer, UserAgent: l.UserAgent,
-		ClientIP: l.ClientIP, Country: l.Country, UTMSource: l.UTMSource, UTMMedium: l.UTMMedium,
-		UTMCampaign: l.UTMCampaign, Pop: l.Pop, Props: props}
+	e = l.Event
+	e.Time, e.Props = ms, props
 	if l.EventID != nil && *l.EventID != "" {
 		if e.ID, err = event.ParseID(*l.EventID); err != nil {
 			return bad(ReasonInvalidEvent, err)

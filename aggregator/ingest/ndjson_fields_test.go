@@ -1,0 +1,48 @@
+package ingest
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// A line carries every field of event.Fields under its JSON name, and a
+// line from before a field existed (or a log format that leaves it out)
+// parses with the field empty.
+func TestParseLineReadsEveryField(t *testing.T) {
+	line := map[string]any{"ts_ms": 1750000000123, "event_id": "0197746b-5d3b-7000-8000-000000000001"}
+	for _, f := range event.Fields {
+		if f.Str != nil {
+			line[f.JSON] = "v-" + f.JSON
+		}
+	}
+	line["props"] = `{"p":1}`
+	b, err := json.Marshal(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ParseLine(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range event.Fields {
+		if f.Str == nil || f.JSON == "props" {
+			continue
+		}
+		if got := *f.Str(&e); got != "v-"+f.JSON {
+			t.Errorf("%s: %q", f.JSON, got)
+		}
+	}
+	if e.Props != `{"p":1}` || e.Time != 1750000000123 || e.ID.String() != "0197746b-5d3b-7000-8000-000000000001" {
+		t.Fatalf("%+v", e)
+	}
+
+	old, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo","url":"/a"}`))
+	if err != nil || old.Method != "" || old.Site != "demo" {
+		t.Fatalf("a line without method: %+v %v", old, err)
+	}
+	if e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo","method":"POST"}`)); err != nil || e.Method != "POST" {
+		t.Fatalf("method: %+v %v", e, err)
+	}
+}
