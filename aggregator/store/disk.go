@@ -81,7 +81,8 @@ func (d *Disk) load(path string) error {
 			return err
 		}
 		// Only the fields the counts need; the file holds whole events in
-		// event.Event's JSON (field names match the ClickHouse columns).
+		// event.Event's JSON, whose names are event.Fields' (and the
+		// ClickHouse columns); lines written before a field existed lack it.
 		var r struct {
 			Site string `json:"site"`
 			TsMS int64  `json:"ts_ms"`
