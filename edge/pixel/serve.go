@@ -93,6 +93,7 @@ func servePixel(req *Hit, b *Batcher, now time.Time, resp *Response) {
 		return
 	}
 	e, drop := FromQuery(req.RawQuery, req.Meta())
+	e.Method = req.Method // GET or HEAD, checked above
 	if drop == "" && !b.Add(now, e) {
 		drop = DropBufferFull
 	}
@@ -141,6 +142,9 @@ func servePost(req *Hit, b *Batcher, now time.Time, resp *Response) {
 		return
 	}
 	evs, drop := FromJSON(body, req.Meta())
+	for i := range evs {
+		evs[i].Method = req.Method // POST, checked above
+	}
 	if drop == "" && !b.Add(now, evs...) {
 		drop = DropBufferFull
 	}

@@ -1,0 +1,33 @@
+package pixel
+
+import (
+	"testing"
+	"time"
+)
+
+// Every event records the HTTP method of the hit that carried it.
+func TestEventsCarryMethod(t *testing.T) {
+	for _, tc := range []struct {
+		method, path, q, body string
+		events                int
+	}{
+		{"GET", "/p.gif", "site=a.com", "", 1},
+		{"HEAD", "/p", "site=a.com", "", 1},
+		{"POST", "/e", "", `[{"site":"a.com"},{"site":"a.com","name":"signup"}]`, 2},
+	} {
+		b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+		h, _ := hit(tc.method, tc.path, tc.q, tc.body)
+		Serve(h, b, time.Now(), &Response{})
+		if len(b.events) != tc.events {
+			t.Fatalf("%s %s: %d events", tc.method, tc.path, len(b.events))
+		}
+		for _, e := range b.events {
+			if e.Method != tc.method {
+				t.Errorf("%s %s: event method %q", tc.method, tc.path, e.Method)
+			}
+			if err := e.Validate(); err != nil {
+				t.Errorf("%s %s: %v", tc.method, tc.path, err)
+			}
+		}
+	}
+}
