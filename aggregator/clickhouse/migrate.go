@@ -126,7 +126,8 @@ type SchemaTooNewError struct {
 
 func (e *SchemaTooNewError) Error() string {
 	return fmt.Sprintf("clickhouse database %s is at schema version %d (%q), newer than this edgepixel-aggregator, which knows versions up to %d: "+
-		"a newer aggregator has migrated it. Run that newer edgepixel-aggregator (or a later one) against it; migrations are never undone, so an older one must not write to it. Nothing was changed",
+		"a newer aggregator has migrated it. Run that newer edgepixel-aggregator (or a later one) against it, or give this one another database (--clickhouse-db); "+
+		"migrations are never undone, so an older aggregator must not write to a newer schema. Nothing was changed",
 		e.DB, e.Version, e.Name, e.Known)
 }
 

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/server"
 )
 
@@ -91,6 +92,12 @@ func run(args []string) error {
 	}
 	if o.retentionDays < 0 {
 		return errors.New("--retention-days must not be negative")
+	}
+
+	if o.clickhouse != "" {
+		if err := migrateClickHouse(log, o.clickhouse, o.clickhouseDB); err != nil {
+			return err
+		}
 	}
 
 	srv, err := server.Open(server.Config{
@@ -168,6 +175,37 @@ func run(args []string) error {
 	}
 	log.Info("stopped", "spooled_bytes_left", srv.Metrics().SpoolBytes())
 	return err
+}
+
+// migrateClickHouse brings the ClickHouse schema up to date before anything
+// is accepted (see clickhouse.Migrate), and refuses to start on a schema
+// that a newer aggregator migrated (a rollback) or that was changed by
+// hand. A server that does not answer does not stop the start: events are
+// spooled meanwhile, and the loader migrates once it answers.
+func migrateClickHouse(log *slog.Logger, url, db string) error {
+	c, err := clickhouse.New(url, db)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.Migrate(ctx)
+	switch {
+	case errors.Is(err, clickhouse.ErrSchemaTooNew), errors.Is(err, clickhouse.ErrSchemaConflict):
+		return err
+	case err != nil:
+		log.Warn("could not migrate the ClickHouse schema at start; the loader retries once ClickHouse answers, spooling events meanwhile", "err", err)
+	case len(res.Applied) > 0:
+		var steps []string
+		for _, m := range res.Applied {
+			steps = append(steps, fmt.Sprintf("%d %s", m.Version, m.Name))
+		}
+		log.Info("clickhouse schema migrated", "db", db, "from", res.From, "to", res.To, "steps", strings.Join(steps, "; "))
+	default:
+		log.Info("clickhouse schema up to date", "db", db, "version", res.To)
+	}
+	return nil
 }
 
 // setGC applies --gc-percent and --memory-limit. The loader allocates

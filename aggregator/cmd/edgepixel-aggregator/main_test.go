@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/tests/localsrv"
+)
+
+// A rollback: this aggregator on a database that a newer one migrated
+// refuses to start, before it opens the spool or listens, saying which
+// versions disagree and what to do.
+func TestRefusesNewerSchema(t *testing.T) {
+	if _, ok := localsrv.ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	if testing.Short() {
+		t.Skip("-short: starts clickhouse-server")
+	}
+	ch, err := localsrv.StartClickHouse(context.Background(), t.TempDir(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Stop()
+	c, err := clickhouse.New(ch.HTTPURL, "edgepixel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	newer := len(clickhouse.Migrations) + 1
+	if err := c.Exec(context.Background(), fmt.Sprintf(
+		"INSERT INTO edgepixel.schema_migrations (version, name, applied_at, by) VALUES (%d, 'events.from_the_future', now(), 'test')", newer)); err != nil {
+		t.Fatal(err)
+	}
+
+	data := t.TempDir()
+	err = run([]string{"--clickhouse", ch.HTTPURL, "--secret", "0123456789abcdef0123", "--data-dir", data, "--addr", "127.0.0.1:0", "--log-level", "error"})
+	if err == nil {
+		t.Fatal("started on a newer schema")
+	}
+	for _, want := range []string{fmt.Sprintf("schema version %d", newer), fmt.Sprintf("versions up to %d", len(clickhouse.Migrations)),
+		"events.from_the_future", "Run that newer edgepixel-aggregator"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message lacks %q: %v", want, err)
+		}
+	}
+	if _, serr := os.Stat(filepath.Join(data, "spool")); !os.IsNotExist(serr) {
+		t.Errorf("the spool was opened before the refusal: %v", serr)
+	}
+	t.Logf("refused: %v", err)
+}
