@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,46 +26,74 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop/poptest"
 )
 
 // These tests run serve in-process with the pop package's logguest
-// (edge/pop/testdata/logguest), built once per test binary, with a shared
-// compile cache so wazero compiles it once.
-
-var testTmp string
+// (edge/pop/testdata/logguest), and TestServeEndToEnd runs the real binary
+// with its conformance guest. TestMain builds all of it and compiles both
+// guests once per test binary, before any test runs, so no test's deadline
+// includes building or compiling.
+var (
+	testTmp string
+	// The in-process tests' guest and compile cache.
+	guestWasm, cacheDir string
+	// The binary, its guest and its compile cache: a real binary labels
+	// its compiled code with wazero's version, a test binary with "dev"
+	// (see poptest.Precompile), so it needs a cache of its own.
+	popBin, binGuestWasm, binCacheDir string
+)
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	var err error
 	if testTmp, err = os.MkdirTemp("", "edgepixel-pop-test-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	if !testing.Short() {
+		err = buildTestArtifacts()
+	}
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "preparing the tests:", err)
+	} else {
+		code = m.Run()
+	}
 	os.RemoveAll(testTmp)
 	os.Exit(code)
 }
 
-var (
-	guestOnce sync.Once
-	guestWasm string
-	guestErr  error
-)
+func buildTestArtifacts() error {
+	began := time.Now()
+	if err := poptest.BuildWasm(testTmp, "logguest", "guest"); err != nil {
+		return err
+	}
+	guestWasm = filepath.Join(testTmp, "logguest")
+	binGuestWasm = filepath.Join(testTmp, "guest")
+	cacheDir = filepath.Join(testTmp, "cache")
+	if err := poptest.Precompile(cacheDir, guestWasm); err != nil {
+		return err
+	}
+	popBin = filepath.Join(testTmp, "edgepixel-pop")
+	if out, err := exec.Command("go", "build", "-o", popBin, ".").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	binCacheDir = filepath.Join(testTmp, "bincache")
+	cmd := exec.Command(popBin, "--compile-only", "--compile-cache", binCacheDir, binGuestWasm)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("edgepixel-pop --compile-only: %v\n%s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "built the binary and the guests in %s\n", time.Since(began).Round(time.Millisecond))
+	return nil
+}
 
+// logGuest is the in-process tests' guest; it skips the test with -short.
 func logGuest(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds a wasm guest")
-	}
-	guestOnce.Do(func() {
-		guestWasm = filepath.Join(testTmp, "logguest.wasm")
-		cmd := exec.Command("go", "build", "-o", guestWasm, "../../pop/testdata/logguest")
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			guestErr = fmt.Errorf("building logguest: %v\n%s", err, out)
-		}
-	})
-	if guestErr != nil {
-		t.Fatal(guestErr)
+		t.Skip("runs a wasm guest")
 	}
 	return guestWasm
 }
@@ -100,7 +129,7 @@ type popRun struct {
 func startPOP(t *testing.T, extra ...string) *popRun {
 	t.Helper()
 	args := append([]string{"--addr", "127.0.0.1:0", "--instances", "1", "--max-instances", "1",
-		"--compile-cache", filepath.Join(testTmp, "cache"), logGuest(t)}, extra...)
+		"--compile-cache", cacheDir, logGuest(t)}, extra...)
 	o, err := parseArgs(args, env(nil))
 	if err != nil {
 		t.Fatal(err)
