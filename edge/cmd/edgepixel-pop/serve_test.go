@@ -39,9 +39,8 @@ var (
 	testTmp string
 	// The in-process tests' guest and compile cache.
 	guestWasm, cacheDir string
-	// The binary, its guest and its compile cache: a real binary labels
-	// its compiled code with wazero's version, a test binary with "dev"
-	// (see poptest.Precompile), so it needs a cache of its own.
+	// The binary, its guest and its compile cache, which the binary
+	// fills itself (see poptest.Precompile for why that matters).
 	popBin, binGuestWasm, binCacheDir string
 )
 

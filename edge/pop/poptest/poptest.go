@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -64,15 +65,14 @@ func BuildWasm(dir string, names ...string) error {
 }
 
 // Precompile compiles the modules into the compile cache cacheDir for use
-// by a test binary (pop.Config.CompileCacheDir, --compile-cache in
-// process). It runs edge/pop/testdata/precompile, built without -race,
+// by the calling test binary (pop.Config.CompileCacheDir, --compile-cache
+// in process). It runs edge/pop/testdata/precompile, built without -race,
 // so a race-instrumented test binary only loads the compiled code.
 //
-// A test binary carries no module build info, so wazero labels its cache
-// entries with version "dev"; the helper is built with the same label,
-// or its entries would not be used (the tests would still pass, only
-// compile again). A real binary (go build) labels them with wazero's
-// version and needs a cache of its own.
+// wazero labels cache entries with its version, which it reads from the
+// binary's build info, and ignores entries with another label; the helper
+// is built with the label the calling binary has, or the tests would
+// compile again (and still pass, only slower).
 func Precompile(cacheDir string, wasm ...string) error {
 	src, err := testdata()
 	if err != nil {
@@ -85,11 +85,24 @@ func Precompile(cacheDir string, wasm ...string) error {
 	defer os.RemoveAll(tmp)
 	helper := filepath.Join(tmp, "precompile")
 	if err := run(src, nil, "go", "build",
-		"-ldflags=-X github.com/tetratelabs/wazero/internal/version.version=dev",
+		"-ldflags=-X github.com/tetratelabs/wazero/internal/version.version="+wazeroLabel(),
 		"-o", helper, "./precompile"); err != nil {
 		return err
 	}
 	return run("", nil, helper, append([]string{cacheDir}, wasm...)...)
+}
+
+// wazeroLabel is the version wazero labels compiled code with in this
+// binary, found the way wazero finds it: its module version, else "dev".
+func wazeroLabel() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == "github.com/tetratelabs/wazero" && dep.Version != "" && dep.Version != "(devel)" {
+				return dep.Version
+			}
+		}
+	}
+	return "dev"
 }
 
 // Build builds the named guests into dir and precompiles them into
