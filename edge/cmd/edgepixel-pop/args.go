@@ -91,6 +91,9 @@ type options struct {
 
 	// ready, if set, is told the bound addresses once serving (tests).
 	ready func(addr, adminAddr string)
+	// starting, if set, is called with the address to serve on before the
+	// module is loaded (tests).
+	starting func(addr string)
 }
 
 // endpointsFlag collects repeated --log-endpoint values.

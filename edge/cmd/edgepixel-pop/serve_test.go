@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -518,5 +520,81 @@ func TestCertReload(t *testing.T) {
 	install([]byte("garbage"), []byte("garbage"), base.Add(2*time.Minute))
 	if !bytes.Equal(leaf(), second) {
 		t.Error("a broken renewal replaced the working certificate")
+	}
+}
+
+// TestNoConnectionsBeforeReady checks that nothing listens on the address
+// while the module is being loaded: a client gets "connection refused" at
+// once instead of waiting in the listen backlog to be served, and
+// counted, once the module is ready. The request it tried is never
+// served later; the only one the POP counts is the one sent after ready.
+func TestNoConnectionsBeforeReady(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	o, err := parseArgs([]string{"--addr", addr, "--admin-addr", "127.0.0.1:0", "--instances", "1",
+		"--compile-cache", cacheDir, logGuest(t)}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	early := make(chan error, 1)
+	o.starting = func(a string) {
+		// serve is about to load the module. A request now must fail to
+		// connect, not hang until the module is ready.
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.Get("http://" + a + "/log?ep=early&msg=too-early")
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("answered %s before the module was ready", resp.Status)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			err = fmt.Errorf("want connection refused, got %w", err)
+		} else {
+			err = nil
+		}
+		early <- err
+	}
+	ready := make(chan [2]string, 1)
+	o.ready = func(addr, admin string) { ready <- [2]string{addr, admin} }
+	stdout, stderr := &lockedBuf{}, &lockedBuf{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	go func() { done <- serve(ctx, o, log, stdout, stderr) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		}
+	}()
+	var a [2]string
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("serve ended at start-up: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("serve did not start")
+	}
+	if err := <-early; err != nil {
+		t.Error(err)
+	}
+	if a[0] != addr {
+		t.Errorf("serving on %s, want %s", a[0], addr)
+	}
+	if resp, body := get(t, http.DefaultClient, "http://"+addr+"/log?ep=late&msg=ready"); resp.StatusCode != 200 {
+		t.Errorf("after ready: %d %q", resp.StatusCode, body)
+	}
+	_, metrics := get(t, http.DefaultClient, "http://"+a[1]+"/metrics")
+	if !strings.Contains(metrics, "\nedgepixel_pop_requests_total 1\n") {
+		t.Errorf("want exactly the request sent after ready counted:\n%s", metrics)
+	}
+	if strings.Contains(stdout.String(), "too-early") || !strings.Contains(stdout.String(), "late :: ready") {
+		t.Errorf("guest output %q", stdout)
 	}
 }
