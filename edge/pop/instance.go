@@ -41,7 +41,7 @@ type instance struct {
 	breached   atomic.Uint32 // a limitKind
 	memRefused atomic.Bool   // a memory grow was refused
 	// http: dynamic backends, backend send count, pending next_request
-	// (dynbackend.go).
+	// (backends.go).
 	http httpState
 
 	// Sticky handles, deduplicated by name.

@@ -192,15 +192,4 @@ func (p *testPOP) do(t *testing.T, method, path string, body io.Reader, hdr http
 	return resp, string(data)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -17,6 +17,10 @@ import (
 // requests, so the pool follows the load back down and the guests exit
 // cleanly (running the code after their serve loop).
 
+// defaultIdleTimeout is how long an instance above the warm size may sit
+// idle before it is told to end (Config.IdleTimeout).
+const defaultIdleTimeout = 5 * time.Second
+
 // spawn starts one instance of p on its own goroutine. It reports false if
 // the server is shutting down or p was retired.
 func (s *Server) spawn(p *program) bool {
