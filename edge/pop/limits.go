@@ -103,8 +103,9 @@ type watchdog struct {
 	inst   *instance
 	mu     sync.Mutex
 	active bool
-	cpu    bool  // the segment has a CPU budget
-	began  int64 // monoNow at begin
+	wall   time.Duration // the segment's wall budget; <= 0: none
+	cpu    bool          // the segment has a CPU budget
+	began  int64         // monoNow at begin
 	ds     *downstream
 	timer  *time.Timer
 
@@ -115,23 +116,23 @@ type watchdog struct {
 	runSince atomic.Int64
 }
 
-// begin opens a segment: ds is the client request it serves (nil for
-// startup and for the code after the serve loop, which only have a wall
-// budget).
-func (w *watchdog) begin(ds *downstream) {
+// begin opens a segment with the given wall budget: ds is the client
+// request it serves (nil for startup and for the code after the serve
+// loop, which only have a wall budget).
+func (w *watchdog) begin(ds *downstream, wall time.Duration) {
 	s := w.inst.s
 	cpu := ds != nil && s.cpuBudget > 0
-	if s.wallBudget <= 0 && !cpu {
+	if wall <= 0 && !cpu {
 		return
 	}
-	first := s.wallBudget
+	first := wall
 	if cpu && (first <= 0 || s.cpuBudget < first) {
 		// CPU time never exceeds wall time, so the first check can wait
 		// for the whole CPU budget.
 		first = s.cpuBudget
 	}
 	w.mu.Lock()
-	w.active, w.cpu, w.ds, w.began = true, cpu, ds, monoNow()
+	w.active, w.wall, w.cpu, w.ds, w.began = true, wall, cpu, ds, monoNow()
 	w.cpuUsed.Store(0)
 	if w.timer == nil {
 		w.timer = time.AfterFunc(first, w.check)
@@ -165,11 +166,11 @@ func (w *watchdog) check() {
 	elapsed := time.Duration(now - w.began)
 	kind := limitNone
 	next := time.Duration(1<<63 - 1)
-	if s.wallBudget > 0 {
-		if elapsed >= s.wallBudget {
+	if w.wall > 0 {
+		if elapsed >= w.wall {
 			kind = limitWall
 		}
-		next = s.wallBudget - elapsed
+		next = w.wall - elapsed
 	}
 	if kind == limitNone && w.cpu {
 		used := time.Duration(w.cpuUsed.Load())

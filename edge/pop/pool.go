@@ -196,12 +196,12 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 		inst.s.m.observeStartup(time.Since(inst.spawned))
 	}
 	if ds, ok := inst.waitWork(timeout); ok {
-		inst.dog.begin(ds)
+		inst.dog.begin(ds, inst.s.wallBudget)
 		return ds, true
 	}
 	// What the guest runs from now on (the code after its serve loop)
 	// still has a wall budget.
-	inst.dog.begin(nil)
+	inst.dog.begin(nil, inst.s.wallBudget)
 	return nil, false
 }
 

@@ -49,12 +49,18 @@ type Config struct {
 	// Reload (the method) does the same on demand.
 	Reload         bool
 	ReloadInterval time.Duration // 0 = 500ms
+
+	// startupWallBudget replaces WallBudget for instance startup (0: it
+	// does not). Only tests set it: a test of the request budget needs a
+	// short one, and startup on a loaded machine must not breach it.
+	startupWallBudget time.Duration
 }
 
 // applyLimits fills in the limit and pool defaults.
 func (s *Server) applyLimits(cfg Config) {
 	s.memoryLimit = cmp.Or(cfg.MemoryLimit, defaultMemoryLimit)
 	s.wallBudget = cmp.Or(cfg.WallBudget, defaultWallBudget)
+	s.startupBudget = cmp.Or(cfg.startupWallBudget, s.wallBudget)
 	s.cpuBudget = max(cfg.CPUBudget, 0)
 	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
 	s.fresh = cfg.FreshInstances
@@ -96,6 +102,7 @@ type Server struct {
 	// Limits and pool behaviour (limits.go, pool.go).
 	memoryLimit           int64
 	wallBudget, cpuBudget time.Duration
+	startupBudget         time.Duration
 	idleTimeout           time.Duration
 	fresh                 bool
 	ps                    poolStats
