@@ -26,7 +26,7 @@ const (
 )
 
 // backend is a resolved [local_server.backends] entry, or a dynamic
-// backend a guest registered (see dynbackend.go).
+// backend a guest registered (register_dynamic_backend).
 type backend struct {
 	name string
 	cfg  fastlytoml.Backend
@@ -389,295 +389,37 @@ func (inst *instance) complete(p *pendingReq) (rh, bh uint32) {
 	return inst.tab.add(ro, inst.gen, false), inst.tab.add(b, inst.gen, false)
 }
 
-// putSendError fills a $send_error_detail (tag u32, mask u32, ...) if ptr
-// is valid. Only the tag is reported, so the mask is cleared.
-func putSendError(c *call, ptr uint32, tag uint32) {
-	if _, ok := c.bytes(ptr, 8); ok {
-		c.putU32(ptr, tag)
-		c.putU32(ptr+4, 0)
-	}
+// httpState is the per-instance state of the HTTP hostcalls that outlives
+// a single hostcall: the dynamic backends the guest registered, how many
+// backend requests the current execution has made, and the outstanding
+// next_request promise.
+type httpState struct {
+	// dynamic backends live as long as the instance (Viceroy keeps them
+	// per sandbox too): a ServeMany guest registers a backend once and
+	// uses it for every request it serves.
+	dynamic map[string]*backend
+
+	sendsGen uint32 // the generation sends counts for
+	sends    int
+
+	promise uint32 // handle of the outstanding next_request promise, 0 if none
 }
 
-// sendArgs resolves the (req, body, backend_ptr, backend_len) prefix the
-// send hostcalls share; the request and (non-streaming) body are consumed.
-func (c *call) sendArgs(streaming bool) (*pendingReq, status, uint32) {
-	inst := c.inst
-	rh, bh := c.u32(0), c.u32(1)
-	ro, ok1 := inst.getReq(rh)
-	b, ok2 := inst.getBody(bh)
-	if !ok1 || !ok2 {
-		return nil, stBadf, sendErrInternalError
-	}
-	if b.streaming {
-		return nil, stInval, sendErrInternalError
-	}
-	name, ok := c.argBytes(2)
-	if !ok {
-		return nil, stInval, sendErrInternalError
-	}
-	if _, known := inst.backend(string(name)); !known {
-		return nil, stInval, sendErrDestinationNotFound
-	}
-	if !inst.countSend() {
-		// Not a failure of the send itself, so no detail: the guest
-		// sees the status ("limit exceeded").
-		return nil, stLimitExceeded, sendErrUninitialized
-	}
-	p, st, tag := inst.startSend(ro, b, string(name), streaming)
-	if st != stOK {
-		return nil, st, tag
-	}
-	inst.tab.free(rh)
-	if !streaming {
-		inst.tab.free(bh)
-	}
-	return p, stOK, 0
-}
+// $tls_version values.
+const (
+	tls10 = 0
+	tls11 = 1
+	tls12 = 2
+	tls13 = 3
+)
 
-// send_async and send_async_streaming(req, body, backend_ptr, backend_len,
-// pending_out): the same call, except that a streaming send leaves the
-// body open for the guest to keep writing.
-func reqSendAsync(streaming bool) hostFn {
-	return func(c *call) status {
-		if _, ok := c.bytes(c.u32(4), 4); !ok {
-			return stInval
-		}
-		p, st, _ := c.sendArgs(streaming)
-		if st != stOK {
-			return st
-		}
-		return c.putHandle(c.u32(4), c.inst.tab.add(p, c.inst.gen, false))
+// backend resolves a backend name: static backends first, then the
+// dynamic ones of this instance (names never collide, see
+// register_dynamic_backend).
+func (inst *instance) backend(name string) (*backend, bool) {
+	if be, ok := inst.s.backends[name]; ok {
+		return be, true
 	}
-}
-
-// send_async_v2(req, body, backend_ptr, backend_len, streaming, pending_out)
-func reqSendAsyncV2(c *call) status {
-	if _, ok := c.bytes(c.u32(5), 4); !ok {
-		return stInval
-	}
-	p, st, _ := c.sendArgs(c.u32(4) != 0)
-	if st != stOK {
-		return st
-	}
-	return c.putHandle(c.u32(5), c.inst.tab.add(p, c.inst.gen, false))
-}
-
-// send (v1): (req, body, backend_ptr, backend_len, resp_out, body_out)
-func reqSend(c *call) status { return sendSync(c, 0, 4) }
-
-// send_v2 / send_v3: (req, body, backend_ptr, backend_len, err_detail, resp_out, body_out)
-func reqSendV2(c *call) status { return sendSync(c, c.u32(4), 5) }
-
-// sendSync starts a send and waits for it; the guest is blocked meanwhile
-// (that is the API's contract), other instances are not.
-func sendSync(c *call, detail uint32, outIdx int) status {
-	if _, ok := c.bytes(c.u32(outIdx), 4); !ok {
-		return stInval
-	}
-	if _, ok := c.bytes(c.u32(outIdx+1), 4); !ok {
-		return stInval
-	}
-	p, st, tag := c.sendArgs(false)
-	if st != stOK {
-		if detail != 0 {
-			putSendError(c, detail, tag)
-		}
-		return st
-	}
-	return waitPending(c, p, detail, c.u32(outIdx), c.u32(outIdx+1))
-}
-
-func waitPending(c *call, p *pendingReq, detail, respOut, bodyOut uint32) status {
-	select {
-	case <-p.done:
-	case <-c.inst.ctx.Done():
-		p.abandon()
-		if detail != 0 {
-			putSendError(c, detail, sendErrInternalError)
-		}
-		return stError
-	}
-	return finishPending(c, p, detail, respOut, bodyOut)
-}
-
-func finishPending(c *call, p *pendingReq, detail, respOut, bodyOut uint32) status {
-	if p.err != nil {
-		if detail != 0 {
-			putSendError(c, detail, p.tag)
-		}
-		return stError
-	}
-	rh, bh := c.inst.complete(p)
-	c.putU32(respOut, rh)
-	c.putU32(bodyOut, bh)
-	if detail != 0 {
-		putSendError(c, detail, sendErrOK)
-	}
-	return stOK
-}
-
-// pending_req_poll_v2(h, err_detail, is_done_out, resp_out, body_out):
-// never blocks.
-func reqPendingPollV2(c *call) status { return pendingPoll(c, c.u32(1), 2) }
-
-// pending_req_poll (v1): (h, is_done_out, resp_out, body_out)
-func reqPendingPoll(c *call) status { return pendingPoll(c, 0, 1) }
-
-func pendingPoll(c *call, detail uint32, outIdx int) status {
-	inst := c.inst
-	h := c.u32(0)
-	p, ok := lookup[*pendingReq](&inst.tab, h)
-	if !ok {
-		return stBadf
-	}
-	doneOut, respOut, bodyOut := c.u32(outIdx), c.u32(outIdx+1), c.u32(outIdx+2)
-	for _, ptr := range []uint32{doneOut, respOut, bodyOut} {
-		if _, ok := c.bytes(ptr, 4); !ok {
-			return stInval
-		}
-	}
-	select {
-	case <-p.done:
-	default:
-		c.putU32(doneOut, 0)
-		c.putU32(respOut, invalidHandle)
-		c.putU32(bodyOut, invalidHandle)
-		return stOK
-	}
-	inst.tab.free(h)
-	c.putU32(doneOut, 1)
-	return finishPending(c, p, detail, respOut, bodyOut)
-}
-
-// pending_req_wait_v2(h, err_detail, resp_out, body_out)
-func reqPendingWaitV2(c *call) status { return pendingWait(c, c.u32(1), 2) }
-
-// pending_req_wait (v1): (h, resp_out, body_out)
-func reqPendingWait(c *call) status { return pendingWait(c, 0, 1) }
-
-func pendingWait(c *call, detail uint32, outIdx int) status {
-	p, ok := take[*pendingReq](&c.inst.tab, c.u32(0))
-	if !ok {
-		return stBadf
-	}
-	respOut, bodyOut := c.u32(outIdx), c.u32(outIdx+1)
-	if _, ok := c.bytes(respOut, 4); !ok {
-		p.abandon()
-		return stInval
-	}
-	if _, ok := c.bytes(bodyOut, 4); !ok {
-		p.abandon()
-		return stInval
-	}
-	return waitPending(c, p, detail, respOut, bodyOut)
-}
-
-// --- fastly_backend: read-only facts about static and dynamic backends ---
-
-// backendHostcalls is the fastly_backend module: every call takes the
-// backend name first and answers $inval for an unknown backend (as
-// Viceroy does), except exists.
-func backendHostcalls() map[string]hostDef {
-	u32 := func(f func(be *backend) (uint32, status)) hostDef { return hostDef{i32s(3), backendU32(f)} }
-	ms := func(d time.Duration) uint32 { return uint32(d.Milliseconds()) }
-	return map[string]hostDef{
-		"exists": {i32s(3), backendExists},
-		// $unknown: the local POP runs no health checks.
-		"is_healthy": u32(func(*backend) (uint32, status) { return 0, stOK }),
-		"is_dynamic": u32(func(be *backend) (uint32, status) { return b2u(be.dynamic), stOK }),
-		"is_ssl":     u32(func(be *backend) (uint32, status) { return b2u(be.isTLS()), stOK }),
-		"get_port":   u32(func(be *backend) (uint32, status) { return uint32(be.cfg.Port()), stOK }),
-		"get_connect_timeout_ms": u32(func(be *backend) (uint32, status) {
-			return ms(be.connectTimeout), stOK
-		}),
-		"get_first_byte_timeout_ms": u32(func(be *backend) (uint32, status) {
-			return ms(be.firstByteTimeout), stOK
-		}),
-		"get_between_bytes_timeout_ms": u32(func(be *backend) (uint32, status) {
-			return ms(be.betweenBytesTimeout), stOK
-		}),
-		// TLS versions only exist for TLS backends; for others the
-		// value is absent.
-		"get_ssl_min_version": u32(func(be *backend) (uint32, status) {
-			if !be.isTLS() {
-				return 0, stNone
-			}
-			return be.tlsMin, stOK
-		}),
-		"get_ssl_max_version": u32(func(be *backend) (uint32, status) {
-			if !be.isTLS() {
-				return 0, stNone
-			}
-			return be.tlsMax, stOK
-		}),
-		"get_host": {i32s(5), backendString(func(be *backend) (string, bool) { return be.cfg.URL.Hostname(), true })},
-		"get_override_host": {i32s(5), backendString(func(be *backend) (string, bool) {
-			return be.cfg.OverrideHost, be.cfg.OverrideHost != ""
-		})},
-	}
-}
-
-func b2u(v bool) uint32 {
-	if v {
-		return 1
-	}
-	return 0
-}
-
-func backendByArg(c *call) (*backend, status) {
-	name, ok := c.argBytes(0)
-	if !ok {
-		return nil, stInval
-	}
-	be, ok := c.inst.backend(string(name))
-	if !ok {
-		return nil, stInval
-	}
-	return be, stOK
-}
-
-// exists(name_ptr, name_len, exists_out)
-func backendExists(c *call) status {
-	name, ok := c.argBytes(0)
-	if !ok {
-		return stInval
-	}
-	_, found := c.inst.backend(string(name))
-	if !c.putU32(c.u32(2), b2u(found)) {
-		return stInval
-	}
-	return stOK
-}
-
-// backendU32 answers the (name_ptr, name_len, u32_out) queries.
-func backendU32(f func(be *backend) (uint32, status)) hostFn {
-	return func(c *call) status {
-		be, st := backendByArg(c)
-		if st != stOK {
-			return st
-		}
-		v, st := f(be)
-		if st != stOK {
-			return st
-		}
-		if !c.putU32(c.u32(2), v) {
-			return stInval
-		}
-		return stOK
-	}
-}
-
-// backendString answers the (name_ptr, name_len, buf, buf_len, nwritten_out) queries.
-func backendString(f func(be *backend) (string, bool)) hostFn {
-	return func(c *call) status {
-		be, st := backendByArg(c)
-		if st != stOK {
-			return st
-		}
-		v, ok := f(be)
-		if !ok {
-			return stNone
-		}
-		return writeOut(c, v, c.u32(2), c.u32(3), c.u32(4))
-	}
+	be, ok := inst.http.dynamic[name]
+	return be, ok
 }

@@ -1,6 +1,8 @@
 package pop
 
 import (
+	"net/netip"
+
 	"github.com/tetratelabs/wazero/api"
 )
 
@@ -96,6 +98,76 @@ func writeOut[T string | []byte](c *call, v T, buf, bufLen, nwrittenOut uint32) 
 func (c *call) putHandle(out, h uint32) status {
 	if !c.putU32(out, h) {
 		c.inst.tab.free(h)
+		return stInval
+	}
+	return stOK
+}
+
+// writeMulti implements the multi-value cursor protocol used by
+// header_names_get / header_values_get: starting at cursor, write as many
+// complete NUL-terminated items as fit. If not even the first fits, report
+// its needed size in nwritten with $buflen (the SDK retries with that size).
+// ending_cursor is the index of the first unwritten item, or -1 when done.
+func writeMulti(c *call, n int, item func(i int) string, lower bool, buf, bufLen, cursor, endOut, nwOut uint32) status {
+	var written uint32
+	i := int(cursor)
+	for ; i < n; i++ {
+		v := item(i)
+		need := uint32(len(v)) + 1
+		if written+need > bufLen {
+			if written == 0 {
+				if !c.putU32(nwOut, need) {
+					return stInval
+				}
+				return stBufLen
+			}
+			break
+		}
+		dst, ok := c.bytes(buf+written, need)
+		if !ok {
+			return stInval
+		}
+		copy(dst, v)
+		if lower {
+			for j := 0; j < len(v); j++ {
+				if b := dst[j]; 'A' <= b && b <= 'Z' {
+					dst[j] = b + 'a' - 'A'
+				}
+			}
+		}
+		dst[len(v)] = 0
+		written += need
+	}
+	end := int64(-1)
+	if i < n {
+		end = int64(i)
+	}
+	if !c.putU64(endOut, uint64(end)) || !c.putU32(nwOut, written) {
+		return stInval
+	}
+	return stOK
+}
+
+// putIP writes 4 octets for IPv4 (including v4-mapped) and 16 for IPv6.
+func putIP(c *call, a netip.Addr, out, nwOut uint32) status {
+	a = a.Unmap()
+	var b []byte
+	if a.Is4() {
+		v := a.As4()
+		b = v[:]
+	} else {
+		v := a.As16()
+		b = v[:]
+	}
+	if !c.putBytes(out, b) || !c.putU32(nwOut, uint32(len(b))) {
+		return stInval
+	}
+	return stOK
+}
+
+// putU32Status writes v to ptr: $ok, or $inval for a bad pointer.
+func (c *call) putU32Status(ptr, v uint32) status {
+	if !c.putU32(ptr, v) {
 		return stInval
 	}
 	return stOK

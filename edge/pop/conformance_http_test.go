@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop/poptest"
 )
 
 // Conformance tests for the HTTP area: testdata/httpguest drives the
@@ -337,7 +339,7 @@ func TestHTTPClosedBodyWrite(t *testing.T) {
 	if resp.StatusCode != 200 || body != "closing" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	waitFor(t, "the guest's report", func() bool { return strings.Contains(p.Stdout.String(), "closedbody write: ") })
+	poptest.WaitFor(t, "the guest's report", func() bool { return strings.Contains(p.Stdout.String(), "closedbody write: ") })
 	if out := p.Stdout.String(); !strings.Contains(out, "closedbody write: closed=true") {
 		t.Errorf("write after close: %q", out)
 	}

@@ -5,10 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +19,7 @@ type downstream struct {
 	r     *http.Request
 	id    uint64
 	ready chan outcome
-	// servedBy is the instance that took it, for the access log (accesslog.go).
+	// servedBy is the instance that took it, for the access log.
 	servedBy servedBy
 
 	mu   sync.Mutex
@@ -64,6 +63,42 @@ func (d *downstream) send(o outcome) {
 		o.body.stop()
 	}
 }
+
+// abandon is called by ServeHTTP when the client went away before the
+// guest answered: an answer sent later is discarded.
+func (d *downstream) abandon() {
+	d.mu.Lock()
+	d.gone = true
+	d.mu.Unlock()
+	for {
+		select {
+		case o := <-d.ready:
+			if o.body != nil {
+				o.body.stop()
+			}
+		default:
+			return
+		}
+	}
+}
+
+// requestID is the 32 hex digits a client request is known by: to the
+// guest (downstream_client_request_id) and in the access log.
+func requestID(id uint64) string {
+	var buf [32]byte
+	for i := range buf {
+		buf[i] = '0'
+	}
+	v := strconv.AppendUint(buf[:0:0], id, 16)
+	copy(buf[32-len(v):], v)
+	return string(buf[:])
+}
+
+// servedBy is the id of the instance that took a client request, set by
+// the instance (bind) and read by ServeHTTP's goroutine afterwards.
+type servedBy struct{ id atomic.Uint64 }
+
+func (sb *servedBy) set(id uint64) { sb.id.Store(id) }
 
 // --- ServeHTTP side ---
 
@@ -281,248 +316,4 @@ func releaseObj(o any) {
 	case *pendingReq:
 		o.abandon()
 	}
-}
-
-// fastly_http_req.body_downstream_get(req_out, body_out): the first client
-// request of this instance. This is where a pre-warmed instance waits for
-// traffic.
-func reqBodyDownstreamGet(c *call) status {
-	inst := c.inst
-	if _, ok := c.bytes(c.u32(0), 4); !ok {
-		return stInval
-	}
-	if _, ok := c.bytes(c.u32(1), 4); !ok {
-		return stInval
-	}
-	if inst.cur == nil {
-		if inst.served > 0 {
-			return stNone
-		}
-		ds, ok := inst.waitRequest(-1)
-		if !ok {
-			// Shut down before any traffic: end the instance without
-			// running more guest code.
-			inst.exitNow()
-		}
-		inst.bind(ds)
-	}
-	c.putU32(c.u32(0), inst.cur.reqH)
-	c.putU32(c.u32(1), inst.cur.bodyH)
-	return stOK
-}
-
-// promise is the object behind a request-promise handle.
-type promise struct{ timeout time.Duration }
-
-// next_request(options_mask, options_ptr, promise_out). Option bit 1 is a
-// timeout in milliseconds (u64 at options_ptr). An instance may have one
-// outstanding promise: asking again before waiting on or abandoning it is
-// $limitexceeded (as in Viceroy).
-func dsNextRequest(c *call) status {
-	inst := c.inst
-	if h := inst.http.promise; h != 0 {
-		if _, ok := lookup[*promise](&inst.tab, h); ok {
-			return stLimitExceeded
-		}
-		inst.http.promise = 0
-	}
-	mask := c.u32(0)
-	p := &promise{timeout: -1}
-	if mask&^3 != 0 {
-		return stInval
-	}
-	if mask&2 != 0 {
-		b, ok := c.bytes(c.u32(1), 8)
-		if !ok {
-			return stInval
-		}
-		ms := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-			uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
-		if ms > uint64(time.Hour/time.Millisecond) {
-			ms = uint64(time.Hour / time.Millisecond)
-		}
-		p.timeout = time.Duration(ms) * time.Millisecond
-	}
-	h := inst.tab.add(p, inst.gen, false)
-	if st := c.putHandle(c.u32(2), h); st != stOK {
-		return st
-	}
-	inst.http.promise = h
-	return stOK
-}
-
-// next_request_wait(promise, req_out, body_out): blocks until the next
-// client request; $none on timeout or shutdown, which ends ServeMany.
-func dsNextRequestWait(c *call) status {
-	inst := c.inst
-	p, ok := take[*promise](&inst.tab, c.u32(0))
-	if !ok {
-		return stBadf
-	}
-	inst.http.promise = 0
-	if _, ok := c.bytes(c.u32(1), 4); !ok {
-		return stInval
-	}
-	if _, ok := c.bytes(c.u32(2), 4); !ok {
-		return stInval
-	}
-	inst.endRequest(false)
-	ds, ok := inst.waitRequest(p.timeout)
-	if !ok {
-		return stNone
-	}
-	inst.bind(ds)
-	c.putU32(c.u32(1), ds.reqH)
-	c.putU32(c.u32(2), ds.bodyH)
-	return stOK
-}
-
-// next_request_abandon(promise)
-func dsNextRequestAbandon(c *call) status {
-	if _, ok := take[*promise](&c.inst.tab, c.u32(0)); !ok {
-		return stBadf
-	}
-	c.inst.http.promise = 0
-	return stOK
-}
-
-// dsOf resolves a request handle that must be a client request.
-func dsOf(c *call, h uint32) (*downstream, status) {
-	r, ok := c.inst.getReq(h)
-	if !ok {
-		return nil, stBadf
-	}
-	if r.ds == nil {
-		return nil, stNone
-	}
-	return r.ds, stOK
-}
-
-func clientAddr(r *http.Request) (netip.Addr, bool) {
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr(), true
-	}
-	a, err := netip.ParseAddr(r.RemoteAddr)
-	return a, err == nil
-}
-
-func serverAddr(r *http.Request) (netip.Addr, bool) {
-	switch a := r.Context().Value(http.LocalAddrContextKey).(type) {
-	case *net.TCPAddr:
-		return a.AddrPort().Addr(), true
-	case net.Addr:
-		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-			return ap.Addr(), true
-		}
-	}
-	return netip.Addr{}, false
-}
-
-// downstreamIP implements downstream_client_ip_addr and
-// downstream_server_ip_addr, which differ only in the address they report.
-// The fastly_http_downstream form takes the request handle first; the
-// legacy handle-less fastly_http_req form asks about the current client
-// request. Either way: (..., addr_out[16], nwritten_out).
-func downstreamIP(addrOf func(*http.Request) (netip.Addr, bool), withHandle bool) hostFn {
-	return func(c *call) status {
-		ds, arg := c.inst.cur, 0
-		if withHandle {
-			var st status
-			if ds, st = dsOf(c, c.u32(0)); st != stOK {
-				return st
-			}
-			arg = 1
-		}
-		if ds == nil {
-			return stNone
-		}
-		a, ok := addrOf(ds.r)
-		if !ok {
-			return stNone
-		}
-		return putIP(c, a, c.u32(arg), c.u32(arg+1))
-	}
-}
-
-// downstream_client_request_id(req, out, max_len, nwritten_out): 32 hex
-// digits, unique per client request of this POP.
-func dsRequestID(c *call) status {
-	ds, st := dsOf(c, c.u32(0))
-	if st != stOK {
-		return st
-	}
-	var buf [32]byte
-	for i := range buf {
-		buf[i] = '0'
-	}
-	v := strconv.AppendUint(nil, ds.id, 16)
-	copy(buf[32-len(v):], v)
-	return writeOut(c, buf[:], c.u32(1), c.u32(2), c.u32(3))
-}
-
-func (ds *downstream) originalNames() []string {
-	if !ds.origNamesSet {
-		ds.origNamesSet = true
-		names := make([]string, 0, len(ds.r.Header)+1)
-		if ds.r.Host != "" {
-			names = append(names, "host")
-		}
-		for k := range ds.r.Header {
-			names = append(names, k)
-		}
-		sort.Strings(names[min(1, len(names)):])
-		ds.origNames = names
-	}
-	return ds.origNames
-}
-
-// downstream_original_header_names(req, buf, buf_len, cursor, ending_out, nwritten_out)
-func dsOriginalHeaderNames(c *call) status {
-	ds, st := dsOf(c, c.u32(0))
-	if st != stOK {
-		return st
-	}
-	names := ds.originalNames()
-	return writeMulti(c, len(names), func(i int) string { return names[i] }, true,
-		c.u32(1), c.u32(2), c.u32(3), c.u32(4), c.u32(5))
-}
-
-// downstream_original_header_count(req, count_out)
-func dsOriginalHeaderCount(c *call) status {
-	ds, st := dsOf(c, c.u32(0))
-	if st != stOK {
-		return st
-	}
-	n := len(ds.r.Header)
-	if ds.r.Host != "" {
-		n++
-	}
-	if !c.putU32(c.u32(1), uint32(n)) {
-		return stInval
-	}
-	return stOK
-}
-
-// dsAbsent answers metadata the local POP does not have (TLS details,
-// fingerprints, compliance region): the handle is validated, then $none,
-// which is what Fastly reports for a value that is absent.
-func dsAbsent(c *call) status {
-	_, st := dsOf(c, c.u32(0))
-	if st != stOK {
-		return st
-	}
-	return stNone
-}
-
-// dsFalse answers boolean metadata that is false locally (ddos detected,
-// fastly key valid): (req, out u32).
-func dsFalse(c *call) status {
-	_, st := dsOf(c, c.u32(0))
-	if st != stOK {
-		return st
-	}
-	if !c.putU32(c.u32(1), 0) {
-		return stInval
-	}
-	return stOK
 }

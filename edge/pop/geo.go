@@ -9,7 +9,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 )
 
-// geoDB answers fastly_geo.lookup from [local_server.geolocation]. Records
+// geoDB answers fastly_geo.lookup (fastly_geo.go) from [local_server.geolocation]. Records
 // are encoded to JSON once, at startup, so a lookup copies bytes only.
 type geoDB struct {
 	records  map[netip.Addr][]byte
@@ -61,23 +61,4 @@ func (g *geoDB) lookup(addr netip.Addr) []byte {
 		return g.loopback
 	}
 	return nil
-}
-
-// fastly_geo.lookup(addr_octets, addr_len, buf, buf_len, nwritten_out):
-// the address is 4 or 16 raw bytes, anything else is $inval.
-func geoLookup(c *call) status {
-	octets, ok := c.argBytes(0)
-	if !ok {
-		return stInval
-	}
-	var addr netip.Addr
-	switch len(octets) {
-	case 4:
-		addr = netip.AddrFrom4([4]byte(octets))
-	case 16:
-		addr = netip.AddrFrom16([16]byte(octets))
-	default:
-		return stInval
-	}
-	return writeOut(c, c.inst.s.geo.lookup(addr), c.u32(2), c.u32(3), c.u32(4))
 }

@@ -41,7 +41,7 @@ type instance struct {
 	breached   atomic.Uint32 // a limitKind
 	memRefused atomic.Bool   // a memory grow was refused
 	// http: dynamic backends, backend send count, pending next_request
-	// (dynbackend.go).
+	// (backends.go).
 	http httpState
 
 	// Sticky handles, deduplicated by name.
@@ -103,7 +103,7 @@ func newInstance(s *Server, p *program, id uint64) *instance {
 func (inst *instance) run() error {
 	// Startup (instantiation and the guest's init code up to its first
 	// wait for a request) has the wall budget too.
-	inst.dog.begin(nil)
+	inst.dog.begin(nil, inst.s.startupBudget)
 	p := inst.prog
 	ctx := experimental.WithMemoryAllocator(inst.ctx, experimental.MemoryAllocatorFunc(inst.allocateMemory))
 	mod, err := p.rt.InstantiateModule(ctx, p.compiled, inst.s.modCfg.WithNanosleep(inst.nanosleep))

@@ -1,8 +1,6 @@
 package pop
 
 import (
-	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -11,7 +9,11 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 )
 
-// Execution limits, mirroring Fastly's per-execution limits:
+// Fastly's limits (https://docs.fastly.com/products/compute-resource-limits
+// and the network services limits), all in this file: what each is, and
+// how the POP enforces it.
+//
+// Per execution, enforced by terminating the guest:
 //
 //   - memory: a guest's linear memory may not grow past Config.MemoryLimit
 //     (Fastly: 128 MB heap). The refusal is exact (our allocator refuses
@@ -31,6 +33,17 @@ import (
 // WithCloseOnContextDone wazero stops the guest at its next loop or call),
 // the client gets the error at once, and the pool replaces the instance.
 // Nothing of it is reused, so nothing leaks into another visitor's request.
+//
+// Per request, enforced by refusing it:
+//
+//   - URL and header section of a client request: answered 414 or 431
+//     before any guest sees it (overLimits).
+//   - URL and header section of a request a guest sends: $inval from
+//     uri_set, $httpheadtoolarge from the send calls (headTooLarge).
+//   - backend requests per execution: $limitexceeded from the send calls
+//     past the 32nd (countSend).
+//   - dynamic backends: $limitexceeded from register_dynamic_backend past
+//     the 200th.
 
 type limitKind uint32
 
@@ -58,31 +71,23 @@ func (k limitKind) status() int {
 const (
 	defaultMemoryLimit = 128 << 20
 	defaultWallBudget  = 2 * time.Minute
-	defaultIdleTimeout = 5 * time.Second
 )
 
-// poolStats are the counters of this file and reload.go, written by
-// writePoolMetrics.
-type poolStats struct {
-	breaches       [numLimits]atomic.Uint64
-	idleExits      atomic.Uint64
-	reloads        atomic.Uint64
-	reloadFailures atomic.Uint64
-}
-
-func (s *Server) writePoolMetrics(w io.Writer) {
-	const b = "edgepixel_pop_limit_breaches_total"
-	fmt.Fprintf(w, "# HELP %s Guest instances terminated for exceeding an execution limit.\n# TYPE %s counter\n", b, b)
-	for k := limitWall; k < numLimits; k++ {
-		fmt.Fprintf(w, "%s{limit=%q} %d\n", b, k.String(), s.ps.breaches[k].Load())
-	}
-	const ie = "edgepixel_pop_instances_idle_exits_total"
-	fmt.Fprintf(w, "# HELP %s Instances above the warm size told to end after sitting idle.\n# TYPE %s counter\n%s %d\n",
-		ie, ie, ie, s.ps.idleExits.Load())
-	const rl = "edgepixel_pop_reloads_total"
-	fmt.Fprintf(w, "# HELP %s Attempts to switch to a changed module.\n# TYPE %s counter\n", rl, rl)
-	fmt.Fprintf(w, "%s{result=\"ok\"} %d\n%s{result=\"failed\"} %d\n", rl, s.ps.reloads.Load(), rl, s.ps.reloadFailures.Load())
-}
+const (
+	// maxBackendSends is "maximum number of backend requests: 32 per
+	// execution".
+	maxBackendSends = 32
+	// maxDynamicBackends is Fastly's "200 dynamic backends per service";
+	// the local POP applies it per instance, where registrations live.
+	maxDynamicBackends = 200
+	// maxURLLen is Fastly's 8 KB URL limit: longer client URLs are
+	// answered 414 before the guest runs, guests cannot set longer ones.
+	maxURLLen = 8 << 10
+	// maxHeaderSection is Fastly's request header size limit (69 KB):
+	// a larger client header section is answered 431, and a guest
+	// request with a larger one cannot be sent ($httpheadtoolarge).
+	maxHeaderSection = 69 << 10
+)
 
 // monoNow is a monotonic clock in nanoseconds.
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
@@ -98,8 +103,9 @@ type watchdog struct {
 	inst   *instance
 	mu     sync.Mutex
 	active bool
-	cpu    bool  // the segment has a CPU budget
-	began  int64 // monoNow at begin
+	wall   time.Duration // the segment's wall budget; <= 0: none
+	cpu    bool          // the segment has a CPU budget
+	began  int64         // monoNow at begin
 	ds     *downstream
 	timer  *time.Timer
 
@@ -110,23 +116,23 @@ type watchdog struct {
 	runSince atomic.Int64
 }
 
-// begin opens a segment: ds is the client request it serves (nil for
-// startup and for the code after the serve loop, which only have a wall
-// budget).
-func (w *watchdog) begin(ds *downstream) {
+// begin opens a segment with the given wall budget: ds is the client
+// request it serves (nil for startup and for the code after the serve
+// loop, which only have a wall budget).
+func (w *watchdog) begin(ds *downstream, wall time.Duration) {
 	s := w.inst.s
 	cpu := ds != nil && s.cpuBudget > 0
-	if s.wallBudget <= 0 && !cpu {
+	if wall <= 0 && !cpu {
 		return
 	}
-	first := s.wallBudget
+	first := wall
 	if cpu && (first <= 0 || s.cpuBudget < first) {
 		// CPU time never exceeds wall time, so the first check can wait
 		// for the whole CPU budget.
 		first = s.cpuBudget
 	}
 	w.mu.Lock()
-	w.active, w.cpu, w.ds, w.began = true, cpu, ds, monoNow()
+	w.active, w.wall, w.cpu, w.ds, w.began = true, wall, cpu, ds, monoNow()
 	w.cpuUsed.Store(0)
 	if w.timer == nil {
 		w.timer = time.AfterFunc(first, w.check)
@@ -160,11 +166,11 @@ func (w *watchdog) check() {
 	elapsed := time.Duration(now - w.began)
 	kind := limitNone
 	next := time.Duration(1<<63 - 1)
-	if s.wallBudget > 0 {
-		if elapsed >= s.wallBudget {
+	if w.wall > 0 {
+		if elapsed >= w.wall {
 			kind = limitWall
 		}
-		next = s.wallBudget - elapsed
+		next = w.wall - elapsed
 	}
 	if kind == limitNone && w.cpu {
 		used := time.Duration(w.cpuUsed.Load())
@@ -280,3 +286,58 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 }
 
 func (m *linearMemory) Free() { m.buf = nil }
+
+// countSend counts one backend request of the current execution (the
+// downstream request being served) and reports whether it is within
+// Fastly's limit. Refused sends count too: an execution past the limit
+// stays past it.
+func (inst *instance) countSend() bool {
+	h := &inst.http
+	if h.sendsGen != inst.gen {
+		h.sendsGen, h.sends = inst.gen, 0
+	}
+	h.sends++
+	// A refused send is still counted by the hostcall error metric
+	// ($limitexceeded is an error status).
+	return h.sends <= maxBackendSends
+}
+
+// headTooLarge reports whether a guest request is beyond the limits
+// Fastly applies to a request head.
+func headTooLarge(ro *reqObj) bool {
+	if len(ro.uri) > maxURLLen {
+		return true
+	}
+	return headerSectionSize(ro.header) > maxHeaderSection
+}
+
+// headerSectionSize is the size of a header section on the wire:
+// "name: value\r\n" per value.
+func headerSectionSize(h headerList) int {
+	n := 0
+	for _, f := range h {
+		for _, v := range f.vals {
+			n += len(f.name) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// overLimits answers 414 or 431 for a client request beyond Fastly's URL
+// or header section limits, which Fastly refuses before the guest runs; 0
+// lets it through. The header section counts the Host header too.
+func overLimits(r *http.Request) int {
+	if len(r.RequestURI) > maxURLLen {
+		return http.StatusRequestURITooLong
+	}
+	n := len("Host") + len(r.Host) + 4
+	for k, vals := range r.Header {
+		for _, v := range vals {
+			n += len(k) + len(v) + 4
+		}
+	}
+	if n > maxHeaderSection {
+		return http.StatusRequestHeaderFieldsTooLarge
+	}
+	return 0
+}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,11 +16,12 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pop/poptest"
 )
 
-// The conformance guest (testdata/guest) is built once per test binary and
-// compiled by wazero once into a shared on-disk cache, so each test's
-// pop.New only pays for instantiation.
+// Every guest in testdata is built and compiled once per test binary,
+// before any test runs (poptest), so each test's New only pays for
+// instantiation and no test's deadline includes compile time.
 var (
 	guestWasm    string
 	rawGuestWasm string
@@ -32,51 +32,19 @@ var (
 // guestPath is the built module of the guest in testdata/NAME.
 func guestPath(name string) string { return filepath.Join(guestDir, name) }
 
-func run(env []string, name string, args ...string) error {
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return cmd.Run()
-}
-
 func TestMain(m *testing.M) {
 	tmp, err := os.MkdirTemp("", "pop-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cacheDir = filepath.Join(tmp, "cache")
-	precompile := filepath.Join(tmp, "precompile")
-	// Every directory under testdata except precompile is a guest; a test
-	// finds its module with guestPath(name).
 	guestDir = tmp
-	dirs, err := os.ReadDir("testdata")
-	var pkgs []string
-	for _, d := range dirs {
-		if d.IsDir() && d.Name() != "precompile" {
-			pkgs = append(pkgs, "./testdata/"+d.Name())
-		}
-	}
-	// A test binary carries no module build info, so wazero names its
-	// cache version "dev"; the helper must say the same for its cache
-	// entries to be used (otherwise the tests still pass, only slower).
-	if err == nil {
-		err = run(nil, "go", "build", "-ldflags=-X github.com/tetratelabs/wazero/internal/version.version=dev",
-			"-o", precompile, "./testdata/precompile")
-	}
-	if err == nil {
-		err = run([]string{"GOOS=wasip1", "GOARCH=wasm"}, "go", append([]string{"build", "-o", tmp + string(filepath.Separator)}, pkgs...)...)
-	}
-	if err == nil {
-		// Compile outside the (possibly race-instrumented) test binary.
-		args := []string{cacheDir}
-		for _, p := range pkgs {
-			args = append(args, guestPath(filepath.Base(p)))
-		}
-		err = run(nil, precompile, args...)
-	}
 	guestWasm = guestPath("guest")
 	rawGuestWasm = guestPath("rawguest")
+	names, err := poptest.Guests()
+	if err == nil {
+		cacheDir, err = poptest.Build(tmp, names...)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "preparing the test guests:", err)
 		os.RemoveAll(tmp)
@@ -222,17 +190,6 @@ func (p *testPOP) do(t *testing.T, method, path string, body io.Reader, hdr http
 		t.Fatal(err)
 	}
 	return resp, string(data)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

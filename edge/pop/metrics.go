@@ -6,7 +6,6 @@ import (
 	"io"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +24,7 @@ type metrics struct {
 	backendSends   atomic.Uint64
 	backendErrors  atomic.Uint64
 
-	// Filled in by ServeHTTP when a request is complete (accesslog.go).
+	// Filled in by ServeHTTP when a request is complete (server.go).
 	byClass  [6]atomic.Uint64 // index status/100; 0 unused
 	duration histogram
 
@@ -147,9 +146,9 @@ func (s *Server) WritePrometheus(w io.Writer) {
 	writeHistogram(w, "edgepixel_pop_instance_startup_seconds",
 		"Time from spawning a guest instance to its first wait for a request.", &s.m.startup)
 
-	s.writePoolMetrics(w) // limit breaches, idle exits, reloads (limits.go)
+	s.writePoolMetrics(w) // limit breaches, idle exits, reloads
 	if s.sinks != nil {
-		s.sinks.writePrometheus(w)
+		s.sinks.WritePrometheus(w)
 	}
 }
 
@@ -165,10 +164,25 @@ func writeHistogram(w io.Writer, name, help string, h *histogram) {
 		name, cum, name, strconv.FormatFloat(float64(h.sumNs.Load())/1e9, 'g', -1, 64), name, cum)
 }
 
-// promLabel escapes a label value for the text format.
-func promLabel(v string) string {
-	if !strings.ContainsAny(v, "\\\"\n") {
-		return v
+// poolStats are the counters of limits.go, pool.go and reload.go,
+// written by writePoolMetrics.
+type poolStats struct {
+	breaches       [numLimits]atomic.Uint64
+	idleExits      atomic.Uint64
+	reloads        atomic.Uint64
+	reloadFailures atomic.Uint64
+}
+
+func (s *Server) writePoolMetrics(w io.Writer) {
+	const b = "edgepixel_pop_limit_breaches_total"
+	fmt.Fprintf(w, "# HELP %s Guest instances terminated for exceeding an execution limit.\n# TYPE %s counter\n", b, b)
+	for k := limitWall; k < numLimits; k++ {
+		fmt.Fprintf(w, "%s{limit=%q} %d\n", b, k.String(), s.ps.breaches[k].Load())
 	}
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v)
+	const ie = "edgepixel_pop_instances_idle_exits_total"
+	fmt.Fprintf(w, "# HELP %s Instances above the warm size told to end after sitting idle.\n# TYPE %s counter\n%s %d\n",
+		ie, ie, ie, s.ps.idleExits.Load())
+	const rl = "edgepixel_pop_reloads_total"
+	fmt.Fprintf(w, "# HELP %s Attempts to switch to a changed module.\n# TYPE %s counter\n", rl, rl)
+	fmt.Fprintf(w, "%s{result=\"ok\"} %d\n%s{result=\"failed\"} %d\n", rl, s.ps.reloads.Load(), rl, s.ps.reloadFailures.Load())
 }

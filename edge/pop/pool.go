@@ -17,6 +17,10 @@ import (
 // requests, so the pool follows the load back down and the guests exit
 // cleanly (running the code after their serve loop).
 
+// defaultIdleTimeout is how long an instance above the warm size may sit
+// idle before it is told to end (Config.IdleTimeout).
+const defaultIdleTimeout = 5 * time.Second
+
 // spawn starts one instance of p on its own goroutine. It reports false if
 // the server is shutting down or p was retired.
 func (s *Server) spawn(p *program) bool {
@@ -192,12 +196,12 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 		inst.s.m.observeStartup(time.Since(inst.spawned))
 	}
 	if ds, ok := inst.waitWork(timeout); ok {
-		inst.dog.begin(ds)
+		inst.dog.begin(ds, inst.s.wallBudget)
 		return ds, true
 	}
 	// What the guest runs from now on (the code after its serve loop)
 	// still has a wall budget.
-	inst.dog.begin(nil)
+	inst.dog.begin(nil, inst.s.wallBudget)
 	return nil, false
 }
 

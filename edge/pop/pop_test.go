@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop/poptest"
 )
 
 func TestRequestRoundTrip(t *testing.T) {
@@ -186,7 +188,7 @@ func TestLogAndStdout(t *testing.T) {
 	if resp.StatusCode != 200 || body != "logged" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	waitFor(t, "log line", func() bool {
+	poptest.WaitFor(t, "log line", func() bool {
 		out := p.Stdout.String()
 		return strings.Contains(out, "guestlog :: hello there\n") && strings.Contains(out, "guest stdout: hello there\n")
 	})
@@ -320,7 +322,7 @@ func TestGuestPanic(t *testing.T) {
 			t.Fatalf("after panic: %d %q", resp.StatusCode, body)
 		}
 	}
-	waitFor(t, "panic message on stderr", func() bool { return strings.Contains(p.Stderr.String(), "guest panics on purpose") })
+	poptest.WaitFor(t, "panic message on stderr", func() bool { return strings.Contains(p.Stderr.String(), "guest panics on purpose") })
 	var metrics bytes.Buffer
 	p.WritePrometheus(&metrics)
 	if !strings.Contains(metrics.String(), "edgepixel_pop_instances_failed_total 1\n") {

@@ -1,22 +1,3 @@
-// Package pop is a local Fastly Compute host ("point of presence") written
-// in pure Go on wazero. It runs any compute-sdk-go module built with
-// GOOS=wasip1 GOARCH=wasm, serves HTTP with it, and reads backends and
-// stores from a fastly.toml [local_server] section the way Fastly's Viceroy
-// does.
-//
-// Performance comes from never instantiating a standard-Go module per
-// request (that costs ~20 ms): the module is compiled once, a pool of warm
-// instances each run _start on their own goroutine and block in the host
-// until a request arrives, and guests using fsthttp.ServeMany serve many
-// requests per instance. The HTTP response completes when the guest
-// finishes the response body, not when its handler returns, so work a
-// guest does after responding (batching, delivery) costs visitors nothing.
-//
-// Fastly's per-execution limits are enforced (memory, wall clock and an
-// approximate CPU budget; limits.go): a guest that breaches one is
-// terminated and replaced, and only its own request fails. The pool grows
-// under load and shrinks back when idle (pool.go), and a changed module is
-// swapped in without dropping requests (reload.go).
 package pop
 
 import (
@@ -37,6 +18,8 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pop/accesslog"
+	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/tetratelabs/wazero"
 )
 
@@ -49,8 +32,8 @@ type Config struct {
 	CompileCacheDir string               // "" = no disk cache
 	Stdout, Stderr  io.Writer            // guest output; nil = os.Stdout/os.Stderr
 	Logger          *slog.Logger         // nil = slog.Default()
-	AccessLog       io.Writer            // NDJSON line per request; nil = none (accesslog.go)
-	LogEndpoints    []LogEndpoint        // log endpoint destinations; others print to Stdout (logsink.go)
+	AccessLog       io.Writer            // NDJSON line per request; nil = none (package accesslog)
+	LogEndpoints    []logsink.Endpoint   // log endpoint destinations; others print to Stdout (package logsink)
 
 	// Execution limits (limits.go). A breach ends the instance and answers
 	// the request 503 (wall, cpu) or 500 (memory).
@@ -66,12 +49,18 @@ type Config struct {
 	// Reload (the method) does the same on demand.
 	Reload         bool
 	ReloadInterval time.Duration // 0 = 500ms
+
+	// startupWallBudget replaces WallBudget for instance startup (0: it
+	// does not). Only tests set it: a test of the request budget needs a
+	// short one, and startup on a loaded machine must not breach it.
+	startupWallBudget time.Duration
 }
 
 // applyLimits fills in the limit and pool defaults.
 func (s *Server) applyLimits(cfg Config) {
 	s.memoryLimit = cmp.Or(cfg.MemoryLimit, defaultMemoryLimit)
 	s.wallBudget = cmp.Or(cfg.WallBudget, defaultWallBudget)
+	s.startupBudget = cmp.Or(cfg.startupWallBudget, s.wallBudget)
 	s.cpuBudget = max(cfg.CPUBudget, 0)
 	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
 	s.fresh = cfg.FreshInstances
@@ -113,6 +102,7 @@ type Server struct {
 	// Limits and pool behaviour (limits.go, pool.go).
 	memoryLimit           int64
 	wallBudget, cpuBudget time.Duration
+	startupBudget         time.Duration
 	idleTimeout           time.Duration
 	fresh                 bool
 	ps                    poolStats
@@ -122,8 +112,8 @@ type Server struct {
 
 	warned sync.Map // hostcalls already reported as unsupported
 	m      metrics
-	sinks  *logSinks  // log endpoint destinations (logsink.go)
-	access *accessLog // nil: no access log (accesslog.go)
+	sinks  *logsink.Set   // log endpoint destinations
+	access *accesslog.Log // nil: no access log
 }
 
 // New compiles the module, links the hostcalls it imports and starts the
@@ -209,7 +199,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.modCfg = s.modCfg.WithEnv(k, v)
 	}
 
-	if err := s.openOutputs(cfg); err != nil { // accesslog.go
+	if err := s.openOutputs(cfg); err != nil {
 		return fail(err)
 	}
 	// Current from the start, so its instances are replaced (with back-off)
@@ -290,9 +280,22 @@ func (s *Server) isClosing() bool {
 	}
 }
 
-// serve hands the request to a warm instance and relays its response.
+// ServeHTTP hands the request to a warm instance and relays its response.
 // It returns when the guest has finished the response body, even if the
-// guest keeps running afterwards. ServeHTTP (accesslog.go) wraps it.
+// guest keeps running afterwards, so work a guest does after responding
+// costs the client nothing. Every request is then recorded: the latency
+// histogram, the responses by status class and the optional access log,
+// timed until the response body is complete.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &recorder{ResponseWriter: w}
+	start := time.Now()
+	// Deferred so a request aborted mid-body (serve panics with
+	// http.ErrAbortHandler) is counted too.
+	defer s.observe(rec, r, start)
+	s.serve(rec, r)
+}
+
+// serve is ServeHTTP without the recording.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.m.requests.Add(1)
 	if s.isClosing() {
@@ -300,7 +303,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "edgepixel-pop: shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if code := overLimits(r); code != 0 { // Fastly's URL and header limits (dynbackend.go)
+	if code := overLimits(r); code != 0 { // Fastly's URL and header limits (limits.go)
 		http.Error(w, "edgepixel-pop: "+http.StatusText(code), code)
 		return
 	}
@@ -312,7 +315,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	ds := newDownstream(r, s.reqID.Add(1))
 	if rec, ok := w.(*recorder); ok {
-		rec.ds = ds // for the access log (accesslog.go)
+		rec.ds = ds // for the access log
 	}
 	if !s.acquire(ds) {
 		if r.Context().Err() == nil {
@@ -356,21 +359,75 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// abandon is called by ServeHTTP when the client went away before the
-// guest answered: an answer sent later is discarded.
-func (d *downstream) abandon() {
-	d.mu.Lock()
-	d.gone = true
-	d.mu.Unlock()
-	for {
-		select {
-		case o := <-d.ready:
-			if o.body != nil {
-				o.body.stop()
-			}
-		default:
-			return
+// recorder is the ResponseWriter serve writes to.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	ds     *downstream // set by serve once the request has one
+}
+
+func (w *recorder) WriteHeader(code int) {
+	// 1xx responses are interim; the status that counts is the final one.
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the underlying writer's ReadFrom (sendfile, splice for
+// backend bodies) available to io.Copy.
+func (w *recorder) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(writerOnly{w.ResponseWriter}, r)
+	}
+	w.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and the deadlines.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type writerOnly struct{ io.Writer }
+
+// statusClientGone is what a request that ended without a response
+// because the client went away is recorded as (nginx's convention).
+const statusClientGone = 499
+
+func (s *Server) observe(rec *recorder, r *http.Request, start time.Time) {
+	d := time.Since(start)
+	status := rec.status
+	if status == 0 {
+		if r.Context().Err() != nil {
+			status = statusClientGone
+		} else {
+			status = http.StatusOK // net/http sends an empty 200
 		}
+	}
+	s.m.duration.observe(d)
+	s.m.observeStatus(status)
+	if s.access != nil {
+		e := accesslog.Entry{Start: start, Request: r, Status: status, Bytes: rec.bytes, Duration: d}
+		if rec.ds != nil {
+			e.Instance, e.RequestID = rec.ds.servedBy.id.Load(), requestID(rec.ds.id)
+		}
+		s.access.Add(e)
 	}
 }
 
@@ -405,7 +462,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = errors.Join(err, errors.New("guests did not terminate"))
 		}
 	}
-	// The guests have ended: flush what they logged (accesslog.go).
+	// The guests have ended: flush what they logged.
 	err = errors.Join(err, s.closeOutputs(ctx))
 	s.rootCancel()
 	s.transport.CloseIdleConnections()
@@ -416,4 +473,51 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.release(p)
 	}
 	return err
+}
+
+// openOutputs sets up the log endpoint destinations and the access log
+// before any instance starts (a guest may log during its start-up).
+func (s *Server) openOutputs(cfg Config) error {
+	sinks, err := logsink.Open(cfg.LogEndpoints, s.stdout, s.log)
+	if err != nil {
+		return err
+	}
+	s.sinks = sinks
+	if cfg.AccessLog != nil {
+		s.access = accesslog.New(cfg.AccessLog)
+	}
+	return nil
+}
+
+// closeOutputs flushes them at Shutdown, after the guests have ended, so
+// entries logged after a ServeMany loop are delivered. HTTP log endpoints
+// may take until ctx ends.
+func (s *Server) closeOutputs(ctx context.Context) error {
+	var err error
+	if s.sinks != nil {
+		err = s.sinks.Close(ctx)
+	}
+	if s.access != nil {
+		err = errors.Join(err, s.access.Close())
+	}
+	return err
+}
+
+// lockedWriter serialises writes from all instances (guest stdout/stderr
+// and log endpoints) so lines from concurrent guests do not interleave and
+// a non-thread-safe writer (a test's bytes.Buffer) stays safe.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewLockedWriter returns w with its writes serialised, for a writer a
+// caller shares with the Server (the CLI's stdout, which the guests and an
+// access log on "-" both write).
+func NewLockedWriter(w io.Writer) io.Writer { return &lockedWriter{w: w} }
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

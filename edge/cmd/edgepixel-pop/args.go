@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/pop"
+	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 )
 
 const usage = `usage: edgepixel-pop [flags] MODULE.wasm
@@ -86,11 +86,14 @@ type options struct {
 	tlsKey          string
 	h2c             bool
 	accessLog       string
-	logEndpoints    []pop.LogEndpoint
+	logEndpoints    []logsink.Endpoint
 	limits          limitOptions // limits.go
 
 	// ready, if set, is told the bound addresses once serving (tests).
 	ready func(addr, adminAddr string)
+	// starting, if set, is called with the address to serve on before the
+	// module is loaded (tests).
+	starting func(addr string)
 }
 
 // endpointsFlag collects repeated --log-endpoint values.
@@ -98,7 +101,7 @@ type endpointsFlag struct{ specs *[]string }
 
 func (e endpointsFlag) String() string { return "" }
 func (e endpointsFlag) Set(s string) error {
-	if _, err := pop.ParseLogEndpoint(s); err != nil {
+	if _, err := logsink.ParseEndpoint(s); err != nil {
 		return err
 	}
 	*e.specs = append(*e.specs, s)
@@ -107,8 +110,8 @@ func (e endpointsFlag) Set(s string) error {
 
 // mergeEndpoints parses the environment's and the flags' endpoint specs;
 // a flag replaces an environment entry with the same name.
-func mergeEndpoints(envSpecs, flagSpecs []string) ([]pop.LogEndpoint, error) {
-	var out []pop.LogEndpoint
+func mergeEndpoints(envSpecs, flagSpecs []string) ([]logsink.Endpoint, error) {
+	var out []logsink.Endpoint
 	index := map[string]int{}
 	for i, list := range [][]string{envSpecs, flagSpecs} {
 		seen := map[string]bool{}
@@ -116,7 +119,7 @@ func mergeEndpoints(envSpecs, flagSpecs []string) ([]pop.LogEndpoint, error) {
 			if strings.TrimSpace(spec) == "" {
 				continue
 			}
-			ep, err := pop.ParseLogEndpoint(spec)
+			ep, err := logsink.ParseEndpoint(spec)
 			if err != nil {
 				if i == 0 {
 					return nil, fmt.Errorf("EDGEPIXEL_POP_LOG_ENDPOINTS: %w", err)

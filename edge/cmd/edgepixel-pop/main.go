@@ -13,6 +13,11 @@
 // Flags may come before or after the wasm path. Each of the POP's own flags
 // also has an EDGEPIXEL_POP_* environment variable; a flag wins over it.
 //
+// It listens only once the module is compiled and its warm instances wait
+// for requests ("Listening on ..." says so); until then connections are
+// refused, so no request waits unseen for a compile that can take a
+// minute on first start.
+//
 // For production use without a CDN it serves HTTPS (HTTP/1.1 and HTTP/2)
 // or cleartext HTTP/2 behind a proxy, writes an NDJSON access log, sends
 // the guest's log endpoints to files or HTTP collectors, and shuts down
@@ -121,11 +126,17 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		accessLog = f
 	}
 
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
+	// The POP listens only once it can serve: a connection accepted while
+	// the module compiles would wait in the backlog and be served, its hit
+	// counted, long after the client gave up (and perhaps retried). Until
+	// then a client gets "connection refused". A port already in use is
+	// reported now, though, not after a compile that can take a minute.
+	if err := checkAddr(o.addr); err != nil {
 		return err
 	}
-	defer ln.Close()
+	if o.starting != nil {
+		o.starting(o.addr)
+	}
 	s, err := pop.New(ctx, o.limits.apply(pop.Config{ // limits.go: limits, pool, reload
 		WasmPath:        o.wasm,
 		Manifest:        m,
@@ -141,6 +152,12 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		s.Shutdown(context.Background())
+		return err
+	}
+	defer ln.Close()
 	defer reloadOnHangup(s, log)() // limits.go
 
 	// HTTP/1.1 always; HTTP/2 over TLS by ALPN; cleartext HTTP/2 (prior
@@ -241,4 +258,14 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		return serveErr
 	}
 	return nil
+}
+
+// checkAddr reports whether addr can be listened on, by listening and
+// closing at once. Nothing is accepted meanwhile.
+func checkAddr(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }

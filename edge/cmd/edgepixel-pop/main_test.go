@@ -104,17 +104,6 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "edgepixel-pop")
-	wasm := filepath.Join(tmp, "main.wasm")
-	build := func(env []string, args ...string) {
-		cmd := exec.Command("go", append([]string{"build"}, args...)...)
-		cmd.Env = append(os.Environ(), env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %v: %v\n%s", args, err, out)
-		}
-	}
-	build(nil, "-o", bin, ".")
-	build([]string{"GOOS=wasip1", "GOARCH=wasm"}, "-o", wasm, "../../pop/testdata/guest")
 	toml := filepath.Join(tmp, "fastly.toml")
 	os.WriteFile(toml, []byte(`
 manifest_version = 3
@@ -125,7 +114,7 @@ format = "inline-toml"
 greeting = "hello from fastly.toml"
 `), 0o644)
 
-	cmd := exec.Command(bin, "-v", "-C", toml, "--addr", "127.0.0.1:0", wasm, "--instances", "1", "--compile-cache", filepath.Join(tmp, "cache"))
+	cmd := exec.Command(popBin, "-v", "-C", toml, "--addr", "127.0.0.1:0", binGuestWasm, "--instances", "1", "--compile-cache", binCacheDir)
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

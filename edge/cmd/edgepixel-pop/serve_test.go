@@ -11,6 +11,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,48 +25,76 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop/poptest"
 )
 
 // These tests run serve in-process with the pop package's logguest
-// (edge/pop/testdata/logguest), built once per test binary, with a shared
-// compile cache so wazero compiles it once.
-
-var testTmp string
+// (edge/pop/testdata/logguest), and TestServeEndToEnd runs the real binary
+// with its conformance guest. TestMain builds all of it and compiles both
+// guests once per test binary, before any test runs, so no test's deadline
+// includes building or compiling.
+var (
+	testTmp string
+	// The in-process tests' guest and compile cache.
+	guestWasm, cacheDir string
+	// The binary, its guest and its compile cache, which the binary
+	// fills itself (see poptest.Precompile for why that matters).
+	popBin, binGuestWasm, binCacheDir string
+)
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	var err error
 	if testTmp, err = os.MkdirTemp("", "edgepixel-pop-test-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	if !testing.Short() {
+		err = buildTestArtifacts()
+	}
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "preparing the tests:", err)
+	} else {
+		code = m.Run()
+	}
 	os.RemoveAll(testTmp)
 	os.Exit(code)
 }
 
-var (
-	guestOnce sync.Once
-	guestWasm string
-	guestErr  error
-)
+func buildTestArtifacts() error {
+	began := time.Now()
+	if err := poptest.BuildWasm(testTmp, "logguest", "guest"); err != nil {
+		return err
+	}
+	guestWasm = filepath.Join(testTmp, "logguest")
+	binGuestWasm = filepath.Join(testTmp, "guest")
+	cacheDir = filepath.Join(testTmp, "cache")
+	if err := poptest.Precompile(cacheDir, guestWasm); err != nil {
+		return err
+	}
+	popBin = filepath.Join(testTmp, "edgepixel-pop")
+	if out, err := exec.Command("go", "build", "-o", popBin, ".").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	binCacheDir = filepath.Join(testTmp, "bincache")
+	cmd := exec.Command(popBin, "--compile-only", "--compile-cache", binCacheDir, binGuestWasm)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("edgepixel-pop --compile-only: %v\n%s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "built the binary and the guests in %s\n", time.Since(began).Round(time.Millisecond))
+	return nil
+}
 
+// logGuest is the in-process tests' guest; it skips the test with -short.
 func logGuest(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds a wasm guest")
-	}
-	guestOnce.Do(func() {
-		guestWasm = filepath.Join(testTmp, "logguest.wasm")
-		cmd := exec.Command("go", "build", "-o", guestWasm, "../../pop/testdata/logguest")
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			guestErr = fmt.Errorf("building logguest: %v\n%s", err, out)
-		}
-	})
-	if guestErr != nil {
-		t.Fatal(guestErr)
+		t.Skip("runs a wasm guest")
 	}
 	return guestWasm
 }
@@ -100,7 +130,7 @@ type popRun struct {
 func startPOP(t *testing.T, extra ...string) *popRun {
 	t.Helper()
 	args := append([]string{"--addr", "127.0.0.1:0", "--instances", "1", "--max-instances", "1",
-		"--compile-cache", filepath.Join(testTmp, "cache"), logGuest(t)}, extra...)
+		"--compile-cache", cacheDir, logGuest(t)}, extra...)
 	o, err := parseArgs(args, env(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -490,5 +520,81 @@ func TestCertReload(t *testing.T) {
 	install([]byte("garbage"), []byte("garbage"), base.Add(2*time.Minute))
 	if !bytes.Equal(leaf(), second) {
 		t.Error("a broken renewal replaced the working certificate")
+	}
+}
+
+// TestNoConnectionsBeforeReady checks that nothing listens on the address
+// while the module is being loaded: a client gets "connection refused" at
+// once instead of waiting in the listen backlog to be served, and
+// counted, once the module is ready. The request it tried is never
+// served later; the only one the POP counts is the one sent after ready.
+func TestNoConnectionsBeforeReady(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	o, err := parseArgs([]string{"--addr", addr, "--admin-addr", "127.0.0.1:0", "--instances", "1",
+		"--compile-cache", cacheDir, logGuest(t)}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	early := make(chan error, 1)
+	o.starting = func(a string) {
+		// serve is about to load the module. A request now must fail to
+		// connect, not hang until the module is ready.
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.Get("http://" + a + "/log?ep=early&msg=too-early")
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("answered %s before the module was ready", resp.Status)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			err = fmt.Errorf("want connection refused, got %w", err)
+		} else {
+			err = nil
+		}
+		early <- err
+	}
+	ready := make(chan [2]string, 1)
+	o.ready = func(addr, admin string) { ready <- [2]string{addr, admin} }
+	stdout, stderr := &lockedBuf{}, &lockedBuf{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	go func() { done <- serve(ctx, o, log, stdout, stderr) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		}
+	}()
+	var a [2]string
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("serve ended at start-up: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("serve did not start")
+	}
+	if err := <-early; err != nil {
+		t.Error(err)
+	}
+	if a[0] != addr {
+		t.Errorf("serving on %s, want %s", a[0], addr)
+	}
+	if resp, body := get(t, http.DefaultClient, "http://"+addr+"/log?ep=late&msg=ready"); resp.StatusCode != 200 {
+		t.Errorf("after ready: %d %q", resp.StatusCode, body)
+	}
+	_, metrics := get(t, http.DefaultClient, "http://"+a[1]+"/metrics")
+	if !strings.Contains(metrics, "\nedgepixel_pop_requests_total 1\n") {
+		t.Errorf("want exactly the request sent after ready counted:\n%s", metrics)
+	}
+	if strings.Contains(stdout.String(), "too-early") || !strings.Contains(stdout.String(), "late :: ready") {
+		t.Errorf("guest output %q", stdout)
 	}
 }

@@ -1,8 +1,7 @@
-package pop
+package logsink
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,10 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop/poptest"
 )
 
 // collector is an HTTP log collector that records each batch. The first
@@ -59,7 +59,7 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 // testHTTPSink has a period that never ticks unless the test sends on
 // the returned channel, so batching by size is deterministic.
-func testHTTPSink(t *testing.T, ep LogEndpoint) (*httpSink, chan time.Time) {
+func testHTTPSink(t *testing.T, ep Endpoint) (*httpSink, chan time.Time) {
 	tick := make(chan time.Time)
 	ep.Name = "t"
 	s := newHTTPSink(ep.withDefaults(), quietLog(), tick)
@@ -72,15 +72,15 @@ func testHTTPSink(t *testing.T, ep LogEndpoint) (*httpSink, chan time.Time) {
 	return s, tick
 }
 
-func writeLines(s sink, lines ...string) {
+func writeLines(s Sink, lines ...string) {
 	for _, l := range lines {
-		s.write("t", []byte(l))
+		s.Write("t", []byte(l))
 	}
 }
 
 func TestLogHTTPBatchesByEntries(t *testing.T) {
 	c := newCollector(t, 0, 0)
-	s, tick := testHTTPSink(t, LogEndpoint{URL: c.URL, MaxEntries: 2})
+	s, tick := testHTTPSink(t, Endpoint{URL: c.URL, MaxEntries: 2})
 	writeLines(s, "a", "b", "c", "d", "e")
 	if got := c.next(t); got != "a\nb\n" {
 		t.Errorf("first batch %q", got)
@@ -92,7 +92,7 @@ func TestLogHTTPBatchesByEntries(t *testing.T) {
 	if got := c.next(t); got != "e\n" {
 		t.Errorf("third batch %q", got)
 	}
-	waitFor(t, "deliveries counted", func() bool { return s.st.delivered.Load() == 5 })
+	poptest.WaitFor(t, "deliveries counted", func() bool { return s.st.delivered.Load() == 5 })
 	if r := s.st.requests.Load(); r != 3 {
 		t.Errorf("%d requests, want 3", r)
 	}
@@ -100,7 +100,7 @@ func TestLogHTTPBatchesByEntries(t *testing.T) {
 
 func TestLogHTTPBatchesByPeriod(t *testing.T) {
 	c := newCollector(t, 0, 0)
-	s, tick := testHTTPSink(t, LogEndpoint{URL: c.URL, MaxEntries: 100})
+	s, tick := testHTTPSink(t, Endpoint{URL: c.URL, MaxEntries: 100})
 	writeLines(s, `{"n":1}`, `{"n":2}`, `{"n":3}`)
 	tick <- time.Now()
 	// All three in one batch: nothing was sent before the period ended.
@@ -114,7 +114,7 @@ func TestLogHTTPBatchesByPeriod(t *testing.T) {
 
 func TestLogHTTPBatchesByBytes(t *testing.T) {
 	c := newCollector(t, 0, 0)
-	s, tick := testHTTPSink(t, LogEndpoint{URL: c.URL, MaxBytes: 10})
+	s, tick := testHTTPSink(t, Endpoint{URL: c.URL, MaxBytes: 10})
 	writeLines(s, "1234", "5678", "abcd") // 5 bytes each with the newline: two per batch
 	if got := c.next(t); got != "1234\n5678\n" {
 		t.Errorf("first batch %q", got)
@@ -131,7 +131,7 @@ func TestLogHTTPBatchesByBytes(t *testing.T) {
 
 func TestLogHTTPRetriesAfter500(t *testing.T) {
 	c := newCollector(t, 1, http.StatusInternalServerError)
-	s, tick := testHTTPSink(t, LogEndpoint{URL: c.URL})
+	s, tick := testHTTPSink(t, Endpoint{URL: c.URL})
 	writeLines(s, "x")
 	tick <- time.Now()
 	if got := c.next(t); got != "x\n" {
@@ -140,7 +140,7 @@ func TestLogHTTPRetriesAfter500(t *testing.T) {
 	if r := c.requests.Load(); r != 2 {
 		t.Errorf("%d requests, want 2 (one failure, one retry)", r)
 	}
-	waitFor(t, "delivery counted", func() bool { return s.st.delivered.Load() == 1 })
+	poptest.WaitFor(t, "delivery counted", func() bool { return s.st.delivered.Load() == 1 })
 	if f, d := s.st.failures.Load(), s.st.dropped.Load(); f != 1 || d != 0 {
 		t.Errorf("failures %d dropped %d", f, d)
 	}
@@ -148,10 +148,10 @@ func TestLogHTTPRetriesAfter500(t *testing.T) {
 
 func TestLogHTTPPermanentErrorDrops(t *testing.T) {
 	c := newCollector(t, 100, http.StatusBadRequest)
-	s, tick := testHTTPSink(t, LogEndpoint{URL: c.URL})
+	s, tick := testHTTPSink(t, Endpoint{URL: c.URL})
 	writeLines(s, "x", "y")
 	tick <- time.Now()
-	waitFor(t, "drop", func() bool { return s.st.dropped.Load() == 2 })
+	poptest.WaitFor(t, "drop", func() bool { return s.st.dropped.Load() == 2 })
 	if r := c.requests.Load(); r != 1 {
 		t.Errorf("%d requests: a 400 must not be retried", r)
 	}
@@ -160,7 +160,7 @@ func TestLogHTTPPermanentErrorDrops(t *testing.T) {
 func TestLogHTTPBoundedBuffer(t *testing.T) {
 	c := newCollector(t, 0, 0)
 	// Never ticks, batches of 100 entries: everything stays queued.
-	s, _ := testHTTPSink(t, LogEndpoint{URL: c.URL, MaxBuffer: 12, MaxBytes: 12})
+	s, _ := testHTTPSink(t, Endpoint{URL: c.URL, MaxBuffer: 12, MaxBytes: 12})
 	writeLines(s, "12345", "67890", "overflow")
 	if w, d, q := s.st.written.Load(), s.st.dropped.Load(), s.st.queued.Load(); w != 3 || d != 1 || q != 12 {
 		t.Errorf("written %d dropped %d queued %d, want 3 1 12", w, d, q)
@@ -176,7 +176,7 @@ func TestLogHTTPBoundedBuffer(t *testing.T) {
 
 func TestLogHTTPCloseDeliversWithHeader(t *testing.T) {
 	c := newCollector(t, 0, 0)
-	ep, err := ParseLogEndpoint("ev=" + c.URL + "/in?token=abc&header=Authorization:Bearer%20k&max_entries=1000&period=1h")
+	ep, err := ParseEndpoint("ev=" + c.URL + "/in?token=abc&header=Authorization:Bearer%20k&max_entries=1000&period=1h")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestLogHTTPCloseDeliversWithHeader(t *testing.T) {
 
 func TestLogHTTPCloseGivesUpAtDeadline(t *testing.T) {
 	c := newCollector(t, 1<<30, http.StatusServiceUnavailable)
-	s, _ := testHTTPSink(t, LogEndpoint{URL: c.URL, Retries: 1 << 20})
+	s, _ := testHTTPSink(t, Endpoint{URL: c.URL, Retries: 1 << 20})
 	s.backoff = 50 * time.Millisecond
 	writeLines(s, "lost")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -211,11 +211,11 @@ func TestLogHTTPCloseGivesUpAtDeadline(t *testing.T) {
 }
 
 func TestParseLogEndpoint(t *testing.T) {
-	ep, err := ParseLogEndpoint("ev=https://logs.example/x?period=2&max_entries=5&max_bytes=100&max_buffer=1000&retries=0&content_type=text/plain&header=X-A:1&header=X-B:two%20words&keep=me")
+	ep, err := ParseEndpoint("ev=https://logs.example/x?period=2&max_entries=5&max_bytes=100&max_buffer=1000&retries=0&content_type=text/plain&header=X-A:1&header=X-B:two%20words&keep=me")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := LogEndpoint{Name: "ev", Kind: LogHTTP, URL: "https://logs.example/x?keep=me",
+	want := Endpoint{Name: "ev", Kind: HTTP, URL: "https://logs.example/x?keep=me",
 		Header: http.Header{"X-A": {"1"}, "X-B": {"two words"}}, ContentType: "text/plain",
 		Period: 2 * time.Second, MaxEntries: 5, MaxBytes: 100, MaxBuffer: 1000, Retries: -1}
 	if !reflect.DeepEqual(ep, want) {
@@ -224,18 +224,18 @@ func TestParseLogEndpoint(t *testing.T) {
 	if d := ep.withDefaults(); d.Retries != 0 {
 		t.Errorf("retries=0 became %d retries", d.Retries)
 	}
-	d := LogEndpoint{}.withDefaults()
+	d := Endpoint{}.withDefaults()
 	if d.Period != 5*time.Second || d.MaxEntries != 10000 || d.Retries != 5 {
 		t.Errorf("defaults %+v", d)
 	}
-	for spec, kind := range map[string]string{"a=stdout": LogStdout, "b=file:/tmp/x": LogFile, "*=http://h/": LogHTTP} {
-		if ep, err := ParseLogEndpoint(spec); err != nil || ep.Kind != kind {
+	for spec, kind := range map[string]string{"a=stdout": Stdout, "b=file:/tmp/x": File, "*=http://h/": HTTP} {
+		if ep, err := ParseEndpoint(spec); err != nil || ep.Kind != kind {
 			t.Errorf("%s: %+v %v", spec, ep, err)
 		}
 	}
 	for _, bad := range []string{"", "noequals", "=stdout", "a=", "a=ftp://x", "a=file:", "a=http://h/?max_entries=-1",
 		"a=http://h/?period=soon", "a=http://h/?header=novalue", "a=http:///nohost"} {
-		if _, err := ParseLogEndpoint(bad); err == nil {
+		if _, err := ParseEndpoint(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -243,106 +243,19 @@ func TestParseLogEndpoint(t *testing.T) {
 
 func TestLogFileSink(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ev.log")
-	ls, err := newLogSinks([]LogEndpoint{{Name: "ev", Kind: LogFile, Path: path}}, io.Discard, quietLog())
+	ls, err := Open([]Endpoint{{Name: "ev", Kind: File, Path: path}}, io.Discard, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeLines(ls.lookup("ev"), `{"a":1}`, "plain text")
-	if ls.lookup("other") != ls.fallback {
+	writeLines(ls.Lookup("ev"), `{"a":1}`, "plain text")
+	if ls.Lookup("other") != ls.fallback {
 		t.Error("an unconfigured name must go to the default destination")
 	}
-	if err := ls.close(context.Background()); err != nil {
+	if err := ls.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
 	if string(data) != "{\"a\":1}\nplain text\n" {
 		t.Errorf("file holds %q", data)
-	}
-}
-
-// TestLogEndpointsEndToEnd runs the logguest with a file endpoint, an
-// HTTP endpoint for what it logs after its serve loop, the default stdout
-// destination and an access log, and checks all of it after Shutdown.
-func TestLogEndpointsEndToEnd(t *testing.T) {
-	c := newCollector(t, 0, 0)
-	path := filepath.Join(t.TempDir(), "events.log")
-	stdout, access := &syncBuffer{}, &syncBuffer{}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := New(ctx, Config{
-		WasmPath: guestPath("logguest"), Instances: 1, MaxInstances: 1, CompileCacheDir: cacheDir,
-		Stdout: stdout, Stderr: io.Discard, Logger: quietLog(), AccessLog: access,
-		LogEndpoints: []LogEndpoint{
-			{Name: "events", Kind: LogFile, Path: path},
-			// A period of an hour: only Shutdown can deliver this.
-			{Name: "shutdown", Kind: LogHTTP, URL: c.URL, Period: time.Hour},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s)
-	for _, path := range []string{"/log?ep=events&msg=e&n=3", "/log?ep=other&msg=to%20stdout", "/nowhere"} {
-		resp, err := http.Get(ts.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-	ts.Close()
-	var metrics strings.Builder
-	if err := s.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.WritePrometheus(&metrics)
-
-	if data, _ := os.ReadFile(path); string(data) != "e-0\ne-1\ne-2\n" {
-		t.Errorf("events file %q", data)
-	}
-	if got := c.next(t); got != "{\"event\":\"bye\",\"served\":3}\n" {
-		t.Errorf("post-loop entry %q", got)
-	}
-	if !strings.Contains(stdout.String(), "other :: to stdout\n") {
-		t.Errorf("stdout %q", stdout)
-	}
-	lines := strings.Split(strings.TrimSpace(access.String()), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("access log:\n%s", access)
-	}
-	for i, l := range lines {
-		var e struct {
-			Time, Remote, Method, URI, Proto string
-			RequestID                        string `json:"request_id"`
-			Status                           int
-			Bytes                            int64
-			DurationMs                       float64 `json:"duration_ms"`
-			Instance                         uint64
-		}
-		if err := json.Unmarshal([]byte(l), &e); err != nil {
-			t.Fatalf("%q: %v", l, err)
-		}
-		wantStatus := []int{200, 200, 404}[i]
-		if e.Status != wantStatus || e.Method != "GET" || e.Proto != "HTTP/1.1" || e.Instance == 0 ||
-			len(e.RequestID) != 32 || e.Bytes == 0 || e.Remote == "" || !strings.HasPrefix(e.URI, "/") {
-			t.Errorf("access line %d: %+v", i, e)
-		}
-		if _, err := time.Parse(time.RFC3339Nano, e.Time); err != nil {
-			t.Errorf("time %q: %v", e.Time, err)
-		}
-	}
-	for _, want := range []string{
-		`edgepixel_pop_log_lines_delivered_total{endpoint="events",kind="file"} 3`,
-		`edgepixel_pop_log_lines_delivered_total{endpoint="shutdown",kind="http"} 1`,
-		`edgepixel_pop_log_lines_delivered_total{endpoint="*",kind="stdout"} 1`,
-		`edgepixel_pop_log_batches_total{endpoint="shutdown",kind="http"} 1`,
-		`edgepixel_pop_responses_total{code="2xx"} 2`,
-		`edgepixel_pop_responses_total{code="4xx"} 1`,
-		`edgepixel_pop_request_duration_seconds_bucket{le="+Inf"} 3`,
-		`edgepixel_pop_request_duration_seconds_count 3`,
-	} {
-		if !strings.Contains(metrics.String(), want) {
-			t.Errorf("metrics lack %s\n%s", want, metrics.String())
-		}
 	}
 }

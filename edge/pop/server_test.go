@@ -1,29 +1,12 @@
 package pop
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 )
-
-func TestAppendJSONString(t *testing.T) {
-	for _, s := range []string{"", "plain", `q"b\s`, "tab\tnl\ncr\r\x00\x1f", "é✓😀", "bad\xffutf8\xc3", "/p?a=1&b=<x>"} {
-		var got string
-		enc := appendJSONString(nil, s)
-		if err := json.Unmarshal(enc, &got); err != nil {
-			t.Errorf("%q encoded as invalid JSON %s: %v", s, enc, err)
-			continue
-		}
-		want := strings.ToValidUTF8(s, "\uFFFD")
-		if got != want {
-			t.Errorf("%q round-tripped to %q", s, got)
-		}
-	}
-}
 
 func TestHistogramBuckets(t *testing.T) {
 	var m metrics
@@ -63,15 +46,3 @@ func (f *fakeResponse) Header() http.Header         { return f.h }
 func (f *fakeResponse) WriteHeader(int)             {}
 func (f *fakeResponse) Write(p []byte) (int, error) { return len(p), nil }
 func (f *fakeResponse) Flush()                      { f.flushed = true }
-
-// BenchmarkAccessLogAdd is the access log's cost per request.
-func BenchmarkAccessLogAdd(b *testing.B) {
-	a := newAccessLog(io.Discard)
-	defer a.close()
-	r := httptest.NewRequest("GET", "/p.gif?site=example.com&url=https%3A%2F%2Fexample.com%2Fpage", nil)
-	start := time.Now()
-	b.ReportAllocs()
-	for b.Loop() {
-		a.add(start, r, 200, 43, 420*time.Microsecond, 3, 42)
-	}
-}

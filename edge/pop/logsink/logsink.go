@@ -1,11 +1,9 @@
-package pop
-
-// Log endpoint destinations.
+// Package logsink delivers what guests write to their log endpoints.
 //
 // A guest writes log entries to named endpoints (fastly_log.endpoint_get /
 // write, rtlog.Open(name) in compute-sdk-go). Each write is one entry. By
 // default an entry is printed to stdout as "name :: entry", as Viceroy
-// does. A LogEndpoint can instead append entries to a file, or deliver them
+// does. An Endpoint can instead append entries to a file, or deliver them
 // in batches by HTTP POST the way Fastly's HTTPS real-time log streaming
 // does.
 //
@@ -24,6 +22,7 @@ package pop
 // delivered after its retries is dropped and counted as well. All of it
 // is flushed when the server shuts down, after the guests have ended (so
 // what they log after their serve loop is included).
+package logsink
 
 import (
 	"bytes"
@@ -46,21 +45,21 @@ import (
 
 // Kinds of log endpoint destination.
 const (
-	LogStdout = "stdout"
-	LogFile   = "file"
-	LogHTTP   = "http"
+	Stdout = "stdout"
+	File   = "file"
+	HTTP   = "http"
 )
 
-// LogEndpoint says where the entries a guest writes to one named log
+// Endpoint says where the entries a guest writes to one named log
 // endpoint go.
-type LogEndpoint struct {
+type Endpoint struct {
 	// Name is the name the guest opens. "*" applies to every name that has
-	// no LogEndpoint of its own (otherwise those print to stdout).
+	// no Endpoint of its own (otherwise those print to stdout).
 	Name string
-	Kind string // LogStdout, LogFile or LogHTTP
-	Path string // LogFile: appended to, created if missing
+	Kind string // Stdout, File or HTTP
+	Path string // File: appended to, created if missing
 
-	// LogHTTP only.
+	// HTTP only.
 	URL         string        // batches are POSTed here
 	Header      http.Header   // added to every request (e.g. Authorization)
 	ContentType string        // default application/x-ndjson
@@ -81,7 +80,7 @@ const (
 	logFileBufferBytes   = 64 << 10
 )
 
-// ParseLogEndpoint parses "NAME=DEST" where DEST is
+// ParseEndpoint parses "NAME=DEST" where DEST is
 //
 //	stdout
 //	file:/path/to/file
@@ -91,34 +90,34 @@ const (
 // The listed query parameters configure the endpoint and are removed from
 // the URL (header may repeat; its value is URL-decoded, so write a space
 // as %20); any other parameter stays part of the URL.
-func ParseLogEndpoint(spec string) (LogEndpoint, error) {
+func ParseEndpoint(spec string) (Endpoint, error) {
 	name, dest, ok := strings.Cut(strings.TrimSpace(spec), "=")
 	name = strings.TrimSpace(name)
 	if !ok || name == "" || dest == "" {
-		return LogEndpoint{}, fmt.Errorf("log endpoint %q: want NAME=stdout|file:PATH|http(s)://URL", spec)
+		return Endpoint{}, fmt.Errorf("log endpoint %q: want NAME=stdout|file:PATH|http(s)://URL", spec)
 	}
-	ep := LogEndpoint{Name: name}
+	ep := Endpoint{Name: name}
 	switch {
-	case dest == LogStdout:
-		ep.Kind = LogStdout
+	case dest == Stdout:
+		ep.Kind = Stdout
 	case strings.HasPrefix(dest, "file:"):
-		ep.Kind = LogFile
+		ep.Kind = File
 		ep.Path = strings.TrimPrefix(strings.TrimPrefix(dest, "file:"), "//")
 		if ep.Path == "" {
-			return LogEndpoint{}, fmt.Errorf("log endpoint %s: empty file path", name)
+			return Endpoint{}, fmt.Errorf("log endpoint %s: empty file path", name)
 		}
 	case strings.HasPrefix(dest, "http://") || strings.HasPrefix(dest, "https://"):
-		ep.Kind = LogHTTP
+		ep.Kind = HTTP
 		if err := ep.parseHTTP(dest); err != nil {
-			return LogEndpoint{}, fmt.Errorf("log endpoint %s: %w", name, err)
+			return Endpoint{}, fmt.Errorf("log endpoint %s: %w", name, err)
 		}
 	default:
-		return LogEndpoint{}, fmt.Errorf("log endpoint %s: unknown destination %q (want stdout, file:PATH or http(s)://URL)", name, dest)
+		return Endpoint{}, fmt.Errorf("log endpoint %s: unknown destination %q (want stdout, file:PATH or http(s)://URL)", name, dest)
 	}
 	return ep, nil
 }
 
-func (ep *LogEndpoint) parseHTTP(dest string) error {
+func (ep *Endpoint) parseHTTP(dest string) error {
 	u, err := url.Parse(dest)
 	if err != nil {
 		return err
@@ -188,7 +187,7 @@ func (ep *LogEndpoint) parseHTTP(dest string) error {
 }
 
 // withDefaults fills in unset limits.
-func (ep LogEndpoint) withDefaults() LogEndpoint {
+func (ep Endpoint) withDefaults() Endpoint {
 	if ep.Period <= 0 {
 		ep.Period = defaultLogPeriod
 	}
@@ -227,45 +226,50 @@ type sinkStats struct {
 	queued    atomic.Int64  // HTTP: bytes waiting in memory
 }
 
-// sink is one destination. write must not block on I/O for long and must
-// not keep msg, which is guest memory.
-type sink interface {
-	write(name string, msg []byte)
+// Sink is one destination. Write takes one entry (without its newline) of
+// the endpoint name; it must not block on I/O for long and must not keep
+// msg, which is guest memory. Sinks are safe for concurrent use.
+type Sink interface {
+	Write(name string, msg []byte)
 	close(ctx context.Context) error
 	stats() *sinkStats
 }
 
-// logSinks routes endpoint names to destinations.
-type logSinks struct {
-	byName    map[string]sink // configured names; read-only after newLogSinks
-	fallback  sink            // "*" or stdout
-	all       []sink
+// Set routes endpoint names to destinations.
+type Set struct {
+	byName    map[string]Sink // configured names; read-only after Open
+	fallback  Sink            // "*" or stdout
+	all       []Sink
 	closeOnce sync.Once
 	closeErr  error
 }
 
-func newLogSinks(eps []LogEndpoint, stdout io.Writer, log *slog.Logger) (*logSinks, error) {
-	ls := &logSinks{byName: map[string]sink{}}
+// Open opens the destinations eps name; every other name goes to stdout
+// (which the caller must make safe for concurrent writes) unless an
+// Endpoint named "*" says otherwise. It fails for a name configured twice
+// or a file that cannot be opened for appending.
+func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger) (*Set, error) {
+	ls := &Set{byName: map[string]Sink{}}
 	for _, ep := range eps {
 		if _, dup := ls.byName[ep.Name]; dup || (ep.Name == "*" && ls.fallback != nil) {
-			ls.close(context.Background())
+			ls.Close(context.Background())
 			return nil, fmt.Errorf("log endpoint %s configured twice", ep.Name)
 		}
-		var sk sink
+		var sk Sink
 		switch ep.Kind {
-		case LogStdout, "":
-			sk = &stdoutSink{w: stdout, st: sinkStats{label: ep.Name, kind: LogStdout}}
-		case LogFile:
+		case Stdout, "":
+			sk = &stdoutSink{w: stdout, st: sinkStats{label: ep.Name, kind: Stdout}}
+		case File:
 			f, err := os.OpenFile(ep.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 			if err != nil {
-				ls.close(context.Background())
+				ls.Close(context.Background())
 				return nil, fmt.Errorf("log endpoint %s: %w", ep.Name, err)
 			}
 			sk = newFileSink(f, ep.Name, log)
-		case LogHTTP:
+		case HTTP:
 			sk = newHTTPSink(ep.withDefaults(), log, nil)
 		default:
-			ls.close(context.Background())
+			ls.Close(context.Background())
 			return nil, fmt.Errorf("log endpoint %s: unknown kind %q", ep.Name, ep.Kind)
 		}
 		ls.all = append(ls.all, sk)
@@ -276,22 +280,23 @@ func newLogSinks(eps []LogEndpoint, stdout io.Writer, log *slog.Logger) (*logSin
 		}
 	}
 	if ls.fallback == nil {
-		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: LogStdout}}
+		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: Stdout}}
 		ls.all = append(ls.all, ls.fallback)
 	}
 	return ls, nil
 }
 
-func (ls *logSinks) lookup(name string) sink {
+// Lookup returns the destination of endpoint name.
+func (ls *Set) Lookup(name string) Sink {
 	if sk, ok := ls.byName[name]; ok {
 		return sk
 	}
 	return ls.fallback
 }
 
-// close flushes and closes every destination, waiting for HTTP deliveries
+// Close flushes and closes every destination, waiting for HTTP deliveries
 // until ctx ends. It is safe to call more than once.
-func (ls *logSinks) close(ctx context.Context) error {
+func (ls *Set) Close(ctx context.Context) error {
 	ls.closeOnce.Do(func() {
 		var wg sync.WaitGroup
 		errs := make([]error, len(ls.all))
@@ -304,9 +309,12 @@ func (ls *logSinks) close(ctx context.Context) error {
 	return ls.closeErr
 }
 
-func (ls *logSinks) writePrometheus(w io.Writer) {
+// WritePrometheus writes the destinations' counters in the Prometheus
+// text format, labelled with the configured endpoint name ("*" for the
+// default destination) and kind.
+func (ls *Set) WritePrometheus(w io.Writer) {
 	all := slices.Clone(ls.all)
-	slices.SortFunc(all, func(a, b sink) int { return strings.Compare(a.stats().label, b.stats().label) })
+	slices.SortFunc(all, func(a, b Sink) int { return strings.Compare(a.stats().label, b.stats().label) })
 	type metric struct {
 		name, kind, help string
 		httpOnly         bool
@@ -329,7 +337,7 @@ func (ls *logSinks) writePrometheus(w io.Writer) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.kind)
 		for _, sk := range all {
 			st := sk.stats()
-			if m.httpOnly && st.kind != LogHTTP {
+			if m.httpOnly && st.kind != HTTP {
 				continue
 			}
 			fmt.Fprintf(w, "%s{endpoint=\"%s\",kind=\"%s\"} %d\n", m.name, promLabel(st.label), st.kind, m.get(st))
@@ -346,7 +354,7 @@ type stdoutSink struct {
 	st sinkStats
 }
 
-func (s *stdoutSink) write(name string, msg []byte) {
+func (s *stdoutSink) Write(name string, msg []byte) {
 	s.st.written.Add(1)
 	line := make([]byte, 0, len(name)+len(msg)+5)
 	line = append(line, name...)
@@ -384,13 +392,13 @@ type fileSink struct {
 }
 
 func newFileSink(f *os.File, label string, log *slog.Logger) *fileSink {
-	s := &fileSink{log: log, f: f, st: sinkStats{label: label, kind: LogFile},
+	s := &fileSink{log: log, f: f, st: sinkStats{label: label, kind: File},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.flusher()
 	return s
 }
 
-func (s *fileSink) write(_ string, msg []byte) {
+func (s *fileSink) Write(_ string, msg []byte) {
 	s.st.written.Add(1)
 	s.mu.Lock()
 	s.buf = append(s.buf, msg...)
@@ -462,7 +470,7 @@ func (s *fileSink) stats() *sinkStats { return &s.st }
 // goroutine delivers sealed batches in order, retrying failures with
 // exponential backoff. Writing never waits for the network.
 type httpSink struct {
-	ep     LogEndpoint
+	ep     Endpoint
 	log    *slog.Logger
 	client *http.Client
 	st     sinkStats
@@ -493,12 +501,12 @@ type logBatch struct {
 
 // newHTTPSink starts the sender. tick, if non-nil, replaces the period
 // ticker (tests drive it by hand).
-func newHTTPSink(ep LogEndpoint, log *slog.Logger, tick <-chan time.Time) *httpSink {
+func newHTTPSink(ep Endpoint, log *slog.Logger, tick <-chan time.Time) *httpSink {
 	s := &httpSink{
 		ep:      ep,
 		log:     log,
 		client:  &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		st:      sinkStats{label: ep.Name, kind: LogHTTP},
+		st:      sinkStats{label: ep.Name, kind: HTTP},
 		wake:    make(chan struct{}, 1),
 		tick:    tick,
 		stop:    make(chan struct{}),
@@ -521,7 +529,7 @@ func newHTTPSink(ep LogEndpoint, log *slog.Logger, tick <-chan time.Time) *httpS
 
 func (s *httpSink) stats() *sinkStats { return &s.st }
 
-func (s *httpSink) write(_ string, msg []byte) {
+func (s *httpSink) Write(_ string, msg []byte) {
 	s.st.written.Add(1)
 	size := len(msg) + 1
 	if size > s.ep.MaxBytes {
@@ -747,4 +755,12 @@ func (s *httpSink) doClose(ctx context.Context) error {
 		return fmt.Errorf("log endpoint %s: %d entries undelivered at shutdown", s.ep.Name, n)
 	}
 	return nil
+}
+
+// promLabel escapes a label value for the text format.
+func promLabel(v string) string {
+	if !strings.ContainsAny(v, "\\\"\n") {
+		return v
+	}
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v)
 }

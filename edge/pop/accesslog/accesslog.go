@@ -1,0 +1,186 @@
+// Package accesslog writes the POP's NDJSON access log: one JSON object
+// per client request,
+//
+//	{"time":"2026-01-02T15:04:05.123Z","remote":"127.0.0.1:51234","method":"GET",
+//	 "uri":"/p?x=1","proto":"HTTP/2.0","status":200,"bytes":43,"duration_ms":0.412,
+//	 "instance":3,"request_id":"0000000000000000000000000000002a"}
+//
+// time is when the request arrived and duration_ms how long until its
+// response was complete; status 499 means the client went away first;
+// instance is the guest instance that served the request (0: none did);
+// request_id is what the guest saw as downstream_client_request_id (absent
+// when no guest saw the request).
+//
+// Lines are encoded by hand into a buffer that is written out when it
+// holds 64 KiB, every second, and at Close, always in whole lines, so a
+// request costs an append under a mutex, not a write system call.
+package accesslog
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Entry is one request's line.
+type Entry struct {
+	Start     time.Time     // when the request arrived
+	Request   *http.Request // remote address, method, URI and protocol come from it
+	Status    int           // the final status sent (499: none, the client went away)
+	Bytes     int64         // response body bytes written
+	Duration  time.Duration // until the response body was complete
+	Instance  uint64        // the guest instance that served it; 0: none
+	RequestID string        // downstream_client_request_id; "": none
+}
+
+// Log is an access log. Its methods are safe for concurrent use.
+type Log struct {
+	mu     sync.Mutex
+	w      io.Writer
+	buf    []byte
+	failed bool
+	err    error
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+const (
+	bufferBytes = 64 << 10
+	flushEvery  = time.Second
+)
+
+// New starts a log writing to w. Close it to write out the last lines.
+func New(w io.Writer) *Log {
+	a := &Log{w: w, buf: make([]byte, 0, bufferBytes+1024),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		t := time.NewTicker(flushEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				a.mu.Lock()
+				a.flushLocked()
+				a.mu.Unlock()
+			case <-a.stop:
+				return
+			}
+		}
+	}()
+	return a
+}
+
+// Add appends e's line. A write error does not stop the log; Close
+// reports the first one.
+func (a *Log) Add(e Entry) {
+	r := e.Request
+	a.mu.Lock()
+	b := a.buf
+	b = append(b, `{"time":"`...)
+	b = e.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = append(b, `","remote":`...)
+	b = appendJSONString(b, r.RemoteAddr)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, r.Method)
+	b = append(b, `,"uri":`...)
+	b = appendJSONString(b, r.RequestURI)
+	b = append(b, `,"proto":`...)
+	b = appendJSONString(b, r.Proto)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, e.Bytes, 10)
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, float64(e.Duration.Microseconds())/1000, 'f', -1, 64)
+	b = append(b, `,"instance":`...)
+	b = strconv.AppendUint(b, e.Instance, 10)
+	if e.RequestID != "" {
+		b = append(b, `,"request_id":`...)
+		b = appendJSONString(b, e.RequestID)
+	}
+	b = append(b, "}\n"...)
+	a.buf = b
+	if len(a.buf) >= bufferBytes {
+		a.flushLocked()
+	}
+	a.mu.Unlock()
+}
+
+func (a *Log) flushLocked() {
+	if len(a.buf) == 0 {
+		return
+	}
+	if _, err := a.w.Write(a.buf); err != nil && !a.failed {
+		// Keep serving; the error is reported once, at Close.
+		a.failed = true
+		a.err = err
+	}
+	a.buf = a.buf[:0]
+}
+
+// Close writes out what is buffered and stops the flusher; it reports the
+// first write error, if any. The writer itself belongs to the caller.
+func (a *Log) Close() error {
+	a.once.Do(func() {
+		close(a.stop)
+		<-a.done
+		a.mu.Lock()
+		a.flushLocked()
+		a.mu.Unlock()
+	})
+	if a.err != nil {
+		return errors.Join(errors.New("access log"), a.err)
+	}
+	return nil
+}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, as encoding/json does, so every line is valid JSON whatever a
+// client sent.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,111 @@
+package pop
+
+// fastly_secret_store: secret stores from [local_server.secret_stores].
+// Store and secret handles are sticky and deduplicated, like config store
+// handles.
+var fastlySecretStore = hostModule{name: "fastly_secret_store", funcs: []hostFunc{
+	{"open", i32("name_ptr", "name_len", "store_out"), secretStoreOpen},
+	{"get", i32("store", "key_ptr", "key_len", "secret_out"), secretStoreGet},
+	{"plaintext", i32("secret", "buf", "buf_len", "nwritten_out"), secretPlaintext},
+	{"from_bytes", i32("buf", "buf_len", "secret_out"), secretFromBytes},
+}}
+
+// secretStore and secret are the objects behind store and secret handles.
+type secretStore struct {
+	name    string
+	secrets map[string][]byte
+}
+
+type secret struct{ value []byte }
+
+// secretStoreOpen implements fastly_secret_store.open(name_ptr, name_len,
+// store_out): a handle to the named store.
+//
+// Status: $ok; $none if it does not exist; $inval for an empty name or
+// one over 255 bytes.
+//
+// Differs: no known difference.
+func secretStoreOpen(c *call) status {
+	inst := c.inst
+	name, ok := c.argString(0)
+	if !ok || name == "" || len(name) > maxStoreNameLen {
+		return stInval
+	}
+	h, ok := inst.secretStores[name]
+	if !ok {
+		secrets, exists := inst.s.secretStores[name]
+		if !exists {
+			return stNone
+		}
+		h = inst.tab.add(&secretStore{name: name, secrets: secrets}, inst.gen, true)
+		inst.secretStores[name] = h
+	}
+	if !c.putU32(c.u32(2), h) {
+		return stInval
+	}
+	return stOK
+}
+
+// secretStoreGet implements fastly_secret_store.get(store, key_ptr,
+// key_len, secret_out): a handle to the named secret.
+//
+// Status: $ok; $none if the store has no such secret; $inval for an empty
+// key or one over 255 bytes.
+//
+// Differs: no known difference.
+func secretStoreGet(c *call) status {
+	inst := c.inst
+	st, ok := lookup[*secretStore](&inst.tab, c.u32(0))
+	if !ok {
+		return stBadf
+	}
+	key, ok := c.argString(1)
+	if !ok || key == "" || len(key) > maxStoreNameLen {
+		return stInval
+	}
+	id := st.name + "\x00" + key
+	h, ok := inst.secrets[id]
+	if !ok {
+		v, exists := st.secrets[key]
+		if !exists {
+			return stNone
+		}
+		h = inst.tab.add(&secret{value: v}, inst.gen, true)
+		inst.secrets[id] = h
+	}
+	if !c.putU32(c.u32(3), h) {
+		return stInval
+	}
+	return stOK
+}
+
+// secretPlaintext implements fastly_secret_store.plaintext(secret, buf,
+// buf_len, nwritten_out): the secret's bytes.
+//
+// Status: $ok; $buflen if they do not fit, with their length in
+// nwritten_out.
+//
+// Differs: no known difference.
+func secretPlaintext(c *call) status {
+	s, ok := lookup[*secret](&c.inst.tab, c.u32(0))
+	if !ok {
+		return stBadf
+	}
+	return writeOut(c, s.value, c.u32(1), c.u32(2), c.u32(3))
+}
+
+// secretFromBytes implements fastly_secret_store.from_bytes(buf, buf_len,
+// secret_out): a secret made from bytes the guest has (copied); its
+// handle lives like other request-scoped handles.
+//
+// Status: $ok.
+//
+// Differs: no known difference.
+func secretFromBytes(c *call) status {
+	b, ok := c.argBytes(0)
+	if !ok {
+		return stInval
+	}
+	h := c.inst.tab.add(&secret{value: append([]byte(nil), b...)}, c.inst.gen, false)
+	return c.putHandle(c.u32(2), h)
+}
