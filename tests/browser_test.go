@@ -3,28 +3,23 @@ package tests
 import (
 	"context"
 	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
-// chromium finds Debian's Chromium; `make deps` installs it.
+// chromium finds Chromium (or $CHROMIUM); `make deps` installs it.
 func chromium(t *testing.T) string {
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
+	p, ok := deps.Chromium.Path(root)
+	if !ok {
+		t.Fatal(deps.Advice([]deps.Program{deps.Chromium}))
 	}
-	t.Fatal("chromium not found: run `make deps` (apt-get install chromium) or set CHROMIUM")
-	return ""
+	return p
 }
 
 // dashboardShowsLiveCount opens the dashboard in headless Chromium, checks

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/tests/localsrv"
+	"github.com/edgepixel/edgepixel/tests/progress"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -49,7 +50,7 @@ func main() {
 		Bin:            bin,
 		AggregatorAddr: *aggAddr,
 		PopAddr:        *popAddr,
-		Progress:       func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
+		Progress:       progress.New(os.Stderr),
 	}
 	if _, ok := localsrv.RedisAvailable(); !ok {
 		o.NoRedis = true
