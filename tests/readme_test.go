@@ -134,9 +134,6 @@ func readmeRoute(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(work, ".edgepixel", "data", "run.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("run.json left behind after the stop: %v", err)
 	}
-	if t.Failed() {
-		t.Logf("terminal 1:\n%s\nterminal 2:\n%s", t1.out.String(), t2.out.String())
-	}
 }
 
 // readmeBlocks returns the code blocks marked <!-- readme-route: NAME -->
@@ -194,12 +191,15 @@ func copyCheckout(t *testing.T, root string) string {
 	return dst
 }
 
-// readmeEnv is the environment of the README's commands: a fresh home, so
-// that the Fastly CLI writes its configuration there and not in the
-// user's, but this machine's Go and compile caches.
+// readmeEnv is the environment of the README's commands, as in a new
+// terminal: a fresh home, so that the Fastly CLI writes its configuration
+// there and not in the user's, but this machine's Go and compile caches.
 func readmeEnv(t *testing.T) []string {
 	home := t.TempDir()
-	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "FASTLY_DISABLE_UPDATE_CHECK=1"}
+	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "FASTLY_DISABLE_UPDATE_CHECK=1",
+		// Under `make test` these say "a sub-make", which prints "Entering
+		// directory" lines into the commands' output; a terminal has none.
+		"MAKEFLAGS=", "MAKELEVEL=", "MFLAGS=", "MAKEOVERRIDES="}
 	if dir, err := os.UserCacheDir(); err == nil {
 		env = append(env, "XDG_CACHE_HOME="+dir)
 	}
@@ -227,7 +227,12 @@ func terminal(t *testing.T, name, dir string, env []string, block string) *term 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tm.p.StopWith(syscall.SIGINT, time.Minute) })
+	t.Cleanup(func() {
+		tm.p.StopWith(syscall.SIGINT, time.Minute)
+		if t.Failed() {
+			t.Logf("%s:\n%s", name, indent(tm.out.String()))
+		}
+	})
 	return tm
 }
 
