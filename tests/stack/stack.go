@@ -24,8 +24,8 @@ type Options struct {
 	Dir string
 	Bin Binaries
 
-	AggregatorAddr string // "" picks a free loopback port
-	PopAddr        string // "" picks a free loopback port
+	AggregatorAddr string // "" or port 0 picks a free loopback port
+	PopAddr        string // "" or port 0 picks a free loopback port
 
 	// NoRedis and NoClickHouse run the aggregator on its embedded fallbacks
 	// (in-process dedupe, on-disk storage) instead of the real servers.
@@ -97,10 +97,8 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 			return nil, err
 		}
 	}
-	if s.opts.AggregatorAddr == "" {
-		if s.opts.AggregatorAddr, err = proc.FreeAddr(); err != nil {
-			return nil, err
-		}
+	if s.opts.AggregatorAddr, err = pickAddr(s.opts.AggregatorAddr); err != nil {
+		return nil, err
 	}
 	s.AggregatorURL = "http://" + s.opts.AggregatorAddr
 	if err := s.StartAggregator(ctx); err != nil {
@@ -109,10 +107,8 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if o.NoPop {
 		return s, nil
 	}
-	if s.opts.PopAddr == "" {
-		if s.opts.PopAddr, err = proc.FreeAddr(); err != nil {
-			return nil, err
-		}
+	if s.opts.PopAddr, err = pickAddr(s.opts.PopAddr); err != nil {
+		return nil, err
 	}
 	s.PopURL = "http://" + s.opts.PopAddr
 	s.Manifest = filepath.Join(o.Dir, "fastly.toml")
@@ -143,6 +139,15 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// pickAddr returns addr, or a free loopback address for "" or port 0:
+// the stack's URLs must name the real port.
+func pickAddr(addr string) (string, error) {
+	if addr == "" || strings.HasSuffix(addr, ":0") {
+		return proc.FreeAddr()
+	}
+	return addr, nil
 }
 
 // StartAggregator starts (or, after Kill, restarts) the aggregator with the

@@ -64,6 +64,15 @@ func main() {
 	if st, err := readState(absDir); err == nil && st.running() {
 		fatal(log, fmt.Errorf("a stack already runs from %s (pid %d): stop it first (Ctrl-C in its terminal)", absDir, st.PID))
 	}
+	// Said before anything starts, with what to do: a port in use is
+	// most often another checkout's `make run`.
+	for _, a := range []struct{ addr, env string }{{*aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {*popAddr, "EDGEPIXEL_RUN_POP_ADDR"}} {
+		l, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			fatal(log, fmt.Errorf("%s is in use (another make run?): stop what listens there, or choose another address, e.g. %s=127.0.0.1:0 make run (0: any free port)", a.addr, a.env))
+		}
+		l.Close()
+	}
 	bin := stack.InDir(*binDir)
 	for _, p := range []string{bin.Pop, bin.Aggregator, bin.Wasm} {
 		if _, err := os.Stat(p); err != nil {
