@@ -13,21 +13,12 @@ import (
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
-// chromium finds Chromium (or $CHROMIUM); `make deps` installs it.
-func chromium(t *testing.T) string {
-	p, ok := deps.Chromium.Path(root)
-	if !ok {
-		t.Fatal(deps.Advice([]deps.Program{deps.Chromium}))
-	}
-	return p
-}
-
 // dashboardShowsLiveCount opens the dashboard in headless Chromium, checks
 // it shows the stored total, then sends one more pixel hit and checks the
 // page updates by itself over the WebSocket, without a reload.
 func dashboardShowsLiveCount(t *testing.T, s *stack.Stack, total int) {
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(need(t, deps.Chromium)),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-quic", true),

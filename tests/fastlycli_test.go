@@ -17,27 +17,11 @@ import (
 	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
-// fastlyCLI is the official Fastly CLI `make deps` installed (TestMain
-// checked it is there).
-func fastlyCLI(t *testing.T) string {
-	p, ok := deps.FastlyCLI.Path(root)
-	if !ok {
-		t.Fatal(deps.Advice([]deps.Program{deps.FastlyCLI}))
-	}
-	return p
-}
-
-// fastlyEnv keeps the Fastly CLI from looking for updates and from
-// writing to the user's configuration.
-func fastlyEnv(t *testing.T) []string {
-	return []string{"FASTLY_DISABLE_UPDATE_CHECK=1", "HOME=" + t.TempDir(), "XDG_CONFIG_HOME=" + t.TempDir()}
-}
-
 // TestFastlyCLIServe runs the edge module the way a Fastly developer does
 // locally — `fastly compute serve` — with edgepixel's POP in place of
 // Viceroy, and fetches the pixel through it.
 func TestFastlyCLIServe(t *testing.T) {
-	cli := fastlyCLI(t)
+	cli := need(t, deps.FastlyCLI)
 	proj := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(proj, "bin"), 0o755); err != nil {
 		t.Fatal(err)
@@ -62,7 +46,10 @@ edgepixel = [{ key = "aggregator_secret", file = "secret" }]
 	}
 	var out proc.Buffer
 	p, err := proc.Start("fastly compute serve", proc.Options{Dir: proj, Out: &out,
-		Env: append(fastlyEnv(t), "EDGEPIXEL_POP_COMPILE_CACHE="+compileCache)},
+		// No update check, the user's configuration untouched, and the
+		// module compiled once by TestMain.
+		Env: []string{"FASTLY_DISABLE_UPDATE_CHECK=1", "HOME=" + t.TempDir(), "XDG_CONFIG_HOME=" + t.TempDir(),
+			"EDGEPIXEL_POP_COMPILE_CACHE=" + compileCache}},
 		cli, "compute", "serve", "--skip-build", "--non-interactive", "--viceroy-path="+bin.Pop, "--addr="+addr)
 	if err != nil {
 		t.Fatal(err)

@@ -73,6 +73,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// need is the path of an outside program a test runs (TestMain made sure
+// deps.Test are installed), or the test fails saying what installs it.
+func need(t *testing.T, p deps.Program) string {
+	path, ok := p.Path(root)
+	if !ok {
+		t.Fatal(deps.Advice([]deps.Program{p}))
+	}
+	return path
+}
+
 // startStack brings up a whole stack (in a temp dir unless o.Dir is set),
 // stopped when t ends. Child logs are shown only when the test fails.
 func startStack(t *testing.T, o stack.Options) *stack.Stack {
