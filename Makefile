@@ -1,44 +1,81 @@
 # edgepixel — the two commands are `make run` and `make test`.
 #
-#   make run     build everything and run the whole stack locally
+#   make run     install what is missing, build, run the whole stack locally
+#   make sql     clickhouse-client on the running stack (Q="SELECT ..." runs one query)
 #   make test    everything CI checks: gofmt, vet, race tests, bounded fuzzing
+#   make deps    install what the tests need (apt-get as root; the Fastly CLI with npm)
 #   make bench   benchmarks, each printed beside its baseline from the same run
-#   make deps    install the servers and tools the tests use (apt, as root)
+#   make build   the artifacts into .edgepixel/bin;  make wasm: edge/bin/main.wasm
+#
+# How each artifact is built is said once, in tests/build (run here through
+# tests/cmd/edgepixel-build, as edge/fastly.toml runs it too). Which outside
+# programs are needed, and how to install them, is said in tests/deps.
+# Everything a run writes stays under .edgepixel/ in this checkout.
 
 GO        ?= go
 BIN       := .edgepixel/bin
 DATA      := .edgepixel/data
+TOOLS     := .edgepixel/tools
+# How long a first `make run` takes from a clean clone with empty caches on
+# a 2-core machine (measured; the README says the same).
+FIRST_RUN := about 5 minutes
 # Fuzzing is bounded by runs, not seconds: with a duration, Go's fuzz
 # coordinator can fail with "context deadline exceeded" at its own deadline
-# on a loaded machine, with no crash. -timeout is the hard stop.
+# on a loaded machine, with no crash.
 FUZZTIME  ?= 200000x
-# Debian packages: what each is for is said where it is checked below.
-APT_TEST  := redis-server clickhouse-server clickhouse-client chromium
-APT_BENCH := wrk
+# When this make began, for the launcher's "ready after" figure.
+SINCE     := $(shell date +%s)
 
-.PHONY: run test bench build wasm deps deps-bench check-deps fmt vet unit fuzz clean
+.PHONY: run sql test deps deps-bench check-deps tools build wasm bench fmt vet unit fuzz clean
 
-## build: the edge module, the POP and the aggregator into .edgepixel/bin
-build:
-	@mkdir -p $(BIN)
-	@echo "building the edge module (GOOS=wasip1) ..."
-	GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -o $(BIN)/edgepixel.wasm ./edge/cmd/edgepixel
-	$(GO) build -trimpath -o $(BIN)/edgepixel-pop ./edge/cmd/edgepixel-pop
-	$(GO) build -trimpath -o $(BIN)/edgepixel-aggregator ./aggregator/cmd/edgepixel-aggregator
-	$(GO) build -trimpath -o $(BIN)/edgepixel-run ./tests/cmd/edgepixel-run
+## run: say what to expect, install what is missing (before the long
+## builds), build, start the stack (Ctrl-C stops it)
+run:
+	@echo "make run: a first run takes $(FIRST_RUN) (installs, builds, then the POP compiles the edge module); later runs start in seconds."
+	@$(build-tools)
+	@$(TOOLS)/edgepixel-deps install -soft run
+	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator run
+	@# exec: Ctrl-C goes straight to the launcher, which stops the stack in order.
+	@exec $(BIN)/edgepixel-run --bin $(BIN) --dir $(DATA) --since $(SINCE) --first-run "$(FIRST_RUN)"
+
+## sql: clickhouse-client on the stack `make run` started in this checkout
+sql:
+	@[ -x $(BIN)/edgepixel-run ] || { echo "make sql: no stack has run in this checkout yet: start one with make run"; exit 1; }
+	@exec $(BIN)/edgepixel-run sql --dir $(DATA) "$$Q"
+
+## test: the full suite, as CI runs it (after make deps)
+test: check-deps fmt vet unit fuzz
+
+check-deps: tools
+	@$(TOOLS)/edgepixel-deps check test
+
+## deps: install what the tests need: apt-get when root (else the exact
+## command to run), the Fastly CLI into .edgepixel/npm. Logs: .edgepixel/logs/deps.log
+deps: tools
+	@$(TOOLS)/edgepixel-deps install test
+
+deps-bench: tools
+	@$(TOOLS)/edgepixel-deps install bench
+
+## tools: the build, dependency and test-report commands the targets here run
+tools:
+	@$(build-tools)
+
+# build-tools compiles the tools (quick once the Go cache has them; on an
+# empty cache it is the first long step, so it says so and how long it took).
+define build-tools
+t=$$(date +%s); [ -x $(TOOLS)/edgepixel-gotest ] || echo "compiling edgepixel's build tools (first time only) ..."; \
+$(GO) build -trimpath -o $(TOOLS)/ ./tests/cmd/edgepixel-build ./tests/cmd/edgepixel-deps ./tests/cmd/edgepixel-gotest || exit 1; \
+d=$$(( $$(date +%s) - t )); [ $$d -lt 3 ] || echo "compiled the build tools in $${d}s"
+endef
+
+## build: the edge module, the POP, the aggregator and the launcher into .edgepixel/bin
+build: tools
+	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator run
 
 ## wasm: the edge module where Fastly's CLI expects it (edge/bin/main.wasm)
-wasm:
-	cd edge && GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -o bin/main.wasm ./cmd/edgepixel
-
-## run: install what is missing if we can, build, start the stack (Ctrl-C stops it)
-run: build
-	@$(MAKE) --no-print-directory deps SOFT=1
-	@# exec: Ctrl-C goes straight to the launcher, which stops the stack in order.
-	@exec $(BIN)/edgepixel-run --bin $(BIN) --dir $(DATA)
-
-## test: the full suite, as CI runs it
-test: deps fmt vet unit fuzz
+wasm: tools
+	@$(TOOLS)/edgepixel-build -o edge/bin/main.wasm wasm
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.edgepixel/*')); \
@@ -48,53 +85,20 @@ vet:
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./edge/cmd/edgepixel
 
-unit:
-	$(GO) test -race -timeout 25m -count=1 ./...
+## unit: every package's tests with the race detector; the log ends with
+## each package's time and the slowest tests
+unit: tools
+	@$(TOOLS)/edgepixel-gotest test -race -timeout 25m -count=1 ./...
 
 ## fuzz: every Fuzz target in the repo, each for FUZZTIME runs
-fuzz:
-	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./.edgepixel' | sort | while read f; do \
-		pkg=./$$(dirname $${f#./}); \
-		for fn in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
-			echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-			$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) -timeout=5m $$pkg >/tmp/edgepixel-fuzz.log 2>&1 || { cat /tmp/edgepixel-fuzz.log; exit 1; }; \
-		done; \
-	done
+fuzz: tools
+	@$(TOOLS)/edgepixel-gotest fuzz -fuzztime $(FUZZTIME)
 
 ## bench: POP vs bare net/http and the other figures, side by side
-bench: build
-	@$(MAKE) --no-print-directory deps deps-bench
-	$(GO) run ./tests/cmd/edgepixel-bench --bin $(BIN)
-
-## deps: install the Debian packages the tests need (as root), or say exactly
-## what to run. With SOFT=1 (make run) a missing package is only a warning:
-## the stack falls back to embedded storage and dedupe.
-deps:
-	@missing=""; \
-	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
-	[ -x /usr/sbin/clickhouse-server ] || [ -x /usr/bin/clickhouse-server ] || missing="$$missing clickhouse-server clickhouse-client"; \
-	[ -n "$(SOFT)" ] || [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
-	[ -n "$(SOFT)" ] || command -v npm >/dev/null || missing="$$missing npm"; \
-	$(call apt_install,$$missing)
-
-deps-bench:
-	@missing=""; command -v wrk >/dev/null || missing="wrk"; $(call apt_install,$$missing)
-
-# apt_install installs the packages named in $(1) when root, else explains.
-define apt_install
-	if [ -n "$(1)" ]; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "installing:$(1)"; \
-			(DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1) >/tmp/edgepixel-apt.log 2>&1 || \
-			 (apt-get update -q >>/tmp/edgepixel-apt.log 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1) >>/tmp/edgepixel-apt.log 2>&1)) \
-			|| { tail -20 /tmp/edgepixel-apt.log; echo "could not install:$(1)"; [ -n "$(SOFT)" ]; }; \
-		elif [ -n "$(SOFT)" ]; then \
-			echo "note: missing$(1); install with: sudo apt-get install -y$(1)"; \
-		else \
-			echo "missing:$(1)"; echo "install with: sudo apt-get install -y$(1)"; exit 1; \
-		fi; \
-	fi
-endef
+bench: tools
+	@$(TOOLS)/edgepixel-deps install bench
+	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator bench
+	@$(BIN)/edgepixel-bench --bin $(BIN)
 
 clean:
-	rm -rf $(BIN) edge/bin edge/pkg
+	rm -rf $(BIN) $(TOOLS) edge/bin edge/pkg

@@ -3,36 +3,22 @@ package tests
 import (
 	"context"
 	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
-
-// chromium finds Debian's Chromium; `make deps` installs it.
-func chromium(t *testing.T) string {
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatal("chromium not found: run `make deps` (apt-get install chromium) or set CHROMIUM")
-	return ""
-}
 
 // dashboardShowsLiveCount opens the dashboard in headless Chromium, checks
 // it shows the stored total, then sends one more pixel hit and checks the
 // page updates by itself over the WebSocket, without a reload.
 func dashboardShowsLiveCount(t *testing.T, s *stack.Stack, total int) {
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(need(t, deps.Chromium)),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-quic", true),

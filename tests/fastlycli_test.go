@@ -4,49 +4,24 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
-	"github.com/edgepixel/edgepixel/tests/stack"
+	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
-
-// fastlyCLIVersion is the Fastly CLI release the test installs from npm.
-const fastlyCLIVersion = "16.1.0"
-
-// fastlyCLI returns the path of the official Fastly CLI, installing it from
-// npm into .edgepixel/npm on first use.
-func fastlyCLI(t *testing.T) string {
-	root, err := stack.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := filepath.Join(root, ".edgepixel", "npm")
-	bin := filepath.Join(prefix, "node_modules", "@fastly", "cli-linux-x64", "fastly")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if _, err := exec.LookPath("npm"); err != nil {
-		t.Fatal("npm not found: install Node.js and npm (Debian: apt-get install nodejs npm) to run the Fastly CLI test")
-	}
-	t.Logf("installing @fastly/cli@%s from npm into %s", fastlyCLIVersion, prefix)
-	cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", prefix, "@fastly/cli@"+fastlyCLIVersion)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install @fastly/cli: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // TestFastlyCLIServe runs the edge module the way a Fastly developer does
 // locally — `fastly compute serve` — with edgepixel's POP in place of
 // Viceroy, and fetches the pixel through it.
 func TestFastlyCLIServe(t *testing.T) {
-	cli := fastlyCLI(t)
+	cli := need(t, deps.FastlyCLI)
 	proj := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(proj, "bin"), 0o755); err != nil {
 		t.Fatal(err)
@@ -65,24 +40,22 @@ url = "http://127.0.0.1:9"
 [local_server.secret_stores]
 edgepixel = [{ key = "aggregator_secret", file = "secret" }]
 `), 0o644)
-	addr, err := stack.FreeAddr()
+	addr, err := proc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	cmd := exec.Command(cli, "compute", "serve", "--skip-build", "--non-interactive",
-		"--viceroy-path="+bin.Pop, "--addr="+addr)
-	cmd.Dir = proj
-	cmd.Env = append(os.Environ(), "FASTLY_DISABLE_UPDATE_CHECK=1", "HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// Its own process group, so the POP the CLI starts is stopped with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	var out proc.Buffer
+	p, err := proc.Start("fastly compute serve", proc.Options{Dir: proj, Out: &out,
+		// No update check, the user's configuration untouched, and the
+		// module compiled once by TestMain.
+		Env: []string{"FASTLY_DISABLE_UPDATE_CHECK=1", "HOME=" + t.TempDir(), "XDG_CONFIG_HOME=" + t.TempDir(),
+			"EDGEPIXEL_POP_COMPILE_CACHE=" + compileCache}},
+		cli, "compute", "serve", "--skip-build", "--non-interactive", "--viceroy-path="+bin.Pop, "--addr="+addr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
+		p.StopWith(syscall.SIGINT, 30*time.Second)
 		if t.Failed() {
 			t.Logf("fastly compute serve output:\n%s", out.String())
 		}
@@ -95,7 +68,8 @@ edgepixel = [{ key = "aggregator_secret", file = "secret" }]
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			body := readAll(resp)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
 			if resp.StatusCode == 200 && resp.Header.Get("Content-Type") == "image/gif" && bytes.Equal(body, pixel.GIF) {
 				return
 			}
@@ -107,11 +81,4 @@ edgepixel = [{ key = "aggregator_secret", file = "secret" }]
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func readAll(resp *http.Response) []byte {
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return b.Bytes()
 }

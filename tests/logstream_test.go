@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -18,11 +19,11 @@ import (
 // /ingest/ndjson, authenticated by a bearer token, stores them. Every hit
 // must be stored exactly once, with the id the edge minted.
 func TestLogStreamingDelivery(t *testing.T) {
-	agg, err := stack.FreeAddr()
+	agg, err := proc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := stack.FreeAddr()
+	admin, err := proc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

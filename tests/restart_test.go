@@ -56,7 +56,11 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 }
 
+// withBin gives o the binaries and compile cache TestMain prepared.
 func withBin(o stack.Options) stack.Options {
 	o.Bin = bin
+	if o.CompileCache == "" {
+		o.CompileCache = compileCache
+	}
 	return o
 }

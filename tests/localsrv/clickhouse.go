@@ -11,14 +11,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // Where Debian's clickhouse-server package puts its configuration; the
 // private server's configuration is derived from it so that it matches the
 // installed version.
-const (
-	SystemConfig = "/etc/clickhouse-server/config.xml"
-	SystemUsers  = "/etc/clickhouse-server/users.xml"
+var (
+	SystemConfig = deps.ClickHouse.Files[0] // /etc/clickhouse-server/config.xml
+	SystemUsers  = deps.ClickHouse.Files[1] // /etc/clickhouse-server/users.xml
 )
 
 // ClickHouse is a running private clickhouse-server.
@@ -26,22 +29,13 @@ type ClickHouse struct {
 	HTTPURL string // http://127.0.0.1:port
 	TCPAddr string // 127.0.0.1:port (native protocol)
 	Dir     string
-	p       *proc
+	p       *proc.Proc
 	token   string
 }
 
 // ClickHouseAvailable reports whether clickhouse-server is installed (with
 // the configuration StartClickHouse derives from), and where.
-func ClickHouseAvailable() (path string, ok bool) {
-	p, ok := lookPath("clickhouse-server", "clickhouse")
-	if !ok {
-		return "", false
-	}
-	if _, err := os.Stat(SystemConfig); err != nil {
-		return "", false
-	}
-	return p, true
-}
+func ClickHouseAvailable() (path string, ok bool) { return deps.ClickHouse.Path("") }
 
 // StartClickHouse starts clickhouse-server with its data in dir, HTTP and
 // native TCP on the given loopback ports (0 picks free ones), and waits
@@ -49,7 +43,7 @@ func ClickHouseAvailable() (path string, ok bool) {
 func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*ClickHouse, error) {
 	bin, ok := ClickHouseAvailable()
 	if !ok {
-		return nil, fmt.Errorf("clickhouse-server not found; install it with: apt-get install -y clickhouse-server clickhouse-client")
+		return nil, fmt.Errorf("clickhouse-server not found; %s", deps.Advice([]deps.Program{deps.ClickHouse}))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -87,26 +81,30 @@ func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*C
 	if filepath.Base(bin) == "clickhouse" { // the multi-call binary
 		args = append([]string{"server"}, args...)
 	}
-	p, err := start("clickhouse-server", bin, filepath.Join(dir, "stdout.log"), args...)
+	p, err := proc.Start("clickhouse-server", proc.Options{Log: filepath.Join(dir, "stdout.log")}, bin, args...)
 	if err != nil {
 		return nil, err
 	}
 	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p}
 	// A token only this server can read proves that the server answering on
 	// the port is ours and not one that held the port already.
-	c.token = strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(p.cmd.Process.Pid)
+	c.token = strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(p.Pid())
 	if err := os.MkdirAll(filepath.Join(dir, "user_files"), 0o755); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "user_files", "localsrv-token"), []byte(c.token+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	p.log = filepath.Join(dir, "log", "clickhouse-server.err.log")
-	if err := p.waitReady(ctx, 60*time.Second, c.ping); err != nil {
-		// The error log may not exist if it failed before logging started.
-		if _, statErr := os.Stat(p.log); statErr != nil {
-			p.log = filepath.Join(dir, "stdout.log")
+	// Once it runs, the server says what went wrong in its own error log.
+	errLog := filepath.Join(dir, "log", "clickhouse-server.err.log")
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx, func() error {
+		if _, err := os.Stat(errLog); err == nil {
+			p.Log = errLog
 		}
+		return c.ping()
+	}); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -192,7 +190,7 @@ func (c *ClickHouse) Stop() error {
 	if c == nil {
 		return nil
 	}
-	return c.p.stop(30 * time.Second)
+	return c.p.Stop(30 * time.Second)
 }
 
 // Kill ends the server at once, as a crash would (for fault tests).
@@ -200,8 +198,8 @@ func (c *ClickHouse) Kill() error {
 	if c == nil {
 		return nil
 	}
-	return c.p.kill()
+	return c.p.Kill()
 }
 
 // Done is closed when the server process has exited.
-func (c *ClickHouse) Done() <-chan struct{} { return c.p.done }
+func (c *ClickHouse) Done() <-chan struct{} { return c.p.Done() }

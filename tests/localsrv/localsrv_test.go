@@ -72,12 +72,7 @@ func TestStartFailureIncludesLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Stop()
-	port := r.Addr[strings.LastIndex(r.Addr, ":")+1:]
-	var p int
-	for _, c := range port {
-		p = p*10 + int(c-'0')
-	}
-	_, err = StartRedis(context.Background(), t.TempDir(), p) // port taken
+	_, err = StartRedis(context.Background(), t.TempDir(), r.Port()) // port taken
 	if err == nil || !strings.Contains(err.Error(), "log") {
 		t.Fatalf("want a startup error with the log tail, got %v", err)
 	}
@@ -90,12 +85,7 @@ func TestStartFailureIncludesLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop()
-	hp := c.HTTPURL[strings.LastIndex(c.HTTPURL, ":")+1:]
-	p = 0
-	for _, c := range hp {
-		p = p*10 + int(c-'0')
-	}
-	_, err = StartClickHouse(context.Background(), t.TempDir(), p, 0)
+	_, err = StartClickHouse(context.Background(), t.TempDir(), portOf(strings.TrimPrefix(c.HTTPURL, "http://")), 0)
 	if err == nil || !strings.Contains(err.Error(), "log") {
 		t.Fatalf("want a startup error with the log tail, got %v", err)
 	}

@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // Redis is a running private redis-server.
@@ -18,11 +21,11 @@ type Redis struct {
 	Addr string // 127.0.0.1:port
 	URL  string // redis://127.0.0.1:port/0
 	Dir  string // data directory (append-only file lives here)
-	p    *proc
+	p    *proc.Proc
 }
 
 // RedisAvailable reports whether redis-server is installed, and where.
-func RedisAvailable() (path string, ok bool) { return lookPath("redis-server") }
+func RedisAvailable() (path string, ok bool) { return deps.Redis.Path("") }
 
 // StartRedis starts redis-server on 127.0.0.1:port (0 picks a free port)
 // with its data in dir. The append-only file is on so that a server started
@@ -31,7 +34,7 @@ func RedisAvailable() (path string, ok bool) { return lookPath("redis-server") }
 func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
 	bin, ok := RedisAvailable()
 	if !ok {
-		return nil, fmt.Errorf("redis-server not found; install it with: apt-get install -y redis-server")
+		return nil, fmt.Errorf("redis-server not found; %s", deps.Advice([]deps.Program{deps.Redis}))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -43,7 +46,7 @@ func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
 	if port, err = portOr(port); err != nil {
 		return nil, err
 	}
-	p, err := start("redis-server", bin, filepath.Join(dir, "redis.log"),
+	p, err := proc.Start("redis-server", proc.Options{Log: filepath.Join(dir, "redis.log")}, bin,
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
 		"--save", "", "--appendonly", "yes", "--protected-mode", "yes",
 		"--daemonize", "no", "--logfile", "")
@@ -54,7 +57,9 @@ func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
 	r.URL = "redis://" + r.Addr + "/0"
 	// Loading a large append-only file can take a while; PING answers
 	// -LOADING until it is done.
-	if err := p.waitReady(ctx, 30*time.Second, r.ping); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx, r.ping); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -93,7 +98,7 @@ func (r *Redis) ping() error {
 	if _, err := io.ReadFull(br, info); err != nil {
 		return err
 	}
-	want := fmt.Sprintf("process_id:%d\r\n", r.p.cmd.Process.Pid)
+	want := fmt.Sprintf("process_id:%d\r\n", r.p.Pid())
 	if !strings.Contains(string(info), want) {
 		return fmt.Errorf("another server answers on %s", r.Addr)
 	}
@@ -106,7 +111,7 @@ func (r *Redis) Stop() error {
 	if r == nil {
 		return nil
 	}
-	return r.p.stop(15 * time.Second)
+	return r.p.Stop(15 * time.Second)
 }
 
 // Kill ends the server at once, as a crash would (for fault tests).
@@ -114,8 +119,8 @@ func (r *Redis) Kill() error {
 	if r == nil {
 		return nil
 	}
-	return r.p.kill()
+	return r.p.Kill()
 }
 
 // Done is closed when the server process has exited.
-func (r *Redis) Done() <-chan struct{} { return r.p.done }
+func (r *Redis) Done() <-chan struct{} { return r.p.Done() }

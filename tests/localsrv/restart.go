@@ -31,7 +31,7 @@ func (r *Redis) Restart(ctx context.Context) error {
 }
 
 // Running reports whether the server process is still there.
-func (r *Redis) Running() bool { return !r.p.exited() }
+func (r *Redis) Running() bool { return !r.p.Exited() }
 
 // Restart starts clickhouse-server again on the same ports and data
 // directory (stopping it first, gracefully, if it still runs).
@@ -52,7 +52,7 @@ func (c *ClickHouse) Restart(ctx context.Context) error {
 }
 
 // Running reports whether the server process is still there.
-func (c *ClickHouse) Running() bool { return !c.p.exited() }
+func (c *ClickHouse) Running() bool { return !c.p.Exited() }
 
 func portOf(hostport string) int {
 	_, p, err := net.SplitHostPort(hostport)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/tests/localsrv"
+	"github.com/edgepixel/edgepixel/tests/proc"
+	"github.com/edgepixel/edgepixel/tests/progress"
 )
 
 // Options describe a stack. Everything it writes lives under Dir, so
@@ -22,8 +24,8 @@ type Options struct {
 	Dir string
 	Bin Binaries
 
-	AggregatorAddr string // "" picks a free loopback port
-	PopAddr        string // "" picks a free loopback port
+	AggregatorAddr string // "" or port 0 picks a free loopback port
+	PopAddr        string // "" or port 0 picks a free loopback port
 
 	// NoRedis and NoClickHouse run the aggregator on its embedded fallbacks
 	// (in-process dedupe, on-disk storage) instead of the real servers.
@@ -39,10 +41,15 @@ type Options struct {
 	// e.g. batch_max_age_ms.
 	EdgeConfig map[string]string
 
+	// CompileCache is the POP's compiled-code cache: "" is Dir/wazero-cache,
+	// "default" the POP's own default (the user's cache directory, shared
+	// with `fastly compute serve` running the POP on the same module).
+	CompileCache string
+
 	// Logs receives every child's output; nil writes Dir/logs/NAME.log.
 	Logs io.Writer
-	// Progress, if set, is told what is starting.
-	Progress func(format string, args ...any)
+	// Progress, if set, reports each start with its elapsed time.
+	Progress *progress.Reporter
 }
 
 // Stack is a running set of processes.
@@ -51,8 +58,8 @@ type Stack struct {
 	Secret     []byte
 	Redis      *localsrv.Redis
 	ClickHouse *localsrv.ClickHouse
-	Aggregator *Proc
-	Pop        *Proc
+	Aggregator *proc.Proc
+	Pop        *proc.Proc
 
 	AggregatorURL string // http://host:port
 	PopURL        string
@@ -68,9 +75,6 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 			s.Stop()
 		}
 	}()
-	if o.Progress == nil {
-		s.opts.Progress = func(string, ...any) {}
-	}
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
@@ -78,21 +82,23 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return nil, err
 	}
 	if !o.NoRedis {
-		s.opts.Progress("starting redis-server (data in %s)", filepath.Join(o.Dir, "redis"))
-		if s.Redis, err = localsrv.StartRedis(ctx, filepath.Join(o.Dir, "redis"), 0); err != nil {
+		if err := o.Progress.Run("starting redis-server", func() (err error) {
+			s.Redis, err = localsrv.StartRedis(ctx, filepath.Join(o.Dir, "redis"), 0)
+			return err
+		}); err != nil {
 			return nil, err
 		}
 	}
 	if !o.NoClickHouse {
-		s.opts.Progress("starting clickhouse-server (data in %s)", filepath.Join(o.Dir, "clickhouse"))
-		if s.ClickHouse, err = localsrv.StartClickHouse(ctx, filepath.Join(o.Dir, "clickhouse"), 0, 0); err != nil {
+		if err := o.Progress.Run("starting clickhouse-server", func() (err error) {
+			s.ClickHouse, err = localsrv.StartClickHouse(ctx, filepath.Join(o.Dir, "clickhouse"), 0, 0)
+			return err
+		}); err != nil {
 			return nil, err
 		}
 	}
-	if s.opts.AggregatorAddr == "" {
-		if s.opts.AggregatorAddr, err = FreeAddr(); err != nil {
-			return nil, err
-		}
+	if s.opts.AggregatorAddr, err = pickAddr(s.opts.AggregatorAddr); err != nil {
+		return nil, err
 	}
 	s.AggregatorURL = "http://" + s.opts.AggregatorAddr
 	if err := s.StartAggregator(ctx); err != nil {
@@ -101,33 +107,47 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if o.NoPop {
 		return s, nil
 	}
-	if s.opts.PopAddr == "" {
-		if s.opts.PopAddr, err = FreeAddr(); err != nil {
-			return nil, err
-		}
+	if s.opts.PopAddr, err = pickAddr(s.opts.PopAddr); err != nil {
+		return nil, err
 	}
 	s.PopURL = "http://" + s.opts.PopAddr
 	s.Manifest = filepath.Join(o.Dir, "fastly.toml")
 	if err := os.WriteFile(s.Manifest, []byte(s.manifest()), 0o644); err != nil {
 		return nil, err
 	}
-	s.opts.Progress("starting the local POP with the edge module %s", o.Bin.Wasm)
-	out, err := s.output("pop")
-	if err != nil {
-		return nil, err
+	out := s.output("pop")
+	popArgs := []string{"-C", s.Manifest, "--addr", s.opts.PopAddr}
+	switch o.CompileCache {
+	case "":
+		popArgs = append(popArgs, "--compile-cache", filepath.Join(o.Dir, "wazero-cache"))
+	case "default":
+	default:
+		popArgs = append(popArgs, "--compile-cache", o.CompileCache)
 	}
-	popArgs := append([]string{"-C", s.Manifest, "--addr", s.opts.PopAddr,
-		"--compile-cache", filepath.Join(o.Dir, "wazero-cache")}, o.PopArgs...)
-	if s.Pop, err = startProc("edgepixel-pop", out, o.Bin.Pop, append(popArgs, o.Bin.Wasm)...); err != nil {
-		return nil, err
-	}
-	// The module's own /healthz proves a guest instance runs, not just the host.
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := waitHTTP(wctx, s.Pop, s.PopURL+"/healthz"); err != nil {
+	popArgs = append(append(popArgs, o.PopArgs...), o.Bin.Wasm)
+	// The first start of a module compiles it, which takes long on a slow
+	// machine; later starts read the compile cache. There is no deadline
+	// of our own here: ctx bounds the whole start.
+	if err := o.Progress.Run("starting the local POP (a first start compiles the edge module)", func() (err error) {
+		if s.Pop, err = proc.Start("edgepixel-pop", out, o.Bin.Pop, popArgs...); err != nil {
+			return err
+		}
+		// The module's own /healthz proves a guest instance runs, not just
+		// the host.
+		return s.Pop.WaitReady(ctx, proc.HTTPOK(s.PopURL+"/healthz"))
+	}); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// pickAddr returns addr, or a free loopback address for "" or port 0:
+// the stack's URLs must name the real port.
+func pickAddr(addr string) (string, error) {
+	if addr == "" || strings.HasSuffix(addr, ":0") {
+		return proc.FreeAddr()
+	}
+	return addr, nil
 }
 
 // StartAggregator starts (or, after Kill, restarts) the aggregator with the
@@ -146,24 +166,22 @@ func (s *Stack) StartAggregator(ctx context.Context) error {
 		args = append(args, "--clickhouse", s.ClickHouse.HTTPURL)
 	}
 	args = append(args, o.AggregatorArgs...)
-	o.Progress("starting the aggregator on %s", s.AggregatorURL)
-	out, err := s.output("aggregator")
-	if err != nil {
-		return err
-	}
-	if s.Aggregator, err = startProc("edgepixel-aggregator", out, o.Bin.Aggregator, args...); err != nil {
-		return err
-	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	return waitHTTP(wctx, s.Aggregator, s.AggregatorURL+"/healthz")
+	return o.Progress.Run("starting the aggregator", func() (err error) {
+		if s.Aggregator, err = proc.Start("edgepixel-aggregator", s.output("aggregator"), o.Bin.Aggregator, args...); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		return s.Aggregator.WaitReady(ctx, proc.HTTPOK(s.AggregatorURL+"/healthz"))
+	})
 }
 
-func (s *Stack) output(name string) (io.Writer, error) {
+// output is where the child name writes: Options.Logs, or its log file.
+func (s *Stack) output(name string) proc.Options {
 	if s.opts.Logs != nil {
-		return s.opts.Logs, nil
+		return proc.Options{Out: s.opts.Logs}
 	}
-	return logFile(filepath.Join(s.opts.Dir, "logs", name+".log"))
+	return proc.Options{Log: filepath.Join(s.opts.Dir, "logs", name+".log")}
 }
 
 // manifest is the fastly.toml for the POP: the aggregator backend, the

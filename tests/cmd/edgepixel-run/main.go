@@ -1,12 +1,17 @@
 // Command edgepixel-run brings up the whole edgepixel stack on this machine
 // for local development and self-hosting trials: private redis-server and
 // clickhouse-server processes, the aggregator with its dashboard, and a local
-// POP running the edge module. `make run` builds everything and starts it.
+// POP running the edge module. `make run` installs what is missing, builds
+// everything and starts it.
 //
 // All state lives under -dir, so a second run keeps the data. Where Redis or
 // ClickHouse is not installed it says how to install it and runs the
 // aggregator on its embedded fallbacks (in-process dedupe, on-disk storage).
 // Ctrl-C stops everything, the POP first so buffered events are delivered.
+//
+// While the stack runs, -dir holds run.json (its addresses, ports and
+// process id); `edgepixel-run sql` (what `make sql` runs) reads it to open
+// clickhouse-client on the running stack's ClickHouse.
 package main
 
 import (
@@ -14,29 +19,59 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
+	"github.com/edgepixel/edgepixel/tests/progress"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
+// The two example queries the banner and the README show.
+var exampleQueries = []string{
+	"SELECT site, name, count() AS events FROM events GROUP BY site, name ORDER BY events DESC",
+	"SELECT ts, site, name, url, referrer, country FROM events ORDER BY ts DESC LIMIT 10",
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sql" {
+		os.Exit(sql(os.Args[2:]))
+	}
 	var (
-		dir     = flag.String("dir", envOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
-		binDir  = flag.String("bin", envOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
-		aggAddr = flag.String("aggregator-addr", envOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator and dashboard address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
-		popAddr = flag.String("pop-addr", envOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
+		dir      = flag.String("dir", envOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
+		binDir   = flag.String("bin", envOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
+		aggAddr  = flag.String("aggregator-addr", envOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator and dashboard address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
+		popAddr  = flag.String("pop-addr", envOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
+		since    = flag.Int64("since", 0, "unix time in seconds when `make run` began, to report the whole start-up time")
+		firstRun = flag.String("first-run", "", "how long a first `make run` takes, for the banner (the Makefile says)")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	began := time.Now()
+	if *since > 0 {
+		began = time.Unix(*since, 0)
+	}
 
 	absDir, err := filepath.Abs(*dir)
 	if err != nil {
 		fatal(log, err)
+	}
+	if st, err := readState(absDir); err == nil && st.running() {
+		fatal(log, fmt.Errorf("a stack already runs from %s (pid %d): stop it first (Ctrl-C in its terminal)", absDir, st.PID))
+	}
+	// Said before anything starts, with what to do: a port in use is
+	// most often another checkout's `make run`.
+	for _, a := range []struct{ addr, env string }{{*aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {*popAddr, "EDGEPIXEL_RUN_POP_ADDR"}} {
+		l, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			fatal(log, fmt.Errorf("%s is in use (another make run?): stop what listens there, or choose another address, e.g. %s=127.0.0.1:0 make run (0: any free port)", a.addr, a.env))
+		}
+		l.Close()
 	}
 	bin := stack.InDir(*binDir)
 	for _, p := range []string{bin.Pop, bin.Aggregator, bin.Wasm} {
@@ -49,7 +84,10 @@ func main() {
 		Bin:            bin,
 		AggregatorAddr: *aggAddr,
 		PopAddr:        *popAddr,
-		Progress:       func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) },
+		// The POP's default compile cache is shared with `fastly compute
+		// serve` running the same module (README), which then starts at once.
+		CompileCache: "default",
+		Progress:     progress.New(os.Stderr),
 	}
 	if _, ok := localsrv.RedisAvailable(); !ok {
 		o.NoRedis = true
@@ -62,29 +100,27 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	startCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	s, err := stack.Start(startCtx, o)
 	cancel()
 	if err != nil {
 		fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
 	}
+	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
+	if s.ClickHouse != nil {
+		st.ClickHouseHTTP = s.ClickHouse.HTTPURL
+		st.ClickHouseTCP = s.ClickHouse.TCPAddr
+		st.ClickHouseDB = "edgepixel"
+	}
+	if s.Redis != nil {
+		st.RedisURL = s.Redis.URL
+	}
+	if err := writeState(absDir, st); err != nil {
+		log.Warn("cannot write the state file; `make sql` will not find this stack", "err", err)
+	}
+	defer os.Remove(statePath(absDir))
 
-	fmt.Printf(`
-edgepixel is running.
-
-  dashboard   %[1]s/
-  pixel       %[2]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2F
-  events      POST %[2]s/e   {"site":"demo","name":"signup"}
-  logs        %[3]s
-
-Put this on a page:
-
-  <img src="%[2]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
-
-Try:  curl -i '%[2]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
-
-Ctrl-C stops everything; data stays in %[4]s.
-`, s.AggregatorURL, s.PopURL, filepath.Join(absDir, "logs"), absDir)
+	fmt.Print(banner(s, st, absDir, time.Since(began), *firstRun))
 
 	select {
 	case <-ctx.Done():
@@ -95,9 +131,43 @@ Ctrl-C stops everything; data stays in %[4]s.
 	}
 	log.Info("stopping: POP first so buffered events reach the aggregator")
 	if err := s.Stop(); err != nil {
+		os.Remove(statePath(absDir))
 		fatal(log, err)
 	}
 	log.Info("stopped")
+}
+
+func banner(s *stack.Stack, st state, dir string, took time.Duration, firstRun string) string {
+	ready := fmt.Sprintf("ready %s after make run began", progress.Round(took))
+	if firstRun != "" {
+		ready += "; a first run takes " + firstRun
+	}
+	b := fmt.Sprintf(`
+edgepixel is running (%[1]s).
+
+  dashboard   %[2]s/
+  pixel       %[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2F
+  events      POST %[3]s/e   {"site":"demo","name":"signup"}
+  logs        %[4]s
+
+Put this on a page:
+
+  <img src="%[3]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
+
+Try:  curl -i '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
+`, ready, s.AggregatorURL, s.PopURL, st.Logs)
+	if st.ClickHouseTCP != "" {
+		b += fmt.Sprintf(`
+The stored events, from another terminal in this checkout: make sql opens
+clickhouse-client (on %s, database %s); or one query at a time:
+
+  make sql Q="%s"
+  make sql Q="%s"
+`, st.ClickHouseTCP, st.ClickHouseDB, exampleQueries[0], exampleQueries[1])
+	} else {
+		b += fmt.Sprintf("\nWithout ClickHouse the events are stored as NDJSON files under %s.\n", filepath.Join(dir, "aggregator"))
+	}
+	return b + fmt.Sprintf("\nCtrl-C stops everything; data stays in %s.\n", dir)
 }
 
 func envOr(key, def string) string {
@@ -110,4 +180,48 @@ func envOr(key, def string) string {
 func fatal(log *slog.Logger, err error) {
 	log.Error(err.Error())
 	os.Exit(1)
+}
+
+// sql opens clickhouse-client on the running stack's ClickHouse, or runs
+// the one query given.
+func sql(args []string) int {
+	fs := flag.NewFlagSet("edgepixel-run sql", flag.ExitOnError)
+	dir := fs.String("dir", envOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "the running stack's -dir (env EDGEPIXEL_RUN_DIR)")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: edgepixel-run sql [-dir DIR] [QUERY]\nopens clickhouse-client on the stack `make run` started, or runs QUERY")
+		fs.PrintDefaults()
+	}
+	fs.Parse(args)
+	absDir, err := filepath.Abs(*dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "make sql:", err)
+		return 1
+	}
+	st, err := readState(absDir)
+	if err != nil || !st.running() {
+		fmt.Fprintf(os.Stderr, "make sql: no stack is running from %s: start one with `make run` (in another terminal)\n", absDir)
+		return 1
+	}
+	if st.ClickHouseTCP == "" {
+		fmt.Fprintf(os.Stderr, "make sql: the running stack has no ClickHouse (clickhouse-server is not installed); its events are NDJSON files under %s\n", filepath.Join(absDir, "aggregator"))
+		return 1
+	}
+	client, ok := deps.ClickHouseClient.Path("")
+	if !ok {
+		fmt.Fprintln(os.Stderr, "make sql:", deps.Advice([]deps.Program{deps.ClickHouseClient}))
+		return 1
+	}
+	host, port, err := net.SplitHostPort(st.ClickHouseTCP)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "make sql:", err)
+		return 1
+	}
+	argv := []string{"clickhouse-client", "--host", host, "--port", port, "--database", st.ClickHouseDB}
+	if q := fs.Arg(0); q != "" {
+		argv = append(argv, "--query", q)
+	}
+	// Exec: clickhouse-client gets the terminal (and Ctrl-C) to itself.
+	err = syscall.Exec(client, argv, os.Environ())
+	fmt.Fprintln(os.Stderr, "make sql:", err)
+	return 1
 }

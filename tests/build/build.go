@@ -1,0 +1,139 @@
+// Package build is the one recipe for each artifact edgepixel builds: the
+// edge module, the POP, the aggregator, the `make run` launcher and the
+// benchmark. `make` and fastly.toml's [scripts] build call it through
+// tests/cmd/edgepixel-build; the end-to-end tests import it. A change to
+// how something is built is made here and nowhere else.
+//
+// The edge module is built by a Toolchain: standard Go (GOOS=wasip1) today.
+// Another toolchain (TinyGo) is one more constant and one more case in
+// Command.
+package build
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/edgepixel/edgepixel/tests/progress"
+)
+
+// An Artifact is one program edgepixel builds.
+type Artifact struct {
+	Name  string // what `edgepixel-build` and the Makefile call it
+	About string // what progress messages call it
+	Pkg   string // the main package, relative to the repository root
+	File  string // its file name in a bin directory (InDir)
+	// Wasm marks the edge module: built for Fastly Compute by a Toolchain.
+	Wasm bool
+}
+
+// The artifacts. Their files in .edgepixel/bin are what `make run` and
+// `make bench` start.
+var (
+	Edge       = Artifact{Name: "wasm", About: "the edge module", Pkg: "./edge/cmd/edgepixel", File: "edgepixel.wasm", Wasm: true}
+	Pop        = Artifact{Name: "pop", About: "the POP", Pkg: "./edge/cmd/edgepixel-pop", File: "edgepixel-pop"}
+	Aggregator = Artifact{Name: "aggregator", About: "the aggregator", Pkg: "./aggregator/cmd/edgepixel-aggregator", File: "edgepixel-aggregator"}
+	Launcher   = Artifact{Name: "run", About: "the launcher", Pkg: "./tests/cmd/edgepixel-run", File: "edgepixel-run"}
+	Bench      = Artifact{Name: "bench", About: "the benchmark", Pkg: "./tests/cmd/edgepixel-bench", File: "edgepixel-bench"}
+
+	All = []Artifact{Edge, Pop, Aggregator, Launcher, Bench}
+)
+
+// Named returns the artifact called name.
+func Named(name string) (Artifact, bool) {
+	for _, a := range All {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Artifact{}, false
+}
+
+// InDir is the artifact's path in the bin directory dir.
+func (a Artifact) InDir(dir string) string { return filepath.Join(dir, a.File) }
+
+// A Toolchain compiles the edge module to WebAssembly for Fastly Compute.
+type Toolchain string
+
+// Go is standard Go: GOOS=wasip1 GOARCH=wasm, a WASI command module.
+const Go Toolchain = "go"
+
+// Toolchains lists the toolchains Command knows, the default first.
+var Toolchains = []Toolchain{Go}
+
+// Command is the command that builds a into out, run in the repository
+// root. -trimpath makes the output independent of where the checkout is,
+// so that the same source gives the same bytes (and the POP's compile
+// cache, keyed by those bytes, is shared between builds).
+func (a Artifact) Command(ctx context.Context, tc Toolchain, root, out string) (*exec.Cmd, error) {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, a.Pkg)
+	if a.Wasm {
+		switch tc {
+		case Go:
+			cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		default:
+			return nil, fmt.Errorf("unknown toolchain %q (have %v)", tc, Toolchains)
+		}
+	}
+	cmd.Dir = root
+	return cmd, nil
+}
+
+// Describe is how progress messages name the build of a.
+func (a Artifact) Describe(tc Toolchain) string {
+	if a.Wasm {
+		return fmt.Sprintf("building %s (%s, %s)", a.About, tc, a.Pkg)
+	}
+	return fmt.Sprintf("building %s (%s)", a.About, a.Pkg)
+}
+
+// Build builds a into out, reporting the step to r (which may be nil). A
+// failure's error holds the compiler's output.
+func (a Artifact) Build(ctx context.Context, tc Toolchain, root, out string, r *progress.Reporter) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	cmd, err := a.Command(ctx, tc, root, out)
+	if err != nil {
+		return err
+	}
+	return r.Run(a.Describe(tc), func() error {
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, b)
+		}
+		return nil
+	})
+}
+
+// BuildInDir builds each artifact into the bin directory dir, in order.
+func BuildInDir(ctx context.Context, tc Toolchain, root, dir string, r *progress.Reporter, arts ...Artifact) error {
+	for _, a := range arts {
+		if err := a.Build(ctx, tc, root, a.InDir(dir), r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RepoRoot finds the repository root (the directory holding edgepixel's
+// go.mod), starting from the working directory: tests run in their
+// package's folder, fastly.toml's build script in edge/.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/edgepixel/edgepixel\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no edgepixel go.mod above the working directory")
+		}
+		dir = parent
+	}
+}

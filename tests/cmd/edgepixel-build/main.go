@@ -1,0 +1,90 @@
+// Command edgepixel-build builds edgepixel's artifacts with the recipes of
+// package build. The Makefile and edge/fastly.toml's [scripts] build run
+// it; it can run from anywhere inside the repository.
+//
+//	edgepixel-build [-dir DIR] [-toolchain go] ARTIFACT...   # into DIR (.edgepixel/bin)
+//	edgepixel-build -o FILE [-toolchain go] ARTIFACT          # one artifact to FILE
+//
+// ARTIFACT is wasm (the edge module), pop, aggregator, run (the `make run`
+// launcher), bench, or all. Relative paths are taken from the working
+// directory. Each build reports its elapsed time on stderr.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/edgepixel/edgepixel/tests/build"
+	"github.com/edgepixel/edgepixel/tests/progress"
+)
+
+func main() {
+	var names []string
+	for _, a := range build.All {
+		names = append(names, a.Name)
+	}
+	dir := flag.String("dir", ".edgepixel/bin", "where the artifacts go, each under its own file name")
+	out := flag.String("o", "", "the file to write (one artifact only); overrides -dir")
+	tc := flag.String("toolchain", string(build.Toolchains[0]), fmt.Sprintf("the toolchain for the edge module %v (env EDGEPIXEL_TOOLCHAIN)", build.Toolchains))
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: edgepixel-build [-dir DIR | -o FILE] [-toolchain T] ARTIFACT...\nartifacts: %s, all\n", strings.Join(names, " "))
+		flag.PrintDefaults()
+	}
+	if v := os.Getenv("EDGEPIXEL_TOOLCHAIN"); v != "" {
+		*tc = v
+	}
+	flag.Parse()
+
+	var arts []build.Artifact
+	for _, n := range flag.Args() {
+		if n == "all" {
+			arts = append(arts, build.All...)
+			continue
+		}
+		a, ok := build.Named(n)
+		if !ok {
+			fail(fmt.Errorf("unknown artifact %q (have %s, all)", n, strings.Join(names, " ")))
+		}
+		arts = append(arts, a)
+	}
+	if len(arts) == 0 || (*out != "" && len(arts) != 1) {
+		flag.Usage()
+		os.Exit(2)
+	}
+	root, err := build.RepoRoot()
+	if err != nil {
+		fail(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := progress.New(os.Stderr)
+	if *out != "" {
+		abs, err := filepath.Abs(*out)
+		if err != nil {
+			fail(err)
+		}
+		err = arts[0].Build(ctx, build.Toolchain(*tc), root, abs, r)
+		if err != nil {
+			fail(err)
+		}
+		return
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		fail(err)
+	}
+	if err := build.BuildInDir(ctx, build.Toolchain(*tc), root, abs, r, arts...); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "edgepixel-build:", err)
+	os.Exit(1)
+}
