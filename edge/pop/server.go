@@ -130,9 +130,35 @@ type Server struct {
 // warm pool. It returns once the warm instances are waiting for requests
 // (or ctx ends, or an instance fails to start).
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	wasm, stamp, err := readModule(cfg.WasmPath)
+	began := time.Now()
+	s, prog, err := prepare(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	// Current from the start, so its instances are replaced (with back-off)
+	// like any other's. Wait for the warm pool, so the first visitors do
+	// not pay for startup and a module that cannot start is reported here.
+	s.cur.Store(prog)
+	if err := s.startWarm(ctx, prog); err != nil {
+		s.Shutdown(context.Background())
+		return nil, err
+	}
+	if cfg.Reload {
+		go s.watch(cmp.Or(cfg.ReloadInterval, 500*time.Millisecond))
+	}
+	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
+		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
+		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload)
+	return s, nil
+}
+
+// prepare builds a Server with its first program compiled and linked and
+// its outputs open, but no instance started: New starts the warm pool on
+// it, Run (run.go) one command instance.
+func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
+	wasm, stamp, err := readModule(cfg.WasmPath)
+	if err != nil {
+		return nil, nil, err
 	}
 	s := &Server{
 		log:       cfg.Logger,
@@ -177,24 +203,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.kv = newKVStores(m)
 	if s.geo, err = newGeoDB(m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	s.applyLimits(cfg)
 	s.root, s.rootCancel = context.WithCancel(context.Background())
-	began := time.Now()
 	// The first module version; Reload may replace it (reload.go).
 	prog, err := s.loadProgram(ctx, wasm)
 	if err != nil {
 		s.rootCancel()
-		return nil, err
+		return nil, nil, err
 	}
 	s.stamp = stamp
-	fail := func(err error) (*Server, error) {
-		s.rootCancel()
-		s.release(prog)
-		return nil, err
-	}
 	s.modCfg = wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().
@@ -208,25 +228,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for k, v := range guestEnv {
 		s.modCfg = s.modCfg.WithEnv(k, v)
 	}
-
 	if err := s.openOutputs(cfg); err != nil { // accesslog.go
-		return fail(err)
+		s.rootCancel()
+		s.release(prog)
+		return nil, nil, err
 	}
-	// Current from the start, so its instances are replaced (with back-off)
-	// like any other's. Wait for the warm pool, so the first visitors do
-	// not pay for startup and a module that cannot start is reported here.
-	s.cur.Store(prog)
-	if err := s.startWarm(ctx, prog); err != nil {
-		s.Shutdown(context.Background())
-		return nil, err
-	}
-	if cfg.Reload {
-		go s.watch(cmp.Or(cfg.ReloadInterval, 500*time.Millisecond))
-	}
-	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
-		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
-		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload)
-	return s, nil
+	return s, prog, nil
 }
 
 // runtimeConfig is the one wazero configuration the POP uses. Compiled
@@ -274,6 +281,7 @@ var guestEnv = map[string]string{
 	"FASTLY_CACHE_GENERATION": "0",
 	"FASTLY_CUSTOMER_ID":      "0000000000000000000000",
 	"FASTLY_HOSTNAME":         "localhost",
+	"FASTLY_IS_STAGING":       "0",
 	"FASTLY_POP":              "XXX",
 	"FASTLY_REGION":           "Somewhere",
 	"FASTLY_SERVICE_ID":       "0000000000000000000000",

@@ -15,6 +15,7 @@ import (
 )
 
 const usage = `usage: edgepixel-pop [flags] MODULE.wasm
+       edgepixel-pop run [flags] MODULE.wasm [ARGS...]   run it once (edgepixel-pop run --help)
 
 Viceroy-compatible flags:
   -C, --config PATH       fastly.toml with a [local_server] section

@@ -10,6 +10,11 @@
 //
 //	edgepixel-pop -v -C /abs/fastly.toml --addr 127.0.0.1:7676 ./bin/main.wasm
 //
+// Like Viceroy, "edgepixel-pop run [flags] MODULE.wasm [ARGS...]" runs a
+// module once as a command and exits with its exit code (run.go): that is
+// how Go test binaries for Fastly Compute run, with
+// go test -exec "edgepixel-pop run -C fastly.toml".
+//
 // Flags may come before or after the wasm path. Each of the POP's own flags
 // also has an EDGEPIXEL_POP_* environment variable; a flag wins over it.
 //
@@ -51,6 +56,9 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "run" {
+		return runCommand(args[1:], getenv, os.Stdin, stdout, stderr) // run.go
+	}
 	o, err := parseArgs(args, getenv)
 	if err != nil {
 		if errors.Is(err, errHelp) {
