@@ -51,6 +51,7 @@ type instance struct {
 	secretStores map[string]uint32
 	kvStores     map[string]uint32 // made on first use (kv.go)
 	secrets      map[string]uint32
+	acls         map[string]uint32 // made on first use (acl.go)
 }
 
 type instKey struct{}

@@ -231,6 +231,12 @@ func hostcalls() map[hostKey]hostDef {
 	add(body, "trailer_values_get", i32s(8), bodyTrailerValuesGet)
 
 	add("fastly_compute_runtime", "get_heap_mib", i32s(1), runtimeHeapMiB)
+
+	// Products faked from [local_server] configuration, as in Viceroy.
+	add("fastly_acl", "open", i32s(3), aclOpen) // acl.go
+	add("fastly_acl", "lookup", i32s(5), aclLookup)
+	add("fastly_device_detection", "lookup", i32s(5), deviceLookup) // device_detection.go
+	add("fastly_shielding", "shield_info", i32s(5), shieldInfo)     // shielding.go
 	return d
 }
 

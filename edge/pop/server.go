@@ -87,8 +87,11 @@ type Server struct {
 	configStores map[string]map[string]string
 	dicts        map[string]map[string]string
 	secretStores map[string]map[string][]byte
-	kv           *kvStores // shared by all instances (kv.go)
-	geo          *geoDB    // (geo.go)
+	kv           *kvStores                           // shared by all instances (kv.go)
+	geo          *geoDB                              // (geo.go)
+	acls         map[string]*fastlytoml.ACL          // (acl.go)
+	devices      map[string][]byte                   // user agent -> JSON record (device_detection.go)
+	shields      map[string]fastlytoml.ShieldingSite // (shielding.go)
 	transport    *http.Transport
 
 	minInstances, maxInstances int
@@ -200,9 +203,14 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 		s.configStores = m.LocalServer.ConfigStores
 		s.dicts = m.LocalServer.Dictionaries
 		s.secretStores = m.LocalServer.SecretStores
+		s.acls = m.LocalServer.ACLs
+		s.shields = m.LocalServer.ShieldingSites
 	}
 	s.kv = newKVStores(m)
 	if s.geo, err = newGeoDB(m); err != nil {
+		return nil, nil, err
+	}
+	if s.devices, err = newDeviceDB(m); err != nil {
 		return nil, nil, err
 	}
 
