@@ -582,8 +582,9 @@ func backendHostcalls() map[string]hostDef {
 	ms := func(d time.Duration) uint32 { return uint32(d.Milliseconds()) }
 	return map[string]hostDef{
 		"exists": {i32s(3), backendExists},
-		// $unknown: the local POP runs no health checks.
-		"is_healthy": u32(func(*backend) (uint32, status) { return 0, stOK }),
+		// The local POP runs no health checks: $unknown, or what the
+		// manifest's health key says (Viceroy's rule).
+		"is_healthy": u32(func(be *backend) (uint32, status) { return backendHealth[be.cfg.Health], stOK }),
 		"is_dynamic": u32(func(be *backend) (uint32, status) { return b2u(be.dynamic), stOK }),
 		"is_ssl":     u32(func(be *backend) (uint32, status) { return b2u(be.isTLS()), stOK }),
 		"get_port":   u32(func(be *backend) (uint32, status) { return uint32(be.cfg.Port()), stOK }),
@@ -616,6 +617,9 @@ func backendHostcalls() map[string]hostDef {
 		})},
 	}
 }
+
+// backendHealth maps fastlytoml's health values to $backend_health.
+var backendHealth = map[string]uint32{"unknown": 0, "healthy": 1, "unhealthy": 2}
 
 func b2u(v bool) uint32 {
 	if v {

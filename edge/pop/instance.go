@@ -52,6 +52,8 @@ type instance struct {
 	kvStores     map[string]uint32 // made on first use (kv.go)
 	secrets      map[string]uint32
 	acls         map[string]uint32 // made on first use (acl.go)
+
+	vcpu vcpuClock // get_vcpu_ms (compute_runtime.go)
 }
 
 type instKey struct{}

@@ -216,6 +216,7 @@ func (inst *instance) breachKind() limitKind { return limitKind(inst.breached.Lo
 
 // enterHost and leaveHost bracket hostcalls and sleeps for the CPU budget.
 func (inst *instance) enterHost() {
+	inst.vcpu.pause() // compute_runtime.go
 	if inst.s.cpuBudget <= 0 {
 		return
 	}
@@ -225,6 +226,7 @@ func (inst *instance) enterHost() {
 }
 
 func (inst *instance) leaveHost() {
+	inst.vcpu.resume()
 	if inst.s.cpuBudget <= 0 {
 		return
 	}

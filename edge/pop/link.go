@@ -231,12 +231,21 @@ func hostcalls() map[hostKey]hostDef {
 	add(body, "trailer_values_get", i32s(8), bodyTrailerValuesGet)
 
 	add("fastly_compute_runtime", "get_heap_mib", i32s(1), runtimeHeapMiB)
+	add("fastly_compute_runtime", "get_vcpu_ms", i32s(1), runtimeVCPUMs) // compute_runtime.go
 
 	// Products faked from [local_server] configuration, as in Viceroy.
 	add("fastly_acl", "open", i32s(3), aclOpen) // acl.go
 	add("fastly_acl", "lookup", i32s(5), aclLookup)
 	add("fastly_device_detection", "lookup", i32s(5), deviceLookup) // device_detection.go
 	add("fastly_shielding", "shield_info", i32s(5), shieldInfo)     // shielding.go
+	// No request is analysed for bots here: "not analysed" is the true
+	// answer (fsthttp then reports an empty BotDetectionResult).
+	add(ds, "downstream_bot_analyzed", i32s(2), dsFalse)
+	add(ds, "downstream_bot_detected", i32s(2), dsFalse)
+	add(ds, "downstream_bot_verified", i32s(2), dsFalse)
+	add(ds, "downstream_bot_name", i32s(4), dsAbsent)
+	add(ds, "downstream_bot_category", i32s(4), dsAbsent)
+	add(ds, "downstream_bot_category_kind", i32s(2), dsAbsent)
 	return d
 }
 
