@@ -51,6 +51,9 @@ type Config struct {
 	Logger          *slog.Logger         // nil = slog.Default()
 	AccessLog       io.Writer            // NDJSON line per request; nil = none (accesslog.go)
 	LogEndpoints    []LogEndpoint        // log endpoint destinations; others print to Stdout (logsink.go)
+	// Resolve sends backend connections for "host:port" to "addr:port"
+	// instead of what DNS says (resolve.go; see ParseResolve).
+	Resolve map[string]string
 
 	// Execution limits (limits.go). A breach ends the instance and answers
 	// the request 503 (wall, cpu) or 500 (memory).
@@ -173,6 +176,9 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if len(cfg.Resolve) > 0 {
+		s.transport.DialContext = resolving(cfg.Resolve, s.transport.DialContext)
 	}
 	stdout, stderr := cfg.Stdout, cfg.Stderr
 	if stdout == nil {

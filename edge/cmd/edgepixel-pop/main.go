@@ -145,6 +145,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		Logger:          log,
 		AccessLog:       accessLog,
 		LogEndpoints:    o.logEndpoints,
+		Resolve:         o.resolve,
 	}))
 	if err != nil {
 		return err

@@ -36,6 +36,8 @@ Flags (environment variable in brackets):
                           as for serving (see edgepixel-pop --help) [EDGEPIXEL_POP_LOG_ENDPOINTS]
   --memory-limit BYTES    linear memory limit (default 128 MiB, Fastly's)
   --wall-budget D         wall-clock limit (default none)
+  --resolve HOST:PORT:ADDR
+                          as for serving                          [EDGEPIXEL_POP_RESOLVE]
   (Viceroy flags without meaning here, e.g. --log-stdout, are accepted and ignored)
 `
 
@@ -47,12 +49,17 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		memoryLimit      int64
 		wallBudget       time.Duration
 		flagEndpoints    []string
+		resolve          = resolveFlag{}
 	)
 	if dir, err := os.UserCacheDir(); err == nil {
 		cacheDir = filepath.Join(dir, "edgepixel-pop")
 	}
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_COMPILE_CACHE"); ok {
 		cacheDir = v
+	}
+	if err := resolve.fromEnv(getenv); err != nil {
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n", err)
+		return 2
 	}
 	fs := flag.NewFlagSet("edgepixel-pop run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -66,6 +73,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
 	fs.Int64Var(&memoryLimit, "memory-limit", 0, "")
 	fs.DurationVar(&wallBudget, "wall-budget", 0, "")
+	fs.Var(resolve, "resolve", "")
 	for _, name := range ignoredBool {
 		fs.Bool(name, false, "")
 	}
@@ -128,9 +136,42 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		LogEndpoints:    endpoints,
 		MemoryLimit:     memoryLimit,
 		WallBudget:      wallBudget,
+		Resolve:         resolve,
 	}, rest[1:], stdin)
 	if err != nil {
 		log.Error("edgepixel-pop run", "wasm", rest[0], "exit_code", code, "err", err)
 	}
 	return code
+}
+
+// resolveFlag collects --resolve HOST:PORT:ADDR values (pop.ParseResolve),
+// for serving and for run; a later one for the same HOST:PORT wins.
+type resolveFlag map[string]string
+
+func (r resolveFlag) String() string { return "" }
+func (r resolveFlag) Set(spec string) error {
+	k, v, err := pop.ParseResolve(spec)
+	if err != nil {
+		return err
+	}
+	r[k] = v
+	return nil
+}
+
+// fromEnv reads EDGEPIXEL_POP_RESOLVE, comma-separated; flags parsed
+// afterwards override it.
+func (r resolveFlag) fromEnv(getenv func(string) string) error {
+	v, ok := lookup(getenv, "EDGEPIXEL_POP_RESOLVE")
+	if !ok {
+		return nil
+	}
+	for _, spec := range strings.Split(v, ",") {
+		if spec = strings.TrimSpace(spec); spec == "" {
+			continue
+		}
+		if err := r.Set(spec); err != nil {
+			return fmt.Errorf("EDGEPIXEL_POP_RESOLVE: %w", err)
+		}
+	}
+	return nil
 }
