@@ -11,13 +11,16 @@ func TestParseResolve(t *testing.T) {
 		{"example.com:443:127.0.0.1", "example.com:443", "127.0.0.1:443"},
 		{"Example.COM:80:[::1]", "example.com:80", "[::1]:80"},
 		{"h:8080:::1", "h:8080", "[::1]:8080"},
+		{"h:443:127.0.0.1:8443", "h:443", "127.0.0.1:8443"},
+		{"h:443:[::1]:8443", "h:443", "[::1]:8443"},
 	} {
 		k, a, err := ParseResolve(tc.spec)
 		if err != nil || k != tc.key || a != tc.addr {
 			t.Errorf("ParseResolve(%q) = %q, %q, %v; want %q, %q", tc.spec, k, a, err, tc.key, tc.addr)
 		}
 	}
-	for _, bad := range []string{"", "host", "host:443", "host:x:127.0.0.1", ":443:127.0.0.1", "host:443:not-an-ip", "host:0:127.0.0.1"} {
+	for _, bad := range []string{"", "host", "host:443", "host:x:127.0.0.1", ":443:127.0.0.1", "host:443:not-an-ip", "host:0:127.0.0.1",
+		"host:443:127.0.0.1:0", "host:443:name:80"} {
 		if _, _, err := ParseResolve(bad); err == nil {
 			t.Errorf("ParseResolve(%q) accepted", bad)
 		}

@@ -49,8 +49,8 @@ Production serving:
   --tls-cert FILE, --tls-key FILE
                           serve HTTPS (HTTP/1.1 and HTTP/2 via ALPN); renewed
                           files are picked up within 10s [EDGEPIXEL_POP_TLS_CERT, EDGEPIXEL_POP_TLS_KEY]
-  --resolve HOST:PORT:ADDR
-                          connect to ADDR for backend HOST:PORT, like curl's
+  --resolve HOST:PORT:ADDR[:PORT]
+                          connect to ADDR (and PORT) for backend HOST:PORT, like curl
                           --resolve (repeatable)                  [EDGEPIXEL_POP_RESOLVE, comma-separated]
   --h2c                   also accept cleartext HTTP/2 (prior knowledge), e.g.
                           behind a proxy speaking h2c             [EDGEPIXEL_POP_H2C=1]

@@ -36,7 +36,7 @@ Flags (environment variable in brackets):
                           as for serving (see edgepixel-pop --help) [EDGEPIXEL_POP_LOG_ENDPOINTS]
   --memory-limit BYTES    linear memory limit (default 128 MiB, Fastly's)
   --wall-budget D         wall-clock limit (default none)
-  --resolve HOST:PORT:ADDR
+  --resolve HOST:PORT:ADDR[:PORT]
                           as for serving                          [EDGEPIXEL_POP_RESOLVE]
   (Viceroy flags without meaning here, e.g. --log-stdout, are accepted and ignored)
 `
