@@ -150,7 +150,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	defer reloadOnHangup(s, log)() // limits.go
+	ctx, hungUp := context.WithCancel(ctx)
+	defer hungUp()
+	defer reloadOnHangup(s, log, hungUp)() // limits.go
 
 	// HTTP/1.1 always; HTTP/2 over TLS by ALPN; cleartext HTTP/2 (prior
 	// knowledge, as proxies speak it) only when asked, since a client that
