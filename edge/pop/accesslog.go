@@ -29,11 +29,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serve(rec, r)
 }
 
-// servedBy is the id of the instance that took a client request, set by
-// the instance (bind) and read by ServeHTTP's goroutine afterwards.
-type servedBy struct{ id atomic.Uint64 }
+// servedBy is the id of the instance that took a client request and the
+// request id it gave it, set by the instance (bind) and read by
+// ServeHTTP's goroutine afterwards.
+type servedBy struct{ id, req atomic.Uint64 }
 
-func (sb *servedBy) set(id uint64) { sb.id.Store(id) }
+func (sb *servedBy) set(id, req uint64) { sb.id.Store(id); sb.req.Store(req) }
 
 // recorder is the ResponseWriter serve writes to.
 type recorder struct {
@@ -101,7 +102,7 @@ func (s *Server) observe(rec *recorder, r *http.Request, start time.Time) {
 	if s.access != nil {
 		var inst, id uint64
 		if rec.ds != nil {
-			inst, id = rec.ds.servedBy.id.Load(), rec.ds.id
+			inst, id = rec.ds.servedBy.id.Load(), rec.ds.servedBy.req.Load()
 		}
 		s.access.add(start, r, status, rec.bytes, d, inst, id)
 	}

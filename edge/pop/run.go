@@ -74,10 +74,13 @@ func Run(ctx context.Context, cfg Config, args []string, stdin io.Reader) (code 
 
 	done := make(chan struct{})
 	defer close(done)
-	ds := newDownstream(placeholderRequest(), 0)
+	// The placeholder waits in line from the start; the instance takes it
+	// if it asks for a request.
+	ds := newDownstream(placeholderRequest())
+	prog.d.offer(ds)
 	go func() {
 		select {
-		case prog.work <- ds:
+		case <-ds.taken:
 			// One request only: from now on the guest waits for none.
 			prog.retireOnce.Do(func() { close(prog.retired) })
 		case <-done:

@@ -290,7 +290,8 @@ func Precompile(ctx context.Context, wasmPath, cacheDir string) error {
 	return nil
 }
 
-// guestEnv is what Fastly (and Viceroy) put in a guest's environment.
+// guestEnv is what Fastly (and Viceroy) put in a guest's environment;
+// FASTLY_TRACE_ID, the sandbox id, is per instance (instance.run).
 var guestEnv = map[string]string{
 	"FASTLY_CACHE_GENERATION": "0",
 	"FASTLY_CUSTOMER_ID":      "0000000000000000000000",
@@ -300,7 +301,6 @@ var guestEnv = map[string]string{
 	"FASTLY_REGION":           "Somewhere",
 	"FASTLY_SERVICE_ID":       "0000000000000000000000",
 	"FASTLY_SERVICE_VERSION":  "0",
-	"FASTLY_TRACE_ID":         "00000000000000000000000000000000",
 }
 
 func (s *Server) isClosing() bool {
@@ -332,7 +332,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		// body as soon as the response starts.
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
-	ds := newDownstream(r, s.reqID.Add(1))
+	ds := newDownstream(r)
 	if rec, ok := w.(*recorder); ok {
 		rec.ds = ds // for the access log (accesslog.go)
 	}
