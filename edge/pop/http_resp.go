@@ -158,9 +158,16 @@ func respSendDownstream(c *call) status {
 	}
 	out := outcome{status: r.status, header: r.header, manual: r.manualFraming, body: b}
 	if r.status < 200 {
-		// An informational response (e.g. 103 Early Hints) precedes the
-		// real one. fsthttp sends the final response with the same
-		// handles, so neither is consumed, and the header is copied.
+		// Of the informational responses only 103 Early Hints may be
+		// sent; any other 1xx is $inval, and the client gets a 500 if
+		// the guest sends nothing else (Fastly's behaviour, and
+		// Viceroy's since 0.16.1).
+		if r.status != 103 { // Early Hints
+			return stInval
+		}
+		// Early Hints precede the real response. fsthttp sends the final
+		// response with the same handles, so neither is consumed, and
+		// the header is copied.
 		out.header, out.body = r.header.clone(), nil
 		ds.send(out)
 		return stOK
