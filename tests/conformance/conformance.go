@@ -42,15 +42,14 @@ const SDKModule = "github.com/fastly/compute-sdk-go"
 
 // Options configure Run.
 type Options struct {
-	Root         string        // the repository root (holds go.mod)
-	Pop          string        // the edgepixel-pop binary
-	FastlyCLI    string        // the Fastly CLI binary (end-to-end suite)
-	Work         string        // scratch directory: SDK copy, logs
-	CompileCache string        // the POP's compile cache (kept between runs)
-	Parallel     int           // go test -p for the integration suite
-	TestTimeout  time.Duration // go test -timeout, per test binary
-	Suites       []string      // "integration", "e2e"
-	Progress     io.Writer
+	Root        string        // the repository root (holds go.mod)
+	Pop         string        // the edgepixel-pop binary
+	FastlyCLI   string        // the Fastly CLI binary (end-to-end suite)
+	Work        string        // scratch directory: SDK copy, logs
+	Parallel    int           // go test -p for the integration suite
+	TestTimeout time.Duration // go test -timeout, per test binary
+	Suites      []string      // "integration", "e2e"
+	Progress    io.Writer
 }
 
 // Report is what a run found.
@@ -114,7 +113,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	env = append(env,
 		"GOOS=wasip1", "GOARCH=wasm",
 		"PATH="+bin+string(os.PathListSeparator)+filepath.Join(sdk, "end_to_end_tests")+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"EDGEPIXEL_POP_COMPILE_CACHE="+o.CompileCache,
 		"EDGEPIXEL_POP_RESOLVE="+standIn.Resolve(),
 		"SSL_CERT_FILE="+caFile, // the POP trusts the stand-in (and nothing else: there is no internet)
 		"FASTLY_VICEROY_USE_PATH=1",
@@ -271,7 +269,9 @@ func prepareE2E(ctx context.Context, dir, addr string, env []string, o Options, 
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("building %s: %v\n%s", pkg, err, out)
 		}
-		compile := exec.CommandContext(ctx, o.Pop, "--compile-only", "--compile-cache", o.CompileCache, "bin/main.wasm")
+		// The POP's own default compile cache (or EDGEPIXEL_POP_COMPILE_CACHE):
+		// the one it uses under the Fastly CLI, kept across runs.
+		compile := exec.CommandContext(ctx, o.Pop, "--compile-only", "bin/main.wasm")
 		compile.Dir, compile.Env = pkg, env
 		if out, err := compile.CombinedOutput(); err != nil {
 			return fmt.Errorf("compiling %s: %v\n%s", pkg, err, out)

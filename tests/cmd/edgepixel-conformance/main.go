@@ -57,14 +57,13 @@ func run() int {
 	}
 	list := strings.Split(*suites, ",")
 	o := conformance.Options{
-		Root:         root,
-		Pop:          *pop,
-		Work:         *work,
-		CompileCache: filepath.Join(root, ".edgepixel", "conformance", "compile-cache"),
-		Parallel:     *parallel,
-		TestTimeout:  *testTimeout,
-		Suites:       list,
-		Progress:     os.Stdout,
+		Root:        root,
+		Pop:         *pop,
+		Work:        *work,
+		Parallel:    *parallel,
+		TestTimeout: *testTimeout,
+		Suites:      list,
+		Progress:    os.Stdout,
 	}
 	for _, s := range list {
 		if s == "e2e" {
