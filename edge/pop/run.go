@@ -32,9 +32,9 @@ const ExitTrap = 134
 // There is no client. A guest that asks for its downstream request anyway
 // (fsthttp.ServeFunc calls body_downstream_get) gets Viceroy's
 // placeholder: GET http://example.com/ from 127.0.0.1 to 127.0.0.1:80 with
-// request ID 0, and whatever it answers is discarded. Asking for a further
-// request (next_request_wait) gets $none at once, which ends a ServeMany
-// loop.
+// request ID 0 (the sandbox's FASTLY_TRACE_ID is 0 too), and whatever it
+// answers is discarded. Asking for a further request (next_request_wait)
+// gets $none at once, which ends a ServeMany loop.
 //
 // The memory limit and CPU budget apply as configured; the wall-clock
 // budget is off unless cfg.WallBudget is set (> 0), since a test binary
@@ -89,6 +89,7 @@ func Run(ctx context.Context, cfg Config, args []string, stdin io.Reader) (code 
 	go discardOutcomes(ds, done)
 
 	inst := newInstance(s, prog, 1)
+	inst.sandboxID = 0   // Viceroy's run: sandbox and placeholder request 0
 	prog.starting.Add(1) // as spawn does; the instance's first wait or finish takes it back
 	err = inst.run()
 	inst.finish(err)

@@ -34,7 +34,7 @@ func TestRunPassesArgsAndExitCode(t *testing.T) {
 	if !strings.Contains(out, `argv0=cmdguest args=["-test.v" "--" "7"]`) {
 		t.Errorf("stdout:\n%s", out)
 	}
-	if !strings.Contains(out, "FASTLY_HOSTNAME=localhost") {
+	if !strings.Contains(out, "FASTLY_HOSTNAME=localhost FASTLY_TRACE_ID=00000000000000000000000000000000\n") {
 		t.Errorf("guest environment missing; stdout:\n%s", out)
 	}
 	if !strings.Contains(errOut, "exiting with 7") {
@@ -60,7 +60,7 @@ func TestRunPlaceholderRequest(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit code %d; stderr:\n%s", code, errOut)
 	}
-	if !strings.Contains(out, "request GET http://example.com/ from 127.0.0.1 to 127.0.0.1\n") || !strings.Contains(out, "served=1\n") {
+	if !strings.Contains(out, "request GET http://example.com/ from 127.0.0.1 to 127.0.0.1 id 00000000000000000000000000000000\n") || !strings.Contains(out, "served=1\n") {
 		t.Errorf("stdout:\n%s", out)
 	}
 	if strings.Contains(out, "discarded") {

@@ -18,7 +18,7 @@ import (
 func main() {
 	args := os.Args[1:]
 	fmt.Printf("argv0=%s args=%q\n", os.Args[0], args)
-	fmt.Printf("FASTLY_HOSTNAME=%s\n", os.Getenv("FASTLY_HOSTNAME"))
+	fmt.Printf("FASTLY_HOSTNAME=%s FASTLY_TRACE_ID=%s\n", os.Getenv("FASTLY_HOSTNAME"), os.Getenv("FASTLY_TRACE_ID"))
 	if len(args) > 0 && args[0] == "stdin" {
 		io.Copy(os.Stdout, os.Stdin)
 	}
@@ -26,7 +26,8 @@ func main() {
 		served := 0
 		fsthttp.ServeMany(func(ctx context.Context, w fsthttp.ResponseWriter, r *fsthttp.Request) {
 			served++
-			fmt.Printf("request %s %s from %s to %s\n", r.Method, r.URL, r.RemoteAddr, r.ServerAddr)
+			meta, _ := r.FastlyMeta()
+			fmt.Printf("request %s %s from %s to %s id %s\n", r.Method, r.URL, r.RemoteAddr, r.ServerAddr, meta.RequestID)
 			fmt.Fprintln(w, "discarded")
 		}, &fsthttp.ServeManyOptions{NextTimeout: time.Hour})
 		fmt.Printf("served=%d\n", served)
