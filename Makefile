@@ -61,6 +61,12 @@ fuzz:
 		done; \
 	done
 
+## conformance: compute-sdk-go's own integration and end-to-end tests judge
+## the POP (tests/conformance); prints passed/failed/skipped per package
+.PHONY: conformance
+conformance: build
+	$(GO) run ./tests/cmd/edgepixel-conformance --pop $(BIN)/edgepixel-pop
+
 ## bench: POP vs bare net/http and the other figures, side by side
 bench: build
 	@$(MAKE) --no-print-directory deps deps-bench

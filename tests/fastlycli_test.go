@@ -16,28 +16,16 @@ import (
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
-// fastlyCLIVersion is the Fastly CLI release the test installs from npm.
-const fastlyCLIVersion = "16.1.0"
-
-// fastlyCLI returns the path of the official Fastly CLI, installing it from
-// npm into .edgepixel/npm on first use.
+// fastlyCLI returns the path of the official Fastly CLI, installing it
+// from npm into .edgepixel/npm on first use.
 func fastlyCLI(t *testing.T) string {
 	root, err := stack.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix := filepath.Join(root, ".edgepixel", "npm")
-	bin := filepath.Join(prefix, "node_modules", "@fastly", "cli-linux-x64", "fastly")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if _, err := exec.LookPath("npm"); err != nil {
-		t.Fatal("npm not found: install Node.js and npm (Debian: apt-get install nodejs npm) to run the Fastly CLI test")
-	}
-	t.Logf("installing @fastly/cli@%s from npm into %s", fastlyCLIVersion, prefix)
-	cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", prefix, "@fastly/cli@"+fastlyCLIVersion)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install @fastly/cli: %v\n%s", err, out)
+	bin, err := stack.FastlyCLI(root, t.Logf)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
