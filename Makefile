@@ -2,7 +2,8 @@
 #
 #   make run     install what is missing, build, run the whole stack locally
 #   make sql     clickhouse-client on the running stack (Q="SELECT ..." runs one query)
-#   make test    everything CI checks: gofmt, vet, race tests, bounded fuzzing
+#   make test    everything CI checks: gofmt, vet, race tests, bounded fuzzing,
+#                compute-sdk-go's own tests under the POP (make conformance)
 #   make deps    install what the tests need (apt-get as root; the Fastly CLI with npm)
 #   make bench   benchmarks, each printed beside its baseline from the same run
 #   make build   the artifacts into .edgepixel/bin;  make wasm: edge/bin/main.wasm
@@ -44,7 +45,7 @@ sql:
 	@exec $(BIN)/edgepixel-run sql --dir $(DATA) "$$Q"
 
 ## test: the full suite, as CI runs it (after make deps)
-test: check-deps fmt vet unit fuzz
+test: check-deps fmt vet unit fuzz conformance
 
 check-deps: tools
 	@$(TOOLS)/edgepixel-deps check test
@@ -93,6 +94,12 @@ unit: tools
 ## fuzz: every Fuzz target in the repo, each for FUZZTIME runs
 fuzz: tools
 	@$(TOOLS)/edgepixel-gotest fuzz -fuzztime $(FUZZTIME)
+
+## conformance: compute-sdk-go's own integration and end-to-end tests judge
+## the POP (tests/conformance); prints passed/failed/skipped per package
+.PHONY: conformance
+conformance: build
+	$(GO) run ./tests/cmd/edgepixel-conformance --pop $(BIN)/edgepixel-pop
 
 ## bench: POP vs bare net/http and the other figures, side by side
 bench: tools

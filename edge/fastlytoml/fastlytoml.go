@@ -61,6 +61,11 @@ type LocalServer struct {
 	// object_store).
 	KVStores    map[string]map[string]KVEntry
 	Geolocation Geolocation
+	// ACLs, DeviceDetection (user agent -> record) and ShieldingSites
+	// fake those Fastly products locally (products.go).
+	ACLs            map[string]*ACL
+	DeviceDetection map[string]map[string]any
+	ShieldingSites  map[string]ShieldingSite
 }
 
 // KVEntry is one initial item of a KV store.
@@ -228,6 +233,15 @@ func (ls *LocalServer) resolve(raw *rawLocalServer, dir string) error {
 		return fmt.Errorf("local_server.geolocation: %w", err)
 	}
 	ls.Geolocation = geo
+	if ls.ACLs, err = resolveACLs(raw.ACLs, dir); err != nil {
+		return err
+	}
+	if ls.DeviceDetection, err = resolveDeviceDetection(raw.DeviceDetection, dir); err != nil {
+		return fmt.Errorf("local_server.device_detection: %w", err)
+	}
+	if ls.ShieldingSites, err = resolveShieldingSites(raw.ShieldingSites); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -255,6 +269,10 @@ type rawLocalServer struct {
 	ObjectStores map[string]any        `toml:"object_stores"`
 	ObjectStore  map[string]any        `toml:"object_store"`
 	Geolocation  map[string]any        `toml:"geolocation"`
+
+	ACLs            map[string]any `toml:"acls"`
+	DeviceDetection map[string]any `toml:"device_detection"`
+	ShieldingSites  map[string]any `toml:"shielding_sites"`
 }
 
 type rawBackend struct {

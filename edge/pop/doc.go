@@ -24,6 +24,7 @@
 // The runtime, which knows nothing of individual hostcalls:
 //
 //	server.go     Config, New, ServeHTTP, Shutdown, Precompile; the outputs
+//	run.go        Run: the module once as a command, as Viceroy's run
 //	instance.go   one warm guest: instantiation, _start, its end
 //	pool.go       handing requests to idle instances, growing and shrinking
 //	reload.go     module versions (programs) and hot reload
@@ -31,9 +32,10 @@
 //	metrics.go    counters and histograms, /metrics, Ready
 //	downstream.go a client request on its way to a guest and the answer back
 //	backends.go   backends and the requests guests send them
+//	resolve.go    --resolve: backend connections to other addresses
 //	body.go       the body object (trailers.go: its trailers)
 //	messages.go   the request and response objects; headers.go their headers
-//	kv.go, geo.go the KV stores and the geolocation table
+//	kv.go, geo.go the KV stores, the geolocation table, device records
 //
 // The ABI, one file per host module, named after it (abi.go says how they
 // are written and lists every module, the unsupported ones with the
@@ -47,6 +49,8 @@
 //	fastly_backend.go       fastly_log.go         fastly_geo.go
 //	fastly_config_store.go  fastly_dictionary.go  fastly_secret_store.go
 //	fastly_kv_store.go      fastly_compute_runtime.go
+//	fastly_acl.go           fastly_device_detection.go
+//	fastly_shielding.go
 //
 // And beside it, packages with one job each that know nothing of wazero:
 // logsink (where guests' log entries go), accesslog (the NDJSON access

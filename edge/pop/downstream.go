@@ -17,8 +17,10 @@ import (
 // only things crossing between them are the outcome channel and bodies.
 type downstream struct {
 	r     *http.Request
-	id    uint64
 	ready chan outcome
+	// taken is closed when an instance takes the request from its
+	// program's queue (pool.go); nil unless it was queued.
+	taken chan struct{}
 	// servedBy is the instance that took it, for the access log.
 	servedBy servedBy
 
@@ -26,6 +28,7 @@ type downstream struct {
 	gone bool // ServeHTTP gave up (client went away); answers are discarded
 
 	// Guest side.
+	id           uint64 // downstream_client_request_id, given by bind
 	responded    bool
 	stream       *body // the streaming response body, if any
 	reqH, bodyH  uint32
@@ -43,8 +46,8 @@ type outcome struct {
 	limit  string // with failed: the execution limit the guest exceeded (limits.go)
 }
 
-func newDownstream(r *http.Request, id uint64) *downstream {
-	return &downstream{r: r, id: id, ready: make(chan outcome, 4)}
+func newDownstream(r *http.Request) *downstream {
+	return &downstream{r: r, ready: make(chan outcome, 4)}
 }
 
 // send delivers an outcome without ever blocking the guest: the channel
@@ -94,11 +97,12 @@ func requestID(id uint64) string {
 	return string(buf[:])
 }
 
-// servedBy is the id of the instance that took a client request, set by
-// the instance (bind) and read by ServeHTTP's goroutine afterwards.
-type servedBy struct{ id atomic.Uint64 }
+// servedBy is the id of the instance that took a client request and the
+// request id it gave it, set by the instance (bind) and read by
+// ServeHTTP's goroutine afterwards.
+type servedBy struct{ id, req atomic.Uint64 }
 
-func (sb *servedBy) set(id uint64) { sb.id.Store(id) }
+func (sb *servedBy) set(id, req uint64) { sb.id.Store(id); sb.req.Store(req) }
 
 // --- ServeHTTP side ---
 
@@ -242,9 +246,17 @@ func absURI(r *http.Request) string {
 // --- guest side ---
 
 // bind makes ds the instance's current request: a new generation begins,
-// old request-scoped handles are swept, and the client request and its
-// body get handles.
+// old request-scoped handles are swept, the client request and its body
+// get handles, and the request its id. The first request an instance
+// serves gets the instance's sandbox id (its FASTLY_TRACE_ID), as on
+// Fastly and in Viceroy, where the two are equal for a fresh sandbox;
+// later ones get new ids from the same sequence.
 func (inst *instance) bind(ds *downstream) {
+	if inst.served == 0 {
+		ds.id = inst.sandboxID
+	} else {
+		ds.id = inst.s.reqID.Add(1)
+	}
 	inst.gen++
 	inst.tab.sweep(inst.gen, releaseObj)
 	r := ds.r
@@ -271,7 +283,7 @@ func (inst *instance) bind(ds *downstream) {
 	ds.reqH = inst.tab.add(ro, inst.gen, false)
 	ds.bodyH = inst.tab.add(b, inst.gen, false)
 	inst.cur = ds
-	ds.servedBy.set(inst.id)
+	ds.servedBy.set(inst.id, ds.id)
 	inst.served++
 }
 

@@ -41,14 +41,20 @@ func backendExists(c *call) status {
 }
 
 // backendIsHealthy implements fastly_backend.is_healthy(backend_ptr, backend_len, health_out):
-// writes the backend's $backend_health: always 0, $unknown.
+// writes the backend's $backend_health: what the backend's health key in
+// fastly.toml says (0 $unknown, 1 $healthy, 2 $unhealthy), $unknown
+// without one and for dynamic backends.
 //
 // Status: $ok; $inval for an unknown backend.
 //
-// Differs: the local POP runs no health checks.
+// Differs: the local POP runs no health checks; the manifest's key stands
+// in for them, as in Viceroy.
 func backendIsHealthy(c *call) status {
-	return backendU32(c, func(*backend) (uint32, status) { return 0, stOK })
+	return backendU32(c, func(be *backend) (uint32, status) { return backendHealth[be.cfg.Health], stOK })
 }
+
+// backendHealth maps fastlytoml's health values to $backend_health.
+var backendHealth = map[string]uint32{"unknown": 0, "healthy": 1, "unhealthy": 2}
 
 // backendIsDynamic implements fastly_backend.is_dynamic(backend_ptr, backend_len,
 // is_dynamic_out): writes 1 for a backend registered with

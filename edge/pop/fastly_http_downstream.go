@@ -15,8 +15,9 @@ import (
 //
 // Metadata the local POP does not have (fingerprints, compliance region,
 // client certificates) is answered $none, which is what Fastly reports for
-// an absent value. The bot detection and residential-proxy calls of newer
-// SDKs are not listed and get $unsupported.
+// an absent value. No request is analysed for bots here, and the bot
+// detection calls say so. The residential-proxy calls of newer SDKs are
+// not listed and get $unsupported.
 var fastlyHTTPDownstream = hostModule{name: "fastly_http_downstream", funcs: []hostFunc{
 	{"next_request", i32("options_mask", "options", "promise_out"), dsNextRequest},
 	{"next_request_wait", i32("handle", "req_handle_out", "body_handle_out"), dsNextRequestWait},
@@ -39,6 +40,12 @@ var fastlyHTTPDownstream = hostModule{name: "fastly_http_downstream", funcs: []h
 	{"downstream_compliance_region", i32("req", "region_out", "region_max_len", "nwritten_out"), dsAbsent},
 	{"downstream_client_ddos_detected", i32("req", "ddos_detected_out"), dsFalse},
 	{"fastly_key_is_valid", i32("req", "is_valid_out"), dsFalse},
+	{"downstream_bot_analyzed", i32("req", "bot_analyzed_out"), dsBotNotAnalyzed},
+	{"downstream_bot_detected", i32("req", "bot_detected_out"), dsBotNotAnalyzed},
+	{"downstream_bot_verified", i32("req", "bot_verified_out"), dsBotNotAnalyzed},
+	{"downstream_bot_name", i32("req", "bot_name_out", "bot_name_max_len", "nwritten_out"), dsBotAbsent},
+	{"downstream_bot_category", i32("req", "bot_category_out", "bot_category_max_len", "nwritten_out"), dsBotAbsent},
+	{"downstream_bot_category_kind", i32("req", "bot_category_kind_out"), dsBotAbsent},
 }}
 
 // promise is the object behind a request-promise handle.
@@ -207,13 +214,17 @@ func downstreamIP(addrOf func(*http.Request) (netip.Addr, bool), withHandle bool
 
 // dsRequestID implements fastly_http_downstream.downstream_client_request_id(
 // req, reqid_out, reqid_max_len, nwritten_out): 32 hex digits, unique per
-// client request of this POP process (the access log's request_id).
+// client request of this POP process (the access log's request_id). The
+// first request an instance serves has the instance's sandbox id (its
+// FASTLY_TRACE_ID), as on Fastly; later ones get new ids (bind, in
+// downstream.go).
 //
 // Status: $ok; $none for a request the guest made; $buflen if the buffer
 // is shorter than 32.
 //
-// Differs: these count up from 1 in each POP process; Fastly's are
-// unique across its network.
+// Differs: ids count up from 1 in each POP process, from one sequence
+// for sandboxes and requests (Run's are 0, as in Viceroy's run); Fastly's
+// are unique across its network.
 func dsRequestID(c *call) status {
 	ds, st := dsOf(c, c.u32(0))
 	if st != stOK {
@@ -319,6 +330,28 @@ func dsFalse(c *call) status {
 	}
 	return stOK
 }
+
+// dsBotNotAnalyzed implements fastly_http_downstream.downstream_bot_analyzed,
+// downstream_bot_detected and downstream_bot_verified(req, out): writes 0
+// (false). "Not analysed" is the true answer here, and fsthttp then
+// reports an empty BotDetectionResult.
+//
+// Status: $ok; $none for a request the guest made.
+//
+// Differs: Fastly analyses requests for bots when the service has Bot
+// Management; the local POP has none, as a service without it.
+func dsBotNotAnalyzed(c *call) status { return dsFalse(c) }
+
+// dsBotAbsent implements fastly_http_downstream.downstream_bot_name and
+// downstream_bot_category (req, out, max_len, nwritten_out), and
+// downstream_bot_category_kind (req, bot_category_kind_out): for a request
+// that was not analysed there is nothing to report. The handle is checked,
+// nothing is written.
+//
+// Status: $none.
+//
+// Differs: as dsBotNotAnalyzed.
+func dsBotAbsent(c *call) status { return dsAbsent(c) }
 
 // TLS metadata of the client connection (downstream_tls_*).
 //

@@ -178,15 +178,16 @@ func respAddrDestPort(c *call) status {
 // body is complete and both handles are consumed. With streaming the body
 // handle stays open for writing and the client receives what the guest
 // writes as it writes it; the HTTP exchange ends when the guest closes the
-// body. An informational response (1xx, e.g. 103 Early Hints) goes out
-// ahead of the final one and consumes neither handle (fsthttp sends the
-// final response with the same ones).
+// body. Of the informational responses only 103 Early Hints may be sent:
+// it goes out ahead of the final one and consumes neither handle (fsthttp
+// sends the final response with the same ones).
 //
-// Status: $ok; $inval for a streaming value other than 0 or 1, or a body
-// already streaming; $error when no client is waiting or it already has
-// its response.
+// Status: $ok; $inval for a streaming value other than 0 or 1, a body
+// already streaming, or a 1xx status other than 103 (the client then gets
+// a 500 if the guest sends nothing else); $error when no client is waiting
+// or it already has its response.
 //
-// Differs: no known difference.
+// Differs: no known difference (Viceroys before 0.16.1 sent any 1xx).
 func respSendDownstream(c *call) status {
 	inst := c.inst
 	rh, bh, streaming := c.u32(0), c.u32(1), c.u32(2)
@@ -205,9 +206,12 @@ func respSendDownstream(c *call) status {
 	}
 	out := outcome{status: r.status, header: r.header, manual: r.manualFraming, body: b}
 	if r.status < 200 {
-		// An informational response (e.g. 103 Early Hints) precedes the
-		// real one. fsthttp sends the final response with the same
-		// handles, so neither is consumed, and the header is copied.
+		if r.status != 103 { // Early Hints
+			return stInval
+		}
+		// Early Hints precede the real response. fsthttp sends the final
+		// response with the same handles, so neither is consumed, and
+		// the header is copied.
 		out.header, out.body = r.header.clone(), nil
 		ds.send(out)
 		return stOK

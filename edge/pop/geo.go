@@ -62,3 +62,22 @@ func (g *geoDB) lookup(addr netip.Addr) []byte {
 	}
 	return nil
 }
+
+// newDeviceDB reads [local_server.device_detection] for
+// fastly_device_detection.lookup (fastly_device_detection.go): user agent
+// to JSON record, encoded once, at startup, as the geolocation records
+// are.
+func newDeviceDB(m *fastlytoml.Manifest) (map[string][]byte, error) {
+	if m == nil {
+		return nil, nil
+	}
+	db := make(map[string][]byte, len(m.LocalServer.DeviceDetection))
+	for ua, rec := range m.LocalServer.DeviceDetection {
+		js, err := geoJSON(rec)
+		if err != nil {
+			return nil, fmt.Errorf("device detection record for %q: %w", ua, err)
+		}
+		db[ua] = js
+	}
+	return db, nil
+}

@@ -17,13 +17,18 @@ import (
 // that called into the guest. Nothing here is shared with other instances,
 // so one guest's state can never leak into another.
 type instance struct {
-	s      *Server
-	prog   *program // the module version it runs (reload.go)
-	id     uint64
-	ctx    context.Context
-	cancel context.CancelFunc
-	mod    api.Module
-	c      call
+	s    *Server
+	prog *program // the module version it runs (reload.go)
+	id   uint64
+	// sandboxID is its FASTLY_TRACE_ID and the request id of the first
+	// request it serves (bind).
+	sandboxID uint64
+	ctx       context.Context
+	cancel    context.CancelFunc
+	mod       api.Module
+	c         call
+	// inbox receives the request the pool hands it while idle (pool.go).
+	inbox chan *downstream
 
 	tab    handleTable
 	gen    uint32
@@ -51,6 +56,9 @@ type instance struct {
 	secretStores map[string]uint32
 	kvStores     map[string]uint32 // made on first use (kv.go)
 	secrets      map[string]uint32
+	acls         map[string]uint32 // made on first use (fastly_acl.go)
+
+	vcpu vcpuClock // get_vcpu_ms (fastly_compute_runtime.go)
 }
 
 type instKey struct{}
@@ -82,6 +90,8 @@ func newInstance(s *Server, p *program, id uint64) *instance {
 		s:            s,
 		prog:         p,
 		id:           id,
+		sandboxID:    s.reqID.Add(1),
+		inbox:        make(chan *downstream, 1),
 		starting:     true,
 		spawned:      time.Now(),
 		endpoints:    map[string]uint32{},
@@ -106,7 +116,8 @@ func (inst *instance) run() error {
 	inst.dog.begin(nil, inst.s.startupBudget)
 	p := inst.prog
 	ctx := experimental.WithMemoryAllocator(inst.ctx, experimental.MemoryAllocatorFunc(inst.allocateMemory))
-	mod, err := p.rt.InstantiateModule(ctx, p.compiled, inst.s.modCfg.WithNanosleep(inst.nanosleep))
+	cfg := inst.s.modCfg.WithNanosleep(inst.nanosleep).WithEnv("FASTLY_TRACE_ID", requestID(inst.sandboxID))
+	mod, err := p.rt.InstantiateModule(ctx, p.compiled, cfg)
 	if err != nil {
 		return err
 	}

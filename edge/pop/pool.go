@@ -3,14 +3,19 @@ package pop
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
-// The pool: each program (module version, reload.go) has an unbuffered
-// work channel its idle instances receive from (in body_downstream_get or
-// next_request_wait). Handing a request to "whichever instance is idle" is
-// then a single channel send, with no lock held while any guest runs. When
-// no instance is idle the pool grows, one instance at a time, up to
+// The pool: each program (module version, reload.go) has a dispatch that
+// matches client requests with its idle instances (waiting in
+// body_downstream_get or next_request_wait). A request goes to the most
+// recently idle instance: a ServeMany guest that just answered gets the
+// next request, as a Viceroy or Fastly sandbox is reused, with its caches
+// warm, and instances above the warm size really sit idle under light
+// load. A request that finds no idle instance waits in line, oldest
+// first. The lock is held only to push or pop, never while a guest runs.
+// When no instance is idle the pool grows, one instance at a time, up to
 // MaxInstances; an instance that ends (its _start returned, or it trapped)
 // is replaced while the pool is below its warm size. Instances above the
 // warm size that sit idle for IdleTimeout are told there are no more
@@ -20,6 +25,86 @@ import (
 // defaultIdleTimeout is how long an instance above the warm size may sit
 // idle before it is told to end (Config.IdleTimeout).
 const defaultIdleTimeout = 5 * time.Second
+
+// dispatch is one program's meeting point of requests and idle instances.
+type dispatch struct {
+	mu    sync.Mutex
+	idle  []*instance   // waiting for a request; the most recently idle last
+	queue []*downstream // waiting for an instance; the oldest first
+}
+
+// offer hands ds to the most recently idle instance, or queues it and
+// reports false. A queued request gets its taken channel, closed when an
+// instance takes it.
+func (d *dispatch) offer(ds *downstream) bool {
+	d.mu.Lock()
+	if n := len(d.idle); n > 0 {
+		inst := d.idle[n-1]
+		d.idle[n-1] = nil
+		d.idle = d.idle[:n-1]
+		d.mu.Unlock()
+		inst.inbox <- ds // room for one, and only the popper sends
+		return true
+	}
+	if ds.taken == nil {
+		ds.taken = make(chan struct{})
+	}
+	d.queue = append(d.queue, ds)
+	d.mu.Unlock()
+	return false
+}
+
+// withdraw takes a queued ds back; false if an instance took it already.
+func (d *dispatch) withdraw(ds *downstream) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, q := range d.queue {
+		if q == ds {
+			d.queue = append(d.queue[:i], d.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// take gives inst the oldest queued request, or makes it idle and
+// returns nil: it then receives its request on inst.inbox.
+func (d *dispatch) take(inst *instance) *downstream {
+	d.mu.Lock()
+	if len(d.queue) > 0 {
+		ds := d.queue[0]
+		d.queue[0] = nil
+		d.queue = d.queue[1:]
+		d.mu.Unlock()
+		close(ds.taken)
+		return ds
+	}
+	d.idle = append(d.idle, inst)
+	d.mu.Unlock()
+	return nil
+}
+
+// leave takes an idle inst out of the idle list; false if a request was
+// handed to it meanwhile (it is in, or about to be in, inst.inbox).
+func (d *dispatch) leave(inst *instance) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, x := range d.idle {
+		if x == inst {
+			d.idle = append(d.idle[:i], d.idle[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// rejoin puts an instance that stays idle back where it was: the least
+// recently idle end.
+func (d *dispatch) rejoin(inst *instance) {
+	d.mu.Lock()
+	d.idle = append([]*instance{inst}, d.idle...)
+	d.mu.Unlock()
+}
 
 // spawn starts one instance of p on its own goroutine. It reports false if
 // the server is shutting down or p was retired.
@@ -135,10 +220,8 @@ func (s *Server) grow(p *program) {
 // one if necessary.
 func (s *Server) acquire(ds *downstream) bool {
 	p := s.cur.Load()
-	select {
-	case p.work <- ds:
+	if p.d.offer(ds) {
 		return true
-	default:
 	}
 	s.grow(p)
 	// Re-check growth periodically: an instance that was starting may have
@@ -147,18 +230,24 @@ func (s *Server) acquire(ds *downstream) bool {
 	defer t.Stop()
 	for {
 		select {
-		case p.work <- ds:
+		case <-ds.taken:
 			return true
 		case <-t.C:
 			s.grow(p)
 		case <-p.retired:
 			// Hot reload: wait for the new version instead.
+			if !p.d.withdraw(ds) {
+				return true
+			}
 			p = s.cur.Load()
+			if p.d.offer(ds) {
+				return true
+			}
 			s.grow(p)
 		case <-ds.r.Context().Done():
-			return false
+			return !p.d.withdraw(ds)
 		case <-s.closing:
-			return false
+			return !p.d.withdraw(ds)
 		}
 	}
 }
@@ -210,6 +299,9 @@ func (inst *instance) waitWork(timeout time.Duration) (*downstream, bool) {
 	if (s.fresh && inst.served > 0) || inst.breachKind() != limitNone || p.isRetired() {
 		return nil, false
 	}
+	if ds := p.d.take(inst); ds != nil {
+		return ds, true
+	}
 	s.idle.Add(1)
 	p.idle.Add(1)
 	defer func() {
@@ -232,18 +324,27 @@ func (inst *instance) waitWork(timeout time.Duration) (*downstream, bool) {
 	}
 	for {
 		select {
-		case ds := <-p.work:
+		case ds := <-inst.inbox:
 			return ds, true
 		case <-idleC:
+			if !p.d.leave(inst) {
+				return <-inst.inbox, true
+			}
 			if s.tryRetire(inst) {
 				return nil, false
 			}
+			p.d.rejoin(inst)
 			idleC = nil
 			continue
 		case <-tc:
 		case <-p.retired:
 		case <-s.closing:
 		case <-inst.ctx.Done():
+		}
+		// Handed a request as it woke: it serves that one first (a
+		// retired program or a shutdown still finish what they took).
+		if !p.d.leave(inst) {
+			return <-inst.inbox, true
 		}
 		return nil, false
 	}

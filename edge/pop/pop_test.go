@@ -427,7 +427,7 @@ func TestHostcallErrorPaths(t *testing.T) {
 		"body_write_req_handle":     "3",
 		"body_write_bad_end":        "2",
 		"body_read_downstream":      "0",
-		"device_lookup_unsupported": "5", // $unsupported
+		"device_lookup_unknown":     "10", // $none: no record for it (fastly_device_detection.go)
 		"config_store_open_missing": "3",
 		"resp_close":                "0",
 		"resp_close_again":          "3",

@@ -21,7 +21,7 @@ import (
 // each version gets a fresh Runtime (sharing the on-disk compilation
 // cache, so a module seen before compiles instantly). Hot reload swaps
 // Server.cur; instances belong to the program they were started from and
-// receive requests only from its work channel, so once the swap happens no
+// receive requests only from its dispatch, so once the swap happens no
 // new request reaches the old version, while requests already handed to it
 // finish there. The old program's idle instances are then told there are
 // no more requests (they exit cleanly, running any code after their serve
@@ -34,9 +34,8 @@ type program struct {
 	cache    wazero.CompilationCache // nil without a cache directory
 	compiled wazero.CompiledModule
 
-	// work is the unbuffered channel this program's idle instances receive
-	// client requests from (see pool.go).
-	work        chan *downstream
+	// d hands client requests to this program's idle instances (pool.go).
+	d           dispatch
 	retired     chan struct{} // closed when the program must take no more requests
 	retireOnce  sync.Once
 	releaseOnce sync.Once
@@ -92,7 +91,6 @@ func (s *Server) loadProgram(ctx context.Context, wasm []byte) (_ *program, err 
 		id:          s.progID.Add(1),
 		sum:         sha256.Sum256(wasm),
 		cache:       cache,
-		work:        make(chan *downstream),
 		retired:     make(chan struct{}),
 		startFailed: make(chan error, 1),
 	}

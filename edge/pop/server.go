@@ -34,6 +34,9 @@ type Config struct {
 	Logger          *slog.Logger         // nil = slog.Default()
 	AccessLog       io.Writer            // NDJSON line per request; nil = none (package accesslog)
 	LogEndpoints    []logsink.Endpoint   // log endpoint destinations; others print to Stdout (package logsink)
+	// Resolve sends backend connections for "host:port" to "addr:port"
+	// instead of what DNS says (resolve.go; see ParseResolve).
+	Resolve map[string]string
 
 	// Execution limits (limits.go). A breach ends the instance and answers
 	// the request 503 (wall, cpu) or 500 (memory).
@@ -76,8 +79,11 @@ type Server struct {
 	configStores map[string]map[string]string
 	dicts        map[string]map[string]string
 	secretStores map[string]map[string][]byte
-	kv           *kvStores // shared by all instances (kv.go)
-	geo          *geoDB    // (geo.go)
+	kv           *kvStores                           // shared by all instances (kv.go)
+	geo          *geoDB                              // (geo.go)
+	acls         map[string]*fastlytoml.ACL          // (fastly_acl.go)
+	devices      map[string][]byte                   // user agent -> JSON record (geo.go)
+	shields      map[string]fastlytoml.ShieldingSite // (fastly_shielding.go)
 	transport    *http.Transport
 
 	minInstances, maxInstances int
@@ -120,9 +126,35 @@ type Server struct {
 // warm pool. It returns once the warm instances are waiting for requests
 // (or ctx ends, or an instance fails to start).
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	wasm, stamp, err := readModule(cfg.WasmPath)
+	began := time.Now()
+	s, prog, err := prepare(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	// Current from the start, so its instances are replaced (with back-off)
+	// like any other's. Wait for the warm pool, so the first visitors do
+	// not pay for startup and a module that cannot start is reported here.
+	s.cur.Store(prog)
+	if err := s.startWarm(ctx, prog); err != nil {
+		s.Shutdown(context.Background())
+		return nil, err
+	}
+	if cfg.Reload {
+		go s.watch(cmp.Or(cfg.ReloadInterval, 500*time.Millisecond))
+	}
+	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
+		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
+		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload)
+	return s, nil
+}
+
+// prepare builds a Server with its first program compiled and linked and
+// its outputs open, but no instance started: New starts the warm pool on
+// it, Run (run.go) one command instance.
+func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
+	wasm, stamp, err := readModule(cfg.WasmPath)
+	if err != nil {
+		return nil, nil, err
 	}
 	s := &Server{
 		log:       cfg.Logger,
@@ -134,6 +166,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if len(cfg.Resolve) > 0 {
+		s.transport.DialContext = resolving(cfg.Resolve, s.transport.DialContext)
 	}
 	stdout, stderr := cfg.Stdout, cfg.Stderr
 	if stdout == nil {
@@ -164,27 +199,26 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.configStores = m.LocalServer.ConfigStores
 		s.dicts = m.LocalServer.Dictionaries
 		s.secretStores = m.LocalServer.SecretStores
+		s.acls = m.LocalServer.ACLs
+		s.shields = m.LocalServer.ShieldingSites
 	}
 	s.kv = newKVStores(m)
 	if s.geo, err = newGeoDB(m); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if s.devices, err = newDeviceDB(m); err != nil {
+		return nil, nil, err
 	}
 
 	s.applyLimits(cfg)
 	s.root, s.rootCancel = context.WithCancel(context.Background())
-	began := time.Now()
 	// The first module version; Reload may replace it (reload.go).
 	prog, err := s.loadProgram(ctx, wasm)
 	if err != nil {
 		s.rootCancel()
-		return nil, err
+		return nil, nil, err
 	}
 	s.stamp = stamp
-	fail := func(err error) (*Server, error) {
-		s.rootCancel()
-		s.release(prog)
-		return nil, err
-	}
 	s.modCfg = wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().
@@ -198,25 +232,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for k, v := range guestEnv {
 		s.modCfg = s.modCfg.WithEnv(k, v)
 	}
-
 	if err := s.openOutputs(cfg); err != nil {
-		return fail(err)
+		s.rootCancel()
+		s.release(prog)
+		return nil, nil, err
 	}
-	// Current from the start, so its instances are replaced (with back-off)
-	// like any other's. Wait for the warm pool, so the first visitors do
-	// not pay for startup and a module that cannot start is reported here.
-	s.cur.Store(prog)
-	if err := s.startWarm(ctx, prog); err != nil {
-		s.Shutdown(context.Background())
-		return nil, err
-	}
-	if cfg.Reload {
-		go s.watch(cmp.Or(cfg.ReloadInterval, 500*time.Millisecond))
-	}
-	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
-		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
-		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload)
-	return s, nil
+	return s, prog, nil
 }
 
 // runtimeConfig is the one wazero configuration the POP uses. Compiled
@@ -259,16 +280,17 @@ func Precompile(ctx context.Context, wasmPath, cacheDir string) error {
 	return nil
 }
 
-// guestEnv is what Fastly (and Viceroy) put in a guest's environment.
+// guestEnv is what Fastly (and Viceroy) put in a guest's environment;
+// FASTLY_TRACE_ID, the sandbox id, is per instance (instance.run).
 var guestEnv = map[string]string{
 	"FASTLY_CACHE_GENERATION": "0",
 	"FASTLY_CUSTOMER_ID":      "0000000000000000000000",
 	"FASTLY_HOSTNAME":         "localhost",
+	"FASTLY_IS_STAGING":       "0",
 	"FASTLY_POP":              "XXX",
 	"FASTLY_REGION":           "Somewhere",
 	"FASTLY_SERVICE_ID":       "0000000000000000000000",
 	"FASTLY_SERVICE_VERSION":  "0",
-	"FASTLY_TRACE_ID":         "00000000000000000000000000000000",
 }
 
 func (s *Server) isClosing() bool {
@@ -313,7 +335,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		// body as soon as the response starts.
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
-	ds := newDownstream(r, s.reqID.Add(1))
+	ds := newDownstream(r)
 	if rec, ok := w.(*recorder); ok {
 		rec.ds = ds // for the access log
 	}
@@ -425,7 +447,10 @@ func (s *Server) observe(rec *recorder, r *http.Request, start time.Time) {
 	if s.access != nil {
 		e := accesslog.Entry{Start: start, Request: r, Status: status, Bytes: rec.bytes, Duration: d}
 		if rec.ds != nil {
-			e.Instance, e.RequestID = rec.ds.servedBy.id.Load(), requestID(rec.ds.id)
+			e.Instance = rec.ds.servedBy.id.Load()
+			if id := rec.ds.servedBy.req.Load(); id != 0 {
+				e.RequestID = requestID(id)
+			}
 		}
 		s.access.Add(e)
 	}

@@ -15,6 +15,7 @@ import (
 )
 
 const usage = `usage: edgepixel-pop [flags] MODULE.wasm
+       edgepixel-pop run [flags] MODULE.wasm [ARGS...]   run it once (edgepixel-pop run --help)
 
 Viceroy-compatible flags:
   -C, --config PATH       fastly.toml with a [local_server] section
@@ -48,6 +49,9 @@ Production serving:
   --tls-cert FILE, --tls-key FILE
                           serve HTTPS (HTTP/1.1 and HTTP/2 via ALPN); renewed
                           files are picked up within 10s [EDGEPIXEL_POP_TLS_CERT, EDGEPIXEL_POP_TLS_KEY]
+  --resolve HOST:PORT:ADDR[:PORT]
+                          connect to ADDR (and PORT) for backend HOST:PORT, like curl
+                          --resolve (repeatable)                  [EDGEPIXEL_POP_RESOLVE, comma-separated]
   --h2c                   also accept cleartext HTTP/2 (prior knowledge), e.g.
                           behind a proxy speaking h2c             [EDGEPIXEL_POP_H2C=1]
   --access-log PATH|-     NDJSON line per request, appended to PATH or written
@@ -87,6 +91,7 @@ type options struct {
 	h2c             bool
 	accessLog       string
 	logEndpoints    []logsink.Endpoint
+	resolve         resolveFlag  // run.go
 	limits          limitOptions // limits.go
 
 	// ready, if set, is told the bound addresses once serving (tests).
@@ -211,6 +216,10 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if err := o.limits.fromEnv(getenv); err != nil {
 		return nil, err
 	}
+	o.resolve = resolveFlag{}
+	if err := o.resolve.fromEnv(getenv); err != nil {
+		return nil, err
+	}
 	var envEndpoints, flagEndpoints []string
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_ENDPOINTS"); ok {
 		envEndpoints = strings.Split(v, ",")
@@ -238,6 +247,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	fs.BoolVar(&o.h2c, "h2c", o.h2c, "")
 	fs.StringVar(&o.accessLog, "access-log", o.accessLog, "")
 	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
+	fs.Var(o.resolve, "resolve", "")
 	o.limits.flags(fs)
 	for _, name := range ignoredBool {
 		fs.Bool(name, false, "")

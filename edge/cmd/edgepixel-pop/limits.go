@@ -95,8 +95,14 @@ func (l *limitOptions) apply(cfg pop.Config) pop.Config {
 }
 
 // reloadOnHangup reloads the module on SIGHUP until the returned function
-// is called.
-func reloadOnHangup(s *pop.Server, log *slog.Logger) (stop func()) {
+// is called, unless the hangup ended the process that started the POP
+// too: then the session is over (a terminal closed, or a script stopped
+// `fastly compute serve` with kill -HUP on its process group, as
+// compute-sdk-go's serve.sh does) and the POP shuts down, as Viceroy does
+// on SIGHUP. A reload signalled to the POP alone (systemd's ExecReload,
+// kill -HUP PID) leaves its parent running. shutdown starts the shutdown.
+func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func()) {
+	parent := os.Getppid()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -104,6 +110,11 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger) (stop func()) {
 		for {
 			select {
 			case <-hup:
+				if parentEnded(parent, 500*time.Millisecond) {
+					log.Info("SIGHUP ended the parent process too: shutting down")
+					shutdown()
+					return
+				}
 				log.Info("SIGHUP: reloading the module")
 				s.Reload(context.Background()) // logs its own failure
 			case <-done:
@@ -114,5 +125,20 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger) (stop func()) {
 	return func() {
 		signal.Stop(hup)
 		close(done)
+	}
+}
+
+// parentEnded reports whether the POP's parent, which was pid parent,
+// has ended (the POP was re-parented) within wait.
+func parentEnded(parent int, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		if os.Getppid() != parent {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -10,6 +10,11 @@
 //
 //	edgepixel-pop -v -C /abs/fastly.toml --addr 127.0.0.1:7676 ./bin/main.wasm
 //
+// Like Viceroy, "edgepixel-pop run [flags] MODULE.wasm [ARGS...]" runs a
+// module once as a command and exits with its exit code (run.go): that is
+// how Go test binaries for Fastly Compute run, with
+// go test -exec "edgepixel-pop run -C fastly.toml".
+//
 // Flags may come before or after the wasm path. Each of the POP's own flags
 // also has an EDGEPIXEL_POP_* environment variable; a flag wins over it.
 //
@@ -56,6 +61,9 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "run" {
+		return runCommand(args[1:], getenv, os.Stdin, stdout, stderr) // run.go
+	}
 	o, err := parseArgs(args, getenv)
 	if err != nil {
 		if errors.Is(err, errHelp) {
@@ -148,6 +156,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		Logger:          log,
 		AccessLog:       accessLog,
 		LogEndpoints:    o.logEndpoints,
+		Resolve:         o.resolve,
 	}))
 	if err != nil {
 		return err
@@ -158,7 +167,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		return err
 	}
 	defer ln.Close()
-	defer reloadOnHangup(s, log)() // limits.go
+	ctx, hungUp := context.WithCancel(ctx)
+	defer hungUp()
+	defer reloadOnHangup(s, log, hungUp)() // limits.go
 
 	// HTTP/1.1 always; HTTP/2 over TLS by ALPN; cleartext HTTP/2 (prior
 	// knowledge, as proxies speak it) only when asked, since a client that

@@ -598,3 +598,67 @@ func TestNoConnectionsBeforeReady(t *testing.T) {
 		t.Errorf("guest output %q", stdout)
 	}
 }
+
+// TestHangupWithParentStops stops `sh` and the POP it started with one
+// kill -HUP on their process group, as compute-sdk-go's serve.sh stops
+// `fastly compute serve` and its Viceroy: the POP must exit, not reload.
+func TestHangupWithParentStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	addr := freeAddr(t)
+	var out lockedBuf
+	// The shell waits for the POP; SIGHUP ends the shell (its default
+	// action), which re-parents the POP.
+	sh := exec.Command("sh", "-c", `"$0" --addr "$1" --instances 1 --compile-cache "$2" "$3" & wait`,
+		popBin, addr, binCacheDir, binGuestWasm)
+	sh.Stdout, sh.Stderr = &out, &out
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := sh.Process.Pid
+	defer syscall.Kill(-pgid, syscall.SIGKILL)
+	waitListening(t, addr, &out)
+	syscall.Kill(-pgid, syscall.SIGHUP)
+	sh.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break // the POP let go of its port
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("the POP still listens 30s after the hangup:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "SIGHUP ended the parent process too") {
+		t.Errorf("output:\n%s", out.String())
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitListening waits until the POP says it serves on addr (it listens
+// once its module is ready).
+func waitListening(t *testing.T, addr string, out fmt.Stringer) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(out.String(), "Listening on http://"+addr) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the POP did not start serving on %s:\n%s", addr, out)
+		}
+	}
+}

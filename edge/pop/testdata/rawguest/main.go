@@ -81,7 +81,7 @@ func main() {
 	probe("body_write_req_handle", bodyWrite(rh, bp, 1, 0, np))
 	probe("body_write_bad_end", bodyWrite(bh, bp, 1, 7, np))
 	probe("body_read_downstream", bodyRead(bh, bp, 64, np))
-	probe("device_lookup_unsupported", deviceLookup(bp, 4, bp, 64, np))
+	probe("device_lookup_unknown", deviceLookup(bp, 4, bp, 64, np))
 
 	name := []byte("no-such-store")
 	var ch uint32

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pop"
+)
+
+const runUsage = `usage: edgepixel-pop run [flags] MODULE.wasm [ARGS...]
+
+Runs MODULE.wasm once as a WASI command, as Viceroy's run subcommand does,
+and exits with its exit code. ARGS (everything after the module) go to the
+module; stdin, stdout and stderr are passed through. There is no client: a
+module asking for its request gets a placeholder GET http://example.com/.
+This is how Go test binaries run under the POP:
+
+  GOOS=wasip1 GOARCH=wasm go test -exec "edgepixel-pop run -C fastly.toml" ./...
+
+Flags (environment variable in brackets):
+  -C, --config PATH       fastly.toml with a [local_server] section
+  -v, -vv                 POP logging (default: warnings and errors only)
+  --compile-cache DIR     compiled-code cache; "off" disables [EDGEPIXEL_POP_COMPILE_CACHE]
+  --log-endpoint NAME=DEST
+                          as for serving (see edgepixel-pop --help) [EDGEPIXEL_POP_LOG_ENDPOINTS]
+  --memory-limit BYTES    linear memory limit (default 128 MiB, Fastly's)
+  --wall-budget D         wall-clock limit (default none)
+  --resolve HOST:PORT:ADDR[:PORT]
+                          as for serving                          [EDGEPIXEL_POP_RESOLVE]
+  (Viceroy flags without meaning here, e.g. --log-stdout, are accepted and ignored)
+`
+
+// runCommand implements `edgepixel-pop run`; args follow "run".
+func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var (
+		config, cacheDir string
+		verbosity        int
+		memoryLimit      int64
+		wallBudget       time.Duration
+		flagEndpoints    []string
+		resolve          = resolveFlag{}
+	)
+	if dir, err := os.UserCacheDir(); err == nil {
+		cacheDir = filepath.Join(dir, "edgepixel-pop")
+	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_COMPILE_CACHE"); ok {
+		cacheDir = v
+	}
+	if err := resolve.fromEnv(getenv); err != nil {
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n", err)
+		return 2
+	}
+	fs := flag.NewFlagSet("edgepixel-pop run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&config, "C", "", "")
+	fs.StringVar(&config, "config", "", "")
+	fs.Var(countFlag{&verbosity, 1}, "v", "")
+	fs.Var(countFlag{&verbosity, 1}, "verbose", "")
+	fs.Var(countFlag{&verbosity, 2}, "vv", "")
+	fs.Var(countFlag{&verbosity, 3}, "vvv", "")
+	fs.StringVar(&cacheDir, "compile-cache", cacheDir, "")
+	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
+	fs.Int64Var(&memoryLimit, "memory-limit", 0, "")
+	fs.DurationVar(&wallBudget, "wall-budget", 0, "")
+	fs.Var(resolve, "resolve", "")
+	for _, name := range ignoredBool {
+		fs.Bool(name, false, "")
+	}
+	for _, name := range ignoredString {
+		fs.String(name, "", "")
+	}
+	// The standard flag package stops at the first positional argument:
+	// the module. Everything after it is the module's, flags included
+	// (a Go test binary's -test.v, -test.run, ...).
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, runUsage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n\n%s", err, runUsage)
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintf(stderr, "edgepixel-pop run: no wasm module given\n\n%s", runUsage)
+		return 2
+	}
+	if cacheDir == "off" || cacheDir == "none" {
+		cacheDir = ""
+	}
+	var envEndpoints []string
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_ENDPOINTS"); ok {
+		envEndpoints = strings.Split(v, ",")
+	}
+	endpoints, err := mergeEndpoints(envEndpoints, flagEndpoints)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n", err)
+		return 2
+	}
+
+	level := slog.LevelWarn
+	switch {
+	case verbosity >= 2:
+		level = slog.LevelDebug
+	case verbosity == 1:
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var m *fastlytoml.Manifest
+	if config != "" {
+		if m, err = fastlytoml.Load(config); err != nil {
+			log.Error("edgepixel-pop run failed", "err", err)
+			return 1
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	code, err := pop.Run(ctx, pop.Config{
+		WasmPath:        rest[0],
+		Manifest:        m,
+		CompileCacheDir: cacheDir,
+		Stdout:          stdout,
+		Stderr:          stderr,
+		Logger:          log,
+		LogEndpoints:    endpoints,
+		MemoryLimit:     memoryLimit,
+		WallBudget:      wallBudget,
+		Resolve:         resolve,
+	}, rest[1:], stdin)
+	if err != nil {
+		log.Error("edgepixel-pop run", "wasm", rest[0], "exit_code", code, "err", err)
+	}
+	return code
+}
+
+// resolveFlag collects --resolve HOST:PORT:ADDR values (pop.ParseResolve),
+// for serving and for run; a later one for the same HOST:PORT wins.
+type resolveFlag map[string]string
+
+func (r resolveFlag) String() string { return "" }
+func (r resolveFlag) Set(spec string) error {
+	k, v, err := pop.ParseResolve(spec)
+	if err != nil {
+		return err
+	}
+	r[k] = v
+	return nil
+}
+
+// fromEnv reads EDGEPIXEL_POP_RESOLVE, comma-separated; flags parsed
+// afterwards override it.
+func (r resolveFlag) fromEnv(getenv func(string) string) error {
+	v, ok := lookup(getenv, "EDGEPIXEL_POP_RESOLVE")
+	if !ok {
+		return nil
+	}
+	for _, spec := range strings.Split(v, ",") {
+		if spec = strings.TrimSpace(spec); spec == "" {
+			continue
+		}
+		if err := r.Set(spec); err != nil {
+			return fmt.Errorf("EDGEPIXEL_POP_RESOLVE: %w", err)
+		}
+	}
+	return nil
+}
