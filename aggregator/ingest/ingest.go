@@ -92,9 +92,13 @@ type Config struct {
 	MaxEventAge   time.Duration
 	MaxEventAhead time.Duration
 	RetryAfter    time.Duration // sent with 503; default 5 s
-	Metrics       *metrics.Metrics
-	Logger        *slog.Logger
-	Now           func() time.Time // for tests; default time.Now
+	// Failing, if set, returns why the aggregator is failing (it is about
+	// to exit and be restarted); batches are then refused with 503, so the
+	// sender retries against the restarted process.
+	Failing func() error
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time // for tests; default time.Now
 }
 
 type handler struct {
@@ -144,6 +148,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "POST")
 		h.reject(w, r, http.StatusMethodNotAllowed, ReasonMethod, "use POST")
 		return
+	}
+	if h.cfg.Failing != nil {
+		if err := h.cfg.Failing(); err != nil {
+			w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter.Seconds())))
+			h.reject(w, r, http.StatusServiceUnavailable, ReasonShuttingDown, "the aggregator is failing and restarts; retry later")
+			return
+		}
 	}
 	if h.ndjson {
 		h.serveNDJSON(w, r)

@@ -25,6 +25,7 @@ type Metrics struct {
 	SpoolCorrupt    atomic.Uint64 // spool records that could not be decoded
 	DedupeCalls     atomic.Uint64 // Claim and MarkDone calls (Redis round trips)
 	DedupeNanos     atomic.Uint64 // their total duration
+	Failing         atomic.Int32  // 1 once a component failed (the process exits)
 
 	// Gauges are read when metrics are written.
 	SpoolBytes  func() int64   // bytes appended but not yet committed
@@ -136,6 +137,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	fmt.Fprintf(cw, "# HELP %sdedupe_duration_seconds Time spent in dedupe calls (Redis claim and mark-done pipelines).\n# TYPE %sdedupe_duration_seconds summary\n%sdedupe_duration_seconds_sum %.6f\n%sdedupe_duration_seconds_count %d\n",
 		p, p, p, float64(m.DedupeNanos.Load())/1e9, p, m.DedupeCalls.Load())
 	counter(p+"spool_corrupt_total", "Spool records that could not be decoded and were skipped.", m.SpoolCorrupt.Load())
+	gauge(p+"failing", "1 once a component failed (the reason is on /healthz and in the log); the process exits to be restarted.", m.Failing.Load())
 	if m.SpoolBytes != nil {
 		gauge(p+"spool_bytes", "Bytes spooled but not yet stored.", m.SpoolBytes())
 	}

@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/admin"
@@ -47,6 +49,9 @@ type Config struct {
 	LoaderMaxAge  time.Duration
 	DrainTimeout  time.Duration // how long shutdown keeps loading what is spooled
 	LiveInterval  time.Duration
+	// FailAfter is how long running out of file descriptors may last
+	// before the loader fails (package loader); default 1 min.
+	FailAfter time.Duration
 
 	// LogToken lets /ingest/ndjson authenticate with a bearer token (CDN
 	// log streaming); FastlyServiceIDs answer Fastly's logging challenge.
@@ -73,6 +78,11 @@ type Server struct {
 	metrics *metrics.Metrics
 	handler http.Handler
 	closeMu sync.Once
+
+	// failure is the first component failure (see Run); once set,
+	// /healthz answers 503 and ingest refuses batches.
+	failure atomic.Pointer[error]
+	failed  chan struct{}
 }
 
 // Open opens the spool and creates the dedupe and store clients. It does
@@ -91,7 +101,7 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New()}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{})}
 	var err error
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
@@ -135,6 +145,7 @@ func Open(cfg Config) (*Server, error) {
 		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
 		OnCounts: s.hub.Set, OnStored: s.hub.Add,
 		MaxRows: cfg.LoaderMaxRows, MaxAge: cfg.LoaderMaxAge, DrainTimeout: cfg.DrainTimeout,
+		FailAfter: cfg.FailAfter,
 	})
 	s.metrics.SpoolBytes = s.spool.Pending
 	s.metrics.LoaderLag = s.loader.Lag
@@ -153,21 +164,105 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Hub returns the live-count hub.
 func (s *Server) Hub() *live.Hub { return s.hub }
 
-// Run loads until ctx ends, then finishes what is spooled (bounded by the
-// loader's drain timeout) and returns. Stop the HTTP server before
-// cancelling ctx so no batch is accepted after the loader's last look.
+// Run runs the loader, the live hub and (with ClickHouse and
+// RetentionDays) the retention schedule until ctx ends; then the loader
+// finishes what is spooled (bounded by its drain timeout) and Run returns
+// nil. Stop the HTTP server before cancelling ctx so no batch is accepted
+// after the loader's last look.
+//
+// Run returns early, with the reason, when a component fails: the spool's
+// write path fails, the loader stops on a failure (see package loader),
+// the hub or the retention schedule stops on its own, or any of them
+// panics. Faults outside the process (Redis, ClickHouse down) are not
+// failures: loading pauses. A failure shows on /healthz (503) at once,
+// before Run returns; the caller should exit non-zero so that a supervisor
+// restarts the process.
 func (s *Server) Run(ctx context.Context) error {
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	defer stopHub()
-	go s.hub.Run(hubCtx)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	s.component(&wg, runCtx, "live hub", s.hub.Run)
 	if as := s.adminStore(); as != nil && s.cfg.RetentionDays > 0 {
-		go admin.RunRetention(hubCtx, as, s.cfg.RetentionDays, s.log, 5*time.Minute)
+		s.component(&wg, runCtx, "retention", func(ctx context.Context) {
+			admin.RunRetention(ctx, as, s.cfg.RetentionDays, s.log, 5*time.Minute)
+		})
 	} else if s.cfg.RetentionDays > 0 {
 		s.log.Warn("--retention-days needs ClickHouse; the on-disk store keeps everything")
 	}
-	err := s.loader.Run(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-s.spool.Failed():
+			s.Fail(s.spool.Err())
+		case <-s.loader.Failed():
+			s.Fail(fmt.Errorf("loader: %w", s.loader.Err()))
+		case <-s.failed:
+		case <-runCtx.Done():
+			return
+		}
+		stop() // a failure ends the loader too
+	}()
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic", "component", "loader", "panic", p, "stack", string(debug.Stack()))
+				err = fmt.Errorf("panic: %v", p)
+			}
+		}()
+		return s.loader.Run(runCtx)
+	}()
+	if err == nil && ctx.Err() == nil && s.Err() == nil {
+		err = errors.New("stopped on its own")
+	}
+	if err != nil {
+		s.Fail(fmt.Errorf("loader: %w", err))
+	}
+	stop()
 	s.hub.Close()
-	return err
+	wg.Wait()
+	return s.Err()
+}
+
+// component runs f until ctx ends; f returning earlier, or panicking, is
+// a failure of the component called name.
+func (s *Server) component(wg *sync.WaitGroup, ctx context.Context, name string, f func(context.Context)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic", "component", name, "panic", p, "stack", string(debug.Stack()))
+				s.Fail(fmt.Errorf("%s: panic: %v", name, p))
+			}
+		}()
+		f(ctx)
+		if ctx.Err() == nil {
+			s.Fail(fmt.Errorf("%s: stopped on its own", name))
+		}
+	}()
+}
+
+// Fail marks the aggregator as failing with err (the first reason wins):
+// /healthz answers 503 with the reason, ingest answers 503, and Run
+// returns. The command also calls it when the HTTP server stops.
+func (s *Server) Fail(err error) {
+	if err == nil {
+		return
+	}
+	if s.failure.CompareAndSwap(nil, &err) {
+		s.metrics.Failing.Store(1)
+		s.log.Error("failing: the process will exit so that it is restarted", "reason", err)
+		close(s.failed)
+	}
+}
+
+// Err returns why the aggregator is failing, or nil.
+func (s *Server) Err() error {
+	if p := s.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Close releases the spool and the clients. Call it after Run returned.
@@ -194,6 +289,7 @@ func (s *Server) routes() http.Handler {
 	icfg := ingest.Config{
 		Secret: s.cfg.Secret, Spool: s.spool, MaxBody: s.cfg.MaxBody, ReplayWindow: s.cfg.ReplayWindow,
 		Metrics: s.metrics, Logger: s.cfg.Logger, LogToken: s.cfg.LogToken,
+		Failing: s.Err,
 	}
 	mux.Handle("/ingest", ingest.New(icfg))
 	mux.Handle("/ingest/ndjson", ingest.NewNDJSON(icfg))
@@ -204,6 +300,10 @@ func (s *Server) routes() http.Handler {
 		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger}))
 	mux.Handle("GET /live", s.hub)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Err(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failing", "reason": err.Error()})
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)

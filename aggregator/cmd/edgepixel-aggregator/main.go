@@ -45,6 +45,7 @@ type options struct {
 	replayWindow, dedupeWindow                                         time.Duration
 	logToken, adminToken, fastlyServiceIDs                             string
 	retentionDays                                                      int
+	failAfter, exitDelay                                               time.Duration
 }
 
 func run(args []string) error {
@@ -69,6 +70,8 @@ func run(args []string) error {
 	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
 	fs.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target: heap growth in percent over the live heap before a collection (GOGC); -1: off. The default trades memory for CPU, see --memory-limit. GOGC in the environment applies unless this flag is given")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 1<<30, "soft limit in bytes for the Go heap (GOMEMLIMIT): the GC collects more often rather than pass it; 0: none. GOMEMLIMIT in the environment applies unless this flag is given")
+	fs.DurationVar(&o.failAfter, "fail-after", time.Minute, "how long running out of file descriptors (EMFILE) may stall loading before the process exits non-zero to be restarted")
+	fs.DurationVar(&o.exitDelay, "exit-delay", 2*time.Second, "after a component fails, how long /healthz answers 503 with the reason (and ingest 503) before the process exits non-zero")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := envDefaults(fs); err != nil {
@@ -107,7 +110,7 @@ func run(args []string) error {
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
 		AdminToken: o.adminToken, RetentionDays: o.retentionDays,
-		LoaderMaxRows: o.loaderMaxRows,
+		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
 	})
 	if err != nil {
 		return err
@@ -146,19 +149,37 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	loadCtx, stopLoad := context.WithCancel(context.Background())
-	loaded := make(chan error, 1)
-	go func() { loaded <- srv.Run(loadCtx) }()
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(loadCtx) }()
 
 	log.Info("edgepixel aggregator started", "dashboard", "http://"+dashboardHost(ln.Addr().String())+"/",
 		"ingest", "http://"+ln.Addr().String()+"/ingest", "data_dir", o.dataDir)
 
+	// Run's one value is taken by whichever receive comes first: track it,
+	// so the shutdown below does not wait for a second one that never
+	// comes (a stopped loader used to leave the process alive, port closed).
+	runDone := false
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down: no new batches; finishing the spooled load")
 	case err = <-serveErr:
-		log.Error("http server failed", "err", err)
-	case err = <-loaded:
-		log.Error("loader stopped", "err", err)
+		err = fmt.Errorf("http server: %w", err)
+		srv.Fail(err)
+	case err = <-ran:
+		runDone = true
+		if err == nil { // Run returns before loadCtx ends only on a failure
+			err = errors.New("the aggregator's components stopped")
+		}
+	}
+	if err != nil {
+		// /healthz already answers 503 with the reason and ingest refuses
+		// batches (the edge retries them): keep answering a moment so that
+		// probes see why before the port closes.
+		log.Error("exiting after a failure", "reason", err, "in", o.exitDelay)
+		select {
+		case <-time.After(o.exitDelay):
+		case <-ctx.Done():
+		}
 	}
 	// Stop taking batches first (waiting for in-flight appends), then let
 	// the loader store what was spooled.
@@ -167,8 +188,10 @@ func run(args []string) error {
 	srv.Hub().Close()
 	hs.Shutdown(shutCtx)
 	stopLoad()
-	if lerr := <-loaded; lerr != nil && err == nil {
-		err = lerr
+	if !runDone {
+		if rerr := <-ran; rerr != nil && err == nil {
+			err = rerr
+		}
 	}
 	if cerr := srv.Close(); cerr != nil && err == nil {
 		err = cerr
