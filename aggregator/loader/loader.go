@@ -78,10 +78,14 @@ type Config struct {
 	Logger  *slog.Logger     // optional
 
 	// OnCounts receives the store's exact per-site counts once the store is
-	// initialized; OnStored receives the per-site number of rows each
-	// successful load added. Both feed the live counts.
-	OnCounts func(map[string]uint64)
-	OnStored func(map[string]uint64)
+	// initialized (of CountSites if given, else of the CountMax sites with
+	// the most; see store.Store.Counts) and the total; OnStored receives
+	// the per-site number of rows each successful load added. Both feed
+	// the live counts.
+	OnCounts   func(sites map[string]uint64, total uint64)
+	OnStored   func(map[string]uint64)
+	CountSites []string
+	CountMax   int
 
 	// MaxRows and MaxAge bound a load: it takes records until it has
 	// MaxRows events or MaxAge has passed since the first one was read.
@@ -160,7 +164,7 @@ func New(cfg Config) *Loader {
 		cfg.Metrics = metrics.New()
 	}
 	if cfg.OnCounts == nil {
-		cfg.OnCounts = func(map[string]uint64) {}
+		cfg.OnCounts = func(map[string]uint64, uint64) {}
 	}
 	if cfg.OnStored == nil {
 		cfg.OnStored = func(map[string]uint64) {}
@@ -257,12 +261,12 @@ func (l *Loader) run(ctx context.Context) error {
 			l.m.StoreErrors.Add(1)
 			return err
 		}
-		counts, err := l.cfg.Store.Counts(ctx)
+		counts, total, err := l.cfg.Store.Counts(ctx, l.cfg.CountSites, l.cfg.CountMax)
 		if err != nil {
 			l.m.StoreErrors.Add(1)
 			return err
 		}
-		l.cfg.OnCounts(counts)
+		l.cfg.OnCounts(counts, total)
 		return nil
 	}); err != nil {
 		return nil // stopped (or failed) before the store came up; the spool keeps everything

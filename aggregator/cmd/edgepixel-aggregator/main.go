@@ -46,6 +46,12 @@ type options struct {
 	logToken, adminToken, fastlyServiceIDs                             string
 	retentionDays                                                      int
 	failAfter, exitDelay                                               time.Duration
+	readHeaderTimeout, bodyTimeout, idleTimeout, writeTimeout          time.Duration
+	maxHeaderBytes, maxConns, maxConnsPerClient                        int
+	maxBodyMemory                                                      int64
+	authRate                                                           float64
+	authBurst, maxSites                                                int
+	sites                                                              string
 }
 
 func run(args []string) error {
@@ -70,6 +76,18 @@ func run(args []string) error {
 	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
 	fs.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target: heap growth in percent over the live heap before a collection (GOGC); -1: off. The default trades memory for CPU, see --memory-limit. GOGC in the environment applies unless this flag is given")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 1<<30, "soft limit in bytes for the Go heap (GOMEMLIMIT): the GC collects more often rather than pass it; 0: none. GOMEMLIMIT in the environment applies unless this flag is given")
+	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's line and headers; slower ones are closed (counted as header_timeout)")
+	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "time a client has, after the headers, to send the body; slower ones get 408 (body_timeout)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "how long a keep-alive connection may wait for its next request")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", time.Minute, "time from the end of a request's headers to the end of its answer (the body, the handling, the write); keep it above --body-timeout")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and header section; larger ones get 431")
+	fs.IntVar(&o.maxConns, "max-conns", 4096, "open connections at most (WebSockets included); more get 503 + Retry-After. It is lowered to fit the file descriptor limit; -1: as many as that allows")
+	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", 256, "open connections at most from one client address (IPv4 address, IPv6 /64); more get 429 + Retry-After; -1: no cap")
+	fs.Int64Var(&o.maxBodyMemory, "max-body-memory", 256<<20, "memory request bodies may hold at once, read or being decoded; past it ingest answers 503 + Retry-After (overloaded); -1: no bound")
+	fs.Float64Var(&o.authRate, "auth-rate", 1, "failed credential checks (signature, log or admin token) per second a client address earns back")
+	fs.IntVar(&o.authBurst, "auth-burst", 20, "failed credential checks a client address may make in a row before it gets 429 + Retry-After, without its credential being checked")
+	fs.StringVar(&o.sites, "sites", "", "comma-separated sites to accept; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")
+	fs.IntVar(&o.maxSites, "max-sites", 1000, "sites the live counts and /api/counts list one by one, without --sites (the rest are summed up as other)")
 	fs.DurationVar(&o.failAfter, "fail-after", time.Minute, "how long running out of file descriptors (EMFILE) may stall loading before the process exits non-zero to be restarted")
 	fs.DurationVar(&o.exitDelay, "exit-delay", 2*time.Second, "after a component fails, how long /healthz answers 503 with the reason (and ingest 503) before the process exits non-zero")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -97,6 +115,8 @@ func run(args []string) error {
 		return errors.New("--retention-days must not be negative")
 	}
 
+	o.maxConns = fitConns(log, o.maxConns)
+
 	if o.clickhouse != "" {
 		if err := migrateClickHouse(log, o.clickhouse, o.clickhouseDB); err != nil {
 			return err
@@ -111,6 +131,10 @@ func run(args []string) error {
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
 		AdminToken: o.adminToken, RetentionDays: o.retentionDays,
 		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
+		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
+		WriteTimeout: o.writeTimeout, MaxHeaderBytes: o.maxHeaderBytes,
+		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
+		AuthRate: o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites,
 	})
 	if err != nil {
 		return err
@@ -142,9 +166,8 @@ func run(args []string) error {
 		defer ps.Close()
 		log.Info("profiling", "url", "http://"+pln.Addr().String()+"/debug/pprof/")
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(ln) }()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -185,8 +208,7 @@ func run(args []string) error {
 	// the loader store what was spooled.
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv.Hub().Close()
-	hs.Shutdown(shutCtx)
+	srv.Shutdown(shutCtx)
 	stopLoad()
 	if !runDone {
 		if rerr := <-ran; rerr != nil && err == nil {
