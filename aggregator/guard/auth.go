@@ -161,7 +161,7 @@ func (l *AuthLimiter) sweep(now time.Time) {
 	l.lastSweep = now
 	for k, b := range l.buckets {
 		l.refill(b, now, l.cfg.Rate, l.cfg.Burst)
-		if b.tokens >= l.cfg.Burst && b.fails == 0 {
+		if b.tokens >= l.cfg.Burst {
 			delete(l.buckets, k)
 		}
 	}

@@ -8,7 +8,7 @@
 // A Guard is used in three places of one http.Server:
 //
 //	g := guard.New(cfg)
-//	hs := &http.Server{Handler: g.Handler(h), ConnState: g.ConnState,
+//	hs := &http.Server{Handler: g.Handler(h), ConnState: g.ConnState, ConnContext: g.ConnContext,
 //		ReadHeaderTimeout: ..., IdleTimeout: ..., WriteTimeout: ..., MaxHeaderBytes: ...}
 //	hs.Serve(g.Listener(ln))
 //
@@ -20,6 +20,7 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -264,12 +265,13 @@ func readHeader(c net.Conn, max int) {
 // the Guard when a deadline passes.
 type conn struct {
 	net.Conn
-	g      *Guard
-	key    string
-	once   sync.Once
-	state  atomic.Int32 // the http.ConnState net/http last reported
-	got    atomic.Bool  // bytes arrived since the connection went idle
-	missed atomic.Bool  // a deadline was missed (counted once)
+	g       *Guard
+	key     string
+	once    sync.Once
+	state   atomic.Int32 // the http.ConnState net/http last reported
+	got     atomic.Bool  // bytes arrived since the connection went idle
+	handled atomic.Bool  // a handler runs (or ran) for the current request
+	missed  atomic.Bool  // a deadline was missed (counted once)
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -296,7 +298,7 @@ func (c *conn) Read(b []byte) (int, error) {
 }
 
 func (c *conn) Write(b []byte) (int, error) {
-	if st := http.ConnState(c.state.Load()); (st == http.StateNew || st == http.StateIdle) && len(b) >= 12 && string(b[:9]) == "HTTP/1.1 " {
+	if !c.handled.Load() && len(b) >= 12 && string(b[:9]) == "HTTP/1.1 " {
 		// net/http answering a request it could not read, before any
 		// handler: count why.
 		switch string(b[9:12]) {
@@ -327,8 +329,20 @@ func (g *Guard) ConnState(nc net.Conn, st http.ConnState) {
 	}
 	if st == http.StateIdle {
 		c.got.Store(false)
+		c.handled.Store(false)
 	}
 	c.state.Store(int32(st))
+}
+
+type connKey struct{}
+
+// ConnContext is the http.Server's ConnContext hook: it lets Handler find
+// the connection of a request.
+func (g *Guard) ConnContext(ctx context.Context, nc net.Conn) context.Context {
+	if c, ok := nc.(*conn); ok {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return ctx
 }
 
 // Handler wraps h: it sets the body deadline of each request with a body
@@ -348,6 +362,9 @@ func (g *Guard) ConnState(nc net.Conn, st http.ConnState) {
 // shippers send batches; both cost those clients only a new connection.
 func (g *Guard) Handler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(connKey{}).(*conn); ok {
+			c.handled.Store(true)
+		}
 		if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) {
 			w.Header().Set("Connection", "close")
 			g.m.FramingCloses.Add(1)

@@ -227,7 +227,7 @@ func (s *Server) openHTTP() {
 	})
 	s.handler = s.guard.Handler(s.routes())
 	s.http = &http.Server{
-		Handler: s.handler, ConnState: s.guard.ConnState,
+		Handler: s.handler, ConnState: s.guard.ConnState, ConnContext: s.guard.ConnContext,
 		ReadHeaderTimeout: c.ReadHeaderTimeout, IdleTimeout: c.IdleTimeout,
 		WriteTimeout: c.WriteTimeout, MaxHeaderBytes: c.MaxHeaderBytes,
 		// net/http's own messages (a handler's panic, TLS noise): warnings.
