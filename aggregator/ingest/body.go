@@ -5,7 +5,6 @@ import (
 	"io"
 	"math/bits"
 	"sync"
-	"sync/atomic"
 )
 
 // Budget bounds the memory that request bodies hold across all requests
@@ -13,37 +12,61 @@ import (
 // space of requests being decoded. A request that would pass it is
 // answered 503 (overloaded) with Retry-After, so the memory strangers can
 // make the aggregator hold is configuration, not what they declare.
+//
+// Bodies not yet authenticated are also bounded per client address
+// (guard.ClientKey), so that a few addresses sending large bodies cannot
+// take the whole budget from the others.
 type Budget struct {
-	max  int64
-	used atomic.Int64
+	max, perClient int64
+	mu             sync.Mutex
+	used           int64
+	by             map[string]int64 // per client key
 }
 
-// NewBudget returns a budget of max bytes; max <= 0 means no bound.
-func NewBudget(max int64) *Budget { return &Budget{max: max} }
+// NewBudget returns a budget of max bytes, at most perClient of them for
+// one client's unauthenticated bodies; a bound <= 0 means none.
+func NewBudget(max, perClient int64) *Budget {
+	return &Budget{max: max, perClient: perClient, by: map[string]int64{}}
+}
 
-// acquire takes n bytes of the budget, or reports that they are not there.
-func (b *Budget) acquire(n int64) bool {
+// acquire takes n bytes of the budget for client ("": for the total only),
+// or reports that they are not there.
+func (b *Budget) acquire(client string, n int64) bool {
 	if b == nil {
 		return true
 	}
-	if u := b.used.Add(n); b.max > 0 && u > b.max {
-		b.used.Add(-n)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.max > 0 && b.used+n > b.max || client != "" && b.perClient > 0 && b.by[client]+n > b.perClient {
 		return false
+	}
+	b.used += n
+	if client != "" {
+		b.by[client] += n
 	}
 	return true
 }
 
-func (b *Budget) release(n int64) {
-	if b != nil && n != 0 {
-		b.used.Add(-n)
+func (b *Budget) release(client string, n int64) {
+	if b == nil || n == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	if client != "" {
+		if b.by[client] -= n; b.by[client] <= 0 {
+			delete(b.by, client)
+		}
 	}
 }
 
 // Used returns the bytes taken now.
-func (b *Budget) Used() int64 { return b.used.Load() }
-
-// Max returns the bound (0: none).
-func (b *Budget) Max() int64 { return b.max }
+func (b *Budget) Used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
 
 // errOverloaded means the Budget had no room for more of a body.
 var errOverloaded = errors.New("request bodies in progress hold the whole memory budget")
@@ -64,10 +87,13 @@ var bufPools [9]sync.Pool // class i holds *[]byte of cap minBuf<<i, up to maxPo
 type buffer struct {
 	b      []byte
 	budget *Budget
-	held   int64 // charged to budget
+	client string // charged to this client's share too ("": the total only)
+	held   int64  // charged to budget
 }
 
-func newBuffer(budget *Budget) *buffer { return &buffer{budget: budget} }
+// newBuffer returns an empty buffer charged to budget, and to client's
+// share of it unless client is "".
+func newBuffer(budget *Budget, client string) *buffer { return &buffer{budget: budget, client: client} }
 
 // Bytes returns the bytes read. They are valid until free.
 func (b *buffer) Bytes() []byte { return b.b }
@@ -75,7 +101,7 @@ func (b *buffer) Bytes() []byte { return b.b }
 // grow makes room for at least one more byte.
 func (b *buffer) grow() error {
 	n := max(2*cap(b.b), minBuf)
-	if !b.budget.acquire(int64(n)) {
+	if !b.budget.acquire(b.client, int64(n)) {
 		return errOverloaded
 	}
 	var nb []byte
@@ -91,7 +117,7 @@ func (b *buffer) grow() error {
 	old := b.b
 	b.b = nb
 	b.put(old)
-	b.budget.release(b.held)
+	b.budget.release(b.client, b.held)
 	b.held = int64(n)
 	return nil
 }
@@ -110,6 +136,24 @@ func (b *buffer) put(p []byte) {
 // returns errTooLarge. Errors from r are returned as they are;
 // errOverloaded when the budget has no room.
 func (b *buffer) readAll(r io.Reader, limit int64) error {
+	if cap(b.b) == 0 && limit > 0 {
+		// Nothing is taken before the first bytes are there: a client
+		// that declares a body and sends none holds no buffer.
+		var first [512]byte
+		n, err := r.Read(first[:min(int64(len(first)), limit)])
+		if n > 0 {
+			if gerr := b.grow(); gerr != nil {
+				return gerr
+			}
+			b.b = append(b.b, first[:n]...)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 	for {
 		if int64(len(b.b)) >= limit {
 			// Full: one more byte means too large; a probe tells without
@@ -156,6 +200,6 @@ func (b *buffer) free() {
 	}
 	b.put(b.b)
 	b.b = nil
-	b.budget.release(b.held)
+	b.budget.release(b.client, b.held)
 	b.held = 0
 }

@@ -94,18 +94,22 @@ func (s *slowBody) Read(p []byte) (int, error) {
 }
 
 // A request that declares 4 MiB and sends a few bytes holds one small
-// buffer, not 4 MiB; the memory of all bodies in progress is bounded by
+// buffer, not 4 MiB (one that sends nothing holds none); the memory of all bodies in progress is bounded by
 // the budget, past which requests get 503 overloaded.
 func TestBodyMemoryGrowsAsBytesArrive(t *testing.T) {
-	budget := NewBudget(64 << 10)
+	budget := NewBudget(64<<10, 0)
 	m := metrics.New()
 	h := New(Config{Secret: secret, Spool: &memSpool{}, MaxBody: 4 << 20, Budget: budget, Metrics: m})
 	now := time.Now().Unix()
 	hdr := map[string]string{wire.HeaderTimestamp: strconv.FormatInt(now, 10), wire.HeaderSignature: wire.Sign(secret, now, []byte("x"))}
 	release := make(chan struct{})
 	done := make(chan int, 8)
-	for range 4 {
-		r := httptest.NewRequest("POST", "/ingest", &slowBody{data: []byte("EPB1abc"), release: release})
+	for i := range 5 {
+		data := []byte("EPB1abc")
+		if i == 4 {
+			data = nil // declares 4 MiB, sends nothing: holds nothing
+		}
+		r := httptest.NewRequest("POST", "/ingest", &slowBody{data: data, release: release})
 		r.ContentLength = 4 << 20
 		r.Header.Set("Content-Type", wire.ContentType)
 		for k, v := range hdr {
@@ -136,7 +140,7 @@ func TestBodyMemoryGrowsAsBytesArrive(t *testing.T) {
 		t.Errorf("over the budget: %d %s", w.Code, w.Body)
 	}
 	close(release)
-	for range 4 {
+	for range 5 {
 		if code := <-done; code != 400 {
 			t.Errorf("a client that went away: %d", code)
 		}
@@ -144,15 +148,15 @@ func TestBodyMemoryGrowsAsBytesArrive(t *testing.T) {
 	if budget.Used() != 0 {
 		t.Errorf("%d bytes of budget still held", budget.Used())
 	}
-	if m.Dropped(ReasonOverloaded) != 1 || m.Dropped(ReasonReadError) != 4 {
+	if m.Dropped(ReasonOverloaded) != 1 || m.Dropped(ReasonReadError) != 5 {
 		t.Errorf("drops: overloaded %d, read_error %d", m.Dropped(ReasonOverloaded), m.Dropped(ReasonReadError))
 	}
 }
 
 func TestBufferGrowth(t *testing.T) {
-	budget := NewBudget(0)
+	budget := NewBudget(0, 0)
 	for _, n := range []int{0, 1, minBuf - 1, minBuf, minBuf + 1, 3 << 20, 4 << 20} {
-		b := newBuffer(budget)
+		b := newBuffer(budget, "c")
 		data := bytes.Repeat([]byte{7}, n)
 		if err := b.readAll(io.MultiReader(bytes.NewReader(data[:n/2]), bytes.NewReader(data[n/2:])), 4<<20); err != nil {
 			t.Fatalf("%d bytes: %v", n, err)
@@ -168,7 +172,7 @@ func TestBufferGrowth(t *testing.T) {
 			t.Fatalf("%d bytes: %d still charged", n, budget.Used())
 		}
 	}
-	b := newBuffer(budget)
+	b := newBuffer(budget, "c")
 	if err := b.readAll(bytes.NewReader(make([]byte, 4<<20+1)), 4<<20); !errors.Is(err, errTooLarge) || cap(b.Bytes()) > 4<<20 {
 		t.Fatalf("one byte over: %v, cap %d", err, cap(b.Bytes()))
 	}
@@ -261,4 +265,30 @@ func TestManyTinyLinesSplit(t *testing.T) {
 		t.Fatalf("%d bad rows in %d records, the biggest %d bytes", nbad, len(sp.recs), biggest)
 	}
 	t.Logf("%d bytes of lines: %d records, the biggest %d bytes", len(body), len(sp.recs), biggest)
+}
+
+// One client's unauthenticated bodies get only its share of the budget;
+// another client still gets room.
+func TestBudgetPerClient(t *testing.T) {
+	budget := NewBudget(1<<20, 128<<10)
+	m := metrics.New()
+	h := New(Config{Secret: secret, Spool: &memSpool{}, MaxBody: 1 << 20, Budget: budget, Metrics: m})
+	now := time.Now().Unix()
+	post := func(addr string, body []byte) int {
+		r := request(body, now, secret)
+		r.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	big := bytes.Repeat([]byte("x"), 200<<10) // needs a 256 KiB buffer
+	if code := post("192.0.2.1:1", big); code != 503 {
+		t.Errorf("a body over the client's share: %d", code)
+	}
+	if code := post("192.0.2.2:1", wire.Append(nil, []event.Event{newEvent(t, "demo")})); code != 200 {
+		t.Errorf("another client: %d", code)
+	}
+	if budget.Used() != 0 {
+		t.Errorf("%d bytes still charged", budget.Used())
+	}
 }

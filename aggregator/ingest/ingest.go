@@ -224,18 +224,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.verifySignature(w, r, raw.Bytes(), now) {
 		return
 	}
-	// Authenticated: the decoding work may take its share of the budget.
-	work := int64(2*len(raw.Bytes()) + h.cfg.RecordBytes)
-	if !h.cfg.Budget.acquire(work) {
-		h.overloaded(w, r)
-		return
-	}
-	defer h.cfg.Budget.release(work)
 	body, dec, ok := h.decompress(w, r, coding, raw.Bytes())
 	if !ok {
 		return
 	}
 	defer dec.free()
+	// Authenticated: decoding may take its share of the budget (the events
+	// take about twice the body, with their structs).
+	work := int64(2*len(body) + 64<<10)
+	if !h.cfg.Budget.acquire("", work) {
+		h.overloaded(w, r)
+		return
+	}
+	defer h.cfg.Budget.release("", work)
 	if n, err := wire.Count(body); n > wire.MaxEvents {
 		h.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooManyEvents, fmt.Sprintf("%d events, at most %d", n, wire.MaxEvents))
 		return
@@ -323,11 +324,11 @@ func (h *handler) serveNDJSON(w http.ResponseWriter, r *http.Request) {
 	// Lines are turned into events and bad rows and spooled a record at a
 	// time: the work space is about two records, whatever the body holds.
 	work := int64(4 * h.cfg.RecordBytes)
-	if !h.cfg.Budget.acquire(work) {
+	if !h.cfg.Budget.acquire("", work) {
 		h.overloaded(w, r)
 		return
 	}
-	defer h.cfg.Budget.release(work)
+	defer h.cfg.Budget.release("", work)
 	body, dec, ok := h.decompress(w, r, coding, raw.Bytes())
 	if !ok {
 		return
@@ -585,7 +586,7 @@ func (h *handler) decompress(w http.ResponseWriter, r *http.Request, coding stri
 	if coding == "" {
 		return raw, nil, true
 	}
-	out := newBuffer(h.cfg.Budget)
+	out := newBuffer(h.cfg.Budget, "") // authenticated: the total only
 	err := decompress(coding, raw, h.cfg.MaxBody, out)
 	switch {
 	case err == nil:
@@ -606,7 +607,7 @@ func (h *handler) decompress(w http.ResponseWriter, r *http.Request, coding stri
 // the body deadline (package guard; past it: 408, and the connection is
 // closed), and within the Budget (else 503). Free the buffer.
 func (h *handler) readBody(w http.ResponseWriter, r *http.Request) (*buffer, bool) {
-	buf := newBuffer(h.cfg.Budget)
+	buf := newBuffer(h.cfg.Budget, guard.ClientKey(r.RemoteAddr))
 	err := buf.readAll(r.Body, h.cfg.MaxBody)
 	if err == nil {
 		return buf, true

@@ -346,7 +346,7 @@ func FuzzDecompress(f *testing.F) {
 		if gz {
 			coding = EncodingGzip
 		}
-		buf := newBuffer(nil)
+		buf := newBuffer(nil, "")
 		err := decompress(coding, data, limit, buf)
 		if out := buf.Bytes(); err == nil && len(out) > limit {
 			t.Fatalf("%d bytes out, limit %d", len(out), limit)
@@ -358,7 +358,7 @@ func FuzzDecompress(f *testing.F) {
 			if gz {
 				enc = gzipped(t, data)
 			}
-			buf := newBuffer(nil)
+			buf := newBuffer(nil, "")
 			err := decompress(coding, enc, limit, buf)
 			if err != nil || !bytes.Equal(buf.Bytes(), data) {
 				t.Fatalf("round trip: %v", err)

@@ -6,12 +6,14 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
+	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
@@ -138,5 +140,54 @@ func TestPanicFails(t *testing.T) {
 	case <-l.Failed():
 	default:
 		t.Error("Failed not closed")
+	}
+}
+
+// badRowCounter records the size of each bad-row insert.
+type badRowCounter struct {
+	*store.Disk
+	mu      sync.Mutex
+	largest int
+	total   int
+}
+
+func (c *badRowCounter) InsertBadRows(ctx context.Context, rows []record.BadRow) error {
+	c.mu.Lock()
+	c.largest = max(c.largest, len(rows))
+	c.total += len(rows)
+	c.mu.Unlock()
+	return c.Disk.InsertBadRows(ctx, rows)
+}
+
+// A spool of nothing but bad rows (a broken log shipper) is loaded in
+// loads of at most MaxRows rows, not all at once.
+func TestBadRowsBoundALoad(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	st := &badRowCounter{Disk: r.disk}
+	var bad []record.BadRow
+	for i := range 50 {
+		bad = append(bad, record.NewBadRow(time.Now().UnixMilli(), record.SourceNDJSON, "", "bad_json", "x", []byte(fmt.Sprint(i))))
+	}
+	for range 20 {
+		if err := r.sp.Append(context.Background(), record.Encode(nil, bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := New(Config{Spool: r.sp, Dedupe: dedupe.NewMemory(time.Hour), Store: st, MaxRows: 120, MaxAge: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.sp.Pending() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending %d", r.sp.Pending())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.total != 1000 || st.largest > 150 {
+		t.Fatalf("%d bad rows inserted, the largest insert %d rows; want all 1000 in loads of about MaxRows (120)", st.total, st.largest)
 	}
 }

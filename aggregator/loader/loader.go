@@ -410,8 +410,13 @@ func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-
 	}
 }
 
+// maxLoadBytes bounds the record bytes one load reads (the decoded events
+// and bad rows take about as much again), whatever their rows.
+const maxLoadBytes = 16 << 20
+
 // batch is one load on its way through the stages.
 type batch struct {
+	bytes      int // record bytes read
 	events     []event.Event
 	n          int            // events read, duplicates included
 	next       spool.Position // position after the last record
@@ -509,8 +514,9 @@ func (l *Loader) took(b *batch) *batch {
 	return b
 }
 
-// read appends the events of the available records to b. It reports
-// whether b is full: MaxRows reached, or the next record would pass it.
+// read appends the events and bad rows of the available records to b. It
+// reports whether b is full: MaxRows events and bad rows reached, or the
+// next record would pass MaxRows events or maxLoadBytes.
 func (l *Loader) read(ctx context.Context, b *batch) (full bool, err error) {
 	for {
 		var recs []spool.Record
@@ -526,6 +532,10 @@ func (l *Loader) read(ctx context.Context, b *batch) (full bool, err error) {
 			if n, err := record.Count(r.Data); err == nil && len(b.events) > 0 && len(b.events)+n > l.cfg.MaxRows {
 				return true, nil
 			}
+			if len(b.events)+len(b.bad) > 0 && b.bytes+len(r.Data) > maxLoadBytes {
+				return true, nil
+			}
+			b.bytes += len(r.Data)
 			evs, bad, err := record.Decode(b.events, b.bad, r.Data)
 			if err != nil {
 				// Ingest decoded it before spooling it, so this is a record
@@ -537,7 +547,9 @@ func (l *Loader) read(ctx context.Context, b *batch) (full bool, err error) {
 				b.events, b.bad = evs, bad
 			}
 			b.next = r.Next
-			if len(b.events) >= l.cfg.MaxRows {
+			// Bad rows count too: a load of nothing but bad rows (a broken
+			// log shipper's million lines) must not hold them all at once.
+			if len(b.events)+len(b.bad) >= l.cfg.MaxRows {
 				return true, nil
 			}
 		}

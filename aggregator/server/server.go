@@ -64,8 +64,11 @@ type Config struct {
 	MaxConns          int           // open connections; default 4096; < 0: no cap
 	MaxConnsPerClient int           // open connections per client address; default 256; < 0: no cap
 	// MaxBodyMemory bounds the memory request bodies hold at once (package
-	// ingest, Budget); default 256 MiB; < 0: no bound.
-	MaxBodyMemory int64
+	// ingest, Budget); default 256 MiB; < 0: no bound. A client address's
+	// unauthenticated bodies get at most MaxBodyMemoryPerClient of it;
+	// default the larger of MaxBodyMemory/16 and twice MaxBody.
+	MaxBodyMemory          int64
+	MaxBodyMemoryPerClient int64
 	// AuthRate and AuthBurst brake credential guessing per client address
 	// (guard.AuthLimiter): failed checks per second earned back, and how
 	// many may fail in a row. Defaults 1 and 20.
@@ -208,7 +211,10 @@ func (s *Server) openHTTP() {
 	if c.MaxBodyMemory == 0 {
 		c.MaxBodyMemory = 256 << 20
 	}
-	s.budget = ingest.NewBudget(max(c.MaxBodyMemory, 0))
+	if c.MaxBodyMemoryPerClient == 0 {
+		c.MaxBodyMemoryPerClient = max(c.MaxBodyMemory/16, 2*max(c.MaxBody, 4<<20))
+	}
+	s.budget = ingest.NewBudget(max(c.MaxBodyMemory, 0), max(c.MaxBodyMemoryPerClient, 0))
 	s.metrics.BodyMemory = s.budget.Used
 	s.auth = guard.NewAuthLimiter(guard.AuthConfig{Rate: c.AuthRate, Burst: float64(c.AuthBurst), Metrics: s.metrics, Logger: s.log})
 	if c.MaxHeaderBytes <= 0 {

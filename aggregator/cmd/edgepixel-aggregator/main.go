@@ -48,7 +48,7 @@ type options struct {
 	failAfter, exitDelay                                               time.Duration
 	readHeaderTimeout, bodyTimeout, idleTimeout, writeTimeout          time.Duration
 	maxHeaderBytes, maxConns, maxConnsPerClient                        int
-	maxBodyMemory                                                      int64
+	maxBodyMemory, maxBodyMemoryPerClient                              int64
 	authRate                                                           float64
 	authBurst, maxSites                                                int
 	sites                                                              string
@@ -84,6 +84,7 @@ func run(args []string) error {
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open connections at most (WebSockets included); more get 503 + Retry-After. It is lowered to fit the file descriptor limit; -1: as many as that allows")
 	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", 256, "open connections at most from one client address (IPv4 address, IPv6 /64); more get 429 + Retry-After; -1: no cap")
 	fs.Int64Var(&o.maxBodyMemory, "max-body-memory", 256<<20, "memory request bodies may hold at once, read or being decoded; past it ingest answers 503 + Retry-After (overloaded); -1: no bound")
+	fs.Int64Var(&o.maxBodyMemoryPerClient, "max-body-memory-per-client", 0, "of --max-body-memory, what one client address's bodies may hold before their signature is checked (0: the larger of a 16th and twice --max-body)")
 	fs.Float64Var(&o.authRate, "auth-rate", 1, "failed credential checks (signature, log or admin token) per second a client address earns back")
 	fs.IntVar(&o.authBurst, "auth-burst", 20, "failed credential checks a client address may make in a row before it gets 429 + Retry-After, without its credential being checked")
 	fs.StringVar(&o.sites, "sites", "", "comma-separated sites to accept; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")
@@ -134,7 +135,8 @@ func run(args []string) error {
 		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
 		WriteTimeout: o.writeTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
-		AuthRate: o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites,
+		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
+		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites,
 	})
 	if err != nil {
 		return err
