@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -471,4 +470,3 @@ func normalLoad(t *testing.T, base string, d time.Duration, accepted *atomic.Int
 	return r
 }
 
-var _ = event.Event{}
