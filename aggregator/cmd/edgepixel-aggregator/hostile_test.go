@@ -469,4 +469,3 @@ func normalLoad(t *testing.T, base string, d time.Duration, accepted *atomic.Int
 	}
 	return r
 }
-
