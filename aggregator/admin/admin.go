@@ -16,10 +16,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/aggregator/guard"
 )
 
 // Store is what the operations run against (a *clickhouse.Client).
@@ -41,8 +43,11 @@ type Config struct {
 	// EraseWait bounds how long an erasure waits for its mutations to
 	// finish before answering (default 30 s).
 	EraseWait time.Duration
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Limiter brakes token guessing per client address; refused attempts
+	// are summed up in its log line, not logged one by one. nil: none.
+	Limiter *guard.AuthLimiter
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 type handler struct {
@@ -70,11 +75,22 @@ func New(cfg Config) http.Handler {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Token != "" && h.cfg.Limiter != nil {
+		if ok, after := h.cfg.Limiter.Allow(r.RemoteAddr); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((after+time.Second-1)/time.Second))))
+			writeJSON(w, http.StatusTooManyRequests, guard.ReasonRateLimited, "too many failed credentials from your address; retry later")
+			return
+		}
+	}
 	switch {
 	case h.cfg.Token == "":
 		writeJSON(w, http.StatusForbidden, "admin_disabled", "admin endpoints are disabled: no --admin-token configured")
 	case !tokenMatches(r.Header.Get("Authorization"), h.cfg.Token):
-		h.cfg.Logger.Warn("audit: admin request refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+		// Counted and logged in aggregate by the limiter, not a line each:
+		// a guessing client must not be able to flood the log.
+		if h.cfg.Limiter != nil {
+			h.cfg.Limiter.Fail(r.RemoteAddr, guard.CredAdminToken)
+		}
 		writeJSON(w, http.StatusUnauthorized, "bad_token", "Authorization must be Bearer and the admin token")
 	case h.cfg.Store == nil:
 		writeJSON(w, http.StatusNotImplemented, "unsupported", "admin operations need ClickHouse (--clickhouse); the on-disk store has none")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/aggregator/guard"
 )
 
 // fakeStore records calls. The real store is tested against ClickHouse in
@@ -63,7 +64,8 @@ func TestAdminHTTP(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
 	fs := &fakeStore{}
 	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	h := New(Config{Token: token, Store: fs, RetentionDays: 30, Logger: log, Now: func() time.Time { return now }})
+	lim := guard.NewAuthLimiter(guard.AuthConfig{Logger: log})
+	h := New(Config{Token: token, Store: fs, RetentionDays: 30, Logger: log, Limiter: lim, Now: func() time.Time { return now }})
 	bearer := "Bearer " + token
 
 	for _, c := range []struct {
@@ -95,6 +97,7 @@ func TestAdminHTTP(t *testing.T) {
 		t.Fatalf("cutoffs %v", fs.cutoffs)
 	}
 	// Audit: who, what, when; the erased identifier itself is not logged.
+	lim.Summarize()
 	logMu.Lock()
 	out := logs.String()
 	logMu.Unlock()
@@ -114,8 +117,10 @@ func TestAdminHTTP(t *testing.T) {
 	if !strings.Contains(out, `"msg":"audit: retention applied"`) || !strings.Contains(out, `"actor":"ops"`) || !strings.Contains(out, "events/20200101") {
 		t.Errorf("no retention audit line:\n%s", out)
 	}
-	if !strings.Contains(out, `"msg":"audit: admin request refused"`) {
-		t.Errorf("refused requests not logged:\n%s", out)
+	// Refused tokens: one summary line, not a line each.
+	if strings.Count(out, `"msg":"credential failures"`) != 1 || !strings.Contains(out, `"by_kind":"admin_token=2"`) ||
+		strings.Contains(out, "admin request refused") {
+		t.Errorf("refused requests not summed up in one line:\n%s", out)
 	}
 
 	// Store errors are 503 and logged as failed.
@@ -142,4 +147,46 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// Token guessing is braked per address: after Burst wrong tokens the
+// address gets 429 with Retry-After, even with the right token (it is not
+// evaluated), while another address is unaffected; one summary line
+// covers them all.
+func TestAdminGuessingBraked(t *testing.T) {
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
+	lim := guard.NewAuthLimiter(guard.AuthConfig{Rate: 0.001, Burst: 3, Logger: log})
+	h := New(Config{Token: token, Store: &fakeStore{}, Logger: log, Limiter: lim})
+	from := func(addr, auth string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/admin/retention", strings.NewReader(`{"days":7}`))
+		r.RemoteAddr = addr
+		r.Header.Set("Authorization", auth)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for i := range 3 {
+		if w := from("192.0.2.7:1000", "Bearer guess"); w.Code != 401 {
+			t.Fatalf("guess %d: %d", i, w.Code)
+		}
+	}
+	for _, auth := range []string{"Bearer guess", "Bearer " + token} {
+		w := from("192.0.2.7:1001", auth)
+		if w.Code != 429 || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "rate_limited") {
+			t.Errorf("after the burst, %q: %d %s %q", auth, w.Code, w.Body, w.Header().Get("Retry-After"))
+		}
+	}
+	if w := from("198.51.100.1:1000", "Bearer "+token); w.Code != 200 {
+		t.Errorf("another address: %d %s", w.Code, w.Body)
+	}
+	lim.Summarize()
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	if n := strings.Count(out, "credential failures"); n != 1 || !strings.Contains(out, "refused_rate_limited=2") ||
+		!strings.Contains(out, "192.0.2.7:3") {
+		t.Errorf("want one summary line with the refusals and the address:\n%s", out)
+	}
 }

@@ -188,7 +188,7 @@ func TestNativeRefusesOld(t *testing.T) {
 	if err := c.InsertEvents(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	if counts, err := c.Counts(ctx); err != nil || counts["demo"] != 1 {
+	if counts, _, err := c.Counts(ctx, nil, 0); err != nil || counts["demo"] != 1 {
 		t.Fatalf("%v %v", counts, err)
 	}
 }

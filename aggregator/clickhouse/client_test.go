@@ -90,9 +90,17 @@ func TestInsertRoundTrip(t *testing.T) {
 			t.Errorf("row %d\n got %q\nwant %q", i, r, want)
 		}
 	}
-	counts, err := c.Counts(ctx)
-	if err != nil || counts["demo"] != 2 || counts["o'ther"] != 1 || len(counts) != 2 {
-		t.Fatalf("counts %v %v", counts, err)
+	counts, all, err := c.Counts(ctx, nil, 0)
+	if err != nil || counts["demo"] != 2 || counts["o'ther"] != 1 || len(counts) != 2 || all != 3 {
+		t.Fatalf("counts %v %d %v", counts, all, err)
+	}
+	// Bounded: the sites with the most, or the listed ones; the total
+	// still covers all.
+	if counts, total, err := c.Counts(ctx, nil, 1); err != nil || len(counts) != 1 || counts["demo"] != 2 || total != 3 {
+		t.Fatalf("top 1: %v %d %v", counts, total, err)
+	}
+	if counts, total, err := c.Counts(ctx, []string{"o'ther", "none"}, 0); err != nil || len(counts) != 1 || counts["o'ther"] != 1 || total != 3 {
+		t.Fatalf("listed: %v %d %v", counts, total, err)
 	}
 	// ExistingIDs finds stored ids and not others, across sites and days.
 	fresh := mkEvent(t, "demo", now)
@@ -137,7 +145,7 @@ func TestLargeInsert(t *testing.T) {
 	if err != nil || len(found) != 12000 {
 		t.Fatalf("ExistingIDs found %d: %v", len(found), err)
 	}
-	counts, _ := c.Counts(ctx)
+	counts, _, _ := c.Counts(ctx, nil, 0)
 	var n uint64
 	for _, v := range counts {
 		n += v

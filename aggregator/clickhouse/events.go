@@ -220,24 +220,48 @@ func (c *Client) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.
 	return found, nil
 }
 
-// Counts returns the distinct events stored per site.
-func (c *Client) Counts(ctx context.Context) (map[string]uint64, error) {
-	rows, err := c.Query(ctx, "SELECT site, uniqExact(event_id) FROM "+c.db+".events GROUP BY site")
+// Counts returns the distinct events stored per site (see store.Store):
+// the total and the selected sites are two queries, so that only the
+// selected sites come back, however many the table holds.
+func (c *Client) Counts(ctx context.Context, sites []string, max int) (map[string]uint64, uint64, error) {
+	rows, err := c.Query(ctx, "SELECT sum(n) FROM (SELECT uniqExact(event_id) AS n FROM "+c.db+".events GROUP BY site)")
 	if err != nil {
-		return nil, fmt.Errorf("count events: %w", err)
+		return nil, 0, fmt.Errorf("count events: %w", err)
+	}
+	var total uint64
+	if len(rows) == 1 && len(rows[0]) == 1 {
+		if total, err = parseUint(rows[0][0]); err != nil {
+			return nil, 0, err
+		}
+	}
+	q := "SELECT site, uniqExact(event_id) AS n FROM " + c.db + ".events"
+	switch {
+	case len(sites) > 0:
+		quoted := make([]string, len(sites))
+		for i, s := range sites {
+			quoted[i] = quote(s)
+		}
+		q += " WHERE site IN (" + strings.Join(quoted, ", ") + ") GROUP BY site"
+	case max > 0:
+		q += fmt.Sprintf(" GROUP BY site ORDER BY n DESC, site LIMIT %d", max)
+	default:
+		q += " GROUP BY site"
+	}
+	if rows, err = c.Query(ctx, q); err != nil {
+		return nil, 0, fmt.Errorf("count events: %w", err)
 	}
 	out := make(map[string]uint64, len(rows))
 	for _, r := range rows {
 		if len(r) != 2 {
-			return nil, fmt.Errorf("clickhouse: count row %q", r)
+			return nil, 0, fmt.Errorf("clickhouse: count row %q", r)
 		}
 		n, err := parseUint(r[1])
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		out[r[0]] = n
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // History reads per-minute counts for site from the rollup. sum() is

@@ -60,16 +60,15 @@ var zstdPool = sync.Pool{New: func() any {
 
 var gzipPool sync.Pool // *gzip.Reader
 
-// decompress returns body decoded with coding ("" returns body itself). It
-// never produces more than limit bytes: the output is read through a
-// bounded reader, so a small body that expands enormously (a decompression
-// bomb) costs at most limit bytes of memory and the work to produce them,
-// and fails with errTooLarge.
-func decompress(coding string, body []byte, limit int64) ([]byte, error) {
+// decompress decodes body with coding into out (coding "" is not for
+// here: the body is used as it is). It never produces more than limit
+// bytes: the output is read through a bounded reader into out, which
+// grows only as output is produced, so a small body that expands
+// enormously (a decompression bomb) costs at most limit bytes of memory
+// and the work to produce them, and fails with errTooLarge.
+func decompress(coding string, body []byte, limit int64, out *buffer) error {
 	var r io.Reader
 	switch coding {
-	case "":
-		return body, nil
 	case EncodingGzip:
 		zr, _ := gzipPool.Get().(*gzip.Reader)
 		var err error
@@ -79,7 +78,7 @@ func decompress(coding string, body []byte, limit int64) ([]byte, error) {
 			err = zr.Reset(bytes.NewReader(body))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
+			return fmt.Errorf("gzip: %w", err)
 		}
 		defer gzipPool.Put(zr)
 		r = zr
@@ -90,7 +89,7 @@ func decompress(coding string, body []byte, limit int64) ([]byte, error) {
 		// around the bounded reader below.
 		if err := d.Reset(bytes.NewReader(body)); err != nil {
 			zstdPool.Put(d)
-			return nil, fmt.Errorf("zstd: %w", err)
+			return fmt.Errorf("zstd: %w", err)
 		}
 		defer func() {
 			d.Reset(nil) // drop the reference to body
@@ -98,16 +97,13 @@ func decompress(coding string, body []byte, limit int64) ([]byte, error) {
 		}()
 		r = d
 	default:
-		return nil, fmt.Errorf("%w: %q", errUnsupportedEncoding, coding)
+		return fmt.Errorf("%w: %q", errUnsupportedEncoding, coding)
 	}
-	var out bytes.Buffer
-	out.Grow(int(min(limit, int64(len(body))*4)))
-	n, err := io.Copy(&out, io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", coding, err)
+	if err := out.readAll(r, limit); err != nil {
+		if errors.Is(err, errTooLarge) || errors.Is(err, errOverloaded) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", coding, err)
 	}
-	if n > limit {
-		return nil, errTooLarge
-	}
-	return out.Bytes(), nil
+	return nil
 }

@@ -12,21 +12,37 @@
 // and stored in the bad_rows table (counted in
 // edgepixel_aggregator_bad_rows_total).
 //
+// Strangers cost little: everything that can be judged before the body
+// is read is (method, content type and coding, declared length, the
+// credential brake, a bearer token, the signature headers' form and
+// timestamp window); the body is read into pooled memory that grows only
+// as bytes arrive, charged to a Budget shared by all requests; and the
+// work that needs the body (decompressing, decoding) starts only once its
+// signature is checked.
+//
 // Bodies may be compressed (Content-Encoding gzip or zstd). The HMAC
 // signature covers the body as sent, so a request is authenticated before
 // anything is decompressed; MaxBody bounds both the body as sent and what
 // it decompresses to.
+//
+// A request's events and bad rows are spooled in records of bounded size
+// (RecordBytes, wire.MaxEvents events), appended as they are produced: a
+// large NDJSON request becomes several records, never one the spool cannot
+// take. The answer is 200 once all are durable. If an append fails midway
+// the request is answered 503 and the sender retries it whole; the records
+// already spooled are then spooled again, and deduplicated by the loader
+// (event ids, and line ids derived from the line) and the bad_rows table
+// (row ids derived from the input).
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -34,6 +50,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/guard"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
@@ -44,20 +61,23 @@ import (
 // Reasons a request is rejected: the "reason" of the JSON answer and the
 // label of edgepixel_aggregator_dropped_total.
 const (
-	ReasonMethod          = "method"           // 405: not POST
-	ReasonContentType     = "content_type"     // 415: not wire.ContentType
-	ReasonContentEncoding = "content_encoding" // 415: a Content-Encoding other than gzip or zstd
-	ReasonTooLarge        = "too_large"        // 413: body, or its decompressed form, over the limit
-	ReasonReadError       = "read_error"       // 400: body could not be read
-	ReasonBadEncoding     = "bad_encoding"     // 400: body does not decompress with its Content-Encoding
-	ReasonBadSignature    = "bad_signature"    // 401: missing or wrong HMAC
-	ReasonBadToken        = "bad_token"        // 401: wrong or unconfigured bearer token (NDJSON)
-	ReasonStale           = "stale"            // 401: timestamp outside the replay window
-	ReasonMalformed       = "malformed"        // 400: not a valid batch
-	ReasonTooManyEvents   = "too_many_events"  // 413: more than wire.MaxEvents
-	ReasonSpoolFull       = "spool_full"       // 503: loader behind; retry later
-	ReasonShuttingDown    = "shutting_down"    // 503: retry later
-	ReasonSpoolError      = "spool_error"      // 500: the spool could not write
+	ReasonMethod          = "method"                // 405: not POST
+	ReasonContentType     = "content_type"          // 415: not wire.ContentType
+	ReasonContentEncoding = "content_encoding"      // 415: a Content-Encoding other than gzip or zstd
+	ReasonTooLarge        = "too_large"             // 413: body, or its decompressed form, over the limit
+	ReasonReadError       = "read_error"            // 400: body could not be read (the client went away)
+	ReasonBodyTimeout     = guard.ReasonBodyTimeout // 408: the body did not arrive within the body timeout
+	ReasonBadEncoding     = "bad_encoding"          // 400: body does not decompress with its Content-Encoding
+	ReasonBadSignature    = "bad_signature"         // 401: missing or wrong HMAC
+	ReasonBadToken        = "bad_token"             // 401: wrong or unconfigured bearer token (NDJSON)
+	ReasonStale           = "stale"                 // 401: timestamp outside the replay window
+	ReasonRateLimited     = guard.ReasonRateLimited // 429: too many failed credentials from the address; retry later
+	ReasonMalformed       = "malformed"             // 400: not a valid batch
+	ReasonTooManyEvents   = "too_many_events"       // 413: more than wire.MaxEvents
+	ReasonOverloaded      = "overloaded"            // 503: request bodies in progress hold the memory budget; retry later
+	ReasonSpoolFull       = "spool_full"            // 503: loader behind; retry later
+	ReasonShuttingDown    = "shutting_down"         // 503: stopping or failing; retry later
+	ReasonSpoolError      = "spool_error"           // 503: the spool could not write (the process restarts); retry later
 )
 
 // Reasons an event or line becomes a bad row rather than an event: the
@@ -68,6 +88,7 @@ const (
 	ReasonBadTime      = "bad_time"      // time missing, unreadable, or far from now
 	ReasonBadJSON      = "bad_json"      // an NDJSON line that is not a JSON object of the event fields
 	ReasonLineTooLong  = "line_too_long" // an NDJSON line over MaxLine
+	ReasonUnknownSite  = "unknown_site"  // a site not in Config.Sites (when a list is configured)
 )
 
 // Appender is where accepted batches go (a *spool.Spool).
@@ -92,14 +113,32 @@ type Config struct {
 	MaxEventAge   time.Duration
 	MaxEventAhead time.Duration
 	RetryAfter    time.Duration // sent with 503; default 5 s
-	Metrics       *metrics.Metrics
-	Logger        *slog.Logger
-	Now           func() time.Time // for tests; default time.Now
+	// Sites, if not empty, is the list of sites events may be for; events
+	// for other sites become bad rows (unknown_site), kept in bad_rows so
+	// they can be reclassified if a site was left out by mistake.
+	Sites []string
+	// Budget bounds the memory request bodies hold at once (see Budget);
+	// nil: no bound. Share one between the handlers.
+	Budget *Budget
+	// Limiter brakes credential guessing per client address; nil: none.
+	Limiter *guard.AuthLimiter
+	// RecordBytes is the size at which a request's events and bad rows are
+	// cut into another spool record; default 1 MiB. A binary batch with no
+	// bad rows is spooled as signed, whatever its size (at most MaxBody).
+	RecordBytes int
+	// Failing, if set, returns why the aggregator is failing (it is about
+	// to exit and be restarted); batches are then refused with 503, so the
+	// sender retries against the restarted process.
+	Failing func() error
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time // for tests; default time.Now
 }
 
 type handler struct {
 	cfg    Config
 	ndjson bool
+	sites  map[string]bool // nil: any site
 }
 
 // New returns the /ingest handler: signed binary batches from the edge.
@@ -135,8 +174,18 @@ func newHandler(cfg Config, ndjson bool) http.Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RecordBytes <= 0 {
+		cfg.RecordBytes = 1 << 20
+	}
 	cfg.Logger = cfg.Logger.With("component", "ingest")
-	return &handler{cfg: cfg, ndjson: ndjson}
+	h := &handler{cfg: cfg, ndjson: ndjson}
+	if len(cfg.Sites) > 0 {
+		h.sites = map[string]bool{}
+		for _, s := range cfg.Sites {
+			h.sites[s] = true
+		}
+	}
+	return h
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -144,6 +193,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "POST")
 		h.reject(w, r, http.StatusMethodNotAllowed, ReasonMethod, "use POST")
 		return
+	}
+	if h.cfg.Failing != nil {
+		if err := h.cfg.Failing(); err != nil {
+			h.retryLater(w, r, h.cfg.RetryAfter, ReasonShuttingDown, "the aggregator is failing and restarts; retry later")
+			return
+		}
 	}
 	if h.ndjson {
 		h.serveNDJSON(w, r)
@@ -154,21 +209,34 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	coding, ok := h.coding(w, r)
-	if !ok {
+	if !ok || !h.declaredLength(w, r) || !h.allow(w, r) {
+		return
+	}
+	now := h.cfg.Now()
+	if !h.checkSignatureHeaders(w, r, now) {
 		return
 	}
 	raw, ok := h.readBody(w, r)
 	if !ok {
 		return
 	}
-	now := h.cfg.Now()
-	if !h.verifySignature(w, r, raw, now) {
+	defer raw.free()
+	if !h.verifySignature(w, r, raw.Bytes(), now) {
 		return
 	}
-	body, ok := h.decompress(w, r, coding, raw)
+	body, dec, ok := h.decompress(w, r, coding, raw.Bytes())
 	if !ok {
 		return
 	}
+	defer dec.free()
+	// Authenticated: decoding may take its share of the budget (the events
+	// take about twice the body, with their structs).
+	work := int64(2*len(body) + 64<<10)
+	if !h.cfg.Budget.acquire("", work) {
+		h.overloaded(w, r)
+		return
+	}
+	defer h.cfg.Budget.release("", work)
 	if n, err := wire.Count(body); n > wire.MaxEvents {
 		h.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooManyEvents, fmt.Sprintf("%d events, at most %d", n, wire.MaxEvents))
 		return
@@ -181,38 +249,36 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, http.StatusBadRequest, ReasonMalformed, err.Error())
 		return
 	}
-	// An event that fails validation or has a time outside the window
-	// becomes a bad row; the batch's other events are accepted. (The edge
-	// validates before it sends, so these are bugs or forgeries: kept for
-	// inspection, not retried.)
-	var bad []record.BadRow
-	var isBad map[int]bool
+	// An event that fails validation, has a time outside the window or is
+	// for a site not on the list becomes a bad row; the batch's other
+	// events are accepted. (The edge validates before it sends, so invalid
+	// ones are bugs or forgeries: kept for inspection, not retried.)
+	sp := h.newSpooler(r)
+	nBad := 0
 	for i := range evs {
-		if reason, err := h.check(&evs[i], now); err != nil {
-			js, _ := json.Marshal(&evs[i])
-			bad = append(bad, record.NewBadRow(now.UnixMilli(), record.SourceWire, evs[i].Site, reason,
-				fmt.Sprintf("event %d: %v", i, err), js))
-			if isBad == nil {
-				isBad = map[int]bool{}
-			}
-			isBad[i] = true
+		if _, err := h.check(&evs[i], now); err != nil {
+			nBad++
 		}
 	}
-	var batches [][]byte
-	nGood := len(evs) - len(bad)
-	switch {
-	case len(bad) == 0:
-		batches = [][]byte{body} // the common case: spool the batch as signed
-	case nGood > 0:
-		good := make([]event.Event, 0, nGood)
+	if nBad == 0 {
+		// The common case: spool the batch as signed, one record.
+		if len(evs) > 0 {
+			sp.whole(body, len(evs))
+		}
+	} else {
+		per := len(body)/len(evs) + 1
 		for i := range evs {
-			if !isBad[i] {
-				good = append(good, evs[i])
+			reason, err := h.check(&evs[i], now)
+			if err == nil {
+				sp.event(evs[i], per)
+				continue
 			}
+			js, _ := json.Marshal(&evs[i])
+			sp.badRow(record.NewBadRow(now.UnixMilli(), record.SourceWire, evs[i].Site, reason,
+				fmt.Sprintf("event %d: %v", i, err), js))
 		}
-		batches = [][]byte{wire.Append(nil, good)}
 	}
-	h.spool(w, r, batches, nGood, bad)
+	h.finish(w, r, sp)
 }
 
 // check returns why e cannot be stored (a bad-row reason and the error), or
@@ -220,6 +286,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) check(e *event.Event, now time.Time) (string, error) {
 	if err := e.Validate(); err != nil {
 		return ReasonInvalidEvent, err
+	}
+	if h.sites != nil && !h.sites[e.Site] {
+		return ReasonUnknownSite, fmt.Errorf("site %q is not on the aggregator's site list (--sites)", e.Site)
 	}
 	if t := e.Time; t < now.Add(-h.cfg.MaxEventAge).UnixMilli() || t > now.Add(h.cfg.MaxEventAhead).UnixMilli() {
 		return ReasonBadTime, fmt.Errorf("time %s is not within %v before to %v after now",
@@ -234,30 +303,39 @@ func (h *handler) check(e *event.Event, now time.Time) (string, error) {
 // application/x-ndjson, application/json and others.
 func (h *handler) serveNDJSON(w http.ResponseWriter, r *http.Request) {
 	coding, ok := h.coding(w, r)
-	if !ok {
+	if !ok || !h.declaredLength(w, r) || !h.allow(w, r) {
 		return
 	}
 	// A bearer token is checked before the body is read; HMAC headers need
-	// the body.
+	// the body, but their form and timestamp do not.
+	now := h.cfg.Now()
 	bearer := r.Header.Get("Authorization") != ""
-	if bearer && !h.verifyToken(w, r) {
+	if bearer && !h.verifyToken(w, r) || !bearer && !h.checkSignatureHeaders(w, r, now) {
 		return
 	}
 	raw, ok := h.readBody(w, r)
 	if !ok {
 		return
 	}
-	now := h.cfg.Now()
-	if !bearer && !h.verifySignature(w, r, raw, now) {
+	defer raw.free()
+	if !bearer && !h.verifySignature(w, r, raw.Bytes(), now) {
 		return
 	}
-	body, ok := h.decompress(w, r, coding, raw)
+	// Lines are turned into events and bad rows and spooled a record at a
+	// time: the work space is about two records, whatever the body holds.
+	work := int64(4 * h.cfg.RecordBytes)
+	if !h.cfg.Budget.acquire("", work) {
+		h.overloaded(w, r)
+		return
+	}
+	defer h.cfg.Budget.release("", work)
+	body, dec, ok := h.decompress(w, r, coding, raw.Bytes())
 	if !ok {
 		return
 	}
-	var good []event.Event
-	var bad []record.BadRow
-	splitLines(body, func(line []byte) {
+	defer dec.free()
+	sp := h.newSpooler(r)
+	splitLines(body, func(line []byte) bool {
 		e, err := ParseLine(line)
 		reason := ""
 		site := ""
@@ -268,53 +346,126 @@ func (h *handler) serveNDJSON(w http.ResponseWriter, r *http.Request) {
 			site = e.Site
 		}
 		if err != nil {
-			bad = append(bad, record.NewBadRow(now.UnixMilli(), record.SourceNDJSON, site, reason, err.Error(), line))
-			return
+			sp.badRow(record.NewBadRow(now.UnixMilli(), record.SourceNDJSON, site, reason, err.Error(), line))
+		} else {
+			sp.event(e, len(line))
 		}
-		good = append(good, e)
+		return sp.err == nil
 	})
-	// One record for the whole request, holding as many wire batches as
-	// its events need (a batch holds at most wire.MaxEvents).
-	var batches [][]byte
-	for lo := 0; lo < len(good); lo += wire.MaxEvents {
-		batches = append(batches, wire.Append(nil, good[lo:min(lo+wire.MaxEvents, len(good))]))
-	}
-	h.spool(w, r, batches, len(good), bad)
+	h.finish(w, r, sp)
 }
 
-// spool appends one record with batches and bad rows and answers. The
-// answer is 200 once both are durable; bad rows are reported, not
-// retried: sending them again cannot make them good.
-func (h *handler) spool(w http.ResponseWriter, r *http.Request, batches [][]byte, nGood int, bad []record.BadRow) {
-	if len(batches) == 0 && len(bad) == 0 {
-		writeJSON(w, http.StatusOK, map[string]int{"accepted": 0, "bad": 0})
+// spooler appends a request's events and bad rows to the spool as records
+// of at most RecordBytes (about) and wire.MaxEvents events, as they are
+// produced. After an append fails it takes nothing more; err says why.
+type spooler struct {
+	h    *handler
+	r    *http.Request
+	good []event.Event
+	size int // estimated bytes of the pending record
+	bad  []record.BadRow
+	err  error
+
+	accepted, nbad int            // spooled so far
+	badReasons     map[string]int // spooled bad rows by reason
+	records        int
+}
+
+func (h *handler) newSpooler(r *http.Request) *spooler { return &spooler{h: h, r: r} }
+
+// event adds e, whose wire form takes about size bytes.
+func (s *spooler) event(e event.Event, size int) {
+	if s.err != nil {
 		return
 	}
-	// The append is not cancelled with the request: once it started, let it
-	// finish, so a client that gave up does not leave a half-known state.
-	if err := h.cfg.Spool.Append(context.WithoutCancel(r.Context()), record.Encode(batches, bad)); err != nil {
+	s.good = append(s.good, e)
+	s.size += size
+	if len(s.good) >= wire.MaxEvents || s.size >= s.h.cfg.RecordBytes {
+		s.flush()
+	}
+}
+
+func (s *spooler) badRow(b record.BadRow) {
+	if s.err != nil {
+		return
+	}
+	s.bad = append(s.bad, b)
+	s.size += 64 + len(b.Site) + len(b.Reason) + len(b.Error) + len(b.Raw)
+	if s.size >= s.h.cfg.RecordBytes {
+		s.flush()
+	}
+}
+
+// whole spools a signed batch of n valid events as it is.
+func (s *spooler) whole(batch []byte, n int) {
+	if s.append(batch) {
+		s.accepted += n
+	}
+}
+
+func (s *spooler) flush() {
+	if s.err != nil || len(s.good) == 0 && len(s.bad) == 0 {
+		return
+	}
+	var batches [][]byte
+	if len(s.good) > 0 {
+		batches = [][]byte{wire.Append(nil, s.good)}
+	}
+	if s.append(record.Encode(batches, s.bad)) {
+		s.accepted += len(s.good)
+		s.nbad += len(s.bad)
+		for i := range s.bad {
+			if s.badReasons == nil {
+				s.badReasons = map[string]int{}
+			}
+			s.badReasons[s.bad[i].Reason]++
+		}
+	}
+	clear(s.good) // drop the strings
+	s.good, s.bad, s.size = s.good[:0], s.bad[:0], 0
+}
+
+// append writes one record. The append is not cancelled with the request:
+// once it started, let it finish, so a client that gave up does not leave
+// a half-known state.
+func (s *spooler) append(p []byte) bool {
+	if err := s.h.cfg.Spool.Append(context.WithoutCancel(s.r.Context()), p); err != nil {
+		s.err = err
+		return false
+	}
+	s.records++
+	return true
+}
+
+// finish spools what is pending and answers: 200 once everything is
+// durable (bad rows are reported, not retried: sending them again cannot
+// make them good), else 503 with Retry-After.
+func (h *handler) finish(w http.ResponseWriter, r *http.Request, s *spooler) {
+	s.flush()
+	for reason, n := range s.badReasons {
+		h.cfg.Metrics.BadRow(reason, n)
+	}
+	h.cfg.Metrics.AcceptedEvents.Add(uint64(s.accepted))
+	if s.err != nil {
 		switch {
-		case errors.Is(err, spool.ErrFull):
-			w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter.Seconds())))
-			h.reject(w, r, http.StatusServiceUnavailable, ReasonSpoolFull, "the aggregator is behind storing events; retry later")
-		case errors.Is(err, spool.ErrClosed):
-			w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter.Seconds())))
-			h.reject(w, r, http.StatusServiceUnavailable, ReasonShuttingDown, "the aggregator is shutting down; retry later")
+		case errors.Is(s.err, spool.ErrFull):
+			h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolFull, "the aggregator is behind storing events; retry later")
+		case errors.Is(s.err, spool.ErrClosed):
+			h.retryLater(w, r, h.cfg.RetryAfter, ReasonShuttingDown, "the aggregator is shutting down; retry later")
 		default:
-			h.cfg.Logger.Error("spool append failed", "err", err)
-			h.reject(w, r, http.StatusInternalServerError, ReasonSpoolError, "could not write the batch to disk")
+			// The spool failed: the process exits and is restarted.
+			h.cfg.Logger.Error("spool append failed", "err", s.err)
+			h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolError, "could not write the batch to disk; retry later")
 		}
 		return
 	}
-	h.cfg.Metrics.AcceptedBatches.Add(1)
-	h.cfg.Metrics.AcceptedEvents.Add(uint64(nGood))
-	for i := range bad {
-		h.cfg.Metrics.BadRow(bad[i].Reason, 1)
+	if s.records > 0 {
+		h.cfg.Metrics.AcceptedBatches.Add(1)
 	}
-	if len(bad) > 0 {
-		h.cfg.Logger.Debug("bad rows kept", "count", len(bad), "first_reason", bad[0].Reason, "first_error", bad[0].Error, "remote", r.RemoteAddr)
+	if s.nbad > 0 {
+		h.cfg.Logger.Debug("bad rows kept", "count", s.nbad, "remote", r.RemoteAddr)
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"accepted": nGood, "bad": len(bad)})
+	writeJSON(w, http.StatusOK, map[string]int{"accepted": s.accepted, "bad": s.nbad})
 }
 
 // coding reads Content-Encoding; an unsupported one is answered 415.
@@ -327,6 +478,65 @@ func (h *handler) coding(w http.ResponseWriter, r *http.Request) (string, bool) 
 	return c, true
 }
 
+// declaredLength refuses a body declared larger than MaxBody before any
+// of it is read.
+func (h *handler) declaredLength(w http.ResponseWriter, r *http.Request) bool {
+	if r.ContentLength > h.cfg.MaxBody {
+		h.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody))
+		return false
+	}
+	return true
+}
+
+// allow applies the credential brake: an address whose credentials
+// failed too often is refused before its credential is evaluated.
+func (h *handler) allow(w http.ResponseWriter, r *http.Request) bool {
+	if h.cfg.Limiter == nil {
+		return true
+	}
+	ok, after := h.cfg.Limiter.Allow(r.RemoteAddr)
+	if !ok {
+		h.retryLater(w, r, after, ReasonRateLimited, "too many failed credentials from your address; retry later")
+	}
+	return ok
+}
+
+func (h *handler) credentialFailed(r *http.Request, kind string) {
+	if h.cfg.Limiter != nil {
+		h.cfg.Limiter.Fail(r.RemoteAddr, kind)
+	} else {
+		h.cfg.Metrics.AuthFailure(kind)
+	}
+}
+
+// checkSignatureHeaders checks what the HMAC headers say on their own,
+// before the body is read: both present, the timestamp unix seconds
+// within the replay window, the signature 64 hex digits (wire.Verify
+// checks all of it again with the body).
+func (h *handler) checkSignatureHeaders(w http.ResponseWriter, r *http.Request, now time.Time) bool {
+	tsH, sigH := r.Header.Get(wire.HeaderTimestamp), r.Header.Get(wire.HeaderSignature)
+	var msg string
+	ts, err := strconv.ParseInt(tsH, 10, 64)
+	switch _, herr := hex.DecodeString(sigH); {
+	case tsH == "" || sigH == "":
+		msg = fmt.Sprintf("missing %s or %s header", wire.HeaderTimestamp, wire.HeaderSignature)
+	case err != nil:
+		msg = wire.HeaderTimestamp + " is not unix seconds"
+	case herr != nil || len(sigH) != 2*sha256.Size:
+		msg = wire.HeaderSignature + " is not a hex HMAC-SHA256"
+	default:
+		if d := now.Sub(time.Unix(ts, 0)); d > h.cfg.ReplayWindow || d < -h.cfg.ReplayWindow {
+			h.credentialFailed(r, guard.CredSignature)
+			h.reject(w, r, http.StatusUnauthorized, ReasonStale, wire.ErrStale.Error())
+			return false
+		}
+		return true
+	}
+	h.credentialFailed(r, guard.CredSignature)
+	h.reject(w, r, http.StatusUnauthorized, ReasonBadSignature, wire.ErrBadSignature.Error()+": "+msg)
+	return false
+}
+
 func (h *handler) verifySignature(w http.ResponseWriter, r *http.Request, body []byte, now time.Time) bool {
 	err := wire.Verify(h.cfg.Secret, r.Header.Get(wire.HeaderTimestamp), r.Header.Get(wire.HeaderSignature), body, now, h.cfg.ReplayWindow)
 	switch {
@@ -337,6 +547,7 @@ func (h *handler) verifySignature(w http.ResponseWriter, r *http.Request, body [
 	default:
 		h.reject(w, r, http.StatusUnauthorized, ReasonBadSignature, err.Error())
 	}
+	h.credentialFailed(r, guard.CredSignature)
 	return false
 }
 
@@ -345,10 +556,12 @@ func (h *handler) verifySignature(w http.ResponseWriter, r *http.Request, body [
 // leaks).
 func (h *handler) verifyToken(w http.ResponseWriter, r *http.Request) bool {
 	if h.cfg.LogToken == "" {
+		h.credentialFailed(r, guard.CredLogToken)
 		h.reject(w, r, http.StatusUnauthorized, ReasonBadToken, "no ingest token is configured (--log-token); sign the body with the HMAC headers instead")
 		return false
 	}
 	if !TokenMatches(r.Header.Get("Authorization"), h.cfg.LogToken) {
+		h.credentialFailed(r, guard.CredLogToken)
 		h.reject(w, r, http.StatusUnauthorized, ReasonBadToken, "Authorization must be Bearer and the configured ingest token")
 		return false
 	}
@@ -367,40 +580,65 @@ func TokenMatches(header, token string) bool {
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
-func (h *handler) decompress(w http.ResponseWriter, r *http.Request, coding string, raw []byte) ([]byte, bool) {
-	body, err := decompress(coding, raw, h.cfg.MaxBody)
+// decompress returns the body decoded with coding: raw itself without a
+// coding, else a buffer (free it) holding the decoded bytes.
+func (h *handler) decompress(w http.ResponseWriter, r *http.Request, coding string, raw []byte) ([]byte, *buffer, bool) {
+	if coding == "" {
+		return raw, nil, true
+	}
+	out := newBuffer(h.cfg.Budget, "") // authenticated: the total only
+	err := decompress(coding, raw, h.cfg.MaxBody, out)
 	switch {
 	case err == nil:
-		return body, true
+		return out.Bytes(), out, true
 	case errors.Is(err, errTooLarge):
 		h.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body decompresses to more than %d bytes", h.cfg.MaxBody))
+	case errors.Is(err, errOverloaded):
+		h.overloaded(w, r)
 	default:
 		h.reject(w, r, http.StatusBadRequest, ReasonBadEncoding, err.Error())
+	}
+	out.free()
+	return nil, nil, false
+}
+
+// readBody reads the body as sent (compressed or not) into a buffer that
+// grows as bytes arrive: at most MaxBody bytes (over that: 413), within
+// the body deadline (package guard; past it: 408, and the connection is
+// closed), and within the Budget (else 503). Free the buffer.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request) (*buffer, bool) {
+	buf := newBuffer(h.cfg.Budget, guard.ClientKey(r.RemoteAddr))
+	err := buf.readAll(r.Body, h.cfg.MaxBody)
+	if err == nil {
+		return buf, true
+	}
+	buf.free()
+	switch {
+	case errors.Is(err, errTooLarge):
+		h.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody))
+	case errors.Is(err, errOverloaded):
+		h.overloaded(w, r)
+	case guard.IsTimeout(err):
+		w.Header().Set("Connection", "close")
+		h.reject(w, r, http.StatusRequestTimeout, ReasonBodyTimeout, "the body did not arrive in time")
+	default:
+		h.reject(w, r, http.StatusBadRequest, ReasonReadError, "could not read the body")
 	}
 	return nil, false
 }
 
-// readBody reads the body as sent (compressed or not), at most MaxBody
-// bytes; over that it answers 413.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	if r.ContentLength > h.cfg.MaxBody {
-		h.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody))
-		return nil, false
+func (h *handler) overloaded(w http.ResponseWriter, r *http.Request) {
+	h.retryLater(w, r, time.Second, ReasonOverloaded, "the aggregator is reading too many request bodies at once; retry later")
+}
+
+// retryLater refuses with Retry-After: 503, or 429 for the rate limit.
+func (h *handler) retryLater(w http.ResponseWriter, r *http.Request, after time.Duration, reason, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((after+time.Second-1)/time.Second))))
+	status := http.StatusServiceUnavailable
+	if reason == ReasonRateLimited {
+		status = http.StatusTooManyRequests
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
-	}
-	if _, err := io.Copy(&buf, http.MaxBytesReader(w, r.Body, h.cfg.MaxBody)); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			h.reject(w, r, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody))
-		} else {
-			h.reject(w, r, http.StatusBadRequest, ReasonReadError, "could not read the body")
-		}
-		return nil, false
-	}
-	return buf.Bytes(), true
+	h.reject(w, r, status, reason, msg)
 }
 
 func (h *handler) reject(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {

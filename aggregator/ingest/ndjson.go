@@ -180,8 +180,8 @@ func clip(b []byte) string {
 }
 
 // splitLines calls fn for each non-blank line of body, without its line
-// ending (\n or \r\n) and surrounding blanks.
-func splitLines(body []byte, fn func(line []byte)) {
+// ending (\n or \r\n) and surrounding blanks, until fn returns false.
+func splitLines(body []byte, fn func(line []byte) bool) {
 	for len(body) > 0 {
 		i := bytes.IndexByte(body, '\n')
 		var line []byte
@@ -190,8 +190,8 @@ func splitLines(body []byte, fn func(line []byte)) {
 		} else {
 			line, body = body[:i], body[i+1:]
 		}
-		if line = bytes.TrimSpace(line); len(line) > 0 {
-			fn(line)
+		if line = bytes.TrimSpace(line); len(line) > 0 && !fn(line) {
+			return
 		}
 	}
 }

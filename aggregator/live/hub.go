@@ -9,6 +9,13 @@
 // Interval, and every client is sent the newest message when it is ready
 // for one, never a queue of stale ones. A client that cannot take a message
 // within WriteTimeout is dropped.
+//
+// The sites listed one by one are bounded, since anyone can make up site
+// names through the pixel: with a site list (Options.Sites), only those;
+// else the first MaxSites (at start, those with the most events). Events
+// of the others are summed up in Message.Other and counted in
+// edgepixel_aggregator_live_other_events_total, so Total still reconciles
+// with the store.
 package live
 
 import (
@@ -21,6 +28,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/store"
 )
 
 // Message is what clients receive.
@@ -28,7 +38,10 @@ type Message struct {
 	Type  string            `json:"type"` // "counts"
 	Total uint64            `json:"total"`
 	Sites map[string]uint64 `json:"sites"`
-	TS    int64             `json:"ts"` // unix milliseconds when it was built
+	// Other is the events of the sites not in Sites (beyond MaxSites, or
+	// not on the site list): Total is Other plus the sum of Sites.
+	Other uint64 `json:"other"`
+	TS    int64  `json:"ts"` // unix milliseconds when it was built
 }
 
 // Options tune a Hub. Zero values take the defaults.
@@ -37,7 +50,12 @@ type Options struct {
 	PingInterval time.Duration // default 20 s
 	PongWait     time.Duration // drop a client silent this long; default 60 s
 	WriteTimeout time.Duration // drop a client that takes longer to write; default 5 s
-	Logger       *slog.Logger
+	// Sites, if not empty, are the only sites listed one by one; MaxSites
+	// bounds them otherwise (default 1000).
+	Sites    []string
+	MaxSites int
+	Metrics  *metrics.Metrics
+	Logger   *slog.Logger
 	// CheckOrigin decides which origins may connect. Default (nil): the
 	// same origin as the dashboard, or clients that send no Origin (scripts,
 	// tests). Traffic figures are the site owner's business, so another
@@ -51,8 +69,11 @@ type Hub struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
+	allowed map[string]bool // nil: any site, up to MaxSites
+
 	mu      sync.Mutex
 	counts  map[string]uint64
+	other   uint64        // events of the sites not in counts
 	ready   bool          // counts initialized from the store
 	dirty   chan struct{} // capacity 1: counts changed since the last message
 	msg     []byte        // newest message, nil until ready
@@ -81,21 +102,39 @@ func NewHub(opts Options) *Hub {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxSites <= 0 {
+		opts.MaxSites = 1000
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	var allowed map[string]bool
+	if len(opts.Sites) > 0 {
+		allowed = map[string]bool{}
+		for _, s := range opts.Sites {
+			allowed[s] = true
+		}
+	}
 	return &Hub{
-		opts: opts, log: opts.Logger.With("component", "live"),
+		allowed: allowed,
+		opts:    opts, log: opts.Logger.With("component", "live"),
 		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096, CheckOrigin: opts.CheckOrigin},
 		counts:   map[string]uint64{}, dirty: make(chan struct{}, 1), changed: make(chan struct{}),
 		closed: make(chan struct{}),
 	}
 }
 
-// Set replaces the counts (with the store's exact counts at start).
-func (h *Hub) Set(counts map[string]uint64) {
-	h.mu.Lock()
-	h.counts = maps.Clone(counts)
-	if h.counts == nil {
-		h.counts = map[string]uint64{}
+// Set replaces the counts with the store's (at start): the per-site
+// counts of at least the sites to list, and the total over all sites.
+func (h *Hub) Set(counts map[string]uint64, total uint64) {
+	kept, _ := store.TopCounts(counts, h.opts.Sites, h.opts.MaxSites)
+	var sum uint64
+	for _, n := range kept {
+		sum += n
 	}
+	h.mu.Lock()
+	h.counts = kept
+	h.other = total - min(sum, total)
 	h.ready = true
 	h.mu.Unlock()
 	h.markDirty()
@@ -106,12 +145,27 @@ func (h *Hub) Add(delta map[string]uint64) {
 	if len(delta) == 0 {
 		return
 	}
+	var other uint64
 	h.mu.Lock()
 	for k, v := range delta {
-		h.counts[k] += v
+		if _, ok := h.counts[k]; ok || h.admit(k) {
+			h.counts[k] += v
+		} else {
+			other += v
+		}
 	}
+	h.other += other
 	h.mu.Unlock()
+	h.opts.Metrics.LiveOtherEvents.Add(other)
 	h.markDirty()
+}
+
+// admit reports whether a site not listed yet may be.
+func (h *Hub) admit(site string) bool {
+	if h.allowed != nil {
+		return h.allowed[site]
+	}
+	return len(h.counts) < h.opts.MaxSites
 }
 
 func (h *Hub) markDirty() {
@@ -121,14 +175,23 @@ func (h *Hub) markDirty() {
 	}
 }
 
-// Snapshot returns the current counts and whether they are initialized.
-func (h *Hub) Snapshot() (sites map[string]uint64, total uint64, ready bool) {
+// Snapshot returns the current counts: the sites listed one by one, the
+// events of the others, the total, and whether they are initialized.
+func (h *Hub) Snapshot() (sites map[string]uint64, other, total uint64, ready bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	total = h.other
 	for _, v := range h.counts {
 		total += v
 	}
-	return maps.Clone(h.counts), total, h.ready
+	return maps.Clone(h.counts), h.other, total, h.ready
+}
+
+// Sites returns the number of sites listed one by one.
+func (h *Hub) Sites() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.counts)
 }
 
 // Clients returns the number of connected clients.
@@ -156,11 +219,11 @@ func (h *Hub) Run(ctx context.Context) {
 }
 
 func (h *Hub) publish() {
-	sites, total, ready := h.Snapshot()
+	sites, other, total, ready := h.Snapshot()
 	if !ready {
 		return
 	}
-	b, err := json.Marshal(Message{Type: "counts", Total: total, Sites: sites, TS: time.Now().UnixMilli()})
+	b, err := json.Marshal(Message{Type: "counts", Total: total, Sites: sites, Other: other, TS: time.Now().UnixMilli()})
 	if err != nil {
 		h.log.Error("encode counts", "err", err)
 		return

@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/edgepixel/edgepixel/aggregator/metrics"
 )
 
 func dial(t *testing.T, srv *httptest.Server) *websocket.Conn {
@@ -46,7 +49,7 @@ func TestHub(t *testing.T) {
 		t.Fatal("got a message before Set")
 	}
 	c = dial(t, srv)
-	h.Set(map[string]uint64{"demo": 5})
+	h.Set(map[string]uint64{"demo": 5}, 5)
 	m := read(t, c)
 	if m.Type != "counts" || m.Total != 5 || m.Sites["demo"] != 5 || m.TS == 0 {
 		t.Fatalf("first message %+v", m)
@@ -86,7 +89,7 @@ func TestHub(t *testing.T) {
 
 func TestPingKeepsAliveAndSilentClientDropped(t *testing.T) {
 	h := NewHub(Options{PingInterval: 20 * time.Millisecond, PongWait: 100 * time.Millisecond})
-	h.Set(nil)
+	h.Set(nil, 0)
 	go h.Run(context.Background())
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -120,7 +123,7 @@ func TestCrossOriginRefused(t *testing.T) {
 	h := NewHub(Options{})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	h.Set(map[string]uint64{"demo": 1})
+	h.Set(map[string]uint64{"demo": 1}, 1)
 	url := "ws" + strings.TrimPrefix(srv.URL, "http")
 	for origin, ok := range map[string]bool{
 		"https://evil.example": false,
@@ -133,5 +136,39 @@ func TestCrossOriginRefused(t *testing.T) {
 		if c != nil {
 			c.Close()
 		}
+	}
+}
+
+// A flood of made-up site names does not grow the counts: past MaxSites
+// (or off the site list) events are summed up as Other, Total still adds
+// up, and the overflow is counted.
+func TestSitesBounded(t *testing.T) {
+	m := metrics.New()
+	h := NewHub(Options{MaxSites: 3, Metrics: m})
+	h.Set(map[string]uint64{"a": 10, "b": 5, "c": 1, "d": 7}, 30) // the store knows more sites
+	sites, other, total, _ := h.Snapshot()
+	if len(sites) != 3 || sites["a"] != 10 || sites["d"] != 7 || sites["b"] != 5 || other != 8 || total != 30 {
+		t.Fatalf("after Set: %v other %d total %d", sites, other, total)
+	}
+	delta := map[string]uint64{"a": 1}
+	for i := range 5000 {
+		delta[fmt.Sprintf("junk-%d", i)] = 1
+	}
+	h.Add(delta)
+	sites, other, total, _ = h.Snapshot()
+	if len(sites) != 3 || sites["a"] != 11 || other != 8+5000 || total != 30+5001 {
+		t.Fatalf("after the flood: %d sites, other %d, total %d", len(sites), other, total)
+	}
+	if m.LiveOtherEvents.Load() != 5000 {
+		t.Errorf("overflow counted %d, want 5000", m.LiveOtherEvents.Load())
+	}
+
+	// With a site list, only those, whatever MaxSites says.
+	h = NewHub(Options{Sites: []string{"shop", "blog"}, MaxSites: 1})
+	h.Set(map[string]uint64{"shop": 2, "old": 3}, 5)
+	h.Add(map[string]uint64{"blog": 1, "other.example": 4})
+	sites, other, total, _ = h.Snapshot()
+	if len(sites) != 2 || sites["shop"] != 2 || sites["blog"] != 1 || other != 7 || total != 10 {
+		t.Fatalf("with a site list: %v other %d total %d", sites, other, total)
 	}
 }

@@ -15,8 +15,20 @@
 //
 // Loads pass from stage to stage in order, one at a time, so the
 // checkpoint only ever moves past records whose events are all stored,
-// in order. Each step is retried with capped backoff after any error
-// (Redis, ClickHouse, disk): nothing is skipped.
+// in order. Nothing is skipped.
+//
+// # Pauses and failures
+//
+// A fault outside the process is a pause: while Redis or the store fails,
+// the step is retried with capped backoff, ingest keeps spooling, and the
+// loader catches up once they answer (Status says why it waits). A fault
+// only a restart can cure is a failure: Run stops and returns it, so that
+// the process exits and its supervisor restarts it. Failures are spool
+// I/O errors (the spool is the process's own disk: a record that does not
+// read back, a checkpoint that cannot be written), a panic in a stage, and
+// any error from running out of file descriptors (EMFILE, ENFILE) that
+// lasts longer than Config.FailAfter, whatever step it hits: a leak or a
+// flood of connections does not go away by waiting.
 //
 // # Ids in two loads at once
 //
@@ -40,10 +52,13 @@ package loader
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
@@ -63,10 +78,14 @@ type Config struct {
 	Logger  *slog.Logger     // optional
 
 	// OnCounts receives the store's exact per-site counts once the store is
-	// initialized; OnStored receives the per-site number of rows each
-	// successful load added. Both feed the live counts.
-	OnCounts func(map[string]uint64)
-	OnStored func(map[string]uint64)
+	// initialized (of CountSites if given, else of the CountMax sites with
+	// the most; see store.Store.Counts) and the total; OnStored receives
+	// the per-site number of rows each successful load added. Both feed
+	// the live counts.
+	OnCounts   func(sites map[string]uint64, total uint64)
+	OnStored   func(map[string]uint64)
+	CountSites []string
+	CountMax   int
 
 	// MaxRows and MaxAge bound a load: it takes records until it has
 	// MaxRows events or MaxAge has passed since the first one was read.
@@ -78,6 +97,9 @@ type Config struct {
 	// DrainTimeout bounds how long Run keeps loading what is already
 	// spooled after its context ends. Default 10 s.
 	DrainTimeout time.Duration
+	// FailAfter is how long running out of file descriptors may last
+	// before Run fails (see the package comment). Default 1 min.
+	FailAfter time.Duration
 }
 
 // Loader is the load loop. Create it with New and start it with Run.
@@ -97,6 +119,13 @@ type Loader struct {
 	ownersMu sync.Mutex
 	owners   []*idSet
 	loads    atomic.Int32 // loads read and not yet committed
+
+	// failure is the first failure (see the package comment); once set,
+	// every stage stops.
+	failure atomic.Pointer[error]
+	failed  chan struct{} // closed when failure is set
+	halt    context.CancelFunc
+	haltMu  sync.Mutex
 
 	// evbufs holds event buffers sized for a full load, for reuse:
 	// growing one by appends copied megabytes several times per load.
@@ -125,6 +154,9 @@ func New(cfg Config) *Loader {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
+	if cfg.FailAfter <= 0 {
+		cfg.FailAfter = time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -132,13 +164,13 @@ func New(cfg Config) *Loader {
 		cfg.Metrics = metrics.New()
 	}
 	if cfg.OnCounts == nil {
-		cfg.OnCounts = func(map[string]uint64) {}
+		cfg.OnCounts = func(map[string]uint64, uint64) {}
 	}
 	if cfg.OnStored == nil {
 		cfg.OnStored = func(map[string]uint64) {}
 	}
 	l := &Loader{cfg: cfg, log: cfg.Logger.With("component", "loader"), m: cfg.Metrics,
-		evbufs: make(chan []event.Event, stages)}
+		evbufs: make(chan []event.Event, stages), failed: make(chan struct{})}
 	l.caughtUpNano.Store(time.Now().UnixNano())
 	return l
 }
@@ -157,8 +189,54 @@ func (l *Loader) Lag() float64 {
 
 // Run initializes the store and loads until ctx ends; then it keeps
 // loading what is already spooled for up to DrainTimeout, so a graceful
-// shutdown leaves nothing half done. It returns nil after a clean stop.
+// shutdown leaves nothing half done. It returns nil after a clean stop,
+// or the failure that stopped it (see the package comment), at once.
 func (l *Loader) Run(ctx context.Context) error {
+	err := l.run(ctx)
+	if f := l.Err(); f != nil {
+		return f
+	}
+	return err
+}
+
+// Err returns the failure that stopped the loader, or nil.
+func (l *Loader) Err() error {
+	if p := l.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Failed returns a channel closed once the loader failed.
+func (l *Loader) Failed() <-chan struct{} { return l.failed }
+
+// fail records err as the loader's failure (the first one wins) and stops
+// every stage.
+func (l *Loader) fail(err error) {
+	if l.failure.CompareAndSwap(nil, &err) {
+		l.log.Error("loader failed", "err", err)
+		close(l.failed)
+	}
+	l.haltMu.Lock()
+	if l.halt != nil {
+		l.halt()
+	}
+	l.haltMu.Unlock()
+}
+
+// stage runs f, a stage's loop, turning a panic into the loader's
+// failure: a stage that died would leave the others waiting forever.
+func (l *Loader) stage(name string, f func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.log.Error("panic", "stage", name, "panic", p, "stack", string(debug.Stack()))
+			l.fail(fmt.Errorf("panic in the %s stage: %v", name, p))
+		}
+	}()
+	f()
+}
+
+func (l *Loader) run(ctx context.Context) error {
 	// work outlives ctx by the drain timeout: a load in progress at
 	// shutdown is finished, not abandoned mid-way.
 	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -172,20 +250,26 @@ func (l *Loader) Run(ctx context.Context) error {
 		}
 	}()
 
-	if err := l.retry(ctx, stagePrepare, "initialize the store", func() error {
+	// Before the stages run, a failure only needs to end this wait.
+	initCtx, initStop := context.WithCancel(ctx)
+	defer initStop()
+	l.haltMu.Lock()
+	l.halt = initStop
+	l.haltMu.Unlock()
+	if err := l.retry(initCtx, stagePrepare, "initialize the store", backend, func() error {
 		if err := l.cfg.Store.Init(ctx); err != nil {
 			l.m.StoreErrors.Add(1)
 			return err
 		}
-		counts, err := l.cfg.Store.Counts(ctx)
+		counts, total, err := l.cfg.Store.Counts(ctx, l.cfg.CountSites, l.cfg.CountMax)
 		if err != nil {
 			l.m.StoreErrors.Add(1)
 			return err
 		}
-		l.cfg.OnCounts(counts)
+		l.cfg.OnCounts(counts, total)
 		return nil
 	}); err != nil {
-		return nil // stopped before the store came up; the spool keeps everything
+		return nil // stopped (or failed) before the store came up; the spool keeps everything
 	}
 	l.ready.Store(true)
 	l.log.Info("loader running", "store", l.cfg.Store.Name(), "dedupe", l.cfg.Dedupe.Name(),
@@ -196,26 +280,42 @@ func (l *Loader) Run(ctx context.Context) error {
 	// that was not.
 	halt, stop := context.WithCancel(work)
 	defer stop()
+	// A failure stops everything at once, without draining: work ends
+	// too, so no step retries past it.
+	stopAll := func() { stop(); cancel() }
+	l.haltMu.Lock()
+	l.halt = stopAll
+	l.haltMu.Unlock()
+	if l.Err() != nil {
+		stopAll()
+	}
 	toStore, toFinish := make(chan *batch), make(chan *batch)
 	var wg sync.WaitGroup
-	var readErr error
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		defer close(toStore)
-		readErr = l.prepareLoop(ctx, work, halt, stop, toStore)
+		l.stage("prepare", func() {
+			if err := l.prepareLoop(ctx, work, halt, stop, toStore); err != nil {
+				l.fail(err)
+			}
+		})
 	}()
 	go func() {
 		defer wg.Done()
 		defer close(toFinish)
-		l.storeLoop(work, halt, stop, toStore, toFinish)
+		l.stage("store", func() { l.storeLoop(work, halt, stop, toStore, toFinish) })
 	}()
 	go func() {
 		defer wg.Done()
-		l.finishLoop(work, stop, toFinish)
+		l.stage("finish", func() { l.finishLoop(work, stop, toFinish) })
+		// A stage that stopped early leaves loads in the channel: take
+		// them so the senders are not blocked.
+		for range toFinish {
+		}
 	}()
 	wg.Wait()
-	return readErr
+	return nil
 }
 
 // prepareLoop reads loads from the checkpoint on, claims them and hands
@@ -239,7 +339,7 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 		b.recovering = pos.Less(recoverEnd)
 		pos = b.next
 		l.own(b)
-		if err := l.retry(halt, stagePrepare, "claim", func() error { return l.claim(work, b) }); err != nil {
+		if err := l.retry(halt, stagePrepare, "claim", backend, func() error { return l.claim(work, b) }); err != nil {
 			l.log.Warn("shutdown: a claim did not finish in time; the spool keeps the load for the next start", "events", len(b.events))
 			stop()
 			return nil
@@ -255,7 +355,7 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 // storeLoop stores each load and hands it to the finish stage.
 func (l *Loader) storeLoop(work, halt context.Context, stop context.CancelFunc, in <-chan *batch, out chan<- *batch) {
 	for b := range in {
-		if err := l.retry(halt, stageStore, "load", func() error { return l.store(work, b) }); err != nil {
+		if err := l.retry(halt, stageStore, "load", backend, func() error { return l.store(work, b) }); err != nil {
 			l.log.Warn("shutdown: a load did not finish in time; the spool keeps it for the next start", "events", len(b.events))
 			stop()
 			return
@@ -275,7 +375,7 @@ func (l *Loader) storeLoop(work, halt context.Context, stop context.CancelFunc, 
 func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-chan *batch) {
 	for b := range in {
 		if len(b.mark) > 0 {
-			err := l.retry(work, stageFinish, "mark done", func() error {
+			err := l.retry(work, stageFinish, "mark done", backend, func() error {
 				t0 := time.Now()
 				err := l.cfg.Dedupe.MarkDone(work, b.mark)
 				l.m.ObserveDedupe(time.Since(t0))
@@ -293,7 +393,7 @@ func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-
 		// Marked done: a later load's claim now answers Duplicate for
 		// these ids by itself.
 		l.disown(b)
-		if err := l.retry(work, stageFinish, "commit the spool checkpoint", func() error { return l.cfg.Spool.Commit(b.next) }); err != nil {
+		if err := l.retry(work, stageFinish, "commit the spool checkpoint", local, func() error { return l.cfg.Spool.Commit(b.next) }); err != nil {
 			stop()
 			return
 		}
@@ -310,8 +410,13 @@ func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-
 	}
 }
 
+// maxLoadBytes bounds the record bytes one load reads (the decoded events
+// and bad rows take about as much again), whatever their rows.
+const maxLoadBytes = 16 << 20
+
 // batch is one load on its way through the stages.
 type batch struct {
+	bytes      int // record bytes read
 	events     []event.Event
 	n          int            // events read, duplicates included
 	next       spool.Position // position after the last record
@@ -366,8 +471,11 @@ func (l *Loader) gather(ctx, halt context.Context, pos spool.Position) (*batch, 
 	b := &batch{next: pos, events: l.getEvents()}
 	var deadline <-chan time.Time
 	for {
-		full, err := l.read(b)
+		full, err := l.read(halt, b)
 		if err != nil {
+			if halt.Err() != nil && l.Err() == nil {
+				return nil, nil // stopping while the read was retried
+			}
 			// Durable records that do not read back are disk damage; retrying
 			// cannot fix them and skipping would lose data: stop loudly.
 			return nil, err
@@ -406,11 +514,17 @@ func (l *Loader) took(b *batch) *batch {
 	return b
 }
 
-// read appends the events of the available records to b. It reports
-// whether b is full: MaxRows reached, or the next record would pass it.
-func (l *Loader) read(b *batch) (full bool, err error) {
+// read appends the events and bad rows of the available records to b. It
+// reports whether b is full: MaxRows events and bad rows reached, or the
+// next record would pass MaxRows events or maxLoadBytes.
+func (l *Loader) read(ctx context.Context, b *batch) (full bool, err error) {
 	for {
-		recs, err := l.cfg.Spool.Read(b.next, 64, 8<<20)
+		var recs []spool.Record
+		err := l.retry(ctx, stagePrepare, "read the spool", local, func() error {
+			var err error
+			recs, err = l.cfg.Spool.Read(b.next, 64, 8<<20)
+			return err
+		})
 		if err != nil || len(recs) == 0 {
 			return false, err
 		}
@@ -418,6 +532,10 @@ func (l *Loader) read(b *batch) (full bool, err error) {
 			if n, err := record.Count(r.Data); err == nil && len(b.events) > 0 && len(b.events)+n > l.cfg.MaxRows {
 				return true, nil
 			}
+			if len(b.events)+len(b.bad) > 0 && b.bytes+len(r.Data) > maxLoadBytes {
+				return true, nil
+			}
+			b.bytes += len(r.Data)
 			evs, bad, err := record.Decode(b.events, b.bad, r.Data)
 			if err != nil {
 				// Ingest decoded it before spooling it, so this is a record
@@ -429,7 +547,9 @@ func (l *Loader) read(b *batch) (full bool, err error) {
 				b.events, b.bad = evs, bad
 			}
 			b.next = r.Next
-			if len(b.events) >= l.cfg.MaxRows {
+			// Bad rows count too: a load of nothing but bad rows (a broken
+			// log shipper's million lines) must not hold them all at once.
+			if len(b.events)+len(b.bad) >= l.cfg.MaxRows {
 				return true, nil
 			}
 		}
@@ -612,10 +732,19 @@ func (l *Loader) storeBadRows(ctx context.Context, rows []record.BadRow) error {
 	return nil
 }
 
+// Kinds of retried steps: what an error of theirs means.
+const (
+	backend = iota // Redis or the store: errors are pauses
+	local          // the spool: errors are failures
+)
+
 // retry runs f, a step of stage, until it succeeds or ctx ends, waiting
-// 100 ms doubling up to MaxBackoff between attempts.
-func (l *Loader) retry(ctx context.Context, stage int, what string, f func() error) error {
+// 100 ms doubling up to MaxBackoff between attempts. An error that is a
+// failure (see the package comment) is not retried: it fails the loader
+// and is returned.
+func (l *Loader) retry(ctx context.Context, stage int, what string, kind int, f func() error) error {
 	wait := 100 * time.Millisecond
+	var outOfFilesSince time.Time
 	for attempt := 1; ; attempt++ {
 		err := f()
 		l.setPause(stage, what, err, attempt)
@@ -627,6 +756,22 @@ func (l *Loader) retry(ctx context.Context, stage int, what string, f func() err
 		}
 		if ctx.Err() != nil {
 			return errors.Join(ctx.Err(), err)
+		}
+		switch {
+		case OutOfFiles(err):
+			if outOfFilesSince.IsZero() {
+				outOfFilesSince = time.Now()
+			} else if time.Since(outOfFilesSince) >= l.cfg.FailAfter {
+				err = fmt.Errorf("%s: out of file descriptors for %v (a restart frees them): %w", what, l.cfg.FailAfter, err)
+				l.fail(err)
+				return err
+			}
+		case kind == local:
+			err = fmt.Errorf("%s: %w", what, err)
+			l.fail(err)
+			return err
+		default:
+			outOfFilesSince = time.Time{}
 		}
 		lvl := slog.LevelWarn
 		if attempt > 1 && attempt%10 != 0 {
@@ -640,4 +785,10 @@ func (l *Loader) retry(ctx context.Context, stage int, what string, f func() err
 		}
 		wait = min(wait*2, l.cfg.MaxBackoff)
 	}
+}
+
+// OutOfFiles reports whether err comes from the process or the system
+// running out of file descriptors (EMFILE, ENFILE).
+func OutOfFiles(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }

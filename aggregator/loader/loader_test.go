@@ -94,7 +94,7 @@ func (r *rig) append(evs []event.Event) {
 func (r *rig) start(st store.Store, d dedupe.Deduper) (stop func()) {
 	l := New(Config{Spool: r.sp, Dedupe: d, Store: st, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		DrainTimeout: 300 * time.Millisecond,
-		OnCounts:     func(m map[string]uint64) { r.stored.Store(m["a"] + m["b"]) },
+		OnCounts:     func(m map[string]uint64, _ uint64) { r.stored.Store(m["a"] + m["b"]) },
 		OnStored:     func(m map[string]uint64) { r.stored.Add(m["a"] + m["b"]) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -103,7 +103,7 @@ func (r *rig) start(st store.Store, d dedupe.Deduper) (stop func()) {
 }
 
 func (r *rig) rows() uint64 {
-	c, _ := r.disk.Counts(context.Background())
+	c, _, _ := r.disk.Counts(context.Background(), nil, 0)
 	return c["a"] + c["b"]
 }
 

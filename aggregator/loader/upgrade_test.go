@@ -54,7 +54,7 @@ func loadAll(t *testing.T, sp *spool.Spool, st store.Store) {
 		t.Fatal("nothing spooled")
 	}
 	l := New(Config{Spool: sp, Dedupe: dedupe.NewMemory(time.Hour), Store: st, MaxAge: 10 * time.Millisecond,
-		MaxBackoff: 50 * time.Millisecond, DrainTimeout: time.Second, OnCounts: func(map[string]uint64) {}, OnStored: func(map[string]uint64) {}})
+		MaxBackoff: 50 * time.Millisecond, DrainTimeout: time.Second, OnCounts: func(map[string]uint64, uint64) {}, OnStored: func(map[string]uint64) {}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Run(ctx); close(done) }()

@@ -25,14 +25,24 @@ type Metrics struct {
 	SpoolCorrupt    atomic.Uint64 // spool records that could not be decoded
 	DedupeCalls     atomic.Uint64 // Claim and MarkDone calls (Redis round trips)
 	DedupeNanos     atomic.Uint64 // their total duration
+	Failing         atomic.Int32  // 1 once a component failed (the process exits)
+	AcceptedConns   atomic.Uint64 // connections admitted by the guard
+	AcceptErrors    atomic.Uint64 // accepts that failed for lack of file descriptors
+	IdleTimeouts    atomic.Uint64 // keep-alive connections closed after the idle timeout
+	FramingCloses   atomic.Uint64 // answers sent with Connection: close for Transfer-Encoding or HTTP/1.0
+	LiveOtherEvents atomic.Uint64 // stored events the live counts sum up as "other" (site over the bound or not listed)
 
 	// Gauges are read when metrics are written.
 	SpoolBytes  func() int64   // bytes appended but not yet committed
 	LoaderLag   func() float64 // seconds the loader has been behind
 	LiveClients func() int
+	LiveSites   func() int   // sites the live counts list one by one
+	OpenConns   func() int   // open HTTP connections
+	BodyMemory  func() int64 // bytes request bodies hold now (the ingest budget in use)
 	dropMu      sync.Mutex
 	dropped     map[string]*atomic.Uint64
 	bad         map[string]*atomic.Uint64 // bad rows by reason; under dropMu
+	authFails   map[string]*atomic.Uint64 // failed credential checks by kind; under dropMu
 
 	// LoaderPaused is 1 while loading waits for Redis or the store (a
 	// failed attempt being retried), else 0.
@@ -80,6 +90,31 @@ func (m *Metrics) BadRows(reason string) uint64 {
 	return 0
 }
 
+// AuthFailure counts one failed credential check of kind.
+func (m *Metrics) AuthFailure(kind string) {
+	m.dropMu.Lock()
+	if m.authFails == nil {
+		m.authFails = map[string]*atomic.Uint64{}
+	}
+	c, ok := m.authFails[kind]
+	if !ok {
+		c = new(atomic.Uint64)
+		m.authFails[kind] = c
+	}
+	m.dropMu.Unlock()
+	c.Add(1)
+}
+
+// AuthFailures returns the failed credential checks of kind.
+func (m *Metrics) AuthFailures(kind string) uint64 {
+	m.dropMu.Lock()
+	defer m.dropMu.Unlock()
+	if c, ok := m.authFails[kind]; ok {
+		return c.Load()
+	}
+	return 0
+}
+
 // ObserveDedupe records the duration of one dedupe call.
 func (m *Metrics) ObserveDedupe(d time.Duration) {
 	m.DedupeCalls.Add(1)
@@ -108,7 +143,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	const p = "edgepixel_aggregator_"
 	counter(p+"accepted_events_total", "Events in accepted batches (written to the spool).", m.AcceptedEvents.Load())
 	counter(p+"accepted_batches_total", "Batches accepted and spooled.", m.AcceptedBatches.Load())
-	fmt.Fprintf(cw, "# HELP %sdropped_total Requests rejected at ingest, by reason.\n# TYPE %sdropped_total counter\n", p, p)
+	fmt.Fprintf(cw, "# HELP %sdropped_total Requests and connections refused or cut off, by reason.\n# TYPE %sdropped_total counter\n", p, p)
 	m.dropMu.Lock()
 	reasons := make([]string, 0, len(m.dropped))
 	for r := range m.dropped {
@@ -127,6 +162,15 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	for _, r := range reasons {
 		fmt.Fprintf(cw, "%sbad_rows_total{reason=%q} %d\n", p, r, m.bad[r].Load())
 	}
+	fmt.Fprintf(cw, "# HELP %sauth_failures_total Failed credential checks (HMAC signature, log token, admin token), by kind.\n# TYPE %sauth_failures_total counter\n", p, p)
+	reasons = reasons[:0]
+	for r := range m.authFails {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(cw, "%sauth_failures_total{kind=%q} %d\n", p, r, m.authFails[r].Load())
+	}
 	m.dropMu.Unlock()
 	counter(p+"deduped_total", "Events not stored because they were stored before (retries, duplicates).", m.Deduped.Load())
 	counter(p+"inserted_total", "Rows inserted into the event store.", m.Inserted.Load())
@@ -136,6 +180,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	fmt.Fprintf(cw, "# HELP %sdedupe_duration_seconds Time spent in dedupe calls (Redis claim and mark-done pipelines).\n# TYPE %sdedupe_duration_seconds summary\n%sdedupe_duration_seconds_sum %.6f\n%sdedupe_duration_seconds_count %d\n",
 		p, p, p, float64(m.DedupeNanos.Load())/1e9, p, m.DedupeCalls.Load())
 	counter(p+"spool_corrupt_total", "Spool records that could not be decoded and were skipped.", m.SpoolCorrupt.Load())
+	gauge(p+"failing", "1 once a component failed (the reason is on /healthz and in the log); the process exits to be restarted.", m.Failing.Load())
 	if m.SpoolBytes != nil {
 		gauge(p+"spool_bytes", "Bytes spooled but not yet stored.", m.SpoolBytes())
 	}
@@ -144,6 +189,20 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	}
 	if m.LoaderPaused != nil {
 		gauge(p+"loader_paused", "1 while loading waits for Redis or the store to answer (ingest keeps spooling).", m.LoaderPaused())
+	}
+	counter(p+"connections_total", "HTTP connections admitted (not refused by the connection caps).", m.AcceptedConns.Load())
+	counter(p+"accept_errors_total", "Connections that could not be accepted for lack of file descriptors.", m.AcceptErrors.Load())
+	counter(p+"idle_timeouts_total", "Keep-alive connections closed after --idle-timeout without a new request.", m.IdleTimeouts.Load())
+	counter(p+"framing_closes_total", "Answers followed by closing the connection because the request was framed by Transfer-Encoding or was HTTP/1.0 (RFC 9112 section 6.3).", m.FramingCloses.Load())
+	if m.OpenConns != nil {
+		gauge(p+"open_connections", "Open HTTP connections (WebSockets included).", m.OpenConns())
+	}
+	if m.BodyMemory != nil {
+		gauge(p+"body_memory_bytes", "Memory held by request bodies being read or decoded (bounded by --max-body-memory).", m.BodyMemory())
+	}
+	counter(p+"live_other_events_total", "Stored events the live counts and /api/counts sum up as other: their site is beyond --max-sites or not on --sites.", m.LiveOtherEvents.Load())
+	if m.LiveSites != nil {
+		gauge(p+"live_sites", "Sites the live counts list one by one (at most --max-sites, or the --sites list).", m.LiveSites())
 	}
 	if m.LiveClients != nil {
 		gauge(p+"live_clients", "Connected live-count WebSocket clients.", m.LiveClients())

@@ -10,15 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/admin"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
+	"github.com/edgepixel/edgepixel/aggregator/guard"
 	"github.com/edgepixel/edgepixel/aggregator/ingest"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/loader"
@@ -47,6 +51,35 @@ type Config struct {
 	LoaderMaxAge  time.Duration
 	DrainTimeout  time.Duration // how long shutdown keeps loading what is spooled
 	LiveInterval  time.Duration
+	// FailAfter is how long running out of file descriptors may last
+	// before the loader or the listener fails; default 1 min.
+	FailAfter time.Duration
+
+	// HTTP limits (see package guard and Serve); zero takes the default.
+	ReadHeaderTimeout time.Duration // the request line and headers; default 10 s
+	BodyTimeout       time.Duration // from the end of the headers to the end of the body; default 30 s
+	IdleTimeout       time.Duration // a keep-alive connection without a request; default 60 s
+	WriteTimeout      time.Duration // from the end of the headers to the end of the answer; default 60 s
+	MaxHeaderBytes    int           // request line and headers; default 16 KiB
+	MaxConns          int           // open connections; default 4096; < 0: no cap
+	MaxConnsPerClient int           // open connections per client address; default 256; < 0: no cap
+	// MaxBodyMemory bounds the memory request bodies hold at once (package
+	// ingest, Budget); default 256 MiB; < 0: no bound. A client address's
+	// unauthenticated bodies get at most MaxBodyMemoryPerClient of it;
+	// default the larger of MaxBodyMemory/16 and twice MaxBody.
+	MaxBodyMemory          int64
+	MaxBodyMemoryPerClient int64
+	// AuthRate and AuthBurst brake credential guessing per client address
+	// (guard.AuthLimiter): failed checks per second earned back, and how
+	// many may fail in a row. Defaults 1 and 20.
+	AuthRate  float64
+	AuthBurst int
+	// Sites, if not empty, lists the sites accepted: events for others
+	// become bad rows (unknown_site), and the live counts hold only these.
+	Sites []string
+	// MaxSites bounds the sites the live counts and /api/counts hold one
+	// by one (the rest are summed up as "other"); default 1000.
+	MaxSites int
 
 	// LogToken lets /ingest/ndjson authenticate with a bearer token (CDN
 	// log streaming); FastlyServiceIDs answer Fastly's logging challenge.
@@ -72,7 +105,16 @@ type Server struct {
 	hub     *live.Hub
 	metrics *metrics.Metrics
 	handler http.Handler
+	guard   *guard.Guard
+	auth    *guard.AuthLimiter
+	budget  *ingest.Budget
+	http    *http.Server
 	closeMu sync.Once
+
+	// failure is the first component failure (see Run); once set,
+	// /healthz answers 503 and ingest refuses batches.
+	failure atomic.Pointer[error]
+	failed  chan struct{}
 }
 
 // Open opens the spool and creates the dedupe and store clients. It does
@@ -88,10 +130,13 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.ClickHouseDB == "" {
 		cfg.ClickHouseDB = "edgepixel"
 	}
+	if cfg.MaxBody > spool.MaxRecord {
+		return nil, fmt.Errorf("the largest body (%d bytes) is over the largest spool record (%d bytes)", cfg.MaxBody, spool.MaxRecord)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New()}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{})}
 	var err error
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
@@ -130,21 +175,87 @@ func Open(cfg Config) (*Server, error) {
 			rd.UseStore(n.NewestEventTime)
 		}
 	}
-	s.hub = live.NewHub(live.Options{Interval: cfg.LiveInterval, Logger: cfg.Logger})
+	if cfg.MaxSites <= 0 {
+		cfg.MaxSites = 1000
+	}
+	s.cfg.MaxSites = cfg.MaxSites
+	s.hub = live.NewHub(live.Options{Interval: cfg.LiveInterval, Logger: cfg.Logger,
+		Sites: cfg.Sites, MaxSites: cfg.MaxSites, Metrics: s.metrics})
 	s.loader = loader.New(loader.Config{
 		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
-		OnCounts: s.hub.Set, OnStored: s.hub.Add,
+		OnCounts: s.hub.Set, OnStored: s.hub.Add, CountSites: cfg.Sites, CountMax: cfg.MaxSites,
 		MaxRows: cfg.LoaderMaxRows, MaxAge: cfg.LoaderMaxAge, DrainTimeout: cfg.DrainTimeout,
+		FailAfter: cfg.FailAfter,
 	})
 	s.metrics.SpoolBytes = s.spool.Pending
 	s.metrics.LoaderLag = s.loader.Lag
 	s.metrics.LoaderPaused = s.loader.Paused
 	s.metrics.LiveClients = s.hub.Clients
-	s.handler = s.routes()
+	s.metrics.LiveSites = s.hub.Sites
+	s.openHTTP()
 	return s, nil
 }
 
-// Handler returns the HTTP handler with every endpoint.
+// openHTTP builds the guarded handler and the HTTP server.
+func (s *Server) openHTTP() {
+	c := &s.cfg
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ReadHeaderTimeout, 10*time.Second)
+	def(&c.BodyTimeout, 30*time.Second)
+	def(&c.IdleTimeout, time.Minute)
+	def(&c.WriteTimeout, time.Minute)
+	if c.MaxBodyMemory == 0 {
+		c.MaxBodyMemory = 256 << 20
+	}
+	if c.MaxBodyMemoryPerClient == 0 {
+		c.MaxBodyMemoryPerClient = max(c.MaxBodyMemory/16, 2*max(c.MaxBody, 4<<20))
+	}
+	s.budget = ingest.NewBudget(max(c.MaxBodyMemory, 0), max(c.MaxBodyMemoryPerClient, 0))
+	s.metrics.BodyMemory = s.budget.Used
+	s.auth = guard.NewAuthLimiter(guard.AuthConfig{Rate: c.AuthRate, Burst: float64(c.AuthBurst), Metrics: s.metrics, Logger: s.log})
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 16 << 10
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 4096
+	}
+	if c.MaxConnsPerClient == 0 {
+		c.MaxConnsPerClient = 256
+	}
+	s.guard = guard.New(guard.Config{
+		MaxConns: max(c.MaxConns, 0), MaxConnsPerClient: max(c.MaxConnsPerClient, 0),
+		BodyTimeout: c.BodyTimeout, FailAfter: c.FailAfter, OnFail: s.Fail,
+		Metrics: s.metrics, Logger: s.log,
+	})
+	s.handler = s.guard.Handler(s.routes())
+	s.http = &http.Server{
+		Handler: s.handler, ConnState: s.guard.ConnState, ConnContext: s.guard.ConnContext,
+		ReadHeaderTimeout: c.ReadHeaderTimeout, IdleTimeout: c.IdleTimeout,
+		WriteTimeout: c.WriteTimeout, MaxHeaderBytes: c.MaxHeaderBytes,
+		// net/http's own messages (a handler's panic, TLS noise): warnings.
+		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelWarn),
+	}
+}
+
+// Serve serves every endpoint on ln, with the connection caps and the
+// deadlines of Config, until Shutdown. It returns like http.Server.Serve.
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(s.guard.Listener(ln)) }
+
+// Shutdown stops Serve: it closes the listener and waits for requests in
+// progress (see http.Server.Shutdown). WebSocket clients are told to go
+// away first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.hub.Close()
+	return s.http.Shutdown(ctx)
+}
+
+// Handler returns the HTTP handler with every endpoint (with the body
+// deadline and the framing rule of package guard; the connection caps and
+// the other deadlines need Serve).
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Metrics returns the aggregator's counters.
@@ -153,21 +264,106 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Hub returns the live-count hub.
 func (s *Server) Hub() *live.Hub { return s.hub }
 
-// Run loads until ctx ends, then finishes what is spooled (bounded by the
-// loader's drain timeout) and returns. Stop the HTTP server before
-// cancelling ctx so no batch is accepted after the loader's last look.
+// Run runs the loader, the live hub and (with ClickHouse and
+// RetentionDays) the retention schedule until ctx ends; then the loader
+// finishes what is spooled (bounded by its drain timeout) and Run returns
+// nil. Stop the HTTP server before cancelling ctx so no batch is accepted
+// after the loader's last look.
+//
+// Run returns early, with the reason, when a component fails: the spool's
+// write path fails, the loader stops on a failure (see package loader),
+// the hub or the retention schedule stops on its own, or any of them
+// panics. Faults outside the process (Redis, ClickHouse down) are not
+// failures: loading pauses. A failure shows on /healthz (503) at once,
+// before Run returns; the caller should exit non-zero so that a supervisor
+// restarts the process.
 func (s *Server) Run(ctx context.Context) error {
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	defer stopHub()
-	go s.hub.Run(hubCtx)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	s.component(&wg, runCtx, "live hub", s.hub.Run)
+	s.component(&wg, runCtx, "credential log", s.auth.Run)
 	if as := s.adminStore(); as != nil && s.cfg.RetentionDays > 0 {
-		go admin.RunRetention(hubCtx, as, s.cfg.RetentionDays, s.log, 5*time.Minute)
+		s.component(&wg, runCtx, "retention", func(ctx context.Context) {
+			admin.RunRetention(ctx, as, s.cfg.RetentionDays, s.log, 5*time.Minute)
+		})
 	} else if s.cfg.RetentionDays > 0 {
 		s.log.Warn("--retention-days needs ClickHouse; the on-disk store keeps everything")
 	}
-	err := s.loader.Run(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-s.spool.Failed():
+			s.Fail(s.spool.Err())
+		case <-s.loader.Failed():
+			s.Fail(fmt.Errorf("loader: %w", s.loader.Err()))
+		case <-s.failed:
+		case <-runCtx.Done():
+			return
+		}
+		stop() // a failure ends the loader too
+	}()
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic", "component", "loader", "panic", p, "stack", string(debug.Stack()))
+				err = fmt.Errorf("panic: %v", p)
+			}
+		}()
+		return s.loader.Run(runCtx)
+	}()
+	if err == nil && ctx.Err() == nil && s.Err() == nil {
+		err = errors.New("stopped on its own")
+	}
+	if err != nil {
+		s.Fail(fmt.Errorf("loader: %w", err))
+	}
+	stop()
 	s.hub.Close()
-	return err
+	wg.Wait()
+	return s.Err()
+}
+
+// component runs f until ctx ends; f returning earlier, or panicking, is
+// a failure of the component called name.
+func (s *Server) component(wg *sync.WaitGroup, ctx context.Context, name string, f func(context.Context)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic", "component", name, "panic", p, "stack", string(debug.Stack()))
+				s.Fail(fmt.Errorf("%s: panic: %v", name, p))
+			}
+		}()
+		f(ctx)
+		if ctx.Err() == nil {
+			s.Fail(fmt.Errorf("%s: stopped on its own", name))
+		}
+	}()
+}
+
+// Fail marks the aggregator as failing with err (the first reason wins):
+// /healthz answers 503 with the reason, ingest answers 503, and Run
+// returns. The command also calls it when the HTTP server stops.
+func (s *Server) Fail(err error) {
+	if err == nil {
+		return
+	}
+	if s.failure.CompareAndSwap(nil, &err) {
+		s.metrics.Failing.Store(1)
+		s.log.Error("failing: the process will exit so that it is restarted", "reason", err)
+		close(s.failed)
+	}
+}
+
+// Err returns why the aggregator is failing, or nil.
+func (s *Server) Err() error {
+	if p := s.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Close releases the spool and the clients. Call it after Run returned.
@@ -194,6 +390,7 @@ func (s *Server) routes() http.Handler {
 	icfg := ingest.Config{
 		Secret: s.cfg.Secret, Spool: s.spool, MaxBody: s.cfg.MaxBody, ReplayWindow: s.cfg.ReplayWindow,
 		Metrics: s.metrics, Logger: s.cfg.Logger, LogToken: s.cfg.LogToken,
+		Failing: s.Err, Budget: s.budget, Limiter: s.auth, Sites: s.cfg.Sites,
 	}
 	mux.Handle("/ingest", ingest.New(icfg))
 	mux.Handle("/ingest/ndjson", ingest.NewNDJSON(icfg))
@@ -201,9 +398,13 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("GET "+ingest.FastlyChallengePath, ingest.FastlyChallenge(s.cfg.FastlyServiceIDs))
 	}
 	mux.Handle("/admin/", admin.New(admin.Config{Token: s.cfg.AdminToken, Store: s.adminStore(),
-		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger}))
+		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger, Limiter: s.auth}))
 	mux.Handle("GET /live", s.hub)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Err(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failing", "reason": err.Error()})
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
@@ -266,8 +467,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
-	sites, total, ready := s.hub.Snapshot()
-	writeJSON(w, http.StatusOK, map[string]any{"total": total, "sites": sites, "ready": ready})
+	sites, other, total, ready := s.hub.Snapshot()
+	writeJSON(w, http.StatusOK, map[string]any{"total": total, "sites": sites, "other": other, "ready": ready})
 }
 
 // history answers the per-minute counts of one site for the last

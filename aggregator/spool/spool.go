@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,7 +87,9 @@ type Spool struct {
 	checkpoint Position         // committed position
 	sizes      map[uint64]int64 // durable size of each segment file
 	openEnd    Position         // durable end when the spool was opened
-	broken     error            // set if a failed write could not be undone
+	broken     error            // the write path failed: every later append gets it
+
+	failed chan struct{} // closed when broken is set
 
 	f *os.File // active segment; owned by the writer goroutine
 }
@@ -122,7 +125,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	s := &Spool{
 		dir: dir, opts: opts, log: opts.Logger,
 		reqs: make(chan *appendReq), quit: make(chan struct{}), done: make(chan struct{}),
-		notify: make(chan struct{}, 1), sizes: map[uint64]int64{},
+		notify: make(chan struct{}, 1), sizes: map[uint64]int64{}, failed: make(chan struct{}),
 	}
 	segs, err := s.listSegments()
 	if err != nil {
@@ -288,7 +291,20 @@ func (s *Spool) writer() {
 	}
 }
 
-func (s *Spool) writeBatch(buf []byte, batch []*appendReq) []byte {
+func (s *Spool) writeBatch(buf []byte, batch []*appendReq) (out []byte) {
+	answered := 0
+	defer func() {
+		// A bug must not leave appenders waiting forever: fail the spool,
+		// answer the batch, and let the process exit through Failed.
+		if p := recover(); p != nil {
+			s.log.Error("panic", "component", "spool", "panic", p, "stack", string(debug.Stack()))
+			err := s.fail(fmt.Errorf("spool: writer panicked: %v", p))
+			for _, r := range batch[answered:] {
+				r.done <- err
+			}
+			out = nil
+		}
+	}()
 	s.mu.Lock()
 	pending := s.pendingLocked()
 	broken := s.broken
@@ -299,22 +315,27 @@ func (s *Spool) writeBatch(buf []byte, batch []*appendReq) []byte {
 		}
 		return buf
 	}
-	var ok []*appendReq
-	for _, r := range batch {
+	// Refused appends are answered at once; those written, after the
+	// write. batch is reordered so that batch[:answered] are answered.
+	ok := 0
+	for i, r := range batch {
 		if pending+int64(len(buf)+headerLen+len(r.payload)) > s.opts.MaxBytes {
-			r.done <- ErrFull
+			batch[i], batch[answered] = batch[answered], batch[i]
+			batch[answered].done <- ErrFull
+			answered++
 			continue
 		}
 		buf = appendRecord(buf, r.payload)
-		ok = append(ok, r)
+		ok++
 	}
-	if len(ok) == 0 {
+	if ok == 0 {
 		return buf
 	}
 	err := s.write(buf)
-	for _, r := range ok {
+	for _, r := range batch[answered:] {
 		r.done <- err
 	}
+	answered = len(batch)
 	if err == nil {
 		select {
 		case s.notify <- struct{}{}:
@@ -325,15 +346,18 @@ func (s *Spool) writeBatch(buf []byte, batch []*appendReq) []byte {
 }
 
 // write appends buf to the active segment (starting a new one first if the
-// active one is full) and fsyncs it. On failure it cuts the segment back so
-// a later append does not follow a torn record.
+// active one is full) and fsyncs it. Any failure fails the spool (see
+// Failed): after a failed fsync the kernel may have dropped the dirty
+// pages while reporting later fsyncs as successful, so no append after it
+// could be trusted; the process restarts and Open repairs the tail. The
+// segment is cut back first, so the repair finds no torn record.
 func (s *Spool) write(buf []byte) error {
 	s.mu.Lock()
 	end := s.durable
 	s.mu.Unlock()
 	if end.Offset > 0 && end.Offset+int64(len(buf)) > s.opts.SegmentBytes {
 		if err := s.roll(end.Segment + 1); err != nil {
-			return fmt.Errorf("spool: start segment: %w", err)
+			return s.fail(fmt.Errorf("spool: start segment in %s: %w", s.dir, err))
 		}
 		end = Position{end.Segment + 1, 0}
 	}
@@ -343,17 +367,41 @@ func (s *Spool) write(buf []byte) error {
 	}
 	if err != nil {
 		if terr := s.f.Truncate(end.Offset); terr != nil {
-			s.mu.Lock()
-			s.broken = fmt.Errorf("spool: write failed (%v) and could not be undone (%v); restart to repair", err, terr)
-			s.mu.Unlock()
+			return s.fail(fmt.Errorf("spool: append to %s: %w (and the write could not be undone: %v)", s.dir, err, terr))
 		}
-		return fmt.Errorf("spool: append: %w", err)
+		return s.fail(fmt.Errorf("spool: append to %s: %w", s.dir, err))
 	}
 	s.mu.Lock()
 	s.durable.Offset += int64(len(buf))
 	s.sizes[s.durable.Segment] = s.durable.Offset
 	s.mu.Unlock()
 	return nil
+}
+
+// fail records err as the spool's failure (the first one wins) and
+// returns the failure.
+func (s *Spool) fail(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken == nil {
+		s.broken = err
+		close(s.failed)
+		s.log.Error("spool failed; appends are refused until the process restarts", "err", err)
+	}
+	return s.broken
+}
+
+// Failed returns a channel closed when the spool's write path failed (a
+// write, fsync or new segment did not succeed, or a bug). From then on
+// every append returns the failure (Err); the owner should stop the
+// process so that a restart repairs the spool.
+func (s *Spool) Failed() <-chan struct{} { return s.failed }
+
+// Err returns the spool's failure, or nil.
+func (s *Spool) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken
 }
 
 func (s *Spool) roll(seq uint64) error {

@@ -50,7 +50,7 @@ func TestDiskBadRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := d2.Counts(context.Background()); len(c) != 0 {
+	if c, _, _ := d2.Counts(context.Background(), nil, 0); len(c) != 0 {
 		t.Errorf("counts %v", c)
 	}
 }

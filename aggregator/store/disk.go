@@ -208,14 +208,11 @@ func (d *Disk) ExistingIDs(_ context.Context, evs []event.Event) (map[event.ID]b
 	return found, nil
 }
 
-func (d *Disk) Counts(context.Context) (map[string]uint64, error) {
+func (d *Disk) Counts(_ context.Context, sites []string, max int) (map[string]uint64, uint64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make(map[string]uint64, len(d.counts))
-	for k, v := range d.counts {
-		out[k] = v
-	}
-	return out, nil
+	counts, total := TopCounts(d.counts, sites, max)
+	return counts, total, nil
 }
 
 func (d *Disk) History(_ context.Context, site string, from, to time.Time) ([]Point, error) {

@@ -81,7 +81,7 @@ func TestDiskReadsOlderLines(t *testing.T) {
 	if d, err = OpenDisk(dir); err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := d.Counts(context.Background()); c["a"] != 2 {
+	if c, _, _ := d.Counts(context.Background(), nil, 0); c["a"] != 2 {
 		t.Fatalf("counts %v", c)
 	}
 }

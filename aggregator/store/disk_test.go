@@ -49,7 +49,7 @@ func TestDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := d.Counts(ctx)
+	c, _, _ := d.Counts(ctx, nil, 0)
 	if c["a"] != 2 || c["b"] != 1 {
 		t.Fatalf("counts after reopen %v", c)
 	}
@@ -57,7 +57,7 @@ func TestDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, _ = OpenDisk(dir)
-	if c, _ := d.Counts(ctx); c["b"] != 2 {
+	if c, _, _ := d.Counts(ctx, nil, 0); c["b"] != 2 {
 		t.Fatalf("counts %v", c)
 	}
 	if err := d.Ping(ctx); err != nil {

@@ -4,7 +4,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
@@ -29,8 +33,13 @@ type Store interface {
 	// ExistingIDs returns which of evs' ids are already stored. Callers pass
 	// whole events so implementations can narrow the search by site and time.
 	ExistingIDs(ctx context.Context, evs []event.Event) (map[event.ID]bool, error)
-	// Counts returns the exact number of distinct stored events per site.
-	Counts(ctx context.Context) (map[string]uint64, error)
+	// Counts returns the exact number of distinct stored events per site
+	// and their total over all sites. With sites given, only those sites
+	// are listed; else, with max > 0, only the max sites with the most
+	// events (ties broken by name); the others count in the total only.
+	// The bound keeps a store full of junk site names from costing memory
+	// in the caller.
+	Counts(ctx context.Context, sites []string, max int) (counts map[string]uint64, total uint64, err error)
 	// History returns per-minute counts for site in [from, to], oldest
 	// first, omitting empty minutes.
 	History(ctx context.Context, site string, from, to time.Time) ([]Point, error)
@@ -39,6 +48,39 @@ type Store interface {
 	// Name identifies the implementation in logs ("clickhouse", "disk").
 	Name() string
 	Close() error
+}
+
+// TopCounts applies the selection of Store.Counts to all, every site's
+// count: it returns the listed sites, or the max with the most, and the
+// total over all.
+func TopCounts(all map[string]uint64, sites []string, max int) (map[string]uint64, uint64) {
+	var total uint64
+	for _, n := range all {
+		total += n
+	}
+	out := map[string]uint64{}
+	switch {
+	case len(sites) > 0:
+		for _, s := range sites {
+			if n, ok := all[s]; ok {
+				out[s] = n
+			}
+		}
+	case max <= 0 || len(all) <= max:
+		maps.Copy(out, all)
+	default:
+		names := slices.Collect(maps.Keys(all))
+		slices.SortFunc(names, func(a, b string) int {
+			if all[a] != all[b] {
+				return cmp.Compare(all[b], all[a])
+			}
+			return strings.Compare(a, b)
+		})
+		for _, s := range names[:max] {
+			out[s] = all[s]
+		}
+	}
+	return out, total
 }
 
 // Bounds returns the earliest and latest event time in evs.

@@ -62,7 +62,12 @@ function showCounts(m) {
       setTimeout(() => tr.classList.remove("flash"), 600);
     }
   }
-  $("nosites").hidden = names.length > 0;
+  // Sites the aggregator does not list one by one (it bounds them) are
+  // summed up in m.other; the total includes them.
+  const other = m.other || 0;
+  $("otherrow").hidden = other === 0;
+  $("other").textContent = String(other);
+  $("nosites").hidden = names.length > 0 || other > 0;
   const changed = names.join("\n") !== Object.keys(state.sites).sort().join("\n");
   state.sites = m.sites;
   if (changed) fillSiteSelect(names);

@@ -45,6 +45,13 @@ type options struct {
 	replayWindow, dedupeWindow                                         time.Duration
 	logToken, adminToken, fastlyServiceIDs                             string
 	retentionDays                                                      int
+	failAfter, exitDelay                                               time.Duration
+	readHeaderTimeout, bodyTimeout, idleTimeout, writeTimeout          time.Duration
+	maxHeaderBytes, maxConns, maxConnsPerClient                        int
+	maxBodyMemory, maxBodyMemoryPerClient                              int64
+	authRate                                                           float64
+	authBurst, maxSites                                                int
+	sites                                                              string
 }
 
 func run(args []string) error {
@@ -69,6 +76,21 @@ func run(args []string) error {
 	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
 	fs.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target: heap growth in percent over the live heap before a collection (GOGC); -1: off. The default trades memory for CPU, see --memory-limit. GOGC in the environment applies unless this flag is given")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 1<<30, "soft limit in bytes for the Go heap (GOMEMLIMIT): the GC collects more often rather than pass it; 0: none. GOMEMLIMIT in the environment applies unless this flag is given")
+	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's line and headers; slower ones are closed (counted as header_timeout)")
+	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "time a client has, after the headers, to send the body; slower ones get 408 (body_timeout)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "how long a keep-alive connection may wait for its next request")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", time.Minute, "time from the end of a request's headers to the end of its answer (the body, the handling, the write); keep it above --body-timeout")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and header section; larger ones get 431")
+	fs.IntVar(&o.maxConns, "max-conns", 4096, "open connections at most (WebSockets included); more get 503 + Retry-After. It is lowered to fit the file descriptor limit; -1: as many as that allows")
+	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", 256, "open connections at most from one client address (IPv4 address, IPv6 /64); more get 429 + Retry-After; -1: no cap")
+	fs.Int64Var(&o.maxBodyMemory, "max-body-memory", 256<<20, "memory request bodies may hold at once, read or being decoded; past it ingest answers 503 + Retry-After (overloaded); -1: no bound")
+	fs.Int64Var(&o.maxBodyMemoryPerClient, "max-body-memory-per-client", 0, "of --max-body-memory, what one client address's bodies may hold before their signature is checked (0: the larger of a 16th and twice --max-body)")
+	fs.Float64Var(&o.authRate, "auth-rate", 1, "failed credential checks (signature, log or admin token) per second a client address earns back")
+	fs.IntVar(&o.authBurst, "auth-burst", 20, "failed credential checks a client address may make in a row before it gets 429 + Retry-After, without its credential being checked")
+	fs.StringVar(&o.sites, "sites", "", "comma-separated sites to accept; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")
+	fs.IntVar(&o.maxSites, "max-sites", 1000, "sites the live counts and /api/counts list one by one, without --sites (the rest are summed up as other)")
+	fs.DurationVar(&o.failAfter, "fail-after", time.Minute, "how long running out of file descriptors (EMFILE) may stall loading before the process exits non-zero to be restarted")
+	fs.DurationVar(&o.exitDelay, "exit-delay", 2*time.Second, "after a component fails, how long /healthz answers 503 with the reason (and ingest 503) before the process exits non-zero")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := envDefaults(fs); err != nil {
@@ -94,6 +116,8 @@ func run(args []string) error {
 		return errors.New("--retention-days must not be negative")
 	}
 
+	o.maxConns = fitConns(log, o.maxConns)
+
 	if o.clickhouse != "" {
 		if err := migrateClickHouse(log, o.clickhouse, o.clickhouseDB); err != nil {
 			return err
@@ -107,7 +131,12 @@ func run(args []string) error {
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
 		AdminToken: o.adminToken, RetentionDays: o.retentionDays,
-		LoaderMaxRows: o.loaderMaxRows,
+		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
+		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
+		WriteTimeout: o.writeTimeout, MaxHeaderBytes: o.maxHeaderBytes,
+		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
+		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
+		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites,
 	})
 	if err != nil {
 		return err
@@ -139,36 +168,54 @@ func run(args []string) error {
 		defer ps.Close()
 		log.Info("profiling", "url", "http://"+pln.Addr().String()+"/debug/pprof/")
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(ln) }()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	loadCtx, stopLoad := context.WithCancel(context.Background())
-	loaded := make(chan error, 1)
-	go func() { loaded <- srv.Run(loadCtx) }()
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(loadCtx) }()
 
 	log.Info("edgepixel aggregator started", "dashboard", "http://"+dashboardHost(ln.Addr().String())+"/",
 		"ingest", "http://"+ln.Addr().String()+"/ingest", "data_dir", o.dataDir)
 
+	// Run's one value is taken by whichever receive comes first: track it,
+	// so the shutdown below does not wait for a second one that never
+	// comes (a stopped loader used to leave the process alive, port closed).
+	runDone := false
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down: no new batches; finishing the spooled load")
 	case err = <-serveErr:
-		log.Error("http server failed", "err", err)
-	case err = <-loaded:
-		log.Error("loader stopped", "err", err)
+		err = fmt.Errorf("http server: %w", err)
+		srv.Fail(err)
+	case err = <-ran:
+		runDone = true
+		if err == nil { // Run returns before loadCtx ends only on a failure
+			err = errors.New("the aggregator's components stopped")
+		}
+	}
+	if err != nil {
+		// /healthz already answers 503 with the reason and ingest refuses
+		// batches (the edge retries them): keep answering a moment so that
+		// probes see why before the port closes.
+		log.Error("exiting after a failure", "reason", err, "in", o.exitDelay)
+		select {
+		case <-time.After(o.exitDelay):
+		case <-ctx.Done():
+		}
 	}
 	// Stop taking batches first (waiting for in-flight appends), then let
 	// the loader store what was spooled.
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv.Hub().Close()
-	hs.Shutdown(shutCtx)
+	srv.Shutdown(shutCtx)
 	stopLoad()
-	if lerr := <-loaded; lerr != nil && err == nil {
-		err = lerr
+	if !runDone {
+		if rerr := <-ran; rerr != nil && err == nil {
+			err = rerr
+		}
 	}
 	if cerr := srv.Close(); cerr != nil && err == nil {
 		err = cerr

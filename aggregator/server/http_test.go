@@ -1,0 +1,69 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+// The live WebSocket outlives the HTTP deadlines (write, idle, header):
+// they are for requests, and the hub keeps its own per write and read.
+func TestLiveOutlivesHTTPDeadlines(t *testing.T) {
+	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, LoaderMaxAge: 10 * time.Millisecond, LiveInterval: 10 * time.Millisecond,
+		WriteTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	defer func() {
+		s.Shutdown(context.Background())
+		cancel()
+		<-ran
+		s.Close()
+	}()
+	base := "http://" + ln.Addr().String()
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/live", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var m struct{ Total uint64 }
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := c.ReadJSON(&m); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // three times every deadline
+	body := wire.Append(nil, mkEvents(t, "live", 5))
+	req, _ := http.NewRequest("POST", base+"/ingest", bytes.NewReader(body))
+	req.Header.Set("Content-Type", wire.ContentType)
+	for k, v := range signed(secret, time.Now().Unix(), body) {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("batch: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for m.Total < 5 {
+		if err := c.ReadJSON(&m); err != nil {
+			t.Fatalf("the live socket died: %v", err)
+		}
+	}
+}
