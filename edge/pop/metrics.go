@@ -1,7 +1,6 @@
 package pop
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -99,18 +98,6 @@ func (m *metrics) observeStatus(code int) {
 		c = 5
 	}
 	m.byClass[c].Add(1)
-}
-
-// Ready reports whether the server can serve: it is not shutting down and
-// at least one guest instance is running. /healthz answers from it.
-func (s *Server) Ready() error {
-	if s.isClosing() {
-		return errors.New("shutting down")
-	}
-	if s.live.Load() <= 0 {
-		return errors.New("no live guest instance")
-	}
-	return nil
 }
 
 // WritePrometheus writes the server's metrics in the Prometheus text format.

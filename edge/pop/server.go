@@ -54,6 +54,8 @@ type Config struct {
 	// does not). Only tests set it: a test of the request budget needs a
 	// short one, and startup on a loaded machine must not breach it.
 	startupWallBudget time.Duration
+	// startFailAfter replaces startFailTimeout (health.go); tests only.
+	startFailAfter time.Duration
 }
 
 // applyLimits fills in the limit and pool defaults.
@@ -64,6 +66,7 @@ func (s *Server) applyLimits(cfg Config) {
 	s.cpuBudget = max(cfg.CPUBudget, 0)
 	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
 	s.fresh = cfg.FreshInstances
+	s.health.failAfter = cmp.Or(cfg.startFailAfter, startFailTimeout)
 }
 
 // Server serves HTTP with a pool of warm guest instances.
@@ -110,6 +113,8 @@ type Server struct {
 	live, idle            atomic.Int32
 	instID, reqID, progID atomic.Uint64
 
+	health health // health.go
+
 	warned sync.Map // hostcalls already reported as unsupported
 	m      metrics
 	sinks  *logsink.Set   // log endpoint destinations
@@ -127,6 +132,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{
 		log:       cfg.Logger,
 		closing:   make(chan struct{}),
+		health:    health{failed: make(chan struct{})},
 		transport: newTransport(),
 		wasmPath:  cfg.WasmPath,
 		cacheDir:  cfg.CompileCacheDir,
@@ -478,13 +484,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // openOutputs sets up the log endpoint destinations and the access log
 // before any instance starts (a guest may log during its start-up).
 func (s *Server) openOutputs(cfg Config) error {
-	sinks, err := logsink.Open(cfg.LogEndpoints, s.stdout, s.log)
+	sinks, err := logsink.Open(cfg.LogEndpoints, s.stdout, s.log, s.fail)
 	if err != nil {
 		return err
 	}
 	s.sinks = sinks
 	if cfg.AccessLog != nil {
-		s.access = accesslog.New(cfg.AccessLog)
+		s.access = accesslog.New(cfg.AccessLog, s.fail)
 	}
 	return nil
 }
