@@ -137,7 +137,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if o.starting != nil {
 		o.starting(o.addr)
 	}
-	s, err := pop.New(ctx, o.limits.apply(pop.Config{ // limits.go: limits, pool, reload
+	s, err := pop.New(ctx, o.clients.apply(o.limits.apply(pop.Config{ // limits.go: limits, pool, reload; clients.go
 		WasmPath:        o.wasm,
 		Manifest:        m,
 		Instances:       o.instances,
@@ -148,15 +148,20 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		Logger:          log,
 		AccessLog:       accessLog,
 		LogEndpoints:    o.logEndpoints,
-	}))
+	})))
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.addr)
+	listen := net.Listen
+	if o.listen != nil {
+		listen = o.listen
+	}
+	ln, err := listen("tcp", o.addr)
 	if err != nil {
 		s.Shutdown(context.Background())
 		return err
 	}
+	ln = s.Listener(ln, tlsConfig != nil) // connection limits
 	defer ln.Close()
 	defer reloadOnHangup(s, log)() // limits.go
 
@@ -169,13 +174,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	protos.SetHTTP2(tlsConfig != nil)
 	protos.SetUnencryptedHTTP2(o.h2c)
 	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		TLSConfig:         tlsConfig,
-		Protocols:         &protos,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig: tlsConfig,
+		Protocols: &protos,
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	s.ConfigureHTTPServer(srv) // head size, deadlines, connection tracking
 	errc := make(chan error, 2)
 	scheme := "http"
 	if tlsConfig != nil {
@@ -190,9 +193,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	adminAddr := ""
 	if o.adminAddr != "" {
 		mux := http.NewServeMux()
-		// 200 while the pool has a live instance and no shutdown has begun,
-		// else 503: a load balancer stops sending traffic as soon as the
-		// drain starts.
+		// 200 while the pool has a live instance, no component stopped and
+		// no shutdown has begun, else 503 with the reason: a load balancer
+		// stops sending traffic as soon as the drain starts. Conditions
+		// that do not stop the POP (a log collector refusing deliveries)
+		// follow "ok", one a line.
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			err := s.Ready()
 			if err == nil && shuttingDown.Load() {
@@ -203,6 +208,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 				return
 			}
 			io.WriteString(w, "ok\n")
+			for _, d := range s.Degraded() {
+				io.WriteString(w, "degraded: "+d+"\n")
+			}
 		})
 		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
@@ -229,11 +237,27 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		o.ready(ln.Addr().String(), adminAddr)
 	}
 
+	// A listener that stops, or a component of the POP (health.go), ends
+	// the process with an error, for a supervisor to restart it; /healthz
+	// is unhealthy from that moment.
 	var serveErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "timeout", o.shutdownTimeout)
 	case serveErr = <-errc:
+		log.Error("a listener stopped; shutting down", "err", serveErr)
+	case <-s.Failed():
+		// /healthz says 503 from now; give a load balancer that checks it
+		// often a moment to stop sending traffic before connections are
+		// refused.
+		serveErr = s.Err()
+		shuttingDown.Store(true)
+		d := min(unhealthyBeforeExit, o.shutdownTimeout/2)
+		log.Error("shutting down: a component of the POP stopped", "err", serveErr, "draining_in", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
 	}
 	shuttingDown.Store(true)
 	began := time.Now()
@@ -254,11 +278,16 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		admin.Close()
 	}
 	log.Info("stopped", "took", time.Since(began).Round(time.Millisecond))
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+	if serveErr != nil {
+		// Even ErrServerClosed: nothing closes a server before this point.
 		return serveErr
 	}
 	return nil
 }
+
+// unhealthyBeforeExit is how long /healthz answers 503 after a component
+// stopped before the POP drains and exits.
+const unhealthyBeforeExit = 2 * time.Second
 
 // checkAddr reports whether addr can be listened on, by listening and
 // closing at once. Nothing is accepted meanwhile.
