@@ -471,6 +471,37 @@ func TestAttackSlowBodies(t *testing.T) {
 	}, rssBound{instances: 2, maxInstances: 2, maxConns: n + 8, bodyMemory: 64 << 20})
 }
 
+// TestAttackBodyMemory: many large bodies sent most of the way, then
+// stalled: together they would need far more than --body-memory.
+func TestAttackBodyMemory(t *testing.T) {
+	const n = 150 // x 900 KiB: 132 MiB wanted, 64 MiB allowed
+	p := startProc(t, 0, "", "--instances", "2", "--max-instances", "2", "--body-idle-timeout", "5s")
+	var cs []net.Conn
+	part := strings.Repeat("b", 900<<10)
+	runAttack(t, p, attack{
+		name: "stalled large bodies",
+		start: func(t *testing.T, p *popProc) {
+			cs = conns(t, p, n, addrs(1), func(c net.Conn) {
+				go io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"+part)
+			})
+			time.Sleep(500 * time.Millisecond) // the bodies arrive
+		},
+		stop: func() {},
+		check: func(t *testing.T, p *popProc) {
+			defer closeAll(cs)
+			status, _ := answers(cs)
+			// Those that fit wait for the rest (408 at the idle timeout);
+			// the others were refused when the memory was full.
+			if status[408]+status[503] != n || status[503] == 0 {
+				t.Errorf("stalled large bodies got %v, want 408s and 503s, %d in all", status, n)
+			}
+			if v := p.metricInt(t, `edgepixel_pop_client_rejects_total{reason="body_memory"}`); v != int64(status[503]) {
+				t.Errorf("body memory refusals counted %d, answered %d", v, status[503])
+			}
+		},
+	}, rssBound{instances: 2, maxInstances: 2, maxConns: n + 8, bodyMemory: 64 << 20})
+}
+
 func TestAttackSlowHeaders(t *testing.T) {
 	p := startProc(t, 0, "", "--instances", "2", "--max-instances", "2", "--header-timeout", "2s")
 	var cs []net.Conn
