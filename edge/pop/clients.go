@@ -28,8 +28,8 @@ import (
 //     visitor; only when every connection has a request in progress is the
 //     new one refused. A refused connection gets a 503 (cleartext) or is
 //     closed (TLS). accept failing for lack of file descriptors (EMFILE)
-//     closes the longest-waiting connection too and backs off, so the
-//     accept loop neither spins nor dies.
+//     closes the longest-waiting connection too and tries again, backing
+//     off when there is none, so the accept loop neither spins nor dies.
 //   - request head: HeaderTimeout to arrive; net/http refuses a head larger
 //     than Fastly's URL and header section limits allow while reading it
 //     (431), so a client cannot make the POP buffer more (maxHeadBytes).
@@ -48,10 +48,11 @@ import (
 // Every refusal, eviction and timeout is counted by reason in /metrics.
 
 // ClientLimits bounds what clients can make the POP hold. In each field 0
-// means the default and, where allowed, a negative value means none.
+// means the default; for the counts and durations a negative value means
+// none.
 type ClientLimits struct {
-	MaxConns        int           // open client connections; 0 = 4096 lowered to fit RLIMIT_NOFILE; < 0 = no limit
-	MaxConnsPerAddr int           // open connections per client IP address; 0 = 256; < 0 = no limit
+	MaxConns        int           // open client connections; 0 = 4096 lowered to fit RLIMIT_NOFILE
+	MaxConnsPerAddr int           // open connections per client IP address; 0 = 256
 	HeaderTimeout   time.Duration // to receive a request head; 0 = 10s
 	IdleTimeout     time.Duration // a kept-alive connection waits this long for its next request; 0 = 30s
 	BodyTimeout     time.Duration // to receive a whole request body; 0 = 30s
@@ -135,22 +136,6 @@ func connsForFileLimit() int {
 	}
 	reserve := min(max(64, n/8), 1024)
 	return max(n-reserve, 16)
-}
-
-// ClientLimits reports the limits in effect, defaults filled in (0 for a
-// duration and -1 for a count mean none).
-func (s *Server) ClientLimits() ClientLimits {
-	return ClientLimits{
-		MaxConns:        s.conns.max,
-		MaxConnsPerAddr: s.conns.maxPerAddr,
-		HeaderTimeout:   s.headerTimeout,
-		IdleTimeout:     s.keepAlive,
-		BodyTimeout:     s.bodyTimeout,
-		BodyIdleTimeout: s.bodyIdleTimeout,
-		WriteTimeout:    s.writeTimeout,
-		MaxRequestBody:  s.maxBody,
-		BodyMemory:      s.bodyMemory,
-	}
 }
 
 // ConfigureHTTPServer sets what srv must have for the client limits to
@@ -528,8 +513,10 @@ type clientListener struct {
 }
 
 // Accept backs off for a temporary failure (up to a second, as net/http
-// would) and, when the process is out of file descriptors, closes the
-// longest-waiting connection to get one back. Only a permanent failure
+// would). When the process is out of file descriptors it closes the
+// longest-waiting connection to get one back and tries again at once,
+// backing off only when there is none to close, so it never spins: each
+// retry either closed a connection or waited. Only a permanent failure
 // (the listener closed or broken) is returned: net/http's Serve then
 // returns it, and the POP exits.
 func (l *clientListener) Accept() (net.Conn, error) {
@@ -541,7 +528,12 @@ func (l *clientListener) Accept() (net.Conn, error) {
 			switch {
 			case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
 				l.t.acceptErrors[0].Add(1)
-				l.t.evictOne(refusalFDLimit)
+				if l.t.evictOne(refusalFDLimit) {
+					// A descriptor is free again: take the next connection
+					// now. Waiting here would leave visitors queued in the
+					// backlog behind whoever exhausted the descriptors.
+					continue
+				}
 			case errors.As(err, &te) && te.Temporary():
 				l.t.acceptErrors[1].Add(1)
 			default:

@@ -173,17 +173,22 @@ func TestAcceptBacksOffWhenOutOfFiles(t *testing.T) {
 	}
 	inner := &flakyListener{err: &net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, n: 4}
 	l := &clientListener{Listener: inner, t: tab, done: make(chan struct{})}
+	began := time.Now()
 	c, err := l.Accept()
 	if err != nil || c == nil {
 		t.Fatalf("Accept: %v", err)
 	}
-	// One call per failure and one that succeeds: it waited between them
-	// instead of spinning.
+	// One call per failure and one that succeeds; the first retry came at
+	// once, after closing the waiting connection, the others after a
+	// back-off (5, 10, 20 ms) since there was nothing left to close.
 	if inner.calls != 5 || tab.acceptErrors[0].Load() != 4 {
 		t.Errorf("%d accept calls, %d fd errors counted", inner.calls, tab.acceptErrors[0].Load())
 	}
 	if !idle.isClosed() || tab.evicted[refusalFDLimit].Load() != 1 {
 		t.Errorf("the waiting connection was not closed to free a descriptor (evictions %d)", tab.evicted[refusalFDLimit].Load())
+	}
+	if took := time.Since(began); took < 35*time.Millisecond {
+		t.Errorf("4 failures with 1 connection to close took %s: it did not back off", took)
 	}
 	// A permanent failure ends Accept: the server's Serve returns it.
 	l = &clientListener{Listener: &flakyListener{err: net.ErrClosed, n: 1}, t: tab, done: make(chan struct{})}

@@ -236,7 +236,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
 		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
-		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload)
+		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload,
+		"max_conns", s.conns.max, "max_conns_per_addr", s.conns.maxPerAddr, "max_request_body", s.maxBody, "body_memory", s.bodyMemory)
 	return s, nil
 }
 
