@@ -29,7 +29,11 @@
 //	pool.go       handing requests to idle instances, growing and shrinking
 //	reload.go     module versions (programs) and hot reload
 //	limits.go     every Fastly limit and how it is enforced
-//	metrics.go    counters and histograms, /metrics, Ready
+//	metrics.go    counters and histograms, /metrics
+//	health.go     components that stop fail the server; Ready, Degraded
+//	clients.go    what clients can make the POP hold: connections, deadlines
+//	reqbody.go    client request bodies, read whole before a guest sees them
+//	framing.go    requests with ambiguous framing close their connection
 //	downstream.go a client request on its way to a guest and the answer back
 //	backends.go   backends and the requests guests send them
 //	resolve.go    --resolve: backend connections to other addresses

@@ -17,6 +17,7 @@ import (
 // only things crossing between them are the outcome channel and bodies.
 type downstream struct {
 	r     *http.Request
+	body  *reqBody // the request body, read whole (reqbody.go); nil: none
 	ready chan outcome
 	// taken is closed when an instance takes the request from its
 	// program's queue (pool.go); nil unless it was queued.
@@ -274,11 +275,9 @@ func (inst *instance) bind(ds *downstream) {
 		header:  hdr,
 		ds:      ds,
 	}
-	var b *body
-	if r.Body == nil || r.Body == http.NoBody {
-		b = newBody()
-	} else {
-		b = newReaderBody(&clientBody{ReadCloser: r.Body, r: r}, r.ContentLength)
+	b := newBody()
+	if ds.body != nil {
+		b = newReaderBody(ds.body, ds.body.Len())
 	}
 	ds.reqH = inst.tab.add(ro, inst.gen, false)
 	ds.bodyH = inst.tab.add(b, inst.gen, false)
@@ -296,6 +295,13 @@ func (inst *instance) endRequest(failed bool) {
 		return
 	}
 	inst.cur = nil
+	// The client body is released now rather than swept with the other
+	// handles later: it is charged to the body memory all clients share
+	// (reqbody.go), and an idle instance must not keep it. What the guest
+	// moved elsewhere (appended to a backend request) is no longer in it.
+	if b, ok := take[*body](&inst.tab, ds.bodyH); ok {
+		b.release()
+	}
 	if !ds.responded {
 		ds.responded = true
 		if k := inst.breachKind(); k != limitNone {

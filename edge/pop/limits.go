@@ -37,7 +37,9 @@ import (
 // Per request, enforced by refusing it:
 //
 //   - URL and header section of a client request: answered 414 or 431
-//     before any guest sees it (overLimits).
+//     before any guest sees it (overLimits); net/http refuses a head
+//     larger than the two together while still reading it (431, see
+//     maxHeadBytes in clients.go), so none is buffered whole first.
 //   - URL and header section of a request a guest sends: $inval from
 //     uri_set, $httpheadtoolarge from the send calls (headTooLarge).
 //   - backend requests per execution: $limitexceeded from the send calls

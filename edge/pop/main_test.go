@@ -150,7 +150,12 @@ func startPOP(t *testing.T, m *fastlytoml.Manifest, tweak func(*Config)) *testPO
 		t.Fatal(err)
 	}
 	p.Server = s
-	p.ts = httptest.NewServer(s)
+	// Served as the command serves it: through the client limits
+	// (clients.go).
+	p.ts = httptest.NewUnstartedServer(s)
+	s.ConfigureHTTPServer(p.ts.Config)
+	p.ts.Listener = s.Listener(p.ts.Listener, false)
+	p.ts.Start()
 	p.URL = p.ts.URL
 	t.Cleanup(func() {
 		p.ts.Close()

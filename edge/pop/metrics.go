@@ -1,7 +1,6 @@
 package pop
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -101,18 +100,6 @@ func (m *metrics) observeStatus(code int) {
 	m.byClass[c].Add(1)
 }
 
-// Ready reports whether the server can serve: it is not shutting down and
-// at least one guest instance is running. /healthz answers from it.
-func (s *Server) Ready() error {
-	if s.isClosing() {
-		return errors.New("shutting down")
-	}
-	if s.live.Load() <= 0 {
-		return errors.New("no live guest instance")
-	}
-	return nil
-}
-
 // WritePrometheus writes the server's metrics in the Prometheus text format.
 func (s *Server) WritePrometheus(w io.Writer) {
 	type metric struct {
@@ -146,7 +133,8 @@ func (s *Server) WritePrometheus(w io.Writer) {
 	writeHistogram(w, "edgepixel_pop_instance_startup_seconds",
 		"Time from spawning a guest instance to its first wait for a request.", &s.m.startup)
 
-	s.writePoolMetrics(w) // limit breaches, idle exits, reloads
+	s.writePoolMetrics(w)   // limit breaches, idle exits, reloads
+	s.writeClientMetrics(w) // connections, timeouts, refusals (clients.go)
 	if s.sinks != nil {
 		s.sinks.WritePrometheus(w)
 	}
@@ -185,4 +173,35 @@ func (s *Server) writePoolMetrics(w io.Writer) {
 	const rl = "edgepixel_pop_reloads_total"
 	fmt.Fprintf(w, "# HELP %s Attempts to switch to a changed module.\n# TYPE %s counter\n", rl, rl)
 	fmt.Fprintf(w, "%s{result=\"ok\"} %d\n%s{result=\"failed\"} %d\n", rl, s.ps.reloads.Load(), rl, s.ps.reloadFailures.Load())
+}
+
+func (s *Server) writeClientMetrics(w io.Writer) {
+	t := &s.conns
+	open, waiting := t.counts()
+	gauge := func(name, help string, v int64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
+	}
+	gauge("edgepixel_pop_conns_open", "Client connections open.", int64(open))
+	gauge("edgepixel_pop_conns_waiting", "Client connections without a request in progress (idle keep-alive, or the first request head not complete).", int64(waiting))
+	gauge("edgepixel_pop_request_body_bytes", "Bytes of client request bodies held, in whole buffer chunks.", max(s.bodyBytes.Load(), 0))
+	const acc = "edgepixel_pop_conns_accepted_total"
+	fmt.Fprintf(w, "# HELP %s Client connections accepted.\n# TYPE %s counter\n%s %d\n", acc, acc, acc, t.accepted.Load())
+	labelled := func(name, help, label string, names []string, get func(i int) uint64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+		for i, n := range names {
+			if n != "" {
+				fmt.Fprintf(w, "%s{%s=%q} %d\n", name, label, n, get(i))
+			}
+		}
+	}
+	labelled("edgepixel_pop_conns_refused_total", "Client connections refused at accept (a 503 on cleartext), by the limit reached.", "reason",
+		refusalNames[:refusalFDLimit], func(i int) uint64 { return t.refused[i].Load() })
+	labelled("edgepixel_pop_conns_evicted_total", "Client connections without a request in progress closed to make room, by what was short.", "reason",
+		[]string{refusalMaxConns: "max_conns", refusalFDLimit: "fd_limit", refusalPerAddr: ""}, func(i int) uint64 { return t.evicted[i].Load() })
+	labelled("edgepixel_pop_accept_errors_total", "Failed accepts of client connections, retried after a back-off.", "reason",
+		[]string{"fd_limit", "other"}, func(i int) uint64 { return t.acceptErrors[i].Load() })
+	labelled("edgepixel_pop_client_timeouts_total", "Client connections closed, or requests answered 408, for missing a deadline: idle keep-alive, request head, request body, response write.", "phase",
+		phaseNames[:], func(i int) uint64 { return t.timeouts[i].Load() })
+	labelled("edgepixel_pop_client_rejects_total", "Client requests refused before any guest saw them, or whose connection was closed after the answer, by reason.", "reason",
+		rejectNames[:], func(i int) uint64 { return t.rejects[i].Load() })
 }

@@ -156,6 +156,7 @@ func (s *Server) runInstance(inst *instance) {
 		default:
 		}
 		if current {
+			s.startFailed(p, startErr) // health.go
 			s.backoff()
 		}
 	} else {
@@ -283,6 +284,7 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 		inst.starting = false
 		p.starting.Add(-1)
 		inst.s.m.observeStartup(time.Since(inst.spawned))
+		inst.s.startSucceeded()
 	}
 	if ds, ok := inst.waitWork(timeout); ok {
 		inst.dog.begin(ds, inst.s.wallBudget)

@@ -53,10 +53,18 @@ type Config struct {
 	Reload         bool
 	ReloadInterval time.Duration // 0 = 500ms
 
+	// Clients bounds what clients can make the POP hold: connections,
+	// time and memory (clients.go). Its connection limits need the
+	// http.Server configured by ConfigureHTTPServer and serving on a
+	// Listener.
+	Clients ClientLimits
+
 	// startupWallBudget replaces WallBudget for instance startup (0: it
 	// does not). Only tests set it: a test of the request budget needs a
 	// short one, and startup on a loaded machine must not breach it.
 	startupWallBudget time.Duration
+	// startFailAfter replaces startFailTimeout (health.go); tests only.
+	startFailAfter time.Duration
 }
 
 // applyLimits fills in the limit and pool defaults.
@@ -67,6 +75,8 @@ func (s *Server) applyLimits(cfg Config) {
 	s.cpuBudget = max(cfg.CPUBudget, 0)
 	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
 	s.fresh = cfg.FreshInstances
+	s.applyClientLimits(cfg.Clients)
+	s.health.failAfter = cmp.Or(cfg.startFailAfter, startFailTimeout)
 }
 
 // Server serves HTTP with a pool of warm guest instances.
@@ -113,8 +123,18 @@ type Server struct {
 	fresh                 bool
 	ps                    poolStats
 
+	// Client limits (clients.go, reqbody.go).
+	conns                        connTable
+	headerTimeout, keepAlive     time.Duration
+	bodyTimeout, bodyIdleTimeout time.Duration
+	writeTimeout                 time.Duration
+	maxBody, bodyMemory          int64
+	bodyBytes                    atomic.Int64 // request body bytes held (charged in chunks)
+
 	live, idle            atomic.Int32
 	instID, reqID, progID atomic.Uint64
+
+	health health // health.go
 
 	warned sync.Map // hostcalls already reported as unsupported
 	m      metrics
@@ -144,7 +164,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
 		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
-		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload)
+		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload,
+		"max_conns", s.conns.max, "max_conns_per_addr", s.conns.maxPerAddr, "max_request_body", s.maxBody, "body_memory", s.bodyMemory)
 	return s, nil
 }
 
@@ -159,6 +180,7 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	s := &Server{
 		log:       cfg.Logger,
 		closing:   make(chan struct{}),
+		health:    health{failed: make(chan struct{})},
 		transport: newTransport(),
 		wasmPath:  cfg.WasmPath,
 		cacheDir:  cfg.CompileCacheDir,
@@ -303,43 +325,69 @@ func (s *Server) isClosing() bool {
 }
 
 // ServeHTTP hands the request to a warm instance and relays its response.
-// It returns when the guest has finished the response body, even if the
-// guest keeps running afterwards, so work a guest does after responding
-// costs the client nothing. Every request is then recorded: the latency
-// histogram, the responses by status class and the optional access log,
-// timed until the response body is complete.
+// The request body is read whole first (reqbody.go), so no instance waits
+// for a client. It returns when the guest has finished the response body,
+// even if the guest keeps running afterwards, so work a guest does after
+// responding costs the client nothing. Every request is then recorded:
+// the latency histogram, the responses by status class and the optional
+// access log, timed until the response body is complete.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := &recorder{ResponseWriter: w}
+	rec := &recorder{ResponseWriter: w, writeTimeout: s.writeTimeout}
 	start := time.Now()
+	cc := clientConnOf(r)
+	if cc != nil {
+		cc.beginRequest()
+		defer cc.endRequest()
+	}
 	// Deferred so a request aborted mid-body (serve panics with
 	// http.ErrAbortHandler) is counted too.
 	defer s.observe(rec, r, start)
+	if ambiguousFraming(r, cc) {
+		rec.closeConn = true // framing.go
+		s.conns.rejects[rejectFraming].Add(1)
+	}
 	s.serve(rec, r)
 }
 
 // serve is ServeHTTP without the recording.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serve(w *recorder, r *http.Request) {
 	s.m.requests.Add(1)
 	if s.isClosing() {
 		s.m.errors.Add(1)
+		dropBody(w, r)
 		http.Error(w, "edgepixel-pop: shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	if code := overLimits(r); code != 0 { // Fastly's URL and header limits (limits.go)
+		dropBody(w, r)
+		if code == http.StatusRequestURITooLong {
+			s.conns.rejects[rejectURLTooLong].Add(1)
+		} else {
+			s.conns.rejects[rejectHeaderTooLarge].Add(1)
+		}
 		http.Error(w, "edgepixel-pop: "+http.StatusText(code), code)
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody && r.ProtoMajor == 1 {
-		// A guest may stream its answer while still reading the request
-		// (an echo, a proxy); HTTP/1's default would discard the unread
-		// body as soon as the response starts.
-		_ = http.NewResponseController(w).EnableFullDuplex()
+	body, err := s.readBody(w, r)
+	if err != nil {
+		status, reason := bodyAnswer(err)
+		if reason < 0 {
+			s.conns.timeouts[phaseBody].Add(1)
+		} else {
+			s.conns.rejects[reason].Add(1)
+		}
+		if status != 0 {
+			http.Error(w, "edgepixel-pop: "+err.Error(), status)
+		}
+		return
 	}
 	ds := newDownstream(r)
-	if rec, ok := w.(*recorder); ok {
-		rec.ds = ds // for the access log
-	}
+	ds.body = body
+	w.ds = ds // for the access log
 	if !s.acquire(ds) {
+		if body != nil {
+			body.Close()
+		}
 		if r.Context().Err() == nil {
 			s.m.errors.Add(1)
 			http.Error(w, "edgepixel-pop: shutting down", http.StatusServiceUnavailable)
@@ -357,11 +405,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		if o.failed {
 			s.m.errors.Add(1)
 			if o.limit != "" {
-				// The instance is being terminated (limits.go). If it is
-				// blocked reading this request's body, end that read.
-				if r.Body != nil && r.Body != http.NoBody {
-					http.NewResponseController(w).SetReadDeadline(time.Now())
-				}
+				// The instance is being terminated (limits.go).
 				http.Error(w, "edgepixel-pop: the guest exceeded its "+o.limit+" limit", o.status)
 				return
 			}
@@ -381,36 +425,55 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// recorder is the ResponseWriter serve writes to.
+// recorder is the ResponseWriter serve writes to. It records what the
+// access log and metrics need, gives each write to the client its
+// deadline (Config.Clients.WriteTimeout: a client that stops reading
+// cannot hold the response, or a guest streaming it, for longer), and
+// closes the connection after the answer when asked.
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
 	ds     *downstream // set by serve once the request has one
+
+	closeConn    bool // answer with Connection: close
+	writeTimeout time.Duration
+	rc           *http.ResponseController
+	deadlineSet  time.Time
 }
 
 func (w *recorder) WriteHeader(code int) {
 	// 1xx responses are interim; the status that counts is the final one.
-	if w.status == 0 && code >= 200 {
-		w.status = code
+	if code >= 200 {
+		if w.status == 0 {
+			w.status = code
+		}
+		if w.closeConn {
+			w.Header().Set("Connection", "close")
+		}
 	}
+	w.extendDeadline()
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *recorder) Write(p []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
+	w.extendDeadline()
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
 	return n, err
 }
 
-// ReadFrom keeps the underlying writer's ReadFrom (sendfile, splice for
-// backend bodies) available to io.Copy.
+// ReadFrom keeps the underlying writer's ReadFrom available to io.Copy;
+// the deadline is extended as the source delivers.
 func (w *recorder) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.writeTimeout > 0 {
+		r = deadlineReader{r, w}
 	}
 	var n int64
 	var err error
@@ -421,6 +484,36 @@ func (w *recorder) ReadFrom(r io.Reader) (int64, error) {
 	}
 	w.bytes += n
 	return n, err
+}
+
+// extendDeadline moves the write deadline to WriteTimeout from now, at
+// most every sixteenth of it (a write must complete within between 15/16
+// of WriteTimeout and all of it).
+func (w *recorder) extendDeadline() {
+	if w.writeTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(w.deadlineSet) < w.writeTimeout/16 {
+		return
+	}
+	if w.rc == nil {
+		w.rc = http.NewResponseController(w.ResponseWriter)
+	}
+	w.rc.SetWriteDeadline(now.Add(w.writeTimeout))
+	w.deadlineSet = now
+}
+
+// deadlineReader extends a recorder's write deadline before each read of
+// a body being copied to the client: each read is followed by a write.
+type deadlineReader struct {
+	r io.Reader
+	w *recorder
+}
+
+func (d deadlineReader) Read(p []byte) (int, error) {
+	d.w.extendDeadline()
+	return d.r.Read(p)
 }
 
 // Unwrap lets http.ResponseController reach Flush and the deadlines.
@@ -503,13 +596,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // openOutputs sets up the log endpoint destinations and the access log
 // before any instance starts (a guest may log during its start-up).
 func (s *Server) openOutputs(cfg Config) error {
-	sinks, err := logsink.Open(cfg.LogEndpoints, s.stdout, s.log)
+	sinks, err := logsink.Open(cfg.LogEndpoints, s.stdout, s.log, s.fail)
 	if err != nil {
 		return err
 	}
 	s.sinks = sinks
 	if cfg.AccessLog != nil {
-		s.access = accesslog.New(cfg.AccessLog)
+		s.access = accesslog.New(cfg.AccessLog, s.fail)
 	}
 	return nil
 }

@@ -81,6 +81,9 @@ func storePOP(t *testing.T, text string, files map[string][]byte) (*testPOP, *fa
 	p := startPOP(t, m, func(c *Config) {
 		c.WasmPath = guestPath("storeguest")
 		c.Instances, c.MaxInstances = 2, 4
+		// KV values go in as request bodies, and some are larger than the
+		// default request body limit.
+		c.Clients.MaxRequestBody = 8 << 20
 	})
 	return p, m
 }

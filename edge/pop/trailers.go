@@ -21,14 +21,6 @@ type trailerSource interface {
 	Trailer() http.Header
 }
 
-// clientBody is a client request body; net/http fills r.Trailer in at EOF.
-type clientBody struct {
-	io.ReadCloser
-	r *http.Request
-}
-
-func (c *clientBody) Trailer() http.Header { return c.r.Trailer }
-
 // forbiddenTrailer reports names that may not be sent as trailers: framing
 // and connection headers (net/http rejects some of them outright).
 func forbiddenTrailer(canonical string) bool {

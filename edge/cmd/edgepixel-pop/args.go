@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,6 +45,29 @@ Execution model and limits (limits.go; 0 turns a duration off):
   --idle-timeout D        instances above --instances end after idling this
                           long (default 5s)                       [EDGEPIXEL_POP_IDLE_TIMEOUT]
                           Memory is limited to 128 MB per instance, as on Fastly.
+
+Clients: connections, deadlines, request bodies (0 turns a duration off):
+  --max-conns N           open client connections; when reached, the one waiting
+                          longest without a request (idle keep-alive) is closed
+                          for a new one, else the new one gets 503. Default 4096,
+                          fewer if the open-file limit requires; -1: none
+                                                                  [EDGEPIXEL_POP_MAX_CONNS]
+  --max-conns-per-addr N  open connections per client IP (default 256; -1: none)
+                                                                  [EDGEPIXEL_POP_MAX_CONNS_PER_ADDR]
+  --header-timeout D      to receive a request head (default 10s) [EDGEPIXEL_POP_HEADER_TIMEOUT]
+  --keepalive-timeout D   an idle keep-alive connection is closed after this long
+                          (default 30s)                           [EDGEPIXEL_POP_KEEPALIVE_TIMEOUT]
+  --body-timeout D        to receive a whole request body; else 408 (default 30s)
+                                                                  [EDGEPIXEL_POP_BODY_TIMEOUT]
+  --body-idle-timeout D   longest pause while a request body arrives; else 408
+                          (default 10s)                           [EDGEPIXEL_POP_BODY_IDLE_TIMEOUT]
+  --write-timeout D       for each write of a response to complete (default 30s)
+                                                                  [EDGEPIXEL_POP_WRITE_TIMEOUT]
+  --max-request-body SIZE larger request bodies get 413 (default 1MiB, at least
+                          64KiB); bodies are read whole before a guest sees them
+                                                                  [EDGEPIXEL_POP_MAX_REQUEST_BODY]
+  --body-memory SIZE      request body bytes held at once, all clients; beyond
+                          it 503 (default 64MiB)                  [EDGEPIXEL_POP_BODY_MEMORY]
 
 Production serving:
   --tls-cert FILE, --tls-key FILE
@@ -91,14 +115,17 @@ type options struct {
 	h2c             bool
 	accessLog       string
 	logEndpoints    []logsink.Endpoint
-	resolve         resolveFlag  // run.go
-	limits          limitOptions // limits.go
+	resolve         resolveFlag   // run.go
+	limits          limitOptions  // limits.go
+	clients         clientOptions // clients.go
 
 	// ready, if set, is told the bound addresses once serving (tests).
 	ready func(addr, adminAddr string)
 	// starting, if set, is called with the address to serve on before the
 	// module is loaded (tests).
 	starting func(addr string)
+	// listen, if set, replaces net.Listen for the client listener (tests).
+	listen func(network, addr string) (net.Listener, error)
 }
 
 // endpointsFlag collects repeated --log-endpoint values.
@@ -173,7 +200,8 @@ var (
 // (and the Fastly CLI) put flags on both sides of the wasm path, so parsing
 // resumes after each positional argument.
 func parseArgs(args []string, getenv func(string) string) (*options, error) {
-	o := &options{addr: "127.0.0.1:7676", shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions()}
+	o := &options{addr: "127.0.0.1:7676", shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions(),
+		clients: defaultClientOptions()}
 	if dir, err := os.UserCacheDir(); err == nil {
 		o.compileCache = filepath.Join(dir, "edgepixel-pop")
 	}
@@ -220,6 +248,9 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if err := o.resolve.fromEnv(getenv); err != nil {
 		return nil, err
 	}
+	if err := o.clients.fromEnv(getenv); err != nil {
+		return nil, err
+	}
 	var envEndpoints, flagEndpoints []string
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_ENDPOINTS"); ok {
 		envEndpoints = strings.Split(v, ",")
@@ -249,6 +280,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
 	fs.Var(o.resolve, "resolve", "")
 	o.limits.flags(fs)
+	o.clients.flags(fs)
 	for _, name := range ignoredBool {
 		fs.Bool(name, false, "")
 	}
@@ -302,6 +334,9 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		return nil, fmt.Errorf("--instances %d exceeds --max-instances %d", o.instances, o.maxInstances)
 	}
 	if err := o.limits.check(); err != nil {
+		return nil, err
+	}
+	if err := o.clients.check(); err != nil {
 		return nil, err
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {

@@ -57,7 +57,27 @@ import (
 var version = "0.1.0"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	code := run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if sig, ok := stoppedBy.Load().(syscall.Signal); ok && code == 0 {
+		exitBySignal(sig)
+	}
+	os.Exit(code)
+}
+
+// stoppedBy is the signal that ended serving, if one did.
+var stoppedBy atomic.Value
+
+// exitBySignal ends the process by sig with its default action, after a
+// graceful stop, as Viceroy does. A supervisor reads the exit status: the
+// Fastly CLI's `compute serve` restarts a local server that exits 0, so a
+// POP that exited 0 on Ctrl-C would sometimes be started again instead of
+// stopped. If the signal does not end the process, the shell's convention
+// (128 + the signal number) stands in for it.
+func exitBySignal(sig syscall.Signal) {
+	signal.Reset(sig)
+	_ = syscall.Kill(os.Getpid(), sig)
+	time.Sleep(100 * time.Millisecond)
+	os.Exit(128 + int(sig))
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -82,11 +102,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyContext(os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// After the first signal the default handling comes back, so a second
-	// Ctrl-C ends a shutdown that takes too long.
-	context.AfterFunc(ctx, stop)
 	if err := serve(ctx, o, log, stdout, stderr); err != nil {
 		log.Error("edgepixel-pop failed", "err", err)
 		return 1
@@ -145,7 +162,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if o.starting != nil {
 		o.starting(o.addr)
 	}
-	s, err := pop.New(ctx, o.limits.apply(pop.Config{ // limits.go: limits, pool, reload
+	s, err := pop.New(ctx, o.clients.apply(o.limits.apply(pop.Config{ // limits.go: limits, pool, reload; clients.go
 		WasmPath:        o.wasm,
 		Manifest:        m,
 		Instances:       o.instances,
@@ -157,15 +174,20 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		AccessLog:       accessLog,
 		LogEndpoints:    o.logEndpoints,
 		Resolve:         o.resolve,
-	}))
+	})))
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.addr)
+	listen := net.Listen
+	if o.listen != nil {
+		listen = o.listen
+	}
+	ln, err := listen("tcp", o.addr)
 	if err != nil {
 		s.Shutdown(context.Background())
 		return err
 	}
+	ln = s.Listener(ln, tlsConfig != nil) // connection limits
 	defer ln.Close()
 	ctx, hungUp := context.WithCancel(ctx)
 	defer hungUp()
@@ -180,13 +202,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	protos.SetHTTP2(tlsConfig != nil)
 	protos.SetUnencryptedHTTP2(o.h2c)
 	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		TLSConfig:         tlsConfig,
-		Protocols:         &protos,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig: tlsConfig,
+		Protocols: &protos,
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	s.ConfigureHTTPServer(srv) // head size, deadlines, connection tracking
 	errc := make(chan error, 2)
 	scheme := "http"
 	if tlsConfig != nil {
@@ -201,9 +221,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	adminAddr := ""
 	if o.adminAddr != "" {
 		mux := http.NewServeMux()
-		// 200 while the pool has a live instance and no shutdown has begun,
-		// else 503: a load balancer stops sending traffic as soon as the
-		// drain starts.
+		// 200 while the pool has a live instance, no component stopped and
+		// no shutdown has begun, else 503 with the reason: a load balancer
+		// stops sending traffic as soon as the drain starts. Conditions
+		// that do not stop the POP (a log collector refusing deliveries)
+		// follow "ok", one a line.
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			err := s.Ready()
 			if err == nil && shuttingDown.Load() {
@@ -214,6 +236,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 				return
 			}
 			io.WriteString(w, "ok\n")
+			for _, d := range s.Degraded() {
+				io.WriteString(w, "degraded: "+d+"\n")
+			}
 		})
 		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
@@ -240,11 +265,27 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		o.ready(ln.Addr().String(), adminAddr)
 	}
 
+	// A listener that stops, or a component of the POP (health.go), ends
+	// the process with an error, for a supervisor to restart it; /healthz
+	// is unhealthy from that moment.
 	var serveErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "timeout", o.shutdownTimeout)
 	case serveErr = <-errc:
+		log.Error("a listener stopped; shutting down", "err", serveErr)
+	case <-s.Failed():
+		// /healthz says 503 from now; give a load balancer that checks it
+		// often a moment to stop sending traffic before connections are
+		// refused.
+		serveErr = s.Err()
+		shuttingDown.Store(true)
+		d := min(unhealthyBeforeExit, o.shutdownTimeout/2)
+		log.Error("shutting down: a component of the POP stopped", "err", serveErr, "draining_in", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
 	}
 	shuttingDown.Store(true)
 	began := time.Now()
@@ -265,11 +306,16 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		admin.Close()
 	}
 	log.Info("stopped", "took", time.Since(began).Round(time.Millisecond))
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+	if serveErr != nil {
+		// Even ErrServerClosed: nothing closes a server before this point.
 		return serveErr
 	}
 	return nil
 }
+
+// unhealthyBeforeExit is how long /healthz answers 503 after a component
+// stopped before the POP drains and exits.
+const unhealthyBeforeExit = 2 * time.Second
 
 // checkAddr reports whether addr can be listened on, by listening and
 // closing at once. Nothing is accepted meanwhile.
@@ -279,4 +325,24 @@ func checkAddr(addr string) error {
 		return err
 	}
 	return ln.Close()
+}
+
+// notifyContext is signal.NotifyContext that also records the signal in
+// stoppedBy. After the first signal the default handling comes back, so a
+// second Ctrl-C ends a shutdown that takes too long.
+func notifyContext(sigs ...os.Signal) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	go func() {
+		select {
+		case sig := <-ch:
+			stoppedBy.Store(sig)
+			signal.Stop(ch)
+			cancel()
+		case <-ctx.Done():
+			signal.Stop(ch)
+		}
+	}()
+	return ctx, cancel
 }

@@ -62,6 +62,7 @@ func TestMain(m *testing.M) {
 	} else {
 		code = m.Run()
 	}
+	printFigures() // attack_test.go
 	os.RemoveAll(testTmp)
 	os.Exit(code)
 }

@@ -18,6 +18,7 @@ package accesslog
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -41,6 +42,7 @@ type Entry struct {
 type Log struct {
 	mu     sync.Mutex
 	w      io.Writer
+	fail   func(error)
 	buf    []byte
 	failed bool
 	err    error
@@ -55,8 +57,13 @@ const (
 )
 
 // New starts a log writing to w. Close it to write out the last lines.
-func New(w io.Writer) *Log {
-	a := &Log{w: w, buf: make([]byte, 0, bufferBytes+1024),
+// fail (may be nil) is called once, at the first write error: the lines
+// are being lost until the cause is fixed.
+func New(w io.Writer, fail func(error)) *Log {
+	if fail == nil {
+		fail = func(error) {}
+	}
+	a := &Log{w: w, fail: fail, buf: make([]byte, 0, bufferBytes+1024),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
@@ -76,8 +83,8 @@ func New(w io.Writer) *Log {
 	return a
 }
 
-// Add appends e's line. A write error does not stop the log; Close
-// reports the first one.
+// Add appends e's line. A write error is reported to the fail function
+// given to New, and by Close.
 func (a *Log) Add(e Entry) {
 	r := e.Request
 	a.mu.Lock()
@@ -117,9 +124,10 @@ func (a *Log) flushLocked() {
 		return
 	}
 	if _, err := a.w.Write(a.buf); err != nil && !a.failed {
-		// Keep serving; the error is reported once, at Close.
+		// Reported to fail once, and again at Close.
 		a.failed = true
 		a.err = err
+		a.fail(fmt.Errorf("access log: %w", err))
 	}
 	a.buf = a.buf[:0]
 }

@@ -26,7 +26,7 @@ func TestAppendJSONString(t *testing.T) {
 
 // BenchmarkAccessLogAdd is the access log's cost per request.
 func BenchmarkAccessLogAdd(b *testing.B) {
-	a := New(io.Discard)
+	a := New(io.Discard, nil)
 	defer a.Close()
 	r := httptest.NewRequest("GET", "/p.gif?site=example.com&url=https%3A%2F%2Fexample.com%2Fpage", nil)
 	e := Entry{Start: time.Now(), Request: r, Status: 200, Bytes: 43, Duration: 420 * time.Microsecond,

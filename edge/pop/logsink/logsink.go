@@ -22,6 +22,13 @@
 // delivered after its retries is dropped and counted as well. All of it
 // is flushed when the server shuts down, after the guests have ended (so
 // what they log after their serve loop is included).
+//
+// Failure: a file (or stdout) destination whose write fails has stopped
+// doing its job (the disk is full, the file system read-only), and says
+// so through the fail function given to Open, which stops the POP so a
+// supervisor restarts it. An HTTP collector that does not accept
+// deliveries is not a stop: the endpoint keeps retrying within its
+// bounds, and Degraded and the metrics show it.
 package logsink
 
 import (
@@ -224,6 +231,33 @@ type sinkStats struct {
 	requests  atomic.Uint64 // HTTP: batches POSTed successfully
 	failures  atomic.Uint64 // HTTP: failed attempts (each retry counts)
 	queued    atomic.Int64  // HTTP: bytes waiting in memory
+
+	// HTTP: since when deliveries fail (zero: the last one succeeded),
+	// and the last error.
+	failMu       sync.Mutex
+	failingSince time.Time
+	lastErr      error
+}
+
+func (st *sinkStats) deliveryFailed(err error) {
+	st.failMu.Lock()
+	if st.failingSince.IsZero() {
+		st.failingSince = time.Now()
+	}
+	st.lastErr = err
+	st.failMu.Unlock()
+}
+
+func (st *sinkStats) deliveryOK() {
+	st.failMu.Lock()
+	st.failingSince, st.lastErr = time.Time{}, nil
+	st.failMu.Unlock()
+}
+
+func (st *sinkStats) failing() (since time.Time, err error) {
+	st.failMu.Lock()
+	defer st.failMu.Unlock()
+	return st.failingSince, st.lastErr
 }
 
 // Sink is one destination. Write takes one entry (without its newline) of
@@ -247,8 +281,13 @@ type Set struct {
 // Open opens the destinations eps name; every other name goes to stdout
 // (which the caller must make safe for concurrent writes) unless an
 // Endpoint named "*" says otherwise. It fails for a name configured twice
-// or a file that cannot be opened for appending.
-func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger) (*Set, error) {
+// or a file that cannot be opened for appending. fail (may be nil) is
+// called, once per destination, when a file or stdout destination cannot
+// write: entries are being lost and will be until the cause is fixed.
+func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger, fail func(error)) (*Set, error) {
+	if fail == nil {
+		fail = func(error) {}
+	}
 	ls := &Set{byName: map[string]Sink{}}
 	for _, ep := range eps {
 		if _, dup := ls.byName[ep.Name]; dup || (ep.Name == "*" && ls.fallback != nil) {
@@ -258,14 +297,14 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger) (*Set, error) {
 		var sk Sink
 		switch ep.Kind {
 		case Stdout, "":
-			sk = &stdoutSink{w: stdout, st: sinkStats{label: ep.Name, kind: Stdout}}
+			sk = &stdoutSink{w: stdout, st: sinkStats{label: ep.Name, kind: Stdout}, fail: fail}
 		case File:
 			f, err := os.OpenFile(ep.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 			if err != nil {
 				ls.Close(context.Background())
 				return nil, fmt.Errorf("log endpoint %s: %w", ep.Name, err)
 			}
-			sk = newFileSink(f, ep.Name, log)
+			sk = newFileSink(f, ep.Name, log, fail)
 		case HTTP:
 			sk = newHTTPSink(ep.withDefaults(), log, nil)
 		default:
@@ -280,7 +319,7 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger) (*Set, error) {
 		}
 	}
 	if ls.fallback == nil {
-		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: Stdout}}
+		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: Stdout}, fail: fail}
 		ls.all = append(ls.all, ls.fallback)
 	}
 	return ls, nil
@@ -309,6 +348,26 @@ func (ls *Set) Close(ctx context.Context) error {
 	return ls.closeErr
 }
 
+// Degraded describes each HTTP destination whose deliveries are failing,
+// one line each: since when, the last error, what was dropped so far.
+func (ls *Set) Degraded() []string {
+	var out []string
+	for _, sk := range ls.all {
+		st := sk.stats()
+		if st.kind != HTTP {
+			continue
+		}
+		since, err := st.failing()
+		if since.IsZero() {
+			continue
+		}
+		out = append(out, fmt.Sprintf("log endpoint %s: deliveries failing for %s (%v); %d entries dropped so far, %d bytes queued",
+			st.label, time.Since(since).Round(time.Second), err, st.dropped.Load(), st.queued.Load()))
+	}
+	slices.Sort(out)
+	return out
+}
+
 // WritePrometheus writes the destinations' counters in the Prometheus
 // text format, labelled with the configured endpoint name ("*" for the
 // default destination) and kind.
@@ -333,6 +392,13 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 			func(st *sinkStats) int64 { return int64(st.failures.Load()) }},
 		{"edgepixel_pop_log_queued_bytes", "gauge", "Bytes an HTTP log endpoint holds in memory awaiting delivery.", true,
 			func(st *sinkStats) int64 { return st.queued.Load() }},
+		{"edgepixel_pop_log_failing_seconds", "gauge", "How long an HTTP log endpoint's deliveries have been failing (0: the last one succeeded).", true,
+			func(st *sinkStats) int64 {
+				if since, _ := st.failing(); !since.IsZero() {
+					return int64(max(time.Since(since).Seconds(), 1))
+				}
+				return 0
+			}},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.kind)
 		for _, sk := range all {
@@ -350,8 +416,10 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 // stdoutSink prints "name :: entry" lines, as Viceroy does. w is the
 // server's locked stdout, shared with the guests' own stdout.
 type stdoutSink struct {
-	w  io.Writer
-	st sinkStats
+	w      io.Writer
+	st     sinkStats
+	fail   func(error)
+	failed atomic.Bool
 }
 
 func (s *stdoutSink) Write(name string, msg []byte) {
@@ -363,6 +431,9 @@ func (s *stdoutSink) Write(name string, msg []byte) {
 	line = append(line, '\n')
 	if _, err := s.w.Write(line); err != nil {
 		s.st.dropped.Add(1)
+		if !s.failed.Swap(true) {
+			s.fail(fmt.Errorf("log endpoint %s: writing to stdout: %w", s.st.label, err))
+		}
 		return
 	}
 	s.st.delivered.Add(1)
@@ -379,6 +450,7 @@ func (s *stdoutSink) stats() *sinkStats           { return &s.st }
 // line from us).
 type fileSink struct {
 	log     *slog.Logger
+	fail    func(error)
 	mu      sync.Mutex
 	f       *os.File
 	buf     []byte
@@ -391,8 +463,8 @@ type fileSink struct {
 	err     error
 }
 
-func newFileSink(f *os.File, label string, log *slog.Logger) *fileSink {
-	s := &fileSink{log: log, f: f, st: sinkStats{label: label, kind: File},
+func newFileSink(f *os.File, label string, log *slog.Logger, fail func(error)) *fileSink {
+	s := &fileSink{log: log, fail: fail, f: f, st: sinkStats{label: label, kind: File},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.flusher()
 	return s
@@ -420,6 +492,7 @@ func (s *fileSink) flushLocked() {
 		if !s.warned {
 			s.warned = true
 			s.log.Warn("log endpoint: file write failed; entries dropped", "endpoint", s.st.label, "file", s.f.Name(), "err", err)
+			s.fail(fmt.Errorf("log endpoint %s: writing %s: %w", s.st.label, s.f.Name(), err))
 		}
 	} else {
 		s.st.delivered.Add(s.pending)
@@ -670,9 +743,11 @@ func (s *httpSink) deliver(ctx context.Context, b logBatch) {
 		if err == nil {
 			s.st.requests.Add(1)
 			s.st.delivered.Add(uint64(b.n))
+			s.st.deliveryOK()
 			return
 		}
 		s.st.failures.Add(1)
+		s.st.deliveryFailed(err)
 		if !retry || attempt >= s.ep.Retries || ctx.Err() != nil {
 			s.st.dropped.Add(uint64(b.n))
 			s.log.Warn("log endpoint: batch dropped", "endpoint", s.ep.Name, "entries", b.n, "attempts", attempt+1, "err", err)

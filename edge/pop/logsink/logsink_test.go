@@ -243,7 +243,7 @@ func TestParseLogEndpoint(t *testing.T) {
 
 func TestLogFileSink(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ev.log")
-	ls, err := Open([]Endpoint{{Name: "ev", Kind: File, Path: path}}, io.Discard, quietLog())
+	ls, err := Open([]Endpoint{{Name: "ev", Kind: File, Path: path}}, io.Discard, quietLog(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

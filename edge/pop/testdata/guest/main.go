@@ -22,6 +22,7 @@ import (
 	"github.com/fastly/compute-sdk-go/configstore"
 	"github.com/fastly/compute-sdk-go/edgedict"
 	"github.com/fastly/compute-sdk-go/fsthttp"
+	"github.com/fastly/compute-sdk-go/kvstore"
 	"github.com/fastly/compute-sdk-go/rtlog"
 	"github.com/fastly/compute-sdk-go/secretstore"
 )
@@ -33,6 +34,15 @@ var (
 )
 
 func main() {
+	// A "poison" entry in the KV store of that name (when one is
+	// configured) makes every new instance fail at start, as a module
+	// whose start-up dependency broke would: see /poison.
+	if st, err := kvstore.Open("poison"); err == nil {
+		if _, err := st.Lookup("poison"); err == nil {
+			fmt.Fprintln(os.Stderr, "guest: poisoned; exiting at start")
+			os.Exit(3)
+		}
+	}
 	var id [8]byte
 	rand.Read(id[:])
 	instanceID = hex.EncodeToString(id[:])
@@ -120,8 +130,30 @@ func handle(ctx context.Context, w fsthttp.ResponseWriter, r *fsthttp.Request) {
 		io.WriteString(w, "done")
 		w.Close()
 		time.Sleep(300 * time.Millisecond)
+	case "/big":
+		// mb MiB of zeros, streamed as written.
+		mb, _ := strconv.Atoi(q.Get("mb"))
+		buf := make([]byte, 64<<10)
+		for range mb * 16 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
 	case "/panic":
 		panic("guest panics on purpose")
+	case "/poison":
+		// From now on no instance starts (see main); this one ends too.
+		st, err := kvstore.Open("poison")
+		if err == nil {
+			err = st.Insert("poison", strings.NewReader("1"))
+		}
+		if err != nil {
+			fail(w, 500, err)
+			return
+		}
+		io.WriteString(w, "poisoned")
+		w.Close()
+		os.Exit(3)
 	case "/status":
 		code, _ := strconv.Atoi(q.Get("code"))
 		w.Header().Set("X-Custom", "yes")

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop"
+)
+
+func TestClientFlags(t *testing.T) {
+	o, err := parseArgs([]string{"m.wasm"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.clients.apply(pop.Config{}).Clients
+	want := pop.ClientLimits{
+		HeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, BodyTimeout: 30 * time.Second,
+		BodyIdleTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		MaxRequestBody: 1 << 20, BodyMemory: 64 << 20,
+	}
+	if c != want {
+		t.Errorf("defaults:\n%+v\nwant\n%+v", c, want)
+	}
+
+	e := env(map[string]string{
+		"EDGEPIXEL_POP_MAX_CONNS":          "500",
+		"EDGEPIXEL_POP_MAX_CONNS_PER_ADDR": "-1",
+		"EDGEPIXEL_POP_HEADER_TIMEOUT":     "3s",
+		"EDGEPIXEL_POP_BODY_IDLE_TIMEOUT":  "0",
+		"EDGEPIXEL_POP_MAX_REQUEST_BODY":   "256KiB",
+		"EDGEPIXEL_POP_BODY_MEMORY":        "16MiB",
+	})
+	o, err = parseArgs([]string{"m.wasm", "--max-conns", "700", "--write-timeout=1m", "--keepalive-timeout", "0"}, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = o.clients.apply(pop.Config{}).Clients
+	// 0 on the command line turns a duration off: negative in pop.Config.
+	if c.MaxConns != 700 || c.MaxConnsPerAddr != -1 || c.HeaderTimeout != 3*time.Second || c.BodyIdleTimeout >= 0 ||
+		c.IdleTimeout >= 0 || c.WriteTimeout != time.Minute || c.MaxRequestBody != 256<<10 || c.BodyMemory != 16<<20 {
+		t.Errorf("environment and flags: %+v", c)
+	}
+
+	for _, args := range [][]string{
+		{"--max-request-body", "1KiB", "m.wasm"},                          // below 64 KiB
+		{"--max-request-body", "2MiB", "--body-memory", "1MiB", "m.wasm"}, // less memory than one body
+		{"--max-request-body", "lots", "m.wasm"},
+		{"--body-memory", "1PiB", "m.wasm"},
+		{"--header-timeout", "-1s", "m.wasm"},
+		{"--max-conns", "-2", "m.wasm"},
+	} {
+		if _, err := parseArgs(args, env(nil)); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	for in, want := range map[string]int64{"65536": 65536, "64KiB": 64 << 10, "64k": 64 << 10, "1MB": 1e6, "2 MiB": 2 << 20, "1GiB": 1 << 30} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("size %q: %d, %v; want %d", in, b, err, want)
+		}
+	}
+}
+
+// brokenListener accepts nothing and fails for good once broken.
+type brokenListener struct {
+	net.Listener
+	broken chan struct{}
+}
+
+func (l *brokenListener) Accept() (net.Conn, error) {
+	<-l.broken
+	return nil, errors.New("accept: the listening socket is gone")
+}
+
+// TestListenerStopEndsServe: a listener that fails for good ends serve
+// with the error, so the process exits non-zero.
+func TestListenerStopEndsServe(t *testing.T) {
+	args := []string{"--addr", "127.0.0.1:0", "--instances", "1", "--max-instances", "1",
+		"--compile-cache", cacheDir, logGuest(t)}
+	o, err := parseArgs(args, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := &brokenListener{broken: make(chan struct{})}
+	o.listen = func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		bl.Listener = ln
+		return bl, err
+	}
+	ready := make(chan struct{}, 1)
+	o.ready = func(_, _ string) { ready <- struct{}{} }
+	stderr := &lockedBuf{}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	done := make(chan error, 1)
+	go func() { done <- serve(context.Background(), o, log, &lockedBuf{}, stderr) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve ended at start-up: %v\n%s", err, stderr)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("serve did not start\n%s", stderr)
+	}
+	close(bl.broken)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "listening socket is gone") {
+			t.Errorf("serve returned %v, want the listener's error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve kept running without its listener\n%s", stderr)
+	}
+	if !strings.Contains(stderr.String(), "a listener stopped") {
+		t.Errorf("the reason was not logged:\n%s", stderr)
+	}
+}

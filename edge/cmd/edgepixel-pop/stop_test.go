@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A component of the POP whose dependency breaks for good makes the
+// process exit non-zero with the reason (for a supervisor to restart it),
+// /healthz turning unhealthy first. Each test breaks one dependency of the
+// real binary. One that is retried by design (an HTTP log collector that
+// is down) keeps the POP up and shows in /healthz and /metrics.
+
+// healthz is /healthz's status and body (0 if it could not be asked).
+func (p *popProc) healthz() (int, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(p.admin + "/healthz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// exitsUnhealthyFirst waits (up to 60 s) for the process to exit,
+// polling /healthz meanwhile; it checks that the exit is non-zero, that
+// /healthz answered 503 before, and that stderr gives the reason.
+func exitsUnhealthyFirst(t *testing.T, p *popProc, reason string) {
+	t.Helper()
+	saw503 := false
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case <-p.exited:
+			var ee *exec.ExitError
+			if !errors.As(p.err, &ee) || ee.ExitCode() == 0 {
+				t.Errorf("exit: %v, want a non-zero status", p.err)
+			}
+			if !saw503 {
+				t.Error("/healthz never answered 503 before the exit")
+			}
+			if !strings.Contains(p.stderr.String(), reason) {
+				t.Errorf("stderr does not give the reason %q:\n%s", reason, lastLines(p.stderr.String(), 20))
+			}
+			return
+		case <-deadline:
+			t.Fatalf("still running 60 s after its dependency broke\n%s", lastLines(p.stderr.String(), 20))
+		case <-time.After(50 * time.Millisecond):
+			if code, _ := p.healthz(); code == http.StatusServiceUnavailable {
+				saw503 = true
+			}
+		}
+	}
+}
+
+// TestExitWhenGuestCannotStart: the guest's start-up dependency (a KV
+// entry it checks) breaks, no instance can start any more.
+func TestExitWhenGuestCannotStart(t *testing.T) {
+	toml := filepath.Join(t.TempDir(), "fastly.toml")
+	os.WriteFile(toml, []byte("manifest_version = 3\n[local_server.kv_stores]\npoison = []\n"), 0o644)
+	p := startProc(t, 0, toml, "--instances", "1", "--max-instances", "1")
+	if code, body := p.healthz(); code != 200 {
+		t.Fatalf("healthz before: %d %s", code, body)
+	}
+	http.Get(p.url + "/poison")
+	exitsUnhealthyFirst(t, p, "no guest instance could start")
+}
+
+// TestExitWhenLogFileFails: the disk under a file log endpoint is full.
+func TestExitWhenLogFileFails(t *testing.T) {
+	p := startProc(t, 0, "", "--instances", "1", "--max-instances", "1", "--log-endpoint", "guestlog=file:/dev/full")
+	if resp, err := http.Get(p.url + "/log?msg=hello"); err == nil {
+		resp.Body.Close()
+	}
+	exitsUnhealthyFirst(t, p, "log endpoint guestlog: writing /dev/full")
+}
+
+// TestExitWhenAccessLogFails: the disk under the access log is full.
+func TestExitWhenAccessLogFails(t *testing.T) {
+	p := startProc(t, 0, "", "--instances", "1", "--max-instances", "1", "--access-log", "/dev/full")
+	if resp, err := http.Get(p.url + "/counter"); err == nil {
+		resp.Body.Close()
+	}
+	exitsUnhealthyFirst(t, p, "access log")
+}
+
+// TestLogCollectorDownIsNotAStop: deliveries to an HTTP log endpoint
+// whose collector refuses connections are retried; the POP stays up and
+// healthy, and says what is failing.
+func TestLogCollectorDownIsNotAStop(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/logs"
+	ln.Close() // nothing listens there now
+	p := startProc(t, 0, "", "--instances", "1", "--max-instances", "1",
+		"--log-endpoint", "guestlog="+dead+"?period=100ms")
+	for range 3 {
+		if resp, err := http.Get(p.url + "/log?msg=hello"); err == nil {
+			resp.Body.Close()
+		}
+	}
+	var body string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		var code int
+		code, body = p.healthz()
+		if code != 200 {
+			t.Fatalf("healthz %d with only a log collector down: %s", code, body)
+		}
+		if strings.Contains(body, "degraded: log endpoint guestlog: deliveries failing") {
+			break
+		}
+	}
+	if !strings.Contains(body, "degraded: log endpoint guestlog") {
+		t.Fatalf("healthz does not show the failing deliveries:\n%s", body)
+	}
+	if v := p.metricInt(t, `edgepixel_pop_log_failing_seconds{endpoint="guestlog",kind="http"}`); v < 1 {
+		t.Errorf("failing-seconds gauge %d", v)
+	}
+	select {
+	case <-p.exited:
+		t.Fatalf("the POP exited: %v", p.err)
+	default:
+	}
+	if resp, err := http.Get(p.url + "/counter"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("serving with the collector down: %v", err)
+	}
+}
