@@ -74,12 +74,3 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
-
-func TestTruncateKeepsRunes(t *testing.T) {
-	if got := Truncate("héllo", 2); got != "h" {
-		t.Fatalf("got %q", got)
-	}
-	if got := Truncate("abc", 5); got != "abc" {
-		t.Fatalf("got %q", got)
-	}
-}
