@@ -85,6 +85,7 @@ const (
 // edgepixel_aggregator_bad_rows_total. They never reject the request.
 const (
 	ReasonInvalidEvent = "invalid_event" // fails event.Validate (or a bad event_id or props in NDJSON)
+	ReasonBadEventID   = "bad_event_id"  // an NDJSON client_event_id that event.ParseClientID refuses
 	ReasonBadTime      = "bad_time"      // time missing, unreadable, or far from now
 	ReasonBadJSON      = "bad_json"      // an NDJSON line that is not a JSON object of the event fields
 	ReasonLineTooLong  = "line_too_long" // an NDJSON line over MaxLine

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -44,17 +45,36 @@ func (e *LineError) Unwrap() error { return e.Err }
 // name (encoding/json prefers the shallower field).
 type jsonLine struct {
 	event.Event
-	EventID *string         `json:"event_id"`
-	TsMS    json.RawMessage `json:"ts_ms"`
-	Ts      json.RawMessage `json:"ts"`
-	Props   json.RawMessage `json:"props"`
+	EventID *string `json:"event_id"`
+	// ClientEventID is a client's own id for the event, for a log format
+	// that passes one through from the visitor's request; see ParseLine.
+	ClientEventID string          `json:"client_event_id"`
+	TsMS          json.RawMessage `json:"ts_ms"`
+	Ts            json.RawMessage `json:"ts"`
+	Props         json.RawMessage `json:"props"`
 }
 
 // ParseLine turns one NDJSON line (without its newline) into an event. It
 // does not judge the time against the clock; the handler does. A line
-// without event_id gets a deterministic id (see LineID), so a line
-// delivered twice dedupes like an edge event retried. A line without a
-// name is a pageview: a log line is usually one pixel request.
+// without a name is a pageview: a log line is usually one pixel request.
+//
+// Every string is cleaned by event.Clean's rule (invalid UTF-8 and control
+// characters become U+FFFD), as the edge cleans what it stores, but not
+// cut: a value over its limit makes the line a bad row, as before. props
+// take event.CleanProps' canonical form.
+//
+// The event's id:
+//   - event_id is taken as is: it is an id the edge minted (or derived
+//     from a client id) and the lines carrying it come from the edge's log
+//     endpoint, which the ingest token authenticates;
+//   - else client_event_id, a client's own id, is treated as the edge
+//     treats event_id in a POST: it must pass event.ParseClientID against
+//     the line's time (the edge's clock when the hit was seen), else the
+//     line is a bad row (bad_event_id), and the event is stored as
+//     event.Scope(id, site, -1) at the id's time, so the same client id
+//     arriving by a POST and by a log line is one event;
+//   - else the line gets a deterministic id (see LineID), so a line
+//     delivered twice dedupes like an edge event retried.
 func ParseLine(line []byte) (event.Event, error) {
 	var e event.Event
 	if len(line) > MaxLine {
@@ -63,6 +83,12 @@ func ParseLine(line []byte) (event.Event, error) {
 	var l jsonLine
 	if err := json.Unmarshal(line, &l); err != nil {
 		return e, &LineError{Reason: ReasonBadJSON, Err: err}
+	}
+	for i := range event.Fields {
+		if f := &event.Fields[i]; f.Str != nil {
+			p := f.Str(&l.Event)
+			*p = event.Clean(*p, math.MaxInt)
+		}
 	}
 	bad := func(reason string, err error) (event.Event, error) {
 		return event.Event{}, &LineError{Reason: reason, Site: l.Site, Err: err}
@@ -80,11 +106,18 @@ func ParseLine(line []byte) (event.Event, error) {
 	}
 	e = l.Event
 	e.Time, e.Props = ms, props
-	if l.EventID != nil && *l.EventID != "" {
+	switch {
+	case l.EventID != nil && *l.EventID != "":
 		if e.ID, err = event.ParseID(*l.EventID); err != nil {
 			return bad(ReasonInvalidEvent, err)
 		}
-	} else {
+	case l.ClientEventID != "":
+		c, err := event.ParseClientID(l.ClientEventID, ms)
+		if err != nil {
+			return bad(ReasonBadEventID, err)
+		}
+		e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
+	default:
 		e.ID = LineID(ms, line)
 	}
 	if err := e.Validate(); err != nil {
@@ -147,8 +180,8 @@ func jsonInt(v json.RawMessage) (int64, error) {
 	return strconv.ParseInt(s, 10, 64)
 }
 
-// lineProps returns props as compact JSON object text: an object as is, a
-// string when it holds an object, "" for absent, null or "".
+// lineProps returns props in event.CleanProps' canonical form: an object
+// as is, a string when it holds an object, "" for absent, null or "".
 func lineProps(v json.RawMessage) (string, error) {
 	if len(v) == 0 || string(v) == "null" || string(v) == `""` {
 		return "", nil
@@ -161,15 +194,11 @@ func lineProps(v json.RawMessage) (string, error) {
 		}
 		raw = []byte(s)
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		return "", errors.New("props is not a JSON object")
+	props, err := event.CleanProps(raw)
+	if err == nil && props == "" { // "null" inside a string
+		err = event.ErrPropsNotObject
 	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return "", err
-	}
-	return b.String(), nil
+	return props, err
 }
 
 func clip(b []byte) string {

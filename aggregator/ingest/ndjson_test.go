@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,6 +93,64 @@ func TestParseLine(t *testing.T) {
 		var le *LineError
 		if !errors.As(err, &le) || le.Reason != c.reason || le.Site != c.site {
 			t.Errorf("%.60s: %v, want %s (site %q)", c.line, err, c.reason, c.site)
+		}
+	}
+}
+
+// A line's strings pass the edge's one rule (event.Clean), and its props
+// take the same canonical form as a POST's.
+func TestParseLineCleans(t *testing.T) {
+	e, err := ParseLine([]byte("{\"ts_ms\":1750000000123,\"site\":\"d\xffe\",\"url\":\"/a\\u0000b\",\"user_agent\":\"UA\\u0085\",\"props\":{\"caf\\u00e9\":\"\\ud800\"}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Site != "d\uFFFDe" || e.URL != "/a\uFFFDb" || e.UserAgent != "UA\uFFFD" || e.Props != "{\"café\":\"\uFFFD\"}" {
+		t.Errorf("%+v", e)
+	}
+	// The limit holds after cleaning: a site of 100 bytes with a control
+	// character is 102 once cleaned, a bad row rather than cut.
+	_, err = ParseLine([]byte(`{"ts_ms":1750000000123,"site":"\u0001` + strings.Repeat("x", 99) + `"}`))
+	var le *LineError
+	if !errors.As(err, &le) || le.Reason != ReasonInvalidEvent {
+		t.Errorf("site over its limit once cleaned: %v", err)
+	}
+}
+
+// client_event_id is treated as the edge treats a POST's event_id.
+func TestParseLineClientEventID(t *testing.T) {
+	const ms = 1750000000123
+	c, err := event.NewID(ms-60_000, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := func(site, extra string) []byte {
+		return []byte(fmt.Sprintf(`{"ts_ms":%d,"site":%q,"client_event_id":%q%s}`, ms, site, c, extra))
+	}
+	a, err := ParseLine(line("a.com", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != event.Scope(c, "a.com", -1) || a.Time != c.Time() {
+		t.Errorf("id %s time %d, want the scoped id at the client's time", a.ID, a.Time)
+	}
+	again, _ := ParseLine(line("a.com", `,"url":"/retried"`))
+	b, _ := ParseLine(line("b.com", ""))
+	if again.ID != a.ID || b.ID == a.ID {
+		t.Errorf("retry %s, other site %s, first %s", again.ID, b.ID, a.ID)
+	}
+	// An edge-minted event_id is the stored id, whatever else the line says.
+	edge := "0197746b-5d3b-7000-8000-000000000001"
+	if e, err := ParseLine(line("a.com", `,"event_id":"`+edge+`"`)); err != nil || e.ID.String() != edge {
+		t.Errorf("event_id beside client_event_id: %v %v", e.ID, err)
+	}
+	v4 := []byte(c.String())
+	v4[14] = '4'
+	old, _ := event.NewID(ms-event.MaxClientIDAge-1, rand.Reader)
+	for _, id := range []string{"nope", string(v4), old.String()} {
+		_, err := ParseLine([]byte(fmt.Sprintf(`{"ts_ms":%d,"site":"a.com","client_event_id":%q}`, ms, id)))
+		var le *LineError
+		if !errors.As(err, &le) || le.Reason != ReasonBadEventID || le.Site != "a.com" {
+			t.Errorf("client_event_id %s: %v", id, err)
 		}
 	}
 }
@@ -219,10 +278,13 @@ func TestTokenMatches(t *testing.T) {
 	}
 }
 
-// FuzzParseLine: any line either parses to an event that validates and
-// whose own JSON parses back to the same event, or fails with a LineError
-// carrying one of the documented reasons.
+// FuzzParseLine: any line either parses to an event that validates (so
+// every string is valid UTF-8 free of control characters, event.Clean's
+// rule, and within its limit) and whose own JSON parses back to the same
+// event, or fails with a LineError carrying one of the documented reasons.
 func FuzzParseLine(f *testing.F) {
+	f.Add([]byte("{\"ts_ms\":1750000000123,\"site\":\"d\xffe\",\"url\":\"\\u0000\\ud800\",\"user_agent\":\"\x7f\",\"props\":{\"k\\u0001\":\"\xc3\"}}"))
+	f.Add([]byte(`{"ts_ms":1750000000123,"site":"demo","client_event_id":"0197746b-5d3b-7000-8000-000000000000"}`))
 	f.Add([]byte(`{"ts_ms":1750000000123,"site":"demo","url":"/a","props":{"a":1}}`))
 	f.Add([]byte(`{"ts":"2025-06-15T17:06:40+0200","site":"s","event_id":"0197746b-5d3b-7000-8000-000000000000"}`))
 	f.Add([]byte(`{"ts_ms":"1750000000123","site":"demo","props":"{\"x\":[1,2]}"}`))
@@ -236,7 +298,7 @@ func FuzzParseLine(f *testing.F) {
 				t.Fatalf("not a LineError: %v", err)
 			}
 			switch le.Reason {
-			case ReasonBadJSON, ReasonBadTime, ReasonInvalidEvent, ReasonLineTooLong:
+			case ReasonBadJSON, ReasonBadTime, ReasonInvalidEvent, ReasonLineTooLong, ReasonBadEventID:
 			default:
 				t.Fatalf("reason %q", le.Reason)
 			}
@@ -253,9 +315,8 @@ func FuzzParseLine(f *testing.F) {
 		if err != nil {
 			t.Fatalf("own JSON %s: %v", js, err)
 		}
-		// Strings that are not valid UTF-8 come back with U+FFFD from
-		// encoding/json; compare what survives JSON.
-		if back.ID != e.ID || back.Time != e.Time {
+		// Clean strings and canonical props survive JSON unchanged.
+		if back != e {
 			t.Fatalf("round trip:\n%+v\n%+v", e, back)
 		}
 	})

@@ -12,12 +12,12 @@ func TestEventsCarryMethod(t *testing.T) {
 		events                int
 	}{
 		{"GET", "/p.gif", "site=a.com", "", 1},
-		{"HEAD", "/p", "site=a.com", "", 1},
+		{"HEAD", "/p", "site=a.com", "", 0}, // answered, not a visit
 		{"POST", "/e", "", `[{"site":"a.com"},{"site":"a.com","name":"signup"}]`, 2},
 	} {
 		b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
 		h, _ := hit(tc.method, tc.path, tc.q, tc.body)
-		Serve(h, b, time.Now(), &Response{})
+		Serve(h, nil, b, time.Now(), &Response{})
 		if len(b.events) != tc.events {
 			t.Fatalf("%s %s: %d events", tc.method, tc.path, len(b.events))
 		}

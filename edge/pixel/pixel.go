@@ -28,16 +28,23 @@ var GIF = []byte{
 	0x3b, // trailer
 }
 
-// Drop reasons, reported in the X-Edgepixel-Drop response header and in the
-// edge's logs. They are stable strings: dashboards and alerts key on them.
+// Drop reasons: why a hit or a POST was not (wholly) counted. They are
+// reported in the X-Edgepixel-Drop response header and Response.Drop, and
+// are stable strings: dashboards and alerts key on them. This is the one
+// list; every drop decision passes through Response.drop.
 const (
-	DropMissingSite   = "missing_site"
-	DropBadJSON       = "bad_json"
-	DropTooLarge      = "too_large"
-	DropTooManyEvents = "too_many_events"
-	DropBadMethod     = "bad_method"
-	DropBufferFull    = "buffer_full"
-	DropReadError     = "read_error"
+	DropMissingSite      = "missing_site"       // no site, or a blank one
+	DropBadJSON          = "bad_json"           // a POST body that is not the events' JSON, or props not an object
+	DropTooLarge         = "too_large"          // a POST body over MaxPostBody
+	DropTooManyEvents    = "too_many_events"    // a POST of more than MaxPostEvents
+	DropPropsTooLarge    = "props_too_large"    // props over event.MaxPropsLen once canonical (event.CleanProps)
+	DropBadEventID       = "bad_event_id"       // an event_id or Idempotency-Key that event.ParseClientID refuses
+	DropOriginNotAllowed = "origin_not_allowed" // a browser origin not on the site's list (Origins)
+	DropHeadRequest      = "head_request"       // a HEAD of the pixel: answered, but no visit (link checkers, monitors)
+	DropBadMethod        = "bad_method"
+	DropBufferFull       = "buffer_full"
+	DropReadError        = "read_error"
+	DropInternal         = "internal_error" // the platform failed the edge (no random bytes for an id)
 )
 
 // MaxPostBody bounds an event POST. Browsers' sendBeacon allows 64 KiB.
@@ -57,46 +64,54 @@ type Meta struct {
 	Rand      io.Reader // for event ids
 }
 
-// base builds the fields every event of a request shares.
-func base(m *Meta) (event.Event, error) {
-	ms := m.Now.UnixMilli()
-	id, err := event.NewID(ms, m.Rand)
-	if err != nil {
-		return event.Event{}, err
-	}
+// base builds the fields every event of a request shares, all but the id
+// (see mint) and the site (see finish).
+func base(m *Meta) event.Event {
 	return event.Event{
-		ID:        id,
-		Time:      ms,
-		UserAgent: event.Truncate(m.UserAgent, event.MaxUALen),
+		Time:      m.Now.UnixMilli(),
+		UserAgent: event.Clean(m.UserAgent, event.MaxUALen),
 		ClientIP:  TruncateIP(m.ClientIP),
-		Country:   event.Truncate(m.Country, event.MaxShortLen),
-		Pop:       event.Truncate(m.Pop, event.MaxShortLen),
-	}, nil
+		Country:   event.Clean(m.Country, event.MaxShortLen),
+		Pop:       event.Clean(m.Pop, event.MaxShortLen),
+	}
 }
 
-// finish fills the page-derived fields and clamps every field to its limit,
-// so the aggregator never has to reject what the edge built. The site is
-// checked here, after trimming, because a blank site is no site.
+// mint gives e a fresh id of its time.
+func mint(e *event.Event, m *Meta) error {
+	id, err := event.NewID(e.Time, m.Rand)
+	e.ID = id
+	return err
+}
+
+// cleanSite is a site as stored and as looked up in Origins.
+func cleanSite(site string) string {
+	return event.Clean(strings.TrimSpace(site), event.MaxSiteLen)
+}
+
+// finish fills the page-derived fields and cleans every field to its
+// limit by event.Clean, so the aggregator never has to reject what the edge
+// built. The site is checked here, after trimming, because a blank site is
+// no site.
 func finish(e *event.Event, site, name, page, ref string) (drop string) {
-	e.Site = event.Truncate(strings.TrimSpace(site), event.MaxSiteLen)
+	e.Site = cleanSite(site)
 	if e.Site == "" {
 		return DropMissingSite
 	}
 	if name == "" {
 		name = event.KindPageview
 	}
-	e.Name = event.Truncate(name, event.MaxNameLen)
-	e.URL = event.Truncate(page, event.MaxURLLen)
-	e.Referrer = event.Truncate(ref, event.MaxReferrerLen)
+	e.Name = event.Clean(name, event.MaxNameLen)
+	e.URL = event.Clean(page, event.MaxURLLen)
+	e.Referrer = event.Clean(ref, event.MaxReferrerLen)
 	// Parsing the URL is costly as Go-in-wasm; most pages carry no UTM tags.
 	if !strings.Contains(page, "utm_") {
 		return ""
 	}
 	if _, q, ok := strings.Cut(page, "?"); ok {
 		q, _, _ = strings.Cut(q, "#")
-		e.UTMSource = event.Truncate(queryValue(q, "utm_source"), event.MaxShortLen)
-		e.UTMMedium = event.Truncate(queryValue(q, "utm_medium"), event.MaxShortLen)
-		e.UTMCampaign = event.Truncate(queryValue(q, "utm_campaign"), event.MaxShortLen)
+		e.UTMSource = event.Clean(queryValue(q, "utm_source"), event.MaxShortLen)
+		e.UTMMedium = event.Clean(queryValue(q, "utm_medium"), event.MaxShortLen)
+		e.UTMCampaign = event.Clean(queryValue(q, "utm_campaign"), event.MaxShortLen)
 	}
 	return ""
 }
@@ -111,9 +126,9 @@ func FromQuery(rawQuery string, m *Meta) (event.Event, string) {
 	if strings.TrimSpace(site) == "" { // before minting an id for nothing
 		return event.Event{}, DropMissingSite
 	}
-	e, err := base(m)
-	if err != nil {
-		return event.Event{}, err.Error()
+	e := base(m)
+	if mint(&e, m) != nil {
+		return event.Event{}, DropInternal
 	}
 	page := queryValue(rawQuery, "url")
 	if page == "" {

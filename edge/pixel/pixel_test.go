@@ -84,7 +84,7 @@ func TestTruncateIP(t *testing.T) {
 }
 
 func TestFromJSON(t *testing.T) {
-	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), meta())
+	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), "", meta())
 	if drop != "" || len(evs) != 2 {
 		t.Fatalf("%d events, drop %q", len(evs), drop)
 	}
@@ -97,7 +97,7 @@ func TestFromJSON(t *testing.T) {
 	if evs[0].ID == evs[1].ID {
 		t.Fatal("events share an id")
 	}
-	one, drop := FromJSON([]byte(`{"site":"demo"}`), meta())
+	one, drop := FromJSON([]byte(`{"site":"demo"}`), "", meta())
 	if drop != "" || len(one) != 1 {
 		t.Fatal(drop)
 	}
@@ -116,17 +116,25 @@ func TestFromJSONRejects(t *testing.T) {
 		many:                               DropTooManyEvents,
 		strings.Repeat(" ", MaxPostBody+1): DropTooLarge,
 	} {
-		if _, drop := FromJSON([]byte(body), meta()); drop != want {
+		if _, drop := FromJSON([]byte(body), "", meta()); drop != want {
 			t.Errorf("%.40q: drop %q, want %q", body, drop, want)
 		}
 	}
 }
 
+// FuzzFromJSON: whatever the body, Idempotency-Key and request headers,
+// every event the edge builds passes the aggregator's Validate, which
+// holds every string to event.Clean's rule (valid UTF-8, no control
+// characters) and its limit.
 func FuzzFromJSON(f *testing.F) {
-	f.Add([]byte(`{"site":"demo","props":{"a":1}}`))
-	f.Add([]byte(`[{"site":"demo"},{"site":"x","name":"y"}]`))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		evs, drop := FromJSON(body, meta())
+	key := event.ID{0x01, 0x9a, 0x9c, 0x5c, 0x9e, 0x00, 0x70, 0, 0x80}.String()
+	f.Add([]byte(`{"site":"demo","props":{"a":1}}`), "", "UA/1", "https://example.com/")
+	f.Add([]byte(`[{"site":"demo"},{"site":"x","name":"y","event_id":"`+key+`"}]`), key, "UA\xff", "\x00")
+	f.Add([]byte("{\"site\":\"d\xffe\",\"url\":\"\\u0000\",\"props\":{\"k\":\"\\ud800\"}}"), "", "", "")
+	f.Fuzz(func(t *testing.T, body []byte, idemKey, ua, referer string) {
+		m := meta()
+		m.UserAgent, m.Referer = ua, referer
+		evs, drop := FromJSON(body, idemKey, m)
 		if drop != "" {
 			return
 		}
@@ -138,10 +146,14 @@ func FuzzFromJSON(f *testing.F) {
 	})
 }
 
+// FuzzFromQuery: the same property for the pixel's query and headers.
 func FuzzFromQuery(f *testing.F) {
-	f.Add("site=demo&url=https%3A%2F%2Fexample.com%2Fa")
-	f.Fuzz(func(t *testing.T, q string) {
-		e, drop := FromQuery(q, meta())
+	f.Add("site=demo&url=https%3A%2F%2Fexample.com%2Fa", "UA/1", "https://example.com/")
+	f.Add("site=d%ffe&url=%00%C2%85&e=%ed%a0%80&ref=x%E2%82", "UA\x7f", "ref\xff")
+	f.Fuzz(func(t *testing.T, q, ua, referer string) {
+		m := meta()
+		m.UserAgent, m.Referer = ua, referer
+		e, drop := FromQuery(q, m)
 		if drop == "" {
 			if err := e.Validate(); err != nil {
 				t.Fatalf("edge built an event the aggregator would reject: %v", err)

@@ -3,6 +3,8 @@ package pixel
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"strings"
 
 	"github.com/edgepixel/edgepixel/shared/event"
 )
@@ -16,13 +18,29 @@ type postedEvent struct {
 	Ref      string          `json:"ref"`
 	Referrer string          `json:"referrer"`
 	Props    json.RawMessage `json:"props"`
+	// EventID is the client's own id for the event, a UUIDv7, so that a
+	// retry is stored once (see event.ParseClientID).
+	EventID string `json:"event_id"`
 }
+
+// HeaderIdempotencyKey names a POST's events: the i-th event of a body
+// sent with key K is stored as event.Scope(K, site, i), so a client that
+// retries the same body with the same key has it stored once. The key is
+// a UUIDv7, bare or as a structured-field string ("..."), as
+// draft-ietf-httpapi-idempotency-key-header defines the header. An event's
+// own event_id takes precedence.
+const HeaderIdempotencyKey = "Idempotency-Key"
 
 // FromJSON builds the events of a POST body: one JSON object or an array of
 // them. Content types are not trusted (sendBeacon sends text/plain), only the
 // bytes. A body with any invalid event is rejected whole, so a client never
-// has to guess which of its events were counted.
-func FromJSON(body []byte, m *Meta) ([]event.Event, string) {
+// has to guess which of its events were counted. idemKey is the
+// Idempotency-Key header's value ("" if absent).
+//
+// An event with a client id (event_id, or idemKey) gets its stored id from
+// event.Scope and its time from the client id; others get a fresh id and
+// the edge's time.
+func FromJSON(body []byte, idemKey string, m *Meta) ([]event.Event, string) {
 	if len(body) > MaxPostBody {
 		return nil, DropTooLarge
 	}
@@ -48,17 +66,26 @@ func FromJSON(body []byte, m *Meta) ([]event.Event, string) {
 	if len(posted) > MaxPostEvents {
 		return nil, DropTooManyEvents
 	}
+	now := m.Now.UnixMilli()
+	var key event.ID
+	if idemKey != "" {
+		var err error
+		if key, err = event.ParseClientID(unquoteSFString(idemKey), now); err != nil {
+			return nil, DropBadEventID
+		}
+	}
+	common := base(m)
 	out := make([]event.Event, 0, len(posted))
 	for i := range posted {
 		p := &posted[i]
-		props, ok := compactObject(p.Props)
-		if !ok {
+		props, err := event.CleanProps(p.Props)
+		switch {
+		case errors.Is(err, event.ErrPropsTooLarge):
+			return nil, DropPropsTooLarge
+		case err != nil:
 			return nil, DropBadJSON
 		}
-		e, err := base(m)
-		if err != nil {
-			return nil, err.Error()
-		}
+		e := common
 		ref := p.Ref
 		if ref == "" {
 			ref = p.Referrer
@@ -70,25 +97,33 @@ func FromJSON(body []byte, m *Meta) ([]event.Event, string) {
 		if drop := finish(&e, p.Site, p.Name, page, ref); drop != "" {
 			return nil, drop
 		}
+		switch {
+		case p.EventID != "":
+			c, err := event.ParseClientID(p.EventID, now)
+			if err != nil {
+				return nil, DropBadEventID
+			}
+			e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
+		case idemKey != "":
+			e.ID, e.Time = event.Scope(key, e.Site, i), key.Time()
+		default:
+			if mint(&e, m) != nil {
+				return nil, DropInternal
+			}
+		}
 		e.Props = props
 		out = append(out, e)
 	}
 	return out, ""
 }
 
-// compactObject accepts an absent props value or a JSON object that fits
-// the limit, and returns it compacted.
-func compactObject(raw json.RawMessage) (string, bool) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", true
+// unquoteSFString strips the quotes of a structured-field string (RFC 8941
+// section 3.3.3), which is how the Idempotency-Key draft sends the key; a
+// UUID needs no escapes, so none are decoded.
+func unquoteSFString(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return s[1 : len(s)-1]
 	}
-	if raw[0] != '{' {
-		return "", false
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil || buf.Len() > event.MaxPropsLen {
-		return "", false
-	}
-	return buf.String(), true
+	return s
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // Hit is one visitor request as any platform (Fastly's ABI, a Workers
@@ -20,7 +22,27 @@ type Hit struct {
 	// Body reads the request body, at most max+1 bytes so that an oversized
 	// body is recognised without reading all of it.
 	Body func(max int) ([]byte, error)
+	// Header returns a request header's value, "" if absent. Serve asks
+	// only for what it needs (Origin and Idempotency-Key of an event
+	// POST), so a pixel hit pays for no header lookup of its own.
+	Header func(name string) string
 }
+
+func (h *Hit) header(name string) string {
+	if h.Header == nil {
+		return ""
+	}
+	return h.Header(name)
+}
+
+// Config is what the platform configures once per instance (from
+// Fastly's config store "edgepixel" for the edge module). The zero value
+// serves with the defaults.
+type Config struct {
+	Origins *Origins // nil allows every origin
+}
+
+var defaultConfig Config
 
 // Field is one response header.
 type Field struct{ Name, Value string }
@@ -31,6 +53,9 @@ type Response struct {
 	Status int
 	Header []Field
 	Body   []byte
+	// Drop is why the request's events were not all accepted (a Drop*
+	// constant), "" if they were; set only by drop.
+	Drop string
 }
 
 // Set appends a header. Serve never sets one twice, so no lookup is needed.
@@ -50,6 +75,16 @@ func (r *Response) reset() {
 	r.Status = 0
 	r.Header = r.Header[:0]
 	r.Body = nil
+	r.Drop = ""
+}
+
+// drop records that the request's events were not accepted, and why. It is
+// the one place every drop decision passes through: the reason goes to
+// Response.Drop, where the platform counts it, and to the client in
+// X-Edgepixel-Drop. Serve calls it at most once per request.
+func (r *Response) drop(reason string) {
+	r.Drop = reason
+	r.Set("X-Edgepixel-Drop", reason)
 }
 
 // Paths the edge answers.
@@ -66,13 +101,16 @@ var (
 // Serve answers one request and adds the events it carries to b. It is the
 // whole pixel logic, free of any platform: the caller reads the request and
 // writes resp back, then, with the visitor answered, flushes b when due.
-func Serve(req *Hit, b *Batcher, now time.Time, resp *Response) {
+func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	resp.reset()
+	if c == nil {
+		c = &defaultConfig
+	}
 	switch req.Path {
 	case PathPixel, "/p", "/i":
 		servePixel(req, b, now, resp)
 	case PathPost:
-		servePost(req, b, now, resp)
+		servePost(req, c, b, now, resp)
 	case "/healthz":
 		resp.Status = http.StatusOK
 		resp.Set("Content-Type", "text/plain")
@@ -92,16 +130,22 @@ func servePixel(req *Hit, b *Batcher, now time.Time, resp *Response) {
 		reject(resp, http.StatusMethodNotAllowed, DropBadMethod)
 		return
 	}
-	e, drop := FromQuery(req.RawQuery, req.Meta())
-	e.Method = req.Method // GET or HEAD, checked above
-	if drop == "" && !b.Add(now, e) {
-		drop = DropBufferFull
+	// A HEAD is a link checker or a monitor, not a page view: it gets the
+	// GIF's headers and costs no Meta.
+	drop := DropHeadRequest
+	if req.Method == http.MethodGet {
+		var e event.Event
+		e, drop = FromQuery(req.RawQuery, req.Meta())
+		e.Method = http.MethodGet
+		if drop == "" && !b.Add(now, e) {
+			drop = DropBufferFull
+		}
 	}
 	// The visitor gets the GIF whatever happened to the hit: a broken image
 	// on their page would be our failure made visible.
 	resp.Status = http.StatusOK
 	if drop != "" {
-		resp.Set("X-Edgepixel-Drop", drop)
+		resp.drop(drop)
 	}
 	resp.Set("Content-Type", "image/gif")
 	resp.Set("Content-Length", gifLength)
@@ -118,30 +162,57 @@ func noCache(resp *Response) {
 	resp.Set("Expires", "0")
 }
 
-func servePost(req *Hit, b *Batcher, now time.Time, resp *Response) {
-	// Any origin may post: the events name their site, and trust comes from
-	// the edge's enrichment, not from the browser.
-	resp.Set("Access-Control-Allow-Origin", "*")
+// allowCORS sets the headers of a cross-origin answer the browser may
+// read: origin echoed, with credentials (see Origins). Without an Origin
+// (not a browser's cross-origin request) "*" serves any other client.
+func allowCORS(resp *Response, origin string) {
+	if origin == "" {
+		resp.Set("Access-Control-Allow-Origin", "*")
+		return
+	}
+	resp.Set("Access-Control-Allow-Origin", origin)
+	resp.Set("Access-Control-Allow-Credentials", "true")
+}
+
+// servePost answers an event POST and its CORS preflight. Which origins
+// may post for a site is c.Origins; a preflight carries no body, so it is
+// judged by the site in its URL (POST /e?site=S), or by the default when
+// there is none. The POST itself is judged by the sites of its events.
+func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
+	resp.Set("Vary", "Origin")
 	noCache(resp)
+	origin := req.header("Origin")
 	switch req.Method {
 	case http.MethodOptions:
+		if origin != "" && !c.Origins.Allowed(cleanSite(queryValue(req.RawQuery, "site")), origin) {
+			reject(resp, http.StatusForbidden, DropOriginNotAllowed)
+			return
+		}
+		allowCORS(resp, origin)
 		resp.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
-		resp.Set("Access-Control-Allow-Headers", "Content-Type")
+		resp.Set("Access-Control-Allow-Headers", "Content-Type, "+HeaderIdempotencyKey)
 		resp.Set("Access-Control-Max-Age", "86400")
 		resp.Status = http.StatusNoContent
 		return
 	case http.MethodPost:
 	default:
+		allowCORS(resp, origin)
 		resp.Set("Allow", "POST, OPTIONS")
 		reject(resp, http.StatusMethodNotAllowed, DropBadMethod)
 		return
 	}
 	body, err := req.Body(MaxPostBody)
 	if err != nil {
+		allowCORS(resp, origin)
 		reject(resp, http.StatusBadRequest, DropReadError)
 		return
 	}
-	evs, drop := FromJSON(body, req.Meta())
+	evs, drop := FromJSON(body, req.header(HeaderIdempotencyKey), req.Meta())
+	if origin != "" && !originAllowed(c.Origins, evs, req.RawQuery, origin) {
+		reject(resp, http.StatusForbidden, DropOriginNotAllowed)
+		return
+	}
+	allowCORS(resp, origin)
 	for i := range evs {
 		evs[i].Method = req.Method // POST, checked above
 	}
@@ -151,20 +222,37 @@ func servePost(req *Hit, b *Batcher, now time.Time, resp *Response) {
 	switch drop {
 	case "":
 		resp.Status = http.StatusNoContent
-	case DropTooLarge, DropTooManyEvents:
+	case DropTooLarge, DropTooManyEvents, DropPropsTooLarge:
 		reject(resp, http.StatusRequestEntityTooLarge, drop)
 	case DropBufferFull:
 		resp.Set("Retry-After", "1")
 		reject(resp, http.StatusServiceUnavailable, drop)
+	case DropInternal:
+		reject(resp, http.StatusInternalServerError, drop)
 	default:
 		reject(resp, http.StatusBadRequest, drop)
 	}
 }
 
+// originAllowed reports whether origin may post evs: every event's site
+// must allow it. A body that did not parse has no sites; it is judged as
+// its preflight was, by the URL's site or the default.
+func originAllowed(o *Origins, evs []event.Event, rawQuery, origin string) bool {
+	if len(evs) == 0 {
+		return o.Allowed(cleanSite(queryValue(rawQuery, "site")), origin)
+	}
+	for i := range evs {
+		if !o.Allowed(evs[i].Site, origin) {
+			return false
+		}
+	}
+	return true
+}
+
 // reject answers an error with its drop reason in a header and a JSON body.
 func reject(resp *Response, status int, reason string) {
 	resp.Status = status
-	resp.Set("X-Edgepixel-Drop", reason)
+	resp.drop(reason)
 	resp.Set("Content-Type", "application/json")
 	resp.Body = fmt.Appendf(nil, "{\"error\":%q,\"reason\":%q}\n", http.StatusText(status), reason)
 }

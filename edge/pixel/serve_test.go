@@ -33,7 +33,7 @@ func TestServe(t *testing.T) {
 	}{
 		{name: "pixel", method: "GET", path: "/p.gif", q: "site=a.com&url=https://a.com/x", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
 		{name: "pixel alias", method: "GET", path: "/i", q: "site=a.com", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
-		{name: "pixel HEAD counts, no body", method: "HEAD", path: "/p.gif", q: "site=a.com", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel HEAD answered, not counted", method: "HEAD", path: "/p.gif", q: "site=a.com", status: 200, drop: DropHeadRequest, contentType: "image/gif"},
 		{name: "pixel without site still a GIF", method: "GET", path: "/p.gif", q: "url=x", status: 200, drop: DropMissingSite, contentType: "image/gif", metaCalls: 1},
 		{name: "pixel POST refused", method: "POST", path: "/p.gif", status: 405, drop: DropBadMethod, contentType: "application/json"},
 		{name: "post", method: "POST", path: "/e", body: `[{"site":"a.com","url":"https://a.com/"},{"site":"a.com","name":"signup"}]`, status: 204, events: 2, metaCalls: 1},
@@ -49,7 +49,7 @@ func TestServe(t *testing.T) {
 			b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
 			h, calls := hit(tc.method, tc.path, tc.q, tc.body)
 			resp := &Response{Header: []Field{{"Stale", "from a previous hit"}}}
-			Serve(h, b, now, resp)
+			Serve(h, nil, b, now, resp)
 			if resp.Status != tc.status {
 				t.Errorf("status %d, want %d", resp.Status, tc.status)
 			}
@@ -89,13 +89,13 @@ func TestServeBufferFull(t *testing.T) {
 	now := time.Now()
 	resp := &Response{}
 	h, _ := hit("GET", "/p.gif", "site=a.com", "")
-	Serve(h, b, now, resp)
-	Serve(h, b, now, resp)
+	Serve(h, nil, b, now, resp)
+	Serve(h, nil, b, now, resp)
 	if resp.Status != 200 || resp.Get("X-Edgepixel-Drop") != DropBufferFull {
 		t.Errorf("pixel over a full buffer: %d %q", resp.Status, resp.Get("X-Edgepixel-Drop"))
 	}
 	h, _ = hit("POST", "/e", "", `{"site":"a.com"}`)
-	Serve(h, b, now, resp)
+	Serve(h, nil, b, now, resp)
 	if resp.Status != 503 || resp.Get("Retry-After") == "" {
 		t.Errorf("post over a full buffer: %d, Retry-After %q", resp.Status, resp.Get("Retry-After"))
 	}

@@ -45,9 +45,10 @@ const (
 	KindPageview = "pageview"
 )
 
-// Limits on field sizes. The edge truncates to them; the aggregator rejects
-// events that exceed them (a forged or buggy sender), so a row in storage
-// never holds more than this.
+// Limits on field sizes, in bytes. The edge cuts strings to them (Clean);
+// the aggregator rejects events that exceed them (a forged or buggy
+// sender), so a row in storage never holds more than this. MaxPropsLen
+// bounds props' canonical form (CleanProps), not what the client sent.
 const (
 	MaxSiteLen     = 100
 	MaxNameLen     = 100
@@ -92,7 +93,8 @@ type Event struct {
 var ErrInvalid = errors.New("invalid event")
 
 // Validate reports whether e can be stored. It checks what the storage
-// schema relies on; it does not judge plausibility (bots, spam).
+// schema relies on, including that every string is what Clean leaves
+// unchanged; it does not judge plausibility (bots, spam).
 func (e *Event) Validate() error {
 	if e.ID.IsZero() {
 		return fmt.Errorf("%w: missing id", ErrInvalid)
@@ -108,20 +110,14 @@ func (e *Event) Validate() error {
 	}
 	for i := range Fields {
 		f := &Fields[i]
-		if f.Str != nil && len(*f.Str(e)) > f.Max {
+		if f.Str == nil {
+			continue
+		}
+		if s := *f.Str(e); len(s) > f.Max {
 			return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, f.JSON, f.Max)
+		} else if !IsClean(s) {
+			return fmt.Errorf("%w: %s is not valid UTF-8 free of control characters (see Clean)", ErrInvalid, f.JSON)
 		}
 	}
 	return nil
-}
-
-// Truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func Truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 { // don't cut inside a multi-byte rune
-		n--
-	}
-	return s[:n]
 }

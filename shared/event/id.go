@@ -73,10 +73,9 @@ func ParseID(s string) (ID, error) {
 		return ID{}, ErrBadID
 	}
 	j := 0
-	for i := 0; i < 36; {
-		if s[i] == '-' {
+	for i := 0; i < 36; i += 2 {
+		if i == 8 || i == 13 || i == 18 || i == 23 { // the dashes, checked above
 			i++
-			continue
 		}
 		hi, ok1 := unhex(s[i])
 		lo, ok2 := unhex(s[i+1])
@@ -85,7 +84,6 @@ func ParseID(s string) (ID, error) {
 		}
 		id[j] = hi<<4 | lo
 		j++
-		i += 2
 	}
 	return id, nil
 }

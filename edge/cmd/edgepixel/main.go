@@ -12,8 +12,9 @@
 //
 // Configuration comes from the config store "edgepixel" (all keys optional:
 // pop, backend, ingest_url, batch_max_events, batch_max_age_ms,
-// log_endpoint) and the secret store "edgepixel" (key aggregator_secret,
-// required to deliver batches; not used when log_endpoint is set).
+// log_endpoint, cors_origins, cors_default; see pixel.Origins for the last
+// two) and the secret store "edgepixel" (key aggregator_secret, required to
+// deliver batches; not used when log_endpoint is set).
 package main
 
 import (
@@ -50,6 +51,8 @@ type config struct {
 	// backend: no backend or secret is needed at the edge.
 	logEndpoint *rtlog.Endpoint
 	logName     string
+	// serve is what pixel.Serve is configured with, parsed once here.
+	serve pixel.Config
 }
 
 var (
@@ -123,6 +126,14 @@ func loadConfig() config {
 		if v, err := strconv.Atoi(ms); err == nil && v > 0 {
 			batcher.MaxAge = time.Duration(v) * time.Millisecond
 		}
+		var origins, def string
+		get(pixel.ConfigCORSOrigins, &origins)
+		get(pixel.ConfigCORSDefault, &def)
+		var err error
+		// Bad entries are skipped, the rest applies; say which.
+		if c.serve.Origins, err = pixel.ParseOrigins(origins, def); err != nil {
+			fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %v\n", err)
+		}
 	}
 	if c.pop == "" {
 		c.pop = "unknown"
@@ -157,6 +168,7 @@ func newVisitor() *visitor {
 	v := &visitor{}
 	v.request.Meta = v.readMeta
 	v.request.Body = v.readBody
+	v.request.Header = v.header
 	return v
 }
 
@@ -178,7 +190,7 @@ func (v *visitor) serve(r hostcall.Request, now time.Time) {
 	}
 	v.request.Path, v.request.RawQuery = splitURI(v.uri)
 	v.meta.Now = now
-	pixel.Serve(&v.request, &batcher, now, &v.resp)
+	pixel.Serve(&v.request, &cfg.serve, &batcher, now, &v.resp)
 	if err := hostcall.Send(v.resp.Status, v.headers, v.resp.Body); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: answering %s: %v\n", v.request.Path, err)
 	}

@@ -1,0 +1,115 @@
+package pixel
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseOrigins(t *testing.T) {
+	o, err := ParseOrigins("shop=https://Shop.example/ https://www.shop.example;\n blog = https://blog.example:8443 ; closed= ; any=*", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		site, origin string
+		want         bool
+	}{
+		{"shop", "https://shop.example", true}, // configured with a capital and a slash
+		{"shop", "https://www.shop.example", true},
+		{"shop", "https://evil.example", false},
+		{"shop", "http://shop.example", false}, // another scheme is another origin
+		{"blog", "https://blog.example:8443", true},
+		{"blog", "https://blog.example", false},
+		{"closed", "https://closed.example", false},
+		{"any", "https://whatever.example", true},
+		{"unlisted", "https://whatever.example", true}, // the default is any origin
+		{"", "https://whatever.example", true},
+	} {
+		if got := o.Allowed(c.site, c.origin); got != c.want {
+			t.Errorf("Allowed(%q, %q) = %v", c.site, c.origin, got)
+		}
+	}
+	o, err = ParseOrigins("shop=https://shop.example", "none")
+	if err != nil || o.Allowed("unlisted", "https://shop.example") || o.Allowed("", "https://shop.example") || !o.Allowed("shop", "https://shop.example") {
+		t.Errorf("cors_default none: %v", err)
+	}
+	o, err = ParseOrigins("shop=https://shop.example", "https://hub.example null")
+	if err != nil || !o.Allowed("x", "https://hub.example") || !o.Allowed("x", "null") || o.Allowed("x", "https://shop.example") {
+		t.Errorf("cors_default list: %v", err)
+	}
+	// Mistakes are reported, and skipped without touching the rest.
+	o, err = ParseOrigins("shop=https://shop.example/path ftp:// https://ok.example; nosite; =https://x.example", "")
+	if err == nil || strings.Count(err.Error(), "\n") != 3 {
+		t.Fatalf("want 4 errors, got %v", err)
+	}
+	if !o.Allowed("shop", "https://ok.example") || o.Allowed("shop", "https://shop.example") {
+		t.Error("a bad origin changed the rest of its site's list")
+	}
+	var none *Origins
+	if !none.Allowed("x", "https://a.example") {
+		t.Error("nil Origins must allow every origin")
+	}
+}
+
+// corsHit is a browser's request from origin, with hdr's other headers.
+func corsHit(method, query, body, origin string, hdr map[string]string) *Hit {
+	h, _ := hit(method, "/e", query, body)
+	h.Header = func(name string) string {
+		if name == "Origin" {
+			return origin
+		}
+		return hdr[name]
+	}
+	return h
+}
+
+func TestServeCORS(t *testing.T) {
+	o, err := ParseOrigins("shop=https://shop.example", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Origins: o}
+	const shop, evil = "https://shop.example", "https://evil.example"
+	for _, tc := range []struct {
+		name                 string
+		method, query, body  string
+		origin               string
+		status, events       int
+		drop, allowOrigin    string
+		credentials, methods bool
+	}{
+		{name: "preflight for the site", method: "OPTIONS", query: "site=shop", origin: shop, status: 204, allowOrigin: shop, credentials: true, methods: true},
+		{name: "preflight from elsewhere", method: "OPTIONS", query: "site=shop", origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "preflight without a site: the default", method: "OPTIONS", origin: evil, status: 204, allowOrigin: evil, credentials: true, methods: true},
+		{name: "beacon for the site", method: "POST", body: `{"site":"shop"}`, origin: shop, status: 204, events: 1, allowOrigin: shop, credentials: true},
+		{name: "beacon from elsewhere", method: "POST", body: `{"site":"shop"}`, origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "one event of the array from elsewhere", method: "POST", body: `[{"site":"blog"},{"site":"shop"}]`, origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "another site, the default", method: "POST", body: `{"site":"blog"}`, origin: evil, status: 204, events: 1, allowOrigin: evil, credentials: true},
+		{name: "the URL's site does not vouch for the body's", method: "POST", query: "site=blog", body: `{"site":"shop"}`, origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "bad JSON readable by an allowed origin", method: "POST", query: "site=shop", body: `{`, origin: shop, status: 400, drop: DropBadJSON, allowOrigin: shop, credentials: true},
+		{name: "bad JSON from elsewhere", method: "POST", query: "site=shop", body: `{`, origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "not a browser", method: "POST", body: `{"site":"shop"}`, status: 204, events: 1, allowOrigin: "*"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+			resp := &Response{}
+			Serve(corsHit(tc.method, tc.query, tc.body, tc.origin, nil), c, b, time.Now(), resp)
+			if resp.Status != tc.status || b.Len() != tc.events || resp.Drop != tc.drop || resp.Get("X-Edgepixel-Drop") != tc.drop {
+				t.Errorf("status %d events %d drop %q/%q; want %d %d %q", resp.Status, b.Len(), resp.Drop, resp.Get("X-Edgepixel-Drop"), tc.status, tc.events, tc.drop)
+			}
+			if got := resp.Get("Access-Control-Allow-Origin"); got != tc.allowOrigin {
+				t.Errorf("Access-Control-Allow-Origin %q, want %q", got, tc.allowOrigin)
+			}
+			if got := resp.Get("Access-Control-Allow-Credentials") == "true"; got != tc.credentials {
+				t.Errorf("Access-Control-Allow-Credentials %v, want %v", got, tc.credentials)
+			}
+			if resp.Get("Vary") != "Origin" {
+				t.Error("no Vary: Origin: a cache could give one origin's answer to another")
+			}
+			if tc.methods && (!strings.Contains(resp.Get("Access-Control-Allow-Headers"), "Content-Type") || !strings.Contains(resp.Get("Access-Control-Allow-Headers"), HeaderIdempotencyKey) || !strings.Contains(resp.Get("Access-Control-Allow-Methods"), "POST")) {
+				t.Errorf("preflight allows %q %q", resp.Get("Access-Control-Allow-Methods"), resp.Get("Access-Control-Allow-Headers"))
+			}
+		})
+	}
+}

@@ -1,0 +1,165 @@
+package pixel
+
+import (
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+func clientID(t *testing.T, ms int64) string {
+	id, err := event.NewID(ms, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.String()
+}
+
+func TestFromJSONClientEventID(t *testing.T) {
+	m := meta()
+	now := m.Now.UnixMilli()
+	id := clientID(t, now-5000)
+	post := func(body, key string) []event.Event {
+		t.Helper()
+		evs, drop := FromJSON([]byte(body), key, m)
+		if drop != "" {
+			t.Fatalf("%s (key %q): %s", body, key, drop)
+		}
+		return evs
+	}
+	first := post(`{"site":"a.com","event_id":"`+id+`"}`, "")[0]
+	retry := post(`{"site":"a.com","event_id":"`+strings.ToUpper(id)+`","url":"https://a.com/later"}`, "")[0]
+	other := post(`{"site":"b.com","event_id":"`+id+`"}`, "")[0]
+	if first.ID != retry.ID || first.Time != retry.Time || first.Time != now-5000 {
+		t.Errorf("a retry got another id or time: %s@%d, %s@%d", first.ID, first.Time, retry.ID, retry.Time)
+	}
+	if other.ID == first.ID {
+		t.Error("two sites share a stored id")
+	}
+	if first.ID.String() == id {
+		t.Error("the client's id is stored as is, unscoped")
+	}
+
+	// Idempotency-Key: per-event ids from (key, index), the same on a retry;
+	// an event's own event_id wins; the key may come quoted (RFC 8941).
+	key := clientID(t, now)
+	body := `[{"site":"a.com"},{"site":"a.com"},{"site":"a.com","event_id":"` + id + `"}]`
+	a, b := post(body, key), post(body, `"`+key+`"`)
+	for i := range a {
+		if a[i].ID != b[i].ID {
+			t.Errorf("event %d: retried array got another id", i)
+		}
+	}
+	if a[0].ID == a[1].ID || a[2].ID != first.ID {
+		t.Errorf("ids %s %s %s; event 2 should be %s", a[0].ID, a[1].ID, a[2].ID, first.ID)
+	}
+	if plain := post(body, ""); plain[0].ID == a[0].ID {
+		t.Error("without the key, events got the keyed ids")
+	}
+}
+
+func TestFromJSONRejectsBadEventIDs(t *testing.T) {
+	m := meta()
+	now := m.Now.UnixMilli()
+	v4 := []byte(clientID(t, now))
+	v4[14] = '4'
+	for name, id := range map[string]string{
+		"not a uuid": "abc",
+		"v4":         string(v4),
+		"too old":    clientID(t, now-event.MaxClientIDAge-1000),
+		"future":     clientID(t, now+event.MaxClientIDAhead+1000),
+	} {
+		if _, drop := FromJSON([]byte(`{"site":"a.com","event_id":"`+id+`"}`), "", m); drop != DropBadEventID {
+			t.Errorf("event_id %s: drop %q", name, drop)
+		}
+		if _, drop := FromJSON([]byte(`{"site":"a.com"}`), id, m); drop != DropBadEventID {
+			t.Errorf("Idempotency-Key %s: drop %q", name, drop)
+		}
+	}
+	// Through Serve: a 400 that says why.
+	h := corsHit("POST", "", `{"site":"a.com"}`, "", map[string]string{HeaderIdempotencyKey: "abc"})
+	resp := &Response{}
+	Serve(h, nil, &Batcher{MaxEvents: 10, MaxAge: time.Second, MaxBuffered: 10}, m.Now, resp)
+	if resp.Status != 400 || resp.Drop != DropBadEventID || !strings.Contains(string(resp.Body), DropBadEventID) {
+		t.Errorf("bad Idempotency-Key: %d %q %s", resp.Status, resp.Drop, resp.Body)
+	}
+}
+
+func TestPropsLimitIsOnTheDecodedSize(t *testing.T) {
+	b := &Batcher{MaxEvents: 10, MaxAge: time.Second, MaxBuffered: 10}
+	serve := func(props string) *Response {
+		resp := &Response{}
+		h, _ := hit("POST", "/e", "", `{"site":"a.com","props":`+props+`}`)
+		Serve(h, nil, b, time.Now(), resp)
+		return resp
+	}
+	// 4 KiB of "é" escaped as \u00e9 is 12 KiB sent but within the limit
+	// once decoded; raw bytes over the limit are refused with their reason.
+	n := (event.MaxPropsLen - len(`{"k":""}`)) / 2
+	escaped := `{"k":"` + strings.Repeat(`\u00e9`, n) + `"}`
+	if resp := serve(escaped); resp.Status != 204 {
+		t.Fatalf("escaped props within the limit once decoded: %d %q", resp.Status, resp.Drop)
+	}
+	if got := b.events[0].Props; len(got) > event.MaxPropsLen || !strings.HasPrefix(got, `{"k":"éé`) {
+		t.Errorf("stored props %d bytes: %.20s", len(got), got)
+	}
+	for _, props := range []string{
+		`{"k":"` + strings.Repeat("a", event.MaxPropsLen) + `"}`,
+		`{"k":"` + strings.Repeat(`\u00e9`, n+1) + `"}`,
+	} {
+		if resp := serve(props); resp.Status != 413 || resp.Drop != DropPropsTooLarge {
+			t.Errorf("%d-byte props: %d %q, want 413 %s", len(props), resp.Status, resp.Drop, DropPropsTooLarge)
+		}
+	}
+	if resp := serve(`[1]`); resp.Status != 400 || resp.Drop != DropBadJSON {
+		t.Errorf("props not an object: %d %q", resp.Status, resp.Drop)
+	}
+}
+
+// Every string an event stores passes event.Clean's rule, on each path.
+func TestStoredStringsAreClean(t *testing.T) {
+	m := meta()
+	m.UserAgent, m.Referer = "UA\xff\x00/1", "https://r.example/\xc3"
+	e, drop := FromQuery("site=a%FFb&url=https%3A%2F%2Fa.com%2F%00%C2%85&e=n%ED%A0%80&ref=x%E2%82", m)
+	if drop != "" {
+		t.Fatal(drop)
+	}
+	want := map[string]string{"site": "a\uFFFDb", "url": "https://a.com/\uFFFD\uFFFD", "name": "n\uFFFD\uFFFD\uFFFD", "referrer": "x\uFFFD\uFFFD", "user_agent": "UA\uFFFD\uFFFD/1"}
+	for i := range event.Fields {
+		f := &event.Fields[i]
+		if f.Str == nil {
+			continue
+		}
+		if w, ok := want[f.JSON]; ok && *f.Str(&e) != w {
+			t.Errorf("pixel %s = %q, want %q", f.JSON, *f.Str(&e), w)
+		}
+	}
+	evs, drop := FromJSON([]byte("{\"site\":\"a\\u0000b\",\"name\":\"\xff\",\"props\":{\"k\\u0001\":\"\xfe\"}}"), "", m)
+	if drop != "" {
+		t.Fatal(drop)
+	}
+	if e := evs[0]; e.Site != "a\uFFFDb" || e.Name != "\uFFFD" || e.Props != "{\"k\uFFFD\":\"\uFFFD\"}" || e.URL != "https://r.example/\uFFFD" {
+		t.Errorf("POST event %+v", e)
+	}
+	if err := evs[0].Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func BenchmarkServePixel(b *testing.B) {
+	m := &Meta{Now: time.Now(), ClientIP: "203.0.113.9", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+		Referer: "https://www.google.com/search?q=x", Pop: "lcl", Rand: rand.Reader}
+	h := &Hit{Method: "GET", Path: PathPixel, RawQuery: "site=example.com&url=https%3A%2F%2Fexample.com%2Fpricing&ref=https%3A%2F%2Fgoogle.com%2F",
+		Meta: func() *Meta { return m }}
+	bt := &Batcher{MaxEvents: 1 << 30, MaxAge: time.Hour, MaxBuffered: 1 << 30}
+	resp := &Response{}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		Serve(h, nil, bt, m.Now, resp)
+		if i%4096 == 0 {
+			bt.events = bt.events[:0]
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package event
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+)
+
+// A client may name its event, so that its retry of the same event is
+// stored once: `event_id` in a POSTed event, an Idempotency-Key header
+// (draft-ietf-httpapi-idempotency-key-header) on a POST, or
+// `client_event_id` on an NDJSON line. That client id must be a UUIDv7
+// (RFC 9562) whose time is within MaxClientIDAge before to
+// MaxClientIDAhead after the edge's clock: its time is what makes a retry
+// land on the same stored id, in the same deduplication slot and the same
+// day partition, however late the retry comes. A UUIDv4 (what
+// crypto.randomUUID() gives) carries no time and is refused rather than
+// given one that would differ between a first attempt and its retry.
+//
+// The client id is never stored as is: Scope turns it into the event's ID,
+// keeping its time bits and replacing its random bits by a hash of the
+// site and the client id, so the same client id always gives the same
+// stored id for a site, and two sites using the same client id (by
+// accident or to collide with another's events) get different ones. Time
+// then is the client id's time, not the edge's arrival time, so that every
+// attempt of the event carries the same time; the bounds above limit how
+// far a client can move an event.
+const (
+	MaxClientIDAge   = 24 * 60 * 60 * 1000 // ms: the aggregator's default dedupe window
+	MaxClientIDAhead = 10 * 60 * 1000      // ms: clients' clocks run fast by minutes, not hours
+)
+
+// ErrClientID wraps every reason a client id is refused.
+var ErrClientID = errors.New("client event id")
+
+// ParseClientID validates a client id against the clock nowMS (unix ms):
+// the canonical 8-4-4-4-12 hex form (either case), version 7, the RFC 9562
+// variant, and a time within the bounds above.
+func ParseClientID(s string, nowMS int64) (ID, error) {
+	id, err := ParseID(s)
+	if err != nil {
+		return ID{}, fmt.Errorf("%w: not a UUID of the form xxxxxxxx-xxxx-7xxx-xxxx-xxxxxxxxxxxx", ErrClientID)
+	}
+	if v := id[6] >> 4; v != 7 {
+		return ID{}, fmt.Errorf("%w: a version %d UUID, want version 7 (its time makes retries dedupe)", ErrClientID, v)
+	}
+	if id[8]&0xC0 != 0x80 {
+		return ID{}, fmt.Errorf("%w: not an RFC 9562 UUID (variant bits)", ErrClientID)
+	}
+	if ms := id.Time(); ms < nowMS-MaxClientIDAge || ms > nowMS+MaxClientIDAhead {
+		return ID{}, fmt.Errorf("%w: its time is %d ms from now, outside -%d..+%d", ErrClientID, ms-nowMS, MaxClientIDAge, MaxClientIDAhead)
+	}
+	return id, nil
+}
+
+// Time returns the unix milliseconds in id's first 48 bits (a UUIDv7's
+// time).
+func (id ID) Time() int64 {
+	return int64(id[0])<<40 | int64(id[1])<<32 | int64(id[2])<<24 | int64(id[3])<<16 | int64(id[4])<<8 | int64(id[5])
+}
+
+// scopeLabel separates these hashes from any other use of SHA-256 on the
+// same bytes; changing it changes every stored id derived from a client id.
+const scopeLabel = "edgepixel scoped event id v1\x00"
+
+// Scope returns the stored ID of client id c for site: c's 48 time bits,
+// then 74 bits of SHA-256(label, index, site, c) with the UUIDv7 version
+// and variant bits. index is -1 for an id the event carries itself
+// (event_id, client_event_id) and i >= 0 for the i-th event of a POST
+// under an Idempotency-Key c, so the events of one keyed array get
+// distinct ids and a retried array the same ones. It is a pure function:
+// the edge and the aggregator's NDJSON ingest derive the same id. It is not
+// keyed by a secret: the edge streaming to a log endpoint has none, and
+// the site is no secret; what keeps sites apart is the site in the hash.
+func Scope(c ID, site string, index int) ID {
+	var buf [len(scopeLabel) + 4 + 16 + MaxSiteLen]byte
+	b := append(buf[:0], scopeLabel...)
+	i := uint32(index)
+	b = append(b, byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+	b = append(b, c[:]...)
+	b = append(b, site...)
+	sum := sha256.Sum256(b)
+	var id ID
+	copy(id[:6], c[:6])
+	copy(id[6:], sum[:10])
+	id[6] = id[6]&0x0F | 0x70
+	id[8] = id[8]&0x3F | 0x80
+	return id
+}
