@@ -67,7 +67,7 @@ func exitsUnhealthyFirst(t *testing.T, p *popProc, reason string) {
 func TestExitWhenGuestCannotStart(t *testing.T) {
 	toml := filepath.Join(t.TempDir(), "fastly.toml")
 	os.WriteFile(toml, []byte("manifest_version = 3\n[local_server.kv_stores]\npoison = []\n"), 0o644)
-	p := startProc(t, 0, toml, "--instances", "1", "--max-instances", "1")
+	p := startProc(t, toml, "--instances", "1", "--max-instances", "1")
 	if code, body := p.healthz(); code != 200 {
 		t.Fatalf("healthz before: %d %s", code, body)
 	}
@@ -77,7 +77,7 @@ func TestExitWhenGuestCannotStart(t *testing.T) {
 
 // TestExitWhenLogFileFails: the disk under a file log endpoint is full.
 func TestExitWhenLogFileFails(t *testing.T) {
-	p := startProc(t, 0, "", "--instances", "1", "--max-instances", "1", "--log-endpoint", "guestlog=file:/dev/full")
+	p := startProc(t, "", "--instances", "1", "--max-instances", "1", "--log-endpoint", "guestlog=file:/dev/full")
 	if resp, err := http.Get(p.url + "/log?msg=hello"); err == nil {
 		resp.Body.Close()
 	}
@@ -86,7 +86,7 @@ func TestExitWhenLogFileFails(t *testing.T) {
 
 // TestExitWhenAccessLogFails: the disk under the access log is full.
 func TestExitWhenAccessLogFails(t *testing.T) {
-	p := startProc(t, 0, "", "--instances", "1", "--max-instances", "1", "--access-log", "/dev/full")
+	p := startProc(t, "", "--instances", "1", "--max-instances", "1", "--access-log", "/dev/full")
 	if resp, err := http.Get(p.url + "/counter"); err == nil {
 		resp.Body.Close()
 	}
@@ -103,7 +103,7 @@ func TestLogCollectorDownIsNotAStop(t *testing.T) {
 	}
 	dead := "http://" + ln.Addr().String() + "/logs"
 	ln.Close() // nothing listens there now
-	p := startProc(t, 0, "", "--instances", "1", "--max-instances", "1",
+	p := startProc(t, "", "--instances", "1", "--max-instances", "1",
 		"--log-endpoint", "guestlog="+dead+"?period=100ms")
 	for range 3 {
 		if resp, err := http.Get(p.url + "/log?msg=hello"); err == nil {
