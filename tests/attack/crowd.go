@@ -166,18 +166,24 @@ func (cr *Crowd) add(c net.Conn) *conn {
 // read records every answer on cc until the connection ends or the read
 // deadline Stop sets passes.
 func (cr *Crowd) read(cc *conn, br *bufio.Reader) {
-	for {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			cr.ended(cc, err)
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		cr.mu.Lock()
-		cc.statuses = append(cc.statuses, resp.StatusCode)
-		cr.mu.Unlock()
+	for cr.answer(cc, br) != nil {
 	}
+}
+
+// answer reads and records one answer on cc, or how the connection ended
+// (then it returns nil).
+func (cr *Crowd) answer(cc *conn, br *bufio.Reader) *http.Response {
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		cr.ended(cc, err)
+		return nil
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	cr.mu.Lock()
+	cc.statuses = append(cc.statuses, resp.StatusCode)
+	cr.mu.Unlock()
+	return resp
 }
 
 // ended records how a read on cc failed: the server ending the connection,
@@ -290,22 +296,24 @@ func sum(m map[int]int) int {
 	return n
 }
 
-// Repeat keeps n connections to addr (over the source addresses srcs)
-// sending requests back to back, each req's parts written while the
-// answer is read, until Stop: credential guessing, unsigned bodies. A
-// connection the server closes, or whose request it answered without
+// Repeat has n senders (over the source addresses srcs) each send up to
+// count requests (0: no limit) back to back until Stop, each req's parts
+// written while the answer is read: credential guessing, unsigned bodies.
+// A connection the server closes, or whose request it answered without
 // reading all of it, is replaced by a new one. Every connection and answer
 // is in the Report.
-func Repeat(addr string, srcs []string, n int, req func() [][]byte) *Crowd {
+func Repeat(addr string, srcs []string, n, count int, req func() [][]byte) *Crowd {
 	cr := newCrowd(addr)
 	for i := range n {
-		cr.readers.Go(func() { cr.repeat(srcs[i%len(srcs)], req) })
+		cr.readers.Go(func() { cr.repeat(srcs[i%len(srcs)], count, req) })
 	}
 	return cr
 }
 
-func (cr *Crowd) repeat(src string, req func() [][]byte) {
-	for !cr.stopped() {
+func (cr *Crowd) repeat(src string, count int, req func() [][]byte) {
+	sent := 0
+	more := func() bool { return !cr.stopped() && (count == 0 || sent < count) }
+	for more() {
 		c, err := Dial(src, cr.addr)
 		if err != nil {
 			cr.mu.Lock()
@@ -323,7 +331,8 @@ func (cr *Crowd) repeat(src string, req func() [][]byte) {
 			return
 		}
 		br := bufio.NewReader(c)
-		for !cr.stopped() {
+		for more() {
+			sent++
 			written := make(chan struct{})
 			go func() {
 				defer close(written)
@@ -333,16 +342,10 @@ func (cr *Crowd) repeat(src string, req func() [][]byte) {
 					}
 				}
 			}()
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				cr.ended(cc, err)
+			resp := cr.answer(cc, br)
+			if resp == nil {
 				break
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			cr.mu.Lock()
-			cc.statuses = append(cc.statuses, resp.StatusCode)
-			cr.mu.Unlock()
 			select {
 			case <-written:
 			case <-time.After(200 * time.Millisecond):

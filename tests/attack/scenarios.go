@@ -384,12 +384,12 @@ func conflictingFraming(t Targets) (*Attack, error) {
 
 // largeBodies: at the POP 100 bodies declaring 1 MiB, sent to 900 KiB
 // and stalled (three times --body-memory together); at the aggregator 32
-// senders of unsigned 4 MiB bodies, back to back.
+// senders of 20 unsigned 4 MiB bodies each, back to back.
 func largeBodies(t Targets) (*Attack, error) {
 	part := bytes.Repeat([]byte("b"), 900<<10)
 	pop := Open(hostOf(t.Pop), popSources[:1], 100, Send([]byte("POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"), part))
 	body := bytes.Repeat([]byte("u"), 4<<20)
-	agg := Repeat(hostOf(t.Aggregator), aggSources[:4], 32, func() [][]byte {
+	agg := Repeat(hostOf(t.Aggregator), aggSources[:4], 32, 20, func() [][]byte {
 		return [][]byte{ForgedIngestHead("Content-Length: 4194304\r\n"), body}
 	})
 	return &Attack{stop: func(o *Outcome) {
@@ -562,7 +562,7 @@ func tokenGuessing(t Targets) (*Attack, error) {
 	lines0 := logLines(t.AggregatorLog)
 	req := []byte("POST /admin/retention HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer guess-0123456789\r\nContent-Length: 2\r\n\r\n{}")
 	began := time.Now()
-	agg := Repeat(hostOf(t.Aggregator), aggSources[15:], 4, func() [][]byte { return [][]byte{req} })
+	agg := Repeat(hostOf(t.Aggregator), aggSources[15:], 4, 0, func() [][]byte { return [][]byte{req} })
 	return &Attack{stop: func(o *Outcome) {
 		r := agg.Stop(time.Second)
 		took := time.Since(began)
