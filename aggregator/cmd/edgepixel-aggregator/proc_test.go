@@ -224,26 +224,6 @@ func (p *aggProc) alive() bool {
 	}
 }
 
-// status reads a field (in kB) of /proc/PID/status, e.g. VmHWM.
-func (p *aggProc) status(field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return -1
-}
-
-// resetPeak resets the process's peak RSS (VmHWM) to its current RSS.
-func (p *aggProc) resetPeak() {
-	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0)
-}
-
 // rows counts the stored events of site.
 func (p *aggProc) rows(site string) int {
 	p.t.Helper()
