@@ -598,8 +598,11 @@ type Phase struct {
 // since the phase began is read.
 func Measure(t Targets, hits *Hits, name string, start func(Targets) (*Attack, error), d time.Duration) (Phase, error) {
 	p := Phase{Name: name}
-	ResetPeak(t.PopPid)
-	ResetPeak(t.AggregatorPid)
+	for _, pid := range []int{t.PopPid, t.AggregatorPid} {
+		if err := ResetPeak(pid); err != nil {
+			return p, err
+		}
+	}
 	t0 := time.Now()
 	var a *Attack
 	if start != nil {

@@ -1,5 +1,6 @@
 // Command edgepixel-bench measures edgepixel against baselines in one run,
 // with one load generator, and prints each figure beside its baseline.
+// Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go).
 //
 // Pixel serving: the local POP running the real edge module (delivering its
 // batches to an in-process sink, so the POP and not the aggregator is
@@ -40,12 +41,15 @@ func main() {
 		duration = flag.Duration("duration", 10*time.Second, "load duration per target")
 		conns    = flag.Int("connections", 32, "concurrent connections")
 		threads  = flag.Int("threads", 2, "wrk threads")
-		sections = flag.String("sections", "pop,aggregator", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,hostile", "which sections to run")
 		agg      aggOptions
+		hostile  hostileOptions
 	)
 	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
 	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
 	flag.IntVar(&agg.batch, "agg-batch", 500, "aggregator: events per batch (the edge's batch_max_events)")
+	flag.DurationVar(&hostile.duration, "hostile-duration", 3*time.Second, "hostile: normal load measured during each attack")
+	flag.IntVar(&hostile.workers, "hostile-clients", 4, "hostile: normal keep-alive clients")
 	probe := flag.Int(rssProbeFlag, 0, "internal: run as the resident-memory probe with this many instances")
 	probeManifest := flag.String("rss-manifest", "", "internal: the probe's fastly.toml")
 	probeCache := flag.String("rss-cache", "", "internal: the probe's compile cache")
@@ -58,7 +62,7 @@ func main() {
 		}
 		return
 	}
-	agg.binDir = *binDir
+	agg.binDir, hostile.binDir = *binDir, *binDir
 	if strings.Contains(*sections, "pop") {
 		if err := run(stack.InDir(*binDir).Wasm, *duration, *conns, *threads); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -68,6 +72,12 @@ func main() {
 	if strings.Contains(*sections, "aggregator") {
 		if err := runAggregator(agg); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: aggregator:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "hostile") {
+		if err := runHostile(hostile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: hostile:", err)
 			os.Exit(1)
 		}
 	}
