@@ -3,6 +3,7 @@ package attack
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // NormalSource is the address normal clients come from; attacks use
@@ -85,10 +88,14 @@ func (h *Hits) hit(c *http.Client, page string, post bool) error {
 		body := fmt.Sprintf(`{"site":%q,"name":"normal","url":%q}`, NormalSite, page)
 		req, _ = http.NewRequest(http.MethodPost, h.pop+"/e", bytes.NewReader([]byte(body)))
 		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-		// The url makes the event unique: replaying it when the POP closed
-		// an idle keep-alive connection under the request cannot double
-		// it, so let net/http do so, as a browser would.
-		req.Header.Set("Idempotency-Key", page)
+		// With a key the edge stores the event once however often it is
+		// sent, so net/http may replay the POST when the POP closed an idle
+		// keep-alive connection under it, as a browser would.
+		key, err := event.NewID(time.Now().UnixMilli(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Idempotency-Key", key.String())
 		want = http.StatusNoContent
 	} else {
 		req, _ = http.NewRequest(http.MethodGet, h.pop+"/p.gif?"+url.Values{"site": {NormalSite}, "url": {page}}.Encode(), nil)
