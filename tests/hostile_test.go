@@ -49,7 +49,7 @@ func TestHostile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostile{t: t, s: s, tg: tg, hits: hits, stored: map[string]int{},
+	h := &hostile{s: s, tg: tg, hits: hits, stored: map[string]int{},
 		popBound: attack.PopBoundFor(popStart).Bytes(), aggBound: attack.AggregatorBoundFor.Bytes()}
 	t.Logf("documented memory bounds for the flags used: POP %.0f MiB (%.0f MiB once serving), aggregator %.0f MiB",
 		attack.MiB(h.popBound), attack.MiB(popStart), attack.MiB(h.aggBound))
@@ -65,7 +65,6 @@ func TestHostile(t *testing.T) {
 }
 
 type hostile struct {
-	t        *testing.T
 	s        *stack.Stack
 	tg       attack.Targets
 	hits     *attack.Hits
