@@ -22,6 +22,17 @@
 // Each event is length-prefixed so that a newer sender may append fields
 // that an older decoder skips: an aggregator that predates a field drops
 // it, one that knows it reads "" from an older edge.
+//
+// A batch may also carry the sending instance's counters (counters.go):
+//
+//	batch2 = magic "EPB2" count event* length counters
+//
+// An edge sends version 2 only when it has counts to report. An
+// aggregator that predates it answers 400 (bad magic) to the whole batch;
+// the edge then sends the same events again as version 1 and stops
+// reporting counters to it, so upgrading the aggregator first is not
+// required, only needed to receive the counts. Every aggregator since
+// reads both versions.
 package wire
 
 import (
@@ -34,6 +45,10 @@ import (
 
 // Magic starts every batch; the digit is the format version.
 const Magic = "EPB1"
+
+// MagicCounters starts a batch of version 2: version 1's events followed
+// by a counters record.
+const MagicCounters = "EPB2"
 
 // ContentType is the media type of an encoded batch.
 const ContentType = "application/x-edgepixel-batch"
@@ -51,7 +66,25 @@ var ErrMalformed = errors.New("malformed batch")
 
 // Append encodes events as one batch appended to dst.
 func Append(dst []byte, events []event.Event) []byte {
-	dst = append(dst, Magic...)
+	return appendEvents(append(dst, Magic...), events)
+}
+
+// AppendWithCounters encodes events and c as one batch of version 2.
+func AppendWithCounters(dst []byte, events []event.Event, c *Counters) []byte {
+	dst = appendEvents(append(dst, MagicCounters...), events)
+	start := len(dst)
+	dst = AppendCounters(dst, c)
+	// The record's length goes before it: encode, then shift it right.
+	n := len(dst) - start
+	var l [binary.MaxVarintLen64]byte
+	k := binary.PutUvarint(l[:], uint64(n))
+	dst = append(dst, l[:k]...)
+	copy(dst[start+k:], dst[start:start+n])
+	copy(dst[start:], l[:k])
+	return dst
+}
+
+func appendEvents(dst []byte, events []event.Event) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(events)))
 	var body []byte
 	for i := range events {
@@ -104,7 +137,7 @@ func wireFields() (strs []func(*event.Event) *string, required int) {
 // Count returns the number of events a batch declares, checking only its
 // header. The aggregator uses it to answer 413 before decoding.
 func Count(b []byte) (int, error) {
-	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic {
+	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic && string(b[:len(Magic)]) != MagicCounters {
 		return 0, fmt.Errorf("%w: bad magic", ErrMalformed)
 	}
 	n, k := binary.Uvarint(b[len(Magic):])
@@ -117,7 +150,9 @@ func Count(b []byte) (int, error) {
 	return int(n), nil
 }
 
-// Decode parses a batch, appending its events to dst. It never allocates
+// Decode parses a batch of either version, appending its events to dst;
+// a version 2 batch's counters are checked but not returned (DecodeBatch
+// returns them). It never allocates
 // more than the input justifies: counts and lengths are checked against the
 // bytes that remain before anything is made.
 //
@@ -127,33 +162,56 @@ func Count(b []byte) (int, error) {
 // batch's bytes alive; a caller keeping a few events long after the rest
 // should strings.Clone what it keeps.
 func Decode(dst []event.Event, b []byte) ([]event.Event, error) {
+	dst, _, err := DecodeBatch(dst, b)
+	return dst, err
+}
+
+// DecodeBatch parses a batch of either version like Decode, and returns
+// the counters of a version 2 batch (nil for version 1). The counters'
+// framing is checked, not their limits (Counters.Validate).
+func DecodeBatch(dst []event.Event, b []byte) ([]event.Event, *Counters, error) {
 	n, err := Count(b)
 	if err != nil {
-		return dst, err
+		return dst, nil, err
 	}
+	v2 := string(b[:len(Magic)]) == MagicCounters
 	_, k := binary.Uvarint(b[len(Magic):])
 	off := len(Magic) + k
 	if n > len(b)-off { // every event takes at least one byte
-		return dst, fmt.Errorf("%w: %d events declared in %d bytes", ErrMalformed, n, len(b)-off)
+		return dst, nil, fmt.Errorf("%w: %d events declared in %d bytes", ErrMalformed, n, len(b)-off)
 	}
 	// Offsets index b and s alike: b is parsed, s is sliced.
 	s := string(b)
 	for i := 0; i < n; i++ {
 		l, k := binary.Uvarint(b[off:])
 		if k <= 0 || l > uint64(len(b)-off-k) || l > maxEventLen {
-			return dst, fmt.Errorf("%w: event %d: bad length", ErrMalformed, i)
+			return dst, nil, fmt.Errorf("%w: event %d: bad length", ErrMalformed, i)
 		}
 		start := off + k
 		off = start + int(l)
 		dst = append(dst, event.Event{})
 		if err := decodeEvent(&dst[len(dst)-1], b[:off], s[:off], start); err != nil {
-			return dst[:len(dst)-1], fmt.Errorf("%w: event %d: %v", ErrMalformed, i, err)
+			return dst[:len(dst)-1], nil, fmt.Errorf("%w: event %d: %v", ErrMalformed, i, err)
 		}
 	}
-	if off != len(b) {
-		return dst, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-off)
+	var c *Counters
+	if v2 {
+		l, k := binary.Uvarint(b[off:])
+		if k <= 0 || l > uint64(len(b)-off-k) {
+			return dst, nil, fmt.Errorf("%w: bad counters length", ErrMalformed)
+		}
+		start := off + k
+		off = start + int(l)
+		cs, err := DecodeCounters(b[start:off])
+		if err != nil {
+			return dst, nil, err
+		}
+		c = &cs
 	}
-	return dst, nil
+	if off != len(b) {
+		return dst, nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-off)
+	}
+	return dst, c, nil
 }
 
 // decodeEvent decodes the event in b[off:] into e (which must be zero),
