@@ -10,41 +10,172 @@ import (
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
-// Batcher holds events between a visitor's response and their delivery to
-// the aggregator. One Batcher lives in each warm instance; it is not safe
-// for concurrent use (an edge instance runs one request at a time).
+// Batcher takes the events of an instance's hits and delivers them, with
+// the instance's counts (counters.go). One Batcher lives in each instance;
+// it is not safe for concurrent use (an edge instance runs one request at
+// a time).
+//
+// It delivers by three paths, and drops (counting DropDeliveryFailed)
+// only what none of them takes:
+//
+//  1. The journal, if set: each hit's NDJSON line is written before the
+//     visitor is answered, and a journaled event is delivered as far as
+//     the module is concerned. It is for hosts whose log endpoint keeps
+//     its queue on disk (the self-hosted POP: the write is on its way to
+//     disk when the hostcall returns), so a hit that was answered
+//     survives a crash of the host.
+//  2. Signed batches to the aggregator, a few quick attempts per flush
+//     (the instance cannot serve visitors meanwhile).
+//  3. The fallback log endpoint, if set, takes NDJSON lines when batch
+//     delivery fails (and for a while after, without trying the backend
+//     each time), when the aggregator refuses a batch for good, when the
+//     buffer is full, and when the instance ends with events buffered.
+//     On Fastly, real-time log streaming buffers and retries them to the
+//     aggregator's /ingest/ndjson; on the POP, a disk-queued endpoint does.
+//
+// A journaled event is not buffered; what the journal refuses (a disk
+// queue over its budget) is buffered for the batch path.
 type Batcher struct {
 	MaxEvents   int           // flush when this many are buffered
 	MaxAge      time.Duration // flush when the oldest is this old
-	MaxBuffered int           // beyond this (aggregator unreachable), new events are dropped and counted
+	MaxBuffered int           // beyond this, the buffer goes to the fallback; without one, new events are dropped and counted
+
+	// Journal writes one line durably, before the visitor is answered,
+	// or returns an error (the line is then delivered another way).
+	Journal func(line []byte) error
+	// Fallback writes one line to the fallback log endpoint, or returns
+	// an error.
+	Fallback func(line []byte) error
+
+	// Counts are this instance's counters.
+	Counts Counts
 
 	events  []event.Event
 	oldest  time.Time
-	Dropped int // events refused because the buffer was full
+	line    []byte
+	body    []byte
+	rep     report
+	failing bool      // the last batch attempt failed: the next one tries once
+	retryAt time.Time // with a fallback, until then flushes skip the backend
+	// v1 is set once the aggregator refused a version 2 batch: it predates
+	// counters, so they are no longer sent to it.
+	v1 bool
 }
 
-// Add buffers events. It returns false if they were dropped because the
-// buffer is full, which only happens when deliveries keep failing.
+// Add counts one hit whose events are accepted (the hit for the first
+// event's site, each event for its own) and takes the events for
+// delivery; with a journal, their lines are written before it returns.
+// It reports false, counting nothing, when the buffer cannot take them:
+// the caller then answers DropBufferFull, which counts as the hit's drop.
 func (b *Batcher) Add(now time.Time, evs ...event.Event) bool {
-	if len(b.events)+len(evs) > b.MaxBuffered {
-		b.Dropped += len(evs)
+	if len(evs) == 0 {
+		return true
+	}
+	if !b.room(now, len(evs)) {
 		return false
 	}
-	if len(b.events) == 0 {
+	sc := b.Counts.site(now, evs[0].Site)
+	sc.Hits++
+	b.Counts.changed(sc, now)
+	start := len(b.events)
+	if start == 0 {
 		b.oldest = now
 	}
 	b.events = append(b.events, evs...)
+	for i := start; i < len(b.events); i++ {
+		esc := b.Counts.site(now, b.events[i].Site)
+		esc.Events++
+		b.Counts.changed(esc, now)
+	}
+	if b.Journal != nil {
+		b.journal(start)
+	}
 	return true
+}
+
+// Hit counts one hit answered with a drop reason and no accepted events,
+// for site ("" if none could be read); with a journal, the site's counts
+// are written before it returns.
+func (b *Batcher) Hit(now time.Time, site, drop string) {
+	sc := b.Counts.site(now, site)
+	sc.Hits++
+	sc.drop(drop, 1)
+	b.Counts.changed(sc, now)
+	if b.Journal != nil {
+		b.journalCounts(sc)
+	}
+}
+
+// journal writes the events from start on to the journal, each with its
+// site's counts, and keeps buffered those it refused.
+func (b *Batcher) journal(start int) {
+	w := start
+	for i := start; i < len(b.events); i++ {
+		e := &b.events[i]
+		sc := b.Counts.sites[e.Site]
+		if sc == nil { // counted under "" (too many sites): the line cannot carry it
+			b.line = wire.AppendEventLine(b.line[:0], e, event.ID{}, nil)
+		} else {
+			b.line = wire.AppendEventLine(b.line[:0], e, b.Counts.Instance, &sc.SiteCounts)
+		}
+		if err := b.Journal(b.line); err != nil {
+			b.events[w] = *e
+			w++
+			continue
+		}
+		if sc == nil {
+			b.journalCounts(b.Counts.sites[""])
+		} else {
+			b.Counts.markReported(sc, sc.gen)
+		}
+	}
+	clear(b.events[w:])
+	b.events = b.events[:w]
+	if len(b.events) == 0 {
+		b.oldest = time.Time{}
+	}
+}
+
+// journalCounts writes sc's counts to the journal as a counters line.
+func (b *Batcher) journalCounts(sc *siteCount) {
+	one := [1]wire.SiteCounts{sc.SiteCounts}
+	c := wire.Counters{Instance: b.Counts.Instance, Pop: b.Counts.Pop, Sites: one[:]}
+	b.line = wire.AppendCountersLine(b.line[:0], &c)
+	if b.Journal(b.line) == nil {
+		b.Counts.markReported(sc, sc.gen)
+	}
+}
+
+// room reports whether n more events fit in the buffer; when they do not,
+// it first hands the buffer to the fallback.
+func (b *Batcher) room(now time.Time, n int) bool {
+	if len(b.events)+n <= b.MaxBuffered {
+		return true
+	}
+	if b.Fallback != nil {
+		b.Spill(now)
+	}
+	return len(b.events)+n <= b.MaxBuffered
 }
 
 // Len is the number of buffered events.
 func (b *Batcher) Len() int { return len(b.events) }
 
-// Due reports whether the buffer should be flushed now.
+// Due reports whether the buffer should be flushed now: events have
+// waited MaxAge or fill a batch, or counts have gone unreported for
+// countsAge (a stream of hits that are all drops).
 func (b *Batcher) Due(now time.Time) bool {
 	n := len(b.events)
-	return n > 0 && (n >= b.MaxEvents || now.Sub(b.oldest) >= b.MaxAge)
+	if n > 0 && (n >= b.MaxEvents || now.Sub(b.oldest) >= b.MaxAge) {
+		return true
+	}
+	return b.countsPending() && now.Sub(b.Counts.unreported) >= b.countsAge()
 }
+
+func (b *Batcher) countsPending() bool { return !b.v1 && b.Counts.dirty > 0 }
+
+// countsAge is how long counts alone may wait for a delivery.
+func (b *Batcher) countsAge() time.Duration { return max(5*b.MaxAge, time.Second) }
 
 // Request is one delivery attempt: a signed batch body and its headers.
 type Request struct {
@@ -58,78 +189,213 @@ type Request struct {
 type Send func(r *Request) (status int, retryAfter time.Duration, err error)
 
 // ErrRejected means the aggregator refused a batch for good (400, 401, 413):
-// retrying the same bytes cannot succeed, so the batch is dropped and logged.
+// retrying the same bytes cannot succeed. The batch goes to the fallback,
+// or is dropped and counted.
 var ErrRejected = errors.New("aggregator rejected the batch")
 
+// ErrNoSecret means batches cannot be signed: no secret is configured.
+var ErrNoSecret = errors.New("no aggregator secret to sign batches with")
+
 // Retry policy: a few quick attempts, because the instance that flushes
-// cannot serve visitors meanwhile; what still fails stays buffered for the
+// cannot serve visitors meanwhile; after a failure the next flush tries
+// once. What still fails goes to the fallback, or stays buffered for the
 // next flush (bounded by MaxBuffered).
 var backoff = []time.Duration{0, 50 * time.Millisecond, 250 * time.Millisecond, time.Second}
 
-// Flush delivers up to MaxEvents buffered events per batch until the buffer
-// is empty or an attempt fails. now and sleep are the platform's clock.
-// Events are removed only after the aggregator acknowledged them, so a
-// failure leaves them buffered for the next flush.
+// retryBackend is how long, after a failed delivery, flushes send to the
+// fallback without trying the aggregator: an outage should not cost every
+// flush its attempts.
+const retryBackend = 10 * time.Second
+
+// maxCountsPerLine bounds the sites of one counters line or batch record.
+const maxCountsPerLine = 100
+
+// Flush delivers the buffered events, MaxEvents at a time, with the
+// unreported counts riding on the first batch (or alone, if there are no
+// events). now and sleep are the platform's clock. Events are removed
+// once the aggregator acknowledged them or the fallback took them. It
+// returns the delivery error, if any, saying what the fallback took.
 func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep func(time.Duration)) error {
-	for len(b.events) > 0 {
-		n := min(len(b.events), b.MaxEvents, wire.MaxEvents)
-		body := wire.Append(nil, b.events[:n])
-		if err := deliver(body, secret, send, now, sleep); err != nil {
-			if errors.Is(err, ErrRejected) {
-				b.drop(n)
-			}
+	t := now()
+	if len(b.events) == 0 && !b.countsPending() {
+		return nil
+	}
+	if b.Fallback != nil && (t.Before(b.retryAt) || len(secret) == 0) {
+		n := len(b.events)
+		if err := b.Spill(t); err != nil {
 			return err
 		}
-		b.drop(n)
+		if len(secret) == 0 {
+			return fmt.Errorf("%w: %d events written to the fallback log endpoint", ErrNoSecret, n)
+		}
+		return nil
+	}
+	if len(secret) == 0 {
+		return ErrNoSecret
+	}
+	for first := true; ; first = false {
+		n := min(len(b.events), b.MaxEvents, wire.MaxEvents)
+		counts := first && b.countsPending() && b.Counts.unreportedCounts(&b.rep, maxCountsPerLine)
+		if n == 0 && !counts {
+			return nil
+		}
+		tries := backoff
+		if b.failing {
+			tries = backoff[:1]
+		}
+		var status int
+		var err error
+		if counts {
+			b.body = wire.AppendWithCounters(b.body[:0], b.events[:n], &b.rep.c)
+			status, err = deliver(b.body, secret, send, now, sleep, tries)
+			if status == 400 {
+				// An aggregator from before counters: it refuses version 2.
+				// Send the events alone from now on.
+				b.v1, counts = true, false
+				if n == 0 {
+					return fmt.Errorf("the aggregator does not take edge counters (upgrade it); counts are no longer sent: %w", err)
+				}
+			}
+		}
+		if !counts {
+			b.body = wire.Append(b.body[:0], b.events[:n])
+			status, err = deliver(b.body, secret, send, now, sleep, tries)
+		}
+		if err == nil {
+			b.failing = false
+			if counts {
+				b.Counts.reported(&b.rep)
+			}
+			b.drop(n)
+			continue
+		}
+		if errors.Is(err, ErrRejected) {
+			// Sending these bytes again cannot succeed (a wrong secret, a
+			// bug): the fallback is their last chance.
+			if b.Fallback != nil && b.spillN(n) == nil {
+				return fmt.Errorf("%w; its %d events were written to the fallback log endpoint", err, n)
+			}
+			b.lost(t, n)
+			return fmt.Errorf("%w; %d events dropped (%s)", err, n, DropDeliveryFailed)
+		}
+		b.failing, b.retryAt = true, t.Add(retryBackend)
+		if b.Fallback != nil {
+			k := len(b.events)
+			if ferr := b.Spill(t); ferr != nil {
+				return fmt.Errorf("%w; the fallback log endpoint failed too: %v (%d events still buffered)", err, ferr, len(b.events))
+			}
+			return fmt.Errorf("%w; %d events written to the fallback log endpoint", err, k)
+		}
+		return err
+	}
+}
+
+// Spill writes every buffered event, then the unreported counts, to the
+// fallback log endpoint as NDJSON lines, removing each event once
+// written. It stops at the first failed write and returns its error.
+func (b *Batcher) Spill(now time.Time) error {
+	if err := b.spillN(len(b.events)); err != nil {
+		return err
+	}
+	for b.countsPending() && b.Counts.unreportedCounts(&b.rep, maxCountsPerLine) {
+		b.line = wire.AppendCountersLine(b.line[:0], &b.rep.c)
+		if err := b.Fallback(b.line); err != nil {
+			return err
+		}
+		b.Counts.reported(&b.rep)
 	}
 	return nil
 }
 
-// Drain hands buffered events, up to MaxEvents at a time, to deliver until
-// the buffer is empty or deliver fails; events are removed only after
-// deliver succeeded. It is Flush for platforms that deliver without a
-// signed batch (a CDN's log streaming).
-func (b *Batcher) Drain(deliver func([]event.Event) error) error {
-	for len(b.events) > 0 {
-		n := min(len(b.events), b.MaxEvents)
-		if err := deliver(b.events[:n]); err != nil {
+// spillN writes the first n buffered events to the fallback.
+func (b *Batcher) spillN(n int) error {
+	if b.Fallback == nil {
+		return errors.New("no fallback log endpoint")
+	}
+	w := 0
+	defer func() { b.drop(w) }()
+	for ; w < n; w++ {
+		b.line = wire.AppendEventLine(b.line[:0], &b.events[w], event.ID{}, nil)
+		if err := b.Fallback(b.line); err != nil {
 			return err
 		}
-		b.drop(n)
 	}
 	return nil
+}
+
+// Close delivers what is left when the instance ends: a flush, then the
+// fallback for what it could not deliver. Events that no path took are
+// counted as DropDeliveryFailed and dropped, and a last attempt reports
+// the counts. It returns how many events were lost and the first error.
+func (b *Batcher) Close(secret []byte, send Send, now func() time.Time, sleep func(time.Duration)) (lost int, err error) {
+	err = b.Flush(secret, send, now, sleep)
+	if len(b.events) > 0 && b.Fallback != nil {
+		if ferr := b.Spill(now()); ferr != nil && err == nil {
+			err = ferr
+		}
+	}
+	if lost = len(b.events); lost > 0 {
+		b.lost(now(), lost)
+		// The loss is counted; try to tell.
+		if b.Flush(secret, send, now, sleep) != nil && b.Fallback != nil {
+			b.Spill(now())
+		}
+	}
+	return lost, err
+}
+
+// lost counts the first n buffered events as DropDeliveryFailed and drops
+// them.
+func (b *Batcher) lost(now time.Time, n int) {
+	for i := range b.events[:n] {
+		sc := b.Counts.site(now, b.events[i].Site)
+		sc.drop(DropDeliveryFailed, 1)
+		b.Counts.changed(sc, now)
+	}
+	b.drop(n)
 }
 
 func (b *Batcher) drop(n int) {
-	b.events = append(b.events[:0], b.events[n:]...)
-	if len(b.events) > 0 {
+	if n == 0 {
+		return
+	}
+	k := copy(b.events, b.events[n:])
+	clear(b.events[k:]) // drop the strings
+	b.events = b.events[:k]
+	if k > 0 {
 		b.oldest = time.UnixMilli(b.events[0].Time)
 	}
 }
 
-func deliver(body, secret []byte, send Send, now func() time.Time, sleep func(time.Duration)) error {
+// deliver sends body, signing each attempt afresh, waiting tries[i]
+// before attempt i. It returns the last status and nil once accepted, an
+// error wrapping ErrRejected for a refusal retrying cannot fix, else the
+// last error.
+func deliver(body, secret []byte, send Send, now func() time.Time, sleep func(time.Duration), tries []time.Duration) (int, error) {
 	var last error
-	for _, wait := range backoff {
+	var status int
+	for _, wait := range tries {
 		sleep(wait)
 		ts := now().Unix()
-		status, retryAfter, err := send(&Request{
+		st, retryAfter, err := send(&Request{
 			Body:      body,
 			Timestamp: strconv.FormatInt(ts, 10),
 			Signature: wire.Sign(secret, ts, body),
 		})
+		status = st
 		switch {
 		case err != nil:
-			last = err
-		case status >= 200 && status < 300:
-			return nil
-		case status == 400 || status == 401 || status == 413:
-			return fmt.Errorf("%w: status %d", ErrRejected, status)
+			last, status = err, 0
+		case st >= 200 && st < 300:
+			return st, nil
+		case st == 400 || st == 401 || st == 413:
+			return st, fmt.Errorf("%w: status %d", ErrRejected, st)
 		default:
-			last = fmt.Errorf("aggregator answered %d", status)
+			last = fmt.Errorf("aggregator answered %d", st)
 			if retryAfter > 0 && retryAfter <= time.Second {
 				sleep(retryAfter)
 			}
 		}
 	}
-	return last
+	return status, last
 }

@@ -29,9 +29,11 @@ var GIF = []byte{
 }
 
 // Drop reasons: why a hit or a POST was not (wholly) counted. They are
-// reported in the X-Edgepixel-Drop response header and Response.Drop, and
-// are stable strings: dashboards and alerts key on them. This is the one
-// list; every drop decision passes through Response.drop.
+// reported in the X-Edgepixel-Drop response header and Response.Drop and
+// counted for the aggregator (counters.go), and are stable strings of
+// [a-z0-9_] (wire.ValidReason): dashboards, alerts and metric labels key
+// on them. This is the one list; every drop decision passes through
+// Response.drop.
 const (
 	DropMissingSite      = "missing_site"       // no site, or a blank one
 	DropBadJSON          = "bad_json"           // a POST body that is not the events' JSON, or props not an object
@@ -45,6 +47,10 @@ const (
 	DropBufferFull       = "buffer_full"
 	DropReadError        = "read_error"
 	DropInternal         = "internal_error" // the platform failed the edge (no random bytes for an id)
+	// DropDeliveryFailed counts accepted events that no delivery path
+	// took (batches, journal, fallback log endpoint) by the time their
+	// instance ended; see Batcher. No answer carries it.
+	DropDeliveryFailed = "delivery_failed"
 )
 
 // MaxPostBody bounds an event POST. Browsers' sendBeacon allows 64 KiB.

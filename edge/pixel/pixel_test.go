@@ -3,7 +3,6 @@ package pixel
 import (
 	"bytes"
 	"crypto/rand"
-	"errors"
 	"image/gif"
 	"net/url"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
-	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 func meta() *Meta {
@@ -162,92 +160,6 @@ func FuzzFromQuery(f *testing.F) {
 	})
 }
 
-type fakeAggregator struct {
-	statuses []int // answered in turn; the last repeats
-	got      [][]event.Event
-	secret   []byte
-	t        *testing.T
-}
-
-func (f *fakeAggregator) send(r *Request) (int, time.Duration, error) {
-	if err := wire.Verify(f.secret, r.Timestamp, r.Signature, r.Body, time.Now(), time.Minute); err != nil {
-		f.t.Fatalf("bad signature: %v", err)
-	}
-	st := f.statuses[0]
-	if len(f.statuses) > 1 {
-		f.statuses = f.statuses[1:]
-	}
-	if st == 0 {
-		return 0, 0, errors.New("connection refused")
-	}
-	if st == 200 {
-		evs, err := wire.Decode(nil, r.Body)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		f.got = append(f.got, evs)
-	}
-	return st, 0, nil
-}
-
-func events(n int) []event.Event {
-	out := make([]event.Event, n)
-	for i := range out {
-		out[i], _ = FromQuery("site=demo", meta())
-	}
-	return out
-}
-
-func TestBatcherFlushRetriesAndKeepsOnFailure(t *testing.T) {
-	secret := []byte("k")
-	noSleep := func(time.Duration) {}
-	b := &Batcher{MaxEvents: 3, MaxAge: time.Second, MaxBuffered: 10}
-	now := time.Now()
-	if !b.Add(now, events(7)...) {
-		t.Fatal("add refused")
-	}
-	if !b.Due(now) {
-		t.Fatal("7 >= 3 should be due")
-	}
-	// Transient failures then success: everything arrives, in batches of 3.
-	agg := &fakeAggregator{statuses: []int{0, 503, 200}, secret: secret, t: t}
-	if err := b.Flush(secret, agg.send, time.Now, noSleep); err != nil {
-		t.Fatal(err)
-	}
-	if b.Len() != 0 || len(agg.got) != 3 || len(agg.got[0]) != 3 || len(agg.got[2]) != 1 {
-		t.Fatalf("left %d, batches %d", b.Len(), len(agg.got))
-	}
-	// Aggregator down for good: events stay buffered, then overflow is counted.
-	b.Add(now, events(4)...)
-	down := &fakeAggregator{statuses: []int{0}, secret: secret, t: t}
-	if err := b.Flush(secret, down.send, time.Now, noSleep); err == nil || b.Len() != 4 {
-		t.Fatalf("err %v, left %d", err, b.Len())
-	}
-	if b.Add(now, events(7)...) || b.Dropped != 7 || b.Len() != 4 {
-		t.Fatalf("overflow not refused: dropped %d len %d", b.Dropped, b.Len())
-	}
-	// A permanent rejection drops that batch instead of retrying forever.
-	rej := &fakeAggregator{statuses: []int{401}, secret: secret, t: t}
-	if err := b.Flush(secret, rej.send, time.Now, noSleep); !errors.Is(err, ErrRejected) || b.Len() != 1 {
-		t.Fatalf("err %v, left %d", err, b.Len())
-	}
-}
-
-func TestBatcherDueByAge(t *testing.T) {
-	b := &Batcher{MaxEvents: 100, MaxAge: 200 * time.Millisecond, MaxBuffered: 1000}
-	now := time.Now()
-	if b.Due(now) {
-		t.Fatal("empty buffer due")
-	}
-	b.Add(now, events(1)...)
-	if b.Due(now.Add(100 * time.Millisecond)) {
-		t.Fatal("due too early")
-	}
-	if !b.Due(now.Add(200 * time.Millisecond)) {
-		t.Fatal("not due at MaxAge")
-	}
-}
-
 func BenchmarkFromQuery(b *testing.B) {
 	m := &Meta{Now: time.Now(), ClientIP: "203.0.113.9", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
 		Referer: "https://www.google.com/search?q=x", Pop: "lcl", Rand: rand.Reader}
@@ -268,28 +180,4 @@ func FuzzQueryValue(f *testing.F) {
 			t.Errorf("queryValue(%q, %q) = %q, url.ParseQuery says %q", raw, key, got, want)
 		}
 	})
-}
-
-func TestDrain(t *testing.T) {
-	b := &Batcher{MaxEvents: 2, MaxAge: time.Second, MaxBuffered: 10}
-	m := meta()
-	for range 5 {
-		e, _ := FromQuery("site=a.com", m)
-		b.Add(m.Now, e)
-	}
-	var got []int
-	fail := errors.New("endpoint down")
-	err := b.Drain(func(evs []event.Event) error {
-		if len(got) == 2 {
-			return fail
-		}
-		got = append(got, len(evs))
-		return nil
-	})
-	if !errors.Is(err, fail) || b.Len() != 1 || len(got) != 2 || got[0] != 2 || got[1] != 2 {
-		t.Fatalf("Drain: err %v, left %d, chunks %v", err, b.Len(), got)
-	}
-	if err := b.Drain(func(evs []event.Event) error { got = append(got, len(evs)); return nil }); err != nil || b.Len() != 0 {
-		t.Fatalf("second Drain: %v, %d left", err, b.Len())
-	}
 }

@@ -80,7 +80,7 @@ func (r *Response) reset() {
 
 // drop records that the request's events were not accepted, and why. It is
 // the one place every drop decision passes through: the reason goes to
-// Response.Drop, where the platform counts it, and to the client in
+// Response.Drop, which Serve counts (Batcher.Hit), and to the client in
 // X-Edgepixel-Drop. Serve calls it at most once per request.
 func (r *Response) drop(reason string) {
 	r.Drop = reason
@@ -119,6 +119,12 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		resp.Status = http.StatusNotFound
 		resp.Set("Content-Type", "text/plain")
 		resp.Body = notFoundBody
+	}
+	// Accepted events were counted by b.Add; a drop is counted here, for
+	// the site the URL names (a POST's body may not even parse), so that
+	// no drop is known only to the answer's header.
+	if resp.Drop != "" {
+		b.Hit(now, cleanSite(queryValue(req.RawQuery, "site")), resp.Drop)
 	}
 }
 

@@ -88,7 +88,7 @@ type Counters struct {
 }
 
 // Dropped returns the count of reason in s.
-func (s *SiteCounts) Dropped(reason string) uint64 {
+func (s SiteCounts) Dropped(reason string) uint64 {
 	for _, d := range s.Drops {
 		if d.Reason == reason {
 			return d.N
