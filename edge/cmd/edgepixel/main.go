@@ -3,38 +3,37 @@
 //
 // It answers the pixel (GET /p.gif) and event POSTs (POST /e) at once, then,
 // with the visitor's response already sent, buffers the events and delivers
-// them in signed batches to the "aggregator" backend. A warm instance serves
-// many requests (a reusable sandbox), so events from many visitors share one
-// delivery; an instance that sits idle for MaxAge exits, and flushes first.
+// them in signed batches to the "aggregator" backend, falling back to a
+// log endpoint when the aggregator cannot take them (deliver.go). A warm
+// instance serves many requests (a reusable sandbox), so events from many
+// visitors share one delivery; an instance that sits idle for MaxAge
+// exits, and delivers what it holds first. Every hit is counted, and the
+// counts travel with the events (edge/pixel, counters.go).
 // The serving loop calls the ABI directly (edge/hostcall) because fsthttp's
 // per-request setup dominated a hit's cost; stores and delivery use
 // compute-sdk-go.
 //
 // Configuration comes from the config store "edgepixel" (all keys optional:
 // pop, backend, ingest_url, batch_max_events, batch_max_age_ms,
-// log_endpoint, cors_origins, cors_default; see pixel.Origins for the last
-// two) and the secret store "edgepixel" (key aggregator_secret, required to
-// deliver batches; not used when log_endpoint is set).
+// cors_origins, cors_default (see pixel.Origins), and the delivery keys of
+// deliver.go: journal, fallback_log_endpoint, log_endpoint) and the secret
+// store "edgepixel" (key aggregator_secret, required to deliver batches;
+// not used when log_endpoint is set).
 package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
-	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/fastly/compute-sdk-go/configstore"
 	"github.com/fastly/compute-sdk-go/fsthttp"
-	"github.com/fastly/compute-sdk-go/rtlog"
 	"github.com/fastly/compute-sdk-go/secretstore"
 )
 
@@ -45,12 +44,13 @@ type config struct {
 	backend   string
 	ingestURL string
 	secret    []byte
-	// logEndpoint, when set, delivers events as NDJSON lines to this log
+	// logName, when set, delivers events as NDJSON lines to this log
 	// endpoint (Fastly's real-time log streaming batches and posts them to
 	// the aggregator's /ingest/ndjson) instead of signed batches to the
 	// backend: no backend or secret is needed at the edge.
-	logEndpoint *rtlog.Endpoint
-	logName     string
+	logName string
+	// journalName and fallbackName: see deliver.go.
+	journalName, fallbackName string
 	// serve is what pixel.Serve is configured with, parsed once here.
 	serve pixel.Config
 }
@@ -62,11 +62,9 @@ var (
 
 func main() {
 	cfg = loadConfig()
+	setupDelivery(&cfg)
 	serveMany()
-	flush()
-	if batcher.Dropped > 0 {
-		fmt.Fprintf(os.Stderr, "edgepixel: %d events dropped: %s\n", batcher.Dropped, pixel.DropBufferFull)
-	}
+	finish()
 }
 
 // maxLifetime bounds how long one instance serves, as fsthttp.ServeMany's
@@ -117,6 +115,8 @@ func loadConfig() config {
 		get("log_endpoint", &c.logName)
 		get("backend", &c.backend)
 		get("ingest_url", &c.ingestURL)
+		get("journal", &c.journalName)
+		get("fallback_log_endpoint", &c.fallbackName)
 		var n, ms string
 		get("batch_max_events", &n)
 		get("batch_max_age_ms", &ms)
@@ -139,7 +139,6 @@ func loadConfig() config {
 		c.pop = "unknown"
 	}
 	if c.logName != "" {
-		c.logEndpoint = rtlog.Open(c.logName)
 		return c
 	}
 	secret, err := secretstore.Plaintext("edgepixel", "aggregator_secret")
@@ -263,63 +262,4 @@ func (v *visitor) readBody(max int) ([]byte, error) {
 	var err error
 	v.body, err = v.req.ReadBody(v.body[:0], max)
 	return v.body, err
-}
-
-// flush delivers the buffer. Failures are logged and the events stay
-// buffered for the next flush; see pixel.Batcher.Flush.
-func flush() {
-	if batcher.Len() == 0 {
-		return
-	}
-	n := batcher.Len()
-	if cfg.logEndpoint != nil {
-		if err := batcher.Drain(writeLines); err != nil {
-			fmt.Fprintf(os.Stderr, "edgepixel: logging %d events to %s: %v (%d still buffered)\n", n, cfg.logName, err, batcher.Len())
-		}
-		return
-	}
-	if len(cfg.secret) == 0 {
-		return
-	}
-	if err := batcher.Flush(cfg.secret, send, time.Now, time.Sleep); err != nil {
-		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to %s: %v (%d still buffered)\n", n, cfg.backend, err, batcher.Len())
-	}
-}
-
-// writeLines writes each event as one JSON line (the aggregator's NDJSON
-// ingest format) to the log endpoint. The ids minted at the edge travel
-// with them, so a line the log streaming delivers twice is stored once.
-func writeLines(evs []event.Event) error {
-	for i := range evs {
-		line, err := json.Marshal(&evs[i])
-		if err != nil {
-			return err
-		}
-		if _, err := cfg.logEndpoint.Write(line); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func send(b *pixel.Request) (int, time.Duration, error) {
-	req, err := fsthttp.NewRequest("POST", cfg.ingestURL, bytes.NewReader(b.Body))
-	if err != nil {
-		return 0, 0, err
-	}
-	req.Header.Set("Content-Type", wire.ContentType)
-	req.Header.Set(wire.HeaderTimestamp, b.Timestamp)
-	req.Header.Set(wire.HeaderSignature, b.Signature)
-	req.CacheOptions.Pass = true
-	resp, err := req.Send(context.Background(), cfg.backend)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	var retry time.Duration
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-		retry = time.Duration(s) * time.Second
-	}
-	return resp.StatusCode, retry, nil
 }
