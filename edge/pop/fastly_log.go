@@ -2,6 +2,7 @@ package pop
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
@@ -55,12 +56,17 @@ func logEndpointGet(c *call) status {
 // logWrite implements fastly_log.write(h, msg_ptr, msg_len, nwritten_out):
 // one entry per call, with a trailing newline dropped and inner newlines
 // escaped as the two characters \n, so an entry stays one line. All of
-// msg counts as written.
+// msg counts as written. For an endpoint queued on disk, the entry is
+// written to the queue (at its durability level) when the call returns.
 //
-// Status: $ok.
+// Status: $ok; $limitexceeded when the destination refuses the entry (its
+// queue is full, or the entry is over max_bytes); $error when it cannot
+// take entries at all (its disk failed).
 //
 // Differs: where entries go is configured here (Config.LogEndpoints)
-// rather than with the service; what is written is the same.
+// rather than with the service; what is written is the same. Fastly
+// accepts every write; here a guest learns that an entry was refused, so
+// it can deliver it another way.
 func logWrite(c *call) status {
 	ep, ok := lookup[*logEndpoint](&c.inst.tab, c.u32(0))
 	if !ok {
@@ -85,7 +91,12 @@ func logWrite(c *call) status {
 			}
 			msg = esc
 		}
-		ep.sink.Write(ep.name, msg)
+		if err := ep.sink.Write(ep.name, msg); err != nil {
+			if errors.Is(err, logsink.ErrQueueFull) || errors.Is(err, logsink.ErrTooLarge) {
+				return stLimitExceeded
+			}
+			return stError
+		}
 	}
 	if !c.putU32(c.u32(3), uint32(n)) {
 		return stInval

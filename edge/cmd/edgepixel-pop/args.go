@@ -92,8 +92,18 @@ Production serving:
                               max_bytes=10485760 max_buffer=67108864 retries=5
                               content_type=application/x-ndjson
                               header=Name:Value (repeatable, URL-encoded)
+                              queue=DIR: keep the queue on disk in DIR, so it
+                                survives a restart or crash and is retried until
+                                delivered (max_buffer then bounds the bytes on
+                                disk; default 2GiB); queue=memory: in memory
+                              durability=write|fsync (with a queue): a guest's
+                                write returns once the entry is handed to the
+                                kernel (default: survives the POP's death) or
+                                also fsynced (survives a machine crash)
                           [EDGEPIXEL_POP_LOG_ENDPOINTS, comma-separated (a comma
                            inside one is %2C); a flag replaces the entry of the same NAME]
+  --log-queue-dir DIR     HTTP log endpoints without queue= keep their queue on
+                          disk in DIR/NAME                       [EDGEPIXEL_POP_LOG_QUEUE_DIR]
 `
 
 var errHelp = errors.New("help requested")
@@ -115,6 +125,7 @@ type options struct {
 	h2c             bool
 	accessLog       string
 	logEndpoints    []logsink.Endpoint
+	logQueueDir     string
 	resolve         resolveFlag   // run.go
 	limits          limitOptions  // limits.go
 	clients         clientOptions // clients.go
@@ -241,6 +252,9 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_ACCESS_LOG"); ok {
 		o.accessLog = v
 	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_QUEUE_DIR"); ok {
+		o.logQueueDir = v
+	}
 	if err := o.limits.fromEnv(getenv); err != nil {
 		return nil, err
 	}
@@ -278,6 +292,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	fs.BoolVar(&o.h2c, "h2c", o.h2c, "")
 	fs.StringVar(&o.accessLog, "access-log", o.accessLog, "")
 	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
+	fs.StringVar(&o.logQueueDir, "log-queue-dir", o.logQueueDir, "")
 	fs.Var(o.resolve, "resolve", "")
 	o.limits.flags(fs)
 	o.clients.flags(fs)
@@ -352,7 +367,37 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if o.logEndpoints, err = mergeEndpoints(envEndpoints, flagEndpoints); err != nil {
 		return nil, err
 	}
+	queueIn(o.logEndpoints, o.logQueueDir)
 	return o, nil
+}
+
+// queueIn gives the HTTP endpoints without a queue= of their own a disk
+// queue in dir/NAME (NAME with anything but letters, digits, '.', '-'
+// and '_' replaced by '_'; "*" becomes "_all").
+func queueIn(eps []logsink.Endpoint, dir string) {
+	if dir == "" {
+		return
+	}
+	for i := range eps {
+		ep := &eps[i]
+		if ep.Kind != logsink.HTTP || ep.Queue != "" {
+			continue
+		}
+		name := ep.Name
+		if name == "*" {
+			name = "_all"
+		}
+		name = strings.Map(func(r rune) rune {
+			if r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+				return r
+			}
+			return '_'
+		}, name)
+		if name == "." || name == ".." {
+			name = "_" + name
+		}
+		ep.Queue = filepath.Join(dir, name)
+	}
 }
 
 // consumedTerminator reports whether the flag set stopped at "--": then

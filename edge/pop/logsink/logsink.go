@@ -23,6 +23,17 @@
 // is flushed when the server shuts down, after the guests have ended (so
 // what they log after their serve loop is included).
 //
+// An HTTP endpoint can keep its queue on disk instead (Endpoint.Queue,
+// queue.go): each entry is written to a file before the guest's write
+// returns (at Endpoint.Durability: handed to the kernel, or fsynced), the
+// queue survives a restart or a crash of the POP, and batches are retried
+// until delivered, within a disk budget (MaxBuffer). That is what makes an
+// edge module's journal durable (edge/pixel's Batcher).
+//
+// A write that a destination refuses (a full queue, a failed disk) returns
+// an error to the guest, so it can deliver the entry another way, and
+// counts as dropped here.
+//
 // Failure: a file (or stdout) destination whose write fails has stopped
 // doing its job (the disk is full, the file system read-only), and says
 // so through the fail function given to Open, which stops the POP so a
@@ -74,7 +85,14 @@ type Endpoint struct {
 	MaxEntries  int           // entries per request (default 10000, as Fastly)
 	MaxBytes    int           // bytes per request (default 10 MiB; Fastly allows 100 MB)
 	MaxBuffer   int           // bytes queued in memory; further entries are dropped (default 64 MiB)
-	Retries     int           // further attempts after a failed request: 0 = 5, negative = none (backoff 0.5s doubling to 30s)
+	Retries     int           // further attempts after a failed request: 0 = 5, negative = none (backoff 0.5s doubling to 30s); a disk queue retries until delivered
+	// Queue is a directory to keep the queue in, on disk (queue.go); ""
+	// or "memory" keeps it in memory. With a queue, MaxBuffer bounds the
+	// undelivered bytes on disk (default 2 GiB).
+	Queue string
+	// Durability, with a Queue: DurabilityWrite (the default) or
+	// DurabilityFsync.
+	Durability string
 }
 
 const (
@@ -92,7 +110,7 @@ const (
 //	stdout
 //	file:/path/to/file
 //	http(s)://host/path[?period=1s&max_entries=500&max_bytes=1048576&max_buffer=N&retries=N
-//	                    &content_type=T&header=Name:Value]
+//	                    &content_type=T&header=Name:Value&queue=DIR&durability=write|fsync]
 //
 // The listed query parameters configure the endpoint and are removed from
 // the URL (header may repeat; its value is URL-decoded, so write a space
@@ -176,6 +194,18 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 	}
 	ep.ContentType = q.Get("content_type")
 	q.Del("content_type")
+	ep.Queue = q.Get("queue")
+	q.Del("queue")
+	ep.Durability = q.Get("durability")
+	q.Del("durability")
+	switch ep.Durability {
+	case "", DurabilityWrite, DurabilityFsync:
+	default:
+		return fmt.Errorf("durability=%q: want %s or %s", ep.Durability, DurabilityWrite, DurabilityFsync)
+	}
+	if ep.Durability != "" && !ep.Queued() {
+		return fmt.Errorf("durability=%s needs queue=DIR: an in-memory queue is lost with the process", ep.Durability)
+	}
 	for _, h := range q["header"] {
 		k, v, ok := strings.Cut(h, ":")
 		k = strings.TrimSpace(k)
@@ -193,6 +223,9 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 	return nil
 }
 
+// Queued reports whether the endpoint keeps its queue on disk.
+func (ep Endpoint) Queued() bool { return ep.Queue != "" && ep.Queue != "memory" }
+
 // withDefaults fills in unset limits.
 func (ep Endpoint) withDefaults() Endpoint {
 	if ep.Period <= 0 {
@@ -206,6 +239,12 @@ func (ep Endpoint) withDefaults() Endpoint {
 	}
 	if ep.MaxBuffer <= 0 {
 		ep.MaxBuffer = defaultLogMaxBuffer
+		if ep.Queued() {
+			ep.MaxBuffer = defaultQueueBudget
+		}
+	}
+	if ep.Queued() && ep.Durability == "" {
+		ep.Durability = DurabilityWrite
 	}
 	ep.MaxBuffer = max(ep.MaxBuffer, ep.MaxBytes)
 	switch {
@@ -261,10 +300,12 @@ func (st *sinkStats) failing() (since time.Time, err error) {
 }
 
 // Sink is one destination. Write takes one entry (without its newline) of
-// the endpoint name; it must not block on I/O for long and must not keep
-// msg, which is guest memory. Sinks are safe for concurrent use.
+// the endpoint name, and returns an error if the entry was dropped; it
+// must not block on I/O for long (a disk queue waits for its write, or
+// its fsync) and must not keep msg, which is guest memory. Sinks are safe
+// for concurrent use.
 type Sink interface {
-	Write(name string, msg []byte)
+	Write(name string, msg []byte) error
 	close(ctx context.Context) error
 	stats() *sinkStats
 }
@@ -306,6 +347,15 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger, fail func(error)) 
 			}
 			sk = newFileSink(f, ep.Name, log, fail)
 		case HTTP:
+			if ep.Queued() {
+				q, err := openQueue(ep.withDefaults(), log, nil)
+				if err != nil {
+					ls.Close(context.Background())
+					return nil, err
+				}
+				sk = q
+				break
+			}
 			sk = newHTTPSink(ep.withDefaults(), log, nil)
 		default:
 			ls.Close(context.Background())
@@ -390,7 +440,7 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 			func(st *sinkStats) int64 { return int64(st.requests.Load()) }},
 		{"edgepixel_pop_log_send_failures_total", "counter", "Failed delivery attempts of an HTTP log endpoint (each retry counts).", true,
 			func(st *sinkStats) int64 { return int64(st.failures.Load()) }},
-		{"edgepixel_pop_log_queued_bytes", "gauge", "Bytes an HTTP log endpoint holds in memory awaiting delivery.", true,
+		{"edgepixel_pop_log_queued_bytes", "gauge", "Bytes an HTTP log endpoint holds awaiting delivery (in memory, or on disk with queue=DIR).", true,
 			func(st *sinkStats) int64 { return st.queued.Load() }},
 		{"edgepixel_pop_log_failing_seconds", "gauge", "How long an HTTP log endpoint's deliveries have been failing (0: the last one succeeded).", true,
 			func(st *sinkStats) int64 {
@@ -422,7 +472,7 @@ type stdoutSink struct {
 	failed atomic.Bool
 }
 
-func (s *stdoutSink) Write(name string, msg []byte) {
+func (s *stdoutSink) Write(name string, msg []byte) error {
 	s.st.written.Add(1)
 	line := make([]byte, 0, len(name)+len(msg)+5)
 	line = append(line, name...)
@@ -434,9 +484,10 @@ func (s *stdoutSink) Write(name string, msg []byte) {
 		if !s.failed.Swap(true) {
 			s.fail(fmt.Errorf("log endpoint %s: writing to stdout: %w", s.st.label, err))
 		}
-		return
+		return err
 	}
 	s.st.delivered.Add(1)
+	return nil
 }
 
 func (s *stdoutSink) close(context.Context) error { return nil }
@@ -470,7 +521,7 @@ func newFileSink(f *os.File, label string, log *slog.Logger, fail func(error)) *
 	return s
 }
 
-func (s *fileSink) Write(_ string, msg []byte) {
+func (s *fileSink) Write(_ string, msg []byte) error {
 	s.st.written.Add(1)
 	s.mu.Lock()
 	s.buf = append(s.buf, msg...)
@@ -480,6 +531,7 @@ func (s *fileSink) Write(_ string, msg []byte) {
 		s.flushLocked()
 	}
 	s.mu.Unlock()
+	return nil
 }
 
 func (s *fileSink) flushLocked() {
@@ -602,7 +654,7 @@ func newHTTPSink(ep Endpoint, log *slog.Logger, tick <-chan time.Time) *httpSink
 
 func (s *httpSink) stats() *sinkStats { return &s.st }
 
-func (s *httpSink) Write(_ string, msg []byte) {
+func (s *httpSink) Write(_ string, msg []byte) error {
 	s.st.written.Add(1)
 	size := len(msg) + 1
 	if size > s.ep.MaxBytes {
@@ -611,13 +663,17 @@ func (s *httpSink) Write(_ string, msg []byte) {
 		if !s.tooLong.Swap(true) {
 			s.log.Warn("log endpoint: entry larger than max_bytes dropped", "endpoint", s.ep.Name, "bytes", size, "max_bytes", s.ep.MaxBytes)
 		}
-		return
+		return ErrTooLarge
 	}
 	s.mu.Lock()
 	if s.closing || s.queued+size > s.ep.MaxBuffer {
+		closing := s.closing
 		s.mu.Unlock()
 		s.st.dropped.Add(1)
-		return
+		if closing {
+			return ErrClosed
+		}
+		return ErrQueueFull
 	}
 	sealed := false
 	if s.openN > 0 && len(s.open)+size > s.ep.MaxBytes {
@@ -640,6 +696,7 @@ func (s *httpSink) Write(_ string, msg []byte) {
 		default:
 		}
 	}
+	return nil
 }
 
 func (s *httpSink) sealLocked() {

@@ -1,0 +1,749 @@
+package logsink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Durability levels of a disk-queued HTTP endpoint: when a guest's write
+// returns, its entry is
+const (
+	// DurabilityWrite: written to the queue file with one write(2), in
+	// the kernel's page cache. It survives the POP's death (kill -9, a
+	// crash), not the machine's.
+	DurabilityWrite = "write"
+	// DurabilityFsync: also fsynced, one fsync for all the writes of all
+	// instances that arrived meanwhile (group commit). It survives a
+	// machine crash or power loss too.
+	DurabilityFsync = "fsync"
+)
+
+// Disk queue defaults.
+const (
+	defaultQueueBudget = 2 << 30 // bytes on disk; enough for 10 minutes of a busy POP's events
+	queueSegmentBytes  = 32 << 20
+	checkpointName     = "checkpoint"
+	lockName           = "lock"
+	segmentSuffix      = ".ndjson"
+)
+
+// Errors a guest's write to a queued endpoint can return (the log write
+// hostcall then fails, so the guest can deliver the entry another way).
+var (
+	ErrQueueFull = errors.New("log endpoint queue full (max_buffer bytes await delivery)")
+	ErrTooLarge  = errors.New("log entry larger than the endpoint's max_bytes")
+	ErrClosed    = errors.New("log endpoint closed")
+)
+
+// queueSink is an HTTP endpoint whose queue is a directory on disk:
+//
+//	DIR/lock                  held (flock) by the POP using the queue
+//	DIR/00000000000000000007.ndjson  segments: the entries, one line each
+//	DIR/checkpoint            "SEGMENT OFFSET": what was delivered
+//
+// Write appends the entry to the newest segment with one write(2), and,
+// at DurabilityFsync, waits for a group fsync. One sender goroutine reads
+// from the checkpoint on, POSTs batches of whole lines in order and moves
+// the checkpoint past each batch the collector accepts, deleting segments
+// it has passed. It retries until delivered, whatever the collector
+// answers (a wrong token is fixed by its operator, not by dropping the
+// events), except that a batch refused as too large (413) is split, and a
+// single line refused so is dropped and counted. At start the queue is
+// resumed from the checkpoint; a torn last line (a write cut short by a
+// crash, never acknowledged to its guest) is cut off. The checkpoint is
+// written without fsync: after a machine crash, batches may be delivered
+// twice, which the aggregator deduplicates (events by id, counts by
+// taking the largest).
+//
+// MaxBuffer bounds the undelivered bytes on disk: an entry that would
+// pass it is refused (ErrQueueFull) and counted as dropped.
+type queueSink struct {
+	ep     Endpoint
+	log    *slog.Logger
+	client *http.Client
+	st     sinkStats
+	lock   *os.File
+
+	mu       sync.Mutex
+	synced   *sync.Cond // broadcast after each fsync
+	f        *os.File   // newest segment, appended to
+	seg      uint64
+	size     int64
+	buf      []byte
+	closed   bool
+	writeErr error      // the queue could not write: it refuses until restarted
+	writes   uint64     // entries written
+	fsynced  uint64     // entries covered by the last fsync
+	toSync   []*os.File // fsync level: rotated segments to fsync, then close
+	unsent   int        // bytes since the sender was last woken
+	unsentN  int
+	full     bool // warned that the queue is full
+	segBytes int64
+	syncs    atomic.Uint64 // fsync rounds (group commits)
+
+	// Sender state, owned by the sender goroutine.
+	rseg  uint64
+	roff  int64
+	rf    *os.File
+	rbuf  []byte
+	limit int // entries per batch; lowered after a 413
+
+	wake     chan struct{}
+	syncWake chan struct{}
+	tick     <-chan time.Time
+	stop     chan struct{}
+	done     chan struct{}
+	syncDone chan struct{}
+	closeCtx context.Context
+	backoff  time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
+	tooLong   atomic.Bool
+}
+
+// queueTestHook, if set, adjusts a queue before its goroutines start.
+var queueTestHook func(*queueSink)
+
+// openQueue opens (creating) the queue in ep.Queue and resumes it.
+func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink, error) {
+	if err := os.MkdirAll(ep.Queue, 0o755); err != nil {
+		return nil, fmt.Errorf("log endpoint %s: queue directory: %w", ep.Name, err)
+	}
+	lock, err := lockDir(filepath.Join(ep.Queue, lockName))
+	if err != nil {
+		return nil, fmt.Errorf("log endpoint %s: queue %s: %w", ep.Name, ep.Queue, err)
+	}
+	s := &queueSink{
+		ep: ep, log: log, lock: lock,
+		client:   &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		st:       sinkStats{label: ep.Name, kind: HTTP},
+		wake:     make(chan struct{}, 1),
+		syncWake: make(chan struct{}, 1),
+		tick:     tick,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		syncDone: make(chan struct{}),
+		backoff:  500 * time.Millisecond,
+		limit:    ep.MaxEntries,
+		segBytes: queueSegmentBytes,
+	}
+	s.synced = sync.NewCond(&s.mu)
+	if err := s.resume(); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("log endpoint %s: queue %s: %w", ep.Name, ep.Queue, err)
+	}
+	if queueTestHook != nil {
+		queueTestHook(s)
+	}
+	var ticker *time.Ticker
+	if s.tick == nil {
+		ticker = time.NewTicker(ep.Period)
+		s.tick = ticker.C
+	}
+	go func() {
+		if ticker != nil {
+			defer ticker.Stop()
+		}
+		s.run()
+	}()
+	if ep.Durability == DurabilityFsync {
+		go s.committer()
+	} else {
+		close(s.syncDone)
+	}
+	log.Info("log endpoint: queue on disk", "endpoint", ep.Name, "dir", ep.Queue, "durability", ep.Durability,
+		"max_buffer", ep.MaxBuffer, "queued_bytes", s.st.queued.Load())
+	if s.st.queued.Load() > 0 {
+		s.wakeSender()
+	}
+	return s, nil
+}
+
+func segmentPath(dir string, seg uint64) string {
+	return filepath.Join(dir, fmt.Sprintf("%020d%s", seg, segmentSuffix))
+}
+
+// segments lists the segment numbers in dir, in order.
+func segments(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), segmentSuffix)
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(name, 10, 64); err == nil {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// resume reads the checkpoint, deletes delivered segments, cuts torn
+// tails, counts what is queued and opens a new segment to append to.
+func (s *queueSink) resume() error {
+	dir := s.ep.Queue
+	segs, err := segments(dir)
+	if err != nil {
+		return err
+	}
+	cpSeg, cpOff := uint64(0), int64(0)
+	if b, err := os.ReadFile(filepath.Join(dir, checkpointName)); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) == 2 {
+			cpSeg, _ = strconv.ParseUint(f[0], 10, 64)
+			cpOff, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	var queued int64
+	var keep []uint64
+	for _, seg := range segs {
+		path := segmentPath(dir, seg)
+		if seg < cpSeg {
+			if err := os.Remove(path); err != nil {
+				return err
+			}
+			continue
+		}
+		size, err := cutTornTail(path)
+		if err != nil {
+			return err
+		}
+		keep = append(keep, seg)
+		queued += size
+		if seg == cpSeg {
+			queued -= min(cpOff, size)
+		}
+	}
+	// Read from the checkpoint; if its segment is gone, from the first
+	// one kept.
+	s.rseg, s.roff = cpSeg, cpOff
+	if len(keep) == 0 || keep[0] != cpSeg {
+		s.roff = 0
+		if len(keep) > 0 {
+			s.rseg = keep[0]
+		}
+	}
+	s.seg = 1
+	if len(keep) > 0 {
+		s.seg = keep[len(keep)-1] + 1
+	}
+	s.seg = max(s.seg, s.rseg)
+	if s.f, err = os.OpenFile(segmentPath(dir, s.seg), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+		return err
+	}
+	if s.size, err = s.f.Seek(0, io.SeekEnd); err != nil {
+		return err
+	}
+	queued += s.size
+	if len(keep) == 0 {
+		s.rseg, s.roff = s.seg, 0
+	}
+	s.st.queued.Store(queued)
+	return syncDir(dir)
+}
+
+// cutTornTail truncates the segment at path after its last newline and
+// returns its size.
+func cutTornTail(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	end := size
+	for end > 0 {
+		n := int64(len(buf))
+		if end < n {
+			n = end
+		}
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			end = end - n + int64(i) + 1
+			break
+		}
+		end -= n
+	}
+	if end != size {
+		if err := f.Truncate(end); err != nil {
+			return 0, err
+		}
+	}
+	return end, nil
+}
+
+func (s *queueSink) stats() *sinkStats { return &s.st }
+
+// Write appends msg as one line. It returns once the line is written (at
+// DurabilityFsync: fsynced), or the reason it was not, which counts as a
+// dropped entry.
+func (s *queueSink) Write(_ string, msg []byte) error {
+	s.st.written.Add(1)
+	size := len(msg) + 1
+	if size > s.ep.MaxBytes {
+		s.st.dropped.Add(1)
+		if !s.tooLong.Swap(true) {
+			s.log.Warn("log endpoint: entry larger than max_bytes dropped", "endpoint", s.ep.Name, "bytes", size, "max_bytes", s.ep.MaxBytes)
+		}
+		return ErrTooLarge
+	}
+	s.mu.Lock()
+	err := s.appendLocked(msg, size)
+	if err != nil {
+		s.mu.Unlock()
+		s.st.dropped.Add(1)
+		return err
+	}
+	seq := s.writes
+	wake := s.unsentN >= s.ep.MaxEntries || s.unsent >= s.ep.MaxBytes
+	if wake {
+		s.unsent, s.unsentN = 0, 0
+	}
+	if s.ep.Durability == DurabilityFsync {
+		select {
+		case s.syncWake <- struct{}{}:
+		default:
+		}
+		for s.fsynced < seq && s.writeErr == nil {
+			s.synced.Wait()
+		}
+		if s.fsynced < seq {
+			err = s.writeErr
+		}
+	}
+	s.mu.Unlock()
+	if wake {
+		s.wakeSender()
+	}
+	if err != nil {
+		// Written but not known to be on disk: the guest will deliver it
+		// another way too; the aggregator deduplicates.
+		s.st.dropped.Add(1)
+	}
+	return err
+}
+
+func (s *queueSink) appendLocked(msg []byte, size int) error {
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.writeErr != nil:
+		return s.writeErr
+	case s.st.queued.Load()+int64(size) > int64(s.ep.MaxBuffer):
+		if !s.full {
+			s.full = true
+			s.log.Warn("log endpoint: disk queue full; entries are refused until deliveries catch up",
+				"endpoint", s.ep.Name, "dir", s.ep.Queue, "max_buffer", s.ep.MaxBuffer)
+		}
+		return ErrQueueFull
+	}
+	s.full = false
+	if s.size > 0 && s.size+int64(size) > s.segBytes {
+		if err := s.rotateLocked(); err != nil {
+			s.failLocked(err)
+			return err
+		}
+	}
+	s.buf = append(append(s.buf[:0], msg...), '\n')
+	n, err := s.f.Write(s.buf)
+	if err != nil {
+		if n > 0 {
+			s.f.Truncate(s.size) // no half line; if this fails too, resume cuts it
+		}
+		s.failLocked(err)
+		return err
+	}
+	if cap(s.buf) > 1<<20 {
+		s.buf = nil
+	}
+	s.size += int64(n)
+	s.st.queued.Add(int64(n))
+	s.writes++
+	s.unsent += n
+	s.unsentN++
+	return nil
+}
+
+// failLocked stops the queue taking entries: its disk failed (full,
+// read-only, gone). Guests get the error and deliver another way; a
+// restart of the POP retries the disk.
+func (s *queueSink) failLocked(err error) {
+	if s.writeErr == nil {
+		s.writeErr = fmt.Errorf("log endpoint %s: queue %s: %w", s.ep.Name, s.ep.Queue, err)
+		s.log.Error("log endpoint: the disk queue cannot write; entries are refused until the POP restarts", "endpoint", s.ep.Name, "err", err)
+		s.st.deliveryFailed(s.writeErr)
+		s.synced.Broadcast()
+	}
+}
+
+// rotateLocked starts the next segment.
+func (s *queueSink) rotateLocked() error {
+	f, err := os.OpenFile(segmentPath(s.ep.Queue, s.seg+1), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	if s.ep.Durability == DurabilityFsync {
+		if err := syncDir(s.ep.Queue); err != nil {
+			f.Close()
+			return err
+		}
+		s.toSync = append(s.toSync, s.f) // the committer syncs and closes it
+	} else {
+		s.f.Close()
+	}
+	s.f, s.seg, s.size = f, s.seg+1, 0
+	return nil
+}
+
+// committer fsyncs for DurabilityFsync: each round covers every write
+// made before it started (group commit).
+func (s *queueSink) committer() {
+	defer close(s.syncDone)
+	for {
+		stopping := false
+		select {
+		case <-s.syncWake:
+		case <-s.stop:
+			stopping = true
+		}
+		s.mu.Lock()
+		target := s.writes
+		files := append(s.toSync, s.f)
+		s.toSync = nil
+		s.mu.Unlock()
+		var err error
+		if target != s.fsyncedNow() || len(files) > 1 {
+			s.syncs.Add(1)
+			for _, f := range files {
+				if e := f.Sync(); e != nil && err == nil {
+					err = e
+				}
+			}
+		}
+		for _, f := range files[:len(files)-1] {
+			f.Close()
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.failLocked(err)
+		} else {
+			s.fsynced = max(s.fsynced, target)
+		}
+		s.synced.Broadcast()
+		s.mu.Unlock()
+		if stopping {
+			return
+		}
+	}
+}
+
+func (s *queueSink) fsyncedNow() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fsynced
+}
+
+func (s *queueSink) wakeSender() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the sender: on each tick (and when a batch's worth is written)
+// it delivers everything queued, in order.
+func (s *queueSink) run() {
+	defer close(s.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-s.closeCtx.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		if s.rf != nil {
+			s.rf.Close()
+		}
+	}()
+	for {
+		stopping := false
+		select {
+		case <-s.wake:
+		case <-s.tick:
+		case <-s.stop:
+			stopping = true
+		}
+		for ctx.Err() == nil && s.sendOne(ctx) {
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// sendOne delivers the next batch, retrying until it is delivered or ctx
+// ends; it reports whether it delivered one (false: nothing queued, or
+// stopping).
+func (s *queueSink) sendOne(ctx context.Context) bool {
+	body, n, err := s.readBatch()
+	if err != nil {
+		s.log.Error("log endpoint: reading the disk queue", "endpoint", s.ep.Name, "err", err)
+		s.st.deliveryFailed(err)
+		return false
+	}
+	if n == 0 {
+		return false
+	}
+	delay := s.backoff
+	stop := s.stop
+	select {
+	case <-stop:
+		stop = nil // already stopping: one try per batch
+	default:
+	}
+	for attempt := 0; ; attempt++ {
+		retry, status, err := s.post(ctx, body)
+		if err == nil {
+			s.st.requests.Add(1)
+			s.st.delivered.Add(uint64(n))
+			s.st.deliveryOK()
+			s.advance(int64(len(body)))
+			s.limit = s.ep.MaxEntries
+			return true
+		}
+		s.st.failures.Add(1)
+		s.st.deliveryFailed(err)
+		if status == http.StatusRequestEntityTooLarge {
+			if n > 1 {
+				s.limit = max(1, n/2)
+				return true // read again, smaller
+			}
+			s.st.dropped.Add(1)
+			s.log.Warn("log endpoint: the collector refuses a single entry as too large; dropped", "endpoint", s.ep.Name, "bytes", len(body))
+			s.advance(int64(len(body)))
+			return true
+		}
+		if ctx.Err() != nil || stop == nil {
+			// Stopping: one more try was made; the rest stays on disk
+			// for the next start, so there is no point waiting.
+			return false
+		}
+		lvl := slog.LevelDebug
+		if attempt == 0 || !retry {
+			lvl = slog.LevelWarn
+		}
+		s.log.Log(ctx, lvl, "log endpoint: delivery failed; the batch stays queued and is retried", "endpoint", s.ep.Name, "in", delay, "err", err)
+		wait := delay/2 + rand.N(delay/2+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-stop:
+			// Shutdown began: retry once, at once.
+			t.Stop()
+			stop = nil
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// readBatch reads whole lines from the read position: at most MaxBytes,
+// s.limit entries, within one segment, moving to the next segment when
+// the current one is done.
+func (s *queueSink) readBatch() ([]byte, int, error) {
+	for {
+		s.mu.Lock()
+		wseg, wsize := s.seg, s.size
+		s.mu.Unlock()
+		if s.rf == nil {
+			f, err := os.Open(segmentPath(s.ep.Queue, s.rseg))
+			if err != nil {
+				if os.IsNotExist(err) && s.rseg < wseg {
+					s.rseg, s.roff = s.rseg+1, 0
+					continue
+				}
+				return nil, 0, err
+			}
+			s.rf = f
+		}
+		end := wsize
+		if s.rseg < wseg {
+			fi, err := s.rf.Stat()
+			if err != nil {
+				return nil, 0, err
+			}
+			end = fi.Size()
+		}
+		if s.roff >= end {
+			if s.rseg >= wseg {
+				return nil, 0, nil
+			}
+			// Done with this segment: move the checkpoint past it, then
+			// delete it.
+			s.rf.Close()
+			s.rf = nil
+			old := s.rseg
+			s.rseg, s.roff = s.rseg+1, 0
+			if err := s.writeCheckpoint(); err != nil {
+				return nil, 0, err
+			}
+			os.Remove(segmentPath(s.ep.Queue, old))
+			continue
+		}
+		want := min(end-s.roff, int64(s.ep.MaxBytes))
+		if int64(cap(s.rbuf)) < want {
+			s.rbuf = make([]byte, want)
+		}
+		buf := s.rbuf[:want]
+		if _, err := s.rf.ReadAt(buf, s.roff); err != nil {
+			return nil, 0, err
+		}
+		n, cut := 0, 0
+		for cut < len(buf) && n < s.limit {
+			i := bytes.IndexByte(buf[cut:], '\n')
+			if i < 0 {
+				break
+			}
+			cut += i + 1
+			n++
+		}
+		if n == 0 {
+			// No newline within max_bytes: a damaged segment (writes are
+			// whole lines of at most max_bytes). Skip what was read.
+			s.log.Error("log endpoint: skipping bytes of the disk queue that are not whole lines", "endpoint", s.ep.Name, "segment", s.rseg, "offset", s.roff, "bytes", len(buf))
+			s.st.dropped.Add(1)
+			s.advance(int64(len(buf)))
+			continue
+		}
+		return buf[:cut], n, nil
+	}
+}
+
+// advance moves the read position past n delivered bytes.
+func (s *queueSink) advance(n int64) {
+	s.roff += n
+	s.st.queued.Add(-n)
+	if err := s.writeCheckpoint(); err != nil {
+		s.log.Warn("log endpoint: writing the queue checkpoint failed; delivered entries may be sent again after a restart", "endpoint", s.ep.Name, "err", err)
+	}
+}
+
+// writeCheckpoint records the read position (write and rename, no fsync:
+// see queueSink).
+func (s *queueSink) writeCheckpoint() error {
+	tmp := filepath.Join(s.ep.Queue, checkpointName+".tmp")
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", s.rseg, s.roff)), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(s.ep.Queue, checkpointName))
+}
+
+// post sends one request; retry says whether a failure may be temporary
+// (it is retried either way; it only sets how loudly it is logged).
+func (s *queueSink) post(ctx context.Context, body []byte) (retry bool, status int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.ep.URL, bytes.NewReader(body))
+	if err != nil {
+		return false, 0, err
+	}
+	for k, v := range s.ep.Header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", s.ep.ContentType)
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "edgepixel-pop")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return true, 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return false, c, nil
+	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
+		return true, c, fmt.Errorf("collector answered %s", resp.Status)
+	default:
+		return false, c, fmt.Errorf("collector answered %s (check the endpoint's URL and credentials)", resp.Status)
+	}
+}
+
+// close stops taking entries, delivers what it can until ctx ends and
+// leaves the rest on disk for the next start: nothing queued is dropped.
+func (s *queueSink) close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		cctx := ctx
+		var cancel context.CancelFunc = func() {}
+		if ctx.Err() != nil {
+			cctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+		}
+		defer cancel()
+		s.closeCtx = cctx
+		close(s.stop)
+		<-s.done
+		<-s.syncDone
+		s.client.CloseIdleConnections()
+		s.mu.Lock()
+		err := s.f.Close()
+		for _, f := range s.toSync {
+			f.Close()
+		}
+		s.mu.Unlock()
+		if q := s.st.queued.Load(); q > 0 {
+			s.log.Info("log endpoint: entries left queued on disk; they are delivered when the POP starts again", "endpoint", s.ep.Name, "dir", s.ep.Queue, "bytes", q)
+		}
+		s.closeErr = errors.Join(err, s.lock.Close())
+	})
+	return s.closeErr
+}
+
+// syncDir fsyncs a directory, making the entries created in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

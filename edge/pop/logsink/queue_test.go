@@ -1,0 +1,366 @@
+package logsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// lineCollector records every line delivered, and answers with status()
+// (200 when nil).
+type lineCollector struct {
+	*httptest.Server
+	mu       sync.Mutex
+	lines    []string
+	requests atomic.Int32
+	status   atomic.Pointer[func(lines int) int]
+}
+
+func newLineCollector(t *testing.T) *lineCollector {
+	c := &lineCollector{}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.requests.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		lines := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+		if f := c.status.Load(); f != nil {
+			if st := (*f)(len(lines)); st != 200 {
+				w.WriteHeader(st)
+				return
+			}
+		}
+		c.mu.Lock()
+		c.lines = append(c.lines, lines...)
+		c.mu.Unlock()
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *lineCollector) answer(f func(lines int) int) { c.status.Store(&f) }
+
+func (c *lineCollector) got() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.lines)
+}
+
+// waitFor waits until the collector holds n lines.
+func (c *lineCollector) waitFor(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := c.got()
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func queueEndpoint(url, dir, durability string) Endpoint {
+	return Endpoint{Name: "q", Kind: HTTP, URL: url, Queue: dir, Durability: durability, Period: 20 * time.Millisecond}
+}
+
+func init() {
+	queueTestHook = func(q *queueSink) {
+		q.backoff = 5 * time.Millisecond
+		if n := os.Getenv("EDGEPIXEL_QUEUE_SEGMENT"); n != "" {
+			fmt.Sscan(n, &q.segBytes)
+		}
+	}
+}
+
+// openTestQueue opens a queue of segBytes segments (0: the default).
+func openTestQueue(t *testing.T, ep Endpoint, segBytes int64) *queueSink {
+	t.Helper()
+	if segBytes > 0 {
+		t.Setenv("EDGEPIXEL_QUEUE_SEGMENT", fmt.Sprint(segBytes))
+	}
+	q, err := openQueue(ep.withDefaults(), quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeQueue(t, q) })
+	return q
+}
+
+func closeQueue(t *testing.T, q *queueSink) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := q.close(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func numbered(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(`{"%s":%d}`, prefix, i)
+	}
+	return out
+}
+
+// Delivered in order, the checkpoint moving on and segments deleted.
+func TestQueueDelivers(t *testing.T) {
+	for _, dur := range []string{DurabilityWrite, DurabilityFsync} {
+		t.Run(dur, func(t *testing.T) {
+			c := newLineCollector(t)
+			dir := t.TempDir()
+			q := openTestQueue(t, queueEndpoint(c.URL, dir, dur), 200) // a few lines a segment
+			want := numbered("n", 100)
+			var wg sync.WaitGroup
+			for w := range 4 { // instances write concurrently
+				wg.Go(func() {
+					for _, l := range want[w*25 : (w+1)*25] {
+						if err := q.Write("q", []byte(l)); err != nil {
+							t.Error(err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			got := c.waitFor(t, len(want))
+			slices.Sort(got)
+			w := slices.Clone(want)
+			slices.Sort(w)
+			if !slices.Equal(got, w) {
+				t.Fatalf("delivered %d lines, want %d", len(got), len(want))
+			}
+			if dur == DurabilityFsync && (q.syncs.Load() == 0 || q.syncs.Load() > 100) {
+				t.Errorf("%d fsyncs for 100 writes", q.syncs.Load())
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for q.st.queued.Load() != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			segs, _ := segments(dir)
+			if q.st.queued.Load() != 0 || len(segs) > 2 {
+				t.Errorf("queued %d bytes, %d segments left", q.st.queued.Load(), len(segs))
+			}
+		})
+	}
+}
+
+// The collector is down: the queue keeps everything on disk across a
+// restart of the POP and delivers it all, once, when the collector is
+// back.
+func TestQueueSurvivesOutageAndRestart(t *testing.T) {
+	c := newLineCollector(t)
+	c.answer(func(int) int { return 503 })
+	dir := t.TempDir()
+	ep := queueEndpoint(c.URL, dir, DurabilityWrite)
+	t.Setenv("EDGEPIXEL_QUEUE_SEGMENT", "300")
+	q, err := openQueue(ep.withDefaults(), quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := numbered("a", 50)
+	writeLines(q, want...)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.requests.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	closeQueue(t, q) // shut down during the outage: nothing is dropped
+	if q.st.dropped.Load() != 0 || len(c.got()) != 0 {
+		t.Fatalf("%d dropped, %d delivered during the outage", q.st.dropped.Load(), len(c.got()))
+	}
+	c.answer(func(int) int { return 200 })
+	q2 := openTestQueue(t, ep, 0)
+	if q2.st.queued.Load() == 0 {
+		t.Fatal("nothing queued after the restart")
+	}
+	more := numbered("b", 5)
+	writeLines(q2, more...)
+	got := c.waitFor(t, 55)
+	if !slices.Equal(got, append(want, more...)) {
+		t.Fatalf("delivered %d lines (in order: %v), want 55", len(got), slices.Equal(got[:min(50, len(got))], want[:min(50, len(got))]))
+	}
+}
+
+// A second POP cannot use a queue directory in use.
+func TestQueueLocked(t *testing.T) {
+	dir := t.TempDir()
+	ep := queueEndpoint("http://127.0.0.1:1/", dir, "")
+	openTestQueue(t, ep, 0)
+	if _, err := openQueue(ep.withDefaults(), quietLog(), nil); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+// Past its disk budget the queue refuses entries, counting them, and the
+// guest's write fails; a line over max_bytes is refused too.
+func TestQueueBudget(t *testing.T) {
+	ep := queueEndpoint("http://127.0.0.1:1/", t.TempDir(), "")
+	ep.MaxBuffer, ep.MaxBytes = 1000, 100
+	q := openTestQueue(t, ep, 0)
+	var full int
+	for _, l := range numbered("x", 200) {
+		if err := q.Write("q", []byte(l)); errors.Is(err, ErrQueueFull) {
+			full++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if full == 0 || q.st.dropped.Load() != uint64(full) || q.st.queued.Load() > 1000 {
+		t.Fatalf("%d refused, %d dropped, %d queued", full, q.st.dropped.Load(), q.st.queued.Load())
+	}
+	if err := q.Write("q", make([]byte, 100)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("long line: %v", err)
+	}
+}
+
+// A batch the collector refuses as too large is split; a single line it
+// refuses is dropped and counted, and delivery goes on.
+func TestQueueSplitsOn413(t *testing.T) {
+	c := newLineCollector(t)
+	c.answer(func(lines int) int {
+		if lines > 4 {
+			return http.StatusRequestEntityTooLarge
+		}
+		return 200
+	})
+	q := openTestQueue(t, queueEndpoint(c.URL, t.TempDir(), ""), 0)
+	want := numbered("s", 20)
+	writeLines(q, want...)
+	if got := c.waitFor(t, 20); !slices.Equal(got, want) {
+		t.Fatalf("got %v", got)
+	}
+	c.answer(func(int) int { return http.StatusRequestEntityTooLarge })
+	writeLines(q, "huge")
+	deadline := time.Now().Add(10 * time.Second)
+	for q.st.dropped.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.answer(func(int) int { return 200 })
+	writeLines(q, "after")
+	if got := c.waitFor(t, 21); q.st.dropped.Load() != 1 || got[len(got)-1] != "after" {
+		t.Fatalf("dropped %d, last %q", q.st.dropped.Load(), got[len(got)-1])
+	}
+}
+
+// A line cut short by a crash (never acknowledged) is cut off at start.
+func TestQueueCutsTornTail(t *testing.T) {
+	c := newLineCollector(t)
+	c.answer(func(int) int { return 503 })
+	dir := t.TempDir()
+	ep := queueEndpoint(c.URL, dir, "")
+	q, err := openQueue(ep.withDefaults(), quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeLines(q, "one", "two")
+	closeQueue(t, q)
+	segs, _ := segments(dir)
+	f, err := os.OpenFile(segmentPath(dir, segs[len(segs)-1]), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"torn":`)
+	f.Close()
+	c.answer(func(int) int { return 200 })
+	openTestQueue(t, ep, 0)
+	if got := c.waitFor(t, 2); !slices.Equal(got, []string{"one", "two"}) {
+		t.Fatalf("got %q", got)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := c.got(); len(got) != 2 {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// An entry whose write returned is delivered even if the process is
+// killed (SIGKILL) right after: the helper process writes and kills
+// itself, and a new queue delivers everything it acknowledged.
+func TestQueueSurvivesKill(t *testing.T) {
+	if dir := os.Getenv("EDGEPIXEL_QUEUE_KILL_DIR"); dir != "" {
+		ep := queueEndpoint("http://127.0.0.1:1/", dir, DurabilityWrite)
+		q, err := openQueue(ep.withDefaults(), quietLog(), nil)
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(1)
+		}
+		for i, l := range numbered("k", 300) {
+			if err := q.Write("q", []byte(l)); err != nil {
+				fmt.Println("write:", err)
+				os.Exit(1)
+			}
+			fmt.Println("acked", i) // after the write returned
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestQueueSurvivesKill$")
+	cmd.Env = append(os.Environ(), "EDGEPIXEL_QUEUE_KILL_DIR="+dir, "EDGEPIXEL_QUEUE_SEGMENT=1000")
+	out, _ := cmd.Output()
+	acked := strings.Count(string(out), "acked")
+	if acked != 300 {
+		t.Fatalf("helper acknowledged %d writes: %s", acked, out)
+	}
+	c := newLineCollector(t)
+	openTestQueue(t, queueEndpoint(c.URL, dir, DurabilityWrite), 0)
+	if got := c.waitFor(t, 300); !slices.Equal(got, numbered("k", 300)) {
+		t.Fatalf("delivered %d of 300 acknowledged lines", len(got))
+	}
+}
+
+func BenchmarkQueueWrite(b *testing.B) {
+	for _, dur := range []string{DurabilityWrite, DurabilityFsync} {
+		b.Run(dur, func(b *testing.B) {
+			ep := queueEndpoint("http://127.0.0.1:1/", b.TempDir(), dur)
+			ep.MaxBuffer = 1 << 40
+			q, err := openQueue(ep.withDefaults(), quietLog(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				b.StopTimer()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				q.close(ctx)
+			}()
+			line := []byte(numbered("bench", 1)[0] + strings.Repeat("x", 300))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := q.Write("q", line); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestParseQueueOptions(t *testing.T) {
+	ep, err := ParseEndpoint("ev=http://h/in?queue=/var/q&durability=fsync&keep=1")
+	if err != nil || ep.Queue != "/var/q" || ep.Durability != DurabilityFsync || ep.URL != "http://h/in?keep=1" || !ep.Queued() {
+		t.Fatalf("%+v %v", ep, err)
+	}
+	if d := ep.withDefaults(); d.MaxBuffer != defaultQueueBudget {
+		t.Errorf("disk budget %d", d.MaxBuffer)
+	}
+	if d := (Endpoint{Kind: HTTP, Queue: "/q"}).withDefaults(); d.Durability != DurabilityWrite {
+		t.Errorf("default durability %q", d.Durability)
+	}
+	if ep, _ := ParseEndpoint("ev=http://h/?queue=memory"); ep.Queued() {
+		t.Error("queue=memory is queued on disk")
+	}
+	for _, bad := range []string{"a=http://h/?queue=/q&durability=sometimes", "a=http://h/?durability=fsync"} {
+		if _, err := ParseEndpoint(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
