@@ -44,8 +44,10 @@ func (c *Client) InsertBadRows(ctx context.Context, rows []record.BadRow) error 
 
 // retentionTables are the tables partitioned by day (toYYYYMMDD) that
 // retention trims. The per-minute rollup (monthly partitions, counts only,
-// nothing about visitors) is kept.
-var retentionTables = []string{"events", "bad_rows"}
+// nothing about visitors) is kept. edge_counters holds nothing about
+// visitors either, but is trimmed with events so that the loss it
+// measures is over the same days.
+var retentionTables = []string{"events", "bad_rows", "edge_counters"}
 
 // Partition names one partition of a table.
 type Partition struct {

@@ -38,6 +38,30 @@ type Migration struct {
 var Migrations = []Migration{
 	{Version: 1, Name: "events, events_per_minute and its view, bad_rows", SQL: schemaV1},
 	{Version: 2, Name: "events.method"},
+	{Version: 3, Name: "edge_counters", SQL: schemaV3},
+}
+
+// schemaV3 adds edge_counters, the edges' counts (shared/wire,
+// counters.go): one row per instance, site, counter (hits, events,
+// dropped) and drop reason, each time an instance reported it, with the
+// cumulative value then. Readers take, per instance and key, the largest
+// value (before a time), so a row stored twice changes nothing; the
+// ReplacingMergeTree merely collapses exact copies. Day partitions let
+// retention drop it with events. ClickHouse 18.16 has no LowCardinality
+// without a setting, so the short repeated strings are plain String.
+var schemaV3 = []string{
+	`CREATE TABLE IF NOT EXISTS {db}.edge_counters (
+		instance UUID,
+		ts DateTime,
+		ts_ms UInt64,
+		pop String,
+		site String,
+		counter String,
+		reason String,
+		value UInt64
+	) ENGINE = ReplacingMergeTree
+	PARTITION BY toYYYYMMDD(ts)
+	ORDER BY (site, instance, counter, reason, ts_ms)`,
 }
 
 // schemaV1 is the schema before migrations, exactly as it was created then

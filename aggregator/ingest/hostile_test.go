@@ -14,7 +14,6 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/guard"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
-	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
@@ -222,7 +221,7 @@ func TestUnknownSiteIsABadRow(t *testing.T) {
 	if res := answer(t, w); w.Code != 200 || res["accepted"] != 1.0 || res["bad"] != 1.0 {
 		t.Fatalf("wire: %d %v", w.Code, res)
 	}
-	evs, bad, err := record.Decode(nil, nil, sp.recs[0])
+	evs, bad, err := decodeRecord(sp.recs[0])
 	if err != nil || len(evs) != 1 || evs[0].Site != "shop" || len(bad) != 1 || bad[0].Reason != ReasonUnknownSite || bad[0].Site != "made-up" {
 		t.Fatalf("%+v %+v %v", evs, bad, err)
 	}
@@ -254,7 +253,7 @@ func TestManyTinyLinesSplit(t *testing.T) {
 	}
 	var nbad, biggest int
 	for _, rec := range sp.recs {
-		_, bad, err := record.Decode(nil, nil, rec)
+		_, bad, err := decodeRecord(rec)
 		if err != nil {
 			t.Fatal(err)
 		}

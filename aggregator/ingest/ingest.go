@@ -5,6 +5,13 @@
 // the request is on disk; storing it is the loader's job, so ingest stays
 // fast and keeps accepting while Redis or ClickHouse are down.
 //
+// Edge counters (shared/wire, counters.go) arrive in version 2 batches
+// and in NDJSON lines (an event line's "counts", or a counters line). They
+// are checked like events (a record that fails becomes a bad row,
+// invalid_counters or bad_time; the request's events are still accepted)
+// and spooled with the request's events, merged to one record per
+// instance: they are cumulative, so copies and retries are harmless.
+//
 // Whole requests are rejected (4xx, counted in
 // edgepixel_aggregator_dropped_total) when they cannot be trusted or read:
 // bad signature, undecodable framing, too large. Single events that are
@@ -90,6 +97,9 @@ const (
 	ReasonBadJSON      = "bad_json"      // an NDJSON line that is not a JSON object of the event fields
 	ReasonLineTooLong  = "line_too_long" // an NDJSON line over MaxLine
 	ReasonUnknownSite  = "unknown_site"  // a site not in Config.Sites (when a list is configured)
+	// ReasonInvalidCounters: edge counters that fail wire.Counters.Validate.
+	// Counters with a time outside the window are bad_time.
+	ReasonInvalidCounters = "invalid_counters"
 )
 
 // Appender is where accepted batches go (a *spool.Spool).
@@ -245,7 +255,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, http.StatusBadRequest, ReasonMalformed, err.Error())
 		return
 	}
-	evs, err := wire.Decode(nil, body)
+	evs, counters, err := wire.DecodeBatch(nil, body)
 	if err != nil {
 		h.reject(w, r, http.StatusBadRequest, ReasonMalformed, err.Error())
 		return
@@ -253,7 +263,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// An event that fails validation, has a time outside the window or is
 	// for a site not on the list becomes a bad row; the batch's other
 	// events are accepted. (The edge validates before it sends, so invalid
-	// ones are bugs or forgeries: kept for inspection, not retried.)
+	// ones are bugs or forgeries: kept for inspection, not retried.) So do
+	// invalid counters.
 	sp := h.newSpooler(r)
 	nBad := 0
 	for i := range evs {
@@ -261,13 +272,25 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			nBad++
 		}
 	}
-	if nBad == 0 {
+	countsReason, countsErr := "", error(nil)
+	if counters != nil {
+		countsReason, countsErr = h.checkCounters(counters, now)
+	}
+	if nBad == 0 && countsErr == nil {
 		// The common case: spool the batch as signed, one record.
-		if len(evs) > 0 {
+		if len(evs) > 0 || counters != nil {
 			sp.whole(body, len(evs))
 		}
 	} else {
-		per := len(body)/len(evs) + 1
+		if counters != nil {
+			if countsErr == nil {
+				sp.counters(counters)
+			} else {
+				sp.badRow(record.NewBadRow(now.UnixMilli(), record.SourceWire, "", countsReason, countsErr.Error(),
+					wire.AppendCountersLine(nil, counters)))
+			}
+		}
+		per := len(body)/max(len(evs), 1) + 1
 		for i := range evs {
 			reason, err := h.check(&evs[i], now)
 			if err == nil {
@@ -280,6 +303,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.finish(w, r, sp)
+}
+
+// checkCounters returns why c cannot be stored (a bad-row reason and the
+// error), or a nil error: c must be valid and its times within the window
+// events are held to.
+func (h *handler) checkCounters(c *wire.Counters, now time.Time) (string, error) {
+	if err := c.Validate(); err != nil {
+		return ReasonInvalidCounters, err
+	}
+	lo, hi := now.Add(-h.cfg.MaxEventAge).UnixMilli(), now.Add(h.cfg.MaxEventAhead).UnixMilli()
+	for i := range c.Sites {
+		if t := c.Sites[i].Time; t < lo || t > hi {
+			return ReasonBadTime, fmt.Errorf("counters of site %q: time %s is not within %v before to %v after now",
+				c.Sites[i].Site, time.UnixMilli(t).UTC().Format(time.RFC3339), h.cfg.MaxEventAge, h.cfg.MaxEventAhead)
+		}
+	}
+	return "", nil
 }
 
 // check returns why e cannot be stored (a bad-row reason and the error), or
@@ -337,19 +377,26 @@ func (h *handler) serveNDJSON(w http.ResponseWriter, r *http.Request) {
 	defer dec.free()
 	sp := h.newSpooler(r)
 	splitLines(body, func(line []byte) bool {
-		e, err := ParseLine(line)
+		l, err := parseLine(line)
 		reason := ""
 		site := ""
 		if le, ok := err.(*LineError); ok {
 			reason, site = le.Reason, le.Site
-		} else if err == nil {
-			reason, err = h.check(&e, now)
-			site = e.Site
+		} else if err == nil && l.event {
+			reason, err = h.check(&l.Event, now)
+			site = l.Event.Site
 		}
 		if err != nil {
 			sp.badRow(record.NewBadRow(now.UnixMilli(), record.SourceNDJSON, site, reason, err.Error(), line))
-		} else {
-			sp.event(e, len(line))
+		} else if l.event {
+			sp.event(l.Event, len(line))
+		}
+		if l.counters != nil {
+			if reason, err := h.checkCounters(l.counters, now); err != nil {
+				sp.badRow(record.NewBadRow(now.UnixMilli(), record.SourceNDJSON, site, reason, err.Error(), line))
+			} else {
+				sp.counters(l.counters)
+			}
 		}
 		return sp.err == nil
 	})
@@ -370,7 +417,14 @@ type spooler struct {
 	accepted, nbad int            // spooled so far
 	badReasons     map[string]int // spooled bad rows by reason
 	records        int
+	// counts are the request's counters, merged; spooled with the last
+	// record.
+	counts wire.Merger
+	final  bool // the last flush: counters go with it
 }
+
+// counters adds a valid counters record.
+func (s *spooler) counters(c *wire.Counters) { s.counts.Add(c) }
 
 func (h *handler) newSpooler(r *http.Request) *spooler { return &spooler{h: h, r: r} }
 
@@ -405,14 +459,18 @@ func (s *spooler) whole(batch []byte, n int) {
 }
 
 func (s *spooler) flush() {
-	if s.err != nil || len(s.good) == 0 && len(s.bad) == 0 {
+	var counters []wire.Counters
+	if s.final {
+		counters = s.counts.Result()
+	}
+	if s.err != nil || len(s.good) == 0 && len(s.bad) == 0 && len(counters) == 0 {
 		return
 	}
 	var batches [][]byte
 	if len(s.good) > 0 {
 		batches = [][]byte{wire.Append(nil, s.good)}
 	}
-	if s.append(record.Encode(batches, s.bad)) {
+	if s.append(record.Encode(batches, s.bad, counters)) {
 		s.accepted += len(s.good)
 		s.nbad += len(s.bad)
 		for i := range s.bad {
@@ -442,6 +500,7 @@ func (s *spooler) append(p []byte) bool {
 // durable (bad rows are reported, not retried: sending them again cannot
 // make them good), else 503 with Retry-After.
 func (h *handler) finish(w http.ResponseWriter, r *http.Request, s *spooler) {
+	s.final = true
 	s.flush()
 	for reason, n := range s.badReasons {
 		h.cfg.Metrics.BadRow(reason, n)

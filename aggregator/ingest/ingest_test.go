@@ -213,7 +213,7 @@ func TestBadRows(t *testing.T) {
 	if len(sp.recs) != 1 {
 		t.Fatalf("%d records", len(sp.recs))
 	}
-	evs, bad, err := record.Decode(nil, nil, sp.recs[0])
+	evs, bad, err := decodeRecord(sp.recs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestBadRows(t *testing.T) {
 	if res := answer(t, w); w.Code != 200 || res["accepted"] != 0.0 || res["bad"] != 1.0 {
 		t.Fatalf("%d %v", w.Code, res)
 	}
-	if evs, bad, err := record.Decode(nil, nil, sp.recs[1]); err != nil || len(evs) != 0 || len(bad) != 1 {
+	if evs, bad, err := decodeRecord(sp.recs[1]); err != nil || len(evs) != 0 || len(bad) != 1 {
 		t.Fatalf("%v %v %v", evs, bad, err)
 	}
 }

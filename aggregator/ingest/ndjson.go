@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // MaxLine bounds one NDJSON line. The field limits of an event add up to
@@ -52,6 +53,49 @@ type jsonLine struct {
 	TsMS          json.RawMessage `json:"ts_ms"`
 	Ts            json.RawMessage `json:"ts"`
 	Props         json.RawMessage `json:"props"`
+	// Type is "" for an event, wire.TypeCounters for a counters line.
+	Type string `json:"type"`
+	// Counts are the edge instance's counts for the event's site at the
+	// event's time (wire.AppendEventLine).
+	Counts *jsonCounts `json:"counts"`
+}
+
+type jsonCounts struct {
+	Instance event.ID          `json:"instance"`
+	Hits     uint64            `json:"hits"`
+	Events   uint64            `json:"events"`
+	Drops    map[string]uint64 `json:"drops"`
+}
+
+// jsonCountersLine is a counters line (wire.AppendCountersLine).
+type jsonCountersLine struct {
+	Instance event.ID `json:"instance"`
+	Pop      string   `json:"pop"`
+	Sites    []struct {
+		Site string `json:"site"`
+		TsMS int64  `json:"ts_ms"`
+		jsonCounts
+	} `json:"sites"`
+}
+
+// line is what one NDJSON line holds: an event (with its instance's
+// counts, or not), or counters alone.
+type line struct {
+	Event    event.Event
+	event    bool
+	counters *wire.Counters
+}
+
+func drops(m map[string]uint64) []wire.Drop {
+	if len(m) == 0 {
+		return nil
+	}
+	ds := make([]wire.Drop, 0, len(m))
+	for r, n := range m {
+		ds = append(ds, wire.Drop{Reason: r, N: n})
+	}
+	wire.SortDrops(ds)
+	return ds
 }
 
 // ParseLine turns one NDJSON line (without its newline) into an event. It
@@ -75,14 +119,43 @@ type jsonLine struct {
 //     arriving by a POST and by a log line is one event;
 //   - else the line gets a deterministic id (see LineID), so a line
 //     delivered twice dedupes like an edge event retried.
-func ParseLine(line []byte) (event.Event, error) {
+//
+// A counters line is not an event: ParseLine refuses it (the handler
+// reads it as counters).
+func ParseLine(raw []byte) (event.Event, error) {
+	l, err := parseLine(raw)
+	if err == nil && !l.event {
+		return event.Event{}, &LineError{Reason: ReasonBadJSON, Err: errors.New("a counters line, not an event")}
+	}
+	return l.Event, err
+}
+
+// parseLine reads one line: an event (see ParseLine) and the counts it
+// carries, or a counters line. Counts that do not parse make the line a
+// bad row; whether they are valid is the handler's to check.
+func parseLine(raw []byte) (line, error) {
 	var e event.Event
-	if len(line) > MaxLine {
-		return e, &LineError{Reason: ReasonLineTooLong, Err: fmt.Errorf("line of %d bytes, at most %d", len(line), MaxLine)}
+	if len(raw) > MaxLine {
+		return line{}, &LineError{Reason: ReasonLineTooLong, Err: fmt.Errorf("line of %d bytes, at most %d", len(raw), MaxLine)}
 	}
 	var l jsonLine
-	if err := json.Unmarshal(line, &l); err != nil {
-		return e, &LineError{Reason: ReasonBadJSON, Err: err}
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return line{}, &LineError{Reason: ReasonBadJSON, Err: err}
+	}
+	switch l.Type {
+	case "":
+	case wire.TypeCounters:
+		var cl jsonCountersLine
+		if err := json.Unmarshal(raw, &cl); err != nil {
+			return line{}, &LineError{Reason: ReasonInvalidCounters, Err: err}
+		}
+		c := &wire.Counters{Instance: cl.Instance, Pop: cl.Pop}
+		for _, s := range cl.Sites {
+			c.Sites = append(c.Sites, wire.SiteCounts{Site: s.Site, Time: s.TsMS, Hits: s.Hits, Events: s.Events, Drops: drops(s.Drops)})
+		}
+		return line{counters: c}, nil
+	default:
+		return line{}, &LineError{Reason: ReasonBadJSON, Site: l.Site, Err: fmt.Errorf("unknown line type %q", clip([]byte(l.Type)))}
 	}
 	for i := range event.Fields {
 		if f := &event.Fields[i]; f.Str != nil {
@@ -90,8 +163,8 @@ func ParseLine(line []byte) (event.Event, error) {
 			*p = event.Clean(*p, math.MaxInt)
 		}
 	}
-	bad := func(reason string, err error) (event.Event, error) {
-		return event.Event{}, &LineError{Reason: reason, Site: l.Site, Err: err}
+	bad := func(reason string, err error) (line, error) {
+		return line{}, &LineError{Reason: reason, Site: l.Site, Err: err}
 	}
 	ms, err := lineTime(l.TsMS, l.Ts)
 	if err != nil {
@@ -118,12 +191,17 @@ func ParseLine(line []byte) (event.Event, error) {
 		}
 		e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
 	default:
-		e.ID = LineID(ms, line)
+		e.ID = LineID(ms, raw)
 	}
 	if err := e.Validate(); err != nil {
 		return bad(ReasonInvalidEvent, err)
 	}
-	return e, nil
+	out := line{Event: e, event: true}
+	if c := l.Counts; c != nil {
+		out.counters = &wire.Counters{Instance: c.Instance, Pop: e.Pop, Sites: []wire.SiteCounts{
+			{Site: e.Site, Time: e.Time, Hits: c.Hits, Events: c.Events, Drops: drops(c.Drops)}}}
+	}
+	return out, nil
 }
 
 // LineID is the id of a line that has none: a UUIDv7 of the event time

@@ -181,7 +181,7 @@ func TestNDJSONHandler(t *testing.T) {
 	if code, res := serve(ndjsonRequest(body, bearer)); code != 200 || res["accepted"] != 2.0 || res["bad"] != 2.0 {
 		t.Fatalf("%d %v", code, res)
 	}
-	evs, bad, err := record.Decode(nil, nil, sp.recs[0])
+	evs, bad, err := decodeRecord(sp.recs[0])
 	if err != nil || len(evs) != 2 || len(bad) != 2 {
 		t.Fatalf("%d events %d bad: %v", len(evs), len(bad), err)
 	}
@@ -194,7 +194,7 @@ func TestNDJSONHandler(t *testing.T) {
 	}
 	// A re-delivered body gives the same ids (the loader dedupes them).
 	serve(ndjsonRequest(body, bearer))
-	evs2, _, _ := record.Decode(nil, nil, sp.recs[1])
+	evs2, _, _ := decodeRecord(sp.recs[1])
 	if len(evs2) != 2 || evs2[0].ID != evs[0].ID || evs2[1].ID != evs[1].ID {
 		t.Fatal("re-delivered lines got new ids")
 	}

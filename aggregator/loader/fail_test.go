@@ -169,7 +169,7 @@ func TestBadRowsBoundALoad(t *testing.T) {
 		bad = append(bad, record.NewBadRow(time.Now().UnixMilli(), record.SourceNDJSON, "", "bad_json", "x", []byte(fmt.Sprint(i))))
 	}
 	for range 20 {
-		if err := r.sp.Append(context.Background(), record.Encode(nil, bad)); err != nil {
+		if err := r.sp.Append(context.Background(), record.Encode(nil, bad, nil)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -67,6 +67,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // Config wires a Loader.
@@ -130,6 +131,9 @@ type Loader struct {
 	// evbufs holds event buffers sized for a full load, for reuse:
 	// growing one by appends copied megabytes several times per load.
 	evbufs chan []event.Event
+
+	// edge turns stored edge counters into the metrics' totals.
+	edge edgeTotals
 }
 
 // The stages of a load, indexes into Loader.pauses.
@@ -266,6 +270,10 @@ func (l *Loader) run(ctx context.Context) error {
 			l.m.StoreErrors.Add(1)
 			return err
 		}
+		if err := l.seedCounters(ctx); err != nil {
+			l.m.StoreErrors.Add(1)
+			return err
+		}
 		l.cfg.OnCounts(counts, total)
 		return nil
 	}); err != nil {
@@ -361,7 +369,7 @@ func (l *Loader) storeLoop(work, halt context.Context, stop context.CancelFunc, 
 			return
 		}
 		l.putEvents(b.events) // the finish stage needs only the ids
-		b.events, b.check = nil, nil
+		b.events, b.check, b.counters = nil, nil, nil
 		select {
 		case out <- b:
 		case <-halt.Done():
@@ -443,6 +451,10 @@ type batch struct {
 	// again.
 	bad       []record.BadRow
 	badStored bool
+	// counters are the records' edge counters (see storeCounters);
+	// countersStored is set once they are inserted.
+	counters       []wire.Counters
+	countersStored bool
 }
 
 // getEvents returns an empty event buffer, reused if one is free.
@@ -536,15 +548,15 @@ func (l *Loader) read(ctx context.Context, b *batch) (full bool, err error) {
 				return true, nil
 			}
 			b.bytes += len(r.Data)
-			evs, bad, err := record.Decode(b.events, b.bad, r.Data)
-			if err != nil {
+			d := record.Decoded{Events: b.events, Bad: b.bad, Counters: b.counters}
+			if err := record.Decode(&d, r.Data); err != nil {
 				// Ingest decoded it before spooling it, so this is a record
 				// from an incompatible version or damage the CRC missed.
 				l.m.SpoolCorrupt.Add(1)
 				l.log.Error("skipping a spool record that does not decode", "position", b.next.String(), "err", err)
-				clear(evs[len(b.events):]) // the part of it that did decode
+				clear(d.Events[len(b.events):]) // the part of it that did decode
 			} else {
-				b.events, b.bad = evs, bad
+				b.events, b.bad, b.counters = d.Events, d.Bad, d.Counters
 			}
 			b.next = r.Next
 			// Bad rows count too: a load of nothing but bad rows (a broken
@@ -650,6 +662,12 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 			return err
 		}
 		b.badStored = true
+	}
+	if len(b.counters) > 0 && !b.countersStored {
+		if err := l.storeCounters(ctx, b.counters); err != nil {
+			return err
+		}
+		b.countersStored = true
 	}
 	insert, check := b.events, b.check
 	if b.tried {

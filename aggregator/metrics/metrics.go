@@ -31,6 +31,10 @@ type Metrics struct {
 	IdleTimeouts    atomic.Uint64 // keep-alive connections closed after the idle timeout
 	FramingCloses   atomic.Uint64 // answers sent with Connection: close for Transfer-Encoding or HTTP/1.0
 	LiveOtherEvents atomic.Uint64 // stored events the live counts sum up as "other" (site over the bound or not listed)
+	// EdgeHits and EdgeEvents are the hits the edges answered and the
+	// events they accepted, as their stored counters grew (EdgeCount).
+	EdgeHits   atomic.Uint64
+	EdgeEvents atomic.Uint64
 
 	// Gauges are read when metrics are written.
 	SpoolBytes  func() int64   // bytes appended but not yet committed
@@ -43,6 +47,7 @@ type Metrics struct {
 	dropped     map[string]*atomic.Uint64
 	bad         map[string]*atomic.Uint64 // bad rows by reason; under dropMu
 	authFails   map[string]*atomic.Uint64 // failed credential checks by kind; under dropMu
+	edgeDrops   map[string]*atomic.Uint64 // edge drops by reason; under dropMu
 
 	// LoaderPaused is 1 while loading waits for Redis or the store (a
 	// failed attempt being retried), else 0.
@@ -85,6 +90,49 @@ func (m *Metrics) BadRows(reason string) uint64 {
 	m.dropMu.Lock()
 	defer m.dropMu.Unlock()
 	if c, ok := m.bad[reason]; ok {
+		return c.Load()
+	}
+	return 0
+}
+
+// maxEdgeReasons bounds the reason labels of the edge drops; further
+// reasons count as "other". Reasons are wire.ValidReason strings.
+const maxEdgeReasons = 64
+
+// EdgeCount adds n to the edges' counter (wire.CounterHits,
+// CounterEvents, or CounterDropped with reason).
+func (m *Metrics) EdgeCount(counter, reason string, n uint64) {
+	switch counter {
+	case "hits":
+		m.EdgeHits.Add(n)
+		return
+	case "events":
+		m.EdgeEvents.Add(n)
+		return
+	}
+	m.dropMu.Lock()
+	if m.edgeDrops == nil {
+		m.edgeDrops = map[string]*atomic.Uint64{}
+	}
+	c, ok := m.edgeDrops[reason]
+	if !ok {
+		if len(m.edgeDrops) >= maxEdgeReasons {
+			reason = "other"
+		}
+		if c, ok = m.edgeDrops[reason]; !ok {
+			c = new(atomic.Uint64)
+			m.edgeDrops[reason] = c
+		}
+	}
+	m.dropMu.Unlock()
+	c.Add(n)
+}
+
+// EdgeDrops returns the edges' drops counted for reason.
+func (m *Metrics) EdgeDrops(reason string) uint64 {
+	m.dropMu.Lock()
+	defer m.dropMu.Unlock()
+	if c, ok := m.edgeDrops[reason]; ok {
 		return c.Load()
 	}
 	return 0
@@ -171,7 +219,18 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	for _, r := range reasons {
 		fmt.Fprintf(cw, "%sauth_failures_total{kind=%q} %d\n", p, r, m.authFails[r].Load())
 	}
+	fmt.Fprintf(cw, "# HELP %sedge_drops_total Hits the edges rejected and accepted events they could not deliver, by reason, as their stored counters grew (per site: /api/loss).\n# TYPE %sedge_drops_total counter\n", p, p)
+	reasons = reasons[:0]
+	for r := range m.edgeDrops {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(cw, "%sedge_drops_total{reason=%q} %d\n", p, r, m.edgeDrops[r].Load())
+	}
 	m.dropMu.Unlock()
+	counter(p+"edge_hits_total", "Requests the edges answered on the pixel and event paths, as their stored counters grew (per site: /api/loss).", m.EdgeHits.Load())
+	counter(p+"edge_events_total", "Events the edges accepted for delivery, as their stored counters grew; set against inserted_total, the difference is loss or events on their way.", m.EdgeEvents.Load())
 	counter(p+"deduped_total", "Events not stored because they were stored before (retries, duplicates).", m.Deduped.Load())
 	counter(p+"inserted_total", "Rows inserted into the event store.", m.Inserted.Load())
 	counter(p+"loads_total", "Successful inserts into the event store.", m.Loads.Load())

@@ -24,6 +24,17 @@
 //
 // Like wire events, each bad row is length-prefixed so a newer writer can
 // append fields an older reader skips.
+//
+// A record that carries edge counters (shared/wire, counters.go: what the
+// edge instances counted) is an envelope of version 2, or the signed
+// batch itself when it was a version 2 batch ("EPB2"):
+//
+//	envelope2 = "EPX2" nbatch (len batch){nbatch} nbad (len badrow){nbad} ncounters (len counters){ncounters}
+//
+// Records without counters keep the version 1 forms, so a spool holds
+// version 2 records only once edges send counters. An aggregator from
+// before counters cannot read them: drain the spool (stop ingest, let the
+// loader catch up) before going back to one.
 package record
 
 import (
@@ -38,6 +49,9 @@ import (
 
 // EnvelopeMagic starts an envelope payload.
 const EnvelopeMagic = "EPX1"
+
+// EnvelopeMagicCounters starts an envelope that also carries counters.
+const EnvelopeMagicCounters = "EPX2"
 
 // MaxRaw bounds the raw payload kept with a bad row: enough to see what was
 // wrong, not enough for one bad line to bloat the table.
@@ -101,10 +115,11 @@ func truncate(s string, n int) string {
 // ErrMalformed wraps every decoding failure.
 var ErrMalformed = errors.New("malformed spool record")
 
-// Encode builds the payload for batches (wire batches) and bad rows. One
-// batch and no bad rows gives the batch itself, the plain kind.
-func Encode(batches [][]byte, bad []BadRow) []byte {
-	if len(batches) == 1 && len(bad) == 0 {
+// Encode builds the payload for batches (wire batches), bad rows and edge
+// counters. One batch and nothing else gives the batch itself, the plain
+// kind.
+func Encode(batches [][]byte, bad []BadRow, counters []wire.Counters) []byte {
+	if len(batches) == 1 && len(bad) == 0 && len(counters) == 0 {
 		return batches[0]
 	}
 	n := len(EnvelopeMagic) + 20
@@ -115,7 +130,11 @@ func Encode(batches [][]byte, bad []BadRow) []byte {
 		n += 16 + 10 + len(bad[i].Source) + len(bad[i].Site) + len(bad[i].Reason) + len(bad[i].Error) + len(bad[i].Raw) + 5*6
 	}
 	p := make([]byte, 0, n)
-	p = append(p, EnvelopeMagic...)
+	if len(counters) > 0 {
+		p = append(p, EnvelopeMagicCounters...)
+	} else {
+		p = append(p, EnvelopeMagic...)
+	}
 	p = binary.AppendUvarint(p, uint64(len(batches)))
 	for _, b := range batches {
 		p = binary.AppendUvarint(p, uint64(len(b)))
@@ -134,6 +153,14 @@ func Encode(batches [][]byte, bad []BadRow) []byte {
 		p = binary.AppendUvarint(p, uint64(len(body)))
 		p = append(p, body...)
 	}
+	if len(counters) > 0 {
+		p = binary.AppendUvarint(p, uint64(len(counters)))
+		for i := range counters {
+			body = wire.AppendCounters(body[:0], &counters[i])
+			p = binary.AppendUvarint(p, uint64(len(body)))
+			p = append(p, body...)
+		}
+	}
 	return p
 }
 
@@ -147,32 +174,53 @@ func Count(p []byte) (int, error) {
 		n, err := wire.Count(batch)
 		total += n
 		return err
-	}, nil)
+	}, nil, nil)
 	return total, err
 }
 
-// Decode appends p's events to evs and its bad rows to bad. On error the
-// returned slices may hold part of p.
-func Decode(evs []event.Event, bad []BadRow, p []byte) ([]event.Event, []BadRow, error) {
+// Decoded is what a record holds.
+type Decoded struct {
+	Events   []event.Event
+	Bad      []BadRow
+	Counters []wire.Counters
+}
+
+// Decode appends p's events, bad rows and counters to d's. On error d
+// may hold part of p.
+func Decode(d *Decoded, p []byte) error {
 	if !isEnvelope(p) {
-		evs, err := wire.Decode(evs, p)
-		return evs, bad, err
-	}
-	err := walk(p, func(batch []byte) error {
+		var c *wire.Counters
 		var err error
-		evs, err = wire.Decode(evs, batch)
+		d.Events, c, err = wire.DecodeBatch(d.Events, p)
+		if c != nil {
+			d.Counters = append(d.Counters, *c)
+		}
 		return err
-	}, func(r BadRow) { bad = append(bad, r) })
-	return evs, bad, err
+	}
+	return walk(p, func(batch []byte) error {
+		var c *wire.Counters
+		var err error
+		d.Events, c, err = wire.DecodeBatch(d.Events, batch)
+		if c != nil {
+			d.Counters = append(d.Counters, *c)
+		}
+		return err
+	}, func(r BadRow) { d.Bad = append(d.Bad, r) }, func(c wire.Counters) { d.Counters = append(d.Counters, c) })
 }
 
 func isEnvelope(p []byte) bool {
-	return len(p) >= len(EnvelopeMagic) && string(p[:len(EnvelopeMagic)]) == EnvelopeMagic
+	if len(p) < len(EnvelopeMagic) {
+		return false
+	}
+	m := string(p[:len(EnvelopeMagic)])
+	return m == EnvelopeMagic || m == EnvelopeMagicCounters
 }
 
-// walk calls onBatch for each batch and onBad (if not nil) for each bad row
-// of envelope p, checking every length against the bytes that remain.
-func walk(p []byte, onBatch func([]byte) error, onBad func(BadRow)) error {
+// walk calls onBatch for each batch, onBad (if not nil) for each bad row
+// and onCounters (if not nil) for each counters record of envelope p,
+// checking every length against the bytes that remain.
+func walk(p []byte, onBatch func([]byte) error, onBad func(BadRow), onCounters func(wire.Counters)) error {
+	v2 := string(p[:len(EnvelopeMagic)]) == EnvelopeMagicCounters
 	p = p[len(EnvelopeMagic):]
 	next := func(what string, max uint64) ([]byte, error) {
 		l, k := binary.Uvarint(p)
@@ -215,6 +263,27 @@ func walk(p []byte, onBatch func([]byte) error, onBad func(BadRow)) error {
 			return fmt.Errorf("%w: bad row %d: %v", ErrMalformed, i, err)
 		}
 		onBad(r)
+	}
+	if v2 {
+		nc, k := binary.Uvarint(p)
+		if k <= 0 || nc > uint64(len(p)) {
+			return fmt.Errorf("%w: bad counters count", ErrMalformed)
+		}
+		p = p[k:]
+		for i := range nc {
+			b, err := next("counters", uint64(len(p)))
+			if err != nil {
+				return err
+			}
+			if onCounters == nil {
+				continue
+			}
+			c, err := wire.DecodeCounters(b)
+			if err != nil {
+				return fmt.Errorf("%w: counters %d: %v", ErrMalformed, i, err)
+			}
+			onCounters(c)
+		}
 	}
 	if len(p) != 0 {
 		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(p))

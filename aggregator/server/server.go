@@ -414,6 +414,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /api/counts", s.counts)
 	mux.HandleFunc("GET /api/history", s.history)
+	mux.HandleFunc("GET /api/loss", s.loss)
 	mux.Handle("/", dashboard.Handler())
 	return mux
 }
@@ -516,4 +517,63 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// loss answers what the edges counted against what was stored (see
+// store.Loss): GET /api/loss?site=S&from=T&to=T. site is optional
+// (without it: all sites); from and to are RFC 3339 times or unix
+// milliseconds, to defaulting to now and from to a day before to, at most
+// 366 days apart.
+func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
+	cst, ok := s.store.(store.CounterStore)
+	if !ok {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "the " + s.store.Name() + " store does not keep edge counters", "reason": "unsupported"})
+		return
+	}
+	q := r.URL.Query()
+	bad := func(msg string) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg, "reason": "bad_request"})
+	}
+	to, err := parseTime(q.Get("to"), time.Now())
+	if err != nil {
+		bad("to: " + err.Error())
+		return
+	}
+	from, err := parseTime(q.Get("from"), to.Add(-24*time.Hour))
+	if err != nil {
+		bad("from: " + err.Error())
+		return
+	}
+	if !from.Before(to) || to.Sub(from) > 366*24*time.Hour {
+		bad("from must be before to, at most 366 days")
+		return
+	}
+	site, all := q.Get("site"), !q.Has("site")
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	l, err := cst.Loss(ctx, site, all, from, to)
+	if err != nil {
+		s.log.Warn("loss query failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+// parseTime reads an RFC 3339 time or unix milliseconds; "" is def.
+func parseTime(v string, def time.Time) (time.Time, error) {
+	if v == "" {
+		return def, nil
+	}
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if ms <= 0 || ms > 1<<42 {
+			return time.Time{}, errors.New("not unix milliseconds")
+		}
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, errors.New("want RFC 3339 or unix milliseconds")
+	}
+	return t, nil
 }

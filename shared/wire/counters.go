@@ -286,42 +286,62 @@ func (d *decoder) str() string { return string(d.bytes()) }
 
 // Merge folds the records cs into one record per instance, keeping for
 // each instance and site the counts of the latest time (counts only grow
-// within an instance, so the latest are the largest). Records of one
+// within an instance, so the latest are the largest). The records of one
 // NDJSON request, one per journaled line, become a few.
 func Merge(cs []Counters) []Counters {
 	if len(cs) <= 1 {
 		return cs
 	}
-	type key struct {
-		inst event.ID
-		site string
-	}
-	byInst := map[event.ID]int{}
-	at := map[key][2]int{} // index in out, index in its Sites
-	var out []Counters
+	var m Merger
 	for i := range cs {
-		c := &cs[i]
-		j, ok := byInst[c.Instance]
-		if !ok {
-			j = len(out)
-			byInst[c.Instance] = j
-			out = append(out, Counters{Instance: c.Instance, Pop: c.Pop})
-		}
-		for _, s := range c.Sites {
-			k := key{c.Instance, s.Site}
-			if p, ok := at[k]; ok {
-				cur := &out[p[0]].Sites[p[1]]
-				if later(&s, cur) {
-					*cur = s
-				}
-				continue
-			}
-			at[k] = [2]int{j, len(out[j].Sites)}
-			out[j].Sites = append(out[j].Sites, s)
-		}
+		m.Add(&cs[i])
 	}
-	return out
+	return m.Result()
 }
+
+// Merger merges records as they come (see Merge). The zero value is
+// empty and ready.
+type Merger struct {
+	byInst map[event.ID]int
+	at     map[mergeKey][2]int // index in out, index in its Sites
+	out    []Counters
+}
+
+type mergeKey struct {
+	inst event.ID
+	site string
+}
+
+// Add merges c (which it may keep parts of).
+func (m *Merger) Add(c *Counters) {
+	if m.byInst == nil {
+		m.byInst, m.at = map[event.ID]int{}, map[mergeKey][2]int{}
+	}
+	j, ok := m.byInst[c.Instance]
+	if !ok {
+		j = len(m.out)
+		m.byInst[c.Instance] = j
+		m.out = append(m.out, Counters{Instance: c.Instance, Pop: c.Pop})
+	}
+	for _, s := range c.Sites {
+		k := mergeKey{c.Instance, s.Site}
+		if p, ok := m.at[k]; ok {
+			cur := &m.out[p[0]].Sites[p[1]]
+			if later(&s, cur) {
+				*cur = s
+			}
+			continue
+		}
+		m.at[k] = [2]int{j, len(m.out[j].Sites)}
+		m.out[j].Sites = append(m.out[j].Sites, s)
+	}
+}
+
+// Len is the number of records merged into.
+func (m *Merger) Len() int { return len(m.out) }
+
+// Result returns the merged records.
+func (m *Merger) Result() []Counters { return m.out }
 
 // later reports whether a is a later reading of the same counters than b.
 func later(a, b *SiteCounts) bool {

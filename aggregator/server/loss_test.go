@@ -1,0 +1,90 @@
+package server
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+// Edge counters sent with batches show on /api/loss, per site and for all
+// sites, against the events stored, and on /metrics, with bounded labels.
+func TestLossAPI(t *testing.T) {
+	needServers(t)
+	db, redis := newDB(t)
+	a := startAgg(t, Config{DataDir: t.TempDir(), ClickHouseURL: chURL, ClickHouseDB: db, RedisURL: redis})
+	defer a.stop()
+	evs := mkEvents(t, "demo", 10)
+	now := time.Now()
+	inst, _ := event.NewID(now.UnixMilli(), rand.Reader)
+	c := wire.Counters{Instance: inst, Pop: "test", Sites: []wire.SiteCounts{
+		{Site: "demo", Time: now.UnixMilli(), Hits: 13, Events: 12, Drops: []wire.Drop{{Reason: "buffer_full", N: 1}}},
+		{Site: "", Time: now.UnixMilli(), Hits: 2, Drops: []wire.Drop{{Reason: "missing_site", N: 2}}}}}
+	body := wire.AppendWithCounters(nil, evs, &c)
+	for range 2 { // a retry changes nothing
+		if code, b := a.post(body, signed(secret, time.Now().Unix(), body)); code != 200 {
+			t.Fatalf("ingest: %d %s", code, b)
+		}
+	}
+	eventually(t, "events stored", func() bool { return chQueryAt(t, chURL, "SELECT count() FROM "+db+".events") == "10" })
+	var l store.Loss
+	u := fmt.Sprintf("%s/api/loss?site=demo&from=%d&to=%s", a.http.URL, now.Add(-time.Minute).UnixMilli(), now.Add(time.Minute).UTC().Format(time.RFC3339))
+	eventually(t, "counters stored", func() bool {
+		l = store.Loss{}
+		return getJSON(t, u, &l) == 200 && l.Hits == 13
+	})
+	if l.Events != 12 || l.Stored != 10 || l.Lost != 2 || l.Dropped["buffer_full"] != 1 || l.Site != "demo" {
+		t.Fatalf("%+v", l)
+	}
+	var all store.Loss
+	getJSON(t, a.http.URL+"/api/loss", &all)
+	if all.Hits != 15 || all.Dropped["missing_site"] != 2 || all.Stored != 10 {
+		t.Fatalf("all sites: %+v", all)
+	}
+	for _, q := range []string{"?from=x", "?from=10&to=5", "?to=-1"} {
+		var e map[string]string
+		if code := getJSON(t, a.http.URL+"/api/loss"+q, &e); code != 400 {
+			t.Errorf("%s: %d %v", q, code, e)
+		}
+	}
+	resp, err := http.Get(a.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"edgepixel_aggregator_edge_hits_total 15\n", "edgepixel_aggregator_edge_events_total 12\n",
+		`edgepixel_aggregator_edge_drops_total{reason="missing_site"} 2` + "\n", `edgepixel_aggregator_edge_drops_total{reason="buffer_full"} 1` + "\n"} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(string(m), `site="`) {
+		t.Error("/metrics has per-site labels")
+	}
+}
+
+// The on-disk store keeps counters too.
+func TestLossAPIDisk(t *testing.T) {
+	a := startAgg(t, Config{DataDir: t.TempDir()})
+	defer a.stop()
+	now := time.Now()
+	inst, _ := event.NewID(now.UnixMilli(), rand.Reader)
+	c := wire.Counters{Instance: inst, Sites: []wire.SiteCounts{{Site: "demo", Time: now.UnixMilli(), Hits: 3, Events: 3}}}
+	body := wire.AppendWithCounters(nil, mkEvents(t, "demo", 3), &c)
+	if code, b := a.post(body, signed(secret, time.Now().Unix(), body)); code != 200 {
+		t.Fatalf("ingest: %d %s", code, b)
+	}
+	var l store.Loss
+	eventually(t, "counted", func() bool {
+		l = store.Loss{}
+		return getJSON(t, a.http.URL+"/api/loss?site=demo", &l) == 200 && l.Hits == 3 && l.Stored == 3
+	})
+}
