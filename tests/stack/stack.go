@@ -41,6 +41,16 @@ type Options struct {
 	// e.g. batch_max_age_ms.
 	EdgeConfig map[string]string
 
+	// Delivery is how the edge module on the POP delivers (see
+	// Stack.popDelivery): DeliveryJournal (the default) or
+	// DeliveryBatches (Fastly's way). Either way a fallback log endpoint
+	// queued on disk takes what batches cannot deliver.
+	Delivery string
+	// Durability of the POP's log queues: "write" (the default: a hit
+	// the POP answered survives its kill -9) or "fsync" (also a machine
+	// crash).
+	Durability string
+
 	// CompileCache is the POP's compiled-code cache: "" is Dir/wazero-cache,
 	// "default" the POP's own default (the user's cache directory, shared
 	// with `fastly compute serve` running the POP on the same module).
@@ -52,10 +62,30 @@ type Options struct {
 	Progress *progress.Reporter
 }
 
+// Deliveries (Options.Delivery).
+const (
+	// DeliveryJournal: the module writes each hit's line to the log
+	// endpoint JournalEndpoint before it answers; the POP queues it on
+	// disk and streams it to the aggregator's /ingest/ndjson. Signed
+	// batches and the fallback endpoint take what the journal refuses.
+	DeliveryJournal = "journal"
+	// DeliveryBatches: signed batches to the aggregator, the fallback
+	// endpoint when they fail, as on Fastly.
+	DeliveryBatches = "batches"
+)
+
+// Log endpoints the stack's POP has, both queued on disk under
+// Dir/pop-queue and delivering to the aggregator's /ingest/ndjson.
+const (
+	JournalEndpoint  = "edgepixel_journal"
+	FallbackEndpoint = "edgepixel_fallback" // the module's default fallback name
+)
+
 // Stack is a running set of processes.
 type Stack struct {
 	opts       Options
 	Secret     []byte
+	LogToken   string // the aggregator's --log-token, which the POP's endpoints send
 	Redis      *localsrv.Redis
 	ClickHouse *localsrv.ClickHouse
 	Aggregator *proc.Proc
@@ -68,8 +98,8 @@ type Stack struct {
 
 // Start brings the stack up in dependency order and waits until each part
 // answers. On error it stops whatever it had started.
-func Start(ctx context.Context, o Options) (s *Stack, err error) {
-	s = &Stack{opts: o}
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	s := &Stack{opts: o}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -80,6 +110,25 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	if s.Secret, err = EnsureSecret(filepath.Join(o.Dir, "secret")); err != nil {
 		return nil, err
+	}
+	s.LogToken = flagValue(o.AggregatorArgs, "log-token")
+	if s.LogToken == "" {
+		tok, err := EnsureSecret(filepath.Join(o.Dir, "log-token"))
+		if err != nil {
+			return nil, err
+		}
+		s.LogToken = string(tok)
+		s.opts.AggregatorArgs = append([]string{"--log-token", s.LogToken}, o.AggregatorArgs...)
+	}
+	switch s.opts.Delivery {
+	case "":
+		s.opts.Delivery = DeliveryJournal
+	case DeliveryJournal, DeliveryBatches:
+	default:
+		return nil, fmt.Errorf("stack: unknown delivery %q", s.opts.Delivery)
+	}
+	if s.opts.Durability == "" {
+		s.opts.Durability = "write"
 	}
 	if !o.NoRedis {
 		if err := o.Progress.Run("starting redis-server", func() (err error) {
@@ -115,8 +164,18 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err := os.WriteFile(s.Manifest, []byte(s.manifest()), 0o644); err != nil {
 		return nil, err
 	}
-	out := s.output("pop")
-	popArgs := []string{"-C", s.Manifest, "--addr", s.opts.PopAddr}
+	if err := s.StartPop(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// StartPop starts (or, after Kill, restarts) the POP with the stack's
+// settings and waits until its module answers /healthz. A restarted POP
+// resumes the log queues its predecessor left on disk.
+func (s *Stack) StartPop(ctx context.Context) error {
+	o := s.opts
+	popArgs := []string{"-C", s.Manifest, "--addr", o.PopAddr}
 	switch o.CompileCache {
 	case "":
 		popArgs = append(popArgs, "--compile-cache", filepath.Join(o.Dir, "wazero-cache"))
@@ -124,21 +183,47 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	default:
 		popArgs = append(popArgs, "--compile-cache", o.CompileCache)
 	}
+	popArgs = append(popArgs, s.popDelivery()...)
 	popArgs = append(append(popArgs, o.PopArgs...), o.Bin.Wasm)
 	// The first start of a module compiles it, which takes long on a slow
 	// machine; later starts read the compile cache. There is no deadline
 	// of our own here: ctx bounds the whole start.
-	if err := o.Progress.Run("starting the local POP (a first start compiles the edge module)", func() (err error) {
-		if s.Pop, err = proc.Start("edgepixel-pop", out, o.Bin.Pop, popArgs...); err != nil {
+	return o.Progress.Run("starting the local POP (a first start compiles the edge module)", func() (err error) {
+		if s.Pop, err = proc.Start("edgepixel-pop", s.output("pop"), o.Bin.Pop, popArgs...); err != nil {
 			return err
 		}
 		// The module's own /healthz proves a guest instance runs, not just
 		// the host.
 		return s.Pop.WaitReady(ctx, proc.HTTPOK(s.PopURL+"/healthz"))
-	}); err != nil {
-		return nil, err
+	})
+}
+
+// popDelivery are the POP's flags for the stack's log endpoints: the
+// journal and the fallback, queued on disk in Dir/pop-queue at the
+// stack's durability, delivering to the aggregator's /ingest/ndjson with
+// its log token. A line waits at most 250 ms for its batch, so live
+// counts follow the hits closely.
+func (s *Stack) popDelivery() []string {
+	args := []string{"--log-queue-dir", filepath.Join(s.opts.Dir, "pop-queue")}
+	for _, name := range []string{JournalEndpoint, FallbackEndpoint} {
+		args = append(args, "--log-endpoint", name+"="+s.AggregatorURL+"/ingest/ndjson?period=250ms&durability="+s.opts.Durability+
+			"&header=Authorization:Bearer%20"+s.LogToken)
 	}
-	return s, nil
+	return args
+}
+
+// flagValue returns the value of --name (or -name) in args, "" if absent.
+func flagValue(args []string, name string) string {
+	v := ""
+	for i, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if k, val, ok := strings.Cut(a, "="); ok && k == name {
+			v = val
+		} else if a == name && i+1 < len(args) {
+			v = args[i+1]
+		}
+	}
+	return v
 }
 
 // pickAddr returns addr, or a free loopback address for "" or port 0:
@@ -191,6 +276,9 @@ func (s *Stack) manifest() string {
 	fmt.Fprintf(&b, "manifest_version = 3\nname = \"edgepixel\"\nlanguage = \"go\"\n\n")
 	fmt.Fprintf(&b, "[local_server.backends.aggregator]\nurl = %q\n\n", s.AggregatorURL)
 	cfg := map[string]string{"pop": "local"}
+	if s.opts.Delivery == DeliveryJournal {
+		cfg["journal"] = JournalEndpoint
+	}
 	for k, v := range s.opts.EdgeConfig {
 		cfg[k] = v
 	}
