@@ -203,9 +203,7 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 	default:
 		return fmt.Errorf("durability=%q: want %s or %s", ep.Durability, DurabilityWrite, DurabilityFsync)
 	}
-	if ep.Durability != "" && !ep.Queued() {
-		return fmt.Errorf("durability=%s needs queue=DIR: an in-memory queue is lost with the process", ep.Durability)
-	}
+
 	for _, h := range q["header"] {
 		k, v, ok := strings.Cut(h, ":")
 		k = strings.TrimSpace(k)
@@ -347,6 +345,10 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger, fail func(error)) 
 			}
 			sk = newFileSink(f, ep.Name, log, fail)
 		case HTTP:
+			if ep.Durability != "" && !ep.Queued() {
+				ls.Close(context.Background())
+				return nil, fmt.Errorf("log endpoint %s: durability=%s needs a disk queue (queue=DIR, or --log-queue-dir): an in-memory queue is lost with the process", ep.Name, ep.Durability)
+			}
 			if ep.Queued() {
 				q, err := openQueue(ep.withDefaults(), log, nil)
 				if err != nil {

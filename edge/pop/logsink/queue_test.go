@@ -358,9 +358,11 @@ func TestParseQueueOptions(t *testing.T) {
 	if ep, _ := ParseEndpoint("ev=http://h/?queue=memory"); ep.Queued() {
 		t.Error("queue=memory is queued on disk")
 	}
-	for _, bad := range []string{"a=http://h/?queue=/q&durability=sometimes", "a=http://h/?durability=fsync"} {
-		if _, err := ParseEndpoint(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
+	if _, err := ParseEndpoint("a=http://h/?queue=/q&durability=sometimes"); err == nil {
+		t.Error("durability=sometimes accepted")
+	}
+	mem, _ := ParseEndpoint("a=http://h/?durability=fsync")
+	if _, err := Open([]Endpoint{mem}, io.Discard, quietLog(), nil); err == nil || !strings.Contains(err.Error(), "needs a disk queue") {
+		t.Errorf("durability without a queue: %v", err)
 	}
 }
