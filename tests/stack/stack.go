@@ -202,11 +202,12 @@ func (s *Stack) StartPop(ctx context.Context) error {
 // journal and the fallback, queued on disk in Dir/pop-queue at the
 // stack's durability, delivering to the aggregator's /ingest/ndjson with
 // its log token. A line waits at most 250 ms for its batch, so live
-// counts follow the hits closely.
+// counts follow the hits closely; a batch stays within the aggregator's
+// default body limit.
 func (s *Stack) popDelivery() []string {
 	args := []string{"--log-queue-dir", filepath.Join(s.opts.Dir, "pop-queue")}
 	for _, name := range []string{JournalEndpoint, FallbackEndpoint} {
-		args = append(args, "--log-endpoint", name+"="+s.AggregatorURL+"/ingest/ndjson?period=250ms&durability="+s.opts.Durability+
+		args = append(args, "--log-endpoint", name+"="+s.AggregatorURL+"/ingest/ndjson?period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
 			"&header=Authorization:Bearer%20"+s.LogToken)
 	}
 	return args
@@ -225,6 +226,9 @@ func flagValue(args []string, name string) string {
 	}
 	return v
 }
+
+// Options returns the stack's options, defaults filled in.
+func (s *Stack) Options() Options { return s.opts }
 
 // pickAddr returns addr, or a free loopback address for "" or port 0:
 // the stack's URLs must name the real port.

@@ -1,6 +1,7 @@
 // Command edgepixel-bench measures edgepixel against baselines in one run,
 // with one load generator, and prints each figure beside its baseline.
-// Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go).
+// Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go),
+// durable (durable.go).
 //
 // Pixel serving: the local POP running the real edge module (delivering its
 // batches to an in-process sink, so the POP and not the aggregator is
@@ -41,7 +42,7 @@ func main() {
 		duration = flag.Duration("duration", 10*time.Second, "load duration per target")
 		conns    = flag.Int("connections", 32, "concurrent connections")
 		threads  = flag.Int("threads", 2, "wrk threads")
-		sections = flag.String("sections", "pop,aggregator,hostile", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,hostile,durable", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
 	)
@@ -66,6 +67,12 @@ func main() {
 	if strings.Contains(*sections, "pop") {
 		if err := run(stack.InDir(*binDir).Wasm, *duration, *conns, *threads); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "durable") { // durable.go
+		if err := runDurable(stack.InDir(*binDir).Wasm, *duration, *conns, *threads); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: durable modes:", err)
 			os.Exit(1)
 		}
 	}

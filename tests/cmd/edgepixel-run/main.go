@@ -47,6 +47,7 @@ func main() {
 		binDir   = flag.String("bin", envOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
 		aggAddr  = flag.String("aggregator-addr", envOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator and dashboard address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
 		popAddr  = flag.String("pop-addr", envOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
+		durable  = flag.String("durability", envOr("EDGEPIXEL_RUN_DURABILITY", "write"), "when the POP answers a hit, its line is written to the journal queue (write: survives the POP's death) or also fsynced (fsync: survives a machine crash) (env EDGEPIXEL_RUN_DURABILITY)")
 		since    = flag.Int64("since", 0, "unix time in seconds when `make run` began, to report the whole start-up time")
 		firstRun = flag.String("first-run", "", "how long a first `make run` takes, for the banner (the Makefile says)")
 	)
@@ -88,6 +89,10 @@ func main() {
 		// serve` running the same module (README), which then starts at once.
 		CompileCache: "default",
 		Progress:     progress.New(os.Stderr),
+		Durability:   *durable,
+	}
+	if *durable != "write" && *durable != "fsync" {
+		fatal(log, fmt.Errorf("--durability %q: want write or fsync", *durable))
 	}
 	if _, ok := localsrv.RedisAvailable(); !ok {
 		o.NoRedis = true
@@ -148,6 +153,7 @@ edgepixel is running (%[1]s).
   dashboard   %[2]s/
   pixel       %[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2F
   events      POST %[3]s/e   {"site":"demo","name":"signup"}
+  loss        %[2]s/api/loss?site=demo   (hits the POP answered vs events stored)
   logs        %[4]s
 
 Put this on a page:
