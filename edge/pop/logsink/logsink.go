@@ -461,6 +461,13 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 			fmt.Fprintf(w, "%s{endpoint=\"%s\",kind=\"%s\"} %d\n", m.name, promLabel(st.label), st.kind, m.get(st))
 		}
 	}
+	const hist = "edgepixel_pop_log_write_seconds"
+	fmt.Fprintf(w, "# HELP %s How long a guest's write to a disk-queued log endpoint took: the write(2), and at durability fsync the group fsync.\n# TYPE %s histogram\n", hist, hist)
+	for _, sk := range all {
+		if q, ok := sk.(*queueSink); ok {
+			q.latency.writePrometheus(w, hist, fmt.Sprintf("endpoint=\"%s\",durability=\"%s\"", promLabel(q.st.label), q.ep.Durability))
+		}
+	}
 }
 
 // --- stdout ---

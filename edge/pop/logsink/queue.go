@@ -94,6 +94,7 @@ type queueSink struct {
 	full     bool // warned that the queue is full
 	segBytes int64
 	syncs    atomic.Uint64 // fsync rounds (group commits)
+	latency  latencyHist   // how long guests' writes took
 
 	// Sender state, owned by the sender goroutine.
 	rseg  uint64
@@ -304,6 +305,8 @@ func (s *queueSink) stats() *sinkStats { return &s.st }
 // DurabilityFsync: fsynced), or the reason it was not, which counts as a
 // dropped entry.
 func (s *queueSink) Write(_ string, msg []byte) error {
+	t0 := time.Now()
+	defer func() { s.latency.observe(time.Since(t0)) }()
 	s.st.written.Add(1)
 	size := len(msg) + 1
 	if size > s.ep.MaxBytes {
@@ -746,4 +749,40 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// writeBuckets are the upper bounds of the write latency histogram.
+var writeBuckets = [...]time.Duration{
+	time.Microsecond, 2 * time.Microsecond, 5 * time.Microsecond,
+	10 * time.Microsecond, 20 * time.Microsecond, 50 * time.Microsecond,
+	100 * time.Microsecond, 200 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+}
+
+// latencyHist counts durations in writeBuckets (and one more for longer).
+type latencyHist struct {
+	counts [len(writeBuckets) + 1]atomic.Uint64
+	sumNs  atomic.Int64
+}
+
+func (h *latencyHist) observe(d time.Duration) {
+	i := 0
+	for i < len(writeBuckets) && d > writeBuckets[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sumNs.Add(int64(d))
+}
+
+// writePrometheus writes h as the histogram name with the labels.
+func (h *latencyHist) writePrometheus(w io.Writer, name, labels string) {
+	var cum uint64
+	for i, b := range writeBuckets {
+		cum += h.counts[i].Load()
+		fmt.Fprintf(w, "%s_bucket{%s,le=\"%g\"} %d\n", name, labels, b.Seconds(), cum)
+	}
+	cum += h.counts[len(writeBuckets)].Load()
+	fmt.Fprintf(w, "%s_bucket{%s,le=\"+Inf\"} %d\n%s_sum{%s} %g\n%s_count{%s} %d\n",
+		name, labels, cum, name, labels, float64(h.sumNs.Load())/1e9, name, labels, cum)
 }

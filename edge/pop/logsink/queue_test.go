@@ -366,3 +366,30 @@ func TestParseQueueOptions(t *testing.T) {
 		t.Errorf("durability without a queue: %v", err)
 	}
 }
+
+// The write latency histogram is exported per queued endpoint.
+func TestQueueWriteLatencyMetric(t *testing.T) {
+	ep := queueEndpoint("http://127.0.0.1:1/", t.TempDir(), DurabilityFsync)
+	set, err := Open([]Endpoint{ep}, io.Discard, quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		set.Close(ctx)
+	}()
+	for range 3 {
+		if err := set.Lookup("q").Write("q", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var b strings.Builder
+	set.WritePrometheus(&b)
+	for _, want := range []string{`edgepixel_pop_log_write_seconds_count{endpoint="q",durability="fsync"} 3`,
+		`edgepixel_pop_log_write_seconds_bucket{endpoint="q",durability="fsync",le="+Inf"} 3`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+}
