@@ -312,6 +312,9 @@ type Sink interface {
 type Set struct {
 	byName    map[string]Sink // configured names; read-only after Open
 	fallback  Sink            // "*" or stdout
+	implicit  bool            // fallback is the implicit stdout (no "*")
+	log       *slog.Logger
+	warned    sync.Map // names told to go to the implicit stdout
 	all       []Sink
 	closeOnce sync.Once
 	closeErr  error
@@ -327,7 +330,7 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger, fail func(error)) 
 	if fail == nil {
 		fail = func(error) {}
 	}
-	ls := &Set{byName: map[string]Sink{}}
+	ls := &Set{byName: map[string]Sink{}, log: log}
 	for _, ep := range eps {
 		if _, dup := ls.byName[ep.Name]; dup || (ep.Name == "*" && ls.fallback != nil) {
 			ls.Close(context.Background())
@@ -371,16 +374,24 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger, fail func(error)) 
 		}
 	}
 	if ls.fallback == nil {
+		ls.implicit = true
 		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: Stdout}, fail: fail}
 		ls.all = append(ls.all, ls.fallback)
 	}
 	return ls, nil
 }
 
-// Lookup returns the destination of endpoint name.
+// Lookup returns the destination of endpoint name. A name that goes to
+// the implicit stdout is logged once: a guest relying on an endpoint (a
+// journal, a fallback) that nobody configured would otherwise only print.
 func (ls *Set) Lookup(name string) Sink {
 	if sk, ok := ls.byName[name]; ok {
 		return sk
+	}
+	if ls.implicit && ls.log != nil {
+		if _, seen := ls.warned.LoadOrStore(name, true); !seen {
+			ls.log.Warn("log endpoint not configured: its entries are printed to stdout (configure it with --log-endpoint NAME=...)", "endpoint", name)
+		}
 	}
 	return ls.fallback
 }
