@@ -92,6 +92,25 @@ func batchesWithFallback(t *testing.T) {
 	}
 }
 
+// TestJournalRefused: a journal whose queue refuses every line (10 bytes
+// at most a line, and in all) fails the module's log write; the module then delivers the
+// hits by batches, and nothing is lost or doubled, and the refusals are
+// counted by the POP.
+func TestJournalRefused(t *testing.T) {
+	admin, err := proc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, stack.Options{JournalQuery: "max_bytes=10&max_buffer=10", PopArgs: []string{"--admin-addr", admin}})
+	l := startLoad(t, s, "refused", 2)
+	l.run(3 * time.Second)
+	l.stop()
+	checkAccount(t, s, l, "with the journal refusing every line")
+	if n := popMetric(t, s, "edgepixel_pop_log_lines_dropped_total", stack.JournalEndpoint); n < l.answeredCount() {
+		t.Errorf("the journal counted %d refused lines for %d hits", n, l.answeredCount())
+	}
+}
+
 // faultStack starts a stack with delivery d, its POP serving /metrics.
 func faultStack(t *testing.T, d string) *stack.Stack {
 	admin, err := proc.FreeAddr()

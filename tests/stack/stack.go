@@ -50,6 +50,9 @@ type Options struct {
 	// the POP answered survives its kill -9) or "fsync" (also a machine
 	// crash).
 	Durability string
+	// JournalQuery sets options of the journal endpoint's URL query,
+	// e.g. "max_bytes=10" (logsink.ParseEndpoint), over the stack's.
+	JournalQuery string
 
 	// CompileCache is the POP's compiled-code cache: "" is Dir/wazero-cache,
 	// "default" the POP's own default (the user's cache directory, shared
@@ -207,7 +210,11 @@ func (s *Stack) StartPop(ctx context.Context) error {
 func (s *Stack) popDelivery() []string {
 	args := []string{"--log-queue-dir", filepath.Join(s.opts.Dir, "pop-queue")}
 	for _, name := range []string{JournalEndpoint, FallbackEndpoint} {
-		args = append(args, "--log-endpoint", name+"="+s.AggregatorURL+"/ingest/ndjson?period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
+		extra := "" // first: a repeated option takes its first value
+		if name == JournalEndpoint && s.opts.JournalQuery != "" {
+			extra = s.opts.JournalQuery + "&"
+		}
+		args = append(args, "--log-endpoint", name+"="+s.AggregatorURL+"/ingest/ndjson?"+extra+"period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
 			"&header=Authorization:Bearer%20"+s.LogToken)
 	}
 	return args
