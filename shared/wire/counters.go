@@ -117,8 +117,8 @@ func ValidReason(r string) bool {
 // ErrBadCounters wraps every reason a counters record is refused.
 var ErrBadCounters = errors.New("invalid edge counters")
 
-// Validate checks c against the limits above and the event limits its
-// strings share (site, pop).
+// Validate checks c against the limits above and the rule and limits its
+// strings share with events (event.Clean; site, pop).
 func (c *Counters) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrBadCounters, fmt.Sprintf(format, args...))
@@ -126,8 +126,8 @@ func (c *Counters) Validate() error {
 	if c.Instance.IsZero() {
 		return bad("missing instance")
 	}
-	if len(c.Pop) > event.MaxShortLen {
-		return bad("pop longer than %d bytes", event.MaxShortLen)
+	if event.Clean(c.Pop, event.MaxShortLen) != c.Pop {
+		return bad("pop longer than %d bytes or not clean UTF-8 (event.Clean)", event.MaxShortLen)
 	}
 	if len(c.Sites) == 0 {
 		return bad("no sites")
@@ -137,8 +137,8 @@ func (c *Counters) Validate() error {
 	}
 	for i := range c.Sites {
 		s := &c.Sites[i]
-		if len(s.Site) > event.MaxSiteLen {
-			return bad("site longer than %d bytes", event.MaxSiteLen)
+		if event.Clean(s.Site, event.MaxSiteLen) != s.Site {
+			return bad("site longer than %d bytes or not clean UTF-8 (event.Clean)", event.MaxSiteLen)
 		}
 		if s.Time <= 0 || s.Time > 1<<42 {
 			return bad("site %q: bad time", s.Site)

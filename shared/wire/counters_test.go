@@ -94,6 +94,7 @@ func TestCountersValidate(t *testing.T) {
 		"bad time":         func(c *Counters) { c.Sites[0].Time = 0 },
 		"drop reason":      func(c *Counters) { c.Sites[0].Drops[0].Reason = "Bad Reason" },
 		"site longer":      func(c *Counters) { c.Sites[0].Site = strings.Repeat("s", event.MaxSiteLen+1) },
+		"not clean":        func(c *Counters) { c.Sites[0].Site = "bad\xff" },
 		"count over":       func(c *Counters) { c.Sites[0].Hits = MaxCount + 1 },
 		"drop reasons":     func(c *Counters) { c.Sites[0].Drops = make([]Drop, MaxDropReasons+1) },
 	}
