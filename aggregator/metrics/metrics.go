@@ -191,43 +191,24 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	const p = "edgepixel_aggregator_"
 	counter(p+"accepted_events_total", "Events in accepted batches (written to the spool).", m.AcceptedEvents.Load())
 	counter(p+"accepted_batches_total", "Batches accepted and spooled.", m.AcceptedBatches.Load())
-	fmt.Fprintf(cw, "# HELP %sdropped_total Requests and connections refused or cut off, by reason.\n# TYPE %sdropped_total counter\n", p, p)
+	// byLabel writes one counter family with a value per label value,
+	// sorted; called under dropMu.
+	byLabel := func(name, label, help string, values map[string]*atomic.Uint64) {
+		fmt.Fprintf(cw, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+		keys := make([]string, 0, len(values))
+		for k := range values {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Fprintf(cw, "%s{%s=%q} %d\n", name, label, k, values[k].Load())
+		}
+	}
 	m.dropMu.Lock()
-	reasons := make([]string, 0, len(m.dropped))
-	for r := range m.dropped {
-		reasons = append(reasons, r)
-	}
-	slices.Sort(reasons)
-	for _, r := range reasons {
-		fmt.Fprintf(cw, "%sdropped_total{reason=%q} %d\n", p, r, m.dropped[r].Load())
-	}
-	fmt.Fprintf(cw, "# HELP %sbad_rows_total Events or lines kept as bad rows instead of stored, by reason.\n# TYPE %sbad_rows_total counter\n", p, p)
-	reasons = reasons[:0]
-	for r := range m.bad {
-		reasons = append(reasons, r)
-	}
-	slices.Sort(reasons)
-	for _, r := range reasons {
-		fmt.Fprintf(cw, "%sbad_rows_total{reason=%q} %d\n", p, r, m.bad[r].Load())
-	}
-	fmt.Fprintf(cw, "# HELP %sauth_failures_total Failed credential checks (HMAC signature, log token, admin token), by kind.\n# TYPE %sauth_failures_total counter\n", p, p)
-	reasons = reasons[:0]
-	for r := range m.authFails {
-		reasons = append(reasons, r)
-	}
-	slices.Sort(reasons)
-	for _, r := range reasons {
-		fmt.Fprintf(cw, "%sauth_failures_total{kind=%q} %d\n", p, r, m.authFails[r].Load())
-	}
-	fmt.Fprintf(cw, "# HELP %sedge_drops_total Hits the edges rejected and accepted events they could not deliver, by reason, as their stored counters grew (per site: /api/loss).\n# TYPE %sedge_drops_total counter\n", p, p)
-	reasons = reasons[:0]
-	for r := range m.edgeDrops {
-		reasons = append(reasons, r)
-	}
-	slices.Sort(reasons)
-	for _, r := range reasons {
-		fmt.Fprintf(cw, "%sedge_drops_total{reason=%q} %d\n", p, r, m.edgeDrops[r].Load())
-	}
+	byLabel(p+"dropped_total", "reason", "Requests and connections refused or cut off, by reason.", m.dropped)
+	byLabel(p+"bad_rows_total", "reason", "Events or lines kept as bad rows instead of stored, by reason.", m.bad)
+	byLabel(p+"auth_failures_total", "kind", "Failed credential checks (HMAC signature, log token, admin token), by kind.", m.authFails)
+	byLabel(p+"edge_drops_total", "reason", "Hits the edges rejected and accepted events they could not deliver, by reason, as their stored counters grew (per site: /api/loss).", m.edgeDrops)
 	m.dropMu.Unlock()
 	counter(p+"edge_hits_total", "Requests the edges answered on the pixel and event paths, as their stored counters grew (per site: /api/loss).", m.EdgeHits.Load())
 	counter(p+"edge_events_total", "Events the edges accepted for delivery, as their stored counters grew; set against inserted_total, the difference is loss or events on their way.", m.EdgeEvents.Load())

@@ -24,7 +24,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // Entry is one request's line.
@@ -92,13 +93,13 @@ func (a *Log) Add(e Entry) {
 	b = append(b, `{"time":"`...)
 	b = e.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
 	b = append(b, `","remote":`...)
-	b = appendJSONString(b, r.RemoteAddr)
+	b = wire.AppendJSONString(b, r.RemoteAddr)
 	b = append(b, `,"method":`...)
-	b = appendJSONString(b, r.Method)
+	b = wire.AppendJSONString(b, r.Method)
 	b = append(b, `,"uri":`...)
-	b = appendJSONString(b, r.RequestURI)
+	b = wire.AppendJSONString(b, r.RequestURI)
 	b = append(b, `,"proto":`...)
-	b = appendJSONString(b, r.Proto)
+	b = wire.AppendJSONString(b, r.Proto)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
 	b = append(b, `,"bytes":`...)
@@ -109,7 +110,7 @@ func (a *Log) Add(e Entry) {
 	b = strconv.AppendUint(b, e.Instance, 10)
 	if e.RequestID != "" {
 		b = append(b, `,"request_id":`...)
-		b = appendJSONString(b, e.RequestID)
+		b = wire.AppendJSONString(b, e.RequestID)
 	}
 	b = append(b, "}\n"...)
 	a.buf = b
@@ -146,49 +147,4 @@ func (a *Log) Close() error {
 		return errors.Join(errors.New("access log"), a.err)
 	}
 	return nil
-}
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, as encoding/json does, so every line is valid JSON whatever a
-// client sent.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

@@ -750,24 +750,32 @@ func (s *httpSink) release(b logBatch) {
 	s.mu.Unlock()
 }
 
-func (s *httpSink) run() {
-	defer close(s.done)
-	// ctx bounds every delivery: unbounded while serving, and by closeCtx
-	// once close has begun.
+// deliveryContext returns the context that bounds a sender's deliveries:
+// unbounded while serving, then ended with closeCtx once stop is closed
+// (closeCtx is set before stop closes). cancel releases its goroutine.
+func deliveryContext(stop <-chan struct{}, closeCtx *context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	go func() {
 		select {
-		case <-s.stop:
+		case <-stop:
 		case <-ctx.Done():
 			return
 		}
 		select {
-		case <-s.closeCtx.Done():
+		case <-(*closeCtx).Done():
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
+	return ctx, cancel
+}
+
+func (s *httpSink) run() {
+	defer close(s.done)
+	// ctx bounds every delivery: unbounded while serving, and by closeCtx
+	// once close has begun.
+	ctx, cancel := deliveryContext(s.stop, &s.closeCtx)
+	defer cancel()
 	for {
 		seal := false
 		select {

@@ -483,20 +483,8 @@ func (s *queueSink) wakeSender() {
 // it delivers everything queued, in order.
 func (s *queueSink) run() {
 	defer close(s.done)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := deliveryContext(s.stop, &s.closeCtx)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.stop:
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case <-s.closeCtx.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	defer func() {
 		if s.rf != nil {
 			s.rf.Close()
