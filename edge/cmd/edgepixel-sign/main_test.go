@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
+)
+
+func TestSignCommand(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	os.WriteFile(keyFile, []byte("0123456789abcdef0123\n"), 0o600)
+	now := time.Unix(1_800_000_000, 0)
+
+	var out bytes.Buffer
+	err := run([]string{"--key-file", keyFile, "--ttl", "1h", "https://px.example/p.gif?site=a.example&e=open"}, nil, &out, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte("0123456789abcdef0123")
+	if err := pixelsign.Verify(u.RawQuery, now.Unix()+3600, key); err != nil {
+		t.Errorf("signed URL %s: %v", u, err)
+	}
+	if err := pixelsign.Verify(u.RawQuery, now.Unix()+3601, key); err != pixelsign.ErrExpired {
+		t.Errorf("after the ttl: %v", err)
+	}
+
+	out.Reset()
+	in := strings.NewReader("https://px.example/p.gif?site=a\n\nhttps://px.example/p.gif?site=b\n")
+	if err := run([]string{"--key-file", keyFile, "--expires", "2030-01-01T00:00:00Z"}, in, &out, now); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 2 || !strings.Contains(lines[0], "exp=1893456000") {
+		t.Errorf("stdin lines signed as %q", lines)
+	}
+
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("abc"), 0o600)
+	for _, args := range [][]string{
+		{"https://px.example/p.gif?site=a"},                      // no key
+		{"--key-file", short, "https://px.example/p.gif?site=a"}, // short key
+		{"--key-file", keyFile, "https://px.example/p.gif?e=1"},  // no site
+		{"--key-file", keyFile, "--expires", "soon", "https://px.example/p.gif?site=a"},
+	} {
+		if err := run(args, strings.NewReader(""), &out, now); err == nil {
+			t.Errorf("%q: want an error", args)
+		}
+	}
+}
