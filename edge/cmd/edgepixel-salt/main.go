@@ -1,0 +1,178 @@
+// Command edgepixel-salt rotates the daily salts of visitor ids (package
+// privacy describes the scheme): run it once a day, any time after 00:30
+// UTC, e.g. from cron at 01:00 UTC. It writes tomorrow's salt into the
+// entry that held yesterday's, so yesterday's salt is gone once it has
+// run. With --today it also writes today's salt (the first run; today's
+// visitor ids then change once).
+//
+// Two stores:
+//
+//	edgepixel-salt --dir DIR                 files DIR/visitor_salt_0 and _1, as the
+//	                                         self-hosted POP's secret store reads them
+//	edgepixel-salt --fastly-store STORE_ID   a Fastly secret store, through Fastly's
+//	                                         API (token in FASTLY_API_TOKEN)
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/privacy"
+)
+
+const usage = `usage: edgepixel-salt (--dir DIR | --fastly-store STORE_ID) [--today]
+
+Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC.
+  --dir DIR              write DIR/visitor_salt_0 and DIR/visitor_salt_1 (the POP's
+                         secret store files)              [EDGEPIXEL_SALT_DIR]
+  --fastly-store ID      write to this Fastly secret store [EDGEPIXEL_SALT_FASTLY_STORE]
+                         (API token in FASTLY_API_TOKEN)
+  --fastly-api URL       Fastly's API (default https://api.fastly.com)
+  --today                also write today's salt (first run; with --dir only when
+                         today's is missing)
+`
+
+func main() {
+	out, err := run(context.Background(), os.Args[1:], time.Now(), http.DefaultClient)
+	fmt.Print(out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edgepixel-salt:", err)
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, now time.Time, client *http.Client) (string, error) {
+	fs := flag.NewFlagSet("edgepixel-salt", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	dir := fs.String("dir", os.Getenv("EDGEPIXEL_SALT_DIR"), "")
+	store := fs.String("fastly-store", os.Getenv("EDGEPIXEL_SALT_FASTLY_STORE"), "")
+	api := fs.String("fastly-api", "https://api.fastly.com", "")
+	today := fs.Bool("today", false, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return usage, nil
+		}
+		return "", fmt.Errorf("%v\n%s", err, usage)
+	}
+	if (*dir == "") == (*store == "") {
+		return "", errors.New("give one of --dir or --fastly-store\n" + usage)
+	}
+	var put func(key string, s privacy.Salt) error
+	var has func(day int32) bool
+	if *dir != "" {
+		put = func(key string, s privacy.Salt) error { return writeFile(filepath.Join(*dir, key), s.String()+"\n") }
+		has = func(day int32) bool {
+			b, err := os.ReadFile(filepath.Join(*dir, privacy.SaltKey(day)))
+			s, perr := privacy.ParseSalt(string(b))
+			return err == nil && perr == nil && s.Day == day
+		}
+	} else {
+		token := os.Getenv("FASTLY_API_TOKEN")
+		if token == "" {
+			return "", errors.New("FASTLY_API_TOKEN is not set: create an API token with the global scope at https://manage.fastly.com/account/personal/tokens")
+		}
+		put = func(key string, s privacy.Salt) error {
+			return putFastly(ctx, client, *api, token, *store, key, s.String())
+		}
+		has = func(int32) bool { return false } // Fastly's API cannot read a secret back
+	}
+
+	day := privacy.Day(now)
+	var log bytes.Buffer
+	if *today && !has(day) {
+		if err := put(privacy.SaltKey(day), newSalt(day)); err != nil {
+			return log.String(), err
+		}
+		fmt.Fprintf(&log, "wrote today's salt (%s) to %s\n", dateOf(day), privacy.SaltKey(day))
+	}
+	if since := now.Sub(time.Unix(int64(day)*86400, 0)); since < privacy.VisitWindow {
+		fmt.Fprintf(&log, "not rotating yet: yesterday's salt joins visits across midnight until %s UTC; run again after that\n",
+			time.Unix(int64(day)*86400, 0).Add(privacy.VisitWindow).UTC().Format("15:04"))
+		return log.String(), nil
+	}
+	if err := put(privacy.SaltKey(day+1), newSalt(day+1)); err != nil {
+		return log.String(), err
+	}
+	fmt.Fprintf(&log, "wrote tomorrow's salt (%s) to %s, over yesterday's (%s)\n", dateOf(day+1), privacy.SaltKey(day+1), dateOf(day-1))
+	return log.String(), nil
+}
+
+func newSalt(day int32) privacy.Salt {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return privacy.NewSalt(day, b)
+}
+
+func dateOf(day int32) string {
+	return time.Unix(int64(day)*86400, 0).UTC().Format(time.DateOnly)
+}
+
+// writeFile replaces path's content atomically and durably: a reader sees
+// the old salt or the new one, and the old one is not left in a temporary
+// file.
+func writeFile(path, content string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".salt-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// putFastly creates or recreates a secret (PUT
+// /resources/stores/secret/{store_id}/secrets; the value base64-encoded),
+// per Fastly's API reference for secret store items.
+func putFastly(ctx context.Context, client *http.Client, api, token, store, name, value string) error {
+	body, _ := json.Marshal(map[string]string{"name": name, "secret": base64.StdEncoding.EncodeToString([]byte(value))})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, api+"/resources/stores/secret/"+store+"/secrets", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Fastly-Key", token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("Fastly API: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
+}

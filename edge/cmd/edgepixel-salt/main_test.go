@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/privacy"
+)
+
+func readSalts(t *testing.T, dir string) map[string]privacy.Salt {
+	t.Helper()
+	got := map[string]privacy.Salt{}
+	for _, k := range privacy.SaltKeys {
+		b, err := os.ReadFile(filepath.Join(dir, k))
+		if os.IsNotExist(err) {
+			continue
+		}
+		s, err := privacy.ParseSalt(string(b))
+		if err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		got[k] = s
+	}
+	return got
+}
+
+// TestRotateDir runs the command over three days as cron would and checks
+// the auditor's rule: after each day's run the entries hold today's and
+// tomorrow's salts, and yesterday's is gone.
+func TestRotateDir(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+
+	if _, err := run(ctx, []string{"--dir", dir, "--today"}, start, nil); err != nil {
+		t.Fatal(err)
+	}
+	first := readSalts(t, dir)
+	todaySalt := first[privacy.SaltKey(privacy.Day(start))]
+	var prev map[string]privacy.Salt
+	for i := 0; i < 3; i++ {
+		now := start.Add(time.Duration(i) * 24 * time.Hour)
+		day := privacy.Day(now)
+		if _, err := run(ctx, []string{"--dir", dir, "--today"}, now, nil); err != nil {
+			t.Fatal(err)
+		}
+		got := readSalts(t, dir)
+		if len(got) != 2 || got[privacy.SaltKey(day)].Day != day || got[privacy.SaltKey(day+1)].Day != day+1 {
+			t.Fatalf("day %d: entries %v; want today's and tomorrow's", i, got)
+		}
+		if i == 0 && got[privacy.SaltKey(day)] != todaySalt {
+			t.Error("a second run the same day replaced today's salt")
+		}
+		if i > 0 && got[privacy.SaltKey(day)] != prev[privacy.SaltKey(day)] {
+			t.Error("today's salt is not the one written as tomorrow's yesterday")
+		}
+		prev = got
+	}
+
+	// Before 00:30 UTC yesterday's salt is still needed: no rotation.
+	early := time.Date(2026, 12, 5, 0, 10, 0, 0, time.UTC)
+	before := readSalts(t, dir)
+	out, err := run(ctx, []string{"--dir", dir}, early, nil)
+	if err != nil || !strings.Contains(out, "not rotating yet") {
+		t.Fatalf("at 00:10: %q, %v", out, err)
+	}
+	if after := readSalts(t, dir); after[privacy.SaltKeys[0]] != before[privacy.SaltKeys[0]] || after[privacy.SaltKeys[1]] != before[privacy.SaltKeys[1]] {
+		t.Error("rotated before the visit window passed")
+	}
+	if fi, err := os.Stat(filepath.Join(dir, privacy.SaltKeys[0])); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("salt file mode: %v, %v", fi, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("%d files in the directory, want the 2 entries (no temporaries)", len(ents))
+	}
+}
+
+func TestRotateFastly(t *testing.T) {
+	type put struct{ Name, Secret string }
+	var puts []put
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut || r.URL.Path != "/resources/stores/secret/store123/secrets" || r.Header.Get("Fastly-Key") != "tok" {
+			http.Error(w, "bad request "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
+			return
+		}
+		var p put
+		json.NewDecoder(r.Body).Decode(&p)
+		puts = append(puts, p)
+	}))
+	defer srv.Close()
+	t.Setenv("FASTLY_API_TOKEN", "tok")
+	now := time.Date(2026, 11, 30, 2, 0, 0, 0, time.UTC)
+	if _, err := run(context.Background(), []string{"--fastly-store", "store123", "--fastly-api", srv.URL, "--today"}, now, srv.Client()); err != nil {
+		t.Fatal(err)
+	}
+	if len(puts) != 2 {
+		t.Fatalf("%d secrets written, want today's and tomorrow's", len(puts))
+	}
+	for i, p := range puts {
+		v, _ := base64.StdEncoding.DecodeString(p.Secret)
+		s, err := privacy.ParseSalt(string(v))
+		day := privacy.Day(now) + int32(i)
+		if err != nil || s.Day != day || p.Name != privacy.SaltKey(day) {
+			t.Errorf("secret %d: %s=%q (%v)", i, p.Name, v, err)
+		}
+	}
+	if _, err := run(context.Background(), []string{"--fastly-store", "other", "--fastly-api", srv.URL}, now, srv.Client()); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("an API error: %v", err)
+	}
+	t.Setenv("FASTLY_API_TOKEN", "")
+	if _, err := run(context.Background(), []string{"--fastly-store", "store123"}, now, nil); err == nil {
+		t.Error("no token: want an error")
+	}
+	if _, err := run(context.Background(), nil, now, nil); err == nil {
+		t.Error("no store: want an error")
+	}
+}

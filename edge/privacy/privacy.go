@@ -1,0 +1,241 @@
+// Package privacy decides, at the edge, how much of a hit may be kept: its
+// consent tier, and the visitor id that lets a site count unique visitors
+// and visits without a cookie or a stored IP address.
+//
+// # Consent tiers
+//
+// A hit is in one of two tiers (Tier):
+//
+//   - TierFull: every field, with a visitor id.
+//   - TierAggregate: counted, with no visitor id and none of the free-form
+//     fields a person could be found by (the edge clears them; see the
+//     edge module).
+//
+// A site has a default tier. Opt-out signals put a hit in TierAggregate
+// whatever the default: Sec-GPC: 1 (Global Privacy Control, W3C draft;
+// California's CCPA regulations section 7025 make it a valid opt-out),
+// DNT: 1, an explicit consent=0 parameter, or an IAB US Privacy string
+// (us_privacy parameter, "1YYY" form) whose third character is 'Y' (opted
+// out of sale). An explicit consent=1 raises a site whose default is
+// TierAggregate to TierFull, unless an opt-out signal is present: an
+// opt-out always wins.
+//
+// # Visitor ids
+//
+// A visitor id is SipHash-2-4 (Aumasson and Bernstein, 2012; a keyed
+// pseudorandom function) under the day's salt of the site, the client's
+// full IP address and its User-Agent, as 64 bits. Without the salt an id
+// cannot be linked to an address; once the salt is gone, not even by
+// whoever ran the edge. Salts are random 16-byte values, one per UTC
+// day, held in the edge's secret store under two entries: day d's salt
+// lives in SaltKey(d), entry d mod 2, so yesterday's and tomorrow's share
+// one. Once a day, after VisitWindow past midnight UTC, edgepixel-salt
+// writes tomorrow's salt into its entry, which overwrites yesterday's. So
+// the edge has today's salt all day, yesterday's through the first
+// VisitWindow (a visit across midnight can be joined: IDs), and after
+// the day's rotation yesterday's salt is gone: an auditor checks that the
+// two entries' dates are today and tomorrow. Rotating never reads the
+// store back (Fastly's API cannot read a secret).
+package privacy
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/dchest/siphash"
+)
+
+// Tier is a hit's consent tier. Its String is the stored column value.
+type Tier uint8
+
+const (
+	TierFull Tier = iota
+	TierAggregate
+)
+
+func (t Tier) String() string {
+	if t == TierAggregate {
+		return "aggregate"
+	}
+	return "full"
+}
+
+// ParseTier reads "full" or "aggregate", as a site's configured default.
+func ParseTier(s string) (Tier, bool) {
+	switch s {
+	case "full":
+		return TierFull, true
+	case "aggregate":
+		return TierAggregate, true
+	}
+	return TierFull, false
+}
+
+// Signals are a hit's consent signals, as the request carries them.
+type Signals struct {
+	GPC       string // the Sec-GPC header
+	DNT       string // the DNT header
+	Consent   string // the consent parameter: "1" given, "0" refused
+	USPrivacy string // the us_privacy parameter (IAB CCPA string, e.g. "1YNN")
+}
+
+// Reasons Decide gives, as stored beside the tier.
+const (
+	ReasonDefault    = "default"      // the site's default tier applies
+	ReasonConsent    = "consent"      // consent=1 raised the tier
+	ReasonGPC        = "gpc"          // Sec-GPC: 1
+	ReasonDNT        = "dnt"          // DNT: 1
+	ReasonNoConsent  = "no_consent"   // consent=0
+	ReasonCCPAOptOut = "ccpa_opt_out" // us_privacy says opted out of sale
+)
+
+// Decide returns the hit's tier under the site's default and why.
+func Decide(siteDefault Tier, s Signals) (Tier, string) {
+	switch {
+	case s.GPC == "1":
+		return TierAggregate, ReasonGPC
+	case s.DNT == "1":
+		return TierAggregate, ReasonDNT
+	case s.Consent == "0":
+		return TierAggregate, ReasonNoConsent
+	case len(s.USPrivacy) == 4 && s.USPrivacy[0] == '1' && (s.USPrivacy[2] == 'Y' || s.USPrivacy[2] == 'y'):
+		return TierAggregate, ReasonCCPAOptOut
+	case siteDefault == TierAggregate && s.Consent == "1":
+		return TierFull, ReasonConsent
+	}
+	return siteDefault, ReasonDefault
+}
+
+// Salt is one UTC day's key. The zero Salt is absent.
+type Salt struct {
+	Day    int32 // days since 1970-01-01 UTC
+	k0, k1 uint64
+}
+
+// SaltKeys are the secret store entries that hold the salts; day d's salt
+// is in SaltKeys[d mod 2] (SaltKey). Each value is a salt's text form
+// (ParseSalt), whose date says which day it serves.
+var SaltKeys = [2]string{"visitor_salt_0", "visitor_salt_1"}
+
+// SaltKey is the secret store entry of day's salt.
+func SaltKey(day int32) string { return SaltKeys[((day%2)+2)%2] }
+
+// Salts holds the salts the edge may use, as read from the entries of
+// SaltKeys (in any order).
+type Salts [len(SaltKeys)]Salt
+
+// Day is t's UTC day number.
+func Day(t time.Time) int32 { return int32(t.Unix() / 86400) }
+
+// For returns day's salt, or false if the store has none for it.
+func (s *Salts) For(day int32) (Salt, bool) {
+	for _, x := range s {
+		if x.Day == day && (x.k0 != 0 || x.k1 != 0) {
+			return x, true
+		}
+	}
+	return Salt{}, false
+}
+
+// VisitorID is the site's visitor id for (ip, userAgent) under salt. It
+// allocates nothing.
+func VisitorID(salt Salt, site string, ip netip.Addr, userAgent string) uint64 {
+	var buf [512]byte
+	b := append(buf[:0], site...)
+	b = append(b, 0)
+	a := ip.As16()
+	b = append(b, a[:]...)
+	b = append(b, userAgent...)
+	return siphash.Hash(salt.k0, salt.k1, b)
+}
+
+// VisitWindow is the longest gap inside one visit (a visit: the same
+// visitor with gaps under 30 minutes, as Google Analytics and Plausible
+// count). It is also how long after midnight PrevVisitorID is given.
+const VisitWindow = 30 * time.Minute
+
+// IDs are the visitor ids of one hit at now: the day's, and within
+// VisitWindow after midnight UTC also the previous day's, so the
+// aggregator can join a visit that spans midnight. ok is false when the
+// store has no salt for today (the hit then has no visitor id).
+func IDs(s *Salts, now time.Time, site string, ip netip.Addr, userAgent string) (id, prev uint64, ok bool) {
+	day := Day(now)
+	today, ok := s.For(day)
+	if !ok {
+		return 0, 0, false
+	}
+	id = VisitorID(today, site, ip, userAgent)
+	if now.Sub(time.Unix(int64(day)*86400, 0)) < VisitWindow {
+		if y, ok := s.For(day - 1); ok {
+			prev = VisitorID(y, site, ip, userAgent)
+		}
+	}
+	return id, prev, true
+}
+
+// A salt's text form, as the secret store holds it: its UTC date, a colon
+// and 32 lowercase hex digits, e.g. "2026-11-30:00112233445566778899aabbccddeeff".
+const saltLen = len("2006-01-02:") + 32
+
+// ParseSalt reads a salt's text form; a trailing newline is ignored.
+func ParseSalt(s string) (Salt, error) {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	if len(s) != saltLen || s[10] != ':' {
+		return Salt{}, errBadSalt
+	}
+	t, err := time.Parse(time.DateOnly, s[:10])
+	if err != nil {
+		return Salt{}, errBadSalt
+	}
+	k := [2]uint64{}
+	for i, c := range []byte(s[11:]) {
+		var v byte
+		switch {
+		case '0' <= c && c <= '9':
+			v = c - '0'
+		case 'a' <= c && c <= 'f':
+			v = c - 'a' + 10
+		default:
+			return Salt{}, errBadSalt
+		}
+		k[i/16] = k[i/16]<<4 | uint64(v)
+	}
+	if k[0] == 0 && k[1] == 0 {
+		return Salt{}, errBadSalt
+	}
+	return Salt{Day: Day(t), k0: k[0], k1: k[1]}, nil
+}
+
+// String is the salt's text form (ParseSalt reads it back).
+func (s Salt) String() string {
+	return time.Unix(int64(s.Day)*86400, 0).UTC().Format(time.DateOnly) + ":" +
+		hex16(s.k0) + hex16(s.k1)
+}
+
+func hex16(v uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
+}
+
+// NewSalt returns a random salt for day from 16 bytes of random.
+func NewSalt(day int32, random [16]byte) Salt {
+	s := Salt{Day: day}
+	for i := 0; i < 8; i++ {
+		s.k0 = s.k0<<8 | uint64(random[i])
+		s.k1 = s.k1<<8 | uint64(random[8+i])
+	}
+	if s.k0 == 0 && s.k1 == 0 {
+		s.k1 = 1 // all-zero is "absent"; a 2^-128 event
+	}
+	return s
+}
+
+var errBadSalt = errors.New("privacy: a salt is YYYY-MM-DD:32 lowercase hex digits, not all zero")
