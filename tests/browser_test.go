@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"os"
 	"strconv"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -17,21 +15,7 @@ import (
 // it shows the stored total, then sends one more pixel hit and checks the
 // page updates by itself over the WebSocket, without a reload.
 func dashboardShowsLiveCount(t *testing.T, s *stack.Stack, total int) {
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(need(t, deps.Chromium)),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	ctx := browser(t, 60*time.Second)
 
 	want := strconv.Itoa(total)
 	shows := func(n string) chromedp.Action[bool] {

@@ -1,0 +1,60 @@
+/* edgepixel tracker: https://github.com/edgepixel/edgepixel (edge/tracker).
+   <script defer src="https://PIXEL/s.js" data-site="SITE"></script>
+   Optional: data-fallback="https://OTHER-PIXEL" (a second endpoint),
+   data-spa="off" (no single-page-app views), data-consent="0|1".
+   API: edgepixel("signup", {plan: "pro"}); edgepixel.consent(true|false);
+   edgepixel.view() (a pageview by hand). */
+(function (w, d, n) {
+  var s = d.currentScript, site = s && s.getAttribute("data-site");
+  if (!site || w.edgepixel) return;
+  var at = function (a) { return s.getAttribute(a); },
+    ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
+    consent = at("data-consent"), last;
+  // A UUIDv7 (RFC 9562): the edge stores an event once however often it
+  // is sent, so a retry to the fallback cannot double it.
+  function id() {
+    var b = crypto.getRandomValues(new Uint8Array(16)), t = Date.now(), i, h = "";
+    for (i = 5; i >= 0; i--) { b[i] = t % 256; t = Math.floor(t / 256); }
+    b[6] = b[6] & 15 | 112; b[8] = b[8] & 63 | 128;
+    for (i = 0; i < 16; i++) h += (b[i] + 256).toString(16).slice(1) + (i == 3 || i == 5 || i == 7 || i == 9 ? "-" : "");
+    return h;
+  }
+  function post(e, k) {
+    var u = ends[k] + "/e?site=" + encodeURIComponent(site), body = JSON.stringify(e);
+    // A string beacon is text/plain: no preflight. It returns false when the
+    // browser will not queue it; then fetch with keepalive, then the next
+    // endpoint.
+    if (!k && n.sendBeacon && n.sendBeacon(u, body)) return;
+    fetch(u, {method: "POST", body: body, keepalive: true, credentials: "omit"}).then(function (r) {
+      if (r.status >= 500 && ends[k + 1]) post(e, k + 1);
+    }, function () { if (ends[k + 1]) post(e, k + 1); });
+  }
+  // The browser sends Sec-GPC and DNT itself; consent is the page's word.
+  function send(name, props, ref) {
+    var e = {site: site, name: name, url: location.href, ref: ref || "", event_id: id(),
+      sw: screen.width, t: Date.now()};
+    if (props) e.props = props;
+    if (consent != null) e.consent = consent;
+    post(e, 0);
+  }
+  // A single-page app's later views name the previous view as referrer.
+  function view() {
+    if (location.href == last) return;
+    var ref = last || d.referrer;
+    last = location.href;
+    send("pageview", 0, ref);
+  }
+  w.edgepixel = function (name, props) { send(name, props); };
+  w.edgepixel.view = view;
+  w.edgepixel.consent = function (yes) { consent = yes ? "1" : "0"; };
+  if (at("data-spa") != "off") {
+    ["pushState", "replaceState"].forEach(function (m) {
+      var f = history[m];
+      history[m] = function () { var r = f.apply(this, arguments); view(); return r; };
+    });
+    w.addEventListener("popstate", view);
+  }
+  // A prerendered page counts when the visitor actually opens it.
+  if (d.prerendering) d.addEventListener("prerenderingchange", view, {once: true});
+  else view();
+})(window, document, navigator);

@@ -1,0 +1,31 @@
+// Package tracker holds s.js, the small script a page that can run
+// JavaScript loads instead of (or beside) the pixel: it sends a pageview
+// with what an <img> cannot see (the page's own referrer, the screen
+// width, the client's clock), single-page-app views, custom events, and
+// the page's consent word, by sendBeacon with a fetch keepalive fallback
+// and a second endpoint to fail over to. Each event carries a UUIDv7
+// event_id, so a retry is stored once (event.ParseClientID).
+//
+// The edge serves Script at /s.js, or Gzip to clients that accept gzip
+// (RFC 9110 section 8.4), with ETag and a day's caching.
+package tracker
+
+import _ "embed"
+
+// Script is s.js.
+//
+//go:embed s.js
+var Script []byte
+
+// Gzip is s.js gzip-compressed; TestGzipFresh checks it is s.js.
+//
+//go:embed s.js.gz
+var Gzip []byte
+
+// ETag is Script's entity tag (RFC 9110 section 8.8.3): the first 16 hex
+// digits of its SHA-256, checked by TestETag.
+const ETag = `"25d883e99b0a2845"`
+
+// CacheControl lets browsers and CDNs keep the script a day, and use a
+// stale copy for a week while they revalidate (RFC 5861).
+const CacheControl = "public, max-age=86400, stale-while-revalidate=604800"

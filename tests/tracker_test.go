@@ -1,0 +1,148 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgepixel/edgepixel/edge/tracker"
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// trackerEndpoint stands in for a pixel endpoint: it serves s.js and
+// records the events posted to /e, answering status.
+type trackerEndpoint struct {
+	*httptest.Server
+	mu     sync.Mutex
+	events []map[string]any
+	status int
+}
+
+func newTrackerEndpoint(t *testing.T, status int) *trackerEndpoint {
+	e := &trackerEndpoint{status: status}
+	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		switch r.URL.Path {
+		case "/s.js":
+			w.Header().Set("Content-Type", "text/javascript")
+			w.Write(tracker.Script)
+		case "/e":
+			body, _ := io.ReadAll(r.Body)
+			var ev map[string]any
+			if err := json.Unmarshal(body, &ev); err != nil {
+				t.Errorf("%s: body %q is not one JSON event: %v", e.URL, body, err)
+			}
+			ev["_query_site"] = r.URL.Query().Get("site")
+			e.mu.Lock()
+			e.events = append(e.events, ev)
+			status := e.status
+			e.mu.Unlock()
+			w.WriteHeader(status)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(e.Close)
+	return e
+}
+
+func (e *trackerEndpoint) got() []map[string]any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]map[string]any(nil), e.events...)
+}
+
+// TestTrackerScript runs s.js in headless Chromium on a page of another
+// origin: the pageview, single-page-app views, a custom event, the
+// consent word, and failover to the second endpoint when the first
+// refuses, each event once with a valid client event id.
+func TestTrackerScript(t *testing.T) {
+	primary, fallback := newTrackerEndpoint(t, http.StatusNoContent), newTrackerEndpoint(t, http.StatusNoContent)
+	var preamble string // runs before s.js loads
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><meta charset="utf-8"><title>t</title><script>%s</script>
+<script src="%s/s.js" data-site="shop.example" data-fallback="%s"></script>`, preamble, primary.URL, fallback.URL)
+	}))
+	defer page.Close()
+	ctx := browser(t, 2*time.Minute)
+	run := func(actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eval := func(js string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](js)); err != nil {
+			t.Fatalf("%s: %v", js, err)
+		}
+	}
+	waitFor := func(e *trackerEndpoint, n int) []map[string]any {
+		t.Helper()
+		var evs []map[string]any
+		eventually(t, 20*time.Second, fmt.Sprintf("%d events at %s", n, e.URL), func() (bool, string) {
+			evs = e.got()
+			return len(evs) >= n, fmt.Sprint(len(evs))
+		})
+		time.Sleep(300 * time.Millisecond) // a duplicate would arrive meanwhile
+		if evs = e.got(); len(evs) != n {
+			t.Fatalf("%s got %d events, want %d: %v", e.URL, len(evs), n, evs)
+		}
+		return evs
+	}
+	ids := map[string]bool{}
+	check := func(ev map[string]any, name, url, ref string) {
+		t.Helper()
+		id, _ := ev["event_id"].(string)
+		if _, err := event.ParseClientID(id, time.Now().UnixMilli()); err != nil || ids[id] {
+			t.Errorf("event %v: event_id %q is not a fresh valid UUIDv7 (%v)", ev, id, err)
+		}
+		ids[id] = true
+		if ev["site"] != "shop.example" || ev["_query_site"] != "shop.example" || ev["name"] != name ||
+			ev["url"] != url || ev["ref"] != ref || ev["sw"] == nil || ev["t"] == nil {
+			t.Errorf("event %v: want site shop.example, name %q, url %q, ref %q, sw and t", ev, name, url, ref)
+		}
+	}
+
+	run(chromedp.Navigate(page.URL + "/start"))
+	check(waitFor(primary, 1)[0], "pageview", page.URL+"/start", "")
+
+	eval(`history.pushState({}, "", "/cart?x=1")`)
+	eval(`history.replaceState({}, "", "/cart?x=1")`) // the same URL: no view
+	eval(`edgepixel("signup", {plan: "pro"})`)
+	eval(`edgepixel.consent(false); history.pushState({}, "", "/done")`)
+	evs := waitFor(primary, 4)
+	check(evs[1], "pageview", page.URL+"/cart?x=1", page.URL+"/start")
+	check(evs[2], "signup", page.URL+"/cart?x=1", "")
+	if props, _ := evs[2]["props"].(map[string]any); props["plan"] != "pro" {
+		t.Errorf("custom event props %v", evs[2]["props"])
+	}
+	check(evs[3], "pageview", page.URL+"/done", page.URL+"/cart?x=1")
+	if evs[3]["consent"] != "0" || evs[1]["consent"] != nil {
+		t.Errorf("consent: %v before, %v after edgepixel.consent(false)", evs[1]["consent"], evs[3]["consent"])
+	}
+
+	// The browser refuses the beacon (as when its beacon quota is spent)
+	// and the first endpoint fails: the fallback gets the event, with the
+	// same id the first one saw.
+	preamble = `navigator.sendBeacon = function () { return false; };`
+	primary.mu.Lock()
+	primary.status = http.StatusServiceUnavailable
+	primary.mu.Unlock()
+	run(chromedp.Navigate(page.URL + "/again"))
+	tried := waitFor(primary, 5)[4]
+	moved := waitFor(fallback, 1)[0]
+	if tried["event_id"] != moved["event_id"] {
+		t.Errorf("the fallback got id %v, the first endpoint %v", moved["event_id"], tried["event_id"])
+	}
+	delete(ids, tried["event_id"].(string))
+	check(moved, "pageview", page.URL+"/again", "")
+}
