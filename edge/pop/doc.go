@@ -40,6 +40,7 @@
 //	body.go       the body object (trailers.go: its trailers)
 //	messages.go   the request and response objects; headers.go their headers
 //	kv.go, geo.go the KV stores, the geolocation table, device records
+//	erl.go        rate counters and penalty boxes (Edge Rate Limiting)
 //
 // The ABI, one file per host module, named after it (abi.go says how they
 // are written and lists every module, the unsupported ones with the
@@ -54,7 +55,7 @@
 //	fastly_config_store.go  fastly_dictionary.go  fastly_secret_store.go
 //	fastly_kv_store.go      fastly_compute_runtime.go
 //	fastly_acl.go           fastly_device_detection.go
-//	fastly_shielding.go
+//	fastly_shielding.go     fastly_erl.go
 //
 // And beside it, packages with one job each that know nothing of wazero:
 // logsink (where guests' log entries go), accesslog (the NDJSON access

@@ -134,6 +134,7 @@ func (s *Server) WritePrometheus(w io.Writer) {
 		"Time from spawning a guest instance to its first wait for a request.", &s.m.startup)
 
 	s.writePoolMetrics(w)   // limit breaches, idle exits, reloads
+	s.writeERLMetrics(w)    // rate counter and penalty box entries (erl.go)
 	s.writeClientMetrics(w) // connections, timeouts, refusals (clients.go)
 	if s.sinks != nil {
 		s.sinks.WritePrometheus(w)
@@ -204,4 +205,14 @@ func (s *Server) writeClientMetrics(w io.Writer) {
 		phaseNames[:], func(i int) uint64 { return t.timeouts[i].Load() })
 	labelled("edgepixel_pop_client_rejects_total", "Client requests refused before any guest saw them, or whose connection was closed after the answer, by reason.", "reason",
 		rejectNames[:], func(i int) uint64 { return t.rejects[i].Load() })
+}
+
+func (s *Server) writeERLMetrics(w io.Writer) {
+	counters, penalties := s.erl.sizes()
+	const n = "edgepixel_pop_erl_entries"
+	fmt.Fprintf(w, "# HELP %s Edge Rate Limiting entries held, by table.\n# TYPE %s gauge\n", n, n)
+	fmt.Fprintf(w, "%s{table=\"ratecounter\"} %d\n%s{table=\"penaltybox\"} %d\n", n, counters, n, penalties)
+	const ev = "edgepixel_pop_erl_evictions_total"
+	fmt.Fprintf(w, "# HELP %s Edge Rate Limiting entries evicted because their table was full (--erl-max-entries), by table.\n# TYPE %s counter\n", ev, ev)
+	fmt.Fprintf(w, "%s{table=\"ratecounter\"} %d\n%s{table=\"penaltybox\"} %d\n", ev, s.erl.counterEvictions.Load(), ev, s.erl.penaltyEvictions.Load())
 }

@@ -53,6 +53,12 @@ type Config struct {
 	Reload         bool
 	ReloadInterval time.Duration // 0 = 500ms
 
+	// ERLMaxEntries bounds the Edge Rate Limiting tables (erl.go): the
+	// entries of all rate counters, and separately of all penalty boxes;
+	// beyond it the least recently incremented counter entry, or the
+	// penalty entry closest to expiry, is evicted. 0 = DefaultERLMaxEntries.
+	ERLMaxEntries int
+
 	// Clients bounds what clients can make the POP hold: connections,
 	// time and memory (clients.go). Its connection limits need the
 	// http.Server configured by ConfigureHTTPServer and serving on a
@@ -94,6 +100,7 @@ type Server struct {
 	acls         map[string]*fastlytoml.ACL          // (fastly_acl.go)
 	devices      map[string][]byte                   // user agent -> JSON record (geo.go)
 	shields      map[string]fastlytoml.ShieldingSite // (fastly_shielding.go)
+	erl          *erlStore                           // rate counters, penalty boxes (erl.go)
 	transport    *http.Transport
 
 	minInstances, maxInstances int
@@ -225,6 +232,7 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 		s.shields = m.LocalServer.ShieldingSites
 	}
 	s.kv = newKVStores(m)
+	s.erl = newERLStore(cfg.ERLMaxEntries)
 	if s.geo, err = newGeoDB(m); err != nil {
 		return nil, nil, err
 	}
