@@ -39,7 +39,7 @@
 //	resolve.go    --resolve: backend connections to other addresses
 //	body.go       the body object (trailers.go: its trailers)
 //	messages.go   the request and response objects; headers.go their headers
-//	kv.go, geo.go the KV stores, the geolocation table, device records
+//	kv.go, geo.go the KV stores, geolocation (manifest, databases), device records
 //	erl.go        rate counters and penalty boxes (Edge Rate Limiting)
 //
 // The ABI, one file per host module, named after it (abi.go says how they
@@ -59,8 +59,9 @@
 //
 // And beside it, packages with one job each that know nothing of wazero:
 // logsink (where guests' log entries go), accesslog (the NDJSON access
-// log), and poptest (the test guests, built and compiled once per test
-// binary).
+// log), geoip (geolocation from MaxMind-format database files, in
+// Fastly's record shape), and poptest (the test guests, built and
+// compiled once per test binary).
 //
 // The host modules stay in package pop rather than one package each (as
 // wazero's imports/ does): wazero's host modules are independent of each

@@ -133,8 +133,11 @@ func (s *Server) WritePrometheus(w io.Writer) {
 	writeHistogram(w, "edgepixel_pop_instance_startup_seconds",
 		"Time from spawning a guest instance to its first wait for a request.", &s.m.startup)
 
-	s.writePoolMetrics(w)   // limit breaches, idle exits, reloads
-	s.writeERLMetrics(w)    // rate counter and penalty box entries (erl.go)
+	s.writePoolMetrics(w) // limit breaches, idle exits, reloads
+	s.writeERLMetrics(w)  // rate counter and penalty box entries (erl.go)
+	if s.geo.db != nil {
+		s.geo.db.WritePrometheus(w) // geolocation database lookups and reloads
+	}
 	s.writeClientMetrics(w) // connections, timeouts, refusals (clients.go)
 	if s.sinks != nil {
 		s.sinks.WritePrometheus(w)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop/accesslog"
+	"github.com/edgepixel/edgepixel/edge/pop/geoip"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/tetratelabs/wazero"
 )
@@ -52,6 +53,16 @@ type Config struct {
 	// Reload (the method) does the same on demand.
 	Reload         bool
 	ReloadInterval time.Duration // 0 = 500ms
+
+	// GeoIPDatabases are MaxMind-format database files (.mmdb) that
+	// fastly_geo.lookup answers from for addresses the manifest's
+	// [local_server.geolocation] does not list: at most one City or
+	// Country database and one ASN database (GeoLite2 or DB-IP's), told
+	// apart by their metadata (package geoip). A file that cannot be read
+	// fails New. Changed files are reloaded, checked every
+	// GeoIPCheckInterval (0 = 10s).
+	GeoIPDatabases     []string
+	GeoIPCheckInterval time.Duration
 
 	// ERLMaxEntries bounds the Edge Rate Limiting tables (erl.go): the
 	// entries of all rate counters, and separately of all penalty boxes;
@@ -169,6 +180,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Reload {
 		go s.watch(cmp.Or(cfg.ReloadInterval, 500*time.Millisecond))
 	}
+	if s.geo.db != nil {
+		go s.geo.db.Watch(cmp.Or(cfg.GeoIPCheckInterval, 10*time.Second), s.closing)
+	}
 	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
 		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
 		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload,
@@ -233,7 +247,13 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	}
 	s.kv = newKVStores(m)
 	s.erl = newERLStore(cfg.ERLMaxEntries)
-	if s.geo, err = newGeoDB(m); err != nil {
+	var geoDBs *geoip.DB
+	if len(cfg.GeoIPDatabases) > 0 {
+		if geoDBs, err = geoip.Open(cfg.GeoIPDatabases, s.log); err != nil {
+			return nil, nil, err
+		}
+	}
+	if s.geo, err = newGeoDB(m, geoDBs); err != nil {
 		return nil, nil, err
 	}
 	if s.devices, err = newDeviceDB(m); err != nil {
