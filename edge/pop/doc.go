@@ -32,6 +32,8 @@
 //	metrics.go    counters and histograms, /metrics
 //	health.go     components that stop fail the server; Ready, Degraded
 //	clients.go    what clients can make the POP hold: connections, deadlines
+//	clientaddr.go who the client is behind a trusted proxy (headers);
+//	              proxyproto.go the PROXY protocol on client connections
 //	reqbody.go    client request bodies, read whole before a guest sees them
 //	framing.go    requests with ambiguous framing close their connection
 //	downstream.go a client request on its way to a guest and the answer back
@@ -60,7 +62,8 @@
 // And beside it, packages with one job each that know nothing of wazero:
 // logsink (where guests' log entries go), accesslog (the NDJSON access
 // log), geoip (geolocation from MaxMind-format database files, in
-// Fastly's record shape), and poptest (the test guests, built and
+// Fastly's record shape), clientip (trusted proxies: the header rule and
+// the PROXY header's parser), and poptest (the test guests, built and
 // compiled once per test binary).
 //
 // The host modules stay in package pop rather than one package each (as

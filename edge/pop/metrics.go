@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop/clientip"
 )
 
 // metrics are plain atomic counters: cheap enough to bump on every request
@@ -206,6 +208,10 @@ func (s *Server) writeClientMetrics(w io.Writer) {
 		[]string{"fd_limit", "other"}, func(i int) uint64 { return t.acceptErrors[i].Load() })
 	labelled("edgepixel_pop_client_timeouts_total", "Client connections closed, or requests answered 408, for missing a deadline: idle keep-alive, request head, request body, response write.", "phase",
 		phaseNames[:], func(i int) uint64 { return t.timeouts[i].Load() })
+	if s.trust != nil {
+		labelled("edgepixel_pop_forwarded_total", "Requests by what the trusted-proxy header rule found: the client, only trusted proxies, an unreadable entry, no header from a trusted proxy, or a header from a peer not trusted (ignored).", "result",
+			clientip.ResultNames[:], func(i int) uint64 { return s.trust.results[i].Load() })
+	}
 	labelled("edgepixel_pop_client_rejects_total", "Client requests refused before any guest saw them, or whose connection was closed after the answer, by reason.", "reason",
 		rejectNames[:], func(i int) uint64 { return t.rejects[i].Load() })
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -64,6 +65,15 @@ type Config struct {
 	GeoIPDatabases     []string
 	GeoIPCheckInterval time.Duration
 
+	// Behind a load balancer (clientaddr.go): the client's address is
+	// taken from ForwardedHeader (X-Forwarded-For, the default; Forwarded;
+	// or "none") of requests whose peer is in TrustedProxies, and, with
+	// ProxyProtocol, from the PROXY header every connection from them must
+	// start with (proxyproto.go). From anyone else both are ignored.
+	TrustedProxies  []netip.Prefix
+	ForwardedHeader string
+	ProxyProtocol   bool
+
 	// ERLMaxEntries bounds the Edge Rate Limiting tables (erl.go): the
 	// entries of all rate counters, and separately of all penalty boxes;
 	// beyond it the least recently incremented counter entry, or the
@@ -112,6 +122,7 @@ type Server struct {
 	devices      map[string][]byte                   // user agent -> JSON record (geo.go)
 	shields      map[string]fastlytoml.ShieldingSite // (fastly_shielding.go)
 	erl          *erlStore                           // rate counters, penalty boxes (erl.go)
+	trust        *proxyTrust                         // trusted proxies; nil: none (clientaddr.go)
 	transport    *http.Transport
 
 	minInstances, maxInstances int
@@ -261,6 +272,10 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	}
 
 	s.applyLimits(cfg)
+	if s.trust, err = newProxyTrust(cfg.TrustedProxies, cfg.ForwardedHeader, cfg.ProxyProtocol); err != nil {
+		return nil, nil, err
+	}
+	s.conns.trust, s.conns.headerTimeout = s.trust, s.headerTimeout
 	s.root, s.rootCancel = context.WithCancel(context.Background())
 	// The first module version; Reload may replace it (reload.go).
 	prog, err := s.loadProgram(ctx, wasm)
@@ -366,6 +381,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if cc != nil {
 		cc.beginRequest()
 		defer cc.endRequest()
+		rec.peer = cc.peer() // the proxy that sent a PROXY header
+	}
+	if s.trust != nil {
+		// A trusted proxy's header names the client (clientaddr.go).
+		if was := s.trust.apply(r); was != "" && rec.peer == "" {
+			rec.peer = was
+		}
 	}
 	// Deferred so a request aborted mid-body (serve panics with
 	// http.ErrAbortHandler) is counted too.
@@ -463,6 +485,7 @@ type recorder struct {
 	status int
 	bytes  int64
 	ds     *downstream // set by serve once the request has one
+	peer   string      // the proxy that said who the client is; "": none
 
 	closeConn    bool // answer with Connection: close
 	writeTimeout time.Duration
@@ -566,7 +589,7 @@ func (s *Server) observe(rec *recorder, r *http.Request, start time.Time) {
 	s.m.duration.observe(d)
 	s.m.observeStatus(status)
 	if s.access != nil {
-		e := accesslog.Entry{Start: start, Request: r, Status: status, Bytes: rec.bytes, Duration: d}
+		e := accesslog.Entry{Start: start, Request: r, Peer: rec.peer, Status: status, Bytes: rec.bytes, Duration: d}
 		if rec.ds != nil {
 			e.Instance = rec.ds.servedBy.id.Load()
 			if id := rec.ds.servedBy.req.Load(); id != 0 {
