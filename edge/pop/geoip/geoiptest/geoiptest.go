@@ -136,6 +136,9 @@ func write(dbType string, buildEpoch int64, ipVersion int, order []string, recs 
 		Languages:    []string{"en", "de"},
 		IPVersion:    ipVersion,
 		RecordSize:   24,
+		// Tests may place loopback addresses, which MaxMind's own
+		// databases never list, to show whose address was looked up.
+		IncludeReservedNetworks: true,
 	})
 	if err != nil {
 		return nil, err
