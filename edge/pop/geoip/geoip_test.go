@@ -412,3 +412,32 @@ func FuzzRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLookup looks arbitrary addresses up in valid City and ASN
+// databases, as fastly_geo.lookup passes them (4 or 16 bytes): the
+// answer is nothing or a record compute-sdk-go's geo package decodes, and
+// an IPv4-mapped IPv6 address gets the IPv4 address's answer.
+func FuzzLookup(f *testing.F) {
+	db := mustOpen(f, cityDB(f), asnDB(f))
+	for _, s := range []string{"81.2.69.142", "2a02:d0c0::1", "::ffff:81.2.69.1", "67.43.156.1", "89.160.20.5", "0.0.0.0", "ffff::", "::"} {
+		f.Add(netip.MustParseAddr(s).AsSlice())
+	}
+	f.Fuzz(func(t *testing.T, octets []byte) {
+		a, ok := netip.AddrFromSlice(octets)
+		if !ok {
+			return // fastly_geo answers $inval before any lookup
+		}
+		js := db.Lookup(a)
+		if js != nil {
+			var g geo.Geo
+			if err := json.Unmarshal(js, &g); err != nil {
+				t.Fatalf("%s: the SDK cannot decode %s: %v", a, js, err)
+			}
+		}
+		if a.Is4In6() {
+			if v4 := db.Lookup(a.Unmap()); string(v4) != string(js) {
+				t.Fatalf("%s: %s; as IPv4: %s", a, js, v4)
+			}
+		}
+	})
+}
