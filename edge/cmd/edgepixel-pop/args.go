@@ -75,21 +75,21 @@ What the guest learns of its client, as on Fastly:
                           (GeoLite2 or DB-IP), told apart by their metadata;
                           repeatable. Reloaded when the file changes; fastly.toml's
                           [local_server.geolocation] wins for the addresses it lists
-                                                                  [EDGEPIXEL_POP_GEOIP_DB, comma-separated]
+                                          [EDGEPIXEL_POP_GEOIP_DB, comma-separated]
   --trusted-proxies CIDR,...
                           load balancers or proxies whose word on the client's
                           address is taken (repeatable); from any other peer it
                           is ignored. Their own connections are exempt from
-                          --max-conns-per-addr          [EDGEPIXEL_POP_TRUSTED_PROXIES]
+                          --max-conns-per-addr            [EDGEPIXEL_POP_TRUSTED_PROXIES]
   --forwarded-header NAME where they put it: X-Forwarded-For (default), Forwarded
                           (RFC 7239) or none; the client is the right-most address
-                          that is not a trusted proxy's [EDGEPIXEL_POP_FORWARDED_HEADER]
+                          that is not a trusted proxy's  [EDGEPIXEL_POP_FORWARDED_HEADER]
   --proxy-protocol        their connections start with a PROXY protocol header
                           (v1 or v2), which names the client; one without is
-                          closed                        [EDGEPIXEL_POP_PROXY_PROTOCOL=1]
+                          closed                          [EDGEPIXEL_POP_PROXY_PROTOCOL=1]
   --erl-max-entries N     Edge Rate Limiting capacity: rate counter entries, and
                           penalty box entries, each (default 100000); beyond it
-                          the least recently used are evicted [EDGEPIXEL_POP_ERL_MAX_ENTRIES]
+                          the oldest are evicted          [EDGEPIXEL_POP_ERL_MAX_ENTRIES]
 
 Production serving:
   --tls-cert FILE, --tls-key FILE

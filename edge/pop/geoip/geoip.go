@@ -114,8 +114,8 @@ type DB struct {
 	reloads, reloadFailures       atomic.Uint64
 }
 
-// maxFileSize bounds what is read into memory: GeoLite2-City is about
-// 60 MB, the largest commercial databases a few hundred.
+// maxFileSize bounds what is read into memory, well above the size of
+// any City or ASN database MaxMind or DB-IP publish.
 const maxFileSize = 2 << 30
 
 // load reads and checks the database at path. want, if not nil, is the
