@@ -205,7 +205,10 @@ func TestEdgeModuleBehindProxy(t *testing.T) {
 			t.Errorf("%s: no event stored", site)
 			continue
 		}
-		if e.ClientIP != want.ClientIP || e.Country != want.Country || e.Pop != "TST" {
+		// The country shows whose address was looked up; the truncated
+		// address, while the module stores one (issue 11 makes it opt-in),
+		// must agree.
+		if e.ClientIP != "" && e.ClientIP != want.ClientIP || e.Country != want.Country || e.Pop != "TST" {
 			t.Errorf("%s: client_ip %q country %q pop %q; want %q %q TST", site, e.ClientIP, e.Country, e.Pop, want.ClientIP, want.Country)
 		}
 	}
@@ -289,7 +292,7 @@ func TestEdgeModuleProxyProtocol(t *testing.T) {
 			t.Errorf("%s: event %+v (stored: %v), want country %s", site, e, ok, want)
 		}
 	}
-	if e := got["v2.example"]; e.ClientIP != "2a02:d0c0::" {
+	if e := got["v2.example"]; e.ClientIP != "" && e.ClientIP != "2a02:d0c0::" {
 		t.Errorf("v2.example: client_ip %q, want the PROXY header's source truncated", e.ClientIP)
 	}
 	for _, site := range []string{"missing.example", "bad.example", "bad-family.example", "long.example", "untrusted.example"} {
