@@ -104,11 +104,11 @@ var abiModules = []hostModule{
 	fastlyACL,
 	fastlyDeviceDetection,
 	fastlyShielding,
+	fastlyERL,
 
 	{name: "fastly_http_cache", unsupported: "the POP has no HTTP cache; fsthttp sends uncached when these answer $unsupported"},
 	{name: "fastly_cache", unsupported: "the POP has no cache"},
 	{name: "fastly_purge", unsupported: "the POP has no cache to purge"},
-	{name: "fastly_erl", unsupported: "the POP has no rate counters or penalty boxes"},
 	{name: "fastly_image_optimizer", unsupported: "the image optimizer is a Fastly service"},
 	{name: "fastly_async_io", unsupported: "select over pending requests and bodies is not implemented (pending_req_poll and pending_req_wait are)"},
 	{name: "fastly_object_store", unsupported: "the KV store's former name; compute-sdk-go uses fastly_kv_store"},

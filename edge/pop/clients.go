@@ -183,6 +183,12 @@ func (s *Server) Listener(ln net.Listener, tls bool) net.Listener {
 type connTable struct {
 	max, maxPerAddr int // -1: none
 
+	// Behind a load balancer (clientaddr.go): trusted proxies are exempt
+	// from maxPerAddr, and with the PROXY protocol their connections
+	// start with a PROXY header, read within headerTimeout.
+	trust         *proxyTrust
+	headerTimeout time.Duration
+
 	mu      sync.Mutex
 	open    int
 	perAddr map[netip.Addr]int
@@ -232,11 +238,12 @@ const (
 	rejectBadRequest            // 400 from net/http: a malformed head
 	rejectUnsupportedTE         // 501 from net/http: a transfer coding other than chunked
 	rejectOtherHTTP             // another answer net/http gave by itself
+	rejectProxyHeader           // closed: a trusted proxy's PROXY header missing or malformed (proxyproto.go)
 	numRejects
 )
 
 var rejectNames = [numRejects]string{"url_too_long", "header_too_large", "body_too_large", "body_memory",
-	"body_incomplete", "ambiguous_framing", "bad_request", "unsupported_transfer_encoding", "other"}
+	"body_incomplete", "ambiguous_framing", "bad_request", "unsupported_transfer_encoding", "other", "proxy_header"}
 
 // maxLingering bounds the refused connections being answered at once;
 // beyond it they are closed without an answer.
@@ -248,11 +255,23 @@ type clientConnKey struct{}
 type clientConn struct {
 	net.Conn
 	t    *connTable
-	addr netip.Addr
+	addr netip.Addr // the client's: the peer's, or its PROXY header's source
 
 	// Under t.mu.
-	elem   *list.Element // in t.waiting while no request is in progress
-	closed bool
+	elem    *list.Element // in t.waiting while no request is in progress
+	closed  bool
+	counted bool // in t.perAddr (a trusted proxy's own connection is not)
+
+	// The PROXY protocol (proxyproto.go): proxied is set at admission
+	// when the connection must start with a PROXY header; readProxy reads
+	// it once, before anything else reads the connection, and leaves the
+	// addresses it names (nil: the connection's own), the client bytes
+	// read past it, or why the connection is refused.
+	proxied   bool
+	proxyOnce sync.Once
+	proxyErr  error
+	pre       []byte
+	src, dst  net.Addr
 
 	state    atomic.Int32 // http.ConnState
 	handlers atomic.Int32 // ServeHTTP calls in progress on it
@@ -296,7 +315,19 @@ func clientConnOf(r *http.Request) *clientConn {
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.proxied && c.readProxy() && c.proxyErr != nil {
+		return 0, c.proxyErr
+	}
+	if len(c.pre) > 0 { // client bytes read with the PROXY header
+		n = copy(p, c.pre)
+		if c.pre = c.pre[n:]; len(c.pre) == 0 {
+			c.pre = nil
+		}
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if n > 0 {
 		c.headBytes.Add(int64(n))
 		if c.scan {
@@ -387,8 +418,9 @@ func (t *connTable) admit(nc net.Conn, scan bool) (*clientConn, int) {
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		addr = ta.AddrPort().Addr().Unmap()
 	}
+	trusted := t.trust != nil && t.trust.Trusts(addr)
 	t.mu.Lock()
-	if t.maxPerAddr > 0 && t.perAddr[addr] >= t.maxPerAddr {
+	if !trusted && t.maxPerAddr > 0 && t.perAddr[addr] >= t.maxPerAddr {
 		t.mu.Unlock()
 		return nil, refusalPerAddr
 	}
@@ -400,13 +432,13 @@ func (t *connTable) admit(nc net.Conn, scan bool) (*clientConn, int) {
 		}
 		t.dropLocked(victim)
 	}
-	c := &clientConn{Conn: nc, t: t, addr: addr, scans: scan, scan: scan}
+	c := &clientConn{Conn: nc, t: t, addr: addr, scans: scan, scan: scan,
+		proxied: trusted && t.trust.ProxyProtocol()}
 	c.state.Store(int32(http.StateNew))
 	t.open++
-	if t.perAddr == nil {
-		t.perAddr = map[netip.Addr]int{}
+	if !trusted {
+		t.countLocked(c)
 	}
-	t.perAddr[addr]++
 	c.elem = t.waiting.PushBack(c)
 	t.mu.Unlock()
 	t.accepted.Add(1)
@@ -452,9 +484,43 @@ func (t *connTable) dropLocked(c *clientConn) {
 		c.elem = nil
 	}
 	t.open--
+	t.uncountLocked(c)
+}
+
+// countLocked counts c against its address's cap.
+func (t *connTable) countLocked(c *clientConn) {
+	if t.perAddr == nil {
+		t.perAddr = map[netip.Addr]int{}
+	}
+	t.perAddr[c.addr]++
+	c.counted = true
+}
+
+func (t *connTable) uncountLocked(c *clientConn) {
+	if !c.counted {
+		return
+	}
+	c.counted = false
 	if t.perAddr[c.addr]--; t.perAddr[c.addr] <= 0 {
 		delete(t.perAddr, c.addr)
 	}
+}
+
+// rekey counts c against the cap of addr, the client its PROXY header
+// names, instead of its peer's; false if addr is at its cap.
+func (t *connTable) rekey(c *clientConn, addr netip.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed {
+		return true
+	}
+	if t.maxPerAddr > 0 && t.perAddr[addr] >= t.maxPerAddr {
+		return false
+	}
+	t.uncountLocked(c)
+	c.addr = addr
+	t.countLocked(c)
+	return true
 }
 
 func (t *connTable) remove(c *clientConn) {

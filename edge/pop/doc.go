@@ -32,6 +32,8 @@
 //	metrics.go    counters and histograms, /metrics
 //	health.go     components that stop fail the server; Ready, Degraded
 //	clients.go    what clients can make the POP hold: connections, deadlines
+//	clientaddr.go who the client is behind a trusted proxy (headers);
+//	              proxyproto.go the PROXY protocol on client connections
 //	reqbody.go    client request bodies, read whole before a guest sees them
 //	framing.go    requests with ambiguous framing close their connection
 //	downstream.go a client request on its way to a guest and the answer back
@@ -39,7 +41,8 @@
 //	resolve.go    --resolve: backend connections to other addresses
 //	body.go       the body object (trailers.go: its trailers)
 //	messages.go   the request and response objects; headers.go their headers
-//	kv.go, geo.go the KV stores, the geolocation table, device records
+//	kv.go, geo.go the KV stores, geolocation (manifest, databases), device records
+//	erl.go        rate counters and penalty boxes (Edge Rate Limiting)
 //
 // The ABI, one file per host module, named after it (abi.go says how they
 // are written and lists every module, the unsupported ones with the
@@ -54,12 +57,14 @@
 //	fastly_config_store.go  fastly_dictionary.go  fastly_secret_store.go
 //	fastly_kv_store.go      fastly_compute_runtime.go
 //	fastly_acl.go           fastly_device_detection.go
-//	fastly_shielding.go
+//	fastly_shielding.go     fastly_erl.go
 //
 // And beside it, packages with one job each that know nothing of wazero:
 // logsink (where guests' log entries go), accesslog (the NDJSON access
-// log), and poptest (the test guests, built and compiled once per test
-// binary).
+// log), geoip (geolocation from MaxMind-format database files, in
+// Fastly's record shape), clientip (trusted proxies: the header rule and
+// the PROXY header's parser), and poptest (the test guests, built and
+// compiled once per test binary).
 //
 // The host modules stay in package pop rather than one package each (as
 // wazero's imports/ does): wazero's host modules are independent of each

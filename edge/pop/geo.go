@@ -7,23 +7,28 @@ import (
 	"net/netip"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pop/geoip"
 )
 
-// geoDB answers fastly_geo.lookup (fastly_geo.go) from [local_server.geolocation]. Records
-// are encoded to JSON once, at startup, so a lookup copies bytes only.
+// geoDB answers fastly_geo.lookup (fastly_geo.go): from the addresses
+// [local_server.geolocation] lists, then from the MaxMind-format
+// databases of Config.GeoIPDatabases (package geoip), then, for loopback
+// addresses, Viceroy's default record. The manifest's records are
+// encoded to JSON once, at startup, so a lookup of one copies bytes only.
 type geoDB struct {
 	records  map[netip.Addr][]byte
-	loopback []byte // answer for other loopback addresses; nil if none
+	db       *geoip.DB // nil: no databases
+	loopback []byte    // answer for other loopback addresses; nil if none
 }
 
-func newGeoDB(m *fastlytoml.Manifest) (*geoDB, error) {
+func newGeoDB(m *fastlytoml.Manifest, db *geoip.DB) (*geoDB, error) {
 	// Without a manifest, behave as Viceroy does without a geolocation
 	// table: loopback addresses get the default record.
 	cfg := fastlytoml.Geolocation{UseDefaultLoopback: true}
 	if m != nil {
 		cfg = m.LocalServer.Geolocation
 	}
-	g := &geoDB{records: make(map[netip.Addr][]byte, len(cfg.Addresses))}
+	g := &geoDB{records: make(map[netip.Addr][]byte, len(cfg.Addresses)), db: db}
 	for addr, rec := range cfg.Addresses {
 		js, err := geoJSON(rec)
 		if err != nil {
@@ -56,6 +61,11 @@ func (g *geoDB) lookup(addr netip.Addr) []byte {
 	addr = addr.Unmap()
 	if js, ok := g.records[addr]; ok {
 		return js
+	}
+	if g.db != nil {
+		if js := g.db.Lookup(addr); js != nil {
+			return js
+		}
 	}
 	if addr.IsLoopback() {
 		return g.loopback

@@ -91,10 +91,14 @@ func (s *Server) Ready() error {
 // should see (a log collector that does not accept deliveries), one line
 // each; nil when there are none.
 func (s *Server) Degraded() []string {
-	if s.sinks == nil {
-		return nil
+	var out []string
+	if s.sinks != nil {
+		out = s.sinks.Degraded()
 	}
-	return s.sinks.Degraded()
+	if s.geo != nil && s.geo.db != nil {
+		out = append(out, s.geo.db.Degraded()...) // an update that could not be loaded
+	}
+	return out
 }
 
 // startSucceeded is called when an instance first waits for a request.

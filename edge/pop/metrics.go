@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pop/clientip"
 )
 
 // metrics are plain atomic counters: cheap enough to bump on every request
@@ -133,7 +135,11 @@ func (s *Server) WritePrometheus(w io.Writer) {
 	writeHistogram(w, "edgepixel_pop_instance_startup_seconds",
 		"Time from spawning a guest instance to its first wait for a request.", &s.m.startup)
 
-	s.writePoolMetrics(w)   // limit breaches, idle exits, reloads
+	s.writePoolMetrics(w) // limit breaches, idle exits, reloads
+	s.writeERLMetrics(w)  // rate counter and penalty box entries (erl.go)
+	if s.geo.db != nil {
+		s.geo.db.WritePrometheus(w) // geolocation database lookups and reloads
+	}
 	s.writeClientMetrics(w) // connections, timeouts, refusals (clients.go)
 	if s.sinks != nil {
 		s.sinks.WritePrometheus(w)
@@ -202,6 +208,20 @@ func (s *Server) writeClientMetrics(w io.Writer) {
 		[]string{"fd_limit", "other"}, func(i int) uint64 { return t.acceptErrors[i].Load() })
 	labelled("edgepixel_pop_client_timeouts_total", "Client connections closed, or requests answered 408, for missing a deadline: idle keep-alive, request head, request body, response write.", "phase",
 		phaseNames[:], func(i int) uint64 { return t.timeouts[i].Load() })
+	if s.trust != nil {
+		labelled("edgepixel_pop_forwarded_total", "Requests by what the trusted-proxy header rule found: the client, only trusted proxies, an unreadable entry, no header from a trusted proxy, or a header from a peer not trusted (ignored).", "result",
+			clientip.ResultNames[:], func(i int) uint64 { return s.trust.results[i].Load() })
+	}
 	labelled("edgepixel_pop_client_rejects_total", "Client requests refused before any guest saw them, or whose connection was closed after the answer, by reason.", "reason",
 		rejectNames[:], func(i int) uint64 { return t.rejects[i].Load() })
+}
+
+func (s *Server) writeERLMetrics(w io.Writer) {
+	counters, penalties := s.erl.sizes()
+	const n = "edgepixel_pop_erl_entries"
+	fmt.Fprintf(w, "# HELP %s Edge Rate Limiting entries held, by table.\n# TYPE %s gauge\n", n, n)
+	fmt.Fprintf(w, "%s{table=\"ratecounter\"} %d\n%s{table=\"penaltybox\"} %d\n", n, counters, n, penalties)
+	const ev = "edgepixel_pop_erl_evictions_total"
+	fmt.Fprintf(w, "# HELP %s Edge Rate Limiting entries evicted because their table was full (--erl-max-entries), by table.\n# TYPE %s counter\n", ev, ev)
+	fmt.Fprintf(w, "%s{table=\"ratecounter\"} %d\n%s{table=\"penaltybox\"} %d\n", ev, s.erl.counterEvictions.Load(), ev, s.erl.penaltyEvictions.Load())
 }

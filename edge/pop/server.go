@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop/accesslog"
+	"github.com/edgepixel/edgepixel/edge/pop/geoip"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/tetratelabs/wazero"
 )
@@ -52,6 +54,31 @@ type Config struct {
 	// Reload (the method) does the same on demand.
 	Reload         bool
 	ReloadInterval time.Duration // 0 = 500ms
+
+	// GeoIPDatabases are MaxMind-format database files (.mmdb) that
+	// fastly_geo.lookup answers from for addresses the manifest's
+	// [local_server.geolocation] does not list: at most one City or
+	// Country database and one ASN database (GeoLite2 or DB-IP's), told
+	// apart by their metadata (package geoip). A file that cannot be read
+	// fails New. Changed files are reloaded, checked every
+	// GeoIPCheckInterval (0 = 10s).
+	GeoIPDatabases     []string
+	GeoIPCheckInterval time.Duration
+
+	// Behind a load balancer (clientaddr.go): the client's address is
+	// taken from ForwardedHeader (X-Forwarded-For, the default; Forwarded;
+	// or "none") of requests whose peer is in TrustedProxies, and, with
+	// ProxyProtocol, from the PROXY header every connection from them must
+	// start with (proxyproto.go). From anyone else both are ignored.
+	TrustedProxies  []netip.Prefix
+	ForwardedHeader string
+	ProxyProtocol   bool
+
+	// ERLMaxEntries bounds the Edge Rate Limiting tables (erl.go): the
+	// entries of all rate counters, and separately of all penalty boxes;
+	// beyond it the least recently incremented counter entry, or the
+	// penalty entry closest to expiry, is evicted. 0 = DefaultERLMaxEntries.
+	ERLMaxEntries int
 
 	// Clients bounds what clients can make the POP hold: connections,
 	// time and memory (clients.go). Its connection limits need the
@@ -94,6 +121,8 @@ type Server struct {
 	acls         map[string]*fastlytoml.ACL          // (fastly_acl.go)
 	devices      map[string][]byte                   // user agent -> JSON record (geo.go)
 	shields      map[string]fastlytoml.ShieldingSite // (fastly_shielding.go)
+	erl          *erlStore                           // rate counters, penalty boxes (erl.go)
+	trust        *proxyTrust                         // trusted proxies; nil: none (clientaddr.go)
 	transport    *http.Transport
 
 	minInstances, maxInstances int
@@ -162,6 +191,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Reload {
 		go s.watch(cmp.Or(cfg.ReloadInterval, 500*time.Millisecond))
 	}
+	if s.geo.db != nil {
+		go s.geo.db.Watch(cmp.Or(cfg.GeoIPCheckInterval, 10*time.Second), s.closing)
+	}
 	s.log.Info("pop ready", "wasm", cfg.WasmPath, "instances", s.minInstances, "max_instances", s.maxInstances,
 		"backends", len(s.backends), "startup", time.Since(began), "wall_budget", s.wallBudget,
 		"cpu_budget", s.cpuBudget, "fresh_instances", s.fresh, "watch", cfg.Reload,
@@ -225,7 +257,14 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 		s.shields = m.LocalServer.ShieldingSites
 	}
 	s.kv = newKVStores(m)
-	if s.geo, err = newGeoDB(m); err != nil {
+	s.erl = newERLStore(cfg.ERLMaxEntries)
+	var geoDBs *geoip.DB
+	if len(cfg.GeoIPDatabases) > 0 {
+		if geoDBs, err = geoip.Open(cfg.GeoIPDatabases, s.log); err != nil {
+			return nil, nil, err
+		}
+	}
+	if s.geo, err = newGeoDB(m, geoDBs); err != nil {
 		return nil, nil, err
 	}
 	if s.devices, err = newDeviceDB(m); err != nil {
@@ -233,6 +272,10 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	}
 
 	s.applyLimits(cfg)
+	if s.trust, err = newProxyTrust(cfg.TrustedProxies, cfg.ForwardedHeader, cfg.ProxyProtocol); err != nil {
+		return nil, nil, err
+	}
+	s.conns.trust, s.conns.headerTimeout = s.trust, s.headerTimeout
 	s.root, s.rootCancel = context.WithCancel(context.Background())
 	// The first module version; Reload may replace it (reload.go).
 	prog, err := s.loadProgram(ctx, wasm)
@@ -338,6 +381,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if cc != nil {
 		cc.beginRequest()
 		defer cc.endRequest()
+		rec.peer = cc.peer() // the proxy that sent a PROXY header
+	}
+	if s.trust != nil {
+		// A trusted proxy's header names the client (clientaddr.go).
+		if was := s.trust.apply(r); was != "" && rec.peer == "" {
+			rec.peer = was
+		}
 	}
 	// Deferred so a request aborted mid-body (serve panics with
 	// http.ErrAbortHandler) is counted too.
@@ -435,6 +485,7 @@ type recorder struct {
 	status int
 	bytes  int64
 	ds     *downstream // set by serve once the request has one
+	peer   string      // the proxy that said who the client is; "": none
 
 	closeConn    bool // answer with Connection: close
 	writeTimeout time.Duration
@@ -538,7 +589,7 @@ func (s *Server) observe(rec *recorder, r *http.Request, start time.Time) {
 	s.m.duration.observe(d)
 	s.m.observeStatus(status)
 	if s.access != nil {
-		e := accesslog.Entry{Start: start, Request: r, Status: status, Bytes: rec.bytes, Duration: d}
+		e := accesslog.Entry{Start: start, Request: r, Peer: rec.peer, Status: status, Bytes: rec.bytes, Duration: d}
 		if rec.ds != nil {
 			e.Instance = rec.ds.servedBy.id.Load()
 			if id := rec.ds.servedBy.req.Load(); id != 0 {

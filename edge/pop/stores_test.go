@@ -39,7 +39,9 @@ type storeResult struct {
 		N          int
 		NextCursor string `json:"next_cursor"`
 	}
-	Geo *geoRecord
+	Geo    *geoRecord
+	N      *uint32
+	Client string
 }
 
 // geoRecord is the SDK's geo.Geo as the guest encodes it.

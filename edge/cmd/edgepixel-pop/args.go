@@ -69,6 +69,28 @@ Clients: connections, deadlines, request bodies (0 turns a duration off):
   --body-memory SIZE      request body bytes held at once, all clients; beyond
                           it 503 (default 64MiB)                  [EDGEPIXEL_POP_BODY_MEMORY]
 
+What the guest learns of its client, as on Fastly:
+  --geoip-db PATH         MaxMind-format database (.mmdb) answering geolocation
+                          lookups: one City or Country and one ASN database
+                          (GeoLite2 or DB-IP), told apart by their metadata;
+                          repeatable. Reloaded when the file changes; fastly.toml's
+                          [local_server.geolocation] wins for the addresses it lists
+                                          [EDGEPIXEL_POP_GEOIP_DB, comma-separated]
+  --trusted-proxies CIDR,...
+                          load balancers or proxies whose word on the client's
+                          address is taken (repeatable); from any other peer it
+                          is ignored. Their own connections are exempt from
+                          --max-conns-per-addr            [EDGEPIXEL_POP_TRUSTED_PROXIES]
+  --forwarded-header NAME where they put it: X-Forwarded-For (default), Forwarded
+                          (RFC 7239) or none; the client is the right-most address
+                          that is not a trusted proxy's  [EDGEPIXEL_POP_FORWARDED_HEADER]
+  --proxy-protocol        their connections start with a PROXY protocol header
+                          (v1 or v2), which names the client; one without is
+                          closed                          [EDGEPIXEL_POP_PROXY_PROTOCOL=1]
+  --erl-max-entries N     Edge Rate Limiting capacity: rate counter entries, and
+                          penalty box entries, each (default 100000); beyond it
+                          the oldest are evicted          [EDGEPIXEL_POP_ERL_MAX_ENTRIES]
+
 Production serving:
   --tls-cert FILE, --tls-key FILE
                           serve HTTPS (HTTP/1.1 and HTTP/2 via ALPN); renewed
@@ -126,9 +148,10 @@ type options struct {
 	accessLog       string
 	logEndpoints    []logsink.Endpoint
 	logQueueDir     string
-	resolve         resolveFlag   // run.go
-	limits          limitOptions  // limits.go
-	clients         clientOptions // clients.go
+	resolve         resolveFlag       // run.go
+	limits          limitOptions      // limits.go
+	clients         clientOptions     // clients.go
+	clientInfo      clientInfoOptions // clientinfo.go
 
 	// ready, if set, is told the bound addresses once serving (tests).
 	ready func(addr, adminAddr string)
@@ -265,6 +288,9 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if err := o.clients.fromEnv(getenv); err != nil {
 		return nil, err
 	}
+	if err := o.clientInfo.fromEnv(getenv); err != nil {
+		return nil, err
+	}
 	var envEndpoints, flagEndpoints []string
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_ENDPOINTS"); ok {
 		envEndpoints = strings.Split(v, ",")
@@ -296,6 +322,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	fs.Var(o.resolve, "resolve", "")
 	o.limits.flags(fs)
 	o.clients.flags(fs)
+	o.clientInfo.flags(fs)
 	for _, name := range ignoredBool {
 		fs.Bool(name, false, "")
 	}
@@ -352,6 +379,9 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		return nil, err
 	}
 	if err := o.clients.check(); err != nil {
+		return nil, err
+	}
+	if err := o.clientInfo.check(); err != nil {
 		return nil, err
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {

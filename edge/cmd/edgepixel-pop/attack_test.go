@@ -43,8 +43,14 @@ type popProc struct {
 
 var adminURL = regexp.MustCompile(`msg="admin endpoints" url=(\S+)`)
 
-// startProc runs the binary with flags.
+// startProc runs the binary with flags, serving the conformance guest.
 func startProc(t *testing.T, toml string, flags ...string) *popProc {
+	t.Helper()
+	return startModule(t, toml, binGuestWasm, flags...)
+}
+
+// startModule runs the binary with flags, serving the module at wasm.
+func startModule(t *testing.T, toml, wasm string, flags ...string) *popProc {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs the binary")
@@ -53,7 +59,7 @@ func startProc(t *testing.T, toml string, flags ...string) *popProc {
 	if toml != "" {
 		args = append(args, "-C", toml)
 	}
-	args = append(append(args, flags...), binGuestWasm)
+	args = append(append(args, flags...), wasm)
 	p := &popProc{cmd: exec.Command(popBin, args...), stderr: &lockedBuf{}, exited: make(chan struct{})}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -47,6 +47,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	_ "time/tzdata" // geolocation's UTC offsets on a machine without a zone database
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
@@ -162,7 +163,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if o.starting != nil {
 		o.starting(o.addr)
 	}
-	s, err := pop.New(ctx, o.clients.apply(o.limits.apply(pop.Config{ // limits.go: limits, pool, reload; clients.go
+	s, err := pop.New(ctx, o.clientInfo.apply(o.clients.apply(o.limits.apply(pop.Config{ // limits.go: limits, pool, reload; clients.go; clientinfo.go
 		WasmPath:        o.wasm,
 		Manifest:        m,
 		Instances:       o.instances,
@@ -174,7 +175,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		AccessLog:       accessLog,
 		LogEndpoints:    o.logEndpoints,
 		Resolve:         o.resolve,
-	})))
+	}))))
 	if err != nil {
 		return err
 	}

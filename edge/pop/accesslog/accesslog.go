@@ -5,6 +5,10 @@
 //	 "uri":"/p?x=1","proto":"HTTP/2.0","status":200,"bytes":43,"duration_ms":0.412,
 //	 "instance":3,"request_id":"0000000000000000000000000000002a"}
 //
+// remote is the client's address: the connection's, or, behind a trusted
+// proxy, the one the proxy gave (a header, or the PROXY protocol), with
+// the proxy's own as "peer" (absent otherwise).
+//
 // time is when the request arrived and duration_ms how long until its
 // response was complete; status 499 means the client went away first;
 // instance is the guest instance that served the request (0: none did);
@@ -32,6 +36,7 @@ import (
 type Entry struct {
 	Start     time.Time     // when the request arrived
 	Request   *http.Request // remote address, method, URI and protocol come from it
+	Peer      string        // the proxy that said who the client is; "": none
 	Status    int           // the final status sent (499: none, the client went away)
 	Bytes     int64         // response body bytes written
 	Duration  time.Duration // until the response body was complete
@@ -94,6 +99,10 @@ func (a *Log) Add(e Entry) {
 	b = e.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
 	b = append(b, `","remote":`...)
 	b = wire.AppendJSONString(b, r.RemoteAddr)
+	if e.Peer != "" {
+		b = append(b, `,"peer":`...)
+		b = wire.AppendJSONString(b, e.Peer)
+	}
 	b = append(b, `,"method":`...)
 	b = wire.AppendJSONString(b, r.Method)
 	b = append(b, `,"uri":`...)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/fastly/compute-sdk-go/configstore"
 	"github.com/fastly/compute-sdk-go/edgedict"
+	"github.com/fastly/compute-sdk-go/erl"
 	"github.com/fastly/compute-sdk-go/fsthttp"
 	"github.com/fastly/compute-sdk-go/geo"
 	"github.com/fastly/compute-sdk-go/kvstore"
@@ -49,6 +50,8 @@ type result struct {
 	Keys       []string `json:"keys,omitempty"`
 	Pages      []page   `json:"pages,omitempty"`
 	Geo        *geo.Geo `json:"geo,omitempty"`
+	N          *uint32  `json:"n,omitempty"`
+	Client     string   `json:"client,omitempty"`
 }
 
 type page struct {
@@ -86,6 +89,17 @@ func handle(ctx context.Context, w fsthttp.ResponseWriter, r *fsthttp.Request) {
 		kvList(res, q.Get("store"), &kvstore.ListConfig{Prefix: q.Get("prefix"), Cursor: q.Get("cursor"), Limit: uint32(limit)})
 	case "/geo":
 		geoLookup(res, q.Get("ip"))
+	case "/client":
+		// What the guest is told of its client: the address, and its
+		// geolocation as a module would look it up.
+		res.Client = r.RemoteAddr
+		geoLookup(res, r.RemoteAddr)
+	case "/erl":
+		erlCall(res, q)
+	case "/erl/raw":
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(rawERLChecks())
+		return
 	case "/raw":
 		ip := net.ParseIP(q.Get("ip")).To4()
 		w.Header().Set("Content-Type", "application/json")
@@ -263,6 +277,7 @@ func errName(err error) string {
 		{"kvstore.ErrPreconditionFailed", kvstore.ErrPreconditionFailed},
 		{"kvstore.ErrPayloadTooLarge", kvstore.ErrPayloadTooLarge},
 		{"geo.ErrInvalidIP", geo.ErrInvalidIP},
+		{"erl.ErrInvalidArgument", erl.ErrInvalidArgument},
 	} {
 		if errors.Is(err, s.err) {
 			return s.name
