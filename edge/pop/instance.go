@@ -3,6 +3,7 @@ package pop
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -59,7 +60,30 @@ type instance struct {
 	acls         map[string]uint32 // made on first use (fastly_acl.go)
 
 	vcpu vcpuClock // get_vcpu_ms (fastly_compute_runtime.go)
+	// guest is the guest's CPU time, with Config.MeasureGuestTime;
+	// segStart its value when the current request was handed over
+	// (pool.go, waitRequest).
+	guest    guestClock
+	segStart time.Duration
+	segOpen  bool
 }
+
+// guestClock accumulates the thread CPU time the guest runs outside
+// hostcalls and sleeps (Config.MeasureGuestTime). Only the instance's
+// goroutine touches it.
+type guestClock struct {
+	used  time.Duration
+	since int64 // threadCPUNow when the guest last left the host; 0 while in it
+}
+
+func (g *guestClock) pause() {
+	if g.since != 0 {
+		g.used += time.Duration(threadCPUNow() - g.since)
+		g.since = 0
+	}
+}
+
+func (g *guestClock) resume() { g.since = threadCPUNow() }
 
 type instKey struct{}
 
@@ -115,6 +139,12 @@ func (inst *instance) run() error {
 	// wait for a request) has the wall budget too.
 	inst.dog.begin(nil, inst.s.startupBudget)
 	p := inst.prog
+	if inst.s.measureGuest {
+		// Thread CPU time is the guest's only while no other goroutine
+		// runs on its thread.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	ctx := experimental.WithMemoryAllocator(inst.ctx, experimental.MemoryAllocatorFunc(inst.allocateMemory))
 	cfg := inst.s.modCfg.WithNanosleep(inst.nanosleep).WithEnv("FASTLY_TRACE_ID", requestID(inst.sandboxID))
 	mod, err := p.rt.InstantiateModule(ctx, p.compiled, cfg)

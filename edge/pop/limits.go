@@ -225,6 +225,9 @@ func (inst *instance) breachKind() limitKind { return limitKind(inst.breached.Lo
 // enterHost and leaveHost bracket hostcalls and sleeps for the CPU budget.
 func (inst *instance) enterHost() {
 	inst.vcpu.pause() // get_vcpu_ms (fastly_compute_runtime.go)
+	if inst.s.measureGuest {
+		inst.guest.pause()
+	}
 	if inst.s.cpuBudget <= 0 {
 		return
 	}
@@ -235,6 +238,9 @@ func (inst *instance) enterHost() {
 
 func (inst *instance) leaveHost() {
 	inst.vcpu.resume()
+	if inst.s.measureGuest {
+		inst.guest.resume()
+	}
 	if inst.s.cpuBudget <= 0 {
 		return
 	}

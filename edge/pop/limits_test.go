@@ -474,3 +474,36 @@ func TestWatchReloads(t *testing.T) {
 		t.Errorf("after a broken file: %d", resp.StatusCode)
 	}
 }
+
+// Guest time is the guest's run time per request: a sleep is not in it,
+// and each request handed over is measured once its guest moves on.
+func TestMeasureGuestTime(t *testing.T) {
+	p := startPOP(t, nil, func(c *Config) {
+		limitGuest(c)
+		c.MeasureGuestTime = true
+	})
+	if resp, body := p.get(t, "/sleep?ms=300"); resp.StatusCode != 200 {
+		t.Fatalf("/sleep: %d %q", resp.StatusCode, body)
+	}
+	for range 2 {
+		p.get(t, "/id")
+	}
+	// The third request's time is recorded when the guest asks for a
+	// fourth, which it does once it has answered.
+	var times []time.Duration
+	poptest.WaitFor(t, "three requests measured", func() bool {
+		times = p.GuestTimes(false)
+		return len(times) >= 3
+	})
+	if len(times) != 3 {
+		t.Fatalf("%d times for 3 requests: %v", len(times), times)
+	}
+	for i, d := range times {
+		if d <= 0 || d >= 300*time.Millisecond {
+			t.Errorf("request %d: guest time %v (the sleep must not count)", i, d)
+		}
+	}
+	if got := p.GuestTimes(true); len(got) != 3 || len(p.GuestTimes(false)) != 0 {
+		t.Errorf("reset: %d then %d", len(got), len(p.GuestTimes(false)))
+	}
+}

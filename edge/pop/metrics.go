@@ -38,6 +38,45 @@ type metrics struct {
 
 const keepStartups = 1024
 
+// guestTimes are the guest run times of client requests, when measured
+// (Config.MeasureGuestTime): the most recent keepGuestTimes.
+type guestTimes struct {
+	mu    sync.Mutex
+	times []time.Duration
+	next  int // where the next goes once times is full
+}
+
+const keepGuestTimes = 1 << 18
+
+func (g *guestTimes) observe(d time.Duration) {
+	g.mu.Lock()
+	if len(g.times) < keepGuestTimes {
+		g.times = append(g.times, d)
+	} else {
+		g.times[g.next] = d
+		g.next = (g.next + 1) % keepGuestTimes
+	}
+	g.mu.Unlock()
+}
+
+// GuestTimes returns, with Config.MeasureGuestTime, the CPU time the
+// guest used for each of the most recent client requests (up to 262144),
+// in no particular order: from the hostcall that handed it the request to
+// the one asking for the next, time in hostcalls and sleeps excluded.
+// Work a guest does after answering (a batch flush) counts to the request
+// it followed. It is the thread's CPU time on Linux (time the thread
+// waited for a CPU is not in it), elsewhere wall time. reset empties it.
+func (s *Server) GuestTimes(reset bool) []time.Duration {
+	g := &s.guest
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := slices.Clone(g.times)
+	if reset {
+		g.times, g.next = g.times[:0], 0
+	}
+	return out
+}
+
 func (m *metrics) observeStartup(d time.Duration) {
 	m.startup.observe(d)
 	m.startupMu.Lock()

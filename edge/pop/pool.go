@@ -280,6 +280,10 @@ func (s *Server) tryRetire(inst *instance) bool {
 func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 	p := inst.prog
 	inst.dog.end()
+	if inst.segOpen {
+		inst.segOpen = false
+		inst.s.guest.observe(inst.guest.used - inst.segStart)
+	}
 	if inst.starting {
 		inst.starting = false
 		p.starting.Add(-1)
@@ -288,6 +292,7 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 	}
 	if ds, ok := inst.waitWork(timeout); ok {
 		inst.dog.begin(ds, inst.s.wallBudget)
+		inst.segStart, inst.segOpen = inst.guest.used, inst.s.measureGuest
 		return ds, true
 	}
 	// What the guest runs from now on (the code after its serve loop)

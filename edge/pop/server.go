@@ -50,6 +50,13 @@ type Config struct {
 	FreshInstances bool          // every request gets a new instance that serves only it
 	IdleTimeout    time.Duration // instances above Instances end after idling this long; 0 = 5s, < 0 = never
 
+	// MeasureGuestTime records, for each client request, the CPU time
+	// the guest used between taking it and asking for the next one,
+	// hostcalls and sleeps excluded (GuestTimes). It costs two clock
+	// readings per hostcall and ties each instance to an OS thread, so it
+	// is off unless a benchmark asks.
+	MeasureGuestTime bool
+
 	// Hot reload (reload.go): poll WasmPath and switch to a changed module.
 	// Reload (the method) does the same on demand.
 	Reload         bool
@@ -102,6 +109,7 @@ func (s *Server) applyLimits(cfg Config) {
 	s.cpuBudget = max(cfg.CPUBudget, 0)
 	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
 	s.fresh = cfg.FreshInstances
+	s.measureGuest = cfg.MeasureGuestTime
 	s.applyClientLimits(cfg.Clients)
 	s.health.failAfter = cmp.Or(cfg.startFailAfter, startFailTimeout)
 }
@@ -150,6 +158,7 @@ type Server struct {
 	startupBudget         time.Duration
 	idleTimeout           time.Duration
 	fresh                 bool
+	measureGuest          bool
 	ps                    poolStats
 
 	// Client limits (clients.go, reqbody.go).
@@ -167,6 +176,7 @@ type Server struct {
 
 	warned sync.Map // hostcalls already reported as unsupported
 	m      metrics
+	guest  guestTimes // Config.MeasureGuestTime (metrics.go)
 	sinks  *logsink.Set   // log endpoint destinations
 	access *accesslog.Log // nil: no access log
 }

@@ -148,6 +148,9 @@ func rssKB() (int, error) {
 
 // percentileOf returns the q-quantile (0..1) of ds in milliseconds.
 func percentileOf(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	i := min(len(s)-1, int(q*float64(len(s))))

@@ -42,6 +42,8 @@ func main() {
 		duration = flag.Duration("duration", 10*time.Second, "load duration per target")
 		conns    = flag.Int("connections", 32, "concurrent connections")
 		threads  = flag.Int("threads", 2, "wrk threads")
+		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
+		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
 		sections = flag.String("sections", "pop,aggregator,hostile,durable", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
@@ -64,14 +66,24 @@ func main() {
 		return
 	}
 	agg.binDir, hostile.binDir = *binDir, *binDir
+	if *tinyWasm == "" {
+		*tinyWasm = stack.InDir(*binDir).Wasm
+	}
+	if *goWasm == "" {
+		*goWasm = filepath.Join(*binDir, "edgepixel-go.wasm")
+	}
 	if strings.Contains(*sections, "pop") {
-		if err := run(stack.InDir(*binDir).Wasm, *duration, *conns, *threads); err != nil {
+		mods, err := modulesFrom(*tinyWasm, *goWasm)
+		if err == nil {
+			err = run(mods, *duration, *conns, *threads)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
 	}
 	if strings.Contains(*sections, "durable") { // durable.go
-		if err := runDurable(stack.InDir(*binDir).Wasm, *duration, *conns, *threads); err != nil {
+		if err := runDurable(*tinyWasm, *duration, *conns, *threads); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: durable modes:", err)
 			os.Exit(1)
 		}
@@ -90,7 +102,34 @@ func main() {
 	}
 }
 
-func run(wasm string, d time.Duration, conns, threads int) error {
+// benchModule is one build of the edge module under measurement.
+type benchModule struct {
+	name, path string
+	size       int64
+	pop        *pop.Server
+	addr       string
+}
+
+// modulesFrom lists the modules to measure, TinyGo (the shipped build)
+// first; a path that does not exist is left out, with a note.
+func modulesFrom(tinygo, gowasm string) ([]*benchModule, error) {
+	var ms []*benchModule
+	for _, m := range []*benchModule{{name: "TinyGo", path: tinygo}, {name: "Go", path: gowasm}} {
+		fi, err := os.Stat(m.path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: no %s module at %s (%v): left out\n", m.name, m.path, err)
+			continue
+		}
+		m.size = fi.Size()
+		ms = append(ms, m)
+	}
+	if len(ms) == 0 {
+		return nil, errors.New("no edge module to measure: run `make modules` (or pass --tinygo-wasm, --go-wasm)")
+	}
+	return ms, nil
+}
+
+func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk not found: run `make deps-bench` (apt-get install wrk)")
 	}
@@ -132,17 +171,27 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	if err != nil {
 		return err
 	}
-
-	fmt.Fprintf(os.Stderr, "bench: compiling %s and starting the POP ...\n", wasm)
-	p, err := pop.New(ctx, pop.Config{
-		WasmPath: wasm, Manifest: manifest, CompileCacheDir: filepath.Join(dir, "cache"),
-		Stdout: io.Discard, Stderr: os.Stderr,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		return err
+	cacheDir := filepath.Join(dir, "cache")
+	newPOP := func(m *benchModule, measure bool) (*pop.Server, string, error) {
+		p, err := pop.New(ctx, pop.Config{
+			WasmPath: m.path, Manifest: manifest, CompileCacheDir: cacheDir,
+			Stdout: io.Discard, Stderr: os.Stderr, MeasureGuestTime: measure,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		addr, err := serve(p)
+		return p, addr, err
 	}
-	popAddr, err := serve(p)
+	for _, m := range mods {
+		fmt.Fprintf(os.Stderr, "bench: compiling %s (%s) and starting a POP ...\n", m.path, m.name)
+		if m.pop, m.addr, err = newPOP(m, false); err != nil {
+			return err
+		}
+	}
+	native := newNativeEdge(2*runtime.GOMAXPROCS(0), sink, []byte("bench-secret"))
+	nativeAddr, err := serve(native)
 	if err != nil {
 		return err
 	}
@@ -150,11 +199,16 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	if err != nil {
 		return err
 	}
+	type target struct{ name, addr string }
+	var targets []target
+	for _, m := range mods {
+		targets = append(targets, target{"POP " + m.name, m.addr})
+	}
+	targets = append(targets, target{"native edge", nativeAddr}, target{"bare GIF", bareAddr})
 
-	path := "/p.gif?site=bench&url=https%3A%2F%2Fexample.com%2Fa&ref=https%3A%2F%2Fnews.ycombinator.com%2F"
-	// Warm both (the POP's instances start lazily on first traffic).
-	for _, a := range []string{popAddr, bareAddr} {
-		if _, err := wrk(a+path, 2*time.Second, conns, threads); err != nil {
+	// Warm every target (the POP's instances start lazily on first traffic).
+	for _, t := range targets {
+		if _, err := wrk(t.addr+benchPath, 2*time.Second, conns, threads); err != nil {
 			return err
 		}
 	}
@@ -163,65 +217,156 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	time.Sleep(time.Second)
 	delivered.Store(0)
 
-	fmt.Fprintf(os.Stderr, "bench: pixel through the POP (%v, %d connections) ...\n", d, conns)
-	popRes, err := wrk(popAddr+path, d, conns, threads)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "bench: pixel from bare net/http (%v, %d connections) ...\n", d, conns)
-	bareRes, err := wrk(bareAddr+path, d, conns, threads)
-	if err != nil {
-		return err
+	many := make([]result, len(targets))
+	one := make([]result, len(targets))
+	for i, t := range targets {
+		fmt.Fprintf(os.Stderr, "bench: pixel from %s (%v, %d connections) ...\n", t.name, d, conns)
+		if many[i], err = wrk(t.addr+benchPath, d, conns, threads); err != nil {
+			return err
+		}
 	}
 	// One connection: the latency of a single visitor with nothing queued.
-	fmt.Fprintf(os.Stderr, "bench: both again with 1 connection ...\n")
-	pop1, err := wrk(popAddr+path, d/2, 1, 1)
-	if err != nil {
-		return err
+	for i, t := range targets {
+		fmt.Fprintf(os.Stderr, "bench: pixel from %s (%v, 1 connection) ...\n", t.name, d/2)
+		if one[i], err = wrk(t.addr+benchPath, d/2, 1, 1); err != nil {
+			return err
+		}
 	}
-	bare1, err := wrk(bareAddr+path, d/2, 1, 1)
-	if err != nil {
-		return err
+	// Let every instance flush what it buffered during the run.
+	for _, m := range mods {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		m.pop.Shutdown(sctx)
+		cancel()
 	}
-	// Let the POP's instances flush what they buffered during the run.
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	p.Shutdown(sctx)
-	cancel()
+	native.Close()
+	var popRequests, popErrors int64
+	for i := range mods {
+		popRequests += many[i].requests + one[i].requests
+		popErrors += many[i].errors + one[i].errors
+	}
+	nativeRequests := many[len(mods)].requests + one[len(mods)].requests
 
-	fmt.Printf("\npixel: %d connections, %v per target, wrk %d threads, GOMAXPROCS=%d\n\n", conns, d, threads, runtime.GOMAXPROCS(0))
-	fmt.Printf("%-28s %14s %14s %8s\n", "figure", "POP (wasm)", "bare net/http", "ratio")
-	row := func(name string, a, b float64, unit string) {
-		fmt.Printf("%-28s %14s %14s %8.2f\n", name, fmtNum(a, unit), fmtNum(b, unit), a/b)
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("\npixel: %d connections, %v per target, wrk %d threads, GOMAXPROCS=%d, load average %s\n\n",
+		conns, d, threads, runtime.GOMAXPROCS(0), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
+	fmt.Printf("%-24s", "figure")
+	for _, t := range targets {
+		fmt.Printf(" %12s", t.name)
 	}
-	row("requests/s", popRes.rps, bareRes.rps, "")
-	row("latency p50", popRes.p50, bareRes.p50, "ms")
-	row("latency p99", popRes.p99, bareRes.p99, "ms")
-	fmt.Printf("%-28s %14.3f\n", "p99 difference (ms)", popRes.p99-bareRes.p99)
-	row("requests/s, 1 connection", pop1.rps, bare1.rps, "")
-	row("latency p50, 1 connection", pop1.p50, bare1.p50, "ms")
-	row("latency p99, 1 connection", pop1.p99, bare1.p99, "ms")
+	for _, m := range mods {
+		fmt.Printf(" %10s %10s", m.name+"/native", m.name+"/bare")
+	}
+	fmt.Println()
+	nat, bare := len(mods), len(mods)+1
+	table := func(name string, rs []result, get func(result) float64, unit string) {
+		fmt.Printf("%-24s", name)
+		for _, r := range rs {
+			fmt.Printf(" %12s", fmtNum(get(r), unit))
+		}
+		for i := range mods {
+			fmt.Printf(" %10.2f %10.2f", get(rs[i])/get(rs[nat]), get(rs[i])/get(rs[bare]))
+		}
+		fmt.Println()
+	}
+	rps := func(r result) float64 { return r.rps }
+	p50 := func(r result) float64 { return r.p50 }
+	p99 := func(r result) float64 { return r.p99 }
+	table("requests/s", many, rps, "")
+	table("latency p50", many, p50, "ms")
+	table("latency p99", many, p99, "ms")
+	table("requests/s, 1 conn", one, rps, "")
+	table("latency p50, 1 conn", one, p50, "ms")
+	table("latency p99, 1 conn", one, p99, "ms")
 	// wrk counts only responses completed before it stops; the requests it
 	// had in flight (up to one per connection) were served and delivered too.
-	fmt.Printf("\nevents delivered by the POP: %d for %d pixel requests wrk counted, +up to %d in flight at its stops (%d errors)\n",
-		delivered.Load(), popRes.requests+pop1.requests, conns+1, popRes.errors+pop1.errors)
+	fmt.Printf("\nevents delivered by the POPs and the native edge: %d for %d pixel requests wrk counted, +up to %d in flight at its stops (%d errors)\n",
+		delivered.Load(), popRequests+nativeRequests, len(mods)*(conns+1)+conns+1, popErrors)
 
-	fmt.Fprintf(os.Stderr, "bench: cold start, %d fresh instances ...\n", coldStarts)
-	startups, err := measureColdStart(ctx, wasm, manifest, filepath.Join(dir, "cache"))
-	if err != nil {
-		return err
+	// Guest run time per hit, as the host measures it, beside the same
+	// logic's time natively.
+	fmt.Fprintf(os.Stderr, "bench: edge/pixel natively, per hit ...\n")
+	nativeHit := measureNativeHit(d / 2)
+	guest := make([][]time.Duration, len(mods))
+	for i, m := range mods {
+		fmt.Fprintf(os.Stderr, "bench: guest time per hit, %s (%v, %d connections) ...\n", m.name, d/2, conns)
+		p, addr, err := newPOP(m, true)
+		if err != nil {
+			return err
+		}
+		if _, err := wrk(addr+benchPath, d/2, conns, threads); err != nil {
+			return err
+		}
+		guest[i] = p.GuestTimes(true)
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		p.Shutdown(sctx)
+		cancel()
 	}
-	fmt.Fprintf(os.Stderr, "bench: resident memory per warm instance ...\n")
-	rss, err := warmInstanceRSS(wasm, manifestPath, filepath.Join(dir, "cache"))
-	if err != nil {
-		return err
+	startups := make([][]time.Duration, len(mods))
+	rss := make([]float64, len(mods))
+	for i, m := range mods {
+		fmt.Fprintf(os.Stderr, "bench: cold start, %d fresh instances of %s ...\n", coldStarts, m.name)
+		if startups[i], err = measureColdStart(ctx, m.path, manifest, cacheDir); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: resident memory per warm instance of %s ...\n", m.name)
+		if rss[i], err = warmInstanceRSS(m.path, manifestPath, cacheDir); err != nil {
+			return err
+		}
 	}
-	fmt.Printf("\ncold start: one fresh instance of the edge module, compiled code from the disk cache, %d samples\n\n", len(startups))
-	fmt.Printf("%-28s %14s %14s %8s\n", "figure", "fresh instance", "warm request", "ratio")
-	row("instance ready p50", percentileOf(startups, 0.50), pop1.p50, "ms")
-	row("instance ready p99", percentileOf(startups, 0.99), pop1.p99, "ms")
-	fmt.Printf("%-28s %11.1f MiB\n", "resident memory per warm instance", rss/1024)
+
+	fmt.Printf("\nper hit and per instance: guest time per hit measured by the POP (hostcalls excluded; a flush\n")
+	fmt.Printf("counts to the hit it followed); native: pixel.Serve plus its flushes, timed in this process\n\n")
+	fmt.Printf("%-34s", "figure")
+	for _, m := range mods {
+		fmt.Printf(" %12s", m.name)
+	}
+	fmt.Printf(" %12s", "baseline")
+	for _, m := range mods {
+		fmt.Printf(" %10s", m.name+"/base")
+	}
+	fmt.Println()
+	row := func(name string, vals []float64, base float64, unit, baseName string) {
+		fmt.Printf("%-34s", name)
+		for _, v := range vals {
+			fmt.Printf(" %12s", fmtNum(v, unit))
+		}
+		fmt.Printf(" %12s", fmtNum(base, unit))
+		for _, v := range vals {
+			if base > 0 {
+				fmt.Printf(" %10.2f", v/base)
+			} else {
+				fmt.Printf(" %10s", "-")
+			}
+		}
+		if baseName != "" {
+			fmt.Printf("  (baseline: %s)", baseName)
+		}
+		fmt.Println()
+	}
+	each := func(f func(i int) float64) []float64 {
+		v := make([]float64, len(mods))
+		for i := range mods {
+			v[i] = f(i)
+		}
+		return v
+	}
+	row("guest time per hit p50", each(func(i int) float64 { return percentileOf(guest[i], 0.50) }), percentileOf(nativeHit, 0.50), "us", "native")
+	row("guest time per hit p99", each(func(i int) float64 { return percentileOf(guest[i], 0.99) }), percentileOf(nativeHit, 0.99), "us", "native")
+	row("guest time per hit mean", each(func(i int) float64 { return meanOf(guest[i]) }), meanOf(nativeHit), "us", "native")
+	fmt.Printf("%-34s", "  hits measured")
+	for i := range mods {
+		fmt.Printf(" %12d", len(guest[i]))
+	}
+	fmt.Printf(" %12d\n", len(nativeHit))
+	row("fresh instance ready p50", each(func(i int) float64 { return percentileOf(startups[i], 0.50) }), one[0].p50, "ms", "a warm request, 1 conn")
+	row("fresh instance ready p99", each(func(i int) float64 { return percentileOf(startups[i], 0.99) }), one[0].p99, "ms", "")
+	row("resident memory per warm instance", each(func(i int) float64 { return rss[i] / 1024 }), 4, "MiB", "the 4 MiB goal")
+	row("module size", each(func(i int) float64 { return float64(mods[i].size) / (1 << 20) }), float64(mods[len(mods)-1].size)/(1<<20), "MiB", "the last module")
 	return nil
 }
+
+// benchPath is the pixel request every load sends.
+const benchPath = "/p.gif?site=bench&url=https%3A%2F%2Fexample.com%2Fa&ref=https%3A%2F%2Fnews.ycombinator.com%2F"
 
 // bareGIF is the baseline: the same bytes and headers, nothing else.
 func bareGIF(w http.ResponseWriter, r *http.Request) {
@@ -319,8 +464,13 @@ func parseDuration(s string) float64 {
 }
 
 func fmtNum(v float64, unit string) string {
-	if unit == "ms" {
+	switch unit {
+	case "ms":
 		return fmt.Sprintf("%.3f ms", v)
+	case "us":
+		return fmt.Sprintf("%.1f us", v*1000)
+	case "MiB":
+		return fmt.Sprintf("%.2f MiB", v)
 	}
 	return fmt.Sprintf("%.0f", v)
 }
