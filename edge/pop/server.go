@@ -176,7 +176,7 @@ type Server struct {
 
 	warned sync.Map // hostcalls already reported as unsupported
 	m      metrics
-	guest  guestTimes // Config.MeasureGuestTime (metrics.go)
+	guest  guestTimes     // Config.MeasureGuestTime (metrics.go)
 	sinks  *logsink.Set   // log endpoint destinations
 	access *accesslog.Log // nil: no access log
 }
