@@ -34,7 +34,9 @@ import (
 //     aggregator's /ingest/ndjson; on the POP, a disk-queued endpoint does.
 //
 // A journaled event is not buffered; what the journal refuses (a disk
-// queue over its budget) is buffered for the batch path.
+// queue over its budget) is buffered for the batch path. Buffered events
+// are kept encoded (wire.Encoded), so Add keeps no string of its events:
+// they may point into buffers the caller reuses.
 type Batcher struct {
 	MaxEvents   int           // flush when this many are buffered
 	MaxAge      time.Duration // flush when the oldest is this old
@@ -50,10 +52,14 @@ type Batcher struct {
 	// Counts are this instance's counters.
 	Counts Counts
 
-	events  []event.Event
+	// events are the buffered events in their batch encoding: no pointer
+	// per event for a collector to trace, and a batch is these bytes
+	// behind a header.
+	events  wire.Encoded
 	oldest  time.Time
 	line    []byte
 	body    []byte
+	scratch event.Event // see journal
 	rep     report
 	failing bool      // the last batch attempt failed: the next one tries once
 	retryAt time.Time // with a fallback, until then flushes skip the backend
@@ -77,18 +83,19 @@ func (b *Batcher) Add(now time.Time, evs ...event.Event) bool {
 	sc := b.Counts.site(now, evs[0].Site)
 	sc.Hits++
 	b.Counts.changed(sc, now)
-	start := len(b.events)
-	if start == 0 {
-		b.oldest = now
-	}
-	b.events = append(b.events, evs...)
-	for i := start; i < len(b.events); i++ {
-		esc := b.Counts.site(now, b.events[i].Site)
+	for i := range evs {
+		esc := b.Counts.site(now, evs[i].Site)
 		esc.Events++
 		b.Counts.changed(esc, now)
 	}
-	if b.Journal != nil {
-		b.journal(start)
+	for i := range evs {
+		if b.Journal != nil && b.journal(&evs[i]) {
+			continue
+		}
+		if b.events.Len() == 0 {
+			b.oldest = now
+		}
+		b.events.Add(&evs[i])
 	}
 	return true
 }
@@ -106,34 +113,29 @@ func (b *Batcher) Hit(now time.Time, site, drop string) {
 	}
 }
 
-// journal writes the events from start on to the journal, each with its
-// site's counts, and keeps buffered those it refused.
-func (b *Batcher) journal(start int) {
-	w := start
-	for i := start; i < len(b.events); i++ {
-		e := &b.events[i]
-		sc := b.Counts.sites[e.Site]
-		if sc == nil { // counted under "" (too many sites): the line cannot carry it
-			b.line = wire.AppendEventLine(b.line[:0], e, event.ID{}, nil)
-		} else {
-			b.line = wire.AppendEventLine(b.line[:0], e, b.Counts.Instance, &sc.SiteCounts)
-		}
-		if err := b.Journal(b.line); err != nil {
-			b.events[w] = *e
-			w++
-			continue
-		}
-		if sc == nil {
-			b.journalCounts(b.Counts.sites[""])
-		} else {
-			b.Counts.markReported(sc, sc.gen)
-		}
+// journal writes e to the journal with its site's counts, and reports
+// whether the journal took it.
+func (b *Batcher) journal(ev *event.Event) bool {
+	// Encoding calls field accessors through function values, so it gets
+	// a copy: the caller's events need not escape to the heap.
+	b.scratch = *ev
+	e := &b.scratch
+	sc := b.Counts.sites[e.Site]
+	if sc == nil { // counted under "" (too many sites): the line cannot carry it
+		b.line = wire.AppendEventLine(b.line[:0], e, event.ID{}, nil)
+	} else {
+		b.line = wire.AppendEventLine(b.line[:0], e, b.Counts.Instance, &sc.SiteCounts)
 	}
-	clear(b.events[w:])
-	b.events = b.events[:w]
-	if len(b.events) == 0 {
-		b.oldest = time.Time{}
+	b.scratch = event.Event{} // keep no strings of the caller's
+	if err := b.Journal(b.line); err != nil {
+		return false
 	}
+	if sc == nil {
+		b.journalCounts(b.Counts.sites[""])
+	} else {
+		b.Counts.markReported(sc, sc.gen)
+	}
+	return true
 }
 
 // journalCounts writes sc's counts to the journal as a counters line.
@@ -149,23 +151,23 @@ func (b *Batcher) journalCounts(sc *siteCount) {
 // room reports whether n more events fit in the buffer; when they do not,
 // it first hands the buffer to the fallback.
 func (b *Batcher) room(now time.Time, n int) bool {
-	if len(b.events)+n <= b.MaxBuffered {
+	if b.events.Len()+n <= b.MaxBuffered {
 		return true
 	}
 	if b.Fallback != nil {
 		b.Spill(now)
 	}
-	return len(b.events)+n <= b.MaxBuffered
+	return b.events.Len()+n <= b.MaxBuffered
 }
 
 // Len is the number of buffered events.
-func (b *Batcher) Len() int { return len(b.events) }
+func (b *Batcher) Len() int { return b.events.Len() }
 
 // Due reports whether the buffer should be flushed now: events have
 // waited MaxAge or fill a batch, or counts have gone unreported for
 // countsAge (a stream of hits that are all drops).
 func (b *Batcher) Due(now time.Time) bool {
-	n := len(b.events)
+	n := b.events.Len()
 	if n > 0 && (n >= b.MaxEvents || now.Sub(b.oldest) >= b.MaxAge) {
 		return true
 	}
@@ -217,11 +219,11 @@ const maxCountsPerLine = 100
 // returns the delivery error, if any, saying what the fallback took.
 func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep func(time.Duration)) error {
 	t := now()
-	if len(b.events) == 0 && !b.countsPending() {
+	if b.events.Len() == 0 && !b.countsPending() {
 		return nil
 	}
 	if b.Fallback != nil && (t.Before(b.retryAt) || len(secret) == 0) {
-		n := len(b.events)
+		n := b.events.Len()
 		if err := b.Spill(t); err != nil {
 			return err
 		}
@@ -234,7 +236,7 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 		return ErrNoSecret
 	}
 	for first := true; ; first = false {
-		n := min(len(b.events), b.MaxEvents, wire.MaxEvents)
+		n := min(b.events.Len(), b.MaxEvents, wire.MaxEvents)
 		counts := first && b.countsPending() && b.Counts.unreportedCounts(&b.rep, maxCountsPerLine)
 		if n == 0 && !counts {
 			return nil
@@ -246,7 +248,7 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 		var status int
 		var err error
 		if counts {
-			b.body = wire.AppendWithCounters(b.body[:0], b.events[:n], &b.rep.c)
+			b.body = b.events.AppendBatchWithCounters(b.body[:0], n, &b.rep.c)
 			status, err = deliver(b.body, secret, send, now, sleep, tries)
 			if status == 400 {
 				// An aggregator from before counters: it refuses version 2.
@@ -258,7 +260,7 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 			}
 		}
 		if !counts {
-			b.body = wire.Append(b.body[:0], b.events[:n])
+			b.body = b.events.AppendBatch(b.body[:0], n)
 			status, err = deliver(b.body, secret, send, now, sleep, tries)
 		}
 		if err == nil {
@@ -280,9 +282,9 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 		}
 		b.failing, b.retryAt = true, t.Add(retryBackend)
 		if b.Fallback != nil {
-			k := len(b.events)
+			k := b.events.Len()
 			if ferr := b.Spill(t); ferr != nil {
-				return fmt.Errorf("%w; the fallback log endpoint failed too: %v (%d events still buffered)", err, ferr, len(b.events))
+				return fmt.Errorf("%w; the fallback log endpoint failed too: %v (%d events still buffered)", err, ferr, b.events.Len())
 			}
 			return fmt.Errorf("%w; %d events written to the fallback log endpoint", err, k)
 		}
@@ -294,7 +296,7 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 // fallback log endpoint as NDJSON lines, removing each event once
 // written. It stops at the first failed write and returns its error.
 func (b *Batcher) Spill(now time.Time) error {
-	if err := b.spillN(len(b.events)); err != nil {
+	if err := b.spillN(b.events.Len()); err != nil {
 		return err
 	}
 	for b.countsPending() && b.Counts.unreportedCounts(&b.rep, maxCountsPerLine) {
@@ -315,7 +317,11 @@ func (b *Batcher) spillN(n int) error {
 	w := 0
 	defer func() { b.drop(w) }()
 	for ; w < n; w++ {
-		b.line = wire.AppendEventLine(b.line[:0], &b.events[w], event.ID{}, nil)
+		e, err := b.events.Event(w)
+		if err != nil {
+			return err // a bug: the events stay buffered, and are counted if they stay so
+		}
+		b.line = wire.AppendEventLine(b.line[:0], &e, event.ID{}, nil)
 		if err := b.Fallback(b.line); err != nil {
 			return err
 		}
@@ -329,12 +335,12 @@ func (b *Batcher) spillN(n int) error {
 // the counts. It returns how many events were lost and the first error.
 func (b *Batcher) Close(secret []byte, send Send, now func() time.Time, sleep func(time.Duration)) (lost int, err error) {
 	err = b.Flush(secret, send, now, sleep)
-	if len(b.events) > 0 && b.Fallback != nil {
+	if b.events.Len() > 0 && b.Fallback != nil {
 		if ferr := b.Spill(now()); ferr != nil && err == nil {
 			err = ferr
 		}
 	}
-	if lost = len(b.events); lost > 0 {
+	if lost = b.events.Len(); lost > 0 {
 		b.lost(now(), lost)
 		// The loss is counted; try to tell.
 		if b.Flush(secret, send, now, sleep) != nil && b.Fallback != nil {
@@ -347,8 +353,10 @@ func (b *Batcher) Close(secret []byte, send Send, now func() time.Time, sleep fu
 // lost counts the first n buffered events as DropDeliveryFailed and drops
 // them.
 func (b *Batcher) lost(now time.Time, n int) {
-	for i := range b.events[:n] {
-		sc := b.Counts.site(now, b.events[i].Site)
+	for i := range n {
+		// A site that does not decode (a bug) is counted under "".
+		e, _ := b.events.Event(i)
+		sc := b.Counts.site(now, e.Site)
 		sc.drop(DropDeliveryFailed, 1)
 		b.Counts.changed(sc, now)
 	}
@@ -359,11 +367,11 @@ func (b *Batcher) drop(n int) {
 	if n == 0 {
 		return
 	}
-	k := copy(b.events, b.events[n:])
-	clear(b.events[k:]) // drop the strings
-	b.events = b.events[:k]
-	if k > 0 {
-		b.oldest = time.UnixMilli(b.events[0].Time)
+	b.events.Drop(n)
+	if b.events.Len() > 0 {
+		b.oldest = time.UnixMilli(b.events.Time(0))
+	} else {
+		b.oldest = time.Time{}
 	}
 }
 

@@ -13,6 +13,20 @@ import (
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
+// buffered decodes the events b holds.
+func (b *Batcher) buffered(t *testing.T) []event.Event {
+	t.Helper()
+	var evs []event.Event
+	for i := range b.Len() {
+		e, err := b.events.Event(i)
+		if err != nil {
+			t.Fatalf("buffered event %d: %v", i, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
 // fakeAggregator decodes what it acknowledges, like the real one.
 type fakeAggregator struct {
 	statuses []int // answered in turn; the last repeats

@@ -18,10 +18,10 @@ func TestEventsCarryMethod(t *testing.T) {
 		b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
 		h, _ := hit(tc.method, tc.path, tc.q, tc.body)
 		Serve(h, nil, b, time.Now(), &Response{})
-		if len(b.events) != tc.events {
-			t.Fatalf("%s %s: %d events", tc.method, tc.path, len(b.events))
+		if b.Len() != tc.events {
+			t.Fatalf("%s %s: %d events", tc.method, tc.path, b.Len())
 		}
-		for _, e := range b.events {
+		for _, e := range b.buffered(t) {
 			if e.Method != tc.method {
 				t.Errorf("%s %s: event method %q", tc.method, tc.path, e.Method)
 			}

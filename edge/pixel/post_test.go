@@ -102,7 +102,7 @@ func TestPropsLimitIsOnTheDecodedSize(t *testing.T) {
 	if resp := serve(escaped); resp.Status != 204 {
 		t.Fatalf("escaped props within the limit once decoded: %d %q", resp.Status, resp.Drop)
 	}
-	if got := b.events[0].Props; len(got) > event.MaxPropsLen || !strings.HasPrefix(got, `{"k":"éé`) {
+	if got := b.buffered(t)[0].Props; len(got) > event.MaxPropsLen || !strings.HasPrefix(got, `{"k":"éé`) {
 		t.Errorf("stored props %d bytes: %.20s", len(got), got)
 	}
 	for _, props := range []string{
@@ -159,7 +159,7 @@ func BenchmarkServePixel(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		Serve(h, nil, bt, m.Now, resp)
 		if i%4096 == 0 {
-			bt.events = bt.events[:0]
+			bt.drop(bt.Len())
 		}
 	}
 }

@@ -66,16 +66,90 @@ var ErrMalformed = errors.New("malformed batch")
 
 // Append encodes events as one batch appended to dst.
 func Append(dst []byte, events []event.Event) []byte {
-	return appendEvents(append(dst, Magic...), events)
+	var enc Encoded
+	for i := range events {
+		enc.Add(&events[i])
+	}
+	return enc.AppendBatch(dst, enc.Len())
 }
 
 // AppendWithCounters encodes events and c as one batch of version 2.
 func AppendWithCounters(dst []byte, events []event.Event, c *Counters) []byte {
-	dst = appendEvents(append(dst, MagicCounters...), events)
+	var enc Encoded
+	for i := range events {
+		enc.Add(&events[i])
+	}
+	return enc.AppendBatchWithCounters(dst, enc.Len(), c)
+}
+
+// Encoded is a sequence of events in their batch encoding (each event's
+// length and body, as a batch holds them), kept in one byte slice and a
+// slice of offsets: an edge instance holds its buffered events this way,
+// so that its heap holds no pointers per event and a batch is the bytes
+// it already has behind a header. The zero value is empty and ready.
+type Encoded struct {
+	data []byte
+	offs []uint32 // where each event starts in data
+	// e is the event being encoded: the field accessors are called
+	// through function values, which escape analysis cannot see through,
+	// so Add encodes a copy here rather than its argument, and the
+	// caller's event can stay on its stack.
+	e event.Event
+}
+
+// Add appends e, encoded.
+func (enc *Encoded) Add(e *event.Event) {
+	enc.offs = append(enc.offs, uint32(len(enc.data)))
+	// The body's length goes first: reserve one byte, which fits most
+	// events' length, and shift the body when it does not.
+	start := len(enc.data)
+	enc.data = append(enc.data, 0)
+	enc.e = *e
+	enc.data = appendEvent(enc.data, &enc.e)
+	enc.e = event.Event{} // keep no strings of the caller's
+	n := len(enc.data) - start - 1
+	if n < 0x80 {
+		enc.data[start] = byte(n)
+		return
+	}
+	var l [binary.MaxVarintLen64]byte
+	k := binary.PutUvarint(l[:], uint64(n))
+	enc.data = append(enc.data, l[:k-1]...)
+	copy(enc.data[start+k:], enc.data[start+1:start+1+n])
+	copy(enc.data[start:], l[:k])
+}
+
+// Len is the number of events.
+func (enc *Encoded) Len() int { return len(enc.offs) }
+
+// Size is the number of bytes the events take.
+func (enc *Encoded) Size() int { return len(enc.data) }
+
+// end is where the first n events end in data.
+func (enc *Encoded) end(n int) int {
+	if n == len(enc.offs) {
+		return len(enc.data)
+	}
+	return int(enc.offs[n])
+}
+
+// AppendBatch appends the first n events as one batch (Append's format).
+func (enc *Encoded) AppendBatch(dst []byte, n int) []byte {
+	dst = append(dst, Magic...)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	return append(dst, enc.data[:enc.end(n)]...)
+}
+
+// AppendBatchWithCounters appends the first n events and c as one batch
+// of version 2 (AppendWithCounters' format).
+func (enc *Encoded) AppendBatchWithCounters(dst []byte, n int, c *Counters) []byte {
+	dst = append(dst, MagicCounters...)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = append(dst, enc.data[:enc.end(n)]...)
 	start := len(dst)
 	dst = AppendCounters(dst, c)
 	// The record's length goes before it: encode, then shift it right.
-	n := len(dst) - start
+	n = len(dst) - start
 	var l [binary.MaxVarintLen64]byte
 	k := binary.PutUvarint(l[:], uint64(n))
 	dst = append(dst, l[:k]...)
@@ -84,15 +158,61 @@ func AppendWithCounters(dst []byte, events []event.Event, c *Counters) []byte {
 	return dst
 }
 
-func appendEvents(dst []byte, events []event.Event) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(events)))
-	var body []byte
-	for i := range events {
-		body = appendEvent(body[:0], &events[i])
-		dst = binary.AppendUvarint(dst, uint64(len(body)))
-		dst = append(dst, body...)
+// Event decodes event i. Its strings are new copies (the path that needs
+// them, a fallback or a loss, is not the hot one).
+func (enc *Encoded) Event(i int) (event.Event, error) {
+	start, end := int(enc.offs[i]), enc.end(i+1)
+	_, k := binary.Uvarint(enc.data[start:end])
+	var e event.Event
+	if k <= 0 {
+		return e, fmt.Errorf("%w: event %d: bad length", ErrMalformed, i)
 	}
-	return dst
+	b := enc.data[start:end]
+	err := decodeEvent(&e, b, string(b), k)
+	return e, err
+}
+
+// Time is event i's time, in unix milliseconds (0 if it does not decode).
+func (enc *Encoded) Time(i int) int64 {
+	start := int(enc.offs[i])
+	_, k := binary.Uvarint(enc.data[start:])
+	if k <= 0 || len(enc.data)-start-k < len(event.ID{}) {
+		return 0
+	}
+	t, k2 := binary.Uvarint(enc.data[start+k+len(event.ID{}):])
+	if k2 <= 0 {
+		return 0
+	}
+	return int64(t)
+}
+
+// Drop removes the first n events, keeping the storage.
+func (enc *Encoded) Drop(n int) {
+	if n <= 0 {
+		return
+	}
+	cut := enc.end(n)
+	k := copy(enc.offs, enc.offs[n:])
+	enc.offs = enc.offs[:k]
+	for i := range enc.offs {
+		enc.offs[i] -= uint32(cut)
+	}
+	enc.data = enc.data[:copy(enc.data, enc.data[cut:])]
+}
+
+// Keep keeps only the events for which keep returns true, in order.
+func (enc *Encoded) Keep(keep func(i int) bool) {
+	w, wb := 0, 0
+	for i := range enc.offs {
+		if !keep(i) {
+			continue
+		}
+		start, end := int(enc.offs[i]), enc.end(i+1)
+		enc.offs[w] = uint32(wb)
+		wb += copy(enc.data[wb:], enc.data[start:end])
+		w++
+	}
+	enc.offs, enc.data = enc.offs[:w], enc.data[:wb]
 }
 
 func appendEvent(b []byte, e *event.Event) []byte {
