@@ -166,8 +166,12 @@ func Send(statusCode int, header func(yield func(name, value string) bool), body
 	if st := respNew(&resp); st != statusOK {
 		return st.err("resp new")
 	}
-	if st := respStatusSet(resp, uint32(statusCode)); st != statusOK {
-		return st.err("resp status_set")
+	// A new response is 200 OK (as Fastly's and Viceroy's are): a pixel
+	// answer needs no call to say so.
+	if statusCode != 200 {
+		if st := respStatusSet(resp, uint32(statusCode)); st != statusOK {
+			return st.err("resp status_set")
+		}
 	}
 	var err error
 	header(func(name, value string) bool {

@@ -22,12 +22,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"fmt"
 	"os"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
@@ -84,11 +86,14 @@ func serveMany() {
 	}
 	v := newVisitor()
 	for {
-		v.serve(r, time.Now())
-		if now := time.Now(); batcher.Due(now) {
+		// One clock reading a hit: the batch is due, or not, as of the
+		// hit's arrival, and the next hit looks again.
+		now := time.Now()
+		v.serve(r, now)
+		if batcher.Due(now) {
 			flush()
 		}
-		if time.Since(began) > maxLifetime {
+		if now.Sub(began) > maxLifetime {
 			return
 		}
 		var ok bool
@@ -153,15 +158,24 @@ func loadConfig() config {
 // visitor reads the current downstream request for pixel.Serve. One value
 // lives for the whole instance and its buffers are reused, so a hit costs
 // few allocations; Meta and Body are bound once, in main.
+//
+// The request's path, query, user agent, referer, address and country are
+// strings over those buffers (bytesView), not copies: pixel.Serve keeps no
+// string of a request beyond its call (its Batcher encodes events as they
+// arrive), and the buffers are only rewritten by the next request.
 type visitor struct {
-	req               hostcall.Request
-	uri, hdr, geo     []byte
-	body              []byte
-	meta              pixel.Meta
-	request           pixel.Hit
-	resp              pixel.Response
-	ua, ref, clientIP string
+	req           hostcall.Request
+	uri, hdr, geo []byte
+	ua, ref, ip   []byte
+	body          []byte
+	meta          pixel.Meta
+	request       pixel.Hit
+	resp          pixel.Response
 }
+
+// random feeds event ids: crypto/rand read 4 KiB at a time rather than
+// once a hit, which was one more call into the host per hit.
+var random = bufio.NewReaderSize(rand.Reader, 4096)
 
 func newVisitor() *visitor {
 	v := &visitor{}
@@ -181,7 +195,7 @@ func (v *visitor) serve(r hostcall.Request, now time.Time) {
 		v.fail(err)
 		return
 	}
-	v.request.Method = string(method)
+	v.request.Method = methodName(method)
 	v.uri, err = r.URI(v.uri[:0])
 	if err != nil {
 		v.fail(err)
@@ -190,6 +204,7 @@ func (v *visitor) serve(r hostcall.Request, now time.Time) {
 	v.request.Path, v.request.RawQuery = splitURI(v.uri)
 	v.meta.Now = now
 	pixel.Serve(&v.request, &cfg.serve, &batcher, now, &v.resp)
+	v.request.Path, v.request.RawQuery = "", ""
 	if err := hostcall.Send(v.resp.Status, v.headers, v.resp.Body); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: answering %s: %v\n", v.request.Path, err)
 	}
@@ -212,6 +227,7 @@ func (v *visitor) fail(err error) {
 // splitURI returns the path and raw query of an absolute URI
 // (scheme://authority/path?query), without net/url: parsing the whole URL
 // showed up in profiles and only these two parts are used.
+// Both point into uri (bytesView).
 func splitURI(uri []byte) (path, rawQuery string) {
 	s := uri
 	if i := bytes.Index(s, []byte("://")); i >= 0 {
@@ -228,25 +244,52 @@ func splitURI(uri []byte) (path, rawQuery string) {
 	}
 	p, q, _ := bytes.Cut(s, []byte("?"))
 	if len(p) == 0 {
-		p = []byte("/")
+		return "/", bytesView(q)
 	}
-	return string(p), string(q)
+	return bytesView(p), bytesView(q)
+}
+
+// bytesView is b as a string without a copy; b must not change while the
+// string is in use (see visitor).
+func bytesView(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// methodName is the request method as a string, without allocating one
+// for the methods the edge answers.
+func methodName(m []byte) string {
+	for _, s := range [...]string{"GET", "POST", "HEAD", "OPTIONS"} {
+		if string(m) == s {
+			return s
+		}
+	}
+	return string(m)
 }
 
 func (v *visitor) readMeta() *pixel.Meta {
 	m := &v.meta
 	m.Pop = cfg.pop
-	m.Rand = rand.Reader
-	m.UserAgent = v.header("User-Agent")
-	m.Referer = v.header("Referer")
+	m.Rand = random
+	m.UserAgent = v.headerView("User-Agent", &v.ua)
+	m.Referer = v.headerView("Referer", &v.ref)
 	if ip, err := v.req.ClientIP(); err == nil {
-		m.ClientIP = ip.String()
+		v.ip = ip.AppendTo(v.ip[:0])
+		m.ClientIP = bytesView(v.ip)
 		if rec, err := hostcall.Geo(ip, v.geo[:0]); err == nil {
 			v.geo = rec
 			m.Country = hostcall.CountryCode(rec)
 		}
 	}
 	return m
+}
+
+// headerView reads a header into *buf and returns it as a view of it
+// (bytesView), "" if absent.
+func (v *visitor) headerView(name string, buf *[]byte) string {
+	b, ok, err := v.req.Header(name, (*buf)[:0])
+	if !ok || err != nil {
+		return ""
+	}
+	*buf = b
+	return bytesView(b)
 }
 
 func (v *visitor) header(name string) string {
