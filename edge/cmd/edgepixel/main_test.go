@@ -18,3 +18,29 @@ func TestSplitURI(t *testing.T) {
 		}
 	}
 }
+
+// The hot path's conversions allocate nothing: the path and query are
+// views of the request's buffer, the known methods are constants.
+func TestHitConversionsAllocateNothing(t *testing.T) {
+	uri := []byte("http://127.0.0.1:7676/p.gif?site=a&url=x")
+	get := []byte("GET")
+	var p, q, m string
+	if a := testing.AllocsPerRun(100, func() {
+		p, q = splitURI(uri)
+		m = methodName(get)
+	}); a != 0 {
+		t.Errorf("%.1f allocations", a)
+	}
+	if p != "/p.gif" || q != "site=a&url=x" || m != "GET" {
+		t.Errorf("got %q %q %q", p, q, m)
+	}
+	// A view follows its buffer: the visitor must not rewrite it while a
+	// hit is being served, and does not.
+	uri[len(uri)-1] = 'y'
+	if q != "site=a&url=y" {
+		t.Errorf("the query is a copy, not a view: %q", q)
+	}
+	if got := methodName([]byte("PURGE")); got != "PURGE" {
+		t.Errorf("methodName(PURGE) = %q", got)
+	}
+}
