@@ -7,6 +7,7 @@
 #   make deps    install what the tests need (apt-get as root; the Fastly CLI with npm)
 #   make bench   benchmarks, each printed beside its baseline from the same run
 #   make build   the artifacts into .edgepixel/bin;  make wasm: edge/bin/main.wasm
+#   make worker  the Cloudflare Workers module where wrangler.toml expects it
 #
 # How each artifact is built is said once, in tests/build (run here through
 # tests/cmd/edgepixel-build, as edge/fastly.toml runs it too). Which outside
@@ -27,7 +28,7 @@ FUZZTIME  ?= 200000x
 # When this make began, for the launcher's "ready after" figure.
 SINCE     := $(shell date +%s)
 
-.PHONY: run sql test deps deps-bench check-deps tools build wasm bench fmt vet unit fuzz clean
+.PHONY: run sql test deps deps-bench check-deps tools build wasm worker bench fmt vet unit fuzz clean
 
 ## run: say what to expect, install what is missing (before the long
 ## builds), build, start the stack (Ctrl-C stops it)
@@ -78,13 +79,18 @@ build: tools
 wasm: tools
 	@$(TOOLS)/edgepixel-build -o edge/bin/main.wasm wasm
 
+## worker: the Cloudflare Workers module (wrangler/build/edgepixel.wasm);
+## `cd wrangler && wrangler deploy` builds it the same way
+worker: tools
+	@$(TOOLS)/edgepixel-build -o wrangler/build/edgepixel.wasm worker
+
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.edgepixel/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet ./...
-	GOOS=wasip1 GOARCH=wasm $(GO) vet ./edge/cmd/edgepixel
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./edge/cmd/edgepixel ./wrangler/...
 
 ## unit: every package's tests with the race detector; the log ends with
 ## each package's time and the slowest tests
@@ -108,4 +114,4 @@ bench: tools
 	@$(BIN)/edgepixel-bench --bin $(BIN)
 
 clean:
-	rm -rf $(BIN) $(TOOLS) edge/bin edge/pkg
+	rm -rf $(BIN) $(TOOLS) edge/bin edge/pkg wrangler/build wrangler/dist

@@ -26,8 +26,12 @@ type Artifact struct {
 	About string // what progress messages call it
 	Pkg   string // the main package, relative to the repository root
 	File  string // its file name in a bin directory (InDir)
-	// Wasm marks the edge module: built for Fastly Compute by a Toolchain.
+	// Wasm marks a WebAssembly module built by a Toolchain: the edge
+	// module for Fastly Compute, the worker for Cloudflare Workers.
 	Wasm bool
+	// Reactor builds a WASI reactor (-buildmode=c-shared: _initialize and
+	// //go:wasmexport functions, no main) instead of a command.
+	Reactor bool
 }
 
 // The artifacts. Their files in .edgepixel/bin are what `make run` and
@@ -38,8 +42,11 @@ var (
 	Aggregator = Artifact{Name: "aggregator", About: "the aggregator", Pkg: "./aggregator/cmd/edgepixel-aggregator", File: "edgepixel-aggregator"}
 	Launcher   = Artifact{Name: "run", About: "the launcher", Pkg: "./tests/cmd/edgepixel-run", File: "edgepixel-run"}
 	Bench      = Artifact{Name: "bench", About: "the benchmark", Pkg: "./tests/cmd/edgepixel-bench", File: "edgepixel-bench"}
+	// Worker is the Cloudflare Workers module; wrangler.toml's main
+	// module imports it from wrangler/build/edgepixel.wasm.
+	Worker = Artifact{Name: "worker", About: "the Cloudflare worker", Pkg: "./wrangler/cmd/edgepixel-worker", File: "edgepixel-worker.wasm", Wasm: true, Reactor: true}
 
-	All = []Artifact{Edge, Pop, Aggregator, Launcher, Bench}
+	All = []Artifact{Edge, Pop, Aggregator, Launcher, Bench, Worker}
 )
 
 // Named returns the artifact called name.
@@ -69,7 +76,11 @@ var Toolchains = []Toolchain{Go}
 // so that the same source gives the same bytes (and the POP's compile
 // cache, keyed by those bytes, is shared between builds).
 func (a Artifact) Command(ctx context.Context, tc Toolchain, root, out string) (*exec.Cmd, error) {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, a.Pkg)
+	args := []string{"build", "-trimpath", "-o", out}
+	if a.Reactor {
+		args = append(args, "-buildmode=c-shared")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, a.Pkg)...)
 	if a.Wasm {
 		switch tc {
 		case Go:

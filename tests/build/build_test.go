@@ -26,6 +26,13 @@ func TestCommands(t *testing.T) {
 	if cmd.Env != nil {
 		t.Errorf("the POP is built for this machine, got env %v", cmd.Env)
 	}
+	cmd, err = Worker.Command(ctx, Go, "/repo", "/out/w.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -o /out/w.wasm -buildmode=c-shared ./wrangler/cmd/edgepixel-worker" || !slices.Contains(cmd.Env, "GOOS=wasip1") {
+		t.Errorf("worker: %q", got)
+	}
 	if _, err := Edge.Command(ctx, "nope", "/repo", "/out/x"); err == nil {
 		t.Error("an unknown toolchain was accepted")
 	}

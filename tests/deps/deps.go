@@ -1,7 +1,8 @@
 // Package deps knows the programs that edgepixel's tests, `make run` and
 // `make bench` run but Go does not build — Redis, ClickHouse, Chromium,
-// the Fastly CLI, wrk — how to find each and how to install it: Debian
-// packages with apt-get (as root), npm packages into .edgepixel/npm.
+// the Fastly CLI, wrangler and workerd, wrk — how to find each and how
+// to install it: Debian packages with apt-get (as root), npm packages
+// into .edgepixel/npm.
 //
 // `make deps` installs (tests/cmd/edgepixel-deps); the end-to-end tests
 // check and, when something is missing, say what and the command that
@@ -54,6 +55,13 @@ var (
 	// from the platform package beside it.
 	FastlyCLI = Program{Name: "the Fastly CLI", Npm: "@fastly/cli@16.1.0", NpmBin: "node_modules/.bin/fastly"}
 	Wrk       = Program{Name: "wrk", Bins: []string{"wrk"}, Apt: []string{"wrk"}}
+	// Wrangler is Cloudflare's CLI (`wrangler deploy`); 4.86.0 is the
+	// newest that runs on Node 20. Workerd, Cloudflare's Workers runtime,
+	// comes with it; the tests and the bench run the worker on it
+	// directly. Both install offline-capable: no account, no download at
+	// run time.
+	Wrangler = Program{Name: "wrangler", Npm: "wrangler@4.86.0", NpmBin: "node_modules/.bin/wrangler"}
+	Workerd  = Program{Name: "workerd (from wrangler)", Npm: "wrangler@4.86.0", NpmBin: "node_modules/.bin/workerd"}
 )
 
 // What each make target needs. `make run` can do without Redis and
@@ -61,8 +69,8 @@ var (
 // so it installs them when it can and only warns when it cannot.
 var (
 	Run   = []Program{Redis, ClickHouse, ClickHouseClient}
-	Test  = []Program{Redis, ClickHouse, ClickHouseClient, Chromium, Npm, FastlyCLI}
-	Bench = []Program{Redis, ClickHouse, Wrk}
+	Test  = []Program{Redis, ClickHouse, ClickHouseClient, Chromium, Npm, FastlyCLI, Wrangler, Workerd}
+	Bench = []Program{Redis, ClickHouse, Wrk, Npm, Workerd}
 )
 
 // NpmPrefix is where npm packages go: root/.edgepixel/npm.

@@ -6,7 +6,7 @@
 //	edgepixel-build -o FILE [-toolchain go] ARTIFACT          # one artifact to FILE
 //
 // ARTIFACT is wasm (the edge module), pop, aggregator, run (the `make run`
-// launcher), bench, or all. Relative paths are taken from the working
+// launcher), bench, worker (the Cloudflare Workers module), or all. Relative paths are taken from the working
 // directory. Each build reports its elapsed time on stderr.
 package main
 

@@ -1,0 +1,280 @@
+package worker
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+var secret = []byte("test-secret")
+
+func newWorker(t *testing.T, env map[string]string) *Worker {
+	t.Helper()
+	if env == nil {
+		env = map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret) + "\n"}
+	}
+	c, err := ParseConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(c)
+}
+
+func request(t *testing.T, method, url, headers string, body string) *Request {
+	t.Helper()
+	var r Request
+	text := method + "\n" + url + "\nDE\nHesse\nFrankfurt\n3320\n42\nFRA\n" + headers
+	if err := ParseRequest(text, []byte(body), &r); err != nil {
+		t.Fatal(err)
+	}
+	return &r
+}
+
+func TestParseRequest(t *testing.T) {
+	r := request(t, "GET", "https://px.test/p.gif?site=a", "user-agent:UA/1\nreferer:https://a.test/x\ncf-connecting-ip:203.0.113.7\n", "")
+	if r.Method != "GET" || r.CF.Country != "DE" || r.CF.Region != "Hesse" || r.CF.City != "Frankfurt" || r.CF.ASN != "3320" || r.CF.BotScore != "42" || r.CF.Colo != "FRA" {
+		t.Errorf("%+v", r)
+	}
+	if r.Header("User-Agent") != "UA/1" || r.Header("CF-Connecting-IP") != "203.0.113.7" || r.Header("origin") != "" {
+		t.Errorf("headers: %q %q", r.Header("User-Agent"), r.Header("CF-Connecting-IP"))
+	}
+	if err := ParseRequest("GET\nhttps://x/\n", nil, r); err != ErrBadRequest {
+		t.Errorf("short block: %v", err)
+	}
+}
+
+func TestSplitURL(t *testing.T) {
+	for _, c := range []struct{ in, path, q string }{
+		{"https://px.test/p.gif?site=a&b=c#f", "/p.gif", "site=a&b=c"},
+		{"https://px.test", "/", ""},
+		{"https://px.test?site=a", "/", "site=a"},
+		{"http://127.0.0.1:8787/e", "/e", ""},
+	} {
+		if p, q := splitURL(c.in); p != c.path || q != c.q {
+			t.Errorf("%s: %q %q", c.in, p, q)
+		}
+	}
+}
+
+// serve serves r and checks the answer's status.
+func serve(t *testing.T, w *Worker, r *Request, status int) (*pixel.Response, uint32) {
+	t.Helper()
+	resp, h := w.Serve(r, time.Now())
+	if resp.Status != status {
+		t.Fatalf("%s %s: %d, want %d (drop %q)", r.Method, r.URL, resp.Status, status, resp.Drop)
+	}
+	return resp, h
+}
+
+func header(d *Delivery, name string) string {
+	for _, f := range d.Header {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+func TestPixelDeliveredAsSignedBatch(t *testing.T) {
+	w := newWorker(t, nil)
+	resp, h := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=shop&url=https%3A%2F%2Fshop.test%2Fa%3Futm_source%3Dnews", "user-agent:UA/1\ncf-connecting-ip:203.0.113.7\n", ""), 200)
+	if !bytes.Equal(resp.Body, pixel.GIF) || h == 0 {
+		t.Fatalf("body %d bytes, handle %d", len(resp.Body), h)
+	}
+	d, err := w.Next(h, Start)
+	if err != nil || d == nil {
+		t.Fatal(d, err)
+	}
+	if d.URL != "https://agg.test/ingest" || header(d, "Content-Type") != wire.ContentType {
+		t.Errorf("delivery to %s %v", d.URL, d.Header)
+	}
+	if err := wire.Verify(secret, header(d, wire.HeaderTimestamp), header(d, wire.HeaderSignature), d.Body, time.Now(), time.Minute); err != nil {
+		t.Errorf("signature: %v", err)
+	}
+	evs, c, err := wire.DecodeBatch(nil, d.Body)
+	if err != nil || len(evs) != 1 || c == nil {
+		t.Fatalf("batch: %v %d events, counters %v", err, len(evs), c)
+	}
+	e := evs[0]
+	if e.Site != "shop" || e.URL != "https://shop.test/a?utm_source=news" || e.UTMSource != "news" || e.Country != "DE" || e.Pop != "FRA" || e.ClientIP != "203.0.113.0" || e.UserAgent != "UA/1" || e.Method != "GET" {
+		t.Errorf("event: %+v", e)
+	}
+	if c.Sites[0].Hits != 1 || c.Sites[0].Events != 1 {
+		t.Errorf("counts: %+v", c.Sites)
+	}
+	if d, err := w.Next(h, Delivered); d != nil || err != nil {
+		t.Fatalf("after delivery: %v %v", d, err)
+	}
+	if _, err := w.Next(h, Start); err == nil {
+		t.Error("an ended delivery accepted an outcome")
+	}
+	// The slot is reused, and its counts were reported: the next batch
+	// carries the new counts only.
+	_, h2 := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=shop", "", ""), 200)
+	d, _ = w.Next(h2, Start)
+	_, c, _ = wire.DecodeBatch(nil, d.Body)
+	if w.Slots() != 1 || c.Sites[0].Hits != 2 {
+		t.Errorf("%d slots, counts %+v", w.Slots(), c.Sites)
+	}
+	w.Next(h2, Delivered)
+}
+
+func TestDropsWaitForADelivery(t *testing.T) {
+	w := newWorker(t, nil)
+	resp, h := serve(t, w, request(t, "GET", "https://px.test/p.gif", "", ""), 200)
+	if resp.Drop != pixel.DropMissingSite || h != 0 {
+		t.Fatalf("drop %q handle %d", resp.Drop, h)
+	}
+	_, h = serve(t, w, request(t, "GET", "https://px.test/p.gif?site=a", "", ""), 200)
+	d, _ := w.Next(h, Start)
+	_, c, _ := wire.DecodeBatch(nil, d.Body)
+	var dropped uint64
+	for _, s := range c.Sites {
+		dropped += s.Dropped(pixel.DropMissingSite)
+	}
+	if dropped != 1 {
+		t.Errorf("the missing_site drop did not ride on the next batch: %+v", c.Sites)
+	}
+}
+
+func TestFallbackLinesAreWhatSpillWrites(t *testing.T) {
+	w := newWorker(t, nil)
+	body := `[{"site":"shop","name":"signup","props":{"plan":"pro"}},{"site":"blog","name":"read","url":"https://blog.test/x"}]`
+	_, h := serve(t, w, request(t, "POST", "https://px.test/e", "content-type:text/plain\n", body), 204)
+	d, _ := w.Next(h, Start)
+	batch := append([]byte(nil), d.Body...)
+	d, err := w.Next(h, Failed)
+	if err != nil || d == nil {
+		t.Fatal(d, err)
+	}
+	if d.URL != "https://agg.test/ingest/ndjson" || header(d, "Content-Type") != "application/x-ndjson" {
+		t.Errorf("fallback to %s %v", d.URL, d.Header)
+	}
+	if err := wire.Verify(secret, header(d, wire.HeaderTimestamp), header(d, wire.HeaderSignature), d.Body, time.Now(), time.Minute); err != nil {
+		t.Errorf("signature: %v", err)
+	}
+	// What a Batcher holding the same events would write to its
+	// fallback log endpoint.
+	evs, c, _ := wire.DecodeBatch(nil, batch)
+	var want []byte
+	for i := range evs {
+		want = append(wire.AppendEventLine(want, &evs[i], event.ID{}, nil), '\n')
+	}
+	want = append(wire.AppendCountersLine(want, c), '\n')
+	if !bytes.Equal(d.Body, want) {
+		t.Errorf("lines:\n%s\nwant:\n%s", d.Body, want)
+	}
+	if n := strings.Count(string(d.Body), "\n"); n != 3 {
+		t.Errorf("%d lines", n)
+	}
+	if d, err := w.Next(h, Delivered); d != nil || err != nil {
+		t.Fatal(d, err)
+	}
+	if c := w.Counts("shop"); c.Dropped(pixel.DropDeliveryFailed) != 0 {
+		t.Errorf("counted a loss: %+v", c)
+	}
+	// The slot is empty: the next delivery holds the next request's event only.
+	_, h = serve(t, w, request(t, "GET", "https://px.test/p.gif?site=shop", "", ""), 200)
+	d, _ = w.Next(h, Start)
+	if evs, _ := wire.Decode(nil, d.Body); len(evs) != 1 {
+		t.Errorf("%d events after the fallback took them", len(evs))
+	}
+}
+
+func TestEveryPathFailsCountsTheLoss(t *testing.T) {
+	w := newWorker(t, nil)
+	_, h := serve(t, w, request(t, "POST", "https://px.test/e", "", `[{"site":"shop"},{"site":"shop"}]`), 204)
+	w.Next(h, Start)
+	w.Next(h, Failed)
+	d, err := w.Next(h, Failed)
+	if d != nil || err == nil || !strings.Contains(err.Error(), "2 events lost") {
+		t.Fatalf("%v %v", d, err)
+	}
+	if c := w.Counts("shop"); c.Dropped(pixel.DropDeliveryFailed) != 2 || c.Events != 2 || c.Hits != 1 {
+		t.Errorf("counts %+v", c)
+	}
+	// The loss is reported with the slot's next delivery.
+	_, h = serve(t, w, request(t, "GET", "https://px.test/p.gif?site=blog", "", ""), 200)
+	d, _ = w.Next(h, Start)
+	evs, c, err := wire.DecodeBatch(nil, d.Body)
+	if err != nil || len(evs) != 1 {
+		t.Fatal(err, len(evs))
+	}
+	var lost uint64
+	for _, s := range c.Sites {
+		lost += s.Dropped(pixel.DropDeliveryFailed)
+	}
+	if lost != 2 {
+		t.Errorf("next batch reports %d lost: %+v", lost, c.Sites)
+	}
+}
+
+func TestConcurrentDeliveriesUseTheirOwnSlots(t *testing.T) {
+	w := newWorker(t, nil)
+	_, h1 := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=a", "", ""), 200)
+	d1, _ := w.Next(h1, Start)
+	b1 := append([]byte(nil), d1.Body...)
+	// A second request arrives while the first's batch is out.
+	_, h2 := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=b", "", ""), 200)
+	if h1 == h2 {
+		t.Fatal("two deliveries in one slot")
+	}
+	d2, _ := w.Next(h2, Start)
+	if evs, _ := wire.Decode(nil, d2.Body); len(evs) != 1 || evs[0].Site != "b" {
+		t.Errorf("second batch: %+v", evs)
+	}
+	if d, err := w.Next(h2, Delivered); d != nil || err != nil {
+		t.Fatal(d, err)
+	}
+	if evs, _ := wire.Decode(nil, b1); len(evs) != 1 || evs[0].Site != "a" {
+		t.Errorf("first batch: %+v", evs)
+	}
+	if d, err := w.Next(h1, Delivered); d != nil || err != nil {
+		t.Fatal(d, err)
+	}
+	// Both slots idle: sequential requests reuse the last one.
+	serve(t, w, request(t, "GET", "https://px.test/p.gif?site=c", "", ""), 200)
+	if w.Slots() != 2 {
+		t.Errorf("%d slots", w.Slots())
+	}
+}
+
+func TestLogTokenWithoutSecret(t *testing.T) {
+	w := newWorker(t, map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigLogToken: "tok"})
+	_, h := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=a", "", ""), 200)
+	d, _ := w.Next(h, Start)
+	if d == nil || d.URL != "https://agg.test/ingest/ndjson" || header(d, "Authorization") != "Bearer tok" || header(d, wire.HeaderSignature) != "" {
+		t.Fatalf("%+v", d)
+	}
+	if !strings.HasPrefix(string(d.Body), `{"event_id":`) {
+		t.Errorf("lines: %s", d.Body)
+	}
+	if d, err := w.Next(h, Delivered); d != nil || err != nil {
+		t.Fatal(d, err)
+	}
+}
+
+func TestCORSFromConfig(t *testing.T) {
+	w := newWorker(t, map[string]string{pixel.ConfigCORSOrigins: "shop=https://shop.test", pixel.ConfigCORSDefault: "none"})
+	resp, _ := serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://evil.test\n", `{"site":"shop"}`), 403)
+	if resp.Drop != pixel.DropOriginNotAllowed {
+		t.Errorf("drop %q", resp.Drop)
+	}
+	resp, _ = serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://shop.test\n", `{"site":"shop"}`), 204)
+	if resp.Get("Access-Control-Allow-Origin") != "https://shop.test" {
+		t.Errorf("ACAO %q", resp.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+func TestOversizedBodyRefused(t *testing.T) {
+	w := newWorker(t, nil)
+	resp, h := serve(t, w, request(t, "POST", "https://px.test/e", "", `{"site":"a","url":"`+strings.Repeat("x", pixel.MaxPostBody)+`"}`), 413)
+	if resp.Drop != pixel.DropTooLarge || h != 0 {
+		t.Errorf("drop %q handle %d", resp.Drop, h)
+	}
+}
