@@ -141,7 +141,7 @@ func (w *Worker) Serve(r *Request, now time.Time) (resp *pixel.Response, handle 
 	w.hit.Method = r.Method
 	w.hit.Path, w.hit.RawQuery = splitURL(r.URL)
 	w.meta.Now = now
-	i := w.take(r)
+	i := w.take(r, now)
 	s := w.slots[i]
 	pixel.Serve(&w.hit, &w.cfg.Serve, &s.b, now, &w.resp)
 	w.req = nil
@@ -322,11 +322,21 @@ func (w *Worker) secret() []byte {
 	return w.cfg.Secret
 }
 
-// take returns an idle slot for r, making one if none is idle.
-func (w *Worker) take(r *Request) int {
+// take returns an idle slot for r, making one if none is idle. An idle
+// slot whose counts are due (losses counted after its last delivery)
+// goes first, so that sequential requests, which would otherwise reuse
+// one slot for ever, deliver every slot's counts.
+func (w *Worker) take(r *Request, now time.Time) int {
 	if n := len(w.idle); n > 0 {
-		i := w.idle[n-1]
-		w.idle = w.idle[:n-1]
+		k := n - 1
+		for j := range w.idle {
+			if w.slots[w.idle[j]].b.Due(now) {
+				k = j
+				break
+			}
+		}
+		i := w.idle[k]
+		w.idle = append(w.idle[:k], w.idle[k+1:]...)
 		return i
 	}
 	s := &slot{b: pixel.Batcher{MaxEvents: wire.MaxEvents, MaxAge: 200 * time.Millisecond, MaxBuffered: wire.MaxEvents}}

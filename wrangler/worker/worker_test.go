@@ -278,3 +278,37 @@ func TestOversizedBodyRefused(t *testing.T) {
 		t.Errorf("drop %q handle %d", resp.Drop, h)
 	}
 }
+
+func TestIdleSlotsCountsAreDelivered(t *testing.T) {
+	w := newWorker(t, nil)
+	// Two concurrent deliveries that both fail for good.
+	var hs []uint32
+	for _, site := range []string{"a", "b"} {
+		_, h := serve(t, w, request(t, "GET", "https://px.test/p.gif?site="+site, "", ""), 200)
+		w.Next(h, Start)
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		w.Next(h, Failed)
+		w.Next(h, Failed)
+	}
+	// Later sequential requests deliver both slots' losses, not one
+	// slot's again and again.
+	later := time.Now().Add(2 * time.Second)
+	lost := map[string]uint64{}
+	for i := 0; i < 2; i++ {
+		resp, h := w.Serve(request(t, "GET", "https://px.test/p.gif?site=c", "", ""), later)
+		if resp.Status != 200 || h == 0 {
+			t.Fatal(resp.Status, h)
+		}
+		d, _ := w.Next(h, Start)
+		_, c, _ := wire.DecodeBatch(nil, d.Body)
+		for _, s := range c.Sites {
+			lost[s.Site] += s.Dropped(pixel.DropDeliveryFailed)
+		}
+		w.Next(h, Delivered)
+	}
+	if lost["a"] != 1 || lost["b"] != 1 {
+		t.Errorf("losses reported: %v", lost)
+	}
+}

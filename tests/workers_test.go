@@ -1,0 +1,366 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/tests/behaviour"
+	"github.com/edgepixel/edgepixel/tests/build"
+	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/proc"
+	"github.com/edgepixel/edgepixel/tests/stack"
+	"github.com/edgepixel/edgepixel/wrangler/worker"
+)
+
+var (
+	workerOnce sync.Once
+	workerWasm string
+	workerErr  error
+)
+
+// builtWorker builds the Cloudflare worker module once for the package,
+// with the recipe `make worker` and wrangler.toml use.
+func builtWorker(t *testing.T) string {
+	t.Helper()
+	workerOnce.Do(func() {
+		workerWasm = build.Worker.InDir(filepath.Dir(bin.Wasm))
+		workerErr = build.Worker.Build(context.Background(), build.Go, root, workerWasm, nil)
+	})
+	if workerErr != nil {
+		t.Fatal(workerErr)
+	}
+	return workerWasm
+}
+
+// startWorkerd runs the worker in workerd with vars, stopped when t ends.
+func startWorkerd(t *testing.T, vars map[string]string) *stack.Workerd {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w, err := stack.StartWorkerd(ctx, stack.WorkerdOptions{Bin: need(t, deps.Workerd), Root: root, Wasm: builtWorker(t), Dir: dir, Vars: vars})
+	if err != nil {
+		t.Logf("---- workerd.log ----\n%s", proc.Tail(filepath.Join(dir, "workerd.log"), 8000))
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.Stop()
+		if t.Failed() {
+			t.Logf("---- workerd.log (tail) ----\n%s", proc.Tail(filepath.Join(dir, "workerd.log"), 8000))
+		}
+	})
+	return w
+}
+
+// workerVars configures a worker for stack s.
+func workerVars(s *stack.Stack) map[string]string {
+	return map[string]string{
+		worker.ConfigIngestURL:  s.AggregatorURL + "/ingest",
+		worker.ConfigSecret:     string(s.Secret),
+		pixel.ConfigCORSOrigins: behaviour.CORSOrigins,
+	}
+}
+
+// cfJSON is what the tests' workerd serves as request.cf.
+const cfJSON = `{"country":"DE","region":"Hesse","city":"Frankfurt am Main","asn":3320,"colo":"TST","botManagement":{"score":42}}`
+
+// workerHeaders are what Cloudflare adds to every request a worker sees.
+var workerHeaders = map[string]string{"CF-Connecting-IP": "127.0.0.1", stack.CFHeader: cfJSON}
+
+// TestWorkers runs the Cloudflare worker in workerd against a real
+// aggregator, Redis and ClickHouse: the behaviour table beside the Fastly
+// module under the POP, exact counts under load, the NDJSON fallback,
+// and losses counted across an aggregator outage.
+func TestWorkers(t *testing.T) {
+	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, EdgeConfig: map[string]string{pixel.ConfigCORSOrigins: behaviour.CORSOrigins}})
+	wd := startWorkerd(t, workerVars(s))
+
+	t.Run("behaviour table", func(t *testing.T) { behaviourTable(t, s, wd) })
+	t.Run("exactly once under load", func(t *testing.T) { workerLoad(t, s, wd) })
+	t.Run("NDJSON fallback", func(t *testing.T) {
+		dead, err := proc.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		vars := workerVars(s)
+		vars[worker.ConfigIngestURL] = "http://" + dead + "/ingest" // nothing listens: every batch fails
+		vars[worker.ConfigNDJSONURL] = s.AggregatorURL + "/ingest/ndjson"
+		fb := startWorkerd(t, vars)
+		const n = 20
+		for i := 0; i < n; i++ {
+			resp, body := get(t, pixelURL(fb.URL, "wk-fallback", fmt.Sprintf("https://ex.test/f/%d", i), ""), workerHeaders)
+			checkPixel(t, resp, body)
+		}
+		waitExactly(t, s, "wk-fallback", n)
+		eventually(t, 30*time.Second, "counts via the fallback", func() (bool, string) {
+			l := lossOf(t, s, "wk-fallback")
+			return l.Hits == n && l.Events == n && l.Stored == n && l.Lost == 0, fmt.Sprintf("%+v", l)
+		})
+	})
+	t.Run("aggregator down: losses counted", func(t *testing.T) { workerOutage(t, s, wd) })
+}
+
+func behaviourTable(t *testing.T, s *stack.Stack, wd *stack.Workerd) {
+	runs := []struct {
+		name, base string
+		hdr        map[string]string
+	}{
+		{"pop", s.PopURL, nil},
+		{"worker", wd.URL, workerHeaders},
+	}
+	want := 0
+	for _, c := range behaviour.Cases {
+		want += len(c.Rows)
+	}
+	got := map[string]map[behaviour.Row]int{}
+	for _, run := range runs {
+		uuid, err := event.NewID(time.Now().UnixMilli(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range behaviour.Cases {
+			site := behaviour.Site(run.name, i)
+			for r := 0; r < max(c.Repeat, 1); r++ {
+				req, err := http.NewRequest(c.Method, run.base+behaviour.Expand(c.Target, site, uuid.String()), strings.NewReader(behaviour.Expand(c.Body, site, uuid.String())))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("User-Agent", behaviour.UA)
+				for k, v := range run.hdr {
+					req.Header.Set(k, v)
+				}
+				for k, v := range c.Header {
+					req.Header.Set(k, behaviour.Expand(v, site, uuid.String()))
+				}
+				resp, body := do(t, req)
+				drop, acao := resp.Header.Get("X-Edgepixel-Drop"), resp.Header.Get("Access-Control-Allow-Origin")
+				if resp.StatusCode != c.Status || drop != c.Drop || acao != c.AllowOrigin {
+					t.Errorf("%s: %s: %d drop %q allow-origin %q, want %d %q %q: %.200s", run.name, c.Name, resp.StatusCode, drop, acao, c.Status, c.Drop, c.AllowOrigin, body)
+				}
+				if c.Method == "GET" && strings.HasPrefix(c.Target, "/p") && !bytes.Equal(body, pixel.GIF) {
+					t.Errorf("%s: %s: not the GIF", run.name, c.Name)
+				}
+			}
+		}
+		prefix := "bt-" + run.name + "-"
+		waitExactly(t, s, prefix+"%", want)
+		rows, platform := storedRows(t, s, prefix+"%")
+		got[run.name] = map[behaviour.Row]int{}
+		for _, r := range rows {
+			r.Site = "{site}"
+			got[run.name][r]++
+		}
+		if run.name == "worker" {
+			for _, p := range platform {
+				if p != [2]string{"DE", "TST"} {
+					t.Errorf("worker row's country and pop: %v, want request.cf's DE and TST", p)
+				}
+			}
+		}
+		// Each case's rows, under its own site.
+		for i, c := range behaviour.Cases {
+			site := behaviour.Site(run.name, i)
+			var have []behaviour.Row
+			for _, r := range rows {
+				if r.Site == site {
+					r.Site = "{site}"
+					have = append(have, r)
+				}
+			}
+			if !sameRows(have, c.Rows) {
+				t.Errorf("%s: %s: stored %+v, want %+v", run.name, c.Name, have, c.Rows)
+			}
+		}
+	}
+	if fmt.Sprint(sortedRows(got["pop"])) != fmt.Sprint(sortedRows(got["worker"])) {
+		t.Errorf("the platforms stored different rows:\npop:    %v\nworker: %v", sortedRows(got["pop"]), sortedRows(got["worker"]))
+	}
+}
+
+func sameRows(a, b []behaviour.Row) bool {
+	m := map[behaviour.Row]int{}
+	for _, r := range a {
+		m[r]++
+	}
+	for _, r := range b {
+		m[r]--
+	}
+	for _, n := range m {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedRows(m map[behaviour.Row]int) []string {
+	var out []string
+	for r, n := range m {
+		out = append(out, fmt.Sprintf("%dx%+v", n, r))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// storedRows reads the rows of the sites LIKE pattern, with each row's
+// platform fields (country, pop).
+func storedRows(t *testing.T, s *stack.Stack, like string) ([]behaviour.Row, [][2]string) {
+	t.Helper()
+	out := chQuery(t, s.ClickHouse.HTTPURL, "SELECT site, name, url, referrer, user_agent, client_ip, utm_source, utm_medium, utm_campaign, props, method, country, pop FROM events WHERE site LIKE '"+like+"' FORMAT JSONCompact")
+	var res struct {
+		Data [][]string `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var rows []behaviour.Row
+	var platform [][2]string
+	for _, d := range res.Data {
+		rows = append(rows, behaviour.Row{Site: d[0], Name: d[1], URL: d[2], Referrer: d[3], UserAgent: d[4], ClientIP: d[5],
+			UTMSource: d[6], UTMMedium: d[7], UTMCampaign: d[8], Props: d[9], Method: d[10]})
+		platform = append(platform, [2]string{d[11], d[12]})
+	}
+	return rows, platform
+}
+
+// waitExactly waits for n rows of the sites LIKE pattern, then checks
+// there are no more.
+func waitExactly(t *testing.T, s *stack.Stack, like string, n int) {
+	t.Helper()
+	q := "SELECT count() FROM events WHERE site LIKE '" + like + "'"
+	eventually(t, 30*time.Second, fmt.Sprintf("%d rows for %s", n, like), func() (bool, string) {
+		got := chQuery(t, s.ClickHouse.HTTPURL, q)
+		return got == strconv.Itoa(n), got
+	})
+	// The aggregator loads its spool in order: once a later marker is
+	// stored, anything doubled before it would be too.
+	marker := newEvent(t, "wk-marker-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	resp, b := signedBatch(t, s.AggregatorURL, s.Secret, []event.Event{marker})
+	wantStatus(t, resp, b, http.StatusOK)
+	eventually(t, 30*time.Second, "marker stored", func() (bool, string) {
+		got := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE site = '"+marker.Site+"'")
+		return got == "1", got
+	})
+	if got := chQuery(t, s.ClickHouse.HTTPURL, q); got != strconv.Itoa(n) {
+		t.Fatalf("%s rows for %s, want exactly %d", got, like, n)
+	}
+}
+
+func workerLoad(t *testing.T, s *stack.Stack, wd *stack.Workerd) {
+	const pixels, posts, workers = 200, 40, 8
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < pixels; i += workers {
+				resp, body := get(t, pixelURL(wd.URL, "wk-load", fmt.Sprintf("https://ex.test/l/%d", i), ""), workerHeaders)
+				checkPixel(t, resp, body)
+			}
+			for i := w; i < posts; i += workers {
+				resp, b := post(t, wd.URL+"/e", "text/plain", []byte(fmt.Sprintf(`{"site":"wk-load","name":"post","url":"https://ex.test/e/%d"}`, i)), workerHeaders)
+				wantStatus(t, resp, b, http.StatusNoContent)
+			}
+		}(w)
+	}
+	wg.Wait()
+	waitExactly(t, s, "wk-load", pixels+posts)
+	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT uniqExact(url) FROM events WHERE site = 'wk-load'"); n != strconv.Itoa(pixels+posts) {
+		t.Errorf("%s distinct pages, want %d", n, pixels+posts)
+	}
+	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
+		l := lossOf(t, s, "wk-load")
+		return l.Hits == pixels+posts && l.Events == pixels+posts && l.Stored == pixels+posts && l.Lost == 0, fmt.Sprintf("%+v", l)
+	})
+}
+
+// workerOutage kills the aggregator, sends hits that no path can
+// deliver, restarts it, and finds the losses counted as delivery_failed.
+func workerOutage(t *testing.T, s *stack.Stack, wd *stack.Workerd) {
+	if err := s.Aggregator.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(wd.Dir, "workerd.log")
+	before := strings.Count(string(readFile(log)), "events lost")
+	const n = 5
+	for i := 0; i < n; i++ {
+		resp, body := get(t, pixelURL(wd.URL, "wk-lost", fmt.Sprintf("https://ex.test/x/%d", i), ""), workerHeaders)
+		checkPixel(t, resp, body)
+	}
+	// Each delivery tries its batch and its fallback, with retries, and
+	// then says what it lost.
+	eventually(t, 60*time.Second, "the worker gave up on every delivery", func() (bool, string) {
+		k := strings.Count(string(readFile(log)), "events lost") - before
+		return k == n, strconv.Itoa(k)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.StartAggregator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Later hits carry the counts of the slots that lost events.
+	sent := 0
+	eventually(t, 60*time.Second, "the losses reported", func() (bool, string) {
+		resp, body := get(t, pixelURL(wd.URL, "wk-lost", fmt.Sprintf("https://ex.test/y/%d", sent), ""), workerHeaders)
+		checkPixel(t, resp, body)
+		sent++
+		time.Sleep(200 * time.Millisecond)
+		l := lossOf(t, s, "wk-lost")
+		return l.Dropped[pixel.DropDeliveryFailed] == n, fmt.Sprintf("%+v", l)
+	})
+	waitExactly(t, s, "wk-lost", sent)
+	eventually(t, 30*time.Second, "every hit accounted for", func() (bool, string) {
+		l := lossOf(t, s, "wk-lost")
+		return l.Hits == uint64(n+sent) && l.Events == uint64(n+sent) && l.Stored == uint64(sent), fmt.Sprintf("%+v", l)
+	})
+}
+
+func readFile(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
+}
+
+// TestWranglerDryRun bundles the worker the way `wrangler deploy` would,
+// with no account and no network: wrangler.toml's build runs the one
+// recipe, and the bundle holds the module and the JavaScript.
+func TestWranglerDryRun(t *testing.T) {
+	wrangler := need(t, deps.Wrangler)
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, wrangler, "deploy", "--dry-run", "--outdir", out)
+	cmd.Dir = filepath.Join(root, "wrangler")
+	cmd.Env = append(os.Environ(), "WRANGLER_SEND_METRICS=false", "CI=true", "CLOUDFLARE_CF_FETCH_ENABLED=false", "XDG_CONFIG_HOME="+t.TempDir())
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("wrangler deploy --dry-run: %v\n%s", err, b)
+	}
+	if !strings.Contains(string(b), "--dry-run: exiting now.") {
+		t.Errorf("no dry-run end in:\n%s", b)
+	}
+	wasm, _ := filepath.Glob(filepath.Join(out, "*edgepixel.wasm"))
+	if _, err := os.Stat(filepath.Join(out, "index.js")); err != nil || len(wasm) != 1 {
+		t.Fatalf("bundle lacks index.js or the module: %v %v", err, wasm)
+	}
+	js := readFile(filepath.Join(out, "index.js"))
+	for _, want := range []string{"ep_serve", "waitUntil", "wasi_snapshot_preview1"} {
+		if !bytes.Contains(js, []byte(want)) {
+			t.Errorf("bundle lacks %q", want)
+		}
+	}
+}
