@@ -110,7 +110,7 @@ conformance: build
 ## bench: POP vs bare net/http and the other figures, side by side
 bench: tools
 	@$(TOOLS)/edgepixel-deps install bench
-	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator bench
+	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator worker bench
 	@$(BIN)/edgepixel-bench --bin $(BIN)
 
 clean:

@@ -1,7 +1,8 @@
 // Command edgepixel-bench measures edgepixel against baselines in one run,
 // with one load generator, and prints each figure beside its baseline.
 // Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go),
-// durable (durable.go).
+// durable (durable.go), workers (workers.go: the Cloudflare worker in
+// workerd beside the POP and bare net/http).
 //
 // Pixel serving: the local POP running the real edge module (delivering its
 // batches to an in-process sink, so the POP and not the aggregator is
@@ -44,7 +45,7 @@ func main() {
 		threads  = flag.Int("threads", 2, "wrk threads")
 		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
 		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
-		sections = flag.String("sections", "pop,aggregator,hostile,durable", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
 	)
@@ -85,6 +86,12 @@ func main() {
 	if strings.Contains(*sections, "durable") { // durable.go
 		if err := runDurable(*tinyWasm, *duration, *conns, *threads); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: durable modes:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "workers") { // workers.go
+		if err := runWorkers(*binDir, *tinyWasm, *duration, *conns, *threads); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: workers:", err)
 			os.Exit(1)
 		}
 	}
