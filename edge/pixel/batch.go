@@ -59,6 +59,7 @@ type Batcher struct {
 	oldest  time.Time
 	line    []byte
 	body    []byte
+	req     Request     // see Take
 	scratch event.Event // see journal
 	rep     report
 	failing bool      // the last batch attempt failed: the next one tries once
@@ -66,6 +67,13 @@ type Batcher struct {
 	// v1 is set once the aggregator refused a version 2 batch: it predates
 	// counters, so they are no longer sent to it.
 	v1 bool
+	// taken is the batch Take handed out and not yet settled: its event
+	// count, and whether it carries the unreported counts.
+	taken struct {
+		n      int
+		counts bool
+		ok     bool
+	}
 }
 
 // Add counts one hit whose events are accepted (the hit for the first
@@ -290,6 +298,58 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 		}
 		return err
 	}
+}
+
+// Take encodes the next batch (up to MaxEvents events, with the
+// unreported counts) and signs it at now, for a platform that delivers
+// asynchronously (Cloudflare's ctx.waitUntil): it sends the Request, by
+// batch or by any fallback, then settles it with Delivered or Lost. The
+// events stay buffered until then, and Take hands out the same events
+// again if called before; Flush must not run meanwhile. ok is false when
+// there is nothing to send. The Request is valid until the next call.
+func (b *Batcher) Take(secret []byte, now time.Time) (r *Request, ok bool) {
+	if len(secret) == 0 {
+		return nil, false
+	}
+	n := min(b.events.Len(), b.MaxEvents, wire.MaxEvents)
+	counts := b.countsPending() && b.Counts.unreportedCounts(&b.rep, maxCountsPerLine)
+	if n == 0 && !counts {
+		b.taken.ok = false
+		return nil, false
+	}
+	if counts {
+		b.body = b.events.AppendBatchWithCounters(b.body[:0], n, &b.rep.c)
+	} else {
+		b.body = b.events.AppendBatch(b.body[:0], n)
+	}
+	b.taken.n, b.taken.counts, b.taken.ok = n, counts, true
+	ts := now.Unix()
+	b.req = Request{Body: b.body, Timestamp: strconv.FormatInt(ts, 10), Signature: wire.Sign(secret, ts, b.body)}
+	return &b.req, true
+}
+
+// Delivered settles the batch Take handed out as delivered: its events
+// leave the buffer and its counts are reported.
+func (b *Batcher) Delivered() {
+	if !b.taken.ok {
+		return
+	}
+	if b.taken.counts {
+		b.Counts.reported(&b.rep)
+	}
+	b.drop(b.taken.n)
+	b.taken.ok = false
+}
+
+// Lost settles the batch Take handed out as lost: no delivery path took
+// it. Its events leave the buffer counted as DropDeliveryFailed, and its
+// counts stay unreported, to ride on a later batch.
+func (b *Batcher) Lost(now time.Time) {
+	if !b.taken.ok {
+		return
+	}
+	b.lost(now, b.taken.n)
+	b.taken.ok = false
 }
 
 // Spill writes every buffered event, then the unreported counts, to the

@@ -445,3 +445,61 @@ func BenchmarkHit(b *testing.B) {
 		})
 	}
 }
+
+// TestTakeSettle drives the asynchronous delivery (Take, then Delivered
+// or Lost) as the Workers build does: a batch stays buffered until
+// settled, a delivered one leaves with its counts reported, a lost one
+// leaves counted as delivery_failed and that count rides on the next.
+func TestTakeSettle(t *testing.T) {
+	secret := []byte("k")
+	b := &Batcher{MaxEvents: 3, MaxAge: time.Second, MaxBuffered: 10}
+	now := time.Now()
+	hits(b, now, 5)
+	if _, ok := b.Take(nil, now); ok {
+		t.Fatal("Take without a secret handed out a batch")
+	}
+	decode := func(r *Request) ([]event.Event, *wire.Counters) {
+		t.Helper()
+		if wire.Verify(secret, r.Timestamp, r.Signature, r.Body, now, time.Minute) != nil {
+			t.Fatal("the batch's signature does not verify")
+		}
+		evs, c, err := wire.DecodeBatch(nil, r.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs, c
+	}
+	r, ok := b.Take(secret, now)
+	first, c := decode(r)
+	if !ok || len(first) != 3 || c == nil || b.Len() != 5 {
+		t.Fatalf("first Take: %d events, counts %v, %d buffered", len(first), c, b.Len())
+	}
+	again, _ := b.Take(secret, now) // not settled: the same events again
+	if evs, _ := decode(again); evs[0].ID != first[0].ID || len(evs) != 3 {
+		t.Fatal("a second Take before settling handed out other events")
+	}
+	b.Delivered()
+	if b.Len() != 2 {
+		t.Fatalf("%d buffered after Delivered, want 2", b.Len())
+	}
+	r, _ = b.Take(secret, now)
+	if evs, c := decode(r); len(evs) != 2 || c != nil {
+		t.Fatalf("second batch: %d events, counts %v (already reported)", len(evs), c)
+	}
+	b.Lost(now)
+	b.Lost(now) // settling twice does nothing
+	if b.Len() != 0 {
+		t.Fatalf("%d buffered after Lost", b.Len())
+	}
+	r, ok = b.Take(secret, now)
+	if !ok {
+		t.Fatal("the loss is not reported")
+	}
+	if evs, c := decode(r); len(evs) != 0 || c == nil || latest([]wire.Counters{*c}, "demo").Dropped(DropDeliveryFailed) != 2 {
+		t.Fatalf("loss report: %d events, counts %+v; want the 2 lost counted", len(evs), c)
+	}
+	b.Delivered()
+	if _, ok := b.Take(secret, now); ok {
+		t.Fatal("a batch with nothing left to send")
+	}
+}

@@ -41,9 +41,7 @@
 package worker
 
 import (
-	"bytes"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -222,15 +220,15 @@ func (w *Worker) Next(h uint32, outcome int) (*Delivery, error) {
 func (w *Worker) step(s *slot, outcome int) (*Delivery, error) {
 	now := time.Now()
 	switch {
-	case s.state == stateStart, s.state == stateBatch && outcome == Delivered:
-		if s.state == stateBatch {
-			if err := s.acknowledge(w.secret()); err != nil {
-				return nil, err
-			}
+	case s.state == stateStart, s.state != stateStart && outcome == Delivered:
+		if s.state != stateStart {
+			s.b.Delivered() // by batch or by its NDJSON lines
 		}
-		if !s.capture(w.secret()) {
+		r, ok := s.b.Take(w.secret(), now)
+		if !ok {
 			return nil, nil // nothing (more) to send
 		}
+		s.sent, s.ts, s.sig = r.Body, r.Timestamp, r.Signature
 		if len(w.cfg.Secret) == 0 || w.cfg.IngestURL == "" {
 			// No batches without their secret or URL: straight to the
 			// fallback, which may have a log token.
@@ -240,20 +238,10 @@ func (w *Worker) step(s *slot, outcome int) (*Delivery, error) {
 		return w.delivery(w.cfg.IngestURL, wire.ContentType, s.sent, s.ts, s.sig, true), nil
 	case s.state == stateBatch && outcome == Failed:
 		return w.fallback(s)
-	case s.state == stateFallback && outcome == Delivered:
-		s.b.Fallback = func([]byte) error { return nil } // taken: the lines were posted
-		err := s.b.Spill(now)
-		s.b.Fallback = nil
-		if err == nil && s.b.Len() == 0 && !s.b.Due(now) {
-			return nil, nil
-		}
-		// More than the batch held (impossible while a request adds
-		// at most pixel.MaxPostEvents): start over.
-		s.state = stateStart
-		return w.step(s, Start)
 	case s.state == stateFallback && outcome == Failed:
-		lost, err := s.b.Close(w.secret(), failSend, time.Now, noSleep)
-		return nil, fmt.Errorf("worker: %d events lost (%s): no delivery path took them: %v", lost, pixel.DropDeliveryFailed, err)
+		n := s.b.Len()
+		s.b.Lost(now)
+		return nil, fmt.Errorf("worker: %d events lost (%s): no delivery path took them", n-s.b.Len(), pixel.DropDeliveryFailed)
 	}
 	return nil, fmt.Errorf("worker: outcome %d in state %d", outcome, s.state)
 }
@@ -391,57 +379,8 @@ const (
 type slot struct {
 	b       pixel.Batcher
 	state   state
-	sent    []byte // the batch being delivered, as pixel.Batcher signed it
+	sent    []byte // the batch being delivered, as pixel.Batcher.Take signed it
 	ts, sig string
 	lines   []byte
 	evs     []event.Event
 }
-
-// errPending is what capture's send answers: the batch is not sent from
-// inside Flush, so the Batcher keeps its events.
-var errPending = errors.New("batch handed to the worker's JavaScript")
-
-// capture has the Batcher encode and sign its next batch, without
-// letting it count the batch as sent, and keeps the bytes. It reports
-// false when there is nothing to send.
-func (s *slot) capture(secret []byte) bool {
-	got := false
-	s.b.Flush(secret, func(r *pixel.Request) (int, time.Duration, error) {
-		if !got {
-			got = true
-			s.sent = append(s.sent[:0], r.Body...)
-			s.ts, s.sig = r.Timestamp, r.Signature
-		}
-		return 0, 0, errPending
-	}, time.Now, noSleep)
-	return got
-}
-
-// errChanged means the Batcher would now send other bytes than were
-// delivered: it is never to acknowledge what was not sent.
-var errChanged = errors.New("worker: the batch changed while it was delivered")
-
-// acknowledge tells the Batcher that the captured batch was delivered:
-// it encodes the batch again and is answered 200 for exactly those bytes.
-func (s *slot) acknowledge(secret []byte) error {
-	var err error
-	done := false
-	s.b.Flush(secret, func(r *pixel.Request) (int, time.Duration, error) {
-		switch {
-		case done: // a further batch: not sent yet, it stays buffered
-			return 0, 0, errPending
-		case !bytes.Equal(r.Body, s.sent):
-			err = errChanged
-			return 0, 0, errChanged
-		}
-		done = true
-		return 200, 0, nil
-	}, time.Now, noSleep)
-	return err
-}
-
-func failSend(*pixel.Request) (int, time.Duration, error) {
-	return 0, 0, errors.New("delivery failed in the worker")
-}
-
-func noSleep(time.Duration) {}
