@@ -1,0 +1,147 @@
+// Package strtab holds the lookup structures the enrichment packages'
+// generated tables are made of: a sorted set of strings and a multi-pattern
+// substring matcher. Both are plain arrays and one string, so a table is
+// laid out in the module's data section at compile time (by the gc compiler
+// and by TinyGo alike) and costs nothing when an instance starts: no maps,
+// no pointers for the garbage collector to scan, no init functions.
+//
+// The tables are written by edge/enrich/internal/gen; nothing here allocates.
+package strtab
+
+import "strings"
+
+// Set is a sorted list of distinct strings, each with a small value.
+// Entry i is Data[Off[i]:Off[i+1]]; entries are in byte order; Val[i] is
+// entry i's value (for example an index into a list of names).
+type Set struct {
+	Data string
+	Off  []uint32
+	Val  []uint16
+}
+
+// Len returns the number of entries.
+func (s *Set) Len() int { return len(s.Off) - 1 }
+
+// At returns entry i.
+func (s *Set) At(i int) string { return s.Data[s.Off[i]:s.Off[i+1]] }
+
+// Lookup returns the value of key and whether key is in the set.
+func (s *Set) Lookup(key string) (uint16, bool) {
+	lo, hi := 0, s.Len()
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch e := s.At(m); {
+		case e == key:
+			return s.Val[m], true
+		case e < key:
+			lo = m + 1
+		default:
+			hi = m
+		}
+	}
+	return 0, false
+}
+
+// LookupSuffix looks host up, then each of its parent domains (host less
+// its leftmost labels, one at a time) until one is in the set: the entry
+// "example.com" covers "www.example.com" and "a.b.example.com". It returns
+// the value and the matched entry, or ok false.
+func (s *Set) LookupSuffix(host string) (val uint16, entry string, ok bool) {
+	for h := host; h != ""; {
+		if v, found := s.Lookup(h); found {
+			return v, h, true
+		}
+		i := strings.IndexByte(h, '.')
+		if i < 0 {
+			break
+		}
+		h = h[i+1:]
+	}
+	return 0, "", false
+}
+
+// Uint32Set is a sorted list of distinct numbers (ASNs).
+type Uint32Set []uint32
+
+// Contains reports whether n is in the set.
+func (s Uint32Set) Contains(n uint32) bool {
+	lo, hi := 0, len(s)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch {
+		case s[m] == n:
+			return true
+		case s[m] < n:
+			lo = m + 1
+		default:
+			hi = m
+		}
+	}
+	return false
+}
+
+// Matcher finds which of many literal patterns (each at least 2 bytes)
+// occur in a string, case-sensitively. Patterns are sorted by their first
+// two bytes; Pair lists the distinct two-byte prefixes (big-endian) and
+// Start[j] is the index of the first pattern whose prefix is Pair[j]
+// (Start has one more entry, the pattern count). Bits is a bitmap of the
+// prefixes (bit p of the 65536 set when a pattern begins with p) so that
+// most positions of a string are passed over with one load.
+//
+// Pattern i is Data[Off[i]:Off[i+1]]; Anchor[i] reports whether it only
+// matches at the start of the string; Val[i] is its value.
+type Matcher struct {
+	Bits   *[8192]byte
+	Pair   []uint16
+	Start  []uint16
+	Data   string
+	Off    []uint32
+	Anchor []bool
+	Val    []uint16
+}
+
+// Pattern returns pattern i.
+func (m *Matcher) Pattern(i int) string { return m.Data[m.Off[i]:m.Off[i+1]] }
+
+// Find returns the index of a pattern that occurs in s: of those that
+// begin at the leftmost position where any does, the longest. ok is false
+// when none occurs.
+func (m *Matcher) Find(s string) (idx int, ok bool) {
+	for i := 0; i+1 < len(s); i++ {
+		p := uint16(s[i])<<8 | uint16(s[i+1])
+		if m.Bits[p>>3]&(1<<(p&7)) == 0 {
+			continue
+		}
+		j := m.pairIndex(p)
+		if j < 0 {
+			continue
+		}
+		best, bestLen := -1, 0
+		for k := int(m.Start[j]); k < int(m.Start[j+1]); k++ {
+			pat := m.Pattern(k)
+			if len(pat) > bestLen && strings.HasPrefix(s[i:], pat) && (i == 0 || !m.Anchor[k]) {
+				best, bestLen = k, len(pat)
+			}
+		}
+		if best >= 0 {
+			return best, true
+		}
+	}
+	return -1, false
+}
+
+func (m *Matcher) pairIndex(p uint16) int {
+	lo, hi := 0, len(m.Pair)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		switch {
+		case m.Pair[mid] == p:
+			return mid
+		case m.Pair[mid] < p:
+			lo = mid + 1
+		default:
+			hi = mid
+		}
+	}
+	return -1
+}
