@@ -1,0 +1,426 @@
+// Package pageurl stores the different spellings of one page address as
+// one: what a browser's location, a mailer's link and a hand-typed URL
+// make of the same page.
+//
+// Normalize applies RFC 3986 section 6.2.2's syntax-based normalisation
+// and a few scheme-based rules (section 6.2.3), then drops what does not
+// name the page:
+//
+//   - scheme and host in lower case; the host as ASCII (IDNA A-labels,
+//     UTS #46 lookup mapping, as golang.org/x/net/idna's Lookup profile
+//     does it), because that is how browsers serialise a URL's host (the
+//     WHATWG URL standard), so a Unicode spelling from a mailer folds into
+//     what browsers send, and because the public suffix list and the
+//     referrer tables are keyed on it; a trailing dot removed;
+//   - the default port of the scheme (80, 443) removed; user information
+//     ("user:password@") removed, it never names a page and may be a
+//     secret;
+//   - percent-encoding normalised: hex digits in upper case, escapes of
+//     unreserved characters (ALPHA DIGIT "-" "." "_" "~") decoded, and
+//     characters that must be escaped (spaces, non-ASCII, controls,
+//     '"<>\^`{|}') escaped as UTF-8;
+//   - dot segments removed (section 5.2.4); an empty path becomes "/";
+//   - the fragment ("#...") dropped: it never reaches a server and names a
+//     place in the page, not another page;
+//   - tracking parameters (campaign.IsTracking: utm_*, click ids, mailer
+//     recipient ids) removed from the query; the order of the others kept.
+//
+// A URL without a scheme ("/path?q", "example.com/path") is kept relative:
+// Host is then empty (or, for "//host/path", the host).
+package pageurl
+
+import (
+	"strings"
+
+	"golang.org/x/net/idna"
+
+	"github.com/edgepixel/edgepixel/edge/enrich/campaign"
+	"github.com/edgepixel/edgepixel/edge/enrich/internal/query"
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// MaxLen bounds URL in bytes, as the event's url column does; Path and
+// Query are parts of it.
+const MaxLen = event.MaxURLLen
+
+// Result is a normalised page address. All strings are printable ASCII.
+type Result struct {
+	// URL is the whole address without fragment and tracking parameters:
+	// "https://example.com/a/b?id=1".
+	URL string
+	// Host is the host name in lower-case ASCII, without port.
+	Host string
+	// Path is the path, "/" at least for an absolute URL.
+	Path string
+	// Query is the kept query without its '?', "" for none.
+	Query string
+}
+
+// Normalize normalises raw. It never fails: input it cannot read as a URL
+// is treated as a path. A URL that is already normal comes back without
+// allocating.
+func Normalize(raw string) Result {
+	s := strings.TrimSpace(raw)
+	if i := strings.IndexByte(s, '#'); i >= 0 {
+		s = s[:i]
+	}
+	var r Result
+	rest := s
+	scheme := ""
+	if i := schemeEnd(s); i > 0 {
+		scheme, rest = s[:i], s[i+1:]
+	}
+	var hostport string
+	hasAuthority := strings.HasPrefix(rest, "//")
+	if hasAuthority {
+		rest = rest[2:]
+		end := strings.IndexAny(rest, "/?\\")
+		if end < 0 {
+			end = len(rest)
+		}
+		hostport, rest = rest[:end], rest[end:]
+	}
+	pathPart, q := rest, ""
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		pathPart, q = rest[:i], rest[i+1:]
+	}
+	lscheme := lowerASCII(scheme)
+	if hasAuthority {
+		r.Host, hostport = normHost(hostport, lscheme)
+	}
+	r.Path = normPath(pathPart, hasAuthority || scheme != "")
+	r.Query = normQuery(q)
+
+	// Reassemble; reuse s when nothing changed.
+	colon, slashes, qmark := "", "", ""
+	if scheme != "" {
+		colon = ":"
+	}
+	if hasAuthority {
+		slashes = "//"
+	}
+	if r.Query != "" {
+		qmark = "?"
+	}
+	if isConcat(s, lscheme, colon, slashes, hostport, r.Path, qmark, r.Query) {
+		r.URL = s
+	} else {
+		r.URL = lscheme + colon + slashes + hostport + r.Path + qmark + r.Query
+	}
+	if len(r.URL) > MaxLen {
+		r = cut(r)
+	}
+	return r
+}
+
+// isConcat reports whether s is the concatenation of the parts.
+func isConcat(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.HasPrefix(s, p) {
+			return false
+		}
+		s = s[len(p):]
+	}
+	return s == ""
+}
+
+// cut shortens r.URL to MaxLen, never inside an escape, and Path and
+// Query with it.
+func cut(r Result) Result {
+	n := MaxLen
+	if n >= 2 && r.URL[n-1] == '%' {
+		n--
+	} else if n >= 2 && r.URL[n-2] == '%' {
+		n -= 2
+	}
+	u := r.URL[:n]
+	head := len(r.URL) - len(r.Path) - len(r.Query)
+	if r.Query != "" {
+		head--
+	}
+	r.URL = u
+	if head >= n {
+		r.Path, r.Query = "", ""
+		return r
+	}
+	if head+len(r.Path) >= n {
+		r.Path, r.Query = u[head:], ""
+		return r
+	}
+	r.Query = u[head+len(r.Path)+1:]
+	return r
+}
+
+// schemeEnd returns the index of the ':' ending a scheme (RFC 3986 section
+// 3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )), or -1.
+func schemeEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		case c == ':' && i > 0:
+			return i
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
+// normHost returns the normalised host and host[:port] of an authority.
+func normHost(auth, scheme string) (host, hostport string) {
+	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
+		auth = auth[i+1:]
+	}
+	h, port := auth, ""
+	if strings.HasPrefix(h, "[") { // IPv6 literal
+		if i := strings.IndexByte(h, ']'); i >= 0 {
+			h, port = h[:i+1], h[i+1:]
+		}
+	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		h, port = h[:i], h[i:]
+	}
+	if port != "" {
+		p := strings.TrimLeft(port[1:], "0")
+		switch {
+		case port[0] != ':' || !allDigits(port[1:]) || len(port) == 1:
+			port = ""
+		case scheme == "http" && p == "80", scheme == "https" && p == "443", p == "" && port != ":0":
+			port = ""
+		default:
+			if len(p) != len(port)-1 {
+				port = ":" + p
+			}
+		}
+	}
+	h = strings.TrimSuffix(h, ".")
+	host = normHostName(h)
+	if port == "" {
+		return host, host
+	}
+	return host, host + port
+}
+
+// normHostName lower-cases a host and converts it to IDNA ASCII.
+func normHostName(h string) string {
+	ascii := true
+	lower := true
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if c >= 0x7F || c < 0x21 || c == '%' || strings.IndexByte(hostKeep, c) >= 0 {
+			ascii = false
+			break
+		}
+		if 'A' <= c && c <= 'Z' {
+			lower = false
+		}
+	}
+	if ascii {
+		if lower {
+			return h
+		}
+		return lowerASCII(h)
+	}
+	u := query.Unescape(strings.ReplaceAll(h, "+", "%2B"))
+	if a, err := idna.Lookup.ToASCII(u); err == nil {
+		return a
+	}
+	// Not a valid international name: keep it escaped so the result stays
+	// ASCII, in lower case.
+	return lowerASCII(escape(u, hostKeep))
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// normPath normalises a path's escapes and removes its dot segments.
+func normPath(p string, absolute bool) string {
+	p = strings.ReplaceAll(p, "\\", "/") // as browsers treat http(s) URLs
+	p = escape(p, pathKeep)
+	if absolute && p == "" {
+		return "/"
+	}
+	if strings.Contains(p, "/.") || strings.HasPrefix(p, ".") {
+		p = removeDots(p)
+	}
+	return p
+}
+
+// removeDots is RFC 3986 section 5.2.4's remove_dot_segments.
+func removeDots(p string) string {
+	var out []string
+	abs := strings.HasPrefix(p, "/")
+	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+			if last {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	r := strings.Join(out, "/")
+	if abs {
+		r = "/" + r
+	}
+	return r
+}
+
+// normQuery drops tracking parameters and normalises escapes, keeping
+// the parameters' order and their separators.
+func normQuery(q string) string {
+	if q == "" {
+		return ""
+	}
+	if !needsQueryWork(q) {
+		return q
+	}
+	var b []byte
+	for rest := q; rest != ""; {
+		start := rest
+		k, v, next := query.Next(rest)
+		_ = v
+		param := start[:len(start)-len(next)]
+		param = strings.TrimRight(param, "&;")
+		if strings.HasSuffix(strings.ToLower(param), "&amp") {
+			param = param[:len(param)-4]
+		}
+		if strings.HasPrefix(strings.ToLower(param), "amp;") {
+			param = param[4:]
+		}
+		rest = next
+		if param == "" || campaign.IsTracking(k) {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, '&')
+		}
+		b = append(b, escape(param, queryKeep)...)
+	}
+	return string(b)
+}
+
+// needsQueryWork reports whether q has a tracking parameter, an escape to
+// normalise, an "&amp;" or an empty parameter.
+func needsQueryWork(q string) bool {
+	if escape(q, queryKeep) != q || strings.Contains(q, "&&") || strings.Contains(q, ";") ||
+		strings.HasSuffix(q, "&") || strings.HasPrefix(q, "&") {
+		return true
+	}
+	for rest := q; rest != ""; {
+		var k string
+		k, _, rest = query.Next(rest)
+		if campaign.IsTracking(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// Characters kept as they are in a path or a query (RFC 3986 section 3.3
+// and 3.4, less what browsers escape): everything printable but these.
+const (
+	pathKeep  = "\"<>`{}| ^\\"
+	queryKeep = "\"<>`{}| ^\\'"
+	hostKeep  = "\"<>`{}| ^\\/?#@"
+)
+
+// escape normalises s's percent-encoding: upper-case hex, unreserved
+// characters decoded, the bytes of unsafe ones (controls, non-ASCII, the
+// given ASCII characters, a '%' not starting an escape) escaped. s itself
+// comes back when already normal.
+func escape(s, unsafe string) string {
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c >= 0x7F || strings.IndexByte(unsafe, c) >= 0 {
+			break
+		}
+		if c == '%' {
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) ||
+				isLowerHex(s[i+1]) || isLowerHex(s[i+2]) || isUnreserved(unhex(s[i+1])<<4|unhex(s[i+2])) {
+				break
+			}
+			i += 2
+		}
+	}
+	if i == len(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+16)
+	b = append(b, s[:i]...)
+	for ; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			d := unhex(s[i+1])<<4 | unhex(s[i+2])
+			if isUnreserved(d) {
+				b = append(b, d)
+			} else {
+				b = append(b, '%', hexUpper[d>>4], hexUpper[d&15])
+			}
+			i += 2
+		case c < 0x21 || c >= 0x7F || c == '%' || strings.IndexByte(unsafe, c) >= 0:
+			b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+const hexUpper = "0123456789ABCDEF"
+
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isLowerHex(c byte) bool { return 'a' <= c && c <= 'f' }
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}

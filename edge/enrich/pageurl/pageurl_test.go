@@ -1,0 +1,119 @@
+package pageurl
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNormalize(t *testing.T) {
+	for _, tc := range []struct {
+		raw                   string
+		url, host, path, qury string
+	}{
+		{"https://example.com/", "https://example.com/", "example.com", "/", ""},
+		{"https://example.com", "https://example.com/", "example.com", "/", ""},
+		{"HTTPS://WWW.Example.COM:443/Docs/Page?x=1#top", "https://www.example.com/Docs/Page?x=1", "www.example.com", "/Docs/Page", "x=1"},
+		{"http://example.com:80/a", "http://example.com/a", "example.com", "/a", ""},
+		{"http://example.com:8080/a", "http://example.com:8080/a", "example.com", "/a", ""},
+		{"https://example.com:0443/a", "https://example.com/a", "example.com", "/a", ""},
+		{"https://example.com:/a", "https://example.com/a", "example.com", "/a", ""},
+		{"https://user:secret@example.com/a", "https://example.com/a", "example.com", "/a", ""},
+		{"https://example.com./a", "https://example.com/a", "example.com", "/a", ""},
+		// International names to A-labels; the same page spelled three ways.
+		{"https://bücher.de/", "https://xn--bcher-kva.de/", "xn--bcher-kva.de", "/", ""},
+		{"https://BÜCHER.de/", "https://xn--bcher-kva.de/", "xn--bcher-kva.de", "/", ""},
+		{"https://xn--bcher-kva.de/", "https://xn--bcher-kva.de/", "xn--bcher-kva.de", "/", ""},
+		{"https://b%C3%BCcher.de/", "https://xn--bcher-kva.de/", "xn--bcher-kva.de", "/", ""},
+		// Percent-encoding (RFC 3986 6.2.2.1, 6.2.2.2) and raw UTF-8.
+		{"https://example.com/caf%c3%a9", "https://example.com/caf%C3%A9", "example.com", "/caf%C3%A9", ""},
+		{"https://example.com/café", "https://example.com/caf%C3%A9", "example.com", "/caf%C3%A9", ""},
+		{"https://example.com/%7Euser/%41bc", "https://example.com/~user/Abc", "example.com", "/~user/Abc", ""},
+		{"https://example.com/a b", "https://example.com/a%20b", "example.com", "/a%20b", ""},
+		{"https://example.com/100%", "https://example.com/100%25", "example.com", "/100%25", ""},
+		{"https://example.com/a%2Fb", "https://example.com/a%2Fb", "example.com", "/a%2Fb", ""},
+		// Dot segments (6.2.2.3), backslashes.
+		{"https://example.com/a/./b/../c", "https://example.com/a/c", "example.com", "/a/c", ""},
+		{"https://example.com/a/b/..", "https://example.com/a/", "example.com", "/a/", ""},
+		{"https://example.com/../../x", "https://example.com/x", "example.com", "/x", ""},
+		{"https://example.com\\a\\b", "https://example.com/a/b", "example.com", "/a/b", ""},
+		// Tracking parameters removed, others kept in order.
+		{"https://example.com/p?utm_source=x&id=7&gclid=abc&lang=en&mc_eid=123", "https://example.com/p?id=7&lang=en", "example.com", "/p", "id=7&lang=en"},
+		{"https://example.com/p?utm_source=x&amp;utm_medium=email", "https://example.com/p", "example.com", "/p", ""},
+		{"https://example.com/p?fbclid=1", "https://example.com/p", "example.com", "/p", ""},
+		{"https://example.com/p?", "https://example.com/p", "example.com", "/p", ""},
+		{"https://example.com/p?a=%7e&b=%2f", "https://example.com/p?a=~&b=%2F", "example.com", "/p", "a=~&b=%2F"},
+		{"https://example.com/p?q=a+b&&x", "https://example.com/p?q=a+b&x", "example.com", "/p", "q=a+b&x"},
+		// Relative and odd input.
+		{"/blog/post?utm_campaign=x", "/blog/post", "", "/blog/post", ""},
+		{"//cdn.Example.com/x", "//cdn.example.com/x", "cdn.example.com", "/x", ""},
+		{"  https://example.com/a  ", "https://example.com/a", "example.com", "/a", ""},
+		{"", "", "", "", ""},
+		{"#frag", "", "", "", ""},
+		{"https://[2001:DB8::1]:443/", "https://[2001:db8::1]/", "[2001:db8::1]", "/", ""},
+	} {
+		got := Normalize(tc.raw)
+		want := Result{URL: tc.url, Host: tc.host, Path: tc.path, Query: tc.qury}
+		if got != want {
+			t.Errorf("Normalize(%q)\n got  %+v\n want %+v", tc.raw, got, want)
+		}
+	}
+}
+
+func TestNormalizeIdempotent(t *testing.T) {
+	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e", "HTTP://A.B:80/%zz%", "/x/./y?z"} {
+		a := Normalize(s)
+		if b := Normalize(a.URL); b != a {
+			t.Errorf("Normalize(Normalize(%q)) = %+v, first %+v", s, b, a)
+		}
+	}
+}
+
+func TestNormalizeAllocs(t *testing.T) {
+	u := "https://www.example.com/blog/2025/a-post?page=2"
+	if n := testing.AllocsPerRun(100, func() { Normalize(u) }); n != 0 {
+		t.Errorf("Normalize allocates %v times on a normal URL", n)
+	}
+}
+
+func TestNormalizeBounded(t *testing.T) {
+	r := Normalize("https://example.com/" + strings.Repeat("é", MaxLen))
+	if len(r.URL) > MaxLen || !strings.HasPrefix(r.URL, "https://example.com/%C3%A9") || !strings.HasPrefix(r.URL, "https://example.com"+r.Path) {
+		t.Errorf("long URL: %d bytes, path %d", len(r.URL), len(r.Path))
+	}
+}
+
+func FuzzNormalize(f *testing.F) {
+	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r := Normalize(s)
+		for _, v := range []string{r.URL, r.Host, r.Path, r.Query} {
+			if len(v) > MaxLen {
+				t.Fatalf("Normalize(%q): %d bytes", s, len(v))
+			}
+			for i := 0; i < len(v); i++ {
+				if v[i] < 0x20 || v[i] >= 0x7F {
+					t.Fatalf("Normalize(%q): %q is not printable ASCII", s, v)
+				}
+			}
+		}
+		if !strings.Contains(r.URL, r.Path) || !strings.Contains(r.URL, r.Query) {
+			t.Fatalf("Normalize(%q) = %+v: parts not in URL", s, r)
+		}
+	})
+}
+
+func BenchmarkNormalize(b *testing.B) {
+	for _, u := range []string{
+		"https://www.example.com/blog/2025/a-post?page=2",
+		"https://www.Example.com/blog/a-post?utm_source=newsletter&utm_medium=email&id=3#comments",
+	} {
+		b.Run("", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Normalize(u)
+			}
+		})
+	}
+}
