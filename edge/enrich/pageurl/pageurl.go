@@ -424,3 +424,27 @@ func unhex(c byte) byte {
 		return c - 'A' + 10
 	}
 }
+
+// Host returns the normalised host of an absolute URL (or of
+// "//host/..."), as Normalize's Result.Host, or "" when raw has none. It
+// does only the work the host needs.
+func Host(raw string) string {
+	s := strings.TrimSpace(raw)
+	i := schemeEnd(s)
+	scheme := ""
+	if i > 0 {
+		scheme, s = lowerASCII(s[:i]), s[i+1:]
+	}
+	if !strings.HasPrefix(s, "//") {
+		return ""
+	}
+	s = s[2:]
+	if end := strings.IndexAny(s, "/?#\\"); end >= 0 {
+		s = s[:end]
+	}
+	h, _ := normHost(s, scheme)
+	if len(h) > MaxLen {
+		return ""
+	}
+	return h
+}

@@ -145,3 +145,46 @@ func (m *Matcher) pairIndex(p uint16) int {
 	}
 	return -1
 }
+
+// LookupSuffixJoin is LookupSuffix of the concatenation a+b, without
+// making it.
+func (s *Set) LookupSuffixJoin(a, b string) (uint16, bool) {
+	for {
+		if v, ok := s.lookupJoin(a, b); ok {
+			return v, true
+		}
+		i := strings.IndexByte(a, '.')
+		if i < 0 {
+			return 0, false
+		}
+		a = a[i+1:]
+	}
+}
+
+func (s *Set) lookupJoin(a, b string) (uint16, bool) {
+	lo, hi := 0, s.Len()
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch c := compareJoin(s.At(m), a, b); {
+		case c == 0:
+			return s.Val[m], true
+		case c < 0:
+			lo = m + 1
+		default:
+			hi = m
+		}
+	}
+	return 0, false
+}
+
+// compareJoin is strings.Compare(e, a+b).
+func compareJoin(e, a, b string) int {
+	n := min(len(e), len(a))
+	if c := strings.Compare(e[:n], a[:n]); c != 0 {
+		return c
+	}
+	if len(e) < len(a) {
+		return -1
+	}
+	return strings.Compare(e[len(a):], b)
+}
