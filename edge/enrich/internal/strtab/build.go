@@ -52,7 +52,7 @@ func NewMatcher(pats []Pattern) (Matcher, error) {
 	if len(ps) > 65535 {
 		return Matcher{}, fmt.Errorf("strtab: %d patterns, at most 65535", len(ps))
 	}
-	m := Matcher{Bits: new([8192]byte), Off: []uint32{0}}
+	m := Matcher{Bits: new([8192]byte), Bits2: new([8192]byte), Short: new([8192]byte), Off: []uint32{0}}
 	var b strings.Builder
 	for i, p := range ps {
 		pair := uint16(p.Text[0])<<8 | uint16(p.Text[1])
@@ -60,6 +60,12 @@ func NewMatcher(pats []Pattern) (Matcher, error) {
 			m.Pair = append(m.Pair, pair)
 			m.Start = append(m.Start, uint16(i))
 			m.Bits[pair>>3] |= 1 << (pair & 7)
+		}
+		if len(p.Text) < 4 {
+			m.Short[pair>>3] |= 1 << (pair & 7)
+		} else {
+			q := uint16(p.Text[2])<<8 | uint16(p.Text[3])
+			m.Bits2[q>>3] |= 1 << (q & 7)
 		}
 		b.WriteString(p.Text)
 		m.Off = append(m.Off, uint32(b.Len()))
@@ -85,13 +91,19 @@ func (s *Set) GoSource(name string) string {
 // GoSource returns Go source declaring var name = m.
 func (m *Matcher) GoSource(name string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "var %s = strtab.Matcher{\n\tBits: &[8192]byte{", name)
-	for i, v := range m.Bits {
-		if v != 0 {
-			fmt.Fprintf(&b, "%d: %d, ", i, v)
+	fmt.Fprintf(&b, "var %s = strtab.Matcher{\n", name)
+	for _, bm := range []struct {
+		field string
+		bits  *[8192]byte
+	}{{"Bits", m.Bits}, {"Bits2", m.Bits2}, {"Short", m.Short}} {
+		fmt.Fprintf(&b, "\t%s: &[8192]byte{", bm.field)
+		for i, v := range bm.bits {
+			if v != 0 {
+				fmt.Fprintf(&b, "%d: %d, ", i, v)
+			}
 		}
+		b.WriteString("},\n")
 	}
-	b.WriteString("},\n")
 	writeInts(&b, "Pair", "uint16", m.Pair)
 	writeInts(&b, "Start", "uint16", m.Start)
 	fmt.Fprintf(&b, "\tData: %s,\n", quoteLong(m.Data))

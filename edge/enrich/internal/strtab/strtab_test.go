@@ -34,6 +34,7 @@ func TestMatcher(t *testing.T) {
 		{Text: "Google", Val: 2},
 		{Text: "curl", Anchor: true, Val: 3},
 		{Text: "bingbot", Val: 4},
+		{Text: "Y!J", Val: 5},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +50,10 @@ func TestMatcher(t *testing.T) {
 		{"Mozilla/5.0 (Windows NT 10.0) Chrome/120", -1},
 		{"", -1},
 		{"b", -1},
+		{"curl", 3},
+		{"cur", -1},
+		{"a Y!J", 5},
+		{"Y!", -1},
 		{"xbingbot", 4},
 	} {
 		i, ok := m.Find(tc.s)
