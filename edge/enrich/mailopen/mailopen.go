@@ -1,0 +1,91 @@
+// Package mailopen tells, for a pixel in an email or a feed, whether a
+// mail proxy or privacy prefetcher fetched it rather than a person opening
+// it: such fetches come when the message arrives (or for every message,
+// read or not), from the provider's network, and say nothing about the
+// reader.
+//
+// The signals, from what the providers document and email senders
+// observe:
+//
+//   - Gmail fetches every image through its image proxy, whose user agent
+//     ends "(via ggpht.com GoogleImageProxy)".
+//   - Yahoo Mail (and AOL) fetch through a proxy whose user agent begins
+//     "YahooMailProxy".
+//   - Apple Mail Privacy Protection downloads every image of every message
+//     through Apple's relays (the iCloud Private Relay network) with the
+//     user agent cut to exactly "Mozilla/5.0"; Apple Mail's own agent (no
+//     "Safari/" token) from Apple's networks (AS714, AS6185) or the relay's
+//     egress operated for Apple (AS36183) is the same prefetch.
+//   - Outlook.com and Microsoft 365 fetch images and scan links from
+//     Microsoft's own network (AS8075); a person reading mail comes from
+//     their ISP or employer, so a fetch from AS8075 is marked "outlook".
+//   - A feed reader's fetcher (the crawler list's feed readers) is "feed".
+//
+// A person's open (the desktop Outlook, Thunderbird, a browser showing
+// webmail without a proxy) gives "".
+package mailopen
+
+import (
+	"strings"
+
+	"github.com/edgepixel/edgepixel/edge/enrich/bot"
+)
+
+// The proxies. They are short lower-case codes, stored as they are.
+const (
+	Person  = ""
+	Apple   = "apple"   // Apple Mail Privacy Protection
+	Gmail   = "gmail"   // Gmail's image proxy
+	Yahoo   = "yahoo"   // Yahoo Mail's (and AOL's) image proxy
+	Outlook = "outlook" // Outlook.com / Microsoft 365's fetcher
+	Feed    = "feed"    // a feed reader's fetcher
+)
+
+// Input is what the request for the pixel tells.
+type Input struct {
+	UserAgent string
+	// ASN is the client network's autonomous system number, 0 when
+	// unknown.
+	ASN uint32
+}
+
+// Networks named above.
+const (
+	asApple        = 714
+	asAppleEngin   = 6185
+	asPrivateRelay = 36183
+	asMicrosoft    = 8075
+)
+
+// Classify returns the proxy that fetched the pixel, or Person. It never
+// fails and does not allocate.
+func Classify(in Input) string {
+	ua := strings.TrimSpace(in.UserAgent)
+	switch {
+	case strings.Contains(ua, "GoogleImageProxy"):
+		return Gmail
+	case strings.HasPrefix(ua, "YahooMailProxy"):
+		return Yahoo
+	case ua == "Mozilla/5.0":
+		return Apple
+	}
+	switch in.ASN {
+	case asApple, asAppleEngin, asPrivateRelay:
+		if isAppleMail(ua) {
+			return Apple
+		}
+	case asMicrosoft:
+		return Outlook
+	}
+	if bot.UserAgent(ua).Reason == bot.FeedReader {
+		return Feed
+	}
+	return Person
+}
+
+// isAppleMail reports Apple Mail's user agent: WebKit on an Apple system,
+// without the "Safari/" token a browser adds.
+func isAppleMail(ua string) bool {
+	return strings.Contains(ua, "AppleWebKit/") && !strings.Contains(ua, "Safari/") &&
+		(strings.Contains(ua, "Macintosh") || strings.Contains(ua, "iPhone") || strings.Contains(ua, "iPad"))
+}
