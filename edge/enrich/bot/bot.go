@@ -94,21 +94,24 @@ type Input struct {
 // Check scores a request. It never fails and does not allocate.
 func Check(in Input) Result {
 	best := UserAgent(in.UserAgent)
-	consider := func(r Reason) {
-		if reasonScores[r] > best.Score {
-			best = verdict(r)
-		}
-	}
 	if r := purpose(in); r != None {
-		consider(r)
+		best = stronger(best, r)
 	}
 	if containsFold(in.SecCHUA, "headless") {
-		consider(Automation)
+		best = stronger(best, Automation)
 	}
 	if in.ASN != 0 && IsDatacenter(in.ASN) {
-		consider(Datacenter)
+		best = stronger(best, Datacenter)
 	}
 	return best
+}
+
+// stronger returns the verdict of r if it scores above v, else v.
+func stronger(v Result, r Reason) Result {
+	if reasonScores[r] > v.Score {
+		return verdict(r)
+	}
+	return v
 }
 
 // purpose reads the prefetch and preview headers.

@@ -108,20 +108,21 @@ func ClickIDKind(key string) ClickIDs {
 // input it cannot read yields an empty Result. Values without escapes are
 // returned without allocating.
 func Parse(rawURL string) Result {
-	var r Result
 	q, frag := query.Split(rawURL)
-	r.read(q)
+	r := read(Result{}, q)
 	if strings.Contains(frag, "utm_") || strings.Contains(frag, "UTM_") || strings.Contains(frag, "Utm_") {
 		// "#utm_source=x" or "#/route?utm_source=x".
 		if i := strings.IndexByte(frag, '?'); i >= 0 {
 			frag = frag[i+1:]
 		}
-		r.read(frag)
+		r = read(r, frag)
 	}
 	return r
 }
 
-func (r *Result) read(q string) {
+// read adds q's parameters to r. (Values in, values out: no pointer to a
+// caller's Result, which TinyGo would move to the heap.)
+func read(r Result, q string) Result {
 	for q != "" {
 		var k, v string
 		k, v, q = query.Next(q)
@@ -129,30 +130,44 @@ func (r *Result) read(q string) {
 			continue
 		}
 		if c := k[0] | 0x20; c == 'u' || (c == '%' && strings.HasPrefix(strings.ToLower(query.Unescape(k)), "utm_")) {
-			if f := r.utmField(k); f != nil && *f == "" {
-				*f = clean(v)
+			switch utmIndex(k) {
+			case 1:
+				if r.Source == "" {
+					r.Source = clean(v)
+				}
+			case 2:
+				if r.Medium == "" {
+					r.Medium = clean(v)
+				}
+			case 3:
+				if r.Campaign == "" {
+					r.Campaign = clean(v)
+				}
+			case 4:
+				if r.Term == "" {
+					r.Term = clean(v)
+				}
+			case 5:
+				if r.Content == "" {
+					r.Content = clean(v)
+				}
 			}
 			continue
 		}
 		r.ClickIDs |= ClickIDKind(k)
 	}
+	return r
 }
 
-// utmField returns the field a raw key names, or nil.
-func (r *Result) utmField(k string) *string {
-	switch {
-	case query.EqualKey(k, "utm_source"):
-		return &r.Source
-	case query.EqualKey(k, "utm_medium"):
-		return &r.Medium
-	case query.EqualKey(k, "utm_campaign"):
-		return &r.Campaign
-	case query.EqualKey(k, "utm_term"):
-		return &r.Term
-	case query.EqualKey(k, "utm_content"):
-		return &r.Content
+// utmIndex returns which UTM parameter a raw key names, 1 to 5 in the
+// order of Result's fields, or 0.
+func utmIndex(k string) int {
+	for i, name := range [...]string{"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"} {
+		if query.EqualKey(k, name) {
+			return i + 1
+		}
 	}
-	return nil
+	return 0
 }
 
 // clean decodes a raw value and makes it storable.

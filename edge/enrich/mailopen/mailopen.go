@@ -47,6 +47,10 @@ type Input struct {
 	// ASN is the client network's autonomous system number, 0 when
 	// unknown.
 	ASN uint32
+	// Bot is the request's bot.Check reason (bot.FeedReader for a feed
+	// reader's fetcher), so the user agent is matched against the crawler
+	// list once per hit.
+	Bot bot.Reason
 }
 
 // Networks named above.
@@ -77,7 +81,7 @@ func Classify(in Input) string {
 	case asMicrosoft:
 		return Outlook
 	}
-	if bot.UserAgent(ua).Reason == bot.FeedReader {
+	if in.Bot == bot.FeedReader {
 		return Feed
 	}
 	return Person

@@ -1,6 +1,10 @@
 package mailopen
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/edgepixel/edgepixel/edge/enrich/bot"
+)
 
 func TestClassify(t *testing.T) {
 	const (
@@ -25,7 +29,7 @@ func TestClassify(t *testing.T) {
 		{Input{UserAgent: chrome, ASN: 8075}, Outlook},
 		{Input{UserAgent: outlookApp, ASN: 3320}, Person},
 		{Input{UserAgent: chrome, ASN: 3320}, Person},
-		{Input{UserAgent: "Feedly/1.0 (+http://www.feedly.com/fetcher.html; 16 subscribers; )"}, Feed},
+		{Input{UserAgent: "Feedly/1.0 (+http://www.feedly.com/fetcher.html; 16 subscribers; )", Bot: bot.FeedReader}, Feed},
 		{Input{}, Person},
 	} {
 		if got := Classify(tc.in); got != tc.want {

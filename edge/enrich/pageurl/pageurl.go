@@ -102,7 +102,7 @@ func Normalize(raw string) Result {
 	if r.Query != "" {
 		qmark = "?"
 	}
-	if isConcat(s, lscheme, colon, slashes, hostport, r.Path, qmark, r.Query) {
+	if isConcat(s, [7]string{lscheme, colon, slashes, hostport, r.Path, qmark, r.Query}) {
 		r.URL = s
 	} else {
 		r.URL = lscheme + colon + slashes + hostport + r.Path + qmark + r.Query
@@ -113,15 +113,23 @@ func Normalize(raw string) Result {
 	return r
 }
 
-// isConcat reports whether s is the concatenation of the parts.
-func isConcat(s string, parts ...string) bool {
+// isConcat reports whether s is the parts joined. (An array, not a
+// variadic slice, which TinyGo would put on the heap.)
+func isConcat(s string, parts [7]string) bool {
+	n := 0
 	for _, p := range parts {
-		if !strings.HasPrefix(s, p) {
+		n += len(p)
+	}
+	if n != len(s) {
+		return false
+	}
+	for _, p := range parts {
+		if s[:len(p)] != p {
 			return false
 		}
 		s = s[len(p):]
 	}
-	return s == ""
+	return true
 }
 
 // cut shortens r.URL to MaxLen, never inside an escape, and Path and

@@ -5,8 +5,16 @@
 // It is a single pass over the header's tokens ("Name/version" products
 // and the words of its comments), comparing each with a switch: no
 // tables built at start-up, no regular expressions, no allocation; every
-// string it returns is a constant or a piece of the header. Bots are
-// recognised by edge/enrich/bot, the one list of them.
+// string it returns is a constant or a piece of the header.
+//
+// Bots are recognised by edge/enrich/bot, the one list of them: Parse
+// gives the device's form factor, and a hit bot.Check calls a bot gets
+// the class Bot from its caller:
+//
+//	ua := useragent.Parse(h.UserAgent)
+//	if v := bot.Check(in); v.IsBot() {
+//		ua.Device = useragent.Bot
+//	}
 //
 // What a user agent cannot say, it does not guess: Windows 11 sends
 // "Windows NT 10.0" and is reported as Windows 10, current macOS sends
@@ -16,11 +24,7 @@
 // pixel request does not carry the high-entropy ones.
 package useragent
 
-import (
-	"strings"
-
-	"github.com/edgepixel/edgepixel/edge/enrich/bot"
-)
+import "strings"
 
 // Device is a device class. The numbers are stable: they may be stored.
 type Device uint8
@@ -30,7 +34,7 @@ const (
 	Desktop               // a desktop or laptop computer
 	Mobile                // a phone
 	Tablet                // a tablet
-	Bot                   // a program (bot.UserAgent says so)
+	Bot                   // a program: set by the caller from bot.Check, never by Parse
 )
 
 var deviceNames = [...]string{"other", "desktop", "mobile", "tablet", "bot"}
@@ -79,7 +83,6 @@ const (
 	macVersion
 	androidVersion
 	ieVersion
-	kaiVersion
 )
 
 // Parse reads ua. It never fails and does not allocate.
@@ -93,11 +96,6 @@ func Parse(ua string) Result {
 		rank                       = 99 // of the browser found: lower wins
 		safariVersion              string
 	)
-	setBrowser := func(rk int, name, ver string) {
-		if rk < rank {
-			rank, r.Browser, r.BrowserVersion = rk, name, major(ver)
-		}
-	}
 	for i := 0; i < len(ua); {
 		// The next token: up to a space, ';', '(', ')' or ','.
 		for i < len(ua) && isSep(ua[i]) {
@@ -114,7 +112,13 @@ func Parse(ua string) Result {
 		}
 		if next != none {
 			if isDigit(tok[0]) {
-				osVersion(&r, next, tok)
+				if next == ieVersion {
+					if r.Browser == "" { // "MSIE 9.0": the browser's version
+						rank, r.Browser, r.BrowserVersion = 5, "Internet Explorer", major(tok)
+					}
+				} else if r.OSVersion == "" {
+					r.OSVersion = osVersion(next, tok)
+				}
 				next = none
 				prev = tok
 				continue
@@ -125,52 +129,53 @@ func Parse(ua string) Result {
 		}
 		if slash := strings.IndexByte(tok, '/'); slash > 0 {
 			name, ver := tok[:slash], tok[slash+1:]
+			brank, bname := 99, ""
 			switch name {
 			case "Edg", "EdgA", "EdgiOS", "Edge":
-				setBrowser(1, "Edge", ver)
+				brank, bname = 1, "Edge"
 			case "OPR", "OPiOS", "OPT", "OPX":
-				setBrowser(1, "Opera", ver)
+				brank, bname = 1, "Opera"
 			case "SamsungBrowser":
-				setBrowser(1, "Samsung Internet", ver)
+				brank, bname = 1, "Samsung Internet"
 			case "YaBrowser", "YaSearchBrowser":
-				setBrowser(1, "Yandex Browser", ver)
+				brank, bname = 1, "Yandex Browser"
 			case "UCBrowser", "UBrowser":
-				setBrowser(1, "UC Browser", ver)
+				brank, bname = 1, "UC Browser"
 			case "Vivaldi":
-				setBrowser(1, "Vivaldi", ver)
+				brank, bname = 1, "Vivaldi"
 			case "DuckDuckGo", "Ddg":
-				setBrowser(1, "DuckDuckGo", ver)
+				brank, bname = 1, "DuckDuckGo"
 			case "Brave":
-				setBrowser(1, "Brave", ver)
+				brank, bname = 1, "Brave"
 			case "Whale":
-				setBrowser(1, "Whale", ver)
+				brank, bname = 1, "Whale"
 			case "HuaweiBrowser":
-				setBrowser(1, "Huawei Browser", ver)
+				brank, bname = 1, "Huawei Browser"
 			case "MiuiBrowser":
-				setBrowser(1, "MIUI Browser", ver)
+				brank, bname = 1, "MIUI Browser"
 			case "coc_coc_browser":
-				setBrowser(1, "Coc Coc", ver)
+				brank, bname = 1, "Coc Coc"
 			case "Silk":
-				setBrowser(1, "Silk", ver)
+				brank, bname = 1, "Silk"
 			case "QQBrowser", "MQQBrowser":
-				setBrowser(1, "QQ Browser", ver)
+				brank, bname = 1, "QQ Browser"
 			case "Opera":
-				setBrowser(2, "Opera", ver)
+				brank, bname = 2, "Opera"
 			case "FBAV":
-				setBrowser(2, "Facebook", ver)
+				brank, bname = 2, "Facebook"
 			case "GSA":
-				setBrowser(2, "Google App", ver)
+				brank, bname = 2, "Google App"
 			case "FxiOS", "Firefox":
-				setBrowser(3, "Firefox", ver)
+				brank, bname = 3, "Firefox"
 			case "CriOS":
-				setBrowser(3, "Chrome", ver)
+				brank, bname = 3, "Chrome"
 			case "HeadlessChrome":
-				setBrowser(3, "Headless Chrome", ver)
+				brank, bname = 3, "Headless Chrome"
 			case "Chrome", "Chromium":
-				setBrowser(4, "Chrome", ver)
+				brank, bname = 4, "Chrome"
 			case "Trident":
 				if strings.HasPrefix(ver, "7.") {
-					setBrowser(5, "Internet Explorer", "11")
+					brank, bname, ver = 5, "Internet Explorer", "11"
 				}
 			case "Version":
 				safariVersion = ver
@@ -180,9 +185,14 @@ func Parse(ua string) Result {
 				hasMobile = true
 			case "KAIOS":
 				r.OS, next = "KaiOS", none
-				osVersion(&r, kaiVersion, ver)
+				if r.OSVersion == "" {
+					r.OSVersion = major(ver)
+				}
 			case "Tizen":
 				r.OS = "Tizen"
+			}
+			if brank < rank {
+				rank, r.Browser, r.BrowserVersion = brank, bname, major(ver)
 			}
 			prev = name
 			continue
@@ -244,7 +254,9 @@ func Parse(ua string) Result {
 		case "MSIE":
 			next = ieVersion
 		case "Instagram":
-			setBrowser(2, "Instagram", "")
+			if 2 < rank {
+				rank, r.Browser, r.BrowserVersion = 2, "Instagram", ""
+			}
 		case "PlayStation", "PLAYSTATION", "Xbox", "Nintendo", "SMART-TV", "SmartTV", "SMARTTV",
 			"Web0S", "WebOS", "webOS", "CrKey", "BRAVIA", "AFTB", "AFTT", "AFTM", "AFTS", "Roku", "GoogleTV", "AndroidTV":
 			isTV = true
@@ -259,8 +271,6 @@ func Parse(ua string) Result {
 		r.Browser = "Chrome WebView"
 	}
 	switch {
-	case bot.UserAgent(ua).IsBot():
-		r.Device = Bot
 	case isTV:
 		r.Device = Other
 	case hasTablet:
@@ -276,31 +286,18 @@ func Parse(ua string) Result {
 	return r
 }
 
-// osVersion sets r.OSVersion from a version token, once.
-func osVersion(r *Result, p pending, v string) {
-	if r.OSVersion != "" {
-		return
-	}
+// osVersion reads an operating system's version token.
+func osVersion(p pending, v string) string {
 	switch p {
 	case windowsNT:
-		r.OSVersion = windowsVersion(v)
-	case windowsPhone, kaiVersion:
-		r.OSVersion = major(v)
-	case iosVersion, androidVersion:
-		r.OSVersion = major(v)
+		return windowsVersion(v)
 	case macVersion:
-		m := major(v)
-		if m == "10" {
-			r.OSVersion = mac10[minor(v)%len(mac10)]
-			return
+		if m := major(v); m != "10" {
+			return m
 		}
-		r.OSVersion = m
-	case ieVersion:
-		// "MSIE 9.0": the browser's version, not the OS's.
-		if r.Browser == "" {
-			r.Browser, r.BrowserVersion = "Internet Explorer", major(v)
-		}
+		return mac10[minor(v)%len(mac10)]
 	}
+	return major(v) // Windows Phone, iOS, Android
 }
 
 // mac10 names macOS 10.x by minor version; later minors read as "10".

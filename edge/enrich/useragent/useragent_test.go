@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	medama "github.com/medama-io/go-useragent"
+
+	"github.com/edgepixel/edgepixel/edge/enrich/bot"
 )
 
 func TestParse(t *testing.T) {
@@ -60,11 +62,11 @@ func TestParse(t *testing.T) {
 		{"Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.0 Safari/605.1.15",
 			Result{"Safari", "13", "", "", Other}},
 		{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36",
-			Result{"Headless Chrome", "131", "Linux", "", Bot}},
+			Result{"Headless Chrome", "131", "Linux", "", Desktop}},
 		{"Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.69 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-			Result{"Chrome", "131", "Android", "6", Bot}},
-		{"curl/8.5.0", Result{Device: Bot}},
-		{"", Result{Device: Bot}},
+			Result{"Chrome", "131", "Android", "6", Mobile}},
+		{"curl/8.5.0", Result{Device: Other}},
+		{"", Result{Device: Other}},
 		{"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)", Result{"", "", "macOS", "10.15", Desktop}}, // Apple Mail
 	} {
 		if got := Parse(tc.ua); got != tc.want {
@@ -106,7 +108,7 @@ func TestAgreesWithMedama(t *testing.T) {
 			}
 			n++
 			m, r := p.Parse(ua), Parse(ua)
-			if m.IsBot() || r.Device == Bot {
+			if m.IsBot() || bot.UserAgent(ua).IsBot() {
 				continue
 			}
 			if b := m.GetBrowser(); b != "" && b != "Android Browser" && r.Browser != "" {

@@ -1,0 +1,28 @@
+// Command baseline is guest without the enrichment packages: the same
+// standard library, and net/http as the edge module has it (through
+// compute-sdk-go), so that the difference in module size and start cost
+// is the enrichment's.
+package main
+
+import (
+	"fmt"
+	"hash/fnv"
+	_ "net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "digest" {
+		f := fnv.New64a()
+		fmt.Fprintf(f, "%+v", os.Args)
+		s := []int64{int64(time.Since(time.Now()))}
+		slices.Sort(s)
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		os.Stdout.WriteString(strconv.FormatUint(f.Sum64()+m.HeapSys, 16) + "\n")
+	}
+}

@@ -1,0 +1,67 @@
+// Package wasmbench measures the enrichment packages inside WebAssembly,
+// built by standard Go (GOOS=wasip1) and by TinyGo, run under wazero: the
+// cost per hit of all enrichment together and of each package, the
+// module's size, an instance's start and its heap. The guest program is
+// ./guest; the host is this package's test and benchmark:
+//
+//	go test -run Wasm -v ./edge/enrich/internal/wasmbench/        # the figures, once
+//	go test -bench Wasm -run ^$ ./edge/enrich/internal/wasmbench/ # as benchmarks
+//
+// TinyGo is used when `tinygo` is on PATH (or EDGEPIXEL_TINYGO names it).
+package wasmbench
+
+import (
+	"fmt"
+	"hash/fnv"
+
+	"github.com/edgepixel/edgepixel/edge/enrich/bot"
+	"github.com/edgepixel/edgepixel/edge/enrich/campaign"
+	"github.com/edgepixel/edgepixel/edge/enrich/mailopen"
+	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
+	"github.com/edgepixel/edgepixel/edge/enrich/referrer"
+	"github.com/edgepixel/edgepixel/edge/enrich/useragent"
+)
+
+// Hit is what a pixel request brings to enrichment.
+type Hit struct {
+	URL, Referrer, UserAgent string
+	SecPurpose, SecCHUA      string
+	ASN                      uint32
+}
+
+// Result is all enrichment of one hit.
+type Result struct {
+	Page     pageurl.Result
+	Campaign campaign.Result
+	Referrer referrer.Result
+	UA       useragent.Result
+	Bot      bot.Result
+	MailOpen string
+}
+
+// Enrich runs every enrichment package on h, as the edge will.
+func Enrich(h *Hit) Result {
+	var r Result
+	r.Page = pageurl.Normalize(h.URL)
+	r.Campaign = campaign.Parse(h.URL)
+	r.Referrer = referrer.Classify(referrer.Input{
+		Referrer: h.Referrer, PageHost: r.Page.Host,
+		Medium: r.Campaign.Medium, Source: r.Campaign.Source, PaidClick: r.Campaign.ClickIDs.Paid(),
+	})
+	r.Bot = bot.Check(bot.Input{UserAgent: h.UserAgent, SecPurpose: h.SecPurpose, SecCHUA: h.SecCHUA, ASN: h.ASN})
+	r.UA = useragent.Parse(h.UserAgent)
+	if r.Bot.IsBot() {
+		r.UA.Device = useragent.Bot
+	}
+	r.MailOpen = mailopen.Classify(mailopen.Input{UserAgent: h.UserAgent, ASN: h.ASN, Bot: r.Bot.Reason})
+	return r
+}
+
+// Digest hashes the results of the whole corpus: the same in every build.
+func Digest() uint64 {
+	f := fnv.New64a()
+	for i := range Corpus {
+		fmt.Fprintf(f, "%+v\n", Enrich(&Corpus[i]))
+	}
+	return f.Sum64()
+}
