@@ -89,6 +89,10 @@ func Normalize(raw string) Result {
 		r.Host, hostport = normHost(hostport, lscheme)
 	}
 	r.Path = normPath(pathPart, hasAuthority || scheme != "")
+	if !hasAuthority && strings.HasPrefix(r.Path, "//") {
+		// Not to be read as an authority (RFC 3986 section 5.3).
+		r.Path = "/." + r.Path
+	}
 	r.Query = normQuery(q)
 
 	// Reassemble; reuse s when nothing changed.
@@ -194,16 +198,22 @@ func normHost(auth, scheme string) (host, hostport string) {
 		switch {
 		case port[0] != ':' || !allDigits(port[1:]) || len(port) == 1:
 			port = ""
-		case scheme == "http" && p == "80", scheme == "https" && p == "443", p == "" && port != ":0":
+		case scheme == "http" && p == "80", scheme == "https" && p == "443":
 			port = ""
 		default:
+			if p == "" {
+				p = "0" // port 0, however many zeros
+			}
 			if len(p) != len(port)-1 {
 				port = ":" + p
 			}
 		}
 	}
-	h = strings.TrimSuffix(h, ".")
-	host = normHostName(h)
+	if strings.HasPrefix(h, "[") {
+		host = lowerASCII(escape(h, hostKeep))
+	} else {
+		host = normHostName(strings.TrimRight(h, "."))
+	}
 	if port == "" {
 		return host, host
 	}
@@ -216,7 +226,7 @@ func normHostName(h string) string {
 	lower := true
 	for i := 0; i < len(h); i++ {
 		c := h[i]
-		if c >= 0x7F || c < 0x21 || c == '%' || strings.IndexByte(hostKeep, c) >= 0 {
+		if c >= 0x7F || c < 0x21 || c == '%' || c == ':' || strings.IndexByte(hostKeep, c) >= 0 {
 			ascii = false
 			break
 		}
@@ -236,7 +246,7 @@ func normHostName(h string) string {
 	}
 	// Not a valid international name: keep it escaped so the result stays
 	// ASCII, in lower case.
-	return lowerASCII(escape(u, hostKeep))
+	return lowerASCII(escape(u, hostKeep+":"))
 }
 
 func allDigits(s string) bool {

@@ -19,6 +19,11 @@ func TestNormalize(t *testing.T) {
 		{"https://example.com:/a", "https://example.com/a", "example.com", "/a", ""},
 		{"https://user:secret@example.com/a", "https://example.com/a", "example.com", "/a", ""},
 		{"https://example.com./a", "https://example.com/a", "example.com", "/a", ""},
+		{"https://example.com../a", "https://example.com/a", "example.com", "/a", ""},
+		{"http://example.com:000/a", "http://example.com:0/a", "example.com", "/a", ""},
+		{"http://a:b:8080/", "http://a%3ab:8080/", "a%3ab", "/", ""}, // a colon in a name is no host
+		{"http://[::1]:8080/", "http://[::1]:8080/", "[::1]", "/", ""},
+		{"/.//evil.example/x", "/.//evil.example/x", "", "/.//evil.example/x", ""}, // a path, not a host (RFC 3986 5.3)
 		// International names to A-labels; the same page spelled three ways.
 		{"https://bücher.de/", "https://xn--bcher-kva.de/", "xn--bcher-kva.de", "/", ""},
 		{"https://BÜCHER.de/", "https://xn--bcher-kva.de/", "xn--bcher-kva.de", "/", ""},
@@ -100,6 +105,12 @@ func FuzzNormalize(f *testing.F) {
 		}
 		if !strings.Contains(r.URL, r.Path) || !strings.Contains(r.URL, r.Query) {
 			t.Fatalf("Normalize(%q) = %+v: parts not in URL", s, r)
+		}
+		// One spelling per page: a stored URL is its own normal form.
+		if len(r.URL) < MaxLen-2 { // else it may have been cut
+			if again := Normalize(r.URL); again != r {
+				t.Fatalf("Normalize(%q) = %+v, but Normalize(%q) = %+v", s, r, r.URL, again)
+			}
 		}
 	})
 }
