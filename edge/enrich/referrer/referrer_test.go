@@ -8,6 +8,8 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"golang.org/x/net/publicsuffix"
+
 	gen "github.com/edgepixel/edgepixel/edge/enrich/internal/gen/lib"
 )
 
@@ -107,6 +109,10 @@ func FuzzClassify(f *testing.F) {
 		}
 		if r.Host != "" && !strings.HasSuffix(r.Host, r.Domain) {
 			t.Fatalf("Classify(%q): domain %q not a suffix of %q", ref, r.Domain, r.Host)
+		}
+		// The registrable domain is the library's wherever it has one.
+		if d, err := publicsuffix.EffectiveTLDPlusOne(r.Host); err == nil && !isIP(r.Host) && d != r.Domain {
+			t.Fatalf("Classify(%q): domain %q, publicsuffix.EffectiveTLDPlusOne(%q) = %q", ref, r.Domain, r.Host, d)
 		}
 	})
 }
