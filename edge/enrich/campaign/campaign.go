@@ -186,29 +186,20 @@ func IsTracking(key string) bool {
 	if strings.IndexByte(k, '%') >= 0 {
 		k = query.Unescape(k)
 	}
-	if len(k) > 40 {
-		return false
-	}
-	var buf [40]byte
-	n := copy(buf[:], k)
-	for i := 0; i < n; i++ {
-		if c := buf[i]; 'A' <= c && c <= 'Z' {
-			buf[i] = c + 'a' - 'A'
-		}
-	}
-	lk := buf[:n]
 	for _, p := range trackingPrefixes {
-		if len(lk) > len(p) && string(lk[:len(p)]) == p {
+		if len(k) > len(p) && query.EqualFoldLower(k[:len(p)], p) {
 			return true
 		}
 	}
+	// Compared without converting bytes to strings, which TinyGo does not
+	// optimise away: each would allocate.
 	for _, t := range trackingKeys {
-		if string(lk) == t {
+		if query.EqualFoldLower(k, t) {
 			return true
 		}
 	}
 	for _, t := range clickIDNames {
-		if string(lk) == t {
+		if query.EqualFoldLower(k, t) {
 			return true
 		}
 	}

@@ -31,6 +31,7 @@ package pageurl
 
 import (
 	"strings"
+	"unsafe"
 
 	"golang.org/x/net/idna"
 
@@ -106,10 +107,11 @@ func Normalize(raw string) Result {
 	if r.Query != "" {
 		qmark = "?"
 	}
-	if isConcat(s, [7]string{lscheme, colon, slashes, hostport, r.Path, qmark, r.Query}) {
+	parts := [7]string{lscheme, colon, slashes, hostport, r.Path, qmark, r.Query}
+	if isConcat(s, parts) {
 		r.URL = s
 	} else {
-		r.URL = lscheme + colon + slashes + hostport + r.Path + qmark + r.Query
+		r.URL = concat(parts)
 	}
 	if len(r.URL) > MaxLen {
 		r = cut(r)
@@ -135,6 +137,24 @@ func isConcat(s string, parts [7]string) bool {
 	}
 	return true
 }
+
+// concat joins parts with one allocation (TinyGo joins a+b+c pairwise).
+func concat(parts [7]string) string {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	b := make([]byte, 0, n)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return owned(b)
+}
+
+// owned returns b as a string without copying it; b must not be used
+// again. (strings.Builder does the same, but under TinyGo the Builder
+// itself escapes to the heap: a second allocation.)
+func owned(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // cut shortens r.URL to MaxLen, never inside an escape, and Path and
 // Query with it.
@@ -325,35 +345,37 @@ func normQuery(q string) string {
 	if !needsQueryWork(q) {
 		return q
 	}
-	var b []byte
+	var b []byte // made once, on the first kept parameter
 	for rest := q; rest != ""; {
 		start := rest
 		k, v, next := query.Next(rest)
 		_ = v
 		param := start[:len(start)-len(next)]
 		param = strings.TrimRight(param, "&;")
-		if strings.HasSuffix(strings.ToLower(param), "&amp") {
-			param = param[:len(param)-4]
+		if n := len(param); n >= 4 && query.EqualFoldLower(param[n-4:], "&amp") {
+			param = param[:n-4]
 		}
-		if strings.HasPrefix(strings.ToLower(param), "amp;") {
+		if len(param) >= 4 && query.EqualFoldLower(param[:4], "amp;") {
 			param = param[4:]
 		}
 		rest = next
 		if param == "" || campaign.IsTracking(k) {
 			continue
 		}
-		if len(b) > 0 {
+		if b == nil {
+			b = make([]byte, 0, len(q)+16)
+		} else {
 			b = append(b, '&')
 		}
 		b = append(b, escape(param, queryKeep)...)
 	}
-	return string(b)
+	return owned(b)
 }
 
 // needsQueryWork reports whether q has a tracking parameter, an escape to
 // normalise, an "&amp;" or an empty parameter.
 func needsQueryWork(q string) bool {
-	if escape(q, queryKeep) != q || strings.Contains(q, "&&") || strings.Contains(q, ";") ||
+	if normalEnd(q, queryKeep) != len(q) || strings.Contains(q, "&&") || strings.Contains(q, ";") ||
 		strings.HasSuffix(q, "&") || strings.HasPrefix(q, "&") {
 		return true
 	}
@@ -380,20 +402,7 @@ const (
 // given ASCII characters, a '%' not starting an escape) escaped. s itself
 // comes back when already normal.
 func escape(s, unsafe string) string {
-	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c >= 0x7F || strings.IndexByte(unsafe, c) >= 0 {
-			break
-		}
-		if c == '%' {
-			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) ||
-				isLowerHex(s[i+1]) || isLowerHex(s[i+2]) || isUnreserved(unhex(s[i+1])<<4|unhex(s[i+2])) {
-				break
-			}
-			i += 2
-		}
-	}
+	i := normalEnd(s, unsafe)
 	if i == len(s) {
 		return s
 	}
@@ -416,7 +425,27 @@ func escape(s, unsafe string) string {
 			b = append(b, c)
 		}
 	}
-	return string(b)
+	return owned(b)
+}
+
+// normalEnd returns the index of the first byte of s that escape would
+// change, len(s) when s is already normal.
+func normalEnd(s, unsafe string) int {
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c >= 0x7F || strings.IndexByte(unsafe, c) >= 0 {
+			break
+		}
+		if c == '%' {
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) ||
+				isLowerHex(s[i+1]) || isLowerHex(s[i+2]) || isUnreserved(unhex(s[i+1])<<4|unhex(s[i+2])) {
+				break
+			}
+			i += 2
+		}
+	}
+	return i
 }
 
 const hexUpper = "0123456789ABCDEF"

@@ -77,16 +77,17 @@ func Unescape(s string) string {
 // without regard to ASCII case, is name (lower case ASCII).
 func EqualKey(k, name string) bool {
 	if len(k) == len(name) {
-		return equalFoldLower(k, name)
+		return EqualFoldLower(k, name)
 	}
 	if strings.IndexByte(k, '%') < 0 {
 		return false
 	}
-	return equalFoldLower(Unescape(k), name)
+	return EqualFoldLower(Unescape(k), name)
 }
 
-// equalFoldLower is strings.EqualFold for a lower-case ASCII name.
-func equalFoldLower(s, name string) bool {
+// EqualFoldLower reports whether s is name (lower-case ASCII) ignoring
+// ASCII case: strings.EqualFold for that case, without its Unicode work.
+func EqualFoldLower(s, name string) bool {
 	if len(s) != len(name) {
 		return false
 	}
