@@ -2,7 +2,7 @@
 // with one load generator, and prints each figure beside its baseline.
 // Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go),
 // durable (durable.go), workers (workers.go: the Cloudflare worker in
-// workerd beside the POP and bare net/http).
+// workerd beside the POP and bare net/http), enrich (enrich.go).
 //
 // Pixel serving: the local POP running the real edge module (delivering its
 // batches to an in-process sink, so the POP and not the aggregator is
@@ -45,9 +45,10 @@ func main() {
 		threads  = flag.Int("threads", 2, "wrk threads")
 		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
 		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
-		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers,enrich", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
+		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module")
 	)
 	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
 	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
@@ -98,6 +99,12 @@ func main() {
 	if strings.Contains(*sections, "aggregator") {
 		if err := runAggregator(agg); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: aggregator:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "enrich") {
+		if err := runEnrich(*passes); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: enrich:", err)
 			os.Exit(1)
 		}
 	}

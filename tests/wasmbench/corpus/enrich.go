@@ -1,14 +1,8 @@
-// Package wasmbench measures the enrichment packages inside WebAssembly,
-// built by standard Go (GOOS=wasip1) and by TinyGo, run under wazero: the
-// cost per hit of all enrichment together and of each package, the
-// module's size, an instance's start and its heap. The guest program is
-// ./guest; the host is this package's test and benchmark:
-//
-//	go test -run Wasm -v ./edge/enrich/internal/wasmbench/        # the figures, once
-//	go test -bench Wasm -run ^$ ./edge/enrich/internal/wasmbench/ # as benchmarks
-//
-// TinyGo is used when `tinygo` is on PATH (or EDGEPIXEL_TINYGO names it).
-package wasmbench
+// Package corpus is the work tests/wasmbench measures: a realistic mix of
+// pixel hits and Enrich, which runs every enrichment package on one hit as
+// the edge will. It is compiled into the wasm guest and natively, so the
+// guest's results can be checked equal to the native ones (Digest).
+package corpus
 
 import (
 	"fmt"
@@ -60,8 +54,8 @@ func Enrich(h *Hit) Result {
 // Digest hashes the results of the whole corpus: the same in every build.
 func Digest() uint64 {
 	f := fnv.New64a()
-	for i := range Corpus {
-		fmt.Fprintf(f, "%+v\n", Enrich(&Corpus[i]))
+	for i := range Hits {
+		fmt.Fprintf(f, "%+v\n", Enrich(&Hits[i]))
 	}
 	return f.Sum64()
 }

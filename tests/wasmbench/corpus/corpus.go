@@ -1,4 +1,4 @@
-package wasmbench
+package corpus
 
 const (
 	uaChromeWin  = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
@@ -15,10 +15,10 @@ const (
 	uaAppleMail  = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 )
 
-// Corpus is a realistic mix of hits: mostly browsers on plain pages, some
+// Hits is a realistic mix of hits: mostly browsers on plain pages, some
 // from search and social, campaign links from email and ads, a few bots,
 // prefetches and mail proxies.
-var Corpus = []Hit{
+var Hits = []Hit{
 	{URL: "https://www.example.com/", Referrer: "https://www.google.com/", UserAgent: uaChromeWin, ASN: 3320},
 	{URL: "https://www.example.com/blog/2025/11/launch", Referrer: "https://www.example.com/", UserAgent: uaIPhone, ASN: 7922},
 	{URL: "https://www.example.com/pricing", Referrer: "https://www.example.com/blog/2025/11/launch", UserAgent: uaAndroid, ASN: 21928},
@@ -39,4 +39,7 @@ var Corpus = []Hit{
 	{URL: "https://www.example.com/search?q=caf%c3%a9&page=2", Referrer: "https://www.example.com/", UserAgent: uaChromeWin, ASN: 3320},
 	{URL: "https://www.example.com/", Referrer: "http://best-seo-offer.com/", UserAgent: uaChromeWin, ASN: 14061},
 	{URL: "https://www.example.com/docs/api", Referrer: "https://github.com/example/repo", UserAgent: uaFirefox, ASN: 3320},
+	// A mailer's Unicode spelling of an international host, and a referrer
+	// under a two-label public suffix.
+	{URL: "https://Bücher.Example.de/angebote?utm_source=newsletter", Referrer: "https://www.amazon.co.uk/gp/", UserAgent: uaSafariMac, ASN: 3320},
 }

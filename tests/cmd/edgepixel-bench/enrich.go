@@ -1,0 +1,91 @@
+package main
+
+// Enrichment inside the edge module: the guest CPU time of all enrichment
+// of one hit, the module's size and an instance's start, for each
+// toolchain (standard Go, and TinyGo when it is installed), measured by
+// tests/wasmbench. Per-hit costs stand beside the same code compiled
+// natively; size and start beside a module without enrichment.
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/edgepixel/edgepixel/tests/wasmbench"
+	"github.com/edgepixel/edgepixel/tests/wasmbench/corpus"
+)
+
+// The goals for the shipped (TinyGo) module, printed beside the
+// figures.
+const (
+	goalHitP99   = 20 * time.Microsecond
+	goalTinySize = 2 << 20
+)
+
+func runEnrich(passes int) error {
+	tcs, note := wasmbench.Toolchains()
+	dir, err := os.MkdirTemp("", "edgepixel-bench-enrich-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	want := fmt.Sprintf("digest %x \n", corpus.Digest())
+	fmt.Fprintf(os.Stderr, "bench: enrichment natively, %d passes ...\n", passes)
+	native := wasmbench.MeasureNative(passes)
+	var figs []wasmbench.Figures
+	for _, tc := range tcs {
+		fmt.Fprintf(os.Stderr, "bench: enrichment in wasm, building with %s (TinyGo takes minutes) ...\n", tc.Name)
+		f, err := wasmbench.Measure(tc, dir, passes, want)
+		if err != nil {
+			return err
+		}
+		figs = append(figs, f)
+	}
+
+	fmt.Printf("\nenrichment: all packages on each of %d corpus hits x %d passes, guest CPU time under wazero\n", len(corpus.Hits), passes)
+	if note != "" {
+		fmt.Println(note)
+	}
+	us := func(d time.Duration) string { return fmt.Sprintf("%.2f us", float64(d)/1e3) }
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/1e6) }
+	kb := func(n int64) string { return fmt.Sprintf("%d KiB", n>>10) }
+	fmt.Printf("\n%-34s %14s %14s %8s\n", "figure", "wasm", "baseline", "ratio")
+	for _, f := range figs {
+		row := func(name, a, b string, ratio float64) {
+			fmt.Printf("%-34s %14s %14s %8.2f\n", f.Toolchain+": "+name, a, b, ratio)
+		}
+		row("per hit p50 (vs native)", us(f.P50), us(native.P50), float64(f.P50)/float64(native.P50))
+		row("per hit p99 (vs native)", us(f.P99), us(native.P99), float64(f.P99)/float64(native.P99))
+		row("slowest hit's median (vs native)", us(f.Slowest), us(native.Slowest), float64(f.Slowest)/float64(native.Slowest))
+		row("module size (vs no enrichment)", kb(f.Size), kb(f.BaselineSize), float64(f.Size)/float64(f.BaselineSize))
+		row("instance start (vs no enrichment)", ms(f.Start), ms(f.BaselineStart), float64(f.Start)/float64(f.BaselineStart))
+		fmt.Printf("%-34s %14d %14s\n", f.Toolchain+": allocations per hit", f.Allocs, "")
+	}
+	fmt.Printf("\nslowest hit: %s\n", hitLabel(figs, native))
+	for _, f := range figs {
+		fmt.Printf("\n%s, mean per hit:", f.Toolchain)
+		for _, p := range f.Packages {
+			fmt.Printf("  %s %s", p.Name, us(p.Mean))
+		}
+		fmt.Println()
+	}
+	for _, f := range figs {
+		if f.Toolchain == "tinygo" {
+			fmt.Printf("\ngoals (TinyGo): per hit p99 %s of %s; module %s of %s\n", us(f.P99), us(goalHitP99), kb(f.Size), kb(goalTinySize))
+		}
+	}
+	return nil
+}
+
+// hitLabel names the corpus hits found slowest, by toolchain.
+func hitLabel(figs []wasmbench.Figures, native wasmbench.HitCost) string {
+	label := func(i int) string {
+		h := corpus.Hits[i]
+		return fmt.Sprintf("#%d %.60q", i, h.URL)
+	}
+	s := "native " + label(native.SlowestHit)
+	for _, f := range figs {
+		s += "; " + f.Toolchain + " " + label(f.SlowestHit)
+	}
+	return s
+}

@@ -1,0 +1,103 @@
+// Command guest runs the enrichment packages inside WebAssembly for
+// tests/wasmbench. Its first argument says what to do:
+//
+//	start     nothing: the cost of an instance's start
+//	digest    print the digest of the corpus' results ("digest <hex>")
+//	bench N   enrich the corpus N times; print "name value unit" lines:
+//	          every hit's cost (all enrichment), the clock's own cost,
+//	          each package's mean, allocations and the heap
+//
+// Costs are read from the monotonic clock, which the host sets to its
+// thread's CPU time.
+package main
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/enrich/bot"
+	"github.com/edgepixel/edgepixel/edge/enrich/campaign"
+	"github.com/edgepixel/edgepixel/edge/enrich/mailopen"
+	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
+	"github.com/edgepixel/edgepixel/edge/enrich/referrer"
+	"github.com/edgepixel/edgepixel/edge/enrich/useragent"
+	"github.com/edgepixel/edgepixel/tests/wasmbench/corpus"
+)
+
+var sink corpus.Result
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "start" {
+		return
+	}
+	if os.Args[1] == "digest" {
+		out("digest", strconv.FormatUint(corpus.Digest(), 16), "")
+		return
+	}
+	n, _ := strconv.Atoi(os.Args[2])
+	hits := corpus.Hits
+
+	// The clock's own cost: an empty reading pair.
+	timer := make([]int64, 0, 1000)
+	for range cap(timer) {
+		t := time.Now()
+		timer = append(timer, int64(time.Since(t)))
+	}
+	os.Stdout.WriteString("timer")
+	for _, d := range timer {
+		os.Stdout.WriteString(" " + strconv.FormatInt(d, 10))
+	}
+	os.Stdout.WriteString("\n")
+
+	// All enrichment, hit by hit, every sample (the host takes quantiles).
+	per := make([]int64, 0, n*len(hits))
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for range n {
+		for i := range hits {
+			t := time.Now()
+			sink = corpus.Enrich(&hits[i])
+			per = append(per, int64(time.Since(t)))
+		}
+	}
+	runtime.ReadMemStats(&m1)
+	os.Stdout.WriteString("hit")
+	for _, d := range per {
+		os.Stdout.WriteString(" " + strconv.FormatInt(d, 10))
+	}
+	os.Stdout.WriteString("\n")
+	count := uint64(n * len(hits))
+	out("allocs", strconv.FormatUint((m1.Mallocs-m0.Mallocs)/count, 10), "allocs/hit")
+	out("alloc_bytes", strconv.FormatUint((m1.TotalAlloc-m0.TotalAlloc)/count, 10), "B/hit")
+
+	each := func(name string, f func(h *corpus.Hit)) {
+		t := time.Now()
+		for range n {
+			for i := range hits {
+				f(&hits[i])
+			}
+		}
+		out(name, strconv.FormatInt(int64(time.Since(t))/int64(count), 10), "ns/hit")
+	}
+	each("pageurl", func(h *corpus.Hit) { sink.Page = pageurl.Normalize(h.URL) })
+	each("campaign", func(h *corpus.Hit) { sink.Campaign = campaign.Parse(h.URL) })
+	each("referrer", func(h *corpus.Hit) {
+		sink.Referrer = referrer.Classify(referrer.Input{Referrer: h.Referrer, PageHost: "www.example.com"})
+	})
+	each("useragent", func(h *corpus.Hit) { sink.UA = useragent.Parse(h.UserAgent) })
+	each("bot", func(h *corpus.Hit) {
+		sink.Bot = bot.Check(bot.Input{UserAgent: h.UserAgent, SecPurpose: h.SecPurpose, ASN: h.ASN})
+	})
+	each("mailopen", func(h *corpus.Hit) {
+		sink.MailOpen = mailopen.Classify(mailopen.Input{UserAgent: h.UserAgent, ASN: h.ASN, Bot: sink.Bot.Reason})
+	})
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	out("heap_sys", strconv.FormatUint(m.HeapSys, 10), "B")
+}
+
+func out(name, v, unit string) {
+	os.Stdout.WriteString(name + " " + v + " " + unit + "\n")
+}

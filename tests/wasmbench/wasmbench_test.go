@@ -1,0 +1,55 @@
+package wasmbench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/edgepixel/edgepixel/tests/wasmbench/corpus"
+)
+
+// TestWasm builds the guest with each toolchain, checks that it computes
+// exactly what the packages compute natively over the corpus, and logs the
+// figures. Nothing here fails on a timing.
+func TestWasm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds wasm modules")
+	}
+	want := fmt.Sprintf("digest %x \n", corpus.Digest())
+	tcs, note := Toolchains()
+	if note != "" {
+		t.Log(note)
+	}
+	passes := 100
+	if s := os.Getenv("EDGEPIXEL_WASMBENCH_PASSES"); s != "" {
+		passes, _ = strconv.Atoi(s)
+	}
+	n := MeasureNative(passes)
+	t.Logf("native: all enrichment per hit p50 %v p99 %v CPU; slowest hit %d, median %v", n.P50, n.P99, n.SlowestHit, n.Slowest)
+	for _, tc := range tcs {
+		t.Run(tc.Name, func(t *testing.T) {
+			f, err := Measure(tc, t.TempDir(), passes, want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: module %d B (baseline %d B, %+d B); start %v CPU (baseline %v)",
+				f.Toolchain, f.Size, f.BaselineSize, f.Size-f.BaselineSize, f.Start, f.BaselineStart)
+			t.Logf("%s: all enrichment per hit p50 %v p99 %v max %v CPU over %d hits (clock %v subtracted); slowest hit %d, median %v; %d allocs %d B per hit; heap %d B",
+				f.Toolchain, f.P50, f.P99, f.Max, f.Hits, f.Clock, f.SlowestHit, f.Slowest, f.Allocs, f.AllocBytes, f.HeapSys)
+			for _, p := range f.Packages {
+				t.Logf("%s:   %-10s %v per hit", f.Toolchain, p.Name, p.Mean)
+			}
+		})
+	}
+}
+
+// BenchmarkEnrich is all enrichment of one corpus hit, natively.
+func BenchmarkEnrich(b *testing.B) {
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		corpus.Enrich(&corpus.Hits[i%len(corpus.Hits)])
+		i++
+	}
+}
