@@ -4,9 +4,11 @@
 // tests/cmd/edgepixel-build; the end-to-end tests import it. A change to
 // how something is built is made here and nowhere else.
 //
-// The edge module is built by a Toolchain: standard Go (GOOS=wasip1) today.
-// Another toolchain (TinyGo) is one more constant and one more case in
-// Command.
+// The edge module is built by a Toolchain: TinyGo, the module edgepixel
+// ships, or standard Go (GOOS=wasip1), the second, tested build. TinyGo is
+// the one on PATH or, failing that, one this package builds from source
+// (tinygo.go); each module built is kept in a cache keyed by its sources
+// (wasmcache.go), so tests and make targets build it once.
 package build
 
 import (
@@ -26,11 +28,13 @@ type Artifact struct {
 	About string // what progress messages call it
 	Pkg   string // the main package, relative to the repository root
 	File  string // its file name in a bin directory (InDir)
-	// Wasm marks a WebAssembly module built by a Toolchain: the edge
-	// module for Fastly Compute, the worker for Cloudflare Workers.
+	// Wasm marks a WebAssembly module: the edge module for Fastly
+	// Compute, built by a Toolchain, and the worker for Cloudflare
+	// Workers (Reactor).
 	Wasm bool
 	// Reactor builds a WASI reactor (-buildmode=c-shared: _initialize and
-	// //go:wasmexport functions, no main) instead of a command.
+	// //go:wasmexport functions, no main) instead of a command, always
+	// with standard Go.
 	Reactor bool
 }
 
@@ -62,54 +66,64 @@ func Named(name string) (Artifact, bool) {
 // InDir is the artifact's path in the bin directory dir.
 func (a Artifact) InDir(dir string) string { return filepath.Join(dir, a.File) }
 
-// A Toolchain compiles the edge module to WebAssembly for Fastly Compute.
-type Toolchain string
-
-// Go is standard Go: GOOS=wasip1 GOARCH=wasm, a WASI command module.
-const Go Toolchain = "go"
-
-// Toolchains lists the toolchains Command knows, the default first.
-var Toolchains = []Toolchain{Go}
-
 // Command is the command that builds a into out, run in the repository
-// root. -trimpath makes the output independent of where the checkout is,
+// root; the edge module's is c's (c is unused for the others, and may be
+// nil). A reactor (the worker) is built by standard Go whatever c is:
+// -buildmode=c-shared is Go's. -trimpath makes a Go build independent of where the checkout is,
 // so that the same source gives the same bytes (and the POP's compile
 // cache, keyed by those bytes, is shared between builds).
-func (a Artifact) Command(ctx context.Context, tc Toolchain, root, out string) (*exec.Cmd, error) {
-	args := []string{"build", "-trimpath", "-o", out}
-	if a.Reactor {
-		args = append(args, "-buildmode=c-shared")
-	}
-	cmd := exec.CommandContext(ctx, "go", append(args, a.Pkg)...)
-	if a.Wasm {
-		switch tc {
-		case Go:
-			cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		default:
-			return nil, fmt.Errorf("unknown toolchain %q (have %v)", tc, Toolchains)
-		}
+func (a Artifact) Command(ctx context.Context, c *Compiler, root, out string) *exec.Cmd {
+	var cmd *exec.Cmd
+	switch {
+	case a.Reactor:
+		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "-buildmode=c-shared", a.Pkg)
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	case a.Wasm:
+		cmd = exec.CommandContext(ctx, c.Bin, c.Args(a.Pkg, out)...)
+		cmd.Env = c.Env
+	default:
+		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, a.Pkg)
 	}
 	cmd.Dir = root
-	return cmd, nil
+	return cmd
 }
 
 // Describe is how progress messages name the build of a.
 func (a Artifact) Describe(tc Toolchain) string {
+	if a.Reactor {
+		tc = Go
+	}
 	if a.Wasm {
 		return fmt.Sprintf("building %s (%s, %s)", a.About, tc, a.Pkg)
 	}
 	return fmt.Sprintf("building %s (%s)", a.About, a.Pkg)
 }
 
-// Build builds a into out, reporting the step to r (which may be nil). A
-// failure's error holds the compiler's output.
+// Build builds a into out, reporting the step to r (which may be nil); tc
+// is the edge module's toolchain (see Toolchain.Compiler). The edge module
+// comes from the wasm cache when its sources have not changed since a
+// build of it with the same compiler (see WasmCache). A failure's error
+// holds the compiler's output.
 func (a Artifact) Build(ctx context.Context, tc Toolchain, root, out string, r *progress.Reporter) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	cmd, err := a.Command(ctx, tc, root, out)
-	if err != nil {
-		return err
+	if a.Wasm && !a.Reactor {
+		c, err := tc.Compiler(ctx, root, r)
+		if err != nil {
+			return err
+		}
+		return a.buildCached(ctx, c, root, out, r)
+	}
+	return a.run(ctx, nil, root, out, r)
+}
+
+// run builds a into out with c.
+func (a Artifact) run(ctx context.Context, c *Compiler, root, out string, r *progress.Reporter) error {
+	cmd := a.Command(ctx, c, root, out)
+	tc := Go
+	if c != nil {
+		tc = c.Toolchain
 	}
 	return r.Run(a.Describe(tc), func() error {
 		if b, err := cmd.CombinedOutput(); err != nil {
@@ -119,7 +133,8 @@ func (a Artifact) Build(ctx context.Context, tc Toolchain, root, out string, r *
 	})
 }
 
-// BuildInDir builds each artifact into the bin directory dir, in order.
+// BuildInDir builds each artifact into the bin directory dir, in order;
+// tc is the edge module's toolchain.
 func BuildInDir(ctx context.Context, tc Toolchain, root, dir string, r *progress.Reporter, arts ...Artifact) error {
 	for _, a := range arts {
 		if err := a.Build(ctx, tc, root, a.InDir(dir), r); err != nil {

@@ -2,39 +2,62 @@ package build
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestCommands(t *testing.T) {
 	ctx := context.Background()
-	cmd, err := Edge.Command(ctx, Go, "/repo", "/out/edgepixel.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	goc := &Compiler{Toolchain: Go, Bin: "go", Env: []string{"GOOS=wasip1", "GOARCH=wasm"}}
+	cmd := Edge.Command(ctx, goc, "/repo", "/out/edgepixel.wasm")
 	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -o /out/edgepixel.wasm ./edge/cmd/edgepixel" || cmd.Dir != "/repo" {
-		t.Errorf("edge module: %q in %q", got, cmd.Dir)
+		t.Errorf("edge module, Go: %q in %q", got, cmd.Dir)
 	}
-	if !slices.Contains(cmd.Env, "GOOS=wasip1") || !slices.Contains(cmd.Env, "GOARCH=wasm") {
-		t.Errorf("edge module built without GOOS=wasip1 GOARCH=wasm")
+	if !slices.Equal(cmd.Env, goc.Env) {
+		t.Errorf("edge module built with env %v, want the compiler's", cmd.Env)
 	}
-	cmd, err = Pop.Command(ctx, Go, "/repo", "/out/edgepixel-pop")
-	if err != nil {
-		t.Fatal(err)
+	tgc := &Compiler{Toolchain: TinyGo, Bin: "/opt/tinygo/bin/tinygo", Env: []string{"TINYGOROOT=/opt/tinygo"}}
+	cmd = Edge.Command(ctx, tgc, "/repo", "/out/edgepixel.wasm")
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -target=wasip1 -no-debug -o /out/edgepixel.wasm ./edge/cmd/edgepixel" {
+		t.Errorf("edge module, TinyGo: %q", got)
 	}
-	if cmd.Env != nil {
-		t.Errorf("the POP is built for this machine, got env %v", cmd.Env)
+	cmd = Pop.Command(ctx, tgc, "/repo", "/out/edgepixel-pop")
+	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -o /out/edgepixel-pop ./edge/cmd/edgepixel-pop" || cmd.Env != nil {
+		t.Errorf("the POP is built by go for this machine, got %q with env %v", got, cmd.Env)
 	}
-	cmd, err = Worker.Command(ctx, Go, "/repo", "/out/w.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The worker is a reactor, built by standard Go whatever the edge
+	// module's toolchain.
+	cmd = Worker.Command(ctx, tgc, "/repo", "/out/w.wasm")
 	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -o /out/w.wasm -buildmode=c-shared ./wrangler/cmd/edgepixel-worker" || !slices.Contains(cmd.Env, "GOOS=wasip1") {
 		t.Errorf("worker: %q", got)
 	}
-	if _, err := Edge.Command(ctx, "nope", "/repo", "/out/x"); err == nil {
-		t.Error("an unknown toolchain was accepted")
+}
+
+func TestToolchains(t *testing.T) {
+	if Toolchains[0] != TinyGo {
+		t.Errorf("the default toolchain is %s, want TinyGo (the module edgepixel ships)", Toolchains[0])
+	}
+	t.Setenv(ToolchainEnv, "")
+	if tc, err := DefaultToolchain(); tc != TinyGo || err != nil {
+		t.Errorf("default: %v %v", tc, err)
+	}
+	t.Setenv(ToolchainEnv, "go")
+	if tc, err := DefaultToolchain(); tc != Go || err != nil {
+		t.Errorf("%s=go: %v %v", ToolchainEnv, tc, err)
+	}
+	t.Setenv(ToolchainEnv, "gccgo")
+	if _, err := DefaultToolchain(); err == nil || !strings.Contains(err.Error(), ToolchainEnv) {
+		t.Errorf("an unknown toolchain: %v", err)
+	}
+	if _, err := Toolchain("nope").Compiler(context.Background(), t.TempDir(), nil); err == nil {
+		t.Error("an unknown toolchain got a compiler")
 	}
 }
 
@@ -52,4 +75,103 @@ func TestNamed(t *testing.T) {
 	if _, ok := Named("nope"); ok {
 		t.Error("Named found nope")
 	}
+}
+
+func TestWithEnv(t *testing.T) {
+	got := withEnv([]string{"A=1", "GOOS=linux", "B=2", "GOOS=darwin"}, "GOOS=wasip1", "B=", "C=3")
+	if want := []string{"A=1", "GOOS=wasip1", "C=3"}; !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// TestTinyGoFromPath: a tinygo on PATH (an official release) is used as it
+// is, with the caller's environment, and nothing is built.
+func TestTinyGoFromPath(t *testing.T) {
+	bin := t.TempDir()
+	script := "#!/bin/sh\necho 'tinygo version 9.9.9 linux/amd64 (fake)'\n"
+	if err := os.WriteFile(filepath.Join(bin, "tinygo"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	root := t.TempDir()
+	c, err := TinyGo.Compiler(context.Background(), root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bin != filepath.Join(bin, "tinygo") || c.Version != "tinygo version 9.9.9 linux/amd64 (fake)" {
+		t.Errorf("compiler %+v", c)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".edgepixel")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("something was built although tinygo is on PATH: %v", err)
+	}
+}
+
+// TestBuildOnce: concurrent callers build once; a failed or interrupted
+// build leaves nothing that looks finished, and the next call cleans up.
+func TestBuildOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "thing", "1.0")
+
+	if err := buildOnce(ctx, dir, "a thing", nil, func(tmp string) error {
+		os.WriteFile(filepath.Join(tmp, "half"), nil, 0o644)
+		return errors.New("compiler crashed")
+	}); err == nil || !strings.Contains(err.Error(), "compiler crashed") {
+		t.Fatalf("failed build: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), "*")); len(left) != 1 || !strings.HasSuffix(left[0], ".lock") {
+		t.Fatalf("a failed build left %v", left)
+	}
+	// A build killed mid-way leaves its temporary directory.
+	if err := os.Mkdir(dir+".tmp-killed", 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	var builds atomic.Int32
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = buildOnce(ctx, dir, "a thing", nil, func(tmp string) error {
+				builds.Add(1)
+				time.Sleep(100 * time.Millisecond)
+				return os.WriteFile(filepath.Join(tmp, "done"), []byte("ok"), 0o644)
+			})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := builds.Load(); n != 1 {
+		t.Errorf("%d builds, want 1", n)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "done")); err != nil || string(b) != "ok" {
+		t.Errorf("the build is not in place: %q %v", b, err)
+	}
+	if left, _ := filepath.Glob(dir + ".tmp-*"); len(left) > 0 {
+		t.Errorf("temporary directories left: %v", left)
+	}
+}
+
+func TestLockWaitsForHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.lock")
+	l, err := acquire(context.Background(), path, "x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := acquire(ctx, path, "x", nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second holder while the first holds it: %v", err)
+	}
+	l.release()
+	l2, err := acquire(context.Background(), path, "x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.release()
 }

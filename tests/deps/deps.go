@@ -41,6 +41,10 @@ type Program struct {
 	// executable's path within that prefix.
 	Apt         []string
 	Npm, NpmBin string
+	// Instead names an executable whose presence on PATH makes p
+	// unneeded: an official TinyGo release needs none of the packages
+	// TinyGo is built from source with.
+	Instead string
 }
 
 // The programs.
@@ -62,15 +66,44 @@ var (
 	// run time.
 	Wrangler = Program{Name: "wrangler", Npm: "wrangler@4.86.0", NpmBin: "node_modules/.bin/wrangler"}
 	Workerd  = Program{Name: "workerd (from wrangler)", Npm: "wrangler@4.86.0", NpmBin: "node_modules/.bin/workerd"}
+	// TinyGoLLVM is what package build needs to build TinyGo from the Go
+	// module proxy (when no tinygo is installed): Debian's LLVM 19, clang
+	// and wasm-ld, compiler-rt and wasi-libc for wasm32, wasm-opt, and a C
+	// compiler for cgo. Files names one file of each package.
+	TinyGoLLVM = Program{
+		Name: "LLVM 19 and wasi-libc (to build TinyGo; or install a TinyGo release)",
+		Bins: []string{"wasm-opt"},
+		Files: []string{
+			"/usr/lib/llvm-19/include/llvm-c/Core.h",   // llvm-19-dev
+			"/usr/lib/llvm-19/include/clang-c/Index.h", // libclang-19-dev
+			"/usr/lib/llvm-19/bin/clang",               // clang-19
+			"/usr/lib/llvm-19/bin/wasm-ld",             // lld-19
+			WasmCompilerRT,                             // libclang-rt-19-dev-wasm32
+			WasiLibc,                                   // wasi-libc
+			"/usr/bin/cc",                              // build-essential
+		},
+		Apt:     []string{"build-essential", "wasi-libc", "binaryen", "llvm-19-dev", "libclang-19-dev", "clang-19", "lld-19", "libclang-rt-19-dev-wasm32"},
+		Instead: "tinygo",
+	}
+)
+
+// Where Debian's packages put the wasm32 C libraries a TinyGo built from
+// the module proxy lacks (its module has no wasi-libc sources): package
+// build gives them to TinyGo ready-built.
+const (
+	WasiLibc        = "/usr/lib/wasm32-wasi/libc.a"
+	WasiLibcInclude = "/usr/include/wasm32-wasi"
+	WasmCompilerRT  = "/usr/lib/llvm-19/lib/clang/19/lib/wasi/libclang_rt.builtins-wasm32.a"
 )
 
 // What each make target needs. `make run` can do without Redis and
 // ClickHouse (the aggregator falls back to embedded storage and dedupe),
-// so it installs them when it can and only warns when it cannot.
+// so it installs them when it can and only warns when it cannot; without
+// TinyGoLLVM the build then says what to install.
 var (
-	Run   = []Program{Redis, ClickHouse, ClickHouseClient}
-	Test  = []Program{Redis, ClickHouse, ClickHouseClient, Chromium, Npm, FastlyCLI, Wrangler, Workerd}
-	Bench = []Program{Redis, ClickHouse, Wrk, Npm, Workerd}
+	Run   = []Program{TinyGoLLVM, Redis, ClickHouse, ClickHouseClient}
+	Test  = []Program{TinyGoLLVM, Redis, ClickHouse, ClickHouseClient, Chromium, Npm, FastlyCLI, Wrangler, Workerd}
+	Bench = []Program{TinyGoLLVM, Redis, ClickHouse, Wrk, Npm, Workerd}
 )
 
 // NpmPrefix is where npm packages go: root/.edgepixel/npm.
@@ -83,6 +116,11 @@ func LogPath(root string) string { return filepath.Join(root, ".edgepixel", "log
 // Path finds p's executable; root is the repository root (for npm
 // packages).
 func (p Program) Path(root string) (string, bool) {
+	if p.Instead != "" {
+		if path, err := exec.LookPath(p.Instead); err == nil {
+			return path, true
+		}
+	}
 	for _, f := range p.Files {
 		if _, err := os.Stat(f); err != nil {
 			return "", false

@@ -2,12 +2,17 @@
 // package build. The Makefile and edge/fastly.toml's [scripts] build run
 // it; it can run from anywhere inside the repository.
 //
-//	edgepixel-build [-dir DIR] [-toolchain go] ARTIFACT...   # into DIR (.edgepixel/bin)
-//	edgepixel-build -o FILE [-toolchain go] ARTIFACT          # one artifact to FILE
+//	edgepixel-build [-dir DIR] [-toolchain T] ARTIFACT...   # into DIR (.edgepixel/bin)
+//	edgepixel-build -o FILE [-toolchain T] ARTIFACT          # one artifact to FILE
 //
 // ARTIFACT is wasm (the edge module), pop, aggregator, run (the `make run`
-// launcher), bench, worker (the Cloudflare Workers module), or all. Relative paths are taken from the working
-// directory. Each build reports its elapsed time on stderr.
+// launcher), bench, worker (the Cloudflare Workers module), or all. The
+// edge module's toolchain T is tinygo (the module edgepixel ships; the
+// default) or go (standard Go), also set by $EDGEPIXEL_WASM_TOOLCHAIN; the
+// worker is always built by standard Go. With no tinygo on PATH, the first
+// TinyGo build builds TinyGo itself into .edgepixel/tinygo (see package
+// build). Relative paths are taken from the working directory. Each build
+// reports its elapsed time on stderr.
 package main
 
 import (
@@ -31,15 +36,20 @@ func main() {
 	}
 	dir := flag.String("dir", ".edgepixel/bin", "where the artifacts go, each under its own file name")
 	out := flag.String("o", "", "the file to write (one artifact only); overrides -dir")
-	tc := flag.String("toolchain", string(build.Toolchains[0]), fmt.Sprintf("the toolchain for the edge module %v (env EDGEPIXEL_TOOLCHAIN)", build.Toolchains))
+	def, err := build.DefaultToolchain()
+	if err != nil {
+		fail(err)
+	}
+	tcName := flag.String("toolchain", string(def), fmt.Sprintf("the edge module's toolchain, one of %v (env %s)", build.Toolchains, build.ToolchainEnv))
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: edgepixel-build [-dir DIR | -o FILE] [-toolchain T] ARTIFACT...\nartifacts: %s, all\n", strings.Join(names, " "))
 		flag.PrintDefaults()
 	}
-	if v := os.Getenv("EDGEPIXEL_TOOLCHAIN"); v != "" {
-		*tc = v
-	}
 	flag.Parse()
+	tc, err := build.ParseToolchain(*tcName)
+	if err != nil {
+		fail(err)
+	}
 
 	var arts []build.Artifact
 	for _, n := range flag.Args() {
@@ -69,7 +79,7 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		err = arts[0].Build(ctx, build.Toolchain(*tc), root, abs, r)
+		err = arts[0].Build(ctx, tc, root, abs, r)
 		if err != nil {
 			fail(err)
 		}
@@ -79,7 +89,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	if err := build.BuildInDir(ctx, build.Toolchain(*tc), root, abs, r, arts...); err != nil {
+	if err := build.BuildInDir(ctx, tc, root, abs, r, arts...); err != nil {
 		fail(err)
 	}
 }
