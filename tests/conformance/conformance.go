@@ -4,6 +4,9 @@
 //   - integration_tests: GOOS=wasip1 GOARCH=wasm go test
 //     -exec "viceroy run -C fastly.toml", each test binary running once
 //     under `edgepixel-pop run`;
+//   - integration_tests with TinyGo (suite integration-tinygo): tinygo test
+//     -target=targets/fastly-compute-wasip1.json, whose emulator is
+//     "viceroy run -C fastly.toml {}", so again `edgepixel-pop run`;
 //   - end_to_end_tests: go test -exec "serve.sh viceroy run -C fastly.toml",
 //     where the SDK's serve.sh starts `fastly compute serve` (the official
 //     Fastly CLI) with the POP as its Viceroy and the test binary sends
@@ -48,8 +51,10 @@ type Options struct {
 	Work        string        // scratch directory: SDK copy, logs
 	Parallel    int           // go test -p for the integration suite
 	TestTimeout time.Duration // go test -timeout, per test binary
-	Suites      []string      // "integration", "e2e"
-	Progress    io.Writer
+	Suites      []string      // "integration", "e2e", "integration-tinygo"
+	// TinyGo is the compiler of the integration-tinygo suite.
+	TinyGo   *TinyGo
+	Progress io.Writer
 }
 
 // Report is what a run found.
@@ -122,6 +127,27 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	progress("conformance: stand-in for %s on %s", strings.Join(StandInHosts, ", "), standIn.Addr)
 
 	for _, suite := range o.Suites {
+		logPath := filepath.Join(o.Work, suite+".log")
+		done := func(p *Package) {
+			rel := strings.TrimPrefix(p.Path, SDKModule+"/")
+			passed, failed, expected := 0, 0, 0
+			for name, t := range p.Tests {
+				switch {
+				case t.Result == "pass":
+					passed++
+				case t.Result == "fail" && isExpected(rel, name):
+					expected++
+				case t.Result == "fail":
+					failed++
+				}
+			}
+			result := p.Result
+			if result == "fail" && failed == 0 && expected > 0 {
+				result = "skip" // only tests Expected lists failed: judged below
+			}
+			progress("  %-4s %s  (%d passed, %d failed, %d expected to fail)  %s", result, rel,
+				passed, failed, expected, time.Since(began).Round(time.Second))
+		}
 		var args []string
 		var dir string
 		switch suite {
@@ -139,34 +165,25 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 			// Sequential: every package's server listens on addr.
 			args = []string{"-p", "1", "-exec", "serve.sh viceroy --addr " + addr + " run -C fastly.toml"}
+		case "integration-tinygo":
+			if o.TinyGo == nil {
+				return nil, fmt.Errorf("the %s suite needs TinyGo", suite)
+			}
+			r.Logs = append(r.Logs, logPath)
+			progress("conformance: %s suite: tinygo test -target=%s, %d packages at once (log: %s)", suite, TinyGoTarget, max(o.Parallel, 1), logPath)
+			pkgs, err := tinyGoSuite(ctx, sdk, env, o, logPath, done)
+			if err != nil {
+				return nil, fmt.Errorf("%s suite: %w", suite, err)
+			}
+			Judge(&r.Verdict, suite, SDKModule, "integration_tests", pkgs, Expected)
+			continue
 		default:
-			return nil, fmt.Errorf("unknown suite %q (integration, e2e)", suite)
+			return nil, fmt.Errorf("unknown suite %q (integration, e2e, integration-tinygo)", suite)
 		}
-		logPath := filepath.Join(o.Work, suite+".log")
 		r.Logs = append(r.Logs, logPath)
 		progress("conformance: %s suite: go test ./%s/... (log: %s)", suite, dir, logPath)
 		pkgs, err := goTest(ctx, sdk, env, logPath, append(append([]string{"test", "-json", "-count=1",
-			"-timeout", o.TestTimeout.String(), "-tags", "fastlyinternaldebug"}, args...), "./"+dir+"/..."),
-			func(p *Package) {
-				rel := strings.TrimPrefix(p.Path, SDKModule+"/")
-				passed, failed, expected := 0, 0, 0
-				for name, t := range p.Tests {
-					switch {
-					case t.Result == "pass":
-						passed++
-					case t.Result == "fail" && isExpected(rel, name):
-						expected++
-					case t.Result == "fail":
-						failed++
-					}
-				}
-				result := p.Result
-				if result == "fail" && failed == 0 && expected > 0 {
-					result = "skip" // only tests Expected lists failed: judged below
-				}
-				progress("  %-4s %s  (%d passed, %d failed, %d expected to fail)  %s", result, rel,
-					passed, failed, expected, time.Since(began).Round(time.Second))
-			})
+			"-timeout", o.TestTimeout.String(), "-tags", "fastlyinternaldebug"}, args...), "./"+dir+"/..."), done)
 		if err != nil {
 			return nil, fmt.Errorf("%s suite: %w", suite, err)
 		}

@@ -194,17 +194,17 @@ func Judge(v *Verdict, suite, module, dir string, pkgs map[string]*Package, expe
 
 // Print writes the table and the skip reasons.
 func (v *Verdict) Print(w io.Writer) {
-	fmt.Fprintf(w, "%-12s %-36s %6s %6s %7s\n", "suite", "package", "passed", "failed", "skipped")
+	fmt.Fprintf(w, "%-18s %-36s %6s %6s %7s\n", "suite", "package", "passed", "failed", "skipped")
 	var tp, tf, ts int
 	for _, r := range v.Rows {
 		note := ""
 		if r.Result == "skip" {
 			note = "  (no tests)"
 		}
-		fmt.Fprintf(w, "%-12s %-36s %6d %6d %7d%s\n", r.Suite, r.Package, r.Passed, r.Failed, r.Skipped, note)
+		fmt.Fprintf(w, "%-18s %-36s %6d %6d %7d%s\n", r.Suite, r.Package, r.Passed, r.Failed, r.Skipped, note)
 		tp, tf, ts = tp+r.Passed, tf+r.Failed, ts+r.Skipped
 	}
-	fmt.Fprintf(w, "%-12s %-36s %6d %6d %7d\n", "total", "", tp, tf, ts)
+	fmt.Fprintf(w, "%-18s %-36s %6d %6d %7d\n", "total", "", tp, tf, ts)
 	if len(v.Skipped) > 0 {
 		fmt.Fprintln(w, "\nskipped:")
 		for _, s := range v.Skipped {

@@ -55,3 +55,24 @@ func TestInstallNothingMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestInstead: a program made unneeded by another on PATH (the LLVM
+// packages TinyGo is built with, by a tinygo release) is found as that one.
+func TestInstead(t *testing.T) {
+	root := t.TempDir()
+	p := Program{Name: "llvm", Files: []string{filepath.Join(root, "absent.h")}, Apt: []string{"llvm-dev"}, Instead: "fake-tinygo"}
+	if _, ok := p.Path(root); ok {
+		t.Fatal("found although neither it nor its replacement is installed")
+	}
+	bin := t.TempDir()
+	os.WriteFile(filepath.Join(bin, "fake-tinygo"), []byte("#!/bin/sh\n"), 0o755)
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if path, ok := p.Path(root); !ok || path != filepath.Join(bin, "fake-tinygo") {
+		t.Errorf("with its replacement on PATH: %q %v", path, ok)
+	}
+	for _, f := range TinyGoLLVM.Files {
+		if !filepath.IsAbs(f) {
+			t.Errorf("%s: not an absolute path", f)
+		}
+	}
+}

@@ -1,7 +1,8 @@
 // Command edgepixel-conformance judges the POP by compute-sdk-go's own
-// tests: the SDK's integration tests run under `edgepixel-pop run`, its
-// end-to-end tests under the official Fastly CLI's `fastly compute serve`
-// with the POP as Viceroy (see package tests/conformance). It prints
+// tests: the SDK's integration tests run under `edgepixel-pop run`, built
+// with Go and with TinyGo (the toolchain of the module edgepixel ships),
+// its end-to-end tests under the official Fastly CLI's `fastly compute
+// serve` with the POP as Viceroy (see package tests/conformance). It prints
 // passed / failed / skipped per package and exits non-zero on any failure
 // not listed, with its reason, in conformance.Expected, and on any listed
 // one that passes.
@@ -25,6 +26,7 @@ import (
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/conformance"
 	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/progress"
 )
 
 func main() {
@@ -39,10 +41,10 @@ func run() int {
 	}
 	var (
 		pop         = flag.String("pop", filepath.Join(root, ".edgepixel", "bin", "edgepixel-pop"), "the edgepixel-pop binary (make build puts it there)")
-		suites      = flag.String("suites", envOr("EDGEPIXEL_CONFORMANCE_SUITES", "integration,e2e"), "suites to run: integration, e2e [EDGEPIXEL_CONFORMANCE_SUITES]")
-		timeout     = flag.Duration("timeout", envDuration("EDGEPIXEL_CONFORMANCE_TIMEOUT", 25*time.Minute), "limit for the whole run [EDGEPIXEL_CONFORMANCE_TIMEOUT]")
-		testTimeout = flag.Duration("test-timeout", 5*time.Minute, "go test -timeout, per test binary")
-		parallel    = flag.Int("p", 2, "integration test binaries built and run at once (go test -p)")
+		suites      = flag.String("suites", envOr("EDGEPIXEL_CONFORMANCE_SUITES", "integration,e2e,integration-tinygo"), "suites to run: integration, e2e, integration-tinygo [EDGEPIXEL_CONFORMANCE_SUITES]")
+		timeout     = flag.Duration("timeout", envDuration("EDGEPIXEL_CONFORMANCE_TIMEOUT", 40*time.Minute), "limit for the whole run [EDGEPIXEL_CONFORMANCE_TIMEOUT]")
+		testTimeout = flag.Duration("test-timeout", 5*time.Minute, "go test -timeout per test binary; for TinyGo, per package, its build included")
+		parallel    = flag.Int("p", 2, "integration test binaries built and run at once (go test -p; TinyGo packages at once)")
 		work        = flag.String("work", "", "scratch directory, kept (default: a new temporary one, removed unless the run fails)")
 	)
 	flag.Parse()
@@ -75,6 +77,17 @@ func run() int {
 				return fail("the end-to-end suite needs the Fastly CLI:\n%s(to run only the integration suite: --suites integration)", deps.Advice([]deps.Program{deps.FastlyCLI}))
 			}
 			o.FastlyCLI = cli
+		}
+	}
+	for _, s := range list {
+		if s == "integration-tinygo" {
+			// Before anything runs, as it may build TinyGo first (minutes).
+			c, err := build.TinyGo.Compiler(context.Background(), root, progress.New(os.Stderr))
+			if err != nil {
+				return fail("the integration-tinygo suite needs TinyGo: %v\n(to run only the Go suites: --suites integration,e2e)", err)
+			}
+			fmt.Printf("conformance: TinyGo is %s (%s)\n", c.Bin, c.Version)
+			o.TinyGo = &conformance.TinyGo{Bin: c.Bin, Vars: c.Vars}
 		}
 	}
 	keep := *work != ""
