@@ -10,9 +10,13 @@
 #   make worker  the Cloudflare Workers module where wrangler.toml expects it
 #
 # How each artifact is built is said once, in tests/build (run here through
-# tests/cmd/edgepixel-build, as edge/fastly.toml runs it too). Which outside
-# programs are needed, and how to install them, is said in tests/deps.
-# Everything a run writes stays under .edgepixel/ in this checkout.
+# tests/cmd/edgepixel-build, as edge/fastly.toml runs it too). The edge
+# module is built with TinyGo, the module edgepixel ships: the tinygo on
+# PATH, or one built once into .edgepixel/tinygo (TINYGO_NET says where its
+# net package is when offline); EDGEPIXEL_WASM_TOOLCHAIN=go builds it with
+# standard Go instead. Which outside programs are needed, and how to install
+# them, is said in tests/deps. Everything a run writes stays under
+# .edgepixel/ in this checkout.
 
 GO        ?= go
 BIN       := .edgepixel/bin
@@ -28,7 +32,7 @@ FUZZTIME  ?= 200000x
 # When this make began, for the launcher's "ready after" figure.
 SINCE     := $(shell date +%s)
 
-.PHONY: run sql test deps deps-bench check-deps tools build wasm worker bench fmt vet unit fuzz clean
+.PHONY: run sql test deps deps-bench check-deps tools build wasm modules worker bench fmt vet unit fuzz clean
 
 ## run: say what to expect, install what is missing (before the long
 ## builds), build, start the stack (Ctrl-C stops it)
@@ -79,6 +83,13 @@ build: tools
 wasm: tools
 	@$(TOOLS)/edgepixel-build -o edge/bin/main.wasm wasm
 
+## modules: the edge module built with both toolchains, TinyGo and Go, into
+## .edgepixel/bin (edgepixel.wasm, edgepixel-go.wasm) and the wasm cache the
+## tests take them from: built here, each build's progress shows
+modules: tools
+	@$(TOOLS)/edgepixel-build -toolchain tinygo -o $(BIN)/edgepixel.wasm wasm
+	@$(TOOLS)/edgepixel-build -toolchain go -o $(BIN)/edgepixel-go.wasm wasm
+
 ## worker: the Cloudflare Workers module (wrangler/build/edgepixel.wasm);
 ## `cd wrangler && wrangler deploy` builds it the same way
 worker: tools
@@ -94,15 +105,16 @@ vet:
 
 ## unit: every package's tests with the race detector; the log ends with
 ## each package's time and the slowest tests
-unit: tools
+unit: tools modules
 	@$(TOOLS)/edgepixel-gotest test -race -timeout 25m -count=1 ./...
 
 ## fuzz: every Fuzz target in the repo, each for FUZZTIME runs
 fuzz: tools
 	@$(TOOLS)/edgepixel-gotest fuzz -fuzztime $(FUZZTIME)
 
-## conformance: compute-sdk-go's own integration and end-to-end tests judge
-## the POP (tests/conformance); prints passed/failed/skipped per package
+## conformance: compute-sdk-go's own integration tests (built with Go and
+## with TinyGo) and end-to-end tests judge the POP (tests/conformance);
+## prints passed/failed/skipped per package
 .PHONY: conformance
 conformance: build
 	$(GO) run ./tests/cmd/edgepixel-conformance --pop $(BIN)/edgepixel-pop
@@ -113,5 +125,7 @@ bench: tools
 	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator worker bench
 	@$(BIN)/edgepixel-bench --bin $(BIN)
 
+# The TinyGo edgepixel built (.edgepixel/tinygo) and the wasm cache stay:
+# remove .edgepixel to start from nothing.
 clean:
 	rm -rf $(BIN) $(TOOLS) edge/bin edge/pkg wrangler/build wrangler/dist
