@@ -140,7 +140,10 @@ func FromQuery(rawQuery string, m *Meta) (event.Event, string) {
 	if page == "" {
 		page = m.Referer
 	}
-	return e, finish(&e, site, queryValue(rawQuery, "e"), page, queryValue(rawQuery, "ref"))
+	// Not `return e, finish(&e, ...)`: the spec leaves unspecified whether
+	// e is read before or after finish fills it; TinyGo reads it first.
+	drop := finish(&e, site, queryValue(rawQuery, "e"), page, queryValue(rawQuery, "ref"))
+	return e, drop
 }
 
 // queryValue is url.ParseQuery(rawQuery).Get(key) without building the
