@@ -1,6 +1,11 @@
 // Package tests holds edgepixel's end-to-end tests: real redis-server and
 // clickhouse-server processes, the real aggregator binary, and the real edge
 // .wasm running under the POP binary, all on loopback.
+//
+// The edge module under test is the one edgepixel ships, built with TinyGo.
+// The standard-Go build is the second, tested build: the parity test
+// (parity_test.go) and the Fastly CLI tests run both, and the parity test
+// holds them to the same answers and the same stored rows.
 package tests
 
 import (
@@ -8,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,9 +25,12 @@ import (
 )
 
 var (
-	bin  stack.Binaries
-	root string // the repository root
-	// compileCache holds the POP's compiled edge module, compiled once in
+	bin  stack.Binaries // the edge module in bin.Wasm is TinyGo's
+	root string         // the repository root
+	// wasm is the edge module built by each toolchain (wasm[build.TinyGo]
+	// is bin.Wasm).
+	wasm = map[build.Toolchain]string{}
+	// compileCache holds the POP's compiled edge modules, compiled once in
 	// TestMain and read by every stack's POP.
 	compileCache string
 )
@@ -50,24 +59,36 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	// Built once for the whole package, with no deadline: on a busy
-	// machine a cold build is slow, and slow is not a failure.
+	// machine a cold build is slow, and slow is not a failure. Each edge
+	// module comes from the wasm cache when `make modules` (or any build
+	// of the same sources) built it already; a first TinyGo build takes
+	// minutes, and builds TinyGo itself when none is installed.
 	start := time.Now()
-	err = build.BuildInDir(context.Background(), build.Go, root, dir, nil, stack.Artifacts...)
+	err = build.BuildInDir(context.Background(), build.TinyGo, root, dir, nil, stack.Artifacts...)
+	if err == nil {
+		wasm[build.Go] = filepath.Join(dir, "edgepixel-go.wasm")
+		err = build.Edge.Build(context.Background(), build.Go, root, wasm[build.Go], nil)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tests:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	bin = stack.InDir(dir)
-	fmt.Printf("tests: built the edge module, POP and aggregator in %v\n", progress.Round(time.Since(start)))
+	wasm[build.TinyGo] = bin.Wasm
+	fmt.Printf("tests: built the edge module (TinyGo and Go), POP and aggregator in %v\n", progress.Round(time.Since(start)))
 	start = time.Now()
 	compileCache = dir + "/wazero-cache"
-	if err := stack.Precompile(context.Background(), bin, compileCache); err != nil {
-		fmt.Fprintln(os.Stderr, "tests:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	for _, tc := range build.Toolchains {
+		b := bin
+		b.Wasm = wasm[tc]
+		if err := stack.Precompile(context.Background(), b, compileCache); err != nil {
+			fmt.Fprintln(os.Stderr, "tests:", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
-	fmt.Printf("tests: compiled the edge module for the POP in %v\n", progress.Round(time.Since(start)))
+	fmt.Printf("tests: compiled the edge modules for the POP in %v\n", progress.Round(time.Since(start)))
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

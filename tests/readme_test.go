@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/progress"
 )
@@ -164,7 +165,10 @@ func readmeBlocks(t *testing.T, path string, names ...string) map[string]string 
 
 // copyCheckout copies the files git knows (tracked, or untracked and not
 // ignored: the working tree as it is) to a temporary directory, and links
-// the Fastly CLI `make deps` installed there.
+// there what this checkout installed and built once: the Fastly CLI `make
+// deps` installed, the TinyGo package build built (when no tinygo is on
+// PATH) and the wasm cache, so that the copy builds the edge module in
+// seconds when its sources are the same.
 func copyCheckout(t *testing.T, root string) string {
 	out, err := exec.Command("git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
 	if err != nil {
@@ -194,6 +198,18 @@ func copyCheckout(t *testing.T, root string) string {
 	if err := os.Symlink(filepath.Join(root, ".edgepixel", "npm"), filepath.Join(dst, ".edgepixel", "npm")); err != nil {
 		t.Fatal(err)
 	}
+	for _, dir := range []string{filepath.Dir(build.TinyGoDir(root)), filepath.Dir(build.WasmCache(root))} {
+		rel, err := filepath.Rel(root, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(dir, filepath.Join(dst, rel)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return dst
 }
 
@@ -209,12 +225,21 @@ func readmeEnv(t *testing.T) []string {
 	if dir, err := os.UserCacheDir(); err == nil {
 		env = append(env, "XDG_CACHE_HOME="+dir)
 	}
-	out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH", "GOENV").Output()
+	return append(env, goCaches(t)...)
+}
+
+// goCaches pins the go command's caches where they are now, for commands
+// run with another HOME: Go's defaults follow it, and an empty module and
+// build cache costs a build minutes.
+func goCaches(t *testing.T) []string {
+	vars := []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOENV"}
+	out, err := exec.Command("go", append([]string{"env"}, vars...)...).Output()
 	if err != nil {
 		t.Fatalf("go env: %v", err)
 	}
+	var env []string
 	for i, v := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		env = append(env, []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOENV"}[i]+"="+v)
+		env = append(env, vars[i]+"="+v)
 	}
 	return env
 }

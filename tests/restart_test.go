@@ -56,9 +56,12 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 }
 
-// withBin gives o the binaries and compile cache TestMain prepared.
+// withBin gives o the binaries (unless o names its own) and compile cache
+// TestMain prepared.
 func withBin(o stack.Options) stack.Options {
-	o.Bin = bin
+	if o.Bin == (stack.Binaries{}) {
+		o.Bin = bin
+	}
 	if o.CompileCache == "" {
 		o.CompileCache = compileCache
 	}

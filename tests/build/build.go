@@ -80,7 +80,7 @@ func (a Artifact) Command(ctx context.Context, c *Compiler, root, out string) *e
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	case a.Wasm:
 		cmd = exec.CommandContext(ctx, c.Bin, c.Args(a.Pkg, out)...)
-		cmd.Env = c.Env
+		cmd.Env = c.Env(os.Environ())
 	default:
 		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, a.Pkg)
 	}

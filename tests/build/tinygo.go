@@ -44,11 +44,11 @@ func TinyGoDir(root string) string {
 // builds first if there is none.
 func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, error) {
 	if path, err := exec.LookPath("tinygo"); err == nil {
-		return tinyGoCompiler(ctx, path, os.Environ())
+		return tinyGoCompiler(ctx, path, nil)
 	}
 	dir := TinyGoDir(root)
 	bin := filepath.Join(dir, "root", "build", "tinygo")
-	env, err := tinyGoEnv(ctx, root, dir)
+	vars, err := tinyGoVars(ctx, root, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -57,38 +57,35 @@ func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, 
 			return nil, err
 		}
 	}
-	return tinyGoCompiler(ctx, bin, env)
+	return tinyGoCompiler(ctx, bin, vars)
 }
 
-// tinyGoEnv is the environment of the TinyGo under dir: its root and its
-// own cache directory, and the go command's build cache pinned where it
-// is now (Go's default follows XDG_CACHE_HOME). TinyGo's build/ directory
-// goes first on PATH, so that what TinyGo starts (`tinygo test`'s
-// emulator, say) finds the same tinygo.
-func tinyGoEnv(ctx context.Context, root, dir string) ([]string, error) {
+// tinyGoVars are the environment variables of the TinyGo under dir: its
+// root and its own cache directory, and the go command's build cache
+// pinned where it is now (Go's default follows XDG_CACHE_HOME).
+func tinyGoVars(ctx context.Context, root, dir string) ([]string, error) {
 	cmd := exec.CommandContext(ctx, "go", "env", "GOCACHE")
 	cmd.Dir = root
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("go env GOCACHE: %w", err)
 	}
-	return withEnv(os.Environ(),
-		"TINYGOROOT="+filepath.Join(dir, "root"),
-		"XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
-		"GOCACHE="+strings.TrimSpace(string(out)),
-		"PATH="+filepath.Join(dir, "root", "build")+string(os.PathListSeparator)+os.Getenv("PATH"),
-	), nil
+	return []string{
+		"TINYGOROOT=" + filepath.Join(dir, "root"),
+		"XDG_CACHE_HOME=" + filepath.Join(dir, "cache"),
+		"GOCACHE=" + strings.TrimSpace(string(out)),
+	}, nil
 }
 
-func tinyGoCompiler(ctx context.Context, bin string, env []string) (*Compiler, error) {
+func tinyGoCompiler(ctx context.Context, bin string, vars []string) (*Compiler, error) {
 	cmd := exec.CommandContext(ctx, bin, "version")
-	cmd.Env = env
+	cmd.Env = withEnv(os.Environ(), vars...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("%s version: %v\n%s", bin, err, out)
 	}
 	version := strings.TrimSpace(string(out))
-	return &Compiler{Toolchain: TinyGo, Bin: bin, Env: env, Version: version}, nil
+	return &Compiler{Toolchain: TinyGo, Bin: bin, Vars: vars, Version: version}, nil
 }
 
 // installTinyGo builds TinyGoVersion into dir (see buildOnce).
@@ -189,12 +186,12 @@ func buildOnce(ctx context.Context, dir, what string, r *progress.Reporter, buil
 // where TinyGo looks for its own builds of them: its module has no
 // wasi-libc sources to build from.
 func seedTinyGoCache(ctx context.Context, root, tmp string) error {
-	env, err := tinyGoEnv(ctx, root, tmp)
+	vars, err := tinyGoVars(ctx, root, tmp)
 	if err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(tmp, "root", "build", "tinygo"), "env", "GOCACHE")
-	cmd.Env = env
+	cmd.Env = withEnv(os.Environ(), vars...)
 	out, err := cmd.Output()
 	if err != nil {
 		return fmt.Errorf("tinygo env GOCACHE: %w", err)

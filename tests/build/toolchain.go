@@ -54,13 +54,18 @@ func DefaultToolchain() (Toolchain, error) {
 // A Compiler is a toolchain ready to run.
 type Compiler struct {
 	Toolchain Toolchain
-	Bin       string   // the go or tinygo executable
-	Env       []string // its whole environment
+	Bin       string // the go or tinygo executable
+	// Vars are the environment variables it needs on top of any
+	// environment (see Env).
 	// Version is what the compiler says of itself (`tinygo version`, `go
 	// env GOVERSION`): with the flags and the sources, it keys the wasm
 	// cache.
 	Version string
+	Vars    []string
 }
+
+// Env is base with the compiler's variables set.
+func (c *Compiler) Env(base []string) []string { return withEnv(base, c.Vars...) }
 
 // Compiler returns tc ready to run. TinyGo is the tinygo on PATH, else
 // the one under TinyGoDir(root), which it builds first when there is none
@@ -79,7 +84,7 @@ func (tc Toolchain) Compiler(ctx context.Context, root string, r *progress.Repor
 		return &Compiler{
 			Toolchain: Go,
 			Bin:       "go",
-			Env:       withEnv(os.Environ(), "GOOS=wasip1", "GOARCH=wasm"),
+			Vars:      []string{"GOOS=wasip1", "GOARCH=wasm"},
 			Version:   strings.TrimSpace(string(out)),
 		}, nil
 	}

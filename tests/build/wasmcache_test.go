@@ -90,7 +90,7 @@ func TestBuildCached(t *testing.T) {
 	fake := filepath.Join(bin, "fake")
 	write(t, fake, "#!/bin/sh\necho run >> "+count+"\nwc -l < "+count+" > \"$4\"\n")
 	os.Chmod(fake, 0o755)
-	c := &Compiler{Toolchain: Go, Bin: fake, Env: os.Environ(), Version: "fake 1"}
+	c := &Compiler{Toolchain: Go, Bin: fake, Version: "fake 1"}
 	a := Artifact{Name: "app", About: "the app", Pkg: "./cmd/app", File: "app.wasm", Wasm: true}
 	out := filepath.Join(t.TempDir(), "bin", "main.wasm")
 	os.MkdirAll(filepath.Dir(out), 0o755)
