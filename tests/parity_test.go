@@ -120,7 +120,11 @@ func TestToolchainParity(t *testing.T) {
 				time.Sleep(500 * time.Millisecond) // nothing more arrives
 				res.rows = parityRows(t, s.ClickHouse.HTTPURL)
 				if len(res.rows) != want {
-					t.Errorf("%d rows stored, want %d:\n    %s", len(res.rows), want, strings.Join(res.rows, "\n    "))
+					var short []string
+					for _, r := range res.rows {
+						short = append(short, trim([]byte(r)))
+					}
+					t.Errorf("%d rows stored, want %d:\n    %s", len(res.rows), want, strings.Join(short, "\n    "))
 				}
 				mu.Lock()
 				results[tc] = res
@@ -150,7 +154,7 @@ func TestToolchainParity(t *testing.T) {
 				if in[r] > 0 {
 					in[r]--
 				} else {
-					out = append(out, r)
+					out = append(out, trim([]byte(r)))
 				}
 			}
 			return out
@@ -173,6 +177,11 @@ func send(t *testing.T, base string, c parityCase) parityAnswer {
 	if c.ctype != "" {
 		req.Header.Set("Content-Type", c.ctype)
 	}
+	// A connection of its own: the POP closes a kept-alive connection
+	// after answering a request whose body the guest left unread, without
+	// saying so, and the client's next POST on it fails with EOF; that is
+	// the POP's, the same for both builds, and not what this test compares.
+	req.Close = true
 	for k, v := range c.hdr {
 		req.Header.Set(k, v)
 	}
@@ -213,9 +222,10 @@ func parityRows(t *testing.T, chURL string) []string {
 	return rows
 }
 
+// trim shortens what a failure prints: rows and bodies can be kilobytes.
 func trim(b []byte) string {
-	if len(b) > 120 {
-		return string(b[:120]) + "..."
+	if len(b) > 400 {
+		return string(b[:400]) + "..."
 	}
 	return string(b)
 }
