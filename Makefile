@@ -24,7 +24,7 @@ DATA      := .edgepixel/data
 TOOLS     := .edgepixel/tools
 # How long a first `make run` takes from a clean clone with empty caches on
 # a 2-core machine (measured; the README says the same).
-FIRST_RUN := about 5 minutes
+FIRST_RUN := about 10 minutes
 # Fuzzing is bounded by runs, not seconds: with a duration, Go's fuzz
 # coordinator can fail with "context deadline exceeded" at its own deadline
 # on a loaded machine, with no crash.
