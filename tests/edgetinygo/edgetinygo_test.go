@@ -1,8 +1,13 @@
-package tests
+// Package edgetinygo runs the own tests of the packages of the edge module
+// built by TinyGo, under the POP. It is a package of its own, not part of
+// the end-to-end tests, so that `go test ./...` runs its minutes of TinyGo
+// builds beside the other packages instead of after the end-to-end tests.
+package edgetinygo
 
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +19,38 @@ import (
 
 	"github.com/edgepixel/edgepixel/tests/build"
 )
+
+var (
+	root string // the repository root
+	pop  string // the edgepixel-pop binary, `tinygo test`'s emulator
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("edgetinygo: -short: skipping the TinyGo builds")
+		os.Exit(0)
+	}
+	var err error
+	if root, err = build.RepoRoot(); err != nil {
+		fmt.Fprintln(os.Stderr, "edgetinygo:", err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "edgetinygo-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edgetinygo:", err)
+		os.Exit(1)
+	}
+	pop = build.Pop.InDir(dir)
+	if err := build.Pop.Build(context.Background(), build.TinyGo, root, pop, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "edgetinygo:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 // tinyGoTestsBroken lists the edge module's packages whose own tests do
 // not build with TinyGo, and why. The package itself is in the shipped
@@ -42,7 +79,7 @@ func TestTinyGoPackageTests(t *testing.T) {
 	pkgs := edgePackagesWithTests(t)
 	dir := t.TempDir()
 	target := filepath.Join(dir, "wasip1-pop.json")
-	spec := fmt.Sprintf(`{"inherits": ["wasip1"], "emulator": %q}`, bin.Pop+" run {}")
+	spec := fmt.Sprintf(`{"inherits": ["wasip1"], "emulator": %q}`, pop+" run {}")
 	if err := os.WriteFile(target, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
