@@ -344,11 +344,15 @@ func (m *Merger) Len() int { return len(m.out) }
 func (m *Merger) Result() []Counters { return m.out }
 
 // later reports whether a is a later reading of the same counters than b.
+// An instance's counts only grow, so the reading with more counted is the
+// later one whatever its time says: the counts on a journal line carry the
+// line's event time, which a client's event id sets (event.Scope), so a
+// later line can bear an earlier time. Equal totals: the later time.
 func later(a, b *SiteCounts) bool {
-	if a.Time != b.Time {
-		return a.Time > b.Time
+	if na, nb := a.Hits+a.Events+sumDrops(a.Drops), b.Hits+b.Events+sumDrops(b.Drops); na != nb {
+		return na > nb
 	}
-	return a.Hits+a.Events+sumDrops(a.Drops) > b.Hits+b.Events+sumDrops(b.Drops)
+	return a.Time > b.Time
 }
 
 func sumDrops(ds []Drop) uint64 {

@@ -119,7 +119,8 @@ func TestCountersValidate(t *testing.T) {
 
 func TestMerge(t *testing.T) {
 	c := sampleCounters()
-	later := Counters{Instance: c.Instance, Pop: c.Pop, Sites: []SiteCounts{{Site: "a.example", Time: 1_700_000_000_900, Hits: 11, Events: 13}}}
+	later := Counters{Instance: c.Instance, Pop: c.Pop, Sites: []SiteCounts{{Site: "a.example", Time: 1_700_000_000_900, Hits: 11, Events: 13,
+		Drops: []Drop{{"buffer_full", 1}, {"too_large", 2}}}}} // counts only grow
 	earlier := Counters{Instance: c.Instance, Pop: c.Pop, Sites: []SiteCounts{{Site: "b.example", Time: 1_700_000_000_100, Hits: 0}}}
 	other := sampleCounters()
 	got := Merge([]Counters{c, later, earlier, other, c})
@@ -129,6 +130,20 @@ func TestMerge(t *testing.T) {
 	want := []SiteCounts{later.Sites[0], c.Sites[1], c.Sites[2]}
 	if !reflect.DeepEqual(got[0].Sites, want) {
 		t.Fatalf("got %+v\nwant %+v", got[0].Sites, want)
+	}
+}
+
+// TestMergeCountsOverTime: a reading with more counted is the later one
+// even when its time is earlier, as on the journal line of an event whose
+// time a client's event id set.
+func TestMergeCountsOverTime(t *testing.T) {
+	c := sampleCounters()
+	first := Counters{Instance: c.Instance, Sites: []SiteCounts{{Site: "a.example", Time: 1_700_000_000_900, Hits: 1, Events: 1}}}
+	second := Counters{Instance: c.Instance, Sites: []SiteCounts{{Site: "a.example", Time: 1_700_000_000_100, Hits: 2, Events: 2}}}
+	for _, order := range [][]Counters{{first, second}, {second, first}} {
+		if got := Merge(order); len(got) != 1 || !reflect.DeepEqual(got[0].Sites, second.Sites) {
+			t.Errorf("merged %+v, want %+v", got, second.Sites)
+		}
 	}
 }
 
