@@ -5,7 +5,7 @@
 // The edge module under test is the one edgepixel ships, built with TinyGo.
 // The standard-Go build is the second, tested build: the parity test
 // (parity_test.go) and the Fastly CLI tests run both, and the parity test
-// holds them to the same answers and the same stored rows.
+// holds them to the same answers, stored rows and edge counters.
 package tests
 
 import (

@@ -2,11 +2,13 @@ package tests
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,12 +16,14 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
 // parityCase is one request of the parity table, and how many rows it
 // stores (declared, so that two builds that both lose a hit do not pass).
+// Whether the edge counts it as a hit follows from its path (parityHits).
 type parityCase struct {
 	name   string
 	method string
@@ -31,20 +35,31 @@ type parityCase struct {
 }
 
 // parityCases covers the edge's paths: pixel hits with every field the
-// edge fills, event POSTs (one, an array, text/plain beacons, props),
-// truncation and non-ASCII text, and what it refuses.
-func parityCases() []parityCase {
+// edge fills, event POSTs (one, an array, text/plain beacons, props, a
+// client's event id and its retry), truncation and non-ASCII text, and
+// what it refuses.
+func parityCases(t *testing.T) []parityCase {
 	q := func(v url.Values) string { return v.Encode() }
 	// Over the URL limit in bytes, under the POP's 8 KB request-line limit
 	// percent-encoded; truncation must not cut a rune.
 	long := strings.Repeat("ü", event.MaxURLLen/2+50)
+	// A client's event id must be a UUIDv7 of about now (event.ParseClientID).
+	clientID, err := event.NewID(time.Now().UnixMilli(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := event.NewID(time.Now().UnixMilli(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withID := `{"site":"par","name":"retried","url":"https://par.example/r","event_id":"` + clientID.String() + `"}`
 	return []parityCase{
 		{name: "pixel", method: "GET", path: "/p.gif?" + q(url.Values{"site": {"par"}, "url": {"https://par.example/a?utm_source=news&utm_medium=email&utm_campaign=launch"}, "ref": {"https://news.ycombinator.com/"}}),
 			hdr: map[string]string{"User-Agent": "parity/1.0"}, rows: 1},
 		{name: "pixel, url from Referer", method: "GET", path: "/p?site=par",
 			hdr: map[string]string{"Referer": "https://par.example/from-referer", "User-Agent": "parity/1.0"}, rows: 1},
 		{name: "pixel /i with an event name", method: "GET", path: "/i?site=par&e=signup&url=https%3A%2F%2Fpar.example%2Fi", rows: 1},
-		{name: "pixel HEAD", method: "HEAD", path: "/p.gif?site=par&url=https%3A%2F%2Fpar.example%2Fhead", rows: 1},
+		{name: "pixel HEAD", method: "HEAD", path: "/p.gif?site=par&url=https%3A%2F%2Fpar.example%2Fhead"},
 		{name: "pixel, non-ASCII and too long", method: "GET", path: "/p.gif?" + q(url.Values{"site": {"pär ✓"}, "url": {"https://par.example/" + long}, "ref": {"https://例え.jp/パス"}}),
 			hdr: map[string]string{"User-Agent": strings.Repeat("Mozilla/5.0 ", 80)}, rows: 1},
 		{name: "pixel, no site", method: "GET", path: "/p.gif?url=https%3A%2F%2Fpar.example%2F"},
@@ -58,6 +73,14 @@ func parityCases() []parityCase {
 			body: `[{"site":"par","name":"a","url":"https://par.example/1"},{"site":"par","name":"b","url":"https://par.example/2","props":{}},{"site":"other","url":"https://other.example/"}]`, rows: 3},
 		{name: "event, non-ASCII", method: "POST", path: "/e", ctype: "application/json",
 			body: `{"site":"par","name":"événement ✓","url":"https://par.example/ü","props":{"emoji":"🎉","esc":"\u00e9\n"}}`, rows: 1},
+		{name: "event with the client's id", method: "POST", path: "/e", ctype: "application/json", body: withID, rows: 1},
+		{name: "event with the client's id, retried", method: "POST", path: "/e", ctype: "application/json", body: withID},
+		{name: "event, Idempotency-Key", method: "POST", path: "/e", ctype: "application/json",
+			body: `{"site":"par","name":"keyed"}`, hdr: map[string]string{"Idempotency-Key": `"` + key.String() + `"`}, rows: 1},
+		{name: "event, bad event_id", method: "POST", path: "/e", ctype: "application/json",
+			body: `{"site":"par","event_id":"6f1c2a4e-0000-4000-8000-000000000000"}`},
+		{name: "event, props too large", method: "POST", path: "/e", ctype: "application/json",
+			body: `{"site":"par","props":{"big":"` + strings.Repeat("p", event.MaxPropsLen) + `"}}`},
 		{name: "event preflight", method: "OPTIONS", path: "/e",
 			hdr: map[string]string{"Origin": "https://par.example", "Access-Control-Request-Method": "POST"}},
 		{name: "event, truncated JSON", method: "POST", path: "/e", ctype: "application/json", body: `{"site":`},
@@ -86,82 +109,155 @@ var parityHeaders = []string{"Content-Type", "Content-Length", "Cache-Control", 
 
 // TestToolchainParity sends the same table of requests through the POP
 // running the edge module built by each toolchain, each with a whole stack
-// of its own, and requires the same answers and the same stored rows, field
-// by field, ids and times aside.
+// of its own, once for each way the module delivers (signed batches, as on
+// Fastly, and the journal, the POP's default), and requires the same
+// answers, the same stored rows, field by field, ids and times aside, and
+// the same edge counters (hits, events and drops by reason, per site).
 func TestToolchainParity(t *testing.T) {
-	cases := parityCases()
-	want := 0
+	cases := parityCases(t)
+	want, wantHits := 0, parityHits(cases)
 	for _, c := range cases {
 		want += c.rows
 	}
 	type result struct {
-		answers []parityAnswer
-		rows    []string // each row's fields as JSON, sorted
+		answers  []parityAnswer
+		rows     []string // each row's fields as JSON, sorted
+		counters []string // parityCounters
 	}
+	deliveries := []string{stack.DeliveryBatches, stack.DeliveryJournal}
 	var mu sync.Mutex
-	results := map[build.Toolchain]result{}
+	results := map[string]result{} // by delivery and toolchain
 	t.Run("serve", func(t *testing.T) {
-		for _, tc := range build.Toolchains {
-			t.Run(string(tc), func(t *testing.T) {
-				t.Parallel()
-				b := bin
-				b.Wasm = wasm[tc]
-				s := startStack(t, stack.Options{Bin: b})
-				var res result
-				for _, c := range cases {
-					res.answers = append(res.answers, send(t, s.PopURL, c))
-				}
-				// Whatever arrives is compared below, even when rows are
-				// missing: which ones tells what went wrong.
-				deadline := time.Now().Add(30 * time.Second)
-				for chCount(t, s.ClickHouse.HTTPURL) < want && time.Now().Before(deadline) {
-					time.Sleep(100 * time.Millisecond)
-				}
-				time.Sleep(500 * time.Millisecond) // nothing more arrives
-				res.rows = parityRows(t, s.ClickHouse.HTTPURL)
-				if len(res.rows) != want {
-					var short []string
-					for _, r := range res.rows {
-						short = append(short, trim([]byte(r)))
+		for _, d := range deliveries {
+			for _, tc := range build.Toolchains {
+				t.Run(d+"/"+string(tc), func(t *testing.T) {
+					t.Parallel()
+					b := bin
+					b.Wasm = wasm[tc]
+					s := startStack(t, stack.Options{Bin: b, Delivery: d})
+					var res result
+					for _, c := range cases {
+						res.answers = append(res.answers, send(t, s.PopURL, c))
 					}
-					t.Errorf("%d rows stored, want %d:\n    %s", len(res.rows), want, strings.Join(short, "\n    "))
-				}
-				mu.Lock()
-				results[tc] = res
-				mu.Unlock()
-			})
+					// Whatever arrives is compared below, even when rows are
+					// missing: which ones tells what went wrong. The counts
+					// of drops ride on later deliveries, or alone after a
+					// second (pixel.Batcher.Due).
+					deadline := time.Now().Add(30 * time.Second)
+					for (chCount(t, s.ClickHouse.HTTPURL) < want || counted(parityCounters(t, s.ClickHouse.HTTPURL), wire.CounterHits) < wantHits) &&
+						time.Now().Before(deadline) {
+						time.Sleep(100 * time.Millisecond)
+					}
+					time.Sleep(500 * time.Millisecond) // nothing more arrives
+					res.rows = parityRows(t, s.ClickHouse.HTTPURL)
+					res.counters = parityCounters(t, s.ClickHouse.HTTPURL)
+					if len(res.rows) != want {
+						var short []string
+						for _, r := range res.rows {
+							short = append(short, trim([]byte(r)))
+						}
+						t.Errorf("%d rows stored, want %d:\n    %s", len(res.rows), want, strings.Join(short, "\n    "))
+					}
+					if n := counted(res.counters, wire.CounterHits); n != wantHits {
+						t.Errorf("the edge counted %d hits, want %d:\n    %s", n, wantHits, strings.Join(res.counters, "\n    "))
+					}
+					mu.Lock()
+					results[d+"/"+string(tc)] = res
+					mu.Unlock()
+				})
+			}
 		}
 	})
-	a, b := results[build.TinyGo], results[build.Go]
-	if len(a.answers) != len(cases) || len(b.answers) != len(cases) {
-		t.Fatal("a build did not answer every request")
-	}
-	for i, c := range cases {
-		x, y := a.answers[i], b.answers[i]
-		if x.Status != y.Status || !bytes.Equal(x.Body, y.Body) || fmt.Sprint(x.Header) != fmt.Sprint(y.Header) {
-			t.Errorf("%s: the builds answer differently:\n  tinygo: %d %v %q\n  go:     %d %v %q", c.name,
-				x.Status, x.Header, trim(x.Body), y.Status, y.Header, trim(y.Body))
+	for _, d := range deliveries {
+		a, b := results[d+"/"+string(build.TinyGo)], results[d+"/"+string(build.Go)]
+		if len(a.answers) != len(cases) || len(b.answers) != len(cases) {
+			t.Errorf("%s: a build did not answer every request", d)
+			continue
+		}
+		for i, c := range cases {
+			x, y := a.answers[i], b.answers[i]
+			if x.Status != y.Status || !bytes.Equal(x.Body, y.Body) || fmt.Sprint(x.Header) != fmt.Sprint(y.Header) {
+				t.Errorf("%s: %s: the builds answer differently:\n  tinygo: %d %v %q\n  go:     %d %v %q", d, c.name,
+					x.Status, x.Header, trim(x.Body), y.Status, y.Header, trim(y.Body))
+			}
+		}
+		if only := parityDiff(a.rows, b.rows); only != "" {
+			t.Errorf("%s: the builds stored different rows:\n%s", d, only)
+		}
+		if only := parityDiff(a.counters, b.counters); only != "" {
+			t.Errorf("%s: the builds counted differently:\n%s", d, only)
 		}
 	}
-	if strings.Join(a.rows, "\n") != strings.Join(b.rows, "\n") {
-		only := func(x, y []string) []string {
-			in := map[string]int{}
-			for _, r := range y {
-				in[r]++
-			}
-			var out []string
-			for _, r := range x {
-				if in[r] > 0 {
-					in[r]--
-				} else {
-					out = append(out, trim([]byte(r)))
-				}
-			}
-			return out
+}
+
+// parityHits is how many of cases the edge counts as hits: requests on
+// the pixel and event paths, not CORS preflights (pixel.Counts).
+func parityHits(cases []parityCase) int {
+	n := 0
+	for _, c := range cases {
+		path, _, _ := strings.Cut(c.path, "?")
+		switch {
+		case c.method == "OPTIONS":
+		case path == "/p.gif" || path == "/p" || path == "/i" || path == "/e":
+			n++
 		}
-		t.Errorf("the builds stored different rows:\n  only TinyGo's:\n    %s\n  only Go's:\n    %s",
-			strings.Join(only(a.rows, b.rows), "\n    "), strings.Join(only(b.rows, a.rows), "\n    "))
 	}
+	return n
+}
+
+// parityDiff says which lines only TinyGo's (a) or only Go's (b) result
+// has, "" when none.
+func parityDiff(a, b []string) string {
+	only := func(x, y []string) []string {
+		in := map[string]int{}
+		for _, r := range y {
+			in[r]++
+		}
+		var out []string
+		for _, r := range x {
+			if in[r] > 0 {
+				in[r]--
+			} else {
+				out = append(out, trim([]byte(r)))
+			}
+		}
+		return out
+	}
+	x, y := only(a, b), only(b, a)
+	if len(x) == 0 && len(y) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  only TinyGo's:\n    %s\n  only Go's:\n    %s", strings.Join(x, "\n    "), strings.Join(y, "\n    "))
+}
+
+// parityCounters reads the edges' counters as the aggregator stored them:
+// per site, counter and reason, the sum over instances of each one's
+// largest value (they are cumulative per instance), one line each,
+// "site\tcounter\treason\tvalue" (ClickHouse's TSV, escapes kept), sorted.
+func parityCounters(t *testing.T, chURL string) []string {
+	out := chQuery(t, chURL, `SELECT site, counter, reason, sum(v) FROM (
+		SELECT instance, site, counter, reason, max(value) AS v FROM edge_counters
+		GROUP BY instance, site, counter, reason)
+		GROUP BY site, counter, reason ORDER BY site, counter, reason FORMAT TSV`)
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// counted sums the values of counter in lines of parityCounters.
+func counted(lines []string, counter string) int {
+	n := 0
+	for _, l := range lines {
+		if f := strings.Split(l, "\t"); len(f) == 4 && f[1] == counter {
+			v, _ := strconv.Atoi(f[3])
+			n += v
+		}
+	}
+	return n
 }
 
 // send makes one request of the table and records the answer.
