@@ -109,14 +109,19 @@ func fastlyBuild(t *testing.T, cli string, tc build.Toolchain) []byte {
 	if _, ok := m.Setup.Backends["aggregator"]; !ok {
 		t.Error("[setup] has no backend aggregator")
 	}
-	if _, ok := m.Setup.ConfigStores["edgepixel"]; !ok {
+	if cs, ok := m.Setup.ConfigStores["edgepixel"]; !ok {
 		t.Error("[setup] has no config store edgepixel")
+	} else if _, ok := cs.Items["journal"]; ok {
+		// Fastly's log endpoints do not queue on disk, and a journaled
+		// event takes no other path.
+		t.Error("[setup]'s config store sets journal, which is for edgepixel-pop only")
 	}
 	if _, ok := m.Setup.SecretStores["edgepixel"].Entries["aggregator_secret"]; !ok {
 		t.Error("[setup] has no secret store edgepixel with aggregator_secret")
 	}
-	if len(m.Setup.LogEndpoints) == 0 {
-		t.Error("[setup] declares no log endpoint")
+	// The module's default fallback_log_endpoint (edge/cmd/edgepixel).
+	if ep, ok := m.Setup.LogEndpoints["edgepixel_fallback"]; !ok || ep.Provider != "HTTPS" {
+		t.Errorf("[setup] lacks the HTTPS log endpoint edgepixel_fallback: %+v", m.Setup.LogEndpoints)
 	}
 	return module
 }
