@@ -14,11 +14,14 @@ var fastlyComputeRuntime = hostModule{name: "fastly_compute_runtime", funcs: []h
 //
 // Status: $ok.
 //
+// Rounded up, as Fastly does: a guest under 1 MiB (a small TinyGo
+// build) has a heap of 1 MiB, not 0 (compute-sdk-go's TestGetHeapMiB).
+//
 // Differs: Fastly counts host memory held for the sandbox too (e.g. body
-// bytes read from the network but not yet by the guest) and rounds up;
-// this counts linear memory only, rounded down.
+// bytes read from the network but not yet by the guest); this counts
+// linear memory only.
 func runtimeHeapMiB(c *call) status {
-	if !c.putU32(c.u32(0), c.mem.Size()>>20) {
+	if !c.putU32(c.u32(0), uint32((uint64(c.mem.Size())+1<<20-1)>>20)) {
 		return stInval
 	}
 	return stOK
