@@ -122,7 +122,8 @@ conformance: build
 ## bench: POP vs bare net/http and the other figures, side by side
 bench: tools
 	@$(TOOLS)/edgepixel-deps install bench
-	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator worker bench
+	@$(MAKE) --no-print-directory modules
+	@$(TOOLS)/edgepixel-build -dir $(BIN) pop aggregator worker bench
 	@$(BIN)/edgepixel-bench --bin $(BIN)
 
 # The TinyGo edgepixel built (.edgepixel/tinygo) and the wasm cache stay:
