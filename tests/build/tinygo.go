@@ -41,10 +41,22 @@ func TinyGoDir(root string) string {
 
 // tinyGo returns the tinygo to build with: the one on PATH (an official
 // release, which bundles net), else the one under TinyGoDir, which it
-// builds first if there is none.
+// builds first if there is none. Either way its root gets stdExtras.
 func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, error) {
 	if path, err := exec.LookPath("tinygo"); err == nil {
-		return tinyGoCompiler(ctx, path, nil)
+		out, err := exec.CommandContext(ctx, path, "env", "TINYGOROOT").Output()
+		if err != nil {
+			return nil, fmt.Errorf("%s env TINYGOROOT: %w", path, err)
+		}
+		troot, err := overlayRoot(ctx, strings.TrimSpace(string(out)), filepath.Join(root, ".edgepixel", "tinygo"))
+		if err != nil {
+			return nil, fmt.Errorf("adding %s to the TinyGo on PATH: %w", strings.Join(stdExtras, ", "), err)
+		}
+		var vars []string
+		if troot != strings.TrimSpace(string(out)) {
+			vars = []string{"TINYGOROOT=" + troot}
+		}
+		return tinyGoCompiler(ctx, path, vars)
 	}
 	dir := TinyGoDir(root)
 	bin := filepath.Join(dir, "root", "build", "tinygo")
@@ -56,6 +68,10 @@ func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, 
 		if err := installTinyGo(ctx, root, dir, r); err != nil {
 			return nil, err
 		}
+	}
+	// Also for a root built before stdExtras grew.
+	if err := addStdExtras(ctx, filepath.Join(dir, "root")); err != nil {
+		return nil, err
 	}
 	return tinyGoCompiler(ctx, bin, vars)
 }
