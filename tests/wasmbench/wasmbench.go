@@ -15,7 +15,7 @@
 //
 //	go test -run Wasm -v ./tests/wasmbench/
 //
-// TinyGo is used when EDGEPIXEL_TINYGO names it or `tinygo` is on PATH.
+// TinyGo is used when the project's TinyGo is at hand (see Toolchains).
 package wasmbench
 
 import (
@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +37,8 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/edgepixel/edgepixel/tests/build"
+	"github.com/edgepixel/edgepixel/tests/progress"
 	"github.com/edgepixel/edgepixel/tests/wasmbench/corpus"
 )
 
@@ -45,10 +48,11 @@ const (
 	BaselinePkg = "./tests/wasmbench/guest/baseline"
 )
 
-// Toolchain builds a guest package into a .wasm file.
+// Toolchain builds a guest package into a .wasm file with the project's
+// one build recipe (tests/build).
 type Toolchain struct {
-	Name  string // "go" or "tinygo"
-	build func(root, pkg, out string) error
+	Name string // "go" or "tinygo"
+	c    *build.Compiler
 }
 
 // Build compiles pkg (a package path relative to the module root) to the
@@ -58,35 +62,39 @@ func (tc Toolchain) Build(pkg, out string) error {
 	if err != nil {
 		return err
 	}
-	return tc.build(root, pkg, out)
-}
-
-// Toolchains returns standard Go, and TinyGo when EDGEPIXEL_TINYGO names it
-// or it is on PATH; note says why TinyGo is missing, "" when it is there.
-func Toolchains() (tcs []Toolchain, note string) {
-	tcs = []Toolchain{{"go", func(root, pkg, out string) error {
-		return command(root, []string{"GOOS=wasip1", "GOARCH=wasm"}, "go", "build", "-trimpath", "-o", out, pkg)
-	}}}
-	tinygo := os.Getenv("EDGEPIXEL_TINYGO")
-	if tinygo == "" {
-		tinygo, _ = exec.LookPath("tinygo")
-	}
-	if tinygo == "" {
-		return tcs, "tinygo is not on PATH (nor named by EDGEPIXEL_TINYGO): standard Go only"
-	}
-	return append(tcs, Toolchain{"tinygo", func(root, pkg, out string) error {
-		return command(root, nil, tinygo, "build", "-target=wasip1", "-no-debug", "-o", out, pkg)
-	}}), ""
-}
-
-func command(dir string, env []string, name string, args ...string) error {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
+	cmd := exec.Command(tc.c.Bin, tc.c.Args(pkg, out)...)
+	cmd.Dir, cmd.Env = root, tc.c.Env(os.Environ())
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		return fmt.Errorf("%s %s: %v\n%s", tc.c.Bin, strings.Join(cmd.Args[1:], " "), err, out)
 	}
 	return nil
+}
+
+// Toolchains returns standard Go, and TinyGo when the project's TinyGo is
+// at hand (on PATH, or built under .edgepixel by make; it is not built
+// here, which takes minutes); note says why TinyGo is missing, "" when it
+// is there.
+func Toolchains() (tcs []Toolchain, note string) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err.Error()
+	}
+	ctx := context.Background()
+	goc, err := build.Go.Compiler(ctx, root, nil)
+	if err != nil {
+		return nil, err.Error()
+	}
+	tcs = []Toolchain{{"go", goc}}
+	if _, err := exec.LookPath("tinygo"); err != nil {
+		if _, err := os.Stat(filepath.Join(build.TinyGoDir(root), "root", "build", "tinygo")); err != nil {
+			return tcs, "no TinyGo on PATH or under .edgepixel (make wasm builds it): standard Go only"
+		}
+	}
+	tgc, err := build.TinyGo.Compiler(ctx, root, progress.New(io.Discard))
+	if err != nil {
+		return tcs, "TinyGo: " + err.Error()
+	}
+	return append(tcs, Toolchain{"tinygo", tgc}), ""
 }
 
 // ModuleRoot returns the directory of the go.mod in use.
