@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/edgepixel/edgepixel/tests/stack"
 	"io"
 	"net/http"
 	"net/url"
@@ -65,10 +66,10 @@ type liveCounts struct {
 	totals chan int
 }
 
-func dialLive(t *testing.T, aggURL string) *liveCounts {
+func dialLive(t *testing.T, s *stack.Stack) *liveCounts {
 	t.Helper()
-	u := "ws" + strings.TrimPrefix(aggURL, "http") + "/live"
-	conn, _, err := websocket.DefaultDialer.Dial(u, nil)
+	u := "ws" + strings.TrimPrefix(s.DashboardURL, "http") + "/live"
+	conn, _, err := websocket.DefaultDialer.Dial(u, http.Header{"Authorization": {"Bearer " + s.DashboardToken}})
 	if err != nil {
 		t.Fatalf("dial %s: %v", u, err)
 	}
@@ -84,7 +85,7 @@ func dialLive(t *testing.T, aggURL string) *liveCounts {
 				close(l.totals)
 				return
 			}
-			if m.Type == "counts" {
+			if m.Type == "snapshot" || m.Type == "delta" {
 				l.totals <- m.Total
 			}
 		}

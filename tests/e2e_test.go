@@ -24,7 +24,7 @@ const ua = "edgepixel-e2e/1.0"
 // and ClickHouse, and live counts over the WebSocket. Every step counts rows.
 func TestEndToEnd(t *testing.T) {
 	s := startStack(t, stack.Options{})
-	live := dialLive(t, s.AggregatorURL)
+	live := dialLive(t, s)
 	live.waitFor(t, 0, 10*time.Second) // the snapshot sent on connect
 
 	// Bad input first: none of it may store a row.

@@ -79,7 +79,7 @@ func TestFaults(t *testing.T) {
 		if code, _ := readyz(t, s.AggregatorURL, "?loading=1"); code != 503 {
 			t.Errorf("readyz?loading=1 during the Redis outage: %d, want 503", code)
 		}
-		m := metricsOf(t, s.AggregatorURL)
+		m := metricsOf(t, s)
 		if m["edgepixel_aggregator_dedupe_errors_total"] == 0 || m["edgepixel_aggregator_loader_paused"] != 1 {
 			t.Errorf("metrics during the Redis outage: dedupe errors %v, paused %v",
 				m["edgepixel_aggregator_dedupe_errors_total"], m["edgepixel_aggregator_loader_paused"])
@@ -119,7 +119,7 @@ func TestFaults(t *testing.T) {
 		if n := f.batches.Load() - before; n == 0 {
 			t.Error("no batch acknowledged while ClickHouse was down")
 		}
-		if m := metricsOf(t, s.AggregatorURL); m["edgepixel_aggregator_store_errors_total"] == 0 {
+		if m := metricsOf(t, s); m["edgepixel_aggregator_store_errors_total"] == 0 {
 			t.Error("no store errors counted while ClickHouse was down")
 		}
 		if err := s.ClickHouse.Restart(context.Background()); err != nil {
@@ -318,7 +318,7 @@ func (f *feeder) checkExact(t *testing.T, what string) {
 		if rows > want || inserted > want {
 			break // a double: no need to wait for more
 		}
-		if rows == want && metricsOf(t, f.s.AggregatorURL)["edgepixel_aggregator_spool_bytes"] == 0 {
+		if rows == want && metricsOf(t, f.s)["edgepixel_aggregator_spool_bytes"] == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -414,8 +414,8 @@ func readyz(t *testing.T, agg, query string) (int, readiness) {
 }
 
 // metricsOf reads the aggregator's unlabelled metrics.
-func metricsOf(t *testing.T, agg string) map[string]float64 {
-	resp, err := http.Get(agg + "/metrics")
+func metricsOf(t *testing.T, s *stack.Stack) map[string]float64 {
+	resp, err := s.DashboardGet("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

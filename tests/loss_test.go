@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -18,8 +17,8 @@ import (
 func lossOf(t *testing.T, s *stack.Stack, site string) store.Loss {
 	t.Helper()
 	now := time.Now()
-	u := fmt.Sprintf("%s/api/loss?site=%s&from=%d&to=%d", s.AggregatorURL, site, now.Add(-2*time.Hour).UnixMilli(), now.Add(time.Minute).UnixMilli())
-	resp, err := http.Get(u)
+	u := fmt.Sprintf("/api/loss?site=%s&from=%d&to=%d", site, now.Add(-2*time.Hour).UnixMilli(), now.Add(time.Minute).UnixMilli())
+	resp, err := s.DashboardGet(u)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,26 @@
 // exact per-site counts at start, then increased by the loader after each
 // insert, so the number on the dashboard reconciles with ClickHouse.
 //
-// Updates are coalesced: the hub publishes at most one message per
-// Interval, and every client is sent the newest message when it is ready
-// for one, never a queue of stale ones. A client that cannot take a message
-// within WriteTimeout is dropped.
+// # Protocol
+//
+// A client that connects gets one "snapshot" message (every readable
+// site's count, its events per second over the last RecentSeconds and the
+// pages stored in the last PagesWindow), then "delta" messages: the sites
+// whose counts changed since the previous message, with their new count
+// and what was added. Messages carry a sequence number that grows by one
+// per message to that client, so a client can tell it missed nothing.
+// Deltas are published at most once per Interval, and only when something
+// changed.
+//
+// # Slow clients
+//
+// Each client has a queue of QueueLen messages. Publishing never waits for
+// a client: a client whose queue is full is dropped with close code 1008
+// and the reason CloseSlow; it reconnects and gets a fresh snapshot.
+// Ingest and loading only ever take the hub's lock to add counts, so slow
+// clients never slow them.
+//
+// # Bounds
 //
 // The sites listed one by one are bounded, since anyone can make up site
 // names through the pixel: with a site list (Options.Sites), only those;
@@ -19,11 +35,14 @@
 package live
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,18 +50,74 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/event"
 )
+
+// Message types.
+const (
+	TypeSnapshot = "snapshot"
+	TypeDelta    = "delta"
+)
+
+// CloseSlow is the close reason sent to a client dropped because its
+// queue was full.
+const CloseSlow = "too slow: update queue full"
+
+// RecentSeconds is how many seconds of events per second a snapshot
+// carries per site.
+const RecentSeconds = 60
+
+// PagesWindow is how far back "pages viewed now" looks.
+const PagesWindow = 5 * time.Minute
+
+// maxPages bounds the pages listed per site in a message; maxPaths the
+// distinct paths kept per site and minute (the rest count as "(other)").
+const (
+	maxPages = 10
+	maxPaths = 1000
+)
+
+// Page is a path and its pageviews stored in the last PagesWindow.
+type Page struct {
+	Path string `json:"path"`
+	N    uint64 `json:"n"`
+}
 
 // Message is what clients receive.
 type Message struct {
-	Type  string            `json:"type"` // "counts"
-	Total uint64            `json:"total"`
+	Type string `json:"type"` // TypeSnapshot or TypeDelta
+	Seq  uint64 `json:"seq"`  // 1 for the snapshot, +1 per message
+	// Total is the stored events of every site the client may read
+	// (and Other, for a client that may read all).
+	Total uint64 `json:"total"`
+	// Sites holds each site's stored events: all readable sites in a
+	// snapshot, the changed ones in a delta.
 	Sites map[string]uint64 `json:"sites"`
-	// Other is the events of the sites not in Sites (beyond MaxSites, or
-	// not on the site list): Total is Other plus the sum of Sites.
+	// Add is what each changed site gained since the previous message
+	// (deltas only).
+	Add map[string]uint64 `json:"add,omitempty"`
+	// Other is the events of the sites not listed one by one (beyond
+	// MaxSites, or not on the site list); only for clients that may read
+	// all sites. Total is Other plus the sum of all sites.
 	Other uint64 `json:"other"`
-	TS    int64  `json:"ts"` // unix milliseconds when it was built
+	// Recent is, per site, the events stored in each of the last
+	// RecentSeconds seconds, oldest first, the last one being the second
+	// of TS (snapshot only).
+	Recent map[string][]uint64 `json:"recent,omitempty"`
+	// Pages is, per site, the most viewed paths stored in the last
+	// PagesWindow (snapshot: every site that has some; delta: the sites
+	// whose pages changed).
+	Pages map[string][]Page `json:"pages,omitempty"`
+	TS    int64             `json:"ts"` // unix milliseconds when it was built
 }
+
+// Reader decides what one client may read.
+type Reader struct {
+	All  bool                   // every site, and Other
+	Read func(site string) bool // the sites it may read when not All
+}
+
+func (r Reader) can(site string) bool { return r.All || (r.Read != nil && r.Read(site)) }
 
 // Options tune a Hub. Zero values take the defaults.
 type Options struct {
@@ -50,6 +125,7 @@ type Options struct {
 	PingInterval time.Duration // default 20 s
 	PongWait     time.Duration // drop a client silent this long; default 60 s
 	WriteTimeout time.Duration // drop a client that takes longer to write; default 5 s
+	QueueLen     int           // messages queued per client before it is dropped; default 64
 	// Sites, if not empty, are the only sites listed one by one; MaxSites
 	// bounds them otherwise (default 1000).
 	Sites    []string
@@ -61,6 +137,23 @@ type Options struct {
 	// tests). Traffic figures are the site owner's business, so another
 	// site's page must not read them through a visitor's browser.
 	CheckOrigin func(*http.Request) bool
+	Now         func() time.Time // for tests
+}
+
+// siteLive is one site's recent activity.
+type siteLive struct {
+	sec    int64                 // unix second of recent's last slot
+	recent [RecentSeconds]uint64 // ring: events per second, index sec % RecentSeconds
+	// pages by unix minute: path -> pageviews.
+	pages        map[int64]map[string]uint64
+	pagesChanged bool
+}
+
+type client struct {
+	reader  Reader
+	queue   chan []byte
+	seq     uint64
+	dropped chan string // closed-over reason, buffered 1
 }
 
 // Hub holds the counts and the connected clients.
@@ -73,13 +166,12 @@ type Hub struct {
 
 	mu      sync.Mutex
 	counts  map[string]uint64
-	other   uint64        // events of the sites not in counts
-	ready   bool          // counts initialized from the store
+	other   uint64 // events of the sites not in counts
+	ready   bool   // counts initialized from the store
+	added   map[string]uint64
+	live    map[string]*siteLive
 	dirty   chan struct{} // capacity 1: counts changed since the last message
-	msg     []byte        // newest message, nil until ready
-	version uint64        // increases with every new msg
-	changed chan struct{} // closed and replaced when msg changes
-	clients int
+	clients map[*client]struct{}
 	closed  chan struct{}
 	once    sync.Once
 }
@@ -99,6 +191,9 @@ func NewHub(opts Options) *Hub {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 5 * time.Second
 	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 64
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -107,6 +202,9 @@ func NewHub(opts Options) *Hub {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	var allowed map[string]bool
 	if len(opts.Sites) > 0 {
@@ -119,7 +217,8 @@ func NewHub(opts Options) *Hub {
 		allowed: allowed,
 		opts:    opts, log: opts.Logger.With("component", "live"),
 		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096, CheckOrigin: opts.CheckOrigin},
-		counts:   map[string]uint64{}, dirty: make(chan struct{}, 1), changed: make(chan struct{}),
+		counts:   map[string]uint64{}, added: map[string]uint64{}, live: map[string]*siteLive{},
+		dirty: make(chan struct{}, 1), clients: map[*client]struct{}{},
 		closed: make(chan struct{}),
 	}
 }
@@ -136,8 +235,14 @@ func (h *Hub) Set(counts map[string]uint64, total uint64) {
 	h.counts = kept
 	h.other = total - min(sum, total)
 	h.ready = true
+	clear(h.added)
+	// Clients connected before the store answered get their snapshot now.
+	for c := range h.clients {
+		if c.seq == 0 {
+			h.sendLocked(c, h.snapshotLocked(c.reader, h.opts.Now()))
+		}
+	}
 	h.mu.Unlock()
-	h.markDirty()
 }
 
 // Add adds per-site deltas (rows just stored).
@@ -146,10 +251,13 @@ func (h *Hub) Add(delta map[string]uint64) {
 		return
 	}
 	var other uint64
+	sec := h.opts.Now().Unix()
 	h.mu.Lock()
 	for k, v := range delta {
 		if _, ok := h.counts[k]; ok || h.admit(k) {
 			h.counts[k] += v
+			h.added[k] += v
+			h.siteLocked(k, sec).recent[sec%RecentSeconds] += v
 		} else {
 			other += v
 		}
@@ -158,6 +266,106 @@ func (h *Hub) Add(delta map[string]uint64) {
 	h.mu.Unlock()
 	h.opts.Metrics.LiveOtherEvents.Add(other)
 	h.markDirty()
+}
+
+// Observe records the pageviews among evs (rows just stored) for "pages
+// viewed now". Counts come from Add.
+func (h *Hub) Observe(evs []event.Event) {
+	now := h.opts.Now()
+	min := now.Unix() / 60
+	h.mu.Lock()
+	for i := range evs {
+		e := &evs[i]
+		if e.Name != event.KindPageview {
+			continue
+		}
+		if _, ok := h.counts[e.Site]; !ok {
+			continue // not listed one by one
+		}
+		sl := h.siteLocked(e.Site, now.Unix())
+		m := sl.pages[min]
+		if m == nil {
+			m = map[string]uint64{}
+			sl.pages[min] = m
+			for k := range sl.pages {
+				if k <= min-int64(PagesWindow/time.Minute)-1 {
+					delete(sl.pages, k)
+				}
+			}
+		}
+		p := Path(e.URL)
+		if _, ok := m[p]; !ok && len(m) >= maxPaths {
+			p = "(other)"
+		}
+		m[p]++
+		sl.pagesChanged = true
+	}
+	h.mu.Unlock()
+	h.markDirty()
+}
+
+// Path is the path of a page URL, "/" when it has none; unparsable URLs
+// are kept whole.
+func Path(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	if u.Path == "" {
+		return "/"
+	}
+	return u.Path
+}
+
+// siteLocked returns site's activity with recent advanced to sec.
+func (h *Hub) siteLocked(site string, sec int64) *siteLive {
+	sl := h.live[site]
+	if sl == nil {
+		sl = &siteLive{sec: sec, pages: map[int64]map[string]uint64{}}
+		h.live[site] = sl
+	}
+	if sec > sl.sec {
+		for s := sl.sec + 1; s <= sec && s <= sl.sec+RecentSeconds; s++ {
+			sl.recent[s%RecentSeconds] = 0
+		}
+		sl.sec = sec
+	}
+	return sl
+}
+
+func (sl *siteLive) recentSeries(sec int64) []uint64 {
+	out := make([]uint64, RecentSeconds)
+	for i := range out {
+		s := sec - RecentSeconds + 1 + int64(i)
+		if s <= sl.sec && s > sl.sec-RecentSeconds {
+			out[i] = sl.recent[s%RecentSeconds]
+		}
+	}
+	return out
+}
+
+func (sl *siteLive) topPages(now time.Time) []Page {
+	from := now.Add(-PagesWindow).Unix() / 60
+	sum := map[string]uint64{}
+	for m, paths := range sl.pages {
+		if m < from {
+			continue
+		}
+		for p, n := range paths {
+			sum[p] += n
+		}
+	}
+	out := make([]Page, 0, len(sum))
+	for p, n := range sum {
+		out = append(out, Page{p, n})
+	}
+	slices.SortFunc(out, func(a, b Page) int {
+		if a.N != b.N {
+			return cmp.Compare(b.N, a.N)
+		}
+		return cmp.Compare(a.Path, b.Path)
+	})
+	return out[:min(len(out), maxPages)]
 }
 
 // admit reports whether a site not listed yet may be.
@@ -198,7 +406,7 @@ func (h *Hub) Sites() int {
 func (h *Hub) Clients() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.clients
+	return len(h.clients)
 }
 
 // Run publishes changed counts, at most once per Interval, until ctx ends.
@@ -218,30 +426,110 @@ func (h *Hub) Run(ctx context.Context) {
 	}
 }
 
-func (h *Hub) publish() {
-	sites, other, total, ready := h.Snapshot()
-	if !ready {
-		return
+// snapshotLocked builds the snapshot r may read.
+func (h *Hub) snapshotLocked(r Reader, now time.Time) Message {
+	m := Message{Type: TypeSnapshot, Sites: map[string]uint64{}, Recent: map[string][]uint64{},
+		Pages: map[string][]Page{}, TS: now.UnixMilli()}
+	for s, n := range h.counts {
+		if !r.can(s) {
+			continue
+		}
+		m.Sites[s] = n
+		m.Total += n
+		if sl := h.live[s]; sl != nil {
+			m.Recent[s] = sl.recentSeries(now.Unix())
+			if p := sl.topPages(now); len(p) > 0 {
+				m.Pages[s] = p
+			}
+		}
 	}
-	b, err := json.Marshal(Message{Type: "counts", Total: total, Sites: sites, Other: other, TS: time.Now().UnixMilli()})
-	if err != nil {
-		h.log.Error("encode counts", "err", err)
-		return
+	if r.All {
+		m.Other = h.other
+		m.Total += h.other
 	}
-	h.mu.Lock()
-	h.msg = b
-	h.version++
-	close(h.changed)
-	h.changed = make(chan struct{})
-	h.mu.Unlock()
+	return m
 }
 
-// latest returns the newest message and a channel closed when it is
-// replaced.
-func (h *Hub) latest() ([]byte, uint64, <-chan struct{}) {
+// publish sends one delta of what changed to every client that may read
+// some of it.
+func (h *Hub) publish() {
+	now := h.opts.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.msg, h.version, h.changed
+	if !h.ready {
+		return
+	}
+	pages := map[string][]Page{}
+	for s, sl := range h.live {
+		if sl.pagesChanged {
+			sl.pagesChanged = false
+			pages[s] = sl.topPages(now)
+		}
+	}
+	if len(h.added) == 0 && len(pages) == 0 {
+		return
+	}
+	full := Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: maps.Clone(h.added), Pages: pages,
+		Other: h.other, TS: now.UnixMilli()}
+	for s := range h.added {
+		full.Sites[s] = h.counts[s]
+	}
+	var total uint64
+	for _, n := range h.counts {
+		total += n
+	}
+	full.Total = total + h.other
+	clear(h.added)
+	for c := range h.clients {
+		if c.seq == 0 {
+			continue // still waiting for its snapshot
+		}
+		m := full
+		if !c.reader.All {
+			m = Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: map[string]uint64{}, Pages: map[string][]Page{}, TS: full.TS}
+			for s, n := range h.counts {
+				if c.reader.can(s) {
+					m.Total += n
+				}
+			}
+			for s, n := range full.Add {
+				if c.reader.can(s) {
+					m.Add[s], m.Sites[s] = n, full.Sites[s]
+				}
+			}
+			for s, p := range pages {
+				if c.reader.can(s) {
+					m.Pages[s] = p
+				}
+			}
+			if len(m.Add) == 0 && len(m.Pages) == 0 {
+				continue
+			}
+		}
+		h.sendLocked(c, m)
+	}
+}
+
+// sendLocked queues m for c, numbering it, or drops c when its queue is
+// full. It never blocks.
+func (h *Hub) sendLocked(c *client, m Message) {
+	c.seq++
+	m.Seq = c.seq
+	b, err := json.Marshal(m)
+	if err != nil {
+		h.log.Error("encode live message", "err", err)
+		return
+	}
+	select {
+	case c.queue <- b:
+	default:
+		delete(h.clients, c)
+		select {
+		case c.dropped <- CloseSlow:
+		default:
+		}
+		h.opts.Metrics.LiveDropped.Add(1)
+	}
 }
 
 // Close disconnects every client (with a "going away" close frame). The
@@ -250,21 +538,31 @@ func (h *Hub) Close() {
 	h.once.Do(func() { close(h.closed) })
 }
 
-// ServeHTTP upgrades GET /live to a WebSocket and streams counts: the
-// current counts at once, then every change.
+// ServeHTTP upgrades GET /live to a WebSocket for a client that may read
+// every site (see Serve).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.Serve(w, r, Reader{All: true})
+}
+
+// Serve upgrades a request to a WebSocket and streams what rd may read:
+// a snapshot, then deltas.
+func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 	conn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered with an error status
 	}
+	defer conn.Close()
+	c := &client{reader: rd, queue: make(chan []byte, h.opts.QueueLen), dropped: make(chan string, 1)}
 	h.mu.Lock()
-	h.clients++
+	h.clients[c] = struct{}{}
+	if h.ready {
+		h.sendLocked(c, h.snapshotLocked(rd, h.opts.Now()))
+	}
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
-		h.clients--
+		delete(h.clients, c)
 		h.mu.Unlock()
-		conn.Close()
 	}()
 
 	// The reader goroutine handles pongs and notices the client going away;
@@ -284,22 +582,23 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
+	closeWith := func(code int, reason string) {
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	}
 	ping := time.NewTicker(h.opts.PingInterval)
 	defer ping.Stop()
-	var sent uint64
 	for {
-		msg, version, changed := h.latest()
-		if msg != nil && version != sent {
+		select {
+		case b := <-c.queue:
 			conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
-			if err := conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+			if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
 				h.log.Debug("dropping live client", "remote", r.RemoteAddr, "err", err)
 				return
 			}
-			sent = version
-			continue // a newer message may have come while writing
-		}
-		select {
-		case <-changed:
+		case reason := <-c.dropped:
+			h.log.Debug("dropping slow live client", "remote", r.RemoteAddr)
+			closeWith(websocket.ClosePolicyViolation, reason)
+			return
 		case <-ping.C:
 			conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
 			if err := conn.WriteMessage(websocket.PingMessage, nil); err != nil {
@@ -308,9 +607,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-gone:
 			return
 		case <-h.closed:
-			conn.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),
-				time.Now().Add(time.Second))
+			closeWith(websocket.CloseGoingAway, "server shutting down")
 			return
 		}
 	}

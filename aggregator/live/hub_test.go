@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 func dial(t *testing.T, srv *httptest.Server) *websocket.Conn {
@@ -34,7 +35,7 @@ func read(t *testing.T, c *websocket.Conn) Message {
 	return m
 }
 
-func TestHub(t *testing.T) {
+func TestSnapshotThenDeltas(t *testing.T) {
 	h := NewHub(Options{Interval: 20 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -49,33 +50,58 @@ func TestHub(t *testing.T) {
 		t.Fatal("got a message before Set")
 	}
 	c = dial(t, srv)
+	waitClients(t, h, 2)
 	h.Set(map[string]uint64{"demo": 5}, 5)
 	m := read(t, c)
-	if m.Type != "counts" || m.Total != 5 || m.Sites["demo"] != 5 || m.TS == 0 {
+	if m.Type != TypeSnapshot || m.Seq != 1 || m.Total != 5 || m.Sites["demo"] != 5 || m.TS == 0 {
 		t.Fatalf("first message %+v", m)
 	}
-	// Bursts are coalesced; the last message has the final counts.
+	// Bursts are coalesced into deltas that carry the changed sites only,
+	// numbered one after another.
 	for i := 0; i < 100; i++ {
 		h.Add(map[string]uint64{"demo": 1, "shop": 1})
 	}
-	n := 0
+	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, URL: "https://shop.example/cart?x=1"}})
+	n, seq := 0, m.Seq
+	var added uint64
+	var pages []Page
 	for {
 		m = read(t, c)
 		n++
-		if m.Total == 205 {
+		if m.Type != TypeDelta || m.Seq != seq+1 {
+			t.Fatalf("message %d: %+v, want delta seq %d", n, m, seq+1)
+		}
+		seq = m.Seq
+		added += m.Add["shop"]
+		if p, ok := m.Pages["shop"]; ok {
+			pages = p
+		}
+		if m.Total == 205 && pages != nil {
 			break
 		}
 	}
 	if n > 10 {
 		t.Errorf("%d messages for one burst, want them coalesced", n)
 	}
-	if m.Sites["shop"] != 100 || m.Sites["demo"] != 105 {
-		t.Errorf("sites %v", m.Sites)
+	if m.Sites["shop"] != 100 || m.Sites["demo"] != 105 || added != 100 {
+		t.Errorf("sites %v, added to shop %d", m.Sites, added)
 	}
-	// A client connecting now gets the current counts at once.
+	if len(pages) != 1 || pages[0] != (Page{"/cart", 1}) {
+		t.Errorf("pages now %+v", pages)
+	}
+	// A client connecting now gets the current counts at once, with the
+	// last minute's events per second and the pages viewed now.
 	c2 := dial(t, srv)
-	if m := read(t, c2); m.Total != 205 {
+	m = read(t, c2)
+	if m.Type != TypeSnapshot || m.Total != 205 || len(m.Recent["shop"]) != RecentSeconds || len(m.Pages["shop"]) != 1 {
 		t.Errorf("snapshot on connect %+v", m)
+	}
+	var sum uint64
+	for _, v := range m.Recent["shop"] {
+		sum += v
+	}
+	if sum != 100 {
+		t.Errorf("recent events of shop sum to %d, want 100", sum)
 	}
 	if h.Clients() != 3 { // the silent first one, c and c2
 		t.Errorf("%d clients", h.Clients())
@@ -85,6 +111,115 @@ func TestHub(t *testing.T) {
 	if _, _, err := c2.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Errorf("after Close: %v", err)
 	}
+}
+
+func waitClients(t *testing.T, h *Hub, n int) {
+	t.Helper()
+	for i := 0; h.Clients() != n; i++ {
+		if i == 500 {
+			t.Fatalf("%d clients, want %d", h.Clients(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A client may read only its sites: a reader limited to "shop" sees
+// neither "demo" nor the other sites' sum.
+func TestReaderSeesItsSitesOnly(t *testing.T) {
+	h := NewHub(Options{})
+	h.Set(map[string]uint64{"demo": 5, "shop": 2}, 9)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.Serve(w, r, Reader{Read: func(s string) bool { return s == "shop" }})
+	}))
+	defer srv.Close()
+	c := dial(t, srv)
+	m := read(t, c)
+	if len(m.Sites) != 1 || m.Sites["shop"] != 2 || m.Total != 2 || m.Other != 0 {
+		t.Fatalf("snapshot for shop only: %+v", m)
+	}
+	h.Add(map[string]uint64{"demo": 3})
+	h.publish() // nothing for this reader
+	h.Add(map[string]uint64{"shop": 1})
+	h.publish()
+	m = read(t, c)
+	if m.Seq != 2 || len(m.Sites) != 1 || m.Sites["shop"] != 3 || m.Total != 3 {
+		t.Fatalf("delta for shop only: %+v", m)
+	}
+}
+
+// A client that does not read is dropped with CloseSlow once its queue is
+// full, while another client keeps receiving every delta in order, and
+// publishing never waits for either.
+func TestSlowClientDropped(t *testing.T) {
+	m := metrics.New()
+	h := NewHub(Options{QueueLen: 4, Metrics: m, WriteTimeout: time.Minute})
+	h.Set(map[string]uint64{}, 0)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	slow := dial(t, srv)
+	fast := dial(t, srv)
+	waitClients(t, h, 2)
+	got := make(chan Message, 1<<16)
+	go func() {
+		defer close(got)
+		for {
+			var msg Message
+			if err := fast.ReadJSON(&msg); err != nil {
+				return
+			}
+			got <- msg
+		}
+	}()
+	// Large deltas (many sites) fill the slow client's socket buffers, then
+	// its queue.
+	delta := map[string]uint64{}
+	for i := range 500 {
+		delta[fmt.Sprintf("site-%03d.example", i)] = 1
+	}
+	// The fast client reads each delta before the next is published; the
+	// slow one reads nothing.
+	next := func() Message {
+		msg, ok := <-got
+		if !ok {
+			t.Fatal("the fast client was disconnected")
+		}
+		return msg
+	}
+	if msg := next(); msg.Type != TypeSnapshot || msg.Seq != 1 {
+		t.Fatalf("fast client first got %+v", msg)
+	}
+	published := 0
+	for m.LiveDropped.Load() == 0 {
+		if published == 20000 {
+			t.Fatal("the slow client was never dropped")
+		}
+		h.Add(delta)
+		h.publish()
+		published++
+		if msg := next(); msg.Type != TypeDelta || msg.Seq != uint64(published)+1 {
+			t.Fatalf("fast client got %+v after %d deltas", msg, published)
+		}
+	}
+	// The fast client keeps receiving.
+	h.Add(delta)
+	h.publish()
+	if msg := next(); msg.Seq != uint64(published)+2 {
+		t.Fatalf("fast client after the drop got seq %d", msg.Seq)
+	}
+	if h.Clients() != 1 {
+		t.Errorf("%d clients after the drop, want 1", h.Clients())
+	}
+	// The slow client, reading at last, finds the close reason after what
+	// was sent before.
+	slow.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var err error
+	for err == nil {
+		_, _, err = slow.ReadMessage()
+	}
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != websocket.ClosePolicyViolation || ce.Text != CloseSlow {
+		t.Errorf("slow client ended with %v, want close 1008 %q", err, CloseSlow)
+	}
+	t.Logf("slow client dropped after %d deltas", published)
 }
 
 func TestPingKeepsAliveAndSilentClientDropped(t *testing.T) {

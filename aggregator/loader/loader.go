@@ -83,8 +83,11 @@ type Config struct {
 	// the most; see store.Store.Counts) and the total; OnStored receives
 	// the per-site number of rows each successful load added. Both feed
 	// the live counts.
-	OnCounts   func(sites map[string]uint64, total uint64)
-	OnStored   func(map[string]uint64)
+	OnCounts func(sites map[string]uint64, total uint64)
+	OnStored func(map[string]uint64)
+	// OnInserted, if set, receives the events of each successful insert
+	// (after OnStored); it must not keep evs.
+	OnInserted func(evs []event.Event)
 	CountSites []string
 	CountMax   int
 
@@ -720,6 +723,9 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		l.m.Loads.Add(1)
 	}
 	l.addStored(b, delta) // the rows are stored: count them now, whatever follows
+	if len(insert) > 0 && l.cfg.OnInserted != nil {
+		l.cfg.OnInserted(insert)
+	}
 	return nil
 }
 

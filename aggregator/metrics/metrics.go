@@ -31,6 +31,7 @@ type Metrics struct {
 	IdleTimeouts    atomic.Uint64 // keep-alive connections closed after the idle timeout
 	FramingCloses   atomic.Uint64 // answers sent with Connection: close for Transfer-Encoding or HTTP/1.0
 	LiveOtherEvents atomic.Uint64 // stored events the live counts sum up as "other" (site over the bound or not listed)
+	LiveDropped     atomic.Uint64 // live clients dropped because their update queue was full
 	// EdgeHits and EdgeEvents are the hits the edges answered and the
 	// events they accepted, as their stored counters grew (EdgeCount).
 	EdgeHits   atomic.Uint64
@@ -240,6 +241,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	if m.BodyMemory != nil {
 		gauge(p+"body_memory_bytes", "Memory held by request bodies being read or decoded (bounded by --max-body-memory).", m.BodyMemory())
 	}
+	counter(p+"live_dropped_clients_total", "Live WebSocket clients dropped because they did not take their updates in time (queue full).", m.LiveDropped.Load())
 	counter(p+"live_other_events_total", "Stored events the live counts and /api/counts sum up as other: their site is beyond --max-sites or not on --sites.", m.LiveOtherEvents.Load())
 	if m.LiveSites != nil {
 		gauge(p+"live_sites", "Sites the live counts list one by one (at most --max-sites, or the --sites list).", m.LiveSites())

@@ -119,7 +119,7 @@ func TestBadRowsAndNDJSON(t *testing.T) {
 	if raw := chQuery(t, "SELECT raw FROM "+db+".bad_rows WHERE reason = 'bad_json' LIMIT 1"); raw != `{"site":"logs",` {
 		t.Fatalf("raw %q", raw)
 	}
-	resp, err := http.Get(a.http.URL + "/metrics")
+	resp, err := authGet(a.dash.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

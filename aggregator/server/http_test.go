@@ -18,7 +18,7 @@ import (
 // The live WebSocket outlives the HTTP deadlines (write, idle, header):
 // they are for requests, and the hub keeps its own per write and read.
 func TestLiveOutlivesHTTPDeadlines(t *testing.T) {
-	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, LoaderMaxAge: 10 * time.Millisecond, LiveInterval: 10 * time.Millisecond,
+	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, DashboardToken: testToken, LoaderMaxAge: 10 * time.Millisecond, LiveInterval: 10 * time.Millisecond,
 		WriteTimeout: time.Second, IdleTimeout: time.Second, ReadHeaderTimeout: time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -32,6 +32,11 @@ func TestLiveOutlivesHTTPDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	go s.Serve(ln)
+	dln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.ServeDashboard(dln)
 	defer func() {
 		s.Shutdown(context.Background())
 		cancel()
@@ -39,7 +44,7 @@ func TestLiveOutlivesHTTPDeadlines(t *testing.T) {
 		s.Close()
 	}()
 	base := "http://" + ln.Addr().String()
-	c, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/live", nil)
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+dln.Addr().String()+"/live", authHeader())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +34,7 @@ func TestLossAPI(t *testing.T) {
 	}
 	eventually(t, "events stored", func() bool { return chQueryAt(t, chURL, "SELECT count() FROM "+db+".events") == "10" })
 	var l store.Loss
-	u := fmt.Sprintf("%s/api/loss?site=demo&from=%d&to=%s", a.http.URL, now.Add(-time.Minute).UnixMilli(), now.Add(time.Minute).UTC().Format(time.RFC3339))
+	u := fmt.Sprintf("%s/api/loss?site=demo&from=%d&to=%s", a.dash.URL, now.Add(-time.Minute).UnixMilli(), now.Add(time.Minute).UTC().Format(time.RFC3339))
 	eventually(t, "counters stored", func() bool {
 		l = store.Loss{}
 		return getJSON(t, u, &l) == 200 && l.Hits == 13
@@ -44,17 +43,17 @@ func TestLossAPI(t *testing.T) {
 		t.Fatalf("%+v", l)
 	}
 	var all store.Loss
-	getJSON(t, a.http.URL+"/api/loss", &all)
+	getJSON(t, a.dash.URL+"/api/loss", &all)
 	if all.Hits != 15 || all.Dropped["missing_site"] != 2 || all.Stored != 10 {
 		t.Fatalf("all sites: %+v", all)
 	}
 	for _, q := range []string{"?from=x", "?from=10&to=5", "?to=-1"} {
 		var e map[string]string
-		if code := getJSON(t, a.http.URL+"/api/loss"+q, &e); code != 400 {
+		if code := getJSON(t, a.dash.URL+"/api/loss"+q, &e); code != 400 {
 			t.Errorf("%s: %d %v", q, code, e)
 		}
 	}
-	resp, err := http.Get(a.http.URL + "/metrics")
+	resp, err := authGet(a.dash.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +84,6 @@ func TestLossAPIDisk(t *testing.T) {
 	var l store.Loss
 	eventually(t, "counted", func() bool {
 		l = store.Loss{}
-		return getJSON(t, a.http.URL+"/api/loss?site=demo", &l) == 200 && l.Hits == 3 && l.Stored == 3
+		return getJSON(t, a.dash.URL+"/api/loss?site=demo", &l) == 200 && l.Hits == 3 && l.Stored == 3
 	})
 }

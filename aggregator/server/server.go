@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/admin"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
@@ -29,7 +30,6 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
-	"github.com/edgepixel/edgepixel/dashboard"
 )
 
 // Config is everything the aggregator is configured with. Zero values
@@ -91,6 +91,24 @@ type Config struct {
 	// daily (ClickHouse only).
 	RetentionDays int
 
+	// DashboardToken is the dashboard's admin token (every site, share
+	// links); "" reads DataDir/dashboard-token, creating a random one
+	// there on first start. DashboardViewers maps viewer tokens to the
+	// sites they may read. See package access.
+	DashboardToken   string
+	DashboardViewers map[string][]string
+	// DashboardOrigins are the origins, besides the dashboard's own, whose
+	// pages may open /live (e.g. https://stats.example when a proxy serves
+	// the dashboard under another name).
+	DashboardOrigins []string
+	// SecureCookies marks session cookies Secure (the dashboard is served
+	// over HTTPS).
+	SecureCookies bool
+	// PublicCounters lists the sites whose visitors-now counter may be
+	// embedded anywhere: GET /counter/SITE.json and .svg on the dashboard
+	// listener, without credentials (see counter.go).
+	PublicCounters []string
+
 	Logger *slog.Logger
 }
 
@@ -105,6 +123,8 @@ type Server struct {
 	hub     *live.Hub
 	metrics *metrics.Metrics
 	handler http.Handler
+	dash    *http.Server
+	access  *access.Access
 	guard   *guard.Guard
 	auth    *guard.AuthLimiter
 	budget  *ingest.Budget
@@ -179,11 +199,17 @@ func Open(cfg Config) (*Server, error) {
 		cfg.MaxSites = 1000
 	}
 	s.cfg.MaxSites = cfg.MaxSites
+	if s.access, err = openAccess(cfg); err != nil {
+		s.spool.Close()
+		s.dedupe.Close()
+		s.store.Close()
+		return nil, err
+	}
 	s.hub = live.NewHub(live.Options{Interval: cfg.LiveInterval, Logger: cfg.Logger,
-		Sites: cfg.Sites, MaxSites: cfg.MaxSites, Metrics: s.metrics})
+		Sites: cfg.Sites, MaxSites: cfg.MaxSites, Metrics: s.metrics, CheckOrigin: checkOrigin(cfg.DashboardOrigins)})
 	s.loader = loader.New(loader.Config{
 		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
-		OnCounts: s.hub.Set, OnStored: s.hub.Add, CountSites: cfg.Sites, CountMax: cfg.MaxSites,
+		OnCounts: s.hub.Set, OnStored: s.hub.Add, OnInserted: s.hub.Observe, CountSites: cfg.Sites, CountMax: cfg.MaxSites,
 		MaxRows: cfg.LoaderMaxRows, MaxAge: cfg.LoaderMaxAge, DrainTimeout: cfg.DrainTimeout,
 		FailAfter: cfg.FailAfter,
 	})
@@ -239,24 +265,43 @@ func (s *Server) openHTTP() {
 		// net/http's own messages (a handler's panic, TLS noise): warnings.
 		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelWarn),
 	}
+	s.dash = &http.Server{
+		Handler: s.guard.Handler(s.dashboardRoutes()), ConnState: s.guard.ConnState, ConnContext: s.guard.ConnContext,
+		ReadHeaderTimeout: c.ReadHeaderTimeout, IdleTimeout: c.IdleTimeout,
+		WriteTimeout: c.WriteTimeout, MaxHeaderBytes: c.MaxHeaderBytes,
+		ErrorLog: slog.NewLogLogger(s.log.With("component", "dashboard").Handler(), slog.LevelWarn),
+	}
 }
 
-// Serve serves every endpoint on ln, with the connection caps and the
-// deadlines of Config, until Shutdown. It returns like http.Server.Serve.
+// Serve serves the public endpoints (ingest, /admin/, /healthz, /readyz)
+// on ln, with the connection caps and the deadlines of Config, until
+// Shutdown. It returns like http.Server.Serve. Nothing that shows traffic
+// is served there: see ServeDashboard.
 func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(s.guard.Listener(ln)) }
 
-// Shutdown stops Serve: it closes the listener and waits for requests in
-// progress (see http.Server.Shutdown). WebSocket clients are told to go
-// away first.
+// ServeDashboard serves the dashboard, /api/, /live and /metrics on ln
+// (meant to be a loopback or private address), each behind credentials
+// (package access), until Shutdown.
+func (s *Server) ServeDashboard(ln net.Listener) error { return s.dash.Serve(s.guard.Listener(ln)) }
+
+// Shutdown stops Serve and ServeDashboard: it closes the listeners and
+// waits for requests in progress (see http.Server.Shutdown). WebSocket
+// clients are told to go away first.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.hub.Close()
-	return s.http.Shutdown(ctx)
+	return errors.Join(s.http.Shutdown(ctx), s.dash.Shutdown(ctx))
 }
 
-// Handler returns the HTTP handler with every endpoint (with the body
-// deadline and the framing rule of package guard; the connection caps and
-// the other deadlines need Serve).
+// Handler returns the public HTTP handler (with the body deadline and the
+// framing rule of package guard; the connection caps and the other
+// deadlines need Serve).
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// DashboardHandler returns the private handler that ServeDashboard serves.
+func (s *Server) DashboardHandler() http.Handler { return s.dash.Handler }
+
+// Access returns the dashboard's credentials checker.
+func (s *Server) Access() *access.Access { return s.access }
 
 // Metrics returns the aggregator's counters.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
@@ -399,24 +444,17 @@ func (s *Server) routes() http.Handler {
 	}
 	mux.Handle("/admin/", admin.New(admin.Config{Token: s.cfg.AdminToken, Store: s.adminStore(),
 		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger, Limiter: s.auth}))
-	mux.Handle("GET /live", s.hub)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Err(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failing", "reason": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		s.metrics.WriteTo(w)
-	})
-	mux.HandleFunc("GET /api/counts", s.counts)
-	mux.HandleFunc("GET /api/history", s.history)
-	mux.HandleFunc("GET /api/loss", s.loss)
-	mux.Handle("/", dashboard.Handler())
 	return mux
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.Err(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failing", "reason": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz answers 200 when the aggregator can take batches: the spool has
@@ -469,6 +507,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 	sites, other, total, ready := s.hub.Snapshot()
+	if g := grantOf(r); !g.All() {
+		other, total = 0, 0
+		for k, n := range sites {
+			if g.CanRead(k) {
+				total += n
+			} else {
+				delete(sites, k)
+			}
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"total": total, "sites": sites, "other": other, "ready": ready})
 }
 
@@ -479,6 +527,9 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	site := r.URL.Query().Get("site")
 	if site == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "site is required", "reason": "bad_request"})
+		return
+	}
+	if !canRead(w, r, site) {
 		return
 	}
 	minutes := 60
@@ -549,6 +600,12 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	site, all := q.Get("site"), !q.Has("site")
+	if all && !grantOf(r).All() || !all && !canRead(w, r, site) {
+		if all {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "all sites need the admin token; give site", "reason": "forbidden"})
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	l, err := cst.Loss(ctx, site, all, from, to)

@@ -68,6 +68,7 @@ type agg struct {
 	t    *testing.T
 	srv  *Server
 	http *httptest.Server
+	dash *httptest.Server // the private listener
 	stop func()
 	db   string
 }
@@ -75,6 +76,9 @@ type agg struct {
 func startAgg(t *testing.T, cfg Config) *agg {
 	t.Helper()
 	cfg.Secret = secret
+	if cfg.DashboardToken == "" {
+		cfg.DashboardToken = testToken
+	}
 	cfg.LoaderMaxAge = 20 * time.Millisecond
 	cfg.LiveInterval = 20 * time.Millisecond
 	cfg.DrainTimeout = time.Second
@@ -88,13 +92,14 @@ func startAgg(t *testing.T, cfg Config) *agg {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	a := &agg{t: t, srv: s, http: httptest.NewServer(s.Handler()), db: cfg.ClickHouseDB}
+	a := &agg{t: t, srv: s, http: httptest.NewServer(s.Handler()), dash: httptest.NewServer(s.DashboardHandler()), db: cfg.ClickHouseDB}
 	var stop func()
 	var once sync.Once
 	a.stop = func() { once.Do(stop) }
 	stop = func() {
 		s.Hub().Close() // WebSocket handlers end; httptest's Close waits for them
 		a.http.Close()
+		a.dash.Close()
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
@@ -180,7 +185,7 @@ func (a *agg) rows() int {
 
 // live follows /live and returns a channel of announced totals.
 func (a *agg) live() <-chan uint64 {
-	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(a.http.URL, "http")+"/live", nil)
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(a.dash.URL, "http")+"/live", authHeader())
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -302,7 +307,7 @@ func TestIntegration(t *testing.T) {
 			Total uint64            `json:"total"`
 			Sites map[string]uint64 `json:"sites"`
 		}
-		getJSON(t, a.http.URL+"/api/counts", &counts)
+		getJSON(t, a.dash.URL+"/api/counts", &counts)
 		if counts.Total != unique+1 || counts.Sites["demo"] != 60 || counts.Sites["shop"] != 40 {
 			t.Errorf("counts %+v", counts)
 		}
@@ -313,7 +318,7 @@ func TestIntegration(t *testing.T) {
 				N uint64 `json:"n"`
 			} `json:"points"`
 		}
-		getJSON(t, a.http.URL+"/api/history?site=demo&minutes=5", &h)
+		getJSON(t, a.dash.URL+"/api/history?site=demo&minutes=5", &h)
 		var sum uint64
 		for _, p := range h.Points {
 			sum += p.N
@@ -326,7 +331,7 @@ func TestIntegration(t *testing.T) {
 		// that, in its next stage, so spool_bytes reaches 0 a little later.
 		var b []byte
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			resp, err := http.Get(a.http.URL + "/metrics")
+			resp, err := authGet(a.dash.URL + "/metrics")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -354,11 +359,14 @@ func TestIntegration(t *testing.T) {
 		if code := getJSON(t, a.http.URL+"/healthz", &ready); code != 200 {
 			t.Errorf("healthz %d", code)
 		}
-		resp, err := http.Get(a.http.URL + "/")
+		resp, err := http.Get(a.dash.URL + "/")
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("dashboard: %v %v", resp, err)
 		}
 		resp.Body.Close()
+		if resp, err := http.Get(a.http.URL + "/"); err != nil || resp.StatusCode != 404 {
+			t.Fatalf("dashboard on the public listener: %v %v", resp, err)
+		}
 	})
 
 	t.Run("restart keeps dedupe and counts", func(t *testing.T) {
@@ -428,7 +436,7 @@ func TestFallbacks(t *testing.T) {
 	a.send(evs[5:])
 	waitTotal(t, live, 20)
 	var counts struct{ Total uint64 }
-	getJSON(t, a.http.URL+"/api/counts", &counts)
+	getJSON(t, a.dash.URL+"/api/counts", &counts)
 	if counts.Total != 20 {
 		t.Fatalf("counts %+v", counts)
 	}
@@ -444,9 +452,24 @@ func chQueryAt(t *testing.T, base, q string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// testToken is the dashboard's admin token in these tests.
+const testToken = "test-dashboard-token-0123456789"
+
+func authHeader() http.Header { return http.Header{"Authorization": {"Bearer " + testToken}} }
+
+// authGet GETs u with the dashboard token.
+func authGet(u string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header = authHeader()
+	return http.DefaultClient.Do(req)
+}
+
 func getJSON(t *testing.T, u string, v any) int {
 	t.Helper()
-	resp, err := http.Get(u)
+	resp, err := authGet(u)
 	if err != nil {
 		t.Fatal(err)
 	}

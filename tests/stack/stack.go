@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -94,9 +95,13 @@ type Stack struct {
 	Aggregator *proc.Proc
 	Pop        *proc.Proc
 
-	AggregatorURL string // http://host:port
-	PopURL        string
-	Manifest      string // the fastly.toml the POP reads
+	AggregatorURL string // http://host:port: the public listener (ingest)
+	// DashboardURL is the private listener (dashboard, /api/, /live,
+	// /metrics); DashboardToken its admin token.
+	DashboardURL   string
+	DashboardToken string
+	PopURL         string
+	Manifest       string // the fastly.toml the POP reads
 }
 
 // Start brings the stack up in dependency order and waits until each part
@@ -153,6 +158,16 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.AggregatorURL = "http://" + s.opts.AggregatorAddr
+	dashAddr, err := proc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	s.DashboardURL = "http://" + dashAddr
+	tok, err := EnsureSecret(filepath.Join(o.Dir, "dashboard-token"))
+	if err != nil {
+		return nil, err
+	}
+	s.DashboardToken = string(tok)
 	if err := s.StartAggregator(ctx); err != nil {
 		return nil, err
 	}
@@ -254,6 +269,8 @@ func (s *Stack) StartAggregator(ctx context.Context) error {
 		"--addr", o.AggregatorAddr,
 		"--data-dir", filepath.Join(o.Dir, "aggregator"),
 		"--secret-file", filepath.Join(o.Dir, "secret"),
+		"--dashboard-addr", strings.TrimPrefix(s.DashboardURL, "http://"),
+		"--dashboard-token-file", filepath.Join(o.Dir, "dashboard-token"),
 	}
 	if s.Redis != nil {
 		args = append(args, "--redis", s.Redis.URL)
@@ -270,6 +287,17 @@ func (s *Stack) StartAggregator(ctx context.Context) error {
 		defer cancel()
 		return s.Aggregator.WaitReady(ctx, proc.HTTPOK(s.AggregatorURL+"/healthz"))
 	})
+}
+
+// DashboardGet GETs path (with its query) on the private listener with
+// the admin token.
+func (s *Stack) DashboardGet(path string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", s.DashboardURL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.DashboardToken)
+	return http.DefaultClient.Do(req)
 }
 
 // output is where the child name writes: Options.Logs, or its log file.

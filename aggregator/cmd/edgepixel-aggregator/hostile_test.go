@@ -197,7 +197,7 @@ func TestHostileTraffic(t *testing.T) {
 		Sites map[string]uint64 `json:"sites"`
 		Other uint64            `json:"other"`
 	}
-	resp, err := http.Get(base + "/api/counts")
+	resp, err := p.dashGet("/api/counts")
 	if err != nil {
 		t.Fatal(err)
 	}

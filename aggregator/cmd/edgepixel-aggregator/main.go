@@ -19,11 +19,13 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/server"
 )
@@ -52,12 +54,21 @@ type options struct {
 	authRate                                                           float64
 	authBurst, maxSites                                                int
 	sites                                                              string
+	dashboardAddr, dashboardTokenFile, dashboardViewersFile            string
+	dashboardOrigins, publicCounters                                   string
+	secureCookies                                                      bool
 }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("edgepixel-aggregator", flag.ContinueOnError)
 	var o options
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address for ingest, API and dashboard")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "public listen address: ingest, /admin/, /healthz, /readyz (never the dashboard's data)")
+	fs.StringVar(&o.dashboardAddr, "dashboard-addr", "127.0.0.1:8081", "private listen address for the dashboard, /api/, /live and /metrics, all behind a login; keep it on loopback or a private network")
+	fs.StringVar(&o.dashboardTokenFile, "dashboard-token-file", "", "file holding the dashboard's admin token (empty: DATA-DIR/dashboard-token, created at random on first start)")
+	fs.StringVar(&o.dashboardViewersFile, "dashboard-viewers-file", "", "file of read-only viewer tokens, one per line: TOKEN SITE[,SITE...]")
+	fs.StringVar(&o.dashboardOrigins, "dashboard-origins", "", "comma-separated extra origins (e.g. https://stats.example) whose pages may open /live; the dashboard's own origin always may")
+	fs.BoolVar(&o.secureCookies, "secure-cookies", false, "mark session cookies Secure (set when the dashboard is served over HTTPS)")
+	fs.StringVar(&o.publicCounters, "public-counters", "", "comma-separated sites whose visitors-now counter (/counter/SITE.json, .svg) may be read without credentials on the dashboard listener")
 	fs.StringVar(&o.dataDir, "data-dir", "./.edgepixel/aggregator", "directory for the spool (and the on-disk store without ClickHouse)")
 	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (prefer --secret-file)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret (surrounding whitespace is ignored)")
@@ -117,6 +128,26 @@ func run(args []string) error {
 	}
 
 	o.maxConns = fitConns(log, o.maxConns)
+	var dashToken string
+	if o.dashboardTokenFile != "" {
+		b, err := os.ReadFile(o.dashboardTokenFile)
+		if err != nil {
+			return fmt.Errorf("--dashboard-token-file: %w", err)
+		}
+		if dashToken = strings.TrimSpace(string(b)); len(dashToken) < 16 {
+			return fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", o.dashboardTokenFile)
+		}
+	}
+	var viewers map[string][]string
+	if o.dashboardViewersFile != "" {
+		b, err := os.ReadFile(o.dashboardViewersFile)
+		if err == nil {
+			viewers, err = access.ParseViewers(string(b))
+		}
+		if err != nil {
+			return fmt.Errorf("--dashboard-viewers-file: %w", err)
+		}
+	}
 
 	if o.clickhouse != "" {
 		if err := migrateClickHouse(log, o.clickhouse, o.clickhouseDB); err != nil {
@@ -137,6 +168,8 @@ func run(args []string) error {
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
 		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites,
+		DashboardToken: dashToken, DashboardViewers: viewers, DashboardOrigins: splitList(o.dashboardOrigins),
+		SecureCookies: o.secureCookies, PublicCounters: splitList(o.publicCounters),
 	})
 	if err != nil {
 		return err
@@ -168,8 +201,17 @@ func run(args []string) error {
 		defer ps.Close()
 		log.Info("profiling", "url", "http://"+pln.Addr().String()+"/debug/pprof/")
 	}
-	serveErr := make(chan error, 1)
+	dln, err := net.Listen("tcp", o.dashboardAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("--dashboard-addr: %w", err)
+	}
+	if ip := net.ParseIP(hostOf(dln.Addr().String())); ip != nil && !ip.IsLoopback() {
+		log.Warn("the dashboard listens beyond loopback: it needs a login, but keep it off the public internet or behind HTTPS (--secure-cookies)", "addr", dln.Addr().String())
+	}
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.ServeDashboard(dln) }()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -177,7 +219,12 @@ func run(args []string) error {
 	ran := make(chan error, 1)
 	go func() { ran <- srv.Run(loadCtx) }()
 
-	log.Info("edgepixel aggregator started", "dashboard", "http://"+dashboardHost(ln.Addr().String())+"/",
+	tokenFrom := o.dashboardTokenFile
+	if tokenFrom == "" {
+		tokenFrom = filepath.Join(o.dataDir, "dashboard-token")
+	}
+	log.Info("edgepixel aggregator started", "dashboard", "http://"+dashboardHost(dln.Addr().String())+"/",
+		"dashboard_token_file", tokenFrom,
 		"ingest", "http://"+ln.Addr().String()+"/ingest", "data_dir", o.dataDir)
 
 	// Run's one value is taken by whichever receive comes first: track it,
@@ -339,6 +386,11 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func hostOf(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
 }
 
 // dashboardHost turns a wildcard listen address into one a browser can

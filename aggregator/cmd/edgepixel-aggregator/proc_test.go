@@ -111,6 +111,7 @@ type aggProc struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	addr    string // host:port of --addr
+	dash    string // http://host:port of --dashboard-addr
 	dataDir string
 	db      string
 
@@ -134,7 +135,7 @@ func startAgg(t *testing.T, redisURL string, args ...string) *aggProc {
 	if err := os.WriteFile(secretFile, []byte(testSecret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	all := append([]string{"--addr", "127.0.0.1:0", "--data-dir", p.dataDir, "--secret-file", secretFile,
+	all := append([]string{"--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--data-dir", p.dataDir, "--secret-file", secretFile,
 		"--redis", redisURL, "--clickhouse", ch.HTTPURL, "--clickhouse-db", p.db, "--log-format", "json"}, args...)
 	p.cmd = exec.Command(aggBinary(t), all...)
 	p.cmd.Env = append(os.Environ(), "GOTRACEBACK=single")
@@ -145,7 +146,7 @@ func startAgg(t *testing.T, redisURL string, args ...string) *aggProc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan string, 1)
+	started := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -154,9 +155,9 @@ func startAgg(t *testing.T, redisURL string, args ...string) *aggProc {
 			p.mu.Lock()
 			p.lines = append(p.lines, line)
 			p.mu.Unlock()
-			var rec struct{ Msg, Ingest string }
+			var rec struct{ Msg, Ingest, Dashboard string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "edgepixel aggregator started" {
-				started <- strings.TrimSuffix(strings.TrimPrefix(rec.Ingest, "http://"), "/ingest")
+				started <- [2]string{strings.TrimSuffix(strings.TrimPrefix(rec.Ingest, "http://"), "/ingest"), strings.TrimSuffix(rec.Dashboard, "/")}
 			}
 		}
 		p.exitErr = p.cmd.Wait()
@@ -164,7 +165,8 @@ func startAgg(t *testing.T, redisURL string, args ...string) *aggProc {
 	}()
 	t.Cleanup(p.stop)
 	select {
-	case p.addr = <-started:
+	case a := <-started:
+		p.addr, p.dash = a[0], a[1]
 	case <-p.done:
 		t.Fatalf("the aggregator exited at start: %v\n%s", p.exitErr, p.log())
 	case <-time.After(30 * time.Second):
@@ -273,4 +275,15 @@ func send(c *http.Client, base string, evs []event.Event) (int, error) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// dashGet GETs path on the dashboard listener with the admin token.
+func (p *aggProc) dashGet(path string) (*http.Response, error) {
+	tok, err := os.ReadFile(filepath.Join(p.dataDir, "dashboard-token"))
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("GET", p.dash+path, nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	return http.DefaultClient.Do(req)
 }

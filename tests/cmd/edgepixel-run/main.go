@@ -111,7 +111,7 @@ func main() {
 	if err != nil {
 		fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
 	}
-	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
+	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
 	if s.ClickHouse != nil {
 		st.ClickHouseHTTP = s.ClickHouse.HTTPURL
 		st.ClickHouseTCP = s.ClickHouse.TCPAddr
@@ -150,10 +150,10 @@ func banner(s *stack.Stack, st state, dir string, took time.Duration, firstRun s
 	b := fmt.Sprintf(`
 edgepixel is running (%[1]s).
 
-  dashboard   %[2]s/
+  dashboard   %[5]s/   (log in with the token in %[6]s)
   pixel       %[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2F
   events      POST %[3]s/e   {"site":"demo","name":"signup"}
-  loss        %[2]s/api/loss?site=demo   (hits the POP answered vs events stored)
+  loss        curl -H "Authorization: Bearer $(cat %[6]s)" '%[5]s/api/loss?site=demo'   (hits answered vs events stored)
   logs        %[4]s
 
 Put this on a page:
@@ -161,7 +161,7 @@ Put this on a page:
   <img src="%[3]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
 
 Try:  curl -i '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
-`, ready, s.AggregatorURL, s.PopURL, st.Logs)
+`, ready, s.AggregatorURL, s.PopURL, st.Logs, s.DashboardURL, filepath.Join(st.Dir, "dashboard-token"))
 	if st.ClickHouseTCP != "" {
 		b += fmt.Sprintf(`
 The stored events, from another terminal in this checkout: make sql opens

@@ -16,6 +16,7 @@ type state struct {
 	PID            int    `json:"pid"`
 	Dir            string `json:"dir"`
 	AggregatorURL  string `json:"aggregator_url"`
+	DashboardURL   string `json:"dashboard_url"`
 	PopURL         string `json:"pop_url"`
 	ClickHouseHTTP string `json:"clickhouse_http,omitempty"` // http://127.0.0.1:port
 	ClickHouseTCP  string `json:"clickhouse_tcp,omitempty"`  // 127.0.0.1:port, native protocol

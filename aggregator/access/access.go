@@ -1,0 +1,362 @@
+// Package access decides who may read the dashboard, /api, /live and
+// /metrics, and which sites they may read.
+//
+// Credentials, checked on every request:
+//
+//   - an admin token (Config.AdminToken): every site, and managing share
+//     links; sent as "Authorization: Bearer TOKEN" or exchanged for a
+//     session cookie at POST /login;
+//   - a viewer token (Config.Viewers): the sites listed for it, read only;
+//   - a session cookie (Cookie) that POST /login or a share link sets. It
+//     is signed with HMAC-SHA256 (Config.Key) and names the token it came
+//     from by a hash, or the share link, so removing the token or revoking
+//     the link ends every session made with it at once;
+//   - a share link GET /share/ID: one site, read only, until revoked.
+//
+// Cookies are HttpOnly and SameSite=Strict, so another site's page can
+// neither read them nor send them with a request that changes anything.
+package access
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Cookie is the session cookie's name.
+const Cookie = "edgepixel_session"
+
+// Grant is what a request may read.
+type Grant struct {
+	Admin bool     // every site, and share links
+	Sites []string // the readable sites; nil with Admin (all)
+	Share string   // the share link's id, for a share session
+	// Kind is how the request authenticated: "admin", "viewer", "share".
+	Kind string
+}
+
+// CanRead reports whether g may read site.
+func (g Grant) CanRead(site string) bool {
+	return g.Admin || slices.Contains(g.Sites, site)
+}
+
+// All reports whether g may read every site.
+func (g Grant) All() bool { return g.Admin }
+
+// Share is a read-only link to one site's dashboard.
+type Share struct {
+	ID      string    `json:"id"`
+	Site    string    `json:"site"`
+	Created time.Time `json:"created"`
+	Note    string    `json:"note,omitempty"`
+}
+
+// Config configures Access.
+type Config struct {
+	// AdminToken reads every site and manages share links; required.
+	AdminToken string
+	// Viewers maps a viewer token to the sites it may read.
+	Viewers map[string][]string
+	// Key signs session cookies; at least 32 bytes.
+	Key []byte
+	// SharesFile keeps the share links (JSON), so they survive restarts;
+	// "" keeps them in memory.
+	SharesFile string
+	// SessionTTL is how long a login lasts; default 30 days.
+	SessionTTL time.Duration
+	// Secure marks cookies Secure (the dashboard is served over HTTPS,
+	// directly or behind a proxy).
+	Secure bool
+	Now    func() time.Time // for tests
+}
+
+// Access checks credentials. Safe for concurrent use.
+type Access struct {
+	cfg    Config
+	tokens map[string]Grant // by tokenID
+	mu     sync.Mutex
+	shares map[string]Share
+}
+
+// New returns an Access with the share links of cfg.SharesFile. It fails
+// without an admin token or key, or when the shares file cannot be read.
+func New(cfg Config) (*Access, error) {
+	if len(cfg.AdminToken) < 16 {
+		return nil, errors.New("access: the admin token must be at least 16 bytes")
+	}
+	if len(cfg.Key) < 32 {
+		return nil, errors.New("access: the session key must be at least 32 bytes")
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 30 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &Access{cfg: cfg, tokens: map[string]Grant{}, shares: map[string]Share{}}
+	a.tokens[tokenID(cfg.AdminToken)] = Grant{Admin: true, Kind: "admin"}
+	for tok, sites := range cfg.Viewers {
+		if len(tok) < 16 {
+			return nil, fmt.Errorf("access: viewer token for %v is shorter than 16 bytes", sites)
+		}
+		a.tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
+	}
+	if cfg.SharesFile != "" {
+		b, err := os.ReadFile(cfg.SharesFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("access: %w", err)
+		default:
+			var list []Share
+			if err := json.Unmarshal(b, &list); err != nil {
+				return nil, fmt.Errorf("access: %s: %w", cfg.SharesFile, err)
+			}
+			for _, s := range list {
+				a.shares[s.ID] = s
+			}
+		}
+	}
+	return a, nil
+}
+
+// tokenID names a token in cookies without revealing it.
+func tokenID(tok string) string {
+	h := sha256.Sum256([]byte("edgepixel token\x00" + tok))
+	return base64.RawURLEncoding.EncodeToString(h[:12])
+}
+
+// Token returns the grant of a bearer token.
+func (a *Access) Token(tok string) (Grant, bool) {
+	// Compare through the hash: constant time in the token's content.
+	g, ok := a.tokens[tokenID(tok)]
+	return g, ok
+}
+
+// Check returns what r may read: by its bearer token, else its session
+// cookie. ok is false without valid credentials.
+func (a *Access) Check(r *http.Request) (g Grant, ok bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, found := strings.CutPrefix(h, "Bearer ")
+		if !found {
+			return Grant{}, false
+		}
+		return a.Token(strings.TrimSpace(tok))
+	}
+	c, err := r.Cookie(Cookie)
+	if err != nil {
+		return Grant{}, false
+	}
+	return a.session(c.Value)
+}
+
+// session is a cookie's payload: who ("t" token id, or "s" share id) and
+// until when (unix seconds).
+type session struct {
+	Kind string `json:"k"`
+	ID   string `json:"i"`
+	Exp  int64  `json:"e"`
+}
+
+func (a *Access) sign(s session) string {
+	b, _ := json.Marshal(s)
+	p := base64.RawURLEncoding.EncodeToString(b)
+	m := hmac.New(sha256.New, a.cfg.Key)
+	m.Write([]byte(p))
+	return p + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (a *Access) session(v string) (Grant, bool) {
+	p, sig, ok := strings.Cut(v, ".")
+	if !ok {
+		return Grant{}, false
+	}
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		return Grant{}, false
+	}
+	m := hmac.New(sha256.New, a.cfg.Key)
+	m.Write([]byte(p))
+	if subtle.ConstantTimeCompare(got, m.Sum(nil)) != 1 {
+		return Grant{}, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(p)
+	if err != nil {
+		return Grant{}, false
+	}
+	var s session
+	if json.Unmarshal(b, &s) != nil || a.cfg.Now().Unix() >= s.Exp {
+		return Grant{}, false
+	}
+	switch s.Kind {
+	case "t":
+		g, ok := a.tokens[s.ID]
+		return g, ok
+	case "s":
+		a.mu.Lock()
+		sh, ok := a.shares[s.ID]
+		a.mu.Unlock()
+		if !ok {
+			return Grant{}, false // revoked
+		}
+		return Grant{Sites: []string{sh.Site}, Share: sh.ID, Kind: "share"}, true
+	}
+	return Grant{}, false
+}
+
+func (a *Access) setCookie(w http.ResponseWriter, s session) {
+	http.SetCookie(w, &http.Cookie{
+		Name: Cookie, Value: a.sign(s), Path: "/", HttpOnly: true, Secure: a.cfg.Secure,
+		SameSite: http.SameSiteStrictMode, Expires: time.Unix(s.Exp, 0),
+	})
+}
+
+// Login sets a session cookie for tok, if it is a token, and returns its
+// grant.
+func (a *Access) Login(w http.ResponseWriter, tok string) (Grant, bool) {
+	g, ok := a.Token(tok)
+	if !ok {
+		return Grant{}, false
+	}
+	a.setCookie(w, session{Kind: "t", ID: tokenID(tok), Exp: a.cfg.Now().Add(a.cfg.SessionTTL).Unix()})
+	return g, true
+}
+
+// Logout clears the session cookie.
+func (a *Access) Logout(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: Cookie, Value: "", Path: "/", HttpOnly: true, Secure: a.cfg.Secure,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+}
+
+// Visit sets a share session for the link id and returns its site; ok is
+// false for an unknown or revoked link.
+func (a *Access) Visit(w http.ResponseWriter, id string) (site string, ok bool) {
+	a.mu.Lock()
+	sh, ok := a.shares[id]
+	a.mu.Unlock()
+	if !ok {
+		return "", false
+	}
+	a.setCookie(w, session{Kind: "s", ID: id, Exp: a.cfg.Now().Add(a.cfg.SessionTTL).Unix()})
+	return sh.Site, true
+}
+
+// CreateShare makes a read-only link to site.
+func (a *Access) CreateShare(site, note string) (Share, error) {
+	if site == "" {
+		return Share{}, errors.New("site is required")
+	}
+	var b [16]byte
+	rand.Read(b[:])
+	sh := Share{ID: base64.RawURLEncoding.EncodeToString(b[:]), Site: site, Created: a.cfg.Now().UTC().Truncate(time.Second), Note: note}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.shares[sh.ID] = sh
+	if err := a.saveLocked(); err != nil {
+		delete(a.shares, sh.ID)
+		return Share{}, err
+	}
+	return sh, nil
+}
+
+// Revoke removes the link id; sessions made with it end at once. It
+// reports whether the link existed.
+func (a *Access) Revoke(id string) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	sh, ok := a.shares[id]
+	if !ok {
+		return false, nil
+	}
+	delete(a.shares, id)
+	if err := a.saveLocked(); err != nil {
+		a.shares[id] = sh
+		return false, err
+	}
+	return true, nil
+}
+
+// Shares lists the links, oldest first.
+func (a *Access) Shares() []Share {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Share, 0, len(a.shares))
+	for _, s := range a.shares {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// saveLocked writes the shares file atomically (temp file, fsync, rename).
+func (a *Access) saveLocked() error {
+	if a.cfg.SharesFile == "" {
+		return nil
+	}
+	list := make([]Share, 0, len(a.shares))
+	for _, s := range a.shares {
+		list = append(list, s)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+	b, _ := json.MarshalIndent(list, "", "  ")
+	tmp, err := os.CreateTemp(filepath.Dir(a.cfg.SharesFile), ".shares-*")
+	if err != nil {
+		return fmt.Errorf("save share links: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), a.cfg.SharesFile)
+	}
+	if err != nil {
+		return fmt.Errorf("save share links: %w", err)
+	}
+	return nil
+}
+
+// ParseViewers reads viewer tokens, one per line: TOKEN SITE[,SITE...].
+// Blank lines and lines starting with # are skipped.
+func ParseViewers(text string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("line %d: want TOKEN SITE[,SITE...]", i+1)
+		}
+		var sites []string
+		for _, s := range strings.Split(f[1], ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				sites = append(sites, s)
+			}
+		}
+		out[f[0]] = sites
+	}
+	return out, nil
+}

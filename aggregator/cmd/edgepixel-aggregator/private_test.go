@@ -1,0 +1,89 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// dashboardPaths are every path that shows traffic or internals.
+var dashboardPaths = []string{
+	"/", "/index.html", "/app.js", "/style.css",
+	"/api/counts", "/api/history?site=demo", "/api/loss", "/api/me", "/api/shares",
+	"/api/stats?site=demo&range=today", "/api/top?site=demo&dim=page&range=today", "/api/top.csv?site=demo&dim=page&range=today",
+	"/api/quality?site=demo&range=today", "/api/no-such-thing",
+	"/live", "/metrics", "/share/abc", "/counter/demo.json", "/counter/demo.svg",
+}
+
+// A stranger on the public ingest port reads nothing: every dashboard,
+// API, live and metrics path is 404 there (405 would say it exists), and
+// the WebSocket does not open. On the dashboard port, without
+// credentials, every data path is 401; with the token it answers.
+func TestStrangerOnIngestPortReadsNothing(t *testing.T) {
+	needDeps(t)
+	p := startAgg(t, "", "--auth-burst", "1000")
+	ingest := "http://" + p.addr
+	for _, path := range dashboardPaths {
+		for _, method := range []string{"GET", "POST", "DELETE"} {
+			req, _ := http.NewRequest(method, ingest+path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("ingest port: %s %s: %d %q, want 404", method, path, resp.StatusCode, body)
+			}
+		}
+	}
+	if c, resp, err := websocket.DefaultDialer.Dial("ws://"+p.addr+"/live", nil); err == nil {
+		c.Close()
+		t.Error("ingest port: /live opened a WebSocket")
+	} else if resp == nil || resp.StatusCode != 404 {
+		t.Errorf("ingest port: /live: %v %v, want 404", resp, err)
+	}
+
+	// The dashboard port: data only with credentials.
+	for _, path := range dashboardPaths {
+		if path == "/" || strings.HasSuffix(path, ".js") || strings.HasSuffix(path, ".css") || path == "/index.html" ||
+			strings.HasPrefix(path, "/share/") || strings.HasPrefix(path, "/counter/") {
+			continue // no data (the page asks for a login), or checked elsewhere
+		}
+		for _, hdr := range []string{"", "Bearer wrong-token-0123456789", "Basic YWRtaW46YWRtaW4="} {
+			req, _ := http.NewRequest("GET", p.dash+path, nil)
+			if hdr != "" {
+				req.Header.Set("Authorization", hdr)
+			}
+			req.AddCookie(&http.Cookie{Name: "edgepixel_session", Value: "forged.cookie"})
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("dashboard port: GET %s (Authorization %q): %d %q, want 401", path, hdr, resp.StatusCode, body)
+			}
+		}
+	}
+	if c, resp, err := websocket.DefaultDialer.Dial(strings.Replace(p.dash, "http", "ws", 1)+"/live", nil); err == nil {
+		c.Close()
+		t.Error("dashboard port: /live opened without credentials")
+	} else if resp == nil || resp.StatusCode != 401 {
+		t.Errorf("dashboard port: /live without credentials: %v %v, want 401", resp, err)
+	}
+	for _, path := range []string{"/api/counts", "/metrics", "/api/me"} {
+		resp, err := p.dashGet(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("dashboard port with the token: %s: %d", path, resp.StatusCode)
+		}
+	}
+}

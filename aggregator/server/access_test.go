@@ -1,0 +1,160 @@
+package server
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// Per-site read access, share links (read only, one site, revocable) and
+// the login cookie, on the private listener.
+func TestDashboardAccess(t *testing.T) {
+	viewer := "viewer-token-for-shop-0123456789"
+	a := startAgg(t, Config{DataDir: t.TempDir(), DashboardViewers: map[string][]string{viewer: {"shop"}}})
+	defer a.stop()
+	a.send(mkEvents(t, "demo", 3))
+	a.send(mkEvents(t, "shop", 2))
+	var counts struct {
+		Total uint64
+		Sites map[string]uint64
+	}
+	for counts.Total != 5 {
+		getJSON(t, a.dash.URL+"/api/counts", &counts)
+	}
+
+	get := func(c *http.Client, path, tok string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", a.dash.URL+path, nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	// The viewer reads shop only.
+	if code, b := get(http.DefaultClient, "/api/counts", viewer); code != 200 || !strings.Contains(b, `"shop":2`) || strings.Contains(b, "demo") || !strings.Contains(b, `"total":2`) {
+		t.Errorf("viewer counts: %d %s", code, b)
+	}
+	if code, _ := get(http.DefaultClient, "/api/history?site=demo", viewer); code != 403 {
+		t.Errorf("viewer reading demo's history: %d, want 403", code)
+	}
+	if code, _ := get(http.DefaultClient, "/api/shares", viewer); code != 403 {
+		t.Errorf("viewer listing shares: %d, want 403", code)
+	}
+
+	// Login sets a cookie that works without the token.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	resp, err := browser.PostForm(a.dash.URL+"/login", url.Values{"token": {"wrong"}})
+	if err != nil || resp.StatusCode != 401 {
+		t.Fatalf("login with a wrong token: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = browser.PostForm(a.dash.URL+"/login", url.Values{"token": {testToken}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("login: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if code, b := get(browser, "/api/counts", ""); code != 200 || !strings.Contains(b, `"total":5`) {
+		t.Errorf("counts with the session cookie: %d %s", code, b)
+	}
+	cookie := jar.Cookies(mustURL(a.dash.URL))[0]
+	if cookie.Name != "edgepixel_session" {
+		t.Fatalf("cookie %v", cookie)
+	}
+	// A cookie changed by hand is refused.
+	tampered := &http.Client{Jar: mustJar(a.dash.URL, &http.Cookie{Name: cookie.Name, Value: "x" + cookie.Value})}
+	if code, _ := get(tampered, "/api/counts", ""); code != 401 {
+		t.Errorf("tampered cookie: %d, want 401", code)
+	}
+
+	// A share link for shop.
+	req, _ := http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader("site=shop&note=team"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create share: %v %v", resp, err)
+	}
+	var created struct {
+		Share struct{ ID string }
+		Path  string
+	}
+	json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	jar2, _ := cookiejar.New(nil)
+	guest := &http.Client{Jar: jar2}
+	if code, _ := get(guest, created.Path, ""); code != 200 { // redirected to the page
+		t.Fatalf("visit share link: %d", code)
+	}
+	if code, b := get(guest, "/api/counts", ""); code != 200 || !strings.Contains(b, `"shop":2`) || strings.Contains(b, "demo") {
+		t.Errorf("share counts: %d %s", code, b)
+	}
+	if code, _ := get(guest, "/api/history?site=demo", ""); code != 403 {
+		t.Errorf("share reading demo: %d, want 403", code)
+	}
+	u := "ws" + strings.TrimPrefix(a.dash.URL, "http") + "/live"
+	c, _, err := websocket.DefaultDialer.Dial(u, http.Header{"Cookie": {jar2.Cookies(mustURL(a.dash.URL))[0].String()}})
+	if err != nil {
+		t.Fatalf("share /live: %v", err)
+	}
+	var m struct {
+		Type  string
+		Sites map[string]uint64
+	}
+	if err := c.ReadJSON(&m); err != nil || m.Type != "snapshot" || len(m.Sites) != 1 || m.Sites["shop"] != 2 {
+		t.Errorf("share snapshot %+v %v", m, err)
+	}
+	c.Close()
+	// Revoked: the guest's session ends at once.
+	req, _ = http.NewRequest("DELETE", a.dash.URL+"/api/shares/"+created.Share.ID, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("revoke: %v %v", resp, err)
+	}
+	if code, _ := get(guest, "/api/counts", ""); code != 401 {
+		t.Errorf("revoked share: %d, want 401", code)
+	}
+	if code, _ := get(guest, created.Path, ""); code != 404 {
+		t.Errorf("revoked share link: %d, want 404", code)
+	}
+
+	// Another site's page cannot open /live through a logged-in browser.
+	hdr := authHeader()
+	hdr.Set("Origin", "https://evil.example")
+	if c, _, err := websocket.DefaultDialer.Dial(u, hdr); err == nil {
+		c.Close()
+		t.Error("cross-origin /live opened")
+	}
+	hdr.Set("Origin", a.dash.URL)
+	if c, _, err := websocket.DefaultDialer.Dial(u, hdr); err != nil {
+		t.Errorf("same-origin /live: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+func mustJar(u string, c *http.Cookie) *cookiejar.Jar {
+	j, _ := cookiejar.New(nil)
+	j.SetCookies(mustURL(u), []*http.Cookie{c})
+	return j
+}

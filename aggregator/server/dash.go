@@ -1,0 +1,238 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/edgepixel/edgepixel/aggregator/access"
+	"github.com/edgepixel/edgepixel/aggregator/live"
+	"github.com/edgepixel/edgepixel/dashboard"
+)
+
+// openAccess builds the dashboard's credentials: the admin token from cfg
+// or DataDir/dashboard-token, the session key from DataDir/session-key
+// (both created at random on first start, mode 0600) and the share links
+// in DataDir/shares.json.
+func openAccess(cfg Config) (*access.Access, error) {
+	tok := cfg.DashboardToken
+	if tok == "" {
+		b, err := ensureRandomFile(filepath.Join(cfg.DataDir, "dashboard-token"))
+		if err != nil {
+			return nil, fmt.Errorf("dashboard token: %w", err)
+		}
+		tok = string(b)
+	}
+	key, err := ensureRandomFile(filepath.Join(cfg.DataDir, "session-key"))
+	if err != nil {
+		return nil, fmt.Errorf("session key: %w", err)
+	}
+	return access.New(access.Config{AdminToken: tok, Viewers: cfg.DashboardViewers, Key: key,
+		SharesFile: filepath.Join(cfg.DataDir, "shares.json"), Secure: cfg.SecureCookies})
+}
+
+// ensureRandomFile returns the trimmed content of path, first writing 32
+// random bytes (hex) there if it does not exist.
+func ensureRandomFile(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return []byte(v), nil
+		}
+		return nil, fmt.Errorf("%s is empty: delete it to have a new one made", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	var b [32]byte
+	rand.Read(b[:])
+	v := hex.EncodeToString(b[:])
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return ensureRandomFile(path) // made meanwhile
+	}
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.WriteString(v + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return []byte(v), err
+}
+
+// checkOrigin lets a WebSocket be opened by scripts that send no Origin,
+// by the dashboard's own pages (Origin's host is the request's Host) and
+// by the extra origins listed.
+func checkOrigin(extra []string) func(*http.Request) bool {
+	return func(r *http.Request) bool {
+		o := r.Header.Get("Origin")
+		if o == "" {
+			return true
+		}
+		if slices.Contains(extra, o) {
+			return true
+		}
+		u, err := url.Parse(o)
+		return err == nil && strings.EqualFold(u.Host, r.Host)
+	}
+}
+
+type grantKey struct{}
+
+// grantOf returns the grant requireAuth found for r.
+func grantOf(r *http.Request) access.Grant {
+	g, _ := r.Context().Value(grantKey{}).(access.Grant)
+	return g
+}
+
+// requireAuth answers 401 to requests without valid credentials, and
+// 429 to addresses that failed too often (guard.AuthLimiter).
+func (s *Server) requireAuth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, retry := s.auth.Allow(r.RemoteAddr); !ok {
+			w.Header().Set("Retry-After", fmt.Sprint(int(retry.Seconds())+1))
+			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed logins; wait", "reason": "rate_limited"})
+			return
+		}
+		g, ok := s.access.Check(r)
+		if !ok {
+			if r.Header.Get("Authorization") != "" {
+				s.auth.Fail(r.RemoteAddr, "dashboard")
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edgepixel"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "log in: send Authorization: Bearer TOKEN, or POST /login", "reason": "unauthorized"})
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
+	})
+}
+
+// adminOnly answers 403 unless the grant is the admin's.
+func adminOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !grantOf(r).Admin {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "admin token required", "reason": "forbidden"})
+			return
+		}
+		h(w, r)
+	}
+}
+
+// canRead answers 403 and returns false when the grant may not read site.
+func canRead(w http.ResponseWriter, r *http.Request, site string) bool {
+	if grantOf(r).CanRead(site) {
+		return true
+	}
+	writeJSON(w, http.StatusForbidden, map[string]string{"error": "no read access to site " + site, "reason": "forbidden"})
+	return false
+}
+
+// dashboardRoutes are the private listener's endpoints. The page's static
+// files hold no data and load without credentials (they show the login
+// form); everything with data needs them.
+func (s *Server) dashboardRoutes() http.Handler {
+	mux := http.NewServeMux()
+	auth := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.requireAuth(h)) }
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
+		s.access.Logout(w)
+		writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
+	})
+	mux.HandleFunc("GET /share/{id}", func(w http.ResponseWriter, r *http.Request) {
+		site, ok := s.access.Visit(w, r.PathValue("id"))
+		if !ok {
+			http.Error(w, "This share link is unknown or was revoked.", http.StatusNotFound)
+			return
+		}
+		http.Redirect(w, r, "/?site="+url.QueryEscape(site), http.StatusSeeOther)
+	})
+	auth("GET /live", func(w http.ResponseWriter, r *http.Request) {
+		g := grantOf(r)
+		s.hub.Serve(w, r, live.Reader{All: g.All(), Read: g.CanRead})
+	})
+	auth("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		s.metrics.WriteTo(w)
+	})
+	auth("GET /api/me", func(w http.ResponseWriter, r *http.Request) {
+		g := grantOf(r)
+		sites := g.Sites
+		if g.All() {
+			names, _, _, _ := s.hub.Snapshot()
+			sites = make([]string, 0, len(names))
+			for n := range names {
+				sites = append(sites, n)
+			}
+		}
+		slices.Sort(sites)
+		writeJSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin, "sites": sites})
+	})
+	auth("GET /api/shares", adminOnly(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"shares": s.access.Shares()})
+	}))
+	auth("POST /api/shares", adminOnly(s.createShare))
+	auth("DELETE /api/shares/{id}", adminOnly(func(w http.ResponseWriter, r *http.Request) {
+		ok, err := s.access.Revoke(r.PathValue("id"))
+		switch {
+		case err != nil:
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		case !ok:
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such share link"})
+		default:
+			writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+		}
+	}))
+	auth("GET /api/counts", s.counts)
+	auth("GET /api/history", s.history)
+	auth("GET /api/loss", s.loss)
+	s.statsRoutes(mux, auth)
+	// Everything else under /api/ is unknown, but only those with
+	// credentials learn that.
+	auth("/api/", http.NotFound)
+	mux.Handle("/", dashboard.Handler())
+	return mux
+}
+
+// login exchanges a token (form field or JSON-less body "token") for a
+// session cookie.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if ok, retry := s.auth.Allow(r.RemoteAddr); !ok {
+		w.Header().Set("Retry-After", fmt.Sprint(int(retry.Seconds())+1))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed logins; wait", "reason": "rate_limited"})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	tok := strings.TrimSpace(r.PostFormValue("token"))
+	g, ok := s.access.Login(w, tok)
+	if !ok {
+		s.auth.Fail(r.RemoteAddr, "dashboard")
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unknown token", "reason": "unauthorized"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin})
+}
+
+func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	site := r.PostFormValue("site")
+	sh, err := s.access.CreateShare(site, r.PostFormValue("note"))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"share": sh, "path": "/share/" + sh.ID})
+}

@@ -1,0 +1,5 @@
+package server
+
+import "net/http"
+
+func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerFunc)) {}
