@@ -320,3 +320,9 @@ func parseUint(s string) (uint64, error) {
 	}
 	return n, nil
 }
+
+// DB returns the database the client uses.
+func (c *Client) DB() string { return c.db }
+
+// Quote returns s as a ClickHouse string literal.
+func Quote(s string) string { return quote(s) }

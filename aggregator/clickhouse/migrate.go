@@ -39,6 +39,7 @@ var Migrations = []Migration{
 	{Version: 1, Name: "events, events_per_minute and its view, bad_rows", SQL: schemaV1},
 	{Version: 2, Name: "events.method"},
 	{Version: 3, Name: "edge_counters", SQL: schemaV3},
+	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4()},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

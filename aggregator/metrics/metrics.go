@@ -267,3 +267,18 @@ func (c *countWriter) Write(b []byte) (int, error) {
 	c.err = err
 	return n, err
 }
+
+// DropCounts returns the ingest drops by reason and the bad rows by
+// reason counted since the process started.
+func (m *Metrics) DropCounts() (dropped, badRows map[string]uint64) {
+	m.dropMu.Lock()
+	defer m.dropMu.Unlock()
+	dropped, badRows = map[string]uint64{}, map[string]uint64{}
+	for k, c := range m.dropped {
+		dropped[k] = c.Load()
+	}
+	for k, c := range m.bad {
+		badRows[k] = c.Load()
+	}
+	return dropped, badRows
+}
