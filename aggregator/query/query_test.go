@@ -99,6 +99,7 @@ func TestAgainstRawEvents(t *testing.T) {
 	now := time.Now().UTC()
 	Generate(t, c, "demo.example", 20000, now, 1)
 	Generate(t, c, "other.example", 3000, now, 2) // must not leak into demo's numbers
+	waitRollups(t, c, "q")
 	e := &Engine{Src: c}
 	ctx := context.Background()
 	filters := []url.Values{
@@ -220,4 +221,37 @@ func abs(f float64) float64 {
 		return -f
 	}
 	return f
+}
+
+// waitRollups waits until the materialized views have rolled up every
+// stored event: ClickHouse makes an insert's rows visible before its
+// views have written theirs.
+func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
+	var qs []string
+	for _, g := range clickhouse.Grains {
+		qs = append(qs, "SELECT sum(events) FROM "+db+"."+g.Table)
+	}
+	for _, d := range clickhouse.Dimensions {
+		if d.Collected {
+			qs = append(qs, "SELECT sum(events) FROM "+db+"."+clickhouse.DimTable+" WHERE dim = "+clickhouse.Quote(d.Name))
+		}
+	}
+	want := "SELECT count() FROM " + db + ".events"
+	for i := 0; ; i++ {
+		rows, _ := c.Query(context.Background(), want)
+		n := rows[0][0]
+		done := true
+		for _, q := range qs {
+			if rows, _ := c.Query(context.Background(), q); len(rows) != 1 || rows[0][0] != n {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if i == 3000 {
+			t.Fatal("the rollups never caught up with the events table")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

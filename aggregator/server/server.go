@@ -130,6 +130,7 @@ type Server struct {
 	budget  *ingest.Budget
 	http    *http.Server
 	closeMu sync.Once
+	started time.Time
 
 	// failure is the first component failure (see Run); once set,
 	// /healthz answers 503 and ingest refuses batches.
@@ -156,7 +157,7 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{}), started: time.Now()}
 	var err error
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)

@@ -1,5 +1,161 @@
 package server
 
-import "net/http"
+import (
+	"context"
+	"encoding/csv"
+	"net/http"
+	"strconv"
+	"time"
 
-func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerFunc)) {}
+	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/aggregator/query"
+	"github.com/edgepixel/edgepixel/aggregator/store"
+)
+
+// statsRoutes are the history API: GET /api/stats, /api/top, /api/top.csv,
+// /api/quality and /api/dimensions (see README, "The dashboard's API").
+func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerFunc)) {
+	auth("GET /api/dimensions", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"dimensions": clickhouse.Dimensions, "ranges": query.Ranges})
+	})
+	auth("GET /api/stats", s.withRequest(func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
+		st, err := e.Stats(r.Context(), req)
+		if err != nil {
+			s.storeFailed(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	}))
+	top := func(csvOut bool) http.HandlerFunc {
+		return s.withRequest(func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
+			limit := 10
+			if v := r.URL.Query().Get("limit"); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > query.MaxLimit {
+					writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be 1.." + strconv.Itoa(query.MaxLimit), "reason": "bad_request"})
+					return
+				}
+				limit = n
+			}
+			t, err := e.Top(r.Context(), req, r.URL.Query().Get("dim"), limit)
+			if err != nil {
+				if t.Dim == "" {
+					writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+					return
+				}
+				s.storeFailed(w, err)
+				return
+			}
+			if !csvOut {
+				writeJSON(w, http.StatusOK, t)
+				return
+			}
+			name := req.Site + "-" + t.Dim + "-" + req.Range.From.Format("20060102") + "-" + req.Range.To.Add(-time.Second).Format("20060102") + ".csv"
+			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+			w.Header().Set("Content-Disposition", `attachment; filename="`+safeFilename(name)+`"`)
+			w.Header().Set("Cache-Control", "no-store")
+			cw := csv.NewWriter(w)
+			cw.Write([]string{t.Dim, "pageviews", "events"})
+			for _, row := range t.Rows {
+				cw.Write([]string{csvSafe(row.Value), strconv.FormatUint(row.Pageviews, 10), strconv.FormatUint(row.Events, 10)})
+			}
+			cw.Flush()
+		})
+	}
+	auth("GET /api/top", top(false))
+	auth("GET /api/top.csv", top(true))
+	auth("GET /api/quality", s.withRequest(s.quality))
+}
+
+// engine returns the query engine, or nil without ClickHouse.
+func (s *Server) engine() *query.Engine {
+	if c, ok := s.store.(*clickhouse.Client); ok {
+		return &query.Engine{Src: c}
+	}
+	return nil
+}
+
+// withRequest parses the common parameters (site, range, filters), checks
+// the site may be read and that the store answers history.
+func (s *Server) withRequest(h func(http.ResponseWriter, *http.Request, *query.Engine, query.Request)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, err := query.ParseRequest(r.URL.Query(), time.Now())
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+			return
+		}
+		if !canRead(w, r, req.Site) {
+			return
+		}
+		e := s.engine()
+		if e == nil {
+			writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "history needs ClickHouse (--clickhouse); the " + s.store.Name() + " store keeps no rollups", "reason": "unsupported"})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		h(w, r.WithContext(ctx), e, req)
+	}
+}
+
+func (s *Server) storeFailed(w http.ResponseWriter, err error) {
+	s.log.Warn("dashboard query failed", "err", err)
+	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
+}
+
+// quality answers the quality panel: the edges' hits against stored
+// events and their drop reasons over the range (store.Loss), the
+// aggregator's drops and bad rows since it started (by reason, all sites:
+// a refused request may not name a valid site), and the drift between the
+// live count and the committed rows of the site.
+func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
+	out := map[string]any{"site": req.Site, "range": req.Range}
+	if cst, ok := s.store.(store.CounterStore); ok {
+		to := req.Range.To
+		if now := time.Now(); now.Before(to) {
+			to = now
+		}
+		l, err := cst.Loss(r.Context(), req.Site, false, req.Range.From, to)
+		if err != nil {
+			s.storeFailed(w, err)
+			return
+		}
+		out["edge"] = l
+	}
+	dropped, bad := s.metrics.DropCounts()
+	out["aggregator"] = map[string]any{"dropped": dropped, "bad_rows": bad, "since": s.started.UTC()}
+	sites, _, _, ready := s.hub.Snapshot()
+	counts, _, err := s.store.Counts(r.Context(), []string{req.Site}, 0)
+	if err != nil {
+		s.storeFailed(w, err)
+		return
+	}
+	// Read after the store so a load in between shows as the live count
+	// ahead, never behind.
+	liveN := sites[req.Site]
+	if now, _, _, _ := s.hub.Snapshot(); now[req.Site] > liveN {
+		liveN = now[req.Site]
+	}
+	out["drift"] = map[string]any{"live": liveN, "committed": counts[req.Site], "difference": int64(liveN) - int64(counts[req.Site]), "live_ready": ready}
+	out["not_collected"] = []string{"bot share", "consent tiers"}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// csvSafe keeps a spreadsheet from running a cell as a formula (OWASP,
+// "CSV Injection").
+func csvSafe(v string) string {
+	if v != "" && (v[0] == '=' || v[0] == '+' || v[0] == '-' || v[0] == '@' || v[0] == '\t' || v[0] == '\r') {
+		return "'" + v
+	}
+	return v
+}
+
+func safeFilename(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}

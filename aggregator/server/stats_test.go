@@ -1,0 +1,141 @@
+package server
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The history API over HTTP: events sent through ingest show in
+// /api/stats and /api/top as the raw events table counts them, filters
+// combine, the CSV export matches the JSON, and a viewer reads only its
+// sites.
+func TestStatsAPI(t *testing.T) {
+	needServers(t)
+	db, rurl := newDB(t)
+	viewer := "viewer-token-for-shop-0123456789"
+	a := startAgg(t, Config{DataDir: t.TempDir(), RedisURL: rurl, ClickHouseURL: chURL, ClickHouseDB: db,
+		DashboardViewers: map[string][]string{viewer: {"shop"}}})
+	defer a.stop()
+	evs := mkEvents(t, "demo", 30)
+	for i := range evs {
+		evs[i].URL = fmt.Sprintf("https://demo.example/p%d", i%3)
+		evs[i].Country = []string{"DE", "US"}[i%2]
+		if i%5 == 0 {
+			evs[i].Name = "signup"
+		}
+	}
+	a.send(evs)
+	eventually(t, "stored", func() bool { return chQuery(t, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name = 'events'") == "1" && a.rows() == 30 })
+
+	var st struct {
+		Source  string
+		Metrics []struct {
+			Name      string
+			Collected bool
+			Value     *float64
+		}
+	}
+	value := func(name string) float64 {
+		for _, m := range st.Metrics {
+			if m.Name == name && m.Value != nil {
+				return *m.Value
+			}
+		}
+		return -1
+	}
+	// Materialized views are filled just after the insert they come from.
+	eventually(t, "rollups", func() bool {
+		getJSON(t, a.dash.URL+"/api/stats?site=demo&range=today", &st)
+		if value("events") != 30 {
+			return false
+		}
+		getJSON(t, a.dash.URL+"/api/stats?site=demo&range=today&country=US", &st)
+		return value("events") == 15
+	})
+	for _, q := range []string{"", "&country=DE", "&country=DE&page=/p1"} {
+		cond := "site = 'demo'"
+		if strings.Contains(q, "country") {
+			cond += " AND country = 'DE'"
+		}
+		if strings.Contains(q, "page") {
+			cond += " AND path(url) = '/p1'"
+		}
+		if code := getJSON(t, a.dash.URL+"/api/stats?site=demo&range=today"+q, &st); code != 200 {
+			t.Fatalf("stats %s: %d", q, code)
+		}
+		for name, expr := range map[string]string{"events": "count()", "pageviews": "countIf(name = 'pageview')", "custom_events": "countIf(name != 'pageview')"} {
+			want := float64(chInt(t, "SELECT "+expr+" FROM "+db+".events WHERE "+cond))
+			if got := value(name); got != want {
+				t.Errorf("stats%s: %s = %v, raw events %v (source %s)", q, name, got, want, st.Source)
+			}
+		}
+	}
+	for _, m := range st.Metrics {
+		if m.Name == "visitors" && (m.Collected || m.Value != nil) {
+			t.Error("visitors shown although no visitor id is collected")
+		}
+	}
+
+	var top struct {
+		Rows []struct {
+			Value  string
+			Events uint64
+		}
+	}
+	getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=page", &top)
+	raw := chQuery(t, "SELECT path(url) AS v, count() AS n FROM "+db+".events WHERE site = 'demo' GROUP BY v ORDER BY n DESC, v")
+	var got []string
+	for _, r := range top.Rows {
+		got = append(got, r.Value+"\t"+strconv.FormatUint(r.Events, 10))
+	}
+	if strings.Join(got, "\n") != raw {
+		t.Errorf("top pages %q, raw %q", got, raw)
+	}
+	resp, err := authGet(a.dash.URL + "/api/top.csv?site=demo&range=today&dim=page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(resp.Body).ReadAll()
+	resp.Body.Close()
+	if err != nil || resp.Header.Get("Content-Type") != "text/csv; charset=utf-8" || !strings.Contains(resp.Header.Get("Content-Disposition"), "demo-page-") {
+		t.Fatalf("csv: %v %v", resp.Header, err)
+	}
+	if len(recs) != len(top.Rows)+1 || recs[0][0] != "page" || recs[1][0] != top.Rows[0].Value {
+		t.Errorf("csv %q", recs)
+	}
+	var notYet struct{ Collected bool }
+	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=browser", &notYet); notYet.Collected {
+		t.Error("browser shown as collected")
+	}
+	for _, bad := range []string{"dim=page&range=fortnight", "dim=page&range=custom&from=2020-01-02&to=2020-01-01", "dim=nope", "dim=page&browser=Firefox", "dim=page&limit=0"} {
+		var e map[string]string
+		if code := getJSON(t, a.dash.URL+"/api/top?site=demo&"+bad, &e); code != 400 {
+			t.Errorf("%s: %d %v", bad, code, e)
+		}
+	}
+	var quality struct {
+		Drift struct{ Live, Committed uint64 }
+	}
+	eventually(t, "live count", func() bool {
+		getJSON(t, a.dash.URL+"/api/quality?site=demo&range=today", &quality)
+		return quality.Drift.Live == 30
+	})
+	if quality.Drift.Committed != 30 {
+		t.Errorf("quality drift %+v", quality.Drift)
+	}
+	// A viewer of shop cannot read demo.
+	req, _ := http.NewRequest("GET", a.dash.URL+"/api/stats?site=demo", nil)
+	req.Header.Set("Authorization", "Bearer "+viewer)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 403 {
+		t.Errorf("viewer reading demo: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+}
