@@ -30,7 +30,9 @@ func TestStatsAPI(t *testing.T) {
 		}
 	}
 	a.send(evs)
-	eventually(t, "stored", func() bool { return chQuery(t, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name = 'events'") == "1" && a.rows() == 30 })
+	eventually(t, "stored", func() bool {
+		return chQuery(t, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name = 'events'") == "1" && a.rows() == 30
+	})
 
 	var st struct {
 		Source  string
