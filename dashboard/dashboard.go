@@ -1,5 +1,7 @@
 // Package dashboard is the aggregator's web page: live counts from the
-// /live WebSocket and a per-minute history chart from /api/history.
+// /live WebSocket (a snapshot, then deltas), and tiles, a chart, top
+// tables and a quality panel from the history API under /api/ (package
+// query). The view (site, range, filters) is kept in the page's URL.
 //
 // It is three static files embedded in the binary, with no build step and
 // no external assets, so the dashboard works offline and ships with the

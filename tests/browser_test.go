@@ -1,8 +1,11 @@
 package tests
 
 import (
+	"context"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,40 +14,176 @@ import (
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
-// dashboardShowsLiveCount opens the dashboard in headless Chromium, checks
-// it shows the stored total, then sends one more pixel hit and checks the
-// page updates by itself over the WebSocket, without a reload.
-func dashboardShowsLiveCount(t *testing.T, s *stack.Stack, total int) {
-	ctx := browser(t, 60*time.Second)
-
-	want := strconv.Itoa(total)
-	shows := func(n string) chromedp.Action[bool] {
-		return chromedp.Poll[bool](`(document.getElementById("total") || {}).textContent === "`+n+`"`,
-			chromedp.WithPollingInterval(20*time.Millisecond))
+// artifactsDir is where a test saves what a person may want to look at
+// (screenshots): $EDGEPIXEL_ARTIFACTS/TEST, else .edgepixel/artifacts/TEST
+// in the checkout. It is kept after the test.
+func artifactsDir(t *testing.T) string {
+	base := os.Getenv("EDGEPIXEL_ARTIFACTS")
+	if base == "" {
+		base = filepath.Join(root, ".edgepixel", "artifacts")
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(s.AggregatorURL+"/")); err != nil {
+	dir := filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// poll waits until the JavaScript expression js is true.
+func poll(ctx context.Context, t *testing.T, what, js string) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(wctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+		state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 3000)`))
+		t.Fatalf("%s: %v\npage shows:\n%s", what, err, state)
+	}
+}
+
+func textOf(ctx context.Context, t *testing.T, js string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+	if err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return s
+}
+
+// dashboardLogin opens the dashboard and logs in through its form.
+func dashboardLogin(ctx context.Context, t *testing.T, s *stack.Stack, path string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.DashboardURL+path)); err != nil {
 		t.Fatalf("open dashboard: %v", err)
 	}
-	if _, err := chromedp.Run(ctx, shows(want)); err != nil {
-		shown, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`String((document.getElementById("total") || {}).textContent)`))
-		t.Fatalf("dashboard never showed total %s (shows %q): %v", want, shown, err)
+	poll(ctx, t, "login form", `!document.getElementById("login").hidden`)
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#token"), s.DashboardToken)); err != nil {
+		t.Fatal(err)
 	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#loginform button[type="submit"]`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "logged in", `!document.getElementById("app").hidden`)
+}
 
+// dashboardShowsLiveCount logs in to the dashboard in headless Chromium,
+// checks it shows the stored count of site demo, then sends one more
+// pixel hit and checks the page updates by itself over the WebSocket.
+func dashboardShowsLiveCount(t *testing.T, s *stack.Stack, total int) {
+	ctx := browser(t, 90*time.Second)
+	dashboardLogin(ctx, t, s, "/?site=demo")
+	shows := func(n int) string {
+		return `document.getElementById("total").textContent === "` + strconv.Itoa(n) + `"`
+	}
+	poll(ctx, t, "the stored count", shows(total))
 	sent := time.Now()
 	resp, body := get(t, pixelURL(s.PopURL, "demo", "https://example.com/from-browser-test", ""), nil)
 	checkPixel(t, resp, body)
-	want = strconv.Itoa(total + 1)
-	if _, err := chromedp.Run(ctx, shows(want)); err != nil {
-		t.Fatalf("dashboard did not update to %s by itself: %v", want, err)
-	}
+	poll(ctx, t, "the live count after a hit", shows(total+1))
 	t.Logf("dashboard showed the new hit %v after it was sent", time.Since(sent).Round(time.Millisecond))
-	site, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`tr[data-site="demo"] .count`)))
-	if err != nil || site == "" {
-		t.Errorf("no per-site count for demo: %q %v", site, err)
+}
+
+// TestDashboardInBrowser uses the dashboard as a person would, in headless
+// Chromium: log in, watch the live tiles move as hits go through the POP,
+// switch the range, filter by clicking a row (the filter shows in the URL
+// and every table), clear it, export a table as CSV, and look at it on a
+// desktop and on a 390 px phone (PNG screenshots in artifactsDir).
+func TestDashboardInBrowser(t *testing.T) {
+	s := startStack(t, stack.Options{})
+	art := artifactsDir(t)
+	hit := func(page, ref string) {
+		resp, body := get(t, pixelURL(s.PopURL, "shop.example", page, ref), nil)
+		checkPixel(t, resp, body)
 	}
-	if dir := os.Getenv("EDGEPIXEL_SCREENSHOT_DIR"); dir != "" {
-		if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90)); err == nil {
-			os.WriteFile(dir+"/dashboard.png", png, 0o644)
+	for i := range 6 {
+		hit("https://shop.example/pricing", "https://news.ycombinator.com/item")
+		if i%2 == 0 {
+			hit("https://shop.example/a/very/long/path/that/keeps/going/and/going/to/check/wrapping/on/phones/"+strconv.Itoa(i), "")
 		}
 	}
+	eventually(t, 30*time.Second, "9 rows", func() (bool, string) {
+		n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE site = 'shop.example' FORMAT TSV")
+		return n == "9", n
+	})
+
+	ctx := browser(t, 3*time.Minute)
+	dashboardLogin(ctx, t, s, "/?site=shop.example&range=today")
+	poll(ctx, t, "live count 9", `document.getElementById("total").textContent === "9"`)
+	poll(ctx, t, "pageviews tile", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "9"`)
+	poll(ctx, t, "pages table", `!!document.querySelector('section[data-dim="page"] td.v button')`)
+	if got := textOf(ctx, t, `document.querySelector('[data-metric="visitors"]').innerText`); !strings.Contains(got, "not collected yet") {
+		t.Errorf("visitors tile shows %q, want 'not collected yet'", got)
+	}
+	if got := textOf(ctx, t, `document.querySelector('section[data-dim="browser"]').innerText`); !strings.Contains(got, "Not collected yet") {
+		t.Errorf("browsers table shows %q", got)
+	}
+
+	// Live: three more hits move the tiles without a reload.
+	for range 3 {
+		hit("https://shop.example/live", "")
+	}
+	poll(ctx, t, "live count 12", `document.getElementById("total").textContent === "12"`)
+	poll(ctx, t, "events per second above 0", `parseFloat(document.getElementById("eps").textContent) > 0`)
+	poll(ctx, t, "pages viewed now", `document.getElementById("pagesnow").innerText.includes("/live")`)
+
+	// Filter by clicking the /pricing row: the URL and the tiles follow.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.Search(`//section[@data-dim="page"]//button[text()="/pricing"]`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "filter in the URL", `location.search.includes("page=%2Fpricing")`)
+	poll(ctx, t, "filtered pageviews", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "6"`)
+	poll(ctx, t, "filter chip", `document.getElementById("filters").innerText.includes("/pricing")`)
+	poll(ctx, t, "filtered sources", `document.querySelector('section[data-dim="referrer"]').innerText.includes("news.ycombinator.com")`)
+
+	// Switch the range to realtime and back to 7 days.
+	for _, r := range []string{"realtime", "7d"} {
+		if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#range"), r)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("range").dispatchEvent(new Event("change"))`)); err != nil {
+			t.Fatal(err)
+		}
+		poll(ctx, t, "range "+r+" in the URL", `location.search.includes("range=`+r+`")`)
+		poll(ctx, t, "range "+r+" figures", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "6"`)
+	}
+
+	// Export the pages table as CSV, with the page's own cookie.
+	csv, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(async () => { const a = document.querySelector('section[data-dim="page"] a.csv'); const r = await fetch(a.href); return r.status + "\n" + await r.text(); })()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(csv, "200\npage,pageviews,events\n/pricing,6,6") {
+		t.Errorf("CSV export:\n%s", csv)
+	}
+
+	// Clear the filter.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#filters button`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "filter cleared", `!location.search.includes("page=") && (document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "12"`)
+
+	shot := func(name string, width, height int64, mobile bool) {
+		var opts []chromedp.EmulateViewportOption
+		if mobile {
+			opts = append(opts, chromedp.EmulateMobile, chromedp.EmulateTouch)
+		}
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height, opts...)); err != nil {
+			t.Fatal(err)
+		}
+		if mobile {
+			// Nothing may be wider than the phone.
+			if w := textOf(ctx, t, `String(document.documentElement.scrollWidth)`); w != strconv.Itoa(int(width)) {
+				t.Errorf("at %d px the page is %s px wide", width, w)
+			}
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(art, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shot("dashboard-desktop.png", 1280, 900, false)
+	shot("dashboard-phone.png", 390, 844, true)
+	t.Logf("screenshots in %s", art)
 }

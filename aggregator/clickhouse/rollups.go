@@ -10,11 +10,11 @@ package clickhouse
 // materialized view into dim_hours; rows stored before then are not in
 // the rollup (a step never rewrites data), which the README states.
 type Dimension struct {
-	Name      string // in the API: /api/top?dim=NAME, and the filter NAME=VALUE
-	Label     string // on the page
-	Expr      string // ClickHouse expression over the events table
-	Since     int    // the migration step that creates its rollup view
-	Collected bool
+	Name      string `json:"name"`  // in the API: /api/top?dim=NAME, and the filter NAME=VALUE
+	Label     string `json:"label"` // on the page
+	Expr      string `json:"-"`     // ClickHouse expression over the events table
+	Since     int    `json:"-"`     // the migration step that creates its rollup view
+	Collected bool   `json:"collected"`
 }
 
 // Dimensions are the dashboard's dimensions, in the page's order.

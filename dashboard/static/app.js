@@ -1,11 +1,228 @@
-// edgepixel dashboard: live counts over a WebSocket (/live) and a
-// per-minute chart from /api/history. No dependencies, no build step.
+// edgepixel dashboard: history from /api/ (rollups), live counts from the
+// /live WebSocket (a snapshot, then deltas). No dependencies, no build
+// step. The view (site, range, filters) lives in the URL so it can be
+// bookmarked and shared.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { sites: {}, selected: localStorage.getItem("edgepixel.site") || "", retry: 0 };
+const el = (tag, attrs = {}, ...kids) => {
+  const e = document.createElement(tag);
+  for (const k in attrs) {
+    if (k === "text") e.textContent = attrs[k];
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), attrs[k]);
+    else e.setAttribute(k, attrs[k]);
+  }
+  e.append(...kids);
+  return e;
+};
+const fmt = (n) => (n == null ? "–" : Number(n).toLocaleString("en-US", { maximumFractionDigits: 2 }));
 
-// ---- live counts -------------------------------------------------------
+const state = { me: null, dims: [], view: readURL(), live: { sites: {}, recent: {}, pages: {}, seq: 0 }, retry: 0 };
+
+// ---- the view in the URL ----------------------------------------------
+
+function readURL() {
+  const q = new URLSearchParams(location.search);
+  const v = { site: q.get("site") || "", range: q.get("range") || "today", from: q.get("from") || "", to: q.get("to") || "", filters: {} };
+  for (const [k, val] of q) if (!["site", "range", "from", "to"].includes(k)) v.filters[k] = val;
+  return v;
+}
+
+function query(extra = {}) {
+  const v = state.view, q = new URLSearchParams();
+  q.set("site", v.site);
+  q.set("range", v.range);
+  if (v.range === "custom") { q.set("from", v.from); q.set("to", v.to); }
+  for (const k in v.filters) q.set(k, v.filters[k]);
+  for (const k in extra) q.set(k, extra[k]);
+  return q;
+}
+
+function setView(change, push = true) {
+  Object.assign(state.view, change);
+  const url = "?" + query().toString();
+  if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+  render();
+}
+window.addEventListener("popstate", () => { state.view = readURL(); render(); });
+
+// ---- start: who am I ----------------------------------------------------
+
+async function api(path) {
+  const res = await fetch(path, { cache: "no-store", credentials: "same-origin" });
+  if (res.status === 401) { showLogin(); throw new Error("not logged in"); }
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error || res.status);
+  return body;
+}
+
+async function start() {
+  try {
+    state.me = await api("/api/me");
+    state.dims = (await api("/api/dimensions")).dimensions;
+  } catch (e) {
+    return;
+  }
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("controls").hidden = false;
+  fillSites(state.me.sites);
+  connect();
+  render();
+}
+
+function showLogin() {
+  $("login").hidden = false;
+  $("app").hidden = true;
+  $("controls").hidden = true;
+  $("token").focus();
+}
+
+$("loginform").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const res = await fetch("/login", { method: "POST", body: new URLSearchParams({ token: $("token").value }) });
+  if (res.ok) { $("token").value = ""; start(); }
+  else $("loginerr").textContent = res.status === 429 ? "Too many attempts; wait a minute." : "Unknown token.";
+});
+$("logout").addEventListener("click", async () => { await fetch("/logout", { method: "POST" }); location.reload(); });
+
+function fillSites(sites) {
+  const sel = $("site");
+  const names = [...new Set([...sites, ...Object.keys(state.live.sites)])].sort();
+  if (!state.view.site && names.length) {
+    state.view.site = names[0];
+    history.replaceState(null, "", "?" + query().toString());
+  }
+  if (state.view.site && !names.includes(state.view.site)) names.push(state.view.site); // from a bookmark
+  sel.replaceChildren(...names.map((n) => new Option(n, n, false, n === state.view.site)));
+}
+
+$("site").addEventListener("change", (e) => setView({ site: e.target.value, filters: {} }));
+$("range").addEventListener("change", (e) => {
+  const r = e.target.value;
+  if (r === "custom" && !state.view.from) {
+    const d = new Date(), iso = (x) => x.toISOString().slice(0, 10);
+    state.view.to = iso(d);
+    state.view.from = iso(new Date(d - 6 * 864e5));
+  }
+  setView({ range: r });
+});
+for (const id of ["from", "to"]) $(id).addEventListener("change", (e) => setView({ [id]: e.target.value }));
+
+// ---- rendering the history ----------------------------------------------
+
+let renderSeq = 0;
+async function render() {
+  const v = state.view, my = ++renderSeq;
+  $("range").value = v.range;
+  $("custom").hidden = v.range !== "custom";
+  $("from").value = v.from; $("to").value = v.to;
+  if ($("site").value !== v.site && v.site) fillSites(state.me.sites);
+  renderFilters();
+  renderLive();
+  if (!v.site) { $("chartinfo").textContent = "No site has events yet."; return; }
+  const q = query().toString();
+  const jobs = [
+    api("/api/stats?" + q).then((st) => my === renderSeq && renderStats(st)),
+    api("/api/quality?" + q).then((qu) => my === renderSeq && renderQuality(qu)),
+    ...state.dims.map((d) => api("/api/top?" + query({ dim: d.name })).then((t) => my === renderSeq && renderTop(t))),
+  ];
+  const res = await Promise.allSettled(jobs);
+  const failed = res.find((r) => r.status === "rejected");
+  if (failed && my === renderSeq) $("chartinfo").textContent = "Some figures are unavailable: " + failed.reason.message;
+}
+
+function renderFilters() {
+  const f = state.view.filters;
+  $("filters").replaceChildren(...Object.keys(f).map((k) => {
+    const label = (state.dims.find((d) => d.name === k) || {}).label || k;
+    return el("span", { class: "chip" }, `${label}: ${f[k] || "(none)"}`,
+      el("button", { type: "button", "aria-label": `Clear filter ${label} ${f[k]}`, onclick: () => {
+        const nf = { ...state.view.filters }; delete nf[k]; setView({ filters: nf });
+      } }, "×"));
+  }));
+}
+
+function renderStats(st) {
+  const r = st.range;
+  $("rangeinfo").textContent = `${new Date(r.from).toISOString().slice(0, 16).replace("T", " ")} – ${new Date(r.to).toISOString().slice(0, 16).replace("T", " ")} UTC · from ${st.source}`;
+  $("tiles").replaceChildren(...st.metrics.map((m) => {
+    if (!m.collected) return el("div", { class: "tile na", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: "—" }), el("div", { class: "sub", text: "not collected yet" }));
+    let ch = "no previous data";
+    let cls = "sub";
+    if (m.change != null) { ch = (m.change >= 0 ? "▲ " : "▼ ") + Math.abs(m.change * 100).toFixed(1) + "% vs previous"; cls += m.change >= 0 ? " up" : " down"; }
+    return el("div", { class: "tile", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: fmt(m.value) }), el("div", { class: cls, text: ch }));
+  }));
+  drawBars($("chart"), st.series.map((p) => ({ t: p.t, n: p.events })), 800, 200, st.grain);
+  const sum = st.series.reduce((a, p) => a + p.events, 0);
+  $("chartinfo").textContent = `${fmt(sum)} events, one bar per ${st.grain}`;
+}
+
+function renderTop(t) {
+  let card = document.querySelector(`section[data-dim="${t.dim}"]`);
+  if (!card) {
+    card = el("section", { class: "card", "data-dim": t.dim, "aria-labelledby": "top-" + t.dim });
+    const order = state.dims.map((d) => d.name);
+    const next = [...$("tops").children].find((c) => order.indexOf(c.dataset.dim) > order.indexOf(t.dim));
+    $("tops").insertBefore(card, next || null);
+  }
+  const head = el("div", { class: "tablehead" }, el("h2", { id: "top-" + t.dim, text: t.label }));
+  if (!t.collected) {
+    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet: events do not carry this field (edge data issue)." }));
+    return;
+  }
+  head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", text: "CSV" }));
+  const rows = t.rows.map((r) => el("tr", {},
+    el("td", { class: "v" }, el("button", { type: "button", title: "Filter by " + (r.value || "(none)"), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, r.value || "(none)")),
+    el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
+  const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
+    el("tbody", {}, ...rows));
+  card.replaceChildren(head, rows.length ? table : el("p", { class: "sub", text: "Nothing in this range." }));
+}
+
+function renderQuality(q) {
+  const kv = (pairs) => el("dl", { class: "kv" }, ...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  const reasons = (m) => Object.keys(m || {}).length ? Object.entries(m).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") : "none";
+  const parts = [];
+  if (q.edge) {
+    parts.push(el("h3", { text: "Edges → storage (this range)" }), kv([
+      ["Hits answered at the edges", fmt(q.edge.hits)], ["Events accepted there", fmt(q.edge.events)], ["Events stored", fmt(q.edge.stored)],
+      ["Lost", fmt(q.edge.lost) + " (" + (q.edge.loss_rate * 100).toFixed(2) + "%)"], ["Edge drop reasons", reasons(q.edge.dropped)]]));
+  }
+  const a = q.aggregator || {};
+  parts.push(el("h3", { text: "Aggregator (all sites, since " + new Date(a.since).toLocaleString() + ")" }), kv([
+    ["Refused requests", reasons(a.dropped)], ["Bad rows", reasons(a.bad_rows)]]));
+  const d = q.drift || {};
+  parts.push(el("h3", { text: "Live vs committed" }), kv([
+    ["Live count", fmt(d.live)], ["Committed in ClickHouse", fmt(d.committed)], ["Drift", fmt(d.difference)]]));
+  parts.push(el("p", { class: "sub", text: "Not collected yet: " + (q.not_collected || []).join(", ") + "." }));
+  $("quality").replaceChildren(...parts);
+}
+
+function drawBars(svg, points, W, H, grain) {
+  const ns = "http://www.w3.org/2000/svg";
+  const mk = (name, attrs, text) => {
+    const e = document.createElementNS(ns, name);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const max = Math.max(1, ...points.map((p) => p.n));
+  const bw = W / Math.max(1, points.length);
+  const kids = [mk("line", { class: "axis", x1: 0, y1: H - 1, x2: W, y2: H - 1 })];
+  points.forEach((p, i) => {
+    const h = ((H - 14) * p.n) / max;
+    const bar = mk("rect", { class: "bar", x: i * bw + bw * 0.1, y: H - 1 - h, width: Math.max(1, bw * 0.8), height: h });
+    if (grain) bar.append(mk("title", {}, new Date(p.t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC: " + p.n));
+    kids.push(bar);
+  });
+  kids.push(mk("text", { x: 2, y: 11 }, String(max)));
+  svg.replaceChildren(...kids);
+}
+
+setInterval(() => { if (!document.hidden && state.me && state.view.range === "realtime") render(); }, 15000);
+
+// ---- live ---------------------------------------------------------------
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -15,129 +232,60 @@ function connect() {
   ws.onmessage = (ev) => {
     let m;
     try { m = JSON.parse(ev.data); } catch { return; }
-    if (m.type === "counts") showCounts(m);
+    const L = state.live;
+    if (m.type === "snapshot") {
+      L.sites = m.sites; L.recent = {}; L.pages = m.pages || {}; L.seq = m.seq;
+      const now = Math.floor(m.ts / 1000);
+      for (const s in m.recent || {}) L.recent[s] = m.recent[s].map((n, i) => [now - m.recent[s].length + 1 + i, n]);
+      if (state.me) fillSites(state.me.sites);
+    } else if (m.type === "delta") {
+      if (m.seq !== L.seq + 1) { ws.close(4000, "missed an update"); return; } // resync with a snapshot
+      L.seq = m.seq;
+      const sec = Math.floor(m.ts / 1000);
+      for (const s in m.sites) {
+        const isNew = !(s in L.sites);
+        L.sites[s] = m.sites[s];
+        const r = (L.recent[s] = L.recent[s] || []);
+        const last = r[r.length - 1];
+        if (last && last[0] === sec) last[1] += (m.add || {})[s] || 0; else r.push([sec, (m.add || {})[s] || 0]);
+        if (isNew && state.me) fillSites(state.me.sites);
+      }
+      for (const s in m.pages || {}) L.pages[s] = m.pages[s];
+    }
+    $("updated").textContent = "updated " + new Date(m.ts).toLocaleTimeString();
+    renderLive();
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
     // Exponential backoff with jitter, capped at 15 s.
     const delay = Math.min(15000, 500 * 2 ** state.retry) * (0.7 + Math.random() * 0.6);
     state.retry++;
-    setStatus("down", "disconnected – retrying in " + Math.round(delay / 1000) + " s");
+    const why = ev.reason ? ev.reason + "; " : "";
+    setStatus("down", why + "reconnecting in " + Math.round(delay / 1000) + " s");
     setTimeout(connect, delay);
   };
   ws.onerror = () => ws.close();
 }
 
 function setStatus(cls, text) {
-  const el = $("status");
-  el.className = "status " + cls;
-  el.textContent = text;
+  const s = $("status");
+  s.className = "status " + cls;
+  s.textContent = text;
 }
 
-function showCounts(m) {
-  // Plain digits (no locale grouping): what you read is what ClickHouse has.
-  $("total").textContent = String(m.total);
-  $("updated").textContent = "updated " + new Date(m.ts).toLocaleTimeString();
-  const tbody = $("sites").tBodies[0];
-  const names = Object.keys(m.sites).sort();
-  for (const name of names) {
-    let tr = tbody.querySelector('tr[data-site="' + CSS.escape(name) + '"]');
-    if (!tr) {
-      tr = document.createElement("tr");
-      tr.dataset.site = name;
-      const td1 = document.createElement("td");
-      td1.className = "name";
-      td1.textContent = name;
-      const td2 = document.createElement("td");
-      td2.className = "count";
-      tr.append(td1, td2);
-      // keep rows sorted by name
-      const next = [...tbody.rows].find((r) => r.dataset.site > name);
-      tbody.insertBefore(tr, next || null);
-    }
-    const cell = tr.querySelector(".count");
-    const text = String(m.sites[name]);
-    if (cell.textContent !== text) {
-      cell.textContent = text;
-      tr.classList.add("flash");
-      setTimeout(() => tr.classList.remove("flash"), 600);
-    }
-  }
-  // Sites the aggregator does not list one by one (it bounds them) are
-  // summed up in m.other; the total includes them.
-  const other = m.other || 0;
-  $("otherrow").hidden = other === 0;
-  $("other").textContent = String(other);
-  $("nosites").hidden = names.length > 0 || other > 0;
-  const changed = names.join("\n") !== Object.keys(state.sites).sort().join("\n");
-  state.sites = m.sites;
-  if (changed) fillSiteSelect(names);
+function renderLive() {
+  const site = state.view.site, L = state.live;
+  $("total").textContent = site in L.sites ? String(L.sites[site]) : "–";
+  const now = Math.floor(Date.now() / 1000);
+  const r = (L.recent[site] || []).filter(([t]) => t > now - 60);
+  L.recent[site] = r;
+  const last5 = r.filter(([t]) => t > now - 5).reduce((a, [, n]) => a + n, 0);
+  $("eps").textContent = (last5 / 5).toFixed(1);
+  const pts = [];
+  for (let t = now - 59; t <= now; t++) pts.push({ t, n: (r.find(([x]) => x === t) || [0, 0])[1] });
+  drawBars($("rolling"), pts, 600, 60);
+  const pages = L.pages[site] || [];
+  $("pagesnow").replaceChildren(...(pages.length ? pages.map((p) => el("li", {}, el("span", { text: p.path }), el("span", { text: fmt(p.n) }))) : [el("li", { class: "sub", text: "No pageviews stored in the last 5 minutes." })]));
 }
+setInterval(() => { if (state.me) renderLive(); }, 1000);
 
-function fillSiteSelect(names) {
-  const sel = $("site");
-  if (!state.selected || !names.includes(state.selected)) {
-    // default to the busiest site
-    state.selected = names.slice().sort((a, b) => state.sites[b] - state.sites[a])[0] || "";
-  }
-  sel.replaceChildren(...names.map((n) => new Option(n, n, false, n === state.selected)));
-  loadHistory();
-}
-
-// ---- history chart -----------------------------------------------------
-
-async function loadHistory() {
-  const site = state.selected;
-  if (!site) return;
-  const minutes = $("minutes").value;
-  try {
-    const res = await fetch("/api/history?site=" + encodeURIComponent(site) + "&minutes=" + minutes, { cache: "no-store" });
-    if (!res.ok) throw new Error(res.status + " " + (await res.text()));
-    const h = await res.json();
-    if (h.site === state.selected) drawChart(h.points);
-  } catch (e) {
-    $("chartinfo").textContent = "history unavailable: " + e.message;
-  }
-}
-
-function drawChart(points) {
-  const svg = $("chart");
-  const W = 800, H = 220, top = 10, bottom = 20, left = 34;
-  const max = Math.max(1, ...points.map((p) => p.n));
-  const bw = (W - left) / Math.max(1, points.length);
-  const ns = "http://www.w3.org/2000/svg";
-  const el = (name, attrs, text) => {
-    const e = document.createElementNS(ns, name);
-    for (const k in attrs) e.setAttribute(k, attrs[k]);
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
-  const kids = [
-    el("line", { class: "axis", x1: left, y1: H - bottom, x2: W, y2: H - bottom }),
-    el("text", { x: 0, y: top + 8 }, String(max)),
-    el("text", { x: 0, y: H - bottom }, "0"),
-  ];
-  points.forEach((p, i) => {
-    const h = ((H - top - bottom) * p.n) / max;
-    const bar = el("rect", { class: "bar", x: left + i * bw + bw * 0.1, y: H - bottom - h, width: Math.max(1, bw * 0.8), height: h });
-    bar.append(el("title", {}, new Date(p.t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) + ": " + p.n));
-    kids.push(bar);
-  });
-  if (points.length) {
-    const fmt = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    kids.push(el("text", { x: left, y: H - 4 }, fmt(points[0].t)));
-    kids.push(el("text", { x: W, y: H - 4, "text-anchor": "end" }, fmt(points[points.length - 1].t)));
-  }
-  svg.replaceChildren(...kids);
-  const sum = points.reduce((a, p) => a + p.n, 0);
-  $("chartinfo").textContent = sum + " events in the last " + points.length + " minutes";
-}
-
-$("site").addEventListener("change", (e) => {
-  state.selected = e.target.value;
-  localStorage.setItem("edgepixel.site", state.selected);
-  loadHistory();
-});
-$("minutes").addEventListener("change", loadHistory);
-setInterval(() => { if (!document.hidden) loadHistory(); }, 10000);
-
-connect();
+start();
