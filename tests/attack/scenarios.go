@@ -92,6 +92,9 @@ var AggregatorBoundFor = AggregatorBound{LoaderMaxRows: AggLoaderMaxRows, MaxCon
 // Targets are the servers of one stack that scenarios attack.
 type Targets struct {
 	Pop, PopAdmin, Aggregator string // http://host:port
+	// Dashboard is the aggregator's private listener, DashboardToken its
+	// admin token.
+	Dashboard, DashboardToken string
 	Secret                    []byte // the aggregator's HMAC secret
 	PopPid, AggregatorPid     int
 	AggregatorLog             string // the file the aggregator logs to
@@ -108,7 +111,7 @@ func UnderAttack(o stack.Options) (stack.Options, func(*stack.Stack) Targets, er
 	o.PopArgs = append(PopArgs(admin), o.PopArgs...)
 	o.AggregatorArgs = append(AggregatorArgs(), o.AggregatorArgs...)
 	return o, func(s *stack.Stack) Targets {
-		return Targets{Pop: s.PopURL, PopAdmin: "http://" + admin, Aggregator: s.AggregatorURL, Secret: s.Secret,
+		return Targets{Pop: s.PopURL, PopAdmin: "http://" + admin, Aggregator: s.AggregatorURL, Dashboard: s.DashboardURL, DashboardToken: s.DashboardToken, Secret: s.Secret,
 			PopPid: s.Pop.Pid(), AggregatorPid: s.Aggregator.Pid(), AggregatorLog: s.Aggregator.Log}
 	}, nil
 }
@@ -447,7 +450,7 @@ func siteFlood(t Targets) (*Attack, error) {
 			}
 		})
 	}
-	dash := followLive(ctx, t.Aggregator, 10)
+	dash := followLive(ctx, t.Dashboard, t.DashboardToken, 10)
 	return &Attack{stop: func(o *Outcome) {
 		wg.Wait() // bounded: 500 posts
 		o.Stored["flood-%"] = int(answered.Load())
@@ -458,7 +461,7 @@ func siteFlood(t Targets) (*Attack, error) {
 		}
 		var size int
 		for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-			raw, err := get(t.Aggregator + "/api/counts")
+			raw, err := getAuth(t.Dashboard+"/api/counts", t.DashboardToken)
 			if err == nil && json.Unmarshal(raw, &counts) == nil && int64(counts.Other) >= answered.Load()-AggMaxSites {
 				size = len(raw)
 				break
@@ -490,6 +493,22 @@ func get(url string) ([]byte, error) {
 	return io.ReadAll(resp.Body)
 }
 
+// getAuth GETs url with a bearer token.
+func getAuth(url, token string) ([]byte, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
 // dashboards follow /live as dashboards do and keep the largest message.
 type dashboards struct {
 	wg             sync.WaitGroup
@@ -497,11 +516,11 @@ type dashboards struct {
 	maxMsg, nSites int
 }
 
-func followLive(ctx context.Context, aggURL string, n int) *dashboards {
+func followLive(ctx context.Context, dashURL, token string, n int) *dashboards {
 	d := &dashboards{}
-	u := "ws" + strings.TrimPrefix(aggURL, "http") + "/live"
+	u := "ws" + strings.TrimPrefix(dashURL, "http") + "/live"
 	for range n {
-		conn, _, err := websocket.DefaultDialer.Dial(u, nil)
+		conn, _, err := websocket.DefaultDialer.Dial(u, http.Header{"Authorization": {"Bearer " + token}})
 		if err != nil {
 			continue
 		}

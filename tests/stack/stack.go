@@ -26,6 +26,7 @@ type Options struct {
 	Bin Binaries
 
 	AggregatorAddr string // "" or port 0 picks a free loopback port
+	DashboardAddr  string // the aggregator's private listener; "" or port 0 picks a free loopback port
 	PopAddr        string // "" or port 0 picks a free loopback port
 
 	// NoRedis and NoClickHouse run the aggregator on its embedded fallbacks
@@ -158,7 +159,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.AggregatorURL = "http://" + s.opts.AggregatorAddr
-	dashAddr, err := proc.FreeAddr()
+	dashAddr, err := pickAddr(o.DashboardAddr)
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ func TestRefusesNewerSchema(t *testing.T) {
 	}
 
 	data := t.TempDir()
-	err = run([]string{"--clickhouse", ch.HTTPURL, "--secret", "0123456789abcdef0123", "--data-dir", data, "--addr", "127.0.0.1:0", "--log-level", "error"})
+	err = run([]string{"--clickhouse", ch.HTTPURL, "--secret", "0123456789abcdef0123", "--data-dir", data, "--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--log-level", "error"})
 	if err == nil {
 		t.Fatal("started on a newer schema")
 	}

@@ -45,7 +45,8 @@ func main() {
 	var (
 		dir      = flag.String("dir", envOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
 		binDir   = flag.String("bin", envOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
-		aggAddr  = flag.String("aggregator-addr", envOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator and dashboard address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
+		aggAddr  = flag.String("aggregator-addr", envOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
+		dashAddr = flag.String("dashboard-addr", envOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", "127.0.0.1:8081"), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
 		popAddr  = flag.String("pop-addr", envOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
 		durable  = flag.String("durability", envOr("EDGEPIXEL_RUN_DURABILITY", "write"), "when the POP answers a hit, its line is written to the journal queue (write: survives the POP's death) or also fsynced (fsync: survives a machine crash) (env EDGEPIXEL_RUN_DURABILITY)")
 		since    = flag.Int64("since", 0, "unix time in seconds when `make run` began, to report the whole start-up time")
@@ -84,6 +85,7 @@ func main() {
 		Dir:            absDir,
 		Bin:            bin,
 		AggregatorAddr: *aggAddr,
+		DashboardAddr:  *dashAddr,
 		PopAddr:        *popAddr,
 		// The POP's default compile cache is shared with `fastly compute
 		// serve` running the same module (README), which then starts at once.
