@@ -612,3 +612,27 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 		}
 	}
 }
+
+// RecentPageviews returns site's pageviews stored in the last
+// PagesWindow, and whether the site is listed one by one.
+func (h *Hub) RecentPageviews(site string) (uint64, bool) {
+	now := h.opts.Now()
+	from := now.Add(-PagesWindow).Unix() / 60
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.counts[site]; !ok {
+		return 0, false
+	}
+	var n uint64
+	if sl := h.live[site]; sl != nil {
+		for m, paths := range sl.pages {
+			if m < from {
+				continue
+			}
+			for _, v := range paths {
+				n += v
+			}
+		}
+	}
+	return n, true
+}

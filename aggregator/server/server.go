@@ -104,8 +104,8 @@ type Config struct {
 	// SecureCookies marks session cookies Secure (the dashboard is served
 	// over HTTPS).
 	SecureCookies bool
-	// PublicCounters lists the sites whose visitors-now counter may be
-	// embedded anywhere: GET /counter/SITE.json and .svg on the dashboard
+	// PublicCounters lists the sites whose "views now" counter may be
+	// embedded anywhere: GET /counter/SITE.json and .svg on the public
 	// listener, without credentials (see counter.go).
 	PublicCounters []string
 
@@ -447,6 +447,7 @@ func (s *Server) routes() http.Handler {
 		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger, Limiter: s.auth}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /counter/{file}", s.counter)
 	return mux
 }
 

@@ -68,7 +68,7 @@ func run(args []string) error {
 	fs.StringVar(&o.dashboardViewersFile, "dashboard-viewers-file", "", "file of read-only viewer tokens, one per line: TOKEN SITE[,SITE...]")
 	fs.StringVar(&o.dashboardOrigins, "dashboard-origins", "", "comma-separated extra origins (e.g. https://stats.example) whose pages may open /live; the dashboard's own origin always may")
 	fs.BoolVar(&o.secureCookies, "secure-cookies", false, "mark session cookies Secure (set when the dashboard is served over HTTPS)")
-	fs.StringVar(&o.publicCounters, "public-counters", "", "comma-separated sites whose visitors-now counter (/counter/SITE.json, .svg) may be read without credentials on the dashboard listener")
+	fs.StringVar(&o.publicCounters, "public-counters", "", "comma-separated sites whose embeddable counter (pageviews in the last 5 minutes: /counter/SITE.json and .svg) anyone may read on the public listener; empty: none")
 	fs.StringVar(&o.dataDir, "data-dir", "./.edgepixel/aggregator", "directory for the spool (and the on-disk store without ClickHouse)")
 	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (prefer --secret-file)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret (surrounding whitespace is ignored)")
