@@ -57,6 +57,7 @@ type options struct {
 	dashboardAddr, dashboardTokenFile, dashboardViewersFile            string
 	dashboardOrigins, publicCounters                                   string
 	secureCookies                                                      bool
+	liveInterval                                                       time.Duration
 }
 
 func run(args []string) error {
@@ -67,6 +68,7 @@ func run(args []string) error {
 	fs.StringVar(&o.dashboardTokenFile, "dashboard-token-file", "", "file holding the dashboard's admin token (empty: DATA-DIR/dashboard-token, created at random on first start)")
 	fs.StringVar(&o.dashboardViewersFile, "dashboard-viewers-file", "", "file of read-only viewer tokens, one per line: TOKEN SITE[,SITE...]")
 	fs.StringVar(&o.dashboardOrigins, "dashboard-origins", "", "comma-separated extra origins (e.g. https://stats.example) whose pages may open /live; the dashboard's own origin always may")
+	fs.DurationVar(&o.liveInterval, "live-interval", 100*time.Millisecond, "shortest time between two live updates (/live deltas); longer means fewer messages to every dashboard")
 	fs.BoolVar(&o.secureCookies, "secure-cookies", false, "mark session cookies Secure (set when the dashboard is served over HTTPS)")
 	fs.StringVar(&o.publicCounters, "public-counters", "", "comma-separated sites whose embeddable counter (pageviews in the last 5 minutes: /counter/SITE.json and .svg) anyone may read on the public listener; empty: none")
 	fs.StringVar(&o.dataDir, "data-dir", "./.edgepixel/aggregator", "directory for the spool (and the on-disk store without ClickHouse)")
@@ -169,7 +171,7 @@ func run(args []string) error {
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
 		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites,
 		DashboardToken: dashToken, DashboardViewers: viewers, DashboardOrigins: splitList(o.dashboardOrigins),
-		SecureCookies: o.secureCookies, PublicCounters: splitList(o.publicCounters),
+		SecureCookies: o.secureCookies, PublicCounters: splitList(o.publicCounters), LiveInterval: o.liveInterval,
 	})
 	if err != nil {
 		return err

@@ -1,8 +1,9 @@
 // Command edgepixel-bench measures edgepixel against baselines in one run,
 // with one load generator, and prints each figure beside its baseline.
 // Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go),
-// durable (durable.go), workers (workers.go: the Cloudflare worker in
-// workerd beside the POP and bare net/http), enrich (enrich.go).
+// durable (durable.go), dashboard (dashboard.go), workers (workers.go: the
+// Cloudflare worker in workerd beside the POP and bare net/http), enrich
+// (enrich.go).
 //
 // Pixel serving: the local POP running the real edge module (delivering its
 // batches to an in-process sink, so the POP and not the aggregator is
@@ -45,11 +46,17 @@ func main() {
 		threads  = flag.Int("threads", 2, "wrk threads")
 		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
 		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
-		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers,enrich", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers,enrich,dashboard", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
 		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module")
+		dash     dashOptions
 	)
+	flag.DurationVar(&dash.duration, "dash-duration", 8*time.Second, "dashboard: ingest duration with and without dashboards")
+	flag.IntVar(&dash.senders, "dash-senders", 8, "dashboard: concurrent batch senders")
+	flag.IntVar(&dash.clients, "dash-clients", 1000, "dashboard: WebSocket clients following /live")
+	flag.IntVar(&dash.events, "dash-events", 2_000_000, "dashboard: generated events for the history figures (the issue's goal is about 10,000,000)")
+	flag.IntVar(&dash.queries, "dash-queries", 30, "dashboard: questions asked per history figure")
 	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
 	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
 	flag.IntVar(&agg.batch, "agg-batch", 500, "aggregator: events per batch (the edge's batch_max_events)")
@@ -67,7 +74,7 @@ func main() {
 		}
 		return
 	}
-	agg.binDir, hostile.binDir = *binDir, *binDir
+	agg.binDir, hostile.binDir, dash.binDir = *binDir, *binDir, *binDir
 	if *tinyWasm == "" {
 		*tinyWasm = stack.InDir(*binDir).Wasm
 	}
@@ -105,6 +112,12 @@ func main() {
 	if strings.Contains(*sections, "enrich") {
 		if err := runEnrich(*passes); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: enrich:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "dashboard") { // dashboard.go
+		if err := runDashboard(dash); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: dashboard:", err)
 			os.Exit(1)
 		}
 	}
