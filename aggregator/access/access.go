@@ -184,7 +184,7 @@ func (a *Access) session(v string) (Grant, bool) {
 	if !ok {
 		return Grant{}, false
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	got, err := b64.DecodeString(sig)
 	if err != nil {
 		return Grant{}, false
 	}
@@ -193,7 +193,7 @@ func (a *Access) session(v string) (Grant, bool) {
 	if subtle.ConstantTimeCompare(got, m.Sum(nil)) != 1 {
 		return Grant{}, false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(p)
+	b, err := b64.DecodeString(p)
 	if err != nil {
 		return Grant{}, false
 	}
@@ -360,3 +360,15 @@ func ParseViewers(text string) (map[string][]string, error) {
 	}
 	return out, nil
 }
+
+func jsonDecode(p string, v any) error {
+	b, err := b64.DecodeString(p)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// b64 decodes cookies strictly: one encoding per value, so a cookie that
+// was accepted is exactly the one the key made.
+var b64 = base64.RawURLEncoding.Strict()

@@ -1,0 +1,115 @@
+package access
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newAccess(t testing.TB, file string) *Access {
+	a, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32)),
+		Viewers: map[string][]string{"viewer-token-0123456789": {"shop"}}, SharesFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// A cookie from Login works until it expires; changing any byte of it
+// makes it worthless.
+func TestSessionCookie(t *testing.T) {
+	a := newAccess(t, "")
+	now := time.Now()
+	a.cfg.Now = func() time.Time { return now }
+	w := httptest.NewRecorder()
+	if _, ok := a.Login(w, "viewer-token-0123456789"); !ok {
+		t.Fatal("login refused")
+	}
+	c := w.Result().Cookies()[0]
+	if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+		t.Errorf("cookie %+v", c)
+	}
+	g, ok := a.session(c.Value)
+	if !ok || g.Admin || !g.CanRead("shop") || g.CanRead("demo") {
+		t.Fatalf("grant %+v %v", g, ok)
+	}
+	for i := range c.Value {
+		b := []byte(c.Value)
+		b[i] ^= 1
+		if _, ok := a.session(string(b)); ok {
+			t.Fatalf("cookie changed at byte %d still valid", i)
+		}
+	}
+	now = now.Add(31 * 24 * time.Hour)
+	if _, ok := a.session(c.Value); ok {
+		t.Error("expired cookie valid")
+	}
+}
+
+// Share links survive a restart (the file) and revoking one ends it.
+func TestSharesPersistAndRevoke(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "shares.json")
+	a := newAccess(t, file)
+	sh, err := a.CreateShare("shop", "team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newAccess(t, file)
+	w := httptest.NewRecorder()
+	if site, ok := b.Visit(w, sh.ID); !ok || site != "shop" {
+		t.Fatalf("share after restart: %q %v", site, ok)
+	}
+	cookie := w.Result().Cookies()[0].Value
+	if g, ok := b.session(cookie); !ok || g.Kind != "share" || !g.CanRead("shop") || g.CanRead("demo") {
+		t.Fatalf("share grant %+v", g)
+	}
+	if ok, err := b.Revoke(sh.ID); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if _, ok := b.session(cookie); ok {
+		t.Error("revoked share's session still valid")
+	}
+	if len(newAccess(t, file).Shares()) != 0 {
+		t.Error("revocation not saved")
+	}
+}
+
+func FuzzSession(f *testing.F) {
+	a := newAccess(f, "")
+	w := httptest.NewRecorder()
+	a.Login(w, "admin-token-0123456789")
+	f.Add(w.Result().Cookies()[0].Value)
+	f.Add("")
+	f.Add(".")
+	f.Add("eyJrIjoidCJ9.")
+	f.Fuzz(func(t *testing.T, v string) {
+		g, ok := a.session(v)
+		if ok && a.sign(mustParse(t, v)) != v {
+			t.Fatalf("unsigned cookie %q accepted: %+v", v, g)
+		}
+	})
+}
+
+// mustParse returns the session v claims, re-signed, so that a cookie the
+// checker accepted can be compared with the one the key makes.
+func mustParse(t *testing.T, v string) session {
+	p, _, _ := strings.Cut(v, ".")
+	var s session
+	if err := jsonDecode(p, &s); err != nil {
+		t.Fatalf("accepted cookie %q does not decode: %v", v, err)
+	}
+	return s
+}
+
+func TestParseViewers(t *testing.T) {
+	v, err := ParseViewers("# comment\n\nTOKEN-A shop,blog\nTOKEN-B demo\n")
+	if err != nil || len(v) != 2 || len(v["TOKEN-A"]) != 2 || v["TOKEN-B"][0] != "demo" {
+		t.Fatalf("%v %v", v, err)
+	}
+	if _, err := ParseViewers("only-a-token\n"); err == nil {
+		t.Error("a line without sites accepted")
+	}
+}
