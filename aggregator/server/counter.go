@@ -33,6 +33,11 @@ func (s *Server) counter(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
 	n, _ := s.hub.RecentPageviews(site)
 	etag := `"` + ext + strconv.FormatUint(n, 10) + `"`
 	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", counterMaxAge))

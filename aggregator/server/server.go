@@ -447,7 +447,7 @@ func (s *Server) routes() http.Handler {
 		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger, Limiter: s.auth}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("GET /counter/{file}", s.counter)
+	mux.HandleFunc("/counter/{file}", s.counter) // 404 for sites not opted in, whatever the method
 	return mux
 }
 
