@@ -32,7 +32,7 @@ func inReadmeNetns() bool { return os.Getenv(readmeNetnsEnv) != "" }
 // third a pixel hit with curl, then `make sql` until the hit is stored in
 // the aggregator `make run` started; and the README's example queries.
 //
-// The commands use the README's fixed ports (8080, 7676, 7677), so the
+// The commands use the README's fixed ports (8080, 8081, 7676, 7677), so the
 // test runs in a private network namespace where they are free whatever
 // else runs on this machine (another checkout's `make run`, say); where
 // the kernel allows none, it runs here if the ports are free and fails
@@ -51,7 +51,7 @@ func TestReadmeRoute(t *testing.T) {
 	if err != nil {
 		t.Logf("no private network namespace (%v): running here", err)
 		var taken []string
-		for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:7676", "127.0.0.1:7677"} {
+		for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:7676", "127.0.0.1:7677"} {
 			if l, err := net.Listen("tcp", addr); err != nil {
 				taken = append(taken, addr)
 			} else {
