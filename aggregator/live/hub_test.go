@@ -220,6 +220,13 @@ func TestSlowClientDropped(t *testing.T) {
 		t.Errorf("slow client ended with %v, want close 1008 %q", err, CloseSlow)
 	}
 	t.Logf("slow client dropped after %d deltas", published)
+	// Reconnecting (as the page does, after a backoff) starts again from a
+	// snapshot of the current counts.
+	again := dial(t, srv)
+	_, _, total, _ := h.Snapshot()
+	if m := read(t, again); m.Type != TypeSnapshot || m.Seq != 1 || m.Total != total || len(m.Sites) != 500 {
+		t.Errorf("after reconnecting: %s seq %d total %d (want %d), %d sites", m.Type, m.Seq, m.Total, total, len(m.Sites))
+	}
 }
 
 func TestPingKeepsAliveAndSilentClientDropped(t *testing.T) {
