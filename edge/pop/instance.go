@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/pop/interrupt"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
@@ -156,7 +157,33 @@ func (inst *instance) run() error {
 	if start == nil {
 		return errors.New("module exports no _start (it must be a WASI command)")
 	}
+	if !p.interruptible {
+		_, err = start.Call(inst.ctx)
+		return err
+	}
+	// The instrumented guest stops at its next loop iteration once its
+	// flag is set: when the instance's context ends (a breached limit,
+	// shutdown), as wazero's WithCloseOnContextDone would stop it.
+	flag, ok := mod.ExportedGlobal(interrupt.FlagExport).(api.MutableGlobal)
+	if !ok {
+		return errors.New("instrumented module lacks its interrupt flag")
+	}
+	stop := context.AfterFunc(inst.ctx, func() { flag.Set(1) })
+	defer stop()
 	_, err = start.Call(inst.ctx)
+	if err != nil && inst.ctx.Err() != nil {
+		// The trap of the flag check, or whatever the guest was doing
+		// when it was stopped: reported as wazero reports a module closed
+		// by its context.
+		code := sys.ExitCodeContextCanceled
+		if errors.Is(inst.ctx.Err(), context.DeadlineExceeded) {
+			code = sys.ExitCodeDeadlineExceeded
+		}
+		var ee *sys.ExitError
+		if !errors.As(err, &ee) {
+			err = sys.NewExitError(code)
+		}
+	}
 	return err
 }
 

@@ -33,6 +33,9 @@ type program struct {
 	rt       wazero.Runtime
 	cache    wazero.CompilationCache // nil without a cache directory
 	compiled wazero.CompiledModule
+	// interruptible: compiled is instrumented by package interrupt, and
+	// an instance is stopped by setting its flag (instance.run).
+	interruptible bool
 
 	// d hands client requests to this program's idle instances (pool.go).
 	d           dispatch
@@ -83,16 +86,22 @@ func readModule(path string) ([]byte, fileStamp, error) {
 
 // loadProgram compiles wasm in a new Runtime and links its hostcalls.
 func (s *Server) loadProgram(ctx context.Context, wasm []byte) (_ *program, err error) {
-	rtCfg, cache, err := runtimeConfig(s.cacheDir)
+	code, interruptible, ierr := prepareModule(wasm)
+	if ierr != nil {
+		s.log.Warn("module cannot be instrumented for cheap interruption; wazero checks for it at every loop instead, which is slower",
+			"wasm", s.wasmPath, "err", ierr)
+	}
+	rtCfg, cache, err := runtimeConfig(s.cacheDir, interruptible)
 	if err != nil {
 		return nil, err
 	}
 	p := &program{
-		id:          s.progID.Add(1),
-		sum:         sha256.Sum256(wasm),
-		cache:       cache,
-		retired:     make(chan struct{}),
-		startFailed: make(chan error, 1),
+		interruptible: interruptible,
+		id:            s.progID.Add(1),
+		sum:           sha256.Sum256(wasm),
+		cache:         cache,
+		retired:       make(chan struct{}),
+		startFailed:   make(chan error, 1),
 	}
 	// The runtime outlives ctx; release closes it.
 	p.rt = wazero.NewRuntimeWithConfig(context.Background(), rtCfg)
@@ -105,7 +114,7 @@ func (s *Server) loadProgram(ctx context.Context, wasm []byte) (_ *program, err 
 		return nil, err
 	}
 	began := time.Now()
-	if p.compiled, err = p.rt.CompileModule(ctx, wasm); err != nil {
+	if p.compiled, err = p.rt.CompileModule(ctx, code); err != nil {
 		return nil, fmt.Errorf("compiling %s: %w", s.wasmPath, err)
 	}
 	s.log.Debug("module compiled", "wasm", s.wasmPath, "program", p.id, "took", time.Since(began))

@@ -21,6 +21,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop/accesslog"
 	"github.com/edgepixel/edgepixel/edge/pop/geoip"
+	"github.com/edgepixel/edgepixel/edge/pop/interrupt"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/tetratelabs/wazero"
 )
@@ -315,12 +316,18 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	return s, prog, nil
 }
 
-// runtimeConfig is the one wazero configuration the POP uses. Compiled
-// code in the cache is only reused under the same configuration, so
-// Precompile shares it. The memory limit is not wazero's (see
+// runtimeConfig is the one wazero configuration the POP uses, for a
+// module instrumented by the interrupt package (interruptible) or not.
+// Compiled code in the cache is only reused under the same configuration,
+// so Precompile shares it. The memory limit is not wazero's (see
 // linearMemory in limits.go). The cache, if any, is the caller's to close.
-func runtimeConfig(cacheDir string) (wazero.RuntimeConfig, wazero.CompilationCache, error) {
-	rtCfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+//
+// An instrumented module stops at its next loop iteration when its flag
+// is set (instance.run sets it when the instance's context ends). Any
+// other module relies on wazero's WithCloseOnContextDone, which stops it
+// as promptly but leaves the compiled code for Go at every loop iteration.
+func runtimeConfig(cacheDir string, interruptible bool) (wazero.RuntimeConfig, wazero.CompilationCache, error) {
+	rtCfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(!interruptible)
 	if cacheDir == "" {
 		return rtCfg, nil, nil
 	}
@@ -329,6 +336,18 @@ func runtimeConfig(cacheDir string) (wazero.RuntimeConfig, wazero.CompilationCac
 		return nil, nil, fmt.Errorf("compilation cache: %w", err)
 	}
 	return rtCfg.WithCompilationCache(cache), cache, nil
+}
+
+// prepareModule is the module as the POP compiles it: instrumented so the
+// host can stop it cheaply (package interrupt), or, for a module using
+// instructions the instrumenter does not know, as it is (interruptible
+// false; err says why).
+func prepareModule(wasm []byte) (code []byte, interruptible bool, err error) {
+	code, err = interrupt.Module(wasm)
+	if err != nil {
+		return wasm, false, err
+	}
+	return code, true, nil
 }
 
 // Precompile compiles the module at wasmPath into the compilation cache in
@@ -342,14 +361,15 @@ func Precompile(ctx context.Context, wasmPath, cacheDir string) error {
 	if err != nil {
 		return err
 	}
-	rtCfg, cache, err := runtimeConfig(cacheDir)
+	code, interruptible, _ := prepareModule(wasm)
+	rtCfg, cache, err := runtimeConfig(cacheDir, interruptible)
 	if err != nil {
 		return err
 	}
 	defer cache.Close(context.Background())
 	rt := wazero.NewRuntimeWithConfig(ctx, rtCfg)
 	defer rt.Close(context.Background())
-	if _, err := rt.CompileModule(ctx, wasm); err != nil {
+	if _, err := rt.CompileModule(ctx, code); err != nil {
 		return fmt.Errorf("compiling %s: %w", wasmPath, err)
 	}
 	return nil
