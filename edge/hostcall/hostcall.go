@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -103,14 +104,15 @@ func (r Request) URI(buf []byte) ([]byte, error) {
 }
 
 // Header appends the first value of the named header to buf; false if the
-// request has no such header.
+// request has no such header. The buffer returned may have grown even
+// when nothing was appended: keep it for the next call.
 func (r Request) Header(name string, buf []byte) ([]byte, bool, error) {
 	np, nl := strPtr(name)
 	out, err := grow(buf, "header_value_get", func(p *byte, n uint32, nw *uint32) status {
 		return headerValueGet(r.req, np, nl, p, n, nw)
 	})
 	if errors.Is(err, errNone) {
-		return buf, false, nil
+		return out, false, nil
 	}
 	return out, err == nil, err
 }
@@ -207,10 +209,12 @@ var errNone = errors.New("none")
 // grow implements the ABI's buffer protocol: a call that does not fit
 // answers $buflen with the length it needs, and is repeated with that much
 // room. $none means "no such value".
+//
+// The buffer returned has the room it grew to (also with errNone), so a
+// caller that keeps it allocates only while its values keep getting
+// longer.
 func grow(buf []byte, call string, f func(p *byte, n uint32, nw *uint32) status) ([]byte, error) {
-	if cap(buf)-len(buf) < 256 {
-		buf = append(buf, make([]byte, 256)...)[:len(buf)]
-	}
+	buf = slices.Grow(buf, 256)
 	for range 2 {
 		free := buf[len(buf):cap(buf)]
 		var n uint32
@@ -220,7 +224,7 @@ func grow(buf []byte, call string, f func(p *byte, n uint32, nw *uint32) status)
 		case statusNone:
 			return buf, errNone
 		case statusBufLen:
-			buf = append(buf, make([]byte, int(n))...)[:len(buf)]
+			buf = slices.Grow(buf, int(n))
 		default:
 			return buf, st.err(call)
 		}

@@ -191,6 +191,7 @@ func (v *visitor) serve(r hostcall.Request, now time.Time) {
 	v.req = r
 	v.meta = pixel.Meta{}
 	method, err := r.Method(v.hdr[:0])
+	v.hdr = method // its room, for the next reading
 	if err != nil {
 		v.fail(err)
 		return
@@ -273,8 +274,9 @@ func (v *visitor) readMeta() *pixel.Meta {
 	if ip, err := v.req.ClientIP(); err == nil {
 		v.ip = ip.AppendTo(v.ip[:0])
 		m.ClientIP = bytesView(v.ip)
-		if rec, err := hostcall.Geo(ip, v.geo[:0]); err == nil {
-			v.geo = rec
+		rec, err := hostcall.Geo(ip, v.geo[:0])
+		v.geo = rec // kept even without a record: the room it grew to
+		if err == nil {
 			m.Country = hostcall.CountryCode(rec)
 		}
 	}
@@ -285,19 +287,19 @@ func (v *visitor) readMeta() *pixel.Meta {
 // (bytesView), "" if absent.
 func (v *visitor) headerView(name string, buf *[]byte) string {
 	b, ok, err := v.req.Header(name, (*buf)[:0])
+	*buf = b // kept even when absent: the room it grew to
 	if !ok || err != nil {
 		return ""
 	}
-	*buf = b
 	return bytesView(b)
 }
 
 func (v *visitor) header(name string) string {
 	b, ok, err := v.req.Header(name, v.hdr[:0])
+	v.hdr = b
 	if !ok || err != nil {
 		return ""
 	}
-	v.hdr = b
 	return string(b)
 }
 
