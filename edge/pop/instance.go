@@ -61,17 +61,28 @@ type instance struct {
 	acls         map[string]uint32 // made on first use (fastly_acl.go)
 
 	vcpu vcpuClock // get_vcpu_ms (fastly_compute_runtime.go)
-	// guest is the guest's CPU time, with Config.MeasureGuestTime;
-	// segStart its value when the current request was handed over
-	// (pool.go, waitRequest).
+	// guest is the guest's run time where it is not the thread's CPU
+	// time (threadCPUClock), with Config.MeasureGuestTime; segStart is
+	// guestUsed when the current request was handed over (pool.go,
+	// waitRequest).
 	guest    guestClock
 	segStart time.Duration
 	segOpen  bool
 }
 
-// guestClock accumulates the thread CPU time the guest runs outside
-// hostcalls and sleeps (Config.MeasureGuestTime). Only the instance's
-// goroutine touches it.
+// guestUsed is the instance's run time so far, read at a request's ends:
+// the thread's CPU time, or, where that is not read, the wall time the
+// guest ran outside hostcalls and sleeps.
+func (inst *instance) guestUsed() time.Duration {
+	if threadCPUClock {
+		return time.Duration(threadCPUNow())
+	}
+	return inst.guest.used
+}
+
+// guestClock accumulates the wall time the guest runs outside hostcalls
+// and sleeps, where thread CPU time is not read (threadCPUClock false;
+// Config.MeasureGuestTime). Only the instance's goroutine touches it.
 type guestClock struct {
 	used  time.Duration
 	since int64 // threadCPUNow when the guest last left the host; 0 while in it

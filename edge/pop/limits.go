@@ -225,7 +225,7 @@ func (inst *instance) breachKind() limitKind { return limitKind(inst.breached.Lo
 // enterHost and leaveHost bracket hostcalls and sleeps for the CPU budget.
 func (inst *instance) enterHost() {
 	inst.vcpu.pause() // get_vcpu_ms (fastly_compute_runtime.go)
-	if inst.s.measureGuest {
+	if inst.s.measureGuest && !threadCPUClock {
 		inst.guest.pause()
 	}
 	if inst.s.cpuBudget <= 0 {
@@ -238,7 +238,7 @@ func (inst *instance) enterHost() {
 
 func (inst *instance) leaveHost() {
 	inst.vcpu.resume()
-	if inst.s.measureGuest {
+	if inst.s.measureGuest && !threadCPUClock {
 		inst.guest.resume()
 	}
 	if inst.s.cpuBudget <= 0 {

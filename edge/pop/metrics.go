@@ -60,12 +60,18 @@ func (g *guestTimes) observe(d time.Duration) {
 }
 
 // GuestTimes returns, with Config.MeasureGuestTime, the CPU time the
-// guest used for each of the most recent client requests (up to 262144),
-// in no particular order: from the hostcall that handed it the request to
-// the one asking for the next, time in hostcalls and sleeps excluded.
-// Work a guest does after answering (a batch flush) counts to the request
-// it followed. It is the thread's CPU time on Linux (time the thread
-// waited for a CPU is not in it), elsewhere wall time. reset empties it.
+// instance used for each of the most recent client requests (up to
+// 262144), in no particular order: from the hostcall that handed it the
+// request to the one asking for the next. Work a guest does after
+// answering (a batch flush) counts to the request it followed.
+//
+// On Linux it is the CPU time of the instance's thread: the guest's code
+// and the hostcalls' work on its behalf, while time waiting (for a
+// backend, in a sleep, for a CPU) is not in it. The clock is read only at
+// the request's two ends, because a reading is a system call and reading
+// it around every hostcall cost about as much as a hit's guest code.
+// Elsewhere it is wall time, hostcalls and sleeps excluded. reset empties
+// it.
 func (s *Server) GuestTimes(reset bool) []time.Duration {
 	g := &s.guest
 	g.mu.Lock()

@@ -282,7 +282,7 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 	inst.dog.end()
 	if inst.segOpen {
 		inst.segOpen = false
-		inst.s.guest.observe(inst.guest.used - inst.segStart)
+		inst.s.guest.observe(inst.guestUsed() - inst.segStart)
 	}
 	if inst.starting {
 		inst.starting = false
@@ -292,7 +292,9 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 	}
 	if ds, ok := inst.waitWork(timeout); ok {
 		inst.dog.begin(ds, inst.s.wallBudget)
-		inst.segStart, inst.segOpen = inst.guest.used, inst.s.measureGuest
+		if inst.s.measureGuest {
+			inst.segStart, inst.segOpen = inst.guestUsed(), true
+		}
 		return ds, true
 	}
 	// What the guest runs from now on (the code after its serve loop)

@@ -52,10 +52,9 @@ type Config struct {
 	IdleTimeout    time.Duration // instances above Instances end after idling this long; 0 = 5s, < 0 = never
 
 	// MeasureGuestTime records, for each client request, the CPU time
-	// the guest used between taking it and asking for the next one,
-	// hostcalls and sleeps excluded (GuestTimes). It costs two clock
-	// readings per hostcall and ties each instance to an OS thread, so it
-	// is off unless a benchmark asks.
+	// its instance used between taking it and asking for the next one
+	// (GuestTimes). It costs two clock readings per request and ties each
+	// instance to an OS thread, so it is off unless a benchmark asks.
 	MeasureGuestTime bool
 
 	// Hot reload (reload.go): poll WasmPath and switch to a changed module.
