@@ -341,8 +341,13 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 		}
 	}
 
-	fmt.Printf("\nper hit and per instance: guest time per hit measured by the POP (hostcalls excluded; a flush\n")
-	fmt.Printf("counts to the hit it followed); native: pixel.Serve plus its flushes, timed in this process\n\n")
+	fmt.Printf("\nper hit and per instance: guest time per hit measured by the POP (the instance thread's CPU time\n")
+	fmt.Printf("from taking a request to asking for the next: guest code and its hostcalls, waits excluded; a\n")
+	fmt.Printf("flush counts to the hit it followed); native: pixel.Serve plus its flushes, timed in this process\n")
+	if floor, ok := threadClockFloor(); ok {
+		fmt.Printf("(two consecutive readings of the thread CPU clock differ by %.1f us, p50: part of every POP figure)\n", float64(floor)/1e3)
+	}
+	fmt.Println()
 	fmt.Printf("%-34s", "figure")
 	for _, m := range mods {
 		fmt.Printf(" %12s", m.name)
