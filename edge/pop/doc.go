@@ -28,7 +28,8 @@
 //	instance.go   one warm guest: instantiation, _start, its end
 //	pool.go       handing requests to idle instances, growing and shrinking
 //	reload.go     module versions (programs) and hot reload
-//	limits.go     every Fastly limit and how it is enforced
+//	limits.go     every Fastly limit and how it is enforced (package
+//	              interrupt: the loop flag that stops a breaching guest)
 //	metrics.go    counters and histograms, /metrics
 //	health.go     components that stop fail the server; Ready, Degraded
 //	clients.go    what clients can make the POP hold: connections, deadlines
