@@ -1,8 +1,17 @@
 // Package interrupt instruments a WebAssembly module so that its host can
-// stop it cheaply: every loop of every function begins by reading a
-// mutable i32 global the module exports under FlagExport, and traps
-// (unreachable) when it is not zero. The host sets the flag from any
-// goroutine and the guest stops at its next loop iteration.
+// stop it cheaply: every loop of every function begins by counting down
+// a fuel global, and each time it runs out (every RefillEvery loop
+// iterations) the guest leaves its compiled code for a moment (memory.grow
+// by 0 pages, which wazero serves in Go) and reads a mutable i32 global
+// the module exports under FlagExport, trapping (unreachable) when it is
+// not zero. The host sets the flag from any goroutine and the guest stops
+// within RefillEvery loop iterations.
+//
+// The regular visit to Go is needed as much as the flag: compiled code
+// cannot be preempted by the Go scheduler, so a guest spinning without
+// ever leaving it would hold up every stop-the-world phase of the host's
+// garbage collector, and with it the whole process, including the timer
+// that would set its flag.
 //
 // This is what wasmtime calls epoch interruption. wazero's own way to stop
 // a running guest (RuntimeConfig.WithCloseOnContextDone) leaves the
@@ -14,7 +23,7 @@
 // The instrumented module differs only in the code section, the global and
 // export sections (one more of each) and in having no DWARF sections
 // (their code offsets would no longer hold); function and global indices
-// are unchanged. Only the instructions of WebAssembly 2.0 without SIMD
+// are unchanged. The module must have a memory. Only the instructions of WebAssembly 2.0 without SIMD
 // (including bulk memory, reference types, sign extension, saturating
 // conversions, multi-value and tail calls) are understood: Module reports
 // ErrUnsupported for anything else, and the host should then stop the
@@ -32,6 +41,10 @@ import (
 
 // FlagExport is the export name of the flag global Module adds.
 const FlagExport = "edgepixel_pop.interrupt"
+
+// RefillEvery is how many loop iterations pass between two visits to the
+// host and readings of the flag.
+const RefillEvery = 10000
 
 // ErrUnsupported is reported for a module using instructions or sections
 // Module does not understand.
@@ -88,7 +101,10 @@ func Module(wasm []byte) ([]byte, error) {
 			}
 		}
 	}
-	flag := globals
+	flag, fuel := globals, globals+1
+	if !hasMemory(secs) {
+		return nil, fmt.Errorf("%w (the module has no memory)", ErrUnsupported)
+	}
 
 	out := append([]byte(nil), wasm[:8]...)
 	var haveGlobal, haveExport bool
@@ -101,7 +117,7 @@ func Module(wasm []byte) ([]byte, error) {
 	addMissing := func(before byte) {
 		if !haveGlobal && (before == 0 || order[before] > order[secGlobal]) {
 			haveGlobal = true
-			emit(secGlobal, appendVec(nil, 0, newGlobal))
+			emit(secGlobal, appendVec(nil, 0, newGlobals))
 		}
 		if !haveExport && (before == 0 || order[before] > order[secExport]) {
 			haveExport = true
@@ -122,7 +138,7 @@ func Module(wasm []byte) ([]byte, error) {
 			emit(s.id, s.body)
 		case secGlobal:
 			haveGlobal = true
-			b, err := appendItem(s.body, newGlobal)
+			b, err := appendItem(s.body, newGlobals)
 			if err != nil {
 				return nil, err
 			}
@@ -135,7 +151,7 @@ func Module(wasm []byte) ([]byte, error) {
 			}
 			emit(s.id, b)
 		case secCode:
-			b, err := instrumentCode(s.body, flag)
+			b, err := instrumentCode(s.body, flag, fuel)
 			if err != nil {
 				return nil, err
 			}
@@ -148,8 +164,9 @@ func Module(wasm []byte) ([]byte, error) {
 	return out, nil
 }
 
-// newGlobal is the flag: (global (mut i32) (i32.const 0)).
-var newGlobal = []byte{0x7F, 0x01, 0x41, 0x00, 0x0B}
+// newGlobals are the flag, (global (mut i32) (i32.const 0)), and the
+// fuel, (global (mut i32) (i32.const 0)): two items of the global vector.
+var newGlobals = []byte{0x7F, 0x01, 0x41, 0x00, 0x0B, 0x7F, 0x01, 0x41, 0x00, 0x0B}
 
 func newExport(idx uint32) []byte {
 	b := binary.AppendUvarint(nil, uint64(len(FlagExport)))
@@ -159,9 +176,13 @@ func newExport(idx uint32) []byte {
 }
 
 // appendVec encodes a vector of n existing items (rest, already encoded)
-// followed by item.
+// followed by item (the two globals count as two items).
 func appendVec(rest []byte, n uint32, item []byte) []byte {
-	b := binary.AppendUvarint(nil, uint64(n+1))
+	added := uint64(1)
+	if bytes.Equal(item, newGlobals) {
+		added = 2
+	}
+	b := binary.AppendUvarint(nil, uint64(n)+added)
 	b = append(b, rest...)
 	return append(b, item...)
 }
@@ -208,12 +229,65 @@ func importedGlobals(body []byte) (uint32, error) {
 	return globals, nil
 }
 
+// hasMemory reports whether the module defines or imports a memory.
+func hasMemory(secs []section) bool {
+	for _, s := range secs {
+		switch s.id {
+		case 5:
+			r := reader{b: s.body}
+			if r.u32() > 0 {
+				return true
+			}
+		case secImport:
+			r := reader{b: s.body}
+			for n := r.u32(); n > 0 && r.err == nil; n-- {
+				r.name()
+				r.name()
+				switch r.byte() {
+				case 0x00:
+					r.u32()
+				case 0x01:
+					r.byte()
+					r.limits()
+				case 0x02:
+					return true
+				case 0x03:
+					r.byte()
+					r.byte()
+				case 0x04:
+					r.byte()
+					r.u32()
+				}
+			}
+		}
+	}
+	return false
+}
+
 // instrumentCode rewrites the code section: each body gets the check after
-// every loop instruction.
-func instrumentCode(body []byte, flag uint32) ([]byte, error) {
-	check := []byte{0x23} // global.get flag
-	check = binary.AppendUvarint(check, uint64(flag))
-	check = append(check, 0x04, 0x40, 0x00, 0x0B) // if (empty) unreachable end
+// every loop instruction:
+//
+//	global.get fuel  i32.eqz
+//	if
+//	  i32.const RefillEvery  global.set fuel
+//	  i32.const 0  memory.grow  drop      ;; a visit to the host
+//	  global.get flag  if unreachable end
+//	else
+//	  global.get fuel  i32.const 1  i32.sub  global.set fuel
+//	end
+func instrumentCode(body []byte, flag, fuel uint32) ([]byte, error) {
+	g := func(b []byte, op byte, idx uint32) []byte { return binary.AppendUvarint(append(b, op), uint64(idx)) }
+	check := g(nil, 0x23, fuel)
+	check = append(check, 0x45, 0x04, 0x40, 0x41)
+	check = appendSLEB(check, RefillEvery)
+	check = g(check, 0x24, fuel)
+	check = append(check, 0x41, 0x00, 0x40, 0x00, 0x1A)
+	check = g(check, 0x23, flag)
+	check = append(check, 0x04, 0x40, 0x00, 0x0B, 0x05)
+	check = g(check, 0x23, fuel)
+	check = append(check, 0x41, 0x01, 0x6B)
+	check = g(check, 0x24, fuel)
+	check = append(check, 0x0B)
 
 	r := reader{b: body}
 	n := r.u32()
@@ -320,6 +394,18 @@ func instrumentBody(out, code, check []byte) ([]byte, error) {
 		return nil, fmt.Errorf("interrupt: %w", r.err)
 	}
 	return append(out, code[copied:]...), nil
+}
+
+// appendSLEB appends v in the signed LEB128 encoding of i32.const.
+func appendSLEB(b []byte, v int32) []byte {
+	for {
+		c := byte(v & 0x7F)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
 }
 
 // reader decodes the binary format's primitives; the first error sticks.

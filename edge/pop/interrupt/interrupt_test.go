@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -164,6 +165,15 @@ func TestFlagStopsALoop(t *testing.T) {
 		t.Fatalf("spin returned before the flag was set: %v", err)
 	case <-time.After(20 * time.Millisecond):
 	}
+	// The spinning guest visits Go often enough for a stop-the-world
+	// collection to complete (compiled code cannot be preempted).
+	gc := make(chan struct{})
+	go func() { runtime.GC(); close(gc) }()
+	select {
+	case <-gc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a garbage collection did not complete while a guest spun")
+	}
 	flag.Set(1)
 	select {
 	case err := <-done:
@@ -173,15 +183,15 @@ func TestFlagStopsALoop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("spin still runs 10s after its flag was set")
 	}
-	// A set flag stops the next loop at once, however it is entered.
-	if _, err := mod.ExportedFunction("nested").Call(context.Background(), 3); err == nil {
-		t.Fatal("nested ran with its flag set")
+	// A set flag stops any loop within RefillEvery iterations.
+	if _, err := mod.ExportedFunction("nested").Call(context.Background(), 1000); err == nil {
+		t.Fatal("nested ran a million iterations with its flag set")
 	}
 }
 
 func TestAddsMissingSections(t *testing.T) {
 	// No global and no export section: both are added, in order.
-	m := module([]byte{1}, vec([]byte{0x60, 0, 0}), []byte{3}, vec([]byte{0}),
+	m := module([]byte{1}, vec([]byte{0x60, 0, 0}), []byte{3}, vec([]byte{0}), []byte{5}, vec([]byte{0x00, 0x01}),
 		[]byte{10}, vec(body(vec(), 0x03, 0x40, 0x0B, 0x0B)))
 	inst, err := Module(m)
 	if err != nil {
@@ -203,10 +213,15 @@ func TestUnsupported(t *testing.T) {
 	// A SIMD instruction (v128.const) in a body.
 	code := append([]byte{0xFD, 0x0C}, make([]byte, 16)...)
 	code = append(code, 0x1A, 0x0B)
-	m := module([]byte{1}, vec([]byte{0x60, 0, 0}), []byte{3}, vec([]byte{0}),
+	m := module([]byte{1}, vec([]byte{0x60, 0, 0}), []byte{3}, vec([]byte{0}), []byte{5}, vec([]byte{0x00, 0x01}),
 		[]byte{10}, vec(body(vec(), code...)))
 	if _, err := Module(m); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("got %v, want ErrUnsupported", err)
+	}
+	noMemory := module([]byte{1}, vec([]byte{0x60, 0, 0}), []byte{3}, vec([]byte{0}),
+		[]byte{10}, vec(body(vec(), 0x03, 0x40, 0x0B, 0x0B)))
+	if _, err := Module(noMemory); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("a module without memory: %v, want ErrUnsupported", err)
 	}
 	if _, err := Module([]byte("\x00asm\x01\x00\x00\x00\x0A\x05")); err == nil {
 		t.Fatal("a truncated module was accepted")
