@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,11 +66,12 @@ func (e *trackerEndpoint) got() []map[string]any {
 // refuses, each event once with a valid client event id.
 func TestTrackerScript(t *testing.T) {
 	primary, fallback := newTrackerEndpoint(t, http.StatusNoContent), newTrackerEndpoint(t, http.StatusNoContent)
-	var preamble string // runs before s.js loads
+	var preamble atomic.Value // string: runs before s.js loads
+	preamble.Store("")
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, `<!doctype html><meta charset="utf-8"><title>t</title><script>%s</script>
-<script src="%s/s.js" data-site="shop.example" data-fallback="%s"></script>`, preamble, primary.URL, fallback.URL)
+<script src="%s/s.js" data-site="shop.example" data-fallback="%s"></script>`, preamble.Load(), primary.URL, fallback.URL)
 	}))
 	defer page.Close()
 	ctx := browser(t, 2*time.Minute)
@@ -133,7 +135,7 @@ func TestTrackerScript(t *testing.T) {
 	// The browser refuses the beacon (as when its beacon quota is spent)
 	// and the first endpoint fails: the fallback gets the event, with the
 	// same id the first one saw.
-	preamble = `navigator.sendBeacon = function () { return false; };`
+	preamble.Store(`navigator.sendBeacon = function () { return false; };`)
 	primary.mu.Lock()
 	primary.status = http.StatusServiceUnavailable
 	primary.mu.Unlock()

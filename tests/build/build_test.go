@@ -88,24 +88,40 @@ func TestWithEnv(t *testing.T) {
 }
 
 // TestTinyGoFromPath: a tinygo on PATH (an official release) is used as it
-// is, with the caller's environment, and nothing is built.
+// is, with the caller's environment, and nothing is built; only when its
+// root lacks a stdExtras package does it get an overlay root (links).
 func TestTinyGoFromPath(t *testing.T) {
-	bin := t.TempDir()
-	script := "#!/bin/sh\necho 'tinygo version 9.9.9 linux/amd64 (fake)'\n"
-	if err := os.WriteFile(filepath.Join(bin, "tinygo"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	root := t.TempDir()
-	c, err := TinyGo.Compiler(context.Background(), root, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Bin != filepath.Join(bin, "tinygo") || c.Version != "tinygo version 9.9.9 linux/amd64 (fake)" {
-		t.Errorf("compiler %+v", c)
-	}
-	if _, err := os.Stat(filepath.Join(root, ".edgepixel")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("something was built although tinygo is on PATH: %v", err)
+	for _, complete := range []bool{true, false} {
+		bin, troot := t.TempDir(), t.TempDir()
+		os.MkdirAll(filepath.Join(troot, "src", "net", "http"), 0o755)
+		if complete {
+			os.MkdirAll(filepath.Join(troot, "src", "net", "http", "cookiejar"), 0o755)
+		}
+		script := "#!/bin/sh\nif [ \"$1\" = env ]; then echo " + troot + "; exit; fi\necho 'tinygo version 9.9.9 linux/amd64 (fake)'\n"
+		if err := os.WriteFile(filepath.Join(bin, "tinygo"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		root := t.TempDir()
+		c, err := TinyGo.Compiler(context.Background(), root, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Bin != filepath.Join(bin, "tinygo") || c.Version != "tinygo version 9.9.9 linux/amd64 (fake)" {
+			t.Errorf("compiler %+v", c)
+		}
+		made, err := filepath.Glob(filepath.Join(root, ".edgepixel", "tinygo", "*"))
+		switch {
+		case complete && (len(made) > 0 || len(c.Vars) > 0):
+			t.Errorf("something was made although the release has every package: %v, vars %v", made, c.Vars)
+		case !complete && (len(made) != 1 || !strings.Contains(made[0], "root-overlay-") || len(c.Vars) != 1 || c.Vars[0] != "TINYGOROOT="+made[0]):
+			t.Errorf("a release without cookiejar: made %v, vars %v; want one overlay root and TINYGOROOT on it", made, c.Vars)
+		}
+		if !complete {
+			if m, _ := filepath.Glob(filepath.Join(root, ".edgepixel", "tinygo", "*", "src", "net", "http", "cookiejar", "jar.go")); len(m) != 1 {
+				t.Error("the overlay has no cookiejar")
+			}
+		}
 	}
 }
 
