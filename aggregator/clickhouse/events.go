@@ -98,8 +98,10 @@ type lcCol struct {
 	get func(*event.Event) *string
 }
 
-func (c lcCol) Type() proto.ColumnType { return proto.ColumnTypeLowCardinality.Sub(proto.ColumnTypeString) }
-func (c lcCol) Rows() int              { return len(c.evs) }
+func (c lcCol) Type() proto.ColumnType {
+	return proto.ColumnTypeLowCardinality.Sub(proto.ColumnTypeString)
+}
+func (c lcCol) Rows() int { return len(c.evs) }
 
 // EncodeState writes the key serialization version
 // (SharedDictionariesWithAdditionalKeys).
