@@ -77,7 +77,7 @@ func workerVars(s *stack.Stack) map[string]string {
 }
 
 // cfJSON is what the tests' workerd serves as request.cf.
-const cfJSON = `{"country":"DE","region":"Hesse","city":"Frankfurt am Main","asn":3320,"colo":"TST","botManagement":{"score":42}}`
+const cfJSON = `{"country":"DE","region":"Hesse","regionCode":"HE","city":"Frankfurt am Main","asn":3320,"colo":"TST","botManagement":{"score":42}}`
 
 // workerHeaders are what Cloudflare adds to every request a worker sees.
 var workerHeaders = map[string]string{"CF-Connecting-IP": "127.0.0.1", stack.CFHeader: cfJSON}

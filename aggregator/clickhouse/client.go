@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/ch-go"
 	"github.com/ClickHouse/ch-go/proto"
 )
 
@@ -139,6 +140,24 @@ func (c *Client) Exec(ctx context.Context, sql string) error {
 		return c.nat.exec(ctx, sql)
 	}
 	_, err := c.do(ctx, nil, strings.NewReader(sql))
+	return err
+}
+
+// execSettings runs a statement with query-scoped settings (name to
+// value).
+func (c *Client) execSettings(ctx context.Context, sql string, settings map[string]string) error {
+	if c.nat != nil {
+		q := ch.Query{Body: sql}
+		for k, v := range settings {
+			q.Settings = append(q.Settings, ch.Setting{Key: k, Value: v, Important: true})
+		}
+		return c.nat.do(ctx, q)
+	}
+	params := url.Values{}
+	for k, v := range settings {
+		params.Set(k, v)
+	}
+	_, err := c.do(ctx, params, strings.NewReader(sql))
 	return err
 }
 

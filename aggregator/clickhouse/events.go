@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,6 +86,109 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
+// lcCol is a LowCardinality(String) column encoded straight from one
+// field of events, as ch-go's ColLowCardinality encodes one (the Native
+// format of ClickHouse's SerializationLowCardinality, which 18.16 reads):
+// the key serialization version as the column's state, then the
+// dictionary of distinct values in the order they first appear and one
+// key per row, of the narrowest unsigned width that indexes the
+// dictionary.
+type lcCol struct {
+	evs []event.Event
+	get func(*event.Event) *string
+}
+
+func (c lcCol) Type() proto.ColumnType {
+	return proto.ColumnTypeLowCardinality.Sub(proto.ColumnTypeString)
+}
+func (c lcCol) Rows() int { return len(c.evs) }
+
+// EncodeState writes the key serialization version
+// (SharedDictionariesWithAdditionalKeys).
+func (c lcCol) EncodeState(b *proto.Buffer) { b.PutInt64(1) }
+
+// Flags of the column's index: it carries its own dictionary ("additional
+// keys") that replaces any before it.
+const (
+	lcHasAdditionalKeys = 1 << 9
+	lcNeedUpdateDict    = 1 << 10
+)
+
+func (c lcCol) EncodeColumn(b *proto.Buffer) {
+	if len(c.evs) == 0 {
+		return
+	}
+	dict := make(map[string]uint32, 16)
+	keys := make([]uint32, len(c.evs))
+	var order []string
+	for i := range c.evs {
+		v := *c.get(&c.evs[i])
+		k, ok := dict[v]
+		if !ok {
+			k = uint32(len(order))
+			dict[v] = k
+			order = append(order, v)
+		}
+		keys[i] = k
+	}
+	width, keyType := 1, int64(0) // UInt8, UInt16, UInt32
+	switch n := len(order); {
+	case n > 1<<16:
+		width, keyType = 4, 2
+	case n > 1<<8:
+		width, keyType = 2, 1
+	}
+	b.PutInt64(lcHasAdditionalKeys | lcNeedUpdateDict | keyType)
+	b.PutInt64(int64(len(order)))
+	for _, v := range order {
+		b.Buf = binary.AppendUvarint(b.Buf, uint64(len(v)))
+		b.Buf = append(b.Buf, v...)
+	}
+	b.PutInt64(int64(len(keys)))
+	b.Buf = slices.Grow(b.Buf, width*len(keys))
+	for _, k := range keys {
+		switch width {
+		case 1:
+			b.Buf = append(b.Buf, byte(k))
+		case 2:
+			b.Buf = binary.LittleEndian.AppendUint16(b.Buf, uint16(k))
+		default:
+			b.Buf = binary.LittleEndian.AppendUint32(b.Buf, k)
+		}
+	}
+}
+func (c lcCol) WriteColumn(w *proto.Writer) { w.ChainBuffer(c.EncodeColumn) }
+
+// uintCol is a UInt8/16/32/64 column encoded straight from one field of
+// events: each value little-endian in bits/8 bytes.
+type uintCol struct {
+	evs  []event.Event
+	get  func(*event.Event) uint64
+	bits int
+}
+
+func (c uintCol) Type() proto.ColumnType {
+	return proto.ColumnType("UInt" + strconv.Itoa(c.bits))
+}
+func (c uintCol) Rows() int { return len(c.evs) }
+func (c uintCol) EncodeColumn(b *proto.Buffer) {
+	b.Buf = slices.Grow(b.Buf, c.bits/8*len(c.evs))
+	for i := range c.evs {
+		v := c.get(&c.evs[i])
+		switch c.bits {
+		case 8:
+			b.Buf = append(b.Buf, byte(v))
+		case 16:
+			b.Buf = binary.LittleEndian.AppendUint16(b.Buf, uint16(v))
+		case 32:
+			b.Buf = binary.LittleEndian.AppendUint32(b.Buf, uint32(v))
+		default:
+			b.Buf = binary.LittleEndian.AppendUint64(b.Buf, v)
+		}
+	}
+}
+func (c uintCol) WriteColumn(w *proto.Writer) { w.ChainBuffer(c.EncodeColumn) }
+
 // tsCol is the DateTime column ts (UInt32 seconds, little-endian, as
 // proto.ColDateTime encodes it) and, with ms set, the UInt64 column ts_ms,
 // both from Event.Time.
@@ -134,7 +238,13 @@ func eventsInput(evs []event.Event) proto.Input {
 			input = append(input, proto.InputColumn{Name: "ts", Data: tsCol{evs: evs}},
 				proto.InputColumn{Name: f.JSON, Data: tsCol{evs: evs, ms: true}})
 		case event.KindString:
+			if f.CHType == string(lcCol{}.Type()) {
+				input = append(input, proto.InputColumn{Name: f.JSON, Data: lcCol{evs: evs, get: f.Str}})
+				break
+			}
 			input = append(input, proto.InputColumn{Name: f.JSON, Data: strCol{evs: evs, get: f.Str}})
+		case event.KindUint:
+			input = append(input, proto.InputColumn{Name: f.JSON, Data: uintCol{evs: evs, get: f.Uint, bits: f.Bits}})
 		default:
 			panic("clickhouse: no column type for kind of event field " + f.Name)
 		}

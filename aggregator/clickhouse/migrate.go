@@ -40,6 +40,7 @@ var Migrations = []Migration{
 	{Version: 2, Name: "events.method"},
 	{Version: 3, Name: "edge_counters", SQL: schemaV3},
 	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4()},
+	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,
@@ -272,7 +273,10 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 		if f.CHDefault != "" {
 			def = " DEFAULT " + f.CHDefault
 		}
-		err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", c.db, table, f.JSON, f.CHType, def))
+		// LowCardinality columns need this setting on 18.16; later
+		// versions accept and ignore it.
+		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", c.db, table, f.JSON, f.CHType, def),
+			map[string]string{"allow_experimental_low_cardinality_type": "1"})
 		if err == nil {
 			continue
 		}

@@ -38,7 +38,9 @@ func (e *LineError) Unwrap() error { return e.Err }
 // are written by hand in a CDN's configuration, where every value tends to
 // be a string. ts_ms may be a number or a numeric string; instead of ts_ms
 // a line may carry ts, an RFC 3339 time or unix seconds. props may be a
-// JSON object or a string holding one.
+// JSON object or a string holding one. The numeric fields (bot_score,
+// asn, visitor_id, ...) are JSON numbers within their column's range;
+// anything else makes the line a bad row.
 //
 // The other fields are read into the embedded Event by its JSON tags, so a
 // field added to event.Fields is read with no change here; the fields

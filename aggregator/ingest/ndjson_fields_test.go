@@ -12,9 +12,12 @@ import (
 // parses with the field empty.
 func TestParseLineReadsEveryField(t *testing.T) {
 	line := map[string]any{"ts_ms": 1750000000123, "event_id": "0197746b-5d3b-7000-8000-000000000001"}
-	for _, f := range event.Fields {
+	for i, f := range event.Fields {
 		if f.Str != nil {
 			line[f.JSON] = "v-" + f.JSON
+		}
+		if f.Uint != nil {
+			line[f.JSON] = f.MaxUint() - uint64(i)
 		}
 	}
 	line["props"] = `{"p":1}`
@@ -26,7 +29,10 @@ func TestParseLineReadsEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range event.Fields {
+	for i, f := range event.Fields {
+		if f.Uint != nil && f.Uint(&e) != f.MaxUint()-uint64(i) {
+			t.Errorf("%s: %d", f.JSON, f.Uint(&e))
+		}
 		if f.Str == nil || f.JSON == "props" {
 			continue
 		}
@@ -44,5 +50,11 @@ func TestParseLineReadsEveryField(t *testing.T) {
 	}
 	if e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo","method":"POST"}`)); err != nil || e.Method != "POST" {
 		t.Fatalf("method: %+v %v", e, err)
+	}
+	// A number out of its column's range, or not a number, is a bad row.
+	for _, bad := range []string{`"bot_score":256`, `"asn":-1`, `"screen_width":"1024"`, `"visitor_id":1.5`} {
+		if _, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo",` + bad + `}`)); err == nil {
+			t.Errorf("%s parsed", bad)
+		}
 	}
 }

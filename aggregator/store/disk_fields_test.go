@@ -22,9 +22,12 @@ func TestDiskWritesEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := ev(t, "a", time.Now().UnixMilli())
-	for _, f := range event.Fields {
+	for i, f := range event.Fields {
 		if f.Str != nil {
 			*f.Str(&e) = "v-" + f.JSON
+		}
+		if f.Uint != nil {
+			f.SetUint(&e, uint64(i+1))
 		}
 	}
 	if err := d.InsertEvents(context.Background(), []event.Event{e}); err != nil {
@@ -45,6 +48,9 @@ func TestDiskWritesEveryField(t *testing.T) {
 	for _, f := range event.Fields {
 		want = append(want, f.JSON)
 		if f.Str != nil && row[f.JSON] != "v-"+f.JSON {
+			t.Errorf("%s: %v", f.JSON, row[f.JSON])
+		}
+		if f.Uint != nil && row[f.JSON] != float64(f.Uint(&e)) {
 			t.Errorf("%s: %v", f.JSON, row[f.JSON])
 		}
 	}

@@ -66,6 +66,27 @@ type LocalServer struct {
 	ACLs            map[string]*ACL
 	DeviceDetection map[string]map[string]any
 	ShieldingSites  map[string]ShieldingSite
+
+	// rawSecretStores and dir are the secret stores as written, kept so
+	// ReadSecretStores can read their files and variables again.
+	rawSecretStores map[string]any
+	dir             string
+}
+
+// ReadSecretStores reads the secret stores' values again from where the
+// manifest says they are (files, environment variables, inline data), as
+// Load read them into SecretStores: a rotated secret file (edgepixel-salt
+// --dir) is seen without restarting. Errors are Load's.
+func (ls *LocalServer) ReadSecretStores() (map[string]map[string][]byte, error) {
+	out := map[string]map[string][]byte{}
+	for _, name := range sortedKeys(ls.rawSecretStores) {
+		st, err := resolveSecretStore(name, ls.rawSecretStores[name], ls.dir)
+		if err != nil {
+			return nil, within("local_server.secret_stores."+name, err)
+		}
+		out[name] = st
+	}
+	return out, nil
 }
 
 // KVEntry is one initial item of a KV store.
@@ -201,6 +222,7 @@ func (ls *LocalServer) resolve(raw *rawLocalServer, dir string) error {
 			t.dst[name] = kv
 		}
 	}
+	ls.rawSecretStores, ls.dir = raw.SecretStores, dir
 	for _, name := range sortedKeys(raw.SecretStores) {
 		st, err := resolveSecretStore(name, raw.SecretStores[name], dir)
 		if err != nil {

@@ -32,3 +32,59 @@ func CountryCode(record []byte) string {
 	}
 	return string(code)
 }
+
+// GeoString returns a string field of a Fastly geolocation record
+// ("region", "city", ...) as a slice of record, or nil when it is absent,
+// not a string, or holds escapes (which a plain slice cannot unescape; the
+// caller may fall back to a JSON decoder for those).
+func GeoString(record []byte, key string) []byte {
+	v := geoValue(record, key)
+	if len(v) < 2 || v[0] != '"' {
+		return nil
+	}
+	end := bytes.IndexByte(v[1:], '"')
+	if end < 0 || bytes.IndexByte(v[1:1+end], '\\') >= 0 {
+		return nil
+	}
+	return v[1 : 1+end]
+}
+
+// GeoNumber returns a non-negative integer field of a Fastly geolocation
+// record ("as_number", ...), 0 when absent or not such a number.
+func GeoNumber(record []byte, key string) uint32 {
+	v := geoValue(record, key)
+	var n uint64
+	i := 0
+	for ; i < len(v) && v[i] >= '0' && v[i] <= '9'; i++ {
+		n = n*10 + uint64(v[i]-'0')
+		if n > 1<<32-1 {
+			return 0
+		}
+	}
+	if i == 0 || i < len(v) && v[i] != ',' && v[i] != '}' && v[i] != ' ' && v[i] != '\n' && v[i] != '\r' && v[i] != '\t' {
+		return 0
+	}
+	return uint32(n)
+}
+
+// geoValue returns what follows `"key":` (blanks skipped), or nil.
+func geoValue(record []byte, key string) []byte {
+	for off := 0; off < len(record); {
+		i := bytes.Index(record[off:], []byte(key))
+		if i < 0 {
+			return nil
+		}
+		i += off
+		off = i + len(key)
+		// The key must be a whole quoted member name.
+		if i == 0 || record[i-1] != '"' || off >= len(record) || record[off] != '"' {
+			continue
+		}
+		rest := bytes.TrimLeft(record[off+1:], " \t\r\n")
+		if len(rest) == 0 || rest[0] != ':' {
+			continue
+		}
+		return bytes.TrimLeft(rest[1:], " \t\r\n")
+	}
+	return nil
+}

@@ -85,7 +85,7 @@ func latest(cs []wire.Counters, site string) wire.SiteCounts {
 func events(n int) []event.Event {
 	out := make([]event.Event, n)
 	for i := range out {
-		out[i], _ = FromQuery("site=demo", meta())
+		out[i], _ = FromQuery("site=demo", meta(), nil)
 	}
 	return out
 }

@@ -47,6 +47,11 @@ const (
 	DropBufferFull       = "buffer_full"
 	DropReadError        = "read_error"
 	DropInternal         = "internal_error" // the platform failed the edge (no random bytes for an id)
+	DropUnknownSite      = "unknown_site"   // a site not in the configured list (ConfigSites)
+	DropRateLimited      = "rate_limited"   // over the per-client or per-site rate limit (Config.RateLimited)
+	DropUnsigned         = "unsigned"       // a pixel without signature for a site with sign=reject
+	DropBadSignature     = "bad_pixel_signature"
+	DropExpiredPixel     = "expired_pixel" // a signed pixel past its exp, for a site with sign=reject
 	// DropDeliveryFailed counts accepted events that no delivery path
 	// took (batches, journal, fallback log endpoint) by the time their
 	// instance ended; see Batcher. No answer carries it.
@@ -60,23 +65,45 @@ const MaxPostBody = 64 << 10
 const MaxPostEvents = 100
 
 // Meta is what the platform knows about a request beyond its URL and body.
+// Strings are "" when unknown or absent. A platform may point them into
+// buffers it reuses: nothing here is kept past Serve.
 type Meta struct {
 	Now       time.Time
 	ClientIP  string // as the platform reports it, untruncated
 	UserAgent string
 	Referer   string // the Referer header: the page that embedded the pixel
-	Country   string
 	Pop       string
 	Rand      io.Reader // for event ids
+
+	// Geolocation of the client address (Fastly's geolocation, a
+	// Worker's request.cf): ISO 3166-1 alpha-2 country, ISO 3166-2
+	// subdivision code without the country part ("CA"), city name, and
+	// autonomous system number (0: unknown).
+	Country, Region, City string
+	ASN                   uint32
+
+	// Request headers the enrichment reads: consent signals (Sec-GPC,
+	// DNT), prefetch and prerender hints (Sec-Purpose, Purpose,
+	// X-Purpose, X-Moz) and the Sec-CH-UA client hint.
+	SecGPC, DNT                         string
+	SecPurpose, Purpose, XPurpose, XMoz string
+	SecCHUA                             string
+
+	// BotScore is the platform's own bot verdict on edge/enrich/bot's
+	// scale (0 person ... 100 program), 0 when it has none; BotReason
+	// names it ("" stores BotReasonPlatform). The event keeps the
+	// higher of it and the edge's score.
+	BotScore  uint8
+	BotReason string
 }
 
 // base builds the fields every event of a request shares, all but the id
-// (see mint) and the site (see finish).
+// (see mint) and the site (see finish). No address: enrich stores a
+// truncated one for sites that opt in.
 func base(m *Meta) event.Event {
 	return event.Event{
 		Time:      m.Now.UnixMilli(),
 		UserAgent: event.Clean(m.UserAgent, event.MaxUALen),
-		ClientIP:  TruncateIP(m.ClientIP),
 		Country:   event.Clean(m.Country, event.MaxShortLen),
 		Pop:       event.Clean(m.Pop, event.MaxShortLen),
 	}
@@ -96,54 +123,69 @@ func cleanSite(site string) string {
 
 // finish fills the page-derived fields and cleans every field to its
 // limit by event.Clean, so the aggregator never has to reject what the edge
-// built. The site is checked here, after trimming, because a blank site is
-// no site.
-func finish(e *event.Event, site, name, page, ref string) (drop string) {
-	e.Site = cleanSite(site)
-	if e.Site == "" {
-		return DropMissingSite
-	}
+// built, then the enrichment (enrich). e.Site is set and checked.
+func finish(e *event.Event, name, page, ref string, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) {
 	if name == "" {
 		name = event.KindPageview
 	}
 	e.Name = event.Clean(name, event.MaxNameLen)
 	e.URL = event.Clean(page, event.MaxURLLen)
 	e.Referrer = event.Clean(ref, event.MaxReferrerLen)
-	// Parsing the URL is costly as Go-in-wasm; most pages carry no UTM tags.
-	if !strings.Contains(page, "utm_") {
-		return ""
-	}
-	if _, q, ok := strings.Cut(page, "?"); ok {
-		q, _, _ = strings.Cut(q, "#")
-		e.UTMSource = event.Clean(queryValue(q, "utm_source"), event.MaxShortLen)
-		e.UTMMedium = event.Clean(queryValue(q, "utm_medium"), event.MaxShortLen)
-		e.UTMCampaign = event.Clean(queryValue(q, "utm_campaign"), event.MaxShortLen)
-	}
-	return ""
+	enrich(e, r, m, st, c, p)
 }
 
-// FromQuery builds the event of a pixel hit. Query parameters: site
-// (required), url (the page; defaults to the Referer header, which is the
-// embedding page for a plain <img>), ref (the page's own referrer), e (event
-// name, default pageview). It returns a drop reason instead of an error:
-// the caller answers the GIF either way.
-func FromQuery(rawQuery string, m *Meta) (event.Event, string) {
-	site := queryValue(rawQuery, "site")
-	if strings.TrimSpace(site) == "" { // before minting an id for nothing
+// admit decides whether a hit for site (cleaned, not empty) is counted at
+// all: a configured site list, then the rate limits. It returns the
+// site's settings, or a drop reason.
+func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
+	if !c.Sites.Known(site) {
+		return SiteSettings{}, DropUnknownSite
+	}
+	if c.RateLimited != nil && c.RateLimited(m.ClientIP, site) {
+		return SiteSettings{}, DropRateLimited
+	}
+	return c.Sites.Settings(site), ""
+}
+
+// FromQuery builds the event of a pixel hit under c (nil: the defaults).
+// Query parameters: site (required), url (the page; defaults to the
+// Referer header, which is the embedding page for a plain <img>), ref (the
+// page's own referrer), e (event name, default pageview), t (the client's
+// clock, unix milliseconds), sw (screen width), consent (0 or 1),
+// us_privacy (the IAB CCPA string), open (any value: the pixel is in an
+// email or a feed; mail_open says who fetched it), and a signed pixel's
+// exp and sig. It returns a drop reason instead of an error: the caller
+// answers the GIF either way.
+func FromQuery(rawQuery string, m *Meta, c *Config) (event.Event, string) {
+	if c == nil {
+		c = &defaultConfig
+	}
+	site := cleanSite(queryValue(rawQuery, "site"))
+	if site == "" { // before minting an id for nothing
 		return event.Event{}, DropMissingSite
+	}
+	st, drop := admit(site, m, c)
+	if drop != "" {
+		return event.Event{}, drop
+	}
+	p := hitParams{clientTime: queryValue(rawQuery, "t"), screen: queryValue(rawQuery, "sw"),
+		consent: queryValue(rawQuery, "consent"), usPrivacy: queryValue(rawQuery, "us_privacy"),
+		open: queryValue(rawQuery, "open") != ""}
+	if p.signature, drop = signature(rawQuery, site, st, c, m.Now); drop != "" {
+		return event.Event{}, drop
 	}
 	e := base(m)
 	if mint(&e, m) != nil {
 		return event.Event{}, DropInternal
 	}
+	e.Site = site
 	page := queryValue(rawQuery, "url")
 	if page == "" {
 		page = m.Referer
 	}
-	// Not `return e, finish(&e, ...)`: the spec leaves unspecified whether
-	// e is read before or after finish fills it; TinyGo reads it first.
-	drop := finish(&e, site, queryValue(rawQuery, "e"), page, queryValue(rawQuery, "ref"))
-	return e, drop
+	r := readRequest(m)
+	finish(&e, queryValue(rawQuery, "e"), page, queryValue(rawQuery, "ref"), &r, m, st, c, &p)
+	return e, ""
 }
 
 // queryValue is url.ParseQuery(rawQuery).Get(key) without building the

@@ -33,36 +33,41 @@ func TestGIFIsTransparent1x1(t *testing.T) {
 }
 
 func TestFromQuery(t *testing.T) {
-	e, drop := FromQuery("site=demo&url=https%3A%2F%2Fexample.com%2Fa%3Futm_source%3Dhn%26utm_campaign%3Dx&ref=https%3A%2F%2Fnews.ycombinator.com%2F", meta())
+	e, drop := FromQuery("site=demo&url=https%3A%2F%2Fexample.com%2Fa%3Futm_source%3Dhn%26utm_campaign%3Dx&ref=https%3A%2F%2Fnews.ycombinator.com%2F", meta(), nil)
 	if drop != "" {
 		t.Fatal(drop)
 	}
 	if err := e.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	want := event.Event{ID: e.ID, Time: 1_763_800_000_000, Site: "demo", Name: "pageview", URL: "https://example.com/a?utm_source=hn&utm_campaign=x",
-		Referrer: "https://news.ycombinator.com/", UserAgent: "UA/1", ClientIP: "203.0.113.0", UTMSource: "hn", UTMCampaign: "x", Pop: "test"}
+	// The page is stored normalised without its campaign parameters,
+	// which have their columns; no address leaves the edge by default; a
+	// user agent that is no browser's is scored as such.
+	want := event.Event{ID: e.ID, Time: 1_763_800_000_000, Site: "demo", Name: "pageview", URL: "https://example.com/a", Path: "/a",
+		Referrer: "https://news.ycombinator.com/", UserAgent: "UA/1", UTMSource: "hn", UTMCampaign: "x", Pop: "test",
+		Device: "other", BotScore: 40, BotReason: "not_browser", ReferrerHost: "news.ycombinator.com", Channel: "social", Source: "Hacker News",
+		Tier: "full", ConsentReason: "default"}
 	if e != want {
 		t.Fatalf("got  %+v\nwant %+v", e, want)
 	}
 }
 
 func TestFromQueryDefaultsAndDrops(t *testing.T) {
-	e, drop := FromQuery("site=demo&e=signup", meta())
+	e, drop := FromQuery("site=demo&e=signup", meta(), nil)
 	if drop != "" || e.URL != "https://example.com/from-header" || e.Name != "signup" {
 		t.Fatalf("%+v %s", e, drop)
 	}
 	for _, q := range []string{"", "site=", "site=%20", "%zz", "url=x"} {
-		if _, drop := FromQuery(q, meta()); drop != DropMissingSite {
+		if _, drop := FromQuery(q, meta(), nil); drop != DropMissingSite {
 			t.Errorf("%q: drop %q", q, drop)
 		}
 	}
 	// A malformed pair must not lose the rest of the hit.
-	if e, drop := FromQuery("site=demo&bad=%zz", meta()); drop != "" || e.Site != "demo" {
+	if e, drop := FromQuery("site=demo&bad=%zz", meta(), nil); drop != "" || e.Site != "demo" {
 		t.Fatalf("partial query lost: %+v %s", e, drop)
 	}
 	long := strings.Repeat("x", event.MaxURLLen*2)
-	if e, _ := FromQuery("site=demo&url="+long, meta()); len(e.URL) != event.MaxURLLen || e.Validate() != nil {
+	if e, _ := FromQuery("site=demo&url="+long, meta(), nil); len(e.URL) != event.MaxURLLen || e.Validate() != nil {
 		t.Fatalf("url not truncated: %d", len(e.URL))
 	}
 }
@@ -82,7 +87,7 @@ func TestTruncateIP(t *testing.T) {
 }
 
 func TestFromJSON(t *testing.T) {
-	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), "", meta())
+	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), "", meta(), nil)
 	if drop != "" || len(evs) != 2 {
 		t.Fatalf("%d events, drop %q", len(evs), drop)
 	}
@@ -95,7 +100,7 @@ func TestFromJSON(t *testing.T) {
 	if evs[0].ID == evs[1].ID {
 		t.Fatal("events share an id")
 	}
-	one, drop := FromJSON([]byte(`{"site":"demo"}`), "", meta())
+	one, drop := FromJSON([]byte(`{"site":"demo"}`), "", meta(), nil)
 	if drop != "" || len(one) != 1 {
 		t.Fatal(drop)
 	}
@@ -114,7 +119,7 @@ func TestFromJSONRejects(t *testing.T) {
 		many:                               DropTooManyEvents,
 		strings.Repeat(" ", MaxPostBody+1): DropTooLarge,
 	} {
-		if _, drop := FromJSON([]byte(body), "", meta()); drop != want {
+		if _, drop := FromJSON([]byte(body), "", meta(), nil); drop != want {
 			t.Errorf("%.40q: drop %q, want %q", body, drop, want)
 		}
 	}
@@ -132,7 +137,7 @@ func FuzzFromJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, idemKey, ua, referer string) {
 		m := meta()
 		m.UserAgent, m.Referer = ua, referer
-		evs, drop := FromJSON(body, idemKey, m)
+		evs, drop := FromJSON(body, idemKey, m, nil)
 		if drop != "" {
 			return
 		}
@@ -151,7 +156,7 @@ func FuzzFromQuery(f *testing.F) {
 	f.Fuzz(func(t *testing.T, q, ua, referer string) {
 		m := meta()
 		m.UserAgent, m.Referer = ua, referer
-		e, drop := FromQuery(q, m)
+		e, drop := FromQuery(q, m, nil)
 		if drop == "" {
 			if err := e.Validate(); err != nil {
 				t.Fatalf("edge built an event the aggregator would reject: %v", err)
@@ -165,7 +170,7 @@ func BenchmarkFromQuery(b *testing.B) {
 		Referer: "https://www.google.com/search?q=x", Pop: "lcl", Rand: rand.Reader}
 	b.ReportAllocs()
 	for b.Loop() {
-		FromQuery("site=example.com&url=https%3A%2F%2Fexample.com%2Fpricing%3Futm_source%3Dnews&ref=https%3A%2F%2Fgoogle.com%2F", m)
+		FromQuery("site=example.com&url=https%3A%2F%2Fexample.com%2Fpricing%3Futm_source%3Dnews&ref=https%3A%2F%2Fgoogle.com%2F", m, nil)
 	}
 }
 

@@ -21,6 +21,35 @@ type postedEvent struct {
 	// EventID is the client's own id for the event, a UUIDv7, so that a
 	// retry is stored once (see event.ParseClientID).
 	EventID string `json:"event_id"`
+	// T is the client's clock (unix milliseconds), SW the screen width
+	// in CSS pixels, Consent the page's consent word ("0"/"1", 0/1 or
+	// false/true): numbers or strings, read leniently (jsonWord).
+	T       json.RawMessage `json:"t"`
+	SW      json.RawMessage `json:"sw"`
+	Consent json.RawMessage `json:"consent"`
+}
+
+// jsonWord returns a JSON scalar as text: a string's contents, a number's
+// digits, "1" for true and "0" for false; "" for anything else.
+func jsonWord(v json.RawMessage) string {
+	s := string(bytes.TrimSpace(v))
+	switch {
+	case s == "true":
+		return "1"
+	case s == "false":
+		return "0"
+	case len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"':
+		var w string
+		if json.Unmarshal(v, &w) == nil {
+			return w
+		}
+		return ""
+	case len(s) > 0 && (s[0] == '-' || s[0] >= '0' && s[0] <= '9'):
+		// 1.0e3 and the like are not the integers expected here: left
+		// for the reader to refuse.
+		return s
+	}
+	return ""
 }
 
 // HeaderIdempotencyKey names a POST's events: the i-th event of a body
@@ -31,16 +60,22 @@ type postedEvent struct {
 // own event_id takes precedence.
 const HeaderIdempotencyKey = "Idempotency-Key"
 
-// FromJSON builds the events of a POST body: one JSON object or an array of
-// them. Content types are not trusted (sendBeacon sends text/plain), only the
-// bytes. A body with any invalid event is rejected whole, so a client never
-// has to guess which of its events were counted. idemKey is the
-// Idempotency-Key header's value ("" if absent).
+// FromJSON builds the events of a POST body under c (nil: the defaults):
+// one JSON object or an array of them. Content types are not trusted
+// (sendBeacon sends text/plain), only the bytes. A body with any invalid
+// event is rejected whole, so a client never has to guess which of its
+// events were counted; so is a body with an event for a site not counted
+// (unknown_site), and a body over a rate limit (checked for the first
+// event's site). idemKey is the Idempotency-Key header's value ("" if
+// absent).
 //
 // An event with a client id (event_id, or idemKey) gets its stored id from
 // event.Scope and its time from the client id; others get a fresh id and
 // the edge's time.
-func FromJSON(body []byte, idemKey string, m *Meta) ([]event.Event, string) {
+func FromJSON(body []byte, idemKey string, m *Meta, c *Config) ([]event.Event, string) {
+	if c == nil {
+		c = &defaultConfig
+	}
 	if len(body) > MaxPostBody {
 		return nil, DropTooLarge
 	}
@@ -75,6 +110,21 @@ func FromJSON(body []byte, idemKey string, m *Meta) ([]event.Event, string) {
 		}
 	}
 	common := base(m)
+	r := readRequest(m)
+	sites := make([]SiteSettings, len(posted))
+	for i := range posted {
+		site := cleanSite(posted[i].Site)
+		if site == "" {
+			return nil, DropMissingSite
+		}
+		if !c.Sites.Known(site) {
+			return nil, DropUnknownSite
+		}
+		sites[i] = c.Sites.Settings(site)
+	}
+	if c.RateLimited != nil && c.RateLimited(m.ClientIP, cleanSite(posted[0].Site)) {
+		return nil, DropRateLimited
+	}
 	out := make([]event.Event, 0, len(posted))
 	for i := range posted {
 		p := &posted[i]
@@ -94,9 +144,10 @@ func FromJSON(body []byte, idemKey string, m *Meta) ([]event.Event, string) {
 		if page == "" {
 			page = m.Referer
 		}
-		if drop := finish(&e, p.Site, p.Name, page, ref); drop != "" {
-			return nil, drop
-		}
+		e.Site = cleanSite(p.Site)
+		hp := hitParams{clientTime: jsonWord(p.T), screen: jsonWord(p.SW), consent: jsonWord(p.Consent)}
+		e.Props = props // before finish: the consent tier may clear it
+		finish(&e, p.Name, page, ref, &r, m, sites[i], c, &hp)
 		switch {
 		case p.EventID != "":
 			c, err := event.ParseClientID(p.EventID, now)
@@ -111,7 +162,6 @@ func FromJSON(body []byte, idemKey string, m *Meta) ([]event.Event, string) {
 				return nil, DropInternal
 			}
 		}
-		e.Props = props
 		out = append(out, e)
 	}
 	return out, ""

@@ -23,7 +23,7 @@ func TestFromJSONClientEventID(t *testing.T) {
 	id := clientID(t, now-5000)
 	post := func(body, key string) []event.Event {
 		t.Helper()
-		evs, drop := FromJSON([]byte(body), key, m)
+		evs, drop := FromJSON([]byte(body), key, m, nil)
 		if drop != "" {
 			t.Fatalf("%s (key %q): %s", body, key, drop)
 		}
@@ -71,10 +71,10 @@ func TestFromJSONRejectsBadEventIDs(t *testing.T) {
 		"too old":    clientID(t, now-event.MaxClientIDAge-1000),
 		"future":     clientID(t, now+event.MaxClientIDAhead+1000),
 	} {
-		if _, drop := FromJSON([]byte(`{"site":"a.com","event_id":"`+id+`"}`), "", m); drop != DropBadEventID {
+		if _, drop := FromJSON([]byte(`{"site":"a.com","event_id":"`+id+`"}`), "", m, nil); drop != DropBadEventID {
 			t.Errorf("event_id %s: drop %q", name, drop)
 		}
-		if _, drop := FromJSON([]byte(`{"site":"a.com"}`), id, m); drop != DropBadEventID {
+		if _, drop := FromJSON([]byte(`{"site":"a.com"}`), id, m, nil); drop != DropBadEventID {
 			t.Errorf("Idempotency-Key %s: drop %q", name, drop)
 		}
 	}
@@ -122,11 +122,12 @@ func TestPropsLimitIsOnTheDecodedSize(t *testing.T) {
 func TestStoredStringsAreClean(t *testing.T) {
 	m := meta()
 	m.UserAgent, m.Referer = "UA\xff\x00/1", "https://r.example/\xc3"
-	e, drop := FromQuery("site=a%FFb&url=https%3A%2F%2Fa.com%2F%00%C2%85&e=n%ED%A0%80&ref=x%E2%82", m)
+	e, drop := FromQuery("site=a%FFb&url=https%3A%2F%2Fa.com%2F%00%C2%85&e=n%ED%A0%80&ref=x%E2%82", m, nil)
 	if drop != "" {
 		t.Fatal(drop)
 	}
-	want := map[string]string{"site": "a\uFFFDb", "url": "https://a.com/\uFFFD\uFFFD", "name": "n\uFFFD\uFFFD\uFFFD", "referrer": "x\uFFFD\uFFFD", "user_agent": "UA\uFFFD\uFFFD/1"}
+	// The page's URL is stored normalised: U+FFFD percent-encoded.
+	want := map[string]string{"site": "a\uFFFDb", "url": "https://a.com/%EF%BF%BD%EF%BF%BD", "name": "n\uFFFD\uFFFD\uFFFD", "referrer": "x\uFFFD\uFFFD", "user_agent": "UA\uFFFD\uFFFD/1"}
 	for i := range event.Fields {
 		f := &event.Fields[i]
 		if f.Str == nil {
@@ -136,11 +137,11 @@ func TestStoredStringsAreClean(t *testing.T) {
 			t.Errorf("pixel %s = %q, want %q", f.JSON, *f.Str(&e), w)
 		}
 	}
-	evs, drop := FromJSON([]byte("{\"site\":\"a\\u0000b\",\"name\":\"\xff\",\"props\":{\"k\\u0001\":\"\xfe\"}}"), "", m)
+	evs, drop := FromJSON([]byte("{\"site\":\"a\\u0000b\",\"name\":\"\xff\",\"props\":{\"k\\u0001\":\"\xfe\"}}"), "", m, nil)
 	if drop != "" {
 		t.Fatal(drop)
 	}
-	if e := evs[0]; e.Site != "a\uFFFDb" || e.Name != "\uFFFD" || e.Props != "{\"k\uFFFD\":\"\uFFFD\"}" || e.URL != "https://r.example/\uFFFD" {
+	if e := evs[0]; e.Site != "a\uFFFDb" || e.Name != "\uFFFD" || e.Props != "{\"k\uFFFD\":\"\uFFFD\"}" || e.URL != "https://r.example/%EF%BF%BD" {
 		t.Errorf("POST event %+v", e)
 	}
 	if err := evs[0].Validate(); err != nil {

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
 
@@ -36,10 +39,27 @@ func (h *Hit) header(name string) string {
 }
 
 // Config is what the platform configures once per instance (from
-// Fastly's config store "edgepixel" for the edge module). The zero value
-// serves with the defaults.
+// Fastly's config store "edgepixel" for the edge module) and the
+// platform services the edge logic calls. The zero value serves with the
+// defaults: every origin and site, no visitor ids, no signature checks,
+// no rate limits.
 type Config struct {
 	Origins *Origins // nil allows every origin
+	Sites   *Sites   // nil: every site, default settings
+
+	// Salts returns the visitor-id salts valid at now (edge/privacy; the
+	// platform reads them from its secret store and may cache them for
+	// the UTC day), nil when it has none: events then carry no visitor
+	// id.
+	Salts func(now time.Time) *privacy.Salts
+	// PixelKeys returns site's pixel signing keys, current first, then
+	// the previous one while rotating (shared/pixelsign); none: no
+	// signed pixel verifies.
+	PixelKeys func(site string) [][]byte
+	// RateLimited counts a hit from client (its address) for site and
+	// reports whether either is over its limit (Fastly's Edge Rate
+	// Limiter); nil: no limits.
+	RateLimited func(client, site string) bool
 }
 
 var defaultConfig Config
@@ -89,8 +109,9 @@ func (r *Response) drop(reason string) {
 
 // Paths the edge answers.
 const (
-	PathPixel = "/p.gif" // also /p and /i, for blockers that match on .gif
-	PathPost  = "/e"
+	PathPixel  = "/p.gif" // also /p and /i, for blockers that match on .gif
+	PathPost   = "/e"
+	PathScript = "/s.js" // edge/tracker's script
 )
 
 var (
@@ -108,7 +129,9 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	}
 	switch req.Path {
 	case PathPixel, "/p", "/i":
-		servePixel(req, b, now, resp)
+		servePixel(req, c, b, now, resp)
+	case PathScript:
+		serveScript(req, resp)
 	case PathPost:
 		servePost(req, c, b, now, resp)
 	case "/healthz":
@@ -130,7 +153,7 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 
 var gifLength = strconv.Itoa(len(GIF))
 
-func servePixel(req *Hit, b *Batcher, now time.Time, resp *Response) {
+func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		resp.Set("Allow", "GET, HEAD")
 		reject(resp, http.StatusMethodNotAllowed, DropBadMethod)
@@ -141,7 +164,7 @@ func servePixel(req *Hit, b *Batcher, now time.Time, resp *Response) {
 	drop := DropHeadRequest
 	if req.Method == http.MethodGet {
 		var e event.Event
-		e, drop = FromQuery(req.RawQuery, req.Meta())
+		e, drop = FromQuery(req.RawQuery, req.Meta(), c)
 		e.Method = http.MethodGet
 		if drop == "" && !b.Add(now, e) {
 			drop = DropBufferFull
@@ -160,6 +183,67 @@ func servePixel(req *Hit, b *Batcher, now time.Time, resp *Response) {
 	if req.Method == http.MethodGet {
 		resp.Body = GIF
 	}
+}
+
+// serveScript answers GET and HEAD /s.js with edge/tracker's script:
+// gzip-compressed to clients that accept it, 304 to a client that has it
+// (If-None-Match, RFC 9110 section 13.1.2), cacheable. Not a hit: nothing
+// is counted.
+func serveScript(req *Hit, resp *Response) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		resp.Status = http.StatusMethodNotAllowed
+		resp.Set("Allow", "GET, HEAD")
+		return
+	}
+	resp.Set("Cache-Control", tracker.CacheControl)
+	resp.Set("ETag", tracker.ETag)
+	resp.Set("Vary", "Accept-Encoding")
+	resp.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	if etagMatch(req.header("If-None-Match"), tracker.ETag) {
+		resp.Status = http.StatusNotModified
+		return
+	}
+	resp.Status = http.StatusOK
+	resp.Set("Content-Type", "text/javascript; charset=utf-8")
+	body := tracker.Script
+	if acceptsGzip(req.header("Accept-Encoding")) {
+		body = tracker.Gzip
+		resp.Set("Content-Encoding", "gzip")
+	}
+	resp.Set("Content-Length", strconv.Itoa(len(body)))
+	if req.Method == http.MethodGet {
+		resp.Body = body
+	}
+}
+
+// etagMatch reports whether an If-None-Match value names tag, weakly
+// compared (RFC 9110 section 13.1.2), or is "*".
+func etagMatch(header, tag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == tag || t == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptsGzip reports whether an Accept-Encoding value accepts gzip: listed
+// (or "*") without q=0 (RFC 9110 section 12.5.3).
+func acceptsGzip(header string) bool {
+	for _, c := range strings.Split(header, ",") {
+		name, params, _ := strings.Cut(c, ";")
+		name = strings.ToLower(strings.TrimSpace(name))
+		if name != "gzip" && name != "x-gzip" && name != "*" {
+			continue
+		}
+		q := strings.ReplaceAll(strings.ToLower(params), " ", "")
+		if strings.HasPrefix(q, "q=0") && strings.Trim(q[3:], ".0") == "" {
+			return false
+		}
+		return true
+	}
+	return false
 }
 
 func noCache(resp *Response) {
@@ -213,7 +297,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		reject(resp, http.StatusBadRequest, DropReadError)
 		return
 	}
-	evs, drop := FromJSON(body, req.header(HeaderIdempotencyKey), req.Meta())
+	evs, drop := FromJSON(body, req.header(HeaderIdempotencyKey), req.Meta(), c)
 	if origin != "" && !originAllowed(c.Origins, evs, req.RawQuery, origin) {
 		reject(resp, http.StatusForbidden, DropOriginNotAllowed)
 		return
@@ -228,6 +312,12 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	switch drop {
 	case "":
 		resp.Status = http.StatusNoContent
+	case DropUnknownSite: // answered as if counted, as the pixel is
+		resp.Status = http.StatusNoContent
+		resp.drop(drop)
+	case DropRateLimited:
+		resp.Set("Retry-After", "1")
+		reject(resp, http.StatusTooManyRequests, drop)
 	case DropTooLarge, DropTooManyEvents, DropPropsTooLarge:
 		reject(resp, http.StatusRequestEntityTooLarge, drop)
 	case DropBufferFull:

@@ -1,5 +1,10 @@
 package pop
 
+import (
+	"reflect"
+	"strconv"
+)
+
 // fastly_secret_store: secret stores from [local_server.secret_stores].
 // Store and secret handles are sticky and deduplicated, like config store
 // handles.
@@ -9,6 +14,41 @@ var fastlySecretStore = hostModule{name: "fastly_secret_store", funcs: []hostFun
 	{"plaintext", i32("secret", "buf", "buf_len", "nwritten_out"), secretPlaintext},
 	{"from_bytes", i32("buf", "buf_len", "secret_out"), secretFromBytes},
 }}
+
+// secretSnapshot is one reading of the manifest's secret stores; gen
+// counts the readings.
+type secretSnapshot struct {
+	gen    uint64
+	stores map[string]map[string][]byte
+}
+
+// reloadSecrets reads the manifest's secret stores again (a secret file
+// rotated by edgepixel-salt, say) and, when anything changed, makes new
+// opens see the new values. Called on every reload (SIGHUP) and by the
+// module watcher. A store that fails to read keeps its old values; the
+// error is logged.
+func (s *Server) reloadSecrets() {
+	if s.manifest == nil {
+		return
+	}
+	s.secretsMu.Lock()
+	defer s.secretsMu.Unlock()
+	stores, err := s.manifest.LocalServer.ReadSecretStores()
+	if err != nil {
+		s.log.Error("reading the secret stores again failed; keeping the values read before", "err", err)
+		return
+	}
+	old := s.secrets.Load()
+	if old != nil && reflect.DeepEqual(old.stores, stores) {
+		return
+	}
+	var gen uint64
+	if old != nil {
+		gen = old.gen + 1
+	}
+	s.secrets.Store(&secretSnapshot{gen: gen, stores: stores})
+	s.log.Info("secret stores read again", "generation", gen)
+}
 
 // secretStore and secret are the objects behind store and secret handles.
 type secretStore struct {
@@ -31,14 +71,21 @@ func secretStoreOpen(c *call) status {
 	if !ok || name == "" || len(name) > maxStoreNameLen {
 		return stInval
 	}
-	h, ok := inst.secretStores[name]
+	snap := inst.s.secrets.Load()
+	if snap == nil {
+		return stNone
+	}
+	// Handles are per snapshot: after the stores were read again, an
+	// instance's next open sees the new values.
+	id := strconv.FormatUint(snap.gen, 10) + "\x00" + name
+	h, ok := inst.secretStores[id]
 	if !ok {
-		secrets, exists := inst.s.secretStores[name]
+		secrets, exists := snap.stores[name]
 		if !exists {
 			return stNone
 		}
-		h = inst.tab.add(&secretStore{name: name, secrets: secrets}, inst.gen, true)
-		inst.secretStores[name] = h
+		h = inst.tab.add(&secretStore{name: id, secrets: secrets}, inst.gen, true)
+		inst.secretStores[id] = h
 	}
 	if !c.putU32(c.u32(2), h) {
 		return stInval

@@ -197,6 +197,7 @@ func (s *Server) Reload(ctx context.Context) error {
 	if s.isClosing() {
 		return errors.New("shutting down")
 	}
+	s.reloadSecrets()
 	old := s.cur.Load()
 	err := s.reload(ctx, old)
 	if err != nil {
@@ -249,6 +250,7 @@ func (s *Server) watch(interval time.Duration) {
 			return
 		case <-t.C:
 		}
+		s.reloadSecrets()
 		st, err := statModule(s.wasmPath)
 		if err != nil {
 			continue // e.g. briefly absent while being replaced

@@ -123,15 +123,18 @@ type Server struct {
 	backends     map[string]*backend
 	configStores map[string]map[string]string
 	dicts        map[string]map[string]string
-	secretStores map[string]map[string][]byte
-	kv           *kvStores                           // shared by all instances (kv.go)
-	geo          *geoDB                              // (geo.go)
-	acls         map[string]*fastlytoml.ACL          // (fastly_acl.go)
-	devices      map[string][]byte                   // user agent -> JSON record (geo.go)
-	shields      map[string]fastlytoml.ShieldingSite // (fastly_shielding.go)
-	erl          *erlStore                           // rate counters, penalty boxes (erl.go)
-	trust        *proxyTrust                         // trusted proxies; nil: none (clientaddr.go)
-	transport    *http.Transport
+	// secrets are the secret stores as last read (reloadSecrets).
+	secrets   atomic.Pointer[secretSnapshot]
+	secretsMu sync.Mutex // serialises reloadSecrets
+	manifest  *fastlytoml.Manifest
+	kv        *kvStores                           // shared by all instances (kv.go)
+	geo       *geoDB                              // (geo.go)
+	acls      map[string]*fastlytoml.ACL          // (fastly_acl.go)
+	devices   map[string][]byte                   // user agent -> JSON record (geo.go)
+	shields   map[string]fastlytoml.ShieldingSite // (fastly_shielding.go)
+	erl       *erlStore                           // rate counters, penalty boxes (erl.go)
+	trust     *proxyTrust                         // trusted proxies; nil: none (clientaddr.go)
+	transport *http.Transport
 
 	minInstances, maxInstances int
 
@@ -262,7 +265,8 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	if m != nil {
 		s.configStores = m.LocalServer.ConfigStores
 		s.dicts = m.LocalServer.Dictionaries
-		s.secretStores = m.LocalServer.SecretStores
+		s.secrets.Store(&secretSnapshot{stores: m.LocalServer.SecretStores})
+		s.manifest = m
 		s.acls = m.LocalServer.ACLs
 		s.shields = m.LocalServer.ShieldingSites
 	}

@@ -2,6 +2,7 @@ package pop
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -581,4 +582,44 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// A secret file rewritten after start (edgepixel-salt rotating a salt) is
+// read again on a reload (SIGHUP) or by the watcher: warm instances see
+// the new value at their next open, and a file that went missing keeps
+// the old values rather than emptying the store.
+func TestSecretStoreReread(t *testing.T) {
+	p, m := storePOP(t, `
+[local_server.secret_stores]
+sec = [ { key = "salt", file = "salt.secret" } ]
+`, map[string][]byte{"salt.secret": []byte("day-1")})
+	get := func() string {
+		t.Helper()
+		r := p.ask(t, "/secret", q("store", "sec", "key", "salt"), nil)
+		if r.Err != "" {
+			t.Fatal(r.Err)
+		}
+		return string(r.Bytes)
+	}
+	if v := get(); v != "day-1" {
+		t.Fatalf("before: %q", v)
+	}
+	path := filepath.Join(m.Dir, "salt.secret")
+	if err := os.WriteFile(path, []byte("day-2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(); v != "day-1" {
+		t.Fatalf("read again before any reload: %q", v)
+	}
+	p.Reload(context.Background())
+	for range 4 { // every warm instance
+		if v := get(); v != "day-2" {
+			t.Fatalf("after the reload: %q", v)
+		}
+	}
+	os.Remove(path)
+	p.reloadSecrets()
+	if v := get(); v != "day-2" {
+		t.Fatalf("after the file went missing: %q", v)
+	}
 }

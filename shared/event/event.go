@@ -12,8 +12,9 @@
 //
 //  1. Add the field at the end of Event, with its JSON tag (the ClickHouse
 //     column name: lower case, words joined by _), and its limit constant
-//     beside the others. New fields are strings (KindString); another kind
-//     needs support in shared/wire and aggregator/clickhouse first.
+//     beside the others. A field is a string (KindString) or an unsigned
+//     integer of 8 to 64 bits (KindUint); another kind needs support in
+//     shared/wire and aggregator/clickhouse first.
 //  2. Add one row at the end of Fields with Since set to the next schema
 //     version (one more than the last of aggregator/clickhouse's
 //     Migrations), the ClickHouse type and, for rows stored before the
@@ -26,8 +27,8 @@
 // Rows are only ever appended: the wire format sends fields in this order
 // and older decoders skip what follows the fields they know, and ClickHouse
 // adds new columns at the end of the table. A field is never removed or
-// reordered; stop filling it instead. `method` (schema version 2) was
-// added this way.
+// reordered; stop filling it instead. `method` (schema version 2) and the
+// enrichment fields of schema version 5 were added this way.
 //
 // The package has no dependencies beyond the standard library's basics so
 // that the edge module stays small and TinyGo-compatible: Fields holds
@@ -59,6 +60,11 @@ const (
 	MaxShortLen    = 200 // UTM fields, country, pop
 	MaxPropsLen    = 4096
 	MaxMethodLen   = 32 // the longest registered HTTP method, UPDATEREDIRECTREF, has 17
+	// MaxEnumLen bounds the short names the edge derives (browser, OS,
+	// device, channel, source, region, city, tier, reasons).
+	MaxEnumLen = 100
+	// MaxHostLen bounds a host name (RFC 1035's 253 octets, as text).
+	MaxHostLen = 253
 )
 
 // Event is one hit: a pixel request or one event of a POST, enriched at the
@@ -76,8 +82,8 @@ type Event struct {
 	Referrer  string `json:"referrer"`
 	UserAgent string `json:"user_agent"`
 	// ClientIP is the visitor's address truncated at the edge (IPv4 to /24,
-	// IPv6 to /48): enough for coarse abuse checks downstream, not enough to
-	// identify a visitor.
+	// IPv6 to /48) for sites that opt in (edge/pixel, the ip setting); ""
+	// by default: no address leaves the edge.
 	ClientIP    string `json:"client_ip"`
 	Country     string `json:"country"` // ISO 3166-1 alpha-2 from the POP's geolocation
 	UTMSource   string `json:"utm_source"`
@@ -86,6 +92,71 @@ type Event struct {
 	Pop         string `json:"pop"`    // the POP that saw the hit
 	Props       string `json:"props"`  // a JSON object of custom properties, or ""
 	Method      string `json:"method"` // the hit's HTTP method (GET, HEAD, POST); "" for events from before schema version 2
+
+	// Schema version 5 (issue 11): what the edge derives from a hit. All
+	// are "" or 0 for events stored before it and when unknown. See
+	// edge/pixel for how each is computed.
+
+	// The user agent (edge/enrich/useragent): browser and its major
+	// version, operating system and its version, device class (desktop,
+	// mobile, tablet, bot, other).
+	Browser        string `json:"browser"`
+	BrowserVersion string `json:"browser_version"`
+	OS             string `json:"os"`
+	OSVersion      string `json:"os_version"`
+	Device         string `json:"device"`
+	// BotScore is 0 (no sign of a program) to 100 (a program that says
+	// so); 50 and more is a bot (edge/enrich/bot). BotReason is the
+	// signal it rests on ("crawler", "prefetch", "datacenter", "platform"
+	// for the platform's own verdict, ...), "" for none.
+	BotScore  uint8  `json:"bot_score"`
+	BotReason string `json:"bot_reason"`
+	// Where the visit came from (edge/enrich/referrer): the referrer's
+	// host, the channel (direct, internal, search, social, email, paid,
+	// referral), the search engine's or social network's name, and the
+	// kinds of ad click ids on the page ("gclid,fbclid"; never their
+	// values).
+	ReferrerHost string `json:"referrer_host"`
+	Channel      string `json:"channel"`
+	Source       string `json:"source"`
+	ClickIDs     string `json:"click_ids"`
+	UTMTerm      string `json:"utm_term"`
+	UTMContent   string `json:"utm_content"`
+	// Path is the page's normalised path, without query (URL holds the
+	// normalised whole).
+	Path string `json:"path"`
+	// Region is the ISO 3166-2 subdivision code without the country
+	// ("CA" for California), City the city's name, ASN the client
+	// network's autonomous system number: the platform's geolocation.
+	Region string `json:"region"`
+	City   string `json:"city"`
+	ASN    uint32 `json:"asn"`
+	// VisitorID is the day's keyed hash of (site, address, user agent)
+	// (edge/privacy); PrevVisitorID the previous day's, in the first
+	// half hour after midnight UTC, to join a visit across midnight. 0 in
+	// the aggregate tier or without a salt.
+	VisitorID     uint64 `json:"visitor_id"`
+	PrevVisitorID uint64 `json:"prev_visitor_id"`
+	// Tier is the consent tier, "full" or "aggregate" (edge/privacy), and
+	// ConsentReason why ("default", "gpc", "dnt", "no_consent",
+	// "ccpa_opt_out", "consent").
+	Tier          string `json:"tier"`
+	ConsentReason string `json:"consent_reason"`
+	// ClientTime is the client's own clock, unix milliseconds, when it
+	// sent one within the accepted skew; 0 otherwise, with
+	// ClientTimeReason saying why ("out_of_range", "malformed").
+	ClientTime       uint64 `json:"client_ts_ms"`
+	ClientTimeReason string `json:"client_ts_reason"`
+	ScreenWidth      uint16 `json:"screen_width"` // CSS pixels, from s.js
+	// Signature is a signed pixel's state under the site's policy:
+	// "verified", "unverified" (bad or expired, kept), "unsigned"; "" when
+	// the site does not check signatures.
+	Signature string `json:"signature"`
+	// MailOpen is, for a pixel flagged as an email or feed open, who
+	// fetched it: "person", or the proxy ("apple", "gmail", "yahoo",
+	// "outlook", "feed"; edge/enrich/mailopen); "" for other hits.
+	MailOpen     string `json:"mail_open"`
+	ReferrerSpam uint8  `json:"referrer_spam"` // 1: the referrer is on the referrer-spam list
 }
 
 // ErrInvalid wraps every validation failure so callers can tell bad input

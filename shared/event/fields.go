@@ -7,6 +7,10 @@ const (
 	KindID     Kind = iota + 1 // ID: 16 bytes; a ClickHouse UUID
 	KindTime                   // int64 unix milliseconds
 	KindString                 // string of at most Field.Max bytes
+	// KindUint is an unsigned integer of Field.Bits bits (8, 16, 32 or
+	// 64): a ClickHouse UInt8 ... UInt64, a JSON number, a varint on the
+	// wire. Zero is "unknown" or "none".
+	KindUint
 )
 
 // Field describes one field of Event. See the package doc for how to add
@@ -37,7 +41,28 @@ type Field struct {
 	// Str returns a pointer to the field in e, for KindString; nil for
 	// other kinds. Encoders and decoders read and write through it.
 	Str func(e *Event) *string
+	// Bits is the width of a KindUint (8, 16, 32 or 64); 0 for other
+	// kinds. A decoder refuses a larger value.
+	Bits int
+	// Uint and SetUint read and write a KindUint field; nil for other
+	// kinds. SetUint's value fits Bits (the caller checks).
+	Uint    func(e *Event) uint64
+	SetUint func(e *Event, v uint64)
 }
+
+// MaxUint is the largest value of a KindUint field.
+func (f *Field) MaxUint() uint64 {
+	if f.Bits >= 64 {
+		return ^uint64(0)
+	}
+	return 1<<f.Bits - 1
+}
+
+// lc is the ClickHouse type of the new short strings that repeat from row
+// to row: a dictionary per part stores each once and a small index per row
+// (ClickHouse 18.16 needs allow_experimental_low_cardinality_type=1 to
+// create such a column; the aggregator's migrations set it).
+const lc = "LowCardinality(String)"
 
 // Fields lists Event's fields in their order in Event, on the wire and in
 // ClickHouse's events table (which also has ts, a DateTime derived from
@@ -71,4 +96,59 @@ var Fields = [...]Field{
 		Str: func(e *Event) *string { return &e.Props }},
 	{Name: "Method", JSON: "method", Kind: KindString, Max: MaxMethodLen, CHType: "String", CHDefault: "''", Since: 2,
 		Str: func(e *Event) *string { return &e.Method }},
+
+	// Schema version 5: what the edge derives from a hit (issue 11).
+	// Old rows read "" and 0: not known then.
+	str5("Browser", "browser", MaxEnumLen, func(e *Event) *string { return &e.Browser }),
+	str5("BrowserVersion", "browser_version", MaxEnumLen, func(e *Event) *string { return &e.BrowserVersion }),
+	str5("OS", "os", MaxEnumLen, func(e *Event) *string { return &e.OS }),
+	str5("OSVersion", "os_version", MaxEnumLen, func(e *Event) *string { return &e.OSVersion }),
+	str5("Device", "device", MaxEnumLen, func(e *Event) *string { return &e.Device }),
+	uint5("BotScore", "bot_score", 8, func(e *Event) uint64 { return uint64(e.BotScore) }, func(e *Event, v uint64) { e.BotScore = uint8(v) }),
+	str5("BotReason", "bot_reason", MaxEnumLen, func(e *Event) *string { return &e.BotReason }),
+	str5("ReferrerHost", "referrer_host", MaxHostLen, func(e *Event) *string { return &e.ReferrerHost }),
+	str5("Channel", "channel", MaxEnumLen, func(e *Event) *string { return &e.Channel }),
+	str5("Source", "source", MaxEnumLen, func(e *Event) *string { return &e.Source }),
+	str5("ClickIDs", "click_ids", MaxEnumLen, func(e *Event) *string { return &e.ClickIDs }),
+	{Name: "UTMTerm", JSON: "utm_term", Kind: KindString, Max: MaxShortLen, CHType: "String", CHDefault: "''", Since: 5,
+		Str: func(e *Event) *string { return &e.UTMTerm }},
+	{Name: "UTMContent", JSON: "utm_content", Kind: KindString, Max: MaxShortLen, CHType: "String", CHDefault: "''", Since: 5,
+		Str: func(e *Event) *string { return &e.UTMContent }},
+	{Name: "Path", JSON: "path", Kind: KindString, Max: MaxURLLen, CHType: "String", CHDefault: "''", Since: 5,
+		Str: func(e *Event) *string { return &e.Path }},
+	str5("Region", "region", MaxEnumLen, func(e *Event) *string { return &e.Region }),
+	str5("City", "city", MaxEnumLen, func(e *Event) *string { return &e.City }),
+	uint5("ASN", "asn", 32, func(e *Event) uint64 { return uint64(e.ASN) }, func(e *Event, v uint64) { e.ASN = uint32(v) }),
+	uint5("VisitorID", "visitor_id", 64, func(e *Event) uint64 { return e.VisitorID }, func(e *Event, v uint64) { e.VisitorID = v }),
+	uint5("PrevVisitorID", "prev_visitor_id", 64, func(e *Event) uint64 { return e.PrevVisitorID }, func(e *Event, v uint64) { e.PrevVisitorID = v }),
+	str5("Tier", "tier", MaxEnumLen, func(e *Event) *string { return &e.Tier }),
+	str5("ConsentReason", "consent_reason", MaxEnumLen, func(e *Event) *string { return &e.ConsentReason }),
+	uint5("ClientTime", "client_ts_ms", 64, func(e *Event) uint64 { return e.ClientTime }, func(e *Event, v uint64) { e.ClientTime = v }),
+	str5("ClientTimeReason", "client_ts_reason", MaxEnumLen, func(e *Event) *string { return &e.ClientTimeReason }),
+	uint5("ScreenWidth", "screen_width", 16, func(e *Event) uint64 { return uint64(e.ScreenWidth) }, func(e *Event, v uint64) { e.ScreenWidth = uint16(v) }),
+	str5("Signature", "signature", MaxEnumLen, func(e *Event) *string { return &e.Signature }),
+	str5("MailOpen", "mail_open", MaxEnumLen, func(e *Event) *string { return &e.MailOpen }),
+	uint5("ReferrerSpam", "referrer_spam", 8, func(e *Event) uint64 { return uint64(e.ReferrerSpam) }, func(e *Event, v uint64) { e.ReferrerSpam = uint8(v) }),
+}
+
+// str5 is a row of schema version 5 for a short, repeating string.
+func str5(name, json string, max int, get func(*Event) *string) Field {
+	return Field{Name: name, JSON: json, Kind: KindString, Max: max, CHType: lc, CHDefault: "''", Since: 5, Str: get}
+}
+
+// uint5 is a row of schema version 5 for an unsigned integer of bits bits.
+func uint5(name, json string, bits int, get func(*Event) uint64, set func(*Event, uint64)) Field {
+	return Field{Name: name, JSON: json, Kind: KindUint, Bits: bits, CHType: "UInt" + itoa(bits), CHDefault: "0", Since: 5, Uint: get, SetUint: set}
+}
+
+func itoa(n int) string {
+	switch n {
+	case 8:
+		return "8"
+	case 16:
+		return "16"
+	case 32:
+		return "32"
+	}
+	return "64"
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -43,13 +44,27 @@ func TestFieldsMatchEvent(t *testing.T) {
 		if (f.Since > 1) != (f.CHDefault != "") {
 			t.Errorf("%s: Since %d with CHDefault %q: a column added later needs the default old rows read as, an original one none", f.Name, f.Since, f.CHDefault)
 		}
-		want := map[Kind]reflect.Type{KindID: reflect.TypeFor[ID](), KindTime: reflect.TypeFor[int64](), KindString: reflect.TypeFor[string]()}[f.Kind]
+		want := map[Kind]reflect.Type{KindID: reflect.TypeFor[ID](), KindTime: reflect.TypeFor[int64](), KindString: reflect.TypeFor[string](),
+			KindUint: map[int]reflect.Type{8: reflect.TypeFor[uint8](), 16: reflect.TypeFor[uint16](), 32: reflect.TypeFor[uint32](), 64: reflect.TypeFor[uint64]()}[f.Bits]}[f.Kind]
 		if sf.Type != want {
-			t.Errorf("%s: Go type %v does not fit kind %d", f.Name, sf.Type, f.Kind)
+			t.Errorf("%s: Go type %v does not fit kind %d (bits %d)", f.Name, sf.Type, f.Kind, f.Bits)
+			continue
+		}
+		if f.Kind == KindUint {
+			if f.Str != nil || f.Max != 0 || f.Uint == nil || f.SetUint == nil || f.CHType != "UInt"+strconv.Itoa(f.Bits) {
+				t.Errorf("%s: a number has Uint, SetUint, Bits and the UInt type of its width, no Str or Max", f.Name)
+				continue
+			}
+			var e Event
+			f.SetUint(&e, f.MaxUint())
+			v := reflect.ValueOf(&e).Elem().Field(i)
+			if v.Uint() != f.MaxUint() || f.Uint(&e) != f.MaxUint() {
+				t.Errorf("%s: SetUint/Uint reach another field", f.Name)
+			}
 			continue
 		}
 		if f.Kind != KindString {
-			if f.Str != nil || f.Max != 0 {
+			if f.Str != nil || f.Max != 0 || f.Bits != 0 {
 				t.Errorf("%s: only strings have an accessor and a limit", f.Name)
 			}
 			continue

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,11 +17,38 @@ import (
 func full(t testing.TB) event.Event {
 	e := sample(1)[0]
 	for i := range event.Fields {
-		if f := &event.Fields[i]; f.Str != nil {
+		switch f := &event.Fields[i]; f.Kind {
+		case event.KindString:
 			*f.Str(&e) = "v-" + f.JSON
+		case event.KindUint:
+			f.SetUint(&e, f.MaxUint()-uint64(i)) // its own, and as wide as the field
 		}
 	}
 	return e
+}
+
+// fieldEnds returns where each of fields ends in body (an encoded
+// event's body), reading numbers as varints and strings by length.
+func fieldEnds(t testing.TB, body []byte) []int {
+	off := 16
+	_, k := binary.Uvarint(body[off:])
+	off += k
+	var ends []int
+	for _, f := range fields {
+		if off == len(body) {
+			break
+		}
+		l, k := binary.Uvarint(body[off:])
+		off += k
+		if f == nil || f.Kind != event.KindUint {
+			off += int(l)
+		}
+		ends = append(ends, off)
+	}
+	if off != len(body) {
+		t.Fatalf("%d bytes after the known fields", len(body)-off)
+	}
+	return ends
 }
 
 // The codec carries every field of the table, whatever its version.
@@ -34,6 +62,9 @@ func TestCarriesEveryField(t *testing.T) {
 		f := &event.Fields[i]
 		if f.Str != nil && *f.Str(&out[0]) != *f.Str(&in[0]) {
 			t.Errorf("%s: sent %q, decoded %q", f.JSON, *f.Str(&in[0]), *f.Str(&out[0]))
+		}
+		if f.Uint != nil && f.Uint(&out[0]) != f.Uint(&in[0]) {
+			t.Errorf("%s: sent %d, decoded %d", f.JSON, f.Uint(&in[0]), f.Uint(&out[0]))
 		}
 	}
 	if !reflect.DeepEqual(in, out) {
@@ -65,17 +96,25 @@ func TestLayoutForVersion1Readers(t *testing.T) {
 		t.Fatalf("%d required fields; version 1 readers need 13", required)
 	}
 	// What follows are the later fields, in table order.
-	var later []string
-	for len(body) > 0 {
+	var later, wantLater []string
+	for i := range event.Fields {
+		f := &event.Fields[i]
+		if f.Since == 1 {
+			continue
+		}
 		l, k := binary.Uvarint(body)
+		if f.Kind == event.KindUint {
+			later = append(later, strconv.FormatUint(l, 10))
+			wantLater = append(wantLater, strconv.FormatUint(f.Uint(&e), 10))
+			body = body[k:]
+			continue
+		}
 		later = append(later, string(body[k:k+int(l)]))
+		wantLater = append(wantLater, "v-"+f.JSON)
 		body = body[k+int(l):]
 	}
-	var wantLater []string
-	for i := range event.Fields {
-		if f := &event.Fields[i]; f.Since > 1 {
-			wantLater = append(wantLater, "v-"+f.JSON)
-		}
+	if len(body) != 0 {
+		t.Fatalf("%d bytes after the last field", len(body))
 	}
 	if !reflect.DeepEqual(later, wantLater) {
 		t.Fatalf("later fields %q, want %q", later, wantLater)
@@ -122,8 +161,9 @@ func v1Batch(t testing.TB) []byte {
 	return b
 }
 
-// An event may end after the required fields but not inside them, nor in
-// the middle of a later one.
+// An event may end after the required fields or after any later one (an
+// older sender), but not inside a field; a number wider than its field is
+// malformed.
 func TestOptionalFieldsOnlyAtTheEnd(t *testing.T) {
 	e := full(t)
 	body := appendEvent(nil, &e)
@@ -134,13 +174,43 @@ func TestOptionalFieldsOnlyAtTheEnd(t *testing.T) {
 		b = binary.AppendUvarint(b, uint64(len(body)))
 		return append(b, body...)
 	}
-	method := len("v-method") + 1
-	if evs, err := Decode(nil, cut(body[:len(body)-method])); err != nil || evs[0].Method != "" || evs[0].Props != "v-props" {
-		t.Fatalf("without method: %v", err)
+	ends := fieldEnds(t, body)
+	for i := required; i < len(ends); i++ {
+		evs, err := Decode(nil, cut(body[:ends[i-1]]))
+		if err != nil {
+			t.Fatalf("ending after field %d: %v", i, err)
+		}
+		want := e
+		for _, f := range fields[i:] {
+			if f.Kind == event.KindUint {
+				f.SetUint(&want, 0)
+			} else {
+				*f.Str(&want) = ""
+			}
+		}
+		if !reflect.DeepEqual(evs[0], want) {
+			t.Fatalf("ending after field %d: %+v", i, evs[0])
+		}
+		// Inside the next field (its last byte cut), unless it is one
+		// byte long: then that is ending after field i.
+		if ends[i]-1 > ends[i-1] {
+			if _, err := Decode(nil, cut(body[:ends[i]-1])); err == nil {
+				t.Errorf("event cut inside %s decoded", fields[i].JSON)
+			}
+		}
 	}
-	for _, n := range []int{method - 1, method + 1, method + 3} {
-		if _, err := Decode(nil, cut(body[:len(body)-n])); err == nil {
-			t.Errorf("event cut %d bytes before its end decoded", n)
+	if _, err := Decode(nil, cut(body[:ends[required-1]-1])); err == nil {
+		t.Error("event cut inside the required fields decoded")
+	}
+	// A UInt8 field holding 256.
+	for i, f := range fields {
+		if f == nil || f.Kind != event.KindUint || f.Bits == 64 {
+			continue
+		}
+		over := append([]byte(nil), body[:ends[i-1]]...)
+		over = binary.AppendUvarint(over, f.MaxUint()+1)
+		if _, err := Decode(nil, cut(over)); err == nil {
+			t.Errorf("%s = %d decoded", f.JSON, f.MaxUint()+1)
 		}
 	}
 }

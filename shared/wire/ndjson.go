@@ -10,7 +10,7 @@ import (
 // The NDJSON lines the edge writes to a log endpoint, which the
 // aggregator's /ingest/ndjson reads (Fastly's real-time log streaming and
 // the POP's log endpoints deliver them in batches). An event line is
-// event.Event's JSON form, empty strings left out:
+// event.Event's JSON form, empty strings and zero numbers left out:
 //
 //	{"event_id":"0190...","ts_ms":1764000000000,"site":"example.com","name":"pageview",...}
 //
@@ -57,6 +57,11 @@ func AppendEventLine(dst []byte, e *event.Event, inst event.ID, c *SiteCounts) [
 			if s := *f.Str(e); s != "" {
 				dst = appendKey(dst, f.JSON, &first)
 				dst = AppendJSONString(dst, s)
+			}
+		case event.KindUint:
+			if v := f.Uint(e); v != 0 {
+				dst = appendKey(dst, f.JSON, &first)
+				dst = strconv.AppendUint(dst, v, 10)
 			}
 		}
 	}

@@ -11,13 +11,16 @@
 //	batch  = magic "EPB1" count event*
 //	event  = length body             ; length of body in bytes
 //	body   = id(16 bytes) time field{13} field* [future fields]
-//	field  = length bytes            ; a UTF-8 string
+//	field  = length bytes            ; a UTF-8 string (event.KindString)
+//	       | value                   ; a number (event.KindUint), at most
+//	                                 ; its field's Bits wide
 //
-// The fields are event.Fields' strings in that table's order. The first 13
-// are those of schema version 1 (site ... props) and a reserved field,
-// always empty, that version 1 readers require. The fields added later
-// (event.Field.Since > 1: method, ...) follow; an event from an older
-// sender ends before them, and they decode as "".
+// The fields are event.Fields' strings and numbers in that table's order.
+// The first 13 are those of schema version 1 (site ... props) and a
+// reserved field, always empty, that version 1 readers require. The fields
+// added later (event.Field.Since > 1: method, browser, ..., bot_score, ...)
+// follow; an event from an older sender ends before them, and they decode
+// as "" and 0.
 //
 // Each event is length-prefixed so that a newer sender may append fields
 // that an older decoder skips: an aggregator that predates a field drops
@@ -218,40 +221,43 @@ func (enc *Encoded) Keep(keep func(i int) bool) {
 func appendEvent(b []byte, e *event.Event) []byte {
 	b = append(b, e.ID[:]...)
 	b = binary.AppendUvarint(b, uint64(e.Time))
-	for _, get := range strs {
-		if get == nil { // the reserved field
+	for _, f := range fields {
+		switch {
+		case f == nil: // the reserved field
 			b = append(b, 0)
-			continue
+		case f.Kind == event.KindUint:
+			b = binary.AppendUvarint(b, f.Uint(e))
+		default:
+			s := f.Str(e)
+			b = binary.AppendUvarint(b, uint64(len(*s)))
+			b = append(b, *s...)
 		}
-		s := get(e)
-		b = binary.AppendUvarint(b, uint64(len(*s)))
-		b = append(b, *s...)
 	}
 	return b
 }
 
-// strs are the string fields in wire order, nil for the reserved one;
-// every event has at least the first required of them. Encoder and
-// decoder share them so they cannot disagree.
-var strs, required = wireFields()
+// fields are the fields after id and time in wire order, nil for the
+// reserved one; every event has at least the first required of them.
+// Encoder and decoder share them so they cannot disagree.
+var fields, required = wireFields()
 
-func wireFields() (strs []func(*event.Event) *string, required int) {
+func wireFields() (fields []*event.Field, required int) {
 	for i := range event.Fields {
 		f := &event.Fields[i]
-		if f.Str == nil { // id and time, written first
+		if f.Kind != event.KindString && f.Kind != event.KindUint { // id and time, written first
 			continue
 		}
 		if f.Since > 1 && required == 0 {
-			strs = append(strs, nil)
-			required = len(strs)
+			fields = append(fields, nil)
+			required = len(fields)
 		}
-		strs = append(strs, f.Str)
+		fields = append(fields, f)
 	}
 	if required == 0 {
-		strs = append(strs, nil)
-		required = len(strs)
+		fields = append(fields, nil)
+		required = len(fields)
 	}
-	return strs, required
+	return fields, required
 }
 
 // Count returns the number of events a batch declares, checking only its
@@ -348,17 +354,25 @@ func decodeEvent(e *event.Event, b []byte, s string, off int) error {
 	}
 	e.Time = int64(t)
 	off += k
-	for i, get := range strs {
+	for i, f := range fields {
 		if i >= required && off == len(b) {
-			break // an older sender: the later fields stay ""
+			break // an older sender: the later fields stay "" and 0
 		}
 		l, k := binary.Uvarint(b[off:])
+		if f != nil && f.Kind == event.KindUint {
+			if k <= 0 || l > f.MaxUint() {
+				return fmt.Errorf("bad %s", f.JSON)
+			}
+			off += k
+			f.SetUint(e, l)
+			continue
+		}
 		if k <= 0 || l > uint64(len(b)-off-k) {
 			return errors.New("bad field length")
 		}
 		off += k
-		if l > 0 && get != nil { // an empty field stays "", not pinning the batch
-			*get(e) = s[off : off+int(l)]
+		if l > 0 && f != nil { // an empty field stays "", not pinning the batch
+			*f.Str(e) = s[off : off+int(l)]
 		}
 		off += int(l)
 	}

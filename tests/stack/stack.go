@@ -42,6 +42,11 @@ type Options struct {
 	// EdgeConfig adds keys to the edge module's "edgepixel" config store,
 	// e.g. batch_max_age_ms.
 	EdgeConfig map[string]string
+	// EdgeSecrets adds entries to the edge module's "edgepixel" secret
+	// store, each read from a file Dir/secrets/NAME written at start
+	// (visitor_salt_0, pixel_key.SITE, ...): rewrite the file and SIGHUP
+	// the POP to rotate one.
+	EdgeSecrets map[string]string
 
 	// Delivery is how the edge module on the POP delivers (see
 	// Stack.popDelivery): DeliveryJournal (the default) or
@@ -179,6 +184,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.PopURL = "http://" + s.opts.PopAddr
+	if err := s.writeEdgeSecrets(); err != nil {
+		return nil, err
+	}
 	s.Manifest = filepath.Join(o.Dir, "fastly.toml")
 	if err := os.WriteFile(s.Manifest, []byte(s.manifest()), 0o644); err != nil {
 		return nil, err
@@ -329,10 +337,40 @@ func (s *Stack) manifest() string {
 	sort.Strings(keys)
 	fmt.Fprintf(&b, "[local_server.config_stores.edgepixel]\nformat = \"inline-toml\"\n[local_server.config_stores.edgepixel.contents]\n")
 	for _, k := range keys {
-		fmt.Fprintf(&b, "%s = %q\n", k, cfg[k])
+		fmt.Fprintf(&b, "%q = %q\n", k, cfg[k]) // quoted: keys such as site.NAME hold dots
 	}
-	fmt.Fprintf(&b, "\n[local_server.secret_stores]\nedgepixel = [{ key = \"aggregator_secret\", file = %q }]\n", filepath.Join(s.opts.Dir, "secret"))
+	fmt.Fprintf(&b, "\n[local_server.secret_stores]\nedgepixel = [{ key = \"aggregator_secret\", file = %q }", filepath.Join(s.opts.Dir, "secret"))
+	names := make([]string, 0, len(s.opts.EdgeSecrets))
+	for k := range s.opts.EdgeSecrets {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(&b, ",\n  { key = %q, file = %q }", k, s.SecretFile(k))
+	}
+	b.WriteString("]\n")
 	return b.String()
+}
+
+// SecretFile is where the edge secret name (Options.EdgeSecrets) is kept.
+func (s *Stack) SecretFile(name string) string {
+	return filepath.Join(s.opts.Dir, "secrets", name)
+}
+
+// writeEdgeSecrets writes Options.EdgeSecrets' files.
+func (s *Stack) writeEdgeSecrets() error {
+	if len(s.opts.EdgeSecrets) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(s.opts.Dir, "secrets"), 0o700); err != nil {
+		return err
+	}
+	for k, v := range s.opts.EdgeSecrets {
+		if err := os.WriteFile(s.SecretFile(k), []byte(v), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Stop shuts the stack down in reverse order, each part gracefully: the POP

@@ -83,8 +83,8 @@ export class EdgePixel {
   // serveSync is serve with the body already read (at most maxBody bytes).
   serveSync(request, body, ctx) {
     const cf = request.cf ?? {};
-    let text = request.method + "\n" + request.url + "\n" + nl(cf.country) + "\n" + nl(cf.region) + "\n" +
-      nl(cf.city) + "\n" + nl(cf.asn) + "\n" + nl(cf.botManagement?.score) + "\n" + nl(cf.colo) + "\n";
+    let text = request.method + "\n" + request.url + "\n" + nl(cf.country) + "\n" + nl(cf.regionCode) + "\n" +
+      nl(cf.city) + "\n" + nl(cf.asn) + "\n" + nl(cf.botManagement?.verifiedBot ? "verified" : cf.botManagement?.score) + "\n" + nl(cf.colo) + "\n";
     for (const [k, v] of request.headers) text += k + ":" + v + "\n";
     // encodeInto needs room for 3 bytes per UTF-16 unit at most.
     const room = text.length * 3;

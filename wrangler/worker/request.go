@@ -22,11 +22,14 @@ type Request struct {
 // Fields are "" when Cloudflare did not say (workerd run locally says
 // nothing unless told).
 type CF struct {
-	Country  string // ISO 3166-1 alpha-2 ("T1" for Tor)
-	Region   string // ISO 3166-2 subdivision name
-	City     string
-	ASN      string // decimal autonomous system number
-	BotScore string // botManagement.score, 1-99; Bot Management plans only
+	Country string // ISO 3166-1 alpha-2 ("T1" for Tor)
+	Region  string // regionCode: ISO 3166-2 subdivision code without the country ("CA")
+	City    string
+	ASN     string // decimal autonomous system number
+	// BotScore is botManagement.score, 1 (surely a bot) to 99 (surely a
+	// person), or "verified" for botManagement.verifiedBot; Bot
+	// Management plans only.
+	BotScore string
 	Colo     string // IATA code of the data center that took the request
 }
 
@@ -43,10 +46,10 @@ var ErrBadRequest = errors.New("worker: malformed request block")
 //	method
 //	url
 //	cf.country
-//	cf.region
+//	cf.regionCode
 //	cf.city
 //	cf.asn
-//	cf.botManagement.score
+//	cf.botManagement.score, or "verified" for a verified bot
 //	cf.colo
 //	name:value         one line per header, names lower case
 //

@@ -42,12 +42,14 @@ package worker
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
@@ -99,9 +101,35 @@ func ParseConfig(env func(key string) string) (Config, error) {
 	if c.NDJSONURL == "" && c.IngestURL != "" {
 		c.NDJSONURL = strings.TrimSuffix(c.IngestURL, "/") + "/ndjson"
 	}
-	var err error
+	var err, serr error
 	c.Serve.Origins, err = pixel.ParseOrigins(env(pixel.ConfigCORSOrigins), env(pixel.ConfigCORSDefault))
-	return c, err
+	// Per-site settings, salts and pixel keys are vars and secrets under
+	// the Fastly module's names (edge/pixel's site.go; visitor_salt_0/1,
+	// pixel_key.SITE[.previous]). A Worker's environment is fixed per
+	// deployment: salts rotate by `wrangler secret put` from a daily job.
+	c.Serve.Sites, serr = pixel.NewSites(env)
+	var salts privacy.Salts
+	for i, k := range privacy.SaltKeys {
+		if v := env(k); v != "" {
+			s, perr := privacy.ParseSalt(v)
+			if perr != nil {
+				serr = errors.Join(serr, fmt.Errorf("%s: %w", k, perr))
+				continue
+			}
+			salts[i] = s
+		}
+	}
+	c.Serve.Salts = func(time.Time) *privacy.Salts { return &salts }
+	c.Serve.PixelKeys = func(site string) [][]byte {
+		var keys [][]byte
+		for _, k := range [...]string{"pixel_key." + site, "pixel_key." + site + ".previous"} {
+			if v := strings.TrimSpace(env(k)); v != "" {
+				keys = append(keys, []byte(v))
+			}
+		}
+		return keys
+	}
+	return c, errors.Join(err, serr)
 }
 
 // Worker is one isolate's edgepixel. Not safe for concurrent use: an
@@ -160,9 +188,32 @@ func (w *Worker) readMeta() *pixel.Meta {
 	m.UserAgent = r.Header("user-agent")
 	m.Referer = r.Header("referer")
 	m.Country = r.CF.Country
+	m.Region, m.City = r.CF.Region, r.CF.City
+	m.ASN = 0
+	if n, err := strconv.ParseUint(r.CF.ASN, 10, 32); err == nil {
+		m.ASN = uint32(n)
+	}
+	m.BotScore, m.BotReason = cfBotScore(r.CF.BotScore)
+	m.SecGPC, m.DNT = r.Header("sec-gpc"), r.Header("dnt")
+	m.SecPurpose, m.Purpose, m.XPurpose, m.XMoz = r.Header("sec-purpose"), r.Header("purpose"), r.Header("x-purpose"), r.Header("x-moz")
+	m.SecCHUA = r.Header("sec-ch-ua")
 	m.Pop = w.pop(r)
 	m.Rand = rand.Reader
 	return m
+}
+
+// cfBotScore maps Cloudflare's bot score (1: surely automated ... 99:
+// surely human; "verified" for a verified bot) onto edge/enrich/bot's
+// scale (0 person ... 100 program) and a reason; 0 when there is none.
+func cfBotScore(s string) (uint8, string) {
+	if s == "verified" {
+		return 100, "verified_bot"
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 99 {
+		return 0, ""
+	}
+	return uint8(100 - n), ""
 }
 
 func (w *Worker) pop(r *Request) string {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
@@ -28,7 +29,7 @@ func newWorker(t *testing.T, env map[string]string) *Worker {
 func request(t *testing.T, method, url, headers string, body string) *Request {
 	t.Helper()
 	var r Request
-	text := method + "\n" + url + "\nDE\nHesse\nFrankfurt\n3320\n42\nFRA\n" + headers
+	text := method + "\n" + url + "\nDE\nHE\nFrankfurt\n3320\n42\nFRA\n" + headers
 	if err := ParseRequest(text, []byte(body), &r); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,7 @@ func request(t *testing.T, method, url, headers string, body string) *Request {
 
 func TestParseRequest(t *testing.T) {
 	r := request(t, "GET", "https://px.test/p.gif?site=a", "user-agent:UA/1\nreferer:https://a.test/x\ncf-connecting-ip:203.0.113.7\n", "")
-	if r.Method != "GET" || r.CF.Country != "DE" || r.CF.Region != "Hesse" || r.CF.City != "Frankfurt" || r.CF.ASN != "3320" || r.CF.BotScore != "42" || r.CF.Colo != "FRA" {
+	if r.Method != "GET" || r.CF.Country != "DE" || r.CF.Region != "HE" || r.CF.City != "Frankfurt" || r.CF.ASN != "3320" || r.CF.BotScore != "42" || r.CF.Colo != "FRA" {
 		t.Errorf("%+v", r)
 	}
 	if r.Header("User-Agent") != "UA/1" || r.Header("CF-Connecting-IP") != "203.0.113.7" || r.Header("origin") != "" {
@@ -101,7 +102,7 @@ func TestPixelDeliveredAsSignedBatch(t *testing.T) {
 		t.Fatalf("batch: %v %d events, counters %v", err, len(evs), c)
 	}
 	e := evs[0]
-	if e.Site != "shop" || e.URL != "https://shop.test/a?utm_source=news" || e.UTMSource != "news" || e.Country != "DE" || e.Pop != "FRA" || e.ClientIP != "203.0.113.0" || e.UserAgent != "UA/1" || e.Method != "GET" {
+	if e.Site != "shop" || e.URL != "https://shop.test/a" || e.UTMSource != "news" || e.Country != "DE" || e.Pop != "FRA" || e.ClientIP != "" || e.UserAgent != "UA/1" || e.Method != "GET" {
 		t.Errorf("event: %+v", e)
 	}
 	if c.Sites[0].Hits != 1 || c.Sites[0].Events != 1 {
@@ -310,5 +311,46 @@ func TestIdleSlotsCountsAreDelivered(t *testing.T) {
 	}
 	if lost["a"] != 1 || lost["b"] != 1 {
 		t.Errorf("losses reported: %v", lost)
+	}
+}
+
+// request.cf's geography and bot score reach the event's columns, as
+// Fastly's geolocation does in the Fastly module; Cloudflare's score (1
+// bot ... 99 person) is turned around onto edge/enrich/bot's scale, and a
+// verified bot scores 100. Sec-GPC puts the hit in the aggregate tier;
+// visitor ids come from the salts in the environment.
+func TestCFFieldsAndPrivacy(t *testing.T) {
+	now := time.Now()
+	day := privacy.Day(now)
+	env := map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret),
+		privacy.SaltKey(day): privacy.NewSalt(day, [16]byte{7}).String(), "site.shop": "sign=mark"}
+	w := newWorker(t, env)
+	one := func(r *Request) event.Event {
+		t.Helper()
+		_, h := serve(t, w, r, 200)
+		d, err := w.Next(h, Start)
+		if err != nil || d == nil {
+			t.Fatal(d, err)
+		}
+		evs, _, err := wire.DecodeBatch(nil, d.Body)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("%v %d", err, len(evs))
+		}
+		w.Next(h, Delivered)
+		return evs[0]
+	}
+	const chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	e := one(request(t, "GET", "https://px.test/p.gif?site=shop", "user-agent:"+chrome+"\ncf-connecting-ip:203.0.113.7\n", ""))
+	if e.Country != "DE" || e.Region != "HE" || e.City != "Frankfurt" || e.ASN != 3320 || e.BotScore != 58 || e.BotReason != pixel.BotReasonPlatform ||
+		e.Browser != "Chrome" || e.Tier != "full" || e.VisitorID == 0 || e.Signature != pixel.SignatureUnsigned || e.ClientIP != "" {
+		t.Errorf("event %+v", e)
+	}
+	var r Request
+	if err := ParseRequest("GET\nhttps://px.test/p.gif?site=shop\nDE\n\n\n\nverified\nFRA\nuser-agent:"+chrome+"\nsec-gpc:1\ncf-connecting-ip:203.0.113.7\n", nil, &r); err != nil {
+		t.Fatal(err)
+	}
+	e = one(&r)
+	if e.BotScore != 100 || e.BotReason != "verified_bot" || e.Device != "bot" || e.Tier != "aggregate" || e.ConsentReason != "gpc" || e.VisitorID != 0 || e.UserAgent != "" {
+		t.Errorf("verified bot with Sec-GPC: %+v", e)
 	}
 }

@@ -15,10 +15,12 @@
 //
 // Configuration comes from the config store "edgepixel" (all keys optional:
 // pop, backend, ingest_url, batch_max_events, batch_max_age_ms,
-// cors_origins, cors_default (see pixel.Origins), and the delivery keys of
-// deliver.go: journal, fallback_log_endpoint, log_endpoint) and the secret
-// store "edgepixel" (key aggregator_secret, required to deliver batches;
-// not used when log_endpoint is set).
+// cors_origins, cors_default (see pixel.Origins), the delivery keys of
+// deliver.go: journal, fallback_log_endpoint, log_endpoint, and the
+// enrichment keys of enrich.go: per-site settings and rate limits) and the
+// secret store "edgepixel" (key aggregator_secret, required to deliver
+// batches, not used when log_endpoint is set; the visitor salts and pixel
+// keys of enrich.go).
 package main
 
 import (
@@ -139,6 +141,9 @@ func loadConfig() config {
 		if c.serve.Origins, err = pixel.ParseOrigins(origins, def); err != nil {
 			fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %v\n", err)
 		}
+		loadEnrichConfig(&c, func(key string) string { v, _ := st.Get(key); return v })
+	} else {
+		loadEnrichConfig(&c, func(string) string { return "" })
 	}
 	if c.pop == "" {
 		c.pop = "unknown"
@@ -168,6 +173,7 @@ type visitor struct {
 	uri, hdr, geo []byte
 	ua, ref, ip   []byte
 	body          []byte
+	hints         hintBufs // enrich.go
 	meta          pixel.Meta
 	request       pixel.Hit
 	resp          pixel.Response
@@ -278,8 +284,10 @@ func (v *visitor) readMeta() *pixel.Meta {
 		v.geo = rec // kept even without a record: the room it grew to
 		if err == nil {
 			m.Country = hostcall.CountryCode(rec)
+			readGeo(m, rec)
 		}
 	}
+	v.readHints(m)
 	return m
 }
 

@@ -46,11 +46,12 @@ func main() {
 		threads  = flag.Int("threads", 2, "wrk threads")
 		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
 		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
-		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers,enrich,dashboard", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers,enrich,dashboard,storage", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
 		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module")
 		dash     dashOptions
+		stored   = flag.Int("storage-events", 1_000_000, "storage: generated events stored")
 	)
 	flag.DurationVar(&dash.duration, "dash-duration", 8*time.Second, "dashboard: ingest duration with and without dashboards")
 	flag.IntVar(&dash.senders, "dash-senders", 8, "dashboard: concurrent batch senders")
@@ -112,6 +113,12 @@ func main() {
 	if strings.Contains(*sections, "enrich") {
 		if err := runEnrich(*passes); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: enrich:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "storage") { // storage.go
+		if err := runStorage(*stored); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: storage:", err)
 			os.Exit(1)
 		}
 	}

@@ -1,0 +1,182 @@
+package main
+
+// What the edge logic's enrichment needs from Fastly, kept apart from the
+// serving loop in main.go: per-site settings (config store), visitor-id
+// salts and pixel signing keys (secret store), the Edge Rate Limiter,
+// geolocation fields and the request headers pixel.Meta carries.
+//
+// Config store "edgepixel" keys read here:
+//
+//	sites, unknown_sites,   per-site settings: see edge/pixel (site.go)
+//	site_default, site.SITE
+//	rate_limit_client       hits per second a client address may send,
+//	                        averaged over 10 s (Fastly's ERL allows 10 to
+//	                        10000); over it, its hits get the GIF and are
+//	                        counted as rate_limited for a minute. Unset or
+//	                        0: no limit.
+//	rate_limit_site         the same for all hits of one site.
+//
+// Secret store "edgepixel" entries read here:
+//
+//	visitor_salt_0, visitor_salt_1    the daily salts (edge/privacy;
+//	                                  written by edgepixel-salt), read once
+//	                                  per UTC day per instance
+//	pixel_key.SITE                    SITE's pixel signing key
+//	pixel_key.SITE.previous           the key before it, while rotating
+//	                                  (edgepixel-sign)
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/hostcall"
+	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/fastly/compute-sdk-go/erl"
+	"github.com/fastly/compute-sdk-go/secretstore"
+)
+
+// secretStore is the store the salts and pixel keys live in.
+const secretStore = "edgepixel"
+
+// Names of the Edge Rate Limiter's counter and penalty box.
+const (
+	rateCounterName = "edgepixel_hits"
+	penaltyBoxName  = "edgepixel_limited"
+)
+
+// loadEnrichConfig reads the keys above into c.serve through get (""
+// for an absent key).
+func loadEnrichConfig(c *config, get func(key string) string) {
+	sites, err := pixel.NewSites(get)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %v\n", err)
+	}
+	sites.Errors = func(err error) { fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %v\n", err) }
+	c.serve.Sites = sites
+	c.serve.Salts = currentSalts
+	c.serve.PixelKeys = pixelKeys
+	client, site := ratePolicy(get, "rate_limit_client"), ratePolicy(get, "rate_limit_site")
+	if client != nil || site != nil {
+		limiter := erl.NewRateLimiter(erl.OpenRateCounter(rateCounterName), erl.OpenPenaltyBox(penaltyBoxName))
+		c.serve.RateLimited = func(addr, s string) bool {
+			return overLimit(limiter, client, "c:", addr) || overLimit(limiter, site, "s:", s)
+		}
+	}
+}
+
+func ratePolicy(get func(string) string, key string) *erl.Policy {
+	v := strings.TrimSpace(get(key))
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n != 0 && (n < 10 || n > 10000) {
+		fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %s=%q is not a rate from 10 to 10000 hits a second (0: none); no limit applies\n", key, v)
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	return &erl.Policy{RateWindow: erl.RateWindow10s, MaxRate: uint32(n), PenaltyBoxDuration: time.Minute}
+}
+
+// overLimit counts one hit of entry and reports whether it is over p. A
+// limiter that fails lets the hit through: a broken limiter must not
+// stop counting.
+func overLimit(l *erl.RateLimiter, p *erl.Policy, prefix, entry string) bool {
+	if p == nil || entry == "" {
+		return false
+	}
+	blocked, err := l.CheckRate(prefix+entry, 1, p)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: rate limiter: %v\n", err)
+		return false
+	}
+	return blocked
+}
+
+// salts are the visitor-id salts as last read, for day.
+var salts struct {
+	day    int32
+	read   time.Time
+	values privacy.Salts
+}
+
+// currentSalts returns the salts for now's UTC day, read from the secret
+// store at an instance's first hit of the day, and again at most once a
+// minute while today's is missing (edgepixel-salt may be late).
+func currentSalts(now time.Time) *privacy.Salts {
+	day := privacy.Day(now)
+	if salts.day == day && !salts.read.IsZero() {
+		if _, ok := salts.values.For(day); ok || now.Sub(salts.read) < time.Minute {
+			return &salts.values
+		}
+	}
+	salts.day, salts.read, salts.values = day, now, privacy.Salts{}
+	for i, key := range privacy.SaltKeys {
+		v, err := secretstore.Plaintext(secretStore, key)
+		if err != nil {
+			continue
+		}
+		s, err := privacy.ParseSalt(string(v))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "edgepixel: secret %s/%s: %v\n", secretStore, key, err)
+			continue
+		}
+		salts.values[i] = s
+	}
+	if _, ok := salts.values.For(day); !ok {
+		fmt.Fprintf(os.Stderr, "edgepixel: no visitor salt for %s in secret store %s (run edgepixel-salt): events carry no visitor id\n",
+			now.UTC().Format(time.DateOnly), secretStore)
+	}
+	return &salts.values
+}
+
+// keys caches each site's pixel keys for the instance's life (a key
+// rotation is seen by instances started after it).
+var keys = map[string][][]byte{}
+
+const maxCachedKeys = 1000
+
+func pixelKeys(site string) [][]byte {
+	if k, ok := keys[site]; ok {
+		return k
+	}
+	var k [][]byte
+	for _, name := range [...]string{"pixel_key." + site, "pixel_key." + site + ".previous"} {
+		if v, err := secretstore.Plaintext(secretStore, name); err == nil {
+			k = append(k, []byte(strings.TrimSpace(string(v))))
+		}
+	}
+	if len(keys) < maxCachedKeys {
+		keys[site] = k
+	}
+	return k
+}
+
+// hints are the request headers pixel.Meta carries beyond User-Agent and
+// Referer, each read into a buffer of its own that the next request
+// reuses.
+var hintNames = [...]string{"Sec-GPC", "DNT", "Sec-Purpose", "Purpose", "X-Purpose", "X-Moz", "Sec-CH-UA"}
+
+type hintBufs [len(hintNames)][]byte
+
+// readHints fills m's header fields.
+func (v *visitor) readHints(m *pixel.Meta) {
+	dst := [len(hintNames)]*string{&m.SecGPC, &m.DNT, &m.SecPurpose, &m.Purpose, &m.XPurpose, &m.XMoz, &m.SecCHUA}
+	for i, name := range hintNames {
+		*dst[i] = v.headerView(name, &v.hints[i])
+	}
+}
+
+// readGeo fills m's region, city and ASN from a geolocation record
+// (views into it).
+func readGeo(m *pixel.Meta, rec []byte) {
+	m.Region = bytesView(hostcall.GeoString(rec, "region"))
+	m.City = bytesView(hostcall.GeoString(rec, "city"))
+	m.ASN = hostcall.GeoNumber(rec, "as_number")
+}

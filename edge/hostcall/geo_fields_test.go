@@ -1,0 +1,36 @@
+package hostcall
+
+import "testing"
+
+func TestGeoFields(t *testing.T) {
+	rec := []byte(`{"as_name":"x","as_number": 7922,"city":"san francisco","country_code":"US","region":"CA","postal_code":"94107","metro_code":-1,"subregion":"region","utc_offset":-800}`)
+	if s := string(GeoString(rec, "region")); s != "CA" {
+		t.Errorf("region %q", s)
+	}
+	if s := string(GeoString(rec, "city")); s != "san francisco" {
+		t.Errorf("city %q", s)
+	}
+	if n := GeoNumber(rec, "as_number"); n != 7922 {
+		t.Errorf("as_number %d", n)
+	}
+	for _, bad := range []string{`{"as_number":"7922"}`, `{"as_number":-1}`, `{"as_number":99999999999}`, `{"as_number":12x}`, `{"xas_number":5}`, `{}`, ``} {
+		if n := GeoNumber([]byte(bad), "as_number"); n != 0 {
+			t.Errorf("%s: %d", bad, n)
+		}
+	}
+	for _, bad := range []string{`{"city":"Z\u00fcrich"}`, `{"city":null}`, `{"city":"open`, `{"xcity":"a"}`} {
+		if s := GeoString([]byte(bad), "city"); s != nil {
+			t.Errorf("%s: %q", bad, s)
+		}
+	}
+}
+
+func FuzzGeoFields(f *testing.F) {
+	f.Add([]byte(`{"as_number":7922,"city":"a","region":"CA"}`))
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		GeoNumber(rec, "as_number")
+		if s := GeoString(rec, "city"); s != nil && len(s) > len(rec) {
+			t.Fatal("longer than the record")
+		}
+	})
+}

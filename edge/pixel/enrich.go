@@ -1,0 +1,198 @@
+package pixel
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/enrich/bot"
+	"github.com/edgepixel/edgepixel/edge/enrich/campaign"
+	"github.com/edgepixel/edgepixel/edge/enrich/mailopen"
+	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
+	"github.com/edgepixel/edgepixel/edge/enrich/referrer"
+	"github.com/edgepixel/edgepixel/edge/enrich/useragent"
+	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
+)
+
+// Client time: a client's clock (the pixel's t parameter, a POSTed
+// event's t, unix milliseconds) is kept in client_ts_ms when it is within
+// this skew of the edge's clock. Beyond it, the column is 0 and
+// client_ts_reason says why. A day in the past allows a beacon queued
+// offline; minutes in the future allow a fast client clock.
+const (
+	MaxClientLag  = 24 * time.Hour
+	MaxClientLead = 10 * time.Minute
+)
+
+// Reasons in client_ts_reason.
+const (
+	ClientTimeOutOfRange = "out_of_range"
+	ClientTimeMalformed  = "malformed"
+)
+
+// Values of the signature column.
+const (
+	SignatureVerified   = "verified"
+	SignatureUnverified = "unverified"
+	SignatureUnsigned   = "unsigned"
+)
+
+// BotReasonPlatform is bot_reason when the platform's own verdict
+// (Meta.BotScore) outscored the edge's.
+const BotReasonPlatform = "platform"
+
+// requestInfo is what a request tells that all its events share: the
+// user agent read once, the bot verdict, the client's address.
+type requestInfo struct {
+	ua        useragent.Result
+	botScore  uint8
+	botReason string
+	ip        netip.Addr
+	mailProxy string // mailopen.Classify's answer
+}
+
+func readRequest(m *Meta) requestInfo {
+	var r requestInfo
+	r.ua = useragent.Parse(m.UserAgent)
+	v := bot.Check(bot.Input{UserAgent: m.UserAgent, SecPurpose: m.SecPurpose, Purpose: m.Purpose,
+		XPurpose: m.XPurpose, XMoz: m.XMoz, SecCHUA: m.SecCHUA, ASN: m.ASN})
+	r.botScore, r.botReason = v.Score, v.Reason.String()
+	if m.BotScore > r.botScore {
+		r.botScore, r.botReason = m.BotScore, BotReasonPlatform
+		if m.BotReason != "" {
+			r.botReason = m.BotReason
+		}
+	}
+	if r.botScore >= 50 {
+		r.ua.Device = useragent.Bot
+	}
+	r.ip, _ = netip.ParseAddr(m.ClientIP)
+	r.mailProxy = mailopen.Classify(mailopen.Input{UserAgent: m.UserAgent, ASN: m.ASN, Bot: v.Reason})
+	return r
+}
+
+// hitParams are an event's own inputs besides its page and referrer.
+type hitParams struct {
+	clientTime string // t: unix milliseconds, "" if absent
+	screen     string // sw: CSS pixels
+	consent    string // "0", "1" or ""
+	usPrivacy  string
+	open       bool   // a pixel flagged as an email or feed open
+	signature  string // the signature column's value
+}
+
+// enrich fills e's derived fields: e holds base's fields, its site, name
+// and raw page and referrer (URL, Referrer) already cleaned; page and ref
+// are the raw values. It decides the consent tier and clears what the
+// tier does not keep.
+func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) {
+	e.Browser = r.ua.Browser
+	e.BrowserVersion = r.ua.BrowserVersion
+	e.OS = r.ua.OS
+	e.OSVersion = r.ua.OSVersion
+	e.Device = r.ua.Device.String()
+	e.BotScore, e.BotReason = r.botScore, r.botReason
+	e.Region = event.Clean(m.Region, event.MaxEnumLen)
+	e.City = event.Clean(m.City, event.MaxEnumLen)
+	e.ASN = m.ASN
+	e.Signature = p.signature
+	if p.open {
+		e.MailOpen = r.mailProxy
+		if e.MailOpen == mailopen.Person {
+			e.MailOpen = "person"
+		}
+	}
+
+	page, ref := e.URL, e.Referrer
+	cp := campaign.Parse(page)
+	e.UTMSource, e.UTMMedium, e.UTMCampaign = cp.Source, cp.Medium, cp.Campaign
+	e.UTMTerm, e.UTMContent = cp.Term, cp.Content
+	if cp.ClickIDs != 0 {
+		e.ClickIDs = cp.ClickIDs.String()
+	}
+	pu := pageurl.Normalize(page)
+	e.URL, e.Path = pu.URL, pu.Path
+	rc := referrer.Classify(referrer.Input{Referrer: ref, PageHost: pu.Host, Medium: cp.Medium, Source: cp.Source, PaidClick: cp.ClickIDs.Paid()})
+	e.ReferrerHost = event.Clean(rc.Host, event.MaxHostLen)
+	e.Channel = rc.Channel.String()
+	e.Source = event.Clean(rc.Name, event.MaxEnumLen)
+	if rc.Spam {
+		e.ReferrerSpam = 1
+	}
+
+	if p.screen != "" {
+		if w, err := strconv.ParseUint(p.screen, 10, 16); err == nil {
+			e.ScreenWidth = uint16(w)
+		}
+	}
+	if p.clientTime != "" {
+		now := time.UnixMilli(e.Time)
+		switch ms, err := strconv.ParseInt(p.clientTime, 10, 64); {
+		case err != nil || ms <= 0:
+			e.ClientTimeReason = ClientTimeMalformed
+		case ms < now.Add(-MaxClientLag).UnixMilli() || ms > now.Add(MaxClientLead).UnixMilli():
+			e.ClientTimeReason = ClientTimeOutOfRange
+		default:
+			e.ClientTime = uint64(ms)
+		}
+	}
+	if st.IPPrefix {
+		e.ClientIP = TruncateIP(m.ClientIP)
+	}
+
+	tier, why := privacy.Decide(st.Tier, privacy.Signals{GPC: m.SecGPC, DNT: m.DNT, Consent: p.consent, USPrivacy: p.usPrivacy})
+	e.Tier, e.ConsentReason = tier.String(), why
+	if tier == privacy.TierAggregate {
+		aggregateOnly(e, pu)
+		return
+	}
+	if c.Salts != nil && r.ip.IsValid() {
+		if salts := c.Salts(m.Now); salts != nil {
+			e.VisitorID, e.PrevVisitorID, _ = privacy.IDs(salts, m.Now, e.Site, r.ip, m.UserAgent)
+		}
+	}
+}
+
+// aggregateOnly clears what the aggregate tier does not keep: anything a
+// person could be told apart or found by. Left are the counts' dimensions:
+// site, name, the page without its query, referrer host, channel and
+// source, the campaign's source, medium and name, coarse user agent
+// classes, geography, bot score.
+func aggregateOnly(e *event.Event, pu pageurl.Result) {
+	e.UserAgent, e.ClientIP, e.Props, e.Referrer = "", "", "", ""
+	e.UTMTerm, e.UTMContent = "", ""
+	e.ScreenWidth, e.ClientTime, e.ClientTimeReason = 0, 0, ""
+	e.VisitorID, e.PrevVisitorID = 0, 0
+	if pu.Query != "" {
+		e.URL = strings.TrimSuffix(e.URL, "?"+pu.Query)
+	}
+}
+
+// signature checks a pixel's signature under the site's policy: the
+// signature column's value, or a drop reason under SignReject.
+func signature(rawQuery string, site string, st SiteSettings, c *Config, now time.Time) (value, drop string) {
+	if st.Sign == SignOff {
+		return "", ""
+	}
+	var keys [][]byte
+	if c.PixelKeys != nil {
+		keys = c.PixelKeys(site)
+	}
+	switch err := pixelsign.Verify(rawQuery, now.Unix(), keys...); {
+	case err == nil:
+		return SignatureVerified, ""
+	case st.Sign == SignMark && err == pixelsign.ErrUnsigned:
+		return SignatureUnsigned, ""
+	case st.Sign == SignMark:
+		return SignatureUnverified, ""
+	case err == pixelsign.ErrUnsigned:
+		return "", DropUnsigned
+	case err == pixelsign.ErrExpired:
+		return "", DropExpiredPixel
+	default:
+		return "", DropBadSignature
+	}
+}

@@ -1,0 +1,403 @@
+package pixel
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/edge/tracker"
+	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
+)
+
+const (
+	uaChrome  = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	uaFirefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+	uaIPhone  = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+	uaBot     = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+	uaGmail   = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+)
+
+func hitWith(t *testing.T, query string, c *Config, edit func(m *Meta)) event.Event {
+	t.Helper()
+	m := meta()
+	m.UserAgent = uaChrome
+	if edit != nil {
+		edit(m)
+	}
+	e, drop := FromQuery(query, m, c)
+	if drop != "" {
+		t.Fatalf("%s: dropped %s", query, drop)
+	}
+	if err := e.Validate(); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return e
+}
+
+func TestEnrichUserAgentBotGeo(t *testing.T) {
+	for _, tc := range []struct {
+		ua, browser, version, os, device string
+		bot                              bool
+	}{
+		{uaChrome, "Chrome", "131", "Windows", "desktop", false},
+		{uaFirefox, "Firefox", "133", "Linux", "desktop", false},
+		{uaIPhone, "Safari", "17", "iOS", "mobile", false},
+		{uaBot, "", "", "", "bot", true},
+	} {
+		e := hitWith(t, "site=demo&url=https://example.com/", nil, func(m *Meta) {
+			m.UserAgent = tc.ua
+			m.Country, m.Region, m.City, m.ASN = "US", "CA", "San Francisco", 7922
+		})
+		if e.Browser != tc.browser || e.BrowserVersion != tc.version || e.OS != tc.os || e.Device != tc.device {
+			t.Errorf("%s: %q %q %q %q", tc.ua, e.Browser, e.BrowserVersion, e.OS, e.Device)
+		}
+		if (e.BotScore >= 50) != tc.bot || tc.bot && e.BotReason != "crawler" {
+			t.Errorf("%s: bot score %d reason %q", tc.ua, e.BotScore, e.BotReason)
+		}
+		if e.Country != "US" || e.Region != "CA" || e.City != "San Francisco" || e.ASN != 7922 {
+			t.Errorf("geo %q %q %q %d", e.Country, e.Region, e.City, e.ASN)
+		}
+	}
+	// A prefetch is marked, not dropped; the platform's own verdict wins
+	// when it is higher.
+	e := hitWith(t, "site=demo", nil, func(m *Meta) { m.SecPurpose = "prefetch" })
+	if e.BotReason != "prefetch" || e.BotScore < 50 {
+		t.Errorf("prefetch: %d %q", e.BotScore, e.BotReason)
+	}
+	e = hitWith(t, "site=demo", nil, func(m *Meta) { m.BotScore = 98 })
+	if e.BotReason != BotReasonPlatform || e.BotScore != 98 || e.Device != "bot" {
+		t.Errorf("platform verdict: %d %q %q", e.BotScore, e.BotReason, e.Device)
+	}
+}
+
+func TestEnrichWhereFrom(t *testing.T) {
+	page := func(u string) string { return "site=demo&url=" + url.QueryEscape(u) }
+	for _, tc := range []struct {
+		query, ref                                  string
+		channel, source, host, clickIDs, path, stor string
+	}{
+		{page("https://example.com/a"), "https://www.google.com/", "search", "Google", "www.google.com", "", "/a", "https://example.com/a"},
+		{page("https://example.com/a"), "", "direct", "", "", "", "/a", "https://example.com/a"},
+		{page("https://example.com/b?id=1&gclid=xyz&utm_source=g"), "", "paid", "", "", "gclid", "/b", "https://example.com/b?id=1"},
+		{page("https://Example.COM:443/c/../d?utm_medium=email&utm_term=shoes&utm_content=hero#top"), "", "email", "", "", "", "/d", "https://example.com/d"},
+		{page("https://example.com/e"), "https://example.com/f", "internal", "", "example.com", "", "/e", "https://example.com/e"},
+		{page("https://example.com/e") + "&ref=" + url.QueryEscape("https://t.co/x"), "", "social", "Twitter", "t.co", "", "/e", "https://example.com/e"},
+	} {
+		e := hitWith(t, tc.query, nil, func(m *Meta) { m.Referer = tc.ref })
+		if tc.ref != "" && !strings.Contains(tc.query, "ref=") {
+			// A plain <img>: the Referer is the page, not its referrer.
+			e = hitWith(t, tc.query+"&ref="+url.QueryEscape(tc.ref), nil, nil)
+		}
+		if e.Channel != tc.channel || e.Source != tc.source || e.ReferrerHost != tc.host || e.ClickIDs != tc.clickIDs || e.Path != tc.path || e.URL != tc.stor {
+			t.Errorf("%s ref %s: channel %q source %q host %q click %q path %q url %q", tc.query, tc.ref, e.Channel, e.Source, e.ReferrerHost, e.ClickIDs, e.Path, e.URL)
+		}
+	}
+	e := hitWith(t, page("https://example.com/?utm_source=nl&utm_medium=email&utm_campaign=c&utm_term=t&utm_content=x"), nil, nil)
+	if e.UTMSource != "nl" || e.UTMMedium != "email" || e.UTMCampaign != "c" || e.UTMTerm != "t" || e.UTMContent != "x" {
+		t.Errorf("utm: %+v", e)
+	}
+}
+
+func testSalts(now time.Time) *privacy.Salts {
+	d := privacy.Day(now)
+	return &privacy.Salts{privacy.NewSalt(d, [16]byte{1}), privacy.NewSalt(d-1, [16]byte{2})}
+}
+
+func TestConsentTiersAndVisitorIDs(t *testing.T) {
+	c := &Config{Salts: testSalts}
+	full := hitWith(t, "site=demo&url=https://example.com/a?q=1&sw=1280", c, nil)
+	if full.Tier != "full" || full.ConsentReason != "default" || full.VisitorID == 0 || full.ScreenWidth != 1280 || full.UserAgent == "" {
+		t.Fatalf("full tier: %+v", full)
+	}
+	again := hitWith(t, "site=demo&url=https://example.com/b", c, nil)
+	other := hitWith(t, "site=other", c, nil)
+	otherIP := hitWith(t, "site=demo", c, func(m *Meta) { m.ClientIP = "198.51.100.1" })
+	if again.VisitorID != full.VisitorID || other.VisitorID == full.VisitorID || otherIP.VisitorID == full.VisitorID {
+		t.Errorf("visitor ids: same %x %x, other site %x, other address %x", full.VisitorID, again.VisitorID, other.VisitorID, otherIP.VisitorID)
+	}
+	if full.PrevVisitorID != 0 {
+		t.Errorf("previous day's id at %v", meta().Now.UTC())
+	}
+	midnight := hitWith(t, "site=demo", c, func(m *Meta) { m.Now = time.Date(2026, 1, 2, 0, 10, 0, 0, time.UTC) })
+	if midnight.PrevVisitorID == 0 || midnight.PrevVisitorID == midnight.VisitorID {
+		t.Errorf("10 minutes after midnight: %x %x", midnight.VisitorID, midnight.PrevVisitorID)
+	}
+	for _, tc := range []struct {
+		query  string
+		edit   func(m *Meta)
+		reason string
+	}{
+		{"", func(m *Meta) { m.SecGPC = "1" }, "gpc"},
+		{"", func(m *Meta) { m.DNT = "1" }, "dnt"},
+		{"&consent=0", nil, "no_consent"},
+		{"&us_privacy=1YYN", nil, "ccpa_opt_out"},
+	} {
+		e := hitWith(t, "site=demo&sw=1280&t=1763800000000&url="+url.QueryEscape("https://example.com/a?q=secret&utm_term=x")+"&ref="+url.QueryEscape("https://www.google.com/search?q=me")+tc.query, c, tc.edit)
+		if e.Tier != "aggregate" || e.ConsentReason != tc.reason {
+			t.Errorf("%s: tier %q reason %q", tc.reason, e.Tier, e.ConsentReason)
+		}
+		if e.VisitorID != 0 || e.PrevVisitorID != 0 || e.UserAgent != "" || e.Referrer != "" || e.URL != "https://example.com/a" || e.UTMTerm != "" ||
+			e.ScreenWidth != 0 || e.ClientTime != 0 || e.ClientIP != "" {
+			t.Errorf("%s: aggregate tier keeps %+v", tc.reason, e)
+		}
+		if e.Channel != "search" || e.ReferrerHost != "www.google.com" || e.Browser != "Chrome" || e.Path != "/a" {
+			t.Errorf("%s: aggregate tier lost its dimensions: %+v", tc.reason, e)
+		}
+	}
+	// POSTs: the tier clears props too.
+	evs, drop := FromJSON([]byte(`{"site":"demo","name":"buy","props":{"email":"a@b.c"},"consent":0}`), "", meta(), c)
+	if drop != "" || evs[0].Props != "" || evs[0].Tier != "aggregate" || evs[0].VisitorID != 0 {
+		t.Errorf("POST consent 0: %q %+v", drop, evs)
+	}
+	// A site whose default is aggregate: consent=1 raises it.
+	sites, err := NewSites(func(k string) string { return map[string]string{"site.demo": "tier=aggregate"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Sites = sites
+	if e := hitWith(t, "site=demo", c, nil); e.Tier != "aggregate" || e.ConsentReason != "default" || e.VisitorID != 0 {
+		t.Errorf("aggregate site: %+v", e)
+	}
+	if e := hitWith(t, "site=demo&consent=1", c, nil); e.Tier != "full" || e.ConsentReason != "consent" || e.VisitorID == 0 {
+		t.Errorf("aggregate site with consent: %+v", e)
+	}
+	// No salt: counted, without a visitor id.
+	if e := hitWith(t, "site=x", &Config{Salts: func(time.Time) *privacy.Salts { return &privacy.Salts{} }}, nil); e.VisitorID != 0 || e.Tier != "full" {
+		t.Errorf("without salts: %+v", e)
+	}
+}
+
+func TestSitesSettings(t *testing.T) {
+	store := map[string]string{
+		ConfigSites:               "demo, shop\nblog",
+		ConfigSiteDefault:         "sign=mark",
+		ConfigSitePrefix + "shop": "ip=prefix tier=full",
+		ConfigSitePrefix + "blog": "tier=sometimes ip=prefix",
+	}
+	var logged []error
+	sites, err := NewSites(func(k string) string { return store[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sites.Errors = func(err error) { logged = append(logged, err) }
+	c := &Config{Sites: sites}
+	if _, drop := FromQuery("site=unlisted", meta(), c); drop != DropUnknownSite {
+		t.Errorf("unlisted: %q", drop)
+	}
+	if _, drop := FromJSON([]byte(`[{"site":"demo"},{"site":"unlisted"}]`), "", meta(), c); drop != DropUnknownSite {
+		t.Errorf("POST with an unlisted site: %q", drop)
+	}
+	if e := hitWith(t, "site=demo", c, nil); e.Signature != SignatureUnsigned || e.ClientIP != "" {
+		t.Errorf("demo (site_default): %+v", e)
+	}
+	if e := hitWith(t, "site=shop", c, nil); e.Signature != "" || e.ClientIP != "203.0.113.0" {
+		t.Errorf("shop: signature %q ip %q", e.Signature, e.ClientIP)
+	}
+	if e := hitWith(t, "site=blog", c, nil); e.ClientIP != "203.0.113.0" || len(logged) != 1 || !strings.Contains(logged[0].Error(), "tier=sometimes") {
+		t.Errorf("blog: ip %q, errors %v", e.ClientIP, logged)
+	}
+	hitWith(t, "site=blog", c, nil)
+	if len(logged) != 1 {
+		t.Errorf("a bad entry reported %d times: it is read once", len(logged))
+	}
+	store[ConfigUnknownSites] = "accept"
+	if sites, _ = NewSites(func(k string) string { return store[k] }); !sites.Known("unlisted") {
+		t.Error("unknown_sites=accept")
+	}
+	if _, err := NewSites(func(k string) string { return map[string]string{ConfigUnknownSites: "maybe"}[k] }); err == nil {
+		t.Error("unknown_sites=maybe accepted")
+	}
+}
+
+func TestSignedPixelPolicies(t *testing.T) {
+	key := []byte("0123456789abcdef0123")
+	old := []byte("fedcba9876543210fedc")
+	now := meta().Now.Unix()
+	sign := func(k []byte, q string, exp int64) string {
+		s, err := pixelsign.Sign(k, q, exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := sign(key, "site=demo&url=https%3A%2F%2Fexample.com%2Fmail", now+3600)
+	rotated := sign(old, "site=demo&url=https%3A%2F%2Fexample.com%2Fmail", now+3600)
+	expired := sign(key, "site=demo", now-1)
+	tampered := strings.Replace(good, "mail", "male", 1)
+	unsigned := "site=demo"
+	for _, policy := range []string{"off", "mark", "reject"} {
+		sites, _ := NewSites(func(k string) string {
+			if k == ConfigSitePrefix+"demo" {
+				return "sign=" + policy
+			}
+			return ""
+		})
+		c := &Config{Sites: sites, PixelKeys: func(site string) [][]byte {
+			if site == "demo" {
+				return [][]byte{key, old}
+			}
+			return nil
+		}}
+		want := map[string]map[string]string{ // query -> policy -> signature column or drop
+			good:     {"off": "", "mark": "verified", "reject": "verified"},
+			rotated:  {"off": "", "mark": "verified", "reject": "verified"},
+			expired:  {"off": "", "mark": "unverified", "reject": "drop:expired_pixel"},
+			tampered: {"off": "", "mark": "unverified", "reject": "drop:bad_pixel_signature"},
+			unsigned: {"off": "", "mark": "unsigned", "reject": "drop:unsigned"},
+		}
+		for q, w := range want {
+			e, drop := FromQuery(q, meta(), c)
+			got := e.Signature
+			if drop != "" {
+				got = "drop:" + drop
+			}
+			if got != w[policy] {
+				t.Errorf("sign=%s %s: %q, want %q", policy, q, got, w[policy])
+			}
+		}
+	}
+}
+
+func TestClientTimeAndScreen(t *testing.T) {
+	now := meta().Now.UnixMilli()
+	for _, tc := range []struct {
+		t      string
+		ms     uint64
+		reason string
+	}{
+		{strconv.FormatInt(now-1000, 10), uint64(now - 1000), ""},
+		{strconv.FormatInt(now-int64(MaxClientLag/time.Millisecond)+1, 10), uint64(now - int64(MaxClientLag/time.Millisecond) + 1), ""},
+		{strconv.FormatInt(now-int64(MaxClientLag/time.Millisecond)-1, 10), 0, ClientTimeOutOfRange},
+		{strconv.FormatInt(now+int64(MaxClientLead/time.Millisecond)+1, 10), 0, ClientTimeOutOfRange},
+		{"yesterday", 0, ClientTimeMalformed},
+		{"-5", 0, ClientTimeMalformed},
+		{"99999999999999999999", 0, ClientTimeMalformed},
+	} {
+		e := hitWith(t, "site=demo&sw=390&t="+url.QueryEscape(tc.t), nil, nil)
+		if e.ClientTime != tc.ms || e.ClientTimeReason != tc.reason || e.Time != now || e.ScreenWidth != 390 {
+			t.Errorf("t=%s: client %d %q, time %d, sw %d", tc.t, e.ClientTime, e.ClientTimeReason, e.Time, e.ScreenWidth)
+		}
+	}
+	for _, sw := range []string{"70000", "-1", "wide"} {
+		if e := hitWith(t, "site=demo&sw="+sw, nil, nil); e.ScreenWidth != 0 {
+			t.Errorf("sw=%s: %d", sw, e.ScreenWidth)
+		}
+	}
+	evs, drop := FromJSON([]byte(`{"site":"demo","sw":1440,"t":`+strconv.FormatInt(now, 10)+`}`), "", meta(), nil)
+	if drop != "" || evs[0].ScreenWidth != 1440 || evs[0].ClientTime != uint64(now) {
+		t.Errorf("POST: %q %+v", drop, evs)
+	}
+	evs, drop = FromJSON([]byte(`{"site":"demo","sw":"1440","t":{"x":1}}`), "", meta(), nil)
+	if drop != "" || evs[0].ScreenWidth != 1440 || evs[0].ClientTime != 0 {
+		t.Errorf("POST with odd types: %q %+v", drop, evs)
+	}
+}
+
+func TestMailOpens(t *testing.T) {
+	for _, tc := range []struct {
+		ua   string
+		asn  uint32
+		want string
+	}{
+		{uaGmail, 15169, "gmail"},
+		{"Mozilla/5.0", 36183, "apple"},
+		{uaChrome, 3320, "person"},
+	} {
+		e := hitWith(t, "site=demo&open=email", nil, func(m *Meta) { m.UserAgent, m.ASN = tc.ua, tc.asn })
+		if e.MailOpen != tc.want {
+			t.Errorf("%s AS%d: %q, want %q", tc.ua, tc.asn, e.MailOpen, tc.want)
+		}
+	}
+	if e := hitWith(t, "site=demo", nil, func(m *Meta) { m.UserAgent = uaGmail }); e.MailOpen != "" {
+		t.Errorf("a pixel not flagged as an open: %q", e.MailOpen)
+	}
+}
+
+// Over a rate limit, the pixel still answers the GIF; the hit is counted
+// as rate_limited and stores nothing. A POST gets 429.
+func TestRateLimited(t *testing.T) {
+	var seen []string
+	c := &Config{RateLimited: func(client, site string) bool {
+		seen = append(seen, client+" "+site)
+		return site == "busy"
+	}}
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Hour, MaxBuffered: 100}
+	m := meta()
+	hit := Hit{Method: "GET", Path: PathPixel, RawQuery: "site=busy", Meta: func() *Meta { return m }}
+	var resp Response
+	Serve(&hit, c, b, m.Now, &resp)
+	if resp.Status != 200 || !bytes.Equal(resp.Body, GIF) || resp.Drop != DropRateLimited || b.Len() != 0 {
+		t.Fatalf("over the limit: %d %q, %d buffered", resp.Status, resp.Drop, b.Len())
+	}
+	if sc := b.Counts.sites["busy"]; sc == nil || sc.Hits != 1 || len(sc.Drops) != 1 || sc.Drops[0].Reason != DropRateLimited {
+		t.Fatalf("counts %+v", sc)
+	}
+	hit.RawQuery = "site=calm"
+	if Serve(&hit, c, b, m.Now, &resp); resp.Drop != "" || b.Len() != 1 {
+		t.Fatalf("under the limit: %q", resp.Drop)
+	}
+	post := Hit{Method: "POST", Path: PathPost, Meta: func() *Meta { return m },
+		Body: func(int) ([]byte, error) { return []byte(`{"site":"busy"}`), nil }}
+	if Serve(&post, c, b, m.Now, &resp); resp.Status != 429 || resp.Drop != DropRateLimited {
+		t.Fatalf("POST over the limit: %d %q", resp.Status, resp.Drop)
+	}
+	if strings.Join(seen, ",") != "203.0.113.77 busy,203.0.113.77 calm,203.0.113.77 busy" {
+		t.Errorf("checked %q", seen)
+	}
+}
+
+func TestServeScript(t *testing.T) {
+	headers := map[string]string{}
+	hit := Hit{Method: "GET", Path: PathScript, Header: func(name string) string { return headers[name] }}
+	var resp Response
+	Serve(&hit, nil, &Batcher{}, time.Now(), &resp)
+	if resp.Status != 200 || !bytes.Equal(resp.Body, tracker.Script) || resp.Get("ETag") != tracker.ETag || resp.Get("Content-Encoding") != "" ||
+		resp.Get("Cache-Control") != tracker.CacheControl || !strings.HasPrefix(resp.Get("Content-Type"), "text/javascript") {
+		t.Fatalf("plain: %d %v", resp.Status, resp.Header)
+	}
+	headers["Accept-Encoding"] = "br, gzip;q=0.8"
+	Serve(&hit, nil, &Batcher{}, time.Now(), &resp)
+	zr, err := gzip.NewReader(bytes.NewReader(resp.Body))
+	if err != nil || resp.Get("Content-Encoding") != "gzip" || resp.Get("Vary") != "Accept-Encoding" {
+		t.Fatalf("gzip: %v %v", err, resp.Header)
+	}
+	if js, _ := io.ReadAll(zr); !bytes.Equal(js, tracker.Script) {
+		t.Fatal("gzip body is not s.js")
+	}
+	headers["Accept-Encoding"] = "gzip;q=0"
+	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Get("Content-Encoding") != "" {
+		t.Error("gzip;q=0 got gzip")
+	}
+	headers["If-None-Match"] = `"other", W/` + tracker.ETag
+	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 304 || len(resp.Body) != 0 || resp.Get("ETag") != tracker.ETag {
+		t.Errorf("revalidation: %d", resp.Status)
+	}
+	hit.Method = "POST"
+	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 405 {
+		t.Errorf("POST /s.js: %d", resp.Status)
+	}
+}
+
+// FuzzSiteSettings: any settings value parses without panicking, and
+// what it reports as applied survives a round trip through its own
+// canonical text.
+func FuzzSiteSettings(f *testing.F) {
+	for _, s := range []string{"tier=aggregate sign=reject ip=prefix", "sign=mark;;tier=full", "tier", "=", "ip=PREFIX,,sign=Off"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		st, _ := ParseSiteSettings(s)
+		text := "tier=" + st.Tier.String() + " sign=" + [...]string{"off", "mark", "reject"}[st.Sign] + " ip=" + map[bool]string{false: "off", true: "prefix"}[st.IPPrefix]
+		again, err := ParseSiteSettings(text)
+		if err != nil || again != st {
+			t.Fatalf("%q -> %+v -> %q -> %+v %v", s, st, text, again, err)
+		}
+	})
+}

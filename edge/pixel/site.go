@@ -1,0 +1,165 @@
+package pixel
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// Per-site settings, read from the platform's configuration (Fastly's
+// config store "edgepixel", a Worker's vars) under these keys:
+//
+//	sites          the sites this edge counts, separated by spaces,
+//	               commas or newlines. Unset: every site. Set: a hit for
+//	               another site is answered (the GIF, a 204) but not
+//	               counted (unknown_site), unless unknown_sites=accept.
+//	unknown_sites  "accept" or "drop": what happens to a site not in
+//	               sites. Default drop when sites is set.
+//	site_default   the settings of a site without a site.SITE entry.
+//	site.SITE      one site's settings (SITE as the site parameter sends
+//	               it), which replace site_default's whole.
+//
+// A settings value is NAME=VALUE pairs separated by spaces, commas or
+// semicolons:
+//
+//	tier=full|aggregate    the consent tier of a hit without a signal
+//	                       (edge/privacy): aggregate counts without
+//	                       visitor ids or free-form fields unless the page
+//	                       says consent=1. Default full.
+//	sign=off|mark|reject   signed pixels (shared/pixelsign): off does not
+//	                       check; mark keeps every hit and stores
+//	                       verified, unverified or unsigned; reject counts
+//	                       only verified pixel hits (the others get the GIF
+//	                       and unsigned, bad_pixel_signature or
+//	                       expired_pixel). Event POSTs are never signed.
+//	                       Default off.
+//	ip=off|prefix          whether the visitor's address leaves the edge,
+//	                       truncated to /24 (IPv4) or /48 (IPv6), in
+//	                       client_ip. Default off: no address is stored.
+//
+// CORS origins per site are cors_origins (Origins).
+const (
+	ConfigSites        = "sites"
+	ConfigUnknownSites = "unknown_sites"
+	ConfigSiteDefault  = "site_default"
+	ConfigSitePrefix   = "site."
+)
+
+// SignPolicy is what a site does with pixel signatures.
+type SignPolicy uint8
+
+const (
+	SignOff    SignPolicy = iota // not checked
+	SignMark                     // checked, stored in the signature column
+	SignReject                   // only verified pixel hits are counted
+)
+
+// SiteSettings are one site's settings. The zero value is the default.
+type SiteSettings struct {
+	Tier     privacy.Tier // the default consent tier
+	Sign     SignPolicy
+	IPPrefix bool // store the truncated address in client_ip
+}
+
+// ParseSiteSettings reads a settings value (see ConfigSitePrefix). A bad
+// pair is skipped and reported in the error; the others apply.
+func ParseSiteSettings(s string) (SiteSettings, error) {
+	var st SiteSettings
+	var errs []error
+	for _, pair := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == ';' || r == '\t' || r == '\n' }) {
+		name, value, _ := strings.Cut(pair, "=")
+		switch name = strings.ToLower(name); name + "=" + strings.ToLower(value) {
+		case "tier=full":
+			st.Tier = privacy.TierFull
+		case "tier=aggregate":
+			st.Tier = privacy.TierAggregate
+		case "sign=off":
+			st.Sign = SignOff
+		case "sign=mark":
+			st.Sign = SignMark
+		case "sign=reject":
+			st.Sign = SignReject
+		case "ip=off":
+			st.IPPrefix = false
+		case "ip=prefix":
+			st.IPPrefix = true
+		default:
+			errs = append(errs, fmt.Errorf("%q is not one of tier=full|aggregate, sign=off|mark|reject, ip=off|prefix", pair))
+		}
+	}
+	return st, errors.Join(errs...)
+}
+
+// maxCachedSites bounds the per-site settings an instance keeps: hits for
+// random site names must not grow its memory. Beyond it, a site's
+// settings are looked up on every hit.
+const maxCachedSites = 1000
+
+// Sites are the per-site settings of an instance. Lookups go to the
+// platform's configuration once per site and are then cached. A nil
+// *Sites counts every site with the default settings.
+type Sites struct {
+	get           func(key string) string
+	list          map[string]bool // nil: every site is known
+	acceptUnknown bool
+	def           SiteSettings
+	cache         map[string]SiteSettings
+	// Errors receives a malformed site.SITE value the first time it is
+	// read (the rest of it applies); nil discards.
+	Errors func(err error)
+}
+
+// NewSites reads the keys above through get ("" for an absent key). A
+// malformed value is reported in the error, joined per problem; what
+// parses applies.
+func NewSites(get func(key string) string) (*Sites, error) {
+	s := &Sites{get: get, cache: map[string]SiteSettings{}}
+	var errs []error
+	if v := strings.TrimSpace(get(ConfigSites)); v != "" {
+		s.list = map[string]bool{}
+		for _, site := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\n' || r == '\t' }) {
+			s.list[cleanSite(site)] = true
+		}
+	}
+	switch v := strings.ToLower(strings.TrimSpace(get(ConfigUnknownSites))); v {
+	case "accept":
+		s.acceptUnknown = true
+	case "", "drop":
+	default:
+		errs = append(errs, fmt.Errorf("%s: %q is not accept or drop", ConfigUnknownSites, v))
+	}
+	var err error
+	if s.def, err = ParseSiteSettings(get(ConfigSiteDefault)); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", ConfigSiteDefault, err))
+	}
+	return s, errors.Join(errs...)
+}
+
+// Known reports whether hits for site are counted.
+func (s *Sites) Known(site string) bool {
+	return s == nil || s.list == nil || s.acceptUnknown || s.list[site]
+}
+
+// Settings returns site's settings.
+func (s *Sites) Settings(site string) SiteSettings {
+	if s == nil {
+		return SiteSettings{}
+	}
+	if st, ok := s.cache[site]; ok {
+		return st
+	}
+	st := s.def
+	if v := s.get(ConfigSitePrefix + site); v != "" {
+		var err error
+		if st, err = ParseSiteSettings(v); err != nil && s.Errors != nil {
+			s.Errors(fmt.Errorf("%s%s: %w", ConfigSitePrefix, event.Clean(site, event.MaxSiteLen), err))
+		}
+	}
+	if len(s.cache) < maxCachedSites {
+		s.cache[string(append([]byte(nil), site...))] = st // site may point into a request's buffers
+	}
+	return st
+}
