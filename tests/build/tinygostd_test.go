@@ -3,11 +3,8 @@ package build
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-
-	"github.com/edgepixel/edgepixel/tests/progress"
 )
 
 // TestOverlayRoot builds the overlay over a stand-in release root: every
@@ -49,43 +46,5 @@ func TestOverlayRoot(t *testing.T) {
 	}
 	if got, _ := overlayRoot(ctx, dir, cache); got != dir {
 		t.Errorf("a root with every package needs no overlay, got %s", got)
-	}
-}
-
-// TestTinyGoBuildsPublicSuffix builds a program using
-// golang.org/x/net/publicsuffix (which imports net/http/cookiejar) with
-// the project's TinyGo, when one is at hand; building TinyGo itself is
-// left to make.
-func TestTinyGoBuildsPublicSuffix(t *testing.T) {
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := exec.LookPath("tinygo"); err != nil {
-		if _, err := os.Stat(filepath.Join(TinyGoDir(root), "root", "build", "tinygo")); err != nil {
-			t.Skip("no TinyGo on PATH or built under .edgepixel (make wasm builds it)")
-		}
-	}
-	c, err := TinyGo.Compiler(context.Background(), root, progress.New(os.Stderr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	pkg := filepath.Join(root, "tests", "build", "testdata", "psl")
-	os.MkdirAll(pkg, 0o755)
-	t.Cleanup(func() { os.RemoveAll(pkg) })
-	os.WriteFile(filepath.Join(pkg, "main.go"), []byte(`package main
-
-import "golang.org/x/net/publicsuffix"
-
-func main() {
-	d, _ := publicsuffix.EffectiveTLDPlusOne("www.example.co.uk")
-	println(d)
-}
-`), 0o644)
-	cmd := exec.Command(c.Bin, c.Args("./tests/build/testdata/psl", filepath.Join(dir, "psl.wasm"))...)
-	cmd.Dir, cmd.Env = root, c.Env(os.Environ())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("tinygo build: %v\n%s", err, out)
 	}
 }

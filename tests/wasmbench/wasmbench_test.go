@@ -9,9 +9,12 @@ import (
 	"github.com/edgepixel/edgepixel/tests/wasmbench/corpus"
 )
 
-// TestWasm builds the guest with each toolchain, checks that it computes
-// exactly what the packages compute natively over the corpus, and logs the
-// figures. Nothing here fails on a timing.
+// TestWasm builds the guest with standard Go (and TinyGo too with
+// EDGEPIXEL_WASMBENCH_TINYGO=1: its builds take minutes, and the TinyGo
+// edge module's end-to-end tests already check the same enrichment, as
+// does `make bench`'s enrich section with both), checks that it computes
+// exactly what the packages compute natively over the corpus, and logs
+// the figures. Nothing here fails on a timing.
 func TestWasm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds wasm modules")
@@ -21,7 +24,11 @@ func TestWasm(t *testing.T) {
 	if note != "" {
 		t.Log(note)
 	}
-	passes := 100
+	if os.Getenv("EDGEPIXEL_WASMBENCH_TINYGO") != "1" {
+		tcs = tcs[:1]
+		t.Log("standard Go only (EDGEPIXEL_WASMBENCH_TINYGO=1 adds TinyGo)")
+	}
+	passes := 20
 	if s := os.Getenv("EDGEPIXEL_WASMBENCH_PASSES"); s != "" {
 		passes, _ = strconv.Atoi(s)
 	}
