@@ -132,22 +132,8 @@ func (c *Counts) Get(site string) wire.SiteCounts {
 func (c *Counts) Total() wire.SiteCounts {
 	var t wire.SiteCounts
 	for _, sc := range c.list {
-		t.Hits += sc.Hits
-		t.Events += sc.Events
-		for _, d := range sc.Drops {
-			found := false
-			for i := range t.Drops {
-				if t.Drops[i].Reason == d.Reason {
-					t.Drops[i].N += d.N
-					found = true
-				}
-			}
-			if !found {
-				t.Drops = append(t.Drops, d)
-			}
-		}
+		t.Add(sc.SiteCounts)
 	}
-	wire.SortDrops(t.Drops)
 	return t
 }
 

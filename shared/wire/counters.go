@@ -97,6 +97,22 @@ func (s SiteCounts) Dropped(reason string) uint64 {
 	return 0
 }
 
+// Add adds o's hits, events and drops to s, keeping s.Drops sorted by
+// reason. s's site and time are left as they are.
+func (s *SiteCounts) Add(o SiteCounts) {
+	s.Hits += o.Hits
+	s.Events += o.Events
+	for _, d := range o.Drops {
+		i := slices.IndexFunc(s.Drops, func(x Drop) bool { return x.Reason == d.Reason })
+		if i < 0 {
+			s.Drops = append(s.Drops, d)
+			continue
+		}
+		s.Drops[i].N += d.N
+	}
+	SortDrops(s.Drops)
+}
+
 // ValidReason reports whether r can be a drop reason: 1 to MaxReasonLen
 // bytes of lower-case ASCII letters, digits and _, starting with a
 // letter. The aggregator uses reasons as metric label values and table

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -246,5 +247,18 @@ func BenchmarkEventLine(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = AppendEventLine(buf[:0], &e, c.Instance, &c.Sites[0])
+	}
+}
+
+func TestSiteCountsAdd(t *testing.T) {
+	s := SiteCounts{Site: "a", Hits: 1, Events: 1, Drops: []Drop{{Reason: "bad_json", N: 2}}}
+	o := SiteCounts{Site: "b", Hits: 3, Events: 2, Drops: []Drop{{Reason: "too_large", N: 1}, {Reason: "bad_json", N: 5}}}
+	s.Add(o)
+	want := SiteCounts{Site: "a", Hits: 4, Events: 3, Drops: []Drop{{Reason: "bad_json", N: 7}, {Reason: "too_large", N: 1}}}
+	if fmt.Sprint(s) != fmt.Sprint(want) {
+		t.Errorf("Add: %+v, want %+v", s, want)
+	}
+	if o.Drops[1].N != 5 {
+		t.Error("Add changed its argument")
 	}
 }

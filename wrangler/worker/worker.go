@@ -394,26 +394,10 @@ func (w *Worker) Slots() int { return len(w.slots) }
 
 // Counts returns the counts of all slots summed for site (for tests).
 func (w *Worker) Counts(site string) wire.SiteCounts {
-	var t wire.SiteCounts
-	t.Site = site
+	t := wire.SiteCounts{Site: site}
 	for _, s := range w.slots {
-		c := s.b.Counts.Get(site)
-		t.Hits += c.Hits
-		t.Events += c.Events
-		for _, d := range c.Drops {
-			found := false
-			for i := range t.Drops {
-				if t.Drops[i].Reason == d.Reason {
-					t.Drops[i].N += d.N
-					found = true
-				}
-			}
-			if !found {
-				t.Drops = append(t.Drops, d)
-			}
-		}
+		t.Add(s.b.Counts.Get(site))
 	}
-	wire.SortDrops(t.Drops)
 	return t
 }
 
