@@ -19,13 +19,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
-	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 const journalEndpoint = "edgepixel_journal"
@@ -46,21 +43,10 @@ func runDurable(wasm string, d time.Duration, conns, threads int) error {
 	}
 	defer os.RemoveAll(dir)
 	// One sink stands in for the aggregator: batches and NDJSON lines.
-	var batched, lines atomic.Int64
-	sink, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		if n, err := wire.Count(b); err == nil {
-			batched.Add(int64(n))
-		} else {
-			lines.Add(int64(strings.Count(string(b), "\n")))
-		}
-		w.WriteHeader(http.StatusOK)
-	}))
+	sink, counts, err := countingSink()
 	if err != nil {
 		return err
 	}
-	secretFile := filepath.Join(dir, "secret")
-	os.WriteFile(secretFile, []byte("bench-secret"), 0o600)
 	path := "/p.gif?site=bench&url=https%3A%2F%2Fexample.com%2Fa&ref=https%3A%2F%2Fnews.ycombinator.com%2F"
 	addrs := make([]string, len(durableModes))
 	pops := make([]*pop.Server, len(durableModes))
@@ -69,19 +55,7 @@ func runDurable(wasm string, d time.Duration, conns, threads int) error {
 		if mode.durability != "" {
 			journal = fmt.Sprintf("journal = %q\n", journalEndpoint)
 		}
-		manifestPath := filepath.Join(dir, fmt.Sprintf("fastly-%d.toml", i))
-		os.WriteFile(manifestPath, []byte(fmt.Sprintf(`manifest_version = 3
-name = "edgepixel-bench"
-[local_server.backends.aggregator]
-url = "http://%s"
-[local_server.config_stores.edgepixel]
-format = "inline-toml"
-[local_server.config_stores.edgepixel.contents]
-pop = "bench"
-%s[local_server.secret_stores]
-edgepixel = [{ key = "aggregator_secret", file = %q }]
-`, sink, journal, secretFile)), 0o644)
-		manifest, err := fastlytoml.Load(manifestPath)
+		manifest, _, err := benchManifest(dir, fmt.Sprintf("fastly-%d.toml", i), sink, journal)
 		if err != nil {
 			return err
 		}
@@ -175,7 +149,7 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 		p50, p99, n = histQuantiles(hist, metricsOf(i+1), afterOne[i+1])
 		fmt.Printf("  %-28s %11s %11s (p50, p99; host-timed, %d writes, %d conns)\n", "", "<= "+fmtDur(p50), "<= "+fmtDur(p99), n, conns)
 	}
-	fmt.Printf("\nevents delivered: %d in batches, %d as journal lines (the journal modes deliver by lines only)\n", batched.Load(), lines.Load())
+	fmt.Printf("\nevents delivered: %d in batches, %d as journal lines (the journal modes deliver by lines only)\n", counts.batched.Load(), counts.lines.Load())
 	return nil
 }
 

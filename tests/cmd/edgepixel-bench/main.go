@@ -28,13 +28,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/pop"
-	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -170,14 +167,7 @@ func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 	ctx := context.Background()
 
 	// The sink stands in for the aggregator and counts delivered events.
-	var delivered atomic.Int64
-	sink, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		if n, err := wire.Count(b); err == nil {
-			delivered.Add(int64(n))
-		}
-		w.WriteHeader(http.StatusOK)
-	}))
+	sink, counts, err := countingSink()
 	if err != nil {
 		return err
 	}
@@ -187,21 +177,7 @@ func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	secretFile := filepath.Join(dir, "secret")
-	os.WriteFile(secretFile, []byte("bench-secret"), 0o600)
-	manifestPath := filepath.Join(dir, "fastly.toml")
-	os.WriteFile(manifestPath, []byte(fmt.Sprintf(`manifest_version = 3
-name = "edgepixel-bench"
-[local_server.backends.aggregator]
-url = "http://%s"
-[local_server.config_stores.edgepixel]
-format = "inline-toml"
-[local_server.config_stores.edgepixel.contents]
-pop = "bench"
-[local_server.secret_stores]
-edgepixel = [{ key = "aggregator_secret", file = %q }]
-`, sink, secretFile)), 0o644)
-	manifest, err := fastlytoml.Load(manifestPath)
+	manifest, manifestPath, err := benchManifest(dir, "fastly.toml", sink, "")
 	if err != nil {
 		return err
 	}
@@ -249,7 +225,7 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	// Idle instances exit after the batch age and flush; wait for that so
 	// warm-up events are not counted as the measured run's.
 	time.Sleep(time.Second)
-	delivered.Store(0)
+	counts.batched.Store(0)
 
 	many := make([]result, len(targets))
 	one := make([]result, len(targets))
@@ -314,7 +290,7 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 	// wrk counts only responses completed before it stops; the requests it
 	// had in flight (up to one per connection) were served and delivered too.
 	fmt.Printf("\nevents delivered by the POPs and the native edge: %d for %d pixel requests wrk counted, +up to %d in flight at its stops (%d errors)\n",
-		delivered.Load(), popRequests+nativeRequests, len(mods)*(conns+1)+conns+1, popErrors)
+		counts.batched.Load(), popRequests+nativeRequests, len(mods)*(conns+1)+conns+1, popErrors)
 
 	// Guest run time per hit, as the host measures it, beside the same
 	// logic's time natively.

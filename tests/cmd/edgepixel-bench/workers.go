@@ -12,12 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
-	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/stack"
@@ -47,14 +44,7 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 		return fmt.Errorf("%v: build it with edgepixel-build -dir %s worker", err, binDir)
 	}
 	ctx := context.Background()
-	var delivered atomic.Int64
-	sink, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		if n, err := wire.Count(b); err == nil {
-			delivered.Add(int64(n))
-		}
-		w.WriteHeader(http.StatusOK)
-	}))
+	sink, counts, err := countingSink()
 	if err != nil {
 		return err
 	}
@@ -91,7 +81,7 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 		}
 	}
 	time.Sleep(time.Second) // warm-up deliveries end
-	delivered.Store(0)
+	counts.batched.Store(0)
 
 	fmt.Fprintf(os.Stderr, "bench: pixel through the worker in workerd (%v, %d connections) ...\n", d, conns)
 	cpu0 := procCPU(wd.Proc.Pid())
@@ -101,7 +91,7 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 	}
 	time.Sleep(time.Second) // deliveries in waitUntil end after the answers
 	cpu := procCPU(wd.Proc.Pid()) - cpu0
-	wdDelivered := delivered.Load()
+	wdDelivered := counts.batched.Load()
 	fmt.Fprintf(os.Stderr, "bench: pixel through the POP (%v, %d connections) ...\n", d, conns)
 	popRes, err := wrk(popAddr+path, d, conns, threads)
 	if err != nil {
@@ -136,21 +126,7 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 
 // benchPop serves the POP running the Fastly module, delivering to sink.
 func benchPop(ctx context.Context, wasm, sink, dir string) (addr string, stop func(), err error) {
-	secretFile := filepath.Join(dir, "secret")
-	os.WriteFile(secretFile, []byte("bench-secret"), 0o600)
-	manifestPath := filepath.Join(dir, "fastly.toml")
-	os.WriteFile(manifestPath, []byte(fmt.Sprintf(`manifest_version = 3
-name = "edgepixel-bench"
-[local_server.backends.aggregator]
-url = "http://%s"
-[local_server.config_stores.edgepixel]
-format = "inline-toml"
-[local_server.config_stores.edgepixel.contents]
-pop = "bench"
-[local_server.secret_stores]
-edgepixel = [{ key = "aggregator_secret", file = %q }]
-`, sink, secretFile)), 0o644)
-	manifest, err := fastlytoml.Load(manifestPath)
+	manifest, _, err := benchManifest(dir, "fastly.toml", sink, "")
 	if err != nil {
 		return "", nil, err
 	}

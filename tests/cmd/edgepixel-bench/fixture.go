@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+// sinkCounts are the events a countingSink received: in signed batches,
+// and as NDJSON lines (any body that is not a batch).
+type sinkCounts struct {
+	batched, lines atomic.Int64
+}
+
+// countingSink serves as the aggregator for the POPs and edges under
+// test: it answers every delivery 200 and counts what it received.
+func countingSink() (addr string, c *sinkCounts, err error) {
+	c = &sinkCounts{}
+	addr, err = serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if n, err := wire.Count(b); err == nil {
+			c.batched.Add(int64(n))
+		} else {
+			c.lines.Add(int64(strings.Count(string(b), "\n")))
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	return addr, c, err
+}
+
+// benchManifest writes the secret and a fastly.toml named name into dir
+// for a POP delivering to sink (the aggregator backend), with the config
+// store's pop = "bench" and the lines in extraConfig, and loads it. path
+// is the file's.
+func benchManifest(dir, name, sink, extraConfig string) (m *fastlytoml.Manifest, path string, err error) {
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("bench-secret"), 0o600); err != nil {
+		return nil, "", err
+	}
+	path = filepath.Join(dir, name)
+	err = os.WriteFile(path, []byte(fmt.Sprintf(`manifest_version = 3
+name = "edgepixel-bench"
+[local_server.backends.aggregator]
+url = "http://%s"
+[local_server.config_stores.edgepixel]
+format = "inline-toml"
+[local_server.config_stores.edgepixel.contents]
+pop = "bench"
+%s[local_server.secret_stores]
+edgepixel = [{ key = "aggregator_secret", file = %q }]
+`, sink, extraConfig, secretFile)), 0o644)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err = fastlytoml.Load(path)
+	return m, path, err
+}
