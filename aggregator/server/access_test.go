@@ -52,6 +52,13 @@ func TestDashboardAccess(t *testing.T) {
 	if code, _ := get(http.DefaultClient, "/api/shares", viewer); code != 403 {
 		t.Errorf("viewer listing shares: %d, want 403", code)
 	}
+	// /metrics holds totals over every site: the admin's only.
+	if code, b := get(http.DefaultClient, "/metrics", viewer); code != 403 || strings.Contains(b, "edgepixel_aggregator_") {
+		t.Errorf("viewer reading /metrics: %d, want 403", code)
+	}
+	if code, _ := get(http.DefaultClient, "/metrics", testToken); code != 200 {
+		t.Errorf("admin reading /metrics: %d, want 200", code)
+	}
 
 	// Login sets a cookie that works without the token.
 	jar, _ := cookiejar.New(nil)
@@ -103,6 +110,9 @@ func TestDashboardAccess(t *testing.T) {
 	}
 	if code, _ := get(guest, "/api/history?site=demo", ""); code != 403 {
 		t.Errorf("share reading demo: %d, want 403", code)
+	}
+	if code, _ := get(guest, "/metrics", ""); code != 403 {
+		t.Errorf("share reading /metrics: %d, want 403", code)
 	}
 	u := "ws" + strings.TrimPrefix(a.dash.URL, "http") + "/live"
 	c, _, err := websocket.DefaultDialer.Dial(u, http.Header{"Cookie": {jar2.Cookies(mustURL(a.dash.URL))[0].String()}})

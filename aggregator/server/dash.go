@@ -164,10 +164,13 @@ func (s *Server) dashboardRoutes() http.Handler {
 		g := grantOf(r)
 		s.hub.Serve(w, r, live.Reader{All: g.All(), Read: g.CanRead})
 	})
-	auth("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+	// /metrics holds totals over every site (edge hits, drops, bad rows),
+	// so a viewer token or a share link, which read their sites only, may
+	// not read it.
+	auth("GET /metrics", adminOnly(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		s.metrics.WriteTo(w)
-	})
+	}))
 	auth("GET /api/me", func(w http.ResponseWriter, r *http.Request) {
 		g := grantOf(r)
 		sites := g.Sites
