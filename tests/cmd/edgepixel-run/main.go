@@ -68,12 +68,8 @@ func main() {
 	}
 	// Said before anything starts, with what to do: a port in use is
 	// most often another checkout's `make run`.
-	for _, a := range []struct{ addr, env string }{{*aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {*popAddr, "EDGEPIXEL_RUN_POP_ADDR"}} {
-		l, err := net.Listen("tcp", a.addr)
-		if err != nil {
-			fatal(log, fmt.Errorf("%s is in use (another make run?): stop what listens there, or choose another address, e.g. %s=127.0.0.1:0 make run (0: any free port)", a.addr, a.env))
-		}
-		l.Close()
+	if err := checkFree([]listenAddr{{*aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {*dashAddr, "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {*popAddr, "EDGEPIXEL_RUN_POP_ADDR"}}); err != nil {
+		fatal(log, err)
 	}
 	bin := stack.InDir(*binDir)
 	for _, p := range []string{bin.Pop, bin.Aggregator, bin.Wasm} {
@@ -176,6 +172,23 @@ clickhouse-client (on %s, database %s); or one query at a time:
 		b += fmt.Sprintf("\nWithout ClickHouse the events are stored as NDJSON files under %s.\n", filepath.Join(dir, "aggregator"))
 	}
 	return b + fmt.Sprintf("\nCtrl-C stops everything; data stays in %s.\n", dir)
+}
+
+// listenAddr is an address the stack will listen on and the environment
+// variable that chooses it.
+type listenAddr struct{ addr, env string }
+
+// checkFree reports the first of addrs something already listens on,
+// naming the variable that moves it, before Redis and ClickHouse start.
+func checkFree(addrs []listenAddr) error {
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			return fmt.Errorf("%s is in use (another make run?): stop what listens there, or choose another address, e.g. %s=127.0.0.1:0 make run (0: any free port)", a.addr, a.env)
+		}
+		l.Close()
+	}
+	return nil
 }
 
 func envOr(key, def string) string {
