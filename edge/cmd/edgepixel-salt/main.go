@@ -33,7 +33,8 @@ import (
 
 const usage = `usage: edgepixel-salt (--dir DIR | --fastly-store STORE_ID) [--today]
 
-Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC.
+Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC
+(with --dir, more often does no harm: a salt already there is kept).
   --dir DIR              write DIR/visitor_salt_0 and DIR/visitor_salt_1 (the POP's
                          secret store files)              [EDGEPIXEL_SALT_DIR]
   --fastly-store ID      write to this Fastly secret store [EDGEPIXEL_SALT_FASTLY_STORE]
@@ -95,10 +96,20 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 			return log.String(), err
 		}
 		fmt.Fprintf(&log, "wrote today's salt (%s) to %s\n", dateOf(day), privacy.SaltKey(day))
+	} else if !*today && *dir != "" && !has(day) {
+		fmt.Fprintf(&log, "today's salt (%s) is missing from %s: until tomorrow events carry no visitor id; run again with --today to write it\n", dateOf(day), privacy.SaltKey(day))
 	}
 	if since := now.Sub(time.Unix(int64(day)*86400, 0)); since < privacy.VisitWindow {
 		fmt.Fprintf(&log, "not rotating yet: yesterday's salt joins visits across midnight until %s UTC; run again after that\n",
 			time.Unix(int64(day)*86400, 0).Add(privacy.VisitWindow).UTC().Format("15:04"))
+		return log.String(), nil
+	}
+	// Run again the same day (hourly from cron, or by hand), --dir keeps
+	// tomorrow's salt: replacing it would give instances that already read
+	// it another salt than those that read it later. Fastly's API cannot
+	// read a secret back, so there every run writes it.
+	if has(day + 1) {
+		fmt.Fprintf(&log, "tomorrow's salt (%s) is already in %s; nothing to do\n", dateOf(day+1), privacy.SaltKey(day+1))
 		return log.String(), nil
 	}
 	if err := put(privacy.SaltKey(day+1), newSalt(day+1)); err != nil {

@@ -65,10 +65,21 @@ func TestRotateDir(t *testing.T) {
 		prev = got
 	}
 
+	// Run hourly, as the README's cron line does: a later run the same
+	// day leaves tomorrow's salt as the first wrote it and says so.
+	later := start.Add(2*24*time.Hour + time.Hour)
+	out, err := run(ctx, []string{"--dir", dir}, later, nil)
+	if err != nil || !strings.Contains(out, "already") {
+		t.Errorf("a second run the same day: %q, %v", out, err)
+	}
+	if got := readSalts(t, dir); got[privacy.SaltKeys[0]] != prev[privacy.SaltKeys[0]] || got[privacy.SaltKeys[1]] != prev[privacy.SaltKeys[1]] {
+		t.Error("a second run the same day replaced tomorrow's salt")
+	}
+
 	// Before 00:30 UTC yesterday's salt is still needed: no rotation.
 	early := time.Date(2026, 12, 5, 0, 10, 0, 0, time.UTC)
 	before := readSalts(t, dir)
-	out, err := run(ctx, []string{"--dir", dir}, early, nil)
+	out, err = run(ctx, []string{"--dir", dir}, early, nil)
 	if err != nil || !strings.Contains(out, "not rotating yet") {
 		t.Fatalf("at 00:10: %q, %v", out, err)
 	}
@@ -80,6 +91,24 @@ func TestRotateDir(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
 		t.Errorf("%d files in the directory, want the 2 entries (no temporaries)", len(ents))
+	}
+}
+
+// A first run without --today leaves today without a salt: it says so and
+// what to run.
+func TestMissingToday(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	out, err := run(context.Background(), []string{"--dir", dir}, now, nil)
+	if err != nil || !strings.Contains(out, "today's salt (2026-11-30) is missing") || !strings.Contains(out, "--today") {
+		t.Errorf("first run without --today: %q, %v", out, err)
+	}
+	out, err = run(context.Background(), []string{"--dir", dir, "--today"}, now, nil)
+	if err != nil || !strings.Contains(out, "wrote today's salt") || !strings.Contains(out, "already") {
+		t.Errorf("then with --today: %q, %v", out, err)
+	}
+	if got := readSalts(t, dir); len(got) != 2 {
+		t.Errorf("entries %v, want today's and tomorrow's", got)
 	}
 }
 
