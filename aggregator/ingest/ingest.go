@@ -579,11 +579,14 @@ func (h *handler) checkSignatureHeaders(w http.ResponseWriter, r *http.Request, 
 	ts, err := strconv.ParseInt(tsH, 10, 64)
 	switch _, herr := hex.DecodeString(sigH); {
 	case tsH == "" || sigH == "":
-		msg = fmt.Sprintf("missing %s or %s header", wire.HeaderTimestamp, wire.HeaderSignature)
+		msg = fmt.Sprintf("unsigned: send %s (unix seconds) and %s (hex HMAC-SHA256 of the timestamp and body under the shared --secret, as shared/wire.Sign computes it)", wire.HeaderTimestamp, wire.HeaderSignature)
+		if h.ndjson {
+			msg += ", or Authorization: Bearer with the aggregator's --log-token"
+		}
 	case err != nil:
-		msg = wire.HeaderTimestamp + " is not unix seconds"
+		msg = "malformed signature headers: " + wire.HeaderTimestamp + " is not unix seconds"
 	case herr != nil || len(sigH) != 2*sha256.Size:
-		msg = wire.HeaderSignature + " is not a hex HMAC-SHA256"
+		msg = "malformed signature headers: " + wire.HeaderSignature + " is not a hex HMAC-SHA256 (64 hex digits)"
 	default:
 		if d := now.Sub(time.Unix(ts, 0)); d > h.cfg.ReplayWindow || d < -h.cfg.ReplayWindow {
 			h.credentialFailed(r, guard.CredSignature)
@@ -593,7 +596,7 @@ func (h *handler) checkSignatureHeaders(w http.ResponseWriter, r *http.Request, 
 		return true
 	}
 	h.credentialFailed(r, guard.CredSignature)
-	h.reject(w, r, http.StatusUnauthorized, ReasonBadSignature, wire.ErrBadSignature.Error()+": "+msg)
+	h.reject(w, r, http.StatusUnauthorized, ReasonBadSignature, msg)
 	return false
 }
 

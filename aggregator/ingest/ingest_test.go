@@ -138,6 +138,37 @@ func TestIngest(t *testing.T) {
 	}
 }
 
+// A request without the signature headers is told what to send, not that
+// a signature it never sent "does not match"; on /ingest/ndjson, also the
+// bearer token it may send instead.
+func TestUnsignedAnswer(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		h    http.Handler
+		path string
+		want []string
+		not  string
+	}{
+		{"batch", New(Config{Secret: secret, Spool: &memSpool{}}), "/ingest", []string{wire.HeaderTimestamp, wire.HeaderSignature, "--secret"}, "Bearer"},
+		{"ndjson", NewNDJSON(Config{Secret: secret, Spool: &memSpool{}, LogToken: "tok"}), "/ingest/ndjson", []string{wire.HeaderSignature, "Bearer", "--log-token"}, ""},
+	} {
+		r := httptest.NewRequest("POST", c.path, strings.NewReader("{}"))
+		r.Header.Set("Content-Type", wire.ContentType)
+		w := httptest.NewRecorder()
+		c.h.ServeHTTP(w, r)
+		res := answer(t, w)
+		msg, _ := res["error"].(string)
+		if w.Code != 401 || res["reason"] != ReasonBadSignature || strings.Contains(msg, "does not match") || c.not != "" && strings.Contains(msg, c.not) {
+			t.Errorf("%s: %d %v", c.name, w.Code, res)
+		}
+		for _, want := range c.want {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%s: %q does not say %s", c.name, msg, want)
+			}
+		}
+	}
+}
+
 func TestSpoolFull(t *testing.T) {
 	h := New(Config{Secret: secret, Spool: &memSpool{err: spool.ErrFull}})
 	body := wire.Append(nil, []event.Event{newEvent(t, "demo")})
