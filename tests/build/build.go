@@ -12,6 +12,7 @@
 package build
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -79,7 +80,13 @@ func (a Artifact) Command(ctx context.Context, c *Compiler, root, out string) *e
 		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "-buildmode=c-shared", a.Pkg)
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	case a.Wasm:
-		cmd = exec.CommandContext(ctx, c.Bin, c.Args(a.Pkg, out)...)
+		args := c.Args(a.Pkg, out)
+		if c.Toolchain == TinyGo {
+			// Not in Args, which the wasm cache's key hashes: a time limit
+			// does not change the module built.
+			args = append(args[:1:1], append([]string{tinyGoInterpTimeout}, args[1:]...)...)
+		}
+		cmd = exec.CommandContext(ctx, c.Bin, args...)
 		cmd.Env = c.Env(os.Environ())
 	default:
 		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, a.Pkg)
@@ -127,7 +134,7 @@ func (a Artifact) run(ctx context.Context, c *Compiler, root, out string, r *pro
 	}
 	return r.Run(a.Describe(tc), func() error {
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, b)
+			return fmt.Errorf("%s: %v\n%s%s", strings.Join(cmd.Args, " "), err, b, buildHint(b))
 		}
 		return nil
 	})
@@ -162,4 +169,19 @@ func RepoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// tinyGoInterpTimeout bounds TinyGo's interp pass, which runs package
+// initialisers at build time (crypto's P-256 tables take minutes of it on
+// a busy machine). TinyGo's default, 3 minutes, failed a first make run
+// on 2 cores shared with other builds.
+const tinyGoInterpTimeout = "-interp-timeout=20m"
+
+// buildHint says what to do about a build failure whose cause the
+// compiler's output names but does not explain ("" for others).
+func buildHint(out []byte) string {
+	if bytes.Contains(out, []byte("interp: running for more than")) {
+		return "\nTinyGo's interp pass (package initialisers run at build time) ran out of time: the machine is busy. Run the same make again when the machine is quieter, or build with standard Go: EDGEPIXEL_WASM_TOOLCHAIN=go make ...\n"
+	}
+	return ""
 }

@@ -25,8 +25,12 @@ func TestCommands(t *testing.T) {
 	}
 	tgc := &Compiler{Toolchain: TinyGo, Bin: "/opt/tinygo/bin/tinygo", Vars: []string{"TINYGOROOT=/opt/tinygo"}}
 	cmd = Edge.Command(ctx, tgc, "/repo", "/out/edgepixel.wasm")
-	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -target=wasip1 -no-debug -o /out/edgepixel.wasm ./edge/cmd/edgepixel" {
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -target=wasip1 -no-debug -o /out/edgepixel.wasm ./edge/cmd/edgepixel" {
 		t.Errorf("edge module, TinyGo: %q", got)
+	}
+	// The time limit is not part of what the wasm cache's key hashes.
+	if got := strings.Join(tgc.Args("./edge/cmd/edgepixel", "OUT"), " "); strings.Contains(got, "interp") {
+		t.Errorf("Args, hashed into the cache key, has the interp time limit: %q", got)
 	}
 	if !slices.Contains(cmd.Env, "TINYGOROOT=/opt/tinygo") {
 		t.Errorf("TinyGo run without its TINYGOROOT")
@@ -193,4 +197,14 @@ func TestLockWaitsForHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	l2.release()
+}
+
+func TestBuildHint(t *testing.T) {
+	out := []byte("# crypto/internal/fips140/nistec\n/usr/local/go/src/crypto/internal/fips140/nistec/p256.go:571:6: interp: running for more than 3m0s, timing out (executed calls: 2)\n")
+	if h := buildHint(out); !strings.Contains(h, "busy") || !strings.Contains(h, "EDGEPIXEL_WASM_TOOLCHAIN=go") {
+		t.Errorf("interp timeout: hint %q", h)
+	}
+	if h := buildHint([]byte("main.go:3:1: syntax error")); h != "" {
+		t.Errorf("a compile error: hint %q", h)
+	}
 }
