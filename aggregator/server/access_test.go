@@ -68,6 +68,15 @@ func TestDashboardAccess(t *testing.T) {
 		t.Fatalf("login with a wrong token: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	// No token at all (a JSON body, say) is told how to send one.
+	resp, err = browser.Post(a.dash.URL+"/login", "application/json", strings.NewReader(`{"token":"`+testToken+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 || !strings.Contains(string(b), "form field token") {
+		t.Errorf("login without the form field: %d %s", resp.StatusCode, b)
+	}
+	resp.Body.Close()
 	resp, err = browser.PostForm(a.dash.URL+"/login", url.Values{"token": {testToken}})
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("login: %v %v", resp, err)

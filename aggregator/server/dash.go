@@ -220,6 +220,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	tok := strings.TrimSpace(r.PostFormValue("token"))
+	if tok == "" {
+		// Not a failed credential: nothing was tried.
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "no token: send it as the form field token (application/x-www-form-urlencoded), e.g. curl -d token=... /login", "reason": "bad_request"})
+		return
+	}
 	g, ok := s.access.Login(w, tok)
 	if !ok {
 		s.auth.Fail(r.RemoteAddr, "dashboard")
