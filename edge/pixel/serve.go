@@ -350,5 +350,36 @@ func reject(resp *Response, status int, reason string) {
 	resp.Status = status
 	resp.drop(reason)
 	resp.Set("Content-Type", "application/json")
-	resp.Body = fmt.Appendf(nil, "{\"error\":%q,\"reason\":%q}\n", http.StatusText(status), reason)
+	resp.Body = fmt.Appendf(nil, "{\"error\":%q,\"reason\":%q}\n", dropMessage(reason, status), reason)
+}
+
+// dropMessage is the error text of a refused request: what was wrong and
+// what the sender can do, for a person reading the answer (the reason is
+// for programs). A switch, not a map: nothing to build at start.
+func dropMessage(reason string, status int) string {
+	switch reason {
+	case DropMissingSite:
+		return "every event needs a non-empty site"
+	case DropBadJSON:
+		return "the body must be one JSON event object or an array of them: site and name strings, optional url, ref, event_id strings and a props object"
+	case DropBadEventID:
+		return "event_id and Idempotency-Key must be a UUIDv7 (RFC 9562) at most 24 h old and 10 min ahead of the edge's clock"
+	case DropReadError:
+		return "the request body could not be read"
+	case DropOriginNotAllowed:
+		return "this Origin may not post events for the site (config store cors_origins, cors_default); a preflight is judged by ?site= in its URL"
+	case DropTooLarge:
+		return fmt.Sprintf("the body is over %d bytes", MaxPostBody)
+	case DropTooManyEvents:
+		return fmt.Sprintf("more than %d events in one request", MaxPostEvents)
+	case DropPropsTooLarge:
+		return fmt.Sprintf("props is over %d bytes as compact JSON", event.MaxPropsLen)
+	case DropBadMethod:
+		return "use GET or HEAD for the pixel, POST (or an OPTIONS preflight) for /e"
+	case DropRateLimited:
+		return "too many hits from this client or for this site; slow down"
+	case DropBufferFull:
+		return "the edge's buffer is full; retry shortly"
+	}
+	return http.StatusText(status)
 }

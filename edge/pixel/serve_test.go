@@ -1,6 +1,7 @@
 package pixel
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -79,6 +80,13 @@ func TestServe(t *testing.T) {
 			}
 			if tc.body2 != "" && string(resp.Body) != tc.body2 {
 				t.Errorf("body %q, want %q", resp.Body, tc.body2)
+			}
+			// A refusal says what was wrong, not only the status's name.
+			if tc.contentType == "application/json" {
+				var ans struct{ Error, Reason string }
+				if err := json.Unmarshal(resp.Body, &ans); err != nil || ans.Reason != tc.drop || ans.Error == "" || ans.Error == http.StatusText(tc.status) {
+					t.Errorf("refusal %s: %v", resp.Body, err)
+				}
 			}
 		})
 	}
