@@ -152,9 +152,13 @@ func TestDashboardAccess(t *testing.T) {
 	// Another site's page cannot open /live through a logged-in browser.
 	hdr := authHeader()
 	hdr.Set("Origin", "https://evil.example")
-	if c, _, err := websocket.DefaultDialer.Dial(u, hdr); err == nil {
+	if c, resp, err := websocket.DefaultDialer.Dial(u, hdr); err == nil {
 		c.Close()
 		t.Error("cross-origin /live opened")
+	} else if resp == nil || resp.StatusCode != 403 {
+		t.Errorf("cross-origin /live: %v, %v; want 403", resp, err)
+	} else if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), "--dashboard-origins") {
+		t.Errorf("cross-origin /live answered %q, which does not say what allows an origin", b)
 	}
 	hdr.Set("Origin", a.dash.URL)
 	if c, _, err := websocket.DefaultDialer.Dial(u, hdr); err != nil {

@@ -160,7 +160,14 @@ func (s *Server) dashboardRoutes() http.Handler {
 		}
 		http.Redirect(w, r, "/?site="+url.QueryEscape(site), http.StatusSeeOther)
 	})
+	originOK := checkOrigin(s.cfg.DashboardOrigins)
 	auth("GET /live", func(w http.ResponseWriter, r *http.Request) {
+		// The hub's upgrader refuses such an origin too, with a bare
+		// "Forbidden"; this says why and what allows it.
+		if !originOK(r) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a page from origin " + r.Header.Get("Origin") + " may not open /live: only the dashboard's own origin may, and those given to --dashboard-origins", "reason": "origin_not_allowed"})
+			return
+		}
 		g := grantOf(r)
 		s.hub.Serve(w, r, live.Reader{All: g.All(), Read: g.CanRead})
 	})
