@@ -179,7 +179,7 @@ func TestSitesSettings(t *testing.T) {
 		ConfigSites:               "demo, shop\nblog",
 		ConfigSiteDefault:         "sign=mark",
 		ConfigSitePrefix + "shop": "ip=prefix tier=full",
-		ConfigSitePrefix + "blog": "tier=sometimes ip=prefix",
+		ConfigSitePrefix + "blog": "tier=sometimes ip=prefix colour=blue",
 	}
 	var logged []error
 	sites, err := NewSites(func(k string) string { return store[k] })
@@ -202,6 +202,10 @@ func TestSitesSettings(t *testing.T) {
 	}
 	if e := hitWith(t, "site=blog", c, nil); e.ClientIP != "203.0.113.0" || len(logged) != 1 || !strings.Contains(logged[0].Error(), "tier=sometimes") {
 		t.Errorf("blog: ip %q, errors %v", e.ClientIP, logged)
+	}
+	// One line on stderr, naming the entry, for all its bad pairs.
+	if len(logged) == 1 && (strings.Contains(logged[0].Error(), "\n") || !strings.Contains(logged[0].Error(), "colour=blue") || !strings.HasPrefix(logged[0].Error(), ConfigSitePrefix+"blog: ")) {
+		t.Errorf("blog's report: %q", logged[0])
 	}
 	hitWith(t, "site=blog", c, nil)
 	if len(logged) != 1 {

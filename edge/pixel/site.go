@@ -3,6 +3,7 @@ package pixel
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
@@ -68,7 +69,7 @@ type SiteSettings struct {
 // pair is skipped and reported in the error; the others apply.
 func ParseSiteSettings(s string) (SiteSettings, error) {
 	var st SiteSettings
-	var errs []error
+	var bad []string
 	for _, pair := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == ';' || r == '\t' || r == '\n' }) {
 		name, value, _ := strings.Cut(pair, "=")
 		switch name = strings.ToLower(name); name + "=" + strings.ToLower(value) {
@@ -87,10 +88,15 @@ func ParseSiteSettings(s string) (SiteSettings, error) {
 		case "ip=prefix":
 			st.IPPrefix = true
 		default:
-			errs = append(errs, fmt.Errorf("%q is not one of tier=full|aggregate, sign=off|mark|reject, ip=off|prefix", pair))
+			bad = append(bad, strconv.Quote(pair))
 		}
 	}
-	return st, errors.Join(errs...)
+	if len(bad) == 0 {
+		return st, nil
+	}
+	// One line for all the bad pairs: it is printed on stderr after the
+	// entry's name, and a joined error's second line would lack it.
+	return st, fmt.Errorf("%s not one of tier=full|aggregate, sign=off|mark|reject, ip=off|prefix (skipped; the others apply)", strings.Join(bad, ", "))
 }
 
 // maxCachedSites bounds the per-site settings an instance keeps: hits for
