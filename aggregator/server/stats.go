@@ -122,8 +122,13 @@ func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine
 		}
 		out["edge"] = l
 	}
-	dropped, bad := s.metrics.DropCounts()
-	out["aggregator"] = map[string]any{"dropped": dropped, "bad_rows": bad, "since": s.started.UTC()}
+	// The aggregator's refusals and bad rows are counted over every site,
+	// as /metrics has them: for the admin only, not for a viewer token or
+	// a share link, which read their own sites.
+	if grantOf(r).Admin {
+		dropped, bad := s.metrics.DropCounts()
+		out["aggregator"] = map[string]any{"dropped": dropped, "bad_rows": bad, "since": s.started.UTC()}
+	}
 	sites, _, _, ready := s.hub.Snapshot()
 	counts, _, err := s.store.Counts(r.Context(), []string{req.Site}, 0)
 	if err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -140,4 +141,23 @@ func TestStatsAPI(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 
+	// The quality panel's aggregator section counts refusals and bad rows
+	// over every site: the admin sees it, a viewer of shop does not.
+	var all map[string]any
+	getJSON(t, a.dash.URL+"/api/quality?site=demo&range=today", &all)
+	if _, ok := all["aggregator"]; !ok {
+		t.Errorf("admin's quality lacks the aggregator section: %v", all)
+	}
+	req, _ = http.NewRequest("GET", a.dash.URL+"/api/quality?site=shop&range=today", nil)
+	req.Header.Set("Authorization", "Bearer "+viewer)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shop map[string]any
+	json.NewDecoder(resp.Body).Decode(&shop)
+	resp.Body.Close()
+	if _, ok := shop["aggregator"]; resp.StatusCode != 200 || ok {
+		t.Errorf("viewer's quality: %d %v, want no aggregator section", resp.StatusCode, shop)
+	}
 }

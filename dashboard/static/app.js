@@ -189,9 +189,12 @@ function renderQuality(q) {
       ["Hits answered at the edges", fmt(q.edge.hits)], ["Events accepted there", fmt(q.edge.events)], ["Events stored", fmt(q.edge.stored)],
       ["Lost", fmt(q.edge.lost) + " (" + (q.edge.loss_rate * 100).toFixed(2) + "%)"], ["Edge drop reasons", reasons(q.edge.dropped)]]));
   }
-  const a = q.aggregator || {};
-  parts.push(el("h3", { text: "Aggregator (all sites, since " + new Date(a.since).toLocaleString() + ")" }), kv([
-    ["Refused requests", reasons(a.dropped)], ["Bad rows", reasons(a.bad_rows)]]));
+  // Counted over every site: sent to the admin token only.
+  const a = q.aggregator;
+  if (a) {
+    parts.push(el("h3", { text: "Aggregator (all sites, since " + new Date(a.since).toLocaleString() + ")" }), kv([
+      ["Refused requests", reasons(a.dropped)], ["Bad rows", reasons(a.bad_rows)]]));
+  }
   const d = q.drift || {};
   parts.push(el("h3", { text: "Live vs committed" }), kv([
     ["Live count", fmt(d.live)], ["Committed in ClickHouse", fmt(d.committed)], ["Drift", fmt(d.difference)]]));
