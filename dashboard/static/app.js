@@ -168,7 +168,7 @@ function renderTop(t) {
   }
   const head = el("div", { class: "tablehead" }, el("h2", { id: "top-" + t.dim, text: t.label }));
   if (!t.collected) {
-    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet: events do not carry this field (edge data issue)." }));
+    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet. Stored events may already carry it (browser, os, device, channel, region, city, props columns): make sql queries them." }));
     return;
   }
   head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", text: "CSV" }));
