@@ -47,7 +47,7 @@ func (c *Client) InsertCounters(ctx context.Context, rows []store.CounterRow) er
 // instance and key, the largest value before to minus the largest before
 // from, as store.CountersInRange) and the distinct events stored.
 func (c *Client) Loss(ctx context.Context, site string, all bool, from, to time.Time) (store.Loss, error) {
-	l := store.Loss{Site: site, From: from.UnixMilli(), To: to.UnixMilli(), Dropped: map[string]uint64{}}
+	l := store.Loss{Site: site, From: from.UnixMilli(), To: to.UnixMilli(), Dropped: map[string]uint64{}, Noted: map[string]uint64{}}
 	back := from.Add(-wire.MaxInstanceLife)
 	siteCond := ""
 	if !all {
@@ -79,6 +79,10 @@ func (c *Client) Loss(ctx context.Context, site string, all bool, from, to time.
 		case wire.CounterDropped:
 			if n > 0 {
 				l.Dropped[r[1]] += n
+			}
+		case wire.CounterNoted:
+			if n > 0 {
+				l.Noted[r[1]] += n
 			}
 		}
 	}

@@ -27,15 +27,16 @@ func TestEdgeCountersLoss(t *testing.T) {
 	for range 20 {
 		start := t0.Add(time.Duration(rng.IntN(7200)) * time.Second)
 		inst, _ := event.NewID(start.UnixMilli(), rand.Reader)
-		var hits, events, drops uint64
+		var hits, events, drops, notes uint64
 		for i := range 10 {
 			ts := start.Add(time.Duration(i*rng.IntN(60)) * time.Second).UnixMilli()
 			hits += uint64(rng.IntN(5))
 			events += uint64(rng.IntN(5))
 			drops += uint64(rng.IntN(2))
+			notes += uint64(rng.IntN(2))
 			site := sites[rng.IntN(len(sites))]
 			cs := wire.Counters{Instance: inst, Pop: "p", Sites: []wire.SiteCounts{{Site: site, Time: ts, Hits: hits, Events: events,
-				Drops: []wire.Drop{{Reason: "buffer_full", N: drops}}}}}
+				Drops: []wire.Drop{{Reason: "buffer_full", N: drops}}, Notes: []wire.Drop{{Reason: "no_salt", N: notes}}}}}
 			rows = store.Rows(rows, &cs)
 			if rng.IntN(4) == 0 { // delivered twice
 				rows = store.Rows(rows, &cs)

@@ -80,7 +80,7 @@ func TestNDJSONCounters(t *testing.T) {
 	for i := range 5 {
 		e := newEvent(t, "demo")
 		e.Time += int64(i)
-		sc := wire.SiteCounts{Site: "demo", Time: e.Time, Hits: uint64(i + 1), Events: uint64(i + 1)}
+		sc := wire.SiteCounts{Site: "demo", Time: e.Time, Hits: uint64(i + 1), Events: uint64(i + 1), Notes: []wire.Drop{{Reason: "no_salt", N: uint64(i)}}}
 		body = append(wire.AppendEventLine(body, &e, c.Instance, &sc), '\n')
 	}
 	other := edgeCounters(t, "", 7)
@@ -104,7 +104,7 @@ func TestNDJSONCounters(t *testing.T) {
 	for _, g := range got {
 		switch g.Instance {
 		case c.Instance:
-			if len(g.Sites) != 1 || g.Sites[0].Hits != 5 || g.Sites[0].Events != 5 {
+			if len(g.Sites) != 1 || g.Sites[0].Hits != 5 || g.Sites[0].Events != 5 || g.Sites[0].Noted("no_salt") != 4 {
 				t.Errorf("journal counts %+v", g)
 			}
 		case other.Instance:

@@ -67,6 +67,7 @@ type jsonCounts struct {
 	Hits     uint64            `json:"hits"`
 	Events   uint64            `json:"events"`
 	Drops    map[string]uint64 `json:"drops"`
+	Notes    map[string]uint64 `json:"notes"`
 }
 
 // jsonCountersLine is a counters line (wire.AppendCountersLine).
@@ -153,7 +154,7 @@ func parseLine(raw []byte) (line, error) {
 		}
 		c := &wire.Counters{Instance: cl.Instance, Pop: cl.Pop}
 		for _, s := range cl.Sites {
-			c.Sites = append(c.Sites, wire.SiteCounts{Site: s.Site, Time: s.TsMS, Hits: s.Hits, Events: s.Events, Drops: drops(s.Drops)})
+			c.Sites = append(c.Sites, wire.SiteCounts{Site: s.Site, Time: s.TsMS, Hits: s.Hits, Events: s.Events, Drops: drops(s.Drops), Notes: drops(s.Notes)})
 		}
 		return line{counters: c}, nil
 	default:
@@ -201,7 +202,7 @@ func parseLine(raw []byte) (line, error) {
 	out := line{Event: e, event: true}
 	if c := l.Counts; c != nil {
 		out.counters = &wire.Counters{Instance: c.Instance, Pop: e.Pop, Sites: []wire.SiteCounts{
-			{Site: e.Site, Time: e.Time, Hits: c.Hits, Events: c.Events, Drops: drops(c.Drops)}}}
+			{Site: e.Site, Time: e.Time, Hits: c.Hits, Events: c.Events, Drops: drops(c.Drops), Notes: drops(c.Notes)}}}
 	}
 	return out, nil
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // Metrics are the aggregator's counters and gauges. The zero value is not
@@ -49,6 +51,7 @@ type Metrics struct {
 	bad         map[string]*atomic.Uint64 // bad rows by reason; under dropMu
 	authFails   map[string]*atomic.Uint64 // failed credential checks by kind; under dropMu
 	edgeDrops   map[string]*atomic.Uint64 // edge drops by reason; under dropMu
+	edgeNotes   map[string]*atomic.Uint64 // edge notes by reason; under dropMu
 
 	// LoaderPaused is 1 while loading waits for Redis or the store (a
 	// failed attempt being retried), else 0.
@@ -101,32 +104,46 @@ func (m *Metrics) BadRows(reason string) uint64 {
 const maxEdgeReasons = 64
 
 // EdgeCount adds n to the edges' counter (wire.CounterHits,
-// CounterEvents, or CounterDropped with reason).
+// CounterEvents, or CounterDropped or CounterNoted with reason).
 func (m *Metrics) EdgeCount(counter, reason string, n uint64) {
 	switch counter {
-	case "hits":
+	case wire.CounterHits:
 		m.EdgeHits.Add(n)
 		return
-	case "events":
+	case wire.CounterEvents:
 		m.EdgeEvents.Add(n)
 		return
 	}
 	m.dropMu.Lock()
-	if m.edgeDrops == nil {
-		m.edgeDrops = map[string]*atomic.Uint64{}
+	byReason := &m.edgeDrops
+	if counter == wire.CounterNoted {
+		byReason = &m.edgeNotes
 	}
-	c, ok := m.edgeDrops[reason]
+	if *byReason == nil {
+		*byReason = map[string]*atomic.Uint64{}
+	}
+	c, ok := (*byReason)[reason]
 	if !ok {
-		if len(m.edgeDrops) >= maxEdgeReasons {
+		if len(*byReason) >= maxEdgeReasons {
 			reason = "other"
 		}
-		if c, ok = m.edgeDrops[reason]; !ok {
+		if c, ok = (*byReason)[reason]; !ok {
 			c = new(atomic.Uint64)
-			m.edgeDrops[reason] = c
+			(*byReason)[reason] = c
 		}
 	}
 	m.dropMu.Unlock()
 	c.Add(n)
+}
+
+// EdgeNotes returns the edges' notes counted for reason.
+func (m *Metrics) EdgeNotes(reason string) uint64 {
+	m.dropMu.Lock()
+	defer m.dropMu.Unlock()
+	if c, ok := m.edgeNotes[reason]; ok {
+		return c.Load()
+	}
+	return 0
 }
 
 // EdgeDrops returns the edges' drops counted for reason.
@@ -210,6 +227,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	byLabel(p+"bad_rows_total", "reason", "Events or lines kept as bad rows instead of stored, by reason.", m.bad)
 	byLabel(p+"auth_failures_total", "kind", "Failed credential checks (HMAC signature, log token, admin token), by kind.", m.authFails)
 	byLabel(p+"edge_drops_total", "reason", "Hits the edges rejected and accepted events they could not deliver, by reason, as their stored counters grew (per site: /api/loss).", m.edgeDrops)
+	byLabel(p+"edge_notes_total", "reason", "Events the edges accepted and stored without something they normally carry, by reason (no_salt: no visitor id), as their stored counters grew (per site: /api/loss).", m.edgeNotes)
 	m.dropMu.Unlock()
 	counter(p+"edge_hits_total", "Requests the edges answered on the pixel and event paths, as their stored counters grew (per site: /api/loss).", m.EdgeHits.Load())
 	counter(p+"edge_events_total", "Events the edges accepted for delivery, as their stored counters grew; set against inserted_total, the difference is loss or events on their way.", m.EdgeEvents.Load())

@@ -24,7 +24,7 @@ func TestLossAPI(t *testing.T) {
 	now := time.Now()
 	inst, _ := event.NewID(now.UnixMilli(), rand.Reader)
 	c := wire.Counters{Instance: inst, Pop: "test", Sites: []wire.SiteCounts{
-		{Site: "demo", Time: now.UnixMilli(), Hits: 13, Events: 12, Drops: []wire.Drop{{Reason: "buffer_full", N: 1}}},
+		{Site: "demo", Time: now.UnixMilli(), Hits: 13, Events: 12, Drops: []wire.Drop{{Reason: "buffer_full", N: 1}}, Notes: []wire.Drop{{Reason: "no_salt", N: 3}}},
 		{Site: "", Time: now.UnixMilli(), Hits: 2, Drops: []wire.Drop{{Reason: "missing_site", N: 2}}}}}
 	body := wire.AppendWithCounters(nil, evs, &c)
 	for range 2 { // a retry changes nothing
@@ -39,7 +39,7 @@ func TestLossAPI(t *testing.T) {
 		l = store.Loss{}
 		return getJSON(t, u, &l) == 200 && l.Hits == 13
 	})
-	if l.Events != 12 || l.Stored != 10 || l.Lost != 2 || l.Dropped["buffer_full"] != 1 || l.Site != "demo" {
+	if l.Events != 12 || l.Stored != 10 || l.Lost != 2 || l.Dropped["buffer_full"] != 1 || l.Noted["no_salt"] != 3 || l.Site != "demo" {
 		t.Fatalf("%+v", l)
 	}
 	var all store.Loss
@@ -60,7 +60,8 @@ func TestLossAPI(t *testing.T) {
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{"edgepixel_aggregator_edge_hits_total 15\n", "edgepixel_aggregator_edge_events_total 12\n",
-		`edgepixel_aggregator_edge_drops_total{reason="missing_site"} 2` + "\n", `edgepixel_aggregator_edge_drops_total{reason="buffer_full"} 1` + "\n"} {
+		`edgepixel_aggregator_edge_drops_total{reason="missing_site"} 2` + "\n", `edgepixel_aggregator_edge_drops_total{reason="buffer_full"} 1` + "\n",
+		`edgepixel_aggregator_edge_notes_total{reason="no_salt"} 3` + "\n"} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -12,7 +12,8 @@ import (
 
 // CounterRow is one counter of one edge instance at one time, as stored
 // (the edge_counters table): the instance's cumulative Value of Counter
-// (wire.CounterHits, CounterEvents or CounterDropped with a Reason) for
+// (wire.CounterHits, CounterEvents, or CounterDropped or CounterNoted
+// with a Reason) for
 // Site at Time (unix milliseconds at the edge).
 type CounterRow struct {
 	Instance event.ID
@@ -34,6 +35,10 @@ func Rows(dst []CounterRow, c *wire.Counters) []CounterRow {
 		dst = append(dst, row)
 		for _, d := range s.Drops {
 			row.Counter, row.Reason, row.Value = wire.CounterDropped, d.Reason, d.N
+			dst = append(dst, row)
+		}
+		for _, d := range s.Notes {
+			row.Counter, row.Reason, row.Value = wire.CounterNoted, d.Reason, d.N
 			dst = append(dst, row)
 		}
 	}
@@ -65,6 +70,9 @@ var ErrNoCounters = errors.New("this store does not keep edge counters")
 //   - Dropped: hits the edges rejected and events they could not deliver,
 //     by reason (edge/pixel's Drop* constants; delivery_failed is the
 //     reason for accepted events that no delivery path took).
+//   - Noted: accepted events by a condition that did not drop them, by
+//     reason (edge/pixel's Note* constants: no_salt, stored without a
+//     visitor id). Not part of the loss.
 //   - Stored: distinct events stored with a time in the range.
 //   - Lost: Events - Stored, when positive: accepted at the edges, not
 //     (yet) stored. Events on their way (a log endpoint's batch, the
@@ -83,6 +91,7 @@ type Loss struct {
 	Hits     uint64            `json:"hits"`
 	Events   uint64            `json:"events"`
 	Dropped  map[string]uint64 `json:"dropped"`
+	Noted    map[string]uint64 `json:"noted"`
 	Stored   uint64            `json:"stored"`
 	Lost     uint64            `json:"lost"`
 	LossRate float64           `json:"loss_rate"`
@@ -92,6 +101,9 @@ type Loss struct {
 func (l *Loss) Finish() {
 	if l.Dropped == nil {
 		l.Dropped = map[string]uint64{}
+	}
+	if l.Noted == nil {
+		l.Noted = map[string]uint64{}
 	}
 	l.Lost, l.LossRate = 0, 0
 	if l.Events > l.Stored {
@@ -105,8 +117,8 @@ func (l *Loss) Finish() {
 // CountersInRange adds up rows for [from, to) the way every store must:
 // for each instance, site, counter and reason, the largest value before
 // to minus the largest value before from, looking back at most
-// wire.MaxInstanceLife before from. It fills Hits, Events and Dropped of
-// l.
+// wire.MaxInstanceLife before from. It fills Hits, Events, Dropped and
+// Noted of l.
 func CountersInRange(l *Loss, rows []CounterRow, from, to time.Time) {
 	type key struct {
 		inst                  event.ID
@@ -127,6 +139,9 @@ func CountersInRange(l *Loss, rows []CounterRow, from, to time.Time) {
 	if l.Dropped == nil {
 		l.Dropped = map[string]uint64{}
 	}
+	if l.Noted == nil {
+		l.Noted = map[string]uint64{}
+	}
 	for k, v := range hi {
 		d := v - lo[k]
 		switch k.counter {
@@ -137,6 +152,10 @@ func CountersInRange(l *Loss, rows []CounterRow, from, to time.Time) {
 		case wire.CounterDropped:
 			if d > 0 {
 				l.Dropped[k.reason] += d
+			}
+		case wire.CounterNoted:
+			if d > 0 {
+				l.Noted[k.reason] += d
 			}
 		}
 	}

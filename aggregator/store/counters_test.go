@@ -60,10 +60,10 @@ func TestDiskCounters(t *testing.T) {
 	now := time.Now()
 	inst := instance(t, now)
 	c := wire.Counters{Instance: inst, Pop: "p", Sites: []wire.SiteCounts{
-		{Site: "s", Time: now.UnixMilli(), Hits: 4, Events: 3, Drops: []wire.Drop{{Reason: "missing_site", N: 1}}},
+		{Site: "s", Time: now.UnixMilli(), Hits: 4, Events: 3, Drops: []wire.Drop{{Reason: "missing_site", N: 1}}, Notes: []wire.Drop{{Reason: "no_salt", N: 2}}},
 		{Site: "x", Time: now.UnixMilli(), Hits: 1, Events: 1}}}
 	rows := Rows(nil, &c)
-	if len(rows) != 5 {
+	if len(rows) != 6 {
 		t.Fatalf("%d rows", len(rows))
 	}
 	for range 2 { // stored twice: no difference
@@ -77,14 +77,14 @@ func TestDiskCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, err := d.Loss(ctx, "s", false, now.Add(-time.Minute), now.Add(time.Minute))
-	if err != nil || l.Hits != 4 || l.Events != 3 || l.Stored != 2 || l.Lost != 1 || l.Dropped["missing_site"] != 1 {
+	if err != nil || l.Hits != 4 || l.Events != 3 || l.Stored != 2 || l.Lost != 1 || l.Dropped["missing_site"] != 1 || l.Noted["no_salt"] != 2 || len(l.Noted) != 1 {
 		t.Fatalf("%+v %v", l, err)
 	}
 	if l, _ := d.Loss(ctx, "", true, now.Add(-time.Minute), now.Add(time.Minute)); l.Hits != 5 || l.Events != 4 {
 		t.Fatalf("all sites: %+v", l)
 	}
 	latest, err := d.LatestCounters(ctx, now.Add(-time.Hour))
-	if err != nil || len(latest) != 5 {
+	if err != nil || len(latest) != 6 {
 		t.Fatalf("%d latest, %v", len(latest), err)
 	}
 }

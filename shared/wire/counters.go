@@ -40,6 +40,11 @@ const (
 	CounterHits    = "hits"    // requests answered on the pixel and event paths
 	CounterEvents  = "events"  // events accepted for delivery
 	CounterDropped = "dropped" // hits rejected, or events not delivered, by reason
+	// CounterNoted counts, by reason, accepted events that lack
+	// something they would normally carry (edge/pixel's Note*
+	// constants, e.g. no_salt: no visitor id). Not a loss: the events
+	// are counted under events and stored.
+	CounterNoted = "noted"
 )
 
 // Limits of a counters record; the aggregator refuses records beyond them.
@@ -48,7 +53,8 @@ const (
 	// at most this many sites one by one; hits for further sites count
 	// under the site "".
 	MaxCounterSites = 1000
-	// MaxDropReasons bounds the reasons of one site's row.
+	// MaxDropReasons bounds the reasons of one site's row, for drops
+	// and for notes each.
 	MaxDropReasons = 32
 	// MaxReasonLen bounds a reason; reasons are [a-z0-9_] (see ValidReason).
 	MaxReasonLen = 40
@@ -78,6 +84,9 @@ type SiteCounts struct {
 	Hits   uint64
 	Events uint64
 	Drops  []Drop // non-zero counts only, sorted by reason
+	// Notes count accepted events by a condition that did not drop
+	// them (CounterNoted): non-zero counts only, sorted by reason.
+	Notes []Drop
 }
 
 // Counters is one edge instance's report.
@@ -97,20 +106,36 @@ func (s SiteCounts) Dropped(reason string) uint64 {
 	return 0
 }
 
-// Add adds o's hits, events and drops to s, keeping s.Drops sorted by
-// reason. s's site and time are left as they are.
+// Noted returns the count of the note reason in s.
+func (s SiteCounts) Noted(reason string) uint64 {
+	for _, d := range s.Notes {
+		if d.Reason == reason {
+			return d.N
+		}
+	}
+	return 0
+}
+
+// Add adds o's hits, events, drops and notes to s, keeping s.Drops and
+// s.Notes sorted by reason. s's site and time are left as they are.
 func (s *SiteCounts) Add(o SiteCounts) {
 	s.Hits += o.Hits
 	s.Events += o.Events
-	for _, d := range o.Drops {
-		i := slices.IndexFunc(s.Drops, func(x Drop) bool { return x.Reason == d.Reason })
+	s.Drops = addReasons(s.Drops, o.Drops)
+	s.Notes = addReasons(s.Notes, o.Notes)
+}
+
+func addReasons(dst, src []Drop) []Drop {
+	for _, d := range src {
+		i := slices.IndexFunc(dst, func(x Drop) bool { return x.Reason == d.Reason })
 		if i < 0 {
-			s.Drops = append(s.Drops, d)
+			dst = append(dst, d)
 			continue
 		}
-		s.Drops[i].N += d.N
+		dst[i].N += d.N
 	}
-	SortDrops(s.Drops)
+	SortDrops(dst)
+	return dst
 }
 
 // ValidReason reports whether r can be a drop reason: 1 to MaxReasonLen
@@ -162,15 +187,18 @@ func (c *Counters) Validate() error {
 		if s.Hits > MaxCount || s.Events > MaxCount {
 			return bad("site %q: count over 2^53", s.Site)
 		}
-		if len(s.Drops) > MaxDropReasons {
-			return bad("site %q: %d drop reasons, at most %d", s.Site, len(s.Drops), MaxDropReasons)
-		}
-		for _, d := range s.Drops {
-			if !ValidReason(d.Reason) {
-				return bad("site %q: drop reason %q is not [a-z][a-z0-9_]*, at most %d bytes", s.Site, d.Reason, MaxReasonLen)
+		for k, ds := range [2][]Drop{s.Drops, s.Notes} {
+			kind := [2]string{"drop", "note"}[k]
+			if len(ds) > MaxDropReasons {
+				return bad("site %q: %d %s reasons, at most %d", s.Site, len(ds), kind, MaxDropReasons)
 			}
-			if d.N > MaxCount {
-				return bad("site %q: count over 2^53", s.Site)
+			for _, d := range ds {
+				if !ValidReason(d.Reason) {
+					return bad("site %q: %s reason %q is not [a-z][a-z0-9_]*, at most %d bytes", s.Site, kind, d.Reason, MaxReasonLen)
+				}
+				if d.N > MaxCount {
+					return bad("site %q: count over 2^53", s.Site)
+				}
 			}
 		}
 	}
@@ -180,7 +208,11 @@ func (c *Counters) Validate() error {
 // Binary form, inside a batch (MagicCounters) and a spool record:
 //
 //	counters = instance(16 bytes) pop nsite (length site){nsite} [future]
-//	site     = name time hits events ndrop (reason n){ndrop} [future]
+//	site     = name time hits events ndrop (reason n){ndrop}
+//	           [nnote (reason n){nnote}] [future]
+//
+// The notes came after the first release of the form: a site that ends
+// after its drops has none, and an older reader skips them.
 //
 // Strings are length-prefixed, integers unsigned LEB128 varints. Each
 // site is length-prefixed so that a newer writer can append fields an
@@ -205,6 +237,13 @@ func AppendCounters(dst []byte, c *Counters) []byte {
 		for _, d := range s.Drops {
 			body = appendString(body, d.Reason)
 			body = binary.AppendUvarint(body, d.N)
+		}
+		if len(s.Notes) > 0 {
+			body = binary.AppendUvarint(body, uint64(len(s.Notes)))
+			for _, d := range s.Notes {
+				body = appendString(body, d.Reason)
+				body = binary.AppendUvarint(body, d.N)
+			}
 		}
 		dst = binary.AppendUvarint(dst, uint64(len(body)))
 		dst = append(dst, body...)
@@ -248,6 +287,15 @@ func DecodeCounters(b []byte) (Counters, error) {
 		}
 		for j := uint64(0); j < nd && sd.err == nil; j++ {
 			s.Drops = append(s.Drops, Drop{Reason: sd.str(), N: sd.uint()})
+		}
+		if sd.err == nil && sd.off < len(body) {
+			nn := sd.uint()
+			if sd.err == nil && nn > uint64(len(body)) {
+				sd.err = errors.New("bad note count")
+			}
+			for j := uint64(0); j < nn && sd.err == nil; j++ {
+				s.Notes = append(s.Notes, Drop{Reason: sd.str(), N: sd.uint()})
+			}
 		}
 		// What remains of body are fields of a newer writer: skipped.
 		if sd.err != nil {
@@ -365,7 +413,7 @@ func (m *Merger) Result() []Counters { return m.out }
 // line's event time, which a client's event id sets (event.Scope), so a
 // later line can bear an earlier time. Equal totals: the later time.
 func later(a, b *SiteCounts) bool {
-	if na, nb := a.Hits+a.Events+sumDrops(a.Drops), b.Hits+b.Events+sumDrops(b.Drops); na != nb {
+	if na, nb := a.Hits+a.Events+sumDrops(a.Drops)+sumDrops(a.Notes), b.Hits+b.Events+sumDrops(b.Drops)+sumDrops(b.Notes); na != nb {
 		return na > nb
 	}
 	return a.Time > b.Time

@@ -78,6 +78,7 @@ func TestCountersSkipNewerFields(t *testing.T) {
 	b = append(b, 1)
 	body := appendString(nil, "s")
 	body = append(body, 5, 1, 1, 0)
+	body = append(body, 0)           // no notes
 	body = append(body, 2, 'x', 'y') // a future field
 	b = append(b, byte(len(body)))
 	b = append(b, body...)
@@ -85,6 +86,37 @@ func TestCountersSkipNewerFields(t *testing.T) {
 	got, err := DecodeCounters(b)
 	if err != nil || !reflect.DeepEqual(got, c) {
 		t.Fatalf("got %+v, %v", got, err)
+	}
+}
+
+// Notes round-trip; a site written before notes existed (ending after its
+// drops) decodes with none, and a reader that predates them skips them
+// like any newer field.
+func TestCountersNotes(t *testing.T) {
+	c := sampleCounters()
+	c.Sites[0].Notes = []Drop{{Reason: "no_salt", N: 7}}
+	got, err := DecodeCounters(AppendCounters(nil, &c))
+	if err != nil || !reflect.DeepEqual(got, c) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	if err := got.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	old := c
+	old.Sites = append([]SiteCounts(nil), c.Sites...)
+	old.Sites[0].Notes = nil
+	if got, err := DecodeCounters(AppendCounters(nil, &old)); err != nil || got.Sites[0].Notes != nil || !reflect.DeepEqual(got, old) {
+		t.Fatalf("without notes: %+v, %v", got, err)
+	}
+	line := AppendCountersLine(nil, &c)
+	if !strings.Contains(string(line), `"notes":{"no_salt":7}`) {
+		t.Errorf("counters line %s", line)
+	}
+	var sum SiteCounts
+	sum.Add(c.Sites[0])
+	sum.Add(c.Sites[0])
+	if sum.Noted("no_salt") != 14 {
+		t.Errorf("Add: %+v", sum)
 	}
 }
 
@@ -98,6 +130,8 @@ func TestCountersValidate(t *testing.T) {
 		"not clean":        func(c *Counters) { c.Sites[0].Site = "bad\xff" },
 		"count over":       func(c *Counters) { c.Sites[0].Hits = MaxCount + 1 },
 		"drop reasons":     func(c *Counters) { c.Sites[0].Drops = make([]Drop, MaxDropReasons+1) },
+		"note reason":      func(c *Counters) { c.Sites[0].Notes = []Drop{{Reason: "No Salt", N: 1}} },
+		"note reasons":     func(c *Counters) { c.Sites[0].Notes = make([]Drop, MaxDropReasons+1) },
 	}
 	for want, mutate := range cases {
 		c := sampleCounters()

@@ -24,7 +24,10 @@ import (
 // A counters line reports counts on its own (hits that carried no event,
 // and the counts of batches delivered through the fallback endpoint):
 //
-//	{"type":"counters","instance":"0190...","pop":"FRA","sites":[{"site":"example.com","ts_ms":1764000000000,"hits":12,"events":11,"drops":{"bad_json":1}}]}
+//	{"type":"counters","instance":"0190...","pop":"FRA","sites":[{"site":"example.com","ts_ms":1764000000000,"hits":12,"events":11,"drops":{"bad_json":1},"notes":{"no_salt":11}}]}
+//
+// "notes" counts accepted events by a condition that did not drop them
+// (CounterNoted).
 //
 // An aggregator from before counters ignores "counts" (unknown members
 // are skipped) and keeps a counters line as a bad row (it has no ts_ms of
@@ -97,17 +100,24 @@ func AppendCountersLine(dst []byte, c *Counters) []byte {
 	return append(dst, "]}"...)
 }
 
-// appendCounts appends ,"hits":H,"events":E[,"drops":{...}].
+// appendCounts appends ,"hits":H,"events":E[,"drops":{...}][,"notes":{...}].
 func appendCounts(dst []byte, c *SiteCounts) []byte {
 	dst = append(dst, `,"hits":`...)
 	dst = strconv.AppendUint(dst, c.Hits, 10)
 	dst = append(dst, `,"events":`...)
 	dst = strconv.AppendUint(dst, c.Events, 10)
-	if len(c.Drops) == 0 {
+	dst = appendReasons(dst, `,"drops":{`, c.Drops)
+	return appendReasons(dst, `,"notes":{`, c.Notes)
+}
+
+// appendReasons appends key and ds as a JSON object of counts by reason,
+// nothing when ds is empty.
+func appendReasons(dst []byte, key string, ds []Drop) []byte {
+	if len(ds) == 0 {
 		return dst
 	}
-	dst = append(dst, `,"drops":{`...)
-	for i, d := range c.Drops {
+	dst = append(dst, key...)
+	for i, d := range ds {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
