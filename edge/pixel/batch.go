@@ -82,6 +82,13 @@ type Batcher struct {
 // It reports false, counting nothing, when the buffer cannot take them:
 // the caller then answers DropBufferFull, which counts as the hit's drop.
 func (b *Batcher) Add(now time.Time, evs ...event.Event) bool {
+	return b.add(now, evs, nil)
+}
+
+// add is Add with a Note* reason for each event with one: notes[i] for
+// evs[i], "" for none; nil for no notes at all. Notes are counted with
+// the events, before the journal writes their site's counts.
+func (b *Batcher) add(now time.Time, evs []event.Event, notes []string) bool {
 	if len(evs) == 0 {
 		return true
 	}
@@ -94,6 +101,9 @@ func (b *Batcher) Add(now time.Time, evs ...event.Event) bool {
 	for i := range evs {
 		esc := b.Counts.site(now, evs[i].Site)
 		esc.Events++
+		if notes != nil && notes[i] != "" {
+			esc.note(notes[i], 1)
+		}
 		b.Counts.changed(esc, now)
 	}
 	for i := range evs {

@@ -28,6 +28,11 @@ import (
 //     before acceptance, and events = events stored + DropDeliveryFailed
 //     (+ what is still on its way).
 //
+//   - notes, by reason (the Note* constants): accepted events that lack
+//     something they would normally carry, counted for each event's site
+//     beside events (NoteNoSalt: no visitor id for want of a salt). A
+//     note is not a loss: the event is counted under events and stored.
+//
 // No drop is known only to a response header: Serve counts every reason
 // it answers (TestEveryDropCounted holds it to that).
 //
@@ -107,15 +112,22 @@ func (c *Counts) markReported(sc *siteCount, gen uint64) {
 	}
 }
 
-func (sc *siteCount) drop(reason string, n uint64) {
-	for i := range sc.Drops {
-		if sc.Drops[i].Reason == reason {
-			sc.Drops[i].N += n
-			return
+func (sc *siteCount) drop(reason string, n uint64) { sc.Drops = addReason(sc.Drops, reason, n) }
+
+// note counts n accepted events under a Note* reason.
+func (sc *siteCount) note(reason string, n uint64) { sc.Notes = addReason(sc.Notes, reason, n) }
+
+// addReason adds n to reason's count in ds, kept sorted by reason.
+func addReason(ds []wire.Drop, reason string, n uint64) []wire.Drop {
+	for i := range ds {
+		if ds[i].Reason == reason {
+			ds[i].N += n
+			return ds
 		}
 	}
-	sc.Drops = append(sc.Drops, wire.Drop{Reason: reason, N: n})
-	wire.SortDrops(sc.Drops)
+	ds = append(ds, wire.Drop{Reason: reason, N: n})
+	wire.SortDrops(ds)
+	return ds
 }
 
 // Get returns the counts of site so far (for tests and logs).
@@ -123,6 +135,7 @@ func (c *Counts) Get(site string) wire.SiteCounts {
 	if sc, ok := c.sites[site]; ok {
 		s := sc.SiteCounts
 		s.Drops = append([]wire.Drop(nil), s.Drops...)
+		s.Notes = append([]wire.Drop(nil), s.Notes...)
 		return s
 	}
 	return wire.SiteCounts{Site: site}

@@ -87,8 +87,9 @@ type hitParams struct {
 // enrich fills e's derived fields: e holds base's fields, its site, name
 // and raw page and referrer (URL, Referrer) already cleaned; page and ref
 // are the raw values. It decides the consent tier and clears what the
-// tier does not keep.
-func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) {
+// tier does not keep. It returns a Note* reason when e lacks what it would
+// normally carry (NoteNoSalt), "" otherwise.
+func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) (note string) {
 	e.Browser = r.ua.Browser
 	e.BrowserVersion = r.ua.BrowserVersion
 	e.OS = r.ua.OS
@@ -147,13 +148,18 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 	e.Tier, e.ConsentReason = tier.String(), why
 	if tier == privacy.TierAggregate {
 		aggregateOnly(e, pu)
-		return
+		return ""
 	}
 	if c.Salts != nil && r.ip.IsValid() {
+		ok := false
 		if salts := c.Salts(m.Now); salts != nil {
-			e.VisitorID, e.PrevVisitorID, _ = privacy.IDs(salts, m.Now, e.Site, r.ip, m.UserAgent)
+			e.VisitorID, e.PrevVisitorID, ok = privacy.IDs(salts, m.Now, e.Site, r.ip, m.UserAgent)
+		}
+		if !ok {
+			return NoteNoSalt
 		}
 	}
+	return ""
 }
 
 // aggregateOnly clears what the aggregate tier does not keep: anything a
@@ -195,4 +201,54 @@ func signature(rawQuery string, site string, st SiteSettings, c *Config, now tim
 	default:
 		return "", DropBadSignature
 	}
+}
+
+// postSignatures are the signature checks of one event POST, one per
+// site of its events.
+//
+// What is signed for a POST is its URL's query, exactly as a pixel's
+// (shared/pixelsign): POST /e?site=S&exp=E&sig=X. A page's script cannot
+// hold the site's key, so the body cannot be signed; the signed URL is
+// what the site issues (rendered into its page, with an expiry), and its
+// signature vouches that the site issued that endpoint URL before E. An
+// event of the body is checked, under its site's policy, against the
+// URL's signature with its site's keys, and the URL must name its site:
+// a URL signed for another site does not verify (bad_pixel_signature).
+// An unsigned URL is unsigned.
+type postSignatures []struct{ site, value string }
+
+// check verifies rawQuery for site under st, once per site, and returns
+// the drop reason of a sign=reject site whose check failed.
+func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Config, now time.Time) (drop string) {
+	if _, ok := ps.lookup(site); ok || st.Sign == SignOff {
+		return ""
+	}
+	var value string
+	if q := cleanSite(queryValue(rawQuery, pixelsign.ParamSite)); q != site && queryValue(rawQuery, pixelsign.ParamSig) != "" {
+		// Signed, but for another site: as wrong as a bad MAC.
+		if st.Sign != SignMark {
+			return DropBadSignature
+		}
+		value = SignatureUnverified
+	} else if value, drop = signature(rawQuery, site, st, c, now); drop != "" {
+		return drop
+	}
+	*ps = append(*ps, struct{ site, value string }{site, value})
+	return ""
+}
+
+func (ps postSignatures) lookup(site string) (string, bool) {
+	for _, p := range ps {
+		if p.site == site {
+			return p.value, true
+		}
+	}
+	return "", false
+}
+
+// value is the signature column's value for an event of site ("" when
+// its site does not check signatures).
+func (ps postSignatures) value(site string) string {
+	v, _ := ps.lookup(site)
+	return v
 }

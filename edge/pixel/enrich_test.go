@@ -152,7 +152,7 @@ func TestConsentTiersAndVisitorIDs(t *testing.T) {
 		}
 	}
 	// POSTs: the tier clears props too.
-	evs, drop := FromJSON([]byte(`{"site":"demo","name":"buy","props":{"email":"a@b.c"},"consent":0}`), "", meta(), c)
+	evs, drop := FromJSON([]byte(`{"site":"demo","name":"buy","props":{"email":"a@b.c"},"consent":0}`), "", "", meta(), c)
 	if drop != "" || evs[0].Props != "" || evs[0].Tier != "aggregate" || evs[0].VisitorID != 0 {
 		t.Errorf("POST consent 0: %q %+v", drop, evs)
 	}
@@ -191,7 +191,7 @@ func TestSitesSettings(t *testing.T) {
 	if _, drop := FromQuery("site=unlisted", meta(), c); drop != DropUnknownSite {
 		t.Errorf("unlisted: %q", drop)
 	}
-	if _, drop := FromJSON([]byte(`[{"site":"demo"},{"site":"unlisted"}]`), "", meta(), c); drop != DropUnknownSite {
+	if _, drop := FromJSON([]byte(`[{"site":"demo"},{"site":"unlisted"}]`), "", "", meta(), c); drop != DropUnknownSite {
 		t.Errorf("POST with an unlisted site: %q", drop)
 	}
 	if e := hitWith(t, "site=demo", c, nil); e.Signature != SignatureUnsigned || e.ClientIP != "" {
@@ -294,11 +294,11 @@ func TestClientTimeAndScreen(t *testing.T) {
 			t.Errorf("sw=%s: %d", sw, e.ScreenWidth)
 		}
 	}
-	evs, drop := FromJSON([]byte(`{"site":"demo","sw":1440,"t":`+strconv.FormatInt(now, 10)+`}`), "", meta(), nil)
+	evs, drop := FromJSON([]byte(`{"site":"demo","sw":1440,"t":`+strconv.FormatInt(now, 10)+`}`), "", "", meta(), nil)
 	if drop != "" || evs[0].ScreenWidth != 1440 || evs[0].ClientTime != uint64(now) {
 		t.Errorf("POST: %q %+v", drop, evs)
 	}
-	evs, drop = FromJSON([]byte(`{"site":"demo","sw":"1440","t":{"x":1}}`), "", meta(), nil)
+	evs, drop = FromJSON([]byte(`{"site":"demo","sw":"1440","t":{"x":1}}`), "", "", meta(), nil)
 	if drop != "" || evs[0].ScreenWidth != 1440 || evs[0].ClientTime != 0 {
 		t.Errorf("POST with odd types: %q %+v", drop, evs)
 	}

@@ -58,6 +58,17 @@ const (
 	DropDeliveryFailed = "delivery_failed"
 )
 
+// Note reasons: why an accepted event lacks something it would normally
+// carry. They are counted beside the events (counters.go, Batcher), are
+// stable [a-z0-9_] strings like the drop reasons, and do not stop the
+// event from being stored.
+const (
+	// NoteNoSalt: the platform keeps visitor-id salts (Config.Salts is
+	// set) but has none for the hit's UTC day, so a full-tier event with
+	// a client address is stored without a visitor id.
+	NoteNoSalt = "no_salt"
+)
+
 // MaxPostBody bounds an event POST. Browsers' sendBeacon allows 64 KiB.
 const MaxPostBody = 64 << 10
 
@@ -123,15 +134,16 @@ func cleanSite(site string) string {
 
 // finish fills the page-derived fields and cleans every field to its
 // limit by event.Clean, so the aggregator never has to reject what the edge
-// built, then the enrichment (enrich). e.Site is set and checked.
-func finish(e *event.Event, name, page, ref string, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) {
+// built, then the enrichment (enrich). e.Site is set and checked. It
+// returns enrich's note reason ("" for none).
+func finish(e *event.Event, name, page, ref string, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) (note string) {
 	if name == "" {
 		name = event.KindPageview
 	}
 	e.Name = event.Clean(name, event.MaxNameLen)
 	e.URL = event.Clean(page, event.MaxURLLen)
 	e.Referrer = event.Clean(ref, event.MaxReferrerLen)
-	enrich(e, r, m, st, c, p)
+	return enrich(e, r, m, st, c, p)
 }
 
 // admit decides whether a hit for site (cleaned, not empty) is counted at
@@ -157,26 +169,33 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 // exp and sig. It returns a drop reason instead of an error: the caller
 // answers the GIF either way.
 func FromQuery(rawQuery string, m *Meta, c *Config) (event.Event, string) {
+	e, _, drop := fromQuery(rawQuery, m, c)
+	return e, drop
+}
+
+// fromQuery is FromQuery that also returns the event's note reason (""
+// for none).
+func fromQuery(rawQuery string, m *Meta, c *Config) (e event.Event, note, drop string) {
 	if c == nil {
 		c = &defaultConfig
 	}
 	site := cleanSite(queryValue(rawQuery, "site"))
 	if site == "" { // before minting an id for nothing
-		return event.Event{}, DropMissingSite
+		return event.Event{}, "", DropMissingSite
 	}
 	st, drop := admit(site, m, c)
 	if drop != "" {
-		return event.Event{}, drop
+		return event.Event{}, "", drop
 	}
 	p := hitParams{clientTime: queryValue(rawQuery, "t"), screen: queryValue(rawQuery, "sw"),
 		consent: queryValue(rawQuery, "consent"), usPrivacy: queryValue(rawQuery, "us_privacy"),
 		open: queryValue(rawQuery, "open") != ""}
 	if p.signature, drop = signature(rawQuery, site, st, c, m.Now); drop != "" {
-		return event.Event{}, drop
+		return event.Event{}, "", drop
 	}
-	e := base(m)
+	e = base(m)
 	if mint(&e, m) != nil {
-		return event.Event{}, DropInternal
+		return event.Event{}, "", DropInternal
 	}
 	e.Site = site
 	page := queryValue(rawQuery, "url")
@@ -184,8 +203,8 @@ func FromQuery(rawQuery string, m *Meta, c *Config) (event.Event, string) {
 		page = m.Referer
 	}
 	r := readRequest(m)
-	finish(&e, queryValue(rawQuery, "e"), page, queryValue(rawQuery, "ref"), &r, m, st, c, &p)
-	return e, ""
+	note = finish(&e, queryValue(rawQuery, "e"), page, queryValue(rawQuery, "ref"), &r, m, st, c, &p)
+	return e, note, ""
 }
 
 // queryValue is url.ParseQuery(rawQuery).Get(key) without building the

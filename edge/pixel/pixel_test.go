@@ -87,7 +87,7 @@ func TestTruncateIP(t *testing.T) {
 }
 
 func TestFromJSON(t *testing.T) {
-	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), "", meta(), nil)
+	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), "", "", meta(), nil)
 	if drop != "" || len(evs) != 2 {
 		t.Fatalf("%d events, drop %q", len(evs), drop)
 	}
@@ -100,7 +100,7 @@ func TestFromJSON(t *testing.T) {
 	if evs[0].ID == evs[1].ID {
 		t.Fatal("events share an id")
 	}
-	one, drop := FromJSON([]byte(`{"site":"demo"}`), "", meta(), nil)
+	one, drop := FromJSON([]byte(`{"site":"demo"}`), "", "", meta(), nil)
 	if drop != "" || len(one) != 1 {
 		t.Fatal(drop)
 	}
@@ -119,7 +119,7 @@ func TestFromJSONRejects(t *testing.T) {
 		many:                               DropTooManyEvents,
 		strings.Repeat(" ", MaxPostBody+1): DropTooLarge,
 	} {
-		if _, drop := FromJSON([]byte(body), "", meta(), nil); drop != want {
+		if _, drop := FromJSON([]byte(body), "", "", meta(), nil); drop != want {
 			t.Errorf("%.40q: drop %q, want %q", body, drop, want)
 		}
 	}
@@ -137,7 +137,7 @@ func FuzzFromJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, idemKey, ua, referer string) {
 		m := meta()
 		m.UserAgent, m.Referer = ua, referer
-		evs, drop := FromJSON(body, idemKey, m, nil)
+		evs, drop := FromJSON(body, idemKey, "", m, nil)
 		if drop != "" {
 			return
 		}

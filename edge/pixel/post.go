@@ -72,41 +72,54 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 // An event with a client id (event_id, or idemKey) gets its stored id from
 // event.Scope and its time from the client id; others get a fresh id and
 // the edge's time.
-func FromJSON(body []byte, idemKey string, m *Meta, c *Config) ([]event.Event, string) {
+//
+// rawQuery is the POST's URL query: for a site whose settings check
+// signatures (sign=mark or sign=reject), it is what is signed (see
+// postSignature). A body with an event that a sign=reject site would not
+// count is rejected whole under its reason (unsigned,
+// bad_pixel_signature, expired_pixel).
+func FromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) ([]event.Event, string) {
+	evs, _, drop := fromJSON(body, idemKey, rawQuery, m, c)
+	return evs, drop
+}
+
+// fromJSON is FromJSON that also returns each event's note reason
+// (notes[i] for the i-th event, "" for none; nil when no event has one).
+func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) (evs []event.Event, notes []string, drop string) {
 	if c == nil {
 		c = &defaultConfig
 	}
 	if len(body) > MaxPostBody {
-		return nil, DropTooLarge
+		return nil, nil, DropTooLarge
 	}
 	body = bytes.TrimSpace(body)
 	var posted []postedEvent
 	switch {
 	case len(body) > 0 && body[0] == '[':
 		if err := json.Unmarshal(body, &posted); err != nil {
-			return nil, DropBadJSON
+			return nil, nil, DropBadJSON
 		}
 	case len(body) > 0 && body[0] == '{':
 		var one postedEvent
 		if err := json.Unmarshal(body, &one); err != nil {
-			return nil, DropBadJSON
+			return nil, nil, DropBadJSON
 		}
 		posted = []postedEvent{one}
 	default:
-		return nil, DropBadJSON
+		return nil, nil, DropBadJSON
 	}
 	if len(posted) == 0 {
-		return nil, DropBadJSON
+		return nil, nil, DropBadJSON
 	}
 	if len(posted) > MaxPostEvents {
-		return nil, DropTooManyEvents
+		return nil, nil, DropTooManyEvents
 	}
 	now := m.Now.UnixMilli()
 	var key event.ID
 	if idemKey != "" {
 		var err error
 		if key, err = event.ParseClientID(unquoteSFString(idemKey), now); err != nil {
-			return nil, DropBadEventID
+			return nil, nil, DropBadEventID
 		}
 	}
 	common := base(m)
@@ -115,15 +128,21 @@ func FromJSON(body []byte, idemKey string, m *Meta, c *Config) ([]event.Event, s
 	for i := range posted {
 		site := cleanSite(posted[i].Site)
 		if site == "" {
-			return nil, DropMissingSite
+			return nil, nil, DropMissingSite
 		}
 		if !c.Sites.Known(site) {
-			return nil, DropUnknownSite
+			return nil, nil, DropUnknownSite
 		}
 		sites[i] = c.Sites.Settings(site)
 	}
 	if c.RateLimited != nil && c.RateLimited(m.ClientIP, cleanSite(posted[0].Site)) {
-		return nil, DropRateLimited
+		return nil, nil, DropRateLimited
+	}
+	var sigs postSignatures
+	for i := range posted {
+		if drop := sigs.check(rawQuery, cleanSite(posted[i].Site), sites[i], c, m.Now); drop != "" {
+			return nil, nil, drop
+		}
 	}
 	out := make([]event.Event, 0, len(posted))
 	for i := range posted {
@@ -131,9 +150,9 @@ func FromJSON(body []byte, idemKey string, m *Meta, c *Config) ([]event.Event, s
 		props, err := event.CleanProps(p.Props)
 		switch {
 		case errors.Is(err, event.ErrPropsTooLarge):
-			return nil, DropPropsTooLarge
+			return nil, nil, DropPropsTooLarge
 		case err != nil:
-			return nil, DropBadJSON
+			return nil, nil, DropBadJSON
 		}
 		e := common
 		ref := p.Ref
@@ -145,26 +164,32 @@ func FromJSON(body []byte, idemKey string, m *Meta, c *Config) ([]event.Event, s
 			page = m.Referer
 		}
 		e.Site = cleanSite(p.Site)
-		hp := hitParams{clientTime: jsonWord(p.T), screen: jsonWord(p.SW), consent: jsonWord(p.Consent)}
+		hp := hitParams{clientTime: jsonWord(p.T), screen: jsonWord(p.SW), consent: jsonWord(p.Consent),
+			signature: sigs.value(e.Site)}
 		e.Props = props // before finish: the consent tier may clear it
-		finish(&e, p.Name, page, ref, &r, m, sites[i], c, &hp)
+		if note := finish(&e, p.Name, page, ref, &r, m, sites[i], c, &hp); note != "" {
+			if notes == nil {
+				notes = make([]string, len(posted))
+			}
+			notes[i] = note
+		}
 		switch {
 		case p.EventID != "":
 			c, err := event.ParseClientID(p.EventID, now)
 			if err != nil {
-				return nil, DropBadEventID
+				return nil, nil, DropBadEventID
 			}
 			e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
 		case idemKey != "":
 			e.ID, e.Time = event.Scope(key, e.Site, i), key.Time()
 		default:
 			if mint(&e, m) != nil {
-				return nil, DropInternal
+				return nil, nil, DropInternal
 			}
 		}
 		out = append(out, e)
 	}
-	return out, ""
+	return out, notes, ""
 }
 
 // unquoteSFString strips the quotes of a structured-field string (RFC 8941

@@ -23,7 +23,7 @@ func TestFromJSONClientEventID(t *testing.T) {
 	id := clientID(t, now-5000)
 	post := func(body, key string) []event.Event {
 		t.Helper()
-		evs, drop := FromJSON([]byte(body), key, m, nil)
+		evs, drop := FromJSON([]byte(body), key, "", m, nil)
 		if drop != "" {
 			t.Fatalf("%s (key %q): %s", body, key, drop)
 		}
@@ -71,10 +71,10 @@ func TestFromJSONRejectsBadEventIDs(t *testing.T) {
 		"too old":    clientID(t, now-event.MaxClientIDAge-1000),
 		"future":     clientID(t, now+event.MaxClientIDAhead+1000),
 	} {
-		if _, drop := FromJSON([]byte(`{"site":"a.com","event_id":"`+id+`"}`), "", m, nil); drop != DropBadEventID {
+		if _, drop := FromJSON([]byte(`{"site":"a.com","event_id":"`+id+`"}`), "", "", m, nil); drop != DropBadEventID {
 			t.Errorf("event_id %s: drop %q", name, drop)
 		}
-		if _, drop := FromJSON([]byte(`{"site":"a.com"}`), id, m, nil); drop != DropBadEventID {
+		if _, drop := FromJSON([]byte(`{"site":"a.com"}`), id, "", m, nil); drop != DropBadEventID {
 			t.Errorf("Idempotency-Key %s: drop %q", name, drop)
 		}
 	}
@@ -137,7 +137,7 @@ func TestStoredStringsAreClean(t *testing.T) {
 			t.Errorf("pixel %s = %q, want %q", f.JSON, *f.Str(&e), w)
 		}
 	}
-	evs, drop := FromJSON([]byte("{\"site\":\"a\\u0000b\",\"name\":\"\xff\",\"props\":{\"k\\u0001\":\"\xfe\"}}"), "", m, nil)
+	evs, drop := FromJSON([]byte("{\"site\":\"a\\u0000b\",\"name\":\"\xff\",\"props\":{\"k\\u0001\":\"\xfe\"}}"), "", "", m, nil)
 	if drop != "" {
 		t.Fatal(drop)
 	}

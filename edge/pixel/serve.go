@@ -163,10 +163,15 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 	// GIF's headers and costs no Meta.
 	drop := DropHeadRequest
 	if req.Method == http.MethodGet {
-		var e event.Event
-		e, drop = FromQuery(req.RawQuery, req.Meta(), c)
-		e.Method = http.MethodGet
-		if drop == "" && !b.Add(now, e) {
+		var e [1]event.Event
+		var note [1]string
+		e[0], note[0], drop = fromQuery(req.RawQuery, req.Meta(), c)
+		e[0].Method = http.MethodGet
+		notes := note[:]
+		if note[0] == "" {
+			notes = nil
+		}
+		if drop == "" && !b.add(now, e[:], notes) {
 			drop = DropBufferFull
 		}
 	}
@@ -297,7 +302,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		reject(resp, http.StatusBadRequest, DropReadError)
 		return
 	}
-	evs, drop := FromJSON(body, req.header(HeaderIdempotencyKey), req.Meta(), c)
+	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c)
 	if origin != "" && !originAllowed(c.Origins, evs, req.RawQuery, origin) {
 		reject(resp, http.StatusForbidden, DropOriginNotAllowed)
 		return
@@ -306,7 +311,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	for i := range evs {
 		evs[i].Method = req.Method // POST, checked above
 	}
-	if drop == "" && !b.Add(now, evs...) {
+	if drop == "" && !b.add(now, evs, notes) {
 		drop = DropBufferFull
 	}
 	switch drop {
@@ -318,6 +323,8 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	case DropRateLimited:
 		resp.Set("Retry-After", "1")
 		reject(resp, http.StatusTooManyRequests, drop)
+	case DropUnsigned, DropBadSignature, DropExpiredPixel: // the site's sign=reject
+		reject(resp, http.StatusForbidden, drop)
 	case DropTooLarge, DropTooManyEvents, DropPropsTooLarge:
 		reject(resp, http.StatusRequestEntityTooLarge, drop)
 	case DropBufferFull:

@@ -33,10 +33,10 @@ import (
 //	sign=off|mark|reject   signed pixels (shared/pixelsign): off does not
 //	                       check; mark keeps every hit and stores
 //	                       verified, unverified or unsigned; reject counts
-//	                       only verified pixel hits (the others get the GIF
-//	                       and unsigned, bad_pixel_signature or
-//	                       expired_pixel). Event POSTs are never signed.
-//	                       Default off.
+//	                       only verified hits (a pixel gets the GIF, a
+//	                       POST 403, and unsigned, bad_pixel_signature or
+//	                       expired_pixel). An event POST is signed by its
+//	                       URL's query (postSignatures). Default off.
 //	ip=off|prefix          whether the visitor's address leaves the edge,
 //	                       truncated to /24 (IPv4) or /48 (IPv6), in
 //	                       client_ip. Default off: no address is stored.

@@ -23,6 +23,13 @@
 // added, removed or changed after signing, including `exp`, makes the
 // signature wrong.
 //
+// An event POST is signed the same way, by its URL: the site signs the
+// query of its endpoint (POST /e?site=S, which becomes
+// /e?exp=E&site=S&sig=X) and the page posts its events there. The body is
+// not signed, since a page's script cannot hold the key: the signature
+// says that the site issued that endpoint URL before E, and the edge
+// holds each event's site to the URL's site (edge/pixel).
+//
 // Keys are per site, at least 16 bytes, kept in a secret store. To
 // rotate, verify with the new and the previous key (Verify takes both)
 // until the old pixels have expired.
