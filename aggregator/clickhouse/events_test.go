@@ -56,6 +56,8 @@ func referenceNative(evs []event.Event) []byte {
 	for j, f := range event.Fields {
 		var col proto.ColInput
 		switch {
+		case f.CHAlias != "": // computed by ClickHouse, not written
+			continue
 		case lcs[j] != nil:
 			col = lcs[j]
 		case f.Str != nil:

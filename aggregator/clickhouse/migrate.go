@@ -15,8 +15,9 @@ import (
 
 // Migration is one numbered step of the schema. A step runs its SQL, then
 // adds the events columns of the event fields it introduced (those of
-// event.Fields whose Since is its Version), then is recorded in the
-// database's schema_migrations table.
+// event.Fields whose Since is its Version), then changes in place the
+// columns whose type or kind it changed (CHChanged), then is recorded in
+// the database's schema_migrations table.
 //
 // Steps are idempotent and safe to run concurrently, because ClickHouse has
 // no transactions and two aggregators may start at once: SQL creates with
@@ -41,6 +42,7 @@ var Migrations = []Migration{
 	{Version: 3, Name: "edge_counters", SQL: schemaV3},
 	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4()},
 	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
+	{Version: event.VersionStorage, Name: "events storage: path an ALIAS of url"},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,
@@ -178,6 +180,20 @@ func (c *Client) Migrate(ctx context.Context) (MigrateResult, error) {
 	return c.migrate(ctx, Migrations, migrator())
 }
 
+// MigrateTo is Migrate up to schema version (inclusive) only: for
+// benchmarks and tests that set a layout against an earlier one. An
+// aggregator uses Migrate.
+func (c *Client) MigrateTo(ctx context.Context, version int) (MigrateResult, error) {
+	n := 0
+	for n < len(Migrations) && Migrations[n].Version <= version {
+		n++
+	}
+	if n == 0 {
+		return MigrateResult{}, fmt.Errorf("migrate: no schema version %d", version)
+	}
+	return c.migrate(ctx, Migrations[:n], migrator())
+}
+
 func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
 	var res MigrateResult
 	for _, s := range []string{"CREATE DATABASE IF NOT EXISTS {db}", migrationsTable} {
@@ -239,6 +255,9 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 	if err := c.addColumns(ctx, "events", m.Version); err != nil {
 		return err
 	}
+	if err := c.modifyColumns(ctx, "events", m.Version); err != nil {
+		return err
+	}
 	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
 		c.db, m.Version, quote(m.Name), quote(by)))
 }
@@ -264,7 +283,9 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 	}
 	for _, f := range want {
 		if typ, ok := have[f.JSON]; ok {
-			if typ != f.CHType {
+			// A later step changes the type of a column it has: any
+			// type is this step's (modifyColumns checks the later one).
+			if typ != f.CHType && f.CHChanged <= version {
 				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, table, f.JSON, typ, f.CHType)
 			}
 			continue
@@ -286,6 +307,81 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 		return fmt.Errorf("add column %s.%s: %w", table, f.JSON, err)
 	}
 	return nil
+}
+
+// modifyColumns changes in place the columns of table whose type or kind
+// schema version changed (event.Field.CHChanged): to LowCardinality, or to
+// an ALIAS. ClickHouse rewrites a column whose type changes, keeping its
+// values (18.16 does it within the ALTER); an ALIAS keeps nothing, so a
+// field becomes one only when its values are its expression's (the edge's
+// path is url's, see event.PathOfURL). A column already as wanted is left
+// alone, so a step run twice, or by two aggregators at once, changes it
+// once.
+func (c *Client) modifyColumns(ctx context.Context, table string, version int) error {
+	var want []*event.Field
+	for i := range event.Fields {
+		if f := &event.Fields[i]; f.CHChanged == version {
+			want = append(want, f)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	done := func(f *event.Field, cols map[string]column) bool {
+		col, ok := cols[f.JSON]
+		return ok && col.typ == f.CHType && (col.kind == "ALIAS") == (f.CHAlias != "")
+	}
+	cols, err := c.columns(ctx, table)
+	if err != nil {
+		return err
+	}
+	for _, f := range want {
+		if done(f, cols) {
+			continue
+		}
+		if _, ok := cols[f.JSON]; !ok {
+			return fmt.Errorf("%w: %s.%s has no column %s to change", ErrSchemaConflict, c.db, table, f.JSON)
+		}
+		def := ""
+		switch {
+		case f.CHAlias != "":
+			def = " ALIAS " + f.CHAlias
+		case f.CHDefault != "":
+			def = " DEFAULT " + f.CHDefault
+		}
+		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s %s%s", c.db, table, f.JSON, f.CHType, def),
+			map[string]string{"allow_experimental_low_cardinality_type": "1"})
+		if err == nil {
+			continue
+		}
+		if now, cerr := c.columns(ctx, table); cerr == nil && done(f, now) {
+			continue // changed meanwhile by another aggregator
+		}
+		return fmt.Errorf("change column %s.%s: %w", table, f.JSON, err)
+	}
+	return nil
+}
+
+// column is a column's type and kind ("", DEFAULT, MATERIALIZED or
+// ALIAS) in system.columns.
+type column struct{ typ, kind string }
+
+// columns returns the columns of table.
+func (c *Client) columns(ctx context.Context, table string) (map[string]column, error) {
+	rows, err := c.Query(ctx, fmt.Sprintf("SELECT name, type, default_kind FROM system.columns WHERE database = %s AND table = %s", quote(c.db), quote(table)))
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", table, err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("table %s.%s does not exist", c.db, table)
+	}
+	cols := make(map[string]column, len(rows))
+	for _, r := range rows {
+		if len(r) == 3 {
+			cols[r[0]] = column{r[1], r[2]}
+		}
+	}
+	return cols, nil
 }
 
 // columnTypes returns the columns of table with their types.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,23 +65,45 @@ func TestMigrationsList(t *testing.T) {
 		if !versions[f.Since] {
 			t.Errorf("field %s is of schema version %d, which no migration has", f.JSON, f.Since)
 		}
-		if f.Since == 1 && !strings.Contains(events, "\t"+f.JSON+" "+f.CHType+",") && !strings.Contains(events, "\t"+f.JSON+" "+f.CHType+"\n") {
-			t.Errorf("field %s (%s) of version 1 is not in step 1's events table", f.JSON, f.CHType)
+		typ := f.CHType
+		if f.CHChanged != 0 { // created as String, changed later
+			typ = "String"
+		}
+		if f.Since == 1 && !strings.Contains(events, "\t"+f.JSON+" "+typ+",") && !strings.Contains(events, "\t"+f.JSON+" "+typ+"\n") {
+			t.Errorf("field %s (%s) of version 1 is not in step 1's events table", f.JSON, typ)
+		}
+		if f.CHChanged != 0 && (!versions[f.CHChanged] || f.CHChanged <= f.Since) {
+			t.Errorf("field %s is changed by schema version %d, which no migration after its own has", f.JSON, f.CHChanged)
 		}
 	}
 }
 
 // wantEventsColumns is the events table this version needs: event.Fields,
-// with ts after the id. Each is "name type default".
+// with ts after the id, and the ALIAS columns last (a column changed to
+// an ALIAS moves to the end). Each is "name type default", the default
+// an ALIAS's expression.
 func wantEventsColumns() []string {
-	var out []string
+	var out, aliases []string
 	for _, f := range event.Fields {
 		if f.Kind == event.KindTime {
 			out = append(out, "ts DateTime ")
 		}
+		if f.CHAlias != "" {
+			aliases = append(aliases, f.JSON+" "+f.CHType+" "+f.CHAlias)
+			continue
+		}
 		out = append(out, f.JSON+" "+f.CHType+" "+f.CHDefault)
 	}
-	return out
+	return append(out, aliases...)
+}
+
+func fieldByJSON(name string) *event.Field {
+	for i := range event.Fields {
+		if event.Fields[i].JSON == name {
+			return &event.Fields[i]
+		}
+	}
+	return nil
 }
 
 func (c *Client) eventsColumns(t *testing.T) []string {
@@ -110,7 +133,10 @@ func TestEventsInputColumns(t *testing.T) {
 	}
 	var want []string
 	for _, c := range wantEventsColumns() {
-		want = append(want, strings.TrimSpace(c[:strings.LastIndexByte(c, ' ')]))
+		if f := fieldByJSON(c[:strings.IndexByte(c, ' ')]); f != nil && f.CHAlias != "" {
+			continue // not written
+		}
+		want = append(want, strings.Join(strings.Fields(c)[:2], " "))
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("columns written\n%q\nwant\n%q", got, want)
@@ -180,8 +206,14 @@ func TestStoresEveryField(t *testing.T) {
 		switch f.Kind {
 		case event.KindString:
 			*f.Str(&e) = "v'" + f.JSON
+			if f.JSON == "url" {
+				e.URL = "https://h.example/v'url?q"
+			}
 			cols = append(cols, f.JSON)
 			want = append(want, *f.Str(&e))
+			if f.CHAlias != "" { // read from the stored columns
+				want[len(want)-1] = aliasValue(t, f, &e)
+			}
 		case event.KindUint:
 			f.SetUint(&e, f.MaxUint()-uint64(i))
 			cols = append(cols, f.JSON)
@@ -194,6 +226,21 @@ func TestStoresEveryField(t *testing.T) {
 	if got := c.count(t, "SELECT "+strings.Join(cols, ", ")+" FROM "+c.db+".events"); got != strings.Join(want, "\t") {
 		t.Fatalf("stored %q, want %q", got, strings.Join(want, "\t"))
 	}
+}
+
+// aliasValue is what ClickHouse reads for f, an ALIAS column, of e: the
+// path of its url (event.PathOfURL, evaluated by Go's RE2).
+func aliasValue(t *testing.T, f event.Field, e *event.Event) string {
+	t.Helper()
+	if f.CHAlias != event.PathOfURL {
+		t.Fatalf("no Go reading of the ALIAS %s", f.CHAlias)
+	}
+	expr := event.PathOfURL
+	re := regexp.MustCompile(expr[strings.IndexByte(expr, '\'')+1 : strings.LastIndexByte(expr, '\'')])
+	if m := re.FindStringSubmatch(e.URL); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // v1Event is a row as main's aggregator stored it: every column it had.
@@ -276,16 +323,29 @@ func mkV1Database(t *testing.T, c *Client) []v1Event {
 // columns added since, as a line each.
 func (c *Client) oldRows(t *testing.T, old []v1Event) (got, want string) {
 	t.Helper()
-	var added, defaults []string
+	var added []string
+	var addedFields []event.Field
 	for _, f := range event.Fields {
 		if f.Since > 1 {
 			added = append(added, f.JSON)
-			def := "" // a later string column defaults to ''
-			if f.Kind == event.KindUint {
-				def = "0"
-			}
-			defaults = append(defaults, def)
+			addedFields = append(addedFields, f)
 		}
+	}
+	// defaults are what an old row reads in the columns added since: a
+	// string column '', a number 0, an ALIAS its expression's value.
+	defaults := func(e v1Event) []string {
+		var out []string
+		for _, f := range addedFields {
+			switch {
+			case f.CHAlias != "":
+				out = append(out, aliasValue(t, f, &event.Event{URL: e.url}))
+			case f.Kind == event.KindUint:
+				out = append(out, "0")
+			default:
+				out = append(out, "")
+			}
+		}
+		return out
 	}
 	q := "SELECT toString(event_id), toUInt32(ts), " + strings.Join(v1Columns[2:], ", ")
 	if len(added) > 0 {
@@ -296,7 +356,7 @@ func (c *Client) oldRows(t *testing.T, old []v1Event) (got, want string) {
 	for _, e := range old {
 		ids = append(ids, "'"+e.id.String()+"'")
 		w = append(w, strings.Join(append([]string{e.id.String(), fmt.Sprint(e.ms / 1000), fmt.Sprint(e.ms), e.site, e.name, e.url, e.ref, e.ua, e.ip,
-			e.country, e.source, e.medium, e.campaign, e.pop, e.props}, defaults...), "\t"))
+			e.country, e.source, e.medium, e.campaign, e.pop, e.props}, defaults(e)...), "\t"))
 	}
 	got = c.count(t, q+" FROM "+c.db+".events WHERE event_id IN ("+strings.Join(ids, ",")+") ORDER BY ts_ms DESC")
 	return got, strings.Join(w, "\n")

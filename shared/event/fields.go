@@ -33,6 +33,15 @@ type Field struct {
 	// after schema version 1, the value rows stored before it read as; ""
 	// for the original columns, which have the type's default.
 	CHDefault string
+	// CHAlias is the ALIAS expression of a column that ClickHouse
+	// computes from other columns when it is read, storing nothing; ""
+	// for a stored column. The loader does not write an ALIAS column;
+	// the field still travels on the wire and in JSON as any other.
+	CHAlias string
+	// CHChanged is the schema version that changed the column's type or
+	// kind in place (to CHType, or to the ALIAS CHAlias) after Since; 0
+	// if none did. Rows stored before keep their values.
+	CHChanged int
 	// Since is the schema version that added the field: 1 for the
 	// original ones. The wire format requires the fields of version 1 and
 	// lets an event end before any later one (an older sender), which
@@ -58,11 +67,29 @@ func (f *Field) MaxUint() uint64 {
 	return 1<<f.Bits - 1
 }
 
-// lc is the ClickHouse type of the new short strings that repeat from row
-// to row: a dictionary per part stores each once and a small index per row
+// lc is the ClickHouse type of the strings that repeat from row to row: a
+// dictionary per part stores each once and a small index per row
 // (ClickHouse 18.16 needs allow_experimental_low_cardinality_type=1 to
 // create such a column; the aggregator's migrations set it).
 const lc = "LowCardinality(String)"
+
+// VersionStorage is the schema version that made the events table
+// smaller on disk: path became an ALIAS of url, stored no more.
+//
+// The String columns that repeat stay String on 18.16, although lc would
+// store them in less: an aggregator of an earlier version, still running
+// during a rolling upgrade, inserts them as String, which 18.16 fails to
+// cast into a LowCardinality column ("Bad cast from type ColumnString");
+// and the dashboard's rollup views, released and so never changed, cannot
+// push a LowCardinality value into their String columns.
+const VersionStorage = 6
+
+// PathOfURL is path's ALIAS expression: the path of url as
+// edge/enrich/pageurl.Normalize writes it, which the edge's path always
+// equals (pageurl's tests hold it to that): after an optional scheme and
+// "//authority", up to the query. An RE2 expression, as ClickHouse's
+// extract takes.
+const PathOfURL = `extract(url, '^(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://[^/?]*)?([^?]*)')`
 
 // Fields lists Event's fields in their order in Event, on the wire and in
 // ClickHouse's events table (which also has ts, a DateTime derived from
@@ -114,7 +141,7 @@ var Fields = [...]Field{
 		Str: func(e *Event) *string { return &e.UTMTerm }},
 	{Name: "UTMContent", JSON: "utm_content", Kind: KindString, Max: MaxShortLen, CHType: "String", CHDefault: "''", Since: 5,
 		Str: func(e *Event) *string { return &e.UTMContent }},
-	{Name: "Path", JSON: "path", Kind: KindString, Max: MaxURLLen, CHType: "String", CHDefault: "''", Since: 5,
+	{Name: "Path", JSON: "path", Kind: KindString, Max: MaxURLLen, CHType: "String", CHDefault: "''", CHAlias: PathOfURL, CHChanged: VersionStorage, Since: 5,
 		Str: func(e *Event) *string { return &e.Path }},
 	str5("Region", "region", MaxEnumLen, func(e *Event) *string { return &e.Region }),
 	str5("City", "city", MaxEnumLen, func(e *Event) *string { return &e.City }),

@@ -1,9 +1,39 @@
 package pageurl
 
 import (
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/edgepixel/edgepixel/shared/event"
 )
+
+// pathOfURL evaluates event.PathOfURL, the path column's ALIAS in
+// ClickHouse, in Go: both are RE2, and the pattern is the expression's
+// own. The events table stores no path: this must give back Path.
+var pathOfURL = func() func(string) string {
+	expr := event.PathOfURL
+	re := regexp.MustCompile(expr[strings.IndexByte(expr, '\'')+1 : strings.LastIndexByte(expr, '\'')])
+	return func(u string) string {
+		if m := re.FindStringSubmatch(u); m != nil {
+			return m[1]
+		}
+		return ""
+	}
+}()
+
+// The stored path is read from the stored URL (event.PathOfURL): it must
+// be Path for every URL Normalize writes.
+func TestPathOfURL(t *testing.T) {
+	for _, raw := range []string{"https://example.com", "https://example.com/a/b?x=1&y", "", "/p?q", "example.com/a/b", "mailto:a@b", "a:b",
+		"//host/p?x", "//x\\y?a", "https://h/" + strings.Repeat("a", MaxLen), "https://" + strings.Repeat("h", MaxLen) + "/p",
+		"https://h/p?" + strings.Repeat("q", MaxLen), "HTTP://A.B:80/./x/../y?utm_source=z", "https://h:8080?x", "/x/./y?z", "?only=query"} {
+		r := Normalize(raw)
+		if got := pathOfURL(r.URL); got != r.Path {
+			t.Errorf("Normalize(%q): path of URL %q is %q, Path %q", raw, r.URL, got, r.Path)
+		}
+	}
+}
 
 func TestNormalize(t *testing.T) {
 	for _, tc := range []struct {
@@ -105,6 +135,9 @@ func FuzzNormalize(f *testing.F) {
 		}
 		if !strings.Contains(r.URL, r.Path) || !strings.Contains(r.URL, r.Query) {
 			t.Fatalf("Normalize(%q) = %+v: parts not in URL", s, r)
+		}
+		if got := pathOfURL(r.URL); got != r.Path {
+			t.Fatalf("Normalize(%q): path of URL %q is %q, Path %q (event.PathOfURL)", s, r.URL, got, r.Path)
 		}
 		// One spelling per page: a stored URL is its own normal form.
 		if len(r.URL) < MaxLen-2 { // else it may have been cut
