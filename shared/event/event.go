@@ -30,6 +30,12 @@
 // reordered; stop filling it instead. `method` (schema version 2) and the
 // enrichment fields of schema version 5 were added this way.
 //
+// To change a column in place (its type, or into an ALIAS that ClickHouse
+// computes from other columns and stores nothing of), set the row's
+// CHType or CHAlias and CHChanged to a new schema version, and add that
+// Migration: it changes the column when no released reader or view
+// depends on the old form (see VersionStorage, which made path an ALIAS).
+//
 // The package has no dependencies beyond the standard library's basics so
 // that the edge module stays small and TinyGo-compatible: Fields holds
 // plain accessor functions, not reflection.
