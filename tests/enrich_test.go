@@ -104,7 +104,7 @@ func hit(t *testing.T, s *stack.Stack, query, ip, ua string, hdr map[string]stri
 // name (each name once), with every column.
 func rows(t *testing.T, s *stack.Stack, like string) map[string]event.Event {
 	t.Helper()
-	q := "SELECT * FROM events WHERE site LIKE '" + like + "' FORMAT JSONEachRow"
+	q := "SELECT *, path FROM events WHERE site LIKE '" + like + "' FORMAT JSONEachRow"
 	resp, err := http.Post(s.ClickHouse.HTTPURL+"/?database=edgepixel&output_format_json_quote_64bit_integers=0", "text/plain", strings.NewReader(q))
 	if err != nil {
 		t.Fatal(err)
@@ -297,7 +297,7 @@ func TestTrackerThroughPOP(t *testing.T) {
 		return c == "3", c
 	})
 	got := map[string][]event.Event{}
-	q := "SELECT * FROM events WHERE site = 'tr-shop' ORDER BY ts_ms FORMAT JSONEachRow"
+	q := "SELECT *, path FROM events WHERE site = 'tr-shop' ORDER BY ts_ms FORMAT JSONEachRow"
 	r, err := http.Post(s.ClickHouse.HTTPURL+"/?database=edgepixel&output_format_json_quote_64bit_integers=0", "text/plain", strings.NewReader(q))
 	if err != nil {
 		t.Fatal(err)

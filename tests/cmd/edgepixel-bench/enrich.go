@@ -4,7 +4,9 @@ package main
 // of one hit, the module's size and an instance's start, for each
 // toolchain (standard Go, and TinyGo when it is installed), measured by
 // tests/wasmbench. Per-hit costs stand beside the same code compiled
-// natively; size and start beside a module without enrichment.
+// natively; size and start beside a module without enrichment. Then the
+// whole edge module's guest time per hit through the POP, enriching the
+// same corpus, beside hits with nothing to enrich (enrichpop.go).
 
 import (
 	"fmt"
@@ -22,7 +24,7 @@ const (
 	goalTinySize = 2 << 20
 )
 
-func runEnrich(passes int) error {
+func runEnrich(passes int, mods []*benchModule, d time.Duration, conns int) error {
 	tcs, note := wasmbench.Toolchains()
 	dir, err := os.MkdirTemp("", "edgepixel-bench-enrich-")
 	if err != nil {
@@ -40,6 +42,13 @@ func runEnrich(passes int) error {
 			return err
 		}
 		figs = append(figs, f)
+	}
+
+	var pops []popHitCost
+	if len(mods) > 0 {
+		if pops, err = measureEnrichThroughPOP(mods, d, conns); err != nil {
+			return err
+		}
 	}
 
 	fmt.Printf("\nenrichment: all packages on each of %d corpus hits x %d passes, guest CPU time under wazero\n", len(corpus.Hits), passes)
@@ -69,9 +78,31 @@ func runEnrich(passes int) error {
 		}
 		fmt.Println()
 	}
+	if len(pops) > 0 {
+		fmt.Printf("\nthrough the POP: the edge module's guest CPU time per pixel hit (pop.Server.GuestTimes: the instance\n")
+		fmt.Printf("thread's CPU time from taking a request to asking for the next, flushes included), %d connections,\n", conns)
+		fmt.Printf("the corpus's %d hits with today's visitor salt; baseline: the same module, hits with only a site\n", len(corpus.Hits))
+		fmt.Printf("(no page, referrer or user agent to enrich)\n\n")
+		fmt.Printf("%-34s %14s %14s %8s\n", "figure", "enriched", "baseline", "ratio")
+		for _, c := range pops {
+			row := func(name string, a, b time.Duration) {
+				fmt.Printf("%-34s %14s %14s %8.2f\n", c.name+": "+name, us(a), us(b), float64(a)/float64(b))
+			}
+			row("guest per hit p50", c.p50, c.baseP50)
+			row("guest per hit p99", c.p99, c.baseP99)
+			fmt.Printf("%-34s %14d %14d\n", c.name+": hits measured", c.hits, c.baseHits)
+		}
+	} else {
+		fmt.Println("\nthrough the POP: no edge module to run (make modules, or --tinygo-wasm/--go-wasm)")
+	}
 	for _, f := range figs {
 		if f.Toolchain == "tinygo" {
-			fmt.Printf("\ngoals (TinyGo): per hit p99 %s of %s; module %s of %s\n", us(f.P99), us(goalHitP99), kb(f.Size), kb(goalTinySize))
+			fmt.Printf("\ngoals (TinyGo): per hit p99 %s of %s (enrichment alone, in the module); module %s of %s\n", us(f.P99), us(goalHitP99), kb(f.Size), kb(goalTinySize))
+		}
+	}
+	for _, c := range pops {
+		if c.name == "TinyGo" {
+			fmt.Printf("goal (TinyGo) through the POP: guest per hit p99 %s of %s (the whole hit, flushes included)\n", us(c.p99), us(goalHitP99))
 		}
 	}
 	return nil

@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -40,9 +42,23 @@ func countingSink() (addr string, c *sinkCounts, err error) {
 // store's pop = "bench" and the lines in extraConfig, and loads it. path
 // is the file's.
 func benchManifest(dir, name, sink, extraConfig string) (m *fastlytoml.Manifest, path string, err error) {
+	return benchManifestWith(dir, name, sink, extraConfig, nil)
+}
+
+// benchManifestWith is benchManifest with secrets added to the edgepixel
+// secret store (each written to a file in dir).
+func benchManifestWith(dir, name, sink, extraConfig string, secrets map[string]string) (m *fastlytoml.Manifest, path string, err error) {
 	secretFile := filepath.Join(dir, "secret")
 	if err := os.WriteFile(secretFile, []byte("bench-secret"), 0o600); err != nil {
 		return nil, "", err
+	}
+	extraSecrets := ""
+	for _, k := range slices.Sorted(maps.Keys(secrets)) {
+		f := filepath.Join(dir, "secret-"+k)
+		if err := os.WriteFile(f, []byte(secrets[k]), 0o600); err != nil {
+			return nil, "", err
+		}
+		extraSecrets += fmt.Sprintf(", { key = %q, file = %q }", k, f)
 	}
 	path = filepath.Join(dir, name)
 	err = os.WriteFile(path, []byte(fmt.Sprintf(`manifest_version = 3
@@ -54,8 +70,8 @@ format = "inline-toml"
 [local_server.config_stores.edgepixel.contents]
 pop = "bench"
 %s[local_server.secret_stores]
-edgepixel = [{ key = "aggregator_secret", file = %q }]
-`, sink, extraConfig, secretFile)), 0o644)
+edgepixel = [{ key = "aggregator_secret", file = %q }%s]
+`, sink, extraConfig, secretFile, extraSecrets)), 0o644)
 	if err != nil {
 		return nil, "", err
 	}

@@ -107,8 +107,12 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if strings.Contains(*sections, "enrich") {
-		if err := runEnrich(*passes); err != nil {
+	if strings.Contains(*sections, "enrich") { // enrich.go
+		mods, err := modulesFrom(*tinyWasm, *goWasm)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: enrich:", err)
+		}
+		if err := runEnrich(*passes, mods, *duration, *conns); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: enrich:", err)
 			os.Exit(1)
 		}

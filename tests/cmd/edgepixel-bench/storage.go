@@ -1,8 +1,10 @@
 package main
 
 // Section "storage": ClickHouse bytes on disk per stored event, with every
-// column of the schema, beside the 15 columns events had before the
-// enrichment (schema version 1), over the same generated events.
+// column of the schema, beside the table as the schema version before the
+// storage step (event.VersionStorage) left it, and beside the 15 columns
+// events had before the enrichment (schema version 1), over the same
+// generated events.
 
 import (
 	"context"
@@ -59,10 +61,21 @@ var storageCorpus = struct {
 		"FR IDF Paris 3215", "NL NH Amsterdam 1136", "IN MH Mumbai 55836", "BR SP São Paulo 28573", "JP 13 Tokyo 2516", "CA ON Toronto 812", "AU NSW Sydney 1221"},
 }
 
+// daySalts returns the salts an edge holds at now: today's and
+// yesterday's, as edgepixel-salt keeps them, so every full-tier event gets
+// a visitor id, as in production.
+func daySalts(now time.Time) *privacy.Salts {
+	var s privacy.Salts
+	for _, d := range []int32{privacy.Day(now), privacy.Day(now) - 1} {
+		s[d&1] = privacy.NewSalt(d, [16]byte{byte(d), byte(d >> 8), 7})
+	}
+	return &s
+}
+
 // storageHits builds n events of generated hits through the edge's own
 // enrichment (pixel.FromQuery), as a month of a few sites' traffic.
-func storageHits(n int, start time.Time, salts *privacy.Salts, rng *rand.Rand) []event.Event {
-	c := &pixel.Config{Salts: func(time.Time) *privacy.Salts { return salts }}
+func storageHits(n int, start time.Time, rng *rand.Rand) []event.Event {
+	c := &pixel.Config{Salts: daySalts}
 	sc := &storageCorpus
 	evs := make([]event.Event, 0, n)
 	for len(evs) < n {
@@ -135,12 +148,10 @@ func runStorage(n int) error {
 	crand.Read(seed[:])
 	rng := rand.New(rand.NewChaCha8(seed))
 	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	var salts privacy.Salts
-	salts[0] = privacy.NewSalt(privacy.Day(start), [16]byte{1})
 	fmt.Fprintf(os.Stderr, "bench: storage: generating and storing %d events ...\n", n)
 	const chunk = 100_000
 	for done := 0; done < n; done += chunk {
-		evs := storageHits(min(chunk, n-done), start.Add(time.Duration(done)*time.Minute), &salts, rng)
+		evs := storageHits(min(chunk, n-done), start.Add(time.Duration(done)*time.Minute), rng)
 		if err := c.InsertEvents(ctx, evs); err != nil {
 			return err
 		}
@@ -153,13 +164,29 @@ func runStorage(n int) error {
 	if err := c.Exec(ctx, "INSERT INTO bench.events_v1 SELECT "+v1Columns+" FROM bench.events"); err != nil {
 		return err
 	}
-	for _, t := range []string{"events", "events_v1"} {
-		if err := c.Exec(ctx, "OPTIMIZE TABLE bench."+t+" FINAL"); err != nil {
+	// The table as the version before the storage step left it, in a
+	// database of its own.
+	before, err := clickhouse.New(ch.HTTPURL, "bench_before")
+	if err != nil {
+		return err
+	}
+	if _, err := before.MigrateTo(ctx, event.VersionStorage-1); err != nil {
+		return err
+	}
+	all := "ts"
+	for _, f := range event.Fields {
+		all += ", " + f.JSON
+	}
+	if err := c.Exec(ctx, "INSERT INTO bench_before.events ("+all+") SELECT "+all+" FROM bench.events"); err != nil {
+		return err
+	}
+	for _, t := range []string{"bench.events", "bench.events_v1", "bench_before.events"} {
+		if err := c.Exec(ctx, "OPTIMIZE TABLE "+t+" FINAL"); err != nil {
 			return err
 		}
 	}
-	size := func(table, where string) (float64, float64, error) {
-		rows, err := c.Query(ctx, "SELECT sum(bytes_on_disk), sum(rows) FROM system.parts WHERE active AND database = 'bench' AND table = '"+table+"'"+where)
+	size := func(db, table string) (float64, float64, error) {
+		rows, err := c.Query(ctx, "SELECT sum(bytes_on_disk), sum(rows) FROM system.parts WHERE active AND database = '"+db+"' AND table = '"+table+"'")
 		if err != nil || len(rows) != 1 {
 			return 0, 0, fmt.Errorf("system.parts: %v %v", rows, err)
 		}
@@ -167,11 +194,15 @@ func runStorage(n int) error {
 		r, _ := strconv.ParseFloat(rows[0][1], 64)
 		return b, r, nil
 	}
-	newBytes, newRows, err := size("events", "")
+	newBytes, newRows, err := size("bench", "events")
 	if err != nil {
 		return err
 	}
-	oldBytes, oldRows, err := size("events_v1", "")
+	oldBytes, oldRows, err := size("bench", "events_v1")
+	if err != nil {
+		return err
+	}
+	prevBytes, prevRows, err := size("bench_before", "events")
 	if err != nil {
 		return err
 	}
@@ -183,7 +214,9 @@ func runStorage(n int) error {
 	fmt.Printf("%-44s %12s %22s %8s\n", "figure", "value", "baseline / goal", "ratio")
 	row := func(name, a, b string, ratio float64) { fmt.Printf("%-44s %12s %22s %8.2f\n", name, a, b, ratio) }
 	per, oldPer := newBytes/newRows, oldBytes/oldRows
+	prevPer := prevBytes / prevRows
 	row(fmt.Sprintf("bytes/event on disk, all %d columns", len(event.Fields)+1), fmt.Sprintf("%.1f", per), fmt.Sprintf("%d goal", goalBytesPerEvent), per/goalBytesPerEvent)
+	row(fmt.Sprintf("  vs schema version %d's layout", event.VersionStorage-1), fmt.Sprintf("%.1f", per), fmt.Sprintf("%.1f (v%d)", prevPer, event.VersionStorage-1), per/prevPer)
 	row("  vs the 15 columns of schema version 1", fmt.Sprintf("%.1f", per), fmt.Sprintf("%.1f (15 col)", oldPer), per/oldPer)
 	fmt.Printf("\nlargest columns (compressed bytes/event):")
 	for _, r := range cols {
