@@ -32,8 +32,13 @@ func runEnrich(passes int, mods []*benchModule, d time.Duration, conns int) erro
 	}
 	defer os.RemoveAll(dir)
 	want := fmt.Sprintf("digest %x \n", corpus.Digest())
-	fmt.Fprintf(os.Stderr, "bench: enrichment natively, %d passes ...\n", passes)
-	native := wasmbench.MeasureNative(passes)
+	var native wasmbench.HitCost
+	if passes > 0 {
+		fmt.Fprintf(os.Stderr, "bench: enrichment natively, %d passes ...\n", passes)
+		native = wasmbench.MeasureNative(passes)
+	} else {
+		tcs = nil // --enrich-passes 0: through the POP only
+	}
 	var figs []wasmbench.Figures
 	for _, tc := range tcs {
 		fmt.Fprintf(os.Stderr, "bench: enrichment in wasm, building with %s (TinyGo takes minutes) ...\n", tc.Name)
@@ -51,6 +56,16 @@ func runEnrich(passes int, mods []*benchModule, d time.Duration, conns int) erro
 		}
 	}
 
+	if len(figs) > 0 {
+		printInModule(figs, native, passes, note)
+	}
+	printThroughPOP(pops, conns)
+	return nil
+}
+
+// printInModule prints the figures of the enrichment alone, in a module
+// of its own (tests/wasmbench).
+func printInModule(figs []wasmbench.Figures, native wasmbench.HitCost, passes int, note string) {
 	fmt.Printf("\nenrichment: all packages on each of %d corpus hits x %d passes, guest CPU time under wazero\n", len(corpus.Hits), passes)
 	if note != "" {
 		fmt.Println(note)
@@ -78,6 +93,17 @@ func runEnrich(passes int, mods []*benchModule, d time.Duration, conns int) erro
 		}
 		fmt.Println()
 	}
+	for _, f := range figs {
+		if f.Toolchain == "tinygo" {
+			fmt.Printf("\ngoals (TinyGo): per hit p99 %s of %s (enrichment alone, in the module); module %s of %s\n", us(f.P99), us(goalHitP99), kb(f.Size), kb(goalTinySize))
+		}
+	}
+}
+
+// printThroughPOP prints the guest time per hit of the edge modules
+// through the POP (enrichpop.go).
+func printThroughPOP(pops []popHitCost, conns int) {
+	us := func(d time.Duration) string { return fmt.Sprintf("%.2f us", float64(d)/1e3) }
 	if len(pops) > 0 {
 		fmt.Printf("\nthrough the POP: the edge module's guest CPU time per pixel hit (pop.Server.GuestTimes: the instance\n")
 		fmt.Printf("thread's CPU time from taking a request to asking for the next, flushes included), %d connections,\n", conns)
@@ -95,17 +121,11 @@ func runEnrich(passes int, mods []*benchModule, d time.Duration, conns int) erro
 	} else {
 		fmt.Println("\nthrough the POP: no edge module to run (make modules, or --tinygo-wasm/--go-wasm)")
 	}
-	for _, f := range figs {
-		if f.Toolchain == "tinygo" {
-			fmt.Printf("\ngoals (TinyGo): per hit p99 %s of %s (enrichment alone, in the module); module %s of %s\n", us(f.P99), us(goalHitP99), kb(f.Size), kb(goalTinySize))
-		}
-	}
 	for _, c := range pops {
 		if c.name == "TinyGo" {
 			fmt.Printf("goal (TinyGo) through the POP: guest per hit p99 %s of %s (the whole hit, flushes included)\n", us(c.p99), us(goalHitP99))
 		}
 	}
-	return nil
 }
 
 // hitLabel names the corpus hits found slowest, by toolchain.

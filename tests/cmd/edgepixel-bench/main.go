@@ -46,7 +46,7 @@ func main() {
 		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers,enrich,dashboard,storage", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
-		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module")
+		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module (0: only the figures through the POP)")
 		dash     dashOptions
 		stored   = flag.Int("storage-events", 1_000_000, "storage: generated events stored")
 	)
