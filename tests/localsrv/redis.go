@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgepixel/edgepixel/tests/deps"
@@ -132,6 +133,10 @@ func (r *Redis) Kill() error {
 	}
 	return r.p.Kill()
 }
+
+// Signal sends sig to the server, e.g. SIGSTOP and SIGCONT to make a
+// replica fall behind its master.
+func (r *Redis) Signal(sig syscall.Signal) error { return r.p.Signal(sig) }
 
 // Done is closed when the server process has exited.
 func (r *Redis) Done() <-chan struct{} { return r.p.Done() }

@@ -408,7 +408,7 @@ func (c *RedisCluster) Remove() error {
 }
 
 // Command sends one command to the Redis at addr over a fresh connection
-// and returns its reply: string (simple or bulk), int64, []any, or nil;
+// (within ctx's deadline, or 5 s without one) and returns its reply: string (simple or bulk), int64, []any, or nil;
 // an error reply is returned as an error. localsrv has no Redis client
 // dependency, so that anything can import it.
 func Command(ctx context.Context, addr string, args ...string) (any, error) {
@@ -420,9 +420,9 @@ func Command(ctx context.Context, addr string, args ...string) (any, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(5 * time.Second)
 	}
 	conn.SetDeadline(deadline)
 	var b strings.Builder
