@@ -105,13 +105,13 @@ type Redis struct {
 	// cluster: c is a ClusterClient and groups carry hash tags; fence:
 	// epochs are read through fenceScript (on in a cluster).
 	cluster, fence bool
-	groups  []*group
-	window  time.Duration
-	slack   time.Duration
-	ahead   time.Duration
-	target  int // ids per hash the layout aims at (at least)
-	now     func() time.Time
-	log     *slog.Logger
+	groups         []*group
+	window         time.Duration
+	slack          time.Duration
+	ahead          time.Duration
+	target         int // ids per hash the layout aims at (at least)
+	now            func() time.Time
+	log            *slog.Logger
 
 	// newest returns the newest event time (unix ms) in the store among
 	// events at or after since; nil: the store cannot say.
