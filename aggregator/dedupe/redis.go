@@ -100,6 +100,19 @@ import (
 // an evicted bucket is a silent partial loss. Run Redis with the
 // append-only file on; its everysec default loses nothing when Redis
 // crashes, only when the machine does (then the markers above apply).
+//
+// # Redis Cluster
+//
+// On a cluster (NewRedisCluster) every key above lives in one of
+// ClusterGroups groups: its name starts "ep:{TAG}" instead of "ep:",
+// where the hash tag TAG puts all of a group's keys in one hash slot. An
+// id's group is taken from its random bits (bytes 10-11), so a load
+// spreads evenly over the groups and thus the masters; each group has
+// its own epoch, sequence and layouts, and every script call stays
+// within one group, as a cluster requires. Replication is asynchronous,
+// so a master's failover can lose acknowledged writes without a restart
+// or a missing key: a fence (see NewRedisCluster) detects the new master
+// per group, and the group starts a new epoch as above.
 type Redis struct {
 	c redis.UniversalClient
 	// cluster: c is a ClusterClient and groups carry hash tags; fence:
