@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
-	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -20,7 +20,8 @@ import (
 // for dedupe and one ClickHouse, with the edge module delivering signed
 // batches (Fastly's way) to both backends. Under a steady stream of hits
 // with unique markers, the second aggregator is killed with SIGKILL for
-// good and its data directory removed (its spool is lost with it). Then:
+// good and its data directory removed (its spool is lost with it); then a
+// Redis master is killed with SIGKILL and its replica takes over. Then:
 //
 //   - the hits lost are exactly the events its spool held that no one had
 //     stored: what its loader had not loaded yet (read from the spool
@@ -33,12 +34,7 @@ func TestFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	admin, err := proc.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, Aggregators: 2, RedisCluster: true,
-		PopArgs: []string{"--admin-addr", admin}})
+	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, Aggregators: 2, RedisCluster: true})
 	m := s.More[0]
 	l := startLoad(t, s, "fleet", 4)
 	defer l.stop()
@@ -59,6 +55,25 @@ func TestFleet(t *testing.T) {
 	if err := os.RemoveAll(m.DataDir); err != nil {
 		t.Fatal(err)
 	}
+	<-done
+
+	// Then a Redis master is killed under the same stream and its replica
+	// takes over: the surviving aggregator's dedupe goes on with nothing
+	// doubled (the fence of aggregator/dedupe) and nothing lost.
+	done = make(chan struct{})
+	go func() { l.run(8 * time.Second); close(done) }()
+	time.Sleep(2 * time.Second)
+	masters, err := s.RedisCluster.Masters(context.Background())
+	if err != nil || len(masters) == 0 {
+		t.Fatalf("redis masters: %v %v", masters, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	nm, took, err := s.RedisCluster.KillMaster(ctx, masters[0])
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("redis master %s killed; replica %s took over in %v", masters[0].Addr, nm.Addr, took)
 	<-done
 	l.stop()
 
