@@ -5,8 +5,11 @@ import (
 	"crypto/rand"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/edgepixel/edgepixel/shared/event"
 )
@@ -24,6 +27,26 @@ func BenchmarkRedisLoad(b *testing.B) {
 	}
 	r.UseStore(emptyStore)
 	defer r.Close()
+	benchLoads(b, r)
+}
+
+// BenchmarkRedisClusterLoad is BenchmarkRedisLoad on a Redis Cluster of
+// 3 masters with a replica each (CPU summed over the masters). Run both
+// in one go for the ratio:
+//
+//	go test -run - -bench 'Redis(Cluster)?Load$' ./aggregator/dedupe/
+func BenchmarkRedisClusterLoad(b *testing.B) {
+	c := startCluster(b)
+	r, err := NewRedisCluster(c.Addrs(), "", "", 24*time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.UseStore(emptyStore)
+	defer r.Close()
+	benchLoads(b, r)
+}
+
+func benchLoads(b *testing.B, r *Redis) {
 	ctx := context.Background()
 	const n, perSec = 50000, 300000
 	loads := make([][]event.ID, b.N)
@@ -56,18 +79,41 @@ func BenchmarkRedisLoad(b *testing.B) {
 		markCPU += cpu0 - cpu1
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(b.N*n)/claim.Seconds(), "claims/s")
+	b.ReportMetric(float64(b.N*n)/mark.Seconds(), "marks/s")
 	b.ReportMetric(float64(claim.Milliseconds())/float64(b.N), "claim-ms/load")
 	b.ReportMetric(float64(mark.Milliseconds())/float64(b.N), "mark-ms/load")
 	b.ReportMetric(claimCPU*1e6/float64(b.N*n), "claim-redis-cpu-us/id")
 	b.ReportMetric(markCPU*1e6/float64(b.N*n), "mark-redis-cpu-us/id")
 }
 
-// redisCPU is the server's CPU time so far, in seconds.
+// redisCPU is the server's CPU time so far, in seconds: in a cluster,
+// the masters' sum.
 func redisCPU(t testing.TB, r *Redis) float64 {
-	info, err := r.c.Info(context.Background(), "cpu").Result()
+	ctx := context.Background()
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		var sum float64
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			info, err := c.Info(ctx, "cpu").Result()
+			mu.Lock()
+			sum += cpuOf(info)
+			mu.Unlock()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	info, err := r.c.Info(ctx, "cpu").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cpuOf(info)
+}
+
+func cpuOf(info string) float64 {
 	var s float64
 	for _, line := range strings.Split(info, "\n") {
 		for _, k := range []string{"used_cpu_sys:", "used_cpu_user:"} {

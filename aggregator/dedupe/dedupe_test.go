@@ -136,8 +136,8 @@ func TestRedisLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := idMS(a[0]) / slotMS
-	b := r.layouts[m]
-	key := r.bucketKey(m, b, shardOf(a[0], idMS(a[0]), b))
+	b := r.groups[0].layouts[m]
+	key := r.groups[0].bucketKey(m, b, shardOf(a[0], idMS(a[0]), b))
 	if typ, _ := r.c.Type(ctx, key).Result(); typ != "hash" {
 		t.Fatalf("bucket %q is %q", key, typ)
 	}
@@ -151,7 +151,7 @@ func TestRedisLayout(t *testing.T) {
 	if err != nil || ttl <= time.Hour || ttl > 2*time.Hour+time.Minute {
 		t.Errorf("ttl %v %v, want window + slack past the minute", ttl, err)
 	}
-	if ttl, _ := r.c.TTL(ctx, r.layoutKey(m)).Result(); ttl <= time.Hour {
+	if ttl, _ := r.c.TTL(ctx, r.groups[0].layoutKey(m)).Result(); ttl <= time.Hour {
 		t.Errorf("layout ttl %v", ttl)
 	}
 }
@@ -216,7 +216,7 @@ func TestRedisLostMemory(t *testing.T) {
 	// A rollback keeps the epoch key but loses writes: the sequence
 	// number going back gives it away.
 	newest = idMS(b[0])
-	if err := r.c.Set(ctx, r.seqKey(), 1, 0).Err(); err != nil {
+	if err := r.c.Set(ctx, r.groups[0].seqKey(), 1, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	c := ids(t, 1)
@@ -228,8 +228,8 @@ func TestRedisLostMemory(t *testing.T) {
 		// simulated rollback lost only the counter), and Redis still vouches.
 		t.Fatalf("after rollback: %v %v", st, err)
 	}
-	if r.epoch != newest {
-		t.Fatalf("epoch %d, want the store's newest %d", r.epoch, newest)
+	if r.groups[0].epoch != newest {
+		t.Fatalf("epoch %d, want the store's newest %d", r.groups[0].epoch, newest)
 	}
 	// Another aggregator sees the epoch change and drops its caches too.
 	other := newRedis(t, time.Hour)

@@ -100,26 +100,53 @@ import (
 // an evicted bucket is a silent partial loss. Run Redis with the
 // append-only file on; its everysec default loses nothing when Redis
 // crashes, only when the machine does (then the markers above apply).
+//
+// # Redis Cluster
+//
+// On a cluster (NewRedisCluster) every key above lives in one of
+// ClusterGroups groups: its name starts "ep:{TAG}" instead of "ep:",
+// where the hash tag TAG puts all of a group's keys in one hash slot. An
+// id's group is taken from its random bits (bytes 10-11), so a load
+// spreads evenly over the groups and thus the masters; each group has
+// its own epoch, sequence and layouts, and every script call stays
+// within one group, as a cluster requires. Replication is asynchronous,
+// so a master's failover can lose acknowledged writes without a restart
+// or a missing key: a fence (see NewRedisCluster) detects the new master
+// per group, and the group starts a new epoch as above.
 type Redis struct {
-	c      *redis.Client
-	prefix string
-	window time.Duration
-	slack  time.Duration
-	ahead  time.Duration
-	target int // ids per hash the layout aims at (at least)
-	now    func() time.Time
-	log    *slog.Logger
+	c redis.UniversalClient
+	// cluster: c is a ClusterClient and groups carry hash tags; fence:
+	// epochs are read through fenceScript (on in a cluster).
+	cluster, fence bool
+	groups         []*group
+	window         time.Duration
+	slack          time.Duration
+	ahead          time.Duration
+	target         int // ids per hash the layout aims at (at least)
+	now            func() time.Time
+	log            *slog.Logger
 
 	// newest returns the newest event time (unix ms) in the store among
 	// events at or after since; nil: the store cannot say.
 	newest func(ctx context.Context, since time.Time) (int64, error)
 
 	mu         sync.Mutex
+	configured bool
+}
+
+// group is one part of the key space with markers of its own (epoch,
+// sequence, and in a cluster the fence): ids are spread over the groups
+// by their random bits. A single Redis has one group with the prefix
+// "ep:"; a cluster has ClusterGroups, each prefix holding a hash tag, so
+// that all of a group's keys share one hash slot and so one master: a
+// group's claim script, its markers and its buckets are always served
+// together, and what a failover loses is lost, and detected, per group.
+type group struct {
+	prefix     string
 	layouts    map[int64]uint8 // slot -> shard bits
 	epoch      int64           // ids with time <= epoch are Uncertain, not New
 	epochKnown bool
 	lastSeq    int64
-	configured bool
 	forceEpoch bool // the next ensureEpoch replaces the epoch (after a rollback)
 }
 
@@ -137,20 +164,113 @@ func NewRedis(url string, window time.Duration) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
-	if window <= 0 {
-		window = DefaultWindow
-	}
 	opt.ReadTimeout = 10 * time.Second // a 50k-command pipeline under load
 	opt.WriteTimeout = 10 * time.Second
 	opt.DialTimeout = 2 * time.Second
 	// The loader retries a failed call itself, with backoff; go-redis
 	// retrying inside would only stretch an outage's first error.
 	opt.MaxRetries = -1
-	return &Redis{
-		c: redis.NewClient(opt), prefix: "ep:", window: window, slack: time.Hour, ahead: time.Hour,
+	return newRedisOn(redis.NewClient(opt), false, window), nil
+}
+
+// ClusterGroups is how many groups a Redis Cluster's key space is cut
+// into. Each group lives in one hash slot, so it is the unit of balance:
+// 48 spreads evenly over 1, 2, 3, 4, 6, 8, 12, 16 or 24 masters that hold
+// equal slot ranges (what redis-cli --cluster create makes). It is part of
+// the key names, so a build that changed it would start from a new
+// (empty, epoch-checked) memory rather than misplace ids.
+const ClusterGroups = 48
+
+// NewRedisCluster returns a deduper for the Redis Cluster reached through
+// addrs (host:port of any of its nodes; the client learns the rest),
+// with username and password if the cluster needs them ("" for none).
+// Like NewRedis, it connects lazily.
+//
+// Ids are spread over ClusterGroups groups whose keys share a hash tag,
+// so each group's keys sit in one slot; one Claim makes one pipeline per
+// master, run in parallel. Replication in Redis is asynchronous: a master
+// that dies can take acknowledged writes with it when its replica takes
+// over. Each group's claims therefore run behind a fence, a script that
+// compares the replication ID of the master serving it now (INFO's
+// master_replid, which a promoted replica changes) with the one it was
+// served by before: on a change, the group's epoch is dropped, which
+// every aggregator notices in its next call and answers as for a Redis
+// that lost its memory (see Redis).
+func NewRedisCluster(addrs []string, username, password string, window time.Duration) (*Redis, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("redis cluster: no node addresses")
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs: addrs, Username: username, Password: password,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, DialTimeout: 2 * time.Second,
+		// As for a single Redis, the loader retries; redirections (MOVED,
+		// ASK) are still followed.
+		MaxRetries: -1,
+	})
+	return newRedisOn(c, true, window), nil
+}
+
+func newRedisOn(c redis.UniversalClient, cluster bool, window time.Duration) *Redis {
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	r := &Redis{
+		c: c, cluster: cluster, fence: cluster, window: window, slack: time.Hour, ahead: time.Hour,
 		target: 32, now: time.Now, log: slog.Default(),
-		layouts: map[int64]uint8{},
-	}, nil
+	}
+	if !cluster {
+		r.groups = []*group{{prefix: "ep:", layouts: map[int64]uint8{}}}
+		return r
+	}
+	for _, tag := range clusterTags(ClusterGroups) {
+		r.groups = append(r.groups, &group{prefix: "ep:{" + tag + "}", layouts: map[int64]uint8{}})
+	}
+	return r
+}
+
+// clusterTags returns n hash tags, the g-th one hashing into the g-th of
+// n equal ranges of the 16384 slots: "n/g/k" with the smallest k that
+// does. Equal slot ranges per master then hold equal numbers of groups.
+func clusterTags(n int) []string {
+	tags := make([]string, n)
+	for g := range tags {
+		lo, hi := g*16384/n, (g+1)*16384/n
+		for k := 0; ; k++ {
+			t := strconv.Itoa(n) + "/" + strconv.Itoa(g) + "/" + strconv.Itoa(k)
+			if s := int(keySlot(t)); s >= lo && s < hi {
+				tags[g] = t
+				break
+			}
+		}
+	}
+	return tags
+}
+
+// keySlot is Redis Cluster's hash slot of a hash tag's content: CRC16
+// (XMODEM: polynomial 0x1021, initial value 0) mod 16384, as the Redis
+// Cluster specification defines it.
+func keySlot(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc % 16384
+}
+
+// groupOf is the group an id belongs to: random bits of the id (bytes 10
+// and 11), independent of the ones shardOf takes.
+func (r *Redis) groupOf(id event.ID) int {
+	if len(r.groups) == 1 {
+		return 0
+	}
+	return int(uint16(id[10])<<8|uint16(id[11])) % len(r.groups)
 }
 
 // UseStore lets the deduper ask the event store for its newest event time
@@ -202,14 +322,13 @@ func shardOf(id event.ID, ms int64, b uint8) uint32 {
 	return slice<<(b-t) | rnd
 }
 
-func (r *Redis) bucketKey(slot int64, b uint8, shard uint32) string {
-	var k [3 + 1 + 4 + 1 + 3]byte
-	n := copy(k[:], r.prefix)
-	k[n] = 'b'
-	binary.BigEndian.PutUint32(k[n+1:], uint32(slot))
-	k[n+5] = b
-	k[n+6], k[n+7], k[n+8] = byte(shard>>16), byte(shard>>8), byte(shard)
-	return string(k[:n+9])
+func (g *group) bucketKey(slot int64, b uint8, shard uint32) string {
+	k := make([]byte, 0, len(g.prefix)+9)
+	k = append(k, g.prefix...)
+	k = append(k, 'b')
+	k = binary.BigEndian.AppendUint32(k, uint32(slot))
+	k = append(k, b, byte(shard>>16), byte(shard>>8), byte(shard))
+	return string(k)
 }
 
 func field(id event.ID, ms int64) string {
@@ -219,12 +338,12 @@ func field(id event.ID, ms int64) string {
 	return string(f[:])
 }
 
-func (r *Redis) layoutKey(slot int64) string {
-	var k [3 + 1 + 4]byte
-	n := copy(k[:], r.prefix)
-	k[n] = 'L'
-	binary.BigEndian.PutUint32(k[n+1:], uint32(slot/slotsPerHour))
-	return string(k[:n+5])
+func (g *group) layoutKey(slot int64) string {
+	k := make([]byte, 0, len(g.prefix)+5)
+	k = append(k, g.prefix...)
+	k = append(k, 'L')
+	k = binary.BigEndian.AppendUint32(k, uint32(slot/slotsPerHour))
+	return string(k)
 }
 
 func layoutField(kind byte, slot int64) string {
@@ -242,20 +361,29 @@ func (r *Redis) layoutDeadline(slot int64) time.Time {
 	return r.deadline(slot/slotsPerHour*slotsPerHour + slotsPerHour - 1)
 }
 
-func (r *Redis) epochKey() string { return r.prefix + "E" }
-func (r *Redis) seqKey() string   { return r.prefix + "S" }
+func (g *group) epochKey() string { return g.prefix + "E" }
+func (g *group) seqKey() string   { return g.prefix + "S" }
+func (g *group) fenceKey() string { return g.prefix + "R" }
 
 // place is where one id goes, computed once per call.
 type place struct {
 	i    int // index in ids
 	ms   int64
 	slot int64
+	g    int // group
 }
 
 // slotStat is what Claim saw of one slot, for the layout decision.
 type slotStat struct {
 	n        int
 	min, max int64
+}
+
+// groupSlot names a slot within a group: each group decides its slots'
+// layouts from its own ids.
+type groupSlot struct {
+	g    int
+	slot int64
 }
 
 // split sorts ids into those inside the window (returned) and the rest,
@@ -272,9 +400,74 @@ func (r *Redis) split(ids []event.ID, out []Status) []place {
 			}
 			continue
 		}
-		in = append(in, place{i: i, ms: ms, slot: ms / slotMS})
+		in = append(in, place{i: i, ms: ms, slot: ms / slotMS, g: r.groupOf(id)})
 	}
 	return in
+}
+
+// touched lists the groups of in, in order.
+func (r *Redis) touched(in []place) []int {
+	seen := make([]bool, len(r.groups))
+	for _, s := range in {
+		seen[s.g] = true
+	}
+	var gs []int
+	for g, ok := range seen {
+		if ok {
+			gs = append(gs, g)
+		}
+	}
+	return gs
+}
+
+// stats counts in's ids per group and slot, for the layout decisions.
+func stats(in []place) map[groupSlot]*slotStat {
+	out := map[groupSlot]*slotStat{}
+	for _, s := range in {
+		k := groupSlot{s.g, s.slot}
+		st := out[k]
+		if st == nil {
+			st = &slotStat{min: s.ms, max: s.ms}
+			out[k] = st
+		}
+		st.n++
+		st.min, st.max = min(st.min, s.ms), max(st.max, s.ms)
+	}
+	return out
+}
+
+// fenceScript reads a group's epoch (KEYS[1]) unless the master serving
+// the group is not the one that served it before: KEYS[2] holds the
+// replication ID (INFO's master_replid) of the master the group's memory
+// was last served by. A replica promoted after its master failed takes a
+// new replication ID, and may lack the last writes its master
+// acknowledged; then the epoch is deleted, which makes this and every
+// other aggregator start a new one (checked against the store), and the
+// new ID is recorded. It answers the epoch, or nil.
+var fenceScript = redis.NewScript(`
+local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+if redis.call('GET', KEYS[2]) ~= id then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], id)
+  return false
+end
+return redis.call('GET', KEYS[1])
+`)
+
+// doScripter is a pipeline or a client.
+type doScripter interface {
+	redis.Scripter
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
+// readEpoch queues the read of group g's epoch: through the fence in a
+// cluster, a plain GET otherwise (a single Redis is not failed over; its
+// restarts are caught by the markers, see Redis).
+func (r *Redis) readEpoch(ctx context.Context, c doScripter, g *group) *redis.Cmd {
+	if r.fence {
+		return fenceScript.Eval(ctx, c, []string{g.epochKey(), g.fenceKey()})
+	}
+	return c.Do(ctx, "get", g.epochKey())
 }
 
 // claimScript claims ids in several buckets at once. For each key
@@ -335,40 +528,44 @@ type bucket struct {
 	js   []int // indexes into the call's slots
 }
 
-// group sorts slots into buckets, in order of first appearance. A bucket
-// with more than maxRun ids is cut into several with the same key.
-func (r *Redis) group(ids []event.ID, in []place) []*bucket {
-	// Keyed by slot and shard (a slot's layout is fixed), so that the key
-	// string is made once per bucket, not once per id.
+// buckets sorts places into buckets, per group, in order of first
+// appearance. A bucket with more than maxRun ids is cut into several with
+// the same key.
+func (r *Redis) buckets(ids []event.ID, in []place) [][]*bucket {
+	// Keyed by group, slot and shard (a slot's layout is fixed), so that
+	// the key string is made once per bucket, not once per id.
 	type where struct {
+		g     int
 		slot  int64
 		shard uint32
 	}
 	byKey := make(map[where]*bucket, len(in)/8+1)
-	var out []*bucket
+	out := make([][]*bucket, len(r.groups))
 	for j, s := range in {
-		b := r.layouts[s.slot]
-		w := where{s.slot, shardOf(ids[s.i], s.ms, b)}
+		g := r.groups[s.g]
+		b := g.layouts[s.slot]
+		w := where{s.g, s.slot, shardOf(ids[s.i], s.ms, b)}
 		bk := byKey[w]
 		if bk == nil || len(bk.js) == maxRun {
-			bk = &bucket{key: r.bucketKey(s.slot, b, w.shard), slot: s.slot, js: make([]int, 0, 16)}
+			bk = &bucket{key: g.bucketKey(s.slot, b, w.shard), slot: s.slot, js: make([]int, 0, 16)}
 			byKey[w] = bk
-			out = append(out, bk)
+			out[s.g] = append(out[s.g], bk)
 		}
 		bk.js = append(bk.js, j)
 	}
 	return out
 }
 
-// scriptCall is one EVAL of claimScript: buckets[lo:hi].
+// scriptCall is one EVAL of claimScript: buckets[lo:hi] of one group.
 type scriptCall struct {
-	lo, hi int
-	cmd    *redis.Cmd
+	g, lo, hi int
+	cmd       *redis.Cmd
 }
 
-// evalClaims queues claimScript over buckets in calls of about maxCall
-// fields.
-func (r *Redis) evalClaims(ctx context.Context, pipe redis.Pipeliner, ids []event.ID, in []place, buckets []*bucket) []scriptCall {
+// evalClaims queues claimScript over one group's buckets in calls of
+// about maxCall fields (a call never mixes groups: in a cluster they are
+// in different slots).
+func (r *Redis) evalClaims(ctx context.Context, pipe redis.Pipeliner, g int, ids []event.ID, in []place, buckets []*bucket) []scriptCall {
 	var calls []scriptCall
 	for lo := 0; lo < len(buckets); {
 		hi, fields := lo, 0
@@ -385,10 +582,17 @@ func (r *Redis) evalClaims(ctx context.Context, pipe redis.Pipeliner, ids []even
 				args = append(args, field(ids[in[j].i], in[j].ms))
 			}
 		}
-		calls = append(calls, scriptCall{lo: lo, hi: hi, cmd: claimScript.Eval(ctx, pipe, keys, args...)})
+		calls = append(calls, scriptCall{g: g, lo: lo, hi: hi, cmd: claimScript.Eval(ctx, pipe, keys, args...)})
 		lo = hi
 	}
 	return calls
+}
+
+// markers are the epoch and sequence reads one pipeline made of a group.
+type markers struct {
+	g     int
+	epoch *redis.Cmd
+	seq   *redis.IntCmd
 }
 
 func (r *Redis) Claim(ctx context.Context, ids []event.ID) ([]Status, error) {
@@ -399,55 +603,58 @@ func (r *Redis) Claim(ctx context.Context, ids []event.ID) ([]Status, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.ensureEpoch(ctx, false); err != nil {
+	gs := r.touched(in)
+	if err := r.ensureEpochs(ctx, gs); err != nil {
 		return nil, err
 	}
-	stats := map[int64]*slotStat{}
-	for _, s := range in {
-		st := stats[s.slot]
-		if st == nil {
-			st = &slotStat{min: s.ms, max: s.ms}
-			stats[s.slot] = st
-		}
-		st.n++
-		st.min, st.max = min(st.min, s.ms), max(st.max, s.ms)
-	}
-	if err := r.resolveLayouts(ctx, stats); err != nil {
+	st := stats(in)
+	if err := r.resolveLayouts(ctx, st); err != nil {
 		return nil, err
 	}
-	buckets := r.group(ids, in)
+	buckets := r.buckets(ids, in)
 
+	// One pipeline: a cluster client sends each master its groups'
+	// commands, in order, on one connection, all masters at once.
 	pipe := r.c.Pipeline()
-	epochCmd := pipe.Get(ctx, r.epochKey())
-	calls := r.evalClaims(ctx, pipe, ids, in, buckets)
-	for m, st := range stats {
-		pipe.HIncrBy(ctx, r.layoutKey(m), layoutField('c', m), int64(st.n))
+	var marks []markers
+	var calls []scriptCall
+	for _, g := range gs {
+		m := markers{g: g, epoch: r.readEpoch(ctx, pipe, r.groups[g])}
+		calls = append(calls, r.evalClaims(ctx, pipe, g, ids, in, buckets[g])...)
+		for k, s := range st {
+			if k.g == g {
+				pipe.HIncrBy(ctx, r.groups[g].layoutKey(k.slot), layoutField('c', k.slot), int64(s.n))
+			}
+		}
+		m.seq = pipe.Incr(ctx, r.groups[g].seqKey())
+		marks = append(marks, m)
 	}
-	seqCmd := pipe.Incr(ctx, r.seqKey())
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := r.exec(ctx, pipe); err != nil {
 		return nil, fmt.Errorf("redis claim: %w", err)
 	}
-	if err := r.checkMemory(epochCmd, seqCmd); err != nil {
+	if err := r.checkMemory(marks); err != nil {
 		return nil, err
 	}
 	for _, c := range calls {
 		res, err := c.cmd.Text()
+		bs := buckets[c.g][c.lo:c.hi]
 		want := 0
-		for _, bk := range buckets[c.lo:c.hi] {
+		for _, bk := range bs {
 			want += len(bk.js)
 		}
 		if err != nil || len(res) != want {
 			return nil, fmt.Errorf("redis claim: %d answers for %d ids: %v", len(res), want, err)
 		}
+		epoch := r.groups[c.g].epoch
 		k := 0
-		for _, bk := range buckets[c.lo:c.hi] {
+		for _, bk := range bs {
 			for _, j := range bk.js {
 				s := in[j]
 				switch res[k] {
 				case '0':
-					if s.ms <= r.epoch {
+					if s.ms <= epoch {
 						// Claimed now, but it may have been stored before
-						// Redis's memory began: the store decides.
+						// this memory began: the store decides.
 						out[s.i] = Uncertain
 					} else {
 						out[s.i] = New
@@ -476,107 +683,154 @@ func (r *Redis) MarkDone(ctx context.Context, ids []event.ID) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.ensureEpoch(ctx, false); err != nil {
+	gs := r.touched(in)
+	if err := r.ensureEpochs(ctx, gs); err != nil {
 		return err
 	}
-	var missing map[int64]*slotStat
-	for _, s := range in {
-		if _, ok := r.layouts[s.slot]; !ok {
-			// Not claimed through this process (a restart in between):
-			// read the layout, which the claim wrote.
-			if missing == nil {
-				missing = map[int64]*slotStat{}
-			}
-			st := missing[s.slot]
-			if st == nil {
-				st = &slotStat{min: s.ms, max: s.ms}
-				missing[s.slot] = st
-			}
-			st.n++
-			st.min, st.max = min(st.min, s.ms), max(st.max, s.ms)
+	// Slots not claimed through this process (a restart in between): read
+	// their layouts, which the claim wrote.
+	missing := map[groupSlot]*slotStat{}
+	for k, s := range stats(in) {
+		if _, ok := r.groups[k.g].layouts[k.slot]; !ok {
+			missing[k] = s
 		}
 	}
-	if missing != nil {
-		if err := r.resolveLayouts(ctx, missing); err != nil {
-			return err
-		}
+	if err := r.resolveLayouts(ctx, missing); err != nil {
+		return err
 	}
+	buckets := r.buckets(ids, in)
 	pipe := r.c.Pipeline()
-	epochCmd := pipe.Get(ctx, r.epochKey())
-	for _, bk := range r.group(ids, in) {
-		// A fresh slice each: the pipeline keeps it until Exec.
-		args := make([]any, 0, 2+2*len(bk.js))
-		args = append(args, "hset", bk.key)
-		for _, j := range bk.js {
-			args = append(args, field(ids[in[j].i], in[j].ms), 1)
+	var marks []markers
+	for _, g := range gs {
+		m := markers{g: g, epoch: r.readEpoch(ctx, pipe, r.groups[g])}
+		for _, bk := range buckets[g] {
+			// A fresh slice each: the pipeline keeps it until Exec.
+			args := make([]any, 0, 2+2*len(bk.js))
+			args = append(args, "hset", bk.key)
+			for _, j := range bk.js {
+				args = append(args, field(ids[in[j].i], in[j].ms), 1)
+			}
+			pipe.Do(ctx, args...)
+			// A bucket lost with Redis's memory is created again here.
+			pipe.ExpireAt(ctx, bk.key, r.deadline(bk.slot))
 		}
-		pipe.Do(ctx, args...)
-		// A bucket lost with Redis's memory is created again here.
-		pipe.ExpireAt(ctx, bk.key, r.deadline(bk.slot))
+		m.seq = pipe.Incr(ctx, r.groups[g].seqKey())
+		marks = append(marks, m)
 	}
-	seqCmd := pipe.Incr(ctx, r.seqKey())
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := r.exec(ctx, pipe); err != nil {
 		return fmt.Errorf("redis mark done: %w", err)
 	}
-	return r.checkMemory(epochCmd, seqCmd)
+	return r.checkMemory(marks)
 }
 
-// checkMemory looks at the markers read by a pipeline: a missing or changed
-// epoch, or a sequence number that went back, means Redis lost writes.
-// Then the caches are dropped and ErrMemoryLost returned: the caller
-// retries, and the retry starts a new epoch first.
-func (r *Redis) checkMemory(epochCmd *redis.StringCmd, seqCmd *redis.IntCmd) error {
-	v, err := epochCmd.Result()
-	lost := errors.Is(err, redis.Nil)
-	if err != nil && !lost {
-		return fmt.Errorf("redis: %w", err)
-	}
-	if !lost {
-		if ep, perr := strconv.ParseInt(v, 10, 64); perr != nil || ep != r.epoch {
-			lost = true // another aggregator started a new epoch
-		}
-	}
-	seq, err := seqCmd.Result()
-	if err != nil {
-		return fmt.Errorf("redis: %w", err)
-	}
-	rollback := seq <= r.lastSeq
-	last := r.lastSeq
-	r.lastSeq = seq
-	if !lost && !rollback {
+// exec runs a pipeline; a nil reply (redis.Nil) is not an error. After a
+// failure a cluster client is made to read the slot map again, so that
+// the retry goes to a replica that took over: the client's own reload
+// follows MOVED replies, which a dead master's refused connections never
+// give.
+func (r *Redis) exec(ctx context.Context, pipe redis.Pipeliner) error {
+	_, err := pipe.Exec(ctx)
+	if err == nil || errors.Is(err, redis.Nil) {
 		return nil
 	}
-	r.log.Warn("redis lost dedupe state; starting a new epoch", "epoch_was", r.epoch, "seq", seq, "last_seq", last)
-	r.layouts = map[int64]uint8{}
-	r.epochKnown = false
-	// A rollback may have kept the epoch key: the next call must replace it.
-	r.forceEpoch = rollback
-	return ErrMemoryLost
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		cc.ReloadState(ctx)
+	}
+	return err
 }
 
-// ensureEpoch reads the epoch, starting a new one if Redis has none (or if
-// force is set, after a rollback).
-func (r *Redis) ensureEpoch(ctx context.Context, force bool) error {
-	force = force || r.forceEpoch
-	if r.epochKnown && !force {
+// checkMemory looks at the markers read by a pipeline, per group: a
+// missing or changed epoch, or a sequence number that went back, means
+// Redis lost writes of that group. Then the group's caches are dropped
+// and ErrMemoryLost returned: the caller retries, and the retry starts a
+// new epoch for the group first.
+func (r *Redis) checkMemory(marks []markers) error {
+	var lostGroups []string
+	for _, m := range marks {
+		g := r.groups[m.g]
+		v, err := m.epoch.Text()
+		lost := errors.Is(err, redis.Nil)
+		if err != nil && !lost {
+			return fmt.Errorf("redis: %w", err)
+		}
+		if !lost {
+			if ep, perr := strconv.ParseInt(v, 10, 64); perr != nil || ep != g.epoch {
+				lost = true // another aggregator started a new epoch
+			}
+		}
+		seq, err := m.seq.Result()
+		if err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		rollback := seq <= g.lastSeq
+		last := g.lastSeq
+		g.lastSeq = seq
+		if !lost && !rollback {
+			continue
+		}
+		if len(lostGroups) == 0 {
+			r.log.Warn("redis lost dedupe state; starting a new epoch", "group", g.prefix, "epoch_was", g.epoch, "seq", seq, "last_seq", last)
+		}
+		lostGroups = append(lostGroups, g.prefix)
+		g.layouts = map[int64]uint8{}
+		g.epochKnown = false
+		// A rollback may have kept the epoch key: the next call must replace it.
+		g.forceEpoch = rollback
+	}
+	if len(lostGroups) > 0 {
+		return fmt.Errorf("%w (%d of %d key groups)", ErrMemoryLost, len(lostGroups), len(r.groups))
+	}
+	return nil
+}
+
+// ensureEpochs reads the epochs of the groups gs not known yet, starting
+// a new one where Redis has none (or where a rollback was seen). The
+// store is asked at most once for all of them.
+func (r *Redis) ensureEpochs(ctx context.Context, gs []int) error {
+	var need []*group
+	for _, i := range gs {
+		if g := r.groups[i]; !g.epochKnown || g.forceEpoch {
+			need = append(need, g)
+		}
+	}
+	if len(need) == 0 {
 		return nil
 	}
 	if !r.configured {
 		r.configure(ctx)
 	}
-	if !force {
-		v, err := r.c.Get(ctx, r.epochKey()).Result()
-		if err == nil {
-			ep, perr := strconv.ParseInt(v, 10, 64)
-			if perr != nil {
-				return fmt.Errorf("redis: epoch %q is not a number", v)
-			}
-			r.setEpoch(ep)
-			return nil
+	pipe := r.c.Pipeline()
+	reads := make([]*redis.Cmd, len(need))
+	for i, g := range need {
+		if !g.forceEpoch {
+			reads[i] = r.readEpoch(ctx, pipe, g)
 		}
-		if !errors.Is(err, redis.Nil) {
+	}
+	if pipe.Len() > 0 {
+		if err := r.exec(ctx, pipe); err != nil {
 			return fmt.Errorf("redis: %w", err)
 		}
+	}
+	var fresh []*group
+	for i, g := range need {
+		if reads[i] != nil {
+			v, err := reads[i].Text()
+			if err == nil {
+				ep, perr := strconv.ParseInt(v, 10, 64)
+				if perr != nil {
+					return fmt.Errorf("redis: epoch %q is not a number", v)
+				}
+				g.epoch, g.epochKnown = ep, true
+				continue
+			}
+			if !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("redis: %w", err)
+			}
+		}
+		fresh = append(fresh, g)
+	}
+	if len(fresh) == 0 {
+		return nil
 	}
 	// A new memory: everything up to the store's newest event may have been
 	// stored without Redis remembering it.
@@ -589,106 +843,120 @@ func (r *Redis) ensureEpoch(ctx context.Context, force bool) error {
 		}
 		ep = n
 	}
-	var got int64
-	if force {
-		if err := r.c.Set(ctx, r.epochKey(), ep, 0).Err(); err != nil {
-			return fmt.Errorf("redis: %w", err)
+	pipe = r.c.Pipeline()
+	sets := make([]*redis.StatusCmd, len(fresh))
+	for i, g := range fresh {
+		if g.forceEpoch {
+			pipe.Set(ctx, g.epochKey(), ep, 0)
+		} else {
+			sets[i] = pipe.SetArgs(ctx, g.epochKey(), ep, redis.SetArgs{Mode: "NX", Get: true})
 		}
-		got = ep
-	} else {
-		old, err := r.c.SetArgs(ctx, r.epochKey(), ep, redis.SetArgs{Mode: "NX", Get: true}).Result()
-		switch {
-		case errors.Is(err, redis.Nil): // ours was set
-			got = ep
-		case err != nil:
-			return fmt.Errorf("redis: %w", err)
-		default: // another aggregator was first
-			if got, err = strconv.ParseInt(old, 10, 64); err != nil {
-				return fmt.Errorf("redis: epoch %q is not a number", old)
+	}
+	if err := r.exec(ctx, pipe); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	for i, g := range fresh {
+		got := ep
+		if sets[i] != nil {
+			old, err := sets[i].Result()
+			switch {
+			case errors.Is(err, redis.Nil): // ours was set
+			case err != nil:
+				return fmt.Errorf("redis: %w", err)
+			default: // another aggregator was first
+				if got, err = strconv.ParseInt(old, 10, 64); err != nil {
+					return fmt.Errorf("redis: epoch %q is not a number", old)
+				}
 			}
 		}
+		if got > 0 && i == 0 {
+			r.log.Info("dedupe memory in Redis is new: ids up to the epoch are checked against the store", "groups", len(fresh), "epoch", time.UnixMilli(got).UTC())
+		}
+		g.epoch, g.epochKnown = got, true
+		g.forceEpoch = false
 	}
-	if got > 0 {
-		r.log.Info("dedupe memory in Redis is new: ids up to the epoch are checked against the store", "epoch", time.UnixMilli(got).UTC())
-	}
-	r.setEpoch(got)
-	r.forceEpoch = false
 	return nil
 }
 
-func (r *Redis) setEpoch(ep int64) {
-	r.epoch = ep
-	r.epochKnown = true
-}
-
-// resolveLayouts makes sure r.layouts has every slot in stats: read from
-// Redis, or decided now and written there if no one decided it yet.
-func (r *Redis) resolveLayouts(ctx context.Context, stats map[int64]*slotStat) error {
-	var need []int64
-	for m := range stats {
-		if _, ok := r.layouts[m]; !ok {
-			need = append(need, m)
+// resolveLayouts makes sure each group's layouts has every slot in
+// stats: read from Redis, or decided now and written there if no one
+// decided it yet.
+func (r *Redis) resolveLayouts(ctx context.Context, stats map[groupSlot]*slotStat) error {
+	var need []groupSlot
+	for k := range stats {
+		if _, ok := r.groups[k.g].layouts[k.slot]; !ok {
+			need = append(need, k)
 		}
 	}
 	if len(need) == 0 {
 		return nil
 	}
-	// The density of the whole call, not of each slot's share of it: a
-	// call that only just reaches into a slot says little of that slot.
-	all := &slotStat{min: math.MaxInt64, max: math.MinInt64}
-	for _, st := range stats {
-		all.n += st.n
-		all.min, all.max = min(all.min, st.min), max(all.max, st.max)
+	// The density of the whole call in each group, not of each slot's
+	// share of it: a call that only just reaches into a slot says little
+	// of that slot.
+	all := map[int]*slotStat{}
+	for k, st := range stats {
+		a := all[k.g]
+		if a == nil {
+			a = &slotStat{min: math.MaxInt64, max: math.MinInt64}
+			all[k.g] = a
+		}
+		a.n += st.n
+		a.min, a.max = min(a.min, st.min), max(a.max, st.max)
 	}
 	// Drop what belongs to minutes long gone.
 	oldest := r.now().Add(-r.window-2*r.slack).UnixMilli() / slotMS
-	for m := range r.layouts {
-		if m < oldest {
-			delete(r.layouts, m)
+	for _, g := range r.groups {
+		for m := range g.layouts {
+			if m < oldest {
+				delete(g.layouts, m)
+			}
 		}
 	}
 
 	pipe := r.c.Pipeline()
 	have := make([]*redis.StringCmd, len(need))
 	prev := make([]*redis.StringCmd, len(need))
-	for i, m := range need {
-		have[i] = pipe.HGet(ctx, r.layoutKey(m), layoutField('b', m))
-		prev[i] = pipe.HGet(ctx, r.layoutKey(m-1), layoutField('c', m-1))
+	for i, k := range need {
+		g, m := r.groups[k.g], k.slot
+		have[i] = pipe.HGet(ctx, g.layoutKey(m), layoutField('b', m))
+		prev[i] = pipe.HGet(ctx, g.layoutKey(m-1), layoutField('c', m-1))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := r.exec(ctx, pipe); err != nil {
 		return fmt.Errorf("redis layout: %w", err)
 	}
 	pipe = r.c.Pipeline()
-	var decided []int64
+	var decided []groupSlot
 	var gets []*redis.StringCmd
-	for i, m := range need {
+	for i, k := range need {
+		g, m := r.groups[k.g], k.slot
 		if v, err := have[i].Result(); err == nil {
 			b, err := strconv.Atoi(v)
 			if err != nil || b < 0 || b > maxBits {
 				return fmt.Errorf("redis layout: slot %d has bits %q", m, v)
 			}
-			r.layouts[m] = uint8(b)
+			g.layouts[m] = uint8(b)
 			continue
 		}
 		prevN, _ := prev[i].Int64()
-		b := r.decideBits(prevN, all)
-		pipe.HSetNX(ctx, r.layoutKey(m), layoutField('b', m), b)
-		gets = append(gets, pipe.HGet(ctx, r.layoutKey(m), layoutField('b', m)))
-		pipe.ExpireAt(ctx, r.layoutKey(m), r.layoutDeadline(m))
-		decided = append(decided, m)
+		b := r.decideBits(prevN, all[k.g])
+		pipe.HSetNX(ctx, g.layoutKey(m), layoutField('b', m), b)
+		gets = append(gets, pipe.HGet(ctx, g.layoutKey(m), layoutField('b', m)))
+		pipe.ExpireAt(ctx, g.layoutKey(m), r.layoutDeadline(m))
+		decided = append(decided, k)
 	}
 	if len(decided) == 0 {
 		return nil
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := r.exec(ctx, pipe); err != nil {
 		return fmt.Errorf("redis layout: %w", err)
 	}
-	for i, m := range decided {
+	for i, k := range decided {
 		b, err := gets[i].Int()
 		if err != nil || b < 0 || b > maxBits {
-			return fmt.Errorf("redis layout: slot %d: %v", m, err)
+			return fmt.Errorf("redis layout: slot %d: %v", k.slot, err)
 		}
-		r.layouts[m] = uint8(b)
+		r.groups[k.g].layouts[k.slot] = uint8(b)
 	}
 	return nil
 }
@@ -735,14 +1003,30 @@ func (r *Redis) configure(ctx context.Context) {
 	}
 }
 
+// Ping checks that Redis answers: in a cluster, every master.
 func (r *Redis) Ping(ctx context.Context) error {
-	if err := r.c.Ping(ctx).Err(); err != nil {
+	var err error
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	} else {
+		err = r.c.Ping(ctx).Err()
+	}
+	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	return nil
 }
 
-func (r *Redis) Name() string { return "redis" }
+// Name is "redis", or "redis-cluster".
+func (r *Redis) Name() string {
+	if r.cluster {
+		return "redis-cluster"
+	}
+	return "redis"
+}
+
 func (r *Redis) Close() error { return r.c.Close() }
 
 var _ Deduper = (*Redis)(nil)

@@ -38,7 +38,10 @@ type Config struct {
 	DataDir string // spool and (without ClickHouse) the on-disk store
 	Secret  []byte // shared with the edge; required
 
-	RedisURL      string // "" = in-process dedupe
+	RedisURL string // "" = in-process dedupe
+	// RedisCluster, if set, are host:port seeds of a Redis Cluster used
+	// for dedupe instead of RedisURL.
+	RedisCluster  []string
 	ClickHouseURL string // "" = on-disk store
 	ClickHouseDB  string // default "edgepixel"
 
@@ -162,13 +165,22 @@ func Open(cfg Config) (*Server, error) {
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
-	if cfg.RedisURL != "" {
+	if len(cfg.RedisCluster) > 0 && cfg.RedisURL != "" {
+		s.spool.Close()
+		return nil, errors.New("give either --redis or --redis-cluster, not both")
+	}
+	if len(cfg.RedisCluster) > 0 {
+		if s.dedupe, err = dedupe.NewRedisCluster(cfg.RedisCluster, "", "", cfg.DedupeWindow); err != nil {
+			s.spool.Close()
+			return nil, err
+		}
+	} else if cfg.RedisURL != "" {
 		if s.dedupe, err = dedupe.NewRedis(cfg.RedisURL, cfg.DedupeWindow); err != nil {
 			s.spool.Close()
 			return nil, err
 		}
 	} else {
-		s.log.Warn("WARNING: no --redis configured: deduplication runs in process and does not survive restarts (batches the edge retries across a restart may be stored twice)")
+		s.log.Warn("WARNING: no --redis or --redis-cluster configured: deduplication runs in process and does not survive restarts (batches the edge retries across a restart may be stored twice)")
 		s.dedupe = dedupe.NewMemory(cfg.DedupeWindow)
 	}
 	if cfg.ClickHouseURL != "" {

@@ -49,7 +49,10 @@ type Program struct {
 
 // The programs.
 var (
-	Redis            = Program{Name: "redis-server", Bins: []string{"redis-server"}, Apt: []string{"redis-server"}}
+	Redis = Program{Name: "redis-server", Bins: []string{"redis-server"}, Apt: []string{"redis-server"}}
+	// RedisCLI comes with redis-server (package redis-tools); it builds a
+	// Redis Cluster (`redis-cli --cluster create`).
+	RedisCLI         = Program{Name: "redis-cli", Bins: []string{"redis-cli"}, Apt: []string{"redis-tools"}}
 	ClickHouse       = Program{Name: "clickhouse-server", Bins: []string{"clickhouse-server", "clickhouse"}, Files: []string{"/etc/clickhouse-server/config.xml", "/etc/clickhouse-server/users.xml"}, Apt: []string{"clickhouse-server", "clickhouse-client"}}
 	ClickHouseClient = Program{Name: "clickhouse-client", Bins: []string{"clickhouse-client"}, Apt: []string{"clickhouse-client"}}
 	Chromium         = Program{Name: "chromium", Bins: []string{"chromium", "chromium-browser"}, Env: "CHROMIUM", Apt: []string{"chromium"}}

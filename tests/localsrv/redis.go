@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgepixel/edgepixel/tests/deps"
@@ -22,6 +23,11 @@ type Redis struct {
 	URL  string // redis://127.0.0.1:port/0
 	Dir  string // data directory (append-only file lives here)
 	p    *proc.Proc
+	// extra are the arguments beyond StartRedis's (a cluster node's),
+	// given again by Restart.
+	extra []string
+	// replicaOf is, for a cluster replica, its master's node ID.
+	replicaOf string
 }
 
 // RedisAvailable reports whether redis-server is installed, and where.
@@ -32,6 +38,12 @@ func RedisAvailable() (path string, ok bool) { return deps.Redis.Path("") }
 // again on the same dir keeps its keys (the aggregator's dedupe state);
 // RDB snapshots are off as they would only duplicate it.
 func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
+	return startRedis(ctx, dir, port)
+}
+
+// startRedis is StartRedis with extra redis-server arguments (a cluster
+// node's).
+func startRedis(ctx context.Context, dir string, port int, extra ...string) (*Redis, error) {
 	bin, ok := RedisAvailable()
 	if !ok {
 		return nil, fmt.Errorf("redis-server not found; %s", deps.Advice([]deps.Program{deps.Redis}))
@@ -46,14 +58,14 @@ func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
 	if port, err = portOr(port); err != nil {
 		return nil, err
 	}
-	p, err := proc.Start("redis-server", proc.Options{Log: filepath.Join(dir, "redis.log")}, bin,
-		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
+	args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
 		"--save", "", "--appendonly", "yes", "--protected-mode", "yes",
-		"--daemonize", "no", "--logfile", "")
+		"--daemonize", "no", "--logfile", ""}, extra...)
+	p, err := proc.Start("redis-server", proc.Options{Log: filepath.Join(dir, "redis.log")}, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{Addr: hostPort(port), Dir: dir, p: p}
+	r := &Redis{Addr: hostPort(port), Dir: dir, p: p, extra: extra}
 	r.URL = "redis://" + r.Addr + "/0"
 	// Loading a large append-only file can take a while; PING answers
 	// -LOADING until it is done.
@@ -121,6 +133,10 @@ func (r *Redis) Kill() error {
 	}
 	return r.p.Kill()
 }
+
+// Signal sends sig to the server, e.g. SIGSTOP and SIGCONT to make a
+// replica fall behind its master.
+func (r *Redis) Signal(sig syscall.Signal) error { return r.p.Signal(sig) }
 
 // Done is closed when the server process has exited.
 func (r *Redis) Done() <-chan struct{} { return r.p.Done() }

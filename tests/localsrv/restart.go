@@ -22,7 +22,7 @@ func (r *Redis) Restart(ctx context.Context) error {
 	if err := r.Stop(); err != nil {
 		return err
 	}
-	n, err := StartRedis(ctx, r.Dir, r.Port())
+	n, err := startRedis(ctx, r.Dir, r.Port(), r.extra...)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,15 @@ type Options struct {
 	// NoRedis and NoClickHouse run the aggregator on its embedded fallbacks
 	// (in-process dedupe, on-disk storage) instead of the real servers.
 	NoRedis, NoClickHouse bool
+	// RedisCluster runs dedupe on a Redis Cluster (3 masters with a
+	// replica each, localsrv.StartRedisCluster) instead of one Redis.
+	RedisCluster bool
+	// Aggregators is how many aggregators run (0 means 1), sharing Redis
+	// and ClickHouse, each with its own data directory and ports. The POP
+	// knows them all as backends aggregator, aggregator2, ... and the edge
+	// module's backend key lists them (unless EdgeConfig sets it). The
+	// POP's log endpoints deliver to the first.
+	Aggregators int
 	// NoPop starts no POP: tests that post signed batches to the
 	// aggregator themselves need none.
 	NoPop bool
@@ -93,13 +103,16 @@ const (
 
 // Stack is a running set of processes.
 type Stack struct {
-	opts       Options
-	Secret     []byte
-	LogToken   string // the aggregator's --log-token, which the POP's endpoints send
-	Redis      *localsrv.Redis
-	ClickHouse *localsrv.ClickHouse
-	Aggregator *proc.Proc
-	Pop        *proc.Proc
+	opts         Options
+	Secret       []byte
+	LogToken     string // the aggregator's --log-token, which the POP's endpoints send
+	Redis        *localsrv.Redis
+	RedisCluster *localsrv.RedisCluster
+	ClickHouse   *localsrv.ClickHouse
+	Aggregator   *proc.Proc
+	Pop          *proc.Proc
+	// More are the aggregators after the first (Options.Aggregators).
+	More []*Member
 
 	AggregatorURL string // http://host:port: the public listener (ingest)
 	// DashboardURL is the private listener (dashboard, /api/, /live,
@@ -108,6 +121,17 @@ type Stack struct {
 	DashboardToken string
 	PopURL         string
 	Manifest       string // the fastly.toml the POP reads
+}
+
+// Member is one more aggregator of the stack.
+type Member struct {
+	N        int    // 2, 3, ...: its backend is "aggregator" + N
+	URL      string // its public listener
+	DashURL  string // its private listener (token: the stack's DashboardToken)
+	DataDir  string // its spool
+	Proc     *proc.Proc
+	addr     string
+	dashAddr string
 }
 
 // Start brings the stack up in dependency order and waits until each part
@@ -144,7 +168,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if s.opts.Durability == "" {
 		s.opts.Durability = "write"
 	}
-	if !o.NoRedis {
+	if !o.NoRedis && o.RedisCluster {
+		if err := o.Progress.Run("starting a Redis Cluster (3 masters, 3 replicas)", func() (err error) {
+			s.RedisCluster, err = localsrv.StartRedisCluster(ctx, filepath.Join(o.Dir, "redis-cluster"), 3, 1)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	} else if !o.NoRedis {
 		if err := o.Progress.Run("starting redis-server", func() (err error) {
 			s.Redis, err = localsrv.StartRedis(ctx, filepath.Join(o.Dir, "redis"), 0)
 			return err
@@ -176,6 +207,21 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.DashboardToken = string(tok)
 	if err := s.StartAggregator(ctx); err != nil {
 		return nil, err
+	}
+	for n := 2; n <= o.Aggregators; n++ {
+		m := &Member{N: n, DataDir: filepath.Join(o.Dir, "aggregator"+strconv.Itoa(n))}
+		if m.addr, err = pickAddr(""); err != nil {
+			return nil, err
+		}
+		if m.dashAddr, err = pickAddr(""); err != nil {
+			return nil, err
+		}
+		m.URL = "http://" + m.addr
+		m.DashURL = "http://" + m.dashAddr
+		s.More = append(s.More, m)
+		if err := s.StartMember(ctx, m); err != nil {
+			return nil, err
+		}
 	}
 	if o.NoPop {
 		return s, nil
@@ -272,30 +318,47 @@ func pickAddr(addr string) (string, error) {
 
 // StartAggregator starts (or, after Kill, restarts) the aggregator with the
 // stack's settings and waits for /healthz.
-func (s *Stack) StartAggregator(ctx context.Context) error {
+func (s *Stack) StartAggregator(ctx context.Context) (err error) {
+	s.Aggregator, err = s.startAggregator(ctx, "aggregator", s.opts.AggregatorAddr, strings.TrimPrefix(s.DashboardURL, "http://"), filepath.Join(s.opts.Dir, "aggregator"))
+	return err
+}
+
+// StartMember starts (or, after its Proc was killed, restarts) one more
+// aggregator.
+func (s *Stack) StartMember(ctx context.Context, m *Member) (err error) {
+	m.Proc, err = s.startAggregator(ctx, "aggregator"+strconv.Itoa(m.N), m.addr, m.dashAddr, m.DataDir)
+	return err
+}
+
+func (s *Stack) startAggregator(ctx context.Context, name, addr, dashAddr, dataDir string) (*proc.Proc, error) {
 	o := s.opts
 	args := []string{
-		"--addr", o.AggregatorAddr,
-		"--data-dir", filepath.Join(o.Dir, "aggregator"),
+		"--addr", addr,
+		"--data-dir", dataDir,
 		"--secret-file", filepath.Join(o.Dir, "secret"),
-		"--dashboard-addr", strings.TrimPrefix(s.DashboardURL, "http://"),
+		"--dashboard-addr", dashAddr,
 		"--dashboard-token-file", filepath.Join(o.Dir, "dashboard-token"),
 	}
 	if s.Redis != nil {
 		args = append(args, "--redis", s.Redis.URL)
 	}
+	if s.RedisCluster != nil {
+		args = append(args, "--redis-cluster", strings.Join(s.RedisCluster.Addrs(), ","))
+	}
 	if s.ClickHouse != nil {
 		args = append(args, "--clickhouse", s.ClickHouse.HTTPURL)
 	}
 	args = append(args, o.AggregatorArgs...)
-	return o.Progress.Run("starting the aggregator", func() (err error) {
-		if s.Aggregator, err = proc.Start("edgepixel-aggregator", s.output("aggregator"), o.Bin.Aggregator, args...); err != nil {
+	var p *proc.Proc
+	err := o.Progress.Run("starting the "+name, func() (err error) {
+		if p, err = proc.Start("edgepixel-"+name, s.output(name), o.Bin.Aggregator, args...); err != nil {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		return s.Aggregator.WaitReady(ctx, proc.HTTPOK(s.AggregatorURL+"/healthz"))
+		return p.WaitReady(ctx, proc.HTTPOK("http://"+addr+"/healthz"))
 	})
+	return p, err
 }
 
 // DashboardGet GETs path (with its query) on the private listener with
@@ -324,6 +387,15 @@ func (s *Stack) manifest() string {
 	fmt.Fprintf(&b, "manifest_version = 3\nname = \"edgepixel\"\nlanguage = \"go\"\n\n")
 	fmt.Fprintf(&b, "[local_server.backends.aggregator]\nurl = %q\n\n", s.AggregatorURL)
 	cfg := map[string]string{"pop": "local"}
+	if len(s.More) > 0 {
+		names := []string{"aggregator"}
+		for _, m := range s.More {
+			name := "aggregator" + strconv.Itoa(m.N)
+			fmt.Fprintf(&b, "[local_server.backends.%s]\nurl = %q\n\n", name, m.URL)
+			names = append(names, name)
+		}
+		cfg["backend"] = strings.Join(names, ",")
+	}
 	if s.opts.Delivery == DeliveryJournal {
 		cfg["journal"] = JournalEndpoint
 	}
@@ -379,7 +451,13 @@ func (s *Stack) writeEdgeSecrets() error {
 func (s *Stack) Stop() error {
 	var errs []error
 	errs = append(errs, s.Pop.Stop(30*time.Second))
+	for _, m := range s.More {
+		errs = append(errs, m.Proc.Stop(30*time.Second))
+	}
 	errs = append(errs, s.Aggregator.Stop(30*time.Second))
+	if s.RedisCluster != nil {
+		errs = append(errs, s.RedisCluster.Stop())
+	}
 	if s.ClickHouse != nil {
 		errs = append(errs, s.ClickHouse.Stop())
 	}

@@ -131,23 +131,36 @@ export class EdgePixel {
   }
 
   // post makes d's POST with retries; true once it was acknowledged.
+  // d.url may list several aggregators separated by commas (ingest_url
+  // "https://a/ingest,https://b/ingest"): each attempt tries them in
+  // turn, starting one further along than the attempt before, until one
+  // acknowledges or refuses for good; one that does not answer, or
+  // answers 429 or 5xx, passes the POST to the next. The body and its
+  // signature are the same for all: the aggregators share dedupe, so a
+  // batch that reached two of them is stored once.
   async post(d) {
+    const urls = d.url.split(",").map((u) => u.trim()).filter((u) => u);
     const tries = d.retry ? BACKOFF_MS : BACKOFF_MS.slice(0, 1);
     for (const wait of tries) {
       if (wait) await this.sleep(wait);
-      let resp;
-      try {
-        resp = await this.fetch(d.url, { method: "POST", headers: d.headers, body: d.body, signal: AbortSignal.timeout(TIMEOUT_MS) });
-        await resp.arrayBuffer();
-      } catch (e) {
-        console.error(`edgepixel: POST ${d.url}: ${e}`);
-        continue;
+      const start = (this.nextURL = ((this.nextURL ?? -1) + 1) % urls.length);
+      let retryAfter = 0;
+      for (let i = 0; i < urls.length; i++) {
+        const url = urls[(start + i) % urls.length];
+        let resp;
+        try {
+          resp = await this.fetch(url, { method: "POST", headers: d.headers, body: d.body, signal: AbortSignal.timeout(TIMEOUT_MS) });
+          await resp.arrayBuffer();
+        } catch (e) {
+          console.error(`edgepixel: POST ${url}: ${e}`);
+          continue;
+        }
+        if (resp.ok) return true;
+        console.error(`edgepixel: POST ${url}: ${resp.status}`);
+        if (REFUSED.has(resp.status)) return false;
+        retryAfter = Math.max(retryAfter, Number(resp.headers.get("Retry-After")) || 0);
       }
-      if (resp.ok) return true;
-      console.error(`edgepixel: POST ${d.url}: ${resp.status}`);
-      if (REFUSED.has(resp.status)) return false;
-      const ra = Number(resp.headers.get("Retry-After"));
-      if (ra > 0 && ra <= 1) await this.sleep(ra * 1000);
+      if (retryAfter > 0 && retryAfter <= 1) await this.sleep(retryAfter * 1000);
     }
     return false;
   }

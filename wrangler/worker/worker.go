@@ -61,8 +61,12 @@ import (
 const (
 	// ConfigIngestURL is where signed batches go: the aggregator's
 	// /ingest, e.g. https://agg.example.com/ingest. Required to deliver.
+	// Several aggregators sharing one dedupe may be listed, separated by
+	// commas: a POST one does not take (no answer, 429, 5xx) goes to the
+	// next (src/edgepixel.js, post).
 	ConfigIngestURL = "ingest_url"
-	// ConfigNDJSONURL is the fallback's URL; default ingest_url + "/ndjson".
+	// ConfigNDJSONURL is the fallback's URL, or several separated by
+	// commas; default each ingest_url + "/ndjson".
 	ConfigNDJSONURL = "ndjson_url"
 	// ConfigSecret is the secret batches and fallback lines are signed
 	// with (the aggregator's --secret). Keep it a Worker secret.
@@ -99,7 +103,13 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		Pop:      strings.TrimSpace(env(ConfigPop)),
 	}
 	if c.NDJSONURL == "" && c.IngestURL != "" {
-		c.NDJSONURL = strings.TrimSuffix(c.IngestURL, "/") + "/ndjson"
+		var urls []string
+		for _, u := range strings.Split(c.IngestURL, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				urls = append(urls, strings.TrimSuffix(u, "/")+"/ndjson")
+			}
+		}
+		c.NDJSONURL = strings.Join(urls, ",")
 	}
 	var err, serr error
 	c.Serve.Origins, err = pixel.ParseOrigins(env(pixel.ConfigCORSOrigins), env(pixel.ConfigCORSDefault))

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +353,32 @@ func TestCFFieldsAndPrivacy(t *testing.T) {
 	e = one(&r)
 	if e.BotScore != 100 || e.BotReason != "verified_bot" || e.Device != "bot" || e.Tier != "aggregate" || e.ConsentReason != "gpc" || e.VisitorID != 0 || e.UserAgent != "" {
 		t.Errorf("verified bot with Sec-GPC: %+v", e)
+	}
+}
+
+// TestSeveralAggregators: ingest_url may list aggregators; the fallback's
+// URLs follow each of them.
+func TestSeveralAggregators(t *testing.T) {
+	c, err := ParseConfig(func(k string) string {
+		return map[string]string{ConfigIngestURL: "https://a.test/ingest, https://b.test/ingest/"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "https://a.test/ingest/ndjson,https://b.test/ingest/ndjson"; c.NDJSONURL != want {
+		t.Fatalf("ndjson_url %q, want %q", c.NDJSONURL, want)
+	}
+}
+
+// TestPostJS runs src/post.test.mjs: the JavaScript that makes the POSTs
+// passes a batch from an aggregator that fails to the next.
+func TestPostJS(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not installed")
+	}
+	out, err := exec.Command(node, "--test", "../src/post.test.mjs").CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
 	}
 }

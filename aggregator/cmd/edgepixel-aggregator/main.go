@@ -39,6 +39,7 @@ func main() {
 
 type options struct {
 	addr, dataDir, secret, secretFile, redis, clickhouse, clickhouseDB string
+	redisCluster                                                       string
 	logFormat, logLevel                                                string
 	pprofAddr                                                          string
 	gcPercent, loaderMaxRows                                           int
@@ -75,6 +76,7 @@ func run(args []string) error {
 	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (prefer --secret-file)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret (surrounding whitespace is ignored)")
 	fs.StringVar(&o.redis, "redis", "", "Redis URL for deduplication, e.g. redis://127.0.0.1:6379/0 (empty: in-process, lost on restart)")
+	fs.StringVar(&o.redisCluster, "redis-cluster", "", "comma-separated host:port of Redis Cluster nodes (any few; the rest are discovered) for deduplication, instead of --redis; every aggregator of a fleet must use the same one")
 	fs.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse URL: HTTP, e.g. http://127.0.0.1:8123, or native TCP (ClickHouse 19+), e.g. native://127.0.0.1:9000 (empty: NDJSON files under --data-dir)")
 	fs.StringVar(&o.clickhouseDB, "clickhouse-db", "edgepixel", "ClickHouse database")
 	fs.Int64Var(&o.maxBody, "max-body", 4<<20, "largest accepted batch body in bytes")
@@ -159,7 +161,7 @@ func run(args []string) error {
 
 	srv, err := server.Open(server.Config{
 		DataDir: o.dataDir, Secret: secret,
-		RedisURL: o.redis, ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB,
+		RedisURL: o.redis, RedisCluster: splitList(o.redisCluster), ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB,
 		MaxBody: o.maxBody, ReplayWindow: o.replayWindow, DedupeWindow: o.dedupeWindow,
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
@@ -19,6 +21,17 @@ import (
 //
 // Config store keys:
 //
+//	backend                the aggregator backend, or several separated by
+//	                       commas ("aggregator,aggregator2"): a batch goes to
+//	                       one and, if that one does not answer or answers
+//	                       429 or 5xx, to the next, all within one attempt;
+//	                       each attempt starts one further along the list,
+//	                       which spreads batches over the aggregators. The
+//	                       aggregators must share one Redis (Cluster) for
+//	                       dedupe: a batch's bytes, and so its event ids, are
+//	                       the same whichever of them takes it, so a batch
+//	                       that reached one whose answer was lost is stored
+//	                       once. Default "aggregator".
 //	journal                a log endpoint each hit's line is written to
 //	                       before the visitor is answered; for hosts whose
 //	                       endpoint queues on disk (edgepixel-pop with
@@ -78,7 +91,7 @@ func flush() {
 	}
 	n := batcher.Len()
 	if err := batcher.Flush(cfg.secret, send, time.Now, time.Sleep); err != nil {
-		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to %s: %v\n", n, cfg.backend, err)
+		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to %s: %v\n", n, strings.Join(cfg.backends, ","), err)
 	}
 }
 
@@ -103,7 +116,76 @@ func finish() {
 	}
 }
 
+// parseBackends splits the backend key's list; empty names are skipped,
+// and none at all means "aggregator".
+func parseBackends(v string) []string {
+	var out []string
+	for _, name := range strings.Split(v, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"aggregator"}
+	}
+	return out
+}
+
+// nextBackend is where the next attempt starts in cfg.backends. Each
+// instance starts at a random place, so that instances spread their
+// first batches too.
+var nextBackend = func() int {
+	var b [1]byte
+	rand.Read(b[:])
+	return int(b[0])
+}()
+
+// backendRest is how long a backend that failed is tried last.
+const backendRest = 5 * time.Second
+
+// failedAt is when each of cfg.backends last failed (zero: never).
+var failedAt []time.Time
+
+// send makes one attempt at delivering a batch: to each backend in turn,
+// from nextBackend on, until one answers with anything but 429 or 5xx.
+// A backend that failed within backendRest is tried after the others,
+// so that a dead aggregator costs a batch no time while another answers.
+// It returns that answer, or the last failure.
 func send(b *pixel.Request) (int, time.Duration, error) {
+	n := len(cfg.backends)
+	if len(failedAt) != n {
+		failedAt = make([]time.Time, n)
+	}
+	start := nextBackend % n
+	nextBackend++
+	now := time.Now()
+	order := make([]int, 0, n)
+	for pass := 0; pass < 2; pass++ {
+		for i := 0; i < n; i++ {
+			k := (start + i) % n
+			if resting := now.Sub(failedAt[k]) < backendRest; resting == (pass == 1) {
+				order = append(order, k)
+			}
+		}
+	}
+	var status int
+	var retry time.Duration
+	var err error
+	for _, k := range order {
+		status, retry, err = sendTo(cfg.backends[k], b)
+		if err == nil && status != 429 && status < 500 {
+			return status, retry, nil
+		}
+		failedAt[k] = time.Now()
+		if n > 1 {
+			fmt.Fprintf(os.Stderr, "edgepixel: backend %s: status %d, %v; trying the next\n", cfg.backends[k], status, err)
+		}
+	}
+	return status, retry, err
+}
+
+// sendTo posts the batch to one backend.
+func sendTo(backend string, b *pixel.Request) (int, time.Duration, error) {
 	req, err := fsthttp.NewRequest("POST", cfg.ingestURL, bytes.NewReader(b.Body))
 	if err != nil {
 		return 0, 0, err
@@ -112,7 +194,7 @@ func send(b *pixel.Request) (int, time.Duration, error) {
 	req.Header.Set(wire.HeaderTimestamp, b.Timestamp)
 	req.Header.Set(wire.HeaderSignature, b.Signature)
 	req.CacheOptions.Pass = true
-	resp, err := req.Send(context.Background(), cfg.backend)
+	resp, err := req.Send(context.Background(), backend)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -14,7 +14,8 @@
 // compute-sdk-go.
 //
 // Configuration comes from the config store "edgepixel" (all keys optional:
-// pop, backend, ingest_url, batch_max_events, batch_max_age_ms,
+// pop, backend (one backend name or several, comma-separated: see
+// deliver.go), ingest_url, batch_max_events, batch_max_age_ms,
 // cors_origins, cors_default (see pixel.Origins), the delivery keys of
 // deliver.go: journal, fallback_log_endpoint, log_endpoint, and the
 // enrichment keys of enrich.go: per-site settings and rate limits) and the
@@ -44,8 +45,10 @@ import (
 // config is read once per instance, not per request: store lookups are
 // hostcalls and the values do not change during an instance's life.
 type config struct {
-	pop       string
-	backend   string
+	pop string
+	// backends are the aggregators' backend names, in order: config key
+	// "backend", one name or several separated by commas (see send).
+	backends  []string
 	ingestURL string
 	secret    []byte
 	// logName, when set, delivers events as NDJSON lines to this log
@@ -111,7 +114,8 @@ func serveMany() {
 }
 
 func loadConfig() config {
-	c := config{pop: os.Getenv("FASTLY_POP"), backend: "aggregator", ingestURL: "http://aggregator/ingest"}
+	c := config{pop: os.Getenv("FASTLY_POP"), ingestURL: "http://aggregator/ingest"}
+	backends := "aggregator"
 	if st, err := configstore.Open("edgepixel"); err == nil {
 		get := func(key string, dst *string) {
 			if v, err := st.Get(key); err == nil && v != "" {
@@ -120,7 +124,7 @@ func loadConfig() config {
 		}
 		get("pop", &c.pop)
 		get("log_endpoint", &c.logName)
-		get("backend", &c.backend)
+		get("backend", &backends)
 		get("ingest_url", &c.ingestURL)
 		get("journal", &c.journalName)
 		get("fallback_log_endpoint", &c.fallbackName)
@@ -145,6 +149,7 @@ func loadConfig() config {
 	} else {
 		loadEnrichConfig(&c, func(string) string { return "" })
 	}
+	c.backends = parseBackends(backends)
 	if c.pop == "" {
 		c.pop = "unknown"
 	}

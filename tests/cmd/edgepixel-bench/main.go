@@ -43,7 +43,7 @@ func main() {
 		threads  = flag.Int("threads", 2, "wrk threads")
 		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
 		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
-		sections = flag.String("sections", "pop,aggregator,hostile,durable,workers,enrich,dashboard,storage", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,fleet,hostile,durable,workers,enrich,dashboard,storage", "which sections to run")
 		agg      aggOptions
 		hostile  hostileOptions
 		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module (0: only the figures through the POP)")
@@ -104,6 +104,12 @@ func main() {
 	if strings.Contains(*sections, "aggregator") {
 		if err := runAggregator(agg); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: aggregator:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "fleet") { // fleet.go
+		if err := runFleet(agg); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: fleet:", err)
 			os.Exit(1)
 		}
 	}

@@ -1,0 +1,67 @@
+package localsrv
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestRedisCluster builds a 3-master cluster with a replica each, writes a
+// key, kills the key's master and checks that its replica took over with
+// the key, and that the killed node rejoins.
+func TestRedisCluster(t *testing.T) {
+	if _, ok := RedisAvailable(); !ok {
+		t.Skip("redis-server not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := StartRedisCluster(ctx, t.TempDir(), 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if len(c.Nodes) != 6 {
+		t.Fatalf("%d nodes", len(c.Nodes))
+	}
+	masters, err := c.Masters(ctx)
+	if err != nil || len(masters) != 3 {
+		t.Fatalf("masters %v %v", masters, err)
+	}
+	m, err := c.MasterForKey(ctx, "{k}x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Command(ctx, m.Addr, "SET", "{k}x", "1"); err != nil {
+		t.Fatal(err)
+	}
+	// The replica must have the write before the kill for it to survive.
+	if v, err := Command(ctx, m.Addr, "WAIT", "1", "2000"); err != nil || v.(int64) != 1 {
+		t.Fatalf("WAIT: %v %v", v, err)
+	}
+	nm, took, err := c.KillMaster(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("replica %s took over from %s in %v", nm.Addr, m.Addr, took)
+	if nm == m || nm.replicaOf == "" {
+		t.Fatalf("new master %s", nm.Addr)
+	}
+	if got, err := c.MasterForKey(ctx, "{k}x"); err != nil || got != nm {
+		t.Fatalf("key served by %v (%v), want %s", got, err, nm.Addr)
+	}
+	if v, err := Command(ctx, nm.Addr, "GET", "{k}x"); err != nil || v != "1" {
+		t.Fatalf("GET after failover: %v %v", v, err)
+	}
+	if err := c.Restart(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	topo, err := c.Topology(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range topo {
+		if n.Addr == m.Addr && n.Master {
+			t.Errorf("restarted %s is a master again", m.Addr)
+		}
+	}
+}
