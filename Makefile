@@ -40,7 +40,7 @@ run:
 	@echo "make run: a first run takes $(FIRST_RUN) (installs, builds, then the POP compiles the edge module); later runs start in seconds."
 	@$(build-tools)
 	@$(TOOLS)/edgepixel-deps install -soft run
-	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator run
+	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator salt sign run
 	@# exec: Ctrl-C goes straight to the launcher, which stops the stack in order.
 	@exec $(BIN)/edgepixel-run --bin $(BIN) --dir $(DATA) --since $(SINCE) --first-run "$(FIRST_RUN)"
 
@@ -77,7 +77,7 @@ endef
 
 ## build: the edge module, the POP, the aggregator and the launcher into .edgepixel/bin
 build: tools
-	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator run
+	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator salt sign run
 
 ## wasm: the edge module where Fastly's CLI expects it (edge/bin/main.wasm)
 wasm: tools

@@ -349,7 +349,7 @@ func TestRateLimited(t *testing.T) {
 	}
 	post := Hit{Method: "POST", Path: PathPost, Meta: func() *Meta { return m },
 		Body: func(int) ([]byte, error) { return []byte(`{"site":"busy"}`), nil }}
-	if Serve(&post, c, b, m.Now, &resp); resp.Status != 429 || resp.Drop != DropRateLimited {
+	if Serve(&post, c, b, m.Now, &resp); resp.Status != 429 || resp.Drop != DropRateLimited || resp.Get("Retry-After") != "60" {
 		t.Fatalf("POST over the limit: %d %q", resp.Status, resp.Drop)
 	}
 	if strings.Join(seen, ",") != "203.0.113.77 busy,203.0.113.77 calm,203.0.113.77 busy" {

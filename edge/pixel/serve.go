@@ -58,7 +58,8 @@ type Config struct {
 	PixelKeys func(site string) [][]byte
 	// RateLimited counts a hit from client (its address) for site and
 	// reports whether either is over its limit (Fastly's Edge Rate
-	// Limiter); nil: no limits.
+	// Limiter); nil: no limits. One over its limit stays refused for
+	// RateLimitPenalty.
 	RateLimited func(client, site string) bool
 }
 
@@ -113,6 +114,11 @@ const (
 	PathPost   = "/e"
 	PathScript = "/s.js" // edge/tracker's script
 )
+
+// RateLimitPenalty is how long a client or site over its rate limit stays
+// refused (the Edge Rate Limiter's penalty box duration), and what a
+// refused POST's Retry-After says.
+const RateLimitPenalty = time.Minute
 
 var (
 	notFoundBody = []byte("not found: the pixel is /p.gif, events go to POST /e\n")
@@ -321,7 +327,9 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		resp.Status = http.StatusNoContent
 		resp.drop(drop)
 	case DropRateLimited:
-		resp.Set("Retry-After", "1")
+		// The penalty box refuses for its whole duration: a retry sooner
+		// is refused again (RFC 9110 §10.2.3: seconds to wait).
+		resp.Set("Retry-After", strconv.Itoa(int(RateLimitPenalty/time.Second)))
 		reject(resp, http.StatusTooManyRequests, drop)
 	case DropUnsigned, DropBadSignature, DropExpiredPixel: // the site's sign=reject
 		reject(resp, http.StatusForbidden, drop)

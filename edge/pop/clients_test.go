@@ -352,8 +352,8 @@ func TestRequestBodyLimits(t *testing.T) {
 	}
 	// Chunked, found too large on the way.
 	resp, _ := p.do(t, "POST", "/echo", io.MultiReader(strings.NewReader(strings.Repeat("x", 150<<10))), nil)
-	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Errorf("150 KiB chunked: %d", resp.StatusCode)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Edgepixel-Drop") != "body_too_large" {
+		t.Errorf("150 KiB chunked: %d, X-Edgepixel-Drop %q", resp.StatusCode, resp.Header.Get("X-Edgepixel-Drop"))
 	}
 	// At the limit: accepted.
 	body := strings.Repeat("y", 100<<10)
@@ -473,8 +473,8 @@ func TestHeadLimitsWhileReading(t *testing.T) {
 	// A URL over Fastly's 8 KB, within what is read: the exact answer.
 	c = dialRaw(t, p.URL)
 	c.send(t, "GET /counter?"+strings.Repeat("u", 9000)+" HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp, _ := c.response(t, "GET"); resp.StatusCode != http.StatusRequestURITooLong {
-		t.Errorf("9000-byte URL: %d", resp.StatusCode)
+	if resp, _ := c.response(t, "GET"); resp.StatusCode != http.StatusRequestURITooLong || resp.Header.Get("X-Edgepixel-Drop") != "url_too_long" {
+		t.Errorf("9000-byte URL: %d, X-Edgepixel-Drop %q", resp.StatusCode, resp.Header.Get("X-Edgepixel-Drop"))
 	}
 	// A head that stops coming is closed at the header timeout.
 	c = dialRaw(t, p.URL)

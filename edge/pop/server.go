@@ -432,6 +432,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serve(rec, r)
 }
 
+// reject counts a request the POP refuses before any guest sees it and
+// answers it with status, msg and the reason's metric label in
+// X-Edgepixel-Drop, the header the edge module names its own drops in, so
+// a client learns which counter took it.
+func (s *Server) reject(w http.ResponseWriter, reason, status int, msg string) {
+	s.conns.rejects[reason].Add(1)
+	w.Header().Set("X-Edgepixel-Drop", rejectNames[reason])
+	http.Error(w, "edgepixel-pop: "+msg, status)
+}
+
 // serve is ServeHTTP without the recording.
 func (s *Server) serve(w *recorder, r *http.Request) {
 	s.m.requests.Add(1)
@@ -443,12 +453,11 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 	}
 	if code := overLimits(r); code != 0 { // Fastly's URL and header limits (limits.go)
 		dropBody(w, r)
+		reason := rejectHeaderTooLarge
 		if code == http.StatusRequestURITooLong {
-			s.conns.rejects[rejectURLTooLong].Add(1)
-		} else {
-			s.conns.rejects[rejectHeaderTooLarge].Add(1)
+			reason = rejectURLTooLong
 		}
-		http.Error(w, "edgepixel-pop: "+http.StatusText(code), code)
+		s.reject(w, reason, code, http.StatusText(code))
 		return
 	}
 	body, err := s.readBody(w, r)
@@ -456,12 +465,13 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 		status, reason := bodyAnswer(err)
 		if reason < 0 {
 			s.conns.timeouts[phaseBody].Add(1)
-		} else {
+			return
+		}
+		if status == 0 {
 			s.conns.rejects[reason].Add(1)
+			return
 		}
-		if status != 0 {
-			http.Error(w, "edgepixel-pop: "+err.Error(), status)
-		}
+		s.reject(w, reason, status, err.Error())
 		return
 	}
 	ds := newDownstream(r)

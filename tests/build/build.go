@@ -47,11 +47,15 @@ var (
 	Aggregator = Artifact{Name: "aggregator", About: "the aggregator", Pkg: "./aggregator/cmd/edgepixel-aggregator", File: "edgepixel-aggregator"}
 	Launcher   = Artifact{Name: "run", About: "the launcher", Pkg: "./tests/cmd/edgepixel-run", File: "edgepixel-run"}
 	Bench      = Artifact{Name: "bench", About: "the benchmark", Pkg: "./tests/cmd/edgepixel-bench", File: "edgepixel-bench"}
+	// Salt rotates the visitor-id salts; `make run` runs it hourly.
+	Salt = Artifact{Name: "salt", About: "the salt rotator", Pkg: "./edge/cmd/edgepixel-salt", File: "edgepixel-salt"}
+	// Sign makes signed pixel URLs (README, signed pixels).
+	Sign = Artifact{Name: "sign", About: "the pixel signer", Pkg: "./edge/cmd/edgepixel-sign", File: "edgepixel-sign"}
 	// Worker is the Cloudflare Workers module; wrangler.toml's main
 	// module imports it from wrangler/build/edgepixel.wasm.
 	Worker = Artifact{Name: "worker", About: "the Cloudflare worker", Pkg: "./wrangler/cmd/edgepixel-worker", File: "edgepixel-worker.wasm", Wasm: true, Reactor: true}
 
-	All = []Artifact{Edge, Pop, Aggregator, Launcher, Bench, Worker}
+	All = []Artifact{Edge, Pop, Aggregator, Launcher, Bench, Salt, Sign, Worker}
 )
 
 // Named returns the artifact called name.

@@ -55,7 +55,8 @@ type Options struct {
 	// EdgeSecrets adds entries to the edge module's "edgepixel" secret
 	// store, each read from a file Dir/secrets/NAME written at start
 	// (visitor_salt_0, pixel_key.SITE, ...): rewrite the file and SIGHUP
-	// the POP to rotate one.
+	// the POP to rotate one. Every other file already in Dir/secrets is
+	// an entry too.
 	EdgeSecrets map[string]string
 
 	// Delivery is how the edge module on the POP delivers (see
@@ -412,12 +413,7 @@ func (s *Stack) manifest() string {
 		fmt.Fprintf(&b, "%q = %q\n", k, cfg[k]) // quoted: keys such as site.NAME hold dots
 	}
 	fmt.Fprintf(&b, "\n[local_server.secret_stores]\nedgepixel = [{ key = \"aggregator_secret\", file = %q }", filepath.Join(s.opts.Dir, "secret"))
-	names := make([]string, 0, len(s.opts.EdgeSecrets))
-	for k := range s.opts.EdgeSecrets {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	for _, k := range s.secretNames() {
 		fmt.Fprintf(&b, ",\n  { key = %q, file = %q }", k, s.SecretFile(k))
 	}
 	b.WriteString("]\n")
@@ -427,6 +423,21 @@ func (s *Stack) manifest() string {
 // SecretFile is where the edge secret name (Options.EdgeSecrets) is kept.
 func (s *Stack) SecretFile(name string) string {
 	return filepath.Join(s.opts.Dir, "secrets", name)
+}
+
+// secretNames lists, sorted, the edge secrets the manifest names: every
+// file in Dir/secrets, where writeEdgeSecrets put Options.EdgeSecrets and
+// where `make run` keeps the visitor salts and the user's pixel keys.
+func (s *Stack) secretNames() []string {
+	ents, _ := os.ReadDir(filepath.Join(s.opts.Dir, "secrets"))
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 // writeEdgeSecrets writes Options.EdgeSecrets' files.

@@ -81,7 +81,7 @@ func ratePolicy(get func(string) string, key string) *erl.Policy {
 	if n == 0 {
 		return nil
 	}
-	return &erl.Policy{RateWindow: erl.RateWindow10s, MaxRate: uint32(n), PenaltyBoxDuration: time.Minute}
+	return &erl.Policy{RateWindow: erl.RateWindow10s, MaxRate: uint32(n), PenaltyBoxDuration: pixel.RateLimitPenalty}
 }
 
 // overLimit counts one hit of entry and reports whether it is over p. A

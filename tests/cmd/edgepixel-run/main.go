@@ -4,7 +4,10 @@
 // POP running the edge module. `make run` installs what is missing, builds
 // everything and starts it.
 //
-// All state lives under -dir, so a second run keeps the data. Where Redis or
+// All state lives under -dir, so a second run keeps the data. The edge
+// module's settings come from -dir/edge-config.toml (config store keys) and
+// its secrets from the files in -dir/secrets (pixel keys; the visitor salts,
+// which the launcher keeps rotated with edgepixel-salt). Where Redis or
 // ClickHouse is not installed it says how to install it and runs the
 // aggregator on its embedded fallbacks (in-process dedupe, on-disk storage).
 // Ctrl-C stops everything, the POP first so buffered events are delivered.
@@ -26,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 	"github.com/edgepixel/edgepixel/tests/progress"
@@ -89,6 +93,16 @@ func main() {
 		Progress:     progress.New(os.Stderr),
 		Durability:   *durable,
 	}
+	if o.EdgeConfig, err = readEdgeConfig(absDir); err != nil {
+		fatal(log, err)
+	}
+	salt := salts{bin: build.Salt.InDir(*binDir), dir: filepath.Join(absDir, "secrets"), log: log}
+	if _, err := os.Stat(salt.bin); err != nil {
+		fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make run`, which builds)", salt.bin))
+	}
+	if _, err := salt.rotate(context.Background()); err != nil {
+		fatal(log, err)
+	}
 	if *durable != "write" && *durable != "fsync" {
 		fatal(log, fmt.Errorf("--durability %q: want write or fsync", *durable))
 	}
@@ -124,6 +138,7 @@ func main() {
 	defer os.Remove(statePath(absDir))
 
 	fmt.Print(banner(s, st, absDir, time.Since(began), *firstRun))
+	go salt.every(ctx, time.Hour, s.Pop)
 
 	select {
 	case <-ctx.Done():

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/edgepixel/edgepixel/tests/proc"
+)
+
+// edgeConfigFile is where a user of `make run` puts the edge module's
+// settings: the keys of Fastly's "edgepixel" config store (README,
+// configuration), e.g.
+//
+//	"site.shop" = "sign=reject tier=aggregate"
+//	rate_limit_client = "50"
+//
+// The launcher rewrites DIR/fastly.toml at every start, so this file, read
+// at start, is what lasts.
+const edgeConfigFile = "edge-config.toml"
+
+// readEdgeConfig reads dir/edge-config.toml: a flat table of string
+// values. A missing file is no settings; any other value type is an error
+// naming the key, since the config store holds only strings.
+func readEdgeConfig(dir string) (map[string]string, error) {
+	path := filepath.Join(dir, edgeConfigFile)
+	var raw map[string]any
+	if _, err := toml.DecodeFile(path, &raw); err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	cfg := make(map[string]string, len(raw))
+	for k, v := range raw {
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s: %s = %v: config store values are strings: quote it (%s = \"%v\")", path, k, v, k, v)
+		}
+		cfg[k] = s
+	}
+	return cfg, nil
+}
+
+// salts keeps the visitor-id salts in dir/secrets (the stack lists each
+// file there in the POP's "edgepixel" secret store) by running the
+// edgepixel-salt command, as a self-hosted POP's cron would: today's
+// salt at once, tomorrow's once the visit window after midnight has
+// passed. Without them events carry no visitor id.
+type salts struct {
+	bin string // edgepixel-salt
+	dir string // DIR/secrets
+	log *slog.Logger
+}
+
+// rotate runs edgepixel-salt once and reports whether it wrote a salt.
+func (s salts) rotate(ctx context.Context) (bool, error) {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return false, err
+	}
+	out, err := exec.CommandContext(ctx, s.bin, "--dir", s.dir, "--today").CombinedOutput()
+	if err != nil {
+		return false, fmt.Errorf("%s: %v: %s", s.bin, err, strings.TrimSpace(string(out)))
+	}
+	return strings.Contains(string(out), "wrote "), nil
+}
+
+// every rotates each interval until ctx ends, and SIGHUPs the POP after
+// each run that wrote a salt so that it re-reads its secret stores.
+func (s salts) every(ctx context.Context, interval time.Duration, pop *proc.Proc) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		wrote, err := s.rotate(ctx)
+		if err != nil {
+			s.log.Warn("rotating the visitor salts", "err", err)
+			continue
+		}
+		if wrote {
+			if err := pop.Signal(syscall.SIGHUP); err != nil {
+				s.log.Warn("telling the POP to re-read its secrets", "err", err)
+			} else {
+				s.log.Info("rotated the visitor salts", "dir", s.dir)
+			}
+		}
+	}
+}
