@@ -25,10 +25,16 @@ import (
 // is kept once per version however often it is inserted. A step never drops
 // or rewrites data. Once released, a step is never changed: a new change
 // is a new step.
+//
+// SQL returns the step's statements for a layout (nil SQL: none), with
+// {db} for the database. Every table a step creates is made with
+// Layout.CreateTable and every materialized view with Layout.CreateView,
+// reading Layout.Local tables, so that the step works on one server and on
+// a cluster alike.
 type Migration struct {
 	Version int
-	Name    string   // what it does, for the log and the migrations table
-	SQL     []string // statements with {db} for the database
+	Name    string // what it does, for the log and the migrations table
+	SQL     func(Layout) []string
 }
 
 // Migrations are every step from an empty database to the schema this
@@ -39,7 +45,7 @@ var Migrations = []Migration{
 	{Version: 1, Name: "events, events_per_minute and its view, bad_rows", SQL: schemaV1},
 	{Version: 2, Name: "events.method"},
 	{Version: 3, Name: "edge_counters", SQL: schemaV3},
-	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4()},
+	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4},
 	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
 }
 
@@ -51,8 +57,8 @@ var Migrations = []Migration{
 // ReplacingMergeTree merely collapses exact copies. Day partitions let
 // retention drop it with events. ClickHouse 18.16 has no LowCardinality
 // without a setting, so the short repeated strings are plain String.
-var schemaV3 = []string{
-	`CREATE TABLE IF NOT EXISTS {db}.edge_counters (
+func schemaV3(l Layout) []string {
+	return l.CreateTable("edge_counters", `
 		instance UUID,
 		ts DateTime,
 		ts_ms UInt64,
@@ -61,9 +67,8 @@ var schemaV3 = []string{
 		counter String,
 		reason String,
 		value UInt64
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(ts)
-	ORDER BY (site, instance, counter, reason, ts_ms)`,
+	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(ts)
+	ORDER BY (site, instance, counter, reason, ts_ms)`)
 }
 
 // schemaV1 is the schema before migrations, exactly as it was created then
@@ -80,9 +85,9 @@ var schemaV3 = []string{
 // record). row_id is derived from the source and the raw input, so a bad
 // input delivered twice collapses at merges (count with uniqExact(row_id)).
 // Day partitions let retention drop it like events.
-var schemaV1 = []string{
-	`CREATE DATABASE IF NOT EXISTS {db}`,
-	`CREATE TABLE IF NOT EXISTS {db}.events (
+func schemaV1(l Layout) []string {
+	out := []string{l.CreateDatabase()}
+	out = append(out, l.CreateTable("events", `
 		event_id UUID,
 		ts DateTime,
 		ts_ms UInt64,
@@ -98,20 +103,17 @@ var schemaV1 = []string{
 		utm_campaign String,
 		pop String,
 		props String
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(ts)
-	ORDER BY (site, ts, event_id)`,
-	`CREATE TABLE IF NOT EXISTS {db}.events_per_minute (
+	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(ts)
+	ORDER BY (site, ts, event_id)`)...)
+	out = append(out, l.CreateTable("events_per_minute", `
 		site String,
 		minute DateTime,
 		n UInt64
-	) ENGINE = SummingMergeTree(n)
-	PARTITION BY toYYYYMM(minute)
-	ORDER BY (site, minute)`,
-	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_per_minute_mv TO {db}.events_per_minute AS
-	SELECT site, toStartOfMinute(ts) AS minute, count() AS n
-	FROM {db}.events GROUP BY site, minute`,
-	`CREATE TABLE IF NOT EXISTS {db}.bad_rows (
+	`, "SummingMergeTree(n)", `PARTITION BY toYYYYMM(minute)
+	ORDER BY (site, minute)`)...)
+	out = append(out, l.CreateView("events_per_minute_mv", "events_per_minute", `SELECT site, toStartOfMinute(ts) AS minute, count() AS n
+	FROM `+l.Local("events")+` GROUP BY site, minute`))
+	return append(out, l.CreateTable("bad_rows", `
 		row_id UUID,
 		received DateTime,
 		received_ms UInt64,
@@ -120,22 +122,23 @@ var schemaV1 = []string{
 		reason String,
 		error String,
 		raw String
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(received)
-	ORDER BY (reason, row_id)`,
+	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(received)
+	ORDER BY (reason, row_id)`)...)
 }
 
 // migrationsTable records the applied steps. A ReplacingMergeTree keyed by
 // version keeps one row per version at merges; reads group by version, so
 // a step recorded twice by two aggregators starting at once reads once
-// before merges too.
-const migrationsTable = `CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+// before merges too. In a cluster each aggregator records into its own
+// shard and reads every shard's records through the Distributed table.
+func migrationsTable(l Layout) []string {
+	return l.CreateTable("schema_migrations", `
 	version UInt32,
 	name String,
 	applied_at DateTime,
 	by String
-) ENGINE = ReplacingMergeTree
-ORDER BY version`
+`, "ReplacingMergeTree", `ORDER BY version`)
+}
 
 // ErrSchemaTooNew is returned (wrapped in a *SchemaTooNewError) by Migrate
 // for a database that a newer aggregator has migrated past the steps this
@@ -180,7 +183,7 @@ func (c *Client) Migrate(ctx context.Context) (MigrateResult, error) {
 
 func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
 	var res MigrateResult
-	for _, s := range []string{"CREATE DATABASE IF NOT EXISTS {db}", migrationsTable} {
+	for _, s := range append([]string{c.layout.CreateDatabase()}, migrationsTable(c.layout)...) {
 		if err := c.execDDL(ctx, s); err != nil {
 			return res, fmt.Errorf("migrate: %w", err)
 		}
@@ -231,16 +234,18 @@ func (c *Client) appliedMigrations(ctx context.Context) (map[int]string, error) 
 
 // apply runs one step and records it.
 func (c *Client) apply(ctx context.Context, m Migration, by string) error {
-	for _, s := range m.SQL {
-		if err := c.execDDL(ctx, s); err != nil {
-			return err
+	if m.SQL != nil {
+		for _, s := range m.SQL(c.layout) {
+			if err := c.execDDL(ctx, s); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.addColumns(ctx, "events", m.Version); err != nil {
 		return err
 	}
-	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
-		c.db, m.Version, quote(m.Name), quote(by)))
+	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
+		c.db, c.layout.LocalName("schema_migrations"), m.Version, quote(m.Name), quote(by)))
 }
 
 // addColumns adds to table the columns of the event fields that schema
@@ -248,6 +253,14 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 // has no ADD COLUMN IF NOT EXISTS, so the columns are looked up first; an
 // aggregator racing this one may add a column in between, and its "already
 // exists" is taken as done once the column is seen.
+//
+// In a cluster the columns are added to the local tables on every server
+// (ON CLUSTER; a replicated table's ALTER reaches its other replicas
+// through ZooKeeper), and the Distributed table, whose columns are fixed
+// when it is made, is made again over them: 18.16 refuses ALTER ON CLUSTER
+// of a table that is not replicated on a cluster whose shards are. A
+// Distributed table holds no rows, so nothing is lost; readers see it
+// missing for that moment.
 func (c *Client) addColumns(ctx context.Context, table string, version int) error {
 	var want []*event.Field
 	for i := range event.Fields {
@@ -258,14 +271,15 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 	if len(want) == 0 {
 		return nil
 	}
-	have, err := c.columnTypes(ctx, table)
+	local := c.layout.LocalName(table)
+	have, err := c.columnTypes(ctx, local)
 	if err != nil {
 		return err
 	}
 	for _, f := range want {
 		if typ, ok := have[f.JSON]; ok {
 			if typ != f.CHType {
-				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, table, f.JSON, typ, f.CHType)
+				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, local, f.JSON, typ, f.CHType)
 			}
 			continue
 		}
@@ -275,15 +289,34 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 		}
 		// LowCardinality columns need this setting on 18.16; later
 		// versions accept and ignore it.
-		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", c.db, table, f.JSON, f.CHType, def),
+		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s ADD COLUMN %s %s%s", c.db, local, c.layout.OnCluster(), f.JSON, f.CHType, def),
 			map[string]string{"allow_experimental_low_cardinality_type": "1"})
 		if err == nil {
 			continue
 		}
-		if have, cerr := c.columnTypes(ctx, table); cerr == nil && have[f.JSON] == f.CHType {
+		if have, cerr := c.columnTypes(ctx, local); cerr == nil && have[f.JSON] == f.CHType {
 			continue // added meanwhile by another aggregator
 		}
-		return fmt.Errorf("add column %s.%s: %w", table, f.JSON, err)
+		return fmt.Errorf("add column %s.%s: %w", local, f.JSON, err)
+	}
+	if !c.layout.Clustered() {
+		return nil
+	}
+	dist, err := c.columnTypes(ctx, table)
+	if err == nil {
+		missing := false
+		for _, f := range want {
+			missing = missing || dist[f.JSON] != f.CHType
+		}
+		if !missing {
+			return nil
+		}
+	}
+	if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+table+c.layout.OnCluster()); err != nil {
+		return fmt.Errorf("make the Distributed table %s again with the new columns: %w", table, err)
+	}
+	if err := c.execDDL(ctx, c.layout.Distributed(table)); err != nil {
+		return fmt.Errorf("make the Distributed table %s again with the new columns: %w", table, err)
 	}
 	return nil
 }
