@@ -283,6 +283,12 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 	return nil
 }
 
+// DeduplicatesBlocks implements store.BlockDeduplicator: in a cluster,
+// events go to replicated tables, which keep a block inserted again
+// unchanged once (within the shard's last replicated_deduplication_window
+// blocks, 100 by default).
+func (c *Client) DeduplicatesBlocks() bool { return c.layout.Clustered() }
+
 // Layout returns the client's layout.
 func (c *Client) Layout() Layout { return c.layout }
 

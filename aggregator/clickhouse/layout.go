@@ -93,7 +93,22 @@ func (l Layout) Engine(table, engine string) string {
 //
 // and in a cluster two, on every server: table_local with the replicated
 // engine, and table as a Distributed table over it (see Distributed).
+//
+// A table whose engine sums or aggregates (SummingMergeTree,
+// AggregatingMergeTree) is a rollup that materialized views fill. In a
+// cluster its inserts are not deduplicated (replicated_deduplication_window
+// = 0): two loads' rollup rows are often the same block (one pageview of
+// a site in a minute), and deduplication would drop the second. A retried
+// insert into the table the view reads is still safe: ClickHouse skips the
+// views of a block it drops as a duplicate.
 func (l Layout) CreateTable(table, columns, engine, keys string) []string {
+	if l.Clustered() && (strings.HasPrefix(engine, "SummingMergeTree") || strings.HasPrefix(engine, "AggregatingMergeTree")) {
+		if strings.Contains(keys, "SETTINGS ") {
+			keys += ", replicated_deduplication_window = 0"
+		} else {
+			keys += "\n\tSETTINGS replicated_deduplication_window = 0"
+		}
+	}
 	out := []string{`CREATE TABLE IF NOT EXISTS ` + l.Local(table) + l.OnCluster() + ` (` + columns + `) ENGINE = ` + l.Engine(table, engine) + "\n\t" + keys}
 	if l.Clustered() {
 		out = append(out, l.Distributed(table))

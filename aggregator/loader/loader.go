@@ -684,6 +684,11 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		// is then the same block again, which a replicated ClickHouse
 		// table drops as a duplicate (clickhouse.Client.SetCluster).
 		check, insert = b.lastInsert, nil
+		if bd, ok := l.cfg.Store.(store.BlockDeduplicator); ok && bd.DeduplicatesBlocks() {
+			// The store keeps the same block once: send it again as it
+			// was (see store.BlockDeduplicator).
+			check, insert = nil, b.lastInsert
+		}
 	}
 	delta := map[string]uint64{}
 	if len(check) > 0 {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // ClickHouseCluster is a running set of private clickhouse-servers forming
@@ -93,6 +94,20 @@ func StartClickHouseCluster(ctx context.Context, dir string, zk *ZooKeeper, name
 	if len(errs) > 0 {
 		c.Kill()
 		return nil, errs[0]
+	}
+	// A server answers before its ZooKeeper session is up, and 18.16 can
+	// crash creating a replicated table without one: wait until each
+	// reads ZooKeeper.
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, s := range c.Servers() {
+		if err := s.p.WaitReady(ctx, func() error {
+			_, err := s.query("SELECT count() FROM system.zookeeper WHERE path = '/'")
+			return err
+		}); err != nil {
+			c.Kill()
+			return nil, fmt.Errorf("clickhouse %s never reached zookeeper %s: %w", s.HTTPURL, zk.Addr, err)
+		}
 	}
 	return c, nil
 }
