@@ -42,7 +42,7 @@ func TestThroughput(t *testing.T) {
 	one := &aggregator{url: "http://" + addr, dash: "http://" + dash, log: filepath.Join(f.dir, "aggregator-single.log"),
 		args: []string{"--addr", addr, "--dashboard-addr", dash, "--data-dir", filepath.Join(f.dir, "agg-single"),
 			"--secret-file", filepath.Join(f.dir, "secret"), "--dashboard-token-file", filepath.Join(f.dir, "dashboard-token"),
-			"--redis", f.redis.URL, "--clickhouse", single.HTTPURL, "--clickhouse-db", "single", "--log-level", "warn"}}
+			"--redis", f.redis.URL, "--clickhouse", single.HTTPURL, "--log-level", "warn"}}
 	if err := one.start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestThroughput(t *testing.T) {
 		}
 	}
 	clusterRows := func() int { return count(f.ch.Shards[1][1], "edgepixel") }
-	run("one server, 1 aggregator", []*aggregator{one}, func() int { return count(single, "single") })
+	run("one server, 1 aggregator", []*aggregator{one}, func() int { return count(single, "edgepixel") })
 	run("2x2 cluster, 1 aggregator", f.aggs[:1], clusterRows)
 	run("2x2 cluster, 2 aggregators", f.aggs, clusterRows)
 }
