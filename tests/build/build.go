@@ -46,12 +46,13 @@ var (
 	Pop        = Artifact{Name: "pop", About: "the POP", Pkg: "./edge/cmd/edgepixel-pop", File: "edgepixel-pop"}
 	Aggregator = Artifact{Name: "aggregator", About: "the aggregator", Pkg: "./aggregator/cmd/edgepixel-aggregator", File: "edgepixel-aggregator"}
 	Launcher   = Artifact{Name: "run", About: "the launcher", Pkg: "./tests/cmd/edgepixel-run", File: "edgepixel-run"}
+	Fleet      = Artifact{Name: "cluster", About: "the fleet launcher", Pkg: "./tests/cmd/edgepixel-cluster", File: "edgepixel-cluster"}
 	Bench      = Artifact{Name: "bench", About: "the benchmark", Pkg: "./tests/cmd/edgepixel-bench", File: "edgepixel-bench"}
 	// Worker is the Cloudflare Workers module; wrangler.toml's main
 	// module imports it from wrangler/build/edgepixel.wasm.
 	Worker = Artifact{Name: "worker", About: "the Cloudflare worker", Pkg: "./wrangler/cmd/edgepixel-worker", File: "edgepixel-worker.wasm", Wasm: true, Reactor: true}
 
-	All = []Artifact{Edge, Pop, Aggregator, Launcher, Bench, Worker}
+	All = []Artifact{Edge, Pop, Aggregator, Launcher, Fleet, Bench, Worker}
 )
 
 // Named returns the artifact called name.

@@ -108,6 +108,8 @@ var (
 	Run   = []Program{TinyGoLLVM, Redis, ClickHouse, ClickHouseClient}
 	Test  = []Program{TinyGoLLVM, Redis, ClickHouse, ClickHouseClient, ZooKeeper, Chromium, Npm, FastlyCLI, Wrangler, Workerd}
 	Bench = []Program{TinyGoLLVM, Redis, ClickHouse, Wrk, Npm, Workerd}
+	// Cluster is what `make cluster` runs: the fleet needs all of them.
+	Cluster = []Program{TinyGoLLVM, Redis, ClickHouse, ZooKeeper}
 )
 
 // NpmPrefix is where npm packages go: root/.edgepixel/npm.
