@@ -1,6 +1,6 @@
 // Command edgepixel-cluster brings up a fleet on this machine, as separate
 // processes on loopback ports: ZooKeeper, a ClickHouse cluster (2 shards x
-// 2 replicas), Redis, and two aggregators each with a local POP in front,
+// 2 replicas), one Redis, and two aggregators each with a local POP in front,
 // each aggregator inserting into its own shard and reading every shard.
 // `make cluster` builds everything and starts it. It shows each start's
 // progress, prints where everything is, and Ctrl-C stops it all (the POPs
@@ -112,7 +112,7 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 	}); err != nil {
 		return err
 	}
-	// One Redis for now; a Redis Cluster once localsrv has one.
+	// The aggregators share one Redis for dedupe.
 	if err := pr.Run("starting redis-server", func() (err error) {
 		f.redis, err = localsrv.StartRedis(startCtx, filepath.Join(dir, "redis"), 0)
 		return err
