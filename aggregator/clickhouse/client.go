@@ -38,6 +38,7 @@ type Client struct {
 	nat      *native // set for native:// URLs; then base and hc are unused
 
 	layout Layout
+	quorum int // the cluster's insert quorum
 	// insertSettings are query settings of every insert (the cluster's
 	// insert_quorum).
 	insertSettings map[string]string
@@ -273,6 +274,7 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 		return fmt.Errorf("clickhouse insert quorum %d: want 0 or more replicas", cc.InsertQuorum)
 	}
 	c.layout = Layout{Cluster: cc.Name}
+	c.quorum = cc.InsertQuorum
 	c.insertSettings = map[string]string{}
 	if cc.InsertQuorum > 1 {
 		c.insertSettings["insert_quorum"] = strconv.Itoa(cc.InsertQuorum)

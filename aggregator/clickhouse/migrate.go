@@ -183,6 +183,9 @@ func (c *Client) Migrate(ctx context.Context) (MigrateResult, error) {
 
 func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
 	var res MigrateResult
+	if err := c.checkCluster(ctx); err != nil {
+		return res, err
+	}
 	for _, s := range append([]string{c.layout.CreateDatabase()}, migrationsTable(c.layout)...) {
 		if err := c.execDDL(ctx, s); err != nil {
 			return res, fmt.Errorf("migrate: %w", err)
@@ -210,6 +213,42 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 	}
 	res.To = max(res.From, known)
 	return res, nil
+}
+
+// ErrClusterConfig means the server's configuration does not fit the
+// cluster layout asked for.
+var ErrClusterConfig = errors.New("clickhouse cluster configuration")
+
+// checkCluster checks, in a cluster, what the layout needs of the server
+// before anything is created: the cluster in its remote_servers, the
+// {shard} and {replica} macros, and enough replicas in every shard for the
+// insert quorum (else every insert would fail).
+func (c *Client) checkCluster(ctx context.Context) error {
+	if !c.layout.Clustered() {
+		return nil
+	}
+	rows, err := c.Query(ctx, "SELECT shard_num, count() FROM system.clusters WHERE cluster = "+quote(c.layout.Cluster)+" GROUP BY shard_num ORDER BY shard_num")
+	if err != nil {
+		return fmt.Errorf("read the clusters: %w", err)
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("%w: cluster %q is not in this server's remote_servers: add it to the configuration of every server, or name one that is (--clickhouse-cluster)", ErrClusterConfig, c.layout.Cluster)
+	}
+	for _, r := range rows {
+		if len(r) == 2 && c.quorum > 1 {
+			if n, err := parseUint(r[1]); err == nil && int(n) < c.quorum {
+				return fmt.Errorf("%w: shard %s of cluster %q has %d replicas, fewer than the insert quorum %d: every insert would fail; lower --clickhouse-insert-quorum or add replicas", ErrClusterConfig, r[0], c.layout.Cluster, n, c.quorum)
+			}
+		}
+	}
+	macros, err := c.Query(ctx, "SELECT macro FROM system.macros WHERE macro IN ('shard', 'replica')")
+	if err != nil {
+		return fmt.Errorf("read the macros: %w", err)
+	}
+	if len(macros) != 2 {
+		return fmt.Errorf("%w: this server lacks the macros shard and replica (it has %q): replicated tables name their ZooKeeper path and replica with them; add <macros><shard>…</shard><replica>…</replica></macros> to every server", ErrClusterConfig, macros)
+	}
+	return nil
 }
 
 // appliedMigrations returns the recorded steps by version.

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/build"
@@ -212,6 +214,29 @@ func TestCluster(t *testing.T) {
 				query(t, s, "SELECT count() FROM system.columns WHERE database = 'edgepixel' AND table = 'events_local'"); d != l {
 				t.Errorf("%s: events has %s columns, events_local %s", s.HTTPURL, d, l)
 			}
+		}
+	})
+
+	t.Run("configuration errors", func(t *testing.T) {
+		for _, c := range []struct {
+			cc   clickhouse.ClusterConfig
+			want string
+		}{
+			{clickhouse.ClusterConfig{Name: "absent"}, "not in this server's remote_servers"},
+			{clickhouse.ClusterConfig{Name: clusterName, InsertQuorum: 3}, "fewer than the insert quorum 3"},
+		} {
+			cl, err := clickhouse.New(f.ch.Shards[0][0].HTTPURL, "unused")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cl.SetCluster(c.cc); err != nil {
+				t.Fatal(err)
+			}
+			_, err = cl.Migrate(context.Background())
+			if !errors.Is(err, clickhouse.ErrClusterConfig) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%+v: %v, want %q", c.cc, err, c.want)
+			}
+			cl.Close()
 		}
 	})
 

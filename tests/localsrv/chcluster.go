@@ -29,6 +29,11 @@ type ClusterMember struct {
 // StartClickHouseCluster starts shards x replicas clickhouse-servers, each
 // under dir/sS-rR on free loopback ports, all using zk, and waits until
 // each answers. On error, the servers that did start are killed.
+//
+// The ports are chosen before any server starts (every server's
+// remote_servers names them all), so another process can take one in
+// between on a busy machine: then the cluster is started again on other
+// ports, up to three times.
 func StartClickHouseCluster(ctx context.Context, dir string, zk *ZooKeeper, name string, shards, replicas int) (*ClickHouseCluster, error) {
 	if !validName(name) {
 		return nil, fmt.Errorf("cluster name %q: letters, digits and _ only", name)
@@ -36,6 +41,15 @@ func StartClickHouseCluster(ctx context.Context, dir string, zk *ZooKeeper, name
 	if shards < 1 || replicas < 1 {
 		return nil, fmt.Errorf("cluster of %d shards x %d replicas", shards, replicas)
 	}
+	for attempt := 1; ; attempt++ {
+		c, err := startClickHouseCluster(ctx, dir, zk, name, shards, replicas)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "already in use") {
+			return c, err
+		}
+	}
+}
+
+func startClickHouseCluster(ctx context.Context, dir string, zk *ZooKeeper, name string, shards, replicas int) (*ClickHouseCluster, error) {
 	type ports struct{ http, tcp, inter int }
 	ps := make([][]ports, shards)
 	for s := range ps {

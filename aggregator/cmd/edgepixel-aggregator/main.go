@@ -312,7 +312,7 @@ func migrateClickHouse(log *slog.Logger, url, db string, cluster clickhouse.Clus
 	defer cancel()
 	res, err := c.Migrate(ctx)
 	switch {
-	case errors.Is(err, clickhouse.ErrSchemaTooNew), errors.Is(err, clickhouse.ErrSchemaConflict):
+	case errors.Is(err, clickhouse.ErrSchemaTooNew), errors.Is(err, clickhouse.ErrSchemaConflict), errors.Is(err, clickhouse.ErrClusterConfig):
 		return err
 	case err != nil:
 		log.Warn("could not migrate the ClickHouse schema at start; the loader retries once ClickHouse answers, spooling events meanwhile", "err", err)
