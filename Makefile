@@ -32,7 +32,7 @@ FUZZTIME  ?= 200000x
 # When this make began, for the launcher's "ready after" figure.
 SINCE     := $(shell date +%s)
 
-.PHONY: run sql test deps deps-bench check-deps tools build wasm modules worker bench fmt vet unit fuzz clean
+.PHONY: run cluster sql test deps deps-bench check-deps tools build wasm modules worker bench fmt vet unit fuzz clean
 
 ## run: say what to expect, install what is missing (before the long
 ## builds), build, start the stack (Ctrl-C stops it)
@@ -43,6 +43,14 @@ run:
 	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator salt sign run
 	@# exec: Ctrl-C goes straight to the launcher, which stops the stack in order.
 	@exec $(BIN)/edgepixel-run --bin $(BIN) --dir $(DATA) --since $(SINCE) --first-run "$(FIRST_RUN)"
+
+## cluster: a fleet on this machine: ZooKeeper, 2x2 ClickHouse, Redis, two
+## aggregators each behind a POP (tests/cmd/edgepixel-cluster); Ctrl-C stops it
+cluster:
+	@$(build-tools)
+	@$(TOOLS)/edgepixel-deps install cluster
+	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator cluster
+	@exec $(BIN)/edgepixel-cluster --bin $(BIN) --dir .edgepixel/cluster
 
 ## sql: clickhouse-client on the stack `make run` started in this checkout
 sql:

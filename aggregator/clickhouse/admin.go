@@ -62,10 +62,14 @@ type Partition struct {
 // operation), unlike a DELETE mutation. It returns what it dropped; on
 // error, what it dropped before the error.
 func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]Partition, error) {
+	tables := make([]string, len(retentionTables))
+	for i, t := range retentionTables {
+		tables[i] = c.layout.LocalName(t)
+	}
 	rows, err := c.Query(ctx, fmt.Sprintf(
-		"SELECT DISTINCT table, partition FROM system.parts WHERE database = %s AND table IN ('%s') AND active "+
+		"SELECT DISTINCT table, partition FROM %s WHERE database = %s AND table IN ('%s') AND active "+
 			"AND toUInt32OrZero(partition) > 0 AND toUInt32OrZero(partition) < toYYYYMMDD(toDateTime(%d)) ORDER BY table, partition",
-		quote(c.db), strings.Join(retentionTables, "','"), cutoff.Unix()))
+		c.system("parts"), quote(c.db), strings.Join(tables, "','"), cutoff.Unix()))
 	if err != nil {
 		return nil, fmt.Errorf("list partitions: %w", err)
 	}
@@ -74,12 +78,22 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 		if len(r) != 2 || !digits(r[1]) {
 			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
 		}
-		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %s", c.db, r[0], r[1])); err != nil {
+		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION %s", c.db, r[0], c.layout.OnCluster(), r[1])); err != nil {
 			return dropped, fmt.Errorf("drop partition %s of %s: %w", r[1], r[0], err)
 		}
 		dropped = append(dropped, Partition{Table: r[0], ID: r[1]})
 	}
 	return dropped, nil
+}
+
+// system returns the system table name as seen from every shard: the
+// table itself on one server, the cluster() table function over one
+// replica of each shard in a cluster.
+func (c *Client) system(name string) string {
+	if c.layout.Clustered() {
+		return "cluster(" + c.layout.Cluster + ", system, " + name + ")"
+	}
+	return "system." + name
 }
 
 func digits(s string) bool {
@@ -157,13 +171,13 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	if e.Site != "" {
 		where += " AND site = " + quote(e.Site)
 	}
-	res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.events DELETE WHERE %s", c.db, where))
+	res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE %s", c.db, c.layout.LocalName("events"), c.layout.OnCluster(), where))
 	if len(badConds) > 0 {
 		bw := "(" + strings.Join(badConds, " OR ") + ")"
 		if e.Site != "" {
 			bw += " AND site IN (" + quote(e.Site) + ", '')"
 		}
-		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.bad_rows DELETE WHERE %s", c.db, bw))
+		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE %s", c.db, c.layout.LocalName("bad_rows"), c.layout.OnCluster(), bw))
 	}
 	for _, s := range res.Statements {
 		if err := c.Exec(ctx, s); err != nil {
@@ -176,7 +190,8 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	deadline := time.Now().Add(wait)
 	for {
 		rows, err := c.Query(ctx, fmt.Sprintf(
-			"SELECT count() FROM system.mutations WHERE database = %s AND table IN ('events', 'bad_rows') AND is_done = 0", quote(c.db)))
+			"SELECT count() FROM %s WHERE database = %s AND table IN ('%s', '%s') AND is_done = 0",
+			c.system("mutations"), quote(c.db), c.layout.LocalName("events"), c.layout.LocalName("bad_rows")))
 		if err != nil {
 			return res, fmt.Errorf("erase: check mutations: %w", err)
 		}

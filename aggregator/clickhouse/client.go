@@ -37,6 +37,12 @@ type Client struct {
 	hc       *http.Client
 	nat      *native // set for native:// URLs; then base and hc are unused
 
+	layout Layout
+	quorum int // the cluster's insert quorum
+	// insertSettings are query settings of every insert (the cluster's
+	// insert_quorum).
+	insertSettings map[string]string
+
 	// spare is a Native block buffer kept for the next insert (not a
 	// sync.Pool: that drops its contents at every other GC, and a loaded
 	// aggregator collects several times per insert).
@@ -236,10 +242,64 @@ func quote(s string) string {
 	return b.String()
 }
 
-// insert stores input as one block into table (a name in c.db).
+// ClusterConfig places a client in a cluster (see Layout).
+type ClusterConfig struct {
+	// Name is the cluster's name in the servers' remote_servers.
+	Name string
+	// InsertQuorum is ClickHouse's insert_quorum for every insert: how
+	// many replicas of the shard must have written a block before the
+	// insert succeeds (0 or 1: the one written to). An insert that cannot
+	// reach it fails and is retried; meanwhile the spool keeps the rows.
+	InsertQuorum int
+	// QuorumTimeout is insert_quorum_timeout: how long an insert waits for
+	// the quorum (0: the server's default, 10 minutes).
+	QuorumTimeout time.Duration
+}
+
+// SetCluster makes c use the cluster layout: the schema is made on every
+// server of cc.Name, inserts go to the local replicated tables of the
+// server c talks to (its shard), with cc.InsertQuorum, and reads go
+// through the Distributed tables. Call it before any other method.
+//
+// Inserts into replicated tables are deduplicated by ClickHouse per
+// shard: a block the same as one of the shard's recent blocks (the
+// replicated_deduplication_window, 100 by default) is acknowledged and
+// dropped, so retrying a block whose insert may or may not have been
+// stored is safe when the retry is the same block (see InsertEvents).
+func (c *Client) SetCluster(cc ClusterConfig) error {
+	if !validIdent(cc.Name) {
+		return fmt.Errorf("clickhouse cluster %q: letters, digits and _ only", cc.Name)
+	}
+	if cc.InsertQuorum < 0 {
+		return fmt.Errorf("clickhouse insert quorum %d: want 0 or more replicas", cc.InsertQuorum)
+	}
+	c.layout = Layout{Cluster: cc.Name}
+	c.quorum = cc.InsertQuorum
+	c.insertSettings = map[string]string{}
+	if cc.InsertQuorum > 1 {
+		c.insertSettings["insert_quorum"] = strconv.Itoa(cc.InsertQuorum)
+		if cc.QuorumTimeout > 0 {
+			c.insertSettings["insert_quorum_timeout"] = strconv.FormatInt(cc.QuorumTimeout.Milliseconds(), 10)
+		}
+	}
+	return nil
+}
+
+// DeduplicatesBlocks implements store.BlockDeduplicator: in a cluster,
+// events go to replicated tables, which keep a block inserted again
+// unchanged once (within the shard's last replicated_deduplication_window
+// blocks, 100 by default).
+func (c *Client) DeduplicatesBlocks() bool { return c.layout.Clustered() }
+
+// Layout returns the client's layout.
+func (c *Client) Layout() Layout { return c.layout }
+
+// insert stores input as one block into table (a name in c.db; its local
+// table in a cluster).
 func (c *Client) insert(ctx context.Context, table string, rows int, input proto.Input) error {
+	table = c.layout.LocalName(table)
 	if c.nat != nil {
-		return c.nat.insert(ctx, c.db+"."+table, input)
+		return c.nat.insert(ctx, c.db+"."+table, input, c.insertSettings)
 	}
 	// The block buffer (tens of MB for a full load) is reused: allocating
 	// it per insert cost a zeroing of the whole buffer and GC work each time.
@@ -252,6 +312,9 @@ func (c *Client) insert(ctx context.Context, table string, rows int, input proto
 		return fmt.Errorf("clickhouse: encode: %w", err)
 	}
 	q := url.Values{"query": {"INSERT INTO " + c.db + "." + table + " FORMAT Native"}}
+	for k, v := range c.insertSettings {
+		q.Set(k, v)
+	}
 	body := &releasableReader{b: buf}
 	_, err = c.do(ctx, q, body)
 	// The transport may still read a body after Do returned (it closes it

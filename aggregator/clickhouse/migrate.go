@@ -26,10 +26,16 @@ import (
 // is kept once per version however often it is inserted. A step never drops
 // or rewrites data. Once released, a step is never changed: a new change
 // is a new step.
+//
+// SQL returns the step's statements for a layout (nil SQL: none), with
+// {db} for the database. Every table a step creates is made with
+// Layout.CreateTable and every materialized view with Layout.CreateView,
+// reading Layout.Local tables, so that the step works on one server and on
+// a cluster alike.
 type Migration struct {
 	Version int
-	Name    string   // what it does, for the log and the migrations table
-	SQL     []string // statements with {db} for the database
+	Name    string // what it does, for the log and the migrations table
+	SQL     func(Layout) []string
 }
 
 // Migrations are every step from an empty database to the schema this
@@ -40,7 +46,7 @@ var Migrations = []Migration{
 	{Version: 1, Name: "events, events_per_minute and its view, bad_rows", SQL: schemaV1},
 	{Version: 2, Name: "events.method"},
 	{Version: 3, Name: "edge_counters", SQL: schemaV3},
-	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4()},
+	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4},
 	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
 	{Version: event.VersionStorage, Name: "events storage: path an ALIAS of url"},
 }
@@ -53,8 +59,8 @@ var Migrations = []Migration{
 // ReplacingMergeTree merely collapses exact copies. Day partitions let
 // retention drop it with events. ClickHouse 18.16 has no LowCardinality
 // without a setting, so the short repeated strings are plain String.
-var schemaV3 = []string{
-	`CREATE TABLE IF NOT EXISTS {db}.edge_counters (
+func schemaV3(l Layout) []string {
+	return l.CreateTable("edge_counters", `
 		instance UUID,
 		ts DateTime,
 		ts_ms UInt64,
@@ -63,9 +69,8 @@ var schemaV3 = []string{
 		counter String,
 		reason String,
 		value UInt64
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(ts)
-	ORDER BY (site, instance, counter, reason, ts_ms)`,
+	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(ts)
+	ORDER BY (site, instance, counter, reason, ts_ms)`)
 }
 
 // schemaV1 is the schema before migrations, exactly as it was created then
@@ -82,9 +87,9 @@ var schemaV3 = []string{
 // record). row_id is derived from the source and the raw input, so a bad
 // input delivered twice collapses at merges (count with uniqExact(row_id)).
 // Day partitions let retention drop it like events.
-var schemaV1 = []string{
-	`CREATE DATABASE IF NOT EXISTS {db}`,
-	`CREATE TABLE IF NOT EXISTS {db}.events (
+func schemaV1(l Layout) []string {
+	out := []string{l.CreateDatabase()}
+	out = append(out, l.CreateTable("events", `
 		event_id UUID,
 		ts DateTime,
 		ts_ms UInt64,
@@ -100,20 +105,17 @@ var schemaV1 = []string{
 		utm_campaign String,
 		pop String,
 		props String
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(ts)
-	ORDER BY (site, ts, event_id)`,
-	`CREATE TABLE IF NOT EXISTS {db}.events_per_minute (
+	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(ts)
+	ORDER BY (site, ts, event_id)`)...)
+	out = append(out, l.CreateTable("events_per_minute", `
 		site String,
 		minute DateTime,
 		n UInt64
-	) ENGINE = SummingMergeTree(n)
-	PARTITION BY toYYYYMM(minute)
-	ORDER BY (site, minute)`,
-	`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_per_minute_mv TO {db}.events_per_minute AS
-	SELECT site, toStartOfMinute(ts) AS minute, count() AS n
-	FROM {db}.events GROUP BY site, minute`,
-	`CREATE TABLE IF NOT EXISTS {db}.bad_rows (
+	`, "SummingMergeTree(n)", `PARTITION BY toYYYYMM(minute)
+	ORDER BY (site, minute)`)...)
+	out = append(out, l.CreateView("events_per_minute_mv", "events_per_minute", `SELECT site, toStartOfMinute(ts) AS minute, count() AS n
+	FROM `+l.Local("events")+` GROUP BY site, minute`))
+	return append(out, l.CreateTable("bad_rows", `
 		row_id UUID,
 		received DateTime,
 		received_ms UInt64,
@@ -122,22 +124,23 @@ var schemaV1 = []string{
 		reason String,
 		error String,
 		raw String
-	) ENGINE = ReplacingMergeTree
-	PARTITION BY toYYYYMMDD(received)
-	ORDER BY (reason, row_id)`,
+	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(received)
+	ORDER BY (reason, row_id)`)...)
 }
 
 // migrationsTable records the applied steps. A ReplacingMergeTree keyed by
 // version keeps one row per version at merges; reads group by version, so
 // a step recorded twice by two aggregators starting at once reads once
-// before merges too.
-const migrationsTable = `CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+// before merges too. In a cluster each aggregator records into its own
+// shard and reads every shard's records through the Distributed table.
+func migrationsTable(l Layout) []string {
+	return l.CreateTable("schema_migrations", `
 	version UInt32,
 	name String,
 	applied_at DateTime,
 	by String
-) ENGINE = ReplacingMergeTree
-ORDER BY version`
+`, "ReplacingMergeTree", `ORDER BY version`)
+}
 
 // ErrSchemaTooNew is returned (wrapped in a *SchemaTooNewError) by Migrate
 // for a database that a newer aggregator has migrated past the steps this
@@ -196,7 +199,10 @@ func (c *Client) MigrateTo(ctx context.Context, version int) (MigrateResult, err
 
 func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
 	var res MigrateResult
-	for _, s := range []string{"CREATE DATABASE IF NOT EXISTS {db}", migrationsTable} {
+	if err := c.checkCluster(ctx); err != nil {
+		return res, err
+	}
+	for _, s := range append([]string{c.layout.CreateDatabase()}, migrationsTable(c.layout)...) {
 		if err := c.execDDL(ctx, s); err != nil {
 			return res, fmt.Errorf("migrate: %w", err)
 		}
@@ -225,6 +231,42 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 	return res, nil
 }
 
+// ErrClusterConfig means the server's configuration does not fit the
+// cluster layout asked for.
+var ErrClusterConfig = errors.New("clickhouse cluster configuration")
+
+// checkCluster checks, in a cluster, what the layout needs of the server
+// before anything is created: the cluster in its remote_servers, the
+// {shard} and {replica} macros, and enough replicas in every shard for the
+// insert quorum (else every insert would fail).
+func (c *Client) checkCluster(ctx context.Context) error {
+	if !c.layout.Clustered() {
+		return nil
+	}
+	rows, err := c.Query(ctx, "SELECT shard_num, count() FROM system.clusters WHERE cluster = "+quote(c.layout.Cluster)+" GROUP BY shard_num ORDER BY shard_num")
+	if err != nil {
+		return fmt.Errorf("read the clusters: %w", err)
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("%w: cluster %q is not in this server's remote_servers: add it to the configuration of every server, or name one that is (--clickhouse-cluster)", ErrClusterConfig, c.layout.Cluster)
+	}
+	for _, r := range rows {
+		if len(r) == 2 && c.quorum > 1 {
+			if n, err := parseUint(r[1]); err == nil && int(n) < c.quorum {
+				return fmt.Errorf("%w: shard %s of cluster %q has %d replicas, fewer than the insert quorum %d: every insert would fail; lower --clickhouse-insert-quorum or add replicas", ErrClusterConfig, r[0], c.layout.Cluster, n, c.quorum)
+			}
+		}
+	}
+	macros, err := c.Query(ctx, "SELECT macro FROM system.macros WHERE macro IN ('shard', 'replica')")
+	if err != nil {
+		return fmt.Errorf("read the macros: %w", err)
+	}
+	if len(macros) != 2 {
+		return fmt.Errorf("%w: this server lacks the macros shard and replica (it has %q): replicated tables name their ZooKeeper path and replica with them; add <macros><shard>…</shard><replica>…</replica></macros> to every server", ErrClusterConfig, macros)
+	}
+	return nil
+}
+
 // appliedMigrations returns the recorded steps by version.
 func (c *Client) appliedMigrations(ctx context.Context) (map[int]string, error) {
 	rows, err := c.Query(ctx, "SELECT version, any(name) FROM "+c.db+".schema_migrations GROUP BY version")
@@ -247,9 +289,11 @@ func (c *Client) appliedMigrations(ctx context.Context) (map[int]string, error) 
 
 // apply runs one step and records it.
 func (c *Client) apply(ctx context.Context, m Migration, by string) error {
-	for _, s := range m.SQL {
-		if err := c.execDDL(ctx, s); err != nil {
-			return err
+	if m.SQL != nil {
+		for _, s := range m.SQL(c.layout) {
+			if err := c.execDDL(ctx, s); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.addColumns(ctx, "events", m.Version); err != nil {
@@ -258,8 +302,8 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 	if err := c.modifyColumns(ctx, "events", m.Version); err != nil {
 		return err
 	}
-	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
-		c.db, m.Version, quote(m.Name), quote(by)))
+	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
+		c.db, c.layout.LocalName("schema_migrations"), m.Version, quote(m.Name), quote(by)))
 }
 
 // addColumns adds to table the columns of the event fields that schema
@@ -267,6 +311,11 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 // has no ADD COLUMN IF NOT EXISTS, so the columns are looked up first; an
 // aggregator racing this one may add a column in between, and its "already
 // exists" is taken as done once the column is seen.
+//
+// In a cluster the columns are added to the local tables on every server
+// (ON CLUSTER; a replicated table's ALTER reaches its other replicas
+// through ZooKeeper), and the Distributed table is made again over them
+// (remakeDistributed).
 func (c *Client) addColumns(ctx context.Context, table string, version int) error {
 	var want []*event.Field
 	for i := range event.Fields {
@@ -277,16 +326,18 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 	if len(want) == 0 {
 		return nil
 	}
-	have, err := c.columnTypes(ctx, table)
+	local := c.layout.LocalName(table)
+	have, err := c.columns(ctx, local)
 	if err != nil {
 		return err
 	}
 	for _, f := range want {
-		if typ, ok := have[f.JSON]; ok {
+		if col, ok := have[f.JSON]; ok {
+			typ := col.typ
 			// A later step changes the type of a column it has: any
 			// type is this step's (modifyColumns checks the later one).
 			if typ != f.CHType && f.CHChanged <= version {
-				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, table, f.JSON, typ, f.CHType)
+				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, local, f.JSON, typ, f.CHType)
 			}
 			continue
 		}
@@ -296,15 +347,44 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 		}
 		// LowCardinality columns need this setting on 18.16; later
 		// versions accept and ignore it.
-		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", c.db, table, f.JSON, f.CHType, def),
+		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s ADD COLUMN %s %s%s", c.db, local, c.layout.OnCluster(), f.JSON, f.CHType, def),
 			map[string]string{"allow_experimental_low_cardinality_type": "1"})
 		if err == nil {
 			continue
 		}
-		if have, cerr := c.columnTypes(ctx, table); cerr == nil && have[f.JSON] == f.CHType {
+		if have, cerr := c.columns(ctx, local); cerr == nil && have[f.JSON].typ == f.CHType {
 			continue // added meanwhile by another aggregator
 		}
-		return fmt.Errorf("add column %s.%s: %w", table, f.JSON, err)
+		return fmt.Errorf("add column %s.%s: %w", local, f.JSON, err)
+	}
+	return c.remakeDistributed(ctx, table, func(cols map[string]column) bool {
+		for _, f := range want {
+			if cols[f.JSON].typ != f.CHType {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// remakeDistributed makes a cluster's Distributed table again over its
+// local tables after their columns changed, unless its columns are already
+// as current says. Its columns are fixed when it is made, and 18.16
+// refuses ALTER ON CLUSTER of a table that is not replicated on a cluster
+// whose shards are. A Distributed table holds no rows, so nothing is lost;
+// readers see it missing for that moment. One server: nothing to do.
+func (c *Client) remakeDistributed(ctx context.Context, table string, current func(map[string]column) bool) error {
+	if !c.layout.Clustered() {
+		return nil
+	}
+	if cols, err := c.columns(ctx, table); err == nil && current(cols) {
+		return nil
+	}
+	if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+table+c.layout.OnCluster()); err != nil {
+		return fmt.Errorf("make the Distributed table %s again with the new columns: %w", table, err)
+	}
+	if err := c.execDDL(ctx, c.layout.Distributed(table)); err != nil {
+		return fmt.Errorf("make the Distributed table %s again with the new columns: %w", table, err)
 	}
 	return nil
 }
@@ -331,7 +411,8 @@ func (c *Client) modifyColumns(ctx context.Context, table string, version int) e
 		col, ok := cols[f.JSON]
 		return ok && col.typ == f.CHType && (col.kind == "ALIAS") == (f.CHAlias != "")
 	}
-	cols, err := c.columns(ctx, table)
+	local := c.layout.LocalName(table)
+	cols, err := c.columns(ctx, local)
 	if err != nil {
 		return err
 	}
@@ -340,7 +421,7 @@ func (c *Client) modifyColumns(ctx context.Context, table string, version int) e
 			continue
 		}
 		if _, ok := cols[f.JSON]; !ok {
-			return fmt.Errorf("%w: %s.%s has no column %s to change", ErrSchemaConflict, c.db, table, f.JSON)
+			return fmt.Errorf("%w: %s.%s has no column %s to change", ErrSchemaConflict, c.db, local, f.JSON)
 		}
 		def := ""
 		switch {
@@ -349,17 +430,24 @@ func (c *Client) modifyColumns(ctx context.Context, table string, version int) e
 		case f.CHDefault != "":
 			def = " DEFAULT " + f.CHDefault
 		}
-		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s %s%s", c.db, table, f.JSON, f.CHType, def),
+		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s MODIFY COLUMN %s %s%s", c.db, local, c.layout.OnCluster(), f.JSON, f.CHType, def),
 			map[string]string{"allow_experimental_low_cardinality_type": "1"})
 		if err == nil {
 			continue
 		}
-		if now, cerr := c.columns(ctx, table); cerr == nil && done(f, now) {
+		if now, cerr := c.columns(ctx, local); cerr == nil && done(f, now) {
 			continue // changed meanwhile by another aggregator
 		}
-		return fmt.Errorf("change column %s.%s: %w", table, f.JSON, err)
+		return fmt.Errorf("change column %s.%s: %w", local, f.JSON, err)
 	}
-	return nil
+	return c.remakeDistributed(ctx, table, func(cols map[string]column) bool {
+		for _, f := range want {
+			if !done(f, cols) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // column is a column's type and kind ("", DEFAULT, MATERIALIZED or
@@ -379,24 +467,6 @@ func (c *Client) columns(ctx context.Context, table string) (map[string]column, 
 	for _, r := range rows {
 		if len(r) == 3 {
 			cols[r[0]] = column{r[1], r[2]}
-		}
-	}
-	return cols, nil
-}
-
-// columnTypes returns the columns of table with their types.
-func (c *Client) columnTypes(ctx context.Context, table string) (map[string]string, error) {
-	rows, err := c.Query(ctx, fmt.Sprintf("SELECT name, type FROM system.columns WHERE database = %s AND table = %s", quote(c.db), quote(table)))
-	if err != nil {
-		return nil, fmt.Errorf("read the columns of %s: %w", table, err)
-	}
-	if len(rows) == 0 {
-		return nil, fmt.Errorf("table %s.%s does not exist", c.db, table)
-	}
-	cols := make(map[string]string, len(rows))
-	for _, r := range rows {
-		if len(r) == 2 {
-			cols[r[0]] = r[1]
 		}
 	}
 	return cols, nil

@@ -45,7 +45,7 @@ func v1Schema(t *testing.T) []string {
 // Step 1 is exactly the schema main created, so that a database made by it
 // is version 1 as it is, and the steps are numbered 1, 2, ... in order.
 func TestMigrationsList(t *testing.T) {
-	if got, want := Migrations[0].SQL, v1Schema(t); strings.Join(got, "\n;\n") != strings.Join(want, "\n;\n") {
+	if got, want := Migrations[0].SQL(Layout{}), v1Schema(t); strings.Join(got, "\n;\n") != strings.Join(want, "\n;\n") {
 		t.Fatalf("step 1 differs from main's schema:\n%s\nwant\n%s", strings.Join(got, "\n;\n"), strings.Join(want, "\n;\n"))
 	}
 	versions := map[int]bool{}
@@ -54,13 +54,17 @@ func TestMigrationsList(t *testing.T) {
 			t.Errorf("step %d: version %d, name %q", i, m.Version, m.Name)
 		}
 		versions[m.Version] = true
-		for _, s := range m.SQL {
+		var stmts []string
+		if m.SQL != nil {
+			stmts = append(m.SQL(Layout{}), m.SQL(Layout{Cluster: "c"})...)
+		}
+		for _, s := range stmts {
 			if up := strings.ToUpper(s); strings.Contains(up, "DROP") || strings.Contains(up, "DELETE") {
 				t.Errorf("step %d drops or deletes: %s", m.Version, s)
 			}
 		}
 	}
-	events := Migrations[0].SQL[1]
+	events := Migrations[0].SQL(Layout{})[1]
 	for _, f := range event.Fields {
 		if !versions[f.Since] {
 			t.Errorf("field %s is of schema version %d, which no migration has", f.JSON, f.Since)

@@ -155,8 +155,12 @@ func cell(col proto.ColResult, i int) string {
 }
 
 // insert sends input as one block into table (db.name, not quoted).
-func (n *native) insert(ctx context.Context, table string, input proto.Input) error {
-	return n.do(ctx, ch.Query{Body: "INSERT INTO " + table + " " + input.Columns() + " VALUES", Input: input})
+func (n *native) insert(ctx context.Context, table string, input proto.Input, settings map[string]string) error {
+	q := ch.Query{Body: "INSERT INTO " + table + " " + input.Columns() + " VALUES", Input: input}
+	for k, v := range settings {
+		q.Settings = append(q.Settings, ch.Setting{Key: k, Value: v, Important: true})
+	}
+	return n.do(ctx, q)
 }
 
 func (n *native) ping(ctx context.Context) error {

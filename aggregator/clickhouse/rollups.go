@@ -76,46 +76,41 @@ const DimTable = "dim_hours"
 // dashboard reads them from events (see package query, Stored). Visitors
 // would be an AggregatingMergeTree column (uniqCombinedState) once events
 // carry a visitor id (issue 11).
-func schemaV4() []string {
+func schemaV4(l Layout) []string {
 	var out []string
 	for _, g := range Grains {
-		out = append(out,
-			`CREATE TABLE IF NOT EXISTS {db}.`+g.Table+` (
+		out = append(out, l.CreateTable(g.Table, `
 		site String,
 		t DateTime,
 		events UInt64,
 		pageviews UInt64
-	) ENGINE = SummingMergeTree
-	PARTITION BY toYYYYMM(t)
-	ORDER BY (site, t)`,
-			`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.`+g.Table+`_mv TO {db}.`+g.Table+` AS
-	SELECT site, `+g.Start+`(ts, 'UTC') AS t, count() AS events, countIf(name = 'pageview') AS pageviews
-	FROM {db}.events GROUP BY site, t`)
+	`, "SummingMergeTree", `PARTITION BY toYYYYMM(t)
+	ORDER BY (site, t)`)...)
+		out = append(out, l.CreateView(g.Table+"_mv", g.Table, `SELECT site, `+g.Start+`(ts, 'UTC') AS t, count() AS events, countIf(name = 'pageview') AS pageviews
+	FROM `+l.Local("events")+` GROUP BY site, t`))
 	}
-	out = append(out, `CREATE TABLE IF NOT EXISTS {db}.`+DimTable+` (
+	out = append(out, l.CreateTable(DimTable, `
 		site String,
 		dim String,
 		value String,
 		t DateTime,
 		events UInt64,
 		pageviews UInt64
-	) ENGINE = SummingMergeTree
-	PARTITION BY toYYYYMM(t)
-	ORDER BY (site, dim, t, value)`)
-	return append(out, dimViews(4)...)
+	`, "SummingMergeTree", `PARTITION BY toYYYYMM(t)
+	ORDER BY (site, dim, t, value)`)...)
+	return append(out, dimViews(l, 4)...)
 }
 
 // dimViews are the views of the dimensions a step introduces.
-func dimViews(step int) []string {
+func dimViews(l Layout, step int) []string {
 	var out []string
 	for _, d := range Dimensions {
 		if d.Since != step || !d.Collected {
 			continue
 		}
-		out = append(out, `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.`+DimTable+`_`+d.Name+`_mv TO {db}.`+DimTable+` AS
-	SELECT site, '`+d.Name+`' AS dim, `+d.Expr+` AS value, toStartOfHour(ts, 'UTC') AS t,
+		out = append(out, l.CreateView(DimTable+"_"+d.Name+"_mv", DimTable, `SELECT site, '`+d.Name+`' AS dim, `+d.Expr+` AS value, toStartOfHour(ts, 'UTC') AS t,
 		count() AS events, countIf(name = 'pageview') AS pageviews
-	FROM {db}.events GROUP BY site, value, t`)
+	FROM `+l.Local("events")+` GROUP BY site, value, t`))
 	}
 	return out
 }

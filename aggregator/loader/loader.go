@@ -445,6 +445,9 @@ type batch struct {
 
 	stored map[string]uint64 // rows this load added, per site
 	tried  bool              // an insert of this load was attempted
+	// lastInsert are the events of the last insert attempted, in its
+	// order.
+	lastInsert []event.Event
 	// failed holds events passed to an insert that returned an error: it
 	// may have stored them. If a retry finds them stored, they are counted
 	// then, as nothing else will count them.
@@ -675,9 +678,17 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 	insert, check := b.events, b.check
 	if b.tried {
 		// An earlier attempt's insert failed and may have stored some
-		// of its events: ask the store about every one.
-		check = append(check[:len(check):len(check)], insert...)
-		insert = nil
+		// of its events: ask the store about every one, and insert the
+		// missing ones in the same order. A part of the failed insert
+		// that was stored but cannot be read yet (its replica is down)
+		// is then the same block again, which a replicated ClickHouse
+		// table drops as a duplicate (clickhouse.Client.SetCluster).
+		check, insert = b.lastInsert, nil
+		if bd, ok := l.cfg.Store.(store.BlockDeduplicator); ok && bd.DeduplicatesBlocks() {
+			// The store keeps the same block once: send it again as it
+			// was (see store.BlockDeduplicator).
+			check, insert = nil, b.lastInsert
+		}
 	}
 	delta := map[string]uint64{}
 	if len(check) > 0 {
@@ -704,6 +715,7 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 	}
 	if len(insert) > 0 {
 		b.tried = true
+		b.lastInsert = insert
 		if err := l.cfg.Store.InsertEvents(ctx, insert); err != nil {
 			l.m.StoreErrors.Add(1)
 			if b.failed == nil {

@@ -44,6 +44,10 @@ type Config struct {
 	RedisCluster  []string
 	ClickHouseURL string // "" = on-disk store
 	ClickHouseDB  string // default "edgepixel"
+	// ClickHouseCluster, with a Name, lays the schema out on that cluster
+	// (clickhouse.Layout): inserts into the local shard of ClickHouseURL's
+	// server, reads through Distributed tables. Zero: one server.
+	ClickHouseCluster clickhouse.ClusterConfig
 
 	MaxBody       int64
 	ReplayWindow  time.Duration
@@ -184,11 +188,16 @@ func Open(cfg Config) (*Server, error) {
 		s.dedupe = dedupe.NewMemory(cfg.DedupeWindow)
 	}
 	if cfg.ClickHouseURL != "" {
-		if s.store, err = clickhouse.New(cfg.ClickHouseURL, cfg.ClickHouseDB); err != nil {
+		c, err := clickhouse.New(cfg.ClickHouseURL, cfg.ClickHouseDB)
+		if err == nil && cfg.ClickHouseCluster.Name != "" {
+			err = c.SetCluster(cfg.ClickHouseCluster)
+		}
+		if err != nil {
 			s.spool.Close()
 			s.dedupe.Close()
 			return nil, err
 		}
+		s.store = c
 	} else {
 		dir := filepath.Join(cfg.DataDir, "events")
 		s.log.Warn("WARNING: no --clickhouse configured: events are stored as NDJSON files on local disk (fine for trying edgepixel, not for production)", "dir", dir)

@@ -50,6 +50,22 @@ type Store interface {
 	Close() error
 }
 
+// BlockDeduplicator is a Store that keeps an insert's events once when
+// the same events, in the same order, are inserted again: ClickHouse's
+// replicated tables, which drop a block the same as a recent one.
+// DeduplicatesBlocks reports whether this store does (it may depend on its
+// configuration).
+//
+// The loader retries an insert whose outcome is unknown as the same
+// block, instead of inserting the events ExistingIDs does not find:
+// with replication a failed insert can leave rows readable for a while
+// that the server later drops (a part written on a replica whose commit
+// to ZooKeeper failed; ClickHouse then asks the client to retry the same
+// block), and filtering by what is readable would lose them.
+type BlockDeduplicator interface {
+	DeduplicatesBlocks() bool
+}
+
 // TopCounts applies the selection of Store.Counts to all, every site's
 // count: it returns the listed sites, or the max with the most, and the
 // total over all.

@@ -46,6 +46,7 @@ var (
 	Pop        = Artifact{Name: "pop", About: "the POP", Pkg: "./edge/cmd/edgepixel-pop", File: "edgepixel-pop"}
 	Aggregator = Artifact{Name: "aggregator", About: "the aggregator", Pkg: "./aggregator/cmd/edgepixel-aggregator", File: "edgepixel-aggregator"}
 	Launcher   = Artifact{Name: "run", About: "the launcher", Pkg: "./tests/cmd/edgepixel-run", File: "edgepixel-run"}
+	Fleet      = Artifact{Name: "cluster", About: "the fleet launcher", Pkg: "./tests/cmd/edgepixel-cluster", File: "edgepixel-cluster"}
 	Bench      = Artifact{Name: "bench", About: "the benchmark", Pkg: "./tests/cmd/edgepixel-bench", File: "edgepixel-bench"}
 	// Salt rotates the visitor-id salts; `make run` runs it hourly.
 	Salt = Artifact{Name: "salt", About: "the salt rotator", Pkg: "./edge/cmd/edgepixel-salt", File: "edgepixel-salt"}
@@ -55,7 +56,7 @@ var (
 	// module imports it from wrangler/build/edgepixel.wasm.
 	Worker = Artifact{Name: "worker", About: "the Cloudflare worker", Pkg: "./wrangler/cmd/edgepixel-worker", File: "edgepixel-worker.wasm", Wasm: true, Reactor: true}
 
-	All = []Artifact{Edge, Pop, Aggregator, Launcher, Bench, Salt, Sign, Worker}
+	All = []Artifact{Edge, Pop, Aggregator, Launcher, Fleet, Bench, Salt, Sign, Worker}
 )
 
 // Named returns the artifact called name.

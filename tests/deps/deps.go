@@ -61,6 +61,10 @@ var (
 	// place of Viceroy. NpmBin is the npm shim, which runs the CLI binary
 	// from the platform package beside it.
 	FastlyCLI = Program{Name: "the Fastly CLI", Npm: "@fastly/cli@16.1.0", NpmBin: "node_modules/.bin/fastly"}
+	// ZooKeeper is Debian's ZooKeeper (the jar, run by java's
+	// QuorumPeerMain): replicated ClickHouse tables and distributed DDL
+	// need it. The package starts no service. Path finds java.
+	ZooKeeper = Program{Name: "zookeeper", Bins: []string{"java"}, Files: []string{"/usr/share/java/zookeeper.jar"}, Apt: []string{"zookeeper"}}
 	Wrk       = Program{Name: "wrk", Bins: []string{"wrk"}, Apt: []string{"wrk"}}
 	// Wrangler is Cloudflare's CLI (`wrangler deploy`); 4.86.0 is the
 	// newest that runs on Node 20. Workerd, Cloudflare's Workers runtime,
@@ -105,8 +109,10 @@ const (
 // TinyGoLLVM the build then says what to install.
 var (
 	Run   = []Program{TinyGoLLVM, Redis, ClickHouse, ClickHouseClient}
-	Test  = []Program{TinyGoLLVM, Redis, ClickHouse, ClickHouseClient, Chromium, Npm, FastlyCLI, Wrangler, Workerd}
+	Test  = []Program{TinyGoLLVM, Redis, ClickHouse, ClickHouseClient, ZooKeeper, Chromium, Npm, FastlyCLI, Wrangler, Workerd}
 	Bench = []Program{TinyGoLLVM, Redis, ClickHouse, Wrk, Npm, Workerd}
+	// Cluster is what `make cluster` runs: the fleet needs all of them.
+	Cluster = []Program{TinyGoLLVM, Redis, ClickHouse, ZooKeeper}
 )
 
 // NpmPrefix is where npm packages go: root/.edgepixel/npm.

@@ -31,6 +31,7 @@ type ClickHouse struct {
 	Dir     string
 	p       *proc.Proc
 	token   string
+	extra   string // configuration elements added (a cluster member's)
 }
 
 // ClickHouseAvailable reports whether clickhouse-server is installed (with
@@ -41,6 +42,16 @@ func ClickHouseAvailable() (path string, ok bool) { return deps.ClickHouse.Path(
 // native TCP on the given loopback ports (0 picks free ones), and waits
 // until GET /ping answers.
 func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*ClickHouse, error) {
+	return startClickHouse(ctx, dir, httpPort, tcpPort, "")
+}
+
+// startClickHouse is StartClickHouse with extra elements (XML) added to
+// the top level of the configuration. A server with extra configuration
+// is a cluster member: its default profile, which distributed DDL runs
+// with, allows LowCardinality columns (an experimental type in 18.16),
+// else a Distributed table over a table that has one cannot be made on
+// the other servers.
+func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, extra string) (*ClickHouse, error) {
 	bin, ok := ClickHouseAvailable()
 	if !ok {
 		return nil, fmt.Errorf("clickhouse-server not found; %s", deps.Advice([]deps.Program{deps.ClickHouse}))
@@ -71,8 +82,11 @@ func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*C
 		return nil, err
 	}
 	cfg := filepath.Join(cfgDir, "config.xml")
-	if err := os.WriteFile(cfg, []byte(privateConfig(string(base), dir, httpPort, tcpPort)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(privateConfig(string(base), dir, httpPort, tcpPort, extra)), 0o644); err != nil {
 		return nil, err
+	}
+	if extra != "" {
+		users = clusterProfile.ReplaceAll(users, []byte("${1}\n            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>"))
 	}
 	if err := os.WriteFile(filepath.Join(cfgDir, "users.xml"), users, 0o644); err != nil {
 		return nil, err
@@ -85,7 +99,7 @@ func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*C
 	if err != nil {
 		return nil, err
 	}
-	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p}
+	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p, extra: extra}
 	// A token only this server can read proves that the server answering on
 	// the port is ours and not one that held the port already.
 	c.token = strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(p.Pid())
@@ -113,16 +127,21 @@ func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*C
 var (
 	xmlComment = regexp.MustCompile(`(?s)<!--.*?-->`)
 	// Elements the private server must not take from the system config:
-	// ports it would clash on, and listen addresses beyond loopback.
-	dropElems = regexp.MustCompile(`(?s)\s*<(interserver_http_port|interserver_https_port|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone)>.*?</(interserver_http_port|interserver_https_port|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone)>`)
-	graphite  = regexp.MustCompile(`(?s)\s*<graphite>.*?</graphite>`)
+	// ports it would clash on, listen addresses beyond loopback, and the
+	// example clusters, ZooKeeper and macros (a cluster member gets its
+	// own).
+	dropElems      = regexp.MustCompile(`(?s)\s*<(interserver_http_port|interserver_https_port|interserver_http_host|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone|remote_servers)\b[^>]*?>.*?</(interserver_http_port|interserver_https_port|interserver_http_host|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone|remote_servers)>`)
+	dropEmpty      = regexp.MustCompile(`\s*<(zookeeper|macros)\b[^>]*/>`)
+	clusterProfile = regexp.MustCompile(`(?s)(<profiles>.*?<default>)`)
+	graphite       = regexp.MustCompile(`(?s)\s*<graphite>.*?</graphite>`)
 )
 
 // privateConfig rewrites the system configuration for a server that keeps
 // everything under dir and listens on 127.0.0.1 only.
-func privateConfig(base, dir string, httpPort, tcpPort int) string {
+func privateConfig(base, dir string, httpPort, tcpPort int, extra string) string {
 	s := xmlComment.ReplaceAllString(base, "")
 	s = dropElems.ReplaceAllString(s, "")
+	s = dropEmpty.ReplaceAllString(s, "")
 	s = graphite.ReplaceAllString(s, "")
 	set := func(tag, val string) {
 		re := regexp.MustCompile(`(?s)<` + tag + `>.*?</` + tag + `>`)
@@ -155,7 +174,7 @@ func privateConfig(base, dir string, httpPort, tcpPort int) string {
 	set("uncompressed_cache_size", strconv.Itoa(256<<20))
 	// UTC makes toStartOfMinute() buckets line up with unix minutes whatever
 	// the machine's zone.
-	extra := "\n    <listen_host>127.0.0.1</listen_host>\n    <timezone>UTC</timezone>"
+	extra = "\n    <listen_host>127.0.0.1</listen_host>\n    <timezone>UTC</timezone>" + extra
 	return strings.Replace(s, "<yandex>", "<yandex>"+extra, 1)
 }
 
@@ -183,6 +202,21 @@ func (c *ClickHouse) ping() error {
 		return fmt.Errorf("another server answers on %s (%s %.200q)", c.HTTPURL, resp.Status, b)
 	}
 	return nil
+}
+
+// query runs sql and returns the answer's body.
+func (c *ClickHouse) query(sql string) (string, error) {
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Post(c.HTTPURL+"/", "text/plain", strings.NewReader(sql))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("%s: %.300s", resp.Status, b)
+	}
+	return string(b), nil
 }
 
 // Stop shuts the server down gracefully and waits for it.

@@ -43,7 +43,7 @@ func (c *ClickHouse) Restart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n, err := StartClickHouse(ctx, c.Dir, portOf(u.Host), portOf(c.TCPAddr))
+	n, err := startClickHouse(ctx, c.Dir, portOf(u.Host), portOf(c.TCPAddr), c.extra)
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,9 @@ type options struct {
 	dashboardOrigins, publicCounters                                   string
 	secureCookies                                                      bool
 	liveInterval                                                       time.Duration
+	clickhouseCluster                                                  string
+	clickhouseQuorum                                                   int
+	clickhouseQuorumTimeout                                            time.Duration
 }
 
 func run(args []string) error {
@@ -79,6 +82,9 @@ func run(args []string) error {
 	fs.StringVar(&o.redisCluster, "redis-cluster", "", "comma-separated host:port of Redis Cluster nodes (any few; the rest are discovered) for deduplication, instead of --redis; every aggregator of a fleet must use the same one")
 	fs.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse URL: HTTP, e.g. http://127.0.0.1:8123, or native TCP (ClickHouse 19+), e.g. native://127.0.0.1:9000 (empty: NDJSON files under --data-dir)")
 	fs.StringVar(&o.clickhouseDB, "clickhouse-db", "edgepixel", "ClickHouse database")
+	fs.StringVar(&o.clickhouseCluster, "clickhouse-cluster", "", "ClickHouse cluster name (in the servers' remote_servers) to lay the schema out on: replicated tables per shard (ZooKeeper) with Distributed tables to read; --clickhouse is then this aggregator's server, whose shard it inserts into (empty: one server)")
+	fs.IntVar(&o.clickhouseQuorum, "clickhouse-insert-quorum", 2, "with --clickhouse-cluster: replicas of the shard that must have written an insert before the spool lets it go (insert_quorum); 0 or 1: the server written to")
+	fs.DurationVar(&o.clickhouseQuorumTimeout, "clickhouse-quorum-timeout", 30*time.Second, "with --clickhouse-cluster: how long an insert waits for its quorum before it fails and is retried (insert_quorum_timeout)")
 	fs.Int64Var(&o.maxBody, "max-body", 4<<20, "largest accepted batch body in bytes")
 	fs.DurationVar(&o.replayWindow, "replay-window", 5*time.Minute, "accepted skew of a batch's signed timestamp")
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "how long event ids are remembered for deduplication")
@@ -153,15 +159,22 @@ func run(args []string) error {
 		}
 	}
 
+	var cluster clickhouse.ClusterConfig
+	if o.clickhouseCluster != "" {
+		if o.clickhouse == "" {
+			return errors.New("--clickhouse-cluster needs --clickhouse: the URL of this aggregator's server in the cluster")
+		}
+		cluster = clickhouse.ClusterConfig{Name: o.clickhouseCluster, InsertQuorum: o.clickhouseQuorum, QuorumTimeout: o.clickhouseQuorumTimeout}
+	}
 	if o.clickhouse != "" {
-		if err := migrateClickHouse(log, o.clickhouse, o.clickhouseDB); err != nil {
+		if err := migrateClickHouse(log, o.clickhouse, o.clickhouseDB, cluster); err != nil {
 			return err
 		}
 	}
 
 	srv, err := server.Open(server.Config{
 		DataDir: o.dataDir, Secret: secret,
-		RedisURL: o.redis, RedisCluster: splitList(o.redisCluster), ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB,
+		RedisURL: o.redis, RedisCluster: splitList(o.redisCluster), ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB, ClickHouseCluster: cluster,
 		MaxBody: o.maxBody, ReplayWindow: o.replayWindow, DedupeWindow: o.dedupeWindow,
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
@@ -280,17 +293,28 @@ func run(args []string) error {
 // that a newer aggregator migrated (a rollback) or that was changed by
 // hand. A server that does not answer does not stop the start: events are
 // spooled meanwhile, and the loader migrates once it answers.
-func migrateClickHouse(log *slog.Logger, url, db string) error {
+func migrateClickHouse(log *slog.Logger, url, db string, cluster clickhouse.ClusterConfig) error {
 	c, err := clickhouse.New(url, db)
 	if err != nil {
 		return err
 	}
+	if cluster.Name != "" {
+		if err := c.SetCluster(cluster); err != nil {
+			return err
+		}
+	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Distributed DDL runs each statement on every server of a cluster, in
+	// turn: a first migration takes much longer there.
+	timeout := 30 * time.Second
+	if cluster.Name != "" {
+		timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	res, err := c.Migrate(ctx)
 	switch {
-	case errors.Is(err, clickhouse.ErrSchemaTooNew), errors.Is(err, clickhouse.ErrSchemaConflict):
+	case errors.Is(err, clickhouse.ErrSchemaTooNew), errors.Is(err, clickhouse.ErrSchemaConflict), errors.Is(err, clickhouse.ErrClusterConfig):
 		return err
 	case err != nil:
 		log.Warn("could not migrate the ClickHouse schema at start; the loader retries once ClickHouse answers, spooling events meanwhile", "err", err)

@@ -157,7 +157,7 @@ func runStorage(n int) error {
 		}
 	}
 	// The old table: step 1's DDL under another name.
-	old := strings.Replace(clickhouse.Migrations[0].SQL[1], "{db}.events (", "bench.events_v1 (", 1)
+	old := strings.Replace(clickhouse.Migrations[0].SQL(clickhouse.Layout{})[1], "{db}.events (", "bench.events_v1 (", 1)
 	if err := c.Exec(ctx, old); err != nil {
 		return err
 	}

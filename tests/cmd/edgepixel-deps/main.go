@@ -23,7 +23,7 @@ import (
 	"github.com/edgepixel/edgepixel/tests/progress"
 )
 
-var sets = map[string][]deps.Program{"run": deps.Run, "test": deps.Test, "bench": deps.Bench}
+var sets = map[string][]deps.Program{"run": deps.Run, "test": deps.Test, "bench": deps.Bench, "cluster": deps.Cluster}
 
 func main() {
 	if len(os.Args) < 3 || (os.Args[1] != "install" && os.Args[1] != "check") {

@@ -1,0 +1,147 @@
+package clickhouse
+
+import (
+	"strings"
+)
+
+// Layout is where the schema's tables live. The zero Layout is one server:
+// every table is what its migration step names, with the engine it names.
+//
+// A Layout with a Cluster spreads the tables over that cluster (a
+// remote_servers entry in the servers' configuration): shards of replicas
+// coordinated by ZooKeeper, as in ClickHouse's documentation on data
+// replication and the Distributed engine. Each table then is two:
+//
+//   - NAME_local on every server, with the replicated form of its engine
+//     (ReplacingMergeTree becomes ReplicatedReplacingMergeTree) whose
+//     ZooKeeper path names the {shard} macro, so that the replicas of a
+//     shard hold the same rows; inserts go here, to one shard, and
+//     materialized views read and write these;
+//   - NAME, a Distributed table over every shard's NAME_local: readers
+//     (the dashboard, queries, counts) use it unchanged.
+//
+// Statements for a cluster run ON CLUSTER (distributed DDL through
+// ZooKeeper, on every server of the cluster), so one aggregator migrates
+// the whole cluster. Statements keep {db} for the database, filled in when
+// they run.
+type Layout struct {
+	Cluster string // a remote_servers cluster name; "" for one server
+}
+
+// Clustered reports whether l spreads tables over a cluster.
+func (l Layout) Clustered() bool { return l.Cluster != "" }
+
+// LocalSuffix ends the name of a table's per-server part in a cluster.
+const LocalSuffix = "_local"
+
+// Local returns the table that rows of table are inserted into and that
+// materialized views read and write: {db}.table on one server,
+// {db}.table_local in a cluster.
+func (l Layout) Local(table string) string { return "{db}." + l.LocalName(table) }
+
+// LocalName is Local without the database.
+func (l Layout) LocalName(table string) string {
+	if l.Clustered() {
+		return table + LocalSuffix
+	}
+	return table
+}
+
+// OnCluster returns " ON CLUSTER name" in a cluster, else "": the clause
+// that makes a DDL statement run on every server.
+func (l Layout) OnCluster() string {
+	if l.Clustered() {
+		return " ON CLUSTER " + l.Cluster
+	}
+	return ""
+}
+
+// ZooKeeperPath is where a replicated table keeps its replicas' shared
+// state: one path per shard (the {shard} macro) and table. Replicas of a
+// shard have the same path and differ by the {replica} macro.
+func ZooKeeperPath(table string) string { return "/clickhouse/tables/{shard}/{db}." + table }
+
+// Engine returns the ENGINE of table, given as on one server: an engine of
+// the MergeTree family with its parameters, if any ("ReplacingMergeTree",
+// "SummingMergeTree(n)"). On one server it is engine itself; in a cluster
+// its replicated form, whose first parameters are ZooKeeperPath(table) and
+// the {replica} macro:
+// ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{db}.t', '{replica}', n).
+//
+// Every table a migration step creates takes its engine from here (through
+// CreateTable), so that one choice makes the whole schema replicated.
+func (l Layout) Engine(table, engine string) string {
+	if !l.Clustered() {
+		return engine
+	}
+	name, params, _ := strings.Cut(engine, "(")
+	params = strings.TrimSuffix(strings.TrimSpace(params), ")")
+	out := "Replicated" + strings.TrimSpace(name) + "('" + ZooKeeperPath(table) + "', '{replica}'"
+	if strings.TrimSpace(params) != "" {
+		out += ", " + params
+	}
+	return out + ")"
+}
+
+// CreateTable returns the statements that create table: columns is the
+// text inside the parentheses of the column list, engine the engine as on
+// one server (see Engine), keys what follows it (PARTITION BY, ORDER BY,
+// SETTINGS). On one server that is one statement,
+//
+//	CREATE TABLE IF NOT EXISTS {db}.table (columns) ENGINE = engine
+//		keys
+//
+// and in a cluster two, on every server: table_local with the replicated
+// engine, and table as a Distributed table over it (see Distributed).
+//
+// A table whose engine sums or aggregates (SummingMergeTree,
+// AggregatingMergeTree) is a rollup that materialized views fill. In a
+// cluster its inserts are not deduplicated (replicated_deduplication_window
+// = 0): two loads' rollup rows are often the same block (one pageview of
+// a site in a minute), and deduplication would drop the second. A retried
+// insert into the table the view reads is still safe: ClickHouse skips the
+// views of a block it drops as a duplicate.
+func (l Layout) CreateTable(table, columns, engine, keys string) []string {
+	if l.Clustered() && (strings.HasPrefix(engine, "SummingMergeTree") || strings.HasPrefix(engine, "AggregatingMergeTree")) {
+		if strings.Contains(keys, "SETTINGS ") {
+			keys += ", replicated_deduplication_window = 0"
+		} else {
+			keys += "\n\tSETTINGS replicated_deduplication_window = 0"
+		}
+	}
+	out := []string{`CREATE TABLE IF NOT EXISTS ` + l.Local(table) + l.OnCluster() + ` (` + columns + `) ENGINE = ` + l.Engine(table, engine) + "\n\t" + keys}
+	if l.Clustered() {
+		out = append(out, l.Distributed(table))
+	}
+	return out
+}
+
+// Distributed returns the statement that creates table, in a cluster, as
+// a Distributed table over table_local on every shard, with its columns
+// (empty on one server, where there is nothing to create). Inserts do not
+// go through it, so its sharding key only matters to someone inserting by
+// hand: rand() spreads such rows evenly.
+func (l Layout) Distributed(table string) string {
+	if !l.Clustered() {
+		return ""
+	}
+	return `CREATE TABLE IF NOT EXISTS {db}.` + table + l.OnCluster() + ` AS ` + l.Local(table) +
+		` ENGINE = Distributed(` + l.Cluster + `, {db}, ` + l.LocalName(table) + `, rand())`
+}
+
+// CreateView returns the statement that creates the materialized view
+// name, on every server in a cluster, storing into the table to (its Local
+// form: each server's view fills its own replica, whose inserts replicate
+// like any other) the rows of query, which must read Local tables:
+//
+//	CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.name TO {db}.to AS
+//		query
+func (l Layout) CreateView(name, to, query string) string {
+	return `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.` + name + l.OnCluster() + ` TO ` + l.Local(to) + ` AS` + "\n\t" + query
+}
+
+// CreateDatabase returns the statement that creates the database, on every
+// server in a cluster.
+func (l Layout) CreateDatabase() string {
+	return "CREATE DATABASE IF NOT EXISTS {db}" + l.OnCluster()
+}

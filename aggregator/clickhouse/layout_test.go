@@ -1,0 +1,60 @@
+package clickhouse
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLayoutEngine(t *testing.T) {
+	for _, c := range []struct{ cluster, engine, want string }{
+		{"", "ReplacingMergeTree", "ReplacingMergeTree"},
+		{"", "SummingMergeTree(n)", "SummingMergeTree(n)"},
+		{"c", "ReplacingMergeTree", "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{db}.t', '{replica}')"},
+		{"c", "SummingMergeTree(n)", "ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{db}.t', '{replica}', n)"},
+		{"c", "SummingMergeTree()", "ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{db}.t', '{replica}')"},
+		{"c", "MergeTree", "ReplicatedMergeTree('/clickhouse/tables/{shard}/{db}.t', '{replica}')"},
+	} {
+		if got := (Layout{Cluster: c.cluster}).Engine("t", c.engine); got != c.want {
+			t.Errorf("cluster %q engine %q: %s, want %s", c.cluster, c.engine, got, c.want)
+		}
+	}
+}
+
+// In a cluster every table of every step is replicated, has a Distributed
+// table over it, and runs on the whole cluster; every view reads and
+// writes local tables only.
+func TestLayoutClusterSteps(t *testing.T) {
+	l := Layout{Cluster: "c"}
+	for _, m := range Migrations {
+		if m.SQL == nil {
+			continue
+		}
+		stmts := m.SQL(l)
+		tables := map[string]bool{}
+		for _, s := range stmts {
+			if !strings.Contains(s, " ON CLUSTER c") {
+				t.Errorf("step %d: not on the cluster: %s", m.Version, s)
+			}
+			switch {
+			case strings.HasPrefix(s, "CREATE TABLE"):
+				name := strings.Fields(s)[5]
+				if strings.HasSuffix(name, LocalSuffix) {
+					if !strings.Contains(s, "ENGINE = Replicated") {
+						t.Errorf("step %d: %s is not replicated: %s", m.Version, name, s)
+					}
+					tables[strings.TrimSuffix(name, LocalSuffix)] = true
+				} else if !strings.Contains(s, "ENGINE = Distributed(c, {db}, ") {
+					t.Errorf("step %d: %s is neither local nor Distributed: %s", m.Version, name, s)
+				} else if !tables[name] {
+					t.Errorf("step %d: Distributed %s before its local table", m.Version, name)
+				}
+			case strings.HasPrefix(s, "CREATE MATERIALIZED VIEW"):
+				for _, f := range strings.Fields(s) {
+					if strings.HasPrefix(f, "{db}.") && !strings.HasSuffix(f, LocalSuffix) && !strings.HasSuffix(f, "_mv") {
+						t.Errorf("step %d: view names a table that is not local (%s): %s", m.Version, f, s)
+					}
+				}
+			}
+		}
+	}
+}

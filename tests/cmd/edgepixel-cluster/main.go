@@ -1,0 +1,195 @@
+// Command edgepixel-cluster brings up a fleet on this machine, as separate
+// processes on loopback ports: ZooKeeper, a ClickHouse cluster (2 shards x
+// 2 replicas), one Redis, and two aggregators each with a local POP in front,
+// each aggregator inserting into its own shard and reading every shard.
+// `make cluster` builds everything and starts it. It shows each start's
+// progress, prints where everything is, and Ctrl-C stops it all (the POPs
+// first, so that what they hold reaches the aggregators).
+//
+// All state lives under -dir, so a second run keeps the data.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/localsrv"
+	"github.com/edgepixel/edgepixel/tests/progress"
+	"github.com/edgepixel/edgepixel/tests/stack"
+)
+
+// clusterName is the remote_servers name the aggregators are given.
+const clusterName = "edgepixel"
+
+func main() {
+	var (
+		dir      = flag.String("dir", envOr("EDGEPIXEL_CLUSTER_DIR", ".edgepixel/cluster"), "where all data and logs live (env EDGEPIXEL_CLUSTER_DIR)")
+		binDir   = flag.String("bin", envOr("EDGEPIXEL_CLUSTER_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_CLUSTER_BIN)")
+		shards   = flag.Int("shards", 2, "ClickHouse shards")
+		replicas = flag.Int("replicas", 2, "ClickHouse replicas per shard")
+		aggs     = flag.Int("aggregators", 2, "aggregators, each with a POP in front, spread over the shards")
+	)
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	began := time.Now()
+	if *aggs < 1 || *shards < 1 || *replicas < 1 {
+		fatal(log, errors.New("-aggregators, -shards and -replicas must be at least 1"))
+	}
+	absDir, err := filepath.Abs(*dir)
+	if err != nil {
+		fatal(log, err)
+	}
+	if missing := deps.Missing("", []deps.Program{deps.Redis, deps.ClickHouse, deps.ZooKeeper}); len(missing) > 0 {
+		fatal(log, errors.New(deps.Advice(missing)))
+	}
+	bin := stack.InDir(*binDir)
+	for _, p := range []string{bin.Pop, bin.Aggregator, bin.Wasm} {
+		if _, err := os.Stat(p); err != nil {
+			fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make cluster`, which builds)", p))
+		}
+	}
+	pr := progress.New(os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	f := &fleet{log: log}
+	defer f.stop()
+	if err := f.start(ctx, absDir, bin, pr, *shards, *replicas, *aggs); err != nil {
+		f.stop()
+		fatal(log, fmt.Errorf("%w (logs under %s)", err, absDir))
+	}
+	fmt.Print(f.banner(absDir, time.Since(began)))
+
+	done := make(chan string, 2**aggs)
+	for i, s := range f.stacks {
+		go func() {
+			select {
+			case <-s.Pop.Done():
+				done <- fmt.Sprintf("POP %d exited; see %s", i+1, filepath.Join(s.Options().Dir, "logs", "pop.log"))
+			case <-s.Aggregator.Done():
+				done <- fmt.Sprintf("aggregator %d exited; see %s", i+1, filepath.Join(s.Options().Dir, "logs", "aggregator.log"))
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case why := <-done:
+		log.Error(why)
+	}
+	log.Info("stopping: POPs first so what they hold reaches the aggregators, then the aggregators, ClickHouse, Redis and ZooKeeper")
+}
+
+type fleet struct {
+	log    *slog.Logger
+	zk     *localsrv.ZooKeeper
+	ch     *localsrv.ClickHouseCluster
+	redis  *localsrv.Redis
+	stacks []*stack.Stack
+}
+
+func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *progress.Reporter, shards, replicas, aggs int) error {
+	startCtx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
+	if err := pr.Run("starting zookeeper", func() (err error) {
+		f.zk, err = localsrv.StartZooKeeper(startCtx, filepath.Join(dir, "zookeeper"), 0)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := pr.Run(fmt.Sprintf("starting %d clickhouse-servers (%d shards x %d replicas)", shards*replicas, shards, replicas), func() (err error) {
+		f.ch, err = localsrv.StartClickHouseCluster(startCtx, filepath.Join(dir, "clickhouse"), f.zk, clusterName, shards, replicas)
+		return err
+	}); err != nil {
+		return err
+	}
+	// The aggregators share one Redis for dedupe.
+	if err := pr.Run("starting redis-server", func() (err error) {
+		f.redis, err = localsrv.StartRedis(startCtx, filepath.Join(dir, "redis"), 0)
+		return err
+	}); err != nil {
+		return err
+	}
+	for i := range aggs {
+		shard := f.ch.Shards[i%shards]
+		server := shard[(i/shards)%len(shard)]
+		o := stack.Options{
+			Dir: filepath.Join(dir, "pop"+strconv.Itoa(i+1)), Bin: bin,
+			AggregatorAddr: "127.0.0.1:0", DashboardAddr: "127.0.0.1:0", PopAddr: "127.0.0.1:0",
+			NoRedis: true, NoClickHouse: true,
+			AggregatorArgs: []string{"--redis", f.redis.URL, "--clickhouse", server.HTTPURL, "--clickhouse-cluster", clusterName},
+			CompileCache:   "default",
+			Progress:       pr,
+		}
+		pr.Printf("aggregator and POP %d of %d (shard %d)", i+1, aggs, i%shards+1)
+		s, err := stack.Start(startCtx, o)
+		if err != nil {
+			return err
+		}
+		f.stacks = append(f.stacks, s)
+	}
+	return nil
+}
+
+// stop stops everything in reverse order; it may be called again.
+func (f *fleet) stop() {
+	for _, s := range f.stacks {
+		if err := s.Stop(); err != nil {
+			f.log.Warn("stopping a POP and aggregator", "err", err)
+		}
+	}
+	f.stacks = nil
+	if f.ch != nil {
+		if err := f.ch.Stop(); err != nil {
+			f.log.Warn("stopping clickhouse", "err", err)
+		}
+		f.ch = nil
+	}
+	if f.redis != nil {
+		f.redis.Stop()
+		f.redis = nil
+	}
+	if f.zk != nil {
+		f.zk.Stop()
+		f.zk = nil
+	}
+}
+
+func (f *fleet) banner(dir string, took time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nthe edgepixel fleet is running (ready in %s).\n\n", progress.Round(took))
+	fmt.Fprintf(&b, "  zookeeper   %s\n", f.zk.Addr)
+	for s, reps := range f.ch.Shards {
+		for r, c := range reps {
+			fmt.Fprintf(&b, "  clickhouse  shard %d replica %d: %s (native %s)\n", s+1, r+1, c.HTTPURL, c.TCPAddr)
+		}
+	}
+	fmt.Fprintf(&b, "  redis       %s\n", f.redis.URL)
+	for i, s := range f.stacks {
+		fmt.Fprintf(&b, "  pop %d       %s/p.gif?site=demo   -> aggregator %s (dashboard %s/, token in %s)\n",
+			i+1, s.PopURL, s.AggregatorURL, s.DashboardURL, filepath.Join(s.Options().Dir, "dashboard-token"))
+	}
+	fmt.Fprintf(&b, "\nEvery dashboard reads every shard (database edgepixel, cluster %s). Logs and data: %s\nCtrl-C stops everything; data stays.\n", clusterName, dir)
+	return b.String()
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func fatal(log *slog.Logger, err error) {
+	log.Error(err.Error())
+	os.Exit(1)
+}

@@ -1,0 +1,202 @@
+package localsrv
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ClickHouseCluster is a running set of private clickhouse-servers forming
+// one cluster: shards of replicas, coordinated by a ZooKeeper. Every
+// server knows the cluster under Name in its remote_servers, and has the
+// macros {shard} (the shard's number from 1) and {replica} (unique in the
+// cluster), which replicated tables name their ZooKeeper paths with.
+type ClickHouseCluster struct {
+	Name   string
+	Shards [][]*ClickHouse // [shard][replica]
+}
+
+// ClusterMember is where one server sits in a cluster.
+type ClusterMember struct {
+	Shard   int    // from 1
+	Replica string // the {replica} macro
+}
+
+// StartClickHouseCluster starts shards x replicas clickhouse-servers, each
+// under dir/sS-rR on free loopback ports, all using zk, and waits until
+// each answers. On error, the servers that did start are killed.
+//
+// The ports are chosen before any server starts (every server's
+// remote_servers names them all), so another process can take one in
+// between on a busy machine: then the cluster is started again on other
+// ports, up to three times.
+func StartClickHouseCluster(ctx context.Context, dir string, zk *ZooKeeper, name string, shards, replicas int) (*ClickHouseCluster, error) {
+	if !validName(name) {
+		return nil, fmt.Errorf("cluster name %q: letters, digits and _ only", name)
+	}
+	if shards < 1 || replicas < 1 {
+		return nil, fmt.Errorf("cluster of %d shards x %d replicas", shards, replicas)
+	}
+	for attempt := 1; ; attempt++ {
+		c, err := startClickHouseCluster(ctx, dir, zk, name, shards, replicas)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "already in use") {
+			return c, err
+		}
+	}
+}
+
+func startClickHouseCluster(ctx context.Context, dir string, zk *ZooKeeper, name string, shards, replicas int) (*ClickHouseCluster, error) {
+	type ports struct{ http, tcp, inter int }
+	ps := make([][]ports, shards)
+	for s := range ps {
+		ps[s] = make([]ports, replicas)
+		for r := range ps[s] {
+			for _, p := range []*int{&ps[s][r].http, &ps[s][r].tcp, &ps[s][r].inter} {
+				var err error
+				if *p, err = portOr(0); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	var remote strings.Builder
+	fmt.Fprintf(&remote, "\n    <remote_servers>\n        <%s>", name)
+	for s := range ps {
+		// Replicated tables copy between replicas themselves: a
+		// Distributed table writes each row to one replica of its shard.
+		remote.WriteString("\n            <shard>\n                <internal_replication>true</internal_replication>")
+		for r := range ps[s] {
+			fmt.Fprintf(&remote, "\n                <replica><host>127.0.0.1</host><port>%d</port></replica>", ps[s][r].tcp)
+		}
+		remote.WriteString("\n            </shard>")
+	}
+	fmt.Fprintf(&remote, "\n        </%s>\n    </remote_servers>", name)
+	zkConf := fmt.Sprintf("\n    <zookeeper>\n        <node><host>127.0.0.1</host><port>%d</port></node>\n    </zookeeper>", zk.Port())
+
+	c := &ClickHouseCluster{Name: name, Shards: make([][]*ClickHouse, shards)}
+	for s := range c.Shards {
+		c.Shards[s] = make([]*ClickHouse, replicas)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for s := range ps {
+		for r := range ps[s] {
+			m := ClusterMember{Shard: s + 1, Replica: replicaName(s+1, r+1)}
+			extra := remote.String() + zkConf +
+				fmt.Sprintf("\n    <macros><shard>%d</shard><replica>%s</replica></macros>", m.Shard, m.Replica) +
+				fmt.Sprintf("\n    <interserver_http_host>127.0.0.1</interserver_http_host>\n    <interserver_http_port>%d</interserver_http_port>", ps[s][r].inter)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ch, err := startClickHouse(ctx, filepath.Join(dir, m.Replica), ps[s][r].http, ps[s][r].tcp, extra)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("clickhouse shard %d replica %s: %w", m.Shard, m.Replica, err))
+					return
+				}
+				c.Shards[s][r] = ch
+			}()
+		}
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		c.Kill()
+		return nil, errs[0]
+	}
+	// A server answers before its ZooKeeper session is up, and 18.16 can
+	// crash creating a replicated table without one: wait until each
+	// reads ZooKeeper.
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, s := range c.Servers() {
+		if err := s.p.WaitReady(ctx, func() error {
+			_, err := s.query("SELECT count() FROM system.zookeeper WHERE path = '/'")
+			return err
+		}); err != nil {
+			c.Kill()
+			return nil, fmt.Errorf("clickhouse %s never reached zookeeper %s: %w", s.HTTPURL, zk.Addr, err)
+		}
+	}
+	return c, nil
+}
+
+func replicaName(shard, replica int) string {
+	return "s" + strconv.Itoa(shard) + "r" + strconv.Itoa(replica)
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || i > 0 && '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Servers returns every server, shard by shard.
+func (c *ClickHouseCluster) Servers() []*ClickHouse {
+	var out []*ClickHouse
+	for _, s := range c.Shards {
+		for _, r := range s {
+			if r != nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// Member returns where server sits in the cluster.
+func (c *ClickHouseCluster) Member(server *ClickHouse) (ClusterMember, bool) {
+	for s, rs := range c.Shards {
+		for r, x := range rs {
+			if x == server {
+				return ClusterMember{Shard: s + 1, Replica: replicaName(s+1, r+1)}, true
+			}
+		}
+	}
+	return ClusterMember{}, false
+}
+
+// Kill ends every server at once. A cluster's servers take about 10 s each
+// to stop gracefully (tables' background work); tests that throw the
+// data away do not need that.
+func (c *ClickHouseCluster) Kill() {
+	if c == nil {
+		return
+	}
+	for _, s := range c.Servers() {
+		s.Kill()
+	}
+}
+
+// Stop stops every server gracefully, all at once, and returns the first
+// error.
+func (c *ClickHouseCluster) Stop() error {
+	if c == nil {
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(c.Servers()))
+	for _, s := range c.Servers() {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- s.Stop() }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+package localsrv
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func chExec(t *testing.T, c *ClickHouse, sql string) string {
+	t.Helper()
+	resp, err := http.Post(c.HTTPURL+"/", "text/plain", strings.NewReader(sql))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %s: %s", sql, resp.Status, b)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// A cluster of one shard of two replicas: distributed DDL reaches both,
+// a row inserted on one replica is read on the other, the macros and
+// the cluster are each server's own, and the same block inserted on the
+// other replica is kept once.
+func TestClickHouseCluster(t *testing.T) {
+	if _, ok := ZooKeeperAvailable(); !ok {
+		t.Skip("zookeeper not installed")
+	}
+	if _, ok := ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	zk, err := StartZooKeeper(ctx, dir+"/zk", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zk.Kill()
+	c, err := StartClickHouseCluster(ctx, dir+"/ch", zk, "test_cluster", 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Kill()
+	a, b := c.Shards[0][0], c.Shards[0][1]
+	if m, _ := c.Member(b); m.Shard != 1 || m.Replica != "s1r2" {
+		t.Errorf("member %+v", m)
+	}
+	if got := chExec(t, b, "SELECT substitution FROM system.macros ORDER BY macro"); got != "s1r2\n1" {
+		t.Errorf("macros of the second replica: %q", got)
+	}
+	if got := chExec(t, a, "SELECT count() FROM system.clusters WHERE cluster = 'test_cluster'"); got != "2" {
+		t.Errorf("cluster members: %s", got)
+	}
+	chExec(t, a, "CREATE TABLE default.r ON CLUSTER test_cluster (k UInt64, lc LowCardinality(String)) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/r', '{replica}') ORDER BY k")
+	for range 2 {
+		chExec(t, a, "INSERT INTO default.r VALUES (1, 'a'), (2, 'b')")
+		chExec(t, b, "INSERT INTO default.r VALUES (1, 'a'), (2, 'b')")
+	}
+	chExec(t, b, "SYSTEM SYNC REPLICA default.r")
+	if got := chExec(t, b, "SELECT count(), sum(k) FROM default.r"); got != "2\t3" {
+		t.Errorf("on the second replica: %q, want the block once", got)
+	}
+	if !zk.Running() {
+		t.Error("zookeeper stopped")
+	}
+}

@@ -1,0 +1,122 @@
+package localsrv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/proc"
+)
+
+// ZooKeeper is a running private ZooKeeper server (a standalone
+// QuorumPeerMain), which replicated ClickHouse tables and distributed DDL
+// coordinate through.
+type ZooKeeper struct {
+	Addr string // 127.0.0.1:port, the client port
+	Dir  string // data directory, and zoo.cfg
+	p    *proc.Proc
+}
+
+// ZooKeeperAvailable reports whether Debian's zookeeper package (its jar)
+// and java are installed, and where java is.
+func ZooKeeperAvailable() (java string, ok bool) { return deps.ZooKeeper.Path("") }
+
+// StartZooKeeper starts ZooKeeper with its data in dir on 127.0.0.1:port
+// (0 picks a free port) and waits until it answers ruok with imok. Its
+// admin server is off and ruok is the only four-letter command allowed.
+func StartZooKeeper(ctx context.Context, dir string, port int) (*ZooKeeper, error) {
+	java, ok := ZooKeeperAvailable()
+	if !ok {
+		return nil, fmt.Errorf("zookeeper not found; %s", deps.Advice([]deps.Program{deps.ZooKeeper}))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if port, err = portOr(port); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "zoo.cfg")
+	// tickTime bounds the session timeouts clients may ask for (2 to 20
+	// ticks): ClickHouse's default 30 s session needs 1.5 s ticks or more.
+	conf := fmt.Sprintf("tickTime=2000\ndataDir=%s\nclientPort=%d\nclientPortAddress=127.0.0.1\n"+
+		"admin.enableServer=false\n4lw.commands.whitelist=ruok\nmaxClientCnxns=0\n", filepath.Join(dir, "data"), port)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := proc.Start("zookeeper", proc.Options{Log: filepath.Join(dir, "zookeeper.log")}, java,
+		"-Xmx256m", "-cp", deps.ZooKeeper.Files[0], "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg)
+	if err != nil {
+		return nil, err
+	}
+	z := &ZooKeeper{Addr: hostPort(port), Dir: dir, p: p}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx, z.ruok); err != nil {
+		return nil, err
+	}
+	return z, nil
+}
+
+// ruok asks the four-letter command ruok; a healthy server answers imok.
+func (z *ZooKeeper) ruok() error {
+	c, err := net.DialTimeout("tcp", z.Addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("ruok")); err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(io.LimitReader(c, 16))
+	if string(b) != "imok" {
+		return fmt.Errorf("zookeeper on %s answered ruok with %q", z.Addr, b)
+	}
+	return nil
+}
+
+// Port returns the client port.
+func (z *ZooKeeper) Port() int { return portOf(z.Addr) }
+
+// Stop shuts ZooKeeper down (SIGTERM) and waits for it.
+func (z *ZooKeeper) Stop() error {
+	if z == nil {
+		return nil
+	}
+	return z.p.Stop(15 * time.Second)
+}
+
+// Kill ends ZooKeeper at once, as a crash would.
+func (z *ZooKeeper) Kill() error {
+	if z == nil {
+		return nil
+	}
+	return z.p.Kill()
+}
+
+// Restart starts ZooKeeper again on the same port and data directory
+// (stopping it first if it still runs): clients that kept their sessions
+// alive through the gap carry on, with everything it had stored.
+func (z *ZooKeeper) Restart(ctx context.Context) error {
+	if err := z.Stop(); err != nil {
+		return err
+	}
+	n, err := StartZooKeeper(ctx, z.Dir, z.Port())
+	if err != nil {
+		return err
+	}
+	*z = *n
+	return nil
+}
+
+// Running reports whether the process is still there.
+func (z *ZooKeeper) Running() bool { return !z.p.Exited() }
