@@ -463,15 +463,17 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 	body, err := s.readBody(w, r)
 	if err != nil {
 		status, reason := bodyAnswer(err)
-		if reason < 0 {
+		switch {
+		case reason < 0: // the body's deadline
 			s.conns.timeouts[phaseBody].Add(1)
-			return
-		}
-		if status == 0 {
+			if status != 0 {
+				http.Error(w, "edgepixel-pop: "+err.Error(), status)
+			}
+		case status == 0: // the client went away: no one to answer
 			s.conns.rejects[reason].Add(1)
-			return
+		default:
+			s.reject(w, reason, status, err.Error())
 		}
-		s.reject(w, reason, status, err.Error())
 		return
 	}
 	ds := newDownstream(r)
