@@ -217,23 +217,31 @@ func (v *visitor) serve(r hostcall.Request, now time.Time) {
 	v.meta.Now = now
 	pixel.Serve(&v.request, &cfg.serve, &batcher, now, &v.resp)
 	v.request.Path, v.request.RawQuery = "", ""
-	if err := hostcall.Send(v.resp.Status, v.headers, v.resp.Body); err != nil {
+	if err := v.send(); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: answering %s: %v\n", v.request.Path, err)
 	}
 }
 
-func (v *visitor) headers(yield func(name, value string) bool) {
+// send answers with v.resp.
+func (v *visitor) send() error {
+	resp, err := hostcall.NewResponse(v.resp.Status)
+	if err != nil {
+		return err
+	}
 	for _, f := range v.resp.Header {
-		if !yield(f.Name, f.Value) {
-			return
+		if err := resp.AppendHeader(f.Name, f.Value); err != nil {
+			return err
 		}
 	}
+	return resp.Send(v.resp.Body)
 }
 
 // fail answers a request the module could not even read.
 func (v *visitor) fail(err error) {
 	fmt.Fprintf(os.Stderr, "edgepixel: reading the request: %v\n", err)
-	hostcall.Send(fsthttp.StatusInternalServerError, func(func(string, string) bool) {}, nil)
+	if resp, err := hostcall.NewResponse(fsthttp.StatusInternalServerError); err == nil {
+		resp.Send(nil)
+	}
 }
 
 // splitURI returns the path and raw query of an absolute URI
@@ -242,7 +250,7 @@ func (v *visitor) fail(err error) {
 // Both point into uri (bytesView).
 func splitURI(uri []byte) (path, rawQuery string) {
 	s := uri
-	if i := bytes.Index(s, []byte("://")); i >= 0 {
+	if i := hostcall.Index(s, "://"); i >= 0 {
 		s = s[i+3:]
 		// The authority ends at the first '/', '?' or '#'.
 		if j := bytes.IndexAny(s, "/?#"); j >= 0 {
@@ -254,7 +262,10 @@ func splitURI(uri []byte) (path, rawQuery string) {
 	if i := bytes.IndexByte(s, '#'); i >= 0 {
 		s = s[:i]
 	}
-	p, q, _ := bytes.Cut(s, []byte("?"))
+	p, q := s, []byte(nil)
+	if i := bytes.IndexByte(s, '?'); i >= 0 {
+		p, q = s[:i], s[i+1:]
+	}
 	if len(p) == 0 {
 		return "/", bytesView(q)
 	}
@@ -266,10 +277,11 @@ func splitURI(uri []byte) (path, rawQuery string) {
 func bytesView(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // methodName is the request method as a string, without allocating one
-// for the methods the edge answers.
+// for the methods the edge answers (hostcall.Equal: TinyGo allocates for
+// string(m) == s).
 func methodName(m []byte) string {
 	for _, s := range [...]string{"GET", "POST", "HEAD", "OPTIONS"} {
-		if string(m) == s {
+		if hostcall.Equal(m, s) {
 			return s
 		}
 	}
@@ -288,7 +300,7 @@ func (v *visitor) readMeta() *pixel.Meta {
 		rec, err := hostcall.Geo(ip, v.geo[:0])
 		v.geo = rec // kept even without a record: the room it grew to
 		if err == nil {
-			m.Country = hostcall.CountryCode(rec)
+			m.Country = bytesView(hostcall.CountryCode(rec))
 			readGeo(m, rec)
 		}
 	}
