@@ -7,7 +7,7 @@
 // log endpoint when the aggregator cannot take them (deliver.go). A warm
 // instance serves many requests (a reusable sandbox), so events from many
 // visitors share one delivery; an instance that sits idle for MaxAge
-// exits, and delivers what it holds first. Every hit is counted, and the
+// delivers what it holds, and one that then stays idle exits. Every hit is counted, and the
 // counts travel with the events (edge/pixel, counters.go).
 // The serving loop calls the ABI directly (edge/hostcall) because fsthttp's
 // per-request setup dominated a hit's cost; stores and delivery use
@@ -82,7 +82,8 @@ const maxLifetime = 5 * time.Minute
 // instance (a reusable sandbox) and flushes the batch when it is due, after
 // each visitor has been answered. Waiting no longer than a batch may age
 // for the next request bounds how stale a buffered event can get when
-// traffic stops: the instance then ends and main flushes.
+// traffic stops (next); an instance that then stays idle, holding nothing,
+// ends, and main flushes whatever is left.
 func serveMany() {
 	began := time.Now()
 	r, err := hostcall.Downstream()
@@ -102,13 +103,44 @@ func serveMany() {
 			return
 		}
 		var ok bool
-		r, ok, err = hostcall.Next(batcher.MaxAge)
+		r, ok, err = next()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "edgepixel: waiting for the next request: %v\n", err)
 			return
 		}
 		if !ok {
 			return
+		}
+	}
+}
+
+// idleWait is how long an instance that holds nothing to deliver waits
+// for its next request before it ends. Ending as soon as a batch's age
+// passed made a host start instances again and again under steady load,
+// where some of its pool always sits idle for a moment, and a guest's
+// start (its runtime's initialisation and collections) costs many hits.
+const idleWait = 5 * time.Second
+
+// next waits for the next request. While the batcher holds events or
+// unreported counts it waits no longer than a batch may age; when that
+// passes it delivers them and waits again, for up to idleWait. It reports
+// false when no request came in that time, when the platform has none
+// to give, and when a delivery left events buffered (the instance then
+// ends, and finish takes them every way it can).
+func next() (hostcall.Request, bool, error) {
+	for {
+		pending := batcher.Pending()
+		wait := idleWait
+		if pending {
+			wait = batcher.MaxAge
+		}
+		r, ok, err := hostcall.Next(wait)
+		if err != nil || ok || !pending {
+			return r, ok, err
+		}
+		flush()
+		if batcher.Len() > 0 {
+			return r, false, nil
 		}
 	}
 }
