@@ -59,9 +59,8 @@ type Batcher struct {
 	oldest  time.Time
 	line    []byte
 	body    []byte
-	req     Request        // see Take
-	scratch event.Event    // see journal
-	one     [1]event.Event // see addOne
+	req     Request     // see Take
+	scratch event.Event // see journal
 	rep     report
 	failing bool      // the last batch attempt failed: the next one tries once
 	retryAt time.Time // with a fallback, until then flushes skip the backend
@@ -117,17 +116,6 @@ func (b *Batcher) add(now time.Time, evs []event.Event, notes []string) bool {
 		b.events.Add(&evs[i])
 	}
 	return true
-}
-
-// addOne is Add of a single event. Passed as a variadic argument, e would
-// be copied into an array that TinyGo allocates on the heap at every hit;
-// the Batcher's own slot is reused instead, and cleared so it keeps no
-// string of the caller's buffers.
-func (b *Batcher) addOne(now time.Time, e event.Event) bool {
-	b.one[0] = e
-	ok := b.Add(now, b.one[:]...)
-	b.one[0] = event.Event{}
-	return ok
 }
 
 // Pending reports whether the Batcher holds anything to deliver: events,
