@@ -5,32 +5,33 @@ import "bytes"
 // CountryCode extracts "country_code" from a Fastly geolocation record.
 // The record is flat JSON written by the platform; a full JSON decoder
 // would cost more than the rest of a pixel hit under Go's wasm, and only
-// one string field is wanted. Anything unexpected yields "".
-func CountryCode(record []byte) string {
+// one string field is wanted. Anything unexpected yields nil. The code
+// returned is a slice of record, not a copy.
+func CountryCode(record []byte) []byte {
 	const key = `"country_code"`
-	i := bytes.Index(record, []byte(key))
+	i := Index(record, key)
 	if i < 0 {
-		return ""
+		return nil
 	}
 	rest := bytes.TrimLeft(record[i+len(key):], " \t\r\n")
 	if len(rest) == 0 || rest[0] != ':' {
-		return ""
+		return nil
 	}
 	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
 	if len(rest) < 2 || rest[0] != '"' {
-		return ""
+		return nil
 	}
 	end := bytes.IndexByte(rest[1:], '"')
 	if end < 0 || end > 8 {
-		return ""
+		return nil
 	}
 	code := rest[1 : 1+end]
 	for _, c := range code {
 		if c < 'A' || c > 'Z' && c < 'a' || c > 'z' {
-			return "" // escapes or anything but letters: not a country code
+			return nil // escapes or anything but letters: not a country code
 		}
 	}
-	return string(code)
+	return code
 }
 
 // GeoString returns a string field of a Fastly geolocation record
@@ -70,7 +71,7 @@ func GeoNumber(record []byte, key string) uint32 {
 // geoValue returns what follows `"key":` (blanks skipped), or nil.
 func geoValue(record []byte, key string) []byte {
 	for off := 0; off < len(record); {
-		i := bytes.Index(record[off:], []byte(key))
+		i := Index(record[off:], key)
 		if i < 0 {
 			return nil
 		}
@@ -87,4 +88,38 @@ func geoValue(record []byte, key string) []byte {
 		return bytes.TrimLeft(rest[1:], " \t\r\n")
 	}
 	return nil
+}
+
+// Index is bytes.Index(b, []byte(s)) without the conversion and the
+// comparison through strings, which TinyGo compiles to heap allocations:
+// a hit searches its geolocation record and URI several times.
+func Index(b []byte, s string) int {
+	if len(s) == 0 {
+		return 0
+	}
+	for i := 0; i+len(s) <= len(b); {
+		j := bytes.IndexByte(b[i:len(b)-len(s)+1], s[0])
+		if j < 0 {
+			return -1
+		}
+		i += j
+		if Equal(b[i:i+len(s)], s) {
+			return i
+		}
+		i++
+	}
+	return -1
+}
+
+// Equal is string(b) == s, comparing bytes so TinyGo allocates no string.
+func Equal(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		if b[i] != s[i] {
+			return false
+		}
+	}
+	return true
 }

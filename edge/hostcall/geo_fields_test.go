@@ -1,6 +1,9 @@
 package hostcall
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+)
 
 func TestGeoFields(t *testing.T) {
 	rec := []byte(`{"as_name":"x","as_number": 7922,"city":"san francisco","country_code":"US","region":"CA","postal_code":"94107","metro_code":-1,"subregion":"region","utc_offset":-800}`)
@@ -31,6 +34,23 @@ func FuzzGeoFields(f *testing.F) {
 		GeoNumber(rec, "as_number")
 		if s := GeoString(rec, "city"); s != nil && len(s) > len(rec) {
 			t.Fatal("longer than the record")
+		}
+	})
+}
+
+// FuzzIndex checks Index and Equal against the bytes package they stand
+// in for.
+func FuzzIndex(f *testing.F) {
+	f.Add([]byte(`{"city":"a","country_code":"US"}`), `"country_code"`)
+	f.Add([]byte("aaab"), "aab")
+	f.Add([]byte("ab"), "")
+	f.Add([]byte(""), "a")
+	f.Fuzz(func(t *testing.T, b []byte, s string) {
+		if got, want := Index(b, s), bytes.Index(b, []byte(s)); got != want {
+			t.Errorf("Index(%q, %q) = %d, bytes.Index says %d", b, s, got, want)
+		}
+		if got, want := Equal(b, s), string(b) == s; got != want {
+			t.Errorf("Equal(%q, %q) = %v", b, s, got)
 		}
 	})
 }

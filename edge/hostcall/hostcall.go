@@ -57,35 +57,45 @@ const invalid handle = 0xFFFFFFFE
 // Request is a downstream request and its body.
 type Request struct{ req, body handle }
 
+// The calls' out-parameters. A pointer to a local passed to an import
+// makes TinyGo allocate the local on the heap, at every call; these live
+// in the data section instead. A guest runs one thread, and no call here
+// yields to another goroutine between writing and reading them.
+var (
+	outA, outB handle
+	outN       uint32
+	outAddr    [16]byte
+	nextOpts   struct{ timeoutMs uint64 }
+)
+
 // Downstream returns the request that started this execution.
 func Downstream() (Request, error) {
-	r := Request{invalid, invalid}
-	if st := bodyDownstreamGet(&r.req, &r.body); st != statusOK {
+	outA, outB = invalid, invalid
+	if st := bodyDownstreamGet(&outA, &outB); st != statusOK {
 		return Request{}, st.err("body_downstream_get")
 	}
-	return r, nil
+	return Request{outA, outB}, nil
 }
 
 // Next waits at most timeout for another request to this instance (a
 // reusable sandbox). It reports false when the platform has none to give:
 // the timeout passed or the instance should end.
 func Next(timeout time.Duration) (Request, bool, error) {
-	var (
-		mask uint32
-		opts struct{ timeoutMs uint64 }
-		p    handle = invalid
-	)
+	var mask uint32
+	nextOpts.timeoutMs = 0
 	if timeout > 0 {
 		mask |= 1 << 1 // $timeout
-		opts.timeoutMs = uint64(max(timeout.Milliseconds(), 1))
+		nextOpts.timeoutMs = uint64(max(timeout.Milliseconds(), 1))
 	}
-	if st := nextRequest(mask, &opts.timeoutMs, &p); st != statusOK {
+	outA = invalid
+	if st := nextRequest(mask, &nextOpts.timeoutMs, &outA); st != statusOK {
 		return Request{}, false, st.err("next_request")
 	}
-	r := Request{invalid, invalid}
-	switch st := nextRequestWait(p, &r.req, &r.body); st {
+	p := outA
+	outA, outB = invalid, invalid
+	switch st := nextRequestWait(p, &outA, &outB); st {
 	case statusOK:
-		return r, true, nil
+		return Request{outA, outB}, true, nil
 	case statusNone:
 		return Request{}, false, nil
 	default:
@@ -95,12 +105,12 @@ func Next(timeout time.Duration) (Request, bool, error) {
 
 // Method appends the request method to buf.
 func (r Request) Method(buf []byte) ([]byte, error) {
-	return grow(buf, "method_get", func(p *byte, n uint32, nw *uint32) status { return methodGet(r.req, p, n, nw) })
+	return grow(buf, bufCall{op: opMethod, h: r.req})
 }
 
 // URI appends the request's full URI (scheme://host/path?query) to buf.
 func (r Request) URI(buf []byte) ([]byte, error) {
-	return grow(buf, "uri_get", func(p *byte, n uint32, nw *uint32) status { return uriGet(r.req, p, n, nw) })
+	return grow(buf, bufCall{op: opURI, h: r.req})
 }
 
 // Header appends the first value of the named header to buf; false if the
@@ -108,10 +118,8 @@ func (r Request) URI(buf []byte) ([]byte, error) {
 // when nothing was appended: keep it for the next call.
 func (r Request) Header(name string, buf []byte) ([]byte, bool, error) {
 	np, nl := strPtr(name)
-	out, err := grow(buf, "header_value_get", func(p *byte, n uint32, nw *uint32) status {
-		return headerValueGet(r.req, np, nl, p, n, nw)
-	})
-	if errors.Is(err, errNone) {
+	out, err := grow(buf, bufCall{op: opHeader, h: r.req, p: np, n: nl})
+	if err == errNone {
 		return out, false, nil
 	}
 	return out, err == nil, err
@@ -119,18 +127,17 @@ func (r Request) Header(name string, buf []byte) ([]byte, bool, error) {
 
 // ClientIP is the address of the visitor.
 func (r Request) ClientIP() (netip.Addr, error) {
-	var b [16]byte
-	var n uint32
-	if st := downstreamClientIP(r.req, &b[0], &n); st != statusOK {
+	outN = 0
+	if st := downstreamClientIP(r.req, &outAddr[0], &outN); st != statusOK {
 		return netip.Addr{}, st.err("downstream_client_ip_addr")
 	}
-	switch n {
+	switch outN {
 	case 4:
-		return netip.AddrFrom4([4]byte(b[:4])), nil
+		return netip.AddrFrom4([4]byte(outAddr[:4])), nil
 	case 16:
-		return netip.AddrFrom16(b), nil
+		return netip.AddrFrom16(outAddr), nil
 	}
-	return netip.Addr{}, fmt.Errorf("downstream_client_ip_addr: %d-byte address", n)
+	return netip.Addr{}, fmt.Errorf("downstream_client_ip_addr: %d-byte address", outN)
 }
 
 // ReadBody appends the request body to buf, stopping after max+1 bytes so
@@ -141,70 +148,124 @@ func (r Request) ReadBody(buf []byte, max int) ([]byte, error) {
 			buf = append(buf, make([]byte, 16<<10)...)[:len(buf)]
 		}
 		free := buf[len(buf):cap(buf)]
-		var n uint32
-		if st := bodyRead(r.body, &free[0], uint32(len(free)), &n); st != statusOK {
+		outN = 0
+		if st := bodyRead(r.body, &free[0], uint32(len(free)), &outN); st != statusOK {
 			return buf, st.err("body read")
 		}
-		if n == 0 {
+		if outN == 0 {
 			return buf, nil
 		}
-		buf = buf[:len(buf)+int(n)]
+		buf = buf[:len(buf)+int(outN)]
 	}
 	return buf, nil
 }
 
 // Geo appends the platform's geolocation record for ip (JSON) to buf.
 func Geo(ip netip.Addr, buf []byte) ([]byte, error) {
-	a := ip.AsSlice()
-	return grow(buf, "geo lookup", func(p *byte, n uint32, nw *uint32) status {
-		return geoLookup(&a[0], uint32(len(a)), p, n, nw)
-	})
+	// The address goes in the data section, not a slice of its own.
+	n := uint32(4)
+	if ip.Is4() {
+		a := ip.As4()
+		copy(outAddr[:], a[:])
+	} else {
+		outAddr = ip.As16()
+		n = 16
+	}
+	return grow(buf, bufCall{op: opGeo, p: &outAddr[0], n: n})
 }
 
-// Send answers the downstream request with a complete response: status,
-// headers in order, and body. The response and body are consumed.
-func Send(statusCode int, header func(yield func(name, value string) bool), body []byte) error {
-	var resp, b handle = invalid, invalid
-	if st := respNew(&resp); st != statusOK {
-		return st.err("resp new")
+// Response is a response being built for the downstream request: make it
+// with NewResponse, add headers in order, and Send it. Adding headers one
+// call at a time, rather than passing a function that yields them, keeps
+// the hot path free of closures, which TinyGo allocates on the heap.
+type Response struct{ h handle }
+
+// NewResponse starts a response with statusCode.
+func NewResponse(statusCode int) (Response, error) {
+	outA = invalid
+	if st := respNew(&outA); st != statusOK {
+		return Response{}, st.err("resp new")
 	}
+	resp := Response{outA}
 	// A new response is 200 OK (as Fastly's and Viceroy's are): a pixel
 	// answer needs no call to say so.
 	if statusCode != 200 {
-		if st := respStatusSet(resp, uint32(statusCode)); st != statusOK {
-			return st.err("resp status_set")
+		if st := respStatusSet(resp.h, uint32(statusCode)); st != statusOK {
+			return Response{}, st.err("resp status_set")
 		}
 	}
-	var err error
-	header(func(name, value string) bool {
-		np, nl := strPtr(name)
-		vp, vl := strPtr(value)
-		if st := respHeaderAppend(resp, np, nl, vp, vl); st != statusOK {
-			err = st.err("resp header_append " + name)
-			return false
-		}
-		return true
-	})
-	if err != nil {
-		return err
+	return resp, nil
+}
+
+// AppendHeader adds a header field after those added before.
+func (resp Response) AppendHeader(name, value string) error {
+	np, nl := strPtr(name)
+	vp, vl := strPtr(value)
+	if st := respHeaderAppend(resp.h, np, nl, vp, vl); st != statusOK {
+		return st.err("resp header_append " + name)
 	}
-	if st := bodyNew(&b); st != statusOK {
+	return nil
+}
+
+// Send answers the downstream request with resp and body, complete. The
+// response and body are consumed.
+func (resp Response) Send(body []byte) error {
+	outA = invalid
+	if st := bodyNew(&outA); st != statusOK {
 		return st.err("body new")
 	}
+	b := outA
 	for len(body) > 0 {
-		var n uint32
-		if st := bodyWrite(b, &body[0], uint32(len(body)), 0, &n); st != statusOK {
+		outN = 0
+		if st := bodyWrite(b, &body[0], uint32(len(body)), 0, &outN); st != statusOK {
 			return st.err("body write")
 		}
-		body = body[n:]
+		body = body[outN:]
 	}
-	if st := respSendDownstream(resp, b, 0); st != statusOK {
+	if st := respSendDownstream(resp.h, b, 0); st != statusOK {
 		return st.err("send_downstream")
 	}
 	return nil
 }
 
 var errNone = errors.New("none")
+
+// bufCall is one call of the ABI's buffer protocol (grow): which, and
+// its arguments before the buffer. A value rather than a function value,
+// which TinyGo would allocate with its captured arguments at every call.
+type bufCall struct {
+	op opCode
+	h  handle
+	p  *byte // header name, or address
+	n  uint32
+}
+
+type opCode uint8
+
+const (
+	opMethod opCode = iota
+	opURI
+	opHeader
+	opGeo
+)
+
+func (c bufCall) do(buf *byte, bufLen uint32, nw *uint32) status {
+	switch c.op {
+	case opMethod:
+		return methodGet(c.h, buf, bufLen, nw)
+	case opURI:
+		return uriGet(c.h, buf, bufLen, nw)
+	case opHeader:
+		return headerValueGet(c.h, c.p, c.n, buf, bufLen, nw)
+	case opGeo:
+		return geoLookup(c.p, c.n, buf, bufLen, nw)
+	}
+	return statusInval
+}
+
+func (c bufCall) name() string {
+	return [...]string{"method_get", "uri_get", "header_value_get", "geo lookup"}[c.op]
+}
 
 // grow implements the ABI's buffer protocol: a call that does not fit
 // answers $buflen with the length it needs, and is repeated with that much
@@ -213,21 +274,21 @@ var errNone = errors.New("none")
 // The buffer returned has the room it grew to (also with errNone), so a
 // caller that keeps it allocates only while its values keep getting
 // longer.
-func grow(buf []byte, call string, f func(p *byte, n uint32, nw *uint32) status) ([]byte, error) {
+func grow(buf []byte, c bufCall) ([]byte, error) {
 	buf = slices.Grow(buf, 256)
 	for range 2 {
 		free := buf[len(buf):cap(buf)]
-		var n uint32
-		switch st := f(&free[0], uint32(len(free)), &n); st {
+		outN = 0
+		switch st := c.do(&free[0], uint32(len(free)), &outN); st {
 		case statusOK:
-			return buf[:len(buf)+int(n)], nil
+			return buf[:len(buf)+int(outN)], nil
 		case statusNone:
 			return buf, errNone
 		case statusBufLen:
-			buf = slices.Grow(buf, int(n))
+			buf = slices.Grow(buf, int(outN))
 		default:
-			return buf, st.err(call)
+			return buf, st.err(c.name())
 		}
 	}
-	return buf, fmt.Errorf("%s: value kept growing", call)
+	return buf, fmt.Errorf("%s: value kept growing", c.name())
 }

@@ -118,6 +118,10 @@ func (b *Batcher) add(now time.Time, evs []event.Event, notes []string) bool {
 	return true
 }
 
+// Pending reports whether the Batcher holds anything to deliver: events,
+// or counts not yet reported.
+func (b *Batcher) Pending() bool { return b.events.Len() > 0 || b.countsPending() }
+
 // Hit counts one hit answered with a drop reason and no accepted events,
 // for site ("" if none could be read); with a journal, the site's counts
 // are written before it returns.

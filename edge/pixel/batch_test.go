@@ -503,3 +503,21 @@ func TestTakeSettle(t *testing.T) {
 		t.Fatal("a batch with nothing left to send")
 	}
 }
+
+// TestPending: an instance keeps waiting for requests while its Batcher
+// holds events or unreported counts (edge/cmd/edgepixel, next).
+func TestPending(t *testing.T) {
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+	if b.Pending() {
+		t.Fatal("a new Batcher holds something")
+	}
+	now := time.Now()
+	b.Hit(now, "s", DropBadMethod)
+	if !b.Pending() {
+		t.Error("unreported counts are not pending")
+	}
+	b.Add(now, events(1)...)
+	if !b.Pending() || b.Len() != 1 {
+		t.Errorf("an event buffered: Pending %v, Len %d", b.Pending(), b.Len())
+	}
+}

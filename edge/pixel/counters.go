@@ -51,7 +51,10 @@ type Counts struct {
 
 	sites map[string]*siteCount
 	list  []*siteCount // in the order first counted
-	dirty int          // sites with counts not yet reported
+	// last is the site counted last: most hits in a row are one site's,
+	// and TinyGo allocates at every lookup of a map with string keys.
+	last  *siteCount
+	dirty int // sites with counts not yet reported
 	// unreported is since when some site has counts not yet reported
 	// (zero: none).
 	unreported time.Time
@@ -66,7 +69,11 @@ type siteCount struct {
 // wire.MaxCounterSites sites, the site "" stands in for new ones so that
 // hits for random site names cannot grow an instance's memory.
 func (c *Counts) site(now time.Time, name string) *siteCount {
+	if sc := c.last; sc != nil && sc.Site == name {
+		return sc
+	}
 	if sc, ok := c.sites[name]; ok {
+		c.last = sc
 		return sc
 	}
 	if c.sites == nil {
@@ -82,6 +89,7 @@ func (c *Counts) site(now time.Time, name string) *siteCount {
 	sc := &siteCount{SiteCounts: wire.SiteCounts{Site: string(append([]byte(nil), name...))}}
 	c.sites[sc.Site] = sc
 	c.list = append(c.list, sc)
+	c.last = sc
 	return sc
 }
 

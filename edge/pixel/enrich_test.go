@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/edge/tracker"
@@ -404,4 +405,46 @@ func FuzzSiteSettings(f *testing.F) {
 			t.Fatalf("%q -> %+v -> %q -> %+v %v", s, st, text, again, err)
 		}
 	})
+}
+
+// TestSitesSettingsOfReusedBuffer looks sites up, as the edge module does,
+// by strings that are views of a buffer the next request overwrites: the
+// settings remembered for the last site must not follow the buffer.
+func TestSitesSettingsOfReusedBuffer(t *testing.T) {
+	store := map[string]string{ConfigSitePrefix + "shop": "ip=prefix"}
+	sites, err := NewSites(func(k string) string { return store[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := []byte("shop")
+	view := unsafe.String(&buf[0], len(buf))
+	for range 2 { // a miss, then the remembered site
+		if !sites.Settings(view).IPPrefix {
+			t.Fatal("shop: no ip=prefix")
+		}
+	}
+	copy(buf, "demo")
+	if sites.Settings(view).IPPrefix {
+		t.Error("demo got shop's settings after the buffer was reused")
+	}
+	copy(buf, "shop")
+	if !sites.Settings(view).IPPrefix {
+		t.Error("shop lost its settings")
+	}
+}
+
+// TestCountsOfReusedBuffer: the same for the counters, and sites taking
+// turns are each counted as theirs.
+func TestCountsOfReusedBuffer(t *testing.T) {
+	var c Counts
+	now := time.Now()
+	buf := []byte("aa")
+	view := unsafe.String(&buf[0], len(buf))
+	for _, s := range []string{"aa", "aa", "bb", "aa", "bb", "bb"} {
+		copy(buf, s)
+		c.site(now, view).Hits++
+	}
+	if a, b := c.Get("aa").Hits, c.Get("bb").Hits; a != 3 || b != 3 {
+		t.Errorf("aa %d hits, bb %d hits; want 3 and 3", a, b)
+	}
 }

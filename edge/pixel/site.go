@@ -113,6 +113,12 @@ type Sites struct {
 	acceptUnknown bool
 	def           SiteSettings
 	cache         map[string]SiteSettings
+	// lastSite and last are the site looked up last (a copy) and its
+	// settings: most hits in a row are one site's, and TinyGo allocates
+	// at every lookup of a map with string keys.
+	lastSite string
+	last     SiteSettings
+	lastOK   bool
 	// Errors receives a malformed site.SITE value the first time it is
 	// read (the rest of it applies); nil discards.
 	Errors func(err error)
@@ -154,7 +160,11 @@ func (s *Sites) Settings(site string) SiteSettings {
 	if s == nil {
 		return SiteSettings{}
 	}
+	if s.lastOK && s.lastSite == site {
+		return s.last
+	}
 	if st, ok := s.cache[site]; ok {
+		s.remember(site, st)
 		return st
 	}
 	st := s.def
@@ -165,7 +175,14 @@ func (s *Sites) Settings(site string) SiteSettings {
 		}
 	}
 	if len(s.cache) < maxCachedSites {
-		s.cache[string(append([]byte(nil), site...))] = st // site may point into a request's buffers
+		key := string(append([]byte(nil), site...)) // site may point into a request's buffers
+		s.cache[key] = st
+		s.lastSite, s.last, s.lastOK = key, st, true
 	}
 	return st
+}
+
+// remember makes site, found in the cache, the last looked up.
+func (s *Sites) remember(site string, st SiteSettings) {
+	s.lastSite, s.last, s.lastOK = string(append([]byte(nil), site...)), st, true
 }

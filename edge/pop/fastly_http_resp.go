@@ -32,7 +32,9 @@ func (inst *instance) getResp(h uint32) (*respObj, bool) { return lookup[*respOb
 //
 // Differs: no known difference.
 func respNew(c *call) status {
-	r := &respObj{status: 200, version: httpV11}
+	// Room for a typical answer's headers up front, rather than
+	// growing the list at the first, second and fourth header_append.
+	r := &respObj{status: 200, version: httpV11, header: make(headerList, 0, 8)}
 	return c.putHandle(c.u32(0), c.inst.tab.add(r, c.inst.gen, false))
 }
 

@@ -91,6 +91,13 @@ func (h headerList) toHTTP(dst http.Header, skip func(canonical string) bool) {
 		if skip != nil && skip(k) {
 			continue
 		}
+		if dst[k] == nil {
+			// The list's values are done with (the response was sent),
+			// so they are shared rather than copied; capped so that an
+			// append to dst[k] cannot write into them.
+			dst[k] = f.vals[:len(f.vals):len(f.vals)]
+			continue
+		}
 		dst[k] = append(dst[k], f.vals...)
 	}
 }

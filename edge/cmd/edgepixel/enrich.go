@@ -167,10 +167,15 @@ type hintBufs [len(hintNames)][]byte
 
 // readHints fills m's header fields.
 func (v *visitor) readHints(m *pixel.Meta) {
-	dst := [len(hintNames)]*string{&m.SecGPC, &m.DNT, &m.SecPurpose, &m.Purpose, &m.XPurpose, &m.XMoz, &m.SecCHUA}
-	for i, name := range hintNames {
-		*dst[i] = v.headerView(name, &v.hints[i])
-	}
+	// One assignment each: an array of pointers to m's fields would be
+	// allocated by TinyGo at every hit.
+	m.SecGPC = v.headerView(hintNames[0], &v.hints[0])
+	m.DNT = v.headerView(hintNames[1], &v.hints[1])
+	m.SecPurpose = v.headerView(hintNames[2], &v.hints[2])
+	m.Purpose = v.headerView(hintNames[3], &v.hints[3])
+	m.XPurpose = v.headerView(hintNames[4], &v.hints[4])
+	m.XMoz = v.headerView(hintNames[5], &v.hints[5])
+	m.SecCHUA = v.headerView(hintNames[6], &v.hints[6])
 }
 
 // readGeo fills m's region, city and ASN from a geolocation record

@@ -7,7 +7,7 @@
 // log endpoint when the aggregator cannot take them (deliver.go). A warm
 // instance serves many requests (a reusable sandbox), so events from many
 // visitors share one delivery; an instance that sits idle for MaxAge
-// exits, and delivers what it holds first. Every hit is counted, and the
+// delivers what it holds, and one that then stays idle exits. Every hit is counted, and the
 // counts travel with the events (edge/pixel, counters.go).
 // The serving loop calls the ABI directly (edge/hostcall) because fsthttp's
 // per-request setup dominated a hit's cost; stores and delivery use
@@ -82,7 +82,8 @@ const maxLifetime = 5 * time.Minute
 // instance (a reusable sandbox) and flushes the batch when it is due, after
 // each visitor has been answered. Waiting no longer than a batch may age
 // for the next request bounds how stale a buffered event can get when
-// traffic stops: the instance then ends and main flushes.
+// traffic stops (next); an instance that then stays idle, holding nothing,
+// ends, and main flushes whatever is left.
 func serveMany() {
 	began := time.Now()
 	r, err := hostcall.Downstream()
@@ -102,13 +103,44 @@ func serveMany() {
 			return
 		}
 		var ok bool
-		r, ok, err = hostcall.Next(batcher.MaxAge)
+		r, ok, err = next()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "edgepixel: waiting for the next request: %v\n", err)
 			return
 		}
 		if !ok {
 			return
+		}
+	}
+}
+
+// idleWait is how long an instance that holds nothing to deliver waits
+// for its next request before it ends. Ending as soon as a batch's age
+// passed made a host start instances again and again under steady load,
+// where some of its pool always sits idle for a moment, and a guest's
+// start (its runtime's initialisation and collections) costs many hits.
+const idleWait = 5 * time.Second
+
+// next waits for the next request. While the batcher holds events or
+// unreported counts it waits no longer than a batch may age; when that
+// passes it delivers them and waits again, for up to idleWait. It reports
+// false when no request came in that time, when the platform has none
+// to give, and when a delivery left events buffered (the instance then
+// ends, and finish takes them every way it can).
+func next() (hostcall.Request, bool, error) {
+	for {
+		pending := batcher.Pending()
+		wait := idleWait
+		if pending {
+			wait = batcher.MaxAge
+		}
+		r, ok, err := hostcall.Next(wait)
+		if err != nil || ok || !pending {
+			return r, ok, err
+		}
+		flush()
+		if batcher.Len() > 0 {
+			return r, false, nil
 		}
 	}
 }
@@ -217,23 +249,31 @@ func (v *visitor) serve(r hostcall.Request, now time.Time) {
 	v.meta.Now = now
 	pixel.Serve(&v.request, &cfg.serve, &batcher, now, &v.resp)
 	v.request.Path, v.request.RawQuery = "", ""
-	if err := hostcall.Send(v.resp.Status, v.headers, v.resp.Body); err != nil {
+	if err := v.send(); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: answering %s: %v\n", v.request.Path, err)
 	}
 }
 
-func (v *visitor) headers(yield func(name, value string) bool) {
+// send answers with v.resp.
+func (v *visitor) send() error {
+	resp, err := hostcall.NewResponse(v.resp.Status)
+	if err != nil {
+		return err
+	}
 	for _, f := range v.resp.Header {
-		if !yield(f.Name, f.Value) {
-			return
+		if err := resp.AppendHeader(f.Name, f.Value); err != nil {
+			return err
 		}
 	}
+	return resp.Send(v.resp.Body)
 }
 
 // fail answers a request the module could not even read.
 func (v *visitor) fail(err error) {
 	fmt.Fprintf(os.Stderr, "edgepixel: reading the request: %v\n", err)
-	hostcall.Send(fsthttp.StatusInternalServerError, func(func(string, string) bool) {}, nil)
+	if resp, err := hostcall.NewResponse(fsthttp.StatusInternalServerError); err == nil {
+		resp.Send(nil)
+	}
 }
 
 // splitURI returns the path and raw query of an absolute URI
@@ -242,7 +282,7 @@ func (v *visitor) fail(err error) {
 // Both point into uri (bytesView).
 func splitURI(uri []byte) (path, rawQuery string) {
 	s := uri
-	if i := bytes.Index(s, []byte("://")); i >= 0 {
+	if i := hostcall.Index(s, "://"); i >= 0 {
 		s = s[i+3:]
 		// The authority ends at the first '/', '?' or '#'.
 		if j := bytes.IndexAny(s, "/?#"); j >= 0 {
@@ -254,7 +294,10 @@ func splitURI(uri []byte) (path, rawQuery string) {
 	if i := bytes.IndexByte(s, '#'); i >= 0 {
 		s = s[:i]
 	}
-	p, q, _ := bytes.Cut(s, []byte("?"))
+	p, q := s, []byte(nil)
+	if i := bytes.IndexByte(s, '?'); i >= 0 {
+		p, q = s[:i], s[i+1:]
+	}
 	if len(p) == 0 {
 		return "/", bytesView(q)
 	}
@@ -266,10 +309,11 @@ func splitURI(uri []byte) (path, rawQuery string) {
 func bytesView(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // methodName is the request method as a string, without allocating one
-// for the methods the edge answers.
+// for the methods the edge answers (hostcall.Equal: TinyGo allocates for
+// string(m) == s).
 func methodName(m []byte) string {
 	for _, s := range [...]string{"GET", "POST", "HEAD", "OPTIONS"} {
-		if string(m) == s {
+		if hostcall.Equal(m, s) {
 			return s
 		}
 	}
@@ -288,7 +332,7 @@ func (v *visitor) readMeta() *pixel.Meta {
 		rec, err := hostcall.Geo(ip, v.geo[:0])
 		v.geo = rec // kept even without a record: the room it grew to
 		if err == nil {
-			m.Country = hostcall.CountryCode(rec)
+			m.Country = bytesView(hostcall.CountryCode(rec))
 			readGeo(m, rec)
 		}
 	}
