@@ -45,6 +45,9 @@ func (a Artifact) buildCached(ctx context.Context, c *Compiler, root, out string
 	}
 	dir := WasmCache(root)
 	name := fmt.Sprintf("%s-%s", c.Toolchain, key)
+	if a.Reactor { // same sources, another build mode
+		name = fmt.Sprintf("%s-%s-%s", c.Toolchain, a.Name, key)
+	}
 	cached := filepath.Join(dir, name+".wasm")
 	if _, err := os.Stat(cached); err != nil {
 		l, err := acquire(ctx, filepath.Join(dir, name+".lock"), a.Describe(c.Toolchain), r)
