@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/tests/behaviour"
 	"github.com/edgepixel/edgepixel/tests/build"
@@ -54,11 +58,17 @@ func builtWorker(t *testing.T, tc build.Toolchain) string {
 // when t ends.
 func startWorkerd(t *testing.T, tc build.Toolchain, vars map[string]string) *stack.Workerd {
 	t.Helper()
+	return startWorkerdKV(t, tc, vars, nil)
+}
+
+// startWorkerdKV is startWorkerd with KV namespaces (stack.WorkerdOptions.KV).
+func startWorkerdKV(t *testing.T, tc build.Toolchain, vars, kv map[string]string) *stack.Workerd {
+	t.Helper()
 	wasm := builtWorker(t, tc)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	w, err := stack.StartWorkerd(ctx, stack.WorkerdOptions{Bin: need(t, deps.Workerd), Root: root, Wasm: wasm, Dir: dir, Vars: vars})
+	w, err := stack.StartWorkerd(ctx, stack.WorkerdOptions{Bin: need(t, deps.Workerd), Root: root, Wasm: wasm, Dir: dir, Vars: vars, KV: kv})
 	if err != nil {
 		t.Logf("---- workerd.log ----\n%s", proc.Tail(filepath.Join(dir, "workerd.log"), 8000))
 		t.Fatal(err)
@@ -131,6 +141,7 @@ func TestWorkers(t *testing.T) {
 			return l.Hits == n && l.Events == n && l.Stored == n && l.Lost == 0, fmt.Sprintf("%+v", l)
 		})
 	})
+	t.Run("salts from KV, rotated without a redeploy", func(t *testing.T) { workerKVSalts(t, s) })
 	t.Run("aggregator down: losses counted", func(t *testing.T) { workerOutage(t, s, wd) })
 }
 
@@ -360,6 +371,90 @@ func workerOutage(t *testing.T, s *stack.Stack, wd *stack.Workerd) {
 		l := lossOf(t, s, "wk-lost")
 		return l.Hits == uint64(n+sent) && l.Events == uint64(n+sent) && l.Stored == uint64(sent), fmt.Sprintf("%+v", l)
 	})
+}
+
+// workerKVSalts serves the salts from a KV namespace that changes while
+// the worker runs: visitor ids appear once a salt is there and change
+// when it does, with no restart of the worker.
+func workerKVSalts(t *testing.T, s *stack.Stack) {
+	var mu sync.Mutex
+	kv := map[string]string{}
+	reads := 0
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// workerd's KV protocol: GET /KEY (percent-encoded) answers the value, 404 none.
+		key, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/"))
+		mu.Lock()
+		v, ok := kv[key]
+		reads++
+		mu.Unlock()
+		if r.Method != http.MethodGet || !ok {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, v)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	vars := workerVars(s)
+	vars["salts_cache_ms"] = "0" // re-read on every request, in the background after the first
+	wd := startWorkerdKV(t, build.TinyGo, vars, map[string]string{"SALTS": ln.Addr().String()})
+
+	const site = "wk-salt"
+	sent := 0
+	hit := func() {
+		resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/s/%d", sent), ""), workerHeaders)
+		checkPixel(t, resp, body)
+		sent++
+	}
+	ids := func() map[string]bool {
+		m := map[string]bool{}
+		for _, id := range strings.Fields(chQuery(t, s.ClickHouse.HTTPURL, "SELECT DISTINCT visitor_id FROM events WHERE site = '"+site+"'")) {
+			m[id] = true
+		}
+		return m
+	}
+	hit() // the first request read an empty namespace: no salt, no visitor id
+	waitExactly(t, s, site, sent)
+	if m := ids(); len(m) != 1 || !m["0"] {
+		t.Fatalf("visitor ids without a salt: %v", m)
+	}
+	day := privacy.Day(time.Now())
+	put := func(seed byte) {
+		mu.Lock()
+		kv[privacy.SaltKey(day)] = privacy.NewSalt(day, [16]byte{seed}).String()
+		kv[privacy.SaltKey(day+1)] = privacy.NewSalt(day+1, [16]byte{seed}).String()
+		mu.Unlock()
+	}
+	put(1)
+	var first string
+	eventually(t, 30*time.Second, "a visitor id from the KV salt", func() (bool, string) {
+		hit()
+		time.Sleep(200 * time.Millisecond)
+		m := ids()
+		for id := range m {
+			if id != "0" {
+				first = id
+			}
+		}
+		return len(m) == 2 && first != "", fmt.Sprint(m)
+	})
+	put(2) // what edgepixel-salt would write, sped up
+	eventually(t, 30*time.Second, "the visitor id from the rotated salt", func() (bool, string) {
+		hit()
+		time.Sleep(200 * time.Millisecond)
+		m := ids()
+		return len(m) == 3 && m["0"] && m[first], fmt.Sprint(m)
+	})
+	waitExactly(t, s, site, sent)
+	mu.Lock()
+	defer mu.Unlock()
+	if reads < sent {
+		t.Errorf("%d KV reads for %d requests with no cache", reads, sent)
+	}
 }
 
 func readFile(path string) []byte {
