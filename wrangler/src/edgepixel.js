@@ -27,6 +27,8 @@ const DELIVERY_DEADLINE_MS = 24000;
 // ahead, so minutes of caching never leave a day without its salt.
 const SALTS_BINDING = "SALTS";
 const SALTS_CACHE_MS = 60000;
+// The var that sets another cache time, in milliseconds.
+const SALTS_CACHE_VAR = "salts_cache_ms";
 // The aggregator's refusals that retrying cannot fix (pixel.ErrRejected).
 const REFUSED = new Set([400, 401, 413]);
 
@@ -57,6 +59,8 @@ export class EdgePixel {
     this.x.ep_init(n);
     this.batchWait = this.x.ep_batch_wait();
     this.kv = env?.[SALTS_BINDING];
+    const cacheMs = Number(env?.[SALTS_CACHE_VAR]);
+    this.saltsCacheMs = env?.[SALTS_CACHE_VAR] != null && cacheMs >= 0 ? cacheMs : SALTS_CACHE_MS;
     this.saltKeys = this.answer(this.x.ep_salt_keys()).lines;
     this.saltsAt = -Infinity; // when the salts were last read from KV
     this.saltsLoading = null;
@@ -91,7 +95,7 @@ export class EdgePixel {
 
   // serve answers request; a delivery it started is handed to waitUntil.
   async serve(request, ctx) {
-    if (this.kv && Date.now() - this.saltsAt >= SALTS_CACHE_MS) {
+    if (this.kv && Date.now() - this.saltsAt >= this.saltsCacheMs) {
       // The first request waits for the salts; later ones are served
       // with the cached salts while a fresh read runs.
       const loading = (this.saltsLoading ??= this.readSalts().finally(() => { this.saltsLoading = null; }));
