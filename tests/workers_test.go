@@ -493,3 +493,31 @@ func TestWranglerDryRun(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerJS runs the worker's JavaScript with each build of the Go
+// module under Node's test runner (wrangler/test): batching across
+// requests, with timers and clocks the tests control, and what each
+// request's waitUntil waits for.
+func TestWorkerJS(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node: %v (it comes with npm: %s)", err, deps.Advice([]deps.Program{deps.Npm}))
+	}
+	for _, tc := range build.Toolchains {
+		t.Run(string(tc), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			// Node 20 reads wrangler/src's ES modules (.js, no package.json) by their syntax.
+			cmd := exec.CommandContext(ctx, node, "--experimental-detect-module", "--test", "test/")
+			cmd.Dir = filepath.Join(root, "wrangler")
+			cmd.Env = append(os.Environ(), "EDGEPIXEL_WORKER_WASM="+builtWorker(t, tc))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("node --test: %v\n%s", err, out)
+			}
+			if !bytes.Contains(out, []byte("# fail 0")) || bytes.Contains(out, []byte("# pass 0")) {
+				t.Errorf("node --test:\n%s", out)
+			}
+		})
+	}
+}

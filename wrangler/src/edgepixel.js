@@ -44,11 +44,14 @@ export class EdgePixel {
   // starts, which workerd refuses at global scope.
   constructor(module, env, opts = {}) {
     let memory;
-    this.instance = new WebAssembly.Instance(module, wasiImports(module, () => memory));
+    // opts (tests): fetch, sleep, setTimer, clearTimer, clock.
+    this.instance = new WebAssembly.Instance(module, wasiImports(module, () => memory, opts.clock));
     this.x = this.instance.exports;
     memory = this.x.memory;
     this.fetch = opts.fetch ?? ((...a) => fetch(...a));
     this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.setTimer = opts.setTimer ?? ((f, ms) => setTimeout(f, ms));
+    this.clearTimer = opts.clearTimer ?? ((t) => clearTimeout(t));
     this.x._initialize();
     this.maxBody = this.x.ep_max_body();
     let cfg = "";
@@ -159,11 +162,11 @@ export class EdgePixel {
     if (b) return b;
     let wake;
     const due = new Promise((resolve) => { wake = resolve; });
-    const timer = setTimeout(wake, this.batchWait);
+    const timer = this.setTimer(wake, this.batchWait);
     b = { wake };
     b.done = (async () => {
       await due;
-      clearTimeout(timer);
+      this.clearTimer(timer);
       try {
         await this.deliver(id);
       } finally {
