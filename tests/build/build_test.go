@@ -41,7 +41,7 @@ func TestCommands(t *testing.T) {
 	}
 	// The worker is a reactor, built by either toolchain.
 	cmd = Worker.Command(ctx, tgc, "/repo", "/out/w.wasm")
-	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -buildmode=c-shared -target=wasip1 -no-debug -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" {
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -buildmode=c-shared -scheduler=none -target=wasip1 -no-debug -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" {
 		t.Errorf("worker, TinyGo: %q", got)
 	}
 	cmd = Worker.Command(ctx, goc, "/repo", "/out/w.wasm")
