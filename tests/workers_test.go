@@ -95,6 +95,9 @@ func workerVars(s *stack.Stack) map[string]string {
 		worker.ConfigIngestURL:  s.AggregatorURL + "/ingest",
 		worker.ConfigSecret:     string(s.Secret),
 		pixel.ConfigCORSOrigins: behaviour.CORSOrigins,
+		// Batching across requests (off by default) is what these tests
+		// hold to exactly once.
+		worker.ConfigBatchWait: strconv.Itoa(int(worker.BatchWait.Milliseconds())),
 	}
 }
 

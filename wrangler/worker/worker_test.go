@@ -19,7 +19,7 @@ func getter(m map[string]string) func(string) string { return func(k string) str
 func newWorker(t *testing.T, env map[string]string) *Worker {
 	t.Helper()
 	if env == nil {
-		env = map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret) + "\n"}
+		env = map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret) + "\n", ConfigBatchWait: "100"}
 	}
 	c, err := ParseConfig(func(k string) string { return env[k] })
 	if err != nil {
@@ -457,7 +457,7 @@ func TestBatchWait(t *testing.T) {
 			}
 			return ""
 		})
-		if err == nil || c.BatchWait != BatchWait {
+		if err == nil || c.BatchWait != DefaultBatchWait {
 			t.Errorf("%s=%s: %v, wait %v", ConfigBatchWait, v, err, c.BatchWait)
 		}
 	}

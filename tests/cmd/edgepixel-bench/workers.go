@@ -25,10 +25,10 @@ import (
 // in workerd (directly, not through `wrangler dev`, whose Node proxy
 // would be what is measured), beside the bare net/http GIF server and the
 // POP running the Fastly module, in the same run with the same load. The
-// worker runs built by TinyGo (what ships) and by standard Go, and the
-// TinyGo build once more with batching across requests off
-// (batch_wait_ms=0: each request delivers its own events, as before
-// batching). All deliver to one in-process sink that counts events and
+// worker runs built by TinyGo (what ships) and by standard Go, each
+// delivering every request's events on its own (the default), and the
+// TinyGo build once more with batching across requests on
+// (batch_wait_ms=100). All deliver to one in-process sink that counts events and
 // POSTs. Also: each worker module's size as uploaded, and workerd's CPU
 // per request (the whole process: its HTTP server, the JavaScript, the
 // Go module and the delivery fetches; workerd's clocks stand still
@@ -51,11 +51,12 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 		cpu        time.Duration
 		events     int64
 		posts      int64
+		settle     time.Duration // from wrk's end to the last delivery
 	}
 	variants := []*variant{
 		{name: "workerd TinyGo", wasm: build.Worker.InDir(binDir), tc: build.TinyGo},
 		{name: "workerd Go", wasm: filepath.Join(binDir, WorkerGoFile), tc: build.Go},
-		{name: "TinyGo, no batching", wasm: build.Worker.InDir(binDir), tc: build.TinyGo, vars: map[string]string{worker.ConfigBatchWait: "0"}},
+		{name: "TinyGo, batching", wasm: build.Worker.InDir(binDir), tc: build.TinyGo, vars: map[string]string{worker.ConfigBatchWait: strconv.Itoa(int(worker.BatchWait.Milliseconds()))}},
 	}
 	for _, v := range variants {
 		if _, err := os.Stat(v.wasm); err != nil {
@@ -113,7 +114,16 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 		if v.res, err = wrk(addr(v)+path, d, conns, threads); err != nil {
 			return err
 		}
-		time.Sleep(time.Second) // deliveries in waitUntil end after the answers
+		// Deliveries in waitUntil end after the answers: wait until the
+		// sink has had nothing new for a second (at most 20 s).
+		t0, last, lastN := time.Now(), time.Now(), counts.posts.Load()
+		for time.Since(last) < time.Second && time.Since(t0) < 20*time.Second {
+			time.Sleep(100 * time.Millisecond)
+			if n := counts.posts.Load(); n != lastN {
+				last, lastN = time.Now(), n
+			}
+		}
+		v.settle = last.Sub(t0)
 		v.cpu = procCPU(v.wd.Proc.Pid()) - cpu0
 		v.events, v.posts = counts.batched.Load(), counts.posts.Load()
 	}
@@ -146,8 +156,8 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 		if v.posts > 0 {
 			perPost = float64(v.events) / float64(v.posts)
 		}
-		fmt.Printf("%-22s CPU %7.1f us per request (whole workerd process); %d events delivered in %d POSTs (%.1f per POST) for %d requests wrk counted (+up to %d in flight at its stop; %d errors)\n",
-			v.name, v.cpu.Seconds()*1e6/float64(v.res.requests), v.events, v.posts, perPost, v.res.requests, conns, v.res.errors)
+		fmt.Printf("%-22s CPU %7.1f us per request (whole workerd process, deliveries included); %d events delivered in %d POSTs (%.1f per POST), the last %v after the load, for %d requests wrk counted (+up to %d in flight at its stop; %d errors)\n",
+			v.name, v.cpu.Seconds()*1e6/float64(v.res.requests), v.events, v.posts, perPost, v.settle.Round(10*time.Millisecond), v.res.requests, conns, v.res.errors)
 	}
 	fmt.Println()
 	var tgSize int64
