@@ -132,6 +132,7 @@ bench: tools
 	@$(TOOLS)/edgepixel-deps install bench
 	@$(MAKE) --no-print-directory modules
 	@$(TOOLS)/edgepixel-build -dir $(BIN) pop aggregator worker bench
+	@$(TOOLS)/edgepixel-build -toolchain go -o $(BIN)/edgepixel-worker-go.wasm worker
 	@$(BIN)/edgepixel-bench --bin $(BIN)
 
 # The TinyGo edgepixel built (.edgepixel/tinygo) and the wasm cache stay:

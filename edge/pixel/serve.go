@@ -2,7 +2,6 @@ package pixel
 
 import (
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +84,7 @@ func (r *Response) Set(name, value string) { r.Header = append(r.Header, Field{n
 // Get returns the first value of a header, for tests and logging.
 func (r *Response) Get(name string) string {
 	for _, f := range r.Header {
-		if http.CanonicalHeaderKey(f.Name) == http.CanonicalHeaderKey(name) {
+		if strings.EqualFold(f.Name, name) {
 			return f.Value
 		}
 	}
@@ -141,11 +140,11 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	case PathPost:
 		servePost(req, c, b, now, resp)
 	case "/healthz":
-		resp.Status = http.StatusOK
+		resp.Status = statusOK
 		resp.Set("Content-Type", "text/plain")
 		resp.Body = okBody
 	default:
-		resp.Status = http.StatusNotFound
+		resp.Status = statusNotFound
 		resp.Set("Content-Type", "text/plain")
 		resp.Body = notFoundBody
 	}
@@ -160,19 +159,19 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 var gifLength = strconv.Itoa(len(GIF))
 
 func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
-	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+	if req.Method != methodGet && req.Method != methodHead {
 		resp.Set("Allow", "GET, HEAD")
-		reject(resp, http.StatusMethodNotAllowed, DropBadMethod)
+		reject(resp, statusMethodNotAllowed, DropBadMethod)
 		return
 	}
 	// A HEAD is a link checker or a monitor, not a page view: it gets the
 	// GIF's headers and costs no Meta.
 	drop := DropHeadRequest
-	if req.Method == http.MethodGet {
+	if req.Method == methodGet {
 		var e [1]event.Event
 		var note [1]string
 		e[0], note[0], drop = fromQuery(req.RawQuery, req.Meta(), c)
-		e[0].Method = http.MethodGet
+		e[0].Method = methodGet
 		notes := note[:]
 		if note[0] == "" {
 			notes = nil
@@ -183,7 +182,7 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 	}
 	// The visitor gets the GIF whatever happened to the hit: a broken image
 	// on their page would be our failure made visible.
-	resp.Status = http.StatusOK
+	resp.Status = statusOK
 	if drop != "" {
 		resp.drop(drop)
 	}
@@ -191,7 +190,7 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 	resp.Set("Content-Length", gifLength)
 	noCache(resp)
 	resp.Set("Cross-Origin-Resource-Policy", "cross-origin")
-	if req.Method == http.MethodGet {
+	if req.Method == methodGet {
 		resp.Body = GIF
 	}
 }
@@ -201,8 +200,8 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 // (If-None-Match, RFC 9110 section 13.1.2), cacheable. Not a hit: nothing
 // is counted.
 func serveScript(req *Hit, resp *Response) {
-	if req.Method != http.MethodGet && req.Method != http.MethodHead {
-		resp.Status = http.StatusMethodNotAllowed
+	if req.Method != methodGet && req.Method != methodHead {
+		resp.Status = statusMethodNotAllowed
 		resp.Set("Allow", "GET, HEAD")
 		return
 	}
@@ -211,10 +210,10 @@ func serveScript(req *Hit, resp *Response) {
 	resp.Set("Vary", "Accept-Encoding")
 	resp.Set("Cross-Origin-Resource-Policy", "cross-origin")
 	if etagMatch(req.header("If-None-Match"), tracker.ETag) {
-		resp.Status = http.StatusNotModified
+		resp.Status = statusNotModified
 		return
 	}
-	resp.Status = http.StatusOK
+	resp.Status = statusOK
 	resp.Set("Content-Type", "text/javascript; charset=utf-8")
 	body := tracker.Script
 	if acceptsGzip(req.header("Accept-Encoding")) {
@@ -222,7 +221,7 @@ func serveScript(req *Hit, resp *Response) {
 		resp.Set("Content-Encoding", "gzip")
 	}
 	resp.Set("Content-Length", strconv.Itoa(len(body)))
-	if req.Method == http.MethodGet {
+	if req.Method == methodGet {
 		resp.Body = body
 	}
 }
@@ -284,33 +283,33 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	noCache(resp)
 	origin := req.header("Origin")
 	switch req.Method {
-	case http.MethodOptions:
+	case methodOptions:
 		if origin != "" && !c.Origins.Allowed(cleanSite(queryValue(req.RawQuery, "site")), origin) {
-			reject(resp, http.StatusForbidden, DropOriginNotAllowed)
+			reject(resp, statusForbidden, DropOriginNotAllowed)
 			return
 		}
 		allowCORS(resp, origin)
 		resp.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
 		resp.Set("Access-Control-Allow-Headers", "Content-Type, "+HeaderIdempotencyKey)
 		resp.Set("Access-Control-Max-Age", "86400")
-		resp.Status = http.StatusNoContent
+		resp.Status = statusNoContent
 		return
-	case http.MethodPost:
+	case methodPost:
 	default:
 		allowCORS(resp, origin)
 		resp.Set("Allow", "POST, OPTIONS")
-		reject(resp, http.StatusMethodNotAllowed, DropBadMethod)
+		reject(resp, statusMethodNotAllowed, DropBadMethod)
 		return
 	}
 	body, err := req.Body(MaxPostBody)
 	if err != nil {
 		allowCORS(resp, origin)
-		reject(resp, http.StatusBadRequest, DropReadError)
+		reject(resp, statusBadRequest, DropReadError)
 		return
 	}
 	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c)
 	if origin != "" && !originAllowed(c.Origins, evs, req.RawQuery, origin) {
-		reject(resp, http.StatusForbidden, DropOriginNotAllowed)
+		reject(resp, statusForbidden, DropOriginNotAllowed)
 		return
 	}
 	allowCORS(resp, origin)
@@ -322,26 +321,26 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	}
 	switch drop {
 	case "":
-		resp.Status = http.StatusNoContent
+		resp.Status = statusNoContent
 	case DropUnknownSite: // answered as if counted, as the pixel is
-		resp.Status = http.StatusNoContent
+		resp.Status = statusNoContent
 		resp.drop(drop)
 	case DropRateLimited:
 		// The penalty box refuses for its whole duration: a retry sooner
 		// is refused again (RFC 9110 §10.2.3: seconds to wait).
 		resp.Set("Retry-After", strconv.Itoa(int(RateLimitPenalty/time.Second)))
-		reject(resp, http.StatusTooManyRequests, drop)
+		reject(resp, statusTooManyRequests, drop)
 	case DropUnsigned, DropBadSignature, DropExpiredPixel: // the site's sign=reject
-		reject(resp, http.StatusForbidden, drop)
+		reject(resp, statusForbidden, drop)
 	case DropTooLarge, DropTooManyEvents, DropPropsTooLarge:
-		reject(resp, http.StatusRequestEntityTooLarge, drop)
+		reject(resp, statusRequestEntityTooLarge, drop)
 	case DropBufferFull:
 		resp.Set("Retry-After", "1")
-		reject(resp, http.StatusServiceUnavailable, drop)
+		reject(resp, statusServiceUnavailable, drop)
 	case DropInternal:
-		reject(resp, http.StatusInternalServerError, drop)
+		reject(resp, statusInternalServerError, drop)
 	default:
-		reject(resp, http.StatusBadRequest, drop)
+		reject(resp, statusBadRequest, drop)
 	}
 }
 
@@ -396,5 +395,5 @@ func dropMessage(reason string, status int) string {
 	case DropBufferFull:
 		return "the edge's buffer is full; retry shortly"
 	}
-	return http.StatusText(status)
+	return statusText(status)
 }

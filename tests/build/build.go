@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/tests/progress"
@@ -29,13 +30,13 @@ type Artifact struct {
 	About string // what progress messages call it
 	Pkg   string // the main package, relative to the repository root
 	File  string // its file name in a bin directory (InDir)
-	// Wasm marks a WebAssembly module: the edge module for Fastly
-	// Compute, built by a Toolchain, and the worker for Cloudflare
-	// Workers (Reactor).
+	// Wasm marks a WebAssembly module built by a Toolchain: the edge
+	// module for Fastly Compute, and the worker for Cloudflare Workers
+	// (Reactor).
 	Wasm bool
-	// Reactor builds a WASI reactor (-buildmode=c-shared: _initialize and
-	// //go:wasmexport functions, no main) instead of a command, always
-	// with standard Go.
+	// Reactor builds a WASI reactor (-buildmode=c-shared, with either
+	// toolchain: _initialize and //go:wasmexport functions, no main)
+	// instead of a command.
 	Reactor bool
 }
 
@@ -73,19 +74,15 @@ func Named(name string) (Artifact, bool) {
 func (a Artifact) InDir(dir string) string { return filepath.Join(dir, a.File) }
 
 // Command is the command that builds a into out, run in the repository
-// root; the edge module's is c's (c is unused for the others, and may be
-// nil). A reactor (the worker) is built by standard Go whatever c is:
-// -buildmode=c-shared is Go's. -trimpath makes a Go build independent of where the checkout is,
+// root; a module's is c's (c is unused for the others, and may be
+// nil). -trimpath makes a Go build independent of where the checkout is,
 // so that the same source gives the same bytes (and the POP's compile
 // cache, keyed by those bytes, is shared between builds).
 func (a Artifact) Command(ctx context.Context, c *Compiler, root, out string) *exec.Cmd {
 	var cmd *exec.Cmd
 	switch {
-	case a.Reactor:
-		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "-buildmode=c-shared", a.Pkg)
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	case a.Wasm:
-		args := c.Args(a.Pkg, out)
+		args := a.compilerArgs(c, out)
 		if c.Toolchain == TinyGo {
 			// Not in Args, which the wasm cache's key hashes: a time limit
 			// does not change the module built.
@@ -102,9 +99,6 @@ func (a Artifact) Command(ctx context.Context, c *Compiler, root, out string) *e
 
 // Describe is how progress messages name the build of a.
 func (a Artifact) Describe(tc Toolchain) string {
-	if a.Reactor {
-		tc = Go
-	}
 	if a.Wasm {
 		return fmt.Sprintf("building %s (%s, %s)", a.About, tc, a.Pkg)
 	}
@@ -112,7 +106,7 @@ func (a Artifact) Describe(tc Toolchain) string {
 }
 
 // Build builds a into out, reporting the step to r (which may be nil); tc
-// is the edge module's toolchain (see Toolchain.Compiler). The edge module
+// is the modules' toolchain (see Toolchain.Compiler). A module
 // comes from the wasm cache when its sources have not changed since a
 // build of it with the same compiler (see WasmCache). A failure's error
 // holds the compiler's output.
@@ -120,7 +114,7 @@ func (a Artifact) Build(ctx context.Context, tc Toolchain, root, out string, r *
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	if a.Wasm && !a.Reactor {
+	if a.Wasm {
 		c, err := tc.Compiler(ctx, root, r)
 		if err != nil {
 			return err
@@ -128,6 +122,24 @@ func (a Artifact) Build(ctx context.Context, tc Toolchain, root, out string, r *
 		return a.buildCached(ctx, c, root, out, r)
 	}
 	return a.run(ctx, nil, root, out, r)
+}
+
+// compilerArgs are c's arguments that build a into out: a command
+// module, or with -buildmode=c-shared a reactor. TinyGo builds a reactor
+// with -scheduler=none: with a scheduler, every call of a
+// //go:wasmexport function runs on a new goroutine with a newly
+// allocated stack (TinyGo's runtime_wasmentry.go), which made each
+// request cost milliseconds; the worker starts no goroutines.
+func (a Artifact) compilerArgs(c *Compiler, out string) []string {
+	args := c.Args(a.Pkg, out)
+	if a.Reactor {
+		mode := []string{"-buildmode=c-shared"}
+		if c.Toolchain == TinyGo {
+			mode = append(mode, "-scheduler=none")
+		}
+		args = slices.Insert(args, 1, mode...)
+	}
+	return args
 }
 
 // run builds a into out with c.

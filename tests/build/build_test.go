@@ -39,11 +39,14 @@ func TestCommands(t *testing.T) {
 	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -o /out/edgepixel-pop ./edge/cmd/edgepixel-pop" || cmd.Env != nil {
 		t.Errorf("the POP is built by go for this machine, got %q with env %v", got, cmd.Env)
 	}
-	// The worker is a reactor, built by standard Go whatever the edge
-	// module's toolchain.
+	// The worker is a reactor, built by either toolchain.
 	cmd = Worker.Command(ctx, tgc, "/repo", "/out/w.wasm")
-	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -o /out/w.wasm -buildmode=c-shared ./wrangler/cmd/edgepixel-worker" || !slices.Contains(cmd.Env, "GOOS=wasip1") {
-		t.Errorf("worker: %q", got)
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -buildmode=c-shared -scheduler=none -target=wasip1 -no-debug -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" {
+		t.Errorf("worker, TinyGo: %q", got)
+	}
+	cmd = Worker.Command(ctx, goc, "/repo", "/out/w.wasm")
+	if got := strings.Join(cmd.Args, " "); got != "go build -buildmode=c-shared -trimpath -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" || !slices.Contains(cmd.Env, "GOOS=wasip1") {
+		t.Errorf("worker, Go: %q", got)
 	}
 }
 

@@ -45,6 +45,10 @@ func (a Artifact) buildCached(ctx context.Context, c *Compiler, root, out string
 	}
 	dir := WasmCache(root)
 	name := fmt.Sprintf("%s-%s", c.Toolchain, key)
+	if a.Reactor { // same sources, another build mode (compilerArgs)
+		sum := sha256.Sum256([]byte(strings.Join(a.compilerArgs(c, "OUT"), "\x00")))
+		name = fmt.Sprintf("%s-%s-%s-%x", c.Toolchain, a.Name, key, sum[:3])
+	}
 	cached := filepath.Join(dir, name+".wasm")
 	if _, err := os.Stat(cached); err != nil {
 		l, err := acquire(ctx, filepath.Join(dir, name+".lock"), a.Describe(c.Toolchain), r)

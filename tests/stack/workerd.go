@@ -33,6 +33,10 @@ type WorkerdOptions struct {
 	Addr string // "" picks a free loopback port
 	// Vars are the Worker's vars and secrets (wrangler/worker's keys).
 	Vars map[string]string
+	// KV binds Workers KV namespaces: binding name to the loopback
+	// address of an HTTP server that answers workerd's KV reads (GET
+	// /KEY, percent-encoded: the value, or 404 for none).
+	KV map[string]string
 	// Log receives workerd's output; "" is Dir/workerd.log.
 	Log string
 }
@@ -94,7 +98,7 @@ func StartWorkerd(ctx context.Context, o WorkerdOptions) (*Workerd, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(o.Dir, "workerd.capnp")
-	if err := os.WriteFile(cfg, []byte(workerdConfig(o.Addr, date, names, o.Vars)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(workerdConfig(o.Addr, date, names, o.Vars, o.KV)), 0o644); err != nil {
 		return nil, err
 	}
 	w := &Workerd{URL: "http://" + o.Addr, Dir: o.Dir}
@@ -111,15 +115,19 @@ func StartWorkerd(ctx context.Context, o WorkerdOptions) (*Workerd, error) {
 
 // workerdConfig is a `workerd serve` config: the worker on addr, its
 // outbound fetches allowed to loopback (the aggregator), request.cf
-// from CFHeader.
-func workerdConfig(addr, date string, modules []string, vars map[string]string) string {
+// from CFHeader, KV namespaces served by the servers in kv.
+func workerdConfig(addr, date string, modules []string, vars, kv map[string]string) string {
 	var b strings.Builder
 	b.WriteString(`using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "main", worker = .worker),
     (name = "internet", network = (allow = ["public", "private", "local"])),
-  ],
+`)
+	for _, k := range sortedKeys(kv) {
+		fmt.Fprintf(&b, "    (name = %q, external = (address = %q, http = ())),\n", "kv-"+k, kv[k])
+	}
+	b.WriteString(`  ],
   sockets = [(name = "http", address = ` + strconv.Quote(addr) + `, http = (cfBlobHeader = "` + CFHeader + `"), service = "main")],
 );
 const worker :Workerd.Worker = (
@@ -134,16 +142,23 @@ const worker :Workerd.Worker = (
 		fmt.Fprintf(&b, "    (name = %q, %s = embed %q),\n", m, kind, m)
 	}
 	b.WriteString("  ],\n  bindings = [\n")
-	keys := make([]string, 0, len(vars))
-	for k := range vars {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(vars) {
 		fmt.Fprintf(&b, "    (name = %q, text = %q),\n", k, vars[k])
+	}
+	for _, k := range sortedKeys(kv) {
+		fmt.Fprintf(&b, "    (name = %q, kvNamespace = %q),\n", k, "kv-"+k)
 	}
 	b.WriteString("  ],\n);\n")
 	return b.String()
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // compatibilityDate reads compatibility_date from wrangler.toml, so that

@@ -11,11 +11,24 @@ import { wasiImports } from "./wasi.js";
 const START = 0, DELIVERED = 1, FAILED = 2;
 
 // Waits before each attempt of one POST: a few quick tries, as the Fastly
-// module's Batcher makes (edge/pixel/batch.go), within the 30 s a worker
-// has after its response for ctx.waitUntil work.
+// module's Batcher makes (edge/pixel/batch.go).
 const BACKOFF_MS = [0, 50, 250, 1000];
 // A POST that has not answered in this long counts as failed.
 const TIMEOUT_MS = 5000;
+// Deadlines from a batch's close: its batch POSTs end by the first, its
+// fallback by the second, so that the whole delivery ends (delivered,
+// in the fallback, or counted lost) within the 30 s Cloudflare gives
+// ctx.waitUntil work after a response, with room for the batch's wait.
+const BATCH_DEADLINE_MS = 12000;
+const DELIVERY_DEADLINE_MS = 24000;
+// The Workers KV binding edgepixel-salt writes the visitor-id salts to
+// (wrangler.toml [[kv_namespaces]]), and how long an isolate uses what it
+// read before reading again. A rotation writes tomorrow's salt a day
+// ahead, so minutes of caching never leave a day without its salt.
+const SALTS_BINDING = "SALTS";
+const SALTS_CACHE_MS = 60000;
+// The var that sets another cache time, in milliseconds.
+const SALTS_CACHE_VAR = "salts_cache_ms";
 // The aggregator's refusals that retrying cannot fix (pixel.ErrRejected).
 const REFUSED = new Set([400, 401, 413]);
 
@@ -31,11 +44,14 @@ export class EdgePixel {
   // starts, which workerd refuses at global scope.
   constructor(module, env, opts = {}) {
     let memory;
-    this.instance = new WebAssembly.Instance(module, wasiImports(module, () => memory));
+    // opts (tests): fetch, sleep, setTimer, clearTimer, clock.
+    this.instance = new WebAssembly.Instance(module, wasiImports(module, () => memory, opts.clock));
     this.x = this.instance.exports;
     memory = this.x.memory;
     this.fetch = opts.fetch ?? ((...a) => fetch(...a));
     this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.setTimer = opts.setTimer ?? ((f, ms) => setTimeout(f, ms));
+    this.clearTimer = opts.clearTimer ?? ((t) => clearTimeout(t));
     this.x._initialize();
     this.maxBody = this.x.ep_max_body();
     let cfg = "";
@@ -44,6 +60,15 @@ export class EdgePixel {
     }
     const n = this.write(encoder.encode(cfg), 0);
     this.x.ep_init(n);
+    this.batchWait = this.x.ep_batch_wait();
+    this.kv = env?.[SALTS_BINDING];
+    const cacheMs = Number(env?.[SALTS_CACHE_VAR]);
+    this.saltsCacheMs = env?.[SALTS_CACHE_VAR] != null && cacheMs >= 0 ? cacheMs : SALTS_CACHE_MS;
+    this.saltKeys = this.answer(this.x.ep_salt_keys()).lines;
+    this.saltsAt = -Infinity; // when the salts were last read from KV
+    this.saltsLoading = null;
+    // Open and delivering batches by id: { wake, done }.
+    this.batches = new Map();
   }
 
   // write copies bytes into the input buffer at off (growing it) and
@@ -73,6 +98,13 @@ export class EdgePixel {
 
   // serve answers request; a delivery it started is handed to waitUntil.
   async serve(request, ctx) {
+    if (this.kv && Date.now() - this.saltsAt >= this.saltsCacheMs) {
+      // The first request waits for the salts; later ones are served
+      // with the cached salts while a fresh read runs.
+      const loading = (this.saltsLoading ??= this.readSalts().finally(() => { this.saltsLoading = null; }));
+      if (this.saltsAt === -Infinity) await loading;
+      else if (ctx) ctx.waitUntil(loading);
+    }
     let body = null;
     if (request.method !== "GET" && request.method !== "HEAD" && request.body) {
       body = await readCapped(request.body, this.maxBody);
@@ -100,18 +132,61 @@ export class EdgePixel {
     const nobody = r.a === 204 || r.a === 304 || request.method === "HEAD";
     const response = new Response(nobody ? null : r.body, { status: r.a, headers });
     if (r.b !== 0) {
-      const done = this.deliver(r.b);
-      if (ctx) ctx.waitUntil(done);
+      const b = this.batch(r.b & 0x7fffffff);
+      if (r.b >>> 31) b.wake(); // due now: full, or waited long enough
+      // This request's waitUntil lasts until the delivery of the batch
+      // holding its events has ended, so the isolate is kept until then.
+      if (ctx) ctx.waitUntil(b.done);
     }
     return response;
   }
 
-  // deliver drives delivery h to its end: each POST the Go side asks for
-  // is made, retried, and its outcome reported back.
+  // readSalts reads the salts from KV into the Go module; a failed read
+  // keeps the salts it has (from a read before, or the environment).
+  async readSalts() {
+    try {
+      const values = await Promise.all(this.saltKeys.map((k) => this.kv.get(k)));
+      let pairs = "";
+      this.saltKeys.forEach((k, i) => { if (values[i] != null) pairs += k + "\0" + values[i] + "\0"; });
+      this.x.ep_salts(this.write(encoder.encode(pairs), 0));
+    } catch (e) {
+      console.error(`edgepixel: reading the salts from KV ${SALTS_BINDING}: ${e}`);
+    }
+    this.saltsAt = Date.now();
+  }
+
+  // batch returns batch id, starting its delivery's wait if it is new:
+  // the delivery begins after batchWait ms, or when woken.
+  batch(id) {
+    let b = this.batches.get(id);
+    if (b) return b;
+    let wake;
+    const due = new Promise((resolve) => { wake = resolve; });
+    const timer = this.setTimer(wake, this.batchWait);
+    b = { wake };
+    b.done = (async () => {
+      await due;
+      this.clearTimer(timer);
+      try {
+        await this.deliver(id);
+      } finally {
+        this.batches.delete(id);
+      }
+    })();
+    this.batches.set(id, b);
+    return b;
+  }
+
+  // deliver drives batch h's delivery to its end: each POST the Go side
+  // asks for is made, retried, and its outcome reported back.
   async deliver(h) {
+    const start = Date.now();
     let d = this.next(h, START);
     try {
-      while (d) d = this.next(h, (await this.post(d)) ? DELIVERED : FAILED);
+      while (d) {
+        const deadline = start + (d.fallback ? DELIVERY_DEADLINE_MS : BATCH_DEADLINE_MS);
+        d = this.next(h, (await this.post(d, deadline)) ? DELIVERED : FAILED);
+      }
     } catch (e) {
       console.error("edgepixel: delivery:", e);
       while (d) d = this.next(h, FAILED); // the Go side counts what is lost
@@ -127,18 +202,18 @@ export class EdgePixel {
       const i = line.indexOf(": ");
       headers[line.slice(0, i)] = line.slice(i + 2);
     }
-    return { url, headers, body: r.body, retry: r.a === 1 };
+    return { url, headers, body: r.body, retry: (r.a & 1) !== 0, fallback: (r.a & 2) !== 0 };
   }
 
-  // post makes d's POST with retries; true once it was acknowledged.
-  // d.url may list several aggregators separated by commas (ingest_url
-  // "https://a/ingest,https://b/ingest"): each attempt tries them in
-  // turn, starting one further along than the attempt before, until one
-  // acknowledges or refuses for good; one that does not answer, or
-  // answers 429 or 5xx, passes the POST to the next. The body and its
-  // signature are the same for all: the aggregators share dedupe, so a
-  // batch that reached two of them is stored once.
-  async post(d) {
+  // post makes d's POST with retries until deadline (a Date.now() value);
+  // true once it was acknowledged. d.url may list several aggregators
+  // separated by commas (ingest_url "https://a/ingest,https://b/ingest"):
+  // each attempt tries them in turn, starting one further along than the
+  // attempt before, until one acknowledges or refuses for good; one that
+  // does not answer, or answers 429 or 5xx, passes the POST to the next.
+  // The body and its signature are the same for all: the aggregators
+  // share dedupe, so a batch that reached two of them is stored once.
+  async post(d, deadline = Infinity) {
     const urls = d.url.split(",").map((u) => u.trim()).filter((u) => u);
     const tries = d.retry ? BACKOFF_MS : BACKOFF_MS.slice(0, 1);
     for (const wait of tries) {
@@ -146,10 +221,12 @@ export class EdgePixel {
       const start = (this.nextURL = ((this.nextURL ?? -1) + 1) % urls.length);
       let retryAfter = 0;
       for (let i = 0; i < urls.length; i++) {
+        const left = deadline - Date.now();
+        if (left <= 0) return false;
         const url = urls[(start + i) % urls.length];
         let resp;
         try {
-          resp = await this.fetch(url, { method: "POST", headers: d.headers, body: d.body, signal: AbortSignal.timeout(TIMEOUT_MS) });
+          resp = await this.fetch(url, { method: "POST", headers: d.headers, body: d.body, signal: AbortSignal.timeout(Math.min(TIMEOUT_MS, left)) });
           await resp.arrayBuffer();
         } catch (e) {
           console.error(`edgepixel: POST ${url}: ${e}`);

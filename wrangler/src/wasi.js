@@ -21,8 +21,9 @@ export class ProcExit extends Error {
 
 // wasiImports returns the import object for module, reading and writing
 // memory through memory() (set once the instance exists). Lines written
-// to fd 1 and 2 go to console.log and console.error.
-export function wasiImports(module, memory) {
+// to fd 1 and 2 go to console.log and console.error. clock, if given,
+// is both clocks in milliseconds (tests stop time with it).
+export function wasiImports(module, memory, clock) {
   const decoder = new TextDecoder();
   const pending = { 1: "", 2: "" };
   const view = () => new DataView(memory().buffer);
@@ -60,7 +61,8 @@ export function wasiImports(module, memory) {
     clock_time_get(id, precision, out) {
       // Workers' clocks advance only across I/O (a Spectre mitigation):
       // within one request time stands still, which the Go side allows.
-      const ns = id === 0 ? BigInt(Date.now()) * 1000000n : BigInt(Math.round(performance.now() * 1e6));
+      const ms = clock ? clock() : id === 0 ? Date.now() : performance.now();
+      const ns = BigInt(Math.round(ms * 1e6));
       view().setBigUint64(out, ns, true);
       return ESUCCESS;
     },

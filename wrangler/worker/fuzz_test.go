@@ -18,7 +18,7 @@ func FuzzServe(f *testing.F) {
 		if ParseRequest(text, body, &r) != nil {
 			return
 		}
-		_, h := w.Serve(&r, time.Now())
+		_, h, _ := w.Serve(&r, time.Now())
 		if h == 0 {
 			return
 		}

@@ -11,16 +11,25 @@
 //
 // # Delivery
 //
-// A Workers isolate can be evicted at any moment once no request is
-// running, with no hook to flush what it holds, so no event waits in
-// memory for a later request: each request delivers its own events in
-// its ctx.waitUntil, after its response. Delivery uses pixel.Batcher,
-// one per "slot": a request takes an idle slot, serves into its
-// Batcher, and holds the slot until its delivery ended, so concurrent
-// requests of one isolate never share events in flight. A slot is an
-// edge instance in the counters' sense (its own instance id, cumulative
-// counts), reused by later requests, so an isolate reports as few
-// instances as it ever had requests delivering at once.
+// Events of concurrent requests can join one batch (Config.BatchWait
+// above 0; by default every request's events are a batch of their own,
+// delivered at once: see DefaultBatchWait). An isolate has at most
+// one open batch; a request's events go into it, and the request hands
+// the batch's delivery to its ctx.waitUntil. The batch closes when it is
+// due (BatchEvents events, or its first event has waited BatchWait: the
+// JavaScript's timer, started by the batch's first request), and is
+// then delivered; every request whose events it holds waits, through
+// its own waitUntil, for that delivery to end. Workers keep an isolate
+// until every waitUntil has settled (at most 30 s after the response),
+// so no event is ever held by an isolate that no request waits for: an
+// event is delivered, or in the fallback, or counted lost.
+//
+// Each batch is a pixel.Batcher in a "slot": the open batch's slot
+// collects; a closed batch's slot delivers, and is idle again when its
+// delivery ended. A slot is an edge instance in the counters' sense (its
+// own instance id, cumulative counts), reused by later batches, so an
+// isolate reports as few instances as it ever had batches open or
+// delivering at once.
 //
 // A delivery tries, in order:
 //
@@ -36,8 +45,10 @@
 //     (pixel.DropDeliveryFailed) in the slot's counts, which ride on the
 //     slot's next delivery.
 //
-// What an evicted isolate held in a delivery that had not ended is lost
-// without a count, as with a Fastly instance killed mid-flush.
+// What is lost without a count: a delivery still running when the
+// isolate is stopped anyway (the module traps, or its waitUntil outlives
+// Cloudflare's 30 s, which the JavaScript's deadlines keep it within), as
+// with a Fastly instance killed mid-flush.
 package worker
 
 import (
@@ -78,6 +89,30 @@ const (
 	// ConfigPop names the edge in events' pop column; default the
 	// request's cf.colo.
 	ConfigPop = "pop"
+	// ConfigBatchWait is how long, in milliseconds, a batch stays open
+	// for the events of later requests after its first event (default
+	// DefaultBatchWait, 0: each request's events are delivered on their
+	// own; BatchWait is the suggested value when batching).
+	ConfigBatchWait = "batch_wait_ms"
+)
+
+// Batching: a batch closes when it holds BatchEvents events or its first
+// event has waited the configured wait, whichever comes first.
+//
+// Batching across requests is off by default (DefaultBatchWait 0): under
+// wrk load in workerd, with batching on, fewer events reached the
+// aggregator than requests were answered, with nothing logged, while the
+// same code under Node and at lower load in workerd delivered every
+// event; until that is understood, each request delivers its own events
+// unless batch_wait_ms is set (wrangler/README.md).
+const (
+	BatchEvents      = 500
+	BatchWait        = 100 * time.Millisecond
+	DefaultBatchWait = 0
+	// maxBatchWait bounds ConfigBatchWait: a request's waitUntil waits
+	// this long at most before its batch's delivery, which has the rest
+	// of Cloudflare's 30 s.
+	maxBatchWait = 5 * time.Second
 )
 
 // Config is the worker's configuration, from the Worker's environment.
@@ -88,6 +123,10 @@ type Config struct {
 	Secret    []byte
 	LogToken  string
 	Pop       string
+	BatchWait time.Duration
+	// Salts are the visitor-id salts from the environment, until the
+	// worker is given others (Worker.SetSalts).
+	Salts privacy.Salts
 }
 
 // ParseConfig reads the keys above from env (Worker vars and secrets by
@@ -98,9 +137,19 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		IngestURL: strings.TrimSpace(env(ConfigIngestURL)),
 		NDJSONURL: strings.TrimSpace(env(ConfigNDJSONURL)),
 		// A secret kept in a file often ends in a newline; it is never part of it.
-		Secret:   []byte(strings.TrimSpace(env(ConfigSecret))),
-		LogToken: strings.TrimSpace(env(ConfigLogToken)),
-		Pop:      strings.TrimSpace(env(ConfigPop)),
+		Secret:    []byte(strings.TrimSpace(env(ConfigSecret))),
+		LogToken:  strings.TrimSpace(env(ConfigLogToken)),
+		Pop:       strings.TrimSpace(env(ConfigPop)),
+		BatchWait: DefaultBatchWait,
+	}
+	var werr error
+	if v := strings.TrimSpace(env(ConfigBatchWait)); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxBatchWait {
+			werr = fmt.Errorf("%s %q: want milliseconds, 0 to %d; using %d", ConfigBatchWait, v, maxBatchWait.Milliseconds(), DefaultBatchWait)
+		} else {
+			c.BatchWait = time.Duration(ms) * time.Millisecond
+		}
 	}
 	if c.NDJSONURL == "" && c.IngestURL != "" {
 		var urls []string
@@ -116,20 +165,10 @@ func ParseConfig(env func(key string) string) (Config, error) {
 	// Per-site settings, salts and pixel keys are vars and secrets under
 	// the Fastly module's names (edge/pixel's site.go; visitor_salt_0/1,
 	// pixel_key.SITE[.previous]). A Worker's environment is fixed per
-	// deployment: salts rotate by `wrangler secret put` from a daily job.
+	// deployment: salts that rotate without a redeploy come from the
+	// KV namespace the JavaScript reads (Worker.SetSalts).
 	c.Serve.Sites, serr = pixel.NewSites(env)
-	var salts privacy.Salts
-	for i, k := range privacy.SaltKeys {
-		if v := env(k); v != "" {
-			s, perr := privacy.ParseSalt(v)
-			if perr != nil {
-				serr = errors.Join(serr, fmt.Errorf("%s: %w", k, perr))
-				continue
-			}
-			salts[i] = s
-		}
-	}
-	c.Serve.Salts = func(time.Time) *privacy.Salts { return &salts }
+	serr = errors.Join(serr, readSalts(&c.Salts, env))
 	c.Serve.PixelKeys = func(site string) [][]byte {
 		var keys [][]byte
 		for _, k := range [...]string{"pixel_key." + site, "pixel_key." + site + ".previous"} {
@@ -139,8 +178,35 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		}
 		return keys
 	}
-	return c, errors.Join(err, serr)
+	return c, errors.Join(err, serr, werr)
 }
+
+// readSalts sets the salts of s that env has (privacy.SaltKeys), leaving
+// the others; a salt that does not parse is left and reported.
+func readSalts(s *privacy.Salts, env func(key string) string) error {
+	var err error
+	for i, k := range privacy.SaltKeys {
+		if v := env(k); v != "" {
+			salt, perr := privacy.ParseSalt(v)
+			if perr != nil {
+				err = errors.Join(err, fmt.Errorf("%s: %w", k, perr))
+				continue
+			}
+			s[i] = salt
+		}
+	}
+	return err
+}
+
+// SetSalts replaces the visitor-id salts with those get has under
+// privacy.SaltKeys (from the Workers KV namespace edgepixel-salt writes);
+// a key get has no value for, or one that does not parse, keeps its salt.
+func (w *Worker) SetSalts(get func(key string) string) error {
+	return readSalts(&w.salts, get)
+}
+
+// Salts returns the salts the worker uses now.
+func (w *Worker) Salts() privacy.Salts { return w.salts }
 
 // Worker is one isolate's edgepixel. Not safe for concurrent use: an
 // isolate runs one piece of JavaScript, and so one call into Go, at a
@@ -148,7 +214,10 @@ func ParseConfig(env func(key string) string) (Config, error) {
 type Worker struct {
 	cfg   Config
 	slots []*slot
-	idle  []int // indexes of idle slots, most recently used last
+	idle  []int  // indexes of idle slots, most recently used last
+	open  int    // index of the open batch's slot, -1 if none
+	batch uint32 // the last batch id given out
+	salts privacy.Salts
 
 	hit  pixel.Hit
 	meta pixel.Meta
@@ -159,7 +228,8 @@ type Worker struct {
 
 // New returns a worker serving with c.
 func New(c Config) *Worker {
-	w := &Worker{cfg: c}
+	w := &Worker{cfg: c, open: -1, salts: c.Salts}
+	w.cfg.Serve.Salts = func(time.Time) *privacy.Salts { return &w.salts }
 	w.hit.Meta = w.readMeta
 	w.hit.Body = w.readBody
 	w.hit.Header = func(name string) string { return w.req.Header(name) }
@@ -169,26 +239,51 @@ func New(c Config) *Worker {
 // Config returns the worker's configuration.
 func (w *Worker) Config() *Config { return &w.cfg }
 
-// Serve answers r. The response is valid until the next call of Serve.
-// A handle other than 0 names the delivery r started: the caller drives
-// it with Next after answering the visitor.
-func (w *Worker) Serve(r *Request, now time.Time) (resp *pixel.Response, handle uint32) {
+// Serve answers r, putting its events into the open batch. The response
+// is valid until the next call of Serve.
+//
+// A batch id other than 0 names the batch that holds r's events (or
+// counts due for delivery): the caller keeps r's waitUntil open until
+// that batch's delivery has ended, and starts the delivery (Next with
+// Start) once: after the batch's wait (Config.BatchWait) from when the
+// id was first given out, or at once when due is true (the batch is
+// full, or has waited long enough: it is closed already). The same id
+// is given to every request whose events join the batch.
+func (w *Worker) Serve(r *Request, now time.Time) (resp *pixel.Response, batch uint32, due bool) {
 	w.req = r
 	w.hit.Method = r.Method
 	w.hit.Path, w.hit.RawQuery = splitURL(r.URL)
 	w.meta.Now = now
-	i := w.take(r, now)
+	i := w.openSlot(r, now)
 	s := w.slots[i]
 	pixel.Serve(&w.hit, &w.cfg.Serve, &s.b, now, &w.resp)
 	w.req = nil
 	if s.b.Len() == 0 && !s.b.Due(now) {
-		// Nothing to deliver yet: drop counts wait for the slot's next
-		// delivery, at most until Due says they have waited enough.
-		w.release(i)
-		return &w.resp, 0
+		// Nothing to deliver yet: drop counts wait in the open batch,
+		// at most until Due says they have waited enough.
+		return &w.resp, 0, false
 	}
-	s.state = stateStart
-	return &w.resp, uint32(i + 1)
+	if s.batch == 0 {
+		w.batch = w.batch%maxBatchID + 1
+		s.batch = w.batch
+	}
+	if s.b.Due(now) {
+		w.close(i)
+		return &w.resp, s.batch, true
+	}
+	return &w.resp, s.batch, false
+}
+
+// maxBatchID bounds batch ids: the exports give the JavaScript an id
+// and a flag in one uint32.
+const maxBatchID = 1<<31 - 1
+
+// close ends the open batch i's collecting: later hits go to another.
+func (w *Worker) close(i int) {
+	if w.open == i {
+		w.open = -1
+	}
+	w.slots[i].state = stateStart
 }
 
 func (w *Worker) readMeta() *pixel.Meta {
@@ -260,17 +355,32 @@ type Delivery struct {
 	// may be retried with the same bytes; a refusal with those never is
 	// (see pixel.ErrRejected).
 	Retry bool
+	// Fallback marks the fallback's NDJSON lines (else a batch).
+	Fallback bool
 }
 
-// Next advances the delivery h after outcome and returns the next POST to
-// make, or nil when the delivery has ended (its slot is then idle and h
-// invalid). The Delivery is valid until the next call of Next or Serve.
+// Next advances the delivery of batch h after outcome and returns the
+// next POST to make, or nil when the delivery has ended (its slot is then
+// idle and h invalid). Start closes the batch if it is still open. The
+// Delivery is valid until the next call of Next or Serve.
 func (w *Worker) Next(h uint32, outcome int) (*Delivery, error) {
-	i := int(h) - 1
-	if i < 0 || i >= len(w.slots) || w.slots[i].state == stateIdle {
-		return nil, fmt.Errorf("worker: no delivery %d", h)
+	i := -1
+	for j, s := range w.slots {
+		if h != 0 && s.batch == h && s.state != stateIdle {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return nil, fmt.Errorf("worker: no batch %d", h)
 	}
 	s := w.slots[i]
+	if s.state == stateOpen {
+		if outcome != Start {
+			return nil, fmt.Errorf("worker: outcome %d for batch %d, which is not out", outcome, h)
+		}
+		w.close(i)
+	}
 	d, err := w.step(s, outcome)
 	if d == nil {
 		w.release(i)
@@ -326,6 +436,7 @@ func (w *Worker) fallback(s *slot) (*Delivery, error) {
 		ts, sig = strconv.FormatInt(t, 10), wire.Sign(w.cfg.Secret, t, s.lines)
 	}
 	d := w.delivery(w.cfg.NDJSONURL, "application/x-ndjson", s.lines, ts, sig, true)
+	d.Fallback = true
 	if sig == "" && w.cfg.LogToken != "" {
 		d.Header = append(d.Header, pixel.Field{Name: "Authorization", Value: "Bearer " + w.cfg.LogToken})
 	}
@@ -350,7 +461,7 @@ func AppendNDJSON(dst []byte, evs []event.Event, c *wire.Counters) []byte {
 
 func (w *Worker) delivery(url, ctype string, body []byte, ts, sig string, retry bool) *Delivery {
 	d := &w.out
-	d.URL, d.Body, d.Retry = url, body, retry
+	d.URL, d.Body, d.Retry, d.Fallback = url, body, retry, false
 	d.Header = append(d.Header[:0], pixel.Field{Name: "Content-Type", Value: ctype})
 	if sig != "" {
 		d.Header = append(d.Header,
@@ -371,10 +482,20 @@ func (w *Worker) secret() []byte {
 	return w.cfg.Secret
 }
 
-// take returns an idle slot for r, making one if none is idle. An idle
-// slot whose counts are due (losses counted after its last delivery)
-// goes first, so that sequential requests, which would otherwise reuse
-// one slot for ever, deliver every slot's counts.
+// openSlot returns the open batch's slot, opening one if there is none:
+// an idle slot, or a new one if none is idle. An idle slot whose counts
+// are due (losses counted after its last delivery) goes first, so that
+// later batches, which would otherwise reuse one slot for ever, deliver
+// every slot's counts.
+func (w *Worker) openSlot(r *Request, now time.Time) int {
+	if w.open >= 0 {
+		return w.open
+	}
+	w.open = w.take(r, now)
+	w.slots[w.open].state = stateOpen
+	return w.open
+}
+
 func (w *Worker) take(r *Request, now time.Time) int {
 	if n := len(w.idle); n > 0 {
 		k := n - 1
@@ -388,7 +509,7 @@ func (w *Worker) take(r *Request, now time.Time) int {
 		w.idle = append(w.idle[:k], w.idle[k+1:]...)
 		return i
 	}
-	s := &slot{b: pixel.Batcher{MaxEvents: wire.MaxEvents, MaxAge: 200 * time.Millisecond, MaxBuffered: wire.MaxEvents}}
+	s := &slot{b: pixel.Batcher{MaxEvents: BatchEvents, MaxAge: w.cfg.BatchWait, MaxBuffered: wire.MaxEvents}}
 	s.b.Counts.Pop = w.pop(r)
 	w.slots = append(w.slots, s)
 	return len(w.slots) - 1
@@ -396,6 +517,7 @@ func (w *Worker) take(r *Request, now time.Time) int {
 
 func (w *Worker) release(i int) {
 	w.slots[i].state = stateIdle
+	w.slots[i].batch = 0
 	w.idle = append(w.idle, i)
 }
 
@@ -414,16 +536,18 @@ func (w *Worker) Counts(site string) wire.SiteCounts {
 type state int
 
 const (
-	stateIdle state = iota
-	stateStart
-	stateBatch    // the batch s.sent is out
-	stateFallback // its lines s.lines are out
+	stateIdle     state = iota
+	stateOpen           // collecting the hits of requests
+	stateStart          // closed, its delivery not begun
+	stateBatch          // the batch s.sent is out
+	stateFallback       // its lines s.lines are out
 )
 
 // slot is one delivery context: a Batcher and the bytes in flight.
 type slot struct {
 	b       pixel.Batcher
 	state   state
+	batch   uint32 // the id of the batch it holds; 0 while none was given out
 	sent    []byte // the batch being delivered, as pixel.Batcher.Take signed it
 	ts, sig string
 	lines   []byte

@@ -15,10 +15,12 @@ import (
 
 var secret = []byte("test-secret")
 
+func getter(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
 func newWorker(t *testing.T, env map[string]string) *Worker {
 	t.Helper()
 	if env == nil {
-		env = map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret) + "\n"}
+		env = map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret) + "\n", ConfigBatchWait: "100"}
 	}
 	c, err := ParseConfig(func(k string) string { return env[k] })
 	if err != nil {
@@ -66,7 +68,7 @@ func TestSplitURL(t *testing.T) {
 // serve serves r and checks the answer's status.
 func serve(t *testing.T, w *Worker, r *Request, status int) (*pixel.Response, uint32) {
 	t.Helper()
-	resp, h := w.Serve(r, time.Now())
+	resp, h, _ := w.Serve(r, time.Now())
 	if resp.Status != status {
 		t.Fatalf("%s %s: %d, want %d (drop %q)", r.Method, r.URL, resp.Status, status, resp.Drop)
 	}
@@ -299,7 +301,7 @@ func TestIdleSlotsCountsAreDelivered(t *testing.T) {
 	later := time.Now().Add(2 * time.Second)
 	lost := map[string]uint64{}
 	for i := 0; i < 2; i++ {
-		resp, h := w.Serve(request(t, "GET", "https://px.test/p.gif?site=c", "", ""), later)
+		resp, h, _ := w.Serve(request(t, "GET", "https://px.test/p.gif?site=c", "", ""), later)
 		if resp.Status != 200 || h == 0 {
 			t.Fatal(resp.Status, h)
 		}
@@ -380,5 +382,155 @@ func TestPostJS(t *testing.T) {
 	out, err := exec.Command(node, "--test", "../src/post.test.mjs").CombinedOutput()
 	if err != nil {
 		t.Fatalf("node --test: %v\n%s", err, out)
+	}
+}
+
+// Requests served while a batch is open join it: one id, one POST with
+// all their events, and the batch's end frees the id.
+func TestConcurrentRequestsShareABatch(t *testing.T) {
+	w := newWorker(t, nil)
+	var id uint32
+	for i, site := range []string{"a", "b", "c"} {
+		_, h, due := w.Serve(request(t, "GET", "https://px.test/p.gif?site="+site, "", ""), time.Now())
+		if h == 0 || due || (i > 0 && h != id) {
+			t.Fatalf("request %d: batch %d due %t, want the open batch %d", i, h, due, id)
+		}
+		id = h
+	}
+	if _, err := w.Next(id, Delivered); err == nil {
+		t.Error("an open batch took an outcome other than Start")
+	}
+	d, err := w.Next(id, Start)
+	if err != nil || d == nil {
+		t.Fatal(d, err)
+	}
+	evs, c, err := wire.DecodeBatch(nil, d.Body)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("%v: %d events in the batch", err, len(evs))
+	}
+	var hits uint64
+	for _, s := range c.Sites {
+		hits += s.Hits
+	}
+	if hits != 3 {
+		t.Errorf("counts %+v", c.Sites)
+	}
+	// A request while the batch is out opens the next one.
+	_, h, _ := w.Serve(request(t, "GET", "https://px.test/p.gif?site=d", "", ""), time.Now())
+	if h == 0 || h == id {
+		t.Fatalf("request during delivery: batch %d (the closed one is %d)", h, id)
+	}
+	if d, err := w.Next(id, Delivered); d != nil || err != nil {
+		t.Fatal(d, err)
+	}
+	if _, err := w.Next(id, Start); err == nil {
+		t.Error("an ended batch took an outcome")
+	}
+	d, _ = w.Next(h, Start)
+	if evs, _ := wire.Decode(nil, d.Body); len(evs) != 1 || evs[0].Site != "d" {
+		t.Errorf("second batch: %+v", evs)
+	}
+}
+
+// A batch closes, due at once, when it holds BatchEvents events.
+func TestBatchClosesWhenFull(t *testing.T) {
+	w := newWorker(t, nil)
+	post := "[" + strings.Repeat(`{"site":"a"},`, pixel.MaxPostEvents-1) + `{"site":"a"}]`
+	now := time.Now()
+	var id uint32
+	for i := 0; i < BatchEvents/pixel.MaxPostEvents; i++ {
+		_, h, due := w.Serve(request(t, "POST", "https://px.test/e", "", post), now)
+		if id != 0 && h != id {
+			t.Fatalf("POST %d: batch %d, want %d", i, h, id)
+		}
+		id = h
+		if want := (i+1)*pixel.MaxPostEvents >= BatchEvents; due != want {
+			t.Fatalf("POST %d: due %t", i, due)
+		}
+	}
+	_, h, due := w.Serve(request(t, "GET", "https://px.test/p.gif?site=a", "", ""), now)
+	if h == id || due {
+		t.Fatalf("after the full batch: batch %d due %t", h, due)
+	}
+	d, _ := w.Next(id, Start)
+	if evs, _ := wire.Decode(nil, d.Body); len(evs) != BatchEvents {
+		t.Errorf("%d events in the full batch", len(evs))
+	}
+}
+
+// A batch whose first event has waited BatchWait is due on the next hit;
+// batch_wait_ms=0 makes every request's batch its own.
+func TestBatchWait(t *testing.T) {
+	w := newWorker(t, nil)
+	t0 := time.Now()
+	_, h1, due := w.Serve(request(t, "GET", "https://px.test/p.gif?site=a", "", ""), t0)
+	if due {
+		t.Fatal("due at once")
+	}
+	_, h2, due := w.Serve(request(t, "GET", "https://px.test/p.gif?site=a", "", ""), t0.Add(BatchWait))
+	if h2 != h1 || !due {
+		t.Fatalf("after BatchWait: batch %d (want %d) due %t", h2, h1, due)
+	}
+
+	w = newWorker(t, map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: "s", ConfigBatchWait: "0"})
+	_, h1, due1 := w.Serve(request(t, "GET", "https://px.test/p.gif?site=a", "", ""), t0)
+	_, h2, due2 := w.Serve(request(t, "GET", "https://px.test/p.gif?site=a", "", ""), t0)
+	if h1 == 0 || h1 == h2 || !due1 || !due2 {
+		t.Errorf("batch_wait_ms=0: batches %d %d due %t %t", h1, h2, due1, due2)
+	}
+	for _, v := range []string{"-1", "x", "60000"} {
+		c, err := ParseConfig(func(k string) string {
+			if k == ConfigBatchWait {
+				return v
+			}
+			return ""
+		})
+		if err == nil || c.BatchWait != DefaultBatchWait {
+			t.Errorf("%s=%s: %v, wait %v", ConfigBatchWait, v, err, c.BatchWait)
+		}
+	}
+}
+
+// Salts read from KV (SetSalts) replace the environment's, and a value
+// that does not parse keeps the salt there was.
+func TestSetSalts(t *testing.T) {
+	day := privacy.Day(time.Now())
+	visitor := func(w *Worker) uint64 {
+		t.Helper()
+		_, h := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=shop", "user-agent:UA/1\ncf-connecting-ip:203.0.113.7\n", ""), 200)
+		d, err := w.Next(h, Start)
+		if err != nil || d == nil {
+			t.Fatal(d, err)
+		}
+		evs, _, err := wire.DecodeBatch(nil, d.Body)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("%v %d", err, len(evs))
+		}
+		w.Next(h, Delivered)
+		return evs[0].VisitorID
+	}
+	s1, s2 := privacy.NewSalt(day, [16]byte{1}), privacy.NewSalt(day, [16]byte{2})
+	w := newWorker(t, nil)
+	if id := visitor(w); id != 0 {
+		t.Fatalf("visitor id %x without a salt", id)
+	}
+	if err := w.SetSalts(getter(map[string]string{privacy.SaltKey(day): s1.String()})); err != nil {
+		t.Fatal(err)
+	}
+	id1 := visitor(w)
+	fromEnv := newWorker(t, map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret), privacy.SaltKey(day): s1.String()})
+	if id1 == 0 || visitor(fromEnv) != id1 {
+		t.Errorf("visitor id %x from the KV salt, %x from the same salt in the environment", id1, visitor(fromEnv))
+	}
+	// Rotated: today's entry holds another salt (a test of the swap;
+	// edgepixel-salt never rewrites today's).
+	if err := w.SetSalts(getter(map[string]string{privacy.SaltKey(day): s2.String(), privacy.SaltKey(day + 1): "not a salt"})); err == nil {
+		t.Error("a bad salt: no error")
+	}
+	if id2 := visitor(w); id2 == 0 || id2 == id1 {
+		t.Errorf("visitor id %x after the salt changed (was %x)", id2, id1)
+	}
+	if got := w.Salts(); got[0] != s2 && got[1] != s2 {
+		t.Errorf("salts %v", got)
 	}
 }

@@ -5,12 +5,15 @@
 // run. With --today it also writes today's salt (the first run; today's
 // visitor ids then change once).
 //
-// Two stores:
+// Three stores:
 //
 //	edgepixel-salt --dir DIR                 files DIR/visitor_salt_0 and _1, as the
 //	                                         self-hosted POP's secret store reads them
 //	edgepixel-salt --fastly-store STORE_ID   a Fastly secret store, through Fastly's
 //	                                         API (token in FASTLY_API_TOKEN)
+//	edgepixel-salt --cf-kv NAMESPACE_ID      a Cloudflare Workers KV namespace, which
+//	  --cf-account ACCOUNT_ID                the worker reads (wrangler/README.md), through
+//	                                         Cloudflare's API (token in CLOUDFLARE_API_TOKEN)
 package main
 
 import (
@@ -24,14 +27,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
 )
 
-const usage = `usage: edgepixel-salt (--dir DIR | --fastly-store STORE_ID) [--today]
+const usage = `usage: edgepixel-salt (--dir DIR | --fastly-store STORE_ID | --cf-kv NAMESPACE_ID --cf-account ACCOUNT_ID) [--today]
 
 Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC
 (with --dir, more often does no harm: a salt already there is kept).
@@ -40,6 +45,10 @@ Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC
   --fastly-store ID      write to this Fastly secret store [EDGEPIXEL_SALT_FASTLY_STORE]
                          (API token in FASTLY_API_TOKEN)
   --fastly-api URL       Fastly's API (default https://api.fastly.com)
+  --cf-kv ID             write to this Workers KV namespace [EDGEPIXEL_SALT_CF_KV]
+  --cf-account ID        its Cloudflare account             [CLOUDFLARE_ACCOUNT_ID]
+                         (API token with Workers KV Storage:Edit in CLOUDFLARE_API_TOKEN)
+  --cf-api URL           Cloudflare's API (default https://api.cloudflare.com/client/v4)
   --today                also write today's salt (first run; with --dir only when
                          today's is missing)
 `
@@ -59,6 +68,9 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	dir := fs.String("dir", os.Getenv("EDGEPIXEL_SALT_DIR"), "")
 	store := fs.String("fastly-store", os.Getenv("EDGEPIXEL_SALT_FASTLY_STORE"), "")
 	api := fs.String("fastly-api", "https://api.fastly.com", "")
+	kv := fs.String("cf-kv", os.Getenv("EDGEPIXEL_SALT_CF_KV"), "")
+	account := fs.String("cf-account", os.Getenv("CLOUDFLARE_ACCOUNT_ID"), "")
+	cfAPI := fs.String("cf-api", "https://api.cloudflare.com/client/v4", "")
 	today := fs.Bool("today", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -66,19 +78,33 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		}
 		return "", fmt.Errorf("%v\n%s", err, usage)
 	}
-	if (*dir == "") == (*store == "") {
-		return "", errors.New("give one of --dir or --fastly-store\n" + usage)
+	if n := btoi(*dir != "") + btoi(*store != "") + btoi(*kv != ""); n != 1 {
+		return "", errors.New("give one of --dir, --fastly-store or --cf-kv\n" + usage)
 	}
 	var put func(key string, s privacy.Salt) error
 	var has func(day int32) bool
-	if *dir != "" {
+	switch {
+	case *kv != "":
+		token := os.Getenv("CLOUDFLARE_API_TOKEN")
+		if token == "" {
+			return "", errors.New("CLOUDFLARE_API_TOKEN is not set: create an API token with the Workers KV Storage:Edit permission at https://dash.cloudflare.com/profile/api-tokens")
+		}
+		if *account == "" {
+			return "", errors.New("--cf-kv needs --cf-account (or CLOUDFLARE_ACCOUNT_ID): the account id on the Workers dashboard")
+		}
+		kvURL := *cfAPI + "/accounts/" + url.PathEscape(*account) + "/storage/kv/namespaces/" + url.PathEscape(*kv) + "/values/"
+		put = func(key string, s privacy.Salt) error {
+			return cfKV(ctx, client, http.MethodPut, kvURL+url.PathEscape(key), token, s.String())
+		}
+		has = func(int32) bool { return false } // reading a salt back is not needed to write one
+	case *dir != "":
 		put = func(key string, s privacy.Salt) error { return writeFile(filepath.Join(*dir, key), s.String()+"\n") }
 		has = func(day int32) bool {
 			b, err := os.ReadFile(filepath.Join(*dir, privacy.SaltKey(day)))
 			s, perr := privacy.ParseSalt(string(b))
 			return err == nil && perr == nil && s.Day == day
 		}
-	} else {
+	default:
 		token := os.Getenv("FASTLY_API_TOKEN")
 		if token == "" {
 			return "", errors.New("FASTLY_API_TOKEN is not set: create an API token with the global scope at https://manage.fastly.com/account/personal/tokens")
@@ -117,6 +143,35 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	}
 	fmt.Fprintf(&log, "wrote tomorrow's salt (%s) to %s, over yesterday's (%s)\n", dateOf(day+1), privacy.SaltKey(day+1), dateOf(day-1))
 	return log.String(), nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// cfKV writes value under a Workers KV key (PUT
+// /accounts/{account_id}/storage/kv/namespaces/{namespace_id}/values/{key_name},
+// the value as the body), per Cloudflare's API reference for Workers KV.
+func cfKV(ctx context.Context, client *http.Client, method, u, token, value string) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(value))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("Cloudflare API: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 func newSalt(day int32) privacy.Salt {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -150,5 +151,52 @@ func TestRotateFastly(t *testing.T) {
 	}
 	if _, err := run(context.Background(), nil, now, nil); err == nil {
 		t.Error("no store: want an error")
+	}
+}
+
+// TestRotateCloudflareKV writes the salts into a Workers KV namespace
+// through Cloudflare's API, as the worker reads them.
+func TestRotateCloudflareKV(t *testing.T) {
+	kv := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := strings.CutPrefix(r.URL.Path, "/accounts/acc1/storage/kv/namespaces/ns1/values/")
+		if r.Method != http.MethodPut || !ok || r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "bad request "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		kv[key] = string(b)
+		w.Write([]byte(`{"success":true,"errors":[],"messages":[],"result":{}}`))
+	}))
+	defer srv.Close()
+	t.Setenv("CLOUDFLARE_API_TOKEN", "tok")
+	t.Setenv("CLOUDFLARE_ACCOUNT_ID", "")
+	args := []string{"--cf-kv", "ns1", "--cf-account", "acc1", "--cf-api", srv.URL}
+	day1 := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
+	if _, err := run(context.Background(), append(args, "--today"), day1, srv.Client()); err != nil {
+		t.Fatal(err)
+	}
+	for _, day := range []int32{privacy.Day(day1), privacy.Day(day1) + 1} {
+		s, err := privacy.ParseSalt(kv[privacy.SaltKey(day)])
+		if err != nil || s.Day != day {
+			t.Errorf("%s = %q (%v), want day %d's salt", privacy.SaltKey(day), kv[privacy.SaltKey(day)], err, day)
+		}
+	}
+	// The next day's run writes the day after over yesterday's.
+	today := kv[privacy.SaltKey(privacy.Day(day1)+1)]
+	if _, err := run(context.Background(), args, day1.Add(24*time.Hour), srv.Client()); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := privacy.ParseSalt(kv[privacy.SaltKey(privacy.Day(day1))]); s.Day != privacy.Day(day1)+2 || kv[privacy.SaltKey(privacy.Day(day1)+1)] != today {
+		t.Errorf("after the second day: %v", kv)
+	}
+	if _, err := run(context.Background(), []string{"--cf-kv", "ns1"}, day1, srv.Client()); err == nil || !strings.Contains(err.Error(), "--cf-account") {
+		t.Errorf("no account: %v", err)
+	}
+	if _, err := run(context.Background(), []string{"--cf-kv", "other", "--cf-account", "acc1", "--cf-api", srv.URL}, day1, srv.Client()); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("an API error: %v", err)
+	}
+	if _, err := run(context.Background(), []string{"--cf-kv", "ns1", "--dir", t.TempDir()}, day1, nil); err == nil {
+		t.Error("two stores: want an error")
 	}
 }

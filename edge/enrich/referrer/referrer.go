@@ -7,16 +7,14 @@
 // hosts from Matomo's referrer-spam-list (both CC0), webmail hosts and
 // Android app ids from short lists of our own; all in data/, compiled
 // into tables.go by edge/enrich/internal/gen (see data/SOURCE.md).
-// Registrable domains follow the public suffix list
-// (golang.org/x/net/publicsuffix).
+// Registrable domains follow the Public Suffix List (data/, read by
+// publicSuffix).
 package referrer
 
 //go:generate go run ../internal/gen -dir ..
 
 import (
 	"strings"
-
-	"golang.org/x/net/publicsuffix"
 
 	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
 )
@@ -81,15 +79,13 @@ type Result struct {
 	Spam bool
 }
 
-// Classify tells where a visit came from. It never fails. Without a
-// referrer it does not allocate; with one, once (in
-// publicsuffix.PublicSuffix), plus the host's when it has escapes or an
-// international name.
+// Classify tells where a visit came from. It never fails. It allocates
+// only the host, and only when it has escapes or an international name.
 func Classify(in Input) Result {
 	var r Result
 	r.Host = pageurl.Host(in.Referrer)
 	if r.Host != "" {
-		suffix := publicSuffix(r.Host)
+		suffix := hostSuffix(r.Host)
 		r.Domain = registrable(r.Host, suffix)
 		r.Spam = isSpam(r.Host)
 		if i, ok := lookup(r.Host, suffix); ok {
@@ -192,13 +188,12 @@ func isSpam(host string) bool {
 	return ok
 }
 
-// publicSuffix returns host's public suffix, "" for an IP address.
-func publicSuffix(host string) string {
+// hostSuffix returns host's public suffix, "" for an IP address.
+func hostSuffix(host string) string {
 	if isIP(host) {
 		return ""
 	}
-	s, _ := publicsuffix.PublicSuffix(host)
-	return s
+	return publicSuffix(host)
 }
 
 // isIP reports whether host is an IP address: an IPv6 literal in brackets
@@ -216,7 +211,7 @@ func isIP(host string) bool {
 }
 
 // registrable returns host's registrable domain (the public suffix and
-// one more label, as publicsuffix.EffectiveTLDPlusOne), or host itself for
+// one more label, as golang.org/x/net/publicsuffix.EffectiveTLDPlusOne), or host itself for
 // an IP address or a name with no label left of its suffix.
 func registrable(host, suffix string) string {
 	if suffix == "" || len(suffix) >= len(host) {

@@ -1050,3 +1050,2605 @@ var spammers = strtab.Set{
 		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 	},
 }
+
+// publicSuffixes is the Public Suffix List: each rule's domain, its value
+// the kinds of rule (pslNormal, pslWildcard, pslException) that name it.
+var publicSuffixes = strtab.Set{
+	Data: "" +
+		"0.bg001.test.code-builder-stg.platform.salesforce.com0am.jp0e.vc0emm.com0g0.jp0j0.jp0t0.jp1.azuresta" +
+		"ticapps.net1.bg123hjemmeside.dk123hjemmeside.no123homepage.it123kotisivu.fi123minsida.se123miweb.es1" +
+		"23paginaweb.pt123siteweb.fr123webseite.at123webseite.de123website.be123website.ch123website.lu123web" +
+		"site.nl12hp.at12hp.ch12hp.de1337.pictures16-b.it180r.com1cooldns.com1kapp.com2-d.jp2.azurestaticapps" +
+		".net2.bg2000.hu2038.io2ix.at2ix.ch2ix.de3.azurestaticapps.net3.bg32-b.it3utilities.com4.at4.azuresta" +
+		"ticapps.net4.bg4lima.at4lima.ch4lima.de4u.com5.azurestaticapps.net5.bg5g.in6.azurestaticapps.net6.bg" +
+		"611.to64-b.it6g.in7.azurestaticapps.net7.bg8.bg9.bg9guacu.bra.bga.prod.fastly.neta.sea.ssl.fastly.ne" +
+		"ta2hosted.comaa.crm.devaa.noaaaaaa.proaarborte.noaarpab.caab.crm.devabashiri.hokkaido.jpabbabbottabb" +
+		"vieabcabc.brabeno.osaka.jpabg.ecabiko.chiba.jpabira.hokkaido.jpabkhazia.suableabo.paabogadoabr.itabr" +
+		"dns.comabruzzo.itabu.yamaguchi.jpabudhabiacac.aeac.atac.bdac.beac.bwac.ciac.cnac.crac.crm.devac.cyac" +
+		".egac.fjac.gnac.gov.brac.idac.ilac.imac.inac.irac.jpac.keac.krac.leg.brac.lkac.lsac.maac.meac.mlac.m" +
+		"uac.mwac.mzac.niac.nzac.paac.pkac.prac.rsac.ruac.rwac.seac.szac.thac.tjac.tzac.ugac.ukac.vnac.zaac.z" +
+		"mac.zwaca.proacademia.boacademyaccentureaccesscam.orgaccident-investigation.aeroaccident-prevention." +
+		"aeroaccountantaccountantsacct.proachi.nagano.jpacoact.auact.edu.auactivetrail.bizactoradad.crm.devad" +
+		".jpadachi.tokyo.jpadaptable.appadimo.co.ukadm.bradm.ecadobeaemcloud.comadobeaemcloud.netadobeio-stat" +
+		"ic.netadobeioruntime.netadsadultadult.htadv.bradv.mzadvisor.wsadygeya.ruadygeya.suaeae.crm.devae.kga" +
+		"e.orgaegaejrie.noaem.liveaem.networkaem.pageaem.reviewsaeroaero.mvaerobatic.aeroaeroclub.aeroaerodro" +
+		"me.aeroaeroport.fraetnaafaf-south-1.airflow.amazonaws.comaf-south-1.elasticbeanstalk.comaf-south-1.r" +
+		"ds.amazonaws.comaf.crm.devaffinitylottery.org.ukafjord.noaflafricaafrica.bjafrica.comagag.itaga.niig" +
+		"ata.jpagakhanagano.niigata.jpagdenes.noagematsu.nagano.jpagencyagents.aeroagr.bragrar.huagri.joagric" +
+		".zaagrigento.itagro.bjagro.boagro.plagron.ecaguni.okinawa.jpah.cnah.noaiai.bdai.inai.joai.krai.vnaib" +
+		"etsu.hokkaido.jpaichi.jpaid.plaigaikawa.kanagawa.jpainan.ehime.jpaioi.hyogo.jpaip.eeair-surveillance" +
+		".aeroair-traffic-control.aeroairbusaircraft.aeroairflow.af-south-1.on.awsairflow.ap-east-1.on.awsair" +
+		"flow.ap-northeast-1.on.awsairflow.ap-northeast-2.on.awsairflow.ap-northeast-3.on.awsairflow.ap-south" +
+		"-1.on.awsairflow.ap-south-2.on.awsairflow.ap-southeast-1.on.awsairflow.ap-southeast-2.on.awsairflow." +
+		"ap-southeast-3.on.awsairflow.ap-southeast-4.on.awsairflow.ap-southeast-5.on.awsairflow.ca-central-1." +
+		"on.awsairflow.ca-west-1.on.awsairflow.cn-north-1.on.amazonwebservices.com.cnairflow.cn-northwest-1.o" +
+		"n.amazonwebservices.com.cnairflow.eu-central-1.on.awsairflow.eu-central-2.on.awsairflow.eu-north-1.o" +
+		"n.awsairflow.eu-south-1.on.awsairflow.eu-south-2.on.awsairflow.eu-west-1.on.awsairflow.eu-west-2.on." +
+		"awsairflow.eu-west-3.on.awsairflow.il-central-1.on.awsairflow.me-central-1.on.awsairflow.me-south-1." +
+		"on.awsairflow.sa-east-1.on.awsairflow.us-east-1.on.awsairflow.us-east-2.on.awsairflow.us-west-1.on.a" +
+		"wsairflow.us-west-2.on.awsairforceairline.aeroairport.aeroairtelairtraffic.aeroaisai.aichi.jpaisho.s" +
+		"higa.jpaiven.appaivencloud.comaizubange.fukushima.jpaizumi.tokushima.jpaizumisato.fukushima.jpaizuwa" +
+		"kamatsu.fukushima.jpaju.brak.usakabira.hokkaido.jpakadns.netakagi.shimane.jpakaiwa.okayama.jpakamai-" +
+		"staging.netakamai.netakamaiedge-staging.netakamaiedge.netakamaihd-staging.netakamaihd.netakamaiorigi" +
+		"n-staging.netakamaiorigin.netakamaized-staging.netakamaized.netakashi.hyogo.jpakdnaki.kochi.jpakirun" +
+		"o.tokyo.jpakishima.tokyo.jpakita.akita.jpakita.jpakkeshi.hokkaido.jpaknoluokta.noako.hyogo.jpakreham" +
+		"n.noaktyubinsk.suakune.kagoshima.jpalal.eu.orgal.gov.bral.ital.leg.bral.noal.usalaheadju.noaland.fia" +
+		"lces.networkalessandria.italesund.noalgard.noaliases121.comalibabaalibabacloudcs.comalipayallfinanza" +
+		"llstateallyalp1.ae.flow.chalpha-myqnapcloud.comalsacealstahaug.noalstomalt.naalt.zaalta.noaltervista" +
+		".orgalto-adige.italtoadige.italvdal.noalwaysdata.netamam.bram.gov.bram.inam.leg.brama.aichi.jpama.sh" +
+		"imane.jpamagasaki.hyogo.jpamakusa.kumamoto.jpamami.kagoshima.jpamazonambulance.aeroamericanexpressam" +
+		"ericanfamilyamexamfamami.ibaraki.jpamicaamli.noamot.noamplifyapp.comamsterdaman.itanalyticsanalytics" +
+		"-gateway.ap-northeast-1.amazonaws.comanalytics-gateway.ap-northeast-2.amazonaws.comanalytics-gateway" +
+		".ap-south-1.amazonaws.comanalytics-gateway.ap-southeast-1.amazonaws.comanalytics-gateway.ap-southeas" +
+		"t-2.amazonaws.comanalytics-gateway.eu-central-1.amazonaws.comanalytics-gateway.eu-west-1.amazonaws.c" +
+		"omanalytics-gateway.us-east-1.amazonaws.comanalytics-gateway.us-east-2.amazonaws.comanalytics-gatewa" +
+		"y.us-west-2.amazonaws.comanamizu.ishikawa.jpanan.nagano.jpanan.tokushima.jpanani.brancona.itandasuol" +
+		"o.noandebu.noando.nara.jpandoy.noandria-barletta-trani.itandria-trani-barletta.itandriabarlettatrani" +
+		".itandriatranibarletta.itandroidangiang.vnangry.jpanjo.aichi.jpann-arbor.mi.usannaka.gunma.jpanpachi" +
+		".gifu.jpanquanantagonist.cloudanzaoao.itaogaki.hyogo.jpaogashima.tokyo.jpaoki.nagano.jpaolaomori.aom" +
+		"ori.jpaomori.jpaosta-valley.itaosta.itaostavalley.itaoste.itap-east-1.airflow.amazonaws.comap-east-1" +
+		".elasticbeanstalk.comap-east-1.rds.amazonaws.comap-east-2.rds.amazonaws.comap-north-1.r.cloud.int.ap" +
+		"pleap-northeast-1.airflow.amazonaws.comap-northeast-1.elasticbeanstalk.comap-northeast-1.rds.amazona" +
+		"ws.comap-northeast-2.airflow.amazonaws.comap-northeast-2.elasticbeanstalk.comap-northeast-2.rds.amaz" +
+		"onaws.comap-northeast-3.airflow.amazonaws.comap-northeast-3.elasticbeanstalk.comap-northeast-3.rds.a" +
+		"mazonaws.comap-south-1.airflow.amazonaws.comap-south-1.elasticbeanstalk.comap-south-1.r.cloud.int.ap" +
+		"pleap-south-1.rds.amazonaws.comap-south-2.airflow.amazonaws.comap-south-2.r.cloud.int.appleap-south-" +
+		"2.rds.amazonaws.comap-southeast-1.airflow.amazonaws.comap-southeast-1.elasticbeanstalk.comap-southea" +
+		"st-1.rds.amazonaws.comap-southeast-2.airflow.amazonaws.comap-southeast-2.elasticbeanstalk.comap-sout" +
+		"heast-2.rds.amazonaws.comap-southeast-3.airflow.amazonaws.comap-southeast-3.elasticbeanstalk.comap-s" +
+		"outheast-3.rds.amazonaws.comap-southeast-4.airflow.amazonaws.comap-southeast-4.rds.amazonaws.comap-s" +
+		"outheast-5.airflow.amazonaws.comap-southeast-5.elasticbeanstalk.comap-southeast-5.rds.amazonaws.coma" +
+		"p-southeast-6.rds.amazonaws.comap-southeast-7.airflow.amazonaws.comap-southeast-7.elasticbeanstalk.c" +
+		"omap-southeast-7.rds.amazonaws.comap.gov.brap.gov.plap.itap.leg.brap.ngrok.ioaparecida.brapartmentsa" +
+		"pi.brapi.gov.ukapi.lp.devapi.stdlib.comapigee.ioappapp-ionos.spaceapp.brapp.os.fedoraproject.orgapp." +
+		"os.stg.fedoraproject.orgapp.render.comappchizi.comappengine.flow.chappleapplinzi.comapps-1and1.comap" +
+		"ps-1and1.netapps.fbsbx.comapps.lair.ioappspacehosted.comappspaceusercontent.comappspot.comappudo.net" +
+		"appwrite.globalappwrite.networkappwrite.runaqaq.itaquarelleaquila.itarar.itar.usarabarai.shizuoka.jp" +
+		"arakawa.saitama.jparakawa.tokyo.jparamcoarao.kumamoto.jparcher.replit.devarchiarchitectes.bjardal.no" +
+		"aremark.noarendal.noarezzo.itariake.saga.jparida.wakayama.jparidagawa.wakayama.jparita.saga.jparkhan" +
+		"gelsk.suarmenia.suarmyarna.noarpaarq.brarqt.ecartart.brart.doart.dzart.ecart.htart.mlart.plart.snart" +
+		"earte.boarts.nfarts.roarts.vearvanedge.irarvo.networkasas.sh.cnas.usasago.hyogo.jpasahi.chiba.jpasah" +
+		"i.ibaraki.jpasahi.mie.jpasahi.nagano.jpasahi.toyama.jpasahi.yamagata.jpasahikawa.hokkaido.jpasaka.sa" +
+		"itama.jpasakawa.fukushima.jpasakuchi.okayama.jpasaminami.hiroshima.jpascoli-piceno.itascolipiceno.it" +
+		"asdaaseral.noashgabad.suashibetsu.hokkaido.jpashikaga.tochigi.jpashiya.fukuoka.jpashiya.hyogo.jpasho" +
+		"ro.hokkaido.jpasiaasker.noaskim.noaskoy.noaskvoll.noasn.auasn.lvasnes.noaso.kumamoto.jpass.kmassabu." +
+		"hokkaido.jpassessments.cxassn.lkasso.ciasso.dzasso.eu.orgasso.frasso.gpasso.htasso.kmasso.mcasso.mla" +
+		"sso.ncasso.reassociatesassociation.aeroassur.bjasti.itasuke.aichi.jpatat-band-camp.netat.emf.campat." +
+		"eu.orgat.itat.playit.plusat.ply.ggatami.shizuoka.jpath.cxathletaatl.jelastic.vps-host.netatm.platmet" +
+		"a.comato.bratsugi.kanagawa.jpatsuma.hokkaido.jpattorneyauau.eu.orgau.ngrok.ioauctionaudiaudibleaudio" +
+		"audnedaln.noaugustow.plauiusercontent.comaukra.noaure.noaurland.noaurskog-holand.noaus.basketballaus" +
+		"postaustevoll.noaustrheim.noauth-fips.us-east-1.amazoncognito.comauth-fips.us-east-2.amazoncognito.c" +
+		"omauth-fips.us-gov-east-1.amazoncognito.comauth-fips.us-gov-west-1.amazoncognito.comauth-fips.us-wes" +
+		"t-1.amazoncognito.comauth-fips.us-west-2.amazoncognito.comauth.af-south-1.amazoncognito.comauth.ap-e" +
+		"ast-1.amazoncognito.comauth.ap-northeast-1.amazoncognito.comauth.ap-northeast-2.amazoncognito.comaut" +
+		"h.ap-northeast-3.amazoncognito.comauth.ap-south-1.amazoncognito.comauth.ap-south-2.amazoncognito.com" +
+		"auth.ap-southeast-1.amazoncognito.comauth.ap-southeast-2.amazoncognito.comauth.ap-southeast-3.amazon" +
+		"cognito.comauth.ap-southeast-4.amazoncognito.comauth.ap-southeast-5.amazoncognito.comauth.ap-southea" +
+		"st-7.amazoncognito.comauth.ca-central-1.amazoncognito.comauth.ca-west-1.amazoncognito.comauth.cognit" +
+		"o-idp.eusc-de-east-1.on.amazonwebservices.euauth.eu-central-1.amazoncognito.comauth.eu-central-2.ama" +
+		"zoncognito.comauth.eu-north-1.amazoncognito.comauth.eu-south-1.amazoncognito.comauth.eu-south-2.amaz" +
+		"oncognito.comauth.eu-west-1.amazoncognito.comauth.eu-west-2.amazoncognito.comauth.eu-west-3.amazonco" +
+		"gnito.comauth.il-central-1.amazoncognito.comauth.me-central-1.amazoncognito.comauth.me-south-1.amazo" +
+		"ncognito.comauth.mx-central-1.amazoncognito.comauth.sa-east-1.amazoncognito.comauth.us-east-1.amazon" +
+		"cognito.comauth.us-east-2.amazoncognito.comauth.us-west-1.amazoncognito.comauth.us-west-2.amazoncogn" +
+		"ito.comauthgear-staging.comauthgearapps.comauthorauthor.aeroautoauto.plautosav.itav.travellino.itave" +
+		"roy.noavocat.fravocat.proavocats.bjavoues.frawawaji.hyogo.jpawdev.caawsawsapprunner.comawsapps.comaw" +
+		"sglobalaccelerator.comaxaxaaya.miyazaki.jpayabe.kyoto.jpayagawa.kagawa.jpayase.kanagawa.jpazaz.usaze" +
+		"rbaijan.suazimuth.networkazumino.nagano.jpazureazure-api.netazure-api.usazure-mobile.netazurecontain" +
+		"er.ioazureedge.netazurefd.netazurestaticapps.netazurewebsites.netazurewebsites.usb-data.iob.bgb.brb." +
+		"seb.ssl.fastly.netbaba.gov.brba.itba.leg.brbabia-gora.plbabybabyblue.jpbabymilk.jpbacgiang.vnbackan." +
+		"vnbackdrop.jpbaclieu.vnbacninh.vnbadaddja.nobahcavuotna.nobahccavuotna.nobaidar.nobaidubajddar.nobal" +
+		"ashov.subalat.nobalena-devices.combalestrand.noballangen.noballooning.aerobalsan-sudtirol.itbalsan-s" +
+		"uedtirol.itbalsan.itbalsfjord.nobambina.jpbamble.nobanamexbandbandai.fukushima.jpbando.ibaraki.jpban" +
+		"kbank.inbarbar.ecbar.probarcelonabarclaycardbarclaysbardu.nobarefootbargainsbari.itbaria-vungtau.vnb" +
+		"arletta-trani-andria.itbarlettatraniandria.itbarrel-of-knowledge.infobarrell-of-knowledge.infobarsy." +
+		"bgbarsy.cabarsy.clubbarsy.co.ukbarsy.debarsy.devbarsy.eubarsy.grbarsy.inbarsy.infobarsy.iobarsy.meba" +
+		"rsy.menubarsy.mobibarsy.netbarsy.onlinebarsy.orgbarsy.probarsy.pubbarsy.robarsy.rsbarsy.shopbarsy.si" +
+		"tebarsy.storebarsy.supportbarsy.ukbarsycenter.combarsyonline.co.ukbarsyonline.combarsyonline.menubar" +
+		"syonline.shopbarueri.brbarum.nobas.itbase.ecbase.shopbase44-sandbox.combase44.appbaseballbashkiria.r" +
+		"ubashkiria.subasicserver.iobasilicata.itbasketballbato.tochigi.jpbatsfjord.nobauhausbayernbbbbcbbs.t" +
+		"rbbtbbvabc.cabcgbcnbdbd.sebebe.eu.orgbeagleboard.iobearalvahki.nobearblog.devbeardu.nobeatsbeautybed" +
+		"zin.plbeep.plbeerbeget.appbegetcdn.cloudbeiarn.nobel.trbelem.brbelluno.itbenevento.itbentre.vnbeppu." +
+		"oita.jpberg.nobergamo.itbergen.noberlevag.noberlinbeskidy.plbestbestbuybetbet.arbet.brbeta.wmcloud.o" +
+		"rgbetter-than.tvbfbgbg.eu.orgbg.itbhbhartibhz.brbibi.itbialowieza.plbialystok.plbib.brbib.vebibai.ho" +
+		"kkaido.jpbiblebidbiei.hokkaido.jpbielawa.plbiella.itbielsko.plbieszczady.plbievat.nobifuka.hokkaido." +
+		"jpbihar.inbihoro.hokkaido.jpbikebindal.nobingbingobinhdinh.vnbinhduong.vnbinhphuoc.vnbinhthuan.vnbio" +
+		"bio.brbir.rubiratori.hokkaido.jpbirkenes.nobitbucket.iobitter.jpbizbiz.atbiz.azbiz.bbbiz.cybiz.dkbiz" +
+		".etbiz.fjbiz.ghbiz.idbiz.inbiz.kibiz.lsbiz.mvbiz.mwbiz.mybiz.ngbiz.nibiz.nrbiz.pkbiz.plbiz.prbiz.ssb" +
+		"iz.tjbiz.trbiz.ttbiz.uabiz.vnbiz.wfbiz.zmbizen.okayama.jpbjbj.cnbjerkreim.nobjugn.nobl.itblackblackb" +
+		"audcdn.netblackfridayblob.core.usgovcloudapi.netblob.core.windows.netblockbusterblogblog.boblog.brbl" +
+		"ogdns.comblogdns.netblogdns.orgblogsite.orgblogspot.comblogsyte.combloombergbluebluebite.ioblush.jpb" +
+		"mbmd.brbmoattachments.orgbmsbmwbnbn.itbnpparibasbnr.labobo.itbo.nordland.nobo.telemark.noboatsboavis" +
+		"ta.brbodo.noboehringerbofabokn.noboldlygoingnowhere.orgboleslawiec.plbolivia.bobologna.itbolt.hostbo" +
+		"lt.hubolzano-altoadige.itbolzano.itbombomlo.nobona.jpbondbones.replit.devbooboo.jpbookbookingbookonl" +
+		"ine.appboomla.netboschbostikbostonbotbotda.shbotdash.appbotdash.devbotdash.ggbotdash.netbotdash.xyzb" +
+		"ounceme.netboutiqueboutir.comboxbox.caboxfuse.ioboy.jpboyfriend.jpbozen-sudtirol.itbozen-suedtirol.i" +
+		"tbozen.itbplaced.combplaced.debplaced.netbrbr.combr.itbradescobrand.sebrasilia.mebrave.appbrave.devb" +
+		"rave.iobremanger.nobrescia.itbridgestonebrindisi.itbroadwaybroke-it.netbrokerbroker.aerobronnoy.nobr" +
+		"onnoysund.nobrotherbrowsersafetymark.iobrumunddal.nobrusselsbryansk.subryne.nobsbs.itbsb.brbss.desig" +
+		"nbtbt.itbu.nobubbleapps.iobudejju.nobuildbuild.runbuilder.code.combuildersbuiltwithdark.combukhara.s" +
+		"ubulsan-sudtirol.itbulsan-suedtirol.itbulsan.itbumbleshrimp.combungoono.oita.jpbungotakada.oita.jpbu" +
+		"nkyo.tokyo.jpbusan.krbusinessbusiness.inbut.jpbuybuyshop.jpbuyshouses.netbuzen.fukuoka.jpbuzzbvbwbwc" +
+		"loud-os-instance.debybydgoszcz.plbyen.sitebygland.nobykle.nobytom.plbzbz.itbzhc.bgc.cdn77.orgc.sec.t" +
+		"s.netc01.krc66.mecaca-central-1.airflow.amazonaws.comca-central-1.elasticbeanstalk.comca-central-1.r" +
+		"ds.amazonaws.comca-west-1.airflow.amazonaws.comca-west-1.rds.amazonaws.comca.eu.orgca.inca.itca.recl" +
+		"aim.cloudca.uscaa.aerocabcable-modem.orgcafecaffeine.sitecaffeine.xyzcafjs.comcagliari.itcahcesuolo." +
+		"nocalcal.itcalabria.itcalculators.cxcallcaltanissetta.itcalvinkleincamcam.itcamau.vncamdvr.orgcamera" +
+		"campcampaign.gov.ukcampania.itcampidano-medio.itcampidanomedio.itcampinagrande.brcampinas.brcampobas" +
+		"so.itcan.recanary.replit.devcandypop.jpcanoncantho.vncanva-apps.cncanva-apps.comcanva-hosted-embed.c" +
+		"omcanva.runcanvacode.comcaobang.vncapetowncapitalcapitalonecapoo.jpcarcaracal.mythic-beasts.comcarav" +
+		"ancarbonia-iglesias.itcarboniaiglesias.itcardscarecareercareerscargo.aerocarrara-massa.itcarraramass" +
+		"a.itcarrd.cocarscasacasacam.netcasecaserta.itcashcasinocasino.hucatcatania.itcatanzaro.itcateringcat" +
+		"ering.aerocatfood.jpcatholiccatholic.edu.aucaxias.brcb.itcbacbg.rucbncbrecccc.ak.uscc.al.uscc.ar.usc" +
+		"c.as.uscc.az.uscc.ca.uscc.cdcc.co.uscc.ct.uscc.dc.uscc.de.uscc.fl.uscc.ga.uscc.gu.uscc.hi.uscc.ia.us" +
+		"cc.id.uscc.il.uscc.in.uscc.ks.uscc.ky.uscc.la.uscc.ma.uscc.md.uscc.me.uscc.mi.uscc.mn.uscc.mo.uscc.m" +
+		"s.uscc.mt.uscc.nc.uscc.nd.uscc.ne.uscc.nh.uscc.nj.uscc.nm.uscc.nv.uscc.ny.uscc.oh.uscc.ok.uscc.or.us" +
+		"cc.pa.uscc.pr.uscc.ri.uscc.sc.uscc.sd.uscc.tn.uscc.tx.uscc.uacc.ut.uscc.va.uscc.vi.uscc.vt.uscc.wa.u" +
+		"scc.wi.uscc.wv.uscc.wy.uscci.frccwu.cccdcd.eu.orgcdn-edges.netcdn.bubble.iocdn.cloudflare.netcdn.clo" +
+		"udflareanycast.netcdn.cloudflarecn.netcdn.cloudflareglobal.netcdn.prod.atlassian-dev.netcdn77-ssl.ne" +
+		"tcdn77-storage.comce.gov.brce.itce.leg.brcechire.comcentercentralus.azurestaticapps.netceocerncertif" +
+		"ication.aerocesena-forli.itcesenaforli.itcfcf-ipfs.comcfacfdcfolks.plcgchch.eu.orgch.itch.trendhosti" +
+		"ng.cloudchambagri.frchampionship.aerochanelchannelchannelsdvr.netcharitycharter.aerochasechatcheapch" +
+		"eap.jpchef.eccherkassy.uacherkasy.uachernigov.uachernihiv.uachernivtsi.uachernovtsy.uachiba.jpchicap" +
+		"pa.jpchichibu.saitama.jpchieti.itchigasaki.kanagawa.jpchihayaakasaka.osaka.jpchijiwa.nagasaki.jpchik" +
+		"ugo.fukuoka.jpchikuho.fukuoka.jpchikuhoku.nagano.jpchikujo.fukuoka.jpchikuma.nagano.jpchikusei.ibara" +
+		"ki.jpchikushino.fukuoka.jpchikuzen.fukuoka.jpchillout.jpchimkent.suchino.nagano.jpchintaichippubetsu" +
+		".hokkaido.jpchips.jpchirurgiens-dentistes-en-france.frchirurgiens-dentistes.frchiryu.aichi.jpchita.a" +
+		"ichi.jpchitose.hokkaido.jpchiyoda.gunma.jpchiyoda.tokyo.jpchizu.tottori.jpchofu.tokyo.jpchonan.chiba" +
+		".jpchosei.chiba.jpchoshi.chiba.jpchowder.jpchoyo.kumamoto.jpchristmaschromechtr.k12.ma.uschu.jpchung" +
+		"buk.krchungnam.krchuo.chiba.jpchuo.fukuoka.jpchuo.osaka.jpchuo.tokyo.jpchuo.yamanashi.jpchurchcici.c" +
+		"rm.devci.itciao.jpciencia.bocieszyn.plcim.brciprianicircleciscociscofreak.comcistron.nlcitadelcitici" +
+		"ticcitycity.hucity.kawasaki.jpcity.kitakyushu.jpcity.kobe.jpcity.nagoya.jpcity.sapporo.jpcity.sendai" +
+		".jpcity.yokohama.jpcivilaviation.aerockck.uaclcl.itclaimsclan.ripcleaningclerk.appclerkstage.appclev" +
+		"erapps.cccleverapps.iocleverapps.techclickclickrising.netclient.scrypted.iocliniccliniqueclothingclo" +
+		"udcloud-ip.bizcloud-ip.cccloud.fedoraproject.orgcloud.googcloud.int.applecloud.interhostsolutions.be" +
+		"cloud.metacentrum.czcloud.nospamproxy.comcloud66.wscloudaccess.hostcloudaccess.netcloudapp.netclouda" +
+		"pps.digitalcloudbeesusercontent.iocloudera.sitecloudflare-ipfs.comcloudflare.appcloudflare.netcloudf" +
+		"ront.netcloudfunctions.netcloudjiffy.netcloudns.asiacloudns.becloudns.bizcloudns.cccloudns.chcloudns" +
+		".clcloudns.clubcloudns.cxcloudns.eucloudns.incloudns.infocloudns.nzcloudns.orgcloudns.phcloudns.proc" +
+		"loudns.pwcloudns.uscloudsite.builderscloudycluster.netclubclub.aeroclub.twclubmedclusters.rdpa.cocmc" +
+		"ncn-north-1.airflow.amazonaws.com.cncn-north-1.eb.amazonaws.com.cncn-northwest-1.airflow.amazonaws.c" +
+		"om.cncn-northwest-1.eb.amazonaws.com.cncn.comcn.eu.orgcn.incn.itcn.stcn.uacng.brcnpy.gdncnt.brcoco.a" +
+		"eco.agco.amco.aoco.atco.azco.bbco.bdco.bico.biz.ngco.bjco.bnco.businessco.bwco.bzco.caco.cico.clco.c" +
+		"mco.comco.crco.czco.deco.dkco.dmco.educationco.eventsco.financialco.ggco.glco.gyco.huco.idco.ilco.im" +
+		"co.inco.ioco.irco.itco.jeco.jpco.keco.krco.krdco.lcco.lsco.maco.meco.mgco.muco.mwco.mzco.naco.networ" +
+		"kco.nico.nlco.noco.nzco.omco.plco.placeco.pnco.roco.rsco.rwco.scotco.siteco.ssco.stco.szco.technolog" +
+		"yco.thco.tjco.tmco.ttco.tzco.uaco.ugco.ukco.usco.uzco.veco.vico.zaco.zmco.zwcoachcockpit.fr-par.scw." +
+		"cloudcockpit.nl-ams.scw.cloudcockpit.pl-waw.scw.cloudcocotte.jpcode.runcodeberg.pagecodescodespot.co" +
+		"mcoffeecog.mi.uscol.ngcollegecollegefan.orgcolognecomcom.accom.afcom.agcom.aicom.alcom.amcom.arcom.a" +
+		"ucom.awcom.azcom.bacom.bbcom.bdcom.bhcom.bicom.bjcom.bmcom.bncom.bocom.brcom.bscom.btcom.bycom.bzcom" +
+		".cicom.cmcom.cncom.cocom.cucom.cvcom.cwcom.cycom.decom.dmcom.docom.dzcom.eccom.eecom.egcom.escom.etc" +
+		"om.fjcom.fmcom.frcom.gecom.ghcom.gicom.glcom.gncom.gpcom.grcom.gtcom.gucom.gycom.hkcom.hncom.hrcom.h" +
+		"tcom.imcom.incom.iocom.iqcom.jocom.kgcom.khcom.kicom.kmcom.kpcom.kwcom.kycom.kzcom.lacom.lbcom.lccom" +
+		".lkcom.lrcom.lvcom.lycom.mgcom.mkcom.mlcom.mocom.mscom.mtcom.mucom.mvcom.mwcom.mxcom.mycom.nacom.nfc" +
+		"om.ngcom.nicom.nrcom.omcom.pacom.pecom.pfcom.phcom.pkcom.plcom.prcom.pscom.ptcom.pycom.qacom.recom.r" +
+		"ocom.rucom.sacom.sbcom.sccom.sdcom.secom.sgcom.shcom.slcom.sncom.socom.sscom.stcom.svcom.sycom.tjcom" +
+		".tmcom.tncom.tocom.trcom.ttcom.twcom.uacom.ugcom.uycom.uzcom.vccom.vecom.vicom.vncom.vucom.wscom.yec" +
+		"om.zmcommbankcommune.amcommunitycommunity-pro.decommunity-pro.netcomo.itcompanycomparecompute-1.amaz" +
+		"onaws.comcompute.amazonaws.comcompute.amazonaws.com.cncompute.estatecomputercomseccondosconf.auconf." +
+		"lvconference.aeroconn.ukconstructionconsulado.stconsultant.aeroconsultingconsulting.aerocont.ecconta" +
+		"ctcontagem.brcontractorscontrol.aeroconvex.appconvex.cloudconvex.sitecookingcoolcoolblog.jpcoopcoop." +
+		"arcoop.brcoop.htcoop.incoop.kmcoop.mvcoop.mwcoop.pycoop.rwcooperativa.bocopro.ukcorespeed.appcorsica" +
+		"cosenza.itcouchpotatofries.orgcouncil.aerocountrycouponcouponscoursescoz.brcpacpa.eccpa.procpanel.si" +
+		"tecprapid.comcpserver.comcq.cncrcr.itcr.uacraft.mecranky.jpcrap.jpcrd.cocreditcreditcardcreditunionc" +
+		"remona.itcrew.aerocri.brcri.nzcricketcrimea.uacrotone.itcrowncrscruisecruisescryptonomic.netcs.incs." +
+		"itcs.keliweb.cloudcsb.appcsx.ccct.itct.usctfcloud.netcucue.eccuiaba.brcuisinellacuneo.itcuritiba.brc" +
+		"ust.cloudscale.chcust.dev.thingdust.iocust.disrec.thingdust.iocust.prod.thingdust.iocust.retrosnub.c" +
+		"o.ukcust.testing.thingdust.iocustom.metacentrum.czcustomer-oci.comcustomer.mythic-beasts.comcustomer" +
+		".speedpartner.decutegirl.jpcvcv.uacwcxcx.uacycy.eu.orgcymrucyon.linkcyon.sitecyouczcz.eu.orgcz.itcze" +
+		"ladz.plczest.pld.bgd.crm.devd.gv.vcd.sed6.ply.ggdaa.jpdaddaegu.krdaejeon.krdaemon.asiadaemon.panel.g" +
+		"gdagestan.rudagestan.sudaigo.ibaraki.jpdaisen.akita.jpdaito.osaka.jpdaiwa.hiroshima.jpdaklak.vndakno" +
+		"ng.vndamnserver.comdanang.vndancedarklang.iodatadatabase.rundatedate.fukushima.jpdate.hokkaido.jpdat" +
+		"ingdatsundattolocal.comdattolocal.netdattorelay.comdattoweb.comdavvenjarga.nodavvesiida.nodaydaynigh" +
+		"t.jpdazaifu.fukuoka.jpdc.usdclkddl.fr-par.scw.cloudddl.nl-ams.scw.cloudddl.pl-waw.scw.cloudddns-ip.n" +
+		"etddns.meddns.netddnsfree.comddnsgeek.comddnsguru.comddnsking.comddnss.deddnss.orgddsdede.comde.cool" +
+		"de.eu.orgde.trendhosting.cloudde.usde5.netdealdealerdealsdeatnu.nodebian.netdeca.jpdeci.jpdedibox.fr" +
+		"dedyn.iodef.brdefinima.iodefinima.netdegreedelhi.indeliverydelldell-ogliastra.itdellogliastra.itdelo" +
+		"ittedeltademo.datacenter.fidemo.datadetect.comdemo.jelastic.comdemocracia.bodemocratdemon.nldeno-sta" +
+		"ging.devdeno.devdeno.netdent.ecdentaldentistdep.nodeporte.bodes.brdesa.iddesidesigndesign.aerodet.br" +
+		"deta.appdeta.devdeus-canvas.comdeuxfleurs.eudeuxfleurs.pagedevdev-builder.code.comdev-myqnapcloud.co" +
+		"mdev.adobeaemcloud.comdev.brdev.project-study.comdeveloper.appdevelopment.rundevices.resinstaging.io" +
+		"devinapps.comdf.gov.brdf.leg.brdfirma.pldgca.aerodgn.ecdh.bytemark.co.ukdhldiadem.clouddiamondsdield" +
+		"danuorri.nodienbien.vndietdigick.jpdigitaldigitaloceanspaces.comdirectdirect.quickconnect.cndirect.q" +
+		"uickconnect.todirectorydirectwp.eudisco.ecdiscordsays.comdiscordsez.comdiscountdiscourse.diydiscours" +
+		"e.groupdiscourse.teamdiscoverdishdiskstation.mediskussionsbereich.deditchyourip.comdivtasvuodna.nodi" +
+		"vttasvuotna.nodix.asiadiydjdkdk.eu.orgdkonto.pldl.biz.ngdlugoleka.pldmdn.uadnepropetrovsk.uadni.usdn" +
+		"ipropetrovsk.uadnpdns-cloud.netdns-dynamic.netdnsabr.comdnsalias.comdnsalias.netdnsalias.orgdnsdojo." +
+		"comdnsdojo.netdnsdojo.orgdnsfor.mednshome.dednsiskinky.comdnsking.chdnsup.netdnsupdate.infodnsupdate" +
+		"r.dedodoc.ecdocsdoctordoes-it.netdoesntexist.comdoesntexist.orgdogdojin.comdomainsdonetsk.uadongnai." +
+		"vndongthap.vndonna.nodontexist.comdontexist.netdontexist.orgdoomdns.comdoomdns.orgdopaas.comdoshi.ya" +
+		"manashi.jpdotdovre.nodownloaddp.uadpdns.orgdr.indr.trdrammen.nodrangedal.nodrayddns.comdreamhosters." +
+		"comdrivedrive-platform.comdrive-platform.iodrobak.nodrr.acdscloud.bizdscloud.medscloud.mobidsmynas.c" +
+		"omdsmynas.netdsmynas.orgdst.mi.usdtvdtwh.fr-par.scw.clouddtwh.nl-ams.scw.clouddtwh.pl-waw.scw.cloudd" +
+		"ubaiduckdns.orgdupontdurbandurumis.comdvagdvrdvrcam.infodvrdns.orgdweb.linkdy.fidyn-berlin.dedyn-ip2" +
+		"4.dedyn-o-saur.comdyn.addr.toolsdyn.cosidns.dedyn.ddnss.dedyn.home-webserver.dedynalias.comdynalias." +
+		"netdynalias.orgdynamic-dns.infodynamisches-dns.dedynathome.netdyndns-at-home.comdyndns-at-work.comdy" +
+		"ndns-blog.comdyndns-free.comdyndns-home.comdyndns-ip.comdyndns-mail.comdyndns-office.comdyndns-pics." +
+		"comdyndns-remote.comdyndns-server.comdyndns-web.comdyndns-wiki.comdyndns-work.comdyndns.bizdyndns.da" +
+		"ppnode.iodyndns.ddnss.dedyndns.infodyndns.orgdyndns.tvdyndns.wsdyndns1.dedynns.comdynserv.orgdynu.ne" +
+		"tdynuddns.comdynuddns.netdynuhosting.comdynv6.netdyroy.nodze.bge.ide.see12.vee164.arpae2b.appe4.czea" +
+		"rtheast-kazakhstan.sueastasia.azurestaticapps.neteastus2.azurestaticapps.neteasypanel.appeasypanel.h" +
+		"osteateating-organic.neteaton.mi.usebetsu.hokkaido.jpebina.kanagawa.jpebino.miyazaki.jpebiz.twecec.c" +
+		"cechizen.fukui.jpecn.brecoeco.bjeco.brecologia.boecommerce-shop.plecono.bjeconomia.boed.aoed.cied.cr" +
+		"ed.jpedekaedgecompute.appedgekey-staging.netedgekey.netedgestack.meedgesuite-staging.netedgesuite.ne" +
+		"teditorx.ioedogawa.tokyo.jpeduedu.acedu.afedu.aledu.aoedu.aredu.auedu.azedu.baedu.bbedu.bdedu.bhedu." +
+		"biedu.bjedu.bmedu.bnedu.boedu.bredu.bsedu.btedu.bzedu.ciedu.cnedu.coedu.cuedu.cvedu.cwedu.dmedu.doed" +
+		"u.dzedu.ecedu.eeedu.egedu.esedu.etedu.eu.orgedu.fjedu.fmedu.gdedu.geedu.ghedu.giedu.gledu.gnedu.gped" +
+		"u.gredu.gtedu.guedu.gyedu.hkedu.hnedu.htedu.inedu.ioedu.iqedu.itedu.joedu.kgedu.khedu.kiedu.kmedu.kn" +
+		"edu.kpedu.krdedu.kwedu.kyedu.kzedu.laedu.lbedu.lcedu.lkedu.lredu.lsedu.lvedu.lyedu.meedu.mgedu.mkedu" +
+		".mledu.mnedu.moedu.msedu.mtedu.mvedu.mwedu.mxedu.myedu.mzedu.ngedu.niedu.nredu.omedu.paedu.peedu.pfe" +
+		"du.phedu.pkedu.pledu.pnedu.predu.psedu.ptedu.pyedu.qaedu.rsedu.ruedu.saedu.sbedu.scedu.sdedu.sgedu.s" +
+		"ledu.snedu.soedu.ssedu.stedu.svedu.syedu.tjedu.tmedu.toedu.tredu.ttedu.twedu.uaedu.ugedu.uyedu.vcedu" +
+		".veedu.vgedu.vnedu.vuedu.wsedu.yeedu.zaedu.zmeducationeducator.aeroedugit.ioeeee.eu.orgeek.jpeero-st" +
+		"age.onlineeero.onlineegegersund.noegoism.jpehime.jpeid.noeidfjord.noeidsberg.noeidskog.noeidsvoll.no" +
+		"eigersund.noeiheiji.fukui.jpekloges.cyelasticbeanstalk.comelb.amazonaws.comelb.amazonaws.com.cnelbla" +
+		"g.plelementor.cloudelementor.cooleliv-api.kreliv-cdn.kreliv-dns.krelk.plelverum.noemailemb.kwembaixa" +
+		"da.stembetsu.hokkaido.jpemerckemergency.aeroemergent.cloudemergent.hostemilia-romagna.itemiliaromagn" +
+		"a.itemp.bremprende.veempresa.boemr.itemrappui-prod.af-south-1.amazonaws.comemrappui-prod.ap-east-1.a" +
+		"mazonaws.comemrappui-prod.ap-northeast-1.amazonaws.comemrappui-prod.ap-northeast-2.amazonaws.comemra" +
+		"ppui-prod.ap-northeast-3.amazonaws.comemrappui-prod.ap-south-1.amazonaws.comemrappui-prod.ap-south-2" +
+		".amazonaws.comemrappui-prod.ap-southeast-1.amazonaws.comemrappui-prod.ap-southeast-2.amazonaws.comem" +
+		"rappui-prod.ap-southeast-3.amazonaws.comemrappui-prod.ap-southeast-4.amazonaws.comemrappui-prod.ca-c" +
+		"entral-1.amazonaws.comemrappui-prod.ca-west-1.amazonaws.comemrappui-prod.cn-north-1.amazonaws.com.cn" +
+		"emrappui-prod.cn-northwest-1.amazonaws.com.cnemrappui-prod.eu-central-1.amazonaws.comemrappui-prod.e" +
+		"u-central-2.amazonaws.comemrappui-prod.eu-north-1.amazonaws.comemrappui-prod.eu-south-1.amazonaws.co" +
+		"memrappui-prod.eu-south-2.amazonaws.comemrappui-prod.eu-west-1.amazonaws.comemrappui-prod.eu-west-2." +
+		"amazonaws.comemrappui-prod.eu-west-3.amazonaws.comemrappui-prod.il-central-1.amazonaws.comemrappui-p" +
+		"rod.me-central-1.amazonaws.comemrappui-prod.me-south-1.amazonaws.comemrappui-prod.sa-east-1.amazonaw" +
+		"s.comemrappui-prod.us-east-1.amazonaws.comemrappui-prod.us-east-2.amazonaws.comemrappui-prod.us-gov-" +
+		"east-1.amazonaws.comemrappui-prod.us-gov-west-1.amazonaws.comemrappui-prod.us-west-1.amazonaws.comem" +
+		"rappui-prod.us-west-2.amazonaws.comemrnotebooks-prod.af-south-1.amazonaws.comemrnotebooks-prod.ap-ea" +
+		"st-1.amazonaws.comemrnotebooks-prod.ap-northeast-1.amazonaws.comemrnotebooks-prod.ap-northeast-2.ama" +
+		"zonaws.comemrnotebooks-prod.ap-northeast-3.amazonaws.comemrnotebooks-prod.ap-south-1.amazonaws.comem" +
+		"rnotebooks-prod.ap-south-2.amazonaws.comemrnotebooks-prod.ap-southeast-1.amazonaws.comemrnotebooks-p" +
+		"rod.ap-southeast-2.amazonaws.comemrnotebooks-prod.ap-southeast-3.amazonaws.comemrnotebooks-prod.ap-s" +
+		"outheast-4.amazonaws.comemrnotebooks-prod.ca-central-1.amazonaws.comemrnotebooks-prod.ca-west-1.amaz" +
+		"onaws.comemrnotebooks-prod.cn-north-1.amazonaws.com.cnemrnotebooks-prod.cn-northwest-1.amazonaws.com" +
+		".cnemrnotebooks-prod.eu-central-1.amazonaws.comemrnotebooks-prod.eu-central-2.amazonaws.comemrnotebo" +
+		"oks-prod.eu-north-1.amazonaws.comemrnotebooks-prod.eu-south-1.amazonaws.comemrnotebooks-prod.eu-sout" +
+		"h-2.amazonaws.comemrnotebooks-prod.eu-west-1.amazonaws.comemrnotebooks-prod.eu-west-2.amazonaws.come" +
+		"mrnotebooks-prod.eu-west-3.amazonaws.comemrnotebooks-prod.il-central-1.amazonaws.comemrnotebooks-pro" +
+		"d.me-central-1.amazonaws.comemrnotebooks-prod.me-south-1.amazonaws.comemrnotebooks-prod.sa-east-1.am" +
+		"azonaws.comemrnotebooks-prod.us-east-1.amazonaws.comemrnotebooks-prod.us-east-2.amazonaws.comemrnote" +
+		"books-prod.us-gov-east-1.amazonaws.comemrnotebooks-prod.us-gov-west-1.amazonaws.comemrnotebooks-prod" +
+		".us-west-1.amazonaws.comemrnotebooks-prod.us-west-2.amazonaws.comemrstudio-prod.af-south-1.amazonaws" +
+		".comemrstudio-prod.ap-east-1.amazonaws.comemrstudio-prod.ap-northeast-1.amazonaws.comemrstudio-prod." +
+		"ap-northeast-2.amazonaws.comemrstudio-prod.ap-northeast-3.amazonaws.comemrstudio-prod.ap-south-1.ama" +
+		"zonaws.comemrstudio-prod.ap-south-2.amazonaws.comemrstudio-prod.ap-southeast-1.amazonaws.comemrstudi" +
+		"o-prod.ap-southeast-2.amazonaws.comemrstudio-prod.ap-southeast-3.amazonaws.comemrstudio-prod.ap-sout" +
+		"heast-4.amazonaws.comemrstudio-prod.ca-central-1.amazonaws.comemrstudio-prod.ca-west-1.amazonaws.com" +
+		"emrstudio-prod.cn-north-1.amazonaws.com.cnemrstudio-prod.cn-northwest-1.amazonaws.com.cnemrstudio-pr" +
+		"od.eu-central-1.amazonaws.comemrstudio-prod.eu-central-2.amazonaws.comemrstudio-prod.eu-north-1.amaz" +
+		"onaws.comemrstudio-prod.eu-south-1.amazonaws.comemrstudio-prod.eu-south-2.amazonaws.comemrstudio-pro" +
+		"d.eu-west-1.amazonaws.comemrstudio-prod.eu-west-2.amazonaws.comemrstudio-prod.eu-west-3.amazonaws.co" +
+		"memrstudio-prod.il-central-1.amazonaws.comemrstudio-prod.me-central-1.amazonaws.comemrstudio-prod.me" +
+		"-south-1.amazonaws.comemrstudio-prod.sa-east-1.amazonaws.comemrstudio-prod.us-east-1.amazonaws.comem" +
+		"rstudio-prod.us-east-2.amazonaws.comemrstudio-prod.us-gov-east-1.amazonaws.comemrstudio-prod.us-gov-" +
+		"west-1.amazonaws.comemrstudio-prod.us-west-1.amazonaws.comemrstudio-prod.us-west-2.amazonaws.comen.i" +
+		"tena.gifu.jpencoreapi.comencr.appendofinternet.netendofinternet.orgendoftheinternet.orgenebakk.noene" +
+		"rgyenf.breng.breng.eceng.joeng.proengerdal.noengine.aeroengineerengineer.aeroengineeringeniwa.hokkai" +
+		"do.jpenna.itens.tnenscaled.sgent.platform.shenterprisecloud.nuenterprisesentertainment.aeroepsonequi" +
+		"pmentequipment.aeroerer.inericssonerimo.hokkaido.jpernierotica.huerotika.huerp.deveses-1.axarnet.clo" +
+		"udes.eu.orges.gov.bres.kres.leg.bresan.hokkaido.jpesashi.hokkaido.jpesm.ecesp.bresqest-a-la-maison.c" +
+		"omest-a-la-masion.comest-le-patron.comest-mon-blogueur.comest.prestateetetajima.hiroshima.jpetc.bret" +
+		"i.bretne.noetnedal.noeueu-1.evennode.comeu-2.evennode.comeu-3.evennode.comeu-4.evennode.comeu-centra" +
+		"l-1.airflow.amazonaws.comeu-central-1.elasticbeanstalk.comeu-central-1.r.cloud.int.appleeu-central-1" +
+		".rds.amazonaws.comeu-central-2.airflow.amazonaws.comeu-central-2.rds.amazonaws.comeu-north-1.airflow" +
+		".amazonaws.comeu-north-1.elasticbeanstalk.comeu-north-1.r.cloud.int.appleeu-south-1.airflow.amazonaw" +
+		"s.comeu-south-1.elasticbeanstalk.comeu-south-2.airflow.amazonaws.comeu-south-2.elasticbeanstalk.come" +
+		"u-west-1.airflow.amazonaws.comeu-west-1.convex.cloudeu-west-1.convex.siteeu-west-1.elasticbeanstalk." +
+		"comeu-west-1.rds.amazonaws.comeu-west-2.airflow.amazonaws.comeu-west-2.elasticbeanstalk.comeu-west-2" +
+		".rds.amazonaws.comeu-west-3.airflow.amazonaws.comeu-west-3.elasticbeanstalk.comeu-west-3.rds.amazona" +
+		"ws.comeu.cceu.comeu.encoway.cloudeu.inteu.meteorapp.comeu.ngrok.ioeu.orgeu.platform.sheu.pythonanywh" +
+		"ere.comeu1-plenit.comeun.egeurodir.rueurovisioneusevenassi.noevenes.noeventsevje-og-hornnes.noewp.li" +
+		"veex.futurecms.atex.ortsinfo.atexchangeexchange.aeroexecute-api.af-south-1.amazonaws.comexecute-api." +
+		"ap-east-1.amazonaws.comexecute-api.ap-northeast-1.amazonaws.comexecute-api.ap-northeast-2.amazonaws." +
+		"comexecute-api.ap-northeast-3.amazonaws.comexecute-api.ap-south-1.amazonaws.comexecute-api.ap-south-" +
+		"2.amazonaws.comexecute-api.ap-southeast-1.amazonaws.comexecute-api.ap-southeast-2.amazonaws.comexecu" +
+		"te-api.ap-southeast-3.amazonaws.comexecute-api.ap-southeast-4.amazonaws.comexecute-api.ap-southeast-" +
+		"5.amazonaws.comexecute-api.ca-central-1.amazonaws.comexecute-api.ca-west-1.amazonaws.comexecute-api." +
+		"cn-north-1.amazonaws.com.cnexecute-api.cn-northwest-1.amazonaws.com.cnexecute-api.eu-central-1.amazo" +
+		"naws.comexecute-api.eu-central-2.amazonaws.comexecute-api.eu-north-1.amazonaws.comexecute-api.eu-sou" +
+		"th-1.amazonaws.comexecute-api.eu-south-2.amazonaws.comexecute-api.eu-west-1.amazonaws.comexecute-api" +
+		".eu-west-2.amazonaws.comexecute-api.eu-west-3.amazonaws.comexecute-api.il-central-1.amazonaws.comexe" +
+		"cute-api.me-central-1.amazonaws.comexecute-api.me-south-1.amazonaws.comexecute-api.sa-east-1.amazona" +
+		"ws.comexecute-api.us-east-1.amazonaws.comexecute-api.us-east-2.amazonaws.comexecute-api.us-gov-east-" +
+		"1.amazonaws.comexecute-api.us-gov-west-1.amazonaws.comexecute-api.us-west-1.amazonaws.comexecute-api" +
+		".us-west-2.amazonaws.comexnet.suexperiments.sagemaker.awsexpertexperts-comptables.frexpo.appexposede" +
+		"xpressexpress.aeroextraspaceezproxy.kuleuven.bef.bgf.sef5.sifagefailfairwindsfaithfakefur.jpfam.pkfa" +
+		"milyfamilyds.comfamilyds.netfamilyds.orgfanfansfantasyleague.ccfar.brfarmfarmersfarsund.nofashionfas" +
+		"hionstore.jpfastfastly-edge.comfastly-terrarium.comfastlylb.netfastvps-server.comfastvps.hostfastvps" +
+		".sitefauske.nofbx-os.frfbxos.frfc.itfe.itfederation.aerofedexfedje.nofedorainfracloud.orgfedorapeopl" +
+		"e.orgfeedbackfeedback.acfeira.brfem.jpfentiger.mythic-beasts.comfermo.itferrara.itferrariferrerofest" +
+		"e-ip.netfet.nofetsund.nofg.itfh-muenster.iofh.sefhs.nofhsk.sefhv.sefifi.cloudplatform.fifi.crfi.eu.o" +
+		"rgfi.itfidelityfidofie.eefigma-gov.sitefigma.sitefile.core.usgovcloudapi.netfile.core.windows.netfil" +
+		"egear-sg.mefilegear.mefilmfilm.hufin.ecfin.infin.tnfinalfinancefinancialfinnoy.nofirefirebaseapp.com" +
+		"firenet.chfirenze.itfirestonefirewall-gateway.comfirewall-gateway.defirewall-gateway.netfirewalledre" +
+		"plit.cofirm.dkfirm.htfirm.infirm.nffirm.ngfirm.rofirm.vefirmdalefishfishingfitfitjar.nofitnessfjfj.c" +
+		"nfjaler.nofjell.nofkfl.usfla.noflakstad.noflatanger.nofldrv.comflekkefjord.noflesberg.noflickrflier." +
+		"jpflight.aeroflightsflirflog.brflop.jpfloppy.jpflora.noflorence.itfloripa.brfloristfloro.noflowersfl" +
+		"t.cloud.muni.czflutterflow.appflyfly.devfmfm.brfm.itfm.jofm.nofnc.fr-par.scw.cloudfnd.brfofoggia.itf" +
+		"olkebibl.nofolldal.nofoofoodfool.jpfootballfor-better.bizfor-more.bizfor-our.infofor-some.bizfor-the" +
+		".bizfordforde.noforexforgeblocks.comforgot.her.nameforgot.his.nameforli-cesena.itforlicesena.itforms" +
+		".acforsaleforsand.nofortal.brforumforum.huforumz.infofosnes.nofot.brfot.ecfoundationfoxfoz.brfrfr-1." +
+		"paas.massivegrid.netfr-par-1.baremetal.scw.cloudfr-par-2.baremetal.scw.cloudfr.eu.orgfr.itfra1-de.cl" +
+		"oudjiffy.netframer.aiframer.appframer.mediaframer.photosframer.websiteframer.wikiframercanvas.comfra" +
+		"na.nofredrikstad.nofreefreebox-os.comfreebox-os.frfreeboxos.comfreeboxos.frfreeddns.orgfreeddns.usfr" +
+		"eedesktop.orgfreemyip.comfreesite.hostfreetls.fastly.netfrei.nofreight.aerofrenchkiss.jpfreseniusfri" +
+		"uli-v-giulia.itfriuli-ve-giulia.itfriuli-vegiulia.itfriuli-venezia-giulia.itfriuli-veneziagiulia.itf" +
+		"riuli-vgiulia.itfriuliv-giulia.itfriulive-giulia.itfriulivegiulia.itfriulivenezia-giulia.itfriuliven" +
+		"eziagiulia.itfriulivgiulia.itfrlfrogansfrogn.nofroland.nofrom-ak.comfrom-al.comfrom-ar.comfrom-az.ne" +
+		"tfrom-ca.comfrom-co.netfrom-ct.comfrom-dc.comfrom-de.comfrom-fl.comfrom-ga.comfrom-hi.comfrom-ia.com" +
+		"from-id.comfrom-il.comfrom-in.comfrom-ks.comfrom-ky.comfrom-la.netfrom-ma.comfrom-md.comfrom-me.orgf" +
+		"rom-mi.comfrom-mn.comfrom-mo.comfrom-ms.comfrom-mt.comfrom-nc.comfrom-nd.comfrom-ne.comfrom-nh.comfr" +
+		"om-nj.comfrom-nm.comfrom-nv.comfrom-ny.netfrom-oh.comfrom-ok.comfrom-or.comfrom-pa.comfrom-pr.comfro" +
+		"m-ri.comfrom-sc.comfrom-sd.comfrom-tn.comfrom-tx.comfrom-ut.comfrom-va.comfrom-vt.comfrom-wa.comfrom" +
+		"-wi.comfrom-wv.comfrom-wy.comfrom.hrfrom.tvfrontend.encr.appfrontierfrosinone.itfrosta.nofroya.nofru" +
+		"sky.defst.brftpaccess.ccftrfuchu.hiroshima.jpfuchu.tokyo.jpfuchu.toyama.jpfudai.iwate.jpfuefuki.yama" +
+		"nashi.jpfuel.aerofuettertdasnetz.defuji.shizuoka.jpfujieda.shizuoka.jpfujiidera.osaka.jpfujikawa.shi" +
+		"zuoka.jpfujikawa.yamanashi.jpfujikawaguchiko.yamanashi.jpfujimi.nagano.jpfujimi.saitama.jpfujimino.s" +
+		"aitama.jpfujinomiya.shizuoka.jpfujioka.gunma.jpfujisato.akita.jpfujisawa.iwate.jpfujisawa.kanagawa.j" +
+		"pfujishiro.ibaraki.jpfujitsufujiyoshida.yamanashi.jpfukagawa.hokkaido.jpfukaya.saitama.jpfukuchi.fuk" +
+		"uoka.jpfukuchiyama.kyoto.jpfukudomi.saga.jpfukui.fukui.jpfukui.jpfukumitsu.toyama.jpfukuoka.jpfukuro" +
+		"i.shizuoka.jpfukusaki.hyogo.jpfukushima.fukushima.jpfukushima.hokkaido.jpfukushima.jpfukuyama.hirosh" +
+		"ima.jpfunfunabashi.chiba.jpfunagata.yamagata.jpfunahashi.toyama.jpfunctions.fnc.fr-par.scw.cloudfund" +
+		"funnels.cxfuoisku.nofuossko.nofurano.hokkaido.jpfurniturefurubira.hokkaido.jpfurudono.fukushima.jpfu" +
+		"rukawa.miyagi.jpfusa.nofuso.aichi.jpfussa.tokyo.jpfutaba.fukushima.jpfutbolfutsu.nagasaki.jpfuttsu.c" +
+		"hiba.jpfuturecms.atfuturehosting.atfuturemailing.atfvg.itfyifylkesbibl.nofyresdal.nog.bgg.seg12.brga" +
+		"ga.usgadget.appgadget.hostgaivuotna.nogalgal.ecgallerygallogallupgalsa.nogamagori.aichi.jpgamegame-h" +
+		"ost.orggame-server.ccgame.twgamesgames.hugamo.shiga.jpgamvik.nogangaviika.nogangwon.krgapgardengatew" +
+		"ay.devgaular.nogausdal.nogaygbgb.netgbizgc.cagdgd.cngda.plgdansk.plgdngdynia.plgege.itgeageek.nzgeek" +
+		"galaxy.comgehirn.ne.jpgeisei.kochi.jpgen.ingen.mi.usgen.nggen.nzgen.trgenkai.saga.jpgenoa.itgenova.i" +
+		"tgentgentapps.comgentinggentlentapis.comgeo.brgeorgegeorgia.sugetmyip.comgets-it.netgfggggeeggf.brgg" +
+		"ff.netghgh.srv.usgigialai.vngiehtavuoatna.nogiftgiftsgifu.gifu.jpgifu.jpgiize.comgildeskal.noginan.g" +
+		"ifu.jpginowan.okinawa.jpginoza.okinawa.jpgirlfriend.jpgirly.jpgiske.nogit-pages.rit.edugit-repos.deg" +
+		"itapp.sigitbook.iogithub.appgithub.iogithubpreview.devgithubusercontent.comgitlab.iogitpage.sigivesg" +
+		"ivinggjemnes.nogjerdrum.nogjerstad.nogjesdal.nogjovik.nogkp.pkglgl.srv.usglassglegleeze.comgliding.a" +
+		"erogliwice.plglobalglobal.prod.fastly.netglobal.replit.devglobal.ssl.fastly.netgloboglogow.plgloomy." +
+		"jpgloppen.noglug.org.ukgmgmailgmbhgmina.plgmogmxgngniezno.plgo.biz.nggo.cigo.crgo.dyndns.orggo.gov.b" +
+		"rgo.idgo.itgo.jpgo.kego.krgo.leg.brgo.thgo.tjgo.tzgo.uggob.argob.bogob.clgob.cugob.dogob.ecgob.esgob" +
+		".gtgob.hngob.mxgob.nigob.pagob.pegob.pkgob.svgob.vegobo.wakayama.jpgodaddygodo.gifu.jpgog.pkgoiania." +
+		"brgoip.degojome.akita.jpgok.pkgokase.miyazaki.jpgol.nogoldgoldpointgolfgolffan.usgonna.jpgonohe.aomo" +
+		"ri.jpgoodyeargooggooglegoogleapis.comgooglecode.comgopgop.pkgorizia.itgorlice.plgos.pkgose.nara.jpgo" +
+		"sen.niigata.jpgoshiki.hyogo.jpgotgotdns.chgotdns.comgotdns.orggotemba.shizuoka.jpgoto.nagasaki.jpgot" +
+		"pantheon.comgotsu.shimane.jpgoupile.frgouv.cigouv.frgouv.htgouv.kmgouv.mlgouv.sngovgov.acgov.aegov.a" +
+		"fgov.algov.aogov.argov.asgov.augov.azgov.bagov.bbgov.bdgov.bfgov.bhgov.bmgov.bngov.brgov.bsgov.btgov" +
+		".bwgov.bygov.bzgov.cdgov.clgov.cmgov.cngov.cogov.cxgov.cygov.czgov.dmgov.dogov.dzgov.ecgov.eegov.egg" +
+		"ov.etgov.fjgov.gdgov.gegov.ghgov.gigov.gngov.grgov.gugov.gygov.hkgov.iegov.ilgov.ingov.iogov.iqgov.i" +
+		"rgov.itgov.jogov.kggov.khgov.kigov.kmgov.kngov.kpgov.kwgov.kzgov.lagov.lbgov.lcgov.lkgov.lrgov.lsgov" +
+		".ltgov.lvgov.lygov.magov.megov.mggov.mkgov.mlgov.mngov.mogov.mrgov.msgov.mugov.mvgov.mwgov.mygov.mzg" +
+		"ov.nagov.nc.trgov.nggov.nlgov.nrgov.omgov.phgov.pkgov.plgov.pngov.prgov.psgov.ptgov.pwgov.pygov.qago" +
+		"v.rsgov.rugov.rwgov.sagov.sbgov.scgov.scotgov.sdgov.sggov.shgov.slgov.sogov.ssgov.sxgov.sygov.tjgov." +
+		"tlgov.tmgov.tngov.togov.trgov.ttgov.twgov.uagov.uggov.ukgov.vcgov.vegov.vngov.wsgov.yegov.zagov.zmgo" +
+		"v.zwgovernment.aerogovt.nzgpgqgrgr.comgr.eu.orggr.itgr.jpgrafana-dev.netgraingergrajewo.plgran.nogra" +
+		"ne.nogranvin.nographic.designgraphicsgratangen.nogratisgrayjayleagues.comgreater.jpgrebedoc.devgreen" +
+		"greta.frgrimstad.nogripegriw.gov.plgrocerygroks-the.infogroks-this.infogrondar.zagrong.nogrosseto.it" +
+		"groundhandling.aerogroupgroup.aerogrozny.rugrozny.sugrp.lkgru.brgrue.nogsgs.aa.nogs.ah.nogs.bu.nogs." +
+		"cngs.fm.nogs.hl.nogs.hm.nogs.jan-mayen.nogs.mr.nogs.nl.nogs.nt.nogs.of.nogs.ol.nogs.oslo.nogs.rl.nog" +
+		"s.sf.nogs.st.nogs.svalbard.nogs.tm.nogs.tr.nogs.va.nogs.vf.nogsj.bzgsm.plgtgugu.ccgu.usguam.gugub.uy" +
+		"guccigugeguideguitarsgujarat.ingujo.gifu.jpgulen.nogunma.jpguovdageaidnu.nogurugushikami.okinawa.jpg" +
+		"v.aogv.atgv.uygv.vcgwgwangju.krgx.cngygye.ecgyeongbuk.krgyeonggi.krgyeongnam.krgyokuto.kumamoto.jpgz" +
+		".cnh.bgh.seha.cnha.nohabikino.osaka.jphabmer.nohaboro.hokkaido.jphacca.jphachijo.tokyo.jphachinohe.a" +
+		"omori.jphachioji.tokyo.jphachirogata.akita.jphackclub.apphacker.replit.devhadano.kanagawa.jphadsel.n" +
+		"ohaebaru.okinawa.jphaga.tochigi.jphagebostad.nohagi.yamaguchi.jphagiang.vnhaibara.shizuoka.jphaiduon" +
+		"g.vnhaiphong.vnhairhakata.fukuoka.jphakodate.hokkaido.jphakone.kanagawa.jphakuba.nagano.jphakui.ishi" +
+		"kawa.jphakusan.ishikawa.jphalden.nohalf.hosthalfmoon.jphalsa.noham-radio-op.nethamada.shimane.jphama" +
+		"matsu.shizuoka.jphamar.nohamaroy.nohamatama.saga.jphamatonbetsu.hokkaido.jphamburghammarfeasta.noham" +
+		"merfest.nohamura.tokyo.jphanam.vnhanamaki.iwate.jphanamigawa.chiba.jphanawa.fukushima.jphanda.aichi." +
+		"jphandcrafted.jphanggliding.aerohangouthannan.osaka.jphanno.saitama.jphanoi.vnhanyu.saitama.jphapmir" +
+		".nohappou.akita.jphara.nagano.jpharam.nohareid.noharima.hyogo.jpharstad.nohasama.oita.jphasami.nagas" +
+		"aki.jphashbang.shhashikami.aomori.jphashima.gifu.jphashimoto.wakayama.jphasuda.saitama.jphasura-app." +
+		"iohasura.apphasvik.nohateblo.jphatenablog.comhatenablog.jphatenadiary.comhatenadiary.jphatenadiary.o" +
+		"rghatinh.vnhatogaya.saitama.jphatoyama.saitama.jphatsukaichi.hiroshima.jphattfjelldal.nohaugesund.no" +
+		"haugiang.vnhaushayakawa.yamanashi.jphayashima.okayama.jphazu.aichi.jphb.cldmail.ruhb.cnhbohdfchdfcba" +
+		"nkhe.cnhealthhealth-carereform.comhealth.nzhealth.vnhealthcareheavy.jpheguri.nara.jpheiyu.spacehekin" +
+		"an.aichi.jphelioho.stheliohost.ushelphelsinkihemne.nohemnes.nohemsedal.nohepforge.orgher.jpherad.noh" +
+		"ercules-app.comhercules-dev.comherehere-for-more.infohermesherokuapp.comheroy.more-og-romsdal.nohero" +
+		"y.nordland.noheteml.netheyflow.pageheyflow.sitehf.spacehi.cnhi.ushicam.nethichiso.gifu.jphida.gifu.j" +
+		"phidaka.hokkaido.jphidaka.kochi.jphidaka.saitama.jphidaka.wakayama.jphidns.cohidns.viphigashi.fukuok" +
+		"a.jphigashi.fukushima.jphigashi.okinawa.jphigashiagatsuma.gunma.jphigashichichibu.saitama.jphigashih" +
+		"iroshima.hiroshima.jphigashiizu.shizuoka.jphigashiizumo.shimane.jphigashikagawa.kagawa.jphigashikagu" +
+		"ra.hokkaido.jphigashikawa.hokkaido.jphigashikurume.tokyo.jphigashimatsushima.miyagi.jphigashimatsuya" +
+		"ma.saitama.jphigashimurayama.tokyo.jphigashinaruse.akita.jphigashine.yamagata.jphigashiomi.shiga.jph" +
+		"igashiosaka.osaka.jphigashishirakawa.gifu.jphigashisumiyoshi.osaka.jphigashitsuno.kochi.jphigashiura" +
+		".aichi.jphigashiyama.kyoto.jphigashiyamato.tokyo.jphigashiyodogawa.osaka.jphigashiyoshino.nara.jphih" +
+		"o.jphiji.oita.jphikari.yamaguchi.jphikawa.shimane.jphikimi.shimane.jphikone.shiga.jphimeji.hyogo.jph" +
+		"imeshima.oita.jphimi.toyama.jphino.tokyo.jphino.tottori.jphinode.tokyo.jphinohara.tokyo.jphioki.kago" +
+		"shima.jphiphophippy.jphirado.nagasaki.jphiraizumi.iwate.jphirakata.osaka.jphiranai.aomori.jphirara.o" +
+		"kinawa.jphirata.fukushima.jphiratsuka.kanagawa.jphiraya.nagano.jphirogawa.wakayama.jphirokawa.fukuok" +
+		"a.jphirono.fukushima.jphirono.iwate.jphiroo.hokkaido.jphirosaki.aomori.jphiroshima.jphisamitsuhisaya" +
+		"ma.fukuoka.jphita.oita.jphitachihitachi.ibaraki.jphitachinaka.ibaraki.jphitachiomiya.ibaraki.jphitac" +
+		"hiota.ibaraki.jphitra.nohivhizen.saga.jphjartdal.nohjelmeland.nohkhk.cnhk.comhk.orghkthl.cnhl.nohlx." +
+		"livehlx.pagehmhm.nohnhn.cnhoabinh.vnhobby-site.comhobby-site.orghobol.nohockeyhof.nohofu.yamaguchi.j" +
+		"phokkaido.jphokksund.nohokuryu.hokkaido.jphokuto.hokkaido.jphokuto.yamanashi.jphol.noholdingshole.no" +
+		"holidayholmestrand.noholtalen.noholy.jphome-webserver.dehome.arpahome.dyndns.orghomebuilt.aerohomede" +
+		"pothomedns.orghomeftp.nethomeftp.orghomegoodshomeip.nethomelinux.comhomelinux.nethomelinux.orghomesh" +
+		"omesecuritymac.comhomesecuritypc.comhomesensehomesklep.plhomeunix.comhomeunix.nethomeunix.orghonai.e" +
+		"hime.jphonbetsu.hokkaido.jphondahonefoss.nohongo.hiroshima.jphonjo.akita.jphonjo.saitama.jphonjyo.ak" +
+		"ita.jphoplix.shophopto.mehopto.orghornindal.nohorokanai.hokkaido.jphoronobe.hokkaido.jphorsehorten.n" +
+		"ohosp.ukhospitalhosthosted.apphostedpi.comhostinghosting-cluster.nlhosting.myjino.ruhosting.ovh.neth" +
+		"ostyhosting.iohothotelhotel.huhotel.lkhotel.tzhotelshotelwithflight.comhotmailhousehowhoyanger.nohoy" +
+		"landet.nohrhr.eu.orghra.healthhrsn.devhs.krhsbchthttpbin.orghuhu.eu.orghu.nethue.vnhugheshuissier-ju" +
+		"stice.frhungry.jphungyen.vnhurdal.nohurum.nohvaler.nohyatthyllestad.nohyogo.jphypernode.iohyuga.miya" +
+		"zaki.jphyundaihzc.ioi.bgi.ngi.phi.sei234.meia.bria.usia.veiamallama.comibara.okayama.jpibaraki.ibara" +
+		"ki.jpibaraki.jpibaraki.osaka.jpibestad.noibigawa.gifu.jpibmibr.ecibxos.itic.gov.plicbciceichiba.toku" +
+		"shima.jpichihara.chiba.jpichikai.tochigi.jpichikawa.chiba.jpichikawa.hyogo.jpichikawamisato.yamanash" +
+		"i.jpichinohe.iwate.jpichinomiya.aichi.jpichinomiya.chiba.jpichinoseki.iwate.jpicp.neticp0.ioicp1.ioi" +
+		"cuicurus.jpidid.auid.bdid.cvid.firewalledreplit.coid.fjid.forgerock.ioid.irid.lvid.lyid.pubid.repl.c" +
+		"oid.replit.appid.replit.devid.usid.vnide.kyoto.jpidf.ilidrett.noidv.hkidv.twieie.eu.orgieeeif.uaifmi" +
+		"fr.fr-par.scw.cloudifr.nl-ams.scw.cloudifr.pl-waw.scw.cloudiglesias-carbonia.itiglesiascarbonia.itih" +
+		"eya.okinawa.jpiida.nagano.jpiide.yamagata.jpiijima.nagano.jpiitate.fukushima.jpiiyama.nagano.jpiizuk" +
+		"a.fukuoka.jpiizuna.nagano.jpikanoikaruga.nara.jpikata.ehime.jpikawa.akita.jpikeda.fukui.jpikeda.gifu" +
+		".jpikeda.hokkaido.jpikeda.nagano.jpikeda.osaka.jpiki.fiiki.nagasaki.jpikoma.nara.jpikusaka.nagano.jp" +
+		"ilil-central-1.airflow.amazonaws.comil-central-1.elasticbeanstalk.comil-central-1.rds.amazonaws.comi" +
+		"l.eu.orgil.usilawa.pliliadboxos.itilovecollege.infoimim.itimabari.ehime.jpimagine-proxy.workimagine." +
+		"diyimakane.hokkaido.jpimamatimari.saga.jpimb.brimdbimizu.toyama.jpimmoimmobilienimperia.itinin-addr." +
+		"arpain-berlin.dein-brb.dein-butter.dein-dsl.dein-dsl.netin-dsl.orgin-the-band.netin-vpn.dein-vpn.net" +
+		"in-vpn.orgin.eu.orgin.futurecms.atin.netin.ngrok.ioin.niin.rsin.thin.uain.usina.ibaraki.jpina.nagano" +
+		".jpina.saitama.jpinabe.mie.jpinagawa.hyogo.jpinagi.tokyo.jpinami.toyama.jpinami.wakayama.jpinashiki." +
+		"ibaraki.jpinatsuki.fukuoka.jpinawashiro.fukushima.jpinazawa.aichi.jpinbrowser.devinbrowser.linkincin" +
+		"c.hkincheon.krind.brind.gtind.inind.kwind.tnindependent-commission.ukindependent-inquest.ukindepende" +
+		"nt-inquiry.ukindependent-panel.ukindependent-review.ukinderoy.noindevs.inindigena.boindustria.boindu" +
+		"striesine.kyoto.jpinf.brinf.cuinf.mkinf.uainfinitiinfoinfo.atinfo.azinfo.bbinfo.bdinfo.bjinfo.boinfo" +
+		".cxinfo.ecinfo.eginfo.etinfo.fjinfo.guinfo.htinfo.huinfo.ininfo.keinfo.kiinfo.lainfo.lsinfo.mlinfo.m" +
+		"vinfo.nfinfo.niinfo.nrinfo.plinfo.prinfo.roinfo.sdinfo.tninfo.trinfo.ttinfo.tzinfo.veinfo.vninfo.zmi" +
+		"nging.paingatlan.huinkino.kochi.jpinst.mlinstance.datadetect.cominstances.spawn.ccinstituteinsurance" +
+		"insurance.aeroinsureintint.appleint.arint.azint.boint.ciint.cvint.eu.orgint.inint.laint.lkint.mvint." +
+		"mwint.niint.ptint.ruint.tjint.veint.vninternationalinternet-dns.deinternet.inintl.tnintouch.emailint" +
+		"uitinuyama.aichi.jpinvestmentsinzai.chiba.jpioio.inio.krio.noc.ruhr-uni-bochum.deio.vniobb.netiopsys" +
+		".seip-ddns.comip-dynamic.orgip.linodeusercontent.comip6.arpaipfs.nftstorage.linkipfs.storacha.linkip" +
+		"fs.w3s.linkipifony.netipirangaiqirir.mdiran.liara.runiris.arpairishiruma.saitama.jpisis-a-anarchist." +
+		"comis-a-blogger.comis-a-bookkeeper.comis-a-bruinsfan.orgis-a-bulls-fan.comis-a-candidate.orgis-a-cat" +
+		"erer.comis-a-celticsfan.orgis-a-chef.comis-a-chef.netis-a-chef.orgis-a-conservative.comis-a-cpa.comi" +
+		"s-a-cubicle-slave.comis-a-democrat.comis-a-designer.comis-a-doctor.comis-a-financialadvisor.comis-a-" +
+		"fullstack.devis-a-geek.comis-a-geek.netis-a-geek.orgis-a-good.devis-a-green.comis-a-guru.comis-a-har" +
+		"d-worker.comis-a-hunter.comis-a-knight.orgis-a-landscaper.comis-a-lawyer.comis-a-liberal.comis-a-lib" +
+		"ertarian.comis-a-linux-user.orgis-a-llama.comis-a-musician.comis-a-nascarfan.comis-a-nurse.comis-a-p" +
+		"ainter.comis-a-patsfan.orgis-a-personaltrainer.comis-a-photographer.comis-a-player.comis-a-republica" +
+		"n.comis-a-rockstar.comis-a-socialist.comis-a-soxfan.orgis-a-student.comis-a-teacher.comis-a-techie.c" +
+		"omis-a-therapist.comis-a.devis-an-accountant.comis-an-actor.comis-an-actress.comis-an-anarchist.comi" +
+		"s-an-artist.comis-an-engineer.comis-an-entertainer.comis-by.usis-certified.comis-cool.devis-found.or" +
+		"gis-gone.comis-into-anime.comis-into-cars.comis-into-cartoons.comis-into-games.comis-leet.comis-loca" +
+		"l.orgis-lost.orgis-not-a.devis-not-certified.comis-saved.orgis-slick.comis-uberleet.comis-very-bad.o" +
+		"rgis-very-evil.orgis-very-good.orgis-very-nice.orgis-very-sweet.orgis-with-theband.comis.eu.orgis.go" +
+		"v.plis.itisa-geek.comisa-geek.netisa-geek.orgisa-hockeynut.comisa.kagoshima.jpisa.usisahaya.nagasaki" +
+		".jpise.mie.jpisehara.kanagawa.jpisen.kagoshima.jpisernia.itiserv.deviserv.hostiservschule.deisesaki." +
+		"gunma.jpishigaki.okinawa.jpishikari.hokkaido.jpishikawa.fukushima.jpishikawa.jpishikawa.okinawa.jpis" +
+		"hinomaki.miyagi.jpisla.prismailiispmanager.nameisshiki.aichi.jpissmarterthanyou.comististanbulistein" +
+		"geek.deistmein.deisumi.chiba.jpitit.aoit.bdit.comit.eu.orgit.krit1.eur.aruba.jenv-aruba.cloudit1.jen" +
+		"v-aruba.clouditabashi.tokyo.jpitako.ibaraki.jpitakura.gunma.jpitami.hyogo.jpitano.tokushima.jpitauit" +
+		"ayanagi.aomori.jpitcouldbewor.seitigo.jpito.shizuoka.jpitoigawa.niigata.jpitoman.okinawa.jpits.meitv" +
+		"ivano-frankivsk.uaivanovo.suiveland.noivgu.noivory.ne.jpiwade.wakayama.jpiwafune.tochigi.jpiwaizumi." +
+		"iwate.jpiwaki.fukushima.jpiwakuni.yamaguchi.jpiwakura.aichi.jpiwama.ibaraki.jpiwamizawa.hokkaido.jpi" +
+		"wanai.hokkaido.jpiwanuma.miyagi.jpiwata.shizuoka.jpiwate.iwate.jpiwate.jpiwatsuki.saitama.jpiwi.nziy" +
+		"o.ehime.jpiz.hrizena.okinawa.jpizu.shizuoka.jpizumi.kagoshima.jpizumi.osaka.jpizumiotsu.osaka.jpizum" +
+		"isano.osaka.jpizumizaki.fukushima.jpizumo.shimane.jpizumozaki.niigata.jpizunokuni.shizuoka.jpj.bgj.l" +
+		"ayershift.co.ukj.scaleforce.com.cyj.scaleforce.netjab.brjaguarjambyl.sujampa.brjan-mayen.nojaneway.r" +
+		"eplit.devjavajaworzno.pljc.neen.itjcbjcloud-ver-jpc.ik-server.comjcloud.ik-server.comjcloud.kzjdevcl" +
+		"oud.comjdf.brjejed.wafaicloud.comjeepjeez.jpjeju.krjelastic.dogado.eujelastic.saveincloud.netjelasti" +
+		"c.teamjele.cloudjele.clubjele.hostjele.iojele.sitejelenia-gora.pljellybean.jpjeonbuk.krjeonnam.krjes" +
+		"sheim.nojetztjevnaker.nojewelryjgora.pljinsekikogen.hiroshima.jpjiojl.cnjlljls-sto1.elastx.netjls-st" +
+		"o2.elastx.netjls-sto3.elastx.netjmjmpjnjjojoboji.iwate.jpjobsjoburgjoetsu.niigata.jpjogasz.hujohana." +
+		"toyama.jpjoinmc.linkjoinville.brjolster.nojondal.nojor.brjorpeland.nojoso.ibaraki.jpjotjote.cloudjot" +
+		"elulu.cloudjournal.aerojournalist.aerojouwweb.sitejoyjoyo.kyoto.jpjozi.bizjpjp.eu.orgjp.netjp.ngrok." +
+		"iojpmorganjpn.comjpn.orgjprsjs.cnjs.orgjs.wpenginepowered.comju.mpjuegosjuniperjur.projus.brjx.cnk.b" +
+		"gk.sek12.ak.usk12.al.usk12.ar.usk12.as.usk12.az.usk12.ca.usk12.co.usk12.ct.usk12.dc.usk12.eck12.fl.u" +
+		"sk12.ga.usk12.gu.usk12.ia.usk12.id.usk12.ilk12.il.usk12.in.usk12.ks.usk12.ky.usk12.la.usk12.ma.usk12" +
+		".md.usk12.me.usk12.mi.usk12.mn.usk12.mo.usk12.ms.usk12.mt.usk12.nc.usk12.ne.usk12.nh.usk12.nj.usk12." +
+		"nm.usk12.nv.usk12.ny.usk12.oh.usk12.ok.usk12.or.usk12.pa.usk12.pr.usk12.sc.usk12.tn.usk12.trk12.tx.u" +
+		"sk12.ut.usk12.va.usk12.vik12.vi.usk12.vt.usk12.wa.usk12.wi.usk12.wy.usk8s.fr-par.scw.cloudk8s.nl-ams" +
+		".scw.cloudk8s.pl-waw.scw.cloudk8s.scw.cloudkaas.ggkadena.okinawa.jpkadogawa.miyazaki.jpkadoma.osaka." +
+		"jpkafjord.nokafk.fr-par.scw.cloudkafk.nl-ams.scw.cloudkafk.pl-waw.scw.cloudkaga.ishikawa.jpkagami.ko" +
+		"chi.jpkagamiishi.fukushima.jpkagamino.okayama.jpkagawa.jpkagoshima.jpkagoshima.kagoshima.jpkaho.fuku" +
+		"oka.jpkahoku.ishikawa.jpkahoku.yamagata.jpkai.yamanashi.jpkainan.tokushima.jpkainan.wakayama.jpkaise" +
+		"i.kanagawa.jpkaita.hiroshima.jpkaizuka.osaka.jpkakamigahara.gifu.jpkakegawa.shizuoka.jpkakinoki.shim" +
+		"ane.jpkakogawa.hyogo.jpkakuda.miyagi.jpkalisz.plkalmykia.rukalmykia.sukaluga.sukamagaya.chiba.jpkama" +
+		"ishi.iwate.jpkamakura.kanagawa.jpkameoka.kyoto.jpkameyama.mie.jpkami.kochi.jpkami.miyagi.jpkamiamaku" +
+		"sa.kumamoto.jpkamifurano.hokkaido.jpkamigori.hyogo.jpkamiichi.toyama.jpkamiizumi.saitama.jpkamijima." +
+		"ehime.jpkamikawa.hokkaido.jpkamikawa.hyogo.jpkamikawa.saitama.jpkamikitayama.nara.jpkamikoani.akita." +
+		"jpkamimine.saga.jpkaminokawa.tochigi.jpkaminoyama.yamagata.jpkamioka.akita.jpkamisato.saitama.jpkami" +
+		"shihoro.hokkaido.jpkamisu.ibaraki.jpkamisunagawa.hokkaido.jpkamitonda.wakayama.jpkamitsue.oita.jpkam" +
+		"o.kyoto.jpkamo.niigata.jpkamoenai.hokkaido.jpkamogawa.chiba.jpkanagawa.jpkanan.osaka.jpkanazawa.ishi" +
+		"kawa.jpkanegasaki.iwate.jpkaneyama.fukushima.jpkaneyama.yamagata.jpkani.gifu.jpkanie.aichi.jpkanmaki" +
+		".nara.jpkanna.gunma.jpkannami.shizuoka.jpkanonji.kagawa.jpkanoya.kagoshima.jpkanra.gunma.jpkanuma.to" +
+		"chigi.jpkanzaki.saga.jpkapsi.fikaracol.sukaraganda.sukarasjohka.nokarasjok.nokarasuyama.tochigi.jpka" +
+		"ratsu.saga.jpkarelia.sukariwa.niigata.jpkariya.aichi.jpkarlsoy.nokarmoy.nokarpacz.plkartuzy.plkaruiz" +
+		"awa.nagano.jpkarumai.iwate.jpkasahara.gifu.jpkasai.hyogo.jpkasama.ibaraki.jpkasamatsu.gifu.jpkasaoka" +
+		".okayama.jpkashiba.nara.jpkashihara.nara.jpkashima.ibaraki.jpkashima.saga.jpkashiwa.chiba.jpkashiwar" +
+		"a.osaka.jpkashiwazaki.niigata.jpkasserver.comkasuga.fukuoka.jpkasuga.hyogo.jpkasugai.aichi.jpkasukab" +
+		"e.saitama.jpkasumigaura.ibaraki.jpkasuya.fukuoka.jpkaszuby.plkatagami.akita.jpkatano.osaka.jpkatashi" +
+		"na.gunma.jpkatori.chiba.jpkatowice.plkatsuragi.nara.jpkatsuragi.wakayama.jpkatsushika.tokyo.jpkatsuu" +
+		"ra.chiba.jpkatsuyama.fukui.jpkaufenkautokeino.nokawaba.gunma.jpkawachinagano.osaka.jpkawagoe.mie.jpk" +
+		"awagoe.saitama.jpkawaguchi.saitama.jpkawahara.tottori.jpkawai.iwate.jpkawai.nara.jpkawaiishop.jpkawa" +
+		"jima.saitama.jpkawakami.nagano.jpkawakami.nara.jpkawakita.ishikawa.jpkawamata.fukushima.jpkawaminami" +
+		".miyazaki.jpkawanabe.kagoshima.jpkawanehon.shizuoka.jpkawanishi.hyogo.jpkawanishi.nara.jpkawanishi.y" +
+		"amagata.jpkawara.fukuoka.jpkawasaki.jpkawasaki.miyagi.jpkawatana.nagasaki.jpkawaue.gifu.jpkawazu.shi" +
+		"zuoka.jpkayabe.hokkaido.jpkazimierz-dolny.plkazo.saitama.jpkazuno.akita.jpkddikdns.frkekeenetic.ioke" +
+		"enetic.linkkeenetic.namekeenetic.prokeisen.fukuoka.jpkeliweb.cloudkembuchi.hokkaido.jpkep.trkepno.pl" +
+		"kerryhotelskerrypropertiesketrzyn.plkeymachine.dekeyword-on.netkfhkgkg.krkhkh.uakhakassia.sukhanhhoa" +
+		".vnkharkiv.uakharkov.uakherson.uakhmelnitskiy.uakhmelnytskyi.uakhplay.nlkikiakibichuo.okayama.jpkick" +
+		"s-ass.netkicks-ass.orgkidskiengiang.vnkiev.uakiho.mie.jpkihoku.ehime.jpkijo.miyazaki.jpkikirara.jpki" +
+		"konai.hokkaido.jpkikuchi.kumamoto.jpkikugawa.shizuoka.jpkill.jpkilo.jpkiloapps.aikiloapps.iokimkim.r" +
+		"eplit.devkimino.wakayama.jpkimitsu.chiba.jpkimobetsu.hokkaido.jpkin.okinawa.jpkin.onekin.pubkindleki" +
+		"nghost.netkinko.kagoshima.jpkinokawa.wakayama.jpkira.aichi.jpkira.replit.devkirara.stkirk.replit.dev" +
+		"kirkenes.nokirovograd.uakiryu.gunma.jpkisarazu.chiba.jpkishiwada.osaka.jpkiso.nagano.jpkisofukushima" +
+		".nagano.jpkisosaki.mie.jpkita.kyoto.jpkita.osaka.jpkita.tokyo.jpkitaaiki.nagano.jpkitaakita.akita.jp" +
+		"kitadaito.okinawa.jpkitagata.gifu.jpkitagata.saga.jpkitagawa.kochi.jpkitagawa.miyazaki.jpkitahata.sa" +
+		"ga.jpkitahiroshima.hokkaido.jpkitakami.iwate.jpkitakata.fukushima.jpkitakata.miyazaki.jpkitakyushu.j" +
+		"pkitami.hokkaido.jpkitamoto.saitama.jpkitanakagusuku.okinawa.jpkitashiobara.fukushima.jpkitaura.miya" +
+		"zaki.jpkitayama.wakayama.jpkitchenkiwa.mie.jpkiwikiwi.nzkiyama.saga.jpkiyokawa.kanagawa.jpkiyosato.h" +
+		"okkaido.jpkiyose.tokyo.jpkiyosu.aichi.jpkizu.kyoto.jpklabu.noklepp.noklodzko.plkmkm.uakmpsp.gov.plkn" +
+		"knightpoint.systemsknowsitall.infoknx-server.netkobayashi.miyazaki.jpkobe.jpkobierzyce.plkochi.jpkoc" +
+		"hi.kochi.jpkodaira.tokyo.jpkoelnkofu.yamanashi.jpkoga.fukuoka.jpkoga.ibaraki.jpkoganei.tokyo.jpkoge." +
+		"tottori.jpkoka.shiga.jpkokonoe.oita.jpkokubunji.tokyo.jpkolobrzeg.plkomae.tokyo.jpkomagane.nagano.jp" +
+		"komaki.aichi.jpkomatsukomatsu.ishikawa.jpkomatsushima.tokushima.jpkomforb.sekommunalforbund.sekommun" +
+		"e.nokomono.mie.jpkomoro.nagano.jpkomvux.sekonan.aichi.jpkonan.shiga.jpkongsberg.nokongsvinger.nokoni" +
+		"n.plkonskowola.plkonsulat.gov.plkontum.vnkonyvelo.hukoobin.eventskoori.fukushima.jpkop.idkopervik.no" +
+		"koriyama.fukushima.jpkoryo.nara.jpkosai.shizuoka.jpkosaka.akita.jpkosei.shiga.jpkosherkoshigaya.sait" +
+		"ama.jpkoshimizu.hokkaido.jpkoshu.yamanashi.jpkosuge.yamanashi.jpkota.aichi.jpkoto.shiga.jpkoto.tokyo" +
+		".jpkotohira.kagawa.jpkotoura.tottori.jpkouhoku.saga.jpkounosu.saitama.jpkouyama.kagoshima.jpkouzushi" +
+		"ma.tokyo.jpkoya.wakayama.jpkoza.wakayama.jpkozagawa.wakayama.jpkozaki.chiba.jpkozow.comkpkpmgkpnkpps" +
+		"p.gov.plkrkr.eu.orgkr.itkr.uakraanghke.nokragero.nokrakow.plkrasnik.plkrasnodar.sukrdkredkrellian.ne" +
+		"tkristiansand.nokristiansund.nokrodsherad.nokrokstadelva.nokropyvnytskyi.uakrym.uaks.uaks.uskuchinot" +
+		"su.nagasaki.jpkudamatsu.yamaguchi.jpkudoyama.wakayama.jpkui.hiroshima.jpkuji.iwate.jpkuju.oita.jpkuj" +
+		"ukuri.chiba.jpkuki.saitama.jpkuleuven.cloudkumagaya.saitama.jpkumakogen.ehime.jpkumamoto.jpkumamoto." +
+		"kumamoto.jpkumano.hiroshima.jpkumano.mie.jpkumatori.osaka.jpkumejima.okinawa.jpkumenan.okayama.jpkum" +
+		"iyama.kyoto.jpkunden.ortsinfo.atkunigami.okinawa.jpkunimi.fukushima.jpkunisaki.oita.jpkunitachi.toky" +
+		"o.jpkunitomi.miyazaki.jpkunneppu.hokkaido.jpkunohe.iwate.jpkuokgroupkurashiki.okayama.jpkurate.fukuo" +
+		"ka.jpkure.hiroshima.jpkurgan.sukuriyama.hokkaido.jpkurobe.toyama.jpkurogi.fukuoka.jpkuroishi.aomori." +
+		"jpkuroiso.tochigi.jpkuromatsunai.hokkaido.jpkuron.jpkurotaki.nara.jpkurume.fukuoka.jpkusatsu.gunma.j" +
+		"pkusatsu.shiga.jpkushima.miyazaki.jpkushimoto.wakayama.jpkushiro.hokkaido.jpkustanai.rukustanai.suku" +
+		"su.oita.jpkutchan.hokkaido.jpkutno.plkuwana.mie.jpkuzumaki.iwate.jpkv.uakvafjord.nokvalsund.nokvam.n" +
+		"okvanangen.nokvinesdal.nokvinnherad.nokviteseid.nokvitsoy.nokwkwp.gov.plkwpsp.gov.plkyky.uskyiv.uaky" +
+		"onan.chiba.jpkyotamba.kyoto.jpkyotanabe.kyoto.jpkyotango.kyoto.jpkyotokyoto.jpkyowa.akita.jpkyowa.ho" +
+		"kkaido.jpkyuragi.saga.jpkzl-o-g-i-n.del.bgl.selala-spezia.itla.usla1-plenit.comlaakesvuemie.nolabeli" +
+		"ng.ap-northeast-1.sagemaker.awslabeling.ap-northeast-2.sagemaker.awslabeling.ap-south-1.sagemaker.aw" +
+		"slabeling.ap-southeast-1.sagemaker.awslabeling.ap-southeast-2.sagemaker.awslabeling.ca-central-1.sag" +
+		"emaker.awslabeling.eu-central-1.sagemaker.awslabeling.eu-west-1.sagemaker.awslabeling.eu-west-2.sage" +
+		"maker.awslabeling.us-east-1.sagemaker.awslabeling.us-east-2.sagemaker.awslabeling.us-west-2.sagemake" +
+		"r.awslacaixaladesk.comlahppi.nolaichau.vnlakas.hulambda-url.af-south-1.on.awslambda-url.ap-east-1.on" +
+		".awslambda-url.ap-northeast-1.on.awslambda-url.ap-northeast-2.on.awslambda-url.ap-northeast-3.on.aws" +
+		"lambda-url.ap-south-1.on.awslambda-url.ap-southeast-1.on.awslambda-url.ap-southeast-2.on.awslambda-u" +
+		"rl.ap-southeast-3.on.awslambda-url.ca-central-1.on.awslambda-url.eu-central-1.on.awslambda-url.eu-no" +
+		"rth-1.on.awslambda-url.eu-south-1.on.awslambda-url.eu-west-1.on.awslambda-url.eu-west-2.on.awslambda" +
+		"-url.eu-west-3.on.awslambda-url.me-south-1.on.awslambda-url.sa-east-1.on.awslambda-url.us-east-1.on." +
+		"awslambda-url.us-east-2.on.awslambda-url.us-west-1.on.awslambda-url.us-west-2.on.awslamborghinilamdo" +
+		"ng.vnlamerlanbib.selandland-4-sale.uslanding.myjino.rulandroverlangevag.nolangson.vnlanxesslaocai.vn" +
+		"lapy.pllaquila.itlaravel.cloudlardal.nolarvik.nolasallelaspezia.itlatlat.eclatina.itlatinolatrobelav" +
+		"agis.nolavangen.nolawlaw.prolaw.zalawyerlaz.itlazio.itlblclc.itlcl.devlclstage.devlcube-server.delds" +
+		"le.itleadpages.coleangaviika.noleapcell.appleapcell.devleapcell.onlineleaseleasing.aerolebesby.noleb" +
+		"ork.pllebtimnetz.delecce.itlecco.itleclercleczna.pllefrakleg.brlegallegnica.pllegoleikanger.noleilao" +
+		".brleirfjord.noleirvik.noleitungsen.deleka.noleksvik.nolel.brlenug.sulenvik.nolerdal.nolesja.nolevan" +
+		"ger.nolexuslezajsk.pllg.biz.nglg.jplg.ualgbtlili.itliara.runlib.ak.uslib.al.uslib.ar.uslib.as.uslib." +
+		"az.uslib.ca.uslib.co.uslib.ct.uslib.dc.uslib.eelib.fl.uslib.ga.uslib.gu.uslib.hi.uslib.ia.uslib.id.u" +
+		"slib.il.uslib.in.uslib.ks.uslib.ky.uslib.la.uslib.ma.uslib.md.uslib.me.uslib.mi.uslib.mn.uslib.mo.us" +
+		"lib.mt.uslib.nc.uslib.nd.uslib.ne.uslib.nh.uslib.nj.uslib.nm.uslib.nv.uslib.ny.uslib.oh.uslib.ok.usl" +
+		"ib.or.uslib.pa.uslib.pr.uslib.ri.uslib.sc.uslib.sd.uslib.tn.uslib.tx.uslib.ut.uslib.va.uslib.vi.usli" +
+		"b.vt.uslib.wa.uslib.wi.uslib.wy.uslibp2p.directlidllier.nolierne.nolifelifeinsurancelifestylelig.itl" +
+		"ightingliguria.itlikelikes-pie.comlikescandy.comlillehammer.nolillesand.nolillylima-city.atlima-city" +
+		".chlima-city.delima-city.rockslima.zonelimanowa.pllimitedlimolincolnlindas.nolindesnes.nolinklinkyar" +
+		"d-cloud.chlinkyard.cloudlinodeobjects.comlittlestar.jplivelive-on.netlive-website.comlivinglivorno.i" +
+		"tlkllcllpln.cnlo.itloabat.noloanloanslocalcert.netlocalplayer.devlocalto.netlocaltonet.comlockerlocu" +
+		"slodi.itlodingen.nolodz.pllog.brloginline.apploginline.devloginline.iologinline.servicesloginline.si" +
+		"teloginto.melogistics.aerologoip.comlogoip.delohmus.meloisirs.bjloj.eclollolipop.iololipopmc.jplolit" +
+		"apunk.jplom.itlom.nolombardia.itlombardy.itlomo.jplomza.pllon-1.paas.massivegrid.netlon-2.paas.massi" +
+		"vegrid.netlondonlondon.cloudapps.digitallondrina.brlongan.vnloppa.nolorenskog.noloseyourip.comloten." +
+		"nolottelottolovable.applovable.runlovable.shlovableproject.comlovelovepop.jplovesick.jplowicz.pllp.d" +
+		"evlpages.colpg.objectstorage.chlpllplfinanciallpusercontent.comlrlsltlt.eu.orglt.itlt.ualtdltd.co.im" +
+		"ltd.cyltd.giltd.hkltd.lkltd.ngltd.ualtd.ukltdalulu.eu.orglu.itlubartow.pllubin.pllublin.pllucania.it" +
+		"lucca.itlug.org.uklugansk.ualugs.org.ukluhansk.ualukow.pllund.nolundbecklunner.noluroy.noluster.nolu" +
+		"trausercontent.comlutsk.ualuxeluxuryluyani.appluyani.netlvlv.eu.orglv.ualviv.ualylyngdal.nolyngen.no" +
+		"lynx.mythic-beasts.comm.bgm.semama.gov.brma.leg.brma.usmacapa.brmaceio.brmacerata.itmachida.tokyo.jp" +
+		"madethis.sitemadridmaebashi.gunma.jpmafelo.netmagazine.aeromagentosite.cloudmagicpatterns.appmagicpa" +
+		"tternsapp.commaibara.shiga.jpmaifmail-box.ne.jpmail.plmain.jpmaintenance.aeromaisonmaizuru.kyoto.jpm" +
+		"akeupmakinohara.shizuoka.jpmakurazaki.kagoshima.jpmalatvuopmi.nomalbork.plmalopolska.plmalselv.nomal" +
+		"vik.nomamurogawa.yamagata.jpmanmanagementmanaus.brmandal.nomangomangyshlak.sumaniwa.okayama.jpmanno." +
+		"kagawa.jpmantova.itmaori.nzmapmap.fastly.netmap.fastlylb.netmar.itmarche.itmarine.rumaringa.brmarker" +
+		".nomarketmarketingmarketplace.aeromarketsmarnardal.nomarriottmarshallsmarugame.kagawa.jpmarumori.miy" +
+		"agi.jpmasaki.ehime.jpmasfjorden.nomashike.hokkaido.jpmashiki.kumamoto.jpmashiko.tochigi.jpmasoy.noma" +
+		"ssa-carrara.itmassacarrara.itmasuda.shimane.jpmat.brmatera.itmatlab.cloudmatrix.jpmatsubara.osaka.jp" +
+		"matsubushi.saitama.jpmatsuda.kanagawa.jpmatsudo.chiba.jpmatsue.shimane.jpmatsukawa.nagano.jpmatsumae" +
+		".hokkaido.jpmatsumoto.kagoshima.jpmatsumoto.nagano.jpmatsuno.ehime.jpmatsusaka.mie.jpmatsushige.toku" +
+		"shima.jpmatsushima.miyagi.jpmatsuura.nagasaki.jpmatsuyama.ehime.jpmatsuzaki.shizuoka.jpmatta-varjjat" +
+		".nomattelmayfirst.infomayfirst.orgmazeplay.commazowsze.plmazury.plmb.camb.itmbamcmc.itmcdir.memcdir." +
+		"rumckinseymcpre.rumdmd.usmeme-central-1.airflow.amazonaws.comme-central-1.elasticbeanstalk.comme-cen" +
+		"tral-1.rds.amazonaws.comme-south-1.airflow.amazonaws.comme-south-1.elasticbeanstalk.comme-south-1.rd" +
+		"s.amazonaws.comme.egme.eu.orgme.inme.itme.keme.krme.scotme.some.ssme.tzme.ukme.usmedmed.brmed.ecmed." +
+		"eemed.htmed.lymed.ommed.pamed.plmed.promed.samed.sdmedecin.frmedecin.kmmediamedia.aeromedia.humedia." +
+		"plmedia.strapiapp.commediatech.bymediatech.devmedicina.bomedio-campidano.itmediocampidano.itmedusajs" +
+		".appmeetmeguro.tokyo.jpmein-iserv.demeinforum.netmeiwa.gunma.jpmeiwa.mie.jpmel.cloudlets.com.aumelan" +
+		"d.nomelbournemeldal.nomelhus.nomeloy.nomembers.linode.commemememorialmemset.netmenmenumeraker.nomerc" +
+		"kmerckmsdmerseine.numesserli.appmessina.itmesswithdns.commeteorapp.commex.commgmg.gov.brmg.leg.brmgd" +
+		"b.fr-par.scw.cloudmgdb.nl-ams.scw.cloudmgdb.pl-waw.scw.cloudmhmi.itmi.thmi.usmiamimiasa.nagano.jpmia" +
+		"sta.plmibu.tochigi.jpmicrolight.aeromicrosoftmidori.chiba.jpmidori.gunma.jpmidsund.nomidtre-gauldal." +
+		"nomie.jpmielec.plmielno.plmifune.kumamoto.jpmigration.runmihama.aichi.jpmihama.chiba.jpmihama.fukui." +
+		"jpmihama.mie.jpmihama.wakayama.jpmihara.hiroshima.jpmihara.kochi.jpmiharu.fukushima.jpmiho.ibaraki.j" +
+		"pmikasa.hokkaido.jpmikawa.yamagata.jpmiki.hyogo.jpmilmil.acmil.aemil.almil.armil.azmil.bamil.bdmil.b" +
+		"omil.brmil.bymil.clmil.cnmil.comil.cymil.domil.ecmil.egmil.fjmil.ghmil.gtmil.hnmil.idmil.inmil.iomil" +
+		".iqmil.jomil.kgmil.kmmil.krmil.kzmil.lvmil.mgmil.mvmil.mymil.mzmil.ngmil.nimil.nomil.nzmil.pemil.phm" +
+		"il.plmil.pymil.qamil.rumil.rwmil.shmil.stmil.symil.tjmil.tmmil.tomil.trmil.ttmil.twmil.tzmil.ugmil.u" +
+		"ymil.vcmil.vemil.yemil.zamil.zmmil.zwmilan.itmilano.itmima.tokushima.jpmimata.miyazaki.jpmimoza.jpmi" +
+		"nakami.gunma.jpminamata.kumamoto.jpminami-alps.yamanashi.jpminami.fukuoka.jpminami.kyoto.jpminami.to" +
+		"kushima.jpminamiaiki.nagano.jpminamiashigara.kanagawa.jpminamiawaji.hyogo.jpminamiboso.chiba.jpminam" +
+		"idaito.okinawa.jpminamiechizen.fukui.jpminamifurano.hokkaido.jpminamiise.mie.jpminamiizu.shizuoka.jp" +
+		"minamimaki.nagano.jpminamiminowa.nagano.jpminamioguni.kumamoto.jpminamisanriku.miyagi.jpminamitane.k" +
+		"agoshima.jpminamiuonuma.niigata.jpminamiyamashiro.kyoto.jpminano.saitama.jpminato.osaka.jpminato.tok" +
+		"yo.jpmincom.tnmine.numiniminiserver.comminisite.msmino.gifu.jpminobu.yamanashi.jpminoh.osaka.jpminok" +
+		"amo.gifu.jpminowa.nagano.jpmintmints.ne.jpmircloud.hostmircloud.rumircloud.usmiren.appmiren.systemsm" +
+		"isaki.okayama.jpmisaki.osaka.jpmisasa.tottori.jpmisato.akita.jpmisato.miyagi.jpmisato.saitama.jpmisa" +
+		"to.shimane.jpmisato.wakayama.jpmisawa.aomori.jpmisconfused.orgmishima.fukushima.jpmishima.shizuoka.j" +
+		"pmisugi.mie.jpmitmitaka.tokyo.jpmitake.gifu.jpmitane.akita.jpmito.ibaraki.jpmitou.yamaguchi.jpmitoyo" +
+		".kagawa.jpmitsubishimitsue.nara.jpmitsuke.niigata.jpmittwald.infomittwaldserver.infomiura.kanagawa.j" +
+		"pmiyada.nagano.jpmiyagi.jpmiyake.nara.jpmiyako.fukuoka.jpmiyako.iwate.jpmiyakonojo.miyazaki.jpmiyama" +
+		".fukuoka.jpmiyama.mie.jpmiyashiro.saitama.jpmiyawaka.fukuoka.jpmiyazaki.jpmiyazaki.miyazaki.jpmiyazu" +
+		".kyoto.jpmiyoshi.aichi.jpmiyoshi.hiroshima.jpmiyoshi.saitama.jpmiyoshi.tokushima.jpmiyota.nagano.jpm" +
+		"izuho.tokyo.jpmizumaki.fukuoka.jpmizunami.gifu.jpmizusawa.iwate.jpmjondalen.nomkmk.eu.orgmk.uamktg.e" +
+		"cmlmlbmlbfan.orgmlsmmmmammafan.bizmmv.krmnmn.itmn.usmomo-i-rana.nomo-siemens.iomo.cnmo.itmo.usmoarek" +
+		"e.nomobara.chiba.jpmobimobi.gpmobi.kemobi.ngmobi.tzmobilemocha-sandbox.devmocha.appmochausercontent." +
+		"commochizuki.nagano.jpmock.pstmn.iomod.gimodamodalen.nomodelling.aeromodelscape.commodena.itmods.jpm" +
+		"odum.nomodx.devmoemoimoka.tochigi.jpmokuren.ne.jpmol.itmolde.nomolise.itmommombetsu.hokkaido.jpmon.e" +
+		"cmonashmond.jpmoneymoney.bjmongolian.jpmonstermonza-brianza.itmonza-e-della-brianza.itmonza.itmonzab" +
+		"rianza.itmonzaebrianza.itmonzaedellabrianza.itmoo.jpmoonscale.iomoonscale.netmordovia.rumordovia.sum" +
+		"orena.brmoriguchi.osaka.jpmorimachi.shizuoka.jpmorioka.iwate.jpmoriya.ibaraki.jpmoriyama.shiga.jpmor" +
+		"iyoshi.akita.jpmormonmorotsuka.miyazaki.jpmoroyama.saitama.jpmortgagemoscowmoseushi.hokkaido.jpmosjo" +
+		"en.nomoskenes.nomoss.nomotegi.tochigi.jpmotomotobu.okinawa.jpmotorcyclesmotosu.gifu.jpmotoyama.kochi" +
+		".jpmovmoviemovimiento.bompmp.brmqmrmr.nomragowo.plmrap.accesspoint.s3-global.amazonaws.commsms.funms" +
+		".gov.brms.itms.krms.leg.brms.showms.usmsdmsk.rumsk.sumtmt.eu.orgmt.gov.brmt.itmt.leg.brmt.usmtls.run" +
+		".appmtnmtrmumugi.tokushima.jpmuika.niigata.jpmukawa.hokkaido.jpmuko.kyoto.jpmunakata.fukuoka.jpmuni." +
+		"ilmuosat.nomup.gov.plmurakami.niigata.jpmurata.miyagi.jpmurayama.yamagata.jpmurmansk.sumuroran.hokka" +
+		"ido.jpmuroto.kochi.jpmus.brmus.mi.usmusashimurayama.tokyo.jpmusashino.tokyo.jpmuseummuseum.mvmuseum." +
+		"nomuseum.ommusicmusica.armusica.bomusician.iomutsu.aomori.jpmutsuzawa.chiba.jpmutual.armvmwmw.gov.pl" +
+		"mwcloudnonprod.commxmx-central-1.rds.amazonaws.commymy-firewall.orgmy-gateway.demy-router.demy.atmy." +
+		"bemy.canva.sitemy.canvasite.cnmy.demy.eu.orgmy.idmyactivedirectory.commyaddr.devmyaddr.iomyaddr.tool" +
+		"smyamaze.netmyasustor.commybox.companymybox.memybox.pagemycloudnas.commydatto.commydatto.netmydbserv" +
+		"er.commyddns.rocksmydissent.netmydns.bzmydns.jpmydns.twmydns.vcmydobiss.commyds.memyeffect.netmyfast" +
+		".hostmyfast.spacemyfirewall.orgmyforum.communitymyfritz.linkmyfritz.netmyftp.bizmyftp.orgmyhome-serv" +
+		"er.demyiphost.commyjino.rumykolaiv.uamymailer.com.twmymediapc.netmynascloud.commyoko.niigata.jpmypep" +
+		".linkmypets.wsmyphotos.ccmypi.comypsx.netmyqnapcloud.cnmyqnapcloud.commyradweb.netmyrdbx.iomysecurit" +
+		"ycamera.commysecuritycamera.netmysecuritycamera.orgmyshopblocks.commyshopify.commyspreadshop.atmyspr" +
+		"eadshop.bemyspreadshop.camyspreadshop.chmyspreadshop.co.ukmyspreadshop.commyspreadshop.com.aumysprea" +
+		"dshop.demyspreadshop.dkmyspreadshop.esmyspreadshop.fimyspreadshop.frmyspreadshop.iemyspreadshop.itmy" +
+		"spreadshop.netmyspreadshop.nlmyspreadshop.nomyspreadshop.plmyspreadshop.semysynology.netmytabit.co.i" +
+		"lmytabit.commytis.rumytuleap.commyvnc.commywire.orgmzn.bgn.senana.itna4u.runaamesjevuemie.nonabnabar" +
+		"i.mie.jpnachikatsuura.wakayama.jpnagahama.shiga.jpnagai.yamagata.jpnagano.jpnagano.nagano.jpnaganoha" +
+		"ra.gunma.jpnagaoka.niigata.jpnagaokakyo.kyoto.jpnagara.chiba.jpnagareyama.chiba.jpnagasaki.jpnagasak" +
+		"i.nagasaki.jpnagasu.kumamoto.jpnagato.yamaguchi.jpnagatoro.saitama.jpnagawa.nagano.jpnagi.okayama.jp" +
+		"nagiso.nagano.jpnago.okinawa.jpnagoyanagoya.jpnaha.okinawa.jpnahari.kochi.jpnaie.hokkaido.jpnaka.hir" +
+		"oshima.jpnaka.ibaraki.jpnakadomari.aomori.jpnakagawa.fukuoka.jpnakagawa.hokkaido.jpnakagawa.nagano.j" +
+		"pnakagawa.tokushima.jpnakagusuku.okinawa.jpnakagyo.kyoto.jpnakai.kanagawa.jpnakama.fukuoka.jpnakamic" +
+		"hi.yamanashi.jpnakamura.kochi.jpnakaniikawa.toyama.jpnakano.nagano.jpnakano.tokyo.jpnakanojo.gunma.j" +
+		"pnakanoto.ishikawa.jpnakasatsunai.hokkaido.jpnakatane.kagoshima.jpnakatombetsu.hokkaido.jpnakatsugaw" +
+		"a.gifu.jpnakayama.yamagata.jpnakijin.okinawa.jpnaklo.plnalchik.runalchik.sunamaste.jpnamdalseid.nona" +
+		"mdinh.vnnamename.azname.egname.etname.fjname.hrname.mkname.mvname.myname.ngname.pmname.prname.qaname" +
+		".tjname.trname.ttname.vnnamegata.ibaraki.jpnamegawa.saitama.jpnamerikawa.toyama.jpnamie.fukushima.jp" +
+		"namikata.ehime.jpnamsos.nonamsskogan.nonanae.hokkaido.jpnanao.ishikawa.jpnanbu.tottori.jpnanbu.yaman" +
+		"ashi.jpnango.fukushima.jpnanjo.okinawa.jpnankoku.kochi.jpnanmoku.gunma.jpnannestad.nonanporo.hokkaid" +
+		"o.jpnantan.kyoto.jpnanto.toyama.jpnanyo.yamagata.jpnaoshima.kagawa.jpnaples.itnapoli.itnara.jpnara.n" +
+		"ara.jpnarashino.chiba.jpnarita.chiba.jpnaroy.nonarusawa.yamanashi.jpnaruto.tokushima.jpnarviika.nona" +
+		"rvik.nonasu.tochigi.jpnasushiobara.tochigi.jpnat.cunat.tnnatal.brnatori.miyagi.jpnatural.bonaturbruk" +
+		"sgymn.senaustdal.nonavigation.aeronavoi.sunavuotna.nonavynayoro.hokkaido.jpnb.canbancnc.trnc.usnd.us" +
+		"nene.jpne.kene.krne.tzne.ugne.usneat-url.comnecnedre-eiker.noneedle.runnemuro.hokkaido.jpnerdpol.ovh" +
+		"nerima.tokyo.jpnes.akershus.nones.buskerud.nonesna.nonesodden.nonesoddtangen.nonesseby.nonesset.none" +
+		"tnet-freaks.comnet.acnet.aenet.afnet.agnet.ainet.alnet.amnet.arnet.aunet.aznet.banet.bbnet.bdnet.bhn" +
+		"et.bjnet.bmnet.bnnet.bonet.brnet.bsnet.btnet.bwnet.bznet.cinet.cmnet.cnnet.conet.cunet.cvnet.cwnet.c" +
+		"ynet.dmnet.donet.dznet.ecnet.egnet.etnet.eu.orgnet.fjnet.fmnet.genet.ggnet.ghnet.glnet.gnnet.gpnet.g" +
+		"rnet.gtnet.gunet.gynet.hknet.hnnet.htnet.idnet.ilnet.imnet.innet.ionet.iqnet.irnet.jenet.jonet.kgnet" +
+		".khnet.kinet.knnet.kwnet.kynet.kznet.lanet.lbnet.lcnet.lknet.lrnet.lsnet.lvnet.lynet.manet.menet.mkn" +
+		"et.mlnet.monet.msnet.mtnet.munet.mvnet.mwnet.mxnet.mynet.mznet.nanet.nfnet.ngnet.ninet.nrnet.nznet.o" +
+		"mnet.panet.penet.phnet.pknet.plnet.pnnet.prnet.psnet.ptnet.pynet.qanet.runet.rwnet.sanet.sbnet.scnet" +
+		".sdnet.sgnet.shnet.slnet.sonet.ssnet.stnet.synet.thnet.tjnet.tmnet.tnnet.tonet.trnet.ttnet.twnet.uan" +
+		"et.uknet.uynet.uznet.vcnet.venet.vinet.vnnet.vunet.wsnet.yenet.zanet.zmnetbanknetflixnetgamers.jpnet" +
+		"lib.renetlify.appnett.tonetworkneustarnewnewsnews.hunextnextdirectnexusneyagawa.osaka.jpnfnf.canflnf" +
+		"lfan.orgnfshost.comngng.eu.orgnghean.vnngongo.lkngo.ngngo.phngo.usngo.zangrok-free.appngrok-free.dev" +
+		"ngrok.appngrok.devngrok.iongrok.pizzangrok.pronh-serv.co.uknh.usnhknhlfan.netnhs.ukninic.innic.tjnic" +
+		".zanichinan.miyazaki.jpnichinan.tottori.jpniconieruchomosci.plniigata.jpniigata.niigata.jpniihama.eh" +
+		"ime.jpniikappu.hokkaido.jpniimi.okayama.jpniiza.saitama.jpnikaho.akita.jpnikeniki.hokkaido.jpnikita." +
+		"jpnikko.tochigi.jpnikolaev.uanikonnimsite.ukninhbinh.vnninhthuan.vnninjaninohe.iwate.jpninomiya.kana" +
+		"gawa.jpnirasaki.yamanashi.jpnis.zanishi.fukuoka.jpnishi.osaka.jpnishiaizu.fukushima.jpnishiarita.sag" +
+		"a.jpnishiawakura.okayama.jpnishiazai.shiga.jpnishigo.fukushima.jpnishihara.kumamoto.jpnishihara.okin" +
+		"awa.jpnishiizu.shizuoka.jpnishikata.tochigi.jpnishikatsura.yamanashi.jpnishikawa.yamagata.jpnishimer" +
+		"a.miyazaki.jpnishinomiya.hyogo.jpnishinoomote.kagoshima.jpnishinoshima.shimane.jpnishio.aichi.jpnish" +
+		"iokoppe.hokkaido.jpnishitosa.kochi.jpnishiwaki.hyogo.jpnissannissaynissedal.nonisshin.aichi.jpnitero" +
+		"i.brnittedal.noniyodogawa.kochi.jpnj.usnjs.jelastic.vps-host.netnlnl-ams-1.baremetal.scw.cloudnl.can" +
+		"l.eu.orgnl.nonm.cnnm.usnono-ip.bizno-ip.cano-ip.co.ukno-ip.infono-ip.netno-ip.orgno.eu.orgno.itnobeo" +
+		"ka.miyazaki.jpnoboribetsu.hokkaido.jpnobushi.jpnoda.chiba.jpnoda.iwate.jpnodebalancer.linode.comnode" +
+		"s.k8s.fr-par.scw.cloudnodes.k8s.nl-ams.scw.cloudnodes.k8s.pl-waw.scw.cloudnog.communitynogata.fukuok" +
+		"a.jpnogi.tochigi.jpnoheji.aomori.jpnoho.stnohost.menoip.menoip.usnokianom.agnom.brnom.conom.esnom.fr" +
+		"nom.ionom.kmnom.mgnom.ncnom.ninom.panom.penom.plnom.ronom.tmnom.venom.zanombre.bonome.cvnome.ptnomi." +
+		"ishikawa.jpnonoichi.ishikawa.jpnoop.appnoor.jpnord-aurdal.nonord-fron.nonord-odal.nonorddal.nonordes" +
+		"te-idc.saveincloud.netnordkapp.nonordre-land.nonordreisa.nonore-og-uvdal.nonorth-kazakhstan.sunorthf" +
+		"lank.appnortonnose.osaka.jpnosegawa.nara.jpnoshiro.akita.jpnot.brnotaires.frnotaires.kmnotebook-fips" +
+		".ca-central-1.sagemaker.awsnotebook-fips.ca-west-1.sagemaker.awsnotebook-fips.us-east-1.sagemaker.aw" +
+		"snotebook-fips.us-east-2.sagemaker.awsnotebook-fips.us-gov-east-1.sagemaker.awsnotebook-fips.us-gov-" +
+		"west-1.sagemaker.awsnotebook-fips.us-west-1.sagemaker.awsnotebook-fips.us-west-2.sagemaker.awsnotebo" +
+		"ok.af-south-1.sagemaker.awsnotebook.ap-east-1.sagemaker.awsnotebook.ap-northeast-1.sagemaker.awsnote" +
+		"book.ap-northeast-2.sagemaker.awsnotebook.ap-northeast-3.sagemaker.awsnotebook.ap-south-1.sagemaker." +
+		"awsnotebook.ap-south-2.sagemaker.awsnotebook.ap-southeast-1.sagemaker.awsnotebook.ap-southeast-2.sag" +
+		"emaker.awsnotebook.ap-southeast-3.sagemaker.awsnotebook.ap-southeast-4.sagemaker.awsnotebook.ca-cent" +
+		"ral-1.sagemaker.awsnotebook.ca-west-1.sagemaker.awsnotebook.cn-north-1.sagemaker.com.cnnotebook.cn-n" +
+		"orthwest-1.sagemaker.com.cnnotebook.eu-central-1.sagemaker.awsnotebook.eu-central-2.sagemaker.awsnot" +
+		"ebook.eu-north-1.sagemaker.awsnotebook.eu-south-1.sagemaker.awsnotebook.eu-south-2.sagemaker.awsnote" +
+		"book.eu-west-1.sagemaker.awsnotebook.eu-west-2.sagemaker.awsnotebook.eu-west-3.sagemaker.awsnotebook" +
+		".il-central-1.sagemaker.awsnotebook.me-central-1.sagemaker.awsnotebook.me-south-1.sagemaker.awsnoteb" +
+		"ook.sa-east-1.sagemaker.awsnotebook.us-east-1.sagemaker.awsnotebook.us-east-2.sagemaker.awsnotebook." +
+		"us-gov-east-1.sagemaker.awsnotebook.us-gov-west-1.sagemaker.awsnotebook.us-west-1.sagemaker.awsnoteb" +
+		"ook.us-west-2.sagemaker.awsnoticeable.newsnoticias.bonotion.sitenoto.ishikawa.jpnotodden.nonotogawa." +
+		"shiga.jpnotteroy.nonov.runov.sunovara.itnovecore.sitenownow-dns.netnow-dns.orgnow.shnowaruda.plnowru" +
+		"znowtvnozawaonsen.nagano.jpnpnrnranrwns.cansn.usnsupdate.infonsw.aunsw.edu.aunt.aunt.cant.edu.aunt.n" +
+		"ont.rontdll.topntr.brntr.ecnttnunu.canu.itnumata.gunma.jpnumata.hokkaido.jpnumazu.shizuoka.jpnuoro.i" +
+		"tnv.usnx.cnnx.gwnxa.euny-1.paas.massivegrid.netny-2.paas.massivegrid.netny.usnyanta.jpnyat.appnycnyc" +
+		".mnnysa.plnyuzen.toyama.jpnznz.basketballnz.eu.orgo.bgo.seo0o0.jpo365.cloud.nospamproxy.comoaiuserco" +
+		"ntent.comoamishirasato.chiba.jpoarai.ibaraki.jpobama.fukui.jpobama.nagasaki.jpobanazawa.yamagata.jpo" +
+		"biobihiro.hokkaido.jpobira.hokkaido.jpobj.agobjects.lp.devobjects.lpg.cloudscale.chobjects.rma.cloud" +
+		"scale.chobninsk.suobservablehq.cloudobserverobu.aichi.jpobuse.nagano.jpocelot.mythic-beasts.comochi." +
+		"kochi.jpoci.customer-oci.comocp.customer-oci.comocs.customer-oci.comod.uaodate.akita.jpodawara.kanag" +
+		"awa.jpodda.noodesa.uaodessa.uaodo.brodo.replit.devodont.ecoe.yamagata.jpof.byof.jeof.nooff.aiofficeo" +
+		"ffice-on-the.netofficial.academyofficial.ecofunato.iwate.jpog.aoog.itoga.akita.jpogaki.gifu.jpogano." +
+		"saitama.jpogasawara.tokyo.jpogata.akita.jpogawa.ibaraki.jpogawa.nagano.jpogawa.saitama.jpogawara.miy" +
+		"agi.jpogi.saga.jpogimi.okinawa.jpogliastra.itogori.fukuoka.jpogose.saitama.jpoguchi.aichi.jpoguni.ku" +
+		"mamoto.jpoguni.yamagata.jpoh.usoharu.aichi.jpohda.shimane.jpohi.fukui.jpohira.miyagi.jpohira.tochigi" +
+		".jpohkura.yamagata.jpohtawara.tochigi.jpoi.kanagawa.jpoia.gov.ploirase.aomori.jpoirm.gov.ploishida.y" +
+		"amagata.jpoiso.kanagawa.jpoita.jpoita.oita.jpoizumi.gunma.jpoji.nara.jpojiya.niigata.jpok.usokagaki." +
+		"fukuoka.jpokawa.fukuoka.jpokawa.kochi.jpokaya.nagano.jpokayama.jpokayama.okayama.jpokazaki.aichi.jpo" +
+		"ke.gov.plokegawa.saitama.jpoketo.hokkaido.jpoki.fukuoka.jpokinawaokinawa.jpokinawa.okinawa.jpokinosh" +
+		"ima.shimane.jpokoppe.hokkaido.jpoksnes.nookuizumo.shimane.jpokuma.fukushima.jpokutama.tokyo.jpol.noo" +
+		"lawa.plolayanolayangroupolbia-tempio.itolbiatempio.itolecko.plolkusz.plolloolsztyn.plomomachi.nagano" +
+		".jpomachi.saga.jpomaezaki.shizuoka.jpomasvuotna.noome.tokyo.jpomegaomg.lolomi.nagano.jpomi.niigata.j" +
+		"pomigawa.chiba.jpomihachiman.shiga.jpomitama.ibaraki.jpomiya.saitama.jpomniwe.siteomotego.fukushima." +
+		"jpomura.nagasaki.jpomuta.fukuoka.jpon-acorn.ioon-aptible.comon-fleek.appon-forge.comon-k3s.ioon-ranc" +
+		"her.cloudon-rio.ioon-the-web.tvon-vapor.comon-web.fron.biz.ngon.caon.crisp.emailonagawa.miyagi.jponc" +
+		"illa.mythic-beasts.comondigitalocean.apponeonfabrica.comongong.bronga.fukuoka.jponhercules.apponid.c" +
+		"aoninferno.netoniononjuku.chiba.jponlonlineonline.thonna.okinawa.jpono.fukui.jpono.fukushima.jpono.h" +
+		"yogo.jponojo.fukuoka.jponomichi.hiroshima.jponporter.runonrender.comonthewifi.comonza.mythic-beasts." +
+		"comooguy.comookuwa.nagano.jpooooops.jpooshika.nagano.jpoow.gov.plopal.ne.jpopenopencraft.hostingopen" +
+		"social.siteoperaunite.comopik.netopoczno.plopole.ploppdal.nooppegard.noor.ator.bior.cior.cror.idor.i" +
+		"tor.jpor.keor.kror.muor.thor.tzor.ugor.usora.gunma.jporacleoraclecloudapps.comoraclegovcloudapps.com" +
+		"oraclegovcloudapps.ukorangeorangecloud.tnorgorg.acorg.aeorg.aforg.agorg.aiorg.alorg.amorg.aoorg.aror" +
+		"g.auorg.azorg.baorg.bborg.bdorg.bhorg.biorg.bjorg.bmorg.bnorg.boorg.brorg.bsorg.btorg.bworg.bzorg.ci" +
+		"org.cnorg.coorg.cuorg.cvorg.cworg.cyorg.dmorg.doorg.dzorg.ecorg.eeorg.egorg.esorg.etorg.fjorg.fmorg." +
+		"georg.ggorg.ghorg.giorg.glorg.gnorg.gporg.grorg.gtorg.guorg.gyorg.hkorg.hnorg.htorg.huorg.ilorg.imor" +
+		"g.inorg.ioorg.iqorg.irorg.jeorg.joorg.kgorg.khorg.kiorg.kmorg.knorg.kporg.kworg.kyorg.kzorg.laorg.lb" +
+		"org.lcorg.lkorg.lrorg.lsorg.lvorg.lyorg.maorg.meorg.mgorg.mkorg.mlorg.mnorg.moorg.msorg.mtorg.muorg." +
+		"mvorg.mworg.mxorg.myorg.mzorg.naorg.ngorg.niorg.nrorg.nzorg.omorg.paorg.peorg.pforg.phorg.pkorg.plor" +
+		"g.pnorg.prorg.psorg.ptorg.pyorg.qaorg.roorg.rsorg.ruorg.rworg.saorg.sborg.scorg.scotorg.sdorg.seorg." +
+		"sgorg.shorg.skorg.slorg.snorg.soorg.ssorg.storg.svorg.syorg.szorg.tjorg.tmorg.tnorg.toorg.trorg.ttor" +
+		"g.tworg.uaorg.ugorg.ukorg.uyorg.uzorg.vcorg.veorg.viorg.vnorg.vuorg.wsorg.yeorg.ytorg.zaorg.zmorg.zw" +
+		"organicoriginsoristano.itorkanger.noorkdal.noorland.noorsites.comorskog.noorsta.noorx.bizos.hedmark." +
+		"noos.hordaland.noosakaosaka.jposakasayama.osaka.jposaki.miyagi.jposakikamijima.hiroshima.jposasco.br" +
+		"oschr.gov.plosen.nooseto.nagasaki.jposhima.tokyo.jposhima.yamaguchi.jposhino.yamanashi.jposhu.iwate." +
+		"jposlo.noosoyro.noosteroy.noostre-toten.noostroda.plostroleka.plostrowiec.plostrowwlkp.plot.itota.gu" +
+		"nma.jpota.tokyo.jpotake.hiroshima.jpotaki.chiba.jpotaki.nagano.jpotaki.saitama.jpotama.fukushima.jpo" +
+		"tap.cootari.nagano.jpotaru.hokkaido.jpote.bjother.nfoto.fukuoka.jpotobe.hokkaido.jpotofuke.hokkaido." +
+		"jpotoineppu.hokkaido.jpotoyo.kochi.jpotsu.shiga.jpotsuchi.iwate.jpotsukaotsuki.kochi.jpotsuki.yamana" +
+		"shi.jpottouchi.saga.jpouda.nara.jpoum.gov.ploumu.hokkaido.jpoutsystemscloud.comoverhalla.noovhovre-e" +
+		"iker.noowani.aomori.jpowariasahi.aichi.jpown.pmownip.netownprovider.comowo.codesox.rsoxa.cloudoy.lco" +
+		"ya.tooyabe.toyama.jpoyama.tochigi.jpoyamazaki.kyoto.jpoyer.nooygarden.nooyodo.nara.jpoystre-slidre.n" +
+		"ooz.auozora.hokkaido.jpozu.ehime.jpozu.kumamoto.jpp.bgp.sep.tawk.emailp.tawkto.emailpapa.crm.devpa.g" +
+		"ov.brpa.gov.plpa.itpa.leg.brpa.uspaas.beebyte.iopaas.datacenter.fipaas.hosted-by-previder.compaas.ma" +
+		"ssivegrid.compabianice.plpadova.itpadua.itpagepages-research.it.hs-heilbronn.depages.devpages.gaypag" +
+		"es.it.hs-heilbronn.depages.torproject.netpages.wiardweb.compagespeedmobilizer.compagexl.compalermo.i" +
+		"tpalmas.brpanasonicpanel.devpanel.ggpantheonsite.ioparachuting.aeroparagliding.aeroparallel.jpparasi" +
+		"te.jpparisparis.replit.devparliament.nzparma.itparoch.k12.ma.usparsparti.separtnerspartspartypasseng" +
+		"er-association.aeropatria.bopavia.itpaypaynow.cxpaywhirl.compb.aopb.crm.devpb.gov.brpb.leg.brpc.crm." +
+		"devpc.itpc.plpccwpd.crm.devpd.itpdns.pagepepe.cape.crm.devpe.gov.brpe.itpe.krpe.leg.brpecori.jppeewe" +
+		"e.jppenne.jppenza.supepper.jpper.joper.laper.nfperma.jpperso.htperso.tnperspecta.cloudperugia.itpesa" +
+		"ro-urbino.itpesarourbino.itpescara.itpetpfpf.crm.devpfizerpgpg.inpg.itpgafan.netpgfog.compgw.jpphpha" +
+		"rmacien.frpharmaciens.kmpharmacyphdphd.jophilipsphonephotophotographyphotosphutho.vnphuyen.vnphx.ens" +
+		"caled.usphysiopi.gov.brpi.itpi.leg.brpiacenza.itpicard.replit.devpicspictetpicturespidpiedmont.itpie" +
+		"monte.itpigboat.jppike.replit.devpila.plpilot.aeropimienta.orgpinpinb.gov.plpingpinkpinoko.jppioneer" +
+		"pippu.hokkaido.jppisa.itpistoia.itpisz.plpivohosting.compiw.gov.plpixolino.compizzapkplpl.eu.orgpl.u" +
+		"aplaceplatformsh.siteplatter-app.devplayplayit.plusplaystationplaystation-cloud.complc.co.implc.lypl" +
+		"c.ngplc.ukplesk.pagepleskns.compley.gamesplo.psplock.plplumbingplurinacional.bopluspmpmn.itpnpn.itpn" +
+		"cpo.gov.plpo.itpoa.brpodhale.plpodlasie.plpodzone.netpodzone.orgpohlpoint2this.compointto.uspoivron." +
+		"orgpokerpokrovsk.supol.dzpol.htpol.trpolice.ukpolitica.bopolitiepolkowice.plpoltava.uapolyspace.comp" +
+		"omorskie.plpomorze.plponiatowa.plponpes.idpordenone.itpornporsanger.noporsangu.noporsgrunn.noport.fr" +
+		"postpost.inpostman-echo.compotager.orgpotenza.itpowiat.plpoznan.plpp.azpp.rupp.sepp.uappg.brprpr.gov" +
+		".brpr.gov.plpr.itpr.leg.brpr.mlpr.usprato.itpraxiprd.frprd.kmprd.mgprequalifyme.todayprerelease.repl" +
+		"it.devpresspress.aeropress.cypress.mapress.sepresse.kmpresse.mlpreview.csb.apppreview.emergentagent." +
+		"compreview.sitepri.eeprimeprimetel.cloudprincipe.stpriv.atpriv.hupriv.instances.scw.cloudpriv.mepriv" +
+		".nopriv.plprivate.repost.awsprivatelink.snowflake.appprivatizehealthinsurance.netpropro.azpro.brpro." +
+		"cypro.ecpro.fjpro.htpro.inpro.mvpro.ompro.prpro.ttpro.typeform.compro.vnprochowice.plprodproduction." +
+		"aeroproductionsprofprof.ecprof.prprofesional.boprogressiveproject.spacepromopropertiespropertyprotec" +
+		"tionprotonet.iopruprudentialpruszkow.plprvcy.pageprvw.euprzeworsk.plpspsc.brpsi.brpsic.ecpsiq.ecpsp." +
+		"gov.plpsse.gov.plpstmn.ioptpt.eu.orgpt.itpu.itpubpub.ecpub.instances.scw.cloudpub.sapubl.cvpubl.ptpu" +
+		"blic-inquiry.ukpubtls.orgpueblo.bopug.itpuglia.itpulawy.plpunyu.jppup.gov.plpupu.jppussycat.jppv.itp" +
+		"vh.brpvt.gepvt.k12.ma.uspwpwcpypya.jppyatigorsk.rupymnt.ukpythonanywhere.compz.itq.bgqaqa2.comqbuser" +
+		".comqc.caqcx.ioqh.cnqld.auqld.edu.auqld.gov.auqoto.ioqponqsl.brqualifioapp.comqualyhqpartner.comqual" +
+		"yhqportal.comquangbinh.vnquangnam.vnquangngai.vnquangninh.vnquangtri.vnquebecquestquicksytes.comquip" +
+		"elements.comquizzes.cxqzz.ior.appspot.comr.bgr.cdn77.netr.cloud.int.appler.ser2.devra.itracingrackma" +
+		"ze.comrackmaze.netrade.noradioradio.amradio.brradio.fmradom.plradoy.noraffleentry.org.ukrag-cloud-ch" +
+		".hosteur.comrag-cloud.hosteur.comragusa.itrahkkeravju.noraholt.noraindrop.jpraisa.norakkestad.norali" +
+		"ngen.norana.norandaberg.norankoshi.hokkaido.jpranzan.saitama.jprar.veras.rurauma.noravendb.cloudrave" +
+		"ndb.communityravendb.runravenna.itravpage.co.ilraw.icp0.ioraw.icp1.iorawa-maz.plrc.itrdb.fr-par.scw." +
+		"cloudrdb.nl-ams.scw.cloudrdb.pl-waw.scw.cloudrds.cn-north-1.amazonaws.com.cnrds.cn-northwest-1.amazo" +
+		"naws.com.cnrdy.jprere.itre.krreadread-books.orgreadmyblog.orgreadthedocs-hosted.comreadthedocs.iorea" +
+		"dymade.jprealestaterealestate.plrealm.czrealtime.supabase.corealtorrealtyrebun.hokkaido.jprec.brrec." +
+		"nfrec.rorec.verecht.prorecife.brrecipesrecreation.aeroredred.svredirectme.netredumbrellareed.replit." +
+		"devreg.dkreggio-calabria.itreggio-emilia.itreggiocalabria.itreggioemilia.itrehabreisereisenreitrekla" +
+		"m.hurel.htrel.plrelay.evervault.apprelay.evervault.devrelianceremotewd.comrenrendalen.norennebu.nore" +
+		"nnesoy.norentrentalsrep.brrep.kprepairrepbody.aerorepl.corepl.runreplit.appreplit.devreportrepublica" +
+		"nres.aerores.inresearch.aeroresearched.cxreservd.comreservd.dev.thingdust.ioreservd.disrec.thingdust" +
+		".ioreservd.testing.thingdust.ioreserve-online.comreserve-online.netresindevice.iorestrestaurantresta" +
+		"urant.bjresto.bjreviewreviewsrevista.borexrothrg.itrgr.jprhcloud.comri.itri.usribeirao.brric.jelasti" +
+		"c.vps-host.netrice-labs.comrichrichardliricohrieti.itrifu.miyagi.jpriik.eeriker.replit.devrikubetsu." +
+		"hokkaido.jprikuzentakata.iwate.jprilrimini.itrindal.noringebu.noringerike.noringsaker.noriorio.brrio" +
+		".ecriobranco.brriopreto.brriprishiri.hokkaido.jprishirifuji.hokkaido.jprisor.norissa.noritto.shiga.j" +
+		"privne.uarj.gov.brrj.leg.brrl.norm.itrma.objectstorage.chrn.gov.brrn.itrn.leg.brroro.eu.orgro.gov.br" +
+		"ro.itro.leg.brroan.norocksrocky.pagerodeorodoy.norogersrokunohe.aomori.jprollag.noroma.itrome.itroms" +
+		"a.noromskog.noroomroros.norost.norotorcraft.aeroroutingthecloud.comroutingthecloud.netroutingtheclou" +
+		"d.orgrovigo.itrovno.uaroxa.orgroyal-commission.ukroyken.noroyrvik.norr.gov.brrr.leg.brrrpp.ecrsrs.ba" +
+		"rs.gov.brrs.leg.brrs.webaccel.jprsc.cdn77.orgrsc.contentproxy9.czrsvprt.htruru.comru.eu.orgru.netrub" +
+		".derugbyruhrruhr-uni-bochum.derulez.jprunrun.appruncontainers.devruns.onstackit.cloudruovat.norv.uar" +
+		"wrwerybnik.plryd.wafaicloud.comrygge.noryokami.saitama.jpryugasaki.ibaraki.jpryukyuryuoh.shiga.jprze" +
+		"szow.plrzgw.gov.pls.bgs.brave.apps.brave.devs.brave.ios.ses3-1.amazonaws.coms3-accesspoint-fips.ca-c" +
+		"entral-1.amazonaws.coms3-accesspoint-fips.ca-west-1.amazonaws.coms3-accesspoint-fips.dualstack.ca-ce" +
+		"ntral-1.amazonaws.coms3-accesspoint-fips.dualstack.ca-west-1.amazonaws.coms3-accesspoint-fips.dualst" +
+		"ack.us-east-1.amazonaws.coms3-accesspoint-fips.dualstack.us-east-2.amazonaws.coms3-accesspoint-fips." +
+		"dualstack.us-gov-east-1.amazonaws.coms3-accesspoint-fips.dualstack.us-gov-west-1.amazonaws.coms3-acc" +
+		"esspoint-fips.dualstack.us-west-1.amazonaws.coms3-accesspoint-fips.dualstack.us-west-2.amazonaws.com" +
+		"s3-accesspoint-fips.us-east-1.amazonaws.coms3-accesspoint-fips.us-east-2.amazonaws.coms3-accesspoint" +
+		"-fips.us-gov-east-1.amazonaws.coms3-accesspoint-fips.us-gov-west-1.amazonaws.coms3-accesspoint-fips." +
+		"us-west-1.amazonaws.coms3-accesspoint-fips.us-west-2.amazonaws.coms3-accesspoint.af-south-1.amazonaw" +
+		"s.coms3-accesspoint.ap-east-1.amazonaws.coms3-accesspoint.ap-northeast-1.amazonaws.coms3-accesspoint" +
+		".ap-northeast-2.amazonaws.coms3-accesspoint.ap-northeast-3.amazonaws.coms3-accesspoint.ap-south-1.am" +
+		"azonaws.coms3-accesspoint.ap-south-2.amazonaws.coms3-accesspoint.ap-southeast-1.amazonaws.coms3-acce" +
+		"sspoint.ap-southeast-2.amazonaws.coms3-accesspoint.ap-southeast-3.amazonaws.coms3-accesspoint.ap-sou" +
+		"theast-4.amazonaws.coms3-accesspoint.ap-southeast-5.amazonaws.coms3-accesspoint.ca-central-1.amazona" +
+		"ws.coms3-accesspoint.ca-west-1.amazonaws.coms3-accesspoint.cn-north-1.amazonaws.com.cns3-accesspoint" +
+		".cn-northwest-1.amazonaws.com.cns3-accesspoint.dualstack.af-south-1.amazonaws.coms3-accesspoint.dual" +
+		"stack.ap-east-1.amazonaws.coms3-accesspoint.dualstack.ap-northeast-1.amazonaws.coms3-accesspoint.dua" +
+		"lstack.ap-northeast-2.amazonaws.coms3-accesspoint.dualstack.ap-northeast-3.amazonaws.coms3-accesspoi" +
+		"nt.dualstack.ap-south-1.amazonaws.coms3-accesspoint.dualstack.ap-south-2.amazonaws.coms3-accesspoint" +
+		".dualstack.ap-southeast-1.amazonaws.coms3-accesspoint.dualstack.ap-southeast-2.amazonaws.coms3-acces" +
+		"spoint.dualstack.ap-southeast-3.amazonaws.coms3-accesspoint.dualstack.ap-southeast-4.amazonaws.coms3" +
+		"-accesspoint.dualstack.ap-southeast-5.amazonaws.coms3-accesspoint.dualstack.ca-central-1.amazonaws.c" +
+		"oms3-accesspoint.dualstack.ca-west-1.amazonaws.coms3-accesspoint.dualstack.cn-north-1.amazonaws.com." +
+		"cns3-accesspoint.dualstack.cn-northwest-1.amazonaws.com.cns3-accesspoint.dualstack.eu-central-1.amaz" +
+		"onaws.coms3-accesspoint.dualstack.eu-central-2.amazonaws.coms3-accesspoint.dualstack.eu-north-1.amaz" +
+		"onaws.coms3-accesspoint.dualstack.eu-south-1.amazonaws.coms3-accesspoint.dualstack.eu-south-2.amazon" +
+		"aws.coms3-accesspoint.dualstack.eu-west-1.amazonaws.coms3-accesspoint.dualstack.eu-west-2.amazonaws." +
+		"coms3-accesspoint.dualstack.eu-west-3.amazonaws.coms3-accesspoint.dualstack.il-central-1.amazonaws.c" +
+		"oms3-accesspoint.dualstack.me-central-1.amazonaws.coms3-accesspoint.dualstack.me-south-1.amazonaws.c" +
+		"oms3-accesspoint.dualstack.sa-east-1.amazonaws.coms3-accesspoint.dualstack.us-east-1.amazonaws.coms3" +
+		"-accesspoint.dualstack.us-east-2.amazonaws.coms3-accesspoint.dualstack.us-gov-east-1.amazonaws.coms3" +
+		"-accesspoint.dualstack.us-gov-west-1.amazonaws.coms3-accesspoint.dualstack.us-west-1.amazonaws.coms3" +
+		"-accesspoint.dualstack.us-west-2.amazonaws.coms3-accesspoint.eu-central-1.amazonaws.coms3-accesspoin" +
+		"t.eu-central-2.amazonaws.coms3-accesspoint.eu-north-1.amazonaws.coms3-accesspoint.eu-south-1.amazona" +
+		"ws.coms3-accesspoint.eu-south-2.amazonaws.coms3-accesspoint.eu-west-1.amazonaws.coms3-accesspoint.eu" +
+		"-west-2.amazonaws.coms3-accesspoint.eu-west-3.amazonaws.coms3-accesspoint.il-central-1.amazonaws.com" +
+		"s3-accesspoint.me-central-1.amazonaws.coms3-accesspoint.me-south-1.amazonaws.coms3-accesspoint.sa-ea" +
+		"st-1.amazonaws.coms3-accesspoint.us-east-1.amazonaws.coms3-accesspoint.us-east-2.amazonaws.coms3-acc" +
+		"esspoint.us-gov-east-1.amazonaws.coms3-accesspoint.us-gov-west-1.amazonaws.coms3-accesspoint.us-west" +
+		"-1.amazonaws.coms3-accesspoint.us-west-2.amazonaws.coms3-ap-east-1.amazonaws.coms3-ap-northeast-1.am" +
+		"azonaws.coms3-ap-northeast-2.amazonaws.coms3-ap-northeast-3.amazonaws.coms3-ap-south-1.amazonaws.com" +
+		"s3-ap-southeast-1.amazonaws.coms3-ap-southeast-2.amazonaws.coms3-ca-central-1.amazonaws.coms3-deprec" +
+		"ated.ap-southeast-5.amazonaws.coms3-deprecated.cn-north-1.amazonaws.com.cns3-deprecated.eu-west-1.am" +
+		"azonaws.coms3-deprecated.us-east-1.amazonaws.coms3-deprecated.us-east-2.amazonaws.coms3-deprecated.u" +
+		"s-west-2.amazonaws.coms3-eu-central-1.amazonaws.coms3-eu-north-1.amazonaws.coms3-eu-west-1.amazonaws" +
+		".coms3-eu-west-2.amazonaws.coms3-eu-west-3.amazonaws.coms3-external-1.amazonaws.coms3-fips-us-gov-ea" +
+		"st-1.amazonaws.coms3-fips-us-gov-west-1.amazonaws.coms3-fips.ca-central-1.amazonaws.coms3-fips.ca-we" +
+		"st-1.amazonaws.coms3-fips.dualstack.ca-central-1.amazonaws.coms3-fips.dualstack.ca-west-1.amazonaws." +
+		"coms3-fips.dualstack.us-east-1.amazonaws.coms3-fips.dualstack.us-east-2.amazonaws.coms3-fips.dualsta" +
+		"ck.us-gov-east-1.amazonaws.coms3-fips.dualstack.us-gov-west-1.amazonaws.coms3-fips.dualstack.us-west" +
+		"-1.amazonaws.coms3-fips.dualstack.us-west-2.amazonaws.coms3-fips.us-east-1.amazonaws.coms3-fips.us-e" +
+		"ast-2.amazonaws.coms3-fips.us-gov-east-1.amazonaws.coms3-fips.us-gov-west-1.amazonaws.coms3-fips.us-" +
+		"west-1.amazonaws.coms3-fips.us-west-2.amazonaws.coms3-me-south-1.amazonaws.coms3-object-lambda.af-so" +
+		"uth-1.amazonaws.coms3-object-lambda.ap-east-1.amazonaws.coms3-object-lambda.ap-northeast-1.amazonaws" +
+		".coms3-object-lambda.ap-northeast-2.amazonaws.coms3-object-lambda.ap-northeast-3.amazonaws.coms3-obj" +
+		"ect-lambda.ap-south-1.amazonaws.coms3-object-lambda.ap-south-2.amazonaws.coms3-object-lambda.ap-sout" +
+		"heast-1.amazonaws.coms3-object-lambda.ap-southeast-2.amazonaws.coms3-object-lambda.ap-southeast-3.am" +
+		"azonaws.coms3-object-lambda.ap-southeast-4.amazonaws.coms3-object-lambda.ap-southeast-5.amazonaws.co" +
+		"ms3-object-lambda.ca-central-1.amazonaws.coms3-object-lambda.ca-west-1.amazonaws.coms3-object-lambda" +
+		".cn-north-1.amazonaws.com.cns3-object-lambda.cn-northwest-1.amazonaws.com.cns3-object-lambda.eu-cent" +
+		"ral-1.amazonaws.coms3-object-lambda.eu-central-2.amazonaws.coms3-object-lambda.eu-north-1.amazonaws." +
+		"coms3-object-lambda.eu-south-1.amazonaws.coms3-object-lambda.eu-south-2.amazonaws.coms3-object-lambd" +
+		"a.eu-west-1.amazonaws.coms3-object-lambda.eu-west-2.amazonaws.coms3-object-lambda.eu-west-3.amazonaw" +
+		"s.coms3-object-lambda.il-central-1.amazonaws.coms3-object-lambda.me-central-1.amazonaws.coms3-object" +
+		"-lambda.me-south-1.amazonaws.coms3-object-lambda.sa-east-1.amazonaws.coms3-object-lambda.us-east-1.a" +
+		"mazonaws.coms3-object-lambda.us-east-2.amazonaws.coms3-object-lambda.us-gov-east-1.amazonaws.coms3-o" +
+		"bject-lambda.us-gov-west-1.amazonaws.coms3-object-lambda.us-west-1.amazonaws.coms3-object-lambda.us-" +
+		"west-2.amazonaws.coms3-sa-east-1.amazonaws.coms3-us-east-2.amazonaws.coms3-us-gov-east-1.amazonaws.c" +
+		"oms3-us-gov-west-1.amazonaws.coms3-us-west-1.amazonaws.coms3-us-west-2.amazonaws.coms3-website-ap-no" +
+		"rtheast-1.amazonaws.coms3-website-ap-southeast-1.amazonaws.coms3-website-ap-southeast-2.amazonaws.co" +
+		"ms3-website-eu-west-1.amazonaws.coms3-website-sa-east-1.amazonaws.coms3-website-us-east-1.amazonaws." +
+		"coms3-website-us-gov-west-1.amazonaws.coms3-website-us-west-1.amazonaws.coms3-website-us-west-2.amaz" +
+		"onaws.coms3-website.af-south-1.amazonaws.coms3-website.ap-east-1.amazonaws.coms3-website.ap-northeas" +
+		"t-1.amazonaws.coms3-website.ap-northeast-2.amazonaws.coms3-website.ap-northeast-3.amazonaws.coms3-we" +
+		"bsite.ap-south-1.amazonaws.coms3-website.ap-south-2.amazonaws.coms3-website.ap-southeast-1.amazonaws" +
+		".coms3-website.ap-southeast-2.amazonaws.coms3-website.ap-southeast-3.amazonaws.coms3-website.ap-sout" +
+		"heast-4.amazonaws.coms3-website.ap-southeast-5.amazonaws.coms3-website.ca-central-1.amazonaws.coms3-" +
+		"website.ca-west-1.amazonaws.coms3-website.cn-north-1.amazonaws.com.cns3-website.cn-northwest-1.amazo" +
+		"naws.com.cns3-website.dualstack.af-south-1.amazonaws.coms3-website.dualstack.ap-northeast-1.amazonaw" +
+		"s.coms3-website.dualstack.ap-northeast-2.amazonaws.coms3-website.dualstack.ap-northeast-3.amazonaws." +
+		"coms3-website.dualstack.ap-south-1.amazonaws.coms3-website.dualstack.ap-south-2.amazonaws.coms3-webs" +
+		"ite.dualstack.ap-southeast-1.amazonaws.coms3-website.dualstack.ap-southeast-2.amazonaws.coms3-websit" +
+		"e.dualstack.ap-southeast-3.amazonaws.coms3-website.dualstack.ap-southeast-4.amazonaws.coms3-website." +
+		"dualstack.ap-southeast-5.amazonaws.coms3-website.dualstack.ca-central-1.amazonaws.coms3-website.dual" +
+		"stack.ca-west-1.amazonaws.coms3-website.dualstack.cn-north-1.amazonaws.com.cns3-website.dualstack.eu" +
+		"-central-1.amazonaws.coms3-website.dualstack.eu-central-2.amazonaws.coms3-website.dualstack.eu-south" +
+		"-1.amazonaws.coms3-website.dualstack.eu-south-2.amazonaws.coms3-website.dualstack.eu-west-1.amazonaw" +
+		"s.coms3-website.dualstack.eu-west-3.amazonaws.coms3-website.dualstack.il-central-1.amazonaws.coms3-w" +
+		"ebsite.dualstack.me-central-1.amazonaws.coms3-website.dualstack.sa-east-1.amazonaws.coms3-website.du" +
+		"alstack.us-east-1.amazonaws.coms3-website.dualstack.us-east-2.amazonaws.coms3-website.dualstack.us-g" +
+		"ov-east-1.amazonaws.coms3-website.dualstack.us-gov-west-1.amazonaws.coms3-website.dualstack.us-west-" +
+		"1.amazonaws.coms3-website.dualstack.us-west-2.amazonaws.coms3-website.eu-central-1.amazonaws.coms3-w" +
+		"ebsite.eu-central-2.amazonaws.coms3-website.eu-north-1.amazonaws.coms3-website.eu-south-1.amazonaws." +
+		"coms3-website.eu-south-2.amazonaws.coms3-website.eu-west-1.amazonaws.coms3-website.eu-west-2.amazona" +
+		"ws.coms3-website.eu-west-3.amazonaws.coms3-website.fr-par.scw.clouds3-website.il-central-1.amazonaws" +
+		".coms3-website.me-central-1.amazonaws.coms3-website.me-south-1.amazonaws.coms3-website.nl-ams.scw.cl" +
+		"ouds3-website.pl-waw.scw.clouds3-website.sa-east-1.amazonaws.coms3-website.us-east-1.amazonaws.coms3" +
+		"-website.us-east-2.amazonaws.coms3-website.us-gov-east-1.amazonaws.coms3-website.us-gov-west-1.amazo" +
+		"naws.coms3-website.us-west-1.amazonaws.coms3-website.us-west-2.amazonaws.coms3.af-south-1.amazonaws." +
+		"coms3.amazonaws.coms3.ap-east-1.amazonaws.coms3.ap-northeast-1.amazonaws.coms3.ap-northeast-2.amazon" +
+		"aws.coms3.ap-northeast-3.amazonaws.coms3.ap-south-1.amazonaws.coms3.ap-south-2.amazonaws.coms3.ap-so" +
+		"utheast-1.amazonaws.coms3.ap-southeast-2.amazonaws.coms3.ap-southeast-3.amazonaws.coms3.ap-southeast" +
+		"-4.amazonaws.coms3.ap-southeast-5.amazonaws.coms3.ca-central-1.amazonaws.coms3.ca-west-1.amazonaws.c" +
+		"oms3.cn-north-1.amazonaws.com.cns3.cn-northwest-1.amazonaws.com.cns3.dualstack.af-south-1.amazonaws." +
+		"coms3.dualstack.ap-east-1.amazonaws.coms3.dualstack.ap-northeast-1.amazonaws.coms3.dualstack.ap-nort" +
+		"heast-2.amazonaws.coms3.dualstack.ap-northeast-3.amazonaws.coms3.dualstack.ap-south-1.amazonaws.coms" +
+		"3.dualstack.ap-south-2.amazonaws.coms3.dualstack.ap-southeast-1.amazonaws.coms3.dualstack.ap-southea" +
+		"st-2.amazonaws.coms3.dualstack.ap-southeast-3.amazonaws.coms3.dualstack.ap-southeast-4.amazonaws.com" +
+		"s3.dualstack.ap-southeast-5.amazonaws.coms3.dualstack.ca-central-1.amazonaws.coms3.dualstack.ca-west" +
+		"-1.amazonaws.coms3.dualstack.cn-north-1.amazonaws.com.cns3.dualstack.cn-northwest-1.amazonaws.com.cn" +
+		"s3.dualstack.eu-central-1.amazonaws.coms3.dualstack.eu-central-2.amazonaws.coms3.dualstack.eu-north-" +
+		"1.amazonaws.coms3.dualstack.eu-south-1.amazonaws.coms3.dualstack.eu-south-2.amazonaws.coms3.dualstac" +
+		"k.eu-west-1.amazonaws.coms3.dualstack.eu-west-2.amazonaws.coms3.dualstack.eu-west-3.amazonaws.coms3." +
+		"dualstack.il-central-1.amazonaws.coms3.dualstack.me-central-1.amazonaws.coms3.dualstack.me-south-1.a" +
+		"mazonaws.coms3.dualstack.sa-east-1.amazonaws.coms3.dualstack.us-east-1.amazonaws.coms3.dualstack.us-" +
+		"east-2.amazonaws.coms3.dualstack.us-gov-east-1.amazonaws.coms3.dualstack.us-gov-west-1.amazonaws.com" +
+		"s3.dualstack.us-west-1.amazonaws.coms3.dualstack.us-west-2.amazonaws.coms3.eu-central-1.amazonaws.co" +
+		"ms3.eu-central-2.amazonaws.coms3.eu-north-1.amazonaws.coms3.eu-south-1.amazonaws.coms3.eu-south-2.am" +
+		"azonaws.coms3.eu-west-1.amazonaws.coms3.eu-west-2.amazonaws.coms3.eu-west-3.amazonaws.coms3.fr-par.s" +
+		"cw.clouds3.il-central-1.amazonaws.coms3.isk01.sakurastorage.jps3.isk02.sakurastorage.jps3.me-central" +
+		"-1.amazonaws.coms3.me-south-1.amazonaws.coms3.nl-ams.scw.clouds3.pl-waw.scw.clouds3.sa-east-1.amazon" +
+		"aws.coms3.teckids.orgs3.us-east-1.amazonaws.coms3.us-east-2.amazonaws.coms3.us-gov-east-1.amazonaws." +
+		"coms3.us-gov-west-1.amazonaws.coms3.us-west-1.amazonaws.coms3.us-west-2.amazonaws.comsasa-east-1.air" +
+		"flow.amazonaws.comsa-east-1.elasticbeanstalk.comsa-east-1.rds.amazonaws.comsa.ausa.comsa.crsa.edu.au" +
+		"sa.gov.ausa.gov.plsa.itsa.ngrok.iosaarlandsabae.fukui.jpsadist.jpsado.niigata.jpsafesafetysafety.aer" +
+		"osaga.jpsaga.saga.jpsagae.yamagata.jpsagamihara.kanagawa.jpsaigawa.fukuoka.jpsaijo.ehime.jpsaikai.na" +
+		"gasaki.jpsaiki.oita.jpsaitama.jpsaitama.saitama.jpsaito.miyazaki.jpsaka.hiroshima.jpsakado.saitama.j" +
+		"psakae.chiba.jpsakae.nagano.jpsakahogi.gifu.jpsakai.fukui.jpsakai.ibaraki.jpsakai.osaka.jpsakaiminat" +
+		"o.tottori.jpsakaki.nagano.jpsakata.yamagata.jpsakawa.kochi.jpsakegawa.yamagata.jpsaku.nagano.jpsakuh" +
+		"o.nagano.jpsakurasakura.chiba.jpsakura.ne.jpsakura.tochigi.jpsakura.tvsakuragawa.ibaraki.jpsakurai.n" +
+		"ara.jpsakuratan.comsakuraweb.comsakyo.kyoto.jpsal.ecsalangen.nosalat.nosalesalerno.itsalonsaloon.jps" +
+		"altdal.nosalud.bosalvador.brsame-app.comsame-preview.comsamegawa.fukushima.jpsamnanger.nosampa.brsam" +
+		"sclubsamsungsamukawa.kanagawa.jpsanagochi.tokushima.jpsanda.hyogo.jpsandbox.deno.netsandcats.iosande" +
+		".more-og-romsdal.nosande.vestfold.nosande.xn--mre-og-romsdal-qqb.nosandefjord.nosandnes.nosandnessjo" +
+		"en.nosandoy.nosandviksandvikcoromantsango.nara.jpsanjo.niigata.jpsannan.hyogo.jpsannohe.aomori.jpsan" +
+		"o.tochigi.jpsanofisanok.plsantamaria.brsantoandre.brsanuki.kagawa.jpsaobernardo.brsaogonca.brsaotome" +
+		".stsapsapporo.jpsar.itsardegna.itsardinia.itsarlsaroma.hokkaido.jpsarpsborg.nosarufutsu.hokkaido.jps" +
+		"assasaguri.fukuoka.jpsasayama.hyogo.jpsasebo.nagasaki.jpsassari.itsatosho.okayama.jpsatsumasendai.ka" +
+		"goshima.jpsatte.saitama.jpsauda.nosauherad.nosav.casesavesaves-the-whales.comsavona.itsaxosayama.osa" +
+		"ka.jpsayama.saitama.jpsayo.hyogo.jpsbsb.uasbisblo.jpsbsscsc.cnsc.gov.brsc.kesc.krsc.leg.brsc.lssc.tz" +
+		"sc.ugsc.usscalebook.scw.cloudscbscbl.fr-par.scw.cloudscbl.nl-ams.scw.cloudscbl.pl-waw.scw.cloudsch.a" +
+		"esch.bdsch.idsch.irsch.josch.lksch.lysch.ngsch.qasch.sasch.sssch.tfsch.uksch.wfsch.zmschaefflerschmi" +
+		"dtschokokeks.netscholarshipsschoolschool.geschool.nzschool.zaschoolbus.jpschuldock.deschuleschulplat" +
+		"tform.deschulserver.deschwarzsci.egsciencescientist.aeroscotscrapper-site.netscrapping.ccscrysec.com" +
+		"sdsd.cnsd.ussdn.gov.plsdscloud.plsese.eu.orgse.gov.brse.leg.brse.netsearchseatsebastopol.uasec.pssec" +
+		"ret.jpsecuresecuritysecuritytactics.comseekseg.arseg.brseidat.netseihi.nagasaki.jpseika.kyoto.jpseir" +
+		"o.niigata.jpseirou.niigata.jpseiyo.ehime.jpsejny.plsekd1.beebyteapp.ioseki.gifu.jpsekigahara.gifu.jp" +
+		"sekikawa.niigata.jpsel.noselbu.noselectselfip.bizselfip.comselfip.infoselfip.netselfip.orgselje.nose" +
+		"ljord.nosellfy.storesells-for-less.comsells-for-u.comsells-it.netsellsyourhome.orgsemboku.akita.jpse" +
+		"mine.miyagi.jpsenasa.arsendai.jpsenersennan.osaka.jpsenseering.netseoul.krsera.hiroshima.jpseranishi" +
+		".hiroshima.jpservebbs.comservebbs.netservebbs.orgservebeer.comserveblog.netservebolt.cloudservecount" +
+		"erstrike.comserveexchange.comserveftp.comserveftp.netserveftp.orgservegame.comservegame.orgservehalf" +
+		"life.comservehttp.comservehumour.comserveirc.comserveminecraft.netservemp3.comservep2p.comservepics." +
+		"comservequake.comserver-on.netservername.usservesarcasm.comservice.gov.scotservice.gov.ukservice.one" +
+		"servicebus.usgovcloudapi.netservicebus.windows.netservicesservices.aeroservices.clever-cloud.comseta" +
+		"gaya.tokyo.jpseto.aichi.jpsetouchi.okayama.jpsettsu.osaka.jpsevastopol.uasevensewsexsex.husex.plsexy" +
+		"sf.nosfrsgsg-1.paas.massivegrid.netshsh.cnshacknet.nushakotan.hokkaido.jpshangrilashari.hokkaido.jps" +
+		"harpsheezy.gamesshellshiashibata.miyagi.jpshibata.niigata.jpshibecha.hokkaido.jpshibetsu.hokkaido.jp" +
+		"shibukawa.gunma.jpshibuya.tokyo.jpshichikashuku.miyagi.jpshichinohe.aomori.jpshiga.jpshiiba.miyazaki" +
+		".jpshijonawate.osaka.jpshika.ishikawa.jpshikabe.hokkaido.jpshikama.miyagi.jpshikaoi.hokkaido.jpshika" +
+		"tsu.aichi.jpshiki.saitama.jpshikokuchuo.ehime.jpshikshashima.mie.jpshimabara.nagasaki.jpshimada.shiz" +
+		"uoka.jpshimamaki.hokkaido.jpshimamoto.osaka.jpshimane.jpshimane.shimane.jpshimizu.hokkaido.jpshimizu" +
+		".shizuoka.jpshimoda.shizuoka.jpshimodate.ibaraki.jpshimofusa.chiba.jpshimogo.fukushima.jpshimoichi.n" +
+		"ara.jpshimoji.okinawa.jpshimokawa.hokkaido.jpshimokitayama.nara.jpshimonita.gunma.jpshimonoseki.yama" +
+		"guchi.jpshimosuwa.nagano.jpshimotsuke.tochigi.jpshimotsuma.ibaraki.jpshinagawa.tokyo.jpshinanomachi." +
+		"nagano.jpshingo.aomori.jpshingu.fukuoka.jpshingu.hyogo.jpshingu.wakayama.jpshinichi.hiroshima.jpshin" +
+		"jo.nara.jpshinjo.okayama.jpshinjo.yamagata.jpshinjuku.tokyo.jpshinkamigoto.nagasaki.jpshinonsen.hyog" +
+		"o.jpshinshinotsu.hokkaido.jpshinshiro.aichi.jpshinto.gunma.jpshintoku.hokkaido.jpshintomi.miyazaki.j" +
+		"pshinyoshitomi.fukuoka.jpshiogama.miyagi.jpshiojiri.nagano.jpshioya.tochigi.jpshiptoday.appshiptoday" +
+		".buildshirahama.wakayama.jpshirakawa.fukushima.jpshirakawa.gifu.jpshirako.chiba.jpshiranuka.hokkaido" +
+		".jpshiraoi.hokkaido.jpshiraoka.saitama.jpshirataka.yamagata.jpshiriuchi.hokkaido.jpshiroi.chiba.jpsh" +
+		"iroishi.miyagi.jpshiroishi.saga.jpshirosato.ibaraki.jpshishikui.tokushima.jpshiso.hyogo.jpshisui.chi" +
+		"ba.jpshitara.aichi.jpshiwa.iwate.jpshizukuishi.iwate.jpshizuoka.jpshizuoka.shizuoka.jpshobara.hirosh" +
+		"ima.jpshoesshonai.fukuoka.jpshonai.yamagata.jpshoo.okayama.jpshopshop.brendly.bashop.brendly.hrshop." +
+		"brendly.rsshop.htshop.hushop.plshop.roshop.thshoparena.plshopitsite.comshoppingshopselect.netshopwar" +
+		"e.shopshopware.storeshoujishowshow.aeroshowa.fukushima.jpshowa.gunma.jpshowa.yamanashi.jpshunan.yama" +
+		"guchi.jpsisi.eu.orgsi.itsic.itsicilia.itsicily.itsiellak.nosiena.itsieradz.plsigdal.nosiiites.comsil" +
+		"jan.nosilksimple-url.comsimplesite.comsimplesite.com.brsimplesite.grsimplesite.plsinasinaapp.comsing" +
+		"lessiracusa.itsirdal.nosisko.replit.devsitesite.rb-hosting.iosite.tb-hosting.comsite.transip.mesitel" +
+		"eaf.netsjsjc.brsksk.cask.eu.orgskanit.noskanland.noskaun.noskedsmo.noskedsmokorset.noskiski.noskien." +
+		"noskierniewice.plskierva.noskinskiptvet.noskjak.noskjervoy.nosklep.plsko.gov.plskoczow.plskodje.nosk" +
+		"r.jpskyskydiving.aeroskypeslslask.plslattum.nosld.dosld.paslg.brslingslupsk.plslz.brsmsm.uasmall-web" +
+		".orgsmartsmartlabeling.scw.cloudsmilesmola.nosmushcdn.comsnsn.cnsn.mynetname.netsnaase.nosnasa.nosnc" +
+		"fsnillfjord.nosnoasa.nosnowflake.appsoso.gov.plso.itsobetsu.hokkaido.jpsoc.dzsoc.lksoc.srcf.netsocce" +
+		"rsochi.susocialsocial.brsoctrang.vnsodegaura.chiba.jpsoeda.fukuoka.jpsoftbanksoftwaresoftware.aeroso" +
+		"gndal.nosogne.nosohusoja.okayama.jpsoka.saitama.jpsokndal.nosol.sitesola.nosolarsolund.nosolutionsso" +
+		"ma.fukushima.jpsomna.nosondre-land.nosondrio.itsongsongdalen.nosoni.nara.jpsonla.vnsonysoo.kagoshima" +
+		".jpsopot.plsor-aurdal.nosor-fron.nosor-odal.nosor-varanger.nosorfold.nosorocaba.brsorreisa.nosortlan" +
+		"d.nosorum.nosos.plsosa.chiba.jpsosnowiec.plsoundcast.mesourcecraft.sitesowa.ibaraki.jpsoysp.gov.brsp" +
+		".itsp.leg.brspaspacespace-to-rent.comspawnbase.appspb.ruspb.suspdns.despdns.euspdns.orgspectrum.myji" +
+		"no.rusphinx.mythic-beasts.comspjelkavik.nospock.replit.devsportsport.egsport.huspotsprites.appspryt." +
+		"netspydeberg.nosquare.sitesquare7.chsquare7.desquare7.netsquares.netsrsr.gov.plsr.itsrht.sitesrlsrv." +
+		"brsrv.ussrvrless.rdpa.cossss.itssl.origin.cdn77-secure.orgstst.nostaba.jpstackhero-network.comstacki" +
+		"t.ggstackit.rocksstackit.runstackit.zonestadastage.nodeart.iostaging.expo.appstaging.replit.devstalo" +
+		"wa-wola.plstange.nostaplesstarstarachowice.plstargard.plstarostwo.gov.plstat.nostatebankstatefarmsta" +
+		"thelle.nostatic-access.netstatic.hf.spacestatic.observableusercontent.comstatichost.pagestatics.clou" +
+		"dstavanger.nostavern.nostcstcgroupsteigen.nosteinkjer.nostg-builder.code.comstg.devstgstage.devsth.a" +
+		"c.atstjordal.nostjordalshalsen.nostockholmstokke.nostolos.iostor-elvdal.nostoragestorage.supabase.co" +
+		"storage.yandexcloud.netstord.nostordal.nostorestore.bbstore.dkstore.nfstore.rostore.ststore.vestoreb" +
+		"ase.storestorfjord.nostorj.farmstrand.nostranda.nostrapiapp.comstreak-link.comstreaklinks.comstreaku" +
+		"sercontent.comstreamstreamlit.appstreamlitapp.comstripper.jpstryn.nostudent.aerostudiostudio-fips.us" +
+		"-gov-east-1.sagemaker.awsstudio-fips.us-gov-west-1.sagemaker.awsstudio.af-south-1.sagemaker.awsstudi" +
+		"o.ap-east-1.sagemaker.awsstudio.ap-northeast-1.sagemaker.awsstudio.ap-northeast-2.sagemaker.awsstudi" +
+		"o.ap-northeast-3.sagemaker.awsstudio.ap-south-1.sagemaker.awsstudio.ap-southeast-1.sagemaker.awsstud" +
+		"io.ap-southeast-2.sagemaker.awsstudio.ap-southeast-3.sagemaker.awsstudio.ca-central-1.sagemaker.awss" +
+		"tudio.cn-north-1.sagemaker.com.cnstudio.cn-northwest-1.sagemaker.com.cnstudio.eu-central-1.sagemaker" +
+		".awsstudio.eu-central-2.sagemaker.awsstudio.eu-north-1.sagemaker.awsstudio.eu-south-1.sagemaker.awss" +
+		"tudio.eu-south-2.sagemaker.awsstudio.eu-west-1.sagemaker.awsstudio.eu-west-2.sagemaker.awsstudio.eu-" +
+		"west-3.sagemaker.awsstudio.il-central-1.sagemaker.awsstudio.me-central-1.sagemaker.awsstudio.me-sout" +
+		"h-1.sagemaker.awsstudio.sa-east-1.sagemaker.awsstudio.us-east-1.sagemaker.awsstudio.us-east-2.sagema" +
+		"ker.awsstudio.us-gov-east-1.sagemaker.awsstudio.us-gov-west-1.sagemaker.awsstudio.us-west-1.sagemake" +
+		"r.awsstudio.us-west-2.sagemaker.awsstudystuff-4-sale.orgstuff-4-sale.usstufftoread.comstylesusub.jps" +
+		"ubsc-pay.comsubsc-pay.netsuckssue.fukuoka.jpsuedtirol.itsuginami.tokyo.jpsugito.saitama.jpsuifu.ibar" +
+		"aki.jpsuita.osaka.jpsukagawa.fukushima.jpsukumo.kochi.jpsula.nosuldal.nosuli.husulu.replit.devsumida" +
+		".tokyo.jpsumita.iwate.jpsumomo.ne.jpsumoto.hyogo.jpsumoto.kumamoto.jpsumy.uasunagawa.hokkaido.jpsund" +
+		".nosunndal.nosunnyday.jpsupabase.cosupabase.insupabase.netsupersale.jpsuppliessupplysupportsupport.s" +
+		"itesurfsurgerysurnadal.nosurveys.sosusaki.kochi.jpsusono.shizuoka.jpsuwa.nagano.jpsuwalki.plsuzaka.n" +
+		"agano.jpsuzu.ishikawa.jpsuzuka.mie.jpsuzukisvsv.itsvalbard.nosvc.firenet.chsveio.nosvelvik.nosvn-rep" +
+		"os.deswatchsweetpepper.orgswidnica.plswidnik.plswiebodzin.plswinoujscie.plswisssxsx.cnsysydneysykkyl" +
+		"ven.nosyncloud.itsynology.mesys.qcx.iosystemssytes.netszszczecin.plszczytno.plszex.huszkola.plt.bgt." +
+		"seta.ittaa.ittabtabayama.yamanashi.jptabitorder.co.iltabuse.yamaguchi.jptachiarai.fukuoka.jptachikaw" +
+		"a.tokyo.jptadaoka.osaka.jptado.mie.jptadotsu.kagawa.jptagajo.miyagi.jptagami.niigata.jptagawa.fukuok" +
+		"a.jptahara.aichi.jptaifun-dns.detaiji.wakayama.jptaiki.hokkaido.jptaiki.mie.jptainai.niigata.jptaipe" +
+		"itaira.toyama.jptaishi.hyogo.jptaishi.osaka.jptaishin.fukushima.jptaito.tokyo.jptaiwa.miyagi.jptajim" +
+		"i.gifu.jptajiri.osaka.jptaka.hyogo.jptakagi.nagano.jptakahagi.ibaraki.jptakahama.aichi.jptakahama.fu" +
+		"kui.jptakaharu.miyazaki.jptakahashi.okayama.jptakahata.yamagata.jptakaishi.osaka.jptakamatsu.kagawa." +
+		"jptakamori.kumamoto.jptakamori.nagano.jptakanabe.miyazaki.jptakanezawa.tochigi.jptakaoka.toyama.jpta" +
+		"karazuka.hyogo.jptakasago.hyogo.jptakasaki.gunma.jptakashima.shiga.jptakasu.hokkaido.jptakata.fukuok" +
+		"a.jptakatori.nara.jptakatsuki.osaka.jptakatsuki.shiga.jptakayama.gifu.jptakayama.gunma.jptakayama.na" +
+		"gano.jptakazaki.miyazaki.jptakehara.hiroshima.jptaketa.oita.jptaketomi.okinawa.jptaki.mie.jptakikawa" +
+		".hokkaido.jptakino.hyogo.jptakinoue.hokkaido.jptakko.aomori.jptako.chiba.jptaku.saga.jptalktama.toky" +
+		"o.jptamakawa.fukushima.jptamaki.mie.jptamamura.gunma.jptamano.okayama.jptamatsukuri.ibaraki.jptamayu" +
+		".shimane.jptamba.hyogo.jptana.notanabe.kyoto.jptanabe.wakayama.jptanagura.fukushima.jptananger.notan" +
+		"k.jptanohata.iwate.jptaobaotara.saga.jptarama.okinawa.jptaranto.ittargettargi.pltarnobrzeg.pltarpit." +
+		"replit.devtarui.gifu.jptarumizu.kagoshima.jptas.autas.edu.autas.gov.autashkent.sutatamotorstatartate" +
+		"bayashi.gunma.jptateshina.nagano.jptateyama.chiba.jptateyama.toyama.jptatsuno.hyogo.jptatsuno.nagano" +
+		".jptattootaveusercontent.comtawaramoto.nara.jptaxtaxitaxi.aerotaxi.brtayninh.vntctc.brtche.brtcitcp4" +
+		".metdtdkte.itte.uateaches-yoga.comteamteams.replit.devtec.brtec.mi.ustec.vetechtech.ectech.orangetec" +
+		"hnologytecnologia.boteltel.trtelebit.apptelebit.iotelebit.xyzteleport.shtemasektemp-dns.comtempio-ol" +
+		"bia.ittempioolbia.ittempurl.hosttendo.yamagata.jptenei.fukushima.jptenkawa.nara.jptennistenri.nara.j" +
+		"pteo.brteramo.ittermez.suterni.itternopil.uateshikaga.hokkaido.jptest-iserv.detest.tjtests.cxtevatft" +
+		"gtgory.plththaibinh.vnthainguyen.vnthanhhoa.vnthanhphohochiminh.vnthdthe.brtheatertheatretheshop.jpt" +
+		"heworkpc.comthick.jpthingdustdata.comthruhere.netthuathienhue.vntiaaticketstickets.iotiendatiengiang" +
+		".vntime.notingvoll.notinn.notipstirestiroltjtj.cntjeldsund.notjmaxxtjome.notjxtktkmaxxtksat.botltlon" +
+		".networktmtm.cytm.dztm.frtm.hutm.kmtm.mctm.notm.pltm.rotm.setm.zatmalltmp.brtntn.ittn.oxa.cloudtn.us" +
+		"toto.gov.brto.itto.leg.brtoba.mie.jptobe.ehime.jptobetsu.hokkaido.jptobishima.aichi.jptochigi.jptoch" +
+		"igi.tochigi.jptochio.niigata.jptoda.saitama.jptodaytoei.aichi.jptoga.toyama.jptogakushi.nagano.jptog" +
+		"ane.chiba.jptogitsu.nagasaki.jptogliatti.sutogo.aichi.jptogura.nagano.jptohma.hokkaido.jptohnosho.ch" +
+		"iba.jptoho.fukuoka.jptokai.aichi.jptokai.ibaraki.jptokamachi.niigata.jptokashiki.okinawa.jptoki.gifu" +
+		".jptokigawa.saitama.jptokke.notokoname.aichi.jptokorozawa.saitama.jptokushima.jptokushima.tokushima." +
+		"jptokuyama.yamaguchi.jptokyotokyo.jptolga.notomakomai.hokkaido.jptomari.hokkaido.jptome.miyagi.jptom" +
+		"i.nagano.jptomigusuku.okinawa.jptomika.gifu.jptomioka.gunma.jptomisato.chiba.jptomiya.miyagi.jptomob" +
+		"e.ibaraki.jptonaki.okinawa.jptonami.toyama.jptondabayashi.osaka.jptone.ibaraki.jptonkotsu.jptono.iwa" +
+		"te.jptonosho.kagawa.jptonsberg.notoolforge.orgtoolstoon.ehime.jptoptopaz.ne.jptorahime.shiga.jptoray" +
+		"toride.ibaraki.jptorino.ittorproject.nettorsken.notorun.pltos.ittosa.kochi.jptosashimizu.kochi.jptos" +
+		"cana.ittoshibatoshima.tokyo.jptosu.saga.jptotaltottori.jptottori.tottori.jptourism.bjtourism.pltouri" +
+		"sm.tntourstowada.aomori.jptowntownnews-staging.comtoya.hokkaido.jptoyako.hokkaido.jptoyama.jptoyama." +
+		"toyama.jptoyo.kochi.jptoyoake.aichi.jptoyohashi.aichi.jptoyokawa.aichi.jptoyonaka.osaka.jptoyone.aic" +
+		"hi.jptoyono.osaka.jptoyooka.hyogo.jptoyosato.shiga.jptoyotatoyota.aichi.jptoyota.yamaguchi.jptoyotom" +
+		"i.hokkaido.jptoyotsu.fukuoka.jptoyoura.hokkaido.jptoystozawa.yamagata.jptozsde.hutp.ittrtr.eu.orgtr." +
+		"ittr.notra.kptradetrader.aerotradingtrading.aerotraeumtgerade.detrafficmanager.nettrafficplex.cloudt" +
+		"rainer.aerotrainingtrana.notranby.notrani-andria-barletta.ittrani-barletta-andria.ittraniandriabarle" +
+		"tta.ittranibarlettaandria.ittranoy.notransfer-webapp-fips.us-gov-east-1.on.awstransfer-webapp-fips.u" +
+		"s-gov-west-1.on.awstransfer-webapp.af-south-1.on.awstransfer-webapp.ap-east-1.on.awstransfer-webapp." +
+		"ap-northeast-1.on.awstransfer-webapp.ap-northeast-2.on.awstransfer-webapp.ap-northeast-3.on.awstrans" +
+		"fer-webapp.ap-south-1.on.awstransfer-webapp.ap-south-2.on.awstransfer-webapp.ap-southeast-1.on.awstr" +
+		"ansfer-webapp.ap-southeast-2.on.awstransfer-webapp.ap-southeast-3.on.awstransfer-webapp.ap-southeast" +
+		"-4.on.awstransfer-webapp.ap-southeast-5.on.awstransfer-webapp.ap-southeast-7.on.awstransfer-webapp.c" +
+		"a-central-1.on.awstransfer-webapp.ca-west-1.on.awstransfer-webapp.cn-north-1.on.amazonwebservices.co" +
+		"m.cntransfer-webapp.cn-northwest-1.on.amazonwebservices.com.cntransfer-webapp.eu-central-1.on.awstra" +
+		"nsfer-webapp.eu-central-2.on.awstransfer-webapp.eu-north-1.on.awstransfer-webapp.eu-south-1.on.awstr" +
+		"ansfer-webapp.eu-south-2.on.awstransfer-webapp.eu-west-1.on.awstransfer-webapp.eu-west-2.on.awstrans" +
+		"fer-webapp.eu-west-3.on.awstransfer-webapp.il-central-1.on.awstransfer-webapp.me-central-1.on.awstra" +
+		"nsfer-webapp.me-south-1.on.awstransfer-webapp.mx-central-1.on.awstransfer-webapp.sa-east-1.on.awstra" +
+		"nsfer-webapp.us-east-1.on.awstransfer-webapp.us-east-2.on.awstransfer-webapp.us-gov-east-1.on.awstra" +
+		"nsfer-webapp.us-gov-west-1.on.awstransfer-webapp.us-west-1.on.awstransfer-webapp.us-west-2.on.awstra" +
+		"nslate.googtransporte.botransurl.betransurl.eutransurl.nltrapani.ittraveltravel.intravel.pltravelers" +
+		"travelersinsurancetravinh.vntrd.brtrentin-sud-tirol.ittrentin-sudtirol.ittrentin-sued-tirol.ittrenti" +
+		"n-suedtirol.ittrentino-a-adige.ittrentino-aadige.ittrentino-alto-adige.ittrentino-altoadige.ittrenti" +
+		"no-s-tirol.ittrentino-stirol.ittrentino-sud-tirol.ittrentino-sudtirol.ittrentino-sued-tirol.ittrenti" +
+		"no-suedtirol.ittrentino.ittrentinoa-adige.ittrentinoaadige.ittrentinoalto-adige.ittrentinoaltoadige." +
+		"ittrentinos-tirol.ittrentinostirol.ittrentinosud-tirol.ittrentinosudtirol.ittrentinosued-tirol.ittre" +
+		"ntinosuedtirol.ittrentinsud-tirol.ittrentinsudtirol.ittrentinsued-tirol.ittrentinsuedtirol.ittrento." +
+		"ittreviso.ittrieste.ittriton.zonetroandin.notrogstad.notroitsk.sutromsa.notromso.notrondheim.notrust" +
+		"trvtry-snowplow.comtrycloudflare.comtrysil.nots.itts.nettselinograd.sutsk.trtst.sitetsu.mie.jptsubam" +
+		"e.niigata.jptsubata.ishikawa.jptsubetsu.hokkaido.jptsuchiura.ibaraki.jptsuga.tochigi.jptsugaru.aomor" +
+		"i.jptsuiki.fukuoka.jptsukigata.hokkaido.jptsukiyono.gunma.jptsukuba.ibaraki.jptsukui.kanagawa.jptsuk" +
+		"umi.oita.jptsumagoi.gunma.jptsunan.niigata.jptsuno.kochi.jptsuno.miyazaki.jptsuru.yamanashi.jptsurug" +
+		"a.fukui.jptsurugashima.saitama.jptsurugi.ishikawa.jptsuruoka.yamagata.jptsuruta.aomori.jptsushima.ai" +
+		"chi.jptsushima.nagasaki.jptsuwano.shimane.jptsuyama.okayama.jptttt.imtubetucker.replit.devtuitul.ect" +
+		"ula.sutuleap-partners.comtunestunk.orgtunnelmole.nettur.artur.brtur.ecturek.plturin.itturystyka.pltu" +
+		"scany.ittushutuva.sutuxfamily.orgtuyenquang.vntvtv.bbtv.bdtv.botv.brtv.egtv.imtv.intv.ittv.jotv.sdtv" +
+		".trtv.tztvedestrand.notvstwtw.cntwmail.cctwmail.nettwmail.orgtx.ustychy.pltydal.notynset.notypedream" +
+		".apptypo3server.infotysfjord.notysnes.notysvar.notzu.bgu.channelsdvr.netu.seu2-local.xnbay.comu2.xnb" +
+		"ay.comuaubankube.yamaguchi.jpuber.spaceubsuchihara.ibaraki.jpuchiko.ehime.jpuchinada.ishikawa.jpuchi" +
+		"nomi.kagawa.jpud.ituda.nara.jpudi.brudine.itudono.mie.jpueda.nagano.jpueno.gunma.jpuenohara.yamanash" +
+		"i.jpufcfan.orgugug.gov.plugim.gov.pluh-oh.jpui.nabu.casauio.ecuji.kyoto.jpujiie.tochigi.jpujitawara." +
+		"kyoto.jpukuk.ccuk.comuk.eu.orguk.inuk.netuk.oxa.clouduk.primetel.clouduk.reclaim.clouduk0.bigv.iouki" +
+		".kumamoto.jpukiha.fukuoka.jpullensaker.noullensvang.noulsan.krulvik.noum.gov.plumaji.kochi.jpumb.itu" +
+		"mbria.itumi.fukuoka.jpumig.gov.plumso.counazuki.toyama.jpunder.jpundo.jpuni5.netunicloud.plunicomuni" +
+		"on.aerounison-services.clouduniv.bjuniv.snuniversityunjarga.nounnan.shimane.jpunounusualperson.comun" +
+		"zen.nagasaki.jpuoluonuma.niigata.jpuozu.toyama.jpup.inup.railway.appupow.gov.plupper.jpuppo.gov.plup" +
+		"supsun.appupsunapp.comurakawa.hokkaido.jpurasoe.okinawa.jpurausu.hokkaido.jpurawa.saitama.jpurayasu." +
+		"chiba.jpurbino-pesaro.iturbinopesaro.itureshino.mie.jpuri.arpaurl.twurn.arpaurown.clouduruma.okinawa" +
+		".jpuryu.hokkaido.jpusus-1.evennode.comus-2.evennode.comus-3.evennode.comus-4.evennode.comus-central-" +
+		"1.r.cloud.int.appleus-central-2.r.cloud.int.appleus-east-1.airflow.amazonaws.comus-east-1.amazonaws." +
+		"comus-east-1.convex.cloudus-east-1.convex.siteus-east-1.elasticbeanstalk.comus-east-1.r.cloud.int.ap" +
+		"pleus-east-1.rds.amazonaws.comus-east-2.airflow.amazonaws.comus-east-2.elasticbeanstalk.comus-east-2" +
+		".r.cloud.int.appleus-east-2.rds.amazonaws.comus-gov-east-1.elasticbeanstalk.comus-gov-east-1.rds.ama" +
+		"zonaws.comus-gov-west-1.elasticbeanstalk.comus-gov-west-1.rds.amazonaws.comus-northeast-1.rds.amazon" +
+		"aws.comus-west-1.airflow.amazonaws.comus-west-1.elasticbeanstalk.comus-west-1.r.cloud.int.appleus-we" +
+		"st-1.rds.amazonaws.comus-west-2.airflow.amazonaws.comus-west-2.elasticbeanstalk.comus-west-2.r.cloud" +
+		".int.appleus-west-2.rds.amazonaws.comus-west-3.r.cloud.int.appleus.ccus.cius.comus.eu.orgus.gov.plus" +
+		".inus.kgus.ngrok.ious.orgus.platform.shus.reclaim.cloudus.ugus1-plenit.comusa.oita.jpuser.aseinet.ne" +
+		".jpuser.fmuser.localcert.devuser.party.eususer.srcf.netuser.webaccel.jpusercontent.googusercontent.j" +
+		"pusgovcloudapp.netusgovtrafficmanager.netushiku.ibaraki.jpusr.cloud.muni.czustka.plusui.fukuoka.jpus" +
+		"uki.oita.jput.usutashinai.hokkaido.jputazas.huutazu.kagawa.jputo.kumamoto.jputsira.noutsunomiya.toch" +
+		"igi.jputwente.iouw.gov.pluwajima.ehime.jpuwu.aiuyuzuz.uauzhgorod.uauzhhorod.uauzs.gov.plv-info.infov" +
+		".bgv.uav0.buildvava.itva.nova.usvaapste.novacationsvadso.novaga.novagan.novagsoy.novaksdal.noval-d-a" +
+		"osta.itval-daosta.itval.runvald-aosta.itvaldaosta.itvaler.hedmark.novaler.ostfold.novalle-aosta.itva" +
+		"lle-d-aosta.itvalle-daosta.itvalle.novalleaosta.itvalled-aosta.itvalledaosta.itvallee-aoste.itvallee" +
+		"-d-aoste.itvalleeaoste.itvalleedaoste.itvanavang.novanguardvanylven.novao.itvapor.cloudvaporcloud.io" +
+		"vardo.novarese.itvarggat.novaroy.novb.itvcvc.itvda.itveve.itvefsn.novega.novegarshei.novegasvelvet.j" +
+		"pven.itveneto.itvenezia.itvenice.itvennesla.noventuresverbania.itvercel.appvercel.devvercel.runverce" +
+		"lli.itverdal.noverisignverona.itverran.noverse.jpversicherungversus.jpvestby.novestnes.novestre-slid" +
+		"re.novestre-toten.novestvagoy.novetvet.brvet.ecveterinaire.frveterinaire.kmvevelstad.novf.novfs.clou" +
+		"d9.af-south-1.amazonaws.comvfs.cloud9.ap-east-1.amazonaws.comvfs.cloud9.ap-northeast-1.amazonaws.com" +
+		"vfs.cloud9.ap-northeast-2.amazonaws.comvfs.cloud9.ap-northeast-3.amazonaws.comvfs.cloud9.ap-south-1." +
+		"amazonaws.comvfs.cloud9.ap-southeast-1.amazonaws.comvfs.cloud9.ap-southeast-2.amazonaws.comvfs.cloud" +
+		"9.ca-central-1.amazonaws.comvfs.cloud9.eu-central-1.amazonaws.comvfs.cloud9.eu-north-1.amazonaws.com" +
+		"vfs.cloud9.eu-south-1.amazonaws.comvfs.cloud9.eu-west-1.amazonaws.comvfs.cloud9.eu-west-2.amazonaws." +
+		"comvfs.cloud9.eu-west-3.amazonaws.comvfs.cloud9.il-central-1.amazonaws.comvfs.cloud9.me-south-1.amaz" +
+		"onaws.comvfs.cloud9.sa-east-1.amazonaws.comvfs.cloud9.us-east-1.amazonaws.comvfs.cloud9.us-east-2.am" +
+		"azonaws.comvfs.cloud9.us-west-1.amazonaws.comvfs.cloud9.us-west-2.amazonaws.comvgvgs.novivi.itvi.usv" +
+		"iajesvibo-valentia.itvibovalentia.itvic.auvic.edu.auvic.gov.auvicenza.itvideovideo.huvigvik.noviking" +
+		"vikna.novillasvinvindafjord.novinhlong.vnvinhphuc.vnvinnica.uavinnytsia.uavipvip.jelastic.cloudvipsi" +
+		"naapp.comvirginvirtual-user.devirtualserver.iovirtualuser.devisavisionvistablog.irviterbo.itvivavivi" +
+		"an.jpvivovix.brvki.krvlaanderenvladikavkaz.ruvladikavkaz.suvladimir.ruvladimir.suvlog.brvm.bytemark." +
+		"co.ukvnvn.uavoagat.novodkavolda.novologda.suvolvovolyn.uavoorloper.cloudvoss.novossevangen.novotevot" +
+		"ingvotovoyagevp4.mevpndns.netvpnplus.tovps-host.netvps.hrsn.auvps.mcdir.ruvps.myjino.ruvr.itvs.itvs." +
+		"mythic-beasts.comvt.itvt.usvuvultrobjects.comvusercontent.netvv.itw-corp-staticblitz.comw-credential" +
+		"less-staticblitz.comw-staticblitz.comw.bgw.crm.devw.sewa.auwa.crm.devwa.edu.auwa.gov.auwa.uswada.nag" +
+		"ano.jpwadl.topwafflecell.comwajiki.tokushima.jpwajima.ishikawa.jpwakasa.fukui.jpwakasa.tottori.jpwak" +
+		"ayama.jpwakayama.wakayama.jpwake.okayama.jpwakkanai.hokkaido.jpwakuya.miyagi.jpwal.appwalbrzych.plwa" +
+		"leswalmartwalterwangwanggouwanouchi.gifu.jpwarabi.saitama.jpwarmia.plwarszawa.plwashtenaw.mi.uswasme" +
+		"r.appwassamu.hokkaido.jpwatarai.mie.jpwatari.miyagi.jpwatchwatcheswatson.jpwaw.plwazuka.kyoto.jpwb.c" +
+		"rm.devwc.crm.devwd.crm.devwe.bswe.crm.devweatherweatherchannelweb.appweb.boweb.core.usgovcloudapi.ne" +
+		"tweb.core.windows.netweb.doweb.erp.devweb.guweb.idweb.inweb.lkweb.nfweb.niweb.pkweb.tjweb.trweb.val." +
+		"runweb.veweb.zawebadorsite.comwebcamweberwebflow.iowebflowtest.iowebhare.devwebhop.bizwebhop.infoweb" +
+		"hop.mewebhop.netwebhop.orgwebhosting.beweblike.jpwebpaas.ovh.netwebredirect.orgwebsitewebsite.oneweb" +
+		"site.yandexcloud.netwebsitebuilder.onlinewebsozai.jpwebspace-host.comwebspace.rockswebspaceconfig.de" +
+		"webthings.iowebview-assets.aws-cloud9.af-south-1.amazonaws.comwebview-assets.aws-cloud9.ap-east-1.am" +
+		"azonaws.comwebview-assets.aws-cloud9.ap-northeast-1.amazonaws.comwebview-assets.aws-cloud9.ap-northe" +
+		"ast-2.amazonaws.comwebview-assets.aws-cloud9.ap-northeast-3.amazonaws.comwebview-assets.aws-cloud9.a" +
+		"p-south-1.amazonaws.comwebview-assets.aws-cloud9.ap-southeast-1.amazonaws.comwebview-assets.aws-clou" +
+		"d9.ap-southeast-2.amazonaws.comwebview-assets.aws-cloud9.ca-central-1.amazonaws.comwebview-assets.aw" +
+		"s-cloud9.eu-central-1.amazonaws.comwebview-assets.aws-cloud9.eu-north-1.amazonaws.comwebview-assets." +
+		"aws-cloud9.eu-south-1.amazonaws.comwebview-assets.aws-cloud9.eu-west-1.amazonaws.comwebview-assets.a" +
+		"ws-cloud9.eu-west-2.amazonaws.comwebview-assets.aws-cloud9.eu-west-3.amazonaws.comwebview-assets.aws" +
+		"-cloud9.il-central-1.amazonaws.comwebview-assets.aws-cloud9.me-south-1.amazonaws.comwebview-assets.a" +
+		"ws-cloud9.sa-east-1.amazonaws.comwebview-assets.aws-cloud9.us-east-1.amazonaws.comwebview-assets.aws" +
+		"-cloud9.us-east-2.amazonaws.comwebview-assets.aws-cloud9.us-west-1.amazonaws.comwebview-assets.aws-c" +
+		"loud9.us-west-2.amazonaws.comwebview-assets.cloud9.af-south-1.amazonaws.comwebview-assets.cloud9.ap-" +
+		"east-1.amazonaws.comwebview-assets.cloud9.ap-northeast-1.amazonaws.comwebview-assets.cloud9.ap-north" +
+		"east-2.amazonaws.comwebview-assets.cloud9.ap-northeast-3.amazonaws.comwebview-assets.cloud9.ap-south" +
+		"-1.amazonaws.comwebview-assets.cloud9.ap-southeast-1.amazonaws.comwebview-assets.cloud9.ap-southeast" +
+		"-2.amazonaws.comwebview-assets.cloud9.ca-central-1.amazonaws.comwebview-assets.cloud9.eu-central-1.a" +
+		"mazonaws.comwebview-assets.cloud9.eu-north-1.amazonaws.comwebview-assets.cloud9.eu-south-1.amazonaws" +
+		".comwebview-assets.cloud9.eu-west-1.amazonaws.comwebview-assets.cloud9.eu-west-2.amazonaws.comwebvie" +
+		"w-assets.cloud9.eu-west-3.amazonaws.comwebview-assets.cloud9.me-south-1.amazonaws.comwebview-assets." +
+		"cloud9.sa-east-1.amazonaws.comwebview-assets.cloud9.us-east-1.amazonaws.comwebview-assets.cloud9.us-" +
+		"east-2.amazonaws.comwebview-assets.cloud9.us-west-1.amazonaws.comwebview-assets.cloud9.us-west-2.ama" +
+		"zonaws.comwedweddingweeklylottery.org.ukwegrow.plweiboweirwesley.replit.devwest1-us.cloudjiffy.netwe" +
+		"steurope.azurestaticapps.netwestus2.azurestaticapps.netwfwf.crm.devwhitesnow.jpwhm.fr-par.scw.cloudw" +
+		"hm.nl-ams.scw.cloudwhoswhowi.uswielun.plwienwien.funkfeuer.atwif.gov.plwiih.gov.plwikiwiki.bowiki.br" +
+		"williamhillwinwinb.gov.plwindowswindsurf.appwindsurf.buildwinewinnerswios.gov.plwiredbladehosting.co" +
+		"mwitd.gov.plwith.playit.pluswithgoogle.comwithyoutube.comwiw.gov.plwix.runwixsite.comwixstudio.comwi" +
+		"xstudio.iowjg.jpwkz.gov.plwlocl.plwloclawek.plwmcloud.orgwmewmflabs.orgwnext.appwodzislaw.plwolomin." +
+		"plwoltlab-demo.comwoodsideworf.replit.devworkworkers.devworkinggroup.aeroworkisboring.comworksworks." +
+		"aeroworldworse-than.tvwowwp2.hostwpdevcloud.comwpenginepowered.comwphostedmail.comwpmucdn.comwpmudev" +
+		".hostwpsquared.sitewritesthisblog.comwroc.plwroclaw.plwswsa.gov.plwskr.gov.plwsse.gov.plwtcwtfwuoz.g" +
+		"ov.plwv.uswww.ckwww.rowy.uswzmiuw.gov.plx.bgx.mythic-beasts.comx.sex0.comx0.tox443.pwxboxxen.prgmr.c" +
+		"omxenonconnect.dexeroxxihuanxii.jpxinxj.cnxmit.coxmit.devxn--0trq7p7nn.jpxn--11b4c3dxn--12c1fe0br.xn" +
+		"--o3cw4hxn--12cfi8ixb8l.xn--o3cw4hxn--12co0c3b4eva.xn--o3cw4hxn--1ck2e1bxn--1ctwo.jpxn--1lqs03n.jpxn" +
+		"--1lqs71d.jpxn--1qqw23axn--2m4a15e.jpxn--2scrj9cxn--30rr7yxn--32vp30h.jpxn--3bst00mxn--3ds443gxn--3e" +
+		"0b707exn--3hcrj9cxn--3pxu8kxn--41a.xn--p1acfxn--42c2d9axn--45br5cylxn--45brj9cxn--45q11cxn--4dbgdty6" +
+		"c.xn--4dbrk0cexn--4dbrk0cexn--4gbrimxn--4it168d.jpxn--4it797k.jpxn--4pvxs.jpxn--54b7fta0ccxn--55qw42" +
+		"gxn--55qx5dxn--55qx5d.cnxn--55qx5d.hkxn--55qx5d.xn--j6w193gxn--5dbhl8d.xn--4dbrk0cexn--5js045d.jpxn-" +
+		"-5rtp49c.jpxn--5rtq34k.jpxn--5su34j936bgsgxn--5tzm5gxn--6btw5a.jpxn--6frz82gxn--6orx2r.jpxn--6qq986b" +
+		"3xlxn--7t0a264c.jpxn--80aaa0cvac.xn--p1acfxn--80adxhksxn--80ao21axn--80aqecdr1axn--80asehdbxn--80asw" +
+		"gxn--80au.xn--90a3acxn--8dbq2a.xn--4dbrk0cexn--8ltr62k.jpxn--8pvr4u.jpxn--8y0a063axn--90a1af.xn--p1a" +
+		"cfxn--90a3acxn--90aexn--90aisxn--90amc.xn--p1acfxn--90azh.xn--90a3acxn--9dbq2axn--9et52uxn--9krt00ax" +
+		"n--9tfky.idxn--andy-ira.noxn--aroport-bya.cixn--asky-ira.noxn--aurskog-hland-jnb.noxn--avery-yua.nox" +
+		"n--b-5ga.nordland.noxn--b-5ga.telemark.noxn--b4w605ferdxn--balsan-sdtirol-nsb.itxn--bck1b9a5dre4cxn-" +
+		"-bdddj-mrabd.noxn--bearalvhki-y4a.noxn--berlevg-jxa.noxn--bhcavuotna-s4a.noxn--bhccavuotna-k7a.noxn-" +
+		"-bidr-5nac.noxn--bievt-0qa.noxn--bjddar-pta.noxn--blt-elab.noxn--bmlo-gra.noxn--bod-2na.noxn--bozen-" +
+		"sdtirol-2ob.itxn--brnny-wuac.noxn--brnnysund-m8ac.noxn--brum-voa.noxn--btsfjord-9za.noxn--bulsan-sdt" +
+		"irol-nsb.itxn--c1avgxn--c1avg.xn--90a3acxn--c1avg.xn--p1acfxn--c2br7gxn--c3s14m.jpxn--cck2b3bxn--cck" +
+		"wcxetdxn--cesena-forl-mcb.itxn--cesenaforl-i8a.itxn--cg4bkixn--ciqpn.hkxn--clchc0ea0b2g2a9gcdxn--czr" +
+		"694bxn--czrs0txn--czru2dxn--d1acj3bxn--d1alfxn--d1at.xn--90a3acxn--d5qv7z876c.jpxn--davvenjrga-y4a.n" +
+		"oxn--djrs72d6uy.jpxn--djty4k.jpxn--dnna-gra.noxn--drbak-wua.noxn--dyry-ira.noxn--e1a4cxn--eckvdtc9dx" +
+		"n--efvn9s.jpxn--efvy88hxn--ehqz56n.jpxn--elqq16h.jpxn--eveni-0qa01ga.noxn--f6qx53a.jpxn--fct429kxn--" +
+		"fhbeixn--finny-yua.noxn--fiq228c5hsxn--fiq64bxn--fiqs8sxn--fiqz9sxn--fjord-lra.noxn--fjq720axn--fl-z" +
+		"ia.noxn--flor-jra.noxn--flw351exn--forl-cesena-fcb.itxn--forlcesena-c8a.itxn--fpcrj9c3dxn--frde-gra." +
+		"noxn--frna-woa.noxn--frya-hra.noxn--fzc2c9e2cxn--fzys8d69uvgmxn--g2xx48cxn--gckr3f0fxn--gecrj9cxn--g" +
+		"gaviika-8ya47h.noxn--gildeskl-g0a.noxn--givuotna-8ya.noxn--gjvik-wua.noxn--gk3at1exn--gls-elac.noxn-" +
+		"-gmq050i.hkxn--gmqw5a.hkxn--gmqw5a.xn--j6w193gxn--gnstigbestellen-zvb.dexn--gnstigliefern-wob.dexn--" +
+		"h-2fa.noxn--h1ahn.xn--p1acfxn--h1aliz.xn--p1acfxn--h2breg3evexn--h2brj9cxn--h2brj9c8cxn--h3cuzk1di.x" +
+		"n--o3cw4hxn--hbmer-xqa.noxn--hcesuolo-7ya35b.noxn--hebda8b.xn--4dbrk0cexn--hery-ira.nordland.noxn--h" +
+		"ery-ira.xn--mre-og-romsdal-qqb.noxn--hgebostad-g3a.noxn--hkkinen-5wa.fixn--hmmrfeasta-s4ac.noxn--hne" +
+		"foss-q1a.noxn--hobl-ira.noxn--holtlen-hxa.noxn--hpmir-xqa.noxn--hxt814exn--hyanger-q1a.noxn--hylande" +
+		"t-54a.noxn--i1b6b1a6a2exn--imr513nxn--indery-fya.noxn--io0a7ixn--io0a7i.cnxn--io0a7i.hkxn--j1adp.xn-" +
+		"-p1acfxn--j1aefxn--j1aef.xn--p1acfxn--j1ael8b.xn--p1acfxn--j1amhxn--j6w193gxn--jlq480n2rgxn--jlster-" +
+		"bya.noxn--jrpeland-54a.noxn--jvr189mxn--k7yn95e.jpxn--karmy-yua.noxn--kbrq7o.jpxn--kcrx77d1x4axn--kf" +
+		"jord-iua.noxn--klbu-woa.noxn--klt787d.jpxn--kltp7d.jpxn--kltx9a.jpxn--klty5x.jpxn--koluokta-7ya57h.n" +
+		"oxn--kprw13dxn--kpry57dxn--kput3ixn--krager-gya.noxn--kranghke-b0a.noxn--krdsherad-m8a.noxn--krehamn" +
+		"-dxa.noxn--krjohka-hwab49j.noxn--ksnes-uua.noxn--kvfjord-nxa.noxn--kvitsy-fya.noxn--kvnangen-k0a.nox" +
+		"n--l-1fa.noxn--l1accxn--laheadju-7ya.noxn--langevg-jxa.noxn--lcvr32d.hkxn--ldingen-q1a.noxn--leagavi" +
+		"ika-52b.noxn--lesund-hua.noxn--lgbbat1ad8jxn--lgrd-poac.noxn--lhppi-xqa.noxn--linds-pra.noxn--loabt-" +
+		"0qa.noxn--lrdal-sra.noxn--lrenskog-54a.noxn--lt-liac.noxn--lten-gra.noxn--lury-ira.noxn--m3ch0j3a.xn" +
+		"--o3cw4hxn--mely-ira.noxn--merker-kua.noxn--mgb2ddesxn--mgb9awbfxn--mgba3a3ejtxn--mgba3a4f16axn--mgb" +
+		"a3a4f16a.irxn--mgba3a4fraxn--mgba3a4fra.irxn--mgba7c0bbn0axn--mgbaam7a8hxn--mgbab2bdxn--mgbah1a3hjkr" +
+		"dxn--mgbai9a5eva00bxn--mgbai9azgqp6jxn--mgbayh7gpaxn--mgbbh1axn--mgbbh1a71exn--mgbc0a9azcgxn--mgbca7" +
+		"dzdoxn--mgbcpq6gpa1axn--mgberp4a5d4a87gxn--mgberp4a5d4arxn--mgbgu82axn--mgbi4ecexpxn--mgbpl2fhxn--mg" +
+		"bqly7c0a67fbcxn--mgbqly7cvafrxn--mgbt3dhdxn--mgbtf8flxn--mgbtx2bxn--mgbx4cd0abxn--mix082fxn--mix891f" +
+		"xn--mjndalen-64a.noxn--mk0axi.hkxn--mk1bu44cxn--mkru45i.jpxn--mlatvuopmi-s4a.noxn--mli-tla.noxn--mls" +
+		"elv-iua.noxn--moreke-jua.noxn--mori-qsa.nzxn--mosjen-eya.noxn--mot-tla.noxn--msy-ula0h.noxn--mtta-vr" +
+		"jjat-k7af.noxn--muost-0qa.noxn--mxtq1mxn--mxtq1m.hkxn--mxtq1m.xn--j6w193gxn--ngbc5azdxn--ngbe9e0axn-" +
+		"-ngbrxxn--nit225k.jpxn--nmesjevuemie-tcba.noxn--nnx388axn--nodexn--nqv7fxn--nqv7fs00emaxn--nry-yla5g" +
+		".noxn--ntso0iqx3a.jpxn--ntsq17g.jpxn--nttery-byae.noxn--nvuotna-hwa.noxn--nyqy26axn--o1ac.xn--90a3ac" +
+		"xn--o1ach.xn--90a3acxn--o3cw4hxn--o3cyx2a.xn--o3cw4hxn--od0alg.cnxn--od0alg.hkxn--od0alg.xn--j6w193g" +
+		"xn--od0aq3b.hkxn--ogbpf8flxn--oppegrd-ixa.noxn--ostery-fya.noxn--osyro-wua.noxn--otu796dxn--p1acfxn-" +
+		"-p1aixn--pgbs0dhxn--porsgu-sta26f.noxn--pssu33l.jpxn--pssy2uxn--q7ce6axn--q9jyb4cxn--qcka1pmcxn--qqq" +
+		"t11m.jpxn--qxa6axn--qxamxn--rady-ira.noxn--rdal-poa.noxn--rde-ula.noxn--rdy-0nab.noxn--rennesy-v1a.n" +
+		"oxn--rhkkervju-01af.noxn--rholt-mra.noxn--rhqv96gxn--rht27z.jpxn--rht3d.jpxn--rht61e.jpxn--risa-5na." +
+		"noxn--risr-ira.noxn--rland-uua.noxn--rlingen-mxa.noxn--rmskog-bya.noxn--rny31h.jpxn--rovu88bxn--rros" +
+		"-gra.noxn--rskog-uua.noxn--rst-0na.noxn--rsta-fra.noxn--rvc1e0am3exn--ryken-vua.noxn--ryrvik-bya.nox" +
+		"n--s-1fa.noxn--s9brj9cxn--sandnessjen-ogb.noxn--sandy-yua.noxn--sdtirol-n2a.itxn--seral-lra.noxn--se" +
+		"s554gxn--sgne-gra.noxn--skierv-uta.noxn--skjervy-v1a.noxn--skjk-soa.noxn--sknit-yqa.noxn--sknland-fx" +
+		"a.noxn--slat-5na.noxn--slt-elab.noxn--smla-hra.noxn--smna-gra.noxn--snase-nra.noxn--sndre-land-0cb.n" +
+		"oxn--snes-poa.noxn--snsa-roa.noxn--sr-aurdal-l8a.noxn--sr-fron-q1a.noxn--sr-odal-q1a.noxn--sr-varang" +
+		"er-ggb.noxn--srfold-bya.noxn--srreisa-q1a.noxn--srum-gra.noxn--stjrdal-s1a.noxn--stjrdalshalsen-sqb." +
+		"noxn--stre-toten-zcb.noxn--t60b56axn--tckwexn--tiq49xqyjxn--tjme-hra.noxn--tn0ag.hkxn--tnsberg-q1a.n" +
+		"oxn--tor131o.jpxn--trany-yua.noxn--trentin-sd-tirol-rzb.itxn--trentin-sdtirol-7vb.itxn--trentino-sd-" +
+		"tirol-c3b.itxn--trentino-sdtirol-szb.itxn--trentinosd-tirol-rzb.itxn--trentinosdtirol-7vb.itxn--tren" +
+		"tinsd-tirol-6vb.itxn--trentinsdtirol-nsb.itxn--trgstad-r1a.noxn--trna-woa.noxn--troms-zua.noxn--tysv" +
+		"r-vra.noxn--uc0atv.hkxn--uc0atv.xn--j6w193gxn--uc0ay4a.hkxn--uist22h.jpxn--uisz3g.jpxn--unjrga-rta.n" +
+		"oxn--unup4yxn--uuwu58a.jpxn--vads-jra.noxn--valle-aoste-ebb.itxn--valle-d-aoste-ehb.itxn--valleaoste" +
+		"-e7a.itxn--valledaoste-ebb.itxn--vard-jra.noxn--vegrshei-c0a.noxn--vermgensberater-ctbxn--vermgensbe" +
+		"ratung-pwbxn--vestvgy-ixa6o.noxn--vg-yiab.noxn--vgan-qoa.noxn--vgsy-qoa0j.noxn--vgu402c.jpxn--vhquvx" +
+		"n--vler-qoa.hedmark.noxn--vler-qoa.xn--stfold-9xa.noxn--vre-eiker-k8a.noxn--vrggt-xqad.noxn--vry-yla" +
+		"5g.noxn--vuq861bxn--w4r85el8fhu5dnraxn--w4rs40lxn--wcvs22d.hkxn--wcvs22d.xn--j6w193gxn--wgbh1cxn--wg" +
+		"bl6axn--xhq521bxn--xkc2al3hye2axn--xkc2dl3a5ee0hxn--y9a3aqxn--yer-zna.noxn--yfro4i67oxn--ygarden-p1a" +
+		".noxn--ygbi2ammxxn--ystre-slidre-ujb.noxn--zbx025d.jpxn--zf0avx.hkxn--zfr164bxnbay.comxs4all.spacext" +
+		"ooldevice.comxx.kgxxxxxx.ecxyzxyz.brxz.cny.bgy.seyabu.hyogo.jpyabuki.fukushima.jpyachimata.chiba.jpy" +
+		"achiyo.chiba.jpyachiyo.ibaraki.jpyachtsyaese.okinawa.jpyahaba.iwate.jpyahiko.niigata.jpyahooyaita.to" +
+		"chigi.jpyaizu.shizuoka.jpyakage.okayama.jpyakumo.hokkaido.jpyakumo.shimane.jpyali.mythic-beasts.comy" +
+		"alta.uayamada.fukuoka.jpyamada.iwate.jpyamada.toyama.jpyamaga.kumamoto.jpyamagata.gifu.jpyamagata.ib" +
+		"araki.jpyamagata.jpyamagata.nagano.jpyamagata.yamagata.jpyamaguchi.jpyamakita.kanagawa.jpyamamoto.mi" +
+		"yagi.jpyamanakako.yamanashi.jpyamanashi.jpyamanashi.yamanashi.jpyamanobe.yamagata.jpyamanouchi.nagan" +
+		"o.jpyamashina.kyoto.jpyamato.fukushima.jpyamato.kanagawa.jpyamato.kumamoto.jpyamatokoriyama.nara.jpy" +
+		"amatotakada.nara.jpyamatsuri.fukushima.jpyamaxunyamazoe.nara.jpyame.fukuoka.jpyanagawa.fukuoka.jpyan" +
+		"aizu.fukushima.jpyandexyandexcloud.netyao.osaka.jpyaotsu.gifu.jpyasaka.nagano.jpyashio.saitama.jpyas" +
+		"hiro.hyogo.jpyasu.shiga.jpyasuda.kochi.jpyasugi.shimane.jpyasuoka.nagano.jpyatomi.aichi.jpyatsuka.sh" +
+		"imane.jpyatsushiro.kumamoto.jpyawara.ibaraki.jpyawata.kyoto.jpyawatahama.ehime.jpyazu.tottori.jpyeye" +
+		"nbai.vnyk.cayn.cnynh.fryodobashiyogayoichi.hokkaido.jpyoita.niigata.jpyoka.hyogo.jpyokaichiba.chiba." +
+		"jpyokawa.hyogo.jpyokkaichi.mie.jpyokohamayokohama.jpyokoshibahikari.chiba.jpyokosuka.kanagawa.jpyoko" +
+		"te.akita.jpyokoze.saitama.jpyolasite.comyomitan.okinawa.jpyonabaru.okinawa.jpyonago.tottori.jpyonagu" +
+		"ni.okinawa.jpyonezawa.yamagata.jpyono.saitama.jpyorii.saitama.jpyoro.gifu.jpyoshida.saitama.jpyoshid" +
+		"a.shizuoka.jpyoshikawa.saitama.jpyoshimi.saitama.jpyoshino.nara.jpyoshinogari.saga.jpyoshioka.gunma." +
+		"jpyotsukaido.chiba.jpyouyou2.plyoutubeytyuasa.wakayama.jpyufu.oita.jpyugawa.fukushima.jpyugawara.kan" +
+		"agawa.jpyuki.ibaraki.jpyukuhashi.fukuoka.jpyunyura.wakayama.jpyurihonjo.akita.jpyusuhara.kochi.jpyus" +
+		"ui.kagoshima.jpyuu.yamaguchi.jpyuza.yamagata.jpyuzawa.niigata.jpz.bgz.seza.bzza.comza.netza.orgzabc." +
+		"netzachpomor.plzagan.plzakarpattia.uazakopane.plzama.kanagawa.jpzamami.okinawa.jpzao.miyagi.jpzap.cl" +
+		"oudzaporizhzhe.uazaporizhzhia.uazapposzapto.orgzarazarow.plzeabur.appzentsuji.kagawa.jpzerozerops.ap" +
+		"pzgierz.plzgora.plzgorzelec.plzhitomir.uazhytomyr.uazipzj.cnzlg.brzmzombie.jpzonezone.idzp.gov.plzp." +
+		"uazpisdn.gov.plzt.uazuerichzushi.kanagawa.jpzw",
+	Off: []uint32{
+		0, 4, 53, 59, 64, 72, 78, 84, 90, 111, 115, 131, 147, 161, 175, 188,
+		199, 214, 227, 241, 255, 268, 281, 294, 307, 314, 321, 328, 341, 348, 356, 368,
+		377, 383, 404, 408, 415, 422, 428, 434, 440, 461, 465, 472, 486, 490, 511, 515,
+		523, 531, 539, 545, 566, 570, 575, 596, 600, 606, 613, 618, 639, 643, 647, 651,
+		660, 664, 681, 685, 701, 713, 723, 728, 731, 738, 749, 753, 758, 768, 788, 791,
+		797, 803, 806, 812, 826, 832, 846, 863, 874, 878, 884, 891, 897, 907, 917, 933,
+		941, 943, 948, 953, 958, 963, 968, 973, 978, 983, 993, 998, 1003, 1008, 1013, 1022,
+		1027, 1032, 1037, 1042, 1047, 1052, 1057, 1062, 1071, 1076, 1081, 1086, 1091, 1096, 1101, 1106,
+		1111, 1116, 1121, 1126, 1131, 1136, 1141, 1146, 1151, 1156, 1161, 1166, 1171, 1176, 1181, 1186,
+		1191, 1196, 1201, 1206, 1213, 1224, 1231, 1240, 1253, 1280, 1304, 1314, 1325, 1333, 1347, 1350,
+		1356, 1366, 1381, 1386, 1388, 1398, 1403, 1418, 1431, 1442, 1448, 1454, 1471, 1488, 1506, 1524,
+		1527, 1532, 1540, 1546, 1552, 1562, 1572, 1582, 1584, 1594, 1599, 1605, 1608, 1617, 1625, 1636,
+		1644, 1655, 1659, 1666, 1680, 1693, 1707, 1718, 1723, 1725, 1757, 1788, 1816, 1826, 1848, 1857,
+		1860, 1866, 1875, 1885, 1887, 1892, 1906, 1913, 1929, 1939, 1957, 1963, 1974, 1980, 1988, 1995,
+		2003, 2015, 2022, 2029, 2036, 2044, 2060, 2065, 2070, 2072, 2077, 2082, 2087, 2092, 2097, 2116,
+		2124, 2130, 2133, 2151, 2165, 2178, 2184, 2205, 2229, 2235, 2248, 2273, 2297, 2326, 2355, 2384,
+		2409, 2434, 2463, 2492, 2521, 2550, 2579, 2606, 2630, 2676, 2726, 2753, 2780, 2805, 2830, 2855,
+		2879, 2903, 2927, 2954, 2981, 3006, 3030, 3054, 3078, 3102, 3126, 3134, 3146, 3158, 3164, 3179,
+		3193, 3207, 3216, 3230, 3252, 3271, 3294, 3320, 3326, 3331, 3350, 3360, 3376, 3393, 3411, 3421,
+		3443, 3457, 3477, 3489, 3513, 3529, 3550, 3563, 3578, 3582, 3594, 3610, 3627, 3641, 3649, 3668,
+		3681, 3693, 3704, 3717, 3735, 3737, 3746, 3755, 3760, 3769, 3774, 3779, 3791, 3799, 3812, 3826,
+		3836, 3845, 3859, 3866, 3884, 3890, 3899, 3907, 3911, 3926, 3947, 3953, 3965, 3971, 3977, 3983,
+		3990, 4004, 4017, 4029, 4038, 4052, 4054, 4059, 4068, 4073, 4082, 4094, 4108, 4126, 4145, 4163,
+		4169, 4183, 4198, 4212, 4216, 4221, 4235, 4240, 4247, 4254, 4268, 4277, 4282, 4291, 4337, 4383,
+		4425, 4471, 4517, 4561, 4602, 4643, 4684, 4725, 4744, 4758, 4775, 4783, 4792, 4804, 4813, 4825,
+		4833, 4857, 4881, 4903, 4925, 4932, 4942, 4950, 4963, 4978, 4993, 5008, 5014, 5030, 5033, 5035,
+		5040, 5055, 5073, 5087, 5090, 5106, 5115, 5130, 5138, 5152, 5160, 5191, 5221, 5248, 5275, 5303,
+		5339, 5374, 5406, 5442, 5477, 5509, 5545, 5580, 5612, 5644, 5675, 5703, 5731, 5763, 5791, 5819,
+		5855, 5890, 5922, 5958, 5993, 6025, 6061, 6096, 6128, 6164, 6196, 6232, 6267, 6299, 6331, 6367,
+		6402, 6434, 6443, 6452, 6457, 6466, 6477, 6489, 6499, 6505, 6515, 6525, 6539, 6548, 6551, 6566,
+		6572, 6596, 6624, 6638, 6650, 6667, 6672, 6684, 6698, 6712, 6726, 6738, 6756, 6779, 6790, 6800,
+		6815, 6831, 6843, 6845, 6850, 6859, 6868, 6870, 6875, 6880, 6884, 6900, 6918, 6934, 6940, 6956,
+		6973, 6978, 6992, 7000, 7010, 7020, 7029, 7043, 7060, 7081, 7094, 7108, 7118, 7122, 7129, 7133,
+		7139, 7146, 7149, 7155, 7161, 7167, 7173, 7179, 7185, 7191, 7197, 7201, 7208, 7215, 7222, 7229,
+		7241, 7253, 7255, 7263, 7268, 7282, 7296, 7312, 7324, 7339, 7354, 7371, 7392, 7408, 7428, 7447,
+		7469, 7485, 7500, 7504, 7513, 7524, 7545, 7564, 7581, 7596, 7614, 7618, 7626, 7634, 7642, 7652,
+		7658, 7664, 7672, 7687, 7693, 7711, 7725, 7732, 7739, 7746, 7757, 7764, 7771, 7778, 7785, 7792,
+		7799, 7806, 7813, 7823, 7839, 7847, 7854, 7868, 7870, 7886, 7897, 7906, 7911, 7925, 7934, 7951,
+		7957, 7964, 7989, 7995, 8005, 8011, 8029, 8047, 8055, 8057, 8066, 8077, 8084, 8088, 8095, 8100,
+		8112, 8123, 8141, 8149, 8156, 8166, 8183, 8197, 8204, 8216, 8228, 8265, 8302, 8343, 8384, 8421,
+		8458, 8491, 8523, 8560, 8597, 8634, 8667, 8700, 8737, 8774, 8811, 8848, 8885, 8922, 8957, 8989,
+		9044, 9079, 9114, 9147, 9180, 9213, 9245, 9277, 9309, 9344, 9379, 9412, 9447, 9479, 9511, 9543,
+		9575, 9607, 9627, 9643, 9649, 9660, 9664, 9671, 9676, 9681, 9686, 9697, 9706, 9715, 9725, 9735,
+		9744, 9746, 9760, 9768, 9771, 9787, 9798, 9822, 9824, 9827, 9842, 9856, 9873, 9890, 9892, 9897,
+		9910, 9925, 9942, 9947, 9960, 9972, 9988, 10005, 10018, 10029, 10048, 10065, 10081, 10090, 10094, 10098,
+		10102, 10118, 10120, 10129, 10134, 10143, 10156, 10160, 10171, 10182, 10193, 10202, 10213, 10223, 10233, 10244,
+		10258, 10273, 10282, 10287, 10297, 10308, 10316, 10334, 10347, 10359, 10374, 10392, 10411, 10420, 10432, 10442,
+		10451, 10458, 10462, 10481, 10497, 10501, 10508, 10511, 10517, 10524, 10533, 10544, 10552, 10560, 10568, 10576,
+		10583, 10599, 10623, 10645, 10669, 10694, 10702, 10710, 10720, 10731, 10739, 10748, 10756, 10764, 10772, 10782,
+		10790, 10798, 10808, 10818, 10827, 10839, 10848, 10857, 10866, 10874, 10882, 10892, 10902, 10913, 10926, 10934,
+		10949, 10966, 10981, 10997, 11013, 11023, 11031, 11037, 11044, 11053, 11071, 11081, 11089, 11101, 11113, 11127,
+		11140, 11150, 11165, 11177, 11184, 11190, 11192, 11195, 11201, 11204, 11208, 11213, 11216, 11219, 11221, 11226,
+		11228, 11237, 11251, 11265, 11277, 11286, 11291, 11297, 11306, 11313, 11317, 11326, 11340, 11349, 11355, 11363,
+		11373, 11385, 11394, 11407, 11414, 11424, 11433, 11444, 11450, 11460, 11464, 11471, 11474, 11480, 11486, 11502,
+		11516, 11518, 11520, 11529, 11534, 11536, 11542, 11548, 11550, 11555, 11568, 11580, 11586, 11592, 11609, 11614,
+		11617, 11633, 11643, 11652, 11662, 11675, 11684, 11702, 11710, 11728, 11732, 11741, 11745, 11750, 11761, 11773,
+		11785, 11797, 11800, 11806, 11812, 11832, 11843, 11855, 11864, 11867, 11873, 11879, 11885, 11891, 11897, 11903,
+		11909, 11915, 11921, 11927, 11933, 11939, 11945, 11951, 11957, 11963, 11969, 11975, 11981, 11987, 11993, 11999,
+		12005, 12011, 12017, 12023, 12029, 12035, 12041, 12057, 12059, 12064, 12076, 12084, 12089, 12094, 12110, 12121,
+		12148, 12169, 12180, 12184, 12191, 12198, 12209, 12220, 12231, 12243, 12255, 12267, 12276, 12280, 12291, 12299,
+		12301, 12307, 12325, 12328, 12331, 12333, 12338, 12348, 12354, 12356, 12361, 12375, 12389, 12394, 12405, 12412,
+		12422, 12426, 12433, 12455, 12469, 12479, 12489, 12498, 12505, 12525, 12535, 12538, 12546, 12553, 12557, 12573,
+		12576, 12582, 12586, 12593, 12607, 12617, 12622, 12628, 12634, 12637, 12645, 12656, 12667, 12677, 12688, 12699,
+		12711, 12719, 12729, 12732, 12738, 12748, 12754, 12766, 12783, 12801, 12809, 12820, 12830, 12841, 12843, 12849,
+		12854, 12862, 12870, 12881, 12890, 12899, 12907, 12919, 12929, 12940, 12951, 12959, 12971, 12977, 12988, 12998,
+		13012, 13019, 13039, 13052, 13060, 13070, 13078, 13080, 13085, 13091, 13101, 13103, 13108, 13113, 13126, 13136,
+		13141, 13150, 13166, 13174, 13191, 13201, 13219, 13238, 13247, 13263, 13279, 13298, 13313, 13321, 13329, 13340,
+		13346, 13349, 13359, 13373, 13389, 13393, 13395, 13397, 13419, 13421, 13433, 13442, 13452, 13460, 13468, 13470,
+		13475, 13478, 13482, 13493, 13497, 13505, 13511, 13517, 13519, 13553, 13586, 13616, 13647, 13674, 13683, 13688,
+		13693, 13709, 13714, 13722, 13725, 13740, 13744, 13757, 13769, 13778, 13789, 13802, 13805, 13811, 13822, 13836,
+		13840, 13856, 13867, 13870, 13876, 13884, 13894, 13900, 13904, 13919, 13930, 13948, 13965, 13981, 13992, 14005,
+		14011, 14028, 14039, 14044, 14053, 14066, 14080, 14102, 14111, 14124, 14134, 14142, 14149, 14159, 14167, 14170,
+		14195, 14202, 14222, 14241, 14246, 14250, 14256, 14263, 14273, 14289, 14304, 14312, 14316, 14320, 14331, 14335,
+		14345, 14349, 14355, 14364, 14367, 14377, 14389, 14397, 14410, 14420, 14428, 14443, 14452, 14457, 14460, 14466,
+		14469, 14473, 14475, 14483, 14491, 14499, 14507, 14515, 14523, 14528, 14536, 14544, 14552, 14560, 14568, 14576,
+		14584, 14592, 14600, 14608, 14616, 14624, 14632, 14640, 14648, 14656, 14664, 14672, 14680, 14688, 14696, 14704,
+		14712, 14720, 14728, 14736, 14744, 14752, 14760, 14768, 14776, 14784, 14792, 14800, 14808, 14816, 14824, 14832,
+		14840, 14848, 14856, 14861, 14869, 14877, 14885, 14893, 14901, 14909, 14917, 14925, 14931, 14938, 14940, 14949,
+		14962, 14975, 14993, 15018, 15038, 15062, 15088, 15101, 15118, 15127, 15132, 15141, 15152, 15158, 15187, 15190,
+		15194, 15212, 15227, 15241, 15243, 15254, 15257, 15260, 15269, 15271, 15273, 15282, 15287, 15308, 15320, 15337,
+		15343, 15350, 15365, 15372, 15384, 15389, 15393, 15398, 15406, 15413, 15425, 15436, 15448, 15460, 15473, 15486,
+		15494, 15505, 15524, 15533, 15554, 15577, 15596, 15614, 15632, 15651, 15669, 15686, 15705, 15726, 15745, 15756,
+		15767, 15782, 15789, 15812, 15820, 15854, 15878, 15893, 15907, 15926, 15942, 15958, 15974, 15988, 16003, 16018,
+		16033, 16043, 16060, 16069, 16075, 16089, 16095, 16106, 16117, 16130, 16145, 16158, 16171, 16188, 16194, 16196,
+		16206, 16211, 16218, 16228, 16238, 16244, 16252, 16258, 16263, 16277, 16287, 16294, 16298, 16303, 16307, 16314,
+		16330, 16348, 16360, 16374, 16389, 16403, 16419, 16437, 16439, 16444, 16446, 16451, 16457, 16465, 16473, 16482,
+		16496, 16509, 16522, 16537, 16542, 16557, 16575, 16581, 16589, 16597, 16602, 16614, 16625, 16648, 16658, 16673,
+		16700, 16720, 16741, 16751, 16767, 16782, 16794, 16811, 16834, 16847, 16866, 16880, 16894, 16908, 16926, 16940,
+		16952, 16962, 16973, 16983, 16993, 17003, 17015, 17025, 17035, 17045, 17057, 17067, 17078, 17088, 17099, 17109,
+		17119, 17137, 17154, 17158, 17167, 17174, 17181, 17197, 17199, 17201, 17236, 17266, 17305, 17339, 17345, 17354,
+		17359, 17364, 17369, 17374, 17380, 17388, 17394, 17396, 17401, 17406, 17411, 17416, 17421, 17426, 17431, 17436,
+		17441, 17450, 17455, 17460, 17471, 17476, 17481, 17486, 17491, 17496, 17501, 17507, 17512, 17517, 17522, 17527,
+		17532, 17544, 17553, 17565, 17570, 17575, 17580, 17585, 17590, 17595, 17600, 17605, 17610, 17615, 17620, 17625,
+		17630, 17635, 17640, 17646, 17651, 17656, 17661, 17666, 17671, 17676, 17681, 17686, 17691, 17701, 17706, 17711,
+		17716, 17721, 17726, 17731, 17739, 17744, 17749, 17754, 17759, 17766, 17773, 17778, 17783, 17788, 17801, 17806,
+		17811, 17816, 17821, 17826, 17831, 17836, 17841, 17846, 17851, 17856, 17861, 17866, 17871, 17876, 17881, 17905,
+		17929, 17953, 17963, 17971, 17984, 17989, 18001, 18007, 18016, 18022, 18029, 18043, 18050, 18053, 18059, 18065,
+		18071, 18077, 18083, 18089, 18095, 18101, 18107, 18113, 18119, 18125, 18131, 18137, 18143, 18149, 18155, 18161,
+		18167, 18173, 18179, 18185, 18191, 18197, 18203, 18209, 18215, 18221, 18227, 18233, 18239, 18245, 18251, 18257,
+		18263, 18269, 18275, 18281, 18287, 18293, 18299, 18305, 18311, 18317, 18323, 18329, 18335, 18341, 18347, 18353,
+		18359, 18365, 18371, 18377, 18383, 18389, 18395, 18401, 18407, 18413, 18419, 18425, 18431, 18437, 18443, 18449,
+		18455, 18461, 18467, 18473, 18479, 18485, 18491, 18497, 18503, 18509, 18515, 18521, 18527, 18533, 18539, 18545,
+		18551, 18557, 18563, 18569, 18575, 18581, 18587, 18593, 18599, 18605, 18611, 18617, 18623, 18629, 18635, 18641,
+		18647, 18653, 18659, 18665, 18671, 18677, 18683, 18689, 18695, 18701, 18707, 18713, 18719, 18725, 18731, 18737,
+		18743, 18749, 18755, 18761, 18767, 18773, 18779, 18785, 18791, 18797, 18803, 18809, 18815, 18821, 18827, 18833,
+		18839, 18845, 18851, 18857, 18863, 18869, 18875, 18881, 18887, 18893, 18899, 18905, 18913, 18923, 18932, 18948,
+		18965, 18972, 18979, 18986, 19009, 19030, 19054, 19068, 19076, 19082, 19088, 19095, 19102, 19117, 19124, 19136,
+		19148, 19163, 19173, 19188, 19195, 19202, 19213, 19224, 19236, 19246, 19258, 19269, 19276, 19280, 19291, 19295,
+		19302, 19309, 19316, 19323, 19330, 19337, 19344, 19351, 19358, 19372, 19380, 19393, 19400, 19410, 19430, 19442,
+		19449, 19455, 19462, 19469, 19475, 19478, 19484, 19491, 19502, 19513, 19525, 19530, 19532, 19537, 19542, 19550,
+		19559, 19566, 19572, 19578, 19588, 19599, 19609, 19618, 19624, 19630, 19637, 19646, 19656, 19661, 19664, 19670,
+		19677, 19692, 19697, 19702, 19718, 19725, 19731, 19736, 19741, 19753, 19755, 19761, 19770, 19780, 19788, 19799,
+		19817, 19838, 19862, 19884, 19904, 19929, 19950, 19966, 19992, 20016, 20027, 20029, 20034, 20036, 20038, 20043,
+		20045, 20054, 20059, 20068, 20077, 20081, 20083, 20092, 20097, 20107, 20115, 20119, 20128, 20135, 20139, 20148,
+		20154, 20157, 20165, 20175, 20186, 20201, 20212, 20223, 20239, 20254, 20268, 20286, 20295, 20305, 20319, 20328,
+		20333, 20344, 20348, 20360, 20364, 20381, 20397, 20403, 20409, 20423, 20437, 20451, 20463, 20477, 20490, 20493,
+		20504, 20522, 20527, 20531, 20551, 20571, 20591, 20602, 20609, 20617, 20629, 20641, 20653, 20665, 20673, 20682,
+		20685, 20687, 20693, 20700, 20709, 20730, 20735, 20742, 20746, 20752, 20757, 20766, 20776, 20783, 20790, 20800,
+		20808, 20814, 20825, 20837, 20843, 20851, 20859, 20863, 20880, 20896, 20904, 20909, 20927, 20946, 20963, 20976,
+		20984, 20992, 21008, 21016, 21024, 21031, 21037, 21044, 21050, 21060, 21066, 21073, 21077, 21083, 21094, 21100,
+		21108, 21116, 21131, 21144, 21159, 21162, 21182, 21201, 21222, 21228, 21249, 21262, 21277, 21300, 21313, 21322,
+		21331, 21340, 21349, 21355, 21372, 21375, 21387, 21395, 21411, 21422, 21426, 21435, 21442, 21464, 21470, 21492,
+		21514, 21523, 21534, 21542, 21557, 21571, 21579, 21592, 21607, 21621, 21629, 21633, 21647, 21668, 21683, 21698,
+		21714, 21722, 21725, 21727, 21729, 21738, 21747, 21756, 21768, 21770, 21775, 21792, 21798, 21815, 21818, 21831,
+		21846, 21856, 21868, 21880, 21892, 21903, 21914, 21925, 21934, 21944, 21958, 21968, 21977, 21991, 22004, 22006,
+		22012, 22016, 22022, 22033, 22048, 22063, 22066, 22075, 22082, 22092, 22102, 22113, 22121, 22134, 22147, 22160,
+		22171, 22182, 22192, 22210, 22213, 22221, 22229, 22234, 22243, 22248, 22253, 22263, 22275, 22287, 22303, 22308,
+		22326, 22343, 22352, 22358, 22369, 22379, 22391, 22402, 22413, 22424, 22433, 22436, 22457, 22478, 22499, 22504,
+		22515, 22521, 22527, 22538, 22542, 22545, 22556, 22566, 22575, 22580, 22593, 22604, 22618, 22632, 22646, 22658,
+		22679, 22691, 22703, 22715, 22731, 22749, 22762, 22780, 22798, 22813, 22828, 22843, 22856, 22871, 22888, 22903,
+		22920, 22937, 22951, 22966, 22981, 22991, 23009, 23024, 23035, 23045, 23054, 23063, 23073, 23082, 23093, 23101,
+		23113, 23125, 23140, 23149, 23157, 23159, 23163, 23167, 23171, 23177, 23186, 23193, 23198, 23203, 23221, 23249,
+		23276, 23289, 23303, 23306, 23324, 23335, 23353, 23370, 23387, 23394, 23396, 23401, 23417, 23423, 23426, 23432,
+		23438, 23449, 23466, 23474, 23485, 23490, 23495, 23500, 23505, 23510, 23525, 23544, 23555, 23567, 23588, 23601,
+		23611, 23627, 23630, 23636, 23642, 23648, 23654, 23660, 23666, 23672, 23678, 23684, 23690, 23696, 23702, 23708,
+		23714, 23720, 23726, 23732, 23738, 23744, 23750, 23756, 23762, 23768, 23774, 23780, 23786, 23792, 23798, 23804,
+		23810, 23816, 23822, 23828, 23834, 23844, 23850, 23856, 23862, 23868, 23874, 23880, 23886, 23892, 23898, 23904,
+		23910, 23916, 23922, 23928, 23934, 23940, 23946, 23952, 23958, 23964, 23970, 23976, 23982, 23988, 23994, 24000,
+		24006, 24013, 24019, 24025, 24031, 24037, 24043, 24049, 24055, 24061, 24067, 24073, 24079, 24085, 24091, 24097,
+		24103, 24109, 24115, 24121, 24127, 24133, 24139, 24145, 24151, 24157, 24163, 24169, 24175, 24181, 24187, 24193,
+		24199, 24205, 24211, 24217, 24223, 24229, 24235, 24241, 24247, 24253, 24259, 24265, 24271, 24277, 24283, 24289,
+		24295, 24301, 24307, 24313, 24319, 24325, 24331, 24337, 24343, 24349, 24355, 24361, 24367, 24373, 24379, 24385,
+		24391, 24397, 24403, 24409, 24415, 24421, 24427, 24433, 24439, 24445, 24454, 24467, 24476, 24478, 24487, 24493,
+		24510, 24521, 24523, 24534, 24543, 24551, 24557, 24568, 24579, 24589, 24600, 24612, 24628, 24638, 24658, 24675,
+		24695, 24704, 24719, 24733, 24744, 24755, 24766, 24772, 24782, 24787, 24793, 24805, 24824, 24830, 24844, 24858,
+		24871, 24888, 24904, 24910, 24921, 24931, 24937, 24975, 25012, 25054, 25096, 25138, 25176, 25214, 25256, 25298,
+		25340, 25382, 25422, 25459, 25500, 25545, 25585, 25625, 25663, 25701, 25739, 25776, 25813, 25850, 25890, 25930,
+		25968, 26005, 26042, 26079, 26120, 26161, 26198, 26235, 26277, 26318, 26364, 26410, 26456, 26498, 26540, 26586,
+		26632, 26678, 26724, 26768, 26809, 26854, 26903, 26947, 26991, 27033, 27075, 27117, 27158, 27199, 27240, 27284,
+		27328, 27370, 27411, 27452, 27493, 27538, 27583, 27624, 27665, 27704, 27742, 27785, 27828, 27871, 27910, 27949,
+		27992, 28035, 28078, 28121, 28162, 28200, 28242, 28288, 28329, 28370, 28409, 28448, 28487, 28525, 28563, 28601,
+		28642, 28683, 28722, 28760, 28798, 28836, 28878, 28920, 28958, 28996, 29001, 29012, 29025, 29033, 29050, 29067,
+		29087, 29097, 29103, 29109, 29115, 29121, 29127, 29134, 29145, 29156, 29164, 29177, 29188, 29205, 29212, 29218,
+		29229, 29244, 29262, 29273, 29291, 29296, 29305, 29319, 29321, 29326, 29334, 29351, 29355, 29365, 29375, 29382,
+		29384, 29402, 29411, 29420, 29425, 29434, 29450, 29468, 29474, 29480, 29483, 29502, 29521, 29538, 29558, 29564,
+		29570, 29572, 29592, 29598, 29604, 29611, 29621, 29623, 29640, 29657, 29674, 29691, 29725, 29758, 29788, 29818,
+		29852, 29882, 29914, 29945, 29973, 30005, 30036, 30068, 30099, 30130, 30152, 30173, 30203, 30230, 30261, 30291,
+		30318, 30349, 30379, 30406, 30411, 30417, 30433, 30439, 30455, 30466, 30472, 30486, 30507, 30521, 30527, 30537,
+		30547, 30550, 30561, 30570, 30576, 30594, 30602, 30617, 30631, 30639, 30652, 30688, 30723, 30763, 30803, 30843,
+		30879, 30915, 30955, 30995, 31035, 31075, 31115, 31153, 31188, 31227, 31270, 31308, 31346, 31382, 31418, 31454,
+		31489, 31524, 31559, 31597, 31635, 31671, 31706, 31741, 31776, 31815, 31854, 31889, 31924, 31932, 31957, 31963,
+		31984, 31992, 31999, 32006, 32018, 32028, 32047, 32051, 32055, 32060, 32064, 32068, 32077, 32082, 32092, 32098,
+		32104, 32116, 32128, 32140, 32143, 32147, 32163, 32169, 32173, 32180, 32190, 32197, 32212, 32216, 32231, 32251,
+		32263, 32281, 32293, 32305, 32314, 32323, 32331, 32336, 32341, 32356, 32361, 32369, 32389, 32405, 32413, 32424,
+		32432, 32438, 32464, 32472, 32482, 32489, 32496, 32508, 32514, 32524, 32529, 32543, 32548, 32554, 32561, 32567,
+		32569, 32588, 32593, 32602, 32607, 32615, 32619, 32625, 32639, 32649, 32676, 32697, 32711, 32722, 32726, 32733,
+		32739, 32745, 32751, 32756, 32763, 32772, 32781, 32785, 32800, 32810, 32820, 32829, 32849, 32868, 32888, 32907,
+		32914, 32921, 32928, 32935, 32942, 32949, 32956, 32964, 32968, 32975, 32978, 32987, 32994, 32996, 33001, 33010,
+		33018, 33020, 33025, 33031, 33042, 33054, 33063, 33077, 33088, 33094, 33102, 33113, 33120, 33124, 33131, 33138,
+		33147, 33155, 33166, 33176, 33183, 33191, 33198, 33215, 33230, 33233, 33240, 33242, 33247, 33252, 33257, 33262,
+		33282, 33288, 33290, 33299, 33311, 33321, 33324, 33328, 33335, 33343, 33357, 33369, 33381, 33393, 33404, 33408,
+		33416, 33421, 33436, 33451, 33466, 33481, 33495, 33503, 33510, 33520, 33529, 33534, 33542, 33553, 33562, 33568,
+		33574, 33584, 33587, 33593, 33595, 33620, 33648, 33676, 33685, 33690, 33712, 33721, 33731, 33743, 33756, 33770,
+		33781, 33797, 33805, 33819, 33823, 33837, 33850, 33863, 33875, 33887, 33898, 33913, 33925, 33938, 33956, 33963,
+		33975, 33988, 33997, 34015, 34034, 34052, 34076, 34099, 34116, 34133, 34151, 34168, 34191, 34213, 34229, 34232,
+		34239, 34247, 34257, 34268, 34279, 34290, 34301, 34312, 34323, 34334, 34345, 34356, 34367, 34378, 34389, 34400,
+		34411, 34422, 34433, 34444, 34455, 34466, 34477, 34488, 34499, 34510, 34521, 34532, 34543, 34554, 34565, 34576,
+		34587, 34598, 34609, 34620, 34631, 34642, 34653, 34664, 34675, 34686, 34697, 34708, 34719, 34730, 34741, 34752,
+		34763, 34774, 34785, 34796, 34807, 34818, 34829, 34836, 34843, 34860, 34868, 34880, 34889, 34897, 34906, 34912,
+		34924, 34927, 34945, 34959, 34974, 34988, 35008, 35017, 35035, 35051, 35070, 35088, 35108, 35129, 35157, 35173,
+		35190, 35209, 35231, 35247, 35264, 35281, 35301, 35321, 35328, 35352, 35372, 35389, 35407, 35427, 35443, 35457,
+		35465, 35484, 35494, 35513, 35530, 35552, 35573, 35585, 35606, 35609, 35627, 35647, 35666, 35696, 35700, 35710,
+		35720, 35730, 35748, 35757, 35777, 35798, 35816, 35823, 35836, 35850, 35869, 35875, 35892, 35907, 35919, 35935,
+		35951, 35957, 35960, 35973, 35984, 35988, 35992, 35998, 36000, 36005, 36015, 36026, 36038, 36041, 36047, 36054,
+		36059, 36065, 36073, 36090, 36094, 36107, 36121, 36128, 36133, 36141, 36154, 36163, 36176, 36186, 36189, 36195,
+		36206, 36215, 36225, 36228, 36230, 36236, 36240, 36245, 36247, 36252, 36258, 36267, 36270, 36279, 36281, 36286,
+		36289, 36296, 36310, 36322, 36337, 36343, 36352, 36358, 36364, 36370, 36384, 36392, 36401, 36405, 36417, 36424,
+		36440, 36446, 36452, 36462, 36473, 36484, 36486, 36488, 36492, 36498, 36506, 36508, 36517, 36519, 36528, 36544,
+		36548, 36553, 36565, 36572, 36581, 36593, 36606, 36624, 36641, 36654, 36662, 36670, 36687, 36699, 36708, 36718,
+		36728, 36737, 36754, 36775, 36784, 36794, 36799, 36805, 36815, 36826, 36837, 36847, 36856, 36862, 36864, 36873,
+		36878, 36881, 36891, 36903, 36913, 36919, 36941, 36958, 36979, 36984, 36993, 37002, 37012, 37023, 37025, 37030,
+		37034, 37042, 37045, 37048, 37050, 37060, 37069, 37074, 37079, 37092, 37101, 37106, 37111, 37116, 37121, 37126,
+		37135, 37140, 37145, 37150, 37155, 37161, 37167, 37173, 37179, 37185, 37191, 37197, 37203, 37209, 37215, 37221,
+		37227, 37233, 37239, 37245, 37251, 37267, 37274, 37286, 37292, 37302, 37309, 37324, 37330, 37348, 37354, 37358,
+		37367, 37371, 37381, 37389, 37405, 37413, 37417, 37423, 37437, 37451, 37454, 37460, 37470, 37480, 37486, 37498,
+		37514, 37530, 37533, 37542, 37552, 37562, 37581, 37597, 37612, 37628, 37638, 37645, 37652, 37659, 37666, 37673,
+		37680, 37683, 37689, 37695, 37701, 37707, 37713, 37719, 37725, 37731, 37737, 37743, 37749, 37755, 37761, 37767,
+		37773, 37779, 37785, 37791, 37797, 37803, 37809, 37815, 37821, 37827, 37833, 37839, 37845, 37851, 37857, 37863,
+		37869, 37875, 37881, 37887, 37893, 37899, 37905, 37911, 37917, 37923, 37929, 37935, 37941, 37947, 37953, 37959,
+		37965, 37971, 37977, 37983, 37989, 37995, 38001, 38007, 38013, 38019, 38025, 38031, 38037, 38043, 38049, 38055,
+		38061, 38067, 38073, 38079, 38085, 38091, 38097, 38103, 38109, 38115, 38121, 38127, 38133, 38139, 38145, 38151,
+		38157, 38163, 38169, 38175, 38181, 38187, 38193, 38199, 38205, 38214, 38220, 38226, 38232, 38238, 38244, 38250,
+		38256, 38262, 38268, 38274, 38280, 38286, 38292, 38298, 38304, 38310, 38316, 38322, 38328, 38334, 38342, 38348,
+		38354, 38360, 38366, 38372, 38378, 38384, 38390, 38396, 38402, 38408, 38414, 38420, 38426, 38432, 38438, 38444,
+		38450, 38456, 38462, 38468, 38474, 38480, 38486, 38492, 38498, 38504, 38519, 38526, 38528, 38530, 38532, 38538,
+		38547, 38552, 38557, 38572, 38580, 38590, 38597, 38605, 38615, 38629, 38637, 38649, 38655, 38673, 38683, 38695,
+		38700, 38708, 38719, 38724, 38735, 38742, 38756, 38771, 38781, 38789, 38800, 38819, 38824, 38834, 38843, 38852,
+		38858, 38864, 38871, 38873, 38881, 38889, 38897, 38902, 38910, 38918, 38926, 38941, 38949, 38957, 38965, 38973,
+		38981, 38991, 38999, 39007, 39015, 39029, 39037, 39045, 39053, 39061, 39067, 39073, 39075, 39077, 39082, 39087,
+		39094, 39100, 39105, 39109, 39114, 39121, 39131, 39143, 39151, 39159, 39175, 39179, 39199, 39204, 39209, 39214,
+		39219, 39221, 39231, 39236, 39238, 39244, 39256, 39267, 39279, 39298, 39303, 39307, 39311, 39316, 39321, 39338,
+		39347, 39365, 39373, 39389, 39408, 39425, 39445, 39457, 39474, 39492, 39501, 39519, 39534, 39547, 39564, 39574,
+		39593, 39604, 39615, 39619, 39636, 39656, 39674, 39690, 39707, 39726, 39735, 39744, 39755, 39763, 39779, 39796,
+		39817, 39825, 39835, 39851, 39875, 39882, 39897, 39910, 39925, 39933, 39950, 39969, 39988, 40002, 40016, 40032,
+		40039, 40054, 40070, 40078, 40094, 40103, 40118, 40132, 40140, 40149, 40164, 40174, 40188, 40206, 40217, 40236,
+		40251, 40272, 40289, 40302, 40312, 40321, 40331, 40345, 40358, 40373, 40387, 40402, 40411, 40430, 40449, 40473,
+		40488, 40500, 40511, 40515, 40536, 40556, 40569, 40582, 40587, 40590, 40594, 40602, 40607, 40613, 40634, 40643,
+		40652, 40662, 40670, 40684, 40695, 40711, 40721, 40733, 40737, 40745, 40753, 40762, 40773, 40785, 40791, 40799,
+		40815, 40831, 40835, 40853, 40859, 40872, 40896, 40913, 40923, 40935, 40947, 40955, 40960, 40965, 40974, 40989,
+		41001, 41019, 41034, 41051, 41069, 41077, 41086, 41104, 41124, 41142, 41166, 41192, 41221, 41243, 41266, 41289,
+		41314, 41337, 41359, 41386, 41413, 41437, 41459, 41480, 41499, 41520, 41544, 41569, 41590, 41609, 41629, 41651,
+		41675, 41697, 41704, 41716, 41735, 41752, 41769, 41784, 41799, 41816, 41830, 41843, 41858, 41873, 41890, 41908,
+		41914, 41922, 41940, 41958, 41975, 41992, 42009, 42028, 42049, 42065, 42085, 42104, 42123, 42138, 42155, 42173,
+		42185, 42194, 42213, 42225, 42232, 42250, 42272, 42295, 42316, 42324, 42327, 42340, 42351, 42364, 42366, 42371,
+		42377, 42383, 42386, 42391, 42396, 42404, 42412, 42414, 42419, 42421, 42426, 42436, 42450, 42464, 42472, 42478,
+		42484, 42501, 42512, 42523, 42542, 42560, 42579, 42585, 42593, 42600, 42607, 42621, 42632, 42639, 42656, 42665,
+		42680, 42694, 42703, 42714, 42725, 42736, 42745, 42755, 42768, 42781, 42794, 42799, 42818, 42836, 42845, 42857,
+		42869, 42881, 42893, 42907, 42927, 42932, 42943, 42961, 42975, 42991, 43006, 43017, 43025, 43034, 43046, 43067,
+		43087, 43092, 43101, 43108, 43116, 43120, 43130, 43142, 43149, 43167, 43184, 43199, 43214, 43217, 43222, 43230,
+		43238, 43246, 43252, 43271, 43278, 43283, 43286, 43297, 43309, 43311, 43320, 43330, 43338, 43343, 43347, 43349,
+		43360, 43362, 43371, 43377, 43383, 43389, 43408, 43417, 43427, 43436, 43444, 43453, 43458, 43470, 43478, 43490,
+		43507, 43514, 43520, 43524, 43528, 43532, 43536, 43543, 43548, 43553, 43558, 43571, 43587, 43605, 43615, 43631,
+		43641, 43656, 43659, 43665, 43673, 43682, 43686, 43689, 43708, 43725, 43743, 43760, 43777, 43804, 43821, 43840,
+		43859, 43878, 43885, 43892, 43899, 43902, 43911, 43913, 43918, 43923, 43928, 43950, 43955, 43970, 43975, 43980,
+		43985, 43991, 44001, 44014, 44027, 44032, 44037, 44049, 44055, 44064, 44070, 44076, 44078, 44087, 44091, 44096,
+		44099, 44119, 44139, 44159, 44179, 44198, 44214, 44228, 44244, 44260, 44279, 44295, 44312, 44328, 44333, 44348,
+		44362, 44376, 44390, 44403, 44420, 44435, 44449, 44455, 44470, 44483, 44500, 44502, 44536, 44569, 44599, 44608,
+		44613, 44621, 44634, 44651, 44653, 44658, 44674, 44692, 44703, 44722, 44728, 44741, 44747, 44751, 44766, 44770,
+		44780, 44790, 44792, 44804, 44816, 44825, 44837, 44846, 44856, 44866, 44881, 44890, 44900, 44910, 44919, 44934,
+		44940, 44951, 44956, 44961, 44966, 44971, 44976, 44990, 45003, 45017, 45029, 45045, 45059, 45074, 45091, 45110,
+		45129, 45152, 45168, 45181, 45195, 45198, 45204, 45214, 45220, 45226, 45232, 45238, 45244, 45269, 45291, 45313,
+		45333, 45354, 45364, 45373, 45384, 45396, 45406, 45418, 45424, 45430, 45436, 45442, 45450, 45454, 45461, 45468,
+		45475, 45482, 45489, 45496, 45503, 45510, 45517, 45524, 45531, 45538, 45545, 45552, 45559, 45566, 45573, 45580,
+		45587, 45594, 45601, 45608, 45615, 45622, 45629, 45636, 45643, 45650, 45657, 45664, 45671, 45678, 45685, 45692,
+		45699, 45702, 45708, 45719, 45722, 45734, 45741, 45764, 45782, 45791, 45800, 45814, 45820, 45823, 45832, 45838,
+		45844, 45850, 45856, 45862, 45872, 45878, 45884, 45890, 45896, 45902, 45908, 45914, 45920, 45926, 45932, 45938,
+		45951, 45966, 45977, 45984, 45997, 46003, 46019, 46030, 46044, 46046, 46051, 46056, 46081, 46086, 46094, 46103,
+		46114, 46128, 46152, 46160, 46180, 46198, 46211, 46222, 46230, 46232, 46234, 46239, 46253, 46262, 46267, 46283,
+		46285, 46303, 46319, 46338, 46356, 46374, 46392, 46408, 46427, 46440, 46453, 46466, 46487, 46499, 46521, 46538,
+		46555, 46570, 46595, 46613, 46626, 46639, 46652, 46665, 46679, 46692, 46712, 46727, 46742, 46761, 46776, 46792,
+		46812, 46831, 46845, 46862, 46880, 46894, 46910, 46926, 46950, 46971, 46986, 47005, 47022, 47040, 47055, 47071,
+		47087, 47102, 47120, 47128, 47148, 47163, 47180, 47199, 47215, 47233, 47254, 47262, 47278, 47289, 47301, 47312,
+		47329, 47345, 47365, 47382, 47393, 47405, 47416, 47428, 47448, 47460, 47472, 47487, 47502, 47518, 47534, 47550,
+		47567, 47586, 47595, 47604, 47609, 47621, 47633, 47645, 47662, 47678, 47684, 47703, 47713, 47732, 47749, 47759,
+		47768, 47778, 47792, 47808, 47827, 47847, 47868, 47879, 47898, 47918, 47925, 47932, 47947, 47963, 47983, 47986,
+		47994, 48007, 48017, 48031, 48033, 48038, 48043, 48049, 48058, 48063, 48093, 48113, 48130, 48146, 48162, 48176,
+		48194, 48198, 48217, 48232, 48240, 48255, 48274, 48291, 48297, 48300, 48318, 48328, 48338, 48345, 48356, 48373,
+		48391, 48408, 48426, 48446, 48462, 48478, 48499, 48517, 48534, 48551, 48565, 48573, 48592, 48598, 48610, 48615,
+		48631, 48646, 48664, 48678, 48696, 48714, 48736, 48752, 48772, 48793, 48797, 48815, 48834, 48850, 48856, 48862,
+		48871, 48879, 48891, 48909, 48913, 48924, 48934, 48937, 48965, 48985, 48994, 49007, 49013, 49015, 49033, 49037,
+		49044, 49051, 49069, 49093, 49106, 49116, 49125, 49134, 49141, 49150, 49165, 49177, 49187, 49197, 49208, 49213,
+		49224, 49231, 49239, 49264, 49267, 49272, 49275, 49294, 49313, 49332, 49334, 49337, 49340, 49342, 49357, 49361,
+		49367, 49384, 49393, 49409, 49420, 49432, 49442, 49451, 49457, 49469, 49484, 49487, 49497, 49511, 49523, 49538,
+		49550, 49553, 49566, 49574, 49576, 49585, 49591, 49602, 49610, 49617, 49624, 49628, 49633, 49639, 49661, 49666,
+		49672, 49679, 49686, 49692, 49697, 49701, 49705, 49714, 49723, 49732, 49741, 49750, 49759, 49768, 49777, 49786,
+		49792, 49801, 49810, 49819, 49828, 49837, 49843, 49852, 49861, 49870, 49879, 49888, 49897, 49906, 49915, 49924,
+		49933, 49942, 49951, 49960, 49969, 49978, 49987, 49996, 50005, 50014, 50023, 50032, 50041, 50050, 50059, 50068,
+		50077, 50086, 50092, 50101, 50110, 50119, 50125, 50134, 50143, 50152, 50161, 50170, 50190, 50210, 50230, 50243,
+		50250, 50267, 50287, 50302, 50312, 50333, 50354, 50375, 50391, 50406, 50429, 50448, 50457, 50469, 50491, 50506,
+		50524, 50542, 50558, 50577, 50595, 50613, 50631, 50647, 50667, 50687, 50706, 50723, 50739, 50748, 50759, 50770,
+		50779, 50796, 50813, 50833, 50849, 50864, 50877, 50891, 50914, 50936, 50953, 50971, 50991, 51008, 51028, 51045,
+		51064, 51084, 51102, 51118, 51139, 51161, 51177, 51196, 51219, 51236, 51260, 51281, 51297, 51310, 51325, 51345,
+		51362, 51373, 51387, 51407, 51426, 51447, 51467, 51479, 51493, 51508, 51522, 51541, 51558, 51577, 51591, 51608,
+		51623, 51631, 51641, 51653, 51666, 51677, 51698, 51713, 51723, 51740, 51755, 51765, 51774, 51784, 51794, 51813,
+		51829, 51845, 51859, 51876, 51893, 51911, 51926, 51943, 51961, 51976, 51992, 52010, 52032, 52045, 52062, 52077,
+		52093, 52112, 52134, 52151, 52161, 52178, 52193, 52211, 52226, 52237, 52254, 52275, 52294, 52311, 52329, 52335,
+		52348, 52363, 52385, 52399, 52417, 52437, 52456, 52470, 52483, 52496, 52515, 52533, 52549, 52569, 52590, 52612,
+		52633, 52654, 52672, 52689, 52710, 52727, 52738, 52756, 52776, 52790, 52808, 52826, 52844, 52859, 52874, 52878,
+		52885, 52887, 52898, 52911, 52924, 52936, 52953, 52966, 52986, 52992, 53000, 53011, 53026, 53036, 53049, 53063,
+		53066, 53068, 53073, 53075, 53080, 53092, 53103, 53113, 53123, 53133, 53148, 53163, 53172, 53174, 53177, 53196,
+		53209, 53222, 53226, 53238, 53245, 53256, 53271, 53287, 53298, 53317, 53336, 53356, 53363, 53370, 53381, 53392,
+		53395, 53409, 53427, 53443, 53464, 53478, 53485, 53492, 53498, 53510, 53528, 53548, 53561, 53576, 53585, 53600,
+		53611, 53624, 53638, 53655, 53673, 53687, 53710, 53725, 53738, 53751, 53764, 53782, 53800, 53820, 53836, 53852,
+		53869, 53889, 53905, 53930, 53947, 53968, 53988, 54001, 54019, 54038, 54063, 54088, 54107, 54127, 54134, 54145,
+		54149, 54156, 54170, 54190, 54210, 54225, 54240, 54253, 54261, 54269, 54279, 54281, 54286, 54298, 54300, 54319,
+		54334, 54348, 54369, 54376, 54389, 54397, 54411, 54427, 54432, 54449, 54464, 54479, 54495, 54510, 54523, 54538,
+		54556, 54568, 54582, 54600, 54615, 54622, 54641, 54666, 54676, 54694, 54704, 54717, 54733, 54742, 54756, 54770,
+		54782, 54796, 54804, 54817, 54832, 54841, 54852, 54865, 54883, 54889, 54900, 54921, 54934, 54951, 54966, 54980,
+		54986, 55006, 55027, 55045, 55064, 55077, 55090, 55103, 55121, 55139, 55154, 55172, 55192, 55211, 55227, 55243,
+		55263, 55278, 55287, 55289, 55293, 55296, 55308, 55310, 55319, 55324, 55329, 55341, 55351, 55360, 55370, 55382,
+		55385, 55389, 55401, 55416, 55431, 55444, 55459, 55475, 55482, 55487, 55492, 55514, 55536, 55556, 55572, 55585,
+		55597, 55614, 55629, 55643, 55662, 55680, 55691, 55711, 55730, 55743, 55760, 55779, 55797, 55814, 55832, 55851,
+		55870, 55886, 55904, 55924, 55944, 55959, 55968, 55988, 56005, 56022, 56031, 56051, 56067, 56084, 56102, 56120,
+		56144, 56152, 56168, 56185, 56201, 56217, 56236, 56257, 56276, 56287, 56298, 56310, 56329, 56337, 56350, 56367,
+		56372, 56383, 56394, 56401, 56413, 56425, 56438, 56450, 56460, 56462, 56472, 56484, 56486, 56491, 56498, 56513,
+		56530, 56548, 56565, 56570, 56578, 56592, 56609, 56624, 56626, 56638, 56642, 56646, 56648, 56660, 56665, 56679,
+		56694, 56731, 56768, 56801, 56838, 56875, 56910, 56945, 56977, 57009, 57041, 57073, 57105, 57112, 57122, 57131,
+		57141, 57149, 57177, 57204, 57236, 57268, 57300, 57328, 57360, 57392, 57424, 57454, 57484, 57512, 57540, 57567,
+		57594, 57621, 57649, 57676, 57703, 57730, 57757, 57784, 57795, 57805, 57810, 57819, 57823, 57837, 57854, 57863,
+		57874, 57884, 57891, 57900, 57907, 57917, 57930, 57939, 57948, 57955, 57966, 57969, 57975, 57984, 57990, 57997,
+		58007, 58018, 58021, 58028, 58034, 58040, 58046, 58054, 58056, 58058, 58063, 58070, 58082, 58097, 58100, 58105,
+		58117, 58131, 58143, 58155, 58170, 58175, 58187, 58197, 58206, 58219, 58227, 58235, 58242, 58251, 58257, 58263,
+		58268, 58278, 58282, 58294, 58303, 58315, 58325, 58338, 58345, 58355, 58361, 58369, 58378, 58387, 58395, 58406,
+		58411, 58421, 58430, 58435, 58440, 58444, 58446, 58451, 58460, 58469, 58478, 58487, 58496, 58505, 58514, 58523,
+		58532, 58541, 58547, 58556, 58565, 58574, 58583, 58592, 58601, 58610, 58619, 58628, 58637, 58646, 58655, 58664,
+		58673, 58682, 58691, 58700, 58709, 58718, 58727, 58736, 58745, 58754, 58763, 58772, 58781, 58790, 58799, 58808,
+		58817, 58826, 58835, 58844, 58853, 58862, 58871, 58880, 58889, 58898, 58907, 58916, 58925, 58934, 58947, 58951,
+		58958, 58967, 58971, 58984, 58993, 58999, 59007, 59017, 59021, 59034, 59048, 59062, 59074, 59079, 59091, 59103,
+		59115, 59130, 59139, 59150, 59157, 59161, 59168, 59177, 59189, 59193, 59210, 59224, 59241, 59254, 59258, 59269,
+		59285, 59291, 59301, 59303, 59306, 59309, 59314, 59319, 59328, 59332, 59337, 59350, 59365, 59376, 59390, 59396,
+		59401, 59408, 59419, 59426, 59432, 59445, 59458, 59470, 59488, 59502, 59512, 59526, 59536, 59545, 59554, 59564,
+		59570, 59573, 59583, 59595, 59608, 59614, 59620, 59632, 59643, 59650, 59658, 59684, 59710, 59716, 59740, 59751,
+		59760, 59768, 59780, 59794, 59802, 59807, 59812, 59823, 59834, 59844, 59862, 59866, 59876, 59887, 59896, 59902,
+		59911, 59931, 59934, 59946, 59963, 59965, 59967, 59969, 59978, 59983, 59988, 59991, 60000, 60006, 60012, 60018,
+		60024, 60030, 60036, 60042, 60046, 60048, 60057, 60062, 60073, 60081, 60090, 60100, 60108, 60118, 60128, 60139,
+		60149, 60157, 60164, 60172, 60181, 60189, 60198, 60218, 60226, 60230, 60236, 60246, 60256, 60258, 60267, 60272,
+		60279, 60281, 60291, 60300, 60322, 60326, 60330, 60332, 60341, 60350, 60355, 60364, 60373, 60384, 60400, 60413,
+		60419, 60436, 60446, 60459, 60476, 60493, 60513, 60529, 60533, 60547, 60554, 60561, 60577, 60583, 60599, 60605,
+		60627, 60650, 60664, 60674, 60687, 60697, 60706, 60728, 60731, 60741, 60750, 60759, 60764, 60777, 60794, 60809,
+		60819, 60827, 60830, 60844, 60860, 60866, 60875, 60884, 60894, 60903, 60909, 60918, 60934, 60941, 60953, 60961,
+		60970, 60988, 61006, 61021, 61034, 61053, 61072, 61090, 61098, 61114, 61129, 61146, 61152, 61161, 61173, 61182,
+		61200, 61221, 61240, 61256, 61273, 61292, 61312, 61334, 61353, 61369, 61385, 61408, 61428, 61448, 61466, 61487,
+		61503, 61509, 61522, 61534, 61546, 61557, 61566, 61571, 61576, 61579, 61581, 61586, 61594, 61602, 61610, 61618,
+		61620, 61625, 61627, 61661, 61694, 61724, 61756, 61787, 61815, 61820, 61829, 61834, 61839, 61844, 61849, 61856,
+		61861, 61866, 61871, 61876, 61881, 61884, 61890, 61896, 61902, 61908, 61914, 61920, 61926, 61932, 61939, 61945,
+		61951, 61961, 61971, 61976, 61986, 61994, 62002, 62021, 62033, 62046, 62057, 62075, 62092, 62104, 62108, 62123,
+		62136, 62149, 62163, 62175, 62195, 62204, 62213, 62222, 62231, 62239, 62257, 62261, 62269, 62279, 62282, 62286,
+		62296, 62301, 62309, 62320, 62332, 62342, 62357, 62370, 62377, 62379, 62388, 62397, 62418, 62439, 62460, 62462,
+		62467, 62472, 62477, 62482, 62497, 62506, 62521, 62536, 62545, 62560, 62575, 62585, 62602, 62608, 62617, 62626,
+		62644, 62657, 62672, 62687, 62702, 62715, 62733, 62752, 62767, 62786, 62801, 62819, 62837, 62850, 62853, 62859,
+		62865, 62871, 62877, 62883, 62889, 62895, 62901, 62907, 62913, 62919, 62925, 62931, 62937, 62943, 62949, 62955,
+		62961, 62967, 62973, 62979, 62985, 62991, 62997, 63003, 63009, 63015, 63021, 63027, 63033, 63039, 63045, 63051,
+		63057, 63063, 63069, 63075, 63081, 63087, 63093, 63099, 63105, 63111, 63117, 63123, 63129, 63135, 63141, 63147,
+		63153, 63159, 63165, 63171, 63177, 63183, 63189, 63195, 63201, 63207, 63213, 63219, 63225, 63231, 63237, 63245,
+		63254, 63271, 63289, 63298, 63315, 63335, 63359, 63376, 63391, 63410, 63430, 63456, 63476, 63495, 63517, 63539,
+		63563, 63579, 63600, 63620, 63642, 63665, 63688, 63711, 63734, 63758, 63775, 63790, 63805, 63814, 63821, 63825,
+		63839, 63850, 63862, 63881, 63895, 63911, 63927, 63931, 63942, 63955, 63966, 63977, 63986, 63999, 64016, 64031,
+		64048, 64063, 64079, 64096, 64113, 64131, 64147, 64162, 64182, 64201, 64214, 64217, 64232, 64246, 64261, 64276,
+		64294, 64310, 64320, 64334, 64352, 64365, 64384, 64401, 64417, 64426, 64440, 64457, 64472, 64494, 64511, 64524,
+		64544, 64563, 64574, 64594, 64609, 64625, 64645, 64663, 64683, 64699, 64714, 64733, 64749, 64766, 64778, 64780,
+		64789, 64794, 64801, 64803, 64806, 64816, 64819, 64821, 64824, 64834, 64840, 64842, 64847, 64852, 64854, 64866,
+		64879, 64884, 64889, 64894, 64904, 64919, 64923, 64930, 64937, 64944, 64951, 64957, 64974, 64983, 65003, 65022,
+		65035, 65041, 65045, 65055, 65069, 65083, 65092, 65099, 65107, 65115, 65118, 65121, 65136, 65149, 65155, 65163,
+		65172, 65175, 65195, 65201, 65207, 65214, 65219, 65227, 65239, 65246, 65262, 65286, 65294, 65309, 65325, 65346,
+		65352, 65364, 65377, 65388, 65399, 65408, 65426, 65447, 65463, 65480, 65497, 65515, 65521, 65542, 65561, 65569,
+		65575, 65595, 65605, 65616, 65623, 65640, 65644, 65661, 65672, 65686, 65703, 65706, 65711, 65724, 65726, 65731,
+		65733, 65735, 65740, 65750, 65790, 65792, 65798, 65807, 65812, 65817, 65826, 65833, 65838, 65841, 65847, 65853,
+		65855, 65864, 65873, 65878, 65887, 65892, 65904, 65907, 65910, 65912, 65929, 65945, 65963, 65976, 65995, 66002,
+		66011, 66021, 66040, 66056, 66076, 66087, 66106, 66121, 66127, 66136, 66160, 66178, 66184, 66193, 66202, 66211,
+		66216, 66225, 66234, 66245, 66260, 66278, 66287, 66289, 66291, 66300, 66318, 66320, 66350, 66352, 66367, 66380,
+		66392, 66397, 66402, 66415, 66430, 66435, 66444, 66449, 66470, 66480, 66489, 66501, 66512, 66525, 66538, 66546,
+		66556, 66570, 66581, 66592, 66606, 66618, 66631, 66639, 66647, 66655, 66663, 66675, 66682, 66694, 66705, 66717,
+		66731, 66748, 66760, 66771, 66780, 66789, 66805, 66817, 66826, 66837, 66852, 66865, 66879, 66895, 66905, 66914,
+		66925, 66932, 66941, 66955, 66970, 66982, 66991, 67011, 67031, 67051, 67067, 67080, 67095, 67110, 67125, 67140,
+		67158, 67174, 67193, 67208, 67223, 67238, 67253, 67268, 67283, 67298, 67314, 67329, 67344, 67359, 67374, 67388,
+		67401, 67412, 67420, 67432, 67441, 67451, 67453, 67457, 67461, 67463, 67468, 67475, 67492, 67495, 67508, 67533,
+		67550, 67567, 67576, 67592, 67611, 67629, 67648, 67663, 67682, 67693, 67713, 67731, 67750, 67769, 67785, 67800,
+		67816, 67831, 67837, 67846, 67861, 67876, 67892, 67909, 67924, 67944, 67963, 67983, 68001, 68022, 68043, 68059,
+		68076, 68093, 68115, 68132, 68153, 68169, 68184, 68201, 68221, 68245, 68266, 68290, 68309, 68329, 68347, 68355,
+		68365, 68375, 68385, 68398, 68408, 68412, 68419, 68426, 68433, 68440, 68447, 68454, 68461, 68468, 68475, 68482,
+		68489, 68496, 68503, 68510, 68517, 68524, 68543, 68562, 68582, 68600, 68617, 68626, 68639, 68656, 68673, 68689,
+		68707, 68725, 68741, 68757, 68773, 68785, 68804, 68819, 68834, 68851, 68869, 68878, 68887, 68894, 68906, 68924,
+		68939, 68947, 68968, 68987, 68998, 69007, 69022, 69045, 69051, 69057, 69065, 69081, 69091, 69108, 69119, 69134,
+		69142, 69153, 69157, 69175, 69180, 69183, 69185, 69190, 69195, 69200, 69202, 69207, 69212, 69217, 69222, 69227,
+		69232, 69244, 69247, 69261, 69271, 69289, 69300, 69315, 69330, 69345, 69353, 69364, 69379, 69389, 69398, 69401,
+		69415, 69421, 69427, 69433, 69439, 69445, 69451, 69457, 69463, 69469, 69475, 69481, 69487, 69493, 69499, 69505,
+		69511, 69517, 69523, 69529, 69535, 69541, 69547, 69553, 69559, 69565, 69571, 69577, 69583, 69589, 69595, 69601,
+		69607, 69613, 69619, 69625, 69631, 69637, 69647, 69653, 69659, 69665, 69671, 69677, 69683, 69689, 69695, 69701,
+		69707, 69713, 69719, 69725, 69731, 69737, 69743, 69749, 69755, 69761, 69767, 69773, 69779, 69785, 69791, 69797,
+		69803, 69809, 69815, 69821, 69827, 69833, 69839, 69845, 69851, 69857, 69863, 69869, 69875, 69881, 69887, 69893,
+		69899, 69905, 69911, 69917, 69923, 69929, 69935, 69941, 69947, 69953, 69959, 69965, 69971, 69977, 69983, 69989,
+		69995, 70001, 70007, 70013, 70019, 70025, 70031, 70037, 70043, 70049, 70055, 70061, 70067, 70073, 70079, 70085,
+		70091, 70097, 70103, 70109, 70115, 70121, 70127, 70133, 70139, 70145, 70151, 70157, 70163, 70169, 70175, 70181,
+		70187, 70193, 70199, 70205, 70211, 70217, 70223, 70229, 70235, 70241, 70247, 70253, 70259, 70265, 70271, 70278,
+		70285, 70297, 70306, 70317, 70324, 70331, 70338, 70341, 70345, 70352, 70356, 70366, 70371, 70388, 70390, 70395,
+		70398, 70408, 70419, 70421, 70430, 70439, 70442, 70448, 70454, 70460, 70466, 70472, 70486, 70500, 70509, 70518,
+		70526, 70537, 70546, 70559, 70564, 70567, 70577, 70583, 70585, 70591, 70597, 70603, 70623, 70642, 70646, 70662,
+		70672, 70690, 70706, 70726, 70742, 70758, 70773, 70777, 70793, 70802, 70818, 70829, 70834, 70844, 70855, 70867,
+		70872, 70887, 70907, 70928, 70934, 70950, 70964, 70986, 71004, 71027, 71045, 71065, 71086, 71106, 71126, 71146,
+		71171, 71192, 71213, 71233, 71258, 71281, 71296, 71319, 71337, 71355, 71361, 71367, 71378, 71394, 71404, 71415,
+		71434, 71439, 71464, 71466, 71494, 71499, 71508, 71513, 71518, 71523, 71525, 71534, 71542, 71553, 71563, 71572,
+		71581, 71590, 71595, 71614, 71637, 71647, 71660, 71673, 71696, 71722, 71748, 71774, 71787, 71804, 71819, 71835,
+		71842, 71851, 71858, 71865, 71870, 71876, 71882, 71888, 71894, 71900, 71906, 71912, 71918, 71924, 71930, 71936,
+		71942, 71948, 71954, 71960, 71966, 71972, 71981, 71988, 71995, 72011, 72031, 72039, 72046, 72060, 72072, 72084,
+		72094, 72122, 72133, 72147, 72159, 72175, 72194, 72208, 72214, 72227, 72243, 72259, 72265, 72276, 72287, 72327,
+		72364, 72401, 72438, 72479, 72520, 72557, 72594, 72627, 72659, 72696, 72733, 72770, 72803, 72836, 72873, 72910,
+		72947, 72984, 73019, 73051, 73087, 73127, 73162, 73197, 73230, 73263, 73296, 73328, 73360, 73392, 73427, 73462,
+		73495, 73527, 73559, 73591, 73627, 73663, 73695, 73727, 73742, 73753, 73764, 73780, 73791, 73808, 73819, 73825,
+		73831, 73840, 73853, 73856, 73867, 73878, 73884, 73895, 73901, 73906, 73927, 73929, 73931, 73934, 73937, 73942,
+		73948, 73961, 73967, 73977, 73982, 73987, 73996, 74001, 74006, 74015, 74021, 74027, 74030, 74032, 74037, 74042,
+		74057, 74075, 74093, 74101, 74106, 74111, 74116, 74122, 74147, 74172, 74177, 74186, 74194, 74197, 74203, 74210,
+		74226, 74228, 74241, 74250, 74254, 74258, 74265, 74291, 74309, 74331, 74347, 74361, 74378, 74399, 74402, 74421,
+		74438, 74444, 74458, 74483, 74508, 74518, 74536, 74544, 74556, 74571, 74595, 74608, 74628, 74648, 74668, 74673,
+		74687, 74706, 74713, 74721, 74730, 74736, 74750, 74758, 74772, 74777, 74782, 74787, 74793, 74799, 74816, 74832,
+		74843, 74859, 74864, 74869, 74881, 74894, 74910, 74928, 74942, 74958, 74973, 74989, 75006, 75017, 75033, 75045,
+		75061, 75077, 75092, 75109, 75126, 75131, 75145, 75160, 75172, 75187, 75203, 75221, 75240, 75254, 75264, 75280,
+		75291, 75310, 75326, 75333, 75345, 75360, 75371, 75387, 75392, 75410, 75426, 75440, 75455, 75465, 75483, 75499,
+		75509, 75527, 75544, 75558, 75565, 75575, 75593, 75614, 75632, 75641, 75660, 75678, 75694, 75699, 75707, 75713,
+		75724, 75739, 75753, 75762, 75771, 75775, 75785, 75787, 75803, 75817, 75837, 75850, 75862, 75867, 75874, 75887,
+		75901, 75917, 75937, 75955, 75971, 75982, 76002, 76019, 76035, 76046, 76060, 76072, 76084, 76093, 76109, 76118,
+		76131, 76143, 76152, 76161, 76166, 76180, 76197, 76222, 76240, 76243, 76256, 76259, 76265, 76280, 76294, 76301,
+		76314, 76319, 76334, 76337, 76343, 76352, 76367, 76379, 76395, 76407, 76423, 76444, 76456, 76468, 76481, 76503,
+		76512, 76528, 76531, 76538, 76555, 76565, 76575, 76579, 76596, 76611, 76625, 76633, 76643, 76651, 76660, 76671,
+		76676, 76681, 76686, 76691, 76696, 76701, 76706, 76711, 76716, 76721, 76726, 76731, 76736, 76741, 76753, 76759,
+		76778, 76800, 76821, 76827, 76841, 76844, 76850, 76856, 76862, 76868, 76874, 76880, 76886, 76892, 76898, 76904,
+		76910, 76916, 76922, 76928, 76934, 76940, 76946, 76952, 76958, 76964, 76970, 76976, 76982, 76988, 76994, 77000,
+		77006, 77012, 77018, 77024, 77030, 77036, 77042, 77048, 77054, 77060, 77066, 77072, 77078, 77084, 77090, 77096,
+		77102, 77108, 77114, 77120, 77126, 77132, 77138, 77144, 77150, 77156, 77162, 77168, 77174, 77180, 77186, 77192,
+		77198, 77204, 77210, 77216, 77222, 77228, 77234, 77240, 77246, 77252, 77258, 77264, 77270, 77276, 77282, 77288,
+		77294, 77300, 77306, 77312, 77318, 77324, 77330, 77336, 77342, 77348, 77354, 77360, 77366, 77372, 77378, 77384,
+		77390, 77396, 77402, 77408, 77414, 77420, 77426, 77432, 77438, 77444, 77450, 77456, 77462, 77468, 77474, 77480,
+		77486, 77492, 77498, 77504, 77510, 77516, 77522, 77528, 77534, 77540, 77546, 77552, 77558, 77564, 77570, 77576,
+		77584, 77590, 77596, 77602, 77608, 77614, 77620, 77626, 77632, 77638, 77644, 77650, 77656, 77662, 77668, 77674,
+		77680, 77686, 77692, 77698, 77704, 77710, 77716, 77722, 77728, 77734, 77740, 77746, 77752, 77758, 77764, 77770,
+		77776, 77782, 77788, 77794, 77800, 77807, 77814, 77825, 77836, 77845, 77854, 77865, 77874, 77882, 77889, 77902,
+		77917, 77922, 77930, 77950, 77965, 77991, 78000, 78012, 78019, 78036, 78051, 78070, 78089, 78102, 78109, 78118,
+		78128, 78142, 78152, 78164, 78176, 78189, 78194, 78206, 78218, 78236, 78250, 78265, 78281, 78299, 78306, 78321,
+		78338, 78344, 78352, 78366, 78383, 78402, 78423, 78437, 78450, 78466, 78472, 78487, 78506, 78509, 78522, 78534,
+		78544, 78560, 78579, 78591, 78594, 78607, 78622, 78641, 78647, 78656, 78671, 78680, 78685, 78694, 78699, 78705,
+		78720, 78736, 78754, 78761, 78772, 78785, 78801, 78806, 78823, 78835, 78850, 78854, 78858, 78870, 78884, 78886,
+		78896, 78905, 78914, 78919, 78928, 78933, 78948, 78966, 78993, 79013, 79025, 79034, 79042, 79046, 79079, 79088,
+		79097, 79121, 79141, 79159, 79181, 79191, 79201, 79210, 79219, 79228, 79236, 79251, 79267, 79283, 79294, 79305,
+		79310, 79326, 79339, 79347, 79363, 79367, 79375, 79383, 79388, 79393, 79419, 79428, 79436, 79439, 79448, 79460,
+		79465, 79475, 79484, 79493, 79503, 79508, 79513, 79517, 79527, 79532, 79541, 79543, 79548, 79558, 79567, 79572,
+		79577, 79586, 79595, 79604, 79612, 79620, 79629, 79635, 79641, 79647, 79655, 79663, 79671, 79686, 79696, 79712,
+		79727, 79737, 79740, 79742, 79752, 79758, 79760, 79765, 79770, 79780, 79789, 79795, 79797, 79810, 79824, 79832,
+		79835, 79841, 79848, 79853, 79858, 79869, 79875, 79884, 79893, 79908, 79914, 79923, 79928, 79937, 79948, 79965,
+		79969, 79975, 79983, 79986, 79997, 80008, 80018, 80033, 80040, 80050, 80062, 80065, 80076, 80080, 80084, 80093,
+		80100, 80117, 80124, 80134, 80141, 80156, 80166, 80178, 80183, 80185, 80187, 80196, 80201, 80206, 80221, 80236,
+		80240, 80251, 80262, 80283, 80292, 80298, 80304, 80310, 80320, 80331, 80341, 80347, 80355, 80363, 80379, 80383,
+		80385, 80391, 80393, 80398, 80401, 80410, 80415, 80421, 80431, 80442, 80453, 80464, 80468, 80482, 80492, 80503,
+		80508, 80519, 80525, 80531, 80537, 80546, 80557, 80564, 80576, 80586, 80599, 80611, 80621, 80633, 80642, 80654,
+		80658, 80670, 80681, 80693, 80700, 80704, 80711, 80727, 80738, 80748, 80757, 80766, 80771, 80776, 80781, 80786,
+		80792, 80794, 80803, 80812, 80817, 80826, 80831, 80836, 80844, 80849, 80855, 80861, 80867, 80885, 80906, 80911,
+		80921, 80929, 80937, 80945, 80954, 80963, 80978, 81003, 81015, 81021, 81026, 81040, 81051, 81058, 81065, 81089,
+		81096, 81103, 81110, 81128, 81153, 81181, 81184, 81190, 81196, 81202, 81208, 81214, 81220, 81226, 81232, 81238,
+		81244, 81250, 81266, 81272, 81285, 81289, 81304, 81315, 81319, 81326, 81333, 81347, 81358, 81371, 81376, 81386,
+		81394, 81404, 81415, 81418, 81428, 81439, 81449, 81456, 81468, 81470, 81476, 81482, 81489, 81496, 81506, 81517,
+		81525, 81527, 81536, 81541, 81546, 81549, 81555, 81578, 81584, 81591, 81598, 81615, 81625, 81634, 81640, 81649,
+		81658, 81666, 81676, 81683, 81694, 81699, 81705, 81711, 81724, 81726, 81729, 81731, 81737, 81750, 81758, 81776,
+		81781, 81785, 81787, 81794, 81804, 81809, 81815, 81820, 81826, 81836, 81846, 81853, 81857, 81863, 81878, 81896,
+		81913, 81925, 81936, 81948, 81960, 81971, 81977, 81982, 81996, 82012, 82022, 82028, 82041, 82045, 82056, 82073,
+		82077, 82083, 82088, 82094, 82106, 82118, 82125, 82130, 82138, 82146, 82154, 82162, 82170, 82188, 82212, 82233,
+		82242, 82256, 82265, 82276, 82284, 82296, 82307, 82314, 82326, 82346, 82363, 82369, 82375, 82383, 82396, 82413,
+		82424, 82434, 82447, 82458, 82469, 82480, 82485, 82505, 82525, 82545, 82576, 82611, 82617, 82619, 82624, 82629,
+		82633, 82647, 82661, 82683, 82697, 82709, 82719, 82732, 82740, 82760, 82767, 82773, 82790, 82796, 82802, 82808,
+		82814, 82823, 82832, 82839, 82854, 82857, 82863, 82877, 82888, 82903, 82909, 82927, 82943, 82960, 82975, 82980,
+		82985, 82991, 82995, 83004, 83010, 83016, 83035, 83054, 83062, 83074, 83077, 83088, 83098, 83109, 83113, 83120,
+		83126, 83132, 83138, 83150, 83157, 83165, 83175, 83185, 83191, 83201, 83209, 83215, 83228, 83241, 83252, 83276,
+		83303, 83331, 83349, 83367, 83381, 83385, 83395, 83408, 83416, 83422, 83429, 83439, 83446, 83451, 83457, 83468,
+		83473, 83478, 83489, 83514, 83527, 83531, 83540, 83545, 83553, 83567, 83574, 83590, 83611, 83633, 83636, 83645,
+		83654, 83664, 83676, 83688, 83691, 83697, 83703, 83715, 83726, 83729, 83748, 83771, 83779, 83787, 83801, 83809,
+		83818, 83827, 83832, 83837, 83857, 83866, 83871, 83880, 83882, 83891, 83900, 83905, 83914, 83921, 83926, 83936,
+		83941, 83949, 83955, 83973, 83982, 83989, 83996, 84004, 84014, 84018, 84026, 84033, 84048, 84067, 84086, 84105,
+		84114, 84122, 84130, 84149, 84158, 84168, 84177, 84186, 84193, 84195, 84200, 84209, 84218, 84232, 84245, 84265,
+		84269, 84274, 84276, 84282, 84291, 84297, 84303, 84308, 84312, 84330, 84338, 84341, 84348, 84365, 84385, 84394,
+		84399, 84401, 84404, 84413, 84431, 84439, 84457, 84477, 84483, 84497, 84507, 84518, 84522, 84533, 84544, 84554,
+		84558, 84576, 84622, 84665, 84721, 84774, 84827, 84880, 84937, 84994, 85047, 85100, 85143, 85186, 85233, 85280,
+		85323, 85366, 85405, 85443, 85486, 85529, 85572, 85611, 85650, 85693, 85736, 85779, 85822, 85865, 85906, 85944,
+		85986, 86032, 86081, 86129, 86182, 86235, 86288, 86337, 86386, 86439, 86492, 86545, 86598, 86651, 86702, 86750,
+		86802, 86858, 86909, 86960, 87009, 87058, 87107, 87155, 87203, 87251, 87302, 87353, 87402, 87450, 87498, 87546,
+		87598, 87650, 87698, 87746, 87787, 87828, 87867, 87906, 87945, 87983, 88021, 88059, 88100, 88141, 88180, 88218,
+		88256, 88294, 88336, 88378, 88416, 88454, 88480, 88511, 88542, 88573, 88600, 88631, 88662, 88691, 88733, 88774,
+		88811, 88848, 88885, 88922, 88951, 88978, 89004, 89030, 89056, 89083, 89118, 89153, 89187, 89218, 89262, 89303,
+		89344, 89385, 89430, 89475, 89516, 89557, 89588, 89619, 89654, 89689, 89720, 89751, 89778, 89819, 89859, 89904,
+		89949, 89994, 90035, 90076, 90121, 90166, 90211, 90256, 90301, 90344, 90384, 90428, 90476, 90519, 90562, 90603,
+		90644, 90685, 90725, 90765, 90805, 90848, 90891, 90932, 90972, 91012, 91052, 91096, 91140, 91180, 91220, 91246,
+		91272, 91302, 91332, 91358, 91384, 91423, 91462, 91501, 91535, 91569, 91603, 91641, 91675, 91709, 91744, 91778,
+		91817, 91856, 91895, 91930, 91965, 92004, 92043, 92082, 92121, 92160, 92197, 92231, 92269, 92311, 92356, 92405,
+		92454, 92503, 92548, 92593, 92642, 92691, 92740, 92789, 92838, 92885, 92929, 92977, 93024, 93071, 93116, 93161,
+		93205, 93249, 93296, 93343, 93387, 93431, 93475, 93523, 93571, 93615, 93659, 93696, 93733, 93768, 93803, 93838,
+		93872, 93906, 93940, 93967, 94004, 94041, 94076, 94103, 94130, 94164, 94198, 94232, 94270, 94308, 94342, 94376,
+		94403, 94419, 94445, 94476, 94507, 94538, 94565, 94592, 94623, 94654, 94685, 94716, 94747, 94776, 94802, 94832,
+		94866, 94903, 94939, 94980, 95021, 95062, 95099, 95136, 95177, 95218, 95259, 95300, 95341, 95380, 95416, 95456,
+		95500, 95539, 95578, 95615, 95652, 95689, 95725, 95761, 95797, 95836, 95875, 95912, 95948, 95984, 96020, 96060,
+		96100, 96136, 96172, 96201, 96230, 96257, 96284, 96311, 96337, 96363, 96389, 96408, 96437, 96462, 96487, 96516,
+		96543, 96562, 96581, 96607, 96621, 96647, 96673, 96703, 96733, 96759, 96785, 96787, 96818, 96848, 96875, 96880,
+		96886, 96891, 96900, 96909, 96918, 96923, 96934, 96942, 96956, 96965, 96980, 96984, 96990, 97001, 97008, 97020,
+		97037, 97059, 97077, 97091, 97109, 97122, 97132, 97150, 97167, 97184, 97201, 97215, 97230, 97246, 97260, 97276,
+		97290, 97312, 97328, 97346, 97361, 97381, 97395, 97411, 97417, 97432, 97444, 97461, 97470, 97491, 97506, 97519,
+		97532, 97546, 97552, 97563, 97571, 97575, 97585, 97590, 97599, 97609, 97617, 97628, 97640, 97656, 97677, 97689,
+		97697, 97705, 97712, 97732, 97754, 97768, 97784, 97795, 97819, 97836, 97867, 97880, 97890, 97905, 97914, 97921,
+		97936, 97949, 97965, 97980, 97997, 98012, 98018, 98026, 98039, 98052, 98068, 98082, 98093, 98103, 98106, 98116,
+		98122, 98133, 98144, 98148, 98166, 98178, 98199, 98202, 98221, 98238, 98256, 98266, 98284, 98310, 98326, 98334,
+		98345, 98353, 98357, 98377, 98386, 98390, 98405, 98422, 98435, 98437, 98442, 98445, 98452, 98455, 98457, 98462,
+		98471, 98476, 98481, 98490, 98495, 98500, 98505, 98510, 98529, 98532, 98553, 98574, 98595, 98601, 98607, 98613,
+		98619, 98625, 98631, 98637, 98643, 98649, 98655, 98661, 98667, 98673, 98679, 98685, 98695, 98702, 98716, 98728,
+		98734, 98743, 98752, 98761, 98773, 98785, 98791, 98808, 98822, 98829, 98835, 98842, 98856, 98860, 98877, 98889,
+		98900, 98902, 98907, 98912, 98922, 98933, 98935, 98944, 98953, 98962, 98968, 98974, 98978, 98991, 98997, 99006,
+		99012, 99020, 99039, 99043, 99049, 99055, 99065, 99082, 99096, 99112, 99129, 99143, 99151, 99170, 99182, 99200,
+		99219, 99225, 99233, 99239, 99249, 99259, 99270, 99280, 99290, 99298, 99308, 99320, 99338, 99353, 99365, 99382,
+		99398, 99414, 99423, 99432, 99437, 99452, 99466, 99474, 99491, 99513, 99525, 99537, 99549, 99562, 99575, 99590,
+		99612, 99629, 99641, 99653, 99665, 99678, 99691, 99708, 99721, 99736, 99748, 99766, 99778, 99790, 99803, 99817,
+		99830, 99843, 99859, 99875, 99889, 99900, 99928, 99950, 99958, 99971, 99996, 100013, 100026, 100045, 100060, 100073,
+		100078, 100081, 100084, 100090, 100096, 100100, 100105, 100108, 100110, 100135, 100137, 100142, 100153, 100173, 100182, 100199,
+		100204, 100216, 100221, 100225, 100242, 100260, 100280, 100300, 100318, 100334, 100357, 100377, 100385, 100403, 100423, 100440,
+		100459, 100476, 100495, 100512, 100528, 100548, 100555, 100567, 100588, 100607, 100628, 100646, 100656, 100674, 100693, 100712,
+		100731, 100751, 100769, 100789, 100806, 100824, 100845, 100866, 100884, 100908, 100927, 100948, 100969, 100987, 101009, 101025,
+		101042, 101057, 101075, 101096, 101110, 101127, 101145, 101162, 101186, 101204, 101228, 101246, 101261, 101281, 101301, 101325,
+		101343, 101361, 101378, 101391, 101406, 101427, 101449, 101466, 101482, 101503, 101522, 101541, 101562, 101583, 101598, 101617,
+		101634, 101654, 101676, 101690, 101705, 101721, 101735, 101755, 101766, 101786, 101806, 101811, 101828, 101846, 101861, 101865,
+		101880, 101895, 101910, 101917, 101924, 101931, 101938, 101945, 101957, 101971, 101979, 101993, 102006, 102020, 102026, 102030,
+		102039, 102057, 102071, 102089, 102108, 102110, 102119, 102124, 102130, 102140, 102149, 102159, 102167, 102177, 102186, 102197,
+		102206, 102210, 102224, 102238, 102255, 102268, 102281, 102285, 102296, 102303, 102314, 102323, 102339, 102343, 102361, 102380,
+		102395, 102407, 102409, 102415, 102417, 102422, 102431, 102440, 102451, 102459, 102469, 102485, 102488, 102494, 102502, 102517,
+		102527, 102531, 102542, 102550, 102561, 102569, 102579, 102589, 102598, 102604, 102607, 102621, 102626, 102628, 102636, 102646,
+		102652, 102658, 102664, 102669, 102678, 102684, 102686, 102691, 102704, 102709, 102732, 102737, 102745, 102757, 102759, 102764,
+		102780, 102789, 102797, 102801, 102814, 102823, 102836, 102838, 102847, 102852, 102871, 102877, 102883, 102895, 102901, 102909,
+		102915, 102924, 102935, 102953, 102969, 102977, 102985, 102998, 103008, 103016, 103020, 103035, 103050, 103060, 103068, 103075,
+		103080, 103089, 103098, 103115, 103123, 103137, 103147, 103151, 103163, 103175, 103183, 103187, 103203, 103211, 103224, 103235,
+		103246, 103261, 103271, 103282, 103293, 103304, 103312, 103318, 103331, 103343, 103355, 103371, 103386, 103389, 103398, 103403,
+		103412, 103415, 103420, 103437, 103450, 103456, 103462, 103470, 103478, 103487, 103505, 103529, 103542, 103558, 103563, 103571,
+		103579, 103583, 103594, 103603, 103615, 103626, 103636, 103646, 103657, 103668, 103670, 103679, 103684, 103693, 103696, 103702,
+		103708, 103724, 103726, 103731, 103758, 103760, 103765, 103773, 103794, 103804, 103817, 103828, 103840, 103845, 103861, 103877,
+		103895, 103910, 103919, 103926, 103930, 103945, 103956, 103972, 103979, 103988, 103997, 104009, 104026, 104041, 104073, 104088,
+		104101, 104113, 104123, 104126, 104134, 104144, 104156, 104176, 104183, 104195, 104204, 104215, 104233, 104242, 104251, 104260,
+		104274, 104281, 104300, 104323, 104331, 104341, 104346, 104354, 104362, 104370, 104378, 104386, 104394, 104409, 104421, 104431,
+		104440, 104450, 104463, 104478, 104493, 104514, 104520, 104533, 104549, 104560, 104568, 104580, 104586, 104625, 104664, 104695,
+		104725, 104760, 104795, 104830, 104861, 104896, 104931, 104966, 104999, 105033, 105071, 105104, 105137, 105168, 105199, 105230,
+		105260, 105290, 105320, 105353, 105386, 105417, 105447, 105477, 105507, 105541, 105575, 105605, 105635, 105640, 105656, 105671,
+		105686, 105691, 105693, 105699, 105712, 105725, 105730, 105744, 105756, 105773, 105790, 105806, 105820, 105841, 105856, 105863,
+		105872, 105879, 105894, 105909, 105924, 105936, 105951, 105969, 105976, 105996, 106003, 106013, 106024, 106035, 106046, 106058,
+		106070, 106078, 106084, 106091, 106103, 106107, 106114, 106125, 106135, 106150, 106168, 106182, 106192, 106208, 106224, 106237,
+		106243, 106245, 106250, 106261, 106275, 106283, 106293, 106305, 106311, 106326, 106337, 106347, 106360, 106374, 106379, 106381,
+		106386, 106388, 106394, 106406, 106417, 106428, 106438, 106445, 106454, 106456, 106467, 106478, 106485, 106494, 106498, 106502,
+		106507, 106513, 106516, 106537, 106553, 106572, 106592, 106610, 106626, 106637, 106654, 106670, 106687, 106704, 106719, 106732,
+		106749, 106766, 106778, 106795, 106801, 106816, 106831, 106846, 106866, 106880, 106895, 106909, 106924, 106937, 106953, 106972,
+		106989, 107006, 107026, 107046, 107066, 107083, 107102, 107122, 107140, 107160, 107181, 107198, 107217, 107234, 107251, 107269,
+		107287, 107304, 107320, 107338, 107356, 107372, 107389, 107407, 107427, 107448, 107462, 107481, 107492, 107512, 107527, 107547,
+		107562, 107575, 107587, 107591, 107604, 107625, 107638, 107655, 107672, 107694, 107711, 107725, 107732, 107747, 107765, 107786,
+		107797, 107804, 107821, 107827, 107839, 107856, 107866, 107872, 107880, 107893, 107910, 107923, 107944, 107950, 107960, 107970,
+		107981, 107991, 107996, 108016, 108035, 108052, 108070, 108086, 108103, 108109, 108128, 108146, 108149, 108153, 108162, 108169,
+		108179, 108181, 108186, 108193, 108196, 108203, 108205, 108208, 108213, 108218, 108234, 108238, 108254, 108260, 108269, 108275,
+		108279, 108286, 108297, 108307, 108320, 108323, 108329, 108340, 108350, 108361, 108372, 108379, 108391, 108406, 108420, 108432,
+		108449, 108467, 108482, 108488, 108501, 108507, 108516, 108525, 108533, 108544, 108565, 108578, 108585, 108593, 108597, 108599,
+		108601, 108609, 108611, 108622, 108635, 108646, 108666, 108669, 108675, 108682, 108689, 108699, 108712, 108720, 108737, 108749,
+		108764, 108768, 108775, 108785, 108791, 108803, 108810, 108821, 108828, 108832, 108837, 108842, 108844, 108849, 108861, 108867,
+		108875, 108878, 108880, 108886, 108894, 108896, 108908, 108910, 108915, 108920, 108925, 108930, 108935, 108940, 108945, 108950,
+		108955, 108960, 108965, 108970, 108976, 108978, 108983, 108995, 109000, 109002, 109011, 109016, 109025, 109036, 109049, 109068,
+		109086, 109096, 109114, 109131, 109146, 109151, 109164, 109178, 109197, 109212, 109231, 109243, 109256, 109272, 109289, 109306,
+		109321, 109335, 109351, 109371, 109391, 109403, 109422, 109430, 109447, 109468, 109480, 109502, 109523, 109528, 109536, 109544,
+		109565, 109583, 109597, 109611, 109632, 109646, 109662, 109679, 109695, 109712, 109729, 109745, 109766, 109781, 109792, 109805,
+		109822, 109833, 109846, 109851, 109864, 109867, 109878, 109895, 109900, 109917, 109926, 109940, 109950, 109958, 109964, 109977,
+		109997, 110007, 110014, 110030, 110042, 110047, 110057, 110075, 110085, 110095, 110105, 110110, 110126, 110130, 110150, 110166,
+		110184, 110193, 110209, 110222, 110238, 110256, 110273, 110290, 110305, 110320, 110336, 110353, 110359, 110374, 110393, 110413,
+		110431, 110450, 110454, 110472, 110481, 110486, 110488, 110497, 110502, 110507, 110513, 110518, 110529, 110536, 110548, 110564,
+		110582, 110599, 110611, 110619, 110627, 110636, 110660, 110684, 110706, 110728, 110737, 110778, 110819, 110852, 110884, 110921,
+		110958, 110995, 111028, 111061, 111098, 111135, 111172, 111209, 111246, 111283, 111318, 111350, 111404, 111462, 111497, 111532,
+		111565, 111598, 111631, 111663, 111695, 111727, 111762, 111797, 111830, 111865, 111897, 111929, 111961, 111997, 112033, 112065,
+		112097, 112111, 112124, 112135, 112146, 112157, 112167, 112173, 112182, 112191, 112200, 112218, 112228, 112234, 112254, 112273,
+		112294, 112314, 112333, 112351, 112373, 112394, 112413, 112431, 112452, 112472, 112494, 112515, 112526, 112544, 112561, 112582,
+		112602, 112620, 112637, 112657, 112676, 112697, 112717, 112736, 112754, 112774, 112793, 112802, 112812, 112822, 112833, 112844,
+		112855, 112865, 112874, 112883, 112895, 112900, 112903, 112919, 112936, 112945, 112950, 112956, 112970, 112976, 112984, 112994,
+		113012, 113031, 113051, 113071, 113087, 113104, 113121, 113142, 113160, 113178, 113196, 113211, 113228, 113245, 113259, 113276,
+		113294, 113310, 113333, 113352, 113372, 113389, 113406, 113426, 113444, 113462, 113464, 113469, 113473, 113490, 113493, 113499,
+		113506, 113525, 113530, 113538, 113552, 113558, 113564, 113570, 113578, 113586, 113598, 113608, 113613, 113620, 113633, 113646,
+		113648, 113653, 113658, 113663, 113668, 113673, 113678, 113683, 113688, 113693, 113698, 113703, 113708, 113722, 113725, 113727,
+		113732, 113741, 113751, 113761, 113766, 113774, 113782, 113791, 113804, 113820, 113831, 113840, 113849, 113851, 113855, 113872,
+		113876, 113894, 113906, 113908, 113913, 113929, 113939, 113942, 113961, 113976, 113996, 114014, 114019, 114030, 114036, 114044,
+		114056, 114070, 114083, 114104, 114114, 114116, 114125, 114136, 114144, 114156, 114162, 114174, 114190, 114208, 114210, 114215,
+		114221, 114230, 114235, 114241, 114253, 114270, 114286, 114297, 114312, 114328, 114341, 114354, 114362, 114370, 114379, 114393,
+		114399, 114408, 114422, 114433, 114440, 114457, 114465, 114472, 114480, 114491, 114497, 114507, 114528, 114535, 114542, 114552,
+		114562, 114578, 114581, 114598, 114615, 114618, 114635, 114649, 114654, 114668, 114679, 114687, 114698, 114701, 114710, 114722,
+		114741, 114758, 114776, 114792, 114808, 114824, 114839, 114854, 114862, 114868, 114876, 114887, 114903, 114919, 114921, 114938,
+		114955, 114972, 114989, 115019, 115049, 115080, 115103, 115125, 115146, 115176, 115203, 115230, 115261, 115291, 115318, 115345,
+		115379, 115410, 115444, 115475, 115507, 115538, 115568, 115595, 115622, 115653, 115683, 115710, 115737, 115764, 115769, 115774,
+		115780, 115789, 115798, 115803, 115808, 115819, 115825, 115839, 115855, 115860, 115874, 115885, 115903, 115910, 115928, 115942,
+		115955, 115971, 115987, 116001, 116018, 116041, 116058, 116075, 116083, 116098, 116111, 116116, 116137, 116146, 116161, 116176,
+		116185, 116206, 116216, 116225, 116241, 116247, 116249, 116251, 116256, 116267, 116278, 116288, 116299, 116303, 116307, 116315,
+		116317, 116322, 116327, 116332, 116342, 116351, 116359, 116366, 116374, 116383, 116393, 116407, 116420, 116427, 116440, 116452,
+		116468, 116484, 116498, 116514, 116529, 116537, 116550, 116565, 116579, 116594, 116611, 116625, 116640, 116644, 116651, 116659,
+		116670, 116676, 116687, 116700, 116708, 116717, 116727, 116735, 116740, 116742, 116747, 116753, 116755, 116760, 116768, 116775,
+		116787, 116792, 116801, 116807, 116816, 116826, 116835, 116846, 116854, 116865, 116875, 116885, 116895, 116906, 116915, 116923,
+		116932, 116941, 116949, 116961, 116970, 116979, 116989, 117005, 117020, 117032, 117035, 117041, 117047, 117061, 117075, 117087,
+		117092, 117127, 117161, 117200, 117239, 117278, 117313, 117352, 117391, 117428, 117465, 117500, 117535, 117569, 117603, 117637,
+		117674, 117709, 117743, 117777, 117811, 117845, 117879, 117881, 117887, 117889, 117894, 117899, 117905, 117921, 117936, 117942,
+		117952, 117962, 117972, 117977, 117985, 117988, 117994, 118000, 118008, 118014, 118017, 118030, 118041, 118052, 118062, 118074,
+		118077, 118095, 118109, 118115, 118130, 118146, 118160, 118164, 118170, 118182, 118192, 118196, 118205, 118209, 118215, 118221,
+		118231, 118245, 118259, 118270, 118281, 118288, 118305, 118307, 118312, 118321, 118326, 118334, 118344, 118349, 118357, 118372,
+		118379, 118393, 118397, 118403, 118407, 118413, 118419, 118429, 118439, 118451, 118462, 118474, 118487, 118492, 118497, 118517,
+		118522, 118527, 118529, 118545, 118561, 118566, 118588, 118620, 118637, 118641, 118650, 118654, 118659, 118669, 118678, 118687,
+		118692, 118706, 118714, 118728, 118747, 118765, 118780, 118797, 118808, 118828, 118843, 118863, 118879, 118886, 118898, 118903,
+		118910, 118916, 118920, 118927, 118943, 118960, 118969, 118980, 118995, 119005, 119024, 119038, 119054, 119059, 119066, 119075,
+		119081, 119096, 119106, 119116, 119126, 119131, 119141, 119148, 119162, 119169, 119175, 119201, 119221, 119227, 119238, 119244,
+		119250, 119256, 119262, 119268, 119274, 119280, 119286, 119292, 119303, 119309, 119315, 119330, 119336, 119341, 119351, 119365,
+		119376, 119386, 119397, 119406, 119416, 119426, 119439, 119449, 119464, 119479, 119486, 119497, 119520, 119541, 119552, 119569,
+		119583, 119600, 119612, 119662, 119711, 119765, 119819, 119873, 119923, 119977, 120031, 120083, 120135, 120185, 120235, 120284,
+		120333, 120382, 120434, 120484, 120533, 120582, 120631, 120680, 120729, 120775, 120820, 120870, 120920, 120970, 121016, 121066,
+		121116, 121164, 121212, 121258, 121304, 121349, 121394, 121439, 121485, 121530, 121575, 121620, 121665, 121710, 121713, 121720,
+		121740, 121749, 121754, 121758, 121775, 121798, 121828, 121855, 121857, 121867, 121879, 121899, 121919, 121926, 121931, 121940,
+		121944, 121961, 121971, 121982, 121986, 121993, 122000, 122011, 122014, 122025, 122032, 122044, 122058, 122062, 122069, 122080,
+		122101, 122112, 122128, 122142, 122157, 122167, 122174, 122185, 122198, 122210, 122216, 122226, 122234, 122246, 122257, 122260,
+		122271, 122280, 122292, 122302, 122318, 122326, 122341, 122345, 122356, 122373, 122389, 122394, 122404, 122409, 122422, 122425,
+		122433, 122447, 122466, 122482, 122493, 122505, 122519, 122537, 122544, 122554, 122556, 122566, 122577, 122588, 122591, 122594,
+		122605, 122610, 122616, 122622, 122627, 122640, 122644, 122663, 122667, 122673, 122678, 122685, 122689, 122702, 122717, 122722,
+		122728, 122734, 122737, 122742, 122749, 122757, 122773, 122784, 122808, 122834, 122861, 122872, 122884, 122898, 122912, 122923,
+		122937, 122948, 122958, 122972, 122983, 122994, 123006, 123017, 123027, 123044, 123055, 123067, 123078, 123088, 123114, 123126,
+		123136, 123150, 123164, 123176, 123190, 123201, 123211, 123224, 123237, 123259, 123283, 123297, 123311, 123325, 123342, 123352,
+		123365, 123376, 123389, 123403, 123418, 123442, 123454, 123465, 123479, 123491, 123501, 123520, 123543, 123557, 123570, 123582,
+		123602, 123612, 123620, 123629, 123648, 123668, 123678, 123688, 123699, 123711, 123726, 123744, 123759, 123783, 123799, 123820,
+		123841, 123855, 123880, 123897, 123915, 123936, 123954, 123975, 123997, 124013, 124029, 124046, 124061, 124076, 124090, 124114,
+		124131, 124152, 124167, 124186, 124211, 124220, 124240, 124259, 124269, 124282, 124293, 124306, 124328, 124349, 124359, 124371,
+		124393, 124404, 124414, 124424, 124435, 124444, 124463, 124480, 124501, 124518, 124531, 124546, 124562, 124577, 124586, 124599,
+		124612, 124623, 124637, 124651, 124671, 124685, 124696, 124705, 124721, 124735, 124745, 124755, 124765, 124781, 124792, 124805,
+		124820, 124831, 124853, 124874, 124887, 124902, 124917, 124932, 124945, 124961, 124972, 124984, 124995, 125017, 125036, 125055,
+		125071, 125082, 125097, 125111, 125124, 125146, 125172, 125196, 125208, 125227, 125247, 125261, 125272, 125285, 125309, 125325,
+		125347, 125371, 125395, 125433, 125453, 125471, 125493, 125511, 125526, 125544, 125560, 125571, 125589, 125608, 125623, 125634,
+		125651, 125661, 125674, 125687, 125706, 125715, 125734, 125755, 125764, 125775, 125789, 125806, 125825, 125836, 125850, 125866,
+		125879, 125894, 125911, 125926, 125940, 125953, 125966, 125979, 126001, 126012, 126023, 126033, 126050, 126069, 126089, 126107,
+		126129, 126145, 126163, 126180, 126199, 126211, 126220, 126239, 126257, 126271, 126289, 126310, 126327, 126342, 126358, 126374,
+		126390, 126406, 126422, 126441, 126455, 126470, 126485, 126508, 126523, 126540, 126552, 126564, 126578, 126593, 126611, 126625,
+		126642, 126658, 126672, 126684, 126701, 126719, 126736, 126750, 126761, 126775, 126790, 126804, 126820, 126839, 126856, 126868,
+		126882, 126894, 126913, 126929, 126941, 126953, 126964, 126978, 126989, 127000, 127019, 127032, 127044, 127058, 127079, 127093,
+		127110, 127127, 127142, 127159, 127173, 127189, 127212, 127228, 127238, 127251, 127273, 127285, 127297, 127306, 127320, 127344,
+		127355, 127363, 127372, 127387, 127403, 127420, 127434, 127452, 127470, 127481, 127500, 127520, 127530, 127552, 127565, 127578,
+		127600, 127614, 127626, 127644, 127661, 127677, 127688, 127697, 127705, 127716, 127736, 127750, 127760, 127770, 127781, 127793,
+		127807, 127816, 127824, 127839, 127854, 127868, 127883, 127901, 127922, 127938, 127949, 127962, 127974, 127987, 128002, 128017,
+		128033, 128051, 128068, 128081, 128092, 128107, 128123, 128137, 128152, 128166, 128182, 128199, 128211, 128222, 128244, 128260,
+		128278, 128294, 128305, 128320, 128337, 128355, 128370, 128386, 128404, 128419, 128434, 128449, 128464, 128480, 128501, 128516,
+		128531, 128551, 128569, 128587, 128609, 128626, 128644, 128659, 128677, 128702, 128723, 128734, 128743, 128756, 128771, 128783,
+		128801, 128815, 128831, 128858, 128884, 128912, 128939, 128966, 128992, 129018, 129043, 129061, 129076, 129092, 129108, 129121,
+		129143, 129157, 129171, 129184, 129201, 129211, 129225, 129240, 129262, 129286, 129307, 129329, 129344, 129363, 129386, 129410,
+		129430, 129444, 129459, 129476, 129490, 129499, 129522, 129552, 129572, 129589, 129605, 129616, 129636, 129647, 129661, 129684,
+		129694, 129704, 129715, 129731, 129748, 129758, 129772, 129785, 129803, 129816, 129839, 129853, 129866, 129877, 129886, 129898,
+		129913, 129918, 129921, 129927, 129930, 129936, 129941, 129945, 129949, 129962, 129981, 129999, 130015, 130033, 130039, 130055,
+		130070, 130087, 130092, 130108, 130125, 130142, 130160, 130177, 130199, 130207, 130224, 130239, 130255, 130273, 130289, 130308,
+		130319, 130337, 130357, 130369, 130389, 130407, 130430, 130442, 130464, 130484, 130504, 130522, 130541, 130559, 130577, 130599,
+		130619, 130641, 130648, 130663, 130678, 130697, 130717, 130723, 130738, 130750, 130764, 130780, 130797, 130813, 130826, 130841,
+		130858, 130875, 130890, 130908, 130930, 130947, 130962, 130981, 130996, 130998, 131007, 131012, 131017, 131023, 131032, 131036,
+		131054, 131070, 131083, 131102, 131117, 131133, 131141, 131152, 131176, 131196, 131211, 131228, 131240, 131258, 131277, 131294,
+		131313, 131333, 131348, 131364, 131376, 131394, 131413, 131433, 131451, 131466, 131485, 131502, 131521, 131524, 131531, 131538,
+		131540, 131557, 131569, 131588, 131608, 131623, 131643, 131646, 131662, 131680, 131697, 131715, 131731, 131747, 131764, 131768,
+		131772, 131777, 131783, 131789, 131795, 131803, 131815, 131823, 131837, 131848, 131864, 131881, 131894, 131903, 131917, 131932,
+		131938, 131947, 131951, 131959, 131969, 131987, 131991, 132001, 132010, 132018, 132030, 132041, 132052, 132055, 132060, 132066,
+		132068, 132077, 132081, 132088, 132097, 132102, 132115, 132120, 132127, 132144, 132146,
+	},
+	Val: []uint16{
+		1, 2, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 2, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2,
+		2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+		2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 2, 2, 2,
+		1, 2, 2, 1, 2, 2, 1, 2, 2, 1, 2, 2, 2, 2, 2, 2,
+		1, 2, 2, 1, 2, 2, 1, 2, 2, 2, 2, 1, 2, 2, 2, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 2, 1, 1, 1, 2, 1, 2, 2, 2, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4,
+		4, 4, 4, 4, 4, 4, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 2, 1, 2, 1, 1, 1, 1,
+		1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 2, 1, 1, 2, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 2, 2,
+		2, 2, 1, 2, 2, 1, 2, 1, 2, 1, 1, 1, 2, 2, 1, 2,
+		2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 1, 2, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 2, 2, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2,
+		2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1,
+		2, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 2, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+		1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 2, 1, 1, 2, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 2, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2,
+		1, 1, 1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 2, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 2, 2, 2, 1, 1, 1, 1, 2, 2, 2, 1, 2, 2, 1,
+		2, 1, 2, 2, 2, 1, 2, 2, 2, 1, 2, 2, 2, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1,
+		1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1,
+		1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 2, 1, 1, 1,
+		1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 2, 2, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2,
+		1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1,
+		1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	},
+}

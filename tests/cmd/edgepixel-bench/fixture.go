@@ -19,6 +19,7 @@ import (
 // and as NDJSON lines (any body that is not a batch).
 type sinkCounts struct {
 	batched, lines atomic.Int64
+	posts          atomic.Int64 // deliveries of either kind
 }
 
 // countingSink serves as the aggregator for the POPs and edges under
@@ -27,6 +28,7 @@ func countingSink() (addr string, c *sinkCounts, err error) {
 	c = &sinkCounts{}
 	addr, err = serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		c.posts.Add(1)
 		if n, err := wire.Count(b); err == nil {
 			c.batched.Add(int64(n))
 		} else {

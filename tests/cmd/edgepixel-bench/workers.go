@@ -24,12 +24,15 @@ import (
 // runWorkers is the workers section: the pixel on the Cloudflare worker
 // in workerd (directly, not through `wrangler dev`, whose Node proxy
 // would be what is measured), beside the bare net/http GIF server and the
-// POP running the Fastly module, in the same run with the same load.
-// Both edges deliver to one in-process sink that counts events. Also:
-// the worker module's size as uploaded, and workerd's CPU per request
-// (the whole process: its HTTP server, the JavaScript, the Go module and
-// the delivery fetches; workerd's clocks stand still inside a request,
-// so the worker cannot time itself).
+// POP running the Fastly module, in the same run with the same load. The
+// worker runs built by TinyGo (what ships) and by standard Go, each
+// delivering every request's events on its own (the default), and the
+// TinyGo build once more with batching across requests on
+// (batch_wait_ms=100). All deliver to one in-process sink that counts events and
+// POSTs. Also: each worker module's size as uploaded, and workerd's CPU
+// per request (the whole process: its HTTP server, the JavaScript, the
+// Go module and the delivery fetches; workerd's clocks stand still
+// inside a request, so the worker cannot time itself).
 func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) error {
 	root, err := build.RepoRoot()
 	if err != nil {
@@ -39,9 +42,26 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 	if !ok {
 		return fmt.Errorf("%s", deps.Advice([]deps.Program{deps.Workerd}))
 	}
-	wasm := build.Worker.InDir(binDir)
-	if _, err := os.Stat(wasm); err != nil {
-		return fmt.Errorf("%v: build it with edgepixel-build -dir %s worker", err, binDir)
+	type variant struct {
+		name, wasm string
+		tc         build.Toolchain
+		vars       map[string]string
+		wd         *stack.Workerd
+		res        result
+		cpu        time.Duration
+		events     int64
+		posts      int64
+		settle     time.Duration // from wrk's end to the last delivery
+	}
+	variants := []*variant{
+		{name: "workerd TinyGo", wasm: build.Worker.InDir(binDir), tc: build.TinyGo},
+		{name: "workerd Go", wasm: filepath.Join(binDir, WorkerGoFile), tc: build.Go},
+		{name: "TinyGo, batching", wasm: build.Worker.InDir(binDir), tc: build.TinyGo, vars: map[string]string{worker.ConfigBatchWait: strconv.Itoa(int(worker.BatchWait.Milliseconds()))}},
+	}
+	for _, v := range variants {
+		if _, err := os.Stat(v.wasm); err != nil {
+			return fmt.Errorf("%v: build it with edgepixel-build -toolchain %s -o %s worker", err, v.tc, v.wasm)
+		}
 	}
 	ctx := context.Background()
 	sink, counts, err := countingSink()
@@ -63,35 +83,50 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "bench: starting the worker in workerd ...\n")
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	wd, err := stack.StartWorkerd(sctx, stack.WorkerdOptions{Bin: workerd, Root: root, Wasm: wasm, Dir: filepath.Join(dir, "workerd"),
-		Vars: map[string]string{worker.ConfigIngestURL: "http://" + sink + "/ingest", worker.ConfigSecret: "bench-secret", worker.ConfigPop: "bench"}})
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer wd.Stop()
-	wdAddr := strings.TrimPrefix(wd.URL, "http://")
-
 	path := "/p.gif?site=bench&url=https%3A%2F%2Fexample.com%2Fa&ref=https%3A%2F%2Fnews.ycombinator.com%2F"
-	for _, a := range []string{wdAddr, popAddr, bareAddr} {
+	for i, v := range variants {
+		fmt.Fprintf(os.Stderr, "bench: starting the worker in workerd (%s) ...\n", v.name)
+		vars := map[string]string{worker.ConfigIngestURL: "http://" + sink + "/ingest", worker.ConfigSecret: "bench-secret", worker.ConfigPop: "bench"}
+		for k, val := range v.vars {
+			vars[k] = val
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		v.wd, err = stack.StartWorkerd(sctx, stack.WorkerdOptions{Bin: workerd, Root: root, Wasm: v.wasm, Dir: filepath.Join(dir, fmt.Sprintf("workerd-%d", i)), Vars: vars})
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer v.wd.Stop()
+	}
+	addr := func(v *variant) string { return strings.TrimPrefix(v.wd.URL, "http://") }
+	for _, a := range []string{addr(variants[0]), addr(variants[1]), addr(variants[2]), popAddr, bareAddr} {
 		if _, err := wrk(a+path, 2*time.Second, conns, threads); err != nil {
 			return err
 		}
 	}
 	time.Sleep(time.Second) // warm-up deliveries end
-	counts.batched.Store(0)
 
-	fmt.Fprintf(os.Stderr, "bench: pixel through the worker in workerd (%v, %d connections) ...\n", d, conns)
-	cpu0 := procCPU(wd.Proc.Pid())
-	wdRes, err := wrk(wdAddr+path, d, conns, threads)
-	if err != nil {
-		return err
+	for _, v := range variants {
+		counts.batched.Store(0)
+		counts.posts.Store(0)
+		fmt.Fprintf(os.Stderr, "bench: pixel through the worker in workerd, %s (%v, %d connections) ...\n", v.name, d, conns)
+		cpu0 := procCPU(v.wd.Proc.Pid())
+		if v.res, err = wrk(addr(v)+path, d, conns, threads); err != nil {
+			return err
+		}
+		// Deliveries in waitUntil end after the answers: wait until the
+		// sink has had nothing new for a second (at most 20 s).
+		t0, last, lastN := time.Now(), time.Now(), counts.posts.Load()
+		for time.Since(last) < time.Second && time.Since(t0) < 20*time.Second {
+			time.Sleep(100 * time.Millisecond)
+			if n := counts.posts.Load(); n != lastN {
+				last, lastN = time.Now(), n
+			}
+		}
+		v.settle = last.Sub(t0)
+		v.cpu = procCPU(v.wd.Proc.Pid()) - cpu0
+		v.events, v.posts = counts.batched.Load(), counts.posts.Load()
 	}
-	time.Sleep(time.Second) // deliveries in waitUntil end after the answers
-	cpu := procCPU(wd.Proc.Pid()) - cpu0
-	wdDelivered := counts.batched.Load()
 	fmt.Fprintf(os.Stderr, "bench: pixel through the POP (%v, %d connections) ...\n", d, conns)
 	popRes, err := wrk(popAddr+path, d, conns, threads)
 	if err != nil {
@@ -104,25 +139,48 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 	}
 
 	fmt.Printf("\nworkers: pixel, %d connections, %v per target, wrk %d threads\n\n", conns, d, threads)
-	fmt.Printf("%-28s %14s %14s %14s %9s %9s\n", "figure", "workerd", "POP (wasm)", "bare net/http", "wd/POP", "wd/bare")
-	row := func(name string, w, p, b float64, unit string) {
-		fmt.Printf("%-28s %14s %14s %14s %9.2f %9.2f\n", name, fmtNum(w, unit), fmtNum(p, unit), fmtNum(b, unit), w/p, w/b)
+	fmt.Printf("%-22s %12s %12s %12s %12s %12s %8s %8s\n", "figure", variants[0].name, variants[1].name, variants[2].name, "POP (wasm)", "bare", "TG/POP", "TG/bare")
+	row := func(name string, f func(r result) float64, unit string) {
+		w, p, b := f(variants[0].res), f(popRes), f(bareRes)
+		fmt.Printf("%-22s %12s %12s %12s %12s %12s %8.2f %8.2f\n", name, fmtNum(w, unit), fmtNum(f(variants[1].res), unit), fmtNum(f(variants[2].res), unit), fmtNum(p, unit), fmtNum(b, unit), w/p, w/b)
 	}
-	row("requests/s", wdRes.rps, popRes.rps, bareRes.rps, "")
-	row("latency p50", wdRes.p50, popRes.p50, bareRes.p50, "ms")
-	row("latency p99", wdRes.p99, popRes.p99, bareRes.p99, "ms")
-	if wdRes.requests > 0 {
-		fmt.Printf("%-28s %11.1f us (whole workerd process, %d requests)\n", "workerd CPU per request", cpu.Seconds()*1e6/float64(wdRes.requests), wdRes.requests)
+	row("requests/s", func(r result) float64 { return r.rps }, "")
+	row("latency p50", func(r result) float64 { return r.p50 }, "ms")
+	row("latency p99", func(r result) float64 { return r.p99 }, "ms")
+	fmt.Println()
+	for _, v := range variants {
+		if v.res.requests == 0 {
+			continue
+		}
+		perPost := 0.0
+		if v.posts > 0 {
+			perPost = float64(v.events) / float64(v.posts)
+		}
+		fmt.Printf("%-22s CPU %7.1f us per request (whole workerd process, deliveries included); %d events delivered in %d POSTs (%.1f per POST), the last %v after the load, for %d requests wrk counted (+up to %d in flight at its stop; %d errors)\n",
+			v.name, v.cpu.Seconds()*1e6/float64(v.res.requests), v.events, v.posts, perPost, v.settle.Round(10*time.Millisecond), v.res.requests, conns, v.res.errors)
 	}
-	fmt.Printf("events delivered by the worker: %d for %d pixel requests wrk counted (+up to %d in flight at its stop; %d errors)\n",
-		wdDelivered, wdRes.requests, conns, wdRes.errors)
-	raw, gz, err := sizes(wasm)
-	if err != nil {
-		return err
+	fmt.Println()
+	var tgSize int64
+	for _, v := range variants[:2] {
+		raw, gz, err := sizes(v.wasm)
+		if err != nil {
+			return err
+		}
+		if v.tc == build.TinyGo {
+			tgSize = gz
+		}
+		fmt.Printf("%-22s %7.2f MiB (%.2f MiB gzipped, as wrangler uploads it)", "worker module, "+string(v.tc), float64(raw)/(1<<20), float64(gz)/(1<<20))
+		if v.tc == build.Go && tgSize > 0 {
+			fmt.Printf("; TinyGo's is %.2fx its gzipped size", float64(tgSize)/float64(gz))
+		}
+		fmt.Println()
 	}
-	fmt.Printf("%-28s %11.2f MiB (%.2f MiB gzipped, as wrangler uploads it), %s\n", "worker module", float64(raw)/(1<<20), float64(gz)/(1<<20), build.Go)
 	return nil
 }
+
+// WorkerGoFile is the standard-Go build of the worker in the bin
+// directory (`make bench` builds it there beside TinyGo's).
+const WorkerGoFile = "edgepixel-worker-go.wasm"
 
 // benchPop serves the POP running the Fastly module, delivering to sink.
 func benchPop(ctx context.Context, wasm, sink, dir string) (addr string, stop func(), err error) {

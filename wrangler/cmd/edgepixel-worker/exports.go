@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/wrangler/worker"
 )
 
@@ -53,14 +54,7 @@ func epMaxBody() uint32 { return pixel.MaxPostBody + 1 }
 //
 //go:wasmexport ep_init
 func epInit(n uint32) {
-	env := map[string]string{}
-	s := string(in[:n])
-	for s != "" {
-		var k, v string
-		k, s, _ = strings.Cut(s, "\x00")
-		v, s, _ = strings.Cut(s, "\x00")
-		env[k] = v
-	}
+	env := cutPairs(string(in[:n]))
 	c, err := worker.ParseConfig(func(k string) string { return env[k] })
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: worker config: %v\n", err)
@@ -74,10 +68,57 @@ func epInit(n uint32) {
 	w = worker.New(c)
 }
 
+// ep_salt_keys answers the keys the visitor-id salts are kept under
+// (privacy.SaltKeys), as the header lines of an answer whose words are 0.
+//
+//go:wasmexport ep_salt_keys
+func epSaltKeys() uint32 {
+	var keys []pixel.Field
+	for _, k := range privacy.SaltKeys {
+		keys = append(keys, pixel.Field{Name: k})
+	}
+	return answer(0, 0, keys, nil)
+}
+
+// ep_salts replaces the salts with those in the input buffer's first n
+// bytes, "key\x00value\x00" for each key read (worker.SetSalts); it
+// returns 0, or 1 when a value did not parse (written to stderr; that
+// salt is kept).
+//
+//go:wasmexport ep_salts
+func epSalts(n uint32) uint32 {
+	kv := cutPairs(string(in[:n]))
+	if err := w.SetSalts(func(k string) string { return kv[k] }); err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: salts from KV: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// cutPairs reads "key\x00value\x00" pairs.
+func cutPairs(s string) map[string]string {
+	m := map[string]string{}
+	for s != "" {
+		var k, v string
+		k, s, _ = strings.Cut(s, "\x00")
+		v, s, _ = strings.Cut(s, "\x00")
+		m[k] = v
+	}
+	return m
+}
+
+// ep_batch_wait is how long a batch stays open for later requests'
+// events, in milliseconds (worker.Config.BatchWait).
+//
+//go:wasmexport ep_batch_wait
+func epBatchWait() uint32 { return uint32(w.Config().BatchWait.Milliseconds()) }
+
 // ep_serve serves the request whose block (worker.ParseRequest) is the
 // input buffer's first textLen bytes and whose body the next bodyLen.
-// Answer: status, delivery handle (0: none), header bytes, body bytes
-// (uint32 each), the headers as "name: value\n" lines, the body.
+// Answer: status, batch, header bytes, body bytes (uint32 each), the
+// headers as "name: value\n" lines, the body. The batch word is the id
+// of the batch holding the request's events (0: none) in its low 31
+// bits, and in its top bit whether the batch is due now (worker.Serve).
 //
 //go:wasmexport ep_serve
 func epServe(textLen, bodyLen uint32) uint32 {
@@ -85,14 +126,17 @@ func epServe(textLen, bodyLen uint32) uint32 {
 		fmt.Fprintf(os.Stderr, "edgepixel: %v\n", err)
 		return answer(500, 0, nil, nil)
 	}
-	resp, h := w.Serve(&req, time.Now())
+	resp, batch, due := w.Serve(&req, time.Now())
 	req = worker.Request{}
-	return answer(uint32(resp.Status), h, resp.Header, resp.Body)
+	if due {
+		batch |= 1 << 31
+	}
+	return answer(uint32(resp.Status), batch, resp.Header, resp.Body)
 }
 
-// ep_next advances delivery h after outcome (worker.Start, Delivered,
-// Failed). Answer: empty when the delivery has ended, else retry (1: the
-// same bytes may be sent again), header bytes, body bytes (uint32 each),
+// ep_next advances the delivery of batch h after outcome (worker.Start, Delivered,
+// Failed). Answer: empty when the delivery has ended, else flags (1: the
+// same bytes may be sent again; 2: the fallback's lines), header bytes, body bytes (uint32 each),
 // the URL and the headers as lines, the body.
 //
 //go:wasmexport ep_next
@@ -105,11 +149,14 @@ func epNext(h, outcome uint32) uint32 {
 		out = append(out[:0], 0, 0, 0, 0)
 		return uint32(uintptr(unsafe.Pointer(&out[0])))
 	}
-	retry := uint32(0)
+	flags := uint32(0)
 	if d.Retry {
-		retry = 1
+		flags |= 1
 	}
-	return answer(retry, 0, append([]pixel.Field{{Name: d.URL}}, d.Header...), d.Body)
+	if d.Fallback {
+		flags |= 2
+	}
+	return answer(flags, 0, append([]pixel.Field{{Name: d.URL}}, d.Header...), d.Body)
 }
 
 // answer lays out two words, the header lines and the body, after the

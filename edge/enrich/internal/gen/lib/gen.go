@@ -127,8 +127,55 @@ func Referrer(data string) ([]byte, error) {
 		sm[strings.ToLower(strings.TrimSuffix(h, "."))] = 1
 	}
 	ss := strtab.NewSet(sm)
-	fmt.Fprintf(&b, "// spammers is Matomo's referrer spam list.\n%s", ss.GoSource("spammers"))
+	fmt.Fprintf(&b, "// spammers is Matomo's referrer spam list.\n%s\n", ss.GoSource("spammers"))
+
+	psl, err := publicSuffixes(filepath.Join(data, "public_suffix_list.dat"))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(&b, "// publicSuffixes is the Public Suffix List: each rule's domain, its value\n// the kinds of rule (pslNormal, pslWildcard, pslException) that name it.\n%s", psl.GoSource("publicSuffixes"))
 	return format.Source(b.Bytes())
+}
+
+// The kinds of Public Suffix List rule, as bits of a publicSuffixes value
+// (edge/enrich/referrer declares the same).
+const (
+	pslNormal    = 1 // "co.uk"
+	pslWildcard  = 2 // "*.ck": the domain's every child is a suffix
+	pslException = 4 // "!www.ck": not a suffix though a wildcard says so
+)
+
+// publicSuffixes reads a Public Suffix List file
+// (https://github.com/publicsuffix/list/wiki/Format: a rule per line,
+// "//" comments, rules in A-labels here) into a set keyed by each rule's
+// domain.
+func publicSuffixes(path string) (strtab.Set, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return strtab.Set{}, err
+	}
+	m := map[string]uint16{}
+	for _, l := range strings.Split(string(raw), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "//") {
+			continue
+		}
+		kind := uint16(pslNormal)
+		switch {
+		case strings.HasPrefix(l, "*."):
+			kind, l = pslWildcard, l[2:]
+		case strings.HasPrefix(l, "!"):
+			kind, l = pslException, l[1:]
+		}
+		if l == "" || strings.ContainsAny(l, "*! \t") || l != strings.ToLower(l) {
+			return strtab.Set{}, fmt.Errorf("%s: rule %q: want a lower-case A-label domain, optionally after *. or !", path, l)
+		}
+		m[l] |= kind
+	}
+	if len(m) == 0 {
+		return strtab.Set{}, fmt.Errorf("%s: no rules", path)
+	}
+	return strtab.NewSet(m), nil
 }
 
 // namedHosts reads a list of name → [host, ...] and adds each host.
