@@ -8,15 +8,12 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,15 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
-	"github.com/edgepixel/edgepixel/shared/event"
-	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/deps"
+	"github.com/edgepixel/edgepixel/tests/feed"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 	"github.com/edgepixel/edgepixel/tests/proc"
 )
@@ -240,11 +235,22 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	fd := &feeder{f: f, acked: map[event.ID]struct{}{}}
-	fd.start(4)
-	defer fd.stop()
+	// Read through the Distributed tables of a server of the second shard
+	// that no aggregator talks to.
+	reader := f.ch.Shards[1][1]
+	fd := feed.Start(feed.Options{
+		T: t, Secret: f.secret, Lanes: len(f.aggs), URL: func(i int) string { return f.aggs[i].url },
+		Site: "cluster", ResendOneIn: 10,
+		Query:    func(t *testing.T, sql string) string { return query(t, reader, sql) },
+		Spooled:  f.spooled,
+		Wait:     3 * time.Minute,
+		Poll:     200 * time.Millisecond,
+		ShortWhy: "a server killed mid-insert",
+		After:    f.dashboardsAddUp,
+	}, 4)
+	defer fd.Stop()
 	time.Sleep(2 * time.Second)
-	fd.checkExact(t, "steady stream")
+	fd.CheckExact(t, "steady stream")
 
 	for _, c := range []struct {
 		name        string
@@ -255,10 +261,10 @@ func TestCluster(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := f.ch.Shards[c.shard][c.repl]
-			before := fd.batches.Load()
+			before := fd.Batches.Load()
 			s.Kill()
 			time.Sleep(3 * time.Second)
-			if n := fd.batches.Load() - before; n == 0 {
+			if n := fd.Batches.Load() - before; n == 0 {
 				t.Error("no batch acknowledged while a replica was down")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -267,17 +273,17 @@ func TestCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Second)
-			fd.checkExact(t, "after a SIGKILL of shard "+strconv.Itoa(c.shard+1)+" replica "+strconv.Itoa(c.repl+1))
+			fd.CheckExact(t, "after a SIGKILL of shard "+strconv.Itoa(c.shard+1)+" replica "+strconv.Itoa(c.repl+1))
 		})
 	}
 
 	t.Run("zookeeper stopped", func(t *testing.T) {
-		before := fd.batches.Load()
+		before := fd.Batches.Load()
 		if err := f.zk.Stop(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(*zkDown)
-		if n := fd.batches.Load() - before; n == 0 {
+		if n := fd.Batches.Load() - before; n == 0 {
 			t.Error("no batch acknowledged while ZooKeeper was down")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -286,182 +292,22 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
-		fd.checkExact(t, fmt.Sprintf("after ZooKeeper was stopped for %v", *zkDown))
+		fd.CheckExact(t, fmt.Sprintf("after ZooKeeper was stopped for %v", *zkDown))
 	})
 
-	fd.stop()
-	fd.checkExact(t, "after the senders stopped")
-	fd.checkIDs(t)
-	fd.checkReplicas(t)
-}
-
-// feeder sends batches like edges in front of two aggregators: each batch
-// goes to one aggregator, is retried until acknowledged, and now and then
-// sent again.
-type feeder struct {
-	f *fleet
-
-	mu      sync.Mutex
-	acked   map[event.ID]struct{}
-	recent  [][]event.Event // per aggregator
-	events  int
-	paused  bool
-	cond    *sync.Cond
-	busy    int
-	batches atomic.Int64
-
-	quit chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
-}
-
-func (fd *feeder) start(senders int) {
-	fd.cond = sync.NewCond(&fd.mu)
-	fd.quit = make(chan struct{})
-	fd.recent = make([][]event.Event, len(fd.f.aggs))
-	for i := range senders {
-		fd.wg.Add(1)
-		go fd.loop(i % len(fd.f.aggs))
-	}
-}
-
-func (fd *feeder) stop() {
-	fd.once.Do(func() {
-		fd.mu.Lock()
-		close(fd.quit)
-		fd.paused = false
-		fd.cond.Broadcast()
-		fd.mu.Unlock()
-		fd.wg.Wait()
-	})
-}
-
-func randN(n int) int {
-	v, _ := rand.Int(rand.Reader, big.NewInt(int64(n)))
-	return int(v.Int64())
-}
-
-// loop sends to aggregator i, with repeats of events sent to it before:
-// an edge's retries go to the aggregator that did not answer. (Repeats
-// sent to another aggregator while the first one loads them race on the
-// claim in Redis: see the dedupe package.)
-func (fd *feeder) loop(i int) {
-	defer fd.wg.Done()
-	for {
-		fd.mu.Lock()
-		for fd.paused {
-			fd.cond.Wait()
-		}
-		select {
-		case <-fd.quit:
-			fd.mu.Unlock()
-			return
-		default:
-		}
-		fd.busy++
-		n := 20 + randN(280)
-		evs := make([]event.Event, 0, n)
-		for len(evs) < n {
-			if len(fd.recent[i]) > 0 && randN(10) == 0 {
-				evs = append(evs, fd.recent[i][randN(len(fd.recent[i]))])
-				continue
-			}
-			now := time.Now().UnixMilli()
-			id, _ := event.NewID(now, rand.Reader)
-			evs = append(evs, event.Event{ID: id, Time: now, Site: "cluster" + strconv.Itoa(randN(3)), Name: "pageview",
-				URL: "https://example.com/" + strconv.Itoa(randN(1000)), Pop: "test"})
-		}
-		fd.mu.Unlock()
-
-		body := wire.Append(nil, evs)
-		fd.send(fd.f.aggs[i], body)
-		if randN(10) == 0 {
-			fd.send(fd.f.aggs[i], body) // the 200 was lost on the way: the edge sends it again
-		}
-
-		fd.mu.Lock()
-		for _, e := range evs {
-			fd.acked[e.ID] = struct{}{}
-		}
-		fd.events += len(evs)
-		fd.recent[i] = append(fd.recent[i], evs[:min(len(evs), 20)]...)
-		if len(fd.recent[i]) > 2000 {
-			fd.recent[i] = fd.recent[i][len(fd.recent[i])-1000:]
-		}
-		fd.busy--
-		fd.cond.Broadcast()
-		fd.mu.Unlock()
-		time.Sleep(time.Duration(20+randN(30)) * time.Millisecond)
-	}
-}
-
-func (fd *feeder) send(a *aggregator, body []byte) {
-	client := &http.Client{Timeout: 10 * time.Second}
-	for attempt := 0; ; attempt++ {
-		ts := time.Now().Unix()
-		req, _ := http.NewRequest("POST", a.url+"/ingest", bytes.NewReader(body))
-		req.Header.Set("Content-Type", wire.ContentType)
-		req.Header.Set(wire.HeaderTimestamp, strconv.FormatInt(ts, 10))
-		req.Header.Set(wire.HeaderSignature, wire.Sign(fd.f.secret, ts, body))
-		resp, err := client.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				fd.batches.Add(1)
-				return
-			}
-			if resp.StatusCode != http.StatusServiceUnavailable {
-				fd.f.t.Errorf("ingest answered %s", resp.Status)
-			}
-		}
-		if attempt > 600 {
-			fd.f.t.Errorf("a batch was not acknowledged after %d attempts: %v", attempt, err)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func (fd *feeder) pause() {
-	fd.mu.Lock()
-	fd.paused = true
-	for fd.busy > 0 {
-		fd.cond.Wait()
-	}
-	fd.mu.Unlock()
-}
-
-func (fd *feeder) resume() {
-	fd.mu.Lock()
-	fd.paused = false
-	fd.cond.Broadcast()
-	fd.mu.Unlock()
-}
-
-// stored returns, read through the Distributed tables of a server of the
-// second shard: the events' rows and distinct ids, and the rows ever
-// inserted (the per-minute rollup's sum, which merges never shrink).
-func (fd *feeder) stored(t *testing.T) (rows, uniq, inserted int) {
-	s := fd.f.ch.Shards[1][1]
-	out := query(t, s, "SELECT count(), uniqExact(event_id) FROM events")
-	fs := strings.Fields(out)
-	if len(fs) != 2 {
-		t.Fatalf("counts: %q", out)
-	}
-	rows, _ = strconv.Atoi(fs[0])
-	uniq, _ = strconv.Atoi(fs[1])
-	inserted, _ = strconv.Atoi(query(t, s, "SELECT sum(n) FROM events_per_minute"))
-	return
+	fd.Stop()
+	fd.CheckExact(t, "after the senders stopped")
+	fd.CheckIDs(t)
+	checkReplicas(t, f, fd)
 }
 
 // spooled is the bytes both aggregators hold in their spools, not yet
 // stored.
-func (fd *feeder) spooled(t *testing.T) float64 {
+func (f *fleet) spooled(t *testing.T) float64 {
 	var n float64
-	for _, a := range fd.f.aggs {
+	for _, a := range f.aggs {
 		req, _ := http.NewRequest("GET", a.dash+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+fd.f.token)
+		req.Header.Set("Authorization", "Bearer "+f.token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -471,8 +317,8 @@ func (fd *feeder) spooled(t *testing.T) float64 {
 		found := false
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "edgepixel_aggregator_spool_bytes "); ok {
-				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				n += f
+				x, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				n += x
 				found = true
 			}
 		}
@@ -484,9 +330,9 @@ func (fd *feeder) spooled(t *testing.T) float64 {
 }
 
 // dashboardTotal is each aggregator's /api/counts total.
-func (fd *feeder) dashboardTotal(t *testing.T, a *aggregator) int {
+func (f *fleet) dashboardTotal(t *testing.T, a *aggregator) int {
 	req, _ := http.NewRequest("GET", a.dash+"/api/counts", nil)
-	req.Header.Set("Authorization", "Bearer "+fd.f.token)
+	req.Header.Set("Authorization", "Bearer "+f.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -501,89 +347,26 @@ func (fd *feeder) dashboardTotal(t *testing.T, a *aggregator) int {
 	return c.Total
 }
 
-// checkExact pauses the senders, waits until everything acknowledged is
-// stored (or a double shows), and counts.
-func (fd *feeder) checkExact(t *testing.T, what string) {
-	t.Helper()
-	fd.pause()
-	defer fd.resume()
-	fd.mu.Lock()
-	want, sent := len(fd.acked), fd.events
-	fd.mu.Unlock()
-	var rows, uniq, inserted int
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		rows, uniq, inserted = fd.stored(t)
-		if rows > want || inserted > want || time.Now().After(deadline) {
-			break
-		}
-		// Rows are readable before the insert that stores them returns
-		// (it waits for its quorum, and for its views' rows): the loads
-		// are over once both spools are empty.
-		if rows == want && fd.spooled(t) == 0 {
-			rows, uniq, inserted = fd.stored(t)
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Logf("%s: %d events in %d acknowledged batches (%d distinct); events: %d rows, %d distinct ids; rows ever inserted: %d",
-		what, sent, fd.batches.Load(), want, rows, uniq, inserted)
-	if rows != want || uniq != want || inserted > want {
-		t.Fatalf("%s: want exactly %d rows, distinct and inserted once; got %d rows, %d distinct, %d inserted (%d lost, %d doubled)",
-			what, want, rows, uniq, inserted, want-uniq, max(inserted, rows)-uniq)
-	}
-	if inserted < want {
-		t.Logf("%s: the per-minute rollup is %d rows short of the events table (a server killed mid-insert)", what, want-inserted)
-	}
-	// Each aggregator's live count is what it read from the store at
-	// start (nothing: the cluster was empty) plus the rows it stored since;
-	// neither is restarted here, so the two dashboards' totals add up to
-	// the stored rows.
+// dashboardsAddUp: each aggregator's live count is what it read from the
+// store at start (nothing: the cluster was empty) plus the rows it stored
+// since; neither is restarted here, so the two dashboards' totals add up
+// to the stored rows.
+func (f *fleet) dashboardsAddUp(t *testing.T, what string, rows int) {
 	total := 0
-	for _, a := range fd.f.aggs {
-		total += fd.dashboardTotal(t, a)
+	for _, a := range f.aggs {
+		total += f.dashboardTotal(t, a)
 	}
 	if total != rows {
 		t.Errorf("%s: the dashboards' totals add up to %d, the events table holds %d rows", what, total, rows)
 	}
 }
 
-// checkIDs compares the stored ids with the acknowledged ones.
-func (fd *feeder) checkIDs(t *testing.T) {
-	out := query(t, fd.f.ch.Shards[0][1], "SELECT toString(event_id) FROM events")
-	stored := map[event.ID]bool{}
-	for _, line := range strings.Split(out, "\n") {
-		id, err := event.ParseID(line)
-		if err != nil {
-			t.Fatalf("stored id %q: %v", line, err)
-		}
-		stored[id] = true
-	}
-	fd.mu.Lock()
-	defer fd.mu.Unlock()
-	var missing, extra int
-	for id := range fd.acked {
-		if !stored[id] {
-			missing++
-		}
-	}
-	for id := range stored {
-		if _, ok := fd.acked[id]; !ok {
-			extra++
-		}
-	}
-	t.Logf("id by id: %d acknowledged, %d stored, %d missing, %d never sent", len(fd.acked), len(stored), missing, extra)
-	if missing != 0 || extra != 0 {
-		t.Errorf("%d acknowledged events missing, %d stored events never acknowledged", missing, extra)
-	}
-}
-
 // checkReplicas waits for each shard's replicas to catch up and compares
 // their rows: the replicas of a shard hold the same events, and the
 // shards' rows add up to the Distributed table's.
-func (fd *feeder) checkReplicas(t *testing.T) {
+func checkReplicas(t *testing.T, f *fleet, fd *feed.Feeder) {
 	total := 0
-	for s, reps := range fd.f.ch.Shards {
+	for s, reps := range f.ch.Shards {
 		var counts []string
 		for _, r := range reps {
 			query(t, r, "SYSTEM SYNC REPLICA events_local")
@@ -598,7 +381,7 @@ func (fd *feeder) checkReplicas(t *testing.T) {
 		n, _ := strconv.Atoi(counts[0])
 		total += n
 	}
-	if rows, _, _ := fd.stored(t); rows != total {
+	if rows, _, _ := fd.Counts(t); rows != total {
 		t.Errorf("shards hold %d rows, the Distributed table reads %d", total, rows)
 	}
 }
