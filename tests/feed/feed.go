@@ -235,6 +235,7 @@ func (f *Feeder) resume() {
 // ReplacingMergeTree merges later collapse), so that a double cannot hide
 // behind a merge.
 func (f *Feeder) Counts(t *testing.T) (rows, uniq, inserted int) {
+	t.Helper()
 	out := f.o.Query(t, "SELECT count(), uniqExact(event_id) FROM events")
 	fs := strings.Fields(out)
 	if len(fs) != 2 {
@@ -300,6 +301,7 @@ func (f *Feeder) CheckExact(t *testing.T, what string) {
 // an error for each acknowledged event missing and each stored event never
 // acknowledged. Call it once the senders are stopped and CheckExact passed.
 func (f *Feeder) CheckIDs(t *testing.T) {
+	t.Helper()
 	out := f.o.Query(t, "SELECT toString(event_id) FROM events")
 	stored := map[event.ID]bool{}
 	for _, line := range strings.Split(out, "\n") {
