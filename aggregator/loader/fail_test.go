@@ -74,6 +74,13 @@ func TestBackendOutageIsAPause(t *testing.T) {
 	l, done, stop := r.run(st, 100*time.Millisecond)
 	defer stop()
 	r.append(events(t, 10))
+	// Wait for the first refused attempt to show as a pause, then outlast
+	// FailAfter five times over: the loader must still be waiting.
+	for wait := time.Now().Add(time.Minute); l.Status() == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(wait) {
+			t.Fatal("no pause a minute into the outage")
+		}
+	}
 	time.Sleep(500 * time.Millisecond) // five times FailAfter
 	select {
 	case err := <-done:
@@ -84,7 +91,7 @@ func TestBackendOutageIsAPause(t *testing.T) {
 		t.Fatalf("status %+v, want a pause naming the cause", p)
 	}
 	st.err.Store(nil)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for r.rows() != 10 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d rows after the outage, want 10", r.rows())

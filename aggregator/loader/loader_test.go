@@ -109,7 +109,7 @@ func (r *rig) rows() uint64 {
 
 func (r *rig) waitRows(want uint64) {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // generous: a loaded machine is slow, not wrong
 	for r.rows() != want || r.stored.Load() != want || r.sp.Pending() != 0 {
 		if time.Now().After(deadline) {
 			r.t.Fatalf("rows %d, live %d, pending %d; want %d stored and nothing pending", r.rows(), r.stored.Load(), r.sp.Pending(), want)
@@ -168,6 +168,10 @@ func TestCrashBetweenInsertAndMark(t *testing.T) {
 	r2.waitRows(25)
 }
 
+// A caught-up loader waits for the spool's Notify and nothing else (no
+// polling), so a record appended to an idle spool is loaded only if the
+// append wakes it: without the wake it never loads and waitRows fails. The
+// time it took is logged, not judged (no test fails on a timing).
 func TestWakesPromptly(t *testing.T) {
 	r := newRig(t, t.TempDir())
 	stop := r.start(r.disk, dedupe.NewMemory(time.Hour))
@@ -176,9 +180,7 @@ func TestWakesPromptly(t *testing.T) {
 	start := time.Now()
 	r.append(events(t, 1))
 	r.waitRows(1)
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Errorf("loaded after %v", d)
-	}
+	t.Logf("loaded %v after the append", time.Since(start))
 }
 
 // slowStore delays every insert, so that loads overlap: the next load is
