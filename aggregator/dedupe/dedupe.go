@@ -9,6 +9,8 @@
 //	          done    -> Duplicate (stored before, drop)
 //	          pending -> Uncertain (an earlier attempt claimed it and may or
 //	                     may not have stored it: ask the store)
+//	          pending, claimed by another live aggregator
+//	                  -> Busy (claim again later)
 //	insert New ids, and Uncertain ids the store says it does not have
 //	MarkDone: done
 //
@@ -40,6 +42,12 @@ const (
 	Duplicate
 	// Uncertain: claimed by an attempt that did not finish. Ask the store.
 	Uncertain
+	// Busy: claimed by another aggregator that is alive and may be storing
+	// it right now. Neither insert it nor ask the store (the other's insert
+	// may not be visible yet): claim it again later, until it is Duplicate
+	// (the other stored it) or Uncertain (the other died: its claim passed
+	// to this caller). Only a deduper shared by several processes answers it.
+	Busy
 )
 
 func (s Status) String() string {
@@ -50,6 +58,8 @@ func (s Status) String() string {
 		return "duplicate"
 	case Uncertain:
 		return "uncertain"
+	case Busy:
+		return "busy"
 	}
 	return "?"
 }

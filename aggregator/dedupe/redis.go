@@ -2,6 +2,8 @@ package dedupe
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -34,7 +36,7 @@ import (
 //
 //	bucket  ep:b<slot:4><shard bits:1><shard:3>  hash, EXPIREAT end of slot + window + slack
 //	field   <ms within the slot:2><id bytes 6..15>  (12 bytes: with the key, the whole id)
-//	value   0 = pending (claimed), 1 = done (stored)
+//	value   <owner token> = pending (claimed by that process), 1 = done (stored)
 //
 // A slot has 2^bits buckets (bits 0..24). The shard's high bits (at most
 // 5) are the slice of the slot the id was created in, the rest random id
@@ -66,6 +68,31 @@ import (
 // EXPIREAT, per bucket. Done implies stored: the loader marks only after
 // the insert, so a crash in between leaves "pending", which the next
 // attempt resolves against the store (Uncertain).
+//
+// # Several aggregators
+//
+// A pending claim names its owner: every Redis deduper (one per
+// aggregator process) has a random token, and holds a lease key
+// ep:O<token> (in a cluster one per group, ep:{TAG}O<token>) that it
+// renews every ClaimLease/4 and that expires ClaimLease after the last
+// renewal. Claim answers an id pending under another token as Busy while
+// that token's lease lives: its owner may be inserting it this very
+// moment, so asking the store now could find nothing and store it a
+// second time. The caller claims it again later and gets Duplicate once
+// the owner marks it done; if the owner died, its lease runs out, and the
+// next claim takes the id over (writes its own token) and answers
+// Uncertain, to be resolved against the store. A pending claim under the
+// caller's own token (its own earlier attempt) is Uncertain, as before.
+// Close drops the lease at once, so a cleanly stopped aggregator's claims
+// pass on without waiting. A pending value "0" (written by a build before
+// owners) is taken over as Uncertain.
+//
+// This assumes an owner that cannot renew its lease cannot store either
+// (it is dead, or cut off from Redis and stuck in its next claim or
+// mark): an aggregator that reaches ClickHouse but not Redis for longer
+// than ClaimLease while an insert is still running could race the one
+// taking over. The events table's ReplacingMergeTree would collapse
+// such a copy in its merges.
 //
 // # The window, and ids outside it
 //
@@ -132,7 +159,24 @@ type Redis struct {
 
 	mu         sync.Mutex
 	configured bool
+
+	// token names this process's pending claims; lease is how long they
+	// stay Busy to others after its last renewal.
+	token        string
+	lease        time.Duration
+	leaseRun     sync.Once
+	leased       bool          // startLease ran (set inside leaseRun)
+	leaseEnd     chan struct{} // closed by Close: the renewal loop stops
+	leaseEndOnce sync.Once
+	leaseWG      sync.WaitGroup
 }
+
+// ClaimLease is how long an aggregator's pending claims keep other
+// aggregators waiting after it stopped renewing them (it died, or lost
+// Redis): they wait rather than risk storing an id it is inserting.
+// It must exceed the longest pause between two renewals of a live
+// process (a quarter of it).
+const ClaimLease = 10 * time.Second
 
 // group is one part of the key space with markers of its own (epoch,
 // sequence, and in a cluster the fence): ids are spread over the groups
@@ -214,9 +258,12 @@ func newRedisOn(c redis.UniversalClient, cluster bool, window time.Duration) *Re
 	if window <= 0 {
 		window = DefaultWindow
 	}
+	var tok [6]byte
+	rand.Read(tok[:])
 	r := &Redis{
 		c: c, cluster: cluster, fence: cluster, window: window, slack: time.Hour, ahead: time.Hour,
 		target: 32, now: time.Now, log: slog.Default(),
+		token: base64.RawURLEncoding.EncodeToString(tok[:]), lease: ClaimLease, leaseEnd: make(chan struct{}),
 	}
 	if !cluster {
 		r.groups = []*group{{prefix: "ep:", layouts: map[int64]uint8{}}}
@@ -364,6 +411,9 @@ func (r *Redis) layoutDeadline(slot int64) time.Time {
 func (g *group) epochKey() string { return g.prefix + "E" }
 func (g *group) seqKey() string   { return g.prefix + "S" }
 func (g *group) fenceKey() string { return g.prefix + "R" }
+func (g *group) leaseKey(token string) string {
+	return g.prefix + "O" + token
+}
 
 // place is where one id goes, computed once per call.
 type place struct {
@@ -472,8 +522,12 @@ func (r *Redis) readEpoch(ctx context.Context, c doScripter, g *group) *redis.Cm
 
 // claimScript claims ids in several buckets at once. For each key
 // KEYS[j], ARGV holds the bucket's expiry (unix s), its number of fields n
-// and the n fields. It answers one character per field, in order: '0'
-// (claimed now), '1' (pending: claimed before) or '2' (done).
+// and the n fields, after ARGV[1..3]: the caller's token, its lease (ms)
+// and the group's key prefix. It answers one character per field, in
+// order: '0' (claimed now), '1' (pending under the caller's token, or
+// under one whose lease ended: now the caller's), '2' (done) or '3'
+// (pending under another token whose lease lives). It renews the
+// caller's lease in the group first.
 //
 // Per bucket it makes one HMGET and, if anything is new, one HSET and one
 // EXPIREAT: the expiry only matters when the hash may have been created
@@ -483,7 +537,10 @@ func (r *Redis) readEpoch(ctx context.Context, c doScripter, g *group) *redis.Cm
 // the script, setting up the call, wrapping its effects for the AOF) was
 // most of Redis's CPU when each bucket, of 10-30 ids, had one.
 var claimScript = redis.NewScript(`
-local a, out = 1, {}
+local me, lease, pfx = ARGV[1], ARGV[2], ARGV[3]
+redis.call('SET', pfx .. 'O' .. me, '1', 'PX', lease)
+local alive = {}
+local a, out = 4, {}
 for j = 1, #KEYS do
   local key, exp, n = KEYS[j], ARGV[a], tonumber(ARGV[a+1])
   a = a + 2
@@ -494,12 +551,26 @@ for j = 1, #KEYS do
     if not v then
       out[#out+1] = '0'
       set[k+1] = ARGV[a + i - 1]
-      set[k+2] = '0'
+      set[k+2] = me
       k = k + 2
     elseif v == '1' then
       out[#out+1] = '2'
-    else
+    elseif v == me then
       out[#out+1] = '1'
+    else
+      local live = alive[v]
+      if live == nil then
+        live = v ~= '0' and redis.call('EXISTS', pfx .. 'O' .. v) == 1
+        alive[v] = live
+      end
+      if live then
+        out[#out+1] = '3'
+      else
+        out[#out+1] = '1'
+        set[k+1] = ARGV[a + i - 1]
+        set[k+2] = me
+        k = k + 2
+      end
     end
   end
   if k > 0 then
@@ -574,7 +645,8 @@ func (r *Redis) evalClaims(ctx context.Context, pipe redis.Pipeliner, g int, ids
 			hi++
 		}
 		keys := make([]string, 0, hi-lo)
-		args := make([]any, 0, 2*(hi-lo)+fields)
+		args := make([]any, 0, 3+2*(hi-lo)+fields)
+		args = append(args, r.token, r.lease.Milliseconds(), r.groups[g].prefix)
 		for _, bk := range buckets[lo:hi] {
 			keys = append(keys, bk.key)
 			args = append(args, r.deadline(bk.slot).Unix(), len(bk.js))
@@ -601,6 +673,7 @@ func (r *Redis) Claim(ctx context.Context, ids []event.ID) ([]Status, error) {
 	if len(in) == 0 {
 		return out, nil
 	}
+	r.leaseRun.Do(r.startLease)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	gs := r.touched(in)
@@ -661,6 +734,8 @@ func (r *Redis) Claim(ctx context.Context, ids []event.ID) ([]Status, error) {
 					}
 				case '2':
 					out[s.i] = Duplicate
+				case '3':
+					out[s.i] = Busy
 				default: // pending: an attempt that did not finish
 					out[s.i] = Uncertain
 				}
@@ -1027,6 +1102,52 @@ func (r *Redis) Name() string {
 	return "redis"
 }
 
-func (r *Redis) Close() error { return r.c.Close() }
+// startLease starts renewing this process's lease in every group, every
+// quarter of the lease, until Close. The claim script renews it in the
+// groups it touches too.
+func (r *Redis) startLease() {
+	r.leased = true
+	r.leaseWG.Add(1)
+	go func() {
+		defer r.leaseWG.Done()
+		t := time.NewTicker(r.lease / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.leaseEnd:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), r.lease/4)
+			pipe := r.c.Pipeline()
+			for _, g := range r.groups {
+				pipe.Set(ctx, g.leaseKey(r.token), "1", r.lease)
+			}
+			if err := r.exec(ctx, pipe); err != nil {
+				r.log.Debug("claim lease not renewed", "err", err)
+			}
+			cancel()
+		}
+	}()
+}
+
+// Close stops renewing the lease and drops it, so that other aggregators
+// take over this process's unfinished claims without waiting for it to
+// expire, then closes the connections.
+func (r *Redis) Close() error {
+	r.leaseRun.Do(func() {}) // no renewal starts after this
+	r.leaseEndOnce.Do(func() { close(r.leaseEnd) })
+	r.leaseWG.Wait()
+	if r.leased {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		pipe := r.c.Pipeline()
+		for _, g := range r.groups {
+			pipe.Del(ctx, g.leaseKey(r.token))
+		}
+		r.exec(ctx, pipe)
+		cancel()
+	}
+	return r.c.Close()
+}
 
 var _ Deduper = (*Redis)(nil)

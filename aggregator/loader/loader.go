@@ -437,6 +437,9 @@ type batch struct {
 	// load owns them (owner, in Loader.owners) until it is finished.
 	ids   []event.ID
 	owner *idSet
+	// claimed is the claim's answer per id of ids, once a Claim of them
+	// succeeded; Busy ones are claimed again.
+	claimed []dedupe.Status
 	// After the claim, events holds only the events to insert, and
 	// check those the store must be asked about first; mark is the ids
 	// to mark done (all ids but those the claim found done).
@@ -627,12 +630,53 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	if len(b.ids) == 0 {
 		return nil
 	}
-	t0 := time.Now()
-	st, err := l.cfg.Dedupe.Claim(ctx, b.ids)
-	l.m.ObserveDedupe(time.Since(t0))
-	if err != nil {
-		l.countDedupeError(err)
-		return err
+	st := b.claimed
+	if st == nil {
+		t0 := time.Now()
+		s, err := l.cfg.Dedupe.Claim(ctx, b.ids)
+		l.m.ObserveDedupe(time.Since(t0))
+		if err != nil {
+			l.countDedupeError(err)
+			return err
+		}
+		st, b.claimed = s, s
+	}
+	// Ids another aggregator claimed and may be inserting right now: claim
+	// them again until it has stored them (Duplicate) or its claim passed
+	// to this one (it died: Uncertain). A retry after an error resumes
+	// here, from b.claimed.
+	wait := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		var busy []int
+		for i, s := range st {
+			if s == dedupe.Busy {
+				busy = append(busy, i)
+			}
+		}
+		if len(busy) == 0 {
+			break
+		}
+		l.setPause(stagePrepare, "wait for another aggregator's claims", fmt.Errorf("%d ids are claimed by another aggregator that is loading them", len(busy)), attempt)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+		sub := make([]event.ID, len(busy))
+		for k, i := range busy {
+			sub[k] = b.ids[i]
+		}
+		t0 := time.Now()
+		again, err := l.cfg.Dedupe.Claim(ctx, sub)
+		l.m.ObserveDedupe(time.Since(t0))
+		if err != nil {
+			l.countDedupeError(err)
+			return err
+		}
+		for k, i := range busy {
+			st[i] = again[k]
+		}
 	}
 	// b.events and b.ids are parallel here (own): compact events in place.
 	b.mark = make([]event.ID, 0, len(b.ids))
