@@ -42,6 +42,11 @@ type Options struct {
 	// module's backend key lists them (unless EdgeConfig sets it). The
 	// POP's log endpoints deliver to the first.
 	Aggregators int
+	// PeerAggregators are URLs of aggregators outside this stack (another
+	// stack's, sharing its Redis, ClickHouse and Dir/secret) that the POP
+	// knows too, as backends peer1, peer2, ..., listed in the edge
+	// module's backend key after the stack's own (unless EdgeConfig sets it).
+	PeerAggregators []string
 	// NoPop starts no POP: tests that post signed batches to the
 	// aggregator themselves need none.
 	NoPop bool
@@ -388,11 +393,16 @@ func (s *Stack) manifest() string {
 	fmt.Fprintf(&b, "manifest_version = 3\nname = \"edgepixel\"\nlanguage = \"go\"\n\n")
 	fmt.Fprintf(&b, "[local_server.backends.aggregator]\nurl = %q\n\n", s.AggregatorURL)
 	cfg := map[string]string{"pop": "local"}
-	if len(s.More) > 0 {
+	if len(s.More) > 0 || len(s.opts.PeerAggregators) > 0 {
 		names := []string{"aggregator"}
 		for _, m := range s.More {
 			name := "aggregator" + strconv.Itoa(m.N)
 			fmt.Fprintf(&b, "[local_server.backends.%s]\nurl = %q\n\n", name, m.URL)
+			names = append(names, name)
+		}
+		for i, u := range s.opts.PeerAggregators {
+			name := "peer" + strconv.Itoa(i+1)
+			fmt.Fprintf(&b, "[local_server.backends.%s]\nurl = %q\n\n", name, u)
 			names = append(names, name)
 		}
 		cfg["backend"] = strings.Join(names, ",")

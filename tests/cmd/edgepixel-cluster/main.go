@@ -1,12 +1,16 @@
 // Command edgepixel-cluster brings up a fleet on this machine, as separate
 // processes on loopback ports: ZooKeeper, a ClickHouse cluster (2 shards x
-// 2 replicas), one Redis, and two aggregators each with a local POP in front,
-// each aggregator inserting into its own shard and reading every shard.
+// 2 replicas), a Redis Cluster (3 masters with a replica each) for dedupe,
+// and two aggregators each with a local POP in front, each aggregator
+// inserting into its own shard and reading every shard. Every POP knows
+// every aggregator (its own first): a batch one refuses or leaves
+// unanswered goes to another.
 // `make cluster` builds everything and starts it. It shows each start's
 // progress, prints where everything is, and Ctrl-C stops it all (the POPs
 // first, so that what they hold reaches the aggregators).
 //
-// All state lives under -dir, so a second run keeps the data.
+// All state lives under -dir, so a second run keeps the data (but for
+// the Redis Cluster's, see fleet.start).
 package main
 
 import (
@@ -15,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -93,7 +98,7 @@ type fleet struct {
 	log    *slog.Logger
 	zk     *localsrv.ZooKeeper
 	ch     *localsrv.ClickHouseCluster
-	redis  *localsrv.Redis
+	redis  *localsrv.RedisCluster
 	stacks []*stack.Stack
 }
 
@@ -112,23 +117,56 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 	}); err != nil {
 		return err
 	}
-	// The aggregators share one Redis for dedupe.
-	if err := pr.Run("starting redis-server", func() (err error) {
-		f.redis, err = localsrv.StartRedis(startCtx, filepath.Join(dir, "redis"), 0)
+	// The aggregators share one Redis Cluster for dedupe. It starts empty
+	// on every run (its nodes get new ports, which a kept nodes.conf would
+	// contradict): the aggregators see a new dedupe memory and check ids
+	// up to the store's newest event against the store, as after any loss.
+	if err := pr.Run("starting a redis cluster (3 masters, 3 replicas)", func() (err error) {
+		rdir := filepath.Join(dir, "redis-cluster")
+		if err := os.RemoveAll(rdir); err != nil {
+			return err
+		}
+		f.redis, err = localsrv.StartRedisCluster(startCtx, rdir, 3, 1)
 		return err
 	}); err != nil {
 		return err
 	}
+	// Every POP delivers to every aggregator, so all share one secret,
+	// and each POP must know the others' addresses before they start.
+	secret, err := stack.EnsureSecret(filepath.Join(dir, "secret"))
+	if err != nil {
+		return err
+	}
+	addrs := make([]string, aggs)
+	for i := range addrs {
+		if addrs[i], err = freeAddr(); err != nil {
+			return err
+		}
+	}
 	for i := range aggs {
+		sdir := filepath.Join(dir, "pop"+strconv.Itoa(i+1))
+		if err := os.MkdirAll(sdir, 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(sdir, "secret"), secret, 0o600); err != nil {
+			return err
+		}
+		var peers []string
+		for j, a := range addrs {
+			if j != i {
+				peers = append(peers, "http://"+a)
+			}
+		}
 		shard := f.ch.Shards[i%shards]
 		server := shard[(i/shards)%len(shard)]
 		o := stack.Options{
-			Dir: filepath.Join(dir, "pop"+strconv.Itoa(i+1)), Bin: bin,
-			AggregatorAddr: "127.0.0.1:0", DashboardAddr: "127.0.0.1:0", PopAddr: "127.0.0.1:0",
+			Dir: sdir, Bin: bin,
+			AggregatorAddr: addrs[i], DashboardAddr: "127.0.0.1:0", PopAddr: "127.0.0.1:0",
 			NoRedis: true, NoClickHouse: true,
-			AggregatorArgs: []string{"--redis", f.redis.URL, "--clickhouse", server.HTTPURL, "--clickhouse-cluster", clusterName},
-			CompileCache:   "default",
-			Progress:       pr,
+			AggregatorArgs:  []string{"--redis-cluster", strings.Join(f.redis.Addrs(), ","), "--clickhouse", server.HTTPURL, "--clickhouse-cluster", clusterName},
+			PeerAggregators: peers,
+			CompileCache:    "default",
+			Progress:        pr,
 		}
 		pr.Printf("aggregator and POP %d of %d (shard %d)", i+1, aggs, i%shards+1)
 		s, err := stack.Start(startCtx, o)
@@ -173,13 +211,28 @@ func (f *fleet) banner(dir string, took time.Duration) string {
 			fmt.Fprintf(&b, "  clickhouse  shard %d replica %d: %s (native %s)\n", s+1, r+1, c.HTTPURL, c.TCPAddr)
 		}
 	}
-	fmt.Fprintf(&b, "  redis       %s\n", f.redis.URL)
+	fmt.Fprintf(&b, "  redis       cluster %s\n", strings.Join(f.redis.Addrs(), " "))
 	for i, s := range f.stacks {
-		fmt.Fprintf(&b, "  pop %d       %s/p.gif?site=demo   -> aggregator %s (dashboard %s/, token in %s)\n",
-			i+1, s.PopURL, s.AggregatorURL, s.DashboardURL, filepath.Join(s.Options().Dir, "dashboard-token"))
+		fmt.Fprintf(&b, "  aggregator %d  %s (dashboard %s/, token in %s)\n",
+			i+1, s.AggregatorURL, s.DashboardURL, filepath.Join(s.Options().Dir, "dashboard-token"))
+	}
+	for i, s := range f.stacks {
+		to := []string{s.AggregatorURL}
+		to = append(to, s.Options().PeerAggregators...)
+		fmt.Fprintf(&b, "  pop %d       %s/p.gif?site=demo   -> %s\n", i+1, s.PopURL, strings.Join(to, ", then "))
 	}
 	fmt.Fprintf(&b, "\nEvery dashboard reads every shard (database edgepixel, cluster %s). Logs and data: %s\nCtrl-C stops everything; data stays.\n", clusterName, dir)
 	return b.String()
+}
+
+// freeAddr is a loopback address with a port free now.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func envOr(key, def string) string {
