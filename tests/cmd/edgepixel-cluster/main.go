@@ -165,8 +165,11 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 			NoRedis: true, NoClickHouse: true,
 			AggregatorArgs:  []string{"--redis-cluster", strings.Join(f.redis.Addrs(), ","), "--clickhouse", server.HTTPURL, "--clickhouse-cluster", clusterName},
 			PeerAggregators: peers,
-			CompileCache:    "default",
-			Progress:        pr,
+			// Batches (Fastly's way) go through the backend list; the
+			// journal's log endpoint knows only the first aggregator.
+			Delivery:     stack.DeliveryBatches,
+			CompileCache: "default",
+			Progress:     pr,
 		}
 		pr.Printf("aggregator and POP %d of %d (shard %d)", i+1, aggs, i%shards+1)
 		s, err := stack.Start(startCtx, o)
