@@ -107,6 +107,13 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
+		// A loaded machine can take seconds to end the parent: after a
+		// reload the parent is watched for hangupWatch more, and its end
+		// then still ends the POP.
+		watch := time.NewTicker(50 * time.Millisecond)
+		watch.Stop()
+		defer watch.Stop()
+		var until time.Time
 		for {
 			select {
 			case <-hup:
@@ -117,6 +124,17 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func
 				}
 				log.Info("SIGHUP: reloading the module")
 				s.Reload(context.Background()) // logs its own failure
+				until = time.Now().Add(hangupWatch)
+				watch.Reset(50 * time.Millisecond)
+			case <-watch.C:
+				if os.Getppid() != parent {
+					log.Info("SIGHUP ended the parent process too: shutting down")
+					shutdown()
+					return
+				}
+				if time.Now().After(until) {
+					watch.Stop()
+				}
 			case <-done:
 				return
 			}
@@ -127,6 +145,10 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func
 		close(done)
 	}
 }
+
+// hangupWatch is how long after a SIGHUP the POP still shuts down if its
+// parent ends.
+const hangupWatch = 30 * time.Second
 
 // parentEnded reports whether the POP's parent, which was pid parent,
 // has ended (the POP was re-parented) within wait.
