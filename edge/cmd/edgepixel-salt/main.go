@@ -162,6 +162,12 @@ func cfKV(ctx context.Context, client *http.Client, method, u, token, value stri
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "text/plain")
+	return call(client, req, "Cloudflare API")
+}
+
+// call sends req and turns an answer other than 2xx into an error naming
+// api, its status and the start of its body.
+func call(client *http.Client, req *http.Request, api string) error {
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -169,7 +175,7 @@ func cfKV(ctx context.Context, client *http.Client, method, u, token, value stri
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("Cloudflare API: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("%s: %s: %s", api, resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil
 }
@@ -231,14 +237,5 @@ func putFastly(ctx context.Context, client *http.Client, api, token, store, name
 	req.Header.Set("Fastly-Key", token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("Fastly API: %s: %s", resp.Status, bytes.TrimSpace(msg))
-	}
-	return nil
+	return call(client, req, "Fastly API")
 }
