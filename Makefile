@@ -112,9 +112,13 @@ vet:
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./edge/cmd/edgepixel ./wrangler/...
 
 ## unit: every package's tests with the race detector; the log ends with
-## each package's time and the slowest tests
+## each package's time and the slowest tests. tests/edgetinygo (the edge
+## packages' own tests built by TinyGo, minutes of compiling) runs after
+## the others rather than holding one of `go test`'s parallel slots, where
+## the other packages' load made its builds several times slower.
 unit: tools modules
-	@$(TOOLS)/edgepixel-gotest test -race -timeout 25m -count=1 ./...
+	@$(TOOLS)/edgepixel-gotest test -race -timeout 25m -count=1 $$($(GO) list ./... | grep -v '/tests/edgetinygo$$')
+	@$(TOOLS)/edgepixel-gotest test -timeout 25m -count=1 ./tests/edgetinygo
 
 ## fuzz: every Fuzz target in the repo, each for FUZZTIME runs
 fuzz: tools
