@@ -1,6 +1,7 @@
 package localsrv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -27,8 +28,8 @@ type ZooKeeper struct {
 func ZooKeeperAvailable() (java string, ok bool) { return deps.ZooKeeper.Path("") }
 
 // StartZooKeeper starts ZooKeeper with its data in dir on 127.0.0.1:port
-// (0 picks a free port) and waits until it answers ruok with imok. Its
-// admin server is off and ruok is the only four-letter command allowed.
+// (0 picks a free port) and waits until it serves requests (see serving).
+// Its admin server is off and srvr is the only four-letter command allowed.
 func StartZooKeeper(ctx context.Context, dir string, port int) (*ZooKeeper, error) {
 	java, ok := ZooKeeperAvailable()
 	if !ok {
@@ -48,7 +49,7 @@ func StartZooKeeper(ctx context.Context, dir string, port int) (*ZooKeeper, erro
 	// tickTime bounds the session timeouts clients may ask for (2 to 20
 	// ticks): ClickHouse's default 30 s session needs 1.5 s ticks or more.
 	conf := fmt.Sprintf("tickTime=2000\ndataDir=%s\nclientPort=%d\nclientPortAddress=127.0.0.1\n"+
-		"admin.enableServer=false\n4lw.commands.whitelist=ruok\nmaxClientCnxns=0\n", filepath.Join(dir, "data"), port)
+		"admin.enableServer=false\n4lw.commands.whitelist=srvr\nmaxClientCnxns=0\n", filepath.Join(dir, "data"), port)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
@@ -60,26 +61,32 @@ func StartZooKeeper(ctx context.Context, dir string, port int) (*ZooKeeper, erro
 	z := &ZooKeeper{Addr: hostPort(port), Dir: dir, p: p}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := p.WaitReady(ctx, z.ruok); err != nil {
+	if err := p.WaitReady(ctx, z.serving); err != nil {
 		return nil, err
 	}
 	return z, nil
 }
 
-// ruok asks the four-letter command ruok; a healthy server answers imok.
-func (z *ZooKeeper) ruok() error {
+// serving asks the four-letter command srvr, which a server answers with
+// its version and mode once it serves requests, and with "not currently
+// serving requests" while it still loads its data. ruok is not enough: it
+// answers imok from the moment the port is open, and a server started on
+// a kept data directory then closes the sessions clients open while it
+// loads (clickhouse-server 18.16 exits when that happens to the
+// replicated tables it loads at start).
+func (z *ZooKeeper) serving() error {
 	c, err := net.DialTimeout("tcp", z.Addr, time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("ruok")); err != nil {
+	if _, err := c.Write([]byte("srvr")); err != nil {
 		return err
 	}
-	b, _ := io.ReadAll(io.LimitReader(c, 16))
-	if string(b) != "imok" {
-		return fmt.Errorf("zookeeper on %s answered ruok with %q", z.Addr, b)
+	b, _ := io.ReadAll(io.LimitReader(c, 4096))
+	if !bytes.Contains(b, []byte("Mode: ")) {
+		return fmt.Errorf("zookeeper on %s answered srvr with %q", z.Addr, b)
 	}
 	return nil
 }
