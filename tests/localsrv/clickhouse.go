@@ -237,3 +237,6 @@ func (c *ClickHouse) Kill() error {
 
 // Done is closed when the server process has exited.
 func (c *ClickHouse) Done() <-chan struct{} { return c.p.Done() }
+
+// Pid is the server's process id (for its CPU time and I/O in /proc).
+func (c *ClickHouse) Pid() int { return c.p.Pid() }

@@ -134,6 +134,9 @@ func (r *Redis) Kill() error {
 	return r.p.Kill()
 }
 
+// Pid is the server's process id (for its CPU time and I/O in /proc).
+func (r *Redis) Pid() int { return r.p.Pid() }
+
 // Signal sends sig to the server, e.g. SIGSTOP and SIGCONT to make a
 // replica fall behind its master.
 func (r *Redis) Signal(sig syscall.Signal) error { return r.p.Signal(sig) }

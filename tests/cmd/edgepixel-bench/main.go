@@ -1,7 +1,8 @@
 // Command edgepixel-bench measures edgepixel against baselines in one run,
 // with one load generator, and prints each figure beside its baseline.
 // Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go),
-// durable (durable.go), dashboard (dashboard.go), workers (workers.go: the
+// durable (durable.go), dashboard (dashboard.go), sizing (sizing.go: each
+// part's cost per event through the real pipeline), workers (workers.go: the
 // Cloudflare worker in workerd beside the POP and bare net/http), enrich
 // (enrich.go).
 //
@@ -43,8 +44,9 @@ func main() {
 		threads  = flag.Int("threads", 2, "wrk threads")
 		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
 		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
-		sections = flag.String("sections", "pop,aggregator,fleet,hostile,durable,workers,enrich,dashboard,storage", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,fleet,sizing,hostile,durable,workers,enrich,dashboard,storage", "which sections to run")
 		agg      aggOptions
+		sizing   sizingOptions
 		hostile  hostileOptions
 		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module (0: only the figures through the POP)")
 		dash     dashOptions
@@ -58,6 +60,8 @@ func main() {
 	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
 	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
 	flag.IntVar(&agg.batch, "agg-batch", 500, "aggregator: events per batch (the edge's batch_max_events)")
+	flag.IntVar(&sizing.events, "sizing-events", 40_000, "sizing: pixel hits pushed through the pipeline per phase")
+	flag.IntVar(&sizing.conns, "sizing-connections", 16, "sizing: concurrent keep-alive clients")
 	flag.DurationVar(&hostile.duration, "hostile-duration", 3*time.Second, "hostile: normal load measured during each attack")
 	flag.IntVar(&hostile.workers, "hostile-clients", 4, "hostile: normal keep-alive clients")
 	probe := flag.Int(rssProbeFlag, 0, "internal: run as the resident-memory probe with this many instances")
@@ -72,7 +76,8 @@ func main() {
 		}
 		return
 	}
-	agg.binDir, hostile.binDir, dash.binDir = *binDir, *binDir, *binDir
+	agg.binDir, hostile.binDir, dash.binDir, sizing.binDir = *binDir, *binDir, *binDir, *binDir
+	sizing.agg = agg
 	if *tinyWasm == "" {
 		*tinyWasm = stack.InDir(*binDir).Wasm
 	}
@@ -110,6 +115,12 @@ func main() {
 	if strings.Contains(*sections, "fleet") { // fleet.go
 		if err := runFleet(agg); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: fleet:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "sizing") { // sizing.go
+		if err := runSizing(sizing); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: sizing:", err)
 			os.Exit(1)
 		}
 	}
