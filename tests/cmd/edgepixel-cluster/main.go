@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
+	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/progress"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
@@ -44,6 +44,7 @@ func main() {
 		shards   = flag.Int("shards", 2, "ClickHouse shards")
 		replicas = flag.Int("replicas", 2, "ClickHouse replicas per shard")
 		aggs     = flag.Int("aggregators", 2, "aggregators, each with a POP in front, spread over the shards")
+		cache    = flag.String("compile-cache", os.Getenv("EDGEPIXEL_CLUSTER_COMPILE_CACHE"), "the POPs' compiled-code cache; empty: the POP's default, in the user's cache directory (env EDGEPIXEL_CLUSTER_COMPILE_CACHE)")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -67,7 +68,10 @@ func main() {
 	pr := progress.New(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	f := &fleet{log: log}
+	f := &fleet{log: log, compileCache: *cache}
+	if f.compileCache == "" {
+		f.compileCache = "default"
+	}
 	defer f.stop()
 	if err := f.start(ctx, absDir, bin, pr, *shards, *replicas, *aggs); err != nil {
 		f.stop()
@@ -86,20 +90,27 @@ func main() {
 			}
 		}()
 	}
+	failed := false
 	select {
 	case <-ctx.Done():
 	case why := <-done:
 		log.Error(why)
+		failed = true
 	}
 	log.Info("stopping: POPs first so what they hold reaches the aggregators, then the aggregators, ClickHouse, Redis and ZooKeeper")
+	if !f.stop() || failed {
+		os.Exit(1)
+	}
+	log.Info("stopped")
 }
 
 type fleet struct {
-	log    *slog.Logger
-	zk     *localsrv.ZooKeeper
-	ch     *localsrv.ClickHouseCluster
-	redis  *localsrv.RedisCluster
-	stacks []*stack.Stack
+	log          *slog.Logger
+	compileCache string // stack.Options.CompileCache
+	zk           *localsrv.ZooKeeper
+	ch           *localsrv.ClickHouseCluster
+	redis        *localsrv.RedisCluster
+	stacks       []*stack.Stack
 }
 
 func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *progress.Reporter, shards, replicas, aggs int) error {
@@ -139,7 +150,7 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 	}
 	addrs := make([]string, aggs)
 	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
+		if addrs[i], err = proc.FreeAddr(); err != nil {
 			return err
 		}
 	}
@@ -168,7 +179,7 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 			// Batches (Fastly's way) go through the backend list; the
 			// journal's log endpoint knows only the first aggregator.
 			Delivery:     stack.DeliveryBatches,
-			CompileCache: "default",
+			CompileCache: f.compileCache,
 			Progress:     pr,
 		}
 		pr.Printf("aggregator and POP %d of %d (shard %d)", i+1, aggs, i%shards+1)
@@ -181,28 +192,40 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 	return nil
 }
 
-// stop stops everything in reverse order; it may be called again.
-func (f *fleet) stop() {
+// stop stops everything in reverse order and reports whether each part
+// stopped by itself (a part that had to be killed is logged); it may be
+// called again.
+func (f *fleet) stop() bool {
+	ok := true
+	warn := func(msg string, err error) {
+		f.log.Warn(msg, "err", err)
+		ok = false
+	}
 	for _, s := range f.stacks {
 		if err := s.Stop(); err != nil {
-			f.log.Warn("stopping a POP and aggregator", "err", err)
+			warn("stopping a POP and aggregator", err)
 		}
 	}
 	f.stacks = nil
 	if f.ch != nil {
 		if err := f.ch.Stop(); err != nil {
-			f.log.Warn("stopping clickhouse", "err", err)
+			warn("stopping clickhouse", err)
 		}
 		f.ch = nil
 	}
 	if f.redis != nil {
-		f.redis.Stop()
+		if err := f.redis.Stop(); err != nil {
+			warn("stopping the redis cluster", err)
+		}
 		f.redis = nil
 	}
 	if f.zk != nil {
-		f.zk.Stop()
+		if err := f.zk.Stop(); err != nil {
+			warn("stopping zookeeper", err)
+		}
 		f.zk = nil
 	}
+	return ok
 }
 
 func (f *fleet) banner(dir string, took time.Duration) string {
@@ -226,16 +249,6 @@ func (f *fleet) banner(dir string, took time.Duration) string {
 	}
 	fmt.Fprintf(&b, "\nEvery dashboard reads every shard (database edgepixel, cluster %s). Logs and data: %s\nCtrl-C stops everything; data stays.\n", clusterName, dir)
 	return b.String()
-}
-
-// freeAddr is a loopback address with a port free now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func envOr(key, def string) string {
