@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgepixel/edgepixel/tests/cli"
 	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 	"github.com/edgepixel/edgepixel/tests/proc"
@@ -39,8 +40,8 @@ const clusterName = "edgepixel"
 
 func main() {
 	var (
-		dir      = flag.String("dir", envOr("EDGEPIXEL_CLUSTER_DIR", ".edgepixel/cluster"), "where all data and logs live (env EDGEPIXEL_CLUSTER_DIR)")
-		binDir   = flag.String("bin", envOr("EDGEPIXEL_CLUSTER_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_CLUSTER_BIN)")
+		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_CLUSTER_DIR", ".edgepixel/cluster"), "where all data and logs live (env EDGEPIXEL_CLUSTER_DIR)")
+		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_CLUSTER_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_CLUSTER_BIN)")
 		shards   = flag.Int("shards", 2, "ClickHouse shards")
 		replicas = flag.Int("replicas", 2, "ClickHouse replicas per shard")
 		aggs     = flag.Int("aggregators", 2, "aggregators, each with a POP in front, spread over the shards")
@@ -50,19 +51,19 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	began := time.Now()
 	if *aggs < 1 || *shards < 1 || *replicas < 1 {
-		fatal(log, errors.New("-aggregators, -shards and -replicas must be at least 1"))
+		cli.Fatal(log, errors.New("-aggregators, -shards and -replicas must be at least 1"))
 	}
 	absDir, err := filepath.Abs(*dir)
 	if err != nil {
-		fatal(log, err)
+		cli.Fatal(log, err)
 	}
 	if missing := deps.Missing("", []deps.Program{deps.Redis, deps.ClickHouse, deps.ZooKeeper}); len(missing) > 0 {
-		fatal(log, errors.New(deps.Advice(missing)))
+		cli.Fatal(log, errors.New(deps.Advice(missing)))
 	}
 	bin := stack.InDir(*binDir)
 	for _, p := range []string{bin.Pop, bin.Aggregator, bin.Wasm} {
 		if _, err := os.Stat(p); err != nil {
-			fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make cluster`, which builds)", p))
+			cli.Fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make cluster`, which builds)", p))
 		}
 	}
 	pr := progress.New(os.Stderr)
@@ -75,7 +76,7 @@ func main() {
 	defer f.stop()
 	if err := f.start(ctx, absDir, bin, pr, *shards, *replicas, *aggs); err != nil {
 		f.stop()
-		fatal(log, fmt.Errorf("%w (logs under %s)", err, absDir))
+		cli.Fatal(log, fmt.Errorf("%w (logs under %s)", err, absDir))
 	}
 	fmt.Print(f.banner(absDir, time.Since(began)))
 
@@ -249,16 +250,4 @@ func (f *fleet) banner(dir string, took time.Duration) string {
 	}
 	fmt.Fprintf(&b, "\nEvery dashboard reads every shard (database edgepixel, cluster %s). Logs and data: %s\nCtrl-C stops everything; data stays.\n", clusterName, dir)
 	return b.String()
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-func fatal(log *slog.Logger, err error) {
-	log.Error(err.Error())
-	os.Exit(1)
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/tests/build"
+	"github.com/edgepixel/edgepixel/tests/cli"
 	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 	"github.com/edgepixel/edgepixel/tests/progress"
@@ -47,12 +48,12 @@ func main() {
 		os.Exit(sql(os.Args[2:]))
 	}
 	var (
-		dir      = flag.String("dir", envOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
-		binDir   = flag.String("bin", envOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
-		aggAddr  = flag.String("aggregator-addr", envOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
-		dashAddr = flag.String("dashboard-addr", envOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", "127.0.0.1:8081"), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
-		popAddr  = flag.String("pop-addr", envOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
-		durable  = flag.String("durability", envOr("EDGEPIXEL_RUN_DURABILITY", "write"), "when the POP answers a hit, its line is written to the journal queue (write: survives the POP's death) or also fsynced (fsync: survives a machine crash) (env EDGEPIXEL_RUN_DURABILITY)")
+		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
+		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
+		aggAddr  = flag.String("aggregator-addr", cli.EnvOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
+		dashAddr = flag.String("dashboard-addr", cli.EnvOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", "127.0.0.1:8081"), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
+		popAddr  = flag.String("pop-addr", cli.EnvOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
+		durable  = flag.String("durability", cli.EnvOr("EDGEPIXEL_RUN_DURABILITY", "write"), "when the POP answers a hit, its line is written to the journal queue (write: survives the POP's death) or also fsynced (fsync: survives a machine crash) (env EDGEPIXEL_RUN_DURABILITY)")
 		since    = flag.Int64("since", 0, "unix time in seconds when `make run` began, to report the whole start-up time")
 		firstRun = flag.String("first-run", "", "how long a first `make run` takes, for the banner (the Makefile says)")
 	)
@@ -65,20 +66,20 @@ func main() {
 
 	absDir, err := filepath.Abs(*dir)
 	if err != nil {
-		fatal(log, err)
+		cli.Fatal(log, err)
 	}
 	if st, err := readState(absDir); err == nil && st.running() {
-		fatal(log, fmt.Errorf("a stack already runs from %s (pid %d): stop it first (Ctrl-C in its terminal)", absDir, st.PID))
+		cli.Fatal(log, fmt.Errorf("a stack already runs from %s (pid %d): stop it first (Ctrl-C in its terminal)", absDir, st.PID))
 	}
 	// Said before anything starts, with what to do: a port in use is
 	// most often another checkout's `make run`.
 	if err := checkFree([]listenAddr{{*aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {*dashAddr, "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {*popAddr, "EDGEPIXEL_RUN_POP_ADDR"}}); err != nil {
-		fatal(log, err)
+		cli.Fatal(log, err)
 	}
 	bin := stack.InDir(*binDir)
 	for _, p := range []string{bin.Pop, bin.Aggregator, bin.Wasm} {
 		if _, err := os.Stat(p); err != nil {
-			fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make run`, which builds)", p))
+			cli.Fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make run`, which builds)", p))
 		}
 	}
 	o := stack.Options{
@@ -94,17 +95,17 @@ func main() {
 		Durability:   *durable,
 	}
 	if o.EdgeConfig, err = readEdgeConfig(absDir); err != nil {
-		fatal(log, err)
+		cli.Fatal(log, err)
 	}
 	salt := salts{bin: build.Salt.InDir(*binDir), dir: filepath.Join(absDir, "secrets"), log: log}
 	if _, err := os.Stat(salt.bin); err != nil {
-		fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make run`, which builds)", salt.bin))
+		cli.Fatal(log, fmt.Errorf("%s is missing: run `make build` first (or `make run`, which builds)", salt.bin))
 	}
 	if _, err := salt.rotate(context.Background()); err != nil {
-		fatal(log, err)
+		cli.Fatal(log, err)
 	}
 	if *durable != "write" && *durable != "fsync" {
-		fatal(log, fmt.Errorf("--durability %q: want write or fsync", *durable))
+		cli.Fatal(log, fmt.Errorf("--durability %q: want write or fsync", *durable))
 	}
 	if _, ok := localsrv.RedisAvailable(); !ok {
 		o.NoRedis = true
@@ -121,7 +122,7 @@ func main() {
 	s, err := stack.Start(startCtx, o)
 	cancel()
 	if err != nil {
-		fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
+		cli.Fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
 	}
 	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
 	if s.ClickHouse != nil {
@@ -150,7 +151,7 @@ func main() {
 	log.Info("stopping: POP first so buffered events reach the aggregator")
 	if err := s.Stop(); err != nil {
 		os.Remove(statePath(absDir))
-		fatal(log, err)
+		cli.Fatal(log, err)
 	}
 	log.Info("stopped")
 }
@@ -206,23 +207,11 @@ func checkFree(addrs []listenAddr) error {
 	return nil
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-func fatal(log *slog.Logger, err error) {
-	log.Error(err.Error())
-	os.Exit(1)
-}
-
 // sql opens clickhouse-client on the running stack's ClickHouse, or runs
 // the one query given.
 func sql(args []string) int {
 	fs := flag.NewFlagSet("edgepixel-run sql", flag.ExitOnError)
-	dir := fs.String("dir", envOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "the running stack's -dir (env EDGEPIXEL_RUN_DIR)")
+	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "the running stack's -dir (env EDGEPIXEL_RUN_DIR)")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: edgepixel-run sql [-dir DIR] [QUERY]\nopens clickhouse-client on the stack `make run` started, or runs QUERY")
 		fs.PrintDefaults()
