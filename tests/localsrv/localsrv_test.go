@@ -22,7 +22,7 @@ func TestStartBoth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Stop()
-	if err := r.ping(); err != nil {
+	if err := r.ping(r.Pid()); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(r.URL, "redis://127.0.0.1:") {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -48,38 +47,29 @@ func startRedis(ctx context.Context, dir string, port int, extra ...string) (*Re
 	if !ok {
 		return nil, fmt.Errorf("redis-server not found; %s", deps.Advice([]deps.Program{deps.Redis}))
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	dir, err := filepath.Abs(dir)
+	dir, port, err := serverDir(dir, port)
 	if err != nil {
-		return nil, err
-	}
-	if port, err = portOr(port); err != nil {
 		return nil, err
 	}
 	args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
 		"--save", "", "--appendonly", "yes", "--protected-mode", "yes",
 		"--daemonize", "no", "--logfile", ""}, extra...)
-	p, err := proc.Start("redis-server", proc.Options{Log: filepath.Join(dir, "redis.log")}, bin, args...)
-	if err != nil {
-		return nil, err
-	}
-	r := &Redis{Addr: hostPort(port), Dir: dir, p: p, extra: extra}
+	r := &Redis{Addr: hostPort(port), Dir: dir, extra: extra}
 	r.URL = "redis://" + r.Addr + "/0"
 	// Loading a large append-only file can take a while; PING answers
 	// -LOADING until it is done.
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := p.WaitReady(ctx, r.ping); err != nil {
+	r.p, err = startServer(ctx, "redis-server", filepath.Join(dir, "redis.log"), 30*time.Second,
+		func(p *proc.Proc) error { return r.ping(p.Pid()) }, bin, args...)
+	if err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// ping sends PING over a raw connection: localsrv has no Redis client
-// dependency so that anything can import it.
-func (r *Redis) ping() error {
+// ping sends PING over a raw connection (localsrv has no Redis client
+// dependency so that anything can import it) and checks that the server
+// answering is the process pid.
+func (r *Redis) ping(pid int) error {
 	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
 	if err != nil {
 		return err
@@ -110,7 +100,7 @@ func (r *Redis) ping() error {
 	if _, err := io.ReadFull(br, info); err != nil {
 		return err
 	}
-	want := fmt.Sprintf("process_id:%d\r\n", r.p.Pid())
+	want := fmt.Sprintf("process_id:%d\r\n", pid)
 	if !strings.Contains(string(info), want) {
 		return fmt.Errorf("another server answers on %s", r.Addr)
 	}

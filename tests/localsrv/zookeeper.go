@@ -35,14 +35,8 @@ func StartZooKeeper(ctx context.Context, dir string, port int) (*ZooKeeper, erro
 	if !ok {
 		return nil, fmt.Errorf("zookeeper not found; %s", deps.Advice([]deps.Program{deps.ZooKeeper}))
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	dir, err := filepath.Abs(dir)
+	dir, port, err := serverDir(dir, port)
 	if err != nil {
-		return nil, err
-	}
-	if port, err = portOr(port); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "zoo.cfg")
@@ -53,15 +47,11 @@ func StartZooKeeper(ctx context.Context, dir string, port int) (*ZooKeeper, erro
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := proc.Start("zookeeper", proc.Options{Log: filepath.Join(dir, "zookeeper.log")}, java,
-		"-Xmx256m", "-cp", deps.ZooKeeper.Files[0], "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg)
+	z := &ZooKeeper{Addr: hostPort(port), Dir: dir}
+	z.p, err = startServer(ctx, "zookeeper", filepath.Join(dir, "zookeeper.log"), 60*time.Second,
+		func(*proc.Proc) error { return z.serving() },
+		java, "-Xmx256m", "-cp", deps.ZooKeeper.Files[0], "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg)
 	if err != nil {
-		return nil, err
-	}
-	z := &ZooKeeper{Addr: hostPort(port), Dir: dir, p: p}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := p.WaitReady(ctx, z.serving); err != nil {
 		return nil, err
 	}
 	return z, nil
