@@ -8,8 +8,10 @@ package main
 // loads one clickhouse-server. Each part is a separate process; its CPU
 // time (user + system, /proc/PID/stat), storage writes (/proc/PID/io) and
 // memory are read before and after a fixed number of hits and divided by
-// the events stored. CPU time per event is much less sensitive to other
-// load on a shared machine than events/s, which is printed too.
+// the events stored; the CPU time each part used while idle just before
+// (idleFor), scaled to the phase's length, is taken off. CPU time per
+// event is much less sensitive to other load on a shared machine than
+// events/s, which is printed too.
 //
 // Three phases in one run, sharing the Redis Cluster and ClickHouse: a POP
 // in front of 1 aggregator; a second POP in front of 2 aggregators (its
