@@ -102,7 +102,9 @@ func StartWorkerd(ctx context.Context, o WorkerdOptions) (*Workerd, error) {
 		return nil, err
 	}
 	w := &Workerd{URL: "http://" + o.Addr, Dir: o.Dir}
-	w.Proc, err = proc.Start("workerd", proc.Options{Dir: o.Dir, Log: o.Log}, o.Bin, "serve", cfg)
+	// --verbose: workerd logs what it cancels (a request it finds hung,
+	// a promise resolved across requests) only then.
+	w.Proc, err = proc.Start("workerd", proc.Options{Dir: o.Dir, Log: o.Log}, o.Bin, "serve", "--verbose", cfg)
 	if err != nil {
 		return nil, err
 	}

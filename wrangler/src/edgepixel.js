@@ -27,10 +27,15 @@ const DELIVERY_DEADLINE_MS = 24000;
 // ahead, so minutes of caching never leave a day without its salt.
 const SALTS_BINDING = "SALTS";
 const SALTS_CACHE_MS = 60000;
+// A background read of the salts that has not ended in this long (its
+// request was cancelled) no longer stops another.
+const SALTS_READ_MS = 10000;
 // The var that sets another cache time, in milliseconds.
 const SALTS_CACHE_VAR = "salts_cache_ms";
 // The aggregator's refusals that retrying cannot fix (pixel.ErrRejected).
 const REFUSED = new Set([400, 401, 413]);
+// Marks a batch whose delivery a request has started.
+const STARTED = -1;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -44,14 +49,12 @@ export class EdgePixel {
   // starts, which workerd refuses at global scope.
   constructor(module, env, opts = {}) {
     let memory;
-    // opts (tests): fetch, sleep, setTimer, clearTimer, clock.
+    // opts (tests): fetch, sleep, clock.
     this.instance = new WebAssembly.Instance(module, wasiImports(module, () => memory, opts.clock));
     this.x = this.instance.exports;
     memory = this.x.memory;
     this.fetch = opts.fetch ?? ((...a) => fetch(...a));
     this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
-    this.setTimer = opts.setTimer ?? ((f, ms) => setTimeout(f, ms));
-    this.clearTimer = opts.clearTimer ?? ((t) => clearTimeout(t));
     this.x._initialize();
     this.maxBody = this.x.ep_max_body();
     let cfg = "";
@@ -66,8 +69,9 @@ export class EdgePixel {
     this.saltsCacheMs = env?.[SALTS_CACHE_VAR] != null && cacheMs >= 0 ? cacheMs : SALTS_CACHE_MS;
     this.saltKeys = this.answer(this.x.ep_salt_keys()).lines;
     this.saltsAt = -Infinity; // when the salts were last read from KV
-    this.saltsLoading = null;
-    // Open and delivering batches by id: { wake, done }.
+    this.saltsReading = -Infinity; // when a background read began
+    // Batches given out and not delivered, by id: when each is due by
+    // age (a Date.now() value), or STARTED once a request delivers it.
     this.batches = new Map();
   }
 
@@ -99,11 +103,18 @@ export class EdgePixel {
   // serve answers request; a delivery it started is handed to waitUntil.
   async serve(request, ctx) {
     if (this.kv && Date.now() - this.saltsAt >= this.saltsCacheMs) {
-      // The first request waits for the salts; later ones are served
-      // with the cached salts while a fresh read runs.
-      const loading = (this.saltsLoading ??= this.readSalts().finally(() => { this.saltsLoading = null; }));
-      if (this.saltsAt === -Infinity) await loading;
-      else if (ctx) ctx.waitUntil(loading);
+      if (this.saltsAt === -Infinity) {
+        // Until a first read has ended, each request reads the salts
+        // and waits for its own read: a request must not wait on
+        // another's I/O (settle says why).
+        await this.readSalts();
+      } else if (!(Date.now() - this.saltsReading < SALTS_READ_MS)) {
+        // Later ones are served with the cached salts while one
+        // request's waitUntil reads them afresh.
+        this.saltsReading = Date.now();
+        const reading = this.readSalts().finally(() => { this.saltsReading = -Infinity; });
+        if (ctx) ctx.waitUntil(reading);
+      }
     }
     let body = null;
     if (request.method !== "GET" && request.method !== "HEAD" && request.body) {
@@ -131,13 +142,7 @@ export class EdgePixel {
     }
     const nobody = r.a === 204 || r.a === 304 || request.method === "HEAD";
     const response = new Response(nobody ? null : r.body, { status: r.a, headers });
-    if (r.b !== 0) {
-      const b = this.batch(r.b & 0x7fffffff);
-      if (r.b >>> 31) b.wake(); // due now: full, or waited long enough
-      // This request's waitUntil lasts until the delivery of the batch
-      // holding its events has ended, so the isolate is kept until then.
-      if (ctx) ctx.waitUntil(b.done);
-    }
+    if (r.b !== 0) this.settle(r.b & 0x7fffffff, r.b >>> 31 === 1, ctx);
     return response;
   }
 
@@ -155,26 +160,46 @@ export class EdgePixel {
     this.saltsAt = Date.now();
   }
 
-  // batch returns batch id, starting its delivery's wait if it is new:
-  // the delivery begins after batchWait ms, or when woken.
-  batch(id) {
-    let b = this.batches.get(id);
-    if (b) return b;
-    let wake;
-    const due = new Promise((resolve) => { wake = resolve; });
-    const timer = this.setTimer(wake, this.batchWait);
-    b = { wake };
-    b.done = (async () => {
-      await due;
-      this.clearTimer(timer);
-      try {
-        await this.deliver(id);
-      } finally {
-        this.batches.delete(id);
-      }
-    })();
-    this.batches.set(id, b);
-    return b;
+  // settle sees to the delivery of batch id, which holds this request's
+  // events: at once when due (full, or waited long enough; the Go side
+  // has closed it), else when the batch's wait from its first request
+  // is over, unless another request has started it by then. Whichever
+  // request starts a delivery drives all of it, and its waitUntil lasts
+  // until the delivery has ended.
+  //
+  // Every promise a request waits for is its own: its timer, its
+  // delivery. workerd runs the continuations of a promise in the request
+  // that made it, and a request's promise resolved from another request
+  // never went on: a batch woken by a later request (due by age before
+  // the first request's timer fired) was never delivered, and the
+  // requests waiting on it were cancelled as hung (TestWorkers in
+  // tests/workers_test.go, "batching under concurrent load").
+  settle(id, due, ctx) {
+    let at = this.batches.get(id);
+    if (at === undefined) {
+      at = Date.now() + this.batchWait; // when the batch is due by age
+      this.batches.set(id, at);
+    }
+    let p;
+    if (due) {
+      p = this.start(id);
+    } else {
+      // Date.now() stands still within a request on Workers: at is
+      // reckoned from the time this isolate first saw the batch.
+      p = this.sleep(Math.max(0, at - Date.now())).then(() => (this.batches.get(id) === at ? this.start(id) : undefined));
+    }
+    if (ctx) ctx.waitUntil(p);
+    else p.catch(() => {});
+  }
+
+  // start delivers batch id, which no request has started yet.
+  async start(id) {
+    this.batches.set(id, STARTED);
+    try {
+      await this.deliver(id);
+    } finally {
+      this.batches.delete(id);
+    }
   }
 
   // deliver drives batch h's delivery to its end: each POST the Go side

@@ -2,7 +2,7 @@
 // runner: batching across requests and what each request's waitUntil
 // waits for. tests/workers_test.go (TestWorkerJS) runs it with
 // EDGEPIXEL_WORKER_WASM set to each build of the module; the same code
-// runs in workerd in TestWorkers.
+// runs in workerd under concurrent load in TestWorkers.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -17,16 +17,15 @@ function fakeFetch() {
   return { calls, fetch };
 }
 
-// fakeTimers holds the batches' wait timers until the test fires them;
-// the clock stands still, so the Go side never finds a batch due by age.
+// fakeTimers holds the requests' sleeps (each request's wait for its
+// batch) until the test fires them; the clock stands still, so the Go
+// side never finds a batch due by age.
 function fakeTimers() {
-  const pending = new Map();
-  let next = 1;
+  const pending = [];
   return {
     pending,
-    setTimer: (f, ms) => { pending.set(next, f); return next++; },
-    clearTimer: (t) => pending.delete(t),
-    fire() { const fs = [...pending.values()]; pending.clear(); fs.forEach((f) => f()); },
+    sleep: () => new Promise((resolve) => pending.push(resolve)),
+    fire() { pending.splice(0).forEach((f) => f()); },
     clock: () => 1767225600000, // 2026-01-01
   };
 }
@@ -40,7 +39,7 @@ async function until(cond, what) {
 const env = (wait) => ({ ingest_url: "https://agg.test/ingest", aggregator_secret: "s", batch_wait_ms: String(wait) });
 const pixel = (i) => new Request(`https://px.test/p.gif?site=js&url=https%3A%2F%2Fex.test%2F${i}`);
 
-test("requests share a batch, and each waitUntil lasts until its delivery ended", async () => {
+test("requests share a batch; the request that starts its delivery waits for all of it", async () => {
   const f = fakeFetch();
   const t = fakeTimers();
   const ep = new EdgePixel(module, env(100), { fetch: f.fetch, ...t });
@@ -48,27 +47,26 @@ test("requests share a batch, and each waitUntil lasts until its delivery ended"
   const ctx = { waitUntil: (p) => waits.push(p) };
   for (let i = 0; i < 3; i++) assert.equal((await ep.serve(pixel(i), ctx)).status, 200);
   assert.equal(waits.length, 3, "every request waits for its batch");
-  assert.equal(t.pending.size, 1, "one batch, one wait");
+  assert.equal(t.pending.length, 3, "each request waits on its own timer");
   await tick(20);
   assert.equal(f.calls.length, 0, "delivered before the batch's wait");
-  let settled = 0;
-  for (const p of waits) p.then(() => settled++);
+  const settled = waits.map(() => false);
+  waits.forEach((p, i) => p.then(() => { settled[i] = true; }));
   t.fire();
   await until(() => f.calls.length === 1, "one POST for the batch");
   await tick(50);
-  assert.equal(f.calls.length, 1);
+  assert.equal(f.calls.length, 1, "the batch was delivered more than once");
   assert.equal(f.calls[0].url, "https://agg.test/ingest");
-  assert.equal(settled, 0, "a waitUntil ended before its batch was acknowledged");
+  assert.deepEqual(settled, [false, true, true], "the first request delivers; the others' waits end at their timers");
   // Refused (no retry): the same events go as NDJSON lines, readable here.
   f.calls[0].answer(400);
   await until(() => f.calls.length === 2, "the fallback POST");
   assert.equal(f.calls[1].url, "https://agg.test/ingest/ndjson");
   const lines = new TextDecoder().decode(f.calls[1].init.body).trim().split("\n");
   assert.equal(lines.filter((l) => l.includes('"event_id"')).length, 3, "the three requests' events in one batch");
-  assert.equal(settled, 0);
+  assert.equal(settled[0], false, "the delivering request's waitUntil ended before its delivery");
   f.calls[1].answer(200);
   await Promise.all(waits);
-  assert.equal(settled, 3);
   // The batch ended: the next request opens another.
   const more = [];
   await ep.serve(pixel(9), { waitUntil: (p) => more.push(p) });
@@ -78,18 +76,27 @@ test("requests share a batch, and each waitUntil lasts until its delivery ended"
   await Promise.all(more);
 });
 
-test("a full batch is delivered at once, without its wait", async () => {
+test("a full batch is delivered at once by the request that filled it", async () => {
   const f = fakeFetch();
   const t = fakeTimers();
   const ep = new EdgePixel(module, env(5000), { fetch: f.fetch, ...t });
   const waits = [];
-  const ctx = { waitUntil: (p) => waits.push(p) };
   const body = JSON.stringify(Array.from({ length: 100 }, (_, i) => ({ site: "js", name: "e" + i })));
   for (let i = 0; i < 5; i++) {
-    const r = await ep.serve(new Request("https://px.test/e", { method: "POST", body }), ctx);
+    const r = await ep.serve(new Request("https://px.test/e", { method: "POST", body }), { waitUntil: (p) => waits.push(p) });
     assert.equal(r.status, 204);
   }
-  await until(() => f.calls.length === 1, "the full batch's POST, its wait never fired");
+  // The fifth request filled the batch: it started the delivery itself,
+  // within its own serve, before any timer fired (workerd runs a
+  // promise's continuations only in the request that made it).
+  assert.equal(f.calls.length, 1, "the full batch's POST, its wait never fired");
+  let last = false;
+  waits[4].then(() => { last = true; });
+  t.fire(); // the first four requests' timers find the batch started
+  await Promise.all(waits.slice(0, 4));
+  await tick(20);
+  assert.equal(last, false, "the filling request's waitUntil ended before its delivery");
+  assert.equal(f.calls.length, 1, "the batch was delivered twice");
   f.calls[0].answer(200);
   await Promise.all(waits);
 });
