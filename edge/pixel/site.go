@@ -132,8 +132,8 @@ func NewSites(get func(key string) string) (*Sites, error) {
 	var errs []error
 	if v := strings.TrimSpace(get(ConfigSites)); v != "" {
 		s.list = map[string]bool{}
-		for _, site := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\n' || r == '\t' }) {
-			s.list[cleanSite(site)] = true
+		for _, site := range SiteList(v) {
+			s.list[site] = true
 		}
 	}
 	switch v := strings.ToLower(strings.TrimSpace(get(ConfigUnknownSites))); v {
@@ -148,6 +148,16 @@ func NewSites(get func(key string) string) (*Sites, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", ConfigSiteDefault, err))
 	}
 	return s, errors.Join(errs...)
+}
+
+// SiteList returns the sites a ConfigSites value names, as hits name
+// them.
+func SiteList(v string) []string {
+	var sites []string
+	for _, site := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\n' || r == '\t' }) {
+		sites = append(sites, cleanSite(site))
+	}
+	return sites
 }
 
 // Known reports whether hits for site are counted.

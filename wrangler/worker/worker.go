@@ -11,18 +11,24 @@
 //
 // # Delivery
 //
-// Events of concurrent requests can join one batch (Config.BatchWait
-// above 0; by default every request's events are a batch of their own,
-// delivered at once: see DefaultBatchWait). An isolate has at most
-// one open batch; a request's events go into it, and the request hands
-// the batch's delivery to its ctx.waitUntil. The batch closes when it is
-// due (BatchEvents events, or its first event has waited BatchWait: the
-// JavaScript's timer, started by the batch's first request), and is
-// then delivered; every request whose events it holds waits, through
-// its own waitUntil, for that delivery to end. Workers keep an isolate
-// until every waitUntil has settled (at most 30 s after the response),
-// so no event is ever held by an isolate that no request waits for: an
-// event is delivered, or in the fallback, or counted lost.
+// Events of concurrent requests join one batch (Config.BatchWait, by
+// default BatchWait; 0 makes every request's events a batch of their
+// own, delivered at once). An isolate has at most one open batch; a
+// request's events go into it. The batch closes when it is due
+// (BatchEvents events, or its first event has waited Config.BatchWait),
+// and is then delivered by one request: the one whose hit made it due
+// (Serve's due), or else the first whose own timer, set for the batch's
+// due time, fires. That request's ctx.waitUntil lasts until the delivery
+// has ended; every other request whose events the batch holds waits,
+// through its own waitUntil, on its own timer, so that one of them is
+// there to deliver the batch. No request ever waits on a promise or
+// timer of another: workerd runs a promise's continuations only in the
+// request that made it, and never ran a delivery one request's timer
+// promise was to start when another request resolved it (see
+// src/edgepixel.js, settle). Workers keep an isolate until every
+// waitUntil has settled (at most 30 s after the response), so no event
+// is ever held by an isolate that no request waits for: an event is
+// delivered, or in the fallback, or counted lost.
 //
 // Each batch is a pixel.Batcher in a "slot": the open batch's slot
 // collects; a closed batch's slot delivers, and is idle again when its
@@ -91,24 +97,20 @@ const (
 	ConfigPop = "pop"
 	// ConfigBatchWait is how long, in milliseconds, a batch stays open
 	// for the events of later requests after its first event (default
-	// DefaultBatchWait, 0: each request's events are delivered on their
-	// own; BatchWait is the suggested value when batching).
+	// DefaultBatchWait; 0: each request's events are delivered on their
+	// own).
 	ConfigBatchWait = "batch_wait_ms"
 )
 
 // Batching: a batch closes when it holds BatchEvents events or its first
-// event has waited the configured wait, whichever comes first.
-//
-// Batching across requests is off by default (DefaultBatchWait 0): under
-// wrk load in workerd, with batching on, fewer events reached the
-// aggregator than requests were answered, with nothing logged, while the
-// same code under Node and at lower load in workerd delivered every
-// event; until that is understood, each request delivers its own events
-// unless batch_wait_ms is set (wrangler/README.md).
+// event has waited the configured wait (default DefaultBatchWait),
+// whichever comes first. Batching across requests is on by default: it
+// sends far fewer POSTs and costs the isolate less CPU per request than
+// a POST per request (figures in README.md, from make bench).
 const (
 	BatchEvents      = 500
 	BatchWait        = 100 * time.Millisecond
-	DefaultBatchWait = 0
+	DefaultBatchWait = BatchWait
 	// maxBatchWait bounds ConfigBatchWait: a request's waitUntil waits
 	// this long at most before its batch's delivery, which has the rest
 	// of Cloudflare's 30 s.
@@ -127,6 +129,8 @@ type Config struct {
 	// Salts are the visitor-id salts from the environment, until the
 	// worker is given others (Worker.SetSalts).
 	Salts privacy.Salts
+
+	env func(key string) string // what the config was read from
 }
 
 // ParseConfig reads the keys above from env (Worker vars and secrets by
@@ -134,6 +138,7 @@ type Config struct {
 // applies, as in the Fastly module.
 func ParseConfig(env func(key string) string) (Config, error) {
 	c := Config{
+		env:       env,
 		IngestURL: strings.TrimSpace(env(ConfigIngestURL)),
 		NDJSONURL: strings.TrimSpace(env(ConfigNDJSONURL)),
 		// A secret kept in a file often ends in a newline; it is never part of it.
@@ -146,7 +151,7 @@ func ParseConfig(env func(key string) string) (Config, error) {
 	if v := strings.TrimSpace(env(ConfigBatchWait)); v != "" {
 		ms, err := strconv.Atoi(v)
 		if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxBatchWait {
-			werr = fmt.Errorf("%s %q: want milliseconds, 0 to %d; using %d", ConfigBatchWait, v, maxBatchWait.Milliseconds(), DefaultBatchWait)
+			werr = fmt.Errorf("%s %q: want milliseconds, 0 to %d; using %d", ConfigBatchWait, v, maxBatchWait.Milliseconds(), DefaultBatchWait.Milliseconds())
 		} else {
 			c.BatchWait = time.Duration(ms) * time.Millisecond
 		}
@@ -198,6 +203,63 @@ func readSalts(s *privacy.Salts, env func(key string) string) error {
 	return err
 }
 
+// SettingsKeys are the keys of the per-site settings (edge/pixel's
+// Sites and Origins) a Workers KV namespace may hold, besides site.SITE
+// for each site its sites key lists (Worker.SettingsKeys). Each replaces
+// the Worker var of its name; pixel keys stay Worker secrets.
+var SettingsKeys = []string{pixel.ConfigSites, pixel.ConfigUnknownSites, pixel.ConfigSiteDefault, pixel.ConfigCORSOrigins, pixel.ConfigCORSDefault}
+
+// SettingsKeys returns the settings keys still to read from KV, given
+// the values read so far (have; "" for a key KV does not hold):
+// SettingsKeys, then site.SITE for each site of the sites value read
+// (or of the Worker's vars if KV has none). A caller reads what it is
+// given and asks again until the answer is empty, then calls
+// SetSettings with all it read.
+func (w *Worker) SettingsKeys(have map[string]string) []string {
+	var keys []string
+	for _, k := range SettingsKeys {
+		if _, ok := have[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) > 0 {
+		return keys
+	}
+	sites := have[pixel.ConfigSites]
+	if sites == "" {
+		sites = w.cfg.env(pixel.ConfigSites)
+	}
+	for _, site := range pixel.SiteList(sites) {
+		if k := pixel.ConfigSitePrefix + site; site != "" {
+			if _, ok := have[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
+// SetSettings replaces the per-site settings and CORS origins with those
+// read through get (from KV, under SettingsKeys and site.SITE), each key
+// get has no value for ("") falling back to the Worker's var. A bad
+// value is reported in the error, and what parses applies, as in
+// ParseConfig.
+func (w *Worker) SetSettings(get func(key string) string) error {
+	merged := func(k string) string {
+		if v := get(k); v != "" {
+			return v
+		}
+		return w.cfg.env(k)
+	}
+	origins, err := pixel.ParseOrigins(merged(pixel.ConfigCORSOrigins), merged(pixel.ConfigCORSDefault))
+	sites, serr := pixel.NewSites(merged)
+	if old := w.cfg.Serve.Sites; old != nil {
+		sites.Errors = old.Errors
+	}
+	w.cfg.Serve.Origins, w.cfg.Serve.Sites = origins, sites
+	return errors.Join(err, serr)
+}
+
 // SetSalts replaces the visitor-id salts with those get has under
 // privacy.SaltKeys (from the Workers KV namespace edgepixel-salt writes);
 // a key get has no value for, or one that does not parse, keeps its salt.
@@ -229,6 +291,9 @@ type Worker struct {
 // New returns a worker serving with c.
 func New(c Config) *Worker {
 	w := &Worker{cfg: c, open: -1, salts: c.Salts}
+	if w.cfg.env == nil {
+		w.cfg.env = func(string) string { return "" }
+	}
 	w.cfg.Serve.Salts = func(time.Time) *privacy.Salts { return &w.salts }
 	w.hit.Meta = w.readMeta
 	w.hit.Body = w.readBody

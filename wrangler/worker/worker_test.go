@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -532,5 +533,70 @@ func TestSetSalts(t *testing.T) {
 	}
 	if got := w.Salts(); got[0] != s2 && got[1] != s2 {
 		t.Errorf("salts %v", got)
+	}
+}
+
+// TestSettingsFromKV: per-site settings and CORS origins read from a KV
+// namespace replace the vars of their names, keys KV lacks keep the
+// vars', and site.SITE is read for the sites KV's sites key lists.
+func TestSettingsFromKV(t *testing.T) {
+	env := map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret),
+		pixel.ConfigSites: "shop", "site.shop": "sign=reject", pixel.ConfigCORSDefault: "none"}
+	w := newWorker(t, env)
+	unsigned := func(site string) *Request {
+		return request(t, "GET", "https://px.test/p.gif?site="+site, "", "")
+	}
+	if resp, _ := serve(t, w, unsigned("shop"), 200); resp.Drop != pixel.DropUnsigned {
+		t.Fatalf("vars: drop %q, want %q", resp.Drop, pixel.DropUnsigned)
+	}
+	kv := map[string]string{pixel.ConfigSites: "shop, blog", "site.blog": "sign=reject", "site.shop": "sign=off tier=aggregate",
+		pixel.ConfigCORSOrigins: "shop=https://shop.test"}
+	// The rounds a caller makes: the fixed keys, then the sites' keys.
+	have := map[string]string{}
+	var asked [][]string
+	for keys := w.SettingsKeys(have); len(keys) > 0; keys = w.SettingsKeys(have) {
+		asked = append(asked, keys)
+		if len(asked) > 3 {
+			t.Fatalf("still asking: %v", asked)
+		}
+		for _, k := range keys {
+			have[k] = kv[k]
+		}
+	}
+	if fmt.Sprint(asked) != fmt.Sprint([][]string{SettingsKeys, {"site.shop", "site.blog"}}) {
+		t.Errorf("keys asked: %v", asked)
+	}
+	if err := w.SetSettings(getter(have)); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := serve(t, w, unsigned("shop"), 200); resp.Drop != "" {
+		t.Errorf("shop after KV: drop %q, want none", resp.Drop)
+	}
+	if resp, _ := serve(t, w, unsigned("blog"), 200); resp.Drop != pixel.DropUnsigned {
+		t.Errorf("blog after KV: drop %q, want %q", resp.Drop, pixel.DropUnsigned)
+	}
+	if resp, _ := serve(t, w, unsigned("other"), 200); resp.Drop != pixel.DropUnknownSite {
+		t.Errorf("a site KV's list lacks: drop %q, want %q", resp.Drop, pixel.DropUnknownSite)
+	}
+	resp, _ := serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://shop.test\n", `{"site":"shop"}`), 204)
+	if resp.Drop != "" || resp.Get("Access-Control-Allow-Origin") != "https://shop.test" {
+		t.Errorf("shop's POST: drop %q ACAO %q", resp.Drop, resp.Get("Access-Control-Allow-Origin"))
+	}
+	// cors_default stays the var's: an origin no entry names is refused.
+	if resp, _ := serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://evil.test\n", `{"site":"shop"}`), 403); resp.Drop != pixel.DropOriginNotAllowed {
+		t.Errorf("evil origin: drop %q", resp.Drop)
+	}
+	// A bad value is reported, at once or at the site's first hit (as
+	// the Fastly module reports it); the rest applies.
+	var reported []error
+	w.cfg.Serve.Sites.Errors = func(err error) { reported = append(reported, err) }
+	have[pixel.ConfigUnknownSites] = "sometimes"
+	have["site.blog"] = "sign=maybe tier=aggregate"
+	if err := w.SetSettings(getter(have)); err == nil || !strings.Contains(err.Error(), "sometimes") {
+		t.Errorf("bad unknown_sites: %v", err)
+	}
+	serve(t, w, unsigned("blog"), 200)
+	if len(reported) != 1 || !strings.Contains(reported[0].Error(), "site.blog") {
+		t.Errorf("bad site.blog reported: %v", reported)
 	}
 }

@@ -65,6 +65,18 @@ func epInit(n uint32) {
 	case len(c.Secret) == 0 && c.LogToken == "":
 		fmt.Fprintf(os.Stderr, "edgepixel: no %s secret: hits are answered but cannot be delivered (wrangler secret put %s)\n", worker.ConfigSecret, worker.ConfigSecret)
 	}
+	for _, k := range [...]string{"rate_limit_client", "rate_limit_site"} {
+		if env[k] != "" {
+			// Fastly's Edge Rate Limiter, which the Fastly module uses
+			// for these, has no counterpart inside a worker.
+			fmt.Fprintf(os.Stderr, "edgepixel: %s is not supported on Workers and is ignored: use Cloudflare's rate limiting rules\n", k)
+		}
+	}
+	if c.Serve.Sites != nil {
+		// A bad site.SITE is read at its first hit; say so as the
+		// Fastly module does.
+		c.Serve.Sites.Errors = func(err error) { fmt.Fprintf(os.Stderr, "edgepixel: worker config: %v\n", err) }
+	}
 	w = worker.New(c)
 }
 
@@ -90,6 +102,36 @@ func epSalts(n uint32) uint32 {
 	kv := cutPairs(string(in[:n]))
 	if err := w.SetSalts(func(k string) string { return kv[k] }); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: salts from KV: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// ep_settings_keys answers the per-site settings keys still to read from
+// the settings KV namespace (worker.Worker.SettingsKeys), as the header
+// lines of an answer whose words are 0, given the input buffer's first n
+// bytes: "key\x00value\x00" for each key read so far, an empty value for
+// a key KV does not hold.
+//
+//go:wasmexport ep_settings_keys
+func epSettingsKeys(n uint32) uint32 {
+	var keys []pixel.Field
+	for _, k := range w.SettingsKeys(cutPairs(string(in[:n]))) {
+		keys = append(keys, pixel.Field{Name: k})
+	}
+	return answer(0, 0, keys, nil)
+}
+
+// ep_settings replaces the per-site settings with those in the input
+// buffer's first n bytes, "key\x00value\x00" for each key read
+// (worker.Worker.SetSettings); it returns 0, or 1 when a value did not
+// parse (written to stderr; the rest applies).
+//
+//go:wasmexport ep_settings
+func epSettings(n uint32) uint32 {
+	kv := cutPairs(string(in[:n]))
+	if err := w.SetSettings(func(k string) string { return kv[k] }); err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: settings from KV: %v\n", err)
 		return 1
 	}
 	return 0
