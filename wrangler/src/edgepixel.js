@@ -21,17 +21,21 @@ const TIMEOUT_MS = 5000;
 // ctx.waitUntil work after a response, with room for the batch's wait.
 const BATCH_DEADLINE_MS = 12000;
 const DELIVERY_DEADLINE_MS = 24000;
-// The Workers KV binding edgepixel-salt writes the visitor-id salts to
-// (wrangler.toml [[kv_namespaces]]), and how long an isolate uses what it
-// read before reading again. A rotation writes tomorrow's salt a day
-// ahead, so minutes of caching never leave a day without its salt.
+// The Workers KV bindings (wrangler.toml [[kv_namespaces]]), both
+// optional: SALTS, where edgepixel-salt writes the visitor-id salts, and
+// SETTINGS, the per-site settings under the names the Fastly module's
+// config store uses (wrangler/worker SettingsKeys), which replace the
+// vars of those names. An isolate uses what it read for KV_CACHE_MS (or
+// the kv_cache_ms var) before reading again. A rotation writes
+// tomorrow's salt a day ahead, so minutes of caching never leave a day
+// without its salt.
 const SALTS_BINDING = "SALTS";
-const SALTS_CACHE_MS = 60000;
-// A background read of the salts that has not ended in this long (its
-// request was cancelled) no longer stops another.
-const SALTS_READ_MS = 10000;
-// The var that sets another cache time, in milliseconds.
-const SALTS_CACHE_VAR = "salts_cache_ms";
+const SETTINGS_BINDING = "SETTINGS";
+const KV_CACHE_MS = 60000;
+const KV_CACHE_VAR = "kv_cache_ms";
+// A background read of KV that has not ended in this long (its request
+// was cancelled) no longer stops another.
+const KV_READ_MS = 10000;
 // The aggregator's refusals that retrying cannot fix (pixel.ErrRejected).
 const REFUSED = new Set([400, 401, 413]);
 // Marks a batch whose delivery a request has started.
@@ -64,12 +68,14 @@ export class EdgePixel {
     const n = this.write(encoder.encode(cfg), 0);
     this.x.ep_init(n);
     this.batchWait = this.x.ep_batch_wait();
-    this.kv = env?.[SALTS_BINDING];
-    const cacheMs = Number(env?.[SALTS_CACHE_VAR]);
-    this.saltsCacheMs = env?.[SALTS_CACHE_VAR] != null && cacheMs >= 0 ? cacheMs : SALTS_CACHE_MS;
+    this.saltsKV = env?.[SALTS_BINDING];
+    this.settingsKV = env?.[SETTINGS_BINDING];
+    const cacheMs = Number(env?.[KV_CACHE_VAR]);
+    this.kvCacheMs = env?.[KV_CACHE_VAR] != null && cacheMs >= 0 ? cacheMs : KV_CACHE_MS;
     this.saltKeys = this.answer(this.x.ep_salt_keys()).lines;
-    this.saltsAt = -Infinity; // when the salts were last read from KV
-    this.saltsReading = -Infinity; // when a background read began
+    this.kvAt = -Infinity; // when KV was last read
+    this.kvReading = -Infinity; // when a background read began
+    this.settings = null; // the settings last given to the Go side
     // Batches given out and not delivered, by id: when each is due by
     // age (a Date.now() value), or STARTED once a request delivers it.
     this.batches = new Map();
@@ -102,17 +108,17 @@ export class EdgePixel {
 
   // serve answers request; a delivery it started is handed to waitUntil.
   async serve(request, ctx) {
-    if (this.kv && Date.now() - this.saltsAt >= this.saltsCacheMs) {
-      if (this.saltsAt === -Infinity) {
-        // Until a first read has ended, each request reads the salts
-        // and waits for its own read: a request must not wait on
-        // another's I/O (settle says why).
-        await this.readSalts();
-      } else if (!(Date.now() - this.saltsReading < SALTS_READ_MS)) {
-        // Later ones are served with the cached salts while one
-        // request's waitUntil reads them afresh.
-        this.saltsReading = Date.now();
-        const reading = this.readSalts().finally(() => { this.saltsReading = -Infinity; });
+    if ((this.saltsKV || this.settingsKV) && Date.now() - this.kvAt >= this.kvCacheMs) {
+      if (this.kvAt === -Infinity) {
+        // Until a first read has ended, each request reads KV and waits
+        // for its own read: a request must not wait on another's I/O
+        // (settle says why).
+        await this.readKV();
+      } else if (!(Date.now() - this.kvReading < KV_READ_MS)) {
+        // Later ones are served with what was read while one request's
+        // waitUntil reads afresh.
+        this.kvReading = Date.now();
+        const reading = this.readKV().finally(() => { this.kvReading = -Infinity; });
         if (ctx) ctx.waitUntil(reading);
       }
     }
@@ -146,18 +152,44 @@ export class EdgePixel {
     return response;
   }
 
-  // readSalts reads the salts from KV into the Go module; a failed read
-  // keeps the salts it has (from a read before, or the environment).
+  // readKV reads the salts and the settings from their KV namespaces
+  // into the Go module; a failed read keeps what it has (from a read
+  // before, or the environment).
+  async readKV() {
+    await Promise.all([this.saltsKV && this.readSalts(), this.settingsKV && this.readSettings()]);
+    this.kvAt = Date.now();
+  }
+
   async readSalts() {
     try {
-      const values = await Promise.all(this.saltKeys.map((k) => this.kv.get(k)));
+      const values = await Promise.all(this.saltKeys.map((k) => this.saltsKV.get(k)));
       let pairs = "";
       this.saltKeys.forEach((k, i) => { if (values[i] != null) pairs += k + "\0" + values[i] + "\0"; });
       this.x.ep_salts(this.write(encoder.encode(pairs), 0));
     } catch (e) {
       console.error(`edgepixel: reading the salts from KV ${SALTS_BINDING}: ${e}`);
     }
-    this.saltsAt = Date.now();
+  }
+
+  // readSettings reads the keys the Go side asks for, in rounds (the
+  // sites listed decide which site.SITE keys there are), and gives it
+  // them when they changed.
+  async readSettings() {
+    try {
+      let pairs = "";
+      for (let round = 0; round < 4; round++) {
+        const keys = this.answer(this.x.ep_settings_keys(this.write(encoder.encode(pairs), 0))).lines;
+        if (keys.length === 0) break;
+        const values = await Promise.all(keys.map((k) => this.settingsKV.get(k)));
+        keys.forEach((k, i) => { pairs += k + "\0" + (values[i] ?? "") + "\0"; });
+      }
+      if (pairs !== this.settings) {
+        this.x.ep_settings(this.write(encoder.encode(pairs), 0));
+        this.settings = pairs;
+      }
+    } catch (e) {
+      console.error(`edgepixel: reading the settings from KV ${SETTINGS_BINDING}: ${e}`);
+    }
   }
 
   // settle sees to the delivery of batch id, which holds this request's
