@@ -152,6 +152,7 @@ func TestWorkers(t *testing.T) {
 		})
 	})
 	t.Run("salts from KV, rotated without a redeploy", func(t *testing.T) { workerKVSalts(t, s) })
+	t.Run("per-site settings from vars, then KV", func(t *testing.T) { workerKVSettings(t, s) })
 	t.Run("aggregator down: losses counted", func(t *testing.T) { workerOutage(t, s, wd) })
 }
 
@@ -357,21 +358,41 @@ func workerBatchingLoad(t *testing.T, s *stack.Stack) {
 		hits int
 	}{
 		{"5000", 2*worker.BatchEvents + 100}, // two full batches, then one by its wait
-		{"1", 600},
+		{"100", 1500},
+		{"1", 1000},
 	} {
 		t.Run("batch_wait_ms="+c.wait, func(t *testing.T) {
 			vars := workerVars(s)
 			vars[worker.ConfigBatchWait] = c.wait
 			wd := startWorkerd(t, build.TinyGo, vars)
 			site := "wk-batch-" + c.wait
-			const clients = 32
+			// Keep-alive connections, one per client, as a busy site's
+			// visitors' browsers and Cloudflare's front end keep them:
+			// the hits overlap in the isolate.
+			const clients = 64
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}, Timeout: 30 * time.Second}
+			defer client.CloseIdleConnections()
 			var wg sync.WaitGroup
 			for w := 0; w < clients; w++ {
 				wg.Add(1)
 				go func(w int) {
 					defer wg.Done()
 					for i := w; i < c.hits; i += clients {
-						resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/b/%d", i), ""), workerHeaders)
+						req, _ := http.NewRequest("GET", pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/b/%d", i), ""), nil)
+						for k, v := range workerHeaders {
+							req.Header.Set(k, v)
+						}
+						resp, err := client.Do(req)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						body, err := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if err != nil {
+							t.Error(err)
+							return
+						}
 						checkPixel(t, resp, body)
 					}
 				}(w)
@@ -437,31 +458,10 @@ func workerOutage(t *testing.T, s *stack.Stack, wd *stack.Workerd) {
 // the worker runs: visitor ids appear once a salt is there and change
 // when it does, with no restart of the worker.
 func workerKVSalts(t *testing.T, s *stack.Stack) {
-	var mu sync.Mutex
-	kv := map[string]string{}
-	reads := 0
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// workerd's KV protocol: GET /KEY (percent-encoded) answers the value, 404 none.
-		key, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/"))
-		mu.Lock()
-		v, ok := kv[key]
-		reads++
-		mu.Unlock()
-		if r.Method != http.MethodGet || !ok {
-			http.NotFound(w, r)
-			return
-		}
-		io.WriteString(w, v)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	kv := startKV(t)
 	vars := workerVars(s)
-	vars["salts_cache_ms"] = "0" // re-read on every request, in the background after the first
-	wd := startWorkerdKV(t, build.TinyGo, vars, map[string]string{"SALTS": ln.Addr().String()})
+	vars["kv_cache_ms"] = "0" // re-read on every request, in the background after the first
+	wd := startWorkerdKV(t, build.TinyGo, vars, map[string]string{"SALTS": kv.addr})
 
 	const site = "wk-salt"
 	sent := 0
@@ -484,10 +484,8 @@ func workerKVSalts(t *testing.T, s *stack.Stack) {
 	}
 	day := privacy.Day(time.Now())
 	put := func(seed byte) {
-		mu.Lock()
-		kv[privacy.SaltKey(day)] = privacy.NewSalt(day, [16]byte{seed}).String()
-		kv[privacy.SaltKey(day+1)] = privacy.NewSalt(day+1, [16]byte{seed}).String()
-		mu.Unlock()
+		kv.put(privacy.SaltKey(day), privacy.NewSalt(day, [16]byte{seed}).String())
+		kv.put(privacy.SaltKey(day+1), privacy.NewSalt(day+1, [16]byte{seed}).String())
 	}
 	put(1)
 	var first string
@@ -510,10 +508,103 @@ func workerKVSalts(t *testing.T, s *stack.Stack) {
 		return len(m) == 3 && m["0"] && m[first], fmt.Sprint(m)
 	})
 	waitExactly(t, s, site, sent)
-	mu.Lock()
-	defer mu.Unlock()
-	if reads < sent {
-		t.Errorf("%d KV reads for %d requests with no cache", reads, sent)
+	if r := kv.reads(); r < sent {
+		t.Errorf("%d KV reads for %d requests with no cache", r, sent)
+	}
+}
+
+// kvServer is a Workers KV namespace as workerd reads it from an
+// external service: GET /KEY (percent-encoded) answers the value, or 404.
+type kvServer struct {
+	addr  string
+	mu    sync.Mutex
+	m     map[string]string
+	nread int
+}
+
+func startKV(t *testing.T) *kvServer {
+	t.Helper()
+	kv := &kvServer{m: map[string]string{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.addr = ln.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/"))
+		kv.mu.Lock()
+		v, ok := kv.m[key]
+		kv.nread++
+		kv.mu.Unlock()
+		if r.Method != http.MethodGet || !ok {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, v)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return kv
+}
+
+func (kv *kvServer) put(k, v string) {
+	kv.mu.Lock()
+	kv.m[k] = v
+	kv.mu.Unlock()
+}
+
+func (kv *kvServer) reads() int {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	return kv.nread
+}
+
+// workerKVSettings sets per-site settings first as Worker vars, then in
+// a KV namespace while the worker runs: the KV values replace the vars
+// of their names with no redeploy, site.SITE is read for the sites KV
+// lists, and what each site's hits get (counted, or dropped for the
+// named reason) follows.
+func workerKVSettings(t *testing.T, s *stack.Stack) {
+	kv := startKV(t)
+	const a, b, c = "wk-set-a", "wk-set-b", "wk-set-c"
+	vars := workerVars(s)
+	vars["kv_cache_ms"] = "0"
+	vars[pixel.ConfigSitePrefix+a] = "sign=reject"
+	wd := startWorkerdKV(t, build.TinyGo, vars, map[string]string{"SETTINGS": kv.addr})
+	stored := map[string]int{}
+	sent := 0
+	hit := func(site string) string {
+		t.Helper()
+		sent++
+		resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/k/%d", sent), ""), workerHeaders)
+		if resp.StatusCode != 200 || !bytes.Equal(body, pixel.GIF) {
+			t.Fatalf("%s: %s", site, resp.Status)
+		}
+		drop := resp.Header.Get("X-Edgepixel-Drop")
+		if drop == "" {
+			stored[site]++
+		}
+		return drop
+	}
+	if d := hit(a); d != pixel.DropUnsigned {
+		t.Fatalf("var site.%s=sign=reject: drop %q, want %q", a, d, pixel.DropUnsigned)
+	}
+	if d := hit(c); d != "" {
+		t.Fatalf("no sites list: %s dropped (%s)", c, d)
+	}
+	kv.put(pixel.ConfigSites, a+" "+b)
+	kv.put(pixel.ConfigSitePrefix+a, "sign=off")
+	kv.put(pixel.ConfigSitePrefix+b, "sign=reject")
+	eventually(t, 30*time.Second, "the KV settings applied", func() (bool, string) {
+		da, db, dc := hit(a), hit(b), hit(c)
+		return da == "" && db == pixel.DropUnsigned && dc == pixel.DropUnknownSite, fmt.Sprintf("drops %q %q %q", da, db, dc)
+	})
+	for _, site := range []string{a, b, c} {
+		waitExactly(t, s, site, stored[site])
+	}
+	// b counted until KV listed it with sign=reject, then no more.
+	if stored[a] == 0 {
+		t.Errorf("stored per site: %v; want %s's hits counted once KV said sign=off", stored, a)
 	}
 }
 

@@ -26,10 +26,10 @@ import (
 // would be what is measured), beside the bare net/http GIF server and the
 // POP running the Fastly module, in the same run with the same load. The
 // worker runs built by TinyGo (what ships) and by standard Go, each
-// delivering every request's events on its own (the default), and the
-// TinyGo build once more with batching across requests on
-// (batch_wait_ms=100). All deliver to one in-process sink that counts events and
-// POSTs. Also: each worker module's size as uploaded, and workerd's CPU
+// batching events across requests (the default, worker.DefaultBatchWait),
+// and the TinyGo build once more with each request delivering its own
+// events (batch_wait_ms=0). All deliver to one in-process sink that
+// counts events and POSTs. Also: each worker module's size as uploaded, and workerd's CPU
 // per request (the whole process: its HTTP server, the JavaScript, the
 // Go module and the delivery fetches; workerd's clocks stand still
 // inside a request, so the worker cannot time itself).
@@ -56,7 +56,7 @@ func runWorkers(binDir, popWasm string, d time.Duration, conns, threads int) err
 	variants := []*variant{
 		{name: "workerd TinyGo", wasm: build.Worker.InDir(binDir), tc: build.TinyGo},
 		{name: "workerd Go", wasm: filepath.Join(binDir, WorkerGoFile), tc: build.Go},
-		{name: "TinyGo, batching", wasm: build.Worker.InDir(binDir), tc: build.TinyGo, vars: map[string]string{worker.ConfigBatchWait: strconv.Itoa(int(worker.BatchWait.Milliseconds()))}},
+		{name: "TinyGo, unbatched", wasm: build.Worker.InDir(binDir), tc: build.TinyGo, vars: map[string]string{worker.ConfigBatchWait: "0"}},
 	}
 	for _, v := range variants {
 		if _, err := os.Stat(v.wasm); err != nil {
