@@ -51,7 +51,12 @@ func main() {
 		passes   = flag.Int("enrich-passes", 200, "enrich: passes over the corpus of hits per module (0: only the figures through the POP)")
 		dash     dashOptions
 		stored   = flag.Int("storage-events", 1_000_000, "storage: generated events stored")
+		gcpu     guestCPUOptions
 	)
+	flag.StringVar(&gcpu.wasm, "guestcpu-wasm", "", "guestcpu: the builds to compare, name=path,name=path (default: the TinyGo and Go modules)")
+	flag.IntVar(&gcpu.rounds, "guestcpu-rounds", 10, "guestcpu: alternating rounds")
+	flag.IntVar(&gcpu.hits, "guestcpu-hits", 2000, "guestcpu: hits per round and build")
+	flag.StringVar(&gcpu.profile, "guest-profile", "", "guestcpu: instead of timing, profile the guest functions matching this regexp (and the callers of its allocator)")
 	flag.DurationVar(&dash.duration, "dash-duration", 8*time.Second, "dashboard: ingest duration with and without dashboards")
 	flag.IntVar(&dash.senders, "dash-senders", 8, "dashboard: concurrent batch senders")
 	flag.IntVar(&dash.clients, "dash-clients", 1000, "dashboard: WebSocket clients following /live")
@@ -131,6 +136,15 @@ func main() {
 		}
 		if err := runEnrich(*passes, mods, *duration, *conns); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: enrich:", err)
+			os.Exit(1)
+		}
+	}
+	if strings.Contains(*sections, "guestcpu") { // guestcpu.go
+		if gcpu.wasm == "" {
+			gcpu.wasm = "TinyGo=" + *tinyWasm + ",Go=" + *goWasm
+		}
+		if err := runGuestCPU(gcpu); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: guestcpu:", err)
 			os.Exit(1)
 		}
 	}

@@ -1,0 +1,312 @@
+package main
+
+// Guest CPU per hit, compared (section "guestcpu"): several builds of the
+// edge module, each under a POP of its own, serve the enrichment corpus's
+// hits (enrichpop.go) in alternating rounds, so a change in the machine's
+// load falls on every build alike. Each round's hits are timed by the
+// POP on the instance thread's CPU clock (pop.Server.GuestTimes); the
+// figures are over all rounds. With --guest-profile, a build runs with a
+// wazero function listener instead: calls and inclusive time per hit of
+// the guest functions the pattern names, and where the guest's heap
+// allocations come from (callers of TinyGo's runtime.alloc, or Go's
+// runtime.mallocgc). The listener slows the guest, so those times are
+// for attribution, not figures.
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/edgepixel/edgepixel/edge/pop"
+	"github.com/edgepixel/edgepixel/edge/privacy"
+)
+
+type guestCPUOptions struct {
+	wasm    string // name=path,name=path
+	rounds  int
+	hits    int // per round and build
+	profile string
+}
+
+// runGuestCPU prints each build's guest CPU per hit over o.rounds
+// alternating rounds, or, with o.profile, each build's profile.
+func runGuestCPU(o guestCPUOptions) error {
+	type build struct {
+		name, path string
+		pop        *pop.Server
+		addr       string
+		times      []time.Duration
+		prof       *guestProfile
+	}
+	var builds []*build
+	for _, nv := range strings.Split(o.wasm, ",") {
+		name, path, ok := strings.Cut(nv, "=")
+		if !ok {
+			name, path = filepath.Base(nv), nv
+		}
+		builds = append(builds, &build{name: name, path: path})
+	}
+	ctx := context.Background()
+	sink, _, err := countingSink()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "edgepixel-bench-guestcpu-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	day := privacy.Day(time.Now())
+	salts := map[string]string{privacy.SaltKey(day): privacy.NewSalt(day, [16]byte{1, 2, 3}).String()}
+	manifest, _, err := benchManifestWith(dir, "fastly.toml", sink, "", salts)
+	if err != nil {
+		return err
+	}
+	var pattern *regexp.Regexp
+	if o.profile != "" {
+		if pattern, err = regexp.Compile(o.profile); err != nil {
+			return fmt.Errorf("--guest-profile: %v", err)
+		}
+	}
+	for _, b := range builds {
+		pctx := ctx
+		if pattern != nil {
+			b.prof = newGuestProfile(pattern)
+			pctx = experimental.WithFunctionListenerFactory(ctx, b.prof)
+		}
+		b.pop, err = pop.New(pctx, pop.Config{
+			WasmPath: b.path, Manifest: manifest, Instances: 1,
+			Stdout: io.Discard, Stderr: io.Discard, MeasureGuestTime: true,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %v", b.name, err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			b.pop.Shutdown(sctx)
+		}()
+		if b.addr, err = serve(b.pop); err != nil {
+			return err
+		}
+		if err := driveN(enrichRequests(b.addr), 1, 200); err != nil { // warm up: instance, salts
+			return fmt.Errorf("%s: %v", b.name, err)
+		}
+		b.pop.GuestTimes(true)
+		if b.prof != nil {
+			b.prof.reset()
+		}
+	}
+	for r := range o.rounds {
+		fmt.Fprintf(os.Stderr, "bench: guest CPU, round %d of %d ...\n", r+1, o.rounds)
+		for _, b := range builds {
+			if err := driveN(enrichRequests(b.addr), 1, o.hits); err != nil {
+				return fmt.Errorf("%s: %v", b.name, err)
+			}
+			b.times = append(b.times, b.pop.GuestTimes(true)...)
+		}
+	}
+	fmt.Printf("\nGuest CPU per enriched pixel hit, measured by the POP on the instance thread's CPU clock\n(%d alternating rounds of %d hits per build, one connection; load average %s)\n\n",
+		o.rounds, o.hits, loadAverage())
+	fmt.Printf("| build | hits | mean (µs) | p50 (µs) | p90 (µs) | p99 (µs) | p99.9 (µs) |\n|---|---|---|---|---|---|---|\n")
+	for _, b := range builds {
+		var sum time.Duration
+		for _, t := range b.times {
+			sum += t
+		}
+		mean := time.Duration(0)
+		if len(b.times) > 0 {
+			mean = sum / time.Duration(len(b.times))
+		}
+		fmt.Printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", b.name, len(b.times), us(mean),
+			percentileOf(b.times, 0.5)*1e3, percentileOf(b.times, 0.9)*1e3, percentileOf(b.times, 0.99)*1e3, percentileOf(b.times, 0.999)*1e3)
+	}
+	for _, b := range builds {
+		if b.prof != nil {
+			b.prof.print(os.Stdout, b.name, o.rounds*o.hits)
+		}
+	}
+	return nil
+}
+
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// driveN sends n of reqs, round robin, from conns keep-alive clients.
+func driveN(reqs []*http.Request, conns, n int) error {
+	var wg sync.WaitGroup
+	errs := make([]error, conns)
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
+			defer client.CloseIdleConnections()
+			for i := c; i < n; i += conns {
+				resp, err := client.Do(reqs[i%len(reqs)].Clone(context.Background()))
+				if err != nil {
+					errs[c] = err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Edgepixel-Drop") != "" {
+					errs[c] = fmt.Errorf("pixel answered %s, drop %q", resp.Status, resp.Header.Get("X-Edgepixel-Drop"))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// guestProfile is a wazero function listener factory: it counts calls
+// and inclusive time of the functions its pattern matches, and the
+// callers of the guest's allocator.
+type guestProfile struct {
+	pattern *regexp.Regexp
+	mu      sync.Mutex
+	funcs   map[string]*funcStats
+	allocs  map[string]int // caller chain -> allocations
+}
+
+type funcStats struct {
+	calls int
+	depth int
+	since time.Time
+	total time.Duration
+}
+
+func newGuestProfile(p *regexp.Regexp) *guestProfile {
+	return &guestProfile{pattern: p, funcs: map[string]*funcStats{}, allocs: map[string]int{}}
+}
+
+func (g *guestProfile) reset() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, f := range g.funcs {
+		f.calls, f.total = 0, 0
+	}
+	clear(g.allocs)
+}
+
+func isAllocator(name string) bool { return name == "runtime.alloc" || name == "runtime.mallocgc" }
+
+func (g *guestProfile) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
+	name := def.Name()
+	if !isAllocator(name) && !g.pattern.MatchString(name) {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.funcs[name] == nil {
+		g.funcs[name] = &funcStats{}
+	}
+	return &funcListener{g: g, name: name, s: g.funcs[name]}
+}
+
+type funcListener struct {
+	g    *guestProfile
+	name string
+	s    *funcStats
+}
+
+func (l *funcListener) Before(_ context.Context, _ api.Module, _ api.FunctionDefinition, params []uint64, stack experimental.StackIterator) {
+	l.g.mu.Lock()
+	defer l.g.mu.Unlock()
+	l.s.calls++
+	if l.s.depth == 0 {
+		l.s.since = time.Now()
+	}
+	l.s.depth++
+	if isAllocator(l.name) {
+		chain := []string{fmt.Sprintf("%d B:", params[0])}
+		stack.Next() // the allocator itself
+		for len(chain) < 5 && stack.Next() {
+			chain = append(chain, shortName(stack.Function().Definition().Name()))
+		}
+		l.g.allocs[strings.Join(chain, " < ")]++
+	}
+}
+
+func (l *funcListener) After(context.Context, api.Module, api.FunctionDefinition, []uint64) {
+	l.g.mu.Lock()
+	defer l.g.mu.Unlock()
+	l.s.depth--
+	if l.s.depth == 0 {
+		l.s.total += time.Since(l.s.since)
+	}
+}
+
+func (l *funcListener) Abort(ctx context.Context, mod api.Module, def api.FunctionDefinition, _ error) {
+	l.After(ctx, mod, def, nil)
+}
+
+func shortName(n string) string {
+	n = strings.TrimPrefix(n, "github.com/edgepixel/edgepixel/")
+	if i := strings.Index(n, "github.com/"); i >= 0 {
+		n = n[i+len("github.com/"):]
+	}
+	return n
+}
+
+func (g *guestProfile) print(w io.Writer, name string, hits int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	fmt.Fprintf(w, "\nProfile of %s over %d hits (listener overhead included: for attribution only)\n\n| function | calls/hit | inclusive µs/hit |\n|---|---|---|\n", name, hits)
+	names := slices.Collect(func(yield func(string) bool) {
+		for n, f := range g.funcs {
+			if f.calls > 0 && !yield(n) {
+				return
+			}
+		}
+	})
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(g.funcs[b].total, g.funcs[a].total) })
+	for _, n := range names {
+		f := g.funcs[n]
+		fmt.Fprintf(w, "| %s | %.2f | %.2f |\n", shortName(n), float64(f.calls)/float64(hits), us(f.total)/float64(hits))
+	}
+	fmt.Fprintf(w, "\n| allocation callers | per hit |\n|---|---|\n")
+	chains := slices.Collect(func(yield func(string) bool) {
+		for c := range g.allocs {
+			if !yield(c) {
+				return
+			}
+		}
+	})
+	slices.SortFunc(chains, func(a, b string) int { return cmp.Compare(g.allocs[b], g.allocs[a]) })
+	for _, c := range chains {
+		fmt.Fprintf(w, "| %s | %.2f |\n", c, float64(g.allocs[c])/float64(hits))
+	}
+}
