@@ -138,17 +138,31 @@ func (s *Salts) For(day int32) (Salt, bool) {
 	return Salt{}, false
 }
 
-// VisitorID is the site's visitor id for (ip, userAgent) under salt. It
-// allocates nothing.
+// VisitorID is the site's visitor id for (ip, userAgent) under salt:
+// SipHash-2-4 keyed by the salt over site, a zero byte, the address's 16
+// bytes (IPv4 mapped into IPv6) and the user agent.
 func VisitorID(salt Salt, site string, ip netip.Addr, userAgent string) uint64 {
 	var buf [512]byte
-	b := append(buf[:0], site...)
+	id, _ := visitorID(buf[:0], salt, site, ip, userAgent)
+	return id
+}
+
+// visitorID is VisitorID with b as the room for the hashed bytes, which
+// it returns as it grew.
+func visitorID(b []byte, salt Salt, site string, ip netip.Addr, userAgent string) (uint64, []byte) {
+	b = append(b[:0], site...)
 	b = append(b, 0)
 	a := ip.As16()
 	b = append(b, a[:]...)
 	b = append(b, userAgent...)
-	return siphash.Hash(salt.k0, salt.k1, b)
+	return siphash.Hash(salt.k0, salt.k1, b), b
 }
+
+// Hasher computes visitor ids in a buffer it keeps, so a caller that keeps
+// one allocates nothing per id (a buffer local to VisitorID is a heap
+// allocation under TinyGo). The zero value is ready; it is not safe for
+// concurrent use.
+type Hasher struct{ buf []byte }
 
 // VisitWindow is the longest gap inside one visit (a visit: the same
 // visitor with gaps under 30 minutes, as Google Analytics and Plausible
@@ -160,18 +174,30 @@ const VisitWindow = 30 * time.Minute
 // aggregator can join a visit that spans midnight. ok is false when the
 // store has no salt for today (the hit then has no visitor id).
 func IDs(s *Salts, now time.Time, site string, ip netip.Addr, userAgent string) (id, prev uint64, ok bool) {
+	var buf [512]byte
+	id, prev, ok, _ = ids(buf[:0], s, now, site, ip, userAgent)
+	return id, prev, ok
+}
+
+// IDs is the package's IDs.
+func (h *Hasher) IDs(s *Salts, now time.Time, site string, ip netip.Addr, userAgent string) (id, prev uint64, ok bool) {
+	id, prev, ok, h.buf = ids(h.buf, s, now, site, ip, userAgent)
+	return id, prev, ok
+}
+
+func ids(b []byte, s *Salts, now time.Time, site string, ip netip.Addr, userAgent string) (id, prev uint64, ok bool, _ []byte) {
 	day := Day(now)
 	today, ok := s.For(day)
 	if !ok {
-		return 0, 0, false
+		return 0, 0, false, b
 	}
-	id = VisitorID(today, site, ip, userAgent)
+	id, b = visitorID(b, today, site, ip, userAgent)
 	if now.Sub(time.Unix(int64(day)*86400, 0)) < VisitWindow {
 		if y, ok := s.For(day - 1); ok {
-			prev = VisitorID(y, site, ip, userAgent)
+			prev, b = visitorID(b, y, site, ip, userAgent)
 		}
 	}
-	return id, prev, true
+	return id, prev, true, b
 }
 
 // A salt's text form, as the secret store holds it: its UTC date, a colon

@@ -13,10 +13,19 @@ type ID [16]byte
 
 // NewID mints an ID for the time ms, reading 10 random bytes from rnd.
 func NewID(ms int64, rnd io.Reader) (ID, error) {
-	var id ID
-	if _, err := io.ReadFull(rnd, id[6:]); err != nil {
+	var random [10]byte
+	if _, err := io.ReadFull(rnd, random[:]); err != nil {
 		return ID{}, err
 	}
+	return IDFrom(ms, &random), nil
+}
+
+// IDFrom is the ID for the time ms with the 10 random bytes random, for a
+// caller that reads them into a buffer it reuses: a slice of a local
+// array passed to an io.Reader is a heap allocation under TinyGo.
+func IDFrom(ms int64, random *[10]byte) ID {
+	var id ID
+	copy(id[6:], random[:])
 	id[0] = byte(ms >> 40)
 	id[1] = byte(ms >> 32)
 	id[2] = byte(ms >> 24)
@@ -25,7 +34,7 @@ func NewID(ms int64, rnd io.Reader) (ID, error) {
 	id[5] = byte(ms)
 	id[6] = id[6]&0x0F | 0x70 // version 7
 	id[8] = id[8]&0x3F | 0x80 // variant 10
-	return id, nil
+	return id
 }
 
 // IsZero reports whether id is the zero value, which is never minted.
