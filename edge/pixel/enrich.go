@@ -80,8 +80,9 @@ type hitParams struct {
 	screen     string // sw: CSS pixels
 	consent    string // "0", "1" or ""
 	usPrivacy  string
-	open       bool   // a pixel flagged as an email or feed open
-	signature  string // the signature column's value
+	open       bool            // a pixel flagged as an email or feed open
+	signature  string          // the signature column's value
+	ids        *privacy.Hasher // nil: one of its own
 }
 
 // enrich fills e's derived fields: e holds base's fields, its site, name
@@ -153,7 +154,11 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 	if c.Salts != nil && r.ip.IsValid() {
 		ok := false
 		if salts := c.Salts(m.Now); salts != nil {
-			e.VisitorID, e.PrevVisitorID, ok = privacy.IDs(salts, m.Now, e.Site, r.ip, m.UserAgent)
+			if p.ids != nil {
+				e.VisitorID, e.PrevVisitorID, ok = p.ids.IDs(salts, m.Now, e.Site, r.ip, m.UserAgent)
+			} else {
+				e.VisitorID, e.PrevVisitorID, ok = privacy.IDs(salts, m.Now, e.Site, r.ip, m.UserAgent)
+			}
 		}
 		if !ok {
 			return NoteNoSalt

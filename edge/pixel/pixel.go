@@ -10,7 +10,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unsafe"
 
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
 
@@ -120,11 +122,19 @@ func base(m *Meta) event.Event {
 	}
 }
 
-// mint gives e a fresh id of its time.
-func mint(e *event.Event, m *Meta) error {
-	id, err := event.NewID(e.Time, m.Rand)
-	e.ID = id
-	return err
+// mint gives e a fresh id of its time, reading its random bits into sc's
+// room when there is one (nil: a buffer of its own).
+func mint(e *event.Event, m *Meta, sc *scratch) error {
+	if sc == nil {
+		id, err := event.NewID(e.Time, m.Rand)
+		e.ID = id
+		return err
+	}
+	if _, err := io.ReadFull(m.Rand, sc.random[:]); err != nil {
+		return err
+	}
+	e.ID = event.IDFrom(e.Time, &sc.random)
+	return nil
 }
 
 // cleanSite is a site as stored and as looked up in Origins.
@@ -169,17 +179,20 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 // exp and sig. It returns a drop reason instead of an error: the caller
 // answers the GIF either way.
 func FromQuery(rawQuery string, m *Meta, c *Config) (event.Event, string) {
-	e, _, drop := fromQuery(rawQuery, m, c)
+	var sc scratch
+	e, _, drop := fromQuery(rawQuery, m, c, &sc)
 	return e, drop
 }
 
 // fromQuery is FromQuery that also returns the event's note reason (""
-// for none).
-func fromQuery(rawQuery string, m *Meta, c *Config) (e event.Event, note, drop string) {
+// for none), working in sc: the event's strings may point into it.
+func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (e event.Event, note, drop string) {
 	if c == nil {
 		c = &defaultConfig
 	}
-	site := cleanSite(queryValue(rawQuery, "site"))
+	var q pixelQuery
+	q.parse(rawQuery, &sc.unescaped)
+	site := cleanSite(q.value(qSite))
 	if site == "" { // before minting an id for nothing
 		return event.Event{}, "", DropMissingSite
 	}
@@ -187,24 +200,155 @@ func fromQuery(rawQuery string, m *Meta, c *Config) (e event.Event, note, drop s
 	if drop != "" {
 		return event.Event{}, "", drop
 	}
-	p := hitParams{clientTime: queryValue(rawQuery, "t"), screen: queryValue(rawQuery, "sw"),
-		consent: queryValue(rawQuery, "consent"), usPrivacy: queryValue(rawQuery, "us_privacy"),
-		open: queryValue(rawQuery, "open") != ""}
+	p := hitParams{clientTime: q.value(qClientTime), screen: q.value(qScreen),
+		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy),
+		open: q.value(qOpen) != "", ids: &sc.ids}
 	if p.signature, drop = signature(rawQuery, site, st, c, m.Now); drop != "" {
 		return event.Event{}, "", drop
 	}
 	e = base(m)
-	if mint(&e, m) != nil {
+	if mint(&e, m, sc) != nil {
 		return event.Event{}, "", DropInternal
 	}
 	e.Site = site
-	page := queryValue(rawQuery, "url")
+	page := q.value(qPage)
 	if page == "" {
 		page = m.Referer
 	}
 	r := readRequest(m)
-	note = finish(&e, queryValue(rawQuery, "e"), page, queryValue(rawQuery, "ref"), &r, m, st, c, &p)
+	note = finish(&e, q.value(qName), page, q.value(qRef), &r, m, st, c, &p)
 	return e, note, ""
+}
+
+// scratch is one hit's working memory, kept in its Hit so that a platform
+// reusing one Hit allocates none of it per hit: under TinyGo a local
+// whose address reaches an interface or is kept by a callee is a heap
+// allocation. What it holds is valid until the next hit.
+type scratch struct {
+	unescaped []byte // the pixel query's unescaped values (pixelQuery)
+	random    [10]byte
+	ids       privacy.Hasher
+	events    [1]event.Event
+	notes     [1]string
+}
+
+// The pixel's query parameters (FromQuery), in pixelQuery.values.
+const (
+	qSite = iota
+	qPage
+	qRef
+	qName
+	qClientTime
+	qScreen
+	qConsent
+	qUSPrivacy
+	qOpen
+	numPixelParams
+)
+
+var pixelParams = [numPixelParams]string{qSite: "site", qPage: "url", qRef: "ref", qName: "e",
+	qClientTime: "t", qScreen: "sw", qConsent: "consent", qUSPrivacy: "us_privacy", qOpen: "open"}
+
+// pixelQuery is a pixel's query read in one pass: each parameter's value
+// as queryValue gives it (the first well-formed pair's), unescaped into a
+// buffer the caller reuses rather than one new string per escaped value.
+type pixelQuery struct {
+	values [numPixelParams]string
+	set    uint16 // bit i: values[i] found
+}
+
+func (q *pixelQuery) value(i int) string { return q.values[i] }
+
+// parse reads rawQuery, unescaping into *room (reset, and grown to hold
+// all of rawQuery so that no value moves while others point into it).
+func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
+	if cap(*room) < len(rawQuery) {
+		*room = make([]byte, 0, len(rawQuery))
+	}
+	buf := (*room)[:0]
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if pair == "" || strings.IndexByte(pair, ';') >= 0 {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if hasEscapes(k) {
+			var err error
+			if k, err = url.QueryUnescape(k); err != nil {
+				continue
+			}
+		}
+		i := paramIndex(k)
+		if i < 0 || q.set&(1<<i) != 0 {
+			continue
+		}
+		if hasEscapes(v) {
+			start := len(buf)
+			var ok bool
+			if buf, ok = appendUnescaped(buf, v); !ok {
+				buf = buf[:start]
+				continue
+			}
+			v = unsafe.String(unsafe.SliceData(buf[start:]), len(buf)-start)
+		}
+		q.values[i] = v
+		q.set |= 1 << i
+	}
+	*room = buf
+}
+
+func paramIndex(k string) int {
+	for i, p := range pixelParams {
+		if k == p {
+			return i
+		}
+	}
+	return -1
+}
+
+func hasEscapes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' || s[i] == '+' {
+			return true
+		}
+	}
+	return false
+}
+
+// appendUnescaped appends s unescaped as url.QueryUnescape does ('+' is a
+// space; '%' must start two hex digits), or reports false where that
+// fails.
+func appendUnescaped(dst []byte, s string) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '+':
+			dst = append(dst, ' ')
+		case '%':
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				return dst, false
+			}
+			dst = append(dst, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst, true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // queryValue is url.ParseQuery(rawQuery).Get(key) without building the

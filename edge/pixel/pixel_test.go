@@ -186,3 +186,28 @@ func FuzzQueryValue(f *testing.F) {
 		}
 	})
 }
+
+// The one-pass reading of a pixel's query gives each parameter exactly
+// what queryValue (url.ParseQuery's first well-formed pair) gives it, and
+// the same again in a reused buffer.
+func FuzzPixelQuery(f *testing.F) {
+	for _, s := range []string{
+		"site=a&url=https%3A%2F%2Fx.example%2Fp%3Fq%3D1&ref=r+s&e=signup&t=1&sw=390&consent=0&us_privacy=1YNN&open=1",
+		"site=%zz&site=b&url=a;b&url=ok", "site&site=x", "%73ite=s%20t&u%72l=%", "site=a&&site=b&url=%4", "url=%41%42+%43&site=",
+		"e=%E2%82%AC&ref=%ff", "site=a%3Bb&t=+1+",
+	} {
+		f.Add(s)
+	}
+	var room []byte
+	f.Fuzz(func(t *testing.T, raw string) {
+		for range 2 {
+			var q pixelQuery
+			q.parse(raw, &room)
+			for i, name := range pixelParams {
+				if got, want := q.value(i), queryValue(raw, name); got != want {
+					t.Fatalf("%q: %s = %q, queryValue %q", raw, name, got, want)
+				}
+			}
+		}
+	})
+}

@@ -183,7 +183,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) (evs []
 		case idemKey != "":
 			e.ID, e.Time = event.Scope(key, e.Site, i), key.Time()
 		default:
-			if mint(&e, m) != nil {
+			if mint(&e, m, nil) != nil {
 				return nil, nil, DropInternal
 			}
 		}

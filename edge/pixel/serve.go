@@ -28,6 +28,8 @@ type Hit struct {
 	// only for what it needs (Origin and Idempotency-Key of an event
 	// POST), so a pixel hit pays for no header lookup of its own.
 	Header func(name string) string
+
+	scratch scratch // working memory reused across the hits of one Hit
 }
 
 func (h *Hit) header(name string) string {
@@ -168,15 +170,14 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 	// GIF's headers and costs no Meta.
 	drop := DropHeadRequest
 	if req.Method == methodGet {
-		var e [1]event.Event
-		var note [1]string
-		e[0], note[0], drop = fromQuery(req.RawQuery, req.Meta(), c)
+		sc := &req.scratch
+		e, note := sc.events[:], sc.notes[:]
+		e[0], note[0], drop = fromQuery(req.RawQuery, req.Meta(), c, sc)
 		e[0].Method = methodGet
-		notes := note[:]
 		if note[0] == "" {
-			notes = nil
+			note = nil
 		}
-		if drop == "" && !b.add(now, e[:], notes) {
+		if drop == "" && !b.add(now, e, note) {
 			drop = DropBufferFull
 		}
 	}

@@ -89,8 +89,18 @@ func (c ClickIDs) Names(dst []byte) []byte {
 	return dst
 }
 
-// String returns Names as a string ("gclid,fbclid"); "" for none.
-func (c ClickIDs) String() string { return string(c.Names(nil)) }
+// String returns Names as a string ("gclid,fbclid"); "" for none. One
+// kind, the usual case, costs no allocation.
+func (c ClickIDs) String() string {
+	if c != 0 && c&(c-1) == 0 {
+		for i, n := range clickIDNames {
+			if c == 1<<i {
+				return n
+			}
+		}
+	}
+	return string(c.Names(nil))
+}
 
 // ClickIDKind returns the kind whose parameter is key (a raw query key,
 // in any case, percent-escapes allowed), or 0.
