@@ -183,8 +183,10 @@ func aggregateOnly(e *event.Event, pu pageurl.Result) {
 }
 
 // signature checks a pixel's signature under the site's policy: the
-// signature column's value, or a drop reason under SignReject.
-func signature(rawQuery string, site string, st SiteSettings, c *Config, now time.Time) (value, drop string) {
+// signature column's value, or a drop reason under SignReject. A signed
+// query bound to a client (pixelsign's cip) verifies only from client's
+// address; from anywhere else it is as bad as a wrong MAC.
+func signature(rawQuery string, site string, st SiteSettings, c *Config, now time.Time, client string) (value, drop string) {
 	if st.Sign == SignOff {
 		return "", ""
 	}
@@ -192,7 +194,13 @@ func signature(rawQuery string, site string, st SiteSettings, c *Config, now tim
 	if c.PixelKeys != nil {
 		keys = c.PixelKeys(site)
 	}
-	switch err := pixelsign.Verify(rawQuery, now.Unix(), keys...); {
+	err := pixelsign.Verify(rawQuery, now.Unix(), keys...)
+	if err == nil {
+		if a, _ := netip.ParseAddr(client); !pixelsign.ClientAllowed(rawQuery, a) {
+			err = pixelsign.ErrBadSig
+		}
+	}
+	switch {
 	case err == nil:
 		return SignatureVerified, ""
 	case st.Sign == SignMark && err == pixelsign.ErrUnsigned:
@@ -224,7 +232,7 @@ type postSignatures []struct{ site, value string }
 
 // check verifies rawQuery for site under st, once per site, and returns
 // the drop reason of a sign=reject site whose check failed.
-func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Config, now time.Time) (drop string) {
+func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Config, now time.Time, client string) (drop string) {
 	if _, ok := ps.lookup(site); ok || st.Sign == SignOff {
 		return ""
 	}
@@ -235,7 +243,7 @@ func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Confi
 			return DropBadSignature
 		}
 		value = SignatureUnverified
-	} else if value, drop = signature(rawQuery, site, st, c, now); drop != "" {
+	} else if value, drop = signature(rawQuery, site, st, c, now, client); drop != "" {
 		return drop
 	}
 	*ps = append(*ps, struct{ site, value string }{site, value})

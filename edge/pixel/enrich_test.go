@@ -237,6 +237,8 @@ func TestSignedPixelPolicies(t *testing.T) {
 	expired := sign(key, "site=demo", now-1)
 	tampered := strings.Replace(good, "mail", "male", 1)
 	unsigned := "site=demo"
+	here := sign(key, "site=demo&cip=203.0.113.0%2F24", now+3600) // meta's client
+	elsewhere := sign(key, "site=demo&cip=2001:db8::%2F48", now+3600)
 	for _, policy := range []string{"off", "mark", "reject"} {
 		sites, _ := NewSites(func(k string) string {
 			if k == ConfigSitePrefix+"demo" {
@@ -251,11 +253,13 @@ func TestSignedPixelPolicies(t *testing.T) {
 			return nil
 		}}
 		want := map[string]map[string]string{ // query -> policy -> signature column or drop
-			good:     {"off": "", "mark": "verified", "reject": "verified"},
-			rotated:  {"off": "", "mark": "verified", "reject": "verified"},
-			expired:  {"off": "", "mark": "unverified", "reject": "drop:expired_pixel"},
-			tampered: {"off": "", "mark": "unverified", "reject": "drop:bad_pixel_signature"},
-			unsigned: {"off": "", "mark": "unsigned", "reject": "drop:unsigned"},
+			good:      {"off": "", "mark": "verified", "reject": "verified"},
+			rotated:   {"off": "", "mark": "verified", "reject": "verified"},
+			expired:   {"off": "", "mark": "unverified", "reject": "drop:expired_pixel"},
+			tampered:  {"off": "", "mark": "unverified", "reject": "drop:bad_pixel_signature"},
+			unsigned:  {"off": "", "mark": "unsigned", "reject": "drop:unsigned"},
+			here:      {"off": "", "mark": "verified", "reject": "verified"},
+			elsewhere: {"off": "", "mark": "unverified", "reject": "drop:bad_pixel_signature"},
 		}
 		for q, w := range want {
 			e, drop := FromQuery(q, meta(), c)

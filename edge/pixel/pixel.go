@@ -203,7 +203,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (e event.Event,
 	p := hitParams{clientTime: q.value(qClientTime), screen: q.value(qScreen),
 		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy),
 		open: q.value(qOpen) != "", ids: &sc.ids}
-	if p.signature, drop = signature(rawQuery, site, st, c, m.Now); drop != "" {
+	if p.signature, drop = signature(rawQuery, site, st, c, m.Now, m.ClientIP); drop != "" {
 		return event.Event{}, "", drop
 	}
 	e = base(m)

@@ -140,7 +140,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) (evs []
 	}
 	var sigs postSignatures
 	for i := range posted {
-		if drop := sigs.check(rawQuery, cleanSite(posted[i].Site), sites[i], c, m.Now); drop != "" {
+		if drop := sigs.check(rawQuery, cleanSite(posted[i].Site), sites[i], c, m.Now, m.ClientIP); drop != "" {
 			return nil, nil, drop
 		}
 	}

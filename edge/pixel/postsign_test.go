@@ -61,6 +61,12 @@ func TestPostSignaturePolicies(t *testing.T) {
 		// One body, two checked sites: the URL vouches for one only.
 		{good, "[" + demo + "," + shop + "]", map[string]string{"off": ",", "mark": "verified,unverified", "reject": "drop:bad_pixel_signature"}},
 		{"", free, map[string]string{"off": "", "mark": "", "reject": ""}},
+		// Bound to the client it was issued to (meta's 203.0.113.77): it
+		// verifies from there only.
+		{sign("demo", "site=demo&cip=203.0.113.0%2F24", now+3600), demo, map[string]string{"off": "", "mark": "verified", "reject": "verified"}},
+		{sign("demo", "site=demo&cip=203.0.113.77", now+3600), demo, map[string]string{"off": "", "mark": "verified", "reject": "verified"}},
+		{sign("demo", "site=demo&cip=198.51.100.0%2F24", now+3600), demo, map[string]string{"off": "", "mark": "unverified", "reject": "drop:bad_pixel_signature"}},
+		{sign("demo", "site=demo&cip=not-an-address", now+3600), demo, map[string]string{"off": "", "mark": "unverified", "reject": "drop:bad_pixel_signature"}},
 	} {
 		for _, policy := range []string{"off", "mark", "reject"} {
 			c, _ := signConfig(policy)

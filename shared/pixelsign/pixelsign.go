@@ -25,10 +25,21 @@
 //
 // An event POST is signed the same way, by its URL: the site signs the
 // query of its endpoint (POST /e?site=S, which becomes
-// /e?exp=E&site=S&sig=X) and the page posts its events there. The body is
-// not signed, since a page's script cannot hold the key: the signature
-// says that the site issued that endpoint URL before E, and the edge
-// holds each event's site to the URL's site (edge/pixel).
+// /e?exp=E&site=S&sig=X) and the page posts its events there (the
+// tracker script takes it as its data-signed attribute). The body is not
+// signed, since a page's script cannot hold the key: the signature says
+// that the site issued that endpoint URL before E, and the edge holds
+// each event's site to the URL's site (edge/pixel).
+//
+// A signed query may bind its use to the client it was issued to:
+//
+//	cip  an IP address or prefix in CIDR notation (RFC 4632, RFC 4291
+//	     section 2.3), e.g. 203.0.113.0/24; the edge counts the hit as
+//	     verified only from a client address inside it (IPv4-mapped IPv6
+//	     addresses compare as IPv4), and a malformed value never matches
+//
+// so a signature copied out of one visitor's page does not verify from
+// elsewhere (ClientAllowed).
 //
 // Keys are per site, at least 16 bytes, kept in a secret store. To
 // rotate, verify with the new and the previous key (Verify takes both)
@@ -42,6 +53,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -53,6 +65,7 @@ const (
 	ParamSig    = "sig"
 	ParamExpiry = "exp"
 	ParamSite   = "site"
+	ParamClient = "cip"
 )
 
 const (
@@ -215,4 +228,46 @@ func message(mac hash.Hash, ps []param) []byte {
 		mac.Write([]byte(p.value))
 	}
 	return mac.Sum(nil)[:sigBytes]
+}
+
+// ClientAllowed reports whether a hit from client may use the signed
+// query rawQuery: true when the query binds no client (no cip, or an
+// empty one), else whether client is inside cip. Call it after Verify:
+// only a verified cip is the site's word.
+func ClientAllowed(rawQuery string, client netip.Addr) bool {
+	cip := ""
+	for rest := rawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		name, value, _ := strings.Cut(pair, "=")
+		if n, err := url.QueryUnescape(name); err != nil || n != ParamClient {
+			continue
+		}
+		v, err := url.QueryUnescape(value)
+		if err != nil {
+			return false
+		}
+		cip = v
+		break
+	}
+	if cip == "" {
+		return true
+	}
+	var p netip.Prefix
+	var err error
+	if strings.IndexByte(cip, '/') >= 0 {
+		p, err = netip.ParsePrefix(cip)
+	} else {
+		var a netip.Addr
+		if a, err = netip.ParseAddr(cip); err == nil {
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+	}
+	if err != nil || !client.IsValid() {
+		return false
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), max(0, p.Bits()-96))
+	}
+	return p.Masked().Contains(client.Unmap())
 }

@@ -2,6 +2,7 @@ package pixelsign
 
 import (
 	"errors"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -140,4 +141,31 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("%q verified with a parameter added", signed)
 		}
 	})
+}
+
+func TestClientAllowed(t *testing.T) {
+	for _, tc := range []struct {
+		query, client string
+		want          bool
+	}{
+		{"site=s", "203.0.113.7", true},
+		{"site=s&cip=", "203.0.113.7", true},
+		{"site=s&cip=203.0.113.0%2F24", "203.0.113.7", true},
+		{"site=s&cip=203.0.113.0%2F24", "::ffff:203.0.113.7", true},
+		{"site=s&cip=203.0.113.0%2F24", "203.0.114.7", false},
+		{"site=s&cip=203.0.113.7", "203.0.113.7", true},
+		{"site=s&cip=203.0.113.7", "203.0.113.8", false},
+		{"site=s&cip=::ffff:203.0.113.0%2F120", "203.0.113.9", true},
+		{"site=s&cip=2001:db8:1::%2F48", "2001:db8:1:2::5", true},
+		{"site=s&cip=2001:db8:1::%2F48", "2001:db8:2::5", false},
+		{"site=s&cip=2001:db8:1::%2F48", "203.0.113.7", false},
+		{"site=s&cip=junk", "203.0.113.7", false},
+		{"site=s&cip=%zz", "203.0.113.7", false},
+		{"site=s&cip=203.0.113.0%2F24", "", false},
+	} {
+		a, _ := netip.ParseAddr(tc.client)
+		if got := ClientAllowed(tc.query, a); got != tc.want {
+			t.Errorf("%s from %q: %v, want %v", tc.query, tc.client, got, tc.want)
+		}
+	}
 }
