@@ -180,35 +180,41 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 // answers the GIF either way.
 func FromQuery(rawQuery string, m *Meta, c *Config) (event.Event, string) {
 	var sc scratch
-	e, _, drop := fromQuery(rawQuery, m, c, &sc)
-	return e, drop
+	_, drop := fromQuery(rawQuery, m, c, &sc)
+	return sc.events[0], drop
 }
 
-// fromQuery is FromQuery that also returns the event's note reason (""
-// for none), working in sc: the event's strings may point into it.
-func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (e event.Event, note, drop string) {
+// fromQuery is FromQuery working in sc: it builds the event in
+// sc.events[0] (zero when it returns a drop reason), whose strings may
+// point into sc, and returns its note reason ("" for none). (The event is
+// not returned: under TinyGo a local event whose address reaches the
+// enrichment is a heap allocation.)
+func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop string) {
 	if c == nil {
 		c = &defaultConfig
 	}
+	e := &sc.events[0]
+	*e = event.Event{}
 	var q pixelQuery
 	q.parse(rawQuery, &sc.unescaped)
 	site := cleanSite(q.value(qSite))
 	if site == "" { // before minting an id for nothing
-		return event.Event{}, "", DropMissingSite
+		return "", DropMissingSite
 	}
 	st, drop := admit(site, m, c)
 	if drop != "" {
-		return event.Event{}, "", drop
+		return "", drop
 	}
 	p := hitParams{clientTime: q.value(qClientTime), screen: q.value(qScreen),
 		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy),
 		open: q.value(qOpen) != "", ids: &sc.ids}
 	if p.signature, drop = signature(rawQuery, site, st, c, m.Now, m.ClientIP); drop != "" {
-		return event.Event{}, "", drop
+		return "", drop
 	}
-	e = base(m)
-	if mint(&e, m, sc) != nil {
-		return event.Event{}, "", DropInternal
+	*e = base(m)
+	if mint(e, m, sc) != nil {
+		*e = event.Event{}
+		return "", DropInternal
 	}
 	e.Site = site
 	page := q.value(qPage)
@@ -216,8 +222,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (e event.Event,
 		page = m.Referer
 	}
 	r := readRequest(m)
-	note = finish(&e, q.value(qName), page, q.value(qRef), &r, m, st, c, &p)
-	return e, note, ""
+	return finish(e, q.value(qName), page, q.value(qRef), &r, m, st, c, &p), ""
 }
 
 // scratch is one hit's working memory, kept in its Hit so that a platform

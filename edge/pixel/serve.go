@@ -172,7 +172,7 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 	if req.Method == methodGet {
 		sc := &req.scratch
 		e, note := sc.events[:], sc.notes[:]
-		e[0], note[0], drop = fromQuery(req.RawQuery, req.Meta(), c, sc)
+		note[0], drop = fromQuery(req.RawQuery, req.Meta(), c, sc)
 		e[0].Method = methodGet
 		if note[0] == "" {
 			note = nil
