@@ -1,7 +1,9 @@
 /* edgepixel tracker: https://github.com/edgepixel/edgepixel (edge/tracker).
    <script defer src="https://PIXEL/s.js" data-site="SITE"></script>
    Optional: data-fallback="https://OTHER-PIXEL" (a second endpoint),
-   data-spa="off" (no single-page-app views), data-consent="0|1".
+   data-spa="off" (no single-page-app views), data-consent="0|1",
+   data-signed="exp=E&site=SITE&sig=X" (the endpoint query the site's
+   server signed, for a site whose events must be signed).
    API: edgepixel("signup", {plan: "pro"}); edgepixel.consent(true|false);
    edgepixel.view() (a pageview by hand). */
 (function (w, d, n) {
@@ -9,7 +11,7 @@
   if (!site || w.edgepixel) return;
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
-    consent = at("data-consent"), last;
+    consent = at("data-consent"), q = at("data-signed") || "site=" + encodeURIComponent(site), last;
   // A UUIDv7 (RFC 9562): the edge stores an event once however often it
   // is sent, so a retry to the fallback cannot double it.
   function id() {
@@ -20,7 +22,7 @@
     return h;
   }
   function post(e, k) {
-    var u = ends[k] + "/e?site=" + encodeURIComponent(site), body = JSON.stringify(e);
+    var u = ends[k] + "/e?" + q, body = JSON.stringify(e);
     // A string beacon is text/plain: no preflight. It returns false when the
     // browser will not queue it; then fetch with keepalive, then the next
     // endpoint.

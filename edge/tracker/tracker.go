@@ -24,7 +24,7 @@ var Gzip []byte
 
 // ETag is Script's entity tag (RFC 9110 section 8.8.3): the first 16 hex
 // digits of its SHA-256, checked by TestETag.
-const ETag = `"25d883e99b0a2845"`
+const ETag = `"b9c0f2ace8b864dd"`
 
 // CacheControl lets browsers and CDNs keep the script a day, and use a
 // stale copy for a week while they revalidate (RFC 5861).
