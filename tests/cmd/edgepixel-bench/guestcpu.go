@@ -135,6 +135,11 @@ func runGuestCPU(o guestCPUOptions) error {
 		fmt.Printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", b.name, len(b.times), us(mean),
 			percentileOf(b.times, 0.5)*1e3, percentileOf(b.times, 0.9)*1e3, percentileOf(b.times, 0.99)*1e3, percentileOf(b.times, 0.999)*1e3)
 	}
+	fmt.Printf("\n| build | instance starts | start p50 (ms, wall) |\n|---|---|---|\n")
+	for _, b := range builds {
+		st := b.pop.InstanceStartups()
+		fmt.Printf("| %s | %d | %.2f |\n", b.name, len(st), percentileOf(st, 0.5))
+	}
 	for _, b := range builds {
 		if b.prof != nil {
 			b.prof.print(os.Stdout, b.name, o.rounds*o.hits)
@@ -225,6 +230,9 @@ func isAllocator(name string) bool { return name == "runtime.alloc" || name == "
 
 func (g *guestProfile) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
 	name := def.Name()
+	if def.GoFunction() != nil { // a hostcall
+		name = def.ModuleName() + "." + name
+	}
 	if !isAllocator(name) && !g.pattern.MatchString(name) {
 		return nil
 	}
