@@ -30,7 +30,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"time"
 	"unsafe"
@@ -68,22 +67,7 @@ var (
 	batcher = pixel.Batcher{MaxEvents: 500, MaxAge: 200 * time.Millisecond, MaxBuffered: 20000}
 )
 
-// heapHeadroom is free heap an instance starts with under TinyGo, whose
-// collector grows the heap only when a collection frees less than a third
-// of it: without headroom a warm instance's heap stays just above what is
-// live, and a collection (which scans every global conservatively) comes
-// every few dozen allocations. Hits allocate next to nothing, so with it
-// collections are rare, and a hit's CPU time stays even.
-const heapHeadroom = 1 << 20
-
-// reserved holds the headroom until the first request, when it is
-// released (a global, so the compiler cannot drop the allocation).
-var reserved []byte
-
 func main() {
-	if runtime.Compiler == "tinygo" {
-		reserved = make([]byte, heapHeadroom)
-	}
 	cfg = loadConfig()
 	setupDelivery(&cfg)
 	serveMany()
@@ -107,7 +91,6 @@ func serveMany() {
 		panic(err)
 	}
 	v := newVisitor()
-	reserved = nil // free heap from the next collection on
 	for {
 		// One clock reading a hit: the batch is due, or not, as of the
 		// hit's arrival, and the next hit looks again.
