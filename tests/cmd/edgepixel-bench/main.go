@@ -1,6 +1,7 @@
 // Command edgepixel-bench measures edgepixel against baselines in one run,
 // with one load generator, and prints each figure beside its baseline.
 // Sections: pop (below), aggregator (aggregator.go), hostile (hostile.go),
+// guestcpu (guestcpu.go: guest CPU per enriched hit, TinyGo beside Go),
 // durable (durable.go), dashboard (dashboard.go), sizing (sizing.go: each
 // part's cost per event through the real pipeline), workers (workers.go: the
 // Cloudflare worker in workerd beside the POP and bare net/http), enrich
@@ -44,7 +45,7 @@ func main() {
 		threads  = flag.Int("threads", 2, "wrk threads")
 		tinyWasm = flag.String("tinygo-wasm", "", "the TinyGo-built edge module (default: edgepixel.wasm in --bin)")
 		goWasm   = flag.String("go-wasm", "", "the Go-built edge module (default: edgepixel-go.wasm in --bin)")
-		sections = flag.String("sections", "pop,aggregator,fleet,sizing,hostile,durable,workers,enrich,dashboard,storage", "which sections to run")
+		sections = flag.String("sections", "pop,aggregator,fleet,sizing,hostile,durable,workers,enrich,guestcpu,dashboard,storage", "which sections to run")
 		agg      aggOptions
 		sizing   sizingOptions
 		hostile  hostileOptions
