@@ -29,8 +29,10 @@ import (
 // every global) closer, and TinyGo's testing.AllocsPerRun is a stub that
 // reports 0, so the edge packages' own allocation tests cannot see them.
 // Today's hits allocate only for the corpus's rarer pages (an
-// international host, a URL that normalisation rewrites) and the flush.
-const maxGuestAllocsPerHit = 3
+// international host, a URL that normalisation rewrites). Flushes are
+// kept out of the count (the batch's age limit is set beyond the test),
+// since how many hits a flush follows depends on the machine's speed.
+const maxGuestAllocsPerHit = 2
 
 // allocCounter counts calls of TinyGo's allocator (runtime.alloc).
 type allocCounter struct {
@@ -84,6 +86,11 @@ func TestGuestAllocations(t *testing.T) {
 name = "guestalloc"
 [local_server.backends.aggregator]
 url = "http://%s"
+[local_server.config_stores.edgepixel]
+format = "inline-toml"
+[local_server.config_stores.edgepixel.contents]
+batch_max_age_ms = "3600000"
+batch_max_events = "10000"
 [local_server.secret_stores]
 edgepixel = [{ key = "aggregator_secret", file = %q }, { key = %q, file = %q }]
 `, sl.Addr(), filepath.Join(dir, "secret"), privacy.SaltKey(day), filepath.Join(dir, "salt"))
@@ -143,7 +150,7 @@ edgepixel = [{ key = "aggregator_secret", file = %q }, { key = %q, file = %q }]
 			break // else an instance's start was counted too: again
 		}
 	}
-	t.Logf("TinyGo guest: %.2f heap allocations per enriched pixel hit (%d hits, flushes included)", per, hits)
+	t.Logf("TinyGo guest: %.2f heap allocations per enriched pixel hit (%d hits, no flush)", per, hits)
 	if per > maxGuestAllocsPerHit {
 		t.Errorf("TinyGo guest: %.2f heap allocations per enriched pixel hit, want at most %d: `edgepixel-bench --sections guestcpu --guest-profile x` lists their callers", per, maxGuestAllocsPerHit)
 	}
