@@ -115,6 +115,9 @@ Production serving:
                               max_bytes=10485760 max_buffer=67108864 retries=5
                               content_type=application/x-ndjson
                               header=Name:Value (repeatable, URL-encoded)
+                              failover=URL (repeatable, URL-encoded): a batch
+                                the URL does not take (no answer, 408, 429,
+                                5xx) goes to each in turn, as a backend list
                               queue=DIR: keep the queue on disk in DIR, so it
                                 survives a restart or crash and is retried until
                                 delivered (max_buffer then bounds the bytes on

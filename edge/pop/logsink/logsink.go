@@ -78,7 +78,14 @@ type Endpoint struct {
 	Path string // File: appended to, created if missing
 
 	// HTTP only.
-	URL         string        // batches are POSTed here
+	URL string // batches are POSTed here
+	// Failover are further collectors: a batch that URL did not take
+	// with an answer that may be temporary (no answer, 408, 429, 5xx) is
+	// POSTed to each in turn within the same attempt, as a Fastly
+	// backend list would. The collectors must tell a batch they already
+	// took (edgepixel's aggregators do, by event id), since one that
+	// took it but did not answer gets it again from the next.
+	Failover    []string
 	Header      http.Header   // added to every request (e.g. Authorization)
 	ContentType string        // default application/x-ndjson
 	Period      time.Duration // an entry waits at most this long for its batch to be sent (default 5s, as Fastly)
@@ -110,11 +117,13 @@ const (
 //	stdout
 //	file:/path/to/file
 //	http(s)://host/path[?period=1s&max_entries=500&max_bytes=1048576&max_buffer=N&retries=N
-//	                    &content_type=T&header=Name:Value&queue=DIR&durability=write|fsync]
+//	                    &content_type=T&header=Name:Value&queue=DIR&durability=write|fsync
+//	                    &failover=URL]
 //
 // The listed query parameters configure the endpoint and are removed from
-// the URL (header may repeat; its value is URL-decoded, so write a space
-// as %20); any other parameter stays part of the URL.
+// the URL (header and failover may repeat; their values are URL-decoded,
+// so write a space as %20 and escape a failover URL's own ? and &); any
+// other parameter stays part of the URL.
 func ParseEndpoint(spec string) (Endpoint, error) {
 	name, dest, ok := strings.Cut(strings.TrimSpace(spec), "=")
 	name = strings.TrimSpace(name)
@@ -216,6 +225,14 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 		ep.Header.Add(k, strings.TrimSpace(v))
 	}
 	q.Del("header")
+	for _, f := range q["failover"] {
+		fu, err := url.Parse(f)
+		if err != nil || fu.Host == "" || (fu.Scheme != "http" && fu.Scheme != "https") {
+			return fmt.Errorf("failover=%q: want an http(s)://host/path URL", f)
+		}
+		ep.Failover = append(ep.Failover, f)
+	}
+	q.Del("failover")
 	u.RawQuery = q.Encode()
 	ep.URL = u.String()
 	return nil
@@ -856,34 +873,55 @@ func (s *httpSink) deliver(ctx context.Context, b logBatch) {
 	}
 }
 
-// post sends one request; retry says whether a failure may be temporary.
+// post sends one batch (see send); retry says whether a failure may be
+// temporary.
 func (s *httpSink) post(ctx context.Context, body []byte) (retry bool, err error) {
+	retry, _, err = send(ctx, s.client, &s.ep, body)
+	return retry, err
+}
+
+// send POSTs body to ep.URL and, while the answer is one that may be
+// temporary, to each of ep.Failover in turn, each request within 30 s.
+// It returns the last collector's answer: retry says whether the failure
+// may be temporary, status is its HTTP status (0: no answer).
+func send(ctx context.Context, client *http.Client, ep *Endpoint, body []byte) (retry bool, status int, err error) {
+	retry, status, err = sendTo(ctx, client, ep, ep.URL, body)
+	for _, u := range ep.Failover {
+		if err == nil || !retry {
+			break
+		}
+		retry, status, err = sendTo(ctx, client, ep, u, body)
+	}
+	return retry, status, err
+}
+
+func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, url string, body []byte) (retry bool, status int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.ep.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
-	for k, v := range s.ep.Header {
+	for k, v := range ep.Header {
 		req.Header[k] = v
 	}
-	req.Header.Set("Content-Type", s.ep.ContentType)
+	req.Header.Set("Content-Type", ep.ContentType)
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "edgepixel-pop")
 	}
-	resp, err := s.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return true, err
+		return true, 0, err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
-		return false, nil
+		return false, c, nil
 	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
-		return true, fmt.Errorf("collector answered %s", resp.Status)
+		return true, c, fmt.Errorf("collector %s answered %s", req.URL.Host, resp.Status)
 	default:
-		return false, fmt.Errorf("collector answered %s", resp.Status)
+		return false, c, fmt.Errorf("collector %s answered %s (check the endpoint's URL and credentials)", req.URL.Host, resp.Status)
 	}
 }
 

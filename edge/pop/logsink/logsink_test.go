@@ -228,13 +228,17 @@ func TestParseLogEndpoint(t *testing.T) {
 	if d.Period != 5*time.Second || d.MaxEntries != 10000 || d.Retries != 5 {
 		t.Errorf("defaults %+v", d)
 	}
+	ep, err = ParseEndpoint("j=http://a:1/ingest?failover=http%3A%2F%2Fb%3A2%2Fingest%3Ft%3D1&failover=https://c/&period=1s")
+	if err != nil || ep.URL != "http://a:1/ingest" || !reflect.DeepEqual(ep.Failover, []string{"http://b:2/ingest?t=1", "https://c/"}) {
+		t.Errorf("failover: %+v %v", ep, err)
+	}
 	for spec, kind := range map[string]string{"a=stdout": Stdout, "b=file:/tmp/x": File, "*=http://h/": HTTP} {
 		if ep, err := ParseEndpoint(spec); err != nil || ep.Kind != kind {
 			t.Errorf("%s: %+v %v", spec, ep, err)
 		}
 	}
 	for _, bad := range []string{"", "noequals", "=stdout", "a=", "a=ftp://x", "a=file:", "a=http://h/?max_entries=-1",
-		"a=http://h/?period=soon", "a=http://h/?header=novalue", "a=http:///nohost"} {
+		"a=http://h/?period=soon", "a=http://h/?header=novalue", "a=http:///nohost", "a=http://h/?failover=ftp://x", "a=http://h/?failover=nohost"} {
 		if _, err := ParseEndpoint(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -665,36 +665,11 @@ func (s *queueSink) writeCheckpoint() error {
 	return os.Rename(tmp, filepath.Join(s.ep.Queue, checkpointName))
 }
 
-// post sends one request; retry says whether a failure may be temporary
-// (it is retried either way; it only sets how loudly it is logged).
+// post sends one batch (see send); retry says whether a failure may be
+// temporary (it is retried either way; it only sets how loudly it is
+// logged).
 func (s *queueSink) post(ctx context.Context, body []byte) (retry bool, status int, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.ep.URL, bytes.NewReader(body))
-	if err != nil {
-		return false, 0, err
-	}
-	for k, v := range s.ep.Header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", s.ep.ContentType)
-	if req.Header.Get("User-Agent") == "" {
-		req.Header.Set("User-Agent", "edgepixel-pop")
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return true, 0, err
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	switch c := resp.StatusCode; {
-	case c >= 200 && c < 300:
-		return false, c, nil
-	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
-		return true, c, fmt.Errorf("collector answered %s", resp.Status)
-	default:
-		return false, c, fmt.Errorf("collector answered %s (check the endpoint's URL and credentials)", resp.Status)
-	}
+	return send(ctx, s.client, &s.ep, body)
 }
 
 // close stops taking entries, delivers what it can until ctx ends and

@@ -153,6 +153,40 @@ func TestQueueDelivers(t *testing.T) {
 	}
 }
 
+// The first collector refuses (503) or is gone: every batch goes to the
+// failover collector within the same attempt, in order, and nothing is
+// dropped.
+func TestQueueFailsOver(t *testing.T) {
+	for _, first := range []string{"refuses", "gone"} {
+		t.Run(first, func(t *testing.T) {
+			a, b := newLineCollector(t), newLineCollector(t)
+			a.answer(func(int) int { return http.StatusServiceUnavailable })
+			url := a.URL
+			if first == "gone" {
+				a.Close()
+			}
+			ep := queueEndpoint(url, t.TempDir(), DurabilityWrite)
+			ep.Failover = []string{b.URL}
+			q := openTestQueue(t, ep, 0)
+			want := numbered("n", 50)
+			for _, l := range want {
+				if err := q.Write("q", []byte(l)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := b.waitFor(t, len(want)); !slices.Equal(got, want) {
+				t.Fatalf("the failover collector got %d lines %v, want %d in order", len(got), got, len(want))
+			}
+			if got := a.got(); len(got) != 0 {
+				t.Errorf("the refusing collector kept %d lines", len(got))
+			}
+			if q.st.dropped.Load() != 0 {
+				t.Errorf("%d dropped", q.st.dropped.Load())
+			}
+		})
+	}
+}
+
 // The collector is down: the queue keeps everything on disk across a
 // restart of the POP and delivers it all, once, when the collector is
 // back.
