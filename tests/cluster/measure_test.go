@@ -29,7 +29,7 @@ func TestThroughput(t *testing.T) {
 	if *measure <= 0 {
 		t.Skip("-measure N not given")
 	}
-	f := startFleet(t) // the cluster and its two aggregators
+	f := startFleet(t, false) // the cluster and its two aggregators
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	single, err := localsrv.StartClickHouse(ctx, filepath.Join(f.dir, "single"), 0, 0)
@@ -39,10 +39,11 @@ func TestThroughput(t *testing.T) {
 	t.Cleanup(func() { single.Kill() })
 	addr, _ := proc.FreeAddr()
 	dash, _ := proc.FreeAddr()
-	one := &aggregator{url: "http://" + addr, dash: "http://" + dash, log: filepath.Join(f.dir, "aggregator-single.log"),
-		args: []string{"--addr", addr, "--dashboard-addr", dash, "--data-dir", filepath.Join(f.dir, "agg-single"),
+	one := &aggregator{addr: addr, url: "http://" + addr, dash: "http://" + dash, log: filepath.Join(f.dir, "aggregator-single.log"),
+		dataDir: filepath.Join(f.dir, "agg-single"),
+		args: []string{"--addr", addr, "--dashboard-addr", dash,
 			"--secret-file", filepath.Join(f.dir, "secret"), "--dashboard-token-file", filepath.Join(f.dir, "dashboard-token"),
-			"--redis", f.redis.URL, "--clickhouse", single.HTTPURL, "--log-level", "warn"}}
+			"--redis-cluster", strings.Join(f.redis.Addrs(), ","), "--clickhouse", single.HTTPURL, "--log-level", "warn"}}
 	if err := one.start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ package feed
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -24,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/record"
+	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
@@ -327,5 +330,35 @@ func (f *Feeder) CheckIDs(t *testing.T) {
 	t.Logf("id by id: %d acknowledged, %d stored, %d missing, %d never sent", len(f.acked), len(stored), missing, extra)
 	if missing != 0 || extra != 0 {
 		t.Errorf("%d acknowledged events missing, %d stored events never acknowledged", missing, extra)
+	}
+}
+
+// Unloaded returns the events an aggregator's spool in dir holds from its
+// checkpoint on: what its loader had not finished loading. Read it only
+// while no aggregator has the spool open (after a kill).
+func Unloaded(dir string) ([]event.Event, error) {
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer sp.Close()
+	var out []event.Event
+	pos := sp.Checkpoint()
+	for {
+		recs, err := sp.Read(pos, 100, 8<<20)
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) == 0 {
+			return out, nil
+		}
+		for _, r := range recs {
+			var d record.Decoded
+			if err := record.Decode(&d, r.Data); err != nil {
+				return nil, fmt.Errorf("spool record at %v: %w", pos, err)
+			}
+			out = append(out, d.Events...)
+			pos = r.Next
+		}
 	}
 }

@@ -50,6 +50,11 @@ type Options struct {
 	// NoPop starts no POP: tests that post signed batches to the
 	// aggregator themselves need none.
 	NoPop bool
+	// NoAggregator starts no aggregator: the POP delivers to one run
+	// elsewhere at AggregatorAddr (which must then be given), sharing
+	// Dir/secret and the --log-token in AggregatorArgs, and to
+	// PeerAggregators after it. Stop leaves it running.
+	NoAggregator bool
 	// AggregatorArgs and PopArgs are added to those command lines.
 	AggregatorArgs []string
 	PopArgs        []string
@@ -211,7 +216,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.DashboardToken = string(tok)
-	if err := s.StartAggregator(ctx); err != nil {
+	if o.NoAggregator {
+		if o.AggregatorAddr == "" || strings.HasSuffix(o.AggregatorAddr, ":0") {
+			return nil, errors.New("stack: NoAggregator needs the AggregatorAddr of the aggregator run elsewhere")
+		}
+	} else if err := s.StartAggregator(ctx); err != nil {
 		return nil, err
 	}
 	for n := 2; n <= o.Aggregators; n++ {
