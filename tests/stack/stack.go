@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -40,12 +41,13 @@ type Options struct {
 	// and ClickHouse, each with its own data directory and ports. The POP
 	// knows them all as backends aggregator, aggregator2, ... and the edge
 	// module's backend key lists them (unless EdgeConfig sets it). The
-	// POP's log endpoints deliver to the first.
+	// POP's log endpoints deliver to the first, failing over to the others.
 	Aggregators int
 	// PeerAggregators are URLs of aggregators outside this stack (another
-	// stack's, sharing its Redis, ClickHouse and Dir/secret) that the POP
-	// knows too, as backends peer1, peer2, ..., listed in the edge
-	// module's backend key after the stack's own (unless EdgeConfig sets it).
+	// stack's, sharing its Redis, ClickHouse, Dir/secret and log token)
+	// that the POP knows too, as backends peer1, peer2, ..., listed in the
+	// edge module's backend key after the stack's own (unless EdgeConfig
+	// sets it), and as the log endpoints' failover collectors.
 	PeerAggregators []string
 	// NoPop starts no POP: tests that post signed batches to the
 	// aggregator themselves need none.
@@ -289,20 +291,35 @@ func (s *Stack) StartPop(ctx context.Context) error {
 // popDelivery are the POP's flags for the stack's log endpoints: the
 // journal and the fallback, queued on disk in Dir/pop-queue at the
 // stack's durability, delivering to the aggregator's /ingest/ndjson with
-// its log token. A line waits at most 250 ms for its batch, so live
+// its log token, and failing over to the other aggregators' (More, then
+// PeerAggregators, which take the same log token). A line waits at most 250 ms for its batch, so live
 // counts follow the hits closely; a batch stays within the aggregator's
 // default body limit.
 func (s *Stack) popDelivery() []string {
 	args := []string{"--log-queue-dir", filepath.Join(s.opts.Dir, "pop-queue")}
+	failover := ""
+	for _, u := range s.otherAggregators() {
+		failover += "&failover=" + url.QueryEscape(u+"/ingest/ndjson")
+	}
 	for _, name := range []string{JournalEndpoint, FallbackEndpoint} {
 		extra := "" // first: a repeated option takes its first value
 		if name == JournalEndpoint && s.opts.JournalQuery != "" {
 			extra = s.opts.JournalQuery + "&"
 		}
 		args = append(args, "--log-endpoint", name+"="+s.AggregatorURL+"/ingest/ndjson?"+extra+"period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
-			"&header=Authorization:Bearer%20"+s.LogToken)
+			"&header=Authorization:Bearer%20"+s.LogToken+failover)
 	}
 	return args
+}
+
+// otherAggregators are the URLs of the aggregators after the first: the
+// stack's own, then its peers.
+func (s *Stack) otherAggregators() []string {
+	var out []string
+	for _, m := range s.More {
+		out = append(out, m.URL)
+	}
+	return append(out, s.opts.PeerAggregators...)
 }
 
 // flagValue returns the value of --name (or -name) in args, "" if absent.
