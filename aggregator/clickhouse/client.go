@@ -297,7 +297,12 @@ func (c *Client) Layout() Layout { return c.layout }
 // insert stores input as one block into table (a name in c.db; its local
 // table in a cluster).
 func (c *Client) insert(ctx context.Context, table string, rows int, input proto.Input) error {
-	table = c.layout.LocalName(table)
+	return c.insertInto(ctx, c.layout.LocalName(table), rows, input)
+}
+
+// insertInto stores input as one block into table, a name in c.db as it
+// is (not its Local form).
+func (c *Client) insertInto(ctx context.Context, table string, rows int, input proto.Input) error {
 	if c.nat != nil {
 		return c.nat.insert(ctx, c.db+"."+table, input, c.insertSettings)
 	}

@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"strconv"
 	"strings"
 )
 
@@ -96,17 +97,16 @@ func (l Layout) Engine(table, engine string) string {
 //
 // A table whose engine sums or aggregates (SummingMergeTree,
 // AggregatingMergeTree) is a rollup that materialized views fill. In a
-// cluster its inserts are not deduplicated (replicated_deduplication_window
-// = 0): two loads' rollup rows are often the same block (one pageview of
-// a site in a minute), and deduplication would drop the second. A retried
-// insert into the table the view reads is still safe: ClickHouse skips the
-// views of a block it drops as a duplicate.
+// cluster it gets one more column, LoadColumn, which its views fill (see
+// CreateView), and keeps the ids of its last RollupDedupWindow blocks.
 func (l Layout) CreateTable(table, columns, engine, keys string) []string {
 	if l.Clustered() && (strings.HasPrefix(engine, "SummingMergeTree") || strings.HasPrefix(engine, "AggregatingMergeTree")) {
+		columns = strings.TrimRight(columns, " \t\n") + ",\n\t\t" + LoadColumn + " String\n\t"
+		window := "replicated_deduplication_window = " + strconv.Itoa(RollupDedupWindow)
 		if strings.Contains(keys, "SETTINGS ") {
-			keys += ", replicated_deduplication_window = 0"
+			keys += ", " + window
 		} else {
-			keys += "\n\tSETTINGS replicated_deduplication_window = 0"
+			keys += "\n\tSETTINGS " + window
 		}
 	}
 	out := []string{`CREATE TABLE IF NOT EXISTS ` + l.Local(table) + l.OnCluster() + ` (` + columns + `) ENGINE = ` + l.Engine(table, engine) + "\n\t" + keys}
@@ -132,12 +132,72 @@ func (l Layout) Distributed(table string) string {
 // CreateView returns the statement that creates the materialized view
 // name, on every server in a cluster, storing into the table to (its Local
 // form: each server's view fills its own replica, whose inserts replicate
-// like any other) the rows of query, which must read Local tables:
+// like any other) the rows of
 //
-//	CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.name TO {db}.to AS
-//		query
-func (l Layout) CreateView(name, to, query string) string {
-	return `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.` + name + l.OnCluster() + ` TO ` + l.Local(to) + ` AS` + "\n\t" + query
+//	SELECT columns FROM source GROUP BY groupBy
+//
+// where source is ViewSource: on one server the events table; in a
+// cluster RollupInput, and the select list gains LoadColumn.
+//
+// Why RollupInput in a cluster: ClickHouse runs a table's views after its
+// own insert and skips them for a block the table drops as a duplicate.
+// An insert into events_local whose events were written but which then
+// failed (its quorum wait timed out, ZooKeeper was lost mid-commit) is
+// retried as the same block, which is dropped, so views on events_local
+// would never count it. The loader instead inserts each block into
+// events_local and then into RollupInput, a Null table whose views run on
+// every insert; each rollup table then keeps one copy of each of its
+// view's blocks (replicated block deduplication), so the retried block
+// fills exactly the rollups its first attempt did not. LoadColumn makes
+// the rollup blocks of two different loads differ even when their counts
+// are the same (one pageview of a site in a minute), so deduplication
+// drops only true repeats.
+func (l Layout) CreateView(name, to, columns, groupBy string) string {
+	if l.Clustered() {
+		columns += ", " + loadExpr + " AS " + LoadColumn
+	}
+	return `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.` + name + l.OnCluster() + ` TO ` + l.Local(to) + ` AS` + "\n\tSELECT " + columns +
+		"\n\tFROM " + l.ViewSource() + " GROUP BY " + groupBy
+}
+
+// RollupInput is the table, in a cluster, whose inserts the rollup views
+// read (see CreateView): a Null table (it keeps nothing) on every server
+// with the RollupInputColumns of the events table.
+const RollupInput = "rollup_input"
+
+// RollupInputColumns are the events columns the rollup views read, and so
+// what the loader inserts into RollupInput. A view over another column
+// needs a step that adds it here and to the table.
+var RollupInputColumns = []string{"event_id", "ts", "site", "name", "url", "referrer", "country", "utm_source", "utm_medium", "utm_campaign"}
+
+// LoadColumn is the rollup tables' column, in a cluster, that tells two
+// loads' rollup rows apart: the smallest event id of the rows summed.
+const LoadColumn = "load"
+
+const loadExpr = "toString(min(event_id))"
+
+// RollupDedupWindow is how many recent blocks a rollup table remembers, in
+// a cluster, to drop a retried one: each load writes one block per view
+// (dim_hours has one view per dimension).
+const RollupDedupWindow = 1000
+
+// ViewSource is the table the rollup views read: events on one server,
+// RollupInput in a cluster.
+func (l Layout) ViewSource() string {
+	if l.Clustered() {
+		return "{db}." + RollupInput
+	}
+	return l.Local("events")
+}
+
+// CreateRollupInput returns, in a cluster, the statement that creates
+// RollupInput on every server, with columns (the text inside the column
+// list's parentheses) as events has them; nothing on one server.
+func (l Layout) CreateRollupInput(columns string) []string {
+	if !l.Clustered() {
+		return nil
+	}
+	return []string{`CREATE TABLE IF NOT EXISTS {db}.` + RollupInput + l.OnCluster() + ` (` + columns + `) ENGINE = Null`}
 }
 
 // CreateDatabase returns the statement that creates the database, on every

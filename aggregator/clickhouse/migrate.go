@@ -113,8 +113,8 @@ func schemaV1(l Layout) []string {
 		n UInt64
 	`, "SummingMergeTree(n)", `PARTITION BY toYYYYMM(minute)
 	ORDER BY (site, minute)`)...)
-	out = append(out, l.CreateView("events_per_minute_mv", "events_per_minute", `SELECT site, toStartOfMinute(ts) AS minute, count() AS n
-	FROM `+l.Local("events")+` GROUP BY site, minute`))
+	out = append(out, rollupInput(l)...)
+	out = append(out, l.CreateView("events_per_minute_mv", "events_per_minute", `site, toStartOfMinute(ts) AS minute, count() AS n`, `site, minute`))
 	return append(out, l.CreateTable("bad_rows", `
 		row_id UUID,
 		received DateTime,
@@ -126,6 +126,25 @@ func schemaV1(l Layout) []string {
 		raw String
 	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(received)
 	ORDER BY (reason, row_id)`)...)
+}
+
+// rollupInput creates, in a cluster, the table the rollup views read
+// (Layout.CreateView), with the events columns they use. Step 1 makes it
+// before its view; migrate makes sure of it on every start, without a
+// step of its own (one would make older aggregators refuse a single
+// server's database for a change that is not for it), for a cluster whose
+// step 1 came before it: there it has no views, and its rollups are still
+// those of views on events_local.
+func rollupInput(l Layout) []string {
+	types := map[string]string{"ts": "DateTime"}
+	for _, f := range event.Fields {
+		types[f.JSON] = f.CHType
+	}
+	cols := make([]string, len(RollupInputColumns))
+	for i, c := range RollupInputColumns {
+		cols[i] = c + " " + types[c]
+	}
+	return l.CreateRollupInput(strings.Join(cols, ", "))
 }
 
 // migrationsTable records the applied steps. A ReplacingMergeTree keyed by
@@ -226,6 +245,11 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 			return res, fmt.Errorf("migrate to schema version %d (%s): %w", m.Version, m.Name, err)
 		}
 		res.Applied = append(res.Applied, m)
+	}
+	for _, s := range rollupInput(c.layout) {
+		if err := c.execDDL(ctx, s); err != nil {
+			return res, fmt.Errorf("migrate: %w", err)
+		}
 	}
 	res.To = max(res.From, known)
 	return res, nil

@@ -86,8 +86,7 @@ func schemaV4(l Layout) []string {
 		pageviews UInt64
 	`, "SummingMergeTree", `PARTITION BY toYYYYMM(t)
 	ORDER BY (site, t)`)...)
-		out = append(out, l.CreateView(g.Table+"_mv", g.Table, `SELECT site, `+g.Start+`(ts, 'UTC') AS t, count() AS events, countIf(name = 'pageview') AS pageviews
-	FROM `+l.Local("events")+` GROUP BY site, t`))
+		out = append(out, l.CreateView(g.Table+"_mv", g.Table, `site, `+g.Start+`(ts, 'UTC') AS t, count() AS events, countIf(name = 'pageview') AS pageviews`, `site, t`))
 	}
 	out = append(out, l.CreateTable(DimTable, `
 		site String,
@@ -108,9 +107,8 @@ func dimViews(l Layout, step int) []string {
 		if d.Since != step || !d.Collected {
 			continue
 		}
-		out = append(out, l.CreateView(DimTable+"_"+d.Name+"_mv", DimTable, `SELECT site, '`+d.Name+`' AS dim, `+d.Expr+` AS value, toStartOfHour(ts, 'UTC') AS t,
-		count() AS events, countIf(name = 'pageview') AS pageviews
-	FROM `+l.Local("events")+` GROUP BY site, value, t`))
+		out = append(out, l.CreateView(DimTable+"_"+d.Name+"_mv", DimTable, `site, '`+d.Name+`' AS dim, `+d.Expr+` AS value, toStartOfHour(ts, 'UTC') AS t,
+		count() AS events, countIf(name = 'pageview') AS pageviews`, `site, value, t`))
 	}
 	return out
 }
