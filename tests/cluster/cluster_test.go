@@ -9,6 +9,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,10 +20,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/feed"
@@ -85,7 +88,8 @@ const clusterName = "edgepixel"
 // clickhouse-server, a Redis Cluster of 3 masters with a replica each,
 // two aggregators (aggregator i inserts into shard i's first replica and
 // reads every shard) and two POPs running the edge module, POP i
-// delivering signed batches to aggregator i, then to the other.
+// delivering to aggregator i, then to the other: POP 1 signed batches,
+// POP 2 through its journal log endpoint.
 type fleet struct {
 	t        *testing.T
 	dir      string
@@ -179,6 +183,13 @@ func startFleet(t *testing.T, withPops bool) *fleet {
 		if err := os.WriteFile(filepath.Join(dir, "secret"), f.secret, 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// POP 1 delivers signed batches (Fastly's way), POP 2 journals
+		// each hit to its log endpoint before it answers: both paths
+		// fail over to the other aggregator.
+		delivery := stack.DeliveryBatches
+		if i == 1 {
+			delivery = stack.DeliveryJournal
+		}
 		var peers []string
 		for j, b := range f.aggs {
 			if j != i {
@@ -190,7 +201,7 @@ func startFleet(t *testing.T, withPops bool) *fleet {
 			NoAggregator: true, AggregatorAddr: a.addr, PeerAggregators: peers,
 			AggregatorArgs: []string{"--log-token", f.logToken},
 			NoRedis:        true, NoClickHouse: true,
-			Delivery: stack.DeliveryBatches,
+			Delivery: delivery,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -237,7 +248,8 @@ func query(t *testing.T, server *localsrv.ClickHouse, sql string) string {
 // new aggregator 2 with an empty data directory takes its address);
 // (2) a SIGKILL of a Redis master, whose replica takes over; (3) a
 // SIGKILL of a ClickHouse replica, brought back after, once beside an
-// aggregator's replica and once the replica an aggregator inserts into;
+// aggregator's replica (for longer than the quorum timeout) and once the
+// replica an aggregator inserts into;
 // (4) ZooKeeper stopped for -zk-down. After each: nothing doubled, the
 // only answered events lost are those (1)'s aggregator had in its spool
 // and no one stored, and every dashboard counts what the events table
@@ -256,6 +268,10 @@ func TestCluster(t *testing.T) {
 			for name, engine := range tables {
 				local, isLocal := strings.CutSuffix(name, "_local")
 				switch {
+				case name == clickhouse.RollupInput:
+					if engine != "Null" {
+						t.Errorf("%s: %s is %s, not Null", s.HTTPURL, name, engine)
+					}
 				case isLocal && !strings.HasPrefix(engine, "Replicated"):
 					t.Errorf("%s: %s is %s, not replicated", s.HTTPURL, name, engine)
 				case isLocal && tables[local] != "Distributed":
@@ -364,18 +380,22 @@ func TestCluster(t *testing.T) {
 	})
 
 	// (3) A ClickHouse replica killed, then brought back.
+	// The replica beside an aggregator's stays down past the aggregators'
+	// 10 s quorum timeout, so that inserts whose events were written fail
+	// their quorum wait and are retried.
 	for _, c := range []struct {
 		name        string
 		shard, repl int
+		down        time.Duration
 	}{
-		{"replica beside the aggregator's killed", 0, 1},
-		{"the aggregator's own replica killed", 1, 0},
+		{"replica beside the aggregator's killed", 0, 1, 12 * time.Second},
+		{"the aggregator's own replica killed", 1, 0, 3 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := f.ch.Shards[c.shard][c.repl]
 			before := s.answeredCount()
 			srv.Kill()
-			time.Sleep(3 * time.Second)
+			time.Sleep(c.down)
 			if n := s.answeredCount() - before; n == 0 {
 				t.Error("no event answered while a replica was down")
 			}
@@ -388,6 +408,67 @@ func TestCluster(t *testing.T) {
 			s.check(t, f, "after a SIGKILL of shard "+strconv.Itoa(c.shard+1)+" replica "+strconv.Itoa(c.repl+1), window)
 		})
 	}
+
+	// (3b) The replica beside aggregator 1's hangs (SIGSTOP) past the
+	// quorum timeout: it is still a live replica to ZooKeeper, so an
+	// insert is written and then fails its quorum wait ("unknown status,
+	// client must retry"), and is retried when the replica is back. Beside
+	// the stream, a loader's insert of one block is made to take exactly
+	// that path, and its rollups must count the block once.
+	t.Run("replica beside the aggregator's hangs past the quorum timeout", func(t *testing.T) {
+		srv := f.ch.Shards[0][1]
+		if err := srv.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		cont := sync.OnceFunc(func() {
+			if err := srv.Signal(syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		})
+		defer cont()
+		cl, err := clickhouse.New(f.ch.Shards[0][0].HTTPURL, "edgepixel")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if err := cl.SetCluster(clickhouse.ClusterConfig{Name: clusterName, InsertQuorum: 2, QuorumTimeout: 3 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		evs := make([]event.Event, 50)
+		for i := range evs {
+			now := time.Now().UnixMilli()
+			id, _ := event.NewID(now, rand.Reader)
+			evs[i] = event.Event{ID: id, Time: now, Site: "quorum-probe", Name: "pageview", URL: "https://probe.example/" + strconv.Itoa(i), Pop: "test"}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		err = cl.InsertEvents(ctx, evs)
+		t.Logf("an insert with a replica hung: %v", err)
+		if err == nil {
+			t.Error("an insert with insert_quorum 2 succeeded with one of the shard's 2 replicas hung")
+		}
+		time.Sleep(15 * time.Second)
+		cont()
+		for attempt := 1; ; attempt++ {
+			if err = cl.InsertEvents(ctx, evs); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("the retried insert: %v", err)
+			}
+			time.Sleep(time.Second)
+		}
+		s.check(t, f, "after shard 1 replica 2 hung for 15 s", window)
+		reader := f.ch.Shards[1][1]
+		got := query(t, reader, "SELECT (SELECT count() FROM events WHERE site = 'quorum-probe'), (SELECT sum(n) FROM events_per_minute WHERE site = 'quorum-probe'), "+
+			"(SELECT sum(events) FROM site_minutes WHERE site = 'quorum-probe'), (SELECT sum(events) FROM site_hours WHERE site = 'quorum-probe'), "+
+			"(SELECT sum(events) FROM site_days WHERE site = 'quorum-probe'), (SELECT sum(events) FROM dim_hours WHERE site = 'quorum-probe' AND dim = 'page')")
+		if want := strings.Repeat("50\t", 5) + "50"; got != want {
+			t.Errorf("a block retried after its quorum wait failed: events, events_per_minute, site_minutes, site_hours, site_days, dim_hours (page) hold %q, want 50 each", got)
+		} else {
+			t.Logf("a block retried after its quorum wait failed: events and each rollup hold its 50 rows once")
+		}
+	})
 
 	// (4) ZooKeeper stopped.
 	t.Run("zookeeper stopped", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"syscall"
 )
 
 // Fault tests stop a server and start it again where clients expect it:
@@ -62,3 +63,7 @@ func portOf(hostport string) int {
 	n, _ := strconv.Atoi(p)
 	return n
 }
+
+// Signal sends sig to the server, e.g. SIGSTOP to make it hang (it stays
+// a replica in ZooKeeper's eyes until its session expires) and SIGCONT.
+func (c *ClickHouse) Signal(sig syscall.Signal) error { return c.p.Signal(sig) }
