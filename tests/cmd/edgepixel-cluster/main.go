@@ -177,8 +177,9 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 			NoRedis: true, NoClickHouse: true,
 			AggregatorArgs:  []string{"--redis-cluster", strings.Join(f.redis.Addrs(), ","), "--clickhouse", server.HTTPURL, "--clickhouse-cluster", clusterName},
 			PeerAggregators: peers,
-			// Batches (Fastly's way) go through the backend list; the
-			// journal's log endpoint knows only the first aggregator.
+			// Batches (Fastly's way) go through the backend list, and the
+			// fallback log endpoint fails over to the other aggregators
+			// (TestCluster runs a journaling POP that way too).
 			Delivery:     stack.DeliveryBatches,
 			CompileCache: f.compileCache,
 			Progress:     pr,
