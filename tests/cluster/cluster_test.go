@@ -493,9 +493,12 @@ func TestCluster(t *testing.T) {
 
 // spooled is the bytes the live aggregators hold in their spools, not yet
 // stored.
-func (f *fleet) spooled(t *testing.T) float64 {
+func (f *fleet) spooled(t *testing.T) float64 { return f.spooledIn(t, f.aggs) }
+
+// spooledIn is spooled for aggs.
+func (f *fleet) spooledIn(t *testing.T, aggs []*aggregator) float64 {
 	var n float64
-	for _, a := range f.aggs {
+	for _, a := range aggs {
 		if a.p.Exited() {
 			continue
 		}
