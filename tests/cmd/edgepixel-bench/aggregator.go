@@ -290,16 +290,26 @@ func load(base string, secret []byte, g *batchGen, senders int, d time.Duration)
 }
 
 func chCount(base string) (int64, error) {
-	resp, err := http.Post(base+"/?database=edgepixel", "text/plain", strings.NewReader("SELECT count() FROM events"))
+	v, err := chScalar(base, "SELECT count() FROM edgepixel.events")
 	if err != nil {
 		return 0, err
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+// chScalar asks ClickHouse's HTTP interface at base a query whose answer
+// is one value, and returns it as text.
+func chScalar(base, q string) (string, error) {
+	resp, err := http.Post(base+"/", "text/plain", strings.NewReader(q))
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		return 0, fmt.Errorf("clickhouse: %s", b)
+		return "", fmt.Errorf("clickhouse: %s", b)
 	}
-	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return strings.TrimSpace(string(b)), nil
 }
 
 // waitRows waits until ClickHouse holds want rows and returns when it saw

@@ -56,6 +56,13 @@ func enrichRequests(addr string) []*http.Request {
 // drive sends reqs round robin from conns keep-alive clients for d.
 func drive(reqs []*http.Request, conns int, d time.Duration) error {
 	deadline := time.Now().Add(d)
+	return sendPixels(reqs, conns, 1, func(int) bool { return time.Now().Before(deadline) })
+}
+
+// sendPixels runs conns keep-alive clients; client c sends reqs[i%len]
+// for i = c, c+step, ... while more(i), and each answer must be a 200
+// without X-Edgepixel-Drop. It returns the first client's error.
+func sendPixels(reqs []*http.Request, conns, step int, more func(i int) bool) error {
 	var wg sync.WaitGroup
 	errs := make([]error, conns)
 	for c := range conns {
@@ -64,7 +71,7 @@ func drive(reqs []*http.Request, conns int, d time.Duration) error {
 			defer wg.Done()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
 			defer client.CloseIdleConnections()
-			for i := c; time.Now().Before(deadline); i++ {
+			for i := c; more(i); i += step {
 				resp, err := client.Do(reqs[i%len(reqs)].Clone(context.Background()))
 				if err != nil {
 					errs[c] = err

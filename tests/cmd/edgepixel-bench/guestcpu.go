@@ -164,36 +164,7 @@ func loadAverage() string {
 
 // driveN sends n of reqs, round robin, from conns keep-alive clients.
 func driveN(reqs []*http.Request, conns, n int) error {
-	var wg sync.WaitGroup
-	errs := make([]error, conns)
-	for c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
-			defer client.CloseIdleConnections()
-			for i := c; i < n; i += conns {
-				resp, err := client.Do(reqs[i%len(reqs)].Clone(context.Background()))
-				if err != nil {
-					errs[c] = err
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Edgepixel-Drop") != "" {
-					errs[c] = fmt.Errorf("pixel answered %s, drop %q", resp.Status, resp.Header.Get("X-Edgepixel-Drop"))
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return sendPixels(reqs, conns, conns, func(i int) bool { return i < n })
 }
 
 // guestProfile is a wazero function listener factory: it counts calls

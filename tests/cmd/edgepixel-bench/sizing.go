@@ -315,16 +315,11 @@ func measurePhase(ch string, rc *localsrv.RedisCluster, p sizingPhase) (phaseRes
 
 // chEvent is one of ClickHouse's cumulative counters (system.events).
 func chEvent(ch, name string) (int64, error) {
-	resp, err := http.Post(ch+"/", "text/plain", strings.NewReader("SELECT sum(value) FROM system.events WHERE event = '"+name+"'"))
+	v, err := chScalar(ch, "SELECT sum(value) FROM system.events WHERE event = '"+name+"'")
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return 0, fmt.Errorf("clickhouse: %s", b)
-	}
-	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return strconv.ParseInt(v, 10, 64)
 }
 
 // pushHits sends n corpus hits to the POP at base from conns keep-alive
@@ -406,15 +401,9 @@ func redisUsedMemory(rc *localsrv.RedisCluster) (int64, error) {
 // storedBytesPerEvent is ClickHouse's bytes on disk in active parts of
 // every edgepixel table (events and rollups) per event stored.
 func storedBytesPerEvent(ch string) (float64, error) {
-	resp, err := http.Post(ch+"/", "text/plain", strings.NewReader(
-		"SELECT sum(bytes_on_disk) / (SELECT count() FROM edgepixel.events) FROM system.parts WHERE active AND database = 'edgepixel'"))
+	v, err := chScalar(ch, "SELECT sum(bytes_on_disk) / (SELECT count() FROM edgepixel.events) FROM system.parts WHERE active AND database = 'edgepixel'")
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return 0, fmt.Errorf("clickhouse: %s", b)
-	}
-	return strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	return strconv.ParseFloat(v, 64)
 }
