@@ -288,7 +288,7 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 // DeduplicatesBlocks implements store.BlockDeduplicator: in a cluster,
 // events go to replicated tables, which keep a block inserted again
 // unchanged once (within the shard's last replicated_deduplication_window
-// blocks, 100 by default).
+// blocks, 100 by default), and so do the rollups (RollupDedupWindow).
 func (c *Client) DeduplicatesBlocks() bool { return c.layout.Clustered() }
 
 // Layout returns the client's layout.
@@ -297,12 +297,7 @@ func (c *Client) Layout() Layout { return c.layout }
 // insert stores input as one block into table (a name in c.db; its local
 // table in a cluster).
 func (c *Client) insert(ctx context.Context, table string, rows int, input proto.Input) error {
-	return c.insertInto(ctx, c.layout.LocalName(table), rows, input)
-}
-
-// insertInto stores input as one block into table, a name in c.db as it
-// is (not its Local form).
-func (c *Client) insertInto(ctx context.Context, table string, rows int, input proto.Input) error {
+	table = c.layout.LocalName(table)
 	if c.nat != nil {
 		return c.nat.insert(ctx, c.db+"."+table, input, c.insertSettings)
 	}
