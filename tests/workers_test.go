@@ -65,11 +65,19 @@ func startWorkerd(t *testing.T, tc build.Toolchain, vars map[string]string) *sta
 // startWorkerdKV is startWorkerd with KV namespaces (stack.WorkerdOptions.KV).
 func startWorkerdKV(t *testing.T, tc build.Toolchain, vars, kv map[string]string) *stack.Workerd {
 	t.Helper()
+	return startWorkerdWith(t, tc, stack.WorkerdOptions{Vars: vars, KV: kv})
+}
+
+// startWorkerdWith is startWorkerd with o's Vars, KV and Spool, in a
+// directory of its own.
+func startWorkerdWith(t *testing.T, tc build.Toolchain, o stack.WorkerdOptions) *stack.Workerd {
+	t.Helper()
 	wasm := builtWorker(t, tc)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	w, err := stack.StartWorkerd(ctx, stack.WorkerdOptions{Bin: need(t, deps.Workerd), Root: root, Wasm: wasm, Dir: dir, Vars: vars, KV: kv})
+	o.Bin, o.Root, o.Wasm, o.Dir = need(t, deps.Workerd), root, wasm, dir
+	w, err := stack.StartWorkerd(ctx, o)
 	if err != nil {
 		t.Logf("---- workerd.log ----\n%s", proc.Tail(filepath.Join(dir, "workerd.log"), 8000))
 		t.Fatal(err)
@@ -682,5 +690,110 @@ func TestWorkerJS(t *testing.T) {
 				t.Errorf("node --test:\n%s", out)
 			}
 		})
+	}
+}
+
+var eventsSpooledRE = regexp.MustCompile(`worker: (\d+) events spooled`)
+
+// eventsSpooled sums the events the worker's log says it handed to the spool.
+func eventsSpooled(log []byte) int {
+	n := 0
+	for _, m := range eventsSpooledRE.FindAllSubmatch(log, -1) {
+		k, _ := strconv.Atoi(string(m[1]))
+		n += k
+	}
+	return n
+}
+
+// TestWorkersSpool holds the worker's spool (wrangler/src/spool.js, a
+// Durable Object on workerd's disk) to its promise: the aggregator is
+// killed for longer than a delivery may take, hits keep coming, workerd
+// itself is killed with SIGKILL and started again on the same disk in
+// the middle of the outage, and once the aggregator is back every
+// answered hit is stored exactly once with no loss counted. The hits
+// before the restart come from one data center and those after it from
+// another, so each has its own spool object: the first one's batches
+// reach the aggregator only if its alarm survived the restart, as
+// nothing else wakes it. The delivery deadline and the spool's waits are
+// made short by the worker's vars.
+func TestWorkersSpool(t *testing.T) {
+	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, NoPop: true})
+	vars := workerVars(s)
+	vars[worker.ConfigDeliveryDeadline] = "1000"
+	vars[worker.ConfigSpoolRetry] = "200"
+	vars[worker.ConfigSpoolRetryMax] = "1000"
+	spool := t.TempDir()
+	wd := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
+	const site = "wk-spool"
+	sent := 0
+	hit := func(wd *stack.Workerd, colo string) {
+		t.Helper()
+		hdr := map[string]string{"CF-Connecting-IP": "127.0.0.1", stack.CFHeader: strings.Replace(cfJSON, `"colo":"TST"`, `"colo":"`+colo+`"`, 1)}
+		resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/sp/%d", sent), ""), hdr)
+		checkPixel(t, resp, body)
+		sent++
+	}
+	// Before the outage: delivered at once.
+	for i := 0; i < 10; i++ {
+		hit(wd, "TST")
+	}
+	waitExactly(t, s, site, sent)
+
+	if err := s.Aggregator.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Hits for several delivery deadlines: each batch tries the
+	// aggregator, then its NDJSON path, then goes to the spool.
+	const during = 25
+	for i := 0; i < during; i++ {
+		hit(wd, "TST")
+		time.Sleep(100 * time.Millisecond)
+	}
+	log1 := filepath.Join(wd.Dir, "workerd.log")
+	eventually(t, 60*time.Second, "every hit of the outage spooled", func() (bool, string) {
+		n := eventsSpooled(readFile(log1))
+		return n == during, strconv.Itoa(n)
+	})
+	// The spool retries while the aggregator is away.
+	eventually(t, 30*time.Second, "the spool retried", func() (bool, string) {
+		return bytes.Contains(readFile(log1), []byte("wait for the aggregators")), "no retry logged"
+	})
+
+	// workerd killed and started again on the same disk.
+	wd.Stop()
+	wd2 := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
+	for i := 0; i < during; i++ {
+		hit(wd2, "TS2")
+		time.Sleep(100 * time.Millisecond)
+	}
+	log2 := filepath.Join(wd2.Dir, "workerd.log")
+	eventually(t, 60*time.Second, "every hit after the restart spooled", func() (bool, string) {
+		n := eventsSpooled(readFile(log2))
+		return n == during, strconv.Itoa(n)
+	})
+	// Nothing was stored meanwhile: the aggregator is still down.
+	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE site = '"+site+"'"); n != "10" {
+		t.Fatalf("%s rows stored during the outage, want the 10 from before it", n)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.StartAggregator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Both spool objects deliver within their longest wait.
+	waitExactly(t, s, site, sent)
+	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT uniqExact(url) FROM events WHERE site = '"+site+"'"); n != strconv.Itoa(sent) {
+		t.Errorf("%s distinct pages, want %d", n, sent)
+	}
+	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
+		l := lossOf(t, s, site)
+		return l.Hits == uint64(sent) && l.Events == uint64(sent) && l.Stored == uint64(sent) && l.Lost == 0 &&
+			l.Dropped[pixel.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
+	})
+	for _, log := range []string{log1, log2} {
+		if n := eventsLost(readFile(log)); n != 0 {
+			t.Errorf("%s: the worker counted %d events lost", log, n)
+		}
 	}
 }
