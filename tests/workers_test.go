@@ -658,10 +658,14 @@ func TestWranglerDryRun(t *testing.T) {
 		t.Fatalf("bundle lacks index.js or the module: %v %v", err, wasm)
 	}
 	js := readFile(filepath.Join(out, "index.js"))
-	for _, want := range []string{"ep_serve", "waitUntil", "wasi_snapshot_preview1"} {
+	for _, want := range []string{"ep_serve", "waitUntil", "wasi_snapshot_preview1", "extends DurableObject", "ep_spool_send"} {
 		if !bytes.Contains(js, []byte(want)) {
 			t.Errorf("bundle lacks %q", want)
 		}
+	}
+	// wrangler.toml binds the spool's Durable Object class.
+	if !regexp.MustCompile(`env\.SPOOL \(Spool\)\s+Durable Object`).Match(b) {
+		t.Errorf("wrangler lists no SPOOL Durable Object binding:\n%s", b)
 	}
 }
 
