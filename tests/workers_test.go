@@ -801,3 +801,75 @@ func TestWorkersSpool(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersSpoolBounds fills a spool past its bounds while the
+// aggregator is down: one worker's spool holds no bytes
+// (spool_max_bytes=1), so each batch it is handed is counted lost at
+// once; the other's keeps batches one second (spool_max_age_s=1), so its
+// alarm counts them lost. Once the aggregator is back, no event of
+// either is stored and each one is counted as delivery_failed, beside
+// the hits and events the worker counted: every loss is counted.
+func TestWorkersSpoolBounds(t *testing.T) {
+	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, NoPop: true})
+	bounds := map[string]map[string]string{
+		"wk-spool-full": {worker.ConfigSpoolMaxBytes: "1"},
+		"wk-spool-old":  {worker.ConfigSpoolMaxAge: "1"},
+	}
+	logs := map[string]string{}
+	wds := map[string]*stack.Workerd{}
+	for site, b := range bounds {
+		vars := workerVars(s)
+		vars[worker.ConfigDeliveryDeadline] = "500"
+		vars[worker.ConfigSpoolRetry] = "200"
+		vars[worker.ConfigSpoolRetryMax] = "500"
+		for k, v := range b {
+			vars[k] = v
+		}
+		wds[site] = startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: t.TempDir()})
+		logs[site] = filepath.Join(wds[site].Dir, "workerd.log")
+	}
+	if err := s.Aggregator.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	for site, wd := range wds {
+		for i := 0; i < n; i++ {
+			resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/b/%d", i), ""), workerHeaders)
+			checkPixel(t, resp, body)
+		}
+	}
+	for site := range wds {
+		eventually(t, 60*time.Second, site+": every event spooled, then counted lost there", func() (bool, string) {
+			log := readFile(logs[site])
+			sp, lost := eventsSpooled(log), spoolLost(log)
+			return sp == n && lost == n, fmt.Sprintf("spooled %d, counted lost by the spool %d", sp, lost)
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.StartAggregator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for site := range wds {
+		eventually(t, 60*time.Second, site+": the losses reported", func() (bool, string) {
+			l := lossOf(t, s, site)
+			return l.Hits == n && l.Events == n && l.Dropped[pixel.DropDeliveryFailed] == n, fmt.Sprintf("%+v", l)
+		})
+		waitExactly(t, s, site, 0)
+		if l := lossOf(t, s, site); l.Stored != 0 || l.Lost != n {
+			t.Errorf("%s: %+v, want none stored, %d lost", site, l, n)
+		}
+	}
+}
+
+var spoolLostRE = regexp.MustCompile(`spool: (\d+) events counted lost`)
+
+// spoolLost sums the events the spool's log says it counted lost.
+func spoolLost(log []byte) int {
+	n := 0
+	for _, m := range spoolLostRE.FindAllSubmatch(log, -1) {
+		k, _ := strconv.Atoi(string(m[1]))
+		n += k
+	}
+	return n
+}

@@ -64,52 +64,66 @@ export class Spool extends DurableObject {
       const lost = await this.lose(batch, `the spool holds ${this.meta.bytes} bytes, at most ${this.cfg.maxBytes} (spool_max_bytes)`);
       return { stored: false, lost };
     }
-    await this.store(batch, false);
+    await this.store([batch], false);
     return { stored: true };
   }
 
-  // store writes one item and sees that an alarm will deliver it.
-  async store(bytes, lost) {
-    const seq = seqKey(this.meta.next++);
-    const parts = Math.max(1, Math.ceil(bytes.length / PART));
+  // store writes items (bytes each; lost: they count a loss) and deletes
+  // the item gone ({ seq, h }, or none) in one commit, and sees that an
+  // alarm will deliver what it holds.
+  async store(items, lost, gone) {
     const entries = {};
-    for (let i = 0; i < parts; i++) entries[BODY + seq + "/" + i] = bytes.slice(i * PART, (i + 1) * PART);
-    entries[HEAD + seq] = { t: Date.now(), size: bytes.length, parts, lost };
-    this.meta.bytes += bytes.length;
-    this.meta.items++;
+    for (const bytes of items) {
+      const seq = seqKey(this.meta.next++);
+      const parts = Math.max(1, Math.ceil(bytes.length / PART));
+      for (let i = 0; i < parts; i++) entries[BODY + seq + "/" + i] = bytes.slice(i * PART, (i + 1) * PART);
+      entries[HEAD + seq] = { t: Date.now(), size: bytes.length, parts, lost };
+      this.meta.bytes += bytes.length;
+      this.meta.items++;
+    }
+    const del = gone ? this.forget(gone.seq, gone.h) : [];
     entries[META] = { ...this.meta };
+    // Writes issued with no await between them are committed together:
+    // a batch is never both gone and not yet replaced by its loss.
+    const writes = [this.ctx.storage.put(entries)];
+    if (del.length) writes.push(this.ctx.storage.delete(del));
     try {
-      await this.ctx.storage.put(entries);
+      await Promise.all(writes);
     } catch (e) {
       this.meta = (await this.ctx.storage.get(META)) ?? this.meta;
       throw e;
     }
-    if ((await this.ctx.storage.getAlarm()) == null) {
+    if (this.meta.items > 0 && (await this.ctx.storage.getAlarm()) == null) {
       await this.ctx.storage.setAlarm(Date.now() + this.wait());
     }
   }
 
-  // lose stores the records that count batch's events lost, and answers
-  // how many it held.
-  async lose(batch, why) {
-    const l = this.go().spoolLost(batch);
-    if (!l) {
-      console.error(`edgepixel: spool: a batch that does not decode was dropped (${why})`);
-      return 0;
-    }
-    for (const r of l.records) await this.store(r, true);
-    console.error(`edgepixel: spool: ${l.events} events counted lost (delivery_failed): ${why}`);
-    return l.events;
-  }
-
-  // remove deletes item seq.
-  async remove(seq, h) {
+  // forget takes item seq out of the bookkeeping and answers its keys.
+  forget(seq, h) {
     const keys = [HEAD + seq];
     for (let i = 0; i < h.parts; i++) keys.push(BODY + seq + "/" + i);
     this.meta.bytes -= h.size;
     this.meta.items--;
-    await this.ctx.storage.delete(keys);
-    await this.ctx.storage.put(META, { ...this.meta });
+    return keys;
+  }
+
+  // remove deletes item seq.
+  async remove(seq, h) {
+    await this.store([], false, { seq, h });
+  }
+
+  // lose stores the records that count batch's events lost in place of
+  // item gone (if any), and answers how many events it held.
+  async lose(batch, why, gone) {
+    const l = this.go().spoolLost(batch);
+    if (!l) {
+      console.error(`edgepixel: spool: a batch that does not decode was dropped (${why})`);
+      if (gone) await this.remove(gone.seq, gone.h);
+      return 0;
+    }
+    await this.store(l.records, true, gone);
+    console.error(`edgepixel: spool: ${l.events} events counted lost (delivery_failed): ${why}`);
+    return l.events;
   }
 
   // wait is how long to wait after the failed rounds so far.
@@ -142,8 +156,7 @@ export class Spool extends DurableObject {
         }
         const old = Date.now() - h.t > this.cfg.maxAgeMs;
         if (old && !h.lost) {
-          await this.lose(bytes, `held longer than ${this.cfg.maxAgeMs / 1000} s (spool_max_age_s)`);
-          await this.remove(seq, h);
+          await this.lose(bytes, `held longer than ${this.cfg.maxAgeMs / 1000} s (spool_max_age_s)`, { seq, h });
           continue;
         }
         if (old) {
@@ -157,13 +170,12 @@ export class Spool extends DurableObject {
           continue;
         }
         if (await edge.post(d, Date.now() + POST_MS)) {
-          await this.remove(seq, h);
           this.meta.fails = 0;
+          await this.remove(seq, h);
           continue;
         }
         if ((d.refused === 400 || d.refused === 413) && !h.lost) {
-          await this.lose(bytes, `the aggregator refused the batch (${d.refused})`);
-          await this.remove(seq, h);
+          await this.lose(bytes, `the aggregator refused the batch (${d.refused})`, { seq, h });
           continue;
         }
         // Not taken: try again later, oldest first.
