@@ -65,11 +65,19 @@ func startWorkerd(t *testing.T, tc build.Toolchain, vars map[string]string) *sta
 // startWorkerdKV is startWorkerd with KV namespaces (stack.WorkerdOptions.KV).
 func startWorkerdKV(t *testing.T, tc build.Toolchain, vars, kv map[string]string) *stack.Workerd {
 	t.Helper()
+	return startWorkerdWith(t, tc, stack.WorkerdOptions{Vars: vars, KV: kv})
+}
+
+// startWorkerdWith is startWorkerd with o's Vars, KV and Spool, in a
+// directory of its own.
+func startWorkerdWith(t *testing.T, tc build.Toolchain, o stack.WorkerdOptions) *stack.Workerd {
+	t.Helper()
 	wasm := builtWorker(t, tc)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	w, err := stack.StartWorkerd(ctx, stack.WorkerdOptions{Bin: need(t, deps.Workerd), Root: root, Wasm: wasm, Dir: dir, Vars: vars, KV: kv})
+	o.Bin, o.Root, o.Wasm, o.Dir = need(t, deps.Workerd), root, wasm, dir
+	w, err := stack.StartWorkerd(ctx, o)
 	if err != nil {
 		t.Logf("---- workerd.log ----\n%s", proc.Tail(filepath.Join(dir, "workerd.log"), 8000))
 		t.Fatal(err)
@@ -650,10 +658,14 @@ func TestWranglerDryRun(t *testing.T) {
 		t.Fatalf("bundle lacks index.js or the module: %v %v", err, wasm)
 	}
 	js := readFile(filepath.Join(out, "index.js"))
-	for _, want := range []string{"ep_serve", "waitUntil", "wasi_snapshot_preview1"} {
+	for _, want := range []string{"ep_serve", "waitUntil", "wasi_snapshot_preview1", "extends DurableObject", "ep_spool_send"} {
 		if !bytes.Contains(js, []byte(want)) {
 			t.Errorf("bundle lacks %q", want)
 		}
+	}
+	// wrangler.toml binds the spool's Durable Object class.
+	if !regexp.MustCompile(`env\.SPOOL \(Spool\)\s+Durable Object`).Match(b) {
+		t.Errorf("wrangler lists no SPOOL Durable Object binding:\n%s", b)
 	}
 }
 
@@ -683,4 +695,181 @@ func TestWorkerJS(t *testing.T) {
 			}
 		})
 	}
+}
+
+var eventsSpooledRE = regexp.MustCompile(`worker: (\d+) events spooled`)
+
+// eventsSpooled sums the events the worker's log says it handed to the spool.
+func eventsSpooled(log []byte) int {
+	n := 0
+	for _, m := range eventsSpooledRE.FindAllSubmatch(log, -1) {
+		k, _ := strconv.Atoi(string(m[1]))
+		n += k
+	}
+	return n
+}
+
+// TestWorkersSpool holds the worker's spool (wrangler/src/spool.js, a
+// Durable Object on workerd's disk) to its promise: the aggregator is
+// killed for longer than a delivery may take, hits keep coming, workerd
+// itself is killed with SIGKILL and started again on the same disk in
+// the middle of the outage, and once the aggregator is back every
+// answered hit is stored exactly once with no loss counted. The hits
+// before the restart come from one data center and those after it from
+// another, so each has its own spool object: the first one's batches
+// reach the aggregator only if its alarm survived the restart, as
+// nothing else wakes it. The delivery deadline and the spool's waits are
+// made short by the worker's vars.
+func TestWorkersSpool(t *testing.T) {
+	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, NoPop: true})
+	vars := workerVars(s)
+	vars[worker.ConfigDeliveryDeadline] = "1000"
+	vars[worker.ConfigSpoolRetry] = "200"
+	vars[worker.ConfigSpoolRetryMax] = "1000"
+	spool := t.TempDir()
+	wd := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
+	const site = "wk-spool"
+	sent := 0
+	hit := func(wd *stack.Workerd, colo string) {
+		t.Helper()
+		hdr := map[string]string{"CF-Connecting-IP": "127.0.0.1", stack.CFHeader: strings.Replace(cfJSON, `"colo":"TST"`, `"colo":"`+colo+`"`, 1)}
+		resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/sp/%d", sent), ""), hdr)
+		checkPixel(t, resp, body)
+		sent++
+	}
+	// Before the outage: delivered at once.
+	for i := 0; i < 10; i++ {
+		hit(wd, "TST")
+	}
+	waitExactly(t, s, site, sent)
+
+	if err := s.Aggregator.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Hits for several delivery deadlines: each batch tries the
+	// aggregator, then its NDJSON path, then goes to the spool.
+	const during = 25
+	for i := 0; i < during; i++ {
+		hit(wd, "TST")
+		time.Sleep(100 * time.Millisecond)
+	}
+	log1 := filepath.Join(wd.Dir, "workerd.log")
+	eventually(t, 60*time.Second, "every hit of the outage spooled", func() (bool, string) {
+		n := eventsSpooled(readFile(log1))
+		return n == during, strconv.Itoa(n)
+	})
+	// The spool retries while the aggregator is away.
+	eventually(t, 30*time.Second, "the spool retried", func() (bool, string) {
+		return bytes.Contains(readFile(log1), []byte("wait for the aggregators")), "no retry logged"
+	})
+
+	// workerd killed and started again on the same disk.
+	wd.Stop()
+	wd2 := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
+	for i := 0; i < during; i++ {
+		hit(wd2, "TS2")
+		time.Sleep(100 * time.Millisecond)
+	}
+	log2 := filepath.Join(wd2.Dir, "workerd.log")
+	eventually(t, 60*time.Second, "every hit after the restart spooled", func() (bool, string) {
+		n := eventsSpooled(readFile(log2))
+		return n == during, strconv.Itoa(n)
+	})
+	// Nothing was stored meanwhile: the aggregator is still down.
+	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE site = '"+site+"'"); n != "10" {
+		t.Fatalf("%s rows stored during the outage, want the 10 from before it", n)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.StartAggregator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Both spool objects deliver within their longest wait.
+	waitExactly(t, s, site, sent)
+	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT uniqExact(url) FROM events WHERE site = '"+site+"'"); n != strconv.Itoa(sent) {
+		t.Errorf("%s distinct pages, want %d", n, sent)
+	}
+	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
+		l := lossOf(t, s, site)
+		return l.Hits == uint64(sent) && l.Events == uint64(sent) && l.Stored == uint64(sent) && l.Lost == 0 &&
+			l.Dropped[pixel.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
+	})
+	for _, log := range []string{log1, log2} {
+		if n := eventsLost(readFile(log)); n != 0 {
+			t.Errorf("%s: the worker counted %d events lost", log, n)
+		}
+	}
+}
+
+// TestWorkersSpoolBounds fills a spool past its bounds while the
+// aggregator is down: one worker's spool holds no bytes
+// (spool_max_bytes=1), so each batch it is handed is counted lost at
+// once; the other's keeps batches one second (spool_max_age_s=1), so its
+// alarm counts them lost. Once the aggregator is back, no event of
+// either is stored and each one is counted as delivery_failed, beside
+// the hits and events the worker counted: every loss is counted.
+func TestWorkersSpoolBounds(t *testing.T) {
+	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, NoPop: true})
+	bounds := map[string]map[string]string{
+		"wk-spool-full": {worker.ConfigSpoolMaxBytes: "1"},
+		"wk-spool-old":  {worker.ConfigSpoolMaxAge: "1"},
+	}
+	logs := map[string]string{}
+	wds := map[string]*stack.Workerd{}
+	for site, b := range bounds {
+		vars := workerVars(s)
+		vars[worker.ConfigDeliveryDeadline] = "500"
+		vars[worker.ConfigSpoolRetry] = "200"
+		vars[worker.ConfigSpoolRetryMax] = "500"
+		for k, v := range b {
+			vars[k] = v
+		}
+		wds[site] = startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: t.TempDir()})
+		logs[site] = filepath.Join(wds[site].Dir, "workerd.log")
+	}
+	if err := s.Aggregator.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	for site, wd := range wds {
+		for i := 0; i < n; i++ {
+			resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/b/%d", i), ""), workerHeaders)
+			checkPixel(t, resp, body)
+		}
+	}
+	for site := range wds {
+		eventually(t, 60*time.Second, site+": every event spooled, then counted lost there", func() (bool, string) {
+			log := readFile(logs[site])
+			sp, lost := eventsSpooled(log), spoolLost(log)
+			return sp == n && lost == n, fmt.Sprintf("spooled %d, counted lost by the spool %d", sp, lost)
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.StartAggregator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for site := range wds {
+		eventually(t, 60*time.Second, site+": the losses reported", func() (bool, string) {
+			l := lossOf(t, s, site)
+			return l.Hits == n && l.Events == n && l.Dropped[pixel.DropDeliveryFailed] == n, fmt.Sprintf("%+v", l)
+		})
+		waitExactly(t, s, site, 0)
+		if l := lossOf(t, s, site); l.Stored != 0 || l.Lost != n {
+			t.Errorf("%s: %+v, want none stored, %d lost", site, l, n)
+		}
+	}
+}
+
+var spoolLostRE = regexp.MustCompile(`spool: (\d+) events counted lost`)
+
+// spoolLost sums the events the spool's log says it counted lost.
+func spoolLost(log []byte) int {
+	n := 0
+	for _, m := range spoolLostRE.FindAllSubmatch(log, -1) {
+		k, _ := strconv.Atoi(string(m[1]))
+		n += k
+	}
+	return n
 }

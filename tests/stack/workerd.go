@@ -37,6 +37,10 @@ type WorkerdOptions struct {
 	// address of an HTTP server that answers workerd's KV reads (GET
 	// /KEY, percent-encoded: the value, or 404 for none).
 	KV map[string]string
+	// Spool, when set, is the directory the spool's Durable Objects
+	// (wrangler/src/spool.js, bound as SPOOL as wrangler.toml binds it)
+	// keep their storage in; it outlives a restart of workerd on it.
+	Spool string
 	// Log receives workerd's output; "" is Dir/workerd.log.
 	Log string
 }
@@ -98,7 +102,7 @@ func StartWorkerd(ctx context.Context, o WorkerdOptions) (*Workerd, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(o.Dir, "workerd.capnp")
-	if err := os.WriteFile(cfg, []byte(workerdConfig(o.Addr, date, names, o.Vars, o.KV)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(workerdConfig(o.Addr, date, names, o.Vars, o.KV, o.Spool)), 0o644); err != nil {
 		return nil, err
 	}
 	w := &Workerd{URL: "http://" + o.Addr, Dir: o.Dir}
@@ -117,8 +121,9 @@ func StartWorkerd(ctx context.Context, o WorkerdOptions) (*Workerd, error) {
 
 // workerdConfig is a `workerd serve` config: the worker on addr, its
 // outbound fetches allowed to loopback (the aggregator), request.cf
-// from CFHeader, KV namespaces served by the servers in kv.
-func workerdConfig(addr, date string, modules []string, vars, kv map[string]string) string {
+// from CFHeader, KV namespaces served by the servers in kv, and the
+// spool's Durable Objects kept on disk in spool (none if "").
+func workerdConfig(addr, date string, modules []string, vars, kv map[string]string, spool string) string {
 	var b strings.Builder
 	b.WriteString(`using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -128,6 +133,9 @@ const config :Workerd.Config = (
 `)
 	for _, k := range sortedKeys(kv) {
 		fmt.Fprintf(&b, "    (name = %q, external = (address = %q, http = ())),\n", "kv-"+k, kv[k])
+	}
+	if spool != "" {
+		fmt.Fprintf(&b, "    (name = \"spool-disk\", disk = (path = %q, writable = true)),\n", spool)
 	}
 	b.WriteString(`  ],
   sockets = [(name = "http", address = ` + strconv.Quote(addr) + `, http = (cfBlobHeader = "` + CFHeader + `"), service = "main")],
@@ -150,7 +158,16 @@ const worker :Workerd.Worker = (
 	for _, k := range sortedKeys(kv) {
 		fmt.Fprintf(&b, "    (name = %q, kvNamespace = %q),\n", k, "kv-"+k)
 	}
-	b.WriteString("  ],\n);\n")
+	if spool != "" {
+		b.WriteString("    (name = \"SPOOL\", durableObjectNamespace = \"Spool\"),\n")
+	}
+	b.WriteString("  ],\n")
+	if spool != "" {
+		// SQLite-backed, as wrangler.toml's migration declares it.
+		b.WriteString("  durableObjectNamespaces = [(className = \"Spool\", uniqueKey = \"edgepixel-spool\", enableSql = true)],\n")
+		b.WriteString("  durableObjectStorage = (localDisk = \"spool-disk\"),\n")
+	}
+	b.WriteString(");\n")
 	return b.String()
 }
 

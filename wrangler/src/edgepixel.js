@@ -15,12 +15,17 @@ const START = 0, DELIVERED = 1, FAILED = 2;
 const BACKOFF_MS = [0, 50, 250, 1000];
 // A POST that has not answered in this long counts as failed.
 const TIMEOUT_MS = 5000;
-// Deadlines from a batch's close: its batch POSTs end by the first, its
-// fallback by the second, so that the whole delivery ends (delivered,
-// in the fallback, or counted lost) within the 30 s Cloudflare gives
-// ctx.waitUntil work after a response, with room for the batch's wait.
-const BATCH_DEADLINE_MS = 12000;
-const DELIVERY_DEADLINE_MS = 24000;
+// A batch's delivery ends within the delivery deadline from its close
+// (the delivery_deadline_ms var, wrangler/worker DefaultDeliveryDeadline):
+// its batch POSTs by half of it, its fallback by all of it; then its
+// hand-over to the spool has SPOOL_PUT_MS more. All of it, with the
+// batch's wait, ends within the 30 s Cloudflare gives ctx.waitUntil work
+// after a response: delivered, spooled, or counted lost.
+const SPOOL_PUT_MS = 4000;
+// The spool's Durable Object binding (wrangler.toml [[durable_objects]]),
+// optional: without it a batch the aggregators did not take in time is
+// counted lost.
+const SPOOL_BINDING = "SPOOL";
 // The Workers KV bindings (wrangler.toml [[kv_namespaces]]), both
 // optional: SALTS, where edgepixel-salt writes the visitor-id salts, and
 // SETTINGS, the per-site settings under the names the Fastly module's
@@ -68,6 +73,8 @@ export class EdgePixel {
     const n = this.write(encoder.encode(cfg), 0);
     this.x.ep_init(n);
     this.batchWait = this.x.ep_batch_wait();
+    this.deliveryDeadline = this.x.ep_delivery_deadline();
+    this.spool = env?.[SPOOL_BINDING];
     this.saltsKV = env?.[SALTS_BINDING];
     this.settingsKV = env?.[SETTINGS_BINDING];
     const cacheMs = Number(env?.[KV_CACHE_VAR]);
@@ -148,7 +155,7 @@ export class EdgePixel {
     }
     const nobody = r.a === 204 || r.a === 304 || request.method === "HEAD";
     const response = new Response(nobody ? null : r.body, { status: r.a, headers });
-    if (r.b !== 0) this.settle(r.b & 0x7fffffff, r.b >>> 31 === 1, ctx);
+    if (r.b !== 0) this.settle(r.b & 0x7fffffff, r.b >>> 31 === 1, ctx, cf.colo);
     return response;
   }
 
@@ -206,7 +213,10 @@ export class EdgePixel {
   // the first request's timer fired) was never delivered, and the
   // requests waiting on it were cancelled as hung (TestWorkers in
   // tests/workers_test.go, "batching under concurrent load").
-  settle(id, due, ctx) {
+  //
+  // colo (request.cf.colo) names the spool object the batch goes to if
+  // the aggregators do not take it: one per data center, near it.
+  settle(id, due, ctx, colo) {
     let at = this.batches.get(id);
     if (at === undefined) {
       at = Date.now() + this.batchWait; // when the batch is due by age
@@ -214,21 +224,21 @@ export class EdgePixel {
     }
     let p;
     if (due) {
-      p = this.start(id);
+      p = this.start(id, colo);
     } else {
       // Date.now() stands still within a request on Workers: at is
       // reckoned from the time this isolate first saw the batch.
-      p = this.sleep(Math.max(0, at - Date.now())).then(() => (this.batches.get(id) === at ? this.start(id) : undefined));
+      p = this.sleep(Math.max(0, at - Date.now())).then(() => (this.batches.get(id) === at ? this.start(id, colo) : undefined));
     }
     if (ctx) ctx.waitUntil(p);
     else p.catch(() => {});
   }
 
   // start delivers batch id, which no request has started yet.
-  async start(id) {
+  async start(id, colo) {
     this.batches.set(id, STARTED);
     try {
-      await this.deliver(id);
+      await this.deliver(id, colo);
     } finally {
       this.batches.delete(id);
     }
@@ -236,13 +246,19 @@ export class EdgePixel {
 
   // deliver drives batch h's delivery to its end: each POST the Go side
   // asks for is made, retried, and its outcome reported back.
-  async deliver(h) {
+  async deliver(h, colo) {
     const start = Date.now();
     let d = this.next(h, START);
     try {
       while (d) {
-        const deadline = start + (d.fallback ? DELIVERY_DEADLINE_MS : BATCH_DEADLINE_MS);
-        d = this.next(h, (await this.post(d, deadline)) ? DELIVERED : FAILED);
+        let ok;
+        if (d.spool) {
+          ok = await this.toSpool(d, colo, start + this.deliveryDeadline + SPOOL_PUT_MS);
+        } else {
+          const deadline = start + (d.fallback ? this.deliveryDeadline : this.deliveryDeadline / 2);
+          ok = await this.post(d, deadline);
+        }
+        d = this.next(h, ok ? DELIVERED : FAILED);
       }
     } catch (e) {
       console.error("edgepixel: delivery:", e);
@@ -251,7 +267,12 @@ export class EdgePixel {
   }
 
   next(h, outcome) {
-    const r = this.answer(this.x.ep_next(h, outcome));
+    return this.nextOf(this.x.ep_next(h, outcome));
+  }
+
+  // nextOf reads a POST to make (ep_next's and ep_spool_send's answer).
+  nextOf(ptr) {
+    const r = this.answer(ptr);
     if (!r) return null;
     const [url, ...hdr] = r.lines;
     const headers = {};
@@ -259,11 +280,63 @@ export class EdgePixel {
       const i = line.indexOf(": ");
       headers[line.slice(0, i)] = line.slice(i + 2);
     }
-    return { url, headers, body: r.body, retry: (r.a & 1) !== 0, fallback: (r.a & 2) !== 0 };
+    return { url, headers, body: r.body, retry: (r.a & 1) !== 0, fallback: (r.a & 2) !== 0, spool: (r.a & 4) !== 0 };
+  }
+
+  // toSpool hands d's batch to the spool object for colo, which answers
+  // once the batch is on its disk (or counted lost there); true then.
+  async toSpool(d, colo, deadline) {
+    if (!this.spool) return false;
+    try {
+      const stub = this.spool.get(this.spool.idFromName("colo:" + (colo || "none")));
+      let timer;
+      const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error("no answer in time")), Math.max(0, deadline - Date.now())); });
+      try {
+        await Promise.race([stub.put(d.body), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+      return true;
+    } catch (e) {
+      console.error(`edgepixel: handing a batch to the spool: ${e}`);
+      return false;
+    }
+  }
+
+  // spoolSend answers the POST that delivers a spooled batch now, signed
+  // afresh (wrangler/worker SpoolDelivery), or null when it cannot be
+  // sent; one try through the aggregators, the spool retrying later.
+  spoolSend(batch) {
+    const d = this.nextOf(this.x.ep_spool_send(this.write(batch, 0)));
+    if (d) d.retry = false;
+    return d;
+  }
+
+  // spoolLost answers what replaces a spooled batch that must be dropped
+  // (wrangler/worker SpoolLost): its events and the records that count
+  // them lost; null when it does not decode.
+  spoolLost(batch) {
+    const r = this.answer(this.x.ep_spool_lost(this.write(batch, 0)));
+    if (!r) return null;
+    const records = [];
+    let off = 0;
+    for (const n of r.lines) {
+      records.push(r.body.slice(off, off + Number(n)));
+      off += Number(n);
+    }
+    return { events: r.a, records };
+  }
+
+  // spoolConfig answers the spool's settings (wrangler/worker Config).
+  spoolConfig() {
+    const [retryMs, retryMaxMs, maxBytes, maxAgeMs] = this.answer(this.x.ep_spool_config()).lines.map(Number);
+    return { retryMs, retryMaxMs, maxBytes, maxAgeMs };
   }
 
   // post makes d's POST with retries until deadline (a Date.now() value);
-  // true once it was acknowledged. d.url may list several aggregators
+  // true once it was acknowledged; false when not, with d.refused set to
+  // the status when an aggregator refused it for good (REFUSED). d.url
+  // may list several aggregators
   // separated by commas (ingest_url "https://a/ingest,https://b/ingest"):
   // each attempt tries them in turn, starting one further along than the
   // attempt before, until one acknowledges or refuses for good; one that
@@ -291,7 +364,10 @@ export class EdgePixel {
         }
         if (resp.ok) return true;
         console.error(`edgepixel: POST ${url}: ${resp.status}`);
-        if (REFUSED.has(resp.status)) return false;
+        if (REFUSED.has(resp.status)) {
+          d.refused = resp.status;
+          return false;
+        }
         retryAfter = Math.max(retryAfter, Number(resp.headers.get("Retry-After")) || 0);
       }
       if (retryAfter > 0 && retryAfter <= 1) await this.sleep(retryAfter * 1000);

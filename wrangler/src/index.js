@@ -4,6 +4,10 @@
 import module from "../build/edgepixel.wasm";
 import { EdgePixel } from "./edgepixel.js";
 
+// The Durable Object that keeps what the aggregators did not take in
+// time (wrangler.toml [[durable_objects]]; spool.js).
+export { Spool } from "./spool.js";
+
 // One per isolate, made inside the first fetch: workerd allows no random
 // values at global scope, and the Go runtime draws some as it starts.
 let edge;

@@ -47,9 +47,12 @@
 //     module writes to its fallback log endpoint), signed the same way,
 //     to ndjson_url (the aggregator's /ingest/ndjson). The aggregator
 //     stores an event once whichever way, or both ways, it came.
-//  3. When that fails too, the events are counted as lost
-//     (pixel.DropDeliveryFailed) in the slot's counts, which ride on the
-//     slot's next delivery.
+//  3. When that fails too (all within Config.DeliveryDeadline), the
+//     batch goes to the spool, a Durable Object that stores it on disk
+//     before it answers and delivers it later (Spool; src/spool.js).
+//  4. When there is no spool, or it could not be reached, the events
+//     are counted as lost (pixel.DropDeliveryFailed) in the slot's
+//     counts, which ride on the slot's next delivery.
 //
 // What is lost without a count: a delivery still running when the
 // isolate is stopped anyway (the module traps, or its waitUntil outlives
@@ -100,6 +103,42 @@ const (
 	// DefaultBatchWait; 0: each request's events are delivered on their
 	// own).
 	ConfigBatchWait = "batch_wait_ms"
+	// ConfigDeliveryDeadline is how long, in milliseconds from a batch's
+	// close, its delivery may try the aggregators (the batch POSTs have
+	// the first half, the fallback the rest) before the batch goes to the
+	// spool or is counted lost (default DefaultDeliveryDeadline).
+	ConfigDeliveryDeadline = "delivery_deadline_ms"
+	// ConfigSpoolRetry and ConfigSpoolRetryMax are the spool's first and
+	// longest wait, in milliseconds, between delivery rounds while the
+	// aggregators do not take its batches; the wait doubles after each
+	// failed round (defaults DefaultSpoolRetry, DefaultSpoolRetryMax).
+	ConfigSpoolRetry    = "spool_retry_ms"
+	ConfigSpoolRetryMax = "spool_retry_max_ms"
+	// ConfigSpoolMaxBytes bounds the bytes of batches the spool holds
+	// (default DefaultSpoolMaxBytes); a batch that does not fit is
+	// counted lost instead.
+	ConfigSpoolMaxBytes = "spool_max_bytes"
+	// ConfigSpoolMaxAge is how long, in seconds, the spool keeps a batch
+	// the aggregators have not taken before counting its events lost
+	// (default DefaultSpoolMaxAge, at most MaxSpoolAge).
+	ConfigSpoolMaxAge = "spool_max_age_s"
+)
+
+// Delivery deadlines and the spool's bounds. Cloudflare gives a
+// response's ctx.waitUntil work 30 s: a batch's wait (at most
+// maxBatchWait), its delivery (DefaultDeliveryDeadline) and the hand-over
+// to the spool (src/edgepixel.js SPOOL_PUT_MS) fit in it. The spool's age
+// bound stays below the aggregator's oldest accepted event (its
+// MaxEventAge, 7 days by default), since a batch older than that would be
+// refused event by event.
+const (
+	DefaultDeliveryDeadline = 20 * time.Second
+	maxDeliveryDeadline     = DefaultDeliveryDeadline
+	DefaultSpoolRetry       = time.Second
+	DefaultSpoolRetryMax    = time.Minute
+	DefaultSpoolMaxBytes    = 1 << 30
+	DefaultSpoolMaxAge      = 24 * time.Hour
+	MaxSpoolAge             = 6 * 24 * time.Hour
 )
 
 // Batching: a batch closes when it holds BatchEvents events or its first
@@ -126,6 +165,12 @@ type Config struct {
 	LogToken  string
 	Pop       string
 	BatchWait time.Duration
+	// DeliveryDeadline bounds a batch's delivery to the aggregators.
+	DeliveryDeadline time.Duration
+	// The spool's retry waits and bounds (ConfigSpool*).
+	SpoolRetry, SpoolRetryMax time.Duration
+	SpoolMaxBytes             int64
+	SpoolMaxAge               time.Duration
 	// Salts are the visitor-id salts from the environment, until the
 	// worker is given others (Worker.SetSalts).
 	Salts privacy.Salts
@@ -146,16 +191,29 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		LogToken:  strings.TrimSpace(env(ConfigLogToken)),
 		Pop:       strings.TrimSpace(env(ConfigPop)),
 		BatchWait: DefaultBatchWait,
+
+		DeliveryDeadline: DefaultDeliveryDeadline,
+		SpoolRetry:       DefaultSpoolRetry,
+		SpoolRetryMax:    DefaultSpoolRetryMax,
+		SpoolMaxBytes:    DefaultSpoolMaxBytes,
+		SpoolMaxAge:      DefaultSpoolMaxAge,
 	}
-	var werr error
-	if v := strings.TrimSpace(env(ConfigBatchWait)); v != "" {
-		ms, err := strconv.Atoi(v)
-		if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxBatchWait {
-			werr = fmt.Errorf("%s %q: want milliseconds, 0 to %d; using %d", ConfigBatchWait, v, maxBatchWait.Milliseconds(), DefaultBatchWait.Milliseconds())
+	werr := errors.Join(
+		duration(env, ConfigBatchWait, time.Millisecond, 0, maxBatchWait, &c.BatchWait),
+		duration(env, ConfigDeliveryDeadline, time.Millisecond, 100*time.Millisecond, maxDeliveryDeadline, &c.DeliveryDeadline),
+		duration(env, ConfigSpoolRetry, time.Millisecond, time.Millisecond, time.Hour, &c.SpoolRetry),
+		duration(env, ConfigSpoolRetryMax, time.Millisecond, time.Millisecond, 24*time.Hour, &c.SpoolRetryMax),
+		duration(env, ConfigSpoolMaxAge, time.Second, time.Second, MaxSpoolAge, &c.SpoolMaxAge),
+	)
+	if v := strings.TrimSpace(env(ConfigSpoolMaxBytes)); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			werr = errors.Join(werr, fmt.Errorf("%s %q: want bytes, at least 1; using %d", ConfigSpoolMaxBytes, v, DefaultSpoolMaxBytes))
 		} else {
-			c.BatchWait = time.Duration(ms) * time.Millisecond
+			c.SpoolMaxBytes = n
 		}
 	}
+	c.SpoolRetryMax = max(c.SpoolRetryMax, c.SpoolRetry)
 	if c.NDJSONURL == "" && c.IngestURL != "" {
 		var urls []string
 		for _, u := range strings.Split(c.IngestURL, ",") {
@@ -184,6 +242,22 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		return keys
 	}
 	return c, errors.Join(err, serr, werr)
+}
+
+// duration reads key from env as a whole number of units between lo
+// and hi into *d, leaving *d and returning an error when it is not one.
+func duration(env func(string) string, key string, unit, lo, hi time.Duration, d *time.Duration) error {
+	v := strings.TrimSpace(env(key))
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < int64(lo/unit) || n > int64(hi/unit) {
+		name := map[time.Duration]string{time.Millisecond: "milliseconds", time.Second: "seconds"}[unit]
+		return fmt.Errorf("%s %q: want %s, %d to %d; using %d", key, v, name, lo/unit, hi/unit, *d/unit)
+	}
+	*d = time.Duration(n) * unit
+	return nil
 }
 
 // readSalts sets the salts of s that env has (privacy.SaltKeys), leaving
@@ -286,6 +360,10 @@ type Worker struct {
 	req  *Request
 	resp pixel.Response
 	out  Delivery
+
+	spooled    uint64        // events the spool has stored (Spooled)
+	spoolEvs   []event.Event // SpoolDelivery's work space
+	spoolLines []byte
 }
 
 // New returns a worker serving with c.
@@ -422,6 +500,10 @@ type Delivery struct {
 	Retry bool
 	// Fallback marks the fallback's NDJSON lines (else a batch).
 	Fallback bool
+	// Spool marks the last resort: Body (a batch, as pixel.Batcher took
+	// it) goes to the worker's spool (see Spool), not to URL. Delivered
+	// means the spool has stored it, or counted its events lost, durably.
+	Spool bool
 }
 
 // Next advances the delivery of batch h after outcome and returns the
@@ -440,6 +522,10 @@ func (w *Worker) Next(h uint32, outcome int) (*Delivery, error) {
 		return nil, fmt.Errorf("worker: no batch %d", h)
 	}
 	s := w.slots[i]
+	if s.state == stateSpool && outcome == Delivered {
+		w.spooled += uint64(s.b.Len())
+		defer func() { w.spooled -= uint64(s.b.Len()) }()
+	}
 	if s.state == stateOpen {
 		if outcome != Start {
 			return nil, fmt.Errorf("worker: outcome %d for batch %d, which is not out", outcome, h)
@@ -475,6 +561,16 @@ func (w *Worker) step(s *slot, outcome int) (*Delivery, error) {
 	case s.state == stateBatch && outcome == Failed:
 		return w.fallback(s)
 	case s.state == stateFallback && outcome == Failed:
+		// The aggregators took neither form: the batch goes to the
+		// spool (when the worker has one; the caller answers Failed at
+		// once when not), which keeps it on disk and delivers it later.
+		// The bytes are the batch as taken, event ids and counts
+		// included; the spool signs them afresh when it sends them.
+		s.state = stateSpool
+		d := w.delivery("", wire.ContentType, s.sent, "", "", false)
+		d.Spool = true
+		return d, nil
+	case s.state == stateSpool && outcome == Failed:
 		n := s.b.Len()
 		s.b.Lost(now)
 		return nil, fmt.Errorf("worker: %d events lost (%s): no delivery path took them", n-s.b.Len(), pixel.DropDeliveryFailed)
@@ -526,7 +622,7 @@ func AppendNDJSON(dst []byte, evs []event.Event, c *wire.Counters) []byte {
 
 func (w *Worker) delivery(url, ctype string, body []byte, ts, sig string, retry bool) *Delivery {
 	d := &w.out
-	d.URL, d.Body, d.Retry, d.Fallback = url, body, retry, false
+	d.URL, d.Body, d.Retry, d.Fallback, d.Spool = url, body, retry, false, false
 	d.Header = append(d.Header[:0], pixel.Field{Name: "Content-Type", Value: ctype})
 	if sig != "" {
 		d.Header = append(d.Header,
@@ -586,6 +682,10 @@ func (w *Worker) release(i int) {
 	w.idle = append(w.idle, i)
 }
 
+// Spooled returns how many events the worker has handed to the spool
+// (deliveries that ended with Delivered in the spool step).
+func (w *Worker) Spooled() uint64 { return w.spooled }
+
 // Slots returns how many slots (edge instances) the worker has made.
 func (w *Worker) Slots() int { return len(w.slots) }
 
@@ -606,6 +706,7 @@ const (
 	stateStart          // closed, its delivery not begun
 	stateBatch          // the batch s.sent is out
 	stateFallback       // its lines s.lines are out
+	stateSpool          // s.sent is with the spool
 )
 
 // slot is one delivery context: a Batcher and the bytes in flight.

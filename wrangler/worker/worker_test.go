@@ -196,6 +196,10 @@ func TestEveryPathFailsCountsTheLoss(t *testing.T) {
 	_, h := serve(t, w, request(t, "POST", "https://px.test/e", "", `[{"site":"shop"},{"site":"shop"}]`), 204)
 	w.Next(h, Start)
 	w.Next(h, Failed)
+	// Then the spool, which there is none of (or which did not answer).
+	if d, err := w.Next(h, Failed); d == nil || !d.Spool || err != nil {
+		t.Fatalf("after the fallback: %+v %v, want the spool", d, err)
+	}
 	d, err := w.Next(h, Failed)
 	if d != nil || err == nil || !strings.Contains(err.Error(), "2 events lost") {
 		t.Fatalf("%v %v", d, err)
@@ -296,6 +300,7 @@ func TestIdleSlotsCountsAreDelivered(t *testing.T) {
 	for _, h := range hs {
 		w.Next(h, Failed)
 		w.Next(h, Failed)
+		w.Next(h, Failed) // the spool
 	}
 	// Later sequential requests deliver both slots' losses, not one
 	// slot's again and again.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -178,14 +179,19 @@ func epServe(textLen, bodyLen uint32) uint32 {
 
 // ep_next advances the delivery of batch h after outcome (worker.Start, Delivered,
 // Failed). Answer: empty when the delivery has ended, else flags (1: the
-// same bytes may be sent again; 2: the fallback's lines), header bytes, body bytes (uint32 each),
+// same bytes may be sent again; 2: the fallback's lines; 4: the batch
+// goes to the spool, not to the URL), header bytes, body bytes (uint32 each),
 // the URL and the headers as lines, the body.
 //
 //go:wasmexport ep_next
 func epNext(h, outcome uint32) uint32 {
+	spooled := w.Spooled()
 	d, err := w.Next(h, int(outcome))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: %v\n", err)
+	}
+	if n := w.Spooled() - spooled; n > 0 {
+		fmt.Fprintf(os.Stderr, "edgepixel: worker: %d events spooled: the aggregators took neither form in time\n", n)
 	}
 	if d == nil {
 		out = append(out[:0], 0, 0, 0, 0)
@@ -198,7 +204,73 @@ func epNext(h, outcome uint32) uint32 {
 	if d.Fallback {
 		flags |= 2
 	}
+	if d.Spool {
+		flags |= 4
+	}
 	return answer(flags, 0, append([]pixel.Field{{Name: d.URL}}, d.Header...), d.Body)
+}
+
+// ep_delivery_deadline is how long a batch's delivery to the aggregators
+// may take from its close, in milliseconds (worker.Config.DeliveryDeadline).
+//
+//go:wasmexport ep_delivery_deadline
+func epDeliveryDeadline() uint32 { return uint32(w.Config().DeliveryDeadline.Milliseconds()) }
+
+// ep_spool_config answers the spool's settings (worker.Config) as header
+// lines, in this order: first retry wait (ms), longest retry wait (ms),
+// most bytes held, longest time a batch is held (ms); the words are 0.
+//
+//go:wasmexport ep_spool_config
+func epSpoolConfig() uint32 {
+	c := w.Config()
+	var lines []pixel.Field
+	for _, v := range [...]int64{c.SpoolRetry.Milliseconds(), c.SpoolRetryMax.Milliseconds(), c.SpoolMaxBytes, c.SpoolMaxAge.Milliseconds()} {
+		lines = append(lines, pixel.Field{Name: strconv.FormatInt(v, 10)})
+	}
+	return answer(0, 0, lines, nil)
+}
+
+// ep_spool_send answers the POST that delivers the spooled batch in the
+// input buffer's first n bytes now (worker.Worker.SpoolDelivery), laid
+// out as ep_next's; empty when it cannot be sent (said on stderr).
+//
+//go:wasmexport ep_spool_send
+func epSpoolSend(n uint32) uint32 {
+	d, err := w.SpoolDelivery(in[:n], time.Now())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: %v\n", err)
+		out = append(out[:0], 0, 0, 0, 0)
+		return uint32(uintptr(unsafe.Pointer(&out[0])))
+	}
+	flags := uint32(1)
+	if d.Fallback {
+		flags |= 2
+	}
+	return answer(flags, 0, append([]pixel.Field{{Name: d.URL}}, d.Header...), d.Body)
+}
+
+// ep_spool_lost answers what replaces the spooled batch in the input
+// buffer's first n bytes when it must be dropped
+// (worker.Worker.SpoolLost): words: the batch's events, the number of
+// records; a header line per record with its length in bytes; the
+// records one after another as the body. Empty when the batch does not
+// decode (said on stderr).
+//
+//go:wasmexport ep_spool_lost
+func epSpoolLost(n uint32) uint32 {
+	recs, events, err := w.SpoolLost(in[:n], time.Now())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: %v\n", err)
+		out = append(out[:0], 0, 0, 0, 0)
+		return uint32(uintptr(unsafe.Pointer(&out[0])))
+	}
+	var lines []pixel.Field
+	var body []byte
+	for _, r := range recs {
+		lines = append(lines, pixel.Field{Name: strconv.Itoa(len(r))})
+		body = append(body, r...)
+	}
+	return answer(uint32(events), uint32(len(recs)), lines, body)
 }
 
 // answer lays out two words, the header lines and the body, after the
