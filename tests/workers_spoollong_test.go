@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,40 +29,33 @@ func TestWorkersSpoolLongOutage(t *testing.T) {
 	spool := t.TempDir()
 	wd := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
 	const site = "wk-spool-long"
-	sent := 0
-	hit := func(wd *stack.Workerd, colo string) {
-		t.Helper()
-		hdr := map[string]string{"CF-Connecting-IP": "127.0.0.1", stack.CFHeader: strings.Replace(cfJSON, `"colo":"TST"`, `"colo":"`+colo+`"`, 1)}
-		resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/sl/%d", sent), ""), hdr)
-		checkPixel(t, resp, body)
-		sent++
-	}
+	h := &coloHits{t: t, site: site, path: "sl"}
 	for i := 0; i < 10; i++ {
-		hit(wd, "TST")
+		h.hit(wd, "TST")
 	}
-	waitExactly(t, s, site, sent)
+	waitExactly(t, s, site, h.n)
 	if err := s.Aggregator.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	down := time.Now()
 	for time.Since(down) < 5*time.Minute {
-		hit(wd, "TST")
+		h.hit(wd, "TST")
 		time.Sleep(2 * time.Second)
 	}
 	// The last hits' deliveries end within the deadline and the hand-over.
 	time.Sleep(25 * time.Second)
 	log1 := filepath.Join(wd.Dir, "workerd.log")
-	t.Logf("before restart: sent %d, spooled %d, lost %d", sent, eventsSpooled(readFile(log1)), eventsLost(readFile(log1)))
+	t.Logf("before restart: sent %d, spooled %d, lost %d", h.n, eventsSpooled(readFile(log1)), eventsLost(readFile(log1)))
 	wd.Stop()
 	wd2 := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
-	before := sent
+	before := h.n
 	for time.Since(down) < 10*time.Minute+30*time.Second {
-		hit(wd2, "TS2")
+		h.hit(wd2, "TS2")
 		time.Sleep(2 * time.Second)
 	}
 	time.Sleep(25 * time.Second)
 	log2 := filepath.Join(wd2.Dir, "workerd.log")
-	t.Logf("after restart: sent %d, spooled %d, lost %d; outage %v", sent-before, eventsSpooled(readFile(log2)), eventsLost(readFile(log2)), time.Since(down))
+	t.Logf("after restart: sent %d, spooled %d, lost %d; outage %v", h.n-before, eventsSpooled(readFile(log2)), eventsLost(readFile(log2)), time.Since(down))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.StartAggregator(ctx); err != nil {
@@ -73,13 +65,13 @@ func TestWorkersSpoolLongOutage(t *testing.T) {
 	// Within the spool's longest wait (60 s) of its return, and the load.
 	eventually(t, 150*time.Second, "all stored", func() (bool, string) {
 		n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE site = '"+site+"'")
-		return n == strconv.Itoa(sent), n
+		return n == strconv.Itoa(h.n), n
 	})
-	t.Logf("all %d stored %v after the aggregator came back", sent, time.Since(up))
-	waitExactly(t, s, site, sent)
+	t.Logf("all %d stored %v after the aggregator came back", h.n, time.Since(up))
+	waitExactly(t, s, site, h.n)
 	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
 		l := lossOf(t, s, site)
-		return l.Hits == uint64(sent) && l.Events == uint64(sent) && l.Stored == uint64(sent) && l.Lost == 0 && l.Dropped[pixel.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
+		return l.Hits == uint64(h.n) && l.Events == uint64(h.n) && l.Stored == uint64(h.n) && l.Lost == 0 && l.Dropped[pixel.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
 	})
 	for _, log := range []string{log1, log2} {
 		if n := eventsLost(readFile(log)); n != 0 {

@@ -709,6 +709,23 @@ func eventsSpooled(log []byte) int {
 	return n
 }
 
+// coloHits sends pixel hits for site through workerd as if from the
+// Cloudflare data center colo, with URLs numbered under path; n counts
+// them.
+type coloHits struct {
+	t          *testing.T
+	site, path string
+	n          int
+}
+
+func (h *coloHits) hit(wd *stack.Workerd, colo string) {
+	h.t.Helper()
+	hdr := map[string]string{"CF-Connecting-IP": "127.0.0.1", stack.CFHeader: strings.Replace(cfJSON, `"colo":"TST"`, `"colo":"`+colo+`"`, 1)}
+	resp, body := get(h.t, pixelURL(wd.URL, h.site, fmt.Sprintf("https://ex.test/%s/%d", h.path, h.n), ""), hdr)
+	checkPixel(h.t, resp, body)
+	h.n++
+}
+
 // TestWorkersSpool holds the worker's spool (wrangler/src/spool.js, a
 // Durable Object on workerd's disk) to its promise: the aggregator is
 // killed for longer than a delivery may take, hits keep coming, workerd
@@ -729,19 +746,12 @@ func TestWorkersSpool(t *testing.T) {
 	spool := t.TempDir()
 	wd := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
 	const site = "wk-spool"
-	sent := 0
-	hit := func(wd *stack.Workerd, colo string) {
-		t.Helper()
-		hdr := map[string]string{"CF-Connecting-IP": "127.0.0.1", stack.CFHeader: strings.Replace(cfJSON, `"colo":"TST"`, `"colo":"`+colo+`"`, 1)}
-		resp, body := get(t, pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/sp/%d", sent), ""), hdr)
-		checkPixel(t, resp, body)
-		sent++
-	}
+	h := &coloHits{t: t, site: site, path: "sp"}
 	// Before the outage: delivered at once.
 	for i := 0; i < 10; i++ {
-		hit(wd, "TST")
+		h.hit(wd, "TST")
 	}
-	waitExactly(t, s, site, sent)
+	waitExactly(t, s, site, h.n)
 
 	if err := s.Aggregator.Kill(); err != nil {
 		t.Fatal(err)
@@ -750,7 +760,7 @@ func TestWorkersSpool(t *testing.T) {
 	// aggregator, then its NDJSON path, then goes to the spool.
 	const during = 25
 	for i := 0; i < during; i++ {
-		hit(wd, "TST")
+		h.hit(wd, "TST")
 		time.Sleep(100 * time.Millisecond)
 	}
 	log1 := filepath.Join(wd.Dir, "workerd.log")
@@ -767,7 +777,7 @@ func TestWorkersSpool(t *testing.T) {
 	wd.Stop()
 	wd2 := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
 	for i := 0; i < during; i++ {
-		hit(wd2, "TS2")
+		h.hit(wd2, "TS2")
 		time.Sleep(100 * time.Millisecond)
 	}
 	log2 := filepath.Join(wd2.Dir, "workerd.log")
@@ -786,13 +796,13 @@ func TestWorkersSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Both spool objects deliver within their longest wait.
-	waitExactly(t, s, site, sent)
-	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT uniqExact(url) FROM events WHERE site = '"+site+"'"); n != strconv.Itoa(sent) {
-		t.Errorf("%s distinct pages, want %d", n, sent)
+	waitExactly(t, s, site, h.n)
+	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT uniqExact(url) FROM events WHERE site = '"+site+"'"); n != strconv.Itoa(h.n) {
+		t.Errorf("%s distinct pages, want %d", n, h.n)
 	}
 	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
 		l := lossOf(t, s, site)
-		return l.Hits == uint64(sent) && l.Events == uint64(sent) && l.Stored == uint64(sent) && l.Lost == 0 &&
+		return l.Hits == uint64(h.n) && l.Events == uint64(h.n) && l.Stored == uint64(h.n) && l.Lost == 0 &&
 			l.Dropped[pixel.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
 	})
 	for _, log := range []string{log1, log2} {
