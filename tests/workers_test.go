@@ -161,7 +161,30 @@ func TestWorkers(t *testing.T) {
 	})
 	t.Run("salts from KV, rotated without a redeploy", func(t *testing.T) { workerKVSalts(t, s) })
 	t.Run("per-site settings from vars, then KV", func(t *testing.T) { workerKVSettings(t, s) })
+	t.Run("drops alone reported", func(t *testing.T) { workerDropsAlone(t, s) })
 	t.Run("aggregator down: losses counted", func(t *testing.T) { workerOutage(t, s, wd) })
+}
+
+// workerDropsAlone sends a workerd of its own requests that bring no
+// event, only a drop (a HEAD of the pixel), and nothing after them: their
+// counts must reach the aggregator without a later request to carry them,
+// since an isolate may serve nothing more before it is evicted.
+func workerDropsAlone(t *testing.T, s *stack.Stack) {
+	wd := startWorkerd(t, build.TinyGo, workerVars(s))
+	const site, n = "wk-drops", 3
+	for i := 0; i < n; i++ {
+		req, _ := http.NewRequest("HEAD", pixelURL(wd.URL, site, fmt.Sprintf("https://ex.test/h/%d", i), ""), nil)
+		for k, v := range workerHeaders {
+			req.Header.Set(k, v)
+		}
+		if resp, _ := do(t, req); resp.StatusCode != http.StatusOK {
+			t.Fatalf("HEAD of the pixel: %d", resp.StatusCode)
+		}
+	}
+	eventually(t, 30*time.Second, "the drops reported with no later request", func() (bool, string) {
+		l := lossOf(t, s, site)
+		return l.Hits == n && l.Dropped[pixel.DropHeadRequest] == n && l.Events == 0, fmt.Sprintf("%+v", l)
+	})
 }
 
 func behaviourTable(t *testing.T, s *stack.Stack, wds map[build.Toolchain]*stack.Workerd) {

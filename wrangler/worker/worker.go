@@ -385,8 +385,8 @@ func (w *Worker) Config() *Config { return &w.cfg }
 // Serve answers r, putting its events into the open batch. The response
 // is valid until the next call of Serve.
 //
-// A batch id other than 0 names the batch that holds r's events (or
-// counts due for delivery): the caller keeps r's waitUntil open until
+// A batch id other than 0 names the batch that holds r's events, or the
+// counts (hits, drops) it changed: the caller keeps r's waitUntil open until
 // that batch's delivery has ended, and starts the delivery (Next with
 // Start) once: after the batch's wait (Config.BatchWait) from when the
 // id was first given out, or at once when due is true (the batch is
@@ -401,11 +401,12 @@ func (w *Worker) Serve(r *Request, now time.Time) (resp *pixel.Response, batch u
 	s := w.slots[i]
 	pixel.Serve(&w.hit, &w.cfg.Serve, &s.b, now, &w.resp)
 	w.req = nil
-	if s.b.Len() == 0 && !s.b.Due(now) {
-		// Nothing to deliver yet: drop counts wait in the open batch,
-		// at most until Due says they have waited enough.
-		return &w.resp, 0, false
+	if !s.b.Pending() {
+		return &w.resp, 0, false // nothing to deliver
 	}
+	// Counts alone (a request that brought no event, only a drop) get a
+	// batch too: an isolate may serve nothing after it, and counts left
+	// waiting for a later request would go with it when it is evicted.
 	if s.batch == 0 {
 		w.batch = w.batch%maxBatchID + 1
 		s.batch = w.batch

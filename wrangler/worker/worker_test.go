@@ -129,21 +129,31 @@ func TestPixelDeliveredAsSignedBatch(t *testing.T) {
 	w.Next(h2, Delivered)
 }
 
-func TestDropsWaitForADelivery(t *testing.T) {
+// A request that brings only a drop gets a batch, so that its count is
+// delivered without waiting for a later request; a hit meanwhile joins
+// the same batch.
+func TestDropsAloneGetABatch(t *testing.T) {
 	w := newWorker(t, nil)
 	resp, h := serve(t, w, request(t, "GET", "https://px.test/p.gif", "", ""), 200)
-	if resp.Drop != pixel.DropMissingSite || h != 0 {
+	if resp.Drop != pixel.DropMissingSite || h == 0 {
 		t.Fatalf("drop %q handle %d", resp.Drop, h)
 	}
-	_, h = serve(t, w, request(t, "GET", "https://px.test/p.gif?site=a", "", ""), 200)
+	if _, h2 := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=a", "", ""), 200); h2 != h {
+		t.Fatalf("a hit after the drop went to batch %d, not the open batch %d", h2, h)
+	}
 	d, _ := w.Next(h, Start)
-	_, c, _ := wire.DecodeBatch(nil, d.Body)
+	evs, c, _ := wire.DecodeBatch(nil, d.Body)
 	var dropped uint64
 	for _, s := range c.Sites {
 		dropped += s.Dropped(pixel.DropMissingSite)
 	}
-	if dropped != 1 {
-		t.Errorf("the missing_site drop did not ride on the next batch: %+v", c.Sites)
+	if dropped != 1 || len(evs) != 1 {
+		t.Errorf("batch of %d events, counts %+v; want the hit and the missing_site drop", len(evs), c.Sites)
+	}
+	w.Next(h, Delivered)
+	// After the delivery, a later drop alone gets a batch of its own.
+	if _, h3 := serve(t, w, request(t, "GET", "https://px.test/p.gif", "", ""), 200); h3 == 0 {
+		t.Error("a second drop alone got no batch")
 	}
 }
 
@@ -283,8 +293,8 @@ func TestCORSFromConfig(t *testing.T) {
 func TestOversizedBodyRefused(t *testing.T) {
 	w := newWorker(t, nil)
 	resp, h := serve(t, w, request(t, "POST", "https://px.test/e", "", `{"site":"a","url":"`+strings.Repeat("x", pixel.MaxPostBody)+`"}`), 413)
-	if resp.Drop != pixel.DropTooLarge || h != 0 {
-		t.Errorf("drop %q handle %d", resp.Drop, h)
+	if resp.Drop != pixel.DropTooLarge || h == 0 {
+		t.Errorf("drop %q handle %d; want the drop counted in a batch", resp.Drop, h)
 	}
 }
 
