@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -386,7 +387,14 @@ func (s *Stack) startAggregator(ctx context.Context, name, addr, dashAddr, dataD
 		if p, err = proc.Start("edgepixel-"+name, s.output(name), o.Bin.Aggregator, args...); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		// It migrates the schema before it listens: on a cluster that is
+		// distributed DDL on every server in turn, which it allows 3
+		// minutes.
+		ready := time.Minute
+		if slices.Contains(o.AggregatorArgs, "--clickhouse-cluster") {
+			ready = 4 * time.Minute
+		}
+		ctx, cancel := context.WithTimeout(ctx, ready)
 		defer cancel()
 		return p.WaitReady(ctx, proc.HTTPOK("http://"+addr+"/healthz"))
 	})

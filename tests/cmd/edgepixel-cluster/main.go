@@ -177,10 +177,12 @@ func (f *fleet) start(ctx context.Context, dir string, bin stack.Binaries, pr *p
 			NoRedis: true, NoClickHouse: true,
 			AggregatorArgs:  []string{"--redis-cluster", strings.Join(f.redis.Addrs(), ","), "--clickhouse", server.HTTPURL, "--clickhouse-cluster", clusterName},
 			PeerAggregators: peers,
-			// Batches (Fastly's way) go through the backend list, and the
-			// fallback log endpoint fails over to the other aggregators
-			// (TestCluster runs a journaling POP that way too).
-			Delivery:     stack.DeliveryBatches,
+			// POP 1 sends signed batches (Fastly's way) through the
+			// backend list; the others journal each hit to their log
+			// endpoint before answering (the self-hosted POP's default,
+			// which survives a kill -9 of the POP). Both fail over to the
+			// other aggregators, as in TestCluster.
+			Delivery:     delivery(i),
 			CompileCache: f.compileCache,
 			Progress:     pr,
 		}
@@ -247,8 +249,17 @@ func (f *fleet) banner(dir string, took time.Duration) string {
 	for i, s := range f.stacks {
 		to := []string{s.AggregatorURL}
 		to = append(to, s.Options().PeerAggregators...)
-		fmt.Fprintf(&b, "  pop %d       %s/p.gif?site=demo   -> %s\n", i+1, s.PopURL, strings.Join(to, ", then "))
+		fmt.Fprintf(&b, "  pop %d       %s/p.gif?site=demo   %s -> %s\n", i+1, s.PopURL, delivery(i), strings.Join(to, ", then "))
 	}
 	fmt.Fprintf(&b, "\nEvery dashboard reads every shard (database edgepixel, cluster %s). Logs and data: %s\nCtrl-C stops everything; data stays.\n", clusterName, dir)
 	return b.String()
+}
+
+// delivery is how POP i (from 0) delivers: the first signed batches, the
+// others a journal.
+func delivery(i int) string {
+	if i == 0 {
+		return stack.DeliveryBatches
+	}
+	return stack.DeliveryJournal
 }
