@@ -149,6 +149,7 @@ func TestRepeatIsBoundedAndRedials(t *testing.T) {
 func TestLoadCountsAndPercentiles(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	i := 0
+	start := time.Now()
 	r := Load(ctx, 1, func(int) error {
 		if i++; i == 100 {
 			cancel()
@@ -162,8 +163,10 @@ func TestLoadCountsAndPercentiles(t *testing.T) {
 	if r.OK != 90 || r.Failed != 10 || len(r.Errors) != 1 {
 		t.Errorf("%v", r)
 	}
-	if p := r.P99(); p < 9*time.Millisecond || p > 50*time.Millisecond {
-		t.Errorf("p99 %v of sleeps up to 9 ms", p)
+	// Bounds that hold however loaded the machine is (no test fails on a
+	// timing): at least the longest sleep, at most the whole run.
+	if p, all := r.P99(), time.Since(start); p < 9*time.Millisecond || p > all {
+		t.Errorf("p99 %v of sleeps up to 9 ms, in a run of %v", p, all)
 	}
 }
 
