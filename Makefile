@@ -32,7 +32,7 @@ FUZZTIME  ?= 200000x
 # When this make began, for the launcher's "ready after" figure.
 SINCE     := $(shell date +%s)
 
-.PHONY: run cluster sql test deps deps-bench check-deps tools build wasm modules worker bench fmt vet unit fuzz clean
+.PHONY: run cluster sql test deps deps-bench deps-workers check-deps tools build wasm modules worker bench fmt vet unit fuzz clean
 
 ## run: say what to expect, install what is missing (before the long
 ## builds), build, start the stack (Ctrl-C stops it)
@@ -70,6 +70,11 @@ deps: tools
 
 deps-bench: tools
 	@$(TOOLS)/edgepixel-deps install bench
+
+## deps-workers: only what the Cloudflare worker needs (wrangler and its
+## workerd into .edgepixel/npm; TinyGo's LLVM packages)
+deps-workers: tools
+	@$(TOOLS)/edgepixel-deps install workers
 
 ## tools: the build, dependency and test-report commands the targets here run
 tools:

@@ -113,6 +113,9 @@ var (
 	Bench = []Program{TinyGoLLVM, Redis, ClickHouse, Wrk, Npm, Workerd}
 	// Cluster is what `make cluster` runs: the fleet needs all of them.
 	Cluster = []Program{TinyGoLLVM, Redis, ClickHouse, ZooKeeper}
+	// Workers is what building and deploying the Cloudflare worker needs
+	// (`make deps-workers`): TinyGo's LLVM and wrangler with its workerd.
+	Workers = []Program{TinyGoLLVM, Npm, Wrangler, Workerd}
 )
 
 // NpmPrefix is where npm packages go: root/.edgepixel/npm.

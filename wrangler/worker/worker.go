@@ -178,14 +178,31 @@ type Config struct {
 	env func(key string) string // what the config was read from
 }
 
+// placeholderHost is the host of wrangler.toml's example ingest_url.
+const placeholderHost = "aggregator.example.com"
+
+// urlList returns the comma-separated URLs of v without spaces, empty
+// entries or a trailing slash: "https://a/ingest/" would be a path the
+// aggregator does not serve (404), which the spool would retry until
+// spool_max_age_s.
+func urlList(v string) string {
+	var out []string
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSuffix(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 // ParseConfig reads the keys above from env (Worker vars and secrets by
 // name). A bad CORS entry is skipped and reported in the error, the rest
 // applies, as in the Fastly module.
 func ParseConfig(env func(key string) string) (Config, error) {
 	c := Config{
 		env:       env,
-		IngestURL: strings.TrimSpace(env(ConfigIngestURL)),
-		NDJSONURL: strings.TrimSpace(env(ConfigNDJSONURL)),
+		IngestURL: urlList(env(ConfigIngestURL)),
+		NDJSONURL: urlList(env(ConfigNDJSONURL)),
 		// A secret kept in a file often ends in a newline; it is never part of it.
 		Secret:    []byte(strings.TrimSpace(env(ConfigSecret))),
 		LogToken:  strings.TrimSpace(env(ConfigLogToken)),
@@ -214,12 +231,13 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		}
 	}
 	c.SpoolRetryMax = max(c.SpoolRetryMax, c.SpoolRetry)
+	if strings.Contains(c.IngestURL, placeholderHost) {
+		werr = errors.Join(werr, fmt.Errorf("%s %q is wrangler.toml's placeholder: no hit can be delivered; set it to your aggregators' /ingest", ConfigIngestURL, c.IngestURL))
+	}
 	if c.NDJSONURL == "" && c.IngestURL != "" {
 		var urls []string
 		for _, u := range strings.Split(c.IngestURL, ",") {
-			if u = strings.TrimSpace(u); u != "" {
-				urls = append(urls, strings.TrimSuffix(u, "/")+"/ndjson")
-			}
+			urls = append(urls, u+"/ndjson")
 		}
 		c.NDJSONURL = strings.Join(urls, ",")
 	}

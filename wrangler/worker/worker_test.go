@@ -386,6 +386,17 @@ func TestSeveralAggregators(t *testing.T) {
 	if want := "https://a.test/ingest/ndjson,https://b.test/ingest/ndjson"; c.NDJSONURL != want {
 		t.Fatalf("ndjson_url %q, want %q", c.NDJSONURL, want)
 	}
+	// A trailing slash is a path the aggregator does not serve.
+	if want := "https://a.test/ingest,https://b.test/ingest"; c.IngestURL != want {
+		t.Errorf("ingest_url %q, want %q", c.IngestURL, want)
+	}
+	// wrangler.toml's placeholder is reported, as other bad values are.
+	_, err = ParseConfig(func(k string) string {
+		return map[string]string{ConfigIngestURL: "https://aggregator.example.com/ingest"}[k]
+	})
+	if err == nil || !strings.Contains(err.Error(), "placeholder") {
+		t.Errorf("the placeholder ingest_url: %v", err)
+	}
 }
 
 // TestPostJS runs src/post.test.mjs: the JavaScript that makes the POSTs

@@ -23,7 +23,7 @@ import (
 	"github.com/edgepixel/edgepixel/tests/progress"
 )
 
-var sets = map[string][]deps.Program{"run": deps.Run, "test": deps.Test, "bench": deps.Bench, "cluster": deps.Cluster}
+var sets = map[string][]deps.Program{"run": deps.Run, "test": deps.Test, "bench": deps.Bench, "cluster": deps.Cluster, "workers": deps.Workers}
 
 func main() {
 	if len(os.Args) < 3 || (os.Args[1] != "install" && os.Args[1] != "check") {
@@ -66,7 +66,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: edgepixel-deps install [-soft] run|test|bench...\n       edgepixel-deps check run|test|bench...")
+	fmt.Fprintln(os.Stderr, "usage: edgepixel-deps install [-soft] run|test|bench|cluster|workers...\n       edgepixel-deps check run|test|bench|cluster|workers...")
 	os.Exit(2)
 }
 
