@@ -3,10 +3,12 @@ package localsrv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -79,6 +81,23 @@ func (z *ZooKeeper) serving() error {
 		return fmt.Errorf("zookeeper on %s answered srvr with %q", z.Addr, b)
 	}
 	return nil
+}
+
+// CLI runs one command of ZooKeeper's own command-line client
+// (ZooKeeperMain: create, delete, get, ls, ...) against the server, in a
+// session of its own that ends with the command, and returns its output.
+// Tests use it to put ZooKeeper in a state a fault would leave.
+func (z *ZooKeeper) CLI(ctx context.Context, args ...string) (string, error) {
+	java, ok := ZooKeeperAvailable()
+	if !ok {
+		return "", errors.New("zookeeper not found")
+	}
+	cmd := exec.CommandContext(ctx, java, append([]string{"-cp", deps.ZooKeeper.Files[0], "org.apache.zookeeper.ZooKeeperMain", "-server", z.Addr}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("zookeeper cli %v: %w: %s", args, err, out)
+	}
+	return string(out), nil
 }
 
 // Port returns the client port.
