@@ -42,6 +42,10 @@ type Client struct {
 	// insertSettings are query settings of every insert (the cluster's
 	// insert_quorum).
 	insertSettings map[string]string
+	// readOnlyRestart and stuckSince: see restartStuckReplicas.
+	readOnlyRestart time.Duration
+	stuckMu         sync.Mutex
+	stuckSince      map[string]time.Time // table: first seen stuck
 
 	// spare is a Native block buffer kept for the next insert (not a
 	// sync.Pool: that drops its contents at every other GC, and a loaded
@@ -254,6 +258,12 @@ type ClusterConfig struct {
 	// QuorumTimeout is insert_quorum_timeout: how long an insert waits for
 	// the quorum (0: the server's default, 10 minutes).
 	QuorumTimeout time.Duration
+	// ReadOnlyRestart is how long a replica of the server the client
+	// inserts into may refuse inserts as read-only (code 242) while its
+	// ZooKeeper session is alive before an insert that met it restarts
+	// it (SYSTEM RESTART REPLICA): 0 is DefaultReadOnlyRestart, which says
+	// why.
+	ReadOnlyRestart time.Duration
 }
 
 // SetCluster makes c use the cluster layout: the schema is made on every
@@ -275,6 +285,10 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 	}
 	c.layout = Layout{Cluster: cc.Name}
 	c.quorum = cc.InsertQuorum
+	c.readOnlyRestart = cc.ReadOnlyRestart
+	if c.readOnlyRestart <= 0 {
+		c.readOnlyRestart = DefaultReadOnlyRestart
+	}
 	c.insertSettings = map[string]string{}
 	if cc.InsertQuorum > 1 {
 		c.insertSettings["insert_quorum"] = strconv.Itoa(cc.InsertQuorum)
@@ -295,9 +309,26 @@ func (c *Client) DeduplicatesBlocks() bool { return c.layout.Clustered() }
 func (c *Client) Layout() Layout { return c.layout }
 
 // insert stores input as one block into table (a name in c.db; its local
-// table in a cluster).
+// table in a cluster). In a cluster, an insert refused because a replica
+// is read-only restarts the replicas stuck so (see restartStuckReplicas);
+// the error says which.
 func (c *Client) insert(ctx context.Context, table string, rows int, input proto.Input) error {
-	table = c.layout.LocalName(table)
+	err := c.insertBlock(ctx, c.layout.LocalName(table), rows, input)
+	if err == nil || !c.layout.Clustered() || !readOnly(err) {
+		return err
+	}
+	restarted, rerr := c.restartStuckReplicas(ctx)
+	if rerr != nil {
+		return fmt.Errorf("%w (looking for replicas stuck read-only: %v)", err, rerr)
+	}
+	if len(restarted) > 0 {
+		return fmt.Errorf("%w (restarted replicas %s: read-only with a live ZooKeeper session for %v)", err, strings.Join(restarted, ", "), c.readOnlyRestart)
+	}
+	return err
+}
+
+// insertBlock is insert without the read-only check, into table as named.
+func (c *Client) insertBlock(ctx context.Context, table string, rows int, input proto.Input) error {
 	if c.nat != nil {
 		return c.nat.insert(ctx, c.db+"."+table, input, c.insertSettings)
 	}
