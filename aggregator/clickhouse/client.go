@@ -302,18 +302,24 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 // DeduplicatesBlocks implements store.BlockDeduplicator: in a cluster,
 // events go to replicated tables, which keep a block inserted again
 // unchanged once (within the shard's last replicated_deduplication_window
-// blocks, 100 by default), and so do the rollups (RollupDedupWindow).
+// blocks, 100 by default).
 func (c *Client) DeduplicatesBlocks() bool { return c.layout.Clustered() }
 
 // Layout returns the client's layout.
 func (c *Client) Layout() Layout { return c.layout }
 
 // insert stores input as one block into table (a name in c.db; its local
-// table in a cluster). In a cluster, an insert refused because a replica
-// is read-only restarts the replicas stuck so (see restartStuckReplicas);
-// the error says which.
+// table in a cluster).
 func (c *Client) insert(ctx context.Context, table string, rows int, input proto.Input) error {
-	err := c.insertBlock(ctx, c.layout.LocalName(table), rows, input)
+	return c.insertInto(ctx, c.layout.LocalName(table), rows, input)
+}
+
+// insertInto stores input as one block into table, a name in c.db as it
+// is (not its Local form). In a cluster, an insert refused because a
+// replica is read-only restarts the replicas stuck so (see
+// restartStuckReplicas); the error says which.
+func (c *Client) insertInto(ctx context.Context, table string, rows int, input proto.Input) error {
+	err := c.insertBlock(ctx, table, rows, input)
 	if err == nil || !c.layout.Clustered() || !readOnly(err) {
 		return err
 	}
@@ -327,7 +333,7 @@ func (c *Client) insert(ctx context.Context, table string, rows int, input proto
 	return err
 }
 
-// insertBlock is insert without the read-only check, into table as named.
+// insertBlock is insertInto without the read-only check.
 func (c *Client) insertBlock(ctx context.Context, table string, rows int, input proto.Input) error {
 	if c.nat != nil {
 		return c.nat.insert(ctx, c.db+"."+table, input, c.insertSettings)

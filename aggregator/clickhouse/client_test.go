@@ -182,29 +182,3 @@ func TestUnescapeTSV(t *testing.T) {
 		}
 	}
 }
-
-// RetryEvents writes the attempt into RetryColumn, so the events of a
-// retry are a block of their own: on one server (no block deduplication)
-// the table then holds a copy, which counts by id ignore.
-func TestRetryEvents(t *testing.T) {
-	c := newClient(t)
-	ctx := context.Background()
-	now := time.Now().UnixMilli()
-	evs := []event.Event{mkEvent(t, "retry", now), mkEvent(t, "retry", now-1000)}
-	if err := c.InsertEvents(ctx, evs); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.RetryEvents(ctx, evs, 3); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.Query(ctx, "SELECT "+RetryColumn+", count(), uniqExact(event_id) FROM "+c.db+".events WHERE site = 'retry' GROUP BY "+RetryColumn+" ORDER BY "+RetryColumn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(got) != "[[0 2 2] [3 2 2]]" {
-		t.Errorf("rows by attempt %v, want 2 of attempt 0 and 2 of attempt 3", got)
-	}
-	if counts, _, err := c.Counts(ctx, []string{"retry"}, 0); err != nil || counts["retry"] != 2 {
-		t.Errorf("counts %v %v, want the 2 events once", counts, err)
-	}
-}

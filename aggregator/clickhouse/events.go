@@ -272,38 +272,37 @@ func appendNative(dst []byte, rows int, input proto.Input) ([]byte, error) {
 
 // InsertEvents inserts evs in one request. ClickHouse writes one part per
 // partition (day) touched, so a failed request may have stored the events
-// of some days and not others, never part of an event. The rollups are
-// filled within the same request (see Layout.CreateView).
+// of some days and not others, never part of an event.
+//
+// In a cluster the rollups are filled by a second insert of the same
+// events' RollupInputColumns into RollupInput (see Layout.CreateView); an
+// error from either means the whole call is to be retried with the same
+// events in the same order, which stores each events block and each
+// rollup block once.
 func (c *Client) InsertEvents(ctx context.Context, evs []event.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	if err := c.insert(ctx, "events", len(evs), eventsInput(evs)); err != nil {
+	input := eventsInput(evs)
+	if err := c.insert(ctx, "events", len(evs), input); err != nil {
 		return fmt.Errorf("insert %d events: %w", len(evs), err)
 	}
-	return nil
-}
-
-// RetryEvents implements store.BlockDeduplicator: it inserts evs, the
-// events of an earlier InsertEvents (attempt 0) or RetryEvents whose
-// outcome is unknown, in the same order, as attempt (1 for the first
-// retry, then 2, ...). The block carries attempt in RetryColumn, so the
-// events table keeps it even if the earlier attempt was stored, and its
-// rollup views run once more, writing only the rollup blocks the earlier
-// attempts did not (see Layout.CreateView). attempt must grow with each
-// retry of the same events: a repeated number makes the block a duplicate
-// that runs no view.
-func (c *Client) RetryEvents(ctx context.Context, evs []event.Event, attempt int) error {
-	if len(evs) == 0 {
+	if !c.layout.Clustered() {
 		return nil
 	}
-	col := make(proto.ColUInt32, len(evs))
-	for i := range col {
-		col[i] = uint32(attempt)
+	var rollup proto.Input
+	for _, name := range RollupInputColumns {
+		for _, col := range input {
+			if col.Name == name {
+				rollup = append(rollup, col)
+			}
+		}
 	}
-	input := append(eventsInput(evs), proto.InputColumn{Name: RetryColumn, Data: &col})
-	if err := c.insert(ctx, "events", len(evs), input); err != nil {
-		return fmt.Errorf("insert %d events again (attempt %d): %w", len(evs), attempt, err)
+	if len(rollup) != len(RollupInputColumns) {
+		return fmt.Errorf("clickhouse: the events block lacks rollup input columns (%d of %v)", len(rollup), RollupInputColumns)
+	}
+	if err := c.insertInto(ctx, RollupInput, len(evs), rollup); err != nil {
+		return fmt.Errorf("insert %d events' rollup rows (their events are stored): %w", len(evs), err)
 	}
 	return nil
 }

@@ -134,33 +134,41 @@ func (l Layout) Distributed(table string) string {
 // form: each server's view fills its own replica, whose inserts replicate
 // like any other) the rows of
 //
-//	SELECT columns FROM events GROUP BY groupBy
+//	SELECT columns FROM source GROUP BY groupBy
 //
-// reading the Local events table: a view runs inside the insert into it,
-// so events and their rollups are one insert, which a loader that dies
-// cannot leave half done. In a cluster the select list gains LoadColumn.
+// where source is ViewSource: on one server the events table; in a
+// cluster RollupInput, and the select list gains LoadColumn.
 //
-// Retries in a cluster: ClickHouse runs a table's views after its own
-// write and skips them for a block the table drops as a duplicate. An
-// insert whose events were written but which then failed (its quorum wait
-// timed out, ZooKeeper was lost mid-commit) cannot be retried as the same
-// block, which would be dropped with its views. The loader retries it as
-// the same events with the next RetryColumn value (Client.RetryEvents):
-// events_local keeps that block too (a copy its ReplacingMergeTree
-// collapses at merges; readers count uniqExact(event_id)), and each view
-// computes the same rows as the first attempt's, which its rollup table
-// drops when that attempt had written them (replicated block
-// deduplication over RollupDedupWindow blocks) and keeps when it had not.
-// LoadColumn makes the rollup blocks of two different loads differ even
-// when their counts are the same (one pageview of a site in a minute), so
-// deduplication drops only true repeats.
+// Why RollupInput in a cluster: ClickHouse runs a table's views after its
+// own insert and skips them for a block the table drops as a duplicate.
+// An insert into events_local whose events were written but which then
+// failed (its quorum wait timed out, ZooKeeper was lost mid-commit) is
+// retried as the same block, which is dropped, so views on events_local
+// would never count it. The loader instead inserts each block into
+// events_local and then into RollupInput, a Null table whose views run on
+// every insert; each rollup table then keeps one copy of each of its
+// view's blocks (replicated block deduplication), so the retried block
+// fills exactly the rollups its first attempt did not. LoadColumn makes
+// the rollup blocks of two different loads differ even when their counts
+// are the same (one pageview of a site in a minute), so deduplication
+// drops only true repeats.
 func (l Layout) CreateView(name, to, columns, groupBy string) string {
 	if l.Clustered() {
 		columns += ", " + loadExpr + " AS " + LoadColumn
 	}
 	return `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.` + name + l.OnCluster() + ` TO ` + l.Local(to) + ` AS` + "\n\tSELECT " + columns +
-		"\n\tFROM " + l.Local("events") + " GROUP BY " + groupBy
+		"\n\tFROM " + l.ViewSource() + " GROUP BY " + groupBy
 }
+
+// RollupInput is the table, in a cluster, whose inserts the rollup views
+// read (see CreateView): a Null table (it keeps nothing) on every server
+// with the RollupInputColumns of the events table.
+const RollupInput = "rollup_input"
+
+// RollupInputColumns are the events columns the rollup views read, and so
+// what the loader inserts into RollupInput. A view over another column
+// needs a step that adds it here and to the table.
+var RollupInputColumns = []string{"event_id", "ts", "site", "name", "url", "referrer", "country", "utm_source", "utm_medium", "utm_campaign"}
 
 // LoadColumn is the rollup tables' column, in a cluster, that tells two
 // loads' rollup rows apart: the smallest event id of the rows summed.
@@ -173,10 +181,24 @@ const loadExpr = "toString(min(event_id))"
 // (dim_hours has one view per dimension).
 const RollupDedupWindow = 1000
 
-// RetryColumn is the events column that numbers the attempts of one
-// insert: 0 for the first, n for the nth retry (see CreateView). No view
-// reads it.
-const RetryColumn = "load_attempt"
+// ViewSource is the table the rollup views read: events on one server,
+// RollupInput in a cluster.
+func (l Layout) ViewSource() string {
+	if l.Clustered() {
+		return "{db}." + RollupInput
+	}
+	return l.Local("events")
+}
+
+// CreateRollupInput returns, in a cluster, the statement that creates
+// RollupInput on every server, with columns (the text inside the column
+// list's parentheses) as events has them; nothing on one server.
+func (l Layout) CreateRollupInput(columns string) []string {
+	if !l.Clustered() {
+		return nil
+	}
+	return []string{`CREATE TABLE IF NOT EXISTS {db}.` + RollupInput + l.OnCluster() + ` (` + columns + `) ENGINE = Null`}
+}
 
 // CreateDatabase returns the statement that creates the database, on every
 // server in a cluster.

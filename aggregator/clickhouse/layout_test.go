@@ -21,9 +21,9 @@ func TestLayoutEngine(t *testing.T) {
 }
 
 // In a cluster every table of every step is replicated, has a Distributed
-// table over it, and runs on the whole cluster; every view reads
-// events_local and writes a local table with its LoadColumn, which keeps
-// its recent blocks.
+// table over it, and runs on the whole cluster, but for RollupInput, a
+// Null table on every server; every view reads RollupInput and writes a
+// local table with its LoadColumn, which keeps its recent blocks.
 func TestLayoutClusterSteps(t *testing.T) {
 	l := Layout{Cluster: "c"}
 	for _, m := range Migrations {
@@ -39,6 +39,13 @@ func TestLayoutClusterSteps(t *testing.T) {
 			switch {
 			case strings.HasPrefix(s, "CREATE TABLE"):
 				name := strings.Fields(s)[5]
+				if name == "{db}."+RollupInput {
+					if !strings.HasSuffix(s, "ENGINE = Null") {
+						t.Errorf("step %d: %s is not a Null table: %s", m.Version, name, s)
+					}
+					tables[name] = true
+					continue
+				}
 				if strings.Contains(s, "SummingMergeTree") && (!strings.Contains(s, LoadColumn+" String") || !strings.Contains(s, "replicated_deduplication_window = 1000")) {
 					t.Errorf("step %d: rollup %s without %s or deduplication: %s", m.Version, name, LoadColumn, s)
 				}
@@ -53,10 +60,16 @@ func TestLayoutClusterSteps(t *testing.T) {
 					t.Errorf("step %d: Distributed %s before its local table", m.Version, name)
 				}
 			case strings.HasPrefix(s, "CREATE MATERIALIZED VIEW"):
-				if !strings.Contains(s, "FROM {db}.events_local ") || !strings.Contains(s, " AS "+LoadColumn+"\n") {
-					t.Errorf("step %d: view does not read events_local or fill %s: %s", m.Version, LoadColumn, s)
+				if !strings.Contains(s, "FROM {db}."+RollupInput+" ") || !strings.Contains(s, " AS "+LoadColumn+"\n") {
+					t.Errorf("step %d: view does not read %s or fill %s: %s", m.Version, RollupInput, LoadColumn, s)
+				}
+				if m.Version == 1 && !tables["{db}."+RollupInput] {
+					t.Errorf("step 1: view before %s", RollupInput)
 				}
 				for _, f := range strings.Fields(s) {
+					if f == "{db}."+RollupInput {
+						continue
+					}
 					if strings.HasPrefix(f, "{db}.") && !strings.HasSuffix(f, LocalSuffix) && !strings.HasSuffix(f, "_mv") {
 						t.Errorf("step %d: view names a table that is not local (%s): %s", m.Version, f, s)
 					}

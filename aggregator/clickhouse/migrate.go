@@ -15,7 +15,7 @@ import (
 
 // Migration is one numbered step of the schema. A step runs its SQL, then
 // adds the events columns of the event fields it introduced (those of
-// event.Fields whose Since is its Version, and of storageColumns), then changes in place the
+// event.Fields whose Since is its Version), then changes in place the
 // columns whose type or kind it changed (CHChanged), then is recorded in
 // the database's schema_migrations table.
 //
@@ -49,19 +49,6 @@ var Migrations = []Migration{
 	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4},
 	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
 	{Version: event.VersionStorage, Name: "events storage: path an ALIAS of url"},
-	{Version: 7, Name: "events." + RetryColumn},
-}
-
-// storageColumn is an events column that is no event field: how the
-// loader stored a row, not what happened.
-type storageColumn struct {
-	Name, CHType, CHDefault string
-	Since                   int // the step that adds it
-}
-
-// storageColumns are the events columns that are no event field.
-var storageColumns = []storageColumn{
-	{Name: RetryColumn, CHType: "UInt32", CHDefault: "0", Since: 7},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,
@@ -126,6 +113,7 @@ func schemaV1(l Layout) []string {
 		n UInt64
 	`, "SummingMergeTree(n)", `PARTITION BY toYYYYMM(minute)
 	ORDER BY (site, minute)`)...)
+	out = append(out, rollupInput(l)...)
 	out = append(out, l.CreateView("events_per_minute_mv", "events_per_minute", `site, toStartOfMinute(ts) AS minute, count() AS n`, `site, minute`))
 	return append(out, l.CreateTable("bad_rows", `
 		row_id UUID,
@@ -138,6 +126,25 @@ func schemaV1(l Layout) []string {
 		raw String
 	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(received)
 	ORDER BY (reason, row_id)`)...)
+}
+
+// rollupInput creates, in a cluster, the table the rollup views read
+// (Layout.CreateView), with the events columns they use. Step 1 makes it
+// before its view; migrate makes sure of it on every start, without a
+// step of its own (one would make older aggregators refuse a single
+// server's database for a change that is not for it), for a cluster whose
+// step 1 came before it: there it has no views, and its rollups are still
+// those of views on events_local.
+func rollupInput(l Layout) []string {
+	types := map[string]string{"ts": "DateTime"}
+	for _, f := range event.Fields {
+		types[f.JSON] = f.CHType
+	}
+	cols := make([]string, len(RollupInputColumns))
+	for i, c := range RollupInputColumns {
+		cols[i] = c + " " + types[c]
+	}
+	return l.CreateRollupInput(strings.Join(cols, ", "))
 }
 
 // migrationsTable records the applied steps. A ReplacingMergeTree keyed by
@@ -239,6 +246,11 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 		}
 		res.Applied = append(res.Applied, m)
 	}
+	for _, s := range rollupInput(c.layout) {
+		if err := c.execDDL(ctx, s); err != nil {
+			return res, fmt.Errorf("migrate: %w", err)
+		}
+	}
 	res.To = max(res.From, known)
 	return res, nil
 }
@@ -318,9 +330,8 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 		c.db, c.layout.LocalName("schema_migrations"), m.Version, quote(m.Name), quote(by)))
 }
 
-// addColumns adds to table the columns of the event fields and the
-// storageColumns that schema version introduced, and checks the type of
-// those it has. ClickHouse 18.16
+// addColumns adds to table the columns of the event fields that schema
+// version introduced, and checks the type of those it has. ClickHouse 18.16
 // has no ADD COLUMN IF NOT EXISTS, so the columns are looked up first; an
 // aggregator racing this one may add a column in between, and its "already
 // exists" is taken as done once the column is seen.
@@ -330,22 +341,13 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 // through ZooKeeper), and the Distributed table is made again over them
 // (remakeDistributed).
 func (c *Client) addColumns(ctx context.Context, table string, version int) error {
-	type want struct {
-		name, typ, def string
-		changed        int // the step that changed its type; 0 if none
-	}
-	var wants []want
-	for _, f := range event.Fields {
-		if f.Since == version {
-			wants = append(wants, want{f.JSON, f.CHType, f.CHDefault, f.CHChanged})
+	var want []*event.Field
+	for i := range event.Fields {
+		if f := &event.Fields[i]; f.Since == version {
+			want = append(want, f)
 		}
 	}
-	for _, sc := range storageColumns {
-		if sc.Since == version {
-			wants = append(wants, want{sc.Name, sc.CHType, sc.CHDefault, 0})
-		}
-	}
-	if len(wants) == 0 {
+	if len(want) == 0 {
 		return nil
 	}
 	local := c.layout.LocalName(table)
@@ -353,35 +355,35 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 	if err != nil {
 		return err
 	}
-	for _, w := range wants {
-		if col, ok := have[w.name]; ok {
+	for _, f := range want {
+		if col, ok := have[f.JSON]; ok {
 			typ := col.typ
 			// A later step changes the type of a column it has: any
 			// type is this step's (modifyColumns checks the later one).
-			if typ != w.typ && w.changed <= version {
-				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, local, w.name, typ, w.typ)
+			if typ != f.CHType && f.CHChanged <= version {
+				return fmt.Errorf("%w: %s.%s.%s is %s, this version needs %s; change it back or migrate by hand", ErrSchemaConflict, c.db, local, f.JSON, typ, f.CHType)
 			}
 			continue
 		}
 		def := ""
-		if w.def != "" {
-			def = " DEFAULT " + w.def
+		if f.CHDefault != "" {
+			def = " DEFAULT " + f.CHDefault
 		}
 		// LowCardinality columns need this setting on 18.16; later
 		// versions accept and ignore it.
-		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s ADD COLUMN %s %s%s", c.db, local, c.layout.OnCluster(), w.name, w.typ, def),
+		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s ADD COLUMN %s %s%s", c.db, local, c.layout.OnCluster(), f.JSON, f.CHType, def),
 			map[string]string{"allow_experimental_low_cardinality_type": "1"})
 		if err == nil {
 			continue
 		}
-		if have, cerr := c.columns(ctx, local); cerr == nil && have[w.name].typ == w.typ {
+		if have, cerr := c.columns(ctx, local); cerr == nil && have[f.JSON].typ == f.CHType {
 			continue // added meanwhile by another aggregator
 		}
-		return fmt.Errorf("add column %s.%s: %w", local, w.name, err)
+		return fmt.Errorf("add column %s.%s: %w", local, f.JSON, err)
 	}
 	return c.remakeDistributed(ctx, table, func(cols map[string]column) bool {
-		for _, w := range wants {
-			if cols[w.name].typ != w.typ {
+		for _, f := range want {
+			if cols[f.JSON].typ != f.CHType {
 				return false
 			}
 		}

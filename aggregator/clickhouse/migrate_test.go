@@ -84,8 +84,8 @@ func TestMigrationsList(t *testing.T) {
 
 // wantEventsColumns is the events table this version needs: event.Fields,
 // with ts after the id, and the ALIAS columns last (a column changed to
-// an ALIAS moves to the end, after the storageColumns). Each is "name type
-// default", the default an ALIAS's expression.
+// an ALIAS moves to the end). Each is "name type default", the default
+// an ALIAS's expression.
 func wantEventsColumns() []string {
 	var out, aliases []string
 	for _, f := range event.Fields {
@@ -97,9 +97,6 @@ func wantEventsColumns() []string {
 			continue
 		}
 		out = append(out, f.JSON+" "+f.CHType+" "+f.CHDefault)
-	}
-	for _, sc := range storageColumns {
-		out = append(out, sc.Name+" "+sc.CHType+" "+sc.CHDefault)
 	}
 	return append(out, aliases...)
 }
@@ -133,7 +130,6 @@ func (c *Client) eventsColumns(t *testing.T) []string {
 }
 
 // The columns written are the table's: names and types of event.Fields.
-// RetryEvents adds RetryColumn; InsertEvents leaves it to its default.
 func TestEventsInputColumns(t *testing.T) {
 	var got []string
 	for _, c := range eventsInput(nil) {
@@ -141,7 +137,7 @@ func TestEventsInputColumns(t *testing.T) {
 	}
 	var want []string
 	for _, c := range wantEventsColumns() {
-		if f := fieldByJSON(c[:strings.IndexByte(c, ' ')]); f != nil && f.CHAlias != "" || strings.HasPrefix(c, RetryColumn+" ") {
+		if f := fieldByJSON(c[:strings.IndexByte(c, ' ')]); f != nil && f.CHAlias != "" {
 			continue // not written
 		}
 		want = append(want, strings.Join(strings.Fields(c)[:2], " "))

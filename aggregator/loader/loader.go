@@ -447,7 +447,7 @@ type batch struct {
 	mark  []event.ID
 
 	stored map[string]uint64 // rows this load added, per site
-	tries  int               // inserts of this load attempted
+	tried  bool              // an insert of this load was attempted
 	// lastInsert are the events of the last insert attempted, in its
 	// order.
 	lastInsert []event.Event
@@ -720,16 +720,18 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		b.countersStored = true
 	}
 	insert, check := b.events, b.check
-	var again store.BlockDeduplicator
-	if b.tries > 0 {
+	if b.tried {
 		// An earlier attempt's insert failed and may have stored some
 		// of its events: ask the store about every one, and insert the
-		// missing ones in the same order.
+		// missing ones in the same order. A part of the failed insert
+		// that was stored but cannot be read yet (its replica is down)
+		// is then the same block again, which a replicated ClickHouse
+		// table drops as a duplicate (clickhouse.Client.SetCluster).
 		check, insert = b.lastInsert, nil
 		if bd, ok := l.cfg.Store.(store.BlockDeduplicator); ok && bd.DeduplicatesBlocks() {
-			// Send them all again as they were, numbered (see
-			// store.BlockDeduplicator).
-			check, insert, again = nil, b.lastInsert, bd
+			// The store keeps the same block once: send it again as it
+			// was (see store.BlockDeduplicator).
+			check, insert = nil, b.lastInsert
 		}
 	}
 	delta := map[string]uint64{}
@@ -756,16 +758,9 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		}
 	}
 	if len(insert) > 0 {
-		attempt := b.tries
-		b.tries++
+		b.tried = true
 		b.lastInsert = insert
-		var err error
-		if again != nil {
-			err = again.RetryEvents(ctx, insert, attempt)
-		} else {
-			err = l.cfg.Store.InsertEvents(ctx, insert)
-		}
-		if err != nil {
+		if err := l.cfg.Store.InsertEvents(ctx, insert); err != nil {
 			l.m.StoreErrors.Add(1)
 			if b.failed == nil {
 				b.failed = map[event.ID]bool{}

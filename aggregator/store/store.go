@@ -50,24 +50,20 @@ type Store interface {
 	Close() error
 }
 
-// BlockDeduplicator is a Store whose rollups keep an insert's rows once
-// when the same events, in the same order, are inserted again:
-// ClickHouse's replicated tables, which drop a block the same as a recent
-// one. DeduplicatesBlocks reports whether this store does (it may depend
-// on its configuration).
+// BlockDeduplicator is a Store that keeps an insert's events once when
+// the same events, in the same order, are inserted again: ClickHouse's
+// replicated tables, which drop a block the same as a recent one.
+// DeduplicatesBlocks reports whether this store does (it may depend on its
+// configuration).
 //
-// The loader retries an insert whose outcome is unknown with RetryEvents,
-// the same events in the same order and the attempt's number, instead of
-// inserting the events ExistingIDs does not find: with replication a
-// failed insert can leave rows readable for a while that the server later
-// drops (a part written on a replica whose commit to ZooKeeper failed),
-// and filtering by what is readable would lose them. RetryEvents stores
-// every event at least once and counts each in the rollups exactly once;
-// an event stored by two attempts is one event to readers (see
-// clickhouse.Layout.CreateView).
+// The loader retries an insert whose outcome is unknown as the same
+// block, instead of inserting the events ExistingIDs does not find:
+// with replication a failed insert can leave rows readable for a while
+// that the server later drops (a part written on a replica whose commit
+// to ZooKeeper failed; ClickHouse then asks the client to retry the same
+// block), and filtering by what is readable would lose them.
 type BlockDeduplicator interface {
 	DeduplicatesBlocks() bool
-	RetryEvents(ctx context.Context, evs []event.Event, attempt int) error
 }
 
 // TopCounts applies the selection of Store.Counts to all, every site's
