@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +58,10 @@ func TestMain(m *testing.M) {
 // itself is in the shipped module and tested there (the end-to-end tests
 // run the TinyGo module); only its _test.go files stand in the way. Each
 // must still fail: one that passes fails the test until it is taken off
-// the list.
+// the list. Those in noFilesystem are not run: a guest under the POP will
+// never have a filesystem, and building their tests cost most of this
+// test's time (the referrer tables' test binary took wasm-ld over 15
+// minutes to link, past this test's limit).
 var tinyGoTestsBroken = map[string]string{
 	"shared/event": "its tests pass integer constants beyond 32 bits as int, and TinyGo's wasm int has 32 bits",
 	"shared/wire":  "its tests pass integer constants beyond 32 bits as int (TinyGo's wasm int has 32 bits) and call testing.B.Elapsed, which TinyGo's testing lacks",
@@ -70,6 +74,10 @@ var tinyGoTestsBroken = map[string]string{
 	// Its oracle test runs `go` to find medama-io/go-useragent's corpus.
 	"edge/enrich/useragent": "its tests read data/ and run the go command, which a guest cannot",
 }
+
+// noFilesystem are the packages of tinyGoTestsBroken whose tests need
+// files or the go command, which no guest has: they are not run.
+var noFilesystem = map[string]bool{"edge/enrich/bot": true, "edge/enrich/referrer": true, "edge/enrich/useragent": true}
 
 // TestTinyGoPackageTests runs the own tests of every package of this
 // repository in the edge module built with TinyGo, as TinyGo builds them,
@@ -92,6 +100,11 @@ func TestTinyGoPackageTests(t *testing.T) {
 	if err := os.WriteFile(target, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	for rel := range noFilesystem {
+		if _, ok := tinyGoTestsBroken[rel]; !ok {
+			t.Errorf("%s is in noFilesystem but not in tinyGoTestsBroken", rel)
+		}
+	}
 	for rel := range tinyGoTestsBroken {
 		if !strings.Contains(" "+strings.Join(pkgs, " ")+" ", " ./"+rel+" ") {
 			t.Errorf("%s is listed in tinyGoTestsBroken but is no package of the edge module with tests: take it off the list", rel)
@@ -105,6 +118,10 @@ func TestTinyGoPackageTests(t *testing.T) {
 		why, broken := tinyGoTestsBroken[rel]
 		if !broken {
 			good = append(good, p)
+			continue
+		}
+		if noFilesystem[rel] {
+			t.Logf("%s: not tested with TinyGo: %s", rel, why)
 			continue
 		}
 		if res, _ := tinyGoTest(ctx, t, c, target, p); res[rel] == "ok" {
@@ -129,6 +146,12 @@ func TestTinyGoPackageTests(t *testing.T) {
 func tinyGoTest(ctx context.Context, t *testing.T, c *build.Compiler, target string, pkgs ...string) (map[string]string, string) {
 	cmd := exec.CommandContext(ctx, c.Bin, append([]string{"test", "-target=" + target}, pkgs...)...)
 	cmd.Dir, cmd.Env = root, c.Env(os.Environ())
+	// When ctx ends, end tinygo's whole process group: its linker
+	// (wasm-ld) would otherwise live on, holding the output pipe, and Run
+	// would wait for it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	began := time.Now()
