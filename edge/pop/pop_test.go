@@ -240,8 +240,11 @@ func TestResponseCompletesBeforePostResponseWork(t *testing.T) {
 	if resp.StatusCode != 200 || body != "done" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	if took > 200*time.Millisecond {
-		t.Errorf("response took %v; the guest sleeps 300ms only after closing it", took)
+	// The guest sleeps 3 s after closing the response: an answer that
+	// took that long waited for the post-response work. (An order, not a
+	// speed: any loaded machine answers well within it.)
+	if took >= 3*time.Second {
+		t.Errorf("response took %v: it waited for the guest's post-response work", took)
 	}
 }
 

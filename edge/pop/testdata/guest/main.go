@@ -129,7 +129,7 @@ func handle(ctx context.Context, w fsthttp.ResponseWriter, r *fsthttp.Request) {
 		// delay the client.
 		io.WriteString(w, "done")
 		w.Close()
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(3 * time.Second)
 	case "/big":
 		// mb MiB of zeros, streamed as written.
 		mb, _ := strconv.Atoi(q.Get("mb"))
