@@ -57,9 +57,7 @@ func epMaxBody() uint32 { return pixel.MaxPostBody + 1 }
 func epInit(n uint32) {
 	env := cutPairs(string(in[:n]))
 	c, err := worker.ParseConfig(func(k string) string { return env[k] })
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "edgepixel: worker config: %v\n", err)
-	}
+	logErr("worker config", err)
 	switch {
 	case c.IngestURL == "" && c.NDJSONURL == "":
 		fmt.Fprintf(os.Stderr, "edgepixel: no %s: hits are answered but cannot be delivered (set it in wrangler.toml [vars])\n", worker.ConfigIngestURL)
@@ -76,7 +74,7 @@ func epInit(n uint32) {
 	if c.Serve.Sites != nil {
 		// A bad site.SITE is read at its first hit; say so as the
 		// Fastly module does.
-		c.Serve.Sites.Errors = func(err error) { fmt.Fprintf(os.Stderr, "edgepixel: worker config: %v\n", err) }
+		c.Serve.Sites.Errors = func(err error) { logErr("worker config", err) }
 	}
 	w = worker.New(c)
 }
@@ -132,7 +130,7 @@ func epSettingsKeys(n uint32) uint32 {
 func epSettings(n uint32) uint32 {
 	kv := cutPairs(string(in[:n]))
 	if err := w.SetSettings(func(k string) string { return kv[k] }); err != nil {
-		fmt.Fprintf(os.Stderr, "edgepixel: settings from KV: %v\n", err)
+		logErr("settings from KV", err)
 		return 1
 	}
 	return 0
@@ -294,4 +292,16 @@ func answer(a, b uint32, hdr []pixel.Field, body []byte) uint32 {
 	binary.LittleEndian.PutUint32(out[12:], uint32(nh))
 	binary.LittleEndian.PutUint32(out[16:], uint32(len(body)))
 	return uint32(uintptr(unsafe.Pointer(&out[0])))
+}
+
+// logErr writes err to the worker's console, each of its lines (errors
+// joined by errors.Join) as a line of its own under "edgepixel: what:",
+// so that every problem can be found by the prefix.
+func logErr(what string, err error) {
+	if err == nil {
+		return
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(os.Stderr, "edgepixel: %s: %s\n", what, line)
+	}
 }
