@@ -58,26 +58,30 @@ func TestMain(m *testing.M) {
 // itself is in the shipped module and tested there (the end-to-end tests
 // run the TinyGo module); only its _test.go files stand in the way. Each
 // must still fail: one that passes fails the test until it is taken off
-// the list. Those in noFilesystem are not run: a guest under the POP will
+// the list. Those marked noFilesystem are not run: a guest under the POP will
 // never have a filesystem, and building their tests cost most of this
 // test's time (the referrer tables' test binary took wasm-ld over 15
 // minutes to link, past this test's limit).
-var tinyGoTestsBroken = map[string]string{
-	"shared/event": "its tests pass integer constants beyond 32 bits as int, and TinyGo's wasm int has 32 bits",
-	"shared/wire":  "its tests pass integer constants beyond 32 bits as int (TinyGo's wasm int has 32 bits) and call testing.B.Elapsed, which TinyGo's testing lacks",
+var tinyGoTestsBroken = map[string]broken{
+	"shared/event": {"its tests pass integer constants beyond 32 bits as int, and TinyGo's wasm int has 32 bits", false},
+	"shared/wire":  {"its tests pass integer constants beyond 32 bits as int (TinyGo's wasm int has 32 bits) and call testing.B.Elapsed, which TinyGo's testing lacks", false},
 	// The enrichment tables' tests read their sources under data/ and
 	// regenerate tables.go to compare; `edgepixel-pop run`, like Viceroy,
 	// gives a guest no filesystem. The tables themselves are exercised
 	// through the TinyGo module end to end (tests/enrich_test.go).
-	"edge/enrich/bot":      "its tests read data/ and tables.go, and a guest under the POP has no filesystem",
-	"edge/enrich/referrer": "its tests read data/ and tables.go, and a guest under the POP has no filesystem",
+	"edge/enrich/bot":      {"its tests read data/ and tables.go, and a guest under the POP has no filesystem", true},
+	"edge/enrich/referrer": {"its tests read data/ and tables.go, and a guest under the POP has no filesystem", true},
 	// Its oracle test runs `go` to find medama-io/go-useragent's corpus.
-	"edge/enrich/useragent": "its tests read data/ and run the go command, which a guest cannot",
+	"edge/enrich/useragent": {"its tests read data/ and run the go command, which a guest cannot", true},
 }
 
-// noFilesystem are the packages of tinyGoTestsBroken whose tests need
-// files or the go command, which no guest has: they are not run.
-var noFilesystem = map[string]bool{"edge/enrich/bot": true, "edge/enrich/referrer": true, "edge/enrich/useragent": true}
+// broken is why a package's tests fail with TinyGo under the POP; those
+// that need files or the go command (noFilesystem), which no guest has,
+// are not run at all.
+type broken struct {
+	why          string
+	noFilesystem bool
+}
 
 // TestTinyGoPackageTests runs the own tests of every package of this
 // repository in the edge module built with TinyGo, as TinyGo builds them,
@@ -100,11 +104,6 @@ func TestTinyGoPackageTests(t *testing.T) {
 	if err := os.WriteFile(target, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for rel := range noFilesystem {
-		if _, ok := tinyGoTestsBroken[rel]; !ok {
-			t.Errorf("%s is in noFilesystem but not in tinyGoTestsBroken", rel)
-		}
-	}
 	for rel := range tinyGoTestsBroken {
 		if !strings.Contains(" "+strings.Join(pkgs, " ")+" ", " ./"+rel+" ") {
 			t.Errorf("%s is listed in tinyGoTestsBroken but is no package of the edge module with tests: take it off the list", rel)
@@ -115,12 +114,13 @@ func TestTinyGoPackageTests(t *testing.T) {
 	var good []string
 	for _, p := range pkgs {
 		rel := strings.TrimPrefix(p, "./")
-		why, broken := tinyGoTestsBroken[rel]
-		if !broken {
+		b, isBroken := tinyGoTestsBroken[rel]
+		why := b.why
+		if !isBroken {
 			good = append(good, p)
 			continue
 		}
-		if noFilesystem[rel] {
+		if b.noFilesystem {
 			t.Logf("%s: not tested with TinyGo: %s", rel, why)
 			continue
 		}
