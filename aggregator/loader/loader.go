@@ -47,6 +47,21 @@
 // the later load's checkpoint is never committed before the earlier load
 // is finished, and if the process stops first, both loads are read again
 // from the spool and their claims resolved against the store.
+//
+// # Ids another aggregator holds
+//
+// Aggregators that share the Deduper may receive the same events (an edge
+// retry sent to another one). Claim answers Busy for an id another live
+// aggregator claimed and has not marked done. A load waits for such ids
+// for up to busyWait; then it stores the rest and moves the Busy events
+// to the end of the spool (Spool.Requeue) before committing past them.
+// Waiting longer could wait forever: two loads that each claimed part of
+// the other's ids (Redis Cluster claims node by node, so two aggregators
+// claiming the same ids at once can split them) would each wait for the
+// other while holding their own, and the holder of a claim may be alive
+// but unable to store. Requeued events come back after what was spooled
+// since, and are then found stored (Duplicate), still Busy, or passed on
+// by a holder that died (Uncertain).
 package loader
 
 import (
@@ -404,6 +419,15 @@ func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-
 		// Marked done: a later load's claim now answers Duplicate for
 		// these ids by itself.
 		l.disown(b)
+		// Only now, disowned: a later load that read the requeued events
+		// while b still owned their ids would drop them.
+		if len(b.requeue) > 0 {
+			if err := l.retry(work, stageFinish, "requeue events another aggregator holds", local, func() error { return l.requeueEvents(work, b.requeue) }); err != nil {
+				stop()
+				return
+			}
+			l.m.Requeued.Add(uint64(len(b.requeue)))
+		}
 		if err := l.retry(work, stageFinish, "commit the spool checkpoint", local, func() error { return l.cfg.Spool.Commit(b.next) }); err != nil {
 			stop()
 			return
@@ -412,7 +436,7 @@ func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-
 		for _, v := range b.stored {
 			stored += int(v)
 		}
-		l.m.Deduped.Add(uint64(b.n - stored))
+		l.m.Deduped.Add(uint64(b.n - stored - len(b.requeue)))
 		l.log.Debug("loaded", "events", b.n, "stored", stored, "position", b.next.String())
 		l.loads.Add(-1)
 		if b.next == l.cfg.Spool.End() {
@@ -445,6 +469,9 @@ type batch struct {
 	// to mark done (all ids but those the claim found done).
 	check []event.Event
 	mark  []event.ID
+	// requeue are the events whose ids stayed Busy: the finish stage
+	// moves them to the end of the spool (see the package comment).
+	requeue []event.Event
 
 	stored map[string]uint64 // rows this load added, per site
 	tried  bool              // an insert of this load was attempted
@@ -643,9 +670,11 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	}
 	// Ids another aggregator claimed and may be inserting right now: claim
 	// them again until it has stored them (Duplicate) or its claim passed
-	// to this one (it died: Uncertain). A retry after an error resumes
-	// here, from b.claimed.
+	// to this one (it died: Uncertain), for up to busyWait; those still
+	// Busy then are requeued. A retry after an error resumes here, from
+	// b.claimed.
 	wait := 10 * time.Millisecond
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		var busy []int
 		for i, s := range st {
@@ -653,7 +682,7 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 				busy = append(busy, i)
 			}
 		}
-		if len(busy) == 0 {
+		if len(busy) == 0 || time.Since(start) >= busyWait {
 			break
 		}
 		l.setPause(stagePrepare, "wait for another aggregator's claims", fmt.Errorf("%d ids are claimed by another aggregator that is loading them", len(busy)), attempt)
@@ -680,10 +709,14 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	}
 	// b.events and b.ids are parallel here (own): compact events in place.
 	b.mark = make([]event.ID, 0, len(b.ids))
+	b.requeue = nil
 	w := 0
 	for i, s := range st {
 		switch {
 		case s == dedupe.Duplicate:
+			continue
+		case s == dedupe.Busy:
+			b.requeue = append(b.requeue, b.events[i]) // not this load's to mark
 			continue
 		case s == dedupe.Uncertain || b.recovering:
 			b.check = append(b.check, b.events[i])
@@ -697,6 +730,25 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	}
 	clear(b.events[w:])
 	b.events = b.events[:w]
+	return nil
+}
+
+// busyWait is how long a load waits for ids another aggregator holds
+// before requeueing them: long enough for a usual insert to finish, short
+// enough that a requeued load costs little.
+const busyWait = 2 * time.Second
+
+// requeueEvents writes evs to the end of the spool, in batches of at most
+// wire.MaxEvents. A retry after a partial write writes some again, which
+// the claim then drops as duplicates.
+func (l *Loader) requeueEvents(ctx context.Context, evs []event.Event) error {
+	for len(evs) > 0 {
+		n := min(len(evs), wire.MaxEvents)
+		if err := l.cfg.Spool.Requeue(ctx, wire.Append(nil, evs[:n])); err != nil {
+			return err
+		}
+		evs = evs[n:]
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
+	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
@@ -22,13 +23,14 @@ import (
 type aggregator struct {
 	sp     *spool.Spool
 	l      *Loader
+	m      *metrics.Metrics
 	stored atomic.Uint64
 	stop   func()
 }
 
 func startAggregator(t *testing.T, newDedupe func() (*dedupe.Redis, error), chURL string) *aggregator {
 	t.Helper()
-	a := &aggregator{}
+	a := &aggregator{m: metrics.New()}
 	var err error
 	if a.sp, err = spool.Open(t.TempDir(), spool.Options{}); err != nil {
 		t.Fatal(err)
@@ -42,7 +44,7 @@ func startAggregator(t *testing.T, newDedupe func() (*dedupe.Redis, error), chUR
 		t.Fatal(err)
 	}
 	d.UseStore(c.NewestEventTime)
-	a.l = New(Config{Spool: a.sp, Dedupe: d, Store: c, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+	a.l = New(Config{Spool: a.sp, Dedupe: d, Store: c, Metrics: a.m, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		DrainTimeout: 5 * time.Second,
 		OnCounts:     func(map[string]uint64, uint64) {},
 		OnStored: func(m map[string]uint64) {
@@ -183,8 +185,9 @@ func twoAggregators(t *testing.T, cluster bool) {
 	distinct := one("SELECT uniqExact(event_id) FROM edgepixel.events")
 	rollup := one("SELECT toUInt64(sum(n)) FROM edgepixel.events_per_minute")
 	live := int(aggs[0].stored.Load() + aggs[1].stored.Load())
-	t.Logf("events %d: rows %d (doubled %d, lost %d), rollup %d, live counts %d (aggregator 1: %d, 2: %d)",
-		want, rows, rows-distinct, want-distinct, rollup, live, aggs[0].stored.Load(), aggs[1].stored.Load())
+	t.Logf("events %d: rows %d (doubled %d, lost %d), rollup %d, live counts %d (aggregator 1: %d, 2: %d); requeued %d, %d",
+		want, rows, rows-distinct, want-distinct, rollup, live, aggs[0].stored.Load(), aggs[1].stored.Load(),
+		aggs[0].m.Requeued.Load(), aggs[1].m.Requeued.Load())
 	if rows != want || distinct != want || rollup != want || live != want {
 		t.Fatalf("want %d everywhere", want)
 	}

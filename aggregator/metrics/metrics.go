@@ -20,6 +20,7 @@ type Metrics struct {
 	AcceptedEvents  atomic.Uint64 // events in batches written to the spool
 	AcceptedBatches atomic.Uint64
 	Deduped         atomic.Uint64 // events dropped as already stored
+	Requeued        atomic.Uint64 // events moved to the spool's end: another live aggregator held their claim
 	Inserted        atomic.Uint64 // rows written to the store
 	Loads           atomic.Uint64 // successful store inserts (loader batches)
 	DedupeErrors    atomic.Uint64 // failed calls to the dedupe store (Redis)
@@ -232,6 +233,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	counter(p+"edge_hits_total", "Requests the edges answered on the pixel and event paths, as their stored counters grew (per site: /api/loss).", m.EdgeHits.Load())
 	counter(p+"edge_events_total", "Events the edges accepted for delivery, as their stored counters grew; set against inserted_total, the difference is loss or events on their way.", m.EdgeEvents.Load())
 	counter(p+"deduped_total", "Events not stored because they were stored before (retries, duplicates).", m.Deduped.Load())
+	counter(p+"requeued_total", "Events moved to the end of the spool because another live aggregator held their claim (it is storing them, or cannot); they are claimed again later.", m.Requeued.Load())
 	counter(p+"inserted_total", "Rows inserted into the event store.", m.Inserted.Load())
 	counter(p+"loads_total", "Successful inserts into the event store.", m.Loads.Load())
 	counter(p+"dedupe_errors_total", "Failed calls to the dedupe store (Redis); the loader retries.", m.DedupeErrors.Load())

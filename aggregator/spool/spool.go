@@ -97,6 +97,7 @@ type Spool struct {
 type appendReq struct {
 	payload []byte
 	done    chan error
+	requeue bool // past MaxBytes: see Requeue
 }
 
 const (
@@ -239,10 +240,23 @@ func (s *Spool) repair(seq uint64) (int64, error) {
 // (fsynced). If ctx ends first it returns ctx's error, and the record may
 // or may not be written.
 func (s *Spool) Append(ctx context.Context, payload []byte) error {
-	if len(payload) > MaxRecord {
-		return fmt.Errorf("spool: record of %d bytes exceeds %d", len(payload), MaxRecord)
+	return s.append(ctx, &appendReq{payload: payload, done: make(chan error, 1)})
+}
+
+// Requeue is Append for the consumer: it writes payload, taken from
+// records it read but cannot finish yet, at the end of the log, so that
+// it can commit past them. It is not refused by Options.MaxBytes: the
+// records it moves stop counting once the consumer commits past them, so
+// the spool ends up holding no more than before, and a full spool must
+// not keep its consumer from moving on.
+func (s *Spool) Requeue(ctx context.Context, payload []byte) error {
+	return s.append(ctx, &appendReq{payload: payload, done: make(chan error, 1), requeue: true})
+}
+
+func (s *Spool) append(ctx context.Context, r *appendReq) error {
+	if len(r.payload) > MaxRecord {
+		return fmt.Errorf("spool: record of %d bytes exceeds %d", len(r.payload), MaxRecord)
 	}
-	r := &appendReq{payload: payload, done: make(chan error, 1)}
 	select {
 	case s.reqs <- r:
 	case <-s.quit:
@@ -319,7 +333,7 @@ func (s *Spool) writeBatch(buf []byte, batch []*appendReq) (out []byte) {
 	// write. batch is reordered so that batch[:answered] are answered.
 	ok := 0
 	for i, r := range batch {
-		if pending+int64(len(buf)+headerLen+len(r.payload)) > s.opts.MaxBytes {
+		if !r.requeue && pending+int64(len(buf)+headerLen+len(r.payload)) > s.opts.MaxBytes {
 			batch[i], batch[answered] = batch[answered], batch[i]
 			batch[answered].done <- ErrFull
 			answered++

@@ -262,6 +262,36 @@ func TestFull(t *testing.T) {
 	}
 }
 
+// The consumer can move a record it read to the end of a full spool and
+// commit past the original: the spool then holds what it held before.
+func TestRequeueWhenFull(t *testing.T) {
+	s := open(t, t.TempDir(), Options{MaxBytes: 1000})
+	ctx := context.Background()
+	for _, c := range "abc" {
+		if err := s.Append(ctx, bytes.Repeat([]byte{byte(c)}, 300)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Append(ctx, []byte("d")); !errors.Is(err, ErrFull) {
+		t.Fatalf("want ErrFull, got %v", err)
+	}
+	recs, _ := s.Read(s.Checkpoint(), 1, 1<<20)
+	if err := s.Requeue(ctx, recs[0].Data); err != nil {
+		t.Fatalf("requeue on a full spool: %v", err)
+	}
+	before := s.Pending()
+	if err := s.Commit(recs[0].Next); err != nil {
+		t.Fatal(err)
+	}
+	if after := s.Pending(); after >= before {
+		t.Errorf("pending %d after commit, %d before", after, before)
+	}
+	got, _ := readAll(t, s, s.Checkpoint())
+	if len(got) != 3 || got[0][0] != 'b' || got[1][0] != 'c' || got[2][0] != 'a' {
+		t.Errorf("records after requeue: %d, want b c a", len(got))
+	}
+}
+
 func TestCorruptCheckpointRereads(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, Options{})
