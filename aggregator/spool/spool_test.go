@@ -272,7 +272,7 @@ func TestRequeueWhenFull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Append(ctx, []byte("d")); !errors.Is(err, ErrFull) {
+	if err := s.Append(ctx, bytes.Repeat([]byte{'d'}, 300)); !errors.Is(err, ErrFull) {
 		t.Fatalf("want ErrFull, got %v", err)
 	}
 	recs, _ := s.Read(s.Checkpoint(), 1, 1<<20)
