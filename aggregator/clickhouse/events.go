@@ -274,35 +274,20 @@ func appendNative(dst []byte, rows int, input proto.Input) ([]byte, error) {
 // partition (day) touched, so a failed request may have stored the events
 // of some days and not others, never part of an event.
 //
-// In a cluster the rollups are filled by a second insert of the same
-// events' RollupInputColumns into RollupInput (see Layout.CreateView); an
-// error from either means the whole call is to be retried with the same
-// events in the same order, which stores each events block and each
-// rollup block once.
+// In a cluster the events go into EventsInput, whose views fill the
+// rollups and events_local (see Layout.CreateView): an error means the
+// call is to be retried with the same events in the same order, which
+// stores the block once in each table.
 func (c *Client) InsertEvents(ctx context.Context, evs []event.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	input := eventsInput(evs)
-	if err := c.insert(ctx, "events", len(evs), input); err != nil {
+	table := c.layout.LocalName("events")
+	if c.layout.Clustered() {
+		table = EventsInput
+	}
+	if err := c.insertInto(ctx, table, len(evs), eventsInput(evs)); err != nil {
 		return fmt.Errorf("insert %d events: %w", len(evs), err)
-	}
-	if !c.layout.Clustered() {
-		return nil
-	}
-	var rollup proto.Input
-	for _, name := range RollupInputColumns {
-		for _, col := range input {
-			if col.Name == name {
-				rollup = append(rollup, col)
-			}
-		}
-	}
-	if len(rollup) != len(RollupInputColumns) {
-		return fmt.Errorf("clickhouse: the events block lacks rollup input columns (%d of %v)", len(rollup), RollupInputColumns)
-	}
-	if err := c.insertInto(ctx, RollupInput, len(evs), rollup); err != nil {
-		return fmt.Errorf("insert %d events' rollup rows (their events are stored): %w", len(evs), err)
 	}
 	return nil
 }

@@ -137,18 +137,20 @@ func (l Layout) Distributed(table string) string {
 //	SELECT columns FROM source GROUP BY groupBy
 //
 // where source is ViewSource: on one server the events table; in a
-// cluster RollupInput, and the select list gains LoadColumn.
+// cluster EventsInput, and the select list gains LoadColumn.
 //
-// Why RollupInput in a cluster: ClickHouse runs a table's views after its
-// own insert and skips them for a block the table drops as a duplicate.
-// An insert into events_local whose events were written but which then
-// failed (its quorum wait timed out, ZooKeeper was lost mid-commit) is
-// retried as the same block, which is dropped, so views on events_local
-// would never count it. The loader instead inserts each block into
-// events_local and then into RollupInput, a Null table whose views run on
-// every insert; each rollup table then keeps one copy of each of its
-// view's blocks (replicated block deduplication), so the retried block
-// fills exactly the rollups its first attempt did not. LoadColumn makes
+// Why EventsInput in a cluster: an insert whose outcome is unknown (its
+// quorum wait timed out, ZooKeeper was lost mid-commit, one view's insert
+// failed after others had written) is retried as the same block, and
+// every table must keep that block once. A replicated table drops a block
+// it already holds, and skips its own views for it, so views on
+// events_local would never count a block whose first insert wrote the
+// events and then failed. And ClickHouse 18.16 deduplicates what views
+// write into their (replicated) tables only when the table they read
+// deduplicates nothing itself: a Null table does that. So the loader
+// inserts each block once, into EventsInput, whose views fill every
+// rollup and, last (EventsView), events_local: a retried block then
+// fills exactly the tables its first attempt did not. LoadColumn makes
 // the rollup blocks of two different loads differ even when their counts
 // are the same (one pageview of a site in a minute), so deduplication
 // drops only true repeats.
@@ -160,15 +162,19 @@ func (l Layout) CreateView(name, to, columns, groupBy string) string {
 		"\n\tFROM " + l.ViewSource() + " GROUP BY " + groupBy
 }
 
-// RollupInput is the table, in a cluster, whose inserts the rollup views
-// read (see CreateView): a Null table (it keeps nothing) on every server
-// with the RollupInputColumns of the events table.
-const RollupInput = "rollup_input"
+// EventsInput is the table, in a cluster, that the loader inserts events
+// into (see CreateView): a Null table (it keeps nothing) on every server,
+// with the columns of events_local.
+const EventsInput = "events_input"
 
-// RollupInputColumns are the events columns the rollup views read, and so
-// what the loader inserts into RollupInput. A view over another column
-// needs a step that adds it here and to the table.
-var RollupInputColumns = []string{"event_id", "ts", "site", "name", "url", "referrer", "country", "utm_source", "utm_medium", "utm_campaign"}
+// EventsView is the view, in a cluster, that stores what is inserted into
+// EventsInput in events_local. ClickHouse 18.16 runs a table's views one
+// after another in the order of their names and stops at the first one
+// that fails, so its name sorts after every rollup view's: a block that
+// events_local holds has been counted by every rollup, and the loader's
+// check of a crashed attempt against the events table holds for the
+// rollups too.
+const EventsView = "zz_events_local_mv"
 
 // LoadColumn is the rollup tables' column, in a cluster, that tells two
 // loads' rollup rows apart: the smallest event id of the rows summed.
@@ -182,22 +188,32 @@ const loadExpr = "toString(min(event_id))"
 const RollupDedupWindow = 1000
 
 // ViewSource is the table the rollup views read: events on one server,
-// RollupInput in a cluster.
+// EventsInput in a cluster.
 func (l Layout) ViewSource() string {
 	if l.Clustered() {
-		return "{db}." + RollupInput
+		return "{db}." + EventsInput
 	}
 	return l.Local("events")
 }
 
-// CreateRollupInput returns, in a cluster, the statement that creates
-// RollupInput on every server, with columns (the text inside the column
-// list's parentheses) as events has them; nothing on one server.
-func (l Layout) CreateRollupInput(columns string) []string {
+// CreateEventsInput returns, in a cluster, the statements that create
+// EventsInput on every server with the columns events_local has then, and
+// EventsView; nothing on one server. Columns added to events_local later
+// reach EventsInput when it is made again (Client.Migrate does).
+func (l Layout) CreateEventsInput() []string {
 	if !l.Clustered() {
 		return nil
 	}
-	return []string{`CREATE TABLE IF NOT EXISTS {db}.` + RollupInput + l.OnCluster() + ` (` + columns + `) ENGINE = Null`}
+	return []string{l.createEventsInputTable(), l.createEventsView()}
+}
+
+func (l Layout) createEventsInputTable() string {
+	return `CREATE TABLE IF NOT EXISTS {db}.` + EventsInput + l.OnCluster() + ` AS ` + l.Local("events") + ` ENGINE = Null`
+}
+
+func (l Layout) createEventsView() string {
+	return `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.` + EventsView + l.OnCluster() + ` TO ` + l.Local("events") +
+		` AS SELECT * FROM {db}.` + EventsInput
 }
 
 // CreateDatabase returns the statement that creates the database, on every

@@ -21,9 +21,12 @@ func TestLayoutEngine(t *testing.T) {
 }
 
 // In a cluster every table of every step is replicated, has a Distributed
-// table over it, and runs on the whole cluster, but for RollupInput, a
-// Null table on every server; every view reads RollupInput and writes a
-// local table with its LoadColumn, which keeps its recent blocks.
+// table over it, and runs on the whole cluster, but for EventsInput, a
+// Null table on every server made after events_local and before any view;
+// every view reads EventsInput and writes a local table with its
+// LoadColumn, which keeps its recent blocks; and EventsView, which fills
+// events_local, sorts after every other view (ClickHouse runs them in
+// the order of their names).
 func TestLayoutClusterSteps(t *testing.T) {
 	l := Layout{Cluster: "c"}
 	for _, m := range Migrations {
@@ -39,9 +42,9 @@ func TestLayoutClusterSteps(t *testing.T) {
 			switch {
 			case strings.HasPrefix(s, "CREATE TABLE"):
 				name := strings.Fields(s)[5]
-				if name == "{db}."+RollupInput {
-					if !strings.HasSuffix(s, "ENGINE = Null") {
-						t.Errorf("step %d: %s is not a Null table: %s", m.Version, name, s)
+				if name == "{db}."+EventsInput {
+					if !strings.HasSuffix(s, " AS {db}.events_local ENGINE = Null") || !tables["{db}.events"] {
+						t.Errorf("step %d: %s is not a Null table like events_local, made after it: %s", m.Version, name, s)
 					}
 					tables[name] = true
 					continue
@@ -60,14 +63,24 @@ func TestLayoutClusterSteps(t *testing.T) {
 					t.Errorf("step %d: Distributed %s before its local table", m.Version, name)
 				}
 			case strings.HasPrefix(s, "CREATE MATERIALIZED VIEW"):
-				if !strings.Contains(s, "FROM {db}."+RollupInput+" ") || !strings.Contains(s, " AS "+LoadColumn+"\n") {
-					t.Errorf("step %d: view does not read %s or fill %s: %s", m.Version, RollupInput, LoadColumn, s)
+				view := strings.TrimPrefix(strings.Fields(s)[6], "{db}.")
+				if m.Version == 1 && !tables["{db}."+EventsInput] {
+					t.Errorf("step 1: view %s before %s", view, EventsInput)
 				}
-				if m.Version == 1 && !tables["{db}."+RollupInput] {
-					t.Errorf("step 1: view before %s", RollupInput)
+				if view == EventsView {
+					if !strings.HasSuffix(s, " TO {db}.events_local AS SELECT * FROM {db}."+EventsInput) {
+						t.Errorf("step %d: %s does not store %s in events_local: %s", m.Version, view, EventsInput, s)
+					}
+					continue
+				}
+				if view >= EventsView {
+					t.Errorf("step %d: view %s does not sort before %s: ClickHouse would fill events_local before it", m.Version, view, EventsView)
+				}
+				if !strings.Contains(s, "FROM {db}."+EventsInput+" ") || !strings.Contains(s, " AS "+LoadColumn+"\n") {
+					t.Errorf("step %d: view does not read %s or fill %s: %s", m.Version, EventsInput, LoadColumn, s)
 				}
 				for _, f := range strings.Fields(s) {
-					if f == "{db}."+RollupInput {
+					if f == "{db}."+EventsInput {
 						continue
 					}
 					if strings.HasPrefix(f, "{db}.") && !strings.HasSuffix(f, LocalSuffix) && !strings.HasSuffix(f, "_mv") {

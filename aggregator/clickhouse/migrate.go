@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -107,13 +108,13 @@ func schemaV1(l Layout) []string {
 		props String
 	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(ts)
 	ORDER BY (site, ts, event_id)`)...)
+	out = append(out, l.CreateEventsInput()...)
 	out = append(out, l.CreateTable("events_per_minute", `
 		site String,
 		minute DateTime,
 		n UInt64
 	`, "SummingMergeTree(n)", `PARTITION BY toYYYYMM(minute)
 	ORDER BY (site, minute)`)...)
-	out = append(out, rollupInput(l)...)
 	out = append(out, l.CreateView("events_per_minute_mv", "events_per_minute", `site, toStartOfMinute(ts) AS minute, count() AS n`, `site, minute`))
 	return append(out, l.CreateTable("bad_rows", `
 		row_id UUID,
@@ -128,23 +129,81 @@ func schemaV1(l Layout) []string {
 	ORDER BY (reason, row_id)`)...)
 }
 
-// rollupInput creates, in a cluster, the table the rollup views read
-// (Layout.CreateView), with the events columns they use. Step 1 makes it
-// before its view; migrate makes sure of it on every start, without a
+// ensureEventsInput makes sure, in a cluster, that every insert reaches
+// events_local and every rollup through EventsInput (see
+// Layout.CreateView). It runs on every start, after the steps, without a
 // step of its own (one would make older aggregators refuse a single
-// server's database for a change that is not for it), for a cluster whose
-// step 1 came before it: there it has no views, and its rollups are still
-// those of views on events_local.
-func rollupInput(l Layout) []string {
-	types := map[string]string{"ts": "DateTime"}
-	for _, f := range event.Fields {
-		types[f.JSON] = f.CHType
+// server's database for a change that is not for it):
+//
+//   - EventsInput is made again when its columns are not events_local's
+//     (a step added or changed one): inserts fail meanwhile ("Expected
+//     column", or no such table) and the loader retries them, so nothing
+//     is lost. Its views are kept: ClickHouse finds a view's source by
+//     name.
+//   - A database an earlier cluster layout made has its rollup views on
+//     rollup_input (a Null table the loader inserted into after
+//     events_local) or on events_local: they are dropped and made again
+//     by running the steps' statements, which create what is missing, and
+//     rollup_input is dropped, so that an older aggregator still inserting
+//     there fails loudly rather than filling nothing. Rows inserted by
+//     older aggregators during the switch may miss the rollups: stop them
+//     first.
+//   - EventsView is made last, once every rollup view reads EventsInput.
+func (c *Client) ensureEventsInput(ctx context.Context, steps []Migration) error {
+	l := c.layout
+	if !l.Clustered() {
+		return nil
 	}
-	cols := make([]string, len(RollupInputColumns))
-	for i, c := range RollupInputColumns {
-		cols[i] = c + " " + types[c]
+	const legacyInput = "rollup_input"
+	rows, err := c.Query(ctx, "SELECT arrayJoin(dependencies_table) FROM system.tables WHERE database = "+quote(c.db)+
+		" AND name IN ("+quote(legacyInput)+", "+quote(l.LocalName("events"))+")")
+	if err != nil {
+		return fmt.Errorf("migrate: look for views of an earlier cluster layout: %w", err)
 	}
-	return l.CreateRollupInput(strings.Join(cols, ", "))
+	for _, r := range rows {
+		if len(r) == 1 && r[0] != EventsView {
+			if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+r[0]+l.OnCluster()); err != nil {
+				return fmt.Errorf("migrate: drop view %s to make it again on %s: %w", r[0], EventsInput, err)
+			}
+		}
+	}
+	if err := c.execDDL(ctx, l.createEventsInputTable()); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	local, err := c.columns(ctx, l.LocalName("events"))
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	input, err := c.columns(ctx, EventsInput)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if !maps.Equal(local, input) {
+		for _, s := range []string{"DROP TABLE IF EXISTS {db}." + EventsInput + l.OnCluster(), l.createEventsInputTable()} {
+			if err := c.execDDL(ctx, s); err != nil {
+				return fmt.Errorf("migrate: make %s again with the columns of %s: %w", EventsInput, l.LocalName("events"), err)
+			}
+		}
+	}
+	if len(rows) > 0 {
+		for _, m := range steps {
+			if m.SQL == nil {
+				continue
+			}
+			for _, s := range m.SQL(l) {
+				if err := c.execDDL(ctx, s); err != nil {
+					return fmt.Errorf("migrate: make step %d's tables and views again on %s: %w", m.Version, EventsInput, err)
+				}
+			}
+		}
+		if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+legacyInput+l.OnCluster()); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	if err := c.execDDL(ctx, l.createEventsView()); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
 }
 
 // migrationsTable records the applied steps. A ReplacingMergeTree keyed by
@@ -246,10 +305,8 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 		}
 		res.Applied = append(res.Applied, m)
 	}
-	for _, s := range rollupInput(c.layout) {
-		if err := c.execDDL(ctx, s); err != nil {
-			return res, fmt.Errorf("migrate: %w", err)
-		}
+	if err := c.ensureEventsInput(ctx, steps); err != nil {
+		return res, err
 	}
 	res.To = max(res.From, known)
 	return res, nil

@@ -271,7 +271,7 @@ func TestCluster(t *testing.T) {
 			for name, engine := range tables {
 				local, isLocal := strings.CutSuffix(name, "_local")
 				switch {
-				case name == clickhouse.RollupInput:
+				case name == clickhouse.EventsInput:
 					if engine != "Null" {
 						t.Errorf("%s: %s is %s, not Null", s.HTTPURL, name, engine)
 					}
