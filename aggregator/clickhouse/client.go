@@ -42,6 +42,9 @@ type Client struct {
 	// insertSettings are query settings of every insert (the cluster's
 	// insert_quorum).
 	insertSettings map[string]string
+	// insertTimeout bounds an insert request in a cluster (0: none); see
+	// SetCluster.
+	insertTimeout time.Duration
 	// readOnlyRestart and stuckSince: see restartStuckReplicas.
 	readOnlyRestart time.Duration
 	stuckMu         sync.Mutex
@@ -296,8 +299,26 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 			c.insertSettings["insert_quorum_timeout"] = strconv.FormatInt(cc.QuorumTimeout.Milliseconds(), 10)
 		}
 	}
+	c.insertTimeout = serverQuorumTimeout + insertTimeoutMargin
+	if cc.QuorumTimeout > 0 {
+		c.insertTimeout = cc.QuorumTimeout + insertTimeoutMargin
+	}
 	return nil
 }
+
+// serverQuorumTimeout is ClickHouse's default insert_quorum_timeout.
+const serverQuorumTimeout = 10 * time.Minute
+
+// insertTimeoutMargin is what an insert request in a cluster gets beyond
+// the longest quorum wait before it is given up (and retried). Without a
+// limit, a connection the server will never answer on (a server frozen
+// or cut off mid-request) held its loader for good. Giving up is safe
+// only in a cluster: the retry is the same block, which the replicated
+// tables keep once even while the first request still runs. On one
+// server a retry asks the events table which events are stored, and an
+// insert still running there would be stored twice, so there is no
+// limit. A variable for tests.
+var insertTimeoutMargin = time.Minute
 
 // DeduplicatesBlocks implements store.BlockDeduplicator: in a cluster,
 // events go to replicated tables, which keep a block inserted again
@@ -335,6 +356,11 @@ func (c *Client) insertInto(ctx context.Context, table string, rows int, input p
 
 // insertBlock is insertInto without the read-only check.
 func (c *Client) insertBlock(ctx context.Context, table string, rows int, input proto.Input) error {
+	if c.insertTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.insertTimeout)
+		defer cancel()
+	}
 	if c.nat != nil {
 		return c.nat.insert(ctx, c.db+"."+table, input, c.insertSettings)
 	}

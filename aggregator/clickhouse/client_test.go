@@ -3,7 +3,11 @@ package clickhouse
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -180,5 +184,41 @@ func TestUnescapeTSV(t *testing.T) {
 		if got := unescapeTSV(in); got != want {
 			t.Errorf("%q -> %q, want %q", in, got, want)
 		}
+	}
+}
+
+// In a cluster an insert request the server never answers is given up
+// after the quorum timeout and a margin, so that the loader retries it
+// (the same block, kept once) instead of waiting on it for good.
+func TestClusterInsertGivesUp(t *testing.T) {
+	hung := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		select {
+		case <-hung:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(hung)
+	defer func(m time.Duration) { insertTimeoutMargin = m }(insertTimeoutMargin)
+	insertTimeoutMargin = 200 * time.Millisecond
+	c, err := New(srv.URL, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetCluster(ClusterConfig{Name: "c", InsertQuorum: 2, QuorumTimeout: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.InsertEvents(context.Background(), []event.Event{mkEvent(t, "s", time.Now().UnixMilli())}) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("insert into a server that never answers: %v, want a deadline error", err)
+		}
+	case <-time.After(time.Minute): // a hang guard, far past the 300 ms limit
+		t.Fatal("the insert still waits on a server that never answers")
 	}
 }
