@@ -211,8 +211,9 @@ func TestClusterInsertGivesUp(t *testing.T) {
 	if err := c.SetCluster(ClusterConfig{Name: "c", InsertQuorum: 2, QuorumTimeout: 100 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
+	evs := []event.Event{mkEvent(t, "s", time.Now().UnixMilli())}
 	done := make(chan error, 1)
-	go func() { done <- c.InsertEvents(context.Background(), []event.Event{mkEvent(t, "s", time.Now().UnixMilli())}) }()
+	go func() { done <- c.InsertEvents(context.Background(), evs) }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.DeadlineExceeded) {
