@@ -144,16 +144,14 @@ func TestHeaderAndIdleDeadlines(t *testing.T) {
 	idle := r.dial("127.0.0.1")
 	ibr := bufio.NewReader(idle)
 	r.do(idle, ibr, get)
-	t0 := time.Now()
+	// The waits are hang guards, far past the deadlines; that the server
+	// closed them for these deadlines shows in the counts below.
 	for name, c := range map[string]net.Conn{"slow header": slow, "silent": silent} {
-		if !closed(c, bufio.NewReader(c), 3*time.Second) {
+		if !closed(c, bufio.NewReader(c), 30*time.Second) {
 			t.Errorf("%s: not closed", name)
 		}
 	}
-	if d := time.Since(t0); d > 2*time.Second {
-		t.Errorf("closed after %v", d)
-	}
-	if !closed(idle, ibr, 3*time.Second) {
+	if !closed(idle, ibr, 30*time.Second) {
 		t.Error("idle keep-alive connection not closed")
 	}
 	eventually(t, "counted", func() bool {
