@@ -134,5 +134,8 @@ func (z *ZooKeeper) Restart(ctx context.Context) error {
 	return nil
 }
 
+// Pid is the process id, for measuring its resource use.
+func (z *ZooKeeper) Pid() int { return z.p.Pid() }
+
 // Running reports whether the process is still there.
 func (z *ZooKeeper) Running() bool { return !z.p.Exited() }

@@ -19,7 +19,10 @@ package main
 // batches posted straight to 1 aggregator, as a POP under load sends
 // them, so that the aggregator's loads and ClickHouse's inserts are as big
 // as under load (this machine cannot drive the POP that hard). The first
-// phase is each figure's baseline.
+// phase is each figure's baseline. A fourth phase posts the same full
+// batches to an aggregator of a replicated ClickHouse (one shard of 2
+// replicas, insert quorum 2, ZooKeeper), so that replication's and
+// ZooKeeper's costs are measured; its baseline is the third phase.
 
 import (
 	"context"
@@ -91,8 +94,10 @@ type partCost struct {
 
 // sizingPhase is one way of pushing events through.
 type sizingPhase struct {
-	name  string
-	parts []part // nil pids: the part is not in this phase
+	name     string
+	ch       string // the ClickHouse server the phase's events are counted on
+	baseline int    // index of the phase its ratios are against
+	parts    []part // nil pids: the part is not in this phase
 	// push sends events and returns how many were stored, once they are.
 	push func() (int64, error)
 }
@@ -128,30 +133,52 @@ func runSizing(o sizingOptions) error {
 	}
 	defer two.Stop()
 
-	var redisPids []int
+	fmt.Fprintf(os.Stderr, "bench: sizing: starting ZooKeeper, a ClickHouse shard of 2 replicas and an aggregator of it ...\n")
+	zk, err := localsrv.StartZooKeeper(ctx, filepath.Join(dir, "zk"), 0)
+	if err != nil {
+		return err
+	}
+	defer zk.Stop()
+	const clusterName = "sizing"
+	cl, err := localsrv.StartClickHouseCluster(ctx, filepath.Join(dir, "ch-cluster"), zk, clusterName, 1, 2)
+	if err != nil {
+		return err
+	}
+	defer cl.Stop()
+	replicated, err := stack.Start(ctx, stack.Options{
+		Dir: filepath.Join(dir, "replicated"), Bin: bin, NoRedis: true, NoClickHouse: true,
+		AggregatorArgs: []string{"--redis-cluster", strings.Join(one.RedisCluster.Addrs(), ","),
+			"--clickhouse", cl.Shards[0][0].HTTPURL, "--clickhouse-cluster", clusterName},
+		Delivery: stack.DeliveryBatches, CompileCache: cache,
+	})
+	if err != nil {
+		return err
+	}
+	defer replicated.Stop()
+
+	var redisPids, chPids []int
 	for _, n := range one.RedisCluster.Nodes {
 		redisPids = append(redisPids, n.Pid())
 	}
-	ch := one.ClickHouse.HTTPURL
-	names := []string{"pop", "aggregator", "redis (3+3 nodes)", "clickhouse"}
-	parts := func(pop []int, aggs ...int) []part {
-		return []part{{names[0], pop}, {names[1], aggs}, {names[2], redisPids}, {names[3], []int{one.ClickHouse.Pid()}}}
+	for _, s := range cl.Servers() {
+		chPids = append(chPids, s.Pid())
+	}
+	ch, chc := one.ClickHouse.HTTPURL, cl.Shards[0][0].HTTPURL
+	names := []string{"pop", "aggregator", "redis (3+3 nodes)", "clickhouse (all servers)", "zookeeper"}
+	parts := func(pop, aggs, chs, zks []int) []part {
+		return []part{{names[0], pop}, {names[1], aggs}, {names[2], redisPids}, {names[3], chs}, {names[4], zks}}
 	}
 	gen := newBatchGen(o.agg.batch)
-	phases := []sizingPhase{
-		{"1 aggregator", parts([]int{one.Pop.Pid()}, one.Aggregator.Pid()),
-			func() (int64, error) { return pushHits(ch, one.PopURL, o.events, o.conns) }},
-		{"2 aggregators", parts([]int{two.Pop.Pid()}, two.Aggregator.Pid(), two.More[0].Proc.Pid()),
-			func() (int64, error) { return pushHits(ch, two.PopURL, o.events, o.conns) }},
-		// What a loaded POP sends: full batches, so the aggregator's loads
-		// and ClickHouse's inserts are as big as they get under load.
-		{"full batches", parts(nil, one.Aggregator.Pid()), func() (int64, error) {
+	// fullBatches posts full batches to one aggregator, so that its loads
+	// and ClickHouse's inserts are as big as they get under load.
+	fullBatches := func(ch string, s *stack.Stack) func() (int64, error) {
+		return func() (int64, error) {
 			before, err := chCount(ch)
 			if err != nil {
 				return 0, err
 			}
 			sent := gen.sent.Load()
-			if _, err := load(one.AggregatorURL, one.Secret, gen, o.agg.senders, o.agg.duration); err != nil {
+			if _, err := load(s.AggregatorURL, s.Secret, gen, o.agg.senders, o.agg.duration); err != nil {
 				return 0, err
 			}
 			n := gen.sent.Load() - sent
@@ -159,10 +186,21 @@ func runSizing(o sizingOptions) error {
 				return 0, err
 			}
 			return n, nil
-		}},
+		}
 	}
-	if err := waitFor(30*time.Second, func() bool { _, err := chCount(ch); return err == nil }); err != nil {
-		return errors.New("the events table never appeared")
+	one1 := []int{one.ClickHouse.Pid()}
+	phases := []sizingPhase{
+		{"1 aggregator", ch, 0, parts([]int{one.Pop.Pid()}, []int{one.Aggregator.Pid()}, one1, nil),
+			func() (int64, error) { return pushHits(ch, one.PopURL, o.events, o.conns) }},
+		{"2 aggregators", ch, 0, parts([]int{two.Pop.Pid()}, []int{two.Aggregator.Pid(), two.More[0].Proc.Pid()}, one1, nil),
+			func() (int64, error) { return pushHits(ch, two.PopURL, o.events, o.conns) }},
+		{"full batches", ch, 0, parts(nil, []int{one.Aggregator.Pid()}, one1, nil), fullBatches(ch, one)},
+		{"2 replicas", chc, 2, parts(nil, []int{replicated.Aggregator.Pid()}, chPids, []int{zk.Pid()}), fullBatches(chc, replicated)},
+	}
+	for _, c := range []string{ch, chc} {
+		if err := waitFor(5*time.Minute, func() bool { _, err := chCount(c); return err == nil }); err != nil {
+			return fmt.Errorf("the events table never appeared on %s", c)
+		}
 	}
 	// Warm both POPs (instances, compiled code) and the aggregators' connections.
 	for _, pop := range []string{one.PopURL, two.PopURL} {
@@ -173,7 +211,7 @@ func runSizing(o sizingOptions) error {
 	var results []phaseResult
 	for _, p := range phases {
 		fmt.Fprintf(os.Stderr, "bench: sizing: %s ...\n", p.name)
-		r, err := measurePhase(ch, one.RedisCluster, p)
+		r, err := measurePhase(p.ch, one.RedisCluster, p)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -184,10 +222,10 @@ func runSizing(o sizingOptions) error {
 		return err
 	}
 
-	base := results[0]
 	fmt.Printf("\nsizing: each part's cost per event stored, the real processes on this machine: a POP running the TinyGo edge module\n")
 	fmt.Printf("(%d corpus hits per POP phase, %d connections) -> aggregator(s) -> Redis Cluster (3 masters + 3 replicas) -> 1 clickhouse-server;\n", o.events, o.conns)
-	fmt.Printf("full batches: %d senders posting signed batches of %d events to 1 aggregator for %v, no POP. CPU is user+system\n", o.agg.senders, o.agg.batch, o.agg.duration)
+	fmt.Printf("full batches: %d senders posting signed batches of %d events to 1 aggregator for %v, no POP; 2 replicas: the same into\n", o.agg.senders, o.agg.batch, o.agg.duration)
+	fmt.Printf("a ClickHouse shard of 2 replicas with ZooKeeper (--clickhouse-cluster, insert quorum 2), its ratios against full batches. CPU is user+system\n")
 	fmt.Printf("less each part's idle CPU over the phase. Load average at each phase's end: %s\n\n", strings.Join(func() []string {
 		var l []string
 		for _, r := range results {
@@ -195,11 +233,11 @@ func runSizing(o sizingOptions) error {
 		}
 		return l
 	}(), "; "))
-	fmt.Printf("%-42s %14s %14s %7s %14s %7s\n", "figure", "1 aggregator", "2 aggregators", "ratio", "full batches", "ratio")
+	fmt.Printf("%-42s %14s %14s %7s %14s %7s %14s %7s\n", "figure", "1 aggregator", "2 aggregators", "ratio", "full batches", "ratio", "2 replicas", "ratio")
 	row := func(name, format string, get func(phaseResult) (float64, bool)) {
 		fmt.Printf("%-42s", name)
-		b, bok := get(base)
 		for i, r := range results {
+			b, bok := get(results[phases[i].baseline])
 			v, ok := get(r)
 			switch {
 			case !ok:
