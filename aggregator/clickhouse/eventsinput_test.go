@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
-	"github.com/edgepixel/edgepixel/tests/localsrv"
 )
 
 // In a cluster the loader inserts into EventsInput, whose views fill the
@@ -20,35 +19,8 @@ import (
 // table the loader inserted into after events_local) is switched over,
 // its rollups still counting every event once.
 func TestClusterEventsInput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: starts ZooKeeper and two clickhouse-servers")
-	}
-	if _, ok := localsrv.ZooKeeperAvailable(); !ok {
-		t.Skip("zookeeper not installed")
-	}
-	if _, ok := localsrv.ClickHouseAvailable(); !ok {
-		t.Skip("clickhouse-server not installed")
-	}
+	_, cl, c := startShard(t, "inp", ClusterConfig{Name: "in_cluster", InsertQuorum: 2, QuorumTimeout: 30 * time.Second})
 	ctx := context.Background()
-	dir := t.TempDir()
-	zk, err := localsrv.StartZooKeeper(ctx, dir+"/zk", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { zk.Kill() })
-	cl, err := localsrv.StartClickHouseCluster(ctx, dir+"/ch", zk, "in_cluster", 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Kill)
-	c, err := New(cl.Shards[0][0].HTTPURL, "inp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.SetCluster(ClusterConfig{Name: "in_cluster", InsertQuorum: 2, QuorumTimeout: 30 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := c.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}

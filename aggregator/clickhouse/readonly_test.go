@@ -23,36 +23,9 @@ import (
 // server has failed on it. The client's insert must then restart the
 // stuck replica and succeed.
 func TestInsertRestartsReplicaStuckReadOnly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: starts ZooKeeper and two clickhouse-servers")
-	}
-	if _, ok := localsrv.ZooKeeperAvailable(); !ok {
-		t.Skip("zookeeper not installed")
-	}
-	if _, ok := localsrv.ClickHouseAvailable(); !ok {
-		t.Skip("clickhouse-server not installed")
-	}
+	zk, cl, c := startShard(t, "ro", ClusterConfig{Name: "ro_cluster", InsertQuorum: 2, QuorumTimeout: 10 * time.Second, ReadOnlyRestart: 2 * time.Second})
 	ctx := context.Background()
-	dir := t.TempDir()
-	zk, err := localsrv.StartZooKeeper(ctx, dir+"/zk", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { zk.Kill() })
-	cl, err := localsrv.StartClickHouseCluster(ctx, dir+"/ch", zk, "ro_cluster", 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Kill)
 	server := cl.Shards[0][0]
-	c, err := New(server.HTTPURL, "ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.SetCluster(ClusterConfig{Name: "ro_cluster", InsertQuorum: 2, QuorumTimeout: 10 * time.Second, ReadOnlyRestart: 2 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
 	// A replicated table made on each server itself (distributed DDL
 	// would add its own waits), inserted into as the loader does.
 	for _, srv := range cl.Servers() {
@@ -152,4 +125,42 @@ func TestInsertRestartsReplicaStuckReadOnly(t *testing.T) {
 	if rows, err := c.Query(ctx, "SELECT count(), sum(k) FROM ro.t_local"); err != nil || len(rows) != 1 || rows[0][0] != "2" || rows[0][1] != "3" {
 		t.Errorf("stored %v (%v), want the 2 rows inserted", rows, err)
 	}
+}
+
+// startShard starts ZooKeeper and a ClickHouse cluster of one shard of two
+// replicas, cc.Name, for the test, and returns them with a client of the
+// first replica using cc and database db. It skips the test with -short
+// or without the servers.
+func startShard(t *testing.T, db string, cc ClusterConfig) (*localsrv.ZooKeeper, *localsrv.ClickHouseCluster, *Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: starts ZooKeeper and two clickhouse-servers")
+	}
+	if _, ok := localsrv.ZooKeeperAvailable(); !ok {
+		t.Skip("zookeeper not installed")
+	}
+	if _, ok := localsrv.ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	zk, err := localsrv.StartZooKeeper(ctx, dir+"/zk", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zk.Kill() })
+	cl, err := localsrv.StartClickHouseCluster(ctx, dir+"/ch", zk, cc.Name, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Kill)
+	c, err := New(cl.Shards[0][0].HTTPURL, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SetCluster(cc); err != nil {
+		t.Fatal(err)
+	}
+	return zk, cl, c
 }
