@@ -297,6 +297,11 @@ func (l *Loader) run(ctx context.Context) error {
 	}); err != nil {
 		return nil // stopped (or failed) before the store came up; the spool keeps everything
 	}
+	if l.journaled() {
+		if err := l.retry(initCtx, stagePrepare, "replay the insert journal", backend, func() error { return l.replayJournal(ctx) }); err != nil {
+			return nil
+		}
+	}
 	l.ready.Store(true)
 	l.log.Info("loader running", "store", l.cfg.Store.Name(), "dedupe", l.cfg.Dedupe.Name(),
 		"checkpoint", l.cfg.Spool.Checkpoint().String(), "spooled_bytes", l.cfg.Spool.Pending())
@@ -810,6 +815,12 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		}
 	}
 	if len(insert) > 0 {
+		journal := l.journaled()
+		if journal {
+			if err := l.writeJournal(insert); err != nil {
+				return err
+			}
+		}
 		b.tried = true
 		b.lastInsert = insert
 		if err := l.cfg.Store.InsertEvents(ctx, insert); err != nil {
@@ -826,6 +837,12 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		for _, e := range insert {
 			delta[e.Site]++
 			delete(b.failed, e.ID)
+		}
+		if journal {
+			if err := l.clearJournal(); err != nil {
+				// The next start finds the events stored and drops it.
+				l.log.Warn("could not remove the insert journal", "err", err)
+			}
 		}
 		l.m.Inserted.Add(uint64(len(insert)))
 		l.m.Loads.Add(1)

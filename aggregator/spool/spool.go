@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -573,12 +574,18 @@ func (s *Spool) writeCheckpoint(pos Position) error {
 	binary.LittleEndian.PutUint64(b[0:8], pos.Segment)
 	binary.LittleEndian.PutUint64(b[8:16], uint64(pos.Offset))
 	binary.LittleEndian.PutUint32(b[16:20], crc32.Checksum(b[:16], castagnoli))
-	tmp := filepath.Join(s.dir, checkpointFile+".tmp")
+	return s.writeFile(checkpointFile, b[:])
+}
+
+// writeFile replaces the file name in the spool's directory with data,
+// durably and whole: a crash leaves the old file or the new one.
+func (s *Spool) writeFile(name string, data []byte) error {
+	tmp := filepath.Join(s.dir, name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b[:]); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
 	}
@@ -589,10 +596,40 @@ func (s *Spool) writeCheckpoint(pos Position) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, checkpointFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(s.dir, name)); err != nil {
 		return err
 	}
 	return syncDir(s.dir)
+}
+
+// Note files are the consumer's own small files beside the segments (the
+// loader's insert journal): WriteNote replaces the note name with data,
+// durably and whole (a crash leaves the old one or the new one); ReadNote
+// returns it, or nil and no error when there is none; RemoveNote removes
+// it. Names are plain file names that neither end in ".seg" nor start
+// with "checkpoint".
+func (s *Spool) WriteNote(name string, data []byte) error {
+	if err := s.writeFile(name, data); err != nil {
+		return fmt.Errorf("spool: write %s: %w", name, err)
+	}
+	return nil
+}
+
+// ReadNote: see WriteNote.
+func (s *Spool) ReadNote(name string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// RemoveNote: see WriteNote.
+func (s *Spool) RemoveNote(name string) error {
+	if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func (s *Spool) readCheckpoint() (Position, error) {
