@@ -133,27 +133,7 @@ func TestInsertRestartsReplicaStuckReadOnly(t *testing.T) {
 // or without the servers.
 func startShard(t *testing.T, db string, cc ClusterConfig) (*localsrv.ZooKeeper, *localsrv.ClickHouseCluster, *Client) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: starts ZooKeeper and two clickhouse-servers")
-	}
-	if _, ok := localsrv.ZooKeeperAvailable(); !ok {
-		t.Skip("zookeeper not installed")
-	}
-	if _, ok := localsrv.ClickHouseAvailable(); !ok {
-		t.Skip("clickhouse-server not installed")
-	}
-	ctx := context.Background()
-	dir := t.TempDir()
-	zk, err := localsrv.StartZooKeeper(ctx, dir+"/zk", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { zk.Kill() })
-	cl, err := localsrv.StartClickHouseCluster(ctx, dir+"/ch", zk, cc.Name, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Kill)
+	zk, cl := localsrv.StartTestCluster(t, cc.Name, 1, 2)
 	c, err := New(cl.Shards[0][0].HTTPURL, db)
 	if err != nil {
 		t.Fatal(err)

@@ -23,27 +23,9 @@ import (
 // are spooled before the restart, so that the next process's first load
 // is not the same block as the failed one.
 func TestJournalFinishesAPartialInsert(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: starts ZooKeeper and a clickhouse-server")
-	}
-	if _, ok := localsrv.ZooKeeperAvailable(); !ok {
-		t.Skip("zookeeper not installed")
-	}
-	if _, ok := localsrv.ClickHouseAvailable(); !ok {
-		t.Skip("clickhouse-server not installed")
-	}
+	_, cl := localsrv.StartTestCluster(t, "jc", 1, 1)
 	ctx := context.Background()
 	dir := t.TempDir()
-	zk, err := localsrv.StartZooKeeper(ctx, dir+"/zk", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { zk.Kill() })
-	cl, err := localsrv.StartClickHouseCluster(ctx, dir+"/ch", zk, "jc", 1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Kill)
 	newClient := func() *clickhouse.Client {
 		c, err := clickhouse.New(cl.Shards[0][0].HTTPURL, "edgepixel")
 		if err != nil {

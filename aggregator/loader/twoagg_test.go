@@ -3,7 +3,6 @@ package loader
 import (
 	"context"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -169,17 +168,7 @@ func twoAggregators(t *testing.T, cluster bool) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	one := func(sql string) int {
-		rows, err := c.Query(ctx, sql)
-		if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
-			t.Fatalf("%s: %v %v", sql, rows, err)
-		}
-		n, err := strconv.Atoi(rows[0][0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	one := func(sql string) int { return count(t, c, sql) }
 	want := rounds * size
 	rows := one("SELECT count() FROM edgepixel.events")
 	distinct := one("SELECT uniqExact(event_id) FROM edgepixel.events")

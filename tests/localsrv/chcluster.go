@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -199,4 +200,34 @@ func (c *ClickHouseCluster) Stop() error {
 		}
 	}
 	return nil
+}
+
+// StartTestCluster starts ZooKeeper and a ClickHouse cluster name of shards
+// x replicas for a test, under its temporary directory, killing both when
+// it ends. It skips the test with -short or when either server is not
+// installed, and fails it if they do not start.
+func StartTestCluster(t testing.TB, name string, shards, replicas int) (*ZooKeeper, *ClickHouseCluster) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: starts ZooKeeper and clickhouse-servers")
+	}
+	if _, ok := ZooKeeperAvailable(); !ok {
+		t.Skip("zookeeper not installed")
+	}
+	if _, ok := ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	zk, err := StartZooKeeper(ctx, dir+"/zk", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zk.Kill() })
+	cl, err := StartClickHouseCluster(ctx, dir+"/ch", zk, name, shards, replicas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Kill)
+	return zk, cl
 }
