@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 )
@@ -67,3 +69,19 @@ func portOf(hostport string) int {
 // Signal sends sig to the server, e.g. SIGSTOP to make it hang (it stays
 // a replica in ZooKeeper's eyes until its session expires) and SIGCONT.
 func (c *ClickHouse) Signal(sig syscall.Signal) error { return c.p.Signal(sig) }
+
+// RestartEmpty starts redis-server again on the same port with no data,
+// as a server without persistence comes back after a crash: the
+// append-only files are removed first (the server must be stopped or
+// killed already, or is stopped gracefully first).
+func (r *Redis) RestartEmpty(ctx context.Context) error {
+	if err := r.Stop(); err != nil {
+		return err
+	}
+	for _, name := range []string{"appendonlydir", "appendonly.aof", "dump.rdb"} {
+		if err := os.RemoveAll(filepath.Join(r.Dir, name)); err != nil {
+			return err
+		}
+	}
+	return r.Restart(ctx)
+}
