@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,6 +138,12 @@ func (s *store) load(ctx context.Context, t *testing.T, d Deduper, batch []event
 			return failures
 		}
 		st, err := d.Claim(ctx, batch)
+		if err == nil && slices.Contains(st, Busy) {
+			// A grace period after a new epoch (or another's claim): claim
+			// again later, as the loader does.
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		if err == nil {
 			s.mu.Lock()
 			for i, id := range batch {

@@ -182,6 +182,7 @@ func TestRedisOutsideWindow(t *testing.T) {
 // newest event come back Uncertain, not New, so the loader asks the store.
 func TestRedisLostMemory(t *testing.T) {
 	r := newRedis(t, time.Hour)
+	r.grace = 300 * time.Millisecond
 	ctx := context.Background()
 	var newest int64 // the "store"
 	r.UseStore(func(context.Context, time.Time) (int64, error) { return newest, nil })
@@ -206,6 +207,14 @@ func TestRedisLostMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The grace period: claims of ids with no claim in the new memory
+	// wait (another aggregator may be inserting them).
+	want(t, st, Busy, Busy, Busy)
+	graceEnds(t, r)
+	st, err = r.Claim(ctx, append(a[:2:2], b...))
+	if err != nil {
+		t.Fatal(err)
+	}
 	want(t, st, Uncertain, Uncertain, New)
 	if err := r.MarkDone(ctx, append(a[:2:2], b...)); err != nil {
 		t.Fatal(err)
@@ -223,10 +232,15 @@ func TestRedisLostMemory(t *testing.T) {
 	if _, err := r.Claim(ctx, c); !errors.Is(err, ErrMemoryLost) {
 		t.Fatalf("claim after rollback: %v, want ErrMemoryLost", err)
 	}
-	if st, err := r.Claim(ctx, append(c, b...)); err != nil || st[0] != Uncertain || st[1] != Duplicate {
-		// c: pending from the attempt above; b: its "done" survived (this
-		// simulated rollback lost only the counter), and Redis still vouches.
+	if st, err := r.Claim(ctx, append(c, b...)); err != nil || st[0] != Busy || st[1] != Duplicate {
+		// c: the claim above wrote nothing into the rolled-back memory,
+		// and a grace period runs; b: its "done" survived (this simulated
+		// rollback lost only the counter), and Redis still vouches.
 		t.Fatalf("after rollback: %v %v", st, err)
+	}
+	graceEnds(t, r)
+	if st, err := r.Claim(ctx, append(c, b...)); err != nil || st[0] != New || st[1] != Duplicate {
+		t.Fatalf("after rollback and grace: %v %v", st, err) // c is newer than the epoch
 	}
 	if r.groups[0].epoch != newest {
 		t.Fatalf("epoch %d, want the store's newest %d", r.groups[0].epoch, newest)
@@ -414,6 +428,29 @@ func TestRedisCrowdedBucket(t *testing.T) {
 	for i, s := range st {
 		if w := map[bool]Status{true: Duplicate, false: Uncertain}[i < 10000]; s != w {
 			t.Fatalf("id %d: %v, want %v", i, s, w)
+		}
+	}
+}
+
+// graceEnds waits until no group of r has a grace period running (its
+// key expired on Redis's clock).
+func graceEnds(t *testing.T, r *Redis) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	for _, g := range r.groups {
+		for {
+			n, err := r.c.Exists(ctx, g.graceKey()).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("grace key %s still there after a minute", g.graceKey())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }

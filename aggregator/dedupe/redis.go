@@ -164,11 +164,23 @@ type Redis struct {
 	// stay Busy to others after its last renewal.
 	token        string
 	lease        time.Duration
+	grace        time.Duration // see grace.go; ClaimLease
 	leaseRun     sync.Once
 	leased       bool          // startLease ran (set inside leaseRun)
 	leaseEnd     chan struct{} // closed by Close: the renewal loop stops
 	leaseEndOnce sync.Once
 	leaseWG      sync.WaitGroup
+
+	// onNewEpoch is called when this process's held claims must be
+	// re-asserted (see Reassert); reMu guards what the lease renewal
+	// and Reassert share: per group, the epoch the last Reassert covered
+	// ("" none), the highest sequence number the renewal saw, and
+	// whether the renewal saw it go back.
+	onNewEpoch func()
+	reMu       sync.Mutex
+	reasserted []string
+	renewSeq   []int64
+	renewLost  []bool
 }
 
 // ClaimLease is how long an aggregator's pending claims keep other
@@ -263,15 +275,18 @@ func newRedisOn(c redis.UniversalClient, cluster bool, window time.Duration) *Re
 	r := &Redis{
 		c: c, cluster: cluster, fence: cluster, window: window, slack: time.Hour, ahead: time.Hour,
 		target: 32, now: time.Now, log: slog.Default(),
-		token: base64.RawURLEncoding.EncodeToString(tok[:]), lease: ClaimLease, leaseEnd: make(chan struct{}),
+		token: base64.RawURLEncoding.EncodeToString(tok[:]), lease: ClaimLease, grace: ClaimLease, leaseEnd: make(chan struct{}),
 	}
 	if !cluster {
 		r.groups = []*group{{prefix: "ep:", layouts: map[int64]uint8{}}}
-		return r
+	} else {
+		for _, tag := range clusterTags(ClusterGroups) {
+			r.groups = append(r.groups, &group{prefix: "ep:{" + tag + "}", layouts: map[int64]uint8{}})
+		}
 	}
-	for _, tag := range clusterTags(ClusterGroups) {
-		r.groups = append(r.groups, &group{prefix: "ep:{" + tag + "}", layouts: map[int64]uint8{}})
-	}
+	r.reasserted = make([]string, len(r.groups))
+	r.renewSeq = make([]int64, len(r.groups))
+	r.renewLost = make([]bool, len(r.groups))
 	return r
 }
 
@@ -411,6 +426,7 @@ func (r *Redis) layoutDeadline(slot int64) time.Time {
 func (g *group) epochKey() string { return g.prefix + "E" }
 func (g *group) seqKey() string   { return g.prefix + "S" }
 func (g *group) fenceKey() string { return g.prefix + "R" }
+func (g *group) graceKey() string { return g.prefix + "G" }
 func (g *group) leaseKey(token string) string {
 	return g.prefix + "O" + token
 }
@@ -522,12 +538,24 @@ func (r *Redis) readEpoch(ctx context.Context, c doScripter, g *group) *redis.Cm
 
 // claimScript claims ids in several buckets at once. For each key
 // KEYS[j], ARGV holds the bucket's expiry (unix s), its number of fields n
-// and the n fields, after ARGV[1..3]: the caller's token, its lease (ms)
-// and the group's key prefix. It answers one character per field, in
-// order: '0' (claimed now), '1' (pending under the caller's token, or
-// under one whose lease ended: now the caller's), '2' (done) or '3'
-// (pending under another token whose lease lives). It renews the
+// and the n fields, after ARGV[1..6]: the caller's token, its lease (ms),
+// the group's key prefix, the mode ("c" claim, "r" re-assert), and for a
+// claim the epoch the caller works from and the last sequence number it
+// saw. It answers one character per field, in order: '0' (claimed now),
+// '1' (pending under the caller's token, or under one whose lease ended:
+// now the caller's), '2' (done) or '3' (pending under another token whose
+// lease lives, or absent during a grace period: see Redis). It renews the
 // caller's lease in the group first.
+//
+// A claim first checks the group's markers: if the epoch is not the one
+// the caller works from, or the sequence number went back below what it
+// saw, this memory is not the one the caller knows (it was lost, or
+// another aggregator started a new epoch), and the script answers "L"
+// and writes nothing: a claim written into a memory the caller then
+// rejects would come back as its own on the retry, and so Uncertain
+// rather than Busy, while another aggregator may be inserting the id.
+// A re-assert writes the caller's token where a field is absent and
+// changes nothing else; its answer is not used.
 //
 // Per bucket it makes one HMGET and, if anything is new, one HSET and one
 // EXPIREAT: the expiry only matters when the hash may have been created
@@ -537,10 +565,16 @@ func (r *Redis) readEpoch(ctx context.Context, c doScripter, g *group) *redis.Cm
 // the script, setting up the call, wrapping its effects for the AOF) was
 // most of Redis's CPU when each bucket, of 10-30 ids, had one.
 var claimScript = redis.NewScript(`
-local me, lease, pfx = ARGV[1], ARGV[2], ARGV[3]
+local me, lease, pfx, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if mode == 'c' then
+  if redis.call('GET', pfx .. 'E') ~= ARGV[5] or tonumber(redis.call('GET', pfx .. 'S') or '0') < tonumber(ARGV[6]) then
+    return 'L'
+  end
+end
 redis.call('SET', pfx .. 'O' .. me, '1', 'PX', lease)
+local grace = mode == 'c' and redis.call('EXISTS', pfx .. 'G') == 1
 local alive = {}
-local a, out = 4, {}
+local a, out = 7, {}
 for j = 1, #KEYS do
   local key, exp, n = KEYS[j], ARGV[a], tonumber(ARGV[a+1])
   a = a + 2
@@ -549,13 +583,17 @@ for j = 1, #KEYS do
   for i = 1, n do
     local v = got[i]
     if not v then
-      out[#out+1] = '0'
-      set[k+1] = ARGV[a + i - 1]
-      set[k+2] = me
-      k = k + 2
+      if grace then
+        out[#out+1] = '3'
+      else
+        out[#out+1] = '0'
+        set[k+1] = ARGV[a + i - 1]
+        set[k+2] = me
+        k = k + 2
+      end
     elseif v == '1' then
       out[#out+1] = '2'
-    elseif v == me then
+    elseif v == me or mode ~= 'c' then
       out[#out+1] = '1'
     else
       local live = alive[v]
@@ -636,7 +674,8 @@ type scriptCall struct {
 // evalClaims queues claimScript over one group's buckets in calls of
 // about maxCall fields (a call never mixes groups: in a cluster they are
 // in different slots).
-func (r *Redis) evalClaims(ctx context.Context, pipe redis.Pipeliner, g int, ids []event.ID, in []place, buckets []*bucket) []scriptCall {
+func (r *Redis) evalClaims(ctx context.Context, pipe redis.Pipeliner, g int, mode string, ids []event.ID, in []place, buckets []*bucket) []scriptCall {
+	gr := r.groups[g]
 	var calls []scriptCall
 	for lo := 0; lo < len(buckets); {
 		hi, fields := lo, 0
@@ -645,8 +684,8 @@ func (r *Redis) evalClaims(ctx context.Context, pipe redis.Pipeliner, g int, ids
 			hi++
 		}
 		keys := make([]string, 0, hi-lo)
-		args := make([]any, 0, 3+2*(hi-lo)+fields)
-		args = append(args, r.token, r.lease.Milliseconds(), r.groups[g].prefix)
+		args := make([]any, 0, 6+2*(hi-lo)+fields)
+		args = append(args, r.token, r.lease.Milliseconds(), gr.prefix, mode, strconv.FormatInt(gr.epoch, 10), gr.lastSeq)
 		for _, bk := range buckets[lo:hi] {
 			keys = append(keys, bk.key)
 			args = append(args, r.deadline(bk.slot).Unix(), len(bk.js))
@@ -693,7 +732,7 @@ func (r *Redis) Claim(ctx context.Context, ids []event.ID) ([]Status, error) {
 	var calls []scriptCall
 	for _, g := range gs {
 		m := markers{g: g, epoch: r.readEpoch(ctx, pipe, r.groups[g])}
-		calls = append(calls, r.evalClaims(ctx, pipe, g, ids, in, buckets[g])...)
+		calls = append(calls, r.evalClaims(ctx, pipe, g, "c", ids, in, buckets[g])...)
 		for k, s := range st {
 			if k.g == g {
 				pipe.HIncrBy(ctx, r.groups[g].layoutKey(k.slot), layoutField('c', k.slot), int64(s.n))
@@ -707,6 +746,24 @@ func (r *Redis) Claim(ctx context.Context, ids []event.ID) ([]Status, error) {
 	}
 	if err := r.checkMemory(marks); err != nil {
 		return nil, err
+	}
+	var moved []string
+	for _, c := range calls {
+		if res, err := c.cmd.Text(); err == nil && res == "L" {
+			// The markers moved between their read and the script's: the
+			// script wrote nothing.
+			g := r.groups[c.g]
+			if !g.epochKnown {
+				continue
+			}
+			g.layouts, g.epochKnown = map[int64]uint8{}, false
+			moved = append(moved, g.prefix)
+		}
+	}
+	if len(moved) > 0 {
+		r.log.Warn("redis dedupe memory changed during a claim; starting over from its new epoch", "groups", len(moved))
+		r.newEpochSeen()
+		return nil, fmt.Errorf("%w (%d of %d key groups)", ErrMemoryLost, len(moved), len(r.groups))
 	}
 	for _, c := range calls {
 		res, err := c.cmd.Text()
@@ -853,6 +910,7 @@ func (r *Redis) checkMemory(marks []markers) error {
 		g.forceEpoch = rollback
 	}
 	if len(lostGroups) > 0 {
+		r.newEpochSeen()
 		return fmt.Errorf("%w (%d of %d key groups)", ErrMemoryLost, len(lostGroups), len(r.groups))
 	}
 	return nil
@@ -918,40 +976,65 @@ func (r *Redis) ensureEpochs(ctx context.Context, gs []int) error {
 		}
 		ep = n
 	}
+	// The grace period (grace.go) protects claims some aggregator held in
+	// a memory before this one. An empty store, and no memory before
+	// this one in this process, mean a new install: no one can hold
+	// claims, and its first loads need not wait.
+	freshInstall := r.newest != nil && ep == 0
 	pipe = r.c.Pipeline()
-	sets := make([]*redis.StatusCmd, len(fresh))
+	sets := make([]*redis.Cmd, len(fresh))
 	for i, g := range fresh {
+		force := "0"
 		if g.forceEpoch {
-			pipe.Set(ctx, g.epochKey(), ep, 0)
-		} else {
-			sets[i] = pipe.SetArgs(ctx, g.epochKey(), ep, redis.SetArgs{Mode: "NX", Get: true})
+			force = "1"
 		}
+		grace := r.grace.Milliseconds()
+		if freshInstall && g.lastSeq == 0 && !g.forceEpoch {
+			grace = 0
+		}
+		sets[i] = newEpochScript.Eval(ctx, pipe, []string{g.epochKey(), g.graceKey()}, ep, grace, force)
 	}
 	if err := r.exec(ctx, pipe); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	for i, g := range fresh {
 		got := ep
-		if sets[i] != nil {
-			old, err := sets[i].Result()
-			switch {
-			case errors.Is(err, redis.Nil): // ours was set
-			case err != nil:
-				return fmt.Errorf("redis: %w", err)
-			default: // another aggregator was first
-				if got, err = strconv.ParseInt(old, 10, 64); err != nil {
-					return fmt.Errorf("redis: epoch %q is not a number", old)
-				}
+		old, err := sets[i].Text()
+		switch {
+		case errors.Is(err, redis.Nil): // ours was set
+		case err != nil:
+			return fmt.Errorf("redis: %w", err)
+		default: // another aggregator was first
+			if got, err = strconv.ParseInt(old, 10, 64); err != nil {
+				return fmt.Errorf("redis: epoch %q is not a number", old)
 			}
 		}
-		if got > 0 && i == 0 {
-			r.log.Info("dedupe memory in Redis is new: ids up to the epoch are checked against the store", "groups", len(fresh), "epoch", time.UnixMilli(got).UTC())
+		if i == 0 {
+			r.log.Info("dedupe memory in Redis is new: ids up to the epoch are checked against the store, after a grace period for claims in flight", "groups", len(fresh), "epoch", time.UnixMilli(got).UTC(), "fresh_install", freshInstall)
 		}
 		g.epoch, g.epochKnown = got, true
 		g.forceEpoch = false
 	}
 	return nil
 }
+
+// newEpochScript starts a group's new epoch: KEYS[1] is its epoch key,
+// KEYS[2] its grace key, ARGV the epoch (unix ms), the grace period (ms,
+// 0 for none) and "1" to replace an epoch that is there (a rollback kept it). The
+// grace key is set, with that expiry, only by the call that writes the
+// epoch, so the period runs from the epoch's start on Redis's clock. It
+// answers nil if it wrote the epoch, else the epoch another aggregator
+// wrote first.
+var newEpochScript = redis.NewScript(`
+if ARGV[3] == '1' or redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('SET', KEYS[1], ARGV[1])
+  if ARGV[2] ~= '0' then
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  end
+  return false
+end
+return redis.call('GET', KEYS[1])
+`)
 
 // resolveLayouts makes sure each group's layouts has every slot in
 // stats: read from Redis, or decided now and written there if no one
@@ -1104,7 +1187,10 @@ func (r *Redis) Name() string {
 
 // startLease starts renewing this process's lease in every group, every
 // quarter of the lease, until Close. The claim script renews it in the
-// groups it touches too.
+// groups it touches too. Each renewal also reads the groups' markers, so
+// that a process that claims nothing meanwhile (its loads are all being
+// inserted) still notices a new epoch in time to re-assert its claims
+// (see renewed).
 func (r *Redis) startLease() {
 	r.leased = true
 	r.leaseWG.Add(1)
@@ -1120,11 +1206,15 @@ func (r *Redis) startLease() {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), r.lease/4)
 			pipe := r.c.Pipeline()
-			for _, g := range r.groups {
+			ms := make([]renewMarks, len(r.groups))
+			for i, g := range r.groups {
 				pipe.Set(ctx, g.leaseKey(r.token), "1", r.lease)
+				ms[i] = renewMarks{epoch: r.readEpoch(ctx, pipe, g), grace: pipe.Exists(ctx, g.graceKey()), seq: pipe.Incr(ctx, g.seqKey())}
 			}
 			if err := r.exec(ctx, pipe); err != nil {
 				r.log.Debug("claim lease not renewed", "err", err)
+			} else {
+				r.renewed(ms)
 			}
 			cancel()
 		}
