@@ -62,6 +62,17 @@
 // but unable to store. Requeued events come back after what was spooled
 // since, and are then found stored (Duplicate), still Busy, or passed on
 // by a holder that died (Uncertain).
+//
+// # When Redis loses its memory
+//
+// The claims of this process's loads in flight go with it, and another
+// aggregator claiming the same ids would find nothing. The Redis deduper
+// then runs a grace period (Busy for ids with no claim) and tells the
+// loader, which re-asserts the ids of its held loads (claimed, not yet
+// marked done) under its own token (dedupe.Redis.Reassert). A claim in
+// progress finishes first, so that its ids are among them; a load that
+// a re-assert covered is marked done again after it, since its first
+// mark may have gone into the lost memory.
 package loader
 
 import (
@@ -139,6 +150,18 @@ type Loader struct {
 	owners   []*idSet
 	loads    atomic.Int32 // loads read and not yet committed
 
+	// Re-asserting claims after Redis lost its memory (see the package
+	// comment): held are the loads whose ids are claimed for this
+	// process (b.mark) and not yet marked done. claimMu is held from a
+	// claim's start until its load is in held, so that a re-assert never
+	// misses ids claimed in the memory that was lost; heldMu guards held
+	// and each load's reasserted.
+	re       reasserter // nil: the Deduper needs none
+	reassert chan struct{}
+	claimMu  sync.Mutex
+	heldMu   sync.Mutex
+	held     []*batch
+
 	// failure is the first failure (see the package comment); once set,
 	// every stage stops.
 	failure atomic.Pointer[error]
@@ -193,6 +216,15 @@ func New(cfg Config) *Loader {
 	}
 	l := &Loader{cfg: cfg, log: cfg.Logger.With("component", "loader"), m: cfg.Metrics,
 		evbufs: make(chan []event.Event, stages), failed: make(chan struct{})}
+	if re, ok := cfg.Dedupe.(reasserter); ok {
+		l.re, l.reassert = re, make(chan struct{}, 1)
+		re.OnNewEpoch(func() {
+			select {
+			case l.reassert <- struct{}{}:
+			default:
+			}
+		})
+	}
 	l.caughtUpNano.Store(time.Now().UnixNano())
 	return l
 }
@@ -322,6 +354,13 @@ func (l *Loader) run(ctx context.Context) error {
 	}
 	toStore, toFinish := make(chan *batch), make(chan *batch)
 	var wg sync.WaitGroup
+	if l.re != nil {
+		reCtx, reStop := context.WithCancel(work)
+		defer reStop()
+		reDone := make(chan struct{})
+		go func() { defer close(reDone); l.reassertLoop(reCtx) }()
+		defer func() { reStop(); <-reDone }()
+	}
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -370,7 +409,15 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 		b.recovering = pos.Less(recoverEnd)
 		pos = b.next
 		l.own(b)
-		if err := l.retry(halt, stagePrepare, "claim", backend, func() error { return l.claim(work, b) }); err != nil {
+		if err := l.retry(halt, stagePrepare, "claim", backend, func() error {
+			l.claimMu.Lock()
+			defer l.claimMu.Unlock()
+			if err := l.claim(work, b); err != nil {
+				return err
+			}
+			l.hold(b)
+			return nil
+		}); err != nil {
 			l.log.Warn("shutdown: a claim did not finish in time; the spool keeps the load for the next start", "events", len(b.events))
 			stop()
 			return nil
@@ -410,6 +457,24 @@ func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-
 				t0 := time.Now()
 				err := l.cfg.Dedupe.MarkDone(work, b.mark)
 				l.m.ObserveDedupe(time.Since(t0))
+				if err != nil {
+					l.countDedupeError(err)
+				}
+				return err
+			})
+			if err != nil {
+				l.log.Warn("shutdown: a load was stored but not marked done in time; the next start resolves it against the store", "events", b.n)
+				stop()
+				return
+			}
+		}
+		// A re-assert after Redis lost its memory may have written the
+		// ids as pending again after the mark (into the new memory, the
+		// mark into the old one): mark them again, or they would stay
+		// Busy to others as long as this process lives.
+		if l.release(b) {
+			err := l.retry(work, stageFinish, "mark done again after a re-assert", backend, func() error {
+				err := l.cfg.Dedupe.MarkDone(work, b.mark)
 				if err != nil {
 					l.countDedupeError(err)
 				}
@@ -477,6 +542,8 @@ type batch struct {
 	// requeue are the events whose ids stayed Busy: the finish stage
 	// moves them to the end of the spool (see the package comment).
 	requeue []event.Event
+	// reasserted: a re-assert covered mark (guarded by Loader.heldMu).
+	reasserted bool
 
 	stored map[string]uint64 // rows this load added, per site
 	tried  bool              // an insert of this load was attempted
@@ -736,6 +803,64 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	clear(b.events[w:])
 	b.events = b.events[:w]
 	return nil
+}
+
+// reasserter is a Deduper whose memory can be lost while this process
+// holds claims (dedupe.Redis): it says when, and takes the ids of the
+// loads in flight back (see dedupe.Redis.Reassert).
+type reasserter interface {
+	OnNewEpoch(func())
+	Reassert(ctx context.Context, ids []event.ID) error
+}
+
+// hold adds b, just claimed, to the loads whose claims a re-assert
+// covers. Called with claimMu held.
+func (l *Loader) hold(b *batch) {
+	if l.re == nil || len(b.mark) == 0 {
+		return
+	}
+	l.heldMu.Lock()
+	l.held = append(l.held, b)
+	l.heldMu.Unlock()
+}
+
+// release removes b from the held loads once its ids are marked done,
+// and reports whether a re-assert covered it meanwhile.
+func (l *Loader) release(b *batch) (reasserted bool) {
+	if l.re == nil {
+		return false
+	}
+	l.heldMu.Lock()
+	defer l.heldMu.Unlock()
+	l.held = slices.DeleteFunc(l.held, func(h *batch) bool { return h == b })
+	return b.reasserted
+}
+
+// reassertLoop re-asserts the held loads' claims each time the Deduper
+// says its memory is new, until ctx ends. A claim in progress finishes
+// first (claimMu), so that its ids are among them; loads finishing
+// meanwhile wait for the re-assert to be written (heldMu), so that their
+// second mark comes after it.
+func (l *Loader) reassertLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.reassert:
+		}
+		l.retry(ctx, stagePrepare, "re-assert the claims of loads in flight after Redis lost its memory", backend, func() error {
+			l.claimMu.Lock()
+			defer l.claimMu.Unlock()
+			l.heldMu.Lock()
+			defer l.heldMu.Unlock()
+			var ids []event.ID
+			for _, b := range l.held {
+				ids = append(ids, b.mark...)
+				b.reasserted = true
+			}
+			return l.re.Reassert(ctx, ids)
+		})
+	}
 }
 
 // busyWait is how long a load waits for ids another aggregator holds

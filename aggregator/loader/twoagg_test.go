@@ -12,6 +12,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
+	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
@@ -29,6 +30,14 @@ type aggregator struct {
 
 func startAggregator(t *testing.T, newDedupe func() (*dedupe.Redis, error), chURL string) *aggregator {
 	t.Helper()
+	return startAggregatorWith(t, newDedupe, chURL, nil, nil)
+}
+
+// startAggregatorWith is startAggregator with the deduper and the store
+// wrapped by wrapD and wrapS (either nil: not wrapped).
+func startAggregatorWith(t *testing.T, newDedupe func() (*dedupe.Redis, error), chURL string,
+	wrapD func(*dedupe.Redis) dedupe.Deduper, wrapS func(*clickhouse.Client) store.Store) *aggregator {
+	t.Helper()
 	a := &aggregator{m: metrics.New()}
 	var err error
 	if a.sp, err = spool.Open(t.TempDir(), spool.Options{}); err != nil {
@@ -43,7 +52,15 @@ func startAggregator(t *testing.T, newDedupe func() (*dedupe.Redis, error), chUR
 		t.Fatal(err)
 	}
 	d.UseStore(c.NewestEventTime)
-	a.l = New(Config{Spool: a.sp, Dedupe: d, Store: c, Metrics: a.m, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+	var dd dedupe.Deduper = d
+	if wrapD != nil {
+		dd = wrapD(d)
+	}
+	var st store.Store = c
+	if wrapS != nil {
+		st = wrapS(c)
+	}
+	a.l = New(Config{Spool: a.sp, Dedupe: dd, Store: st, Metrics: a.m, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		DrainTimeout: 5 * time.Second,
 		OnCounts:     func(map[string]uint64, uint64) {},
 		OnStored: func(m map[string]uint64) {
