@@ -123,6 +123,16 @@ import (
 // start after upgrading from the one-key-per-id layout is such a start:
 // old keys are ignored and simply expire.
 //
+// Neither check covers ids another aggregator is inserting right now:
+// its claims went with the memory and the store does not hold them yet.
+// So a new epoch starts a grace period of ClaimLease (the grace key
+// ep:G, expiring on Redis's clock) in which a claim of an id with no
+// claim answers Busy, while every live aggregator re-asserts the claims
+// of its loads in flight (Reassert; see grace.go). A new install (an
+// empty store, and no earlier memory seen by the process starting the
+// epoch) has no grace period. The claim script itself refuses to write
+// into a memory whose epoch or sequence is not the one the caller knows.
+//
 // Redis must not evict keys (maxmemory-policy noeviction, the default):
 // an evicted bucket is a silent partial loss. Run Redis with the
 // append-only file on; its everysec default loses nothing when Redis
