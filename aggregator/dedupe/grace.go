@@ -99,9 +99,6 @@ func (r *Redis) renewed(ms []renewMarks) {
 func (r *Redis) Reassert(ctx context.Context, ids []event.ID) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.configured {
-		r.configure(ctx)
-	}
 	pipe := r.c.Pipeline()
 	ms := make([]renewMarks, len(r.groups))
 	seqs := make([]*redis.StringCmd, len(r.groups))
@@ -128,11 +125,15 @@ func (r *Redis) Reassert(ctx context.Context, ids []event.ID) error {
 			// old one goes, and it works from the new epoch (started
 			// below if no one has yet), and from the sequence as it is.
 			g.layouts, g.epochKnown = map[int64]uint8{}, false
-			if r.renewLost[i] && !missing {
-				g.forceEpoch = true // the epoch survived, writes did not
+			if r.renewLost[i] {
+				g.seen = true // the renewal saw the memory before
+				if !missing {
+					g.forceEpoch = true // the epoch survived, writes did not
+				}
 			}
 			seq, _ := seqs[i].Int64()
 			g.lastSeq = seq
+			g.seen = g.seen || len(ids) > 0 // it holds claims from before
 			r.renewLost[i] = false
 		}
 		if g.forceEpoch || missing || changed || (ms[i].grace.Val() == 1 && e != r.reasserted[i]) {

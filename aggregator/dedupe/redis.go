@@ -214,6 +214,9 @@ type group struct {
 	epochKnown bool
 	lastSeq    int64
 	forceEpoch bool // the next ensureEpoch replaces the epoch (after a rollback)
+	// seen: this process worked with a memory of this group before (so a
+	// new epoch may follow a loss, and gets a grace period).
+	seen bool
 }
 
 // EpochMargin is how far past its own clock an aggregator treats ids as
@@ -907,6 +910,7 @@ func (r *Redis) checkMemory(marks []markers) error {
 		rollback := seq <= g.lastSeq
 		last := g.lastSeq
 		g.lastSeq = seq
+		g.seen = true
 		if !lost && !rollback {
 			continue
 		}
@@ -930,6 +934,16 @@ func (r *Redis) checkMemory(marks []markers) error {
 // a new one where Redis has none (or where a rollback was seen). The
 // store is asked at most once for all of them.
 func (r *Redis) ensureEpochs(ctx context.Context, gs []int) error {
+	if !r.configured {
+		// The first call reads (or starts) every group's epoch, so that a
+		// new install starts them all while the store is still empty: a
+		// group started later would get a grace period, its first ids
+		// waiting for nothing.
+		gs = make([]int, len(r.groups))
+		for i := range gs {
+			gs[i] = i
+		}
+	}
 	var need []*group
 	for _, i := range gs {
 		if g := r.groups[i]; !g.epochKnown || g.forceEpoch {
@@ -999,7 +1013,7 @@ func (r *Redis) ensureEpochs(ctx context.Context, gs []int) error {
 			force = "1"
 		}
 		grace := r.grace.Milliseconds()
-		if freshInstall && g.lastSeq == 0 && !g.forceEpoch {
+		if freshInstall && !g.seen {
 			grace = 0
 		}
 		sets[i] = newEpochScript.Eval(ctx, pipe, []string{g.epochKey(), g.graceKey()}, ep, grace, force)
