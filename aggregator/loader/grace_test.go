@@ -120,7 +120,7 @@ func redisLostMemory(t *testing.T, cluster bool) {
 	ctx := context.Background()
 	var (
 		newDedupe func() (*dedupe.Redis, error)
-		lose      func() // Redis loses its memory
+		lose      func()              // Redis loses its memory
 		graceKeys func() (int, error) // in the groups that lose their memory
 		anyGrace  func() (int, error) // in any group
 	)
