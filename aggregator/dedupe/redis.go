@@ -1007,6 +1007,7 @@ func (r *Redis) ensureEpochs(ctx context.Context, gs []int) error {
 	freshInstall := r.newest != nil && ep == 0
 	pipe = r.c.Pipeline()
 	sets := make([]*redis.Cmd, len(fresh))
+	graced := 0
 	for i, g := range fresh {
 		force := "0"
 		if g.forceEpoch {
@@ -1015,6 +1016,8 @@ func (r *Redis) ensureEpochs(ctx context.Context, gs []int) error {
 		grace := r.grace.Milliseconds()
 		if freshInstall && !g.seen {
 			grace = 0
+		} else {
+			graced++
 		}
 		sets[i] = newEpochScript.Eval(ctx, pipe, []string{g.epochKey(), g.graceKey()}, ep, grace, force)
 	}
@@ -1034,7 +1037,7 @@ func (r *Redis) ensureEpochs(ctx context.Context, gs []int) error {
 			}
 		}
 		if i == 0 {
-			r.log.Info("dedupe memory in Redis is new: ids up to the epoch are checked against the store, after a grace period for claims in flight", "groups", len(fresh), "epoch", time.UnixMilli(got).UTC(), "fresh_install", freshInstall)
+			r.log.Info("dedupe memory in Redis is new: ids up to the epoch are checked against the store", "groups", len(fresh), "epoch", time.UnixMilli(got).UTC(), "grace_period_groups", graced, "grace_period", r.grace)
 		}
 		g.epoch, g.epochKnown = got, true
 		g.forceEpoch = false
