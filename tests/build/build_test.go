@@ -96,8 +96,9 @@ func TestWithEnv(t *testing.T) {
 }
 
 // TestTinyGoFromPath: a tinygo on PATH (an official release) is used as it
-// is, with the caller's environment, and nothing is built; only when its
-// root lacks a stdExtras package does it get an overlay root (links).
+// is, with the caller's environment, and nothing is built but the wasm-opt
+// wrapper; only when its root lacks a stdExtras package does it get an
+// overlay root (links).
 func TestTinyGoFromPath(t *testing.T) {
 	for _, complete := range []bool{true, false} {
 		bin, troot := t.TempDir(), t.TempDir()

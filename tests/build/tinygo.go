@@ -55,7 +55,8 @@ func TinyGoDir(root string) string {
 
 // tinyGo returns the tinygo to build with: the one on PATH (an official
 // release, which bundles net), else the one under TinyGoDir, which it
-// builds first if there is none. Either way its root gets stdExtras.
+// builds first if there is none. Either way its root gets stdExtras, and
+// its wasm-opt step WasmOptArgs (wasmOptShim).
 func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, error) {
 	if path, err := exec.LookPath("tinygo"); err == nil {
 		out, err := exec.CommandContext(ctx, path, "env", "TINYGOROOT").Output()
@@ -321,19 +322,19 @@ func wasmOptShim(root string) (string, error) {
 	}
 	dir := filepath.Join(root, ".edgepixel", "tinygo")
 	shim := filepath.Join(dir, "wasm-opt")
-	real := os.Getenv("WASMOPT")
-	if real == "" || real == shim {
+	wasmOpt := os.Getenv("WASMOPT")
+	if wasmOpt == "" || wasmOpt == shim {
 		p, err := exec.LookPath("wasm-opt")
 		if err != nil {
 			return "", nil
 		}
-		real = p
+		wasmOpt = p
 	}
-	if abs, err := filepath.Abs(real); err == nil {
-		real = abs
+	if abs, err := filepath.Abs(wasmOpt); err == nil {
+		wasmOpt = abs
 	}
 	script := fmt.Sprintf("#!/bin/sh\n# written by edgepixel's build (tests/build.wasmOptShim): TinyGo's wasm-opt, with WasmOptArgs\nexec %s %s \"$@\"\n",
-		shellQuote(real), strings.Join(WasmOptArgs, " "))
+		shellQuote(wasmOpt), strings.Join(WasmOptArgs, " "))
 	if old, err := os.ReadFile(shim); err == nil && string(old) == script {
 		return shim, nil
 	}
