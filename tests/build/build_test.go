@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -95,8 +96,9 @@ func TestWithEnv(t *testing.T) {
 }
 
 // TestTinyGoFromPath: a tinygo on PATH (an official release) is used as it
-// is, with the caller's environment, and nothing is built; only when its
-// root lacks a stdExtras package does it get an overlay root (links).
+// is, with the caller's environment, and nothing is built but the wasm-opt
+// wrapper; only when its root lacks a stdExtras package does it get an
+// overlay root (links).
 func TestTinyGoFromPath(t *testing.T) {
 	for _, complete := range []bool{true, false} {
 		bin, troot := t.TempDir(), t.TempDir()
@@ -118,6 +120,16 @@ func TestTinyGoFromPath(t *testing.T) {
 			t.Errorf("compiler %+v", c)
 		}
 		made, err := filepath.Glob(filepath.Join(root, ".edgepixel", "tinygo", "*"))
+		// The wasm-opt wrapper is made either way (wasmOptShim).
+		shim := filepath.Join(root, ".edgepixel", "tinygo", "wasm-opt")
+		made = slices.DeleteFunc(made, func(m string) bool { return m == shim })
+		if _, err := exec.LookPath("wasm-opt"); err == nil {
+			if n := len(c.Vars); n == 0 || c.Vars[n-1] != "WASMOPT="+shim {
+				t.Errorf("vars %v: want WASMOPT=%s last", c.Vars, shim)
+			} else {
+				c.Vars = c.Vars[:n-1]
+			}
+		}
 		switch {
 		case complete && (len(made) > 0 || len(c.Vars) > 0):
 			t.Errorf("something was made although the release has every package: %v, vars %v", made, c.Vars)
@@ -129,6 +141,39 @@ func TestTinyGoFromPath(t *testing.T) {
 				t.Error("the overlay has no cookiejar")
 			}
 		}
+	}
+}
+
+// TestWasmOptShim: TinyGo's wasm-opt step runs the real wasm-opt (here
+// WASMOPT's) with WasmOptArgs before TinyGo's own arguments, and the
+// script is rewritten when the real one changes.
+func TestWasmOptShim(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake wasm-opt")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("WASMOPT", fake)
+	root := t.TempDir()
+	shim, err := wasmOptShim(root)
+	if err != nil || shim == "" {
+		t.Fatalf("wasmOptShim: %q, %v", shim, err)
+	}
+	out, err := exec.Command(shim, "--asyncify", "-Oz", "in.wasm").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(WasmOptArgs, " ") + " --asyncify -Oz in.wasm\n"; string(out) != want {
+		t.Errorf("the wrapper ran %q, want %q", out, want)
+	}
+	other := filepath.Join(dir, "other")
+	os.WriteFile(other, []byte("#!/bin/sh\necho other\n"), 0o755)
+	t.Setenv("WASMOPT", other)
+	if _, err := wasmOptShim(root); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command(shim).Output(); string(out) != "other\n" {
+		t.Errorf("after WASMOPT changed the wrapper ran %q", out)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -30,6 +31,19 @@ const (
 // which drops DWARF sections no one reads from the package.
 var TinyGoFlags = []string{"-target=wasip1", "-no-debug"}
 
+// WasmOptArgs are what TinyGo's wasm-opt step gets besides TinyGo's own
+// arguments (--asyncify with the asyncify scheduler, -O<level>, -g),
+// through a wrapper named by WASMOPT (wasmOptShim): TinyGo has no flag
+// for them. asyncify-ignore-imports tells the asyncify pass that no
+// import unwinds the stack, which holds for every module edgepixel
+// builds: Fastly's hostcalls and WASI's return to the guest, and TinyGo's
+// scheduler unwinds only through asyncify's own start_unwind, which the
+// pass still knows. Without it, every function that can reach an import
+// (nearly all of the edge module) is instrumented to save and restore
+// its locals: the module was a sixth larger and its hits slower
+// (README, "Where a hit's guest CPU goes").
+var WasmOptArgs = []string{"--pass-arg=asyncify-ignore-imports"}
+
 // TinyGoDir is where edgepixel builds TinyGoVersion, once per checkout:
 // root/.edgepixel/tinygo/VERSION, holding root/ (the TINYGOROOT: the
 // module's source, TinyGo's net, build/tinygo) and cache/ (TinyGo's own
@@ -41,7 +55,8 @@ func TinyGoDir(root string) string {
 
 // tinyGo returns the tinygo to build with: the one on PATH (an official
 // release, which bundles net), else the one under TinyGoDir, which it
-// builds first if there is none. Either way its root gets stdExtras.
+// builds first if there is none. Either way its root gets stdExtras, and
+// its wasm-opt step WasmOptArgs (wasmOptShim).
 func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, error) {
 	if path, err := exec.LookPath("tinygo"); err == nil {
 		out, err := exec.CommandContext(ctx, path, "env", "TINYGOROOT").Output()
@@ -56,7 +71,7 @@ func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, 
 		if troot != strings.TrimSpace(string(out)) {
 			vars = []string{"TINYGOROOT=" + troot}
 		}
-		return tinyGoCompiler(ctx, path, vars)
+		return tinyGoCompiler(ctx, root, path, vars)
 	}
 	dir := TinyGoDir(root)
 	bin := filepath.Join(dir, "root", "build", "tinygo")
@@ -73,7 +88,7 @@ func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, 
 	if err := addStdExtras(ctx, filepath.Join(dir, "root")); err != nil {
 		return nil, err
 	}
-	return tinyGoCompiler(ctx, bin, vars)
+	return tinyGoCompiler(ctx, root, bin, vars)
 }
 
 // tinyGoVars are the environment variables of the TinyGo under dir: its
@@ -93,7 +108,14 @@ func tinyGoVars(ctx context.Context, root, dir string) ([]string, error) {
 	}, nil
 }
 
-func tinyGoCompiler(ctx context.Context, bin string, vars []string) (*Compiler, error) {
+func tinyGoCompiler(ctx context.Context, root, bin string, vars []string) (*Compiler, error) {
+	shim, err := wasmOptShim(root)
+	if err != nil {
+		return nil, err
+	}
+	if shim != "" {
+		vars = append(vars, "WASMOPT="+shim)
+	}
 	cmd := exec.CommandContext(ctx, bin, "version")
 	cmd.Env = withEnv(os.Environ(), vars...)
 	out, err := cmd.CombinedOutput()
@@ -289,3 +311,54 @@ func withEnv(env []string, set ...string) []string {
 	}
 	return out
 }
+
+// wasmOptShim writes, under root's .edgepixel/tinygo, the wasm-opt TinyGo
+// runs (WASMOPT): a shell script that runs the real one (WASMOPT's, else
+// the wasm-opt on PATH) with WasmOptArgs first. It returns "" when there
+// is no wasm-opt to wrap (TinyGo then says it needs one) and on Windows.
+func wasmOptShim(root string) (string, error) {
+	if runtime.GOOS == "windows" {
+		return "", nil
+	}
+	dir := filepath.Join(root, ".edgepixel", "tinygo")
+	shim := filepath.Join(dir, "wasm-opt")
+	wasmOpt := os.Getenv("WASMOPT")
+	if wasmOpt == "" || wasmOpt == shim {
+		p, err := exec.LookPath("wasm-opt")
+		if err != nil {
+			return "", nil
+		}
+		wasmOpt = p
+	}
+	if abs, err := filepath.Abs(wasmOpt); err == nil {
+		wasmOpt = abs
+	}
+	script := fmt.Sprintf("#!/bin/sh\n# written by edgepixel's build (tests/build.wasmOptShim): TinyGo's wasm-opt, with WasmOptArgs\nexec %s %s \"$@\"\n",
+		shellQuote(wasmOpt), strings.Join(WasmOptArgs, " "))
+	if old, err := os.ReadFile(shim); err == nil && string(old) == script {
+		return shim, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	// Written beside and renamed, so a concurrent build never runs half a script.
+	tmp, err := os.CreateTemp(dir, "wasm-opt-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(script); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+		return "", err
+	}
+	return shim, os.Rename(tmp.Name(), shim)
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +40,17 @@ type guestCPUOptions struct {
 	rounds  int
 	hits    int // per round and build
 	profile string
+	// hostProfile, when set, is where a pprof CPU profile of the timed
+	// rounds goes: the host's side of a hit (hostcalls, wazero, the Go
+	// scheduler and system calls on the instance's thread).
+	hostProfile string
+	// conns is how many keep-alive clients send each round's hits; with
+	// more than one, requests wait in the POP's queue for the one
+	// instance, which then takes each without going idle.
+	conns int
+	// maxInstances bounds each POP's pool (pop.Config.MaxInstances; 0:
+	// the POP's default).
+	maxInstances int
 }
 
 // runGuestCPU prints each build's guest CPU per hit over o.rounds
@@ -88,7 +100,7 @@ func runGuestCPU(o guestCPUOptions) error {
 			pctx = experimental.WithFunctionListenerFactory(ctx, b.prof)
 		}
 		b.pop, err = pop.New(pctx, pop.Config{
-			WasmPath: b.path, Manifest: manifest, Instances: 1,
+			WasmPath: b.path, Manifest: manifest, Instances: 1, MaxInstances: o.maxInstances,
 			Stdout: io.Discard, Stderr: io.Discard, MeasureGuestTime: true,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
@@ -111,17 +123,32 @@ func runGuestCPU(o guestCPUOptions) error {
 			b.prof.reset()
 		}
 	}
+	if o.hostProfile != "" {
+		f, err := os.Create(o.hostProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for r := range o.rounds {
 		fmt.Fprintf(os.Stderr, "bench: guest CPU, round %d of %d ...\n", r+1, o.rounds)
 		for _, b := range builds {
-			if err := driveN(enrichRequests(b.addr), 1, o.hits); err != nil {
+			if err := driveN(enrichRequests(b.addr), max(o.conns, 1), o.hits); err != nil {
 				return fmt.Errorf("%s: %v", b.name, err)
 			}
 			b.times = append(b.times, b.pop.GuestTimes(true)...)
 		}
 	}
-	fmt.Printf("\nGuest CPU per enriched pixel hit, measured by the POP on the instance thread's CPU clock\n(%d alternating rounds of %d hits per build, one connection; load average %s)\n\n",
-		o.rounds, o.hits, loadAverage())
+	fmt.Printf("\nGuest CPU per enriched pixel hit, measured by the POP on the instance thread's CPU clock\n(%d alternating rounds of %d hits per build, %d connection(s), a warm pool of one instance; load average %s)\n",
+		o.rounds, o.hits, max(o.conns, 1), loadAverage())
+	if floor, ok := threadClockFloor(); ok {
+		fmt.Printf("(two consecutive readings of the thread CPU clock differ by %.1f µs, p50: part of every figure)\n", us(floor))
+	}
+	fmt.Println()
 	fmt.Printf("| build | hits | mean (µs) | p50 (µs) | p90 (µs) | p99 (µs) | p99.9 (µs) |\n|---|---|---|---|---|---|---|\n")
 	for _, b := range builds {
 		var sum time.Duration
