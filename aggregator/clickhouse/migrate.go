@@ -37,6 +37,9 @@ type Migration struct {
 	Version int
 	Name    string // what it does, for the log and the migrations table
 	SQL     func(Layout) []string
+	// Run, if set, is the step's work that SQL alone cannot say, after
+	// SQL; idempotent like it, and for the layout c has (c.layout).
+	Run func(c *Client, ctx context.Context) error
 }
 
 // Migrations are every step from an empty database to the schema this
@@ -50,6 +53,8 @@ var Migrations = []Migration{
 	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4},
 	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
 	{Version: event.VersionStorage, Name: "events storage: path an ALIAS of url"},
+	{Version: VersionRollups, Name: "rollups with visitors and visits: rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_visits, their views from a cut-off; step 4's views dropped",
+		SQL: schemaV7, Run: (*Client).createRollupViews},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,
@@ -382,6 +387,11 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 	}
 	if err := c.modifyColumns(ctx, "events", m.Version); err != nil {
 		return err
+	}
+	if m.Run != nil {
+		if err := m.Run(c, ctx); err != nil {
+			return err
+		}
 	}
 	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
 		c.db, c.layout.LocalName("schema_migrations"), m.Version, quote(m.Name), quote(by)))
