@@ -42,17 +42,18 @@ func (c *Client) InsertBadRows(ctx context.Context, rows []record.BadRow) error 
 	return nil
 }
 
-// retentionTables are the tables partitioned by day (toYYYYMMDD) that
-// retention trims. The per-minute rollup (monthly partitions, counts only,
-// nothing about visitors) is kept. edge_counters holds nothing about
-// visitors either, but is trimmed with events so that the loss it
-// measures is over the same days.
-var retentionTables = []string{"events", "bad_rows", "edge_counters"}
+// retentionTables are the tables partitioned by day (toYYYYMMDD, or
+// (toYYYYMMDD, src) for VisitsTable) that retention trims. VisitsTable
+// holds visitor ids, so it goes with the events it came from. The other
+// rollups (monthly partitions, counts and visitor estimates, no ids) are
+// kept. edge_counters holds nothing about visitors either, but is trimmed
+// with events so that the loss it measures is over the same days.
+var retentionTables = []string{"events", "bad_rows", "edge_counters", VisitsTable}
 
 // Partition names one partition of a table.
 type Partition struct {
 	Table string `json:"table"`
-	ID    string `json:"partition"` // YYYYMMDD
+	ID    string `json:"partition"` // YYYYMMDD, or YYYYMMDD-src (ClickHouse's partition ID)
 }
 
 // DropPartitionsBefore drops every day partition of events and bad_rows
@@ -67,18 +68,18 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 		tables[i] = c.layout.LocalName(t)
 	}
 	rows, err := c.Query(ctx, fmt.Sprintf(
-		"SELECT DISTINCT table, partition FROM %s WHERE database = %s AND table IN ('%s') AND active "+
-			"AND toUInt32OrZero(partition) > 0 AND toUInt32OrZero(partition) < toYYYYMMDD(toDateTime(%d)) ORDER BY table, partition",
+		"SELECT DISTINCT table, partition_id FROM %s WHERE database = %s AND table IN ('%s') AND active "+
+			"AND match(partition_id, '^[0-9]{8}(-[0-9]+)?$') AND toUInt32OrZero(substring(partition_id, 1, 8)) < toYYYYMMDD(toDateTime(%d)) ORDER BY table, partition_id",
 		c.system("parts"), quote(c.db), strings.Join(tables, "','"), cutoff.Unix()))
 	if err != nil {
 		return nil, fmt.Errorf("list partitions: %w", err)
 	}
 	var dropped []Partition
 	for _, r := range rows {
-		if len(r) != 2 || !digits(r[1]) {
+		if len(r) != 2 || !digits(strings.ReplaceAll(r[1], "-", "")) {
 			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
 		}
-		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION %s", c.db, r[0], c.layout.OnCluster(), r[1])); err != nil {
+		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, r[0], c.layout.OnCluster(), quote(r[1]))); err != nil {
 			return dropped, fmt.Errorf("drop partition %s of %s: %w", r[1], r[0], err)
 		}
 		dropped = append(dropped, Partition{Table: r[0], ID: r[1]})

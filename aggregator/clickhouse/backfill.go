@@ -145,8 +145,8 @@ type BackfillResult struct {
 }
 
 // BackfillRollups rolls up the events before the cut-off into step 7's
-// rollups (src = 1 partitions), rebuilding each table month whose count
-// differs from the events table's. It is idempotent: a second run, with
+// rollups (src = 1 partitions), rebuilding each table month that holds
+// fewer events than the events table. It is idempotent: a second run, with
 // no event stored meanwhile, changes nothing. Two runs at once could
 // both rebuild one month and double it until the next run finds and
 // rebuilds it; the aggregator runs it from one goroutine.
@@ -178,19 +178,17 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 		if err != nil {
 			return res, err
 		}
-		months := make([]uint64, 0, len(want)+len(have))
+		months := make([]uint64, 0, len(want))
 		for m := range want {
 			months = append(months, m)
-		}
-		for m := range have {
-			if _, ok := want[m]; !ok {
-				months = append(months, m)
-			}
 		}
 		slices.Sort(months)
 		for _, m := range months {
 			res.Checked++
-			if have[m] == want[m] {
+			// Fewer events than rolled up means retention or an
+			// erasure removed some: the rollup keeps their counts
+			// (see retentionTables), so only more is rebuilt.
+			if have[m] >= want[m] {
 				continue
 			}
 			if err := c.rebuildMonth(ctx, r, m, before); err != nil {
@@ -248,7 +246,8 @@ func (c *Client) monthCounts(ctx context.Context, sql string) (map[uint64]uint64
 // RunBackfill runs BackfillRollups once the cut-off is lateness behind,
 // so that events from before it still in flight (spools, edge retries)
 // have arrived, then every interval for those that arrive later, until ctx
-// ends. Before step 7, or with a cut-off of 0, it has nothing to do.
+// ends. Before step 7 it looks again every interval; with a cut-off of 0
+// it has nothing to do and waits for ctx.
 func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
 	for {
 		wait := interval
@@ -256,7 +255,10 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 		switch {
 		case err != nil:
 			log.Warn("rollup backfill: could not read the cut-off; retrying", "err", err, "in", interval)
-		case !ok || cutoff.Unix() == 0:
+		case !ok:
+			// Not migrated yet (ClickHouse was down at start).
+		case cutoff.Unix() == 0:
+			<-ctx.Done()
 			return
 		case time.Until(cutoff.Add(lateness)) > 0:
 			wait = time.Until(cutoff.Add(lateness))

@@ -97,6 +97,10 @@ type Config struct {
 	// RetentionDays > 0 drops day partitions older than that at start and
 	// daily (ClickHouse only).
 	RetentionDays int
+	// RollupLateness is how long after the rollups' cut-off their
+	// backfill first runs (ClickHouse only; see
+	// clickhouse.BackfillRollups); it runs again hourly.
+	RollupLateness time.Duration
 
 	// DashboardToken is the dashboard's admin token (every site, share
 	// links); "" reads DataDir/dashboard-token, creating a random one
@@ -356,6 +360,11 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 	} else if s.cfg.RetentionDays > 0 {
 		s.log.Warn("--retention-days needs ClickHouse; the on-disk store keeps everything")
+	}
+	if c, ok := s.store.(*clickhouse.Client); ok {
+		s.component(&wg, runCtx, "rollup backfill", func(ctx context.Context) {
+			clickhouse.RunBackfill(ctx, c, s.cfg.RollupLateness, time.Hour, s.log)
+		})
 	}
 	wg.Add(1)
 	go func() {
