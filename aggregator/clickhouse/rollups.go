@@ -11,10 +11,11 @@ import (
 // table; a dimension that Collected is false has no source field yet and
 // the dashboard says so instead of showing a number.
 //
-// Adding a dimension is a row here: with Since set to a new migration
-// step (see Migrations, which reads this table), that step creates its
-// materialized view into dim_hours; rows stored before then are not in
-// the rollup (a step never rewrites data), which the README states.
+// Adding a dimension is a row here with Since set to a new migration
+// step, which must create its own view into DimTable (step 7's one view,
+// an ARRAY JOIN over the dimensions up to 7, is never changed) and
+// backfill it like BackfillRollups. Since 4 marks the dimensions step 4
+// rolled up into its own, no longer read, dim_hours.
 type Dimension struct {
 	Name      string `json:"name"`  // in the API: /api/top?dim=NAME, and the filter NAME=VALUE
 	Label     string `json:"label"` // on the page

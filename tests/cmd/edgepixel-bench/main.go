@@ -64,7 +64,7 @@ func main() {
 	flag.DurationVar(&dash.duration, "dash-duration", 8*time.Second, "dashboard: ingest duration with and without dashboards")
 	flag.IntVar(&dash.senders, "dash-senders", 8, "dashboard: concurrent batch senders")
 	flag.IntVar(&dash.clients, "dash-clients", 1000, "dashboard: WebSocket clients following /live")
-	flag.IntVar(&dash.events, "dash-events", 2_000_000, "dashboard: generated events for the history figures (the issue's goal is about 10,000,000)")
+	flag.IntVar(&dash.events, "dash-events", 10_000_000, "dashboard: generated events for the history figures (issue 12: a month of 10 million events)")
 	flag.IntVar(&dash.queries, "dash-queries", 30, "dashboard: questions asked per history figure")
 	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
 	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
