@@ -313,6 +313,8 @@ const visitGap = 30 * 60 * 1000
 // rows per visitor and minute (first and last event time, events,
 // pageviews), then per visitor sorted by time and cut where the gap from
 // the previous row's last event is 30 minutes or more, then per visit.
+// The previous row's last time comes from the array shifted by one, not
+// from indexing s inside a lambda, which would copy s per element.
 func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
 	var vs VisitStats
 	db := e.Src.DB()
@@ -335,8 +337,9 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 	sql := `SELECT count(), countIf(vn = 1 AND vp = 1), sum(vl - vf), sum(vp) FROM (
 	SELECT v, x.1 AS k, min(x.2) AS vf, max(x.3) AS vl, sum(x.4) AS vn, sum(x.5) AS vp FROM (
 		SELECT v, arrayJoin(arrayMap((e, k) -> (k, e.1, e.2, e.3, e.4), s,
-			arrayCumSum(arrayMap(i -> toUInt32(i = 1 OR s[i].1 - s[i - 1].2 >= ` + strconv.Itoa(visitGap) + `), arrayEnumerate(s))))) AS x
-		FROM (SELECT v, arraySort(e -> e.1, groupArray((f, l, n, p))) AS s FROM (` + inner + `) GROUP BY v)
+			arrayCumSum(arrayMap((f, pl) -> toUInt32(pl = 0 OR f - pl >= ` + strconv.Itoa(visitGap) + `),
+				arrayMap(e -> e.1, s), arrayPushFront(arrayPopBack(arrayMap(e -> e.2, s)), toUInt64(0)))))) AS x
+		FROM (SELECT v, arraySort(groupArray((f, l, n, p))) AS s FROM (` + inner + `) GROUP BY v)
 	) GROUP BY v, k)`
 	rows, err := e.Src.Query(ctx, sql)
 	if err != nil {
