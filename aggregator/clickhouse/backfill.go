@@ -202,9 +202,22 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 
 // rebuildMonth drops r's backfilled partitions of month m and rolls the
 // month's events before the cut-off up again.
+//
+// Partitions belong to a table's local part: on one server that is the
+// table; in a cluster every shard's NAME_local, whose partitions are listed
+// from every shard (Client.system) and dropped ON CLUSTER (each shard's
+// replicas follow through ZooKeeper). The roll-up then reads the events of
+// every shard through the Distributed events table and inserts through the
+// Distributed rollup table synchronously (insert_distributed_sync: the
+// insert returns once every shard has its rows, so the next check counts
+// them), with the client's insert quorum. Which shard a backfilled row
+// lands on does not matter: readers merge the states of every shard. The
+// rollup tables are not deduplicated (Layout.CreateTable), so a block that
+// repeats an earlier one is kept.
 func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before string) error {
-	rows, err := c.Query(ctx, fmt.Sprintf("SELECT DISTINCT partition_id FROM system.parts WHERE database = %s AND table = %s AND active AND partition_id LIKE '%d%%-1'",
-		quote(c.db), quote(r.table), m))
+	local := c.layout.LocalName(r.table)
+	rows, err := c.Query(ctx, fmt.Sprintf("SELECT DISTINCT partition_id FROM %s WHERE database = %s AND table = %s AND active AND partition_id LIKE '%d%%-1'",
+		c.system("parts"), quote(c.db), quote(local), m))
 	if err != nil {
 		return err
 	}
@@ -212,12 +225,19 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before st
 		if len(p) != 1 {
 			continue
 		}
-		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION ID %s", c.db, r.table, quote(p[0]))); err != nil {
+		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, local, c.layout.OnCluster(), quote(p[0]))); err != nil {
 			return err
 		}
 	}
 	sel := strings.ReplaceAll(r.selectFrom("{db}.events", 1, fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m)), "{db}", c.db)
-	return c.Exec(ctx, "INSERT INTO "+c.db+"."+r.table+" "+sel)
+	settings := map[string]string{}
+	for k, v := range c.insertSettings {
+		settings[k] = v
+	}
+	if c.layout.Clustered() {
+		settings["insert_distributed_sync"] = "1"
+	}
+	return c.execSettings(ctx, "INSERT INTO "+c.db+"."+r.table+" "+sel, settings)
 }
 
 func (c *Client) monthCounts(ctx context.Context, sql string) (map[uint64]uint64, error) {
