@@ -56,7 +56,8 @@ type Partition struct {
 	ID    string `json:"partition"` // YYYYMMDD, or YYYYMMDD-src (ClickHouse's partition ID)
 }
 
-// DropPartitionsBefore drops every day partition of events and bad_rows
+// DropPartitionsBefore drops every day partition of retentionTables (their
+// local tables, ON CLUSTER in a cluster)
 // whose day is before cutoff's day. Days are those of the server's time
 // zone, the one toYYYYMMDD partitions by, so the server computes the cutoff
 // day too. Dropping a partition is immediate and cheap (a metadata
@@ -79,12 +80,37 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 		if len(r) != 2 || !digits(strings.ReplaceAll(r[1], "-", "")) {
 			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
 		}
-		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, r[0], c.layout.OnCluster(), quote(r[1]))); err != nil {
+		if err := c.dropPartition(ctx, r[0], r[1]); err != nil {
 			return dropped, fmt.Errorf("drop partition %s of %s: %w", r[1], r[0], err)
 		}
 		dropped = append(dropped, Partition{Table: r[0], ID: r[1]})
 	}
 	return dropped, nil
+}
+
+// dropPartition drops the partition whose ID is id of table (a local
+// table's name), ON CLUSTER in a cluster. ClickHouse 18.16 runs a
+// replicated table's DROP PARTITION on the shard's leader replica; after
+// replicas restart or ZooKeeper comes back, one may forward it to a
+// replica that has just lost the lead (code 292, "Leader was suddenly
+// changed") until the election settles, so a server error is retried for
+// a few seconds. Dropping a partition already gone changes nothing.
+func (c *Client) dropPartition(ctx context.Context, table, id string) error {
+	sql := fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, table, c.layout.OnCluster(), quote(id))
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := c.Exec(ctx, sql)
+		var se *Error
+		if err == nil || attempt == 7 || !errors.As(err, &se) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // system returns the system table name as seen from every shard: the

@@ -225,7 +225,7 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before st
 		if len(p) != 1 {
 			continue
 		}
-		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, local, c.layout.OnCluster(), quote(p[0]))); err != nil {
+		if err := c.dropPartition(ctx, local, p[0]); err != nil {
 			return err
 		}
 	}
