@@ -96,7 +96,12 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 // changed") until the election settles, so a server error is retried for
 // a few seconds. Dropping a partition already gone changes nothing.
 func (c *Client) dropPartition(ctx context.Context, table, id string) error {
-	sql := fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, table, c.layout.OnCluster(), quote(id))
+	return c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, table, c.layout.OnCluster(), quote(id)))
+}
+
+// retryServer runs a partition command (DROP, REPLACE PARTITION), retrying
+// a server error for a few seconds (see dropPartition).
+func (c *Client) retryServer(ctx context.Context, sql string) error {
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := c.Exec(ctx, sql)

@@ -2,6 +2,8 @@ package clickhouse
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -144,12 +146,28 @@ type BackfillResult struct {
 	Rebuilt []string  `json:"rebuilt"` // "table YYYYMM: had N, events M"
 }
 
+// StagingInfix marks the tables a backfill builds a month in before it
+// swaps the month in: TABLE_bf_RUN, one set per run (see BackfillRollups).
+const StagingInfix = "_bf_"
+
 // BackfillRollups rolls up the events before the cut-off into step 7's
 // rollups (src = 1 partitions), rebuilding each table month that holds
 // fewer events than the events table. It is idempotent: a second run, with
-// no event stored meanwhile, changes nothing. Two runs at once could
-// both rebuild one month and double it until the next run finds and
-// rebuilds it; the aggregator runs it from one goroutine.
+// no event stored meanwhile, changes nothing.
+//
+// A month is never doubled, even by two runs at once or a run that died
+// half-way: it is built in full in a staging table of this run's own
+// (TABLE_bf_RUN, made like the rollup) and swapped in with ALTER TABLE
+// ... REPLACE PARTITION, which replaces a partition's rows with the
+// staging table's in one step. A run that dies leaves its staging table
+// and, at worst, months that were not swapped in yet, which the next run
+// finds short and rebuilds. A run first drops every other run's staging
+// tables: a run that lost its lease (see package lease) and wakes up
+// finds its table gone and fails before it swaps anything. Two runs at
+// once still swap complete months; the one that read the events first
+// may leave a month short by the events that arrived in between, which
+// the next run rebuilds. The aggregator runs it from one holder of a
+// lease so that that is rare and the work is not done twice.
 func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 	var res BackfillResult
 	cutoff, ok, err := c.RollupCutoff(ctx)
@@ -160,6 +178,11 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 	if cutoff.Unix() == 0 {
 		return res, nil
 	}
+	run := newRunID()
+	if err := c.dropStaging(ctx, ""); err != nil {
+		return res, err
+	}
+	defer c.dropStaging(context.WithoutCancel(ctx), run)
 	before := fmt.Sprintf("ts < toDateTime(%d)", cutoff.Unix())
 	for _, r := range rollups() {
 		cond := before
@@ -183,6 +206,7 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 			months = append(months, m)
 		}
 		slices.Sort(months)
+		staged := false
 		for _, m := range months {
 			res.Checked++
 			// Fewer events than rolled up means retention or an
@@ -191,7 +215,15 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 			if have[m] >= want[m] {
 				continue
 			}
-			if err := c.rebuildMonth(ctx, r, m, before); err != nil {
+			if !staged {
+				for _, s := range r.createAs(c.layout, r.table+StagingInfix+run) {
+					if err := c.execDDL(ctx, s); err != nil {
+						return res, fmt.Errorf("backfill %s: make its staging table: %w", r.table, err)
+					}
+				}
+				staged = true
+			}
+			if err := c.rebuildMonth(ctx, r, m, before, r.table+StagingInfix+run); err != nil {
 				return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
 			}
 			res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, events %d", r.table, m, have[m], want[m]))
@@ -200,35 +232,61 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 	return res, nil
 }
 
-// rebuildMonth drops r's backfilled partitions of month m and rolls the
-// month's events before the cut-off up again.
+// afterStage, if set (by tests), is called when a month is staged and
+// before it is swapped in.
+var afterStage func(c *Client, table string, month uint64)
+
+// newRunID names one backfill run's staging tables.
+func newRunID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// dropStaging drops the backfill staging tables of run, or, with run "",
+// of every run: those of a run that died, and of one that lost its lease
+// and may still be running, which then fails (see BackfillRollups).
+func (c *Client) dropStaging(ctx context.Context, run string) error {
+	rows, err := c.Query(ctx, fmt.Sprintf("SELECT name FROM system.tables WHERE database = %s AND position(name, %s) > 0 AND NOT endsWith(name, %s)",
+		quote(c.db), quote(StagingInfix+run), quote(LocalSuffix)))
+	if err != nil {
+		return fmt.Errorf("list the backfill staging tables: %w", err)
+	}
+	for _, r := range rows {
+		if len(r) != 1 {
+			continue
+		}
+		names := []string{r[0]}
+		if c.layout.Clustered() {
+			names = append(names, r[0]+LocalSuffix)
+		}
+		for _, n := range names {
+			if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+n+c.layout.OnCluster()); err != nil {
+				return fmt.Errorf("drop the backfill staging table %s: %w", n, err)
+			}
+		}
+	}
+	return nil
+}
+
+// rebuildMonth rolls month m's events before the cut-off up into the
+// staging table (made like r's table), then swaps each of the month's
+// src = 1 partitions of r's table for the staging table's, one REPLACE
+// PARTITION each; a partition the staging table lacks is replaced by
+// nothing.
 //
 // Partitions belong to a table's local part: on one server that is the
 // table; in a cluster every shard's NAME_local, whose partitions are listed
-// from every shard (Client.system) and dropped ON CLUSTER (each shard's
-// replicas follow through ZooKeeper). The roll-up then reads the events of
-// every shard through the Distributed events table and inserts through the
-// Distributed rollup table synchronously (insert_distributed_sync: the
-// insert returns once every shard has its rows, so the next check counts
-// them), with the client's insert quorum. Which shard a backfilled row
-// lands on does not matter: readers merge the states of every shard. The
-// rollup tables are not deduplicated (Layout.CreateTable), so a block that
-// repeats an earlier one is kept.
-func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before string) error {
-	local := c.layout.LocalName(r.table)
-	rows, err := c.Query(ctx, fmt.Sprintf("SELECT DISTINCT partition_id FROM %s WHERE database = %s AND table = %s AND active AND partition_id LIKE '%d%%-1'",
-		c.system("parts"), quote(c.db), quote(local), m))
-	if err != nil {
-		return err
-	}
-	for _, p := range rows {
-		if len(p) != 1 {
-			continue
-		}
-		if err := c.dropPartition(ctx, local, p[0]); err != nil {
-			return err
-		}
-	}
+// from every shard (Client.system) and replaced ON CLUSTER (each shard's
+// replicas follow through ZooKeeper), each shard's by its own staging
+// rows. The roll-up reads the events of every shard through the
+// Distributed events table and inserts through the Distributed staging
+// table synchronously (insert_distributed_sync: the insert returns once
+// every shard has its rows), with the client's insert quorum. Which shard
+// a backfilled row lands on does not matter: readers merge the states of
+// every shard. The rollup tables are not deduplicated (Layout.CreateTable),
+// so a block that repeats an earlier one is kept.
+func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before, staging string) error {
 	sel := strings.ReplaceAll(r.selectFrom("{db}.events", 1, fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m)), "{db}", c.db)
 	settings := map[string]string{}
 	for k, v := range c.insertSettings {
@@ -237,7 +295,27 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before st
 	if c.layout.Clustered() {
 		settings["insert_distributed_sync"] = "1"
 	}
-	return c.execSettings(ctx, "INSERT INTO "+c.db+"."+r.table+" "+sel, settings)
+	if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+staging+" "+sel, settings); err != nil {
+		return err
+	}
+	if afterStage != nil {
+		afterStage(c, r.table, m)
+	}
+	local, slocal := c.layout.LocalName(r.table), c.layout.LocalName(staging)
+	rows, err := c.Query(ctx, fmt.Sprintf("SELECT DISTINCT partition_id FROM %s WHERE database = %s AND table IN (%s, %s) AND active AND partition_id LIKE '%d%%-1'",
+		c.system("parts"), quote(c.db), quote(local), quote(slocal), m))
+	if err != nil {
+		return err
+	}
+	for _, p := range rows {
+		if len(p) != 1 {
+			continue
+		}
+		if err := c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s REPLACE PARTITION ID %s FROM %s.%s", c.db, local, c.layout.OnCluster(), quote(p[0]), c.db, slocal)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Client) monthCounts(ctx context.Context, sql string) (map[uint64]uint64, error) {

@@ -152,8 +152,11 @@ func rollups() []rollup {
 }
 
 // create returns the statements that make r's table in layout l.
-func (r rollup) create(l Layout) []string {
-	return l.CreateTable(r.table, `
+func (r rollup) create(l Layout) []string { return r.createAs(l, r.table) }
+
+// createAs returns the statements that make a table like r's called name.
+func (r rollup) createAs(l Layout, name string) []string {
+	return l.CreateTable(name, `
 		site String,
 		t DateTime,
 		src UInt8,
