@@ -341,39 +341,60 @@ func (c *Client) monthCounts(ctx context.Context, sql string) (map[uint64]uint64
 	return out, nil
 }
 
-// RunBackfill runs BackfillRollups once the cut-off is lateness behind,
-// so that events from before it still in flight (spools, edge retries)
-// have arrived, then every interval for those that arrive later, until ctx
-// ends. Before step 7 it looks again every interval; with a cut-off of 0
-// it has nothing to do and waits for ctx.
+// VisitHoursEvery is how often RunBackfill stores the visit hours that
+// have settled (BuildVisitHours).
+var VisitHoursEvery = time.Minute
+
+// RunBackfill is the rollups' background work, until ctx ends. It runs
+// BackfillRollups once the cut-off is lateness behind, so that events
+// from before it still in flight (spools, edge retries) have arrived,
+// then every interval for those that arrive later; before step 7 it
+// looks again every VisitHoursEvery. Every VisitHoursEvery it stores the
+// visit hours that settled (BuildVisitHours), those a segment and
+// lateness behind now. It must run in one aggregator at a time (package
+// lease); a second one does the work twice but does not double a month.
 func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
+	var last time.Time
+	waiting := false
 	for {
-		wait := interval
 		cutoff, ok, err := c.RollupCutoff(ctx)
 		switch {
 		case err != nil:
-			log.Warn("rollup backfill: could not read the cut-off; retrying", "err", err, "in", interval)
+			log.Warn("rollup backfill: could not read the cut-off; retrying", "err", err, "in", VisitHoursEvery)
 		case !ok:
 			// Not migrated yet (ClickHouse was down at start).
-		case cutoff.Unix() == 0:
-			<-ctx.Done()
-			return
+		case cutoff.Unix() == 0 || time.Since(last) < interval:
+			// Nothing to backfill, or done lately.
 		case time.Until(cutoff.Add(lateness)) > 0:
-			wait = time.Until(cutoff.Add(lateness))
-			log.Info("rollup backfill: waiting for events before the cut-off to arrive", "cutoff", cutoff, "in", wait.Round(time.Second))
+			if !waiting {
+				log.Info("rollup backfill: waiting for events before the cut-off to arrive", "cutoff", cutoff, "in", time.Until(cutoff.Add(lateness)).Round(time.Second))
+				waiting = true
+			}
 		default:
 			start := time.Now()
 			res, err := c.BackfillRollups(ctx)
 			if err != nil {
-				log.Warn("rollup backfill failed; retrying", "err", err, "in", interval)
-			} else if len(res.Rebuilt) > 0 {
-				log.Info("rollup backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
+				log.Warn("rollup backfill failed; retrying", "err", err, "in", VisitHoursEvery)
+			} else {
+				last = start
+				if len(res.Rebuilt) > 0 {
+					log.Info("rollup backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
+				}
+			}
+		}
+		if ok && err == nil {
+			start := time.Now()
+			n, err := c.BuildVisitHours(ctx, start.Add(-SegmentSeconds*time.Second-lateness))
+			if err != nil && ctx.Err() == nil {
+				log.Warn("visit hours: build failed; retrying", "err", err, "in", VisitHoursEvery)
+			} else if n > 0 {
+				log.Info("visit hours: built", "hours", n, "took", time.Since(start).Round(time.Millisecond))
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(VisitHoursEvery):
 		}
 	}
 }

@@ -297,6 +297,8 @@ func TestBackfillLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
+	defer func(d time.Duration) { VisitHoursEvery = d }(VisitHoursEvery)
+	VisitHoursEvery = 100 * time.Millisecond
 
 	var mu sync.Mutex
 	staged := map[*Client]int{}

@@ -53,7 +53,7 @@ var Migrations = []Migration{
 	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4},
 	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
 	{Version: event.VersionStorage, Name: "events storage: path an ALIAS of url"},
-	{Version: VersionRollups, Name: "rollups with visitors and visits: rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_visits, their views from a cut-off; step 4's views dropped",
+	{Version: VersionRollups, Name: "rollups with visitors and visits: rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_visits, visit_hours, the views from a cut-off; step 4's views dropped",
 		SQL: schemaV7, Run: (*Client).createRollupViews},
 }
 

@@ -78,13 +78,24 @@ var Grains = []Grain{
 const DimTable = "rollup_dims"
 
 // VisitsTable is the per-visitor rollup that visits are computed from:
-// per site, UTC minute and visitor id, the events and pageviews and the
-// first and last event time (ms). A visit is one visitor's events with
-// gaps under 30 minutes (issue 12's rule, and Plausible's and Google
-// Analytics' default session timeout); no gap inside a minute can reach
-// that, so visits cut at the same places from these rows as from the
-// events, and the gap between two rows is next.first - previous.last.
+// per site, visitor id and half hour (UTC, SegmentSeconds), the events
+// and pageviews and the first and last event time (ms), a visit's
+// "segment". A visit is one visitor's events with gaps under 30 minutes
+// (VisitGapMS: issue 12's rule, and Plausible's and Google Analytics'
+// default session timeout); no gap inside a half hour can reach that, so
+// visits cut at the same places from these rows as from the events, at
+// the gaps between a segment's last time and the next one's first. The
+// states merge, so a segment's events may come in any number of inserts
+// (batches). VisitHoursTable holds the visits computed from it.
 const VisitsTable = "rollup_visits"
+
+// SegmentSeconds is the length of VisitsTable's buckets; at most the
+// visit gap, so that no gap inside one starts a visit.
+const SegmentSeconds = 1800
+
+// VisitGapMS is the gap between two events of a visitor that starts a new
+// visit, in ms.
+const VisitGapMS = 30 * 60 * 1000
 
 // The aggregate columns of the step 7 rollups. ClickHouse 18.16 has no
 // SimpleAggregateFunction, so sums are sum states too; readers use
@@ -145,7 +156,7 @@ func rollups() []rollup {
 		table: VisitsTable, cols: "visitor_id UInt64,\n\t\t" + countCols + `,
 		first AggregateFunction(min, UInt64),
 		last AggregateFunction(max, UInt64)`, part: "toYYYYMMDD(t)", order: "site, t, visitor_id",
-		tExpr: "toStartOfMinute(ts, 'UTC')", sel: "visitor_id, " + countAggs + ", minState(ts_ms) AS first, maxState(ts_ms) AS last",
+		tExpr: "toDateTime(intDiv(toUInt32(ts), " + strconv.Itoa(SegmentSeconds) + ") * " + strconv.Itoa(SegmentSeconds) + ")", sel: "visitor_id, " + countAggs + ", minState(ts_ms) AS first, maxState(ts_ms) AS last",
 		where: "visitor_id != 0", group: "site, t, visitor_id",
 	})
 	return out
@@ -204,7 +215,7 @@ func schemaV7(l Layout) []string {
 	for _, r := range rollups() {
 		out = append(out, r.create(l)...)
 	}
-	return out
+	return append(out, visitHoursSchema(l)...)
 }
 
 // v4Grains and v4Dims are step 4's tables, as released.
