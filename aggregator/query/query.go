@@ -305,39 +305,36 @@ func (v VisitStats) ratio(n uint64) float64 {
 	return math.Round(float64(n)/float64(v.Visits)*10000) / 10000
 }
 
-// visitGap is the gap that starts a new visit, in ms.
-const visitGap = 30 * 60 * 1000
-
-// visits computes r's visits over rng from VisitsTable, or with filters
-// (or Raw) from the events table, by the same SQL after the first step:
-// rows per visitor and minute (first and last event time, events,
-// pageviews), then per visitor sorted by time and cut where the gap from
-// the previous row's last event is 30 minutes or more, then per visit.
-// The previous row's last time comes from the array shifted by one, not
-// from indexing s inside a lambda, which would copy s per element.
+// visits computes r's visits over rng. Without filters, over whole hours
+// (every range but realtime), it adds up VisitHours (see
+// clickhouse.VisitHoursTable): the stored ones whose hourly count still
+// matches, the others computed from the segments (clickhouse.VisitsTable).
+// With filters, in the realtime range or Raw, it computes them from the
+// events table: rows per visitor and minute (first and last event time,
+// events, pageviews), then per visitor sorted by time and cut where the
+// gap from the previous row's last event is 30 minutes or more, then per
+// visit. The previous row's last time comes from the array shifted by
+// one, not from indexing s inside a lambda, which would copy s per
+// element.
 func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	if !e.Raw && len(r.Filters) == 0 && rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0 {
+		return e.visitsFromHours(ctx, r, rng)
+	}
 	var vs VisitStats
 	db := e.Src.DB()
 	q := clickhouse.Quote
 	span := fmt.Sprintf(" >= toDateTime(%d) AND %%[1]s < toDateTime(%d)", rng.From.Unix(), rng.To.Unix())
-	var table, inner string
-	if !e.Raw && len(r.Filters) == 0 {
-		table = db + "." + clickhouse.VisitsTable
-		inner = "SELECT visitor_id AS v, t, minMerge(first) AS f, maxMerge(last) AS l, sumMerge(events) AS n, sumMerge(pageviews) AS p FROM " +
-			table + " WHERE site = " + q(r.Site) + " AND t" + fmt.Sprintf(span, "t") + " GROUP BY v, t"
-	} else {
-		table = db + ".events"
-		cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts") + " AND visitor_id != 0"
-		for _, f := range r.Filters {
-			cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
-		}
-		inner = "SELECT visitor_id AS v, toStartOfMinute(ts, 'UTC') AS t, min(ts_ms) AS f, max(ts_ms) AS l, count() AS n, countIf(name = 'pageview') AS p FROM " +
-			table + " WHERE " + cond + " GROUP BY v, t"
+	table := db + ".events"
+	cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts") + " AND visitor_id != 0"
+	for _, f := range r.Filters {
+		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
 	}
+	inner := "SELECT visitor_id AS v, toStartOfMinute(ts, 'UTC') AS t, min(ts_ms) AS f, max(ts_ms) AS l, count() AS n, countIf(name = 'pageview') AS p FROM " +
+		table + " WHERE " + cond + " GROUP BY v, t"
 	sql := `SELECT count(), countIf(vn = 1 AND vp = 1), sum(vl - vf), sum(vp) FROM (
 	SELECT v, x.1 AS k, min(x.2) AS vf, max(x.3) AS vl, sum(x.4) AS vn, sum(x.5) AS vp FROM (
 		SELECT v, arrayJoin(arrayMap((e, k) -> (k, e.1, e.2, e.3, e.4), s,
-			arrayCumSum(arrayMap((f, pl) -> toUInt32(pl = 0 OR f - pl >= ` + strconv.Itoa(visitGap) + `),
+			arrayCumSum(arrayMap((f, pl) -> toUInt32(pl = 0 OR f - pl >= ` + strconv.Itoa(clickhouse.VisitGapMS) + `),
 				arrayMap(e -> e.1, s), arrayPushFront(arrayPopBack(arrayMap(e -> e.2, s)), toUInt64(0)))))) AS x
 		FROM (SELECT v, arraySort(groupArray((f, l, n, p))) AS s FROM (` + inner + `) GROUP BY v)
 	) GROUP BY v, k)`
@@ -348,6 +345,77 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 	if len(rows) == 1 && len(rows[0]) == 4 {
 		for i, p := range []*uint64{&vs.Visits, &vs.Bounces, &vs.DurationMS, &vs.Pageviews} {
 			*p, _ = strconv.ParseUint(rows[0][i], 10, 64)
+		}
+	}
+	return vs, table, nil
+}
+
+// visitsFromHours adds up rng's VisitHours: those stored whose Source is
+// the hourly rollup's WindowCount now, the rest computed in one query
+// from the segments; an hour with no events near it has no visits.
+func (e *Engine) visitsFromHours(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	var vs VisitStats
+	db := e.Src.DB()
+	site := "site = " + clickhouse.Quote(r.Site)
+	hour := int64(3600)
+	from, to := rng.From.Unix(), rng.To.Unix()
+	counts, err := clickhouse.HourCounts(ctx, e.Src, db, site, rng.From.Add(-time.Hour), rng.To.Add(time.Hour))
+	if err != nil {
+		return vs, db + "." + clickhouse.VisitHoursTable, err
+	}
+	stored, srcs, err := clickhouse.StoredVisitHours(ctx, e.Src, db, site, rng.From, rng.To)
+	if err != nil {
+		return vs, db + "." + clickhouse.VisitHoursTable, err
+	}
+	hours := map[int64]clickhouse.VisitHour{}
+	var missing []int64
+	for h := from; h < to; h += hour {
+		w := clickhouse.WindowCount(counts[r.Site], h)
+		if w == 0 {
+			continue
+		}
+		if s, ok := srcs[r.Site][h]; ok && s == w {
+			hours[h] = stored[r.Site][h]
+			continue
+		}
+		missing = append(missing, h)
+	}
+	table := db + "." + clickhouse.VisitHoursTable
+	if len(missing) > 0 {
+		table = db + "." + clickhouse.VisitsTable
+		a, b := missing[0], missing[len(missing)-1]+hour
+		end := min(b+clickhouse.SegmentSeconds, to)
+		rows, err := e.Src.Query(ctx, clickhouse.VisitPiecesSQL(db, site, time.Unix(a, 0), time.Unix(b, 0), time.Unix(end, 0)))
+		if err != nil {
+			return vs, table, err
+		}
+		got, err := clickhouse.ParseVisitHours(rows)
+		if err != nil {
+			return vs, table, err
+		}
+		for _, v := range got[r.Site] {
+			if _, ok := hours[v.T.Unix()]; !ok {
+				hours[v.T.Unix()] = v
+			}
+		}
+	}
+	first, last := from, to-hour
+	for h, v := range hours {
+		vs.Visits += v.Pieces
+		vs.DurationMS += v.DurationMS
+		vs.Pageviews += v.Pageviews
+		vs.Bounces += v.Bounce
+		if h == first {
+			vs.Bounces += v.BounceIn // its visit starts before the range: cut
+		} else {
+			vs.Visits -= v.Joins
+			vs.DurationMS += v.JoinMS
+		}
+		if h == last {
+			vs.Bounces += v.BounceOut // its visit goes on after the range: cut
+			if h == first {
+				vs.Bounces += v.BounceInOut
+			}
 		}
 	}
 	return vs, table, nil

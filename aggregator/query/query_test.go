@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,7 +253,8 @@ func TestAgainstRawEvents(t *testing.T) {
 					t.Errorf("%s: %s change %v", name, m.Name, m.Change)
 				}
 			}
-			if len(f) == 0 && (st.Source == "events" || st.VisitsSource != clickhouse.VisitsTable) || len(f) == 1 && rng != "realtime" && st.Source != clickhouse.DimTable {
+			visitsRollup := st.VisitsSource == clickhouse.VisitsTable || st.VisitsSource == clickhouse.VisitHoursTable
+			if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && st.Source != clickhouse.DimTable {
 				t.Errorf("%s: read %s, want a rollup", name, st.Source)
 			}
 			if checked != 8 {
@@ -350,4 +352,100 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Visits from the visit hours equal visits counted in Go from the events,
+// for every range of whole hours: computed from the segments before any
+// hour is stored, from stored hours after BuildVisitHours, with late
+// events in stored hours (which no longer match their count and are
+// computed again), and once those are rebuilt. The data has visits across
+// hours, midnight and inserts (one visit's events in three batches).
+func TestVisitHours(t *testing.T) {
+	c := startCH(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	demo := Generate(t, c, "demo.example", 20000, now, 3)
+	Generate(t, c, "other.example", 2000, now, 4)
+	day := now.Truncate(24*time.Hour).AddDate(0, 0, -3)
+	mk := func(at time.Time, name string, visitor uint64) event.Event {
+		id, _ := event.NewID(at.UnixMilli(), rand.Reader)
+		return event.Event{ID: id, Time: at.UnixMilli(), Site: "demo.example", Name: name, URL: "https://demo.example/x", VisitorID: visitor}
+	}
+	// One visit from 23:50 to 00:40 over midnight, in three inserts; a
+	// bounce at 00:59:59 whose next event is 30 minutes later exactly (a
+	// new visit); a visit whose 29-minute gaps span three hours.
+	v := uint64(1 << 40)
+	crafted := [][]event.Event{
+		{mk(day.Add(-10*time.Minute), event.KindPageview, v), mk(day.Add(-time.Minute), "signup", v)},
+		{mk(day.Add(10*time.Minute), event.KindPageview, v)},
+		{mk(day.Add(40*time.Minute), event.KindPageview, v),
+			mk(day.Add(time.Hour-time.Second), event.KindPageview, v+1), mk(day.Add(90*time.Minute-time.Second), event.KindPageview, v+1),
+			mk(day.Add(5*time.Hour), event.KindPageview, v+2), mk(day.Add(5*time.Hour+29*time.Minute), event.KindPageview, v+2),
+			mk(day.Add(5*time.Hour+58*time.Minute), event.KindPageview, v+2), mk(day.Add(6*time.Hour+27*time.Minute), event.KindPageview, v+2)},
+	}
+	for _, b := range crafted {
+		if err := c.InsertEvents(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		demo = append(demo, b...)
+	}
+	waitRollups(t, c, "q")
+	e := &Engine{Src: c}
+	check := func(phase string, wantSource string) {
+		t.Helper()
+		for _, q := range []url.Values{
+			{"range": {"today"}}, {"range": {"yesterday"}}, {"range": {"7d"}}, {"range": {"30d"}}, {"range": {"month"}},
+			{"range": {"custom"}, "from": {day.Format(time.DateOnly)}, "to": {day.Format(time.DateOnly)}},
+			{"range": {"custom"}, "from": {day.AddDate(0, 0, -1).Format(time.DateOnly)}, "to": {day.AddDate(0, 0, -1).Format(time.DateOnly)}},
+			{"range": {"custom"}, "from": {now.AddDate(0, 0, -60).Format(time.DateOnly)}, "to": {now.AddDate(0, 0, -31).Format(time.DateOnly)}},
+		} {
+			q.Set("site", "demo.example")
+			req, err := ParseRequest(q, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rng := range []Range{req.Range, req.Prev} {
+				got, source, err := e.visits(ctx, req, rng)
+				if err != nil {
+					t.Fatalf("%s %s: %v", phase, q.Encode(), err)
+				}
+				want := goVisits(demo, rng.From, rng.To, "")
+				if got != want {
+					t.Errorf("%s %s [%v, %v): %+v from %s, events say %+v", phase, q.Encode(), rng.From, rng.To, got, source, want)
+				}
+				if rng.Name != "today" && rng.Name != "previous" && wantSource != "" && !strings.HasSuffix(source, "."+wantSource) {
+					t.Errorf("%s %s: read %s, want %s", phase, q.Encode(), source, wantSource)
+				}
+			}
+		}
+	}
+	check("from the segments", clickhouse.VisitsTable)
+	settled := now.Add(-clickhouse.SegmentSeconds * time.Second)
+	n, err := c.BuildVisitHours(ctx, settled)
+	if err != nil || n == 0 {
+		t.Fatalf("built %d hours: %v", n, err)
+	}
+	check("from stored hours", "")
+	for _, q := range []url.Values{{"range": {"yesterday"}}, {"range": {"custom"}, "from": {day.Format(time.DateOnly)}, "to": {day.Format(time.DateOnly)}}} {
+		q.Set("site", "demo.example")
+		req, _ := ParseRequest(q, now)
+		if _, source, _ := e.visits(ctx, req, req.Range); !strings.HasSuffix(source, "."+clickhouse.VisitHoursTable) {
+			t.Errorf("%s after the build: read %s, want only %s", q.Encode(), source, clickhouse.VisitHoursTable)
+		}
+	}
+	if n, err := c.BuildVisitHours(ctx, settled); err != nil || n != 0 {
+		t.Fatalf("a second build built %d hours: %v", n, err)
+	}
+	// Late events: one joins the midnight visit, one starts a bounce.
+	late := []event.Event{mk(day.Add(-25*time.Minute), event.KindPageview, v), mk(day.Add(3*time.Hour), event.KindPageview, v+3)}
+	if err := c.InsertEvents(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	demo = append(demo, late...)
+	waitRollups(t, c, "q")
+	check("with late events in stored hours", "")
+	if n, err := c.BuildVisitHours(ctx, settled); err != nil || n == 0 || n > 10 {
+		t.Fatalf("the rebuild after late events built %d hours: %v", n, err)
+	}
+	check("rebuilt", "")
 }
