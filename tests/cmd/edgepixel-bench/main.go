@@ -66,6 +66,7 @@ func main() {
 	flag.IntVar(&dash.clients, "dash-clients", 1000, "dashboard: WebSocket clients following /live")
 	flag.IntVar(&dash.events, "dash-events", 10_000_000, "dashboard: generated events for the history figures (issue 12: a month of 10 million events)")
 	flag.IntVar(&dash.queries, "dash-queries", 30, "dashboard: questions asked per history figure")
+	flag.IntVar(&dash.rawQueries, "dash-raw-queries", 5, "dashboard: of those, asked of the raw events table (its p99 of few is their maximum)")
 	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
 	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
 	flag.IntVar(&agg.batch, "agg-batch", 500, "aggregator: events per batch (the edge's batch_max_events)")
