@@ -73,6 +73,36 @@ func (c *Client) viewCutoffs(ctx context.Context) (map[string]int64, error) {
 	return out, nil
 }
 
+// BackfillPending reports whether site has events in [from, to) from
+// before the rollups' cut-off that the backfill has not rolled up yet:
+// events there but no backfilled row of the day rollup. It does not see a
+// range whose backfill is partly done (a month done, another not); q
+// reads database db.
+func BackfillPending(ctx context.Context, q Querier, db, site string, from, to time.Time) (cutoff time.Time, pending bool, err error) {
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT create_table_query FROM system.tables WHERE database = %s AND name = %s", quote(db), quote(Grains[2].Table+"_mv")))
+	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+		return cutoff, false, err
+	}
+	m := cutoffRE.FindStringSubmatch(rows[0][0])
+	if m == nil {
+		return cutoff, false, nil
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	cutoff = time.Unix(n, 0).UTC()
+	if !from.Before(cutoff) {
+		return cutoff, false, nil
+	}
+	end := min(to.Unix(), n)
+	rows, err = q.Query(ctx, fmt.Sprintf(`SELECT
+	(SELECT count() FROM (SELECT 1 FROM %[1]s.events WHERE site = %[2]s AND ts >= toDateTime(%[3]d) AND ts < toDateTime(%[4]d) LIMIT 1)),
+	(SELECT count() FROM (SELECT 1 FROM %[1]s.%[5]s WHERE site = %[2]s AND src = 1 AND t >= toDateTime(%[3]d) AND t < toDateTime(%[4]d) LIMIT 1))`,
+		db, quote(site), from.Unix(), end, Grains[2].Table))
+	if err != nil || len(rows) != 1 || len(rows[0]) != 2 {
+		return cutoff, false, err
+	}
+	return cutoff, rows[0][0] == "1" && rows[0][1] == "0", nil
+}
+
 // RollupCutoff returns the cut-off of the rollups (see above): events
 // before it are rolled up by the backfill. ok is false before step 7.
 func (c *Client) RollupCutoff(ctx context.Context) (cutoff time.Time, ok bool, err error) {

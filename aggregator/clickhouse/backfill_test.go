@@ -91,9 +91,23 @@ func TestBackfillRollups(t *testing.T) {
 	if got == want {
 		t.Fatalf("rolled up before the backfill: %s", got)
 	}
+	pending := func() bool {
+		t.Helper()
+		_, p, err := BackfillPending(ctx, c, c.db, "old.example", now.AddDate(0, -3, 0), now.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if !pending() {
+		t.Fatal("the backfill is not pending before it ran")
+	}
 	res, err := c.BackfillRollups(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pending() {
+		t.Fatal("the backfill is pending after it ran")
 	}
 	if len(res.Rebuilt) == 0 || !res.Cutoff.Equal(cutoff) {
 		t.Fatalf("%+v", res)

@@ -145,7 +145,7 @@ function renderFilters() {
 
 function renderStats(st) {
   const r = st.range;
-  $("rangeinfo").textContent = `${new Date(r.from).toISOString().slice(0, 16).replace("T", " ")} – ${new Date(r.to).toISOString().slice(0, 16).replace("T", " ")} UTC · from ${st.source}`;
+  $("rangeinfo").textContent = `${new Date(r.from).toISOString().slice(0, 16).replace("T", " ")} – ${new Date(r.to).toISOString().slice(0, 16).replace("T", " ")} UTC · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
   $("tiles").replaceChildren(...st.metrics.map((m) => {
     if (!m.collected) return el("div", { class: "tile na", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: "—" }), el("div", { class: "sub", text: "not collected yet" }));
     let ch = "no previous data";
