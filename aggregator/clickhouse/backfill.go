@@ -198,6 +198,12 @@ const StagingInfix = "_bf_"
 // may leave a month short by the events that arrived in between, which
 // the next run rebuilds. The aggregator runs it from one holder of a
 // lease so that that is rare and the work is not done twice.
+//
+// In a cluster the swap is a drop and a copy (see rebuildMonth), so
+// there the lease alone keeps two runs from doubling a month: a run that
+// lost its lease is still stopped by its dropped staging table, but two
+// runs that both copy one month at the same moment double it, and a
+// month with more rolled up than stored is not rebuilt.
 func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 	var res BackfillResult
 	cutoff, ok, err := c.RollupCutoff(ctx)
@@ -336,6 +342,22 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before, s
 		c.system("parts"), quote(c.db), quote(local), quote(slocal), m))
 	if err != nil {
 		return err
+	}
+	if c.layout.Clustered() {
+		// 18.16 refuses REPLACE PARTITION ON CLUSTER ("Unsupported type
+		// of ALTER query"), and the client reaches one server only: the
+		// month's partitions are dropped on every shard, then the staged
+		// month copied in through the Distributed tables. A reader sees
+		// the month empty in between, and two runs that copy the same
+		// month at once can double it (see BackfillRollups).
+		for _, p := range rows {
+			if len(p) == 1 {
+				if err := c.dropPartition(ctx, local, p[0]); err != nil {
+					return err
+				}
+			}
+		}
+		return c.execSettings(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %s.%s WHERE toYYYYMM(t) = %d", c.db, r.table, c.db, staging, m), settings)
 	}
 	for _, p := range rows {
 		if len(p) != 1 {
