@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	eq "github.com/edgepixel/edgepixel/aggregator/query"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/deps"
@@ -616,6 +618,37 @@ func checkRollups(t *testing.T, f *fleet) {
 					t.Errorf("run %d: %s holds %s events read on %s, events %s", run, tbl, got, s.HTTPURL, stored)
 				}
 			}
+		}
+	}
+
+	if n := query(t, s0, "SELECT count() FROM system.tables WHERE database = 'edgepixel' AND position(name, '"+clickhouse.StagingInfix+"') > 0"); n != "0" {
+		t.Errorf("%s backfill staging tables left", n)
+	}
+
+	// The visit hours, stored through the Distributed table, give the
+	// visits that the same question over the events of every shard does.
+	if _, err := cl.BuildVisitHours(ctx, time.Now().Add(-clickhouse.SegmentSeconds*time.Second)); err != nil {
+		t.Fatalf("visit hours: %v", err)
+	}
+	sync("visit_hours")
+	for _, site := range strings.Fields(query(t, s0, "SELECT DISTINCT site FROM events")) {
+		req, err := eq.ParseRequest(url.Values{"site": {site}, "range": {"7d"}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics := func(raw bool) string {
+			st, err := (&eq.Engine{Src: cl, Raw: raw}).Stats(ctx, req)
+			if err != nil {
+				t.Fatalf("stats of %s (raw %v): %v", site, raw, err)
+			}
+			var out []string
+			for _, m := range st.Metrics {
+				out = append(out, fmt.Sprintf("%s %v", m.Name, *m.Value))
+			}
+			return strings.Join(out, ", ")
+		}
+		if got, want := metrics(false), metrics(true); got != want {
+			t.Errorf("%s from the rollups: %s\nfrom the events: %s", site, got, want)
 		}
 	}
 
