@@ -35,8 +35,13 @@ type dashOptions struct {
 	events   int // generated events for the history figures
 	queries  int // questions asked per figure
 	// rawQueries are those asked of the raw events table, which take
-	// seconds each on 10 million events.
+	// seconds to minutes each on 10 million events, within rawBudget per
+	// question.
 	rawQueries int
+	rawBudget  time.Duration
+	// clickhouse, if set, is a server holding a previous run's events
+	// (BENCH_KEEP): the history figures are measured on it alone.
+	clickhouse string
 }
 
 func runDashboard(o dashOptions) error {
@@ -47,6 +52,9 @@ func runDashboard(o dashOptions) error {
 	}
 	if os.Getenv("BENCH_KEEP") == "" {
 		defer os.RemoveAll(dir)
+	}
+	if o.clickhouse != "" {
+		return historyFigures(o.clickhouse, o, true)
 	}
 	fmt.Fprintf(os.Stderr, "bench: dashboard: starting redis-server, clickhouse-server and the aggregator in %s ...\n", dir)
 	s, err := stack.Start(ctx, stack.Options{Dir: dir, Bin: stack.InDir(o.binDir), NoPop: true,
@@ -59,7 +67,7 @@ func runDashboard(o dashOptions) error {
 		return errors.New("the events table never appeared")
 	}
 	if o.clients <= 0 { // history figures only
-		return historyFigures(s, o)
+		return historyFigures(s.ClickHouse.HTTPURL, o, false)
 	}
 	gen := newBatchGen(500)
 	if _, err := load(s.AggregatorURL, s.Secret, gen, o.senders, 2*time.Second); err != nil { // warm-up
@@ -151,26 +159,30 @@ func runDashboard(o dashOptions) error {
 	if o.events <= 0 {
 		return nil
 	}
-	return historyFigures(s, o)
+	return historyFigures(s.ClickHouse.HTTPURL, o, false)
 }
 
 // historyFigures inserts generated events for one site over the last 30
 // days and times each question of the page from the rollups and from the
 // raw events table.
-func historyFigures(s *stack.Stack, o dashOptions) error {
+//
+// With reuse, the events are those a previous run inserted into the
+// server at chURL (kept with BENCH_KEEP), which has o.events of them.
+func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	ctx := context.Background()
-	c, err := clickhouse.New(s.ClickHouse.HTTPURL, "edgepixel")
+	c, err := clickhouse.New(chURL, "edgepixel")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	fmt.Fprintf(os.Stderr, "bench: dashboard: inserting %d generated events for one site ...\n", o.events)
-	now := time.Now().UTC()
 	start := time.Now()
-	if err := insertVisits(ctx, c, "bench.example", o.events, now); err != nil {
-		return err
+	if !reuse {
+		fmt.Fprintf(os.Stderr, "bench: dashboard: inserting %d generated events for one site ...\n", o.events)
+		if err := insertVisits(ctx, c, "bench.example", o.events, time.Now().UTC()); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: dashboard: inserted in %v; waiting for the rollups ...\n", time.Since(start).Round(time.Millisecond))
 	}
-	fmt.Fprintf(os.Stderr, "bench: dashboard: inserted in %v; waiting for the rollups ...\n", time.Since(start).Round(time.Millisecond))
 	if err := waitFor(2*time.Minute, func() bool {
 		rows, err := c.Query(ctx, "SELECT sumMerge(events) FROM edgepixel."+clickhouse.Grains[2].Table+" WHERE site = 'bench.example'")
 		return err == nil && len(rows) == 1 && rows[0][0] == strconv.Itoa(o.events)
@@ -222,24 +234,41 @@ func historyFigures(s *stack.Stack, o dashOptions) error {
 				return err
 			}
 			n := o.queries
+			qctx, cancel := context.WithCancel(ctx)
 			if e.Raw {
 				n = max(1, o.rawQueries)
+				// The raw table takes minutes per question on 10
+				// million events: a question is given up after the
+				// budget, and the figure says so.
+				qctx, cancel = context.WithTimeout(ctx, o.rawBudget)
 			}
 			for range n {
 				t0 := time.Now()
 				if qq.dim == "" {
-					_, err = e.Stats(ctx, req)
+					_, err = e.Stats(qctx, req)
 				} else {
-					_, err = e.Top(ctx, req, qq.dim, 10)
+					_, err = e.Top(qctx, req, qq.dim, 10)
+				}
+				if err != nil && e.Raw && qctx.Err() != nil {
+					// The server goes on with a query whose client
+					// left: stop it, so that it does not slow the
+					// next figures.
+					c.Exec(ctx, "KILL QUERY WHERE query LIKE '%bench.example%' AND query NOT LIKE 'KILL%' SYNC")
+					break
 				}
 				if err != nil {
+					cancel()
 					return err
 				}
 				res[i].add(time.Since(t0))
 			}
+			cancel()
 		}
-		fmt.Printf("%-50s rollup p50 %7.1f ms p99 %7.1f ms   raw events p50 %7.1f ms p99 %7.1f ms   raw/rollup p99 %.1fx (goal: rollup p99 < 300 ms)\n",
-			qq.name, res[0].pct(50), res[0].pct(99), res[1].pct(50), res[1].pct(99), res[1].pct(99)/res[0].pct(99))
+		raw := fmt.Sprintf("raw events p50 %7.1f ms p99 %7.1f ms   raw/rollup p99 %.1fx", res[1].pct(50), res[1].pct(99), res[1].pct(99)/res[0].pct(99))
+		if res[1].n() == 0 {
+			raw = fmt.Sprintf("raw events not answered within %v   raw/rollup p99 > %.0fx", o.rawBudget, float64(o.rawBudget.Milliseconds())/res[0].pct(99))
+		}
+		fmt.Printf("%-50s rollup p50 %7.1f ms p99 %7.1f ms   %s (goal: rollup p99 < 300 ms)\n", qq.name, res[0].pct(50), res[0].pct(99), raw)
 	}
 	return nil
 }

@@ -67,6 +67,8 @@ func main() {
 	flag.IntVar(&dash.events, "dash-events", 10_000_000, "dashboard: generated events for the history figures (issue 12: a month of 10 million events)")
 	flag.IntVar(&dash.queries, "dash-queries", 30, "dashboard: questions asked per history figure")
 	flag.IntVar(&dash.rawQueries, "dash-raw-queries", 5, "dashboard: of those, asked of the raw events table (its p99 of few is their maximum)")
+	flag.DurationVar(&dash.rawBudget, "dash-raw-budget", 3*time.Minute, "dashboard: time given to each question's raw events queries; those not answered by then are reported as such")
+	flag.StringVar(&dash.clickhouse, "dash-clickhouse", "", "dashboard: measure the history figures alone on this clickhouse-server, which holds a previous run's --dash-events (kept with BENCH_KEEP=1)")
 	flag.DurationVar(&agg.duration, "agg-duration", 8*time.Second, "aggregator: load duration (the loader then drains what was acknowledged)")
 	flag.IntVar(&agg.senders, "agg-senders", 16, "aggregator: concurrent batch senders")
 	flag.IntVar(&agg.batch, "agg-batch", 500, "aggregator: events per batch (the edge's batch_max_events)")
