@@ -320,10 +320,21 @@ func (c *Client) dropStaging(ctx context.Context, run string) error {
 // table synchronously (insert_distributed_sync: the insert returns once
 // every shard has its rows), with the client's insert quorum. Which shard
 // a backfilled row lands on does not matter: readers merge the states of
-// every shard. The rollup tables are not deduplicated (Layout.CreateTable),
-// so a block that repeats an earlier one is kept.
+// every shard.
+//
+// In a cluster the rows' LoadColumn is "backfill:MONTH:RUN": the rollup
+// tables drop a block that repeats one of their recent blocks (see
+// Layout.CreateTable), and a month rebuilt by a later run, after its
+// partitions were dropped, can produce a shard's block equal to an
+// earlier run's, which must not be taken for a retry of it and dropped.
 func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before, staging string) error {
-	sel := strings.ReplaceAll(r.selectFrom("{db}.events", 1, fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m)), "{db}", c.db)
+	cond := fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m)
+	sel := r.selectFrom(c.db+".events", 1, cond)
+	if c.layout.Clustered() {
+		load := quote(fmt.Sprintf("backfill:%d:%s", m, strings.TrimPrefix(staging, r.table+StagingInfix)))
+		sel = "SELECT " + r.columns(1) + ", " + load + " AS " + LoadColumn +
+			" FROM " + c.db + ".events " + r.clauses(cond) + " GROUP BY " + r.group
+	}
 	settings := map[string]string{}
 	for k, v := range c.insertSettings {
 		settings[k] = v

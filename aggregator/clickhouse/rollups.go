@@ -166,6 +166,12 @@ func rollups() []rollup {
 func (r rollup) create(l Layout) []string { return r.createAs(l, r.table) }
 
 // createAs returns the statements that make a table like r's called name.
+//
+// In a cluster the table has LoadColumn too (Layout.CreateTable), which
+// stays out of ORDER BY: a merge of two loads' rows of one key merges
+// their states, which is the sum wanted, and keeps one load value, which
+// nothing reads after the insert. Deduplication compares whole blocks at
+// insert time, where each load's rows still carry their own value.
 func (r rollup) createAs(l Layout, name string) []string {
 	return l.CreateTable(name, `
 		site String,
