@@ -454,7 +454,7 @@ func TestCluster(t *testing.T) {
 		for i := range evs {
 			now := time.Now().UnixMilli()
 			id, _ := event.NewID(now, rand.Reader)
-			evs[i] = event.Event{ID: id, Time: now, Site: "quorum-probe", Name: "pageview", URL: "https://probe.example/" + strconv.Itoa(i), Pop: "test"}
+			evs[i] = event.Event{ID: id, Time: now, Site: "quorum-probe", Name: "pageview", URL: "https://probe.example/" + strconv.Itoa(i), Pop: "test", VisitorID: uint64(i%5 + 1)}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -477,10 +477,11 @@ func TestCluster(t *testing.T) {
 		s.check(t, f, "after shard 1 replica 2 hung for 15 s", window)
 		reader := f.ch.Shards[1][1]
 		got := query(t, reader, "SELECT (SELECT count() FROM events WHERE site = 'quorum-probe'), (SELECT sum(n) FROM events_per_minute WHERE site = 'quorum-probe'), "+
-			"(SELECT sum(events) FROM site_minutes WHERE site = 'quorum-probe'), (SELECT sum(events) FROM site_hours WHERE site = 'quorum-probe'), "+
-			"(SELECT sum(events) FROM site_days WHERE site = 'quorum-probe'), (SELECT sum(events) FROM dim_hours WHERE site = 'quorum-probe' AND dim = 'page')")
-		if want := strings.Repeat("50\t", 5) + "50"; got != want {
-			t.Errorf("a block retried after its quorum wait failed: events, events_per_minute, site_minutes, site_hours, site_days, dim_hours (page) hold %q, want 50 each", got)
+			"(SELECT sumMerge(events) FROM rollup_minutes WHERE site = 'quorum-probe'), (SELECT sumMerge(events) FROM rollup_hours WHERE site = 'quorum-probe'), "+
+			"(SELECT sumMerge(events) FROM rollup_days WHERE site = 'quorum-probe'), (SELECT sumMerge(events) FROM rollup_dims WHERE site = 'quorum-probe' AND dim = 'page'), "+
+			"(SELECT sumMerge(events) FROM rollup_visits WHERE site = 'quorum-probe')")
+		if want := strings.Repeat("50\t", 6) + "50"; got != want {
+			t.Errorf("a block retried after its quorum wait failed: events, events_per_minute, rollup_minutes, rollup_hours, rollup_days, rollup_dims (page), rollup_visits hold %q, want 50 each", got)
 		} else {
 			t.Logf("a block retried after its quorum wait failed: events and each rollup hold its 50 rows once")
 		}
