@@ -227,7 +227,11 @@ func (a *aggregator) start(ctx context.Context) (err error) {
 	if a.p, err = proc.Start("edgepixel-aggregator", proc.Options{Log: a.log}, bin.Aggregator, args...); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// It migrates before it listens: distributed DDL, each statement
+	// waiting for all four servers; step 8 alone adds 27 (its tables,
+	// views and the drops of step 4's views), and a loaded machine took
+	// over 3 minutes. A guard against a hang, not a measure.
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
 	return a.p.WaitReady(ctx, proc.HTTPOK(a.url+"/healthz"))
 }
