@@ -228,7 +228,7 @@ func (a *aggregator) start(ctx context.Context) (err error) {
 		return err
 	}
 	// It migrates before it listens: distributed DDL, each statement
-	// waiting for all four servers; step 8 alone adds 27 (its tables,
+	// waiting for all four servers; step 7 alone adds 27 (its tables,
 	// views and the drops of step 4's views), and a loaded machine took
 	// over 3 minutes. A guard against a hang, not a measure.
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
