@@ -341,6 +341,14 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before, s
 	}
 	if c.layout.Clustered() {
 		settings["insert_distributed_sync"] = "1"
+		// The staged rows are copied out by a read through the
+		// Distributed table right after they are written to one replica
+		// of each shard; a read that picked another replica, which had
+		// not fetched them yet (no quorum, or fewer than all replicas),
+		// copied the month short. The first healthy replica, for the
+		// write and the read alike, is the same one; should it change
+		// in between, the month is found short and rebuilt next run.
+		settings["load_balancing"] = "in_order"
 	}
 	if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+staging+" "+sel, settings); err != nil {
 		return err
