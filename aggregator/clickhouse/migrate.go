@@ -645,7 +645,17 @@ func (c *Client) execDDL(ctx context.Context, sql string) error {
 	sql = strings.ReplaceAll(sql, "{db}", c.db)
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := c.Exec(ctx, sql)
+		var err error
+		if c.nat == nil {
+			// Over HTTP the server answers 200 before a statement ON
+			// CLUSTER has finished on every server, and reports one
+			// that then fails (or outlasts distributed_ddl_task_timeout)
+			// only inside the body: buffering the whole answer makes
+			// its status say how it ended.
+			err = c.execSettings(ctx, sql, map[string]string{"wait_end_of_query": "1"})
+		} else {
+			err = c.Exec(ctx, sql)
+		}
 		var se *Error
 		if err == nil || attempt == 4 || !errors.As(err, &se) {
 			return err
