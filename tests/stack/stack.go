@@ -389,10 +389,10 @@ func (s *Stack) startAggregator(ctx context.Context, name, addr, dashAddr, dataD
 		}
 		// It migrates the schema before it listens: on a cluster that is
 		// distributed DDL on every server in turn, which it allows 3
-		// minutes; step 7 adds 27 statements (tables, views, drops).
+		// minutes.
 		ready := time.Minute
 		if slices.Contains(o.AggregatorArgs, "--clickhouse-cluster") {
-			ready = 8 * time.Minute
+			ready = 4 * time.Minute
 		}
 		ctx, cancel := context.WithTimeout(ctx, ready)
 		defer cancel()
