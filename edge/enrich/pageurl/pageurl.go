@@ -88,6 +88,9 @@ func Normalize(raw string) Result {
 	lscheme := lowerASCII(scheme)
 	if hasAuthority {
 		r.Host, hostport = normHost(hostport, lscheme)
+		// A host escaped to ASCII can pass the bound by itself (URL is
+		// cut below, Host is a column of its own).
+		r.Host = r.Host[:escapedCut(r.Host, MaxLen)]
 	}
 	r.Path = normPath(pathPart, hasAuthority || scheme != "")
 	if !hasAuthority && strings.HasPrefix(r.Path, "//") {
@@ -156,15 +159,24 @@ func concat(parts [7]string) string {
 // itself escapes to the heap: a second allocation.)
 func owned(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
+// escapedCut returns how many bytes of s to keep to have at most n, never
+// ending inside a percent-escape.
+func escapedCut(s string, n int) int {
+	if len(s) <= n {
+		return len(s)
+	}
+	if n >= 2 && s[n-1] == '%' {
+		n--
+	} else if n >= 2 && s[n-2] == '%' {
+		n -= 2
+	}
+	return n
+}
+
 // cut shortens r.URL to MaxLen, never inside an escape, and Path and
 // Query with it.
 func cut(r Result) Result {
-	n := MaxLen
-	if n >= 2 && r.URL[n-1] == '%' {
-		n--
-	} else if n >= 2 && r.URL[n-2] == '%' {
-		n -= 2
-	}
+	n := escapedCut(r.URL, MaxLen)
 	u := r.URL[:n]
 	head := len(r.URL) - len(r.Path) - len(r.Query)
 	if r.Query != "" {
