@@ -452,39 +452,15 @@ func (l *Loader) storeLoop(work, halt context.Context, stop context.CancelFunc, 
 // its records, in order.
 func (l *Loader) finishLoop(work context.Context, stop context.CancelFunc, in <-chan *batch) {
 	for b := range in {
-		if len(b.mark) > 0 {
-			err := l.retry(work, stageFinish, "mark done", backend, func() error {
-				t0 := time.Now()
-				err := l.cfg.Dedupe.MarkDone(work, b.mark)
-				l.m.ObserveDedupe(time.Since(t0))
-				if err != nil {
-					l.countDedupeError(err)
-				}
-				return err
-			})
-			if err != nil {
-				l.log.Warn("shutdown: a load was stored but not marked done in time; the next start resolves it against the store", "events", b.n)
-				stop()
-				return
-			}
+		if len(b.mark) > 0 && !l.markDone(work, stop, b, "mark done") {
+			return
 		}
 		// A re-assert after Redis lost its memory may have written the
 		// ids as pending again after the mark (into the new memory, the
 		// mark into the old one): mark them again, or they would stay
 		// Busy to others as long as this process lives.
-		if l.release(b) {
-			err := l.retry(work, stageFinish, "mark done again after a re-assert", backend, func() error {
-				err := l.cfg.Dedupe.MarkDone(work, b.mark)
-				if err != nil {
-					l.countDedupeError(err)
-				}
-				return err
-			})
-			if err != nil {
-				l.log.Warn("shutdown: a load was stored but not marked done in time; the next start resolves it against the store", "events", b.n)
-				stop()
-				return
-			}
+		if l.release(b) && !l.markDone(work, stop, b, "mark done again after a re-assert") {
+			return
 		}
 		// Marked done: a later load's claim now answers Duplicate for
 		// these ids by itself.
@@ -861,6 +837,26 @@ func (l *Loader) reassertLoop(ctx context.Context) {
 			return l.re.Reassert(ctx, ids)
 		})
 	}
+}
+
+// markDone marks b's ids done, retrying until work ends; then it stops
+// the stages and reports false.
+func (l *Loader) markDone(work context.Context, stop context.CancelFunc, b *batch, what string) bool {
+	err := l.retry(work, stageFinish, what, backend, func() error {
+		t0 := time.Now()
+		err := l.cfg.Dedupe.MarkDone(work, b.mark)
+		l.m.ObserveDedupe(time.Since(t0))
+		if err != nil {
+			l.countDedupeError(err)
+		}
+		return err
+	})
+	if err != nil {
+		l.log.Warn("shutdown: a load was stored but not marked done in time; the next start resolves it against the store", "events", b.n)
+		stop()
+		return false
+	}
+	return true
 }
 
 // busyWait is how long a load waits for ids another aggregator holds
