@@ -102,15 +102,7 @@ func TestTwoAggregatorsSameBatchRedisCluster(t *testing.T) {
 }
 
 func twoAggregators(t *testing.T, cluster bool) {
-	if _, ok := localsrv.ClickHouseAvailable(); !ok {
-		t.Skip("clickhouse-server not installed")
-	}
-	if _, ok := localsrv.RedisAvailable(); !ok {
-		t.Skip("redis-server not installed")
-	}
-	if testing.Short() {
-		t.Skip("-short: starts redis-server and clickhouse-server")
-	}
+	localsrv.SkipWithoutRedisAndClickHouse(t)
 	ctx := context.Background()
 	var newDedupe func() (*dedupe.Redis, error)
 	if cluster {

@@ -231,3 +231,19 @@ func StartTestCluster(t testing.TB, name string, shards, replicas int) (*ZooKeep
 	t.Cleanup(cl.Kill)
 	return zk, cl
 }
+
+// SkipWithoutRedisAndClickHouse skips t under -short or when redis-server
+// or clickhouse-server is not installed: the preamble of every test that
+// starts both.
+func SkipWithoutRedisAndClickHouse(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: starts redis-server and clickhouse-server")
+	}
+	if _, ok := ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	if _, ok := RedisAvailable(); !ok {
+		t.Skip("redis-server not installed")
+	}
+}
