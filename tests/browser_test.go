@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -92,14 +94,22 @@ func dashboardShowsLiveCount(t *testing.T, s *stack.Stack) {
 // and every table), clear it, export a table as CSV, and look at it on a
 // desktop and on a 390 px phone (PNG screenshots in artifactsDir).
 func TestDashboardInBrowser(t *testing.T) {
-	s := startStack(t, stack.Options{})
+	// Today's visitor salt, so that events carry visitor ids.
+	var r [16]byte
+	rand.Read(r[:])
+	day := privacy.Day(time.Now())
+	s := startStack(t, stack.Options{EdgeSecrets: map[string]string{privacy.SaltKey(day): privacy.NewSalt(day, r).String()}})
 	art := artifactsDir(t)
-	hit := func(page, ref string) {
-		resp, body := get(t, pixelURL(s.PopURL, "shop.example", page, ref), nil)
+	// Two visitors: one on Chrome (the /pricing hits), one on Firefox.
+	const chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+	const firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+	hitAs := func(ua, page, ref string) {
+		resp, body := get(t, pixelURL(s.PopURL, "shop.example", page, ref), map[string]string{"User-Agent": ua})
 		checkPixel(t, resp, body)
 	}
+	hit := func(page, ref string) { hitAs(firefox, page, ref) }
 	for i := range 6 {
-		hit("https://shop.example/pricing", "https://news.ycombinator.com/item")
+		hitAs(chrome, "https://shop.example/pricing", "https://news.ycombinator.com/item")
 		if i%2 == 0 {
 			hit("https://shop.example/a/very/long/path/that/keeps/going/and/going/to/check/wrapping/on/phones/"+strconv.Itoa(i), "")
 		}
@@ -114,11 +124,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "live count 9", `document.getElementById("total").textContent === "9"`)
 	poll(ctx, t, "pageviews tile", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "9"`)
 	poll(ctx, t, "pages table", `!!document.querySelector('section[data-dim="page"] td.v button')`)
-	if got := textOf(ctx, t, `document.querySelector('[data-metric="visitors"]').innerText`); !strings.Contains(got, "not collected yet") {
-		t.Errorf("visitors tile shows %q, want 'not collected yet'", got)
+	// The visitor numbers, against the stored events: two visitors, one
+	// visit each (seconds apart), neither a bounce (several pageviews).
+	if got := chQuery(t, s.ClickHouse.HTTPURL, "SELECT uniqExact(visitor_id), groupUniqArray(browser) FROM events WHERE site = 'shop.example' AND visitor_id != 0 FORMAT TSV"); !strings.HasPrefix(got, "2\t") {
+		t.Fatalf("stored visitors and browsers: %q, want 2 visitors", got)
 	}
-	if got := textOf(ctx, t, `document.querySelector('section[data-dim="browser"]').innerText`); !strings.Contains(got, "Not collected yet") {
-		t.Errorf("browsers table shows %q", got)
+	poll(ctx, t, "visitors tile", `document.querySelector('[data-metric="visitors"] .num').textContent === "2"`)
+	poll(ctx, t, "visits tile", `document.querySelector('[data-metric="visits"] .num').textContent === "2"`)
+	poll(ctx, t, "bounce rate tile", `document.querySelector('[data-metric="bounce_rate"] .num').textContent === "0.0%"`)
+	poll(ctx, t, "views per visit tile", `document.querySelector('[data-metric="views_per_visit"] .num').textContent === "4.50"`)
+	poll(ctx, t, "browsers table", `(t => t.includes("Chrome") && t.includes("Firefox"))(document.querySelector('section[data-dim="browser"]').innerText)`)
+	for _, dim := range []string{"os", "device", "channel", "region"} {
+		poll(ctx, t, dim+" table", `!!document.querySelector('section[data-dim="`+dim+`"] table, section[data-dim="`+dim+`"] p')`)
 	}
 
 	// Live: three more hits move the tiles without a reload.
@@ -155,7 +172,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(csv, "200\npage,pageviews,events\n/pricing,6,6") {
+	if !strings.HasPrefix(csv, "200\npage,visitors,pageviews,events\n/pricing,1,6,6") {
 		t.Errorf("CSV export:\n%s", csv)
 	}
 

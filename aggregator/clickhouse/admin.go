@@ -42,20 +42,22 @@ func (c *Client) InsertBadRows(ctx context.Context, rows []record.BadRow) error 
 	return nil
 }
 
-// retentionTables are the tables partitioned by day (toYYYYMMDD) that
-// retention trims. The per-minute rollup (monthly partitions, counts only,
-// nothing about visitors) is kept. edge_counters holds nothing about
-// visitors either, but is trimmed with events so that the loss it
-// measures is over the same days.
-var retentionTables = []string{"events", "bad_rows", "edge_counters"}
+// retentionTables are the tables partitioned by day (toYYYYMMDD, or
+// (toYYYYMMDD, src) for VisitsTable) that retention trims. VisitsTable
+// holds visitor ids, so it goes with the events it came from. The other
+// rollups (monthly partitions, counts and visitor estimates, no ids) are
+// kept. edge_counters holds nothing about visitors either, but is trimmed
+// with events so that the loss it measures is over the same days.
+var retentionTables = []string{"events", "bad_rows", "edge_counters", VisitsTable}
 
 // Partition names one partition of a table.
 type Partition struct {
 	Table string `json:"table"`
-	ID    string `json:"partition"` // YYYYMMDD
+	ID    string `json:"partition"` // YYYYMMDD, or YYYYMMDD-src (ClickHouse's partition ID)
 }
 
-// DropPartitionsBefore drops every day partition of events and bad_rows
+// DropPartitionsBefore drops every day partition of retentionTables (their
+// local tables, ON CLUSTER in a cluster)
 // whose day is before cutoff's day. Days are those of the server's time
 // zone, the one toYYYYMMDD partitions by, so the server computes the cutoff
 // day too. Dropping a partition is immediate and cheap (a metadata
@@ -67,23 +69,53 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 		tables[i] = c.layout.LocalName(t)
 	}
 	rows, err := c.Query(ctx, fmt.Sprintf(
-		"SELECT DISTINCT table, partition FROM %s WHERE database = %s AND table IN ('%s') AND active "+
-			"AND toUInt32OrZero(partition) > 0 AND toUInt32OrZero(partition) < toYYYYMMDD(toDateTime(%d)) ORDER BY table, partition",
+		"SELECT DISTINCT table, partition_id FROM %s WHERE database = %s AND table IN ('%s') AND active "+
+			"AND match(partition_id, '^[0-9]{8}(-[0-9]+)?$') AND toUInt32OrZero(substring(partition_id, 1, 8)) < toYYYYMMDD(toDateTime(%d)) ORDER BY table, partition_id",
 		c.system("parts"), quote(c.db), strings.Join(tables, "','"), cutoff.Unix()))
 	if err != nil {
 		return nil, fmt.Errorf("list partitions: %w", err)
 	}
 	var dropped []Partition
 	for _, r := range rows {
-		if len(r) != 2 || !digits(r[1]) {
+		if len(r) != 2 || !digits(strings.ReplaceAll(r[1], "-", "")) {
 			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
 		}
-		if err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION %s", c.db, r[0], c.layout.OnCluster(), r[1])); err != nil {
+		if err := c.dropPartition(ctx, r[0], r[1]); err != nil {
 			return dropped, fmt.Errorf("drop partition %s of %s: %w", r[1], r[0], err)
 		}
 		dropped = append(dropped, Partition{Table: r[0], ID: r[1]})
 	}
 	return dropped, nil
+}
+
+// dropPartition drops the partition whose ID is id of table (a local
+// table's name), ON CLUSTER in a cluster. ClickHouse 18.16 runs a
+// replicated table's DROP PARTITION on the shard's leader replica; after
+// replicas restart or ZooKeeper comes back, one may forward it to a
+// replica that has just lost the lead (code 292, "Leader was suddenly
+// changed") until the election settles, so a server error is retried for
+// a few seconds. Dropping a partition already gone changes nothing.
+func (c *Client) dropPartition(ctx context.Context, table, id string) error {
+	return c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, table, c.layout.OnCluster(), quote(id)))
+}
+
+// retryServer runs a partition command (DROP, REPLACE PARTITION), retrying
+// a server error for a few seconds (see dropPartition).
+func (c *Client) retryServer(ctx context.Context, sql string) error {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := c.Exec(ctx, sql)
+		var se *Error
+		if err == nil || attempt == 7 || !errors.As(err, &se) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // system returns the system table name as seen from every shard: the

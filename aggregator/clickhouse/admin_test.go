@@ -57,6 +57,9 @@ func TestRetention(t *testing.T) {
 	day := func(d int) int64 { return now.Add(-time.Duration(d) * 24 * time.Hour).UnixMilli() }
 	evs := []event.Event{mkEvent(t, "demo", day(0)), mkEvent(t, "demo", day(1)), mkEvent(t, "demo", day(29)),
 		mkEvent(t, "demo", day(31)), mkEvent(t, "demo", day(45)), mkEvent(t, "other", day(45))}
+	for i := range evs {
+		evs[i].VisitorID = uint64(i + 1) // rollup_visits has their ids, by day
+	}
 	if err := c.InsertEvents(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
@@ -70,9 +73,14 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Days 31, 45 of events and day 40 of bad_rows; the order is by table.
-	if len(dropped) != 3 || dropped[0].Table != "bad_rows" || dropped[1].Table != "events" || dropped[2].Table != "events" {
+	// Days 31, 45 of events and rollup_visits, and day 40 of bad_rows;
+	// the order is by table.
+	if len(dropped) != 5 || dropped[0].Table != "bad_rows" || dropped[1].Table != "events" || dropped[2].Table != "events" ||
+		dropped[3].Table != VisitsTable || dropped[4].Table != VisitsTable {
 		t.Fatalf("dropped %+v", dropped)
+	}
+	if got := c.count(t, "SELECT uniqExact(visitor_id) FROM "+c.db+"."+VisitsTable); got != "3" {
+		t.Fatalf("%s visitor ids left in %s, want 3", got, VisitsTable)
 	}
 	if got := c.count(t, "SELECT count() FROM "+c.db+".events"); got != "3" {
 		t.Fatalf("%s events left, want 3", got)

@@ -41,7 +41,8 @@ func TestClusterEventsInput(t *testing.T) {
 		}
 	}
 	// Every table holds each sent event once: the events table, and the
-	// sums of events_per_minute, site_hours and a dimension of dim_hours.
+	// sums of events_per_minute, rollup_hours and a dimension of
+	// rollup_dims (step 4's site_hours and dim_hours fill no more).
 	check := func(when string) {
 		t.Helper()
 		want := fmt.Sprint(sent)
@@ -49,8 +50,8 @@ func TestClusterEventsInput(t *testing.T) {
 			"SELECT count() FROM inp.events",
 			"SELECT uniqExact(event_id) FROM inp.events",
 			"SELECT sum(n) FROM inp.events_per_minute",
-			"SELECT sum(events) FROM inp.site_hours",
-			"SELECT sum(events) FROM inp.dim_hours WHERE dim = 'country'",
+			"SELECT sumMerge(events) FROM inp.rollup_hours",
+			"SELECT sumMerge(events) FROM inp.rollup_dims WHERE dim = 'country'",
 		} {
 			if got := c.count(t, q); got != want {
 				t.Errorf("%s: %s = %s, want %s", when, q, got, want)
@@ -87,26 +88,40 @@ func TestClusterEventsInput(t *testing.T) {
 	}
 
 	// An earlier cluster layout: the rollup views read rollup_input, which
-	// the loader filled after events_local, and nothing stores
-	// EventsInput's rows.
+	// the loader filled after events_local, or events_local itself (the
+	// rollups' views with their cut-off, in a development build), and
+	// nothing stores EventsInput's rows. The switch-over must make them
+	// again on EventsInput with their cut-off, and not bring back step
+	// 4's views, which step VersionRollups dropped.
 	var views []string
 	for _, r := range mustQuery(t, c, "SELECT name FROM system.tables WHERE database = 'inp' AND engine = 'MaterializedView' ORDER BY name") {
 		views = append(views, r[0])
 	}
-	for _, s := range []string{
-		"DROP TABLE inp." + EventsView + " ON CLUSTER in_cluster",
+	if cutoff, ok, err := c.RollupCutoff(ctx); err != nil || !ok || cutoff.Unix() != 0 {
+		t.Fatalf("rollups' cut-off on a fresh database: %v %v %v, want 0", cutoff, ok, err)
+	}
+	var legacy []string
+	for _, r := range rollups() {
+		legacy = append(legacy, "DROP TABLE inp."+r.table+"_mv ON CLUSTER in_cluster",
+			strings.ReplaceAll(strings.ReplaceAll(r.view(c.layout, 0), "{db}."+EventsInput, "{db}.events_local"), "{db}", "inp"))
+	}
+	for _, s := range append(legacy,
+		"DROP TABLE inp."+EventsView+" ON CLUSTER in_cluster",
 		"DROP TABLE inp.events_per_minute_mv ON CLUSTER in_cluster",
-		"DROP TABLE inp." + EventsInput + " ON CLUSTER in_cluster",
+		"DROP TABLE inp."+EventsInput+" ON CLUSTER in_cluster",
 		"CREATE TABLE inp.rollup_input ON CLUSTER in_cluster (event_id UUID, ts DateTime, site String, name String) ENGINE = Null",
-		"CREATE MATERIALIZED VIEW inp.events_per_minute_mv ON CLUSTER in_cluster TO inp.events_per_minute_local AS SELECT site, toStartOfMinute(ts) AS minute, count() AS n, " +
-			loadExpr + " AS load FROM inp.rollup_input GROUP BY site, minute",
-	} {
+		"CREATE MATERIALIZED VIEW inp.events_per_minute_mv ON CLUSTER in_cluster TO inp.events_per_minute_local AS SELECT site, toStartOfMinute(ts) AS minute, count() AS n, "+
+			loadExpr+" AS load FROM inp.rollup_input GROUP BY site, minute",
+	) {
 		if err := c.Exec(ctx, s); err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
 	if _, err := c.Migrate(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if cutoff, ok, err := c.RollupCutoff(ctx); err != nil || !ok || cutoff.Unix() != 0 {
+		t.Errorf("rollups' cut-off after the switch-over: %v %v %v, want 0 as before", cutoff, ok, err)
 	}
 	insert(batch(40))
 	check("after switching an earlier layout's database over")

@@ -155,11 +155,23 @@ func (l Layout) Distributed(table string) string {
 // are the same (one pageview of a site in a minute), so deduplication
 // drops only true repeats.
 func (l Layout) CreateView(name, to, columns, groupBy string) string {
+	return l.CreateFilteredView(name, to, columns, "", groupBy)
+}
+
+// CreateFilteredView is CreateView whose SELECT has clauses between its
+// FROM and its GROUP BY: an ARRAY JOIN, a WHERE, or both, in that order.
+//
+//	SELECT columns FROM source clauses GROUP BY groupBy
+func (l Layout) CreateFilteredView(name, to, columns, clauses, groupBy string) string {
 	if l.Clustered() {
 		columns += ", " + loadExpr + " AS " + LoadColumn
 	}
+	from := "\n\tFROM " + l.ViewSource() + " "
+	if clauses != "" {
+		from += clauses + " "
+	}
 	return `CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.` + name + l.OnCluster() + ` TO ` + l.Local(to) + ` AS` + "\n\tSELECT " + columns +
-		"\n\tFROM " + l.ViewSource() + " GROUP BY " + groupBy
+		from + "GROUP BY " + groupBy
 }
 
 // EventsInput is the table, in a cluster, that the loader inserts events

@@ -26,7 +26,8 @@ func TestLayoutEngine(t *testing.T) {
 // every view reads EventsInput and writes a local table with its
 // LoadColumn, which keeps its recent blocks; and EventsView, which fills
 // events_local, sorts after every other view (ClickHouse runs them in
-// the order of their names).
+// the order of their names). Step VersionRollups makes its views in its
+// Run, with a cut-off (rollup.view), which are checked with its SQL.
 func TestLayoutClusterSteps(t *testing.T) {
 	l := Layout{Cluster: "c"}
 	for _, m := range Migrations {
@@ -34,6 +35,11 @@ func TestLayoutClusterSteps(t *testing.T) {
 			continue
 		}
 		stmts := m.SQL(l)
+		if m.Version == VersionRollups {
+			for _, r := range rollups() {
+				stmts = append(stmts, r.view(l, 1700000000))
+			}
+		}
 		tables := map[string]bool{}
 		for _, s := range stmts {
 			if !strings.Contains(s, " ON CLUSTER c") {
@@ -49,7 +55,7 @@ func TestLayoutClusterSteps(t *testing.T) {
 					tables[name] = true
 					continue
 				}
-				if strings.Contains(s, "SummingMergeTree") && (!strings.Contains(s, LoadColumn+" String") || !strings.Contains(s, "replicated_deduplication_window = 1000")) {
+				if (strings.Contains(s, "SummingMergeTree") || strings.Contains(s, "AggregatingMergeTree")) && (!strings.Contains(s, LoadColumn+" String") || !strings.Contains(s, "replicated_deduplication_window = 1000")) {
 					t.Errorf("step %d: rollup %s without %s or deduplication: %s", m.Version, name, LoadColumn, s)
 				}
 				if strings.HasSuffix(name, LocalSuffix) {

@@ -30,13 +30,20 @@ import (
 //
 // SQL returns the step's statements for a layout (nil SQL: none), with
 // {db} for the database. Every table a step creates is made with
-// Layout.CreateTable and every materialized view with Layout.CreateView,
-// reading Layout.Local tables, so that the step works on one server and on
-// a cluster alike.
+// Layout.CreateTable and every materialized view with Layout.CreateView
+// (or CreateFilteredView), reading Layout.ViewSource and writing
+// Layout.Local tables, so that the step works on one server and on a
+// cluster alike.
 type Migration struct {
 	Version int
 	Name    string // what it does, for the log and the migrations table
 	SQL     func(Layout) []string
+	// Run, if set, is the step's work that SQL alone cannot say, after
+	// SQL; idempotent like it, and for the layout c has (c.layout). It
+	// runs again, after SQL, whenever the steps' statements are run
+	// again (ensureEventsInput), so views it makes follow the same rules
+	// as SQL's and it must keep what it chose the first time.
+	Run func(c *Client, ctx context.Context) error
 }
 
 // Migrations are every step from an empty database to the schema this
@@ -50,6 +57,8 @@ var Migrations = []Migration{
 	{Version: 4, Name: "dashboard rollups: site_minutes, site_hours, site_days, dim_hours and their views", SQL: schemaV4},
 	{Version: 5, Name: "events: user agent, bot, referrer, campaign, path, geography, visitor ids, consent, client time, screen, signature and mail-open columns"},
 	{Version: event.VersionStorage, Name: "events storage: path an ALIAS of url"},
+	{Version: VersionRollups, Name: "rollups with visitors and visits: rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_visits, visit_hours, the views from a cut-off; step 4's views dropped",
+		SQL: schemaV7, Run: (*Client).createRollupViews},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,
@@ -143,7 +152,8 @@ func schemaV1(l Layout) []string {
 //   - A database an earlier cluster layout made has its rollup views on
 //     rollup_input (a Null table the loader inserted into after
 //     events_local) or on events_local: they are dropped and made again
-//     by running the steps' statements, which create what is missing, and
+//     by running the steps' statements and Run, which create what is
+//     missing (views a Run makes with a cut-off keep it), and
 //     rollup_input is dropped, so that an older aggregator still inserting
 //     there fails loudly rather than filling nothing. Rows inserted by
 //     older aggregators during the switch may miss the rollups: stop them
@@ -160,12 +170,73 @@ func (c *Client) ensureEventsInput(ctx context.Context, steps []Migration) error
 	if err != nil {
 		return fmt.Errorf("migrate: look for views of an earlier cluster layout: %w", err)
 	}
+	// The rollups' views are made by their step's Run with a cut-off
+	// their SQL keeps (see createRollupViews): it is read before they
+	// are dropped, and they are made again with it.
+	var cuts map[string]int64
+	if len(rows) > 0 {
+		if cuts, err = c.viewCutoffs(ctx); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	dropped := map[string]bool{}
 	for _, r := range rows {
 		if len(r) == 1 && r[0] != EventsView {
 			if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+r[0]+l.OnCluster()); err != nil {
 				return fmt.Errorf("migrate: drop view %s to make it again on %s: %w", r[0], EventsInput, err)
 			}
+			dropped[r[0]] = true
 		}
+	}
+	if err := c.syncEventsInput(ctx); err != nil {
+		return err
+	}
+	if len(rows) > 0 {
+		for _, r := range rollups() {
+			if cut, ok := cuts[r.table]; ok && dropped[r.table+"_mv"] {
+				if err := c.execDDL(ctx, r.view(l, cut)); err != nil {
+					return fmt.Errorf("migrate: make view %s_mv again on %s: %w", r.table, EventsInput, err)
+				}
+			}
+		}
+		// Each step's SQL, then its Run, as when it was applied: a
+		// later step's Run drops what an earlier step's SQL makes again
+		// (step 4's views, which VersionRollups dropped).
+		for _, m := range steps {
+			err := c.runSQL(ctx, m)
+			if err == nil && m.Run != nil {
+				err = m.Run(c, ctx)
+			}
+			if err != nil {
+				return fmt.Errorf("migrate: make step %d's tables and views again on %s: %w", m.Version, EventsInput, err)
+			}
+		}
+		if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+legacyInput+l.OnCluster()); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	if err := c.execDDL(ctx, l.createEventsView()); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// syncEventsInput makes EventsInput, in a cluster, with the columns
+// events_local has now, unless it has them already; nothing before step 1
+// has made events_local (step 1 makes both) or on one server. It runs
+// before a step's statements too, whose views read EventsInput and may
+// name a column an earlier step added to events_local.
+func (c *Client) syncEventsInput(ctx context.Context) error {
+	l := c.layout
+	if !l.Clustered() {
+		return nil
+	}
+	rows, err := c.Query(ctx, "SELECT count() FROM system.tables WHERE database = "+quote(c.db)+" AND name = "+quote(l.LocalName("events")))
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 || rows[0][0] == "0" {
+		return nil
 	}
 	if err := c.execDDL(ctx, l.createEventsInputTable()); err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -184,24 +255,6 @@ func (c *Client) ensureEventsInput(ctx context.Context, steps []Migration) error
 				return fmt.Errorf("migrate: make %s again with the columns of %s: %w", EventsInput, l.LocalName("events"), err)
 			}
 		}
-	}
-	if len(rows) > 0 {
-		for _, m := range steps {
-			if m.SQL == nil {
-				continue
-			}
-			for _, s := range m.SQL(l) {
-				if err := c.execDDL(ctx, s); err != nil {
-					return fmt.Errorf("migrate: make step %d's tables and views again on %s: %w", m.Version, EventsInput, err)
-				}
-			}
-		}
-		if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+legacyInput+l.OnCluster()); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-	}
-	if err := c.execDDL(ctx, l.createEventsView()); err != nil {
-		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
 }
@@ -241,6 +294,19 @@ func (e *SchemaTooNewError) Error() string {
 }
 
 func (e *SchemaTooNewError) Unwrap() error { return ErrSchemaTooNew }
+
+// runSQL runs the statements of step m.
+func (c *Client) runSQL(ctx context.Context, m Migration) error {
+	if m.SQL == nil {
+		return nil
+	}
+	for _, s := range m.SQL(c.layout) {
+		if err := c.execDDL(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // ErrSchemaConflict means the database has a column this version needs
 // with another type: someone changed the schema by hand. Migrate does not
@@ -295,6 +361,11 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 	}
 	if res.From > known {
 		return res, &SchemaTooNewError{DB: c.db, Version: res.From, Name: applied[res.From], Known: known}
+	}
+	if name, ok := applied[VersionRollups]; ok && name == revertedStep7 {
+		return res, fmt.Errorf("%w: clickhouse database %s was migrated to schema version %d (%q) by a development build whose step %d was reverted; "+
+			"this aggregator's step %d is the rollups, which that database lacks. Give this aggregator a new database (--clickhouse-db) and copy the events over; nothing was changed",
+			ErrSchemaConflict, c.db, VersionRollups, name, VersionRollups, VersionRollups)
 	}
 	for _, m := range steps {
 		if _, ok := applied[m.Version]; ok {
@@ -368,20 +439,33 @@ func (c *Client) appliedMigrations(ctx context.Context) (map[int]string, error) 
 	return applied, nil
 }
 
-// apply runs one step and records it.
+// revertedStep7 is the name a development build recorded for its step 7
+// (the column events.load_attempt, c199d3d), reverted before release.
+const revertedStep7 = "events.load_attempt"
+
+// apply runs one step and records it. In a cluster the views it makes
+// read EventsInput, which first gets the columns events_local has (a
+// database an earlier cluster layout made has no EventsInput yet, and an
+// earlier step may have added a column the views name).
 func (c *Client) apply(ctx context.Context, m Migration, by string) error {
-	if m.SQL != nil {
-		for _, s := range m.SQL(c.layout) {
-			if err := c.execDDL(ctx, s); err != nil {
-				return err
-			}
+	if m.SQL != nil || m.Run != nil {
+		if err := c.syncEventsInput(ctx); err != nil {
+			return err
 		}
+	}
+	if err := c.runSQL(ctx, m); err != nil {
+		return err
 	}
 	if err := c.addColumns(ctx, "events", m.Version); err != nil {
 		return err
 	}
 	if err := c.modifyColumns(ctx, "events", m.Version); err != nil {
 		return err
+	}
+	if m.Run != nil {
+		if err := m.Run(c, ctx); err != nil {
+			return err
+		}
 	}
 	return c.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s (version, name, applied_at, by) VALUES (%d, %s, now(), %s)",
 		c.db, c.layout.LocalName("schema_migrations"), m.Version, quote(m.Name), quote(by)))
@@ -561,7 +645,17 @@ func (c *Client) execDDL(ctx context.Context, sql string) error {
 	sql = strings.ReplaceAll(sql, "{db}", c.db)
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := c.Exec(ctx, sql)
+		var err error
+		if c.nat == nil {
+			// Over HTTP the server answers 200 before a statement ON
+			// CLUSTER has finished on every server, and reports one
+			// that then fails (or outlasts distributed_ddl_task_timeout)
+			// only inside the body: buffering the whole answer makes
+			// its status say how it ended.
+			err = c.execSettings(ctx, sql, map[string]string{"wait_end_of_query": "1"})
+		} else {
+			err = c.Exec(ctx, sql)
+		}
 		var se *Error
 		if err == nil || attempt == 4 || !errors.As(err, &se) {
 			return err

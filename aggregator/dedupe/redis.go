@@ -303,6 +303,10 @@ func newRedisOn(c redis.UniversalClient, cluster bool, window time.Duration) *Re
 	return r
 }
 
+// Client is the Redis client r uses, for other coordination among the
+// aggregators that share it (package lease).
+func (r *Redis) Client() redis.UniversalClient { return r.c }
+
 // clusterTags returns n hash tags, the g-th one hashing into the g-th of
 // n equal ranges of the 16384 slots: "n/g/k" with the smallest k that
 // does. Equal slot ranges per master then hold equal numbers of groups.

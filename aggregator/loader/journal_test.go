@@ -18,8 +18,9 @@ import (
 // had counted its events, by a process that then stopped before a retry
 // succeeded, is finished by the next process as the same block, so those
 // rollups keep each event once. Here a view that fails on one site's
-// events (sorting after events_per_minute's and dim_hours' views, before
-// site_hours' and the events table's) stands for the failure; more events
+// events (sorting after the views of events_per_minute, rollup_hours,
+// rollup_dims and rollup_minutes, before rollup_visits' and the events
+// table's) stands for the failure; more events
 // are spooled before the restart, so that the next process's first load
 // is not the same block as the failed one.
 func TestJournalFinishesAPartialInsert(t *testing.T) {
@@ -81,7 +82,7 @@ func TestJournalFinishesAPartialInsert(t *testing.T) {
 	if err := c1.Exec(ctx, "CREATE TABLE edgepixel.fail_sink (n UInt8) ENGINE = Null"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c1.Exec(ctx, "CREATE MATERIALIZED VIEW edgepixel.m_fail_mv TO edgepixel.fail_sink AS SELECT throwIf(site = 'boom') AS n FROM edgepixel."+clickhouse.EventsInput); err != nil {
+	if err := c1.Exec(ctx, "CREATE MATERIALIZED VIEW edgepixel.rollup_minutes_zfail_mv TO edgepixel.fail_sink AS SELECT throwIf(site = 'boom') AS n FROM edgepixel."+clickhouse.EventsInput); err != nil {
 		t.Fatal(err)
 	}
 	appendTo(evs("boom", 20))
@@ -97,7 +98,7 @@ func TestJournalFinishesAPartialInsert(t *testing.T) {
 	}
 	stop() // the process stops before a retry succeeds
 
-	if err := c1.Exec(ctx, "DROP TABLE edgepixel.m_fail_mv"); err != nil {
+	if err := c1.Exec(ctx, "DROP TABLE edgepixel.rollup_minutes_zfail_mv"); err != nil {
 		t.Fatal(err)
 	}
 	appendTo(evs("more", 10))
@@ -120,8 +121,8 @@ func TestJournalFinishesAPartialInsert(t *testing.T) {
 	for _, q := range []string{
 		"SELECT count() FROM edgepixel.events",
 		"SELECT toUInt64(sum(n)) FROM edgepixel.events_per_minute",
-		"SELECT toUInt64(sum(events)) FROM edgepixel.dim_hours WHERE dim = 'country'",
-		"SELECT toUInt64(sum(events)) FROM edgepixel.site_hours",
+		"SELECT toUInt64(sumMerge(events)) FROM edgepixel.rollup_hours",
+		"SELECT toUInt64(sumMerge(events)) FROM edgepixel.rollup_dims WHERE dim = 'country'",
 	} {
 		if n := count(t, c2, q); n != 30 {
 			t.Errorf("%s = %d, want 30", q, n)

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
@@ -156,6 +157,7 @@ type Point struct {
 	T         int64  `json:"t"` // unix seconds of the bucket's start
 	Events    uint64 `json:"events"`
 	Pageviews uint64 `json:"pageviews"`
+	Visitors  uint64 `json:"visitors"`
 }
 
 // Stats is the answer for the tiles and the chart.
@@ -166,18 +168,16 @@ type Stats struct {
 	Grain    string   `json:"grain"`
 	Filters  []Filter `json:"filters"`
 	Source   string   `json:"source"` // the table read: a rollup or "events"
-	Metrics  []Metric `json:"metrics"`
-	Series   []Point  `json:"series"`
-}
-
-// notCollected are the numbers that need fields events do not have yet
-// (visitor ids: issue 11).
-var notCollected = []Metric{
-	{Name: "visitors", Label: "Unique visitors"},
-	{Name: "visits", Label: "Visits"},
-	{Name: "views_per_visit", Label: "Views per visit"},
-	{Name: "bounce_rate", Label: "Bounce rate"},
-	{Name: "visit_duration", Label: "Visit duration"},
+	// VisitsSource is the table visits were computed from: VisitsTable,
+	// or "events" with filters (a rollup per visitor has no dimensions).
+	VisitsSource string   `json:"visits_source"`
+	Metrics      []Metric `json:"metrics"`
+	Series       []Point  `json:"series"`
+	// Pending, when set, says that the range has events from before the
+	// rollups' cut-off that the backfill has not rolled up yet, so the
+	// numbers read from the rollups lack them (see
+	// clickhouse.BackfillPending).
+	Pending string `json:"pending,omitempty"`
 }
 
 // where is the source table and condition for r over rng.
@@ -201,13 +201,15 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain) (table, cond, t
 	return db + ".events", cond, "ts"
 }
 
-// sums are the aggregates of a source table: rollups sum counts, events
-// count rows.
+// sums are the aggregates of a source table: events, pageviews and
+// unique visitors (visitor id 0 is none). Rollups merge their states;
+// the events table counts rows with the same functions, so both answer
+// alike (uniqCombined is exact for small sets, an estimate beyond).
 func sums(table string) string {
 	if strings.HasSuffix(table, ".events") {
-		return "count(), countIf(name = 'pageview')"
+		return "count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0)"
 	}
-	return "sum(events), sum(pageviews)"
+	return "sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors)"
 }
 
 // Stats answers the tiles (with the previous period) and the series.
@@ -216,59 +218,233 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if st.Filters == nil {
 		st.Filters = []Filter{}
 	}
-	totals := func(rng Range) (ev, pv uint64, table string, err error) {
+	totals := func(rng Range) (ev, pv, uv uint64, table string, err error) {
 		table, cond, _ := e.where(r, rng, rng.Total)
 		rows, err := e.Src.Query(ctx, "SELECT "+sums(table)+" FROM "+table+" WHERE "+cond)
 		if err != nil {
-			return 0, 0, table, err
+			return 0, 0, 0, table, err
 		}
-		if len(rows) == 1 && len(rows[0]) == 2 {
+		if len(rows) == 1 && len(rows[0]) == 3 {
 			ev, _ = strconv.ParseUint(rows[0][0], 10, 64)
 			pv, _ = strconv.ParseUint(rows[0][1], 10, 64)
+			uv, _ = strconv.ParseUint(rows[0][2], 10, 64)
 		}
-		return ev, pv, table, nil
+		return ev, pv, uv, table, nil
 	}
-	ev, pv, table, err := totals(r.Range)
-	if err != nil {
-		return st, err
+	// The parts are independent queries: asked at once, the answer
+	// takes about as long as the slowest.
+	var (
+		ev, pv, uv, pev, ppv, puv uint64
+		table, vtable             string
+		vs, pvs                   VisitStats
+		seriesRows                [][]string
+		errs                      [6]error
+		wg                        sync.WaitGroup
+	)
+	g := r.Range.Grain
+	stable, cond, tcol := e.where(r, r.Range, g)
+	bucket := tcol
+	if tcol == "ts" || stable == e.Src.DB()+"."+clickhouse.DimTable && g.Seconds != 3600 {
+		bucket = g.Start + "(" + tcol + ", 'UTC')"
 	}
-	pev, ppv, _, err := totals(r.Prev)
-	if err != nil {
+	for i, part := range []func() error{
+		func() (err error) { ev, pv, uv, table, err = totals(r.Range); return err },
+		func() (err error) { pev, ppv, puv, _, err = totals(r.Prev); return err },
+		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range); return err },
+		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev); return err },
+		func() (err error) {
+			seriesRows, err = e.Src.Query(ctx, "SELECT toUnixTimestamp("+bucket+") AS b, "+sums(stable)+" FROM "+stable+" WHERE "+cond+" GROUP BY b ORDER BY b")
+			return err
+		},
+		func() error {
+			if e.Raw || len(r.Filters) > 1 {
+				return nil
+			}
+			cutoff, pending, err := clickhouse.BackfillPending(ctx, e.Src, e.Src.DB(), r.Site, r.Range.From, r.Range.To)
+			if pending {
+				st.Pending = "events before " + cutoff.Format(time.RFC3339) + " (the rollups' cut-off) are not rolled up yet: the backfill runs --rollup-lateness after it; until then this range's numbers lack them"
+			}
+			return err
+		},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = part()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
 		return st, err
 	}
 	st.Source = table[strings.LastIndexByte(table, '.')+1:]
+	st.VisitsSource = vtable[strings.LastIndexByte(vtable, '.')+1:]
 	st.Metrics = []Metric{
+		metric("visitors", "Unique visitors", float64(uv), float64(puv)),
+		metric("visits", "Visits", float64(vs.Visits), float64(pvs.Visits)),
 		metric("pageviews", "Pageviews", float64(pv), float64(ppv)),
+		metric("views_per_visit", "Views per visit", vs.ratio(vs.Pageviews), pvs.ratio(pvs.Pageviews)),
+		metric("bounce_rate", "Bounce rate", vs.ratio(vs.Bounces), pvs.ratio(pvs.Bounces)),
+		metric("visit_duration", "Visit duration", vs.ratio(vs.DurationMS)/1000, pvs.ratio(pvs.DurationMS)/1000),
 		metric("events", "Events", float64(ev), float64(pev)),
 		metric("custom_events", "Custom events", float64(ev-pv), float64(pev-ppv)),
 	}
-	st.Metrics = append(st.Metrics, notCollected...)
-
-	g := r.Range.Grain
-	table, cond, tcol := e.where(r, r.Range, g)
-	bucket := tcol
-	if tcol == "ts" || table == e.Src.DB()+"."+clickhouse.DimTable && g.Seconds != 3600 {
-		bucket = g.Start + "(" + tcol + ", 'UTC')"
-	}
-	rows, err := e.Src.Query(ctx, "SELECT toUnixTimestamp("+bucket+") AS b, "+sums(table)+" FROM "+table+" WHERE "+cond+" GROUP BY b ORDER BY b")
-	if err != nil {
-		return st, err
-	}
-	got := map[int64][2]uint64{}
+	rows := seriesRows
+	got := map[int64][3]uint64{}
 	for _, row := range rows {
-		if len(row) != 3 {
+		if len(row) != 4 {
 			continue
 		}
 		t, _ := strconv.ParseInt(row[0], 10, 64)
-		a, _ := strconv.ParseUint(row[1], 10, 64)
-		b, _ := strconv.ParseUint(row[2], 10, 64)
-		got[t] = [2]uint64{a, b}
+		var v [3]uint64
+		for i := range v {
+			v[i], _ = strconv.ParseUint(row[i+1], 10, 64)
+		}
+		got[t] = v
 	}
 	for t := r.Range.From.Unix(); t < r.Range.To.Unix(); t += g.Seconds {
 		v := got[t]
-		st.Series = append(st.Series, Point{T: t, Events: v[0], Pageviews: v[1]})
+		st.Series = append(st.Series, Point{T: t, Events: v[0], Pageviews: v[1], Visitors: v[2]})
 	}
 	return st, nil
+}
+
+// VisitStats are the visits of a range: a visit is one visitor's events
+// with gaps under 30 minutes (clickhouse.VisitsTable), counted in the
+// range its events are in (a visit across the range's start or end is cut
+// there); a bounce is a visit of one pageview and nothing else (Plausible's
+// definition: one pageview, no other interaction); its duration is from
+// its first event to its last (0 for a bounce), as Plausible and
+// GoatCounter's peers measure it. Events without a visitor id (no consent
+// for one) are in no visit.
+type VisitStats struct {
+	Visits     uint64
+	Bounces    uint64
+	DurationMS uint64 // summed over visits
+	Pageviews  uint64 // in visits
+}
+
+func (v VisitStats) ratio(n uint64) float64 {
+	if v.Visits == 0 {
+		return 0
+	}
+	return math.Round(float64(n)/float64(v.Visits)*10000) / 10000
+}
+
+// visits computes r's visits over rng. Without filters, over whole hours
+// (every range but realtime), it adds up VisitHours (see
+// clickhouse.VisitHoursTable): the stored ones whose hourly count still
+// matches, the others computed from the segments (clickhouse.VisitsTable).
+// With filters, in the realtime range or Raw, it computes them from the
+// events table: rows per visitor and minute (first and last event time,
+// events, pageviews), then per visitor sorted by time and cut where the
+// gap from the previous row's last event is 30 minutes or more, then per
+// visit. The previous row's last time comes from the array shifted by
+// one, not from indexing s inside a lambda, which would copy s per
+// element.
+func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	if !e.Raw && len(r.Filters) == 0 && rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0 {
+		return e.visitsFromHours(ctx, r, rng)
+	}
+	var vs VisitStats
+	db := e.Src.DB()
+	q := clickhouse.Quote
+	span := fmt.Sprintf(" >= toDateTime(%d) AND %%[1]s < toDateTime(%d)", rng.From.Unix(), rng.To.Unix())
+	table := db + ".events"
+	cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts") + " AND visitor_id != 0"
+	for _, f := range r.Filters {
+		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
+	}
+	inner := "SELECT visitor_id AS v, toStartOfMinute(ts, 'UTC') AS t, min(ts_ms) AS f, max(ts_ms) AS l, count() AS n, countIf(name = 'pageview') AS p FROM " +
+		table + " WHERE " + cond + " GROUP BY v, t"
+	sql := `SELECT count(), countIf(vn = 1 AND vp = 1), sum(vl - vf), sum(vp) FROM (
+	SELECT v, x.1 AS k, min(x.2) AS vf, max(x.3) AS vl, sum(x.4) AS vn, sum(x.5) AS vp FROM (
+		SELECT v, arrayJoin(arrayMap((e, k) -> (k, e.1, e.2, e.3, e.4), s,
+			arrayCumSum(arrayMap((f, pl) -> toUInt32(pl = 0 OR f - pl >= ` + strconv.Itoa(clickhouse.VisitGapMS) + `),
+				arrayMap(e -> e.1, s), arrayPushFront(arrayPopBack(arrayMap(e -> e.2, s)), toUInt64(0)))))) AS x
+		FROM (SELECT v, arraySort(groupArray((f, l, n, p))) AS s FROM (` + inner + `) GROUP BY v)
+	) GROUP BY v, k)`
+	rows, err := e.Src.Query(ctx, sql)
+	if err != nil {
+		return vs, table, err
+	}
+	if len(rows) == 1 && len(rows[0]) == 4 {
+		for i, p := range []*uint64{&vs.Visits, &vs.Bounces, &vs.DurationMS, &vs.Pageviews} {
+			*p, _ = strconv.ParseUint(rows[0][i], 10, 64)
+		}
+	}
+	return vs, table, nil
+}
+
+// visitsFromHours adds up rng's VisitHours: those stored whose Source is
+// the hourly rollup's WindowCount now, the rest computed in one query
+// from the segments; an hour with no events near it has no visits.
+func (e *Engine) visitsFromHours(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	var vs VisitStats
+	db := e.Src.DB()
+	site := "site = " + clickhouse.Quote(r.Site)
+	hour := int64(3600)
+	from, to := rng.From.Unix(), rng.To.Unix()
+	counts, err := clickhouse.HourCounts(ctx, e.Src, db, site, rng.From.Add(-time.Hour), rng.To.Add(time.Hour))
+	if err != nil {
+		return vs, db + "." + clickhouse.VisitHoursTable, err
+	}
+	stored, srcs, err := clickhouse.StoredVisitHours(ctx, e.Src, db, site, rng.From, rng.To)
+	if err != nil {
+		return vs, db + "." + clickhouse.VisitHoursTable, err
+	}
+	hours := map[int64]clickhouse.VisitHour{}
+	var missing []int64
+	for h := from; h < to; h += hour {
+		w := clickhouse.WindowCount(counts[r.Site], h)
+		if w == 0 {
+			continue
+		}
+		if s, ok := srcs[r.Site][h]; ok && s == w {
+			hours[h] = stored[r.Site][h]
+			continue
+		}
+		missing = append(missing, h)
+	}
+	table := db + "." + clickhouse.VisitHoursTable
+	if len(missing) > 0 {
+		table = db + "." + clickhouse.VisitsTable
+		a, b := missing[0], missing[len(missing)-1]+hour
+		end := min(b+clickhouse.SegmentSeconds, to)
+		rows, err := e.Src.Query(ctx, clickhouse.VisitPiecesSQL(db, site, time.Unix(a, 0), time.Unix(b, 0), time.Unix(end, 0)))
+		if err != nil {
+			return vs, table, err
+		}
+		got, err := clickhouse.ParseVisitHours(rows)
+		if err != nil {
+			return vs, table, err
+		}
+		for _, v := range got[r.Site] {
+			if _, ok := hours[v.T.Unix()]; !ok {
+				hours[v.T.Unix()] = v
+			}
+		}
+	}
+	first, last := from, to-hour
+	for h, v := range hours {
+		vs.Visits += v.Pieces
+		vs.DurationMS += v.DurationMS
+		vs.Pageviews += v.Pageviews
+		vs.Bounces += v.Bounce
+		if h == first {
+			vs.Bounces += v.BounceIn // its visit starts before the range: cut
+		} else {
+			vs.Visits -= v.Joins
+			vs.DurationMS += v.JoinMS
+		}
+		if h == last {
+			vs.Bounces += v.BounceOut // its visit goes on after the range: cut
+			if h == first {
+				vs.Bounces += v.BounceInOut
+			}
+		}
+	}
+	return vs, table, nil
 }
 
 func metric(name, label string, v, prev float64) Metric {
@@ -286,6 +462,7 @@ type Row struct {
 	Value     string `json:"value"`
 	Pageviews uint64 `json:"pageviews"`
 	Events    uint64 `json:"events"`
+	Visitors  uint64 `json:"visitors"`
 }
 
 // Top is a top table.
@@ -324,7 +501,7 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	span := fmt.Sprintf(" >= toDateTime(%d) AND %%s < toDateTime(%d)", r.Range.From.Unix(), r.Range.To.Unix())
 	if !e.Raw && len(r.Filters) == 0 && r.Range.Grain.Seconds >= 3600 {
 		t.Source = clickhouse.DimTable
-		sql = "SELECT value, sum(pageviews) AS p, sum(events) AS n FROM " + db + "." + clickhouse.DimTable +
+		sql = "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM " + db + "." + clickhouse.DimTable +
 			" WHERE site = " + q(r.Site) + " AND dim = " + q(dim.Name) + " AND t" + fmt.Sprintf(span, "t") + " GROUP BY value"
 	} else {
 		t.Source = "events"
@@ -332,19 +509,20 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		for _, f := range r.Filters {
 			cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
 		}
-		sql = "SELECT " + dim.Expr + " AS value, countIf(name = 'pageview') AS p, count() AS n FROM " + db + ".events WHERE " + cond + " GROUP BY value"
+		sql = "SELECT " + dim.Expr + " AS value, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + db + ".events WHERE " + cond + " GROUP BY value"
 	}
 	rows, err := e.Src.Query(ctx, sql+" ORDER BY n DESC, value LIMIT "+strconv.Itoa(limit))
 	if err != nil {
 		return t, err
 	}
 	for _, row := range rows {
-		if len(row) != 3 {
+		if len(row) != 4 {
 			continue
 		}
 		p, _ := strconv.ParseUint(row[1], 10, 64)
 		n, _ := strconv.ParseUint(row[2], 10, 64)
-		t.Rows = append(t.Rows, Row{Value: row[0], Pageviews: p, Events: n})
+		u, _ := strconv.ParseUint(row[3], 10, 64)
+		t.Rows = append(t.Rows, Row{Value: row[0], Pageviews: p, Events: n, Visitors: u})
 	}
 	return t, nil
 }

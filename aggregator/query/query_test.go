@@ -1,6 +1,7 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -8,7 +9,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,29 +51,53 @@ func startCH(t *testing.T) *clickhouse.Client {
 	return c
 }
 
-// Generate inserts n events for site spread over the last 70 days, a
-// share of them in the last half hour, with a few values per dimension.
-func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.Time, seed uint64) {
+// Generate inserts about n events for site over the last 70 days, a tenth
+// of them in the last 30 minutes, and returns them. They come in visits:
+// a visitor (one in ten has no id) sends one to six events, each 10 s to
+// 25 min after the previous, and sometimes comes back 30 to 40 min later
+// (a new visit by the 30-minute rule).
+func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.Time, seed uint64) []event.Event {
 	r := mrand.New(mrand.NewPCG(seed, 1))
 	pages := []string{"/", "/pricing", "/blog/a", "/blog/b", "/docs"}
 	refs := []string{"", "https://news.ycombinator.com/item", "https://www.google.com/", "https://t.co/x"}
 	countries := []string{"DE", "US", "FR", ""}
+	regions := []string{"DE-BE", "US-CA", "FR-IDF", ""}
 	utm := []string{"", "newsletter", "spring"}
+	browsers := []string{"Chrome", "Firefox", "Safari", ""}
+	oses := []string{"Windows", "macOS", "Android", "iOS"}
+	devices := []string{"desktop", "mobile", "tablet"}
+	channels := []string{"Direct", "Organic Search", "Referral", "Email"}
 	names := []string{event.KindPageview, event.KindPageview, event.KindPageview, "signup", "download"}
-	var evs []event.Event
-	for i := range n {
+	var all, evs []event.Event
+	for visit := 0; len(all) < n; visit++ {
 		var at time.Time
-		if i%10 == 0 {
+		if visit%10 == 0 {
 			at = now.Add(-time.Duration(r.Int64N(int64(30 * time.Minute))))
 		} else {
 			at = now.Add(-time.Duration(r.Int64N(int64(70 * 24 * time.Hour))))
 		}
-		id, _ := event.NewID(at.UnixMilli(), rand.Reader)
-		evs = append(evs, event.Event{ID: id, Time: at.UnixMilli(), Site: site, Name: names[r.IntN(len(names))],
-			URL: "https://" + site + pages[r.IntN(len(pages))] + "?q=" + strconv.Itoa(r.IntN(3)), Referrer: refs[r.IntN(len(refs))],
-			Country: countries[r.IntN(len(countries))], UTMSource: utm[r.IntN(len(utm))], UTMMedium: utm[r.IntN(len(utm))],
-			UTMCampaign: utm[r.IntN(len(utm))]})
-		if len(evs) == 50000 {
+		var visitor uint64
+		if r.IntN(10) != 0 {
+			visitor = uint64(r.IntN(n/4)) + 1
+		}
+		k := r.IntN(len(countries))
+		for e := r.IntN(6); e >= 0 && at.Before(now); e-- {
+			id, _ := event.NewID(at.UnixMilli(), rand.Reader)
+			ev := event.Event{ID: id, Time: at.UnixMilli(), Site: site, Name: names[r.IntN(len(names))],
+				URL: "https://" + site + pages[r.IntN(len(pages))] + "?q=" + strconv.Itoa(r.IntN(3)), Referrer: refs[r.IntN(len(refs))],
+				Country: countries[k], Region: regions[k], City: "c" + strconv.Itoa(r.IntN(3)),
+				UTMSource: utm[r.IntN(len(utm))], UTMMedium: utm[r.IntN(len(utm))], UTMCampaign: utm[r.IntN(len(utm))],
+				Browser: browsers[r.IntN(len(browsers))], OS: oses[r.IntN(len(oses))], Device: devices[r.IntN(len(devices))],
+				Channel: channels[r.IntN(len(channels))], VisitorID: visitor}
+			evs = append(evs, ev)
+			all = append(all, ev)
+			gap := 10*time.Second + time.Duration(r.Int64N(int64(25*time.Minute)))
+			if r.IntN(8) == 0 {
+				gap = 30*time.Minute + time.Duration(r.Int64N(int64(10*time.Minute)))
+			}
+			at = at.Add(gap)
+		}
+		if len(evs) >= 50000 {
 			if err := c.InsertEvents(context.Background(), evs); err != nil {
 				t.Fatal(err)
 			}
@@ -79,6 +107,50 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 	if err := c.InsertEvents(context.Background(), evs); err != nil {
 		t.Fatal(err)
 	}
+	return all
+}
+
+// goVisits computes the visits of evs (one site) in [from, to) whose
+// country is country (any if ""), written apart from the engine's SQL:
+// per visitor, events sorted by time, a new visit at a gap of 30 minutes
+// or more.
+func goVisits(evs []event.Event, from, to time.Time, country string) VisitStats {
+	by := map[uint64][]event.Event{}
+	for _, e := range evs {
+		if e.VisitorID != 0 && e.Time >= from.UnixMilli() && e.Time < to.UnixMilli() && (country == "" || e.Country == country) {
+			by[e.VisitorID] = append(by[e.VisitorID], e)
+		}
+	}
+	var vs VisitStats
+	for _, l := range by {
+		slices.SortFunc(l, func(a, b event.Event) int { return cmp.Compare(a.Time, b.Time) })
+		var first, last int64
+		var n, pv uint64
+		end := func() {
+			vs.Visits++
+			vs.DurationMS += uint64(last - first)
+			vs.Pageviews += pv
+			if n == 1 && pv == 1 {
+				vs.Bounces++
+			}
+		}
+		for i, e := range l {
+			if i > 0 && e.Time-last >= 30*60*1000 {
+				end()
+				n, pv = 0, 0
+			}
+			if n == 0 {
+				first = e.Time
+			}
+			last = e.Time
+			n++
+			if e.Name == event.KindPageview {
+				pv++
+			}
+		}
+		end()
+	}
+	return vs
 }
 
 func one(t *testing.T, c *clickhouse.Client, sql string) uint64 {
@@ -97,7 +169,7 @@ func one(t *testing.T, c *clickhouse.Client, sql string) uint64 {
 func TestAgainstRawEvents(t *testing.T) {
 	c := startCH(t)
 	now := time.Now().UTC()
-	Generate(t, c, "demo.example", 20000, now, 1)
+	demo := Generate(t, c, "demo.example", 20000, now, 1)
 	Generate(t, c, "other.example", 3000, now, 2) // must not leak into demo's numbers
 	waitRollups(t, c, "q")
 	e := &Engine{Src: c}
@@ -146,6 +218,24 @@ func TestAgainstRawEvents(t *testing.T) {
 				"pageviews":     {raw(req.Range.From, req.Range.To, "countIf(name = 'pageview')"), raw(req.Prev.From, req.Prev.To, "countIf(name = 'pageview')")},
 				"events":        {raw(req.Range.From, req.Range.To, "count()"), raw(req.Prev.From, req.Prev.To, "count()")},
 				"custom_events": {raw(req.Range.From, req.Range.To, "countIf(name != 'pageview')"), raw(req.Prev.From, req.Prev.To, "countIf(name != 'pageview')")},
+				"visitors":      {raw(req.Range.From, req.Range.To, "uniqExactIf(visitor_id, visitor_id != 0)"), raw(req.Prev.From, req.Prev.To, "uniqExactIf(visitor_id, visitor_id != 0)")},
+			}
+			// Visits: computed here in Go where the filter is one a Go
+			// event can be checked against; otherwise by the engine
+			// over the raw events table.
+			if _, other := f["page"]; !other && len(f) <= 1 {
+				cur, prev := goVisits(demo, req.Range.From, req.Range.To, f.Get("country")), goVisits(demo, req.Prev.From, req.Prev.To, f.Get("country"))
+				addVisits(want, cur, prev)
+			} else {
+				cur, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Range)
+				if err != nil {
+					t.Fatal(err)
+				}
+				prev, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Prev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				addVisits(want, cur, prev)
 			}
 			checked := 0
 			for _, m := range st.Metrics {
@@ -164,10 +254,11 @@ func TestAgainstRawEvents(t *testing.T) {
 					t.Errorf("%s: %s change %v", name, m.Name, m.Change)
 				}
 			}
-			if len(f) == 0 && st.Source == "events" || len(f) == 1 && rng != "realtime" && st.Source != clickhouse.DimTable {
+			visitsRollup := st.VisitsSource == clickhouse.VisitsTable || st.VisitsSource == clickhouse.VisitHoursTable
+			if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && st.Source != clickhouse.DimTable {
 				t.Errorf("%s: read %s, want a rollup", name, st.Source)
 			}
-			if checked != 3 {
+			if checked != 8 {
 				t.Errorf("%s: %d numbers checked", name, checked)
 			}
 			if rng == "7d" && len(f) == 0 && want["events"][0] == 0 {
@@ -197,7 +288,7 @@ func TestAgainstRawEvents(t *testing.T) {
 					}
 					continue
 				}
-				rows, err := c.Query(ctx, "SELECT "+d.Expr+" AS v, countIf(name = 'pageview'), count() AS n FROM q.events WHERE "+
+				rows, err := c.Query(ctx, "SELECT "+d.Expr+" AS v, countIf(name = 'pageview'), count() AS n, uniqExactIf(visitor_id, visitor_id != 0) FROM q.events WHERE "+
 					cond(req.Range.From, req.Range.To)+" GROUP BY v ORDER BY n DESC, v LIMIT 5")
 				if err != nil {
 					t.Fatal(err)
@@ -207,13 +298,20 @@ func TestAgainstRawEvents(t *testing.T) {
 					continue
 				}
 				for i, r := range rows {
-					if got := top.Rows[i]; got.Value != r[0] || strconv.FormatUint(got.Pageviews, 10) != r[1] || strconv.FormatUint(got.Events, 10) != r[2] {
+					if got := top.Rows[i]; got.Value != r[0] || strconv.FormatUint(got.Pageviews, 10) != r[1] || strconv.FormatUint(got.Events, 10) != r[2] || strconv.FormatUint(got.Visitors, 10) != r[3] {
 						t.Errorf("%s top %s row %d: %+v, raw %q", name, d.Name, i, got, r)
 					}
 				}
 			}
 		}
 	}
+}
+
+func addVisits(want map[string][2]float64, cur, prev VisitStats) {
+	want["visits"] = [2]float64{float64(cur.Visits), float64(prev.Visits)}
+	want["views_per_visit"] = [2]float64{cur.ratio(cur.Pageviews), prev.ratio(prev.Pageviews)}
+	want["bounce_rate"] = [2]float64{cur.ratio(cur.Bounces), prev.ratio(prev.Bounces)}
+	want["visit_duration"] = [2]float64{cur.ratio(cur.DurationMS) / 1000, prev.ratio(prev.DurationMS) / 1000}
 }
 
 func abs(f float64) float64 {
@@ -229,13 +327,14 @@ func abs(f float64) float64 {
 func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 	var qs []string
 	for _, g := range clickhouse.Grains {
-		qs = append(qs, "SELECT sum(events) FROM "+db+"."+g.Table)
+		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+g.Table)
 	}
 	for _, d := range clickhouse.Dimensions {
 		if d.Collected {
-			qs = append(qs, "SELECT sum(events) FROM "+db+"."+clickhouse.DimTable+" WHERE dim = "+clickhouse.Quote(d.Name))
+			qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.DimTable+" WHERE dim = "+clickhouse.Quote(d.Name))
 		}
 	}
+	qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE visitor_id = 0) FROM "+db+"."+clickhouse.VisitsTable)
 	want := "SELECT count() FROM " + db + ".events"
 	for i := 0; ; i++ {
 		rows, _ := c.Query(context.Background(), want)
@@ -253,5 +352,140 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 			t.Fatal("the rollups never caught up with the events table")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Visits from the visit hours equal visits counted in Go from the events,
+// for every range of whole hours: computed from the segments before any
+// hour is stored, from stored hours after BuildVisitHours, with late
+// events in stored hours (which no longer match their count and are
+// computed again), and once those are rebuilt. The data has visits across
+// hours, midnight and inserts (one visit's events in three batches).
+func TestVisitHours(t *testing.T) {
+	c := startCH(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	demo := Generate(t, c, "demo.example", 20000, now, 3)
+	Generate(t, c, "other.example", 2000, now, 4)
+	day := now.Truncate(24*time.Hour).AddDate(0, 0, -3)
+	mk := func(at time.Time, name string, visitor uint64) event.Event {
+		id, _ := event.NewID(at.UnixMilli(), rand.Reader)
+		return event.Event{ID: id, Time: at.UnixMilli(), Site: "demo.example", Name: name, URL: "https://demo.example/x", VisitorID: visitor}
+	}
+	// One visit from 23:50 to 00:40 over midnight, in three inserts; a
+	// bounce at 00:59:59 whose next event is 30 minutes later exactly (a
+	// new visit); a visit whose 29-minute gaps span three hours.
+	v := uint64(1 << 40)
+	crafted := [][]event.Event{
+		{mk(day.Add(-10*time.Minute), event.KindPageview, v), mk(day.Add(-time.Minute), "signup", v)},
+		{mk(day.Add(10*time.Minute), event.KindPageview, v)},
+		{mk(day.Add(40*time.Minute), event.KindPageview, v),
+			mk(day.Add(time.Hour-time.Second), event.KindPageview, v+1), mk(day.Add(90*time.Minute-time.Second), event.KindPageview, v+1),
+			mk(day.Add(5*time.Hour), event.KindPageview, v+2), mk(day.Add(5*time.Hour+29*time.Minute), event.KindPageview, v+2),
+			mk(day.Add(5*time.Hour+58*time.Minute), event.KindPageview, v+2), mk(day.Add(6*time.Hour+27*time.Minute), event.KindPageview, v+2)},
+	}
+	for _, b := range crafted {
+		if err := c.InsertEvents(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		demo = append(demo, b...)
+	}
+	waitRollups(t, c, "q")
+	e := &Engine{Src: c}
+	check := func(phase string, wantSource string) {
+		t.Helper()
+		for _, q := range []url.Values{
+			{"range": {"today"}}, {"range": {"yesterday"}}, {"range": {"7d"}}, {"range": {"30d"}}, {"range": {"month"}},
+			{"range": {"custom"}, "from": {day.Format(time.DateOnly)}, "to": {day.Format(time.DateOnly)}},
+			{"range": {"custom"}, "from": {day.AddDate(0, 0, -1).Format(time.DateOnly)}, "to": {day.AddDate(0, 0, -1).Format(time.DateOnly)}},
+			{"range": {"custom"}, "from": {now.AddDate(0, 0, -60).Format(time.DateOnly)}, "to": {now.AddDate(0, 0, -31).Format(time.DateOnly)}},
+		} {
+			q.Set("site", "demo.example")
+			req, err := ParseRequest(q, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rng := range []Range{req.Range, req.Prev} {
+				got, source, err := e.visits(ctx, req, rng)
+				if err != nil {
+					t.Fatalf("%s %s: %v", phase, q.Encode(), err)
+				}
+				want := goVisits(demo, rng.From, rng.To, "")
+				if got != want {
+					t.Errorf("%s %s [%v, %v): %+v from %s, events say %+v", phase, q.Encode(), rng.From, rng.To, got, source, want)
+				}
+				if rng.Name != "today" && rng.Name != "previous" && wantSource != "" && !strings.HasSuffix(source, "."+wantSource) {
+					t.Errorf("%s %s: read %s, want %s", phase, q.Encode(), source, wantSource)
+				}
+			}
+		}
+	}
+	check("from the segments", clickhouse.VisitsTable)
+	settled := now.Add(-clickhouse.SegmentSeconds * time.Second)
+	n, err := c.BuildVisitHours(ctx, settled)
+	if err != nil || n == 0 {
+		t.Fatalf("built %d hours: %v", n, err)
+	}
+	check("from stored hours", "")
+	for _, q := range []url.Values{{"range": {"yesterday"}}, {"range": {"custom"}, "from": {day.Format(time.DateOnly)}, "to": {day.Format(time.DateOnly)}}} {
+		q.Set("site", "demo.example")
+		req, _ := ParseRequest(q, now)
+		if _, source, _ := e.visits(ctx, req, req.Range); !strings.HasSuffix(source, "."+clickhouse.VisitHoursTable) {
+			t.Errorf("%s after the build: read %s, want only %s", q.Encode(), source, clickhouse.VisitHoursTable)
+		}
+	}
+	if n, err := c.BuildVisitHours(ctx, settled); err != nil || n != 0 {
+		t.Fatalf("a second build built %d hours: %v", n, err)
+	}
+	// Late events: one joins the midnight visit, one starts a bounce.
+	late := []event.Event{mk(day.Add(-25*time.Minute), event.KindPageview, v), mk(day.Add(3*time.Hour), event.KindPageview, v+3)}
+	if err := c.InsertEvents(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	demo = append(demo, late...)
+	waitRollups(t, c, "q")
+	check("with late events in stored hours", "")
+	if n, err := c.BuildVisitHours(ctx, settled); err != nil || n == 0 || n > 10 {
+		t.Fatalf("the rebuild after late events built %d hours: %v", n, err)
+	}
+	check("rebuilt", "")
+}
+
+// emptySource answers every query with no rows, counting the queries; it
+// is safe for concurrent use.
+type emptySource struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (s *emptySource) Query(context.Context, string) ([][]string, error) {
+	s.mu.Lock()
+	s.n++
+	s.mu.Unlock()
+	return nil, nil
+}
+func (s *emptySource) DB() string { return "db" }
+
+// Stats asks its parts at once; with -race this checks they share
+// nothing unguarded. A source with no rows gives zeros and a full series.
+func TestStatsParts(t *testing.T) {
+	src := &emptySource{}
+	e := &Engine{Src: src}
+	for _, rng := range Ranges {
+		q := url.Values{"site": {"s"}, "range": {rng}, "from": {"2026-01-01"}, "to": {"2026-01-31"}}
+		req, err := ParseRequest(q, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := e.Stats(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Metrics) != 8 || len(st.Series) == 0 || *st.Metrics[1].Value != 0 || st.Pending != "" {
+			t.Fatalf("%s: %+v", rng, st)
+		}
+	}
+	if src.n == 0 {
+		t.Fatal("no queries")
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/guard"
 	"github.com/edgepixel/edgepixel/aggregator/ingest"
+	"github.com/edgepixel/edgepixel/aggregator/lease"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/loader"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
@@ -97,6 +98,11 @@ type Config struct {
 	// RetentionDays > 0 drops day partitions older than that at start and
 	// daily (ClickHouse only).
 	RetentionDays int
+	// RollupLateness is how long after the rollups' cut-off their
+	// backfill first runs (ClickHouse only; see
+	// clickhouse.BackfillRollups); it runs again hourly, on one of the
+	// aggregators that share Redis (RollupLeaseTTL).
+	RollupLateness time.Duration
 
 	// DashboardToken is the dashboard's admin token (every site, share
 	// links); "" reads DataDir/dashboard-token, creating a random one
@@ -331,6 +337,11 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Hub returns the live-count hub.
 func (s *Server) Hub() *live.Hub { return s.hub }
 
+// RollupLeaseTTL is how long the aggregator that does the rollups' work
+// (backfill, visit summaries) holds it without renewing: when it dies,
+// another of those sharing Redis takes over after at most this long.
+var RollupLeaseTTL = 30 * time.Second
+
 // Run runs the loader, the live hub and (with ClickHouse and
 // RetentionDays) the retention schedule until ctx ends; then the loader
 // finishes what is spooled (bounded by its drain timeout) and Run returns
@@ -356,6 +367,17 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 	} else if s.cfg.RetentionDays > 0 {
 		s.log.Warn("--retention-days needs ClickHouse; the on-disk store keeps everything")
+	}
+	if c, ok := s.store.(*clickhouse.Client); ok {
+		work := func(ctx context.Context) { clickhouse.RunBackfill(ctx, c, s.cfg.RollupLateness, time.Hour, s.log) }
+		if rd, ok := s.dedupe.(*dedupe.Redis); ok {
+			// Aggregators that share Redis share ClickHouse: one of
+			// them, the lease's holder, does the rollups' work.
+			l := lease.New(rd.Client(), "ep:lease:rollups:"+c.DB(), RollupLeaseTTL)
+			s.component(&wg, runCtx, "rollup backfill", func(ctx context.Context) { l.Run(ctx, s.log, work) })
+		} else {
+			s.component(&wg, runCtx, "rollup backfill", work)
+		}
 	}
 	wg.Add(1)
 	go func() {

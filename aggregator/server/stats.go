@@ -55,9 +55,9 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 			w.Header().Set("Content-Disposition", `attachment; filename="`+safeFilename(name)+`"`)
 			w.Header().Set("Cache-Control", "no-store")
 			cw := csv.NewWriter(w)
-			cw.Write([]string{t.Dim, "pageviews", "events"})
+			cw.Write([]string{t.Dim, "visitors", "pageviews", "events"})
 			for _, row := range t.Rows {
-				cw.Write([]string{csvSafe(row.Value), strconv.FormatUint(row.Pageviews, 10), strconv.FormatUint(row.Events, 10)})
+				cw.Write([]string{csvSafe(row.Value), strconv.FormatUint(row.Visitors, 10), strconv.FormatUint(row.Pageviews, 10), strconv.FormatUint(row.Events, 10)})
 			}
 			cw.Flush()
 		})

@@ -29,6 +29,8 @@ func TestStatsAPI(t *testing.T) {
 		if i%5 == 0 {
 			evs[i].Name = "signup"
 		}
+		evs[i].VisitorID = uint64(i%4) + 1
+		evs[i].Browser = []string{"Firefox", "Chrome", "Safari"}[i%3]
 	}
 	a.send(evs)
 	eventually(t, "stored", func() bool {
@@ -71,23 +73,25 @@ func TestStatsAPI(t *testing.T) {
 		if code := getJSON(t, a.dash.URL+"/api/stats?site=demo&range=today"+q, &st); code != 200 {
 			t.Fatalf("stats %s: %d", q, code)
 		}
-		for name, expr := range map[string]string{"events": "count()", "pageviews": "countIf(name = 'pageview')", "custom_events": "countIf(name != 'pageview')"} {
+		for name, expr := range map[string]string{"events": "count()", "pageviews": "countIf(name = 'pageview')", "custom_events": "countIf(name != 'pageview')",
+			"visitors": "uniqExactIf(visitor_id, visitor_id != 0)"} {
 			want := float64(chInt(t, "SELECT "+expr+" FROM "+db+".events WHERE "+cond))
 			if got := value(name); got != want {
 				t.Errorf("stats%s: %s = %v, raw events %v (source %s)", q, name, got, want, st.Source)
 			}
 		}
 	}
-	for _, m := range st.Metrics {
-		if m.Name == "visitors" && (m.Collected || m.Value != nil) {
-			t.Error("visitors shown although no visitor id is collected")
-		}
+	// mkEvents' events are seconds apart: one visit per visitor.
+	getJSON(t, a.dash.URL+"/api/stats?site=demo&range=today", &st)
+	if got := value("visits"); got != 4 {
+		t.Errorf("visits %v, want 4", got)
 	}
 
 	var top struct {
 		Rows []struct {
-			Value  string
-			Events uint64
+			Value    string
+			Events   uint64
+			Visitors uint64
 		}
 	}
 	getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=page", &top)
@@ -111,11 +115,21 @@ func TestStatsAPI(t *testing.T) {
 	if len(recs) != len(top.Rows)+1 || recs[0][0] != "page" || recs[1][0] != top.Rows[0].Value {
 		t.Errorf("csv %q", recs)
 	}
-	var notYet struct{ Collected bool }
-	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=browser", &notYet); notYet.Collected {
-		t.Error("browser shown as collected")
+	if len(recs[0]) != 4 || recs[0][1] != "visitors" || recs[1][1] != strconv.FormatUint(top.Rows[0].Visitors, 10) {
+		t.Errorf("csv header and first row %q, %q", recs[0], recs[1])
 	}
-	for _, bad := range []string{"dim=page&range=fortnight", "dim=page&range=custom&from=2020-01-02&to=2020-01-01", "dim=nope", "dim=page&browser=Firefox", "dim=page&limit=0"} {
+	var browsers struct {
+		Collected bool
+		Rows      []struct{ Value string }
+	}
+	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=browser", &browsers); !browsers.Collected || len(browsers.Rows) != 3 {
+		t.Errorf("browsers %+v", browsers)
+	}
+	var notYet struct{ Collected bool }
+	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=entry_page", &notYet); notYet.Collected {
+		t.Error("entry pages shown as collected")
+	}
+	for _, bad := range []string{"dim=page&range=fortnight", "dim=page&range=custom&from=2020-01-02&to=2020-01-01", "dim=nope", "dim=page&entry_page=/", "dim=page&limit=0"} {
 		var e map[string]string
 		if code := getJSON(t, a.dash.URL+"/api/top?site=demo&"+bad, &e); code != 400 {
 			t.Errorf("%s: %d %v", bad, code, e)

@@ -145,17 +145,29 @@ function renderFilters() {
 
 function renderStats(st) {
   const r = st.range;
-  $("rangeinfo").textContent = `${new Date(r.from).toISOString().slice(0, 16).replace("T", " ")} – ${new Date(r.to).toISOString().slice(0, 16).replace("T", " ")} UTC · from ${st.source}`;
+  $("rangeinfo").textContent = `${new Date(r.from).toISOString().slice(0, 16).replace("T", " ")} – ${new Date(r.to).toISOString().slice(0, 16).replace("T", " ")} UTC · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
   $("tiles").replaceChildren(...st.metrics.map((m) => {
     if (!m.collected) return el("div", { class: "tile na", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: "—" }), el("div", { class: "sub", text: "not collected yet" }));
     let ch = "no previous data";
     let cls = "sub";
     if (m.change != null) { ch = (m.change >= 0 ? "▲ " : "▼ ") + Math.abs(m.change * 100).toFixed(1) + "% vs previous"; cls += m.change >= 0 ? " up" : " down"; }
-    return el("div", { class: "tile", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: fmt(m.value) }), el("div", { class: cls, text: ch }));
+    return el("div", { class: "tile", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: fmtMetric(m.name, m.value) }), el("div", { class: cls, text: ch }));
   }));
   drawBars($("chart"), st.series.map((p) => ({ t: p.t, n: p.events })), 800, 200, st.grain);
   const sum = st.series.reduce((a, p) => a + p.events, 0);
   $("chartinfo").textContent = `${fmt(sum)} events, one bar per ${st.grain}`;
+}
+
+// fmtMetric shows a tile's number in its unit: the bounce rate as a
+// percentage, the visit duration in minutes and seconds, views per visit
+// with two decimals.
+function fmtMetric(name, v) {
+  switch (name) {
+    case "bounce_rate": return (v * 100).toFixed(1) + "%";
+    case "visit_duration": { const s = Math.round(v); return s >= 60 ? `${Math.floor(s / 60)}m ${s % 60}s` : `${s}s`; }
+    case "views_per_visit": return v.toFixed(2);
+  }
+  return fmt(v);
 }
 
 function renderTop(t) {
@@ -168,14 +180,14 @@ function renderTop(t) {
   }
   const head = el("div", { class: "tablehead" }, el("h2", { id: "top-" + t.dim, text: t.label }));
   if (!t.collected) {
-    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet. Stored events may already carry it (browser, os, device, channel, region, city, props columns): make sql queries them." }));
+    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet (entry and exit pages need the visit, event properties a JSON path). make sql queries the stored events." }));
     return;
   }
   head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", text: "CSV" }));
   const rows = t.rows.map((r) => el("tr", {},
     el("td", { class: "v" }, el("button", { type: "button", title: "Filter by " + (r.value || "(none)"), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, r.value || "(none)")),
-    el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
-  const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
+    el("td", { class: "n", text: fmt(r.visitors) }), el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
+  const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visitors" }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
     el("tbody", {}, ...rows));
   card.replaceChildren(head, rows.length ? table : el("p", { class: "sub", text: "Nothing in this range." }));
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	eq "github.com/edgepixel/edgepixel/aggregator/query"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/deps"
@@ -225,9 +227,27 @@ func (a *aggregator) start(ctx context.Context) (err error) {
 	if a.p, err = proc.Start("edgepixel-aggregator", proc.Options{Log: a.log}, bin.Aggregator, args...); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	// It migrates before it listens: distributed DDL, each statement
+	// waiting for all four servers; step 7 alone adds 27 (its tables,
+	// views and the drops of step 4's views), and a loaded machine took
+	// over 3 minutes. A guard against a hang, not a measure.
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
 	return a.p.WaitReady(ctx, proc.HTTPOK(a.url+"/healthz"))
+}
+
+// run runs sql on server (database edgepixel) and returns its error.
+func run(server *localsrv.ClickHouse, sql string) error {
+	resp, err := http.Post(server.HTTPURL+"/?database=edgepixel", "text/plain", strings.NewReader(sql))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("clickhouse %s: %s: %s", server.HTTPURL, resp.Status, b)
+	}
+	return nil
 }
 
 // query runs sql on server (database edgepixel) and returns the answer.
@@ -438,7 +458,7 @@ func TestCluster(t *testing.T) {
 		for i := range evs {
 			now := time.Now().UnixMilli()
 			id, _ := event.NewID(now, rand.Reader)
-			evs[i] = event.Event{ID: id, Time: now, Site: "quorum-probe", Name: "pageview", URL: "https://probe.example/" + strconv.Itoa(i), Pop: "test"}
+			evs[i] = event.Event{ID: id, Time: now, Site: "quorum-probe", Name: "pageview", URL: "https://probe.example/" + strconv.Itoa(i), Pop: "test", VisitorID: uint64(i%5 + 1)}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -461,10 +481,11 @@ func TestCluster(t *testing.T) {
 		s.check(t, f, "after shard 1 replica 2 hung for 15 s", window)
 		reader := f.ch.Shards[1][1]
 		got := query(t, reader, "SELECT (SELECT count() FROM events WHERE site = 'quorum-probe'), (SELECT sum(n) FROM events_per_minute WHERE site = 'quorum-probe'), "+
-			"(SELECT sum(events) FROM site_minutes WHERE site = 'quorum-probe'), (SELECT sum(events) FROM site_hours WHERE site = 'quorum-probe'), "+
-			"(SELECT sum(events) FROM site_days WHERE site = 'quorum-probe'), (SELECT sum(events) FROM dim_hours WHERE site = 'quorum-probe' AND dim = 'page')")
-		if want := strings.Repeat("50\t", 5) + "50"; got != want {
-			t.Errorf("a block retried after its quorum wait failed: events, events_per_minute, site_minutes, site_hours, site_days, dim_hours (page) hold %q, want 50 each", got)
+			"(SELECT sumMerge(events) FROM rollup_minutes WHERE site = 'quorum-probe'), (SELECT sumMerge(events) FROM rollup_hours WHERE site = 'quorum-probe'), "+
+			"(SELECT sumMerge(events) FROM rollup_days WHERE site = 'quorum-probe'), (SELECT sumMerge(events) FROM rollup_dims WHERE site = 'quorum-probe' AND dim = 'page'), "+
+			"(SELECT sumMerge(events) FROM rollup_visits WHERE site = 'quorum-probe')")
+		if want := strings.Repeat("50\t", 6) + "50"; got != want {
+			t.Errorf("a block retried after its quorum wait failed: events, events_per_minute, rollup_minutes, rollup_hours, rollup_days, rollup_dims (page), rollup_visits hold %q, want 50 each", got)
 		} else {
 			t.Logf("a block retried after its quorum wait failed: events and each rollup hold its 50 rows once")
 		}
@@ -513,6 +534,139 @@ func TestCluster(t *testing.T) {
 	s.stop()
 	s.check(t, f, "after the senders stopped", window)
 	checkReplicas(t, f)
+	t.Run("rollups, their backfill and retention", func(t *testing.T) { checkRollups(t, f) })
+}
+
+// checkRollups checks schema step 7 in the cluster layout, once the
+// senders stopped: its views fed the rollups on every shard (the schema
+// was made on an empty database, so the cut-off is 0 and the views hold
+// every insert, as events_per_minute's does); the backfill, given a
+// cut-off after every event and rollups emptied of the views' rows, rolls
+// every event up from all shards once, and again changes nothing; and
+// retention drops the local tables' day partitions on every shard.
+func checkRollups(t *testing.T, f *fleet) {
+	s0, s1 := f.ch.Shards[0][0], f.ch.Shards[1][1]
+	tables := []string{"rollup_minutes", "rollup_hours", "rollup_days", "rollup_dims", "rollup_visits"}
+	// Every replica has fetched what the others hold (replication is
+	// asynchronous), so that a read on any of them sees every row.
+	sync := func(tables ...string) {
+		for _, reps := range f.ch.Shards {
+			for _, r := range reps {
+				for _, tbl := range tables {
+					query(t, r, "SYSTEM SYNC REPLICA "+tbl+"_local")
+				}
+			}
+		}
+	}
+	sync(append(tables, "events_per_minute", "events")...)
+	inserted := query(t, s0, "SELECT sum(n) FROM events_per_minute")
+	for _, tbl := range []string{"rollup_minutes", "rollup_hours", "rollup_days"} {
+		if got := query(t, s1, "SELECT sumMerge(events) FROM "+tbl); got != inserted {
+			t.Errorf("%s holds %s events, events_per_minute %s", tbl, got, inserted)
+		}
+	}
+	if got := query(t, s1, "SELECT sumMerge(events) FROM rollup_dims WHERE dim = 'event'"); got != inserted {
+		t.Errorf("rollup_dims holds %s events, events_per_minute %s", got, inserted)
+	}
+
+	// A cut-off an hour ahead: every stored event is before it, as after
+	// an upgrade of a database with events. The views are made again
+	// with it on every server and their rows (src = 0) dropped.
+	cutoff := time.Now().Add(time.Hour).Unix()
+	for _, tbl := range tables {
+		create := query(t, s0, "SELECT create_table_query FROM system.tables WHERE database = 'edgepixel' AND name = '"+tbl+"_mv' FORMAT TabSeparatedRaw")
+		if !strings.Contains(create, "ts >= toDateTime(0)") || !strings.Contains(create, "edgepixel."+tbl+"_local") {
+			t.Fatalf("view of %s: %s", tbl, create)
+		}
+		create = strings.Replace(create, "ts >= toDateTime(0)", fmt.Sprintf("ts >= toDateTime(%d)", cutoff), 1)
+		create = strings.Replace(create, "edgepixel."+tbl+"_mv", "edgepixel."+tbl+"_mv ON CLUSTER "+clusterName, 1)
+		query(t, s0, "DROP TABLE edgepixel."+tbl+"_mv ON CLUSTER "+clusterName)
+		query(t, s0, create)
+		for _, id := range strings.Fields(query(t, s0, "SELECT DISTINCT partition_id FROM cluster("+clusterName+", system, parts) WHERE database = 'edgepixel' AND table = '"+tbl+"_local' AND active")) {
+			// 18.16 may answer 292 (leader changed) while the
+			// shards' leader elections settle after the faults above.
+			for attempt, err := 1, error(nil); ; attempt++ {
+				if err = run(s0, "ALTER TABLE "+tbl+"_local ON CLUSTER "+clusterName+" DROP PARTITION ID '"+id+"'"); err == nil {
+					break
+				} else if attempt == 7 {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+			}
+		}
+	}
+	cl, err := clickhouse.New(s0.HTTPURL, "edgepixel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.SetCluster(clickhouse.ClusterConfig{Name: clusterName}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if c, ok, err := cl.RollupCutoff(ctx); err != nil || !ok || c.Unix() != cutoff {
+		t.Fatalf("cut-off %v %v %v, want %d", c, ok, err, cutoff)
+	}
+	stored := query(t, s0, "SELECT uniqExact(event_id) FROM events")
+	for run := 1; run <= 2; run++ {
+		res, err := cl.BackfillRollups(ctx)
+		if err != nil {
+			t.Fatalf("backfill run %d: %v", run, err)
+		}
+		if run == 1 && len(res.Rebuilt) == 0 || run == 2 && len(res.Rebuilt) != 0 {
+			t.Errorf("backfill run %d rebuilt %q", run, res.Rebuilt)
+		}
+		sync(tables...)
+		for _, tbl := range tables[:3] {
+			for _, s := range []*localsrv.ClickHouse{s0, s1} {
+				if got := query(t, s, "SELECT sumMerge(events) FROM "+tbl+" WHERE src = 1"); got != stored {
+					t.Errorf("run %d: %s holds %s events read on %s, events %s", run, tbl, got, s.HTTPURL, stored)
+				}
+			}
+		}
+	}
+
+	if n := query(t, s0, "SELECT count() FROM system.tables WHERE database = 'edgepixel' AND position(name, '"+clickhouse.StagingInfix+"') > 0"); n != "0" {
+		t.Errorf("%s backfill staging tables left", n)
+	}
+
+	// The visit hours, stored through the Distributed table, give the
+	// visits that the same question over the events of every shard does.
+	if _, err := cl.BuildVisitHours(ctx, time.Now().Add(-clickhouse.SegmentSeconds*time.Second)); err != nil {
+		t.Fatalf("visit hours: %v", err)
+	}
+	sync("visit_hours")
+	for _, site := range strings.Fields(query(t, s0, "SELECT DISTINCT site FROM events")) {
+		req, err := eq.ParseRequest(url.Values{"site": {site}, "range": {"7d"}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics := func(raw bool) string {
+			st, err := (&eq.Engine{Src: cl, Raw: raw}).Stats(ctx, req)
+			if err != nil {
+				t.Fatalf("stats of %s (raw %v): %v", site, raw, err)
+			}
+			var out []string
+			for _, m := range st.Metrics {
+				out = append(out, fmt.Sprintf("%s %v", m.Name, *m.Value))
+			}
+			return strings.Join(out, ", ")
+		}
+		if got, want := metrics(false), metrics(true); got != want {
+			t.Errorf("%s from the rollups: %s\nfrom the events: %s", site, got, want)
+		}
+	}
+
+	dropped, err := cl.DropPartitionsBefore(ctx, time.Now().Add(48*time.Hour))
+	if err != nil {
+		t.Fatalf("retention: %v (dropped %v)", err, dropped)
+	}
+	sync("events", "rollup_visits")
+	for _, s := range []*localsrv.ClickHouse{s0, s1} {
+		if got := query(t, s, "SELECT count() FROM events"); got != "0" {
+			t.Errorf("after retention, %s events left read on %s", got, s.HTTPURL)
+		}
+	}
 }
 
 // spooled is the bytes the live aggregators hold in their spools, not yet

@@ -298,8 +298,9 @@ func (s *stream) isSent(u string) bool {
 
 // checkDashboards asks every live aggregator's dashboard API, which reads
 // the rollups, for site's numbers today (and yesterday, for a run that
-// crosses midnight UTC): the events and pageviews tiles (site_days), the
-// series (site_hours) and the top events table (dim_hours) must each count
+// crosses midnight UTC): the events and pageviews tiles (rollup_hours or
+// rollup_days), the series (rollup_hours) and the top events table
+// (rollup_dims) must each count
 // what the events table holds in the same range.
 func (f *fleet) checkDashboards(t *testing.T, what, site string) {
 	t.Helper()

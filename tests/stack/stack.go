@@ -389,10 +389,10 @@ func (s *Stack) startAggregator(ctx context.Context, name, addr, dashAddr, dataD
 		}
 		// It migrates the schema before it listens: on a cluster that is
 		// distributed DDL on every server in turn, which it allows 3
-		// minutes.
+		// minutes; step 7 adds 27 statements (tables, views, drops).
 		ready := time.Minute
 		if slices.Contains(o.AggregatorArgs, "--clickhouse-cluster") {
-			ready = 4 * time.Minute
+			ready = 8 * time.Minute
 		}
 		ctx, cancel := context.WithTimeout(ctx, ready)
 		defer cancel()

@@ -48,6 +48,7 @@ type options struct {
 	replayWindow, dedupeWindow                                         time.Duration
 	logToken, adminToken, fastlyServiceIDs                             string
 	retentionDays                                                      int
+	rollupLateness                                                     time.Duration
 	failAfter, exitDelay                                               time.Duration
 	readHeaderTimeout, bodyTimeout, idleTimeout, writeTimeout          time.Duration
 	maxHeaderBytes, maxConns, maxConnsPerClient                        int
@@ -93,6 +94,7 @@ func run(args []string) error {
 	fs.StringVar(&o.fastlyServiceIDs, "fastly-service-ids", "", "comma-separated Fastly service ids allowed by the logging challenge (empty: any; needs --log-token)")
 	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token for POST /admin/erase and /admin/retention (empty: admin endpoints disabled)")
 	fs.IntVar(&o.retentionDays, "retention-days", 0, "drop ClickHouse day partitions older than this many days, at start and daily (0: keep everything)")
+	fs.DurationVar(&o.rollupLateness, "rollup-lateness", 10*time.Minute, "after an upgrade to schema 7, how long past the rollups' cut-off their backfill of older events first runs, so that events still in spools and edge retries are in it (it runs again hourly for later ones)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "listen address for /debug/pprof/ (e.g. 127.0.0.1:6060; empty: off). Bind it to localhost: profiles reveal internals")
 	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
 	fs.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target: heap growth in percent over the live heap before a collection (GOGC); -1: off. The default trades memory for CPU, see --memory-limit. GOGC in the environment applies unless this flag is given")
@@ -178,7 +180,7 @@ func run(args []string) error {
 		MaxBody: o.maxBody, ReplayWindow: o.replayWindow, DedupeWindow: o.dedupeWindow,
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
-		AdminToken: o.adminToken, RetentionDays: o.retentionDays,
+		AdminToken: o.adminToken, RetentionDays: o.retentionDays, RollupLateness: o.rollupLateness,
 		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
 		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
 		WriteTimeout: o.writeTimeout, MaxHeaderBytes: o.maxHeaderBytes,

@@ -1,0 +1,471 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// How step 7's rollups cover every event exactly once:
+//
+// ClickHouse 18.16's materialized views see only the blocks inserted after
+// they exist, and a view of a view is not fed (inserts do not cascade), so
+// no insert-time marker can split "rolled up by a view" from "stored
+// before". The split is by event time instead: the cut-off. Step 7's views
+// roll up the events whose ts is at or after the cut-off; the backfill
+// rolls up those before it into partitions of their own (src = 1). No
+// event is in both, however late it is inserted.
+//
+// The cut-off is a little in the future when step 7 runs (CutoffMargin),
+// so every view exists before an event at or after it can be inserted
+// (an event is inserted after its ts, clocks agreeing), and 0 on a
+// database with no events, where the views cover everything. It is
+// recorded in the views' own SQL (ts >= toDateTime(N)), the one place it
+// takes effect. The backfill compares, per table and month, the rolled-up
+// count with the events table's and rebuilds a month that differs (drop
+// its src = 1 partitions, roll it up again), so it is idempotent, and an
+// event before the cut-off that arrives late is rolled up at the next run.
+
+// CutoffMargin is how far after step 7 runs its cut-off is, on a database
+// that has events: long enough for step 7 to create every view.
+var CutoffMargin = time.Minute
+
+var cutoffRE = regexp.MustCompile(`ts >= toDateTime\((\d+)\)`)
+
+// viewCutoffs returns the cut-off of each of step 7's views that exists,
+// by table.
+func (c *Client) viewCutoffs(ctx context.Context) (map[string]int64, error) {
+	var names []string
+	for _, r := range rollups() {
+		names = append(names, quote(r.table+"_mv"))
+	}
+	sql := fmt.Sprintf("SELECT name, create_table_query FROM system.tables WHERE database = %s AND name IN (%s)",
+		quote(c.db), strings.Join(names, ", "))
+	rows, err := c.Query(ctx, sql)
+	// 18.16 fails the read when a racing aggregator drops a table
+	// meanwhile; the next read does not see it.
+	for attempt := 0; err != nil && attempt < 3 && ctx.Err() == nil; attempt++ {
+		time.Sleep(50 * time.Millisecond)
+		rows, err = c.Query(ctx, sql)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the rollup views: %w", err)
+	}
+	out := map[string]int64{}
+	for _, r := range rows {
+		if len(r) != 2 {
+			continue
+		}
+		m := cutoffRE.FindStringSubmatch(r[1])
+		if m == nil {
+			return nil, fmt.Errorf("%w: view %s.%s has no cut-off (ts >= toDateTime(N)); drop it and restart the aggregator to recreate it", ErrSchemaConflict, c.db, r[0])
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		out[strings.TrimSuffix(r[0], "_mv")] = n
+	}
+	return out, nil
+}
+
+// BackfillPending reports whether site has events in [from, to) from
+// before the rollups' cut-off that the backfill has not rolled up yet:
+// events there but no backfilled row of the day rollup. It does not see a
+// range whose backfill is partly done (a month done, another not); q
+// reads database db.
+func BackfillPending(ctx context.Context, q Querier, db, site string, from, to time.Time) (cutoff time.Time, pending bool, err error) {
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT create_table_query FROM system.tables WHERE database = %s AND name = %s", quote(db), quote(Grains[2].Table+"_mv")))
+	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+		return cutoff, false, err
+	}
+	m := cutoffRE.FindStringSubmatch(rows[0][0])
+	if m == nil {
+		return cutoff, false, nil
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	cutoff = time.Unix(n, 0).UTC()
+	if !from.Before(cutoff) {
+		return cutoff, false, nil
+	}
+	end := min(to.Unix(), n)
+	rows, err = q.Query(ctx, fmt.Sprintf(`SELECT
+	(SELECT count() FROM (SELECT 1 FROM %[1]s.events WHERE site = %[2]s AND ts >= toDateTime(%[3]d) AND ts < toDateTime(%[4]d) LIMIT 1)),
+	(SELECT count() FROM (SELECT 1 FROM %[1]s.%[5]s WHERE site = %[2]s AND src = 1 AND t >= toDateTime(%[3]d) AND t < toDateTime(%[4]d) LIMIT 1))`,
+		db, quote(site), from.Unix(), end, Grains[2].Table))
+	if err != nil || len(rows) != 1 || len(rows[0]) != 2 {
+		return cutoff, false, err
+	}
+	return cutoff, rows[0][0] == "1" && rows[0][1] == "0", nil
+}
+
+// RollupCutoff returns the cut-off of the rollups (see above): events
+// before it are rolled up by the backfill. ok is false before step 7.
+func (c *Client) RollupCutoff(ctx context.Context) (cutoff time.Time, ok bool, err error) {
+	cuts, err := c.viewCutoffs(ctx)
+	if err != nil || len(cuts) == 0 {
+		return time.Time{}, false, err
+	}
+	var n int64
+	for _, v := range cuts {
+		n = max(n, v)
+	}
+	return time.Unix(n, 0).UTC(), true, nil
+}
+
+// createRollupViews is step 7's work after its tables: the views, with one
+// cut-off. An aggregator racing this one may have chosen another; once
+// all views exist, any view whose cut-off differs from the latest is made
+// again with it, which is safe because the cut-off has not come yet.
+func (c *Client) createRollupViews(ctx context.Context) error {
+	cuts, err := c.viewCutoffs(ctx)
+	if err != nil {
+		return err
+	}
+	var cutoff int64
+	for _, v := range cuts {
+		cutoff = max(cutoff, v)
+	}
+	if len(cuts) == 0 {
+		rows, err := c.Query(ctx, "SELECT count() FROM "+c.db+".events")
+		if err != nil {
+			return err
+		}
+		if len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != "0" {
+			cutoff = time.Now().Add(CutoffMargin).Unix()
+		}
+	}
+	for _, r := range rollups() {
+		if err := c.execDDL(ctx, r.view(c.layout, cutoff)); err != nil {
+			return err
+		}
+	}
+	if cuts, err = c.viewCutoffs(ctx); err != nil {
+		return err
+	}
+	for _, v := range cuts {
+		cutoff = max(cutoff, v)
+	}
+	for _, r := range rollups() {
+		if cuts[r.table] == cutoff {
+			continue
+		}
+		if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+r.table+"_mv"+c.layout.OnCluster()); err != nil {
+			return err
+		}
+		if err := c.execDDL(ctx, r.view(c.layout, cutoff)); err != nil {
+			return err
+		}
+	}
+	for _, v := range v4Views() {
+		if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+v+c.layout.OnCluster()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BackfillResult says what BackfillRollups found and did.
+type BackfillResult struct {
+	Cutoff  time.Time `json:"cutoff"`
+	Checked int       `json:"checked"` // table months compared
+	Rebuilt []string  `json:"rebuilt"` // "table YYYYMM: had N, events M"
+}
+
+// StagingInfix marks the tables a backfill builds a month in before it
+// swaps the month in: TABLE_bf_RUN, one set per run (see BackfillRollups).
+const StagingInfix = "_bf_"
+
+// BackfillRollups rolls up the events before the cut-off into step 7's
+// rollups (src = 1 partitions), rebuilding each table month that holds
+// fewer events than the events table. It is idempotent: a second run, with
+// no event stored meanwhile, changes nothing.
+//
+// A month is never doubled, even by two runs at once or a run that died
+// half-way: it is built in full in a staging table of this run's own
+// (TABLE_bf_RUN, made like the rollup) and swapped in with ALTER TABLE
+// ... REPLACE PARTITION, which replaces a partition's rows with the
+// staging table's in one step. A run that dies leaves its staging table
+// and, at worst, months that were not swapped in yet, which the next run
+// finds short and rebuilds. A run first drops every other run's staging
+// tables: a run that lost its lease (see package lease) and wakes up
+// finds its table gone and fails before it swaps anything. Two runs at
+// once still swap complete months; the one that read the events first
+// may leave a month short by the events that arrived in between, which
+// the next run rebuilds. The aggregator runs it from one holder of a
+// lease so that that is rare and the work is not done twice.
+//
+// In a cluster the swap is a drop and a copy (see rebuildMonth), so
+// there the lease alone keeps two runs from doubling a month: a run that
+// lost its lease is still stopped by its dropped staging table, but two
+// runs that both copy one month at the same moment double it, and a
+// month with more rolled up than stored is not rebuilt.
+func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
+	var res BackfillResult
+	cutoff, ok, err := c.RollupCutoff(ctx)
+	if err != nil || !ok {
+		return res, err
+	}
+	res.Cutoff = cutoff
+	if cutoff.Unix() == 0 {
+		return res, nil
+	}
+	run := newRunID()
+	if err := c.dropStaging(ctx, ""); err != nil {
+		return res, err
+	}
+	defer c.dropStaging(context.WithoutCancel(ctx), run)
+	before := fmt.Sprintf("ts < toDateTime(%d)", cutoff.Unix())
+	for _, r := range rollups() {
+		cond := before
+		if r.where != "" {
+			cond += " AND " + r.where
+		}
+		want, err := c.monthCounts(ctx, "SELECT toYYYYMM("+r.tExpr+") AS m, count() FROM "+c.db+".events WHERE "+cond+" GROUP BY m")
+		if err != nil {
+			return res, err
+		}
+		check := "src = 1"
+		if r.check != "" {
+			check += " AND " + r.check
+		}
+		have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE "+check+" GROUP BY m")
+		if err != nil {
+			return res, err
+		}
+		months := make([]uint64, 0, len(want))
+		for m := range want {
+			months = append(months, m)
+		}
+		slices.Sort(months)
+		staged := false
+		for _, m := range months {
+			res.Checked++
+			// Fewer events than rolled up means retention or an
+			// erasure removed some: the rollup keeps their counts
+			// (see retentionTables), so only more is rebuilt.
+			if have[m] >= want[m] {
+				continue
+			}
+			if !staged {
+				for _, s := range r.createAs(c.layout, r.table+StagingInfix+run) {
+					if err := c.execDDL(ctx, s); err != nil {
+						return res, fmt.Errorf("backfill %s: make its staging table: %w", r.table, err)
+					}
+				}
+				staged = true
+			}
+			if err := c.rebuildMonth(ctx, r, m, before, r.table+StagingInfix+run); err != nil {
+				return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
+			}
+			res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, events %d", r.table, m, have[m], want[m]))
+		}
+	}
+	return res, nil
+}
+
+// afterStage, if set (by tests), is called when a month is staged and
+// before it is swapped in.
+var afterStage func(c *Client, table string, month uint64)
+
+// newRunID names one backfill run's staging tables.
+func newRunID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// dropStaging drops the backfill staging tables of run, or, with run "",
+// of every run: those of a run that died, and of one that lost its lease
+// and may still be running, which then fails (see BackfillRollups).
+func (c *Client) dropStaging(ctx context.Context, run string) error {
+	rows, err := c.Query(ctx, fmt.Sprintf("SELECT name FROM system.tables WHERE database = %s AND position(name, %s) > 0 AND NOT endsWith(name, %s)",
+		quote(c.db), quote(StagingInfix+run), quote(LocalSuffix)))
+	if err != nil {
+		return fmt.Errorf("list the backfill staging tables: %w", err)
+	}
+	for _, r := range rows {
+		if len(r) != 1 {
+			continue
+		}
+		names := []string{r[0]}
+		if c.layout.Clustered() {
+			names = append(names, r[0]+LocalSuffix)
+		}
+		for _, n := range names {
+			if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+n+c.layout.OnCluster()); err != nil {
+				return fmt.Errorf("drop the backfill staging table %s: %w", n, err)
+			}
+		}
+	}
+	return nil
+}
+
+// rebuildMonth rolls month m's events before the cut-off up into the
+// staging table (made like r's table), then swaps each of the month's
+// src = 1 partitions of r's table for the staging table's, one REPLACE
+// PARTITION each; a partition the staging table lacks is replaced by
+// nothing.
+//
+// Partitions belong to a table's local part: on one server that is the
+// table; in a cluster every shard's NAME_local, whose partitions are listed
+// from every shard (Client.system) and replaced ON CLUSTER (each shard's
+// replicas follow through ZooKeeper), each shard's by its own staging
+// rows. The roll-up reads the events of every shard through the
+// Distributed events table and inserts through the Distributed staging
+// table synchronously (insert_distributed_sync: the insert returns once
+// every shard has its rows), with the client's insert quorum. Which shard
+// a backfilled row lands on does not matter: readers merge the states of
+// every shard.
+//
+// In a cluster the rows' LoadColumn is "backfill:MONTH:RUN": the rollup
+// tables drop a block that repeats one of their recent blocks (see
+// Layout.CreateTable), and a month rebuilt by a later run, after its
+// partitions were dropped, can produce a shard's block equal to an
+// earlier run's, which must not be taken for a retry of it and dropped.
+func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before, staging string) error {
+	cond := fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m)
+	sel := r.selectFrom(c.db+".events", 1, cond)
+	if c.layout.Clustered() {
+		load := quote(fmt.Sprintf("backfill:%d:%s", m, strings.TrimPrefix(staging, r.table+StagingInfix)))
+		sel = "SELECT " + r.columns(1) + ", " + load + " AS " + LoadColumn +
+			" FROM " + c.db + ".events " + r.clauses(cond) + " GROUP BY " + r.group
+	}
+	settings := map[string]string{}
+	for k, v := range c.insertSettings {
+		settings[k] = v
+	}
+	if c.layout.Clustered() {
+		settings["insert_distributed_sync"] = "1"
+		// The staged rows are copied out by a read through the
+		// Distributed table right after they are written to one replica
+		// of each shard; a read that picked another replica, which had
+		// not fetched them yet (no quorum, or fewer than all replicas),
+		// copied the month short. The first healthy replica, for the
+		// write and the read alike, is the same one; should it change
+		// in between, the month is found short and rebuilt next run.
+		settings["load_balancing"] = "in_order"
+	}
+	if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+staging+" "+sel, settings); err != nil {
+		return err
+	}
+	if afterStage != nil {
+		afterStage(c, r.table, m)
+	}
+	local, slocal := c.layout.LocalName(r.table), c.layout.LocalName(staging)
+	rows, err := c.Query(ctx, fmt.Sprintf("SELECT DISTINCT partition_id FROM %s WHERE database = %s AND table IN (%s, %s) AND active AND partition_id LIKE '%d%%-1'",
+		c.system("parts"), quote(c.db), quote(local), quote(slocal), m))
+	if err != nil {
+		return err
+	}
+	if c.layout.Clustered() {
+		// 18.16 refuses REPLACE PARTITION ON CLUSTER ("Unsupported type
+		// of ALTER query"), and the client reaches one server only: the
+		// month's partitions are dropped on every shard, then the staged
+		// month copied in through the Distributed tables. A reader sees
+		// the month empty in between, and two runs that copy the same
+		// month at once can double it (see BackfillRollups).
+		for _, p := range rows {
+			if len(p) == 1 {
+				if err := c.dropPartition(ctx, local, p[0]); err != nil {
+					return err
+				}
+			}
+		}
+		return c.execSettings(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %s.%s WHERE toYYYYMM(t) = %d", c.db, r.table, c.db, staging, m), settings)
+	}
+	for _, p := range rows {
+		if len(p) != 1 {
+			continue
+		}
+		if err := c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s REPLACE PARTITION ID %s FROM %s.%s", c.db, local, c.layout.OnCluster(), quote(p[0]), c.db, slocal)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Client) monthCounts(ctx context.Context, sql string) (map[uint64]uint64, error) {
+	rows, err := c.Query(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint64]uint64, len(rows))
+	for _, r := range rows {
+		if len(r) != 2 {
+			return nil, fmt.Errorf("clickhouse: month count row %q", r)
+		}
+		m, err := parseUint(r[0])
+		if err != nil {
+			return nil, err
+		}
+		n, err := parseUint(r[1])
+		if err != nil {
+			return nil, err
+		}
+		out[m] = n
+	}
+	return out, nil
+}
+
+// VisitHoursEvery is how often RunBackfill stores the visit hours that
+// have settled (BuildVisitHours).
+var VisitHoursEvery = time.Minute
+
+// RunBackfill is the rollups' background work, until ctx ends. It runs
+// BackfillRollups once the cut-off is lateness behind, so that events
+// from before it still in flight (spools, edge retries) have arrived,
+// then every interval for those that arrive later; before step 7 it
+// looks again every VisitHoursEvery. Every VisitHoursEvery it stores the
+// visit hours that settled (BuildVisitHours), those a segment and
+// lateness behind now. It must run in one aggregator at a time (package
+// lease); a second one does the work twice but does not double a month.
+func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
+	var last time.Time
+	waiting := false
+	for {
+		cutoff, ok, err := c.RollupCutoff(ctx)
+		switch {
+		case err != nil:
+			log.Warn("rollup backfill: could not read the cut-off; retrying", "err", err, "in", VisitHoursEvery)
+		case !ok:
+			// Not migrated yet (ClickHouse was down at start).
+		case cutoff.Unix() == 0 || time.Since(last) < interval:
+			// Nothing to backfill, or done lately.
+		case time.Until(cutoff.Add(lateness)) > 0:
+			if !waiting {
+				log.Info("rollup backfill: waiting for events before the cut-off to arrive", "cutoff", cutoff, "in", time.Until(cutoff.Add(lateness)).Round(time.Second))
+				waiting = true
+			}
+		default:
+			start := time.Now()
+			res, err := c.BackfillRollups(ctx)
+			if err != nil {
+				log.Warn("rollup backfill failed; retrying", "err", err, "in", VisitHoursEvery)
+			} else {
+				last = start
+				if len(res.Rebuilt) > 0 {
+					log.Info("rollup backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
+				}
+			}
+		}
+		if ok && err == nil {
+			start := time.Now()
+			n, err := c.BuildVisitHours(ctx, start.Add(-SegmentSeconds*time.Second-lateness))
+			if err != nil && ctx.Err() == nil {
+				log.Warn("visit hours: build failed; retrying", "err", err, "in", VisitHoursEvery)
+			} else if n > 0 {
+				log.Info("visit hours: built", "hours", n, "took", time.Since(start).Round(time.Millisecond))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(VisitHoursEvery):
+		}
+	}
+}
