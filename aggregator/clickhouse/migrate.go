@@ -341,7 +341,69 @@ func (c *Client) MigrateTo(ctx context.Context, version int) (MigrateResult, err
 	return c.migrate(ctx, Migrations[:n], migrator())
 }
 
+// migrate applies steps. On one server it runs them once (see
+// migrateOnce). In a cluster, aggregators starting at once migrate it
+// together, and one's Distributed DDL can fail while another's is under
+// way (EventsInput made again between a view's check and its CREATE, say),
+// or succeed on some servers only: so it runs the steps again, after a
+// pause, until they pass and every server has the whole schema
+// (repairCluster), or ctx ends. Errors that a retry cannot mend
+// (ErrSchemaTooNew, ErrSchemaConflict, ErrClusterConfig) end it at once.
 func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
+	if !c.layout.Clustered() {
+		return c.migrateOnce(ctx, steps, by)
+	}
+	var applied []Migration
+	wait := 500 * time.Millisecond
+	for {
+		res, err := c.migrateOnce(ctx, steps, by)
+		applied = append(applied, res.Applied...)
+		if err == nil {
+			err = c.repairCluster(ctx, steps)
+		}
+		res.Applied = applied
+		if err == nil || errors.Is(err, ErrSchemaTooNew) || errors.Is(err, ErrSchemaConflict) || errors.Is(err, ErrClusterConfig) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return res, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 8*time.Second)
+	}
+}
+
+// repairCluster checks that every server of the cluster has the whole
+// schema (ClusterSchemaProblems) and, if one lacks part of it, runs every
+// step's statements and Run again (each creates only what is missing) and
+// EventsView last, as ensureEventsInput does, then checks again.
+func (c *Client) repairCluster(ctx context.Context, steps []Migration) error {
+	problems, err := c.ClusterSchemaProblems(ctx)
+	if err != nil || len(problems) == 0 {
+		return err
+	}
+	for _, m := range steps {
+		err := c.runSQL(ctx, m)
+		if err == nil && m.Run != nil {
+			err = m.Run(c, ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("migrate: repair %s: step %d: %w", strings.Join(problems, "; "), m.Version, err)
+		}
+	}
+	if err := c.execDDL(ctx, c.layout.createEventsView()); err != nil {
+		return fmt.Errorf("migrate: repair %s: %w", strings.Join(problems, "; "), err)
+	}
+	if problems, err = c.ClusterSchemaProblems(ctx); err == nil && len(problems) > 0 {
+		err = fmt.Errorf("migrate: the servers' schemas still differ after a repair: %s", strings.Join(problems, "; "))
+	}
+	return err
+}
+
+// migrateOnce runs the steps not yet applied, once, then (in a cluster)
+// ensureEventsInput.
+func (c *Client) migrateOnce(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
 	var res MigrateResult
 	if err := c.checkCluster(ctx); err != nil {
 		return res, err

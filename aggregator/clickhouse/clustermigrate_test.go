@@ -1,0 +1,101 @@
+package clickhouse
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/edgepixel/edgepixel/tests/localsrv"
+)
+
+// Two aggregators starting at once on a fresh cluster (2 shards of 2
+// replicas) migrate it together, as the fleet's do: both succeed, and
+// every server ends with the whole schema (ClusterSchemaProblems), which a
+// check of this test's own agrees with. Then a table dropped on one server
+// only is reported, and the next migration makes it again.
+func TestClusterMigrateConcurrently(t *testing.T) {
+	_, cl := localsrv.StartTestCluster(t, "mc", 2, 2)
+	ctx := context.Background()
+	clients := make([]*Client, 2)
+	for i := range clients {
+		c, err := New(cl.Shards[i][0].HTTPURL, "edgepixel")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.SetCluster(ClusterConfig{Name: "mc"}); err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = c
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(clients))
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = c.Migrate(ctx)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("migrator %d: %v", i, err)
+		}
+	}
+	problems, err := clients[0].ClusterSchemaProblems(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+	// The same question asked of each server directly, so that a checker
+	// that saw nothing cannot pass this test.
+	var first []string
+	for _, s := range cl.Servers() {
+		c, err := New(s.HTTPURL, "edgepixel")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := c.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = 'edgepixel' ORDER BY name")
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tables []string
+		for _, r := range rows {
+			tables = append(tables, strings.Join(r, " "))
+		}
+		if len(tables) < 20 {
+			t.Errorf("%s: %d tables: %q", s.HTTPURL, len(tables), tables)
+		}
+		if first == nil {
+			first = tables
+		} else if strings.Join(tables, "\n") != strings.Join(first, "\n") {
+			t.Errorf("%s has\n%s\nthe first server\n%s", s.HTTPURL, strings.Join(tables, "\n"), strings.Join(first, "\n"))
+		}
+	}
+
+	// A Distributed DDL that failed on one server leaves it without a
+	// table the others have.
+	lone, err := New(cl.Shards[1][1].HTTPURL, "edgepixel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lone.Close()
+	if err := lone.Exec(ctx, "DROP TABLE edgepixel.rollup_hours"); err != nil {
+		t.Fatal(err)
+	}
+	problems, err = clients[0].ClusterSchemaProblems(ctx)
+	if err != nil || len(problems) != 2 || !strings.Contains(problems[0], "lacks edgepixel.rollup_hours") {
+		t.Fatalf("after a drop on one server: %q %v", problems, err)
+	}
+	if _, err := clients[0].Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err = clients[0].ClusterSchemaProblems(ctx); err != nil || len(problems) != 0 {
+		t.Fatalf("after the repair: %q %v", problems, err)
+	}
+}

@@ -1,0 +1,134 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// ClusterSchemaProblems reads, in a cluster, the schema of every server
+// of the cluster (system.clusters, each through the remote table function
+// over its TCP port) and lists what is wrong with it, one line each; none
+// on one server or when all is well:
+//
+//   - a table or view that some server has and another lacks, or has
+//     with another engine;
+//   - a per-server table (name ending in LocalSuffix) that is not
+//     replicated, or has no Distributed table of its name without the
+//     suffix; any other table that is not Distributed, except EventsInput
+//     (Null);
+//   - EventsInput or the Distributed events table whose columns differ
+//     from events_local's.
+//
+// Distributed DDL (ON CLUSTER) runs a statement on each server on its
+// own, and one can fail on one server only (two replicas of a shard
+// creating a table's ZooKeeper nodes at once, say); migrate checks with
+// this and repairs what it finds. A server that does not answer is left
+// out (a replica may be down for a while; its schema arrives with the
+// Distributed DDL queue when it is back); an error means the server c
+// talks to did not answer.
+func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
+	l := c.layout
+	if !l.Clustered() {
+		return nil, nil
+	}
+	hosts, err := c.Query(ctx, "SELECT host_address, toString(port) FROM system.clusters WHERE cluster = "+quote(l.Cluster)+" ORDER BY shard_num, replica_num")
+	if err != nil {
+		return nil, fmt.Errorf("read the cluster's servers: %w", err)
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("%w: cluster %q is not in the server's remote_servers", ErrClusterConfig, l.Cluster)
+	}
+	type server struct {
+		addr    string
+		engines map[string]string   // table or view: engine
+		columns map[string][]string // events tables: "name type kind"
+	}
+	var servers []server
+	all := map[string]bool{}
+	for _, h := range hosts {
+		if len(h) != 2 {
+			continue
+		}
+		s := server{addr: h[0] + ":" + h[1], engines: map[string]string{}, columns: map[string][]string{}}
+		from := func(table string) string {
+			return "remote(" + quote(s.addr) + ", system." + table + ", " + quote(c.userOrDefault()) + ", " + quote(c.password) + ")"
+		}
+		rows, err := c.Query(ctx, "SELECT name, engine FROM "+from("tables")+" WHERE database = "+quote(c.db))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
+		for _, r := range rows {
+			if len(r) == 2 {
+				s.engines[r[0]] = r[1]
+				all[r[0]] = true
+			}
+		}
+		rows, err = c.Query(ctx, "SELECT table, concat(name, ' ', type, ' ', default_kind) FROM "+from("columns")+
+			" WHERE database = "+quote(c.db)+" AND table IN ('events', "+quote(l.LocalName("events"))+", "+quote(EventsInput)+") ORDER BY table, name")
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
+		for _, r := range rows {
+			if len(r) == 2 {
+				s.columns[r[0]] = append(s.columns[r[0]], r[1])
+			}
+		}
+		servers = append(servers, s)
+	}
+	var out []string
+	names := slices.Sorted(maps.Keys(all))
+	for _, s := range servers {
+		for _, name := range names {
+			engine, ok := s.engines[name]
+			if !ok {
+				out = append(out, fmt.Sprintf("server %s lacks %s.%s", s.addr, c.db, name))
+				continue
+			}
+			for _, o := range servers {
+				if e, ok := o.engines[name]; ok && e != engine {
+					out = append(out, fmt.Sprintf("server %s has %s.%s as %s, server %s as %s", s.addr, c.db, name, engine, o.addr, e))
+					break
+				}
+			}
+			local, isLocal := strings.CutSuffix(name, LocalSuffix)
+			switch {
+			case engine == "MaterializedView":
+			case name == EventsInput:
+				if engine != "Null" {
+					out = append(out, fmt.Sprintf("server %s: %s is %s, not Null", s.addr, name, engine))
+				}
+			case isLocal && !strings.HasPrefix(engine, "Replicated"):
+				out = append(out, fmt.Sprintf("server %s: %s is %s, not replicated", s.addr, name, engine))
+			case isLocal && s.engines[local] != "Distributed":
+				out = append(out, fmt.Sprintf("server %s: %s has no Distributed table %s", s.addr, name, local))
+			case !isLocal && engine != "Distributed":
+				out = append(out, fmt.Sprintf("server %s: %s is %s, neither local nor Distributed", s.addr, name, engine))
+			}
+		}
+		local := strings.Join(s.columns[l.LocalName("events")], ", ")
+		for _, t := range []string{"events", EventsInput} {
+			if _, ok := s.engines[t]; ok && strings.Join(s.columns[t], ", ") != local {
+				out = append(out, fmt.Sprintf("server %s: the columns of %s are not those of %s", s.addr, t, l.LocalName("events")))
+			}
+		}
+	}
+	return out, nil
+}
+
+// userOrDefault is the user c logs in as: ClickHouse's "default" unless
+// the URL named one.
+func (c *Client) userOrDefault() string {
+	if c.user == "" {
+		return "default"
+	}
+	return c.user
+}
