@@ -347,7 +347,8 @@ func (c *Client) MigrateTo(ctx context.Context, version int) (MigrateResult, err
 // way (EventsInput made again between a view's check and its CREATE, say),
 // or succeed on some servers only: so it runs the steps again, after a
 // pause, until they pass and every server has the whole schema
-// (repairCluster), or ctx ends. Errors that a retry cannot mend
+// (repairCluster), for up to clusterMigrateRetries or until ctx ends; it
+// then returns the last error. Errors that a retry cannot mend
 // (ErrSchemaTooNew, ErrSchemaConflict, ErrClusterConfig) end it at once.
 func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
 	if !c.layout.Clustered() {
@@ -355,14 +356,14 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 	}
 	var applied []Migration
 	wait := 500 * time.Millisecond
-	for {
+	for deadline := time.Now().Add(clusterMigrateRetries); ; {
 		res, err := c.migrateOnce(ctx, steps, by)
 		applied = append(applied, res.Applied...)
 		if err == nil {
 			err = c.repairCluster(ctx, steps)
 		}
 		res.Applied = applied
-		if err == nil || errors.Is(err, ErrSchemaTooNew) || errors.Is(err, ErrSchemaConflict) || errors.Is(err, ErrClusterConfig) {
+		if err == nil || errors.Is(err, ErrSchemaTooNew) || errors.Is(err, ErrSchemaConflict) || errors.Is(err, ErrClusterConfig) || time.Now().After(deadline) {
 			return res, err
 		}
 		select {
@@ -373,6 +374,11 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 		wait = min(2*wait, 8*time.Second)
 	}
 }
+
+// clusterMigrateRetries is how long migrate tries again in a cluster: a
+// fresh cluster's migration, which a racing aggregator's must outlast,
+// takes a minute or so of Distributed DDL.
+const clusterMigrateRetries = 3 * time.Minute
 
 // repairCluster checks that every server of the cluster has the whole
 // schema (ClusterSchemaProblems) and, if one lacks part of it, runs every
