@@ -413,8 +413,13 @@ func (c *Client) monthCounts(ctx context.Context, sql string) (map[uint64]uint64
 }
 
 // VisitHoursEvery is how often RunBackfill stores the visit hours that
-// have settled (BuildVisitHours).
+// have settled (BuildVisitHours) and compacts the rollups' quiet
+// partitions (CompactRollups).
 var VisitHoursEvery = time.Minute
+
+// CompactQuiet is how long a rollup partition must go unwritten (no new
+// part, no merge) before RunBackfill compacts it (CompactRollups).
+var CompactQuiet = time.Hour
 
 // RunBackfill is the rollups' background work, until ctx ends. It runs
 // BackfillRollups once the cut-off is lateness behind, so that events
@@ -422,7 +427,8 @@ var VisitHoursEvery = time.Minute
 // then every interval for those that arrive later; before step 7 it
 // looks again every VisitHoursEvery. Every VisitHoursEvery it stores the
 // visit hours that settled (BuildVisitHours), those a segment and
-// lateness behind now. It must run in one aggregator at a time (package
+// lateness behind now, and compacts the rollup partitions that went
+// CompactQuiet unwritten (CompactRollups). It must run in one aggregator at a time (package
 // lease); a second one does the work twice but does not double a month.
 func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
 	var last time.Time
@@ -460,6 +466,13 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 				log.Warn("visit hours: build failed; retrying", "err", err, "in", VisitHoursEvery)
 			} else if n > 0 {
 				log.Info("visit hours: built", "hours", n, "took", time.Since(start).Round(time.Millisecond))
+			}
+			start = time.Now()
+			n, err = c.CompactRollups(ctx, CompactQuiet)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("rollups: compaction failed; retrying", "err", err, "in", VisitHoursEvery)
+			} else if n > 0 {
+				log.Info("rollups: compacted quiet partitions", "partitions", n, "took", time.Since(start).Round(time.Millisecond))
 			}
 		}
 		select {

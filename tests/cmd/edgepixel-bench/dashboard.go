@@ -198,6 +198,17 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	}
 	buildTook := time.Since(start)
 	fmt.Fprintf(os.Stderr, "bench: dashboard: %d visit hours built in %v\n", hours, buildTook.Round(time.Millisecond))
+	// The lease holder also compacts rollup partitions that went
+	// quiet; the generated history is quiet once inserted, and each of
+	// its insert blocks spans the whole month, leaving every day's row
+	// in every part until merged.
+	start = time.Now()
+	parts, err := c.CompactRollups(ctx, 0)
+	if err != nil {
+		return err
+	}
+	compactTook := time.Since(start)
+	fmt.Fprintf(os.Stderr, "bench: dashboard: %d rollup partitions compacted in %v\n", parts, compactTook.Round(time.Millisecond))
 	sizes, _ := c.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE database = 'edgepixel' AND active AND table IN ('events', '"+
 		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
 	questions := []struct {
@@ -222,6 +233,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		fmt.Printf("rows in %-16s %12s\n", r[0], r[1])
 	}
 	fmt.Printf("visit hours built   %d in %v (the lease holder's first build over the inserted history)\n", hours, buildTook.Round(time.Millisecond))
+	fmt.Printf("rollups compacted   %d partitions in %v (the lease holder's compaction of quiet partitions)\n", parts, compactTook.Round(time.Millisecond))
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average        %s", la)
 	}
