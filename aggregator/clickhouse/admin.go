@@ -102,11 +102,19 @@ func (c *Client) dropPartition(ctx context.Context, table, id string) error {
 // retryServer runs a partition command (DROP, REPLACE PARTITION), retrying
 // a server error for a few seconds (see dropPartition).
 func (c *Client) retryServer(ctx context.Context, sql string) error {
-	wait := 100 * time.Millisecond
+	return retryServerErrors(ctx, 7, 100*time.Millisecond, func() error { return c.Exec(ctx, sql) })
+}
+
+// retryServerErrors calls f up to attempts times while it fails with an
+// error of the server's (*Error), waiting first wait and then twice as
+// long each time; it returns f's last error, or ctx's once that ends.
+// Errors of the connection are returned at once: the caller's own retries
+// deal with a server that does not answer.
+func retryServerErrors(ctx context.Context, attempts int, wait time.Duration, f func() error) error {
 	for attempt := 1; ; attempt++ {
-		err := c.Exec(ctx, sql)
+		err := f()
 		var se *Error
-		if err == nil || attempt == 7 || !errors.As(err, &se) {
+		if err == nil || attempt == attempts || !errors.As(err, &se) {
 			return err
 		}
 		select {

@@ -3,7 +3,6 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -18,33 +17,11 @@ import (
 // replica, and a further run from the other shard changes nothing; the
 // visit hours are stored through the Distributed table.
 func TestBackfillCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: starts ZooKeeper and four clickhouse-servers")
-	}
-	if _, ok := localsrv.ZooKeeperAvailable(); !ok {
-		t.Skip("zookeeper not installed")
-	}
-	if chURL == "" {
-		t.Skip("clickhouse-server not installed")
-	}
+	_, cl := localsrv.StartTestCluster(t, "bf", 2, 2)
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "ch-cluster-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	zk, err := localsrv.StartZooKeeper(ctx, dir+"/zk", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zk.Kill()
-	cl, err := localsrv.StartClickHouseCluster(ctx, dir+"/ch", zk, "bf", 2, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Kill()
 	clients := make([]*Client, 2)
 	for i := range clients {
+		var err error
 		if clients[i], err = New(cl.Shards[i][0].HTTPURL, "edgepixel"); err != nil {
 			t.Fatal(err)
 		}

@@ -52,31 +52,26 @@ func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
 			continue
 		}
 		s := server{addr: h[0] + ":" + h[1], engines: map[string]string{}, columns: map[string][]string{}}
-		from := func(table string) string {
-			return "remote(" + quote(s.addr) + ", system." + table + ", " + quote(c.userOrDefault()) + ", " + quote(c.password) + ")"
+		remote := "remote(" + quote(s.addr) + ", system.%s, " + quote(c.userOrDefault()) + ", " + quote(c.password) + ")"
+		tables, err := c.Query(ctx, "SELECT name, engine FROM "+fmt.Sprintf(remote, "tables")+" WHERE database = "+quote(c.db))
+		var columns [][]string
+		if err == nil {
+			columns, err = c.Query(ctx, "SELECT table, concat(name, ' ', type, ' ', default_kind) FROM "+fmt.Sprintf(remote, "columns")+
+				" WHERE database = "+quote(c.db)+" AND table IN ("+quote(l.LocalName("events"))+", "+quote(EventsInput)+") ORDER BY table, name")
 		}
-		rows, err := c.Query(ctx, "SELECT name, engine FROM "+from("tables")+" WHERE database = "+quote(c.db))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
 			}
 			continue
 		}
-		for _, r := range rows {
+		for _, r := range tables {
 			if len(r) == 2 {
 				s.engines[r[0]] = r[1]
 				all[r[0]] = true
 			}
 		}
-		rows, err = c.Query(ctx, "SELECT table, concat(name, ' ', type, ' ', default_kind) FROM "+from("columns")+
-			" WHERE database = "+quote(c.db)+" AND table IN ("+quote(l.LocalName("events"))+", "+quote(EventsInput)+") ORDER BY table, name")
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			continue
-		}
-		for _, r := range rows {
+		for _, r := range columns {
 			if len(r) == 2 {
 				s.columns[r[0]] = append(s.columns[r[0]], r[1])
 			}

@@ -711,30 +711,17 @@ func (c *Client) columns(ctx context.Context, table string) (map[string]column, 
 // there.
 func (c *Client) execDDL(ctx context.Context, sql string) error {
 	sql = strings.ReplaceAll(sql, "{db}", c.db)
-	wait := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		var err error
+	return retryServerErrors(ctx, 4, 50*time.Millisecond, func() error {
 		if c.nat == nil {
 			// Over HTTP the server answers 200 before a statement ON
 			// CLUSTER has finished on every server, and reports one
 			// that then fails (or outlasts distributed_ddl_task_timeout)
 			// only inside the body: buffering the whole answer makes
 			// its status say how it ended.
-			err = c.execSettings(ctx, sql, map[string]string{"wait_end_of_query": "1"})
-		} else {
-			err = c.Exec(ctx, sql)
+			return c.execSettings(ctx, sql, map[string]string{"wait_end_of_query": "1"})
 		}
-		var se *Error
-		if err == nil || attempt == 4 || !errors.As(err, &se) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait *= 2
-	}
+		return c.Exec(ctx, sql)
+	})
 }
 
 // migrator identifies this process in schema_migrations.by.
