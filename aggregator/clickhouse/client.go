@@ -57,6 +57,12 @@ type Client struct {
 	spare   []byte
 }
 
+// idleConnTimeout closes an idle connection before the server does:
+// ClickHouse closes one after keep_alive_timeout (3 s by default), and a
+// request written on a connection the server is closing at that moment
+// fails with EOF, which Go's transport does not retry for a POST.
+const idleConnTimeout = 2 * time.Second
+
 // New returns a client for the server at baseURL storing into database db:
 // http://host:8123 (or https://, with optional user:password@) for the HTTP
 // interface, native://host:9000 for the native TCP protocol. An HTTP client
@@ -82,7 +88,7 @@ func New(baseURL, db string) (*Client, error) {
 		return c, nil
 	}
 	c := &Client{base: u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"), db: db,
-		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second}}}
+		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: idleConnTimeout}}}
 	if u.User != nil {
 		c.user = u.User.Username()
 		c.password, _ = u.User.Password()
