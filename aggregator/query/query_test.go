@@ -430,6 +430,12 @@ func TestVisitHours(t *testing.T) {
 	for _, q := range []url.Values{{"range": {"yesterday"}}, {"range": {"custom"}, "from": {day.Format(time.DateOnly)}, "to": {day.Format(time.DateOnly)}}} {
 		q.Set("site", "demo.example")
 		req, _ := ParseRequest(q, now)
+		if req.Range.To.After(settled.Truncate(time.Hour)) {
+			// Yesterday's last hour is not settled yet in the first
+			// half hour after midnight (it needs the segment after it):
+			// that hour is read from the segments.
+			continue
+		}
 		if _, source, _ := e.visits(ctx, req, req.Range); !strings.HasSuffix(source, "."+clickhouse.VisitHoursTable) {
 			t.Errorf("%s after the build: read %s, want only %s", q.Encode(), source, clickhouse.VisitHoursTable)
 		}
