@@ -4,14 +4,16 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 )
 
 // ClusterSchemaProblems reads, in a cluster, the schema of every server
 // of the cluster (system.clusters, each through the remote table function
-// over its TCP port) and lists what is wrong with it, one line each; none
-// on one server or when all is well:
+// over its TCP port) and lists what is wrong with the tables and views the
+// migrations make (schemaNames; others, such as an operator's own, are
+// not looked at), one line each; none on one server or when all is well:
 //
 //   - a table or view that some server has and another lacks, or has
 //     with another engine;
@@ -65,8 +67,9 @@ func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
 			}
 			continue
 		}
+		known := c.schemaNames()
 		for _, r := range tables {
-			if len(r) == 2 {
+			if len(r) == 2 && known[r[0]] {
 				s.engines[r[0]] = r[1]
 				all[r[0]] = true
 			}
@@ -123,4 +126,30 @@ func (c *Client) userOrDefault() string {
 		return "default"
 	}
 	return c.user
+}
+
+// createdName finds the name of what a migration statement creates.
+var createdName = regexp.MustCompile(`CREATE (?:TABLE|MATERIALIZED VIEW|VIEW) IF NOT EXISTS \{db\}\.(\w+)`)
+
+// schemaNames are the tables and views every step of Migrations creates
+// in c's layout (their statements, the rollups' views that a step's Run
+// makes, EventsInput and EventsView), by name.
+func (c *Client) schemaNames() map[string]bool {
+	l := c.layout
+	stmts := append(migrationsTable(l), l.createEventsInputTable(), l.createEventsView())
+	for _, m := range Migrations {
+		if m.SQL != nil {
+			stmts = append(stmts, m.SQL(l)...)
+		}
+	}
+	for _, r := range rollups() {
+		stmts = append(stmts, r.view(l, 0))
+	}
+	names := map[string]bool{}
+	for _, st := range stmts {
+		for _, m := range createdName.FindAllStringSubmatch(st, -1) {
+			names[m[1]] = true
+		}
+	}
+	return names
 }

@@ -317,6 +317,10 @@ var ErrSchemaConflict = errors.New("clickhouse schema conflict")
 type MigrateResult struct {
 	From, To int         // schema version before and after
 	Applied  []Migration // the steps run
+	// Problems are, in a cluster, what ClusterSchemaProblems still found
+	// after a repair ran every step again: what the steps cannot mend
+	// (a table changed by hand on one server, say), for the operator.
+	Problems []string
 }
 
 // Migrate brings the database to the newest schema version in Migrations,
@@ -346,9 +350,10 @@ func (c *Client) MigrateTo(ctx context.Context, version int) (MigrateResult, err
 // together, and one's Distributed DDL can fail while another's is under
 // way (EventsInput made again between a view's check and its CREATE, say),
 // or succeed on some servers only: so it runs the steps again, after a
-// pause, until they pass and every server has the whole schema
-// (repairCluster), for up to clusterMigrateRetries or until ctx ends; it
-// then returns the last error. Errors that a retry cannot mend
+// pause, until they pass and repairCluster has made every server's schema
+// whole as far as the steps can (what they cannot is left in
+// MigrateResult.Problems), for up to clusterMigrateRetries or until ctx
+// ends; it then returns the last error. Errors that a retry cannot mend
 // (ErrSchemaTooNew, ErrSchemaConflict, ErrClusterConfig) end it at once.
 func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (MigrateResult, error) {
 	if !c.layout.Clustered() {
@@ -360,7 +365,7 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 		res, err := c.migrateOnce(ctx, steps, by)
 		applied = append(applied, res.Applied...)
 		if err == nil {
-			err = c.repairCluster(ctx, steps)
+			res.Problems, err = c.repairCluster(ctx, steps)
 		}
 		res.Applied = applied
 		if err == nil || errors.Is(err, ErrSchemaTooNew) || errors.Is(err, ErrSchemaConflict) || errors.Is(err, ErrClusterConfig) || time.Now().After(deadline) {
@@ -383,11 +388,13 @@ const clusterMigrateRetries = 3 * time.Minute
 // repairCluster checks that every server of the cluster has the whole
 // schema (ClusterSchemaProblems) and, if one lacks part of it, runs every
 // step's statements and Run again (each creates only what is missing) and
-// EventsView last, as ensureEventsInput does, then checks again.
-func (c *Client) repairCluster(ctx context.Context, steps []Migration) error {
+// EventsView last, as ensureEventsInput does, then checks again. It
+// returns what is still wrong then; an error only when a statement or
+// the check failed.
+func (c *Client) repairCluster(ctx context.Context, steps []Migration) ([]string, error) {
 	problems, err := c.ClusterSchemaProblems(ctx)
 	if err != nil || len(problems) == 0 {
-		return err
+		return nil, err
 	}
 	for _, m := range steps {
 		err := c.runSQL(ctx, m)
@@ -395,16 +402,13 @@ func (c *Client) repairCluster(ctx context.Context, steps []Migration) error {
 			err = m.Run(c, ctx)
 		}
 		if err != nil {
-			return fmt.Errorf("migrate: repair %s: step %d: %w", strings.Join(problems, "; "), m.Version, err)
+			return nil, fmt.Errorf("migrate: repair %s: step %d: %w", strings.Join(problems, "; "), m.Version, err)
 		}
 	}
 	if err := c.execDDL(ctx, c.layout.createEventsView()); err != nil {
-		return fmt.Errorf("migrate: repair %s: %w", strings.Join(problems, "; "), err)
+		return nil, fmt.Errorf("migrate: repair %s: %w", strings.Join(problems, "; "), err)
 	}
-	if problems, err = c.ClusterSchemaProblems(ctx); err == nil && len(problems) > 0 {
-		err = fmt.Errorf("migrate: the servers' schemas still differ after a repair: %s", strings.Join(problems, "; "))
-	}
-	return err
+	return c.ClusterSchemaProblems(ctx)
 }
 
 // migrateOnce runs the steps not yet applied, once, then (in a cluster)

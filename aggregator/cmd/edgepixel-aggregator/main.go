@@ -315,6 +315,9 @@ func migrateClickHouse(log *slog.Logger, url, db string, cluster clickhouse.Clus
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	res, err := c.Migrate(ctx)
+	for _, p := range res.Problems {
+		log.Warn("the clickhouse cluster's schema differs between servers and running the migrations again did not mend it; fix it by hand", "problem", p)
+	}
 	switch {
 	case errors.Is(err, clickhouse.ErrSchemaTooNew), errors.Is(err, clickhouse.ErrSchemaConflict), errors.Is(err, clickhouse.ErrClusterConfig):
 		return err
