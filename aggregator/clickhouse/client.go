@@ -118,7 +118,13 @@ func (e *Error) Error() string { return fmt.Sprintf("clickhouse: %d: %s", e.Stat
 
 // do POSTs body to the server with the given query parameters and returns
 // the response body. A non-200 answer becomes an *Error.
-func (c *Client) do(ctx context.Context, params url.Values, body io.Reader) ([]byte, error) {
+// do posts body (a statement, or an INSERT's data after the statement in
+// params) and returns the answer. replayable marks a statement that may
+// run twice (a SELECT, an idempotent DDL statement): Go's transport then
+// sends it again when a kept-alive connection turns out closed before any
+// answer (the server closing it as it was reused), which it never does for
+// other POSTs.
+func (c *Client) do(ctx context.Context, params url.Values, body io.Reader, replayable bool) ([]byte, error) {
 	u := c.base + "/"
 	if len(params) > 0 {
 		u += "?" + params.Encode()
@@ -129,6 +135,11 @@ func (c *Client) do(ctx context.Context, params url.Values, body io.Reader) ([]b
 	}
 	if r, ok := body.(*releasableReader); ok {
 		req.ContentLength = int64(r.Len()) // else it would be sent chunked
+	}
+	if replayable {
+		// net/http's Request.isReplayable: a POST with this header
+		// (and a body it can get again) is retried like a GET.
+		req.Header.Set("X-Idempotency-Key", "1")
 	}
 	if c.user != "" {
 		req.Header.Set("X-ClickHouse-User", c.user)
@@ -158,13 +169,19 @@ func (c *Client) Exec(ctx context.Context, sql string) error {
 	if c.nat != nil {
 		return c.nat.exec(ctx, sql)
 	}
-	_, err := c.do(ctx, nil, strings.NewReader(sql))
+	_, err := c.do(ctx, nil, strings.NewReader(sql), false)
 	return err
 }
 
 // execSettings runs a statement with query-scoped settings (name to
 // value).
 func (c *Client) execSettings(ctx context.Context, sql string, settings map[string]string) error {
+	return c.execWith(ctx, sql, settings, false)
+}
+
+// execWith is execSettings, for a statement that may run twice if
+// replayable (see do).
+func (c *Client) execWith(ctx context.Context, sql string, settings map[string]string, replayable bool) error {
 	if c.nat != nil {
 		q := ch.Query{Body: sql}
 		for k, v := range settings {
@@ -176,7 +193,7 @@ func (c *Client) execSettings(ctx context.Context, sql string, settings map[stri
 	for k, v := range settings {
 		params.Set(k, v)
 	}
-	_, err := c.do(ctx, params, strings.NewReader(sql))
+	_, err := c.do(ctx, params, strings.NewReader(sql), replayable)
 	return err
 }
 
@@ -186,7 +203,7 @@ func (c *Client) Query(ctx context.Context, sql string) ([][]string, error) {
 	if c.nat != nil {
 		return c.nat.query(ctx, sql)
 	}
-	b, err := c.do(ctx, nil, strings.NewReader(sql+" FORMAT TabSeparated"))
+	b, err := c.do(ctx, nil, strings.NewReader(sql+" FORMAT TabSeparated"), true)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +402,7 @@ func (c *Client) insertBlock(ctx context.Context, table string, rows int, input 
 		q.Set(k, v)
 	}
 	body := &releasableReader{b: buf}
-	_, err = c.do(ctx, q, body)
+	_, err = c.do(ctx, q, body, false)
 	// The transport may still read a body after Do returned (it closes it
 	// asynchronously on some errors): cut it off before the buffer is reused.
 	body.release()

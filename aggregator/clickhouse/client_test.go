@@ -223,3 +223,42 @@ func TestClusterInsertGivesUp(t *testing.T) {
 		t.Fatal("the insert still waits on a server that never answers")
 	}
 }
+
+// A server that closes a kept-alive connection as the next request
+// arrives on it (ClickHouse at its keep_alive_timeout): a SELECT is sent
+// again on a new connection and answers; a statement that may not run
+// twice (an INSERT's) is not, and fails.
+func TestQueryReplayedOnClosedConnection(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if requests.Add(1) == 2 {
+			// The second request, on the first one's connection.
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		io.WriteString(w, "1\n")
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for i := range 2 {
+		if rows, err := c.Query(ctx, "SELECT 1"); err != nil || len(rows) != 1 {
+			t.Fatalf("query %d: %v %v", i, rows, err)
+		}
+	}
+	if n := requests.Load(); n != 3 {
+		t.Errorf("%d requests, want 3 (the second replayed)", n)
+	}
+	requests.Store(1)
+	if err := c.Exec(ctx, "INSERT INTO t VALUES (1)"); err == nil {
+		t.Error("an INSERT was replayed on a new connection")
+	}
+}

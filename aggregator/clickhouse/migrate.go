@@ -722,7 +722,7 @@ func (c *Client) execDDL(ctx context.Context, sql string) error {
 			// that then fails (or outlasts distributed_ddl_task_timeout)
 			// only inside the body: buffering the whole answer makes
 			// its status say how it ended.
-			return c.execSettings(ctx, sql, map[string]string{"wait_end_of_query": "1"})
+			return c.execWith(ctx, sql, map[string]string{"wait_end_of_query": "1"}, true)
 		}
 		return c.Exec(ctx, sql)
 	})
