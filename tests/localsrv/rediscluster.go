@@ -56,20 +56,7 @@ func StartRedisCluster(ctx context.Context, dir string, masters, replicas int) (
 		}
 	}()
 	for i := 0; i < masters*(1+replicas); i++ {
-		port, err := portOr(0)
-		if err != nil {
-			return nil, err
-		}
-		// The bus port is given rather than left at port+10000, which can
-		// pass 65535 for a kernel-chosen port.
-		bus, err := portOr(0)
-		if err != nil {
-			return nil, err
-		}
-		n, err := startRedis(ctx, filepath.Join(dir, "node-"+strconv.Itoa(i)), port,
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-port", strconv.Itoa(bus),
-			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout/time.Millisecond)))
+		n, err := startClusterNode(ctx, filepath.Join(dir, "node-"+strconv.Itoa(i)))
 		if err != nil {
 			return nil, fmt.Errorf("cluster node %d: %w", i, err)
 		}
@@ -89,6 +76,36 @@ func StartRedisCluster(ctx context.Context, dir string, masters, replicas int) (
 	}
 	ok = true
 	return c, nil
+}
+
+// startClusterNode starts one cluster-mode redis-server in dir on free
+// ports. A port found free can be taken by another process before the
+// server binds it (tests run in parallel): the start is tried again on
+// new ports, up to 3 times, when the server could not bind.
+func startClusterNode(ctx context.Context, dir string) (*Redis, error) {
+	for attempt := 1; ; attempt++ {
+		port, err := portOr(0)
+		if err != nil {
+			return nil, err
+		}
+		// The bus port is given rather than left at port+10000, which can
+		// pass 65535 for a kernel-chosen port.
+		bus, err := portOr(0)
+		if err != nil {
+			return nil, err
+		}
+		n, err := startRedis(ctx, dir, port,
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(bus),
+			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout/time.Millisecond)))
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return n, err
+		}
+		// Its nodes.conf may name the ports it could not have.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // Addrs are every node's host:port, the seed list for a cluster client.
