@@ -122,6 +122,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx := browser(t, 3*time.Minute)
 	dashboardLogin(ctx, t, s, "/?site=shop.example&range=today")
 	poll(ctx, t, "live count 9", `document.getElementById("total").textContent === "9"`)
+	// The live visitors tile: the same two visitors, stored seconds ago,
+	// and its help says which events are not visitors.
+	poll(ctx, t, "live visitors 2", `document.getElementById("visitors").textContent === "2"`)
+	poll(ctx, t, "live visitors help", `document.getElementById("visitorshelp").textContent.includes("aggregate consent tier")`)
 	poll(ctx, t, "pageviews tile", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "9"`)
 	poll(ctx, t, "pages table", `!!document.querySelector('section[data-dim="page"] td.v button')`)
 	// The visitor numbers, against the stored events: two visitors, one
@@ -145,6 +149,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "live count 12", `document.getElementById("total").textContent === "12"`)
 	poll(ctx, t, "events per second above 0", `parseFloat(document.getElementById("eps").textContent) > 0`)
 	poll(ctx, t, "pages viewed now", `document.getElementById("pagesnow").innerText.includes("/live")`)
+	poll(ctx, t, "live visitors still 2 (the Firefox visitor again)", `document.getElementById("visitors").textContent === "2"`)
 
 	// Filter by clicking the /pricing row: the URL and the tiles follow.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.Search(`//section[@data-dim="page"]//button[text()="/pricing"]`))); err != nil {

@@ -8,10 +8,12 @@
 // # Protocol
 //
 // A client that connects gets one "snapshot" message (every readable
-// site's count, its events per second over the last RecentSeconds and the
-// pages stored in the last PagesWindow), then "delta" messages: the sites
-// whose counts changed since the previous message, with their new count
-// and what was added. Messages carry a sequence number that grows by one
+// site's count, its events per second over the last RecentSeconds, the
+// pages stored in the last PagesWindow and its visitors in the last
+// VisitorsWindow), then "delta" messages: the sites whose counts changed
+// since the previous message, with their new count and what was added,
+// and the sites whose visitor count changed (also when visitors leave the
+// window: the hub looks once a second). Messages carry a sequence number that grows by one
 // per message to that client, so a client can tell it missed nothing.
 // Deltas are published at most once per Interval, and only when something
 // changed.
@@ -32,6 +34,12 @@
 // of the others are summed up in Message.Other and counted in
 // edgepixel_aggregator_live_other_events_total, so Total still reconciles
 // with the store.
+//
+// Visitors are counted exactly (see VisitorsWindow) but the ids kept at
+// once over all sites are bounded by Options.MaxVisitors: an id that finds
+// the hub full is not counted (edgepixel_aggregator_live_visitors_capped_total)
+// and the messages flag the counts as lower bounds (VisitorsCapped) until
+// it would have left the window.
 package live
 
 import (
@@ -108,7 +116,21 @@ type Message struct {
 	// PagesWindow (snapshot: every site that has some; delta: the sites
 	// whose pages changed).
 	Pages map[string][]Page `json:"pages,omitempty"`
-	TS    int64             `json:"ts"` // unix milliseconds when it was built
+	// Visitors is, per site, the distinct non-zero visitor ids among the
+	// events stored in the last VisitorsWindow seconds (snapshot: every
+	// readable site; delta: the sites whose count changed). Events
+	// without a visitor id (the aggregate consent tier) are not visitors;
+	// bots are, as they are in the other live figures.
+	Visitors map[string]uint64 `json:"visitors,omitempty"`
+	// VisitorsTotal is the sum of Visitors over every site the client may
+	// read (and, for a client that may read all, the visitors of the sites
+	// summed up in Other), in every message. Visitor ids are keyed by
+	// site, so one person on two sites counts twice.
+	VisitorsTotal uint64 `json:"visitors_total"`
+	// VisitorsCapped is true while some ids were not counted because the
+	// hub held Options.MaxVisitors: the visitor counts are lower bounds.
+	VisitorsCapped bool  `json:"visitors_capped,omitempty"`
+	TS             int64 `json:"ts"` // unix milliseconds when it was built
 }
 
 // Reader decides what one client may read.
@@ -130,8 +152,11 @@ type Options struct {
 	// bounds them otherwise (default 1000).
 	Sites    []string
 	MaxSites int
-	Metrics  *metrics.Metrics
-	Logger   *slog.Logger
+	// MaxVisitors bounds the visitor ids kept at once over all sites;
+	// default DefaultMaxVisitors.
+	MaxVisitors int
+	Metrics     *metrics.Metrics
+	Logger      *slog.Logger
 	// CheckOrigin decides which origins may connect. Default (nil): the
 	// same origin as the dashboard, or clients that send no Origin (scripts,
 	// tests). Traffic figures are the site owner's business, so another
@@ -147,6 +172,7 @@ type siteLive struct {
 	// pages by unix minute: path -> pageviews.
 	pages        map[int64]map[string]uint64
 	pagesChanged bool
+	vis          *visitors // nil until an event with a visitor id
 }
 
 type client struct {
@@ -164,16 +190,22 @@ type Hub struct {
 
 	allowed map[string]bool // nil: any site, up to MaxSites
 
-	mu      sync.Mutex
-	counts  map[string]uint64
-	other   uint64 // events of the sites not in counts
-	ready   bool   // counts initialized from the store
-	added   map[string]uint64
-	live    map[string]*siteLive
-	dirty   chan struct{} // capacity 1: counts changed since the last message
-	clients map[*client]struct{}
-	closed  chan struct{}
-	once    sync.Once
+	mu     sync.Mutex
+	counts map[string]uint64
+	other  uint64 // events of the sites not in counts
+	ready  bool   // counts initialized from the store
+	added  map[string]uint64
+	live   map[string]*siteLive
+	// otherVis counts the visitors of the sites not listed one by one;
+	// tracked is the visitor ids kept over all sites (at most
+	// MaxVisitors), sweptAt the second all sites were last swept for room.
+	otherVis *visitors
+	tracked  int
+	sweptAt  int64
+	dirty    chan struct{} // capacity 1: counts changed since the last message
+	clients  map[*client]struct{}
+	closed   chan struct{}
+	once     sync.Once
 }
 
 // NewHub returns a hub with no counts. It sends nothing until Set is
@@ -199,6 +231,9 @@ func NewHub(opts Options) *Hub {
 	}
 	if opts.MaxSites <= 0 {
 		opts.MaxSites = 1000
+	}
+	if opts.MaxVisitors <= 0 {
+		opts.MaxVisitors = DefaultMaxVisitors
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
@@ -269,20 +304,37 @@ func (h *Hub) Add(delta map[string]uint64) {
 }
 
 // Observe records the pageviews among evs (rows just stored) for "pages
-// viewed now". Counts come from Add.
+// viewed now" and their visitor ids for the visitors in the last
+// VisitorsWindow. Counts come from Add.
 func (h *Hub) Observe(evs []event.Event) {
 	now := h.opts.Now()
-	min := now.Unix() / 60
+	sec := now.Unix()
+	min := sec / 60
 	h.mu.Lock()
 	for i := range evs {
 		e := &evs[i]
+		if _, ok := h.counts[e.Site]; !ok { // not listed one by one
+			if e.VisitorID != 0 {
+				if h.otherVis == nil {
+					h.otherVis = newVisitors(sec)
+				}
+				h.addVisitorLocked(h.otherVis, e.VisitorID, sec)
+			}
+			continue
+		}
+		if e.VisitorID == 0 && e.Name != event.KindPageview {
+			continue
+		}
+		sl := h.siteLocked(e.Site, sec)
+		if e.VisitorID != 0 {
+			if sl.vis == nil {
+				sl.vis = newVisitors(sec)
+			}
+			h.addVisitorLocked(sl.vis, e.VisitorID, sec)
+		}
 		if e.Name != event.KindPageview {
 			continue
 		}
-		if _, ok := h.counts[e.Site]; !ok {
-			continue // not listed one by one
-		}
-		sl := h.siteLocked(e.Site, now.Unix())
 		m := sl.pages[min]
 		if m == nil {
 			m = map[string]uint64{}
@@ -302,6 +354,38 @@ func (h *Hub) Observe(evs []event.Event) {
 	}
 	h.mu.Unlock()
 	h.markDirty()
+}
+
+// addVisitorLocked counts id, seen at sec, in v, keeping the hub's ids
+// within MaxVisitors: when full, it first sweeps every site's ids that
+// left the window (at most once a second), then drops the id if still
+// full.
+func (h *Hub) addVisitorLocked(v *visitors, id uint64, sec int64) {
+	v.advance(sec)
+	room := h.tracked < h.opts.MaxVisitors
+	if !room && h.sweptAt != sec {
+		h.sweptAt = sec
+		for _, sl := range h.live {
+			if sl.vis != nil {
+				sl.vis.advance(sec)
+				h.tracked -= sl.vis.sweep()
+			}
+		}
+		if h.otherVis != nil {
+			h.otherVis.advance(sec)
+			h.tracked -= h.otherVis.sweep()
+		}
+		room = h.tracked < h.opts.MaxVisitors
+	}
+	switch v.add(id, room) {
+	case 1:
+		h.tracked++
+	case -1:
+		h.opts.Metrics.LiveVisitorsCapped.Add(1)
+	}
+	if st := v.stale(); st >= 1024 && st >= v.n {
+		h.tracked -= v.sweep()
+	}
 }
 
 // Path is the path of a page URL, "/" when it has none; unparsable URLs
@@ -410,12 +494,17 @@ func (h *Hub) Clients() int {
 }
 
 // Run publishes changed counts, at most once per Interval, until ctx ends.
+// It also looks once a second, since visitors leave the window with no
+// event to say so.
 func (h *Hub) Run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-h.dirty:
+		case <-tick.C:
 		}
 		h.publish()
 		select {
@@ -429,23 +518,35 @@ func (h *Hub) Run(ctx context.Context) {
 // snapshotLocked builds the snapshot r may read.
 func (h *Hub) snapshotLocked(r Reader, now time.Time) Message {
 	m := Message{Type: TypeSnapshot, Sites: map[string]uint64{}, Recent: map[string][]uint64{},
-		Pages: map[string][]Page{}, TS: now.UnixMilli()}
+		Pages: map[string][]Page{}, Visitors: map[string]uint64{}, TS: now.UnixMilli()}
 	for s, n := range h.counts {
 		if !r.can(s) {
 			continue
 		}
 		m.Sites[s] = n
 		m.Total += n
+		m.Visitors[s] = 0
 		if sl := h.live[s]; sl != nil {
 			m.Recent[s] = sl.recentSeries(now.Unix())
 			if p := sl.topPages(now); len(p) > 0 {
 				m.Pages[s] = p
+			}
+			if sl.vis != nil {
+				n, capped := sl.vis.count(now.Unix())
+				m.Visitors[s] = n
+				m.VisitorsTotal += n
+				m.VisitorsCapped = m.VisitorsCapped || capped
 			}
 		}
 	}
 	if r.All {
 		m.Other = h.other
 		m.Total += h.other
+		if h.otherVis != nil {
+			n, capped := h.otherVis.count(now.Unix())
+			m.VisitorsTotal += n
+			m.VisitorsCapped = m.VisitorsCapped || capped
+		}
 	}
 	return m
 }
@@ -460,17 +561,43 @@ func (h *Hub) publish() {
 		return
 	}
 	pages := map[string][]Page{}
+	// vis is every site's visitors now, visChanged those that changed
+	// since the last message; capped the sites whose count is a lower
+	// bound.
+	vis, visChanged, capped := map[string]uint64{}, map[string]uint64{}, map[string]bool{}
+	var visTotal uint64
+	var visCapped bool
 	for s, sl := range h.live {
 		if sl.pagesChanged {
 			sl.pagesChanged = false
 			pages[s] = sl.topPages(now)
 		}
+		if sl.vis != nil {
+			n, c := sl.vis.count(now.Unix())
+			vis[s], capped[s] = n, c
+			visTotal += n
+			visCapped = visCapped || c
+			if int(n) != sl.vis.published {
+				sl.vis.published = int(n)
+				visChanged[s] = n
+			}
+		}
 	}
-	if len(h.added) == 0 && len(pages) == 0 {
+	otherVisChanged := false
+	if h.otherVis != nil {
+		n, c := h.otherVis.count(now.Unix())
+		visTotal += n
+		visCapped = visCapped || c
+		if int(n) != h.otherVis.published {
+			h.otherVis.published = int(n)
+			otherVisChanged = true
+		}
+	}
+	if len(h.added) == 0 && len(pages) == 0 && len(visChanged) == 0 && !otherVisChanged {
 		return
 	}
 	full := Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: maps.Clone(h.added), Pages: pages,
-		Other: h.other, TS: now.UnixMilli()}
+		Other: h.other, Visitors: visChanged, VisitorsTotal: visTotal, VisitorsCapped: visCapped, TS: now.UnixMilli()}
 	for s := range h.added {
 		full.Sites[s] = h.counts[s]
 	}
@@ -486,10 +613,18 @@ func (h *Hub) publish() {
 		}
 		m := full
 		if !c.reader.All {
-			m = Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: map[string]uint64{}, Pages: map[string][]Page{}, TS: full.TS}
+			m = Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: map[string]uint64{}, Pages: map[string][]Page{},
+				Visitors: map[string]uint64{}, TS: full.TS}
 			for s, n := range h.counts {
 				if c.reader.can(s) {
 					m.Total += n
+					m.VisitorsTotal += vis[s]
+					m.VisitorsCapped = m.VisitorsCapped || capped[s]
+				}
+			}
+			for s, n := range visChanged {
+				if c.reader.can(s) {
+					m.Visitors[s] = n
 				}
 			}
 			for s, n := range full.Add {
@@ -502,7 +637,7 @@ func (h *Hub) publish() {
 					m.Pages[s] = p
 				}
 			}
-			if len(m.Add) == 0 && len(m.Pages) == 0 {
+			if len(m.Add) == 0 && len(m.Pages) == 0 && len(m.Visitors) == 0 {
 				continue
 			}
 		}
@@ -635,4 +770,20 @@ func (h *Hub) RecentPageviews(site string) (uint64, bool) {
 		}
 	}
 	return n, true
+}
+
+// RecentVisitors returns site's visitors in the last VisitorsWindow (see
+// Message.Visitors), whether that is a lower bound (the hub held
+// MaxVisitors ids), and whether the site is listed one by one.
+func (h *Hub) RecentVisitors(site string) (n uint64, capped, listed bool) {
+	sec := h.opts.Now().Unix()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.counts[site]; !ok {
+		return 0, false, false
+	}
+	if sl := h.live[site]; sl != nil && sl.vis != nil {
+		n, capped = sl.vis.count(sec)
+	}
+	return n, capped, true
 }

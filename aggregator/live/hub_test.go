@@ -314,3 +314,56 @@ func TestSitesBounded(t *testing.T) {
 		t.Fatalf("with a site list: %v other %d total %d", sites, other, total)
 	}
 }
+
+// Visitors: distinct non-zero ids, counted while in the 5-minute window,
+// in the snapshot and then in deltas (also when they leave the window),
+// bounded by MaxVisitors with the overflow flagged and counted.
+func TestVisitorsWindow(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	m := metrics.New()
+	h := NewHub(Options{MaxVisitors: 5, Metrics: m, Now: func() time.Time { return now }})
+	h.Set(map[string]uint64{"shop": 0, "blog": 0}, 0)
+	ev := func(site string, id uint64) event.Event {
+		return event.Event{Site: site, Name: "signup", VisitorID: id}
+	}
+	h.Observe([]event.Event{ev("shop", 1), ev("shop", 1), ev("shop", 2), ev("shop", 0), ev("blog", 1)})
+	if n, capped, ok := h.RecentVisitors("shop"); n != 2 || capped || !ok {
+		t.Fatalf("shop: %d capped %v listed %v, want 2 (id 0 is no visitor)", n, capped, ok)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := dial(t, srv)
+	if s := read(t, c); s.Visitors["shop"] != 2 || s.Visitors["blog"] != 1 || s.VisitorsTotal != 3 || s.VisitorsCapped {
+		t.Fatalf("snapshot visitors %v total %d", s.Visitors, s.VisitorsTotal)
+	}
+	// Id 1 seen again later stays one visitor, and keeps it in the window.
+	now = now.Add(200 * time.Second)
+	h.Observe([]event.Event{ev("shop", 1), ev("shop", 3)})
+	h.publish()
+	if d := read(t, c); d.Type != TypeDelta || d.Visitors["shop"] != 3 || d.VisitorsTotal != 4 {
+		t.Fatalf("delta visitors %v total %d", d.Visitors, d.VisitorsTotal)
+	}
+	// At 301 s id 2 (and blog's 1) left the window; ids 1 and 3 stay.
+	now = now.Add(101 * time.Second)
+	h.publish()
+	if d := read(t, c); d.Visitors["shop"] != 2 || d.Visitors["blog"] != 0 || d.VisitorsTotal != 2 {
+		t.Fatalf("after sliding: visitors %v total %d", d.Visitors, d.VisitorsTotal)
+	}
+	// The cap: 5 ids kept at once over all sites (4 now, with the
+	// expired ones swept when full): 3 more fit after a sweep, the rest
+	// are dropped and flagged.
+	h.Observe([]event.Event{ev("shop", 10), ev("shop", 11), ev("shop", 12), ev("shop", 13), ev("shop", 14)})
+	n, capped, _ := h.RecentVisitors("shop")
+	if n != 5 || !capped || m.LiveVisitorsCapped.Load() != 2 {
+		t.Fatalf("at the cap: %d capped %v dropped %d, want 5, true, 2", n, capped, m.LiveVisitorsCapped.Load())
+	}
+	h.publish()
+	if d := read(t, c); !d.VisitorsCapped || d.Visitors["shop"] != 5 {
+		t.Fatalf("capped delta %+v", d)
+	}
+	// Once everything has left the window the count is 0 and exact again.
+	now = now.Add(VisitorsWindow * time.Second)
+	if n, capped, _ := h.RecentVisitors("shop"); n != 0 || capped {
+		t.Fatalf("after the window: %d capped %v", n, capped)
+	}
+}

@@ -35,6 +35,9 @@ type Metrics struct {
 	FramingCloses   atomic.Uint64 // answers sent with Connection: close for Transfer-Encoding or HTTP/1.0
 	LiveOtherEvents atomic.Uint64 // stored events the live counts sum up as "other" (site over the bound or not listed)
 	LiveDropped     atomic.Uint64 // live clients dropped because their update queue was full
+	// LiveVisitorsCapped counts the visitor ids the live view could not
+	// keep because it held its cap (--live-max-visitors) of them.
+	LiveVisitorsCapped atomic.Uint64
 	// EdgeHits and EdgeEvents are the hits the edges answered and the
 	// events they accepted, as their stored counters grew (EdgeCount).
 	EdgeHits   atomic.Uint64
@@ -262,6 +265,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		gauge(p+"body_memory_bytes", "Memory held by request bodies being read or decoded (bounded by --max-body-memory).", m.BodyMemory())
 	}
 	counter(p+"live_dropped_clients_total", "Live WebSocket clients dropped because they did not take their updates in time (queue full).", m.LiveDropped.Load())
+	counter(p+"live_visitors_capped_total", "Visitor ids the live view's 5-minute visitor count could not keep because it held --live-max-visitors of them: while some are in the window the count is a lower bound.", m.LiveVisitorsCapped.Load())
 	counter(p+"live_other_events_total", "Stored events the live counts and /api/counts sum up as other: their site is beyond --max-sites or not on --sites.", m.LiveOtherEvents.Load())
 	if m.LiveSites != nil {
 		gauge(p+"live_sites", "Sites the live counts list one by one (at most --max-sites, or the --sites list).", m.LiveSites())

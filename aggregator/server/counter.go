@@ -18,11 +18,12 @@ const counterMaxAge = 15
 
 // counter serves the embeddable counter of a site listed in
 // Config.PublicCounters on the public listener: GET /counter/SITE.json
-// answers {"site":…,"pageviews":N,"window_seconds":300} and
-// /counter/SITE.svg a small badge, both with Cache-Control public,
-// max-age and an ETag. N is the pageviews stored in the last
-// live.PagesWindow: visitors need visitor ids, which events do not carry
-// yet. Sites not listed answer 404, like any unknown path.
+// answers {"site":…,"pageviews":N,"visitors":V,"visitors_capped":false,
+// "window_seconds":300} and /counter/SITE.svg a small badge ("N views,
+// last 5 min"), both with Cache-Control public, max-age and an ETag. N is
+// the pageviews stored in the last live.PagesWindow, V the distinct
+// visitor ids in the last live.VisitorsWindow (live.Message.Visitors).
+// Sites not listed answer 404, like any unknown path.
 func (s *Server) counter(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("file")
 	site, ext := name, ""
@@ -39,7 +40,8 @@ func (s *Server) counter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, _ := s.hub.RecentPageviews(site)
-	etag := `"` + ext + strconv.FormatUint(n, 10) + `"`
+	v, capped, _ := s.hub.RecentVisitors(site)
+	etag := `"` + ext + strconv.FormatUint(n, 10) + "-" + strconv.FormatUint(v, 10) + strconv.FormatBool(capped)[:1] + `"`
 	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", counterMaxAge))
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Access-Control-Allow-Origin", "*")
@@ -50,7 +52,7 @@ func (s *Server) counter(w http.ResponseWriter, r *http.Request) {
 	}
 	if ext == "json" {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"site": site, "pageviews": n, "window_seconds": int(live.PagesWindow.Seconds())})
+		json.NewEncoder(w).Encode(map[string]any{"site": site, "pageviews": n, "visitors": v, "visitors_capped": capped, "window_seconds": int(live.PagesWindow.Seconds())})
 		return
 	}
 	text := strconv.FormatUint(n, 10) + " views, last 5 min"

@@ -12,7 +12,11 @@ import (
 func TestCounter(t *testing.T) {
 	a := startAgg(t, Config{DataDir: t.TempDir(), PublicCounters: []string{"shop"}})
 	defer a.stop()
-	a.send(mkEvents(t, "shop", 4))
+	shop := mkEvents(t, "shop", 4)
+	for i, id := range []uint64{7, 7, 9, 0} { // two visitors; 0 is the aggregate tier's, no visitor
+		shop[i].VisitorID = id
+	}
+	a.send(shop)
 	a.send(mkEvents(t, "demo", 2))
 	get := func(path, etag string) (*http.Response, string) {
 		req, _ := http.NewRequest("GET", a.http.URL+path, nil)
@@ -31,7 +35,7 @@ func TestCounter(t *testing.T) {
 	var body string
 	eventually(t, "counter shows 4", func() bool {
 		resp, body = get("/counter/shop.json", "")
-		return strings.Contains(body, `"pageviews":4`)
+		return strings.Contains(body, `"pageviews":4,`) && strings.Contains(body, `"visitors":2,`)
 	})
 	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "public, max-age=15" || resp.Header.Get("ETag") == "" ||
 		resp.Header.Get("Content-Type") != "application/json" {

@@ -88,6 +88,9 @@ type Config struct {
 	// MaxSites bounds the sites the live counts and /api/counts hold one
 	// by one (the rest are summed up as "other"); default 1000.
 	MaxSites int
+	// LiveMaxVisitors bounds the visitor ids the live view keeps for its
+	// visitors in the last 5 minutes; default live.DefaultMaxVisitors.
+	LiveMaxVisitors int
 
 	// LogToken lets /ingest/ndjson authenticate with a bearer token (CDN
 	// log streaming); FastlyServiceIDs answer Fastly's logging challenge.
@@ -234,7 +237,7 @@ func Open(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = live.NewHub(live.Options{Interval: cfg.LiveInterval, Logger: cfg.Logger,
-		Sites: cfg.Sites, MaxSites: cfg.MaxSites, Metrics: s.metrics, CheckOrigin: checkOrigin(cfg.DashboardOrigins)})
+		Sites: cfg.Sites, MaxSites: cfg.MaxSites, MaxVisitors: cfg.LiveMaxVisitors, Metrics: s.metrics, CheckOrigin: checkOrigin(cfg.DashboardOrigins)})
 	s.loader = loader.New(loader.Config{
 		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
 		OnCounts: s.hub.Set, OnStored: s.hub.Add, OnInserted: s.hub.Observe, CountSites: cfg.Sites, CountMax: cfg.MaxSites,

@@ -17,7 +17,7 @@ const el = (tag, attrs = {}, ...kids) => {
 };
 const fmt = (n) => (n == null ? "–" : Number(n).toLocaleString("en-US", { maximumFractionDigits: 2 }));
 
-const state = { me: null, dims: [], view: readURL(), live: { sites: {}, recent: {}, pages: {}, seq: 0 }, retry: 0 };
+const state = { me: null, dims: [], view: readURL(), live: { sites: {}, recent: {}, pages: {}, visitors: {}, vcapped: false, seq: 0 }, retry: 0 };
 
 // ---- the view in the URL ----------------------------------------------
 
@@ -249,7 +249,7 @@ function connect() {
     try { m = JSON.parse(ev.data); } catch { return; }
     const L = state.live;
     if (m.type === "snapshot") {
-      L.sites = m.sites; L.recent = {}; L.pages = m.pages || {}; L.seq = m.seq;
+      L.sites = m.sites; L.recent = {}; L.pages = m.pages || {}; L.visitors = m.visitors || {}; L.seq = m.seq;
       const now = Math.floor(m.ts / 1000);
       for (const s in m.recent || {}) L.recent[s] = m.recent[s].map((n, i) => [now - m.recent[s].length + 1 + i, n]);
       if (state.me) fillSites(state.me.sites);
@@ -266,7 +266,9 @@ function connect() {
         if (isNew && state.me) fillSites(state.me.sites);
       }
       for (const s in m.pages || {}) L.pages[s] = m.pages[s];
+      for (const s in m.visitors || {}) L.visitors[s] = m.visitors[s];
     }
+    L.vcapped = !!m.visitors_capped;
     $("updated").textContent = "updated " + new Date(m.ts).toLocaleTimeString();
     renderLive();
   };
@@ -295,6 +297,8 @@ function renderLive() {
   L.recent[site] = r;
   const last5 = r.filter(([t]) => t > now - 5).reduce((a, [, n]) => a + n, 0);
   $("eps").textContent = (last5 / 5).toFixed(1);
+  // A capped count is a lower bound: the aggregator held its limit of ids.
+  $("visitors").textContent = site in L.sites ? fmt(L.visitors[site] || 0) + (L.vcapped ? "+" : "") : "–";
   const pts = [];
   for (let t = now - 59; t <= now; t++) pts.push({ t, n: (r.find(([x]) => x === t) || [0, 0])[1] });
   drawBars($("rolling"), pts, 600, 60);

@@ -27,6 +27,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/server"
 )
 
@@ -54,7 +55,7 @@ type options struct {
 	maxHeaderBytes, maxConns, maxConnsPerClient                        int
 	maxBodyMemory, maxBodyMemoryPerClient                              int64
 	authRate                                                           float64
-	authBurst, maxSites                                                int
+	authBurst, maxSites, liveMaxVisitors                               int
 	sites                                                              string
 	dashboardAddr, dashboardTokenFile, dashboardViewersFile            string
 	dashboardOrigins, publicCounters                                   string
@@ -112,6 +113,7 @@ func run(args []string) error {
 	fs.IntVar(&o.authBurst, "auth-burst", 20, "failed credential checks a client address may make in a row before it gets 429 + Retry-After, without its credential being checked")
 	fs.StringVar(&o.sites, "sites", "", "comma-separated sites to accept; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")
 	fs.IntVar(&o.maxSites, "max-sites", 1000, "sites the live counts and /api/counts list one by one, without --sites (the rest are summed up as other)")
+	fs.IntVar(&o.liveMaxVisitors, "live-max-visitors", live.DefaultMaxVisitors, "visitor ids the live view keeps at once over all sites for its 5-minute visitor count (past it, counts are lower bounds, flagged)")
 	fs.DurationVar(&o.failAfter, "fail-after", time.Minute, "how long running out of file descriptors (EMFILE) may stall loading before the process exits non-zero to be restarted")
 	fs.DurationVar(&o.exitDelay, "exit-delay", 2*time.Second, "after a component fails, how long /healthz answers 503 with the reason (and ingest 503) before the process exits non-zero")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -186,7 +188,7 @@ func run(args []string) error {
 		WriteTimeout: o.writeTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
-		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites,
+		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites, LiveMaxVisitors: o.liveMaxVisitors,
 		DashboardToken: dashToken, DashboardViewers: viewers, DashboardOrigins: splitList(o.dashboardOrigins),
 		SecureCookies: o.secureCookies, PublicCounters: splitList(o.publicCounters), LiveInterval: o.liveInterval,
 	})
