@@ -49,6 +49,7 @@ func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
 	}
 	var servers []server
 	all := map[string]bool{}
+	known := c.schemaNames()
 	for _, h := range hosts {
 		if len(h) != 2 {
 			continue
@@ -67,7 +68,6 @@ func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
 			}
 			continue
 		}
-		known := c.schemaNames()
 		for _, r := range tables {
 			if len(r) == 2 && known[r[0]] {
 				s.engines[r[0]] = r[1]

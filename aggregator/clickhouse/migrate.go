@@ -199,17 +199,8 @@ func (c *Client) ensureEventsInput(ctx context.Context, steps []Migration) error
 				}
 			}
 		}
-		// Each step's SQL, then its Run, as when it was applied: a
-		// later step's Run drops what an earlier step's SQL makes again
-		// (step 4's views, which VersionRollups dropped).
-		for _, m := range steps {
-			err := c.runSQL(ctx, m)
-			if err == nil && m.Run != nil {
-				err = m.Run(c, ctx)
-			}
-			if err != nil {
-				return fmt.Errorf("migrate: make step %d's tables and views again on %s: %w", m.Version, EventsInput, err)
-			}
+		if err := c.rerunSteps(ctx, steps); err != nil {
+			return fmt.Errorf("migrate: make the steps' tables and views again on %s: %w", EventsInput, err)
 		}
 		if err := c.execDDL(ctx, "DROP TABLE IF EXISTS {db}."+legacyInput+l.OnCluster()); err != nil {
 			return fmt.Errorf("migrate: %w", err)
@@ -385,6 +376,23 @@ func (c *Client) migrate(ctx context.Context, steps []Migration, by string) (Mig
 // takes a minute or so of Distributed DDL.
 const clusterMigrateRetries = 3 * time.Minute
 
+// rerunSteps runs each step's statements, then its Run, again, as when it
+// was applied: each creates only what is missing, and a later step's Run
+// drops again what an earlier step's statements bring back (step 4's
+// views, which VersionRollups dropped).
+func (c *Client) rerunSteps(ctx context.Context, steps []Migration) error {
+	for _, m := range steps {
+		err := c.runSQL(ctx, m)
+		if err == nil && m.Run != nil {
+			err = m.Run(c, ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("step %d: %w", m.Version, err)
+		}
+	}
+	return nil
+}
+
 // repairCluster checks that every server of the cluster has the whole
 // schema (ClusterSchemaProblems) and, if one lacks part of it, runs every
 // step's statements and Run again (each creates only what is missing) and
@@ -396,14 +404,8 @@ func (c *Client) repairCluster(ctx context.Context, steps []Migration) ([]string
 	if err != nil || len(problems) == 0 {
 		return nil, err
 	}
-	for _, m := range steps {
-		err := c.runSQL(ctx, m)
-		if err == nil && m.Run != nil {
-			err = m.Run(c, ctx)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("migrate: repair %s: step %d: %w", strings.Join(problems, "; "), m.Version, err)
-		}
+	if err := c.rerunSteps(ctx, steps); err != nil {
+		return nil, fmt.Errorf("migrate: repair %s: %w", strings.Join(problems, "; "), err)
 	}
 	if err := c.execDDL(ctx, c.layout.createEventsView()); err != nil {
 		return nil, fmt.Errorf("migrate: repair %s: %w", strings.Join(problems, "; "), err)
