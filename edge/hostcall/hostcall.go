@@ -118,11 +118,10 @@ func (r Request) URI(buf []byte) ([]byte, error) {
 // when nothing was appended: keep it for the next call.
 func (r Request) Header(name string, buf []byte) ([]byte, bool, error) {
 	np, nl := strPtr(name)
-	out, err := grow(buf, bufCall{op: opHeader, h: r.req, p: np, n: nl})
-	if err == errNone {
-		return out, false, nil
-	}
-	return out, err == nil, err
+	// found rather than err == errNone: TinyGo compares two interfaces
+	// through its reflection (runtime.interfaceEqual), a cost on every
+	// header read.
+	return growFound(buf, bufCall{op: opHeader, h: r.req, p: np, n: nl})
 }
 
 // ClientIP is the address of the visitor.
@@ -275,20 +274,29 @@ func (c bufCall) name() string {
 // caller that keeps it allocates only while its values keep getting
 // longer.
 func grow(buf []byte, c bufCall) ([]byte, error) {
+	out, found, err := growFound(buf, c)
+	if err == nil && !found {
+		return out, errNone
+	}
+	return out, err
+}
+
+// growFound is grow reporting an absent value as found false, err nil.
+func growFound(buf []byte, c bufCall) ([]byte, bool, error) {
 	buf = slices.Grow(buf, 256)
 	for range 2 {
 		free := buf[len(buf):cap(buf)]
 		outN = 0
 		switch st := c.do(&free[0], uint32(len(free)), &outN); st {
 		case statusOK:
-			return buf[:len(buf)+int(outN)], nil
+			return buf[:len(buf)+int(outN)], true, nil
 		case statusNone:
-			return buf, errNone
+			return buf, false, nil
 		case statusBufLen:
 			buf = slices.Grow(buf, int(outN))
 		default:
-			return buf, st.err(c.name())
+			return buf, false, st.err(c.name())
 		}
 	}
-	return buf, fmt.Errorf("%s: value kept growing", c.name())
+	return buf, false, fmt.Errorf("%s: value kept growing", c.name())
 }

@@ -228,5 +228,10 @@ func respSendDownstream(c *call) status {
 		b.finish(nil)
 	}
 	ds.send(out)
+	if inst.segOpen && inst.segAnswer < 0 {
+		// One more clock reading, only while guest time is measured: where
+		// the answer ends and the work after it (GuestSample) begins.
+		inst.segAnswer = inst.guestUsed() - inst.segStart
+	}
 	return stOK
 }

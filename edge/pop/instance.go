@@ -68,6 +68,13 @@ type instance struct {
 	guest    guestClock
 	segStart time.Duration
 	segOpen  bool
+	// segAnswer is the request's run time when its response went to the
+	// client (send_downstream), -1 until then; segSends counts the backend
+	// requests made since it was handed over. With them a request's time
+	// splits into the answer and the work after it (a batch flush), for
+	// GuestSamples.
+	segAnswer time.Duration
+	segSends  int
 }
 
 // guestUsed is the instance's run time so far, read at a request's ends:

@@ -307,6 +307,9 @@ func (inst *instance) countSend() bool {
 		h.sendsGen, h.sends = inst.gen, 0
 	}
 	h.sends++
+	if inst.segOpen {
+		inst.segSends++
+	}
 	// A refused send is still counted by the hostcall error metric
 	// ($limitexceeded is an error status).
 	return h.sends <= maxBackendSends

@@ -507,3 +507,44 @@ func TestMeasureGuestTime(t *testing.T) {
 		t.Errorf("reset: %d then %d", len(got), len(p.GuestTimes(false)))
 	}
 }
+
+// GuestSamples split a request's guest time where it was answered and
+// count the backend requests made while serving it.
+func TestGuestSamples(t *testing.T) {
+	g := newGate(t, time.Millisecond)
+	p := startPOP(t, manifest(t, g.manifest(t)), func(c *Config) {
+		limitGuest(c)
+		c.MeasureGuestTime = true
+	})
+	if resp, body := p.getWithin(t, "/after?n=50000000", 60*time.Second); resp.StatusCode != 200 || body != "answered" {
+		t.Fatalf("/after: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := p.getWithin(t, "/gate", 60*time.Second); resp.StatusCode != 200 || body != "gate: ok" {
+		t.Fatalf("/gate: %d %q", resp.StatusCode, body)
+	}
+	p.get(t, "/id")
+	var s []GuestSample
+	poptest.WaitFor(t, "three requests measured", func() bool {
+		s = p.GuestSamples(false)
+		return len(s) >= 3
+	})
+	if len(s) != 3 {
+		t.Fatalf("%d samples for 3 requests: %+v", len(s), s)
+	}
+	after, gate := s[0], s[1]
+	if after.Answer <= 0 || after.CPU-after.Answer <= after.Answer || after.BackendSends != 0 {
+		t.Errorf("/after: %+v: want the work after the answer to outweigh the answer, no backend request", after)
+	}
+	if gate.BackendSends != 1 || gate.Answer <= 0 || gate.Answer > gate.CPU {
+		t.Errorf("/gate: %+v: want one backend request, answered within its time", gate)
+	}
+	if s[0].Instance != s[2].Instance {
+		t.Errorf("one instance served all three: %+v", s)
+	}
+	times := p.GuestTimes(true)
+	for i := range s {
+		if times[i] != s[i].CPU {
+			t.Errorf("GuestTimes[%d] = %v, GuestSamples' CPU %v", i, times[i], s[i].CPU)
+		}
+	}
+}

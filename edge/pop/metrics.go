@@ -42,21 +42,39 @@ const keepStartups = 1024
 // (Config.MeasureGuestTime): the most recent keepGuestTimes.
 type guestTimes struct {
 	mu    sync.Mutex
-	times []time.Duration
+	times []GuestSample
 	next  int // where the next goes once times is full
 }
 
 const keepGuestTimes = 1 << 18
 
-func (g *guestTimes) observe(d time.Duration) {
+func (g *guestTimes) observe(s GuestSample) {
 	g.mu.Lock()
 	if len(g.times) < keepGuestTimes {
-		g.times = append(g.times, d)
+		g.times = append(g.times, s)
 	} else {
-		g.times[g.next] = d
+		g.times[g.next] = s
 		g.next = (g.next + 1) % keepGuestTimes
 	}
 	g.mu.Unlock()
+}
+
+// GuestSample is one client request's guest run time (GuestTimes), split
+// where its response went to the client.
+type GuestSample struct {
+	// Instance is the instance that served it: a guest's batch is its
+	// instance's, so its flush amortises over that instance's requests.
+	Instance uint64
+	// CPU is the request's whole run time, as GuestTimes reports it.
+	CPU time.Duration
+	// Answer is the part up to the response's send_downstream (CPU when
+	// the guest sent none); CPU-Answer is the work after it, a batch
+	// flush among it. The split costs one more clock reading, inside
+	// Answer.
+	Answer time.Duration
+	// BackendSends is how many backend requests the guest made while
+	// serving it (a batch delivery makes one or more).
+	BackendSends int
 }
 
 // GuestTimes returns, with Config.MeasureGuestTime, the CPU time the
@@ -68,15 +86,28 @@ func (g *guestTimes) observe(d time.Duration) {
 // On Linux it is the CPU time of the instance's thread: the guest's code
 // and the hostcalls' work on its behalf, while time waiting (for a
 // backend, in a sleep, for a CPU) is not in it. The clock is read only at
-// the request's two ends, because a reading is a system call and reading
-// it around every hostcall cost about as much as a hit's guest code.
-// Elsewhere it is wall time, hostcalls and sleeps excluded. reset empties
-// it.
+// the request's two ends and where it is answered, because a reading is
+// a system call and reading it around every hostcall cost about as much
+// as a hit's guest code. Elsewhere it is wall time, hostcalls and sleeps
+// excluded. reset empties it.
 func (s *Server) GuestTimes(reset bool) []time.Duration {
+	samples := s.GuestSamples(reset)
+	out := make([]time.Duration, len(samples))
+	for i, g := range samples {
+		out[i] = g.CPU
+	}
+	return out
+}
+
+// GuestSamples is GuestTimes with each request's split and instance, in
+// the order the requests ended (oldest first).
+func (s *Server) GuestSamples(reset bool) []GuestSample {
 	g := &s.guest
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := slices.Clone(g.times)
+	out := make([]GuestSample, 0, len(g.times))
+	out = append(out, g.times[g.next:]...)
+	out = append(out, g.times[:g.next]...)
 	if reset {
 		g.times, g.next = g.times[:0], 0
 	}

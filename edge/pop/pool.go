@@ -282,7 +282,12 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 	inst.dog.end()
 	if inst.segOpen {
 		inst.segOpen = false
-		inst.s.guest.observe(inst.guestUsed() - inst.segStart)
+		cpu := inst.guestUsed() - inst.segStart
+		answer := inst.segAnswer
+		if answer < 0 {
+			answer = cpu
+		}
+		inst.s.guest.observe(GuestSample{Instance: inst.id, CPU: cpu, Answer: answer, BackendSends: inst.segSends})
 	}
 	if inst.starting {
 		inst.starting = false
@@ -293,6 +298,7 @@ func (inst *instance) waitRequest(timeout time.Duration) (*downstream, bool) {
 	if ds, ok := inst.waitWork(timeout); ok {
 		inst.dog.begin(ds, inst.s.wallBudget)
 		if inst.s.measureGuest {
+			inst.segAnswer, inst.segSends = -1, 0
 			inst.segStart, inst.segOpen = inst.guestUsed(), true
 		}
 		return ds, true

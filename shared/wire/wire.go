@@ -42,6 +42,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/edgepixel/edgepixel/shared/event"
 )
@@ -220,20 +221,33 @@ func (enc *Encoded) Keep(keep func(i int) bool) {
 
 func appendEvent(b []byte, e *event.Event) []byte {
 	b = append(b, e.ID[:]...)
-	b = binary.AppendUvarint(b, uint64(e.Time))
+	b = putUvarintGrow(b, uint64(e.Time))
 	for _, f := range fields {
 		switch {
 		case f == nil: // the reserved field
-			b = append(b, 0)
+			b = putUvarintGrow(b, 0)
 		case f.Kind == event.KindUint:
-			b = binary.AppendUvarint(b, f.Uint(e))
+			b = putUvarintGrow(b, f.Uint(e))
 		default:
 			s := f.Str(e)
-			b = binary.AppendUvarint(b, uint64(len(*s)))
+			b = putUvarintGrow(b, uint64(len(*s)))
 			b = append(b, *s...)
 		}
 	}
 	return b
+}
+
+// putUvarintGrow is binary.AppendUvarint writing into b's spare room
+// (grown when short) rather than appending byte by byte: under TinyGo
+// every append is a call into its runtime, and an event has dozens of
+// varints.
+func putUvarintGrow(b []byte, v uint64) []byte {
+	n := len(b)
+	if cap(b)-n < binary.MaxVarintLen64 {
+		b = slices.Grow(b, binary.MaxVarintLen64)
+	}
+	b = b[:n+binary.MaxVarintLen64]
+	return b[:n+binary.PutUvarint(b[n:], v)]
 }
 
 // fields are the fields after id and time in wire order, nil for the

@@ -60,7 +60,7 @@ func runGuestCPU(o guestCPUOptions) error {
 		name, path string
 		pop        *pop.Server
 		addr       string
-		times      []time.Duration
+		samples    []pop.GuestSample
 		prof       *guestProfile
 	}
 	var builds []*build
@@ -118,7 +118,7 @@ func runGuestCPU(o guestCPUOptions) error {
 		if err := driveN(enrichRequests(b.addr), 1, 200); err != nil { // warm up: instance, salts
 			return fmt.Errorf("%s: %v", b.name, err)
 		}
-		b.pop.GuestTimes(true)
+		b.pop.GuestSamples(true)
 		if b.prof != nil {
 			b.prof.reset()
 		}
@@ -140,7 +140,7 @@ func runGuestCPU(o guestCPUOptions) error {
 			if err := driveN(enrichRequests(b.addr), max(o.conns, 1), o.hits); err != nil {
 				return fmt.Errorf("%s: %v", b.name, err)
 			}
-			b.times = append(b.times, b.pop.GuestTimes(true)...)
+			b.samples = append(b.samples, b.pop.GuestSamples(true)...)
 		}
 	}
 	fmt.Printf("\nGuest CPU per enriched pixel hit, measured by the POP on the instance thread's CPU clock\n(%d alternating rounds of %d hits per build, %d connection(s), a warm pool of one instance; load average %s)\n",
@@ -150,17 +150,18 @@ func runGuestCPU(o guestCPUOptions) error {
 	}
 	fmt.Println()
 	fmt.Printf("| build | hits | mean (µs) | p50 (µs) | p90 (µs) | p99 (µs) | p99.9 (µs) |\n|---|---|---|---|---|---|---|\n")
+	line := func(name string, times []time.Duration) {
+		fmt.Printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", name, len(times), meanOf(times)*1e3,
+			percentileOf(times, 0.5)*1e3, percentileOf(times, 0.9)*1e3, percentileOf(times, 0.99)*1e3, percentileOf(times, 0.999)*1e3)
+	}
+	// Each build three ways (splitGuest): a flush counting to the hit it
+	// followed, each batch's flush spread over its hits, and the hits
+	// that made no flush.
 	for _, b := range builds {
-		var sum time.Duration
-		for _, t := range b.times {
-			sum += t
-		}
-		mean := time.Duration(0)
-		if len(b.times) > 0 {
-			mean = sum / time.Duration(len(b.times))
-		}
-		fmt.Printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", b.name, len(b.times), us(mean),
-			percentileOf(b.times, 0.5)*1e3, percentileOf(b.times, 0.9)*1e3, percentileOf(b.times, 0.99)*1e3, percentileOf(b.times, 0.999)*1e3)
+		g := splitGuest(b.samples)
+		line(b.name, g.all)
+		line(b.name+", flush amortised", g.amortised)
+		line(fmt.Sprintf("%s, hits without a flush (%d flushes)", b.name, g.flushes), g.noFlush)
 	}
 	fmt.Printf("\n| build | instance starts | start p50 (ms, wall) |\n|---|---|---|\n")
 	for _, b := range builds {

@@ -60,6 +60,15 @@ func handle(ctx context.Context, w fsthttp.ResponseWriter, r *fsthttp.Request) {
 		ms, _ := strconv.Atoi(q.Get("ms"))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		fmt.Fprintf(w, "slept %d", ms)
+	case "/after":
+		// Answers, then works on with the client answered, as a batch
+		// flush does (the POP's GuestSamples split the two).
+		io.WriteString(w, "answered")
+		w.Close()
+		n, _ := strconv.Atoi(q.Get("n"))
+		for i := range n {
+			spins += uint64(i) * 2654435761
+		}
 	case "/gate":
 		// Waits for the test's "gate" backend to answer.
 		req, err := fsthttp.NewRequest("GET", "http://gate.example/", nil)
