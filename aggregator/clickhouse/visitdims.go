@@ -41,6 +41,10 @@ import (
 // rollup; the other hours it computes from the events table with the
 // same query (VisitDimPiecesSQL).
 
+// insertChunk bounds the statements of BuildVisitDims' inserts, below
+// ClickHouse's default max_query_size (256 KiB).
+const insertChunk = 200 << 10
+
 // VisitDimsTable holds the per-dimension visit hours (ReplacingMergeTree
 // by built, keyed by site, dim, value and hour).
 const VisitDimsTable = "visit_dims"
@@ -328,12 +332,12 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 		}
 		now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 		want := map[string]map[int64]bool{}
-		var values []string
+		var values, markers []string
 		for site, hs := range todo[day] {
 			want[site] = map[int64]bool{}
 			for _, h := range hs {
 				want[site][h] = true
-				values = append(values, fmt.Sprintf("(%s, '', '', toDateTime(%d), %s, %d%s)", quote(site), h, now, WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
+				markers = append(markers, fmt.Sprintf("(%s, '', '', toDateTime(%d), %s, %d%s)", quote(site), h, now, WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
 			}
 		}
 		for _, v := range got {
@@ -353,8 +357,22 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 		if c.layout.Clustered() {
 			settings["insert_distributed_sync"] = "1"
 		}
-		if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" ("+cols+") VALUES "+strings.Join(values, ", "), settings); err != nil {
-			return built, fmt.Errorf("store the visit dims of %s: %w", from.Format(time.DateOnly), err)
+		// Rows are sent in statements of at most insertChunk bytes (a
+		// value that is an expression is parsed only within
+		// max_query_size of the start), the markers after every row
+		// of their hours: a build cut short leaves its rows unread.
+		for _, vs := range [][]string{values, markers} {
+			for len(vs) > 0 {
+				n, size := 0, 0
+				for n < len(vs) && (n == 0 || size+len(vs[n]) < insertChunk) {
+					size += len(vs[n]) + 2
+					n++
+				}
+				if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" ("+cols+") VALUES "+strings.Join(vs[:n], ", "), settings); err != nil {
+					return built, fmt.Errorf("store the visit dims of %s: %w", from.Format(time.DateOnly), err)
+				}
+				vs = vs[n:]
+			}
 		}
 		for _, hs := range todo[day] {
 			built += len(hs)
