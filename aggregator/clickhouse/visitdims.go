@@ -289,8 +289,8 @@ func staleHours(counts map[string]map[int64]uint64, srcs map[string]map[int64]ui
 
 // BuildVisitDims stores the VisitDims of every site's hours before
 // settled whose stored build is missing or out of date, as
-// BuildVisitHours does for VisitHoursTable, one day per query. It returns
-// the hours built.
+// BuildVisitHours does for VisitHoursTable, one query per day over the
+// span of its hours to build. It returns the hours built.
 func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, error) {
 	settled = settled.Truncate(time.Hour)
 	counts, err := HourCounts(ctx, c, c.db, "1", time.Unix(0, 0), settled.Add(time.Hour))
@@ -317,11 +317,15 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 	built := 0
 	cols := "site, dim, value, t, built, source, " + strings.Join(VisitDimCols, ", ")
 	for _, day := range days {
-		from := time.Unix(day, 0).UTC()
-		to := from.Add(24 * time.Hour)
-		if settled.Before(to) {
-			to = settled
+		// Only the day's hours to build: after the first build, the
+		// one or two hours that settled since the last call.
+		lo, hi := day+86400, day
+		for _, hs := range todo[day] {
+			for _, h := range hs {
+				lo, hi = min(lo, h), max(hi, h+3600)
+			}
 		}
+		from, to := time.Unix(lo, 0).UTC(), time.Unix(hi, 0).UTC()
 		rows, err := c.Query(ctx, VisitDimPiecesSQL(c.db, "1", "1", from, to, to.Add(SegmentSeconds*time.Second)))
 		if err != nil {
 			return built, fmt.Errorf("visit dims of %s: %w", from.Format(time.DateOnly), err)
