@@ -174,9 +174,10 @@ type Stats struct {
 	Filters  []Filter `json:"filters"`
 	Source   string   `json:"source"` // the table read: a rollup or "events"
 	// VisitsSource is the table visits were computed from: VisitHoursTable
-	// or VisitsTable without filters, VisitDimsTable with one filter, or
-	// "events" (with combined filters, in the realtime range, or where
-	// some hours of a filtered range are not in VisitDimsTable yet).
+	// or VisitsTable without filters; VisitDimsTable with one filter
+	// ("visit_dims+events" where some of the range's hours are not built
+	// yet and were computed from the events table); or "events" (combined
+	// filters, the realtime range).
 	VisitsSource string   `json:"visits_source"`
 	Metrics      []Metric `json:"metrics"`
 	Series       []Point  `json:"series"`
@@ -468,6 +469,9 @@ func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (Visi
 	}
 	if len(missing) > 0 {
 		table = db + ".events"
+		if len(fresh) > 0 {
+			table = db + "." + clickhouse.VisitDimsTable + "+events"
+		}
 		got, err := e.missingDims(ctx, r.Site, "dv.1 = "+clickhouse.Quote(f.Name)+" AND dv.2 = "+clickhouse.Quote(f.Value), missing, rng)
 		if err != nil {
 			return VisitStats{}, table, err
@@ -705,6 +709,9 @@ func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse
 		}
 		if len(missing) > 0 {
 			t.Source = "events"
+			if len(fresh) > 0 {
+				t.Source = clickhouse.VisitDimsTable + "+events"
+			}
 			vds, err := e.missingDims(ctx, r.Site, "dv.1 = ''", missing, r.Range)
 			if err != nil {
 				return t, err
