@@ -140,8 +140,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "browsers table", `(t => t.includes("Chrome") && t.includes("Firefox"))(document.querySelector('section[data-dim="browser"]').innerText)`)
 	// Entry and exit pages count visits: the Chrome visitor's starts and
 	// ends at /pricing, the Firefox visitor's at the long paths 0 and 4.
-	poll(ctx, t, "entry pages table", `(t => t.includes("Visits") && t.includes("/pricing") && t.includes("/phones/0") && !t.includes("/phones/4"))(document.querySelector('section[data-dim="entry_page"]').innerText)`)
-	poll(ctx, t, "exit pages table", `(t => t.includes("/pricing") && t.includes("/phones/4") && !t.includes("/phones/0"))(document.querySelector('section[data-dim="exit_page"]').innerText)`)
+	poll(ctx, t, "entry pages table", `(s => !!s && (t => t.includes("Visits") && t.includes("/pricing") && t.includes("/phones/0") && !t.includes("/phones/4"))(s.innerText))(document.querySelector('section[data-dim="entry_page"] table'))`)
+	poll(ctx, t, "exit pages table", `(s => !!s && (t => t.includes("/pricing") && t.includes("/phones/4") && !t.includes("/phones/0"))(s.innerText))(document.querySelector('section[data-dim="exit_page"] table'))`)
 	for _, dim := range []string{"os", "device", "channel", "region"} {
 		poll(ctx, t, dim+" table", `!!document.querySelector('section[data-dim="`+dim+`"] table, section[data-dim="`+dim+`"] p')`)
 	}
