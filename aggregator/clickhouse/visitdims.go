@@ -341,14 +341,14 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 			want[site] = map[int64]bool{}
 			for _, h := range hs {
 				want[site][h] = true
-				markers = append(markers, fmt.Sprintf("(%s, '', '', toDateTime(%d), %s, %d%s)", quote(site), h, now, WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
+				markers = append(markers, fmt.Sprintf("(%s, '', '', %d, %s, %d%s)", quote(site), h, now, WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
 			}
 		}
 		for _, v := range got {
 			if !want[v.Site][v.T.Unix()] {
 				continue
 			}
-			vals := []string{quote(v.Site), quote(v.Dim), quote(v.Value), fmt.Sprintf("toDateTime(%d)", v.T.Unix()), now, "0"}
+			vals := []string{quote(v.Site), quote(v.Dim), quote(v.Value), strconv.FormatInt(v.T.Unix(), 10), now, "0"}
 			for _, p := range v.fields() {
 				vals = append(vals, strconv.FormatUint(*p, 10))
 			}
