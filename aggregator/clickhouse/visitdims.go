@@ -41,8 +41,9 @@ import (
 // rollup; the other hours it computes from the events table with the
 // same query (VisitDimPiecesSQL).
 
-// insertChunk bounds the statements of BuildVisitDims' inserts, below
-// ClickHouse's default max_query_size (256 KiB).
+// insertChunk bounds the statements of BuildVisitDims' inserts, so that
+// a month's first build is many modest statements, not one of many
+// megabytes.
 const insertChunk = 200 << 10
 
 // VisitDimsTable holds the per-dimension visit hours (ReplacingMergeTree
@@ -361,9 +362,10 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 		if c.layout.Clustered() {
 			settings["insert_distributed_sync"] = "1"
 		}
-		// Rows are sent in statements of at most insertChunk bytes (a
-		// value that is an expression is parsed only within
-		// max_query_size of the start), the markers after every row
+		// Rows are plain literals (ClickHouse parses an expression in
+		// VALUES only within the read buffer it falls in, and one cut
+		// at a buffer's end fails the insert), sent in statements of
+		// at most insertChunk bytes, the markers after every row
 		// of their hours: a build cut short leaves its rows unread.
 		for _, vs := range [][]string{values, markers} {
 			for len(vs) > 0 {
