@@ -138,6 +138,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "bounce rate tile", `document.querySelector('[data-metric="bounce_rate"] .num').textContent === "0.0%"`)
 	poll(ctx, t, "views per visit tile", `document.querySelector('[data-metric="views_per_visit"] .num').textContent === "4.50"`)
 	poll(ctx, t, "browsers table", `(t => t.includes("Chrome") && t.includes("Firefox"))(document.querySelector('section[data-dim="browser"]').innerText)`)
+	// Entry and exit pages count visits: the Chrome visitor's starts and
+	// ends at /pricing, the Firefox visitor's at the long paths 0 and 4.
+	poll(ctx, t, "entry pages table", `(s => !!s && (t => t.includes("Visits") && t.includes("/pricing") && t.includes("/phones/0") && !t.includes("/phones/4"))(s.innerText))(document.querySelector('section[data-dim="entry_page"] table'))`)
+	poll(ctx, t, "exit pages table", `(s => !!s && (t => t.includes("/pricing") && t.includes("/phones/4") && !t.includes("/phones/0"))(s.innerText))(document.querySelector('section[data-dim="exit_page"] table'))`)
 	for _, dim := range []string{"os", "device", "channel", "region"} {
 		poll(ctx, t, dim+" table", `!!document.querySelector('section[data-dim="`+dim+`"] table, section[data-dim="`+dim+`"] p')`)
 	}
@@ -158,6 +162,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "filter in the URL", `location.search.includes("page=%2Fpricing")`)
 	poll(ctx, t, "filtered pageviews", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "6"`)
 	poll(ctx, t, "filter chip", `document.getElementById("filters").innerText.includes("/pricing")`)
+	poll(ctx, t, "filtered visits", `(document.querySelector('[data-metric="visits"] .num')||{}).textContent === "1"`)
 	poll(ctx, t, "filtered sources", `document.querySelector('section[data-dim="referrer"]').innerText.includes("news.ycombinator.com")`)
 
 	// Switch the range to realtime and back to 7 days.

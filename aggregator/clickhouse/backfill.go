@@ -426,7 +426,8 @@ var CompactQuiet = time.Hour
 // from before it still in flight (spools, edge retries) have arrived,
 // then every interval for those that arrive later; before step 7 it
 // looks again every VisitHoursEvery. Every VisitHoursEvery it stores the
-// visit hours that settled (BuildVisitHours), those a segment and
+// visit hours that settled (BuildVisitHours, and per dimension value
+// BuildVisitDims), those a segment and
 // lateness behind now, and compacts the rollup partitions that went
 // CompactQuiet unwritten (CompactRollups). It must run in one aggregator at a time (package
 // lease); a second one does the work twice but does not double a month.
@@ -466,6 +467,13 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 				log.Warn("visit hours: build failed; retrying", "err", err, "in", VisitHoursEvery)
 			} else if n > 0 {
 				log.Info("visit hours: built", "hours", n, "took", time.Since(start).Round(time.Millisecond))
+			}
+			start = time.Now()
+			n, err = c.BuildVisitDims(ctx, start.Add(-SegmentSeconds*time.Second-lateness))
+			if err != nil && ctx.Err() == nil {
+				log.Warn("visit dims: build failed; retrying", "err", err, "in", VisitHoursEvery)
+			} else if n > 0 {
+				log.Info("visit dims: built", "hours", n, "took", time.Since(start).Round(time.Millisecond))
 			}
 			start = time.Now()
 			n, err = c.CompactRollups(ctx, CompactQuiet)

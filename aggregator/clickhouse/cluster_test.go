@@ -73,7 +73,7 @@ func TestBackfillCluster(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, tbl := range []string{"events", "rollup_days", "rollup_visits", VisitHoursTable} {
+				for _, tbl := range []string{"events", "rollup_days", "rollup_visits", VisitHoursTable, VisitDimsTable} {
 					if err := rc.Exec(ctx, "SYSTEM SYNC REPLICA edgepixel."+tbl+"_local"); err != nil {
 						t.Fatal(err)
 					}
@@ -118,5 +118,22 @@ func TestBackfillCluster(t *testing.T) {
 	syncAll()
 	if got := clients[1].count(t, "SELECT count() FROM (SELECT site, t FROM edgepixel."+VisitHoursTable+" GROUP BY site, t)"); got != fmt.Sprint(n) {
 		t.Fatalf("%s visit hours read on the other shard, %d built", got, n)
+	}
+	// The visits per dimension value: one build marker per hour with
+	// events near it, as the visit hours, and the same visits in the
+	// whole site's entry pages as in the visit hours, read on the
+	// other shard.
+	nd, err := c.BuildVisitDims(ctx, now.Add(-time.Hour))
+	if err != nil || nd != n {
+		t.Fatalf("visit dims: %d hours (visit hours %d) %v", nd, n, err)
+	}
+	syncAll()
+	if got := clients[1].count(t, "SELECT count() FROM (SELECT site, t FROM edgepixel."+VisitDimsTable+" WHERE dim = '' GROUP BY site, t)"); got != fmt.Sprint(n) {
+		t.Fatalf("%s visit dim hours read on the other shard, %d built", got, n)
+	}
+	entries := clients[1].count(t, "SELECT sum(entries) + sum(entries_in) FROM edgepixel."+VisitDimsTable+" WHERE dim = '"+EntryPageDim+"'")
+	pieces := clients[1].count(t, "SELECT sum(pieces) FROM edgepixel."+VisitHoursTable)
+	if entries != pieces || entries == "0" {
+		t.Fatalf("entry pages count %s visit pieces, visit hours %s", entries, pieces)
 	}
 }

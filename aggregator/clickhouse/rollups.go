@@ -22,6 +22,10 @@ type Dimension struct {
 	Expr      string `json:"-"`     // ClickHouse expression over the events table
 	Since     int    `json:"-"`     // the migration step that creates its rollup view
 	Collected bool   `json:"collected"`
+	// Visit marks a dimension of visits, not of events (entry and exit
+	// pages: VisitDimsTable): its top table counts visits, and it
+	// filters nothing.
+	Visit bool `json:"visit,omitempty"`
 }
 
 // Dimensions are the dashboard's dimensions, in the page's order. Those
@@ -41,10 +45,11 @@ var Dimensions = []Dimension{
 	{Name: "os", Label: "Operating systems", Expr: "toString(os)", Since: VersionRollups, Collected: true},
 	{Name: "device", Label: "Devices", Expr: "toString(device)", Since: VersionRollups, Collected: true},
 	{Name: "event", Label: "Events", Expr: "name", Since: 4, Collected: true},
-	// Not rolled up yet: entry and exit pages need the visit a row
-	// belongs to (see VisitsTable), event properties a JSON path.
-	{Name: "entry_page", Label: "Entry pages"},
-	{Name: "exit_page", Label: "Exit pages"},
+	// Of visits: the page of a visit's first and last event (see
+	// VisitDimsTable).
+	{Name: EntryPageDim, Label: "Entry pages", Since: VersionVisitDims, Collected: true, Visit: true},
+	{Name: ExitPageDim, Label: "Exit pages", Since: VersionVisitDims, Collected: true, Visit: true},
+	// Not rolled up yet: event properties need a JSON path.
 	{Name: "props", Label: "Event properties"},
 }
 
@@ -140,7 +145,7 @@ func rollups() []rollup {
 	}
 	var pairs []string
 	for _, d := range Dimensions {
-		if d.Collected && d.Since <= VersionRollups {
+		if d.Collected && !d.Visit && d.Since <= VersionRollups {
 			pairs = append(pairs, "('"+d.Name+"', "+d.Expr+")")
 		}
 	}

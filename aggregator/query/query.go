@@ -10,11 +10,13 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,6 +124,9 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if !dim.Collected {
 			return r, fmt.Errorf("%s is not collected yet: it cannot filter", dim.Name)
 		}
+		if dim.Visit {
+			return r, fmt.Errorf("%s counts visits: it cannot filter (filter by page)", dim.Name)
+		}
 		r.Filters = append(r.Filters, Filter{Dim: dim, Name: dim.Name, Value: q.Get(dim.Name)})
 	}
 	return r, nil
@@ -168,8 +173,11 @@ type Stats struct {
 	Grain    string   `json:"grain"`
 	Filters  []Filter `json:"filters"`
 	Source   string   `json:"source"` // the table read: a rollup or "events"
-	// VisitsSource is the table visits were computed from: VisitsTable,
-	// or "events" with filters (a rollup per visitor has no dimensions).
+	// VisitsSource is the table visits were computed from: VisitHoursTable
+	// or VisitsTable without filters; VisitDimsTable with one filter
+	// ("visit_dims+events" where some of the range's hours are not built
+	// yet and were computed from the events table); or "events" (combined
+	// filters, the realtime range).
 	VisitsSource string   `json:"visits_source"`
 	Metrics      []Metric `json:"metrics"`
 	Series       []Point  `json:"series"`
@@ -343,8 +351,12 @@ func (v VisitStats) ratio(n uint64) float64 {
 // one, not from indexing s inside a lambda, which would copy s per
 // element.
 func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
-	if !e.Raw && len(r.Filters) == 0 && rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0 {
+	whole := rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0
+	if !e.Raw && len(r.Filters) == 0 && whole {
 		return e.visitsFromHours(ctx, r, rng)
+	}
+	if !e.Raw && len(r.Filters) == 1 && whole && rolledUp(r.Filters[0].Dim) {
+		return e.visitsFromDims(ctx, r, rng)
 	}
 	var vs VisitStats
 	db := e.Src.DB()
@@ -425,6 +437,116 @@ func (e *Engine) visitsFromHours(ctx context.Context, r Request, rng Range) (Vis
 			}
 		}
 	}
+	return sumVisitHours(hours, from, to), table, nil
+}
+
+// rolledUp reports whether VisitDimsTable has d's values.
+func rolledUp(d clickhouse.Dimension) bool {
+	return d.Collected && !d.Visit && d.Since <= clickhouse.VersionRollups
+}
+
+// visitsFromDims adds up the VisitHours of rng's hours for r's one
+// filter from VisitDimsTable: those of the hours whose latest build was
+// made from the hourly rollup's WindowCount now, the rest computed in one
+// query from the events table (VisitDimPiecesSQL: the same pieces).
+func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	db := e.Src.DB()
+	f := r.Filters[0]
+	table := db + "." + clickhouse.VisitDimsTable
+	fresh, missing, err := e.dimHours(ctx, r.Site, rng)
+	if err != nil {
+		return VisitStats{}, table, err
+	}
+	hours := map[int64]clickhouse.VisitHour{}
+	if len(fresh) > 0 {
+		stored, err := clickhouse.StoredVisitDims(ctx, e.Src, db, r.Site, f.Name, &f.Value, rng.From, rng.To, fresh)
+		if err != nil {
+			return VisitStats{}, table, err
+		}
+		for h, v := range stored[f.Value] {
+			hours[h] = v.VisitHour
+		}
+	}
+	if len(missing) > 0 {
+		table = db + ".events"
+		if len(fresh) > 0 {
+			table = db + "." + clickhouse.VisitDimsTable + "+events"
+		}
+		got, err := e.missingDims(ctx, r.Site, "dv.1 = "+clickhouse.Quote(f.Name)+" AND dv.2 = "+clickhouse.Quote(f.Value), missing, rng)
+		if err != nil {
+			return VisitStats{}, table, err
+		}
+		for _, v := range got {
+			if v.Dim == f.Name && v.Value == f.Value && missing[v.T.Unix()] {
+				hours[v.T.Unix()] = v.VisitHour
+			}
+		}
+	}
+	return sumVisitHours(hours, rng.From.Unix(), rng.To.Unix()), table, nil
+}
+
+// dimHours sorts the hours of rng that have events near them into those
+// whose latest VisitDimsTable build still matches the hourly rollup
+// (with that build) and the missing ones.
+func (e *Engine) dimHours(ctx context.Context, site string, rng Range) (map[int64]clickhouse.VisitDimBuild, map[int64]bool, error) {
+	db := e.Src.DB()
+	cond := "site = " + clickhouse.Quote(site)
+	var (
+		counts map[string]map[int64]uint64
+		builds map[string]map[int64]clickhouse.VisitDimBuild
+		errs   [2]error
+		wg     sync.WaitGroup
+	)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		counts, errs[0] = clickhouse.HourCounts(ctx, e.Src, db, cond, rng.From.Add(-time.Hour), rng.To.Add(time.Hour))
+	}()
+	go func() {
+		defer wg.Done()
+		builds, errs[1] = clickhouse.VisitDimBuilds(ctx, e.Src, db, cond, rng.From, rng.To)
+	}()
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, nil, err
+	}
+	fresh := map[int64]clickhouse.VisitDimBuild{}
+	missing := map[int64]bool{}
+	for h := rng.From.Unix(); h < rng.To.Unix(); h += 3600 {
+		w := clickhouse.WindowCount(counts[site], h)
+		if w == 0 {
+			continue
+		}
+		if b, ok := builds[site][h]; ok && b.Source == w {
+			fresh[h] = b
+		} else {
+			missing[h] = true
+		}
+	}
+	return fresh, missing, nil
+}
+
+// missingDims computes the VisitDims of site's missing hours of rng (the
+// span from the first to the last) from the events table, for the
+// (dimension, value) pairs that pairCond selects.
+func (e *Engine) missingDims(ctx context.Context, site, pairCond string, missing map[int64]bool, rng Range) ([]clickhouse.VisitDim, error) {
+	a, b := int64(math.MaxInt64), int64(0)
+	for h := range missing {
+		a, b = min(a, h), max(b, h+3600)
+	}
+	end := min(b+clickhouse.SegmentSeconds, rng.To.Unix())
+	rows, err := e.Src.Query(ctx, clickhouse.VisitDimPiecesSQL(e.Src.DB(), "site = "+clickhouse.Quote(site), pairCond, time.Unix(a, 0), time.Unix(b, 0), time.Unix(end, 0)))
+	if err != nil {
+		return nil, err
+	}
+	return clickhouse.ParseVisitDims(rows)
+}
+
+// sumVisitHours adds up the VisitHours of a range [from, to) of whole
+// hours, cutting the visits across its start and end there.
+func sumVisitHours(hours map[int64]clickhouse.VisitHour, from, to int64) VisitStats {
+	var vs VisitStats
+	hour := int64(3600)
 	first, last := from, to-hour
 	for h, v := range hours {
 		vs.Visits += v.Pieces
@@ -444,7 +566,7 @@ func (e *Engine) visitsFromHours(ctx context.Context, r Request, rng Range) (Vis
 			}
 		}
 	}
-	return vs, table, nil
+	return vs
 }
 
 func metric(name, label string, v, prev float64) Metric {
@@ -463,6 +585,9 @@ type Row struct {
 	Pageviews uint64 `json:"pageviews"`
 	Events    uint64 `json:"events"`
 	Visitors  uint64 `json:"visitors"`
+	// Visits, in a top table of visits (Dimension.Visit), are the
+	// visits entering (or leaving) at the value; the other counts are 0.
+	Visits uint64 `json:"visits,omitempty"`
 }
 
 // Top is a top table.
@@ -480,8 +605,13 @@ type Top struct {
 // MaxLimit bounds the rows of a top table.
 const MaxLimit = 1000
 
-// Top answers the top values of dimension dim, by events, at most limit
-// rows. A dimension not collected yet answers Collected false, no rows.
+// Top answers the top values of dimension dim, by events (by visits for
+// a dimension of visits), at most limit rows. A dimension not collected
+// yet answers Collected false, no rows.
+//
+// Without filters, over whole hours, it reads DimTable (VisitDimsTable
+// for a dimension of visits); with one filter of the same dimension,
+// DimTable too; otherwise the events table.
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
@@ -495,14 +625,22 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		return t, nil
 	}
 	limit = min(max(limit, 1), MaxLimit)
+	if dim.Visit {
+		return e.topVisits(ctx, r, t, dim, limit)
+	}
 	q := clickhouse.Quote
 	db := e.Src.DB()
 	var sql string
 	span := fmt.Sprintf(" >= toDateTime(%d) AND %%s < toDateTime(%d)", r.Range.From.Unix(), r.Range.To.Unix())
-	if !e.Raw && len(r.Filters) == 0 && r.Range.Grain.Seconds >= 3600 {
+	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
+	if !e.Raw && (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
 		t.Source = clickhouse.DimTable
 		sql = "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM " + db + "." + clickhouse.DimTable +
-			" WHERE site = " + q(r.Site) + " AND dim = " + q(dim.Name) + " AND t" + fmt.Sprintf(span, "t") + " GROUP BY value"
+			" WHERE site = " + q(r.Site) + " AND dim = " + q(dim.Name) + " AND t" + fmt.Sprintf(span, "t")
+		if same {
+			sql += " AND value = " + q(r.Filters[0].Value)
+		}
+		sql += " GROUP BY value"
 	} else {
 		t.Source = "events"
 		cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts")
@@ -523,6 +661,123 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		n, _ := strconv.ParseUint(row[2], 10, 64)
 		u, _ := strconv.ParseUint(row[3], 10, 64)
 		t.Rows = append(t.Rows, Row{Value: row[0], Pageviews: p, Events: n, Visitors: u})
+	}
+	return t, nil
+}
+
+// topVisits answers a top table of visits (entry or exit pages): without
+// filters over whole hours from VisitDimsTable (the hours whose build is
+// out of date computed from the events table, see visitsFromDims),
+// otherwise from the events table: per visitor, sorted by time and cut
+// where a gap is 30 minutes or more (as visits), the page of each visit's
+// first (last) event, least (greatest) by (time, page).
+func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse.Dimension, limit int) (Top, error) {
+	db := e.Src.DB()
+	q := clickhouse.Quote
+	from, to := r.Range.From.Unix(), r.Range.To.Unix()
+	entry := dim.Name == clickhouse.EntryPageDim
+	got := map[string]uint64{}
+	if !e.Raw && len(r.Filters) == 0 && from%3600 == 0 && to%3600 == 0 {
+		t.Source = clickhouse.VisitDimsTable
+		fresh, missing, err := e.dimHours(ctx, r.Site, r.Range)
+		if err != nil {
+			return t, err
+		}
+		// A piece joined to the hour before enters only in the range's
+		// first hour; one joined to the hour after leaves only in its
+		// last.
+		edge, n, in := from, "entries", "entries_in"
+		if !entry {
+			edge, n, in = to-3600, "exits", "exits_out"
+		}
+		if len(fresh) > 0 {
+			builds := make([]string, 0, len(fresh))
+			for h, b := range fresh {
+				builds = append(builds, fmt.Sprintf("(%d, %d)", h, b.Built))
+			}
+			rows, err := e.Src.Query(ctx, fmt.Sprintf("SELECT value, sum(%s) + sumIf(%s, t = toDateTime(%d)) AS n FROM %s.%s WHERE site = %s AND dim = %s AND t >= toDateTime(%d) AND t < toDateTime(%d) AND (toUnixTimestamp(t), built) IN (%s) GROUP BY value HAVING n > 0",
+				n, in, edge, db, clickhouse.VisitDimsTable, q(r.Site), q(dim.Name), from, to, strings.Join(builds, ", ")))
+			if err != nil {
+				return t, err
+			}
+			for _, row := range rows {
+				if len(row) == 2 {
+					c, _ := strconv.ParseUint(row[1], 10, 64)
+					got[row[0]] += c
+				}
+			}
+		}
+		if len(missing) > 0 {
+			t.Source = "events"
+			if len(fresh) > 0 {
+				t.Source = clickhouse.VisitDimsTable + "+events"
+			}
+			vds, err := e.missingDims(ctx, r.Site, "dv.1 = ''", missing, r.Range)
+			if err != nil {
+				return t, err
+			}
+			for _, v := range vds {
+				h := v.T.Unix()
+				if v.Dim != dim.Name || !missing[h] {
+					continue
+				}
+				c := v.Entries
+				if h == edge {
+					c += v.EntriesIn
+				}
+				if !entry {
+					c = v.Exits
+					if h == edge {
+						c += v.ExitsOut
+					}
+				}
+				if c > 0 {
+					got[v.Value] += c
+				}
+			}
+		}
+	} else {
+		t.Source = "events"
+		page, _ := clickhouse.DimensionByName("page")
+		cond := fmt.Sprintf("site = %s AND ts >= toDateTime(%d) AND ts < toDateTime(%d) AND visitor_id != 0", q(r.Site), from, to)
+		for _, f := range r.Filters {
+			cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
+		}
+		pick := "argMin(x.4, x.2)"
+		if !entry {
+			pick = "argMax(x.5, x.3)"
+		}
+		inner := "SELECT visitor_id AS v, toStartOfMinute(ts, 'UTC') AS t, min(ts_ms) AS f, max(ts_ms) AS l, argMin(" + page.Expr + ", (ts_ms, " + page.Expr + ")) AS fp, argMax(" +
+			page.Expr + ", (ts_ms, " + page.Expr + ")) AS lp FROM " + db + ".events WHERE " + cond + " GROUP BY v, t"
+		sql := `SELECT value, count() AS n FROM (
+	SELECT v, x.1 AS k, ` + pick + ` AS value FROM (
+		SELECT v, arrayJoin(arrayMap((e, k) -> (k, e.1, e.2, e.3, e.4), s,
+			arrayCumSum(arrayMap((f, pl) -> toUInt32(pl = 0 OR f - pl >= ` + strconv.Itoa(clickhouse.VisitGapMS) + `),
+				arrayMap(e -> e.1, s), arrayPushFront(arrayPopBack(arrayMap(e -> e.2, s)), toUInt64(0)))))) AS x
+		FROM (SELECT v, arraySort(groupArray((f, l, fp, lp))) AS s FROM (` + inner + `) GROUP BY v)
+	) GROUP BY v, k) GROUP BY value`
+		rows, err := e.Src.Query(ctx, sql)
+		if err != nil {
+			return t, err
+		}
+		for _, row := range rows {
+			if len(row) == 2 {
+				c, _ := strconv.ParseUint(row[1], 10, 64)
+				got[row[0]] += c
+			}
+		}
+	}
+	for v, n := range got {
+		t.Rows = append(t.Rows, Row{Value: v, Visits: n})
+	}
+	slices.SortFunc(t.Rows, func(a, b Row) int {
+		if c := cmp.Compare(b.Visits, a.Visits); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Value, b.Value)
+	})
+	if len(t.Rows) > limit {
+		t.Rows = t.Rows[:limit]
 	}
 	return t, nil
 }

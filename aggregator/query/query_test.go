@@ -115,17 +115,53 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 // per visitor, events sorted by time, a new visit at a gap of 30 minutes
 // or more.
 func goVisits(evs []event.Event, from, to time.Time, country string) VisitStats {
+	vs, _, _ := goVisitsOf(evs, from, to, func(e event.Event) bool { return country == "" || e.Country == country })
+	return vs
+}
+
+// goPath is path(url) of an event.
+func goPath(e event.Event) string {
+	u, _ := url.Parse(e.URL)
+	return u.Path
+}
+
+// goFilter is the Go predicate of a filter of TestAgainstRawEvents, and
+// whether there is one.
+func goFilter(f url.Values) (func(event.Event) bool, bool) {
+	if len(f) > 1 {
+		return nil, false
+	}
+	switch {
+	case f.Has("country"):
+		return func(e event.Event) bool { return e.Country == f.Get("country") }, true
+	case f.Has("page"):
+		return func(e event.Event) bool { return goPath(e) == f.Get("page") }, true
+	case len(f) == 0:
+		return func(event.Event) bool { return true }, true
+	}
+	return nil, false
+}
+
+// goVisitsOf computes the visits of the events of evs in [from, to) that
+// keep keeps, with the number of visits entering and leaving at each
+// page (the path of a visit's first and last event, least and greatest
+// by time, then path).
+func goVisitsOf(evs []event.Event, from, to time.Time, keep func(event.Event) bool) (VisitStats, map[string]uint64, map[string]uint64) {
 	by := map[uint64][]event.Event{}
 	for _, e := range evs {
-		if e.VisitorID != 0 && e.Time >= from.UnixMilli() && e.Time < to.UnixMilli() && (country == "" || e.Country == country) {
+		if e.VisitorID != 0 && e.Time >= from.UnixMilli() && e.Time < to.UnixMilli() && keep(e) {
 			by[e.VisitorID] = append(by[e.VisitorID], e)
 		}
 	}
 	var vs VisitStats
+	entries, exits := map[string]uint64{}, map[string]uint64{}
 	for _, l := range by {
-		slices.SortFunc(l, func(a, b event.Event) int { return cmp.Compare(a.Time, b.Time) })
+		slices.SortFunc(l, func(a, b event.Event) int {
+			return cmp.Or(cmp.Compare(a.Time, b.Time), strings.Compare(goPath(a), goPath(b)))
+		})
 		var first, last int64
 		var n, pv uint64
+		var entry, exit string
 		end := func() {
 			vs.Visits++
 			vs.DurationMS += uint64(last - first)
@@ -133,6 +169,8 @@ func goVisits(evs []event.Event, from, to time.Time, country string) VisitStats 
 			if n == 1 && pv == 1 {
 				vs.Bounces++
 			}
+			entries[entry]++
+			exits[exit]++
 		}
 		for i, e := range l {
 			if i > 0 && e.Time-last >= 30*60*1000 {
@@ -141,8 +179,10 @@ func goVisits(evs []event.Event, from, to time.Time, country string) VisitStats 
 			}
 			if n == 0 {
 				first = e.Time
+				entry = goPath(e)
 			}
 			last = e.Time
+			exit = goPath(e)
 			n++
 			if e.Name == event.KindPageview {
 				pv++
@@ -150,7 +190,17 @@ func goVisits(evs []event.Event, from, to time.Time, country string) VisitStats 
 		}
 		end()
 	}
-	return vs
+	return vs, entries, exits
+}
+
+// goTop is the first limit rows of counts, most first, then by value.
+func goTop(counts map[string]uint64, limit int) []Row {
+	var rows []Row
+	for v, n := range counts {
+		rows = append(rows, Row{Value: v, Visits: n})
+	}
+	slices.SortFunc(rows, func(a, b Row) int { return cmp.Or(cmp.Compare(b.Visits, a.Visits), strings.Compare(a.Value, b.Value)) })
+	return rows[:min(limit, len(rows))]
 }
 
 func one(t *testing.T, c *clickhouse.Client, sql string) uint64 {
@@ -174,6 +224,12 @@ func TestAgainstRawEvents(t *testing.T) {
 	waitRollups(t, c, "q")
 	e := &Engine{Src: c}
 	ctx := context.Background()
+	// The lease holder's build of the visits per dimension value and
+	// the entry and exit pages: the settled hours read it, the others
+	// are computed from the events table.
+	if n, err := c.BuildVisitDims(ctx, now.Add(-clickhouse.SegmentSeconds*time.Second)); err != nil || n == 0 {
+		t.Fatalf("BuildVisitDims: %d hours, %v", n, err)
+	}
 	filters := []url.Values{
 		{},
 		{"country": {"DE"}},
@@ -223,8 +279,12 @@ func TestAgainstRawEvents(t *testing.T) {
 			// Visits: computed here in Go where the filter is one a Go
 			// event can be checked against; otherwise by the engine
 			// over the raw events table.
-			if _, other := f["page"]; !other && len(f) <= 1 {
-				cur, prev := goVisits(demo, req.Range.From, req.Range.To, f.Get("country")), goVisits(demo, req.Prev.From, req.Prev.To, f.Get("country"))
+			keep, inGo := goFilter(f)
+			var entries, exits map[string]uint64
+			if inGo {
+				var cur, prev VisitStats
+				cur, entries, exits = goVisitsOf(demo, req.Range.From, req.Range.To, keep)
+				prev, _, _ = goVisitsOf(demo, req.Prev.From, req.Prev.To, keep)
 				addVisits(want, cur, prev)
 			} else {
 				cur, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Range)
@@ -258,6 +318,11 @@ func TestAgainstRawEvents(t *testing.T) {
 			if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && st.Source != clickhouse.DimTable {
 				t.Errorf("%s: read %s, want a rollup", name, st.Source)
 			}
+			// A range of settled hours reads the visits of one filter
+			// from the rollup alone.
+			if len(f) == 1 && (rng == "yesterday" || rng == "custom") && st.VisitsSource != clickhouse.VisitDimsTable {
+				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
+			}
 			if checked != 8 {
 				t.Errorf("%s: %d numbers checked", name, checked)
 			}
@@ -285,6 +350,23 @@ func TestAgainstRawEvents(t *testing.T) {
 				if !d.Collected {
 					if top.Collected || len(top.Rows) != 0 {
 						t.Errorf("%s: %s is not collected but shows rows", name, d.Name)
+					}
+					continue
+				}
+				if d.Visit {
+					// Entry and exit pages, from Go's visits.
+					if !inGo {
+						continue
+					}
+					w := goTop(entries, 5)
+					if d.Name == clickhouse.ExitPageDim {
+						w = goTop(exits, 5)
+					}
+					if fmt.Sprint(top.Rows) != fmt.Sprint(w) {
+						t.Errorf("%s top %s: %v, Go's visits say %v [source %s]", name, d.Name, top.Rows, w, top.Source)
+					}
+					if len(f) == 0 && (rng == "yesterday" || rng == "custom") && top.Source != clickhouse.VisitDimsTable {
+						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.VisitDimsTable)
 					}
 					continue
 				}
@@ -330,7 +412,7 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+g.Table)
 	}
 	for _, d := range clickhouse.Dimensions {
-		if d.Collected {
+		if d.Collected && !d.Visit {
 			qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.DimTable+" WHERE dim = "+clickhouse.Quote(d.Name))
 		}
 	}

@@ -55,6 +55,15 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 			w.Header().Set("Content-Disposition", `attachment; filename="`+safeFilename(name)+`"`)
 			w.Header().Set("Cache-Control", "no-store")
 			cw := csv.NewWriter(w)
+			if d, _ := clickhouse.DimensionByName(t.Dim); d.Visit {
+				// A table of visits has one count.
+				cw.Write([]string{t.Dim, "visits"})
+				for _, row := range t.Rows {
+					cw.Write([]string{csvSafe(row.Value), strconv.FormatUint(row.Visits, 10)})
+				}
+				cw.Flush()
+				return
+			}
 			cw.Write([]string{t.Dim, "visitors", "pageviews", "events"})
 			for _, row := range t.Rows {
 				cw.Write([]string{csvSafe(row.Value), strconv.FormatUint(row.Visitors, 10), strconv.FormatUint(row.Pageviews, 10), strconv.FormatUint(row.Events, 10)})

@@ -126,8 +126,18 @@ func TestStatsAPI(t *testing.T) {
 		t.Errorf("browsers %+v", browsers)
 	}
 	var notYet struct{ Collected bool }
-	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=entry_page", &notYet); notYet.Collected {
-		t.Error("entry pages shown as collected")
+	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=props", &notYet); notYet.Collected {
+		t.Error("event properties shown as collected")
+	}
+	var entries struct {
+		Collected bool
+		Rows      []struct {
+			Value  string
+			Visits uint64
+		}
+	}
+	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=entry_page", &entries); !entries.Collected || len(entries.Rows) == 0 || entries.Rows[0].Visits == 0 {
+		t.Errorf("entry pages %+v", entries)
 	}
 	for _, bad := range []string{"dim=page&range=fortnight", "dim=page&range=custom&from=2020-01-02&to=2020-01-01", "dim=nope", "dim=page&entry_page=/", "dim=page&limit=0"} {
 		var e map[string]string

@@ -180,10 +180,20 @@ function renderTop(t) {
   }
   const head = el("div", { class: "tablehead" }, el("h2", { id: "top-" + t.dim, text: t.label }));
   if (!t.collected) {
-    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet (entry and exit pages need the visit, event properties a JSON path). make sql queries the stored events." }));
+    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet (event properties need a JSON path). make sql queries the stored events." }));
     return;
   }
   head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", text: "CSV" }));
+  // Entry and exit pages count visits; a click filters by the page.
+  if ((state.dims.find((d) => d.name === t.dim) || {}).visit) {
+    const rows = t.rows.map((r) => el("tr", {},
+      el("td", { class: "v" }, el("button", { type: "button", title: "Filter by page " + (r.value || "(none)"), onclick: () => setView({ filters: { ...state.view.filters, page: r.value } }) }, r.value || "(none)")),
+      el("td", { class: "n", text: fmt(r.visits) })));
+    const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visits" }))),
+      el("tbody", {}, ...rows));
+    card.replaceChildren(head, rows.length ? table : el("p", { class: "sub", text: "No visits in this range." }));
+    return;
+  }
   const rows = t.rows.map((r) => el("tr", {},
     el("td", { class: "v" }, el("button", { type: "button", title: "Filter by " + (r.value || "(none)"), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, r.value || "(none)")),
     el("td", { class: "n", text: fmt(r.visitors) }), el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));

@@ -1,0 +1,52 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
+
+// A build of many megabytes of rows (20,000
+// visits of one pageview on 20,000 pages in one hour: a row per page, per
+// entry and per exit page) is stored whole, and its entry pages count
+// every visit once.
+func TestBuildVisitDimsLarge(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	hour := time.Now().Add(-3 * time.Hour).Truncate(time.Hour)
+	const n = 20000
+	evs := make([]event.Event, n)
+	for i := range evs {
+		evs[i] = mkEvent(t, "big.example", hour.Add(time.Duration(i)*time.Millisecond).UnixMilli())
+		evs[i].URL = fmt.Sprintf("https://big.example/p/%d", i)
+		evs[i].VisitorID = uint64(i + 1)
+	}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; c.count(t, "SELECT sumMerge(events) FROM "+c.db+".rollup_hours") != fmt.Sprint(n); i++ {
+		if i == 500 {
+			t.Fatal("the hourly rollup never caught up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	built, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour))
+	if err != nil || built != 3 { // the hour and its neighbours
+		t.Fatalf("BuildVisitDims: %d hours, %v", built, err)
+	}
+	if got := c.count(t, "SELECT sum(entries), sum(exits), uniqExact(value) FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '"+EntryPageDim+"' OR dim = '"+ExitPageDim+"'"); got != fmt.Sprintf("%d\t%d\t%d", n, n, n) {
+		t.Errorf("entries, exits, pages: %s", got)
+	}
+	if got := c.count(t, "SELECT sum(pieces), sum(bounce) FROM "+c.db+"."+VisitDimsTable+" WHERE dim = 'page'"); got != fmt.Sprintf("%d\t%d", n, n) {
+		t.Errorf("visits and bounces by page: %s", got)
+	}
+	if got := c.count(t, "SELECT count() FROM "+c.db+"."+VisitDimsTable+" WHERE dim = ''"); got != "3" {
+		t.Errorf("%s build markers, want 3", got)
+	}
+	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 0 {
+		t.Errorf("a second build: %d hours, %v", again, err)
+	}
+}
