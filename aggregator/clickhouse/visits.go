@@ -231,36 +231,7 @@ func (c *Client) BuildVisitHours(ctx context.Context, settled time.Time) (int, e
 	if err != nil {
 		return 0, fmt.Errorf("visit hours: read the stored hours: %w", err)
 	}
-	// The days with an hour to build, and which hours.
-	todo := map[int64]map[string][]int64{}
-	need := func(site string, h int64) {
-		day := h - h%86400
-		if todo[day] == nil {
-			todo[day] = map[string][]int64{}
-		}
-		todo[day][site] = append(todo[day][site], h)
-	}
-	for site, cs := range counts {
-		seen := map[int64]bool{}
-		for h := range cs {
-			for _, hh := range []int64{h - 3600, h, h + 3600} {
-				if seen[hh] || hh >= settled.Unix() {
-					continue
-				}
-				seen[hh] = true
-				if s, ok := srcs[site][hh]; !ok || s != WindowCount(cs, hh) {
-					need(site, hh)
-				}
-			}
-		}
-	}
-	for site, ss := range srcs {
-		for h, s := range ss {
-			if counts[site] == nil && s != 0 {
-				need(site, h) // every event of the site is gone
-			}
-		}
-	}
+	todo := staleHours(counts, srcs, settled.Unix())
 	days := make([]int64, 0, len(todo))
 	for d := range todo {
 		days = append(days, d)
