@@ -4,7 +4,7 @@
 #   make sql     clickhouse-client on the running stack (Q="SELECT ..." runs one query)
 #   make test    everything CI checks: gofmt, vet, race tests, bounded fuzzing,
 #                compute-sdk-go's own tests under the POP (make conformance)
-#   make deps    install what the tests need (apt-get as root; the Fastly CLI with npm)
+#   make deps    install what the tests need (apt-get as root; the Fastly CLI and wrangler with npm)
 #   make bench   benchmarks, each printed beside its baseline from the same run
 #   make build   the artifacts into .edgepixel/bin;  make wasm: edge/bin/main.wasm
 #   make worker  the Cloudflare Workers module where wrangler.toml expects it

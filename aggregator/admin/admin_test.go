@@ -186,7 +186,7 @@ func TestAdminGuessingBraked(t *testing.T) {
 	out := logs.String()
 	logMu.Unlock()
 	if n := strings.Count(out, "credential failures"); n != 1 || !strings.Contains(out, "refused_rate_limited=2") ||
-		!strings.Contains(out, "192.0.2.7:3") {
+		!strings.Contains(out, "192.0.2.7=3") {
 		t.Errorf("want one summary line with the refusals and the address:\n%s", out)
 	}
 }

@@ -230,9 +230,11 @@ func (l *AuthLimiter) Summarize() {
 		}
 		return strings.Compare(a.key, b.key)
 	})
+	// ADDRESS=COUNT, like by_kind: a colon would read as a port, and an
+	// IPv6 prefix is full of them.
 	var most []string
 	for _, t := range tops[:min(len(tops), 5)] {
-		most = append(most, fmt.Sprintf("%s:%d", t.key, t.n))
+		most = append(most, fmt.Sprintf("%s=%d", t.key, t.n))
 	}
 	l.log.Warn("credential failures", "interval", l.cfg.Interval, "failures", total, "by_kind", strings.Join(kinds, " "),
 		"refused_rate_limited", refused, "addresses", len(tops), "most", strings.Join(most, " "))

@@ -1,7 +1,10 @@
 package guard
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,5 +55,19 @@ func TestAuthLimiter(t *testing.T) {
 	l.Fail("203.0.113.201:1", CredAdminToken)
 	if _, tracked := l.buckets["203.0.113.201"]; !tracked {
 		t.Error("refilled buckets were not swept to make room")
+	}
+}
+
+// The summary's addresses must read as addresses: "127.0.0.1:2" is a
+// host and port, and an IPv6 prefix ends in digits and colons already.
+func TestAuthSummaryAddresses(t *testing.T) {
+	var buf bytes.Buffer
+	l := NewAuthLimiter(AuthConfig{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	l.Fail("127.0.0.1:41000", CredAdminToken)
+	l.Fail("127.0.0.1:41001", CredAdminToken)
+	l.Fail("[2001:db8::1]:443", CredAdminToken)
+	l.Summarize()
+	if want := `most="127.0.0.1=2 2001:db8::/64=1"`; !strings.Contains(buf.String(), want) {
+		t.Fatalf("summary %q lacks %s", buf.String(), want)
 	}
 }
