@@ -1,7 +1,9 @@
 package tests
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ func TestRestartKeepsData(t *testing.T) {
 		dumpLogs(t, dir)
 		t.Fatal(err)
 	}
+	secretsOffCommandLines(t, first)
 	const before, after = 25, 7
 	for i := 0; i < before; i++ {
 		resp, body := get(t, pixelURL(first.PopURL, "restart", fmt.Sprintf("https://example.com/before/%d", i), ""), nil)
@@ -66,4 +69,22 @@ func withBin(o stack.Options) stack.Options {
 		o.CompileCache = compileCache
 	}
 	return o
+}
+
+// secretsOffCommandLines checks that the stack's children got the log
+// token and the shared secret some other way than their command lines,
+// which every local user can read (ps, /proc/PID/cmdline).
+func secretsOffCommandLines(t *testing.T, s *stack.Stack) {
+	t.Helper()
+	for name, pid := range map[string]int{"POP": s.Pop.Pid(), "aggregator": s.Aggregator.Pid()} {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for secret, v := range map[string][]byte{"log token": []byte(s.LogToken), "shared secret": s.Secret} {
+			if len(v) > 0 && bytes.Contains(cmdline, v) {
+				t.Errorf("the %s's command line shows the %s: %q", name, secret, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+			}
+		}
+	}
 }

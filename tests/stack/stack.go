@@ -73,7 +73,7 @@ type Options struct {
 	EdgeSecrets map[string]string
 
 	// Delivery is how the edge module on the POP delivers (see
-	// Stack.popDelivery): DeliveryJournal (the default) or
+	// Stack.popEndpoints): DeliveryJournal (the default) or
 	// DeliveryBatches (Fastly's way). Either way a fallback log endpoint
 	// queued on disk takes what batches cannot deliver.
 	Delivery string
@@ -119,7 +119,8 @@ const (
 type Stack struct {
 	opts         Options
 	Secret       []byte
-	LogToken     string // the aggregator's --log-token, which the POP's endpoints send
+	LogToken     string   // the aggregator's log token, which the POP's endpoints send
+	aggEnv       []string // the aggregators' environment: the log token when the stack made it
 	Redis        *localsrv.Redis
 	RedisCluster *localsrv.RedisCluster
 	ClickHouse   *localsrv.ClickHouse
@@ -170,7 +171,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, err
 		}
 		s.LogToken = string(tok)
-		s.opts.AggregatorArgs = append([]string{"--log-token", s.LogToken}, o.AggregatorArgs...)
+		// Through the environment, not the command line, which every
+		// local user can read (ps).
+		s.aggEnv = []string{"EDGEPIXEL_AGG_LOG_TOKEN=" + s.LogToken}
 	}
 	switch s.opts.Delivery {
 	case "":
@@ -274,13 +277,18 @@ func (s *Stack) StartPop(ctx context.Context) error {
 	default:
 		popArgs = append(popArgs, "--compile-cache", o.CompileCache)
 	}
-	popArgs = append(popArgs, s.popDelivery()...)
+	popArgs = append(popArgs, "--log-queue-dir", filepath.Join(s.opts.Dir, "pop-queue"))
 	popArgs = append(append(popArgs, o.PopArgs...), o.Bin.Wasm)
+	out := s.output("pop")
+	// The endpoints carry the log token: through the environment, not
+	// the command line, which every local user can read (ps). A
+	// --log-endpoint in PopArgs still replaces the entry of its name.
+	out.Env = []string{"EDGEPIXEL_POP_LOG_ENDPOINTS=" + strings.Join(s.popEndpoints(), ",")}
 	// The first start of a module compiles it, which takes long on a slow
 	// machine; later starts read the compile cache. There is no deadline
 	// of our own here: ctx bounds the whole start.
 	return o.Progress.Run("starting the local POP (a first start compiles the edge module)", func() (err error) {
-		if s.Pop, err = proc.Start("edgepixel-pop", s.output("pop"), o.Bin.Pop, popArgs...); err != nil {
+		if s.Pop, err = proc.Start("edgepixel-pop", out, o.Bin.Pop, popArgs...); err != nil {
 			return err
 		}
 		// The module's own /healthz proves a guest instance runs, not just
@@ -289,15 +297,16 @@ func (s *Stack) StartPop(ctx context.Context) error {
 	})
 }
 
-// popDelivery are the POP's flags for the stack's log endpoints: the
-// journal and the fallback, queued on disk in Dir/pop-queue at the
+// popEndpoints are the POP's log endpoints (NAME=URL, as
+// --log-endpoint takes them): the journal and the fallback, queued on
+// disk in Dir/pop-queue at the
 // stack's durability, delivering to the aggregator's /ingest/ndjson with
 // its log token, and failing over to the other aggregators' (More, then
 // PeerAggregators, which take the same log token). A line waits at most 250 ms for its batch, so live
 // counts follow the hits closely; a batch stays within the aggregator's
 // default body limit.
-func (s *Stack) popDelivery() []string {
-	args := []string{"--log-queue-dir", filepath.Join(s.opts.Dir, "pop-queue")}
+func (s *Stack) popEndpoints() []string {
+	var out []string
 	failover := ""
 	for _, u := range s.otherAggregators() {
 		failover += "&failover=" + url.QueryEscape(u+"/ingest/ndjson")
@@ -307,10 +316,10 @@ func (s *Stack) popDelivery() []string {
 		if name == JournalEndpoint && s.opts.JournalQuery != "" {
 			extra = s.opts.JournalQuery + "&"
 		}
-		args = append(args, "--log-endpoint", name+"="+s.AggregatorURL+"/ingest/ndjson?"+extra+"period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
+		out = append(out, name+"="+s.AggregatorURL+"/ingest/ndjson?"+extra+"period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
 			"&header=Authorization:Bearer%20"+s.LogToken+failover)
 	}
-	return args
+	return out
 }
 
 // otherAggregators are the URLs of the aggregators after the first: the
@@ -384,7 +393,9 @@ func (s *Stack) startAggregator(ctx context.Context, name, addr, dashAddr, dataD
 	args = append(args, o.AggregatorArgs...)
 	var p *proc.Proc
 	err := o.Progress.Run("starting the "+name, func() (err error) {
-		if p, err = proc.Start("edgepixel-"+name, s.output(name), o.Bin.Aggregator, args...); err != nil {
+		out := s.output(name)
+		out.Env = s.aggEnv
+		if p, err = proc.Start("edgepixel-"+name, out, o.Bin.Aggregator, args...); err != nil {
 			return err
 		}
 		// It migrates the schema before it listens: on a cluster that is
