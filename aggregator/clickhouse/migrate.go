@@ -59,6 +59,7 @@ var Migrations = []Migration{
 	{Version: event.VersionStorage, Name: "events storage: path an ALIAS of url"},
 	{Version: VersionRollups, Name: "rollups with visitors and visits: rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_visits, visit_hours, the views from a cut-off; step 4's views dropped",
 		SQL: schemaV7, Run: (*Client).createRollupViews},
+	{Version: event.VersionLowCardinality, Name: "events storage: user_agent and pop LowCardinality"},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,
