@@ -118,5 +118,5 @@ func (c *Client) insertAsStored(ctx context.Context, evs []event.Event) error {
 			in[i].Data = strCol{evs: evs, get: f.Str}
 		}
 	}
-	return c.insert(ctx, table, len(evs), in)
+	return c.insertInto(ctx, table, len(evs), in)
 }
