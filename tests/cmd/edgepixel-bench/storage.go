@@ -158,8 +158,11 @@ func runStorage(n int) error {
 	ctx := context.Background()
 	var servers []*storageServer
 	defer func() {
+		// Wait for each to exit before dir goes: a server still
+		// writing leaves its files behind.
 		for _, s := range servers {
 			s.ch.Kill()
+			<-s.ch.Done()
 		}
 	}()
 	for _, method := range []string{localsrv.Compression, "lz4"} {
