@@ -66,7 +66,7 @@ func TestBackfillRollups(t *testing.T) {
 		return out
 	}
 	// Two months of history before the upgrade.
-	if err := c.InsertEvents(ctx, evs(300, now.AddDate(0, -2, 0), 4*time.Hour)); err != nil {
+	if err := c.insertAsStored(ctx, evs(300, now.AddDate(0, -2, 0), 4*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
@@ -186,7 +186,7 @@ func historyDB(t *testing.T, n int) *Client {
 		e.VisitorID = uint64(i%11) + 1
 		evs = append(evs, e)
 	}
-	if err := c.InsertEvents(ctx, evs); err != nil {
+	if err := c.insertAsStored(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)

@@ -42,7 +42,7 @@ func TestBackfillCluster(t *testing.T) {
 			e.VisitorID = uint64(j%13 + 1)
 			evs = append(evs, e)
 		}
-		if err := cc.InsertEvents(ctx, evs); err != nil {
+		if err := cc.insertAsStored(ctx, evs); err != nil {
 			t.Fatal(err)
 		}
 		if i == 1 {
@@ -50,7 +50,7 @@ func TestBackfillCluster(t *testing.T) {
 			// outcome) is the same block, which events_local keeps
 			// once: the backfill counts rows, so a copy would show
 			// as 3000 events.
-			if err := cc.InsertEvents(ctx, evs); err != nil {
+			if err := cc.insertAsStored(ctx, evs); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -60,6 +60,7 @@ var Migrations = []Migration{
 	{Version: VersionRollups, Name: "rollups with visitors and visits: rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_visits, visit_hours, the views from a cut-off; step 4's views dropped",
 		SQL: schemaV7, Run: (*Client).createRollupViews},
 	{Version: VersionVisitDims, Name: "visit_dims: visits per dimension value and entry and exit pages, per hour", SQL: visitDimsSchema},
+	{Version: event.VersionLowCardinality, Name: "events storage: user_agent and pop LowCardinality"},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

@@ -411,8 +411,11 @@ func TestMigrateFromVersion1(t *testing.T) {
 		t.Errorf("bad rows: %s", got)
 	}
 
-	// This version inserts with method; main's aggregator, still running
-	// during a rolling upgrade, inserts without, and gets the default.
+	// This version inserts with method. main's aggregator, still running
+	// during a rolling upgrade, inserts user_agent and pop as String,
+	// which step event.VersionLowCardinality made LowCardinality: its
+	// insert fails whole (it keeps the events to retry) and stores
+	// nothing.
 	now := time.Now().UnixMilli()
 	e := mkEvent(t, "a", now)
 	e.Method = "HEAD"
@@ -420,16 +423,13 @@ func TestMigrateFromVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	late := []v1Event{mkV1(t, 100, now), mkV1(t, 101, now)}
-	if err := c.insert(ctx, "events", len(late), v1Native(late)); err != nil {
-		t.Fatalf("insert by a version 1 aggregator after the upgrade: %v", err)
-	}
-	if got, want := c.oldRows(t, late); got != want {
-		t.Fatalf("rows of a version 1 aggregator\n got %q\nwant %q", got, want)
+	if err := c.insert(ctx, "events", len(late), v1Native(late)); err == nil {
+		t.Fatal("an insert by a version 1 aggregator after the upgrade was taken")
 	}
 	if got := c.count(t, "SELECT method FROM "+c.db+".events WHERE event_id = '"+e.ID.String()+"'"); got != "HEAD" {
 		t.Fatalf("method %q", got)
 	}
-	if counts, _, _ := c.Counts(ctx, nil, 0); counts["a"] != countsBefore["a"]+2 || counts["b'c"] != countsBefore["b'c"]+1 {
+	if counts, _, _ := c.Counts(ctx, nil, 0); counts["a"] != countsBefore["a"]+1 || counts["b'c"] != countsBefore["b'c"] {
 		t.Fatalf("counts %v, were %v", counts, countsBefore)
 	}
 }

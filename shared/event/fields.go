@@ -84,6 +84,18 @@ const lc = "LowCardinality(String)"
 // push a LowCardinality value into their String columns.
 const VersionStorage = 6
 
+// VersionLowCardinality is the schema version that made user_agent and
+// pop LowCardinality in place (issue 11): both repeat from row to row and
+// no rollup view reads them, so the released views that cannot take a
+// LowCardinality value (see VersionStorage) are untouched. An aggregator
+// of an earlier version, still running, fails its inserts ("Bad cast from
+// type ColumnString") and keeps their events in its spool to retry: it
+// loses nothing and stores them once it is upgraded. The other repeating
+// strings stay String: the views read them, and 18.16 crashes on an array
+// of tuples that mixes a LowCardinality function result (domain(referrer))
+// with Strings, as the dimensions' view builds.
+const VersionLowCardinality = 9
+
 // PathOfURL is path's ALIAS expression: the path of url as
 // edge/enrich/pageurl.Normalize writes it, which the edge's path always
 // equals (pageurl's tests hold it to that): after an optional scheme and
@@ -105,7 +117,7 @@ var Fields = [...]Field{
 		Str: func(e *Event) *string { return &e.URL }},
 	{Name: "Referrer", JSON: "referrer", Kind: KindString, Max: MaxReferrerLen, CHType: "String", Since: 1,
 		Str: func(e *Event) *string { return &e.Referrer }},
-	{Name: "UserAgent", JSON: "user_agent", Kind: KindString, Max: MaxUALen, CHType: "String", Since: 1,
+	{Name: "UserAgent", JSON: "user_agent", Kind: KindString, Max: MaxUALen, CHType: lc, CHChanged: VersionLowCardinality, Since: 1,
 		Str: func(e *Event) *string { return &e.UserAgent }},
 	{Name: "ClientIP", JSON: "client_ip", Kind: KindString, Max: MaxIPLen, CHType: "String", Since: 1,
 		Str: func(e *Event) *string { return &e.ClientIP }},
@@ -117,7 +129,7 @@ var Fields = [...]Field{
 		Str: func(e *Event) *string { return &e.UTMMedium }},
 	{Name: "UTMCampaign", JSON: "utm_campaign", Kind: KindString, Max: MaxShortLen, CHType: "String", Since: 1,
 		Str: func(e *Event) *string { return &e.UTMCampaign }},
-	{Name: "Pop", JSON: "pop", Kind: KindString, Max: MaxShortLen, CHType: "String", Since: 1,
+	{Name: "Pop", JSON: "pop", Kind: KindString, Max: MaxShortLen, CHType: lc, CHChanged: VersionLowCardinality, Since: 1,
 		Str: func(e *Event) *string { return &e.Pop }},
 	{Name: "Props", JSON: "props", Kind: KindString, Max: MaxPropsLen, CHType: "String", Since: 1,
 		Str: func(e *Event) *string { return &e.Props }},

@@ -94,7 +94,7 @@ func startClickHouseCluster(ctx context.Context, dir string, zk *ZooKeeper, name
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ch, err := startClickHouse(ctx, filepath.Join(dir, m.Replica), ps[s][r].http, ps[s][r].tcp, extra)
+				ch, err := startClickHouse(ctx, filepath.Join(dir, m.Replica), ps[s][r].http, ps[s][r].tcp, extra, Compression)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {

@@ -32,6 +32,30 @@ type ClickHouse struct {
 	p       *proc.Proc
 	token   string
 	extra   string // configuration elements added (a cluster member's)
+	// compression is the method the server compresses parts with.
+	compression string
+}
+
+// Compression is the method the servers started here compress their
+// parts with: zstd stores the events table in far less than ClickHouse's
+// default lz4 (README, Benchmarks: storage). It is a server setting
+// (config.xml's <compression>, see CompressionConfig), not the schema's:
+// README tells users running their own ClickHouse to set it.
+const Compression = "zstd"
+
+// CompressionConfig returns config.xml's <compression> element for
+// method. For zstd it has two cases, of which ClickHouse takes the last
+// that a part matches: new parts (inserts) and merges of small parts
+// compress at zstd's default level, cheap on CPU; a merge whose parts
+// hold at least 100 kB (nearly every merge of a busy table) at level 15,
+// which finds what repeats across rows (the time bits of the ids, the
+// URLs) for more CPU on merges (README, Benchmarks: storage).
+func CompressionConfig(method string) string {
+	if method != "zstd" {
+		return "<compression><case><method>" + method + "</method></case></compression>"
+	}
+	return "<compression><case><method>zstd</method></case>" +
+		"<case><min_part_size>100000</min_part_size><min_part_size_ratio>0</min_part_size_ratio><method>zstd</method><level>15</level></case></compression>"
 }
 
 // ClickHouseAvailable reports whether clickhouse-server is installed (with
@@ -42,7 +66,14 @@ func ClickHouseAvailable() (path string, ok bool) { return deps.ClickHouse.Path(
 // native TCP on the given loopback ports (0 picks free ones), and waits
 // until GET /ping answers.
 func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*ClickHouse, error) {
-	return startClickHouse(ctx, dir, httpPort, tcpPort, "")
+	return startClickHouse(ctx, dir, httpPort, tcpPort, "", Compression)
+}
+
+// StartClickHouseCompressed is StartClickHouse with the parts compressed
+// by method ("lz4", ClickHouse's default, or "zstd"): the storage bench
+// compares the two.
+func StartClickHouseCompressed(ctx context.Context, dir string, httpPort, tcpPort int, method string) (*ClickHouse, error) {
+	return startClickHouse(ctx, dir, httpPort, tcpPort, "", method)
 }
 
 // startClickHouse is StartClickHouse with extra elements (XML) added to
@@ -51,7 +82,7 @@ func StartClickHouse(ctx context.Context, dir string, httpPort, tcpPort int) (*C
 // with, allows LowCardinality columns (an experimental type in 18.16),
 // else a Distributed table over a table that has one cannot be made on
 // the other servers.
-func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, extra string) (*ClickHouse, error) {
+func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, extra, compression string) (*ClickHouse, error) {
 	bin, ok := ClickHouseAvailable()
 	if !ok {
 		return nil, fmt.Errorf("clickhouse-server not found; %s", deps.Advice([]deps.Program{deps.ClickHouse}))
@@ -82,7 +113,7 @@ func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, ext
 		return nil, err
 	}
 	cfg := filepath.Join(cfgDir, "config.xml")
-	if err := os.WriteFile(cfg, []byte(privateConfig(string(base), dir, httpPort, tcpPort, extra)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(privateConfig(string(base), dir, httpPort, tcpPort, extra, compression)), 0o644); err != nil {
 		return nil, err
 	}
 	if extra != "" {
@@ -99,7 +130,7 @@ func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, ext
 	if err != nil {
 		return nil, err
 	}
-	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p, extra: extra}
+	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p, extra: extra, compression: compression}
 	// A token only this server can read proves that the server answering on
 	// the port is ours and not one that held the port already.
 	c.token = strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(p.Pid())
@@ -134,15 +165,18 @@ var (
 	dropEmpty      = regexp.MustCompile(`\s*<(zookeeper|macros)\b[^>]*/>`)
 	clusterProfile = regexp.MustCompile(`(?s)(<profiles>.*?<default>)`)
 	graphite       = regexp.MustCompile(`(?s)\s*<graphite>.*?</graphite>`)
+	compressionEl  = regexp.MustCompile(`(?s)\s*<compression\b[^>]*?(/>|>.*?</compression>)`)
 )
 
 // privateConfig rewrites the system configuration for a server that keeps
-// everything under dir and listens on 127.0.0.1 only.
-func privateConfig(base, dir string, httpPort, tcpPort int, extra string) string {
+// everything under dir and listens on 127.0.0.1 only, and compresses
+// every part with compression.
+func privateConfig(base, dir string, httpPort, tcpPort int, extra, compression string) string {
 	s := xmlComment.ReplaceAllString(base, "")
 	s = dropElems.ReplaceAllString(s, "")
 	s = dropEmpty.ReplaceAllString(s, "")
 	s = graphite.ReplaceAllString(s, "")
+	s = compressionEl.ReplaceAllString(s, "")
 	set := func(tag, val string) {
 		re := regexp.MustCompile(`(?s)<` + tag + `>.*?</` + tag + `>`)
 		done := false
@@ -174,7 +208,8 @@ func privateConfig(base, dir string, httpPort, tcpPort int, extra string) string
 	set("uncompressed_cache_size", strconv.Itoa(256<<20))
 	// UTC makes toStartOfMinute() buckets line up with unix minutes whatever
 	// the machine's zone.
-	extra = "\n    <listen_host>127.0.0.1</listen_host>\n    <timezone>UTC</timezone>" + extra
+	extra = "\n    <listen_host>127.0.0.1</listen_host>\n    <timezone>UTC</timezone>" +
+		"\n    " + CompressionConfig(compression) + extra
 	return strings.Replace(s, "<yandex>", "<yandex>"+extra, 1)
 }
 

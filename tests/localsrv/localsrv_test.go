@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -90,4 +92,53 @@ func TestStartFailureIncludesLog(t *testing.T) {
 		t.Fatalf("want a startup error with the log tail, got %v", err)
 	}
 	t.Log(err)
+}
+
+// TestClickHouseCompression checks the method byte of a part's column file
+// (after each block's 16-byte checksum: 0x90 zstd, 0x82 lz4): the servers
+// started here compress with Compression, and StartClickHouseCompressed
+// with the method it is given.
+func TestClickHouseCompression(t *testing.T) {
+	if _, ok := ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		method string
+		want   byte
+	}{{"", 0x90}, {"lz4", 0x82}} {
+		dir := t.TempDir()
+		var c *ClickHouse
+		var err error
+		if tc.method == "" {
+			c, err = StartClickHouse(ctx, dir, 0, 0)
+		} else {
+			c, err = StartClickHouseCompressed(ctx, dir, 0, 0, tc.method)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{
+			"CREATE TABLE default.z (k UInt64) ENGINE = MergeTree ORDER BY k",
+			"INSERT INTO default.z SELECT number FROM system.numbers LIMIT 100000",
+		} {
+			if _, err := c.query(q); err != nil {
+				c.Kill()
+				t.Fatal(q, err)
+			}
+		}
+		files, _ := filepath.Glob(filepath.Join(dir, "data", "data", "default", "z", "*", "k.bin"))
+		if len(files) == 0 {
+			c.Kill()
+			t.Fatal("no part of default.z on disk")
+		}
+		b, err := os.ReadFile(files[0])
+		c.Kill()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) < 17 || b[16] != tc.want {
+			t.Errorf("compression %q: method byte % x, want %#x", tc.method, b[16:min(17, len(b))], tc.want)
+		}
+	}
 }

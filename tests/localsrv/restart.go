@@ -46,7 +46,7 @@ func (c *ClickHouse) Restart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n, err := startClickHouse(ctx, c.Dir, portOf(u.Host), portOf(c.TCPAddr), c.extra)
+	n, err := startClickHouse(ctx, c.Dir, portOf(u.Host), portOf(c.TCPAddr), c.extra, c.compression)
 	if err != nil {
 		return err
 	}

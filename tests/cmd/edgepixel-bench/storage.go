@@ -1,10 +1,12 @@
 package main
 
 // Section "storage": ClickHouse bytes on disk per stored event, with every
-// column of the schema, beside the table as the schema version before the
-// storage step (event.VersionStorage) left it, and beside the 15 columns
-// events had before the enrichment (schema version 1), over the same
-// generated events.
+// column of the schema, beside the table as the schema versions before the
+// LowCardinality step (event.VersionLowCardinality) and the storage step
+// (event.VersionStorage) left it, and beside the 15 columns events had
+// before the enrichment (schema version 1), over the same generated
+// events, each on a server compressing parts with zstd and on one with
+// lz4.
 
 import (
 	"context"
@@ -119,9 +121,31 @@ func storageHits(n int, start time.Time, rng *rand.Rand) []event.Event {
 	return evs
 }
 
-// runStorage stores n generated events with every column and the same
-// events' schema-version-1 columns, merges each table to its final parts,
-// and prints bytes on disk per event from system.parts.
+// storageServer is one private ClickHouse of the storage section, with
+// parts compressed by method.
+type storageServer struct {
+	method string
+	ch     *localsrv.ClickHouse
+	c      *clickhouse.Client
+	merge  time.Duration // the final merge of this version's events table
+}
+
+// storageLayouts are the tables the section compares, per server: the
+// schema as this version makes it, as the version before the LowCardinality
+// step left it, as the version before the storage step left it, and the 15
+// columns of version 1.
+var storageLayouts = []struct{ db, table, label string }{
+	{"bench", "events", fmt.Sprintf("schema version %d (this one), all %d columns", event.VersionLowCardinality, len(event.Fields)+1)},
+	{"bench_v7", "events", fmt.Sprintf("schema version %d's layout", event.VersionLowCardinality-1)},
+	{"bench_v5", "events", fmt.Sprintf("schema version %d's layout (path stored)", event.VersionStorage-1)},
+	{"bench", "events_v1", "the 15 columns of schema version 1"},
+}
+
+// runStorage stores n generated events with every column on two servers,
+// one compressing parts with zstd (as the servers this project starts do)
+// and one with ClickHouse's default lz4, and on each the same events in
+// the layouts of earlier schema versions; merges each table to its final
+// parts, and prints bytes on disk per event from system.parts.
 func runStorage(n int) error {
 	if _, ok := localsrv.ClickHouseAvailable(); !ok {
 		return fmt.Errorf("clickhouse-server not installed")
@@ -132,97 +156,132 @@ func runStorage(n int) error {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	ch, err := localsrv.StartClickHouse(ctx, filepath.Join(dir, "ch"), 0, 0)
-	if err != nil {
-		return err
-	}
-	defer ch.Kill()
-	c, err := clickhouse.New(ch.HTTPURL, "bench")
-	if err != nil {
-		return err
-	}
-	if _, err := c.Migrate(ctx); err != nil {
-		return err
+	var servers []*storageServer
+	defer func() {
+		// Wait for each to exit before dir goes: a server still
+		// writing leaves its files behind.
+		for _, s := range servers {
+			s.ch.Kill()
+			<-s.ch.Done()
+		}
+	}()
+	for _, method := range []string{localsrv.Compression, "lz4"} {
+		ch, err := localsrv.StartClickHouseCompressed(ctx, filepath.Join(dir, method), 0, 0, method)
+		if err != nil {
+			return err
+		}
+		s := &storageServer{method: method, ch: ch}
+		servers = append(servers, s)
+		if s.c, err = clickhouse.New(ch.HTTPURL, "bench"); err != nil {
+			return err
+		}
+		if _, err := s.c.Migrate(ctx); err != nil {
+			return err
+		}
 	}
 	var seed [32]byte
 	crand.Read(seed[:])
 	rng := rand.New(rand.NewChaCha8(seed))
 	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	fmt.Fprintf(os.Stderr, "bench: storage: generating and storing %d events ...\n", n)
+	fmt.Fprintf(os.Stderr, "bench: storage: generating and storing %d events on %d servers ...\n", n, len(servers))
 	const chunk = 100_000
 	for done := 0; done < n; done += chunk {
 		evs := storageHits(min(chunk, n-done), start.Add(time.Duration(done)*time.Minute), rng)
-		if err := c.InsertEvents(ctx, evs); err != nil {
-			return err
+		for _, s := range servers {
+			if err := s.c.InsertEvents(ctx, evs); err != nil {
+				return err
+			}
 		}
-	}
-	// The old table: step 1's DDL under another name.
-	old := strings.Replace(clickhouse.Migrations[0].SQL(clickhouse.Layout{})[1], "{db}.events (", "bench.events_v1 (", 1)
-	if err := c.Exec(ctx, old); err != nil {
-		return err
-	}
-	if err := c.Exec(ctx, "INSERT INTO bench.events_v1 SELECT "+v1Columns+" FROM bench.events"); err != nil {
-		return err
-	}
-	// The table as the version before the storage step left it, in a
-	// database of its own.
-	before, err := clickhouse.New(ch.HTTPURL, "bench_before")
-	if err != nil {
-		return err
-	}
-	if _, err := before.MigrateTo(ctx, event.VersionStorage-1); err != nil {
-		return err
 	}
 	all := "ts"
 	for _, f := range event.Fields {
-		all += ", " + f.JSON
-	}
-	if err := c.Exec(ctx, "INSERT INTO bench_before.events ("+all+") SELECT "+all+" FROM bench.events"); err != nil {
-		return err
-	}
-	for _, t := range []string{"bench.events", "bench.events_v1", "bench_before.events"} {
-		if err := c.Exec(ctx, "OPTIMIZE TABLE "+t+" FINAL"); err != nil {
-			return err
+		if f.CHAlias == "" {
+			all += ", " + f.JSON
 		}
 	}
-	size := func(db, table string) (float64, float64, error) {
+	for _, s := range servers {
+		c := s.c
+		// The old table: step 1's DDL under another name.
+		old := strings.Replace(clickhouse.Migrations[0].SQL(clickhouse.Layout{})[1], "{db}.events (", "bench.events_v1 (", 1)
+		if err := c.Exec(ctx, old); err != nil {
+			return err
+		}
+		if err := c.Exec(ctx, "INSERT INTO bench.events_v1 SELECT "+v1Columns+" FROM bench.events"); err != nil {
+			return err
+		}
+		// The tables as earlier versions left them, in databases of their
+		// own.
+		for _, v := range []struct {
+			db      string
+			version int
+		}{{"bench_v7", event.VersionLowCardinality - 1}, {"bench_v5", event.VersionStorage - 1}} {
+			before, err := clickhouse.New(s.ch.HTTPURL, v.db)
+			if err != nil {
+				return err
+			}
+			if _, err := before.MigrateTo(ctx, v.version); err != nil {
+				return err
+			}
+			cols := all
+			if v.version < event.VersionStorage {
+				cols += ", path"
+			}
+			if err := c.Exec(ctx, "INSERT INTO "+v.db+".events ("+cols+") SELECT "+cols+" FROM bench.events"); err != nil {
+				return err
+			}
+		}
+		for i, l := range storageLayouts {
+			t0 := time.Now()
+			if err := c.Exec(ctx, "OPTIMIZE TABLE "+l.db+"."+l.table+" FINAL"); err != nil {
+				return err
+			}
+			if i == 0 {
+				s.merge = time.Since(t0)
+			}
+		}
+	}
+	size := func(c *clickhouse.Client, db, table string) (float64, error) {
 		rows, err := c.Query(ctx, "SELECT sum(bytes_on_disk), sum(rows) FROM system.parts WHERE active AND database = '"+db+"' AND table = '"+table+"'")
 		if err != nil || len(rows) != 1 {
-			return 0, 0, fmt.Errorf("system.parts: %v %v", rows, err)
+			return 0, fmt.Errorf("system.parts: %v %v", rows, err)
 		}
 		b, _ := strconv.ParseFloat(rows[0][0], 64)
 		r, _ := strconv.ParseFloat(rows[0][1], 64)
-		return b, r, nil
+		if r != float64(n) {
+			return 0, fmt.Errorf("%s.%s holds %.0f rows, not %d", db, table, r, n)
+		}
+		return b / r, nil
 	}
-	newBytes, newRows, err := size("bench", "events")
-	if err != nil {
-		return err
+	per := make([][]float64, len(storageLayouts)) // [layout][server]
+	for i, l := range storageLayouts {
+		for _, s := range servers {
+			b, err := size(s.c, l.db, l.table)
+			if err != nil {
+				return err
+			}
+			per[i] = append(per[i], b)
+		}
 	}
-	oldBytes, oldRows, err := size("bench", "events_v1")
-	if err != nil {
-		return err
+	fmt.Printf("\nstorage: %d generated hits through the edge's enrichment, one table each, merged (OPTIMIZE FINAL); ClickHouse 18.16, parts compressed with %s (as the servers this project starts) and with lz4 (the default)\n\n", n, servers[0].method)
+	fmt.Printf("%-52s %10s %10s %10s\n", "bytes/event on disk", servers[0].method, servers[1].method, "goal")
+	for i, l := range storageLayouts {
+		fmt.Printf("%-52s %10.1f %10.1f %10d\n", l.label, per[i][0], per[i][1], goalBytesPerEvent)
 	}
-	prevBytes, prevRows, err := size("bench_before", "events")
-	if err != nil {
-		return err
+	fmt.Printf("\nratio to the goal (%s, this version): %.2f; to schema version %d's layout with lz4: %.2f\n",
+		servers[0].method, per[0][0]/goalBytesPerEvent, event.VersionLowCardinality-1, per[0][0]/per[1][1])
+	fmt.Printf("final merge of this version's events table (OPTIMIZE FINAL, wall time): %s %.1fs, %s %.1fs\n",
+		servers[0].method, servers[0].merge.Seconds(), servers[1].method, servers[1].merge.Seconds())
+	for _, s := range servers {
+		cols, err := s.c.Query(ctx, "SELECT name, sum(data_compressed_bytes) AS b FROM system.columns WHERE database = 'bench' AND table = 'events' GROUP BY name ORDER BY b DESC LIMIT 10")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("largest columns, %s (compressed bytes/event):", s.method)
+		for _, r := range cols {
+			b, _ := strconv.ParseFloat(r[1], 64)
+			fmt.Printf(" %s %.1f", r[0], b/float64(n))
+		}
+		fmt.Println()
 	}
-	cols, err := c.Query(ctx, "SELECT name, sum(data_compressed_bytes) AS b FROM system.columns WHERE database = 'bench' AND table = 'events' GROUP BY name ORDER BY b DESC LIMIT 8")
-	if err != nil {
-		return err
-	}
-	fmt.Printf("\nstorage: %d generated hits through the edge's enrichment, one table each, merged (OPTIMIZE FINAL); ClickHouse 18.16 (no column codecs)\n\n", int(newRows))
-	fmt.Printf("%-44s %12s %22s %8s\n", "figure", "value", "baseline / goal", "ratio")
-	row := func(name, a, b string, ratio float64) { fmt.Printf("%-44s %12s %22s %8.2f\n", name, a, b, ratio) }
-	per, oldPer := newBytes/newRows, oldBytes/oldRows
-	prevPer := prevBytes / prevRows
-	row(fmt.Sprintf("bytes/event on disk, all %d columns", len(event.Fields)+1), fmt.Sprintf("%.1f", per), fmt.Sprintf("%d goal", goalBytesPerEvent), per/goalBytesPerEvent)
-	row(fmt.Sprintf("  vs schema version %d's layout", event.VersionStorage-1), fmt.Sprintf("%.1f", per), fmt.Sprintf("%.1f (v%d)", prevPer, event.VersionStorage-1), per/prevPer)
-	row("  vs the 15 columns of schema version 1", fmt.Sprintf("%.1f", per), fmt.Sprintf("%.1f (15 col)", oldPer), per/oldPer)
-	fmt.Printf("\nlargest columns (compressed bytes/event):")
-	for _, r := range cols {
-		b, _ := strconv.ParseFloat(r[1], 64)
-		fmt.Printf(" %s %.1f", r[0], b/newRows)
-	}
-	fmt.Println()
 	return nil
 }
