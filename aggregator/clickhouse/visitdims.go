@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -310,14 +311,9 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 		}
 	}
 	todo := staleHours(counts, srcs, settled.Unix())
-	days := make([]int64, 0, len(todo))
-	for d := range todo {
-		days = append(days, d)
-	}
-	slices.Sort(days)
 	built := 0
 	cols := "site, dim, value, t, built, source, " + strings.Join(VisitDimCols, ", ")
-	for _, day := range days {
+	for _, day := range slices.Sorted(maps.Keys(todo)) {
 		// Only the day's hours to build: after the first build, the
 		// one or two hours that settled since the last call.
 		lo, hi := day+86400, day
@@ -355,30 +351,10 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 			}
 			values = append(values, "("+strings.Join(vals, ", ")+")")
 		}
-		settings := map[string]string{}
-		for k, v := range c.insertSettings {
-			settings[k] = v
-		}
-		if c.layout.Clustered() {
-			settings["insert_distributed_sync"] = "1"
-		}
-		// Rows are plain literals (ClickHouse parses an expression in
-		// VALUES only within the read buffer it falls in, and one cut
-		// at a buffer's end fails the insert), sent in statements of
-		// at most insertChunk bytes, the markers after every row
-		// of their hours: a build cut short leaves its rows unread.
-		for _, vs := range [][]string{values, markers} {
-			for len(vs) > 0 {
-				n, size := 0, 0
-				for n < len(vs) && (n == 0 || size+len(vs[n]) < insertChunk) {
-					size += len(vs[n]) + 2
-					n++
-				}
-				if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" ("+cols+") VALUES "+strings.Join(vs[:n], ", "), settings); err != nil {
-					return built, fmt.Errorf("store the visit dims of %s: %w", from.Format(time.DateOnly), err)
-				}
-				vs = vs[n:]
-			}
+		// The markers after every row of their hours: a build cut
+		// short leaves its rows unread.
+		if err := c.insertLiterals(ctx, VisitDimsTable, cols, values, markers); err != nil {
+			return built, fmt.Errorf("store the visit dims of %s: %w", from.Format(time.DateOnly), err)
 		}
 		for _, hs := range todo[day] {
 			built += len(hs)
@@ -429,4 +405,35 @@ func StoredVisitDims(ctx context.Context, q Querier, db, site, dim string, value
 		out[r[0]][h] = v
 	}
 	return out, nil
+}
+
+// insertLiterals inserts rows (each "(v1, v2, ...)" of plain literals)
+// into table's columns cols, the rows of each group after those of the
+// groups before, in statements of at most insertChunk bytes: ClickHouse
+// parses an expression in VALUES only within the read buffer it falls
+// in, and one cut at a buffer's end fails the insert, so rows are plain
+// literals and statements bounded. In a cluster the insert returns once
+// every shard has its rows.
+func (c *Client) insertLiterals(ctx context.Context, table, cols string, groups ...[]string) error {
+	settings := maps.Clone(c.insertSettings)
+	if settings == nil {
+		settings = map[string]string{}
+	}
+	if c.layout.Clustered() {
+		settings["insert_distributed_sync"] = "1"
+	}
+	for _, vs := range groups {
+		for len(vs) > 0 {
+			n, size := 0, 0
+			for n < len(vs) && (n == 0 || size+len(vs[n]) < insertChunk) {
+				size += len(vs[n]) + 2
+				n++
+			}
+			if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+table+" ("+cols+") VALUES "+strings.Join(vs[:n], ", "), settings); err != nil {
+				return err
+			}
+			vs = vs[n:]
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -232,13 +233,8 @@ func (c *Client) BuildVisitHours(ctx context.Context, settled time.Time) (int, e
 		return 0, fmt.Errorf("visit hours: read the stored hours: %w", err)
 	}
 	todo := staleHours(counts, srcs, settled.Unix())
-	days := make([]int64, 0, len(todo))
-	for d := range todo {
-		days = append(days, d)
-	}
-	slices.Sort(days)
 	built := 0
-	for _, day := range days {
+	for _, day := range slices.Sorted(maps.Keys(todo)) {
 		from := time.Unix(day, 0).UTC()
 		to := from.Add(24 * time.Hour)
 		if settled.Before(to) {
@@ -261,21 +257,14 @@ func (c *Client) BuildVisitHours(ctx context.Context, settled time.Time) (int, e
 			}
 			for _, h := range hs {
 				v := have[h]
-				vals := []string{quote(site), fmt.Sprintf("toDateTime(%d)", h), strconv.FormatInt(now, 10), strconv.FormatUint(WindowCount(counts[site], h), 10)}
+				vals := []string{quote(site), strconv.FormatInt(h, 10), strconv.FormatInt(now, 10), strconv.FormatUint(WindowCount(counts[site], h), 10)}
 				for _, p := range v.fields() {
 					vals = append(vals, strconv.FormatUint(*p, 10))
 				}
 				values = append(values, "("+strings.Join(vals, ", ")+")")
 			}
 		}
-		settings := map[string]string{}
-		for k, v := range c.insertSettings {
-			settings[k] = v
-		}
-		if c.layout.Clustered() {
-			settings["insert_distributed_sync"] = "1"
-		}
-		if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+VisitHoursTable+" (site, t, built, source, "+strings.Join(visitHourCols, ", ")+") VALUES "+strings.Join(values, ", "), settings); err != nil {
+		if err := c.insertLiterals(ctx, VisitHoursTable, "site, t, built, source, "+strings.Join(visitHourCols, ", "), values); err != nil {
 			return built, fmt.Errorf("store the visit hours of %s: %w", from.Format(time.DateOnly), err)
 		}
 		built += len(values)
