@@ -700,12 +700,7 @@ func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse
 			if err != nil {
 				return t, err
 			}
-			for _, row := range rows {
-				if len(row) == 2 {
-					c, _ := strconv.ParseUint(row[1], 10, 64)
-					got[row[0]] += c
-				}
-			}
+			addCounts(got, rows)
 		}
 		if len(missing) > 0 {
 			t.Source = "events"
@@ -760,12 +755,7 @@ func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse
 		if err != nil {
 			return t, err
 		}
-		for _, row := range rows {
-			if len(row) == 2 {
-				c, _ := strconv.ParseUint(row[1], 10, 64)
-				got[row[0]] += c
-			}
-		}
+		addCounts(got, rows)
 	}
 	for v, n := range got {
 		t.Rows = append(t.Rows, Row{Value: v, Visits: n})
@@ -780,4 +770,14 @@ func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse
 		t.Rows = t.Rows[:limit]
 	}
 	return t, nil
+}
+
+// addCounts adds rows of (value, count) to got.
+func addCounts(got map[string]uint64, rows [][]string) {
+	for _, row := range rows {
+		if len(row) == 2 {
+			c, _ := strconv.ParseUint(row[1], 10, 64)
+			got[row[0]] += c
+		}
+	}
 }
