@@ -88,11 +88,26 @@ func browser(t *testing.T, d time.Duration) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, d)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
-	return ctx
+	for attempt := 1; ; attempt++ {
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancelCtx := chromedp.NewContext(actx)
+		// Started here rather than at the test's first step: Chromium now
+		// and then exits before it listens ("chrome failed to start", once
+		// in a CI run), which says nothing about the code under test, so
+		// it gets two more tries.
+		err := chromedp.Do(ctx)
+		if err == nil {
+			ctx, cancelTimeout := context.WithTimeout(ctx, d)
+			t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+			return ctx
+		}
+		cancelCtx()
+		cancelAlloc()
+		if attempt == 3 {
+			t.Fatalf("headless Chromium did not start in %d tries: %v", attempt, err)
+		}
+		t.Logf("headless Chromium did not start (try %d), starting it again: %v", attempt, err)
+	}
 }
 
 // rowsByName counts the stored events of site by name.
