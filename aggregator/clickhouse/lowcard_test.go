@@ -11,17 +11,23 @@ import (
 	"github.com/edgepixel/edgepixel/shared/event"
 )
 
-// v7Input is evs as an aggregator of schema version
-// event.VersionLowCardinality-1 sends them: user_agent and pop as String.
-func v7Input(evs []event.Event) proto.Input {
+// stringInput is evs as eventsInput encodes them, except that the
+// string columns asString names are sent as String, as an aggregator of
+// a version before event.VersionLowCardinality sends them.
+func stringInput(evs []event.Event, asString func(name string) bool) proto.Input {
 	in := eventsInput(evs)
 	for i, col := range in {
-		if col.Name == "user_agent" || col.Name == "pop" {
-			f := fieldByJSON(col.Name)
+		if f := fieldByJSON(col.Name); f != nil && f.Str != nil && asString(col.Name) {
 			in[i].Data = strCol{evs: evs, get: f.Str}
 		}
 	}
 	return in
+}
+
+// preLowCardinalityInput is evs as an aggregator of schema version
+// event.VersionLowCardinality-1 sends them: user_agent and pop as String.
+func preLowCardinalityInput(evs []event.Event) proto.Input {
+	return stringInput(evs, func(name string) bool { return name == "user_agent" || name == "pop" })
 }
 
 // Step VersionLowCardinality makes user_agent and pop LowCardinality in
@@ -42,7 +48,7 @@ func TestMigrateLowCardinality(t *testing.T) {
 		e.UserAgent, e.Pop, e.VisitorID = ua, []string{"FRA", "AMS", ""}[i], uint64(7+i)
 		old = append(old, e)
 	}
-	if err := c.insert(ctx, "events", len(old), v7Input(old)); err != nil {
+	if err := c.insert(ctx, "events", len(old), preLowCardinalityInput(old)); err != nil {
 		t.Fatalf("insert as version %d: %v", event.VersionLowCardinality-1, err)
 	}
 	rowsQ := "SELECT toString(event_id), ts_ms, site, user_agent, pop, url, visitor_id FROM " + c.db + ".events ORDER BY ts_ms, event_id"
@@ -85,7 +91,7 @@ func TestMigrateLowCardinality(t *testing.T) {
 
 	// An older aggregator still running: its insert fails whole.
 	late := mkEvent(t, "lc.example", now)
-	err = c.insert(ctx, "events", 1, v7Input([]event.Event{late}))
+	err = c.insert(ctx, "events", 1, preLowCardinalityInput([]event.Event{late}))
 	if err == nil {
 		t.Fatal("an insert with user_agent as String was taken")
 	}
@@ -112,11 +118,6 @@ func (c *Client) insertAsStored(ctx context.Context, evs []event.Event) error {
 	if err != nil {
 		return err
 	}
-	in := eventsInput(evs)
-	for i, col := range in {
-		if f := fieldByJSON(col.Name); f != nil && f.Str != nil && cols[col.Name].typ == "String" {
-			in[i].Data = strCol{evs: evs, get: f.Str}
-		}
-	}
+	in := stringInput(evs, func(name string) bool { return cols[name].typ == "String" })
 	return c.insertInto(ctx, table, len(evs), in)
 }

@@ -29,9 +29,10 @@ const (
 // compute-sdk-go documents it for TinyGo (its defaults: gc=precise,
 // scheduler=asyncify, opt=z; fsthttp needs a scheduler), -no-debug,
 // which drops DWARF sections no one reads from the package, and -opt=2:
-// LLVM optimising for speed rather than size (TinyGo's default, z) made
-// a hit's guest CPU about a fifth smaller for a module a sixth larger
-// (README, Benchmarks), and a hit's CPU is what Fastly bills and limits.
+// LLVM optimising for speed rather than size (TinyGo's default, z), for
+// less guest CPU per hit at the cost of a larger module (README,
+// Benchmarks, has both), because a hit's CPU is what Fastly bills and
+// limits.
 var TinyGoFlags = []string{"-target=wasip1", "-no-debug", "-opt=2"}
 
 // WasmOptArgs are what TinyGo's wasm-opt step gets besides TinyGo's own
