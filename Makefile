@@ -39,6 +39,8 @@ SINCE     := $(shell date +%s)
 run:
 	@echo "make run: a first run takes $(FIRST_RUN) (installs, builds, then the POP compiles the edge module); later runs start in seconds."
 	@$(build-tools)
+	@# A stack running from $(DATA) keeps its binaries: refuse before building.
+	@if [ -x $(BIN)/edgepixel-run ]; then $(BIN)/edgepixel-run idle --dir $(DATA); fi
 	@$(TOOLS)/edgepixel-deps install -soft run
 	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator salt sign run
 	@# exec: Ctrl-C goes straight to the launcher, which stops the stack in order.

@@ -47,6 +47,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sql" {
 		os.Exit(sql(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "idle" {
+		os.Exit(idle(os.Args[2:]))
+	}
 	var (
 		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
 		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
@@ -68,8 +71,8 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, err)
 	}
-	if st, err := readState(absDir); err == nil && st.running() {
-		cli.Fatal(log, fmt.Errorf("a stack already runs from %s (pid %d): stop it first (Ctrl-C in its terminal)", absDir, st.PID))
+	if err := checkIdle(absDir); err != nil {
+		cli.Fatal(log, err)
 	}
 	// Said before anything starts, with what to do: a port in use is
 	// most often another checkout's `make run`.
@@ -209,6 +212,33 @@ func checkFree(addrs []listenAddr) error {
 
 // sql opens clickhouse-client on the running stack's ClickHouse, or runs
 // the one query given.
+// checkIdle fails when a launcher still runs from dir: two stacks cannot
+// share one data directory.
+func checkIdle(dir string) error {
+	if st, err := readState(dir); err == nil && st.running() {
+		return fmt.Errorf("a stack already runs from %s (pid %d): stop it first (Ctrl-C in its terminal)", dir, st.PID)
+	}
+	return nil
+}
+
+// idle is `edgepixel-run idle [-dir DIR]`: exit status 1, saying why, when
+// a stack runs from DIR. `make run` asks before it builds, so it never
+// replaces the binaries a running stack was started from only to refuse.
+func idle(args []string) int {
+	fs := flag.NewFlagSet("edgepixel-run idle", flag.ExitOnError)
+	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "the data directory `make run` uses (env EDGEPIXEL_RUN_DIR)")
+	fs.Parse(args)
+	absDir, err := filepath.Abs(*dir)
+	if err == nil {
+		err = checkIdle(absDir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "make run:", err)
+		return 1
+	}
+	return 0
+}
+
 func sql(args []string) int {
 	fs := flag.NewFlagSet("edgepixel-run sql", flag.ExitOnError)
 	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "the running stack's -dir (env EDGEPIXEL_RUN_DIR)")
