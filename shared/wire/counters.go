@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
@@ -74,6 +75,10 @@ type Drop struct {
 	Reason string
 	N      uint64
 }
+
+// String is "reason=N", as logs print a drop (a slice of them prints as
+// "[missing_site=2 bad_json=1]").
+func (d Drop) String() string { return d.Reason + "=" + strconv.FormatUint(d.N, 10) }
 
 // SiteCounts are one site's cumulative counts in an instance at Time.
 type SiteCounts struct {

@@ -296,3 +296,12 @@ func TestSiteCountsAdd(t *testing.T) {
 		t.Error("Add changed its argument")
 	}
 }
+
+// TestDropString: drops print as reason=N, alone and in a slice, as the
+// edge's log line at an instance's end prints them.
+func TestDropString(t *testing.T) {
+	ds := []Drop{{Reason: "missing_site", N: 2}, {Reason: "bad_json", N: 1}}
+	if got, want := fmt.Sprintf("%v", ds), "[missing_site=2 bad_json=1]"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
