@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,6 +78,7 @@ func TestInsertRoundTrip(t *testing.T) {
 	}
 	now := time.Now().UnixMilli()
 	evs := []event.Event{mkEvent(t, "demo", now), mkEvent(t, "demo", now-90_000), mkEvent(t, "o'ther", now-3*86400_000)}
+	evs[0].VisitorID = 1<<63 + 7
 	if err := c.InsertEvents(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +132,28 @@ func TestInsertRoundTrip(t *testing.T) {
 	}
 	if total != 2 || len(pts) < 1 {
 		t.Fatalf("history %v", pts)
+	}
+	// Recent: the events of the last two minutes, each once though a
+	// retry stored the newest twice; with max, the newest.
+	if err := c.InsertEvents(ctx, evs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	since := time.UnixMilli(now).Add(-2 * time.Minute)
+	rec, err := c.Recent(ctx, since, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec) != 2 {
+		t.Fatalf("recent: %d events, want 2: %+v", len(rec), rec)
+	}
+	slices.SortFunc(rec, func(a, b event.Event) int { return cmp.Compare(b.Time, a.Time) })
+	for i, e := range rec {
+		if w := evs[i]; e.Site != w.Site || e.Name != w.Name || e.URL != w.URL || e.Time != w.Time || e.VisitorID != w.VisitorID {
+			t.Errorf("recent %d: %+v, want %+v", i, e, w)
+		}
+	}
+	if rec, err := c.Recent(ctx, since, 1); err != nil || len(rec) != 1 || rec[0].Time != now {
+		t.Fatalf("recent, at most 1: %+v %v", rec, err)
 	}
 }
 

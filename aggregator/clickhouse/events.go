@@ -388,6 +388,37 @@ func (c *Client) Counts(ctx context.Context, sites []string, max int) (map[strin
 
 // History reads per-minute counts for site from the rollup. sum() is
 // needed because SummingMergeTree collapses rows only when it merges.
+// Recent reads events by the sort key's ts; a row that a retry stored
+// twice and no merge has folded yet is read once (LIMIT 1 BY event_id).
+func (c *Client) Recent(ctx context.Context, since time.Time, max int) ([]event.Event, error) {
+	limit := ""
+	if max > 0 {
+		limit = fmt.Sprintf(" LIMIT %d", max)
+	}
+	rows, err := c.Query(ctx, fmt.Sprintf(
+		"SELECT site, name, url, visitor_id, ts_ms FROM %s.events WHERE ts >= toDateTime(%d) AND ts_ms >= %d ORDER BY ts_ms DESC LIMIT 1 BY event_id%s",
+		c.db, since.Unix(), since.UnixMilli(), limit))
+	if err != nil {
+		return nil, fmt.Errorf("recent events: %w", err)
+	}
+	evs := make([]event.Event, 0, len(rows))
+	for _, r := range rows {
+		if len(r) != 5 {
+			return nil, fmt.Errorf("clickhouse: recent events row %q", r)
+		}
+		vid, err := parseUint(r[3])
+		if err != nil {
+			return nil, err
+		}
+		ms, err := parseUint(r[4])
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, event.Event{Site: r[0], Name: r[1], URL: r[2], VisitorID: vid, Time: int64(ms)})
+	}
+	return evs, nil
+}
+
 func (c *Client) History(ctx context.Context, site string, from, to time.Time) ([]store.Point, error) {
 	rows, err := c.Query(ctx, fmt.Sprintf(
 		"SELECT toUInt32(minute) AS t, sum(n) FROM %s.events_per_minute WHERE site = %s AND minute >= %d AND minute <= %d GROUP BY t ORDER BY t",

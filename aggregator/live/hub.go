@@ -307,53 +307,94 @@ func (h *Hub) Add(delta map[string]uint64) {
 // viewed now" and their visitor ids for the visitors in the last
 // VisitorsWindow. Counts come from Add.
 func (h *Hub) Observe(evs []event.Event) {
-	now := h.opts.Now()
-	sec := now.Unix()
-	min := sec / 60
+	sec := h.opts.Now().Unix()
 	h.mu.Lock()
 	for i := range evs {
-		e := &evs[i]
-		if _, ok := h.counts[e.Site]; !ok { // not listed one by one
-			if e.VisitorID != 0 {
-				if h.otherVis == nil {
-					h.otherVis = newVisitors(sec)
-				}
-				h.addVisitorLocked(h.otherVis, e.VisitorID, sec)
-			}
-			continue
-		}
-		if e.VisitorID == 0 && e.Name != event.KindPageview {
-			continue
-		}
-		sl := h.siteLocked(e.Site, sec)
-		if e.VisitorID != 0 {
-			if sl.vis == nil {
-				sl.vis = newVisitors(sec)
-			}
-			h.addVisitorLocked(sl.vis, e.VisitorID, sec)
-		}
-		if e.Name != event.KindPageview {
-			continue
-		}
-		m := sl.pages[min]
-		if m == nil {
-			m = map[string]uint64{}
-			sl.pages[min] = m
-			for k := range sl.pages {
-				if k <= min-int64(PagesWindow/time.Minute)-1 {
-					delete(sl.pages, k)
-				}
-			}
-		}
-		p := Path(e.URL)
-		if _, ok := m[p]; !ok && len(m) >= maxPaths {
-			p = "(other)"
-		}
-		m[p]++
-		sl.pagesChanged = true
+		h.observeLocked(&evs[i], sec)
 	}
 	h.mu.Unlock()
 	h.markDirty()
+}
+
+// RestoreWindow is how far back Restore wants stored events: the longest
+// of the live windows.
+const RestoreWindow = VisitorsWindow * time.Second
+
+// RestoreMax bounds the stored events Restore is given (the newest): their
+// URLs are held at once while the windows are rebuilt. Past it, the
+// oldest seconds of the windows are short of events.
+const RestoreMax = 1 << 18
+
+// Restore fills the live windows (events per second, pages viewed now,
+// visitors in the last VisitorsWindow) from events already stored, so an
+// aggregator that restarts does not show them empty until they refill.
+// evs are the events stored in the last RestoreWindow, in any order, as
+// store.Store.Recent returns them; each counts at the second of its time
+// (the edge's clock, clamped to now), where live traffic counts at the
+// second it is stored. Call it once, after Set and before the first Add,
+// so no event counts twice. It does not change the counts, which Set
+// took from the store.
+func (h *Hub) Restore(evs []event.Event) {
+	now := h.opts.Now().Unix()
+	slices.SortStableFunc(evs, func(a, b event.Event) int { return cmp.Compare(a.Time, b.Time) })
+	h.mu.Lock()
+	for i := range evs {
+		e := &evs[i]
+		sec := min(e.Time/1000, now)
+		if sec <= now-VisitorsWindow {
+			continue
+		}
+		if _, ok := h.counts[e.Site]; ok && sec > now-RecentSeconds {
+			h.siteLocked(e.Site, sec).recent[sec%RecentSeconds]++
+		}
+		h.observeLocked(e, sec)
+	}
+	h.mu.Unlock()
+	h.markDirty()
+}
+
+// observeLocked records e, stored at unix second sec (never before the
+// previous call's): its visitor id and, for a pageview, its page.
+func (h *Hub) observeLocked(e *event.Event, sec int64) {
+	if _, ok := h.counts[e.Site]; !ok { // not listed one by one
+		if e.VisitorID != 0 {
+			if h.otherVis == nil {
+				h.otherVis = newVisitors(sec)
+			}
+			h.addVisitorLocked(h.otherVis, e.VisitorID, sec)
+		}
+		return
+	}
+	if e.VisitorID == 0 && e.Name != event.KindPageview {
+		return
+	}
+	sl := h.siteLocked(e.Site, sec)
+	if e.VisitorID != 0 {
+		if sl.vis == nil {
+			sl.vis = newVisitors(sec)
+		}
+		h.addVisitorLocked(sl.vis, e.VisitorID, sec)
+	}
+	if e.Name != event.KindPageview {
+		return
+	}
+	min := sec / 60
+	m := sl.pages[min]
+	if m == nil {
+		m = map[string]uint64{}
+		sl.pages[min] = m
+		for k := range sl.pages {
+			if k <= min-int64(PagesWindow/time.Minute)-1 {
+				delete(sl.pages, k)
+			}
+		}
+	}
+	p := Path(e.URL)
+	if _, ok := m[p]; !ok && len(m) >= maxPaths {
+		p = "(other)"
+	}
+	m[p]++
+	sl.pagesChanged = true
 }
 
 // addVisitorLocked counts id, seen at sec, in v, keeping the hub's ids

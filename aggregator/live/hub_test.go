@@ -367,3 +367,64 @@ func TestVisitorsWindow(t *testing.T) {
 		t.Fatalf("after the window: %d capped %v", n, capped)
 	}
 }
+
+// TestRestore: the windows rebuilt from stored events equal the windows
+// the same events make live, each at its own second: visitors, pages and
+// the per-second series, with events older than the window and counts
+// left alone; and they slide on as live ones do.
+func TestRestore(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	h := NewHub(Options{Now: func() time.Time { return now }})
+	h.Set(map[string]uint64{"shop": 100}, 130)
+	at := func(ago int64, name string, id uint64, url string) event.Event {
+		return event.Event{Site: "shop", Name: name, VisitorID: id, URL: url, Time: (now.Unix() - ago) * 1000}
+	}
+	evs := []event.Event{
+		at(2, event.KindPageview, 1, "https://shop.example/cart"),
+		at(400, event.KindPageview, 9, "https://shop.example/old"), // before the window
+		at(250, event.KindPageview, 2, "https://shop.example/"),
+		at(2, "signup", 3, ""),
+		at(-30, event.KindPageview, 4, "https://shop.example/cart"), // a fast edge clock: counts now
+		at(30, event.KindPageview, 0, "https://shop.example/"),
+		{Site: "blog", Name: event.KindPageview, VisitorID: 5, Time: now.UnixMilli()}, // not listed
+	}
+	h.Restore(evs)
+
+	if n, _, _ := h.RecentVisitors("shop"); n != 4 {
+		t.Fatalf("visitors %d, want 4 (ids 1-4; 9 is older than the window, 0 is none)", n)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := dial(t, srv)
+	s := read(t, c)
+	if s.Sites["shop"] != 100 || s.Total != 130 {
+		t.Fatalf("counts changed: %v total %d", s.Sites, s.Total)
+	}
+	if s.VisitorsTotal != 5 {
+		t.Fatalf("visitors total %d, want 5 (blog's id among the others)", s.VisitorsTotal)
+	}
+	rec := s.Recent["shop"]
+	if len(rec) != RecentSeconds || rec[RecentSeconds-1] != 1 || rec[RecentSeconds-3] != 2 || rec[RecentSeconds-31] != 1 {
+		t.Fatalf("recent %v: want 1 now, 2 at -2 s, 1 at -30 s", rec)
+	}
+	var sum uint64
+	for _, n := range rec {
+		sum += n
+	}
+	if sum != 4 {
+		t.Fatalf("recent sums to %d, want the 4 events of the last %d s", sum, RecentSeconds)
+	}
+	pages := map[string]uint64{}
+	for _, p := range s.Pages["shop"] {
+		pages[p.Path] = p.N
+	}
+	if pages["/cart"] != 2 || pages["/"] != 2 || pages["/old"] != 0 {
+		t.Fatalf("pages %v", s.Pages["shop"])
+	}
+
+	// 60 s on, the visitor seen 250 s before the restore has left.
+	now = now.Add(60 * time.Second)
+	if n, _, _ := h.RecentVisitors("shop"); n != 3 {
+		t.Fatalf("60 s later: visitors %d, want 3", n)
+	}
+}

@@ -241,6 +241,7 @@ func Open(cfg Config) (*Server, error) {
 	s.loader = loader.New(loader.Config{
 		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
 		OnCounts: s.hub.Set, OnStored: s.hub.Add, OnInserted: s.hub.Observe, CountSites: cfg.Sites, CountMax: cfg.MaxSites,
+		OnRecent: s.hub.Restore, RecentWindow: live.RestoreWindow, RecentMax: live.RestoreMax,
 		MaxRows: cfg.LoaderMaxRows, MaxAge: cfg.LoaderMaxAge, DrainTimeout: cfg.DrainTimeout,
 		FailAfter: cfg.FailAfter,
 	})

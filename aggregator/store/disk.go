@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -213,6 +214,48 @@ func (d *Disk) Counts(_ context.Context, sites []string, max int) (map[string]ui
 	defer d.mu.Unlock()
 	counts, total := TopCounts(d.counts, sites, max)
 	return counts, total, nil
+}
+
+// Recent reads the day files from since's day to today.
+func (d *Disk) Recent(_ context.Context, since time.Time, max int) ([]event.Event, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	from := since.UnixMilli()
+	var evs []event.Event
+	for day := since.UTC().Truncate(24 * time.Hour); !day.After(time.Now()); day = day.Add(24 * time.Hour) {
+		f, err := os.Open(filepath.Join(d.dir, dayFile(day.UnixMilli())))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var r struct {
+				Site      string `json:"site"`
+				Name      string `json:"name"`
+				URL       string `json:"url"`
+				VisitorID uint64 `json:"visitor_id"`
+				TsMS      int64  `json:"ts_ms"`
+			}
+			if json.Unmarshal(sc.Bytes(), &r) != nil || r.TsMS < from {
+				continue
+			}
+			evs = append(evs, event.Event{Site: r.Site, Name: r.Name, URL: r.URL, VisitorID: r.VisitorID, Time: r.TsMS})
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if max > 0 && len(evs) > max {
+		slices.SortFunc(evs, func(a, b event.Event) int { return cmp.Compare(b.Time, a.Time) })
+		evs = evs[:max]
+	}
+	return evs, nil
 }
 
 func (d *Disk) History(_ context.Context, site string, from, to time.Time) ([]Point, error) {

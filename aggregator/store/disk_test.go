@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,5 +63,28 @@ func TestDisk(t *testing.T) {
 	}
 	if err := d.Ping(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Recent: the events of the last minute, across the day files; with
+	// max, the newest.
+	old := ev(t, "a", now-50_000)
+	old.VisitorID = 1<<63 + 7
+	if err := d.InsertEvents(ctx, []event.Event{old}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := d.Recent(ctx, time.UnixMilli(now).Add(-time.Minute), 0)
+	if err != nil || len(rec) != 4 {
+		t.Fatalf("recent: %d events, want 4 (a, b, b, a 50 s ago): %v", len(rec), err)
+	}
+	var withID int
+	for _, e := range rec {
+		if e.VisitorID == old.VisitorID && e.Time == old.Time && e.Site == "a" && e.Name == "pageview" && e.URL == old.URL {
+			withID++
+		}
+	}
+	if withID != 1 {
+		t.Fatalf("recent %+v: want the event of 50 s ago, whole", rec)
+	}
+	if rec, err := d.Recent(ctx, time.UnixMilli(now).Add(-time.Minute), 3); err != nil || len(rec) != 3 || slices.ContainsFunc(rec, func(e event.Event) bool { return e.Time != now }) {
+		t.Fatalf("recent, at most 3: %+v %v", rec, err)
 	}
 }

@@ -40,6 +40,11 @@ type Store interface {
 	// The bound keeps a store full of junk site names from costing memory
 	// in the caller.
 	Counts(ctx context.Context, sites []string, max int) (counts map[string]uint64, total uint64, err error)
+	// Recent returns the stored events whose time is at or after since,
+	// each once, at most max of them (the newest), in no particular order,
+	// with only Site, Name, URL, VisitorID and Time filled: what the live
+	// windows are rebuilt from at start (live.Hub.Restore).
+	Recent(ctx context.Context, since time.Time, max int) ([]event.Event, error)
 	// History returns per-minute counts for site in [from, to], oldest
 	// first, omitting empty minutes.
 	History(ctx context.Context, site string, from, to time.Time) ([]Point, error)
