@@ -182,31 +182,38 @@ func (d *Disk) ExistingIDs(_ context.Context, evs []event.Event) (map[event.ID]b
 	defer d.mu.Unlock()
 	found := map[event.ID]bool{}
 	for name := range days {
-		f, err := os.Open(filepath.Join(d.dir, name))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
+		err := d.scanFile(name, func(line []byte) {
 			// The id is the first field: no need to decode the whole line.
-			line := sc.Bytes()
 			if i := bytes.Index(line, []byte(`"event_id":"`)); i >= 0 && len(line) >= i+12+36 {
 				if id, ok := want[string(line[i+12:i+12+36])]; ok {
 					found[id] = true
 				}
 			}
-		}
-		err = sc.Err()
-		f.Close()
+		})
 		if err != nil {
 			return nil, err
 		}
 	}
 	return found, nil
+}
+
+// scanFile calls line with each line of the day file name; a file that
+// does not exist has none.
+func (d *Disk) scanFile(name string, line func([]byte)) error {
+	f, err := os.Open(filepath.Join(d.dir, name))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line(sc.Bytes())
+	}
+	return sc.Err()
 }
 
 func (d *Disk) Counts(_ context.Context, sites []string, max int) (map[string]uint64, uint64, error) {
@@ -223,16 +230,7 @@ func (d *Disk) Recent(_ context.Context, since time.Time, max int) ([]event.Even
 	from := since.UnixMilli()
 	var evs []event.Event
 	for day := since.UTC().Truncate(24 * time.Hour); !day.After(time.Now()); day = day.Add(24 * time.Hour) {
-		f, err := os.Open(filepath.Join(d.dir, dayFile(day.UnixMilli())))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
+		err := d.scanFile(dayFile(day.UnixMilli()), func(line []byte) {
 			var r struct {
 				Site      string `json:"site"`
 				Name      string `json:"name"`
@@ -240,13 +238,10 @@ func (d *Disk) Recent(_ context.Context, since time.Time, max int) ([]event.Even
 				VisitorID uint64 `json:"visitor_id"`
 				TsMS      int64  `json:"ts_ms"`
 			}
-			if json.Unmarshal(sc.Bytes(), &r) != nil || r.TsMS < from {
-				continue
+			if json.Unmarshal(line, &r) == nil && r.TsMS >= from {
+				evs = append(evs, event.Event{Site: r.Site, Name: r.Name, URL: r.URL, VisitorID: r.VisitorID, Time: r.TsMS})
 			}
-			evs = append(evs, event.Event{Site: r.Site, Name: r.Name, URL: r.URL, VisitorID: r.VisitorID, Time: r.TsMS})
-		}
-		err = sc.Err()
-		f.Close()
+		})
 		if err != nil {
 			return nil, err
 		}
