@@ -28,7 +28,12 @@ import (
 type Store interface {
 	DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]clickhouse.Partition, error)
 	Erase(ctx context.Context, e clickhouse.Erasure, wait time.Duration) (clickhouse.ErasureResult, error)
+	WaitMutations(ctx context.Context, wait time.Duration) (bool, error)
 }
+
+// RemovedWait bounds how long an erasure still running when its request
+// is answered (202) is followed, to call Config.Removed once it is done.
+const RemovedWait = time.Hour
 
 // Config configures the handler.
 type Config struct {
@@ -46,6 +51,10 @@ type Config struct {
 	// Limiter brakes token guessing per client address; refused attempts
 	// are summed up in its log line, not logged one by one. nil: none.
 	Limiter *guard.AuthLimiter
+	// Removed, if set, is called once stored events are gone: an
+	// erasure's mutations finished (within RemovedWait of the request),
+	// or retention dropped partitions. The live counts are read again.
+	Removed func()
 	Logger  *slog.Logger
 	Now     func() time.Time
 }
@@ -101,6 +110,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // tokenMatches compares "Bearer token" in constant time (hashes first, so
 // the length does not leak either).
+func (h *handler) removed() {
+	if h.cfg.Removed != nil {
+		h.cfg.Removed()
+	}
+}
+
 func tokenMatches(header, token string) bool {
 	const prefix = "bearer "
 	if token == "" || len(header) < len(prefix) || !strings.EqualFold(header[:len(prefix)], prefix) {
@@ -144,8 +159,17 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 	}
 	h.cfg.Logger.Info("audit: erase submitted", append(audit, "statements", len(res.Statements), "done", res.Done)...)
 	status := http.StatusOK
-	if !res.Done {
+	if res.Done {
+		h.removed()
+	} else {
 		status = http.StatusAccepted // the mutations go on in the background
+		if h.cfg.Removed != nil {
+			go func() {
+				if done, _ := h.cfg.Store.WaitMutations(context.Background(), RemovedWait); done {
+					h.cfg.Removed()
+				}
+			}()
+		}
 	}
 	writeJSONValue(w, status, res)
 }
@@ -171,6 +195,9 @@ func (h *handler) retention(w http.ResponseWriter, r *http.Request) {
 		req.Actor = "unnamed"
 	}
 	dropped, err := Apply(r.Context(), h.cfg.Store, req.Days, h.cfg.Now(), h.cfg.Logger, "actor", req.Actor, "remote", r.RemoteAddr)
+	if len(dropped) > 0 {
+		h.removed()
+	}
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, "store_error", err.Error())
 		return
@@ -201,12 +228,17 @@ func Apply(ctx context.Context, s Store, days int, now time.Time, log *slog.Logg
 
 // RunRetention applies retention at once and then every day until ctx
 // ends. A failed run (ClickHouse down) is retried after retryEvery.
-func RunRetention(ctx context.Context, s Store, days int, log *slog.Logger, retryEvery time.Duration) {
+// removed (if not nil) is called after a run dropped partitions.
+func RunRetention(ctx context.Context, s Store, days int, log *slog.Logger, retryEvery time.Duration, removed func()) {
 	log = log.With("component", "admin")
 	for {
 		wait := 24 * time.Hour
-		if _, err := Apply(ctx, s, days, time.Now(), log, "actor", "scheduler"); err != nil {
+		dropped, err := Apply(ctx, s, days, time.Now(), log, "actor", "scheduler")
+		if err != nil {
 			wait = retryEvery
+		}
+		if len(dropped) > 0 && removed != nil {
+			removed()
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,22 @@ type fakeStore struct {
 	erased  []clickhouse.Erasure
 	cutoffs []time.Time
 	err     error
+	// running: Erase answers that its mutations still run;
+	// WaitMutations waits for finish to close.
+	running bool
+	finish  chan struct{}
+}
+
+func (f *fakeStore) WaitMutations(ctx context.Context, _ time.Duration) (bool, error) {
+	if f.finish == nil {
+		return true, nil
+	}
+	select {
+	case <-f.finish:
+		return true, nil
+	case <-ctx.Done():
+		return false, nil
+	}
 }
 
 func (f *fakeStore) DropPartitionsBefore(_ context.Context, cutoff time.Time) ([]clickhouse.Partition, error) {
@@ -41,7 +58,7 @@ func (f *fakeStore) Erase(_ context.Context, e clickhouse.Erasure, _ time.Durati
 		return clickhouse.ErasureResult{}, clickhouse.ErrNoIdentifier
 	}
 	f.erased = append(f.erased, e)
-	return clickhouse.ErasureResult{Statements: []string{"ALTER ..."}, Done: true}, f.err
+	return clickhouse.ErasureResult{Statements: []string{"ALTER ..."}, Done: !f.running}, f.err
 }
 
 const token = "admin-token-0123456789"
@@ -189,4 +206,54 @@ func TestAdminGuessingBraked(t *testing.T) {
 		!strings.Contains(out, "192.0.2.7=3") {
 		t.Errorf("want one summary line with the refusals and the address:\n%s", out)
 	}
+}
+
+// TestRemovedCalled: Removed (the live counts read again) follows an
+// erasure done in time at once, one still running once its mutations
+// finish, and a retention run that dropped partitions.
+func TestRemovedCalled(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	removed := make(chan struct{}, 4)
+	fs := &fakeStore{}
+	h := New(Config{Token: token, Store: fs, RetentionDays: 30, Logger: log, Removed: func() { removed <- struct{}{} }})
+	bearer := "Bearer " + token
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-removed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Removed not called", what)
+		}
+	}
+	none := func(what string) {
+		t.Helper()
+		select {
+		case <-removed:
+			t.Fatalf("%s: Removed called", what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	if code, _ := do(h, "/admin/erase", bearer, `{"user_id":"u-123456","actor":"dpo"}`); code != 200 {
+		t.Fatalf("erase: %d", code)
+	}
+	wait("erasure done")
+
+	fs.running, fs.finish = true, make(chan struct{})
+	if code, _ := do(h, "/admin/erase", bearer, `{"user_id":"u-123456","actor":"dpo"}`); code != 202 {
+		t.Fatalf("erase still running: %d", code)
+	}
+	none("mutations still running")
+	close(fs.finish)
+	wait("mutations finished")
+
+	if code, _ := do(h, "/admin/erase", bearer, `{"actor":"dpo"}`); code != 400 {
+		t.Fatalf("erase without an identifier: %d", code)
+	}
+	none("a refused erasure")
+
+	if code, _ := do(h, "/admin/retention", bearer, `{"days":7,"actor":"ops"}`); code != 200 {
+		t.Fatalf("retention: %d", code)
+	}
+	wait("partitions dropped")
 }

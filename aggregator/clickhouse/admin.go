@@ -227,24 +227,32 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	if wait <= 0 {
 		return res, nil
 	}
+	var err error
+	res.Done, err = c.WaitMutations(ctx, wait)
+	return res, err
+}
+
+// WaitMutations waits up to wait (until ctx ends at the latest) for the
+// mutations of events and bad_rows, an erasure's, to finish, and reports
+// whether they did.
+func (c *Client) WaitMutations(ctx context.Context, wait time.Duration) (bool, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		rows, err := c.Query(ctx, fmt.Sprintf(
 			"SELECT count() FROM %s WHERE database = %s AND table IN ('%s', '%s') AND is_done = 0",
 			c.system("mutations"), quote(c.db), c.layout.LocalName("events"), c.layout.LocalName("bad_rows")))
 		if err != nil {
-			return res, fmt.Errorf("erase: check mutations: %w", err)
+			return false, fmt.Errorf("erase: check mutations: %w", err)
 		}
 		if len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] == "0" {
-			res.Done = true
-			return res, nil
+			return true, nil
 		}
 		if time.Now().After(deadline) {
-			return res, nil
+			return false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return res, nil
+			return false, nil
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

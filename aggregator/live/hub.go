@@ -94,7 +94,10 @@ type Page struct {
 // Message is what clients receive.
 type Message struct {
 	Type string `json:"type"` // TypeSnapshot or TypeDelta
-	Seq  uint64 `json:"seq"`  // 1 for the snapshot, +1 per message
+	// Seq is 1 for the first snapshot, +1 per message. A snapshot can
+	// come again (the counts were read from the store again); it replaces
+	// what the client held.
+	Seq uint64 `json:"seq"`
 	// Total is the stored events of every site the client may read
 	// (and Other, for a client that may read all).
 	Total uint64 `json:"total"`
@@ -258,8 +261,11 @@ func NewHub(opts Options) *Hub {
 	}
 }
 
-// Set replaces the counts with the store's (at start): the per-site
-// counts of at least the sites to list, and the total over all sites.
+// Set replaces the counts with the store's: the per-site counts of at
+// least the sites to list, and the total over all sites. At start, and
+// again when stored events were removed (an erasure, retention), which
+// only a count read from the store shows; then every client gets a new
+// snapshot, as counts may have gone down.
 func (h *Hub) Set(counts map[string]uint64, total uint64) {
 	kept, _ := store.TopCounts(counts, h.opts.Sites, h.opts.MaxSites)
 	var sum uint64
@@ -267,13 +273,15 @@ func (h *Hub) Set(counts map[string]uint64, total uint64) {
 		sum += n
 	}
 	h.mu.Lock()
+	again := h.ready
 	h.counts = kept
 	h.other = total - min(sum, total)
 	h.ready = true
 	clear(h.added)
-	// Clients connected before the store answered get their snapshot now.
+	// Clients connected before the store answered get their snapshot
+	// now; after a recount, every client does.
 	for c := range h.clients {
-		if c.seq == 0 {
+		if c.seq == 0 || again {
 			h.sendLocked(c, h.snapshotLocked(c.reader, h.opts.Now()))
 		}
 	}

@@ -428,3 +428,20 @@ func TestRestore(t *testing.T) {
 		t.Fatalf("60 s later: visitors %d, want 3", n)
 	}
 }
+
+// TestSetAgain: counts read again from the store (after an erasure) reach
+// every connected client as a new snapshot, lower counts included.
+func TestSetAgain(t *testing.T) {
+	h := NewHub(Options{})
+	h.Set(map[string]uint64{"shop": 10}, 12)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := dial(t, srv)
+	if s := read(t, c); s.Type != TypeSnapshot || s.Total != 12 || s.Seq != 1 {
+		t.Fatalf("first message %+v", s)
+	}
+	h.Set(map[string]uint64{"shop": 7}, 8)
+	if s := read(t, c); s.Type != TypeSnapshot || s.Total != 8 || s.Sites["shop"] != 7 || s.Seq != 2 {
+		t.Fatalf("after the recount %+v, want a snapshot of 8 (shop 7), seq 2", s)
+	}
+}

@@ -177,6 +177,8 @@ type Loader struct {
 	halt    context.CancelFunc
 	haltMu  sync.Mutex
 
+	recount chan struct{} // capacity 1: see Recount
+
 	// evbufs holds event buffers sized for a full load, for reuse:
 	// growing one by appends copied megabytes several times per load.
 	evbufs chan []event.Event
@@ -223,7 +225,7 @@ func New(cfg Config) *Loader {
 		cfg.OnStored = func(map[string]uint64) {}
 	}
 	l := &Loader{cfg: cfg, log: cfg.Logger.With("component", "loader"), m: cfg.Metrics,
-		evbufs: make(chan []event.Event, stages), failed: make(chan struct{})}
+		evbufs: make(chan []event.Event, stages), failed: make(chan struct{}), recount: make(chan struct{}, 1)}
 	if re, ok := cfg.Dedupe.(reasserter); ok {
 		l.re, l.reassert = re, make(chan struct{}, 1)
 		re.OnNewEpoch(func() {
@@ -449,7 +451,20 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 
 // storeLoop stores each load and hands it to the finish stage.
 func (l *Loader) storeLoop(work, halt context.Context, stop context.CancelFunc, in <-chan *batch, out chan<- *batch) {
-	for b := range in {
+	for {
+		var b *batch
+		select {
+		case <-l.recount:
+			// Between two loads, so no load's rows are in both the
+			// counts read and a delta published after them.
+			l.recountNow(halt)
+			continue
+		case next, ok := <-in:
+			if !ok {
+				return
+			}
+			b = next
+		}
 		if err := l.retry(halt, stageStore, "load", backend, func() error { return l.store(work, b) }); err != nil {
 			l.log.Warn("shutdown: a load did not finish in time; the spool keeps it for the next start", "events", len(b.events))
 			stop()
@@ -990,6 +1005,30 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		l.cfg.OnInserted(insert)
 	}
 	return nil
+}
+
+// Recount asks for the store's counts to be read again and handed to
+// OnCounts, between two loads: after stored events were removed (an
+// erasure, retention), which no delta says. It does not wait; asks while
+// one is pending are one.
+func (l *Loader) Recount() {
+	select {
+	case l.recount <- struct{}{}:
+	default:
+	}
+}
+
+// recountNow reads the counts for Recount. A store that cannot answer
+// leaves the counts as they were, logged: they are read again at the next
+// start.
+func (l *Loader) recountNow(ctx context.Context) {
+	counts, total, err := l.cfg.Store.Counts(ctx, l.cfg.CountSites, l.cfg.CountMax)
+	if err != nil {
+		l.m.StoreErrors.Add(1)
+		l.log.Warn("the live counts were not read again after events were removed", "err", err)
+		return
+	}
+	l.cfg.OnCounts(counts, total)
 }
 
 // addStored counts rows stored for b and publishes them.

@@ -183,6 +183,27 @@ func TestAdminEndpoints(t *testing.T) {
 	if n := a.rows(); n != 4 { // 3 of the other user, and the old one
 		t.Fatalf("%d rows left, want 4", n)
 	}
+	// The live total follows what is stored once events are removed:
+	// the counts are read again and every client gets a new snapshot.
+	liveTotal := func(want uint64) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		var last uint64
+		for {
+			select {
+			case n, ok := <-live:
+				if !ok {
+					t.Fatalf("live socket closed at %d, want %d", last, want)
+				}
+				if last = n; n == want {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("live total %d, want %d", last, want)
+			}
+		}
+	}
+	liveTotal(4)
 	code, res = a.do("POST", "/admin/retention", []byte(`{"days":30,"actor":"ops"}`), auth)
 	if code != 200 || len(res["dropped"].([]any)) != 1 {
 		t.Fatalf("retention: %d %v", code, res)
@@ -190,6 +211,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if n := a.rows(); n != 3 {
 		t.Fatalf("%d rows after retention, want 3", n)
 	}
+	liveTotal(3)
 	mu.Lock()
 	out := logs.String()
 	mu.Unlock()

@@ -367,7 +367,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.component(&wg, runCtx, "credential log", s.auth.Run)
 	if as := s.adminStore(); as != nil && s.cfg.RetentionDays > 0 {
 		s.component(&wg, runCtx, "retention", func(ctx context.Context) {
-			admin.RunRetention(ctx, as, s.cfg.RetentionDays, s.log, 5*time.Minute)
+			admin.RunRetention(ctx, as, s.cfg.RetentionDays, s.log, 5*time.Minute, s.loader.Recount)
 		})
 	} else if s.cfg.RetentionDays > 0 {
 		s.log.Warn("--retention-days needs ClickHouse; the on-disk store keeps everything")
@@ -491,7 +491,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("GET "+ingest.FastlyChallengePath, ingest.FastlyChallenge(s.cfg.FastlyServiceIDs))
 	}
 	mux.Handle("/admin/", admin.New(admin.Config{Token: s.cfg.AdminToken, Store: s.adminStore(),
-		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger, Limiter: s.auth}))
+		RetentionDays: s.cfg.RetentionDays, Logger: s.cfg.Logger, Limiter: s.auth, Removed: s.loader.Recount}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("/counter/{file}", s.counter) // 404 for sites not opted in, whatever the method
