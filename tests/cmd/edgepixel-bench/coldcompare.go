@@ -12,9 +12,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime/pprof"
-	"strings"
 	"time"
 )
 
@@ -31,27 +28,18 @@ func runColdStart(o coldStartOptions) error {
 		rssKB      float64
 	}
 	var builds []*build
-	for _, nv := range strings.Split(o.wasm, ",") {
-		name, path, ok := strings.Cut(nv, "=")
-		if !ok {
-			name, path = filepath.Base(nv), nv
-		}
-		builds = append(builds, &build{name: name, path: path})
+	for _, nb := range namedBuilds(o.wasm) {
+		builds = append(builds, &build{name: nb[0], path: nb[1]})
 	}
 	sink, _, err := countingSink()
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "edgepixel-bench-coldstart-")
+	manifest, manifestPath, cacheDir, remove, err := benchWorkDir(sink)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	manifest, manifestPath, err := benchManifest(dir, "fastly.toml", sink, "")
-	if err != nil {
-		return err
-	}
-	cacheDir := filepath.Join(dir, "cache")
+	defer remove()
 	ctx := context.Background()
 	// A first pass fills the compilation cache, so no round compiles.
 	for _, b := range builds {
@@ -59,17 +47,11 @@ func runColdStart(o coldStartOptions) error {
 			return fmt.Errorf("%s: %v", b.name, err)
 		}
 	}
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	for r := range o.rounds {
 		fmt.Fprintf(os.Stderr, "bench: fresh starts, round %d of %d ...\n", r+1, o.rounds)
 		for _, b := range builds {

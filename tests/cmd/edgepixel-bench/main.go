@@ -228,17 +228,11 @@ func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 	if err != nil {
 		return err
 	}
-
-	dir, err := os.MkdirTemp("", "edgepixel-bench-")
+	manifest, manifestPath, cacheDir, remove, err := benchWorkDir(sink)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	manifest, manifestPath, err := benchManifest(dir, "fastly.toml", sink, "")
-	if err != nil {
-		return err
-	}
-	cacheDir := filepath.Join(dir, "cache")
+	defer remove()
 	newPOP := func(m *benchModule, measure bool) (*pop.Server, string, error) {
 		p, err := pop.New(ctx, pop.Config{
 			WasmPath: m.path, Manifest: manifest, CompileCacheDir: cacheDir,
