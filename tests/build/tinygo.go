@@ -40,13 +40,14 @@ var TinyGoFlags = []string{"-target=wasip1", "-no-debug", "-opt=2", InitialHeapF
 // minimum memory is otherwise its stack and data rounded up to a page,
 // leaving a TinyGo heap of a few kilobytes). TinyGo's allocator collects
 // before it grows the heap, and each collection scans all of the module's
-// data (hundreds of kilobytes of tables) as roots: a fresh instance's
-// initialisation then spent most of its time in collections of a nearly
-// empty heap, growing it by doubling. With room for what initialisation
-// and the first hits allocate, a fresh instance starts without
-// collecting. A larger heap costs every instance its allocation and
-// TinyGo's heap metadata, so the heap is sized to what a warm instance
-// grows to anyway, not more (README, Benchmarks, "Fresh-instance start").
+// data (hundreds of kilobytes of tables) as roots: most of a fresh
+// instance's start was a collection of a nearly empty heap. With room for
+// what initialisation and a first hit allocate, a fresh instance starts
+// without collecting (tests.TestGuestFreshStartCollects). A larger
+// memory costs every instance its allocation and TinyGo's heap metadata,
+// so this is room to spare for a start, not a warm instance's working
+// heap, which still grows as it needs (README, Benchmarks,
+// "Fresh-instance start").
 const InitialHeapFlag = "-ldflags=-extldflags=--initial-heap=524288"
 
 // WasmOptArgs are what TinyGo's wasm-opt step gets besides TinyGo's own
