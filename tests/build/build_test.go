@@ -26,7 +26,7 @@ func TestCommands(t *testing.T) {
 	}
 	tgc := &Compiler{Toolchain: TinyGo, Bin: "/opt/tinygo/bin/tinygo", Vars: []string{"TINYGOROOT=/opt/tinygo"}}
 	cmd = Edge.Command(ctx, tgc, "/repo", "/out/edgepixel.wasm")
-	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -target=wasip1 -no-debug -opt=2 -o /out/edgepixel.wasm ./edge/cmd/edgepixel" {
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -target=wasip1 -no-debug -opt=2 -ldflags=-extldflags=--initial-heap=524288 -o /out/edgepixel.wasm ./edge/cmd/edgepixel" {
 		t.Errorf("edge module, TinyGo: %q", got)
 	}
 	// The time limit is not part of what the wasm cache's key hashes.
@@ -42,7 +42,7 @@ func TestCommands(t *testing.T) {
 	}
 	// The worker is a reactor, built by either toolchain.
 	cmd = Worker.Command(ctx, tgc, "/repo", "/out/w.wasm")
-	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -buildmode=c-shared -scheduler=none -target=wasip1 -no-debug -opt=2 -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" {
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -buildmode=c-shared -scheduler=none -target=wasip1 -no-debug -opt=2 -ldflags=-extldflags=--initial-heap=524288 -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" {
 		t.Errorf("worker, TinyGo: %q", got)
 	}
 	cmd = Worker.Command(ctx, goc, "/repo", "/out/w.wasm")

@@ -32,8 +32,23 @@ const (
 // LLVM optimising for speed rather than size (TinyGo's default, z), for
 // less guest CPU per hit at the cost of a larger module (README,
 // Benchmarks, has both), because a hit's CPU is what Fastly bills and
-// limits.
-var TinyGoFlags = []string{"-target=wasip1", "-no-debug", "-opt=2"}
+// limits. InitialHeapFlag sizes the module's initial memory.
+var TinyGoFlags = []string{"-target=wasip1", "-no-debug", "-opt=2", InitialHeapFlag}
+
+// InitialHeapFlag has the linker declare a linear memory with this much
+// heap beyond the module's data (wasm-ld's --initial-heap; the module's
+// minimum memory is otherwise its stack and data rounded up to a page,
+// leaving a TinyGo heap of a few kilobytes). TinyGo's allocator collects
+// before it grows the heap, and each collection scans all of the module's
+// data (hundreds of kilobytes of tables) as roots: most of a fresh
+// instance's start was a collection of a nearly empty heap. With room for
+// what initialisation and a first hit allocate, a fresh instance starts
+// without collecting (tests.TestGuestFreshStartCollects). A larger
+// memory costs every instance its allocation and TinyGo's heap metadata,
+// so this is room to spare for a start, not a warm instance's working
+// heap, which still grows as it needs (README, Benchmarks,
+// "Fresh-instance start").
+const InitialHeapFlag = "-ldflags=-extldflags=--initial-heap=524288"
 
 // WasmOptArgs are what TinyGo's wasm-opt step gets besides TinyGo's own
 // arguments (--asyncify with the asyncify scheduler, -O<level>, -g),

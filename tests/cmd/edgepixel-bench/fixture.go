@@ -80,3 +80,20 @@ edgepixel = [{ key = "aggregator_secret", file = %q }%s]
 	m, err = fastlytoml.Load(path)
 	return m, path, err
 }
+
+// benchWorkDir makes a temporary directory (remove deletes it) holding
+// a manifest whose aggregator backend is sink, at manifestPath, and the
+// POPs' compilation cache, cacheDir.
+func benchWorkDir(sink string) (manifest *fastlytoml.Manifest, manifestPath, cacheDir string, remove func(), err error) {
+	dir, err := os.MkdirTemp("", "edgepixel-bench-")
+	if err != nil {
+		return nil, "", "", nil, err
+	}
+	remove = func() { os.RemoveAll(dir) }
+	manifest, manifestPath, err = benchManifest(dir, "fastly.toml", sink, "")
+	if err != nil {
+		remove()
+		return nil, "", "", nil, err
+	}
+	return manifest, manifestPath, filepath.Join(dir, "cache"), remove, nil
+}

@@ -64,12 +64,8 @@ func runGuestCPU(o guestCPUOptions) error {
 		prof       *guestProfile
 	}
 	var builds []*build
-	for _, nv := range strings.Split(o.wasm, ",") {
-		name, path, ok := strings.Cut(nv, "=")
-		if !ok {
-			name, path = filepath.Base(nv), nv
-		}
-		builds = append(builds, &build{name: name, path: path})
+	for _, nb := range namedBuilds(o.wasm) {
+		builds = append(builds, &build{name: nb[0], path: nb[1]})
 	}
 	ctx := context.Background()
 	sink, _, err := countingSink()
@@ -123,17 +119,11 @@ func runGuestCPU(o guestCPUOptions) error {
 			b.prof.reset()
 		}
 	}
-	if o.hostProfile != "" {
-		f, err := os.Create(o.hostProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(o.hostProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	for r := range o.rounds {
 		fmt.Fprintf(os.Stderr, "bench: guest CPU, round %d of %d ...\n", r+1, o.rounds)
 		for _, b := range builds {
@@ -177,6 +167,40 @@ func runGuestCPU(o guestCPUOptions) error {
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// namedBuilds parses a list of builds, name=path,name=path (a bare path
+// is named by its file name), into name and path pairs.
+func namedBuilds(list string) [][2]string {
+	var nbs [][2]string
+	for _, nv := range strings.Split(list, ",") {
+		name, path, ok := strings.Cut(nv, "=")
+		if !ok {
+			name, path = filepath.Base(nv), nv
+		}
+		nbs = append(nbs, [2]string{name, path})
+	}
+	return nbs
+}
+
+// startCPUProfile starts a Go CPU profile of this process into file, if
+// one is named; stop ends it.
+func startCPUProfile(file string) (stop func(), err error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
 
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")

@@ -5,7 +5,9 @@
 // durable (durable.go), dashboard (dashboard.go), sizing (sizing.go: each
 // part's cost per event through the real pipeline), workers (workers.go: the
 // Cloudflare worker in workerd beside the POP and bare net/http), enrich
-// (enrich.go).
+// (enrich.go), coldstart (coldcompare.go: fresh-instance start and warm
+// memory of several builds in alternating rounds; not in the default list,
+// since pop measures both for the TinyGo and Go modules).
 //
 // Pixel serving: the local POP running the real edge module (delivering its
 // batches to an in-process sink, so the POP and not the aggregator is
@@ -53,7 +55,11 @@ func main() {
 		dash     dashOptions
 		stored   = flag.Int("storage-events", 1_000_000, "storage: generated events stored")
 		gcpu     guestCPUOptions
+		cold     coldStartOptions
 	)
+	flag.StringVar(&cold.wasm, "coldstart-wasm", "", "coldstart: the builds to compare, name=path,name=path (default: the TinyGo and Go modules)")
+	flag.IntVar(&cold.rounds, "coldstart-rounds", 5, "coldstart: alternating rounds")
+	flag.StringVar(&cold.cpuProfile, "coldstart-cpuprofile", "", "coldstart: write a Go CPU profile of this process over the timed rounds to this `file`")
 	flag.StringVar(&gcpu.wasm, "guestcpu-wasm", "", "guestcpu: the builds to compare, name=path,name=path (default: the TinyGo and Go modules)")
 	flag.IntVar(&gcpu.rounds, "guestcpu-rounds", 10, "guestcpu: alternating rounds")
 	flag.IntVar(&gcpu.hits, "guestcpu-hits", 2000, "guestcpu: hits per round and build")
@@ -155,6 +161,15 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	if strings.Contains(*sections, "coldstart") { // coldcompare.go
+		if cold.wasm == "" {
+			cold.wasm = "TinyGo=" + *tinyWasm + ",Go=" + *goWasm
+		}
+		if err := runColdStart(cold); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: coldstart:", err)
+			os.Exit(1)
+		}
+	}
 	if strings.Contains(*sections, "storage") { // storage.go
 		if err := runStorage(*stored); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: storage:", err)
@@ -213,17 +228,11 @@ func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 	if err != nil {
 		return err
 	}
-
-	dir, err := os.MkdirTemp("", "edgepixel-bench-")
+	manifest, manifestPath, cacheDir, remove, err := benchWorkDir(sink)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	manifest, manifestPath, err := benchManifest(dir, "fastly.toml", sink, "")
-	if err != nil {
-		return err
-	}
-	cacheDir := filepath.Join(dir, "cache")
+	defer remove()
 	newPOP := func(m *benchModule, measure bool) (*pop.Server, string, error) {
 		p, err := pop.New(ctx, pop.Config{
 			WasmPath: m.path, Manifest: manifest, CompileCacheDir: cacheDir,
