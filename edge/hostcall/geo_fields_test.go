@@ -54,3 +54,28 @@ func FuzzIndex(f *testing.F) {
 		}
 	})
 }
+
+// GeoFields answers as CountryCode, GeoString and GeoNumber do, whatever
+// the record.
+func FuzzGeoFieldsOnePass(f *testing.F) {
+	f.Add([]byte(`{"as_name":"x","as_number": 7922,"city":"san francisco","country_code":"US","region":"CA","postal_code":"94107","metro_code":-1,"subregion":"region","utc_offset":-800}`))
+	f.Add([]byte(`{"city" :"a","city":"b","country_code":"u1","country_code":"US","region":5,"region":"X"}`))
+	f.Add([]byte(`{"xcity":"a","city\":"b","as_number":12x,"as_number":3}`))
+	f.Add([]byte(`"country_code"`))
+	f.Add([]byte(`{"city":"Z\u00fcrich","region" : "CA" ,"as_number" :99999999999}`))
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		g := GeoFields(rec)
+		if c := CountryCode(rec); !bytes.Equal(g.Country, c) || (g.Country == nil) != (c == nil) {
+			t.Errorf("country %q, CountryCode %q", g.Country, c)
+		}
+		if r := GeoString(rec, "region"); !bytes.Equal(g.Region, r) || (g.Region == nil) != (r == nil) {
+			t.Errorf("region %q, GeoString %q", g.Region, r)
+		}
+		if c := GeoString(rec, "city"); !bytes.Equal(g.City, c) || (g.City == nil) != (c == nil) {
+			t.Errorf("city %q, GeoString %q", g.City, c)
+		}
+		if n := GeoNumber(rec, "as_number"); g.ASN != n {
+			t.Errorf("as_number %d, GeoNumber %d", g.ASN, n)
+		}
+	})
+}

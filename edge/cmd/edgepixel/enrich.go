@@ -178,10 +178,12 @@ func (v *visitor) readHints(m *pixel.Meta) {
 	m.SecCHUA = v.headerView(hintNames[6], &v.hints[6])
 }
 
-// readGeo fills m's region, city and ASN from a geolocation record
-// (views into it).
+// readGeo fills m's country, region, city and ASN from a geolocation
+// record (views into it).
 func readGeo(m *pixel.Meta, rec []byte) {
-	m.Region = bytesView(hostcall.GeoString(rec, "region"))
-	m.City = bytesView(hostcall.GeoString(rec, "city"))
-	m.ASN = hostcall.GeoNumber(rec, "as_number")
+	g := hostcall.GeoFields(rec)
+	m.Country = bytesView(g.Country)
+	m.Region = bytesView(g.Region)
+	m.City = bytesView(g.City)
+	m.ASN = g.ASN
 }

@@ -332,7 +332,6 @@ func (v *visitor) readMeta() *pixel.Meta {
 		rec, err := hostcall.Geo(ip, v.geo[:0])
 		v.geo = rec // kept even without a record: the room it grew to
 		if err == nil {
-			m.Country = bytesView(hostcall.CountryCode(rec))
 			readGeo(m, rec)
 		}
 	}

@@ -258,7 +258,7 @@ func normHostName(h string) string {
 	lower := true
 	for i := 0; i < len(h); i++ {
 		c := h[i]
-		if c >= 0x7F || c < 0x21 || c == '%' || c == ':' || strings.IndexByte(hostKeep, c) >= 0 {
+		if c >= 0x7F || c < 0x21 || c == '%' || c == ':' || hostKeep.has(c) {
 			ascii = false
 			break
 		}
@@ -278,7 +278,7 @@ func normHostName(h string) string {
 	}
 	// Not a valid international name: keep it escaped so the result stays
 	// ASCII, in lower case.
-	return lowerASCII(escape(u, hostKeep+":"))
+	return lowerASCII(escape(u, hostKeep.with(':')))
 }
 
 func allDigits(s string) bool {
@@ -402,18 +402,47 @@ func needsQueryWork(q string) bool {
 }
 
 // Characters kept as they are in a path or a query (RFC 3986 section 3.3
-// and 3.4, less what browsers escape): everything printable but these.
+// and 3.4, less what browsers escape): everything printable but these
+// (pathKeep: " < > ` { } | space ^ \; queryKeep adds '; hostKeep adds
+// / ? # @). Sets of bits rather than strings searched byte by byte: escape
+// and normalEnd ask for every byte of a URL.
 const (
-	pathKeep  = "\"<>`{}| ^\\"
-	queryKeep = "\"<>`{}| ^\\'"
-	hostKeep  = "\"<>`{}| ^\\/?#@"
+	pathKeepLo = 1<<'"' | 1<<'<' | 1<<'>' | 1<<' '
+	pathKeepHi = 1<<('`'-64) | 1<<('{'-64) | 1<<('}'-64) | 1<<('|'-64) | 1<<('^'-64) | 1<<('\\'-64)
 )
+
+var (
+	pathKeep  = asciiSet{pathKeepLo, pathKeepHi}
+	queryKeep = asciiSet{pathKeepLo | 1<<'\'', pathKeepHi}
+	hostKeep  = asciiSet{pathKeepLo | 1<<'/' | 1<<'?' | 1<<'#', pathKeepHi | 1<<('@'-64)}
+)
+
+// asciiSet is a set of ASCII bytes: bit c of lo for c < 64, bit c-64 of
+// hi for the rest. No byte from 128 up is in one.
+type asciiSet struct{ lo, hi uint64 }
+
+func (s asciiSet) has(c byte) bool {
+	if c < 64 {
+		return s.lo&(1<<c) != 0
+	}
+	return c < 128 && s.hi&(1<<(c-64)) != 0
+}
+
+// with is s and c (ASCII).
+func (s asciiSet) with(c byte) asciiSet {
+	if c < 64 {
+		s.lo |= 1 << c
+	} else {
+		s.hi |= 1 << (c - 64)
+	}
+	return s
+}
 
 // escape normalises s's percent-encoding: upper-case hex, unreserved
 // characters decoded, the bytes of unsafe ones (controls, non-ASCII, the
 // given ASCII characters, a '%' not starting an escape) escaped. s itself
 // comes back when already normal.
-func escape(s, unsafe string) string {
+func escape(s string, unsafe asciiSet) string {
 	i := normalEnd(s, unsafe)
 	if i == len(s) {
 		return s
@@ -431,7 +460,7 @@ func escape(s, unsafe string) string {
 				b = append(b, '%', hexUpper[d>>4], hexUpper[d&15])
 			}
 			i += 2
-		case c < 0x21 || c >= 0x7F || c == '%' || strings.IndexByte(unsafe, c) >= 0:
+		case c < 0x21 || c >= 0x7F || c == '%' || unsafe.has(c):
 			b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
 		default:
 			b = append(b, c)
@@ -442,11 +471,11 @@ func escape(s, unsafe string) string {
 
 // normalEnd returns the index of the first byte of s that escape would
 // change, len(s) when s is already normal.
-func normalEnd(s, unsafe string) int {
+func normalEnd(s string, unsafe asciiSet) int {
 	i := 0
 	for ; i < len(s); i++ {
 		c := s[i]
-		if c < 0x21 || c >= 0x7F || strings.IndexByte(unsafe, c) >= 0 {
+		if c < 0x21 || c >= 0x7F || unsafe.has(c) {
 			break
 		}
 		if c == '%' {

@@ -161,3 +161,23 @@ func BenchmarkNormalize(b *testing.B) {
 		})
 	}
 }
+
+// The byte sets hold exactly the characters their comment names.
+func TestKeepSets(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		set   asciiSet
+		chars string
+	}{
+		{"pathKeep", pathKeep, "\"<>`{}| ^\\"},
+		{"queryKeep", queryKeep, "\"<>`{}| ^\\'"},
+		{"hostKeep", hostKeep, "\"<>`{}| ^\\/?#@"},
+		{"hostKeep with ':'", hostKeep.with(':'), "\"<>`{}| ^\\/?#@:"},
+	} {
+		for c := 0; c < 256; c++ {
+			if got, want := tc.set.has(byte(c)), strings.IndexByte(tc.chars, byte(c)) >= 0; got != want {
+				t.Errorf("%s.has(%q) = %v, want %v", tc.name, rune(c), got, want)
+			}
+		}
+	}
+}

@@ -15,7 +15,7 @@ import "strings"
 // parameter without '=' has an empty value. Empty parameters ("&&") come
 // back with an empty key; callers skip them.
 func Next(q string) (key, val, rest string) {
-	end := strings.IndexAny(q, "&;")
+	end := separator(q)
 	param := q
 	if end >= 0 {
 		param, rest = q[:end], q[end+1:]
@@ -49,7 +49,25 @@ func Split(s string) (q, frag string) {
 
 // NeedsUnescape reports whether s has a '+' or a '%' that Unescape would
 // change.
-func NeedsUnescape(s string) bool { return strings.IndexAny(s, "+%") >= 0 }
+func NeedsUnescape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '+' || s[i] == '%' {
+			return true
+		}
+	}
+	return false
+}
+
+// separator is strings.IndexAny(q, "&;") without building a byte set at
+// every call: Next runs once per parameter of every URL a hit carries.
+func separator(q string) int {
+	for i := 0; i < len(q); i++ {
+		if q[i] == '&' || q[i] == ';' {
+			return i
+		}
+	}
+	return -1
+}
 
 // Unescape decodes '+' as a space and each valid %XX escape, keeping a
 // '%' not followed by two hex digits as it is. It returns s itself when

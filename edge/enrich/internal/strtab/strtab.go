@@ -30,16 +30,38 @@ func (s *Set) Lookup(key string) (uint16, bool) {
 	lo, hi := 0, s.Len()
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		switch e := s.At(m); {
-		case e == key:
+		switch c := compare(s.At(m), key); {
+		case c == 0:
 			return s.Val[m], true
-		case e < key:
+		case c < 0:
 			lo = m + 1
 		default:
 			hi = m
 		}
 	}
 	return 0, false
+}
+
+// compare is strings.Compare(a, b) in one pass: a binary search step
+// written e == key, then e < key, compares twice, and under TinyGo each
+// comparison is a call into its runtime.
+func compare(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			if a[i] < b[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	switch {
+	case len(a) < len(b):
+		return -1
+	case len(a) > len(b):
+		return 1
+	}
+	return 0
 }
 
 // LookupSuffix looks host up, then each of its parent domains (host less
@@ -129,9 +151,15 @@ func (m *Matcher) Find(s string) (idx int, ok bool) {
 			continue
 		}
 		best, bestLen := -1, 0
+		rest := s[i:]
 		for k := int(m.Start[j]); k < int(m.Start[j+1]); k++ {
 			pat := m.Pattern(k)
-			if len(pat) > bestLen && strings.HasPrefix(s[i:], pat) && (i == 0 || !m.Anchor[k]) {
+			// The group's patterns share their first two bytes: most fail
+			// on the third, checked here before a call to compare them.
+			if len(pat) <= bestLen || len(pat) > len(rest) || len(pat) > 2 && pat[2] != rest[2] {
+				continue
+			}
+			if rest[:len(pat)] == pat && (i == 0 || !m.Anchor[k]) {
 				best, bestLen = k, len(pat)
 			}
 		}
@@ -192,11 +220,11 @@ func (s *Set) lookupJoin(a, b string) (uint16, bool) {
 // compareJoin is strings.Compare(e, a+b).
 func compareJoin(e, a, b string) int {
 	n := min(len(e), len(a))
-	if c := strings.Compare(e[:n], a[:n]); c != 0 {
+	if c := compare(e[:n], a[:n]); c != 0 {
 		return c
 	}
 	if len(e) < len(a) {
 		return -1
 	}
-	return strings.Compare(e[len(a):], b)
+	return compare(e[len(a):], b)
 }

@@ -81,3 +81,49 @@ func TestUint32Set(t *testing.T) {
 		}
 	}
 }
+
+func FuzzCompare(f *testing.F) {
+	for _, p := range [][2]string{{"", ""}, {"a", ""}, {"", "a"}, {"ab", "abc"}, {"abd", "abc"}, {"b", "abc"}, {"\xff", "\x00"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if got, want := compare(a, b), strings.Compare(a, b); got != want {
+			t.Fatalf("compare(%q, %q) = %d, want %d", a, b, got, want)
+		}
+	})
+}
+
+// Find answers as a search of every pattern at every position does: the
+// leftmost position where one occurs, the longest there.
+func FuzzMatcherFind(f *testing.F) {
+	pats := []Pattern{
+		{Text: "Go", Val: 0}, {Text: "Goo", Val: 1}, {Text: "Google", Val: 2}, {Text: "Googlebot", Val: 3},
+		{Text: "Gox", Val: 4}, {Text: "curl", Anchor: true, Val: 5}, {Text: "cu", Val: 6},
+		{Text: "bingbot", Val: 7}, {Text: "Y!J", Val: 8}, {Text: "ab", Anchor: true, Val: 9}, {Text: "abc", Val: 10},
+	}
+	m, err := NewMatcher(pats)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"Googlebot", "a Google", "xGoxGoo", "curl", "xcurl", "abc", "xabc", "Y!", "bingbo", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := -1
+		for i := 0; i < len(s) && want < 0; i++ {
+			best := 0
+			for _, p := range pats {
+				if strings.HasPrefix(s[i:], p.Text) && (i == 0 || !p.Anchor) && len(p.Text) > best {
+					want, best = int(p.Val), len(p.Text)
+				}
+			}
+		}
+		got := -1
+		if k, ok := m.Find(s); ok {
+			got = int(m.Val[k])
+		}
+		if got != want {
+			t.Fatalf("Find(%q) = %d, want %d", s, got, want)
+		}
+	})
+}
