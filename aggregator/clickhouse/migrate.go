@@ -572,6 +572,10 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 	if err != nil {
 		return err
 	}
+	// The missing columns are added by one ALTER: in a cluster each
+	// statement is a Distributed DDL task every replica runs in turn, and
+	// a step adds tens of columns.
+	var adds []string
 	for _, f := range want {
 		if col, ok := have[f.JSON]; ok {
 			typ := col.typ
@@ -586,17 +590,28 @@ func (c *Client) addColumns(ctx context.Context, table string, version int) erro
 		if f.CHDefault != "" {
 			def = " DEFAULT " + f.CHDefault
 		}
+		adds = append(adds, fmt.Sprintf("ADD COLUMN %s %s%s", f.JSON, f.CHType, def))
+	}
+	if len(adds) > 0 {
 		// LowCardinality columns need this setting on 18.16; later
 		// versions accept and ignore it.
-		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s ADD COLUMN %s %s%s", c.db, local, c.layout.OnCluster(), f.JSON, f.CHType, def),
+		err := c.execSettings(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s %s", c.db, local, c.layout.OnCluster(), strings.Join(adds, ", ")),
 			map[string]string{"allow_experimental_low_cardinality_type": "1"})
-		if err == nil {
-			continue
+		if err != nil {
+			// Another aggregator may have added them meanwhile (then
+			// this ALTER failed on the first it found): all there is
+			// success; otherwise the next migration adds what is
+			// still missing.
+			have, cerr := c.columns(ctx, local)
+			if cerr != nil {
+				return fmt.Errorf("add columns to %s: %w", local, err)
+			}
+			for _, f := range want {
+				if have[f.JSON].typ != f.CHType {
+					return fmt.Errorf("add column %s.%s: %w", local, f.JSON, err)
+				}
+			}
 		}
-		if have, cerr := c.columns(ctx, local); cerr == nil && have[f.JSON].typ == f.CHType {
-			continue // added meanwhile by another aggregator
-		}
-		return fmt.Errorf("add column %s.%s: %w", local, f.JSON, err)
 	}
 	return c.remakeDistributed(ctx, table, func(cols map[string]column) bool {
 		for _, f := range want {
