@@ -205,6 +205,7 @@ type Hub struct {
 	otherVis *visitors
 	tracked  int
 	sweptAt  int64
+	restore  []event.Event // given to Restore before the first Set
 	dirty    chan struct{} // capacity 1: counts changed since the last message
 	clients  map[*client]struct{}
 	closed   chan struct{}
@@ -278,6 +279,10 @@ func (h *Hub) Set(counts map[string]uint64, total uint64) {
 	h.other = total - min(sum, total)
 	h.ready = true
 	clear(h.added)
+	if h.restore != nil {
+		h.restoreLocked(h.restore)
+		h.restore = nil
+	}
 	// Clients connected before the store answered get their snapshot
 	// now; after a recount, every client does.
 	for c := range h.clients {
@@ -339,13 +344,25 @@ const RestoreMax = 1 << 18
 // evs are the events stored in the last RestoreWindow, in any order, as
 // store.Store.Recent returns them; each counts at the second of its time
 // (the edge's clock, clamped to now), where live traffic counts at the
-// second it is stored. Call it once, after Set and before the first Add,
-// so no event counts twice. It does not change the counts, which Set
-// took from the store.
+// second it is stored. Call it once, before the first Add, so no event
+// counts twice: before the first Set, it keeps evs and applies them in
+// Set, so the first snapshot a client gets already has them. It does not
+// change the counts, which Set takes from the store.
 func (h *Hub) Restore(evs []event.Event) {
+	h.mu.Lock()
+	if !h.ready {
+		h.restore = evs
+		h.mu.Unlock()
+		return
+	}
+	h.restoreLocked(evs)
+	h.mu.Unlock()
+	h.markDirty()
+}
+
+func (h *Hub) restoreLocked(evs []event.Event) {
 	now := h.opts.Now().Unix()
 	slices.SortStableFunc(evs, func(a, b event.Event) int { return cmp.Compare(a.Time, b.Time) })
-	h.mu.Lock()
 	for i := range evs {
 		e := &evs[i]
 		sec := min(e.Time/1000, now)
@@ -357,8 +374,6 @@ func (h *Hub) Restore(evs []event.Event) {
 		}
 		h.observeLocked(e, sec)
 	}
-	h.mu.Unlock()
-	h.markDirty()
 }
 
 // observeLocked records e, stored at unix second sec (never before the

@@ -445,3 +445,21 @@ func TestSetAgain(t *testing.T) {
 		t.Fatalf("after the recount %+v, want a snapshot of 8 (shop 7), seq 2", s)
 	}
 }
+
+// TestRestoreBeforeSet: the loader hands over the stored events before
+// the counts; a client that connected before either gets one snapshot
+// that already shows them.
+func TestRestoreBeforeSet(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	h := NewHub(Options{Now: func() time.Time { return now }})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := dial(t, srv)
+	waitClients(t, h, 1)
+	h.Restore([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 1, URL: "https://shop.example/cart", Time: now.UnixMilli() - 5000}})
+	h.Set(map[string]uint64{"shop": 1}, 1)
+	s := read(t, c)
+	if s.Type != TypeSnapshot || s.Seq != 1 || len(s.Pages["shop"]) != 1 || s.Pages["shop"][0].Path != "/cart" || s.Visitors["shop"] != 1 {
+		t.Fatalf("first message %+v, want a snapshot with /cart and 1 visitor", s)
+	}
+}

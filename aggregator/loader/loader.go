@@ -116,11 +116,11 @@ type Config struct {
 	OnInserted func(evs []event.Event)
 	CountSites []string
 	CountMax   int
-	// OnRecent, if set, receives once at start, after OnCounts and before
-	// the first load, the events stored in the last RecentWindow (at most
-	// RecentMax, the newest; see store.Store.Recent), to rebuild the live
-	// windows from. A store that cannot answer is logged and skipped: the
-	// windows then start empty.
+	// OnRecent, if set, receives once at start, just before OnCounts and
+	// before the first load, the events stored in the last RecentWindow
+	// (at most RecentMax, the newest; see store.Store.Recent), to rebuild
+	// the live windows from. A store that cannot answer is logged and
+	// skipped: the windows then start empty.
 	OnRecent     func(evs []event.Event)
 	RecentWindow time.Duration
 	RecentMax    int
@@ -334,19 +334,19 @@ func (l *Loader) run(ctx context.Context) error {
 			l.m.StoreErrors.Add(1)
 			return err
 		}
+		if l.cfg.OnRecent != nil {
+			evs, err := l.cfg.Store.Recent(initCtx, time.Now().Add(-l.cfg.RecentWindow), l.cfg.RecentMax)
+			if err != nil {
+				l.m.StoreErrors.Add(1)
+				l.log.Warn("the live windows start empty: reading the recent events failed", "err", err)
+			} else {
+				l.cfg.OnRecent(evs)
+			}
+		}
 		l.cfg.OnCounts(counts, total)
 		return nil
 	}); err != nil {
 		return nil // stopped (or failed) before the store came up; the spool keeps everything
-	}
-	if l.cfg.OnRecent != nil {
-		evs, err := l.cfg.Store.Recent(initCtx, time.Now().Add(-l.cfg.RecentWindow), l.cfg.RecentMax)
-		if err != nil {
-			l.m.StoreErrors.Add(1)
-			l.log.Warn("the live windows start empty: reading the recent events failed", "err", err)
-		} else {
-			l.cfg.OnRecent(evs)
-		}
 	}
 	if l.journaled() {
 		if err := l.retry(initCtx, stagePrepare, "replay the insert journal", backend, func() error { return l.replayJournal(ctx) }); err != nil {
