@@ -200,20 +200,7 @@ func (d *Disk) ExistingIDs(_ context.Context, evs []event.Event) (map[event.ID]b
 // scanFile calls line with each line of the day file name; a file that
 // does not exist has none.
 func (d *Disk) scanFile(name string, line func([]byte)) error {
-	f, err := os.Open(filepath.Join(d.dir, name))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line(sc.Bytes())
-	}
-	return sc.Err()
+	return scanLines(filepath.Join(d.dir, name), func(b []byte) error { line(b); return nil })
 }
 
 func (d *Disk) Counts(_ context.Context, sites []string, max int) (map[string]uint64, uint64, error) {
