@@ -155,17 +155,19 @@ func tinyGoTest(ctx context.Context, t *testing.T, c *build.Compiler, target str
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// Apart: LLVM's warnings on stderr come in pieces, and one landed in
+	// the middle of a package's "ok" line when both shared a buffer.
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	began := time.Now()
 	err := cmd.Run()
 	t.Logf("tinygo test %s: %v in %v", strings.Join(pkgs, " "), err, time.Since(began).Round(time.Millisecond))
-	// Each package ends with "ok  \tPATH\t..." or "FAIL\tPATH".
+	// Each package ends with "ok  \tPATH\t..." or "FAIL\tPATH" on stdout.
 	res := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^(ok|FAIL)\s+(\S+)`).FindAllStringSubmatch(out.String(), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^(ok|FAIL)\s+(\S+)`).FindAllStringSubmatch(stdout.String(), -1) {
 		res[strings.TrimPrefix(m[2], "github.com/edgepixel/edgepixel/")] = m[1]
 	}
-	return res, out.String()
+	return res, stdout.String() + stderr.String()
 }
 
 // edgePackagesWithTests lists, as ./dir, the packages of this repository
