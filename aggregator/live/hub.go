@@ -43,14 +43,17 @@
 package live
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -570,11 +573,14 @@ func (h *Hub) Run(ctx context.Context) {
 		case <-h.dirty:
 		case <-tick.C:
 		}
+		start := time.Now()
 		h.publish()
+		// The interval runs from the start of a publish, not its end,
+		// so that messages keep to it however long a publish takes.
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(h.opts.Interval):
+		case <-time.After(h.opts.Interval - time.Since(start)):
 		}
 	}
 }
@@ -671,39 +677,51 @@ func (h *Hub) publish() {
 	}
 	full.Total = total + h.other
 	clear(h.added)
+	// Clients that may read every site get the same message but for its
+	// sequence number: encode it once, not once per client.
+	var shared encodedMessage
 	for c := range h.clients {
 		if c.seq == 0 {
 			continue // still waiting for its snapshot
 		}
-		m := full
-		if !c.reader.All {
-			m = Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: map[string]uint64{}, Pages: map[string][]Page{},
-				Visitors: map[string]uint64{}, TS: full.TS}
-			for s, n := range h.counts {
-				if c.reader.can(s) {
-					m.Total += n
-					m.VisitorsTotal += vis[s]
-					m.VisitorsCapped = m.VisitorsCapped || capped[s]
+		if c.reader.All {
+			if shared.pre == nil {
+				var err error
+				if shared, err = encodeMessage(full); err != nil {
+					h.log.Error("encode live message", "err", err)
+					return
 				}
 			}
-			for s, n := range visChanged {
-				if c.reader.can(s) {
-					m.Visitors[s] = n
-				}
+			c.seq++
+			h.queueLocked(c, shared.with(c.seq))
+			continue
+		}
+		m := Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: map[string]uint64{}, Pages: map[string][]Page{},
+			Visitors: map[string]uint64{}, TS: full.TS}
+		for s, n := range h.counts {
+			if c.reader.can(s) {
+				m.Total += n
+				m.VisitorsTotal += vis[s]
+				m.VisitorsCapped = m.VisitorsCapped || capped[s]
 			}
-			for s, n := range full.Add {
-				if c.reader.can(s) {
-					m.Add[s], m.Sites[s] = n, full.Sites[s]
-				}
+		}
+		for s, n := range visChanged {
+			if c.reader.can(s) {
+				m.Visitors[s] = n
 			}
-			for s, p := range pages {
-				if c.reader.can(s) {
-					m.Pages[s] = p
-				}
+		}
+		for s, n := range full.Add {
+			if c.reader.can(s) {
+				m.Add[s], m.Sites[s] = n, full.Sites[s]
 			}
-			if len(m.Add) == 0 && len(m.Pages) == 0 && len(m.Visitors) == 0 {
-				continue
+		}
+		for s, p := range pages {
+			if c.reader.can(s) {
+				m.Pages[s] = p
 			}
+		}
+		if len(m.Add) == 0 && len(m.Pages) == 0 && len(m.Visitors) == 0 {
+			continue
 		}
 		h.sendLocked(c, m)
 	}
@@ -719,6 +737,42 @@ func (h *Hub) sendLocked(c *client, m Message) {
 		h.log.Error("encode live message", "err", err)
 		return
 	}
+	h.queueLocked(c, b)
+}
+
+// encodedMessage is a Message in JSON with its sequence number left out:
+// the bytes before the number and after it.
+type encodedMessage struct{ pre, post []byte }
+
+// encodeMessage encodes m (its Seq ignored) for encodedMessage.with.
+func encodeMessage(m Message) (encodedMessage, error) {
+	m.Seq = 0
+	b, err := json.Marshal(m)
+	if err != nil {
+		return encodedMessage{}, err
+	}
+	// Type and Seq are the first fields, and Type is one of this
+	// package's constants, so the first "seq":0 is the field.
+	const field = `"seq":0`
+	i := bytes.Index(b, []byte(field))
+	if i < 0 {
+		return encodedMessage{}, fmt.Errorf("no %s in %.40s", field, b)
+	}
+	cut := i + len(field) - 1
+	return encodedMessage{pre: b[:cut], post: b[cut+1:]}, nil
+}
+
+// with is the message with sequence number seq, in a slice of its own.
+func (e encodedMessage) with(seq uint64) []byte {
+	b := make([]byte, 0, len(e.pre)+20+len(e.post))
+	b = append(b, e.pre...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, e.post...)
+}
+
+// queueLocked queues the encoded message b for c, or drops c when its
+// queue is full. It never blocks.
+func (h *Hub) queueLocked(c *client, b []byte) {
 	select {
 	case c.queue <- b:
 	default:

@@ -1,7 +1,9 @@
 package live
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -461,5 +463,28 @@ func TestRestoreBeforeSet(t *testing.T) {
 	s := read(t, c)
 	if s.Type != TypeSnapshot || s.Seq != 1 || len(s.Pages["shop"]) != 1 || s.Pages["shop"][0].Path != "/cart" || s.Visitors["shop"] != 1 {
 		t.Fatalf("first message %+v, want a snapshot with /cart and 1 visitor", s)
+	}
+}
+
+// TestEncodedMessage checks that a delta encoded once and given each
+// client's sequence number is byte for byte what encoding it per client
+// gives, also with a site named like the field.
+func TestEncodedMessage(t *testing.T) {
+	m := Message{Type: TypeDelta, Total: 7, Sites: map[string]uint64{`"seq":0`: 3, "shop": 4},
+		Add: map[string]uint64{"shop": 1}, Pages: map[string][]Page{"shop": {{Path: `/"seq":0`, N: 2}}},
+		Visitors: map[string]uint64{"shop": 1}, VisitorsTotal: 1, TS: 1700000000000}
+	enc, err := encodeMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{1, 9, 10, 12345, 1<<64 - 1} {
+		m.Seq = seq
+		want, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := enc.with(seq); !bytes.Equal(got, want) {
+			t.Errorf("seq %d:\n got %s\nwant %s", seq, got, want)
+		}
 	}
 }

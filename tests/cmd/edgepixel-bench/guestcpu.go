@@ -33,6 +33,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/tests/wasmbench/corpus"
 )
 
 type guestCPUOptions struct {
@@ -152,6 +153,9 @@ func runGuestCPU(o guestCPUOptions) error {
 		line(b.name, g.all)
 		line(b.name+", flush amortised", g.amortised)
 		line(fmt.Sprintf("%s, hits without a flush (%d flushes)", b.name, g.flushes), g.noFlush)
+	}
+	if o.conns <= 1 {
+		printGuestByHit(builds[0].name, builds[0].samples, o.hits)
 	}
 	fmt.Printf("\n| build | instance starts | start p50 (ms, wall) |\n|---|---|---|\n")
 	for _, b := range builds {
@@ -339,5 +343,34 @@ func (g *guestProfile) print(w io.Writer, name string, hits int) {
 	slices.SortFunc(chains, func(a, b string) int { return cmp.Compare(g.allocs[b], g.allocs[a]) })
 	for _, c := range chains {
 		fmt.Fprintf(w, "| %s | %.2f |\n", c, float64(g.allocs[c])/float64(hits))
+	}
+}
+
+// printGuestByHit prints a build's guest CPU per hit of the corpus, the
+// costliest first. With one connection a round's requests are served in
+// the order driveN sends them, so the i-th sample of a round is corpus
+// hit i mod its length. A hit's flush is kept out (hits without one).
+func printGuestByHit(name string, samples []pop.GuestSample, perRound int) {
+	n := len(corpus.Hits)
+	byHit := make([][]time.Duration, n)
+	for i, s := range samples {
+		if s.BackendSends == 0 {
+			byHit[(i%perRound)%n] = append(byHit[(i%perRound)%n], s.CPU)
+		}
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	p50 := func(i int) float64 { return percentileOf(byHit[i], 0.5) }
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(p50(b), p50(a)) })
+	fmt.Printf("\n%s by corpus hit (hits without a flush), costliest first\n\n| hit | user agent | p50 (µs) | p90 (µs) |\n|---|---|---|---|\n", name)
+	for _, i := range order {
+		h := corpus.Hits[i]
+		ua := h.UserAgent
+		if len(ua) > 40 {
+			ua = ua[len(ua)-40:]
+		}
+		fmt.Printf("| %d %s | …%s | %.1f | %.1f |\n", i, h.URL, ua, p50(i)*1e3, percentileOf(byHit[i], 0.9)*1e3)
 	}
 }
