@@ -42,8 +42,14 @@ var cutoffRE = regexp.MustCompile(`ts >= toDateTime\((\d+)\)`)
 // viewCutoffs returns the cut-off of each of step 7's views that exists,
 // by table.
 func (c *Client) viewCutoffs(ctx context.Context) (map[string]int64, error) {
+	return c.viewCutoffsOf(ctx, rollups())
+}
+
+// viewCutoffsOf returns the cut-off of the view of each of rs that
+// exists, by table.
+func (c *Client) viewCutoffsOf(ctx context.Context, rs []rollup) (map[string]int64, error) {
 	var names []string
-	for _, r := range rollups() {
+	for _, r := range rs {
 		names = append(names, quote(r.table+"_mv"))
 	}
 	sql := fmt.Sprintf("SELECT name, create_table_query FROM system.tables WHERE database = %s AND name IN (%s)",
@@ -259,7 +265,10 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 				}
 				staged = true
 			}
-			if err := c.rebuildMonth(ctx, r, m, before, r.table+StagingInfix+run); err != nil {
+			sel := func(extra string) string {
+				return r.selectFrom(c.db+".events", 1, fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m), extra)
+			}
+			if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
 				return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
 			}
 			res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, events %d", r.table, m, have[m], want[m]))
@@ -305,8 +314,9 @@ func (c *Client) dropStaging(ctx context.Context, run string) error {
 	return nil
 }
 
-// rebuildMonth rolls month m's events before the cut-off up into the
-// staging table (made like r's table), then swaps each of the month's
+// rebuildMonth rolls month m up into the staging table (made like r's
+// table) with the SELECT selectMonth returns (given what to add after its
+// columns: the load column in a cluster, see below), then swaps each of the month's
 // src = 1 partitions of r's table for the staging table's, one REPLACE
 // PARTITION each; a partition the staging table lacks is replaced by
 // nothing.
@@ -327,13 +337,11 @@ func (c *Client) dropStaging(ctx context.Context, run string) error {
 // Layout.CreateTable), and a month rebuilt by a later run, after its
 // partitions were dropped, can produce a shard's block equal to an
 // earlier run's, which must not be taken for a retry of it and dropped.
-func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, before, staging string) error {
-	cond := fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m)
-	sel := r.selectFrom(c.db+".events", 1, cond)
+func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMonth func(extra string) string, staging string) error {
+	sel := selectMonth("")
 	if c.layout.Clustered() {
 		load := quote(fmt.Sprintf("backfill:%d:%s", m, strings.TrimPrefix(staging, r.table+StagingInfix)))
-		sel = "SELECT " + r.columns(1) + ", " + load + " AS " + LoadColumn +
-			" FROM " + c.db + ".events " + r.clauses(cond) + " GROUP BY " + r.group
+		sel = selectMonth(", " + load + " AS " + LoadColumn)
 	}
 	settings := map[string]string{}
 	for k, v := range c.insertSettings {
@@ -425,14 +433,15 @@ var CompactQuiet = time.Hour
 // BackfillRollups once the cut-off is lateness behind, so that events
 // from before it still in flight (spools, edge retries) have arrived,
 // then every interval for those that arrive later; before step 7 it
-// looks again every VisitHoursEvery. Every VisitHoursEvery it stores the
+// looks again every VisitHoursEvery. Every interval it runs
+// BackfillDimDays too. Every VisitHoursEvery it stores the
 // visit hours that settled (BuildVisitHours, and per dimension value
 // BuildVisitDims), those a segment and
 // lateness behind now, and compacts the rollup partitions that went
 // CompactQuiet unwritten (CompactRollups). It must run in one aggregator at a time (package
 // lease); a second one does the work twice but does not double a month.
 func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
-	var last time.Time
+	var last, lastDays time.Time
 	waiting := false
 	for {
 		cutoff, ok, err := c.RollupCutoff(ctx)
@@ -457,6 +466,20 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 				last = start
 				if len(res.Rebuilt) > 0 {
 					log.Info("rollup backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
+				}
+			}
+		}
+		if ok && err == nil && time.Since(lastDays) >= interval {
+			// After step 7's backfill, whose months it merges.
+			start := time.Now()
+			res, err := c.BackfillDimDays(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("rollup_dim_days backfill failed; retrying", "err", err, "in", VisitHoursEvery)
+			case err == nil:
+				lastDays = start
+				if len(res.Rebuilt) > 0 {
+					log.Info("rollup_dim_days backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
 				}
 			}
 		}

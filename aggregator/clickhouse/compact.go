@@ -8,16 +8,15 @@ import (
 )
 
 // compactTables are the rollups a month's view reads a row per key and
-// part from (the hour and day grains, DimTable). Each row carries a
+// part from (the hour and day grains, DimTable, DimDayTable). Each row carries a
 // uniqCombined state, and merging states at read time costs per row,
 // not per visitor: a key spread over many parts (history inserted in
 // blocks that each span the whole month, as an import or a generator
 // does) costs that many merges on every read, where one merge at write
 // time would do.
-var compactTables = []string{Grains[1].Table, Grains[2].Table, DimTable}
+var compactTables = []string{Grains[1].Table, Grains[2].Table, DimTable, DimDayTable}
 
-// CompactRollups merges every partition of the hour and day rollups and
-// of DimTable that has more than one active part and none modified in
+// CompactRollups merges every partition of compactTables that has more than one active part and none modified in
 // the last quiet into one part (OPTIMIZE ... PARTITION ID ... FINAL),
 // which merges each key's rows into one, as ClickHouse's background
 // merges do in time. A partition still being written (the current

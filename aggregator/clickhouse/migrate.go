@@ -61,6 +61,8 @@ var Migrations = []Migration{
 		SQL: schemaV7, Run: (*Client).createRollupViews},
 	{Version: VersionVisitDims, Name: "visit_dims: visits per dimension value and entry and exit pages, per hour", SQL: visitDimsSchema},
 	{Version: event.VersionLowCardinality, Name: "events storage: user_agent and pop LowCardinality"},
+	{Version: VersionDimDays, Name: "rollup_dim_days: rollup_dims per day, its view from a cut-off; the hours before it merged in by the backfill",
+		SQL: dimDaysSchema, Run: (*Client).createDimDaysView},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

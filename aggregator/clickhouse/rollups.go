@@ -143,18 +143,7 @@ func rollups() []rollup {
 			tExpr: g.Start + "(ts, 'UTC')", sel: countAggs + ", " + visitorsAgg, group: "site, t",
 		})
 	}
-	var pairs []string
-	for _, d := range Dimensions {
-		if d.Collected && !d.Visit && d.Since <= VersionRollups {
-			pairs = append(pairs, "('"+d.Name+"', "+d.Expr+")")
-		}
-	}
-	out = append(out, rollup{
-		table: DimTable, cols: "dim String,\n\t\tvalue String,\n\t\t" + countCols + ",\n\t\t" + visitorsCol,
-		part: "toYYYYMM(t)", order: "site, dim, t, value", tExpr: "toStartOfHour(ts, 'UTC')",
-		sel:    "dv.1 AS dim, dv.2 AS value, " + countAggs + ", " + visitorsAgg,
-		arrayJ: "ARRAY JOIN [" + strings.Join(pairs, ", ") + "] AS dv", group: "site, dim, value, t", check: "dim = 'event'",
-	})
+	out = append(out, dimRollup(DimTable, "toStartOfHour(ts, 'UTC')"))
 	// Day partitions: retention drops visitor ids with the events
 	// they came from (see DropPartitionsBefore).
 	out = append(out, rollup{
@@ -165,6 +154,24 @@ func rollups() []rollup {
 		where: "visitor_id != 0", group: "site, t, visitor_id",
 	})
 	return out
+}
+
+// dimRollup is the per-dimension rollup called table whose bucket of an
+// event is tExpr: one row per site, dimension, value and bucket (see
+// DimTable, DimDayTable), over the dimensions step 7 rolled up.
+func dimRollup(table, tExpr string) rollup {
+	var pairs []string
+	for _, d := range Dimensions {
+		if d.Collected && !d.Visit && d.Since <= VersionRollups {
+			pairs = append(pairs, "('"+d.Name+"', "+d.Expr+")")
+		}
+	}
+	return rollup{
+		table: table, cols: "dim String,\n\t\tvalue String,\n\t\t" + countCols + ",\n\t\t" + visitorsCol,
+		part: "toYYYYMM(t)", order: "site, dim, t, value", tExpr: tExpr,
+		sel:    "dv.1 AS dim, dv.2 AS value, " + countAggs + ", " + visitorsAgg,
+		arrayJ: "ARRAY JOIN [" + strings.Join(pairs, ", ") + "] AS dv", group: "site, dim, value, t", check: "dim = 'event'",
+	}
 }
 
 // create returns the statements that make r's table in layout l.
@@ -205,9 +212,10 @@ func (r rollup) clauses(cond string) string {
 }
 
 // selectFrom is the SELECT that rolls up the rows matching cond of events,
-// the events table as named in the query, tagged src.
-func (r rollup) selectFrom(events string, src int, cond string) string {
-	return "SELECT " + r.columns(src) + " FROM " + events + " " + r.clauses(cond) + " GROUP BY " + r.group
+// the events table as named in the query, tagged src, with extra after
+// the columns (", EXPR AS NAME" or "").
+func (r rollup) selectFrom(events string, src int, cond, extra string) string {
+	return "SELECT " + r.columns(src) + extra + " FROM " + events + " " + r.clauses(cond) + " GROUP BY " + r.group
 }
 
 // view is the materialized view of r in layout l: the events inserted at

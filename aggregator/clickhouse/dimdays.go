@@ -1,0 +1,143 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// The per-day dimension rollup, and how it covers every event once:
+//
+// A month under a filter, or a month's top table, read from DimTable
+// merges a visitors state per hour and value, 24 times the day rollup's
+// rows. DimDayTable holds the same rows per UTC day: a view (from a
+// cut-off, as step 7's) for the events from then on (src 0), and, for
+// those before, rows merged from DimTable's hours (src 1), so that it
+// keeps what retention removed from the events table, as DimTable does.
+// The cut-off is a whole hour, a little in the future when the step
+// runs, so that DimTable's hours before it hold exactly the events
+// before it; 0 on a database with neither events nor dimension rows.
+//
+// BackfillDimDays rebuilds each month whose backfilled events differ
+// from DimTable's before the cut-off, as BackfillRollups does (a late
+// event stored into DimTable shows up there). Readers take a day from
+// DimDayTable only while its events equal the day rollup's (see
+// package query), so a day not backfilled yet, or one a late event
+// changed since, is read from DimTable's hours.
+
+// DimDayTable is the per-dimension rollup by UTC day (DimTable's
+// columns).
+const DimDayTable = "rollup_dim_days"
+
+// VersionDimDays is the schema step that creates DimDayTable and its view.
+const VersionDimDays = 10
+
+// dimDays is DimDayTable's rollup.
+func dimDays() rollup { return dimRollup(DimDayTable, Grains[2].Start+"(ts, 'UTC')") }
+
+// dimDaysSchema is step VersionDimDays' table (its view is made by
+// createDimDaysView, which needs the cut-off).
+func dimDaysSchema(l Layout) []string { return dimDays().create(l) }
+
+// createDimDaysView is step VersionDimDays' work after its table: the
+// view, from the next whole hour at least CutoffMargin ahead, or from 0
+// on a database with no events and no dimension rows. A view already
+// there keeps its cut-off (the step runs again in a cluster's repair).
+func (c *Client) createDimDaysView(ctx context.Context) error {
+	r := dimDays()
+	cuts, err := c.viewCutoffsOf(ctx, []rollup{r})
+	if err != nil {
+		return err
+	}
+	if _, ok := cuts[r.table]; ok {
+		return nil
+	}
+	rows, err := c.Query(ctx, "SELECT (SELECT count() FROM "+c.db+".events) + (SELECT count() FROM "+c.db+"."+DimTable+")")
+	if err != nil {
+		return err
+	}
+	var cutoff int64
+	if len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != "0" {
+		hour := int64(Grains[1].Seconds)
+		cutoff = (time.Now().Add(CutoffMargin).Unix() + hour - 1) / hour * hour
+	}
+	return c.execDDL(ctx, r.view(c.layout, cutoff))
+}
+
+// DimDaysCutoff returns DimDayTable's cut-off: DimTable's hours before it
+// are backfilled into it. ok is false before step VersionDimDays.
+func (c *Client) DimDaysCutoff(ctx context.Context) (cutoff time.Time, ok bool, err error) {
+	cuts, err := c.viewCutoffsOf(ctx, []rollup{dimDays()})
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	n, ok := cuts[DimDayTable]
+	return time.Unix(n, 0).UTC(), ok, nil
+}
+
+// BackfillDimDays merges DimTable's hours before DimDayTable's cut-off
+// into DimDayTable's days (src = 1 partitions), rebuilding each month
+// whose events there differ from DimTable's, in a staging table swapped
+// in as BackfillRollups does (and with its guarantees). It is
+// idempotent: a second run, with no event stored meanwhile, changes
+// nothing. Checked counts the months compared.
+func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
+	var res BackfillResult
+	cutoff, ok, err := c.DimDaysCutoff(ctx)
+	if err != nil || !ok {
+		return res, err
+	}
+	res.Cutoff = cutoff
+	if cutoff.Unix() == 0 {
+		return res, nil
+	}
+	r := dimDays()
+	before := fmt.Sprintf("t < toDateTime(%d)", cutoff.Unix())
+	want, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+DimTable+" WHERE "+r.check+" AND "+before+" GROUP BY m")
+	if err != nil {
+		return res, err
+	}
+	have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE src = 1 AND "+r.check+" GROUP BY m")
+	if err != nil {
+		return res, err
+	}
+	months := make([]uint64, 0, len(want))
+	for m := range want {
+		months = append(months, m)
+	}
+	slices.Sort(months)
+	run := newRunID()
+	staged := false
+	for _, m := range months {
+		res.Checked++
+		if have[m] == want[m] {
+			continue
+		}
+		if !staged {
+			if err := c.dropStaging(ctx, ""); err != nil {
+				return res, err
+			}
+			defer c.dropStaging(context.WithoutCancel(ctx), run)
+			for _, s := range r.createAs(c.layout, r.table+StagingInfix+run) {
+				if err := c.execDDL(ctx, s); err != nil {
+					return res, fmt.Errorf("backfill %s: make its staging table: %w", r.table, err)
+				}
+			}
+			staged = true
+		}
+		// The hours' states merged into the day's; the hour is renamed
+		// in a subquery so that the day can be called t.
+		sel := func(extra string) string {
+			return fmt.Sprintf(`SELECT site, %s(h, 'UTC') AS t, toUInt8(1) AS src, dim, value, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
+	uniqCombinedIfMergeState(u) AS visitors%s
+FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
+GROUP BY site, dim, value, t`, Grains[2].Start, extra, c.db, DimTable, before, m)
+		}
+		if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
+			return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
+		}
+		res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, %s %d", r.table, m, have[m], DimTable, want[m]))
+	}
+	return res, nil
+}
