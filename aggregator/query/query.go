@@ -172,7 +172,10 @@ type Stats struct {
 	Previous Range    `json:"previous"`
 	Grain    string   `json:"grain"`
 	Filters  []Filter `json:"filters"`
-	Source   string   `json:"source"` // the table read: a rollup or "events"
+	// Source is the table the totals read: a rollup, "events", or
+	// "rollup_dim_days+rollup_dims" (whole days from the one, the hours
+	// of partial or not yet merged days from the other; see dimRows).
+	Source string `json:"source"`
 	// VisitsSource is the table visits were computed from: VisitHoursTable
 	// or VisitsTable without filters; VisitDimsTable with one filter
 	// ("visit_dims+events" where some of the range's hours are not built
@@ -188,8 +191,11 @@ type Stats struct {
 	Pending string `json:"pending,omitempty"`
 }
 
-// where is the source table and condition for r over rng.
-func (e *Engine) where(r Request, rng Range, g clickhouse.Grain) (table, cond, tcol string) {
+// where is the source table and condition for r over rng, read at grain
+// g: "FROM table WHERE cond" reads it. With one filter, a rollup reads
+// DimTable, and the whole days of fresh from DimDayTable (see dimRows;
+// table may be a subquery, cond "1").
+func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool) (table, cond, tcol string) {
 	db := e.Src.DB()
 	q := clickhouse.Quote
 	span := fmt.Sprintf("toDateTime(%d) AND ", rng.From.Unix())
@@ -199,14 +205,109 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain) (table, cond, t
 		return db + "." + g.Table, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
 	case !e.Raw && len(r.Filters) == 1 && g.Seconds >= 3600:
 		f := r.Filters[0]
-		return db + "." + clickhouse.DimTable, "site = " + q(r.Site) + " AND dim = " + q(f.Name) + " AND value = " + q(f.Value) +
-			" AND t >= " + span + "t < " + end, "t"
+		table, cond = e.dimRows("site = "+q(r.Site)+" AND dim = "+q(f.Name)+" AND value = "+q(f.Value), rng, fresh)
+		return table, cond, "t"
 	}
 	cond = "site = " + q(r.Site) + " AND ts >= " + span + "ts < " + end
 	for _, f := range r.Filters {
 		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
 	}
 	return db + ".events", cond, "ts"
+}
+
+// wholeDays returns the whole days of [from, to) as [dayFrom, dayTo)
+// (unix seconds), empty when dayFrom >= dayTo.
+func wholeDays(from, to time.Time) (dayFrom, dayTo int64) {
+	const day = 86400
+	return (from.Unix() + day - 1) / day * day, to.Unix() / day * day
+}
+
+// freshDays returns the whole days of [from, to) that DimDayTable holds
+// in full for site: those whose events there (dimension event, one row
+// per event) equal the day rollup's. A day its backfill has not merged
+// yet, or that a late event changed since, is not among them. A day
+// without events is (neither table has rows of it).
+func (e *Engine) freshDays(ctx context.Context, site string, from, to time.Time) (map[int64]bool, error) {
+	a, b := wholeDays(from, to)
+	if a >= b {
+		return nil, nil
+	}
+	db, q := e.Src.DB(), clickhouse.Quote
+	span := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", q(site), a, b)
+	rows, err := e.Src.Query(ctx, "SELECT d, sum(n), sum(m) FROM (SELECT toUnixTimestamp(t) AS d, sumMerge(events) AS n, toUInt64(0) AS m FROM "+db+"."+clickhouse.Grains[2].Table+
+		" WHERE "+span+" GROUP BY d UNION ALL SELECT toUnixTimestamp(t) AS d, toUInt64(0) AS n, sumMerge(events) AS m FROM "+db+"."+clickhouse.DimDayTable+
+		" WHERE "+span+" AND dim = 'event' GROUP BY d) GROUP BY d")
+	if err != nil {
+		return nil, err
+	}
+	fresh := map[int64]bool{}
+	for d := a; d < b; d += 86400 {
+		fresh[d] = true
+	}
+	for _, row := range rows {
+		if len(row) == 3 && row[1] != row[2] {
+			d, _ := strconv.ParseInt(row[0], 10, 64)
+			delete(fresh, d)
+		}
+	}
+	return fresh, nil
+}
+
+// dimRows is the source of DimTable's rows matching keys (site, dim and
+// maybe value) over rng, as "FROM table WHERE cond" reads it: rng's days
+// in fresh from DimDayTable, its other hours from DimTable, their rows
+// together (the same columns: states merge alike whichever table they
+// come from).
+func (e *Engine) dimRows(keys string, rng Range, fresh map[int64]bool) (table, cond string) {
+	db := e.Src.DB()
+	// The runs [a, b) of [From, To) read from each table, in order.
+	var days, hours [][2]int64
+	add := func(runs [][2]int64, a, b int64) [][2]int64 {
+		if n := len(runs); n > 0 && runs[n-1][1] == a {
+			runs[n-1][1] = b
+			return runs
+		}
+		return append(runs, [2]int64{a, b})
+	}
+	at := rng.From.Unix()
+	a, b := wholeDays(rng.From, rng.To)
+	for d := a; d < b; d += 86400 {
+		if fresh[d] {
+			if at < d {
+				hours = add(hours, at, d)
+			}
+			days = add(days, d, d+86400)
+			at = d + 86400
+		}
+	}
+	if at < rng.To.Unix() {
+		hours = add(hours, at, rng.To.Unix())
+	}
+	spans := func(runs [][2]int64) string {
+		var s []string
+		for _, r := range runs {
+			s = append(s, fmt.Sprintf("t >= toDateTime(%d) AND t < toDateTime(%d)", r[0], r[1]))
+		}
+		return strings.Join(s, " OR ")
+	}
+	switch {
+	case len(days) == 0:
+		return db + "." + clickhouse.DimTable, keys + " AND (" + spans(hours) + ")"
+	case len(hours) == 0:
+		return db + "." + clickhouse.DimDayTable, keys + " AND (" + spans(days) + ")"
+	}
+	part := func(table string, runs [][2]int64) string {
+		return "SELECT value, t, events, pageviews, visitors FROM " + db + "." + table + " WHERE " + keys + " AND (" + spans(runs) + ")"
+	}
+	return "(" + part(clickhouse.DimDayTable, days) + " UNION ALL " + part(clickhouse.DimTable, hours) + ")", "1"
+}
+
+// sourceName names the table (or tables, see dimRows) a query read.
+func sourceName(table string) string {
+	if strings.HasPrefix(table, "(") {
+		return clickhouse.DimDayTable + "+" + clickhouse.DimTable
+	}
+	return table[strings.LastIndexByte(table, '.')+1:]
 }
 
 // sums are the aggregates of a source table: events, pageviews and
@@ -226,8 +327,17 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if st.Filters == nil {
 		st.Filters = []Filter{}
 	}
+	// With one filter, the whole days DimDayTable holds (of both
+	// periods) are read from it.
+	var fresh map[int64]bool
+	if !e.Raw && len(r.Filters) == 1 && r.Range.Grain.Seconds >= 3600 {
+		var err error
+		if fresh, err = e.freshDays(ctx, r.Site, r.Prev.From, r.Range.To); err != nil {
+			return st, err
+		}
+	}
 	totals := func(rng Range) (ev, pv, uv uint64, table string, err error) {
-		table, cond, _ := e.where(r, rng, rng.Total)
+		table, cond, _ := e.where(r, rng, rng.Total, fresh)
 		rows, err := e.Src.Query(ctx, "SELECT "+sums(table)+" FROM "+table+" WHERE "+cond)
 		if err != nil {
 			return 0, 0, 0, table, err
@@ -250,9 +360,13 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		wg                        sync.WaitGroup
 	)
 	g := r.Range.Grain
-	stable, cond, tcol := e.where(r, r.Range, g)
+	seriesFresh := fresh
+	if g.Seconds < 86400 { // buckets finer than the days
+		seriesFresh = nil
+	}
+	stable, cond, tcol := e.where(r, r.Range, g, seriesFresh)
 	bucket := tcol
-	if tcol == "ts" || stable == e.Src.DB()+"."+clickhouse.DimTable && g.Seconds != 3600 {
+	if tcol == "ts" || stable != e.Src.DB()+"."+g.Table {
 		bucket = g.Start + "(" + tcol + ", 'UTC')"
 	}
 	for i, part := range []func() error{
@@ -285,7 +399,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if err := errors.Join(errs[:]...); err != nil {
 		return st, err
 	}
-	st.Source = table[strings.LastIndexByte(table, '.')+1:]
+	st.Source = sourceName(table)
 	st.VisitsSource = vtable[strings.LastIndexByte(vtable, '.')+1:]
 	st.Metrics = []Metric{
 		metric("visitors", "Unique visitors", float64(uv), float64(puv)),
@@ -610,8 +724,9 @@ const MaxLimit = 1000
 // yet answers Collected false, no rows.
 //
 // Without filters, over whole hours, it reads DimTable (VisitDimsTable
-// for a dimension of visits); with one filter of the same dimension,
-// DimTable too; otherwise the events table.
+// for a dimension of visits) and the whole days DimDayTable holds from
+// it; with one filter of the same dimension, those too; otherwise the
+// events table.
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
@@ -634,13 +749,17 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	span := fmt.Sprintf(" >= toDateTime(%d) AND %%s < toDateTime(%d)", r.Range.From.Unix(), r.Range.To.Unix())
 	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
 	if !e.Raw && (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
-		t.Source = clickhouse.DimTable
-		sql = "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM " + db + "." + clickhouse.DimTable +
-			" WHERE site = " + q(r.Site) + " AND dim = " + q(dim.Name) + " AND t" + fmt.Sprintf(span, "t")
-		if same {
-			sql += " AND value = " + q(r.Filters[0].Value)
+		fresh, err := e.freshDays(ctx, r.Site, r.Range.From, r.Range.To)
+		if err != nil {
+			return t, err
 		}
-		sql += " GROUP BY value"
+		keys := "site = " + q(r.Site) + " AND dim = " + q(dim.Name)
+		if same {
+			keys += " AND value = " + q(r.Filters[0].Value)
+		}
+		table, cond := e.dimRows(keys, r.Range, fresh)
+		t.Source = sourceName(table)
+		sql = "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM " + table + " WHERE " + cond + " GROUP BY value"
 	} else {
 		t.Source = "events"
 		cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts")

@@ -315,8 +315,13 @@ func TestAgainstRawEvents(t *testing.T) {
 				}
 			}
 			visitsRollup := st.VisitsSource == clickhouse.VisitsTable || st.VisitsSource == clickhouse.VisitHoursTable
-			if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && st.Source != clickhouse.DimTable {
+			if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && !strings.HasPrefix(st.Source, "rollup_dim") {
 				t.Errorf("%s: read %s, want a rollup", name, st.Source)
+			}
+			// The whole days of a month under a filter: from the
+			// per-day rollup (every day of this database is in it).
+			if len(f) == 1 && (rng == "30d" || rng == "custom") && st.Source != clickhouse.DimDayTable {
+				t.Errorf("%s: read %s, want %s", name, st.Source, clickhouse.DimDayTable)
 			}
 			// A range of settled hours reads the visits of one filter
 			// from the rollup alone.
@@ -413,7 +418,9 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 	}
 	for _, d := range clickhouse.Dimensions {
 		if d.Collected && !d.Visit {
-			qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.DimTable+" WHERE dim = "+clickhouse.Quote(d.Name))
+			for _, table := range []string{clickhouse.DimTable, clickhouse.DimDayTable} {
+				qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table+" WHERE dim = "+clickhouse.Quote(d.Name))
+			}
 		}
 	}
 	qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE visitor_id = 0) FROM "+db+"."+clickhouse.VisitsTable)
@@ -576,4 +583,114 @@ func TestStatsParts(t *testing.T) {
 	if src.n == 0 {
 		t.Fatal("no queries")
 	}
+}
+
+// An install with history migrated to the per-day dimension rollup: its
+// totals and top tables under a filter (and top tables without) equal
+// the raw events' over a range with partial edge days, read from the
+// hours alone before the backfill has merged the days (which are not
+// fresh yet), and from the days with the edges from the hours after it.
+func TestDimDaysAgainstRawEvents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts clickhouse-server")
+	}
+	if _, ok := localsrv.ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	dir := t.TempDir()
+	ch, err := localsrv.StartClickHouse(context.Background(), filepath.Join(dir, "ch"), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Kill() })
+	c, err := clickhouse.New(ch.HTTPURL, "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.MigrateTo(ctx, clickhouse.VersionDimDays-1); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	Generate(t, c, "demo.example", 20000, now, 5)
+	Generate(t, c, "other.example", 3000, now, 6)
+	if _, err := c.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{Src: c}
+	day := now.Truncate(24 * time.Hour)
+	// 19 whole days between two partial ones.
+	rng := Range{From: day.AddDate(0, 0, -25).Add(5 * time.Hour), To: day.AddDate(0, 0, -5).Add(7 * time.Hour), Grain: grain["hour"], Total: grain["hour"]}
+	check := func(phase, wantSource string) {
+		t.Helper()
+		for _, f := range []url.Values{{}, {"country": {"DE"}}, {"page": {"/pricing"}}} {
+			q := url.Values{"site": {"demo.example"}}
+			for k, v := range f {
+				q[k] = v
+			}
+			req, err := ParseRequest(q, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Range, req.Prev = rng, rng
+			req.Prev.From, req.Prev.To = rng.From.Add(-rng.To.Sub(rng.From)), rng.From
+			cond := func(from, to time.Time) string {
+				s := fmt.Sprintf("site = 'demo.example' AND ts >= toDateTime(%d) AND ts < toDateTime(%d)", from.Unix(), to.Unix())
+				for _, flt := range req.Filters {
+					s += " AND " + flt.Dim.Expr + " = " + clickhouse.Quote(flt.Value)
+				}
+				return s
+			}
+			name := phase + " " + f.Encode()
+			if len(f) == 1 {
+				st, err := e.Stats(ctx, req)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				for _, m := range st.Metrics {
+					what := map[string]string{"events": "count()", "pageviews": "countIf(name = 'pageview')", "visitors": "uniqExactIf(visitor_id, visitor_id != 0)"}[m.Name]
+					if what == "" {
+						continue
+					}
+					want := [2]float64{float64(one(t, c, "SELECT "+what+" FROM q.events WHERE "+cond(req.Range.From, req.Range.To))),
+						float64(one(t, c, "SELECT "+what+" FROM q.events WHERE "+cond(req.Prev.From, req.Prev.To)))}
+					if *m.Value != want[0] || *m.Previous != want[1] {
+						t.Errorf("%s: %s = %v (previous %v), raw events say %v [source %s]", name, m.Name, *m.Value, *m.Previous, want, st.Source)
+					}
+				}
+				if st.Source != wantSource {
+					t.Errorf("%s: read %s, want %s", name, st.Source, wantSource)
+				}
+			}
+			for _, d := range []string{"page", "country", "browser", "event"} {
+				top, err := e.Top(ctx, req, d, 5)
+				if err != nil {
+					t.Fatalf("%s top %s: %v", name, d, err)
+				}
+				if len(f) == 0 || f.Has(d) {
+					if top.Source != wantSource {
+						t.Errorf("%s top %s: read %s, want %s", name, d, top.Source, wantSource)
+					}
+				}
+				dim, _ := clickhouse.DimensionByName(d)
+				rows, err := c.Query(ctx, "SELECT "+dim.Expr+" AS v, countIf(name = 'pageview'), count() AS n, uniqExactIf(visitor_id, visitor_id != 0) FROM q.events WHERE "+
+					cond(req.Range.From, req.Range.To)+" GROUP BY v ORDER BY n DESC, v LIMIT 5")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got [][]string
+				for _, r := range top.Rows {
+					got = append(got, []string{r.Value, strconv.FormatUint(r.Pageviews, 10), strconv.FormatUint(r.Events, 10), strconv.FormatUint(r.Visitors, 10)})
+				}
+				if fmt.Sprint(got) != fmt.Sprint(rows) {
+					t.Errorf("%s top %s: %v, raw %v [source %s]", name, d, got, rows, top.Source)
+				}
+			}
+		}
+	}
+	check("before the backfill", clickhouse.DimTable)
+	if res, err := c.BackfillDimDays(ctx); err != nil || len(res.Rebuilt) == 0 {
+		t.Fatalf("backfill: %+v %v", res, err)
+	}
+	check("after the backfill", clickhouse.DimDayTable+"+"+clickhouse.DimTable)
 }

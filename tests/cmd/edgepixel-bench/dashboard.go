@@ -173,6 +173,23 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	}
 	defer c.Close()
 	start := time.Now()
+	var dayDims string // how DimDayTable was backfilled, on a kept server
+	if reuse {
+		// A server kept by an earlier version: migrated and its
+		// per-day dimension rollup backfilled, as an aggregator's start
+		// and its lease holder would.
+		if _, err := c.Migrate(ctx); err != nil {
+			return err
+		}
+		res, err := c.BackfillDimDays(ctx)
+		if err != nil {
+			return err
+		}
+		if len(res.Rebuilt) > 0 {
+			dayDims = fmt.Sprintf("%d months in %v", len(res.Rebuilt), time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "bench: dashboard: migrated; %s backfilled: %s\n", clickhouse.DimDayTable, dayDims)
+		}
+	}
 	if !reuse {
 		fmt.Fprintf(os.Stderr, "bench: dashboard: inserting %d generated events for one site ...\n", o.events)
 		if err := insertVisits(ctx, c, "bench.example", o.events, time.Now().UTC()); err != nil {
@@ -214,7 +231,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	compactTook := time.Since(start)
 	fmt.Fprintf(os.Stderr, "bench: dashboard: %d rollup partitions compacted in %v\n", parts, compactTook.Round(time.Millisecond))
 	sizes, _ := c.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE database = 'edgepixel' AND active AND table IN ('events', '"+
-		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
+		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
 	questions := []struct {
 		name string
 		q    string
@@ -247,6 +264,9 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	fmt.Printf("visit hours built   %d in %v (the lease holder's first build over the inserted history)\n", hours, buildTook.Round(time.Millisecond))
 	fmt.Printf("visit dims built    %d hours in %v (likewise: visits per dimension value, entry and exit pages)\n", dimHours, dimsTook.Round(time.Millisecond))
 	fmt.Printf("rollups compacted   %d partitions in %v (the lease holder's compaction of quiet partitions)\n", parts, compactTook.Round(time.Millisecond))
+	if dayDims != "" {
+		fmt.Printf("day dims backfilled %s (migrated to %s: the kept server's hours merged into days)\n", dayDims, clickhouse.DimDayTable)
+	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average        %s", la)
 	}
