@@ -45,7 +45,7 @@ func TestCompactRollups(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	parts := func() string {
-		return c.count(t, "SELECT table, partition_id, count() FROM system.parts WHERE database = '"+c.db+"' AND active AND table IN ('rollup_hours', 'rollup_days', 'rollup_dims') GROUP BY table, partition_id ORDER BY table, partition_id")
+		return c.count(t, "SELECT table, partition_id, count() FROM system.parts WHERE database = '"+c.db+"' AND active AND table IN ('"+strings.Join(compactTables, "', '")+"') GROUP BY table, partition_id ORDER BY table, partition_id")
 	}
 	// Every row of each key, and the keys.
 	keys := func() string {

@@ -33,8 +33,18 @@ const DimDayTable = "rollup_dim_days"
 // VersionDimDays is the schema step that creates DimDayTable and its view.
 const VersionDimDays = 10
 
-// dimDays is DimDayTable's rollup.
-func dimDays() rollup { return dimRollup(DimDayTable, Grains[2].Start+"(ts, 'UTC')") }
+// dimDays is DimDayTable's rollup. Its rows are few and large (a day's
+// visitors state of a value is far larger than an hour's), and a read
+// decodes every state of each granule it touches: small granules and
+// the value before the day in the key make a filtered month read its
+// value's 30 rows, and a top table its values' days of the range, not
+// the whole table (ClickHouse's default granule of 8192 rows held a
+// month of every dimension).
+func dimDays() rollup {
+	r := dimRollup(DimDayTable, Grains[2].Start+"(ts, 'UTC')")
+	r.order, r.settings = "site, dim, value, t", "index_granularity = 64"
+	return r
+}
 
 // dimDaysSchema is step VersionDimDays' table (its view is made by
 // createDimDaysView, which needs the cut-off).

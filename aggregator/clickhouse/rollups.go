@@ -119,15 +119,17 @@ const (
 // (src 1: events before it). Rows of the two never share a partition,
 // so the backfill can rebuild its partitions without touching the view's.
 type rollup struct {
-	table  string
-	cols   string // columns after site, t, src
-	part   string // partition expression of t (src is added)
-	order  string
-	tExpr  string // t from a row of events
-	sel    string // SELECT list after site, t, src
-	arrayJ string // ARRAY JOIN clause, if any
-	where  string // extra condition on events rows, if any
-	group  string
+	table string
+	cols  string // columns after site, t, src
+	part  string // partition expression of t (src is added)
+	order string
+	// settings, if any, are the table's SETTINGS (name = value, ...).
+	settings string
+	tExpr    string // t from a row of events
+	sel      string // SELECT list after site, t, src
+	arrayJ   string // ARRAY JOIN clause, if any
+	where    string // extra condition on events rows, if any
+	group    string
 	// check is the condition on the table's rows whose sumMerge(events)
 	// equals the number of events rolled up (each row of dims counts an
 	// event once per dimension).
@@ -185,13 +187,17 @@ func (r rollup) create(l Layout) []string { return r.createAs(l, r.table) }
 // nothing reads after the insert. Deduplication compares whole blocks at
 // insert time, where each load's rows still carry their own value.
 func (r rollup) createAs(l Layout, name string) []string {
+	keys := `PARTITION BY (` + r.part + `, src)
+	ORDER BY (` + r.order + `)`
+	if r.settings != "" {
+		keys += "\n\tSETTINGS " + r.settings
+	}
 	return l.CreateTable(name, `
 		site String,
 		t DateTime,
 		src UInt8,
 		`+r.cols+`
-	`, "AggregatingMergeTree", `PARTITION BY (`+r.part+`, src)
-	ORDER BY (`+r.order+`)`)
+	`, "AggregatingMergeTree", keys)
 }
 
 // columns is the SELECT list that rolls up rows of events, tagged src.
