@@ -243,13 +243,8 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 		if err != nil {
 			return res, err
 		}
-		months := make([]uint64, 0, len(want))
-		for m := range want {
-			months = append(months, m)
-		}
-		slices.Sort(months)
 		staged := false
-		for _, m := range months {
+		for _, m := range sortedMonths(want) {
 			res.Checked++
 			// Fewer events than rolled up means retention or an
 			// erasure removed some: the rollup keeps their counts
@@ -258,10 +253,8 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 				continue
 			}
 			if !staged {
-				for _, s := range r.createAs(c.layout, r.table+StagingInfix+run) {
-					if err := c.execDDL(ctx, s); err != nil {
-						return res, fmt.Errorf("backfill %s: make its staging table: %w", r.table, err)
-					}
+				if err := c.makeStaging(ctx, r, run); err != nil {
+					return res, err
 				}
 				staged = true
 			}
@@ -275,6 +268,26 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// sortedMonths returns the months of counts, in order.
+func sortedMonths(counts map[uint64]uint64) []uint64 {
+	months := make([]uint64, 0, len(counts))
+	for m := range counts {
+		months = append(months, m)
+	}
+	slices.Sort(months)
+	return months
+}
+
+// makeStaging makes run's staging table of r (TABLE_bf_RUN).
+func (c *Client) makeStaging(ctx context.Context, r rollup, run string) error {
+	for _, s := range r.createAs(c.layout, r.table+StagingInfix+run) {
+		if err := c.execDDL(ctx, s); err != nil {
+			return fmt.Errorf("backfill %s: make its staging table: %w", r.table, err)
+		}
+	}
+	return nil
 }
 
 // afterStage, if set (by tests), is called when a month is staged and

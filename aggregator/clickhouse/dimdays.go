@@ -3,7 +3,6 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -112,14 +111,9 @@ func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
 	if err != nil {
 		return res, err
 	}
-	months := make([]uint64, 0, len(want))
-	for m := range want {
-		months = append(months, m)
-	}
-	slices.Sort(months)
 	run := newRunID()
 	staged := false
-	for _, m := range months {
+	for _, m := range sortedMonths(want) {
 		res.Checked++
 		if have[m] == want[m] {
 			continue
@@ -129,10 +123,8 @@ func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
 				return res, err
 			}
 			defer c.dropStaging(context.WithoutCancel(ctx), run)
-			for _, s := range r.createAs(c.layout, r.table+StagingInfix+run) {
-				if err := c.execDDL(ctx, s); err != nil {
-					return res, fmt.Errorf("backfill %s: make its staging table: %w", r.table, err)
-				}
+			if err := c.makeStaging(ctx, r, run); err != nil {
+				return res, err
 			}
 			staged = true
 		}

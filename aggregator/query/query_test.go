@@ -25,6 +25,17 @@ import (
 // returns a client.
 func startCH(t *testing.T) *clickhouse.Client {
 	t.Helper()
+	c := newCH(t)
+	if _, err := c.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// newCH starts a private clickhouse-server and returns a client of
+// database q, not created yet.
+func newCH(t *testing.T) *clickhouse.Client {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: starts clickhouse-server")
 	}
@@ -43,9 +54,6 @@ func startCH(t *testing.T) *clickhouse.Client {
 	t.Cleanup(func() { ch.Kill() })
 	c, err := clickhouse.New(ch.HTTPURL, "q")
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -591,22 +599,7 @@ func TestStatsParts(t *testing.T) {
 // hours alone before the backfill has merged the days (which are not
 // fresh yet), and from the days with the edges from the hours after it.
 func TestDimDaysAgainstRawEvents(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: starts clickhouse-server")
-	}
-	if _, ok := localsrv.ClickHouseAvailable(); !ok {
-		t.Skip("clickhouse-server not installed")
-	}
-	dir := t.TempDir()
-	ch, err := localsrv.StartClickHouse(context.Background(), filepath.Join(dir, "ch"), 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Kill() })
-	c, err := clickhouse.New(ch.HTTPURL, "q")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newCH(t)
 	ctx := context.Background()
 	if _, err := c.MigrateTo(ctx, clickhouse.VersionDimDays-1); err != nil {
 		t.Fatal(err)
