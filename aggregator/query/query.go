@@ -302,19 +302,19 @@ func (e *Engine) dimRows(keys string, rng Range, fresh map[int64]bool) (table, c
 	return "(" + part(clickhouse.DimDayTable, days) + " UNION ALL " + part(clickhouse.DimTable, hours) + ")", "1"
 }
 
-// topSQL is a top table's statement: the limit values of value (an
-// expression over from) with the most events, by events then value,
+// topRollupSQL is a top table's statement over rollup rows (from, with
+// cond): the limit values with the most events, by events then value,
 // each with its events, pageviews and visitors (columns value, p, n, u).
-// The values are ranked by their events alone first, so the visitors,
-// whose states are by far the costliest aggregate to merge, are merged
-// only for the values shown: a month of pages has hundreds of values,
-// each with a state per hour or day. Ranking is the same in both
-// passes, so the rows are those one pass would give.
-func topSQL(from, cond, value, events, pageviews, visitors string, limit int) string {
+// The values are ranked by their events alone first, so that visitors
+// states, by far the costliest aggregate to merge, are merged only for
+// the values shown: a month of pages has hundreds of values, each with a
+// state per hour or day. Both passes rank alike, so the rows are those
+// one pass would give.
+func topRollupSQL(from, cond string, limit int) string {
 	lim := " ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
-	ranked := "SELECT value FROM (SELECT " + value + " AS value, " + events + " AS n FROM " + from + " WHERE " + cond + " GROUP BY value" + lim + ")"
-	return "SELECT " + value + " AS value, " + pageviews + " AS p, " + events + " AS n, " + visitors + " AS u FROM " + from +
-		" WHERE " + cond + " AND " + value + " IN (" + ranked + ") GROUP BY value" + lim
+	ranked := "SELECT value FROM (SELECT value, sumMerge(events) AS n FROM " + from + " WHERE " + cond + " GROUP BY value" + lim + ")"
+	return "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM " + from +
+		" WHERE " + cond + " AND value IN (" + ranked + ") GROUP BY value" + lim
 }
 
 // sourceName names the table (or tables, see dimRows) a query read.
@@ -774,14 +774,17 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		}
 		table, cond := e.dimRows(keys, r.Range, fresh)
 		t.Source = sourceName(table)
-		sql = topSQL(table, cond, "value", "sumMerge(events)", "sumMerge(pageviews)", "uniqCombinedIfMerge(visitors)", limit)
+		sql = topRollupSQL(table, cond, limit)
 	} else {
 		t.Source = "events"
 		cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts")
 		for _, f := range r.Filters {
 			cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
 		}
-		sql = topSQL(db+".events", cond, dim.Expr, "count()", "countIf(name = 'pageview')", "uniqCombinedIf(visitor_id, visitor_id != 0)", limit)
+		// One pass: ranking first would read the events twice, which
+		// cost more than the visitors of the values not shown.
+		sql = "SELECT " + dim.Expr + " AS value, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + db + ".events WHERE " + cond +
+			" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
 	}
 	rows, err := e.Src.Query(ctx, sql)
 	if err != nil {
