@@ -442,6 +442,16 @@ var VisitHoursEvery = time.Minute
 // part, no merge) before RunBackfill compacts it (CompactRollups).
 var CompactQuiet = time.Hour
 
+// dimDaysSettled reports whether BackfillDimDays may run: once
+// DimDayTable's cut-off is lateness behind. Before, the hours before the
+// cut-off are still being written (and step 7's backfill, whose months
+// it merges, may not have run), so each run would rebuild the month
+// again. An error reads as settled: BackfillDimDays then reports it.
+func dimDaysSettled(ctx context.Context, c *Client, lateness time.Duration) bool {
+	cutoff, ok, err := c.DimDaysCutoff(ctx)
+	return err != nil || !ok || time.Until(cutoff.Add(lateness)) <= 0
+}
+
 // RunBackfill is the rollups' background work, until ctx ends. It runs
 // BackfillRollups once the cut-off is lateness behind, so that events
 // from before it still in flight (spools, edge retries) have arrived,
@@ -482,7 +492,7 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 				}
 			}
 		}
-		if ok && err == nil && time.Since(lastDays) >= interval {
+		if ok && err == nil && time.Since(lastDays) >= interval && dimDaysSettled(ctx, c, lateness) {
 			// After step 7's backfill, whose months it merges.
 			start := time.Now()
 			res, err := c.BackfillDimDays(ctx)

@@ -52,15 +52,17 @@ func dimDaysSchema(l Layout) []string { return dimDays().create(l) }
 // createDimDaysView is step VersionDimDays' work after its table: the
 // view, from the next whole hour at least CutoffMargin ahead, or from 0
 // on a database with no events and no dimension rows. A view already
-// there keeps its cut-off (the step runs again in a cluster's repair).
+// there keeps its cut-off, and is still created (IF NOT EXISTS, ON
+// CLUSTER) with it, so that a cluster's repair gives a server that
+// lacks it the same cut-off as the others.
 func (c *Client) createDimDaysView(ctx context.Context) error {
 	r := dimDays()
 	cuts, err := c.viewCutoffsOf(ctx, []rollup{r})
 	if err != nil {
 		return err
 	}
-	if _, ok := cuts[r.table]; ok {
-		return nil
+	if cut, ok := cuts[r.table]; ok {
+		return c.execDDL(ctx, r.view(c.layout, cut))
 	}
 	rows, err := c.Query(ctx, "SELECT (SELECT count() FROM "+c.db+".events) + (SELECT count() FROM "+c.db+"."+DimTable+")")
 	if err != nil {

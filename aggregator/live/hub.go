@@ -576,11 +576,13 @@ func (h *Hub) Run(ctx context.Context) {
 		start := time.Now()
 		h.publish()
 		// The interval runs from the start of a publish, not its end,
-		// so that messages keep to it however long a publish takes.
+		// so that messages keep to it; but a publish holds the lock
+		// that loading needs, so a quarter of the interval at least is
+		// left free after one that took the whole interval.
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(h.opts.Interval - time.Since(start)):
+		case <-time.After(max(h.opts.Interval-time.Since(start), h.opts.Interval/4)):
 		}
 	}
 }
@@ -679,18 +681,18 @@ func (h *Hub) publish() {
 	clear(h.added)
 	// Clients that may read every site get the same message but for its
 	// sequence number: encode it once, not once per client.
-	var shared encodedMessage
+	shared, err := encodeMessage(full)
+	if err != nil { // encoded per client below, which logs it
+		shared = encodedMessage{}
+	}
 	for c := range h.clients {
 		if c.seq == 0 {
 			continue // still waiting for its snapshot
 		}
 		if c.reader.All {
 			if shared.pre == nil {
-				var err error
-				if shared, err = encodeMessage(full); err != nil {
-					h.log.Error("encode live message", "err", err)
-					return
-				}
+				h.sendLocked(c, full)
+				continue
 			}
 			c.seq++
 			h.queueLocked(c, shared.with(c.seq))

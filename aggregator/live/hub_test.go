@@ -468,9 +468,9 @@ func TestRestoreBeforeSet(t *testing.T) {
 
 // TestEncodedMessage checks that a delta encoded once and given each
 // client's sequence number is byte for byte what encoding it per client
-// gives, also with a site named like the field.
+// gives, also with sites named like the field.
 func TestEncodedMessage(t *testing.T) {
-	m := Message{Type: TypeDelta, Total: 7, Sites: map[string]uint64{`"seq":0`: 3, "shop": 4},
+	m := Message{Type: TypeDelta, Total: 7, Sites: map[string]uint64{"seq": 0, `"seq":0`: 3, "shop": 4},
 		Add: map[string]uint64{"shop": 1}, Pages: map[string][]Page{"shop": {{Path: `/"seq":0`, N: 2}}},
 		Visitors: map[string]uint64{"shop": 1}, VisitorsTotal: 1, TS: 1700000000000}
 	enc, err := encodeMessage(m)

@@ -309,12 +309,15 @@ func (e *Engine) dimRows(keys string, rng Range, fresh map[int64]bool) (table, c
 // states, by far the costliest aggregate to merge, are merged only for
 // the values shown: a month of pages has hundreds of values, each with a
 // state per hour or day. Both passes rank alike, so the rows are those
-// one pass would give.
+// one pass would give. GLOBAL: in a cluster from is a Distributed
+// table, and a plain IN over one would run the ranking on each shard
+// (ClickHouse refuses that by default, distributed_product_mode); on one
+// server GLOBAL IN is IN.
 func topRollupSQL(from, cond string, limit int) string {
 	lim := " ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
 	ranked := "SELECT value FROM (SELECT value, sumMerge(events) AS n FROM " + from + " WHERE " + cond + " GROUP BY value" + lim + ")"
 	return "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM " + from +
-		" WHERE " + cond + " AND value IN (" + ranked + ") GROUP BY value" + lim
+		" WHERE " + cond + " AND value GLOBAL IN (" + ranked + ") GROUP BY value" + lim
 }
 
 // sourceName names the table (or tables, see dimRows) a query read.

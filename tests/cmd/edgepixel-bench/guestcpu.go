@@ -112,10 +112,11 @@ func runGuestCPU(o guestCPUOptions) error {
 		if b.addr, err = serve(b.pop); err != nil {
 			return err
 		}
-		if err := driveN(enrichRequests(b.addr), 1, 200); err != nil { // warm up: instance, salts
+		const warm = 200
+		if err := driveN(enrichRequests(b.addr), 1, warm); err != nil { // warm up: instance, salts
 			return fmt.Errorf("%s: %v", b.name, err)
 		}
-		b.pop.GuestSamples(true)
+		takeSamples(b.pop, warm)
 		if b.prof != nil {
 			b.prof.reset()
 		}
@@ -131,7 +132,7 @@ func runGuestCPU(o guestCPUOptions) error {
 			if err := driveN(enrichRequests(b.addr), max(o.conns, 1), o.hits); err != nil {
 				return fmt.Errorf("%s: %v", b.name, err)
 			}
-			b.samples = append(b.samples, b.pop.GuestSamples(true)...)
+			b.samples = append(b.samples, takeSamples(b.pop, o.hits)...)
 		}
 	}
 	fmt.Printf("\nGuest CPU per enriched pixel hit, measured by the POP on the instance thread's CPU clock\n(%d alternating rounds of %d hits per build, %d connection(s), a warm pool of one instance; load average %s)\n",
@@ -344,6 +345,18 @@ func (g *guestProfile) print(w io.Writer, name string, hits int) {
 	for _, c := range chains {
 		fmt.Fprintf(w, "| %s | %.2f |\n", c, float64(g.allocs[c])/float64(hits))
 	}
+}
+
+// takeSamples returns p's guest samples and empties them, once it holds
+// n (or after a few seconds). A request's sample is taken when the guest
+// asks for the next request, after the client has its answer: taken at
+// once, a round's last sample could count as the next round's first and
+// shift the per-hit table.
+func takeSamples(p *pop.Server, n int) []pop.GuestSample {
+	for deadline := time.Now().Add(5 * time.Second); len(p.GuestSamples(false)) < n && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return p.GuestSamples(true)
 }
 
 // printGuestByHit prints a build's guest CPU per hit of the corpus, the
