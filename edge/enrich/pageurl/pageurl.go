@@ -97,6 +97,12 @@ func Normalize(raw string) Result {
 		// Not to be read as an authority (RFC 3986 section 5.3).
 		r.Path = "/." + r.Path
 	}
+	if scheme == "" && !hasAuthority && schemeEnd(r.Path) > 0 {
+		// A relative path whose first segment has a colon would be read
+		// as a scheme ("./a:b" once its dot segment is removed): a dot
+		// segment goes first (RFC 3986 section 4.2).
+		r.Path = "./" + r.Path
+	}
 	r.Query = normQuery(q)
 
 	// Reassemble; reuse s when nothing changed.

@@ -27,7 +27,7 @@ var pathOfURL = func() func(string) string {
 func TestPathOfURL(t *testing.T) {
 	for _, raw := range []string{"https://example.com", "https://example.com/a/b?x=1&y", "", "/p?q", "example.com/a/b", "mailto:a@b", "a:b",
 		"//host/p?x", "//x\\y?a", "https://h/" + strings.Repeat("a", MaxLen), "https://" + strings.Repeat("h", MaxLen) + "/p",
-		"https://h/p?" + strings.Repeat("q", MaxLen), "HTTP://A.B:80/./x/../y?utm_source=z", "https://h:8080?x", "/x/./y?z", "?only=query"} {
+		"https://h/p?" + strings.Repeat("q", MaxLen), "HTTP://A.B:80/./x/../y?utm_source=z", "https://h:8080?x", "/x/./y?z", "?only=query", "./A0:", "x/../a:b?c"} {
 		r := Normalize(raw)
 		if got := pathOfURL(r.URL); got != r.Path {
 			t.Errorf("Normalize(%q): path of URL %q is %q, Path %q", raw, r.URL, got, r.Path)
@@ -118,7 +118,7 @@ func TestNormalizeBounded(t *testing.T) {
 }
 
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b"} {
+	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
