@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -244,7 +245,7 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 			return res, err
 		}
 		staged := false
-		for _, m := range sortedMonths(want) {
+		for _, m := range slices.Sorted(maps.Keys(want)) {
 			res.Checked++
 			// Fewer events than rolled up means retention or an
 			// erasure removed some: the rollup keeps their counts
@@ -268,16 +269,6 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 		}
 	}
 	return res, nil
-}
-
-// sortedMonths returns the months of counts, in order.
-func sortedMonths(counts map[uint64]uint64) []uint64 {
-	months := make([]uint64, 0, len(counts))
-	for m := range counts {
-		months = append(months, m)
-	}
-	slices.Sort(months)
-	return months
 }
 
 // makeStaging makes run's staging table of r (TABLE_bf_RUN).

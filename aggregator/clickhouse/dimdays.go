@@ -3,6 +3,8 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -115,7 +117,7 @@ func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
 	}
 	run := newRunID()
 	staged := false
-	for _, m := range sortedMonths(want) {
+	for _, m := range slices.Sorted(maps.Keys(want)) {
 		res.Checked++
 		if have[m] == want[m] {
 			continue
