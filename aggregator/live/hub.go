@@ -681,10 +681,9 @@ func (h *Hub) publish() {
 	clear(h.added)
 	// Clients that may read every site get the same message but for its
 	// sequence number: encode it once, not once per client.
-	shared, err := encodeMessage(full)
-	if err != nil { // encoded per client below, which logs it
-		shared = encodedMessage{}
-	}
+	// On an error it is empty, and each client's is encoded (and the
+	// error logged) by sendLocked.
+	shared, _ := encodeMessage(full)
 	for c := range h.clients {
 		if c.seq == 0 {
 			continue // still waiting for its snapshot
