@@ -204,7 +204,7 @@ func run(args []string) error {
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("--addr: %w", err)
 	}
 	if o.pprofAddr != "" {
 		// A listener of its own, never the public mux: profiling is opt-in
@@ -392,7 +392,7 @@ func loadSecret(secret, file string) ([]byte, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("read secret: %w", err)
+			return nil, fmt.Errorf("--secret-file: %w", err)
 		}
 		secret = strings.TrimSpace(string(b))
 		if secret == "" {
