@@ -125,6 +125,14 @@ func main() {
 	s, err := stack.Start(startCtx, o)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			// Ctrl-C (or SIGTERM) while a server was starting: the error is
+			// only the interrupted wait, and the tail of that server's log
+			// printed with it would show an old, unrelated error as if it
+			// were the cause.
+			fmt.Fprintln(os.Stderr, "make run: interrupted while starting; what had started is stopped")
+			os.Exit(130)
+		}
 		cli.Fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
 	}
 	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
