@@ -185,7 +185,7 @@ Put this on a page:
 
   <img src="%[3]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
 
-Try:  curl -i '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
+Try:  curl -s -o /dev/null -D - '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
 `, ready, s.AggregatorURL, s.PopURL, st.Logs, s.DashboardURL, filepath.Join(st.Dir, "dashboard-token"))
 	if st.ClickHouseTCP != "" {
 		b += fmt.Sprintf(`
