@@ -76,10 +76,17 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--secret", "0123456789abcdef0123", "--addr", busy.Addr().String()}, "--addr"},
 		{[]string{"--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:99999"}, "--addr"},
 		{[]string{"--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0", "--redis", "127.0.0.1:6379"}, "redis://HOST:PORT/DB"},
+		{[]string{"--replay-window", "5"}, "a duration such as"},
+		{[]string{"--max-body", "4MiB"}, "whole number of bytes"},
+		{[]string{"--max-conns", "many"}, "whole number"},
 	} {
 		err := run(append(append([]string{}, base...), c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v; want an error naming %q", c.args, err, c.want)
 		}
+	}
+	t.Setenv("EDGEPIXEL_AGG_SPOOL_MAX_BYTES", "1GiB")
+	if err := run(base); err == nil || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_SPOOL_MAX_BYTES") || !strings.Contains(err.Error(), "whole number of bytes") {
+		t.Errorf("a size with a unit in the environment: %v", err)
 	}
 }
