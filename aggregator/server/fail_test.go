@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/wire"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // runAgg starts an aggregator (fallback stores) and returns it with a
@@ -115,24 +116,6 @@ func TestSpoolLossFails(t *testing.T) {
 	wantRunFailure(t, done, "spool")
 }
 
-// logLines is a log destination the test can read while the server writes.
-type logLines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A --redis nobody answers on is said at start, not only once a batch
 // arrives and the loader retries.
 func TestWarnsRedisDownAtStart(t *testing.T) {
@@ -141,8 +124,8 @@ func TestWarnsRedisDownAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := ln.Addr().String()
-	ln.Close() // a port nothing listens on
-	var logs logLines
+	ln.Close()           // a port nothing listens on
+	var logs proc.Buffer // read while the server writes
 	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, RedisURL: "redis://" + closed + "/0", DrainTimeout: time.Second,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
