@@ -20,7 +20,9 @@
 
 GO        ?= go
 BIN       := .edgepixel/bin
-DATA      := .edgepixel/data
+# EDGEPIXEL_RUN_DIR moves the stack's data, for `make run` and `make sql` alike
+# (the launcher reads the same variable when run by itself).
+DATA      := $(or $(EDGEPIXEL_RUN_DIR),.edgepixel/data)
 TOOLS     := .edgepixel/tools
 # How long a first `make run` takes from a clean clone with empty caches on
 # a 2-core machine (measured; the README says the same).

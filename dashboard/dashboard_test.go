@@ -3,6 +3,7 @@ package dashboard
 import (
 	"io"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -30,5 +31,45 @@ func TestServesPage(t *testing.T) {
 	b, _ := io.ReadAll(page)
 	if strings.Contains(string(b), "http://") || strings.Contains(string(b), "https://") {
 		t.Error("index.html references an external URL")
+	}
+}
+
+// The page switches between the login form and the app with the hidden
+// attribute; a stylesheet display rule for an element that starts hidden
+// overrides the attribute (author rules beat the browser's [hidden]), so
+// the logged-out page showed the empty app and controls beside the form.
+func TestHiddenElementsStayHidden(t *testing.T) {
+	read := func(name string) string {
+		f, err := FS().Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(f)
+		return string(b)
+	}
+	html, css := read("index.html"), read("style.css")
+	hiddenRule := regexp.MustCompile(`\[hidden\]\s*\{[^}]*display:\s*none\s*!important`)
+	if hiddenRule.MatchString(css) {
+		return
+	}
+	tag := regexp.MustCompile(`<[a-z]+\s[^>]*>`)
+	isHidden := regexp.MustCompile(`\shidden(\s|>|=)`)
+	attr := regexp.MustCompile(`\s(id|class)="([^"]+)"`)
+	for _, el := range tag.FindAllString(html, -1) {
+		if !isHidden.MatchString(el) {
+			continue
+		}
+		for _, a := range attr.FindAllStringSubmatch(el, -1) {
+			for _, name := range strings.Fields(a[2]) {
+				sel := "#" + name
+				if a[1] == "class" {
+					sel = "." + name
+				}
+				rule := regexp.MustCompile(`(?m)(^|[\s,}])` + regexp.QuoteMeta(sel) + `\s*\{[^}]*display:`)
+				if rule.MatchString(css) {
+					t.Errorf("%s starts hidden but style.css sets its display, and has no [hidden] { display: none !important } rule", sel)
+				}
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/wire"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // runAgg starts an aggregator (fallback stores) and returns it with a
@@ -112,4 +114,32 @@ func TestSpoolLossFails(t *testing.T) {
 		t.Errorf("healthz reason %q", reason)
 	}
 	wantRunFailure(t, done, "spool")
+}
+
+// A --redis nobody answers on is said at start, not only once a batch
+// arrives and the loader retries.
+func TestWarnsRedisDownAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()           // a port nothing listens on
+	var logs proc.Buffer // read while the server writes
+	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, RedisURL: "redis://" + closed + "/0", DrainTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { s.Hub().Close(); cancel(); <-done }()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "Redis does not answer"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about Redis; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -383,6 +383,19 @@ func (s *Server) Run(ctx context.Context) error {
 			s.component(&wg, runCtx, "rollup backfill", work)
 		}
 	}
+	if rd, ok := s.dedupe.(*dedupe.Redis); ok {
+		// Said at start: a mistyped --redis otherwise shows nothing until
+		// the first batch, and then only as the loader's retries.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(runCtx, 5*time.Second)
+			defer cancel()
+			if err := rd.Ping(ctx); err != nil && runCtx.Err() == nil {
+				s.log.Warn("Redis does not answer: batches are accepted and spooled, and loading waits until it does (/readyz shows it)", "err", err)
+			}
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

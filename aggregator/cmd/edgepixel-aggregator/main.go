@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -125,6 +126,11 @@ func run(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
+		if m := badFlagValue.FindStringSubmatch(err.Error()); m != nil {
+			if hint := valueHint(fs.Lookup(m[1])); hint != "" {
+				return fmt.Errorf("%w: %s", err, hint)
+			}
+		}
 		return err
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
@@ -204,7 +210,7 @@ func run(args []string) error {
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("--addr: %w", err)
 	}
 	if o.pprofAddr != "" {
 		// A listener of its own, never the public mux: profiling is opt-in
@@ -379,10 +385,41 @@ func envDefaults(fs *flag.FlagSet) error {
 		if v, ok := os.LookupEnv(name); ok && err == nil {
 			if serr := fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, serr)
+				if hint := valueHint(f); hint != "" {
+					err = fmt.Errorf("%w: %s", err, hint)
+				}
 			}
 		}
 	})
 	return err
+}
+
+// badFlagValue matches the flag package's error for a value its type does
+// not parse, which for numbers and durations says only "parse error".
+var badFlagValue = regexp.MustCompile(`^invalid value ".*" for flag -([a-z0-9-]+): parse error$`)
+
+// valueHint says what a number or duration flag takes ("" for others,
+// whose own errors say it).
+func valueHint(f *flag.Flag) string {
+	if f == nil {
+		return ""
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return ""
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return "want a duration such as 30s, 5m or 24h"
+	case int, int64, uint, uint64:
+		if strings.Contains(f.Name, "bytes") || strings.Contains(f.Name, "memory") || f.Name == "max-body" {
+			return "want a whole number of bytes, e.g. 4194304 for 4 MiB"
+		}
+		return "want a whole number"
+	case float64:
+		return "want a number"
+	}
+	return ""
 }
 
 func loadSecret(secret, file string) ([]byte, error) {
@@ -392,7 +429,7 @@ func loadSecret(secret, file string) ([]byte, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("read secret: %w", err)
+			return nil, fmt.Errorf("--secret-file: %w", err)
 		}
 		secret = strings.TrimSpace(string(b))
 		if secret == "" {

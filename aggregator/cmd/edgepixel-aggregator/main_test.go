@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,4 +57,36 @@ func TestRefusesNewerSchema(t *testing.T) {
 		t.Errorf("the spool was opened before the refusal: %v", serr)
 	}
 	t.Logf("refused: %v", err)
+}
+
+// A mistyped setting stops the aggregator with an error that names the
+// flag (or the form it wants), not just the system call that failed.
+func TestStartErrorsNameTheSetting(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	base := []string{"--data-dir", t.TempDir(), "--dashboard-addr", "127.0.0.1:0", "--log-level", "error"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--secret-file", filepath.Join(t.TempDir(), "missing"), "--addr", "127.0.0.1:0"}, "--secret-file"},
+		{[]string{"--secret", "0123456789abcdef0123", "--addr", busy.Addr().String()}, "--addr"},
+		{[]string{"--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:99999"}, "--addr"},
+		{[]string{"--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0", "--redis", "127.0.0.1:6379"}, "redis://HOST:PORT/DB"},
+		{[]string{"--replay-window", "5"}, "a duration such as"},
+		{[]string{"--max-body", "4MiB"}, "whole number of bytes"},
+		{[]string{"--max-conns", "many"}, "whole number"},
+	} {
+		err := run(append(append([]string{}, base...), c.args...))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v; want an error naming %q", c.args, err, c.want)
+		}
+	}
+	t.Setenv("EDGEPIXEL_AGG_SPOOL_MAX_BYTES", "1GiB")
+	if err := run(base); err == nil || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_SPOOL_MAX_BYTES") || !strings.Contains(err.Error(), "whole number of bytes") {
+		t.Errorf("a size with a unit in the environment: %v", err)
+	}
 }

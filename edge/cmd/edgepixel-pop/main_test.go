@@ -96,6 +96,15 @@ func TestVersion(t *testing.T) {
 	if code := run([]string{}, env(nil), io.Discard, io.Discard); code != 2 {
 		t.Errorf("no args: exit %d, want 2", code)
 	}
+	// A bad value: the error is the last thing printed, not buried above
+	// the whole usage.
+	errb.Reset()
+	if code := run([]string{"--max-request-body", "10", "a.wasm"}, env(nil), io.Discard, &errb); code != 2 {
+		t.Errorf("bad value: exit %d, want 2", code)
+	}
+	if lines := strings.Split(strings.TrimSpace(errb.String()), "\n"); len(lines) > 3 || !strings.Contains(errb.String(), "--max-request-body") {
+		t.Errorf("bad value printed %d lines: %q", len(lines), errb.String())
+	}
 }
 
 // TestServeEndToEnd runs the real binary the way the Fastly CLI does, with

@@ -79,10 +79,14 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		return "", fmt.Errorf("%v\n%s", err, usage)
 	}
 	if n := btoi(*dir != "") + btoi(*store != "") + btoi(*kv != ""); n != 1 {
-		return "", errors.New("give one of --dir, --fastly-store or --cf-kv\n" + usage)
+		return "", errors.New("give exactly one of --dir, --fastly-store or --cf-kv\n" + usage)
 	}
 	var put func(key string, s privacy.Salt) error
 	var has func(day int32) bool
+	// replaced says what the entry held before tomorrow's salt goes over
+	// it; the APIs cannot read it back, so for them it is what a daily run
+	// leaves there, yesterday's.
+	replaced := func(day int32) string { return fmt.Sprintf("over yesterday's (%s)", dateOf(day-2)) }
 	switch {
 	case *kv != "":
 		token := os.Getenv("CLOUDFLARE_API_TOKEN")
@@ -98,6 +102,22 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		}
 		has = func(int32) bool { return false } // reading a salt back is not needed to write one
 	case *dir != "":
+		// Checked first: otherwise a missing directory shows as a failure
+		// to create a temporary file in it, after a warning about today's
+		// salt that is beside the point.
+		if fi, err := os.Stat(*dir); err != nil || !fi.IsDir() {
+			return "", fmt.Errorf("--dir %s is not a directory: create it first (mkdir -p %s), the one the POP's fastly.toml names the salt files in", *dir, *dir)
+		}
+		replaced = func(day int32) string {
+			b, err := os.ReadFile(filepath.Join(*dir, privacy.SaltKey(day)))
+			if os.IsNotExist(err) {
+				return "a new file"
+			}
+			if s, perr := privacy.ParseSalt(string(b)); err == nil && perr == nil {
+				return fmt.Sprintf("over %s's", dateOf(s.Day))
+			}
+			return "over an entry that held no salt"
+		}
 		put = func(key string, s privacy.Salt) error { return writeFile(filepath.Join(*dir, key), s.String()+"\n") }
 		has = func(day int32) bool {
 			b, err := os.ReadFile(filepath.Join(*dir, privacy.SaltKey(day)))
@@ -138,10 +158,11 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		fmt.Fprintf(&log, "tomorrow's salt (%s) is already in %s; nothing to do\n", dateOf(day+1), privacy.SaltKey(day+1))
 		return log.String(), nil
 	}
+	was := replaced(day + 1)
 	if err := put(privacy.SaltKey(day+1), newSalt(day+1)); err != nil {
 		return log.String(), err
 	}
-	fmt.Fprintf(&log, "wrote tomorrow's salt (%s) to %s, over yesterday's (%s)\n", dateOf(day+1), privacy.SaltKey(day+1), dateOf(day-1))
+	fmt.Fprintf(&log, "wrote tomorrow's salt (%s) to %s, %s\n", dateOf(day+1), privacy.SaltKey(day+1), was)
 	return log.String(), nil
 }
 

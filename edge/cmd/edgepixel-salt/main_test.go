@@ -200,3 +200,30 @@ func TestRotateCloudflareKV(t *testing.T) {
 		t.Error("two stores: want an error")
 	}
 }
+
+// TestDirMessages checks what the command tells a user about the files:
+// a missing directory is named as such, and the line about tomorrow's
+// salt says what it replaced, not a yesterday's salt that was never there.
+func TestDirMessages(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 1, 1, 0, 0, 0, time.UTC)
+	missing := filepath.Join(t.TempDir(), "secrets")
+	if out, err := run(ctx, []string{"--dir", missing, "--today"}, now, nil); err == nil || !strings.Contains(err.Error(), "mkdir -p "+missing) || out != "" {
+		t.Errorf("missing --dir: %q, %v; want an error naming mkdir -p and nothing else", out, err)
+	}
+
+	dir := t.TempDir()
+	out, err := run(ctx, []string{"--dir", dir, "--today"}, now, nil)
+	if err != nil || !strings.Contains(out, "2026-12-02") || !strings.Contains(out, "a new file") || strings.Contains(out, "yesterday") {
+		t.Errorf("first run: %q, %v", out, err)
+	}
+	out, err = run(ctx, []string{"--dir", dir}, now.Add(24*time.Hour), nil)
+	if err != nil || !strings.Contains(out, "2026-12-03") || !strings.Contains(out, "over 2026-12-01's") {
+		t.Errorf("next day: %q, %v", out, err)
+	}
+	os.WriteFile(filepath.Join(dir, privacy.SaltKey(privacy.Day(now)+3)), []byte("garbage\n"), 0o600)
+	out, err = run(ctx, []string{"--dir", dir}, now.Add(2*24*time.Hour), nil)
+	if err != nil || !strings.Contains(out, "held no salt") {
+		t.Errorf("over a bad file: %q, %v", out, err)
+	}
+}

@@ -65,7 +65,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	}
 	key, err := os.ReadFile(*keyFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("--key-file: %v", err)
 	}
 	key = []byte(strings.TrimRight(string(key), "\r\n"))
 	if len(key) < pixelsign.MinKeyBytes {
@@ -76,6 +76,12 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 		if expiry, err = parseExpiry(*expires); err != nil {
 			return err
 		}
+	}
+	// A URL that is expired when made is refused by every edge
+	// (expired_pixel): almost surely a mistyped --ttl or --expires, which
+	// would otherwise show only as hits missing after the mail went out.
+	if expiry <= now.Unix() {
+		return fmt.Errorf("the expiry %s is not in the future: give a positive --ttl or a later --expires", time.Unix(expiry, 0).UTC().Format(time.RFC3339))
 	}
 	sign := func(u string) error {
 		signed, err := pixelsign.SignURL(key, u, expiry)

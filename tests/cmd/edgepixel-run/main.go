@@ -125,6 +125,14 @@ func main() {
 	s, err := stack.Start(startCtx, o)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			// Ctrl-C (or SIGTERM) while a server was starting: the error is
+			// only the interrupted wait, and the tail of that server's log
+			// printed with it would show an old, unrelated error as if it
+			// were the cause.
+			fmt.Fprintln(os.Stderr, "make run: interrupted while starting; what had started is stopped")
+			os.Exit(130)
+		}
 		cli.Fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
 	}
 	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
@@ -177,7 +185,7 @@ Put this on a page:
 
   <img src="%[3]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
 
-Try:  curl -i '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
+Try:  curl -s -o /dev/null -D - '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
 `, ready, s.AggregatorURL, s.PopURL, st.Logs, s.DashboardURL, filepath.Join(st.Dir, "dashboard-token"))
 	if st.ClickHouseTCP != "" {
 		b += fmt.Sprintf(`
