@@ -53,17 +53,9 @@ type BackendResponse struct{ h, body handle }
 // is a request the backend did not answer: not defined, not reachable,
 // timed out.
 func (r BackendRequest) Send(backend string, body []byte) (BackendResponse, error) {
-	outA = invalid
-	if st := bodyNew(&outA); st != statusOK {
-		return BackendResponse{}, st.err("body new")
-	}
-	b := outA
-	for len(body) > 0 {
-		outN = 0
-		if st := bodyWrite(b, &body[0], uint32(len(body)), 0, &outN); st != statusOK {
-			return BackendResponse{}, st.err("body write")
-		}
-		body = body[outN:]
+	b, err := newBody(body)
+	if err != nil {
+		return BackendResponse{}, err
 	}
 	bp, bl := strPtr(backend)
 	outA, outB = invalid, invalid

@@ -210,22 +210,31 @@ func (resp Response) AppendHeader(name, value string) error {
 // Send answers the downstream request with resp and body, complete. The
 // response and body are consumed.
 func (resp Response) Send(body []byte) error {
-	outA = invalid
-	if st := bodyNew(&outA); st != statusOK {
-		return st.err("body new")
-	}
-	b := outA
-	for len(body) > 0 {
-		outN = 0
-		if st := bodyWrite(b, &body[0], uint32(len(body)), 0, &outN); st != statusOK {
-			return st.err("body write")
-		}
-		body = body[outN:]
+	b, err := newBody(body)
+	if err != nil {
+		return err
 	}
 	if st := respSendDownstream(resp.h, b, 0); st != statusOK {
 		return st.err("send_downstream")
 	}
 	return nil
+}
+
+// newBody makes a body holding data.
+func newBody(data []byte) (handle, error) {
+	outA = invalid
+	if st := bodyNew(&outA); st != statusOK {
+		return invalid, st.err("body new")
+	}
+	b := outA
+	for len(data) > 0 {
+		outN = 0
+		if st := bodyWrite(b, &data[0], uint32(len(data)), 0, &outN); st != statusOK {
+			return invalid, st.err("body write")
+		}
+		data = data[outN:]
+	}
+	return b, nil
 }
 
 var errNone = errors.New("none")
