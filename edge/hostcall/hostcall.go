@@ -1,14 +1,15 @@
 // Package hostcall binds, directly, the few Fastly Compute hostcalls the
 // edge module's serving loop needs: the downstream request, its headers
-// and body, the client address, geolocation, and a complete response.
+// and body, the client address, geolocation, and a complete response;
+// and a request to a backend, for delivery (backend.go).
 //
 // compute-sdk-go's fsthttp builds a full net/http-style request for every
 // visitor: it parses the URL, reads every header into a map, creates a
 // context and a ResponseWriter. Standard Go compiled to WebAssembly runs that
 // work about ten times slower than native code, and measured under the POP
 // it cost several times the pixel's own work. The pixel reads two headers
-// and answers 43 bytes, so it calls the ABI itself; everything off the hot
-// path (stores, backend delivery) still goes through compute-sdk-go.
+// and answers 43 bytes, so it calls the ABI itself; the stores and log
+// endpoints, off the hot path, still go through compute-sdk-go.
 //
 // The calls follow compute-at-edge.witx as compute-sdk-go v1.9.0 declares
 // them. Outside GOOS=wasip1 every call answers ErrUnsupported, so the
@@ -209,22 +210,31 @@ func (resp Response) AppendHeader(name, value string) error {
 // Send answers the downstream request with resp and body, complete. The
 // response and body are consumed.
 func (resp Response) Send(body []byte) error {
-	outA = invalid
-	if st := bodyNew(&outA); st != statusOK {
-		return st.err("body new")
-	}
-	b := outA
-	for len(body) > 0 {
-		outN = 0
-		if st := bodyWrite(b, &body[0], uint32(len(body)), 0, &outN); st != statusOK {
-			return st.err("body write")
-		}
-		body = body[outN:]
+	b, err := newBody(body)
+	if err != nil {
+		return err
 	}
 	if st := respSendDownstream(resp.h, b, 0); st != statusOK {
 		return st.err("send_downstream")
 	}
 	return nil
+}
+
+// newBody makes a body holding data.
+func newBody(data []byte) (handle, error) {
+	outA = invalid
+	if st := bodyNew(&outA); st != statusOK {
+		return invalid, st.err("body new")
+	}
+	b := outA
+	for len(data) > 0 {
+		outN = 0
+		if st := bodyWrite(b, &data[0], uint32(len(data)), 0, &outN); st != statusOK {
+			return invalid, st.err("body write")
+		}
+		data = data[outN:]
+	}
+	return b, nil
 }
 
 var errNone = errors.New("none")
@@ -246,6 +256,7 @@ const (
 	opURI
 	opHeader
 	opGeo
+	opRespHeader
 )
 
 func (c bufCall) do(buf *byte, bufLen uint32, nw *uint32) status {
@@ -258,12 +269,14 @@ func (c bufCall) do(buf *byte, bufLen uint32, nw *uint32) status {
 		return headerValueGet(c.h, c.p, c.n, buf, bufLen, nw)
 	case opGeo:
 		return geoLookup(c.p, c.n, buf, bufLen, nw)
+	case opRespHeader:
+		return respHeaderValueGet(c.h, c.p, c.n, buf, bufLen, nw)
 	}
 	return statusInval
 }
 
 func (c bufCall) name() string {
-	return [...]string{"method_get", "uri_get", "header_value_get", "geo lookup"}[c.op]
+	return [...]string{"method_get", "uri_get", "header_value_get", "geo lookup", "resp header_value_get"}[c.op]
 }
 
 // grow implements the ABI's buffer protocol: a call that does not fit

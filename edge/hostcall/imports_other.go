@@ -29,3 +29,20 @@ func respHeaderAppend(h handle, name *byte, nameLen uint32, value *byte, valueLe
 func bodyWrite(h handle, buf *byte, bufLen uint32, end uint32, nw *uint32) status {
 	return statusUnsupported
 }
+func reqNew(h *handle) status                                      { return statusUnsupported }
+func reqMethodSet(h handle, method *byte, methodLen uint32) status { return statusUnsupported }
+func reqURISet(h handle, uri *byte, uriLen uint32) status          { return statusUnsupported }
+func reqCacheOverrideSet(h handle, tag, ttl, staleWhileRevalidate uint32) status {
+	return statusUnsupported
+}
+func reqHeaderAppend(h handle, name *byte, nameLen uint32, value *byte, valueLen uint32) status {
+	return statusUnsupported
+}
+func reqSend(req, body handle, backend *byte, backendLen uint32, resp, respBody *handle) status {
+	return statusUnsupported
+}
+func respStatusGet(h handle, status *uint16) status { return statusUnsupported }
+func respHeaderValueGet(h handle, name *byte, nameLen uint32, buf *byte, bufLen uint32, nw *uint32) status {
+	return statusUnsupported
+}
+func bodyClose(h handle) status { return statusUnsupported }

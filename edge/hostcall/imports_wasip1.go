@@ -63,3 +63,37 @@ func bodyWrite(h handle, buf *byte, bufLen uint32, end uint32, nwritten *uint32)
 
 //go:wasmimport fastly_http_resp send_downstream
 func respSendDownstream(resp, body handle, streaming uint32) status
+
+//go:wasmimport fastly_http_req new
+//go:noescape
+func reqNew(h *handle) status
+
+//go:wasmimport fastly_http_req method_set
+//go:noescape
+func reqMethodSet(h handle, method *byte, methodLen uint32) status
+
+//go:wasmimport fastly_http_req uri_set
+//go:noescape
+func reqURISet(h handle, uri *byte, uriLen uint32) status
+
+//go:wasmimport fastly_http_req cache_override_set
+func reqCacheOverrideSet(h handle, tag, ttl, staleWhileRevalidate uint32) status
+
+//go:wasmimport fastly_http_req header_append
+//go:noescape
+func reqHeaderAppend(h handle, name *byte, nameLen uint32, value *byte, valueLen uint32) status
+
+//go:wasmimport fastly_http_req send
+//go:noescape
+func reqSend(req, body handle, backend *byte, backendLen uint32, resp, respBody *handle) status
+
+//go:wasmimport fastly_http_resp status_get
+//go:noescape
+func respStatusGet(h handle, status *uint16) status
+
+//go:wasmimport fastly_http_resp header_value_get
+//go:noescape
+func respHeaderValueGet(h handle, name *byte, nameLen uint32, buf *byte, bufLen uint32, nwritten *uint32) status
+
+//go:wasmimport fastly_http_body close
+func bodyClose(h handle) status

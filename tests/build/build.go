@@ -125,19 +125,15 @@ func (a Artifact) Build(ctx context.Context, tc Toolchain, root, out string, r *
 }
 
 // compilerArgs are c's arguments that build a into out: a command
-// module, or with -buildmode=c-shared a reactor. TinyGo builds a reactor
-// with -scheduler=none: with a scheduler, every call of a
-// //go:wasmexport function runs on a new goroutine with a newly
+// module, or with -buildmode=c-shared a reactor. A TinyGo reactor, like
+// the command module, has no scheduler (TinyGoFlags): with one, every
+// call of a //go:wasmexport function runs on a new goroutine with a newly
 // allocated stack (TinyGo's runtime_wasmentry.go), which made each
-// request cost milliseconds; the worker starts no goroutines.
+// request cost milliseconds.
 func (a Artifact) compilerArgs(c *Compiler, out string) []string {
 	args := c.Args(a.Pkg, out)
 	if a.Reactor {
-		mode := []string{"-buildmode=c-shared"}
-		if c.Toolchain == TinyGo {
-			mode = append(mode, "-scheduler=none")
-		}
-		args = slices.Insert(args, 1, mode...)
+		args = slices.Insert(args, 1, "-buildmode=c-shared")
 	}
 	return args
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,7 +25,7 @@ func TestCommands(t *testing.T) {
 	}
 	tgc := &Compiler{Toolchain: TinyGo, Bin: "/opt/tinygo/bin/tinygo", Vars: []string{"TINYGOROOT=/opt/tinygo"}}
 	cmd = Edge.Command(ctx, tgc, "/repo", "/out/edgepixel.wasm")
-	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -target=wasip1 -no-debug -opt=2 -ldflags=-extldflags=--initial-heap=524288 -o /out/edgepixel.wasm ./edge/cmd/edgepixel" {
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -target=wasip1 -scheduler=none -no-debug -opt=2 -ldflags=-extldflags=--initial-heap=524288 -o /out/edgepixel.wasm ./edge/cmd/edgepixel" {
 		t.Errorf("edge module, TinyGo: %q", got)
 	}
 	// The time limit is not part of what the wasm cache's key hashes.
@@ -42,7 +41,7 @@ func TestCommands(t *testing.T) {
 	}
 	// The worker is a reactor, built by either toolchain.
 	cmd = Worker.Command(ctx, tgc, "/repo", "/out/w.wasm")
-	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -buildmode=c-shared -scheduler=none -target=wasip1 -no-debug -opt=2 -ldflags=-extldflags=--initial-heap=524288 -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" {
+	if got := strings.Join(cmd.Args, " "); got != "/opt/tinygo/bin/tinygo build -interp-timeout=20m -buildmode=c-shared -target=wasip1 -scheduler=none -no-debug -opt=2 -ldflags=-extldflags=--initial-heap=524288 -o /out/w.wasm ./wrangler/cmd/edgepixel-worker" {
 		t.Errorf("worker, TinyGo: %q", got)
 	}
 	cmd = Worker.Command(ctx, goc, "/repo", "/out/w.wasm")
@@ -120,16 +119,6 @@ func TestTinyGoFromPath(t *testing.T) {
 			t.Errorf("compiler %+v", c)
 		}
 		made, err := filepath.Glob(filepath.Join(root, ".edgepixel", "tinygo", "*"))
-		// The wasm-opt wrapper is made either way (wasmOptShim).
-		shim := filepath.Join(root, ".edgepixel", "tinygo", "wasm-opt")
-		made = slices.DeleteFunc(made, func(m string) bool { return m == shim })
-		if _, err := exec.LookPath("wasm-opt"); err == nil {
-			if n := len(c.Vars); n == 0 || c.Vars[n-1] != "WASMOPT="+shim {
-				t.Errorf("vars %v: want WASMOPT=%s last", c.Vars, shim)
-			} else {
-				c.Vars = c.Vars[:n-1]
-			}
-		}
 		switch {
 		case complete && (len(made) > 0 || len(c.Vars) > 0):
 			t.Errorf("something was made although the release has every package: %v, vars %v", made, c.Vars)
@@ -141,39 +130,6 @@ func TestTinyGoFromPath(t *testing.T) {
 				t.Error("the overlay has no cookiejar")
 			}
 		}
-	}
-}
-
-// TestWasmOptShim: TinyGo's wasm-opt step runs the real wasm-opt (here
-// WASMOPT's) with WasmOptArgs before TinyGo's own arguments, and the
-// script is rewritten when the real one changes.
-func TestWasmOptShim(t *testing.T) {
-	dir := t.TempDir()
-	fake := filepath.Join(dir, "fake wasm-opt")
-	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("WASMOPT", fake)
-	root := t.TempDir()
-	shim, err := wasmOptShim(root)
-	if err != nil || shim == "" {
-		t.Fatalf("wasmOptShim: %q, %v", shim, err)
-	}
-	out, err := exec.Command(shim, "--asyncify", "-Oz", "in.wasm").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := strings.Join(WasmOptArgs, " ") + " --asyncify -Oz in.wasm\n"; string(out) != want {
-		t.Errorf("the wrapper ran %q, want %q", out, want)
-	}
-	other := filepath.Join(dir, "other")
-	os.WriteFile(other, []byte("#!/bin/sh\necho other\n"), 0o755)
-	t.Setenv("WASMOPT", other)
-	if _, err := wasmOptShim(root); err != nil {
-		t.Fatal(err)
-	}
-	if out, _ := exec.Command(shim).Output(); string(out) != "other\n" {
-		t.Errorf("after WASMOPT changed the wrapper ran %q", out)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -27,13 +26,18 @@ const (
 
 // TinyGoFlags are the flags of the shipped module: -target=wasip1, as
 // compute-sdk-go documents it for TinyGo (its defaults: gc=precise,
-// scheduler=asyncify, opt=z; fsthttp needs a scheduler), -no-debug,
+// scheduler=asyncify, opt=z); -scheduler=none, because the module starts
+// no goroutine (it sends to backends through edge/hostcall, not fsthttp,
+// whose streaming send starts one) and asyncify, which every other scheduler
+// on wasm needs, instruments each call that can reach an unwind: without
+// it the module is about a third smaller and a hit cheaper (README,
+// Benchmarks, "The goroutine scheduler"); -no-debug,
 // which drops DWARF sections no one reads from the package, and -opt=2:
 // LLVM optimising for speed rather than size (TinyGo's default, z), for
 // less guest CPU per hit at the cost of a larger module (README,
 // Benchmarks, has both), because a hit's CPU is what Fastly bills and
 // limits. InitialHeapFlag sizes the module's initial memory.
-var TinyGoFlags = []string{"-target=wasip1", "-no-debug", "-opt=2", InitialHeapFlag}
+var TinyGoFlags = []string{"-target=wasip1", "-scheduler=none", "-no-debug", "-opt=2", InitialHeapFlag}
 
 // InitialHeapFlag has the linker declare a linear memory with this much
 // heap beyond the module's data (wasm-ld's --initial-heap; the module's
@@ -50,19 +54,6 @@ var TinyGoFlags = []string{"-target=wasip1", "-no-debug", "-opt=2", InitialHeapF
 // "Fresh-instance start").
 const InitialHeapFlag = "-ldflags=-extldflags=--initial-heap=524288"
 
-// WasmOptArgs are what TinyGo's wasm-opt step gets besides TinyGo's own
-// arguments (--asyncify with the asyncify scheduler, -O<level>, -g),
-// through a wrapper named by WASMOPT (wasmOptShim): TinyGo has no flag
-// for them. asyncify-ignore-imports tells the asyncify pass that no
-// import unwinds the stack, which holds for every module edgepixel
-// builds: Fastly's hostcalls and WASI's return to the guest, and TinyGo's
-// scheduler unwinds only through asyncify's own start_unwind, which the
-// pass still knows. Without it, every function that can reach an import
-// (nearly all of the edge module) is instrumented to save and restore
-// its locals: the module was a sixth larger and its hits slower
-// (README, "Where a hit's guest CPU goes").
-var WasmOptArgs = []string{"--pass-arg=asyncify-ignore-imports"}
-
 // TinyGoDir is where edgepixel builds TinyGoVersion, once per checkout:
 // root/.edgepixel/tinygo/VERSION, holding root/ (the TINYGOROOT: the
 // module's source, TinyGo's net, build/tinygo) and cache/ (TinyGo's own
@@ -74,8 +65,7 @@ func TinyGoDir(root string) string {
 
 // tinyGo returns the tinygo to build with: the one on PATH (an official
 // release, which bundles net), else the one under TinyGoDir, which it
-// builds first if there is none. Either way its root gets stdExtras, and
-// its wasm-opt step WasmOptArgs (wasmOptShim).
+// builds first if there is none. Either way its root gets stdExtras.
 func tinyGo(ctx context.Context, root string, r *progress.Reporter) (*Compiler, error) {
 	if path, err := exec.LookPath("tinygo"); err == nil {
 		out, err := exec.CommandContext(ctx, path, "env", "TINYGOROOT").Output()
@@ -128,13 +118,6 @@ func tinyGoVars(ctx context.Context, root, dir string) ([]string, error) {
 }
 
 func tinyGoCompiler(ctx context.Context, root, bin string, vars []string) (*Compiler, error) {
-	shim, err := wasmOptShim(root)
-	if err != nil {
-		return nil, err
-	}
-	if shim != "" {
-		vars = append(vars, "WASMOPT="+shim)
-	}
 	cmd := exec.CommandContext(ctx, bin, "version")
 	cmd.Env = withEnv(os.Environ(), vars...)
 	out, err := cmd.CombinedOutput()
@@ -330,54 +313,3 @@ func withEnv(env []string, set ...string) []string {
 	}
 	return out
 }
-
-// wasmOptShim writes, under root's .edgepixel/tinygo, the wasm-opt TinyGo
-// runs (WASMOPT): a shell script that runs the real one (WASMOPT's, else
-// the wasm-opt on PATH) with WasmOptArgs first. It returns "" when there
-// is no wasm-opt to wrap (TinyGo then says it needs one) and on Windows.
-func wasmOptShim(root string) (string, error) {
-	if runtime.GOOS == "windows" {
-		return "", nil
-	}
-	dir := filepath.Join(root, ".edgepixel", "tinygo")
-	shim := filepath.Join(dir, "wasm-opt")
-	wasmOpt := os.Getenv("WASMOPT")
-	if wasmOpt == "" || wasmOpt == shim {
-		p, err := exec.LookPath("wasm-opt")
-		if err != nil {
-			return "", nil
-		}
-		wasmOpt = p
-	}
-	if abs, err := filepath.Abs(wasmOpt); err == nil {
-		wasmOpt = abs
-	}
-	script := fmt.Sprintf("#!/bin/sh\n# written by edgepixel's build (tests/build.wasmOptShim): TinyGo's wasm-opt, with WasmOptArgs\nexec %s %s \"$@\"\n",
-		shellQuote(wasmOpt), strings.Join(WasmOptArgs, " "))
-	if old, err := os.ReadFile(shim); err == nil && string(old) == script {
-		return shim, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	// Written beside and renamed, so a concurrent build never runs half a script.
-	tmp, err := os.CreateTemp(dir, "wasm-opt-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(script); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
-		return "", err
-	}
-	return shim, os.Rename(tmp.Name(), shim)
-}
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -96,9 +96,6 @@ func SourceKey(ctx context.Context, c *Compiler, root, pkg string) (string, erro
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%q\nGOFLAGS=%s\n", c.Toolchain, c.Version, c.Args(pkg, "OUT"), os.Getenv("GOFLAGS"))
-	if c.Toolchain == TinyGo {
-		fmt.Fprintf(h, "wasm-opt %q\n", WasmOptArgs)
-	}
 	files := []string{"go.mod", "go.sum"}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {

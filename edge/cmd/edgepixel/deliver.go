@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/wire"
-	"github.com/fastly/compute-sdk-go/fsthttp"
 	"github.com/fastly/compute-sdk-go/rtlog"
 )
 
@@ -186,23 +183,33 @@ func send(b *pixel.Request) (int, time.Duration, error) {
 
 // sendTo posts the batch to one backend.
 func sendTo(backend string, b *pixel.Request) (int, time.Duration, error) {
-	req, err := fsthttp.NewRequest("POST", cfg.ingestURL, bytes.NewReader(b.Body))
+	req, err := hostcall.NewBackendRequest("POST", cfg.ingestURL)
 	if err != nil {
 		return 0, 0, err
 	}
-	req.Header.Set("Content-Type", wire.ContentType)
-	req.Header.Set(wire.HeaderTimestamp, b.Timestamp)
-	req.Header.Set(wire.HeaderSignature, b.Signature)
-	req.CacheOptions.Pass = true
-	resp, err := req.Send(context.Background(), backend)
+	for _, h := range [...][2]string{
+		{"Content-Type", wire.ContentType},
+		{wire.HeaderTimestamp, b.Timestamp},
+		{wire.HeaderSignature, b.Signature},
+	} {
+		if err := req.AppendHeader(h[0], h[1]); err != nil {
+			return 0, 0, err
+		}
+	}
+	resp, err := req.Send(backend, b.Body)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
+	defer resp.Close()
+	status, err := resp.StatusCode()
+	if err != nil {
+		return 0, 0, err
+	}
 	var retry time.Duration
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-		retry = time.Duration(s) * time.Second
+	if v, ok, _ := resp.Header("Retry-After", nil); ok {
+		if s, err := strconv.Atoi(string(v)); err == nil {
+			retry = time.Duration(s) * time.Second
+		}
 	}
-	return resp.StatusCode, retry, nil
+	return status, retry, nil
 }

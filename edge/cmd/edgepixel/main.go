@@ -9,9 +9,10 @@
 // visitors share one delivery; an instance that sits idle for MaxAge
 // delivers what it holds, and one that then stays idle exits. Every hit is counted, and the
 // counts travel with the events (edge/pixel, counters.go).
-// The serving loop calls the ABI directly (edge/hostcall) because fsthttp's
-// per-request setup dominated a hit's cost; stores and delivery use
-// compute-sdk-go.
+// The serving loop and delivery call the ABI directly (edge/hostcall):
+// fsthttp's per-request setup dominated a hit's cost, and its backend
+// send needs a goroutine scheduler (see hostcall.BackendRequest); stores
+// and log endpoints use compute-sdk-go.
 //
 // Configuration comes from the config store "edgepixel" (all keys optional:
 // pop, backend (one backend name or several, comma-separated: see
@@ -38,7 +39,6 @@ import (
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/fastly/compute-sdk-go/configstore"
-	"github.com/fastly/compute-sdk-go/fsthttp"
 	"github.com/fastly/compute-sdk-go/secretstore"
 )
 
@@ -271,7 +271,7 @@ func (v *visitor) send() error {
 // fail answers a request the module could not even read.
 func (v *visitor) fail(err error) {
 	fmt.Fprintf(os.Stderr, "edgepixel: reading the request: %v\n", err)
-	if resp, err := hostcall.NewResponse(fsthttp.StatusInternalServerError); err == nil {
+	if resp, err := hostcall.NewResponse(500); err == nil {
 		resp.Send(nil)
 	}
 }
