@@ -315,11 +315,12 @@ func lowerASCII(s string) string {
 func normPath(p string, absolute bool) string {
 	p = strings.ReplaceAll(p, "\\", "/") // as browsers treat http(s) URLs
 	p = escape(p, pathKeep)
-	if absolute && p == "" {
-		return "/"
-	}
 	if strings.Contains(p, "/.") || strings.HasPrefix(p, ".") {
 		p = removeDots(p)
+	}
+	// After the dots go: "a:." has no path left, as "a:" has none.
+	if absolute && p == "" {
+		return "/"
 	}
 	return p
 }

@@ -42,6 +42,10 @@ func TestNormalize(t *testing.T) {
 	}{
 		{"https://example.com/", "https://example.com/", "example.com", "/", ""},
 		{"https://example.com", "https://example.com/", "example.com", "/", ""},
+		// A path that only its dot segments made empty is empty: "/" (a
+		// second Normalize of "a:" gives the same).
+		{"A:.", "a:/", "", "/", ""},
+		{"https://example.com/.", "https://example.com/", "example.com", "/", ""},
 		{"HTTPS://WWW.Example.COM:443/Docs/Page?x=1#top", "https://www.example.com/Docs/Page?x=1", "www.example.com", "/Docs/Page", "x=1"},
 		{"http://example.com:80/a", "http://example.com/a", "example.com", "/a", ""},
 		{"http://example.com:8080/a", "http://example.com:8080/a", "example.com", "/a", ""},
@@ -118,7 +122,7 @@ func TestNormalizeBounded(t *testing.T) {
 }
 
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:"} {
+	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:", "A:."} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
