@@ -82,7 +82,9 @@ func (resp BackendResponse) Header(name string, buf []byte) ([]byte, bool, error
 }
 
 // Close reads what is left of the response's body, to let the host reuse
-// its connection, and releases the body.
+// its connection, and releases the body and the response: an instance
+// serves requests for minutes (a reusable sandbox) and sends a batch
+// every fraction of a second, so handles left open would pile up.
 func (resp BackendResponse) Close() error {
 	var sink [512]byte
 	for {
@@ -96,6 +98,9 @@ func (resp BackendResponse) Close() error {
 	}
 	if st := bodyClose(resp.body); st != statusOK {
 		return st.err("body close")
+	}
+	if st := respClose(resp.h); st != statusOK {
+		return st.err("resp close")
 	}
 	return nil
 }

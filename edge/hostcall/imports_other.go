@@ -46,3 +46,4 @@ func respHeaderValueGet(h handle, name *byte, nameLen uint32, buf *byte, bufLen 
 	return statusUnsupported
 }
 func bodyClose(h handle) status { return statusUnsupported }
+func respClose(h handle) status { return statusUnsupported }

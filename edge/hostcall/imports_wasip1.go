@@ -97,3 +97,6 @@ func respHeaderValueGet(h handle, name *byte, nameLen uint32, buf *byte, bufLen 
 
 //go:wasmimport fastly_http_body close
 func bodyClose(h handle) status
+
+//go:wasmimport fastly_http_resp close
+func respClose(h handle) status
