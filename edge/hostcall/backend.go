@@ -14,7 +14,8 @@ type BackendRequest struct{ h handle }
 const cacheOverridePass = 1 << 0
 
 // NewBackendRequest starts a request with method and an absolute uri,
-// passed through the cache to the backend.
+// passed through the cache to the backend. On an error no handle is left
+// open.
 func NewBackendRequest(method, uri string) (BackendRequest, error) {
 	outA = invalid
 	if st := reqNew(&outA); st != statusOK {
@@ -22,18 +23,25 @@ func NewBackendRequest(method, uri string) (BackendRequest, error) {
 	}
 	r := BackendRequest{outA}
 	mp, ml := strPtr(method)
-	if st := reqMethodSet(r.h, mp, ml); st != statusOK {
-		return BackendRequest{}, st.err("req method_set")
-	}
 	up, ul := strPtr(uri)
-	if st := reqURISet(r.h, up, ul); st != statusOK {
-		return BackendRequest{}, st.err("req uri_set")
+	var err error
+	if st := reqMethodSet(r.h, mp, ml); st != statusOK {
+		err = st.err("req method_set")
+	} else if st := reqURISet(r.h, up, ul); st != statusOK {
+		err = st.err("req uri_set")
+	} else if st := reqCacheOverrideSet(r.h, cacheOverridePass, 0, 0); st != statusOK {
+		err = st.err("req cache_override_set")
 	}
-	if st := reqCacheOverrideSet(r.h, cacheOverridePass, 0, 0); st != statusOK {
-		return BackendRequest{}, st.err("req cache_override_set")
+	if err != nil {
+		r.Discard()
+		return BackendRequest{}, err
 	}
 	return r, nil
 }
+
+// Discard releases a request that will not be sent (fastly_http_req
+// close); Send consumes the request instead.
+func (r BackendRequest) Discard() { reqClose(r.h) }
 
 // AppendHeader adds a header field after those added before.
 func (r BackendRequest) AppendHeader(name, value string) error {
@@ -51,10 +59,12 @@ type BackendResponse struct{ h, body handle }
 // Send sends r with body to backend and waits for the response's status
 // and headers (fastly_http_req send). The request is consumed. An error
 // is a request the backend did not answer: not defined, not reachable,
-// timed out.
+// timed out. The host takes the request and its body whether or not the
+// send succeeds (as Viceroy does).
 func (r BackendRequest) Send(backend string, body []byte) (BackendResponse, error) {
 	b, err := newBody(body)
 	if err != nil {
+		r.Discard()
 		return BackendResponse{}, err
 	}
 	bp, bl := strPtr(backend)
@@ -67,11 +77,11 @@ func (r BackendRequest) Send(backend string, body []byte) (BackendResponse, erro
 
 // StatusCode is the response's HTTP status.
 func (resp BackendResponse) StatusCode() (int, error) {
-	var code uint16
-	if st := respStatusGet(resp.h, &code); st != statusOK {
+	outStatus = 0
+	if st := respStatusGet(resp.h, &outStatus); st != statusOK {
 		return 0, st.err("resp status_get")
 	}
-	return int(code), nil
+	return int(outStatus), nil
 }
 
 // Header appends the first value of the named response header to buf;
@@ -86,10 +96,9 @@ func (resp BackendResponse) Header(name string, buf []byte) ([]byte, bool, error
 // serves requests for minutes (a reusable sandbox) and sends a batch
 // every fraction of a second, so handles left open would pile up.
 func (resp BackendResponse) Close() error {
-	var sink [512]byte
 	for {
 		outN = 0
-		if st := bodyRead(resp.body, &sink[0], uint32(len(sink)), &outN); st != statusOK {
+		if st := bodyRead(resp.body, &drain[0], uint32(len(drain)), &outN); st != statusOK {
 			return st.err("body read")
 		}
 		if outN == 0 {

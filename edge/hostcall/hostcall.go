@@ -66,7 +66,10 @@ var (
 	outA, outB handle
 	outN       uint32
 	outAddr    [16]byte
-	nextOpts   struct{ timeoutMs uint64 }
+	outStatus  uint16
+	// drain is where BackendResponse.Close reads a body it discards.
+	drain    [512]byte
+	nextOpts struct{ timeoutMs uint64 }
 )
 
 // Downstream returns the request that started this execution.
@@ -230,6 +233,7 @@ func newBody(data []byte) (handle, error) {
 	for len(data) > 0 {
 		outN = 0
 		if st := bodyWrite(b, &data[0], uint32(len(data)), 0, &outN); st != statusOK {
+			bodyClose(b)
 			return invalid, st.err("body write")
 		}
 		data = data[outN:]

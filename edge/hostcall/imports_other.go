@@ -30,6 +30,7 @@ func bodyWrite(h handle, buf *byte, bufLen uint32, end uint32, nw *uint32) statu
 	return statusUnsupported
 }
 func reqNew(h *handle) status                                      { return statusUnsupported }
+func reqClose(h handle) status                                     { return statusUnsupported }
 func reqMethodSet(h handle, method *byte, methodLen uint32) status { return statusUnsupported }
 func reqURISet(h handle, uri *byte, uriLen uint32) status          { return statusUnsupported }
 func reqCacheOverrideSet(h handle, tag, ttl, staleWhileRevalidate uint32) status {

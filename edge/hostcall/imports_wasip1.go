@@ -68,6 +68,9 @@ func respSendDownstream(resp, body handle, streaming uint32) status
 //go:noescape
 func reqNew(h *handle) status
 
+//go:wasmimport fastly_http_req close
+func reqClose(h handle) status
+
 //go:wasmimport fastly_http_req method_set
 //go:noescape
 func reqMethodSet(h handle, method *byte, methodLen uint32) status
