@@ -753,12 +753,37 @@ func (c *Client) execDDL(ctx context.Context, sql string) error {
 func migrator() string {
 	host, _ := os.Hostname()
 	by := "edgepixel-aggregator pid " + strconv.Itoa(os.Getpid()) + " on " + host
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				by += " rev " + s.Value[:min(12, len(s.Value))]
-			}
-		}
+	if rev := Revision(); rev != "" {
+		by += " rev " + rev
 	}
 	return by
 }
+
+// Revision is the first 12 hex digits of the commit the running binary was
+// built from (Go's vcs.revision build setting), with "+dirty" when its
+// tree had changes; "" when the build did not record one (go run, a
+// build outside the repository).
+func Revision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(12, len(s.Value))]
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return rev + dirty
+}
+
+// SchemaVersion is the schema step this aggregator migrates a database to.
+func SchemaVersion() int { return Migrations[len(Migrations)-1].Version }

@@ -91,7 +91,9 @@ func (a Artifact) Command(ctx context.Context, c *Compiler, root, out string) *e
 		cmd = exec.CommandContext(ctx, c.Bin, args...)
 		cmd.Env = c.Env(os.Environ())
 	default:
-		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, a.Pkg)
+		// -buildvcs=auto over a GOFLAGS that turns it off: the commit
+		// is what --version and the migrations table report.
+		cmd = exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=auto", "-o", out, a.Pkg)
 	}
 	cmd.Dir = root
 	return cmd

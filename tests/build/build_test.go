@@ -36,7 +36,7 @@ func TestCommands(t *testing.T) {
 		t.Errorf("TinyGo run without its TINYGOROOT")
 	}
 	cmd = Pop.Command(ctx, tgc, "/repo", "/out/edgepixel-pop")
-	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -o /out/edgepixel-pop ./edge/cmd/edgepixel-pop" || cmd.Env != nil {
+	if got := strings.Join(cmd.Args, " "); got != "go build -trimpath -buildvcs=auto -o /out/edgepixel-pop ./edge/cmd/edgepixel-pop" || cmd.Env != nil {
 		t.Errorf("the POP is built by go for this machine, got %q with env %v", got, cmd.Env)
 	}
 	// The worker is a reactor, built by either toolchain.

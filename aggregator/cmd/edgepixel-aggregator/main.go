@@ -122,6 +122,7 @@ func run(args []string) error {
 	if err := envDefaults(fs); err != nil {
 		return err
 	}
+	version := fs.Bool("version", false, "print the build's commit and the ClickHouse schema version it migrates to, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -132,6 +133,14 @@ func run(args []string) error {
 			}
 		}
 		return err
+	}
+	if *version {
+		rev := clickhouse.Revision()
+		if rev == "" {
+			rev = "(no commit recorded in this build)"
+		}
+		fmt.Printf("edgepixel-aggregator %s, ClickHouse schema version %d\n", rev, clickhouse.SchemaVersion())
+		return nil
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
@@ -380,6 +389,9 @@ func splitList(s string) []string {
 func envDefaults(fs *flag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" { // a question to the binary, not a setting
+			return
+		}
 		name := "EDGEPIXEL_AGG_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		f.Usage += " (env " + name + ")"
 		if v, ok := os.LookupEnv(name); ok && err == nil {

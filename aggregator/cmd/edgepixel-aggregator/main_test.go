@@ -90,3 +90,15 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		t.Errorf("a size with a unit in the environment: %v", err)
 	}
 }
+
+// TestVersion: --version answers and exits before the configuration is
+// checked (no secret given here, which a start refuses).
+func TestVersion(t *testing.T) {
+	t.Setenv("EDGEPIXEL_AGG_VERSION", "false") // not a setting: ignored
+	if err := run([]string{"--version"}); err != nil {
+		t.Fatalf("--version: %v", err)
+	}
+	if err := run(nil); err == nil || !strings.Contains(err.Error(), "no shared secret") {
+		t.Fatalf("a start without a secret: %v, want the no-secret error", err)
+	}
+}
