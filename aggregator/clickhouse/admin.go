@@ -109,12 +109,15 @@ func (c *Client) retryServer(ctx context.Context, sql string) error {
 // error of the server's (*Error), waiting first wait and then twice as
 // long each time; it returns f's last error, or ctx's once that ends.
 // Errors of the connection are returned at once: the caller's own retries
-// deal with a server that does not answer.
+// deal with a server that does not answer. So is a timeout of the server's
+// (TIMEOUT_EXCEEDED, e.g. a statement ON CLUSTER that outlasted
+// distributed_ddl_task_timeout): the statement stays queued or running,
+// and another attempt would only wait as long again.
 func retryServerErrors(ctx context.Context, attempts int, wait time.Duration, f func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := f()
 		var se *Error
-		if err == nil || attempt == attempts || !errors.As(err, &se) {
+		if err == nil || attempt == attempts || !errors.As(err, &se) || se.TimedOut() {
 			return err
 		}
 		select {

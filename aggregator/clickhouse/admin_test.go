@@ -216,3 +216,27 @@ func TestNativeURL(t *testing.T) {
 		t.Error("native URL without host accepted")
 	}
 }
+
+// TestRetryServerErrors: a server error is tried again, up to the
+// attempts; a server timeout and a connection error are not.
+func TestRetryServerErrors(t *testing.T) {
+	timeout := &Error{Status: 500, Message: "Code: 159, e.displayText() = DB::Exception: Watching task /clickhouse/task_queue/ddl/query-0000000003 is executing longer than distributed_ddl_task_timeout (=60) seconds."}
+	exists := &Error{Status: 500, Message: "Code: 57, e.displayText() = DB::Exception: Table edgepixel.x already exists."}
+	for _, tc := range []struct {
+		name  string
+		err   error
+		calls int
+	}{
+		{"server error", exists, 3},
+		{"server timeout", timeout, 1},
+		{"wrapped server timeout", fmt.Errorf("drop: %w", timeout), 1},
+		{"connection error", errors.New("connection refused"), 1},
+		{"no error", nil, 1},
+	} {
+		calls := 0
+		err := retryServerErrors(context.Background(), 3, time.Millisecond, func() error { calls++; return tc.err })
+		if calls != tc.calls || !errors.Is(err, tc.err) {
+			t.Errorf("%s: %d calls, error %v; want %d calls and the error", tc.name, calls, err, tc.calls)
+		}
+	}
+}

@@ -116,6 +116,11 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("clickhouse: %d: %s", e.Status, e.Message) }
 
+// TimedOut reports whether the server gave up on the statement for a
+// timeout of its own: error code 159, TIMEOUT_EXCEEDED (ClickHouse's
+// ErrorCodes.cpp), which its messages spell "Code: 159".
+func (e *Error) TimedOut() bool { return strings.Contains(e.Message, "Code: 159,") }
+
 // do POSTs body to the server with the given query parameters and returns
 // the response body. A non-200 answer becomes an *Error.
 // do posts body (a statement, or an INSERT's data after the statement in

@@ -3,6 +3,8 @@ package localsrv
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -229,7 +231,31 @@ func StartTestCluster(t testing.TB, name string, shards, replicas int) (*ZooKeep
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Kill)
+	t.Cleanup(func() { // runs before the kill: the servers' own account of a failure
+		if !t.Failed() {
+			return
+		}
+		for _, shard := range cl.Shards {
+			for _, ch := range shard {
+				t.Logf("%s: the end of its error log:\n%s", ch.Dir, tail(filepath.Join(ch.Dir, "log", "clickhouse-server.err.log"), 4<<10))
+			}
+		}
+	})
 	return zk, cl
+}
+
+// tail returns the last n bytes of the file at path, or why it cannot.
+func tail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
 }
 
 // SkipWithoutRedisAndClickHouse skips t under -short or when redis-server

@@ -117,7 +117,11 @@ func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, ext
 		return nil, err
 	}
 	if extra != "" {
-		users = clusterProfile.ReplaceAll(users, []byte("${1}\n            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>"))
+		// A statement ON CLUSTER that has not finished on every server
+		// in a minute is a hang here (a few tables, a few rows): failing
+		// it then names the statement, where the default of 180 s, times
+		// a caller's retries, outlasts the test binary's timeout.
+		users = clusterProfile.ReplaceAll(users, []byte("${1}\n            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>\n            <distributed_ddl_task_timeout>60</distributed_ddl_task_timeout>"))
 	}
 	if err := os.WriteFile(filepath.Join(cfgDir, "users.xml"), users, 0o644); err != nil {
 		return nil, err
