@@ -83,6 +83,9 @@ type Config struct {
 	Now    func() time.Time // for tests
 }
 
+// minTokenLen is the shortest admin or viewer token accepted.
+const minTokenLen = 16
+
 // Access checks credentials. Safe for concurrent use.
 type Access struct {
 	cfg    Config
@@ -94,7 +97,7 @@ type Access struct {
 // New returns an Access with the share links of cfg.SharesFile. It fails
 // without an admin token or key, or when the shares file cannot be read.
 func New(cfg Config) (*Access, error) {
-	if len(cfg.AdminToken) < 16 {
+	if len(cfg.AdminToken) < minTokenLen {
 		return nil, errors.New("access: the admin token must be at least 16 bytes")
 	}
 	if len(cfg.Key) < 32 {
@@ -109,8 +112,8 @@ func New(cfg Config) (*Access, error) {
 	a := &Access{cfg: cfg, tokens: map[string]Grant{}, shares: map[string]Share{}}
 	a.tokens[tokenID(cfg.AdminToken)] = Grant{Admin: true, Kind: "admin"}
 	for tok, sites := range cfg.Viewers {
-		if len(tok) < 16 {
-			return nil, fmt.Errorf("access: viewer token for %v is shorter than 16 bytes", sites)
+		if len(tok) < minTokenLen {
+			return nil, fmt.Errorf("access: viewer token for %v is shorter than %d bytes", sites, minTokenLen)
 		}
 		a.tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
 	}
@@ -338,9 +341,12 @@ func (a *Access) saveLocked() error {
 }
 
 // ParseViewers reads viewer tokens, one per line: TOKEN SITE[,SITE...].
-// Blank lines and lines starting with # are skipped.
+// Blank lines and lines starting with # are skipped. Errors name the line,
+// since the file is written by hand: a short token (New refuses it) or a
+// token given twice (one line would silently replace the other's sites).
 func ParseViewers(text string) (map[string][]string, error) {
 	out := map[string][]string{}
+	lineOf := map[string]int{}
 	for i, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -350,6 +356,13 @@ func ParseViewers(text string) (map[string][]string, error) {
 		if len(f) != 2 {
 			return nil, fmt.Errorf("line %d: want TOKEN SITE[,SITE...]", i+1)
 		}
+		if len(f[0]) < minTokenLen {
+			return nil, fmt.Errorf("line %d: the token is shorter than %d bytes; use a long random one, e.g. from head -c 24 /dev/urandom | base64", i+1, minTokenLen)
+		}
+		if j, dup := lineOf[f[0]]; dup {
+			return nil, fmt.Errorf("line %d: the same token as line %d; give one line all its sites, comma-separated", i+1, j)
+		}
+		lineOf[f[0]] = i + 1
 		var sites []string
 		for _, s := range strings.Split(f[1], ",") {
 			if s = strings.TrimSpace(s); s != "" {

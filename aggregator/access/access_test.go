@@ -105,11 +105,19 @@ func mustParse(t *testing.T, v string) session {
 }
 
 func TestParseViewers(t *testing.T) {
-	v, err := ParseViewers("# comment\n\nTOKEN-A shop,blog\nTOKEN-B demo\n")
-	if err != nil || len(v) != 2 || len(v["TOKEN-A"]) != 2 || v["TOKEN-B"][0] != "demo" {
+	const a, b = "TOKEN-A-0123456789", "TOKEN-B-0123456789"
+	v, err := ParseViewers("# comment\n\n" + a + " shop,blog\n" + b + " demo\n")
+	if err != nil || len(v) != 2 || len(v[a]) != 2 || v[b][0] != "demo" {
 		t.Fatalf("%v %v", v, err)
 	}
-	if _, err := ParseViewers("only-a-token\n"); err == nil {
-		t.Error("a line without sites accepted")
+	// Each refusal names the line to fix and what is wrong with it.
+	for text, want := range map[string]string{
+		"only-a-token-0123456789\n":                     "line 1: want TOKEN SITE",
+		"# viewers\n" + a + " shop\nshort demo\n":       "line 3: the token is shorter than 16 bytes",
+		a + " shop\n\n" + b + " demo\n" + a + " blog\n": "line 4: the same token as line 1",
+	} {
+		if _, err := ParseViewers(text); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error with %q", text, err, want)
+		}
 	}
 }

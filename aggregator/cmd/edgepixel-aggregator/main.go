@@ -170,11 +170,11 @@ func run(args []string) error {
 	var viewers map[string][]string
 	if o.dashboardViewersFile != "" {
 		b, err := os.ReadFile(o.dashboardViewersFile)
-		if err == nil {
-			viewers, err = access.ParseViewers(string(b))
-		}
 		if err != nil {
 			return fmt.Errorf("--dashboard-viewers-file: %w", err)
+		}
+		if viewers, err = access.ParseViewers(string(b)); err != nil {
+			return fmt.Errorf("--dashboard-viewers-file %s: %w", o.dashboardViewersFile, err)
 		}
 	}
 
@@ -407,8 +407,9 @@ func envDefaults(fs *flag.FlagSet) error {
 }
 
 // badFlagValue matches the flag package's error for a value its type does
-// not parse, which for numbers and durations says only "parse error".
-var badFlagValue = regexp.MustCompile(`^invalid value ".*" for flag -([a-z0-9-]+): parse error$`)
+// not parse, which for numbers, durations and booleans says only "parse
+// error" (booleans in words of their own).
+var badFlagValue = regexp.MustCompile(`^invalid (?:value ".*" for flag|boolean value ".*" for) -([a-z0-9-]+): parse error$`)
 
 // valueHint says what a number or duration flag takes ("" for others,
 // whose own errors say it).
@@ -430,6 +431,8 @@ func valueHint(f *flag.Flag) string {
 		return "want a whole number"
 	case float64:
 		return "want a number"
+	case bool:
+		return "want true or false (or 1 or 0)"
 	}
 	return ""
 }

@@ -79,12 +79,26 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--replay-window", "5"}, "a duration such as"},
 		{[]string{"--max-body", "4MiB"}, "whole number of bytes"},
 		{[]string{"--max-conns", "many"}, "whole number"},
+		{[]string{"--secure-cookies=yes"}, "want true or false"},
 	} {
 		err := run(append(append([]string{}, base...), c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v; want an error naming %q", c.args, err, c.want)
 		}
 	}
+	viewers := filepath.Join(t.TempDir(), "viewers")
+	if err := os.WriteFile(viewers, []byte("0123456789abcdef0123 demo\nshort shop\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(append(append([]string{}, base...), "--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0", "--dashboard-viewers-file", viewers)); err == nil ||
+		!strings.Contains(err.Error(), viewers+": line 2: the token is shorter than 16 bytes") {
+		t.Errorf("a short viewer token: %v; want the file, the line and the reason", err)
+	}
+	t.Setenv("EDGEPIXEL_AGG_SECURE_COOKIES", "yes")
+	if err := run(base); err == nil || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_SECURE_COOKIES") || !strings.Contains(err.Error(), "want true or false") {
+		t.Errorf("a boolean in words in the environment: %v", err)
+	}
+	os.Unsetenv("EDGEPIXEL_AGG_SECURE_COOKIES")
 	t.Setenv("EDGEPIXEL_AGG_SPOOL_MAX_BYTES", "1GiB")
 	if err := run(base); err == nil || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_SPOOL_MAX_BYTES") || !strings.Contains(err.Error(), "whole number of bytes") {
 		t.Errorf("a size with a unit in the environment: %v", err)
