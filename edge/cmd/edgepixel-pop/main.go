@@ -97,7 +97,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		// The usage is over a hundred lines: printed after the error it
 		// would scroll the one line that says what is wrong off the screen.
-		fmt.Fprintf(stderr, "edgepixel-pop: %v\n(edgepixel-pop --help lists every flag)\n", err)
+		fmt.Fprintf(stderr, "edgepixel-pop: %v\n(edgepixel-pop --help lists every flag)\n", parseErrorHint(err))
 		return 2
 	}
 	if o.version {

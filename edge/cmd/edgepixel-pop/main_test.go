@@ -105,6 +105,27 @@ func TestVersion(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(errb.String()), "\n"); len(lines) > 3 || !strings.Contains(errb.String(), "--max-request-body") {
 		t.Errorf("bad value printed %d lines: %q", len(lines), errb.String())
 	}
+	// Each bad value says what the setting takes, on the command line and
+	// in the environment, where strconv and time say only what failed.
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--instances", "x", "a.wasm"}, nil, "want a whole number"},
+		{[]string{"--h2c=yes", "a.wasm"}, nil, "want true or false"},
+		{[]string{"--wall-budget", "5", "a.wasm"}, nil, "want a duration such as"},
+		{[]string{"a.wasm"}, map[string]string{"EDGEPIXEL_POP_INSTANCES": "x"}, "EDGEPIXEL_POP_INSTANCES: strconv.Atoi: parsing \"x\": invalid syntax: want a whole number"},
+		{[]string{"a.wasm"}, map[string]string{"EDGEPIXEL_POP_H2C": "yes"}, "EDGEPIXEL_POP_H2C: strconv.ParseBool: parsing \"yes\": invalid syntax: want true or false"},
+		{[]string{"a.wasm"}, map[string]string{"EDGEPIXEL_POP_WATCH": "maybe"}, "want true or false"},
+		{[]string{"a.wasm"}, map[string]string{"EDGEPIXEL_POP_WALL_BUDGET": "5"}, "EDGEPIXEL_POP_WALL_BUDGET: time: missing unit in duration \"5\": want a duration such as"},
+		{[]string{"a.wasm"}, map[string]string{"EDGEPIXEL_POP_HEADER_TIMEOUT": "soon"}, "want a duration such as"},
+	} {
+		errb.Reset()
+		if code := run(c.args, env(c.env), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%q %v: exit %d, %q; want %q", c.args, c.env, code, errb.String(), c.want)
+		}
+	}
 }
 
 // TestServeEndToEnd runs the real binary the way the Fastly CLI does, with
