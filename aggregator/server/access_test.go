@@ -95,8 +95,20 @@ func TestDashboardAccess(t *testing.T) {
 		t.Errorf("tampered cookie: %d, want 401", code)
 	}
 
+	// A share link asked for in JSON: the answer says the site is a form field.
+	req, _ := http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader(`{"site":"shop"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 || !strings.Contains(string(b), "form field site") {
+		t.Errorf("share from a JSON body: %d %s; want 400 naming the form field", resp.StatusCode, b)
+	}
+	resp.Body.Close()
 	// A share link for shop.
-	req, _ := http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader("site=shop&note=team"))
+	req, _ = http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader("site=shop&note=team"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err = http.DefaultClient.Do(req)
@@ -144,6 +156,14 @@ func TestDashboardAccess(t *testing.T) {
 	}
 	if code, _ := get(guest, "/api/counts", ""); code != 401 {
 		t.Errorf("revoked share: %d, want 401", code)
+	}
+	// Revoking it again: 404 with a reason, like every other refusal.
+	req, _ = http.NewRequest("DELETE", a.dash.URL+"/api/shares/"+created.Share.ID, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 404 || !strings.Contains(string(b), `"reason":"not_found"`) {
+		t.Errorf("revoking a revoked share: %d %s; want 404 not_found", resp.StatusCode, b)
 	}
 	if code, _ := get(guest, created.Path, ""); code != 404 {
 		t.Errorf("revoked share link: %d, want 404", code)

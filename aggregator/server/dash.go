@@ -199,9 +199,9 @@ func (s *Server) dashboardRoutes() http.Handler {
 		ok, err := s.access.Revoke(r.PathValue("id"))
 		switch {
 		case err != nil:
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error(), "reason": "internal_error"})
 		case !ok:
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such share link"})
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such share link: GET /api/shares lists their ids", "reason": "not_found"})
 		default:
 			writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
 		}
@@ -244,6 +244,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	site := r.PostFormValue("site")
+	if site == "" {
+		// A JSON body is the likely mistake: say what is read.
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "no site: send it as the form field site (application/x-www-form-urlencoded), e.g. curl -d site=demo -d note=team /api/shares", "reason": "bad_request"})
+		return
+	}
 	sh, err := s.access.CreateShare(site, r.PostFormValue("note"))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
