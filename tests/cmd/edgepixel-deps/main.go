@@ -30,7 +30,7 @@ func main() {
 		usage()
 	}
 	fs := flag.NewFlagSet("edgepixel-deps "+os.Args[1], flag.ExitOnError)
-	soft := fs.Bool("soft", false, "install: on failure, warn and exit 0 (`make run` can run without them)")
+	soft := fs.Bool("soft", false, "install: on failure, warn and exit 0 (make run can run without them)")
 	fs.Parse(os.Args[2:])
 	var want []deps.Program
 	for _, name := range fs.Args() {

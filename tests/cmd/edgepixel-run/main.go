@@ -52,13 +52,13 @@ func main() {
 	}
 	var (
 		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
-		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where `make build` put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
+		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where make build put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
 		aggAddr  = flag.String("aggregator-addr", cli.EnvOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
 		dashAddr = flag.String("dashboard-addr", cli.EnvOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", "127.0.0.1:8081"), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
 		popAddr  = flag.String("pop-addr", cli.EnvOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
 		durable  = flag.String("durability", cli.EnvOr("EDGEPIXEL_RUN_DURABILITY", "write"), "when the POP answers a hit, its line is written to the journal queue (write: survives the POP's death) or also fsynced (fsync: survives a machine crash) (env EDGEPIXEL_RUN_DURABILITY)")
-		since    = flag.Int64("since", 0, "unix time in seconds when `make run` began, to report the whole start-up time")
-		firstRun = flag.String("first-run", "", "how long a first `make run` takes, for the banner (the Makefile says)")
+		since    = flag.Int64("since", 0, "unix time in `seconds` when make run began, to report the whole start-up time")
+		firstRun = flag.String("first-run", "", "how long a first make run takes, for the banner (the Makefile says)")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
