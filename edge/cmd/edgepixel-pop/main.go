@@ -130,7 +130,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if o.config != "" {
 		var err error
 		if m, err = fastlytoml.Load(o.config); err != nil {
-			return err
+			return fmt.Errorf("-C: %w", err)
 		}
 	}
 	var tlsConfig *tls.Config
@@ -164,7 +164,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	// then a client gets "connection refused". A port already in use is
 	// reported now, though, not after a compile that can take a minute.
 	if err := checkAddr(o.addr); err != nil {
-		return err
+		return fmt.Errorf("--addr: %w", err)
 	}
 	if o.starting != nil {
 		o.starting(o.addr)
@@ -192,7 +192,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	ln, err := listen("tcp", o.addr)
 	if err != nil {
 		s.Shutdown(context.Background())
-		return err
+		return fmt.Errorf("--addr: %w", err)
 	}
 	ln = s.Listener(ln, tlsConfig != nil) // connection limits
 	defer ln.Close()

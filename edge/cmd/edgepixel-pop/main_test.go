@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,6 +125,28 @@ func TestVersion(t *testing.T) {
 		errb.Reset()
 		if code := run(c.args, env(c.env), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
 			t.Errorf("%q %v: exit %d, %q; want %q", c.args, c.env, code, errb.String(), c.want)
+		}
+	}
+}
+
+// TestStartErrorsNameTheFlag: a start that fails on the manifest or the
+// listen address names the flag to change, not only the system call.
+func TestStartErrorsNameTheFlag(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-C", filepath.Join(t.TempDir(), "missing.toml"), "a.wasm"}, "-C: open "},
+		{[]string{"--addr", busy.Addr().String(), "a.wasm"}, "--addr: listen tcp " + busy.Addr().String()},
+	} {
+		var errb bytes.Buffer
+		if code := run(c.args, env(nil), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%q: exit %d, %q; want exit 1 and %q", c.args, code, errb.String(), c.want)
 		}
 	}
 }
