@@ -137,7 +137,7 @@ func run(args []string) error {
 	if *version {
 		rev := clickhouse.Revision()
 		if rev == "" {
-			rev = "(no commit recorded in this build)"
+			rev = "(no commit recorded: built outside a git clone, a worktree included, or with -buildvcs=false)"
 		}
 		fmt.Printf("edgepixel-aggregator %s, ClickHouse schema version %d\n", rev, clickhouse.SchemaVersion())
 		return nil
