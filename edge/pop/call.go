@@ -151,18 +151,19 @@ func writeMulti(c *call, n int, item func(i int) string, lower bool, buf, bufLen
 // putIP writes 4 octets for IPv4 (including v4-mapped) and 16 for IPv6.
 func putIP(c *call, a netip.Addr, out, nwOut uint32) status {
 	a = a.Unmap()
-	var b []byte
+	v := a.As16()
+	b := v[:]
 	if a.Is4() {
-		v := a.As4()
-		b = v[:]
-	} else {
-		v := a.As16()
-		b = v[:]
+		b = v[12:]
 	}
-	if !c.putBytes(out, b) || !c.putU32(nwOut, uint32(len(b))) {
+	// Copied into a view of guest memory: passing b to Memory.Write, an
+	// interface method, would move the array to the heap.
+	dst, ok := c.bytes(out, uint32(len(b)))
+	if !ok {
 		return stInval
 	}
-	return stOK
+	copy(dst, b)
+	return c.putU32Status(nwOut, uint32(len(b)))
 }
 
 // putU32Status writes v to ptr: $ok, or $inval for a bad pointer.

@@ -165,9 +165,10 @@ func writeResponse(w http.ResponseWriter, r *http.Request, o *outcome) {
 // was sent completely (and its trailers may follow).
 func drainBody(w http.ResponseWriter, ctx context.Context, b *body) bool {
 	var (
-		segs []segment
-		rc   *http.ResponseController
-		bufp *[]byte
+		first [2]segment // most bodies arrive in one take
+		segs  = first[:0]
+		rc    *http.ResponseController
+		bufp  *[]byte
 	)
 	defer func() {
 		if bufp != nil {

@@ -932,10 +932,17 @@ func headerInsert(get headerHolder, appendMode bool) hostFn {
 		if !ok1 || !ok2 || !validHeaderName(name) || !validHeaderValue(val) {
 			return stInval
 		}
-		if appendMode {
-			hl.appendValue(string(name), string(val))
-		} else {
-			hl.set(string(name), []string{string(val)})
+		strs := &c.inst.strs
+		v := strs.str(val)
+		i := hl.index(name)
+		switch {
+		case i < 0:
+			*hl = append(*hl, hfield{name: strs.str(name), vals: strs.one(v)})
+		case appendMode:
+			old := (*hl)[i].vals
+			(*hl)[i].vals = append(old[:len(old):len(old)], v)
+		default:
+			(*hl)[i].vals = strs.one(v)
 		}
 		return stOK
 	}

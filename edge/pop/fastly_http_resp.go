@@ -32,9 +32,11 @@ func (inst *instance) getResp(h uint32) (*respObj, bool) { return lookup[*respOb
 //
 // Differs: no known difference.
 func respNew(c *call) status {
-	// Room for a typical answer's headers up front, rather than
-	// growing the list at the first, second and fourth header_append.
-	r := &respObj{status: 200, version: httpV11, header: make(headerList, 0, 8)}
+	// Room for a typical answer's headers up front, in the object
+	// itself, rather than growing the list at the first, second and
+	// fourth header_append.
+	r := &respObj{status: 200, version: httpV11}
+	r.header = r.hbuf[:0]
 	return c.putHandle(c.u32(0), c.inst.tab.add(r, c.inst.gen, false))
 }
 

@@ -33,6 +33,7 @@ type instance struct {
 	inbox chan *downstream
 
 	tab    handleTable
+	strs   strCache // header names and values from the guest (intern.go)
 	gen    uint32
 	cur    *downstream
 	served int
@@ -41,6 +42,8 @@ type instance struct {
 	spawned  time.Time
 	// retiring: it was told to end after sitting idle (pool.go).
 	retiring bool
+	// The timers of waitWork: the guest's timeout and the idle limit.
+	waitTimer, idleTimer reusedTimer
 
 	// Execution limits (limits.go). breached and the watchdog are also
 	// touched by the watchdog's timer goroutine.

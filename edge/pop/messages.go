@@ -53,4 +53,7 @@ type respObj struct {
 	manualFraming bool
 	// remote is the backend address a received response came from.
 	remote netip.AddrPort
+	// hbuf is where respNew starts header; a respObj is never copied by
+	// value, so no other header can alias it.
+	hbuf [8]hfield
 }

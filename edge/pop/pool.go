@@ -325,17 +325,15 @@ func (inst *instance) waitWork(timeout time.Duration) (*downstream, bool) {
 	}()
 	var tc, idleC <-chan time.Time
 	if timeout >= 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		tc = t.C
+		tc = inst.waitTimer.start(timeout)
+		defer inst.waitTimer.t.Stop()
 	}
 	// Only an instance above the warm size can retire, so only it needs a
 	// timer (the pool grows only while no instance is idle, so one that
 	// starts waiting at the warm size has no reason to leave).
 	if s.idleTimeout > 0 && int(p.live.Load()-p.retiring.Load()) > s.minInstances {
-		t := time.NewTimer(s.idleTimeout)
-		defer t.Stop()
-		idleC = t.C
+		idleC = inst.idleTimer.start(s.idleTimeout)
+		defer inst.idleTimer.t.Stop()
 	}
 	for {
 		select {
@@ -363,4 +361,19 @@ func (inst *instance) waitWork(timeout time.Duration) (*downstream, bool) {
 		}
 		return nil, false
 	}
+}
+
+// reusedTimer is a timer an instance arms for each wait instead of making
+// a new one per request. Since Go 1.23 a stopped or reset timer delivers
+// no value left over from before, so reuse cannot wake a wait early.
+type reusedTimer struct{ t *time.Timer }
+
+// start arms the timer for d and returns its channel.
+func (r *reusedTimer) start(d time.Duration) <-chan time.Time {
+	if r.t == nil {
+		r.t = time.NewTimer(d)
+	} else {
+		r.t.Reset(d)
+	}
+	return r.t.C
 }

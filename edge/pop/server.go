@@ -593,12 +593,21 @@ func (w *recorder) extendDeadline() {
 	if now.Sub(w.deadlineSet) < w.writeTimeout/16 {
 		return
 	}
-	if w.rc == nil {
-		w.rc = http.NewResponseController(w.ResponseWriter)
+	if d, ok := w.ResponseWriter.(writeDeadliner); ok {
+		// net/http's own writer: no ResponseController to allocate.
+		d.SetWriteDeadline(now.Add(w.writeTimeout))
+	} else {
+		if w.rc == nil {
+			w.rc = http.NewResponseController(w.ResponseWriter)
+		}
+		w.rc.SetWriteDeadline(now.Add(w.writeTimeout))
 	}
-	w.rc.SetWriteDeadline(now.Add(w.writeTimeout))
 	w.deadlineSet = now
 }
+
+// writeDeadliner is what http.ResponseController looks for to set a
+// write deadline.
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 // deadlineReader extends a recorder's write deadline before each read of
 // a body being copied to the client: each read is followed by a write.

@@ -82,6 +82,8 @@ func main() {
 	flag.IntVar(&sizing.conns, "sizing-connections", 16, "sizing: concurrent keep-alive clients")
 	flag.DurationVar(&hostile.duration, "hostile-duration", 3*time.Second, "hostile: normal load measured during each attack")
 	flag.IntVar(&hostile.workers, "hostile-clients", 4, "hostile: normal keep-alive clients")
+	flag.StringVar(&popCPUProfile, "pop-cpuprofile", "", "pop: write a Go CPU profile of this process (wrk runs outside it) over each target's run at full connections, to this `file` name with a dot and the target's name appended")
+	flag.BoolVar(&popServe, "pop-serve", false, "pop: only start the targets, print their names and addresses (tab-separated, one a line) and serve until stdin closes, for an outside load generator")
 	probe := flag.Int(rssProbeFlag, 0, "internal: run as the resident-memory probe with this many instances")
 	probeManifest := flag.String("rss-manifest", "", "internal: the probe's fastly.toml")
 	probeCache := flag.String("rss-cache", "", "internal: the probe's compile cache")
@@ -190,6 +192,12 @@ func main() {
 	}
 }
 
+// popCPUProfile is --pop-cpuprofile; popServe is --pop-serve.
+var (
+	popCPUProfile string
+	popServe      bool
+)
+
 // benchModule is one build of the edge module under measurement.
 type benchModule struct {
 	name, path string
@@ -266,6 +274,20 @@ func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 		targets = append(targets, target{"POP " + m.name, m.addr})
 	}
 	targets = append(targets, target{"native edge", nativeAddr}, target{"bare GIF", bareAddr})
+	if popServe {
+		// Another program drives the load (comparing two builds of the
+		// POP, each in its own bench process): name and address of each
+		// target, one a line, then serve until stdin closes.
+		for _, t := range targets {
+			fmt.Printf("%s\t%s\n", t.name, t.addr)
+		}
+		io.Copy(io.Discard, os.Stdin)
+		for _, m := range mods {
+			m.pop.Shutdown(ctx)
+		}
+		native.Close()
+		return nil
+	}
 
 	// Warm every target (the POP's instances start lazily on first traffic).
 	for _, t := range targets {
@@ -282,7 +304,17 @@ func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 	one := make([]result, len(targets))
 	for i, t := range targets {
 		fmt.Fprintf(os.Stderr, "bench: pixel from %s (%v, %d connections) ...\n", t.name, d, conns)
-		if many[i], err = wrk(t.addr+benchPath, d, conns, threads); err != nil {
+		profile := ""
+		if popCPUProfile != "" {
+			profile = popCPUProfile + "." + strings.ReplaceAll(t.name, " ", "-")
+		}
+		stop, err := startCPUProfile(profile)
+		if err != nil {
+			return err
+		}
+		many[i], err = wrk(t.addr+benchPath, d, conns, threads)
+		stop()
+		if err != nil {
 			return err
 		}
 	}
