@@ -134,11 +134,11 @@ func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
 		}
 		// The hours' states merged into the day's; the hour is renamed
 		// in a subquery so that the day can be called t.
-		sel := func(extra string) string {
-			return fmt.Sprintf(`SELECT site, %s(h, 'UTC') AS t, toUInt8(1) AS src, dim, value, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
+		sel := func(extra string) []string {
+			return []string{fmt.Sprintf(`SELECT site, %s(h, 'UTC') AS t, toUInt8(1) AS src, dim, value, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
 	uniqCombinedIfMergeState(u) AS visitors%s
 FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
-GROUP BY site, dim, value, t`, Grains[2].Start, extra, c.db, DimTable, before, m)
+GROUP BY site, dim, value, t`, Grains[2].Start, extra, c.db, DimTable, before, m)}
 		}
 		if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
 			return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
