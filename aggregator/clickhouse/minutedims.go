@@ -99,36 +99,14 @@ func minuteDimsSchema(l Layout) []string { return minuteDims().create(l) }
 // from 0 on a database with no events. A view already there keeps its
 // cut-off (see createDimDaysView).
 func (c *Client) createMinuteDimsView(ctx context.Context) error {
-	r := minuteDims()
-	cuts, err := c.viewCutoffsOf(ctx, []rollup{r})
-	if err != nil {
-		return err
-	}
-	if cut, ok := cuts[r.table]; ok {
-		return c.execDDL(ctx, r.view(c.layout, cut))
-	}
-	rows, err := c.Query(ctx, "SELECT count() FROM "+c.db+".events")
-	if err != nil {
-		return err
-	}
-	var cutoff int64
-	if len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != "0" {
-		hour := int64(Grains[1].Seconds)
-		cutoff = (time.Now().Add(CutoffMargin).Unix() + hour - 1) / hour * hour
-	}
-	return c.execDDL(ctx, r.view(c.layout, cutoff))
+	return c.createHourCutoffView(ctx, minuteDims(), "SELECT count() FROM "+c.db+".events")
 }
 
 // MinuteDimsCutoff returns MinuteDimsTable's cut-off: the events before
 // it are rolled up by BackfillMinuteDims. ok is false before step
 // VersionMinuteDims.
 func (c *Client) MinuteDimsCutoff(ctx context.Context) (cutoff time.Time, ok bool, err error) {
-	cuts, err := c.viewCutoffsOf(ctx, []rollup{minuteDims()})
-	if err != nil {
-		return time.Time{}, false, err
-	}
-	n, ok := cuts[MinuteDimsTable]
-	return time.Unix(n, 0).UTC(), ok, nil
+	return c.cutoffOf(ctx, minuteDims())
 }
 
 // BackfillMinuteDims rolls up the events before MinuteDimsTable's

@@ -22,23 +22,7 @@ func TestBackfillMinuteDims(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	countries := []string{"DE", "US", ""}
-	devices := []string{"mobile", "desktop"}
-	mk := func(n int, at time.Time, step time.Duration) []event.Event {
-		var out []event.Event
-		for i := range n {
-			e := mkEvent(t, "old.example", at.Add(time.Duration(i)*step).UnixMilli())
-			e.VisitorID = uint64(i % 5) // 0: none
-			e.Country = countries[i%len(countries)]
-			e.Device = devices[i%len(devices)]
-			e.URL = fmt.Sprintf("https://old.example/p/%d", i%4)
-			if i%3 == 0 {
-				e.Name = "signup"
-			}
-			out = append(out, e)
-		}
-		return out
-	}
+	mk := func(n int, at time.Time, step time.Duration) []event.Event { return historyEvents(t, n, at, step) }
 	history := now.AddDate(0, -2, 0)
 	if err := c.InsertEvents(ctx, mk(400, history, 3*time.Hour+7*time.Minute)); err != nil {
 		t.Fatal(err)
