@@ -212,8 +212,14 @@ const StagingInfix = "_bf_"
 // runs that both copy one month at the same moment double it, and a
 // month with more rolled up than stored is not rebuilt.
 func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
+	return c.backfillRollupsFrom(ctx, c.RollupCutoff, rollups())
+}
+
+// backfillRollupsFrom rolls up the events before the cut-off cut returns
+// into rs, as BackfillRollups does.
+func (c *Client) backfillRollupsFrom(ctx context.Context, cut func(context.Context) (time.Time, bool, error), rs []rollup) (BackfillResult, error) {
 	var res BackfillResult
-	cutoff, ok, err := c.RollupCutoff(ctx)
+	cutoff, ok, err := cut(ctx)
 	if err != nil || !ok {
 		return res, err
 	}
@@ -226,7 +232,7 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 		return res, err
 	}
 	defer c.dropStaging(context.WithoutCancel(ctx), run)
-	for _, r := range rollups() {
+	for _, r := range rs {
 		if err := c.backfillFromEvents(ctx, r, cutoff, run, &res); err != nil {
 			return res, err
 		}

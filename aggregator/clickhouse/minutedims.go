@@ -114,21 +114,7 @@ func (c *Client) MinuteDimsCutoff(ctx context.Context) (cutoff time.Time, ok boo
 // fewer events than the events table, as BackfillRollups does (and with
 // its guarantees). It is idempotent.
 func (c *Client) BackfillMinuteDims(ctx context.Context) (BackfillResult, error) {
-	var res BackfillResult
-	cutoff, ok, err := c.MinuteDimsCutoff(ctx)
-	if err != nil || !ok {
-		return res, err
-	}
-	res.Cutoff = cutoff
-	if cutoff.Unix() == 0 {
-		return res, nil
-	}
-	run := newRunID()
-	if err := c.dropStaging(ctx, ""); err != nil {
-		return res, err
-	}
-	defer c.dropStaging(context.WithoutCancel(ctx), run)
-	return res, c.backfillFromEvents(ctx, minuteDims(), cutoff, run, &res)
+	return c.backfillRollupsFrom(ctx, c.MinuteDimsCutoff, []rollup{minuteDims()})
 }
 
 // MinuteDimsReady reports whether MinuteDimsTable holds site's events of
