@@ -43,12 +43,13 @@ func (c *Client) InsertBadRows(ctx context.Context, rows []record.BadRow) error 
 }
 
 // retentionTables are the tables partitioned by day (toYYYYMMDD, or
-// (toYYYYMMDD, src) for VisitsTable) that retention trims. VisitsTable
-// holds visitor ids, so it goes with the events it came from. The other
+// (toYYYYMMDD, src) for VisitsTable and MinuteDimsTable) that retention
+// trims. Those two hold visitor ids, so they go with the events they
+// came from. The other
 // rollups (monthly partitions, counts and visitor estimates, no ids) are
 // kept. edge_counters holds nothing about visitors either, but is trimmed
 // with events so that the loss it measures is over the same days.
-var retentionTables = []string{"events", "bad_rows", "edge_counters", VisitsTable}
+var retentionTables = []string{"events", "bad_rows", "edge_counters", VisitsTable, MinuteDimsTable}
 
 // Partition names one partition of a table.
 type Partition struct {

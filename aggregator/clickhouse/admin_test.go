@@ -73,14 +73,17 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Days 31, 45 of events and rollup_visits, and day 40 of bad_rows;
-	// the order is by table.
-	if len(dropped) != 5 || dropped[0].Table != "bad_rows" || dropped[1].Table != "events" || dropped[2].Table != "events" ||
-		dropped[3].Table != VisitsTable || dropped[4].Table != VisitsTable {
+	// Days 31, 45 of events, rollup_minute_dims and rollup_visits, and
+	// day 40 of bad_rows; the order is by table.
+	if len(dropped) != 7 || dropped[0].Table != "bad_rows" || dropped[1].Table != "events" || dropped[2].Table != "events" ||
+		dropped[3].Table != MinuteDimsTable || dropped[4].Table != MinuteDimsTable ||
+		dropped[5].Table != VisitsTable || dropped[6].Table != VisitsTable {
 		t.Fatalf("dropped %+v", dropped)
 	}
-	if got := c.count(t, "SELECT uniqExact(visitor_id) FROM "+c.db+"."+VisitsTable); got != "3" {
-		t.Fatalf("%s visitor ids left in %s, want 3", got, VisitsTable)
+	for _, table := range []string{VisitsTable, MinuteDimsTable} {
+		if got := c.count(t, "SELECT uniqExact(visitor_id) FROM "+c.db+"."+table); got != "3" {
+			t.Fatalf("%s visitor ids left in %s, want 3", got, table)
+		}
 	}
 	if got := c.count(t, "SELECT count() FROM "+c.db+".events"); got != "3" {
 		t.Fatalf("%s events left, want 3", got)

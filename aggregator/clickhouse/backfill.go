@@ -212,8 +212,14 @@ const StagingInfix = "_bf_"
 // runs that both copy one month at the same moment double it, and a
 // month with more rolled up than stored is not rebuilt.
 func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
+	return c.backfillRollupsFrom(ctx, c.RollupCutoff, rollups())
+}
+
+// backfillRollupsFrom rolls up the events before the cut-off cut returns
+// into rs, as BackfillRollups does.
+func (c *Client) backfillRollupsFrom(ctx context.Context, cut func(context.Context) (time.Time, bool, error), rs []rollup) (BackfillResult, error) {
 	var res BackfillResult
-	cutoff, ok, err := c.RollupCutoff(ctx)
+	cutoff, ok, err := cut(ctx)
 	if err != nil || !ok {
 		return res, err
 	}
@@ -226,49 +232,71 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 		return res, err
 	}
 	defer c.dropStaging(context.WithoutCancel(ctx), run)
-	before := fmt.Sprintf("ts < toDateTime(%d)", cutoff.Unix())
-	for _, r := range rollups() {
-		cond := before
-		if r.where != "" {
-			cond += " AND " + r.where
-		}
-		want, err := c.monthCounts(ctx, "SELECT toYYYYMM("+r.tExpr+") AS m, count() FROM "+c.db+".events WHERE "+cond+" GROUP BY m")
-		if err != nil {
+	for _, r := range rs {
+		if err := c.backfillFromEvents(ctx, r, cutoff, run, &res); err != nil {
 			return res, err
-		}
-		check := "src = 1"
-		if r.check != "" {
-			check += " AND " + r.check
-		}
-		have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE "+check+" GROUP BY m")
-		if err != nil {
-			return res, err
-		}
-		staged := false
-		for _, m := range slices.Sorted(maps.Keys(want)) {
-			res.Checked++
-			// Fewer events than rolled up means retention or an
-			// erasure removed some: the rollup keeps their counts
-			// (see retentionTables), so only more is rebuilt.
-			if have[m] >= want[m] {
-				continue
-			}
-			if !staged {
-				if err := c.makeStaging(ctx, r, run); err != nil {
-					return res, err
-				}
-				staged = true
-			}
-			sel := func(extra string) string {
-				return r.selectFrom(c.db+".events", 1, fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m), extra)
-			}
-			if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
-				return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
-			}
-			res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, events %d", r.table, m, have[m], want[m]))
 		}
 	}
 	return res, nil
+}
+
+// backfillFromEvents rebuilds each month of r's src = 1 partitions that
+// holds fewer events than the events table before cutoff, in run's
+// staging table (see BackfillRollups), and adds what it compared and
+// rebuilt to res.
+func (c *Client) backfillFromEvents(ctx context.Context, r rollup, cutoff time.Time, run string, res *BackfillResult) error {
+	before := fmt.Sprintf("ts < toDateTime(%d)", cutoff.Unix())
+	cond := before
+	if r.where != "" {
+		cond += " AND " + r.where
+	}
+	want, err := c.monthCounts(ctx, "SELECT toYYYYMM("+r.tExpr+") AS m, count() FROM "+c.db+".events WHERE "+cond+" GROUP BY m")
+	if err != nil {
+		return err
+	}
+	check := "src = 1"
+	if r.check != "" {
+		check += " AND " + r.check
+	}
+	have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE "+check+" GROUP BY m")
+	if err != nil {
+		return err
+	}
+	staged := false
+	for _, m := range slices.Sorted(maps.Keys(want)) {
+		res.Checked++
+		// Fewer events than rolled up means retention or an
+		// erasure removed some: the rollup keeps their counts
+		// (see retentionTables), so only more is rebuilt.
+		if have[m] >= want[m] {
+			continue
+		}
+		if !staged {
+			if err := c.makeStaging(ctx, r, run); err != nil {
+				return err
+			}
+			staged = true
+		}
+		month := fmt.Sprintf("%s AND toYYYYMM(%s) = %d", before, r.tExpr, m)
+		sel := func(extra string) []string {
+			if !r.daily {
+				return []string{r.selectFrom(c.db+".events", 1, month, extra)}
+			}
+			// The UTC days around the month (the server's time zone
+			// places its bounds), each read alone.
+			first := time.Date(int(m/100), time.Month(m%100), 1, 0, 0, 0, 0, time.UTC)
+			var out []string
+			for d := first.AddDate(0, 0, -1); d.Before(first.AddDate(0, 1, 1)); d = d.AddDate(0, 0, 1) {
+				out = append(out, r.selectFrom(c.db+".events", 1, fmt.Sprintf("%s AND ts >= toDateTime(%d) AND ts < toDateTime(%d)", month, d.Unix(), d.AddDate(0, 0, 1).Unix()), extra))
+			}
+			return out
+		}
+		if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
+			return fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
+		}
+		res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, events %d", r.table, m, have[m], want[m]))
+	}
+	return nil
 }
 
 // makeStaging makes run's staging table of r (TABLE_bf_RUN).
@@ -319,7 +347,7 @@ func (c *Client) dropStaging(ctx context.Context, run string) error {
 }
 
 // rebuildMonth rolls month m up into the staging table (made like r's
-// table) with the SELECT selectMonth returns (given what to add after its
+// table) with the SELECTs selectMonth returns (given what to add after their
 // columns: the load column in a cluster, see below), then swaps each of the month's
 // src = 1 partitions of r's table for the staging table's, one REPLACE
 // PARTITION each; a partition the staging table lacks is replaced by
@@ -341,11 +369,11 @@ func (c *Client) dropStaging(ctx context.Context, run string) error {
 // Layout.CreateTable), and a month rebuilt by a later run, after its
 // partitions were dropped, can produce a shard's block equal to an
 // earlier run's, which must not be taken for a retry of it and dropped.
-func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMonth func(extra string) string, staging string) error {
-	sel := selectMonth("")
+func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMonth func(extra string) []string, staging string) error {
+	sels := selectMonth("")
 	if c.layout.Clustered() {
 		load := quote(fmt.Sprintf("backfill:%d:%s", m, strings.TrimPrefix(staging, r.table+StagingInfix)))
-		sel = selectMonth(", " + load + " AS " + LoadColumn)
+		sels = selectMonth(", " + load + " AS " + LoadColumn)
 	}
 	settings := map[string]string{}
 	for k, v := range c.insertSettings {
@@ -362,8 +390,10 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMon
 		// in between, the month is found short and rebuilt next run.
 		settings["load_balancing"] = "in_order"
 	}
-	if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+staging+" "+sel, settings); err != nil {
-		return err
+	for _, sel := range sels {
+		if err := c.execSettings(ctx, "INSERT INTO "+c.db+"."+staging+" "+sel, settings); err != nil {
+			return err
+		}
 	}
 	if afterStage != nil {
 		afterStage(c, r.table, m)
@@ -433,13 +463,14 @@ var VisitHoursEvery = time.Minute
 // part, no merge) before RunBackfill compacts it (CompactRollups).
 var CompactQuiet = time.Hour
 
-// dimDaysSettled reports whether BackfillDimDays may run: once
-// DimDayTable's cut-off is lateness behind. Before, the hours before the
-// cut-off are still being written (and step 7's backfill, whose months
-// it merges, may not have run), so each run would rebuild the month
-// again. An error reads as settled: BackfillDimDays then reports it.
-func dimDaysSettled(ctx context.Context, c *Client, lateness time.Duration) bool {
-	cutoff, ok, err := c.DimDaysCutoff(ctx)
+// settled reports whether the backfill of a table whose cut-off cut
+// returns may run: once the cut-off is lateness behind. Before, the
+// events or hours before the cut-off are still being written (and for
+// DimDayTable step 7's backfill, whose months it merges, may not have
+// run), so each run would rebuild the month again. An error reads as
+// settled: the backfill then reports it.
+func settled(ctx context.Context, cut func(context.Context) (time.Time, bool, error), lateness time.Duration) bool {
+	cutoff, ok, err := cut(ctx)
 	return err != nil || !ok || time.Until(cutoff.Add(lateness)) <= 0
 }
 
@@ -448,14 +479,15 @@ func dimDaysSettled(ctx context.Context, c *Client, lateness time.Duration) bool
 // from before it still in flight (spools, edge retries) have arrived,
 // then every interval for those that arrive later; before step 7 it
 // looks again every VisitHoursEvery. Every interval it runs
-// BackfillDimDays too. Every VisitHoursEvery it stores the
+// BackfillDimDays and BackfillMinuteDims too. Every VisitHoursEvery it stores the
 // visit hours that settled (BuildVisitHours, and per dimension value
 // BuildVisitDims), those a segment and
 // lateness behind now, and compacts the rollup partitions that went
 // CompactQuiet unwritten (CompactRollups). It must run in one aggregator at a time (package
 // lease); a second one does the work twice but does not double a month.
 func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
-	var last, lastDays time.Time
+	var last time.Time
+	var lastDays [2]time.Time
 	waiting := false
 	for {
 		cutoff, ok, err := c.RollupCutoff(ctx)
@@ -483,17 +515,27 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 				}
 			}
 		}
-		if ok && err == nil && time.Since(lastDays) >= interval && dimDaysSettled(ctx, c, lateness) {
-			// After step 7's backfill, whose months it merges.
+		// DimDayTable's after step 7's backfill, whose months it merges.
+		for i, b := range []struct {
+			table    string
+			cut      func(context.Context) (time.Time, bool, error)
+			backfill func(context.Context) (BackfillResult, error)
+		}{
+			{DimDayTable, c.DimDaysCutoff, c.BackfillDimDays},
+			{MinuteDimsTable, c.MinuteDimsCutoff, c.BackfillMinuteDims},
+		} {
+			if !ok || err != nil || time.Since(lastDays[i]) < interval || !settled(ctx, b.cut, lateness) {
+				continue
+			}
 			start := time.Now()
-			res, err := c.BackfillDimDays(ctx)
+			res, err := b.backfill(ctx)
 			switch {
 			case err != nil && ctx.Err() == nil:
-				log.Warn("rollup_dim_days backfill failed; retrying", "err", err, "in", VisitHoursEvery)
+				log.Warn(b.table+" backfill failed; retrying", "err", err, "in", VisitHoursEvery)
 			case err == nil:
-				lastDays = start
+				lastDays[i] = start
 				if len(res.Rebuilt) > 0 {
-					log.Info("rollup_dim_days backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
+					log.Info(b.table+" backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
 				}
 			}
 		}

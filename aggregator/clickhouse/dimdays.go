@@ -58,7 +58,14 @@ func dimDaysSchema(l Layout) []string { return dimDays().create(l) }
 // CLUSTER) with it, so that a cluster's repair gives a server that
 // lacks it the same cut-off as the others.
 func (c *Client) createDimDaysView(ctx context.Context) error {
-	r := dimDays()
+	return c.createHourCutoffView(ctx, dimDays(), "SELECT (SELECT count() FROM "+c.db+".events) + (SELECT count() FROM "+c.db+"."+DimTable+")")
+}
+
+// createHourCutoffView makes r's view, with the cut-off of the one
+// already there if any (see createDimDaysView), else from the next whole
+// hour at least CutoffMargin ahead, or from 0 where count (a query of
+// one number: the rows r would be backfilled from) says 0.
+func (c *Client) createHourCutoffView(ctx context.Context, r rollup, count string) error {
 	cuts, err := c.viewCutoffsOf(ctx, []rollup{r})
 	if err != nil {
 		return err
@@ -66,7 +73,7 @@ func (c *Client) createDimDaysView(ctx context.Context) error {
 	if cut, ok := cuts[r.table]; ok {
 		return c.execDDL(ctx, r.view(c.layout, cut))
 	}
-	rows, err := c.Query(ctx, "SELECT (SELECT count() FROM "+c.db+".events) + (SELECT count() FROM "+c.db+"."+DimTable+")")
+	rows, err := c.Query(ctx, count)
 	if err != nil {
 		return err
 	}
@@ -81,11 +88,16 @@ func (c *Client) createDimDaysView(ctx context.Context) error {
 // DimDaysCutoff returns DimDayTable's cut-off: DimTable's hours before it
 // are backfilled into it. ok is false before step VersionDimDays.
 func (c *Client) DimDaysCutoff(ctx context.Context) (cutoff time.Time, ok bool, err error) {
-	cuts, err := c.viewCutoffsOf(ctx, []rollup{dimDays()})
+	return c.cutoffOf(ctx, dimDays())
+}
+
+// cutoffOf returns the cut-off of r's view; ok is false without one.
+func (c *Client) cutoffOf(ctx context.Context, r rollup) (cutoff time.Time, ok bool, err error) {
+	cuts, err := c.viewCutoffsOf(ctx, []rollup{r})
 	if err != nil {
 		return time.Time{}, false, err
 	}
-	n, ok := cuts[DimDayTable]
+	n, ok := cuts[r.table]
 	return time.Unix(n, 0).UTC(), ok, nil
 }
 
@@ -134,11 +146,11 @@ func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
 		}
 		// The hours' states merged into the day's; the hour is renamed
 		// in a subquery so that the day can be called t.
-		sel := func(extra string) string {
-			return fmt.Sprintf(`SELECT site, %s(h, 'UTC') AS t, toUInt8(1) AS src, dim, value, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
+		sel := func(extra string) []string {
+			return []string{fmt.Sprintf(`SELECT site, %s(h, 'UTC') AS t, toUInt8(1) AS src, dim, value, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
 	uniqCombinedIfMergeState(u) AS visitors%s
 FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
-GROUP BY site, dim, value, t`, Grains[2].Start, extra, c.db, DimTable, before, m)
+GROUP BY site, dim, value, t`, Grains[2].Start, extra, c.db, DimTable, before, m)}
 		}
 		if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
 			return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)

@@ -22,21 +22,7 @@ func TestBackfillDimDays(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	countries := []string{"DE", "US", ""}
-	mk := func(n int, at time.Time, step time.Duration) []event.Event {
-		var out []event.Event
-		for i := range n {
-			e := mkEvent(t, "old.example", at.Add(time.Duration(i)*step).UnixMilli())
-			e.VisitorID = uint64(i % 5) // 0: none
-			e.Country = countries[i%len(countries)]
-			e.URL = fmt.Sprintf("https://old.example/p/%d", i%4)
-			if i%3 == 0 {
-				e.Name = "signup"
-			}
-			out = append(out, e)
-		}
-		return out
-	}
+	mk := func(n int, at time.Time, step time.Duration) []event.Event { return historyEvents(t, n, at, step) }
 	// Two months of history, rolled up hourly by step 7's views.
 	if err := c.InsertEvents(ctx, mk(400, now.AddDate(0, -2, 0), 3*time.Hour+7*time.Minute)); err != nil {
 		t.Fatal(err)
@@ -122,4 +108,25 @@ func TestDimDaysFresh(t *testing.T) {
 	if res, err := c.BackfillDimDays(ctx); err != nil || res.Checked != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
+}
+
+// historyEvents are n events of old.example from at, step apart, of five
+// visitors (and none), three countries, two devices, four pages, a third
+// of them custom events.
+func historyEvents(t *testing.T, n int, at time.Time, step time.Duration) []event.Event {
+	countries := []string{"DE", "US", ""}
+	devices := []string{"mobile", "desktop"}
+	var out []event.Event
+	for i := range n {
+		e := mkEvent(t, "old.example", at.Add(time.Duration(i)*step).UnixMilli())
+		e.VisitorID = uint64(i % 5) // 0: none
+		e.Country = countries[i%len(countries)]
+		e.Device = devices[i%len(devices)]
+		e.URL = fmt.Sprintf("https://old.example/p/%d", i%4)
+		if i%3 == 0 {
+			e.Name = "signup"
+		}
+		out = append(out, e)
+	}
+	return out
 }

@@ -63,6 +63,8 @@ var Migrations = []Migration{
 	{Version: event.VersionLowCardinality, Name: "events storage: user_agent and pop LowCardinality"},
 	{Version: VersionDimDays, Name: "rollup_dim_days: rollup_dims per day, its view from a cut-off; the hours before it merged in by the backfill",
 		SQL: dimDaysSchema, Run: (*Client).createDimDaysView},
+	{Version: VersionMinuteDims, Name: "rollup_minute_dims: events per minute, visitor and value of the visitor-level dimensions, page and event, its view from a cut-off; the events before it rolled up by the backfill",
+		SQL: minuteDimsSchema, Run: (*Client).createMinuteDimsView},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

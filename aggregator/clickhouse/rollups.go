@@ -130,6 +130,10 @@ type rollup struct {
 	arrayJ   string // ARRAY JOIN clause, if any
 	where    string // extra condition on events rows, if any
 	group    string
+	// daily makes the backfill roll up a month's events a day at a
+	// time: its groups are so many (per minute and visitor) that a
+	// month's at once would hold gigabytes.
+	daily bool
 	// check is the condition on the table's rows whose sumMerge(events)
 	// equals the number of events rolled up (each row of dims counts an
 	// event once per dimension).

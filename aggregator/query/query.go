@@ -1,8 +1,10 @@
 // Package query answers the dashboard's questions (per-site numbers, time
 // series and top tables over a time range, with filters) from
 // ClickHouse's rollups (see clickhouse.Grains, clickhouse.Dimensions),
-// falling back to the events table where no rollup fits: combined
-// filters, a filter or a top table in the realtime range.
+// combined filters and a top table under another dimension's filter from
+// clickhouse.MinuteDimsTable, falling back to the events table where no
+// rollup fits: filters of dimensions it does not hold, a filter or a top
+// table in the realtime range.
 //
 // Times are UTC; ranges are half-open [From, To) and aligned to the
 // buckets of the rollup they read, so a rollup and the events table give
@@ -180,7 +182,8 @@ type Stats struct {
 	// or VisitsTable without filters; VisitDimsTable with one filter
 	// ("visit_dims+events" where some of the range's hours are not built
 	// yet and were computed from the events table); or "events" (combined
-	// filters, the realtime range).
+	// filters, the realtime range), or MinuteDimsTable for filters it
+	// holds that DimTable cannot answer (see byMinute).
 	VisitsSource string   `json:"visits_source"`
 	Metrics      []Metric `json:"metrics"`
 	Series       []Point  `json:"series"`
@@ -195,12 +198,15 @@ type Stats struct {
 // g: "FROM table WHERE cond" reads it. With one filter, a rollup reads
 // DimTable, and the whole days of fresh from DimDayTable (see dimRows;
 // table may be a subquery, cond "1").
-func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool) (table, cond, tcol string) {
+func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool, minute bool) (table, cond, tcol string) {
 	db := e.Src.DB()
 	q := clickhouse.Quote
 	span := fmt.Sprintf("toDateTime(%d) AND ", rng.From.Unix())
 	end := fmt.Sprintf("toDateTime(%d)", rng.To.Unix())
 	switch {
+	case minute:
+		table, cond = e.minuteRows(r, rng)
+		return table, cond, "t"
 	case !e.Raw && len(r.Filters) == 0:
 		return db + "." + g.Table, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
 	case !e.Raw && len(r.Filters) == 1 && g.Seconds >= 3600:
@@ -213,6 +219,36 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64
 		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
 	}
 	return db + ".events", cond, "ts"
+}
+
+// minuteRows is the source of MinuteDimsTable's rows of r's site and
+// filters over rng, as "FROM table WHERE cond" reads it.
+func (e *Engine) minuteRows(r Request, rng Range) (table, cond string) {
+	cond = fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", clickhouse.Quote(r.Site), rng.From.Unix(), rng.To.Unix())
+	for _, f := range r.Filters {
+		cond += " AND " + f.Name + " = " + clickhouse.Quote(f.Value)
+	}
+	return e.Src.DB() + "." + clickhouse.MinuteDimsTable, cond
+}
+
+// byMinute reports whether r's question over [from, to), with the top
+// table's dimension dim if any, reads MinuteDimsTable: one it holds
+// every filter (and dim) of, that DimTable and VisitDimsTable cannot
+// answer (two filters or more, or a top table under another dimension's
+// filter), over a range it holds (clickhouse.MinuteDimsReady).
+func (e *Engine) byMinute(ctx context.Context, r Request, dim string, from, to time.Time) (bool, error) {
+	if e.Raw || len(r.Filters) == 0 || (dim == "" && len(r.Filters) == 1) || (dim != "" && !clickhouse.HasMinuteDim(dim)) {
+		return false, nil
+	}
+	if len(r.Filters) == 1 && r.Filters[0].Name == dim {
+		return false, nil
+	}
+	for _, f := range r.Filters {
+		if !clickhouse.HasMinuteDim(f.Name) {
+			return false, nil
+		}
+	}
+	return clickhouse.MinuteDimsReady(ctx, e.Src, e.Src.DB(), r.Site, from, to)
 }
 
 // wholeDays returns the whole days of [from, to) as [dayFrom, dayTo)
@@ -336,6 +372,9 @@ func sums(table string) string {
 	if strings.HasSuffix(table, ".events") {
 		return "count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0)"
 	}
+	if strings.HasSuffix(table, "."+clickhouse.MinuteDimsTable) {
+		return "sumMerge(events), sumMerge(pageviews), uniqCombinedIf(visitor_id, visitor_id != 0)"
+	}
 	return "sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors)"
 }
 
@@ -354,8 +393,14 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 			return st, err
 		}
 	}
+	// With filters DimTable cannot combine, MinuteDimsTable where it
+	// holds both periods.
+	minute, err := e.byMinute(ctx, r, "", r.Prev.From, r.Range.To)
+	if err != nil {
+		return st, err
+	}
 	totals := func(rng Range) (ev, pv, uv uint64, table string, err error) {
-		table, cond, _ := e.where(r, rng, rng.Total, fresh)
+		table, cond, _ := e.where(r, rng, rng.Total, fresh, minute)
 		rows, err := e.Src.Query(ctx, "SELECT "+sums(table)+" FROM "+table+" WHERE "+cond)
 		if err != nil {
 			return 0, 0, 0, table, err
@@ -382,7 +427,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if g.Seconds < 86400 { // buckets finer than the days
 		seriesFresh = nil
 	}
-	stable, cond, tcol := e.where(r, r.Range, g, seriesFresh)
+	stable, cond, tcol := e.where(r, r.Range, g, seriesFresh, minute)
 	bucket := tcol
 	if tcol == "ts" || stable != e.Src.DB()+"."+g.Table {
 		bucket = g.Start + "(" + tcol + ", 'UTC')"
@@ -390,8 +435,8 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	for i, part := range []func() error{
 		func() (err error) { ev, pv, uv, table, err = totals(r.Range); return err },
 		func() (err error) { pev, ppv, puv, _, err = totals(r.Prev); return err },
-		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range); return err },
-		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev); return err },
+		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range, minute); return err },
+		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev, minute); return err },
 		func() (err error) {
 			seriesRows, err = e.Src.Query(ctx, "SELECT toUnixTimestamp("+bucket+") AS b, "+sums(stable)+" FROM "+stable+" WHERE "+cond+" GROUP BY b ORDER BY b")
 			return err
@@ -482,7 +527,7 @@ func (v VisitStats) ratio(n uint64) float64 {
 // visit. The previous row's last time comes from the array shifted by
 // one, not from indexing s inside a lambda, which would copy s per
 // element.
-func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+func (e *Engine) visits(ctx context.Context, r Request, rng Range, minute bool) (VisitStats, string, error) {
 	whole := rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0
 	if !e.Raw && len(r.Filters) == 0 && whole {
 		return e.visitsFromHours(ctx, r, rng)
@@ -501,6 +546,12 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 	}
 	inner := "SELECT visitor_id AS v, toStartOfMinute(ts, 'UTC') AS t, min(ts_ms) AS f, max(ts_ms) AS l, count() AS n, countIf(name = 'pageview') AS p FROM " +
 		table + " WHERE " + cond + " GROUP BY v, t"
+	if minute {
+		// The same rows per visitor and minute, merged from their states.
+		table, cond = e.minuteRows(r, rng)
+		inner = "SELECT visitor_id AS v, t, minMerge(first) AS f, maxMerge(last) AS l, sumMerge(events) AS n, sumMerge(pageviews) AS p FROM " +
+			table + " WHERE " + cond + " AND visitor_id != 0 GROUP BY v, t"
+	}
 	sql := `SELECT count(), countIf(vn = 1 AND vp = 1), sum(vl - vf), sum(vp) FROM (
 	SELECT v, x.1 AS k, min(x.2) AS vf, max(x.3) AS vl, sum(x.4) AS vn, sum(x.5) AS vp FROM (
 		SELECT v, arrayJoin(arrayMap((e, k) -> (k, e.1, e.2, e.3, e.4), s,
@@ -743,8 +794,9 @@ const MaxLimit = 1000
 //
 // Without filters, over whole hours, it reads DimTable (VisitDimsTable
 // for a dimension of visits) and the whole days DimDayTable holds from
-// it; with one filter of the same dimension, those too; otherwise the
-// events table.
+// it; with one filter of the same dimension, those too; under other
+// filters that MinuteDimsTable holds, with dim, that table (see
+// byMinute); otherwise the events table.
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
@@ -766,7 +818,16 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	var sql string
 	span := fmt.Sprintf(" >= toDateTime(%d) AND %%s < toDateTime(%d)", r.Range.From.Unix(), r.Range.To.Unix())
 	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
-	if !e.Raw && (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
+	minute, err := e.byMinute(ctx, r, dim.Name, r.Range.From, r.Range.To)
+	if err != nil {
+		return t, err
+	}
+	if minute {
+		table, cond := e.minuteRows(r, r.Range)
+		t.Source = clickhouse.MinuteDimsTable
+		sql = "SELECT " + dim.Name + " AS value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + table + " WHERE " + cond +
+			" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
+	} else if !e.Raw && (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
 		fresh, err := e.freshDays(ctx, r.Site, r.Range.From, r.Range.To)
 		if err != nil {
 			return t, err

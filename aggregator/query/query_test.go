@@ -136,10 +136,11 @@ func goPath(e event.Event) string {
 // goFilter is the Go predicate of a filter of TestAgainstRawEvents, and
 // whether there is one.
 func goFilter(f url.Values) (func(event.Event) bool, bool) {
-	if len(f) > 1 {
-		return nil, false
-	}
 	switch {
+	case len(f) == 2 && f.Has("country") && f.Has("device"):
+		return func(e event.Event) bool { return e.Country == f.Get("country") && e.Device == f.Get("device") }, true
+	case len(f) > 1:
+		return nil, false
 	case f.Has("country"):
 		return func(e event.Event) bool { return e.Country == f.Get("country") }, true
 	case f.Has("page"):
@@ -243,6 +244,7 @@ func TestAgainstRawEvents(t *testing.T) {
 		{"country": {"DE"}},
 		{"page": {"/pricing"}},
 		{"country": {"US"}, "utm_source": {"newsletter"}},
+		{"country": {"DE"}, "device": {"mobile"}},
 	}
 	exprs := map[string]string{}
 	for _, d := range clickhouse.Dimensions {
@@ -295,11 +297,11 @@ func TestAgainstRawEvents(t *testing.T) {
 				prev, _, _ = goVisitsOf(demo, req.Prev.From, req.Prev.To, keep)
 				addVisits(want, cur, prev)
 			} else {
-				cur, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Range)
+				cur, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Range, false)
 				if err != nil {
 					t.Fatal(err)
 				}
-				prev, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Prev)
+				prev, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Prev, false)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -335,6 +337,11 @@ func TestAgainstRawEvents(t *testing.T) {
 			// from the rollup alone.
 			if len(f) == 1 && (rng == "yesterday" || rng == "custom") && st.VisitsSource != clickhouse.VisitDimsTable {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
+			}
+			// Filters that MinuteDimsTable holds all of: from it (its
+			// cut-off is 0 here, so it holds every range).
+			if len(f) == 2 && f.Has("device") && (st.Source != clickhouse.MinuteDimsTable || st.VisitsSource != clickhouse.MinuteDimsTable) {
+				t.Errorf("%s: read %s+%s, want %s", name, st.Source, st.VisitsSource, clickhouse.MinuteDimsTable)
 			}
 			if checked != 8 {
 				t.Errorf("%s: %d numbers checked", name, checked)
@@ -382,6 +389,11 @@ func TestAgainstRawEvents(t *testing.T) {
 						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.VisitDimsTable)
 					}
 					continue
+				}
+				// A top table under another dimension's filter, both
+				// in MinuteDimsTable: from it.
+				if len(f) > 0 && !f.Has(d.Name) && clickhouse.HasMinuteDim(d.Name) && !f.Has("utm_source") && top.Source != clickhouse.MinuteDimsTable {
+					t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.MinuteDimsTable)
 				}
 				rows, err := c.Query(ctx, "SELECT "+d.Expr+" AS v, countIf(name = 'pageview'), count() AS n, uniqExactIf(visitor_id, visitor_id != 0) FROM q.events WHERE "+
 					cond(req.Range.From, req.Range.To)+" GROUP BY v ORDER BY n DESC, v LIMIT 5")
@@ -503,7 +515,7 @@ func TestVisitHours(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, rng := range []Range{req.Range, req.Prev} {
-				got, source, err := e.visits(ctx, req, rng)
+				got, source, err := e.visits(ctx, req, rng, false)
 				if err != nil {
 					t.Fatalf("%s %s: %v", phase, q.Encode(), err)
 				}
@@ -533,7 +545,7 @@ func TestVisitHours(t *testing.T) {
 			// that hour is read from the segments.
 			continue
 		}
-		if _, source, _ := e.visits(ctx, req, req.Range); !strings.HasSuffix(source, "."+clickhouse.VisitHoursTable) {
+		if _, source, _ := e.visits(ctx, req, req.Range, false); !strings.HasSuffix(source, "."+clickhouse.VisitHoursTable) {
 			t.Errorf("%s after the build: read %s, want only %s", q.Encode(), source, clickhouse.VisitHoursTable)
 		}
 	}

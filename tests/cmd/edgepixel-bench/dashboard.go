@@ -173,7 +173,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	var dayDims string // how DimDayTable was backfilled, on a kept server
+	var dayDims, minuteDims string // how DimDayTable and MinuteDimsTable were backfilled, on a kept server
 	if reuse {
 		// A server kept by an earlier version: migrated and its
 		// per-day dimension rollup backfilled, as an aggregator's start
@@ -188,6 +188,14 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		if len(res.Rebuilt) > 0 {
 			dayDims = fmt.Sprintf("%d months in %v", len(res.Rebuilt), time.Since(start).Round(time.Millisecond))
 			fmt.Fprintf(os.Stderr, "bench: dashboard: migrated; %s backfilled: %s\n", clickhouse.DimDayTable, dayDims)
+		}
+		mstart := time.Now()
+		if res, err = c.BackfillMinuteDims(ctx); err != nil {
+			return err
+		}
+		if len(res.Rebuilt) > 0 {
+			minuteDims = fmt.Sprintf("%d months in %v", len(res.Rebuilt), time.Since(mstart).Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "bench: dashboard: %s backfilled: %s\n", clickhouse.MinuteDimsTable, minuteDims)
 		}
 	}
 	if !reuse {
@@ -231,7 +239,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	compactTook := time.Since(start)
 	fmt.Fprintf(os.Stderr, "bench: dashboard: %d rollup partitions compacted in %v\n", parts, compactTook.Round(time.Millisecond))
 	sizes, _ := c.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE database = 'edgepixel' AND active AND table IN ('events', '"+
-		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
+		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.MinuteDimsTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
 	questions := []struct {
 		name string
 		q    string
@@ -266,6 +274,9 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	fmt.Printf("rollups compacted   %d partitions in %v (the lease holder's compaction of quiet partitions)\n", parts, compactTook.Round(time.Millisecond))
 	if dayDims != "" {
 		fmt.Printf("day dims backfilled %s (migrated to %s: the kept server's hours merged into days)\n", dayDims, clickhouse.DimDayTable)
+	}
+	if minuteDims != "" {
+		fmt.Printf("minute dims backfilled %s (migrated to %s: the kept server's events rolled up)\n", minuteDims, clickhouse.MinuteDimsTable)
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average        %s", la)
