@@ -39,7 +39,7 @@ import (
 const MinuteDimsTable = "rollup_minute_dims"
 
 // VersionMinuteDims is the schema step that creates MinuteDimsTable.
-const VersionMinuteDims = 12
+const VersionMinuteDims = 11
 
 // MinuteDims are the dimensions MinuteDimsTable holds, each in a column
 // of its name. The visitor-level ones (constant per visitor id, which
