@@ -18,29 +18,8 @@ import (
 func TestBackfillDimDays(t *testing.T) {
 	c := newDB(t)
 	ctx := context.Background()
-	if _, err := c.MigrateTo(ctx, VersionDimDays-1); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
 	mk := func(n int, at time.Time, step time.Duration) []event.Event { return historyEvents(t, n, at, step) }
-	// Two months of history, rolled up hourly by step 7's views.
-	if err := c.InsertEvents(ctx, mk(400, now.AddDate(0, -2, 0), 3*time.Hour+7*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cutoff, ok, err := c.DimDaysCutoff(ctx)
-	if err != nil || !ok || !cutoff.After(now) || cutoff.Unix()%3600 != 0 {
-		t.Fatalf("cut-off %v %v %v, want a whole hour after %v", cutoff, ok, err, now)
-	}
-	// Before the cut-off (the backfill's) and from it on (the view's).
-	if err := c.InsertEvents(ctx, mk(30, cutoff.Add(-40*time.Minute), time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.InsertEvents(ctx, mk(30, cutoff, 3*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
+	_, history, cutoff := migrateWithHistory(t, c, VersionDimDays, c.DimDaysCutoff)
 	// Per day, dimension and value: events, pageviews and visitors of
 	// DimDayTable, of DimTable's hours, and of the events table.
 	days := "SELECT t, dim, value, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM %s.%s GROUP BY t, dim, value ORDER BY t, dim, value"
@@ -72,7 +51,7 @@ func TestBackfillDimDays(t *testing.T) {
 	check("after a second run")
 	// Late, before the cut-off: DimTable's view has it, the days not
 	// until its month is rebuilt.
-	if err := c.InsertEvents(ctx, mk(1, now.AddDate(0, -2, 0), 0)); err != nil {
+	if err := c.InsertEvents(ctx, mk(1, history, 0)); err != nil {
 		t.Fatal(err)
 	}
 	res, err = c.BackfillDimDays(ctx)
@@ -113,6 +92,39 @@ func TestDimDaysFresh(t *testing.T) {
 // historyEvents are n events of old.example from at, step apart, of five
 // visitors (and none), three countries, two devices, four pages, a third
 // of them custom events.
+// migrateWithHistory takes c to the step before version, stores two
+// months of history (rolled up hourly by step 7's views), migrates to the
+// latest step and checks that the cut-off of version's view (cutoffOf) is
+// a whole hour after the migration; then stores events before the cut-off
+// (the backfill's) and from it on (the view's). It returns when it
+// began, the history's start and the cut-off.
+func migrateWithHistory(t *testing.T, c *Client, version int, cutoffOf func(context.Context) (time.Time, bool, error)) (now, history, cutoff time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.MigrateTo(ctx, version-1); err != nil {
+		t.Fatal(err)
+	}
+	now = time.Now()
+	history = now.AddDate(0, -2, 0)
+	if err := c.InsertEvents(ctx, historyEvents(t, 400, history, 3*time.Hour+7*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cutoff, ok, err := cutoffOf(ctx)
+	if err != nil || !ok || !cutoff.After(now) || cutoff.Unix()%3600 != 0 {
+		t.Fatalf("cut-off %v %v %v, want a whole hour after %v", cutoff, ok, err, now)
+	}
+	if err := c.InsertEvents(ctx, historyEvents(t, 30, cutoff.Add(-40*time.Minute), time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.InsertEvents(ctx, historyEvents(t, 30, cutoff, 3*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	return now, history, cutoff
+}
+
 func historyEvents(t *testing.T, n int, at time.Time, step time.Duration) []event.Event {
 	countries := []string{"DE", "US", ""}
 	devices := []string{"mobile", "desktop"}

@@ -18,28 +18,8 @@ import (
 func TestBackfillMinuteDims(t *testing.T) {
 	c := newDB(t)
 	ctx := context.Background()
-	if _, err := c.MigrateTo(ctx, VersionMinuteDims-1); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
 	mk := func(n int, at time.Time, step time.Duration) []event.Event { return historyEvents(t, n, at, step) }
-	history := now.AddDate(0, -2, 0)
-	if err := c.InsertEvents(ctx, mk(400, history, 3*time.Hour+7*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cutoff, ok, err := c.MinuteDimsCutoff(ctx)
-	if err != nil || !ok || !cutoff.After(now) || cutoff.Unix()%3600 != 0 {
-		t.Fatalf("cut-off %v %v %v, want a whole hour after %v", cutoff, ok, err, now)
-	}
-	if err := c.InsertEvents(ctx, mk(30, cutoff.Add(-40*time.Minute), time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.InsertEvents(ctx, mk(30, cutoff, 3*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
+	now, history, cutoff := migrateWithHistory(t, c, VersionMinuteDims, c.MinuteDimsCutoff)
 	ready := func(from, to time.Time) bool {
 		t.Helper()
 		ok, err := MinuteDimsReady(ctx, c, c.db, "old.example", from, to)
