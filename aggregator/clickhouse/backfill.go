@@ -80,27 +80,38 @@ func (c *Client) viewCutoffsOf(ctx context.Context, rs []rollup) (map[string]int
 	return out, nil
 }
 
+// viewCutoff reads the cut-off (unix seconds) of table's view in
+// database db through q; ok is false when the view does not exist or has
+// no cut-off.
+func viewCutoff(ctx context.Context, q Querier, db, table string) (cutoff int64, ok bool, err error) {
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT create_table_query FROM system.tables WHERE database = %s AND name = %s", quote(db), quote(table+"_mv")))
+	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+		return 0, false, err
+	}
+	m := cutoffRE.FindStringSubmatch(rows[0][0])
+	if m == nil {
+		return 0, false, nil
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n, true, nil
+}
+
 // BackfillPending reports whether site has events in [from, to) from
 // before the rollups' cut-off that the backfill has not rolled up yet:
 // events there but no backfilled row of the day rollup. It does not see a
 // range whose backfill is partly done (a month done, another not); q
 // reads database db.
 func BackfillPending(ctx context.Context, q Querier, db, site string, from, to time.Time) (cutoff time.Time, pending bool, err error) {
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT create_table_query FROM system.tables WHERE database = %s AND name = %s", quote(db), quote(Grains[2].Table+"_mv")))
-	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+	n, ok, err := viewCutoff(ctx, q, db, Grains[2].Table)
+	if err != nil || !ok {
 		return cutoff, false, err
 	}
-	m := cutoffRE.FindStringSubmatch(rows[0][0])
-	if m == nil {
-		return cutoff, false, nil
-	}
-	n, _ := strconv.ParseInt(m[1], 10, 64)
 	cutoff = time.Unix(n, 0).UTC()
 	if !from.Before(cutoff) {
 		return cutoff, false, nil
 	}
 	end := min(to.Unix(), n)
-	rows, err = q.Query(ctx, fmt.Sprintf(`SELECT
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT
 	(SELECT count() FROM (SELECT 1 FROM %[1]s.events WHERE site = %[2]s AND ts >= toDateTime(%[3]d) AND ts < toDateTime(%[4]d) LIMIT 1)),
 	(SELECT count() FROM (SELECT 1 FROM %[1]s.%[5]s WHERE site = %[2]s AND src = 1 AND t >= toDateTime(%[3]d) AND t < toDateTime(%[4]d) LIMIT 1))`,
 		db, quote(site), from.Unix(), end, Grains[2].Table))

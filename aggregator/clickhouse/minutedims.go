@@ -3,7 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 )
@@ -48,14 +48,7 @@ const VersionMinuteDims = 11
 var MinuteDims = []string{"country", "device", "browser", "os", "region", "city", "event", "page"}
 
 // HasMinuteDim reports whether MinuteDimsTable holds dimension name.
-func HasMinuteDim(name string) bool {
-	for _, d := range MinuteDims {
-		if d == name {
-			return true
-		}
-	}
-	return false
-}
+func HasMinuteDim(name string) bool { return slices.Contains(MinuteDims, name) }
 
 // minuteDims is MinuteDimsTable's rollup.
 func minuteDims() rollup {
@@ -127,15 +120,10 @@ func (c *Client) BackfillMinuteDims(ctx context.Context) (BackfillResult, error)
 // false before step VersionMinuteDims. q is a *Client in a cluster, so
 // that every shard's partitions are listed.
 func MinuteDimsReady(ctx context.Context, q Querier, db, site string, from, to time.Time) (bool, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT create_table_query FROM system.tables WHERE database = %s AND name = %s", quote(db), quote(MinuteDimsTable+"_mv")))
-	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+	cutoff, ok, err := viewCutoff(ctx, q, db, MinuteDimsTable)
+	if err != nil || !ok {
 		return false, err
 	}
-	m := cutoffRE.FindStringSubmatch(rows[0][0])
-	if m == nil {
-		return false, nil
-	}
-	cutoff, _ := strconv.ParseInt(m[1], 10, 64)
 	if from.Unix() >= cutoff {
 		return true, nil
 	}
@@ -144,7 +132,7 @@ func MinuteDimsReady(ctx context.Context, q Querier, db, site string, from, to t
 		parts, local = c.system("parts"), c.layout.LocalName(MinuteDimsTable)
 	}
 	// Days as the server partitions them (toYYYYMMDD in its time zone).
-	rows, err = q.Query(ctx, fmt.Sprintf(`SELECT d, has(p, d) FROM (SELECT DISTINCT toYYYYMMDD(t) AS d FROM %[1]s.%[2]s WHERE site = %[3]s AND t >= toDateTime(%[4]d) AND t < toDateTime(%[5]d))
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT d, has(p, d) FROM (SELECT DISTINCT toYYYYMMDD(t) AS d FROM %[1]s.%[2]s WHERE site = %[3]s AND t >= toDateTime(%[4]d) AND t < toDateTime(%[5]d))
 	CROSS JOIN (SELECT groupUniqArray(toUInt32(substring(partition_id, 1, 8))) AS p FROM %[6]s WHERE database = %[7]s AND table = %[8]s AND active AND endsWith(partition_id, '-1'))`,
 		db, Grains[1].Table, quote(site), from.Unix(), min(to.Unix(), cutoff), parts, quote(db), quote(local)))
 	if err != nil {
