@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -30,6 +29,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/server"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 func main() {
@@ -127,12 +127,7 @@ func run(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		if m := badFlagValue.FindStringSubmatch(err.Error()); m != nil {
-			if hint := valueHint(fs.Lookup(m[1])); hint != "" {
-				return fmt.Errorf("%w: %s", err, hint)
-			}
-		}
-		return err
+		return flaghint.Explain(fs, err)
 	}
 	if *version {
 		rev := clickhouse.Revision()
@@ -397,44 +392,13 @@ func envDefaults(fs *flag.FlagSet) error {
 		if v, ok := os.LookupEnv(name); ok && err == nil {
 			if serr := fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, serr)
-				if hint := valueHint(f); hint != "" {
+				if hint := flaghint.Flag(f); hint != "" {
 					err = fmt.Errorf("%w: %s", err, hint)
 				}
 			}
 		}
 	})
 	return err
-}
-
-// badFlagValue matches the flag package's error for a value its type does
-// not parse, which for numbers, durations and booleans says only "parse
-// error" (booleans in words of their own).
-var badFlagValue = regexp.MustCompile(`^invalid (?:value ".*" for flag|boolean value ".*" for) -([a-z0-9-]+): parse error$`)
-
-// valueHint says what a number or duration flag takes ("" for others,
-// whose own errors say it).
-func valueHint(f *flag.Flag) string {
-	if f == nil {
-		return ""
-	}
-	g, ok := f.Value.(flag.Getter)
-	if !ok {
-		return ""
-	}
-	switch g.Get().(type) {
-	case time.Duration:
-		return "want a duration such as 30s, 5m or 24h"
-	case int, int64, uint, uint64:
-		if strings.Contains(f.Name, "bytes") || strings.Contains(f.Name, "memory") || f.Name == "max-body" {
-			return "want a whole number of bytes, e.g. 4194304 for 4 MiB"
-		}
-		return "want a whole number"
-	case float64:
-		return "want a number"
-	case bool:
-		return "want true or false (or 1 or 0)"
-	}
-	return ""
 }
 
 func loadSecret(secret, file string) ([]byte, error) {

@@ -8,12 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 const usage = `usage: edgepixel-pop [flags] MODULE.wasm
@@ -341,7 +341,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, errHelp
 			}
-			return nil, flagValueHint(fs, err)
+			return nil, flaghint.Explain(fs, err)
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -440,54 +440,6 @@ func queueIn(eps []logsink.Endpoint, dir string) {
 func consumedTerminator(args, rest []string) bool {
 	i := len(args) - len(rest) - 1
 	return i >= 0 && args[i] == "--"
-}
-
-// badFlagValue matches the flag package's error for a value its type does
-// not parse, which says only "parse error".
-var badFlagValue = regexp.MustCompile(`^invalid (?:value ".*" for flag|boolean value ".*" for) -([a-zA-Z0-9-]+): parse error$`)
-
-// flagValueHint adds to such an error what the flag takes.
-func flagValueHint(fs *flag.FlagSet, err error) error {
-	m := badFlagValue.FindStringSubmatch(err.Error())
-	if m == nil {
-		return err
-	}
-	if f := fs.Lookup(m[1]); f != nil {
-		if g, ok := f.Value.(flag.Getter); ok {
-			if hint := valueHint(g.Get()); hint != "" {
-				return fmt.Errorf("%w: %s", err, hint)
-			}
-		}
-	}
-	return err
-}
-
-// parseErrorHint adds what a setting takes to an error from strconv or
-// time (an environment variable's value), which says only "invalid syntax"
-// or names no valid form.
-func parseErrorHint(err error) error {
-	var ne *strconv.NumError
-	switch {
-	case errors.As(err, &ne) && ne.Func == "ParseBool":
-		return fmt.Errorf("%w: %s", err, valueHint(false))
-	case errors.As(err, &ne):
-		return fmt.Errorf("%w: %s", err, valueHint(0))
-	case strings.Contains(err.Error(), "time: "): // time.ParseDuration
-		return fmt.Errorf("%w: %s", err, valueHint(time.Duration(0)))
-	}
-	return err
-}
-
-func valueHint(v any) string {
-	switch v.(type) {
-	case time.Duration:
-		return "want a duration such as 500ms, 30s or 2m"
-	case int, int64:
-		return "want a whole number"
-	case bool:
-		return "want true or false (or 1 or 0)"
-	}
-	return ""
 }
 
 func lookup(getenv func(string) string, key string) (string, bool) {

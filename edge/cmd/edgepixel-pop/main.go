@@ -51,6 +51,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 // version is printed by --version as "edgepixel-pop VERSION", the
@@ -97,7 +98,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		// The usage is over a hundred lines: printed after the error it
 		// would scroll the one line that says what is wrong off the screen.
-		fmt.Fprintf(stderr, "edgepixel-pop: %v\n(edgepixel-pop --help lists every flag)\n", parseErrorHint(err))
+		fmt.Fprintf(stderr, "edgepixel-pop: %v\n(edgepixel-pop --help lists every flag)\n", flaghint.ExplainParse(err))
 		return 2
 	}
 	if o.version {

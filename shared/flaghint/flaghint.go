@@ -1,0 +1,86 @@
+// Package flaghint adds to a setting's parse error what the setting takes.
+//
+// The flag package reports a number, duration or boolean it cannot parse
+// as only "parse error", and strconv as "invalid syntax"; the commands
+// (edgepixel-pop, edgepixel-aggregator) add the form a value must have, so
+// a user fixes a flag or an environment variable without reading --help.
+package flaghint
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// For returns what a setting named name whose value has v's type takes, or
+// "" for types whose own errors say it (strings, lists). A whole-number
+// setting named for bytes or memory asks for bytes.
+func For(name string, v any) string {
+	switch v.(type) {
+	case time.Duration:
+		return "want a duration such as 500ms, 30s or 5m"
+	case int, int64, uint, uint64:
+		if strings.Contains(name, "bytes") || strings.Contains(name, "memory") || name == "max-body" {
+			return "want a whole number of bytes, e.g. 4194304 for 4 MiB"
+		}
+		return "want a whole number"
+	case float64:
+		return "want a number"
+	case bool:
+		return "want true or false (or 1 or 0)"
+	}
+	return ""
+}
+
+// Flag returns For the flag's name and value ("" for a nil flag or one
+// whose value is not a flag.Getter).
+func Flag(f *flag.Flag) string {
+	if f == nil {
+		return ""
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return ""
+	}
+	return For(f.Name, g.Get())
+}
+
+// badValue matches the flag package's error for a value its type does not
+// parse; booleans have words of their own.
+var badValue = regexp.MustCompile(`^invalid (?:value ".*" for flag|boolean value ".*" for) -([a-zA-Z0-9_-]+): parse error$`)
+
+// Explain adds the hint to an error from fs.Parse about a value that did not
+// parse, and returns any other error as it is. The result wraps err.
+func Explain(fs *flag.FlagSet, err error) error {
+	m := badValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	if hint := Flag(fs.Lookup(m[1])); hint != "" {
+		return fmt.Errorf("%w: %s", err, hint)
+	}
+	return err
+}
+
+// ExplainParse adds the hint to an error from strconv.ParseBool, a strconv
+// number parser or time.ParseDuration (an environment variable read by
+// hand), and returns any other error as it is. The result wraps err.
+func ExplainParse(err error) error {
+	var ne *strconv.NumError
+	var hint string
+	switch {
+	case errors.As(err, &ne) && ne.Func == "ParseBool":
+		hint = For("", false)
+	case errors.As(err, &ne):
+		hint = For("", 0)
+	case strings.Contains(err.Error(), "time: "): // time.ParseDuration names no valid form
+		hint = For("", time.Duration(0))
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %s", err, hint)
+}

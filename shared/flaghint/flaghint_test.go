@@ -1,0 +1,78 @@
+package flaghint
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExplain(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // "" : the error unchanged
+	}{
+		{[]string{"-n", "x"}, "want a whole number"},
+		{[]string{"-max-body", "4k"}, "want a whole number of bytes"},
+		{[]string{"-wait", "5"}, "want a duration such as"},
+		{[]string{"-ratio", "half"}, "want a number"},
+		{[]string{"-on=yes"}, "want true or false"},
+		{[]string{"-name"}, ""},   // missing value: the flag package says so
+		{[]string{"-nosuch"}, ""}, // unknown flag
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.Int("n", 0, "")
+		fs.Int64("max-body", 0, "")
+		fs.Duration("wait", 0, "")
+		fs.Float64("ratio", 0, "")
+		fs.Bool("on", false, "")
+		fs.String("name", "", "")
+		err := fs.Parse(tc.args)
+		if err == nil {
+			t.Fatalf("%v: parsed", tc.args)
+		}
+		got := Explain(fs, err)
+		if !errors.Is(got, err) {
+			t.Errorf("%v: %v does not wrap %v", tc.args, got, err)
+		}
+		if tc.want == "" {
+			if got.Error() != err.Error() {
+				t.Errorf("%v: %q, want it unchanged", tc.args, got)
+			}
+		} else if !strings.Contains(got.Error(), tc.want) {
+			t.Errorf("%v: %q, want %q in it", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestExplainParse(t *testing.T) {
+	_, boolErr := strconv.ParseBool("yes")
+	_, intErr := strconv.Atoi("x")
+	_, durErr := time.ParseDuration("5")
+	other := errors.New("no such file")
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{boolErr, "want true or false"},
+		{intErr, "want a whole number"},
+		{durErr, "want a duration such as"},
+		{other, ""},
+	} {
+		got := ExplainParse(tc.err)
+		if !errors.Is(got, tc.err) {
+			t.Errorf("%v does not wrap %v", got, tc.err)
+		}
+		if tc.want == "" {
+			if got != tc.err {
+				t.Errorf("%q, want it unchanged", got)
+			}
+		} else if !strings.Contains(got.Error(), tc.want) {
+			t.Errorf("%q, want %q in it", got, tc.want)
+		}
+	}
+}
