@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type dashOptions struct {
 	duration time.Duration
 	senders  int
 	clients  int
+	rounds   int // alternating rounds without and with the clients
 	events   int // generated events for the history figures
 	queries  int // questions asked per figure
 	// rawQueries are those asked of the raw events table, which take
@@ -91,23 +93,91 @@ func runDashboard(o dashOptions) error {
 		rss, _ = procRSS(pid)
 		return float64(gen.sent.Load()-before) / el.Seconds(), (c1 - c0).Seconds() / el.Seconds(), rss, nil
 	}
-	base, baseCPU, baseRSS, err := measure("without dashboards")
+	// The machine's load drifts over a run and single rounds of the ratio
+	// spread widely on two shared cores: rounds alternate without and with
+	// the clients, each with-round is set against the mean of the
+	// without-rounds either side of it, and the median of those ratios is
+	// the figure.
+	var lat latencies
+	var msgs atomic.Int64
+	var followed time.Duration
+	type round struct {
+		eps, cpu float64
+		rss      int64
+	}
+	var without, with []round
+	rounds := max(o.rounds, 1)
+	for i := range rounds {
+		eps, cpu, rss, err := measure(fmt.Sprintf("without dashboards, round %d of %d", i+1, rounds))
+		if err != nil {
+			return err
+		}
+		without = append(without, round{eps, cpu, rss})
+		fmt.Fprintf(os.Stderr, "bench: dashboard: connecting %d WebSocket clients ...\n", o.clients)
+		conns, wait, err := follow(s.DashboardURL, s.DashboardToken, o.clients, &lat, &msgs)
+		if err != nil {
+			return err
+		}
+		connected := time.Now()
+		eps, cpu, rss, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds))
+		followed += time.Since(connected)
+		for _, c := range conns {
+			c.Close()
+		}
+		wait()
+		if err != nil {
+			return err
+		}
+		with = append(with, round{eps, cpu, rss})
+	}
+	eps, cpu, rss, err := measure("without dashboards, last round")
 	if err != nil {
 		return err
 	}
+	without = append(without, round{eps, cpu, rss})
 
-	fmt.Fprintf(os.Stderr, "bench: dashboard: connecting %d WebSocket clients ...\n", o.clients)
-	var mu sync.Mutex
-	var lat latencies
-	var msgs atomic.Int64
-	var conns []*websocket.Conn
-	u := "ws" + strings.TrimPrefix(s.DashboardURL, "http") + "/live"
-	hdr := http.Header{"Authorization": {"Bearer " + s.DashboardToken}}
+	fmt.Println()
+	fmt.Println("## dashboard: live updates")
+	fmt.Printf("%d rounds alternating without and with %d dashboards following /live, %v of ingest each; each with-round against the mean of the without-rounds either side\n",
+		rounds, o.clients, o.duration)
+	fmt.Println("| round | events/s without (before, after) | events/s with | ratio | aggregator CPU without / with | aggregator RSS without / with |")
+	fmt.Println("|---|---|---|---|---|---|")
+	var ratios []float64
+	for i, w := range with {
+		a, b := without[i], without[i+1]
+		r := w.eps / ((a.eps + b.eps) / 2)
+		ratios = append(ratios, r)
+		fmt.Printf("| %d | %s, %s | %s | %.3f | %.0f %% / %.0f %% | %.0f / %.0f MB |\n", i+1, fmtNum(a.eps, ""), fmtNum(b.eps, ""), fmtNum(w.eps, ""), r,
+			100*(a.cpu+b.cpu)/2, 100*w.cpu, float64(a.rss)/1e6, float64(w.rss)/1e6)
+	}
+	slices.Sort(ratios)
+	fmt.Printf("ingest with / without dashboards: median ratio %.3f of %d rounds (lowest %.3f, highest %.3f; goal >= 0.95)\n",
+		ratios[len(ratios)/2], len(ratios), ratios[0], ratios[len(ratios)-1])
+	fmt.Printf("updates received   %12d (%.2f per client per second)   latency from publish p50 %.1f ms, p99 %.1f ms\n",
+		msgs.Load(), float64(msgs.Load())/float64(o.clients)/followed.Seconds(), lat.pct(50), lat.pct(99))
+
+	if o.events <= 0 {
+		return nil
+	}
+	return historyFigures(s.ClickHouse.HTTPURL, o, false)
+}
+
+// follow connects n clients to the dashboard's /live WebSocket, each
+// reading every message and recording a delta's latency from its publish
+// time into lat and msgs. wait returns once every client's reader ended
+// (after the caller closed conns).
+func follow(dashboardURL, token string, n int, lat *latencies, msgs *atomic.Int64) (conns []*websocket.Conn, wait func(), err error) {
+	u := "ws" + strings.TrimPrefix(dashboardURL, "http") + "/live"
+	hdr := http.Header{"Authorization": {"Bearer " + token}}
 	var wg sync.WaitGroup
-	for range o.clients {
+	for range n {
 		c, _, err := websocket.DefaultDialer.Dial(u, hdr)
 		if err != nil {
-			return fmt.Errorf("client %d: %w", len(conns), err)
+			for _, c := range conns {
+				c.Close()
+			}
+			wg.Wait()
+			return nil, nil, fmt.Errorf("client %d: %w", len(conns), err)
 		}
 		conns = append(conns, c)
 		wg.Go(func() {
@@ -118,45 +188,12 @@ func runDashboard(o dashOptions) error {
 				}
 				if ts, ok := deltaTS(b); ok {
 					msgs.Add(1)
-					mu.Lock()
-					lat.ms = append(lat.ms, float64(time.Now().UnixMicro()-ts*1000)/1000)
-					mu.Unlock()
+					lat.add(time.Since(time.UnixMilli(ts)))
 				}
 			}
 		})
 	}
-	connected := time.Now()
-	with, withCPU, withRSS, err := measure(fmt.Sprintf("with %d dashboards", o.clients))
-	followed := time.Since(connected)
-	for _, c := range conns {
-		c.Close()
-	}
-	wg.Wait()
-	if err != nil {
-		return err
-	}
-	// Without again: the machine's load drifts, so the baseline is the
-	// mean of a run before and a run after.
-	base2, baseCPU2, _, err := measure("without dashboards, again")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "bench: dashboard: without dashboards %.0f then %.0f events/s\n", base, base2)
-	base, baseCPU = (base+base2)/2, (baseCPU+baseCPU2)/2
-
-	fmt.Println()
-	fmt.Println("## dashboard: live updates")
-	fmt.Printf("ingest events/s    %12s without dashboards (mean of a run before and after)   %12s with %d dashboards   ratio %.3f (goal >= 0.95)\n",
-		fmtNum(base, ""), fmtNum(with, ""), o.clients, with/base)
-	fmt.Printf("aggregator CPU     %11.0f%% without              %11.0f%% with\n", 100*baseCPU, 100*withCPU)
-	fmt.Printf("aggregator RSS     %10.0f MB without            %10.0f MB with\n", float64(baseRSS)/1e6, float64(withRSS)/1e6)
-	fmt.Printf("updates received   %12d (%.2f per client per second)   latency from publish p50 %.1f ms, p99 %.1f ms\n",
-		msgs.Load(), float64(msgs.Load())/float64(o.clients)/followed.Seconds(), lat.pct(50), lat.pct(99))
-
-	if o.events <= 0 {
-		return nil
-	}
-	return historyFigures(s.ClickHouse.HTTPURL, o, false)
+	return conns, wg.Wait, nil
 }
 
 // historyFigures inserts generated events for one site over the last 30

@@ -70,6 +70,7 @@ func main() {
 	flag.DurationVar(&dash.duration, "dash-duration", 8*time.Second, "dashboard: ingest duration with and without dashboards")
 	flag.IntVar(&dash.senders, "dash-senders", 8, "dashboard: concurrent batch senders")
 	flag.IntVar(&dash.clients, "dash-clients", 1000, "dashboard: WebSocket clients following /live")
+	flag.IntVar(&dash.rounds, "dash-rounds", 3, "dashboard: rounds of ingest with the clients, each between two without them")
 	flag.IntVar(&dash.events, "dash-events", 10_000_000, "dashboard: generated events for the history figures (issue 12: a month of 10 million events)")
 	flag.IntVar(&dash.queries, "dash-queries", 30, "dashboard: questions asked per history figure")
 	flag.IntVar(&dash.rawQueries, "dash-raw-queries", 5, "dashboard: of those, asked of the raw events table (its p99 of few is their maximum)")
