@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // InsertBadRows implements store.BadRowStore: rows go to the bad_rows
@@ -42,6 +44,47 @@ func (c *Client) InsertBadRows(ctx context.Context, rows []record.BadRow) error 
 		return fmt.Errorf("insert %d bad rows: %w", len(rows), err)
 	}
 	return nil
+}
+
+// lookupChunk bounds the ids of one StoredBadRows query, well under the
+// server's max_query_size.
+const lookupChunk = 1000
+
+// StoredBadRows implements store.BadRowLookup: the ids among rows' that
+// bad_rows holds, received since since (its day partitions from then on
+// are read).
+func (c *Client) StoredBadRows(ctx context.Context, rows []record.BadRow, since time.Time) (map[event.ID]bool, error) {
+	out := map[event.ID]bool{}
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), lookupChunk)]
+		rows = rows[len(chunk):]
+		byID := make(map[string]event.ID, len(chunk))
+		var ids, reasons []string
+		for _, r := range chunk {
+			s := r.ID.String()
+			if _, ok := byID[s]; !ok {
+				byID[s] = r.ID
+				ids = append(ids, quote(s))
+			}
+			if q := quote(r.Reason); !slices.Contains(reasons, q) {
+				reasons = append(reasons, q)
+			}
+		}
+		// reason first: the table's sort key.
+		got, err := c.Query(ctx, fmt.Sprintf("SELECT DISTINCT toString(row_id) FROM %s.bad_rows WHERE received >= toDateTime(%d) AND reason IN (%s) AND toString(row_id) IN (%s)",
+			c.db, since.Unix(), strings.Join(reasons, ", "), strings.Join(ids, ", ")))
+		if err != nil {
+			return nil, fmt.Errorf("look up %d bad rows: %w", len(chunk), err)
+		}
+		for _, r := range got {
+			if len(r) == 1 {
+				if id, ok := byID[r[0]]; ok {
+					out[id] = true
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // retentionTables are the tables partitioned by day (toYYYYMMDD, or
@@ -356,4 +399,7 @@ func (c *Client) WaitMutations(ctx context.Context, wait time.Duration) (bool, e
 	}
 }
 
-var _ store.BadRowStore = (*Client)(nil)
+var (
+	_ store.BadRowStore  = (*Client)(nil)
+	_ store.BadRowLookup = (*Client)(nil)
+)

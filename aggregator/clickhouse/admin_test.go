@@ -49,6 +49,16 @@ func TestBadRowsTable(t *testing.T) {
 	if got != strings.Join(want, "\n") {
 		t.Fatalf("bad_rows\n got %q\nwant %q", got, strings.Join(want, "\n"))
 	}
+	// The loader asks which rows are stored already: those two, received
+	// since the time asked about, not a row never stored.
+	never := record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_json", "x", []byte("never stored"))
+	held, err := c.StoredBadRows(ctx, append(rows, never), time.UnixMilli(now).Add(-time.Hour))
+	if err != nil || len(held) != 2 || !held[rows[0].ID] || !held[rows[1].ID] {
+		t.Fatalf("stored %v %v", held, err)
+	}
+	if held, err := c.StoredBadRows(ctx, rows, time.UnixMilli(now).Add(time.Hour)); err != nil || len(held) != 0 {
+		t.Fatalf("stored since after they were received: %v %v", held, err)
+	}
 }
 
 func TestRetention(t *testing.T) {
