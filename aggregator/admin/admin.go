@@ -144,7 +144,7 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 	// hash of each (enough to match a request to its log line), not the
 	// value that is being erased.
 	audit := []any{"op", "erase", "actor", req.Actor, "remote", r.RemoteAddr, "site", req.Site,
-		"visitor_id_sha256", fingerprint(req.VisitorID), "user_id_sha256", fingerprint(req.UserID),
+		"visitor_id_sha256", fingerprint(string(req.VisitorID)), "user_id_sha256", fingerprint(req.UserID),
 		"client_ip_sha256", fingerprint(req.ClientIP)}
 	res, err := h.cfg.Store.Erase(r.Context(), req.Erasure, h.cfg.EraseWait)
 	if errors.Is(err, clickhouse.ErrNoIdentifier) {
@@ -157,7 +157,7 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, "store_error", err.Error())
 		return
 	}
-	h.cfg.Logger.Info("audit: erase submitted", append(audit, "statements", len(res.Statements), "done", res.Done)...)
+	h.cfg.Logger.Info("audit: erase submitted", append(audit, "statements", len(res.Statements), "matched", res.Matched, "done", res.Done)...)
 	status := http.StatusOK
 	if res.Done {
 		h.removed()

@@ -96,6 +96,8 @@ func TestAdminHTTP(t *testing.T) {
 		{"misspelt field", "/admin/erase", bearer, `{"userid":"u-123456","actor":"dpo"}`, 400, "bad_request"},
 		{"no actor", "/admin/erase", bearer, `{"user_id":"u-123456"}`, 400, "bad_request"},
 		{"no identifier", "/admin/erase", bearer, `{"site":"demo","actor":"dpo"}`, 400, "bad_request"},
+		{"visitor id as events show it", "/admin/erase", bearer, `{"visitor_id":18446744073709551557,"actor":"dpo"}`, 200, ""},
+		{"visitor id not a value", "/admin/erase", bearer, `{"visitor_id":{"id":1},"actor":"dpo"}`, 400, "bad_request"},
 		{"erase", "/admin/erase", bearer, `{"user_id":"u-123456","site":"demo","actor":"dpo@example.com"}`, 200, ""},
 		{"retention default", "/admin/retention", bearer, `{"actor":"ops"}`, 200, ""},
 		{"retention days", "/admin/retention", bearer, `{"days":7}`, 200, ""},
@@ -107,7 +109,7 @@ func TestAdminHTTP(t *testing.T) {
 			t.Errorf("%s: %d %v", c.name, code, res)
 		}
 	}
-	if len(fs.erased) != 1 || fs.erased[0] != (clickhouse.Erasure{UserID: "u-123456", Site: "demo"}) {
+	if len(fs.erased) != 2 || fs.erased[0] != (clickhouse.Erasure{VisitorID: "18446744073709551557"}) || fs.erased[1] != (clickhouse.Erasure{UserID: "u-123456", Site: "demo"}) {
 		t.Fatalf("erased %+v", fs.erased)
 	}
 	if len(fs.cutoffs) != 2 || !fs.cutoffs[0].Equal(now.Add(-30*24*time.Hour)) || !fs.cutoffs[1].Equal(now.Add(-7*24*time.Hour)) {

@@ -2,8 +2,11 @@ package clickhouse
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/record"
 	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // InsertBadRows implements store.BadRowStore: rows go to the bad_rows
@@ -40,6 +44,47 @@ func (c *Client) InsertBadRows(ctx context.Context, rows []record.BadRow) error 
 		return fmt.Errorf("insert %d bad rows: %w", len(rows), err)
 	}
 	return nil
+}
+
+// lookupChunk bounds the ids of one StoredBadRows query, well under the
+// server's max_query_size.
+const lookupChunk = 1000
+
+// StoredBadRows implements store.BadRowLookup: the ids among rows' that
+// bad_rows holds, received since since (its day partitions from then on
+// are read).
+func (c *Client) StoredBadRows(ctx context.Context, rows []record.BadRow, since time.Time) (map[event.ID]bool, error) {
+	out := map[event.ID]bool{}
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), lookupChunk)]
+		rows = rows[len(chunk):]
+		byID := make(map[string]event.ID, len(chunk))
+		var ids, reasons []string
+		for _, r := range chunk {
+			s := r.ID.String()
+			if _, ok := byID[s]; !ok {
+				byID[s] = r.ID
+				ids = append(ids, quote(s))
+			}
+			if q := quote(r.Reason); !slices.Contains(reasons, q) {
+				reasons = append(reasons, q)
+			}
+		}
+		// reason first: the table's sort key.
+		got, err := c.Query(ctx, fmt.Sprintf("SELECT DISTINCT toString(row_id) FROM %s.bad_rows WHERE received >= toDateTime(%d) AND reason IN (%s) AND toString(row_id) IN (%s)",
+			c.db, since.Unix(), strings.Join(reasons, ", "), strings.Join(ids, ", ")))
+		if err != nil {
+			return nil, fmt.Errorf("look up %d bad rows: %w", len(chunk), err)
+		}
+		for _, r := range got {
+			if len(r) == 1 {
+				if id, ok := byID[r[0]]; ok {
+					out[id] = true
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // retentionTables are the tables partitioned by day (toYYYYMMDD, or
@@ -152,16 +197,50 @@ func digits(s string) bool {
 	return true
 }
 
-// Erasure selects the events of one person to delete. Events have no
-// visitor or user column: a site that knows who a visitor is says so in the
-// event's props ({"user_id": ...} or {"visitor_id": ...}), and client_ip is
-// the address truncated at the edge. An event matching any of the given
-// identifiers is deleted; Site, if set, narrows that to one site.
+// Erasure selects the events of one person to delete. VisitorID is the
+// edge's visitor id, the events' visitor_id column: a keyed hash of the
+// day's salt, site, address and user agent, an unsigned 64-bit integer
+// written in decimal wherever events are shown (their JSON, the NDJSON
+// the aggregator takes, the events table), given as a JSON number or a
+// string of digits. A site that knows who a visitor is may also say so in
+// the event's props ({"user_id": ...} or {"visitor_id": ...}): VisitorID
+// matches props.visitor_id too (any string), UserID props.user_id.
+// client_ip is the address truncated at the edge. An event matching any
+// of the given identifiers is deleted; Site, if set, narrows that to one
+// site.
 type Erasure struct {
-	VisitorID string `json:"visitor_id,omitempty"` // props.visitor_id
-	UserID    string `json:"user_id,omitempty"`    // props.user_id
-	ClientIP  string `json:"client_ip,omitempty"`  // the client_ip column, exactly
-	Site      string `json:"site,omitempty"`
+	VisitorID VisitorID `json:"visitor_id,omitempty"` // the visitor_id column (decimal), or props.visitor_id
+	UserID    string    `json:"user_id,omitempty"`    // props.user_id
+	ClientIP  string    `json:"client_ip,omitempty"`  // the client_ip column, exactly
+	Site      string    `json:"site,omitempty"`
+}
+
+// VisitorID is an erasure's visitor id as given: a JSON string, or a JSON
+// number (the form events show the visitor_id column in), kept as its
+// digits so that ids above 2^53 stay exact.
+type VisitorID string
+
+// UnmarshalJSON takes a string or a number.
+func (v *VisitorID) UnmarshalJSON(b []byte) error {
+	var s string
+	if len(b) > 0 && b[0] != '"' {
+		var n json.Number
+		if err := json.Unmarshal(b, &n); err != nil {
+			return fmt.Errorf("visitor_id must be a string or a number: %w", err)
+		}
+		s = n.String()
+	} else if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*v = VisitorID(s)
+	return nil
+}
+
+// column returns the visitor_id column's value v names, if v is one: a
+// non-zero decimal unsigned 64-bit integer (0 is an event without an id).
+func (v VisitorID) column() (uint64, bool) {
+	n, err := strconv.ParseUint(string(v), 10, 64)
+	return n, err == nil && n != 0
 }
 
 // ErrNoIdentifier means an Erasure named nothing to erase by.
@@ -172,29 +251,58 @@ var ErrNoIdentifier = errors.New("erasure needs visitor_id, user_id or client_ip
 // parse), and a very short value would match unrelated rows.
 const minBadRowMatch = 6
 
+// visitorTables are the tables besides events that hold visitor ids as a
+// column (per visitor rollups): an erasure by the visitor_id column
+// deletes that id's rows there too. Those of the other rollups are inside
+// uniqCombined states (ErasureKept).
+var visitorTables = []string{VisitsTable, MinuteDimsTable}
+
+// erasureTables are the tables an erasure's mutations change, whose
+// mutations WaitMutations waits for.
+var erasureTables = append([]string{"events", "bad_rows"}, visitorTables...)
+
+// ErasureKept says what an erasure cannot delete.
+const ErasureKept = "rollup_minutes, rollup_hours, rollup_days, rollup_dims and rollup_dim_days keep the erased visitor ids " +
+	"inside their visitors states (uniqCombined: hashes of the ids merged into an estimate), which cannot be edited; " +
+	"they keep counting the erased events and visitors. visit_hours, visit_dims and events_per_minute hold counts, no ids. " +
+	"Erasure by user_id or client_ip deletes events and bad rows, not the rows of their visitor ids in rollup_visits and " +
+	"rollup_minute_dims: erase those by visitor_id."
+
 // ErasureResult says what an erasure did.
 type ErasureResult struct {
 	// Statements are the mutations submitted.
 	Statements []string `json:"statements"`
+	// Matched is, per table an erasure's mutation changes, the rows that
+	// matched when it was submitted (counted just before): 0 everywhere
+	// means nothing of that person was stored, whatever Done says.
+	Matched map[string]uint64 `json:"matched"`
 	// Done is true once the server reports the mutations finished; the
 	// rows are gone from queries only then.
 	Done bool `json:"done"`
 	// BadRowsSkipped explains why bad_rows was not searched, if it was not.
 	BadRowsSkipped string `json:"bad_rows_skipped,omitempty"`
+	// Kept is ErasureKept.
+	Kept string `json:"kept"`
 }
 
-// Erase deletes every event matching e, and the bad rows whose raw input
-// contains one of its identifiers, with ALTER TABLE ... DELETE mutations.
-// Mutations run in the background; Erase waits up to wait for them to
-// finish (wait 0: not at all) and reports whether they did.
+// Erase deletes every event matching e, the rows of e's visitor id in
+// visitorTables, and the bad rows whose raw input contains one of its
+// identifiers, with ALTER TABLE ... DELETE mutations, after counting the
+// rows that match in each. Mutations run in the background; Erase waits
+// up to wait for them to finish (wait 0: not at all) and reports whether
+// they did.
 //
-// Not covered: the per-minute rollup (counts, no identifiers), and events
-// still in the spool, not yet loaded, which the loader stores afterwards.
+// Not covered: what ErasureKept says, and events still in the spool, not
+// yet loaded, which the loader stores afterwards.
 func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (ErasureResult, error) {
-	var res ErasureResult
+	res := ErasureResult{Matched: map[string]uint64{}, Kept: ErasureKept}
 	var conds, badConds []string
+	id, byColumn := e.VisitorID.column()
+	if byColumn {
+		conds = append(conds, fmt.Sprintf("visitor_id = %d", id))
+	}
 	for _, f := range []struct{ value, cond string }{
-		{e.VisitorID, "visitParamExtractString(props, 'visitor_id') = %s"},
+		{string(e.VisitorID), "visitParamExtractString(props, 'visitor_id') = %s"},
 		{e.UserID, "visitParamExtractString(props, 'user_id') = %s"},
 		{e.ClientIP, "client_ip = %s"},
 	} {
@@ -211,17 +319,42 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	if len(conds) == 0 {
 		return res, ErrNoIdentifier
 	}
-	where := "(" + strings.Join(conds, " OR ") + ")"
+	site := ""
 	if e.Site != "" {
-		where += " AND site = " + quote(e.Site)
+		site = " AND site = " + quote(e.Site)
 	}
-	res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE %s", c.db, c.layout.LocalName("events"), c.layout.OnCluster(), where))
+	type target struct{ table, where string }
+	targets := []target{{"events", "(" + strings.Join(conds, " OR ") + ")" + site}}
+	if byColumn {
+		for _, t := range visitorTables {
+			targets = append(targets, target{t, fmt.Sprintf("visitor_id = %d%s", id, site)})
+		}
+	}
 	if len(badConds) > 0 {
 		bw := "(" + strings.Join(badConds, " OR ") + ")"
 		if e.Site != "" {
 			bw += " AND site IN (" + quote(e.Site) + ", '')"
 		}
-		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE %s", c.db, c.layout.LocalName("bad_rows"), c.layout.OnCluster(), bw))
+		targets = append(targets, target{"bad_rows", bw})
+	}
+	for _, t := range targets {
+		// Read through the table's Distributed form in a cluster: every
+		// shard's rows.
+		rows, err := c.Query(ctx, fmt.Sprintf("SELECT count() FROM %s.%s WHERE %s", c.db, t.table, t.where))
+		if err != nil {
+			return res, fmt.Errorf("erase: count the rows of %s: %w", t.table, err)
+		}
+		if len(rows) != 1 || len(rows[0]) != 1 {
+			return res, fmt.Errorf("erase: count of %s: unexpected rows %q", t.table, rows)
+		}
+		n, err := parseUint(rows[0][0])
+		if err != nil {
+			return res, fmt.Errorf("erase: count of %s: %w", t.table, err)
+		}
+		res.Matched[t.table] = n
+		// Submitted whatever the count: in a cluster the count reads one
+		// replica of each shard, which may not have every row yet.
+		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE %s", c.db, c.layout.LocalName(t.table), c.layout.OnCluster(), t.where))
 	}
 	for _, s := range res.Statements {
 		if err := c.Exec(ctx, s); err != nil {
@@ -237,14 +370,18 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 }
 
 // WaitMutations waits up to wait (until ctx ends at the latest) for the
-// mutations of events and bad_rows, an erasure's, to finish, and reports
+// mutations of erasureTables, an erasure's, to finish, and reports
 // whether they did.
 func (c *Client) WaitMutations(ctx context.Context, wait time.Duration) (bool, error) {
 	deadline := time.Now().Add(wait)
+	tables := make([]string, len(erasureTables))
+	for i, t := range erasureTables {
+		tables[i] = quote(c.layout.LocalName(t))
+	}
 	for {
 		rows, err := c.Query(ctx, fmt.Sprintf(
-			"SELECT count() FROM %s WHERE database = %s AND table IN ('%s', '%s') AND is_done = 0",
-			c.system("mutations"), quote(c.db), c.layout.LocalName("events"), c.layout.LocalName("bad_rows")))
+			"SELECT count() FROM %s WHERE database = %s AND table IN (%s) AND is_done = 0",
+			c.system("mutations"), quote(c.db), strings.Join(tables, ", ")))
 		if err != nil {
 			return false, fmt.Errorf("erase: check mutations: %w", err)
 		}
@@ -262,4 +399,7 @@ func (c *Client) WaitMutations(ctx context.Context, wait time.Duration) (bool, e
 	}
 }
 
-var _ store.BadRowStore = (*Client)(nil)
+var (
+	_ store.BadRowStore  = (*Client)(nil)
+	_ store.BadRowLookup = (*Client)(nil)
+)

@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,6 +48,16 @@ func TestBadRowsTable(t *testing.T) {
 	}
 	if got != strings.Join(want, "\n") {
 		t.Fatalf("bad_rows\n got %q\nwant %q", got, strings.Join(want, "\n"))
+	}
+	// The loader asks which rows are stored already: those two, received
+	// since the time asked about, not a row never stored.
+	never := record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_json", "x", []byte("never stored"))
+	held, err := c.StoredBadRows(ctx, append(rows, never), time.UnixMilli(now).Add(-time.Hour))
+	if err != nil || len(held) != 2 || !held[rows[0].ID] || !held[rows[1].ID] {
+		t.Fatalf("stored %v %v", held, err)
+	}
+	if held, err := c.StoredBadRows(ctx, rows, time.UnixMilli(now).Add(time.Hour)); err != nil || len(held) != 0 {
+		t.Fatalf("stored since after they were received: %v %v", held, err)
 	}
 }
 
@@ -158,6 +169,90 @@ func TestErase(t *testing.T) {
 	// Short identifiers are not searched for in bad rows.
 	res, err = c.Erase(ctx, Erasure{UserID: "42"}, 0)
 	if err != nil || res.BadRowsSkipped == "" || len(res.Statements) != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n, ok := res.Matched["events"]; !ok || n != 0 {
+		t.Fatalf("matched %v, want 0 events", res.Matched)
+	}
+}
+
+// TestEraseVisitorID: the edge's visitor id, in the decimal form events
+// show it (a JSON number; above 2^53 too), deletes that visitor's events
+// and its rows of the per-visitor rollups, only those, and the answer
+// counts what matched.
+func TestEraseVisitorID(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	const id, other = uint64(18446744073709551557), uint64(18446744073709551556) // differ in the last digit: exact beyond 2^53
+	var evs []event.Event
+	for i, v := range []uint64{id, id, other, id} {
+		e := mkEvent(t, "demo", now+int64(i))
+		if i == 3 {
+			e.Site = "shop"
+		}
+		e.VisitorID = v
+		evs = append(evs, e)
+	}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	tables := []string{"events", VisitsTable, MinuteDimsTable}
+	rowsOf := func(v uint64, site string) map[string]uint64 {
+		out := map[string]uint64{}
+		for _, table := range tables {
+			n, err := parseUint(c.count(t, fmt.Sprintf("SELECT count() FROM %s.%s WHERE visitor_id = %d AND site = %s", c.db, table, v, quote(site))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[table] = n
+		}
+		return out
+	}
+	before := rowsOf(id, "demo")
+	for _, table := range tables {
+		if before[table] == 0 {
+			t.Fatalf("no rows of the visitor in %s to erase: %v", table, before)
+		}
+	}
+	var req Erasure
+	if err := json.Unmarshal([]byte(fmt.Sprintf(`{"visitor_id":%d,"site":"demo"}`, id)), &req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Erase(ctx, req, time.Minute)
+	if err != nil || !res.Done {
+		t.Fatalf("%+v %v", res, err)
+	}
+	for _, table := range tables {
+		if res.Matched[table] != before[table] {
+			t.Errorf("matched %v, want %v", res.Matched, before)
+		}
+	}
+	if res.Kept == "" {
+		t.Error("the answer does not say what stays")
+	}
+	for _, table := range tables {
+		if n := rowsOf(id, "demo")[table]; n != 0 {
+			t.Errorf("%d rows of the erased visitor left in %s", n, table)
+		}
+		// The other visitor, and the same id on a site not named, stay.
+		if rowsOf(other, "demo")[table] == 0 || rowsOf(id, "shop")[table] == 0 {
+			t.Errorf("%s lost rows not erased", table)
+		}
+	}
+	// Erasing it again finds nothing, and says so; as a string too.
+	res, err = c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(id)), Site: "demo"}, time.Minute)
+	if err != nil || !res.Done || len(res.Matched) != 4 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	for table, n := range res.Matched {
+		if n != 0 {
+			t.Errorf("second erasure matched %d rows of %s", n, table)
+		}
+	}
+	// Not a number: props.visitor_id only, no rollup statements.
+	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef"}, 0)
+	if err != nil || len(res.Statements) != 2 || res.Matched["events"] != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
 }

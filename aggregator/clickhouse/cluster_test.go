@@ -17,19 +17,8 @@ import (
 // replica, and a further run from the other shard changes nothing; the
 // visit hours are stored through the Distributed table.
 func TestBackfillCluster(t *testing.T) {
-	_, cl := localsrv.StartTestCluster(t, "bf", 2, 2)
+	cl, clients := startClusterClients(t, "bf")
 	ctx := context.Background()
-	clients := make([]*Client, 2)
-	for i := range clients {
-		var err error
-		if clients[i], err = New(cl.Shards[i][0].HTTPURL, "edgepixel"); err != nil {
-			t.Fatal(err)
-		}
-		defer clients[i].Close()
-		if err := clients[i].SetCluster(ClusterConfig{Name: "bf"}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	c := clients[0]
 	if _, err := c.migrate(ctx, Migrations[:5], "test"); err != nil {
 		t.Fatal(err)
@@ -136,4 +125,108 @@ func TestBackfillCluster(t *testing.T) {
 	if entries != pieces || entries == "0" {
 		t.Fatalf("entry pages count %s visit pieces, visit hours %s", entries, pieces)
 	}
+}
+
+// Erasure by visitor id in the cluster layout, on two shards of two
+// replicas: the visitor's events on both shards, and its rows of the
+// per-visitor rollups that each server's views wrote, are counted through
+// the Distributed tables and deleted on every replica.
+func TestEraseCluster(t *testing.T) {
+	cl, clients := startClusterClients(t, "er")
+	ctx := context.Background()
+	c := clients[0]
+	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
+	CutoffMargin = 2 * time.Second
+	if _, err := c.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []func(context.Context) (time.Time, bool, error){c.RollupCutoff, c.MinuteDimsCutoff} {
+		cutoff, _, err := cut(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(cutoff.Add(time.Second)))
+	}
+	const id, other = 4242424242, 77
+	now := time.Now().UnixMilli()
+	for i, cc := range clients {
+		var evs []event.Event
+		for j, v := range []uint64{id, id, other} {
+			e := mkEvent(t, "demo", now+int64(i*10+j))
+			e.VisitorID = v
+			evs = append(evs, e)
+		}
+		if err := cc.InsertEvents(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tables := []string{"events", VisitsTable, MinuteDimsTable}
+	// rows counts v's rows of every table on every replica (its local
+	// table), after the replicas caught up.
+	rows := func(v uint64) map[string]int {
+		t.Helper()
+		out := map[string]int{}
+		for _, reps := range cl.Shards {
+			for _, r := range reps {
+				rc, err := New(r.HTTPURL, "edgepixel")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, table := range tables {
+					if err := rc.Exec(ctx, "SYSTEM SYNC REPLICA edgepixel."+table+LocalSuffix); err != nil {
+						t.Fatal(err)
+					}
+					n, err := parseUint(rc.count(t, fmt.Sprintf("SELECT count() FROM edgepixel.%s%s WHERE visitor_id = %d", table, LocalSuffix, v)))
+					if err != nil {
+						t.Fatal(err)
+					}
+					out[table] += int(n)
+				}
+				rc.Close()
+			}
+		}
+		return out
+	}
+	before := rows(id)
+	for _, table := range tables {
+		if before[table] == 0 {
+			t.Fatalf("no rows of the visitor in %s to erase: %v", table, before)
+		}
+	}
+	res, err := c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(id))}, time.Minute)
+	if err != nil || !res.Done {
+		t.Fatalf("%+v %v", res, err)
+	}
+	for _, table := range tables {
+		// Counted on one replica of each shard: half of what the four
+		// replicas hold.
+		if int(res.Matched[table])*2 != before[table] {
+			t.Errorf("matched %v; the replicas hold %v", res.Matched, before)
+		}
+	}
+	after, kept := rows(id), rows(other)
+	for _, table := range tables {
+		if after[table] != 0 || kept[table] == 0 {
+			t.Errorf("%s: %d rows of the erased visitor left, %d of the other", table, after[table], kept[table])
+		}
+	}
+}
+
+// startClusterClients starts a cluster called name of two shards of two
+// replicas for t, and returns it with a client of the first replica of
+// each shard in its layout, closed when t ends.
+func startClusterClients(t *testing.T, name string) (*localsrv.ClickHouseCluster, []*Client) {
+	_, cl := localsrv.StartTestCluster(t, name, 2, 2)
+	clients := make([]*Client, 2)
+	for i := range clients {
+		var err error
+		if clients[i], err = New(cl.Shards[i][0].HTTPURL, "edgepixel"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { clients[i].Close() })
+		if err := clients[i].SetCluster(ClusterConfig{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cl, clients
 }

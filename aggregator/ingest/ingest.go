@@ -17,7 +17,7 @@
 // bad signature, undecodable framing, too large. Single events that are
 // invalid become bad rows instead, spooled with the request's good events
 // and stored in the bad_rows table (counted in
-// edgepixel_aggregator_bad_rows_total).
+// edgepixel_aggregator_bad_rows_total by the loader, once per row id).
 //
 // Strangers cost little: everything that can be judged before the body
 // is read is (method, content type and coding, declared length, the
@@ -414,8 +414,7 @@ type spooler struct {
 	bad  []record.BadRow
 	err  error
 
-	accepted, nbad int            // spooled so far
-	badReasons     map[string]int // spooled bad rows by reason
+	accepted, nbad int // spooled so far
 	records        int
 	// counts are the request's counters, merged; spooled with the last
 	// record.
@@ -473,12 +472,6 @@ func (s *spooler) flush() {
 	if s.append(record.Encode(batches, s.bad, counters)) {
 		s.accepted += len(s.good)
 		s.nbad += len(s.bad)
-		for i := range s.bad {
-			if s.badReasons == nil {
-				s.badReasons = map[string]int{}
-			}
-			s.badReasons[s.bad[i].Reason]++
-		}
 	}
 	clear(s.good) // drop the strings
 	s.good, s.bad, s.size = s.good[:0], s.bad[:0], 0
@@ -502,9 +495,6 @@ func (s *spooler) append(p []byte) bool {
 func (h *handler) finish(w http.ResponseWriter, r *http.Request, s *spooler) {
 	s.final = true
 	s.flush()
-	for reason, n := range s.badReasons {
-		h.cfg.Metrics.BadRow(reason, n)
-	}
 	h.cfg.Metrics.AcceptedEvents.Add(uint64(s.accepted))
 	if s.err != nil {
 		switch {

@@ -260,13 +260,10 @@ func TestBadRows(t *testing.T) {
 	if err := json.Unmarshal([]byte(bad[1].Raw), &back); err != nil || back != old {
 		t.Fatalf("raw %s: %v", bad[1].Raw, err)
 	}
-	if m.BadRows(ReasonInvalidEvent) != 1 || m.BadRows(ReasonBadTime) != 1 || m.AcceptedEvents.Load() != 2 {
+	// Bad rows are counted by the loader, once per row id (a body sent
+	// again has the same ones), not here.
+	if m.BadRows(ReasonInvalidEvent) != 0 || m.BadRows(ReasonBadTime) != 0 || m.AcceptedEvents.Load() != 2 {
 		t.Errorf("counters: invalid %d bad_time %d accepted %d", m.BadRows(ReasonInvalidEvent), m.BadRows(ReasonBadTime), m.AcceptedEvents.Load())
-	}
-	var out strings.Builder
-	m.WriteTo(&out)
-	if !strings.Contains(out.String(), `edgepixel_aggregator_bad_rows_total{reason="bad_time"} 1`) {
-		t.Errorf("metrics:\n%s", out.String())
 	}
 	// All bad: still one record (of bad rows only) and a 200, so the edge
 	// does not retry what can never succeed.

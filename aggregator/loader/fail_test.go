@@ -171,11 +171,12 @@ func (c *badRowCounter) InsertBadRows(ctx context.Context, rows []record.BadRow)
 func TestBadRowsBoundALoad(t *testing.T) {
 	r := newRig(t, t.TempDir())
 	st := &badRowCounter{Disk: r.disk}
-	var bad []record.BadRow
-	for i := range 50 {
-		bad = append(bad, record.NewBadRow(time.Now().UnixMilli(), record.SourceNDJSON, "", "bad_json", "x", []byte(fmt.Sprint(i))))
-	}
-	for range 20 {
+	for j := range 20 {
+		// Distinct lines: copies of one would be one row.
+		var bad []record.BadRow
+		for i := range 50 {
+			bad = append(bad, record.NewBadRow(time.Now().UnixMilli(), record.SourceNDJSON, "", "bad_json", "x", []byte(fmt.Sprint(j, "-", i))))
+		}
 		if err := r.sp.Append(context.Background(), record.Encode(nil, bad, nil)); err != nil {
 			t.Fatal(err)
 		}

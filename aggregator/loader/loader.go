@@ -567,6 +567,11 @@ type batch struct {
 	// again.
 	bad       []record.BadRow
 	badStored bool
+	// badNew are the bad rows to insert and count: bad without copies
+	// (by id) and without those the store holds already (newBadRows).
+	// Decided once, before the first attempt, so that a retry after an
+	// insert that stored them neither skips nor counts them twice.
+	badNew []record.BadRow
 	// counters are the records' edge counters (see storeCounters);
 	// countersStored is set once they are inserted.
 	counters       []wire.Counters
@@ -918,10 +923,26 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 		b.stored = map[string]uint64{}
 	}
 	if len(b.bad) > 0 && !b.badStored {
-		if err := l.storeBadRows(ctx, b.bad); err != nil {
-			return err
+		if b.badNew == nil {
+			rows, err := l.newBadRows(ctx, b.bad)
+			if err != nil {
+				return err
+			}
+			b.badNew = rows
+		}
+		if len(b.badNew) > 0 {
+			if err := l.storeBadRows(ctx, b.badNew); err != nil {
+				return err
+			}
 		}
 		b.badStored = true
+		reasons := map[string]int{}
+		for _, r := range b.badNew {
+			reasons[r.Reason]++
+		}
+		for reason, n := range reasons {
+			l.m.BadRow(reason, n)
+		}
 	}
 	if len(b.counters) > 0 && !b.countersStored {
 		if err := l.storeCounters(ctx, b.counters); err != nil {
@@ -1040,6 +1061,37 @@ func (l *Loader) addStored(b *batch, delta map[string]uint64) {
 		b.stored[k] += v
 	}
 	l.cfg.OnStored(delta)
+}
+
+// BadRowWindow is how far back the store is asked whether it holds a
+// load's bad rows already: as long as the Deduper remembers event ids.
+const BadRowWindow = dedupe.DefaultWindow
+
+// newBadRows returns rows without copies of one id and, if the store can
+// say (store.BadRowLookup), without those it holds already, received in
+// the last BadRowWindow. A bad row's id derives from its source and input
+// (record.NewBadRow): a body sent again, or a line repeated, is one row,
+// inserted and counted (bad_rows_total) once, as its good events are.
+// The result is never nil.
+func (l *Loader) newBadRows(ctx context.Context, rows []record.BadRow) ([]record.BadRow, error) {
+	seen := make(map[event.ID]bool, len(rows))
+	out := make([]record.BadRow, 0, len(rows))
+	for _, r := range rows {
+		if !seen[r.ID] {
+			seen[r.ID] = true
+			out = append(out, r)
+		}
+	}
+	lk, ok := l.cfg.Store.(store.BadRowLookup)
+	if !ok {
+		return out, nil
+	}
+	held, err := lk.StoredBadRows(ctx, out, time.Now().Add(-BadRowWindow))
+	if err != nil {
+		l.m.StoreErrors.Add(1)
+		return nil, err
+	}
+	return slices.DeleteFunc(out, func(r record.BadRow) bool { return held[r.ID] }), nil
 }
 
 // storeBadRows inserts bad rows if the store keeps them. They have no

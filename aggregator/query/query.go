@@ -67,6 +67,9 @@ func init() {
 // ParseRequest reads site, range (default today), from and to (custom:
 // YYYY-MM-DD, both days included) and a filter per dimension name
 // (page=/pricing&country=DE) from q.
+//
+// The parameters are RequestParams; ParseRequest does not refuse others
+// (an endpoint may read more): CheckParams does.
 func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	r := Request{Site: q.Get("site")}
 	if r.Site == "" {
@@ -132,6 +135,42 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		r.Filters = append(r.Filters, Filter{Dim: dim, Name: dim.Name, Value: q.Get(dim.Name)})
 	}
 	return r, nil
+}
+
+// RequestParams returns the parameters ParseRequest reads: site, range,
+// from, to and a filter per dimension (named as the dimension).
+func RequestParams() []string {
+	out := []string{"site", "range", "from", "to"}
+	for _, d := range clickhouse.Dimensions {
+		out = append(out, d.Name)
+	}
+	return out
+}
+
+// CheckParams returns an error naming the parameters of q that are not
+// among known, and the known ones, or nil: a misspelt parameter (contry
+// for country) would otherwise be ignored and answer unfiltered figures
+// as if they were filtered.
+func CheckParams(q url.Values, known []string) error {
+	var unknown []string
+	for k := range q {
+		if !slices.Contains(known, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	what := "unknown parameter "
+	if len(unknown) > 1 {
+		what = "unknown parameters "
+	}
+	accepted := "none"
+	if len(known) > 0 {
+		accepted = strings.Join(known, ", ")
+	}
+	return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
 }
 
 // Source is where queries run: ClickHouse's Query and database.

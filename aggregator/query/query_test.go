@@ -699,3 +699,24 @@ func TestDimDaysAgainstRawEvents(t *testing.T) {
 	}
 	check("after the backfill", clickhouse.DimDayTable+"+"+clickhouse.DimTable)
 }
+
+func TestCheckParams(t *testing.T) {
+	known := append(RequestParams(), "dim")
+	for q, want := range map[string]string{
+		"site=demo&range=7d&country=DE&dim=page": "",
+		"site=demo&contry=DE":                    `unknown parameter "contry"; accepted: site, range, from, to, `,
+		"site=demo&b=1&a=2":                      `unknown parameters "a", "b"; accepted: `,
+	} {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = CheckParams(v, known)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), ", dim")) {
+			t.Errorf("%s: %v, want %q", q, err, want)
+		}
+	}
+	if err := CheckParams(url.Values{"x": nil}, nil); err == nil || !strings.HasSuffix(err.Error(), "accepted: none") {
+		t.Errorf("no parameters known: %v", err)
+	}
+}

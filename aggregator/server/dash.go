@@ -178,7 +178,9 @@ func (s *Server) dashboardRoutes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		s.metrics.WriteTo(w)
 	}))
-	auth("GET /api/me", func(w http.ResponseWriter, r *http.Request) {
+	// Every /api endpoint refuses a query parameter it does not read
+	// (params), so that a misspelt one is not ignored.
+	auth("GET /api/me", params(func(w http.ResponseWriter, r *http.Request) {
 		g := grantOf(r)
 		sites := g.Sites
 		if g.All() {
@@ -190,12 +192,12 @@ func (s *Server) dashboardRoutes() http.Handler {
 		}
 		slices.Sort(sites)
 		writeJSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin, "sites": sites})
-	})
-	auth("GET /api/shares", adminOnly(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"shares": s.access.Shares()})
 	}))
-	auth("POST /api/shares", adminOnly(s.createShare))
-	auth("DELETE /api/shares/{id}", adminOnly(func(w http.ResponseWriter, r *http.Request) {
+	auth("GET /api/shares", adminOnly(params(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"shares": s.access.Shares()})
+	})))
+	auth("POST /api/shares", adminOnly(params(s.createShare)))
+	auth("DELETE /api/shares/{id}", adminOnly(params(func(w http.ResponseWriter, r *http.Request) {
 		ok, err := s.access.Revoke(r.PathValue("id"))
 		switch {
 		case err != nil:
@@ -205,10 +207,10 @@ func (s *Server) dashboardRoutes() http.Handler {
 		default:
 			writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
 		}
-	}))
-	auth("GET /api/counts", s.counts)
-	auth("GET /api/history", s.history)
-	auth("GET /api/loss", s.loss)
+	})))
+	auth("GET /api/counts", params(s.counts))
+	auth("GET /api/history", params(s.history, "site", "minutes"))
+	auth("GET /api/loss", params(s.loss, "site", "from", "to"))
 	s.statsRoutes(mux, auth)
 	// Everything else under /api/ is unknown, but only those with
 	// credentials learn that.

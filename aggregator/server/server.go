@@ -193,7 +193,7 @@ func Open(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	} else {
-		s.log.Warn("WARNING: no --redis or --redis-cluster configured: deduplication runs in process and does not survive restarts (batches the edge retries across a restart may be stored twice)")
+		s.log.Warn("no --redis or --redis-cluster configured: deduplication runs in process and does not survive restarts (batches the edge retries across a restart may be stored twice)")
 		s.dedupe = dedupe.NewMemory(cfg.DedupeWindow)
 	}
 	if cfg.ClickHouseURL != "" {
@@ -209,7 +209,7 @@ func Open(cfg Config) (*Server, error) {
 		s.store = c
 	} else {
 		dir := filepath.Join(cfg.DataDir, "events")
-		s.log.Warn("WARNING: no --clickhouse configured: events are stored as NDJSON files on local disk (fine for trying edgepixel, not for production)", "dir", dir)
+		s.log.Warn("no --clickhouse configured: events are stored as NDJSON files on local disk (fine for trying edgepixel, not for production)", "dir", dir)
 		if s.store, err = store.OpenDisk(dir); err != nil {
 			s.spool.Close()
 			s.dedupe.Close()

@@ -15,10 +15,10 @@ import (
 // statsRoutes are the history API: GET /api/stats, /api/top, /api/top.csv,
 // /api/quality and /api/dimensions (see README, "The dashboard's API").
 func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerFunc)) {
-	auth("GET /api/dimensions", func(w http.ResponseWriter, r *http.Request) {
+	auth("GET /api/dimensions", params(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"dimensions": clickhouse.Dimensions, "ranges": query.Ranges})
-	})
-	auth("GET /api/stats", s.withRequest(func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
+	}))
+	auth("GET /api/stats", s.withRequest(nil, func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
 		st, err := e.Stats(r.Context(), req)
 		if err != nil {
 			s.storeFailed(w, err)
@@ -27,7 +27,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 		writeJSON(w, http.StatusOK, st)
 	}))
 	top := func(csvOut bool) http.HandlerFunc {
-		return s.withRequest(func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
+		return s.withRequest([]string{"dim", "limit"}, func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
 			limit := 10
 			if v := r.URL.Query().Get("limit"); v != "" {
 				n, err := strconv.Atoi(v)
@@ -73,7 +73,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 	}
 	auth("GET /api/top", top(false))
 	auth("GET /api/top.csv", top(true))
-	auth("GET /api/quality", s.withRequest(s.quality))
+	auth("GET /api/quality", s.withRequest(nil, s.quality))
 }
 
 // engine returns the query engine, or nil without ClickHouse.
@@ -85,9 +85,11 @@ func (s *Server) engine() *query.Engine {
 }
 
 // withRequest parses the common parameters (site, range, filters), checks
-// the site may be read and that the store answers history.
-func (s *Server) withRequest(h func(http.ResponseWriter, *http.Request, *query.Engine, query.Request)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// the site may be read and that the store answers history. A parameter
+// neither those nor extra (the endpoint's own) is refused.
+func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.Request, *query.Engine, query.Request)) http.HandlerFunc {
+	known := append(query.RequestParams(), extra...)
+	return params(func(w http.ResponseWriter, r *http.Request) {
 		req, err := query.ParseRequest(r.URL.Query(), time.Now())
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
@@ -104,6 +106,18 @@ func (s *Server) withRequest(h func(http.ResponseWriter, *http.Request, *query.E
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		h(w, r.WithContext(ctx), e, req)
+	}, known...)
+}
+
+// params answers 400 to a request with a query parameter that h does not
+// read (known), naming it and the known ones (query.CheckParams).
+func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := query.CheckParams(r.URL.Query(), known); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+			return
+		}
+		h(w, r)
 	}
 }
 

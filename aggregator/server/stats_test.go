@@ -118,6 +118,26 @@ func TestStatsAPI(t *testing.T) {
 	if len(recs) != len(top.Rows)+1 || recs[0][0] != "page" || recs[1][0] != top.Rows[0].Value {
 		t.Errorf("csv %q", recs)
 	}
+	// A misspelt parameter is refused, not ignored (it answered the
+	// unfiltered figures): 400 naming it and what the endpoint reads.
+	for u, want := range map[string][]string{
+		"/api/stats?site=demo&range=today&contry=DE": {`"contry"`, "country", "range"},
+		"/api/top.csv?site=demo&dim=page&limits=5":   {`"limits"`, "limit", "dim"},
+		"/api/quality?site=demo&rnage=7d":            {`"rnage"`, "range"},
+		"/api/history?site=demo&minute=5":            {`"minute"`, "site, minutes"},
+		"/api/loss?site=demo&form=1":                 {`"form"`, "site, from, to"},
+		"/api/counts?site=demo":                      {`"site"`, "accepted: none"},
+	} {
+		var e struct{ Error, Reason string }
+		if code := getJSON(t, a.dash.URL+u, &e); code != 400 || e.Reason != "bad_request" {
+			t.Errorf("%s: %d %+v", u, code, e)
+		}
+		for _, w := range want {
+			if !strings.Contains(e.Error, w) {
+				t.Errorf("%s: %q lacks %q", u, e.Error, w)
+			}
+		}
+	}
 	if len(recs[0]) != 4 || recs[0][1] != "visitors" || recs[1][1] != strconv.FormatUint(top.Rows[0].Visitors, 10) {
 		t.Errorf("csv header and first row %q, %q", recs[0], recs[1])
 	}

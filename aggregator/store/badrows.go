@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/record"
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // BadRowStore is implemented by stores that keep bad rows (inputs that
@@ -14,6 +15,15 @@ import (
 // and implementations collapse copies by BadRow.ID where they can.
 type BadRowStore interface {
 	InsertBadRows(ctx context.Context, rows []record.BadRow) error
+}
+
+// BadRowLookup is implemented by bad-row stores that can say which of
+// rows they hold already (by BadRow.ID, among those received since a
+// time). The loader then inserts and counts only the others, so that a
+// body sent again (a log endpoint's retry after a timeout), whose bad
+// lines have the same ids, adds them once.
+type BadRowLookup interface {
+	StoredBadRows(ctx context.Context, rows []record.BadRow, since time.Time) (map[event.ID]bool, error)
 }
 
 // badRowJSON is a bad row as the disk store writes it; field names match

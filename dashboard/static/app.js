@@ -28,6 +28,18 @@ function readURL() {
   return v;
 }
 
+// dropUnknownParams keeps as filters only the URL parameters the API
+// reads (dimension names, from /api/dimensions): it refuses any other
+// (a misspelling, a tag someone appended to a shared link), which would
+// fail every request. Those are shown beside the filters instead and
+// dropped from the URL.
+function dropUnknownParams() {
+  const names = new Set(state.dims.map((d) => d.name));
+  state.ignored = Object.keys(state.view.filters).filter((k) => !names.has(k));
+  for (const k of state.ignored) delete state.view.filters[k];
+  return state.ignored.length > 0;
+}
+
 function query(extra = {}) {
   const v = state.view, q = new URLSearchParams();
   q.set("site", v.site);
@@ -44,7 +56,11 @@ function setView(change, push = true) {
   if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
   render();
 }
-window.addEventListener("popstate", () => { state.view = readURL(); render(); });
+window.addEventListener("popstate", () => {
+  state.view = readURL();
+  if (dropUnknownParams()) history.replaceState(null, "", "?" + query().toString());
+  render();
+});
 
 // ---- start: who am I ----------------------------------------------------
 
@@ -63,6 +79,7 @@ async function start() {
   } catch (e) {
     return;
   }
+  if (dropUnknownParams()) history.replaceState(null, "", "?" + query().toString());
   $("login").hidden = true;
   $("app").hidden = false;
   $("controls").hidden = false;
@@ -134,7 +151,8 @@ async function render() {
 
 function renderFilters() {
   const f = state.view.filters;
-  $("filters").replaceChildren(...Object.keys(f).map((k) => {
+  const ignored = (state.ignored || []).length ? [el("span", { class: "chip ignored", text: "Not a filter, ignored: " + state.ignored.join(", ") })] : [];
+  $("filters").replaceChildren(...ignored, ...Object.keys(f).map((k) => {
     const label = (state.dims.find((d) => d.name === k) || {}).label || k;
     return el("span", { class: "chip" }, `${label}: ${f[k] || "(none)"}`,
       el("button", { type: "button", "aria-label": `Clear filter ${label} ${f[k]}`, onclick: () => {
