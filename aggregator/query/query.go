@@ -471,11 +471,25 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if tcol == "ts" || stable != e.Src.DB()+"."+g.Table {
 		bucket = g.Start + "(" + tcol + ", 'UTC')"
 	}
-	for i, part := range []func() error{
+	periods := []func() error{
 		func() (err error) { ev, pv, uv, table, err = totals(r.Range); return err },
 		func() (err error) { pev, ppv, puv, _, err = totals(r.Prev); return err },
-		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range, minute); return err },
-		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev, minute); return err },
+		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range); return err },
+		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev); return err },
+	}
+	if minute {
+		// One pass over MinuteDimsTable's rows per period answers its
+		// totals and visits alike: reading the rows is most of the cost.
+		periods = []func() error{
+			func() (err error) {
+				ev, pv, uv, vs, table, err = e.minuteTotals(ctx, r, r.Range)
+				vtable = table
+				return err
+			},
+			func() (err error) { pev, ppv, puv, pvs, _, err = e.minuteTotals(ctx, r, r.Prev); return err },
+		}
+	}
+	for i, part := range append(periods, []func() error{
 		func() (err error) {
 			seriesRows, err = e.Src.Query(ctx, "SELECT toUnixTimestamp("+bucket+") AS b, "+sums(stable)+" FROM "+stable+" WHERE "+cond+" GROUP BY b ORDER BY b")
 			return err
@@ -490,7 +504,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 			}
 			return err
 		},
-	} {
+	}...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -565,8 +579,8 @@ func (v VisitStats) ratio(n uint64) float64 {
 // gap from the previous row's last event is 30 minutes or more, then per
 // visit. The previous row's last time comes from the array shifted by
 // one, not from indexing s inside a lambda, which would copy s per
-// element.
-func (e *Engine) visits(ctx context.Context, r Request, rng Range, minute bool) (VisitStats, string, error) {
+// element. (Stats asks minuteTotals instead where byMinute holds.)
+func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
 	whole := rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0
 	if !e.Raw && len(r.Filters) == 0 && whole {
 		return e.visitsFromHours(ctx, r, rng)
@@ -585,12 +599,6 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range, minute bool) 
 	}
 	inner := "SELECT visitor_id AS v, toStartOfMinute(ts, 'UTC') AS t, min(ts_ms) AS f, max(ts_ms) AS l, count() AS n, countIf(name = 'pageview') AS p FROM " +
 		table + " WHERE " + cond + " GROUP BY v, t"
-	if minute {
-		// The same rows per visitor and minute, merged from their states.
-		table, cond = e.minuteRows(r, rng)
-		inner = "SELECT visitor_id AS v, t, minMerge(first) AS f, maxMerge(last) AS l, sumMerge(events) AS n, sumMerge(pageviews) AS p FROM " +
-			table + " WHERE " + cond + " AND visitor_id != 0 GROUP BY v, t"
-	}
 	sql := `SELECT count(), countIf(vn = 1 AND vp = 1), sum(vl - vf), sum(vp) FROM (
 	SELECT v, x.1 AS k, min(x.2) AS vf, max(x.3) AS vl, sum(x.4) AS vn, sum(x.5) AS vp FROM (
 		SELECT v, arrayJoin(arrayMap((e, k) -> (k, e.1, e.2, e.3, e.4), s,
@@ -608,6 +616,51 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range, minute bool) 
 		}
 	}
 	return vs, table, nil
+}
+
+// minuteTotals answers r's totals (events, pageviews, visitors) and
+// visits over rng from MinuteDimsTable (see byMinute) in one pass: the
+// visits as visits computes them from the events table, without its
+// rows per visitor and minute, whose grouping (a key per row) and the
+// grouping per visit after them cost most of that query.
+//
+// Per visitor, the rows' first event times sorted (a) and their last
+// event times sorted apart (ls): both are sorted by minute first (a
+// row's times lie in its minute), so a minute's rows take the same
+// places in both, where the first of them in a holds the minute's first
+// event and the last of them in ls its last event. A row starts a visit
+// where its first event comes 30 minutes or more after the previous
+// place's last event in ls: at a minute's first row, that is the end of
+// the visitor's previous minute, as in visits; at a later row of the
+// same minute, less than a minute separates the two, never a start. So
+// the gaps g between places (the time between, where a visit starts;
+// else 0) give the visits (1 + the gaps), their summed duration (the
+// visitor's span less the gaps) and the bounces: a visit of one row (a
+// start followed by a start or the end) that is one pageview, flagged in
+// the low bit of a's values. Rows without a visitor id count in the
+// totals only (their group's arrays are empty, which the resizes keep
+// equal in length for arrayMap).
+func (e *Engine) minuteTotals(ctx context.Context, r Request, rng Range) (ev, pv, uv uint64, vs VisitStats, table string, err error) {
+	table, cond := e.minuteRows(r, rng)
+	gap := strconv.Itoa(clickhouse.VisitGapMS)
+	sql := `SELECT sum(n), sum(p), uniqCombinedIf(v, v != 0), sumIf(1 + arrayCount(x -> x > 0, g), v != 0),
+	sum(arraySum(arrayMap((x, s, e) -> x % 2 = 1 AND s > 0 AND e > 0, a, arrayResize(arrayPushFront(g, 1), length(a)), arrayResize(arrayPushBack(g, 1), length(a))))),
+	sumIf(ls[-1] - intDiv(a[1], 2) - arraySum(g), v != 0), sumIf(p, v != 0)
+FROM (SELECT v, n, p, a, ls, arrayMap((x, pl) -> if(intDiv(x, 2) >= pl + ` + gap + `, intDiv(x, 2) - pl, 0), arrayPopFront(a), arrayPopBack(ls)) AS g FROM (
+	SELECT visitor_id AS v, sumMerge(events) AS n, sumMerge(pageviews) AS p,
+		arraySort(groupArrayIf(finalizeAggregation(first) * 2 + (finalizeAggregation(events) = 1 AND finalizeAggregation(pageviews) = 1), visitor_id != 0)) AS a,
+		arraySort(groupArrayIf(finalizeAggregation(last), visitor_id != 0)) AS ls
+	FROM ` + table + ` WHERE ` + cond + ` GROUP BY v))`
+	rows, err := e.Src.Query(ctx, sql)
+	if err != nil {
+		return 0, 0, 0, vs, table, err
+	}
+	if len(rows) == 1 && len(rows[0]) == 7 {
+		for i, p := range []*uint64{&ev, &pv, &uv, &vs.Visits, &vs.Bounces, &vs.DurationMS, &vs.Pageviews} {
+			*p, _ = strconv.ParseUint(rows[0][i], 10, 64)
+		}
+	}
+	return ev, pv, uv, vs, table, nil
 }
 
 // visitsFromHours adds up rng's VisitHours: those stored whose Source is

@@ -297,11 +297,11 @@ func TestAgainstRawEvents(t *testing.T) {
 				prev, _, _ = goVisitsOf(demo, req.Prev.From, req.Prev.To, keep)
 				addVisits(want, cur, prev)
 			} else {
-				cur, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Range, false)
+				cur, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Range)
 				if err != nil {
 					t.Fatal(err)
 				}
-				prev, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Prev, false)
+				prev, _, err := (&Engine{Src: c, Raw: true}).visits(ctx, req, req.Prev)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -515,7 +515,7 @@ func TestVisitHours(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, rng := range []Range{req.Range, req.Prev} {
-				got, source, err := e.visits(ctx, req, rng, false)
+				got, source, err := e.visits(ctx, req, rng)
 				if err != nil {
 					t.Fatalf("%s %s: %v", phase, q.Encode(), err)
 				}
@@ -545,7 +545,7 @@ func TestVisitHours(t *testing.T) {
 			// that hour is read from the segments.
 			continue
 		}
-		if _, source, _ := e.visits(ctx, req, req.Range, false); !strings.HasSuffix(source, "."+clickhouse.VisitHoursTable) {
+		if _, source, _ := e.visits(ctx, req, req.Range); !strings.HasSuffix(source, "."+clickhouse.VisitHoursTable) {
 			t.Errorf("%s after the build: read %s, want only %s", q.Encode(), source, clickhouse.VisitHoursTable)
 		}
 	}
@@ -718,5 +718,92 @@ func TestCheckParams(t *testing.T) {
 	}
 	if err := CheckParams(url.Values{"x": nil}, nil); err == nil || !strings.HasSuffix(err.Error(), "accepted: none") {
 		t.Errorf("no parameters known: %v", err)
+	}
+}
+
+// Visits under combined filters from MinuteDimsTable (minuteTotals) at
+// the edges its per-minute rows meet: a minute of several rows, whose
+// last event is not in the row of its first (the gap to the next minute
+// runs from the minute's last event, to the next minute's first); gaps
+// of 30 minutes exactly and a second under; bounces beside rows the
+// filter leaves out; events without a visitor id, in the totals only.
+func TestMinuteVisitsCrafted(t *testing.T) {
+	c := startCH(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	day := now.Truncate(24*time.Hour).AddDate(0, 0, -2)
+	base := day.Add(2 * time.Hour)
+	mk := func(at time.Time, name, page, device string, visitor uint64) event.Event {
+		id, _ := event.NewID(at.UnixMilli(), rand.Reader)
+		return event.Event{ID: id, Time: at.UnixMilli(), Site: "demo.example", Name: name, URL: "https://demo.example" + page,
+			Country: "DE", Device: device, VisitorID: visitor}
+	}
+	pv, sec := event.KindPageview, time.Second
+	v := uint64(1 << 40)
+	n := base.Add(time.Hour) // visitor v+1's later minute
+	evs := []event.Event{
+		// v: a minute of two rows, /a from :00 to :50 and /b at :10;
+		// the next event 29:59 after :50 (the same visit), the one
+		// after that 30:00 later (a new visit).
+		mk(base, pv, "/a", "mobile", v), mk(base.Add(50*sec), pv, "/a", "mobile", v), mk(base.Add(10*sec), pv, "/b", "mobile", v),
+		mk(base.Add(50*sec+30*time.Minute-sec), "signup", "/a", "mobile", v),
+		mk(base.Add(50*sec+60*time.Minute-sec), pv, "/a", "mobile", v),
+		// v+1: a minute of /c at :05 and /d from :01 to :59, after an
+		// event 29:58 before :01 (the same visit), and a minute with one
+		// row, 30:00 after :59 (a new visit, a bounce).
+		mk(n.Add(3*sec-30*time.Minute), pv, "/x", "mobile", v+1),
+		mk(n.Add(5*sec), pv, "/c", "mobile", v+1), mk(n.Add(sec), pv, "/d", "mobile", v+1), mk(n.Add(59*sec), pv, "/d", "mobile", v+1),
+		mk(n.Add(59*sec+30*time.Minute), pv, "/e", "mobile", v+1),
+		// v+2: a bounce with a desktop event in its minute (filtered
+		// out), a lone custom event (no bounce), two pageviews of one
+		// page in one minute (no bounce).
+		mk(base.Add(3*time.Hour), pv, "/a", "mobile", v+2), mk(base.Add(3*time.Hour+sec), pv, "/b", "desktop", v+2),
+		mk(base.Add(5*time.Hour), "signup", "/a", "mobile", v+2),
+		mk(base.Add(7*time.Hour), pv, "/a", "mobile", v+2), mk(base.Add(7*time.Hour+sec), pv, "/a", "mobile", v+2),
+		// No visitor id: in the totals, in no visit.
+		mk(base.Add(sec), pv, "/a", "mobile", 0), mk(base.Add(2*time.Hour), "signup", "/a", "mobile", 0),
+	}
+	// In two inserts, so that the two rows of one key (v+1's /d) come
+	// in unmerged parts.
+	for _, b := range [][]event.Event{evs[:8], evs[8:]} {
+		if err := c.InsertEvents(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRollups(t, c, "q")
+	q := url.Values{"site": {"demo.example"}, "range": {"custom"}, "from": {day.Format(time.DateOnly)}, "to": {day.Format(time.DateOnly)},
+		"country": {"DE"}, "device": {"mobile"}}
+	req, err := ParseRequest(q, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{Src: c}
+	keep := func(e event.Event) bool { return e.Device == "mobile" }
+	var events, pageviews uint64
+	for _, e := range evs {
+		if keep(e) {
+			events++
+			if e.Name == pv {
+				pageviews++
+			}
+		}
+	}
+	want, _, _ := goVisitsOf(evs, req.Range.From, req.Range.To, keep)
+	if want.Visits != 7 || want.Bounces != 3 {
+		t.Fatalf("the crafted events make %+v, want 7 visits, 3 bounces", want)
+	}
+	ev, pvs, uv, vs, _, err := e.minuteTotals(ctx, req, req.Range)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs != want || ev != events || pvs != pageviews || uv != 3 {
+		t.Errorf("minuteTotals: %d events, %d pageviews, %d visitors, %+v; the events say %d, %d, 3, %+v", ev, pvs, uv, vs, events, pageviews, want)
+	}
+	st, err := e.Stats(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Source != clickhouse.MinuteDimsTable || st.VisitsSource != clickhouse.MinuteDimsTable {
+		t.Errorf("read %s+%s, want %s", st.Source, st.VisitsSource, clickhouse.MinuteDimsTable)
 	}
 }
