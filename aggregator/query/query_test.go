@@ -334,8 +334,11 @@ func TestAgainstRawEvents(t *testing.T) {
 				t.Errorf("%s: read %s, want %s", name, st.Source, clickhouse.DimDayTable)
 			}
 			// A range of settled hours reads the visits of one filter
-			// from the rollup alone.
-			if len(f) == 1 && (rng == "yesterday" || rng == "custom") && st.VisitsSource != clickhouse.VisitDimsTable {
+			// from the rollup alone. Yesterday's last hour is not
+			// settled in the first half hour after midnight (it needs
+			// the segment after it): then it is read from the events.
+			settledRange := !req.Range.To.After(now.Add(-clickhouse.SegmentSeconds * time.Second).Truncate(time.Hour))
+			if len(f) == 1 && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
 			// Filters that MinuteDimsTable holds all of: from it (its
