@@ -32,12 +32,12 @@ function readURL() {
 // reads (dimension names, from /api/dimensions): it refuses any other
 // (a misspelling, a tag someone appended to a shared link), which would
 // fail every request. Those are shown beside the filters instead and
-// dropped from the URL.
+// dropped from the URL (its history entry replaced).
 function dropUnknownParams() {
   const names = new Set(state.dims.map((d) => d.name));
   state.ignored = Object.keys(state.view.filters).filter((k) => !names.has(k));
   for (const k of state.ignored) delete state.view.filters[k];
-  return state.ignored.length > 0;
+  if (state.ignored.length) history.replaceState(null, "", "?" + query().toString());
 }
 
 function query(extra = {}) {
@@ -58,7 +58,7 @@ function setView(change, push = true) {
 }
 window.addEventListener("popstate", () => {
   state.view = readURL();
-  if (dropUnknownParams()) history.replaceState(null, "", "?" + query().toString());
+  dropUnknownParams();
   render();
 });
 
@@ -79,7 +79,7 @@ async function start() {
   } catch (e) {
     return;
   }
-  if (dropUnknownParams()) history.replaceState(null, "", "?" + query().toString());
+  dropUnknownParams();
   $("login").hidden = true;
   $("app").hidden = false;
   $("controls").hidden = false;
