@@ -81,28 +81,29 @@ func runDashboard(o dashOptions) error {
 	// their latency only then, since the hub sends nothing in a second
 	// without a change (the wait for the previous rows has long ones).
 	var loading atomic.Bool
-	var loaded time.Duration // with the clients
-	measure := func(what string) (eps float64, cpu float64, rss int64, err error) {
+	type round struct {
+		eps, cpu float64
+		rss      int64
+		took     time.Duration // the senders' run
+	}
+	measure := func(what string) (round, error) {
 		if _, err := waitRows(s.ClickHouse.HTTPURL, gen.sent.Load(), 2*time.Minute); err != nil {
-			return 0, 0, 0, err
+			return round{}, err
 		}
 		fmt.Fprintf(os.Stderr, "bench: dashboard: ingest %s (%v, %d senders) ...\n", what, o.duration, o.senders)
 		c0 := procCPU(pid)
 		before := gen.sent.Load()
 		start := time.Now()
 		loading.Store(true)
-		_, err = load(s.AggregatorURL, s.Secret, gen, o.senders, o.duration)
+		_, err := load(s.AggregatorURL, s.Secret, gen, o.senders, o.duration)
 		loading.Store(false)
 		if err != nil {
-			return 0, 0, 0, err
+			return round{}, err
 		}
 		el := time.Since(start)
-		if strings.HasPrefix(what, "with") {
-			loaded += el
-		}
 		c1 := procCPU(pid)
-		rss, _ = procRSS(pid)
-		return float64(gen.sent.Load()-before) / el.Seconds(), (c1 - c0).Seconds() / el.Seconds(), rss, nil
+		rss, _ := procRSS(pid)
+		return round{float64(gen.sent.Load()-before) / el.Seconds(), (c1 - c0).Seconds() / el.Seconds(), rss, el}, nil
 	}
 	// The machine's load drifts over a run and single rounds of the ratio
 	// spread widely on two shared cores: rounds alternate without and with
@@ -111,24 +112,21 @@ func runDashboard(o dashOptions) error {
 	// the figure.
 	var lat latencies
 	var msgs atomic.Int64
-	type round struct {
-		eps, cpu float64
-		rss      int64
-	}
 	var without, with []round
+	var loaded time.Duration // the with-rounds' senders' runs
 	rounds := max(o.rounds, 1)
 	for i := range rounds {
-		eps, cpu, rss, err := measure(fmt.Sprintf("without dashboards, round %d of %d", i+1, rounds))
+		r, err := measure(fmt.Sprintf("without dashboards, round %d of %d", i+1, rounds))
 		if err != nil {
 			return err
 		}
-		without = append(without, round{eps, cpu, rss})
+		without = append(without, r)
 		fmt.Fprintf(os.Stderr, "bench: dashboard: connecting %d WebSocket clients ...\n", o.clients)
 		conns, wait, err := follow(s.DashboardURL, s.DashboardToken, o.clients, &loading, &lat, &msgs)
 		if err != nil {
 			return err
 		}
-		eps, cpu, rss, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds))
+		r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds))
 		for _, c := range conns {
 			c.Close()
 		}
@@ -136,13 +134,14 @@ func runDashboard(o dashOptions) error {
 		if err != nil {
 			return err
 		}
-		with = append(with, round{eps, cpu, rss})
+		with = append(with, r)
+		loaded += r.took
 	}
-	eps, cpu, rss, err := measure("without dashboards, last round")
+	r, err := measure("without dashboards, last round")
 	if err != nil {
 		return err
 	}
-	without = append(without, round{eps, cpu, rss})
+	without = append(without, r)
 
 	fmt.Println()
 	fmt.Println("## dashboard: live updates")
@@ -172,8 +171,8 @@ func runDashboard(o dashOptions) error {
 
 // follow connects n clients to the dashboard's /live WebSocket, each
 // reading every message and, while counting is set, recording a delta's
-// latency from its publish time into lat and msgs. wait returns once every client's reader ended
-// (after the caller closed conns).
+// latency from its publish time into lat and msgs. wait returns once
+// every client's reader ended (after the caller closed conns).
 func follow(dashboardURL, token string, n int, counting *atomic.Bool, lat *latencies, msgs *atomic.Int64) (conns []*websocket.Conn, wait func(), err error) {
 	u := "ws" + strings.TrimPrefix(dashboardURL, "http") + "/live"
 	hdr := http.Header{"Authorization": {"Bearer " + token}}
