@@ -429,6 +429,19 @@ func (c *RedisCluster) Remove() error {
 // an error reply is returned as an error. localsrv has no Redis client
 // dependency, so that anything can import it.
 func Command(ctx context.Context, addr string, args ...string) (any, error) {
+	r, err := Commands(ctx, addr, args)
+	if err != nil {
+		return nil, err
+	}
+	return r[0], nil
+}
+
+// Commands sends cmds in order over one fresh connection, as Command does
+// one, and returns their replies; the first error reply ends it. One
+// connection matters to commands about the connection's own writes, such
+// as WAIT, which waits for the replicas to acknowledge the writes of the
+// client that sends it (https://redis.io/docs/latest/commands/wait/).
+func Commands(ctx context.Context, addr string, cmds ...[]string) ([]any, error) {
 	var d net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -442,15 +455,24 @@ func Command(ctx context.Context, addr string, args ...string) (any, error) {
 		deadline = time.Now().Add(5 * time.Second)
 	}
 	conn.SetDeadline(deadline)
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	br := bufio.NewReader(conn)
+	var replies []any
+	for _, args := range cmds {
+		var b strings.Builder
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+		if _, err := conn.Write([]byte(b.String())); err != nil {
+			return nil, err
+		}
+		r, err := readReply(br)
+		if err != nil {
+			return nil, err
+		}
+		replies = append(replies, r)
 	}
-	if _, err := conn.Write([]byte(b.String())); err != nil {
-		return nil, err
-	}
-	return readReply(bufio.NewReader(conn))
+	return replies, nil
 }
 
 func readReply(br *bufio.Reader) (any, error) {
