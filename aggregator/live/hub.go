@@ -15,8 +15,9 @@
 // and the sites whose visitor count changed (also when visitors leave the
 // window: the hub looks once a second). Messages carry a sequence number that grows by one
 // per message to that client, so a client can tell it missed nothing.
-// Deltas are published at most once per Interval, and only when something
-// changed.
+// Deltas are published at most once per Interval; when nothing changed,
+// one a second anyway (with no sites), so a client can tell that it is
+// still connected and up to date, and show it.
 //
 // # Slow clients
 //
@@ -561,20 +562,23 @@ func (h *Hub) Clients() int {
 }
 
 // Run publishes changed counts, at most once per Interval, until ctx ends.
-// It also looks once a second, since visitors leave the window with no
-// event to say so.
+// It also publishes once a second, since visitors leave the window with
+// no event to say so, and a client shows how fresh its figures are.
 func (h *Hub) Run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var beat bool
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-h.dirty:
+			beat = false
 		case <-tick.C:
+			beat = true
 		}
 		start := time.Now()
-		h.publish()
+		h.publish(beat)
 		// The interval runs from the start of a publish, not its end,
 		// so that messages keep to it; but a publish holds the lock
 		// that loading needs, so a quarter of the interval at least is
@@ -624,8 +628,8 @@ func (h *Hub) snapshotLocked(r Reader, now time.Time) Message {
 }
 
 // publish sends one delta of what changed to every client that may read
-// some of it.
-func (h *Hub) publish() {
+// some of it; with beat, to every client, also when nothing changed.
+func (h *Hub) publish(beat bool) {
 	now := h.opts.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -665,7 +669,7 @@ func (h *Hub) publish() {
 			otherVisChanged = true
 		}
 	}
-	if len(h.added) == 0 && len(pages) == 0 && len(visChanged) == 0 && !otherVisChanged {
+	if len(h.added) == 0 && len(pages) == 0 && len(visChanged) == 0 && !otherVisChanged && !beat {
 		return
 	}
 	full := Message{Type: TypeDelta, Sites: map[string]uint64{}, Add: maps.Clone(h.added), Pages: pages,
@@ -721,7 +725,7 @@ func (h *Hub) publish() {
 				m.Pages[s] = p
 			}
 		}
-		if len(m.Add) == 0 && len(m.Pages) == 0 && len(m.Visitors) == 0 {
+		if len(m.Add) == 0 && len(m.Pages) == 0 && len(m.Visitors) == 0 && !beat {
 			continue
 		}
 		h.sendLocked(c, m)

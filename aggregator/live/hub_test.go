@@ -140,12 +140,19 @@ func TestReaderSeesItsSitesOnly(t *testing.T) {
 		t.Fatalf("snapshot for shop only: %+v", m)
 	}
 	h.Add(map[string]uint64{"demo": 3})
-	h.publish() // nothing for this reader
+	h.publish(false) // nothing for this reader
 	h.Add(map[string]uint64{"shop": 1})
-	h.publish()
+	h.publish(false)
 	m = read(t, c)
 	if m.Seq != 2 || len(m.Sites) != 1 || m.Sites["shop"] != 3 || m.Total != 3 {
 		t.Fatalf("delta for shop only: %+v", m)
+	}
+	// The once-a-second beat reaches it with nothing changed for it.
+	h.Add(map[string]uint64{"demo": 1})
+	h.publish(true)
+	m = read(t, c)
+	if m.Type != TypeDelta || m.Seq != 3 || len(m.Sites) != 0 || len(m.Add) != 0 || m.Total != 3 {
+		t.Fatalf("beat for shop only: %+v", m)
 	}
 }
 
@@ -196,7 +203,7 @@ func TestSlowClientDropped(t *testing.T) {
 			t.Fatal("the slow client was never dropped")
 		}
 		h.Add(delta)
-		h.publish()
+		h.publish(false)
 		published++
 		if msg := next(); msg.Type != TypeDelta || msg.Seq != uint64(published)+1 {
 			t.Fatalf("fast client got %+v after %d deltas", msg, published)
@@ -204,7 +211,7 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 	// The fast client keeps receiving.
 	h.Add(delta)
-	h.publish()
+	h.publish(false)
 	if msg := next(); msg.Seq != uint64(published)+2 {
 		t.Fatalf("fast client after the drop got seq %d", msg.Seq)
 	}
@@ -341,13 +348,13 @@ func TestVisitorsWindow(t *testing.T) {
 	// Id 1 seen again later stays one visitor, and keeps it in the window.
 	now = now.Add(200 * time.Second)
 	h.Observe([]event.Event{ev("shop", 1), ev("shop", 3)})
-	h.publish()
+	h.publish(false)
 	if d := read(t, c); d.Type != TypeDelta || d.Visitors["shop"] != 3 || d.VisitorsTotal != 4 {
 		t.Fatalf("delta visitors %v total %d", d.Visitors, d.VisitorsTotal)
 	}
 	// At 301 s id 2 (and blog's 1) left the window; ids 1 and 3 stay.
 	now = now.Add(101 * time.Second)
-	h.publish()
+	h.publish(false)
 	if d := read(t, c); d.Visitors["shop"] != 2 || d.Visitors["blog"] != 0 || d.VisitorsTotal != 2 {
 		t.Fatalf("after sliding: visitors %v total %d", d.Visitors, d.VisitorsTotal)
 	}
@@ -359,7 +366,7 @@ func TestVisitorsWindow(t *testing.T) {
 	if n != 5 || !capped || m.LiveVisitorsCapped.Load() != 2 {
 		t.Fatalf("at the cap: %d capped %v dropped %d, want 5, true, 2", n, capped, m.LiveVisitorsCapped.Load())
 	}
-	h.publish()
+	h.publish(false)
 	if d := read(t, c); !d.VisitorsCapped || d.Visitors["shop"] != 5 {
 		t.Fatalf("capped delta %+v", d)
 	}
