@@ -331,6 +331,23 @@ func waitRows(base string, want int64, limit time.Duration) (time.Time, error) {
 	}
 }
 
+// waitMerges waits, up to limit, until the ClickHouse server at base runs
+// no merge (system.merges is empty), and returns how long it waited and
+// whether merges were still running at the limit. After a burst of
+// inserts its background merges can take both cores for a minute; a
+// round that starts while they run measures them as much as what it is
+// for.
+func waitMerges(base string, limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	for time.Since(start) < limit {
+		if v, err := chScalar(base, "SELECT count() FROM system.merges"); err == nil && v == "0" {
+			return time.Since(start), false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return time.Since(start), true
+}
+
 func waitFor(d time.Duration, f func() bool) error {
 	deadline := time.Now().Add(d)
 	for !f() {

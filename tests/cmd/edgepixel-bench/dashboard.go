@@ -7,13 +7,18 @@ package main
 // question read from the rollups and from the raw events table.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,9 +39,12 @@ type dashOptions struct {
 	duration time.Duration
 	senders  int
 	clients  int
-	rounds   int // alternating rounds without and with the clients
-	events   int // generated events for the history figures
-	queries  int // questions asked per figure
+	// clientsInBench runs the clients in this process, beside the
+	// senders, rather than in a child process.
+	clientsInBench bool
+	rounds         int // alternating rounds without and with the clients
+	events         int // generated events for the history figures
+	queries        int // questions asked per figure
 	// rawQueries are those asked of the raw events table, which take
 	// seconds to minutes each on 10 million events, within rawBudget per
 	// question.
@@ -77,21 +85,33 @@ func runDashboard(o dashOptions) error {
 		return err
 	}
 	pid := s.Aggregator.Pid()
-	// loading is set while the senders run: clients count updates and
-	// their latency only then, since the hub sends nothing in a second
-	// without a change (the wait for the previous rows has long ones).
+	var parts cpuParts
+	parts.add("aggregator", pid)
+	parts.add("clickhouse-server", s.ClickHouse.Pid())
+	parts.add("redis-server", s.Redis.Pid())
+	parts.add("bench (senders)", 0)
+	// loading is set while the senders run: in-process clients count
+	// updates and their latency only then, since the hub sends nothing in
+	// a second without a change (the wait for the previous rows has long
+	// ones).
 	var loading atomic.Bool
 	type round struct {
 		eps, cpu float64
 		rss      int64
 		took     time.Duration // the senders' run
+		from, to int64         // unix milliseconds the senders ran
+		share    cpuShare
 	}
-	measure := func(what string) (round, error) {
+	measure := func(what string, parts *cpuParts) (round, error) {
 		if _, err := waitRows(s.ClickHouse.HTTPURL, gen.sent.Load(), 2*time.Minute); err != nil {
 			return round{}, err
 		}
+		if took, still := waitMerges(s.ClickHouse.HTTPURL, time.Minute); still {
+			fmt.Fprintf(os.Stderr, "bench: dashboard: ClickHouse still merging after %v; measuring anyway\n", took.Round(time.Second))
+		}
 		fmt.Fprintf(os.Stderr, "bench: dashboard: ingest %s (%v, %d senders) ...\n", what, o.duration, o.senders)
 		c0 := procCPU(pid)
+		s0 := parts.sample()
 		before := gen.sent.Load()
 		start := time.Now()
 		loading.Store(true)
@@ -100,10 +120,13 @@ func runDashboard(o dashOptions) error {
 		if err != nil {
 			return round{}, err
 		}
-		el := time.Since(start)
+		end := time.Now()
+		el := end.Sub(start)
 		c1 := procCPU(pid)
+		sh := parts.share(s0, parts.sample())
 		rss, _ := procRSS(pid)
-		return round{float64(gen.sent.Load()-before) / el.Seconds(), (c1 - c0).Seconds() / el.Seconds(), rss, el}, nil
+		return round{float64(gen.sent.Load()-before) / el.Seconds(), (c1 - c0).Seconds() / el.Seconds(), rss, el,
+			start.UnixMilli(), end.UnixMilli(), sh}, nil
 	}
 	// The machine's load drifts over a run and single rounds of the ratio
 	// spread widely on two shared cores: rounds alternate without and with
@@ -115,38 +138,95 @@ func runDashboard(o dashOptions) error {
 	var without, with []round
 	var loaded time.Duration // the with-rounds' senders' runs
 	rounds := max(o.rounds, 1)
+	// withParts adds the dashboards' process to the parts sampled.
+	withParts := func(f *follower) *cpuParts {
+		p := parts
+		if f != nil {
+			p.add("dashboards", f.cmd.Process.Pid)
+		} else {
+			p.add("dashboards", -1) // none, or in the bench's process
+		}
+		return &p
+	}
 	for i := range rounds {
-		r, err := measure(fmt.Sprintf("without dashboards, round %d of %d", i+1, rounds))
+		r, err := measure(fmt.Sprintf("without dashboards, round %d of %d", i+1, rounds), withParts(nil))
 		if err != nil {
 			return err
 		}
 		without = append(without, r)
 		fmt.Fprintf(os.Stderr, "bench: dashboard: connecting %d WebSocket clients ...\n", o.clients)
-		conns, wait, err := follow(s.DashboardURL, s.DashboardToken, o.clients, &loading, &lat, &msgs)
-		if err != nil {
-			return err
-		}
-		r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds))
-		for _, c := range conns {
-			c.Close()
-		}
-		wait()
-		if err != nil {
-			return err
+		if o.clientsInBench {
+			conns, wait, err := follow(s.DashboardURL, s.DashboardToken, o.clients, func(ts int64, at time.Time) {
+				if loading.Load() {
+					msgs.Add(1)
+					lat.add(at.Sub(time.UnixMilli(ts)))
+				}
+			})
+			if err != nil {
+				return err
+			}
+			r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds), withParts(nil))
+			for _, c := range conns {
+				c.Close()
+			}
+			wait()
+			if err != nil {
+				return err
+			}
+		} else {
+			f, err := startFollower(s.DashboardURL, s.DashboardToken, o.clients)
+			if err != nil {
+				return err
+			}
+			r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds), withParts(f))
+			if err := errors.Join(err, f.stop(r.from, r.to, &lat, &msgs)); err != nil {
+				return err
+			}
 		}
 		with = append(with, r)
 		loaded += r.took
 	}
-	r, err := measure("without dashboards, last round")
+	r, err := measure("without dashboards, last round", withParts(nil))
 	if err != nil {
 		return err
 	}
 	without = append(without, r)
 
+	// The dashboards' cost apart from ingest's noise: the stack idle (all
+	// rows stored, no senders) without and with the clients, which then
+	// get the once-a-second delta alone.
+	var idleWithout, idleWith cpuShare
+	if !o.clientsInBench {
+		if _, err := waitRows(s.ClickHouse.HTTPURL, gen.sent.Load(), 2*time.Minute); err != nil {
+			return err
+		}
+		waitMerges(s.ClickHouse.HTTPURL, time.Minute)
+		idle := func(p *cpuParts) cpuShare {
+			s0 := p.sample()
+			time.Sleep(o.duration)
+			return p.share(s0, p.sample())
+		}
+		fmt.Fprintf(os.Stderr, "bench: dashboard: idle without and with %d dashboards (%v each) ...\n", o.clients, o.duration)
+		idleWithout = idle(withParts(nil))
+		f, err := startFollower(s.DashboardURL, s.DashboardToken, o.clients)
+		if err != nil {
+			return err
+		}
+		idleWith = idle(withParts(f))
+		var n atomic.Int64
+		if err := f.stop(0, math.MaxInt64, &latencies{}, &n); err != nil {
+			return err
+		}
+	}
+
+	where := "in a process of their own"
+	if o.clientsInBench {
+		where = "in the bench's process, beside the senders"
+	}
 	fmt.Println()
 	fmt.Println("## dashboard: live updates")
-	fmt.Printf("%d rounds alternating without and with %d dashboards following /live, %v of ingest each; each with-round against the mean of the without-rounds either side\n",
-		rounds, o.clients, o.duration)
+	fmt.Printf("%d rounds alternating without and with %d dashboards following /live (%s), %v of ingest each; each with-round against the mean of the without-rounds either side\n",
+		rounds, o.clients, where, o.duration)
 	fmt.Println("| round | events/s without (before, after) | events/s with | ratio | aggregator CPU without / with | aggregator RSS without / with |")
 	fmt.Println("|---|---|---|---|---|---|")
 	var ratios []float64
@@ -162,6 +242,22 @@ func runDashboard(o dashOptions) error {
 		ratios[len(ratios)/2], len(ratios), ratios[0], ratios[len(ratios)-1])
 	fmt.Printf("updates received while ingest ran   %12d (%.2f per client per second)   latency from publish p50 %.1f ms, p99 %.1f ms\n",
 		msgs.Load(), float64(msgs.Load())/float64(o.clients)/loaded.Seconds(), lat.pct(50), lat.pct(99))
+	fmt.Println()
+	fmt.Println("where the cores went in each round (cores used: 1.00 is one core busy throughout)")
+	fmt.Printf("| round | %s |\n", withParts(nil).header())
+	fmt.Printf("|---|%s\n", strings.Repeat("---|", len(withParts(nil).names)+1))
+	for i := range without {
+		fmt.Printf("| without %d | %s |\n", i+1, without[i].share.cells())
+		if i < len(with) {
+			fmt.Printf("| with %d | %s |\n", i+1, with[i].share.cells())
+		}
+	}
+	if !o.clientsInBench {
+		fmt.Printf("| idle, without | %s |\n", idleWithout.cells())
+		fmt.Printf("| idle, with | %s |\n", idleWith.cells())
+		fmt.Printf("the dashboards' own cost, idle (a delta a second to each): aggregator %.1f ms of CPU a second more with them than without (%.2f %% of the machine), their process %.1f ms a second\n",
+			1000*(idleWith.procs[0]-idleWithout.procs[0]), 100*(idleWith.procs[0]-idleWithout.procs[0])/float64(runtime.NumCPU()), 1000*idleWith.procs[len(idleWith.procs)-1])
+	}
 
 	if o.events <= 0 {
 		return nil
@@ -170,10 +266,10 @@ func runDashboard(o dashOptions) error {
 }
 
 // follow connects n clients to the dashboard's /live WebSocket, each
-// reading every message and, while counting is set, recording a delta's
-// latency from its publish time into lat and msgs. wait returns once
-// every client's reader ended (after the caller closed conns).
-func follow(dashboardURL, token string, n int, counting *atomic.Bool, lat *latencies, msgs *atomic.Int64) (conns []*websocket.Conn, wait func(), err error) {
+// reading every message and calling got (from any goroutine) with each
+// delta's publish time and when it arrived. wait returns once every
+// client's reader ended (after the caller closed conns).
+func follow(dashboardURL, token string, n int, got func(ts int64, at time.Time)) (conns []*websocket.Conn, wait func(), err error) {
 	u := "ws" + strings.TrimPrefix(dashboardURL, "http") + "/live"
 	hdr := http.Header{"Authorization": {"Bearer " + token}}
 	var wg sync.WaitGroup
@@ -193,14 +289,98 @@ func follow(dashboardURL, token string, n int, counting *atomic.Bool, lat *laten
 				if err != nil {
 					return
 				}
-				if ts, ok := deltaTS(b); ok && counting.Load() {
-					msgs.Add(1)
-					lat.add(time.Since(time.UnixMilli(ts)))
+				if ts, ok := deltaTS(b); ok {
+					got(ts, time.Now())
 				}
 			}
 		})
 	}
 	return conns, wg.Wait, nil
+}
+
+// followerFlag runs this command as the child process that holds the
+// dashboards (startFollower), with this many clients.
+const followerFlag = "internal-follow-live"
+
+// follower is a child process holding the dashboards, so their
+// goroutines and garbage share the machine's cores with the senders but
+// not their Go runtime, as dashboards on other machines would not.
+type follower struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Scanner
+}
+
+// startFollower starts the child with n clients and returns once all are
+// connected.
+func startFollower(dashboardURL, token string, n int) (*follower, error) {
+	cmd := exec.Command(os.Args[0], "-"+followerFlag, strconv.Itoa(n), "-follow-url", dashboardURL)
+	cmd.Env = append(os.Environ(), "EDGEPIXEL_BENCH_FOLLOW_TOKEN="+token)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	f := &follower{cmd: cmd, stdin: in, out: bufio.NewScanner(out)}
+	if !f.out.Scan() || f.out.Text() != "ready" {
+		in.Close()
+		cmd.Wait()
+		return nil, fmt.Errorf("the dashboards' process did not connect its clients (%s)", f.out.Text())
+	}
+	return f, nil
+}
+
+// stop disconnects the clients and counts into lat and msgs the deltas
+// published between from and to (unix milliseconds).
+func (f *follower) stop(from, to int64, lat *latencies, msgs *atomic.Int64) error {
+	f.stdin.Close()
+	for f.out.Scan() {
+		var ts, us int64
+		if _, err := fmt.Sscan(f.out.Text(), &ts, &us); err != nil {
+			continue
+		}
+		if ts >= from && ts <= to {
+			msgs.Add(1)
+			lat.add(time.Duration(us) * time.Microsecond)
+		}
+	}
+	return f.cmd.Wait()
+}
+
+// runFollower is the child's side of startFollower: it connects n clients,
+// says "ready", and once its stdin closes disconnects them and writes one
+// line per delta received: its publish time (unix milliseconds) and its
+// latency (microseconds).
+func runFollower(dashboardURL string, n int) error {
+	type rec struct{ ts, us int64 }
+	var mu sync.Mutex
+	var recs []rec
+	conns, wait, err := follow(dashboardURL, os.Getenv("EDGEPIXEL_BENCH_FOLLOW_TOKEN"), n, func(ts int64, at time.Time) {
+		mu.Lock()
+		recs = append(recs, rec{ts, at.Sub(time.UnixMilli(ts)).Microseconds()})
+		mu.Unlock()
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+	wait()
+	w := bufio.NewWriter(os.Stdout)
+	for _, r := range recs {
+		fmt.Fprintln(w, r.ts, r.us)
+	}
+	return w.Flush()
 }
 
 // historyFigures inserts generated events for one site over the last 30

@@ -70,7 +70,8 @@ func main() {
 	flag.DurationVar(&dash.duration, "dash-duration", 8*time.Second, "dashboard: ingest duration with and without dashboards")
 	flag.IntVar(&dash.senders, "dash-senders", 8, "dashboard: concurrent batch senders")
 	flag.IntVar(&dash.clients, "dash-clients", 1000, "dashboard: WebSocket clients following /live")
-	flag.IntVar(&dash.rounds, "dash-rounds", 3, "dashboard: rounds of ingest with the clients, each between two without them")
+	flag.BoolVar(&dash.clientsInBench, "dash-clients-in-bench", false, "dashboard: run the WebSocket clients in the bench's process, beside the senders (default: a child process, sharing the cores but not the senders' Go runtime)")
+	flag.IntVar(&dash.rounds, "dash-rounds", 5, "dashboard: rounds of ingest with the clients, each between two without them")
 	flag.IntVar(&dash.events, "dash-events", 10_000_000, "dashboard: generated events for the history figures (issue 12: a month of 10 million events)")
 	flag.IntVar(&dash.queries, "dash-queries", 30, "dashboard: questions asked per history figure")
 	flag.IntVar(&dash.rawQueries, "dash-raw-queries", 5, "dashboard: of those, asked of the raw events table (its p99 of few is their maximum)")
@@ -89,7 +90,16 @@ func main() {
 	probeManifest := flag.String("rss-manifest", "", "internal: the probe's fastly.toml")
 	probeCache := flag.String("rss-cache", "", "internal: the probe's compile cache")
 	probeWasm := flag.String("rss-wasm", "", "internal: the probe's module")
+	followN := flag.Int(followerFlag, 0, "internal: run as the dashboards' process with this many clients")
+	followURL := flag.String("follow-url", "", "internal: the dashboards' process's dashboard URL")
 	flag.Parse()
+	if *followN > 0 {
+		if err := runFollower(*followURL, *followN); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: dashboards' process:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *probe > 0 {
 		if err := rssProbe(*probe, *probeWasm, *probeManifest, *probeCache); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: rss probe:", err)
