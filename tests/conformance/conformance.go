@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +37,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // SDKModule is the module whose tests judge the POP.
@@ -156,7 +157,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			args = []string{"-p", strconv.Itoa(max(o.Parallel, 1)), "-exec", "viceroy run -C fastly.toml"}
 		case "e2e":
 			dir = "end_to_end_tests"
-			addr, err := freeAddr()
+			addr, err := proc.FreeAddr()
 			if err != nil {
 				return nil, err
 			}
@@ -339,15 +340,6 @@ func goTest(ctx context.Context, dir string, env []string, logPath string, args 
 		return pkgs, werr
 	}
 	return pkgs, perr
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // isExpected reports whether Expected lists test (or the test it is a

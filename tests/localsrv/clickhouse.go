@@ -82,7 +82,20 @@ func StartClickHouseCompressed(ctx context.Context, dir string, httpPort, tcpPor
 // with, allows LowCardinality columns (an experimental type in 18.16),
 // else a Distributed table over a table that has one cannot be made on
 // the other servers.
+//
+// Ports it picked itself (0) that another process takes before the
+// server binds them (it binds seconds after starting) are picked again,
+// up to three times.
 func startClickHouse(ctx context.Context, dir string, httpPort, tcpPort int, extra, compression string) (*ClickHouse, error) {
+	for try := 1; ; try++ {
+		c, err := startClickHouseOnce(ctx, dir, httpPort, tcpPort, extra, compression)
+		if err == nil || httpPort != 0 || tcpPort != 0 || try == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return c, err
+		}
+	}
+}
+
+func startClickHouseOnce(ctx context.Context, dir string, httpPort, tcpPort int, extra, compression string) (*ClickHouse, error) {
 	bin, ok := ClickHouseAvailable()
 	if !ok {
 		return nil, fmt.Errorf("clickhouse-server not found; %s", deps.Advice([]deps.Program{deps.ClickHouse}))

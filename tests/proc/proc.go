@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -218,13 +219,48 @@ func HTTPOK(url string) func() error {
 // FreeAddr returns a loopback address ("127.0.0.1:port") that was free a
 // moment ago. Another process may take it in between; a server that then
 // fails to bind says so in its log.
+//
+// The port is drawn at random from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), where no outgoing connection's source
+// port and no other bind to port 0 lands: a port the kernel picked
+// itself is handed out again to the next connect(2), which took
+// clickhouse-server's port during its seconds of startup in a busy test
+// run. Where the range leaves too little room below it, the kernel picks.
 func FreeAddr() (string, error) {
+	if lo := ephemeralLow(); lo-freeFloor >= 1000 {
+		for range 50 {
+			a := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeFloor+rand.IntN(lo-freeFloor)))
+			if l, err := net.Listen("tcp", a); err == nil {
+				l.Close()
+				return a, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// freeFloor keeps FreeAddr above the well-known and commonly configured
+// ports.
+const freeFloor = 10000
+
+// ephemeralLow returns the first port of the kernel's ephemeral range, or
+// 0 when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := bytes.Fields(b)
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(f[0]))
+	return n
 }
 
 // FreePort is FreeAddr's port.

@@ -150,3 +150,23 @@ func TestFreeAddr(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestFreeAddrBelowEphemeral: a port from the kernel's ephemeral range can
+// be taken by any outgoing connection before the server binds it.
+func TestFreeAddrBelowEphemeral(t *testing.T) {
+	lo := ephemeralLow()
+	if lo-freeFloor < 1000 {
+		t.Skipf("ephemeral range starts at %d: no room below it", lo)
+	}
+	for range 20 {
+		a, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, p, _ := net.SplitHostPort(a)
+		n, _ := strconv.Atoi(p)
+		if n < freeFloor || n >= lo {
+			t.Fatalf("FreeAddr gave port %d, outside [%d, %d)", n, freeFloor, lo)
+		}
+	}
+}
