@@ -339,13 +339,11 @@ func waitRows(base string, want int64, limit time.Duration) (time.Time, error) {
 // for.
 func waitMerges(base string, limit time.Duration) (time.Duration, bool) {
 	start := time.Now()
-	for time.Since(start) < limit {
-		if v, err := chScalar(base, "SELECT count() FROM system.merges"); err == nil && v == "0" {
-			return time.Since(start), false
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return time.Since(start), true
+	err := waitFor(limit, func() bool {
+		v, err := chScalar(base, "SELECT count() FROM system.merges")
+		return err == nil && v == "0"
+	})
+	return time.Since(start), err != nil
 }
 
 func waitFor(d time.Duration, f func() bool) error {

@@ -85,18 +85,28 @@ func runDashboard(o dashOptions) error {
 		return err
 	}
 	pid := s.Aggregator.Pid()
-	var parts cpuParts
-	parts.add("aggregator", pid)
-	parts.add("clickhouse-server", s.ClickHouse.Pid())
-	parts.add("redis-server", s.Redis.Pid())
-	parts.add("bench (senders)", 0)
+	// partsWith is the processes whose CPU a round samples: the
+	// aggregator first, the dashboards' process (f, if not nil) last.
+	partsWith := func(f *follower) *cpuParts {
+		var p cpuParts
+		p.add("aggregator", pid)
+		p.add("clickhouse-server", s.ClickHouse.Pid())
+		p.add("redis-server", s.Redis.Pid())
+		p.add("bench (senders)", 0)
+		if f != nil {
+			p.add("dashboards", f.cmd.Process.Pid)
+		} else {
+			p.add("dashboards", -1) // none, or in the bench's process
+		}
+		return &p
+	}
+	const aggregatorPart = 0
 	// loading is set while the senders run: in-process clients count
-	// updates and their latency only then, since the hub sends nothing in
-	// a second without a change (the wait for the previous rows has long
-	// ones).
+	// updates and their latency only then, as the child process's are
+	// counted by their publish time within the senders' run.
 	var loading atomic.Bool
 	type round struct {
-		eps, cpu float64
+		eps      float64
 		rss      int64
 		took     time.Duration // the senders' run
 		from, to int64         // unix milliseconds the senders ran
@@ -110,7 +120,6 @@ func runDashboard(o dashOptions) error {
 			fmt.Fprintf(os.Stderr, "bench: dashboard: ClickHouse still merging after %v; measuring anyway\n", took.Round(time.Second))
 		}
 		fmt.Fprintf(os.Stderr, "bench: dashboard: ingest %s (%v, %d senders) ...\n", what, o.duration, o.senders)
-		c0 := procCPU(pid)
 		s0 := parts.sample()
 		before := gen.sent.Load()
 		start := time.Now()
@@ -122,11 +131,9 @@ func runDashboard(o dashOptions) error {
 		}
 		end := time.Now()
 		el := end.Sub(start)
-		c1 := procCPU(pid)
 		sh := parts.share(s0, parts.sample())
 		rss, _ := procRSS(pid)
-		return round{float64(gen.sent.Load()-before) / el.Seconds(), (c1 - c0).Seconds() / el.Seconds(), rss, el,
-			start.UnixMilli(), end.UnixMilli(), sh}, nil
+		return round{float64(gen.sent.Load()-before) / el.Seconds(), rss, el, start.UnixMilli(), end.UnixMilli(), sh}, nil
 	}
 	// The machine's load drifts over a run and single rounds of the ratio
 	// spread widely on two shared cores: rounds alternate without and with
@@ -138,18 +145,8 @@ func runDashboard(o dashOptions) error {
 	var without, with []round
 	var loaded time.Duration // the with-rounds' senders' runs
 	rounds := max(o.rounds, 1)
-	// withParts adds the dashboards' process to the parts sampled.
-	withParts := func(f *follower) *cpuParts {
-		p := parts
-		if f != nil {
-			p.add("dashboards", f.cmd.Process.Pid)
-		} else {
-			p.add("dashboards", -1) // none, or in the bench's process
-		}
-		return &p
-	}
 	for i := range rounds {
-		r, err := measure(fmt.Sprintf("without dashboards, round %d of %d", i+1, rounds), withParts(nil))
+		r, err := measure(fmt.Sprintf("without dashboards, round %d of %d", i+1, rounds), partsWith(nil))
 		if err != nil {
 			return err
 		}
@@ -165,7 +162,7 @@ func runDashboard(o dashOptions) error {
 			if err != nil {
 				return err
 			}
-			r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds), withParts(nil))
+			r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds), partsWith(nil))
 			for _, c := range conns {
 				c.Close()
 			}
@@ -178,7 +175,7 @@ func runDashboard(o dashOptions) error {
 			if err != nil {
 				return err
 			}
-			r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds), withParts(f))
+			r, err = measure(fmt.Sprintf("with %d dashboards, round %d of %d", o.clients, i+1, rounds), partsWith(f))
 			if err := errors.Join(err, f.stop(r.from, r.to, &lat, &msgs)); err != nil {
 				return err
 			}
@@ -186,7 +183,7 @@ func runDashboard(o dashOptions) error {
 		with = append(with, r)
 		loaded += r.took
 	}
-	r, err := measure("without dashboards, last round", withParts(nil))
+	r, err := measure("without dashboards, last round", partsWith(nil))
 	if err != nil {
 		return err
 	}
@@ -207,12 +204,12 @@ func runDashboard(o dashOptions) error {
 			return p.share(s0, p.sample())
 		}
 		fmt.Fprintf(os.Stderr, "bench: dashboard: idle without and with %d dashboards (%v each) ...\n", o.clients, o.duration)
-		idleWithout = idle(withParts(nil))
+		idleWithout = idle(partsWith(nil))
 		f, err := startFollower(s.DashboardURL, s.DashboardToken, o.clients)
 		if err != nil {
 			return err
 		}
-		idleWith = idle(withParts(f))
+		idleWith = idle(partsWith(f))
 		var n atomic.Int64
 		if err := f.stop(0, math.MaxInt64, &latencies{}, &n); err != nil {
 			return err
@@ -235,7 +232,7 @@ func runDashboard(o dashOptions) error {
 		r := w.eps / ((a.eps + b.eps) / 2)
 		ratios = append(ratios, r)
 		fmt.Printf("| %d | %s, %s | %s | %.3f | %.0f %% / %.0f %% | %.0f / %.0f MB |\n", i+1, fmtNum(a.eps, ""), fmtNum(b.eps, ""), fmtNum(w.eps, ""), r,
-			100*(a.cpu+b.cpu)/2, 100*w.cpu, float64(a.rss)/1e6, float64(w.rss)/1e6)
+			100*(a.share.procs[aggregatorPart]+b.share.procs[aggregatorPart])/2, 100*w.share.procs[aggregatorPart], float64(a.rss)/1e6, float64(w.rss)/1e6)
 	}
 	slices.Sort(ratios)
 	fmt.Printf("ingest with / without dashboards: median ratio %.3f of %d rounds (lowest %.3f, highest %.3f; goal >= 0.95)\n",
@@ -244,8 +241,9 @@ func runDashboard(o dashOptions) error {
 		msgs.Load(), float64(msgs.Load())/float64(o.clients)/loaded.Seconds(), lat.pct(50), lat.pct(99))
 	fmt.Println()
 	fmt.Println("where the cores went in each round (cores used: 1.00 is one core busy throughout)")
-	fmt.Printf("| round | %s |\n", withParts(nil).header())
-	fmt.Printf("|---|%s\n", strings.Repeat("---|", len(withParts(nil).names)+1))
+	cols := partsWith(nil)
+	fmt.Printf("| round | %s |\n", cols.header())
+	fmt.Printf("|---|%s\n", strings.Repeat("---|", len(cols.names)+1))
 	for i := range without {
 		fmt.Printf("| without %d | %s |\n", i+1, without[i].share.cells())
 		if i < len(with) {
@@ -256,7 +254,8 @@ func runDashboard(o dashOptions) error {
 		fmt.Printf("| idle, without | %s |\n", idleWithout.cells())
 		fmt.Printf("| idle, with | %s |\n", idleWith.cells())
 		fmt.Printf("the dashboards' own cost, idle (a delta a second to each): aggregator %.1f ms of CPU a second more with them than without (%.2f %% of the machine), their process %.1f ms a second\n",
-			1000*(idleWith.procs[0]-idleWithout.procs[0]), 100*(idleWith.procs[0]-idleWithout.procs[0])/float64(runtime.NumCPU()), 1000*idleWith.procs[len(idleWith.procs)-1])
+			1000*(idleWith.procs[aggregatorPart]-idleWithout.procs[aggregatorPart]), 100*(idleWith.procs[aggregatorPart]-idleWithout.procs[aggregatorPart])/float64(runtime.NumCPU()),
+			1000*idleWith.procs[len(idleWith.procs)-1])
 	}
 
 	if o.events <= 0 {
