@@ -94,7 +94,8 @@ func visitDimsSchema(l Layout) []string {
 
 // VisitDimPairs is the ARRAY JOIN list of (dimension, value) of an events
 // row for the dimensions rolled up by step 7, after (”, ”) for the
-// whole site's visits (whose pieces give the entry and exit pages).
+// whole site's visits (whose pieces give the entry and exit pages), and
+// then its profile (ProfileDim).
 func VisitDimPairs() string {
 	pairs := []string{"('', '')"}
 	for _, d := range Dimensions {
@@ -102,6 +103,7 @@ func VisitDimPairs() string {
 			pairs = append(pairs, "('"+d.Name+"', "+d.Expr+")")
 		}
 	}
+	pairs = append(pairs, "('"+ProfileDim+"', "+ProfileExpr()+")")
 	return "[" + strings.Join(pairs, ", ") + "]"
 }
 
@@ -223,22 +225,25 @@ func ParseVisitDims(rows [][]string) ([]VisitDim, error) {
 // VisitDimBuild is the latest build of a site's hour in VisitDimsTable.
 type VisitDimBuild struct {
 	Built, Source uint64
+	// Profiles: the build holds ProfileDim's rows (its second marker,
+	// dimension ProfileDim and value "", has its Built).
+	Profiles bool
 }
 
 // VisitDimBuilds returns the latest build of each hour in [from, to) of
 // the sites siteCond selects: by site, then by the hour's unix seconds.
 func VisitDimBuilds(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (map[string]map[int64]VisitDimBuild, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT site, toUnixTimestamp(t), max(built), argMax(source, built) FROM %s.%s WHERE %s AND dim = '' AND value = '' AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY site, t",
-		db, VisitDimsTable, siteCond, from.Unix(), to.Unix()))
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT site, toUnixTimestamp(t), maxIf(built, dim = ''), argMaxIf(source, built, dim = ''), maxIf(built, dim = %s) FROM %s.%s WHERE %s AND dim IN ('', %s) AND value = '' AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY site, t HAVING countIf(dim = '') > 0",
+		quote(ProfileDim), db, VisitDimsTable, siteCond, quote(ProfileDim), from.Unix(), to.Unix()))
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]map[int64]VisitDimBuild{}
 	for _, r := range rows {
-		if len(r) != 4 {
+		if len(r) != 5 {
 			return nil, fmt.Errorf("clickhouse: visit dim build row %q", r)
 		}
-		var v [3]uint64
+		var v [4]uint64
 		for i := range v {
 			if v[i], err = parseUint(r[1+i]); err != nil {
 				return nil, err
@@ -247,7 +252,7 @@ func VisitDimBuilds(ctx context.Context, q Querier, db, siteCond string, from, t
 		if out[r[0]] == nil {
 			out[r[0]] = map[int64]VisitDimBuild{}
 		}
-		out[r[0]][int64(v[0])] = VisitDimBuild{Built: v[1], Source: v[2]}
+		out[r[0]][int64(v[0])] = VisitDimBuild{Built: v[1], Source: v[2], Profiles: v[3] == v[1]}
 	}
 	return out, nil
 }
@@ -307,7 +312,9 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 	for site, bs := range builds {
 		srcs[site] = map[int64]uint64{}
 		for h, b := range bs {
-			srcs[site][h] = b.Source
+			if b.Profiles { // else built before ProfileDim's rows: again
+				srcs[site][h] = b.Source
+			}
 		}
 	}
 	todo := staleHours(counts, srcs, settled.Unix())
@@ -338,7 +345,9 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 			want[site] = map[int64]bool{}
 			for _, h := range hs {
 				want[site][h] = true
-				markers = append(markers, fmt.Sprintf("(%s, '', '', %d, %s, %d%s)", quote(site), h, now, WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
+				for _, dim := range []string{"", ProfileDim} {
+					markers = append(markers, fmt.Sprintf("(%s, %s, '', %d, %s, %d%s)", quote(site), quote(dim), h, now, WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
+				}
 			}
 		}
 		for _, v := range got {
@@ -381,23 +390,17 @@ func StoredVisitDims(ctx context.Context, q Querier, db, site, dim string, value
 		if len(r) != 3+len(VisitDimCols) {
 			return nil, fmt.Errorf("clickhouse: visit dim row %q", r)
 		}
-		h, err := strconv.ParseInt(r[1], 10, 64)
+		h, latest, err := builtHour(r[1], r[2], builds, false)
 		if err != nil {
 			return nil, err
 		}
-		b, err := parseUint(r[2])
-		if err != nil {
-			return nil, err
-		}
-		if bb, ok := builds[h]; !ok || bb.Built != b {
+		if !latest {
 			continue
 		}
 		v := VisitDim{Site: site, Dim: dim, Value: r[0]}
 		v.T = time.Unix(h, 0).UTC()
-		for i, p := range v.fields() {
-			if *p, err = parseUint(r[3+i]); err != nil {
-				return nil, err
-			}
+		if err := parseFields(v.fields(), r[3:]); err != nil {
+			return nil, err
 		}
 		if out[r[0]] == nil {
 			out[r[0]] = map[int64]VisitDim{}
@@ -405,6 +408,32 @@ func StoredVisitDims(ctx context.Context, q Querier, db, site, dim string, value
 		out[r[0]][h] = v
 	}
 	return out, nil
+}
+
+// builtHour parses a stored row's hour (unix seconds) and build, and
+// reports whether that build is the hour's latest in builds (and, with
+// profiles, holds the profile rows).
+func builtHour(hour, built string, builds map[int64]VisitDimBuild, profiles bool) (int64, bool, error) {
+	h, err := strconv.ParseInt(hour, 10, 64)
+	if err != nil {
+		return 0, false, err
+	}
+	b, err := parseUint(built)
+	if err != nil {
+		return 0, false, err
+	}
+	bb, ok := builds[h]
+	return h, ok && bb.Built == b && (bb.Profiles || !profiles), nil
+}
+
+// parseFields parses vals into the counts ps point to, in order.
+func parseFields(ps []*uint64, vals []string) (err error) {
+	for i, p := range ps {
+		if *p, err = parseUint(vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // insertLiterals inserts rows (each "(v1, v2, ...)" of plain literals)

@@ -46,7 +46,34 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 	if got := c.count(t, "SELECT count() FROM "+c.db+"."+VisitDimsTable+" WHERE dim = ''"); got != "3" {
 		t.Errorf("%s build markers, want 3", got)
 	}
+	// Every visitor has the profile of mkEvent's events.
+	if got := c.count(t, "SELECT sum(pieces), uniqExact(value) FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '"+ProfileDim+"' AND value != ''"); got != fmt.Sprintf("%d\t1", n) {
+		t.Errorf("visits and values of the profile rows: %s", got)
+	}
 	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 0 {
 		t.Errorf("a second build: %d hours, %v", again, err)
+	}
+	// A build made before the profile rows existed has no profile
+	// marker: a later one, as such a build, is built again with them.
+	if err := c.Exec(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" (site, dim, value, t, built, source) SELECT site, '', '', t, built + 1, source FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '' AND value = ''"); err != nil {
+		t.Fatal(err)
+	}
+	builds, err := VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
+	if err != nil || len(builds["big.example"]) != 3 {
+		t.Fatalf("builds: %v, %v", builds, err)
+	}
+	for h, b := range builds["big.example"] {
+		if b.Profiles {
+			t.Errorf("hour %d: a build without a profile marker said to have profiles", h)
+		}
+	}
+	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 3 {
+		t.Errorf("a build after one without profiles: %d hours, %v", again, err)
+	}
+	builds, err = VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
+	for h, b := range builds["big.example"] {
+		if !b.Profiles {
+			t.Errorf("hour %d: rebuilt without profiles (%v)", h, err)
+		}
 	}
 }

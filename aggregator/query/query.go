@@ -477,9 +477,12 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range); return err },
 		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev); return err },
 	}
-	if minute {
+	if minute && !(e.profiles(r, r.Range) && e.profiles(r, r.Prev)) {
 		// One pass over MinuteDimsTable's rows per period answers its
 		// totals and visits alike: reading the rows is most of the cost.
+		// (Filters of a visitor's profile read their visits from
+		// VisitDimsTable's profile rows instead, and their totals
+		// without the visits' sorting.)
 		periods = []func() error{
 			func() (err error) {
 				ev, pv, uv, vs, table, err = e.minuteTotals(ctx, r, r.Range)
@@ -587,6 +590,9 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 	}
 	if !e.Raw && len(r.Filters) == 1 && whole && rolledUp(r.Filters[0].Dim) {
 		return e.visitsFromDims(ctx, r, rng)
+	}
+	if e.profiles(r, rng) {
+		return e.visitsFromProfiles(ctx, r, rng)
 	}
 	var vs VisitStats
 	db := e.Src.DB()
@@ -754,6 +760,77 @@ func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (Visi
 		for _, v := range got {
 			if v.Dim == f.Name && v.Value == f.Value && missing[v.T.Unix()] {
 				hours[v.T.Unix()] = v.VisitHour
+			}
+		}
+	}
+	return sumVisitHours(hours, rng.From.Unix(), rng.To.Unix()), table, nil
+}
+
+// profiles reports whether r's visits over rng add up from VisitDimsTable's
+// profile rows (see clickhouse.ProfileDim): filters of two or more of a
+// visitor's dimensions, over whole hours.
+func (e *Engine) profiles(r Request, rng Range) bool {
+	_, ok := profileFilters(r)
+	return ok && !e.Raw && rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0
+}
+
+// profileFilters returns r's filters by dimension name, ok if they are
+// filters of a visitor's profile (clickhouse.IsProfileFilter).
+func profileFilters(r Request) (map[string]string, bool) {
+	m := map[string]string{}
+	names := make([]string, len(r.Filters))
+	for i, f := range r.Filters {
+		m[f.Name] = f.Value
+		names[i] = f.Name
+	}
+	if len(m) != len(r.Filters) || !clickhouse.IsProfileFilter(names) {
+		return nil, false
+	}
+	_, ok := clickhouse.ProfileCond("value", m)
+	return m, ok
+}
+
+// visitsFromProfiles adds up the VisitHours of rng's hours of the profiles
+// r's filters select: from VisitDimsTable's profile rows of the hours
+// whose latest build was made from the hourly rollup's WindowCount now
+// and holds them, the rest computed in one query from the events table
+// (VisitDimPiecesSQL's profile pairs: the same pieces).
+func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	db := e.Src.DB()
+	table := db + "." + clickhouse.VisitDimsTable
+	filters, _ := profileFilters(r)
+	fresh, missing, err := e.dimHours(ctx, r.Site, rng)
+	if err != nil {
+		return VisitStats{}, table, err
+	}
+	for h, b := range fresh {
+		if !b.Profiles {
+			delete(fresh, h)
+			missing[h] = true
+		}
+	}
+	hours := map[int64]clickhouse.VisitHour{}
+	if len(fresh) > 0 {
+		cond, _ := clickhouse.ProfileCond("value", filters)
+		if hours, err = clickhouse.StoredProfileHours(ctx, e.Src, db, r.Site, cond, rng.From, rng.To, fresh); err != nil {
+			return VisitStats{}, table, err
+		}
+	}
+	if len(missing) > 0 {
+		table = db + ".events"
+		if len(fresh) > 0 {
+			table = db + "." + clickhouse.VisitDimsTable + "+events"
+		}
+		cond, _ := clickhouse.ProfileCond("dv.2", filters)
+		got, err := e.missingDims(ctx, r.Site, "dv.1 = "+clickhouse.Quote(clickhouse.ProfileDim)+" AND "+cond, missing, rng)
+		if err != nil {
+			return VisitStats{}, table, err
+		}
+		for _, v := range got {
+			if h := v.T.Unix(); v.Dim == clickhouse.ProfileDim && missing[h] {
+				sum := hours[h]
+				sum.Add(v.VisitHour)
+				hours[h] = sum
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"math"
 	mrand "math/rand/v2"
 	"net/url"
 	"os"
@@ -63,7 +64,10 @@ func newCH(t *testing.T) *clickhouse.Client {
 // of them in the last 30 minutes, and returns them. They come in visits:
 // a visitor (one in ten has no id) sends one to six events, each 10 s to
 // 25 min after the previous, and sometimes comes back 30 to 40 min later
-// (a new visit by the 30-minute rule).
+// (a new visit by the 30-minute rule). A visitor's country, browser, OS
+// and device are the same in all its events, as the edge's visitor id
+// (a hash of the address and the user agent) makes them; events without
+// one have any.
 func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.Time, seed uint64) []event.Event {
 	r := mrand.New(mrand.NewPCG(seed, 1))
 	pages := []string{"/", "/pricing", "/blog/a", "/blog/b", "/docs"}
@@ -88,14 +92,21 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 		if r.IntN(10) != 0 {
 			visitor = uint64(r.IntN(n/4)) + 1
 		}
-		k := r.IntN(len(countries))
+		// The profile: the visitor's own, or any for events without an id.
+		pick := func(n int, shift uint64) int {
+			if visitor == 0 {
+				return r.IntN(n)
+			}
+			return int((visitor*0x9E3779B97F4A7C15)>>shift) % n
+		}
+		k := pick(len(countries), 8)
 		for e := r.IntN(6); e >= 0 && at.Before(now); e-- {
 			id, _ := event.NewID(at.UnixMilli(), rand.Reader)
 			ev := event.Event{ID: id, Time: at.UnixMilli(), Site: site, Name: names[r.IntN(len(names))],
 				URL: "https://" + site + pages[r.IntN(len(pages))] + "?q=" + strconv.Itoa(r.IntN(3)), Referrer: refs[r.IntN(len(refs))],
 				Country: countries[k], Region: regions[k], City: "c" + strconv.Itoa(r.IntN(3)),
 				UTMSource: utm[r.IntN(len(utm))], UTMMedium: utm[r.IntN(len(utm))], UTMCampaign: utm[r.IntN(len(utm))],
-				Browser: browsers[r.IntN(len(browsers))], OS: oses[r.IntN(len(oses))], Device: devices[r.IntN(len(devices))],
+				Browser: browsers[pick(len(browsers), 16)], OS: oses[pick(len(oses), 24)], Device: devices[pick(len(devices), 32)],
 				Channel: channels[r.IntN(len(channels))], VisitorID: visitor}
 			evs = append(evs, ev)
 			all = append(all, ev)
@@ -245,6 +256,7 @@ func TestAgainstRawEvents(t *testing.T) {
 		{"page": {"/pricing"}},
 		{"country": {"US"}, "utm_source": {"newsletter"}},
 		{"country": {"DE"}, "device": {"mobile"}},
+		{"device": {"mobile"}, "browser": {"Chrome"}, "os": {"Android"}},
 	}
 	exprs := map[string]string{}
 	for _, d := range clickhouse.Dimensions {
@@ -338,12 +350,18 @@ func TestAgainstRawEvents(t *testing.T) {
 			// settled in the first half hour after midnight (it needs
 			// the segment after it): then it is read from the events.
 			settledRange := !req.Range.To.After(now.Add(-clickhouse.SegmentSeconds * time.Second).Truncate(time.Hour))
-			if len(f) == 1 && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
+			// Filters of a visitor's profile add up its rows in the
+			// same table.
+			_, profile := profileFilters(req)
+			if profile && rng != "realtime" && !strings.HasPrefix(st.VisitsSource, clickhouse.VisitDimsTable) {
+				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
+			}
+			if (len(f) == 1 || profile) && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
 			// Filters that MinuteDimsTable holds all of: from it (its
 			// cut-off is 0 here, so it holds every range).
-			if len(f) == 2 && f.Has("device") && (st.Source != clickhouse.MinuteDimsTable || st.VisitsSource != clickhouse.MinuteDimsTable) {
+			if len(f) >= 2 && f.Has("device") && (st.Source != clickhouse.MinuteDimsTable || !profile && st.VisitsSource != clickhouse.MinuteDimsTable) {
 				t.Errorf("%s: read %s+%s, want %s", name, st.Source, st.VisitsSource, clickhouse.MinuteDimsTable)
 			}
 			if checked != 8 {
@@ -802,11 +820,33 @@ func TestMinuteVisitsCrafted(t *testing.T) {
 	if vs != want || ev != events || pvs != pageviews || uv != 3 {
 		t.Errorf("minuteTotals: %d events, %d pageviews, %d visitors, %+v; the events say %d, %d, 3, %+v", ev, pvs, uv, vs, events, pageviews, want)
 	}
-	st, err := e.Stats(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Source != clickhouse.MinuteDimsTable || st.VisitsSource != clickhouse.MinuteDimsTable {
-		t.Errorf("read %s+%s, want %s", st.Source, st.VisitsSource, clickhouse.MinuteDimsTable)
+	// The page reads the totals from MinuteDimsTable too, and these
+	// filters' visits from the profile rows of VisitDimsTable (computed
+	// from the events before a build, read from it after), alike.
+	for _, build := range []bool{false, true} {
+		if build {
+			if _, err := c.BuildVisitDims(ctx, now.Add(-clickhouse.SegmentSeconds*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, err := e.Stats(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantVisits := "events"
+		if build {
+			wantVisits = clickhouse.VisitDimsTable
+		}
+		if st.Source != clickhouse.MinuteDimsTable || st.VisitsSource != wantVisits {
+			t.Errorf("built %v: read %s+%s, want %s+%s", build, st.Source, st.VisitsSource, clickhouse.MinuteDimsTable, wantVisits)
+		}
+		for _, m := range st.Metrics {
+			if w, ok := map[string]uint64{"visits": want.Visits, "pageviews": pageviews, "events": events}[m.Name]; ok && *m.Value != float64(w) {
+				t.Errorf("built %v: %s = %v, the events say %d", build, m.Name, *m.Value, w)
+			}
+			if m.Name == "bounce_rate" && *m.Value != math.Round(float64(want.Bounces)/float64(want.Visits)*10000)/10000 {
+				t.Errorf("built %v: bounce rate %v, the events say %d of %d", build, *m.Value, want.Bounces, want.Visits)
+			}
+		}
 	}
 }

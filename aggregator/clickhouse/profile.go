@@ -1,0 +1,161 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Visits under combined filters of a visitor's profile, from a few
+// thousand rows:
+//
+// VisitDimsTable's rows of one dimension answer one filter. Two filters
+// (country=DE and device=mobile) select the events that match both, and
+// their visits cannot be added up from each filter's alone; reading them
+// from MinuteDimsTable sorts every matching visitor's minutes per query.
+// But country, device, browser and OS are a visitor's: the visitor id
+// hashes the client address and the user agent (the edge's visitor
+// scheme), which give all four, so one visitor's events share them, and
+// so do a visit's. VisitDimsTable therefore also holds the VisitHours of
+// each profile, ProfileDim rows whose value is the four values joined
+// (ProfileValue): the visits of any filters on ProfileDims are the sum
+// of the rows of the profiles that match them, since no visit has events
+// of two profiles. A visit whose visitor's country changed within it (the
+// geolocation database updated under it) counts once per country under
+// filters that leave the country open, where the events table counts it
+// once.
+//
+// BuildVisitDims writes ProfileDim's rows with the others and a second
+// marker (ProfileDim, value "") with each build; a build without it
+// (made before the profile rows existed) is rebuilt, and until then a
+// reader computes the profile rows of those hours from the events table.
+
+// ProfileDim is VisitDimsTable's dimension of a visitor's profile.
+const ProfileDim = "profile"
+
+// ProfileDims are the dimensions a profile is made of, in its value's
+// order: the most often filtered first, so that a filter on the first
+// narrows the rows read to a prefix of the value.
+var ProfileDims = []string{"country", "device", "browser", "os"}
+
+// profileSep separates a profile's values; the values never hold it
+// (ProfileExpr removes it).
+const profileSep = "\x1f"
+
+// ProfileExpr is the ClickHouse expression of an events row's profile.
+func ProfileExpr() string {
+	parts := make([]string, len(ProfileDims))
+	for i, name := range ProfileDims {
+		d, ok := DimensionByName(name)
+		if !ok {
+			panic("clickhouse: ProfileDims names an unknown dimension " + name)
+		}
+		parts[i] = "replaceAll(" + d.Expr + ", " + quote(profileSep) + ", '')"
+	}
+	return "concat(" + strings.Join(parts, ", "+quote(profileSep)+", ") + ")"
+}
+
+// ProfileValue is the profile of values (by ProfileDims' order), as
+// ProfileExpr computes it.
+func ProfileValue(values ...string) string {
+	return strings.Join(values, profileSep)
+}
+
+// ProfileCond returns the condition on col, a column of ProfileDim
+// values, that filters (dimension name to value) select; ok is false
+// unless every filter is of ProfileDims, and a value holds no separator.
+func ProfileCond(col string, filters map[string]string) (cond string, ok bool) {
+	if len(filters) == 0 {
+		return "", false
+	}
+	var conds []string
+	prefix, leading := "", true
+	for i, name := range ProfileDims {
+		v, has := filters[name]
+		if !has {
+			leading = false
+			continue
+		}
+		if strings.Contains(v, profileSep) {
+			return "", false
+		}
+		conds = append(conds, "splitByChar("+quote(profileSep)+", "+col+")["+strconv.Itoa(i+1)+"] = "+quote(v))
+		if leading {
+			prefix += v + profileSep
+		}
+	}
+	if len(conds) != len(filters) {
+		return "", false
+	}
+	if prefix != "" {
+		// A LIKE with a constant prefix narrows the read to the sort
+		// key's range of that prefix.
+		conds = append([]string{col + " LIKE " + quote(likeEscape(prefix)+"%")}, conds...)
+	}
+	return strings.Join(conds, " AND "), true
+}
+
+// likeEscape escapes LIKE's metacharacters in s.
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// StoredProfileHours returns, per hour (unix seconds) in [from, to) of
+// builds that hold profile rows, the sum of site's ProfileDim rows that
+// cond (from ProfileCond over "value") selects, of the hour's build in
+// builds.
+func StoredProfileHours(ctx context.Context, q Querier, db, site, cond string, from, to time.Time, builds map[int64]VisitDimBuild) (map[int64]VisitHour, error) {
+	sums := make([]string, len(visitHourCols))
+	for i, c := range visitHourCols {
+		sums[i] = "sum(" + c + ")"
+	}
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT toUnixTimestamp(t), built, %s FROM %s.%s WHERE site = %s AND dim = %s AND value != '' AND (%s) AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY t, built",
+		strings.Join(sums, ", "), db, VisitDimsTable, quote(site), quote(ProfileDim), cond, from.Unix(), to.Unix()))
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64]VisitHour{}
+	for _, r := range rows {
+		if len(r) != 2+len(visitHourCols) {
+			return nil, fmt.Errorf("clickhouse: profile hour row %q", r)
+		}
+		h, latest, err := builtHour(r[0], r[1], builds, true)
+		if err != nil {
+			return nil, err
+		}
+		if !latest {
+			continue
+		}
+		v := VisitHour{T: time.Unix(h, 0).UTC()}
+		if err := parseFields(v.fields(), r[2:]); err != nil {
+			return nil, err
+		}
+		out[h] = v
+	}
+	return out, nil
+}
+
+// Add adds o's counts to v's.
+func (v *VisitHour) Add(o VisitHour) {
+	for i, p := range v.fields() {
+		*p += *o.fields()[i]
+	}
+}
+
+// IsProfileFilter reports whether names (the filters' dimensions) are
+// two or more, all of ProfileDims: the filters ProfileDim's rows answer
+// where VisitDimsTable's rows of one dimension cannot.
+func IsProfileFilter(names []string) bool {
+	if len(names) < 2 {
+		return false
+	}
+	for _, n := range names {
+		if !slices.Contains(ProfileDims, n) {
+			return false
+		}
+	}
+	return true
+}
