@@ -357,6 +357,11 @@ func TestRateLimited(t *testing.T) {
 	if Serve(&post, c, b, m.Now, &resp); resp.Status != 429 || resp.Drop != DropRateLimited || resp.Get("Retry-After") != "60" {
 		t.Fatalf("POST over the limit: %d %q", resp.Status, resp.Drop)
 	}
+	// Counted for the site its body names, not under "" for the URL
+	// that names none.
+	if sc := b.Counts.sites["busy"]; sc == nil || sc.Hits != 2 || sc.Drops[0].N != 2 {
+		t.Errorf("a refused POST not counted for its body's site: %+v, %q's %+v", sc, "", b.Counts.sites[""])
+	}
 	if strings.Join(seen, ",") != "203.0.113.77 busy,203.0.113.77 calm,203.0.113.77 busy" {
 		t.Errorf("checked %q", seen)
 	}

@@ -79,13 +79,15 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 // count is rejected whole under its reason (unsigned,
 // bad_pixel_signature, expired_pixel).
 func FromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) ([]event.Event, string) {
-	evs, _, drop := fromJSON(body, idemKey, rawQuery, m, c)
+	evs, _, drop := fromJSON(body, idemKey, rawQuery, m, c, nil)
 	return evs, drop
 }
 
 // fromJSON is FromJSON that also returns each event's note reason
-// (notes[i] for the i-th event, "" for none; nil when no event has one).
-func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) (evs []event.Event, notes []string, drop string) {
+// (notes[i] for the i-th event, "" for none; nil when no event has one)
+// and, if site is not nil, sets *site to the first event's site once the
+// body parsed: a drop after that is counted for it.
+func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, site *string) (evs []event.Event, notes []string, drop string) {
 	if c == nil {
 		c = &defaultConfig
 	}
@@ -110,6 +112,9 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) (evs []
 	}
 	if len(posted) == 0 {
 		return nil, nil, DropBadJSON
+	}
+	if site != nil {
+		*site = cleanSite(posted[0].Site)
 	}
 	if len(posted) > MaxPostEvents {
 		return nil, nil, DropTooManyEvents

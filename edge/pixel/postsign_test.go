@@ -113,6 +113,10 @@ func TestServePostSignature(t *testing.T) {
 		if resp.Status != tc.status || resp.Get("X-Edgepixel-Drop") != tc.drop {
 			t.Errorf("?%s: %d %q, want %d %q", tc.query, resp.Status, resp.Get("X-Edgepixel-Drop"), tc.status, tc.drop)
 		}
+		// The refusal says what to do, not just "Forbidden".
+		if tc.drop != "" && !strings.Contains(string(resp.Body), "edgepixel-sign") {
+			t.Errorf("?%s: body %s", tc.query, resp.Body)
+		}
 		counts := b.Counts.Get("demo")
 		if tc.drop != "" && (counts.Hits != 1 || counts.Events != 0 || counts.Dropped(tc.drop) != 1) {
 			t.Errorf("?%s: counted %+v", tc.query, counts)

@@ -78,6 +78,9 @@ type Response struct {
 	// Drop is why the request's events were not all accepted (a Drop*
 	// constant), "" if they were; set only by drop.
 	Drop string
+	// dropSite is the site a POST's body names, which its drop is
+	// counted for ("": the URL's site parameter).
+	dropSite string
 }
 
 // Set appends a header. Serve never sets one twice, so no lookup is needed.
@@ -98,6 +101,7 @@ func (r *Response) reset() {
 	r.Header = r.Header[:0]
 	r.Body = nil
 	r.Drop = ""
+	r.dropSite = ""
 }
 
 // drop records that the request's events were not accepted, and why. It is
@@ -151,10 +155,15 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		resp.Body = notFoundBody
 	}
 	// Accepted events were counted by b.Add; a drop is counted here, for
-	// the site the URL names (a POST's body may not even parse), so that
-	// no drop is known only to the answer's header.
+	// the site a POST's body names, or else the URL's (a POST's body may
+	// not even parse), so that no drop is known only to the answer's
+	// header.
 	if resp.Drop != "" {
-		b.Hit(now, cleanSite(queryValue(req.RawQuery, "site")), resp.Drop)
+		site := resp.dropSite
+		if site == "" {
+			site = cleanSite(queryValue(req.RawQuery, "site"))
+		}
+		b.Hit(now, site, resp.Drop)
 	}
 }
 
@@ -308,7 +317,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		reject(resp, statusBadRequest, DropReadError)
 		return
 	}
-	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c)
+	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c, &resp.dropSite)
 	if origin != "" && !originAllowed(c.Origins, evs, req.RawQuery, origin) {
 		reject(resp, statusForbidden, DropOriginNotAllowed)
 		return
@@ -395,6 +404,12 @@ func dropMessage(reason string, status int) string {
 		return "too many hits from this client or for this site; slow down"
 	case DropBufferFull:
 		return "the edge's buffer is full; retry shortly"
+	case DropUnsigned:
+		return "the site counts signed posts only: post to the URL the site signed (/e?site=S&exp=E&sig=X, edgepixel-sign)"
+	case DropBadSignature:
+		return "the URL's signature does not verify for the events' site: sign /e?site=S for that site with its key (edgepixel-sign)"
+	case DropExpiredPixel:
+		return "the URL's signature has expired (exp): the site must issue a freshly signed URL"
 	}
 	return statusText(status)
 }

@@ -38,6 +38,18 @@ import (
 // writes one per hit, and reflection-based encoding cost more than the
 // rest of the hit under WebAssembly (and is heavy for TinyGo).
 
+// The keys of the edge's configuration (Fastly's config store
+// "edgepixel") that name the log endpoints the lines go to. The journal
+// takes a line per hit before the answer and counts as delivered once
+// written, so it must reach the aggregator (the POP's --log-endpoint);
+// the fallback takes the batches the backend did not; log_endpoint, when
+// set, replaces the backend altogether.
+const (
+	ConfigJournal             = "journal"
+	ConfigFallbackLogEndpoint = "fallback_log_endpoint"
+	ConfigLogEndpoint         = "log_endpoint"
+)
+
 // TypeCounters is the "type" of a counters line.
 const TypeCounters = "counters"
 

@@ -101,6 +101,11 @@ func (l *limitOptions) apply(cfg pop.Config) pop.Config {
 // compute-sdk-go's serve.sh does) and the POP shuts down, as Viceroy does
 // on SIGHUP. A reload signalled to the POP alone (systemd's ExecReload,
 // kill -HUP PID) leaves its parent running. shutdown starts the shutdown.
+//
+// The parent a hangup is measured against is the one the POP has had
+// for a while: a POP whose starting script exited long ago (re-parented
+// with no hangup) reloads on a later kill -HUP rather than taking the
+// script's end for this hangup's.
 func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func()) {
 	parent := os.Getppid()
 	hup := make(chan os.Signal, 1)
@@ -113,7 +118,12 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func
 		watch := time.NewTicker(50 * time.Millisecond)
 		watch.Stop()
 		defer watch.Stop()
+		// A new parent seen on two polls in a row, with no hangup in
+		// between and no watch running, is the POP's parent from then on.
+		poll := time.NewTicker(parentPoll)
+		defer poll.Stop()
 		var until time.Time
+		seen := parent
 		for {
 			select {
 			case <-hup:
@@ -135,6 +145,12 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func
 				if time.Now().After(until) {
 					watch.Stop()
 				}
+			case <-poll.C:
+				p := os.Getppid()
+				if p != parent && p == seen && time.Now().After(until) {
+					parent = p
+				}
+				seen = p
 			case <-done:
 				return
 			}
@@ -145,6 +161,9 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func
 		close(done)
 	}
 }
+
+// parentPoll is how often the POP looks for a new parent.
+const parentPoll = time.Second
 
 // hangupWatch is how long after a SIGHUP the POP still shuts down if its
 // parent ends.

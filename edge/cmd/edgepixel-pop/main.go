@@ -134,6 +134,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 			return fmt.Errorf("-C: %w", err)
 		}
 	}
+	if err := checkDelivery(m, o.logEndpoints); err != nil {
+		return err
+	}
 	var tlsConfig *tls.Config
 	if o.tlsCert != "" {
 		// Loaded here, not by ServeTLS, so a bad certificate stops start-up

@@ -646,6 +646,66 @@ func TestHangupWithParentStops(t *testing.T) {
 	}
 }
 
+// TestHangupAfterParentLeftReloads: a start script that runs the POP in
+// the background and exits, then a kill -HUP to the POP alone (after a
+// salt rotation, say), seconds later. The POP's parent changed long
+// before the hangup, which is not the hangup's doing: it must reload and
+// keep serving.
+func TestHangupAfterParentLeftReloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	addr := freeAddr(t)
+	logPath := filepath.Join(t.TempDir(), "pop.log")
+	// The POP's output goes to a file: a pipe it holds would keep the
+	// shell's output open after the shell exits.
+	// The shell outlives the POP's start, so the POP sees it as its
+	// parent first, then exits.
+	sh := exec.Command("sh", "-c", `"$0" --addr "$1" --instances 1 --compile-cache "$2" "$3" </dev/null >"$4" 2>&1 & echo $!
+		while ! grep -q "Listening on" "$4"; do sleep 0.1; done; sleep 0.5`,
+		popBin, addr, binCacheDir, binGuestWasm, logPath)
+	pidOut, err := sh.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidOut)))
+	if err != nil {
+		t.Fatalf("pid %q", pidOut)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	waitListening(t, addr, fileText(logPath))
+	time.Sleep(3 * parentPoll) // the new parent seen on two polls
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if strings.Contains(string(b), "SIGHUP ended the parent process too") {
+			t.Fatalf("the POP shut down on a hangup its parent's earlier end had nothing to do with:\n%s", b)
+		}
+		if strings.Contains(string(b), "SIGHUP: reloading the module") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload 30s after the hangup:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // past parentEnded's wait
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("the POP stopped listening after the reload: %v\n%s", err, b)
+	}
+	c.Close()
+}
+
+// fileText is a file's text as a fmt.Stringer (waitListening's output).
+type fileText string
+
+func (f fileText) String() string { b, _ := os.ReadFile(string(f)); return string(b) }
+
 // hangupIgnored reports whether this process ignores SIGHUP (bit 0 of
 // SigIgn in /proc/self/status, proc(5)); children inherit it.
 func hangupIgnored() bool {

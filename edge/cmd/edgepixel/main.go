@@ -155,11 +155,11 @@ func loadConfig() config {
 			}
 		}
 		get("pop", &c.pop)
-		get("log_endpoint", &c.logName)
+		get(wire.ConfigLogEndpoint, &c.logName)
 		get("backend", &backends)
 		get("ingest_url", &c.ingestURL)
-		get("journal", &c.journalName)
-		get("fallback_log_endpoint", &c.fallbackName)
+		get(wire.ConfigJournal, &c.journalName)
+		get(wire.ConfigFallbackLogEndpoint, &c.fallbackName)
 		var n, ms string
 		get("batch_max_events", &n)
 		get("batch_max_age_ms", &ms)

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+// checkDelivery refuses a configuration in which the edge module hands
+// its events to a log endpoint that nobody configured. Such an endpoint
+// prints to stdout (Viceroy's behaviour, kept for local use), and the
+// module counts a journal line as delivered once written: every hit would
+// be answered and none would reach the aggregator. An endpoint configured
+// as stdout on purpose (--log-endpoint NAME=stdout), or a catch-all "*",
+// passes.
+func checkDelivery(m *fastlytoml.Manifest, eps []logsink.Endpoint) error {
+	if m == nil {
+		return nil
+	}
+	store := m.LocalServer.ConfigStores["edgepixel"]
+	if store == nil {
+		store = m.LocalServer.Dictionaries["edgepixel"]
+	}
+	configured := map[string]bool{}
+	for _, ep := range eps {
+		configured[ep.Name] = true
+	}
+	if configured["*"] {
+		return nil
+	}
+	for _, key := range []string{wire.ConfigJournal, wire.ConfigFallbackLogEndpoint, wire.ConfigLogEndpoint} {
+		name := store[key]
+		if name == "" || configured[name] {
+			continue
+		}
+		return fmt.Errorf("config store edgepixel sets %s = %q, but no log endpoint %q is configured: its lines would only be printed to stdout, and no event would reach the aggregator. "+
+			"Add --log-endpoint '%s=https://AGGREGATOR/ingest/ndjson?header=Authorization:Bearer%%20TOKEN' (with --log-queue-dir DIR; README: Your own machines), or --log-endpoint %s=stdout to print them on purpose",
+			key, name, name, name, name)
+	}
+	return nil
+}
