@@ -134,7 +134,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "make run: interrupted while starting; what had started is stopped")
 			os.Exit(130)
 		}
-		cli.Fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
+		cli.Fatal(log, fmt.Errorf("%w\n\nAll logs are in %s.", err, filepath.Join(absDir, "logs")))
 	}
 	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
 	if s.ClickHouse != nil {
