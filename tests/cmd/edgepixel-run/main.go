@@ -193,9 +193,10 @@ Try:  curl -s -o /dev/null -D - '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexam
 	if st.ClickHouseTCP != "" {
 		sql := makeSQL(st.Dir)
 		b += fmt.Sprintf(`
-The stored events, from another terminal in this checkout: %[1]s opens
-clickhouse-client (on %[2]s, database %[3]s); or one query at a time:
+The stored events, from another terminal in this checkout: clickhouse-client
+(on %[2]s, database %[3]s), or one query at a time:
 
+  %[1]s
   %[1]s Q="%[4]s"
   %[1]s Q="%[5]s"
 `, sql, st.ClickHouseTCP, st.ClickHouseDB, exampleQueries[0], exampleQueries[1])
