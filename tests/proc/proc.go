@@ -198,6 +198,11 @@ func (p *Proc) WaitReady(ctx context.Context, ready func() error) error {
 		}
 		select {
 		case <-p.done:
+			// Once more: a check may also learn where the server logs
+			// (see SetLog), which it may have written just before it ended.
+			if again := ready(); again != nil {
+				last = again
+			}
 			return p.failure(fmt.Errorf("exited during startup (%v); last check: %v", p.err, last))
 		case <-ctx.Done():
 			p.Kill()

@@ -132,6 +132,30 @@ func TestWaitReadyShowsThisRunsLastLines(t *testing.T) {
 	}
 }
 
+// A server that says why in a log of its own (SetLog, as ClickHouse's
+// error log), written just before it exits, is reported with that log.
+func TestWaitReadyFollowsTheServersOwnLog(t *testing.T) {
+	dir := t.TempDir()
+	errLog := filepath.Join(dir, "err.log")
+	if err := os.WriteFile(errLog, []byte("an earlier run's error\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	from := LogSize(errLog)
+	p, err := Start("server", Options{Log: filepath.Join(dir, "stdout.log")}, "sh", "-c", "echo starting; sleep 0.3; echo 'Address already in use' >> "+errLog+"; exit 70")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.WaitReady(context.Background(), func() error {
+		if LogSize(errLog) > from {
+			p.SetLog(errLog, from)
+		}
+		return errors.New("not yet")
+	})
+	if err == nil || !strings.HasSuffix(err.Error(), errLog+":\n\n    Address already in use") {
+		t.Fatalf("WaitReady = %v", err)
+	}
+}
+
 const netnsChildEnv = "PROC_TEST_NETNS_CHILD"
 
 // A child in a private network namespace has its own loopback: a port
