@@ -128,9 +128,8 @@ func main() {
 	if err != nil {
 		if ctx.Err() != nil {
 			// Ctrl-C (or SIGTERM) while a server was starting: the error is
-			// only the interrupted wait, and the tail of that server's log
-			// printed with it would show an old, unrelated error as if it
-			// were the cause.
+			// only the interrupted wait, and the last lines of that
+			// server's log printed with it would pass for a cause.
 			fmt.Fprintln(os.Stderr, "make run: interrupted while starting; what had started is stopped")
 			os.Exit(130)
 		}
