@@ -42,11 +42,11 @@ run:
 	@echo "make run: a first run takes $(FIRST_RUN) (installs, builds, then the POP compiles the edge module); later runs start in seconds."
 	@$(build-tools)
 	@# A stack running from $(DATA) keeps its binaries: refuse before building.
-	@if [ -x $(BIN)/edgepixel-run ]; then $(BIN)/edgepixel-run idle --dir $(DATA); fi
+	@if [ -x $(BIN)/edgepixel-run ]; then $(BIN)/edgepixel-run idle --dir "$(DATA)"; fi
 	@$(TOOLS)/edgepixel-deps install -soft run
 	@$(TOOLS)/edgepixel-build -dir $(BIN) wasm pop aggregator salt sign run
 	@# exec: Ctrl-C goes straight to the launcher, which stops the stack in order.
-	@exec $(BIN)/edgepixel-run --bin $(BIN) --dir $(DATA) --since $(SINCE) --first-run "$(FIRST_RUN)"
+	@exec $(BIN)/edgepixel-run --bin $(BIN) --dir "$(DATA)" --since $(SINCE) --first-run "$(FIRST_RUN)"
 
 ## cluster: a fleet on this machine: ZooKeeper, 2x2 ClickHouse, Redis, two
 ## aggregators each behind a POP (tests/cmd/edgepixel-cluster); Ctrl-C stops it
@@ -59,7 +59,7 @@ cluster:
 ## sql: clickhouse-client on the stack `make run` started in this checkout
 sql:
 	@[ -x $(BIN)/edgepixel-run ] || { echo "make sql: no stack has run in this checkout yet: start one with make run"; exit 1; }
-	@exec $(BIN)/edgepixel-run sql --dir $(DATA) "$$Q"
+	@exec $(BIN)/edgepixel-run sql --dir "$(DATA)" "$$Q"
 
 ## test: the full suite, as CI runs it (after make deps)
 test: check-deps fmt vet unit fuzz conformance

@@ -6,7 +6,8 @@
 //   - an admin token (Config.AdminToken): every site, and managing share
 //     links; sent as "Authorization: Bearer TOKEN" or exchanged for a
 //     session cookie at POST /login;
-//   - a viewer token (Config.Viewers): the sites listed for it, read only;
+//   - a viewer token (Config.Viewers, replaced by SetViewers, e.g. from
+//     WatchViewers): the sites listed for it, read only;
 //   - a session cookie (Cookie) that POST /login or a share link sets. It
 //     is signed with HMAC-SHA256 (Config.Key) and names the token it came
 //     from by a hash, or the share link, so removing the token or revoking
@@ -18,6 +19,7 @@
 package access
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -26,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,6 +36,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -88,8 +92,10 @@ const minTokenLen = 16
 
 // Access checks credentials. Safe for concurrent use.
 type Access struct {
-	cfg    Config
-	tokens map[string]Grant // by tokenID
+	cfg Config
+	// tokens are the grants by tokenID. SetViewers replaces the map while
+	// requests read it.
+	tokens atomic.Pointer[map[string]Grant]
 	mu     sync.Mutex
 	shares map[string]Share
 }
@@ -109,13 +115,9 @@ func New(cfg Config) (*Access, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &Access{cfg: cfg, tokens: map[string]Grant{}, shares: map[string]Share{}}
-	a.tokens[tokenID(cfg.AdminToken)] = Grant{Admin: true, Kind: "admin"}
-	for tok, sites := range cfg.Viewers {
-		if len(tok) < minTokenLen {
-			return nil, fmt.Errorf("access: viewer token for %v is shorter than %d bytes", sites, minTokenLen)
-		}
-		a.tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
+	a := &Access{cfg: cfg, shares: map[string]Share{}}
+	if err := a.SetViewers(cfg.Viewers); err != nil {
+		return nil, err
 	}
 	if cfg.SharesFile != "" {
 		b, err := os.ReadFile(cfg.SharesFile)
@@ -136,6 +138,69 @@ func New(cfg Config) (*Access, error) {
 	return a, nil
 }
 
+// SetViewers replaces the viewer tokens (token to sites). A token that is
+// gone stops working at once, as bearer and in the sessions made with it,
+// since those name their token. On error the tokens stay as they were.
+func (a *Access) SetViewers(viewers map[string][]string) error {
+	tokens := map[string]Grant{tokenID(a.cfg.AdminToken): {Admin: true, Kind: "admin"}}
+	for tok, sites := range viewers {
+		if len(tok) < minTokenLen {
+			return fmt.Errorf("access: viewer token for %v is shorter than %d bytes", sites, minTokenLen)
+		}
+		tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
+	}
+	a.tokens.Store(&tokens)
+	return nil
+}
+
+// WatchViewers keeps the viewer tokens those of the file at path
+// (ParseViewers' format) until ctx ends: it looks at the file's size and
+// modification time every interval and reads it again when either
+// changed, so that removing a token from the file ends its sessions
+// within an interval, with no restart. A file that cannot be read or
+// parsed is logged and leaves the tokens as they were. It reads the file
+// once at the start too, since it may have changed since the caller read
+// it.
+func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Duration, log *slog.Logger) {
+	var seen os.FileInfo
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		fi, err := os.Stat(path)
+		switch {
+		case err != nil:
+			if seen != nil {
+				log.Error("dashboard viewers file: cannot read it; the viewer tokens stay as they were", "file", path, "err", err)
+			}
+			seen = nil
+		case seen == nil || fi.Size() != seen.Size() || !fi.ModTime().Equal(seen.ModTime()):
+			seen = fi
+			if err := a.readViewers(path); err != nil {
+				log.Error("dashboard viewers file: the viewer tokens stay as they were until it is fixed", "file", path, "err", err)
+			} else {
+				log.Info("dashboard viewers file read", "file", path)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Access) readViewers(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	viewers, err := ParseViewers(string(b))
+	if err != nil {
+		return err
+	}
+	return a.SetViewers(viewers)
+}
+
 // tokenID names a token in cookies without revealing it.
 func tokenID(tok string) string {
 	h := sha256.Sum256([]byte("edgepixel token\x00" + tok))
@@ -145,7 +210,7 @@ func tokenID(tok string) string {
 // Token returns the grant of a bearer token.
 func (a *Access) Token(tok string) (Grant, bool) {
 	// Compare through the hash: constant time in the token's content.
-	g, ok := a.tokens[tokenID(tok)]
+	g, ok := (*a.tokens.Load())[tokenID(tok)]
 	return g, ok
 }
 
@@ -206,7 +271,7 @@ func (a *Access) session(v string) (Grant, bool) {
 	}
 	switch s.Kind {
 	case "t":
-		g, ok := a.tokens[s.ID]
+		g, ok := (*a.tokens.Load())[s.ID]
 		return g, ok
 	case "s":
 		a.mu.Lock()

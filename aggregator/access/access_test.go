@@ -1,10 +1,15 @@
 package access
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -119,5 +124,96 @@ func TestParseViewers(t *testing.T) {
 		if _, err := ParseViewers(text); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want an error with %q", text, err, want)
 		}
+	}
+}
+
+// syncBuffer is a log's output, read while WatchViewers writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Removing a token from the viewers file ends its bearer use and its
+// sessions without a restart; a file made invalid is logged and changes
+// nothing; a token added back works again.
+func TestWatchViewers(t *testing.T) {
+	const gone, stays = "viewer-token-gone-0123456789", "viewer-token-stays-0123456789"
+	file := filepath.Join(t.TempDir(), "viewers")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(gone + " shop\n" + stays + " demo\n")
+	viewers, err := ParseViewers(gone + " shop\n" + stays + " demo\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32)), Viewers: viewers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		a.WatchViewers(ctx, file, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+
+	w := httptest.NewRecorder()
+	if _, ok := a.Login(w, gone); !ok {
+		t.Fatal("login refused")
+	}
+	cookie := w.Result().Cookies()[0].Value
+	if _, ok := a.session(cookie); !ok {
+		t.Fatal("the session does not work")
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 20s; log:\n%s", what, logs.String())
+			}
+		}
+	}
+
+	write(stays + " demo,shop\n")
+	waitFor("the removed token refused", func() bool { _, ok := a.Token(gone); return !ok })
+	if _, ok := a.session(cookie); ok {
+		t.Error("a session of the removed token still works")
+	}
+	if g, ok := a.Token(stays); !ok || !g.CanRead("shop") {
+		t.Errorf("the remaining token: %+v %v, want its new sites", g, ok)
+	}
+	if _, ok := a.Token("admin-token-0123456789"); !ok {
+		t.Error("the admin token no longer works")
+	}
+
+	write(stays + " demo,shop\nshort demo\n")
+	waitFor("the invalid file logged", func() bool { return strings.Contains(logs.String(), "line 2: the token is shorter") })
+	if _, ok := a.Token(stays); !ok {
+		t.Error("an invalid file dropped the tokens")
+	}
+
+	write(gone + " shop\n" + stays + " demo\n")
+	waitFor("the token added back", func() bool { _, ok := a.Token(gone); return ok })
+	if _, ok := a.session(cookie); !ok {
+		t.Error("the token is back but its session is not")
 	}
 }

@@ -59,6 +59,13 @@ func TestDashboardAccess(t *testing.T) {
 	if code, _ := get(http.DefaultClient, "/metrics", testToken); code != 200 {
 		t.Errorf("admin reading /metrics: %d, want 200", code)
 	}
+	// A wrong token is told it is unknown, not to send one.
+	if code, b := get(http.DefaultClient, "/api/counts", "wrong-token-0123456789"); code != 401 || !strings.Contains(b, "unknown token") || strings.Contains(b, "send Authorization") {
+		t.Errorf("a wrong bearer token: %d %s", code, b)
+	}
+	if code, b := get(http.DefaultClient, "/api/counts", ""); code != 401 || !strings.Contains(b, "send Authorization") {
+		t.Errorf("no token: %d %s", code, b)
+	}
 
 	// Login sets a cookie that works without the token.
 	jar, _ := cookiejar.New(nil)
@@ -91,8 +98,8 @@ func TestDashboardAccess(t *testing.T) {
 	}
 	// A cookie changed by hand is refused.
 	tampered := &http.Client{Jar: mustJar(a.dash.URL, &http.Cookie{Name: cookie.Name, Value: "x" + cookie.Value})}
-	if code, _ := get(tampered, "/api/counts", ""); code != 401 {
-		t.Errorf("tampered cookie: %d, want 401", code)
+	if code, b := get(tampered, "/api/counts", ""); code != 401 || !strings.Contains(b, "session has ended") {
+		t.Errorf("tampered cookie: %d %s, want 401 saying the session has ended", code, b)
 	}
 
 	// A share link asked for in JSON: the answer says the site is a form field.

@@ -113,11 +113,28 @@ func (s *Server) requireAuth(h http.Handler) http.Handler {
 				s.auth.Fail(r.RemoteAddr, "dashboard")
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edgepixel"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "log in: send Authorization: Bearer TOKEN, or POST /login", "reason": "unauthorized"})
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": unauthorized(r), "reason": "unauthorized"})
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
 	})
+}
+
+// unauthorized says what was wrong with a request requireAuth refused:
+// someone who sent a token must learn that it is the token that is wrong,
+// not be told to send one. It says no more than /login does.
+func unauthorized(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	switch {
+	case h != "" && !strings.HasPrefix(h, "Bearer "):
+		return "the Authorization header must be Bearer TOKEN"
+	case h != "":
+		return "unknown token"
+	}
+	if _, err := r.Cookie(access.Cookie); err == nil {
+		return "the session has ended (expired, logged out, or its token or share link was removed): log in again, POST /login"
+	}
+	return "log in: send Authorization: Bearer TOKEN, or POST /login"
 }
 
 // adminOnly answers 403 unless the grant is the admin's.

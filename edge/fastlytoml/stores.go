@@ -167,6 +167,16 @@ func resolveSecretStore(name string, v any, dir string) (map[string][]byte, erro
 
 const secretNameRule = "1-255 letters, digits, '-', '_' or '.'"
 
+// CheckSecretName says why name is not a valid secret (or secret store)
+// name, for a tool that makes entries from names it did not choose, such
+// as files in a directory.
+func CheckSecretName(name string) error {
+	if validSecretName(name) {
+		return nil
+	}
+	return fmt.Errorf("invalid secret name %q: %s", name, secretNameRule)
+}
+
 // validSecretName is Fastly's rule for secret store and secret names.
 func validSecretName(s string) bool {
 	if s == "" || len(s) > 255 {

@@ -4,8 +4,10 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 )
 
 // EnvOr is the environment variable key, or def when it is unset or empty:
@@ -17,8 +19,15 @@ func EnvOr(key, def string) string {
 	return def
 }
 
-// Fatal logs err as an error and exits with status 1.
+// Fatal logs err's first line as an error, prints the lines after it as
+// they are (a server's last log lines, which the log's quoting would
+// escape into one unreadable line) to stderr, where the launchers' log
+// goes too, and exits with status 1.
 func Fatal(log *slog.Logger, err error) {
-	log.Error(err.Error())
+	first, rest, _ := strings.Cut(err.Error(), "\n")
+	log.Error(first)
+	if rest != "" {
+		fmt.Fprintln(os.Stderr, rest)
+	}
 	os.Exit(1)
 }

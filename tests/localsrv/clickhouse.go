@@ -143,6 +143,10 @@ func startClickHouseOnce(ctx context.Context, dir string, httpPort, tcpPort int,
 	if filepath.Base(bin) == "clickhouse" { // the multi-call binary
 		args = append([]string{"server"}, args...)
 	}
+	// Once it runs, the server says what went wrong in its own error log,
+	// which keeps earlier runs' errors: only what comes after is this run's.
+	errLog := filepath.Join(dir, "log", "clickhouse-server.err.log")
+	errFrom := proc.LogSize(errLog)
 	p, err := proc.Start("clickhouse-server", proc.Options{Log: filepath.Join(dir, "stdout.log")}, bin, args...)
 	if err != nil {
 		return nil, err
@@ -157,13 +161,11 @@ func startClickHouseOnce(ctx context.Context, dir string, httpPort, tcpPort int,
 	if err := os.WriteFile(filepath.Join(dir, "user_files", "localsrv-token"), []byte(c.token+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	// Once it runs, the server says what went wrong in its own error log.
-	errLog := filepath.Join(dir, "log", "clickhouse-server.err.log")
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := p.WaitReady(ctx, func() error {
-		if _, err := os.Stat(errLog); err == nil {
-			p.Log = errLog
+		if p.Log != errLog && proc.LogSize(errLog) > errFrom {
+			p.SetLog(errLog, errFrom)
 		}
 		return c.ping()
 	}); err != nil {

@@ -44,7 +44,7 @@ func serverDir(dir string, port int) (string, int, error) {
 // startServer starts bin (called name in messages) with its output
 // appended to logFile, and waits up to limit until ready passes for it.
 // A server that does not get ready is killed, and the error ends with
-// its log's tail.
+// the last lines it wrote to its log in this run.
 func startServer(ctx context.Context, name, logFile string, limit time.Duration, ready func(*proc.Proc) error, bin string, args ...string) (*proc.Proc, error) {
 	p, err := proc.Start(name, proc.Options{Log: logFile}, bin, args...)
 	if err != nil {

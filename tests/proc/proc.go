@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,10 +31,14 @@ import (
 // Proc is one running child process.
 type Proc struct {
 	Name string // what messages call it, e.g. "clickhouse-server"
-	// Log is the file the process writes to, if Start was given one; its
-	// tail goes into startup errors. A server that keeps its own log may
-	// set it to that file instead.
+	// Log is the file the process writes to, if Start was given one; the
+	// last lines this process wrote there go into startup errors. A server
+	// that keeps its own log names that file instead with SetLog.
 	Log string
+	// logFrom is Log's size before this process wrote to it: the file is
+	// appended to across runs, and an earlier run's lines in a startup
+	// error would pass for this one's cause.
+	logFrom int64
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -66,6 +71,7 @@ func Start(name string, o Options, bin string, args ...string) (*Proc, error) {
 		cmd.Env = append(os.Environ(), o.Env...)
 	}
 	var lf *os.File
+	var logFrom int64
 	switch {
 	case o.Log != "":
 		var err error
@@ -73,6 +79,9 @@ func Start(name string, o Options, bin string, args ...string) (*Proc, error) {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
 		cmd.Stdout, cmd.Stderr = lf, lf
+		if fi, err := lf.Stat(); err == nil {
+			logFrom = fi.Size()
+		}
 	case o.Out != nil:
 		cmd.Stdout, cmd.Stderr = o.Out, o.Out
 	}
@@ -93,7 +102,7 @@ func Start(name string, o Options, bin string, args ...string) (*Proc, error) {
 		}
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Proc{Name: name, Log: o.Log, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{Name: name, Log: o.Log, logFrom: logFrom, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		if lf != nil {
@@ -162,10 +171,25 @@ func (p *Proc) Kill() error {
 	return nil
 }
 
+// SetLog names the file where the process says why it failed, from has
+// been its size before this process started (see LogSize): a startup
+// error shows what the process wrote there since.
+func (p *Proc) SetLog(path string, from int64) { p.Log, p.logFrom = path, from }
+
+// LogSize is the size of the file at path, 0 if there is none: SetLog's
+// from, taken before the process starts.
+func LogSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 // WaitReady calls ready every 50 ms until it returns nil, the process
 // ends, or ctx ends. On failure the process is killed and the error ends
-// with the tail of its log, which is where a server says why it did not
-// come up.
+// with the last lines it wrote to its log, which is where a server says
+// why it did not come up.
 func (p *Proc) WaitReady(ctx context.Context, ready func() error) error {
 	var last error
 	for {
@@ -174,6 +198,11 @@ func (p *Proc) WaitReady(ctx context.Context, ready func() error) error {
 		}
 		select {
 		case <-p.done:
+			// Once more: a check may also learn where the server logs
+			// (see SetLog), which it may have written just before it ended.
+			if again := ready(); again != nil {
+				last = again
+			}
 			return p.failure(fmt.Errorf("exited during startup (%v); last check: %v", p.err, last))
 		case <-ctx.Done():
 			p.Kill()
@@ -183,11 +212,56 @@ func (p *Proc) WaitReady(ctx context.Context, ready func() error) error {
 	}
 }
 
+// failureLines is how many of its last lines a startup error shows: a
+// server's cause is its last words, and a terminal shows this many at once.
+const failureLines = 15
+
 func (p *Proc) failure(err error) error {
 	if p.Log == "" {
 		return fmt.Errorf("%s: %w", p.Name, err)
 	}
-	return fmt.Errorf("%s: %w; log %s ends with:\n%s", p.Name, err, p.Log, Tail(p.Log, 3000))
+	lines := LastLines(p.Log, p.logFrom, failureLines)
+	if len(lines) == 0 {
+		return fmt.Errorf("%s: %w; it wrote nothing to %s", p.Name, err, p.Log)
+	}
+	return fmt.Errorf("%s: %w; the last lines it wrote to %s:\n\n    %s", p.Name, err, p.Log, strings.Join(lines, "\n    "))
+}
+
+// LastLines returns the last n non-blank lines written to the file at
+// path after its first from bytes (all of it if the file is now shorter,
+// e.g. replaced).
+func LastLines(path string, from int64, n int) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	if from > fi.Size() {
+		from = 0
+	}
+	// Enough for n lines of any server's log; a longer line is cut.
+	const most = 64 << 10
+	if fi.Size()-from > most {
+		from = fi.Size() - most
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, from, fi.Size()-from))
+	if err != nil {
+		return nil
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimRight(l, " \t\r"); strings.TrimSpace(l) != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
 }
 
 // Tail returns at most the last n bytes of the file at path.

@@ -91,6 +91,71 @@ func TestWaitReadyShowsTheLog(t *testing.T) {
 	}
 }
 
+// The log is appended to across runs: a startup error shows the last
+// lines of this run only, as lines, so the cause (a server's last words)
+// is not buried under an earlier run's output or escaped into one line.
+func TestWaitReadyShowsThisRunsLastLines(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "server.log")
+	if err := os.WriteFile(log, []byte("earlier run: stale cause\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start("server", Options{Log: log}, "sh", "-c", `i=1; while [ $i -le 40 ]; do echo "startup line $i"; i=$((i+1)); done; echo 'level=ERROR msg="line 2: the token is \"short\""'; exit 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.WaitReady(context.Background(), func() error { return errors.New("not yet") })
+	if err == nil {
+		t.Fatal("WaitReady = nil for a server that exited")
+	}
+	msg := err.Error()
+	if !strings.HasSuffix(msg, "\n    level=ERROR msg=\"line 2: the token is \\\"short\\\"\"") {
+		t.Errorf("the cause is not a plain line of the error:\n%s", msg)
+	}
+	if strings.Contains(msg, "stale cause") {
+		t.Errorf("an earlier run's output is in the error:\n%s", msg)
+	}
+	if strings.Contains(msg, "startup line 26\n") || !strings.Contains(msg, "startup line 27\n") {
+		t.Errorf("want the last %d lines:\n%s", failureLines, msg)
+	}
+	// A second run that says little shows none of the first one's lines.
+	p, err = Start("server", Options{Log: log}, "sh", "-c", "echo 'second run: its own cause'; exit 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.WaitReady(context.Background(), func() error { return errors.New("not yet") })
+	if err == nil || !strings.HasSuffix(err.Error(), "\n    second run: its own cause") || strings.Contains(err.Error(), "startup line") {
+		t.Errorf("the second run's error:\n%v", err)
+	}
+	// A log replaced by a shorter one is read from its start.
+	if got := LastLines(log, 1<<20, 1); len(got) != 1 || !strings.Contains(got[0], "its own cause") {
+		t.Errorf("LastLines past the end = %q", got)
+	}
+}
+
+// A server that says why in a log of its own (SetLog, as ClickHouse's
+// error log), written just before it exits, is reported with that log.
+func TestWaitReadyFollowsTheServersOwnLog(t *testing.T) {
+	dir := t.TempDir()
+	errLog := filepath.Join(dir, "err.log")
+	if err := os.WriteFile(errLog, []byte("an earlier run's error\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	from := LogSize(errLog)
+	p, err := Start("server", Options{Log: filepath.Join(dir, "stdout.log")}, "sh", "-c", "echo starting; sleep 0.3; echo 'Address already in use' >> "+errLog+"; exit 70")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.WaitReady(context.Background(), func() error {
+		if LogSize(errLog) > from {
+			p.SetLog(errLog, from)
+		}
+		return errors.New("not yet")
+	})
+	if err == nil || !strings.HasSuffix(err.Error(), errLog+":\n\n    Address already in use") {
+		t.Fatalf("WaitReady = %v", err)
+	}
+}
+
 const netnsChildEnv = "PROC_TEST_NETNS_CHILD"
 
 // A child in a private network namespace has its own loopback: a port

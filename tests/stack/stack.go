@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/progress"
@@ -69,7 +70,7 @@ type Options struct {
 	// store, each read from a file Dir/secrets/NAME written at start
 	// (visitor_salt_0, pixel_key.SITE, ...): rewrite the file and SIGHUP
 	// the POP to rotate one. Every other file already in Dir/secrets is
-	// an entry too.
+	// an entry too (see secretNames).
 	EdgeSecrets map[string]string
 
 	// Delivery is how the edge module on the POP delivers (see
@@ -185,6 +186,12 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if s.opts.Durability == "" {
 		s.opts.Durability = "write"
 	}
+	if !o.NoPop {
+		// Said before the servers start, not as the POP's failure.
+		if _, err := s.secretNames(); err != nil {
+			return nil, err
+		}
+	}
 	if !o.NoRedis && o.RedisCluster {
 		if err := o.Progress.Run("starting a Redis Cluster (3 masters, 3 replicas)", func() (err error) {
 			s.RedisCluster, err = localsrv.StartRedisCluster(ctx, filepath.Join(o.Dir, "redis-cluster"), 3, 1)
@@ -254,8 +261,12 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.writeEdgeSecrets(); err != nil {
 		return nil, err
 	}
+	secrets, err := s.secretNames()
+	if err != nil {
+		return nil, err
+	}
 	s.Manifest = filepath.Join(o.Dir, "fastly.toml")
-	if err := os.WriteFile(s.Manifest, []byte(s.manifest()), 0o644); err != nil {
+	if err := os.WriteFile(s.Manifest, []byte(s.manifest(secrets)), 0o644); err != nil {
 		return nil, err
 	}
 	if err := s.StartPop(ctx); err != nil {
@@ -433,7 +444,7 @@ func (s *Stack) output(name string) proc.Options {
 
 // manifest is the fastly.toml for the POP: the aggregator backend, the
 // shared secret and the edge's config store.
-func (s *Stack) manifest() string {
+func (s *Stack) manifest(secrets []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "manifest_version = 3\nname = \"edgepixel\"\nlanguage = \"go\"\n\n")
 	fmt.Fprintf(&b, "[local_server.backends.aggregator]\nurl = %q\n\n", s.AggregatorURL)
@@ -468,7 +479,7 @@ func (s *Stack) manifest() string {
 		fmt.Fprintf(&b, "%q = %q\n", k, cfg[k]) // quoted: keys such as site.NAME hold dots
 	}
 	fmt.Fprintf(&b, "\n[local_server.secret_stores]\nedgepixel = [{ key = \"aggregator_secret\", file = %q }", filepath.Join(s.opts.Dir, "secret"))
-	for _, k := range s.secretNames() {
+	for _, k := range secrets {
 		fmt.Fprintf(&b, ",\n  { key = %q, file = %q }", k, s.SecretFile(k))
 	}
 	b.WriteString("]\n")
@@ -483,16 +494,32 @@ func (s *Stack) SecretFile(name string) string {
 // secretNames lists, sorted, the edge secrets the manifest names: every
 // file in Dir/secrets, where writeEdgeSecrets put Options.EdgeSecrets and
 // where `make run` keeps the visitor salts and the user's pixel keys.
-func (s *Stack) secretNames() []string {
-	ents, _ := os.ReadDir(filepath.Join(s.opts.Dir, "secrets"))
+// Dotfiles and editor leftovers (editorLeftover) are skipped; any other
+// name Fastly would refuse is an error naming the file, since the POP's
+// own error would not say where the name came from.
+func (s *Stack) secretNames() ([]string, error) {
+	dir := filepath.Join(s.opts.Dir, "secrets")
+	ents, _ := os.ReadDir(dir)
 	var names []string
 	for _, e := range ents {
-		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
-			names = append(names, e.Name())
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") || editorLeftover(e.Name()) {
+			continue
 		}
+		if err := fastlytoml.CheckSecretName(e.Name()); err != nil {
+			return nil, fmt.Errorf("%s: every file in %s is a secret of the edge module, named by the file: %w; rename or remove the file", filepath.Join(dir, e.Name()), dir, err)
+		}
+		names = append(names, e.Name())
 	}
 	sort.Strings(names)
-	return names
+	return names, nil
+}
+
+// editorLeftover reports whether name is an editor's backup, swap or
+// autosave file (name~, name.swp, #name#), which an edit of a secret in
+// place leaves beside it and which is no secret.
+func editorLeftover(name string) bool {
+	return strings.HasSuffix(name, "~") || strings.HasSuffix(name, ".swp") || strings.HasSuffix(name, ".swo") ||
+		len(name) > 1 && strings.HasPrefix(name, "#") && strings.HasSuffix(name, "#")
 }
 
 // writeEdgeSecrets writes Options.EdgeSecrets' files.

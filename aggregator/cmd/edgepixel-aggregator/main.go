@@ -73,7 +73,7 @@ func run(args []string) error {
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "public listen address: ingest, /admin/, /healthz, /readyz (never the dashboard's data)")
 	fs.StringVar(&o.dashboardAddr, "dashboard-addr", "127.0.0.1:8081", "private listen address for the dashboard, /api/, /live and /metrics, all behind a login; keep it on loopback or a private network")
 	fs.StringVar(&o.dashboardTokenFile, "dashboard-token-file", "", "file holding the dashboard's admin token (empty: DATA-DIR/dashboard-token, created at random on first start)")
-	fs.StringVar(&o.dashboardViewersFile, "dashboard-viewers-file", "", "file of read-only viewer tokens, one per line: TOKEN SITE[,SITE...]")
+	fs.StringVar(&o.dashboardViewersFile, "dashboard-viewers-file", "", "file of read-only viewer tokens, one per line: TOKEN SITE[,SITE...]; edits apply within seconds")
 	fs.StringVar(&o.dashboardOrigins, "dashboard-origins", "", "comma-separated extra origins (e.g. https://stats.example) whose pages may open /live; the dashboard's own origin always may")
 	fs.DurationVar(&o.liveInterval, "live-interval", 100*time.Millisecond, "shortest time between two live updates (/live deltas); longer means fewer messages to every dashboard")
 	fs.BoolVar(&o.secureCookies, "secure-cookies", false, "mark session cookies Secure (set when the dashboard is served over HTTPS)")
@@ -246,6 +246,11 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if o.dashboardViewersFile != "" {
+		// Edits of the file apply without a restart; a removed token's
+		// sessions end with it.
+		go srv.Access().WatchViewers(ctx, o.dashboardViewersFile, viewersPoll, log)
+	}
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- srv.Run(loadCtx) }()
@@ -456,3 +461,8 @@ func dashboardHost(addr string) string {
 	}
 	return net.JoinHostPort(host, port)
 }
+
+// viewersPoll is how often the aggregator looks whether the
+// --dashboard-viewers-file changed: a removed viewer token stops working
+// within it.
+const viewersPoll = 2 * time.Second

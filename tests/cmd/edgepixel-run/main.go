@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,7 +52,7 @@ func main() {
 		os.Exit(idle(os.Args[2:]))
 	}
 	var (
-		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
+		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", defaultDir), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
 		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where make build put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
 		aggAddr  = flag.String("aggregator-addr", cli.EnvOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
 		dashAddr = flag.String("dashboard-addr", cli.EnvOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", "127.0.0.1:8081"), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
@@ -127,13 +128,12 @@ func main() {
 	if err != nil {
 		if ctx.Err() != nil {
 			// Ctrl-C (or SIGTERM) while a server was starting: the error is
-			// only the interrupted wait, and the tail of that server's log
-			// printed with it would show an old, unrelated error as if it
-			// were the cause.
+			// only the interrupted wait, and the last lines of that
+			// server's log printed with it would pass for a cause.
 			fmt.Fprintln(os.Stderr, "make run: interrupted while starting; what had started is stopped")
 			os.Exit(130)
 		}
-		cli.Fatal(log, fmt.Errorf("%w (logs in %s)", err, filepath.Join(absDir, "logs")))
+		cli.Fatal(log, fmt.Errorf("%w\n\nAll logs are in %s.", err, filepath.Join(absDir, "logs")))
 	}
 	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
 	if s.ClickHouse != nil {
@@ -149,7 +149,7 @@ func main() {
 	}
 	defer os.Remove(statePath(absDir))
 
-	fmt.Print(banner(s, st, absDir, time.Since(began), *firstRun))
+	fmt.Print(banner(st, time.Since(began), *firstRun))
 	go salt.every(ctx, time.Hour, s.Pop)
 
 	select {
@@ -167,18 +167,20 @@ func main() {
 	log.Info("stopped")
 }
 
-func banner(s *stack.Stack, st state, dir string, took time.Duration, firstRun string) string {
+func banner(st state, took time.Duration, firstRun string) string {
 	ready := fmt.Sprintf("ready %s after make run began", progress.Round(took))
 	if firstRun != "" {
 		ready += "; a first run takes " + firstRun
 	}
+	token := filepath.Join(st.Dir, "dashboard-token")
 	b := fmt.Sprintf(`
 edgepixel is running (%[1]s).
 
   dashboard   %[5]s/   (log in with the token in %[6]s)
   pixel       %[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2F
   events      POST %[3]s/e   {"site":"demo","name":"signup"}
-  loss        curl -H "Authorization: Bearer $(cat %[6]s)" '%[5]s/api/loss?site=demo'   (hits answered vs events stored)
+  ingest      %[2]s   (the aggregator's public address, where POPs deliver)
+  loss        curl -H "Authorization: Bearer $(cat %[7]s)" '%[5]s/api/loss?site=demo'   (hits answered vs events stored)
   logs        %[4]s
 
 Put this on a page:
@@ -186,19 +188,43 @@ Put this on a page:
   <img src="%[3]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
 
 Try:  curl -s -o /dev/null -D - '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
-`, ready, s.AggregatorURL, s.PopURL, st.Logs, s.DashboardURL, filepath.Join(st.Dir, "dashboard-token"))
+`, ready, st.AggregatorURL, st.PopURL, st.Logs, st.DashboardURL, token, shellQuote(token))
 	if st.ClickHouseTCP != "" {
+		sql := makeSQL(st.Dir)
 		b += fmt.Sprintf(`
-The stored events, from another terminal in this checkout: make sql opens
-clickhouse-client (on %s, database %s); or one query at a time:
+The stored events, from another terminal in this checkout: clickhouse-client
+(on %[2]s, database %[3]s), or one query at a time:
 
-  make sql Q="%s"
-  make sql Q="%s"
-`, st.ClickHouseTCP, st.ClickHouseDB, exampleQueries[0], exampleQueries[1])
+  %[1]s
+  %[1]s Q="%[4]s"
+  %[1]s Q="%[5]s"
+`, sql, st.ClickHouseTCP, st.ClickHouseDB, exampleQueries[0], exampleQueries[1])
 	} else {
-		b += fmt.Sprintf("\nWithout ClickHouse the events are stored as NDJSON files under %s.\n", filepath.Join(dir, "aggregator"))
+		b += fmt.Sprintf("\nWithout ClickHouse the events are stored as NDJSON files under %s.\n", filepath.Join(st.Dir, "aggregator"))
 	}
-	return b + fmt.Sprintf("\nCtrl-C stops everything; data stays in %s.\n", dir)
+	return b + fmt.Sprintf("\nCtrl-C stops everything; data stays in %s.\n", st.Dir)
+}
+
+// defaultDir is where `make run` keeps the stack without EDGEPIXEL_RUN_DIR.
+const defaultDir = ".edgepixel/data"
+
+// makeSQL is the `make sql` command line that reaches the stack in dir:
+// make sql finds a stack elsewhere than defaultDir only through
+// EDGEPIXEL_RUN_DIR, so the banner's commands carry it then.
+func makeSQL(dir string) string {
+	if def, err := filepath.Abs(defaultDir); err == nil && def == dir {
+		return "make sql"
+	}
+	return "EDGEPIXEL_RUN_DIR=" + shellQuote(dir) + " make sql"
+}
+
+// shellQuote makes s one word for a POSIX shell, so a path the banner
+// prints works when pasted even with spaces or quotes in it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:@%,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // listenAddr is an address the stack will listen on and the environment
@@ -234,7 +260,7 @@ func checkIdle(dir string) error {
 // replaces the binaries a running stack was started from only to refuse.
 func idle(args []string) int {
 	fs := flag.NewFlagSet("edgepixel-run idle", flag.ExitOnError)
-	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "the data directory `make run` uses (env EDGEPIXEL_RUN_DIR)")
+	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", defaultDir), "the data directory `make run` uses (env EDGEPIXEL_RUN_DIR)")
 	fs.Parse(args)
 	absDir, err := filepath.Abs(*dir)
 	if err == nil {
@@ -249,7 +275,7 @@ func idle(args []string) int {
 
 func sql(args []string) int {
 	fs := flag.NewFlagSet("edgepixel-run sql", flag.ExitOnError)
-	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", ".edgepixel/data"), "the running stack's -dir (env EDGEPIXEL_RUN_DIR)")
+	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", defaultDir), "the running stack's -dir (env EDGEPIXEL_RUN_DIR)")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: edgepixel-run sql [-dir DIR] [QUERY]\nopens clickhouse-client on the stack `make run` started, or runs QUERY")
 		fs.PrintDefaults()

@@ -2,8 +2,12 @@ package main
 
 import (
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A second checkout's make run with only the aggregator and POP moved
@@ -23,5 +27,64 @@ func TestCheckFree(t *testing.T) {
 	}
 	if err := checkFree([]listenAddr{{free, "A"}, {free, "B"}}); err != nil {
 		t.Errorf("free addresses: %v", err)
+	}
+}
+
+// The banner's commands are pasted into a shell: with the stack in a
+// directory other than the default (EDGEPIXEL_RUN_DIR), and with a space
+// and a quote in its path, `make sql` must still reach this stack and
+// $(cat TOKEN) must still read the token. The lines are run by sh with
+// make replaced by a command that shows what make would get.
+func TestBannerCommands(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "it's my data")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dashboard-token"), []byte("tok-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := state{Dir: dir, AggregatorURL: "http://127.0.0.1:41001", DashboardURL: "http://127.0.0.1:41002", PopURL: "http://127.0.0.1:41003",
+		ClickHouseTCP: "127.0.0.1:41004", ClickHouseDB: "edgepixel", Logs: filepath.Join(dir, "logs")}
+	b := banner(st, time.Second, "")
+	if !strings.Contains(b, st.AggregatorURL) {
+		t.Errorf("the banner does not give the aggregator's ingest address %s:\n%s", st.AggregatorURL, b)
+	}
+	var sqlLines, curlLines int
+	for _, line := range strings.Split(b, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.Contains(line, "make sql Q="):
+			sqlLines++
+			// make sql is a make target: what matters is the variable it sees.
+			cmd := strings.Replace(line, "make sql", `sh -c 'printf %s "$EDGEPIXEL_RUN_DIR"' sh`, 1)
+			out, err := exec.Command("sh", "-c", cmd).CombinedOutput()
+			if err != nil || string(out) != dir {
+				t.Errorf("%s\nmake sql gets EDGEPIXEL_RUN_DIR=%q (%v), want %q", line, out, err, dir)
+			}
+		case strings.HasPrefix(line, "loss"):
+			curlLines++
+			// The header is the word between "curl -H " and the URL.
+			_, hdr, ok := strings.Cut(line, "curl -H ")
+			hdr, _, ok2 := strings.Cut(hdr, " '"+st.DashboardURL)
+			if !ok || !ok2 {
+				t.Fatalf("unexpected loss line %q", line)
+			}
+			out, err := exec.Command("sh", "-c", "printf %s "+hdr).CombinedOutput()
+			if err != nil || string(out) != "Authorization: Bearer tok-123" {
+				t.Errorf("%s\nsends %q (%v), want the token", line, out, err)
+			}
+		}
+	}
+	if sqlLines != 2 || curlLines != 1 {
+		t.Fatalf("%d make sql and %d loss lines in:\n%s", sqlLines, curlLines, b)
+	}
+	// In the default directory make sql needs nothing more.
+	def, err := filepath.Abs(defaultDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Dir = def
+	if b := banner(st, time.Second, ""); strings.Contains(b, "EDGEPIXEL_RUN_DIR") || !strings.Contains(b, "\n  make sql Q=") {
+		t.Errorf("banner for the default directory:\n%s", b)
 	}
 }
