@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -33,11 +34,23 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "edgepixel-aggregator: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-aggregator"))
+		os.Exit(2)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "edgepixel-aggregator:", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a flag or environment variable that did not parse: main
+// points to --help instead of printing the whole usage after it.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
 
 type options struct {
 	addr, dataDir, secret, secretFile, redis, clickhouse, clickhouseDB string
@@ -69,6 +82,9 @@ type options struct {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("edgepixel-aggregator", flag.ContinueOnError)
+	// The flag package prints the whole usage after a parse error; the
+	// usage goes out only when asked for (--help).
+	fs.SetOutput(io.Discard)
 	var o options
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "public listen address: ingest, /admin/, /healthz, /readyz (never the dashboard's data)")
 	fs.StringVar(&o.dashboardAddr, "dashboard-addr", "127.0.0.1:8081", "private listen address for the dashboard, /api/, /live and /metrics, all behind a login; keep it on loopback or a private network")
@@ -120,14 +136,17 @@ func run(args []string) error {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := envDefaults(fs); err != nil {
-		return err
+		return usageError{err}
 	}
 	version := fs.Bool("version", false, "print the build's commit and the ClickHouse schema version it migrates to, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stdout, "usage: edgepixel-aggregator [flags]")
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
 			return nil
 		}
-		return flaghint.Explain(fs, err)
+		return usageError{flaghint.Explain(fs, err)}
 	}
 	if *version {
 		rev := clickhouse.Revision()
