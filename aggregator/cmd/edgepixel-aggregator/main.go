@@ -66,6 +66,7 @@ type options struct {
 	rollupLateness                                                     time.Duration
 	failAfter, exitDelay                                               time.Duration
 	readHeaderTimeout, bodyTimeout, idleTimeout, writeTimeout          time.Duration
+	queryTimeout                                                       time.Duration
 	maxHeaderBytes, maxConns, maxConnsPerClient                        int
 	maxBodyMemory, maxBodyMemoryPerClient                              int64
 	authRate                                                           float64
@@ -121,6 +122,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "time a client has, after the headers, to send the body; slower ones get 408 (body_timeout)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "how long a keep-alive connection may wait for its next request")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", time.Minute, "time from the end of a request's headers to the end of its answer (the body, the handling, the write); keep it above --body-timeout")
+	fs.DurationVar(&o.queryTimeout, "query-timeout", 30*time.Second, "how long a dashboard API query (/api/stats, /api/top, /api/quality, /api/history, /api/loss) waits for ClickHouse; past it the answer is 504 store_timeout. Keep it below --write-timeout")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and header section; larger ones get 431")
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open connections at most (WebSockets included); more get 503 + Retry-After. It is lowered to fit the file descriptor limit; -1: as many as that allows")
 	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", 256, "open connections at most from one client address (IPv4 address, IPv6 /64); more get 429 + Retry-After; -1: no cap")
@@ -169,6 +171,9 @@ func run(args []string) error {
 	if o.retentionDays < 0 {
 		return errors.New("--retention-days must not be negative")
 	}
+	if o.queryTimeout <= 0 {
+		return errors.New("--query-timeout must be positive")
+	}
 
 	o.maxConns = fitConns(log, o.maxConns)
 	var dashToken string
@@ -214,7 +219,7 @@ func run(args []string) error {
 		AdminToken: o.adminToken, RetentionDays: o.retentionDays, RollupLateness: o.rollupLateness,
 		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
 		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
-		WriteTimeout: o.writeTimeout, MaxHeaderBytes: o.maxHeaderBytes,
+		WriteTimeout: o.writeTimeout, QueryTimeout: o.queryTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
 		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites, LiveMaxVisitors: o.liveMaxVisitors,
