@@ -14,10 +14,10 @@ import (
 // loader catches up from the spool once Redis answers. The same holds for
 // the store (ClickHouse).
 type Pause struct {
-	What     string    `json:"what"`  // "load", "initialize the store", ...
-	Error    string    `json:"error"` // the last error
-	Since    time.Time `json:"since"` // first failure of this run of failures
-	Attempts int       `json:"attempts"`
+	What     string    `json:"what"`           // "load", "initialize the store", ...
+	Error    string    `json:"error"`          // the last error
+	Since    time.Time `json:"since,omitzero"` // first failure of this run of failures; zero: not known
+	Attempts int       `json:"attempts,omitzero"`
 }
 
 // Status returns why loading is paused, or nil when it runs. With several

@@ -71,6 +71,9 @@ type Config struct {
 	MaxHeaderBytes    int           // request line and headers; default 16 KiB
 	MaxConns          int           // open connections; default 4096; < 0: no cap
 	MaxConnsPerClient int           // open connections per client address; default 256; < 0: no cap
+	// QueryTimeout bounds a dashboard API query of the store (history,
+	// stats, top, quality, loss); past it the answer is 504. Default 30 s.
+	QueryTimeout time.Duration
 	// MaxBodyMemory bounds the memory request bodies hold at once (package
 	// ingest, Budget); default 256 MiB; < 0: no bound. A client address's
 	// unauthenticated bodies get at most MaxBodyMemoryPerClient of it;
@@ -266,6 +269,7 @@ func (s *Server) openHTTP() {
 	def(&c.BodyTimeout, 30*time.Second)
 	def(&c.IdleTimeout, time.Minute)
 	def(&c.WriteTimeout, time.Minute)
+	def(&c.QueryTimeout, 30*time.Second)
 	if c.MaxBodyMemory == 0 {
 		c.MaxBodyMemory = 256 << 20
 	}
@@ -543,14 +547,27 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		spoolErr = errors.New("spool full: the loader is behind")
 	}
 	check("spool", spoolErr, &ingestOK)
-	check(s.dedupe.Name(), s.dedupe.Ping(ctx), &loadOK)
-	check(s.store.Name(), s.store.Ping(ctx), &loadOK)
+	dedupeErr, storeErr := s.dedupe.Ping(ctx), s.store.Ping(ctx)
+	check(s.dedupe.Name(), dedupeErr, &loadOK)
+	check(s.store.Name(), storeErr, &loadOK)
 	var loaderErr error
 	if !s.loader.Ready() {
 		loaderErr = errors.New("store not initialized yet")
 	}
 	check("loader", loaderErr, &loadOK)
 	pause := s.loader.Status()
+	// The loader records a pause once an attempt failed; a backend that
+	// stops answering leaves its attempt waiting without an error (or
+	// finds it idle), and loading cannot go on all the same: the failed
+	// check is then the reason.
+	for _, c := range []struct {
+		name string
+		err  error
+	}{{s.store.Name(), storeErr}, {s.dedupe.Name(), dedupeErr}} {
+		if pause == nil && c.err != nil {
+			pause = &loader.Pause{What: "reach " + c.name, Error: c.err.Error()}
+		}
+	}
 	if pause != nil {
 		loadOK = false
 	}
@@ -605,12 +622,11 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().Unix() / 60 * 60
 	from := now - int64(minutes-1)*60
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 	defer cancel()
 	pts, err := s.store.History(ctx, site, time.Unix(from, 0), time.Unix(now, 0))
 	if err != nil {
-		s.log.Warn("history query failed", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
+		s.storeFailed(w, ctx, err)
 		return
 	}
 	dense := make([]store.Point, minutes)
@@ -668,12 +684,11 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 	defer cancel()
 	l, err := cst.Loss(ctx, site, all, from, to)
 	if err != nil {
-		s.log.Warn("loss query failed", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
+		s.storeFailed(w, ctx, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, l)

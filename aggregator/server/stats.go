@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"encoding/csv"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,7 +23,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 	auth("GET /api/stats", s.withRequest(nil, func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
 		st, err := e.Stats(r.Context(), req)
 		if err != nil {
-			s.storeFailed(w, err)
+			s.storeFailed(w, r.Context(), err)
 			return
 		}
 		writeJSON(w, http.StatusOK, st)
@@ -43,7 +45,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 					writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 					return
 				}
-				s.storeFailed(w, err)
+				s.storeFailed(w, r.Context(), err)
 				return
 			}
 			if !csvOut {
@@ -103,7 +105,7 @@ func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.R
 			writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "history needs ClickHouse (--clickhouse); the " + s.store.Name() + " store keeps no rollups", "reason": "unsupported"})
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 		defer cancel()
 		h(w, r.WithContext(ctx), e, req)
 	}, known...)
@@ -121,8 +123,17 @@ func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
 	}
 }
 
-func (s *Server) storeFailed(w http.ResponseWriter, err error) {
+// storeFailed answers a dashboard query of the store that failed: 504 when
+// ctx, the query's, ran out (the store did not answer in time: its errors,
+// one per part of the query, would only repeat that), else 503.
+func (s *Server) storeFailed(w http.ResponseWriter, ctx context.Context, err error) {
 	s.log.Warn("dashboard query failed", "err", err)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		writeJSON(w, http.StatusGatewayTimeout, map[string]string{
+			"error":  fmt.Sprintf("%s did not answer within %s (--query-timeout)", s.store.Name(), s.cfg.QueryTimeout),
+			"reason": "store_timeout"})
+		return
+	}
 	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
 }
 
@@ -140,7 +151,7 @@ func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine
 		}
 		l, err := cst.Loss(r.Context(), req.Site, false, req.Range.From, to)
 		if err != nil {
-			s.storeFailed(w, err)
+			s.storeFailed(w, r.Context(), err)
 			return
 		}
 		out["edge"] = l
@@ -155,7 +166,7 @@ func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine
 	sites, _, _, ready := s.hub.Snapshot()
 	counts, _, err := s.store.Counts(r.Context(), []string{req.Site}, 0)
 	if err != nil {
-		s.storeFailed(w, err)
+		s.storeFailed(w, r.Context(), err)
 		return
 	}
 	// Read after the store so a load in between shows as the live count

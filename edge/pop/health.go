@@ -88,7 +88,8 @@ func (s *Server) Ready() error {
 }
 
 // Degraded lists conditions that do not stop the server but an operator
-// should see (a log collector that does not accept deliveries), one line
+// should see (a log collector that does not accept deliveries, a module
+// or geolocation update that could not be loaded), one line
 // each; nil when there are none.
 func (s *Server) Degraded() []string {
 	var out []string
@@ -97,6 +98,9 @@ func (s *Server) Degraded() []string {
 	}
 	if s.geo != nil && s.geo.db != nil {
 		out = append(out, s.geo.db.Degraded()...) // an update that could not be loaded
+	}
+	if why := s.reloadFailure.Load(); why != nil {
+		out = append(out, *why)
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -358,9 +359,11 @@ func TestHotReload(t *testing.T) {
 	g := newGate(t, 0)
 	wasm := filepath.Join(t.TempDir(), "main.wasm")
 	replaceFile(t, wasm, readFile(t, guestPath("limitguest")))
+	logs := &syncBuffer{}
 	p := startPOP(t, manifest(t, g.manifest(t)), func(c *Config) {
 		c.WasmPath = wasm
 		c.Instances, c.MaxInstances = 1, 2
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
 	if _, body := p.get(t, "/version"); body != "limitguest" {
 		t.Fatalf("/version: %q", body)
@@ -412,11 +415,24 @@ func TestHotReload(t *testing.T) {
 	if n := p.metric(t, `edgepixel_pop_reloads_total{result="ok"}`); n != 1 {
 		t.Errorf("reloads %d", n)
 	}
+	if d := p.Degraded(); len(d) != 0 {
+		t.Errorf("degraded after a good reload: %q", d)
+	}
 
-	// A broken module is refused; the current one keeps serving.
+	// A broken module is refused; the current one keeps serving, and
+	// /healthz shows the failure (Degraded) until a later reload succeeds.
+	// The warning that it cannot be instrumented is a consequence of it
+	// not being wasm: it is not logged.
 	replaceFile(t, wasm, []byte("\x00asm\x01\x00\x00\x00garbage"))
-	if err := p.Reload(ctx); err == nil {
+	err := p.Reload(ctx)
+	if err == nil {
 		t.Error("Reload accepted a broken module")
+	}
+	if d := p.Degraded(); len(d) != 1 || !strings.Contains(d[0], wasm) || !strings.Contains(d[0], "reload failed") || err != nil && !strings.Contains(d[0], err.Error()) {
+		t.Errorf("degraded after a failed reload: %q; want the module, the failure and its reason (%v)", d, err)
+	}
+	if strings.Contains(logs.String(), "instrumented") {
+		t.Errorf("a module that is not wasm was reported as not instrumentable:\n%s", logs)
 	}
 	resp, body := p.get(t, "/counter")
 	if resp.StatusCode != 200 {
@@ -433,6 +449,9 @@ func TestHotReload(t *testing.T) {
 	}
 	if n := p.metric(t, `edgepixel_pop_reloads_total{result="ok"}`); n != 1 {
 		t.Errorf("reloading an unchanged module counted as a reload (%d)", n)
+	}
+	if d := p.Degraded(); len(d) != 0 {
+		t.Errorf("degraded after the served module came back: %q", d)
 	}
 	if _, body := p.get(t, "/counter"); !strings.HasPrefix(body, current+" ") {
 		t.Errorf("unchanged module: instance %s replaced: %q", current, body)

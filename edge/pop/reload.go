@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,10 +88,6 @@ func readModule(path string) ([]byte, fileStamp, error) {
 // loadProgram compiles wasm in a new Runtime and links its hostcalls.
 func (s *Server) loadProgram(ctx context.Context, wasm []byte) (_ *program, err error) {
 	code, interruptible, ierr := prepareModule(wasm)
-	if ierr != nil {
-		s.log.Warn("module cannot be instrumented for cheap interruption; wazero checks for it at every loop instead, which is slower",
-			"wasm", s.wasmPath, "err", ierr)
-	}
 	rtCfg, cache, err := runtimeConfig(s.cacheDir, interruptible)
 	if err != nil {
 		return nil, err
@@ -116,6 +113,12 @@ func (s *Server) loadProgram(ctx context.Context, wasm []byte) (_ *program, err 
 	began := time.Now()
 	if p.compiled, err = p.rt.CompileModule(ctx, code); err != nil {
 		return nil, fmt.Errorf("compiling %s: %w", s.wasmPath, err)
+	}
+	// Only now: a module that is not valid wasm cannot be instrumented
+	// either, and the warning would come before the error that matters.
+	if ierr != nil {
+		s.log.Warn("module cannot be instrumented for cheap interruption; wazero checks for it at every loop instead, which is slower",
+			"wasm", s.wasmPath, "err", ierr)
 	}
 	s.log.Debug("module compiled", "wasm", s.wasmPath, "program", p.id, "took", time.Since(began))
 	if err := s.linkHostModules(ctx, p.rt, p.compiled); err != nil {
@@ -203,6 +206,15 @@ func (s *Server) Reload(ctx context.Context) error {
 	if err != nil {
 		s.ps.reloadFailures.Add(1)
 		s.log.Error("module reload failed; still serving the previous version", "wasm", s.wasmPath, "program", old.id, "err", err)
+		// One line of /healthz, naming the file.
+		why := strings.ReplaceAll(err.Error(), "\n", " ")
+		if !strings.Contains(why, s.wasmPath) {
+			why = s.wasmPath + ": " + why
+		}
+		why = "module reload failed (" + why + "); still serving the previous version"
+		s.reloadFailure.Store(&why)
+	} else {
+		s.reloadFailure.Store(nil)
 	}
 	return err
 }

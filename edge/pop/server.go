@@ -154,6 +154,9 @@ type Server struct {
 	progs              map[*program]struct{}
 	reloadMu           sync.Mutex
 	stamp              fileStamp // of the file last loaded (reloadMu)
+	// reloadFailure is why the last reload failed, for Degraded; nil
+	// once one succeeds (or finds the file unchanged).
+	reloadFailure atomic.Pointer[string]
 
 	// Limits and pool behaviour (limits.go, pool.go).
 	memoryLimit           int64

@@ -2,7 +2,7 @@
 //
 // The flag package reports a number, duration or boolean it cannot parse
 // as only "parse error", and strconv as "invalid syntax"; the commands
-// (edgepixel-pop, edgepixel-aggregator) add the form a value must have, so
+// (edgepixel-pop, edgepixel-aggregator, edgepixel-sign, edgepixel-salt) add the form a value must have, so
 // a user fixes a flag or an environment variable without reading --help.
 package flaghint
 
@@ -22,7 +22,7 @@ import (
 func For(name string, v any) string {
 	switch v.(type) {
 	case time.Duration:
-		return "want a duration such as 500ms, 30s or 5m"
+		return "want a duration such as 500ms, 30s, 5m or 720h"
 	case int, int64, uint, uint64:
 		if strings.Contains(name, "bytes") || strings.Contains(name, "memory") || name == "max-body" {
 			return "want a whole number of bytes, e.g. 4194304 for 4 MiB"
@@ -65,6 +65,11 @@ func Explain(fs *flag.FlagSet, err error) error {
 	}
 	return err
 }
+
+// SeeHelp is the line a command prints under a usage error in place of
+// its whole usage: printed after the error, a usage of dozens of lines
+// scrolls the one line that says what is wrong off the screen.
+func SeeHelp(cmd string) string { return "(" + cmd + " --help lists every flag)" }
 
 // ExplainParse adds the hint to an error from strconv.ParseBool, a strconv
 // number parser or time.ParseDuration (an environment variable read by

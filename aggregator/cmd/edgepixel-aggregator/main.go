@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -33,11 +34,23 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "edgepixel-aggregator: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-aggregator"))
+		os.Exit(2)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "edgepixel-aggregator:", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a flag or environment variable that did not parse: main
+// points to --help instead of printing the whole usage after it.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
 
 type options struct {
 	addr, dataDir, secret, secretFile, redis, clickhouse, clickhouseDB string
@@ -53,6 +66,7 @@ type options struct {
 	rollupLateness                                                     time.Duration
 	failAfter, exitDelay                                               time.Duration
 	readHeaderTimeout, bodyTimeout, idleTimeout, writeTimeout          time.Duration
+	queryTimeout                                                       time.Duration
 	maxHeaderBytes, maxConns, maxConnsPerClient                        int
 	maxBodyMemory, maxBodyMemoryPerClient                              int64
 	authRate                                                           float64
@@ -69,6 +83,9 @@ type options struct {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("edgepixel-aggregator", flag.ContinueOnError)
+	// The flag package prints the whole usage after a parse error; the
+	// usage goes out only when asked for (--help).
+	fs.SetOutput(io.Discard)
 	var o options
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "public listen address: ingest, /admin/, /healthz, /readyz (never the dashboard's data)")
 	fs.StringVar(&o.dashboardAddr, "dashboard-addr", "127.0.0.1:8081", "private listen address for the dashboard, /api/, /live and /metrics, all behind a login; keep it on loopback or a private network")
@@ -105,6 +122,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.bodyTimeout, "body-timeout", 30*time.Second, "time a client has, after the headers, to send the body; slower ones get 408 (body_timeout)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "how long a keep-alive connection may wait for its next request")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", time.Minute, "time from the end of a request's headers to the end of its answer (the body, the handling, the write); keep it above --body-timeout")
+	fs.DurationVar(&o.queryTimeout, "query-timeout", 30*time.Second, "how long a dashboard API query (/api/stats, /api/top, /api/quality, /api/history, /api/loss) waits for ClickHouse; past it the answer is 504 store_timeout. Keep it below --write-timeout")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and header section; larger ones get 431")
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open connections at most (WebSockets included); more get 503 + Retry-After. It is lowered to fit the file descriptor limit; -1: as many as that allows")
 	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", 256, "open connections at most from one client address (IPv4 address, IPv6 /64); more get 429 + Retry-After; -1: no cap")
@@ -120,14 +138,17 @@ func run(args []string) error {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := envDefaults(fs); err != nil {
-		return err
+		return usageError{err}
 	}
 	version := fs.Bool("version", false, "print the build's commit and the ClickHouse schema version it migrates to, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stdout, "usage: edgepixel-aggregator [flags]")
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
 			return nil
 		}
-		return flaghint.Explain(fs, err)
+		return usageError{flaghint.Explain(fs, err)}
 	}
 	if *version {
 		rev := clickhouse.Revision()
@@ -149,6 +170,9 @@ func run(args []string) error {
 	}
 	if o.retentionDays < 0 {
 		return errors.New("--retention-days must not be negative")
+	}
+	if o.queryTimeout <= 0 {
+		return errors.New("--query-timeout must be positive")
 	}
 
 	o.maxConns = fitConns(log, o.maxConns)
@@ -195,7 +219,7 @@ func run(args []string) error {
 		AdminToken: o.adminToken, RetentionDays: o.retentionDays, RollupLateness: o.rollupLateness,
 		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
 		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
-		WriteTimeout: o.writeTimeout, MaxHeaderBytes: o.maxHeaderBytes,
+		WriteTimeout: o.writeTimeout, QueryTimeout: o.queryTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
 		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites, LiveMaxVisitors: o.liveMaxVisitors,

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -114,5 +116,29 @@ func TestVersion(t *testing.T) {
 	}
 	if err := run(nil); err == nil || !strings.Contains(err.Error(), "no shared secret") {
 		t.Fatalf("a start without a secret: %v, want the no-secret error", err)
+	}
+}
+
+// A flag that does not parse costs two lines, the error with the form
+// the flag wants and the pointer to --help, not the whole usage after it
+// (which scrolled the error off the screen); the exit status is 2, a
+// usage error's.
+func TestFlagErrorIsShort(t *testing.T) {
+	for _, args := range [][]string{{"--max-body", "8MiB"}, {"--replay-window", "5"}, {"--no-such-flag"}} {
+		cmd := exec.Command(aggBinary(t), args...)
+		cmd.Env = append(os.Environ(), "EDGEPIXEL_AGG_SECRET=0123456789abcdef0123")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("%q: %v, want exit status 2\n%s", args, err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 2 || !strings.Contains(lines[0], strings.TrimPrefix(args[0], "-")) || !strings.Contains(lines[1], "--help") {
+			t.Errorf("%q printed:\n%s\nwant the error naming the flag, then a line pointing to --help", args, out)
+		}
+	}
+	out, err := exec.Command(aggBinary(t), "--help").Output()
+	if err != nil || !strings.Contains(string(out), "-max-body") {
+		t.Errorf("--help: %v; stdout lacks the flags:\n%s", err, out)
 	}
 }

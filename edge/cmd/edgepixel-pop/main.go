@@ -96,9 +96,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "edgepixel-pop: %v\n\n%s", err, usage)
 			return 2
 		}
-		// The usage is over a hundred lines: printed after the error it
-		// would scroll the one line that says what is wrong off the screen.
-		fmt.Fprintf(stderr, "edgepixel-pop: %v\n(edgepixel-pop --help lists every flag)\n", flaghint.ExplainParse(err))
+		fmt.Fprintf(stderr, "edgepixel-pop: %v\n%s\n", flaghint.ExplainParse(err), flaghint.SeeHelp("edgepixel-pop"))
 		return 2
 	}
 	if o.version {

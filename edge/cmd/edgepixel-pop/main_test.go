@@ -106,6 +106,13 @@ func TestVersion(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(errb.String()), "\n"); len(lines) > 3 || !strings.Contains(errb.String(), "--max-request-body") {
 		t.Errorf("bad value printed %d lines: %q", len(lines), errb.String())
 	}
+	errb.Reset()
+	if code := run([]string{"run", "--wall-budget", "5", "a.wasm"}, env(nil), io.Discard, &errb); code != 2 {
+		t.Errorf("run, bad value: exit %d, want 2", code)
+	}
+	if lines := strings.Split(strings.TrimSpace(errb.String()), "\n"); len(lines) != 2 || !strings.Contains(lines[0], "want a duration such as") {
+		t.Errorf("run, bad value printed %d lines: %q", len(lines), errb.String())
+	}
 	// Each bad value says what the setting takes, on the command line and
 	// in the environment, where strconv and time say only what failed.
 	for _, c := range []struct {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 const runUsage = `usage: edgepixel-pop run [flags] MODULE.wasm [ARGS...]
@@ -88,7 +89,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 			fmt.Fprint(stdout, runUsage)
 			return 0
 		}
-		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n\n%s", err, runUsage)
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-pop run"))
 		return 2
 	}
 	rest := fs.Args()

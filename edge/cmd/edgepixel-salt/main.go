@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 const usage = `usage: edgepixel-salt (--dir DIR | --fastly-store STORE_ID | --cf-kv NAMESPACE_ID --cf-account ACCOUNT_ID) [--today]
@@ -76,10 +77,10 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		if errors.Is(err, flag.ErrHelp) {
 			return usage, nil
 		}
-		return "", fmt.Errorf("%v\n%s", err, usage)
+		return "", fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-salt"))
 	}
 	if n := btoi(*dir != "") + btoi(*store != "") + btoi(*kv != ""); n != 1 {
-		return "", errors.New("give exactly one of --dir, --fastly-store or --cf-kv\n" + usage)
+		return "", errors.New("give exactly one of --dir, --fastly-store or --cf-kv\n" + flaghint.SeeHelp("edgepixel-salt"))
 	}
 	var put func(key string, s privacy.Salt) error
 	var has func(day int32) bool
@@ -87,6 +88,8 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	// it; the APIs cannot read it back, so for them it is what a daily run
 	// leaves there, yesterday's.
 	replaced := func(day int32) string { return fmt.Sprintf("over yesterday's (%s)", dateOf(day-2)) }
+	// missing says why today's salt is not there (--dir only).
+	var missing func(day int32) string
 	switch {
 	case *kv != "":
 		token := os.Getenv("CLOUDFLARE_API_TOKEN")
@@ -109,20 +112,29 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 			return "", fmt.Errorf("--dir %s is not a directory: create it first (mkdir -p %s), the one the POP's fastly.toml names the salt files in", *dir, *dir)
 		}
 		replaced = func(day int32) string {
-			b, err := os.ReadFile(filepath.Join(*dir, privacy.SaltKey(day)))
-			if os.IsNotExist(err) {
+			s, err := readSalt(*dir, day)
+			switch {
+			case os.IsNotExist(err):
 				return "a new file"
-			}
-			if s, perr := privacy.ParseSalt(string(b)); err == nil && perr == nil {
+			case err == nil:
 				return fmt.Sprintf("over %s's", dateOf(s.Day))
 			}
-			return "over an entry that held no salt"
+			return "over a malformed file"
 		}
 		put = func(key string, s privacy.Salt) error { return writeFile(filepath.Join(*dir, key), s.String()+"\n") }
 		has = func(day int32) bool {
-			b, err := os.ReadFile(filepath.Join(*dir, privacy.SaltKey(day)))
-			s, perr := privacy.ParseSalt(string(b))
-			return err == nil && perr == nil && s.Day == day
+			s, err := readSalt(*dir, day)
+			return err == nil && s.Day == day
+		}
+		missing = func(day int32) string {
+			s, err := readSalt(*dir, day)
+			switch {
+			case os.IsNotExist(err):
+				return "is missing from " + privacy.SaltKey(day)
+			case err != nil: // malformed or unreadable: the error names the file
+				return "is missing: " + err.Error()
+			}
+			return fmt.Sprintf("is missing: %s holds %s's", privacy.SaltKey(day), dateOf(s.Day))
 		}
 	default:
 		token := os.Getenv("FASTLY_API_TOKEN")
@@ -143,7 +155,7 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		}
 		fmt.Fprintf(&log, "wrote today's salt (%s) to %s\n", dateOf(day), privacy.SaltKey(day))
 	} else if !*today && *dir != "" && !has(day) {
-		fmt.Fprintf(&log, "today's salt (%s) is missing from %s: until tomorrow events carry no visitor id; run again with --today to write it\n", dateOf(day), privacy.SaltKey(day))
+		fmt.Fprintf(&log, "today's salt (%s) %s\nUntil tomorrow events carry no visitor id; run again with --today to write it\n", dateOf(day), missing(day))
 	}
 	if since := now.Sub(time.Unix(int64(day)*86400, 0)); since < privacy.VisitWindow {
 		fmt.Fprintf(&log, "not rotating yet: yesterday's salt joins visits across midnight until %s UTC; run again after that\n",
@@ -164,6 +176,22 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	}
 	fmt.Fprintf(&log, "wrote tomorrow's salt (%s) to %s, %s\n", dateOf(day+1), privacy.SaltKey(day+1), was)
 	return log.String(), nil
+}
+
+// readSalt reads the salt file of day's entry in dir; the error for a file
+// that does not parse names it and says what a salt file holds.
+func readSalt(dir string, day int32) (privacy.Salt, error) {
+	path := filepath.Join(dir, privacy.SaltKey(day))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return privacy.Salt{}, err
+	}
+	s, err := privacy.ParseSalt(string(b))
+	if err != nil {
+		example := privacy.NewSalt(day, [16]byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef})
+		return s, fmt.Errorf("%s is malformed (a salt file holds one line: the day it is for, a colon and 32 lowercase hex digits, e.g. %s)", path, example)
+	}
+	return s, nil
 }
 
 func btoi(b bool) int {

@@ -223,7 +223,28 @@ func TestDirMessages(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, privacy.SaltKey(privacy.Day(now)+3)), []byte("garbage\n"), 0o600)
 	out, err = run(ctx, []string{"--dir", dir}, now.Add(2*24*time.Hour), nil)
-	if err != nil || !strings.Contains(out, "held no salt") {
+	if err != nil || !strings.Contains(out, "over a malformed file") {
 		t.Errorf("over a bad file: %q, %v", out, err)
+	}
+
+	// Today's file holding garbage is named as malformed, with the form a
+	// salt file has, not reported as if it were absent.
+	later := now.Add(3 * 24 * time.Hour)
+	todays := filepath.Join(dir, privacy.SaltKey(privacy.Day(later)))
+	os.WriteFile(todays, []byte("garbage\n"), 0o600)
+	out, err = run(ctx, []string{"--dir", dir}, later, nil)
+	if err != nil || !strings.Contains(out, todays+" is malformed") || !strings.Contains(out, "32 lowercase hex digits, e.g. 2026-12-04:") ||
+		strings.Contains(out, "missing from") {
+		t.Errorf("a malformed file for today: %q, %v; want it named as malformed with a valid line's form", out, err)
+	}
+}
+
+// A usage error is the error and a pointer to --help, not the usage.
+func TestUsageErrorsAreShort(t *testing.T) {
+	for _, args := range [][]string{{"--today=maybe", "--dir", t.TempDir()}, {}} {
+		_, err := run(context.Background(), args, time.Now(), nil)
+		if err == nil || !strings.Contains(err.Error(), "--help") || strings.Contains(err.Error(), "usage:") {
+			t.Errorf("%q: %v; want the error and --help, without the usage", args, err)
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
 )
 
@@ -49,7 +50,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	if v := os.Getenv("EDGEPIXEL_SIGN_TTL"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return fmt.Errorf("EDGEPIXEL_SIGN_TTL: %v", err)
+			return fmt.Errorf("EDGEPIXEL_SIGN_TTL: %w", flaghint.ExplainParse(err))
 		}
 		*ttl = d
 	}
@@ -58,10 +59,10 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 			fmt.Fprint(stdout, usage)
 			return nil
 		}
-		return fmt.Errorf("%v\n%s", err, usage)
+		return fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-sign"))
 	}
 	if *keyFile == "" {
-		return fmt.Errorf("--key-file is required: the site's signing key, the same bytes as in the edge's secret store\n%s", usage)
+		return fmt.Errorf("--key-file is required: the site's signing key, the same bytes as in the edge's secret store\n%s", flaghint.SeeHelp("edgepixel-sign"))
 	}
 	key, err := os.ReadFile(*keyFile)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -58,5 +59,20 @@ func TestSignCommand(t *testing.T) {
 		if err := run(args, strings.NewReader(""), &out, now); err == nil {
 			t.Errorf("%q: want an error", args)
 		}
+	}
+}
+
+// A --ttl without a unit is refused with the form it takes, and with a
+// pointer to --help rather than the whole usage.
+func TestSignFlagErrors(t *testing.T) {
+	err := run([]string{"--ttl", "5", "https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "-ttl") || !strings.Contains(err.Error(), "720h") ||
+		!strings.Contains(err.Error(), "--help") || strings.Contains(err.Error(), "usage:") {
+		t.Errorf("--ttl 5: %v; want the flag, a duration's form and --help, without the usage", err)
+	}
+	t.Setenv("EDGEPIXEL_SIGN_TTL", "5")
+	if err := run([]string{"https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, time.Now()); err == nil ||
+		!strings.Contains(err.Error(), "EDGEPIXEL_SIGN_TTL") || !strings.Contains(err.Error(), "720h") {
+		t.Errorf("EDGEPIXEL_SIGN_TTL=5: %v; want the variable and a duration's form", err)
 	}
 }
