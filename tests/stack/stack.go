@@ -281,12 +281,16 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 func (s *Stack) StartPop(ctx context.Context) error {
 	o := s.opts
 	popArgs := []string{"-C", s.Manifest, "--addr", o.PopAddr}
+	cache := "" // the POP's own default when "default"
 	switch o.CompileCache {
 	case "":
-		popArgs = append(popArgs, "--compile-cache", filepath.Join(o.Dir, "wazero-cache"))
+		cache = filepath.Join(o.Dir, "wazero-cache")
 	case "default":
 	default:
-		popArgs = append(popArgs, "--compile-cache", o.CompileCache)
+		cache = o.CompileCache
+	}
+	if cache != "" {
+		popArgs = append(popArgs, "--compile-cache", cache)
 	}
 	popArgs = append(popArgs, "--log-queue-dir", filepath.Join(s.opts.Dir, "pop-queue"))
 	popArgs = append(append(popArgs, o.PopArgs...), o.Bin.Wasm)
@@ -298,7 +302,11 @@ func (s *Stack) StartPop(ctx context.Context) error {
 	// The first start of a module compiles it, which takes long on a slow
 	// machine; later starts read the compile cache. There is no deadline
 	// of our own here: ctx bounds the whole start.
-	return o.Progress.Run("starting the local POP (a first start compiles the edge module)", func() (err error) {
+	what := "starting the local POP"
+	if entries, err := os.ReadDir(cache); cache != "" && (err != nil || len(entries) == 0) {
+		what += " (a first start compiles the edge module)"
+	}
+	return o.Progress.Run(what, func() (err error) {
 		if s.Pop, err = proc.Start("edgepixel-pop", out, o.Bin.Pop, popArgs...); err != nil {
 			return err
 		}
