@@ -120,7 +120,10 @@ func main() {
 		log.Warn("clickhouse-server is not installed: events are stored on disk under " + filepath.Join(absDir, "aggregator") + "; install it with: sudo apt-get install -y clickhouse-server clickhouse-client")
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal stops the stack as Ctrl-C does,
+	// cleanly (the POP flushes, run.json goes), not by the signal's
+	// default action, which left run.json behind.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	s, err := stack.Start(startCtx, o)
