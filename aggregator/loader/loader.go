@@ -185,6 +185,8 @@ type Loader struct {
 
 	// edge turns stored edge counters into the metrics' totals.
 	edge edgeTotals
+	// dups counts client retries (duplicates.go); prepare stage only.
+	dups duplicates
 }
 
 // The stages of a load, indexes into Loader.pauses.
@@ -427,13 +429,18 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 		// (its dedupe state may be gone, too): ask the store about them.
 		b.recovering = pos.Less(recoverEnd)
 		pos = b.next
+		collectCopies(b)
 		l.own(b)
 		if err := l.retry(halt, stagePrepare, "claim", backend, func() error {
 			l.claimMu.Lock()
 			defer l.claimMu.Unlock()
+			if err := l.claimCopies(work, b); err != nil {
+				return err
+			}
 			if err := l.claim(work, b); err != nil {
 				return err
 			}
+			l.countCopies(b)
 			l.hold(b)
 			return nil
 		}); err != nil {
@@ -576,6 +583,13 @@ type batch struct {
 	// countersStored is set once they are inserted.
 	counters       []wire.Counters
 	countersStored bool
+	// copies are the load's copies of client-named events, copyClaimed
+	// their claim's answer, and dupRows the duplicates counted from them
+	// (duplicates.go), stored with counters (dupsStored once they are).
+	copies      []copyRef
+	copyClaimed []dedupe.Status
+	dupRows     []store.CounterRow
+	dupsStored  bool
 }
 
 // getEvents returns an empty event buffer, reused if one is free.
@@ -949,6 +963,12 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 			return err
 		}
 		b.countersStored = true
+	}
+	if len(b.dupRows) > 0 && !b.dupsStored {
+		if err := l.storeCounterRows(ctx, b.dupRows); err != nil {
+			return err
+		}
+		b.dupsStored = true
 	}
 	insert, check := b.events, b.check
 	if b.tried {

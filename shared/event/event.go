@@ -23,7 +23,6 @@
 //     Migrations. It adds the column at the aggregator's next start; no
 //     SQL needs writing for a plain column.
 //  4. Fill the field where it is known (edge/pixel for what the edge sees).
-
 //
 // A field that only travels from the edge to the aggregator (Copy) has
 // Transit set and no ClickHouse type: it is on the wire and in JSON, and
