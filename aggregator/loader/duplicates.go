@@ -84,11 +84,8 @@ func (l *Loader) claimCopies(ctx context.Context, b *batch) error {
 	for i := range b.copies {
 		ids[i] = b.copies[i].id
 	}
-	t0 := time.Now()
-	st, err := l.cfg.Dedupe.Claim(ctx, ids)
-	l.m.ObserveDedupe(time.Since(t0))
+	st, err := l.claimIDs(ctx, ids)
 	if err != nil {
-		l.countDedupeError(err)
 		return err
 	}
 	b.copyClaimed = st

@@ -19,15 +19,7 @@ import (
 // delivered is still lost. Across loads and a restart of the loader.
 func TestClientRetriesAreDuplicatesNotLoss(t *testing.T) {
 	r := newRig(t, t.TempDir())
-	d := dedupe.NewMemory(time.Hour)
-	run := func() (*metrics.Metrics, func()) {
-		m := metrics.New()
-		l := New(Config{Spool: r.sp, Dedupe: d, Store: r.disk, Metrics: m, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { l.Run(ctx); close(done) }()
-		return m, func() { cancel(); <-done }
-	}
+	run := r.metered(dedupe.NewMemory(time.Hour))
 	now := time.Now().UnixMilli()
 	named := func(id event.ID, copy uint64) event.Event {
 		return event.Event{ID: id, Time: now, Site: "a", Name: "pageview", Copy: copy}

@@ -758,11 +758,8 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	}
 	st := b.claimed
 	if st == nil {
-		t0 := time.Now()
-		s, err := l.cfg.Dedupe.Claim(ctx, b.ids)
-		l.m.ObserveDedupe(time.Since(t0))
+		s, err := l.claimIDs(ctx, b.ids)
 		if err != nil {
-			l.countDedupeError(err)
 			return err
 		}
 		st, b.claimed = s, s
@@ -795,11 +792,8 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 		for k, i := range busy {
 			sub[k] = b.ids[i]
 		}
-		t0 := time.Now()
-		again, err := l.cfg.Dedupe.Claim(ctx, sub)
-		l.m.ObserveDedupe(time.Since(t0))
+		again, err := l.claimIDs(ctx, sub)
 		if err != nil {
-			l.countDedupeError(err)
 			return err
 		}
 		for k, i := range busy {
@@ -830,6 +824,17 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	clear(b.events[w:])
 	b.events = b.events[:w]
 	return nil
+}
+
+// claimIDs is one Claim of the Deduper, timed and its errors counted.
+func (l *Loader) claimIDs(ctx context.Context, ids []event.ID) ([]dedupe.Status, error) {
+	t0 := time.Now()
+	st, err := l.cfg.Dedupe.Claim(ctx, ids)
+	l.m.ObserveDedupe(time.Since(t0))
+	if err != nil {
+		l.countDedupeError(err)
+	}
+	return st, err
 }
 
 // reasserter is a Deduper whose memory can be lost while this process
