@@ -336,7 +336,7 @@ func (c *Client) oldRows(t *testing.T, old []v1Event) (got, want string) {
 	var added []string
 	var addedFields []event.Field
 	for _, f := range event.Fields {
-		if f.Since > 1 {
+		if f.Since > 1 && !f.Transit {
 			added = append(added, f.JSON)
 			addedFields = append(addedFields, f)
 		}
