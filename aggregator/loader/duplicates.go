@@ -75,7 +75,11 @@ func copyID(ev event.ID, c uint64) event.ID {
 }
 
 // claimCopies claims b's copies, once: a retried claim keeps the first
-// answer (a second claim would find its own pending claims).
+// answer (a second claim would find its own pending claims). It runs
+// after the claim of b's ids, and every aggregator does so, so that of
+// two aggregators given the same copy, the one that stores its id claimed
+// the copy before the other could claim the id and find it stored: the
+// other never counts the stored copy as a duplicate.
 func (l *Loader) claimCopies(ctx context.Context, b *batch) error {
 	if len(b.copies) == 0 || b.copyClaimed != nil {
 		return nil

@@ -431,13 +431,18 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 		pos = b.next
 		collectCopies(b)
 		l.own(b)
+		sorted := false // claim sorts b's events once it succeeds: never again
 		if err := l.retry(halt, stagePrepare, "claim", backend, func() error {
 			l.claimMu.Lock()
 			defer l.claimMu.Unlock()
-			if err := l.claimCopies(work, b); err != nil {
-				return err
+			if !sorted {
+				if err := l.claim(work, b); err != nil {
+					return err
+				}
+				sorted = true
 			}
-			if err := l.claim(work, b); err != nil {
+			// After the ids' claim (see claimCopies).
+			if err := l.claimCopies(work, b); err != nil {
 				return err
 			}
 			l.countCopies(b)
