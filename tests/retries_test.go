@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -15,15 +17,30 @@ import (
 // times with the same event_id and a two-event array POSTed three times
 // with the same Idempotency-Key are each stored once, and /api/loss counts
 // the six retries as duplicates, not lost, with either delivery (journal
-// lines to /ingest/ndjson, or signed batches).
+// lines to /ingest/ndjson, or signed batches), and with the retries sent
+// while the aggregator is down (batches then fail and the POP's fallback
+// log endpoint delivers them once it is back, as the journal's queue
+// does).
 func TestClientRetriesAreNotLoss(t *testing.T) {
-	for _, d := range []string{stack.DeliveryJournal, stack.DeliveryBatches} {
-		t.Run(d, func(t *testing.T) { clientRetries(t, d) })
+	for _, tc := range []struct {
+		delivery string
+		outage   bool
+	}{{stack.DeliveryJournal, false}, {stack.DeliveryBatches, false}, {stack.DeliveryJournal, true}, {stack.DeliveryBatches, true}} {
+		name := tc.delivery
+		if tc.outage {
+			name += ", retries during an outage"
+		}
+		t.Run(name, func(t *testing.T) { clientRetries(t, tc.delivery, tc.outage) })
 	}
 }
 
-func clientRetries(t *testing.T, delivery string) {
-	s := startStack(t, stack.Options{Delivery: delivery, EdgeConfig: map[string]string{"batch_max_age_ms": "50"}})
+func clientRetries(t *testing.T, delivery string, outage bool) {
+	admin, err := proc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, stack.Options{Delivery: delivery, EdgeConfig: map[string]string{"batch_max_age_ms": "50"},
+		PopArgs: []string{"--admin-addr", admin}})
 	const site = "idem"
 	newKey := func() string {
 		id, err := event.NewID(time.Now().UnixMilli(), rand.Reader)
@@ -41,9 +58,26 @@ func clientRetries(t *testing.T, delivery string) {
 			t.Fatalf("POST %s: %s %q %s", body, resp.Status, resp.Header.Get("X-Edgepixel-Drop"), b)
 		}
 	}
-	for range 3 {
+	for i := range 3 {
 		send(fmt.Sprintf(`{"site":%q,"name":"named","event_id":%q}`, site, eventID), map[string]string{})
 		send(fmt.Sprintf(`[{"site":%q,"name":"keyed-1"},{"site":%q,"name":"keyed-2"}]`, site, site), map[string]string{"Idempotency-Key": `"` + idemKey + `"`})
+		if outage && i == 0 {
+			// The first attempts stored, the aggregator stops and the
+			// retries meet it down.
+			eventually(t, 60*time.Second, "the first attempts stored", func() (bool, string) {
+				l := lossOf(t, s, site)
+				return l.Stored == 3, fmt.Sprintf("%+v", l)
+			})
+			if err := s.Aggregator.Stop(30 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if outage {
+		time.Sleep(2 * time.Second) // the POP's batches fail meanwhile
+		if err := s.StartAggregator(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	eventually(t, 60*time.Second, "the retries counted and stored once", func() (bool, string) {
 		l := lossOf(t, s, site)
@@ -60,5 +94,8 @@ func clientRetries(t *testing.T, delivery string) {
 	}
 	if n := metricsOf(t, s)["edgepixel_aggregator_edge_duplicates_total"]; n != 6 {
 		t.Errorf("edge_duplicates_total %v, want 6", n)
+	}
+	if endpoint := stack.FallbackEndpoint; outage && delivery == stack.DeliveryBatches && popMetric(t, s, "edgepixel_pop_log_lines_delivered_total", endpoint) == 0 {
+		t.Errorf("nothing was delivered through %s during the outage", endpoint)
 	}
 }
