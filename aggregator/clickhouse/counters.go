@@ -84,6 +84,8 @@ func (c *Client) Loss(ctx context.Context, site string, all bool, from, to time.
 			if n > 0 {
 				l.Noted[r[1]] += n
 			}
+		case wire.CounterDuplicates:
+			l.Duplicates += n
 		}
 	}
 	rows, err = c.Query(ctx, fmt.Sprintf("SELECT uniqExact(event_id) FROM %s.events WHERE ts >= %d AND ts < %d AND ts_ms >= %d AND ts_ms < %d%s",

@@ -220,14 +220,14 @@ func (c tsCol) EncodeColumn(b *proto.Buffer) {
 func (c tsCol) WriteColumn(w *proto.Writer) { w.ChainBuffer(c.EncodeColumn) }
 
 // eventsInput holds evs as the columns of the events table, one for each
-// of event.Fields but the ALIAS ones and ts, the DateTime the table is partitioned by, derived
+// of event.Fields but the ALIAS and Transit ones and ts, the DateTime the table is partitioned by, derived
 // from the event time. The columns read evs when encoded; nothing is
 // copied before.
 func eventsInput(evs []event.Event) proto.Input {
 	input := make(proto.Input, 0, len(event.Fields)+1)
 	for i := range event.Fields {
 		f := &event.Fields[i]
-		if f.CHAlias != "" { // computed by ClickHouse
+		if f.CHAlias != "" || f.Transit { // computed by ClickHouse; not stored
 			continue
 		}
 		switch f.Kind {

@@ -56,7 +56,7 @@ func referenceNative(evs []event.Event) []byte {
 	for j, f := range event.Fields {
 		var col proto.ColInput
 		switch {
-		case f.CHAlias != "": // computed by ClickHouse, not written
+		case f.CHAlias != "" || f.Transit: // computed by ClickHouse, or not stored: not written
 			continue
 		case lcs[j] != nil:
 			col = lcs[j]

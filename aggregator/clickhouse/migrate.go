@@ -564,7 +564,7 @@ func (c *Client) apply(ctx context.Context, m Migration, by string) error {
 func (c *Client) addColumns(ctx context.Context, table string, version int) error {
 	var want []*event.Field
 	for i := range event.Fields {
-		if f := &event.Fields[i]; f.Since == version {
+		if f := &event.Fields[i]; f.Since == version && !f.Transit {
 			want = append(want, f)
 		}
 	}

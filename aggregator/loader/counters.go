@@ -15,15 +15,21 @@ import (
 // a load stored again after a failure or a crash stores them again,
 // harmlessly) and adds their increase to the metrics.
 func (l *Loader) storeCounters(ctx context.Context, cs []wire.Counters) error {
-	cst, ok := l.cfg.Store.(store.CounterStore)
-	if !ok {
-		l.log.Warn("the store does not keep edge counters; dropping them", "store", l.cfg.Store.Name(), "records", len(cs))
-		return nil
-	}
 	var rows []store.CounterRow
 	merged := wire.Merge(cs)
 	for i := range merged {
 		rows = store.Rows(rows, &merged[i])
+	}
+	return l.storeCounterRows(ctx, rows)
+}
+
+// storeCounterRows stores counter rows and adds their increase to the
+// metrics.
+func (l *Loader) storeCounterRows(ctx context.Context, rows []store.CounterRow) error {
+	cst, ok := l.cfg.Store.(store.CounterStore)
+	if !ok {
+		l.log.Warn("the store does not keep edge counters; dropping them", "store", l.cfg.Store.Name(), "rows", len(rows))
+		return nil
 	}
 	if err := cst.InsertCounters(ctx, rows); err != nil {
 		l.m.StoreErrors.Add(1)

@@ -13,13 +13,10 @@ import (
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
-// Counters are stored with their loads, and the metrics grow by what each
-// instance's counters grew, whatever was delivered twice, and across a
-// restart of the loader.
-func TestEdgeCounters(t *testing.T) {
-	r := newRig(t, t.TempDir())
-	d := dedupe.NewMemory(time.Hour)
-	run := func() (*metrics.Metrics, func()) {
+// metered returns a function that starts a loader on r's spool and disk
+// store with d and fresh metrics, and returns them and its stop.
+func (r *rig) metered(d dedupe.Deduper) func() (*metrics.Metrics, func()) {
+	return func() (*metrics.Metrics, func()) {
 		m := metrics.New()
 		l := New(Config{Spool: r.sp, Dedupe: d, Store: r.disk, Metrics: m, MaxAge: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -27,6 +24,14 @@ func TestEdgeCounters(t *testing.T) {
 		go func() { l.Run(ctx); close(done) }()
 		return m, func() { cancel(); <-done }
 	}
+}
+
+// Counters are stored with their loads, and the metrics grow by what each
+// instance's counters grew, whatever was delivered twice, and across a
+// restart of the loader.
+func TestEdgeCounters(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	run := r.metered(dedupe.NewMemory(time.Hour))
 	now := time.Now().UnixMilli()
 	a, _ := event.NewID(now, rand.Reader)
 	b, _ := event.NewID(now, rand.Reader)

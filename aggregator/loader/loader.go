@@ -185,6 +185,8 @@ type Loader struct {
 
 	// edge turns stored edge counters into the metrics' totals.
 	edge edgeTotals
+	// dups counts client retries (duplicates.go); prepare stage only.
+	dups duplicates
 }
 
 // The stages of a load, indexes into Loader.pauses.
@@ -427,13 +429,23 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 		// (its dedupe state may be gone, too): ask the store about them.
 		b.recovering = pos.Less(recoverEnd)
 		pos = b.next
+		collectCopies(b)
 		l.own(b)
+		sorted := false // claim sorts b's events once it succeeds: never again
 		if err := l.retry(halt, stagePrepare, "claim", backend, func() error {
 			l.claimMu.Lock()
 			defer l.claimMu.Unlock()
-			if err := l.claim(work, b); err != nil {
+			if !sorted {
+				if err := l.claim(work, b); err != nil {
+					return err
+				}
+				sorted = true
+			}
+			// After the ids' claim (see claimCopies).
+			if err := l.claimCopies(work, b); err != nil {
 				return err
 			}
+			l.countCopies(b)
 			l.hold(b)
 			return nil
 		}); err != nil {
@@ -576,6 +588,13 @@ type batch struct {
 	// countersStored is set once they are inserted.
 	counters       []wire.Counters
 	countersStored bool
+	// copies are the load's copies of client-named events, copyClaimed
+	// their claim's answer, and dupRows the duplicates counted from them
+	// (duplicates.go), stored with counters (dupsStored once they are).
+	copies      []copyRef
+	copyClaimed []dedupe.Status
+	dupRows     []store.CounterRow
+	dupsStored  bool
 }
 
 // getEvents returns an empty event buffer, reused if one is free.
@@ -744,11 +763,8 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	}
 	st := b.claimed
 	if st == nil {
-		t0 := time.Now()
-		s, err := l.cfg.Dedupe.Claim(ctx, b.ids)
-		l.m.ObserveDedupe(time.Since(t0))
+		s, err := l.claimIDs(ctx, b.ids)
 		if err != nil {
-			l.countDedupeError(err)
 			return err
 		}
 		st, b.claimed = s, s
@@ -781,11 +797,8 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 		for k, i := range busy {
 			sub[k] = b.ids[i]
 		}
-		t0 := time.Now()
-		again, err := l.cfg.Dedupe.Claim(ctx, sub)
-		l.m.ObserveDedupe(time.Since(t0))
+		again, err := l.claimIDs(ctx, sub)
 		if err != nil {
-			l.countDedupeError(err)
 			return err
 		}
 		for k, i := range busy {
@@ -816,6 +829,17 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 	clear(b.events[w:])
 	b.events = b.events[:w]
 	return nil
+}
+
+// claimIDs is one Claim of the Deduper, timed and its errors counted.
+func (l *Loader) claimIDs(ctx context.Context, ids []event.ID) ([]dedupe.Status, error) {
+	t0 := time.Now()
+	st, err := l.cfg.Dedupe.Claim(ctx, ids)
+	l.m.ObserveDedupe(time.Since(t0))
+	if err != nil {
+		l.countDedupeError(err)
+	}
+	return st, err
 }
 
 // reasserter is a Deduper whose memory can be lost while this process
@@ -949,6 +973,12 @@ func (l *Loader) store(ctx context.Context, b *batch) error {
 			return err
 		}
 		b.countersStored = true
+	}
+	if len(b.dupRows) > 0 && !b.dupsStored {
+		if err := l.storeCounterRows(ctx, b.dupRows); err != nil {
+			return err
+		}
+		b.dupsStored = true
 	}
 	insert, check := b.events, b.check
 	if b.tried {

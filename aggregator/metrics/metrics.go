@@ -42,6 +42,10 @@ type Metrics struct {
 	// events they accepted, as their stored counters grew (EdgeCount).
 	EdgeHits   atomic.Uint64
 	EdgeEvents atomic.Uint64
+	// EdgeDuplicates are the events the edges accepted that were a
+	// client's retry of one stored (wire.CounterDuplicates), as the
+	// loader's stored counters grew.
+	EdgeDuplicates atomic.Uint64
 
 	// Gauges are read when metrics are written.
 	SpoolBytes  func() int64   // bytes appended but not yet committed
@@ -108,7 +112,8 @@ func (m *Metrics) BadRows(reason string) uint64 {
 const maxEdgeReasons = 64
 
 // EdgeCount adds n to the edges' counter (wire.CounterHits,
-// CounterEvents, or CounterDropped or CounterNoted with reason).
+// CounterEvents, CounterDuplicates, or CounterDropped or CounterNoted
+// with reason).
 func (m *Metrics) EdgeCount(counter, reason string, n uint64) {
 	switch counter {
 	case wire.CounterHits:
@@ -116,6 +121,9 @@ func (m *Metrics) EdgeCount(counter, reason string, n uint64) {
 		return
 	case wire.CounterEvents:
 		m.EdgeEvents.Add(n)
+		return
+	case wire.CounterDuplicates:
+		m.EdgeDuplicates.Add(n)
 		return
 	}
 	m.dropMu.Lock()
@@ -234,7 +242,8 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	byLabel(p+"edge_notes_total", "reason", "Events the edges accepted and stored without something they normally carry, by reason (no_salt: no visitor id), as their stored counters grew (per site: /api/loss).", m.edgeNotes)
 	m.dropMu.Unlock()
 	counter(p+"edge_hits_total", "Requests the edges answered on the pixel and event paths, as their stored counters grew (per site: /api/loss).", m.EdgeHits.Load())
-	counter(p+"edge_events_total", "Events the edges accepted for delivery, as their stored counters grew; set against inserted_total, the difference is loss or events on their way.", m.EdgeEvents.Load())
+	counter(p+"edge_events_total", "Events the edges accepted for delivery, as their stored counters grew; set against inserted_total and edge_duplicates_total, the difference is loss or events on their way.", m.EdgeEvents.Load())
+	counter(p+"edge_duplicates_total", "Events the edges accepted that were a client's retry of an event stored once (same event_id or Idempotency-Key), counted under edge_events_total each time, not a loss (per site: /api/loss).", m.EdgeDuplicates.Load())
 	counter(p+"deduped_total", "Events not stored because they were stored before (retries, duplicates).", m.Deduped.Load())
 	counter(p+"requeued_total", "Events moved to the end of the spool because another live aggregator held their claim (it is storing them, or cannot); they are claimed again later.", m.Requeued.Load())
 	counter(p+"inserted_total", "Rows inserted into the event store.", m.Inserted.Load())

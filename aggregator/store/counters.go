@@ -74,8 +74,13 @@ var ErrNoCounters = errors.New("this store does not keep edge counters")
 //     reason (edge/pixel's Note* constants: no_salt, stored without a
 //     visitor id). Not part of the loss.
 //   - Stored: distinct events stored with a time in the range.
-//   - Lost: Events - Stored, when positive: accepted at the edges, not
-//     (yet) stored. Events on their way (a log endpoint's batch, the
+//   - Duplicates: accepted events that were a client's retry of an event
+//     whose id the client named, found stored (or on its way to be) when
+//     they arrived (wire.CounterDuplicates): counted under Events once
+//     per attempt, stored once. A copy the edge sent again itself (a
+//     batch retried, the fallback log, the spool) is not one.
+//   - Lost: Events - Stored - Duplicates, when positive: accepted at the
+//     edges, not (yet) stored. Events on their way (a log endpoint's batch, the
 //     spool) count here until loaded; events stored from senders that do
 //     not count (NDJSON from a CDN's own log format, edges before
 //     counters) make Stored larger and can hide loss.
@@ -85,16 +90,17 @@ var ErrNoCounters = errors.New("this store does not keep edge counters")
 // the hit for the journal, of the delivery that reported them otherwise
 // (up to a batch's age later).
 type Loss struct {
-	Site     string            `json:"site,omitempty"`
-	From     int64             `json:"from"` // unix milliseconds
-	To       int64             `json:"to"`
-	Hits     uint64            `json:"hits"`
-	Events   uint64            `json:"events"`
-	Dropped  map[string]uint64 `json:"dropped"`
-	Noted    map[string]uint64 `json:"noted"`
-	Stored   uint64            `json:"stored"`
-	Lost     uint64            `json:"lost"`
-	LossRate float64           `json:"loss_rate"`
+	Site       string            `json:"site,omitempty"`
+	From       int64             `json:"from"` // unix milliseconds
+	To         int64             `json:"to"`
+	Hits       uint64            `json:"hits"`
+	Events     uint64            `json:"events"`
+	Dropped    map[string]uint64 `json:"dropped"`
+	Noted      map[string]uint64 `json:"noted"`
+	Stored     uint64            `json:"stored"`
+	Duplicates uint64            `json:"duplicates"`
+	Lost       uint64            `json:"lost"`
+	LossRate   float64           `json:"loss_rate"`
 }
 
 // Finish computes Lost and LossRate from the other fields.
@@ -106,8 +112,8 @@ func (l *Loss) Finish() {
 		l.Noted = map[string]uint64{}
 	}
 	l.Lost, l.LossRate = 0, 0
-	if l.Events > l.Stored {
-		l.Lost = l.Events - l.Stored
+	if l.Events > l.Stored+l.Duplicates {
+		l.Lost = l.Events - l.Stored - l.Duplicates
 	}
 	if l.Events > 0 {
 		l.LossRate = float64(l.Lost) / float64(l.Events)
@@ -117,8 +123,8 @@ func (l *Loss) Finish() {
 // CountersInRange adds up rows for [from, to) the way every store must:
 // for each instance, site, counter and reason, the largest value before
 // to minus the largest value before from, looking back at most
-// wire.MaxInstanceLife before from. It fills Hits, Events, Dropped and
-// Noted of l.
+// wire.MaxInstanceLife before from. It fills Hits, Events, Dropped,
+// Noted and Duplicates of l.
 func CountersInRange(l *Loss, rows []CounterRow, from, to time.Time) {
 	type key struct {
 		inst                  event.ID
@@ -157,6 +163,8 @@ func CountersInRange(l *Loss, rows []CounterRow, from, to time.Time) {
 			if d > 0 {
 				l.Noted[k.reason] += d
 			}
+		case wire.CounterDuplicates:
+			l.Duplicates += d
 		}
 	}
 }

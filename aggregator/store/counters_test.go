@@ -34,10 +34,12 @@ func TestCountersInRange(t *testing.T) {
 		{Instance: b, Time: at(5 * time.Second), Site: "s", Counter: wire.CounterHits, Value: 3},
 		{Instance: b, Time: at(5 * time.Second), Site: "s", Counter: wire.CounterEvents, Value: 3},
 		{Instance: b, Time: at(-2 * wire.MaxInstanceLife), Site: "s", Counter: wire.CounterEvents, Value: 1}, // before the look-back
+		{Instance: b, Time: at(-5 * time.Second), Site: "s", Counter: wire.CounterDuplicates, Value: 4},
+		{Instance: b, Time: at(30 * time.Second), Site: "s", Counter: wire.CounterDuplicates, Value: 6},
 	}
 	var l Loss
 	CountersInRange(&l, rows, t0, t0.Add(time.Minute))
-	if l.Hits != 4+3 || l.Events != 3 || l.Dropped["bad_json"] != 2 || len(l.Dropped) != 1 {
+	if l.Hits != 4+3 || l.Events != 3 || l.Dropped["bad_json"] != 2 || len(l.Dropped) != 1 || l.Duplicates != 2 {
 		t.Fatalf("%+v", l)
 	}
 	l = Loss{Events: 10, Stored: 7}
@@ -46,6 +48,15 @@ func TestCountersInRange(t *testing.T) {
 		t.Fatalf("%+v", l)
 	}
 	l = Loss{Events: 1, Stored: 5}
+	if l.Finish(); l.Lost != 0 || l.LossRate != 0 {
+		t.Fatalf("%+v", l)
+	}
+	// Retries stored once are not lost; an event never stored still is.
+	l = Loss{Events: 10, Stored: 3, Duplicates: 6}
+	if l.Finish(); l.Lost != 1 || l.LossRate != 0.1 {
+		t.Fatalf("%+v", l)
+	}
+	l = Loss{Events: 9, Stored: 3, Duplicates: 7}
 	if l.Finish(); l.Lost != 0 || l.LossRate != 0 {
 		t.Fatalf("%+v", l)
 	}

@@ -227,7 +227,7 @@ function renderQuality(q) {
   if (q.edge) {
     parts.push(el("h3", { text: "Edges → storage (this range)" }), kv([
       ["Hits answered at the edges", fmt(q.edge.hits)], ["Events accepted there", fmt(q.edge.events)], ["Events stored", fmt(q.edge.stored)],
-      ["Lost", fmt(q.edge.lost) + " (" + (q.edge.loss_rate * 100).toFixed(2) + "%)"], ["Edge drop reasons", reasons(q.edge.dropped)]]));
+      ["Client retries (stored once)", fmt(q.edge.duplicates || 0)], ["Lost", fmt(q.edge.lost) + " (" + (q.edge.loss_rate * 100).toFixed(2) + "%)"], ["Edge drop reasons", reasons(q.edge.dropped)]]));
   }
   // Counted over every site: sent to the admin token only.
   const a = q.aggregator;

@@ -2,8 +2,10 @@ package pixel
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/shared/event"
@@ -185,8 +187,14 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, site *s
 				return nil, nil, DropBadEventID
 			}
 			e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
+			if e.Copy, err = newCopy(m); err != nil {
+				return nil, nil, DropInternal
+			}
 		case idemKey != "":
 			e.ID, e.Time = event.Scope(key, e.Site, i), key.Time()
+			if e.Copy, err = newCopy(m); err != nil {
+				return nil, nil, DropInternal
+			}
 		default:
 			if mint(&e, m, nil) != nil {
 				return nil, nil, DropInternal
@@ -195,6 +203,17 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, site *s
 		out = append(out, e)
 	}
 	return out, notes, ""
+}
+
+// newCopy draws the Copy of one acceptance of a client-named event (see
+// event.Event's Copy): a retry of the event is accepted and counted
+// again, and its copy tells the aggregator so.
+func newCopy(m *Meta) (uint64, error) {
+	var b [8]byte
+	if _, err := io.ReadFull(m.Rand, b[:]); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]) | 1, nil // never 0, which is "minted"
 }
 
 // unquoteSFString strips the quotes of a structured-field string (RFC 8941

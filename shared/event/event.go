@@ -24,6 +24,10 @@
 //     SQL needs writing for a plain column.
 //  4. Fill the field where it is known (edge/pixel for what the edge sees).
 //
+// A field that only travels from the edge to the aggregator (Copy) has
+// Transit set and no ClickHouse type: it is on the wire and in JSON, and
+// no table has its column.
+//
 // Rows are only ever appended: the wire format sends fields in this order
 // and older decoders skip what follows the fields they know, and ClickHouse
 // adds new columns at the end of the table. A field is never removed or
@@ -163,6 +167,16 @@ type Event struct {
 	// "outlook", "feed"; edge/enrich/mailopen); "" for other hits.
 	MailOpen     string `json:"mail_open"`
 	ReferrerSpam uint8  `json:"referrer_spam"` // 1: the referrer is on the referrer-spam list
+	// Copy names one acceptance, at the edge, of an event whose id the
+	// client named (event_id, Idempotency-Key): random, never 0; 0 for
+	// an event whose id the edge minted, which only one acceptance has.
+	// Every delivery of that acceptance (a batch sent again, the fallback
+	// log, a journal line, the spool) carries the same Copy, and a
+	// client's retry, counted again at the edge, another: the aggregator
+	// counts the copies of an id beyond the one stored as duplicates,
+	// which are not a loss (store.Loss). It travels, and is never stored
+	// (Field.Transit).
+	Copy uint64 `json:"copy"`
 }
 
 // ErrInvalid wraps every validation failure so callers can tell bad input

@@ -57,6 +57,10 @@ type Field struct {
 	// kinds. SetUint's value fits Bits (the caller checks).
 	Uint    func(e *Event) uint64
 	SetUint func(e *Event, v uint64)
+	// Transit marks a field that travels on the wire and in JSON but is
+	// not stored: no ClickHouse column (CHType, CHDefault are empty), no
+	// migration adds one, the loader does not write it.
+	Transit bool
 }
 
 // MaxUint is the largest value of a KindUint field.
@@ -168,7 +172,13 @@ var Fields = [...]Field{
 	str5("Signature", "signature", MaxEnumLen, func(e *Event) *string { return &e.Signature }),
 	str5("MailOpen", "mail_open", MaxEnumLen, func(e *Event) *string { return &e.MailOpen }),
 	uint5("ReferrerSpam", "referrer_spam", 8, func(e *Event) uint64 { return uint64(e.ReferrerSpam) }, func(e *Event, v uint64) { e.ReferrerSpam = uint8(v) }),
+	{Name: "Copy", JSON: "copy", Kind: KindUint, Bits: 64, Transit: true, Since: VersionCopy,
+		Uint: func(e *Event) uint64 { return e.Copy }, SetUint: func(e *Event, v uint64) { e.Copy = v }},
 }
+
+// VersionCopy is the schema version current when Copy was added; it adds
+// no column (Transit).
+const VersionCopy = 11
 
 // str5 is a row of schema version 5 for a short, repeating string.
 func str5(name, json string, max int, get func(*Event) *string) Field {

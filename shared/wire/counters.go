@@ -46,6 +46,13 @@ const (
 	// constants, e.g. no_salt: no visitor id). Not a loss: the events
 	// are counted under events and stored.
 	CounterNoted = "noted"
+	// CounterDuplicates counts, per site, the copies of client-named
+	// events (event.Event's Copy) that arrived after one copy of their
+	// id was stored or taken to be: a client's retry, which the edge
+	// counted under events again and which is stored once. Not a loss.
+	// The aggregator counts it, as an instance of its own (the loader's
+	// duplicates); edges never send it.
+	CounterDuplicates = "duplicates"
 )
 
 // Limits of a counters record; the aggregator refuses records beyond them.

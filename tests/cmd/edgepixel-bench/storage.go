@@ -195,7 +195,7 @@ func runStorage(n int) error {
 	}
 	all := "ts"
 	for _, f := range event.Fields {
-		if f.CHAlias == "" {
+		if f.CHAlias == "" && !f.Transit {
 			all += ", " + f.JSON
 		}
 	}
