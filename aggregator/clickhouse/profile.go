@@ -3,7 +3,6 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,9 +65,11 @@ func ProfileValue(values ...string) string {
 
 // ProfileCond returns the condition on col, a column of ProfileDim
 // values, that filters (dimension name to value) select; ok is false
-// unless every filter is of ProfileDims, and a value holds no separator.
+// unless the filters are two or more (one filter has VisitDimsTable's
+// rows of its dimension), all of ProfileDims, and no value holds the
+// separator.
 func ProfileCond(col string, filters map[string]string) (cond string, ok bool) {
-	if len(filters) == 0 {
+	if len(filters) < 2 {
 		return "", false
 	}
 	var conds []string
@@ -143,19 +144,4 @@ func (v *VisitHour) Add(o VisitHour) {
 	for i, p := range v.fields() {
 		*p += *o.fields()[i]
 	}
-}
-
-// IsProfileFilter reports whether names (the filters' dimensions) are
-// two or more, all of ProfileDims: the filters ProfileDim's rows answer
-// where VisitDimsTable's rows of one dimension cannot.
-func IsProfileFilter(names []string) bool {
-	if len(names) < 2 {
-		return false
-	}
-	for _, n := range names {
-		if !slices.Contains(ProfileDims, n) {
-			return false
-		}
-	}
-	return true
 }

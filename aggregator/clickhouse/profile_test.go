@@ -17,15 +17,15 @@ func TestProfileCond(t *testing.T) {
 		{map[string]string{"country": "a_b%", "os": "x'y"},
 			`value LIKE 'a\\_b\\%` + profileSep + `%' AND splitByChar('` + profileSep + `', value)[1] = 'a_b%' AND splitByChar('` + profileSep + `', value)[4] = 'x\'y'`, true},
 		{map[string]string{"country": "DE", "page": "/"}, "", false},
-		{map[string]string{"country": "D" + profileSep + "E"}, "", false},
+		// One filter has its own dimension's rows.
+		{map[string]string{"country": "DE"}, "", false},
+		{map[string]string{"country": "DE", "city": "Berlin"}, "", false},
+		{map[string]string{"country": "D" + profileSep + "E", "os": "iOS"}, "", false},
 		{map[string]string{}, "", false},
 	} {
 		got, ok := ProfileCond("value", c.filters)
 		if got != c.want || ok != c.ok {
 			t.Errorf("ProfileCond(%q) = %q, %v; want %q, %v", c.filters, got, ok, c.want, c.ok)
 		}
-	}
-	if IsProfileFilter([]string{"country"}) || !IsProfileFilter([]string{"os", "country"}) || IsProfileFilter([]string{"country", "city"}) {
-		t.Error("IsProfileFilter: one filter, or one not of a profile, is none")
 	}
 }

@@ -106,14 +106,17 @@ func (l *Loader) countCopies(b *batch) {
 	if b.copyClaimed == nil {
 		return
 	}
-	fresh := map[event.ID]uint64{}
-	site := map[event.ID]string{}
+	type seen struct {
+		n    uint64
+		site string
+	}
+	fresh := map[event.ID]seen{}
 	for i, s := range b.copyClaimed {
 		c := &b.copies[i]
 		switch s {
 		case dedupe.New:
-			fresh[c.ev]++
-			site[c.ev] = c.site
+			f := fresh[c.ev]
+			fresh[c.ev] = seen{f.n + 1, c.site}
 			b.mark = append(b.mark, c.id)
 		case dedupe.Uncertain:
 			b.mark = append(b.mark, c.id) // this claim took it over
@@ -121,15 +124,15 @@ func (l *Loader) countCopies(b *batch) {
 	}
 	for _, evs := range [...][]event.Event{b.events, b.check, b.requeue} {
 		for i := range evs {
-			if n := fresh[evs[i].ID]; n > 0 {
-				fresh[evs[i].ID] = n - 1
+			if f := fresh[evs[i].ID]; f.n > 0 {
+				fresh[evs[i].ID] = seen{f.n - 1, f.site}
 			}
 		}
 	}
 	add := map[string]uint64{}
-	for id, n := range fresh {
-		if n > 0 {
-			add[site[id]] += n
+	for _, f := range fresh {
+		if f.n > 0 {
+			add[f.site] += f.n
 		}
 	}
 	b.dupRows = l.dups.rows(time.Now(), add)

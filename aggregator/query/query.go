@@ -477,7 +477,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range); return err },
 		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev); return err },
 	}
-	if minute && !(e.profiles(r, r.Range) && e.profiles(r, r.Prev)) {
+	if minute && (e.profileFilters(r, r.Range) == nil || e.profileFilters(r, r.Prev) == nil) {
 		// One pass over MinuteDimsTable's rows per period answers its
 		// totals and visits alike: reading the rows is most of the cost.
 		// (Filters of a visitor's profile read their visits from
@@ -591,8 +591,8 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 	if !e.Raw && len(r.Filters) == 1 && whole && rolledUp(r.Filters[0].Dim) {
 		return e.visitsFromDims(ctx, r, rng)
 	}
-	if e.profiles(r, rng) {
-		return e.visitsFromProfiles(ctx, r, rng)
+	if f := e.profileFilters(r, rng); f != nil {
+		return e.visitsFromProfiles(ctx, r, rng, f)
 	}
 	var vs VisitStats
 	db := e.Src.DB()
@@ -726,93 +726,83 @@ func rolledUp(d clickhouse.Dimension) bool {
 	return d.Collected && !d.Visit && d.Since <= clickhouse.VersionRollups
 }
 
-// visitsFromDims adds up the VisitHours of rng's hours for r's one
-// filter from VisitDimsTable: those of the hours whose latest build was
-// made from the hourly rollup's WindowCount now, the rest computed in one
-// query from the events table (VisitDimPiecesSQL: the same pieces).
-func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
-	db := e.Src.DB()
-	f := r.Filters[0]
-	table := db + "." + clickhouse.VisitDimsTable
-	fresh, missing, err := e.dimHours(ctx, r.Site, rng)
-	if err != nil {
-		return VisitStats{}, table, err
+// profileFilters returns r's filters by dimension name when its visits
+// over rng add up from VisitDimsTable's profile rows (see
+// clickhouse.ProfileDim): filters of two or more of a visitor's
+// dimensions (clickhouse.ProfileCond), over whole hours; otherwise nil.
+func (e *Engine) profileFilters(r Request, rng Range) map[string]string {
+	if e.Raw || rng.From.Unix()%3600 != 0 || rng.To.Unix()%3600 != 0 {
+		return nil
 	}
-	hours := map[int64]clickhouse.VisitHour{}
-	if len(fresh) > 0 {
-		stored, err := clickhouse.StoredVisitDims(ctx, e.Src, db, r.Site, f.Name, &f.Value, rng.From, rng.To, fresh)
-		if err != nil {
-			return VisitStats{}, table, err
-		}
-		for h, v := range stored[f.Value] {
-			hours[h] = v.VisitHour
-		}
-	}
-	if len(missing) > 0 {
-		table = db + ".events"
-		if len(fresh) > 0 {
-			table = db + "." + clickhouse.VisitDimsTable + "+events"
-		}
-		got, err := e.missingDims(ctx, r.Site, "dv.1 = "+clickhouse.Quote(f.Name)+" AND dv.2 = "+clickhouse.Quote(f.Value), missing, rng)
-		if err != nil {
-			return VisitStats{}, table, err
-		}
-		for _, v := range got {
-			if v.Dim == f.Name && v.Value == f.Value && missing[v.T.Unix()] {
-				hours[v.T.Unix()] = v.VisitHour
-			}
-		}
-	}
-	return sumVisitHours(hours, rng.From.Unix(), rng.To.Unix()), table, nil
-}
-
-// profiles reports whether r's visits over rng add up from VisitDimsTable's
-// profile rows (see clickhouse.ProfileDim): filters of two or more of a
-// visitor's dimensions, over whole hours.
-func (e *Engine) profiles(r Request, rng Range) bool {
-	_, ok := profileFilters(r)
-	return ok && !e.Raw && rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0
-}
-
-// profileFilters returns r's filters by dimension name, ok if they are
-// filters of a visitor's profile (clickhouse.IsProfileFilter).
-func profileFilters(r Request) (map[string]string, bool) {
 	m := map[string]string{}
-	names := make([]string, len(r.Filters))
-	for i, f := range r.Filters {
+	for _, f := range r.Filters {
 		m[f.Name] = f.Value
-		names[i] = f.Name
 	}
-	if len(m) != len(r.Filters) || !clickhouse.IsProfileFilter(names) {
-		return nil, false
+	if _, ok := clickhouse.ProfileCond("value", m); !ok || len(m) != len(r.Filters) {
+		return nil
 	}
-	_, ok := clickhouse.ProfileCond("value", m)
-	return m, ok
+	return m
+}
+
+// visitsFromDims adds up the VisitHours of rng's hours for r's one
+// filter from VisitDimsTable (see dimVisits).
+func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	f := r.Filters[0]
+	return e.dimVisits(ctx, r.Site, rng, false,
+		func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error) {
+			stored, err := clickhouse.StoredVisitDims(ctx, e.Src, e.Src.DB(), r.Site, f.Name, &f.Value, rng.From, rng.To, fresh)
+			hours := map[int64]clickhouse.VisitHour{}
+			for h, v := range stored[f.Value] {
+				hours[h] = v.VisitHour
+			}
+			return hours, err
+		},
+		"dv.1 = "+clickhouse.Quote(f.Name)+" AND dv.2 = "+clickhouse.Quote(f.Value),
+		func(v clickhouse.VisitDim) bool { return v.Dim == f.Name && v.Value == f.Value })
 }
 
 // visitsFromProfiles adds up the VisitHours of rng's hours of the profiles
-// r's filters select: from VisitDimsTable's profile rows of the hours
-// whose latest build was made from the hourly rollup's WindowCount now
-// and holds them, the rest computed in one query from the events table
-// (VisitDimPiecesSQL's profile pairs: the same pieces).
-func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+// that filters (from profileFilters) select, from VisitDimsTable's
+// profile rows (see dimVisits; a build made before the profile rows
+// existed counts as missing).
+func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range, filters map[string]string) (VisitStats, string, error) {
+	cond, _ := clickhouse.ProfileCond("value", filters)
+	pairs, _ := clickhouse.ProfileCond("dv.2", filters)
+	return e.dimVisits(ctx, r.Site, rng, true,
+		func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error) {
+			return clickhouse.StoredProfileHours(ctx, e.Src, e.Src.DB(), r.Site, cond, rng.From, rng.To, fresh)
+		},
+		"dv.1 = "+clickhouse.Quote(clickhouse.ProfileDim)+" AND "+pairs,
+		func(v clickhouse.VisitDim) bool { return v.Dim == clickhouse.ProfileDim })
+}
+
+// dimVisits adds up site's VisitHours over rng from VisitDimsTable: for
+// the hours whose latest build was made from the hourly rollup's
+// WindowCount now (and, with profiles, holds the profile rows), those
+// stored returns; the rest computed in one query from the events table
+// (VisitDimPiecesSQL: the same pieces) for the pairs pairCond selects,
+// the pieces of which keep picks adding up per hour. The source names
+// the tables read.
+func (e *Engine) dimVisits(ctx context.Context, site string, rng Range, profiles bool,
+	stored func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error),
+	pairCond string, keep func(clickhouse.VisitDim) bool) (VisitStats, string, error) {
 	db := e.Src.DB()
 	table := db + "." + clickhouse.VisitDimsTable
-	filters, _ := profileFilters(r)
-	fresh, missing, err := e.dimHours(ctx, r.Site, rng)
+	fresh, missing, err := e.dimHours(ctx, site, rng)
 	if err != nil {
 		return VisitStats{}, table, err
 	}
-	for h, b := range fresh {
-		if !b.Profiles {
-			delete(fresh, h)
-			missing[h] = true
+	if profiles {
+		for h, b := range fresh {
+			if !b.Profiles {
+				delete(fresh, h)
+				missing[h] = true
+			}
 		}
 	}
 	hours := map[int64]clickhouse.VisitHour{}
 	if len(fresh) > 0 {
-		cond, _ := clickhouse.ProfileCond("value", filters)
-		if hours, err = clickhouse.StoredProfileHours(ctx, e.Src, db, r.Site, cond, rng.From, rng.To, fresh); err != nil {
+		if hours, err = stored(fresh); err != nil {
 			return VisitStats{}, table, err
 		}
 	}
@@ -821,13 +811,12 @@ func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range) (
 		if len(fresh) > 0 {
 			table = db + "." + clickhouse.VisitDimsTable + "+events"
 		}
-		cond, _ := clickhouse.ProfileCond("dv.2", filters)
-		got, err := e.missingDims(ctx, r.Site, "dv.1 = "+clickhouse.Quote(clickhouse.ProfileDim)+" AND "+cond, missing, rng)
+		got, err := e.missingDims(ctx, site, pairCond, missing, rng)
 		if err != nil {
 			return VisitStats{}, table, err
 		}
 		for _, v := range got {
-			if h := v.T.Unix(); v.Dim == clickhouse.ProfileDim && missing[h] {
+			if h := v.T.Unix(); missing[h] && keep(v) {
 				sum := hours[h]
 				sum.Add(v.VisitHour)
 				hours[h] = sum

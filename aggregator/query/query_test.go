@@ -352,7 +352,7 @@ func TestAgainstRawEvents(t *testing.T) {
 			settledRange := !req.Range.To.After(now.Add(-clickhouse.SegmentSeconds * time.Second).Truncate(time.Hour))
 			// Filters of a visitor's profile add up its rows in the
 			// same table.
-			_, profile := profileFilters(req)
+			profile := (&Engine{}).profileFilters(req, req.Range) != nil
 			if profile && rng != "realtime" && !strings.HasPrefix(st.VisitsSource, clickhouse.VisitDimsTable) {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
