@@ -208,12 +208,37 @@ func (c *countingStore) ExistingIDs(ctx context.Context, evs []event.Event) (map
 
 // forgetful answers New to every claim, as Redis does for ids newer than
 // its epoch after it lost its memory.
-type forgetful struct{ dedupe.Deduper }
+// forgetful answers every claim New, as a Redis that lost its memory
+// answers ids newer than its epoch, and counts the claims.
+type forgetful struct {
+	dedupe.Deduper
+	claims *atomic.Int32
+}
 
 func (f forgetful) Claim(ctx context.Context, ids []event.ID) ([]dedupe.Status, error) {
 	st, err := f.Deduper.Claim(ctx, ids)
 	clear(st)
+	f.claims.Add(1)
 	return st, err
+}
+
+// gatedStore holds each insert until the deduper has been asked about
+// the load after it (or 3 s passed: the last load has none), so that
+// consecutive loads overlap however slow the machine is: a forgetful
+// deduper cannot vouch for ids stored already, only the loader's own
+// record of the loads in flight can.
+type gatedStore struct {
+	store.Store
+	claims  *atomic.Int32
+	inserts atomic.Int32
+}
+
+func (s *gatedStore) InsertEvents(ctx context.Context, evs []event.Event) error {
+	n := s.inserts.Add(1)
+	for deadline := time.Now().Add(3 * time.Second); s.claims.Load() <= n && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return s.Store.InsertEvents(ctx, evs)
 }
 
 func (r *rig) startWith(st store.Store, d dedupe.Deduper) (stop func()) {
@@ -263,9 +288,10 @@ func TestOverlappingLoadsShareIDs(t *testing.T) {
 	})
 	t.Run("memory lost", func(t *testing.T) {
 		r := newRig(t, t.TempDir())
-		st := &slowStore{Store: r.disk, delay: 30 * time.Millisecond}
+		var claims atomic.Int32
+		st := &gatedStore{Store: r.disk, claims: &claims}
 		r.overlapping()
-		defer r.startWith(st, forgetful{dedupe.NewMemory(time.Hour)})()
+		defer r.startWith(st, forgetful{dedupe.NewMemory(time.Hour), &claims})()
 		r.waitRows(100)
 		time.Sleep(100 * time.Millisecond)
 		if r.rows() != 100 {
