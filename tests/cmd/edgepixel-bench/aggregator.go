@@ -109,6 +109,31 @@ func runAggregator(o aggOptions) error {
 	}
 	bodies := gen.bodyBytes.Load() - bodyBefore
 
+	// The same load with every event client-named (s.js names each):
+	// what the copies' claims and marks cost the pipeline and Redis.
+	fmt.Fprintf(os.Stderr, "bench: aggregator under load, every event client-named (%v) ...\n", o.duration)
+	named := newBatchGenCopy(o.batch, 0x5eed)
+	namedMemBefore, err := usedMemory(rdb)
+	if err != nil {
+		return err
+	}
+	countBefore, err := chCount(s.ClickHouse.HTTPURL)
+	if err != nil {
+		return err
+	}
+	namedStart := time.Now()
+	if _, err := load(s.AggregatorURL, s.Secret, named, o.senders, o.duration); err != nil {
+		return err
+	}
+	namedAt, err := waitRows(s.ClickHouse.HTTPURL, countBefore+named.sent.Load(), 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	namedMemAfter, err := usedMemory(rdb)
+	if err != nil {
+		return err
+	}
+
 	fmt.Fprintf(os.Stderr, "bench: bare net/http that only reads the body, same load (%v) ...\n", min(o.duration, 5*time.Second))
 	bare, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -144,6 +169,10 @@ func runAggregator(o aggOptions) error {
 	row("batch ack p99", fmt.Sprintf("%.3f ms", lat.pct(99)), fmt.Sprintf("%.3f ms bare", bareLat.pct(99)), lat.pct(99)/bareLat.pct(99))
 	row("redis bytes per remembered id", fmt.Sprintf("%.1f", perID), fmt.Sprintf("%d goal", goalRedisBytes), perID/goalRedisBytes)
 	row("  vs one key per id (old layout)", fmt.Sprintf("%.1f", perID), fmt.Sprintf("%.1f old", oldPerID), perID/oldPerID)
+	namedEPS := float64(named.sent.Load()) / namedAt.Sub(namedStart).Seconds()
+	row("events/s, every event client-named", fmt.Sprintf("%.0f", namedEPS), fmt.Sprintf("%.0f plain", eps), namedEPS/eps)
+	namedPerEvent := float64(namedMemAfter-namedMemBefore) / float64(named.sent.Load())
+	row("  redis bytes per named event", fmt.Sprintf("%.1f", namedPerEvent), fmt.Sprintf("%.1f plain", perID), namedPerEvent/perID)
 	amp := float64(ioAfter-ioBefore) / float64(bodies)
 	row("spool write amplification", fmt.Sprintf("%.3f", amp), "1.000 ideal", amp)
 	fmt.Printf("\n%d events in %d batches (%.1f MB of bodies); all in ClickHouse %.2fs after the first was sent (load ran %.2fs)\n",
@@ -166,7 +195,12 @@ type batchGen struct {
 	bodyBytes atomic.Int64
 }
 
-func newBatchGen(n int) *batchGen {
+func newBatchGen(n int) *batchGen { return newBatchGenCopy(n, 0) }
+
+// newBatchGenCopy is newBatchGen whose events, with copy not 0, are
+// client-named (event.Event.Copy), as every event s.js sends is: the
+// loader then claims and marks each event's copy in Redis as well.
+func newBatchGenCopy(n int, copy uint64) *batchGen {
 	evs := make([]event.Event, n)
 	now := time.Now().UnixMilli()
 	for i := range evs {
@@ -175,7 +209,7 @@ func newBatchGen(n int) *batchGen {
 			URL:       "https://example.com/articles/" + strconv.Itoa(i) + "?utm_source=newsletter",
 			Referrer:  "https://news.ycombinator.com/",
 			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
-			ClientIP:  "203.0.113.0", Country: "DE", UTMSource: "newsletter", Pop: "bench"}
+			ClientIP:  "203.0.113.0", Country: "DE", UTMSource: "newsletter", Pop: "bench", Copy: copy}
 	}
 	g := &batchGen{tmpl: wire.Append(nil, evs)}
 	g.bodySize = len(g.tmpl)
