@@ -71,7 +71,7 @@ func TestLauncher(t *testing.T) {
 			for _, ch := range l.clickhouse {
 				if err := waitCount(ch, m, 2); err != nil {
 					l.stop(t)
-					t.Fatalf("start %d: %s: hits %s: %v", run, ch, m, err)
+					t.Fatalf("start %d: %s: hits %s: %v\n%s", run, ch, m, err, aggregatorLogs(dir))
 				}
 			}
 		}
@@ -203,6 +203,21 @@ func waitCount(ch, marker string, want int) error {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// aggregatorLogs returns the last lines of each aggregator's log under
+// the fleet's dir: where rows that never arrived went (a migration that
+// did not finish, a load that failed) is said there.
+func aggregatorLogs(dir string) string {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*", "logs", "aggregator.log"))
+	var b strings.Builder
+	for _, p := range paths {
+		fmt.Fprintf(&b, "the last lines of %s:\n    %s\n", p, strings.Join(proc.LastLines(p, 0, 30), "\n    "))
+	}
+	if len(paths) == 0 {
+		fmt.Fprintf(&b, "no aggregator log under %s", dir)
+	}
+	return b.String()
 }
 
 func count(ch, q string) (int, error) {
