@@ -70,7 +70,9 @@ func newCH(t *testing.T) *clickhouse.Client {
 // one have any.
 func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.Time, seed uint64) []event.Event {
 	r := mrand.New(mrand.NewPCG(seed, 1))
-	pages := []string{"/", "/pricing", "/blog/a", "/blog/b", "/docs"}
+	// Pages with a quote and a backslash: a top table names its values
+	// back to ClickHouse (see topRollup), which must escape them.
+	pages := []string{"/", "/pricing", "/blog/a", "/blog/b", "/docs", "/it's", `/a\b`}
 	refs := []string{"", "https://news.ycombinator.com/item", "https://www.google.com/", "https://t.co/x"}
 	countries := []string{"DE", "US", "FR", ""}
 	regions := []string{"DE-BE", "US-CA", "FR-IDF", ""}
