@@ -150,13 +150,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		poll(ctx, t, dim+" table", `!!document.querySelector('section[data-dim="`+dim+`"] table, section[data-dim="`+dim+`"] p')`)
 	}
 
-	// Live: three more hits move the tiles without a reload.
+	// Live: three more hits move the tiles without a reload. The page is
+	// stored escaped (/live/caf%C3%A9) and shown as typed.
 	for range 3 {
-		hit("https://shop.example/live", "")
+		hit("https://shop.example/live/café", "")
 	}
 	poll(ctx, t, "live count 12", `document.getElementById("total").textContent === "12"`)
 	poll(ctx, t, "events per second above 0", `parseFloat(document.getElementById("eps").textContent) > 0`)
-	poll(ctx, t, "pages viewed now", `document.getElementById("pagesnow").innerText.includes("/live")`)
+	poll(ctx, t, "pages viewed now", `document.getElementById("pagesnow").innerText.includes("/live/café")`)
 	poll(ctx, t, "live visitors still 2 (the Firefox visitor again)", `document.getElementById("visitors").textContent === "2"`)
 
 	// Filter by clicking the /pricing row: the URL and the tiles follow.
@@ -195,6 +196,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(ctx, t, "filter cleared", `!location.search.includes("page=") && (document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "12"`)
+	poll(ctx, t, "a page shown decoded", `document.querySelector('section[data-dim="page"]').innerText.includes("/live/café")`)
+	if got := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE path = '/live/caf%C3%A9' FORMAT TSV"); got != "3" {
+		t.Errorf("stored /live/caf%%C3%%A9: %q rows, want 3", got)
+	}
 
 	shot := func(name string, width, height int64, mobile bool) {
 		var opts []chromedp.EmulateViewportOption

@@ -182,6 +182,14 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 	send(page("en-a", "prefetch", "https://shop.example/", ""), ip, uaChrome, map[string]string{"Sec-Purpose": "prefetch"}, "", func(e event.Event) bool {
 		return e.BotReason == "prefetch" && e.BotScore >= 50
 	})
+	// One page, one spelling: a mailer's escapes and a browser's raw
+	// marks and UTF-8 (package urlescape).
+	send(page("en-a", "mailer-spelling", "https://SHOP.example:443/it%27s/caf%c3%a9#top", ""), ip2, uaChrome, nil, "", func(e event.Event) bool {
+		return e.URL == "https://shop.example/it's/caf%C3%A9" && e.Path == "/it's/caf%C3%A9"
+	})
+	send(page("en-a", "browser-spelling", "https://shop.example/it's/café", ""), ip2, uaChrome, nil, "", func(e event.Event) bool {
+		return e.URL == "https://shop.example/it's/caf%C3%A9" && e.Path == "/it's/caf%C3%A9"
+	})
 	// Visitor ids: stable for a client within the day, per site.
 	send(page("en-a", "same-visitor", "https://shop.example/r", ""), ip, uaChrome, nil, "", nil)
 	send(page("en-a", "other-visitor", "https://shop.example/r", ""), ip2, uaChrome, nil, "", nil)

@@ -26,13 +26,18 @@ type Dimension struct {
 	// pages: VisitDimsTable): its top table counts visits, and it
 	// filters nothing.
 	Visit bool `json:"visit,omitempty"`
+	// Path marks a dimension whose values are URL paths, stored as the
+	// edge normalises them (package urlescape: "/caf%C3%A9"): a filter's
+	// value is normalised the same way, so "/café" finds them, and the
+	// page shows them decoded.
+	Path bool `json:"path,omitempty"`
 }
 
 // Dimensions are the dashboard's dimensions, in the page's order. Those
 // with Since 4 or 7 are rolled up by step 7 (one view over all of them,
 // see schemaV7); a later row needs its own step and view.
 var Dimensions = []Dimension{
-	{Name: "page", Label: "Pages", Expr: "path(url)", Since: 4, Collected: true},
+	{Name: "page", Label: "Pages", Expr: "path(url)", Since: 4, Collected: true, Path: true},
 	{Name: "referrer", Label: "Sources", Expr: "domain(referrer)", Since: 4, Collected: true},
 	{Name: "channel", Label: "Channels", Expr: "toString(channel)", Since: VersionRollups, Collected: true},
 	{Name: "utm_source", Label: "UTM sources", Expr: "utm_source", Since: 4, Collected: true},
@@ -47,8 +52,8 @@ var Dimensions = []Dimension{
 	{Name: "event", Label: "Events", Expr: "name", Since: 4, Collected: true},
 	// Of visits: the page of a visit's first and last event (see
 	// VisitDimsTable).
-	{Name: EntryPageDim, Label: "Entry pages", Since: VersionVisitDims, Collected: true, Visit: true},
-	{Name: ExitPageDim, Label: "Exit pages", Since: VersionVisitDims, Collected: true, Visit: true},
+	{Name: EntryPageDim, Label: "Entry pages", Since: VersionVisitDims, Collected: true, Visit: true, Path: true},
+	{Name: ExitPageDim, Label: "Exit pages", Since: VersionVisitDims, Collected: true, Visit: true, Path: true},
 	// Not rolled up yet: event properties need a JSON path.
 	{Name: "props", Label: "Event properties"},
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
 // Ranges the API takes as range=NAME.
@@ -66,7 +67,9 @@ func init() {
 
 // ParseRequest reads site, range (default today), from and to (custom:
 // YYYY-MM-DD, both days included) and a filter per dimension name
-// (page=/pricing&country=DE) from q.
+// (page=/pricing&country=DE) from q. A filter of a Path dimension is
+// normalised as the edge normalises stored pages (urlescape.Path), so
+// "/café" finds the rows stored as "/caf%C3%A9".
 //
 // The parameters are RequestParams; ParseRequest does not refuse others
 // (an endpoint may read more): CheckParams does.
@@ -132,7 +135,11 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if dim.Visit {
 			return r, fmt.Errorf("%s counts visits: it cannot filter (filter by page)", dim.Name)
 		}
-		r.Filters = append(r.Filters, Filter{Dim: dim, Name: dim.Name, Value: q.Get(dim.Name)})
+		v := q.Get(dim.Name)
+		if dim.Path {
+			v = urlescape.Normalize(v, urlescape.Path)
+		}
+		r.Filters = append(r.Filters, Filter{Dim: dim, Name: dim.Name, Value: v})
 	}
 	return r, nil
 }

@@ -852,3 +852,27 @@ func TestMinuteVisitsCrafted(t *testing.T) {
 		}
 	}
 }
+
+// A page filter is spelled as the edge stores pages (package urlescape),
+// so a person's "/café" and a mailer's "/it%27s" find their rows.
+func TestParseRequestPagePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/café":      "/caf%C3%A9",
+		"/caf%c3%a9": "/caf%C3%A9",
+		"/it%27s":    "/it's",
+		"/a b":       "/a%20b",
+		"/pricing":   "/pricing",
+	} {
+		req, err := ParseRequest(url.Values{"site": {"s"}, "page": {in}, "country": {"/café"}}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, f := range req.Filters {
+			got[f.Name] = f.Value
+		}
+		if got["page"] != want || got["country"] != "/café" {
+			t.Errorf("page=%s: filters %v, want page %q and country as given", in, got, want)
+		}
+	}
+}

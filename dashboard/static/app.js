@@ -149,13 +149,26 @@ async function render() {
   if (failed && my === renderSeq) $("chartinfo").textContent = "Some figures are unavailable: " + failed.reason.message;
 }
 
+// shown is a value as the page shows it. Pages are stored escaped as the
+// edge normalises them ("/caf%C3%A9"); decodeURI shows them as typed
+// ("/café") and keeps escapes of reserved characters ("%2F"). The stored
+// value stays what a click filters by and what the CSV holds.
+function shown(dim, v) {
+  if (!v) return "(none)";
+  return (state.dims.find((d) => d.name === dim) || {}).path ? shownPage(v) : v;
+}
+
+function shownPage(v) {
+  try { return decodeURI(v); } catch { return v; }
+}
+
 function renderFilters() {
   const f = state.view.filters;
   const ignored = (state.ignored || []).length ? [el("span", { class: "chip ignored", text: "Not a filter, ignored: " + state.ignored.join(", ") })] : [];
   $("filters").replaceChildren(...ignored, ...Object.keys(f).map((k) => {
     const label = (state.dims.find((d) => d.name === k) || {}).label || k;
-    return el("span", { class: "chip" }, `${label}: ${f[k] || "(none)"}`,
-      el("button", { type: "button", "aria-label": `Clear filter ${label} ${f[k]}`, onclick: () => {
+    return el("span", { class: "chip" }, `${label}: ${shown(k, f[k])}`,
+      el("button", { type: "button", "aria-label": `Clear filter ${label} ${shown(k, f[k])}`, onclick: () => {
         const nf = { ...state.view.filters }; delete nf[k]; setView({ filters: nf });
       } }, "×"));
   }));
@@ -205,7 +218,7 @@ function renderTop(t) {
   // Entry and exit pages count visits; a click filters by the page.
   if ((state.dims.find((d) => d.name === t.dim) || {}).visit) {
     const rows = t.rows.map((r) => el("tr", {},
-      el("td", { class: "v" }, el("button", { type: "button", title: "Filter by page " + (r.value || "(none)"), onclick: () => setView({ filters: { ...state.view.filters, page: r.value } }) }, r.value || "(none)")),
+      el("td", { class: "v" }, el("button", { type: "button", title: "Filter by page " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, page: r.value } }) }, shown(t.dim, r.value))),
       el("td", { class: "n", text: fmt(r.visits) })));
     const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visits" }))),
       el("tbody", {}, ...rows));
@@ -213,7 +226,7 @@ function renderTop(t) {
     return;
   }
   const rows = t.rows.map((r) => el("tr", {},
-    el("td", { class: "v" }, el("button", { type: "button", title: "Filter by " + (r.value || "(none)"), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, r.value || "(none)")),
+    el("td", { class: "v" }, el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value))),
     el("td", { class: "n", text: fmt(r.visitors) }), el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
   const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visitors" }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
     el("tbody", {}, ...rows));
@@ -331,7 +344,7 @@ function renderLive() {
   for (let t = now - 59; t <= now; t++) pts.push({ t, n: (r.find(([x]) => x === t) || [0, 0])[1] });
   drawBars($("rolling"), pts, 600, 60);
   const pages = L.pages[site] || [];
-  $("pagesnow").replaceChildren(...(pages.length ? pages.map((p) => el("li", {}, el("span", { text: p.path }), el("span", { text: fmt(p.n) }))) : [el("li", { class: "sub", text: "No pageviews stored in the last 5 minutes." })]));
+  $("pagesnow").replaceChildren(...(pages.length ? pages.map((p) => el("li", {}, el("span", { text: shownPage(p.path) }), el("span", { text: fmt(p.n) }))) : [el("li", { class: "sub", text: "No pageviews stored in the last 5 minutes." })]));
 }
 setInterval(() => { if (state.me) renderLive(); }, 1000);
 

@@ -15,10 +15,11 @@
 //   - the default port of the scheme (80, 443) removed; user information
 //     ("user:password@") removed, it never names a page and may be a
 //     secret;
-//   - percent-encoding normalised: hex digits in upper case, escapes of
-//     unreserved characters (ALPHA DIGIT "-" "." "_" "~") decoded, and
-//     characters that must be escaped (spaces, non-ASCII, controls,
-//     '"<>\^`{|}') escaped as UTF-8;
+//   - percent-encoding normalised as package urlescape does it: hex
+//     digits in upper case, escapes of unreserved characters (ALPHA DIGIT
+//     "-" "." "_" "~", and the marks "!'()*" where browsers leave them
+//     raw) decoded, and characters that must be escaped (spaces,
+//     non-ASCII, controls, '"<>\^`{|}') escaped as UTF-8;
 //   - dot segments removed (section 5.2.4); an empty path becomes "/";
 //   - the fragment ("#...") dropped: it never reaches a server and names a
 //     place in the page, not another page;
@@ -38,6 +39,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/enrich/campaign"
 	"github.com/edgepixel/edgepixel/edge/enrich/internal/query"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
 // MaxLen bounds URL in bytes, as the event's url column does; Path and
@@ -248,7 +250,7 @@ func normHost(auth, scheme string) (host, hostport string) {
 		}
 	}
 	if strings.HasPrefix(h, "[") {
-		host = lowerASCII(escape(h, hostKeep))
+		host = lowerASCII(urlescape.Normalize(h, urlescape.Host))
 	} else {
 		host = normHostName(strings.TrimRight(h, "."))
 	}
@@ -264,7 +266,7 @@ func normHostName(h string) string {
 	lower := true
 	for i := 0; i < len(h); i++ {
 		c := h[i]
-		if c >= 0x7F || c < 0x21 || c == '%' || c == ':' || hostKeep.has(c) {
+		if c >= 0x7F || c < 0x21 || c == '%' || c == ':' || urlescape.Host.Has(c) {
 			ascii = false
 			break
 		}
@@ -284,7 +286,7 @@ func normHostName(h string) string {
 	}
 	// Not a valid international name: keep it escaped so the result stays
 	// ASCII, in lower case.
-	return lowerASCII(escape(u, hostKeep.with(':')))
+	return lowerASCII(urlescape.Normalize(u, urlescape.Host.With(':')))
 }
 
 func allDigits(s string) bool {
@@ -314,7 +316,7 @@ func lowerASCII(s string) string {
 // normPath normalises a path's escapes and removes its dot segments.
 func normPath(p string, absolute bool) string {
 	p = strings.ReplaceAll(p, "\\", "/") // as browsers treat http(s) URLs
-	p = escape(p, pathKeep)
+	p = urlescape.Normalize(p, urlescape.Path)
 	if strings.Contains(p, "/.") || strings.HasPrefix(p, ".") {
 		p = removeDots(p)
 	}
@@ -386,7 +388,7 @@ func normQuery(q string) string {
 		} else {
 			b = append(b, '&')
 		}
-		b = append(b, escape(param, queryKeep)...)
+		b = append(b, urlescape.Normalize(param, urlescape.Query)...)
 	}
 	return owned(b)
 }
@@ -394,7 +396,7 @@ func normQuery(q string) string {
 // needsQueryWork reports whether q has a tracking parameter, an escape to
 // normalise, an "&amp;" or an empty parameter.
 func needsQueryWork(q string) bool {
-	if normalEnd(q, queryKeep) != len(q) || strings.Contains(q, "&&") || strings.Contains(q, ";") ||
+	if urlescape.NormalEnd(q, urlescape.Query) != len(q) || strings.Contains(q, "&&") || strings.Contains(q, ";") ||
 		strings.HasSuffix(q, "&") || strings.HasPrefix(q, "&") {
 		return true
 	}
@@ -406,118 +408,6 @@ func needsQueryWork(q string) bool {
 		}
 	}
 	return false
-}
-
-// Characters kept as they are in a path or a query (RFC 3986 section 3.3
-// and 3.4, less what browsers escape): everything printable but these
-// (pathKeep: " < > ` { } | space ^ \; queryKeep adds '; hostKeep adds
-// / ? # @). Sets of bits rather than strings searched byte by byte: escape
-// and normalEnd ask for every byte of a URL.
-const (
-	pathKeepLo = 1<<'"' | 1<<'<' | 1<<'>' | 1<<' '
-	pathKeepHi = 1<<('`'-64) | 1<<('{'-64) | 1<<('}'-64) | 1<<('|'-64) | 1<<('^'-64) | 1<<('\\'-64)
-)
-
-var (
-	pathKeep  = asciiSet{pathKeepLo, pathKeepHi}
-	queryKeep = asciiSet{pathKeepLo | 1<<'\'', pathKeepHi}
-	hostKeep  = asciiSet{pathKeepLo | 1<<'/' | 1<<'?' | 1<<'#', pathKeepHi | 1<<('@'-64)}
-)
-
-// asciiSet is a set of ASCII bytes: bit c of lo for c < 64, bit c-64 of
-// hi for the rest. No byte from 128 up is in one.
-type asciiSet struct{ lo, hi uint64 }
-
-func (s asciiSet) has(c byte) bool {
-	if c < 64 {
-		return s.lo&(1<<c) != 0
-	}
-	return c < 128 && s.hi&(1<<(c-64)) != 0
-}
-
-// with is s and c (ASCII).
-func (s asciiSet) with(c byte) asciiSet {
-	if c < 64 {
-		s.lo |= 1 << c
-	} else {
-		s.hi |= 1 << (c - 64)
-	}
-	return s
-}
-
-// escape normalises s's percent-encoding: upper-case hex, unreserved
-// characters decoded, the bytes of unsafe ones (controls, non-ASCII, the
-// given ASCII characters, a '%' not starting an escape) escaped. s itself
-// comes back when already normal.
-func escape(s string, unsafe asciiSet) string {
-	i := normalEnd(s, unsafe)
-	if i == len(s) {
-		return s
-	}
-	b := make([]byte, 0, len(s)+16)
-	b = append(b, s[:i]...)
-	for ; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
-			d := unhex(s[i+1])<<4 | unhex(s[i+2])
-			if isUnreserved(d) {
-				b = append(b, d)
-			} else {
-				b = append(b, '%', hexUpper[d>>4], hexUpper[d&15])
-			}
-			i += 2
-		case c < 0x21 || c >= 0x7F || c == '%' || unsafe.has(c):
-			b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
-		default:
-			b = append(b, c)
-		}
-	}
-	return owned(b)
-}
-
-// normalEnd returns the index of the first byte of s that escape would
-// change, len(s) when s is already normal.
-func normalEnd(s string, unsafe asciiSet) int {
-	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c >= 0x7F || unsafe.has(c) {
-			break
-		}
-		if c == '%' {
-			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) ||
-				isLowerHex(s[i+1]) || isLowerHex(s[i+2]) || isUnreserved(unhex(s[i+1])<<4|unhex(s[i+2])) {
-				break
-			}
-			i += 2
-		}
-	}
-	return i
-}
-
-const hexUpper = "0123456789ABCDEF"
-
-func isUnreserved(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		c == '-' || c == '.' || c == '_' || c == '~'
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func isLowerHex(c byte) bool { return 'a' <= c && c <= 'f' }
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c >= 'a':
-		return c - 'a' + 10
-	default:
-		return c - 'A' + 10
-	}
 }
 
 // Host returns the normalised host of an absolute URL (or of

@@ -1,0 +1,141 @@
+// Package urlescape normalises the percent-encoding of a URL's parts, so
+// that two spellings of one address compare equal. The edge stores a
+// page's address in this form (package pageurl); the aggregator spells a
+// page filter typed by a person the same way, so "/café" finds the rows
+// stored as "/caf%C3%A9".
+//
+// The form is RFC 3986 section 6.2.2's: hex digits in upper case, escapes
+// of unreserved characters decoded (section 6.2.2.2), and every byte that
+// must not appear raw (controls, space, non-ASCII, a '%' that starts no
+// escape, and the part's own set) escaped. One step further: escapes of
+// the marks ! ' ( ) * are decoded too, unless the part's set escapes the
+// mark. RFC 2396 (section 2.3) listed them as unreserved, and RFC 3986
+// made them sub-delimiters only so that schemes could give them a
+// meaning, which http(s) paths and form-encoded queries never do. A
+// browser sends them raw in a path (the WHATWG URL standard's path
+// percent-encode set leaves them) while mailers and RFC 3986 encoders
+// escape them: without this, "/it's" and "/it%27s" would be two pages.
+package urlescape
+
+import "unsafe"
+
+// Set is a set of ASCII bytes: bit c of lo for c < 64, bit c-64 of hi
+// for the rest. No byte from 128 up is in one. (Bits rather than a string
+// searched byte by byte: Normalize asks for every byte of a URL.)
+type Set struct{ lo, hi uint64 }
+
+// Has reports whether c is in s.
+func (s Set) Has(c byte) bool {
+	if c < 64 {
+		return s.lo&(1<<c) != 0
+	}
+	return c < 128 && s.hi&(1<<(c-64)) != 0
+}
+
+// With returns s and c (ASCII).
+func (s Set) With(c byte) Set {
+	if c < 64 {
+		s.lo |= 1 << c
+	} else {
+		s.hi |= 1 << (c - 64)
+	}
+	return s
+}
+
+// The printable ASCII characters escaped in each part of a URL (RFC 3986
+// sections 3.2.2, 3.3 and 3.4, less what browsers leave raw): in a path
+// " < > ` { } | space ^ \; a query adds ' (the WHATWG URL standard's
+// special-query percent-encode set escapes it); a host adds / ? # @.
+const (
+	pathLo = 1<<'"' | 1<<'<' | 1<<'>' | 1<<' '
+	pathHi = 1<<('`'-64) | 1<<('{'-64) | 1<<('}'-64) | 1<<('|'-64) | 1<<('^'-64) | 1<<('\\'-64)
+)
+
+var (
+	Path  = Set{pathLo, pathHi}
+	Query = Set{pathLo | 1<<'\'', pathHi}
+	Host  = Set{pathLo | 1<<'/' | 1<<'?' | 1<<'#', pathHi | 1<<('@'-64)}
+)
+
+// Normalize returns s in normal form for a part whose set is escaped; s
+// itself, without allocating, when it is already normal.
+func Normalize(s string, escaped Set) string {
+	i := NormalEnd(s, escaped)
+	if i == len(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+16)
+	b = append(b, s[:i]...)
+	for ; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			d := unhex(s[i+1])<<4 | unhex(s[i+2])
+			if decoded(d, escaped) {
+				b = append(b, d)
+			} else {
+				b = append(b, '%', hexUpper[d>>4], hexUpper[d&15])
+			}
+			i += 2
+		case c < 0x21 || c >= 0x7F || c == '%' || escaped.Has(c):
+			b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	// The bytes are the string's own: no copy (strings.Builder does the
+	// same, but TinyGo puts the Builder itself on the heap).
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// NormalEnd returns the index of the first byte of s that Normalize would
+// change, len(s) when s is already normal.
+func NormalEnd(s string, escaped Set) int {
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c >= 0x7F || escaped.Has(c) {
+			break
+		}
+		if c == '%' {
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) ||
+				isLowerHex(s[i+1]) || isLowerHex(s[i+2]) || decoded(unhex(s[i+1])<<4|unhex(s[i+2]), escaped) {
+				break
+			}
+			i += 2
+		}
+	}
+	return i
+}
+
+// decoded reports whether an escape of d is written as d itself.
+func decoded(d byte, escaped Set) bool {
+	return isUnreserved(d) || marks.Has(d) && !escaped.Has(d)
+}
+
+// marks are RFC 2396's unreserved marks that RFC 3986 made reserved.
+var marks = Set{1<<'!' | 1<<'\'' | 1<<'(' | 1<<')' | 1<<'*', 0}
+
+const hexUpper = "0123456789ABCDEF"
+
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isLowerHex(c byte) bool { return 'a' <= c && c <= 'f' }
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
