@@ -69,7 +69,7 @@ func Normalize(s string, escaped Set) string {
 	for ; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+		case c == '%' && validAt(s, i):
 			d := unhex(s[i+1])<<4 | unhex(s[i+2])
 			if decoded(d, escaped) {
 				b = append(b, d)
@@ -98,8 +98,7 @@ func NormalEnd(s string, escaped Set) int {
 			break
 		}
 		if c == '%' {
-			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) ||
-				isLowerHex(s[i+1]) || isLowerHex(s[i+2]) || decoded(unhex(s[i+1])<<4|unhex(s[i+2]), escaped) {
+			if d, ok := At(s, i); !ok || isLowerHex(s[i+1]) || isLowerHex(s[i+2]) || decoded(d, escaped) {
 				break
 			}
 			i += 2
@@ -107,6 +106,17 @@ func NormalEnd(s string, escaped Set) int {
 	}
 	return i
 }
+
+// At returns the byte the escape at s[i] ("%" and two hex digits)
+// encodes, and false when s has no valid escape there.
+func At(s string, i int) (byte, bool) {
+	if i < 0 || !validAt(s, i) || s[i] != '%' {
+		return 0, false
+	}
+	return unhex(s[i+1])<<4 | unhex(s[i+2]), true
+}
+
+func validAt(s string, i int) bool { return i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) }
 
 // decoded reports whether an escape of d is written as d itself.
 func decoded(d byte, escaped Set) bool {

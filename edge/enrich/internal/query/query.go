@@ -8,7 +8,11 @@
 // serve.
 package query
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/edgepixel/edgepixel/shared/urlescape"
+)
 
 // Next returns the first parameter of q (a query string without the '?')
 // as its raw key and value, and the rest of q after its separator. A
@@ -81,11 +85,13 @@ func Unescape(s string) string {
 		switch c := s[i]; {
 		case c == '+':
 			b = append(b, ' ')
-		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
-			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
-			i += 2
 		default:
-			b = append(b, c)
+			if d, ok := urlescape.At(s, i); ok {
+				b = append(b, d)
+				i += 2
+			} else {
+				b = append(b, c)
+			}
 		}
 	}
 	return string(b)
@@ -119,19 +125,4 @@ func EqualFoldLower(s, name string) bool {
 		}
 	}
 	return true
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c >= 'a':
-		return c - 'a' + 10
-	default:
-		return c - 'A' + 10
-	}
 }
