@@ -150,27 +150,37 @@ func RequestParams() []string {
 // CheckParams returns an error naming the parameters of q that are not
 // among known, and the known ones, or nil: a misspelt parameter (contry
 // for country) would otherwise be ignored and answer unfiltered figures
-// as if they were filtered.
+// as if they were filtered. A parameter given more than once is refused
+// too: the endpoints read its first value only, so page=/a&page=/b would
+// answer for /a as if both were asked for.
 func CheckParams(q url.Values, known []string) error {
-	var unknown []string
-	for k := range q {
+	var unknown, repeated []string
+	for k, vs := range q {
 		if !slices.Contains(known, k) {
 			unknown = append(unknown, strconv.Quote(k))
+		} else if len(vs) > 1 {
+			repeated = append(repeated, k)
 		}
 	}
-	if len(unknown) == 0 {
-		return nil
-	}
 	slices.Sort(unknown)
-	what := "unknown parameter "
-	if len(unknown) > 1 {
-		what = "unknown parameters "
+	slices.Sort(repeated)
+	switch {
+	case len(unknown) > 0:
+		what := "unknown parameter "
+		if len(unknown) > 1 {
+			what = "unknown parameters "
+		}
+		accepted := "none"
+		if len(known) > 0 {
+			accepted = strings.Join(known, ", ")
+		}
+		return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
+	case len(repeated) == 1:
+		return errors.New("parameter " + repeated[0] + " given more than once: give it once")
+	case len(repeated) > 1:
+		return errors.New("parameters " + strings.Join(repeated, ", ") + " given more than once: give each once")
 	}
-	accepted := "none"
-	if len(known) > 0 {
-		accepted = strings.Join(known, ", ")
-	}
-	return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
+	return nil
 }
 
 // Source is where queries run: ClickHouse's Query and database.

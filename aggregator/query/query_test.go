@@ -740,6 +740,23 @@ func TestCheckParams(t *testing.T) {
 	if err := CheckParams(url.Values{"x": nil}, nil); err == nil || !strings.HasSuffix(err.Error(), "accepted: none") {
 		t.Errorf("no parameters known: %v", err)
 	}
+	// A repeated parameter was read as its first value: refused, named.
+	for q, want := range map[string]string{
+		"site=demo&page=/a&page=/b":       "parameter page given more than once: give it once",
+		"site=a&site=b":                   "parameter site given more than once: give it once",
+		"site=demo&range=7d&range=30d":    "parameter range given more than once: give it once",
+		"site=demo&dim=page&dim=country":  "parameter dim given more than once: give it once",
+		"site=demo&limit=5&limit=6&dim=x": "parameter limit given more than once: give it once",
+		"site=a&site=b&dim=a&dim=b":       "parameters dim, site given more than once: give each once",
+	} {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckParams(v, append(known, "limit")); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", q, err, want)
+		}
+	}
 }
 
 // Visits under combined filters from MinuteDimsTable (minuteTotals) at

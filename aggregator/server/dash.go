@@ -195,8 +195,8 @@ func (s *Server) dashboardRoutes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		s.metrics.WriteTo(w)
 	}))
-	// Every /api endpoint refuses a query parameter it does not read
-	// (params), so that a misspelt one is not ignored.
+	// Every /api endpoint refuses a query parameter it does not read or
+	// one given twice (params), so that neither is silently ignored.
 	auth("GET /api/me", params(func(w http.ResponseWriter, r *http.Request) {
 		g := grantOf(r)
 		sites := g.Sites
