@@ -64,8 +64,8 @@ func init() {
 	}
 }
 
-// ParseRequest reads site, range (default today), from and to (custom:
-// YYYY-MM-DD, both days included) and a filter per dimension name
+// ParseRequest reads site, range (default today), from and to (custom
+// only: YYYY-MM-DD, both days included) and a filter per dimension name
 // (page=/pricing&country=DE) from q.
 //
 // The parameters are RequestParams; ParseRequest does not refuse others
@@ -79,6 +79,10 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	name := q.Get("range")
 	if name == "" {
 		name = "today"
+	}
+	// Another range would ignore them and answer for a period not asked for.
+	if name != "custom" && (q.Has("from") || q.Has("to")) {
+		return r, errors.New("from and to need range=custom (range is " + name + ")")
 	}
 	day := now.Truncate(24 * time.Hour)
 	d := 24 * time.Hour

@@ -608,7 +608,11 @@ func TestStatsParts(t *testing.T) {
 	src := &emptySource{}
 	e := &Engine{Src: src}
 	for _, rng := range Ranges {
-		q := url.Values{"site": {"s"}, "range": {rng}, "from": {"2026-01-01"}, "to": {"2026-01-31"}}
+		q := url.Values{"site": {"s"}, "range": {rng}}
+		if rng == "custom" {
+			q.Set("from", "2026-01-01")
+			q.Set("to", "2026-01-31")
+		}
 		req, err := ParseRequest(q, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -754,6 +758,26 @@ func TestCheckParams(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := CheckParams(v, append(known, "limit")); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", q, err, want)
+		}
+	}
+}
+
+// from and to belong to range=custom: with another range (or none, today)
+// they were ignored, answering for a period not asked for.
+func TestParseRequestFromTo(t *testing.T) {
+	for q, want := range map[string]string{
+		"site=demo&range=7d&from=2026-01-01&to=2026-01-31":     "from and to need range=custom (range is 7d)",
+		"site=demo&from=2026-01-01":                            "from and to need range=custom (range is today)",
+		"site=demo&range=month&to=2026-01-31":                  "from and to need range=custom (range is month)",
+		"site=demo&range=custom&from=2026-01-01&to=2026-01-31": "",
+	} {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseRequest(v, time.Now())
+		if want == "" && err != nil || want != "" && (err == nil || err.Error() != want) {
 			t.Errorf("%s: %v, want %q", q, err, want)
 		}
 	}
