@@ -142,7 +142,8 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 }
 
 // RequestParams returns the parameters ParseRequest reads: site, range,
-// from, to and a filter per dimension (named as the dimension).
+// from, to and a filter per dimension (named as the dimension; one that
+// cannot filter too, which ParseRequest refuses saying why).
 func RequestParams() []string {
 	out := []string{"site", "range", "from", "to"}
 	for _, d := range clickhouse.Dimensions {
@@ -175,8 +176,8 @@ func CheckParams(q url.Values, known []string) error {
 			what = "unknown parameters "
 		}
 		accepted := "none"
-		if len(known) > 0 {
-			accepted = strings.Join(known, ", ")
+		if offered := slices.DeleteFunc(slices.Clone(known), cannotFilter); len(offered) > 0 {
+			accepted = strings.Join(offered, ", ")
 		}
 		return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
 	case len(repeated) == 1:
@@ -185,6 +186,15 @@ func CheckParams(q url.Values, known []string) error {
 		return errors.New("parameters " + strings.Join(repeated, ", ") + " given more than once: give each once")
 	}
 	return nil
+}
+
+// cannotFilter reports whether name is a dimension that cannot filter (not
+// collected yet, or of visits). It stays a known parameter, so that
+// ParseRequest's refusal says why, but CheckParams does not offer it among
+// the accepted ones.
+func cannotFilter(name string) bool {
+	d, ok := clickhouse.DimensionByName(name)
+	return ok && (!d.Collected || d.Visit)
 }
 
 // Source is where queries run: ClickHouse's Query and database.

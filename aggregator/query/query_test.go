@@ -741,6 +741,20 @@ func TestCheckParams(t *testing.T) {
 			t.Errorf("%s: %v, want %q", q, err, want)
 		}
 	}
+	// The accepted list offers the filters that work; one that cannot
+	// filter stays known, for ParseRequest to say why it cannot.
+	v := url.Values{"contry": {"DE"}}
+	if err := CheckParams(v, known); err == nil || !strings.Contains(err.Error(), "country") ||
+		strings.Contains(err.Error(), "entry_page") || strings.Contains(err.Error(), "exit_page") || strings.Contains(err.Error(), "props") {
+		t.Errorf("accepted list: %v, want country, not entry_page, exit_page or props", err)
+	}
+	v = url.Values{"site": {"demo"}, "entry_page": {"/"}, "props": {"x"}}
+	if err := CheckParams(v, known); err != nil {
+		t.Errorf("dimensions that cannot filter refused as unknown: %v", err)
+	}
+	if _, err := ParseRequest(v, time.Now()); err == nil || !strings.Contains(err.Error(), "cannot filter") {
+		t.Errorf("ParseRequest: %v, want a refusal saying it cannot filter", err)
+	}
 	if err := CheckParams(url.Values{"x": nil}, nil); err == nil || !strings.HasSuffix(err.Error(), "accepted: none") {
 		t.Errorf("no parameters known: %v", err)
 	}
