@@ -145,9 +145,14 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 // from, to and a filter per dimension (named as the dimension; one that
 // cannot filter too, which ParseRequest refuses saying why).
 func RequestParams() []string {
-	out := []string{"site", "range", "from", "to"}
-	for _, d := range clickhouse.Dimensions {
-		out = append(out, d.Name)
+	return append([]string{"site", "range", "from", "to"}, dimNames()...)
+}
+
+// dimNames returns the names of clickhouse.Dimensions, in their order.
+func dimNames() []string {
+	out := make([]string, len(clickhouse.Dimensions))
+	for i, d := range clickhouse.Dimensions {
+		out[i] = d.Name
 	}
 	return out
 }
@@ -986,7 +991,8 @@ const MaxLimit = 1000
 
 // Top answers the top values of dimension dim, by events (by visits for
 // a dimension of visits), at most limit rows. A dimension not collected
-// yet answers Collected false, no rows.
+// yet answers Collected false, no rows; no dim, or an unknown one, an
+// error naming the dimensions, with Top's Dim empty.
 //
 // Without filters, over whole hours, it reads DimTable (VisitDimsTable
 // for a dimension of visits) and the whole days DimDayTable holds from
@@ -996,7 +1002,11 @@ const MaxLimit = 1000
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
-		return Top{}, fmt.Errorf("unknown dimension %q", dimName)
+		names := strings.Join(dimNames(), ", ")
+		if dimName == "" {
+			return Top{}, errors.New("dim is required: one of " + names)
+		}
+		return Top{}, fmt.Errorf("unknown dimension %q: one of %s", dimName, names)
 	}
 	t := Top{Site: r.Site, Dim: dim.Name, Label: dim.Label, Collected: dim.Collected, Range: r.Range, Filters: r.Filters, Rows: []Row{}}
 	if t.Filters == nil {

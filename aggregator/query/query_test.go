@@ -777,6 +777,21 @@ func TestCheckParams(t *testing.T) {
 	}
 }
 
+// A top table without dim, or of a dimension that does not exist, says
+// which it takes, before any query.
+func TestTopDim(t *testing.T) {
+	e := &Engine{}
+	for dim, want := range map[string]string{
+		"":     "dim is required: one of page, referrer, ",
+		"nope": `unknown dimension "nope": one of page, referrer, `,
+	} {
+		_, err := e.Top(context.Background(), Request{Site: "demo"}, dim, 10)
+		if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "country") || !strings.HasSuffix(err.Error(), ", props") {
+			t.Errorf("dim %q: %v, want %q...", dim, err, want)
+		}
+	}
+}
+
 // from and to belong to range=custom: with another range (or none, today)
 // they were ignored, answering for a period not asked for.
 func TestParseRequestFromTo(t *testing.T) {
