@@ -64,8 +64,8 @@ func init() {
 	}
 }
 
-// ParseRequest reads site, range (default today), from and to (custom
-// only: YYYY-MM-DD, both days included) and a filter per dimension name
+// ParseRequest reads site, range (default today), from and to (custom:
+// YYYY-MM-DD, both days included) and a filter per dimension name
 // (page=/pricing&country=DE) from q.
 //
 // The parameters are RequestParams; ParseRequest does not refuse others
