@@ -83,6 +83,10 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	if name == "" {
 		name = "today"
 	}
+	// Another range would ignore them and answer for a period not asked for.
+	if name != "custom" && (q.Has("from") || q.Has("to")) {
+		return r, errors.New("from and to need range=custom (range is " + name + ")")
+	}
 	day := now.Truncate(24 * time.Hour)
 	d := 24 * time.Hour
 	var err error
@@ -145,11 +149,17 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 }
 
 // RequestParams returns the parameters ParseRequest reads: site, range,
-// from, to and a filter per dimension (named as the dimension).
+// from, to and a filter per dimension (named as the dimension; one that
+// cannot filter too, which ParseRequest refuses saying why).
 func RequestParams() []string {
-	out := []string{"site", "range", "from", "to"}
-	for _, d := range clickhouse.Dimensions {
-		out = append(out, d.Name)
+	return append([]string{"site", "range", "from", "to"}, dimNames()...)
+}
+
+// dimNames returns the names of clickhouse.Dimensions, in their order.
+func dimNames() []string {
+	out := make([]string, len(clickhouse.Dimensions))
+	for i, d := range clickhouse.Dimensions {
+		out[i] = d.Name
 	}
 	return out
 }
@@ -157,27 +167,46 @@ func RequestParams() []string {
 // CheckParams returns an error naming the parameters of q that are not
 // among known, and the known ones, or nil: a misspelt parameter (contry
 // for country) would otherwise be ignored and answer unfiltered figures
-// as if they were filtered.
+// as if they were filtered. A parameter given more than once is refused
+// too: the endpoints read its first value only, so page=/a&page=/b would
+// answer for /a as if both were asked for.
 func CheckParams(q url.Values, known []string) error {
-	var unknown []string
-	for k := range q {
+	var unknown, repeated []string
+	for k, vs := range q {
 		if !slices.Contains(known, k) {
 			unknown = append(unknown, strconv.Quote(k))
+		} else if len(vs) > 1 {
+			repeated = append(repeated, k)
 		}
 	}
-	if len(unknown) == 0 {
-		return nil
-	}
 	slices.Sort(unknown)
-	what := "unknown parameter "
-	if len(unknown) > 1 {
-		what = "unknown parameters "
+	slices.Sort(repeated)
+	switch {
+	case len(unknown) > 0:
+		what := "unknown parameter "
+		if len(unknown) > 1 {
+			what = "unknown parameters "
+		}
+		accepted := "none"
+		if offered := slices.DeleteFunc(slices.Clone(known), cannotFilter); len(offered) > 0 {
+			accepted = strings.Join(offered, ", ")
+		}
+		return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
+	case len(repeated) == 1:
+		return errors.New("parameter " + repeated[0] + " given more than once: give it once")
+	case len(repeated) > 1:
+		return errors.New("parameters " + strings.Join(repeated, ", ") + " given more than once: give each once")
 	}
-	accepted := "none"
-	if len(known) > 0 {
-		accepted = strings.Join(known, ", ")
-	}
-	return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
+	return nil
+}
+
+// cannotFilter reports whether name is a dimension that cannot filter (not
+// collected yet, or of visits). It stays a known parameter, so that
+// ParseRequest's refusal says why, but CheckParams does not offer it among
+// the accepted ones.
+func cannotFilter(name string) bool {
+	d, ok := clickhouse.DimensionByName(name)
+	return ok && (!d.Collected || d.Visit)
 }
 
 // Source is where queries run: ClickHouse's Query and database.
@@ -969,7 +998,8 @@ const MaxLimit = 1000
 
 // Top answers the top values of dimension dim, by events (by visits for
 // a dimension of visits), at most limit rows. A dimension not collected
-// yet answers Collected false, no rows.
+// yet answers Collected false, no rows; no dim, or an unknown one, an
+// error naming the dimensions, with Top's Dim empty.
 //
 // Without filters, over whole hours, it reads DimTable (VisitDimsTable
 // for a dimension of visits) and the whole days DimDayTable holds from
@@ -979,7 +1009,11 @@ const MaxLimit = 1000
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
-		return Top{}, fmt.Errorf("unknown dimension %q", dimName)
+		names := strings.Join(dimNames(), ", ")
+		if dimName == "" {
+			return Top{}, errors.New("dim is required: one of " + names)
+		}
+		return Top{}, fmt.Errorf("unknown dimension %q: one of %s", dimName, names)
 	}
 	t := Top{Site: r.Site, Dim: dim.Name, Label: dim.Label, Collected: dim.Collected, Range: r.Range, Filters: r.Filters, Rows: []Row{}}
 	if t.Filters == nil {

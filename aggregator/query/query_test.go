@@ -610,7 +610,11 @@ func TestStatsParts(t *testing.T) {
 	src := &emptySource{}
 	e := &Engine{Src: src}
 	for _, rng := range Ranges {
-		q := url.Values{"site": {"s"}, "range": {rng}, "from": {"2026-01-01"}, "to": {"2026-01-31"}}
+		q := url.Values{"site": {"s"}, "range": {rng}}
+		if rng == "custom" {
+			q.Set("from", "2026-01-01")
+			q.Set("to", "2026-01-31")
+		}
 		req, err := ParseRequest(q, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -739,8 +743,74 @@ func TestCheckParams(t *testing.T) {
 			t.Errorf("%s: %v, want %q", q, err, want)
 		}
 	}
+	// The accepted list offers the filters that work; one that cannot
+	// filter stays known, for ParseRequest to say why it cannot.
+	v := url.Values{"contry": {"DE"}}
+	if err := CheckParams(v, known); err == nil || !strings.Contains(err.Error(), "country") ||
+		strings.Contains(err.Error(), "entry_page") || strings.Contains(err.Error(), "exit_page") || strings.Contains(err.Error(), "props") {
+		t.Errorf("accepted list: %v, want country, not entry_page, exit_page or props", err)
+	}
+	v = url.Values{"site": {"demo"}, "entry_page": {"/"}, "props": {"x"}}
+	if err := CheckParams(v, known); err != nil {
+		t.Errorf("dimensions that cannot filter refused as unknown: %v", err)
+	}
+	if _, err := ParseRequest(v, time.Now()); err == nil || !strings.Contains(err.Error(), "cannot filter") {
+		t.Errorf("ParseRequest: %v, want a refusal saying it cannot filter", err)
+	}
 	if err := CheckParams(url.Values{"x": nil}, nil); err == nil || !strings.HasSuffix(err.Error(), "accepted: none") {
 		t.Errorf("no parameters known: %v", err)
+	}
+	// A repeated parameter was read as its first value: refused, named.
+	for q, want := range map[string]string{
+		"site=demo&page=/a&page=/b":       "parameter page given more than once: give it once",
+		"site=a&site=b":                   "parameter site given more than once: give it once",
+		"site=demo&range=7d&range=30d":    "parameter range given more than once: give it once",
+		"site=demo&dim=page&dim=country":  "parameter dim given more than once: give it once",
+		"site=demo&limit=5&limit=6&dim=x": "parameter limit given more than once: give it once",
+		"site=a&site=b&dim=a&dim=b":       "parameters dim, site given more than once: give each once",
+	} {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckParams(v, append(known, "limit")); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", q, err, want)
+		}
+	}
+}
+
+// A top table without dim, or of a dimension that does not exist, says
+// which it takes, before any query.
+func TestTopDim(t *testing.T) {
+	e := &Engine{}
+	for dim, want := range map[string]string{
+		"":     "dim is required: one of page, referrer, ",
+		"nope": `unknown dimension "nope": one of page, referrer, `,
+	} {
+		_, err := e.Top(context.Background(), Request{Site: "demo"}, dim, 10)
+		if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "country") || !strings.HasSuffix(err.Error(), ", props") {
+			t.Errorf("dim %q: %v, want %q...", dim, err, want)
+		}
+	}
+}
+
+// from and to belong to range=custom: with another range (or none, today)
+// they were ignored, answering for a period not asked for.
+func TestParseRequestFromTo(t *testing.T) {
+	for q, want := range map[string]string{
+		"site=demo&range=7d&from=2026-01-01&to=2026-01-31":     "from and to need range=custom (range is 7d)",
+		"site=demo&from=2026-01-01":                            "from and to need range=custom (range is today)",
+		"site=demo&range=month&to=2026-01-31":                  "from and to need range=custom (range is month)",
+		"site=demo&range=custom&from=2026-01-01&to=2026-01-31": "",
+	} {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseRequest(v, time.Now())
+		if want == "" && err != nil || want != "" && (err == nil || err.Error() != want) {
+			t.Errorf("%s: %v, want %q", q, err, want)
+		}
 	}
 }
 

@@ -195,8 +195,8 @@ func (s *Server) dashboardRoutes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		s.metrics.WriteTo(w)
 	}))
-	// Every /api endpoint refuses a query parameter it does not read
-	// (params), so that a misspelt one is not ignored.
+	// Every /api endpoint refuses a query parameter it does not read or
+	// one given twice (params), so that neither is silently ignored.
 	auth("GET /api/me", params(func(w http.ResponseWriter, r *http.Request) {
 		g := grantOf(r)
 		sites := g.Sites
@@ -231,9 +231,35 @@ func (s *Server) dashboardRoutes() http.Handler {
 	s.statsRoutes(mux, auth)
 	// Everything else under /api/ is unknown, but only those with
 	// credentials learn that.
-	auth("/api/", http.NotFound)
+	auth("/api/", apiFallback(mux))
 	mux.Handle("/", dashboard.Handler())
 	return mux
+}
+
+// apiFallback answers, in JSON, a request under /api/ that no route of mux
+// took: 405 with Allow when the path has routes for other methods (POST
+// /api/top), else 404. The mux would answer the 405 itself, but in plain
+// text and before requireAuth, were it not for this catch-all.
+func apiFallback(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/api/" {
+				allow = append(allow, m)
+				if m == http.MethodGet {
+					allow = append(allow, http.MethodHead) // a GET route serves HEAD too
+				}
+			}
+		}
+		if len(allow) == 0 {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path + " (see README, The dashboard's API)", "reason": "not_found"})
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on " + r.URL.Path + ": use " + strings.Join(allow, " or "), "reason": "method_not_allowed"})
+	}
 }
 
 // login exchanges a token (form field or JSON-less body "token") for a

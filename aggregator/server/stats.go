@@ -112,7 +112,8 @@ func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.R
 }
 
 // params answers 400 to a request with a query parameter that h does not
-// read (known), naming it and the known ones (query.CheckParams).
+// read (known), naming it and the known ones, or with one given more than
+// once (query.CheckParams).
 func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := query.CheckParams(r.URL.Query(), known); err != nil {

@@ -168,6 +168,11 @@ func TestStatsAPI(t *testing.T) {
 			t.Errorf("%s: %d %v", bad, code, e)
 		}
 	}
+	// No dim: told it is required and which there are, not that "" is unknown.
+	var noDim struct{ Error, Reason string }
+	if code := getJSON(t, a.dash.URL+"/api/top?site=demo&range=today", &noDim); code != 400 || !strings.HasPrefix(noDim.Error, "dim is required: one of page, ") {
+		t.Errorf("top without dim: %d %+v", code, noDim)
+	}
 	var quality struct {
 		Drift struct{ Live, Committed uint64 }
 	}

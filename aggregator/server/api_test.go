@@ -1,0 +1,75 @@
+package server
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Wrong requests to the dashboard's API answer a JSON error that says
+// what is wrong, after authentication: a wrong method on an API path
+// 405 with Allow, an unknown path 404, a repeated parameter and from/to
+// without range=custom 400. None needs a store that answers history.
+func TestAPIRefusals(t *testing.T) {
+	a := startAgg(t, Config{DataDir: t.TempDir()})
+	defer a.stop()
+	do := func(method, path, tok string) (int, http.Header, map[string]string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, a.dash.URL+path, nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var e map[string]string
+		if err := json.Unmarshal(b, &e); err != nil {
+			t.Errorf("%s %s: %d, not JSON: %q", method, path, resp.StatusCode, b)
+		}
+		return resp.StatusCode, resp.Header, e
+	}
+	for _, c := range []struct {
+		method, path string
+		code         int
+		allow        string // the Allow header wanted
+		reason, err  string // err: a part of the error wanted
+	}{
+		{"POST", "/api/top?site=demo&dim=page", 405, "GET, HEAD", "method_not_allowed", "POST is not allowed on /api/top"},
+		{"DELETE", "/api/stats", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
+		{"PUT", "/api/shares", 405, "GET, HEAD, POST", "method_not_allowed", "PUT is not allowed"},
+		{"GET", "/api/shares/abc", 405, "DELETE", "method_not_allowed", "use DELETE"},
+		{"GET", "/api/nope", 404, "", "not_found", "no such endpoint: /api/nope"},
+		{"POST", "/api/nope", 404, "", "not_found", "no such endpoint"},
+		{"GET", "/api/top?site=demo&dim=page&page=/a&page=/b", 400, "", "bad_request", "parameter page given more than once: give it once"},
+		{"GET", "/api/stats?site=a&site=b", 400, "", "bad_request", "parameter site given more than once"},
+		{"GET", "/api/top?site=demo&dim=page&limit=5&limit=6", 400, "", "bad_request", "parameter limit given more than once"},
+		{"GET", "/api/history?site=demo&minutes=5&minutes=6", 400, "", "bad_request", "parameter minutes given more than once"},
+		{"GET", "/api/stats?site=demo&range=7d&from=2026-01-01&to=2026-01-31", 400, "", "bad_request", "from and to need range=custom"},
+		{"GET", "/api/top?site=demo&dim=page&from=2026-01-01", 400, "", "bad_request", "from and to need range=custom"},
+	} {
+		code, hdr, e := do(c.method, c.path, testToken)
+		if code != c.code || hdr.Get("Allow") != c.allow || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {
+			t.Errorf("%s %s: %d Allow %q %v; want %d Allow %q, reason %s, error with %q", c.method, c.path, code, hdr.Get("Allow"), e, c.code, c.allow, c.reason, c.err)
+		}
+		// A stranger learns nothing of the API: 401 first.
+		if code, hdr, _ := do(c.method, c.path, ""); code != 401 || hdr.Get("Allow") != "" {
+			t.Errorf("%s %s without credentials: %d Allow %q, want 401", c.method, c.path, code, hdr.Get("Allow"))
+		}
+	}
+	// HEAD, which Allow names beside GET, is served where GET is.
+	req, _ := http.NewRequest("HEAD", a.dash.URL+"/api/me", nil)
+	req.Header = authHeader()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("HEAD /api/me: %d, want 200", resp.StatusCode)
+	}
+}
