@@ -120,12 +120,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 
 	ctx := browser(t, 3*time.Minute)
-	// A parameter the API does not read (misspelt, or a tag added to a
+	// A parameter the API does not filter by (misspelt, entry_page, or a tag added to a
 	// link) is not sent, which the API would refuse: it is shown as
 	// ignored and dropped from the URL, and the figures load.
-	dashboardLogin(ctx, t, s, "/?site=shop.example&range=today&contry=DE")
+	dashboardLogin(ctx, t, s, "/?site=shop.example&range=today&contry=DE&entry_page=/")
 	poll(ctx, t, "live count 9", `document.getElementById("total").textContent === "9"`)
-	poll(ctx, t, "unknown parameter shown as ignored", `document.getElementById("filters").innerText.includes("ignored: contry") && !location.search.includes("contry")`)
+	poll(ctx, t, "unknown parameter shown as ignored", `document.getElementById("filters").innerText.includes("ignored: contry, entry_page") && !location.search.includes("contry") && !location.search.includes("entry_page")`)
 	// The live visitors tile: the same two visitors, stored seconds ago,
 	// and its help says which events are not visitors.
 	poll(ctx, t, "live visitors 2", `document.getElementById("visitors").textContent === "2"`)

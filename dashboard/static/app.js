@@ -29,12 +29,13 @@ function readURL() {
 }
 
 // dropUnknownParams keeps as filters only the URL parameters the API
-// reads (dimension names, from /api/dimensions): it refuses any other
-// (a misspelling, a tag someone appended to a shared link), which would
-// fail every request. Those are shown beside the filters instead and
-// dropped from the URL (its history entry replaced).
+// filters by (dimension names from /api/dimensions, collected and not of
+// visits): it refuses any other (a misspelling, a tag someone appended
+// to a shared link, entry_page), which would fail every request. Those
+// are shown beside the filters instead and dropped from the URL (its
+// history entry replaced).
 function dropUnknownParams() {
-  const names = new Set(state.dims.map((d) => d.name));
+  const names = new Set(state.dims.filter((d) => d.collected && !d.visit).map((d) => d.name));
   state.ignored = Object.keys(state.view.filters).filter((k) => !names.has(k));
   for (const k of state.ignored) delete state.view.filters[k];
   if (state.ignored.length) history.replaceState(null, "", "?" + query().toString());
