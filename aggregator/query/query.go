@@ -993,8 +993,12 @@ type Top struct {
 	Rows      []Row    `json:"rows"`
 }
 
-// MaxLimit bounds the rows of a top table.
-const MaxLimit = 1000
+// MaxLimit bounds the rows of a top table; DefaultLimit is the API's
+// when none is asked for.
+const (
+	MaxLimit     = 1000
+	DefaultLimit = 10
+)
 
 // Top answers the top values of dimension dim, by events (by visits for
 // a dimension of visits), at most limit rows. A dimension not collected

@@ -30,7 +30,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 	}))
 	top := func(csvOut bool) http.HandlerFunc {
 		return s.withRequest([]string{"dim", "limit"}, func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
-			limit := 10
+			limit := query.DefaultLimit
 			if v := r.URL.Query().Get("limit"); v != "" {
 				n, err := strconv.Atoi(v)
 				if err != nil || n < 1 || n > query.MaxLimit {
