@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -119,6 +120,29 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("live count", func(t *testing.T) {
 		live.waitFor(t, total, 10*time.Second)
+	})
+
+	t.Run("event properties on the dashboard", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", s.DashboardURL+"/api/top?site=shop&range=today&dim=props", nil)
+		req.Header.Set("Authorization", "Bearer "+s.DashboardToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var top struct {
+			Source string
+			Rows   []struct {
+				Value  string
+				Events uint64
+			}
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&top); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %v", resp.Status, err)
+		}
+		if len(top.Rows) != 1 || top.Rows[0].Value != "plan=pro" || top.Rows[0].Events != 10 {
+			t.Errorf("props of the signups: %+v, want plan=pro in 10 events", top)
+		}
 	})
 
 	t.Run("retried batches store nothing twice", func(t *testing.T) {

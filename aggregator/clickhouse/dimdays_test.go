@@ -137,6 +137,7 @@ func historyEvents(t *testing.T, n int, at time.Time, step time.Duration) []even
 		e.URL = fmt.Sprintf("https://old.example/p/%d", i%4)
 		if i%3 == 0 {
 			e.Name = "signup"
+			e.Props = fmt.Sprintf(`{"plan":"p%d"}`, i%2)
 		}
 		out = append(out, e)
 	}

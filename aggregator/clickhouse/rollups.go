@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -54,8 +55,28 @@ var Dimensions = []Dimension{
 	// VisitDimsTable).
 	{Name: EntryPageDim, Label: "Entry pages", Since: VersionVisitDims, Collected: true, Visit: true, Path: true},
 	{Name: ExitPageDim, Label: "Exit pages", Since: VersionVisitDims, Collected: true, Visit: true, Path: true},
-	// Not rolled up yet: event properties need a JSON path.
-	{Name: "props", Label: "Event properties"},
+	// Of an event's properties, one row per member (PropsTable):
+	// "key=value".
+	{Name: PropsDim, Label: "Event properties", Since: VersionProps, Collected: true},
+}
+
+// PropsDim is the dimension of event properties: its top table's values
+// are "key=value" (see PropsTable), and it filters nothing.
+const PropsDim = "props"
+
+// Filters reports whether NAME=VALUE filters by d: whether d is collected
+// and has a value per event (Expr). Entry and exit pages (of visits) and
+// event properties (several members per event) have none.
+func (d Dimension) Filters() bool { return d.Collected && d.Expr != "" }
+
+// MarshalJSON adds Filters, as "filter", to the dimension's fields: the
+// page shows a row of a table it cannot filter by as text.
+func (d Dimension) MarshalJSON() ([]byte, error) {
+	type fields Dimension
+	return json.Marshal(struct {
+		fields
+		Filter bool `json:"filter"`
+	}{fields(d), d.Filters()})
 }
 
 // DimensionByName returns the dimension called name.

@@ -139,6 +139,9 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if dim.Visit {
 			return r, fmt.Errorf("%s counts visits: it cannot filter (filter by page)", dim.Name)
 		}
+		if !dim.Filters() {
+			return r, fmt.Errorf("%s are an event's members, several per event: they cannot filter (filter by event)", dim.Name)
+		}
 		v := q.Get(dim.Name)
 		if dim.Path {
 			v = urlescape.Normalize(v, urlescape.Path)
@@ -201,12 +204,12 @@ func CheckParams(q url.Values, known []string) error {
 }
 
 // cannotFilter reports whether name is a dimension that cannot filter (not
-// collected yet, or of visits). It stays a known parameter, so that
-// ParseRequest's refusal says why, but CheckParams does not offer it among
-// the accepted ones.
+// collected yet, of visits, or of event properties). It stays a known
+// parameter, so that ParseRequest's refusal says why, but CheckParams
+// does not offer it among the accepted ones.
 func cannotFilter(name string) bool {
 	d, ok := clickhouse.DimensionByName(name)
-	return ok && (!d.Collected || d.Visit)
+	return ok && !d.Filters()
 }
 
 // Source is where queries run: ClickHouse's Query and database.
@@ -1030,6 +1033,9 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	if dim.Visit {
 		return e.topVisits(ctx, r, t, dim, limit)
 	}
+	if dim.Name == clickhouse.PropsDim {
+		return e.topProps(ctx, r, t, limit)
+	}
 	q := clickhouse.Quote
 	db := e.Src.DB()
 	var sql string
@@ -1068,6 +1074,42 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 			" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
 	}
 	return t.add(e.Src.Query(ctx, sql))
+}
+
+// topProps answers the top table of event properties, "key=value" by
+// events: from PropsTable under no filter or the event name's alone, over
+// whole hours that it holds completely (clickhouse.PropsComplete);
+// otherwise from the events table, its members read by the same
+// expression (clickhouse.PropPairs).
+func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top, error) {
+	q := clickhouse.Quote
+	db := e.Src.DB()
+	site := "site = " + q(r.Site)
+	from, to := r.Range.From.Unix(), r.Range.To.Unix()
+	byEvent := len(r.Filters) == 1 && r.Filters[0].Name == "event"
+	tail := " GROUP BY kv ORDER BY n DESC, kv LIMIT " + strconv.Itoa(limit)
+	if !e.Raw && (len(r.Filters) == 0 || byEvent) && from%3600 == 0 && to%3600 == 0 {
+		ok, err := clickhouse.PropsComplete(ctx, e.Src, db, site, r.Range.From, r.Range.To)
+		if err != nil {
+			return t, err
+		}
+		if ok {
+			cond := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d) AND key != ''", site, from, to)
+			if byEvent {
+				cond += " AND event = " + q(r.Filters[0].Value)
+			}
+			t.Source = clickhouse.PropsTable
+			return t.add(e.Src.Query(ctx, "SELECT concat(key, '=', value) AS kv, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+
+				db+"."+clickhouse.PropsTable+" WHERE "+cond+tail))
+		}
+	}
+	t.Source = "events"
+	cond := fmt.Sprintf("%s AND ts >= toDateTime(%d) AND ts < toDateTime(%d) AND props != ''", site, from, to)
+	for _, f := range r.Filters {
+		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
+	}
+	return t.add(e.Src.Query(ctx, "SELECT concat(m.1, '=', m.2) AS kv, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM "+
+		db+".events ARRAY JOIN "+clickhouse.PropPairs()+" AS m WHERE "+cond+" AND m.1 != ''"+tail))
 }
 
 // add appends rows of (value, pageviews, events, visitors) to t.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
@@ -82,6 +83,19 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 	devices := []string{"desktop", "mobile", "tablet"}
 	channels := []string{"Direct", "Organic Search", "Referral", "Email"}
 	names := []string{event.KindPageview, event.KindPageview, event.KindPageview, "signup", "download"}
+	// Event properties, as the edge stores them (event.CleanProps):
+	// members of nested objects, arrays, escapes and a member that
+	// looks like one inside a string. Picked by the event's index, so
+	// the other fields come out as before.
+	var props []string
+	for _, raw := range []string{"", `{"plan":"pro"}`, `{"plan":"free","seats":3,"ok":true}`, "",
+		`{"o":{"a":"x,"},"arr":[1,{"in":null}],"q":"it's \"q\" \\","s":"{\"k\":1}","":2}`, `{}`} {
+		p, err := event.CleanProps([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		props = append(props, p)
+	}
 	var all, evs []event.Event
 	for visit := 0; len(all) < n; visit++ {
 		var at time.Time
@@ -109,7 +123,7 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 				Country: countries[k], Region: regions[k], City: "c" + strconv.Itoa(r.IntN(3)),
 				UTMSource: utm[r.IntN(len(utm))], UTMMedium: utm[r.IntN(len(utm))], UTMCampaign: utm[r.IntN(len(utm))],
 				Browser: browsers[pick(len(browsers), 16)], OS: oses[pick(len(oses), 24)], Device: devices[pick(len(devices), 32)],
-				Channel: channels[r.IntN(len(channels))], VisitorID: visitor}
+				Channel: channels[r.IntN(len(channels))], VisitorID: visitor, Props: props[len(all)%len(props)]}
 			evs = append(evs, ev)
 			all = append(all, ev)
 			gap := 10*time.Second + time.Duration(r.Int64N(int64(25*time.Minute)))
@@ -223,6 +237,105 @@ func goTop(counts map[string]uint64, limit int) []Row {
 	}
 	slices.SortFunc(rows, func(a, b Row) int { return cmp.Or(cmp.Compare(b.Visits, a.Visits), strings.Compare(a.Value, b.Value)) })
 	return rows[:min(limit, len(rows))]
+}
+
+// goProps is the members of an event's props that PropsTable counts
+// (see clickhouse.PropPairs), written apart from its pattern: every
+// member of every object, however nested, whose value is a scalar (its
+// text, a string's decoded) and whose key is not "".
+func goProps(props string) [][2]string {
+	d := json.NewDecoder(strings.NewReader(props))
+	d.UseNumber()
+	var out [][2]string
+	type frame struct {
+		obj     bool
+		wantKey bool
+		key     string
+	}
+	var stack []*frame
+	// valueDone marks the value of the enclosing object's member read.
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return out
+		}
+		top := len(stack) - 1
+		if top >= 0 && stack[top].obj && stack[top].wantKey {
+			if k, ok := tok.(string); ok {
+				stack[top].key, stack[top].wantKey = k, false
+				continue
+			}
+			stack = stack[:top] // '}'
+			valueDone()
+			continue
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, &frame{obj: true, wantKey: true})
+			case '[':
+				stack = append(stack, &frame{})
+			case ']':
+				stack = stack[:top]
+				valueDone()
+			}
+			continue
+		case string:
+			if top >= 0 && stack[top].obj && stack[top].key != "" {
+				out = append(out, [2]string{stack[top].key, v})
+			}
+		default:
+			text := "null"
+			switch v := v.(type) {
+			case json.Number:
+				text = v.String()
+			case bool:
+				text = strconv.FormatBool(v)
+			}
+			if top >= 0 && stack[top].obj && stack[top].key != "" {
+				out = append(out, [2]string{stack[top].key, text})
+			}
+		}
+		valueDone()
+	}
+}
+
+// goTopProps is the top table of event properties of the events of evs in
+// [from, to) that keep keeps, by events, as Engine.Top answers it.
+func goTopProps(evs []event.Event, from, to time.Time, keep func(event.Event) bool, limit int) []Row {
+	rows := map[string]*Row{}
+	visitors := map[string]map[uint64]bool{}
+	for _, e := range evs {
+		if e.Time < from.UnixMilli() || e.Time >= to.UnixMilli() || !keep(e) {
+			continue
+		}
+		for _, m := range goProps(e.Props) {
+			kv := m[0] + "=" + m[1]
+			if rows[kv] == nil {
+				rows[kv], visitors[kv] = &Row{Value: kv}, map[uint64]bool{}
+			}
+			rows[kv].Events++
+			if e.Name == event.KindPageview {
+				rows[kv].Pageviews++
+			}
+			if e.VisitorID != 0 {
+				visitors[kv][e.VisitorID] = true
+			}
+		}
+	}
+	var out []Row
+	for kv, r := range rows {
+		r.Visitors = uint64(len(visitors[kv]))
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b Row) int { return cmp.Or(cmp.Compare(b.Events, a.Events), strings.Compare(a.Value, b.Value)) })
+	return out[:min(limit, len(out))]
 }
 
 func one(t *testing.T, c *clickhouse.Client, sql string) uint64 {
@@ -396,6 +509,28 @@ func TestAgainstRawEvents(t *testing.T) {
 					}
 					continue
 				}
+				if d.Name == clickhouse.PropsDim {
+					// Event properties, from Go's reading of the
+					// props, or under filters Go does not model,
+					// the same question of the events table.
+					w := goTopProps(demo, req.Range.From, req.Range.To, func(event.Event) bool { return true }, 5)
+					if inGo {
+						w = goTopProps(demo, req.Range.From, req.Range.To, keep, 5)
+					} else {
+						raw, err := (&Engine{Src: c, Raw: true}).Top(ctx, req, d.Name, 5)
+						if err != nil {
+							t.Fatal(err)
+						}
+						w = raw.Rows
+					}
+					if fmt.Sprint(top.Rows) != fmt.Sprint(w) {
+						t.Errorf("%s top %s: %v, want %v [source %s]", name, d.Name, top.Rows, w, top.Source)
+					}
+					if len(f) == 0 && rng != "realtime" && top.Source != clickhouse.PropsTable {
+						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.PropsTable)
+					}
+					continue
+				}
 				if d.Visit {
 					// Entry and exit pages, from Go's visits.
 					if !inGo {
@@ -460,13 +595,14 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+g.Table)
 	}
 	for _, d := range clickhouse.Dimensions {
-		if d.Collected && !d.Visit {
+		if d.Filters() {
 			for _, table := range []string{clickhouse.DimTable, clickhouse.DimDayTable} {
 				qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table+" WHERE dim = "+clickhouse.Quote(d.Name))
 			}
 		}
 	}
 	qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE visitor_id = 0) FROM "+db+"."+clickhouse.VisitsTable)
+	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsTable+" WHERE key = ''")
 	want := "SELECT count() FROM " + db + ".events"
 	for i := 0; ; i++ {
 		rows, _ := c.Query(context.Background(), want)

@@ -148,9 +148,12 @@ func TestStatsAPI(t *testing.T) {
 	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=browser", &browsers); !browsers.Collected || len(browsers.Rows) != 3 {
 		t.Errorf("browsers %+v", browsers)
 	}
-	var notYet struct{ Collected bool }
-	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=props", &notYet); notYet.Collected {
-		t.Error("event properties shown as collected")
+	var props struct {
+		Collected bool
+		Source    string
+	}
+	if getJSON(t, a.dash.URL+"/api/top?site=demo&range=today&dim=props", &props); !props.Collected || props.Source == "" {
+		t.Errorf("event properties %+v", props)
 	}
 	var entries struct {
 		Collected bool

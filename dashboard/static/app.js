@@ -29,13 +29,13 @@ function readURL() {
 }
 
 // dropUnknownParams keeps as filters only the URL parameters the API
-// filters by (dimension names from /api/dimensions, collected and not of
-// visits): it refuses any other (a misspelling, a tag someone appended
+// filters by (dimension names from /api/dimensions whose filter is true):
+// it refuses any other (a misspelling, a tag someone appended
 // to a shared link, entry_page), which would fail every request. Those
 // are shown beside the filters instead and dropped from the URL (its
 // history entry replaced).
 function dropUnknownParams() {
-  const names = new Set(state.dims.filter((d) => d.collected && !d.visit).map((d) => d.name));
+  const names = new Set(state.dims.filter((d) => d.filter).map((d) => d.name));
   state.ignored = Object.keys(state.view.filters).filter((k) => !names.has(k));
   for (const k of state.ignored) delete state.view.filters[k];
   if (state.ignored.length) history.replaceState(null, "", "?" + query().toString());
@@ -212,7 +212,7 @@ function renderTop(t) {
   }
   const head = el("div", { class: "tablehead" }, el("h2", { id: "top-" + t.dim, text: t.label }));
   if (!t.collected) {
-    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet (event properties need a JSON path). make sql queries the stored events." }));
+    card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet. make sql queries the stored events." }));
     return;
   }
   head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", text: "CSV" }));
@@ -226,8 +226,11 @@ function renderTop(t) {
     card.replaceChildren(head, rows.length ? table : el("p", { class: "sub", text: "No visits in this range." }));
     return;
   }
+  // A row of a table that cannot filter (event properties, several per
+  // event) is text.
+  const filters = (state.dims.find((d) => d.name === t.dim) || {}).filter;
   const rows = t.rows.map((r) => el("tr", {},
-    el("td", { class: "v" }, el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value))),
+    el("td", { class: "v" }, filters ? el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value)) : el("span", { text: shown(t.dim, r.value) })),
     el("td", { class: "n", text: fmt(r.visitors) }), el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
   const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visitors" }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
     el("tbody", {}, ...rows));
