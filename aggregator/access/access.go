@@ -11,7 +11,9 @@
 //   - a session cookie (Cookie) that POST /login or a share link sets. It
 //     is signed with HMAC-SHA256 (Config.Key) and names the token it came
 //     from by a hash, or the share link, so removing the token or revoking
-//     the link ends every session made with it at once;
+//     the link ends every session made with it at once; and a random id
+//     of its own, so that POST /logout ends that session on the server
+//     too (Logout), not only in the browser that sent it;
 //   - a share link GET /share/ID: one site, read only, until revoked.
 //
 // Cookies are HttpOnly and SameSite=Strict, so another site's page can
@@ -79,6 +81,10 @@ type Config struct {
 	// SharesFile keeps the share links (JSON), so they survive restarts;
 	// "" keeps them in memory.
 	SharesFile string
+	// EndedFile keeps the ids of the sessions Logout ended, until they
+	// would have expired (JSON), so that a copy of a logged-out cookie
+	// stays refused after a restart; "" keeps them in memory.
+	EndedFile string
 	// SessionTTL is how long a login lasts; default 30 days.
 	SessionTTL time.Duration
 	// Secure marks cookies Secure (the dashboard is served over HTTPS,
@@ -98,6 +104,8 @@ type Access struct {
 	tokens atomic.Pointer[map[string]Grant]
 	mu     sync.Mutex
 	shares map[string]Share
+	// ended are the sessions Logout ended: id to expiry (unix seconds).
+	ended map[string]int64
 }
 
 // New returns an Access with the share links of cfg.SharesFile. It fails
@@ -115,27 +123,40 @@ func New(cfg Config) (*Access, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &Access{cfg: cfg, shares: map[string]Share{}}
+	a := &Access{cfg: cfg, shares: map[string]Share{}, ended: map[string]int64{}}
 	if err := a.SetViewers(cfg.Viewers); err != nil {
 		return nil, err
 	}
-	if cfg.SharesFile != "" {
-		b, err := os.ReadFile(cfg.SharesFile)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-		case err != nil:
-			return nil, fmt.Errorf("access: %w", err)
-		default:
-			var list []Share
-			if err := json.Unmarshal(b, &list); err != nil {
-				return nil, fmt.Errorf("access: %s: %w", cfg.SharesFile, err)
-			}
-			for _, s := range list {
-				a.shares[s.ID] = s
-			}
-		}
+	var list []Share
+	if err := readJSON(cfg.SharesFile, &list); err != nil {
+		return nil, err
+	}
+	for _, s := range list {
+		a.shares[s.ID] = s
+	}
+	if err := readJSON(cfg.EndedFile, &a.ended); err != nil {
+		return nil, err
 	}
 	return a, nil
+}
+
+// readJSON decodes the file at path into v; a path of "" or a file that
+// does not exist leaves v as it is.
+func readJSON(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("access: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("access: %s: %w", path, err)
+	}
+	return nil
 }
 
 // SetViewers replaces the viewer tokens (token to sites). A token that is
@@ -231,12 +252,23 @@ func (a *Access) Check(r *http.Request) (g Grant, ok bool) {
 	return a.session(c.Value)
 }
 
-// session is a cookie's payload: who ("t" token id, or "s" share id) and
-// until when (unix seconds).
+// session is a cookie's payload: who ("t" token id, or "s" share id),
+// until when (unix seconds), and the session's own random id (none in
+// cookies made before sessions had one: Logout cannot end those on the
+// server, only removing their token or link can).
 type session struct {
 	Kind string `json:"k"`
 	ID   string `json:"i"`
 	Exp  int64  `json:"e"`
+	SID  string `json:"n,omitempty"`
+}
+
+// newSession returns a session of kind and id from now for the
+// configured time, with a random id of its own.
+func (a *Access) newSession(kind, id string) session {
+	var b [16]byte
+	rand.Read(b[:])
+	return session{Kind: kind, ID: id, Exp: a.cfg.Now().Add(a.cfg.SessionTTL).Unix(), SID: base64.RawURLEncoding.EncodeToString(b[:])}
 }
 
 func (a *Access) sign(s session) string {
@@ -247,10 +279,12 @@ func (a *Access) sign(s session) string {
 	return p + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-func (a *Access) session(v string) (Grant, bool) {
+// parse returns the session of a cookie's value: signed with the key,
+// not expired and not ended by Logout.
+func (a *Access) parse(v string) (session, bool) {
 	p, sig, ok := strings.Cut(v, ".")
 	if !ok {
-		return Grant{}, false
+		return session{}, false
 	}
 	// The signature is compared as text, not decoded: Go's base64 decoders
 	// skip '\r' and '\n' even in strict mode, so decoding would accept more
@@ -259,14 +293,30 @@ func (a *Access) session(v string) (Grant, bool) {
 	m.Write([]byte(p))
 	want := base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 	if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
-		return Grant{}, false
+		return session{}, false
 	}
 	b, err := b64.DecodeString(p)
 	if err != nil {
-		return Grant{}, false
+		return session{}, false
 	}
 	var s session
 	if json.Unmarshal(b, &s) != nil || a.cfg.Now().Unix() >= s.Exp {
+		return session{}, false
+	}
+	if s.SID != "" {
+		a.mu.Lock()
+		_, ended := a.ended[s.SID]
+		a.mu.Unlock()
+		if ended {
+			return session{}, false
+		}
+	}
+	return s, true
+}
+
+func (a *Access) session(v string) (Grant, bool) {
+	s, ok := a.parse(v)
+	if !ok {
 		return Grant{}, false
 	}
 	switch s.Kind {
@@ -299,14 +349,33 @@ func (a *Access) Login(w http.ResponseWriter, tok string) (Grant, bool) {
 	if !ok {
 		return Grant{}, false
 	}
-	a.setCookie(w, session{Kind: "t", ID: tokenID(tok), Exp: a.cfg.Now().Add(a.cfg.SessionTTL).Unix()})
+	a.setCookie(w, a.newSession("t", tokenID(tok)))
 	return g, true
 }
 
-// Logout clears the session cookie.
-func (a *Access) Logout(w http.ResponseWriter) {
+// Logout ends r's session, if it has one, on the server (a copy of the
+// cookie is refused from then on, across restarts with EndedFile) and
+// clears the cookie. The cookie is cleared even when the ended session
+// could not be saved, which the error reports.
+func (a *Access) Logout(w http.ResponseWriter, r *http.Request) error {
+	var err error
+	if c, cerr := r.Cookie(Cookie); cerr == nil {
+		if s, ok := a.parse(c.Value); ok && s.SID != "" {
+			a.mu.Lock()
+			now := a.cfg.Now().Unix()
+			for id, exp := range a.ended {
+				if now >= exp { // refused as expired anyway
+					delete(a.ended, id)
+				}
+			}
+			a.ended[s.SID] = s.Exp
+			err = writeJSON(a.cfg.EndedFile, a.ended, "ended sessions")
+			a.mu.Unlock()
+		}
+	}
 	http.SetCookie(w, &http.Cookie{Name: Cookie, Value: "", Path: "/", HttpOnly: true, Secure: a.cfg.Secure,
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	return err
 }
 
 // Visit sets a share session for the link id and returns its site; ok is
@@ -318,7 +387,7 @@ func (a *Access) Visit(w http.ResponseWriter, id string) (site string, ok bool) 
 	if !ok {
 		return "", false
 	}
-	a.setCookie(w, session{Kind: "s", ID: id, Exp: a.cfg.Now().Add(a.cfg.SessionTTL).Unix()})
+	a.setCookie(w, a.newSession("s", id))
 	return sh.Site, true
 }
 
@@ -374,20 +443,27 @@ func (a *Access) Shares() []Share {
 	return out
 }
 
-// saveLocked writes the shares file atomically (temp file, fsync, rename).
+// saveLocked writes the shares file.
 func (a *Access) saveLocked() error {
-	if a.cfg.SharesFile == "" {
-		return nil
-	}
 	list := make([]Share, 0, len(a.shares))
 	for _, s := range a.shares {
 		list = append(list, s)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
-	b, _ := json.MarshalIndent(list, "", "  ")
-	tmp, err := os.CreateTemp(filepath.Dir(a.cfg.SharesFile), ".shares-*")
+	return writeJSON(a.cfg.SharesFile, list, "share links")
+}
+
+// writeJSON writes v to the file at path atomically (temp file, fsync,
+// rename); a path of "" writes nothing. Errors name what (the file's
+// content).
+func writeJSON(path string, v any, what string) error {
+	if path == "" {
+		return nil
+	}
+	b, _ := json.MarshalIndent(v, "", "  ")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
-		return fmt.Errorf("save share links: %w", err)
+		return fmt.Errorf("save %s: %w", what, err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(b); err == nil {
@@ -397,10 +473,10 @@ func (a *Access) saveLocked() error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), a.cfg.SharesFile)
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
-		return fmt.Errorf("save share links: %w", err)
+		return fmt.Errorf("save %s: %w", what, err)
 	}
 	return nil
 }

@@ -82,6 +82,61 @@ func TestSharesPersistAndRevoke(t *testing.T) {
 	}
 }
 
+// Logout ends its session on the server: a copy of the cookie is refused
+// from then on, after a restart too (EndedFile), while another session
+// of the same token goes on; an ended session is forgotten once it would
+// have expired anyway.
+func TestLogoutEndsTheSession(t *testing.T) {
+	ended := filepath.Join(t.TempDir(), "ended.json")
+	open := func() *Access {
+		a, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32)), EndedFile: ended})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := open()
+	now := time.Now()
+	a.cfg.Now = func() time.Time { return now }
+	login := func() string {
+		w := httptest.NewRecorder()
+		if _, ok := a.Login(w, "admin-token-0123456789"); !ok {
+			t.Fatal("login refused")
+		}
+		return w.Result().Cookies()[0].Value
+	}
+	first, second := login(), login()
+	r := httptest.NewRequest("POST", "/logout", nil)
+	r.AddCookie(&http.Cookie{Name: Cookie, Value: first})
+	w := httptest.NewRecorder()
+	if err := a.Logout(w, r); err != nil {
+		t.Fatal(err)
+	}
+	if c := w.Result().Cookies(); len(c) != 1 || c[0].MaxAge >= 0 {
+		t.Errorf("the cookie is not cleared: %+v", c)
+	}
+	if _, ok := a.session(first); ok {
+		t.Error("a copy of the logged-out cookie still reads")
+	}
+	if _, ok := a.session(second); !ok {
+		t.Error("the token's other session ended too")
+	}
+	if _, ok := open().session(first); ok {
+		t.Error("the logged-out cookie reads again after a restart")
+	}
+	// Past its expiry the ended session is dropped at the next logout.
+	now = now.Add(31 * 24 * time.Hour)
+	third := login()
+	r = httptest.NewRequest("POST", "/logout", nil)
+	r.AddCookie(&http.Cookie{Name: Cookie, Value: third})
+	if err := a.Logout(httptest.NewRecorder(), r); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(ended); strings.Count(string(b), ":") != 1 {
+		t.Errorf("ended sessions kept: %s", b)
+	}
+}
+
 func FuzzSession(f *testing.F) {
 	a := newAccess(f, "")
 	w := httptest.NewRecorder()

@@ -36,7 +36,7 @@ func openAccess(cfg Config) (*access.Access, error) {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
 	return access.New(access.Config{AdminToken: tok, Viewers: cfg.DashboardViewers, Key: key,
-		SharesFile: filepath.Join(cfg.DataDir, "shares.json"), Secure: cfg.SecureCookies})
+		SharesFile: filepath.Join(cfg.DataDir, "shares.json"), EndedFile: filepath.Join(cfg.DataDir, "ended-sessions.json"), Secure: cfg.SecureCookies})
 }
 
 // ensureRandomFile returns the trimmed content of path, first writing 32
@@ -166,7 +166,10 @@ func (s *Server) dashboardRoutes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
-		s.access.Logout(w)
+		if err := s.access.Logout(w, r); err != nil {
+			// The cookie is cleared; only a copy of it outlives a restart.
+			s.log.Error("logout: could not save the ended session", "err", err)
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
 	})
 	mux.HandleFunc("GET /share/{id}", func(w http.ResponseWriter, r *http.Request) {
