@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
@@ -31,6 +32,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/dirlock"
 )
 
 // Config is everything the aggregator is configured with. Zero values
@@ -149,6 +151,7 @@ type Server struct {
 	budget  *ingest.Budget
 	http    *http.Server
 	closeMu sync.Once
+	lock    *os.File // the data directory's (lockDataDir), held until Close
 	started time.Time
 
 	// failure is the first component failure (see Run); once set,
@@ -176,8 +179,17 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{}), started: time.Now()}
-	var err error
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			lock.Close()
+		}
+	}()
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{}), started: time.Now(), lock: lock}
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
@@ -254,7 +266,26 @@ func Open(cfg Config) (*Server, error) {
 	s.metrics.LiveClients = s.hub.Clients
 	s.metrics.LiveSites = s.hub.Sites
 	s.openHTTP()
+	opened = true
 	return s, nil
+}
+
+// lockDataDir takes the data directory's lock (package dirlock) for as
+// long as the aggregator runs: two aggregators on one --data-dir would
+// both append to, and load from, the same spool. The lock dies with the
+// process, so a kill -9 leaves none behind.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	lock, err := dirlock.Lock(filepath.Join(dir, dirlock.Name))
+	if errors.Is(err, dirlock.ErrHeld) {
+		return nil, fmt.Errorf("data directory %s is in use: another aggregator holds it (its lock file %s); give each aggregator its own --data-dir", dir, dirlock.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: lock: %w", dir, err)
+	}
+	return lock, nil
 }
 
 // openHTTP builds the guarded handler and the HTTP server.
@@ -481,7 +512,7 @@ func (s *Server) Close() error {
 	var err error
 	s.closeMu.Do(func() {
 		s.hub.Close()
-		err = errors.Join(s.spool.Close(), s.dedupe.Close(), s.store.Close())
+		err = errors.Join(s.spool.Close(), s.dedupe.Close(), s.store.Close(), s.lock.Close())
 	})
 	return err
 }
