@@ -147,12 +147,16 @@ type Server struct {
 	dash    *http.Server
 	access  *access.Access
 	guard   *guard.Guard
-	auth    *guard.AuthLimiter
-	budget  *ingest.Budget
-	http    *http.Server
-	closeMu sync.Once
-	lock    *os.File // the data directory's (lockDataDir), held until Close
-	started time.Time
+	auth    *guard.AuthLimiter // the public listener's credentials: ingest, /admin/
+	// dashAuth is the dashboard listener's (tokens, logins), kept apart
+	// from auth so that a stranger's failures on the public port do not
+	// lock the owner out of the dashboard.
+	dashAuth *guard.AuthLimiter
+	budget   *ingest.Budget
+	http     *http.Server
+	closeMu  sync.Once
+	lock     *os.File // the data directory's (lockDataDir), held until Close
+	started  time.Time
 
 	// failure is the first component failure (see Run); once set,
 	// /healthz answers 503 and ingest refuses batches.
@@ -309,7 +313,13 @@ func (s *Server) openHTTP() {
 	}
 	s.budget = ingest.NewBudget(max(c.MaxBodyMemory, 0), max(c.MaxBodyMemoryPerClient, 0))
 	s.metrics.BodyMemory = s.budget.Used
-	s.auth = guard.NewAuthLimiter(guard.AuthConfig{Rate: c.AuthRate, Burst: float64(c.AuthBurst), Metrics: s.metrics, Logger: s.log})
+	// One limiter per listener: failures on the public one (anyone's) must
+	// not lock the owner out of the private dashboard, nor dashboard
+	// typos the POPs out of ingest.
+	newAuth := func(listener string) *guard.AuthLimiter {
+		return guard.NewAuthLimiter(guard.AuthConfig{Rate: c.AuthRate, Burst: float64(c.AuthBurst), Metrics: s.metrics, Logger: s.log.With("listener", listener)})
+	}
+	s.auth, s.dashAuth = newAuth("public"), newAuth("dashboard")
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 16 << 10
 	}
@@ -400,6 +410,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	s.component(&wg, runCtx, "live hub", s.hub.Run)
 	s.component(&wg, runCtx, "credential log", s.auth.Run)
+	s.component(&wg, runCtx, "dashboard credential log", s.dashAuth.Run)
 	if as := s.adminStore(); as != nil && s.cfg.RetentionDays > 0 {
 		s.component(&wg, runCtx, "retention", func(ctx context.Context) {
 			admin.RunRetention(ctx, as, s.cfg.RetentionDays, s.log, 5*time.Minute, s.loader.Recount)
