@@ -28,6 +28,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/server"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
@@ -163,6 +164,7 @@ func run(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	dedupe.LogRedisTo(log)
 	setGC(fs, o.gcPercent, o.memoryLimit)
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
