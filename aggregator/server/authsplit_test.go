@@ -5,9 +5,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/edgepixel/edgepixel/shared/clientip"
 )
 
 // TestAuthLimitPerListener: failed bearer tokens on the public listener
@@ -27,26 +30,7 @@ func TestAuthLimitPerListener(t *testing.T) {
 	defer dash.Close()
 	do := func(method, u, token string, body io.Reader, cookies ...*http.Cookie) *http.Response {
 		t.Helper()
-		req, err := http.NewRequest(method, u, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		if method == http.MethodPost {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		for _, c := range cookies {
-			req.AddCookie(c)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
+		return request(t, method, u, token, body, nil, cookies...)
 	}
 	for range 30 {
 		do(http.MethodPost, pub.URL+"/ingest/ndjson", "wrong-token", strings.NewReader("{}\n"))
@@ -70,5 +54,63 @@ func TestAuthLimitPerListener(t *testing.T) {
 	}
 	if got := do(http.MethodGet, dash.URL+"/api/me", "", nil, login.Cookies()...).StatusCode; got != http.StatusOK {
 		t.Errorf("dashboard, signed session, after 30 failures there: %d, want 200", got)
+	}
+}
+
+// request sends one request with a bearer token (if any), extra headers
+// and cookies, and returns the answer, its body read.
+func request(t *testing.T, method, u, token string, body io.Reader, h http.Header, cookies ...*http.Cookie) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// TestAuthLimitBehindProxy: behind a trusted reverse proxy (loopback
+// here), the failed-credential limit is per client X-Forwarded-For names,
+// not one for the proxy's address that every client shares.
+func TestAuthLimitBehindProxy(t *testing.T) {
+	const logToken = "log-token-0123456789abcdef"
+	trust, err := clientip.NewTrust([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, LogToken: logToken, TrustedProxies: trust,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pub := httptest.NewServer(s.Handler())
+	defer pub.Close()
+	from := func(client string) http.Header { return http.Header{"X-Forwarded-For": {client}} }
+	for range 30 {
+		request(t, http.MethodPost, pub.URL+"/ingest/ndjson", "wrong-token", strings.NewReader("{}\n"), from("203.0.113.5"))
+	}
+	if got := request(t, http.MethodPost, pub.URL+"/ingest/ndjson", logToken, strings.NewReader(""), from("203.0.113.5")).StatusCode; got != http.StatusTooManyRequests {
+		t.Fatalf("the guessing client: %d, want 429", got)
+	}
+	if got := request(t, http.MethodPost, pub.URL+"/ingest/ndjson", logToken, strings.NewReader(""), from("198.51.100.9")).StatusCode; got == http.StatusTooManyRequests {
+		t.Fatalf("another client behind the same proxy: 429, want its own limit")
 	}
 }

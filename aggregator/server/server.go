@@ -32,6 +32,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/dirlock"
 )
 
@@ -73,6 +74,10 @@ type Config struct {
 	MaxHeaderBytes    int           // request line and headers; default 16 KiB
 	MaxConns          int           // open connections; default 4096; < 0: no cap
 	MaxConnsPerClient int           // open connections per client address; default 256; < 0: no cap
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For (or
+	// Forwarded) header names the client, for the credential limiters
+	// and the per-client caps (guard.Config.Trust); nil: none.
+	TrustedProxies *clientip.Trust
 	// QueryTimeout bounds a dashboard API query of the store (history,
 	// stats, top, quality, loss); past it the answer is 504. Default 30 s.
 	QueryTimeout time.Duration
@@ -330,7 +335,7 @@ func (s *Server) openHTTP() {
 		c.MaxConnsPerClient = 256
 	}
 	s.guard = guard.New(guard.Config{
-		MaxConns: max(c.MaxConns, 0), MaxConnsPerClient: max(c.MaxConnsPerClient, 0),
+		MaxConns: max(c.MaxConns, 0), MaxConnsPerClient: max(c.MaxConnsPerClient, 0), Trust: c.TrustedProxies,
 		BodyTimeout: c.BodyTimeout, FailAfter: c.FailAfter, OnFail: s.Fail,
 		Metrics: s.metrics, Logger: s.log,
 	})
