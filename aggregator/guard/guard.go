@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -34,6 +35,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/shared/clientip"
 )
 
 // Reasons counted in edgepixel_aggregator_dropped_total for requests
@@ -56,6 +58,16 @@ type Config struct {
 	// MaxConnsPerClient caps open connections from one client address
 	// (an IPv4 address, an IPv6 /64); over it: 429 with Retry-After.
 	MaxConnsPerClient int
+	// Trust is the reverse proxies believed about who the client is (nil:
+	// none, the TCP peer is the client). Handler sets a request's
+	// RemoteAddr to the client they name (shared/clientip's rule), so the
+	// credential limiter and the per-client body budget count clients,
+	// not the proxy. A trusted proxy's own connections are exempt from
+	// MaxConnsPerClient: each carries many clients' requests, and the
+	// client is only known per request, after the connection is admitted
+	// (as the POP does, edge/pop/clientaddr.go). They count towards
+	// MaxConns like any other.
+	Trust *clientip.Trust
 	// BodyTimeout bounds the time from a request's header to the end of
 	// its body.
 	BodyTimeout time.Duration
@@ -117,7 +129,8 @@ func (g *Guard) Conns() int {
 // ClientKey returns the key connections and credential failures are
 // counted under for a remote address ("ip:port"): the IPv4 address, or
 // the /64 prefix of an IPv6 address (one host commonly holds a whole /64).
-// It is the TCP peer: headers such as X-Forwarded-For are not trusted.
+// It is the TCP peer, or the client a trusted proxy named (Config.Trust,
+// applied by Handler): X-Forwarded-For from anyone else is ignored.
 func ClientKey(remoteAddr string) string {
 	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
@@ -172,7 +185,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			g.log.Info("accepting connections again", "after", time.Since(since).Round(time.Millisecond))
 			since, wait = time.Time{}, 0
 		}
-		key := ClientKey(c.RemoteAddr().String())
+		key := g.connKey(c.RemoteAddr())
 		if reason := g.admit(key); reason != "" {
 			g.refuse(c, reason)
 			continue
@@ -182,18 +195,33 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// admit counts a new connection from key, or returns why it is refused.
+// connKey is the key a connection from addr is counted under for
+// MaxConnsPerClient: its ClientKey, or "" (not counted) for a trusted
+// proxy (Config.Trust).
+func (g *Guard) connKey(addr net.Addr) string {
+	if g.cfg.Trust != nil {
+		if ap, err := netip.ParseAddrPort(addr.String()); err == nil && g.cfg.Trust.Trusts(ap.Addr()) {
+			return ""
+		}
+	}
+	return ClientKey(addr.String())
+}
+
+// admit counts a new connection from key ("": only towards MaxConns), or
+// returns why it is refused.
 func (g *Guard) admit(key string) string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
 	case g.cfg.MaxConns > 0 && g.open >= g.cfg.MaxConns:
 		return ReasonTooManyConns
-	case g.cfg.MaxConnsPerClient > 0 && g.perKey[key] >= g.cfg.MaxConnsPerClient:
+	case key != "" && g.cfg.MaxConnsPerClient > 0 && g.perKey[key] >= g.cfg.MaxConnsPerClient:
 		return ReasonTooManyConnsPerClient
 	}
 	g.open++
-	g.perKey[key]++
+	if key != "" {
+		g.perKey[key]++
+	}
 	return ""
 }
 
@@ -201,6 +229,9 @@ func (g *Guard) release(key string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.open--
+	if key == "" {
+		return
+	}
 	if g.perKey[key]--; g.perKey[key] <= 0 {
 		delete(g.perKey, key)
 	}
@@ -348,7 +379,8 @@ func (g *Guard) ConnContext(ctx context.Context, nc net.Conn) context.Context {
 // Handler wraps h: it sets the body deadline of each request with a body
 // (lifted once the body is read, so a slow handler's background read does
 // not hit it), and closes the connection after requests framed by
-// Transfer-Encoding or sent as HTTP/1.0.
+// Transfer-Encoding or sent as HTTP/1.0. With Config.Trust, it first
+// sets RemoteAddr to the client a trusted proxy names.
 //
 // RFC 9112 section 6.3 requires closing the connection after a request
 // with both Content-Length and Transfer-Encoding (a smuggling attempt, or
@@ -364,6 +396,9 @@ func (g *Guard) Handler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(connKey{}).(*conn); ok {
 			c.handled.Store(true)
+		}
+		if g.cfg.Trust != nil {
+			g.cfg.Trust.Apply(r)
 		}
 		if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) {
 			w.Header().Set("Connection", "close")

@@ -100,17 +100,24 @@ func grantOf(r *http.Request) access.Grant {
 
 // requireAuth answers 401 to requests without valid credentials, and
 // 429 to addresses that failed too often (guard.AuthLimiter).
+//
+// Only bearer tokens go through the limiter: a token is what a guesser
+// sends, and a limited address must get 429 whether its token is right
+// or not, or the answer would tell a right guess apart at full speed. A
+// session cookie is not a guess: it is HMAC-signed by this aggregator
+// (package access) after a login that passed the limiter, cheap to check
+// and never counted as a failure. So a logged-in owner keeps the
+// dashboard while a stranger behind the same address is braked.
 func (s *Server) requireAuth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ok, retry := s.auth.Allow(r.RemoteAddr); !ok {
-			w.Header().Set("Retry-After", fmt.Sprint(int(retry.Seconds())+1))
-			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed logins; wait", "reason": "rate_limited"})
+		bearer := r.Header.Get("Authorization") != ""
+		if bearer && !s.allowAuth(w, r) {
 			return
 		}
 		g, ok := s.access.Check(r)
 		if !ok {
-			if r.Header.Get("Authorization") != "" {
-				s.auth.Fail(r.RemoteAddr, "dashboard")
+			if bearer {
+				s.dashAuth.Fail(r.RemoteAddr, "dashboard")
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edgepixel"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": unauthorized(r), "reason": "unauthorized"})
@@ -118,6 +125,17 @@ func (s *Server) requireAuth(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
 	})
+}
+
+// allowAuth asks the dashboard's limiter whether r's token may be
+// checked, and answers 429 when not.
+func (s *Server) allowAuth(w http.ResponseWriter, r *http.Request) bool {
+	ok, retry := s.dashAuth.Allow(r.RemoteAddr)
+	if !ok {
+		w.Header().Set("Retry-After", fmt.Sprint(int(retry.Seconds())+1))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed logins; wait", "reason": "rate_limited"})
+	}
+	return ok
 }
 
 // unauthorized says what was wrong with a request requireAuth refused:
@@ -268,9 +286,7 @@ func apiFallback(mux *http.ServeMux) http.HandlerFunc {
 // login exchanges a token (form field or JSON-less body "token") for a
 // session cookie.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	if ok, retry := s.auth.Allow(r.RemoteAddr); !ok {
-		w.Header().Set("Retry-After", fmt.Sprint(int(retry.Seconds())+1))
-		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed logins; wait", "reason": "rate_limited"})
+	if !s.allowAuth(w, r) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
@@ -282,7 +298,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	g, ok := s.access.Login(w, tok)
 	if !ok {
-		s.auth.Fail(r.RemoteAddr, "dashboard")
+		s.dashAuth.Fail(r.RemoteAddr, "dashboard")
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unknown token", "reason": "unauthorized"})
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
@@ -31,6 +32,8 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
+	"github.com/edgepixel/edgepixel/shared/clientip"
+	"github.com/edgepixel/edgepixel/shared/dirlock"
 )
 
 // Config is everything the aggregator is configured with. Zero values
@@ -71,6 +74,10 @@ type Config struct {
 	MaxHeaderBytes    int           // request line and headers; default 16 KiB
 	MaxConns          int           // open connections; default 4096; < 0: no cap
 	MaxConnsPerClient int           // open connections per client address; default 256; < 0: no cap
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For (or
+	// Forwarded) header names the client, for the credential limiters
+	// and the per-client caps (guard.Config.Trust); nil: none.
+	TrustedProxies *clientip.Trust
 	// QueryTimeout bounds a dashboard API query of the store (history,
 	// stats, top, quality, loss); past it the answer is 504. Default 30 s.
 	QueryTimeout time.Duration
@@ -145,11 +152,16 @@ type Server struct {
 	dash    *http.Server
 	access  *access.Access
 	guard   *guard.Guard
-	auth    *guard.AuthLimiter
-	budget  *ingest.Budget
-	http    *http.Server
-	closeMu sync.Once
-	started time.Time
+	auth    *guard.AuthLimiter // the public listener's credentials: ingest, /admin/
+	// dashAuth is the dashboard listener's (tokens, logins), kept apart
+	// from auth so that a stranger's failures on the public port do not
+	// lock the owner out of the dashboard.
+	dashAuth *guard.AuthLimiter
+	budget   *ingest.Budget
+	http     *http.Server
+	closeMu  sync.Once
+	lock     *os.File // the data directory's (lockDataDir), held until Close
+	started  time.Time
 
 	// failure is the first component failure (see Run); once set,
 	// /healthz answers 503 and ingest refuses batches.
@@ -176,8 +188,17 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{}), started: time.Now()}
-	var err error
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			lock.Close()
+		}
+	}()
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), failed: make(chan struct{}), started: time.Now(), lock: lock}
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
@@ -254,7 +275,26 @@ func Open(cfg Config) (*Server, error) {
 	s.metrics.LiveClients = s.hub.Clients
 	s.metrics.LiveSites = s.hub.Sites
 	s.openHTTP()
+	opened = true
 	return s, nil
+}
+
+// lockDataDir takes the data directory's lock (package dirlock) for as
+// long as the aggregator runs: two aggregators on one --data-dir would
+// both append to, and load from, the same spool. The lock dies with the
+// process, so a kill -9 leaves none behind.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	lock, err := dirlock.Lock(filepath.Join(dir, dirlock.Name))
+	if errors.Is(err, dirlock.ErrHeld) {
+		return nil, fmt.Errorf("data directory %s is in use: another aggregator holds it (its lock file %s); give each aggregator its own --data-dir", dir, dirlock.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: lock: %w", dir, err)
+	}
+	return lock, nil
 }
 
 // openHTTP builds the guarded handler and the HTTP server.
@@ -278,7 +318,13 @@ func (s *Server) openHTTP() {
 	}
 	s.budget = ingest.NewBudget(max(c.MaxBodyMemory, 0), max(c.MaxBodyMemoryPerClient, 0))
 	s.metrics.BodyMemory = s.budget.Used
-	s.auth = guard.NewAuthLimiter(guard.AuthConfig{Rate: c.AuthRate, Burst: float64(c.AuthBurst), Metrics: s.metrics, Logger: s.log})
+	// One limiter per listener: failures on the public one (anyone's) must
+	// not lock the owner out of the private dashboard, nor dashboard
+	// typos the POPs out of ingest.
+	newAuth := func(listener string) *guard.AuthLimiter {
+		return guard.NewAuthLimiter(guard.AuthConfig{Rate: c.AuthRate, Burst: float64(c.AuthBurst), Metrics: s.metrics, Logger: s.log.With("listener", listener)})
+	}
+	s.auth, s.dashAuth = newAuth("public"), newAuth("dashboard")
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 16 << 10
 	}
@@ -289,7 +335,7 @@ func (s *Server) openHTTP() {
 		c.MaxConnsPerClient = 256
 	}
 	s.guard = guard.New(guard.Config{
-		MaxConns: max(c.MaxConns, 0), MaxConnsPerClient: max(c.MaxConnsPerClient, 0),
+		MaxConns: max(c.MaxConns, 0), MaxConnsPerClient: max(c.MaxConnsPerClient, 0), Trust: c.TrustedProxies,
 		BodyTimeout: c.BodyTimeout, FailAfter: c.FailAfter, OnFail: s.Fail,
 		Metrics: s.metrics, Logger: s.log,
 	})
@@ -369,6 +415,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	s.component(&wg, runCtx, "live hub", s.hub.Run)
 	s.component(&wg, runCtx, "credential log", s.auth.Run)
+	s.component(&wg, runCtx, "dashboard credential log", s.dashAuth.Run)
 	if as := s.adminStore(); as != nil && s.cfg.RetentionDays > 0 {
 		s.component(&wg, runCtx, "retention", func(ctx context.Context) {
 			admin.RunRetention(ctx, as, s.cfg.RetentionDays, s.log, 5*time.Minute, s.loader.Recount)
@@ -481,7 +528,7 @@ func (s *Server) Close() error {
 	var err error
 	s.closeMu.Do(func() {
 		s.hub.Close()
-		err = errors.Join(s.spool.Close(), s.dedupe.Close(), s.store.Close())
+		err = errors.Join(s.spool.Close(), s.dedupe.Close(), s.store.Close(), s.lock.Close())
 	})
 	return err
 }

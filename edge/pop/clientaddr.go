@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
-	"github.com/edgepixel/edgepixel/edge/pop/clientip"
+	"github.com/edgepixel/edgepixel/shared/clientip"
 )
 
 // Behind a load balancer. On Fastly the client's address is the address
@@ -53,30 +53,12 @@ func newProxyTrust(prefixes []netip.Prefix, header string, proxyProtocol bool) (
 }
 
 // apply sets r.RemoteAddr to the client's address if a trusted proxy
-// said who it is in the header, and returns the peer's address it
-// replaced ("" if it did not).
+// said who it is in the header, counts the result, and returns the
+// peer's address it replaced ("" if it did not).
 func (t *proxyTrust) apply(r *http.Request) string {
-	peer, ok := remoteAddr(r.RemoteAddr)
-	if !ok {
-		return ""
-	}
-	client, result := t.FromHeaders(peer, r.Header)
+	was, result := t.Apply(r)
 	if result != clientip.NoResult {
 		t.results[result].Add(1)
 	}
-	if client == "" {
-		return ""
-	}
-	was := r.RemoteAddr
-	r.RemoteAddr = client
 	return was
-}
-
-// remoteAddr parses r.RemoteAddr ("addr:port", or an address alone).
-func remoteAddr(s string) (netip.Addr, bool) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), true
-	}
-	a, err := netip.ParseAddr(s)
-	return a.Unmap(), err == nil
 }

@@ -63,9 +63,10 @@
 // And beside it, packages with one job each that know nothing of wazero:
 // logsink (where guests' log entries go), accesslog (the NDJSON access
 // log), geoip (geolocation from MaxMind-format database files, in
-// Fastly's record shape), clientip (trusted proxies: the header rule and
-// the PROXY header's parser), and poptest (the test guests, built and
-// compiled once per test binary).
+// Fastly's record shape), and poptest (the test guests, built and
+// compiled once per test binary). The trusted proxies' rule (the header
+// rule and the PROXY header's parser) is shared/clientip, which the
+// aggregator uses too.
 //
 // The host modules stay in package pop rather than one package each (as
 // wazero's imports/ does): wazero's host modules are independent of each

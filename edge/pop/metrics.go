@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/pop/clientip"
+	"github.com/edgepixel/edgepixel/shared/clientip"
 )
 
 // metrics are plain atomic counters: cheap enough to bump on every request

@@ -7,7 +7,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/pop/clientip"
+	"github.com/edgepixel/edgepixel/shared/clientip"
 )
 
 // The PROXY protocol on client connections. With Config.ProxyProtocol

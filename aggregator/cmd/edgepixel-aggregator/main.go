@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,8 +29,10 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/server"
+	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
@@ -79,6 +82,8 @@ type options struct {
 	clickhouseCluster                                                  string
 	clickhouseQuorum                                                   int
 	clickhouseQuorumTimeout                                            time.Duration
+	trustedProxies                                                     []netip.Prefix
+	forwardedHeader                                                    string
 }
 
 func run(args []string) error {
@@ -126,6 +131,11 @@ func run(args []string) error {
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and header section; larger ones get 431")
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open connections at most (WebSockets included); more get 503 + Retry-After. It is lowered to fit the file descriptor limit; -1: as many as that allows")
 	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", 256, "open connections at most from one client address (IPv4 address, IPv6 /64); more get 429 + Retry-After; -1: no cap")
+	fs.Func("trusted-proxies", "comma-separated addresses or CIDR prefixes of reverse proxies (e.g. 10.0.0.0/8, 192.0.2.7) whose --forwarded-header names the client, for the failed-credential limits and the per-client caps; their own connections are exempt from --max-conns-per-client. Empty: none, the connecting address is the client and the header is ignored", func(v string) (err error) {
+		o.trustedProxies, err = clientip.ParsePrefixes(v)
+		return err
+	})
+	fs.StringVar(&o.forwardedHeader, "forwarded-header", clientip.HeaderXForwardedFor, "with --trusted-proxies: the header they name the client in, X-Forwarded-For or Forwarded (RFC 7239); the right-most address not a trusted proxy's is the client")
 	fs.Int64Var(&o.maxBodyMemory, "max-body-memory", 256<<20, "memory request bodies may hold at once, read or being decoded; past it ingest answers 503 + Retry-After (overloaded); -1: no bound")
 	fs.Int64Var(&o.maxBodyMemoryPerClient, "max-body-memory-per-client", 0, "of --max-body-memory, what one client address's bodies may hold before their signature is checked (0: the larger of a 16th and twice --max-body)")
 	fs.Float64Var(&o.authRate, "auth-rate", 1, "failed credential checks (signature, log or admin token) per second a client address earns back")
@@ -163,6 +173,7 @@ func run(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	dedupe.LogRedisTo(log)
 	setGC(fs, o.gcPercent, o.memoryLimit)
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
@@ -175,6 +186,15 @@ func run(args []string) error {
 		return errors.New("--query-timeout must be positive")
 	}
 
+	// "none" is the POP's choice for the PROXY protocol alone, which the
+	// aggregator does not read.
+	trust, err := clientip.NewTrust(o.trustedProxies, o.forwardedHeader, false)
+	if err == nil && strings.EqualFold(o.forwardedHeader, clientip.HeaderNone) {
+		err = errors.New("want X-Forwarded-For or Forwarded")
+	}
+	if err != nil {
+		return usageError{fmt.Errorf("--forwarded-header: %w", err)}
+	}
 	o.maxConns = fitConns(log, o.maxConns)
 	var dashToken string
 	if o.dashboardTokenFile != "" {
@@ -220,7 +240,7 @@ func run(args []string) error {
 		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
 		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
 		WriteTimeout: o.writeTimeout, QueryTimeout: o.queryTimeout, MaxHeaderBytes: o.maxHeaderBytes,
-		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, MaxBodyMemory: o.maxBodyMemory,
+		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, TrustedProxies: trust, MaxBodyMemory: o.maxBodyMemory,
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
 		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites, LiveMaxVisitors: o.liveMaxVisitors,
 		DashboardToken: dashToken, DashboardViewers: viewers, DashboardOrigins: splitList(o.dashboardOrigins),

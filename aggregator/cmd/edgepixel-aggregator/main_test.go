@@ -82,6 +82,9 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--max-body", "4MiB"}, "whole number of bytes"},
 		{[]string{"--max-conns", "many"}, "whole number"},
 		{[]string{"--secure-cookies=yes"}, "want true or false"},
+		{[]string{"--trusted-proxies", "10.0.0.0/8,proxy"}, `"proxy" is not an address or CIDR prefix`},
+		{[]string{"--secret", "0123456789abcdef0123", "--trusted-proxies", "10.0.0.1", "--forwarded-header", "X-Real-IP"}, "--forwarded-header"},
+		{[]string{"--secret", "0123456789abcdef0123", "--trusted-proxies", "10.0.0.1", "--forwarded-header", "none"}, "--forwarded-header"},
 	} {
 		err := run(append(append([]string{}, base...), c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/edgepixel/edgepixel/edge/pop"
-	"github.com/edgepixel/edgepixel/edge/pop/clientip"
+	"github.com/edgepixel/edgepixel/shared/clientip"
 )
 
 // What the POP knows of a guest's client, as Fastly would: geolocation

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/dirlock"
 )
 
 // Durability levels of a disk-queued HTTP endpoint: when a guest's write
@@ -37,7 +39,6 @@ const (
 	defaultQueueBudget = 2 << 30 // bytes on disk; enough for 10 minutes of a busy POP's events
 	queueSegmentBytes  = 32 << 20
 	checkpointName     = "checkpoint"
-	lockName           = "lock"
 	segmentSuffix      = ".ndjson"
 )
 
@@ -125,7 +126,12 @@ func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink
 	if err := os.MkdirAll(ep.Queue, 0o755); err != nil {
 		return nil, fmt.Errorf("log endpoint %s: queue directory: %w", ep.Name, err)
 	}
-	lock, err := lockDir(filepath.Join(ep.Queue, lockName))
+	// Two POPs appending to one queue would interleave their checkpoints
+	// and send each other's entries.
+	lock, err := dirlock.Lock(filepath.Join(ep.Queue, dirlock.Name))
+	if errors.Is(err, dirlock.ErrHeld) {
+		return nil, fmt.Errorf("log endpoint %s: queue %s: %w (give each POP its own queue directory)", ep.Name, ep.Queue, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("log endpoint %s: queue %s: %w", ep.Name, ep.Queue, err)
 	}

@@ -1,8 +1,9 @@
 // Package clientip tells who the client is behind proxies the POP trusts:
 // the trust list, the rule that reads X-Forwarded-For and RFC 7239's
 // Forwarded header, and the PROXY protocol's header (proxy.go). It knows
-// nothing of connections or of wazero; the pop package applies it
-// (clientaddr.go there says where the address it finds is used).
+// nothing of connections or of wazero. The POP (edge/pop, clientaddr.go
+// says where the address it finds is used) and the aggregator
+// (aggregator/guard) apply it: one rule for both.
 //
 // The header rule is the standard one: each proxy appends the address it
 // received the request from, so the entries are read from the right,
@@ -124,6 +125,32 @@ func (t *Trust) Trusts(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// Apply sets r.RemoteAddr to the client's address if a trusted proxy
+// said who it is in the header (FromHeaders), and returns the peer's
+// address it replaced ("" if it did not) and the header rule's result.
+func (t *Trust) Apply(r *http.Request) (was string, result Result) {
+	peer, ok := remoteAddr(r.RemoteAddr)
+	if !ok {
+		return "", NoResult
+	}
+	client, result := t.FromHeaders(peer, r.Header)
+	if client == "" {
+		return "", result
+	}
+	was = r.RemoteAddr
+	r.RemoteAddr = client
+	return was, result
+}
+
+// remoteAddr parses r.RemoteAddr ("addr:port", or an address alone).
+func remoteAddr(s string) (netip.Addr, bool) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	a, err := netip.ParseAddr(s)
+	return a.Unmap(), err == nil
 }
 
 // FromHeaders applies the header rule to a request from peer and returns
