@@ -393,7 +393,9 @@ func dropMessage(reason string, status int) string {
 	case DropMissingSite:
 		return "every event needs a non-empty site"
 	case DropBadJSON:
-		return "the body must be one JSON event object or an array of them: site and name strings, optional url, ref, event_id strings and a props object"
+		// finish defaults name to pageview and url to the Referer, for the
+		// POST as for the pixel: only site is required.
+		return "the body must be one JSON event object or an array of them: a site string; optional name (default \"pageview\"), url (default the Referer header), ref, event_id strings and a props object"
 	case DropBadEventID:
 		return "event_id and Idempotency-Key must be a UUIDv7 (RFC 9562) at most 24 h old and 10 min ahead of the edge's clock"
 	case DropReadError:
