@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
 
@@ -763,31 +763,8 @@ func migrator() string {
 	return by
 }
 
-// Revision is the first 12 hex digits of the commit the running binary was
-// built from (Go's vcs.revision build setting), with "+dirty" when its
-// tree had changes; "" when the build did not record one (go run, a
-// build outside the repository).
-func Revision() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	var rev, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value[:min(12, len(s.Value))]
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "+dirty"
-			}
-		}
-	}
-	if rev == "" {
-		return ""
-	}
-	return rev + dirty
-}
+// Revision is buildinfo.Revision, the commit this binary was built from.
+func Revision() string { return buildinfo.Revision() }
 
 // SchemaVersion is the schema step this aggregator migrates a database to.
 func SchemaVersion() int { return Migrations[len(Migrations)-1].Version }

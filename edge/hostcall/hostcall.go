@@ -47,7 +47,21 @@ func (s status) err(call string) error {
 	case statusUnsupported:
 		return fmt.Errorf("%s: %w", call, ErrUnsupported)
 	}
-	return fmt.Errorf("%s: fastly status %d", call, uint32(s))
+	return fmt.Errorf("%s: fastly status %d (%s)", call, uint32(s), s.name())
+}
+
+// statusNames are the $fastly_status names in the witx definition
+// (compute-at-edge.witx; compute-sdk-go's FastlyStatus), by value, so a
+// logged error says "limitexceeded" rather than only 13.
+var statusNames = [...]string{"ok", "error", "inval", "badf", "buflen", "unsupported", "badalign",
+	"httpinvalid", "httpuser", "httpincomplete", "none", "httpheadtoolarge", "httpinvalidstatus",
+	"limitexceeded", "again"}
+
+func (s status) name() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return "unknown"
 }
 
 type handle = uint32

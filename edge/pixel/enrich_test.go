@@ -385,13 +385,35 @@ func TestServeScript(t *testing.T) {
 	if js, _ := io.ReadAll(zr); !bytes.Equal(js, tracker.Script) {
 		t.Fatal("gzip body is not s.js")
 	}
+	// Each representation has its own strong tag (RFC 9110 section 8.8.3),
+	// and a client holding one does not get a 304 for the other.
+	if resp.Get("ETag") != tracker.GzipETag || tracker.GzipETag == tracker.ETag {
+		t.Errorf("gzip ETag %s, plain %s", resp.Get("ETag"), tracker.ETag)
+	}
+	if resp.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("no Access-Control-Allow-Origin: * for subresource integrity: %v", resp.Header)
+	}
+	headers["If-None-Match"] = tracker.ETag
+	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 200 || resp.Get("ETag") != tracker.GzipETag {
+		t.Errorf("gzip asked with the plain body's tag: %d %s", resp.Status, resp.Get("ETag"))
+	}
+	headers["If-None-Match"] = tracker.GzipETag
+	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 304 || resp.Get("ETag") != tracker.GzipETag {
+		t.Errorf("gzip revalidation: %d %s", resp.Status, resp.Get("ETag"))
+	}
+	delete(headers, "If-None-Match")
 	headers["Accept-Encoding"] = "gzip;q=0"
 	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Get("Content-Encoding") != "" {
 		t.Error("gzip;q=0 got gzip")
 	}
+	headers["If-None-Match"] = `"other", W/` + tracker.GzipETag
+	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 200 || resp.Get("ETag") != tracker.ETag {
+		t.Errorf("plain asked with the gzip body's tag: %d %s", resp.Status, resp.Get("ETag"))
+	}
 	headers["If-None-Match"] = `"other", W/` + tracker.ETag
-	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 304 || len(resp.Body) != 0 || resp.Get("ETag") != tracker.ETag {
-		t.Errorf("revalidation: %d", resp.Status)
+	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 304 || len(resp.Body) != 0 || resp.Get("ETag") != tracker.ETag ||
+		resp.Get("Access-Control-Allow-Origin") != "*" || resp.Get("Vary") != "Accept-Encoding" {
+		t.Errorf("revalidation: %d %v", resp.Status, resp.Header)
 	}
 	hit.Method = "POST"
 	if Serve(&hit, nil, &Batcher{}, time.Now(), &resp); resp.Status != 405 {

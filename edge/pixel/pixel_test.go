@@ -101,8 +101,13 @@ func TestFromJSON(t *testing.T) {
 		t.Fatal("events share an id")
 	}
 	one, drop := FromJSON([]byte(`{"site":"demo"}`), "", "", meta(), nil)
-	if drop != "" || len(one) != 1 {
-		t.Fatal(drop)
+	if drop != "" || len(one) != 1 || one[0].Name != event.KindPageview {
+		t.Fatal(drop, one)
+	}
+	// Only site is required, and the answer to a bad body says so: it
+	// once called name required while a body without it was stored.
+	if msg := dropMessage(DropBadJSON, 400); !strings.Contains(msg, `name (default "pageview")`) {
+		t.Errorf("bad_json message %q does not say name defaults to pageview", msg)
 	}
 }
 

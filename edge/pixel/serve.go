@@ -206,8 +206,9 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 }
 
 // serveScript answers GET and HEAD /s.js with edge/tracker's script:
-// gzip-compressed to clients that accept it, 304 to a client that has it
-// (If-None-Match, RFC 9110 section 13.1.2), cacheable. Not a hit: nothing
+// gzip-compressed to clients that accept it, each representation with its
+// own ETag, 304 to a client that has the one it would get (If-None-Match,
+// RFC 9110 section 13.1.2), cacheable. Not a hit: nothing
 // is counted.
 func serveScript(req *Hit, resp *Response) {
 	if req.Method != methodGet && req.Method != methodHead {
@@ -215,19 +216,26 @@ func serveScript(req *Hit, resp *Response) {
 		resp.Set("Allow", "GET, HEAD")
 		return
 	}
+	body, tag := tracker.Script, tracker.ETag
+	gz := acceptsGzip(req.header("Accept-Encoding"))
+	if gz {
+		body, tag = tracker.Gzip, tracker.GzipETag
+	}
 	resp.Set("Cache-Control", tracker.CacheControl)
-	resp.Set("ETag", tracker.ETag)
+	resp.Set("ETag", tag)
 	resp.Set("Vary", "Accept-Encoding")
 	resp.Set("Cross-Origin-Resource-Policy", "cross-origin")
-	if etagMatch(req.header("If-None-Match"), tracker.ETag) {
+	// A public script without credentials: any origin may read it, which
+	// <script integrity=... crossorigin> needs to check its hash
+	// (subresource integrity, https://www.w3.org/TR/SRI/ section 3.3.5).
+	resp.Set("Access-Control-Allow-Origin", "*")
+	if etagMatch(req.header("If-None-Match"), tag) {
 		resp.Status = statusNotModified
 		return
 	}
 	resp.Status = statusOK
 	resp.Set("Content-Type", "text/javascript; charset=utf-8")
-	body := tracker.Script
-	if acceptsGzip(req.header("Accept-Encoding")) {
-		body = tracker.Gzip
+	if gz {
 		resp.Set("Content-Encoding", "gzip")
 	}
 	resp.Set("Content-Length", strconv.Itoa(len(body)))
@@ -385,7 +393,9 @@ func dropMessage(reason string, status int) string {
 	case DropMissingSite:
 		return "every event needs a non-empty site"
 	case DropBadJSON:
-		return "the body must be one JSON event object or an array of them: site and name strings, optional url, ref, event_id strings and a props object"
+		// finish defaults name to pageview and url to the Referer, for the
+		// POST as for the pixel: only site is required.
+		return "the body must be one JSON event object or an array of them: a site string; optional name (default \"pageview\"), url (default the Referer header), ref, event_id strings and a props object"
 	case DropBadEventID:
 		return "event_id and Idempotency-Key must be a UUIDv7 (RFC 9562) at most 24 h old and 10 min ahead of the edge's clock"
 	case DropReadError:

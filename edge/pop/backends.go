@@ -260,7 +260,9 @@ func (s *Server) roundTrip(p *pendingReq, req *http.Request, autoGzip bool) {
 		}
 		s.m.backendErrors.Add(1)
 		s.log.Warn("backend request failed", "backend", p.backend.name, "url", req.URL.String(), "err", err)
+		s.backendFails.record(p.backend.name, 0, err)
 	} else {
+		s.backendFails.record(p.backend.name, resp.StatusCode, nil)
 		if autoGzip {
 			if ce := resp.Header.Get("Content-Encoding"); ce == "gzip" || ce == "x-gzip" {
 				resp.Header.Del("Content-Encoding")

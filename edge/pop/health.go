@@ -89,8 +89,8 @@ func (s *Server) Ready() error {
 
 // Degraded lists conditions that do not stop the server but an operator
 // should see (a log collector that does not accept deliveries, a module
-// or geolocation update that could not be loaded), one line
-// each; nil when there are none.
+// or geolocation update that could not be loaded, a backend refusing or
+// failing requests), one line each; nil when there are none.
 func (s *Server) Degraded() []string {
 	var out []string
 	if s.sinks != nil {
@@ -102,7 +102,7 @@ func (s *Server) Degraded() []string {
 	if why := s.reloadFailure.Load(); why != nil {
 		out = append(out, *why)
 	}
-	return out
+	return append(out, s.backendFails.degraded()...) // refused or failing backend requests
 }
 
 // startSucceeded is called when an instance first waits for a request.

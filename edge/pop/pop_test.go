@@ -134,7 +134,9 @@ override_host = "agg.example"
 url = %q
 [local_server.backends.dead]
 url = "http://%s"
-`, be.URL+"/api", be.URL, deadAddr))
+[local_server.backends.denied]
+url = %q
+`, be.URL+"/api", be.URL, deadAddr, newBackendFunc(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) })))
 	p := startPOP(t, m, nil)
 
 	resp, body := p.get(t, "/backend?name=aggregator&path="+urlq("/ingest?x=1"))
@@ -170,9 +172,19 @@ url = "http://%s"
 	if resp.StatusCode != 502 || !strings.Contains(body, "connection refused") {
 		t.Errorf("dead backend: %d %q", resp.StatusCode, body)
 	}
+	// A backend refusing the guest's credentials, or not answering, shows
+	// in Degraded (/healthz) with what to check; one that answers does not.
+	if resp, _ := p.get(t, "/backend?name=denied&path=/x"); resp.Header.Get("X-Backend-Status") != "401" {
+		t.Errorf("denied backend: %d %q", resp.StatusCode, resp.Header.Get("X-Backend-Status"))
+	}
+	d := strings.Join(p.Degraded(), "\n")
+	if !strings.Contains(d, "backend denied: 1 requests failing") || !strings.Contains(d, "status 401") || !strings.Contains(d, "check aggregator_secret") ||
+		!strings.Contains(d, "backend dead: 1 requests failing") || !strings.Contains(d, "check the backend URL") || strings.Contains(d, "backend aggregator") {
+		t.Errorf("degraded:\n%s", d)
+	}
 	var metrics bytes.Buffer
 	p.WritePrometheus(&metrics)
-	if !strings.Contains(metrics.String(), "edgepixel_pop_backend_sends_total 3") ||
+	if !strings.Contains(metrics.String(), "edgepixel_pop_backend_sends_total 4") ||
 		!strings.Contains(metrics.String(), "edgepixel_pop_backend_errors_total 1") {
 		t.Errorf("metrics:\n%s", metrics.String())
 	}

@@ -135,6 +135,8 @@ type Server struct {
 	erl       *erlStore                           // rate counters, penalty boxes (erl.go)
 	trust     *proxyTrust                         // trusted proxies; nil: none (clientaddr.go)
 	transport *http.Transport
+	// backendFails is which backends' requests have been failing (backendfails.go).
+	backendFails backendFailures
 
 	minInstances, maxInstances int
 

@@ -22,9 +22,19 @@ var Script []byte
 //go:embed s.js.gz
 var Gzip []byte
 
-// ETag is Script's entity tag (RFC 9110 section 8.8.3): the first 16 hex
-// digits of its SHA-256, checked by TestETag.
-const ETag = `"b9c0f2ace8b864dd"`
+// scriptTag is the first 16 hex digits of Script's SHA-256, checked by
+// TestETag.
+const scriptTag = "b9c0f2ace8b864dd"
+
+// ETag is Script's strong entity tag, and GzipETag Gzip's: a strong tag
+// names one representation's exact bytes, so the gzip and the plain body
+// must not share one (RFC 9110 section 8.8.3; a cache holding one would
+// otherwise answer a revalidation of the other with 304). The suffix
+// keeps them computed once, from Script alone.
+const (
+	ETag     = `"` + scriptTag + `"`
+	GzipETag = `"` + scriptTag + `-gzip"`
+)
 
 // CacheControl lets browsers and CDNs keep the script a day, and use a
 // stale copy for a week while they revalidate (RFC 5861).

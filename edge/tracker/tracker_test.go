@@ -26,6 +26,6 @@ func TestGzipFresh(t *testing.T) {
 func TestETag(t *testing.T) {
 	sum := sha256.Sum256(Script)
 	if want := fmt.Sprintf(`"%x"`, sum[:8]); ETag != want {
-		t.Errorf("ETag is %s; set it to %s in tracker.go", ETag, want)
+		t.Errorf("ETag is %s; set scriptTag to %s in tracker.go", ETag, want)
 	}
 }

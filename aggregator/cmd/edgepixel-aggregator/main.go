@@ -32,6 +32,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/server"
+	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
@@ -161,11 +162,7 @@ func run(args []string) error {
 		return usageError{flaghint.Explain(fs, err)}
 	}
 	if *version {
-		rev := clickhouse.Revision()
-		if rev == "" {
-			rev = "(no commit recorded: built outside a git clone, a worktree included, or with -buildvcs=false)"
-		}
-		fmt.Printf("edgepixel-aggregator %s, ClickHouse schema version %d\n", rev, clickhouse.SchemaVersion())
+		fmt.Printf("edgepixel-aggregator %s, ClickHouse schema version %d\n", buildinfo.Version(), clickhouse.SchemaVersion())
 		return nil
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)

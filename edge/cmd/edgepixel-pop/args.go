@@ -31,7 +31,8 @@ edgepixel-pop flags (environment variable in brackets):
   --max-instances N       pool limit; 0 = max(instances, 4*GOMAXPROCS) [EDGEPIXEL_POP_MAX_INSTANCES]
   --compile-cache DIR     compiled-code cache; "off" disables [EDGEPIXEL_POP_COMPILE_CACHE]
                           (default: edgepixel-pop under the user cache directory)
-  --admin-addr HOST:PORT  serve /healthz and /metrics there [EDGEPIXEL_POP_ADMIN_ADDR]
+  --admin-addr HOST:PORT  serve /healthz, /metrics and /debug/pprof/ there; bind it to
+                          localhost: profiles reveal internals [EDGEPIXEL_POP_ADMIN_ADDR]
   --shutdown-timeout D    how long guests may finish at shutdown (default 30s) [EDGEPIXEL_POP_SHUTDOWN_TIMEOUT]
   --compile-only          fill the compile cache for MODULE.wasm and exit
 

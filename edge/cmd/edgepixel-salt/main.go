@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
@@ -52,6 +53,7 @@ Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC
   --cf-api URL           Cloudflare's API (default https://api.cloudflare.com/client/v4)
   --today                also write today's salt (first run; with --dir only when
                          today's is missing)
+  --version              print the commit it was built from and exit
 `
 
 func main() {
@@ -73,11 +75,15 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	account := fs.String("cf-account", os.Getenv("CLOUDFLARE_ACCOUNT_ID"), "")
 	cfAPI := fs.String("cf-api", "https://api.cloudflare.com/client/v4", "")
 	today := fs.Bool("today", false, "")
+	version := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return usage, nil
 		}
 		return "", fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-salt"))
+	}
+	if *version {
+		return "edgepixel-salt " + buildinfo.Version() + "\n", nil
 	}
 	if n := btoi(*dir != "") + btoi(*store != "") + btoi(*kv != ""); n != 1 {
 		return "", errors.New("give exactly one of --dir, --fastly-store or --cf-kv\n" + flaghint.SeeHelp("edgepixel-salt"))

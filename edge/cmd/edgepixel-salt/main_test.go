@@ -248,3 +248,11 @@ func TestUsageErrorsAreShort(t *testing.T) {
 		}
 	}
 }
+
+// TestSaltVersion: --version answers like the other commands', instead of
+// "flag provided but not defined".
+func TestSaltVersion(t *testing.T) {
+	if out, err := run(context.Background(), []string{"--version"}, time.Now(), nil); err != nil || !strings.HasPrefix(out, "edgepixel-salt ") {
+		t.Errorf("--version: %q, %v", out, err)
+	}
+}

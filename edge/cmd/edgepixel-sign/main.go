@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
 )
@@ -32,6 +33,7 @@ and prints it. Flags (environment variable in brackets):
   --ttl D           the signature expires this long from now (default 8760h)
                                                         [EDGEPIXEL_SIGN_TTL]
   --expires T       expiry as RFC 3339 time or Unix seconds, instead of --ttl
+  --version         print the commit it was built from and exit
 `
 
 func main() {
@@ -47,6 +49,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	keyFile := fs.String("key-file", os.Getenv("EDGEPIXEL_SIGN_KEY_FILE"), "")
 	ttl := fs.Duration("ttl", 365*24*time.Hour, "")
 	expires := fs.String("expires", "", "")
+	version := fs.Bool("version", false, "")
 	if v := os.Getenv("EDGEPIXEL_SIGN_TTL"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -60,6 +63,10 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 			return nil
 		}
 		return fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-sign"))
+	}
+	if *version {
+		fmt.Fprintln(stdout, "edgepixel-sign", buildinfo.Version())
+		return nil
 	}
 	if *keyFile == "" {
 		return fmt.Errorf("--key-file is required: the site's signing key, the same bytes as in the edge's secret store\n%s", flaghint.SeeHelp("edgepixel-sign"))

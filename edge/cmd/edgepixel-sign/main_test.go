@@ -76,3 +76,12 @@ func TestSignFlagErrors(t *testing.T) {
 		t.Errorf("EDGEPIXEL_SIGN_TTL=5: %v; want the variable and a duration's form", err)
 	}
 }
+
+// TestSignVersion: --version answers like the other commands', instead of
+// "flag provided but not defined".
+func TestSignVersion(t *testing.T) {
+	var out strings.Builder
+	if err := run([]string{"--version"}, strings.NewReader(""), &out, time.Now()); err != nil || !strings.HasPrefix(out.String(), "edgepixel-sign ") {
+		t.Errorf("--version: %q, %v", out.String(), err)
+	}
+}

@@ -1,0 +1,88 @@
+package pop
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Backend health. The guest decides what a backend's answer means, and
+// edgepixel's module only logs a batch the aggregator refused and writes
+// its hits to the fallback log endpoint: visitors still get 200 and the
+// hits are kept, so a wrong aggregator_secret (every batch 401) showed
+// nowhere but in the log. The host sees the status of every backend
+// request it makes, so it keeps, per backend, whether its requests have
+// been failing lately, and Degraded lists those, as it does a log
+// endpoint that does not accept deliveries.
+
+// backendFailRecent is how long after its last failed request a backend
+// is still listed: a backend nobody has sent to since is not known to
+// be well again, but neither is it known to be failing.
+const backendFailRecent = 10 * time.Minute
+
+// backendFailure is a backend's run of failed requests, since its last
+// good one.
+type backendFailure struct {
+	since, last time.Time
+	n           int
+	why         string // the last failure: "status 401", or the error
+	denied      bool   // the last failure was 401 or 403
+}
+
+type backendFailures struct {
+	mu      sync.Mutex
+	failing map[string]*backendFailure // by backend name
+}
+
+// record notes the outcome of a request to backend name: its response's
+// status, or err when there was none. 401 and 403 (credentials refused),
+// 5xx and no response at all are failures; any other answer ends a run.
+func (h *backendFailures) record(name string, code int, err error) {
+	why, denied := "", code == http.StatusUnauthorized || code == http.StatusForbidden
+	switch {
+	case err != nil:
+		why = err.Error()
+	case denied || code >= 500:
+		why = fmt.Sprintf("status %d", code)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if why == "" {
+		delete(h.failing, name)
+		return
+	}
+	f := h.failing[name]
+	if f == nil {
+		if h.failing == nil {
+			h.failing = map[string]*backendFailure{}
+		}
+		f = &backendFailure{since: time.Now()}
+		h.failing[name] = f
+	}
+	f.last, f.n, f.why, f.denied = time.Now(), f.n+1, why, denied
+}
+
+// degraded describes each backend whose requests failed in the last
+// backendFailRecent with none succeeding since, one line each, with
+// what to check.
+func (h *backendFailures) degraded() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for name, f := range h.failing {
+		if time.Since(f.last) > backendFailRecent {
+			continue
+		}
+		hint := "check the backend URL and that it is up"
+		if f.denied {
+			// The only credentials edgepixel's module sends a backend.
+			hint = "check aggregator_secret and the backend URL"
+		}
+		out = append(out, fmt.Sprintf("backend %s: %d requests failing for %s (last: %s); %s",
+			name, f.n, time.Since(f.since).Round(time.Second), f.why, hint))
+	}
+	slices.Sort(out)
+	return out
+}
