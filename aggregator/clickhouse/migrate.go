@@ -65,7 +65,7 @@ var Migrations = []Migration{
 		SQL: dimDaysSchema, Run: (*Client).createDimDaysView},
 	{Version: VersionMinuteDims, Name: "rollup_minute_dims: events per minute, visitor and value of the visitor-level dimensions, page and event, its view from a cut-off; the events before it rolled up by the backfill",
 		SQL: minuteDimsSchema, Run: (*Client).createMinuteDimsView},
-	{Version: VersionProps, Name: "rollup_props: events, pageviews and visitors per hour, event name and property, its view from a cut-off; the events before it rolled up by the backfill",
+	{Version: VersionProps, Name: "rollup_props: events, pageviews and visitors per day, event name and property, its view from a cut-off; the events before it rolled up by the backfill",
 		SQL: propsSchema, Run: (*Client).createPropsView},
 }
 

@@ -19,18 +19,21 @@ import (
 // early. The members of a nested object count under their own keys; an
 // array's elements, and a member whose key is "", are not counted.
 //
-// PropsTable holds, per site, UTC hour, event name, key and value, the
-// events, pageviews and visitors, and one row of key "" per site, hour
-// and event name for every event (with props or not): those rows count
-// the events rolled up, which must equal the hourly rollup's count for a
+// PropsTable holds, per site, UTC day, event name, key and value, the
+// events, pageviews and visitors, and one row of key "" per site, day
+// and event name for every event (with props or not; no visitors): those rows count
+// the events rolled up, which must equal the daily rollup's count for a
 // range to be read from here (PropsComplete), and the backfill compares
-// them per month as it does the other rollups'. It covers every event
+// them per month as it does the other rollups'. Days, not hours: a top
+// table merges a visitors state per row, and a month of hours was 24
+// times the states (and several times the time) for the same answer;
+// every range but the last 30 minutes starts at a UTC day. It covers every event
 // once, as MinuteDimsTable does: a view from a cut-off (a whole hour a
 // little ahead when the step runs; 0 on a database without events) for
 // the events from then on (src 0), and the backfill (BackfillProps) for
 // those before it (src 1).
 
-// PropsTable is the per-hour rollup of event properties.
+// PropsTable is the per-day rollup of event properties.
 const PropsTable = "rollup_props"
 
 // VersionProps is the schema step that creates PropsTable.
@@ -64,8 +67,10 @@ func propsRollup() rollup {
 	return rollup{
 		table: PropsTable,
 		cols:  "event String,\n\t\tkey String,\n\t\tvalue String,\n\t\t" + countCols + ",\n\t\t" + visitorsCol,
-		part:  "toYYYYMM(t)", order: "site, t, event, key, value", tExpr: Grains[1].Start + "(ts, 'UTC')",
-		sel:    "name AS event, kv.1 AS key, kv.2 AS value, " + countAggs + ", " + visitorsAgg,
+		part:  "toYYYYMM(t)", order: "site, t, event, key, value", tExpr: Grains[2].Start + "(ts, 'UTC')",
+		// The rows of key '' count events only: a visitors state there,
+		// every visitor of the day, would be read with the members'.
+		sel:    "name AS event, kv.1 AS key, kv.2 AS value, " + countAggs + ", uniqCombinedIfState(visitor_id, visitor_id != 0 AND kv.1 != '') AS visitors",
 		arrayJ: "ARRAY JOIN " + PropPairs() + " AS kv", group: "site, t, event, key, value", check: "key = ''",
 	}
 }
@@ -96,18 +101,18 @@ func (c *Client) BackfillProps(ctx context.Context) (BackfillResult, error) {
 }
 
 // PropsComplete reports whether PropsTable holds every event of the
-// sites siteCond selects in [from, to), whole hours: whether its rows of
-// key "" count as many events there as the hourly rollup. It is false
-// before step VersionProps, while the backfill has not rolled up the
-// events before the cut-off, and for a moment while an insert is between
-// the two tables' views.
+// sites siteCond selects in the UTC days that start in [from, to): whether
+// its rows of key "" count as many events there as the daily rollup. It
+// is false before step VersionProps, while the backfill has not rolled up
+// the events before the cut-off, and for a moment while an insert is
+// between the two tables' views.
 func PropsComplete(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (bool, error) {
 	if _, ok, err := viewCutoff(ctx, q, db, PropsTable); err != nil || !ok {
 		return false, err
 	}
 	span := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d)", siteCond, from.Unix(), to.Unix())
 	rows, err := q.Query(ctx, fmt.Sprintf("SELECT (SELECT sumMerge(events) FROM %[1]s.%[2]s WHERE %[3]s AND key = ''), (SELECT sumMerge(events) FROM %[1]s.%[4]s WHERE %[3]s)",
-		db, PropsTable, span, Grains[1].Table))
+		db, PropsTable, span, Grains[2].Table))
 	if err != nil {
 		return false, err
 	}

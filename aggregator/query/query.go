@@ -1078,7 +1078,9 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 
 // topProps answers the top table of event properties, "key=value" by
 // events: from PropsTable under no filter or the event name's alone, over
-// whole hours that it holds completely (clickhouse.PropsComplete);
+// a range from a UTC day's start whose days it holds completely
+// (clickhouse.PropsComplete; its last day may end after the range, which
+// holds no later events: today's range ends at the next hour);
 // otherwise from the events table, its members read by the same
 // expression (clickhouse.PropPairs).
 func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top, error) {
@@ -1088,7 +1090,7 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 	from, to := r.Range.From.Unix(), r.Range.To.Unix()
 	byEvent := len(r.Filters) == 1 && r.Filters[0].Name == "event"
 	tail := " GROUP BY kv ORDER BY n DESC, kv LIMIT " + strconv.Itoa(limit)
-	if !e.Raw && (len(r.Filters) == 0 || byEvent) && from%3600 == 0 && to%3600 == 0 {
+	if !e.Raw && (len(r.Filters) == 0 || byEvent) && from%86400 == 0 && to%3600 == 0 {
 		ok, err := clickhouse.PropsComplete(ctx, e.Src, db, site, r.Range.From, r.Range.To)
 		if err != nil {
 			return t, err
@@ -1099,8 +1101,19 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 				cond += " AND event = " + q(r.Filters[0].Value)
 			}
 			t.Source = clickhouse.PropsTable
+			// Ranked first, then the visitors of those shown only, as
+			// topRollup does and for its reason.
+			table := db + "." + clickhouse.PropsTable
+			ranked, err := e.Src.Query(ctx, "SELECT concat(key, '=', value) AS kv, sumMerge(events) AS n FROM "+table+" WHERE "+cond+tail)
+			if err != nil || len(ranked) == 0 {
+				return t, err
+			}
+			shown := make([]string, 0, len(ranked))
+			for _, row := range ranked {
+				shown = append(shown, q(row[0]))
+			}
 			return t.add(e.Src.Query(ctx, "SELECT concat(key, '=', value) AS kv, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+
-				db+"."+clickhouse.PropsTable+" WHERE "+cond+tail))
+				table+" WHERE "+cond+" AND concat(key, '=', value) IN ("+strings.Join(shown, ", ")+")"+tail))
 		}
 	}
 	t.Source = "events"
