@@ -176,26 +176,36 @@ func (a *Access) SetViewers(viewers map[string][]string) error {
 
 // WatchViewers keeps the viewer tokens those of the file at path
 // (ParseViewers' format) until ctx ends: it looks at the file's size and
-// modification time every interval and reads it again when either
-// changed, so that removing a token from the file ends its sessions
-// within an interval, with no restart. A file that cannot be read or
-// parsed is logged and leaves the tokens as they were. It reads the file
-// once at the start too, since it may have changed since the caller read
-// it.
+// modification time every interval and, when either changed, reads it
+// again once they are the same at the next look, so that removing a
+// token from the file ends its sessions within two intervals, with no
+// restart. Waiting for a look without change keeps it from reading a
+// file an editor is still writing (truncated, then written): a partial
+// file can parse, without the tokens not written yet. A file that cannot
+// be read or parsed is logged and leaves the tokens as they were. It
+// reads the file once at the start too, since it may have changed since
+// the caller read it.
 func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Duration, log *slog.Logger) {
-	var seen os.FileInfo
+	var seen, pending os.FileInfo
+	changed := func(a, b os.FileInfo) bool {
+		return b == nil || a.Size() != b.Size() || !a.ModTime().Equal(b.ModTime())
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
+	for first := true; ; first = false {
 		fi, err := os.Stat(path)
 		switch {
 		case err != nil:
 			if seen != nil {
 				log.Error("dashboard viewers file: cannot read it; the viewer tokens stay as they were", "file", path, "err", err)
 			}
-			seen = nil
-		case seen == nil || fi.Size() != seen.Size() || !fi.ModTime().Equal(seen.ModTime()):
-			seen = fi
+			seen, pending = nil, nil
+		case !changed(fi, seen):
+			pending = nil
+		case !first && changed(fi, pending):
+			pending = fi // still being written, perhaps: read it at the next look
+		default:
+			seen, pending = fi, nil
 			if err := a.readViewers(path); err != nil {
 				log.Error("dashboard viewers file: the viewer tokens stay as they were until it is fixed", "file", path, "err", err)
 			} else {

@@ -206,9 +206,17 @@ func (b *syncBuffer) String() string {
 func TestWatchViewers(t *testing.T) {
 	const gone, stays = "viewer-token-gone-0123456789", "viewer-token-stays-0123456789"
 	file := filepath.Join(t.TempDir(), "viewers")
+	// Each version replaces the file whole (a rename): at a look
+	// every 10 ms a file being written can stay partial for two looks on
+	// a loaded machine, which the watcher's one-look wait (for editors,
+	// at 2 s) does not cover.
 	write := func(text string) {
 		t.Helper()
-		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		tmp := file + ".tmp"
+		if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
 			t.Fatal(err)
 		}
 	}
