@@ -135,6 +135,6 @@ var Cases = []Case{
 	{Name: "POST for a locked site from another origin", Method: "POST", Target: "/e", Header: map[string]string{"Origin": "https://evil.example"},
 		Body: `{"site":"` + LockedSite + `"}`, Status: 403, Drop: pixel.DropOriginNotAllowed},
 	{Name: "healthz", Method: "GET", Target: "/healthz", Status: 200},
-	{Name: "tracker script", Method: "GET", Target: "/s.js", Status: 200},
+	{Name: "tracker script", Method: "GET", Target: "/s.js", Status: 200, AllowOrigin: "*"}, // public, for subresource integrity from any page
 	{Name: "unknown path", Method: "GET", Target: "/favicon.ico", Status: 404},
 }
