@@ -757,14 +757,11 @@ func (c *Client) execDDL(ctx context.Context, sql string) error {
 func migrator() string {
 	host, _ := os.Hostname()
 	by := "edgepixel-aggregator pid " + strconv.Itoa(os.Getpid()) + " on " + host
-	if rev := Revision(); rev != "" {
+	if rev := buildinfo.Revision(); rev != "" {
 		by += " rev " + rev
 	}
 	return by
 }
-
-// Revision is buildinfo.Revision, the commit this binary was built from.
-func Revision() string { return buildinfo.Revision() }
 
 // SchemaVersion is the schema step this aggregator migrates a database to.
 func SchemaVersion() int { return Migrations[len(Migrations)-1].Version }
