@@ -292,11 +292,7 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64
 		table, cond = e.dimRows("site = "+q(r.Site)+" AND dim = "+q(f.Name)+" AND value = "+q(f.Value), rng, fresh)
 		return table, cond, "t"
 	}
-	cond = "site = " + q(r.Site) + " AND ts >= " + span + "ts < " + end
-	for _, f := range r.Filters {
-		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
-	}
-	return db + ".events", cond, "ts"
+	return db + ".events", eventsCond(r, rng.From, rng.To), "ts"
 }
 
 // minuteRows is the source of MinuteDimsTable's rows of r's site and
@@ -649,13 +645,8 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 	}
 	var vs VisitStats
 	db := e.Src.DB()
-	q := clickhouse.Quote
-	span := fmt.Sprintf(" >= toDateTime(%d) AND %%[1]s < toDateTime(%d)", rng.From.Unix(), rng.To.Unix())
 	table := db + ".events"
-	cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts") + " AND visitor_id != 0"
-	for _, f := range r.Filters {
-		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
-	}
+	cond := eventsCond(r, rng.From, rng.To) + " AND visitor_id != 0"
 	inner := "SELECT visitor_id AS v, toStartOfMinute(ts, 'UTC') AS t, min(ts_ms) AS f, max(ts_ms) AS l, count() AS n, countIf(name = 'pageview') AS p FROM " +
 		table + " WHERE " + cond + " GROUP BY v, t"
 	sql := `SELECT count(), countIf(vn = 1 AND vp = 1), sum(vl - vf), sum(vp) FROM (
@@ -1039,7 +1030,6 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	q := clickhouse.Quote
 	db := e.Src.DB()
 	var sql string
-	span := fmt.Sprintf(" >= toDateTime(%d) AND %%s < toDateTime(%d)", r.Range.From.Unix(), r.Range.To.Unix())
 	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
 	minute, err := e.byMinute(ctx, r, dim.Name, r.Range.From, r.Range.To)
 	if err != nil {
@@ -1064,10 +1054,7 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		return t.add(rows, err)
 	} else {
 		t.Source = "events"
-		cond := "site = " + q(r.Site) + " AND ts" + fmt.Sprintf(span, "ts")
-		for _, f := range r.Filters {
-			cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
-		}
+		cond := eventsCond(r, r.Range.From, r.Range.To)
 		// One pass: ranking first would read the events twice, which
 		// cost more than the visitors of the values not shown.
 		sql = "SELECT " + dim.Expr + " AS value, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + db + ".events WHERE " + cond +
@@ -1117,12 +1104,19 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 		}
 	}
 	t.Source = "events"
-	cond := fmt.Sprintf("%s AND ts >= toDateTime(%d) AND ts < toDateTime(%d) AND props != ''", site, from, to)
-	for _, f := range r.Filters {
-		cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
-	}
+	cond := eventsCond(r, r.Range.From, r.Range.To) + " AND props != ''"
 	return t.add(e.Src.Query(ctx, "SELECT concat(m.1, '=', m.2) AS kv, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM "+
 		db+".events ARRAY JOIN "+clickhouse.PropPairs()+" AS m WHERE "+cond+" AND m.1 != ''"+tail))
+}
+
+// eventsCond is the condition on the events table's rows of r's site in
+// [from, to) that r's filters keep.
+func eventsCond(r Request, from, to time.Time) string {
+	cond := fmt.Sprintf("site = %s AND ts >= toDateTime(%d) AND ts < toDateTime(%d)", clickhouse.Quote(r.Site), from.Unix(), to.Unix())
+	for _, f := range r.Filters {
+		cond += " AND " + f.Dim.Expr + " = " + clickhouse.Quote(f.Value)
+	}
+	return cond
 }
 
 // add appends rows of (value, pageviews, events, visitors) to t.
@@ -1211,10 +1205,7 @@ func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse
 	} else {
 		t.Source = "events"
 		page, _ := clickhouse.DimensionByName("page")
-		cond := fmt.Sprintf("site = %s AND ts >= toDateTime(%d) AND ts < toDateTime(%d) AND visitor_id != 0", q(r.Site), from, to)
-		for _, f := range r.Filters {
-			cond += " AND " + f.Dim.Expr + " = " + q(f.Value)
-		}
+		cond := eventsCond(r, r.Range.From, r.Range.To) + " AND visitor_id != 0"
 		pick := "argMin(x.4, x.2)"
 		if !entry {
 			pick = "argMax(x.5, x.3)"
