@@ -137,6 +137,9 @@ func New(cfg Config) (*Access, error) {
 	if err := readJSON(cfg.EndedFile, &a.ended); err != nil {
 		return nil, err
 	}
+	if a.ended == nil { // the file held null: Logout writes to the map
+		a.ended = map[string]int64{}
+	}
 	return a, nil
 }
 
