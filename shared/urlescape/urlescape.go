@@ -68,20 +68,18 @@ func Normalize(s string, escaped Set) string {
 	b = append(b, s[:i]...)
 	for ; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '%' && validAt(s, i):
-			d := unhex(s[i+1])<<4 | unhex(s[i+2])
+		if d, ok := At(s, i); ok {
+			i += 2
 			if decoded(d, escaped) {
 				b = append(b, d)
-			} else {
-				b = append(b, '%', hexUpper[d>>4], hexUpper[d&15])
+				continue
 			}
-			i += 2
-		case c < 0x21 || c >= 0x7F || c == '%' || escaped.Has(c):
-			b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
-		default:
+			c = d // written back escaped, in upper case
+		} else if c >= 0x21 && c < 0x7F && c != '%' && !escaped.Has(c) {
 			b = append(b, c)
+			continue
 		}
+		b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
 	}
 	// The bytes are the string's own: no copy (strings.Builder does the
 	// same, but TinyGo puts the Builder itself on the heap).
@@ -110,13 +108,11 @@ func NormalEnd(s string, escaped Set) int {
 // At returns the byte the escape at s[i] ("%" and two hex digits)
 // encodes, and false when s has no valid escape there.
 func At(s string, i int) (byte, bool) {
-	if i < 0 || !validAt(s, i) || s[i] != '%' {
+	if i < 0 || i+2 >= len(s) || s[i] != '%' || !isHex(s[i+1]) || !isHex(s[i+2]) {
 		return 0, false
 	}
 	return unhex(s[i+1])<<4 | unhex(s[i+2]), true
 }
-
-func validAt(s string, i int) bool { return i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) }
 
 // decoded reports whether an escape of d is written as d itself.
 func decoded(d byte, escaped Set) bool {
