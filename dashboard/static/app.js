@@ -150,13 +150,19 @@ async function render() {
   if (failed && my === renderSeq) $("chartinfo").textContent = "Some figures are unavailable: " + failed.reason.message;
 }
 
+// dimOf is the dimension called name as /api/dimensions lists it, {} for
+// none.
+function dimOf(name) {
+  return state.dims.find((d) => d.name === name) || {};
+}
+
 // shown is a value as the page shows it. Pages are stored escaped as the
 // edge normalises them ("/caf%C3%A9"); decodeURI shows them as typed
 // ("/café") and keeps escapes of reserved characters ("%2F"). The stored
 // value stays what a click filters by and what the CSV holds.
 function shown(dim, v) {
   if (!v) return "(none)";
-  return (state.dims.find((d) => d.name === dim) || {}).path ? shownPage(v) : v;
+  return dimOf(dim).path ? shownPage(v) : v;
 }
 
 function shownPage(v) {
@@ -167,7 +173,7 @@ function renderFilters() {
   const f = state.view.filters;
   const ignored = (state.ignored || []).length ? [el("span", { class: "chip ignored", text: "Not a filter, ignored: " + state.ignored.join(", ") })] : [];
   $("filters").replaceChildren(...ignored, ...Object.keys(f).map((k) => {
-    const label = (state.dims.find((d) => d.name === k) || {}).label || k;
+    const label = dimOf(k).label || k;
     return el("span", { class: "chip" }, `${label}: ${shown(k, f[k])}`,
       el("button", { type: "button", "aria-label": `Clear filter ${label} ${shown(k, f[k])}`, onclick: () => {
         const nf = { ...state.view.filters }; delete nf[k]; setView({ filters: nf });
@@ -216,8 +222,9 @@ function renderTop(t) {
     return;
   }
   head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", text: "CSV" }));
+  const dim = dimOf(t.dim);
   // Entry and exit pages count visits; a click filters by the page.
-  if ((state.dims.find((d) => d.name === t.dim) || {}).visit) {
+  if (dim.visit) {
     const rows = t.rows.map((r) => el("tr", {},
       el("td", { class: "v" }, el("button", { type: "button", title: "Filter by page " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, page: r.value } }) }, shown(t.dim, r.value))),
       el("td", { class: "n", text: fmt(r.visits) })));
@@ -228,9 +235,8 @@ function renderTop(t) {
   }
   // A row of a table that cannot filter (event properties, several per
   // event) is text.
-  const filters = (state.dims.find((d) => d.name === t.dim) || {}).filter;
   const rows = t.rows.map((r) => el("tr", {},
-    el("td", { class: "v" }, filters ? el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value)) : el("span", { text: shown(t.dim, r.value) })),
+    el("td", { class: "v" }, dim.filter ? el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value)) : el("span", { text: shown(t.dim, r.value) })),
     el("td", { class: "n", text: fmt(r.visitors) }), el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
   const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visitors" }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
     el("tbody", {}, ...rows));
