@@ -2,6 +2,7 @@ package pop
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -64,6 +65,10 @@ func (h *backendFailures) record(name string, code int, err error) {
 	f.last, f.n, f.why, f.denied = time.Now(), f.n+1, why, denied
 }
 
+// recent reports whether the run's last failure is recent enough to
+// list the backend as failing.
+func (f *backendFailure) recent() bool { return time.Since(f.last) <= backendFailRecent }
+
 // degraded describes each backend whose requests failed in the last
 // backendFailRecent with none succeeding since, one line each, with
 // what to check.
@@ -72,7 +77,7 @@ func (h *backendFailures) degraded() []string {
 	defer h.mu.Unlock()
 	var out []string
 	for name, f := range h.failing {
-		if time.Since(f.last) > backendFailRecent {
+		if !f.recent() {
 			continue
 		}
 		hint := "check the backend URL and that it is up"
@@ -85,4 +90,34 @@ func (h *backendFailures) degraded() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// writePrometheus writes edgepixel_pop_backend_failing: 1 for a backend
+// degraded lists, 0 for the others in names (fastly.toml's), so an alert
+// can watch what /healthz only shows to a reader.
+func (h *backendFailures) writePrometheus(w io.Writer, names []string) {
+	h.mu.Lock()
+	failing := map[string]bool{}
+	for name, f := range h.failing {
+		if f.recent() {
+			failing[name] = true
+		}
+	}
+	h.mu.Unlock()
+	all := slices.Clone(names)
+	for name := range failing {
+		if !slices.Contains(all, name) {
+			all = append(all, name) // a dynamic backend
+		}
+	}
+	slices.Sort(all)
+	const n = "edgepixel_pop_backend_failing"
+	fmt.Fprintf(w, "# HELP %s 1 while a backend's requests have been failing (401, 403, 5xx or no response) with none succeeding since, within the last %v; /healthz says which and why.\n# TYPE %s gauge\n", n, backendFailRecent, n)
+	for _, name := range all {
+		v := 0
+		if failing[name] {
+			v = 1
+		}
+		fmt.Fprintf(w, "%s{backend=%q} %d\n", n, name, v)
+	}
 }

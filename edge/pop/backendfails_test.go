@@ -31,3 +31,31 @@ func TestBackendFailures(t *testing.T) {
 		t.Errorf("a failure older than %v: %q", backendFailRecent, d)
 	}
 }
+
+// TestBackendFailingMetric: fastly.toml's backends are listed at 0, a
+// failing one at 1, and a failing backend the guest registered is
+// listed too.
+func TestBackendFailingMetric(t *testing.T) {
+	var h backendFailures
+	h.record("aggregator", 401, nil)
+	h.record("dynamic_1", 0, errors.New("connection refused"))
+	h.record("origin", 200, nil)
+	var b strings.Builder
+	h.writePrometheus(&b, []string{"origin", "aggregator"})
+	for _, want := range []string{
+		"# TYPE edgepixel_pop_backend_failing gauge\n",
+		"edgepixel_pop_backend_failing{backend=\"aggregator\"} 1\n" +
+			"edgepixel_pop_backend_failing{backend=\"dynamic_1\"} 1\n" +
+			"edgepixel_pop_backend_failing{backend=\"origin\"} 0\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+	h.record("aggregator", 204, nil)
+	b.Reset()
+	h.writePrometheus(&b, []string{"origin", "aggregator"})
+	if !strings.Contains(b.String(), "edgepixel_pop_backend_failing{backend=\"aggregator\"} 0\n") {
+		t.Errorf("after a success:\n%s", b.String())
+	}
+}

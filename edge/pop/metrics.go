@@ -3,6 +3,7 @@ package pop
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -217,6 +218,7 @@ func (s *Server) WritePrometheus(w io.Writer) {
 		s.geo.db.WritePrometheus(w) // geolocation database lookups and reloads
 	}
 	s.writeClientMetrics(w) // connections, timeouts, refusals (clients.go)
+	s.backendFails.writePrometheus(w, slices.Collect(maps.Keys(s.backends)))
 	if s.sinks != nil {
 		s.sinks.WritePrometheus(w)
 	}
