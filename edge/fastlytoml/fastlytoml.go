@@ -39,6 +39,8 @@ type Manifest struct {
 	// Dir is the directory the manifest was read from; relative paths in
 	// the manifest were resolved against it.
 	Dir string
+	// Path is the file Load read ("" for Parse), for reading it again.
+	Path string
 }
 
 // Scripts is the [scripts] table.
@@ -155,6 +157,7 @@ func Load(path string) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	m.Path = abs
 	return m, nil
 }
 

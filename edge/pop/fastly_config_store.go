@@ -1,10 +1,20 @@
 package pop
 
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+)
+
 // fastly_config_store: config stores from [local_server.config_stores]
 // (and [local_server.dictionaries], see configContents). The contents
 // are read-only, so every instance shares the same maps without locking;
 // store handles are sticky and deduplicated by name: guests commonly open
 // a store once at startup and keep the handle for the instance's life.
+// A reload reads fastly.toml again (reloadConfig) and, when the stores
+// changed, the Server replaces its instances, as a change to a config
+// store on Fastly reaches the instances started after it.
 var fastlyConfigStore = hostModule{name: "fastly_config_store", funcs: []hostFunc{
 	{"open", i32("name_ptr", "name_len", "h_out"), openKV(false)},
 	{"get", i32("h", "key_ptr", "key_len", "value", "value_max_len", "nwritten_out"), getKV(false)},
@@ -20,13 +30,70 @@ type configStore struct {
 // cannot be used as the other.
 type dictStore struct{ configStore }
 
+// configSnapshot is one reading of the manifest's config stores and
+// dictionaries.
+type configSnapshot struct {
+	stores, dicts map[string]map[string]string
+}
+
+// reloadConfig reads fastly.toml again and reports whether its config
+// stores or dictionaries changed: opens from then on see the new
+// contents, and the caller replaces the instances, which keep the handles
+// they opened (edgepixel's module reads its store once, at its start).
+// Its secret stores' definitions apply to the next reloadSecrets. The
+// other tables (backends, the KV stores' initial contents, geolocation,
+// ACLs, device detection, shielding sites) are held by the running
+// server: a change to them is logged with the advice to restart. A
+// manifest that no longer reads changes nothing and is returned as the
+// error, naming the file.
+func (s *Server) reloadConfig() (changed bool, err error) {
+	if s.manifest == nil || s.manifest.Path == "" {
+		return false, nil
+	}
+	m, err := fastlytoml.Load(s.manifest.Path)
+	if err != nil {
+		return false, err
+	}
+	s.secretsMu.Lock()
+	s.secretDefs = &m.LocalServer
+	s.secretsMu.Unlock()
+	ls := m.LocalServer
+	old := s.config.Load()
+	if !reflect.DeepEqual(old.stores, ls.ConfigStores) || !reflect.DeepEqual(old.dicts, ls.Dictionaries) {
+		s.config.Store(&configSnapshot{stores: ls.ConfigStores, dicts: ls.Dictionaries})
+		changed = true
+	}
+	held := s.manifest.LocalServer
+	for _, t := range []struct {
+		table    string
+		was, now any
+	}{
+		{"backends", held.Backends, ls.Backends},
+		{"kv_stores", held.KVStores, ls.KVStores},
+		{"geolocation", held.Geolocation, ls.Geolocation},
+		{"acls", held.ACLs, ls.ACLs},
+		{"device_detection", held.DeviceDetection, ls.DeviceDetection},
+		{"shielding_sites", held.ShieldingSites, ls.ShieldingSites},
+	} {
+		if !reflect.DeepEqual(t.was, t.now) {
+			s.log.Warn(fmt.Sprintf("fastly.toml's [local_server.%s] changed; the running POP keeps the one it started with: restart it to apply the change", t.table),
+				"manifest", m.Path)
+		}
+	}
+	return changed, nil
+}
+
 // configContents finds a config store or dictionary by name. Viceroy reads
 // [local_server.config_stores] and [local_server.dictionaries] as one
 // table, and Fastly serves edge dictionaries through the config store
 // API, so either hostcall family finds a store defined under either name;
 // its own kind wins if both define it.
 func (s *Server) configContents(name string, dict bool) (map[string]string, bool) {
-	own, other := s.configStores, s.dicts
+	snap := s.config.Load()
+	if snap == nil {
+		return nil, false
+	}
+	own, other := snap.stores, snap.dicts
 	if dict {
 		own, other = other, own
 	}

@@ -22,18 +22,19 @@ type secretSnapshot struct {
 	stores map[string]map[string][]byte
 }
 
-// reloadSecrets reads the manifest's secret stores again (a secret file
+// reloadSecrets reads the manifest's secret stores again (as the last
+// reloadConfig defined them) (a secret file
 // rotated by edgepixel-salt, say) and, when anything changed, makes new
 // opens see the new values. Called on every reload (SIGHUP) and by the
 // module watcher. A store that fails to read keeps its old values; the
 // error is logged.
 func (s *Server) reloadSecrets() {
-	if s.manifest == nil {
-		return
-	}
 	s.secretsMu.Lock()
 	defer s.secretsMu.Unlock()
-	stores, err := s.manifest.LocalServer.ReadSecretStores()
+	if s.secretDefs == nil {
+		return
+	}
+	stores, err := s.secretDefs.ReadSecretStores()
 	if err != nil {
 		s.log.Error("reading the secret stores again failed; keeping the values read before", "err", err)
 		return

@@ -89,7 +89,7 @@ func (s *Server) Ready() error {
 
 // Degraded lists conditions that do not stop the server but an operator
 // should see (a log collector that does not accept deliveries, a module
-// or geolocation update that could not be loaded, a backend refusing or
+// or geolocation update or a fastly.toml that could not be read, a backend refusing or
 // failing requests), one line each; nil when there are none.
 func (s *Server) Degraded() []string {
 	var out []string
@@ -99,8 +99,10 @@ func (s *Server) Degraded() []string {
 	if s.geo != nil && s.geo.db != nil {
 		out = append(out, s.geo.db.Degraded()...) // an update that could not be loaded
 	}
-	if why := s.reloadFailure.Load(); why != nil {
-		out = append(out, *why)
+	for _, why := range []*string{s.reloadFailure.Load(), s.configFailure.Load()} {
+		if why != nil {
+			out = append(out, *why)
+		}
 	}
 	return append(out, s.backendFails.degraded()...) // refused or failing backend requests
 }

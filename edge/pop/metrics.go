@@ -255,7 +255,7 @@ func (s *Server) writePoolMetrics(w io.Writer) {
 	fmt.Fprintf(w, "# HELP %s Instances above the warm size told to end after sitting idle.\n# TYPE %s counter\n%s %d\n",
 		ie, ie, ie, s.ps.idleExits.Load())
 	const rl = "edgepixel_pop_reloads_total"
-	fmt.Fprintf(w, "# HELP %s Attempts to switch to a changed module.\n# TYPE %s counter\n", rl, rl)
+	fmt.Fprintf(w, "# HELP %s Attempts to switch to a changed module, or to new instances for changed config stores.\n# TYPE %s counter\n", rl, rl)
 	fmt.Fprintf(w, "%s{result=\"ok\"} %d\n%s{result=\"failed\"} %d\n", rl, s.ps.reloads.Load(), rl, s.ps.reloadFailures.Load())
 }
 

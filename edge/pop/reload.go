@@ -62,7 +62,7 @@ type fileStamp struct {
 	size, mtime int64 // mtime in Unix nanoseconds
 }
 
-func statModule(path string) (fileStamp, error) {
+func statFile(path string) (fileStamp, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fileStamp{}, err
@@ -188,21 +188,38 @@ func (s *Server) startWarm(ctx context.Context, p *program) error {
 	return nil
 }
 
-// Reload loads the module file again and, if it changed, compiles it and
-// starts its warm instances; once they run, new requests go to the new
-// version and the old one drains (in-flight requests finish on it). If the
-// new module does not compile or its instances fail to start, the old one
-// keeps serving and the error is returned (and logged). Safe to call at
-// any time; reloads are serialised.
+// Reload reads fastly.toml's config stores and the secret stores again
+// (reloadConfig, reloadSecrets) and loads the module file again; if the
+// module or the config stores changed, it starts warm instances (of the
+// new module, compiled) and, once they run, new requests go to them and
+// the old ones drain (in-flight requests finish on them). If the new
+// module does not compile or its instances fail to start, the old one
+// keeps serving and the error is returned (and logged); so is a
+// fastly.toml that no longer reads, whose stores then stay as they were.
+// Both show on /healthz (Degraded) until a reload succeeds. Safe to call
+// at any time; reloads are serialised.
 func (s *Server) Reload(ctx context.Context) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	if s.isClosing() {
 		return errors.New("shutting down")
 	}
+	if s.manifest != nil && s.manifest.Path != "" {
+		// Remembered before reading, so the watcher retries only when the
+		// file changes again.
+		s.manifestStamp, _ = statFile(s.manifest.Path)
+	}
+	configChanged, cerr := s.reloadConfig()
+	if cerr != nil {
+		s.log.Error("reading fastly.toml again failed; its config and secret stores stay as read before", "err", cerr)
+		why := "reading fastly.toml again failed (" + strings.ReplaceAll(cerr.Error(), "\n", " ") + "); its stores stay as read before"
+		s.configFailure.Store(&why)
+	} else {
+		s.configFailure.Store(nil)
+	}
 	s.reloadSecrets()
 	old := s.cur.Load()
-	err := s.reload(ctx, old)
+	err := s.reload(ctx, old, configChanged)
 	if err != nil {
 		s.ps.reloadFailures.Add(1)
 		s.log.Error("module reload failed; still serving the previous version", "wasm", s.wasmPath, "program", old.id, "err", err)
@@ -216,10 +233,13 @@ func (s *Server) Reload(ctx context.Context) error {
 	} else {
 		s.reloadFailure.Store(nil)
 	}
-	return err
+	return errors.Join(cerr, err)
 }
 
-func (s *Server) reload(ctx context.Context, old *program) error {
+// reload switches to the module file's version if it differs from old's,
+// or to a new program of it anyway when fresh (new instances for changed
+// config stores).
+func (s *Server) reload(ctx context.Context, old *program, fresh bool) error {
 	wasm, stamp, err := readModule(s.wasmPath)
 	// Remembered even when this version turns out broken, so the watcher
 	// retries only when the file changes again.
@@ -227,7 +247,7 @@ func (s *Server) reload(ctx context.Context, old *program) error {
 	if err != nil {
 		return err
 	}
-	if sha256.Sum256(wasm) == old.sum {
+	if sha256.Sum256(wasm) == old.sum && !fresh {
 		return nil // touched, not changed
 	}
 	began := time.Now()
@@ -244,18 +264,29 @@ func (s *Server) reload(ctx context.Context, old *program) error {
 	s.spawnMu.Unlock()
 	s.retire(old)
 	s.ps.reloads.Add(1)
-	s.log.Info("module reloaded", "wasm", s.wasmPath, "program", p.id, "previous", old.id,
+	what := "module reloaded"
+	if p.sum == old.sum {
+		what = "config stores changed: instances replaced"
+	}
+	s.log.Info(what, "wasm", s.wasmPath, "program", p.id, "previous", old.id,
 		"draining", old.live.Load(), "took", time.Since(began))
 	return nil
 }
 
-// watch polls the module file and reloads it when it changed and has been
-// stable for one interval (so a file still being written is not loaded
-// half-way; a rename into place is picked up one interval later).
+// watch polls the module file and fastly.toml and reloads when either
+// changed and has been stable for one interval (so a file still being
+// written is not loaded half-way; a rename into place is picked up one
+// interval later). The secret stores' files are read at every look; a
+// file a config store names (file = "...") is read again by a reload
+// only: SIGHUP, or touching fastly.toml.
 func (s *Server) watch(interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last fileStamp
+	manifest := ""
+	if s.manifest != nil {
+		manifest = s.manifest.Path
+	}
+	var last [2]fileStamp
 	for {
 		select {
 		case <-s.closing:
@@ -263,12 +294,18 @@ func (s *Server) watch(interval time.Duration) {
 		case <-t.C:
 		}
 		s.reloadSecrets()
-		st, err := statModule(s.wasmPath)
-		if err != nil {
+		var st [2]fileStamp
+		var err error
+		if st[0], err = statFile(s.wasmPath); err != nil {
 			continue // e.g. briefly absent while being replaced
 		}
+		if manifest != "" {
+			if st[1], err = statFile(manifest); err != nil {
+				continue
+			}
+		}
 		s.reloadMu.Lock()
-		loaded := s.stamp
+		loaded := [2]fileStamp{s.stamp, s.manifestStamp}
 		s.reloadMu.Unlock()
 		if st == loaded || st != last {
 			last = st

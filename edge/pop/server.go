@@ -120,12 +120,18 @@ type Server struct {
 	stdout io.Writer
 	modCfg wazero.ModuleConfig
 
-	backends     map[string]*backend
-	configStores map[string]map[string]string
-	dicts        map[string]map[string]string
+	backends map[string]*backend
+	// config is the config stores and dictionaries as last read
+	// (reloadConfig).
+	config atomic.Pointer[configSnapshot]
 	// secrets are the secret stores as last read (reloadSecrets).
 	secrets   atomic.Pointer[secretSnapshot]
-	secretsMu sync.Mutex // serialises reloadSecrets
+	secretsMu sync.Mutex // serialises reloadSecrets; guards secretDefs
+	// secretDefs defines the secret stores reloadSecrets reads: the
+	// manifest's, as last read (reloadConfig).
+	secretDefs *fastlytoml.LocalServer
+	// manifest is the manifest the server started with, whose tables
+	// other than the stores it holds until it ends.
 	manifest  *fastlytoml.Manifest
 	kv        *kvStores                           // shared by all instances (kv.go)
 	geo       *geoDB                              // (geo.go)
@@ -156,9 +162,13 @@ type Server struct {
 	progs              map[*program]struct{}
 	reloadMu           sync.Mutex
 	stamp              fileStamp // of the file last loaded (reloadMu)
+	manifestStamp      fileStamp // of fastly.toml when last read (reloadMu)
 	// reloadFailure is why the last reload failed, for Degraded; nil
 	// once one succeeds (or finds the file unchanged).
 	reloadFailure atomic.Pointer[string]
+	// configFailure is why fastly.toml could not be read again, for
+	// Degraded; nil once it reads.
+	configFailure atomic.Pointer[string]
 
 	// Limits and pool behaviour (limits.go, pool.go).
 	memoryLimit           int64
@@ -268,10 +278,10 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	m := cfg.Manifest
 	s.backends = newBackends(m)
 	if m != nil {
-		s.configStores = m.LocalServer.ConfigStores
-		s.dicts = m.LocalServer.Dictionaries
+		s.config.Store(&configSnapshot{stores: m.LocalServer.ConfigStores, dicts: m.LocalServer.Dictionaries})
 		s.secrets.Store(&secretSnapshot{stores: m.LocalServer.SecretStores})
 		s.manifest = m
+		s.secretDefs = &m.LocalServer
 		s.acls = m.LocalServer.ACLs
 		s.shields = m.LocalServer.ShieldingSites
 	}
@@ -303,6 +313,9 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 		return nil, nil, err
 	}
 	s.stamp = stamp
+	if m != nil && m.Path != "" {
+		s.manifestStamp, _ = statFile(m.Path)
+	}
 	s.modCfg = wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
@@ -621,5 +623,122 @@ sec = [ { key = "salt", file = "salt.secret" } ]
 	p.reloadSecrets()
 	if v := get(); v != "day-2" {
 		t.Fatalf("after the file went missing: %q", v)
+	}
+}
+
+// A config store changed in fastly.toml, or in a file it names, reaches
+// the guest after a reload (SIGHUP) through new instances, as a change
+// on Fastly reaches the instances started after it; with --watch, an
+// edit of fastly.toml is picked up by itself. A change to a table the
+// server holds (backends) is logged with the advice to restart, and a
+// fastly.toml that no longer reads keeps the stores and shows on
+// /healthz until it reads again.
+func TestConfigStoreReload(t *testing.T) {
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "fastly.toml")
+	write := func(name, text string) {
+		t.Helper()
+		// Renamed into place, as an editor does, so the watcher never
+		// reads half a file.
+		tmp := filepath.Join(dir, name+".tmp")
+		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toml := func(backendPort int) string {
+		return fmt.Sprintf(`
+[local_server.backends.origin]
+url = "http://127.0.0.1:%d"
+[local_server.config_stores.cfg]
+format = "json"
+file = "cfg.json"
+`, backendPort)
+	}
+	write("fastly.toml", toml(1))
+	write("cfg.json", `{"k": "v1"}`)
+	m, err := fastlytoml.Load(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	p := startPOP(t, m, func(c *Config) {
+		c.WasmPath = guestPath("storeguest")
+		c.Instances, c.MaxInstances = 2, 4
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		c.Reload, c.ReloadInterval = true, 20*time.Millisecond
+	})
+	// get asks every warm instance (and a few more) and returns the
+	// values and instances seen.
+	get := func() (values, instances map[string]bool) {
+		t.Helper()
+		values, instances = map[string]bool{}, map[string]bool{}
+		for range 8 {
+			r := p.ask(t, "/config", q("store", "cfg", "key", "k"), nil)
+			if r.Err != "" || r.Value == nil {
+				t.Fatalf("get: %+v", r)
+			}
+			values[*r.Value], instances[r.Instance] = true, true
+		}
+		return values, instances
+	}
+	only := func(v map[string]bool, want string) bool { return len(v) == 1 && v[want] }
+	v, before := get()
+	if !only(v, "v1") {
+		t.Fatalf("at start: %v", v)
+	}
+	write("cfg.json", `{"k": "v2"}`)
+	time.Sleep(100 * time.Millisecond) // the watcher's looks: it does not watch cfg.json
+	if v, _ := get(); !only(v, "v1") {
+		t.Fatalf("before a reload: %v", v)
+	}
+	if err := p.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v, after := get()
+	if !only(v, "v2") {
+		t.Fatalf("after the reload: %v", v)
+	}
+	for id := range after {
+		if before[id] {
+			t.Errorf("instance %s from before the reload still serves", id)
+		}
+	}
+	// Nothing changed: the instances stay.
+	if err := p.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, again := get(); !maps.Equal(again, after) {
+		t.Errorf("a reload with nothing changed replaced instances: %v, then %v", after, again)
+	}
+
+	// The watcher: fastly.toml edited (a backend and the store's file).
+	write("cfg.json", `{"k": "v3"}`)
+	write("fastly.toml", toml(2))
+	deadline := time.Now().Add(10 * time.Second)
+	for v, _ = get(); !only(v, "v3"); v, _ = get() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher did not apply an edited fastly.toml: %v", v)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "[local_server.backends] changed") {
+		t.Errorf("a changed backend was not logged:\n%s", logs.String())
+	}
+
+	write("fastly.toml", "[local_server\n")
+	p.Reload(context.Background())
+	if d := p.Degraded(); !slices.ContainsFunc(d, func(s string) bool { return strings.HasPrefix(s, "reading fastly.toml again failed") }) {
+		t.Errorf("a broken fastly.toml: degraded %q", d)
+	}
+	if v, _ := get(); !only(v, "v3") {
+		t.Errorf("a broken fastly.toml changed the store: %v", v)
+	}
+	write("fastly.toml", toml(2))
+	p.Reload(context.Background())
+	if d := p.Degraded(); len(d) != 0 {
+		t.Errorf("once fastly.toml reads again: degraded %q", d)
 	}
 }

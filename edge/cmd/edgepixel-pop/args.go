@@ -37,9 +37,10 @@ edgepixel-pop flags (environment variable in brackets):
   --compile-only          fill the compile cache for MODULE.wasm and exit
 
 Execution model and limits (limits.go; 0 turns a duration off):
-  --watch                 reload MODULE.wasm when it changes, and read secret
-                          store files again when they change (default true;
-                          --watch=false to disable); SIGHUP does both [EDGEPIXEL_POP_WATCH]
+  --watch                 reload MODULE.wasm or fastly.toml's config stores when
+                          either file changes, and read secret store files
+                          again when they change (default true; --watch=false
+                          to disable); SIGHUP does all three  [EDGEPIXEL_POP_WATCH]
   --fresh-instance        a new instance for every request, as Fastly without
                           instance reuse                          [EDGEPIXEL_POP_FRESH_INSTANCE=1]
   --wall-budget D         wall-clock limit per request (default 2m) [EDGEPIXEL_POP_WALL_BUDGET]

@@ -94,8 +94,8 @@ func (l *limitOptions) apply(cfg pop.Config) pop.Config {
 	return cfg
 }
 
-// reloadOnHangup reloads the module (and the secret stores' files, not
-// fastly.toml) on SIGHUP until the returned function
+// reloadOnHangup reloads the module, fastly.toml's config stores and the
+// secret stores' files (pop.Server.Reload) on SIGHUP until the returned function
 // is called, unless the hangup ended the process that started the POP
 // too: then the session is over (a terminal closed, or a script stopped
 // `fastly compute serve` with kill -HUP on its process group, as
@@ -133,12 +133,9 @@ func reloadOnHangup(s *pop.Server, log *slog.Logger, shutdown func()) (stop func
 					shutdown()
 					return
 				}
-				// Only the module and the secret stores' files are read
-				// again: the server holds fastly.toml's backends and config
-				// stores (and the guest reads config once per instance), so
-				// a changed `sites` needs a restart. Said here, where an
-				// operator who ran `systemctl reload` looks.
-				log.Info("SIGHUP: reloading the module and the secret stores' files; fastly.toml itself (backends, config stores such as sites) is not read again: restart the POP to apply changes to it")
+				// Said here, where an operator who ran `systemctl reload`
+				// looks: what a reload applies, and what needs a restart.
+				log.Info("SIGHUP: reloading the module, fastly.toml's config stores and the secret stores; a change to its other tables (backends, geolocation, ACLs) needs a restart")
 				s.Reload(context.Background()) // logs its own failure
 				until = time.Now().Add(hangupWatch)
 				watch.Reset(50 * time.Millisecond)
