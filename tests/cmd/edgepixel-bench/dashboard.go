@@ -488,6 +488,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		{"top pages, 30 days, country=DE", "range=30d&country=DE", "page"},
 		{"top props, 30 days", "range=30d", "props"},
 		{"top props, 30 days, event=signup", "range=30d&event=signup", "props"},
+		{"top props, 30 days, country=DE", "range=30d&country=DE", "props"},
 	}
 	fmt.Println()
 	fmt.Printf("## dashboard: history API on %d events of one site over 30 days (%d questions each from the rollups, %d from the raw events)\n", o.events, o.queries, o.rawQueries)
