@@ -95,15 +95,24 @@ func visitDimsSchema(l Layout) []string {
 // VisitDimPairs is the ARRAY JOIN list of (dimension, value) of an events
 // row for the dimensions rolled up by step 7, after (”, ”) for the
 // whole site's visits (whose pieces give the entry and exit pages), and
-// then its profile (ProfileDim).
-func VisitDimPairs() string {
-	pairs := []string{"('', '')"}
-	for _, d := range Dimensions {
-		if d.Collected && !d.Visit && d.Since <= VersionRollups {
-			pairs = append(pairs, "('"+d.Name+"', "+d.Expr+")")
+// then its profile (ProfileDim); with only, just the pairs of the
+// dimensions it names ("" for the whole site's). Every event is read
+// once per pair before any condition on the pair applies, so a question
+// about one dimension lists that one only.
+func VisitDimPairs(only ...string) string {
+	var pairs []string
+	add := func(name, expr string) {
+		if len(only) == 0 || slices.Contains(only, name) {
+			pairs = append(pairs, "('"+name+"', "+expr+")")
 		}
 	}
-	pairs = append(pairs, "('"+ProfileDim+"', "+ProfileExpr()+")")
+	add("", "''")
+	for _, d := range Dimensions {
+		if d.Collected && !d.Visit && d.Since <= VersionRollups {
+			add(d.Name, d.Expr)
+		}
+	}
+	add(ProfileDim, ProfileExpr())
 	return "[" + strings.Join(pairs, ", ") + "]"
 }
 
@@ -111,13 +120,14 @@ func VisitDimPairs() string {
 // hour (unix seconds), entry page, exit page, then visitHourCols and the
 // pieces that join the hour after: the visit pieces, per (dimension,
 // value) stream of the events that siteCond and pairCond (a condition on
-// dv, the (dim, value) pair) select, in the hours [from, to), from the
+// dv, the (dim, value) pair) select among the pairs of the dimensions
+// dims names (VisitDimPairs; none: all), in the hours [from, to), from the
 // events in [from - a segment, end). The entry and exit pages are "" but
 // in the whole site's stream (dim ""). As VisitPiecesSQL, from the
 // per-visitor half-hour segments; from, to and end must be whole
 // segments. The page of a segment's first event is the least by (time,
 // page), so that ties break alike everywhere.
-func VisitDimPiecesSQL(db, siteCond, pairCond string, from, to, end time.Time) string {
+func VisitDimPiecesSQL(db, siteCond, pairCond string, dims []string, from, to, end time.Time) string {
 	gap := strconv.Itoa(VisitGapMS)
 	seg := strconv.Itoa(SegmentSeconds)
 	page := "if(dv.1 = '', path(url), '')"
@@ -154,7 +164,7 @@ FROM (
 	) ARRAY JOIN fs AS f, ls AS l, ns AS n, ps AS p, hs AS h, fps AS fp, lps AS lp, pls AS pl0, phs AS ph, nfs AS nf, nhs AS nh, cs AS c, ks AS k
 	WHERE h >= toDateTime(%[10]d) AND h < toDateTime(%[11]d)
 	GROUP BY site, dim, value, v, k
-) GROUP BY site, dim, value, hr, ep, xp`, gap, seg, page, db, VisitDimPairs(), siteCond, pairCond,
+) GROUP BY site, dim, value, hr, ep, xp`, gap, seg, page, db, VisitDimPairs(dims...), siteCond, pairCond,
 		from.Unix()-SegmentSeconds, end.Unix(), from.Unix(), to.Unix())
 }
 
@@ -330,7 +340,7 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 			}
 		}
 		from, to := time.Unix(lo, 0).UTC(), time.Unix(hi, 0).UTC()
-		rows, err := c.Query(ctx, VisitDimPiecesSQL(c.db, "1", "1", from, to, to.Add(SegmentSeconds*time.Second)))
+		rows, err := c.Query(ctx, VisitDimPiecesSQL(c.db, "1", "1", nil, from, to, to.Add(SegmentSeconds*time.Second)))
 		if err != nil {
 			return built, fmt.Errorf("visit dims of %s: %w", from.Format(time.DateOnly), err)
 		}

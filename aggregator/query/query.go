@@ -801,7 +801,7 @@ func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (Visi
 			}
 			return hours, err
 		},
-		"dv.1 = "+clickhouse.Quote(f.Name)+" AND dv.2 = "+clickhouse.Quote(f.Value),
+		f.Name, "dv.2 = "+clickhouse.Quote(f.Value),
 		func(v clickhouse.VisitDim) bool { return v.Dim == f.Name && v.Value == f.Value })
 }
 
@@ -816,7 +816,7 @@ func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range, f
 		func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error) {
 			return clickhouse.StoredProfileHours(ctx, e.Src, e.Src.DB(), r.Site, cond, rng.From, rng.To, fresh)
 		},
-		"dv.1 = "+clickhouse.Quote(clickhouse.ProfileDim)+" AND "+pairs,
+		clickhouse.ProfileDim, pairs,
 		func(v clickhouse.VisitDim) bool { return v.Dim == clickhouse.ProfileDim })
 }
 
@@ -824,12 +824,13 @@ func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range, f
 // the hours whose latest build was made from the hourly rollup's
 // WindowCount now (and, with profiles, holds the profile rows), those
 // stored returns; the rest computed in one query from the events table
-// (VisitDimPiecesSQL: the same pieces) for the pairs pairCond selects,
+// (VisitDimPiecesSQL: the same pieces) for the pairs of dimension dim
+// that valueCond (over dv.2) selects,
 // the pieces of which keep picks adding up per hour. The source names
 // the tables read.
 func (e *Engine) dimVisits(ctx context.Context, site string, rng Range, profiles bool,
 	stored func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error),
-	pairCond string, keep func(clickhouse.VisitDim) bool) (VisitStats, string, error) {
+	dim, valueCond string, keep func(clickhouse.VisitDim) bool) (VisitStats, string, error) {
 	db := e.Src.DB()
 	table := db + "." + clickhouse.VisitDimsTable
 	fresh, missing, err := e.dimHours(ctx, site, rng)
@@ -855,7 +856,7 @@ func (e *Engine) dimVisits(ctx context.Context, site string, rng Range, profiles
 		if len(fresh) > 0 {
 			table = db + "." + clickhouse.VisitDimsTable + "+events"
 		}
-		got, err := e.missingDims(ctx, site, pairCond, missing, rng)
+		got, err := e.missingDims(ctx, site, dim, valueCond, missing, rng)
 		if err != nil {
 			return VisitStats{}, table, err
 		}
@@ -913,14 +914,15 @@ func (e *Engine) dimHours(ctx context.Context, site string, rng Range) (map[int6
 
 // missingDims computes the VisitDims of site's missing hours of rng (the
 // span from the first to the last) from the events table, for the
-// (dimension, value) pairs that pairCond selects.
-func (e *Engine) missingDims(ctx context.Context, site, pairCond string, missing map[int64]bool, rng Range) ([]clickhouse.VisitDim, error) {
+// (dimension, value) pairs of dimension dim ("" for the whole site's
+// visits) that valueCond, a condition on the value dv.2, selects.
+func (e *Engine) missingDims(ctx context.Context, site, dim, valueCond string, missing map[int64]bool, rng Range) ([]clickhouse.VisitDim, error) {
 	a, b := int64(math.MaxInt64), int64(0)
 	for h := range missing {
 		a, b = min(a, h), max(b, h+3600)
 	}
 	end := min(b+clickhouse.SegmentSeconds, rng.To.Unix())
-	rows, err := e.Src.Query(ctx, clickhouse.VisitDimPiecesSQL(e.Src.DB(), "site = "+clickhouse.Quote(site), pairCond, time.Unix(a, 0), time.Unix(b, 0), time.Unix(end, 0)))
+	rows, err := e.Src.Query(ctx, clickhouse.VisitDimPiecesSQL(e.Src.DB(), "site = "+clickhouse.Quote(site), valueCond, []string{dim}, time.Unix(a, 0), time.Unix(b, 0), time.Unix(end, 0)))
 	if err != nil {
 		return nil, err
 	}
@@ -1178,7 +1180,7 @@ func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse
 			if len(fresh) > 0 {
 				t.Source = clickhouse.VisitDimsTable + "+events"
 			}
-			vds, err := e.missingDims(ctx, r.Site, "dv.1 = ''", missing, r.Range)
+			vds, err := e.missingDims(ctx, r.Site, "", "1", missing, r.Range)
 			if err != nil {
 				return t, err
 			}
