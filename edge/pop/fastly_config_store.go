@@ -47,10 +47,11 @@ type configSnapshot struct {
 // manifest that no longer reads changes nothing and is returned as the
 // error, naming the file.
 func (s *Server) reloadConfig() (changed bool, err error) {
-	if s.manifest == nil || s.manifest.Path == "" {
+	path := s.manifestPath()
+	if path == "" {
 		return false, nil
 	}
-	m, err := fastlytoml.Load(s.manifest.Path)
+	m, err := fastlytoml.Load(path)
 	if err != nil {
 		return false, err
 	}
@@ -81,6 +82,16 @@ func (s *Server) reloadConfig() (changed bool, err error) {
 		}
 	}
 	return changed, nil
+}
+
+// manifestPath is the file of the manifest the server started with, for
+// reading it again; "" when there is none, or it was not read from a
+// file.
+func (s *Server) manifestPath() string {
+	if s.manifest == nil {
+		return ""
+	}
+	return s.manifest.Path
 }
 
 // configContents finds a config store or dictionary by name. Viceroy reads

@@ -22,10 +22,9 @@ type secretSnapshot struct {
 	stores map[string]map[string][]byte
 }
 
-// reloadSecrets reads the manifest's secret stores again (as the last
-// reloadConfig defined them) (a secret file
-// rotated by edgepixel-salt, say) and, when anything changed, makes new
-// opens see the new values. Called on every reload (SIGHUP) and by the
+// reloadSecrets reads the manifest's secret stores again, as the last
+// reloadConfig defined them (a secret file rotated by edgepixel-salt,
+// say), and, when anything changed, makes new opens see the new values. Called on every reload (SIGHUP) and by the
 // module watcher. A store that fails to read keeps its old values; the
 // error is logged.
 func (s *Server) reloadSecrets() {

@@ -89,8 +89,9 @@ func (s *Server) Ready() error {
 
 // Degraded lists conditions that do not stop the server but an operator
 // should see (a log collector that does not accept deliveries, a module
-// or geolocation update or a fastly.toml that could not be read, a backend refusing or
-// failing requests), one line each; nil when there are none.
+// or geolocation update or a fastly.toml that could not be read, a
+// backend refusing or failing requests), one line each; nil when there
+// are none.
 func (s *Server) Degraded() []string {
 	var out []string
 	if s.sinks != nil {

@@ -204,10 +204,10 @@ func (s *Server) Reload(ctx context.Context) error {
 	if s.isClosing() {
 		return errors.New("shutting down")
 	}
-	if s.manifest != nil && s.manifest.Path != "" {
+	if path := s.manifestPath(); path != "" {
 		// Remembered before reading, so the watcher retries only when the
 		// file changes again.
-		s.manifestStamp, _ = statFile(s.manifest.Path)
+		s.manifestStamp, _ = statFile(path)
 	}
 	configChanged, cerr := s.reloadConfig()
 	if cerr != nil {
@@ -282,10 +282,7 @@ func (s *Server) reload(ctx context.Context, old *program, fresh bool) error {
 func (s *Server) watch(interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	manifest := ""
-	if s.manifest != nil {
-		manifest = s.manifest.Path
-	}
+	manifest := s.manifestPath()
 	var last [2]fileStamp
 	for {
 		select {

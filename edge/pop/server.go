@@ -313,8 +313,8 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 		return nil, nil, err
 	}
 	s.stamp = stamp
-	if m != nil && m.Path != "" {
-		s.manifestStamp, _ = statFile(m.Path)
+	if path := s.manifestPath(); path != "" {
+		s.manifestStamp, _ = statFile(path)
 	}
 	s.modCfg = wazero.NewModuleConfig().
 		WithName("").
