@@ -218,8 +218,9 @@ func (s *Server) Reload(ctx context.Context) error {
 		s.configFailure.Store(nil)
 	}
 	s.reloadSecrets()
+	s.configPending = s.configPending || configChanged
 	old := s.cur.Load()
-	err := s.reload(ctx, old, configChanged)
+	err := s.reload(ctx, old, s.configPending)
 	if err != nil {
 		s.ps.reloadFailures.Add(1)
 		s.log.Error("module reload failed; still serving the previous version", "wasm", s.wasmPath, "program", old.id, "err", err)
@@ -231,6 +232,7 @@ func (s *Server) Reload(ctx context.Context) error {
 		why = "module reload failed (" + why + "); still serving the previous version"
 		s.reloadFailure.Store(&why)
 	} else {
+		s.configPending = false
 		s.reloadFailure.Store(nil)
 	}
 	return errors.Join(cerr, err)

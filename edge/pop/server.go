@@ -163,6 +163,11 @@ type Server struct {
 	reloadMu           sync.Mutex
 	stamp              fileStamp // of the file last loaded (reloadMu)
 	manifestStamp      fileStamp // of fastly.toml when last read (reloadMu)
+	// configPending: the config stores changed since the instances
+	// last switched; cleared by a switch only, so a reload that failed
+	// (a broken module put in place with the edit) leaves the change for
+	// the next one (reloadMu).
+	configPending bool
 	// reloadFailure is why the last reload failed, for Degraded; nil
 	// once one succeeds (or finds the file unchanged).
 	reloadFailure atomic.Pointer[string]

@@ -746,3 +746,56 @@ file = "cfg.json"
 		t.Errorf("once fastly.toml reads again: degraded %q", d)
 	}
 }
+
+// A config store edited together with a module that fails to load: the
+// edit still reaches the instances once a later reload succeeds, even
+// when that reload finds the module as it was before the failure.
+func TestConfigStoreReloadAfterFailedModule(t *testing.T) {
+	dir := t.TempDir()
+	manifest, wasm := filepath.Join(dir, "fastly.toml"), filepath.Join(dir, "main.wasm")
+	replaceFile(t, manifest, []byte("[local_server.config_stores.cfg]\nformat = \"json\"\nfile = \"cfg.json\"\n"))
+	replaceFile(t, filepath.Join(dir, "cfg.json"), []byte(`{"k": "v1"}`))
+	good := readFile(t, guestPath("storeguest"))
+	replaceFile(t, wasm, good)
+	m, err := fastlytoml.Load(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPOP(t, m, func(c *Config) {
+		c.WasmPath = wasm
+		c.Instances, c.MaxInstances = 1, 2
+	})
+	get := func() string {
+		t.Helper()
+		r := p.ask(t, "/config", q("store", "cfg", "key", "k"), nil)
+		if r.Err != "" || r.Value == nil {
+			t.Fatalf("get: %+v", r)
+		}
+		return *r.Value
+	}
+	if v := get(); v != "v1" {
+		t.Fatalf("at start: %q", v)
+	}
+	replaceFile(t, filepath.Join(dir, "cfg.json"), []byte(`{"k": "v2"}`))
+	replaceFile(t, wasm, []byte("\x00asm\x01\x00\x00\x00garbage"))
+	if err := p.Reload(context.Background()); err == nil {
+		t.Fatal("Reload accepted a broken module")
+	}
+	if v := get(); v != "v1" {
+		t.Errorf("after the failed reload the running instances changed: %q", v)
+	}
+	replaceFile(t, wasm, good)
+	if err := p.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(); v != "v2" {
+		t.Errorf("the store's edit did not reach the instances once the module loaded again: %q", v)
+	}
+	switches := p.ps.reloads.Load()
+	if err := p.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.ps.reloads.Load(); n != switches {
+		t.Errorf("the edit was applied again by a later reload (%d switches, then %d)", switches, n)
+	}
+}
