@@ -490,7 +490,7 @@ func settled(ctx context.Context, cut func(context.Context) (time.Time, bool, er
 // from before it still in flight (spools, edge retries) have arrived,
 // then every interval for those that arrive later; before step 7 it
 // looks again every VisitHoursEvery. Every interval it runs
-// BackfillDimDays, BackfillMinuteDims and BackfillProps too. Every VisitHoursEvery it stores the
+// BackfillDimDays, BackfillMinuteDims, BackfillProps and BackfillPropsDims too. Every VisitHoursEvery it stores the
 // visit hours that settled (BuildVisitHours, and per dimension value
 // BuildVisitDims), those a segment and
 // lateness behind now, and compacts the rollup partitions that went
@@ -498,7 +498,7 @@ func settled(ctx context.Context, cut func(context.Context) (time.Time, bool, er
 // lease); a second one does the work twice but does not double a month.
 func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
 	var last time.Time
-	var lastDays [3]time.Time
+	var lastDays [4]time.Time
 	waiting := false
 	for {
 		cutoff, ok, err := c.RollupCutoff(ctx)
@@ -535,6 +535,7 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 			{DimDayTable, c.DimDaysCutoff, c.BackfillDimDays},
 			{MinuteDimsTable, c.MinuteDimsCutoff, c.BackfillMinuteDims},
 			{PropsTable, c.PropsCutoff, c.BackfillProps},
+			{PropsDimsTable, c.PropsDimsCutoff, c.BackfillPropsDims},
 		} {
 			if !ok || err != nil || time.Since(lastDays[i]) < interval || !settled(ctx, b.cut, lateness) {
 				continue

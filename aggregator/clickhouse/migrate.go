@@ -67,6 +67,8 @@ var Migrations = []Migration{
 		SQL: minuteDimsSchema, Run: (*Client).createMinuteDimsView},
 	{Version: VersionProps, Name: "rollup_props: events, pageviews and visitors per day, event name and property, its view from a cut-off; the events before it rolled up by the backfill",
 		SQL: propsSchema, Run: (*Client).createPropsView},
+	{Version: VersionPropsDims, Name: "rollup_props_dims: rollup_props per value of each filtering dimension but the event name, its view from a cut-off; the events before it rolled up by the backfill",
+		SQL: propsDimsSchema, Run: (*Client).createPropsDimsView},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -107,14 +108,108 @@ func (c *Client) BackfillProps(ctx context.Context) (BackfillResult, error) {
 // the events before the cut-off, and for a moment while an insert is
 // between the two tables' views.
 func PropsComplete(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (bool, error) {
-	if _, ok, err := viewCutoff(ctx, q, db, PropsTable); err != nil || !ok {
+	return propsComplete(ctx, q, db, PropsTable, "key = ''", siteCond, from, to)
+}
+
+// propsComplete reports whether the rows of table that marker selects
+// count as many events of the sites siteCond selects, in the UTC days
+// that start in [from, to), as the daily rollup; false before table's
+// step.
+func propsComplete(ctx context.Context, q Querier, db, table, marker, siteCond string, from, to time.Time) (bool, error) {
+	if _, ok, err := viewCutoff(ctx, q, db, table); err != nil || !ok {
 		return false, err
 	}
 	span := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d)", siteCond, from.Unix(), to.Unix())
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT (SELECT sumMerge(events) FROM %[1]s.%[2]s WHERE %[3]s AND key = ''), (SELECT sumMerge(events) FROM %[1]s.%[4]s WHERE %[3]s)",
-		db, PropsTable, span, Grains[2].Table))
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT (SELECT sumMerge(events) FROM %[1]s.%[2]s WHERE %[3]s AND %[5]s), (SELECT sumMerge(events) FROM %[1]s.%[4]s WHERE %[3]s)",
+		db, table, span, Grains[2].Table, marker))
 	if err != nil {
 		return false, err
 	}
 	return len(rows) == 1 && len(rows[0]) == 2 && rows[0][0] == rows[0][1], nil
+}
+
+// Event properties under a filter, from a table of their own:
+//
+// PropsTable has no column to narrow by but the event name, so the props
+// of the events of one country, device or page read the events table
+// (every event of the range, every props text matched by the pattern).
+// PropsDimsTable holds PropsTable's member rows once per (dimension,
+// value) pair of the event, for every dimension that filters but the
+// event name (a column of both tables): per site, UTC day, dimension,
+// its value, event name, key and value, the events, pageviews and
+// visitors. Sorted by the pair first, a filter reads its own rows only.
+// An event adds one row of dim "" (and key "") per site, day and event
+// name, whose events count the events rolled up, for PropsDimsComplete
+// and the backfill's comparison, as PropsTable's key "" rows do; an
+// event without props adds nothing else. It covers every event once as
+// PropsTable does (a view from a cut-off, BackfillPropsDims before it).
+
+// PropsDimsTable is the per-day rollup of event properties per value of
+// each dimension in PropsDims.
+const PropsDimsTable = "rollup_props_dims"
+
+// VersionPropsDims is the schema step that creates PropsDimsTable.
+const VersionPropsDims = 13
+
+// PropsDims are the dimensions PropsDimsTable holds: every dimension a
+// filter narrows by (Dimension.Filters) that step 7 rolls up, but the
+// event name, a column of its own.
+var PropsDims = func() []Dimension {
+	var out []Dimension
+	for _, d := range Dimensions {
+		if d.Filters() && d.Since <= VersionRollups && d.Name != "event" {
+			out = append(out, d)
+		}
+	}
+	return out
+}()
+
+// propsDimsRollup is PropsDimsTable's rollup. The pairs are a second
+// arrayJoin, over the member ARRAY JOIN's rows: one ("", "") for the
+// event's own row, each of PropsDims' for a member.
+func propsDimsRollup() rollup {
+	pairs := make([]string, len(PropsDims))
+	for i, d := range PropsDims {
+		// CAST: every element of the array must have one type, and some
+		// expressions are LowCardinality or Enum.
+		pairs[i] = "('" + d.Name + "', CAST(" + d.Expr + " AS String))"
+	}
+	return rollup{
+		table: PropsDimsTable,
+		cols:  "dim String,\n\t\tdim_value String,\n\t\tevent String,\n\t\tkey String,\n\t\tvalue String,\n\t\t" + countCols + ",\n\t\t" + visitorsCol,
+		part:  "toYYYYMM(t)", order: "site, dim, dim_value, t, event, key, value", tExpr: Grains[2].Start + "(ts, 'UTC')",
+		sel: "(arrayJoin(if(kv.1 = '', [('', '')], [" + strings.Join(pairs, ", ") + "])) AS dv).1 AS dim, dv.2 AS dim_value, " +
+			"name AS event, kv.1 AS key, kv.2 AS value, " + countAggs + ", uniqCombinedIfState(visitor_id, visitor_id != 0 AND kv.1 != '') AS visitors",
+		arrayJ: "ARRAY JOIN " + PropPairs() + " AS kv", group: "site, t, dim, dim_value, event, key, value", check: "dim = ''",
+	}
+}
+
+// propsDimsSchema is step VersionPropsDims' table (its view is made by
+// createPropsDimsView, which needs the cut-off).
+func propsDimsSchema(l Layout) []string { return propsDimsRollup().create(l) }
+
+// createPropsDimsView is step VersionPropsDims' work after its table, as
+// createPropsView is step VersionProps'.
+func (c *Client) createPropsDimsView(ctx context.Context) error {
+	return c.createHourCutoffView(ctx, propsDimsRollup(), "SELECT count() FROM "+c.db+".events")
+}
+
+// PropsDimsCutoff returns PropsDimsTable's cut-off: the events before it
+// are rolled up by BackfillPropsDims. ok is false before step
+// VersionPropsDims.
+func (c *Client) PropsDimsCutoff(ctx context.Context) (cutoff time.Time, ok bool, err error) {
+	return c.cutoffOf(ctx, propsDimsRollup())
+}
+
+// BackfillPropsDims rolls up the events before PropsDimsTable's cut-off
+// into it, as BackfillProps does into PropsTable.
+func (c *Client) BackfillPropsDims(ctx context.Context) (BackfillResult, error) {
+	return c.backfillRollupsFrom(ctx, c.PropsDimsCutoff, []rollup{propsDimsRollup()})
+}
+
+// PropsDimsComplete reports whether PropsDimsTable holds every event of
+// the sites siteCond selects in the UTC days that start in [from, to),
+// as PropsComplete does for PropsTable.
+func PropsDimsComplete(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (bool, error) {
+	return propsComplete(ctx, q, db, PropsDimsTable, "dim = ''", siteCond, from, to)
 }

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -73,4 +74,59 @@ func TestPropPairs(t *testing.T) {
 			t.Errorf("%s: %s, want %s", props, got, want)
 		}
 	}
+}
+
+// PropsDimsTable, as TestBackfillProps checks PropsTable: per day,
+// (dimension, value), event name and member it holds what the events
+// table says, computed there one dimension at a time, with the events
+// rolled up counted by the rows of dim "" only.
+func TestBackfillPropsDims(t *testing.T) {
+	c := newDB(t)
+	ctx := context.Background()
+	now, history, cutoff := migrateWithHistory(t, c, VersionPropsDims, c.PropsDimsCutoff)
+	site := "site = 'old.example'"
+	complete := func(from, to time.Time) bool {
+		t.Helper()
+		ok, err := PropsDimsComplete(ctx, c, c.db, site, from.Truncate(24*time.Hour), to.Truncate(time.Hour).Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if complete(history, now) {
+		t.Fatal("complete for the history before the backfill")
+	}
+	got := "SELECT toUnixTimestamp(t), dim, dim_value, event, key, value, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM %s.%s GROUP BY t, dim, dim_value, event, key, value ORDER BY t, dim, dim_value, event, key, value"
+	day := "toUnixTimestamp(toStartOfDay(ts, 'UTC')) AS h"
+	raw := []string{"SELECT " + day + ", '' AS d, '' AS dv, name AS e, '' AS k, '' AS v, count() AS n, countIf(name = 'pageview') AS p, toUInt64(0) AS u FROM %[1]s.events GROUP BY h, e"}
+	for _, d := range PropsDims {
+		raw = append(raw, "SELECT "+day+", "+quote(d.Name)+" AS d, CAST("+d.Expr+" AS String) AS dv, name AS e, m.1 AS k, m.2 AS v, count() AS n, countIf(name = 'pageview') AS p, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM %[1]s.events ARRAY JOIN "+
+			PropPairs()+" AS m WHERE m.1 != '' GROUP BY h, d, dv, e, k, v")
+	}
+	want := "SELECT * FROM (" + strings.Join(raw, " UNION ALL ") + ") ORDER BY h, d, dv, e, k, v"
+	check := func(when string) {
+		t.Helper()
+		g, w := c.count(t, fmt.Sprintf(got, c.db, PropsDimsTable)), c.count(t, fmt.Sprintf(want, c.db))
+		if g != w {
+			t.Fatalf("%s: %s:\n%s\nevents say:\n%s", when, PropsDimsTable, g, w)
+		}
+		for _, d := range []string{"country", "device", "page"} {
+			if n := c.count(t, "SELECT count() FROM "+c.db+"."+PropsDimsTable+" WHERE dim = "+quote(d)+" AND key = 'plan' AND dim_value != ''"); n == "0" {
+				t.Fatalf("%s: no member rolled up under %s", when, d)
+			}
+		}
+	}
+	res, err := c.BackfillPropsDims(ctx)
+	if err != nil || len(res.Rebuilt) == 0 || !res.Cutoff.Equal(cutoff) {
+		t.Fatalf("%+v %v", res, err)
+	}
+	check("after the backfill")
+	if !complete(history, now) {
+		t.Fatal("not complete for the history after the backfill")
+	}
+	res, err = c.BackfillPropsDims(ctx)
+	if err != nil || len(res.Rebuilt) != 0 || res.Checked == 0 {
+		t.Fatalf("second run: %+v %v", res, err)
+	}
+	check("after a second run")
 }

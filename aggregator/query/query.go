@@ -1066,33 +1066,52 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 }
 
 // topProps answers the top table of event properties, "key=value" by
-// events: from PropsTable under no filter or the event name's alone, over
-// a range from a UTC day's start whose days it holds completely
-// (clickhouse.PropsComplete; its last day may end after the range, which
-// holds no later events: today's range ends at the next hour);
-// otherwise from the events table, its members read by the same
-// expression (clickhouse.PropPairs).
+// events: from PropsTable under no filter or the event name's alone, from
+// PropsDimsTable under one filter of clickhouse.PropsDims (and the event
+// name's, if any), over a range from a UTC day's start whose days the
+// table holds completely (clickhouse.PropsComplete, PropsDimsComplete;
+// its last day may end after the range, which holds no later events:
+// today's range ends at the next hour); otherwise from the events table,
+// its members read by the same expression (clickhouse.PropPairs).
 func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top, error) {
 	q := clickhouse.Quote
 	db := e.Src.DB()
 	site := "site = " + q(r.Site)
 	from, to := r.Range.From.Unix(), r.Range.To.Unix()
-	byEvent := len(r.Filters) == 1 && r.Filters[0].Name == "event"
+	var byEvent, byDim []Filter
+	for _, f := range r.Filters {
+		if f.Name == "event" {
+			byEvent = append(byEvent, f)
+		} else {
+			byDim = append(byDim, f)
+		}
+	}
+	table, complete := "", clickhouse.PropsComplete
+	switch {
+	case len(byEvent) > 1:
+	case len(byDim) == 0:
+		table = clickhouse.PropsTable
+	case len(byDim) == 1 && slices.ContainsFunc(clickhouse.PropsDims, func(d clickhouse.Dimension) bool { return d.Name == byDim[0].Name }):
+		table, complete = clickhouse.PropsDimsTable, clickhouse.PropsDimsComplete
+	}
 	tail := " GROUP BY kv ORDER BY n DESC, kv LIMIT " + strconv.Itoa(limit)
-	if !e.Raw && (len(r.Filters) == 0 || byEvent) && from%86400 == 0 && to%3600 == 0 {
-		ok, err := clickhouse.PropsComplete(ctx, e.Src, db, site, r.Range.From, r.Range.To)
+	if !e.Raw && table != "" && from%86400 == 0 && to%3600 == 0 {
+		ok, err := complete(ctx, e.Src, db, site, r.Range.From, r.Range.To)
 		if err != nil {
 			return t, err
 		}
 		if ok {
 			cond := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d) AND key != ''", site, from, to)
-			if byEvent {
-				cond += " AND event = " + q(r.Filters[0].Value)
+			for _, f := range byEvent {
+				cond += " AND event = " + q(f.Value)
 			}
-			t.Source = clickhouse.PropsTable
+			for _, f := range byDim {
+				cond += " AND dim = " + q(f.Name) + " AND dim_value = " + q(f.Value)
+			}
+			t.Source = table
 			// Ranked first, then the visitors of those shown only, as
 			// topRollup does and for its reason.
-			table := db + "." + clickhouse.PropsTable
+			table = db + "." + table
 			ranked, err := e.Src.Query(ctx, "SELECT concat(key, '=', value) AS kv, sumMerge(events) AS n FROM "+table+" WHERE "+cond+tail)
 			if err != nil || len(ranked) == 0 {
 				return t, err

@@ -372,6 +372,7 @@ func TestAgainstRawEvents(t *testing.T) {
 		{"country": {"US"}, "utm_source": {"newsletter"}},
 		{"country": {"DE"}, "device": {"mobile"}},
 		{"device": {"mobile"}, "browser": {"Chrome"}, "os": {"Android"}},
+		{"event": {"signup"}, "browser": {"Chrome"}},
 	}
 	exprs := map[string]string{}
 	for _, d := range clickhouse.Dimensions {
@@ -529,6 +530,11 @@ func TestAgainstRawEvents(t *testing.T) {
 					if len(f) == 0 && rng != "realtime" && top.Source != clickhouse.PropsTable {
 						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.PropsTable)
 					}
+					// One filter but the event name's, with or without
+					// that: PropsDimsTable.
+					if others := len(f) - len(f["event"]); others == 1 && len(f) <= 2 && rng != "realtime" && top.Source != clickhouse.PropsDimsTable {
+						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.PropsDimsTable)
+					}
 					continue
 				}
 				if d.Visit {
@@ -603,6 +609,7 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 	}
 	qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE visitor_id = 0) FROM "+db+"."+clickhouse.VisitsTable)
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsTable+" WHERE key = ''")
+	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsDimsTable+" WHERE dim = ''")
 	want := "SELECT count() FROM " + db + ".events"
 	for i := 0; ; i++ {
 		rows, _ := c.Query(context.Background(), want)

@@ -396,29 +396,33 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	var dayDims, minuteDims string // how DimDayTable and MinuteDimsTable were backfilled, on a kept server
+	var backfilled []string // how the rollups a kept server lacked were backfilled
 	if reuse {
-		// A server kept by an earlier version: migrated and its
-		// per-day dimension rollup backfilled, as an aggregator's start
-		// and its lease holder would.
+		// A server kept by an earlier version: migrated and the tables
+		// of the newer steps backfilled, as an aggregator's start and
+		// its lease holder would.
 		if _, err := c.Migrate(ctx); err != nil {
 			return err
 		}
-		res, err := c.BackfillDimDays(ctx)
-		if err != nil {
-			return err
-		}
-		if len(res.Rebuilt) > 0 {
-			dayDims = fmt.Sprintf("%d months in %v", len(res.Rebuilt), time.Since(start).Round(time.Millisecond))
-			fmt.Fprintf(os.Stderr, "bench: dashboard: migrated; %s backfilled: %s\n", clickhouse.DimDayTable, dayDims)
-		}
-		mstart := time.Now()
-		if res, err = c.BackfillMinuteDims(ctx); err != nil {
-			return err
-		}
-		if len(res.Rebuilt) > 0 {
-			minuteDims = fmt.Sprintf("%d months in %v", len(res.Rebuilt), time.Since(mstart).Round(time.Millisecond))
-			fmt.Fprintf(os.Stderr, "bench: dashboard: %s backfilled: %s\n", clickhouse.MinuteDimsTable, minuteDims)
+		for _, b := range []struct {
+			table    string
+			backfill func(context.Context) (clickhouse.BackfillResult, error)
+		}{
+			{clickhouse.DimDayTable, c.BackfillDimDays},
+			{clickhouse.MinuteDimsTable, c.BackfillMinuteDims},
+			{clickhouse.PropsTable, c.BackfillProps},
+			{clickhouse.PropsDimsTable, c.BackfillPropsDims},
+		} {
+			bstart := time.Now()
+			res, err := b.backfill(ctx)
+			if err != nil {
+				return err
+			}
+			if len(res.Rebuilt) > 0 {
+				line := fmt.Sprintf("%s backfilled: %d months in %v", b.table, len(res.Rebuilt), time.Since(bstart).Round(time.Millisecond))
+				backfilled = append(backfilled, line)
+				fmt.Fprintf(os.Stderr, "bench: dashboard: migrated; %s\n", line)
+			}
 		}
 	}
 	if !reuse {
@@ -462,7 +466,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	compactTook := time.Since(start)
 	fmt.Fprintf(os.Stderr, "bench: dashboard: %d rollup partitions compacted in %v\n", parts, compactTook.Round(time.Millisecond))
 	sizes, _ := c.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE database = 'edgepixel' AND active AND table IN ('events', '"+
-		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.MinuteDimsTable+"', '"+clickhouse.PropsTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
+		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.MinuteDimsTable+"', '"+clickhouse.PropsTable+"', '"+clickhouse.PropsDimsTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
 	questions := []struct {
 		name string
 		q    string
@@ -489,20 +493,19 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		{"top props, 30 days", "range=30d", "props"},
 		{"top props, 30 days, event=signup", "range=30d&event=signup", "props"},
 		{"top props, 30 days, country=DE", "range=30d&country=DE", "props"},
+		{"top props, 30 days, event=signup&device=mobile", "range=30d&event=signup&device=mobile", "props"},
+		{"top props, 7 days, page=/p/7", "range=7d&page=/p/7", "props"},
 	}
 	fmt.Println()
 	fmt.Printf("## dashboard: history API on %d events of one site over 30 days (%d questions each from the rollups, %d from the raw events)\n", o.events, o.queries, o.rawQueries)
 	for _, r := range sizes {
-		fmt.Printf("rows in %-16s %12s\n", r[0], r[1])
+		fmt.Printf("rows in %-18s %12s\n", r[0], r[1])
 	}
 	fmt.Printf("visit hours built   %d in %v (the lease holder's first build over the inserted history)\n", hours, buildTook.Round(time.Millisecond))
 	fmt.Printf("visit dims built    %d hours in %v (likewise: visits per dimension value, entry and exit pages)\n", dimHours, dimsTook.Round(time.Millisecond))
 	fmt.Printf("rollups compacted   %d partitions in %v (the lease holder's compaction of quiet partitions)\n", parts, compactTook.Round(time.Millisecond))
-	if dayDims != "" {
-		fmt.Printf("day dims backfilled %s (migrated to %s: the kept server's hours merged into days)\n", dayDims, clickhouse.DimDayTable)
-	}
-	if minuteDims != "" {
-		fmt.Printf("minute dims backfilled %s (migrated to %s: the kept server's events rolled up)\n", minuteDims, clickhouse.MinuteDimsTable)
+	for _, line := range backfilled {
+		fmt.Printf("%s (the kept server migrated)\n", line)
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Printf("load average        %s", la)
