@@ -257,16 +257,22 @@ const minBadRowMatch = 6
 // uniqCombined states (ErasureKept).
 var visitorTables = []string{VisitsTable, MinuteDimsTable}
 
+// propsTables are the rollups that hold props' members as text: an
+// erasure by a props identifier (user_id, or a visitor_id that is not the
+// column's number) deletes the rows of that member there too.
+var propsTables = []string{PropsTable, PropsDimsTable}
+
 // erasureTables are the tables an erasure's mutations change, whose
 // mutations WaitMutations waits for.
-var erasureTables = append([]string{"events", "bad_rows"}, visitorTables...)
+var erasureTables = slices.Concat([]string{"events", "bad_rows"}, visitorTables, propsTables)
 
 // ErasureKept says what an erasure cannot delete.
 const ErasureKept = "rollup_minutes, rollup_hours, rollup_days, rollup_dims and rollup_dim_days keep the erased visitor ids " +
 	"inside their visitors states (uniqCombined: hashes of the ids merged into an estimate), which cannot be edited; " +
 	"they keep counting the erased events and visitors. visit_hours, visit_dims and events_per_minute hold counts, no ids. " +
 	"Erasure by user_id or client_ip deletes events and bad rows, not the rows of their visitor ids in rollup_visits and " +
-	"rollup_minute_dims: erase those by visitor_id."
+	"rollup_minute_dims: erase those by visitor_id. rollup_props and rollup_props_dims lose the rows of the member " +
+	"user_id or visitor_id erased, and keep counting the erased events under their other members."
 
 // ErasureResult says what an erasure did.
 type ErasureResult struct {
@@ -328,6 +334,17 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	if byColumn {
 		for _, t := range visitorTables {
 			targets = append(targets, target{t, fmt.Sprintf("visitor_id = %d%s", id, site)})
+		}
+	}
+	var members []string
+	for _, m := range []struct{ key, value string }{{"visitor_id", string(e.VisitorID)}, {"user_id", e.UserID}} {
+		if m.value != "" {
+			members = append(members, fmt.Sprintf("key = %s AND value = %s", quote(m.key), quote(m.value)))
+		}
+	}
+	if len(members) > 0 {
+		for _, t := range propsTables {
+			targets = append(targets, target{t, "(" + strings.Join(members, " OR ") + ")" + site})
 		}
 	}
 	if len(badConds) > 0 {

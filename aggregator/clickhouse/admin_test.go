@@ -142,8 +142,22 @@ func TestErase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Done || len(res.Statements) != 2 {
+	if !res.Done || len(res.Statements) != 4 {
 		t.Fatalf("%+v", res)
+	}
+	// The props rollups lose the erased member's rows, on the site named
+	// only, and keep the event's other members.
+	for _, table := range propsTables {
+		one := "" // of rollup_props_dims, one dimension's rows
+		if table == PropsDimsTable {
+			one = " AND dim = 'country'"
+		}
+		if got := c.count(t, "SELECT site, value, sumMerge(events) FROM "+c.db+"."+table+" WHERE key = 'user_id'"+one+" GROUP BY site, value ORDER BY site, value"); got != "demo\tuser-99999\t1\nshop\tuser-12345\t1" {
+			t.Errorf("%s: user_id rows left:\n%s", table, got)
+		}
+		if got := c.count(t, "SELECT count() FROM "+c.db+"."+table+" WHERE key = 'plan'"); got == "0" {
+			t.Errorf("%s: the erased event's other member went too", table)
+		}
 	}
 	left := func() string {
 		return c.count(t, "SELECT site, props, client_ip FROM "+c.db+".events ORDER BY site, client_ip")
@@ -168,7 +182,7 @@ func TestErase(t *testing.T) {
 	}
 	// Short identifiers are not searched for in bad rows.
 	res, err = c.Erase(ctx, Erasure{UserID: "42"}, 0)
-	if err != nil || res.BadRowsSkipped == "" || len(res.Statements) != 1 {
+	if err != nil || res.BadRowsSkipped == "" || len(res.Statements) != 1+len(propsTables) {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if n, ok := res.Matched["events"]; !ok || n != 0 {
@@ -242,7 +256,7 @@ func TestEraseVisitorID(t *testing.T) {
 	}
 	// Erasing it again finds nothing, and says so; as a string too.
 	res, err = c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(id)), Site: "demo"}, time.Minute)
-	if err != nil || !res.Done || len(res.Matched) != 4 {
+	if err != nil || !res.Done || len(res.Matched) != 4+len(propsTables) {
 		t.Fatalf("%+v %v", res, err)
 	}
 	for table, n := range res.Matched {
@@ -250,9 +264,10 @@ func TestEraseVisitorID(t *testing.T) {
 			t.Errorf("second erasure matched %d rows of %s", n, table)
 		}
 	}
-	// Not a number: props.visitor_id only, no rollup statements.
+	// Not a number: props.visitor_id only, no statements for the
+	// per-visitor rollups.
 	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef"}, 0)
-	if err != nil || len(res.Statements) != 2 || res.Matched["events"] != 0 {
+	if err != nil || len(res.Statements) != 2+len(propsTables) || res.Matched["events"] != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
 }

@@ -106,4 +106,24 @@ func TestClusterMigrateConcurrently(t *testing.T) {
 	if rows, err := lone.Query(ctx, "SELECT count() FROM system.tables WHERE database = 'edgepixel' AND name = 'rollup_hours'"); err != nil || len(rows) != 1 || rows[0][0] != "1" {
 		t.Fatalf("rollup_hours on the server that lost it: %v %v", rows, err)
 	}
+	// So is a view a step's Run makes from a cut-off (the latest
+	// step's), which a server without it would leave its events out of.
+	views, err := lone.Query(ctx, "SELECT name FROM system.tables WHERE database = 'edgepixel' AND name LIKE '"+PropsDimsTable+"%' AND engine = 'MaterializedView'")
+	if err != nil || len(views) != 1 {
+		t.Fatalf("%s's view on a server: %q %v", PropsDimsTable, views, err)
+	}
+	view := views[0][0]
+	if err := lone.Exec(ctx, "DROP TABLE edgepixel."+view); err != nil {
+		t.Fatal(err)
+	}
+	problems, err = clients[0].ClusterSchemaProblems(ctx)
+	if err != nil || len(problems) == 0 || !strings.Contains(strings.Join(problems, "\n"), "lacks edgepixel."+view) {
+		t.Fatalf("after dropping %s on one server: %q %v", view, problems, err)
+	}
+	if res, err := clients[0].Migrate(ctx); err != nil || len(res.Problems) != 0 {
+		t.Fatalf("migrate: %q %v", res.Problems, err)
+	}
+	if rows, err := lone.Query(ctx, "SELECT count() FROM system.tables WHERE database = 'edgepixel' AND name = "+quote(view)); err != nil || len(rows) != 1 || rows[0][0] != "1" {
+		t.Fatalf("%s on the server that lost it: %v %v", view, rows, err)
+	}
 }

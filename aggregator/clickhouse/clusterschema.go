@@ -142,7 +142,7 @@ func (c *Client) schemaNames() map[string]bool {
 			stmts = append(stmts, m.SQL(l)...)
 		}
 	}
-	for _, r := range append(rollups(), dimDays()) {
+	for _, r := range viewRollups() {
 		stmts = append(stmts, r.view(l, 0))
 	}
 	names := map[string]bool{}

@@ -181,6 +181,10 @@ func propsDimsRollup() rollup {
 		sel: "(arrayJoin(if(kv.1 = '', [('', '')], [" + strings.Join(pairs, ", ") + "])) AS dv).1 AS dim, dv.2 AS dim_value, " +
 			"name AS event, kv.1 AS key, kv.2 AS value, " + countAggs + ", uniqCombinedIfState(visitor_id, visitor_id != 0 AND kv.1 != '') AS visitors",
 		arrayJ: "ARRAY JOIN " + PropPairs() + " AS kv", group: "site, t, dim, dim_value, event, key, value", check: "dim = ''",
+		// Each member is a row per dimension, each with a visitors
+		// state: a month's groups at once could pass the server's
+		// memory limit where props hold many values (ids, many pages).
+		daily: true,
 	}
 }
 

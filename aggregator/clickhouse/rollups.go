@@ -206,6 +206,12 @@ func dimRollup(table, tExpr string) rollup {
 	}
 }
 
+// viewRollups are the rollups whose views a step's Run makes (from a
+// cut-off), every step's.
+func viewRollups() []rollup {
+	return append(rollups(), dimDays(), minuteDims(), propsRollup(), propsDimsRollup())
+}
+
 // create returns the statements that make r's table in layout l.
 func (r rollup) create(l Layout) []string { return r.createAs(l, r.table) }
 
