@@ -8,52 +8,84 @@ import (
 	"time"
 )
 
-// An install with history migrates to PropsTable: its view rolls up the
-// events from its cut-off, the backfill those before it, so that per
-// day, event name and member it holds what the events table says;
-// readers take it for a range only once it counts every event there
-// (PropsComplete); a second run changes nothing.
+// An install with history migrates to PropsTable, and then to
+// PropsDimsTable: each view rolls up the events from its cut-off, the
+// backfill those before it, so that the table holds what the events
+// table says (PropsTable per day, event name and member; PropsDimsTable
+// per day, (dimension, value), event name and member, computed there
+// one dimension at a time, its events rolled up counted by the rows of
+// dim "" only); readers take it for a range only once it counts every
+// event there (PropsComplete, PropsDimsComplete); a second run changes
+// nothing.
 func TestBackfillProps(t *testing.T) {
-	c := newDB(t)
-	ctx := context.Background()
-	now, history, cutoff := migrateWithHistory(t, c, VersionProps, c.PropsCutoff)
-	site := "site = 'old.example'"
-	complete := func(from, to time.Time) bool {
-		t.Helper()
-		ok, err := PropsComplete(ctx, c, c.db, site, from.Truncate(24*time.Hour), to.Truncate(time.Hour).Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok
+	day := "toUnixTimestamp(toStartOfDay(ts, 'UTC')) AS h"
+	dims := []string{"SELECT " + day + ", '' AS d, '' AS dv, name AS e, '' AS k, '' AS v, count() AS n, countIf(name = 'pageview') AS p, toUInt64(0) AS u FROM %[1]s.events GROUP BY h, e"}
+	for _, d := range PropsDims {
+		dims = append(dims, "SELECT "+day+", "+quote(d.Name)+" AS d, CAST("+d.Expr+" AS String) AS dv, name AS e, m.1 AS k, m.2 AS v, count() AS n, countIf(name = 'pageview') AS p, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM %[1]s.events ARRAY JOIN "+
+			PropPairs()+" AS m WHERE m.1 != '' GROUP BY h, d, dv, e, k, v")
 	}
-	if complete(history, now) {
-		t.Fatal("complete for the history before the backfill")
+	for _, tc := range []struct {
+		table    string
+		version  int
+		cutoff   func(*Client, context.Context) (time.Time, bool, error)
+		backfill func(*Client, context.Context) (BackfillResult, error)
+		complete func(context.Context, Querier, string, string, time.Time, time.Time) (bool, error)
+		got      string // the table's rows, grouped
+		want     string // the same of the events table
+		members  []string
+	}{{
+		PropsTable, VersionProps, (*Client).PropsCutoff, (*Client).BackfillProps, PropsComplete,
+		"SELECT toUnixTimestamp(t), event, key, value, sumMerge(events), sumMerge(pageviews) FROM %s.%s GROUP BY t, event, key, value ORDER BY t, event, key, value",
+		"SELECT " + day + ", name, m.1 AS k, m.2 AS v, count(), countIf(name = 'pageview') FROM %[1]s.events ARRAY JOIN " + PropPairs() + " AS m GROUP BY h, name, k, v ORDER BY h, name, k, v",
+		[]string{"key = 'plan'"},
+	}, {
+		PropsDimsTable, VersionPropsDims, (*Client).PropsDimsCutoff, (*Client).BackfillPropsDims, PropsDimsComplete,
+		"SELECT toUnixTimestamp(t), dim, dim_value, event, key, value, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM %s.%s GROUP BY t, dim, dim_value, event, key, value ORDER BY t, dim, dim_value, event, key, value",
+		"SELECT * FROM (" + strings.Join(dims, " UNION ALL ") + ") ORDER BY h, d, dv, e, k, v",
+		[]string{"key = 'plan' AND dim = 'country' AND dim_value != ''", "key = 'plan' AND dim = 'device'", "key = 'plan' AND dim = 'page'"},
+	}} {
+		t.Run(tc.table, func(t *testing.T) {
+			c := newDB(t)
+			ctx := context.Background()
+			now, history, cutoff := migrateWithHistory(t, c, tc.version, func(ctx context.Context) (time.Time, bool, error) { return tc.cutoff(c, ctx) })
+			complete := func(from, to time.Time) bool {
+				t.Helper()
+				ok, err := tc.complete(ctx, c, c.db, "site = 'old.example'", from.Truncate(24*time.Hour), to.Truncate(time.Hour).Add(time.Hour))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ok
+			}
+			if complete(history, now) {
+				t.Fatal("complete for the history before the backfill")
+			}
+			check := func(when string) {
+				t.Helper()
+				g, w := c.count(t, fmt.Sprintf(tc.got, c.db, tc.table)), c.count(t, fmt.Sprintf(tc.want, c.db))
+				if g != w {
+					t.Fatalf("%s: %s:\n%s\nevents say:\n%s", when, tc.table, g, w)
+				}
+				for _, m := range tc.members {
+					if n := c.count(t, "SELECT count() FROM "+c.db+"."+tc.table+" WHERE "+m); n == "0" {
+						t.Fatalf("%s: no member rolled up where %s", when, m)
+					}
+				}
+			}
+			res, err := tc.backfill(c, ctx)
+			if err != nil || len(res.Rebuilt) == 0 || !res.Cutoff.Equal(cutoff) {
+				t.Fatalf("%+v %v", res, err)
+			}
+			check("after the backfill")
+			if !complete(history, now) {
+				t.Fatal("not complete for the history after the backfill")
+			}
+			res, err = tc.backfill(c, ctx)
+			if err != nil || len(res.Rebuilt) != 0 || res.Checked == 0 {
+				t.Fatalf("second run: %+v %v", res, err)
+			}
+			check("after a second run")
+		})
 	}
-	got := "SELECT toUnixTimestamp(t), event, key, value, sumMerge(events), sumMerge(pageviews) FROM %s.%s GROUP BY t, event, key, value ORDER BY t, event, key, value"
-	raw := "SELECT toUnixTimestamp(toStartOfDay(ts, 'UTC')) AS h, name, m.1 AS k, m.2 AS v, count(), countIf(name = 'pageview') FROM %s.events ARRAY JOIN " + PropPairs() + " AS m GROUP BY h, name, k, v ORDER BY h, name, k, v"
-	check := func(when string) {
-		t.Helper()
-		g, w := c.count(t, fmt.Sprintf(got, c.db, PropsTable)), c.count(t, fmt.Sprintf(raw, c.db))
-		if g != w {
-			t.Fatalf("%s: %s:\n%s\nevents say:\n%s", when, PropsTable, g, w)
-		}
-		if n := c.count(t, "SELECT count() FROM "+c.db+"."+PropsTable+" WHERE key = 'plan'"); n == "0" {
-			t.Fatalf("%s: no member rolled up", when)
-		}
-	}
-	res, err := c.BackfillProps(ctx)
-	if err != nil || len(res.Rebuilt) == 0 || !res.Cutoff.Equal(cutoff) {
-		t.Fatalf("%+v %v", res, err)
-	}
-	check("after the backfill")
-	if !complete(history, now) {
-		t.Fatal("not complete for the history after the backfill")
-	}
-	res, err = c.BackfillProps(ctx)
-	if err != nil || len(res.Rebuilt) != 0 || res.Checked == 0 {
-		t.Fatalf("second run: %+v %v", res, err)
-	}
-	check("after a second run")
 }
 
 // PropPairs reads the members the canonical props hold: scalars, nested
@@ -74,59 +106,4 @@ func TestPropPairs(t *testing.T) {
 			t.Errorf("%s: %s, want %s", props, got, want)
 		}
 	}
-}
-
-// PropsDimsTable, as TestBackfillProps checks PropsTable: per day,
-// (dimension, value), event name and member it holds what the events
-// table says, computed there one dimension at a time, with the events
-// rolled up counted by the rows of dim "" only.
-func TestBackfillPropsDims(t *testing.T) {
-	c := newDB(t)
-	ctx := context.Background()
-	now, history, cutoff := migrateWithHistory(t, c, VersionPropsDims, c.PropsDimsCutoff)
-	site := "site = 'old.example'"
-	complete := func(from, to time.Time) bool {
-		t.Helper()
-		ok, err := PropsDimsComplete(ctx, c, c.db, site, from.Truncate(24*time.Hour), to.Truncate(time.Hour).Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok
-	}
-	if complete(history, now) {
-		t.Fatal("complete for the history before the backfill")
-	}
-	got := "SELECT toUnixTimestamp(t), dim, dim_value, event, key, value, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM %s.%s GROUP BY t, dim, dim_value, event, key, value ORDER BY t, dim, dim_value, event, key, value"
-	day := "toUnixTimestamp(toStartOfDay(ts, 'UTC')) AS h"
-	raw := []string{"SELECT " + day + ", '' AS d, '' AS dv, name AS e, '' AS k, '' AS v, count() AS n, countIf(name = 'pageview') AS p, toUInt64(0) AS u FROM %[1]s.events GROUP BY h, e"}
-	for _, d := range PropsDims {
-		raw = append(raw, "SELECT "+day+", "+quote(d.Name)+" AS d, CAST("+d.Expr+" AS String) AS dv, name AS e, m.1 AS k, m.2 AS v, count() AS n, countIf(name = 'pageview') AS p, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM %[1]s.events ARRAY JOIN "+
-			PropPairs()+" AS m WHERE m.1 != '' GROUP BY h, d, dv, e, k, v")
-	}
-	want := "SELECT * FROM (" + strings.Join(raw, " UNION ALL ") + ") ORDER BY h, d, dv, e, k, v"
-	check := func(when string) {
-		t.Helper()
-		g, w := c.count(t, fmt.Sprintf(got, c.db, PropsDimsTable)), c.count(t, fmt.Sprintf(want, c.db))
-		if g != w {
-			t.Fatalf("%s: %s:\n%s\nevents say:\n%s", when, PropsDimsTable, g, w)
-		}
-		for _, d := range []string{"country", "device", "page"} {
-			if n := c.count(t, "SELECT count() FROM "+c.db+"."+PropsDimsTable+" WHERE dim = "+quote(d)+" AND key = 'plan' AND dim_value != ''"); n == "0" {
-				t.Fatalf("%s: no member rolled up under %s", when, d)
-			}
-		}
-	}
-	res, err := c.BackfillPropsDims(ctx)
-	if err != nil || len(res.Rebuilt) == 0 || !res.Cutoff.Equal(cutoff) {
-		t.Fatalf("%+v %v", res, err)
-	}
-	check("after the backfill")
-	if !complete(history, now) {
-		t.Fatal("not complete for the history after the backfill")
-	}
-	res, err = c.BackfillPropsDims(ctx)
-	if err != nil || len(res.Rebuilt) != 0 || res.Checked == 0 {
-		t.Fatalf("second run: %+v %v", res, err)
-	}
-	check("after a second run")
 }
