@@ -185,6 +185,11 @@ func propsDimsRollup() rollup {
 		// state: a month's groups at once could pass the server's
 		// memory limit where props hold many values (ids, many pages).
 		daily: true,
+		// A filter's rows are a few hundred in a month; a read
+		// decodes the visitors states of every row of the granules it
+		// touches, which at ClickHouse's default 8192 rows were most of
+		// the table's.
+		settings: "index_granularity = 256",
 	}
 }
 

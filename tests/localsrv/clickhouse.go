@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -129,12 +130,17 @@ func startClickHouseOnce(ctx context.Context, dir string, httpPort, tcpPort int,
 	if err := os.WriteFile(cfg, []byte(privateConfig(string(base), dir, httpPort, tcpPort, extra, compression)), 0o644); err != nil {
 		return nil, err
 	}
+	// ClickHouse 18.16 runs a query on as many threads as it counts
+	// physical cores (max_threads "auto"), which it reads from CPUID; in
+	// a virtual machine that can be fewer than the machine has (1 of 2
+	// vCPUs of an AMD EPYC here, each query single-threaded).
+	users = defaultProfile.ReplaceAll(users, []byte("${1}\n            <max_threads>"+strconv.Itoa(runtime.NumCPU())+"</max_threads>"))
 	if extra != "" {
 		// A statement ON CLUSTER that has not finished on every server
 		// in a minute is a hang here (a few tables, a few rows): failing
 		// it then names the statement, where the default of 180 s, times
 		// a caller's retries, outlasts the test binary's timeout.
-		users = clusterProfile.ReplaceAll(users, []byte("${1}\n            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>\n            <distributed_ddl_task_timeout>60</distributed_ddl_task_timeout>"))
+		users = defaultProfile.ReplaceAll(users, []byte("${1}\n            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>\n            <distributed_ddl_task_timeout>60</distributed_ddl_task_timeout>"))
 	}
 	if err := os.WriteFile(filepath.Join(cfgDir, "users.xml"), users, 0o644); err != nil {
 		return nil, err
@@ -182,7 +188,7 @@ var (
 	// own).
 	dropElems      = regexp.MustCompile(`(?s)\s*<(interserver_http_port|interserver_https_port|interserver_http_host|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone|remote_servers)\b[^>]*?>.*?</(interserver_http_port|interserver_https_port|interserver_http_host|https_port|tcp_port_secure|mysql_port|postgresql_port|listen_host|timezone|remote_servers)>`)
 	dropEmpty      = regexp.MustCompile(`\s*<(zookeeper|macros)\b[^>]*/>`)
-	clusterProfile = regexp.MustCompile(`(?s)(<profiles>.*?<default>)`)
+	defaultProfile = regexp.MustCompile(`(?s)(<profiles>.*?<default>)`)
 	graphite       = regexp.MustCompile(`(?s)\s*<graphite>.*?</graphite>`)
 	compressionEl  = regexp.MustCompile(`(?s)\s*<compression\b[^>]*?(/>|>.*?</compression>)`)
 )

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -129,6 +131,11 @@ func TestClickHouseCompression(t *testing.T) {
 				c.Kill()
 				t.Fatal(q, err)
 			}
+		}
+		// Every CPU for a query, whatever 18.16 counts as cores.
+		if got, err := c.query("SELECT value FROM system.settings WHERE name = 'max_threads'"); err != nil || strings.TrimSpace(got) != strconv.Itoa(runtime.NumCPU()) {
+			c.Kill()
+			t.Fatalf("max_threads %q %v, want %d", got, err, runtime.NumCPU())
 		}
 		files, _ := filepath.Glob(filepath.Join(dir, "data", "data", "default", "z", "*", "k.bin"))
 		if len(files) == 0 {
