@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/guard"
+	"github.com/edgepixel/edgepixel/aggregator/reply"
 )
 
 // Store is what the operations run against (a *clickhouse.Client).
@@ -147,7 +148,7 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 		"visitor_id_sha256", fingerprint(string(req.VisitorID)), "user_id_sha256", fingerprint(req.UserID),
 		"client_ip_sha256", fingerprint(req.ClientIP)}
 	res, err := h.cfg.Store.Erase(r.Context(), req.Erasure, h.cfg.EraseWait)
-	if errors.Is(err, clickhouse.ErrNoIdentifier) {
+	if ee := (*clickhouse.ErasureError)(nil); errors.As(err, &ee) {
 		h.cfg.Logger.Warn("audit: erase refused", append(audit, "err", err)...)
 		writeJSON(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
@@ -171,7 +172,7 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 			}()
 		}
 	}
-	writeJSONValue(w, status, res)
+	reply.JSON(w, status, res)
 }
 
 type retentionRequest struct {
@@ -205,7 +206,7 @@ func (h *handler) retention(w http.ResponseWriter, r *http.Request) {
 	if dropped == nil {
 		dropped = []clickhouse.Partition{}
 	}
-	writeJSONValue(w, http.StatusOK, map[string]any{"days": req.Days, "dropped": dropped})
+	reply.JSON(w, http.StatusOK, map[string]any{"days": req.Days, "dropped": dropped})
 }
 
 // Apply drops the partitions older than days before now and writes the
@@ -267,12 +268,5 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func writeJSON(w http.ResponseWriter, status int, reason, msg string) {
-	writeJSONValue(w, status, map[string]string{"error": msg, "reason": reason})
-}
-
-func writeJSONValue(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	reply.JSON(w, status, map[string]string{"error": msg, "reason": reason})
 }

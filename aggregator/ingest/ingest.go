@@ -60,6 +60,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/guard"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
 	"github.com/edgepixel/edgepixel/aggregator/record"
+	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
@@ -515,7 +516,7 @@ func (h *handler) finish(w http.ResponseWriter, r *http.Request, s *spooler) {
 	if s.nbad > 0 {
 		h.cfg.Logger.Debug("bad rows kept", "count", s.nbad, "remote", r.RemoteAddr)
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"accepted": s.accepted, "bad": s.nbad})
+	reply.JSON(w, http.StatusOK, map[string]int{"accepted": s.accepted, "bad": s.nbad})
 }
 
 // coding reads Content-Encoding; an unsupported one is answered 415.
@@ -697,12 +698,5 @@ func (h *handler) retryLater(w http.ResponseWriter, r *http.Request, after time.
 func (h *handler) reject(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
 	h.cfg.Metrics.Drop(reason)
 	h.cfg.Logger.Debug("rejected", "reason", reason, "status", status, "remote", r.RemoteAddr, "msg", msg)
-	writeJSON(w, status, map[string]string{"error": msg, "reason": reason})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	reply.JSON(w, status, map[string]string{"error": msg, "reason": reason})
 }

@@ -39,8 +39,9 @@ func (e *LineError) Unwrap() error { return e.Err }
 // be a string. ts_ms may be a number or a numeric string; instead of ts_ms
 // a line may carry ts, an RFC 3339 time or unix seconds. props may be a
 // JSON object or a string holding one. The numeric fields (bot_score,
-// asn, visitor_id, ...) are JSON numbers within their column's range;
-// anything else makes the line a bad row.
+// asn, visitor_id, ...) are JSON numbers or strings holding one (see
+// decodeLine), within their column's range; anything else makes the line
+// a bad row.
 //
 // The other fields are read into the embedded Event by its JSON tags, so a
 // field added to event.Fields is read with no change here; the fields
@@ -79,6 +80,42 @@ type jsonCountersLine struct {
 		TsMS int64  `json:"ts_ms"`
 		jsonCounts
 	} `json:"sites"`
+}
+
+// decodeLine reads raw into a jsonLine. A numeric field whose value is
+// a string holding a JSON number is read as that number (a log format
+// writes every value quoted; JavaScript, whose numbers hold integers to
+// 2^53 only, sends a 64-bit visitor id as a string). The line is read
+// again for each such field, so a line of numbers costs nothing more.
+func decodeLine(raw []byte) (jsonLine, error) {
+	for {
+		var l jsonLine
+		err := json.Unmarshal(raw, &l)
+		var te *json.UnmarshalTypeError
+		if err == nil || !errors.As(err, &te) || te.Value != "string" {
+			return l, err
+		}
+		key := te.Field[strings.LastIndexByte(te.Field, '.')+1:]
+		var m map[string]json.RawMessage
+		var s string
+		if json.Unmarshal(raw, &m) != nil || json.Unmarshal(m[key], &s) != nil || !isJSONNumber(s) {
+			return l, err
+		}
+		m[key] = json.RawMessage(s)
+		if raw, err = json.Marshal(m); err != nil {
+			return l, err
+		}
+	}
+}
+
+// isJSONNumber reports whether s is a number in JSON's grammar (RFC 8259
+// section 6), which json.Number leaves unchecked.
+func isJSONNumber(s string) bool {
+	if s == "" || s[0] != '-' && (s[0] < '0' || s[0] > '9') {
+		return false
+	}
+	var v any
+	return json.Unmarshal([]byte(s), &v) == nil
 }
 
 // line is what one NDJSON line holds: an event (with its instance's
@@ -141,8 +178,8 @@ func parseLine(raw []byte) (line, error) {
 	if len(raw) > MaxLine {
 		return line{}, &LineError{Reason: ReasonLineTooLong, Err: fmt.Errorf("line of %d bytes, at most %d", len(raw), MaxLine)}
 	}
-	var l jsonLine
-	if err := json.Unmarshal(raw, &l); err != nil {
+	l, err := decodeLine(raw)
+	if err != nil {
 		return line{}, &LineError{Reason: ReasonBadJSON, Err: err}
 	}
 	switch l.Type {

@@ -51,8 +51,9 @@ func TestParseLineReadsEveryField(t *testing.T) {
 	if e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo","method":"POST"}`)); err != nil || e.Method != "POST" {
 		t.Fatalf("method: %+v %v", e, err)
 	}
-	// A number out of its column's range, or not a number, is a bad row.
-	for _, bad := range []string{`"bot_score":256`, `"asn":-1`, `"screen_width":"1024"`, `"visitor_id":1.5`} {
+	// A number out of its column's range, or not a number, is a bad row,
+	// quoted or not.
+	for _, bad := range []string{`"bot_score":256`, `"asn":-1`, `"screen_width":"1024px"`, `"visitor_id":1.5`, `"bot_score":"256"`, `"visitor_id":"1.5"`} {
 		if _, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo",` + bad + `}`)); err == nil {
 			t.Errorf("%s parsed", bad)
 		}

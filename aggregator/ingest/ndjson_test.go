@@ -54,6 +54,13 @@ func TestParseLine(t *testing.T) {
 		t.Fatalf("id %s is not a UUIDv7 of the event time", got.ID)
 	}
 
+	// Numbers as strings, as a log format or JavaScript (a 64-bit
+	// visitor id) writes them.
+	got, err = ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo","visitor_id":"18446744073709551557","screen_width":"1440","bot_score":"5"}`))
+	if err != nil || got.VisitorID != 18446744073709551557 || got.ScreenWidth != 1440 || got.BotScore != 5 {
+		t.Fatalf("numbers as strings: %+v %v", got, err)
+	}
+
 	for _, c := range []struct {
 		line, ts string
 	}{
@@ -78,6 +85,10 @@ func TestParseLine(t *testing.T) {
 		{`{"ts_ms":1750000000123,"site":"demo"`, ReasonBadJSON, ""},
 		{`[1,2]`, ReasonBadJSON, ""},
 		{`{"ts_ms":1750000000123,"site":5}`, ReasonBadJSON, ""},
+		{`{"ts_ms":1750000000123,"site":"demo","visitor_id":"abc"}`, ReasonBadJSON, ""},
+		{`{"ts_ms":1750000000123,"site":"demo","visitor_id":" 42"}`, ReasonBadJSON, ""},
+		{`{"ts_ms":1750000000123,"site":"demo","visitor_id":"-1"}`, ReasonBadJSON, ""},
+		{`{"ts_ms":1750000000123,"site":"demo","screen_width":"1e99"}`, ReasonBadJSON, ""},
 		{`{"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":"yesterday","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":-5,"site":"demo"}`, ReasonBadTime, "demo"},

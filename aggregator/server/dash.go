@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/live"
+	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/dashboard"
 )
 
@@ -120,7 +121,7 @@ func (s *Server) requireAuth(h http.Handler) http.Handler {
 				s.dashAuth.Fail(r.RemoteAddr, "dashboard")
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edgepixel"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": unauthorized(r), "reason": "unauthorized"})
+			reply.JSON(w, http.StatusUnauthorized, map[string]string{"error": unauthorized(r), "reason": "unauthorized"})
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
@@ -133,7 +134,7 @@ func (s *Server) allowAuth(w http.ResponseWriter, r *http.Request) bool {
 	ok, retry := s.dashAuth.Allow(r.RemoteAddr)
 	if !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(int(retry.Seconds())+1))
-		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed logins; wait", "reason": "rate_limited"})
+		reply.JSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many failed logins; wait", "reason": "rate_limited"})
 	}
 	return ok
 }
@@ -159,7 +160,7 @@ func unauthorized(r *http.Request) string {
 func adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !grantOf(r).Admin {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "admin token required", "reason": "forbidden"})
+			reply.JSON(w, http.StatusForbidden, map[string]string{"error": "admin token required", "reason": "forbidden"})
 			return
 		}
 		h(w, r)
@@ -171,7 +172,7 @@ func canRead(w http.ResponseWriter, r *http.Request, site string) bool {
 	if grantOf(r).CanRead(site) {
 		return true
 	}
-	writeJSON(w, http.StatusForbidden, map[string]string{"error": "no read access to site " + site, "reason": "forbidden"})
+	reply.JSON(w, http.StatusForbidden, map[string]string{"error": "no read access to site " + site, "reason": "forbidden"})
 	return false
 }
 
@@ -188,7 +189,7 @@ func (s *Server) dashboardRoutes() http.Handler {
 			// The cookie is cleared; only a copy of it outlives a restart.
 			s.log.Error("logout: could not save the ended session", "err", err)
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
+		reply.JSON(w, http.StatusOK, map[string]string{"status": "logged out"})
 	})
 	mux.HandleFunc("GET /share/{id}", func(w http.ResponseWriter, r *http.Request) {
 		site, ok := s.access.Visit(w, r.PathValue("id"))
@@ -203,7 +204,7 @@ func (s *Server) dashboardRoutes() http.Handler {
 		// The hub's upgrader refuses such an origin too, with a bare
 		// "Forbidden"; this says why and what allows it.
 		if !originOK(r) {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a page from origin " + r.Header.Get("Origin") + " may not open /live: only the dashboard's own origin may, and those given to --dashboard-origins", "reason": "origin_not_allowed"})
+			reply.JSON(w, http.StatusForbidden, map[string]string{"error": "a page from origin " + r.Header.Get("Origin") + " may not open /live: only the dashboard's own origin may, and those given to --dashboard-origins", "reason": "origin_not_allowed"})
 			return
 		}
 		g := grantOf(r)
@@ -229,21 +230,21 @@ func (s *Server) dashboardRoutes() http.Handler {
 			}
 		}
 		slices.Sort(sites)
-		writeJSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin, "sites": sites})
+		reply.JSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin, "sites": sites})
 	}))
 	auth("GET /api/shares", adminOnly(params(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"shares": s.access.Shares()})
+		reply.JSON(w, http.StatusOK, map[string]any{"shares": s.access.Shares()})
 	})))
 	auth("POST /api/shares", adminOnly(params(s.createShare)))
 	auth("DELETE /api/shares/{id}", adminOnly(params(func(w http.ResponseWriter, r *http.Request) {
 		ok, err := s.access.Revoke(r.PathValue("id"))
 		switch {
 		case err != nil:
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error(), "reason": "internal_error"})
+			reply.JSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error(), "reason": "internal_error"})
 		case !ok:
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such share link: GET /api/shares lists their ids", "reason": "not_found"})
+			reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such share link: GET /api/shares lists their ids", "reason": "not_found"})
 		default:
-			writeJSON(w, http.StatusOK, map[string]string{"status": "revoked"})
+			reply.JSON(w, http.StatusOK, map[string]string{"status": "revoked"})
 		}
 	})))
 	auth("GET /api/counts", params(s.counts))
@@ -275,11 +276,11 @@ func apiFallback(mux *http.ServeMux) http.HandlerFunc {
 			}
 		}
 		if len(allow) == 0 {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path + " (see README, The dashboard's API)", "reason": "not_found"})
+			reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path + " (see README, The dashboard's API)", "reason": "not_found"})
 			return
 		}
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on " + r.URL.Path + ": use " + strings.Join(allow, " or "), "reason": "method_not_allowed"})
+		reply.JSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on " + r.URL.Path + ": use " + strings.Join(allow, " or "), "reason": "method_not_allowed"})
 	}
 }
 
@@ -293,16 +294,16 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	if tok == "" {
 		// Not a failed credential: nothing was tried.
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "no token: send it as the form field token (application/x-www-form-urlencoded), e.g. curl -d token=... /login", "reason": "bad_request"})
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "no token: send it as the form field token (application/x-www-form-urlencoded), e.g. curl -d token=... /login", "reason": "bad_request"})
 		return
 	}
 	g, ok := s.access.Login(w, tok)
 	if !ok {
 		s.dashAuth.Fail(r.RemoteAddr, "dashboard")
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unknown token", "reason": "unauthorized"})
+		reply.JSON(w, http.StatusUnauthorized, map[string]string{"error": "unknown token", "reason": "unauthorized"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin})
+	reply.JSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin})
 }
 
 func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
@@ -310,13 +311,13 @@ func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	site := r.PostFormValue("site")
 	if site == "" {
 		// A JSON body is the likely mistake: say what is read.
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "no site: send it as the form field site (application/x-www-form-urlencoded), e.g. curl -d site=demo -d note=team /api/shares", "reason": "bad_request"})
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "no site: send it as the form field site (application/x-www-form-urlencoded), e.g. curl -d site=demo -d note=team /api/shares", "reason": "bad_request"})
 		return
 	}
 	sh, err := s.access.CreateShare(site, r.PostFormValue("note"))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"share": sh, "path": "/share/" + sh.ID})
+	reply.JSON(w, http.StatusCreated, map[string]any{"share": sh, "path": "/share/" + sh.ID})
 }

@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +29,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/loader"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/clientip"
@@ -564,10 +564,10 @@ func (s *Server) routes() http.Handler {
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if err := s.Err(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failing", "reason": err.Error()})
+		reply.JSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failing", "reason": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	reply.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz answers 200 when the aggregator can take batches: the spool has
@@ -622,7 +622,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !ingestOK || (!loadOK && r.URL.Query().Get("loading") != "") {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{
+	reply.JSON(w, status, map[string]any{
 		"ready": ingestOK, "checks": checks,
 		"loading": map[string]any{
 			"ready": loadOK, "paused": pause,
@@ -643,7 +643,7 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"total": total, "sites": sites, "other": other, "ready": ready})
+	reply.JSON(w, http.StatusOK, map[string]any{"total": total, "sites": sites, "other": other, "ready": ready})
 }
 
 // history answers the per-minute counts of one site for the last
@@ -652,7 +652,7 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	site := r.URL.Query().Get("site")
 	if site == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "site is required", "reason": "bad_request"})
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "site is required", "reason": "bad_request"})
 		return
 	}
 	if !canRead(w, r, site) {
@@ -662,7 +662,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("minutes"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1440 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "minutes must be 1..1440", "reason": "bad_request"})
+			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "minutes must be 1..1440", "reason": "bad_request"})
 			return
 		}
 		minutes = n
@@ -685,14 +685,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 			dense[i].N += p.N
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"site": site, "points": dense})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	reply.JSON(w, http.StatusOK, map[string]any{"site": site, "points": dense})
 }
 
 // loss answers what the edges counted against what was stored (see
@@ -703,12 +696,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 	cst, ok := s.store.(store.CounterStore)
 	if !ok {
-		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "the " + s.store.Name() + " store does not keep edge counters", "reason": "unsupported"})
+		reply.JSON(w, http.StatusNotImplemented, map[string]string{"error": "the " + s.store.Name() + " store does not keep edge counters", "reason": "unsupported"})
 		return
 	}
 	q := r.URL.Query()
 	bad := func(msg string) {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg, "reason": "bad_request"})
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": msg, "reason": "bad_request"})
 	}
 	to, err := parseTime(q.Get("to"), time.Now())
 	if err != nil {
@@ -727,7 +720,7 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 	site, all := q.Get("site"), !q.Has("site")
 	if all && !grantOf(r).All() || !all && !canRead(w, r, site) {
 		if all {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "all sites need the admin token; give site", "reason": "forbidden"})
+			reply.JSON(w, http.StatusForbidden, map[string]string{"error": "all sites need the admin token; give site", "reason": "forbidden"})
 		}
 		return
 	}
@@ -738,7 +731,7 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		s.storeFailed(w, ctx, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, l)
+	reply.JSON(w, http.StatusOK, l)
 }
 
 // parseTime reads an RFC 3339 time or unix milliseconds; "" is def.

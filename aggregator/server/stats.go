@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/query"
+	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/aggregator/store"
 )
 
@@ -18,7 +19,7 @@ import (
 // /api/quality and /api/dimensions (see README, "The dashboard's API").
 func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerFunc)) {
 	auth("GET /api/dimensions", params(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"dimensions": clickhouse.Dimensions, "ranges": query.Ranges})
+		reply.JSON(w, http.StatusOK, map[string]any{"dimensions": clickhouse.Dimensions, "ranges": query.Ranges})
 	}))
 	auth("GET /api/stats", s.withRequest(nil, func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
 		st, err := e.Stats(r.Context(), req)
@@ -26,7 +27,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 			s.storeFailed(w, r.Context(), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, st)
+		reply.JSON(w, http.StatusOK, st)
 	}))
 	top := func(csvOut bool) http.HandlerFunc {
 		return s.withRequest([]string{"dim", "limit"}, func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
@@ -34,7 +35,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 			if v := r.URL.Query().Get("limit"); v != "" {
 				n, err := strconv.Atoi(v)
 				if err != nil || n < 1 || n > query.MaxLimit {
-					writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be 1.." + strconv.Itoa(query.MaxLimit), "reason": "bad_request"})
+					reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be 1.." + strconv.Itoa(query.MaxLimit), "reason": "bad_request"})
 					return
 				}
 				limit = n
@@ -42,14 +43,14 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 			t, err := e.Top(r.Context(), req, r.URL.Query().Get("dim"), limit)
 			if err != nil {
 				if t.Dim == "" {
-					writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+					reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 					return
 				}
 				s.storeFailed(w, r.Context(), err)
 				return
 			}
 			if !csvOut {
-				writeJSON(w, http.StatusOK, t)
+				reply.JSON(w, http.StatusOK, t)
 				return
 			}
 			name := req.Site + "-" + t.Dim + "-" + req.Range.From.Format("20060102") + "-" + req.Range.To.Add(-time.Second).Format("20060102") + ".csv"
@@ -94,7 +95,7 @@ func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.R
 	return params(func(w http.ResponseWriter, r *http.Request) {
 		req, err := query.ParseRequest(r.URL.Query(), time.Now())
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 			return
 		}
 		if !canRead(w, r, req.Site) {
@@ -102,7 +103,7 @@ func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.R
 		}
 		e := s.engine()
 		if e == nil {
-			writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "history needs ClickHouse (--clickhouse); the " + s.store.Name() + " store keeps no rollups", "reason": "unsupported"})
+			reply.JSON(w, http.StatusNotImplemented, map[string]string{"error": "history needs ClickHouse (--clickhouse); the " + s.store.Name() + " store keeps no rollups", "reason": "unsupported"})
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
@@ -117,7 +118,7 @@ func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.R
 func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := query.CheckParams(r.URL.Query(), known); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
+			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 			return
 		}
 		h(w, r)
@@ -130,12 +131,12 @@ func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
 func (s *Server) storeFailed(w http.ResponseWriter, ctx context.Context, err error) {
 	s.log.Warn("dashboard query failed", "err", err)
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		writeJSON(w, http.StatusGatewayTimeout, map[string]string{
+		reply.JSON(w, http.StatusGatewayTimeout, map[string]string{
 			"error":  fmt.Sprintf("%s did not answer within %s (--query-timeout)", s.store.Name(), s.cfg.QueryTimeout),
 			"reason": "store_timeout"})
 		return
 	}
-	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
+	reply.JSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "reason": "store_unavailable"})
 }
 
 // quality answers the quality panel: the edges' hits against stored
@@ -178,7 +179,7 @@ func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine
 	}
 	out["drift"] = map[string]any{"live": liveN, "committed": counts[req.Site], "difference": int64(liveN) - int64(counts[req.Site]), "live_ready": ready}
 	out["not_collected"] = []string{"bot share", "consent tiers"}
-	writeJSON(w, http.StatusOK, out)
+	reply.JSON(w, http.StatusOK, out)
 }
 
 // csvSafe keeps a spreadsheet from running a cell as a formula (OWASP,
