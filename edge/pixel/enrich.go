@@ -108,7 +108,7 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 		}
 	}
 
-	page, ref := e.URL, e.Referrer
+	page, ref := pageurl.Resolve(e.URL, m.Referer), e.Referrer
 	cp := campaign.Parse(page)
 	e.UTMSource, e.UTMMedium, e.UTMCampaign = cp.Source, cp.Medium, cp.Campaign
 	e.UTMTerm, e.UTMContent = cp.Term, cp.Content

@@ -90,6 +90,8 @@ func TestEnrichWhereFrom(t *testing.T) {
 		{page("https://Example.COM:443/c/../d?utm_medium=email&utm_term=shoes&utm_content=hero#top"), "", "email", "", "", "", "/d", "https://example.com/d"},
 		{page("https://example.com/e"), "https://example.com/f", "internal", "", "example.com", "", "/e", "https://example.com/e"},
 		{page("https://example.com/e") + "&ref=" + url.QueryEscape("https://t.co/x"), "", "social", "Twitter", "t.co", "", "/e", "https://example.com/e"},
+		// A page given as a path: the origin of the page that sent it.
+		{page("/relative/path?q=1"), "https://example.com/a", "internal", "", "example.com", "", "/relative/path", "https://example.com/relative/path?q=1"},
 	} {
 		e := hitWith(t, tc.query, nil, func(m *Meta) { m.Referer = tc.ref })
 		if tc.ref != "" && !strings.Contains(tc.query, "ref=") {
@@ -99,6 +101,10 @@ func TestEnrichWhereFrom(t *testing.T) {
 		if e.Channel != tc.channel || e.Source != tc.source || e.ReferrerHost != tc.host || e.ClickIDs != tc.clickIDs || e.Path != tc.path || e.URL != tc.stor {
 			t.Errorf("%s ref %s: channel %q source %q host %q click %q path %q url %q", tc.query, tc.ref, e.Channel, e.Source, e.ReferrerHost, e.ClickIDs, e.Path, e.URL)
 		}
+	}
+	// With no page to take the origin from, a path stays as it is.
+	if e := hitWith(t, page("/x"), nil, func(m *Meta) { m.Referer = "" }); e.URL != "/x" || e.Path != "/x" {
+		t.Errorf("a path without a Referer: url %q path %q", e.URL, e.Path)
 	}
 	e := hitWith(t, page("https://example.com/?utm_source=nl&utm_medium=email&utm_campaign=c&utm_term=t&utm_content=x"), nil, nil)
 	if e.UTMSource != "nl" || e.UTMMedium != "email" || e.UTMCampaign != "c" || e.UTMTerm != "t" || e.UTMContent != "x" {

@@ -433,3 +433,38 @@ func Host(raw string) string {
 	}
 	return h
 }
+
+// Resolve returns page resolved against base when page is an
+// absolute-path reference ("/pricing?plan=pro", as a single-page app or a
+// hand-written pixel may send it) and base an absolute http or https URL
+// with a host (the Referer header: the page that sent the hit, or its
+// origin under browsers' default referrer policy): base's scheme and
+// authority, then page (RFC 3986 section 5.2.2, for a reference that
+// begins with a single "/"). The dashboard's pages are the paths of
+// absolute URLs (ClickHouse's path(url)). Otherwise page as it is.
+func Resolve(page, base string) string {
+	p := strings.TrimSpace(page)
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
+		return page
+	}
+	b := strings.TrimSpace(base)
+	i := schemeEnd(b)
+	if i <= 0 {
+		return page
+	}
+	if scheme := lowerASCII(b[:i]); scheme != "http" && scheme != "https" {
+		return page
+	}
+	rest := b[i+1:]
+	if !strings.HasPrefix(rest, "//") {
+		return page
+	}
+	auth := rest[2:]
+	if end := strings.IndexAny(auth, "/?#\\"); end >= 0 {
+		auth = auth[:end]
+	}
+	if auth == "" {
+		return page
+	}
+	return b[:i+3] + auth + p
+}

@@ -126,6 +126,33 @@ func TestNormalizeBounded(t *testing.T) {
 	}
 }
 
+// A page given as a path takes the origin of the page that sent it;
+// anything else stays as it is.
+func TestResolve(t *testing.T) {
+	for _, tc := range []struct{ page, base, want string }{
+		{"/relative/path", "https://shop.example/a/b?q=1", "https://shop.example/relative/path"},
+		{"/p?x=1", "HTTPS://Shop.Example:8443", "HTTPS://Shop.Example:8443/p?x=1"},
+		{"/p", "http://u@h.example/", "http://u@h.example/p"},
+		{" /p ", "https://h.example", "https://h.example/p"},
+		{"https://a.example/p", "https://h.example/", "https://a.example/p"},
+		{"//cdn.example/p", "https://h.example/", "//cdn.example/p"},
+		{"/\\evil.example", "https://h.example/", "/\\evil.example"},
+		{"p", "https://h.example/", "p"},
+		{"/p", "", "/p"},
+		{"/p", "android-app://com.google.android.gm/", "/p"},
+		{"/p", "https:///nohost", "/p"},
+		{"/p", "/q", "/p"},
+		{"javascript:alert(1)", "https://h.example/", "javascript:alert(1)"},
+	} {
+		if got := Resolve(tc.page, tc.base); got != tc.want {
+			t.Errorf("Resolve(%q, %q) = %q, want %q", tc.page, tc.base, got, tc.want)
+		}
+		if got := Normalize(Resolve(tc.page, tc.base)); strings.HasPrefix(tc.want, "http") && (got.Host == "" || got.Path == "") {
+			t.Errorf("Resolve(%q, %q): normalised %+v has no host or path", tc.page, tc.base, got)
+		}
+	}
+}
+
 func FuzzNormalize(f *testing.F) {
 	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:", "A:."} {
 		f.Add(s)
