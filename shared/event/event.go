@@ -77,6 +77,11 @@ const (
 	MaxHostLen = 253
 )
 
+// BotScoreMin is the bot score (Event.BotScore) from which an event is a
+// bot's: the edge's verdict (edge/enrich/bot), the dashboard's bot share
+// and what its toggle leaves out.
+const BotScoreMin = 50
+
 // Event is one hit: a pixel request or one event of a POST, enriched at the
 // edge. Strings are empty when unknown. Time is the edge's clock, not the
 // visitor's, so that a skewed or forged client clock cannot move events.
@@ -116,7 +121,7 @@ type Event struct {
 	OSVersion      string `json:"os_version"`
 	Device         string `json:"device"`
 	// BotScore is 0 (no sign of a program) to 100 (a program that says
-	// so); 50 and more is a bot (edge/enrich/bot). BotReason is the
+	// so); BotScoreMin and more is a bot (edge/enrich/bot). BotReason is the
 	// signal it rests on ("crawler", "prefetch", "datacenter", "platform"
 	// for the platform's own verdict, ...), "" for none.
 	BotScore  uint8  `json:"bot_score"`

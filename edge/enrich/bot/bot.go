@@ -12,7 +12,11 @@ package bot
 
 //go:generate go run ../internal/gen -dir ..
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
 
 // Reason is the one signal a score rests on: the strongest found. The
 // numbers are stable: they may be stored.
@@ -72,8 +76,9 @@ type Result struct {
 
 func verdict(r Reason) Result { return Result{Score: reasonScores[r], Reason: r} }
 
-// IsBot reports whether the score says program: 50 or more.
-func (r Result) IsBot() bool { return r.Score >= 50 }
+// IsBot reports whether the score says program: event.BotScoreMin or
+// more.
+func (r Result) IsBot() bool { return r.Score >= event.BotScoreMin }
 
 // Input is what a request tells about its client. Header values are as
 // received ("" when absent).
