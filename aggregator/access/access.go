@@ -248,15 +248,26 @@ func (a *Access) Token(tok string) (Grant, bool) {
 	return g, ok
 }
 
+// BearerToken returns the token of an Authorization header value of the
+// Bearer scheme, whose name is case-insensitive (RFC 7235 section 2.1,
+// RFC 6750 section 2.1); found is false for any other.
+func BearerToken(h string) (tok string, found bool) {
+	scheme, tok, found := strings.Cut(strings.TrimSpace(h), " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
+}
+
 // Check returns what r may read: by its bearer token, else its session
 // cookie. ok is false without valid credentials.
 func (a *Access) Check(r *http.Request) (g Grant, ok bool) {
 	if h := r.Header.Get("Authorization"); h != "" {
-		tok, found := strings.CutPrefix(h, "Bearer ")
+		tok, found := BearerToken(h)
 		if !found {
 			return Grant{}, false
 		}
-		return a.Token(strings.TrimSpace(tok))
+		return a.Token(tok)
 	}
 	c, err := r.Cookie(Cookie)
 	if err != nil {

@@ -67,6 +67,20 @@ func TestDashboardAccess(t *testing.T) {
 		t.Errorf("no token: %d %s", code, b)
 	}
 
+	// The scheme's name is case-insensitive (RFC 7235).
+	req, _ := http.NewRequest("GET", a.dash.URL+"/api/counts", nil)
+	req.Header.Set("Authorization", "bearer "+testToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("lowercase bearer: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// A form over its bound is told so, not that a field is missing.
+	if resp, err := http.PostForm(a.dash.URL+"/login", url.Values{"token": {strings.Repeat("x", 5000)}}); err != nil || resp.StatusCode != 413 {
+		t.Errorf("a 5,000-byte token: %v %v, want 413", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// Login sets a cookie that works without the token.
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar}
@@ -103,7 +117,7 @@ func TestDashboardAccess(t *testing.T) {
 	}
 
 	// A share link asked for in JSON: the answer says the site is a form field.
-	req, _ := http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader(`{"site":"shop"}`))
+	req, _ = http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader(`{"site":"shop"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err = http.DefaultClient.Do(req)

@@ -145,7 +145,7 @@ func (s *Server) allowAuth(w http.ResponseWriter, r *http.Request) bool {
 func unauthorized(r *http.Request) string {
 	h := r.Header.Get("Authorization")
 	switch {
-	case h != "" && !strings.HasPrefix(h, "Bearer "):
+	case h != "" && !bearer(h):
 		return "the Authorization header must be Bearer TOKEN"
 	case h != "":
 		return "unknown token"
@@ -284,13 +284,42 @@ func apiFallback(mux *http.ServeMux) http.HandlerFunc {
 	}
 }
 
+// maxForm bounds the form bodies the dashboard listener reads (a token,
+// a share's site and note).
+const maxForm = 4096
+
+// smallForm reads r's form, answering 413 to a body over maxForm and 400
+// to one that is not a form, and reports whether it did neither.
+func smallForm(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	err := r.ParseForm()
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		reply.JSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("the form is over %d bytes", maxForm), "reason": "too_large"})
+		return false
+	}
+	if err != nil {
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "the body is not a form: " + err.Error(), "reason": "bad_request"})
+		return false
+	}
+	return true
+}
+
+// bearer reports whether an Authorization header value is of the Bearer
+// scheme (access.BearerToken).
+func bearer(h string) bool {
+	_, ok := access.BearerToken(h)
+	return ok
+}
+
 // login exchanges a token (form field or JSON-less body "token") for a
 // session cookie.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if !s.allowAuth(w, r) {
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	if !smallForm(w, r) {
+		return
+	}
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	if tok == "" {
 		// Not a failed credential: nothing was tried.
@@ -307,7 +336,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	if !smallForm(w, r) {
+		return
+	}
 	site := r.PostFormValue("site")
 	if site == "" {
 		// A JSON body is the likely mistake: say what is read.
