@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,13 +89,13 @@ func (c *Client) StoredBadRows(ctx context.Context, rows []record.BadRow, since 
 }
 
 // retentionTables are the tables partitioned by day (toYYYYMMDD, or
-// (toYYYYMMDD, src) for VisitsTable and MinuteDimsTable) that retention
-// trims. Those two hold visitor ids, so they go with the events they
-// came from. The other
+// (toYYYYMMDD, src) for visitorTables) that retention trims. Those hold
+// visitor ids, so they go with the events they came from. The other
 // rollups (monthly partitions, counts and visitor estimates, no ids) are
-// kept. edge_counters holds nothing about visitors either, but is trimmed
-// with events so that the loss it measures is over the same days.
-var retentionTables = []string{"events", "bad_rows", "edge_counters", VisitsTable, MinuteDimsTable}
+// kept. edge_counters and ErasedTable hold nothing about visitors
+// either, but are trimmed with events so that the loss they measure is
+// over the same days.
+var retentionTables = append([]string{"events", "bad_rows", "edge_counters", ErasedTable}, visitorTables...)
 
 // Partition names one partition of a table.
 type Partition struct {
@@ -205,13 +206,16 @@ func digits(s string) bool {
 // string of digits. A site that knows who a visitor is may also say so in
 // the event's props ({"user_id": ...} or {"visitor_id": ...}): VisitorID
 // matches props.visitor_id too (any string), UserID props.user_id.
-// client_ip is the address truncated at the edge. An event matching any
+// ClientIP is an address as the events' client_ip column holds it: none
+// by default; the network (the address's /24, IPv4, or /48, IPv6, e.g.
+// 192.0.2.0) on a site with ip=prefix, so erasing by it erases every
+// event of that network. An event matching any
 // of the given identifiers is deleted; Site, if set, narrows that to one
 // site.
 type Erasure struct {
 	VisitorID VisitorID `json:"visitor_id,omitempty"` // the visitor_id column (decimal), or props.visitor_id
 	UserID    string    `json:"user_id,omitempty"`    // props.user_id
-	ClientIP  string    `json:"client_ip,omitempty"`  // the client_ip column, exactly
+	ClientIP  string    `json:"client_ip,omitempty"`  // the client_ip column, exactly: an IP address
 	Site      string    `json:"site,omitempty"`
 }
 
@@ -228,6 +232,11 @@ func (v *VisitorID) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(b, &n); err != nil {
 			return fmt.Errorf("visitor_id must be a string or a number: %w", err)
 		}
+		// A number is the column's: an unsigned 64-bit integer. (A
+		// string may be a props.visitor_id, anything.)
+		if _, err := strconv.ParseUint(n.String(), 10, 64); err != nil {
+			return fmt.Errorf("visitor_id %s: a number must be the visitor_id column's, an unsigned 64-bit integer (give props' ids as strings)", n)
+		}
 		s = n.String()
 	} else if err := json.Unmarshal(b, &s); err != nil {
 		return err
@@ -243,8 +252,13 @@ func (v VisitorID) column() (uint64, bool) {
 	return n, err == nil && n != 0
 }
 
+// ErasureError is why an Erasure cannot be carried out as given.
+type ErasureError struct{ msg string }
+
+func (e *ErasureError) Error() string { return e.msg }
+
 // ErrNoIdentifier means an Erasure named nothing to erase by.
-var ErrNoIdentifier = errors.New("erasure needs visitor_id, user_id or client_ip")
+var ErrNoIdentifier = &ErasureError{"erasure needs visitor_id, user_id or client_ip"}
 
 // minBadRowMatch is the shortest identifier that bad rows are searched for:
 // bad rows are matched by substring of the raw input (it may not even
@@ -255,7 +269,7 @@ const minBadRowMatch = 6
 // column (per visitor rollups): an erasure by the visitor_id column
 // deletes that id's rows there too. Those of the other rollups are inside
 // uniqCombined states (ErasureKept).
-var visitorTables = []string{VisitsTable, MinuteDimsTable}
+var visitorTables = []string{VisitsTable, MinuteDimsTable, MinuteAudienceTable, MinuteSourcesTable}
 
 // propsTables are the rollups that hold props' members as text: an
 // erasure by a props identifier (user_id, or a visitor_id that is not the
@@ -270,8 +284,8 @@ var erasureTables = slices.Concat([]string{"events", "bad_rows"}, visitorTables,
 const ErasureKept = "rollup_minutes, rollup_hours, rollup_days, rollup_dims and rollup_dim_days keep the erased visitor ids " +
 	"inside their visitors states (uniqCombined: hashes of the ids merged into an estimate), which cannot be edited; " +
 	"they keep counting the erased events and visitors. visit_hours, visit_dims and events_per_minute hold counts, no ids. " +
-	"Erasure by user_id or client_ip deletes events and bad rows, not the rows of their visitor ids in rollup_visits and " +
-	"rollup_minute_dims: erase those by visitor_id. rollup_props and rollup_props_dims lose the rows of the member " +
+	"Erasure by user_id or client_ip deletes events and bad rows, not the rows of their visitor ids in rollup_visits, " +
+	"rollup_minute_dims, rollup_minute_audience and rollup_minute_sources: erase those by visitor_id. rollup_props and rollup_props_dims lose the rows of the member " +
 	"user_id or visitor_id erased, and keep counting the erased events under their other members."
 
 // ErasureResult says what an erasure did.
@@ -291,7 +305,8 @@ type ErasureResult struct {
 	Kept string `json:"kept"`
 }
 
-// Erase deletes every event matching e, the rows of e's visitor id in
+// Erase deletes every event matching e (keeping its id, time and site in
+// ErasedTable, for Loss), the rows of e's visitor id in
 // visitorTables, and the bad rows whose raw input contains one of its
 // identifiers, with ALTER TABLE ... DELETE mutations, after counting the
 // rows that match in each. Mutations run in the background; Erase waits
@@ -302,6 +317,11 @@ type ErasureResult struct {
 // yet loaded, which the loader stores afterwards.
 func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (ErasureResult, error) {
 	res := ErasureResult{Matched: map[string]uint64{}, Kept: ErasureKept}
+	if e.ClientIP != "" {
+		if _, err := netip.ParseAddr(e.ClientIP); err != nil {
+			return res, &ErasureError{"client_ip " + strconv.Quote(e.ClientIP) + " is not an IP address (give it as events store it: on a site with ip=prefix, the /24 or /48 network, e.g. 192.0.2.0)"}
+		}
+	}
 	var conds, badConds []string
 	id, byColumn := e.VisitorID.column()
 	if byColumn {
@@ -373,6 +393,12 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 		// replica of each shard, which may not have every row yet.
 		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE %s", c.db, c.layout.LocalName(t.table), c.layout.OnCluster(), t.where))
 	}
+	// The erased events' ids and times first, so that the loss figures
+	// (Loss) still count them as stored.
+	if err := c.Exec(ctx, fmt.Sprintf("INSERT INTO %[1]s.%[2]s (event_id, ts, ts_ms, site) SELECT event_id, ts, ts_ms, site FROM %[1]s.events WHERE %[3]s",
+		c.db, ErasedTable, targets[0].where)); err != nil {
+		return res, fmt.Errorf("erase: keep the erased events' ids: %w", err)
+	}
 	for _, s := range res.Statements {
 		if err := c.Exec(ctx, s); err != nil {
 			return res, fmt.Errorf("erase: %w", err)
@@ -420,3 +446,26 @@ var (
 	_ store.BadRowStore  = (*Client)(nil)
 	_ store.BadRowLookup = (*Client)(nil)
 )
+
+// ErasedTable keeps the id, time and site of every event an erasure
+// deleted, nothing else of it (an event id is random but for its time),
+// so that the loss figures (Loss) count an erased event as stored: the
+// edges counted it, and it was stored until someone asked for it to go.
+const ErasedTable = "erased_events"
+
+// VersionErased is the schema step that creates ErasedTable.
+const VersionErased = 15
+
+// erasedSchema is step VersionErased's table. A ReplacingMergeTree: an
+// event erased twice (stored again from a spool in between) collapses at
+// merges; readers count distinct ids anyway. Day partitions, as the
+// events', for retention.
+func erasedSchema(l Layout) []string {
+	return l.CreateTable(ErasedTable, `
+		event_id UUID,
+		ts DateTime,
+		ts_ms UInt64,
+		site String
+	`, "ReplacingMergeTree", `PARTITION BY toYYYYMMDD(ts)
+	ORDER BY (site, ts, event_id)`)
+}

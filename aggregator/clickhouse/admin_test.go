@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,14 +85,26 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Days 31, 45 of events, rollup_minute_dims and rollup_visits, and
-	// day 40 of bad_rows; the order is by table.
-	if len(dropped) != 7 || dropped[0].Table != "bad_rows" || dropped[1].Table != "events" || dropped[2].Table != "events" ||
-		dropped[3].Table != MinuteDimsTable || dropped[4].Table != MinuteDimsTable ||
-		dropped[5].Table != VisitsTable || dropped[6].Table != VisitsTable {
-		t.Fatalf("dropped %+v", dropped)
+	// Days 31, 45 of events and of each table of visitor ids, and day
+	// 40 of bad_rows; the order is by table.
+	// (MinuteDimsTable, no longer written, has no rows to drop.)
+	want := []string{"bad_rows", "events", "events"}
+	for _, table := range slices.Sorted(slices.Values(visitorTables)) {
+		if table != MinuteDimsTable {
+			want = append(want, table, table)
+		}
 	}
-	for _, table := range []string{VisitsTable, MinuteDimsTable} {
+	var got []string
+	for _, d := range dropped {
+		got = append(got, d.Table)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("dropped %+v, want the tables %v", dropped, want)
+	}
+	for _, table := range visitorTables {
+		if table == MinuteDimsTable {
+			continue
+		}
 		if got := c.count(t, "SELECT uniqExact(visitor_id) FROM "+c.db+"."+table); got != "3" {
 			t.Fatalf("%s visitor ids left in %s, want 3", got, table)
 		}
@@ -137,6 +150,19 @@ func TestErase(t *testing.T) {
 	if _, err := c.Erase(ctx, Erasure{Site: "demo"}, 0); !errors.Is(err, ErrNoIdentifier) {
 		t.Fatalf("no identifier: %v", err)
 	}
+	// An identifier that names nothing it could be is refused, not
+	// answered "nothing matched": a client_ip that is no address, a
+	// number that is no visitor_id column's.
+	var ee *ErasureError
+	if _, err := c.Erase(ctx, Erasure{ClientIP: "not-an-ip", Site: "demo"}, 0); !errors.As(err, &ee) {
+		t.Fatalf("client_ip not-an-ip: %v", err)
+	}
+	for _, n := range []string{"-5", "1.5", "1e23", "18446744073709551616"} {
+		var req Erasure
+		if err := json.Unmarshal([]byte(`{"visitor_id":`+n+`}`), &req); err == nil {
+			t.Errorf("visitor_id %s taken as %q", n, req.VisitorID)
+		}
+	}
 	// user_id narrowed to one site: the shop event stays.
 	res, err := c.Erase(ctx, Erasure{UserID: "user-12345", Site: "demo"}, time.Minute)
 	if err != nil {
@@ -168,8 +194,8 @@ func TestErase(t *testing.T) {
 	if got := c.count(t, "SELECT reason FROM "+c.db+".bad_rows"); got != "bad_json" {
 		t.Fatalf("bad rows left: %q", got)
 	}
-	// visitor_id or client_ip, any site; a quote in a value is only a value.
-	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef", ClientIP: "192.0.2.0' OR '1'='1"}, time.Minute)
+	// visitor_id, any site; a quote in a value is only a value (a client_ip must be an address).
+	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef", UserID: "nobody' OR '1'='1"}, time.Minute)
 	if err != nil || !res.Done {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -211,7 +237,7 @@ func TestEraseVisitorID(t *testing.T) {
 	if err := c.InsertEvents(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	tables := []string{"events", VisitsTable, MinuteDimsTable}
+	tables := []string{"events", VisitsTable, MinuteAudienceTable, MinuteSourcesTable}
 	rowsOf := func(v uint64, site string) map[string]uint64 {
 		out := map[string]uint64{}
 		for _, table := range tables {
@@ -256,7 +282,7 @@ func TestEraseVisitorID(t *testing.T) {
 	}
 	// Erasing it again finds nothing, and says so; as a string too.
 	res, err = c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(id)), Site: "demo"}, time.Minute)
-	if err != nil || !res.Done || len(res.Matched) != 4+len(propsTables) {
+	if err != nil || !res.Done || len(res.Matched) != 2+len(visitorTables)+len(propsTables) {
 		t.Fatalf("%+v %v", res, err)
 	}
 	for table, n := range res.Matched {

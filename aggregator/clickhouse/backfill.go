@@ -485,12 +485,33 @@ func settled(ctx context.Context, cut func(context.Context) (time.Time, bool, er
 	return err != nil || !ok || time.Until(cutoff.Add(lateness)) <= 0
 }
 
+// Backfill is the backfill of a rollup made after step 7's, from its
+// own cut-off.
+type Backfill struct {
+	Table  string
+	Cutoff func(context.Context) (time.Time, bool, error)
+	Run    func(context.Context) (BackfillResult, error)
+}
+
+// Backfills are the backfills RunBackfill runs after step 7's
+// (BackfillRollups), in the order it runs them: DimDayTable's first,
+// which merges the months step 7's rebuilt.
+func (c *Client) Backfills() []Backfill {
+	return []Backfill{
+		{DimDayTable, c.DimDaysCutoff, c.BackfillDimDays},
+		{PropsTable, c.PropsCutoff, c.BackfillProps},
+		{PropsDimsTable, c.PropsDimsCutoff, c.BackfillPropsDims},
+		{MinuteAudienceTable, c.MinuteAudienceCutoff, c.BackfillMinuteAudience},
+		{MinuteSourcesTable, c.MinuteSourcesCutoff, c.BackfillMinuteSources},
+	}
+}
+
 // RunBackfill is the rollups' background work, until ctx ends. It runs
 // BackfillRollups once the cut-off is lateness behind, so that events
 // from before it still in flight (spools, edge retries) have arrived,
 // then every interval for those that arrive later; before step 7 it
 // looks again every VisitHoursEvery. Every interval it runs
-// BackfillDimDays, BackfillMinuteDims, BackfillProps and BackfillPropsDims too. Every VisitHoursEvery it stores the
+// Backfills too. Every VisitHoursEvery it stores the
 // visit hours that settled (BuildVisitHours, and per dimension value
 // BuildVisitDims), those a segment and
 // lateness behind now, and compacts the rollup partitions that went
@@ -498,7 +519,7 @@ func settled(ctx context.Context, cut func(context.Context) (time.Time, bool, er
 // lease); a second one does the work twice but does not double a month.
 func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duration, log *slog.Logger) {
 	var last time.Time
-	var lastDays [4]time.Time
+	lastDays := make([]time.Time, len(c.Backfills()))
 	waiting := false
 	for {
 		cutoff, ok, err := c.RollupCutoff(ctx)
@@ -527,28 +548,19 @@ func RunBackfill(ctx context.Context, c *Client, lateness, interval time.Duratio
 			}
 		}
 		// DimDayTable's after step 7's backfill, whose months it merges.
-		for i, b := range []struct {
-			table    string
-			cut      func(context.Context) (time.Time, bool, error)
-			backfill func(context.Context) (BackfillResult, error)
-		}{
-			{DimDayTable, c.DimDaysCutoff, c.BackfillDimDays},
-			{MinuteDimsTable, c.MinuteDimsCutoff, c.BackfillMinuteDims},
-			{PropsTable, c.PropsCutoff, c.BackfillProps},
-			{PropsDimsTable, c.PropsDimsCutoff, c.BackfillPropsDims},
-		} {
-			if !ok || err != nil || time.Since(lastDays[i]) < interval || !settled(ctx, b.cut, lateness) {
+		for i, b := range c.Backfills() {
+			if !ok || err != nil || time.Since(lastDays[i]) < interval || !settled(ctx, b.Cutoff, lateness) {
 				continue
 			}
 			start := time.Now()
-			res, err := b.backfill(ctx)
+			res, err := b.Run(ctx)
 			switch {
 			case err != nil && ctx.Err() == nil:
-				log.Warn(b.table+" backfill failed; retrying", "err", err, "in", VisitHoursEvery)
+				log.Warn(b.Table+" backfill failed; retrying", "err", err, "in", VisitHoursEvery)
 			case err == nil:
 				lastDays[i] = start
 				if len(res.Rebuilt) > 0 {
-					log.Info(b.table+" backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
+					log.Info(b.Table+" backfill: rebuilt", "cutoff", res.Cutoff, "months", strings.Join(res.Rebuilt, "; "), "took", time.Since(start).Round(time.Millisecond))
 				}
 			}
 		}

@@ -140,7 +140,7 @@ func TestEraseCluster(t *testing.T) {
 	if _, err := c.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, cut := range []func(context.Context) (time.Time, bool, error){c.RollupCutoff, c.MinuteDimsCutoff} {
+	for _, cut := range []func(context.Context) (time.Time, bool, error){c.RollupCutoff, c.MinuteAudienceCutoff, c.MinuteSourcesCutoff} {
 		cutoff, _, err := cut(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -160,7 +160,7 @@ func TestEraseCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tables := []string{"events", VisitsTable, MinuteDimsTable}
+	tables := []string{"events", VisitsTable, MinuteAudienceTable, MinuteSourcesTable}
 	// rows counts v's rows of every table on every replica (its local
 	// table), after the replicas caught up.
 	rows := func(v uint64) map[string]int {

@@ -45,7 +45,8 @@ func (c *Client) InsertCounters(ctx context.Context, rows []store.CounterRow) er
 
 // Loss implements store.CounterStore with two queries: the counters (per
 // instance and key, the largest value before to minus the largest before
-// from, as store.CountersInRange) and the distinct events stored.
+// from, as store.CountersInRange) and the distinct events stored, in the
+// events table or, since deleted by an erasure, in ErasedTable.
 func (c *Client) Loss(ctx context.Context, site string, all bool, from, to time.Time) (store.Loss, error) {
 	l := store.Loss{Site: site, From: from.UnixMilli(), To: to.UnixMilli(), Dropped: map[string]uint64{}, Noted: map[string]uint64{}}
 	back := from.Add(-wire.MaxInstanceLife)
@@ -88,13 +89,20 @@ func (c *Client) Loss(ctx context.Context, site string, all bool, from, to time.
 			l.Duplicates += n
 		}
 	}
-	rows, err = c.Query(ctx, fmt.Sprintf("SELECT uniqExact(event_id) FROM %s.events WHERE ts >= %d AND ts < %d AND ts_ms >= %d AND ts_ms < %d%s",
-		c.db, from.Unix(), to.Unix()+1, l.From, l.To, siteCond))
+	// The events an erasure deleted were stored: ErasedTable keeps
+	// their ids (an event erased and stored again, from a spool,
+	// counts once).
+	span := fmt.Sprintf("ts >= %d AND ts < %d AND ts_ms >= %d AND ts_ms < %d%s", from.Unix(), to.Unix()+1, l.From, l.To, siteCond)
+	rows, err = c.Query(ctx, fmt.Sprintf(`SELECT uniqExact(event_id), uniqExactIf(event_id, erased) FROM (
+	SELECT event_id, 0 AS erased FROM %[1]s.events WHERE %[2]s UNION ALL SELECT event_id, 1 AS erased FROM %[1]s.%[3]s WHERE %[2]s)`, c.db, span, ErasedTable))
 	if err != nil {
 		return l, fmt.Errorf("stored events: %w", err)
 	}
-	if len(rows) == 1 && len(rows[0]) == 1 {
+	if len(rows) == 1 && len(rows[0]) == 2 {
 		if l.Stored, err = parseUint(rows[0][0]); err != nil {
+			return l, err
+		}
+		if l.Erased, err = parseUint(rows[0][1]); err != nil {
 			return l, err
 		}
 	}

@@ -47,8 +47,13 @@ func TestEdgeCountersLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	var evs []event.Event
+	const erased = 77 // the visitor id of events 2-4, erased below
 	for i := range 30 {
-		evs = append(evs, mkEvent(t, sites[i%2], t0.Add(time.Duration(i)*4*time.Minute).UnixMilli()))
+		e := mkEvent(t, sites[i%2], t0.Add(time.Duration(i)*4*time.Minute).UnixMilli())
+		if i >= 2 && i <= 4 {
+			e.VisitorID = erased
+		}
+		evs = append(evs, e)
 	}
 	if err := c.InsertEvents(ctx, append(evs, evs[:5]...)); err != nil { // copies too
 		t.Fatal(err)
@@ -84,6 +89,31 @@ func TestEdgeCountersLoss(t *testing.T) {
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("range %d site %q:\n got %+v\nwant %+v", i, site, got, want)
 			}
+		}
+	}
+	// An erasure deletes events that were stored, not lost: the figures
+	// stay, and say how many of the stored were erased since.
+	whole := func() map[string]store.Loss {
+		out := map[string]store.Loss{}
+		for _, site := range []string{"a", ""} {
+			l, err := c.Loss(ctx, site, site == "", t0.Add(-time.Hour), t0.Add(4*time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[site] = l
+		}
+		return out
+	}
+	before := whole()
+	if res, err := c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(erased))}, time.Minute); err != nil || !res.Done {
+		t.Fatalf("erase: %+v %v", res, err)
+	}
+	after := whole()
+	for site, n := range map[string]uint64{"a": 2, "": 3} {
+		want := before[site]
+		want.Erased = n
+		if !reflect.DeepEqual(after[site], want) {
+			t.Errorf("site %q after the erasure:\n got %+v\nwant %+v", site, after[site], want)
 		}
 	}
 	latest, err := c.LatestCounters(ctx, t0.Add(-time.Hour))

@@ -135,6 +135,7 @@ func historyEvents(t *testing.T, n int, at time.Time, step time.Duration) []even
 		e.Country = countries[i%len(countries)]
 		e.Device = devices[i%len(devices)]
 		e.URL = fmt.Sprintf("https://old.example/p/%d", i%4)
+		e.Referrer = []string{"", "https://www.google.com/", "https://t.co/x"}[i/2%3]
 		if i%3 == 0 {
 			e.Name = "signup"
 			e.Props = fmt.Sprintf(`{"plan":"p%d"}`, i%2)

@@ -69,6 +69,9 @@ var Migrations = []Migration{
 		SQL: propsSchema, Run: (*Client).createPropsView},
 	{Version: VersionPropsDims, Name: "rollup_props_dims: rollup_props per value of each filtering dimension but the event name, its view from a cut-off; the events before it rolled up by the backfill",
 		SQL: propsDimsSchema, Run: (*Client).createPropsDimsView},
+	{Version: VersionMinutes, Name: "rollup_minute_audience and rollup_minute_sources: rollup_minute_dims with the referrer, channel and UTM dimensions, sorted by the visitor's dimensions and by the sources, the event and the page, their views from a cut-off; the events before it rolled up by the backfill; rollup_minute_dims' view dropped",
+		SQL: minutesSchema, Run: (*Client).createMinutesViews},
+	{Version: VersionErased, Name: "erased_events: the ids and times of the events erasures deleted, which the loss figures count as stored", SQL: erasedSchema},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

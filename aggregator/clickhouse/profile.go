@@ -14,7 +14,7 @@ import (
 // VisitDimsTable's rows of one dimension answer one filter. Two filters
 // (country=DE and device=mobile) select the events that match both, and
 // their visits cannot be added up from each filter's alone; reading them
-// from MinuteDimsTable sorts every matching visitor's minutes per query.
+// from MinuteAudienceTable sorts every matching visitor's minutes per query.
 // But country, device, browser and OS are a visitor's: the visitor id
 // hashes the client address and the user agent (the edge's visitor
 // scheme), which give all four, so one visitor's events share them, and

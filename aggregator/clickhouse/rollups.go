@@ -207,9 +207,10 @@ func dimRollup(table, tExpr string) rollup {
 }
 
 // viewRollups are the rollups whose views a step's Run makes (from a
-// cut-off), every step's.
+// cut-off), every step's but MinuteDimsTable, whose view a later step
+// drops.
 func viewRollups() []rollup {
-	return append(rollups(), dimDays(), minuteDims(), propsRollup(), propsDimsRollup())
+	return append(rollups(), dimDays(), propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources())
 }
 
 // create returns the statements that make r's table in layout l.

@@ -2,8 +2,9 @@
 // series and top tables over a time range, with filters) from
 // ClickHouse's rollups (see clickhouse.Grains, clickhouse.Dimensions),
 // combined filters and a top table under another dimension's filter from
-// clickhouse.MinuteDimsTable, falling back to the events table where no
-// rollup fits: filters of dimensions it does not hold, a filter or a top
+// the per-minute rollups (clickhouse.MinuteAudienceTable,
+// clickhouse.MinuteSourcesTable), falling back to the events table where
+// no rollup fits: filters of dimensions none holds, a filter or a top
 // table in the realtime range.
 //
 // Times are UTC; ranges are half-open [From, To) and aligned to the
@@ -55,7 +56,16 @@ type Request struct {
 	Range   Range
 	Prev    Range // the same length right before Range
 	Filters []Filter
+	// ExcludeBots leaves out the events of bots (clickhouse.BotCond):
+	// the per-site and per-dimension rollups count them, so only the
+	// per-minute rollups (which keep the verdict per row) and the
+	// events table answer.
+	ExcludeBots bool
 }
+
+// rollups reports whether r may read the rollups that count every event,
+// bots' too: not in Raw, nor with bots left out.
+func (e *Engine) rollups(r Request) bool { return !e.Raw && !r.ExcludeBots }
 
 var grain = map[string]clickhouse.Grain{}
 
@@ -65,8 +75,18 @@ func init() {
 	}
 }
 
+// customFirst and customEnd bound a custom range: ClickHouse's DateTime
+// is a UInt32 of seconds since 1970 (to 2106-02-07), which a time out of
+// it wraps around silently, and the previous period of a range of up to
+// 366 days must fit in it too.
+var (
+	customFirst = time.Unix(366*86400, 0).UTC()
+	customEnd   = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // ParseRequest reads site, range (default today), from and to (custom:
-// YYYY-MM-DD, both days included) and a filter per dimension name
+// YYYY-MM-DD, both days included), bots (include, the default, or
+// exclude: Request.ExcludeBots) and a filter per dimension name
 // (page=/pricing&country=DE) from q. A filter of a Path dimension is
 // normalised as the edge normalises stored pages (urlescape.Path), so
 // "/café" finds the rows stored as "/caf%C3%A9".
@@ -117,6 +137,9 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if !from.Before(to) || to.Sub(from) > 366*d {
 			return r, errors.New("custom range: from must not be after to, at most 366 days")
 		}
+		if from.Before(customFirst) || to.After(customEnd) {
+			return r, fmt.Errorf("custom range: dates from %s to %s", customFirst.Format(time.DateOnly), customEnd.Add(-d).Format(time.DateOnly))
+		}
 		g := grain["day"]
 		if to.Sub(from) <= 2*d {
 			g = grain["hour"]
@@ -129,6 +152,13 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	r.Prev = r.Range
 	r.Prev.Name = "previous"
 	r.Prev.From, r.Prev.To = r.Range.From.Add(-r.Range.To.Sub(r.Range.From)), r.Range.From
+	switch q.Get("bots") {
+	case "", "include":
+	case "exclude":
+		r.ExcludeBots = true
+	default:
+		return r, errors.New("bots must be include (the default) or exclude")
+	}
 	for _, dim := range clickhouse.Dimensions {
 		if !q.Has(dim.Name) {
 			continue
@@ -152,10 +182,10 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 }
 
 // RequestParams returns the parameters ParseRequest reads: site, range,
-// from, to and a filter per dimension (named as the dimension; one that
+// from, to, bots and a filter per dimension (named as the dimension; one that
 // cannot filter too, which ParseRequest refuses saying why).
 func RequestParams() []string {
-	return append([]string{"site", "range", "from", "to"}, dimNames()...)
+	return append([]string{"site", "range", "from", "to", "bots"}, dimNames()...)
 }
 
 // dimNames returns the names of clickhouse.Dimensions, in their order.
@@ -252,6 +282,8 @@ type Stats struct {
 	Previous Range    `json:"previous"`
 	Grain    string   `json:"grain"`
 	Filters  []Filter `json:"filters"`
+	// ExcludeBots says the numbers leave bots out (Request.ExcludeBots).
+	ExcludeBots bool `json:"exclude_bots"`
 	// Source is the table the totals read: a rollup, "events", or
 	// "rollup_dim_days+rollup_dims" (whole days from the one, the hours
 	// of partial or not yet merged days from the other; see dimRows).
@@ -260,8 +292,8 @@ type Stats struct {
 	// or VisitsTable without filters; VisitDimsTable with one filter
 	// ("visit_dims+events" where some of the range's hours are not built
 	// yet and were computed from the events table); or "events" (combined
-	// filters, the realtime range), or MinuteDimsTable for filters it
-	// holds that DimTable cannot answer (see byMinute).
+	// filters, the realtime range), or a per-minute rollup for filters
+	// it holds that DimTable cannot answer (see minuteTable).
 	VisitsSource string   `json:"visits_source"`
 	Metrics      []Metric `json:"metrics"`
 	Series       []Point  `json:"series"`
@@ -276,18 +308,18 @@ type Stats struct {
 // g: "FROM table WHERE cond" reads it. With one filter, a rollup reads
 // DimTable, and the whole days of fresh from DimDayTable (see dimRows;
 // table may be a subquery, cond "1").
-func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool, minute bool) (table, cond, tcol string) {
+func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool, minute string) (table, cond, tcol string) {
 	db := e.Src.DB()
 	q := clickhouse.Quote
 	span := fmt.Sprintf("toDateTime(%d) AND ", rng.From.Unix())
 	end := fmt.Sprintf("toDateTime(%d)", rng.To.Unix())
 	switch {
-	case minute:
-		table, cond = e.minuteRows(r, rng)
+	case minute != "":
+		table, cond = e.minuteRows(minute, r, rng)
 		return table, cond, "t"
-	case !e.Raw && len(r.Filters) == 0:
+	case e.rollups(r) && len(r.Filters) == 0:
 		return db + "." + g.Table, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
-	case !e.Raw && len(r.Filters) == 1 && g.Seconds >= 3600:
+	case e.rollups(r) && len(r.Filters) == 1 && g.Seconds >= 3600:
 		f := r.Filters[0]
 		table, cond = e.dimRows("site = "+q(r.Site)+" AND dim = "+q(f.Name)+" AND value = "+q(f.Value), rng, fresh)
 		return table, cond, "t"
@@ -295,34 +327,54 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64
 	return db + ".events", eventsCond(r, rng.From, rng.To), "ts"
 }
 
-// minuteRows is the source of MinuteDimsTable's rows of r's site and
-// filters over rng, as "FROM table WHERE cond" reads it.
-func (e *Engine) minuteRows(r Request, rng Range) (table, cond string) {
+// minuteRows is the source of the per-minute rollup minute's rows of r's
+// site and filters over rng, as "FROM table WHERE cond" reads it.
+func (e *Engine) minuteRows(minute string, r Request, rng Range) (table, cond string) {
 	cond = fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", clickhouse.Quote(r.Site), rng.From.Unix(), rng.To.Unix())
 	for _, f := range r.Filters {
 		cond += " AND " + f.Name + " = " + clickhouse.Quote(f.Value)
 	}
-	return e.Src.DB() + "." + clickhouse.MinuteDimsTable, cond
+	if r.ExcludeBots {
+		cond += " AND bot = 0"
+	}
+	return e.Src.DB() + "." + minute, cond
 }
 
-// byMinute reports whether r's question over [from, to), with the top
-// table's dimension dim if any, reads MinuteDimsTable: one it holds
-// every filter (and dim) of, that DimTable and VisitDimsTable cannot
-// answer (two filters or more, or a top table under another dimension's
-// filter), over a range it holds (clickhouse.MinuteDimsReady).
-func (e *Engine) byMinute(ctx context.Context, r Request, dim string, from, to time.Time) (bool, error) {
-	if e.Raw || len(r.Filters) == 0 || (dim == "" && len(r.Filters) == 1) || (dim != "" && !clickhouse.HasMinuteDim(dim)) {
-		return false, nil
+// minuteTable returns the per-minute rollup that answers r's question
+// over [from, to), with the top table's dimension dim if any, or "" for
+// none: one that DimTable and VisitDimsTable cannot answer (two filters
+// or more, or a top table under another dimension's filter) of
+// dimensions the per-minute rollups hold (clickhouse.HasMinuteDim), over
+// a range it holds (clickhouse.MinuteAudienceReady, MinuteSourcesReady).
+// MinuteAudienceTable where a filter is of the visitor's dimensions,
+// which lead its sort key, otherwise MinuteSourcesTable, sorted by the
+// sources, the event and the page; the other where that one does not
+// hold the range yet.
+func (e *Engine) minuteTable(ctx context.Context, r Request, dim string, from, to time.Time) (string, error) {
+	if e.Raw || !r.ExcludeBots && (len(r.Filters) == 0 || dim == "" && len(r.Filters) == 1 || len(r.Filters) == 1 && r.Filters[0].Name == dim) {
+		return "", nil
 	}
-	if len(r.Filters) == 1 && r.Filters[0].Name == dim {
-		return false, nil
+	if dim != "" && !clickhouse.HasMinuteDim(dim) || slices.ContainsFunc(r.Filters, func(f Filter) bool { return !clickhouse.HasMinuteDim(f.Name) }) {
+		return "", nil
 	}
-	for _, f := range r.Filters {
-		if !clickhouse.HasMinuteDim(f.Name) {
-			return false, nil
+	type rollup struct {
+		table string
+		ready func(context.Context, clickhouse.Querier, string, string, time.Time, time.Time) (bool, error)
+	}
+	order := []rollup{{clickhouse.MinuteSourcesTable, clickhouse.MinuteSourcesReady}, {clickhouse.MinuteAudienceTable, clickhouse.MinuteAudienceReady}}
+	if slices.ContainsFunc(r.Filters, func(f Filter) bool { return slices.Contains(clickhouse.AudienceDims, f.Name) }) {
+		order[0], order[1] = order[1], order[0]
+	}
+	for _, m := range order {
+		ok, err := m.ready(ctx, e.Src, e.Src.DB(), r.Site, from, to)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return m.table, nil
 		}
 	}
-	return clickhouse.MinuteDimsReady(ctx, e.Src, e.Src.DB(), r.Site, from, to)
+	return "", nil
 }
 
 // wholeDays returns the whole days of [from, to) as [dayFrom, dayTo)
@@ -460,7 +512,7 @@ func sums(table string) string {
 	if strings.HasSuffix(table, ".events") {
 		return "count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0)"
 	}
-	if strings.HasSuffix(table, "."+clickhouse.MinuteDimsTable) {
+	if strings.HasSuffix(table, "."+clickhouse.MinuteAudienceTable) || strings.HasSuffix(table, "."+clickhouse.MinuteSourcesTable) {
 		return "sumMerge(events), sumMerge(pageviews), uniqCombinedIf(visitor_id, visitor_id != 0)"
 	}
 	return "sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors)"
@@ -468,22 +520,22 @@ func sums(table string) string {
 
 // Stats answers the tiles (with the previous period) and the series.
 func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
-	st := Stats{Site: r.Site, Range: r.Range, Previous: r.Prev, Grain: r.Range.Grain.Name, Filters: r.Filters}
+	st := Stats{Site: r.Site, Range: r.Range, Previous: r.Prev, Grain: r.Range.Grain.Name, Filters: r.Filters, ExcludeBots: r.ExcludeBots}
 	if st.Filters == nil {
 		st.Filters = []Filter{}
 	}
 	// With one filter, the whole days DimDayTable holds (of both
 	// periods) are read from it.
 	var fresh map[int64]bool
-	if !e.Raw && len(r.Filters) == 1 && r.Range.Grain.Seconds >= 3600 {
+	if e.rollups(r) && len(r.Filters) == 1 && r.Range.Grain.Seconds >= 3600 {
 		var err error
 		if fresh, err = e.freshDays(ctx, r.Site, r.Prev.From, r.Range.To); err != nil {
 			return st, err
 		}
 	}
-	// With filters DimTable cannot combine, MinuteDimsTable where it
+	// With filters DimTable cannot combine, a per-minute rollup where it
 	// holds both periods.
-	minute, err := e.byMinute(ctx, r, "", r.Prev.From, r.Range.To)
+	minute, err := e.minuteTable(ctx, r, "", r.Prev.From, r.Range.To)
 	if err != nil {
 		return st, err
 	}
@@ -526,19 +578,19 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		func() (err error) { vs, vtable, err = e.visits(ctx, r, r.Range); return err },
 		func() (err error) { pvs, _, err = e.visits(ctx, r, r.Prev); return err },
 	}
-	if minute && (e.profileFilters(r, r.Range) == nil || e.profileFilters(r, r.Prev) == nil) {
-		// One pass over MinuteDimsTable's rows per period answers its
+	if minute != "" && (e.profileFilters(r, r.Range) == nil || e.profileFilters(r, r.Prev) == nil) {
+		// One pass over the per-minute rollup's rows per period answers its
 		// totals and visits alike: reading the rows is most of the cost.
 		// (Filters of a visitor's profile read their visits from
 		// VisitDimsTable's profile rows instead, and their totals
 		// without the visits' sorting.)
 		periods = []func() error{
 			func() (err error) {
-				ev, pv, uv, vs, table, err = e.minuteTotals(ctx, r, r.Range)
+				ev, pv, uv, vs, table, err = e.minuteTotals(ctx, minute, r, r.Range)
 				vtable = table
 				return err
 			},
-			func() (err error) { pev, ppv, puv, pvs, _, err = e.minuteTotals(ctx, r, r.Prev); return err },
+			func() (err error) { pev, ppv, puv, pvs, _, err = e.minuteTotals(ctx, minute, r, r.Prev); return err },
 		}
 	}
 	for i, part := range append(periods, []func() error{
@@ -631,13 +683,14 @@ func (v VisitStats) ratio(n uint64) float64 {
 // gap from the previous row's last event is 30 minutes or more, then per
 // visit. The previous row's last time comes from the array shifted by
 // one, not from indexing s inside a lambda, which would copy s per
-// element. (Stats asks minuteTotals instead where byMinute holds.)
+// element. (Stats asks minuteTotals instead where minuteTable names a
+// rollup.)
 func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
 	whole := rng.From.Unix()%3600 == 0 && rng.To.Unix()%3600 == 0
-	if !e.Raw && len(r.Filters) == 0 && whole {
+	if e.rollups(r) && len(r.Filters) == 0 && whole {
 		return e.visitsFromHours(ctx, r, rng)
 	}
-	if !e.Raw && len(r.Filters) == 1 && whole && rolledUp(r.Filters[0].Dim) {
+	if e.rollups(r) && len(r.Filters) == 1 && whole && rolledUp(r.Filters[0].Dim) {
 		return e.visitsFromDims(ctx, r, rng)
 	}
 	if f := e.profileFilters(r, rng); f != nil {
@@ -669,7 +722,8 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 }
 
 // minuteTotals answers r's totals (events, pageviews, visitors) and
-// visits over rng from MinuteDimsTable (see byMinute) in one pass: the
+// visits over rng from the per-minute rollup minute (see minuteTable) in
+// one pass: the
 // visits as visits computes them from the events table, without its
 // rows per visitor and minute, whose grouping (a key per row) and the
 // grouping per visit after them cost most of that query.
@@ -690,8 +744,8 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 // the low bit of a's values. Rows without a visitor id count in the
 // totals only (their group's arrays are empty, which the resizes keep
 // equal in length for arrayMap).
-func (e *Engine) minuteTotals(ctx context.Context, r Request, rng Range) (ev, pv, uv uint64, vs VisitStats, table string, err error) {
-	table, cond := e.minuteRows(r, rng)
+func (e *Engine) minuteTotals(ctx context.Context, minute string, r Request, rng Range) (ev, pv, uv uint64, vs VisitStats, table string, err error) {
+	table, cond := e.minuteRows(minute, r, rng)
 	gap := strconv.Itoa(clickhouse.VisitGapMS)
 	sql := `SELECT sum(n), sum(p), uniqCombinedIf(v, v != 0), sumIf(1 + arrayCount(x -> x > 0, g), v != 0),
 	sum(arraySum(arrayMap((x, s, e) -> x % 2 = 1 AND s > 0 AND e > 0, a, arrayResize(arrayPushFront(g, 1), length(a)), arrayResize(arrayPushBack(g, 1), length(a))))),
@@ -775,7 +829,7 @@ func rolledUp(d clickhouse.Dimension) bool {
 // clickhouse.ProfileDim): filters of two or more of a visitor's
 // dimensions (clickhouse.ProfileCond), over whole hours; otherwise nil.
 func (e *Engine) profileFilters(r Request, rng Range) map[string]string {
-	if e.Raw || rng.From.Unix()%3600 != 0 || rng.To.Unix()%3600 != 0 {
+	if !e.rollups(r) || rng.From.Unix()%3600 != 0 || rng.To.Unix()%3600 != 0 {
 		return nil
 	}
 	m := map[string]string{}
@@ -985,8 +1039,10 @@ type Top struct {
 	Collected bool     `json:"collected"`
 	Range     Range    `json:"range"`
 	Filters   []Filter `json:"filters"`
-	Source    string   `json:"source,omitempty"`
-	Rows      []Row    `json:"rows"`
+	// ExcludeBots says the rows leave bots out (Request.ExcludeBots).
+	ExcludeBots bool   `json:"exclude_bots"`
+	Source      string `json:"source,omitempty"`
+	Rows        []Row  `json:"rows"`
 }
 
 // MaxLimit bounds the rows of a top table; DefaultLimit is the API's
@@ -1004,8 +1060,8 @@ const (
 // Without filters, over whole hours, it reads DimTable (VisitDimsTable
 // for a dimension of visits) and the whole days DimDayTable holds from
 // it; with one filter of the same dimension, those too; under other
-// filters that MinuteDimsTable holds, with dim, that table (see
-// byMinute); otherwise the events table.
+// filters that a per-minute rollup holds, with dim, that rollup (see
+// minuteTable); otherwise the events table.
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
@@ -1015,7 +1071,7 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		}
 		return Top{}, fmt.Errorf("unknown dimension %q: one of %s", dimName, names)
 	}
-	t := Top{Site: r.Site, Dim: dim.Name, Label: dim.Label, Collected: dim.Collected, Range: r.Range, Filters: r.Filters, Rows: []Row{}}
+	t := Top{Site: r.Site, Dim: dim.Name, Label: dim.Label, Collected: dim.Collected, Range: r.Range, Filters: r.Filters, ExcludeBots: r.ExcludeBots, Rows: []Row{}}
 	if t.Filters == nil {
 		t.Filters = []Filter{}
 	}
@@ -1033,16 +1089,16 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	db := e.Src.DB()
 	var sql string
 	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
-	minute, err := e.byMinute(ctx, r, dim.Name, r.Range.From, r.Range.To)
+	minute, err := e.minuteTable(ctx, r, dim.Name, r.Range.From, r.Range.To)
 	if err != nil {
 		return t, err
 	}
-	if minute {
-		table, cond := e.minuteRows(r, r.Range)
-		t.Source = clickhouse.MinuteDimsTable
+	if minute != "" {
+		table, cond := e.minuteRows(minute, r, r.Range)
+		t.Source = minute
 		sql = "SELECT " + dim.Name + " AS value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + table + " WHERE " + cond +
 			" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
-	} else if !e.Raw && (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
+	} else if e.rollups(r) && (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
 		fresh, err := e.freshDays(ctx, r.Site, r.Range.From, r.Range.To)
 		if err != nil {
 			return t, err
@@ -1095,7 +1151,7 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 		table, complete = clickhouse.PropsDimsTable, clickhouse.PropsDimsComplete
 	}
 	tail := " GROUP BY kv ORDER BY n DESC, kv LIMIT " + strconv.Itoa(limit)
-	if !e.Raw && table != "" && from%86400 == 0 && to%3600 == 0 {
+	if e.rollups(r) && table != "" && from%86400 == 0 && to%3600 == 0 {
 		ok, err := complete(ctx, e.Src, db, site, r.Range.From, r.Range.To)
 		if err != nil {
 			return t, err
@@ -1137,6 +1193,9 @@ func eventsCond(r Request, from, to time.Time) string {
 	for _, f := range r.Filters {
 		cond += " AND " + f.Dim.Expr + " = " + clickhouse.Quote(f.Value)
 	}
+	if r.ExcludeBots {
+		cond += " AND NOT (" + clickhouse.BotCond + ")"
+	}
 	return cond
 }
 
@@ -1169,7 +1228,7 @@ func (e *Engine) topVisits(ctx context.Context, r Request, t Top, dim clickhouse
 	from, to := r.Range.From.Unix(), r.Range.To.Unix()
 	entry := dim.Name == clickhouse.EntryPageDim
 	got := map[string]uint64{}
-	if !e.Raw && len(r.Filters) == 0 && from%3600 == 0 && to%3600 == 0 {
+	if e.rollups(r) && len(r.Filters) == 0 && from%3600 == 0 && to%3600 == 0 {
 		t.Source = clickhouse.VisitDimsTable
 		fresh, missing, err := e.dimHours(ctx, r.Site, r.Range)
 		if err != nil {
@@ -1269,4 +1328,43 @@ func addCounts(got map[string]uint64, rows [][]string) {
 			got[row[0]] += c
 		}
 	}
+}
+
+// Mix is what the events of a question are made of: how many are bots'
+// (clickhouse.BotCond) and how many came in each consent tier ("full",
+// "aggregate"; "" for events stored before the edge set one).
+type Mix struct {
+	Events   uint64            `json:"events"`
+	Bots     uint64            `json:"bots"`
+	BotShare float64           `json:"bot_share"` // Bots / Events, 0 without events
+	Tiers    map[string]uint64 `json:"tiers"`
+	Source   string            `json:"source"`
+}
+
+// Mix answers r's mix over its range and filters, bots included whatever
+// r.ExcludeBots says (the share is of them). The rollups keep neither
+// the tier nor the verdict but per minute, so it reads the events table's
+// two narrow columns (and the filters').
+func (e *Engine) Mix(ctx context.Context, r Request) (Mix, error) {
+	r.ExcludeBots = false
+	m := Mix{Tiers: map[string]uint64{}, Source: "events"}
+	rows, err := e.Src.Query(ctx, "SELECT toString(tier) AS k, count(), countIf("+clickhouse.BotCond+") FROM "+e.Src.DB()+".events WHERE "+
+		eventsCond(r, r.Range.From, r.Range.To)+" GROUP BY k ORDER BY k")
+	if err != nil {
+		return m, err
+	}
+	for _, row := range rows {
+		if len(row) != 3 {
+			continue
+		}
+		n, _ := strconv.ParseUint(row[1], 10, 64)
+		b, _ := strconv.ParseUint(row[2], 10, 64)
+		m.Tiers[row[0]] += n
+		m.Events += n
+		m.Bots += b
+	}
+	if m.Events > 0 {
+		m.BotShare = float64(m.Bots) / float64(m.Events)
+	}
+	return m, nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"net/url"
@@ -123,7 +124,8 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 				Country: countries[k], Region: regions[k], City: "c" + strconv.Itoa(r.IntN(3)),
 				UTMSource: utm[r.IntN(len(utm))], UTMMedium: utm[r.IntN(len(utm))], UTMCampaign: utm[r.IntN(len(utm))],
 				Browser: browsers[pick(len(browsers), 16)], OS: oses[pick(len(oses), 24)], Device: devices[pick(len(devices), 32)],
-				Channel: channels[r.IntN(len(channels))], VisitorID: visitor, Props: props[len(all)%len(props)]}
+				Channel: channels[r.IntN(len(channels))], VisitorID: visitor, Props: props[len(all)%len(props)],
+				BotScore: []uint8{0, 0, 90, 0, 20, 0, 60}[len(all)%7]}
 			evs = append(evs, ev)
 			all = append(all, ev)
 			gap := 10*time.Second + time.Duration(r.Int64N(int64(25*time.Minute)))
@@ -374,6 +376,9 @@ func TestAgainstRawEvents(t *testing.T) {
 		{"device": {"mobile"}, "browser": {"Chrome"}, "os": {"Android"}},
 		{"event": {"signup"}, "browser": {"Chrome"}},
 		{"channel": {"Organic Search"}},
+		{"referrer": {"www.google.com"}, "page": {"/pricing"}},
+		{"bots": {"exclude"}},
+		{"bots": {"exclude"}, "country": {"DE"}, "channel": {"Organic Search"}},
 	}
 	exprs := map[string]string{}
 	for _, d := range clickhouse.Dimensions {
@@ -394,10 +399,17 @@ func TestAgainstRawEvents(t *testing.T) {
 				t.Fatal(err)
 			}
 			name := rng + " " + f.Encode()
+			// bots=exclude leaves out the events the edge scored 50 or
+			// more; the rest of f are filters.
+			bots := f.Get("bots") == "exclude"
 			// The raw question, written independently of the engine.
 			cond := func(from, to time.Time) string {
 				s := fmt.Sprintf("site = 'demo.example' AND ts >= toDateTime(%d) AND ts < toDateTime(%d)", from.Unix(), to.Unix())
 				for k := range f {
+					if k == "bots" {
+						s += " AND bot_score < 50"
+						continue
+					}
 					s += fmt.Sprintf(" AND %s = %s", exprs[k], clickhouse.Quote(f.Get(k)))
 				}
 				return s
@@ -454,12 +466,19 @@ func TestAgainstRawEvents(t *testing.T) {
 				}
 			}
 			visitsRollup := st.VisitsSource == clickhouse.VisitsTable || st.VisitsSource == clickhouse.VisitHoursTable
-			if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && !strings.HasPrefix(st.Source, "rollup_dim") {
+			// Without bots: only what keeps each event's verdict.
+			if bots && st.Source != "events" && st.Source != minuteWant(f, "") {
+				t.Errorf("%s: read %s, which counts bots", name, st.Source)
+			}
+			if bots {
+				// The sources checked above and below are those of
+				// questions with bots.
+			} else if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && !strings.HasPrefix(st.Source, "rollup_dim") {
 				t.Errorf("%s: read %s, want a rollup", name, st.Source)
 			}
 			// The whole days of a month under a filter: from the
 			// per-day rollup (every day of this database is in it).
-			if len(f) == 1 && (rng == "30d" || rng == "custom") && st.Source != clickhouse.DimDayTable {
+			if !bots && len(f) == 1 && (rng == "30d" || rng == "custom") && st.Source != clickhouse.DimDayTable {
 				t.Errorf("%s: read %s, want %s", name, st.Source, clickhouse.DimDayTable)
 			}
 			// A range of settled hours reads the visits of one filter
@@ -473,13 +492,13 @@ func TestAgainstRawEvents(t *testing.T) {
 			if profile && rng != "realtime" && !strings.HasPrefix(st.VisitsSource, clickhouse.VisitDimsTable) {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
-			if (len(f) == 1 || profile) && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
+			if !bots && (len(f) == 1 || profile) && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
-			// Filters that MinuteDimsTable holds all of: from it (its
-			// cut-off is 0 here, so it holds every range).
-			if len(f) >= 2 && f.Has("device") && (st.Source != clickhouse.MinuteDimsTable || !profile && st.VisitsSource != clickhouse.MinuteDimsTable) {
-				t.Errorf("%s: read %s+%s, want %s", name, st.Source, st.VisitsSource, clickhouse.MinuteDimsTable)
+			// Filters that a per-minute rollup holds all of: from it
+			// (their cut-off is 0 here, so they hold every range).
+			if w := minuteWant(f, ""); w != "" && (st.Source != w || !profile && st.VisitsSource != w) {
+				t.Errorf("%s: read %s+%s, want %s", name, st.Source, st.VisitsSource, w)
 			}
 			if checked != 8 {
 				t.Errorf("%s: %d numbers checked", name, checked)
@@ -528,12 +547,15 @@ func TestAgainstRawEvents(t *testing.T) {
 					if fmt.Sprint(top.Rows) != fmt.Sprint(w) {
 						t.Errorf("%s top %s: %v, want %v [source %s]", name, d.Name, top.Rows, w, top.Source)
 					}
+					if bots && top.Source != "events" {
+						t.Errorf("%s top %s: read %s, which counts bots", name, d.Name, top.Source)
+					}
 					if len(f) == 0 && rng != "realtime" && top.Source != clickhouse.PropsTable {
 						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.PropsTable)
 					}
 					// One filter but the event name's, with or without
 					// that: PropsDimsTable.
-					if others := len(f) - len(f["event"]); others == 1 && len(f) <= 2 && rng != "realtime" && top.Source != clickhouse.PropsDimsTable {
+					if others := len(f) - len(f["event"]); !bots && others == 1 && len(f) <= 2 && rng != "realtime" && top.Source != clickhouse.PropsDimsTable {
 						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.PropsDimsTable)
 					}
 					continue
@@ -556,13 +578,9 @@ func TestAgainstRawEvents(t *testing.T) {
 					continue
 				}
 				// A top table under another dimension's filter, both
-				// in MinuteDimsTable: from it.
-				held := true // every filter's dimension in MinuteDimsTable
-				for k := range f {
-					held = held && clickhouse.HasMinuteDim(k)
-				}
-				if len(f) > 0 && !f.Has(d.Name) && clickhouse.HasMinuteDim(d.Name) && held && top.Source != clickhouse.MinuteDimsTable {
-					t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.MinuteDimsTable)
+				// in a per-minute rollup: from it.
+				if w := minuteWant(f, d.Name); w != "" && top.Source != w || bots && w == "" && top.Source != "events" {
+					t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, w)
 				}
 				rows, err := c.Query(ctx, "SELECT "+d.Expr+" AS v, countIf(name = 'pageview'), count() AS n, uniqExactIf(visitor_id, visitor_id != 0) FROM q.events WHERE "+
 					cond(req.Range.From, req.Range.To)+" GROUP BY v ORDER BY n DESC, v LIMIT 5")
@@ -581,6 +599,38 @@ func TestAgainstRawEvents(t *testing.T) {
 			}
 		}
 	}
+}
+
+// minuteWant is the per-minute rollup that must answer a question under
+// filters f, with the top table of dimension dim ("" for the tiles): none
+// where the one-dimension rollups answer it (no filter; one filter and
+// the tiles or that dimension's own top table, with bots) or a dimension
+// is named that the per-minute rollups lack; rollup_minute_audience where a
+// filter is of the visitor's dimensions (which lead its key), otherwise
+// rollup_minute_sources.
+func minuteWant(f url.Values, dim string) string {
+	bots := f.Has("bots")
+	f = maps.Clone(f)
+	delete(f, "bots")
+	if !bots && (len(f) == 0 || len(f) == 1 && (dim == "" || f.Has(dim))) {
+		return ""
+	}
+	audience := []string{"country", "device", "browser", "os", "region", "city"}
+	held := slices.Concat(audience, []string{"event", "page", "channel", "referrer", "utm_source", "utm_medium", "utm_campaign"})
+	if dim != "" && !slices.Contains(held, dim) {
+		return ""
+	}
+	byAudience := false
+	for k := range f {
+		if !slices.Contains(held, k) {
+			return ""
+		}
+		byAudience = byAudience || slices.Contains(audience, k)
+	}
+	if byAudience {
+		return clickhouse.MinuteAudienceTable
+	}
+	return clickhouse.MinuteSourcesTable
 }
 
 func addVisits(want map[string][2]float64, cur, prev VisitStats) {
@@ -615,6 +665,9 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 	qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE visitor_id = 0) FROM "+db+"."+clickhouse.VisitsTable)
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsTable+" WHERE key = ''")
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsDimsTable+" WHERE dim = ''")
+	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable} {
+		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table)
+	}
 	want := "SELECT count() FROM " + db + ".events"
 	for i := 0; ; i++ {
 		rows, _ := c.Query(context.Background(), want)
@@ -943,13 +996,21 @@ func TestTopDim(t *testing.T) {
 }
 
 // from and to belong to range=custom: with another range (or none, today)
-// they were ignored, answering for a period not asked for.
+// they were ignored, answering for a period not asked for. Its dates
+// are those ClickHouse can hold, with the previous period's.
 func TestParseRequestFromTo(t *testing.T) {
 	for q, want := range map[string]string{
 		"site=demo&range=7d&from=2026-01-01&to=2026-01-31":     "from and to need range=custom (range is 7d)",
 		"site=demo&from=2026-01-01":                            "from and to need range=custom (range is today)",
 		"site=demo&range=month&to=2026-01-31":                  "from and to need range=custom (range is month)",
 		"site=demo&range=custom&from=2026-01-01&to=2026-01-31": "",
+		// Out of ClickHouse's DateTime, where the times would wrap
+		// around to another period's (the range's or the previous one).
+		"site=demo&range=custom&from=2163-01-08&to=2163-01-10": "custom range: dates from 1971-01-02 to 2105-12-31",
+		"site=demo&range=custom&from=9999-12-30&to=9999-12-31": "custom range: dates from 1971-01-02 to 2105-12-31",
+		"site=demo&range=custom&from=1970-01-01&to=1970-01-03": "custom range: dates from 1971-01-02 to 2105-12-31",
+		"site=demo&range=custom&from=1971-01-02&to=1971-01-02": "",
+		"site=demo&range=custom&from=2105-12-31&to=2105-12-31": "",
 	} {
 		v, err := url.ParseQuery(q)
 		if err != nil {
@@ -962,7 +1023,7 @@ func TestParseRequestFromTo(t *testing.T) {
 	}
 }
 
-// Visits under combined filters from MinuteDimsTable (minuteTotals) at
+// Visits under combined filters from the per-minute rollups (minuteTotals) at
 // the edges its per-minute rows meet: a minute of several rows, whose
 // last event is not in the row of its first (the gap to the next minute
 // runs from the minute's last event, to the next minute's first); gaps
@@ -1033,14 +1094,17 @@ func TestMinuteVisitsCrafted(t *testing.T) {
 	if want.Visits != 7 || want.Bounces != 3 {
 		t.Fatalf("the crafted events make %+v, want 7 visits, 3 bounces", want)
 	}
-	ev, pvs, uv, vs, _, err := e.minuteTotals(ctx, req, req.Range)
-	if err != nil {
-		t.Fatal(err)
+	// Both per-minute rollups hold these filters' dimensions.
+	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable} {
+		ev, pvs, uv, vs, _, err := e.minuteTotals(ctx, table, req, req.Range)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vs != want || ev != events || pvs != pageviews || uv != 3 {
+			t.Errorf("minuteTotals of %s: %d events, %d pageviews, %d visitors, %+v; the events say %d, %d, 3, %+v", table, ev, pvs, uv, vs, events, pageviews, want)
+		}
 	}
-	if vs != want || ev != events || pvs != pageviews || uv != 3 {
-		t.Errorf("minuteTotals: %d events, %d pageviews, %d visitors, %+v; the events say %d, %d, 3, %+v", ev, pvs, uv, vs, events, pageviews, want)
-	}
-	// The page reads the totals from MinuteDimsTable too, and these
+	// The page reads the totals from MinuteAudienceTable too, and these
 	// filters' visits from the profile rows of VisitDimsTable (computed
 	// from the events before a build, read from it after), alike.
 	for _, build := range []bool{false, true} {
@@ -1057,8 +1121,8 @@ func TestMinuteVisitsCrafted(t *testing.T) {
 		if build {
 			wantVisits = clickhouse.VisitDimsTable
 		}
-		if st.Source != clickhouse.MinuteDimsTable || st.VisitsSource != wantVisits {
-			t.Errorf("built %v: read %s+%s, want %s+%s", build, st.Source, st.VisitsSource, clickhouse.MinuteDimsTable, wantVisits)
+		if st.Source != clickhouse.MinuteAudienceTable || st.VisitsSource != wantVisits {
+			t.Errorf("built %v: read %s+%s, want %s+%s", build, st.Source, st.VisitsSource, clickhouse.MinuteAudienceTable, wantVisits)
 		}
 		for _, m := range st.Metrics {
 			if w, ok := map[string]uint64{"visits": want.Visits, "pageviews": pageviews, "events": events}[m.Name]; ok && *m.Value != float64(w) {

@@ -221,12 +221,12 @@ func TestAdminEndpoints(t *testing.T) {
 	liveTotal(4)
 	code, res = a.do("POST", "/admin/retention", []byte(`{"days":30,"actor":"ops"}`), auth)
 	// The old day's partition of events, and of the rollup that keeps
-	// visitor ids (rollup_minute_dims), which retention drops with them.
+	// visitor ids (the per-minute ones), which retention drops with them.
 	var tables []string
 	for _, d := range res["dropped"].([]any) {
 		tables = append(tables, d.(map[string]any)["table"].(string))
 	}
-	if code != 200 || !slices.Equal(tables, []string{"events", clickhouse.MinuteDimsTable}) {
+	if code != 200 || !slices.Equal(tables, []string{"events", clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable}) {
 		t.Fatalf("retention: %d %v", code, res)
 	}
 	if n := a.rows(); n != 3 {

@@ -142,8 +142,9 @@ func (s *Server) storeFailed(w http.ResponseWriter, ctx context.Context, err err
 // quality answers the quality panel: the edges' hits against stored
 // events and their drop reasons over the range (store.Loss), the
 // aggregator's drops and bad rows since it started (by reason, all sites:
-// a refused request may not name a valid site), and the drift between the
-// live count and the committed rows of the site.
+// a refused request may not name a valid site), the drift between the
+// live count and the committed rows of the site, and the bot share and
+// consent tiers of its events (query.Engine.Mix).
 func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
 	out := map[string]any{"site": req.Site, "range": req.Range}
 	if cst, ok := s.store.(store.CounterStore); ok {
@@ -178,7 +179,12 @@ func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine
 		liveN = now[req.Site]
 	}
 	out["drift"] = map[string]any{"live": liveN, "committed": counts[req.Site], "difference": int64(liveN) - int64(counts[req.Site]), "live_ready": ready}
-	out["not_collected"] = []string{"bot share", "consent tiers"}
+	mix, err := e.Mix(r.Context(), req)
+	if err != nil {
+		s.storeFailed(w, r.Context(), err)
+		return
+	}
+	out["mix"] = mix
 	reply.JSON(w, http.StatusOK, out)
 }
 

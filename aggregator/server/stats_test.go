@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/edgepixel/edgepixel/aggregator/query"
 )
 
 // The history API over HTTP: events sent through ingest show in
@@ -31,6 +33,9 @@ func TestStatsAPI(t *testing.T) {
 		}
 		evs[i].VisitorID = uint64(i%4) + 1
 		evs[i].Browser = []string{"Firefox", "Chrome", "Safari"}[i%3]
+		// Every sixth a bot's; a third in the aggregate consent tier.
+		evs[i].BotScore = []uint8{90, 0, 0, 0, 0, 10}[i%6]
+		evs[i].Tier = []string{"full", "full", "aggregate"}[i%3]
 	}
 	a.send(evs)
 	eventually(t, "stored", func() bool {
@@ -178,6 +183,7 @@ func TestStatsAPI(t *testing.T) {
 	}
 	var quality struct {
 		Drift struct{ Live, Committed uint64 }
+		Mix   query.Mix
 	}
 	eventually(t, "live count", func() bool {
 		getJSON(t, a.dash.URL+"/api/quality?site=demo&range=today", &quality)
@@ -185,6 +191,24 @@ func TestStatsAPI(t *testing.T) {
 	})
 	if quality.Drift.Committed != 30 {
 		t.Errorf("quality drift %+v", quality.Drift)
+	}
+	if m := quality.Mix; m.Events != 30 || m.Bots != 5 || m.BotShare != 5.0/30 || m.Tiers["full"] != 20 || m.Tiers["aggregate"] != 10 {
+		t.Errorf("quality mix %+v, want 30 events, 5 of bots, 20 full, 10 aggregate", m)
+	}
+	// Without bots, every number leaves their events out.
+	var nobots struct {
+		Metrics []struct {
+			Name  string
+			Value float64
+		}
+	}
+	if code := getJSON(t, a.dash.URL+"/api/stats?site=demo&range=today&bots=exclude", &nobots); code != 200 {
+		t.Fatalf("bots=exclude: %d", code)
+	}
+	for _, m := range nobots.Metrics {
+		if m.Name == "events" && m.Value != 25 {
+			t.Errorf("events without bots: %v, want 25", m.Value)
+		}
 	}
 	// A viewer of shop cannot read demo.
 	req, _ := http.NewRequest("GET", a.dash.URL+"/api/stats?site=demo", nil)

@@ -73,7 +73,8 @@ var ErrNoCounters = errors.New("this store does not keep edge counters")
 //   - Noted: accepted events by a condition that did not drop them, by
 //     reason (edge/pixel's Note* constants: no_salt, stored without a
 //     visitor id). Not part of the loss.
-//   - Stored: distinct events stored with a time in the range.
+//   - Stored: distinct events stored with a time in the range, including
+//     those an erasure deleted since (Erased): they were not lost.
 //   - Duplicates: accepted events that were a client's retry of an event
 //     whose id the client named, found stored (or on its way to be) when
 //     they arrived (wire.CounterDuplicates): counted under Events once
@@ -98,6 +99,7 @@ type Loss struct {
 	Dropped    map[string]uint64 `json:"dropped"`
 	Noted      map[string]uint64 `json:"noted"`
 	Stored     uint64            `json:"stored"`
+	Erased     uint64            `json:"erased"`
 	Duplicates uint64            `json:"duplicates"`
 	Lost       uint64            `json:"lost"`
 	LossRate   float64           `json:"loss_rate"`

@@ -23,8 +23,8 @@ const state = { me: null, dims: [], view: readURL(), live: { sites: {}, recent: 
 
 function readURL() {
   const q = new URLSearchParams(location.search);
-  const v = { site: q.get("site") || "", range: q.get("range") || "today", from: q.get("from") || "", to: q.get("to") || "", filters: {} };
-  for (const [k, val] of q) if (!["site", "range", "from", "to"].includes(k)) v.filters[k] = val;
+  const v = { site: q.get("site") || "", range: q.get("range") || "today", from: q.get("from") || "", to: q.get("to") || "", bots: q.get("bots") || "", filters: {} };
+  for (const [k, val] of q) if (!["site", "range", "from", "to", "bots"].includes(k)) v.filters[k] = val;
   return v;
 }
 
@@ -46,6 +46,7 @@ function query(extra = {}) {
   q.set("site", v.site);
   q.set("range", v.range);
   if (v.range === "custom") { q.set("from", v.from); q.set("to", v.to); }
+  if (v.bots === "exclude") q.set("bots", "exclude");
   for (const k in v.filters) q.set(k, v.filters[k]);
   for (const k in extra) q.set(k, extra[k]);
   return q;
@@ -126,6 +127,7 @@ $("range").addEventListener("change", (e) => {
   setView({ range: r });
 });
 for (const id of ["from", "to"]) $(id).addEventListener("change", (e) => setView({ [id]: e.target.value }));
+$("nobots").addEventListener("change", (e) => setView({ bots: e.target.checked ? "exclude" : "" }));
 
 // ---- rendering the history ----------------------------------------------
 
@@ -135,6 +137,7 @@ async function render() {
   $("range").value = v.range;
   $("custom").hidden = v.range !== "custom";
   $("from").value = v.from; $("to").value = v.to;
+  $("nobots").checked = v.bots === "exclude";
   if ($("site").value !== v.site && v.site) fillSites(state.me.sites);
   renderFilters();
   renderLive();
@@ -249,7 +252,7 @@ function renderQuality(q) {
   const parts = [];
   if (q.edge) {
     parts.push(el("h3", { text: "Edges → storage (this range)" }), kv([
-      ["Hits answered at the edges", fmt(q.edge.hits)], ["Events accepted there", fmt(q.edge.events)], ["Events stored", fmt(q.edge.stored)],
+      ["Hits answered at the edges", fmt(q.edge.hits)], ["Events accepted there", fmt(q.edge.events)], ["Events stored", fmt(q.edge.stored) + (q.edge.erased ? " (" + fmt(q.edge.erased) + " erased since)" : "")],
       ["Client retries (stored once)", fmt(q.edge.duplicates || 0)], ["Lost", fmt(q.edge.lost) + " (" + (q.edge.loss_rate * 100).toFixed(2) + "%)"], ["Edge drop reasons", reasons(q.edge.dropped)]]));
   }
   // Counted over every site: sent to the admin token only.
@@ -261,7 +264,13 @@ function renderQuality(q) {
   const d = q.drift || {};
   parts.push(el("h3", { text: "Live vs committed" }), kv([
     ["Live count", fmt(d.live)], ["Committed in ClickHouse", fmt(d.committed)], ["Drift", fmt(d.difference)]]));
-  parts.push(el("p", { class: "sub", text: "Not collected yet: " + (q.not_collected || []).join(", ") + "." }));
+  const m = q.mix;
+  if (m) {
+    const pct = (n) => (m.events ? (n / m.events * 100).toFixed(1) + "%" : "–");
+    parts.push(el("h3", { text: "Bots and consent (this range, bots included)" }), kv([
+      ["Bots' events", fmt(m.bots) + " (" + pct(m.bots) + ")"],
+      ...Object.entries(m.tiers).map(([t, n]) => ["Consent tier " + (t || "(none: before tiers)"), fmt(n) + " (" + pct(n) + ")"])]));
+  }
   $("quality").replaceChildren(...parts);
 }
 
