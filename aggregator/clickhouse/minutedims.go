@@ -42,7 +42,9 @@ const VersionMinuteDims = 11
 // too, and this table is no longer written (the step drops its view) or
 // read; retention and erasure still trim it.
 func minuteDims() rollup {
-	return minuteRollup(MinuteDimsTable, AudienceDims, []string{"event", "page"}, false)
+	// Its own list, as released: a later change to AudienceDims must not
+	// change this step.
+	return minuteRollup(MinuteDimsTable, []string{"country", "device", "browser", "os", "region", "city"}, []string{"event", "page"}, false)
 }
 
 // minuteRollup is a rollup of events per site, minute, visitor and value
