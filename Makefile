@@ -39,7 +39,8 @@ SINCE     := $(shell date +%s)
 ## run: say what to expect, install what is missing (before the long
 ## builds), build, start the stack (Ctrl-C stops it)
 run:
-	@echo "make run: a first run takes $(FIRST_RUN) (installs, builds, then the POP compiles the edge module); later runs start in seconds."
+	@if [ -x $(BIN)/edgepixel-run ]; then echo "make run: rebuilding what changed, then starting the stack"; \
+	else echo "make run: a first run takes $(FIRST_RUN) (installs, builds, then the POP compiles the edge module); later runs start in seconds."; fi
 	@$(build-tools)
 	@# A stack running from $(DATA) keeps its binaries: refuse before building.
 	@if [ -x $(BIN)/edgepixel-run ]; then $(BIN)/edgepixel-run idle --dir "$(DATA)"; fi

@@ -98,6 +98,13 @@ func TestDashboardAccess(t *testing.T) {
 		t.Errorf("login without the form field: %d %s", resp.StatusCode, b)
 	}
 	resp.Body.Close()
+	// A link to /login finds the form on the page.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, err := noFollow.Get(a.dash.URL + "/login"); err != nil || resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Errorf("GET /login: %v %v, want a redirect to /", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	resp, err = browser.PostForm(a.dash.URL+"/login", url.Values{"token": {testToken}})
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("login: %v %v", resp, err)

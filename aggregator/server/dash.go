@@ -184,6 +184,11 @@ func (s *Server) dashboardRoutes() http.Handler {
 	auth := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.requireAuth(h)) }
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("POST /login", s.login)
+	// The page at / holds the login form; a link or bookmark to /login
+	// finds it there.
+	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	})
 	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.access.Logout(w, r); err != nil {
 			// The cookie is cleared; only a copy of it outlives a restart.

@@ -414,32 +414,43 @@ func needsQueryWork(q string) bool {
 // "//host/..."), as Normalize's Result.Host, or "" when raw has none. It
 // does only the work the host needs.
 func Host(raw string) string {
-	s := strings.TrimSpace(raw)
-	i := schemeEnd(s)
-	scheme := ""
-	if i > 0 {
-		scheme, s = lowerASCII(s[:i]), s[i+1:]
-	}
-	if !strings.HasPrefix(s, "//") {
+	scheme, auth, ok := splitAuthority(raw)
+	if !ok {
 		return ""
 	}
-	s = s[2:]
-	if end := strings.IndexAny(s, "/?#\\"); end >= 0 {
-		s = s[:end]
-	}
-	h, _ := normHost(s, scheme)
+	h, _ := normHost(auth, scheme)
 	if len(h) > MaxLen {
 		return ""
 	}
 	return h
 }
 
+// splitAuthority splits an absolute URL, or a network-path reference
+// ("//host/...", scheme ""), into its scheme, lower-cased, and its
+// authority: what follows "//" up to the path, query or fragment (RFC
+// 3986 section 3.2; a backslash ends it too, as browsers read it). ok is
+// false without "//".
+func splitAuthority(raw string) (scheme, auth string, ok bool) {
+	s := strings.TrimSpace(raw)
+	if i := schemeEnd(s); i > 0 {
+		scheme, s = lowerASCII(s[:i]), s[i+1:]
+	}
+	if !strings.HasPrefix(s, "//") {
+		return scheme, "", false
+	}
+	auth = s[2:]
+	if end := strings.IndexAny(auth, "/?#\\"); end >= 0 {
+		auth = auth[:end]
+	}
+	return scheme, auth, true
+}
+
 // Resolve returns page resolved against base when page is an
 // absolute-path reference ("/pricing?plan=pro", as a single-page app or a
 // hand-written pixel may send it) and base an absolute http or https URL
 // with a host (the Referer header: the page that sent the hit, or its
-// origin under browsers' default referrer policy): base's scheme and
-// authority, then page (RFC 3986 section 5.2.2, for a reference that
+// origin under browsers' default referrer policy): base's scheme
+// (lower-cased) and authority, then page (RFC 3986 section 5.2.2, for a reference that
 // begins with a single "/"). The dashboard's pages are the paths of
 // absolute URLs (ClickHouse's path(url)). Otherwise page as it is.
 func Resolve(page, base string) string {
@@ -447,24 +458,9 @@ func Resolve(page, base string) string {
 	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
 		return page
 	}
-	b := strings.TrimSpace(base)
-	i := schemeEnd(b)
-	if i <= 0 {
+	scheme, auth, ok := splitAuthority(base)
+	if !ok || auth == "" || scheme != "http" && scheme != "https" {
 		return page
 	}
-	if scheme := lowerASCII(b[:i]); scheme != "http" && scheme != "https" {
-		return page
-	}
-	rest := b[i+1:]
-	if !strings.HasPrefix(rest, "//") {
-		return page
-	}
-	auth := rest[2:]
-	if end := strings.IndexAny(auth, "/?#\\"); end >= 0 {
-		auth = auth[:end]
-	}
-	if auth == "" {
-		return page
-	}
-	return b[:i+3] + auth + p
+	return scheme + "://" + auth + p
 }

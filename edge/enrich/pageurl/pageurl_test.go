@@ -131,7 +131,8 @@ func TestNormalizeBounded(t *testing.T) {
 func TestResolve(t *testing.T) {
 	for _, tc := range []struct{ page, base, want string }{
 		{"/relative/path", "https://shop.example/a/b?q=1", "https://shop.example/relative/path"},
-		{"/p?x=1", "HTTPS://Shop.Example:8443", "HTTPS://Shop.Example:8443/p?x=1"},
+		// The scheme lower-cased (RFC 3986 section 3.1), the host as sent:
+		{"/p?x=1", "HTTPS://Shop.Example:8443", "https://Shop.Example:8443/p?x=1"},
 		{"/p", "http://u@h.example/", "http://u@h.example/p"},
 		{" /p ", "https://h.example", "https://h.example/p"},
 		{"https://a.example/p", "https://h.example/", "https://a.example/p"},
