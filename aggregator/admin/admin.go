@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -175,6 +176,11 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 	reply.JSON(w, status, res)
 }
 
+// MaxRetentionDays bounds a retention period: 100 years keeps everything
+// ClickHouse's DateTime holds (from 1970), and a longer one would put the
+// cut-off before it.
+const MaxRetentionDays = 36500
+
 type retentionRequest struct {
 	Days  int    `json:"days"` // 0: the configured --retention-days
 	Actor string `json:"actor"`
@@ -190,6 +196,10 @@ func (h *handler) retention(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Days <= 0 {
 		writeJSON(w, http.StatusBadRequest, "bad_request", "days must be positive (no --retention-days configured to default to)")
+		return
+	}
+	if req.Days > MaxRetentionDays {
+		writeJSON(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("days must be at most %d (100 years)", MaxRetentionDays))
 		return
 	}
 	if req.Actor == "" {
@@ -212,7 +222,7 @@ func (h *handler) retention(w http.ResponseWriter, r *http.Request) {
 // Apply drops the partitions older than days before now and writes the
 // audit line, with who (extra key/value pairs) asked.
 func Apply(ctx context.Context, s Store, days int, now time.Time, log *slog.Logger, who ...any) ([]clickhouse.Partition, error) {
-	cutoff := now.Add(-time.Duration(days) * 24 * time.Hour)
+	cutoff := now.AddDate(0, 0, -days)
 	dropped, err := s.DropPartitionsBefore(ctx, cutoff)
 	ids := make([]string, len(dropped))
 	for i, p := range dropped {

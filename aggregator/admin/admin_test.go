@@ -102,6 +102,10 @@ func TestAdminHTTP(t *testing.T) {
 		{"retention default", "/admin/retention", bearer, `{"actor":"ops"}`, 200, ""},
 		{"retention days", "/admin/retention", bearer, `{"days":7}`, 200, ""},
 		{"retention negative", "/admin/retention", bearer, `{"days":-1}`, 400, "bad_request"},
+		// Past 100 years the cut-off would fall before ClickHouse's DateTime.
+		{"retention too long", "/admin/retention", bearer, `{"days":36501}`, 400, "bad_request"},
+		{"retention overflowing", "/admin/retention", bearer, `{"days":100000000000}`, 400, "bad_request"},
+		{"retention 100 years", "/admin/retention", bearer, `{"days":36500}`, 200, ""},
 		{"unknown path", "/admin/nothing", bearer, `{}`, 404, ""},
 	} {
 		code, res := do(h, c.path, c.auth, c.body)
@@ -112,7 +116,7 @@ func TestAdminHTTP(t *testing.T) {
 	if len(fs.erased) != 2 || fs.erased[0] != (clickhouse.Erasure{VisitorID: "18446744073709551557"}) || fs.erased[1] != (clickhouse.Erasure{UserID: "u-123456", Site: "demo"}) {
 		t.Fatalf("erased %+v", fs.erased)
 	}
-	if len(fs.cutoffs) != 2 || !fs.cutoffs[0].Equal(now.Add(-30*24*time.Hour)) || !fs.cutoffs[1].Equal(now.Add(-7*24*time.Hour)) {
+	if len(fs.cutoffs) != 3 || !fs.cutoffs[0].Equal(now.Add(-30*24*time.Hour)) || !fs.cutoffs[1].Equal(now.Add(-7*24*time.Hour)) || !fs.cutoffs[2].Equal(now.AddDate(-100, 0, 25)) {
 		t.Fatalf("cutoffs %v", fs.cutoffs)
 	}
 	// Audit: who, what, when; the erased identifier itself is not logged.

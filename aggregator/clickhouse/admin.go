@@ -97,6 +97,14 @@ func (c *Client) StoredBadRows(ctx context.Context, rows []record.BadRow, since 
 // over the same days.
 var retentionTables = append([]string{"events", "bad_rows", "edge_counters", ErasedTable}, visitorTables...)
 
+// DateTimeMin and DateTimeMax bound the times ClickHouse's DateTime holds
+// (a UInt32 of seconds since 1970-01-01 UTC, to 2106-02-07 06:28:15; the
+// upper bound with a margin): a time outside them wraps around silently.
+var (
+	DateTimeMin = time.Unix(0, 0).UTC()
+	DateTimeMax = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // Partition names one partition of a table.
 type Partition struct {
 	Table string `json:"table"`
@@ -111,6 +119,12 @@ type Partition struct {
 // operation), unlike a DELETE mutation. It returns what it dropped; on
 // error, what it dropped before the error.
 func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]Partition, error) {
+	// No partition is older than ClickHouse's DateTime (a day's margin
+	// for the server's time zone); a cut-off before it would wrap around
+	// to the 2060s there and drop every day.
+	if cutoff.Before(DateTimeMin.AddDate(0, 0, 1)) {
+		return nil, nil
+	}
 	tables := make([]string, len(retentionTables))
 	for i, t := range retentionTables {
 		tables[i] = c.layout.LocalName(t)

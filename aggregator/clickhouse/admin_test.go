@@ -119,6 +119,17 @@ func TestRetention(t *testing.T) {
 	if dropped, err := c.DropPartitionsBefore(ctx, now.Add(-30*24*time.Hour)); err != nil || len(dropped) != 0 {
 		t.Fatalf("second run dropped %v: %v", dropped, err)
 	}
+	// A cut-off before ClickHouse's DateTime (a retention of a century)
+	// drops nothing: the server wrapped it around to the 2060s, before
+	// which every day is.
+	for _, cut := range []time.Time{now.AddDate(-100, 0, 0), time.Unix(-1, 0), time.Date(1970, 1, 1, 12, 0, 0, 0, time.UTC)} {
+		if dropped, err := c.DropPartitionsBefore(ctx, cut); err != nil || len(dropped) != 0 {
+			t.Fatalf("a cut-off at %v dropped %v: %v", cut, dropped, err)
+		}
+	}
+	if got := c.count(t, "SELECT count() FROM "+c.db+".events"); got != "3" {
+		t.Fatalf("%s events left, want 3", got)
+	}
 }
 
 func TestErase(t *testing.T) {

@@ -50,6 +50,9 @@ func (c *Client) InsertCounters(ctx context.Context, rows []store.CounterRow) er
 func (c *Client) Loss(ctx context.Context, site string, all bool, from, to time.Time) (store.Loss, error) {
 	l := store.Loss{Site: site, From: from.UnixMilli(), To: to.UnixMilli(), Dropped: map[string]uint64{}, Noted: map[string]uint64{}}
 	back := from.Add(-wire.MaxInstanceLife)
+	if back.Before(DateTimeMin) { // wrapped around, ClickHouse refuses it
+		back = DateTimeMin
+	}
 	siteCond := ""
 	if !all {
 		siteCond = " AND site = " + quote(site)

@@ -64,17 +64,31 @@ type jsonLine struct {
 }
 
 type jsonCounts struct {
-	Instance event.ID          `json:"instance"`
+	Instance instanceID        `json:"instance"`
 	Hits     uint64            `json:"hits"`
 	Events   uint64            `json:"events"`
 	Drops    map[string]uint64 `json:"drops"`
 	Notes    map[string]uint64 `json:"notes"`
 }
 
+// instanceID is an edge instance's id in a line's counts: an event.ID's
+// form, read with an error that names the field (event.ID's names the
+// event id).
+type instanceID event.ID
+
+func (i *instanceID) UnmarshalText(b []byte) error {
+	id, err := event.ParseID(string(b))
+	if err != nil {
+		return fmt.Errorf("instance %q: want the edge instance's id, a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) as event ids are", clip(b))
+	}
+	*i = instanceID(id)
+	return nil
+}
+
 // jsonCountersLine is a counters line (wire.AppendCountersLine).
 type jsonCountersLine struct {
-	Instance event.ID `json:"instance"`
-	Pop      string   `json:"pop"`
+	Instance instanceID `json:"instance"`
+	Pop      string     `json:"pop"`
 	Sites    []struct {
 		Site string `json:"site"`
 		TsMS int64  `json:"ts_ms"`
@@ -189,7 +203,7 @@ func parseLine(raw []byte) (line, error) {
 		if err := json.Unmarshal(raw, &cl); err != nil {
 			return line{}, &LineError{Reason: ReasonInvalidCounters, Err: err}
 		}
-		c := &wire.Counters{Instance: cl.Instance, Pop: cl.Pop}
+		c := &wire.Counters{Instance: event.ID(cl.Instance), Pop: cl.Pop}
 		for _, s := range cl.Sites {
 			c.Sites = append(c.Sites, wire.SiteCounts{Site: s.Site, Time: s.TsMS, Hits: s.Hits, Events: s.Events, Drops: drops(s.Drops), Notes: drops(s.Notes)})
 		}
@@ -238,7 +252,7 @@ func parseLine(raw []byte) (line, error) {
 	}
 	out := line{Event: e, event: true}
 	if c := l.Counts; c != nil {
-		out.counters = &wire.Counters{Instance: c.Instance, Pop: e.Pop, Sites: []wire.SiteCounts{
+		out.counters = &wire.Counters{Instance: event.ID(c.Instance), Pop: e.Pop, Sites: []wire.SiteCounts{
 			{Site: e.Site, Time: e.Time, Hits: c.Hits, Events: c.Events, Drops: drops(c.Drops), Notes: drops(c.Notes)}}}
 	}
 	return out, nil

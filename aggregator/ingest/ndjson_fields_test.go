@@ -20,6 +20,11 @@ func TestParseLineReadsEveryField(t *testing.T) {
 			line[f.JSON] = f.MaxUint() - uint64(i)
 		}
 	}
+	// Fields with a narrower domain than their column's (Event.Validate).
+	narrow := map[string]any{"bot_score": uint64(event.BotScoreMax), "tier": event.TierAggregate}
+	for k, v := range narrow {
+		line[k] = v
+	}
 	line["props"] = `{"p":1}`
 	b, err := json.Marshal(line)
 	if err != nil {
@@ -30,6 +35,12 @@ func TestParseLineReadsEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, f := range event.Fields {
+		if v, ok := narrow[f.JSON]; ok {
+			if f.Uint != nil && f.Uint(&e) != v || f.Str != nil && *f.Str(&e) != v {
+				t.Errorf("%s: not %v", f.JSON, v)
+			}
+			continue
+		}
 		if f.Uint != nil && f.Uint(&e) != f.MaxUint()-uint64(i) {
 			t.Errorf("%s: %d", f.JSON, f.Uint(&e))
 		}
@@ -53,7 +64,10 @@ func TestParseLineReadsEveryField(t *testing.T) {
 	}
 	// A number out of its column's range, or not a number, is a bad row,
 	// quoted or not.
-	for _, bad := range []string{`"bot_score":256`, `"asn":-1`, `"screen_width":"1024px"`, `"visitor_id":1.5`, `"bot_score":"256"`, `"visitor_id":"1.5"`} {
+	// So is one out of its field's domain (a score over 100, a tier of
+	// no meaning).
+	for _, bad := range []string{`"bot_score":256`, `"asn":-1`, `"screen_width":"1024px"`, `"visitor_id":1.5`, `"bot_score":"256"`, `"visitor_id":"1.5"`,
+		`"bot_score":"150"`, `"bot_score":101`, `"tier":"weird"`, `"tier":"Full"`} {
 		if _, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo",` + bad + `}`)); err == nil {
 			t.Errorf("%s parsed", bad)
 		}

@@ -350,3 +350,18 @@ func TestFastlyChallenge(t *testing.T) {
 		}
 	}
 }
+
+// A counters line whose instance is not an id is a bad row that says
+// which field and what it wants (it named the event id, which the line
+// does not have).
+func TestCountersLineInstance(t *testing.T) {
+	_, err := parseLine([]byte(`{"type":"counters","instance":"i1","pop":"p","sites":[]}`))
+	var le *LineError
+	if !errors.As(err, &le) || le.Reason != ReasonInvalidCounters || !strings.Contains(err.Error(), `instance "i1"`) || strings.Contains(err.Error(), "event id:") {
+		t.Fatalf("%v", err)
+	}
+	l, err := parseLine([]byte(`{"type":"counters","instance":"0197746b-5d3b-7000-8000-000000000001","pop":"p","sites":[]}`))
+	if err != nil || l.counters == nil || l.counters.Instance.String() != "0197746b-5d3b-7000-8000-000000000001" {
+		t.Fatalf("%+v %v", l, err)
+	}
+}

@@ -135,6 +135,15 @@ func TestDashboardAccess(t *testing.T) {
 		t.Errorf("share from a JSON body: %d %s; want 400 naming the form field", resp.StatusCode, b)
 	}
 	resp.Body.Close()
+	// Two sites for one link: refused, not a link for the first.
+	req, _ = http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader("site=shop&site=demo"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 400 {
+		t.Errorf("a share link for two sites: %v %v, want 400", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// A share link for shop.
 	req, _ = http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader("site=shop&note=team"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -345,6 +345,10 @@ func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	site := r.PostFormValue("site")
+	if len(r.PostForm["site"]) > 1 {
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "one site per share link: site is given more than once", "reason": "bad_request"})
+		return
+	}
 	if site == "" {
 		// A JSON body is the likely mistake: say what is read.
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "no site: send it as the form field site (application/x-www-form-urlencoded), e.g. curl -d site=demo -d note=team /api/shares", "reason": "bad_request"})

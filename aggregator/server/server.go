@@ -717,6 +717,10 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		bad("from must be before to, at most 366 days")
 		return
 	}
+	if from.Before(clickhouse.DateTimeMin) || to.After(clickhouse.DateTimeMax) {
+		bad("from and to must be from " + clickhouse.DateTimeMin.Format(time.RFC3339) + " to " + clickhouse.DateTimeMax.Format(time.RFC3339) + " (ClickHouse's DateTime)")
+		return
+	}
 	site, all := q.Get("site"), !q.Has("site")
 	if all && !grantOf(r).All() || !all && !canRead(w, r, site) {
 		if all {

@@ -44,6 +44,8 @@ import (
 	"time"
 
 	"github.com/dchest/siphash"
+
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // Tier is a hit's consent tier. Its String is the stored column value.
@@ -56,17 +58,17 @@ const (
 
 func (t Tier) String() string {
 	if t == TierAggregate {
-		return "aggregate"
+		return event.TierAggregate
 	}
-	return "full"
+	return event.TierFull
 }
 
 // ParseTier reads "full" or "aggregate", as a site's configured default.
 func ParseTier(s string) (Tier, bool) {
 	switch s {
-	case "full":
+	case event.TierFull:
 		return TierFull, true
-	case "aggregate":
+	case event.TierAggregate:
 		return TierAggregate, true
 	}
 	return TierFull, false

@@ -77,6 +77,15 @@ const (
 	MaxHostLen = 253
 )
 
+// BotScoreMax is the largest bot score (Event.BotScore).
+const BotScoreMax = 100
+
+// The consent tiers (Event.Tier), as stored.
+const (
+	TierFull      = "full"
+	TierAggregate = "aggregate"
+)
+
 // BotScoreMin is the bot score (Event.BotScore) from which an event is a
 // bot's: the edge's verdict (edge/enrich/bot), the dashboard's bot share
 // and what its toggle leaves out.
@@ -152,7 +161,8 @@ type Event struct {
 	// the aggregate tier or without a salt.
 	VisitorID     uint64 `json:"visitor_id"`
 	PrevVisitorID uint64 `json:"prev_visitor_id"`
-	// Tier is the consent tier, "full" or "aggregate" (edge/privacy), and
+	// Tier is the consent tier, TierFull or TierAggregate (edge/privacy;
+	// "" from an edge before the tiers), and
 	// ConsentReason why ("default", "gpc", "dnt", "no_consent",
 	// "ccpa_opt_out", "consent").
 	Tier          string `json:"tier"`
@@ -214,6 +224,12 @@ func (e *Event) Validate() error {
 		} else if !IsClean(s) {
 			return fmt.Errorf("%w: %s is not valid UTF-8 free of control characters (see Clean)", ErrInvalid, f.JSON)
 		}
+	}
+	if e.BotScore > BotScoreMax {
+		return fmt.Errorf("%w: bot_score %d over %d", ErrInvalid, e.BotScore, BotScoreMax)
+	}
+	if e.Tier != "" && e.Tier != TierFull && e.Tier != TierAggregate {
+		return fmt.Errorf("%w: tier must be %s or %s (or none)", ErrInvalid, TierFull, TierAggregate)
 	}
 	return nil
 }

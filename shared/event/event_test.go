@@ -65,6 +65,17 @@ func TestValidate(t *testing.T) {
 		"missing name": func(e *Event) { e.Name = "" },
 		"url":          func(e *Event) { e.URL = strings.Repeat("a", MaxURLLen+1) },
 		"props":        func(e *Event) { e.Props = strings.Repeat("a", MaxPropsLen+1) },
+		"bot_score":    func(e *Event) { e.BotScore = BotScoreMax + 1 },
+		"tier":         func(e *Event) { e.Tier = "weird" },
+	}
+	// The tiers and the scores there are, and no tier (an edge before
+	// them).
+	for _, tier := range []string{"", TierFull, TierAggregate} {
+		e := valid()
+		e.Tier, e.BotScore = tier, BotScoreMax
+		if err := e.Validate(); err != nil {
+			t.Errorf("tier %q, bot score %d: %v", tier, e.BotScore, err)
+		}
 	}
 	for want, mutate := range cases {
 		e := valid()

@@ -85,7 +85,7 @@ func TestFieldsMatchEvent(t *testing.T) {
 func TestValidateLimits(t *testing.T) {
 	for i := range Fields {
 		f := &Fields[i]
-		if f.Str == nil {
+		if f.Str == nil || f.JSON == "tier" { // two values (TestValidate)
 			continue
 		}
 		e := valid()

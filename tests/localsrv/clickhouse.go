@@ -59,6 +59,19 @@ func CompressionConfig(method string) string {
 		"<case><min_part_size>100000</min_part_size><min_part_size_ratio>0</min_part_size_ratio><method>zstd</method><level>15</level></case></compression>"
 }
 
+// MergeTreeConfig is config.xml's <merge_tree> element for the servers
+// started here. ClickHouse 18.16 keeps the parts a merge replaced on disk
+// for old_parts_lifetime (8 minutes by default) in case the merged part
+// did not reach the disk, and loads them again at a restart unless an
+// active part covers them. A dropped partition's merged part is removed
+// at once, so a restart within those minutes brings its rows back
+// (ClickHouse issue 15742), as it does the parts a backfill's REPLACE
+// PARTITION replaced. A minute, longer than the kernel takes to write a
+// merged part back (dirty_expire_centisecs, 30 s), checked every 10
+// seconds, shrinks that window without giving up the protection. README
+// tells users running their own ClickHouse to set it.
+const MergeTreeConfig = "<merge_tree><old_parts_lifetime>60</old_parts_lifetime><cleanup_delay_period>10</cleanup_delay_period><cleanup_delay_period_random_add>0</cleanup_delay_period_random_add></merge_tree>"
+
 // ClickHouseAvailable reports whether clickhouse-server is installed (with
 // the configuration StartClickHouse derives from), and where.
 func ClickHouseAvailable() (path string, ok bool) { return deps.ClickHouse.Path("") }
@@ -234,7 +247,7 @@ func privateConfig(base, dir string, httpPort, tcpPort int, extra, compression s
 	// UTC makes toStartOfMinute() buckets line up with unix minutes whatever
 	// the machine's zone.
 	extra = "\n    <listen_host>127.0.0.1</listen_host>\n    <timezone>UTC</timezone>" +
-		"\n    " + CompressionConfig(compression) + extra
+		"\n    " + CompressionConfig(compression) + "\n    " + MergeTreeConfig + extra
 	return strings.Replace(s, "<yandex>", "<yandex>"+extra, 1)
 }
 

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
+	"github.com/edgepixel/edgepixel/aggregator/admin"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/live"
@@ -48,6 +49,70 @@ func main() {
 		fmt.Fprintln(os.Stderr, "edgepixel-aggregator:", err)
 		os.Exit(1)
 	}
+}
+
+// check refuses values out of a flag's domain, which the flag package
+// parses but the aggregator would misread (a negative duration, a bound
+// of 0), and combinations that contradict each other, naming the flag
+// and what it wants.
+func (o *options) check(fs *flag.FlagSet) error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		zero bool // 0 allowed
+	}{
+		{"live-interval", o.liveInterval, false}, {"replay-window", o.replayWindow, false}, {"dedupe-window", o.dedupeWindow, false},
+		{"clickhouse-quorum-timeout", o.clickhouseQuorumTimeout, false}, {"rollup-lateness", o.rollupLateness, true},
+		{"read-header-timeout", o.readHeaderTimeout, false}, {"body-timeout", o.bodyTimeout, false}, {"idle-timeout", o.idleTimeout, false},
+		{"write-timeout", o.writeTimeout, false}, {"query-timeout", o.queryTimeout, false}, {"fail-after", o.failAfter, false},
+		{"exit-delay", o.exitDelay, true},
+	} {
+		if d.v < 0 || d.v == 0 && !d.zero {
+			errs = append(errs, fmt.Errorf("--%s must be a positive duration, not %v", d.name, d.v))
+		}
+	}
+	for _, n := range []struct {
+		name     string
+		v, least int64
+		none     bool // -1 allowed: no bound
+	}{
+		{"max-body", o.maxBody, 1, false}, {"spool-max-bytes", o.spoolMaxBytes, 1, false}, {"loader-max-rows", int64(o.loaderMaxRows), 1, false},
+		{"max-header-bytes", int64(o.maxHeaderBytes), 1, false}, {"auth-burst", int64(o.authBurst), 1, false}, {"max-sites", int64(o.maxSites), 1, false},
+		{"live-max-visitors", int64(o.liveMaxVisitors), 1, false}, {"clickhouse-insert-quorum", int64(o.clickhouseQuorum), 0, false},
+		{"memory-limit", o.memoryLimit, 0, false}, {"gc-percent", int64(o.gcPercent), 0, true},
+		{"max-body-memory", o.maxBodyMemory, 1, true}, {"max-body-memory-per-client", o.maxBodyMemoryPerClient, 0, false},
+		{"max-conns", int64(o.maxConns), 1, true}, {"max-conns-per-client", int64(o.maxConnsPerClient), 1, true},
+		{"retention-days", int64(o.retentionDays), 0, false},
+	} {
+		if n.v < n.least && !(n.none && n.v == -1) {
+			want := fmt.Sprintf("at least %d", n.least)
+			if n.none {
+				want += " (or -1: none)"
+			}
+			errs = append(errs, fmt.Errorf("--%s must be %s, not %d", n.name, want, n.v))
+		}
+	}
+	if o.retentionDays > admin.MaxRetentionDays {
+		errs = append(errs, fmt.Errorf("--retention-days must be from 0 (keep everything) to %d", admin.MaxRetentionDays))
+	}
+	if !(o.authRate > 0) {
+		errs = append(errs, fmt.Errorf("--auth-rate must be positive, not %v", o.authRate))
+	}
+	// A request's answer is cut at --write-timeout: its body must be
+	// read, and its query answered, before then.
+	if o.bodyTimeout >= o.writeTimeout {
+		errs = append(errs, fmt.Errorf("--body-timeout (%v) must be below --write-timeout (%v)", o.bodyTimeout, o.writeTimeout))
+	}
+	if o.queryTimeout >= o.writeTimeout {
+		errs = append(errs, fmt.Errorf("--query-timeout (%v) must be below --write-timeout (%v)", o.queryTimeout, o.writeTimeout))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["forwarded-header"] && len(o.trustedProxies) == 0 {
+		errs = append(errs, errors.New("--forwarded-header is read only from --trusted-proxies: give --trusted-proxies too"))
+	}
+	return errors.Join(errs...)
 }
 
 // usageError is a flag or environment variable that did not parse: main
@@ -165,6 +230,9 @@ func run(args []string) error {
 		fmt.Printf("edgepixel-aggregator %s, ClickHouse schema version %d\n", buildinfo.Version(), clickhouse.SchemaVersion())
 		return nil
 	}
+	if err := o.check(fs); err != nil {
+		return usageError{err}
+	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
 		return err
@@ -175,12 +243,6 @@ func run(args []string) error {
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
 		return err
-	}
-	if o.retentionDays < 0 {
-		return errors.New("--retention-days must not be negative")
-	}
-	if o.queryTimeout <= 0 {
-		return errors.New("--query-timeout must be positive")
 	}
 
 	// "none" is the POP's choice for the PROXY protocol alone, which the

@@ -85,6 +85,25 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--trusted-proxies", "10.0.0.0/8,proxy"}, `"proxy" is not an address or CIDR prefix`},
 		{[]string{"--secret", "0123456789abcdef0123", "--trusted-proxies", "10.0.0.1", "--forwarded-header", "X-Real-IP"}, "--forwarded-header"},
 		{[]string{"--secret", "0123456789abcdef0123", "--trusted-proxies", "10.0.0.1", "--forwarded-header", "none"}, "--forwarded-header"},
+		// Values that parse but are out of the flag's domain (a new
+		// user's test: each was taken as if it were the default).
+		{[]string{"--replay-window", "-5m"}, "--replay-window must be a positive duration"},
+		{[]string{"--dedupe-window", "-1h"}, "--dedupe-window must be a positive duration"},
+		{[]string{"--write-timeout", "0"}, "--write-timeout must be a positive duration"},
+		{[]string{"--max-body", "-1"}, "--max-body must be at least 1"},
+		{[]string{"--spool-max-bytes", "0"}, "--spool-max-bytes must be at least 1"},
+		{[]string{"--loader-max-rows", "0"}, "--loader-max-rows must be at least 1"},
+		{[]string{"--live-interval", "0"}, "--live-interval must be a positive duration"},
+		{[]string{"--auth-rate", "-1"}, "--auth-rate must be positive"},
+		{[]string{"--max-sites", "-5"}, "--max-sites must be at least 1"},
+		{[]string{"--exit-delay", "-1s"}, "--exit-delay must be a positive duration"},
+		{[]string{"--clickhouse-insert-quorum", "-2"}, "--clickhouse-insert-quorum must be at least 0"},
+		{[]string{"--gc-percent", "-5"}, "--gc-percent must be at least 0 (or -1: none)"},
+		{[]string{"--memory-limit", "-1"}, "--memory-limit must be at least 0"},
+		{[]string{"--retention-days", "36501"}, "--retention-days must be from 0"},
+		{[]string{"--write-timeout", "5s", "--body-timeout", "30s"}, "--body-timeout (30s) must be below --write-timeout (5s)"},
+		{[]string{"--query-timeout", "2m"}, "--query-timeout (2m0s) must be below --write-timeout (1m0s)"},
+		{[]string{"--forwarded-header", "X-Real-IP"}, "give --trusted-proxies too"},
 	} {
 		err := run(append(append([]string{}, base...), c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -80,6 +80,11 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 		return fmt.Errorf("%s: the key has %d bytes; use at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)", *keyFile, len(key), pixelsign.MinKeyBytes, *keyFile)
 	}
 	expiry := now.Add(*ttl).Unix()
+	ttlSet := false
+	fs.Visit(func(f *flag.Flag) { ttlSet = ttlSet || f.Name == "ttl" })
+	if *expires != "" && ttlSet {
+		return fmt.Errorf("give --ttl or --expires, not both: each sets the expiry\n%s", flaghint.SeeHelp("edgepixel-sign"))
+	}
 	if *expires != "" {
 		if expiry, err = parseExpiry(*expires); err != nil {
 			return err

@@ -52,9 +52,10 @@ func TestSignCommand(t *testing.T) {
 		{"--key-file", short, "https://px.example/p.gif?site=a"}, // short key
 		{"--key-file", keyFile, "https://px.example/p.gif?e=1"},  // no site
 		{"--key-file", keyFile, "--expires", "soon", "https://px.example/p.gif?site=a"},
-		{"--key-file", keyFile, "--ttl", "-1h", "https://px.example/p.gif?site=a"},                      // expired already
-		{"--key-file", keyFile, "--expires", "2020-01-01T00:00:00Z", "https://px.example/p.gif?site=a"}, // in the past
-		{"--key-file", keyFile, "--expires", "1800000000", "https://px.example/p.gif?site=a"},           // expires now
+		{"--key-file", keyFile, "--ttl", "-1h", "https://px.example/p.gif?site=a"},                                     // expired already
+		{"--key-file", keyFile, "--expires", "2020-01-01T00:00:00Z", "https://px.example/p.gif?site=a"},                // in the past
+		{"--key-file", keyFile, "--expires", "1800000000", "https://px.example/p.gif?site=a"},                          // expires now
+		{"--key-file", keyFile, "--ttl", "1h", "--expires", "2030-01-01T00:00:00Z", "https://px.example/p.gif?site=a"}, // which?
 	} {
 		if err := run(args, strings.NewReader(""), &out, now); err == nil {
 			t.Errorf("%q: want an error", args)

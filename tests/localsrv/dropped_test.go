@@ -1,0 +1,60 @@
+package localsrv
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A dropped partition stays dropped when the server is killed and started
+// again: the parts a merge replaced, which 18.16 loaded again at a restart
+// once the merged part was dropped, are removed within MergeTreeConfig's
+// lifetime (retention's DROP PARTITION, README: Privacy).
+func TestDroppedPartitionStaysDropped(t *testing.T) {
+	if _, ok := ClickHouseAvailable(); !ok {
+		t.Skip("clickhouse-server not installed")
+	}
+	ctx := context.Background()
+	c, err := StartClickHouse(ctx, t.TempDir(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	q := func(sql string) string {
+		t.Helper()
+		out, err := c.query(sql)
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return strings.TrimSpace(out)
+	}
+	q("CREATE TABLE default.t (d Date, x UInt32) ENGINE = MergeTree PARTITION BY d ORDER BY x")
+	for i := range 3 {
+		q("INSERT INTO default.t VALUES ('2026-01-01', " + strconv.Itoa(i+1) + "), ('2026-01-02', 9)")
+	}
+	q("OPTIMIZE TABLE default.t PARTITION '2026-01-01' FINAL")
+	if got := q("SELECT countIf(active), countIf(NOT active) FROM system.parts WHERE database = 'default' AND table = 't' AND partition = '2026-01-01'"); got != "1\t3" {
+		t.Fatalf("parts (active, replaced) after the merge: %s", got)
+	}
+	q("ALTER TABLE default.t DROP PARTITION '2026-01-01'")
+	start := time.Now()
+	for q("SELECT count() FROM system.parts WHERE database = 'default' AND table = 't' AND partition = '2026-01-01'") != "0" {
+		if time.Since(start) > 3*time.Minute {
+			t.Fatal("the replaced parts of the dropped partition are still on disk after 3 minutes")
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("the replaced parts were removed %v after the drop", time.Since(start).Round(time.Second))
+	if err := c.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-c.Done()
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := q("SELECT d, count() FROM default.t GROUP BY d ORDER BY d"); got != "2026-01-02\t3" {
+		t.Errorf("rows after the restart: %q, want only 2026-01-02's 3", got)
+	}
+}
