@@ -379,6 +379,9 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if o.instances < 0 || o.maxInstances < 0 {
 		return nil, errors.New("instance counts cannot be negative")
 	}
+	if o.shutdownTimeout < 0 { // already over: guests would get no time to flush
+		return nil, fmt.Errorf("--shutdown-timeout must not be negative, not %v", o.shutdownTimeout)
+	}
 	if o.maxInstances > 0 && o.instances > o.maxInstances {
 		return nil, fmt.Errorf("--instances %d exceeds --max-instances %d", o.instances, o.maxInstances)
 	}

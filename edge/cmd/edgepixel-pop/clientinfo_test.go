@@ -68,6 +68,7 @@ func TestClientInfoFlags(t *testing.T) {
 		{[]string{"--proxy-protocol", "m.wasm"}, nil, "needs the proxies it may come from"},
 		{nil, map[string]string{"EDGEPIXEL_POP_PROXY_PROTOCOL": "maybe"}, "EDGEPIXEL_POP_PROXY_PROTOCOL"},
 		{[]string{"--erl-max-entries", "-1", "m.wasm"}, nil, "--erl-max-entries"},
+		{[]string{"--shutdown-timeout", "-5s", "m.wasm"}, nil, "--shutdown-timeout must not be negative"},
 		{nil, map[string]string{"EDGEPIXEL_POP_ERL_MAX_ENTRIES": "many"}, "EDGEPIXEL_POP_ERL_MAX_ENTRIES"},
 	} {
 		args := tc.args
