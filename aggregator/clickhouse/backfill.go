@@ -503,6 +503,7 @@ func (c *Client) Backfills() []Backfill {
 		{PropsDimsTable, c.PropsDimsCutoff, c.BackfillPropsDims},
 		{MinuteAudienceTable, c.MinuteAudienceCutoff, c.BackfillMinuteAudience},
 		{MinuteSourcesTable, c.MinuteSourcesCutoff, c.BackfillMinuteSources},
+		{HumanHoursTable, c.HumanHoursCutoff, c.BackfillHumans},
 	}
 }
 

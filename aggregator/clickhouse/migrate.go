@@ -72,6 +72,8 @@ var Migrations = []Migration{
 	{Version: VersionMinutes, Name: "rollup_minute_audience and rollup_minute_sources: rollup_minute_dims with the referrer, channel and UTM dimensions, sorted by the visitor's dimensions and by the sources, the event and the page, their views from a cut-off; the events before it rolled up by the backfill; rollup_minute_dims' view dropped",
 		SQL: minutesSchema, Run: (*Client).createMinutesViews},
 	{Version: VersionErased, Name: "erased_events: the ids and times of the events erasures deleted, which the loss figures count as stored", SQL: erasedSchema},
+	{Version: VersionHumans, Name: "rollup_human_hours and rollup_human_days: rollup_hours and rollup_days of the events that are not a bot's, their views from a cut-off; the events before it rolled up by the backfill (and visit_dims' builds gain the visits without bots)",
+		SQL: humansSchema, Run: (*Client).createHumansViews},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

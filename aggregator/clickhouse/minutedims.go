@@ -113,6 +113,12 @@ func (c *Client) createMinuteDimsView(ctx context.Context) error {
 // step 7's rollups. ok is false before the table's step. q is a *Client
 // in a cluster, so that every shard's partitions are listed.
 func minuteReady(ctx context.Context, q Querier, db, table, site string, from, to time.Time) (bool, error) {
+	return backfilled(ctx, q, db, table, "toYYYYMMDD", site, from, to)
+}
+
+// backfilled is minuteReady for a table partitioned by (part(t), src),
+// part toYYYYMMDD or toYYYYMM.
+func backfilled(ctx context.Context, q Querier, db, table, part, site string, from, to time.Time) (bool, error) {
 	cutoff, ok, err := viewCutoff(ctx, q, db, table)
 	if err != nil || !ok {
 		return false, err
@@ -124,10 +130,14 @@ func minuteReady(ctx context.Context, q Querier, db, table, site string, from, t
 	if c, ok := q.(*Client); ok {
 		parts, local = c.system("parts"), c.layout.LocalName(table)
 	}
-	// Days as the server partitions them (toYYYYMMDD in its time zone).
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT d, has(p, d) FROM (SELECT DISTINCT toYYYYMMDD(t) AS d FROM %[1]s.%[2]s WHERE site = %[3]s AND t >= toDateTime(%[4]d) AND t < toDateTime(%[5]d))
-	CROSS JOIN (SELECT groupUniqArray(toUInt32(substring(partition_id, 1, 8))) AS p FROM %[6]s WHERE database = %[7]s AND table = %[8]s AND active AND endsWith(partition_id, '-1'))`,
-		db, Grains[1].Table, quote(site), from.Unix(), min(to.Unix(), cutoff), parts, quote(db), quote(local)))
+	// Days or months as the server partitions them (in its time zone).
+	digits := len("YYYYMMDD")
+	if part == "toYYYYMM" {
+		digits = len("YYYYMM")
+	}
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT d, has(p, d) FROM (SELECT DISTINCT %[9]s(t) AS d FROM %[1]s.%[2]s WHERE site = %[3]s AND t >= toDateTime(%[4]d) AND t < toDateTime(%[5]d))
+	CROSS JOIN (SELECT groupUniqArray(toUInt32(substring(partition_id, 1, %[10]d))) AS p FROM %[6]s WHERE database = %[7]s AND table = %[8]s AND active AND endsWith(partition_id, '-1'))`,
+		db, Grains[1].Table, quote(site), from.Unix(), min(to.Unix(), cutoff), parts, quote(db), quote(local), part, digits))
 	if err != nil {
 		return false, err
 	}

@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,7 +10,7 @@ import (
 )
 
 // An install with history migrates to each per-minute rollup
-// (MinuteAudienceTable, MinuteSourcesTable): its view rolls up the events
+// (MinuteAudienceTable, MinuteSourcesTable) and to HumanHoursTable: its view rolls up the events
 // from its cut-off (a whole hour ahead), the backfill those before it,
 // so that per minute, visitor and values it holds what the events table
 // says, including events stored between the step and its cut-off;
@@ -25,11 +26,24 @@ func TestBackfillMinuteRollups(t *testing.T) {
 		// cols are the table's columns compared, raw the same of the
 		// events table.
 		cols, raw string
+		// got and want, if set, are the queries compared instead,
+		// of the table and of the events table.
+		got, want string
+		// monthly: its partitions are months, so a late event is
+		// missing (and the range ready) until the month is rebuilt.
+		monthly bool
 	}{
 		{MinuteAudienceTable, VersionMinutes, (*Client).MinuteAudienceCutoff, (*Client).BackfillMinuteAudience, MinuteAudienceReady,
-			"country, device, referrer, page, event", "country, toString(device), domain(referrer), path(url), name"},
+			"country, device, referrer, page, event", "country, toString(device), domain(referrer), path(url), name", "", "", false},
 		{MinuteSourcesTable, VersionMinutes, (*Client).MinuteSourcesCutoff, (*Client).BackfillMinuteSources, MinuteSourcesReady,
-			"referrer, utm_source, country, device, page, event", "domain(referrer), utm_source, country, toString(device), path(url), name"},
+			"referrer, utm_source, country, device, page, event", "domain(referrer), utm_source, country, toString(device), path(url), name", "", "", false},
+		// Per hour and per day, of the events that are not a bot's.
+		{HumanHoursTable, VersionHumans, (*Client).HumanHoursCutoff, (*Client).BackfillHumans, HumansReady, "", "",
+			"SELECT toUnixTimestamp(t) AS h, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM {db}." + HumanHoursTable + " GROUP BY h ORDER BY h",
+			"SELECT toUnixTimestamp(toStartOfHour(ts, 'UTC')) AS h, count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0) FROM {db}.events WHERE NOT (" + BotCond + ") GROUP BY h ORDER BY h", true},
+		{HumanDaysTable, VersionHumans, (*Client).HumanHoursCutoff, (*Client).BackfillHumans, HumansReady, "", "",
+			"SELECT toUnixTimestamp(t) AS d, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM {db}." + HumanDaysTable + " GROUP BY d ORDER BY d",
+			"SELECT toUnixTimestamp(toStartOfDay(ts, 'UTC')) AS d, count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0) FROM {db}.events WHERE NOT (" + BotCond + ") GROUP BY d ORDER BY d", true},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
 			c := newDB(t)
@@ -56,6 +70,9 @@ func TestBackfillMinuteRollups(t *testing.T) {
 				" GROUP BY m, visitor_id, " + tc.cols + " ORDER BY m, visitor_id, " + tc.cols
 			raw := "SELECT toUnixTimestamp(toStartOfMinute(ts, 'UTC')) AS m, visitor_id, " + tc.raw + ", count(), countIf(name = 'pageview'), min(ts_ms), max(ts_ms) FROM " + c.db + ".events" +
 				" GROUP BY m, visitor_id, " + tc.raw + " ORDER BY m, visitor_id, " + tc.raw
+			if tc.got != "" {
+				got, raw = strings.ReplaceAll(tc.got, "{db}", c.db), strings.ReplaceAll(tc.want, "{db}", c.db)
+			}
 			check := func(when string) {
 				t.Helper()
 				if g, w := c.count(t, got), c.count(t, raw); g != w {
@@ -82,10 +99,15 @@ func TestBackfillMinuteRollups(t *testing.T) {
 			if err := c.InsertEvents(ctx, late); err != nil {
 				t.Fatal(err)
 			}
-			if ready(history.Add(-48*time.Hour), now) {
+			if !tc.monthly && ready(history.Add(-48*time.Hour), now) {
 				t.Fatal("ready for a day the backfill has not rolled up")
 			}
-			if res, err = backfill(ctx); err != nil || len(res.Rebuilt) != 1 {
+			// The month, in each table the backfill fills.
+			tables := 1
+			if tc.version == VersionHumans {
+				tables = 2
+			}
+			if res, err = backfill(ctx); err != nil || len(res.Rebuilt) != tables {
 				t.Fatalf("late event: %+v %v", res, err)
 			}
 			check("after the late event")

@@ -210,7 +210,7 @@ func dimRollup(table, tExpr string) rollup {
 // cut-off), every step's but MinuteDimsTable, whose view a later step
 // drops.
 func viewRollups() []rollup {
-	return append(rollups(), dimDays(), propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources())
+	return append(rollups(), dimDays(), propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays())
 }
 
 // create returns the statements that make r's table in layout l.

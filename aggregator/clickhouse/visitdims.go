@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,7 +96,7 @@ func visitDimsSchema(l Layout) []string {
 // VisitDimPairs is the ARRAY JOIN list of (dimension, value) of an events
 // row for the dimensions rolled up by step 7, after (”, ”) for the
 // whole site's visits (whose pieces give the entry and exit pages), and
-// then its profile (ProfileDim); with only, just the pairs of the
+// then its profile (ProfileDim) and whether it is a bot's (BotDim); with only, just the pairs of the
 // dimensions it names ("" for the whole site's). Every event is read
 // once per pair before any condition on the pair applies, so a question
 // about one dimension lists that one only.
@@ -113,6 +114,7 @@ func VisitDimPairs(only ...string) string {
 		}
 	}
 	add(ProfileDim, ProfileExpr())
+	add(BotDim, botExpr())
 	return "[" + strings.Join(pairs, ", ") + "]"
 }
 
@@ -236,24 +238,30 @@ func ParseVisitDims(rows [][]string) ([]VisitDim, error) {
 type VisitDimBuild struct {
 	Built, Source uint64
 	// Profiles: the build holds ProfileDim's rows (its second marker,
-	// dimension ProfileDim and value "", has its Built).
-	Profiles bool
+	// dimension ProfileDim and value "", has its Built); Bots likewise
+	// BotDim's (step VersionHumans).
+	Profiles, Bots bool
 }
+
+// buildMarkers are the dimensions of a build's marker rows (value ""):
+// the whole site's, then those of the pairs added since step
+// VersionVisitDims, whose rows a build without that marker lacks.
+var buildMarkers = []string{"", ProfileDim, BotDim}
 
 // VisitDimBuilds returns the latest build of each hour in [from, to) of
 // the sites siteCond selects: by site, then by the hour's unix seconds.
 func VisitDimBuilds(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (map[string]map[int64]VisitDimBuild, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT site, toUnixTimestamp(t), maxIf(built, dim = ''), argMaxIf(source, built, dim = ''), maxIf(built, dim = %s) FROM %s.%s WHERE %s AND dim IN ('', %s) AND value = '' AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY site, t HAVING countIf(dim = '') > 0",
-		quote(ProfileDim), db, VisitDimsTable, siteCond, quote(ProfileDim), from.Unix(), to.Unix()))
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT site, toUnixTimestamp(t), maxIf(built, dim = ''), argMaxIf(source, built, dim = ''), maxIf(built, dim = %[1]s), maxIf(built, dim = %[2]s) FROM %[3]s.%[4]s WHERE %[5]s AND dim IN ('', %[1]s, %[2]s) AND value = '' AND t >= toDateTime(%[6]d) AND t < toDateTime(%[7]d) GROUP BY site, t HAVING countIf(dim = '') > 0",
+		quote(ProfileDim), quote(BotDim), db, VisitDimsTable, siteCond, from.Unix(), to.Unix()))
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]map[int64]VisitDimBuild{}
 	for _, r := range rows {
-		if len(r) != 5 {
+		if len(r) != 6 {
 			return nil, fmt.Errorf("clickhouse: visit dim build row %q", r)
 		}
-		var v [4]uint64
+		var v [5]uint64
 		for i := range v {
 			if v[i], err = parseUint(r[1+i]); err != nil {
 				return nil, err
@@ -262,7 +270,7 @@ func VisitDimBuilds(ctx context.Context, q Querier, db, siteCond string, from, t
 		if out[r[0]] == nil {
 			out[r[0]] = map[int64]VisitDimBuild{}
 		}
-		out[r[0]][int64(v[0])] = VisitDimBuild{Built: v[1], Source: v[2], Profiles: v[3] == v[1]}
+		out[r[0]][int64(v[0])] = VisitDimBuild{Built: v[1], Source: v[2], Profiles: v[3] == v[1], Bots: v[4] == v[1]}
 	}
 	return out, nil
 }
@@ -307,7 +315,10 @@ func staleHours(counts map[string]map[int64]uint64, srcs map[string]map[int64]ui
 // BuildVisitDims stores the VisitDims of every site's hours before
 // settled whose stored build is missing or out of date, as
 // BuildVisitHours does for VisitHoursTable, one query per day over the
-// span of its hours to build. It returns the hours built.
+// span of its hours to build. A build that is up to date but lacks
+// BotDim's rows (made before step VersionHumans) gains them alone, as
+// part of that build: a query of the one pair per event, not all of
+// them. It returns the hours built (either way).
 func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, error) {
 	settled = settled.Truncate(time.Hour)
 	counts, err := HourCounts(ctx, c, c.db, "1", time.Unix(0, 0), settled.Add(time.Hour))
@@ -328,58 +339,95 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 		}
 	}
 	todo := staleHours(counts, srcs, settled.Unix())
-	built := 0
-	cols := "site, dim, value, t, built, source, " + strings.Join(VisitDimCols, ", ")
-	for _, day := range slices.Sorted(maps.Keys(todo)) {
-		// Only the day's hours to build: after the first build, the
-		// one or two hours that settled since the last call.
-		lo, hi := day+86400, day
-		for _, hs := range todo[day] {
-			for _, h := range hs {
-				lo, hi = min(lo, h), max(hi, h+3600)
+	// The up-to-date builds without BotDim's rows.
+	bots := map[int64]map[string][]int64{}
+	for site, bs := range builds {
+		for h, b := range bs {
+			if s, ok := srcs[site][h]; ok && !b.Bots && h < settled.Unix() && s == WindowCount(counts[site], h) {
+				day := h - h%86400
+				if bots[day] == nil {
+					bots[day] = map[string][]int64{}
+				}
+				bots[day][site] = append(bots[day][site], h)
 			}
 		}
-		from, to := time.Unix(lo, 0).UTC(), time.Unix(hi, 0).UTC()
-		rows, err := c.Query(ctx, VisitDimPiecesSQL(c.db, "1", "1", nil, from, to, to.Add(SegmentSeconds*time.Second)))
-		if err != nil {
-			return built, fmt.Errorf("visit dims of %s: %w", from.Format(time.DateOnly), err)
-		}
-		got, err := ParseVisitDims(rows)
+	}
+	built := 0
+	for _, day := range slices.Sorted(maps.Keys(bots)) {
+		n, err := c.buildVisitDimsDay(ctx, counts, bots[day], []string{BotDim}, func(site string, h int64) string { return strconv.FormatUint(builds[site][h].Built, 10) })
+		built += n
 		if err != nil {
 			return built, err
 		}
+	}
+	for _, day := range slices.Sorted(maps.Keys(todo)) {
 		now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-		want := map[string]map[int64]bool{}
-		var values, markers []string
-		for site, hs := range todo[day] {
-			want[site] = map[int64]bool{}
-			for _, h := range hs {
-				want[site][h] = true
-				for _, dim := range []string{"", ProfileDim} {
-					markers = append(markers, fmt.Sprintf("(%s, %s, '', %d, %s, %d%s)", quote(site), quote(dim), h, now, WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
-				}
-			}
-		}
-		for _, v := range got {
-			if !want[v.Site][v.T.Unix()] {
-				continue
-			}
-			vals := []string{quote(v.Site), quote(v.Dim), quote(v.Value), strconv.FormatInt(v.T.Unix(), 10), now, "0"}
-			for _, p := range v.fields() {
-				vals = append(vals, strconv.FormatUint(*p, 10))
-			}
-			values = append(values, "("+strings.Join(vals, ", ")+")")
-		}
-		// The markers after every row of their hours: a build cut
-		// short leaves its rows unread.
-		if err := c.insertLiterals(ctx, VisitDimsTable, cols, values, markers); err != nil {
-			return built, fmt.Errorf("store the visit dims of %s: %w", from.Format(time.DateOnly), err)
-		}
-		for _, hs := range todo[day] {
-			built += len(hs)
+		n, err := c.buildVisitDimsDay(ctx, counts, todo[day], nil, func(string, int64) string { return now })
+		built += n
+		if err != nil {
+			return built, err
 		}
 	}
 	return built, nil
+}
+
+// buildVisitDimsDay stores the VisitDims of the pairs of dims (nil: all,
+// with every marker; else those dimensions' markers) of one day's hours
+// by site, as build built(site, hour), its markers' Source from counts
+// (HourCounts read before: a later event makes the build out of date).
+// Only the day's hours to build are read: after the first build, the one
+// or two hours that settled since the last call. It returns the hours
+// built.
+func (c *Client) buildVisitDimsDay(ctx context.Context, counts map[string]map[int64]uint64, hours map[string][]int64, dims []string, built func(site string, h int64) string) (int, error) {
+	var lo, hi int64 = math.MaxInt64, 0
+	for _, hs := range hours {
+		for _, h := range hs {
+			lo, hi = min(lo, h), max(hi, h+3600)
+		}
+	}
+	from, to := time.Unix(lo, 0).UTC(), time.Unix(hi, 0).UTC()
+	rows, err := c.Query(ctx, VisitDimPiecesSQL(c.db, "1", "1", dims, from, to, to.Add(SegmentSeconds*time.Second)))
+	if err != nil {
+		return 0, fmt.Errorf("visit dims of %s: %w", from.Format(time.DateOnly), err)
+	}
+	got, err := ParseVisitDims(rows)
+	if err != nil {
+		return 0, err
+	}
+	markers := buildMarkers
+	if dims != nil {
+		markers = dims
+	}
+	want := map[string]map[int64]bool{}
+	var values, marks []string
+	n := 0
+	for site, hs := range hours {
+		want[site] = map[int64]bool{}
+		for _, h := range hs {
+			want[site][h] = true
+			n++
+			for _, dim := range markers {
+				marks = append(marks, fmt.Sprintf("(%s, %s, '', %d, %s, %d%s)", quote(site), quote(dim), h, built(site, h), WindowCount(counts[site], h), strings.Repeat(", 0", len(VisitDimCols))))
+			}
+		}
+	}
+	for _, v := range got {
+		if !want[v.Site][v.T.Unix()] {
+			continue
+		}
+		vals := []string{quote(v.Site), quote(v.Dim), quote(v.Value), strconv.FormatInt(v.T.Unix(), 10), built(v.Site, v.T.Unix()), "0"}
+		for _, p := range v.fields() {
+			vals = append(vals, strconv.FormatUint(*p, 10))
+		}
+		values = append(values, "("+strings.Join(vals, ", ")+")")
+	}
+	// The markers after every row of their hours: a build cut short
+	// leaves its rows unread.
+	cols := "site, dim, value, t, built, source, " + strings.Join(VisitDimCols, ", ")
+	if err := c.insertLiterals(ctx, VisitDimsTable, cols, values, marks); err != nil {
+		return 0, fmt.Errorf("store the visit dims of %s: %w", from.Format(time.DateOnly), err)
+	}
+	return n, nil
 }
 
 // StoredVisitDims returns, per hour (unix seconds) in [from, to), the

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,11 +51,47 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 	if got := c.count(t, "SELECT sum(pieces), uniqExact(value) FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '"+ProfileDim+"' AND value != ''"); got != fmt.Sprintf("%d\t1", n) {
 		t.Errorf("visits and values of the profile rows: %s", got)
 	}
+	// None of them is a bot's (BotDim's value "0").
+	if got := c.count(t, "SELECT sum(pieces), groupUniqArray(value) FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '"+BotDim+"' AND value != ''"); got != fmt.Sprintf("%d\t['0']", n) {
+		t.Errorf("visits and values of the bot rows: %s", got)
+	}
 	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 0 {
 		t.Errorf("a second build: %d hours, %v", again, err)
 	}
-	// A build made before the profile rows existed has no profile
-	// marker: a later one, as such a build, is built again with them.
+	// A build made before the bot rows existed (step VersionHumans),
+	// up to date otherwise, gains them alone, as part of that build.
+	if err := c.Exec(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" SELECT site, dim, value, t, built + 1, source, "+strings.Join(VisitDimCols, ", ")+" FROM "+c.db+"."+VisitDimsTable+" WHERE dim != '"+BotDim+"'"); err != nil {
+		t.Fatal(err)
+	}
+	old, err := VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
+	if err != nil || len(old["big.example"]) != 3 {
+		t.Fatalf("builds: %v, %v", old, err)
+	}
+	for h, b := range old["big.example"] {
+		if !b.Profiles || b.Bots {
+			t.Fatalf("hour %d: a build with profiles and without bots: %+v", h, b)
+		}
+	}
+	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 3 {
+		t.Errorf("a build of the bot rows: %d hours, %v", again, err)
+	}
+	now, err := VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
+	for h, b := range now["big.example"] {
+		if ob := old["big.example"][h]; b.Built != ob.Built || b.Source != ob.Source || !b.Bots || !b.Profiles {
+			t.Errorf("hour %d: %+v after the bot rows' build, want %+v with bots (%v)", h, b, ob, err)
+		}
+	}
+	human := "0"
+	stored, err := StoredVisitDims(ctx, c, c.db, "big.example", BotDim, &human, hour.Add(-time.Hour), hour.Add(2*time.Hour), now["big.example"])
+	if err != nil || len(stored) != 1 || stored["0"][hour.Unix()].Pieces != n {
+		t.Errorf("the bot rows of the build: %+v, %v", stored, err)
+	}
+	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 0 {
+		t.Errorf("a build after the bot rows': %d hours, %v", again, err)
+	}
+	// A build made before the profile rows (or the bot rows) existed
+	// has no profile (bot) marker: a later one, as such a build, is
+	// built again with them.
 	if err := c.Exec(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" (site, dim, value, t, built, source) SELECT site, '', '', t, built + 1, source FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '' AND value = ''"); err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +100,8 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 		t.Fatalf("builds: %v, %v", builds, err)
 	}
 	for h, b := range builds["big.example"] {
-		if b.Profiles {
-			t.Errorf("hour %d: a build without a profile marker said to have profiles", h)
+		if b.Profiles || b.Bots {
+			t.Errorf("hour %d: a build without profile and bot markers said to have their rows: %+v", h, b)
 		}
 	}
 	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 3 {
@@ -72,8 +109,8 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 	}
 	builds, err = VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
 	for h, b := range builds["big.example"] {
-		if !b.Profiles {
-			t.Errorf("hour %d: rebuilt without profiles (%v)", h, err)
+		if !b.Profiles || !b.Bots {
+			t.Errorf("hour %d: rebuilt without profiles or bots: %+v (%v)", h, b, err)
 		}
 	}
 }

@@ -57,9 +57,11 @@ type Request struct {
 	Prev    Range // the same length right before Range
 	Filters []Filter
 	// ExcludeBots leaves out the events of bots (clickhouse.BotCond):
-	// the per-site and per-dimension rollups count them, so only the
-	// per-minute rollups (which keep the verdict per row) and the
-	// events table answer.
+	// the per-site and per-dimension rollups count them, so the site's
+	// numbers without filters come from their own rollups
+	// (clickhouse.HumanTable, see humans), and the rest from the
+	// per-minute rollups (which keep the verdict per row) or the events
+	// table.
 	ExcludeBots bool
 }
 
@@ -75,13 +77,12 @@ func init() {
 	}
 }
 
-// customFirst and customEnd bound a custom range: ClickHouse's DateTime
-// is a UInt32 of seconds since 1970 (to 2106-02-07), which a time out of
-// it wraps around silently, and the previous period of a range of up to
-// 366 days must fit in it too.
+// customFirst and customEnd bound a custom range: within ClickHouse's
+// DateTime, which a time out of wraps around silently, with the previous
+// period of a range of up to 366 days.
 var (
-	customFirst = time.Unix(366*86400, 0).UTC()
-	customEnd   = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)
+	customFirst = clickhouse.DateTimeMin.AddDate(0, 0, 366)
+	customEnd   = clickhouse.DateTimeMax
 )
 
 // ParseRequest reads site, range (default today), from and to (custom:
@@ -307,15 +308,21 @@ type Stats struct {
 // where is the source table and condition for r over rng, read at grain
 // g: "FROM table WHERE cond" reads it. With one filter, a rollup reads
 // DimTable, and the whole days of fresh from DimDayTable (see dimRows;
-// table may be a subquery, cond "1").
-func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool, minute string) (table, cond, tcol string) {
+// table may be a subquery, cond "1"). over, if not "", is the rollup
+// chosen for r's question that the others cannot answer: a per-minute
+// rollup (minuteTable) or, for a site's numbers without bots,
+// humanRollups (humans: clickhouse.HumanTable of g).
+func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool, over string) (table, cond, tcol string) {
 	db := e.Src.DB()
 	q := clickhouse.Quote
 	span := fmt.Sprintf("toDateTime(%d) AND ", rng.From.Unix())
 	end := fmt.Sprintf("toDateTime(%d)", rng.To.Unix())
 	switch {
-	case minute != "":
-		table, cond = e.minuteRows(minute, r, rng)
+	case over == humanRollups:
+		human, _ := clickhouse.HumanTable(g)
+		return db + "." + human, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
+	case over != "":
+		table, cond = e.minuteRows(over, r, rng)
 		return table, cond, "t"
 	case e.rollups(r) && len(r.Filters) == 0:
 		return db + "." + g.Table, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
@@ -375,6 +382,27 @@ func (e *Engine) minuteTable(ctx context.Context, r Request, dim string, from, t
 		}
 	}
 	return "", nil
+}
+
+// humanRollups, as where's over, names the rollups without bots
+// (clickhouse.HumanTable).
+const humanRollups = "humans"
+
+// humans reports whether r's question, a site's numbers without bots and
+// without filters, reads the rollups without bots (clickhouse.HumanTable
+// of its grains): over whole hours, at an hour's grain or coarser, where
+// they hold both periods (clickhouse.HumansReady). Its visits come from
+// VisitDimsTable's rows of clickhouse.BotDim (see visits).
+func (e *Engine) humans(ctx context.Context, r Request) (bool, error) {
+	if e.Raw || !r.ExcludeBots || len(r.Filters) > 0 || r.Range.Grain.Seconds < 3600 || r.Range.Total.Seconds < 3600 {
+		return false, nil
+	}
+	for _, t := range []time.Time{r.Prev.From, r.Range.From, r.Range.To} {
+		if t.Unix()%3600 != 0 {
+			return false, nil
+		}
+	}
+	return clickhouse.HumansReady(ctx, e.Src, e.Src.DB(), r.Site, r.Prev.From, r.Range.To)
 }
 
 // wholeDays returns the whole days of [from, to) as [dayFrom, dayTo)
@@ -533,14 +561,22 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 			return st, err
 		}
 	}
-	// With filters DimTable cannot combine, a per-minute rollup where it
-	// holds both periods.
-	minute, err := e.minuteTable(ctx, r, "", r.Prev.From, r.Range.To)
+	// A site's numbers without bots from their own rollup, where it holds
+	// both periods; else, and with filters DimTable cannot combine, a
+	// per-minute rollup where it holds them.
+	human, err := e.humans(ctx, r)
 	if err != nil {
 		return st, err
 	}
+	minute, over := "", humanRollups
+	if !human {
+		if minute, err = e.minuteTable(ctx, r, "", r.Prev.From, r.Range.To); err != nil {
+			return st, err
+		}
+		over = minute
+	}
 	totals := func(rng Range) (ev, pv, uv uint64, table string, err error) {
-		table, cond, _ := e.where(r, rng, rng.Total, fresh, minute)
+		table, cond, _ := e.where(r, rng, rng.Total, fresh, over)
 		rows, err := e.Src.Query(ctx, "SELECT "+sums(table)+" FROM "+table+" WHERE "+cond)
 		if err != nil {
 			return 0, 0, 0, table, err
@@ -567,7 +603,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if g.Seconds < 86400 { // buckets finer than the days
 		seriesFresh = nil
 	}
-	stable, cond, tcol := e.where(r, r.Range, g, seriesFresh, minute)
+	stable, cond, tcol := e.where(r, r.Range, g, seriesFresh, over)
 	bucket := tcol
 	if tcol == "ts" || stable != e.Src.DB()+"."+g.Table {
 		bucket = g.Start + "(" + tcol + ", 'UTC')"
@@ -599,7 +635,8 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 			return err
 		},
 		func() error {
-			if e.Raw || len(r.Filters) > 1 {
+			// Only the step-7 rollups wait for the backfill.
+			if !e.rollups(r) || minute != "" || len(r.Filters) > 1 {
 				return nil
 			}
 			cutoff, pending, err := clickhouse.BackfillPending(ctx, e.Src, e.Src.DB(), r.Site, r.Range.From, r.Range.To)
@@ -692,6 +729,9 @@ func (e *Engine) visits(ctx context.Context, r Request, rng Range) (VisitStats, 
 	}
 	if e.rollups(r) && len(r.Filters) == 1 && whole && rolledUp(r.Filters[0].Dim) {
 		return e.visitsFromDims(ctx, r, rng)
+	}
+	if !e.Raw && r.ExcludeBots && len(r.Filters) == 0 && whole {
+		return e.visitsWithoutBots(ctx, r, rng)
 	}
 	if f := e.profileFilters(r, rng); f != nil {
 		return e.visitsFromProfiles(ctx, r, rng, f)
@@ -846,17 +886,32 @@ func (e *Engine) profileFilters(r Request, rng Range) map[string]string {
 // filter from VisitDimsTable (see dimVisits).
 func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
 	f := r.Filters[0]
-	return e.dimVisits(ctx, r.Site, rng, false,
+	return e.valueVisits(ctx, r.Site, rng, f.Name, f.Value, nil)
+}
+
+// visitsWithoutBots adds up the VisitHours of rng's hours of the site's
+// events that are not a bot's, from VisitDimsTable's rows of
+// clickhouse.BotDim, value "0" (see dimVisits; a build made before
+// those rows existed counts as missing).
+func (e *Engine) visitsWithoutBots(ctx context.Context, r Request, rng Range) (VisitStats, string, error) {
+	return e.valueVisits(ctx, r.Site, rng, clickhouse.BotDim, "0", func(b clickhouse.VisitDimBuild) bool { return b.Bots })
+}
+
+// valueVisits adds up the VisitHours of rng's hours of site's events
+// whose dimension dim has value, from VisitDimsTable (see dimVisits,
+// and holds).
+func (e *Engine) valueVisits(ctx context.Context, site string, rng Range, dim, value string, holds func(clickhouse.VisitDimBuild) bool) (VisitStats, string, error) {
+	return e.dimVisits(ctx, site, rng, holds,
 		func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error) {
-			stored, err := clickhouse.StoredVisitDims(ctx, e.Src, e.Src.DB(), r.Site, f.Name, &f.Value, rng.From, rng.To, fresh)
+			stored, err := clickhouse.StoredVisitDims(ctx, e.Src, e.Src.DB(), site, dim, &value, rng.From, rng.To, fresh)
 			hours := map[int64]clickhouse.VisitHour{}
-			for h, v := range stored[f.Value] {
+			for h, v := range stored[value] {
 				hours[h] = v.VisitHour
 			}
 			return hours, err
 		},
-		f.Name, "dv.2 = "+clickhouse.Quote(f.Value),
-		func(v clickhouse.VisitDim) bool { return v.Dim == f.Name && v.Value == f.Value })
+		dim, "dv.2 = "+clickhouse.Quote(value),
+		func(v clickhouse.VisitDim) bool { return v.Dim == dim && v.Value == value })
 }
 
 // visitsFromProfiles adds up the VisitHours of rng's hours of the profiles
@@ -866,7 +921,7 @@ func (e *Engine) visitsFromDims(ctx context.Context, r Request, rng Range) (Visi
 func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range, filters map[string]string) (VisitStats, string, error) {
 	cond, _ := clickhouse.ProfileCond("value", filters)
 	pairs, _ := clickhouse.ProfileCond("dv.2", filters)
-	return e.dimVisits(ctx, r.Site, rng, true,
+	return e.dimVisits(ctx, r.Site, rng, func(b clickhouse.VisitDimBuild) bool { return b.Profiles },
 		func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error) {
 			return clickhouse.StoredProfileHours(ctx, e.Src, e.Src.DB(), r.Site, cond, rng.From, rng.To, fresh)
 		},
@@ -876,13 +931,14 @@ func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range, f
 
 // dimVisits adds up site's VisitHours over rng from VisitDimsTable: for
 // the hours whose latest build was made from the hourly rollup's
-// WindowCount now (and, with profiles, holds the profile rows), those
+// WindowCount now (and that holds says hold the rows read, if holds is
+// not nil: a pair added since), those
 // stored returns; the rest computed in one query from the events table
 // (VisitDimPiecesSQL: the same pieces) for the pairs of dimension dim
 // that valueCond (over dv.2) selects,
 // the pieces of which keep picks adding up per hour. The source names
 // the tables read.
-func (e *Engine) dimVisits(ctx context.Context, site string, rng Range, profiles bool,
+func (e *Engine) dimVisits(ctx context.Context, site string, rng Range, holds func(clickhouse.VisitDimBuild) bool,
 	stored func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error),
 	dim, valueCond string, keep func(clickhouse.VisitDim) bool) (VisitStats, string, error) {
 	db := e.Src.DB()
@@ -891,9 +947,9 @@ func (e *Engine) dimVisits(ctx context.Context, site string, rng Range, profiles
 	if err != nil {
 		return VisitStats{}, table, err
 	}
-	if profiles {
+	if holds != nil {
 		for h, b := range fresh {
-			if !b.Profiles {
+			if !holds(b) {
 				delete(fresh, h)
 				missing[h] = true
 			}

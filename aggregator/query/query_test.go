@@ -176,6 +176,8 @@ func goFilter(f url.Values) (func(event.Event) bool, bool) {
 		return func(e event.Event) bool { return goPath(e) == f.Get("page") }, true
 	case len(f) == 0:
 		return func(event.Event) bool { return true }, true
+	case f.Get("bots") == "exclude":
+		return func(e event.Event) bool { return e.BotScore < event.BotScoreMin }, true
 	}
 	return nil, false
 }
@@ -466,8 +468,15 @@ func TestAgainstRawEvents(t *testing.T) {
 				}
 			}
 			visitsRollup := st.VisitsSource == clickhouse.VisitsTable || st.VisitsSource == clickhouse.VisitHoursTable
+			// Without bots and filters, over whole hours: the rollup
+			// of the events that are not bots' and the visits of
+			// those in VisitDimsTable.
+			humans := bots && len(f) == 1 && rng != "realtime"
+			if human, _ := clickhouse.HumanTable(req.Range.Total); humans && (st.Source != human || !strings.HasPrefix(st.VisitsSource, clickhouse.VisitDimsTable)) {
+				t.Errorf("%s: read %s+%s, want %s+%s", name, st.Source, st.VisitsSource, human, clickhouse.VisitDimsTable)
+			}
 			// Without bots: only what keeps each event's verdict.
-			if bots && st.Source != "events" && st.Source != minuteWant(f, "") {
+			if bots && !humans && st.Source != "events" && st.Source != minuteWant(f, "") {
 				t.Errorf("%s: read %s, which counts bots", name, st.Source)
 			}
 			if bots {
@@ -492,12 +501,12 @@ func TestAgainstRawEvents(t *testing.T) {
 			if profile && rng != "realtime" && !strings.HasPrefix(st.VisitsSource, clickhouse.VisitDimsTable) {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
-			if !bots && (len(f) == 1 || profile) && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
+			if (!bots && len(f) == 1 || profile || humans) && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
 			// Filters that a per-minute rollup holds all of: from it
 			// (their cut-off is 0 here, so they hold every range).
-			if w := minuteWant(f, ""); w != "" && (st.Source != w || !profile && st.VisitsSource != w) {
+			if w := minuteWant(f, ""); w != "" && !humans && (st.Source != w || !profile && st.VisitsSource != w) {
 				t.Errorf("%s: read %s+%s, want %s", name, st.Source, st.VisitsSource, w)
 			}
 			if checked != 8 {
@@ -664,6 +673,9 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 	}
 	qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE visitor_id = 0) FROM "+db+"."+clickhouse.VisitsTable)
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsTable+" WHERE key = ''")
+	for _, table := range []string{clickhouse.HumanHoursTable, clickhouse.HumanDaysTable} {
+		qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE "+clickhouse.BotCond+") FROM "+db+"."+table)
+	}
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsDimsTable+" WHERE dim = ''")
 	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable} {
 		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table)
@@ -1155,6 +1167,34 @@ func TestParseRequestPagePath(t *testing.T) {
 		}
 		if got["page"] != want || got["country"] != "/café" {
 			t.Errorf("page=%s: filters %v, want page %q and country as given", in, got, want)
+		}
+	}
+}
+
+// bots= takes include (the default) or exclude; any other value is an
+// error, not the default, so a mistyped link does not show bots as if
+// they were left out.
+func TestParseRequestBots(t *testing.T) {
+	for q, want := range map[string]string{
+		"site=demo":                     "include",
+		"site=demo&bots=include":        "include",
+		"site=demo&bots=exclude":        "exclude",
+		"site=demo&bots=":               "include",
+		"site=demo&bots=no":             "error",
+		"site=demo&bots=Exclude":        "error",
+		"site=demo&bots=exclude&bots=x": "exclude",
+	} {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := ParseRequest(v, time.Now())
+		got := map[bool]string{false: "include", true: "exclude"}[r.ExcludeBots]
+		if err != nil {
+			got = "error"
+		}
+		if got != want {
+			t.Errorf("%s: %s (%v), want %s", q, got, err, want)
 		}
 	}
 }
