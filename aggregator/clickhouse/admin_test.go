@@ -390,3 +390,17 @@ func TestRetryServerErrors(t *testing.T) {
 		}
 	}
 }
+
+// An erasure's answer names every rollup that keeps visitor ids inside
+// its visitors states, which an erasure cannot edit, or deletes its rows
+// (the per-visitor rollups): a step that adds one must say which.
+func TestErasureKeptNamesEveryRollup(t *testing.T) {
+	for _, r := range viewRollups() {
+		if !strings.Contains(r.cols, "visitors") && !strings.Contains(r.cols, "visitor_id") {
+			continue
+		}
+		if !slices.Contains(visitorTables, r.table) && !strings.Contains(ErasureKept, r.table) {
+			t.Errorf("%s holds visitor ids, and an erasure neither deletes its rows nor says it keeps them", r.table)
+		}
+	}
+}
