@@ -16,10 +16,10 @@ import (
 // them, seconds where the question with bots read a few hundred rows.
 // Step VersionHumans keeps the hourly and daily rollups of the events
 // that are not a bot's (HumanHoursTable, HumanDaysTable: views from one
-// cut-off and a backfill, as step 7's), and VisitDimsTable holds the visits of those events as the
-// rows of pseudo-dimension BotDim, value "0", which the lease holder's
-// build adds to every hour (a build made before has no such rows and is
-// built again). The verdict is the edge's (BotCond), fixed at ingest as
+// cut-off and a backfill, as step 7's), and VisitDimsTable holds the
+// visits of those events as the rows of pseudo-dimension BotDim, value
+// "0", which the lease holder's build adds to every hour (a build made
+// before has no such rows and gains them, see BuildVisitDims). The verdict is the edge's (BotCond), fixed at ingest as
 // in the per-minute rollups; reclassifying bots later means rebuilding
 // these rollups from the events.
 
@@ -90,9 +90,9 @@ func (c *Client) createHumansViews(ctx context.Context) error {
 	return c.execDDL(ctx, humanDays().view(c.layout, cutoff.Unix()))
 }
 
-// HumanHoursCutoff returns HumanHoursTable's cut-off: the events before
-// it are rolled up by BackfillHumanHours. ok is false before step
-// VersionHumans.
+// HumanHoursCutoff returns the cut-off of HumanHoursTable's view (and
+// HumanDaysTable's): the events before it are rolled up by
+// BackfillHumans. ok is false before step VersionHumans.
 func (c *Client) HumanHoursCutoff(ctx context.Context) (cutoff time.Time, ok bool, err error) {
 	return c.cutoffOf(ctx, humanHours())
 }
@@ -108,15 +108,11 @@ func (c *Client) BackfillHumans(ctx context.Context) (BackfillResult, error) {
 
 // HumansReady reports whether HumanHoursTable and HumanDaysTable hold
 // site's events of [from, to), as MinuteAudienceReady says for its
-// table, by month (their partitions). The months it expects are those the hourly rollup has
-// events of: one of bots' events alone before the cut-off, which the
-// backfill has nothing to roll up of, keeps a range over it from being
-// ready, and its questions read the per-minute rollups.
+// table, by month (their partitions). The months it expects are those
+// the hourly rollup has events of: one of bots' events alone before the
+// cut-off, which the backfill has nothing to roll up of, keeps a range
+// over it from being ready, and its questions read the per-minute
+// rollups.
 func HumansReady(ctx context.Context, q Querier, db, site string, from, to time.Time) (bool, error) {
-	for _, table := range []string{HumanHoursTable, HumanDaysTable} {
-		if ok, err := backfilled(ctx, q, db, table, "toYYYYMM", site, from, to); !ok || err != nil {
-			return false, err
-		}
-	}
-	return true, nil
+	return backfilled(ctx, q, db, "toYYYYMM", site, from, to, HumanHoursTable, HumanDaysTable)
 }

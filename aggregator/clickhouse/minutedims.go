@@ -113,31 +113,40 @@ func (c *Client) createMinuteDimsView(ctx context.Context) error {
 // step 7's rollups. ok is false before the table's step. q is a *Client
 // in a cluster, so that every shard's partitions are listed.
 func minuteReady(ctx context.Context, q Querier, db, table, site string, from, to time.Time) (bool, error) {
-	return backfilled(ctx, q, db, table, "toYYYYMMDD", site, from, to)
+	return backfilled(ctx, q, db, "toYYYYMMDD", site, from, to, table)
 }
 
-// backfilled is minuteReady for a table partitioned by (part(t), src),
-// part toYYYYMMDD or toYYYYMM.
-func backfilled(ctx context.Context, q Querier, db, table, part, site string, from, to time.Time) (bool, error) {
-	cutoff, ok, err := viewCutoff(ctx, q, db, table)
+// backfilled is minuteReady for tables partitioned by (part(t), src),
+// part toYYYYMMDD or toYYYYMM, whose views share the cut-off of the
+// first's: every one of them holds the range, read in one query.
+func backfilled(ctx context.Context, q Querier, db, part, site string, from, to time.Time, tables ...string) (bool, error) {
+	cutoff, ok, err := viewCutoff(ctx, q, db, tables[0])
 	if err != nil || !ok {
 		return false, err
 	}
 	if from.Unix() >= cutoff {
 		return true, nil
 	}
-	parts, local := "system.parts", table
+	parts, local := "system.parts", slices.Clone(tables)
 	if c, ok := q.(*Client); ok {
-		parts, local = c.system("parts"), c.layout.LocalName(table)
+		parts = c.system("parts")
+		for i, t := range tables {
+			local[i] = c.layout.LocalName(t)
+		}
 	}
-	// Days or months as the server partitions them (in its time zone).
-	digits := len("YYYYMMDD")
-	if part == "toYYYYMM" {
-		digits = len("YYYYMM")
+	// Days or months as the server partitions them (in its time zone),
+	// each in the backfilled partitions (src = 1) of every table.
+	digits := len(strings.TrimPrefix(part, "to")) // YYYYMMDD or YYYYMM
+	var names, arrays, has []string
+	for i, t := range local {
+		names = append(names, quote(t))
+		arrays = append(arrays, fmt.Sprintf("groupUniqArrayIf(toUInt32(substring(partition_id, 1, %d)), table = %s) AS p%d", digits, quote(t), i))
+		has = append(has, fmt.Sprintf("has(p%d, d)", i))
 	}
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT d, has(p, d) FROM (SELECT DISTINCT %[9]s(t) AS d FROM %[1]s.%[2]s WHERE site = %[3]s AND t >= toDateTime(%[4]d) AND t < toDateTime(%[5]d))
-	CROSS JOIN (SELECT groupUniqArray(toUInt32(substring(partition_id, 1, %[10]d))) AS p FROM %[6]s WHERE database = %[7]s AND table = %[8]s AND active AND endsWith(partition_id, '-1'))`,
-		db, Grains[1].Table, quote(site), from.Unix(), min(to.Unix(), cutoff), parts, quote(db), quote(local), part, digits))
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT d, %[9]s FROM (SELECT DISTINCT %[8]s(t) AS d FROM %[1]s.%[2]s WHERE site = %[3]s AND t >= toDateTime(%[4]d) AND t < toDateTime(%[5]d))
+	CROSS JOIN (SELECT %[10]s FROM %[6]s WHERE database = %[7]s AND table IN (%[11]s) AND active AND endsWith(partition_id, '-1'))`,
+		db, Grains[1].Table, quote(site), from.Unix(), min(to.Unix(), cutoff), parts, quote(db), part,
+		strings.Join(has, " AND "), strings.Join(arrays, ", "), strings.Join(names, ", ")))
 	if err != nil {
 		return false, err
 	}

@@ -96,10 +96,10 @@ func visitDimsSchema(l Layout) []string {
 // VisitDimPairs is the ARRAY JOIN list of (dimension, value) of an events
 // row for the dimensions rolled up by step 7, after (”, ”) for the
 // whole site's visits (whose pieces give the entry and exit pages), and
-// then its profile (ProfileDim) and whether it is a bot's (BotDim); with only, just the pairs of the
-// dimensions it names ("" for the whole site's). Every event is read
-// once per pair before any condition on the pair applies, so a question
-// about one dimension lists that one only.
+// then its profile (ProfileDim) and whether it is a bot's (BotDim); with
+// only, just the pairs of the dimensions it names ("" for the whole
+// site's). Every event is read once per pair before any condition on the
+// pair applies, so a question about one dimension lists that one only.
 func VisitDimPairs(only ...string) string {
 	var pairs []string
 	add := func(name, expr string) {
@@ -339,12 +339,13 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 		}
 	}
 	todo := staleHours(counts, srcs, settled.Unix())
-	// The up-to-date builds without BotDim's rows.
+	// The builds with the profile rows, not to be made again (not in
+	// todo), that lack BotDim's rows.
 	bots := map[int64]map[string][]int64{}
 	for site, bs := range builds {
 		for h, b := range bs {
-			if s, ok := srcs[site][h]; ok && !b.Bots && h < settled.Unix() && s == WindowCount(counts[site], h) {
-				day := h - h%86400
+			day := h - h%86400
+			if b.Profiles && !b.Bots && h < settled.Unix() && !slices.Contains(todo[day][site], h) {
 				if bots[day] == nil {
 					bots[day] = map[string][]int64{}
 				}
