@@ -252,7 +252,9 @@ func normHost(auth, scheme string) (host, hostport string) {
 	if strings.HasPrefix(h, "[") {
 		host = lowerASCII(urlescape.Normalize(h, urlescape.Host))
 	} else {
-		host = normHostName(strings.TrimRight(h, "."))
+		// Trimmed after the conversion too: an escaped or international
+		// spelling of a dot ("%2e", U+3002) is one once converted.
+		host = strings.TrimRight(normHostName(strings.TrimRight(h, ".")), ".")
 	}
 	if port == "" {
 		return host, host

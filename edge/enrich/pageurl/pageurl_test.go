@@ -54,6 +54,10 @@ func TestNormalize(t *testing.T) {
 		{"https://user:secret@example.com/a", "https://example.com/a", "example.com", "/a", ""},
 		{"https://example.com./a", "https://example.com/a", "example.com", "/a", ""},
 		{"https://example.com../a", "https://example.com/a", "example.com", "/a", ""},
+		// A dot spelled escaped or full-width is a dot once converted.
+		{"https://example.com%2e/a", "https://example.com/a", "example.com", "/a", ""},
+		{"https://example.com\u3002/a", "https://example.com/a", "example.com", "/a", ""},
+		{"//%2e", "///", "", "/", ""},
 		{"http://example.com:000/a", "http://example.com:0/a", "example.com", "/a", ""},
 		{"http://a:b:8080/", "http://a%3ab:8080/", "a%3ab", "/", ""}, // a colon in a name is no host
 		{"http://[::1]:8080/", "http://[::1]:8080/", "[::1]", "/", ""},
@@ -155,7 +159,7 @@ func TestResolve(t *testing.T) {
 }
 
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:", "A:."} {
+	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:", "A:.", "//%2e"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
