@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -62,8 +63,9 @@ type Config struct {
 }
 
 type handler struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg    Config
+	mux    *http.ServeMux
+	routes map[string]http.HandlerFunc // path: its POST handler
 }
 
 // New returns the handler for /admin/: POST /admin/erase and POST
@@ -80,9 +82,23 @@ func New(cfg Config) http.Handler {
 	}
 	cfg.Logger = cfg.Logger.With("component", "admin")
 	h := &handler{cfg: cfg, mux: http.NewServeMux()}
-	h.mux.HandleFunc("POST /admin/erase", h.erase)
-	h.mux.HandleFunc("POST /admin/retention", h.retention)
+	h.routes = map[string]http.HandlerFunc{"/admin/erase": h.erase, "/admin/retention": h.retention}
+	for path, f := range h.routes {
+		h.mux.HandleFunc("POST "+path, f)
+	}
+	h.mux.HandleFunc("/admin/", h.fallback)
 	return h
+}
+
+// fallback answers what no route takes, in JSON as the routes do: 405
+// with Allow for another method on a route, else 404.
+func (h *handler) fallback(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.routes[r.URL.Path]; ok {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path+": use POST")
+		return
+	}
+	writeJSON(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+" (POST /admin/erase or /admin/retention)")
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -110,14 +126,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// tokenMatches compares "Bearer token" in constant time (hashes first, so
-// the length does not leak either).
+// removed calls Config.Removed, if set.
 func (h *handler) removed() {
 	if h.cfg.Removed != nil {
 		h.cfg.Removed()
 	}
 }
 
+// tokenMatches compares "Bearer token" in constant time (hashes first, so
+// the length does not leak either).
 func tokenMatches(header, token string) bool {
 	const prefix = "bearer "
 	if token == "" || len(header) < len(prefix) || !strings.EqualFold(header[:len(prefix)], prefix) {
@@ -271,10 +288,28 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields() // a misspelt identifier must not erase by less than asked
 	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, "bad_request", "body must be a JSON object: "+err.Error())
+		writeJSON(w, http.StatusBadRequest, "bad_request", jsonError(err))
 		return false
 	}
 	return true
+}
+
+// jsonError says what is wrong with a body Decode refused: a field's
+// value of the wrong type names the field and the type it wants, rather
+// than the Go struct behind it.
+func jsonError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		want := "a string"
+		switch te.Type.Kind() {
+		case reflect.Int, reflect.Int64, reflect.Uint64, reflect.Uint, reflect.Int32, reflect.Uint32:
+			want = "a whole number"
+		case reflect.Bool:
+			want = "true or false"
+		}
+		return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, want, te.Value)
+	}
+	return "body must be a JSON object: " + err.Error()
 }
 
 func writeJSON(w http.ResponseWriter, status int, reason, msg string) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -106,7 +107,8 @@ func TestAdminHTTP(t *testing.T) {
 		{"retention too long", "/admin/retention", bearer, `{"days":36501}`, 400, "bad_request"},
 		{"retention overflowing", "/admin/retention", bearer, `{"days":100000000000}`, 400, "bad_request"},
 		{"retention 100 years", "/admin/retention", bearer, `{"days":36500}`, 200, ""},
-		{"unknown path", "/admin/nothing", bearer, `{}`, 404, ""},
+		{"retention days as text", "/admin/retention", bearer, `{"days":"7"}`, 400, "bad_request"},
+		{"unknown path", "/admin/nothing", bearer, `{}`, 404, "not_found"},
 	} {
 		code, res := do(h, c.path, c.auth, c.body)
 		if code != c.status || (c.reason != "" && res["reason"] != c.reason) {
@@ -144,6 +146,24 @@ func TestAdminHTTP(t *testing.T) {
 	if strings.Count(out, `"msg":"credential failures"`) != 1 || !strings.Contains(out, `"by_kind":"admin_token=2"`) ||
 		strings.Contains(out, "admin request refused") {
 		t.Errorf("refused requests not summed up in one line:\n%s", out)
+	}
+
+	// A value of the wrong type names the field and what it takes.
+	if _, res := do(h, "/admin/retention", bearer, `{"days":"7"}`); res["error"] != `field "days" must be a whole number, not a JSON string` {
+		t.Errorf("days as text: %v", res)
+	}
+
+	// Another method on a route: 405 in JSON, naming the method to use.
+	for _, path := range []string{"/admin/erase", "/admin/retention"} {
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("Authorization", bearer)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var res map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil || w.Code != 405 || w.Header().Get("Allow") != "POST" ||
+			res["reason"] != "method_not_allowed" || !strings.Contains(fmt.Sprint(res["error"]), "use POST") {
+			t.Errorf("GET %s: %d %q %s", path, w.Code, w.Header().Get("Allow"), w.Body)
+		}
 	}
 
 	// Store errors are 503 and logged as failed.

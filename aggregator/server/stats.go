@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
@@ -189,10 +190,19 @@ func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine
 }
 
 // csvSafe keeps a spreadsheet from running a cell as a formula (OWASP,
-// "CSV Injection").
+// "CSV Injection"): a cell whose first character, after any blanks, starts
+// a formula gets a leading "'". Blanks are skipped because some importers
+// trim them (LibreOffice's "Trim spaces"), and the full-width signs count
+// because spreadsheets in East Asian locales read them as the ASCII ones.
 func csvSafe(v string) string {
-	if v != "" && (v[0] == '=' || v[0] == '+' || v[0] == '-' || v[0] == '@' || v[0] == '\t' || v[0] == '\r') {
+	if v != "" && (v[0] == '\t' || v[0] == '\r' || v[0] == '\n') {
 		return "'" + v
+	}
+	t := strings.TrimLeft(v, " \t\r\n")
+	for _, p := range []string{"=", "+", "-", "@", "\uFF1D", "\uFF0B", "\uFF0D", "\uFF20"} {
+		if strings.HasPrefix(t, p) {
+			return "'" + v
+		}
 	}
 	return v
 }

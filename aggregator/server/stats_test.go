@@ -240,3 +240,16 @@ func TestStatsAPI(t *testing.T) {
 		t.Errorf("viewer's quality: %d %v, want no aggregator section", resp.StatusCode, shop)
 	}
 }
+
+func TestCSVSafe(t *testing.T) {
+	for v, want := range map[string]string{
+		"/pricing": "/pricing", "": "", "a=b": "a=b", " plain": " plain",
+		"=HYPERLINK(1)": "'=HYPERLINK(1)", "+1": "'+1", "-1": "'-1", "@SUM(A1)": "'@SUM(A1)",
+		" =1+1": "' =1+1", "  @x": "'  @x", "\t1": "'\t1", "\r1": "'\r1", "\n=1": "'\n=1",
+		"\uFF1D1+1": "'\uFF1D1+1", " \uFF0B1": "' \uFF0B1",
+	} {
+		if got := csvSafe(v); got != want {
+			t.Errorf("csvSafe(%q) = %q, want %q", v, got, want)
+		}
+	}
+}

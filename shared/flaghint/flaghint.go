@@ -1,4 +1,5 @@
-// Package flaghint adds to a setting's parse error what the setting takes.
+// Package flaghint adds to a setting's parse error what the setting takes,
+// and finds environment variables that look like settings but are none.
 //
 // The flag package reports a number, duration or boolean it cannot parse
 // as only "parse error", and strconv as "invalid syntax"; the commands
@@ -11,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,4 +90,53 @@ func ExplainParse(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %s", err, hint)
+}
+
+// UnknownEnv returns, sorted, a warning for each variable of environ (as
+// os.Environ gives it, "NAME=value") whose name has prefix but that known
+// does not hold: a misspelt setting would otherwise be ignored without a
+// word. Each warning names the known variable nearest to it, when one
+// differs by at most two edits.
+func UnknownEnv(environ []string, prefix string, known map[string]bool) []string {
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, prefix) || known[name] {
+			continue
+		}
+		w := name + " is set but names no setting: ignored"
+		best, bestD := "", 3
+		for k := range known {
+			if d := editDistance(name, k); d < bestD || d == bestD && k < best {
+				best, bestD = k, d
+			}
+		}
+		if best != "" {
+			w += "; did you mean " + best + "?"
+		}
+		out = append(out, w)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			sub := prev[j-1]
+			if a[i-1] != b[j-1] {
+				sub++
+			}
+			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

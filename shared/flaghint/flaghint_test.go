@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,5 +75,21 @@ func TestExplainParse(t *testing.T) {
 		} else if !strings.Contains(got.Error(), tc.want) {
 			t.Errorf("%q, want %q in it", got, tc.want)
 		}
+	}
+}
+
+func TestUnknownEnv(t *testing.T) {
+	known := map[string]bool{"EP_RETENTION_DAYS": true, "EP_ADDR": true}
+	got := UnknownEnv([]string{"EP_RETENTON_DAYS=3", "EP_ADDR=:1", "HOME=/root", "EP_ZZZZZZZZ=1", "EP_ADR"}, "EP_", known)
+	want := []string{
+		"EP_ADR is set but names no setting: ignored; did you mean EP_ADDR?",
+		"EP_RETENTON_DAYS is set but names no setting: ignored; did you mean EP_RETENTION_DAYS?",
+		"EP_ZZZZZZZZ is set but names no setting: ignored",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("UnknownEnv = %q, want %q", got, want)
+	}
+	if d := editDistance("kitten", "sitting"); d != 3 {
+		t.Errorf("editDistance = %d, want 3", d)
 	}
 }

@@ -213,7 +213,8 @@ func run(args []string) error {
 	fs.DurationVar(&o.exitDelay, "exit-delay", 2*time.Second, "after a component fails, how long /healthz answers 503 with the reason (and ingest 503) before the process exits non-zero")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := envDefaults(fs); err != nil {
+	envKnown, err := envDefaults(fs)
+	if err != nil {
 		return usageError{err}
 	}
 	version := fs.Bool("version", false, "print the build's commit and the ClickHouse schema version it migrates to, and exit")
@@ -238,6 +239,9 @@ func run(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	for _, w := range flaghint.UnknownEnv(os.Environ(), envPrefix, envKnown) {
+		log.Warn(w)
+	}
 	dedupe.LogRedisTo(log)
 	setGC(fs, o.gcPercent, o.memoryLimit)
 	secret, err := loadSecret(o.secret, o.secretFile)
@@ -487,15 +491,21 @@ func splitList(s string) []string {
 	return out
 }
 
+// envPrefix begins the name of each environment variable that sets a flag.
+const envPrefix = "EDGEPIXEL_AGG_"
+
 // envDefaults sets each flag from EDGEPIXEL_AGG_<NAME> when present, before
-// the command line is parsed, so the command line still wins.
-func envDefaults(fs *flag.FlagSet) error {
+// the command line is parsed, so the command line still wins. It returns
+// the names it reads.
+func envDefaults(fs *flag.FlagSet) (map[string]bool, error) {
 	var err error
+	known := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "version" { // a question to the binary, not a setting
 			return
 		}
-		name := "EDGEPIXEL_AGG_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		known[name] = true
 		f.Usage += " (env " + name + ")"
 		if v, ok := os.LookupEnv(name); ok && err == nil {
 			if serr := fs.Set(f.Name, v); serr != nil {
@@ -506,7 +516,7 @@ func envDefaults(fs *flag.FlagSet) error {
 			}
 		}
 	})
-	return err
+	return known, err
 }
 
 func loadSecret(secret, file string) ([]byte, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 )
 
@@ -162,5 +164,24 @@ func TestFlagErrorIsShort(t *testing.T) {
 	out, err := exec.Command(aggBinary(t), "--help").Output()
 	if err != nil || !strings.Contains(string(out), "-max-body") {
 		t.Errorf("--help: %v; stdout lacks the flags:\n%s", err, out)
+	}
+}
+
+// Every flag but --version has its variable, and only those are known: a
+// misspelt one is warned about at the start (flaghint.UnknownEnv).
+func TestEnvKnown(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.Int("retention-days", 0, "")
+	fs.Bool("version", false, "")
+	known, err := envDefaults(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(known) != 1 || !known["EDGEPIXEL_AGG_RETENTION_DAYS"] {
+		t.Errorf("known = %v, want EDGEPIXEL_AGG_RETENTION_DAYS alone", known)
+	}
+	w := flaghint.UnknownEnv([]string{"EDGEPIXEL_AGG_RETENTON_DAYS=3"}, envPrefix, known)
+	if len(w) != 1 || !strings.Contains(w[0], "did you mean EDGEPIXEL_AGG_RETENTION_DAYS?") {
+		t.Errorf("warnings %q", w)
 	}
 }

@@ -82,11 +82,19 @@ func exitBySignal(sig syscall.Signal) {
 	os.Exit(128 + int(sig))
 }
 
+// environ is the environment run checks for misspelt variables; tests
+// replace it.
+var environ = os.Environ
+
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "run" {
 		return runCommand(args[1:], getenv, os.Stdin, stdout, stderr) // run.go
 	}
-	o, err := parseArgs(args, getenv)
+	asked := map[string]bool{} // the variables parseArgs reads
+	o, err := parseArgs(args, func(name string) string {
+		asked[name] = true
+		return getenv(name)
+	})
 	if err != nil {
 		if errors.Is(err, errHelp) {
 			fmt.Fprint(stdout, usage)
@@ -108,6 +116,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	for _, w := range flaghint.UnknownEnv(environ(), "EDGEPIXEL_POP_", asked) {
+		log.Warn(w)
+	}
 	ctx, stop := notifyContext(os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, o, log, stdout, stderr); err != nil {

@@ -231,3 +231,19 @@ greeting = "hello from fastly.toml"
 	}
 	fmt.Fprint(io.Discard, stderr.String())
 }
+
+// A misspelt EDGEPIXEL_POP_ variable is warned about, naming the one
+// meant; the ones the POP reads are not.
+func TestWarnsUnknownEnv(t *testing.T) {
+	vars := map[string]string{"EDGEPIXEL_POP_INSTANCE": "3", "EDGEPIXEL_POP_MAX_INSTANCES": "4"}
+	defer func(e func() []string) { environ = e }(environ)
+	environ = func() []string { return []string{"EDGEPIXEL_POP_INSTANCE=3", "EDGEPIXEL_POP_MAX_INSTANCES=4"} }
+	var errb bytes.Buffer
+	if code := run([]string{"-C", filepath.Join(t.TempDir(), "missing.toml"), "a.wasm"}, env(vars), io.Discard, &errb); code != 1 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "EDGEPIXEL_POP_INSTANCE is set but names no setting: ignored; did you mean EDGEPIXEL_POP_INSTANCES?") ||
+		strings.Contains(errb.String(), "EDGEPIXEL_POP_MAX_INSTANCES is set") {
+		t.Errorf("stderr %q: want a warning for EDGEPIXEL_POP_INSTANCE alone", errb.String())
+	}
+}
