@@ -44,6 +44,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -51,12 +52,24 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
+	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 // version is printed by --version as "edgepixel-pop VERSION", the
 // "name semver" shape the Fastly CLI expects from Viceroy.
 var version = "0.1.0"
+
+// fullVersion is version with the build's commit as semver build
+// metadata ("0.1.0+0123456789ab", ".dirty" after it for a changed tree;
+// semver.org item 10), so that the line stays "name semver".
+func fullVersion() string {
+	rev := buildinfo.Revision()
+	if rev == "" {
+		return version
+	}
+	return version + "+" + strings.ReplaceAll(rev, "+", ".")
+}
 
 func main() {
 	code := run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
@@ -108,7 +121,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	if o.version {
-		fmt.Fprintf(stdout, "edgepixel-pop %s\n", version)
+		fmt.Fprintf(stdout, "edgepixel-pop %s\n", fullVersion())
 		return 0
 	}
 	level := slog.LevelInfo

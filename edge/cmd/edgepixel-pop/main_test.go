@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,7 +89,7 @@ func TestVersion(t *testing.T) {
 	}
 	// The Fastly CLI reads "name semver".
 	f := strings.Fields(out.String())
-	if len(f) < 2 || f[0] != "edgepixel-pop" || f[1] != version {
+	if len(f) != 2 || f[0] != "edgepixel-pop" || !regexp.MustCompile(`^`+regexp.QuoteMeta(version)+`(\+[0-9a-f]{12}(\.dirty)?)?$`).MatchString(f[1]) {
 		t.Errorf("--version printed %q", out.String())
 	}
 	if code := run([]string{"-V"}, env(nil), io.Discard, io.Discard); code != 0 {
