@@ -16,8 +16,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
-	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/guard"
 	"github.com/edgepixel/edgepixel/aggregator/reply"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 // Store is what the operations run against (a *clickhouse.Client).
@@ -98,7 +100,7 @@ func (h *handler) fallback(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path+": use POST")
 		return
 	}
-	writeJSON(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+" (POST /admin/erase or /admin/retention)")
+	writeJSON(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path+" (POST "+strings.Join(slices.Sorted(maps.Keys(h.routes)), " or ")+")")
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -300,14 +302,10 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 func jsonError(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
-		want := "a string"
-		switch te.Type.Kind() {
-		case reflect.Int, reflect.Int64, reflect.Uint64, reflect.Uint, reflect.Int32, reflect.Uint32:
-			want = "a whole number"
-		case reflect.Bool:
-			want = "true or false"
+		if want := flaghint.Kind(te.Type.Kind()); want != "" {
+			return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, want, te.Value)
 		}
-		return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, want, te.Value)
+		return fmt.Sprintf("field %q cannot be a JSON %s", te.Field, te.Value)
 	}
 	return "body must be a JSON object: " + err.Error()
 }

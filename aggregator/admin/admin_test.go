@@ -152,6 +152,13 @@ func TestAdminHTTP(t *testing.T) {
 	if _, res := do(h, "/admin/retention", bearer, `{"days":"7"}`); res["error"] != `field "days" must be a whole number, not a JSON string` {
 		t.Errorf("days as text: %v", res)
 	}
+	if _, res := do(h, "/admin/retention", bearer, `{"actor":7}`); res["error"] != `field "actor" must be a string, not a JSON number` {
+		t.Errorf("actor as a number: %v", res)
+	}
+	// An unknown path names the endpoints there are.
+	if _, res := do(h, "/admin/nothing", bearer, `{}`); res["error"] != "no such endpoint: /admin/nothing (POST /admin/erase or /admin/retention)" {
+		t.Errorf("unknown path: %v", res)
+	}
 
 	// Another method on a route: 405 in JSON, naming the method to use.
 	for _, path := range []string{"/admin/erase", "/admin/retention"} {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,18 +23,44 @@ import (
 // "" for types whose own errors say it (strings, lists). A whole-number
 // setting named for bytes or memory asks for bytes.
 func For(name string, v any) string {
-	switch v.(type) {
-	case time.Duration:
+	if _, ok := v.(time.Duration); ok {
 		return "want a duration such as 500ms, 30s, 5m or 720h"
-	case int, int64, uint, uint64:
+	}
+	if v == nil {
+		return ""
+	}
+	switch w := Kind(reflect.TypeOf(v).Kind()); w {
+	case "a whole number":
 		if strings.Contains(name, "bytes") || strings.Contains(name, "memory") || name == "max-body" {
 			return "want a whole number of bytes, e.g. 4194304 for 4 MiB"
 		}
-		return "want a whole number"
-	case float64:
-		return "want a number"
-	case bool:
+		return "want " + w
+	case "a number":
+		return "want " + w
+	case "true or false":
 		return "want true or false (or 1 or 0)"
+	}
+	return ""
+}
+
+// Kind names in words the values a Go kind holds, as a setting or a JSON
+// field of that kind takes them: "a whole number", "a number", "true or
+// false", "a string", "a list", "an object"; "" for other kinds.
+func Kind(k reflect.Kind) string {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
 	}
 	return ""
 }

@@ -93,3 +93,25 @@ func TestUnknownEnv(t *testing.T) {
 		t.Errorf("editDistance = %d, want 3", d)
 	}
 }
+
+func TestFor(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v    any
+		want string
+	}{
+		{"n", int8(1), "want a whole number"},
+		{"n", uint16(1), "want a whole number"},
+		{"memory-limit", uint64(1), "want a whole number of bytes, e.g. 4194304 for 4 MiB"},
+		{"ratio", float32(1), "want a number"},
+		{"on", true, "want true or false (or 1 or 0)"},
+		{"wait", time.Second, "want a duration such as 500ms, 30s, 5m or 720h"},
+		{"name", "x", ""}, // a string's own error says it
+		{"list", []string{"a"}, ""},
+		{"nil", nil, ""},
+	} {
+		if got := For(tc.name, tc.v); got != tc.want {
+			t.Errorf("For(%q, %T) = %q, want %q", tc.name, tc.v, got, tc.want)
+		}
+	}
+}
