@@ -175,11 +175,37 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		}
 		v := q.Get(dim.Name)
 		if dim.Path {
-			v = urlescape.Normalize(v, urlescape.Path)
+			v = pageFilter(v)
 		}
 		r.Filters = append(r.Filters, Filter{Dim: dim, Name: dim.Name, Value: v})
 	}
 	return r, nil
+}
+
+// pageFilter returns a page filter's value as pages are stored
+// (ClickHouse's path() of the URL the edge normalised): the path of a
+// whole http or https URL pasted in; without a query or fragment, which
+// no stored page has; with the leading slash every stored page but the
+// empty one has; and with its escapes in urlescape's normal form.
+func pageFilter(v string) string {
+	for _, scheme := range []string{"https://", "http://"} {
+		if len(v) > len(scheme) && strings.EqualFold(v[:len(scheme)], scheme) {
+			rest := v[len(scheme):]
+			i := strings.IndexAny(rest, "/?#")
+			if i < 0 || rest[i] != '/' {
+				return "/"
+			}
+			v = rest[i:]
+			break
+		}
+	}
+	if i := strings.IndexAny(v, "?#"); i >= 0 {
+		v = v[:i]
+	}
+	if v != "" && v[0] != '/' {
+		v = "/" + v
+	}
+	return urlescape.Normalize(v, urlescape.Path)
 }
 
 // RequestParams returns the parameters ParseRequest reads: site, range,

@@ -1156,6 +1156,14 @@ func TestParseRequestPagePath(t *testing.T) {
 		"/it%27s":    "/it's",
 		"/a b":       "/a%20b",
 		"/pricing":   "/pricing",
+		// As a user types or pastes it: the stored page is the path.
+		"pricing":                                "/pricing",
+		"/pricing?utm_source=x#top":              "/pricing",
+		"https://demo.example/pricing?plan=pro":  "/pricing",
+		"HTTP://demo.example:8080/caf%c3%a9#top": "/caf%C3%A9",
+		"https://demo.example":                   "/",
+		"https://demo.example?x=1":               "/",
+		"":                                       "",
 	} {
 		req, err := ParseRequest(url.Values{"site": {"s"}, "page": {in}, "country": {"/café"}}, time.Now())
 		if err != nil {
