@@ -208,6 +208,19 @@ func pageFilter(v string) string {
 	return urlescape.Normalize(v, urlescape.Path)
 }
 
+// joinDistinct joins the errors of a question's parts asked at once, as
+// errors.Join does, each text once: when the store is down every part
+// fails alike, and one line says it.
+func joinDistinct(errs []error) error {
+	var out []error
+	for _, err := range errs {
+		if err != nil && !slices.ContainsFunc(out, func(o error) bool { return o.Error() == err.Error() }) {
+			out = append(out, err)
+		}
+	}
+	return errors.Join(out...)
+}
+
 // RequestParams returns the parameters ParseRequest reads: site, range,
 // from, to, bots and a filter per dimension (named as the dimension; one that
 // cannot filter too, which ParseRequest refuses saying why).
@@ -679,7 +692,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs[:]...); err != nil {
+	if err := joinDistinct(errs[:]); err != nil {
 		return st, err
 	}
 	st.Source = sourceName(table)
@@ -1029,7 +1042,7 @@ func (e *Engine) dimHours(ctx context.Context, site string, rng Range) (map[int6
 		builds, errs[1] = clickhouse.VisitDimBuilds(ctx, e.Src, db, cond, rng.From, rng.To)
 	}()
 	wg.Wait()
-	if err := errors.Join(errs[:]...); err != nil {
+	if err := joinDistinct(errs[:]); err != nil {
 		return nil, nil, err
 	}
 	fresh := map[int64]clickhouse.VisitDimBuild{}

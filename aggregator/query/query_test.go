@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -1204,5 +1205,18 @@ func TestParseRequestBots(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: %s (%v), want %s", q, got, err, want)
 		}
+	}
+}
+
+// With the store down every part of a question fails alike: the error
+// says it once.
+func TestJoinDistinct(t *testing.T) {
+	down := func() error { return errors.New("clickhouse: connection refused") }
+	err := joinDistinct([]error{down(), nil, down(), errors.New("clickhouse: timeout"), down()})
+	if err == nil || err.Error() != "clickhouse: connection refused\nclickhouse: timeout" {
+		t.Errorf("joined %q", err)
+	}
+	if joinDistinct([]error{nil, nil}) != nil {
+		t.Error("no errors joined to one")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/edgepixel/edgepixel/aggregator/live"
+	"github.com/edgepixel/edgepixel/shared/etag"
 )
 
 // counterMaxAge is how long browsers and CDNs may keep a counter: the
@@ -41,12 +42,12 @@ func (s *Server) counter(w http.ResponseWriter, r *http.Request) {
 	}
 	n, _ := s.hub.RecentPageviews(site)
 	v, capped, _ := s.hub.RecentVisitors(site)
-	etag := `"` + ext + strconv.FormatUint(n, 10) + "-" + strconv.FormatUint(v, 10) + strconv.FormatBool(capped)[:1] + `"`
+	tag := `"` + ext + strconv.FormatUint(n, 10) + "-" + strconv.FormatUint(v, 10) + strconv.FormatBool(capped)[:1] + `"`
 	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", counterMaxAge))
-	w.Header().Set("ETag", etag)
+	w.Header().Set("ETag", tag)
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if r.Header.Get("If-None-Match") == etag {
+	if etag.Match(r.Header.Get("If-None-Match"), tag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}

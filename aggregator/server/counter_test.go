@@ -41,8 +41,12 @@ func TestCounter(t *testing.T) {
 		resp.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("json: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
-	if r, _ := get("/counter/shop.json", resp.Header.Get("ETag")); r.StatusCode != 304 {
-		t.Errorf("revalidation: %d, want 304", r.StatusCode)
+	// As a browser sends it back through a proxy that compressed the
+	// body (weakened) or with other tags it holds.
+	for _, inm := range []string{resp.Header.Get("ETag"), "W/" + resp.Header.Get("ETag"), `"old", ` + resp.Header.Get("ETag")} {
+		if r, _ := get("/counter/shop.json", inm); r.StatusCode != 304 {
+			t.Errorf("revalidation with %s: %d, want 304", inm, r.StatusCode)
+		}
 	}
 	resp, body = get("/counter/shop.svg", "")
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/svg+xml" || !strings.Contains(body, ">4 views, last 5 min<") {

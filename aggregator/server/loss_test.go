@@ -55,6 +55,13 @@ func TestLossAPI(t *testing.T) {
 			t.Errorf("%s: %d %v", q, code, e)
 		}
 	}
+	// Unix seconds where milliseconds are read: the answer says how
+	// the value was read.
+	var e map[string]string
+	if code := getJSON(t, a.dash.URL+"/api/loss?site=demo&from=1796256000", &e); code != 400 ||
+		!strings.Contains(e["error"], "from=1796256000 is read as Unix milliseconds, 1970-01-21T18:57:36Z; as seconds it is 2026-12-03T00:00:00Z: add 000") {
+		t.Errorf("from in seconds: %d %v", code, e)
+	}
 	// The first milliseconds ClickHouse's DateTime holds: the counters
 	// read from an instance's life before them answered 503.
 	if code := getJSON(t, a.dash.URL+"/api/loss?site=demo&from=1&to=2", &map[string]any{}); code != 200 {

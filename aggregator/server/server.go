@@ -714,7 +714,7 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !from.Before(to) || to.Sub(from) > 366*24*time.Hour {
-		bad("from must be before to, at most 366 days")
+		bad("from must be before to, at most 366 days" + secondsHint("from", q.Get("from")) + secondsHint("to", q.Get("to")))
 		return
 	}
 	if from.Before(clickhouse.DateTimeMin) || to.After(clickhouse.DateTimeMax) {
@@ -739,6 +739,20 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseTime reads an RFC 3339 time or unix milliseconds; "" is def.
+// secondsHint says, for a parameter's value that parseTime reads as
+// Unix milliseconds in January 1970 to 1973 but that is Unix seconds
+// from 2001 to 5138, how it was read ("" for any other value): the
+// seconds other interfaces take (NDJSON's ts, edgepixel-sign --expires)
+// made a range that seems to make no sense.
+func secondsHint(name, v string) string {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1e9 || n >= 1e11 {
+		return ""
+	}
+	return fmt.Sprintf(" (%s=%s is read as Unix milliseconds, %s; as seconds it is %s: add 000)", name, v,
+		time.UnixMilli(n).UTC().Format(time.RFC3339), time.Unix(n, 0).UTC().Format(time.RFC3339))
+}
+
 func parseTime(v string, def time.Time) (time.Time, error) {
 	if v == "" {
 		return def, nil

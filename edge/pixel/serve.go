@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/edge/tracker"
+	"github.com/edgepixel/edgepixel/shared/etag"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
 
@@ -229,7 +230,7 @@ func serveScript(req *Hit, resp *Response) {
 	// <script integrity=... crossorigin> needs to check its hash
 	// (subresource integrity, https://www.w3.org/TR/SRI/ section 3.3.5).
 	resp.Set("Access-Control-Allow-Origin", "*")
-	if etagMatch(req.header("If-None-Match"), tag) {
+	if etag.Match(req.header("If-None-Match"), tag) {
 		resp.Status = statusNotModified
 		return
 	}
@@ -242,18 +243,6 @@ func serveScript(req *Hit, resp *Response) {
 	if req.Method == methodGet {
 		resp.Body = body
 	}
-}
-
-// etagMatch reports whether an If-None-Match value names tag, weakly
-// compared (RFC 9110 section 13.1.2), or is "*".
-func etagMatch(header, tag string) bool {
-	for _, t := range strings.Split(header, ",") {
-		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
-		if t == tag || t == "*" {
-			return true
-		}
-	}
-	return false
 }
 
 // acceptsGzip reports whether an Accept-Encoding value accepts gzip: listed

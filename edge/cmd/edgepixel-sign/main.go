@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,7 +33,8 @@ and prints it. Flags (environment variable in brackets):
                     trailing newline is ignored)        [EDGEPIXEL_SIGN_KEY_FILE]
   --ttl D           the signature expires this long from now (default 8760h)
                                                         [EDGEPIXEL_SIGN_TTL]
-  --expires T       expiry as RFC 3339 time or Unix seconds, instead of --ttl
+  --expires T       expiry as RFC 3339 time (2030-06-01T00:00:00Z) or Unix
+                    seconds, instead of --ttl; either within 100 years
   --version         print the commit it was built from and exit
 `
 
@@ -96,6 +98,12 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	if expiry <= now.Unix() {
 		return fmt.Errorf("the expiry %s is not in the future: give a positive --ttl or a later --expires", time.Unix(expiry, 0).UTC().Format(time.RFC3339))
 	}
+	// Likewise an expiry past maxYears, a typo for one in reach (Unix
+	// milliseconds, a digit too many), which would make a pixel that
+	// cannot be retired but by its key.
+	if limit := now.AddDate(maxYears, 0, 0); expiry > limit.Unix() {
+		return fmt.Errorf("the expiry %s is more than %d years away: give a --ttl or an --expires before %s", time.Unix(expiry, 0).UTC().Format(time.RFC3339), maxYears, limit.UTC().Format(time.DateOnly))
+	}
 	sign := func(u string) error {
 		signed, err := pixelsign.SignURL(key, u, expiry)
 		if err != nil {
@@ -123,14 +131,23 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	return sc.Err()
 }
 
-// parseExpiry reads RFC 3339 or Unix seconds.
+// maxYears bounds how far ahead a signature may expire.
+const maxYears = 100
+
+// parseExpiry reads an RFC 3339 time or Unix seconds (digits only: a
+// date alone, or a number with anything after it, is refused rather than
+// read as the seconds it starts with).
 func parseExpiry(s string) (int64, error) {
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t.Unix(), nil
 	}
-	var n int64
-	if _, err := fmt.Sscan(s, &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("--expires %q: want an RFC 3339 time or Unix seconds", s)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || strings.HasPrefix(s, "+") {
+		hint := ""
+		if _, err := time.Parse(time.DateOnly, s); err == nil {
+			hint = " (a day's start: " + s + "T00:00:00Z)"
+		}
+		return 0, fmt.Errorf("--expires %q: want an RFC 3339 time or Unix seconds%s", s, hint)
 	}
 	return n, nil
 }

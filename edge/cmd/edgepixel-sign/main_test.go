@@ -86,3 +86,32 @@ func TestSignVersion(t *testing.T) {
 		t.Errorf("--version: %q, %v", out.String(), err)
 	}
 }
+
+// --expires takes all of its value or none: a date alone, or seconds with
+// anything after them, is refused rather than read as the number it
+// starts with; an expiry out of reach is a typo too.
+func TestSignExpires(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte(strings.Repeat("k", 32)), 0o600)
+	now := time.Unix(1800000000, 0)
+	for expires, want := range map[string]string{
+		"1999999999":           "", // Unix seconds
+		"2030-01-01T00:00:00Z": "",
+		"1999999999xyz":        "want an RFC 3339 time or Unix seconds",
+		"4000000000 junk":      "want an RFC 3339 time or Unix seconds",
+		"1.5e9":                "want an RFC 3339 time or Unix seconds",
+		"+1999999999":          "want an RFC 3339 time or Unix seconds",
+		"2030-06-01":           "(a day's start: 2030-06-01T00:00:00Z)",
+		"99999999999999":       "more than 100 years away",
+		"1999999999000":        "more than 100 years away", // milliseconds
+	} {
+		var out strings.Builder
+		err := run([]string{"--key-file", keyFile, "--expires", expires, "https://px.example/p.gif?site=a"}, strings.NewReader(""), &out, now)
+		switch {
+		case want == "" && (err != nil || !strings.Contains(out.String(), "exp=")):
+			t.Errorf("--expires %q: %v %q, want a signed URL", expires, err, out.String())
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("--expires %q: %v, want an error with %q", expires, err, want)
+		}
+	}
+}
