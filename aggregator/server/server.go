@@ -738,12 +738,11 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 	reply.JSON(w, http.StatusOK, l)
 }
 
-// parseTime reads an RFC 3339 time or unix milliseconds; "" is def.
 // secondsHint says, for a parameter's value that parseTime reads as
 // Unix milliseconds in January 1970 to 1973 but that is Unix seconds
-// from 2001 to 5138, how it was read ("" for any other value): the
-// seconds other interfaces take (NDJSON's ts, edgepixel-sign --expires)
-// made a range that seems to make no sense.
+// from 2001 to 5138, how it was read ("" for any other value): whoever
+// gives the seconds other interfaces take (NDJSON's ts, edgepixel-sign
+// --expires) would otherwise read only that the range is wrong.
 func secondsHint(name, v string) string {
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 1e9 || n >= 1e11 {
@@ -753,6 +752,7 @@ func secondsHint(name, v string) string {
 		time.UnixMilli(n).UTC().Format(time.RFC3339), time.Unix(n, 0).UTC().Format(time.RFC3339))
 }
 
+// parseTime reads an RFC 3339 time or unix milliseconds; "" is def.
 func parseTime(v string, def time.Time) (time.Time, error) {
 	if v == "" {
 		return def, nil
