@@ -39,8 +39,8 @@ type Client struct {
 
 	layout Layout
 	quorum int // the cluster's insert quorum
-	// insertSettings are query settings of every insert (the cluster's
-	// insert_quorum).
+	// insertSettings are query settings of every insert (see
+	// baseInsertSettings; the cluster's insert_quorum).
 	insertSettings map[string]string
 	// insertTimeout bounds an insert request in a cluster (0: none); see
 	// SetCluster.
@@ -79,7 +79,7 @@ func New(baseURL, db string) (*Client, error) {
 		return nil, fmt.Errorf("clickhouse database %q: letters, digits and _ only", db)
 	}
 	if u.Scheme == "native" {
-		c := &Client{db: db, nat: newNative(u)}
+		c := &Client{db: db, nat: newNative(u), insertSettings: baseInsertSettings()}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := c.nat.ping(ctx); errors.Is(err, ErrServerTooOld) {
@@ -87,13 +87,24 @@ func New(baseURL, db string) (*Client, error) {
 		}
 		return c, nil
 	}
-	c := &Client{base: u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"), db: db,
+	c := &Client{base: u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"), db: db, insertSettings: baseInsertSettings(),
 		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: idleConnTimeout}}}
 	if u.User != nil {
 		c.user = u.User.Username()
 		c.password, _ = u.User.Password()
 	}
 	return c, nil
+}
+
+// baseInsertSettings are the query settings of every insert, in a
+// cluster or not. parallel_view_processing runs the materialized views
+// of the events table (a dozen rollups, most of an insert's work) side by
+// side rather than one after another; the loader has one insert in
+// flight at a time, so without it an insert's views use one core
+// (ClickHouse's settings: "Enables pushing to attached views
+// concurrently instead of sequentially"; off by default).
+func baseInsertSettings() map[string]string {
+	return map[string]string{"parallel_view_processing": "1"}
 }
 
 func validIdent(s string) bool {
@@ -320,7 +331,7 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 	if c.readOnlyRestart <= 0 {
 		c.readOnlyRestart = DefaultReadOnlyRestart
 	}
-	c.insertSettings = map[string]string{}
+	c.insertSettings = baseInsertSettings()
 	if cc.InsertQuorum > 1 {
 		c.insertSettings["insert_quorum"] = strconv.Itoa(cc.InsertQuorum)
 		if cc.QuorumTimeout > 0 {
