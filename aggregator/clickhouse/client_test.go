@@ -287,3 +287,43 @@ func TestQueryReplayedOnClosedConnection(t *testing.T) {
 		t.Error("an INSERT was replayed on a new connection")
 	}
 }
+
+// TestInsertsRunViewsInParallel: an insert reaches the server with
+// parallel_view_processing=1, read back from the server's own query log,
+// and a cluster's settings keep it beside the quorum.
+func TestInsertsRunViewsInParallel(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	c.insertSettings["log_queries"] = "1" // only to find the insert in system.query_log
+	if err := c.InsertEvents(ctx, []event.Event{mkEvent(t, "demo", time.Now().UnixMilli())}); err != nil {
+		t.Fatal(err)
+	}
+	// The server logs a finished query after answering it: flush until
+	// the insert is there.
+	var rows [][]string
+	for deadline := time.Now().Add(10 * time.Second); len(rows) == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err := c.Exec(ctx, "SYSTEM FLUSH LOGS"); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		rows, err = c.Query(ctx, "SELECT Settings.Values[indexOf(Settings.Names, 'parallel_view_processing')] FROM system.query_log"+ // type 2: QueryFinish (a UInt8 in 18.16)
+			" WHERE type = 2 AND query LIKE 'INSERT INTO "+c.db+".events %'")
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rows) != 1 || rows[0][0] != "1" {
+		t.Errorf("the insert's parallel_view_processing in the query log: %q, want one insert with 1", rows)
+	}
+
+	cc, err := New(chURL, c.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.SetCluster(ClusterConfig{Name: "c", InsertQuorum: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if cc.insertSettings["parallel_view_processing"] != "1" || cc.insertSettings["insert_quorum"] != "2" {
+		t.Errorf("cluster insert settings %v", cc.insertSettings)
+	}
+}

@@ -55,12 +55,17 @@ func TestLossAPI(t *testing.T) {
 			t.Errorf("%s: %d %v", q, code, e)
 		}
 	}
-	// Unix seconds where milliseconds are read: the answer says how
-	// the value was read.
-	var e map[string]string
-	if code := getJSON(t, a.dash.URL+"/api/loss?site=demo&from=1796256000", &e); code != 400 ||
-		!strings.Contains(e["error"], "from=1796256000 is read as Unix milliseconds, 1970-01-21T18:57:36Z; as seconds it is 2026-12-03T00:00:00Z: add 000") {
-		t.Errorf("from in seconds: %d %v", code, e)
+	// Unix seconds where milliseconds are read are refused and named,
+	// also when both are seconds: that range was in January 1970 and
+	// was answered (with nothing) as if asked.
+	for q, want := range map[string]string{
+		"?site=demo&from=1796256000":               "from: 1796256000 looks like Unix seconds (2026-12-03T00:00:00Z); give Unix milliseconds (add 000)",
+		"?site=demo&from=1796256000&to=1796259600": "to: 1796259600 looks like Unix seconds (2026-12-03T01:00:00Z)",
+	} {
+		var e map[string]string
+		if code := getJSON(t, a.dash.URL+"/api/loss"+q, &e); code != 400 || !strings.Contains(e["error"], want) {
+			t.Errorf("%s: %d %v, want %q", q, code, e, want)
+		}
 	}
 	// The first milliseconds ClickHouse's DateTime holds: the counters
 	// read from an instance's life before them answered 503.

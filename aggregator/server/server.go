@@ -714,7 +714,7 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !from.Before(to) || to.Sub(from) > 366*24*time.Hour {
-		bad("from must be before to, at most 366 days" + secondsHint("from", q.Get("from")) + secondsHint("to", q.Get("to")))
+		bad("from must be before to, at most 366 days")
 		return
 	}
 	if from.Before(clickhouse.DateTimeMin) || to.After(clickhouse.DateTimeMax) {
@@ -738,21 +738,13 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 	reply.JSON(w, http.StatusOK, l)
 }
 
-// secondsHint says, for a parameter's value that parseTime reads as
-// Unix milliseconds in January 1970 to 1973 but that is Unix seconds
-// from 2001 to 5138, how it was read ("" for any other value): whoever
-// gives the seconds other interfaces take (NDJSON's ts, edgepixel-sign
-// --expires) would otherwise read only that the range is wrong.
-func secondsHint(name, v string) string {
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 1e9 || n >= 1e11 {
-		return ""
-	}
-	return fmt.Sprintf(" (%s=%s is read as Unix milliseconds, %s; as seconds it is %s: add 000)", name, v,
-		time.UnixMilli(n).UTC().Format(time.RFC3339), time.Unix(n, 0).UTC().Format(time.RFC3339))
-}
-
 // parseTime reads an RFC 3339 time or unix milliseconds; "" is def.
+//
+// A whole number from 1e9 to 1e11 is refused: as milliseconds it is in
+// January 1970 to March 1973, long before any event, but as Unix seconds
+// (what NDJSON's ts and edgepixel-sign --expires take) it is 2001 to
+// 5138, so it is almost surely seconds, and read as milliseconds it
+// would answer for the wrong time without a word.
 func parseTime(v string, def time.Time) (time.Time, error) {
 	if v == "" {
 		return def, nil
@@ -760,6 +752,10 @@ func parseTime(v string, def time.Time) (time.Time, error) {
 	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if ms <= 0 || ms > 1<<42 {
 			return time.Time{}, errors.New("not unix milliseconds")
+		}
+		if ms >= 1e9 && ms < 1e11 {
+			return time.Time{}, fmt.Errorf("%s looks like Unix seconds (%s); give Unix milliseconds (add 000) or an RFC 3339 time",
+				v, time.Unix(ms, 0).UTC().Format(time.RFC3339))
 		}
 		return time.UnixMilli(ms), nil
 	}

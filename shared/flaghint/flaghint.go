@@ -19,6 +19,13 @@ import (
 	"time"
 )
 
+// The words Kind names kinds by; For switches on them.
+const (
+	wholeNumber = "a whole number"
+	number      = "a number"
+	trueOrFalse = "true or false"
+)
+
 // For returns what a setting named name whose value has v's type takes, or
 // "" for types whose own errors say it (strings, lists). A whole-number
 // setting named for bytes or memory asks for bytes.
@@ -30,14 +37,14 @@ func For(name string, v any) string {
 		return ""
 	}
 	switch w := Kind(reflect.TypeOf(v).Kind()); w {
-	case "a whole number":
+	case wholeNumber:
 		if strings.Contains(name, "bytes") || strings.Contains(name, "memory") || name == "max-body" {
 			return "want a whole number of bytes, e.g. 4194304 for 4 MiB"
 		}
 		return "want " + w
-	case "a number":
+	case number:
 		return "want " + w
-	case "true or false":
+	case trueOrFalse:
 		return "want true or false (or 1 or 0)"
 	}
 	return ""
@@ -50,11 +57,11 @@ func Kind(k reflect.Kind) string {
 	switch k {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "a whole number"
+		return wholeNumber
 	case reflect.Float32, reflect.Float64:
-		return "a number"
+		return number
 	case reflect.Bool:
-		return "true or false"
+		return trueOrFalse
 	case reflect.String:
 		return "a string"
 	case reflect.Slice, reflect.Array:
