@@ -96,13 +96,13 @@ func New(baseURL, db string) (*Client, error) {
 	return c, nil
 }
 
-// baseInsertSettings are the query settings of every insert, in a
-// cluster or not. parallel_view_processing runs the materialized views
-// of the events table (a dozen rollups, most of an insert's work) side by
-// side rather than one after another; the loader has one insert in
-// flight at a time, so without it an insert's views use one core
-// (ClickHouse's settings: "Enables pushing to attached views
-// concurrently instead of sequentially"; off by default).
+// baseInsertSettings are the query settings of every insert on a single
+// server (a cluster's: SetCluster). parallel_view_processing runs the
+// materialized views of the events table (a dozen rollups, most of an
+// insert's work) side by side rather than one after another; the loader
+// has one insert in flight at a time, so without it an insert's views
+// use one core (ClickHouse's settings: "Enables pushing to attached
+// views concurrently instead of sequentially"; off by default).
 func baseInsertSettings() map[string]string {
 	return map[string]string{"parallel_view_processing": "1"}
 }
@@ -331,7 +331,11 @@ func (c *Client) SetCluster(cc ClusterConfig) error {
 	if c.readOnlyRestart <= 0 {
 		c.readOnlyRestart = DefaultReadOnlyRestart
 	}
-	c.insertSettings = baseInsertSettings()
+	// Views one after another, and said so in case a server's profile
+	// says otherwise: EventsView must run after every rollup view (see
+	// CreateView), and in parallel it would store a block's events whose
+	// rollups failed, which a replayed journal then takes as counted.
+	c.insertSettings = map[string]string{"parallel_view_processing": "0"}
 	if cc.InsertQuorum > 1 {
 		c.insertSettings["insert_quorum"] = strconv.Itoa(cc.InsertQuorum)
 		if cc.QuorumTimeout > 0 {

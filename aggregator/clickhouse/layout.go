@@ -181,8 +181,9 @@ const EventsInput = "events_input"
 
 // EventsView is the view, in a cluster, that stores what is inserted into
 // EventsInput in events_local. ClickHouse 18.16 runs a table's views one
-// after another in the order of their names and stops at the first one
-// that fails, so its name sorts after every rollup view's: a block that
+// after another in the order of their names (parallel_view_processing=0,
+// which a cluster's inserts send: see SetCluster) and stops at the first
+// one that fails, so its name sorts after every rollup view's: a block that
 // events_local holds has been counted by every rollup, and the loader's
 // check of a crashed attempt against the events table holds for the
 // rollups too.
