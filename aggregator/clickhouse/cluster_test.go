@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -229,4 +230,68 @@ func startClusterClients(t *testing.T, name string) (*localsrv.ClickHouseCluster
 		}
 	}
 	return cl, clients
+}
+
+// TestClusterViewFailure: an insert one of whose rollup views fails
+// leaves the events out of events_local (its view runs last, views one
+// after another: SetCluster's parallel_view_processing=0), so that events
+// found stored are events every rollup counted; the retried block then
+// fills what the failed attempt did not and is dropped by the rollups
+// that had it.
+func TestClusterViewFailure(t *testing.T) {
+	cl, clients := startClusterClients(t, "vf")
+	ctx := context.Background()
+	c := clients[0]
+	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
+	CutoffMargin = 2 * time.Second
+	if _, err := c.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cutoff, _, err := c.RollupCutoff(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(cutoff.Add(time.Second)))
+	// The insert goes to c's server, whose views write its local tables.
+	local, err := New(cl.Shards[0][0].HTTPURL, "edgepixel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	now := time.Now().UnixMilli()
+	var evs []event.Event
+	for i := range 50 {
+		evs = append(evs, mkEvent(t, "vf.example", now-int64(i)*1000))
+	}
+	counts := func() string {
+		return local.count(t, "SELECT (SELECT count() FROM edgepixel.events_local), "+
+			"(SELECT sumMerge(events) FROM edgepixel.rollup_days_local), (SELECT sumMerge(events) FROM edgepixel.rollup_minutes_local)")
+	}
+	// A view that fails while it runs, named after every rollup's view
+	// and before the events' (a missing table fails the insert before
+	// any view runs). It fails after a second, time for views in
+	// parallel to have run the events' view beside it.
+	for _, q := range []string{
+		"CREATE TABLE edgepixel.fail_local (x UInt8) ENGINE = Memory",
+		"CREATE MATERIALIZED VIEW edgepixel.rollup_zfail_mv TO edgepixel.fail_local AS SELECT throwIf(count() > 0) AS x FROM edgepixel." + EventsInput + " WHERE sleep(1) = 0",
+	} {
+		if err := local.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.InsertEvents(ctx, evs); err == nil || !strings.Contains(err.Error(), "throwIf") {
+		t.Fatalf("the insert with a failing view: %v", err)
+	}
+	if got := counts(); got != "0\t50\t50" {
+		t.Fatalf("after the failed insert: events_local, rollup_days, rollup_minutes = %q, want 0, 50, 50", got)
+	}
+	if err := local.Exec(ctx, "DROP TABLE edgepixel.rollup_zfail_mv"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(); got != "50\t50\t50" {
+		t.Fatalf("after the retry: events_local, rollup_days, rollup_minutes = %q, want 50 each", got)
+	}
 }
