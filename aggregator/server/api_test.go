@@ -51,6 +51,12 @@ func TestAPIRefusals(t *testing.T) {
 		{"GET", "/api/history?site=demo&minutes=5&minutes=6", 400, "", "bad_request", "parameter minutes given more than once"},
 		{"GET", "/api/stats?site=demo&range=7d&from=2026-01-01&to=2026-01-31", 400, "", "bad_request", "from and to need range=custom"},
 		{"GET", "/api/top?site=demo&dim=page&from=2026-01-01", 400, "", "bad_request", "from and to need range=custom"},
+		// A pair that does not parse: left out, it answered unfiltered
+		// figures.
+		{"GET", "/api/stats?site=demo&country=D%ZZE", 400, "", "bad_request", `malformed query: invalid URL escape "%ZZ"; escape a literal % as %25`},
+		{"GET", "/api/top.csv?site=demo&dim=page&country=DE;x", 400, "", "bad_request", "malformed query: invalid semicolon separator in query"},
+		{"GET", "/api/stats?site=demo&bots=exclude%", 400, "", "bad_request", "malformed query"},
+		{"GET", "/api/loss?site=", 400, "", "bad_request", "site is empty: give a site, or leave site out for all sites"},
 	} {
 		code, hdr, e := do(c.method, c.path, testToken)
 		if code != c.code || hdr.Get("Allow") != c.allow || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {

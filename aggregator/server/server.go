@@ -722,6 +722,13 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	site, all := q.Get("site"), !q.Has("site")
+	if !all && site == "" {
+		// Hits that named no site are counted under "": an empty
+		// variable in a script (site=$SITE) would read those as if
+		// they were a site's, or all sites'.
+		bad("site is empty: give a site, or leave site out for all sites")
+		return
+	}
 	if all && !grantOf(r).All() || !all && !canRead(w, r, site) {
 		if all {
 			reply.JSON(w, http.StatusForbidden, map[string]string{"error": "all sites need the admin token; give site", "reason": "forbidden"})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -114,11 +115,19 @@ func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.R
 }
 
 // params answers 400 to a request with a query parameter that h does not
-// read (known), naming it and the known ones, or with one given more than
-// once (query.CheckParams).
+// read (known), naming it and the known ones, with one given more than
+// once (query.CheckParams), or with a pair that does not parse (a '%' not
+// followed by two hex digits, or a ';'): r.URL.Query() leaves such a
+// pair out, so a malformed filter would answer unfiltered figures.
 func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := query.CheckParams(r.URL.Query(), known); err != nil {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "malformed query: " + err.Error() +
+				"; escape a literal % as %25 and ; as %3B, and separate parameters with &", "reason": "bad_request"})
+			return
+		}
+		if err := query.CheckParams(q, known); err != nil {
 			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 			return
 		}
