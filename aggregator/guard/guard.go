@@ -407,6 +407,15 @@ func (g *Guard) Handler(h http.Handler) http.Handler {
 		if g.cfg.BodyTimeout > 0 && r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 			rc := http.NewResponseController(w)
 			if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) == nil {
+				// The handler gets a copy of the request with the
+				// wrapped body: once it returns, net/http looks at the
+				// body of the request it made to decide whether to
+				// drain the rest or close the connection, and a body
+				// of a type it does not know it drains, so an answer
+				// given before the body (413 by the declared length,
+				// 401 to an Expect: 100-continue) waited for the
+				// client's body or the deadline.
+				r = r.WithContext(r.Context())
 				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 			}
 		}

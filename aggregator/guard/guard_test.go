@@ -197,6 +197,26 @@ func TestBodyDeadline(t *testing.T) {
 	}
 }
 
+// An answer given before the body is read (the ingest refuses a declared
+// length over its limit, or a bad token, at once) goes out at once, as
+// net/http sends it without the guard: the body deadline (an hour here)
+// does not hold it.
+func TestEarlyAnswerNotHeld(t *testing.T) {
+	r := start(t, Config{BodyTimeout: time.Hour}, &http.Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	for name, req := range map[string]string{
+		"no body sent":        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
+		"Expect 100-continue": "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+	} {
+		c := r.dial("127.0.0.1") // gives up after 10 s
+		br := bufio.NewReader(c)
+		if resp := r.do(c, br, req); resp.StatusCode != 413 {
+			t.Errorf("%s: %d", name, resp.StatusCode)
+		}
+	}
+}
+
 // RFC 9112 section 6.3: after a request with both Content-Length and
 // Transfer-Encoding the connection is closed. net/http alone answers such
 // a request and keeps the connection.
