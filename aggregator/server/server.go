@@ -343,14 +343,14 @@ func (s *Server) openHTTP() {
 	s.http = &http.Server{
 		Handler: s.handler, ConnState: s.guard.ConnState, ConnContext: s.guard.ConnContext,
 		ReadHeaderTimeout: c.ReadHeaderTimeout, IdleTimeout: c.IdleTimeout,
-		WriteTimeout: c.WriteTimeout, MaxHeaderBytes: c.MaxHeaderBytes,
+		WriteTimeout: c.WriteTimeout, MaxHeaderBytes: netHTTPMaxHeaderBytes(c.MaxHeaderBytes),
 		// net/http's own messages (a handler's panic, TLS noise): warnings.
 		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	s.dash = &http.Server{
 		Handler: s.guard.Handler(s.dashboardRoutes()), ConnState: s.guard.ConnState, ConnContext: s.guard.ConnContext,
 		ReadHeaderTimeout: c.ReadHeaderTimeout, IdleTimeout: c.IdleTimeout,
-		WriteTimeout: c.WriteTimeout, MaxHeaderBytes: c.MaxHeaderBytes,
+		WriteTimeout: c.WriteTimeout, MaxHeaderBytes: netHTTPMaxHeaderBytes(c.MaxHeaderBytes),
 		ErrorLog: slog.NewLogLogger(s.log.With("component", "dashboard").Handler(), slog.LevelWarn),
 	}
 }
@@ -687,6 +687,15 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	}
 	reply.JSON(w, http.StatusOK, map[string]any{"site": site, "points": dense})
 }
+
+// netHTTPMaxHeaderBytes is the http.Server.MaxHeaderBytes that refuses
+// (431) a request line and headers over n bytes: net/http reads up to
+// MaxHeaderBytes plus 4096 bytes ("bufio slop", initialReadLimitSize in
+// net/http/server.go) before it gives up, so n itself would let 4 KiB
+// more through. Under 4097 it is 1: the limit is then 4 KiB.
+func netHTTPMaxHeaderBytes(n int) int { return max(n-netHTTPHeaderSlop, 1) }
+
+const netHTTPHeaderSlop = 4096
 
 // loss answers what the edges counted against what was stored (see
 // store.Loss): GET /api/loss?site=S&from=T&to=T. site is optional

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -478,4 +480,32 @@ func getJSON(t *testing.T, u string, v any) int {
 		t.Fatalf("%s: %v", u, err)
 	}
 	return resp.StatusCode
+}
+
+// A request line and headers over --max-header-bytes get 431 from a real
+// net/http server, and up to it 200: net/http alone lets 4 KiB more in.
+func TestMaxHeaderBytes(t *testing.T) {
+	const limit = 16 << 10
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{MaxHeaderBytes: netHTTPMaxHeaderBytes(limit), Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	for _, c := range []struct{ size, code int }{{limit, 200}, {limit + 1, 431}, {limit + 4000, 431}} {
+		head := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+		req := head + strings.Repeat("a", c.size-len(head)-4) + "\r\n\r\n"
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, req)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		if err != nil || resp.StatusCode != c.code {
+			t.Errorf("%d bytes of request line and headers: %v %v, want %d", len(req), resp, err, c.code)
+		}
+	}
 }
