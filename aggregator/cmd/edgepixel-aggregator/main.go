@@ -236,7 +236,7 @@ func run(args []string) error {
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	slog.SetDefault(log)
 	for _, w := range flaghint.UnknownEnv(os.Environ(), envPrefix, envKnown) {
@@ -250,10 +250,13 @@ func run(args []string) error {
 	}
 
 	// "none" is the POP's choice for the PROXY protocol alone, which the
-	// aggregator does not read.
-	trust, err := clientip.NewTrust(o.trustedProxies, o.forwardedHeader, false)
-	if err == nil && strings.EqualFold(o.forwardedHeader, clientip.HeaderNone) {
-		err = errors.New("want X-Forwarded-For or Forwarded")
+	// aggregator does not read: checked first, so that the error names
+	// only the aggregator's choices.
+	var trust *clientip.Trust
+	if h := o.forwardedHeader; h != "" && !strings.EqualFold(h, clientip.HeaderXForwardedFor) && !strings.EqualFold(h, clientip.HeaderForwarded) {
+		err = fmt.Errorf("%q: want %s or %s", h, clientip.HeaderXForwardedFor, clientip.HeaderForwarded)
+	} else {
+		trust, err = clientip.NewTrust(o.trustedProxies, o.forwardedHeader, false)
 	}
 	if err != nil {
 		return usageError{fmt.Errorf("--forwarded-header: %w", err)}
@@ -545,7 +548,7 @@ func loadSecret(secret, file string) ([]byte, error) {
 func newLogger(format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {

@@ -86,7 +86,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--secure-cookies=yes"}, "want true or false"},
 		{[]string{"--trusted-proxies", "10.0.0.0/8,proxy"}, `"proxy" is not an address or CIDR prefix`},
 		{[]string{"--secret", "0123456789abcdef0123", "--trusted-proxies", "10.0.0.1", "--forwarded-header", "X-Real-IP"}, "--forwarded-header"},
-		{[]string{"--secret", "0123456789abcdef0123", "--trusted-proxies", "10.0.0.1", "--forwarded-header", "none"}, "--forwarded-header"},
+		{[]string{"--secret", "0123456789abcdef0123", "--trusted-proxies", "10.0.0.1", "--forwarded-header", "none"}, `--forwarded-header: "none": want X-Forwarded-For or Forwarded`},
 		// Values that parse but are out of the flag's domain (a new
 		// user's test: each was taken as if it were the default).
 		{[]string{"--replay-window", "-5m"}, "--replay-window must be a positive duration"},
@@ -110,6 +110,17 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		err := run(append(append([]string{}, base...), c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v; want an error naming %q", c.args, err, c.want)
+		}
+	}
+	// Usage errors (exit status 2, the help line), as every other
+	// flag's value out of its domain.
+	for args, want := range map[[2]string]string{
+		{"--log-level", "verbose"}: `--log-level "verbose": want debug, info, warn or error`,
+		{"--log-format", "xml"}:    `--log-format "xml": want text or json`,
+	} {
+		err := run([]string{"--data-dir", t.TempDir(), args[0], args[1]})
+		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want a usage error saying %q", args, err, want)
 		}
 	}
 	viewers := filepath.Join(t.TempDir(), "viewers")
