@@ -78,6 +78,9 @@ func decompress(coding string, body []byte, limit int64, out *buffer) error {
 			err = zr.Reset(bytes.NewReader(body))
 		}
 		if err != nil {
+			if strings.HasPrefix(err.Error(), "gzip: ") { // gzip.ErrHeader, ErrChecksum
+				return err
+			}
 			return fmt.Errorf("gzip: %w", err)
 		}
 		defer gzipPool.Put(zr)

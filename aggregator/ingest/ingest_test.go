@@ -395,3 +395,16 @@ func FuzzDecompress(f *testing.F) {
 		}
 	})
 }
+
+// A body that is not what its Content-Encoding says: the error names the
+// coding once ("gzip: gzip: invalid header" before).
+func TestDecompressErrors(t *testing.T) {
+	for coding, want := range map[string]string{EncodingGzip: "gzip: invalid header", EncodingZstd: "zstd: "} {
+		buf := newBuffer(nil, "")
+		err := decompress(coding, []byte(`{"site":"demo"}`), 4<<10, buf)
+		buf.free()
+		if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Count(err.Error(), coding+": ") != 1 {
+			t.Errorf("%s: %v, want one %q first", coding, err, want)
+		}
+	}
+}
