@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -213,7 +214,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.exitDelay, "exit-delay", 2*time.Second, "after a component fails, how long /healthz answers 503 with the reason (and ingest 503) before the process exits non-zero")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	envKnown, err := envDefaults(fs)
+	envKnown, envSet, err := envDefaults(fs)
 	if err != nil {
 		return usageError{err}
 	}
@@ -232,7 +233,7 @@ func run(args []string) error {
 		return nil
 	}
 	if err := o.check(fs); err != nil {
-		return usageError{err}
+		return usageError{envSet.explain(fs, err)}
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
@@ -499,10 +500,11 @@ const envPrefix = "EDGEPIXEL_AGG_"
 
 // envDefaults sets each flag from EDGEPIXEL_AGG_<NAME> when present, before
 // the command line is parsed, so the command line still wins. It returns
-// the names it reads.
-func envDefaults(fs *flag.FlagSet) (map[string]bool, error) {
+// the names it reads, and the flags it set (see fromEnv).
+func envDefaults(fs *flag.FlagSet) (map[string]bool, fromEnv, error) {
 	var err error
 	known := map[string]bool{}
+	set := fromEnv{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "version" { // a question to the binary, not a setting
 			return
@@ -516,10 +518,33 @@ func envDefaults(fs *flag.FlagSet) (map[string]bool, error) {
 				if hint := flaghint.Flag(f); hint != "" {
 					err = fmt.Errorf("%w: %s", err, hint)
 				}
+			} else {
+				set[f.Name] = [2]string{name, f.Value.String()}
 			}
 		}
 	})
-	return known, err
+	return known, set, err
+}
+
+// fromEnv is, per flag envDefaults set, the variable and the value it
+// gave the flag.
+type fromEnv map[string][2]string
+
+// explain adds to err, a check of the flags' values, which of the flags
+// it names hold a value from the environment (the command line did not
+// change it): the user set the variable, not the flag.
+func (e fromEnv) explain(fs *flag.FlagSet, err error) error {
+	var notes []string
+	for name, ev := range e {
+		if f := fs.Lookup(name); f != nil && f.Value.String() == ev[1] && strings.Contains(err.Error(), "--"+name+" ") {
+			notes = append(notes, "--"+name+" is "+ev[0]+"'s value")
+		}
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	slices.Sort(notes)
+	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
 }
 
 func loadSecret(secret, file string) ([]byte, error) {

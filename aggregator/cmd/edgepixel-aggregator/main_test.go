@@ -136,6 +136,17 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		t.Errorf("a boolean in words in the environment: %v", err)
 	}
 	os.Unsetenv("EDGEPIXEL_AGG_SECURE_COOKIES")
+	// A value out of its domain from the environment: the error says
+	// which variable gave it (a new user's test looked for a flag it
+	// had not given).
+	t.Setenv("EDGEPIXEL_AGG_REPLAY_WINDOW", "-5m")
+	if err := run(base); err == nil || !strings.Contains(err.Error(), "--replay-window is EDGEPIXEL_AGG_REPLAY_WINDOW's value") {
+		t.Errorf("a negative duration in the environment: %v", err)
+	}
+	if err := run(append(append([]string{}, base...), "--replay-window", "-6m")); err == nil || strings.Contains(err.Error(), "EDGEPIXEL_AGG_REPLAY_WINDOW") {
+		t.Errorf("the command line's value, over the environment's: %v", err)
+	}
+	os.Unsetenv("EDGEPIXEL_AGG_REPLAY_WINDOW")
 	t.Setenv("EDGEPIXEL_AGG_SPOOL_MAX_BYTES", "1GiB")
 	if err := run(base); err == nil || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_SPOOL_MAX_BYTES") || !strings.Contains(err.Error(), "whole number of bytes") {
 		t.Errorf("a size with a unit in the environment: %v", err)
@@ -184,7 +195,7 @@ func TestEnvKnown(t *testing.T) {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	fs.Int("retention-days", 0, "")
 	fs.Bool("version", false, "")
-	known, err := envDefaults(fs)
+	known, _, err := envDefaults(fs)
 	if err != nil {
 		t.Fatal(err)
 	}
