@@ -48,10 +48,11 @@ const (
 	DropBadMethod        = "bad_method"
 	DropBufferFull       = "buffer_full"
 	DropReadError        = "read_error"
-	DropInternal         = "internal_error" // the platform failed the edge (no random bytes for an id)
-	DropUnknownSite      = "unknown_site"   // a site not in the configured list (ConfigSites)
-	DropRateLimited      = "rate_limited"   // over the per-client or per-site rate limit (Config.RateLimited)
-	DropUnsigned         = "unsigned"       // a pixel without signature for a site with sign=reject
+	DropContentEncoding  = "content_encoding" // a POST body with a Content-Encoding: the edge reads it as sent
+	DropInternal         = "internal_error"   // the platform failed the edge (no random bytes for an id)
+	DropUnknownSite      = "unknown_site"     // a site not in the configured list (ConfigSites)
+	DropRateLimited      = "rate_limited"     // over the per-client or per-site rate limit (Config.RateLimited)
+	DropUnsigned         = "unsigned"         // a pixel without signature for a site with sign=reject
 	DropBadSignature     = "bad_pixel_signature"
 	DropExpiredPixel     = "expired_pixel" // a signed pixel past its exp, for a site with sign=reject
 	// DropDeliveryFailed counts accepted events that no delivery path

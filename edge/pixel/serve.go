@@ -308,6 +308,14 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		reject(resp, statusMethodNotAllowed, DropBadMethod)
 		return
 	}
+	// A compressed body would be read as JSON and refused as bad_json
+	// (or, labelled but plain, taken): say what is wrong instead.
+	// Browsers' beacons and fetch never compress a request body.
+	if ce := req.header("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		allowCORS(resp, origin)
+		reject(resp, statusUnsupportedMediaType, DropContentEncoding)
+		return
+	}
 	body, err := req.Body(MaxPostBody)
 	if err != nil {
 		allowCORS(resp, origin)
@@ -389,6 +397,8 @@ func dropMessage(reason string, status int) string {
 		return "event_id and Idempotency-Key must be a UUIDv7 (RFC 9562) at most 24 h old and 10 min ahead of the edge's clock"
 	case DropReadError:
 		return "the request body could not be read"
+	case DropContentEncoding:
+		return "send the body uncompressed, without Content-Encoding: the edge reads JSON as it is sent"
 	case DropOriginNotAllowed:
 		return "this Origin may not post events for the site (config store cors_origins, cors_default); a preflight is judged by ?site= in its URL"
 	case DropTooLarge:

@@ -108,3 +108,28 @@ func TestServeBufferFull(t *testing.T) {
 		t.Errorf("post over a full buffer: %d, Retry-After %q", resp.Status, resp.Get("Retry-After"))
 	}
 }
+
+// A POST body with a Content-Encoding is refused, 415 and counted, not
+// read as JSON (a gzip body was bad_json; a plain one labelled gzip was
+// taken).
+func TestPostContentEncoding(t *testing.T) {
+	for ce, status := range map[string]int{"gzip": 415, "br, gzip": 415, "identity": 204, "": 204} {
+		b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+		h, _ := hit("POST", "/e", "", `{"site":"a.com"}`)
+		h.Header = func(name string) string {
+			if name == "Content-Encoding" {
+				return ce
+			}
+			return ""
+		}
+		resp := &Response{}
+		Serve(h, nil, b, time.UnixMilli(1_763_800_000_000), resp)
+		drop := ""
+		if status == 415 {
+			drop = DropContentEncoding
+		}
+		if resp.Status != status || resp.Get("X-Edgepixel-Drop") != drop || b.Len() != map[bool]int{true: 0, false: 1}[status == 415] {
+			t.Errorf("Content-Encoding %q: %d drop %q, %d events; want %d", ce, resp.Status, resp.Get("X-Edgepixel-Drop"), b.Len(), status)
+		}
+	}
+}

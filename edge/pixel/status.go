@@ -22,6 +22,7 @@ const (
 	statusNotFound              = 404
 	statusMethodNotAllowed      = 405
 	statusRequestEntityTooLarge = 413
+	statusUnsupportedMediaType  = 415
 	statusTooManyRequests       = 429
 	statusInternalServerError   = 500
 	statusServiceUnavailable    = 503
@@ -41,6 +42,8 @@ func statusText(code int) string {
 		return "Method Not Allowed"
 	case statusRequestEntityTooLarge:
 		return "Request Entity Too Large"
+	case statusUnsupportedMediaType:
+		return "Unsupported Media Type"
 	case statusTooManyRequests:
 		return "Too Many Requests"
 	case statusInternalServerError:
