@@ -133,21 +133,9 @@ func TestBackfillCluster(t *testing.T) {
 // per-visitor rollups that each server's views wrote, are counted through
 // the Distributed tables and deleted on every replica.
 func TestEraseCluster(t *testing.T) {
-	cl, clients := startClusterClients(t, "er")
+	cl, clients := migratedCluster(t, "er")
 	ctx := context.Background()
 	c := clients[0]
-	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
-	CutoffMargin = 2 * time.Second
-	if _, err := c.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, cut := range []func(context.Context) (time.Time, bool, error){c.RollupCutoff, c.MinuteAudienceCutoff, c.MinuteSourcesCutoff} {
-		cutoff, _, err := cut(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Until(cutoff.Add(time.Second)))
-	}
 	const id, other = 4242424242, 77
 	now := time.Now().UnixMilli()
 	for i, cc := range clients {
@@ -216,6 +204,28 @@ func TestEraseCluster(t *testing.T) {
 // startClusterClients starts a cluster called name of two shards of two
 // replicas for t, and returns it with a client of the first replica of
 // each shard in its layout, closed when t ends.
+// migratedCluster is startClusterClients with the schema migrated (short
+// cut-off margins) and the views' cut-offs passed, so that the views
+// roll up what is inserted next.
+func migratedCluster(t *testing.T, name string) (*localsrv.ClickHouseCluster, []*Client) {
+	cl, clients := startClusterClients(t, name)
+	ctx := context.Background()
+	c := clients[0]
+	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
+	CutoffMargin = 2 * time.Second
+	if _, err := c.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []func(context.Context) (time.Time, bool, error){c.RollupCutoff, c.MinuteAudienceCutoff, c.MinuteSourcesCutoff} {
+		cutoff, _, err := cut(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(cutoff.Add(time.Second)))
+	}
+	return cl, clients
+}
+
 func startClusterClients(t *testing.T, name string) (*localsrv.ClickHouseCluster, []*Client) {
 	_, cl := localsrv.StartTestCluster(t, name, 2, 2)
 	clients := make([]*Client, 2)
@@ -239,19 +249,9 @@ func startClusterClients(t *testing.T, name string) (*localsrv.ClickHouseCluster
 // fills what the failed attempt did not and is dropped by the rollups
 // that had it.
 func TestClusterViewFailure(t *testing.T) {
-	cl, clients := startClusterClients(t, "vf")
+	cl, clients := migratedCluster(t, "vf")
 	ctx := context.Background()
 	c := clients[0]
-	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
-	CutoffMargin = 2 * time.Second
-	if _, err := c.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cutoff, _, err := c.RollupCutoff(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Until(cutoff.Add(time.Second)))
 	// The insert goes to c's server, whose views write its local tables.
 	local, err := New(cl.Shards[0][0].HTTPURL, "edgepixel")
 	if err != nil {
