@@ -193,6 +193,12 @@ func cut(r Result) Result {
 	r.URL = u
 	if head >= n {
 		r.Path, r.Query = "", ""
+		if !strings.HasPrefix(u, "//") && schemeEnd(u) < 0 {
+			// Cut inside a scheme: what is left lacks its ':' and
+			// would read as a relative path, not as this URL without
+			// its path. Nothing of it is kept.
+			r.URL = ""
+		}
 		return r
 	}
 	if head+len(r.Path) >= n {
