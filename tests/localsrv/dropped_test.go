@@ -80,6 +80,7 @@ func TestDroppedPartitionStaysDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := q("SELECT d, count() FROM default.t GROUP BY d ORDER BY d"); got != "2026-01-02\t3" {
-		t.Errorf("rows after the restart: %q, want only 2026-01-02's 3", got)
+		t.Errorf("rows after the restart: %q, want only 2026-01-02's 3; the parts loaded: %s", got,
+			q("SELECT name, rows, active FROM system.parts WHERE database = 'default' AND table = 't' FORMAT TSV"))
 	}
 }
