@@ -78,8 +78,8 @@ func decompress(coding string, body []byte, limit int64, out *buffer) error {
 			err = zr.Reset(bytes.NewReader(body))
 		}
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "gzip: ") { // gzip.ErrHeader, ErrChecksum
-				return err
+			if errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum) {
+				return err // its text says gzip already
 			}
 			return fmt.Errorf("gzip: %w", err)
 		}
