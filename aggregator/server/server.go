@@ -650,7 +650,7 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 // `minutes` minutes (default 60, at most 1440), one point per minute
 // including empty ones, oldest first.
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
-	site := r.URL.Query().Get("site")
+	site := r.Form.Get("site")
 	if site == "" {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "site is required", "reason": "bad_request"})
 		return
@@ -659,7 +659,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	minutes := 60
-	if v := r.URL.Query().Get("minutes"); v != "" {
+	if v := r.Form.Get("minutes"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1440 {
 			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "minutes must be 1..1440", "reason": "bad_request"})
@@ -708,7 +708,7 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		reply.JSON(w, http.StatusNotImplemented, map[string]string{"error": "the " + s.store.Name() + " store does not keep edge counters", "reason": "unsupported"})
 		return
 	}
-	q := r.URL.Query()
+	q := r.Form
 	bad := func(msg string) {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": msg, "reason": "bad_request"})
 	}

@@ -34,7 +34,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 	top := func(csvOut bool) http.HandlerFunc {
 		return s.withRequest([]string{"dim", "limit"}, func(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
 			limit := query.DefaultLimit
-			if v := r.URL.Query().Get("limit"); v != "" {
+			if v := r.Form.Get("limit"); v != "" {
 				n, err := strconv.Atoi(v)
 				if err != nil || n < 1 || n > query.MaxLimit {
 					reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be 1.." + strconv.Itoa(query.MaxLimit), "reason": "bad_request"})
@@ -42,7 +42,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 				}
 				limit = n
 			}
-			t, err := e.Top(r.Context(), req, r.URL.Query().Get("dim"), limit)
+			t, err := e.Top(r.Context(), req, r.Form.Get("dim"), limit)
 			if err != nil {
 				if t.Dim == "" {
 					reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
@@ -95,7 +95,7 @@ func (s *Server) engine() *query.Engine {
 func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.Request, *query.Engine, query.Request)) http.HandlerFunc {
 	known := append(query.RequestParams(), extra...)
 	return params(func(w http.ResponseWriter, r *http.Request) {
-		req, err := query.ParseRequest(r.URL.Query(), time.Now())
+		req, err := query.ParseRequest(r.Form, time.Now())
 		if err != nil {
 			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 			return
@@ -119,6 +119,8 @@ func (s *Server) withRequest(extra []string, h func(http.ResponseWriter, *http.R
 // once (query.CheckParams), or with a pair that does not parse (a '%' not
 // followed by two hex digits, or a ';'): r.URL.Query() leaves such a
 // pair out, so a malformed filter would answer unfiltered figures.
+// Otherwise h reads the parsed parameters from r.Form (net/http's field
+// for them; a POSTed form is still read into r.PostForm, not added).
 func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q, err := url.ParseQuery(r.URL.RawQuery)
@@ -131,6 +133,7 @@ func params(h http.HandlerFunc, known ...string) http.HandlerFunc {
 			reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 			return
 		}
+		r.Form = q
 		h(w, r)
 	}
 }
