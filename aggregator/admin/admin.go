@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -290,24 +291,65 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields() // a misspelt identifier must not erase by less than asked
 	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, "bad_request", jsonError(err))
+		writeJSON(w, http.StatusBadRequest, "bad_request", jsonError(err, v))
 		return false
 	}
 	return true
 }
 
-// jsonError says what is wrong with a body Decode refused: a field's
-// value of the wrong type names the field and the type it wants, rather
-// than the Go struct behind it.
-func jsonError(err error) string {
+// jsonError says what is wrong with a body Decode refused into v: a
+// field's value of the wrong type names the field and the type it wants,
+// rather than the Go struct behind it; an unknown field names the known
+// ones (a misspelling is the likely cause); a field's own refusal (a
+// negative visitor_id) is said as it is. Only a body that is not a JSON
+// object is said to be one: prefixing every refusal so (as before) told
+// the sender of a well-formed object to fix what was not broken.
+func jsonError(err error, v any) string {
 	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te) && te.Field != "":
 		if want := flaghint.Kind(te.Type.Kind()); want != "" {
 			return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, want, te.Value)
 		}
 		return fmt.Sprintf("field %q cannot be a JSON %s", te.Field, te.Value)
+	case errors.Is(err, io.EOF):
+		return "body must be a JSON object, not empty"
+	case errors.As(err, &te), errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
+		return "body must be a JSON object: " + err.Error()
 	}
-	return "body must be a JSON object: " + err.Error()
+	// encoding/json has no type for an unknown field: its text is the
+	// only sign ("json: unknown field \"bogus\"").
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Sprintf("unknown field %s (known: %s)", name, strings.Join(jsonFields(reflect.TypeOf(v)), ", "))
+	}
+	return err.Error()
+}
+
+// jsonFields is the JSON names of the fields of the struct t points to
+// (embedded structs' included), sorted.
+func jsonFields(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var names []string
+	if t.Kind() != reflect.Struct {
+		return names
+	}
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-" || !f.IsExported() && !f.Anonymous:
+		case f.Anonymous && name == "":
+			names = append(names, jsonFields(f.Type)...)
+		case name != "":
+			names = append(names, name)
+		default:
+			names = append(names, f.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 func writeJSON(w http.ResponseWriter, status int, reason, msg string) {

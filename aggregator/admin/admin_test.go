@@ -155,6 +155,25 @@ func TestAdminHTTP(t *testing.T) {
 	if _, res := do(h, "/admin/retention", bearer, `{"actor":7}`); res["error"] != `field "actor" must be a string, not a JSON number` {
 		t.Errorf("actor as a number: %v", res)
 	}
+	// Each refusal of a body says what is wrong with it: only a body that
+	// is not a JSON object is told so (a new user's test: every refusal
+	// began "body must be a JSON object:", a well-formed object's too).
+	for body, want := range map[string]string{
+		`user_id=u`:   "body must be a JSON object: invalid character 'u' looking for beginning of value",
+		`["alice1"]`:  "body must be a JSON object: json: cannot unmarshal array",
+		`{"user_id":`: "body must be a JSON object: unexpected EOF",
+		``:            "body must be a JSON object, not empty",
+		`{"user_id":"alice1","actor":"me","bogus":1}`: `unknown field "bogus" (known: actor, client_ip, site, user_id, visitor_id)`,
+		`{"visitor_id":-1,"actor":"me"}`:              "visitor_id -1: a number must be the visitor_id column's",
+	} {
+		_, res := do(h, "/admin/erase", bearer, body)
+		if msg := fmt.Sprint(res["error"]); !strings.HasPrefix(msg, want) {
+			t.Errorf("%q: %q, want %q", body, msg, want)
+		}
+	}
+	if _, res := do(h, "/admin/retention", bearer, `{"dayz":7}`); res["error"] != `unknown field "dayz" (known: actor, days)` {
+		t.Errorf("retention's unknown field: %v", res)
+	}
 	// An unknown path names the endpoints there are.
 	if _, res := do(h, "/admin/nothing", bearer, `{}`); res["error"] != "no such endpoint: /admin/nothing (POST /admin/erase or /admin/retention)" {
 		t.Errorf("unknown path: %v", res)
