@@ -3,6 +3,7 @@ package pixel
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/shared/event"
@@ -42,11 +43,11 @@ const (
 	// newlines, origins by spaces or commas. An origin is
 	// scheme://host[:port] as a browser sends it, "null", or "*" (any).
 	// An entry with no origins allows no cross-origin browser POST for
-	// that site.
+	// that site; an entry whose origins are all malformed is skipped.
 	ConfigCORSOrigins = "cors_origins"
 	// ConfigCORSDefault is the origins allowed for a site without an entry
 	// and for a preflight that does not name its site: "*" (the default),
-	// "none", or a list as above.
+	// "none", or a list as above (all malformed: the default).
 	ConfigCORSDefault = "cors_default"
 )
 
@@ -54,11 +55,20 @@ const (
 // ("" for absent). A malformed origin or entry is skipped and reported in
 // the error, which joins one error per problem; the rest still applies, so
 // a typo in one site's entry never opens or closes another's.
+//
+// A list whose every origin is malformed is treated as not set, not as an
+// empty list: an empty list allows no origin, and a typo must not shut
+// every browser out of every site (cors_default) or of one site. Such a
+// cors_default stays "*", such a site follows cors_default, and the error
+// says so. An empty list is only ever asked for in words: "none", or
+// "SITE=" with no origins.
 func ParseOrigins(perSite, def string) (*Origins, error) {
 	var errs []error
 	o := &Origins{def: originList{any: true}}
 	if def = strings.TrimSpace(def); def != "" {
-		o.def, errs = parseOriginList(def, ConfigCORSDefault, errs)
+		if l, ok := parseOriginList(def, ConfigCORSDefault, ConfigCORSDefault+" stays * (any origin)", &errs); ok {
+			o.def = l
+		}
 	}
 	for _, entry := range strings.FieldsFunc(perSite, func(r rune) bool { return r == ';' || r == '\n' }) {
 		if strings.TrimSpace(entry) == "" {
@@ -70,28 +80,55 @@ func ParseOrigins(perSite, def string) (*Origins, error) {
 			errs = append(errs, fmt.Errorf("%s: entry %q is not SITE=ORIGIN ...", ConfigCORSOrigins, strings.TrimSpace(entry)))
 			continue
 		}
+		instead := "the entry is skipped: " + site + " follows " + ConfigCORSDefault
+		if _, dup := o.sites[site]; dup {
+			instead = "the entry is skipped: " + site + " keeps its earlier entry"
+		}
+		l, ok := parseOriginList(list, ConfigCORSOrigins+" "+site, instead, &errs)
+		if !ok {
+			continue
+		}
 		if o.sites == nil {
 			o.sites = map[string]originList{}
 		}
-		o.sites[site], errs = parseOriginList(list, ConfigCORSOrigins+" "+site, errs)
+		o.sites[site] = l
 	}
 	return o, errors.Join(errs...)
 }
 
-func parseOriginList(s, where string, errs []error) (originList, []error) {
+// parseOriginList reads one list of origins, appending an error to *errs
+// for each malformed one. It reports false when the list had origins and
+// none of them parsed: the caller then does without the list, and the one
+// error for it ends with instead, which says what applies in its place.
+func parseOriginList(s, where, instead string, errs *[]error) (originList, bool) {
 	var l originList
+	var bad []string
+	valid := false
 	for _, tok := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
 		switch origin, ok := normaliseOrigin(tok); {
 		case tok == "*":
-			l.any = true
+			l.any, valid = true, true
 		case strings.EqualFold(tok, "none"):
+			valid = true
 		case ok:
-			l.list = append(l.list, origin)
+			l.list, valid = append(l.list, origin), true
 		default:
-			errs = append(errs, fmt.Errorf("%s: %q is not an origin (scheme://host[:port], null or *)", where, tok))
+			bad = append(bad, strconv.Quote(tok))
 		}
 	}
-	return l, errs
+	if len(bad) > 0 && !valid {
+		// One line for the list, which says what applies instead.
+		verb := "is not an origin"
+		if len(bad) > 1 {
+			verb = "are not origins"
+		}
+		*errs = append(*errs, fmt.Errorf("%s: %s %s (scheme://host[:port], null or *); %s", where, strings.Join(bad, ", "), verb, instead))
+		return l, false
+	}
+	for _, tok := range bad {
+		*errs = append(*errs, fmt.Errorf("%s: %s is not an origin (scheme://host[:port], null or *)", where, tok))
+	}
+	return l, true
 }
 
 // normaliseOrigin lower-cases a configured origin and drops a trailing

@@ -52,6 +52,46 @@ func TestParseOrigins(t *testing.T) {
 	}
 }
 
+// A list that is all typos is not an empty list (which allows no origin):
+// it is as if it were not set, and the report says what applies instead.
+func TestParseOriginsAllMalformed(t *testing.T) {
+	o, err := ParseOrigins("", "notanorigin")
+	if err == nil || !strings.Contains(err.Error(), `cors_default: "notanorigin" is not an origin`) || !strings.Contains(err.Error(), "cors_default stays *") {
+		t.Errorf("cors_default notanorigin: error %v", err)
+	}
+	if !o.Allowed("shop", "https://shop.example") || !o.Allowed("", "https://shop.example") {
+		t.Error("a malformed cors_default closed every site")
+	}
+
+	o, err = ParseOrigins("shop=https//shop.example shop.example; blog=https://blog.example", "https://hub.example")
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), `cors_origins shop: "https//shop.example", "shop.example" are not origins`) || !strings.Contains(err.Error(), "shop follows cors_default") {
+		t.Errorf("one line for shop's list, saying what applies: %v", err)
+	}
+	if !o.Allowed("shop", "https://hub.example") || o.Allowed("shop", "https://evil.example") || !o.Allowed("blog", "https://blog.example") {
+		t.Error("a site whose list is all malformed must follow cors_default")
+	}
+
+	// A duplicate entry that is all typos leaves the earlier one.
+	o, err = ParseOrigins("shop=https://shop.example; shop=https//shop.example", "")
+	if err == nil || !strings.Contains(err.Error(), "shop keeps its earlier entry") || !o.Allowed("shop", "https://shop.example") || o.Allowed("shop", "https://evil.example") {
+		t.Errorf("duplicate entry: %v", err)
+	}
+
+	// Lists that ask for no origin, in words, still do; a list with one
+	// good origin keeps it, whatever else is wrong with it.
+	for _, c := range []struct{ perSite, def, site string }{
+		{"", "none", "shop"},
+		{"", "none notanorigin", "shop"},
+		{"shop=", "", "shop"},
+		{"shop=none https//x", "", "shop"},
+		{"shop=https//x https://ok.example", "", "shop"},
+	} {
+		if o, _ := ParseOrigins(c.perSite, c.def); o.Allowed(c.site, "https://evil.example") {
+			t.Errorf("ParseOrigins(%q, %q) allows any origin for %s", c.perSite, c.def, c.site)
+		}
+	}
+}
+
 // corsHit is a browser's request from origin, with hdr's other headers.
 func corsHit(method, query, body, origin string, hdr map[string]string) *Hit {
 	h, _ := hit(method, "/e", query, body)
