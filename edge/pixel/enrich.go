@@ -185,10 +185,13 @@ func aggregateOnly(e *event.Event, pu pageurl.Result) {
 // signature checks a pixel's signature under the site's policy: the
 // signature column's value, or a drop reason under SignReject. A signed
 // query bound to a client (pixelsign's cip) verifies only from client's
-// address; from anywhere else it is as bad as a wrong MAC.
-func signature(rawQuery string, site string, st SiteSettings, c *Config, now time.Time, client string) (value, drop string) {
+// address; from anywhere else it is as bad as a wrong MAC
+// (bad_pixel_signature), but the MAC is right, so outside is then the
+// URL's cip: the answer names it instead of asking for a new signature,
+// which would not help.
+func signature(rawQuery string, site string, st SiteSettings, c *Config, now time.Time, client string) (value, drop, outside string) {
 	if st.Sign == SignOff {
-		return "", ""
+		return "", "", ""
 	}
 	var keys [][]byte
 	if c.PixelKeys != nil {
@@ -197,22 +200,22 @@ func signature(rawQuery string, site string, st SiteSettings, c *Config, now tim
 	err := pixelsign.Verify(rawQuery, now.Unix(), keys...)
 	if err == nil {
 		if a, _ := netip.ParseAddr(client); !pixelsign.ClientAllowed(rawQuery, a) {
-			err = pixelsign.ErrBadSig
+			err, outside = pixelsign.ErrBadSig, queryValue(rawQuery, pixelsign.ParamClient)
 		}
 	}
 	switch {
 	case err == nil:
-		return SignatureVerified, ""
+		return SignatureVerified, "", ""
 	case st.Sign == SignMark && err == pixelsign.ErrUnsigned:
-		return SignatureUnsigned, ""
+		return SignatureUnsigned, "", ""
 	case st.Sign == SignMark:
-		return SignatureUnverified, ""
+		return SignatureUnverified, "", ""
 	case err == pixelsign.ErrUnsigned:
-		return "", DropUnsigned
+		return "", DropUnsigned, ""
 	case err == pixelsign.ErrExpired:
-		return "", DropExpiredPixel
+		return "", DropExpiredPixel, ""
 	default:
-		return "", DropBadSignature
+		return "", DropBadSignature, outside
 	}
 }
 
@@ -231,23 +234,24 @@ func signature(rawQuery string, site string, st SiteSettings, c *Config, now tim
 type postSignatures []struct{ site, value string }
 
 // check verifies rawQuery for site under st, once per site, and returns
-// the drop reason of a sign=reject site whose check failed.
-func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Config, now time.Time, client string) (drop string) {
+// the drop reason of a sign=reject site whose check failed, with the
+// URL's cip when only the client was outside it (signature).
+func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Config, now time.Time, client string) (drop, outside string) {
 	if _, ok := ps.lookup(site); ok || st.Sign == SignOff {
-		return ""
+		return "", ""
 	}
 	var value string
 	if q := cleanSite(queryValue(rawQuery, pixelsign.ParamSite)); q != site && queryValue(rawQuery, pixelsign.ParamSig) != "" {
 		// Signed, but for another site: as wrong as a bad MAC.
 		if st.Sign != SignMark {
-			return DropBadSignature
+			return DropBadSignature, ""
 		}
 		value = SignatureUnverified
-	} else if value, drop = signature(rawQuery, site, st, c, now, client); drop != "" {
-		return drop
+	} else if value, drop, outside = signature(rawQuery, site, st, c, now, client); drop != "" {
+		return drop, outside
 	}
 	*ps = append(*ps, struct{ site, value string }{site, value})
-	return ""
+	return "", ""
 }
 
 func (ps postSignatures) lookup(site string) (string, bool) {

@@ -209,7 +209,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	p := hitParams{clientTime: q.value(qClientTime), screen: q.value(qScreen),
 		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy),
 		open: q.value(qOpen) != "", ids: &sc.ids}
-	if p.signature, drop = signature(rawQuery, site, st, c, m.Now, m.ClientIP); drop != "" {
+	if p.signature, drop, _ = signature(rawQuery, site, st, c, m.Now, m.ClientIP); drop != "" {
 		return "", drop
 	}
 	*e = base(m)

@@ -85,11 +85,27 @@ func FromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config) ([]even
 	return evs, drop
 }
 
+// refusal is what Serve needs to know of a refused POST beyond its
+// reason.
+type refusal struct {
+	// site is the site the drop is counted for: the one whose own rule
+	// refused the body (unknown_site, a sign=reject site's unsigned,
+	// bad_pixel_signature and expired_pixel, and origin_not_allowed in
+	// servePost), since a mixed body's first site may have let it
+	// through; else the first event's. "" when the body did not parse
+	// (Serve then counts it for the URL's site).
+	site string
+	// cip is the signed URL's cip when its signature verified but the
+	// client's address is outside it (bad_pixel_signature): the answer
+	// names the range rather than sending the sender to re-sign.
+	cip string
+}
+
 // fromJSON is FromJSON that also returns each event's note reason
 // (notes[i] for the i-th event, "" for none; nil when no event has one)
-// and, if site is not nil, sets *site to the first event's site once the
-// body parsed: a drop after that is counted for it.
-func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, site *string) (evs []event.Event, notes []string, drop string) {
+// and, if why is not nil, says in it what a drop is counted for and why
+// (refusal) once the body parsed.
+func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *refusal) (evs []event.Event, notes []string, drop string) {
 	if c == nil {
 		c = &defaultConfig
 	}
@@ -115,9 +131,10 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, site *s
 	if len(posted) == 0 {
 		return nil, nil, DropBadJSON
 	}
-	if site != nil {
-		*site = cleanSite(posted[0].Site)
+	if why == nil {
+		why = &refusal{}
 	}
+	why.site = cleanSite(posted[0].Site)
 	if len(posted) > MaxPostEvents {
 		return nil, nil, DropTooManyEvents
 	}
@@ -138,6 +155,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, site *s
 			return nil, nil, DropMissingSite
 		}
 		if !c.Sites.Known(site) {
+			why.site = site
 			return nil, nil, DropUnknownSite
 		}
 		sites[i] = c.Sites.Settings(site)
@@ -147,7 +165,9 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, site *s
 	}
 	var sigs postSignatures
 	for i := range posted {
-		if drop := sigs.check(rawQuery, cleanSite(posted[i].Site), sites[i], c, m.Now, m.ClientIP); drop != "" {
+		site := cleanSite(posted[i].Site)
+		if drop, outside := sigs.check(rawQuery, site, sites[i], c, m.Now, m.ClientIP); drop != "" {
+			why.site, why.cip = site, outside
 			return nil, nil, drop
 		}
 	}

@@ -127,6 +127,93 @@ func TestServePostSignature(t *testing.T) {
 	}
 }
 
+// A URL whose signature verifies but whose cip does not hold the client
+// is refused as bad_pixel_signature, and the answer names the range:
+// telling the sender the signature is wrong would send them to re-sign a
+// URL that is right.
+func TestServePostOutsideCIP(t *testing.T) {
+	c, keys := signConfig("reject")
+	now := meta().Now // from 203.0.113.77
+	for _, tc := range []struct {
+		cip, want string
+	}{
+		{"198.51.100.0/24", "outside its cip range 198.51.100.0/24"},
+		{"198.51.100.7", "outside its cip range 198.51.100.7"},
+		{"not-an-address", "its cip not-an-address is not an IP address or CIDR range"},
+	} {
+		q, err := pixelsign.Sign(keys["demo"], "site=demo&cip="+url.QueryEscape(tc.cip), now.Unix()+60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+		h, _ := hit("POST", PathPost, q, `{"site":"demo"}`)
+		resp := &Response{}
+		Serve(h, c, b, now, resp)
+		body := string(resp.Body)
+		if resp.Status != 403 || resp.Drop != DropBadSignature || !strings.Contains(body, tc.want) || strings.Contains(body, "does not verify") {
+			t.Errorf("cip %s: %d %q %s", tc.cip, resp.Status, resp.Drop, body)
+		}
+		if counts := b.Counts.Get("demo"); counts.Dropped(DropBadSignature) != 1 {
+			t.Errorf("cip %s: counted %+v", tc.cip, counts)
+		}
+	}
+	// A wrong signature with a cip the client is outside of is still a
+	// wrong signature.
+	q, _ := pixelsign.Sign(keys["demo"], "site=demo&cip=198.51.100.0%2F24", now.Unix()+60)
+	h, _ := hit("POST", PathPost, strings.Replace(q, "sig=", "sig=A", 1), `{"site":"demo"}`)
+	resp := &Response{}
+	Serve(h, c, &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}, now, resp)
+	if resp.Drop != DropBadSignature || !strings.Contains(string(resp.Body), "does not verify") {
+		t.Errorf("bad MAC with cip: %q %s", resp.Drop, resp.Body)
+	}
+}
+
+// A mixed body refused by one site's rule is counted as that site's
+// drop, not the first event's site's, which would have taken it.
+func TestServePostDropCountedForRefusingSite(t *testing.T) {
+	sites, _ := NewSites(func(k string) string {
+		if k == ConfigSitePrefix+"shop" {
+			return "sign=reject"
+		}
+		return ""
+	})
+	now := meta().Now
+	shopOnly, _ := ParseOrigins("shop=https://shop.example", "")
+	for _, tc := range []struct {
+		name, sites, origin, drop string
+	}{
+		{"unsigned", "", "", DropUnsigned},
+		{"unknown site", "demo", "", DropUnknownSite},
+		{"origin", "", "https://demo.example", DropOriginNotAllowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Config{Sites: sites}
+			if tc.sites != "" {
+				c.Sites, _ = NewSites(func(k string) string {
+					if k == ConfigSites {
+						return tc.sites
+					}
+					return ""
+				})
+			}
+			if tc.origin != "" {
+				c = &Config{Origins: shopOnly}
+			}
+			b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+			h := corsHit("POST", "", `[{"site":"demo"},{"site":"shop"}]`, tc.origin, nil)
+			resp := &Response{}
+			Serve(h, c, b, now, resp)
+			if resp.Drop != tc.drop {
+				t.Fatalf("drop %q, want %q", resp.Drop, tc.drop)
+			}
+			demo, shop := b.Counts.Get("demo"), b.Counts.Get("shop")
+			if shop.Hits != 1 || shop.Dropped(tc.drop) != 1 || demo.Hits != 0 || len(demo.Drops) != 0 {
+				t.Errorf("demo %+v, shop %+v: want the drop counted for shop", demo, shop)
+			}
+		})
+	}
+}
+
 // An event that cannot get a visitor id for want of a salt is stored and
 // counted as an event, and noted under no_salt for its site; with a salt,
 // or without salts configured at all, nothing is noted.

@@ -2,6 +2,7 @@ package pixel
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -79,9 +80,9 @@ type Response struct {
 	// Drop is why the request's events were not all accepted (a Drop*
 	// constant), "" if they were; set only by drop.
 	Drop string
-	// dropSite is the site a POST's body names, which its drop is
-	// counted for ("": the URL's site parameter).
-	dropSite string
+	// refused is what a POST's body said about its drop: the site it is
+	// counted for ("": the URL's site parameter), and a cip to name.
+	refused refusal
 }
 
 // Set appends a header. Serve never sets one twice, so no lookup is needed.
@@ -102,7 +103,7 @@ func (r *Response) reset() {
 	r.Header = r.Header[:0]
 	r.Body = nil
 	r.Drop = ""
-	r.dropSite = ""
+	r.refused = refusal{}
 }
 
 // drop records that the request's events were not accepted, and why. It is
@@ -156,11 +157,11 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		resp.Body = notFoundBody
 	}
 	// Accepted events were counted by b.Add; a drop is counted here, for
-	// the site a POST's body names, or else the URL's (a POST's body may
-	// not even parse), so that no drop is known only to the answer's
-	// header.
+	// the site a POST's body names (refusal), or else the URL's (a POST's
+	// body may not even parse), so that no drop is known only to the
+	// answer's header.
 	if resp.Drop != "" {
-		site := resp.dropSite
+		site := resp.refused.site
 		if site == "" {
 			site = cleanSite(queryValue(req.RawQuery, "site"))
 		}
@@ -322,10 +323,13 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		reject(resp, statusBadRequest, DropReadError)
 		return
 	}
-	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c, &resp.dropSite)
-	if origin != "" && !originAllowed(c.Origins, evs, req.RawQuery, origin) {
-		reject(resp, statusForbidden, DropOriginNotAllowed)
-		return
+	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c, &resp.refused)
+	if origin != "" {
+		if ok, site := originAllowed(c.Origins, evs, req.RawQuery, origin); !ok {
+			resp.refused = refusal{site: site}
+			reject(resp, statusForbidden, DropOriginNotAllowed)
+			return
+		}
 	}
 	allowCORS(resp, origin)
 	for i := range evs {
@@ -360,18 +364,20 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 }
 
 // originAllowed reports whether origin may post evs: every event's site
-// must allow it. A body that did not parse has no sites; it is judged as
-// its preflight was, by the URL's site or the default.
-func originAllowed(o *Origins, evs []event.Event, rawQuery, origin string) bool {
+// must allow it. A body that did not parse (or was refused) has no
+// sites; it is judged as its preflight was, by the URL's site or the
+// default. When it refuses, site is the site whose list refused, which
+// the drop is counted for ("": the URL's).
+func originAllowed(o *Origins, evs []event.Event, rawQuery, origin string) (ok bool, site string) {
 	if len(evs) == 0 {
-		return o.Allowed(cleanSite(queryValue(rawQuery, "site")), origin)
+		return o.Allowed(cleanSite(queryValue(rawQuery, "site")), origin), ""
 	}
 	for i := range evs {
 		if !o.Allowed(evs[i].Site, origin) {
-			return false
+			return false, evs[i].Site
 		}
 	}
-	return true
+	return true, ""
 }
 
 // reject answers an error with its drop reason in a header and a JSON body.
@@ -379,7 +385,27 @@ func reject(resp *Response, status int, reason string) {
 	resp.Status = status
 	resp.drop(reason)
 	resp.Set("Content-Type", "application/json")
-	resp.Body = fmt.Appendf(nil, "{\"error\":%q,\"reason\":%q}\n", dropMessage(reason, status), reason)
+	msg := dropMessage(reason, status)
+	if reason == DropBadSignature && resp.refused.cip != "" {
+		msg = outsideCIPMessage(resp.refused.cip)
+	}
+	resp.Body = fmt.Appendf(nil, "{\"error\":%q,\"reason\":%q}\n", msg, reason)
+}
+
+// outsideCIPMessage is bad_pixel_signature's error text when the URL's
+// signature verified and only the client's address was outside the
+// range its cip binds it to: a new signature would be refused the same
+// way, so the text says which range the client was not in (or that the
+// signed cip is no range at all).
+func outsideCIPMessage(cip string) string {
+	cip = event.Clean(cip, event.MaxEnumLen)
+	if _, err := netip.ParsePrefix(cip); err != nil {
+		if _, err := netip.ParseAddr(cip); err != nil {
+			return "the URL's signature verifies, but its cip " + cip + " is not an IP address or CIDR range, so no client is in it: the site must bind the URL to an address or range (pixelsign's cip)"
+		}
+	}
+	return "the URL's signature verifies, but this client's address is outside its cip range " + cip +
+		": the site bound the URL to clients in that range (a page served through a proxy must bind the address the edge sees)"
 }
 
 // dropMessage is the error text of a refused request: what was wrong and
