@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/cli"
 	"github.com/edgepixel/edgepixel/tests/deps"
@@ -62,6 +63,10 @@ func main() {
 		firstRun = flag.String("first-run", "", "how long a first make run takes, for the banner (the Makefile says)")
 	)
 	flag.Parse()
+	if err := checkUsage(flag.CommandLine, *durable); err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel-run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-run"))
+		os.Exit(2)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	began := time.Now()
 	if *since > 0 {
@@ -107,9 +112,6 @@ func main() {
 	}
 	if _, err := salt.rotate(context.Background()); err != nil {
 		cli.Fatal(log, err)
-	}
-	if *durable != "write" && *durable != "fsync" {
-		cli.Fatal(log, fmt.Errorf("--durability %q: want write or fsync", *durable))
 	}
 	if _, ok := localsrv.RedisAvailable(); !ok {
 		o.NoRedis = true
@@ -230,6 +232,36 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// checkUsage refuses a command line the launcher cannot run as given, as
+// the project's other commands do (exit status 2, naming the flag, and
+// the variable when the environment gave the value). It runs before
+// anything else: a usage error must leave -dir as it was, and the salt
+// rotation, the first write, used to come before the --durability check.
+// A stray argument is refused rather than ignored: it is most likely a
+// flag without its dash, or a subcommand after a flag, which would
+// otherwise start the whole stack.
+func checkUsage(fs *flag.FlagSet, durability string) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: edgepixel-run takes flags only (a subcommand, sql or idle, comes first)", fs.Arg(0))
+	}
+	if durability != "write" && durability != "fsync" {
+		err := fmt.Errorf("--durability %q: want write or fsync", durability)
+		if !setOnCommandLine(fs, "durability") {
+			err = fmt.Errorf("%w\n(--durability is EDGEPIXEL_RUN_DURABILITY's value)", err)
+		}
+		return err
+	}
+	return nil
+}
+
+// setOnCommandLine reports whether the flag name was given on fs's
+// command line, not left at its default (an environment variable's value).
+func setOnCommandLine(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // listenAddr is an address the stack will listen on and the environment
 // variable that chooses it.
 type listenAddr struct{ addr, env string }
@@ -265,6 +297,11 @@ func idle(args []string) int {
 	fs := flag.NewFlagSet("edgepixel-run idle", flag.ExitOnError)
 	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", defaultDir), "the data directory `make run` uses (env EDGEPIXEL_RUN_DIR)")
 	fs.Parse(args)
+	// A stray argument is refused, not ignored, as edgepixel-run's own.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "make run: edgepixel-run idle: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	absDir, err := filepath.Abs(*dir)
 	if err == nil {
 		err = checkIdle(absDir)
@@ -284,6 +321,12 @@ func sql(args []string) int {
 		fs.PrintDefaults()
 	}
 	fs.Parse(args)
+	// One QUERY at most: a second word is most likely a query left
+	// unquoted, of which only the first word would run.
+	if fs.NArg() > 1 {
+		fmt.Fprintf(os.Stderr, "make sql: one QUERY expected, got %q: quote it\n", fs.Args())
+		return 2
+	}
 	absDir, err := filepath.Abs(*dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "make sql:", err)

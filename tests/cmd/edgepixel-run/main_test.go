@@ -88,3 +88,58 @@ func TestBannerCommands(t *testing.T) {
 		t.Errorf("banner for the default directory:\n%s", b)
 	}
 }
+
+// A usage error (a stray argument, a --durability other than write or
+// fsync, from the flag or its variable) ends the launcher with status 2,
+// naming what is wrong, before anything is written under -dir: the salt
+// rotation used to write DIR/secrets first and then fail with status 1.
+// main runs in a child process, with an edgepixel-salt that would write a
+// salt file and binaries that are there but never run.
+func TestUsageErrorWritesNothing(t *testing.T) {
+	if os.Getenv("EDGEPIXEL_RUN_TEST_MAIN") != "" {
+		os.Args = append([]string{"edgepixel-run"}, strings.Fields(os.Getenv("EDGEPIXEL_RUN_TEST_MAIN"))...)
+		main()
+		return
+	}
+	bin := t.TempDir()
+	for _, f := range []string{"edgepixel-pop", "edgepixel-aggregator", "edgepixel.wasm"} {
+		if err := os.WriteFile(filepath.Join(bin, f), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	salt := "#!/bin/sh\nmkdir -p \"$2\" && echo 1:00 > \"$2/visitor_salt_0\" && echo wrote\n"
+	if err := os.WriteFile(filepath.Join(bin, "edgepixel-salt"), []byte(salt), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args, env, want string
+	}{
+		{"--durability x", "", `--durability "x": want write or fsync`},
+		{"", "x", "(--durability is EDGEPIXEL_RUN_DURABILITY's value)"},
+		{"extra", "", `unexpected argument "extra"`},
+		{"sql", "", `unexpected argument "sql"`}, // a subcommand after a flag
+	} {
+		dir := filepath.Join(t.TempDir(), "data")
+		args := "--dir " + dir + " --bin " + bin + " --aggregator-addr 127.0.0.1:0 --dashboard-addr 127.0.0.1:0 --pop-addr 127.0.0.1:0 " + c.args
+		cmd := exec.Command(os.Args[0], "-test.run=^TestUsageErrorWritesNothing$")
+		cmd.Env = append(os.Environ(), "EDGEPIXEL_RUN_TEST_MAIN="+args, "EDGEPIXEL_RUN_DURABILITY="+c.env)
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("%s (EDGEPIXEL_RUN_DURABILITY=%s): exit %d (%v), want 2 and %q in:\n%s", c.args, c.env, code, err, c.want, out)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s: %s was created (%v)", c.args, dir, err)
+		}
+	}
+}
+
+// The subcommands refuse stray arguments too: sql runs one QUERY, so an
+// unquoted query's later words would be dropped.
+func TestSubcommandStrayArguments(t *testing.T) {
+	if code := idle([]string{"--dir", t.TempDir(), "extra"}); code != 2 {
+		t.Errorf("idle with a stray argument: exit %d, want 2", code)
+	}
+	if code := sql([]string{"--dir", t.TempDir(), "SELECT", "1"}); code != 2 {
+		t.Errorf("sql with an unquoted query: exit %d, want 2", code)
+	}
+}
