@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -59,8 +60,9 @@ func TestLossAPI(t *testing.T) {
 	// also when both are seconds: that range was in January 1970 and
 	// was answered (with nothing) as if asked.
 	for q, want := range map[string]string{
-		"?site=demo&from=1796256000":               "from: 1796256000 looks like Unix seconds (2026-12-03T00:00:00Z); give Unix milliseconds (add 000)",
-		"?site=demo&from=1796256000&to=1796259600": "to: 1796259600 looks like Unix seconds (2026-12-03T01:00:00Z)",
+		"?site=demo&from=1796256000":                "from: 1796256000 looks like Unix seconds (2026-12-03T00:00:00Z); give Unix milliseconds (add 000)",
+		"?site=demo&from=1796256000&to=1796259600":  "to: 1796259600 looks like Unix seconds (2026-12-03T01:00:00Z)",
+		"?site=demo&from=2026-12-03T00:00:00+05:00": `from: "2026-12-03T00:00:00 05:00" has a space where RFC 3339 has '+'`,
 	} {
 		var e map[string]string
 		if code := getJSON(t, a.dash.URL+"/api/loss"+q, &e); code != 400 || !strings.Contains(e["error"], want) {
@@ -106,4 +108,30 @@ func TestLossAPIDisk(t *testing.T) {
 		l = store.Loss{}
 		return getJSON(t, a.dash.URL+"/api/loss?site=demo", &l) == 200 && l.Hits == 3 && l.Stored == 3
 	})
+}
+
+// An unescaped '+' of an RFC 3339 offset arrives as a space (a query
+// string decodes '+' so): the refusal says so and how to write it, and
+// the value is not read as if the '+' were there (the space may have
+// been meant otherwise). A space that a '+' would not mend gets the
+// plain refusal.
+func TestParseTimePlusAsSpace(t *testing.T) {
+	q, err := url.ParseQuery("from=2026-12-03T00:00:00+05:00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = parseTime(q.Get("from"), time.Time{})
+	if err == nil || !strings.Contains(err.Error(), `"2026-12-03T00:00:00 05:00" has a space where RFC 3339 has '+'`) ||
+		!strings.HasSuffix(err.Error(), "a '+' in a URL query reads as a space: write it as %2B") {
+		t.Errorf("an unescaped '+': %v", err)
+	}
+	q, _ = url.ParseQuery("from=2026-12-03T00:00:00%2B05:00")
+	if got, err := parseTime(q.Get("from"), time.Time{}); err != nil || !got.Equal(time.Date(2026, 12, 2, 19, 0, 0, 0, time.UTC)) {
+		t.Errorf("%%2B: %v %v", got, err)
+	}
+	for _, v := range []string{"2026-12-03 00:00:00Z", "2026-12-03T00:00:00 x"} {
+		if _, err := parseTime(v, time.Time{}); err == nil || err.Error() != "want RFC 3339 or unix milliseconds" {
+			t.Errorf("%q: %v, want the plain refusal", v, err)
+		}
+	}
 }

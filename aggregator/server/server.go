@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -777,6 +778,14 @@ func parseTime(v string, def time.Time) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
+		// A query string decodes '+' as a space, so an offset such as
+		// +05:00 written unescaped arrives as " 05:00". Read back as '+'
+		// it would be what the user meant most likely, but not surely (the
+		// space could be a typo for '-'): the answer says how to write it
+		// rather than guessing.
+		if _, perr := time.Parse(time.RFC3339Nano, strings.ReplaceAll(v, " ", "+")); perr == nil && strings.Contains(v, " ") {
+			return time.Time{}, fmt.Errorf("%q has a space where RFC 3339 has '+': a '+' in a URL query reads as a space: write it as %%2B", v)
+		}
 		return time.Time{}, errors.New("want RFC 3339 or unix milliseconds")
 	}
 	return t, nil
