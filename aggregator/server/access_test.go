@@ -144,6 +144,21 @@ func TestDashboardAccess(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
+	// A field the link does not read is refused, naming the ones it
+	// reads, as an unknown query parameter is: not a link made without
+	// what the misspelt field meant.
+	req, _ = http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader("site=shop&bogus=1&nte=team"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Error(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(b), `unknown form fields \"bogus\", \"nte\"; accepted: site, note`) {
+			t.Errorf("a share link with unknown fields: %d %s", resp.StatusCode, b)
+		}
+	}
 	// A share link for shop.
 	req, _ = http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader("site=shop&note=team"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
@@ -340,6 +341,30 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	reply.JSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin})
 }
 
+// shareFields are the form fields POST /api/shares reads.
+var shareFields = []string{"site", "note"}
+
+// knownFields refuses a form field other than known, naming it and the
+// known ones, as params refuses a query parameter: a misspelt field (nte=)
+// would otherwise make a link without what was meant, and say nothing.
+func knownFields(form url.Values, known []string) error {
+	var unknown []string
+	for k := range form {
+		if !slices.Contains(known, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	what := "unknown form field "
+	if len(unknown) > 1 {
+		what = "unknown form fields "
+	}
+	return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + strings.Join(known, ", "))
+}
+
 func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	if !smallForm(w, r) {
 		return
@@ -352,6 +377,12 @@ func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	if site == "" {
 		// A JSON body is the likely mistake: say what is read.
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "no site: send it as the form field site (application/x-www-form-urlencoded), e.g. curl -d site=demo -d note=team /api/shares", "reason": "bad_request"})
+		return
+	}
+	// Checked after the site, so that a body that is no form at all (JSON
+	// sent as a form) gets the answer above, which says what is read.
+	if err := knownFields(r.PostForm, shareFields); err != nil {
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 		return
 	}
 	sh, err := s.access.CreateShare(site, r.PostFormValue("note"))
