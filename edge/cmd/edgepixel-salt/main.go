@@ -82,6 +82,12 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		}
 		return "", fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-salt"))
 	}
+	// The flag package stops at the first argument that is not a flag and
+	// leaves the rest: ignored, a flag after a stray word (--dir D x
+	// --today) went unread while the run still said it had worked.
+	if fs.NArg() > 0 {
+		return "", fmt.Errorf("unexpected argument %q: edgepixel-salt takes flags only\n%s", fs.Arg(0), flaghint.SeeHelp("edgepixel-salt"))
+	}
 	if *version {
 		return "edgepixel-salt " + buildinfo.Version() + "\n", nil
 	}

@@ -249,6 +249,21 @@ func TestUsageErrorsAreShort(t *testing.T) {
 	}
 }
 
+// A stray argument is a usage error, before anything is written: the
+// flag package leaves it, and every flag after it, unread.
+func TestStrayArgument(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{{"--dir", dir, "extra-arg"}, {"--dir", dir, "x", "--today"}, {"--version", "x"}} {
+		_, err := run(context.Background(), args, time.Now(), nil)
+		if err == nil || !strings.Contains(err.Error(), "unexpected argument \"") || !strings.Contains(err.Error(), "--help") {
+			t.Errorf("%q: %v; want the stray argument named", args, err)
+		}
+	}
+	if got := readSalts(t, dir); len(got) != 0 {
+		t.Errorf("salts written: %v", got)
+	}
+}
+
 // TestSaltVersion: --version answers like the other commands', instead of
 // "flag provided but not defined".
 func TestSaltVersion(t *testing.T) {
