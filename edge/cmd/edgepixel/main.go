@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -163,11 +164,8 @@ func loadConfig() config {
 		var n, ms string
 		get("batch_max_events", &n)
 		get("batch_max_age_ms", &ms)
-		if v, err := strconv.Atoi(n); err == nil && v > 0 {
-			batcher.MaxEvents = min(v, wire.MaxEvents)
-		}
-		if v, err := strconv.Atoi(ms); err == nil && v > 0 {
-			batcher.MaxAge = time.Duration(v) * time.Millisecond
+		for _, p := range setBatchLimits(&batcher, n, ms) {
+			fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %s\n", p)
 		}
 		var origins, def string
 		get(pixel.ConfigCORSOrigins, &origins)
@@ -195,6 +193,35 @@ func loadConfig() config {
 	// A secret kept in a file often ends in a newline; it is never part of it.
 	c.secret = bytes.TrimSpace(secret)
 	return c
+}
+
+// setBatchLimits sets b's MaxEvents and MaxAge from the config values n
+// (batch_max_events) and ms (batch_max_age_ms), "" for absent. A value
+// that is not a whole number above 0 keeps b's, and a batch_max_events
+// over wire.MaxEvents (the most one batch may carry) is lowered to it.
+// Each such value is returned as a problem naming the value that applies
+// instead, for stderr as the other keys' are: dropped or clamped
+// silently, a typo looked as if it had applied.
+func setBatchLimits(b *pixel.Batcher, n, ms string) (problems []string) {
+	if n = strings.TrimSpace(n); n != "" {
+		switch v, err := strconv.Atoi(n); {
+		case err != nil || v <= 0:
+			problems = append(problems, fmt.Sprintf("batch_max_events=%q is not a whole number of events above 0; %d applies", n, b.MaxEvents))
+		case v > wire.MaxEvents:
+			b.MaxEvents = wire.MaxEvents
+			problems = append(problems, fmt.Sprintf("batch_max_events=%q is over %d, the most one batch may carry; %d applies", n, wire.MaxEvents, b.MaxEvents))
+		default:
+			b.MaxEvents = v
+		}
+	}
+	if ms = strings.TrimSpace(ms); ms != "" {
+		if v, err := strconv.Atoi(ms); err != nil || v <= 0 {
+			problems = append(problems, fmt.Sprintf("batch_max_age_ms=%q is not a whole number of milliseconds above 0; %d applies", ms, b.MaxAge.Milliseconds()))
+		} else {
+			b.MaxAge = time.Duration(v) * time.Millisecond
+		}
+	}
+	return problems
 }
 
 // visitor reads the current downstream request for pixel.Serve. One value

@@ -1,6 +1,12 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pixel"
+)
 
 func TestSplitURI(t *testing.T) {
 	for in, want := range map[string][2]string{
@@ -42,5 +48,40 @@ func TestHitConversionsAllocateNothing(t *testing.T) {
 	}
 	if got := methodName([]byte("PURGE")); got != "PURGE" {
 		t.Errorf("methodName(PURGE) = %q", got)
+	}
+}
+
+// A batch limit that does not parse, is not positive or is over the
+// wire's maximum is reported with the value that applies instead, not
+// dropped or clamped silently; one that parses applies quietly.
+func TestSetBatchLimits(t *testing.T) {
+	for _, tc := range []struct {
+		n, ms   string
+		events  int
+		age     time.Duration
+		reports []string
+	}{
+		{"", "", 500, 200 * time.Millisecond, nil},
+		{"100", " 50 ", 100, 50 * time.Millisecond, nil},
+		{"abc", "-5", 500, 200 * time.Millisecond, []string{
+			`batch_max_events="abc" is not a whole number of events above 0; 500 applies`,
+			`batch_max_age_ms="-5" is not a whole number of milliseconds above 0; 200 applies`}},
+		{"0", "1.5", 500, 200 * time.Millisecond, []string{`batch_max_events="0"`, `batch_max_age_ms="1.5"`}},
+		{"20000", "", 10000, 200 * time.Millisecond, []string{`batch_max_events="20000" is over 10000, the most one batch may carry; 10000 applies`}},
+	} {
+		b := pixel.Batcher{MaxEvents: 500, MaxAge: 200 * time.Millisecond}
+		got := setBatchLimits(&b, tc.n, tc.ms)
+		if b.MaxEvents != tc.events || b.MaxAge != tc.age {
+			t.Errorf("%q, %q: MaxEvents %d MaxAge %v, want %d %v", tc.n, tc.ms, b.MaxEvents, b.MaxAge, tc.events, tc.age)
+		}
+		if len(got) != len(tc.reports) {
+			t.Errorf("%q, %q: reported %q, want %d", tc.n, tc.ms, got, len(tc.reports))
+			continue
+		}
+		for i, want := range tc.reports {
+			if !strings.HasPrefix(got[i], want) {
+				t.Errorf("%q, %q: reported %q, want %q", tc.n, tc.ms, got[i], want)
+			}
+		}
 	}
 }
