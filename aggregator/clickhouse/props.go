@@ -63,6 +63,16 @@ func PropPairs() string {
 		"extractAll(props, " + quote(propKeyRE) + "), extractAll(props, " + quote(propValueRE) + ")))"
 }
 
+// PropLabel is a ClickHouse expression of a property's row label in the
+// props top table, "key=value", from the expressions of its key and
+// value. A key's '%' and '=' are percent-escaped (RFC 3986's "%3D"), so
+// the first '=' always ends the key: without it, keys and values that
+// hold '=' ({"a=b": "c"} and {"a": "b=c"}) made one label, and one row
+// counted an event with both twice.
+func PropLabel(key, value string) string {
+	return "concat(replaceAll(replaceAll(" + key + ", '%', '%25'), '=', '%3D'), '=', " + value + ")"
+}
+
 // propsRollup is PropsTable's rollup.
 func propsRollup() rollup {
 	return rollup{

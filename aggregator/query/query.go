@@ -1260,10 +1260,11 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 				cond += " AND dim = " + q(f.Name) + " AND dim_value = " + q(f.Value)
 			}
 			t.Source = table
+			kv := clickhouse.PropLabel("key", "value")
 			// Ranked first, then the visitors of those shown only, as
 			// topRollup does and for its reason.
 			table = db + "." + table
-			ranked, err := e.Src.Query(ctx, "SELECT concat(key, '=', value) AS kv, sumMerge(events) AS n FROM "+table+" WHERE "+cond+tail)
+			ranked, err := e.Src.Query(ctx, "SELECT "+kv+" AS kv, sumMerge(events) AS n FROM "+table+" WHERE "+cond+tail)
 			if err != nil || len(ranked) == 0 {
 				return t, err
 			}
@@ -1271,8 +1272,8 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 			for _, row := range ranked {
 				shown = append(shown, q(row[0]))
 			}
-			return t.add(e.Src.Query(ctx, "SELECT concat(key, '=', value) AS kv, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+
-				table+" WHERE "+cond+" AND concat(key, '=', value) IN ("+strings.Join(shown, ", ")+")"+tail))
+			return t.add(e.Src.Query(ctx, "SELECT "+kv+" AS kv, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+
+				table+" WHERE "+cond+" AND "+kv+" IN ("+strings.Join(shown, ", ")+")"+tail))
 		}
 	}
 	t.Source = "events"
@@ -1280,7 +1281,7 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 	// with ARRAY JOIN to PREWHERE itself, and without it every column
 	// (props too) was read for the whole range before the filters.
 	cond := eventsCond(r, r.Range.From, r.Range.To) + " AND props != ''"
-	return t.add(e.Src.Query(ctx, "SELECT concat(m.1, '=', m.2) AS kv, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM "+
+	return t.add(e.Src.Query(ctx, "SELECT "+clickhouse.PropLabel("m.1", "m.2")+" AS kv, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM "+
 		db+".events ARRAY JOIN "+clickhouse.PropPairs()+" AS m PREWHERE "+cond+" WHERE m.1 != ''"+tail))
 }
 

@@ -91,7 +91,8 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 	// the other fields come out as before.
 	var props []string
 	for _, raw := range []string{"", `{"plan":"pro"}`, `{"plan":"free","seats":3,"ok":true}`, "",
-		`{"o":{"a":"x,"},"arr":[1,{"in":null}],"q":"it's \"q\" \\","s":"{\"k\":1}","":2}`, `{}`} {
+		`{"o":{"a":"x,"},"arr":[1,{"in":null}],"q":"it's \"q\" \\","s":"{\"k\":1}","":2}`, `{}`,
+		`{"a=b":"c","a":"b=c","p%3D":"q"}`} { // keys that hold '=' and '%' (clickhouse.PropLabel)
 		p, err := event.CleanProps([]byte(raw))
 		if err != nil {
 			t.Fatal(err)
@@ -321,7 +322,7 @@ func goTopProps(evs []event.Event, from, to time.Time, keep func(event.Event) bo
 			continue
 		}
 		for _, m := range goProps(e.Props) {
-			kv := m[0] + "=" + m[1]
+			kv := strings.NewReplacer("%", "%25", "=", "%3D").Replace(m[0]) + "=" + m[1]
 			if rows[kv] == nil {
 				rows[kv], visitors[kv] = &Row{Value: kv}, map[uint64]bool{}
 			}
