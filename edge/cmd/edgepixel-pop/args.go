@@ -376,8 +376,13 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	default:
 		return nil, fmt.Errorf("one wasm module expected, got %q", positional)
 	}
-	if o.instances < 0 || o.maxInstances < 0 {
-		return nil, errors.New("instance counts cannot be negative")
+	// Named with what each takes, as the other flags' domain errors are;
+	// 0 is in the domain: the help gives it a meaning.
+	if o.instances < 0 {
+		return nil, fmt.Errorf("--instances %d: want a count, or 0 for 2*GOMAXPROCS", o.instances)
+	}
+	if o.maxInstances < 0 {
+		return nil, fmt.Errorf("--max-instances %d: want a count, or 0 for max(instances, 4*GOMAXPROCS)", o.maxInstances)
 	}
 	if o.shutdownTimeout < 0 { // already over: guests would get no time to flush
 		return nil, fmt.Errorf("--shutdown-timeout must not be negative, not %v", o.shutdownTimeout)

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -25,8 +25,16 @@ type clientOptions struct {
 	bodyMemory                byteSize
 }
 
+// unsetCount marks --max-conns and --max-conns-per-addr as not given:
+// pop.ClientLimits spells their defaults 0 (--max-conns's lowered to fit
+// the open-file limit), but a 0 given on the command line or in the
+// environment is refused, not read as the default (check).
+const unsetCount = math.MinInt
+
 func defaultClientOptions() clientOptions {
 	return clientOptions{
+		maxConns:         unsetCount,
+		maxConnsPerAddr:  unsetCount,
 		headerTimeout:    pop.DefaultHeaderTimeout,
 		keepAliveTimeout: pop.DefaultIdleTimeout,
 		bodyTimeout:      pop.DefaultBodyTimeout,
@@ -96,8 +104,16 @@ func (c *clientOptions) flags(fs *flag.FlagSet) {
 }
 
 func (c *clientOptions) check() error {
-	if c.maxConns < -1 || c.maxConnsPerAddr < -1 {
-		return errors.New("--max-conns and --max-conns-per-addr: a count, 0 for the default or -1 for no limit")
+	// The help offers a count or -1 (no limit), and no 0: a 0 started the
+	// POP with the default, which a user who meant no connections, or no
+	// limit, did not get and was not told.
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"max-conns", c.maxConns}, {"max-conns-per-addr", c.maxConnsPerAddr}} {
+		if n.v != unsetCount && n.v < 1 && n.v != -1 {
+			return fmt.Errorf("--%s %d: want a count of at least 1, or -1 for no limit", n.flag, n.v)
+		}
 	}
 	for _, d := range c.durations() {
 		if *d.dst < 0 {
@@ -114,8 +130,8 @@ func (c *clientOptions) check() error {
 }
 
 // apply sets cfg.Clients. On the command line 0 turns a duration off,
-// which pop.Config spells negative; counts pass as they are (0: the
-// default, -1: none).
+// which pop.Config spells negative; counts pass as they are (-1: none),
+// except a count not given, which pop.Config spells 0 (the default).
 func (c *clientOptions) apply(cfg pop.Config) pop.Config {
 	off := func(d time.Duration) time.Duration {
 		if d == 0 {
@@ -123,9 +139,15 @@ func (c *clientOptions) apply(cfg pop.Config) pop.Config {
 		}
 		return d
 	}
+	count := func(n int) int {
+		if n == unsetCount {
+			return 0
+		}
+		return n
+	}
 	cfg.Clients = pop.ClientLimits{
-		MaxConns:        c.maxConns,
-		MaxConnsPerAddr: c.maxConnsPerAddr,
+		MaxConns:        count(c.maxConns),
+		MaxConnsPerAddr: count(c.maxConnsPerAddr),
 		HeaderTimeout:   off(c.headerTimeout),
 		IdleTimeout:     off(c.keepAliveTimeout),
 		BodyTimeout:     off(c.bodyTimeout),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -63,6 +64,38 @@ func TestClientFlags(t *testing.T) {
 		if err := b.Set(in); err != nil || int64(b) != want {
 			t.Errorf("size %q: %d, %v; want %d", in, b, err, want)
 		}
+	}
+}
+
+// A count out of a flag's domain stops the start with exit status 2,
+// naming the flag and what it takes. --max-conns 0 (and
+// --max-conns-per-addr 0) used to start the POP with the default, which
+// the help does not offer for 0; --instances 0 and --max-instances 0 stay
+// accepted: the help says what they mean.
+func TestCountDomains(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--max-conns", "0", "m.wasm"}, nil, "--max-conns 0: want a count of at least 1, or -1 for no limit"},
+		{[]string{"--max-conns", "-2", "m.wasm"}, nil, "--max-conns -2: want a count of at least 1, or -1 for no limit"},
+		{[]string{"--max-conns-per-addr", "0", "m.wasm"}, nil, "--max-conns-per-addr 0: want a count of at least 1, or -1 for no limit"},
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_MAX_CONNS": "0"}, "--max-conns 0:"},
+		{[]string{"--instances", "-1", "m.wasm"}, nil, "--instances -1: want a count, or 0 for 2*GOMAXPROCS"},
+		{[]string{"--max-instances", "-1", "m.wasm"}, nil, "--max-instances -1: want a count, or 0 for max(instances, 4*GOMAXPROCS)"},
+	} {
+		var errb strings.Builder
+		if code := run(c.args, env(c.env), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%q %v: exit %d, %q; want 2 and %q", c.args, c.env, code, errb.String(), c.want)
+		}
+	}
+	o, err := parseArgs([]string{"--instances", "0", "--max-instances", "0", "--max-conns", "-1", "--max-conns-per-addr", "1", "m.wasm"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := o.clients.apply(pop.Config{}).Clients; o.instances != 0 || o.maxInstances != 0 || c.MaxConns != -1 || c.MaxConnsPerAddr != 1 {
+		t.Errorf("instances %d, max %d, conns %d, per addr %d", o.instances, o.maxInstances, c.MaxConns, c.MaxConnsPerAddr)
 	}
 }
 
