@@ -63,9 +63,9 @@ var version = "0.1.0"
 // fullVersion is version with the build's commit as semver build
 // metadata ("0.1.0+0123456789ab", ".dirty" after it for a changed tree;
 // semver.org item 10), so that the line stays "name semver". The other
-// commands print the bare commit; the POP cannot, since the Fastly CLI
-// parses the word after the name as semver when it checks the Viceroy it
-// runs ("viceroy 0.1.0"), and a bare commit fails that parse.
+// commands print the bare commit; the POP cannot: the Fastly CLI reads
+// Viceroy's --version as "viceroy 0.1.0" and parses the second word as
+// semver, which a bare commit fails.
 func fullVersion() string {
 	rev := buildinfo.Revision()
 	if rev == "" {
