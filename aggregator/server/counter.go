@@ -56,7 +56,11 @@ func (s *Server) counter(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{"site": site, "pageviews": n, "visitors": v, "visitors_capped": capped, "window_seconds": int(live.PagesWindow.Seconds())})
 		return
 	}
-	text := strconv.FormatUint(n, 10) + " views, last 5 min"
+	noun := " views"
+	if n == 1 {
+		noun = " view"
+	}
+	text := strconv.FormatUint(n, 10) + noun + ", last 5 min"
 	width := 12 + 7*len(text)
 	w.Header().Set("Content-Type", "image/svg+xml")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")

@@ -10,7 +10,7 @@ import (
 // The embeddable counter: only for the sites opted in, on the public
 // listener, JSON and SVG, cacheable, 304 on a matching ETag.
 func TestCounter(t *testing.T) {
-	a := startAgg(t, Config{DataDir: t.TempDir(), PublicCounters: []string{"shop"}})
+	a := startAgg(t, Config{DataDir: t.TempDir(), PublicCounters: []string{"shop", "one"}})
 	defer a.stop()
 	shop := mkEvents(t, "shop", 4)
 	for i, id := range []uint64{7, 7, 9, 0} { // two visitors; 0 is the aggregate tier's, no visitor
@@ -18,6 +18,7 @@ func TestCounter(t *testing.T) {
 	}
 	a.send(shop)
 	a.send(mkEvents(t, "demo", 2))
+	a.send(mkEvents(t, "one", 1))
 	get := func(path, etag string) (*http.Response, string) {
 		req, _ := http.NewRequest("GET", a.http.URL+path, nil)
 		if etag != "" {
@@ -52,6 +53,10 @@ func TestCounter(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/svg+xml" || !strings.Contains(body, ">4 views, last 5 min<") {
 		t.Errorf("svg: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
+	eventually(t, "one's badge says 1 view", func() bool {
+		_, body := get("/counter/one.svg", "")
+		return strings.Contains(body, ">1 view, last 5 min<")
+	})
 	for _, p := range []string{"/counter/demo.json", "/counter/demo.svg", "/counter/shop.html", "/counter/shop"} {
 		if r, _ := get(p, ""); r.StatusCode != 404 {
 			t.Errorf("%s: %d, want 404 (not opted in)", p, r.StatusCode)
