@@ -72,7 +72,7 @@ type Config struct {
 	BodyTimeout       time.Duration // from the end of the headers to the end of the body; default 30 s
 	IdleTimeout       time.Duration // a keep-alive connection without a request; default 60 s
 	WriteTimeout      time.Duration // from the end of the headers to the end of the answer; default 60 s
-	MaxHeaderBytes    int           // request line and headers; default 16 KiB
+	MaxHeaderBytes    int           // request line and headers; default 16 KiB; less than MinMaxHeaderBytes acts as it
 	MaxConns          int           // open connections; default 4096; < 0: no cap
 	MaxConnsPerClient int           // open connections per client address; default 256; < 0: no cap
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For (or
@@ -693,10 +693,17 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 // (431) a request line and headers over n bytes: net/http reads up to
 // MaxHeaderBytes plus 4096 bytes ("bufio slop", initialReadLimitSize in
 // net/http/server.go) before it gives up, so n itself would let 4 KiB
-// more through. Under 4097 it is 1: the limit is then 4 KiB.
+// more through. Under MinMaxHeaderBytes it is 1 (0 is net/http's 1 MB
+// default): the limit is then MinMaxHeaderBytes.
 func netHTTPMaxHeaderBytes(n int) int { return max(n-netHTTPHeaderSlop, 1) }
 
 const netHTTPHeaderSlop = 4096
+
+// MinMaxHeaderBytes is the smallest Config.MaxHeaderBytes that is the
+// limit it says: net/http's own slop (4 KiB) lets any smaller one act as
+// this, so --max-header-bytes refuses one below it rather than keep a
+// limit other than the one given, without a word.
+const MinMaxHeaderBytes = netHTTPHeaderSlop + 1
 
 // loss answers what the edges counted against what was stored (see
 // store.Loss): GET /api/loss?site=S&from=T&to=T. site is optional

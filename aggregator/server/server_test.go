@@ -484,8 +484,14 @@ func getJSON(t *testing.T, u string, v any) int {
 
 // A request line and headers over --max-header-bytes get 431 from a real
 // net/http server, and up to it 200: net/http alone lets 4 KiB more in.
+// MinMaxHeaderBytes is exact too; below it no limit is (see there).
 func TestMaxHeaderBytes(t *testing.T) {
-	const limit = 16 << 10
+	for _, limit := range []int{16 << 10, MinMaxHeaderBytes} {
+		t.Run(strconv.Itoa(limit), func(t *testing.T) { testMaxHeaderBytes(t, limit) })
+	}
+}
+
+func testMaxHeaderBytes(t *testing.T, limit int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,6 +38,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -79,7 +81,7 @@ func (o *options) check(fs *flag.FlagSet) error {
 		none     bool // -1 allowed: no bound
 	}{
 		{"max-body", o.maxBody, 1, false}, {"spool-max-bytes", o.spoolMaxBytes, 1, false}, {"loader-max-rows", int64(o.loaderMaxRows), 1, false},
-		{"max-header-bytes", int64(o.maxHeaderBytes), 1, false}, {"auth-burst", int64(o.authBurst), 1, false}, {"max-sites", int64(o.maxSites), 1, false},
+		{"max-header-bytes", int64(o.maxHeaderBytes), server.MinMaxHeaderBytes, false}, {"auth-burst", int64(o.authBurst), 1, false}, {"max-sites", int64(o.maxSites), 1, false},
 		{"live-max-visitors", int64(o.liveMaxVisitors), 1, false}, {"clickhouse-insert-quorum", int64(o.clickhouseQuorum), 0, false},
 		{"memory-limit", o.memoryLimit, 0, false}, {"gc-percent", int64(o.gcPercent), 0, true},
 		{"max-body-memory", o.maxBodyMemory, 1, true}, {"max-body-memory-per-client", o.maxBodyMemoryPerClient, 0, false},
@@ -112,6 +114,26 @@ func (o *options) check(fs *flag.FlagSet) error {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if set["forwarded-header"] && len(o.trustedProxies) == 0 {
 		errs = append(errs, errors.New("--forwarded-header is read only from --trusted-proxies: give --trusted-proxies too"))
+	}
+	// The URLs are read here, not first where the clients are made (in
+	// server.Open and migrateClickHouse): their errors there named no
+	// flag, nor the variable that gave the value, and exited 1.
+	if o.redis != "" {
+		if _, err := goredis.ParseURL(o.redis); err != nil {
+			errs = append(errs, fmt.Errorf("--redis %q: %v; want redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0", o.redis, err))
+		}
+		if o.redisCluster != "" {
+			errs = append(errs, errors.New("--redis and --redis-cluster: give either, not both"))
+		}
+	}
+	if o.clickhouse != "" {
+		// As clickhouse.New reads it; New itself is not called here: on a
+		// native:// URL it connects.
+		if u, err := url.Parse(o.clickhouse); err != nil || u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "native" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--clickhouse %q: want http://HOST:8123 (or https://) or native://HOST:9000", o.clickhouse))
+		}
+	} else if o.clickhouseCluster != "" {
+		errs = append(errs, errors.New("--clickhouse-cluster needs --clickhouse: the URL of this aggregator's server in the cluster"))
 	}
 	return errors.Join(errs...)
 }
@@ -195,7 +217,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Minute, "how long a keep-alive connection may wait for its next request")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", time.Minute, "time from the end of a request's headers to the end of its answer (the body, the handling, the write); keep it above --body-timeout")
 	fs.DurationVar(&o.queryTimeout, "query-timeout", 30*time.Second, "how long a dashboard API query (/api/stats, /api/top, /api/quality, /api/history, /api/loss) waits for ClickHouse; past it the answer is 504 store_timeout. Keep it below --write-timeout")
-	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and header section; larger ones get 431")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 16<<10, fmt.Sprintf("largest request line and header section, at least %d bytes; larger ones get 431", server.MinMaxHeaderBytes))
 	fs.IntVar(&o.maxConns, "max-conns", 4096, "open connections at most (WebSockets included); more get 503 + Retry-After. It is lowered to fit the file descriptor limit; -1: as many as that allows")
 	fs.IntVar(&o.maxConnsPerClient, "max-conns-per-client", 256, "open connections at most from one client address (IPv4 address, IPv6 /64); more get 429 + Retry-After; -1: no cap")
 	fs.Func("trusted-proxies", "comma-separated addresses or CIDR prefixes of reverse proxies (e.g. 10.0.0.0/8, 192.0.2.7) whose --forwarded-header names the client, for the failed-credential limits and the per-client caps; their own connections are exempt from --max-conns-per-client. Empty: none, the connecting address is the client and the header is ignored", func(v string) (err error) {
@@ -247,7 +269,7 @@ func run(args []string) error {
 	setGC(fs, o.gcPercent, o.memoryLimit)
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
-		return err
+		return envSet.explain(fs, err)
 	}
 
 	// "none" is the POP's choice for the PROXY protocol alone, which the
@@ -267,28 +289,25 @@ func run(args []string) error {
 	if o.dashboardTokenFile != "" {
 		b, err := os.ReadFile(o.dashboardTokenFile)
 		if err != nil {
-			return fmt.Errorf("--dashboard-token-file: %w", err)
+			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file: %w", err))
 		}
 		if dashToken = strings.TrimSpace(string(b)); len(dashToken) < 16 {
-			return fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", o.dashboardTokenFile)
+			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", o.dashboardTokenFile))
 		}
 	}
 	var viewers map[string][]string
 	if o.dashboardViewersFile != "" {
 		b, err := os.ReadFile(o.dashboardViewersFile)
 		if err != nil {
-			return fmt.Errorf("--dashboard-viewers-file: %w", err)
+			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file: %w", err))
 		}
 		if viewers, err = access.ParseViewers(string(b)); err != nil {
-			return fmt.Errorf("--dashboard-viewers-file %s: %w", o.dashboardViewersFile, err)
+			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file %s: %w", o.dashboardViewersFile, err))
 		}
 	}
 
 	var cluster clickhouse.ClusterConfig
 	if o.clickhouseCluster != "" {
-		if o.clickhouse == "" {
-			return errors.New("--clickhouse-cluster needs --clickhouse: the URL of this aggregator's server in the cluster")
-		}
 		cluster = clickhouse.ClusterConfig{Name: o.clickhouseCluster, InsertQuorum: o.clickhouseQuorum, QuorumTimeout: o.clickhouseQuorumTimeout}
 	}
 	if o.clickhouse != "" {
@@ -530,13 +549,15 @@ func envDefaults(fs *flag.FlagSet) (map[string]bool, fromEnv, error) {
 // gave the flag.
 type fromEnv map[string][2]string
 
-// explain adds to err, a check of the flags' values, which of the flags
-// it names hold a value from the environment (the command line did not
-// change it): the user set the variable, not the flag.
+// explain adds to err, a check of the flags' values or of what a flag
+// names (a file), which of the flags it names ("--name " or "--name:")
+// hold a value from the environment (the command line did not change
+// it): the user set the variable, not the flag.
 func (e fromEnv) explain(fs *flag.FlagSet, err error) error {
 	var notes []string
+	msg := err.Error()
 	for name, ev := range e {
-		if f := fs.Lookup(name); f != nil && f.Value.String() == ev[1] && strings.Contains(err.Error(), "--"+name+" ") {
+		if f := fs.Lookup(name); f != nil && f.Value.String() == ev[1] && (strings.Contains(msg, "--"+name+" ") || strings.Contains(msg, "--"+name+":")) {
 			notes = append(notes, "--"+name+" is "+ev[0]+"'s value")
 		}
 	}
@@ -547,9 +568,12 @@ func (e fromEnv) explain(fs *flag.FlagSet, err error) error {
 	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
 }
 
+// loadSecret reads the shared secret. None, or two, given is a usage
+// error (exit status 2), as a flag's value out of its domain is; a file
+// that cannot be read or is empty is not: its path is a valid value.
 func loadSecret(secret, file string) ([]byte, error) {
 	if secret != "" && file != "" {
-		return nil, errors.New("give either --secret or --secret-file, not both")
+		return nil, usageError{errors.New("--secret and --secret-file are both given: give either, not both")}
 	}
 	if file != "" {
 		b, err := os.ReadFile(file)
@@ -558,11 +582,11 @@ func loadSecret(secret, file string) ([]byte, error) {
 		}
 		secret = strings.TrimSpace(string(b))
 		if secret == "" {
-			return nil, fmt.Errorf("secret file %s is empty", file)
+			return nil, fmt.Errorf("--secret-file %s is empty", file)
 		}
 	}
 	if secret == "" {
-		return nil, errors.New("no shared secret: pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")
+		return nil, usageError{errors.New("no shared secret: pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
 	}
 	if len(secret) < 16 {
 		slog.Warn("the shared secret is shorter than 16 bytes; use a long random one")

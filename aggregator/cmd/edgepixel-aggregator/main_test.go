@@ -106,6 +106,9 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--write-timeout", "5s", "--body-timeout", "30s"}, "--body-timeout (30s) must be below --write-timeout (5s)"},
 		{[]string{"--query-timeout", "2m"}, "--query-timeout (2m0s) must be below --write-timeout (1m0s)"},
 		{[]string{"--forwarded-header", "X-Real-IP"}, "give --trusted-proxies too"},
+		// Below it net/http keeps a limit other than the one given.
+		{[]string{"--max-header-bytes", "100"}, "--max-header-bytes must be at least 4097, not 100"},
+		{[]string{"--max-header-bytes", "4096"}, "--max-header-bytes must be at least 4097"},
 	} {
 		err := run(append(append([]string{}, base...), c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -123,6 +126,26 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 			t.Errorf("%q: %v; want a usage error saying %q", args, err, want)
 		}
 	}
+	// The same for the URLs, the secret and contradicting store flags
+	// (a new user's test: each exited 1 naming no flag, and a URL's
+	// error was found only when its client was made).
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--secret", "0123456789abcdef0123", "--redis", "notaurl"}, `--redis "notaurl": redis: invalid URL scheme`},
+		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse", "ftp://x"}, `--clickhouse "ftp://x": want http://HOST:8123 (or https://) or native://HOST:9000`},
+		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse", "http://"}, `--clickhouse "http://": want`},
+		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse-cluster", "c"}, "--clickhouse-cluster needs --clickhouse"},
+		{[]string{"--secret", "0123456789abcdef0123", "--redis", "redis://127.0.0.1:1/0", "--redis-cluster", "127.0.0.1:2"}, "--redis and --redis-cluster: give either, not both"},
+		{nil, "no shared secret: pass --secret-file FILE"},
+		{[]string{"--secret", "0123456789abcdef0123", "--secret-file", "/dev/null"}, "--secret and --secret-file are both given"},
+	} {
+		err := run(append([]string{"--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--log-level", "error"}, c.args...))
+		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v; want a usage error saying %q", c.args, err, c.want)
+		}
+	}
 	viewers := filepath.Join(t.TempDir(), "viewers")
 	if err := os.WriteFile(viewers, []byte("0123456789abcdef0123 demo\nshort shop\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -131,6 +154,26 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		!strings.Contains(err.Error(), viewers+": line 2: the token is shorter than 16 bytes") {
 		t.Errorf("a short viewer token: %v; want the file, the line and the reason", err)
 	}
+	// A file the environment named: the error says which variable
+	// named it, as for a value out of its domain.
+	t.Setenv("EDGEPIXEL_AGG_DASHBOARD_VIEWERS_FILE", viewers)
+	if err := run(append(append([]string{}, base...), "--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0")); err == nil ||
+		!strings.Contains(err.Error(), "line 2: the token is shorter than 16 bytes") ||
+		!strings.Contains(err.Error(), "--dashboard-viewers-file is EDGEPIXEL_AGG_DASHBOARD_VIEWERS_FILE's value") {
+		t.Errorf("a short viewer token in the environment's file: %v; want the variable named", err)
+	}
+	t.Setenv("EDGEPIXEL_AGG_DASHBOARD_VIEWERS_FILE", viewers+".missing")
+	if err := run(append(append([]string{}, base...), "--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0")); err == nil ||
+		!strings.Contains(err.Error(), "--dashboard-viewers-file is EDGEPIXEL_AGG_DASHBOARD_VIEWERS_FILE's value") {
+		t.Errorf("a missing viewers file in the environment: %v; want the variable named", err)
+	}
+	os.Unsetenv("EDGEPIXEL_AGG_DASHBOARD_VIEWERS_FILE")
+	t.Setenv("EDGEPIXEL_AGG_REDIS", "notaurl")
+	if err := run(append(append([]string{}, base...), "--secret", "0123456789abcdef0123")); !errors.As(err, new(usageError)) ||
+		!strings.Contains(err.Error(), "--redis is EDGEPIXEL_AGG_REDIS's value") {
+		t.Errorf("a bad Redis URL in the environment: %v; want a usage error naming the variable", err)
+	}
+	os.Unsetenv("EDGEPIXEL_AGG_REDIS")
 	t.Setenv("EDGEPIXEL_AGG_SECURE_COOKIES", "yes")
 	if err := run(base); err == nil || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_SECURE_COOKIES") || !strings.Contains(err.Error(), "want true or false") {
 		t.Errorf("a boolean in words in the environment: %v", err)
@@ -170,7 +213,8 @@ func TestVersion(t *testing.T) {
 // (which scrolled the error off the screen); the exit status is 2, a
 // usage error's.
 func TestFlagErrorIsShort(t *testing.T) {
-	for _, args := range [][]string{{"--max-body", "8MiB"}, {"--replay-window", "5"}, {"--no-such-flag"}} {
+	for _, args := range [][]string{{"--max-body", "8MiB"}, {"--replay-window", "5"}, {"--no-such-flag"},
+		{"--redis", "notaurl"}, {"--clickhouse", "ftp://x"}, {"--max-header-bytes", "100"}} {
 		cmd := exec.Command(aggBinary(t), args...)
 		cmd.Env = append(os.Environ(), "EDGEPIXEL_AGG_SECRET=0123456789abcdef0123")
 		out, err := cmd.CombinedOutput()
