@@ -70,14 +70,35 @@ const idleConnTimeout = 2 * time.Second
 // seconds at most) so that a server too old for the native protocol is
 // refused here, at start-up, with a *TooOldError, rather than retried
 // forever by the loader; an unreachable server is not an error here.
-func New(baseURL, db string) (*Client, error) {
+// CheckURL reports whether baseURL is a server New can talk to: http,
+// https (the HTTP interface) or native (the native protocol), with a
+// host. It connects to nothing; its error says what is wanted, for the
+// caller to name the value.
+func CheckURL(baseURL string) error {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "native") || u.Host == "" {
-		return nil, fmt.Errorf("clickhouse url %q: want http://host:8123 or native://host:9000", baseURL)
+		return errors.New("want http://HOST:8123 (or https://) or native://HOST:9000")
 	}
-	if !validIdent(db) {
-		return nil, fmt.Errorf("clickhouse database %q: letters, digits and _ only", db)
+	return nil
+}
+
+// CheckName reports whether name, a database's or a cluster's, is one
+// this package writes into SQL unquoted; its error says what is wanted.
+func CheckName(name string) error {
+	if !validIdent(name) {
+		return errors.New("letters, digits and _ only")
 	}
+	return nil
+}
+
+func New(baseURL, db string) (*Client, error) {
+	if err := CheckURL(baseURL); err != nil {
+		return nil, fmt.Errorf("clickhouse url %q: %w", baseURL, err)
+	}
+	if err := CheckName(db); err != nil {
+		return nil, fmt.Errorf("clickhouse database %q: %w", db, err)
+	}
+	u, _ := url.Parse(baseURL)
 	if u.Scheme == "native" {
 		c := &Client{db: db, nat: newNative(u), insertSettings: baseInsertSettings()}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -319,8 +340,8 @@ type ClusterConfig struct {
 // dropped, so retrying a block whose insert may or may not have been
 // stored is safe when the retry is the same block (see InsertEvents).
 func (c *Client) SetCluster(cc ClusterConfig) error {
-	if !validIdent(cc.Name) {
-		return fmt.Errorf("clickhouse cluster %q: letters, digits and _ only", cc.Name)
+	if err := CheckName(cc.Name); err != nil {
+		return fmt.Errorf("clickhouse cluster %q: %w", cc.Name, err)
 	}
 	if cc.InsertQuorum < 0 {
 		return fmt.Errorf("clickhouse insert quorum %d: want 0 or more replicas", cc.InsertQuorum)

@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -127,10 +126,18 @@ func (o *options) check(fs *flag.FlagSet) error {
 		}
 	}
 	if o.clickhouse != "" {
-		// As clickhouse.New reads it; New itself is not called here: on a
-		// native:// URL it connects.
-		if u, err := url.Parse(o.clickhouse); err != nil || u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "native" || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--clickhouse %q: want http://HOST:8123 (or https://) or native://HOST:9000", o.clickhouse))
+		// As clickhouse.New reads them; New itself is not called here:
+		// on a native:// URL it connects.
+		if err := clickhouse.CheckURL(o.clickhouse); err != nil {
+			errs = append(errs, fmt.Errorf("--clickhouse %q: %w", o.clickhouse, err))
+		}
+		if err := clickhouse.CheckName(o.clickhouseDB); err != nil {
+			errs = append(errs, fmt.Errorf("--clickhouse-db %q: %w", o.clickhouseDB, err))
+		}
+		if o.clickhouseCluster != "" {
+			if err := clickhouse.CheckName(o.clickhouseCluster); err != nil {
+				errs = append(errs, fmt.Errorf("--clickhouse-cluster %q: %w", o.clickhouseCluster, err))
+			}
 		}
 	} else if o.clickhouseCluster != "" {
 		errs = append(errs, errors.New("--clickhouse-cluster needs --clickhouse: the URL of this aggregator's server in the cluster"))

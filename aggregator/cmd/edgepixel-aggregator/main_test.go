@@ -137,6 +137,8 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse", "ftp://x"}, `--clickhouse "ftp://x": want http://HOST:8123 (or https://) or native://HOST:9000`},
 		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse", "http://"}, `--clickhouse "http://": want`},
 		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse-cluster", "c"}, "--clickhouse-cluster needs --clickhouse"},
+		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse", "http://127.0.0.1:1", "--clickhouse-db", "my-db"}, `--clickhouse-db "my-db": letters, digits and _ only`},
+		{[]string{"--secret", "0123456789abcdef0123", "--clickhouse", "http://127.0.0.1:1", "--clickhouse-cluster", "c-1"}, `--clickhouse-cluster "c-1": letters, digits and _ only`},
 		{[]string{"--secret", "0123456789abcdef0123", "--redis", "redis://127.0.0.1:1/0", "--redis-cluster", "127.0.0.1:2"}, "--redis and --redis-cluster: give either, not both"},
 		{nil, "no shared secret: pass --secret-file FILE"},
 		{[]string{"--secret", "0123456789abcdef0123", "--secret-file", "/dev/null"}, "--secret and --secret-file are both given"},
