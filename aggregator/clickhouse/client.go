@@ -63,23 +63,22 @@ type Client struct {
 // fails with EOF, which Go's transport does not retry for a POST.
 const idleConnTimeout = 2 * time.Second
 
-// New returns a client for the server at baseURL storing into database db:
-// http://host:8123 (or https://, with optional user:password@) for the HTTP
-// interface, native://host:9000 for the native TCP protocol. An HTTP client
-// does not connect. A native client makes one probe connection (a few
-// seconds at most) so that a server too old for the native protocol is
-// refused here, at start-up, with a *TooOldError, rather than retried
-// forever by the loader; an unreachable server is not an error here.
 // CheckURL reports whether baseURL is a server New can talk to: http,
 // https (the HTTP interface) or native (the native protocol), with a
 // host. It connects to nothing; its error says what is wanted, for the
 // caller to name the value.
 func CheckURL(baseURL string) error {
+	_, err := parseURL(baseURL)
+	return err
+}
+
+// parseURL is baseURL parsed, if CheckURL takes it.
+func parseURL(baseURL string) (*url.URL, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "native") || u.Host == "" {
-		return errors.New("want http://HOST:8123 (or https://) or native://HOST:9000")
+		return nil, errors.New("want http://HOST:8123 (or https://) or native://HOST:9000")
 	}
-	return nil
+	return u, nil
 }
 
 // CheckName reports whether name, a database's or a cluster's, is one
@@ -91,14 +90,21 @@ func CheckName(name string) error {
 	return nil
 }
 
+// New returns a client for the server at baseURL storing into database db:
+// http://host:8123 (or https://, with optional user:password@) for the HTTP
+// interface, native://host:9000 for the native TCP protocol. An HTTP client
+// does not connect. A native client makes one probe connection (a few
+// seconds at most) so that a server too old for the native protocol is
+// refused here, at start-up, with a *TooOldError, rather than retried
+// forever by the loader; an unreachable server is not an error here.
 func New(baseURL, db string) (*Client, error) {
-	if err := CheckURL(baseURL); err != nil {
+	u, err := parseURL(baseURL)
+	if err != nil {
 		return nil, fmt.Errorf("clickhouse url %q: %w", baseURL, err)
 	}
 	if err := CheckName(db); err != nil {
 		return nil, fmt.Errorf("clickhouse database %q: %w", db, err)
 	}
-	u, _ := url.Parse(baseURL)
 	if u.Scheme == "native" {
 		c := &Client{db: db, nat: newNative(u), insertSettings: baseInsertSettings()}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
