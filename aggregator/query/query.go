@@ -244,33 +244,54 @@ func dimNames() []string {
 // too: the endpoints read its first value only, so page=/a&page=/b would
 // answer for /a as if both were asked for.
 func CheckParams(q url.Values, known []string) error {
-	var unknown, repeated []string
+	if err := checkUnknown(q, known, "parameter"); err != nil {
+		return err
+	}
+	var repeated []string
 	for k, vs := range q {
-		if !slices.Contains(known, k) {
-			unknown = append(unknown, strconv.Quote(k))
-		} else if len(vs) > 1 {
+		if len(vs) > 1 {
 			repeated = append(repeated, k)
 		}
 	}
-	slices.Sort(unknown)
 	slices.Sort(repeated)
 	switch {
-	case len(unknown) > 0:
-		what := "unknown parameter "
-		if len(unknown) > 1 {
-			what = "unknown parameters "
-		}
-		accepted := "none"
-		if offered := slices.DeleteFunc(slices.Clone(known), cannotFilter); len(offered) > 0 {
-			accepted = strings.Join(offered, ", ")
-		}
-		return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
 	case len(repeated) == 1:
 		return errors.New("parameter " + repeated[0] + " given more than once: give it once")
 	case len(repeated) > 1:
 		return errors.New("parameters " + strings.Join(repeated, ", ") + " given more than once: give each once")
 	}
 	return nil
+}
+
+// CheckFields returns an error naming the fields of a POSTed form that
+// are not among known, and the known ones, or nil, as CheckParams does
+// for a query's parameters: a misspelt field would otherwise be ignored.
+func CheckFields(form url.Values, known []string) error {
+	return checkUnknown(form, known, "form field")
+}
+
+// checkUnknown is CheckParams' and CheckFields' refusal of the names of
+// q not among known; noun is what a name is called.
+func checkUnknown(q url.Values, known []string, noun string) error {
+	var unknown []string
+	for k := range q {
+		if !slices.Contains(known, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	what := "unknown " + noun + " "
+	if len(unknown) > 1 {
+		what = "unknown " + noun + "s "
+	}
+	accepted := "none"
+	if offered := slices.DeleteFunc(slices.Clone(known), cannotFilter); len(offered) > 0 {
+		accepted = strings.Join(offered, ", ")
+	}
+	return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + accepted)
 }
 
 // cannotFilter reports whether name is a dimension that cannot filter (not

@@ -11,11 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/live"
+	"github.com/edgepixel/edgepixel/aggregator/query"
 	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/dashboard"
 )
@@ -344,27 +344,6 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 // shareFields are the form fields POST /api/shares reads.
 var shareFields = []string{"site", "note"}
 
-// knownFields refuses a form field other than known, naming it and the
-// known ones, as params refuses a query parameter: a misspelt field (nte=)
-// would otherwise make a link without what was meant, and say nothing.
-func knownFields(form url.Values, known []string) error {
-	var unknown []string
-	for k := range form {
-		if !slices.Contains(known, k) {
-			unknown = append(unknown, strconv.Quote(k))
-		}
-	}
-	if len(unknown) == 0 {
-		return nil
-	}
-	slices.Sort(unknown)
-	what := "unknown form field "
-	if len(unknown) > 1 {
-		what = "unknown form fields "
-	}
-	return errors.New(what + strings.Join(unknown, ", ") + "; accepted: " + strings.Join(known, ", "))
-}
-
 func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	if !smallForm(w, r) {
 		return
@@ -381,7 +360,7 @@ func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	}
 	// Checked after the site, so that a body that is no form at all (JSON
 	// sent as a form) gets the answer above, which says what is read.
-	if err := knownFields(r.PostForm, shareFields); err != nil {
+	if err := query.CheckFields(r.PostForm, shareFields); err != nil {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 		return
 	}
