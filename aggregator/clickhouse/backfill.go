@@ -504,6 +504,7 @@ func (c *Client) Backfills() []Backfill {
 		{MinuteAudienceTable, c.MinuteAudienceCutoff, c.BackfillMinuteAudience},
 		{MinuteSourcesTable, c.MinuteSourcesCutoff, c.BackfillMinuteSources},
 		{HumanHoursTable, c.HumanHoursCutoff, c.BackfillHumans},
+		{BotDimHoursTable, c.BotDimsCutoff, c.BackfillBotDims},
 	}
 }
 

@@ -20,10 +20,21 @@ import (
 // rollupTotals reads, for each step 7 rollup, the events it holds and
 // what the events table says it should hold, with the visitors of the
 // day rollup against the exact count.
+//
+// From step VersionBotDims on, BotDimHoursTable stands in for DimTable,
+// whose view the step drops; the step 7 backfill tests migrate to the
+// step before it.
 func rollupTotals(t *testing.T, c *Client) (got, want string) {
 	t.Helper()
 	var g, w []string
+	_, bot, err := c.BotDimsCutoff(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range rollups() {
+		if r.table == DimTable && bot {
+			r = botDimHours()
+		}
 		cond := "1"
 		if r.check != "" {
 			cond = r.check
@@ -71,7 +82,7 @@ func TestBackfillRollups(t *testing.T) {
 	}
 	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
 	CutoffMargin = 3 * time.Second
-	if _, err := c.Migrate(ctx); err != nil {
+	if _, err := c.MigrateTo(ctx, VersionBotDims-1); err != nil {
 		t.Fatal(err)
 	}
 	cutoff, ok, err := c.RollupCutoff(ctx)
@@ -191,7 +202,7 @@ func historyDB(t *testing.T, n int) *Client {
 	}
 	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
 	CutoffMargin = time.Second
-	if _, err := c.Migrate(ctx); err != nil {
+	if _, err := c.MigrateTo(ctx, VersionBotDims-1); err != nil {
 		t.Fatal(err)
 	}
 	cutoff, _, err := c.RollupCutoff(ctx)

@@ -49,7 +49,7 @@ func TestCompactRollups(t *testing.T) {
 	}
 	// Every row of each key, and the keys.
 	keys := func() string {
-		return c.count(t, "SELECT (SELECT count() FROM "+c.db+".rollup_days), (SELECT uniqExact(site, t) FROM "+c.db+".rollup_days), (SELECT count() FROM "+c.db+".rollup_dims), (SELECT uniqExact(site, dim, value, t) FROM "+c.db+".rollup_dims)")
+		return c.count(t, "SELECT (SELECT count() FROM "+c.db+".rollup_days), (SELECT uniqExact(site, t) FROM "+c.db+".rollup_days), (SELECT count() FROM "+c.db+"."+BotDimHoursTable+"), (SELECT uniqExact(site, dim, value, bot, t) FROM "+c.db+"."+BotDimHoursTable+")")
 	}
 	visitors := func() string {
 		return c.count(t, "SELECT site, toUnixTimestamp(t), uniqCombinedIfMerge(visitors) FROM "+c.db+".rollup_days GROUP BY site, t ORDER BY site, t")

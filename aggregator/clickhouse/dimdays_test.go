@@ -19,7 +19,8 @@ func TestBackfillDimDays(t *testing.T) {
 	c := newDB(t)
 	ctx := context.Background()
 	mk := func(n int, at time.Time, step time.Duration) []event.Event { return historyEvents(t, n, at, step) }
-	_, history, cutoff := migrateWithHistory(t, c, VersionDimDays, c.DimDaysCutoff)
+	// Step VersionBotDims drops DimTable's and DimDayTable's views.
+	_, history, cutoff := migrateWithHistoryTo(t, c, VersionDimDays, VersionBotDims-1, c.DimDaysCutoff)
 	// Per day, dimension and value: events, pageviews and visitors of
 	// DimDayTable, of DimTable's hours, and of the events table.
 	days := "SELECT t, dim, value, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM %s.%s GROUP BY t, dim, value ORDER BY t, dim, value"
@@ -71,7 +72,7 @@ func TestBackfillDimDays(t *testing.T) {
 func TestDimDaysFresh(t *testing.T) {
 	c := newDB(t)
 	ctx := context.Background()
-	if _, err := c.Migrate(ctx); err != nil {
+	if _, err := c.MigrateTo(ctx, VersionBotDims-1); err != nil {
 		t.Fatal(err)
 	}
 	cutoff, ok, err := c.DimDaysCutoff(ctx)
@@ -100,6 +101,13 @@ func TestDimDaysFresh(t *testing.T) {
 // began, the history's start and the cut-off.
 func migrateWithHistory(t *testing.T, c *Client, version int, cutoffOf func(context.Context) (time.Time, bool, error)) (now, history, cutoff time.Time) {
 	t.Helper()
+	return migrateWithHistoryTo(t, c, version, SchemaVersion(), cutoffOf)
+}
+
+// migrateWithHistoryTo is migrateWithHistory migrating to step to, not
+// the latest.
+func migrateWithHistoryTo(t *testing.T, c *Client, version, to int, cutoffOf func(context.Context) (time.Time, bool, error)) (now, history, cutoff time.Time) {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := c.MigrateTo(ctx, version-1); err != nil {
 		t.Fatal(err)
@@ -109,7 +117,7 @@ func migrateWithHistory(t *testing.T, c *Client, version int, cutoffOf func(cont
 	if err := c.InsertEvents(ctx, historyEvents(t, 400, history, 3*time.Hour+7*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Migrate(ctx); err != nil {
+	if _, err := c.MigrateTo(ctx, to); err != nil {
 		t.Fatal(err)
 	}
 	cutoff, ok, err := cutoffOf(ctx)

@@ -74,6 +74,8 @@ var Migrations = []Migration{
 	{Version: VersionErased, Name: "erased_events: the ids and times of the events erasures deleted, which the loss figures count as stored", SQL: erasedSchema},
 	{Version: VersionHumans, Name: "rollup_human_hours and rollup_human_days: rollup_hours and rollup_days of the events that are not a bot's, their views from a cut-off; the events before it rolled up by the backfill (and visit_dims' builds gain the visits without bots)",
 		SQL: humansSchema, Run: (*Client).createHumansViews},
+	{Version: VersionBotDims, Name: "rollup_dims_bot and rollup_dim_days_bot: rollup_dims and rollup_dim_days with the bot verdict in their key, their views from a cut-off; the events before it rolled up by the backfill; rollup_dims' and rollup_dim_days' views dropped",
+		SQL: botDimsSchema, Run: (*Client).createBotDimsViews},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

@@ -10,7 +10,8 @@ import (
 )
 
 // An install with history migrates to each per-minute rollup
-// (MinuteAudienceTable, MinuteSourcesTable) and to HumanHoursTable: its view rolls up the events
+// (MinuteAudienceTable, MinuteSourcesTable), to HumanHoursTable and to
+// BotDimHoursTable: its view rolls up the events
 // from its cut-off (a whole hour ahead), the backfill those before it,
 // so that per minute, visitor and values it holds what the events table
 // says, including events stored between the step and its cut-off;
@@ -44,6 +45,11 @@ func TestBackfillMinuteRollups(t *testing.T) {
 		{HumanDaysTable, VersionHumans, (*Client).HumanHoursCutoff, (*Client).BackfillHumans, HumansReady, "", "",
 			"SELECT toUnixTimestamp(t) AS d, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM {db}." + HumanDaysTable + " GROUP BY d ORDER BY d",
 			"SELECT toUnixTimestamp(toStartOfDay(ts, 'UTC')) AS d, count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0) FROM {db}.events WHERE NOT (" + BotCond + ") GROUP BY d ORDER BY d", true},
+		// Per hour and per day, dimension, value and bot verdict.
+		{BotDimHoursTable, VersionBotDims, (*Client).BotDimsCutoff, (*Client).BackfillBotDims, botDimsReady, "", "",
+			botDimsGot(BotDimHoursTable), botDimsWant("toStartOfHour"), true},
+		{BotDimDaysTable, VersionBotDims, (*Client).BotDimsCutoff, (*Client).BackfillBotDims, botDimsReady, "", "",
+			botDimsGot(BotDimDaysTable), botDimsWant("toStartOfDay"), true},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
 			c := newDB(t)
@@ -104,7 +110,7 @@ func TestBackfillMinuteRollups(t *testing.T) {
 			}
 			// The month, in each table the backfill fills.
 			tables := 1
-			if tc.version == VersionHumans {
+			if tc.version == VersionHumans || tc.version == VersionBotDims {
 				tables = 2
 			}
 			if res, err = backfill(ctx); err != nil || len(res.Rebuilt) != tables {
@@ -120,7 +126,8 @@ func TestBackfillMinuteRollups(t *testing.T) {
 
 // On a database without events the cut-off is 0: the views cover every
 // event, every range is ready, and there is nothing to backfill. Step
-// VersionMinutes dropped MinuteDimsTable's view: nothing writes it.
+// VersionMinutes dropped MinuteDimsTable's view, step VersionBotDims
+// DimTable's and DimDayTable's: nothing writes them.
 func TestMinutesFresh(t *testing.T) {
 	c := newDB(t)
 	ctx := context.Background()
@@ -139,12 +146,17 @@ func TestMinutesFresh(t *testing.T) {
 	}{
 		{MinuteAudienceTable, c.MinuteAudienceCutoff, c.BackfillMinuteAudience, MinuteAudienceReady},
 		{MinuteSourcesTable, c.MinuteSourcesCutoff, c.BackfillMinuteSources, MinuteSourcesReady},
+		{BotDimHoursTable, c.BotDimsCutoff, c.BackfillBotDims, botDimsReady},
 	} {
 		cutoff, ok, err := tc.cutoff(ctx)
 		if err != nil || !ok || cutoff.Unix() != 0 {
 			t.Fatalf("%s: cut-off %v %v %v, want 0", tc.table, cutoff, ok, err)
 		}
-		if got := c.count(t, "SELECT sumMerge(events) FROM "+c.db+"."+tc.table+" WHERE site = 'new.example' AND country = 'DE' AND utm_campaign = 'c'"); got != "1" {
+		where := "country = 'DE' AND utm_campaign = 'c'"
+		if tc.table == BotDimHoursTable {
+			where = "dim = 'country' AND value = 'DE'"
+		}
+		if got := c.count(t, "SELECT sumMerge(events) FROM "+c.db+"."+tc.table+" WHERE site = 'new.example' AND "+where); got != "1" {
 			t.Fatalf("%s holds %s events, want 1", tc.table, got)
 		}
 		if ok, err := tc.ready(ctx, c, c.db, "new.example", at.Add(-time.Hour), time.Now()); err != nil || !ok {
@@ -154,10 +166,32 @@ func TestMinutesFresh(t *testing.T) {
 			t.Fatalf("%s: %+v %v", tc.table, res, err)
 		}
 	}
-	if got := c.count(t, "SELECT count() FROM "+c.db+"."+MinuteDimsTable); got != "0" {
-		t.Fatalf("%s holds %s rows; its view was dropped", MinuteDimsTable, got)
+	for _, table := range []string{MinuteDimsTable, DimTable, DimDayTable} {
+		if got := c.count(t, "SELECT count() FROM "+c.db+"."+table); got != "0" {
+			t.Fatalf("%s holds %s rows; its view was dropped", table, got)
+		}
+		if got := c.count(t, "SELECT count() FROM system.tables WHERE database = "+quote(c.db)+" AND name = "+quote(table+"_mv")); got != "0" {
+			t.Fatal("a later step left the view of", table)
+		}
 	}
-	if got := c.count(t, "SELECT count() FROM system.tables WHERE database = "+quote(c.db)+" AND name = "+quote(MinuteDimsTable+"_mv")); got != "0" {
-		t.Fatal("step VersionMinutes left the view of", MinuteDimsTable)
-	}
+}
+
+// botDimsReady reports whether DimRollupsFor reads BotDimRollups.
+func botDimsReady(ctx context.Context, q Querier, db, site string, from, to time.Time) (bool, error) {
+	d, ok, err := DimRollupsFor(ctx, q, db, site, from, to)
+	return ok && d == BotDimRollups, err
+}
+
+// botDimsGot and botDimsWant are the rows of the per-dimension rollup
+// with the bot verdict (of two of its dimensions) and the same counted
+// from the events, bucketed by start.
+func botDimsGot(table string) string {
+	return "SELECT toUnixTimestamp(t) AS b, dim, value, bot, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM {db}." + table +
+		" WHERE dim IN ('page', 'referrer') GROUP BY b, dim, value, bot ORDER BY b, dim, value, bot"
+}
+
+func botDimsWant(start string) string {
+	return "SELECT b, dim, value, bot, count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0) FROM (SELECT toUnixTimestamp(" + start +
+		"(ts, 'UTC')) AS b, dv.1 AS dim, dv.2 AS value, toUInt8(" + BotCond + ") AS bot, name, visitor_id FROM {db}.events ARRAY JOIN [('page', path(url)), ('referrer', domain(referrer))] AS dv)" +
+		" GROUP BY b, dim, value, bot ORDER BY b, dim, value, bot"
 }

@@ -206,11 +206,27 @@ func dimRollup(table, tExpr string) rollup {
 	}
 }
 
+// withBot is r, a dimRollup, with a column bot after value: 1 for a bot's
+// events (BotCond), 0 for the others, so that a row counts the events of
+// one verdict. order is its sort key.
+func withBot(r rollup, order string) rollup {
+	r.cols = strings.Replace(r.cols, "value String,", "value String,\n\t\tbot UInt8,", 1)
+	r.sel = strings.Replace(r.sel, "dv.2 AS value, ", "dv.2 AS value, toUInt8("+BotCond+") AS bot, ", 1)
+	r.group, r.order = "site, dim, value, bot, t", order
+	return r
+}
+
 // viewRollups are the rollups whose views a step's Run makes (from a
-// cut-off), every step's but MinuteDimsTable, whose view a later step
-// drops.
+// cut-off) and keeps: every step's but MinuteDimsTable's, DimTable's and
+// DimDayTable's, whose views later steps drop.
 func viewRollups() []rollup {
-	return append(rollups(), dimDays(), propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays())
+	var out []rollup
+	for _, r := range rollups() {
+		if r.table != DimTable {
+			out = append(out, r)
+		}
+	}
+	return append(out, propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays(), botDimHours(), botDimDays())
 }
 
 // create returns the statements that make r's table in layout l.

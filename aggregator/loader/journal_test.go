@@ -19,7 +19,7 @@ import (
 // succeeded, is finished by the next process as the same block, so those
 // rollups keep each event once. Here a view that fails on one site's
 // events (sorting after the views of events_per_minute, rollup_hours,
-// rollup_dims and rollup_minutes, before rollup_visits' and the events
+// rollup_dims_bot and rollup_minutes, before rollup_visits' and the events
 // table's) stands for the failure; more events
 // are spooled before the restart, so that the next process's first load
 // is not the same block as the failed one.
@@ -122,7 +122,7 @@ func TestJournalFinishesAPartialInsert(t *testing.T) {
 		"SELECT count() FROM edgepixel.events",
 		"SELECT toUInt64(sum(n)) FROM edgepixel.events_per_minute",
 		"SELECT toUInt64(sumMerge(events)) FROM edgepixel.rollup_hours",
-		"SELECT toUInt64(sumMerge(events)) FROM edgepixel.rollup_dims WHERE dim = 'country'",
+		"SELECT toUInt64(sumMerge(events)) FROM edgepixel.rollup_dims_bot WHERE dim = 'country'",
 	} {
 		if n := count(t, c2, q); n != 30 {
 			t.Errorf("%s = %d, want 30", q, n)

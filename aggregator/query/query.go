@@ -346,15 +346,17 @@ type Stats struct {
 	// ExcludeBots says the numbers leave bots out (Request.ExcludeBots).
 	ExcludeBots bool `json:"exclude_bots"`
 	// Source is the table the totals read: a rollup, "events", or
-	// "rollup_dim_days+rollup_dims" (whole days from the one, the hours
-	// of partial or not yet merged days from the other; see dimRows).
+	// "rollup_dim_days_bot+rollup_dims_bot" (a per-dimension pair: whole
+	// days from the one, the hours of partial or not yet merged days from
+	// the other; see dimSource.rows).
 	Source string `json:"source"`
 	// VisitsSource is the table visits were computed from: VisitHoursTable
 	// or VisitsTable without filters; VisitDimsTable with one filter
 	// ("visit_dims+events" where some of the range's hours are not built
 	// yet and were computed from the events table); or "events" (combined
 	// filters, the realtime range), or a per-minute rollup for filters
-	// it holds that DimTable cannot answer (see minuteTable).
+	// it holds that the per-dimension rollups cannot answer (see
+	// minuteTable).
 	VisitsSource string   `json:"visits_source"`
 	Metrics      []Metric `json:"metrics"`
 	Series       []Point  `json:"series"`
@@ -367,12 +369,12 @@ type Stats struct {
 
 // where is the source table and condition for r over rng, read at grain
 // g: "FROM table WHERE cond" reads it. With one filter, a rollup reads
-// DimTable, and the whole days of fresh from DimDayTable (see dimRows;
-// table may be a subquery, cond "1"). over, if not "", is the rollup
-// chosen for r's question that the others cannot answer: a per-minute
-// rollup (minuteTable) or, for a site's numbers without bots,
-// humanRollups (humans: clickhouse.HumanTable of g).
-func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64]bool, over string) (table, cond, tcol string) {
+// the per-dimension rollups of dims, if not nil (see dimSource.rows; table may
+// be a subquery, cond "1"), and the events table without them. over, if
+// not "", is the rollup chosen for r's question that the others cannot
+// answer: a per-minute rollup (minuteTable) or, for a site's numbers
+// without bots, humanRollups (humans: clickhouse.HumanTable of g).
+func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, dims *dimSource, over string) (table, cond, tcol string) {
 	db := e.Src.DB()
 	q := clickhouse.Quote
 	span := fmt.Sprintf("toDateTime(%d) AND ", rng.From.Unix())
@@ -386,9 +388,9 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, fresh map[int64
 		return table, cond, "t"
 	case e.rollups(r) && len(r.Filters) == 0:
 		return db + "." + g.Table, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
-	case e.rollups(r) && len(r.Filters) == 1 && g.Seconds >= 3600:
+	case e.rollups(r) && len(r.Filters) == 1 && g.Seconds >= 3600 && dims != nil:
 		f := r.Filters[0]
-		table, cond = e.dimRows("site = "+q(r.Site)+" AND dim = "+q(f.Name)+" AND value = "+q(f.Value), rng, fresh)
+		table, cond = dims.rows(db, "site = "+q(r.Site)+" AND dim = "+q(f.Name)+" AND value = "+q(f.Value), rng)
 		return table, cond, "t"
 	}
 	return db + ".events", eventsCond(r, rng.From, rng.To), "ts"
@@ -409,7 +411,7 @@ func (e *Engine) minuteRows(minute string, r Request, rng Range) (table, cond st
 
 // minuteTable returns the per-minute rollup that answers r's question
 // over [from, to), with the top table's dimension dim if any, or "" for
-// none: one that DimTable and VisitDimsTable cannot answer (two filters
+// none: one that the per-dimension rollups and VisitDimsTable cannot answer (two filters
 // or more, or a top table under another dimension's filter) of
 // dimensions the per-minute rollups hold (clickhouse.HasMinuteDim), over
 // a range it holds (clickhouse.MinuteAudienceReady, MinuteSourcesReady).
@@ -472,12 +474,52 @@ func wholeDays(from, to time.Time) (dayFrom, dayTo int64) {
 	return (from.Unix() + day - 1) / day * day, to.Unix() / day * day
 }
 
-// freshDays returns the whole days of [from, to) that DimDayTable holds
-// in full for site: those whose events there (dimension event, one row
-// per event) equal the day rollup's. A day its backfill has not merged
-// yet, or that a late event changed since, is not among them. A day
-// without events is (neither table has rows of it).
-func (e *Engine) freshDays(ctx context.Context, site string, from, to time.Time) (map[int64]bool, error) {
+// dimSource is where a question reads per-dimension rollup rows: the
+// pair of tables that holds its range (clickhouse.DimRollupsFor), the
+// whole days of the range their day table holds (freshDays), and whether
+// the rows read leave bots out (only with a pair that keeps the verdict).
+type dimSource struct {
+	tables      clickhouse.DimRollups
+	fresh       map[int64]bool
+	excludeBots bool
+}
+
+// dimSource returns the per-dimension rollups that answer r's site over
+// [from, to) (whole hours) as r asks, bots in or out, or nil where none
+// does (read the events table, or a per-minute rollup, instead).
+func (e *Engine) dimSource(ctx context.Context, r Request, from, to time.Time) (*dimSource, error) {
+	if e.Raw {
+		return nil, nil
+	}
+	tables, ok, err := clickhouse.DimRollupsFor(ctx, e.Src, e.Src.DB(), r.Site, from, to)
+	if err != nil || !ok || r.ExcludeBots && !tables.Bot {
+		return nil, err
+	}
+	fresh, err := e.freshDays(ctx, tables.Days, r.Site, from, to)
+	if err != nil {
+		return nil, err
+	}
+	return &dimSource{tables: tables, fresh: fresh, excludeBots: r.ExcludeBots}, nil
+}
+
+// hourly is d without its whole days: for a series by the hour, which
+// the day table cannot give.
+func (d *dimSource) hourly() *dimSource {
+	if d == nil {
+		return nil
+	}
+	h := *d
+	h.fresh = nil
+	return &h
+}
+
+// freshDays returns the whole days of [from, to) that the day table days
+// (of a clickhouse.DimRollups) holds in full for site: those whose events
+// there (dimension event, one row per event) equal the day rollup's. A
+// day its backfill has not merged yet, or that a late event changed
+// since, is not among them. A day without events is (neither table has
+// rows of it).
+func (e *Engine) freshDays(ctx context.Context, days, site string, from, to time.Time) (map[int64]bool, error) {
 	a, b := wholeDays(from, to)
 	if a >= b {
 		return nil, nil
@@ -485,7 +527,7 @@ func (e *Engine) freshDays(ctx context.Context, site string, from, to time.Time)
 	db, q := e.Src.DB(), clickhouse.Quote
 	span := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", q(site), a, b)
 	rows, err := e.Src.Query(ctx, "SELECT d, sum(n), sum(m) FROM (SELECT toUnixTimestamp(t) AS d, sumMerge(events) AS n, toUInt64(0) AS m FROM "+db+"."+clickhouse.Grains[2].Table+
-		" WHERE "+span+" GROUP BY d UNION ALL SELECT toUnixTimestamp(t) AS d, toUInt64(0) AS n, sumMerge(events) AS m FROM "+db+"."+clickhouse.DimDayTable+
+		" WHERE "+span+" GROUP BY d UNION ALL SELECT toUnixTimestamp(t) AS d, toUInt64(0) AS n, sumMerge(events) AS m FROM "+db+"."+days+
 		" WHERE "+span+" AND dim = 'event' GROUP BY d) GROUP BY d")
 	if err != nil {
 		return nil, err
@@ -503,13 +545,16 @@ func (e *Engine) freshDays(ctx context.Context, site string, from, to time.Time)
 	return fresh, nil
 }
 
-// dimRows is the source of DimTable's rows matching keys (site, dim and
-// maybe value) over rng, as "FROM table WHERE cond" reads it: rng's days
-// in fresh from DimDayTable, its other hours from DimTable, their rows
-// together (the same columns: states merge alike whichever table they
-// come from).
-func (e *Engine) dimRows(keys string, rng Range, fresh map[int64]bool) (table, cond string) {
-	db := e.Src.DB()
+// rows is the source of d's rows matching keys (site, dim and maybe
+// value) over rng in database db, as "FROM table WHERE cond" reads it:
+// rng's days in d.fresh from the day table, its other hours from the
+// hour table, their rows together (the same columns: states merge alike
+// whichever table they come from); bots' rows left out if d says so.
+func (d *dimSource) rows(db, keys string, rng Range) (table, cond string) {
+	if d.excludeBots {
+		keys += " AND bot = 0"
+	}
+	fresh := d.fresh
 	// The runs [a, b) of [From, To) read from each table, in order.
 	var days, hours [][2]int64
 	add := func(runs [][2]int64, a, b int64) [][2]int64 {
@@ -542,18 +587,18 @@ func (e *Engine) dimRows(keys string, rng Range, fresh map[int64]bool) (table, c
 	}
 	switch {
 	case len(days) == 0:
-		return db + "." + clickhouse.DimTable, keys + " AND (" + spans(hours) + ")"
+		return db + "." + d.tables.Hours, keys + " AND (" + spans(hours) + ")"
 	case len(hours) == 0:
-		return db + "." + clickhouse.DimDayTable, keys + " AND (" + spans(days) + ")"
+		return db + "." + d.tables.Days, keys + " AND (" + spans(days) + ")"
 	}
 	part := func(table string, runs [][2]int64) string {
 		return "SELECT value, t, events, pageviews, visitors FROM " + db + "." + table + " WHERE " + keys + " AND (" + spans(runs) + ")"
 	}
-	return "(" + part(clickhouse.DimDayTable, days) + " UNION ALL " + part(clickhouse.DimTable, hours) + ")", "1"
+	return "(" + part(d.tables.Days, days) + " UNION ALL " + part(d.tables.Hours, hours) + ")", "1"
 }
 
-// topRollup answers a top table from rollup rows (DimTable's and
-// DimDayTable's rows matching keys over rng, see dimRows): the limit
+// topRollup answers a top table from rollup rows (dims' rows matching
+// keys over rng, see dimSource.rows): the limit
 // values with the most events, by events then value, each with its
 // events, pageviews and visitors (rows of value, p, n, u), and the
 // tables read. The values are ranked by their events alone first, so
@@ -565,12 +610,13 @@ func (e *Engine) dimRows(keys string, rng Range, fresh map[int64]bool) (table, c
 // stays in WHERE, where every row's state is read first (on 18.16,
 // several times the time on a month of pages). Both statements rank
 // alike, so the rows are those one pass would give.
-func (e *Engine) topRollup(ctx context.Context, keys string, rng Range, fresh map[int64]bool, limit int) ([][]string, string, error) {
+func (e *Engine) topRollup(ctx context.Context, dims *dimSource, keys string, rng Range, limit int) ([][]string, string, error) {
 	lim := " ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
-	table, cond := e.dimRows(keys, rng, fresh)
+	db := e.Src.DB()
+	table, cond := dims.rows(db, keys, rng)
 	ranked, err := e.Src.Query(ctx, "SELECT value, sumMerge(events) AS n FROM "+table+" WHERE "+cond+" GROUP BY value"+lim)
 	if err != nil || len(ranked) == 0 {
-		return nil, sourceName(table), err
+		return nil, dims.sourceName(table), err
 	}
 	values := make([]string, 0, len(ranked))
 	for _, row := range ranked {
@@ -578,16 +624,16 @@ func (e *Engine) topRollup(ctx context.Context, keys string, rng Range, fresh ma
 			values = append(values, clickhouse.Quote(row[0]))
 		}
 	}
-	table, cond = e.dimRows(keys+" AND value IN ("+strings.Join(values, ", ")+")", rng, fresh)
+	table, cond = dims.rows(db, keys+" AND value IN ("+strings.Join(values, ", ")+")", rng)
 	rows, err := e.Src.Query(ctx, "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+table+
 		" WHERE "+cond+" GROUP BY value"+lim)
-	return rows, sourceName(table), err
+	return rows, dims.sourceName(table), err
 }
 
-// sourceName names the table (or tables, see dimRows) a query read.
-func sourceName(table string) string {
-	if strings.HasPrefix(table, "(") {
-		return clickhouse.DimDayTable + "+" + clickhouse.DimTable
+// sourceName names the table (or tables, see rows) a query of d read.
+func (d *dimSource) sourceName(table string) string {
+	if d != nil && strings.HasPrefix(table, "(") {
+		return d.tables.Days + "+" + d.tables.Hours
 	}
 	return table[strings.LastIndexByte(table, '.')+1:]
 }
@@ -612,17 +658,17 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if st.Filters == nil {
 		st.Filters = []Filter{}
 	}
-	// With one filter, the whole days DimDayTable holds (of both
-	// periods) are read from it.
-	var fresh map[int64]bool
+	// With one filter, the per-dimension rollups that hold both periods,
+	// the whole days of their day table from it.
+	var dims *dimSource
 	if e.rollups(r) && len(r.Filters) == 1 && r.Range.Grain.Seconds >= 3600 {
 		var err error
-		if fresh, err = e.freshDays(ctx, r.Site, r.Prev.From, r.Range.To); err != nil {
+		if dims, err = e.dimSource(ctx, r, r.Prev.From, r.Range.To); err != nil {
 			return st, err
 		}
 	}
 	// A site's numbers without bots from their own rollup, where it holds
-	// both periods; else, and with filters DimTable cannot combine, a
+	// both periods; else, and with filters the per-dimension rollups cannot combine, a
 	// per-minute rollup where it holds them.
 	human, err := e.humans(ctx, r)
 	if err != nil {
@@ -636,7 +682,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		over = minute
 	}
 	totals := func(rng Range) (ev, pv, uv uint64, table string, err error) {
-		table, cond, _ := e.where(r, rng, rng.Total, fresh, over)
+		table, cond, _ := e.where(r, rng, rng.Total, dims, over)
 		rows, err := e.Src.Query(ctx, "SELECT "+sums(table)+" FROM "+table+" WHERE "+cond)
 		if err != nil {
 			return 0, 0, 0, table, err
@@ -659,11 +705,11 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		wg                        sync.WaitGroup
 	)
 	g := r.Range.Grain
-	seriesFresh := fresh
+	seriesDims := dims
 	if g.Seconds < 86400 { // buckets finer than the days
-		seriesFresh = nil
+		seriesDims = dims.hourly()
 	}
-	stable, cond, tcol := e.where(r, r.Range, g, seriesFresh, over)
+	stable, cond, tcol := e.where(r, r.Range, g, seriesDims, over)
 	bucket := tcol
 	if tcol == "ts" || stable != e.Src.DB()+"."+g.Table {
 		bucket = g.Start + "(" + tcol + ", 'UTC')"
@@ -716,7 +762,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if err := joinDistinct(errs[:]); err != nil {
 		return st, err
 	}
-	st.Source = sourceName(table)
+	st.Source = dims.sourceName(table)
 	st.VisitsSource = vtable[strings.LastIndexByte(vtable, '.')+1:]
 	st.Metrics = []Metric{
 		metric("visitors", "Unique visitors", float64(uv), float64(puv)),
@@ -1173,11 +1219,11 @@ const (
 // yet answers Collected false, no rows; no dim, or an unknown one, an
 // error naming the dimensions, with Top's Dim empty.
 //
-// Without filters, over whole hours, it reads DimTable (VisitDimsTable
-// for a dimension of visits) and the whole days DimDayTable holds from
-// it; with one filter of the same dimension, those too; under other
-// filters that a per-minute rollup holds, with dim, that rollup (see
-// minuteTable); otherwise the events table.
+// Without filters, over whole hours, it reads the per-dimension rollups
+// that hold the range (see dimSource; VisitDimsTable for a dimension of
+// visits), with bots or without; with one filter of the same dimension,
+// those too; under other filters that a per-minute rollup holds, with
+// dim, that rollup (see minuteTable); otherwise the events table.
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
@@ -1205,6 +1251,21 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	db := e.Src.DB()
 	var sql string
 	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
+	if (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
+		dims, err := e.dimSource(ctx, r, r.Range.From, r.Range.To)
+		if err != nil {
+			return t, err
+		}
+		if dims != nil {
+			keys := "site = " + q(r.Site) + " AND dim = " + q(dim.Name)
+			if same {
+				keys += " AND value = " + q(r.Filters[0].Value)
+			}
+			rows, source, err := e.topRollup(ctx, dims, keys, r.Range, limit)
+			t.Source = source
+			return t.add(rows, err)
+		}
+	}
 	minute, err := e.minuteTable(ctx, r, dim.Name, r.Range.From, r.Range.To)
 	if err != nil {
 		return t, err
@@ -1214,18 +1275,6 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		t.Source = minute
 		sql = "SELECT " + dim.Name + " AS value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + table + " WHERE " + cond +
 			" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
-	} else if e.rollups(r) && (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
-		fresh, err := e.freshDays(ctx, r.Site, r.Range.From, r.Range.To)
-		if err != nil {
-			return t, err
-		}
-		keys := "site = " + q(r.Site) + " AND dim = " + q(dim.Name)
-		if same {
-			keys += " AND value = " + q(r.Filters[0].Value)
-		}
-		rows, source, err := e.topRollup(ctx, keys, r.Range, fresh, limit)
-		t.Source = source
-		return t.add(rows, err)
 	} else {
 		t.Source = "events"
 		cond := eventsCond(r, r.Range.From, r.Range.To)

@@ -489,8 +489,8 @@ func TestAgainstRawEvents(t *testing.T) {
 			}
 			// The whole days of a month under a filter: from the
 			// per-day rollup (every day of this database is in it).
-			if !bots && len(f) == 1 && (rng == "30d" || rng == "custom") && st.Source != clickhouse.DimDayTable {
-				t.Errorf("%s: read %s, want %s", name, st.Source, clickhouse.DimDayTable)
+			if !bots && len(f) == 1 && (rng == "30d" || rng == "custom") && st.Source != clickhouse.BotDimDaysTable {
+				t.Errorf("%s: read %s, want %s", name, st.Source, clickhouse.BotDimDaysTable)
 			}
 			// A range of settled hours reads the visits of one filter
 			// from the rollup alone. Yesterday's last hour is not
@@ -588,9 +588,19 @@ func TestAgainstRawEvents(t *testing.T) {
 					}
 					continue
 				}
-				// A top table under another dimension's filter, both
-				// in a per-minute rollup: from it.
-				if w := minuteWant(f, d.Name); w != "" && top.Source != w || bots && w == "" && top.Source != "events" {
+				// A top table without filters or under its own, over
+				// whole hours: from the per-dimension rollups with the
+				// bot verdict, bots or not. Under another dimension's
+				// filter, both in a per-minute rollup: from it.
+				filters := len(f)
+				if bots {
+					filters--
+				}
+				if rng != "realtime" && (filters == 0 || filters == 1 && f.Has(d.Name)) {
+					if both := clickhouse.BotDimDaysTable + "+" + clickhouse.BotDimHoursTable; !slices.Contains([]string{clickhouse.BotDimHoursTable, clickhouse.BotDimDaysTable, both}, top.Source) {
+						t.Errorf("%s top %s: read %s, want %s or either", name, d.Name, top.Source, both)
+					}
+				} else if w := minuteWant(f, d.Name); w != "" && top.Source != w || bots && w == "" && top.Source != "events" {
 					t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, w)
 				}
 				rows, err := c.Query(ctx, "SELECT "+d.Expr+" AS v, countIf(name = 'pageview'), count() AS n, uniqExactIf(visitor_id, visitor_id != 0) FROM q.events WHERE "+
@@ -668,7 +678,7 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 	}
 	for _, d := range clickhouse.Dimensions {
 		if d.Filters() {
-			for _, table := range []string{clickhouse.DimTable, clickhouse.DimDayTable} {
+			for _, table := range []string{clickhouse.BotDimHoursTable, clickhouse.BotDimDaysTable} {
 				qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table+" WHERE dim = "+clickhouse.Quote(d.Name))
 			}
 		}
@@ -861,19 +871,24 @@ func TestDimDaysAgainstRawEvents(t *testing.T) {
 	now := time.Now().UTC()
 	Generate(t, c, "demo.example", 20000, now, 5)
 	Generate(t, c, "other.example", 3000, now, 6)
-	if _, err := c.Migrate(ctx); err != nil {
+	// Step VersionBotDims drops DimDayTable's view, whose cut-off its
+	// backfill needs: that step comes after this one's backfill.
+	if _, err := c.MigrateTo(ctx, clickhouse.VersionBotDims-1); err != nil {
 		t.Fatal(err)
 	}
 	e := &Engine{Src: c}
 	day := now.Truncate(24 * time.Hour)
 	// 19 whole days between two partial ones.
 	rng := Range{From: day.AddDate(0, 0, -25).Add(5 * time.Hour), To: day.AddDate(0, 0, -5).Add(7 * time.Hour), Grain: grain["hour"], Total: grain["hour"]}
-	check := func(phase, wantSource string) {
+	check := func(phase, wantSource string, excludeBots bool) {
 		t.Helper()
 		for _, f := range []url.Values{{}, {"country": {"DE"}}, {"page": {"/pricing"}}} {
 			q := url.Values{"site": {"demo.example"}}
 			for k, v := range f {
 				q[k] = v
+			}
+			if excludeBots {
+				q.Set("bots", "exclude")
 			}
 			req, err := ParseRequest(q, now)
 			if err != nil {
@@ -886,10 +901,15 @@ func TestDimDaysAgainstRawEvents(t *testing.T) {
 				for _, flt := range req.Filters {
 					s += " AND " + flt.Dim.Expr + " = " + clickhouse.Quote(flt.Value)
 				}
+				if excludeBots {
+					s += " AND NOT (" + clickhouse.BotCond + ")"
+				}
 				return s
 			}
-			name := phase + " " + f.Encode()
-			if len(f) == 1 {
+			name := phase + " " + q.Encode()
+			// The site's numbers without bots under a filter read a
+			// per-minute rollup, not these.
+			if len(f) == 1 && !excludeBots {
 				st, err := e.Stats(ctx, req)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
@@ -935,11 +955,27 @@ func TestDimDaysAgainstRawEvents(t *testing.T) {
 			}
 		}
 	}
-	check("before the backfill", clickhouse.DimTable)
+	check("before the backfill", clickhouse.DimTable, false)
 	if res, err := c.BackfillDimDays(ctx); err != nil || len(res.Rebuilt) == 0 {
 		t.Fatalf("backfill: %+v %v", res, err)
 	}
-	check("after the backfill", clickhouse.DimDayTable+"+"+clickhouse.DimTable)
+	check("after the backfill", clickhouse.DimDayTable+"+"+clickhouse.DimTable, false)
+	// Step VersionBotDims' rollups, once backfilled, answer with bots
+	// and without; until then DimTable and DimDayTable, no longer
+	// written, answer with what they hold.
+	if _, err := c.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after step VersionBotDims", clickhouse.DimDayTable+"+"+clickhouse.DimTable, false)
+	if res, err := c.BackfillBotDims(ctx); err != nil || len(res.Rebuilt) == 0 {
+		t.Fatalf("backfill: %+v %v", res, err)
+	}
+	both := clickhouse.BotDimDaysTable + "+" + clickhouse.BotDimHoursTable
+	check("after the bot-verdict backfill", both, false)
+	check("after the bot-verdict backfill", both, true)
+	if n := one(t, c, "SELECT count() FROM system.tables WHERE database = 'q' AND name IN ('"+clickhouse.DimTable+"_mv', '"+clickhouse.DimDayTable+"_mv')"); n != 0 {
+		t.Errorf("%d of the replaced views left", n)
+	}
 }
 
 func TestCheckParams(t *testing.T) {

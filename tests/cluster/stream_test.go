@@ -300,7 +300,7 @@ func (s *stream) isSent(u string) bool {
 // the rollups, for site's numbers today (and yesterday, for a run that
 // crosses midnight UTC): the events and pageviews tiles (rollup_hours or
 // rollup_days), the series (rollup_hours) and the top events table
-// (rollup_dims) must each count
+// (rollup_dims_bot) must each count
 // what the events table holds in the same range.
 func (f *fleet) checkDashboards(t *testing.T, what, site string) {
 	t.Helper()

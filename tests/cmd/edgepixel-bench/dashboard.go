@@ -458,7 +458,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	compactTook := time.Since(start)
 	fmt.Fprintf(os.Stderr, "bench: dashboard: %d rollup partitions compacted in %v\n", parts, compactTook.Round(time.Millisecond))
 	sizes, _ := c.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE database = 'edgepixel' AND active AND table IN ('events', '"+
-		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.MinuteAudienceTable+"', '"+clickhouse.MinuteSourcesTable+"', '"+clickhouse.PropsTable+"', '"+clickhouse.PropsDimsTable+"', '"+clickhouse.HumanHoursTable+"', '"+clickhouse.HumanDaysTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
+		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.MinuteAudienceTable+"', '"+clickhouse.MinuteSourcesTable+"', '"+clickhouse.PropsTable+"', '"+clickhouse.PropsDimsTable+"', '"+clickhouse.HumanHoursTable+"', '"+clickhouse.HumanDaysTable+"', '"+clickhouse.BotDimHoursTable+"', '"+clickhouse.BotDimDaysTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
 	questions := []struct {
 		name string
 		q    string
@@ -498,6 +498,8 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		{"tiles + chart, 30 days, bots=exclude", "range=30d&bots=exclude", ""},
 		{"top pages, 30 days, bots=exclude", "range=30d&bots=exclude", "page"},
 		{"tiles + chart, 7 days, bots=exclude", "range=7d&bots=exclude", ""},
+		{"top sources, 30 days, bots=exclude", "range=30d&bots=exclude", "referrer"},
+		{"top countries, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", "country"},
 	}
 	fmt.Println()
 	fmt.Printf("## dashboard: history API on %d events of one site over 30 days (%d questions each from the rollups, %d from the raw events)\n", o.events, o.queries, o.rawQueries)
