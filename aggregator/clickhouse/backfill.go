@@ -256,6 +256,12 @@ func (c *Client) backfillRollupsFrom(ctx context.Context, cut func(context.Conte
 // staging table (see BackfillRollups), and adds what it compared and
 // rebuilt to res.
 func (c *Client) backfillFromEvents(ctx context.Context, r rollup, cutoff time.Time, run string, res *BackfillResult) error {
+	return c.backfillFromEventsBut(ctx, r, cutoff, run, res, nil)
+}
+
+// backfillFromEventsBut is backfillFromEvents but for the months in skip,
+// which another source fills.
+func (c *Client) backfillFromEventsBut(ctx context.Context, r rollup, cutoff time.Time, run string, res *BackfillResult, skip map[uint64]bool) error {
 	before := fmt.Sprintf("ts < toDateTime(%d)", cutoff.Unix())
 	cond := before
 	if r.where != "" {
@@ -275,6 +281,9 @@ func (c *Client) backfillFromEvents(ctx context.Context, r rollup, cutoff time.T
 	}
 	staged := false
 	for _, m := range slices.Sorted(maps.Keys(want)) {
+		if skip[m] {
+			continue
+		}
 		res.Checked++
 		// Fewer events than rolled up means retention or an
 		// erasure removed some: the rollup keeps their counts

@@ -3,6 +3,9 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -94,10 +97,87 @@ func (c *Client) BotDimsCutoff(ctx context.Context) (cutoff time.Time, ok bool, 
 // BackfillBotDims rolls up the events before the cut-off of
 // BotDimHoursTable's view into both tables (src = 1 partitions),
 // rebuilding each month that holds fewer of them than the events table,
-// as BackfillRollups does (and with its guarantees). It is idempotent.
+// as BackfillRollups does (and with its guarantees). A month whose events
+// DimTable holds more of than the events table (retention or an erasure
+// removed some before the backfill) is copied from DimTable's rows
+// instead, their verdict unknown (bot BotUnknown), rebuilt when it holds
+// a different number of them. It is idempotent.
 func (c *Client) BackfillBotDims(ctx context.Context) (BackfillResult, error) {
-	return c.backfillRollupsFrom(ctx, c.BotDimsCutoff, []rollup{botDimHours(), botDimDays()})
+	var res BackfillResult
+	cutoff, ok, err := c.BotDimsCutoff(ctx)
+	if err != nil || !ok {
+		return res, err
+	}
+	res.Cutoff = cutoff
+	if cutoff.Unix() == 0 {
+		return res, nil
+	}
+	hours, days := botDimHours(), botDimDays()
+	before := fmt.Sprintf("t < toDateTime(%d)", cutoff.Unix())
+	kept, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+DimTable+" WHERE "+hours.check+" AND "+before+" GROUP BY m")
+	if err != nil {
+		return res, err
+	}
+	stored, err := c.monthCounts(ctx, fmt.Sprintf("SELECT toYYYYMM(%s) AS m, count() FROM %s.events WHERE ts < toDateTime(%d) GROUP BY m", hours.tExpr, c.db, cutoff.Unix()))
+	if err != nil {
+		return res, err
+	}
+	old := map[uint64]bool{}
+	for m, n := range kept {
+		if n > stored[m] {
+			old[m] = true
+		}
+	}
+	run := newRunID()
+	if err := c.dropStaging(ctx, ""); err != nil {
+		return res, err
+	}
+	defer c.dropStaging(context.WithoutCancel(ctx), run)
+	for _, r := range []rollup{hours, days} {
+		if err := c.backfillFromEventsBut(ctx, r, cutoff, run, &res, old); err != nil {
+			return res, err
+		}
+		if len(old) == 0 {
+			continue
+		}
+		have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE src = 1 AND "+r.check+" GROUP BY m")
+		if err != nil {
+			return res, err
+		}
+		staged := false
+		for _, m := range slices.Sorted(maps.Keys(old)) {
+			res.Checked++
+			if have[m] == kept[m] {
+				continue
+			}
+			if !staged {
+				if err := c.makeStaging(ctx, r, run); err != nil {
+					return res, err
+				}
+				staged = true
+			}
+			// DimTable's hours, as they are or merged into days (as
+			// BackfillDimDays merges them), renamed in a subquery so
+			// that the bucket can be called t.
+			sel := func(extra string) []string {
+				return []string{fmt.Sprintf(`SELECT site, %s AS t, toUInt8(1) AS src, dim, value, toUInt8(%d) AS bot, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
+	uniqCombinedIfMergeState(u) AS visitors%s
+FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
+GROUP BY site, dim, value, t`, strings.Replace(r.tExpr, "ts", "h", 1), BotUnknown, extra, c.db, DimTable, before, m)}
+			}
+			if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
+				return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
+			}
+			res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, %s %d (events %d)", r.table, m, have[m], DimTable, kept[m], stored[m]))
+		}
+	}
+	return res, nil
 }
+
+// BotUnknown is the bot column's value in rows BackfillBotDims copied from
+// DimTable, which counts bots with everyone: a question without bots
+// cannot read them (DimRollupsFor).
+const BotUnknown = 2
 
 // DimRollups names a pair of per-dimension rollups, by UTC hour and by
 // UTC day, with the same columns; Bot says they have BotCond's verdict
@@ -115,26 +195,26 @@ var (
 	PlainDimRollups = DimRollups{DimTable, DimDayTable, false}
 )
 
-// DimRollupsFor returns the per-dimension rollups that hold site's events
-// of [from, to), whole UTC hours: BotDimRollups where its hours hold as
-// many events (dimension event, one row per event) as the hourly rollup
-// (Grains[1]), else PlainDimRollups where they do; ok is false when
-// neither does (their backfill has not run yet, or a late event changed
-// an hour since). A month retention removed the events of before step
-// VersionBotDims has its only per-dimension rows in PlainDimRollups. q
-// reads database db.
-func DimRollupsFor(ctx context.Context, q Querier, db, site string, from, to time.Time) (DimRollups, bool, error) {
+// DimRollupsFor returns the per-dimension rollups that answer site's
+// question over [from, to), whole UTC hours, with bots or without
+// (excludeBots): BotDimRollups where its hours hold as many events
+// (dimension event, one row per event) as the hourly rollup (Grains[1])
+// and, without bots, none of unknown verdict (BotUnknown); else, with
+// bots, PlainDimRollups where its hours do. ok is false when neither
+// does (their backfill has not run yet, or a late event changed an hour
+// since). q reads database db.
+func DimRollupsFor(ctx context.Context, q Querier, db, site string, from, to time.Time, excludeBots bool) (DimRollups, bool, error) {
 	_, bot, err := viewCutoff(ctx, q, db, BotDimHoursTable)
 	if err != nil {
 		return DimRollups{}, false, err
 	}
 	span := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", quote(site), from.Unix(), to.Unix())
-	count := func(table, cond string) string {
-		return "(SELECT sumMerge(events) FROM " + db + "." + table + " WHERE " + span + cond + ")"
+	count := func(agg, table, cond string) string {
+		return "(SELECT " + agg + " FROM " + db + "." + table + " WHERE " + span + cond + ")"
 	}
-	sql := "SELECT " + count(Grains[1].Table, "") + ", " + count(DimTable, " AND dim = 'event'")
+	sql := "SELECT " + count("sumMerge(events)", Grains[1].Table, "") + ", " + count("sumMerge(events)", DimTable, " AND dim = 'event'")
 	if bot {
-		sql += ", " + count(BotDimHoursTable, " AND dim = 'event'")
+		sql += ", " + count("sumMerge(events)", BotDimHoursTable, " AND dim = 'event'") + ", " + count("count()", BotDimHoursTable, fmt.Sprintf(" AND dim = 'event' AND bot = %d", BotUnknown))
 	}
 	rows, err := q.Query(ctx, sql)
 	if err != nil || len(rows) != 1 || len(rows[0]) < 2 {
@@ -142,9 +222,9 @@ func DimRollupsFor(ctx context.Context, q Querier, db, site string, from, to tim
 	}
 	row := rows[0]
 	switch {
-	case bot && len(row) == 3 && row[2] == row[0]:
-		return BotDimRollups, true, nil
-	case row[1] == row[0]:
+	case bot && len(row) == 4 && row[2] == row[0]:
+		return BotDimRollups, !excludeBots || row[3] == "0", nil
+	case !excludeBots && row[1] == row[0]:
 		return PlainDimRollups, true, nil
 	}
 	return DimRollups{}, false, nil

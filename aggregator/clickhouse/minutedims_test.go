@@ -178,7 +178,7 @@ func TestMinutesFresh(t *testing.T) {
 
 // botDimsReady reports whether DimRollupsFor reads BotDimRollups.
 func botDimsReady(ctx context.Context, q Querier, db, site string, from, to time.Time) (bool, error) {
-	d, ok, err := DimRollupsFor(ctx, q, db, site, from, to)
+	d, ok, err := DimRollupsFor(ctx, q, db, site, from, to, true)
 	return ok && d == BotDimRollups, err
 }
 

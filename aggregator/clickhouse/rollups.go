@@ -13,10 +13,11 @@ import (
 // the dashboard says so instead of showing a number.
 //
 // Adding a dimension is a row here with Since set to a new migration
-// step, which must create its own view into DimTable (step 7's one view,
-// an ARRAY JOIN over the dimensions up to 7, is never changed) and
-// backfill it like BackfillRollups. Since 4 marks the dimensions step 4
-// rolled up into its own, no longer read, dim_hours.
+// step, which must create its own views into BotDimHoursTable and
+// BotDimDaysTable (step 17's views, an ARRAY JOIN over the dimensions up
+// to 7, are never changed; DimTable and DimDayTable are no longer
+// written) and backfill them like BackfillBotDims. Since 4 marks the
+// dimensions step 4 rolled up into its own, no longer read, dim_hours.
 type Dimension struct {
 	Name      string `json:"name"`  // in the API: /api/top?dim=NAME, and the filter NAME=VALUE
 	Label     string `json:"label"` // on the page

@@ -491,8 +491,8 @@ func (e *Engine) dimSource(ctx context.Context, r Request, from, to time.Time) (
 	if e.Raw {
 		return nil, nil
 	}
-	tables, ok, err := clickhouse.DimRollupsFor(ctx, e.Src, e.Src.DB(), r.Site, from, to)
-	if err != nil || !ok || r.ExcludeBots && !tables.Bot {
+	tables, ok, err := clickhouse.DimRollupsFor(ctx, e.Src, e.Src.DB(), r.Site, from, to, r.ExcludeBots)
+	if err != nil || !ok {
 		return nil, err
 	}
 	fresh, err := e.freshDays(ctx, tables.Days, r.Site, from, to)
