@@ -67,17 +67,7 @@ func botDimsSchema(l Layout) []string {
 // MinuteDimsTable's. Run again (see rerunSteps), it drops them again
 // after the earlier steps' Run made them.
 func (c *Client) createBotDimsViews(ctx context.Context) error {
-	if err := c.createHourCutoffView(ctx, botDimHours(), "SELECT count() FROM "+c.db+".events"); err != nil {
-		return err
-	}
-	cutoff, ok, err := c.BotDimsCutoff(ctx)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("clickhouse: no view of %s after creating it", BotDimHoursTable)
-	}
-	if err := c.execDDL(ctx, botDimDays().view(c.layout, cutoff.Unix())); err != nil {
+	if err := c.createPairViews(ctx, botDimHours(), botDimDays()); err != nil {
 		return err
 	}
 	for _, t := range []string{DimTable, DimDayTable} {
@@ -158,13 +148,9 @@ func (c *Client) BackfillBotDims(ctx context.Context) (BackfillResult, error) {
 				staged = true
 			}
 			// DimTable's hours, as they are or merged into days (as
-			// BackfillDimDays merges them), renamed in a subquery so
-			// that the bucket can be called t.
+			// BackfillDimDays merges them).
 			sel := func(extra string) []string {
-				return []string{fmt.Sprintf(`SELECT site, %s AS t, toUInt8(1) AS src, dim, value, toUInt8(%d) AS bot, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
-	uniqCombinedIfMergeState(u) AS visitors%s
-FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
-GROUP BY site, dim, value, t`, strings.Replace(r.tExpr, "ts", "h", 1), BotUnknown, extra, c.db, DimTable, before, m)}
+				return []string{mergedDimHours(c.db, strings.Replace(r.tExpr, "ts", "h", 1), fmt.Sprintf(", toUInt8(%d) AS bot", BotUnknown), before, m, extra)}
 			}
 			if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
 				return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)

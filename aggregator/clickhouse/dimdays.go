@@ -101,6 +101,19 @@ func (c *Client) cutoffOf(ctx context.Context, r rollup) (cutoff time.Time, ok b
 	return time.Unix(n, 0).UTC(), ok, nil
 }
 
+// mergedDimHours is the SELECT of DimTable's rows of month m (YYYYMM)
+// matching cond, tagged src 1, their states merged per site, dimension,
+// value and bucket: the bucket expression of hour h, cols the columns
+// after value, if any (", EXPR AS NAME"), extra those after the
+// aggregates. The hour is renamed in a subquery so that the bucket can be
+// called t.
+func mergedDimHours(db, bucket, cols, cond string, m uint64, extra string) string {
+	return fmt.Sprintf(`SELECT site, %s AS t, toUInt8(1) AS src, dim, value%s, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
+	uniqCombinedIfMergeState(u) AS visitors%s
+FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
+GROUP BY site, dim, value, t`, bucket, cols, extra, db, DimTable, cond, m)
+}
+
 // BackfillDimDays merges DimTable's hours before DimDayTable's cut-off
 // into DimDayTable's days (src = 1 partitions), rebuilding each month
 // whose events there differ from DimTable's, in a staging table swapped
@@ -144,13 +157,9 @@ func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
 			}
 			staged = true
 		}
-		// The hours' states merged into the day's; the hour is renamed
-		// in a subquery so that the day can be called t.
+		// The hours' states merged into the day's.
 		sel := func(extra string) []string {
-			return []string{fmt.Sprintf(`SELECT site, %s(h, 'UTC') AS t, toUInt8(1) AS src, dim, value, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
-	uniqCombinedIfMergeState(u) AS visitors%s
-FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
-GROUP BY site, dim, value, t`, Grains[2].Start, extra, c.db, DimTable, before, m)}
+			return []string{mergedDimHours(c.db, Grains[2].Start+"(h, 'UTC')", "", before, m, extra)}
 		}
 		if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
 			return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)

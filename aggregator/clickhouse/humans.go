@@ -77,17 +77,24 @@ func humansSchema(l Layout) []string { return append(humanHours().create(l), hum
 // it, HumanDaysTable's from the same one, so that one backfill covers
 // both.
 func (c *Client) createHumansViews(ctx context.Context) error {
-	if err := c.createHourCutoffView(ctx, humanHours(), "SELECT count() FROM "+c.db+".events"); err != nil {
+	return c.createPairViews(ctx, humanHours(), humanDays())
+}
+
+// createPairViews makes the views of two rollups of the events with one
+// cut-off: first's as createHourCutoffView makes it, then second's from
+// the cut-off first's view has, so that one backfill covers both.
+func (c *Client) createPairViews(ctx context.Context, first, second rollup) error {
+	if err := c.createHourCutoffView(ctx, first, "SELECT count() FROM "+c.db+".events"); err != nil {
 		return err
 	}
-	cutoff, ok, err := c.HumanHoursCutoff(ctx)
+	cutoff, ok, err := c.cutoffOf(ctx, first)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("clickhouse: no view of %s after creating it", HumanHoursTable)
+		return fmt.Errorf("clickhouse: no view of %s after creating it", first.table)
 	}
-	return c.execDDL(ctx, humanDays().view(c.layout, cutoff.Unix()))
+	return c.execDDL(ctx, second.view(c.layout, cutoff.Unix()))
 }
 
 // HumanHoursCutoff returns the cut-off of HumanHoursTable's view (and
