@@ -188,9 +188,8 @@ var (
 // events (dimension event, one row per event) as the hourly rollup
 // (Grains[1]) and, without bots, none of unknown verdict (BotUnknown);
 // else, with bots, PlainDimRollups where its hours hold as many. ok is
-// false when neither
-// does (their backfill has not run yet, or a late event changed an hour
-// since). q reads database db.
+// false when neither does (their backfill has not run yet, or a late
+// event changed an hour since). q reads database db.
 func DimRollupsFor(ctx context.Context, q Querier, db, site string, from, to time.Time, excludeBots bool) (DimRollups, bool, error) {
 	_, bot, err := viewCutoff(ctx, q, db, BotDimHoursTable)
 	if err != nil {

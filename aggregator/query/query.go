@@ -411,9 +411,9 @@ func (e *Engine) minuteRows(minute string, r Request, rng Range) (table, cond st
 
 // minuteTable returns the per-minute rollup that answers r's question
 // over [from, to), with the top table's dimension dim if any, or "" for
-// none: one that the per-dimension rollups and VisitDimsTable cannot answer (two filters
-// or more, or a top table under another dimension's filter) of
-// dimensions the per-minute rollups hold (clickhouse.HasMinuteDim), over
+// none: one that the per-dimension rollups and VisitDimsTable cannot
+// answer (two filters or more, or a top table under another dimension's
+// filter) of dimensions the per-minute rollups hold (clickhouse.HasMinuteDim), over
 // a range it holds (clickhouse.MinuteAudienceReady, MinuteSourcesReady).
 // MinuteAudienceTable where a filter is of the visitor's dimensions,
 // which lead its sort key, otherwise MinuteSourcesTable, sorted by the
