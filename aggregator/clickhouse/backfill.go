@@ -229,6 +229,21 @@ func (c *Client) BackfillRollups(ctx context.Context) (BackfillResult, error) {
 // backfillRollupsFrom rolls up the events before the cut-off cut returns
 // into rs, as BackfillRollups does.
 func (c *Client) backfillRollupsFrom(ctx context.Context, cut func(context.Context) (time.Time, bool, error), rs []rollup) (BackfillResult, error) {
+	return c.backfillRun(ctx, cut, func(cutoff time.Time, run string, res *BackfillResult) error {
+		for _, r := range rs {
+			if err := c.backfillFromEvents(ctx, r, cutoff, run, res); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// backfillRun is one backfill run up to the cut-off cut returns (nothing
+// before its step, or where it is 0): it drops every other run's staging
+// tables, calls fill with the cut-off, the run's id and the result to add
+// to, and drops its own staging tables after (see BackfillRollups).
+func (c *Client) backfillRun(ctx context.Context, cut func(context.Context) (time.Time, bool, error), fill func(cutoff time.Time, run string, res *BackfillResult) error) (BackfillResult, error) {
 	var res BackfillResult
 	cutoff, ok, err := cut(ctx)
 	if err != nil || !ok {
@@ -243,12 +258,8 @@ func (c *Client) backfillRollupsFrom(ctx context.Context, cut func(context.Conte
 		return res, err
 	}
 	defer c.dropStaging(context.WithoutCancel(ctx), run)
-	for _, r := range rs {
-		if err := c.backfillFromEvents(ctx, r, cutoff, run, &res); err != nil {
-			return res, err
-		}
-	}
-	return res, nil
+	err = fill(cutoff, run, &res)
+	return res, err
 }
 
 // backfillFromEvents rebuilds each month of r's src = 1 partitions that
@@ -259,9 +270,9 @@ func (c *Client) backfillFromEvents(ctx context.Context, r rollup, cutoff time.T
 	return c.backfillFromEventsBut(ctx, r, cutoff, run, res, nil)
 }
 
-// backfillFromEventsBut is backfillFromEvents but for the months in skip,
-// which another source fills.
-func (c *Client) backfillFromEventsBut(ctx context.Context, r rollup, cutoff time.Time, run string, res *BackfillResult, skip map[uint64]bool) error {
+// backfillFromEventsBut is backfillFromEvents but for the months (YYYYMM)
+// in skip, which another source fills.
+func (c *Client) backfillFromEventsBut(ctx context.Context, r rollup, cutoff time.Time, run string, res *BackfillResult, skip map[uint64]uint64) error {
 	before := fmt.Sprintf("ts < toDateTime(%d)", cutoff.Unix())
 	cond := before
 	if r.where != "" {
@@ -281,7 +292,7 @@ func (c *Client) backfillFromEventsBut(ctx context.Context, r rollup, cutoff tim
 	}
 	staged := false
 	for _, m := range slices.Sorted(maps.Keys(want)) {
-		if skip[m] {
+		if _, ok := skip[m]; ok {
 			continue
 		}
 		res.Checked++

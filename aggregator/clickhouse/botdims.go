@@ -3,10 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -45,11 +42,11 @@ const VersionBotDims = 17
 // puts bot before the day, so that a value's month of one verdict is one
 // run of rows (see dimDays for its small granules).
 func botDimHours() rollup {
-	return withBot(dimRollup(BotDimHoursTable, Grains[1].Start+"(ts, 'UTC')"), "site, dim, t, value, bot")
+	return withBot(dimRollup(BotDimHoursTable, Grains[1].Start), "site, dim, t, value, bot")
 }
 
 func botDimDays() rollup {
-	r := withBot(dimRollup(BotDimDaysTable, Grains[2].Start+"(ts, 'UTC')"), "site, dim, value, bot, t")
+	r := withBot(dimRollup(BotDimDaysTable, Grains[2].Start), "site, dim, value, bot, t")
 	r.settings = "index_granularity = 64"
 	return r
 }
@@ -94,71 +91,33 @@ func (c *Client) BotDimsCutoff(ctx context.Context) (cutoff time.Time, ok bool, 
 // instead, their verdict unknown (bot BotUnknown), rebuilt when it holds
 // a different number of them. It is idempotent.
 func (c *Client) BackfillBotDims(ctx context.Context) (BackfillResult, error) {
-	var res BackfillResult
-	cutoff, ok, err := c.BotDimsCutoff(ctx)
-	if err != nil || !ok {
-		return res, err
-	}
-	res.Cutoff = cutoff
-	if cutoff.Unix() == 0 {
-		return res, nil
-	}
-	hours, days := botDimHours(), botDimDays()
-	before := fmt.Sprintf("t < toDateTime(%d)", cutoff.Unix())
-	kept, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+DimTable+" WHERE "+hours.check+" AND "+before+" GROUP BY m")
-	if err != nil {
-		return res, err
-	}
-	stored, err := c.monthCounts(ctx, fmt.Sprintf("SELECT toYYYYMM(%s) AS m, count() FROM %s.events WHERE ts < toDateTime(%d) GROUP BY m", hours.tExpr, c.db, cutoff.Unix()))
-	if err != nil {
-		return res, err
-	}
-	old := map[uint64]bool{}
-	for m, n := range kept {
-		if n > stored[m] {
-			old[m] = true
-		}
-	}
-	run := newRunID()
-	if err := c.dropStaging(ctx, ""); err != nil {
-		return res, err
-	}
-	defer c.dropStaging(context.WithoutCancel(ctx), run)
-	for _, r := range []rollup{hours, days} {
-		if err := c.backfillFromEventsBut(ctx, r, cutoff, run, &res, old); err != nil {
-			return res, err
-		}
-		if len(old) == 0 {
-			continue
-		}
-		have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE src = 1 AND "+r.check+" GROUP BY m")
+	return c.backfillRun(ctx, c.BotDimsCutoff, func(cutoff time.Time, run string, res *BackfillResult) error {
+		hours, days := botDimHours(), botDimDays()
+		kept, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+DimTable+" WHERE "+hours.check+" AND "+dimHoursBefore(cutoff)+" GROUP BY m")
 		if err != nil {
-			return res, err
+			return err
 		}
-		staged := false
-		for _, m := range slices.Sorted(maps.Keys(old)) {
-			res.Checked++
-			if have[m] == kept[m] {
-				continue
-			}
-			if !staged {
-				if err := c.makeStaging(ctx, r, run); err != nil {
-					return res, err
-				}
-				staged = true
-			}
-			// DimTable's hours, as they are or merged into days (as
-			// BackfillDimDays merges them).
-			sel := func(extra string) []string {
-				return []string{mergedDimHours(c.db, strings.Replace(r.tExpr, "ts", "h", 1), fmt.Sprintf(", toUInt8(%d) AS bot", BotUnknown), before, m, extra)}
-			}
-			if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
-				return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
-			}
-			res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, %s %d (events %d)", r.table, m, have[m], DimTable, kept[m], stored[m]))
+		stored, err := c.monthCounts(ctx, fmt.Sprintf("SELECT toYYYYMM(%s) AS m, count() FROM %s.events WHERE ts < toDateTime(%d) GROUP BY m", hours.tExpr, c.db, cutoff.Unix()))
+		if err != nil {
+			return err
 		}
-	}
-	return res, nil
+		// The months DimTable holds more of than the events table.
+		old := map[uint64]uint64{}
+		for m, n := range kept {
+			if n > stored[m] {
+				old[m] = n
+			}
+		}
+		for _, r := range []rollup{hours, days} {
+			if err := c.backfillFromEventsBut(ctx, r, cutoff, run, res, old); err != nil {
+				return err
+			}
+			if err := c.copyDimHours(ctx, r, fmt.Sprintf(", toUInt8(%d) AS bot", BotUnknown), cutoff, old, run, res, stored); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // BotUnknown is the bot column's value in rows BackfillBotDims copied from

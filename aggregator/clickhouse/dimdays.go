@@ -42,7 +42,7 @@ const VersionDimDays = 10
 // the whole table (ClickHouse's default granule of 8192 rows held a
 // month of every dimension).
 func dimDays() rollup {
-	r := dimRollup(DimDayTable, Grains[2].Start+"(ts, 'UTC')")
+	r := dimRollup(DimDayTable, Grains[2].Start)
 	r.order, r.settings = "site, dim, value, t", "index_granularity = 64"
 	return r
 }
@@ -103,15 +103,15 @@ func (c *Client) cutoffOf(ctx context.Context, r rollup) (cutoff time.Time, ok b
 
 // mergedDimHours is the SELECT of DimTable's rows of month m (YYYYMM)
 // matching cond, tagged src 1, their states merged per site, dimension,
-// value and bucket: the bucket expression of hour h, cols the columns
-// after value, if any (", EXPR AS NAME"), extra those after the
-// aggregates. The hour is renamed in a subquery so that the bucket can be
-// called t.
-func mergedDimHours(db, bucket, cols, cond string, m uint64, extra string) string {
-	return fmt.Sprintf(`SELECT site, %s AS t, toUInt8(1) AS src, dim, value%s, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
+// value and bucket: the bucket of an hour h is start(h, 'UTC'), start a
+// Grain's Start (a rollup's start); cols are the columns after value, if
+// any (", EXPR AS NAME"), extra those after the aggregates. The hour is
+// renamed in a subquery so that the bucket can be called t.
+func mergedDimHours(db, start, cols, cond string, m uint64, extra string) string {
+	return fmt.Sprintf(`SELECT site, %s(h, 'UTC') AS t, toUInt8(1) AS src, dim, value%s, sumMergeState(e) AS events, sumMergeState(p) AS pageviews,
 	uniqCombinedIfMergeState(u) AS visitors%s
 FROM (SELECT site, dim, value, t AS h, events AS e, pageviews AS p, visitors AS u FROM %s.%s WHERE %s AND toYYYYMM(t) = %d)
-GROUP BY site, dim, value, t`, bucket, cols, extra, db, DimTable, cond, m)
+GROUP BY site, dim, value, t`, start, cols, extra, db, DimTable, cond, m)
 }
 
 // BackfillDimDays merges DimTable's hours before DimDayTable's cut-off
@@ -121,50 +121,59 @@ GROUP BY site, dim, value, t`, bucket, cols, extra, db, DimTable, cond, m)
 // idempotent: a second run, with no event stored meanwhile, changes
 // nothing. Checked counts the months compared.
 func (c *Client) BackfillDimDays(ctx context.Context) (BackfillResult, error) {
-	var res BackfillResult
-	cutoff, ok, err := c.DimDaysCutoff(ctx)
-	if err != nil || !ok {
-		return res, err
-	}
-	res.Cutoff = cutoff
-	if cutoff.Unix() == 0 {
-		return res, nil
-	}
-	r := dimDays()
-	before := fmt.Sprintf("t < toDateTime(%d)", cutoff.Unix())
-	want, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+DimTable+" WHERE "+r.check+" AND "+before+" GROUP BY m")
-	if err != nil {
-		return res, err
+	return c.backfillRun(ctx, c.DimDaysCutoff, func(cutoff time.Time, run string, res *BackfillResult) error {
+		r := dimDays()
+		kept, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+DimTable+" WHERE "+r.check+" AND "+dimHoursBefore(cutoff)+" GROUP BY m")
+		if err != nil {
+			return err
+		}
+		return c.copyDimHours(ctx, r, "", cutoff, kept, run, res, nil)
+	})
+}
+
+// dimHoursBefore is the condition on DimTable's rows of the hours before
+// cutoff.
+func dimHoursBefore(cutoff time.Time) string {
+	return fmt.Sprintf("t < toDateTime(%d)", cutoff.Unix())
+}
+
+// copyDimHours rebuilds each month of kept (YYYYMM: the events DimTable's
+// hours before cutoff hold) whose events in r's src = 1 partitions differ,
+// in run's staging table (see BackfillRollups), from DimTable's hours
+// merged into r's buckets (mergedDimHours, with the columns cols), and
+// adds what it compared and rebuilt to res; stored, if not nil, are the
+// months' events in the events table, for the note of a rebuilt one.
+func (c *Client) copyDimHours(ctx context.Context, r rollup, cols string, cutoff time.Time, kept map[uint64]uint64, run string, res *BackfillResult, stored map[uint64]uint64) error {
+	if len(kept) == 0 {
+		return nil
 	}
 	have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE src = 1 AND "+r.check+" GROUP BY m")
 	if err != nil {
-		return res, err
+		return err
 	}
-	run := newRunID()
 	staged := false
-	for _, m := range slices.Sorted(maps.Keys(want)) {
+	for _, m := range slices.Sorted(maps.Keys(kept)) {
 		res.Checked++
-		if have[m] == want[m] {
+		if have[m] == kept[m] {
 			continue
 		}
 		if !staged {
-			if err := c.dropStaging(ctx, ""); err != nil {
-				return res, err
-			}
-			defer c.dropStaging(context.WithoutCancel(ctx), run)
 			if err := c.makeStaging(ctx, r, run); err != nil {
-				return res, err
+				return err
 			}
 			staged = true
 		}
-		// The hours' states merged into the day's.
 		sel := func(extra string) []string {
-			return []string{mergedDimHours(c.db, Grains[2].Start+"(h, 'UTC')", "", before, m, extra)}
+			return []string{mergedDimHours(c.db, r.start, cols, dimHoursBefore(cutoff), m, extra)}
 		}
 		if err := c.rebuildMonth(ctx, r, m, sel, r.table+StagingInfix+run); err != nil {
-			return res, fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
+			return fmt.Errorf("backfill %s month %d: %w", r.table, m, err)
 		}
-		res.Rebuilt = append(res.Rebuilt, fmt.Sprintf("%s %d: had %d, %s %d", r.table, m, have[m], DimTable, want[m]))
+		note := fmt.Sprintf("%s %d: had %d, %s %d", r.table, m, have[m], DimTable, kept[m])
+		if stored != nil {
+			note += fmt.Sprintf(" (events %d)", stored[m])
+		}
+		res.Rebuilt = append(res.Rebuilt, note)
 	}
-	return res, nil
+	return nil
 }

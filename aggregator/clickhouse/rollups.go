@@ -153,10 +153,13 @@ type rollup struct {
 	// settings, if any, are the table's SETTINGS (name = value, ...).
 	settings string
 	tExpr    string // t from a row of events
-	sel      string // SELECT list after site, t, src
-	arrayJ   string // ARRAY JOIN clause, if any
-	where    string // extra condition on events rows, if any
-	group    string
+	// start, if not "", is the function of tExpr, start(ts, 'UTC'): a
+	// Grain's Start, which also buckets the rollup's rows of a finer grain.
+	start  string
+	sel    string // SELECT list after site, t, src
+	arrayJ string // ARRAY JOIN clause, if any
+	where  string // extra condition on events rows, if any
+	group  string
 	// daily makes the backfill roll up a month's events a day at a
 	// time: its groups are so many (per minute and visitor) that a
 	// month's at once would hold gigabytes.
@@ -176,7 +179,7 @@ func rollups() []rollup {
 			tExpr: g.Start + "(ts, 'UTC')", sel: countAggs + ", " + visitorsAgg, group: "site, t",
 		})
 	}
-	out = append(out, dimRollup(DimTable, "toStartOfHour(ts, 'UTC')"))
+	out = append(out, dimRollup(DimTable, Grains[1].Start))
 	// Day partitions: retention drops visitor ids with the events
 	// they came from (see DropPartitionsBefore).
 	out = append(out, rollup{
@@ -190,9 +193,10 @@ func rollups() []rollup {
 }
 
 // dimRollup is the per-dimension rollup called table whose bucket of an
-// event is tExpr: one row per site, dimension, value and bucket (see
-// DimTable, DimDayTable), over the dimensions step 7 rolled up.
-func dimRollup(table, tExpr string) rollup {
+// event starts at start(ts, 'UTC'), start a Grain's Start: one row per
+// site, dimension, value and bucket (see DimTable, DimDayTable), over the
+// dimensions step 7 rolled up.
+func dimRollup(table, start string) rollup {
 	var pairs []string
 	for _, d := range Dimensions {
 		if d.Collected && !d.Visit && d.Since <= VersionRollups {
@@ -201,7 +205,7 @@ func dimRollup(table, tExpr string) rollup {
 	}
 	return rollup{
 		table: table, cols: "dim String,\n\t\tvalue String,\n\t\t" + countCols + ",\n\t\t" + visitorsCol,
-		part: "toYYYYMM(t)", order: "site, dim, t, value", tExpr: tExpr,
+		part: "toYYYYMM(t)", order: "site, dim, t, value", tExpr: start + "(ts, 'UTC')", start: start,
 		sel:    "dv.1 AS dim, dv.2 AS value, " + countAggs + ", " + visitorsAgg,
 		arrayJ: "ARRAY JOIN [" + strings.Join(pairs, ", ") + "] AS dv", group: "site, dim, value, t", check: "dim = 'event'",
 	}
