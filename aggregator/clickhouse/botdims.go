@@ -141,19 +141,24 @@ var (
 	PlainDimRollups = DimRollups{DimTable, DimDayTable, false}
 )
 
+// BotDimsExist reports whether database db (read by q) has step
+// VersionBotDims' views, and so BotDimRollups. No later step drops them:
+// once true, it stays true.
+func BotDimsExist(ctx context.Context, q Querier, db string) (bool, error) {
+	_, ok, err := viewCutoff(ctx, q, db, BotDimHoursTable)
+	return ok, err
+}
+
 // DimRollupsFor returns the per-dimension rollups that answer site's
 // question over [from, to), whole UTC hours, with bots or without
-// (excludeBots): BotDimRollups where its hours hold at least as many
-// events (dimension event, one row per event) as the hourly rollup
-// (Grains[1]) and, without bots, none of unknown verdict (BotUnknown);
-// else, with bots, PlainDimRollups where its hours hold as many. ok is
-// false when neither does (their backfill has not run yet, or a late
-// event changed an hour since). q reads database db.
-func DimRollupsFor(ctx context.Context, q Querier, db, site string, from, to time.Time, excludeBots bool) (DimRollups, bool, error) {
-	_, bot, err := viewCutoff(ctx, q, db, BotDimHoursTable)
-	if err != nil {
-		return DimRollups{}, false, err
-	}
+// (excludeBots): BotDimRollups, if bot (BotDimsExist says db has them),
+// where its hours hold at least as many events (dimension event, one row
+// per event) as the hourly rollup (Grains[1]) and, without bots, none of
+// unknown verdict (BotUnknown); else, with bots, PlainDimRollups where
+// its hours hold as many. ok is false when neither does (their backfill
+// has not run yet, or a late event changed an hour since). q reads
+// database db, in one query.
+func DimRollupsFor(ctx context.Context, q Querier, db, site string, from, to time.Time, excludeBots, bot bool) (DimRollups, bool, error) {
 	span := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", quote(site), from.Unix(), to.Unix())
 	count := func(agg, table, cond string) string {
 		return "(SELECT " + agg + " FROM " + db + "." + table + " WHERE " + span + cond + ")"

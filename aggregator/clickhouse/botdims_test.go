@@ -54,7 +54,11 @@ func TestBackfillBotDimsAfterRetention(t *testing.T) {
 	}
 	pair := func(from time.Time, excludeBots bool) (DimRollups, bool) {
 		t.Helper()
-		d, ok, err := DimRollupsFor(ctx, c, c.db, "old.example", from.Truncate(time.Hour), now.Truncate(time.Hour), excludeBots)
+		bot, err := BotDimsExist(ctx, c, c.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, ok, err := DimRollupsFor(ctx, c, c.db, "old.example", from.Truncate(time.Hour), now.Truncate(time.Hour), excludeBots, bot)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -178,7 +178,11 @@ func TestMinutesFresh(t *testing.T) {
 
 // botDimsReady reports whether DimRollupsFor reads BotDimRollups.
 func botDimsReady(ctx context.Context, q Querier, db, site string, from, to time.Time) (bool, error) {
-	d, ok, err := DimRollupsFor(ctx, q, db, site, from, to, true)
+	bot, err := BotDimsExist(ctx, q, db)
+	if err != nil {
+		return false, err
+	}
+	d, ok, err := DimRollupsFor(ctx, q, db, site, from, to, true, bot)
 	return ok && d == BotDimRollups, err
 }
 

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
@@ -315,6 +316,10 @@ type Engine struct {
 	// Raw makes every question read the events table (to compare rollups
 	// against, in tests and benchmarks).
 	Raw bool
+	// botDims is set once Src's database is seen to have step 17's
+	// per-dimension rollups (clickhouse.BotDimsExist), which stay: an
+	// Engine kept across questions asks once.
+	botDims atomic.Bool
 }
 
 // Metric is one number with the previous period's and the change.
@@ -491,11 +496,39 @@ func (e *Engine) dimSource(ctx context.Context, r Request, from, to time.Time) (
 	if e.Raw {
 		return nil, nil
 	}
-	tables, ok, err := clickhouse.DimRollupsFor(ctx, e.Src, e.Src.DB(), r.Site, from, to, r.ExcludeBots)
+	db := e.Src.DB()
+	bot := e.botDims.Load()
+	if !bot {
+		var err error
+		if bot, err = clickhouse.BotDimsExist(ctx, e.Src, db); err != nil {
+			return nil, err
+		}
+		e.botDims.Store(bot)
+	}
+	// Once step 17's backfill has run, its pair is the one chosen: its
+	// whole days are asked for while the pair is, rather than after.
+	var (
+		botFresh map[int64]bool
+		botErr   error
+		asked    = make(chan struct{})
+	)
+	if bot {
+		go func() {
+			defer close(asked)
+			botFresh, botErr = e.freshDays(ctx, clickhouse.BotDimRollups.Days, r.Site, from, to)
+		}()
+	} else {
+		close(asked)
+	}
+	tables, ok, err := clickhouse.DimRollupsFor(ctx, e.Src, db, r.Site, from, to, r.ExcludeBots, bot)
+	<-asked
 	if err != nil || !ok {
 		return nil, err
 	}
-	fresh, err := e.freshDays(ctx, tables.Days, r.Site, from, to)
+	fresh, err := botFresh, botErr
+	if tables != clickhouse.BotDimRollups {
+		fresh, err = e.freshDays(ctx, tables.Days, r.Site, from, to)
+	}
 	if err != nil {
 		return nil, err
 	}

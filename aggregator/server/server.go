@@ -30,6 +30,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/loader"
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/query"
 	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/aggregator/spool"
 	"github.com/edgepixel/edgepixel/aggregator/store"
@@ -146,6 +147,7 @@ type Server struct {
 	spool   *spool.Spool
 	dedupe  dedupe.Deduper
 	store   store.Store
+	query   *query.Engine // answers /api over store, if ClickHouse; nil without
 	loader  *loader.Loader
 	hub     *live.Hub
 	metrics *metrics.Metrics
@@ -232,6 +234,7 @@ func Open(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		s.store = c
+		s.query = &query.Engine{Src: c}
 	} else {
 		dir := filepath.Join(cfg.DataDir, "events")
 		s.log.Warn("no --clickhouse configured: events are stored as NDJSON files on local disk (fine for trying edgepixel, not for production)", "dir", dir)

@@ -83,10 +83,7 @@ func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerF
 
 // engine returns the query engine, or nil without ClickHouse.
 func (s *Server) engine() *query.Engine {
-	if c, ok := s.store.(*clickhouse.Client); ok {
-		return &query.Engine{Src: c}
-	}
-	return nil
+	return s.query
 }
 
 // withRequest parses the common parameters (site, range, filters), checks
