@@ -191,7 +191,9 @@ func (c *Client) createRollupViews(ctx context.Context) error {
 type BackfillResult struct {
 	Cutoff  time.Time `json:"cutoff"`
 	Checked int       `json:"checked"` // table months compared
-	Rebuilt []string  `json:"rebuilt"` // "table YYYYMM: had N, events M"
+	// Rebuilt notes each month rebuilt: "table YYYYMM: had N, events M",
+	// or, copied from DimTable, "table YYYYMM: had N, rollup_dims M".
+	Rebuilt []string `json:"rebuilt"`
 }
 
 // StagingInfix marks the tables a backfill builds a month in before it
@@ -271,7 +273,7 @@ func (c *Client) backfillFromEvents(ctx context.Context, r rollup, cutoff time.T
 }
 
 // backfillFromEventsBut is backfillFromEvents but for the months (YYYYMM)
-// in skip, which another source fills.
+// in skip, which another source fills (a set: its values are not read).
 func (c *Client) backfillFromEventsBut(ctx context.Context, r rollup, cutoff time.Time, run string, res *BackfillResult, skip map[uint64]uint64) error {
 	before := fmt.Sprintf("ts < toDateTime(%d)", cutoff.Unix())
 	cond := before

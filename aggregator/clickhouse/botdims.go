@@ -142,8 +142,8 @@ var (
 )
 
 // BotDimsExist reports whether database db (read by q) has step
-// VersionBotDims' views, and so BotDimRollups. No later step drops them:
-// once true, it stays true.
+// VersionBotDims' views, and so BotDimRollups. No step drops those
+// tables (nor, so far, the views): once true, it stays true.
 func BotDimsExist(ctx context.Context, q Querier, db string) (bool, error) {
 	_, ok, err := viewCutoff(ctx, q, db, BotDimHoursTable)
 	return ok, err

@@ -176,7 +176,7 @@ func rollups() []rollup {
 	for _, g := range Grains {
 		out = append(out, rollup{
 			table: g.Table, cols: countCols + ",\n\t\t" + visitorsCol, part: "toYYYYMM(t)", order: "site, t",
-			tExpr: g.Start + "(ts, 'UTC')", sel: countAggs + ", " + visitorsAgg, group: "site, t",
+			tExpr: g.Start + "(ts, 'UTC')", start: g.Start, sel: countAggs + ", " + visitorsAgg, group: "site, t",
 		})
 	}
 	out = append(out, dimRollup(DimTable, Grains[1].Start))

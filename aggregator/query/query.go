@@ -310,15 +310,17 @@ type Source interface {
 	DB() string
 }
 
-// Engine answers requests.
+// Engine answers requests. Its methods may be called concurrently; an
+// Engine kept for a server's life (as the aggregator's is) remembers what
+// it learnt of the schema. It must not be copied after first use.
 type Engine struct {
 	Src Source
 	// Raw makes every question read the events table (to compare rollups
 	// against, in tests and benchmarks).
 	Raw bool
 	// botDims is set once Src's database is seen to have step 17's
-	// per-dimension rollups (clickhouse.BotDimsExist), which stay: an
-	// Engine kept across questions asks once.
+	// per-dimension rollups (clickhouse.BotDimsExist), which no step
+	// drops: an Engine kept across questions asks once.
 	botDims atomic.Bool
 }
 
@@ -503,10 +505,16 @@ func (e *Engine) dimSource(ctx context.Context, r Request, from, to time.Time) (
 		if bot, err = clickhouse.BotDimsExist(ctx, e.Src, db); err != nil {
 			return nil, err
 		}
-		e.botDims.Store(bot)
+		if bot {
+			e.botDims.Store(true)
+		}
 	}
-	// Once step 17's backfill has run, its pair is the one chosen: its
-	// whole days are asked for while the pair is, rather than after.
+	// Step 17's pair is the one chosen, but for the upgrade's window and
+	// a question without bots over a month copied with verdict unknown:
+	// its whole days are asked for while the pair is, rather than after
+	// (given up if another pair is chosen).
+	spec, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		botFresh map[int64]bool
 		botErr   error
@@ -515,12 +523,15 @@ func (e *Engine) dimSource(ctx context.Context, r Request, from, to time.Time) (
 	if bot {
 		go func() {
 			defer close(asked)
-			botFresh, botErr = e.freshDays(ctx, clickhouse.BotDimRollups.Days, r.Site, from, to)
+			botFresh, botErr = e.freshDays(spec, clickhouse.BotDimRollups.Days, r.Site, from, to)
 		}()
 	} else {
 		close(asked)
 	}
 	tables, ok, err := clickhouse.DimRollupsFor(ctx, e.Src, db, r.Site, from, to, r.ExcludeBots, bot)
+	if err != nil || !ok || tables != clickhouse.BotDimRollups {
+		cancel()
+	}
 	<-asked
 	if err != nil || !ok {
 		return nil, err
