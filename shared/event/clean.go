@@ -111,6 +111,11 @@ var ErrPropsNotObject = errors.New("props: not a JSON object")
 // \" and \\; everything else is UTF-8. Escapes a client spent on plain
 // characters (\u00e9, \/) therefore do not count against the limit, the
 // text passes IsClean, and every string it decodes to does too.
+// A key the object has more than once (RFC 8259 §4: names "SHOULD be
+// unique", and implementations differ) is kept once, where it first
+// appears, with its last value, as the page's own JSON.parse and
+// encoding/json read it: a query of the stored text (an erasure by
+// user_id, the props rollups) then sees the one value the client meant.
 // MaxPropsLen bounds this canonical form: larger is ErrPropsTooLarge.
 // Invalid JSON is the json package's error; JSON other than an object,
 // ErrPropsNotObject.
@@ -130,11 +135,102 @@ func CleanProps(raw []byte) (string, error) {
 	if err := json.Compact(&compact, raw); err != nil {
 		return "", err
 	}
-	out := canonicalJSON(make([]byte, 0, min(compact.Len(), MaxPropsLen+64)), compact.Bytes())
+	out := uniqueKeys(canonicalJSON(make([]byte, 0, min(compact.Len(), MaxPropsLen+64)), compact.Bytes()))
 	if len(out) > MaxPropsLen {
 		return "", ErrPropsTooLarge
 	}
 	return string(out), nil
+}
+
+// uniqueKeys returns obj, a canonical JSON object (canonicalJSON's), with
+// each top-level key once: at its first place, with its last value (see
+// CleanProps). Keys compare as canonical text, which is one spelling per
+// string. obj itself is returned when no key repeats, as is usual.
+func uniqueKeys(obj []byte) []byte {
+	type member struct{ key, value []byte }
+	var members []member
+	dup := false
+	for i := 1; i < len(obj) && obj[i] == '"'; {
+		end := skipJSONString(obj, i)
+		key := obj[i:end]
+		start := end + 1 // after ':'
+		i = skipJSONValue(obj, start)
+		for _, m := range members {
+			dup = dup || string(m.key) == string(key)
+		}
+		members = append(members, member{key, obj[start:i]})
+		if i < len(obj) && obj[i] == ',' {
+			i++
+		}
+	}
+	if !dup {
+		return obj
+	}
+	out := make([]byte, 0, len(obj))
+	out = append(out, '{')
+	for j, m := range members {
+		last, first := j, true
+		for k, o := range members {
+			if string(o.key) == string(m.key) {
+				first = first && k >= j
+				last = k
+			}
+		}
+		if !first {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(append(append(out, m.key...), ':'), members[last].value...)
+	}
+	return append(out, '}')
+}
+
+// skipJSONString returns the index after the canonical JSON string that
+// starts at obj[i] (its opening quote): its only escapes are \" and \\.
+func skipJSONString(obj []byte, i int) int {
+	for i++; i < len(obj); i++ {
+		switch obj[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// skipJSONValue returns the index after the compact JSON value that
+// starts at obj[i].
+func skipJSONValue(obj []byte, i int) int {
+	depth := 0
+	for i < len(obj) {
+		switch obj[i] {
+		case '"':
+			i = skipJSONString(obj, i)
+			if depth == 0 {
+				return i
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
+	}
+	return i
 }
 
 // canonicalJSON appends the canonical form of compact (valid, compacted

@@ -58,6 +58,10 @@ func TestCleanProps(t *testing.T) {
 		{`{"c":"a\nb\u0000c\u007f"}`, "{\"c\":\"a\uFFFDb\uFFFDc\uFFFD\"}"},    // controls, escaped or raw
 		{`{"s":"\ud83d\ude00 \ud800 \udc00"}`, "{\"s\":\"😀 \uFFFD \uFFFD\"}"}, // pairs and lone surrogates
 		{"{\"b\":\"\xff\"}", "{\"b\":\"\uFFFD\"}"},
+		// A repeated key: once, at its first place, with its last value.
+		{`{"user_id":"bob","user_id":"alice"}`, `{"user_id":"alice"}`},
+		{`{"a":1,"b":{"a":2,"a":3},"a":[3,{"x":"}\",a"}],"c":"\\"}`, `{"a":[3,{"x":"}\",a"}],"b":{"a":2,"a":3},"c":"\\"}`},
+		{`{"user\u005fid":"x","k":"v","user_id":"y"}`, `{"user_id":"y","k":"v"}`}, // one key in two spellings
 	} {
 		got, err := CleanProps([]byte(c.in))
 		if err != nil || got != c.want {
@@ -110,7 +114,7 @@ func FuzzClean(f *testing.F) {
 // decodes to the same value as the input except for what the rule
 // replaced.
 func FuzzCleanProps(f *testing.F) {
-	for _, s := range []string{`{"a":1}`, `{"caf\u00e9":"\ud800"}`, "{\"b\":\"\xff\x7f\"}", `[1]`, `{"a":{"b":[1,"\n"]}}`} {
+	for _, s := range []string{`{"a":1}`, `{"a":1,"b":[{"a":2}],"a":"x"}`, `{"caf\u00e9":"\ud800"}`, "{\"b\":\"\xff\x7f\"}", `[1]`, `{"a":{"b":[1,"\n"]}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -128,6 +132,18 @@ func FuzzCleanProps(f *testing.F) {
 		again, err := CleanProps([]byte(got))
 		if err != nil || again != got {
 			t.Fatalf("not canonical: %q -> %q (%v)", got, again, err)
+		}
+		dec := json.NewDecoder(strings.NewReader(got))
+		dec.Token() // {
+		keys := map[string]bool{}
+		for dec.More() {
+			k, _ := dec.Token()
+			if keys[k.(string)] {
+				t.Fatalf("CleanProps(%q) = %q: key %q twice", raw, got, k)
+			}
+			keys[k.(string)] = true
+			var skip json.RawMessage
+			dec.Decode(&skip)
 		}
 		walkStrings(v, func(s string) {
 			if !IsClean(s) {
