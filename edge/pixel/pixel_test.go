@@ -109,6 +109,14 @@ func TestFromJSON(t *testing.T) {
 	if msg := dropMessage(DropBadJSON, 400); !strings.Contains(msg, `name (default "pageview")`) {
 		t.Errorf("bad_json message %q does not say name defaults to pageview", msg)
 	}
+	// "site=demo;x=1" has no pair the parser reads: the answer says why a
+	// site that was sent is missing.
+	if site := queryValue("site=demo;x=1", "site"); site != "" {
+		t.Fatalf("site=demo;x=1 read as site %q", site)
+	}
+	if msg := dropMessage(DropMissingSite, 400); !strings.Contains(msg, "';'") || !strings.Contains(msg, "%3B") {
+		t.Errorf("missing_site message %q does not say a pair with ';' is skipped", msg)
+	}
 }
 
 func TestFromJSONRejects(t *testing.T) {

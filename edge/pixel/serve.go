@@ -414,7 +414,9 @@ func outsideCIPMessage(cip string) string {
 func dropMessage(reason string, status int) string {
 	switch reason {
 	case DropMissingSite:
-		return "every event needs a non-empty site"
+		// The query's parser skips a pair it cannot read, as
+		// url.ParseQuery does: say so, or "site=demo;x=1" reads as no site.
+		return "every event needs a non-empty site; a query pair with a ';' or a bad %-escape is skipped (escape them: %3B, %25)"
 	case DropBadJSON:
 		// finish defaults name to pageview and url to the Referer, for the
 		// POST as for the pixel: only site is required.
