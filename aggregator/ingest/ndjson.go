@@ -211,6 +211,11 @@ func parseLine(raw []byte) (line, error) {
 	default:
 		return line{}, &LineError{Reason: ReasonBadJSON, Site: l.Site, Err: fmt.Errorf("unknown line type %q", clip([]byte(l.Type)))}
 	}
+	// White space around a site or a name is a sender's slip, as the
+	// edge reads it (see edge/pixel's cleanSite and finish): "  demo " is
+	// site demo, and a blank name a pageview. Before Clean, which makes a
+	// tab U+FFFD.
+	l.Site, l.Name = strings.TrimSpace(l.Site), strings.TrimSpace(l.Name)
 	for i := range event.Fields {
 		if f := &event.Fields[i]; f.Str != nil {
 			p := f.Str(&l.Event)

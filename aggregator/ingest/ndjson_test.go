@@ -125,6 +125,14 @@ func TestParseLineCleans(t *testing.T) {
 	if !errors.As(err, &le) || le.Reason != ReasonInvalidEvent {
 		t.Errorf("site over its limit once cleaned: %v", err)
 	}
+	// White space around the site and the name goes, as at the edge: a
+	// blank name is a pageview, a blank site no site.
+	if e, err = ParseLine([]byte(`{"ts_ms":1750000000123,"site":"  demo\t","name":"   "}`)); err != nil || e.Site != "demo" || e.Name != event.KindPageview {
+		t.Errorf("site and name with white space around: %q %q, %v", e.Site, e.Name, err)
+	}
+	if _, err = ParseLine([]byte(`{"ts_ms":1750000000123,"site":"   "}`)); !errors.As(err, &le) || le.Reason != ReasonInvalidEvent {
+		t.Errorf("blank site: %v", err)
+	}
 }
 
 // client_event_id is treated as the edge treats a POST's event_id.

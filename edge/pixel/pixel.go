@@ -148,7 +148,8 @@ func cleanSite(site string) string {
 // built, then the enrichment (enrich). e.Site is set and checked. It
 // returns enrich's note reason ("" for none).
 func finish(e *event.Event, name, page, ref string, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) (note string) {
-	if name == "" {
+	// As for the site (cleanSite): "   " names no event.
+	if name = strings.TrimSpace(name); name == "" {
 		name = event.KindPageview
 	}
 	e.Name = event.Clean(name, event.MaxNameLen)
