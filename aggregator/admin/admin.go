@@ -150,7 +150,28 @@ func tokenMatches(header, token string) bool {
 
 type eraseRequest struct {
 	clickhouse.Erasure
-	Actor string `json:"actor"` // who asks, for the audit log (free text)
+	// Site shadows Erasure.Site, to tell "site" left out (every site)
+	// from "site" given empty: Erasure's "" is every site, and an empty
+	// name must not widen an erasure to all of them.
+	Site  siteName `json:"site"`
+	Actor string   `json:"actor"` // who asks, for the audit log (free text)
+}
+
+// siteName is an erasure's "site" as the body gives it: whether it is
+// there at all (null included), and the name.
+type siteName struct {
+	given bool
+	name  string
+}
+
+// UnmarshalJSON takes a string; null is kept as given, empty, and so
+// refused as "" is.
+func (s *siteName) UnmarshalJSON(b []byte) error {
+	s.given = true
+	if string(b) == "null" {
+		return nil
+	}
+	return json.Unmarshal(b, &s.name)
 }
 
 func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
@@ -162,10 +183,17 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, "bad_request", "actor is required (who asks, for the audit log)")
 		return
 	}
+	if req.Site.given {
+		if strings.TrimSpace(req.Site.name) == "" {
+			writeJSON(w, http.StatusBadRequest, "bad_request", `site is required: name the site to erase from, or leave "site" out to erase on every site`)
+			return
+		}
+		req.Erasure.Site = strings.TrimSpace(req.Site.name) // as the edge trims a site
+	}
 	// The identifiers are personal data: the audit line carries a short
 	// hash of each (enough to match a request to its log line), not the
 	// value that is being erased.
-	audit := []any{"op", "erase", "actor", req.Actor, "remote", r.RemoteAddr, "site", req.Site,
+	audit := []any{"op", "erase", "actor", req.Actor, "remote", r.RemoteAddr, "site", req.Erasure.Site,
 		"visitor_id_sha256", fingerprint(string(req.VisitorID)), "user_id_sha256", fingerprint(req.UserID),
 		"client_ip_sha256", fingerprint(req.ClientIP)}
 	res, err := h.cfg.Store.Erase(r.Context(), req.Erasure, h.cfg.EraseWait)
@@ -287,11 +315,22 @@ func fingerprint(v string) string {
 	return hex.EncodeToString(sum[:6])
 }
 
+// readJSON decodes the request's body, one JSON object and nothing after
+// it but whitespace, into v; else it answers 400 saying why and returns
+// false. Every endpoint reads its body with it.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields() // a misspelt identifier must not erase by less than asked
 	if err := dec.Decode(v); err != nil {
 		writeJSON(w, http.StatusBadRequest, "bad_request", jsonError(err, v))
+		return false
+	}
+	// Data after the object (a second object, text) is refused, not
+	// ignored: which of two objects was meant is not for the handler to
+	// guess, and it must not run the first as if it were all.
+	off := dec.InputOffset()
+	if err := dec.Decode(new(json.RawMessage)); !errors.Is(err, io.EOF) {
+		writeJSON(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("body must be one JSON object: data after it at offset %d", off))
 		return false
 	}
 	return true
@@ -349,7 +388,7 @@ func jsonFields(t reflect.Type) []string {
 		}
 	}
 	slices.Sort(names)
-	return names
+	return slices.Compact(names) // a field shadowing an embedded one's name
 }
 
 func writeJSON(w http.ResponseWriter, status int, reason, msg string) {

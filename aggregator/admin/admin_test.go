@@ -309,3 +309,79 @@ func TestRemovedCalled(t *testing.T) {
 	}
 	wait("partitions dropped")
 }
+
+// An erasure's "site" given empty (or blank, or null) is refused, not
+// taken as every site (Erasure's "" is: the DELETE had no site clause);
+// "site" left out still erases on every site, and a named site narrows.
+func TestEraseEmptySiteRefused(t *testing.T) {
+	fs := &fakeStore{}
+	h := New(Config{Token: token, Store: fs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	bearer := "Bearer " + token
+	for _, body := range []string{
+		`{"user_id":"u-123456","actor":"dpo","site":""}`,
+		`{"user_id":"u-123456","actor":"dpo","site":"   "}`,
+		`{"user_id":"u-123456","actor":"dpo","site":"\t"}`,
+		`{"user_id":"u-123456","actor":"dpo","site":null}`,
+	} {
+		code, res := do(h, "/admin/erase", bearer, body)
+		if code != 400 || res["reason"] != "bad_request" || !strings.HasPrefix(fmt.Sprint(res["error"]), "site is required: name the site to erase from") {
+			t.Errorf("%s: %d %v; want 400 site is required", body, code, res)
+		}
+	}
+	if len(fs.erased) != 0 {
+		t.Fatalf("an empty site erased: %+v", fs.erased)
+	}
+	// A site of the wrong type names the field, as the other fields do.
+	if _, res := do(h, "/admin/erase", bearer, `{"user_id":"u-123456","actor":"dpo","site":7}`); res["error"] != `field "site" must be a string, not a JSON number` {
+		t.Errorf("site as a number: %v", res)
+	}
+	for _, c := range []struct {
+		body string
+		want clickhouse.Erasure
+	}{
+		{`{"user_id":"u-123456","actor":"dpo"}`, clickhouse.Erasure{UserID: "u-123456"}},
+		{`{"user_id":"u-123456","actor":"dpo","site":"demo"}`, clickhouse.Erasure{UserID: "u-123456", Site: "demo"}},
+	} {
+		if code, res := do(h, "/admin/erase", bearer, c.body); code != 200 {
+			t.Errorf("%s: %d %v", c.body, code, res)
+		}
+		if n := len(fs.erased); n == 0 || fs.erased[n-1] != c.want {
+			t.Errorf("%s: erased %+v, want %+v last", c.body, fs.erased, c.want)
+		}
+	}
+}
+
+// A body is one JSON object: data after it (a second object, text) is
+// refused on every endpoint, and nothing runs, where the first object
+// used to run as if it were all.
+func TestBodyTrailingDataRefused(t *testing.T) {
+	fs := &fakeStore{}
+	h := New(Config{Token: token, Store: fs, RetentionDays: 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	bearer := "Bearer " + token
+	for _, c := range []struct{ path, body string }{
+		{"/admin/erase", `{"user_id":"x","actor":"me"} trailing`},
+		{"/admin/erase", `{"user_id":"x","actor":"me"}{"user_id":"y","actor":"me"}`},
+		{"/admin/erase", `{"user_id":"x","actor":"me"}}`},
+		{"/admin/erase", `{"user_id":"x","actor":"me"} 1`},
+		{"/admin/retention", `{"days":7} trailing`},
+		{"/admin/retention", `{"days":7}{"days":1}`},
+		{"/admin/retention", `{"days":7}]`},
+	} {
+		code, res := do(h, c.path, bearer, c.body)
+		if code != 400 || res["reason"] != "bad_request" || !strings.HasPrefix(fmt.Sprint(res["error"]), "body must be one JSON object: data after it at offset ") {
+			t.Errorf("%s %s: %d %v; want 400 naming the data after the object", c.path, c.body, code, res)
+		}
+	}
+	if len(fs.erased) != 0 || len(fs.cutoffs) != 0 {
+		t.Fatalf("a body with data after its object ran: erased %+v, cutoffs %v", fs.erased, fs.cutoffs)
+	}
+	// Whitespace after the object is not data.
+	for _, c := range []struct{ path, body string }{
+		{"/admin/erase", "{\"user_id\":\"x\",\"actor\":\"me\"}\n"},
+		{"/admin/retention", "{\"days\":7} \r\n\t "},
+	} {
+		if code, res := do(h, c.path, bearer, c.body); code != 200 {
+			t.Errorf("%s %q: %d %v", c.path, c.body, code, res)
+		}
+	}
+}

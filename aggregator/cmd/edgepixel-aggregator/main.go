@@ -257,6 +257,14 @@ func run(args []string) error {
 		}
 		return usageError{flaghint.Explain(fs, err)}
 	}
+	// A stray argument is refused rather than ignored, as the other
+	// commands do: most likely a flag without its dash or a value without
+	// its flag. Checked before anything else: one placed first stops the
+	// flag package, and what it left unparsed (--secret) was all the
+	// error said.
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q: edgepixel-aggregator takes flags only", fs.Arg(0))}
+	}
 	if *version {
 		fmt.Printf("edgepixel-aggregator %s, ClickHouse schema version %d\n", buildinfo.Version(), clickhouse.SchemaVersion())
 		return nil
@@ -575,9 +583,11 @@ func (e fromEnv) explain(fs *flag.FlagSet, err error) error {
 	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
 }
 
-// loadSecret reads the shared secret. None, or two, given is a usage
-// error (exit status 2), as a flag's value out of its domain is; a file
-// that cannot be read or is empty is not: its path is a valid value.
+// loadSecret reads the shared secret, from --secret (or its variable) or
+// --secret-file, whitespace around it ignored either way. None, or two,
+// given is a usage error (exit status 2), as a flag's value out of its
+// domain is, and so is a --secret of whitespace alone; a file that cannot
+// be read or is blank is not: its path is a valid value.
 func loadSecret(secret, file string) ([]byte, error) {
 	if secret != "" && file != "" {
 		return nil, usageError{errors.New("--secret and --secret-file are both given: give either, not both")}
@@ -587,12 +597,17 @@ func loadSecret(secret, file string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--secret-file: %w", err)
 		}
-		secret = strings.TrimSpace(string(b))
-		if secret == "" {
-			return nil, fmt.Errorf("--secret-file %s is empty", file)
-		}
+		secret = string(b)
 	}
-	if secret == "" {
+	given := secret != ""
+	secret = strings.TrimSpace(secret)
+	switch {
+	case secret != "":
+	case file != "":
+		return nil, fmt.Errorf("--secret-file %s is empty", file)
+	case given:
+		return nil, usageError{errors.New("no shared secret: --secret is only whitespace; pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
+	default:
 		return nil, usageError{errors.New("no shared secret: pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
 	}
 	if len(secret) < 16 {

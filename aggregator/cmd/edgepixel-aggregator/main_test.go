@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
@@ -251,5 +252,94 @@ func TestEnvKnown(t *testing.T) {
 	w := flaghint.UnknownEnv([]string{"EDGEPIXEL_AGG_RETENTON_DAYS=3"}, envPrefix, known)
 	if len(w) != 1 || !strings.Contains(w[0], "did you mean EDGEPIXEL_AGG_RETENTION_DAYS?") {
 		t.Errorf("warnings %q", w)
+	}
+}
+
+// A stray argument is a usage error (exit status 2, the help line), as
+// on the other commands, not ignored; one placed first (which stops the
+// flag package) is what the error names, not the flags left unparsed.
+func TestStrayArgumentRefused(t *testing.T) {
+	const want = `unexpected argument "stray": edgepixel-aggregator takes flags only`
+	// Without a secret, so that none of these can start.
+	for _, args := range [][]string{
+		{"stray"},
+		{"stray", "--secret", "0123456789abcdef0123"},
+		{"--data-dir", t.TempDir(), "stray"},
+		{"--log-level", "error", "stray", "--addr", "127.0.0.1:0"},
+	} {
+		err := run(args)
+		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "no shared secret") {
+			t.Errorf("%q: %v; want a usage error saying %q alone", args, err, want)
+		}
+	}
+	// Everything a start needs, then a stray argument: the process exits
+	// 2 at once with the error and the pointer to --help (it used to
+	// start).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, aggBinary(t), "--secret", "0123456789abcdef0123", "--data-dir", t.TempDir(),
+		"--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "stray")
+	cmd.Env = os.Environ()
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("%v, want exit status 2\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || lines[0] != "edgepixel-aggregator: "+want || !strings.Contains(lines[1], "--help") {
+		t.Errorf("printed:\n%s\nwant the error, then a line pointing to --help", out)
+	}
+}
+
+// The shared secret is trimmed wherever it comes from (--secret, its
+// variable, --secret-file), and a --secret of whitespace alone is no
+// secret: a usage error, where it was taken as the HMAC key.
+func TestSecretTrimmed(t *testing.T) {
+	const secret = "0123456789abcdef0123"
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte("  "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ flag, file string }{{" " + secret + "\t\n", ""}, {"", file}} {
+		if got, err := loadSecret(c.flag, c.file); err != nil || string(got) != secret {
+			t.Errorf("loadSecret(%q, %q) = %q, %v; want %q", c.flag, c.file, got, err, secret)
+		}
+	}
+	for _, blank := range []string{"   ", "\t\n", " \r\n "} {
+		got, err := loadSecret(blank, "")
+		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), "no shared secret") {
+			t.Errorf("loadSecret(%q) = %q, %v; want a usage error saying no shared secret", blank, got, err)
+		}
+	}
+	// A blank file stays an error of the file's (exit status 1): its path
+	// is a valid value.
+	if err := os.WriteFile(file, []byte(" \n\t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadSecret("", file); err == nil || errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--secret-file "+file+" is empty") {
+		t.Errorf("a blank --secret-file: %v", err)
+	}
+	// Through the command: exit status 2, naming the variable when the
+	// environment gave the blank secret.
+	for _, c := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{[]string{"--secret", "   "}, "", "no shared secret"},
+		{nil, "   ", "--secret is EDGEPIXEL_AGG_SECRET's value"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, aggBinary(t), append([]string{"--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0"}, c.args...)...)
+		cmd.Env = os.Environ()
+		if c.env != "" {
+			cmd.Env = append(cmd.Env, "EDGEPIXEL_AGG_SECRET="+c.env)
+		}
+		out, err := cmd.CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("%q (EDGEPIXEL_AGG_SECRET=%q): %v\n%s\nwant exit status 2 saying %q", c.args, c.env, err, out, c.want)
+		}
 	}
 }
