@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/cli"
@@ -61,11 +62,16 @@ func main() {
 		durable  = flag.String("durability", cli.EnvOr("EDGEPIXEL_RUN_DURABILITY", "write"), "when the POP answers a hit, its line is written to the journal queue (write: survives the POP's death) or also fsynced (fsync: survives a machine crash) (env EDGEPIXEL_RUN_DURABILITY)")
 		since    = flag.Int64("since", 0, "unix time in `seconds` when make run began, to report the whole start-up time")
 		firstRun = flag.String("first-run", "", "how long a first make run takes, for the banner (the Makefile says)")
+		version  = flag.Bool("version", false, "print the commit this binary was built from, and exit")
 	)
 	flag.Parse()
 	if err := checkUsage(flag.CommandLine, *durable); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel-run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-run"))
 		os.Exit(2)
+	}
+	if *version {
+		fmt.Println("edgepixel-run", buildinfo.Version())
+		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	began := time.Now()

@@ -133,6 +133,21 @@ func TestUsageErrorWritesNothing(t *testing.T) {
 	}
 }
 
+// --version prints the command and its commit, starts nothing and
+// writes nothing, as the other commands' do.
+func TestVersion(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestUsageErrorWritesNothing$")
+	cmd.Env = append(os.Environ(), "EDGEPIXEL_RUN_TEST_MAIN=--version --dir "+dir)
+	out, err := cmd.Output()
+	if err != nil || !strings.HasPrefix(string(out), "edgepixel-run ") {
+		t.Errorf("--version: %v, %q", err, out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("--version created %s (%v)", dir, err)
+	}
+}
+
 // The subcommands refuse stray arguments too: sql runs one QUERY, so an
 // unquoted query's later words would be dropped.
 func TestSubcommandStrayArguments(t *testing.T) {
