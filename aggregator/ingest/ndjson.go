@@ -285,11 +285,11 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 		}
 		return ms, nil
 	case len(ts) > 0 && string(ts) != "null":
-		if s, err := jsonInt(ts); err == nil {
-			if s <= 0 || s > maxLineMS/1000 {
+		if ms, ok := secondsMS(ts); ok {
+			if ms <= 0 || ms > maxLineMS {
 				return 0, fmt.Errorf("ts %s is not unix seconds", clip(ts))
 			}
-			return s * 1000, nil
+			return ms, nil
 		}
 		var s string
 		if json.Unmarshal(ts, &s) == nil {
@@ -304,6 +304,27 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 		return 0, fmt.Errorf("ts %s is neither RFC 3339 nor unix seconds", clip(ts))
 	}
 	return 0, errors.New("no ts_ms or ts")
+}
+
+// secondsMS reads unix seconds, a JSON number or a string holding one,
+// whole or with a decimal fraction (nginx's $msec, "1796093235.123"), as
+// milliseconds: digits past the third decimal are cut, and ok is false
+// for anything else (an exponent, a sign).
+func secondsMS(v json.RawMessage) (ms int64, ok bool) {
+	s := string(v)
+	if len(s) >= 2 && s[0] == '"' {
+		if json.Unmarshal(v, &s) != nil {
+			return 0, false
+		}
+	}
+	whole, frac, _ := strings.Cut(s, ".")
+	digits := func(d string) bool { return strings.Trim(d, "0123456789") == "" }
+	if whole == "" || !digits(whole) || !digits(frac) || len(whole) > 12 {
+		return 0, false
+	}
+	w, err := strconv.ParseInt(whole, 10, 64)
+	f, _ := strconv.Atoi((frac + "000")[:3])
+	return w*1000 + int64(f), err == nil
 }
 
 // jsonInt reads a JSON integer or a string holding one.

@@ -68,6 +68,9 @@ func TestParseLine(t *testing.T) {
 		{`{"ts":"2025-06-15T17:06:40+0200","site":"s"}`, "2025-06-15T15:06:40Z"},
 		{`{"ts":1750000000,"site":"s"}`, "2025-06-15T15:06:40Z"},
 		{`{"ts":"1750000000","site":"s"}`, "2025-06-15T15:06:40Z"},
+		{`{"ts":1750000000.123,"site":"s"}`, "2025-06-15T15:06:40.123Z"}, // nginx's $msec
+		{`{"ts":"1750000000.5","site":"s"}`, "2025-06-15T15:06:40.5Z"},
+		{`{"ts":1750000000.123999,"site":"s"}`, "2025-06-15T15:06:40.123Z"}, // cut, not rounded
 	} {
 		got, err := ParseLine([]byte(c.line))
 		if err != nil {
@@ -93,6 +96,10 @@ func TestParseLine(t *testing.T) {
 		{`{"ts_ms":"yesterday","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":-5,"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts":"15/06/2025","site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts":1.75e9,"site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts":"1750000000.1x","site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts":".5","site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts":-1750000000.5,"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":1750000000123}`, ReasonInvalidEvent, ""},
 		{`{"ts_ms":1750000000123,"site":"demo","event_id":"not-an-id"}`, ReasonInvalidEvent, "demo"},
 		{`{"ts_ms":1750000000123,"site":"demo","props":[1]}`, ReasonInvalidEvent, "demo"},
