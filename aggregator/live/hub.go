@@ -61,6 +61,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/edgepixel/edgepixel/aggregator/metrics"
+	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
@@ -259,7 +260,7 @@ func NewHub(opts Options) *Hub {
 	return &Hub{
 		allowed: allowed,
 		opts:    opts, log: opts.Logger.With("component", "live"),
-		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096, CheckOrigin: opts.CheckOrigin},
+		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096, CheckOrigin: opts.CheckOrigin, Error: handshakeError},
 		counts:   map[string]uint64{}, added: map[string]uint64{}, live: map[string]*siteLive{},
 		dirty: make(chan struct{}, 1), clients: map[*client]struct{}{},
 		closed: make(chan struct{}),
@@ -800,6 +801,30 @@ func (h *Hub) Close() {
 // every site (see Serve).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Serve(w, r, Reader{All: true})
+}
+
+// handshakeError answers a request the upgrader refused in the JSON form
+// of the dashboard's other errors, with the status the upgrader chose:
+// 400 for a request that is no WebSocket handshake (a plain GET, RFC 6455
+// section 4.2.1), 403 for an origin not allowed, 405 for a method other
+// than GET. The upgrader's own answer was a bare "Bad Request" or
+// "Forbidden".
+func handshakeError(w http.ResponseWriter, r *http.Request, status int, err error) {
+	reason := "bad_request"
+	msg := r.URL.Path + " is a WebSocket: open it with a WebSocket client (ws:// or wss://), which sends Connection: Upgrade and Upgrade: websocket (" + err.Error() + ")"
+	switch status {
+	case http.StatusForbidden:
+		reason = "origin_not_allowed"
+		msg = "a page from origin " + r.Header.Get("Origin") + " may not open " + r.URL.Path + " (" + err.Error() + ")"
+	case http.StatusMethodNotAllowed:
+		reason = "method_not_allowed"
+		w.Header().Set("Allow", http.MethodGet)
+	case http.StatusInternalServerError:
+		reason = "internal_error"
+		msg = err.Error()
+	}
+	w.Header().Set("Sec-WebSocket-Version", "13") // the version served, as the upgrader says
+	reply.JSON(w, status, map[string]string{"error": msg, "reason": reason})
 }
 
 // Serve upgrades a request to a WebSocket and streams what rd may read:

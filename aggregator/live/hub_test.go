@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -492,6 +493,57 @@ func TestEncodedMessage(t *testing.T) {
 		}
 		if got := enc.with(seq); !bytes.Equal(got, want) {
 			t.Errorf("seq %d:\n got %s\nwant %s", seq, got, want)
+		}
+	}
+}
+
+// A request the upgrader refuses is answered in JSON ({"error", "reason"},
+// as the dashboard's other errors) with the upgrader's status: 400 to one
+// that is no handshake, 403 to an origin not allowed, 405 with Allow to a
+// method other than GET. It was a bare "Bad Request" or "Forbidden".
+func TestHandshakeRefusedInJSON(t *testing.T) {
+	h := NewHub(Options{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ws := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+	with := func(extra ...string) http.Header {
+		hd := ws.Clone()
+		for i := 0; i < len(extra); i += 2 {
+			hd.Set(extra[i], extra[i+1])
+		}
+		return hd
+	}
+	for _, c := range []struct {
+		name, method string
+		hdr          http.Header
+		code         int
+		reason       string
+		allow        string
+		err          string // a part of the error wanted
+	}{
+		{"plain GET", "GET", nil, 400, "bad_request", "", "is a WebSocket: open it with a WebSocket client"},
+		{"no Upgrade header", "GET", http.Header{"Connection": {"Upgrade"}}, 400, "bad_request", "", "'websocket' token not found in 'Upgrade' header"},
+		{"old version", "GET", with("Sec-Websocket-Version", "8"), 400, "bad_request", "", "unsupported version"},
+		{"foreign origin", "GET", with("Origin", "https://evil.example"), 403, "origin_not_allowed", "", "a page from origin https://evil.example may not open /"},
+		{"POST", "POST", ws, 405, "method_not_allowed", "GET", "request method is not GET"},
+	} {
+		req, _ := http.NewRequest(c.method, srv.URL, nil)
+		if c.hdr != nil {
+			req.Header = c.hdr
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e map[string]string
+		if resp.StatusCode != c.code || resp.Header.Get("Allow") != c.allow || resp.Header.Get("Content-Type") != "application/json" ||
+			json.Unmarshal(b, &e) != nil || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {
+			t.Errorf("%s: %d Allow %q %s %q; want %d Allow %q, JSON with reason %s, error with %q", c.name, resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"), b, c.code, c.allow, c.reason, c.err)
+		}
+		if resp.Header.Get("Sec-Websocket-Version") != "13" {
+			t.Errorf("%s: Sec-WebSocket-Version %q, want 13", c.name, resp.Header.Get("Sec-Websocket-Version"))
 		}
 	}
 }

@@ -79,3 +79,106 @@ func TestAPIRefusals(t *testing.T) {
 		t.Errorf("HEAD /api/me: %d, want 200", resp.StatusCode)
 	}
 }
+
+// The dashboard's static files answer what is not one of them as the API
+// does, in JSON: a path that names no file 404, one that is not valid
+// UTF-8 too (the file server answered it 500: fs.FS refuses such a name as
+// invalid), and a method other than GET or HEAD on a file 405 with Allow
+// (it was served the file). They need no credentials, so neither do these
+// answers.
+func TestStaticRefusals(t *testing.T) {
+	a := startAgg(t, Config{DataDir: t.TempDir()})
+	defer a.stop()
+	do := func(method, path string, hdr http.Header) (int, http.Header, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, a.dash.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr != nil {
+			req.Header = hdr
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, b
+	}
+	for _, c := range []struct {
+		method, path string
+		code         int
+		allow        string // the Allow header wanted
+		reason, err  string // err: a part of the error wanted
+	}{
+		{"GET", "/%ff", 404, "", "not_found", "no such page: /\ufffd"},
+		{"GET", "/healthz%ff", 404, "", "not_found", "no such page: /healthz\ufffd"},
+		{"GET", "/index.html%ff", 404, "", "not_found", "no such page"},
+		{"GET", "/%c3%28", 404, "", "not_found", "no such page"},
+		{"GET", "/live%ff", 404, "", "not_found", "no such page"},
+		{"GET", "/metrics%ff", 404, "", "not_found", "no such page"},
+		{"HEAD", "/%ff", 404, "", "", ""},
+		{"POST", "/%ff", 404, "", "not_found", "no such page"},
+		{"GET", "/nope.js", 404, "", "not_found", "no such page: /nope.js"},
+		{"DELETE", "/nope.js", 404, "", "not_found", "no such page: /nope.js"},
+		{"POST", "/", 405, "GET, HEAD", "method_not_allowed", "POST is not allowed on /: use GET or HEAD"},
+		{"DELETE", "/app.js", 405, "GET, HEAD", "method_not_allowed", "DELETE is not allowed on /app.js"},
+		{"PUT", "/style.css", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
+		{"OPTIONS", "/index.html", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
+	} {
+		for _, hdr := range []http.Header{nil, authHeader()} {
+			code, h, b := do(c.method, c.path, hdr)
+			if code != c.code || h.Get("Allow") != c.allow {
+				t.Errorf("%s %s (credentials %v): %d Allow %q %q; want %d Allow %q", c.method, c.path, hdr != nil, code, h.Get("Allow"), b, c.code, c.allow)
+			}
+			if c.method == "HEAD" {
+				continue // no body
+			}
+			var e map[string]string
+			if err := json.Unmarshal(b, &e); err != nil || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {
+				t.Errorf("%s %s: %q; want JSON, reason %s, error with %q", c.method, c.path, b, c.reason, c.err)
+			}
+		}
+	}
+	// The files themselves are still served, to GET and HEAD.
+	for _, m := range []string{"GET", "HEAD"} {
+		for _, p := range []string{"/", "/app.js", "/style.css", "/index.html"} {
+			if code, _, _ := do(m, p, nil); code != 200 {
+				t.Errorf("%s %s: %d, want 200", m, p, code)
+			}
+		}
+	}
+}
+
+// /live opened without a WebSocket handshake (a browser tab, curl) answers
+// 400 in the JSON form of the dashboard's other errors, saying it is a
+// WebSocket; it answered a bare "Bad Request". A stranger gets 401 first.
+func TestLiveWithoutUpgrade(t *testing.T) {
+	a := startAgg(t, Config{DataDir: t.TempDir()})
+	defer a.stop()
+	for _, c := range []struct {
+		hdr    http.Header
+		code   int
+		reason string
+		err    string
+	}{
+		{authHeader(), 400, "bad_request", "/live is a WebSocket: open it with a WebSocket client"},
+		{nil, 401, "unauthorized", "log in"},
+	} {
+		req, _ := http.NewRequest("GET", a.dash.URL+"/live", nil)
+		if c.hdr != nil {
+			req.Header = c.hdr
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e map[string]string
+		if resp.StatusCode != c.code || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(b, &e) != nil || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {
+			t.Errorf("GET /live (credentials %v): %d %s %q; want %d JSON, reason %s, error with %q", c.hdr != nil, resp.StatusCode, resp.Header.Get("Content-Type"), b, c.code, c.reason, c.err)
+		}
+	}
+}

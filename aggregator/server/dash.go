@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -260,8 +262,46 @@ func (s *Server) dashboardRoutes() http.Handler {
 	// Everything else under /api/ is unknown, but only those with
 	// credentials learn that.
 	auth("/api/", apiFallback(mux))
-	mux.Handle("/", dashboard.Handler())
+	mux.Handle("/", staticFiles())
 	return mux
+}
+
+// staticFiles serves the dashboard's page (package dashboard) and answers,
+// in JSON as the API does, a request that is not for one of its files: 404
+// when the path names no file, 405 with Allow when the method is not GET
+// or HEAD. The file server alone answered 500 to a path that is not valid
+// UTF-8 (/%ff: fs.FS refuses such a name as invalid, not as absent) and
+// served the page to POST or DELETE.
+func staticFiles() http.HandlerFunc {
+	files, page := dashboard.FS(), dashboard.Handler()
+	return func(w http.ResponseWriter, r *http.Request) {
+		// The name the file server opens (it cleans the path and serves
+		// the root's index.html for /).
+		name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
+		if name == "" {
+			name = "."
+		}
+		if !fs.ValidPath(name) {
+			notFound(w, r)
+			return
+		}
+		if _, err := fs.Stat(files, name); err != nil {
+			notFound(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			reply.JSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on " + r.URL.Path + ": use GET or HEAD", "reason": "method_not_allowed"})
+			return
+		}
+		page.ServeHTTP(w, r)
+	}
+}
+
+// notFound answers 404 to a path of the dashboard listener that no route
+// or file takes.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such page: " + r.URL.Path + " (the dashboard is at /, its API under /api/)", "reason": "not_found"})
 }
 
 // apiFallback answers, in JSON, a request under /api/ that no route of mux
