@@ -117,6 +117,10 @@ func TestFromJSON(t *testing.T) {
 	if msg := dropMessage(DropMissingSite, 400); !strings.Contains(msg, "';'") || !strings.Contains(msg, "%3B") {
 		t.Errorf("missing_site message %q does not say a pair with ';' is skipped", msg)
 	}
+	// A byte order mark before the JSON is ignored (RFC 8259 §8.1).
+	if evs, drop := FromJSON([]byte("\ufeff{\"site\":\"d\"}"), "", "", meta(), nil); drop != "" || len(evs) != 1 {
+		t.Errorf("body with a BOM: %q", drop)
+	}
 	// White space around a site or a name goes: a blank name is a pageview.
 	if evs, drop := FromJSON([]byte(`{"site":"  d  ","name":" \t "}`), "", "", meta(), nil); drop != "" || evs[0].Site != "d" || evs[0].Name != event.KindPageview {
 		t.Errorf("site and name with white space around: %q %+v", drop, evs)

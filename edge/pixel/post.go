@@ -112,7 +112,9 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	if len(body) > MaxPostBody {
 		return nil, nil, DropTooLarge
 	}
-	body = bytes.TrimSpace(body)
+	// RFC 8259 §8.1 lets a parser ignore a byte order mark, which some
+	// clients' encoders write: it is not JSON's to refuse.
+	body = bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\ufeff")))
 	var posted []postedEvent
 	switch {
 	case len(body) > 0 && body[0] == '[':
