@@ -17,21 +17,16 @@ func TestAPIRefusals(t *testing.T) {
 	defer a.stop()
 	do := func(method, path, tok string) (int, http.Header, map[string]string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, a.dash.URL+path, nil)
+		var hdr http.Header
 		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
+			hdr = http.Header{"Authorization": {"Bearer " + tok}}
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		code, h, b := a.askDash(t, method, path, hdr)
 		var e map[string]string
 		if err := json.Unmarshal(b, &e); err != nil {
-			t.Errorf("%s %s: %d, not JSON: %q", method, path, resp.StatusCode, b)
+			t.Errorf("%s %s: %d, not JSON: %q", method, path, code, b)
 		}
-		return resp.StatusCode, resp.Header, e
+		return code, h, e
 	}
 	for _, c := range []struct {
 		method, path string
@@ -68,15 +63,8 @@ func TestAPIRefusals(t *testing.T) {
 		}
 	}
 	// HEAD, which Allow names beside GET, is served where GET is.
-	req, _ := http.NewRequest("HEAD", a.dash.URL+"/api/me", nil)
-	req.Header = authHeader()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("HEAD /api/me: %d, want 200", resp.StatusCode)
+	if code, _, _ := a.askDash(t, "HEAD", "/api/me", authHeader()); code != 200 {
+		t.Errorf("HEAD /api/me: %d, want 200", code)
 	}
 }
 
@@ -89,23 +77,6 @@ func TestAPIRefusals(t *testing.T) {
 func TestStaticRefusals(t *testing.T) {
 	a := startAgg(t, Config{DataDir: t.TempDir()})
 	defer a.stop()
-	do := func(method, path string, hdr http.Header) (int, http.Header, []byte) {
-		t.Helper()
-		req, err := http.NewRequest(method, a.dash.URL+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hdr != nil {
-			req.Header = hdr
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header, b
-	}
 	for _, c := range []struct {
 		method, path string
 		code         int
@@ -128,7 +99,7 @@ func TestStaticRefusals(t *testing.T) {
 		{"OPTIONS", "/index.html", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
 	} {
 		for _, hdr := range []http.Header{nil, authHeader()} {
-			code, h, b := do(c.method, c.path, hdr)
+			code, h, b := a.askDash(t, c.method, c.path, hdr)
 			if code != c.code || h.Get("Allow") != c.allow {
 				t.Errorf("%s %s (credentials %v): %d Allow %q %q; want %d Allow %q", c.method, c.path, hdr != nil, code, h.Get("Allow"), b, c.code, c.allow)
 			}
@@ -144,7 +115,7 @@ func TestStaticRefusals(t *testing.T) {
 	// The files themselves are still served, to GET and HEAD.
 	for _, m := range []string{"GET", "HEAD"} {
 		for _, p := range []string{"/", "/app.js", "/style.css", "/index.html"} {
-			if code, _, _ := do(m, p, nil); code != 200 {
+			if code, _, _ := a.askDash(t, m, p, nil); code != 200 {
 				t.Errorf("%s %s: %d, want 200", m, p, code)
 			}
 		}
@@ -166,19 +137,30 @@ func TestLiveWithoutUpgrade(t *testing.T) {
 		{authHeader(), 400, "bad_request", "/live is a WebSocket: open it with a WebSocket client"},
 		{nil, 401, "unauthorized", "log in"},
 	} {
-		req, _ := http.NewRequest("GET", a.dash.URL+"/live", nil)
-		if c.hdr != nil {
-			req.Header = c.hdr
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		code, h, b := a.askDash(t, "GET", "/live", c.hdr)
 		var e map[string]string
-		if resp.StatusCode != c.code || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(b, &e) != nil || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {
-			t.Errorf("GET /live (credentials %v): %d %s %q; want %d JSON, reason %s, error with %q", c.hdr != nil, resp.StatusCode, resp.Header.Get("Content-Type"), b, c.code, c.reason, c.err)
+		if code != c.code || h.Get("Content-Type") != "application/json" || json.Unmarshal(b, &e) != nil || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {
+			t.Errorf("GET /live (credentials %v): %d %s %q; want %d JSON, reason %s, error with %q", c.hdr != nil, code, h.Get("Content-Type"), b, c.code, c.reason, c.err)
 		}
 	}
+}
+
+// askDash sends method path to a's dashboard listener with the header hdr
+// (nil: none) and returns the answer's status, header and body.
+func (a *agg) askDash(t *testing.T, method, path string, hdr http.Header) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, a.dash.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr != nil {
+		req.Header = hdr
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
 }
