@@ -500,6 +500,8 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		{"tiles + chart, 7 days, bots=exclude", "range=7d&bots=exclude", ""},
 		{"top sources, 30 days, bots=exclude", "range=30d&bots=exclude", "referrer"},
 		{"top countries, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", "country"},
+		{"tiles + chart, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", ""},
+		{"top pages, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", "page"},
 	}
 	fmt.Println()
 	fmt.Printf("## dashboard: history API on %d events of one site over 30 days (%d questions each from the rollups, %d from the raw events)\n", o.events, o.queries, o.rawQueries)
