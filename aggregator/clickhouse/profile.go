@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,9 +32,22 @@ import (
 // marker (ProfileDim, value "") with each build; a build without it
 // (made before the profile rows existed) is rebuilt, and until then a
 // reader computes the profile rows of those hours from the events table.
+//
+// Bots left out (the dashboard's bots=exclude) under a filter of a
+// profile's dimension, the visits are those of the events of the
+// filtered profiles that are not a bot's: ProfileBotDim's rows, the
+// profile with the bot verdict (BotDim's value) as a fifth part, answer
+// them as ProfileDim's answer the filters alone. The verdict is an
+// event's, not a visitor's, so a visit with events of both counts under
+// each with its own events. A build made before those rows existed gains
+// them alone (as it gained BotDim's), with their own marker.
 
-// ProfileDim is VisitDimsTable's dimension of a visitor's profile.
-const ProfileDim = "profile"
+// ProfileDim is VisitDimsTable's dimension of a visitor's profile;
+// ProfileBotDim that of the profile and an event's bot verdict.
+const (
+	ProfileDim    = "profile"
+	ProfileBotDim = "profile_bot"
+)
 
 // ProfileDims are the dimensions a profile is made of, in its value's
 // order: the most often filtered first, so that a filter on the first
@@ -57,46 +71,62 @@ func ProfileExpr() string {
 	return "concat(" + strings.Join(parts, ", "+quote(profileSep)+", ") + ")"
 }
 
-// ProfileValue is the profile of values (by ProfileDims' order), as
-// ProfileExpr computes it.
+// profileBotExpr is ProfileBotDim's value for a row of the events table.
+func profileBotExpr() string {
+	return "concat(" + ProfileExpr() + ", " + quote(profileSep) + ", " + botExpr() + ")"
+}
+
+// ProfileValue is the profile of values (by ProfileDims' order, then
+// for ProfileBotDim the verdict), as ProfileExpr computes it.
 func ProfileValue(values ...string) string {
 	return strings.Join(values, profileSep)
 }
 
-// ProfileCond returns the condition on col, a column of ProfileDim
-// values, that filters (dimension name to value) select; ok is false
-// unless the filters are two or more (one filter has VisitDimsTable's
-// rows of its dimension), all of ProfileDims, and no value holds the
+// ProfileCond returns the condition on col, a column of values of
+// VisitDimsTable's dimension dim, that filters (dimension name to value)
+// select: dim is ProfileDim, or ProfileBotDim where the filters name
+// BotDim ("0": the events that are not a bot's). ok is false unless the
+// filters are two or more (one filter has VisitDimsTable's rows of its
+// dimension), all of ProfileDims and BotDim, and no value holds the
 // separator.
-func ProfileCond(col string, filters map[string]string) (cond string, ok bool) {
+func ProfileCond(col string, filters map[string]string) (cond, dim string, ok bool) {
 	if len(filters) < 2 {
-		return "", false
+		return "", "", false
+	}
+	parts, dim := ProfileDims, ProfileDim
+	if _, ok := filters[BotDim]; ok {
+		parts, dim = append(slices.Clone(ProfileDims), BotDim), ProfileBotDim
 	}
 	var conds []string
 	prefix, leading := "", true
-	for i, name := range ProfileDims {
+	for i, name := range parts {
 		v, has := filters[name]
 		if !has {
 			leading = false
 			continue
 		}
 		if strings.Contains(v, profileSep) {
-			return "", false
+			return "", "", false
 		}
 		conds = append(conds, "splitByChar("+quote(profileSep)+", "+col+")["+strconv.Itoa(i+1)+"] = "+quote(v))
 		if leading {
-			prefix += v + profileSep
+			// The separator after each part but the last: a prefix of
+			// every part ends where the value does.
+			prefix += v
+			if i < len(parts)-1 {
+				prefix += profileSep
+			}
 		}
 	}
 	if len(conds) != len(filters) {
-		return "", false
+		return "", "", false
 	}
 	if prefix != "" {
 		// A LIKE with a constant prefix narrows the read to the sort
 		// key's range of that prefix.
 		conds = append([]string{col + " LIKE " + quote(likeEscape(prefix)+"%")}, conds...)
 	}
-	return strings.Join(conds, " AND "), true
+	return strings.Join(conds, " AND "), dim, true
 }
 
 // likeEscape escapes LIKE's metacharacters in s.
@@ -105,16 +135,16 @@ func likeEscape(s string) string {
 }
 
 // StoredProfileHours returns, per hour (unix seconds) in [from, to) of
-// builds that hold profile rows, the sum of site's ProfileDim rows that
-// cond (from ProfileCond over "value") selects, of the hour's build in
-// builds.
-func StoredProfileHours(ctx context.Context, q Querier, db, site, cond string, from, to time.Time, builds map[int64]VisitDimBuild) (map[int64]VisitHour, error) {
+// builds that hold profile rows, the sum of site's rows of dim
+// (ProfileDim or ProfileBotDim) that cond (from ProfileCond over
+// "value") selects, of the hour's build in builds.
+func StoredProfileHours(ctx context.Context, q Querier, db, site, dim, cond string, from, to time.Time, builds map[int64]VisitDimBuild) (map[int64]VisitHour, error) {
 	sums := make([]string, len(visitHourCols))
 	for i, c := range visitHourCols {
 		sums[i] = "sum(" + c + ")"
 	}
 	rows, err := q.Query(ctx, fmt.Sprintf("SELECT toUnixTimestamp(t), built, %s FROM %s.%s WHERE site = %s AND dim = %s AND value != '' AND (%s) AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY t, built",
-		strings.Join(sums, ", "), db, VisitDimsTable, quote(site), quote(ProfileDim), cond, from.Unix(), to.Unix()))
+		strings.Join(sums, ", "), db, VisitDimsTable, quote(site), quote(dim), cond, from.Unix(), to.Unix()))
 	if err != nil {
 		return nil, err
 	}

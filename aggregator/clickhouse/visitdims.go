@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -96,7 +97,8 @@ func visitDimsSchema(l Layout) []string {
 // VisitDimPairs is the ARRAY JOIN list of (dimension, value) of an events
 // row for the dimensions rolled up by step 7, after (”, ”) for the
 // whole site's visits (whose pieces give the entry and exit pages), and
-// then its profile (ProfileDim) and whether it is a bot's (BotDim); with
+// then its profile (ProfileDim), whether it is a bot's (BotDim) and the
+// two together (ProfileBotDim); with
 // only, just the pairs of the dimensions it names ("" for the whole
 // site's). Every event is read once per pair before any condition on the
 // pair applies, so a question about one dimension lists that one only.
@@ -115,6 +117,7 @@ func VisitDimPairs(only ...string) string {
 	}
 	add(ProfileDim, ProfileExpr())
 	add(BotDim, botExpr())
+	add(ProfileBotDim, profileBotExpr())
 	return "[" + strings.Join(pairs, ", ") + "]"
 }
 
@@ -239,29 +242,42 @@ type VisitDimBuild struct {
 	Built, Source uint64
 	// Profiles: the build holds ProfileDim's rows (its second marker,
 	// dimension ProfileDim and value "", has its Built); Bots likewise
-	// BotDim's (step VersionHumans).
-	Profiles, Bots bool
+	// BotDim's (step VersionHumans), ProfileBots ProfileBotDim's.
+	Profiles, Bots, ProfileBots bool
 }
 
 // buildMarkers are the dimensions of a build's marker rows (value ""):
 // the whole site's, then those of the pairs added since step
 // VersionVisitDims, whose rows a build without that marker lacks.
-var buildMarkers = []string{"", ProfileDim, BotDim}
+var buildMarkers = []string{"", ProfileDim, BotDim, ProfileBotDim}
+
+// lateDims are the dimensions of the pairs added to builds after
+// ProfileDim's that b lacks: an up-to-date build gains them alone.
+func (b VisitDimBuild) lateDims() []string {
+	var dims []string
+	if !b.Bots {
+		dims = append(dims, BotDim)
+	}
+	if !b.ProfileBots {
+		dims = append(dims, ProfileBotDim)
+	}
+	return dims
+}
 
 // VisitDimBuilds returns the latest build of each hour in [from, to) of
 // the sites siteCond selects: by site, then by the hour's unix seconds.
 func VisitDimBuilds(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (map[string]map[int64]VisitDimBuild, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT site, toUnixTimestamp(t), maxIf(built, dim = ''), argMaxIf(source, built, dim = ''), maxIf(built, dim = %[1]s), maxIf(built, dim = %[2]s) FROM %[3]s.%[4]s WHERE %[5]s AND dim IN ('', %[1]s, %[2]s) AND value = '' AND t >= toDateTime(%[6]d) AND t < toDateTime(%[7]d) GROUP BY site, t HAVING countIf(dim = '') > 0",
-		quote(ProfileDim), quote(BotDim), db, VisitDimsTable, siteCond, from.Unix(), to.Unix()))
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT site, toUnixTimestamp(t), maxIf(built, dim = ''), argMaxIf(source, built, dim = ''), maxIf(built, dim = %[1]s), maxIf(built, dim = %[2]s), maxIf(built, dim = %[8]s) FROM %[3]s.%[4]s WHERE %[5]s AND dim IN ('', %[1]s, %[2]s, %[8]s) AND value = '' AND t >= toDateTime(%[6]d) AND t < toDateTime(%[7]d) GROUP BY site, t HAVING countIf(dim = '') > 0",
+		quote(ProfileDim), quote(BotDim), db, VisitDimsTable, siteCond, from.Unix(), to.Unix(), quote(ProfileBotDim)))
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]map[int64]VisitDimBuild{}
 	for _, r := range rows {
-		if len(r) != 6 {
+		if len(r) != 7 {
 			return nil, fmt.Errorf("clickhouse: visit dim build row %q", r)
 		}
-		var v [5]uint64
+		var v [6]uint64
 		for i := range v {
 			if v[i], err = parseUint(r[1+i]); err != nil {
 				return nil, err
@@ -270,7 +286,7 @@ func VisitDimBuilds(ctx context.Context, q Querier, db, siteCond string, from, t
 		if out[r[0]] == nil {
 			out[r[0]] = map[int64]VisitDimBuild{}
 		}
-		out[r[0]][int64(v[0])] = VisitDimBuild{Built: v[1], Source: v[2], Profiles: v[3] == v[1], Bots: v[4] == v[1]}
+		out[r[0]][int64(v[0])] = VisitDimBuild{Built: v[1], Source: v[2], Profiles: v[3] == v[1], Bots: v[4] == v[1], ProfileBots: v[5] == v[1]}
 	}
 	return out, nil
 }
@@ -315,10 +331,11 @@ func staleHours(counts map[string]map[int64]uint64, srcs map[string]map[int64]ui
 // BuildVisitDims stores the VisitDims of every site's hours before
 // settled whose stored build is missing or out of date, as
 // BuildVisitHours does for VisitHoursTable, one query per day over the
-// span of its hours to build. A build that is up to date but lacks
-// BotDim's rows (made before step VersionHumans) gains them alone, as
-// part of that build: a query of the one pair per event, not all of
-// them. It returns the hours built (either way).
+// span of its hours to build. A build that is up to date but lacks the
+// rows of pairs added since its profile rows (BotDim's, made since step
+// VersionHumans; ProfileBotDim's) gains them alone, as part of that
+// build: a query of those pairs per event, not all of them. It returns
+// the hours built (either way).
 func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, error) {
 	settled = settled.Truncate(time.Hour)
 	counts, err := HourCounts(ctx, c, c.db, "1", time.Unix(0, 0), settled.Add(time.Hour))
@@ -340,22 +357,26 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 	}
 	todo := staleHours(counts, srcs, settled.Unix())
 	// The builds with the profile rows, not to be made again (not in
-	// todo), that lack BotDim's rows.
-	bots := map[int64]map[string][]int64{}
+	// todo), that lack later pairs' rows: by day and the pairs lacked.
+	type lack struct {
+		day  int64
+		dims string // lateDims, joined by ","
+	}
+	late := map[lack]map[string][]int64{}
 	for site, bs := range builds {
 		for h, b := range bs {
-			day := h - h%86400
-			if b.Profiles && !b.Bots && h < settled.Unix() && !slices.Contains(todo[day][site], h) {
-				if bots[day] == nil {
-					bots[day] = map[string][]int64{}
+			k := lack{h - h%86400, strings.Join(b.lateDims(), ",")}
+			if b.Profiles && k.dims != "" && h < settled.Unix() && !slices.Contains(todo[k.day][site], h) {
+				if late[k] == nil {
+					late[k] = map[string][]int64{}
 				}
-				bots[day][site] = append(bots[day][site], h)
+				late[k][site] = append(late[k][site], h)
 			}
 		}
 	}
 	built := 0
-	for _, day := range slices.Sorted(maps.Keys(bots)) {
-		n, err := c.buildVisitDimsDay(ctx, counts, bots[day], []string{BotDim}, func(site string, h int64) string { return strconv.FormatUint(builds[site][h].Built, 10) })
+	for _, k := range slices.SortedFunc(maps.Keys(late), func(a, b lack) int { return cmp.Or(cmp.Compare(a.day, b.day), strings.Compare(a.dims, b.dims)) }) {
+		n, err := c.buildVisitDimsDay(ctx, counts, late[k], strings.Split(k.dims, ","), func(site string, h int64) string { return strconv.FormatUint(builds[site][h].Built, 10) })
 		built += n
 		if err != nil {
 			return built, err

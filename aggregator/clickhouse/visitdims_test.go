@@ -55,8 +55,47 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 	if got := c.count(t, "SELECT sum(pieces), groupUniqArray(value) FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '"+BotDim+"' AND value != ''"); got != fmt.Sprintf("%d\t['0']", n) {
 		t.Errorf("visits and values of the bot rows: %s", got)
 	}
+	// Nor of the profile with the verdict.
+	if got := c.count(t, "SELECT sum(pieces), groupUniqArray(splitByChar('"+profileSep+"', value)[5]) FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '"+ProfileBotDim+"' AND value != ''"); got != fmt.Sprintf("%d\t['0']", n) {
+		t.Errorf("visits and verdicts of the profile_bot rows: %s", got)
+	}
 	if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 0 {
 		t.Errorf("a second build: %d hours, %v", again, err)
+	}
+	// Builds made before the profile_bot rows existed, one also before
+	// the bot rows, gain those they lack alone, as part of that build.
+	lacking := func(dims string) map[int64]VisitDimBuild {
+		t.Helper()
+		if err := c.Exec(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" SELECT site, dim, value, t, built + 1, source, "+strings.Join(VisitDimCols, ", ")+" FROM "+c.db+"."+VisitDimsTable+" WHERE dim NOT IN ("+dims+")"); err != nil {
+			t.Fatal(err)
+		}
+		old, err := VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
+		if err != nil || len(old["big.example"]) != 3 {
+			t.Fatalf("builds: %v, %v", old, err)
+		}
+		return old["big.example"]
+	}
+	for _, dims := range []string{"'" + ProfileBotDim + "'", "'" + BotDim + "', '" + ProfileBotDim + "'"} {
+		old := lacking(dims)
+		for h, b := range old {
+			if !b.Profiles || b.ProfileBots || b.Bots == strings.Contains(dims, "'"+BotDim+"'") {
+				t.Fatalf("hour %d: a build lacking %s: %+v", h, dims, b)
+			}
+		}
+		if again, err := c.BuildVisitDims(ctx, time.Now().Add(-time.Hour)); err != nil || again != 3 {
+			t.Errorf("a build of the rows of %s: %d hours, %v", dims, again, err)
+		}
+		now, err := VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
+		for h, b := range now["big.example"] {
+			if ob := old[h]; b.Built != ob.Built || b.Source != ob.Source || !b.Bots || !b.Profiles || !b.ProfileBots {
+				t.Errorf("hour %d: %+v after the build of %s, want %+v with them (%v)", h, b, dims, ob, err)
+			}
+		}
+		cond, dim, _ := ProfileCond("value", map[string]string{"country": "DE", BotDim: "0"})
+		stored, err := StoredProfileHours(ctx, c, c.db, "big.example", dim, cond, hour.Add(-time.Hour), hour.Add(2*time.Hour), now["big.example"])
+		if err != nil || stored[hour.Unix()].Pieces != n {
+			t.Errorf("the profile_bot rows of the build: %+v, %v", stored, err)
+		}
 	}
 	// A build made before the bot rows existed (step VersionHumans),
 	// up to date otherwise, gains them alone, as part of that build.
@@ -100,7 +139,7 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 		t.Fatalf("builds: %v, %v", builds, err)
 	}
 	for h, b := range builds["big.example"] {
-		if b.Profiles || b.Bots {
+		if b.Profiles || b.Bots || b.ProfileBots {
 			t.Errorf("hour %d: a build without profile and bot markers said to have their rows: %+v", h, b)
 		}
 	}
@@ -109,7 +148,7 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 	}
 	builds, err = VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
 	for h, b := range builds["big.example"] {
-		if !b.Profiles || !b.Bots {
+		if !b.Profiles || !b.Bots || !b.ProfileBots {
 			t.Errorf("hour %d: rebuilt without profiles or bots: %+v (%v)", h, b, err)
 		}
 	}

@@ -58,9 +58,11 @@ type Request struct {
 	Prev    Range // the same length right before Range
 	Filters []Filter
 	// ExcludeBots leaves out the events of bots (clickhouse.BotCond):
-	// the per-site and per-dimension rollups count them, so the site's
-	// numbers without filters come from their own rollups
-	// (clickhouse.HumanTable, see humans), and the rest from the
+	// the per-site rollups count them, so the site's numbers without
+	// filters come from their own rollups (clickhouse.HumanTable, see
+	// humans); under one filter, from the per-dimension rollups with the
+	// verdict (clickhouse.BotDimRollups) where the visits add up from the
+	// profile rows with it (see profileFilters), and the rest from the
 	// per-minute rollups (which keep the verdict per row) or the events
 	// table.
 	ExcludeBots bool
@@ -395,7 +397,7 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, dims *dimSource
 		return table, cond, "t"
 	case e.rollups(r) && len(r.Filters) == 0:
 		return db + "." + g.Table, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
-	case e.rollups(r) && len(r.Filters) == 1 && g.Seconds >= 3600 && dims != nil:
+	case !e.Raw && len(r.Filters) == 1 && g.Seconds >= 3600 && dims != nil:
 		f := r.Filters[0]
 		table, cond = dims.rows(db, "site = "+q(r.Site)+" AND dim = "+q(f.Name)+" AND value = "+q(f.Value), rng)
 		return table, cond, "t"
@@ -703,9 +705,13 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		st.Filters = []Filter{}
 	}
 	// With one filter, the per-dimension rollups that hold both periods,
-	// the whole days of their day table from it.
+	// the whole days of their day table from it; without bots, where the
+	// visits add up from the profile rows with the verdict (a filter of
+	// a visitor's dimension), the rollups' rows of the events that are
+	// not a bot's.
 	var dims *dimSource
-	if e.rollups(r) && len(r.Filters) == 1 && r.Range.Grain.Seconds >= 3600 {
+	if !e.Raw && len(r.Filters) == 1 && r.Range.Grain.Seconds >= 3600 &&
+		(!r.ExcludeBots || e.profileFilters(r, r.Range) != nil && e.profileFilters(r, r.Prev) != nil) {
 		var err error
 		if dims, err = e.dimSource(ctx, r, r.Prev.From, r.Range.To); err != nil {
 			return st, err
@@ -720,8 +726,10 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	}
 	minute, over := "", humanRollups
 	if !human {
-		if minute, err = e.minuteTable(ctx, r, "", r.Prev.From, r.Range.To); err != nil {
-			return st, err
+		if dims == nil {
+			if minute, err = e.minuteTable(ctx, r, "", r.Prev.From, r.Range.To); err != nil {
+				return st, err
+			}
 		}
 		over = minute
 	}
@@ -1017,16 +1025,24 @@ func rolledUp(d clickhouse.Dimension) bool {
 // profileFilters returns r's filters by dimension name when its visits
 // over rng add up from VisitDimsTable's profile rows (see
 // clickhouse.ProfileDim): filters of two or more of a visitor's
-// dimensions (clickhouse.ProfileCond), over whole hours; otherwise nil.
+// dimensions (clickhouse.ProfileCond), or of one or more with bots left
+// out (the filter clickhouse.BotDim "0" added: the rows of
+// clickhouse.ProfileBotDim), over whole hours; otherwise nil.
 func (e *Engine) profileFilters(r Request, rng Range) map[string]string {
-	if !e.rollups(r) || rng.From.Unix()%3600 != 0 || rng.To.Unix()%3600 != 0 {
+	if e.Raw || rng.From.Unix()%3600 != 0 || rng.To.Unix()%3600 != 0 {
 		return nil
 	}
 	m := map[string]string{}
 	for _, f := range r.Filters {
 		m[f.Name] = f.Value
 	}
-	if _, ok := clickhouse.ProfileCond("value", m); !ok || len(m) != len(r.Filters) {
+	if len(m) != len(r.Filters) || r.ExcludeBots && len(m) == 0 {
+		return nil
+	}
+	if r.ExcludeBots {
+		m[clickhouse.BotDim] = "0"
+	}
+	if _, _, ok := clickhouse.ProfileCond("value", m); !ok {
 		return nil
 	}
 	return m
@@ -1066,17 +1082,22 @@ func (e *Engine) valueVisits(ctx context.Context, site string, rng Range, dim, v
 
 // visitsFromProfiles adds up the VisitHours of rng's hours of the profiles
 // that filters (from profileFilters) select, from VisitDimsTable's
-// profile rows (see dimVisits; a build made before the profile rows
+// profile rows, or its rows of the profile with the verdict where the
+// filters leave bots out (see dimVisits; a build made before those rows
 // existed counts as missing).
 func (e *Engine) visitsFromProfiles(ctx context.Context, r Request, rng Range, filters map[string]string) (VisitStats, string, error) {
-	cond, _ := clickhouse.ProfileCond("value", filters)
-	pairs, _ := clickhouse.ProfileCond("dv.2", filters)
-	return e.dimVisits(ctx, r.Site, rng, func(b clickhouse.VisitDimBuild) bool { return b.Profiles },
+	cond, dim, _ := clickhouse.ProfileCond("value", filters)
+	pairs, _, _ := clickhouse.ProfileCond("dv.2", filters)
+	holds := func(b clickhouse.VisitDimBuild) bool { return b.Profiles }
+	if dim == clickhouse.ProfileBotDim {
+		holds = func(b clickhouse.VisitDimBuild) bool { return b.ProfileBots }
+	}
+	return e.dimVisits(ctx, r.Site, rng, holds,
 		func(fresh map[int64]clickhouse.VisitDimBuild) (map[int64]clickhouse.VisitHour, error) {
-			return clickhouse.StoredProfileHours(ctx, e.Src, e.Src.DB(), r.Site, cond, rng.From, rng.To, fresh)
+			return clickhouse.StoredProfileHours(ctx, e.Src, e.Src.DB(), r.Site, dim, cond, rng.From, rng.To, fresh)
 		},
-		clickhouse.ProfileDim, pairs,
-		func(v clickhouse.VisitDim) bool { return v.Dim == clickhouse.ProfileDim })
+		dim, pairs,
+		func(v clickhouse.VisitDim) bool { return v.Dim == dim })
 }
 
 // dimVisits adds up site's VisitHours over rng from VisitDimsTable: for

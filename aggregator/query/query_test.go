@@ -170,6 +170,8 @@ func goFilter(f url.Values) (func(event.Event) bool, bool) {
 	switch {
 	case len(f) == 2 && f.Has("country") && f.Has("device"):
 		return func(e event.Event) bool { return e.Country == f.Get("country") && e.Device == f.Get("device") }, true
+	case len(f) == 2 && f.Has("country") && f.Get("bots") == "exclude":
+		return func(e event.Event) bool { return e.Country == f.Get("country") && e.BotScore < event.BotScoreMin }, true
 	case len(f) > 1:
 		return nil, false
 	case f.Has("country"):
@@ -378,11 +380,18 @@ func TestAgainstRawEvents(t *testing.T) {
 		{"country": {"US"}, "utm_source": {"newsletter"}},
 		{"country": {"DE"}, "device": {"mobile"}},
 		{"device": {"mobile"}, "browser": {"Chrome"}, "os": {"Android"}},
+		// Every part of the profile (its LIKE prefix once matched none).
+		{"country": {"DE"}, "device": {"mobile"}, "browser": {"Chrome"}, "os": {"Android"}},
 		{"event": {"signup"}, "browser": {"Chrome"}},
 		{"channel": {"Organic Search"}},
 		{"referrer": {"www.google.com"}, "page": {"/pricing"}},
 		{"bots": {"exclude"}},
 		{"bots": {"exclude"}, "country": {"DE"}, "channel": {"Organic Search"}},
+		// Without bots under filters of a visitor's profile: visits from
+		// the profile rows with the verdict.
+		{"bots": {"exclude"}, "country": {"DE"}},
+		{"bots": {"exclude"}, "device": {"mobile"}, "os": {"Android"}},
+		{"bots": {"exclude"}, "page": {"/pricing"}},
 	}
 	exprs := map[string]string{}
 	for _, d := range clickhouse.Dimensions {
@@ -490,8 +499,17 @@ func TestAgainstRawEvents(t *testing.T) {
 				t.Errorf("%s: read %s+%s, want %s+%s", name, st.Source, st.VisitsSource, human, clickhouse.VisitDimsTable)
 			}
 			// Without bots: only what keeps each event's verdict.
-			if bots && !humans && st.Source != "events" && st.Source != minuteWant(f, "") {
+			keepsVerdict := strings.HasPrefix(st.Source, clickhouse.BotDimDaysTable) || strings.HasPrefix(st.Source, clickhouse.BotDimHoursTable)
+			if bots && !humans && st.Source != "events" && st.Source != minuteWant(f, "") && !keepsVerdict {
 				t.Errorf("%s: read %s, which counts bots", name, st.Source)
+			}
+			// Without bots under one filter of a visitor's profile: the
+			// per-dimension rollups with the verdict, and the visits of
+			// the profile rows with it.
+			profile := (&Engine{}).profileFilters(req, req.Range) != nil
+			verdictDims := bots && len(f) == 2 && profile
+			if verdictDims && (!keepsVerdict || !visitDims(st.VisitsSource)) {
+				t.Errorf("%s: read %s+%s, want %s+%s", name, st.Source, st.VisitsSource, clickhouse.BotDimDaysTable, clickhouse.VisitDimsTable)
 			}
 			if bots {
 				// The sources checked above and below are those of
@@ -508,7 +526,6 @@ func TestAgainstRawEvents(t *testing.T) {
 			// from the rollup alone (see settledRange above).
 			// Filters of a visitor's profile add up its rows in the
 			// same table.
-			profile := (&Engine{}).profileFilters(req, req.Range) != nil
 			if profile && rng != "realtime" && !visitDims(st.VisitsSource) {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
@@ -517,7 +534,7 @@ func TestAgainstRawEvents(t *testing.T) {
 			}
 			// Filters that a per-minute rollup holds all of: from it
 			// (their cut-off is 0 here, so they hold every range).
-			if w := minuteWant(f, ""); w != "" && !humans && (st.Source != w || !profile && st.VisitsSource != w) {
+			if w := minuteWant(f, ""); w != "" && !humans && !verdictDims && (st.Source != w || !profile && st.VisitsSource != w) {
 				t.Errorf("%s: read %s+%s, want %s", name, st.Source, st.VisitsSource, w)
 			}
 			if checked != 8 {
