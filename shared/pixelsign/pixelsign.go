@@ -47,6 +47,7 @@
 package pixelsign
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -88,6 +89,12 @@ var (
 	ErrExpired   = errors.New("pixelsign: expired")             // expired_pixel
 	ErrShortKey  = errors.New("pixelsign: key shorter than 16 bytes")
 )
+
+// Key returns a site's signing key as stored (a secret store's entry, a
+// Worker's variable, a key file): without the white space around it,
+// which an editor or echo adds. The edge, the Worker and edgepixel-sign
+// all read it so: the bytes signed with are the bytes verified with.
+func Key(stored []byte) []byte { return bytes.TrimSpace(stored) }
 
 // Sign returns query (a URL's raw query, without '?') with exp set to
 // expiry (Unix seconds) and sig appended. Any sig or exp already in query

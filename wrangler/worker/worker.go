@@ -71,6 +71,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -253,8 +254,8 @@ func ParseConfig(env func(key string) string) (Config, error) {
 	c.Serve.PixelKeys = func(site string) [][]byte {
 		var keys [][]byte
 		for _, k := range [...]string{"pixel_key." + site, "pixel_key." + site + ".previous"} {
-			if v := strings.TrimSpace(env(k)); v != "" {
-				keys = append(keys, []byte(v))
+			if v := pixelsign.Key([]byte(env(k))); len(v) > 0 {
+				keys = append(keys, v)
 			}
 		}
 		return keys

@@ -77,7 +77,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	if err != nil {
 		return fmt.Errorf("--key-file: %v", err)
 	}
-	key = []byte(strings.TrimRight(string(key), "\r\n"))
+	key = pixelsign.Key(key)
 	if len(key) < pixelsign.MinKeyBytes {
 		return fmt.Errorf("%s: the key has %d bytes; use at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)", *keyFile, len(key), pixelsign.MinKeyBytes, *keyFile)
 	}

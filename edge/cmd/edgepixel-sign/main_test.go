@@ -36,6 +36,19 @@ func TestSignCommand(t *testing.T) {
 		t.Errorf("after the ttl: %v", err)
 	}
 
+	// White space around the key is not the key's, as the edge and the
+	// Worker read it (pixelsign.Key): a key file with a trailing space
+	// signed URLs that the edge refused.
+	spaced := filepath.Join(dir, "spaced")
+	os.WriteFile(spaced, []byte(" 0123456789abcdef0123 \t\n"), 0o600)
+	out.Reset()
+	if err := run([]string{"--key-file", spaced, "https://px.example/p.gif?site=a.example"}, nil, &out, now); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := url.Parse(strings.TrimSpace(out.String())); err != nil || pixelsign.Verify(u.RawQuery, now.Unix(), pixelsign.Key([]byte("0123456789abcdef0123\n"))) != nil {
+		t.Errorf("signed with a key file with white space around: %s does not verify (%v)", out.String(), err)
+	}
+
 	out.Reset()
 	in := strings.NewReader("https://px.example/p.gif?site=a\n\nhttps://px.example/p.gif?site=b\n")
 	if err := run([]string{"--key-file", keyFile, "--expires", "2030-01-01T00:00:00Z"}, in, &out, now); err != nil {

@@ -35,6 +35,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/fastly/compute-sdk-go/erl"
 	"github.com/fastly/compute-sdk-go/secretstore"
 )
@@ -149,7 +150,7 @@ func pixelKeys(site string) [][]byte {
 	var k [][]byte
 	for _, name := range [...]string{"pixel_key." + site, "pixel_key." + site + ".previous"} {
 		if v, err := secretstore.Plaintext(secretStore, name); err == nil {
-			k = append(k, []byte(strings.TrimSpace(string(v))))
+			k = append(k, pixelsign.Key(v))
 		}
 	}
 	if len(keys) < maxCachedKeys {
