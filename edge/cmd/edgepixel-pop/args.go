@@ -376,6 +376,15 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	default:
 		return nil, fmt.Errorf("one wasm module expected, got %q", positional)
 	}
+	// An address that cannot be listened on is a usage error, found
+	// before the module compiles: an empty --addr (an unset variable's)
+	// would listen on every interface, at a random port.
+	if err := checkListenAddr("--addr", o.addr, false); err != nil {
+		return nil, err
+	}
+	if err := checkListenAddr("--admin-addr", o.adminAddr, true); err != nil {
+		return nil, err
+	}
 	// Named with what each takes, as the other flags' domain errors are;
 	// 0 is in the domain: the help gives it a meaning.
 	if o.instances < 0 {
@@ -414,6 +423,26 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	}
 	queueIn(o.logEndpoints, o.logQueueDir)
 	return o, nil
+}
+
+// checkListenAddr checks the listen address addr that flag names:
+// HOST:PORT, the port a number or a service name (port 0 picks a free
+// one); empty is an error unless optional (then it listens nowhere).
+func checkListenAddr(flag, addr string, optional bool) error {
+	if addr == "" {
+		if optional {
+			return nil
+		}
+		return fmt.Errorf("%s is empty: want HOST:PORT, e.g. 127.0.0.1:7676 (port 0 picks a free one)", flag)
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %q: want HOST:PORT, e.g. 127.0.0.1:7676 (port 0 picks a free one): %v", flag, addr, err)
+	}
+	return nil
 }
 
 // queueIn gives the HTTP endpoints without a queue= of their own a disk

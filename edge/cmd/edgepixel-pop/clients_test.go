@@ -82,6 +82,13 @@ func TestCountDomains(t *testing.T) {
 		{[]string{"--max-conns", "-2", "m.wasm"}, nil, "--max-conns -2: want a count of at least 1, or -1 for no limit"},
 		{[]string{"--max-conns-per-addr", "0", "m.wasm"}, nil, "--max-conns-per-addr 0: want a count of at least 1, or -1 for no limit"},
 		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_MAX_CONNS": "0"}, "--max-conns 0:"},
+		// Listen addresses, before anything starts: an empty --addr (an
+		// unset variable's) listened on every interface.
+		{[]string{"--addr=", "m.wasm"}, nil, "--addr is empty: want HOST:PORT"},
+		{[]string{"--addr", "nope", "m.wasm"}, nil, `--addr "nope": want HOST:PORT`},
+		{[]string{"--addr", "127.0.0.1:99999", "m.wasm"}, nil, `--addr "127.0.0.1:99999": want HOST:PORT`},
+		{[]string{"--addr", "[::1", "m.wasm"}, nil, `--addr "[::1": want HOST:PORT`},
+		{[]string{"--admin-addr", "nope", "m.wasm"}, nil, `--admin-addr "nope": want HOST:PORT`},
 		{[]string{"--instances", "-1", "m.wasm"}, nil, "--instances -1: want a count, or 0 for 2*GOMAXPROCS"},
 		{[]string{"--max-instances", "-1", "m.wasm"}, nil, "--max-instances -1: want a count, or 0 for max(instances, 4*GOMAXPROCS)"},
 	} {
