@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -230,17 +231,80 @@ func (c countFlag) Set(s string) error {
 	return nil
 }
 
-// ignoredBool and ignoredString are Viceroy flags that do not apply here.
+// ignoredBool and ignoredString are Viceroy flags that do not apply here;
+// ignoredProfile are its profiling flags (declareIgnored).
 var (
-	ignoredBool   = []string{"log-stdout", "log-stderr", "adapt", "debug"}
-	ignoredString = []string{"profile", "profiling-strategy", "unknown-import-behavior", "experimental_modules", "run"}
+	ignoredBool    = []string{"log-stdout", "log-stderr", "adapt", "debug", "wasm-exceptions", "wasm-gc", "wasm-cm-gc"}
+	ignoredString  = []string{"profiling-strategy", "unknown-import-behavior", "experimental_modules", "run", "local-pushpin-proxy-port"}
+	ignoredProfile = []string{"profile", "profiler"}
 )
+
+// declareIgnored declares the ignored Viceroy flags on fs. A profiling
+// flag is taken bare (--profile) or with its strategy (--profile=guest),
+// so that a bare one before the module does not take the module's path
+// for its value; a strategy as the next argument (--profile guest, as
+// Viceroy takes it) is skipped by the parse loops (profileValue).
+func declareIgnored(fs *flag.FlagSet) {
+	for _, name := range ignoredBool {
+		fs.Bool(name, false, "")
+	}
+	for _, name := range ignoredString {
+		fs.String(name, "", "")
+	}
+	for _, name := range ignoredProfile {
+		fs.Var(optionalValue{}, name, "")
+	}
+}
+
+// optionalValue is a flag whose value is optional: bare, or NAME=VALUE.
+type optionalValue struct{}
+
+func (optionalValue) String() string   { return "" }
+func (optionalValue) Set(string) error { return nil }
+func (optionalValue) IsBoolFlag() bool { return true } // bare: it takes no next argument
+func (optionalValue) Get() any         { return nil }
+
+// profileValue reports whether rest[0], where fs.Parse stopped in args,
+// is the strategy of a bare profiling flag just before it ("--profile
+// guest", as Viceroy takes it): then it is that flag's value, not a
+// positional argument. Any other argument after a bare one (the module,
+// a flag) stays what it is.
+func profileValue(args, rest []string) bool {
+	i := len(args) - len(rest) - 1
+	if i < 0 || len(rest) == 0 || !isProfileStrategy(rest[0]) {
+		return false
+	}
+	name := strings.TrimLeft(args[i], "-")
+	return len(args[i])-len(name) <= 2 && args[i] != name && slices.Contains(ignoredProfile, name)
+}
+
+// isProfileStrategy reports whether s is a value of Viceroy's --profile.
+func isProfileStrategy(s string) bool {
+	switch kind, _, _ := strings.Cut(s, ","); kind {
+	case "jitdump", "perfmap", "vtune":
+		return kind == s
+	case "guest":
+		return true
+	}
+	return false
+}
 
 // parseArgs parses Viceroy's command line plus the POP's own flags. The
 // standard flag package stops at the first positional argument, but Viceroy
 // (and the Fastly CLI) put flags on both sides of the wasm path, so parsing
 // resumes after each positional argument.
-func parseArgs(args []string, getenv func(string) string) (*options, error) {
+func parseArgs(args []string, getenv func(string) string) (_ *options, err error) {
+	// The variables read and their values as given: an error about a
+	// flag's value that came from one names the variable (explainEnv).
+	fromEnv := map[string]string{}
+	getenv = recordEnv(getenv, fromEnv)
+	var fs *flag.FlagSet
+	parsed := false
+	defer func() {
+		if err != nil && parsed {
+			err = explainEnv(fs, fromEnv, err)
+		}
+	}()
 	o := &options{addr: "127.0.0.1:7676", shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions(),
 		clients: defaultClientOptions()}
 	if dir, err := os.UserCacheDir(); err == nil {
@@ -262,7 +326,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_SHUTDOWN_TIMEOUT"); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return nil, fmt.Errorf("EDGEPIXEL_POP_SHUTDOWN_TIMEOUT: %w", err)
+			return nil, envError("EDGEPIXEL_POP_SHUTDOWN_TIMEOUT", v, err)
 		}
 		o.shutdownTimeout = d
 	}
@@ -275,7 +339,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_H2C"); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return nil, fmt.Errorf("EDGEPIXEL_POP_H2C: %w", err)
+			return nil, envError("EDGEPIXEL_POP_H2C", v, err)
 		}
 		o.h2c = b
 	}
@@ -303,7 +367,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 		envEndpoints = strings.Split(v, ",")
 	}
 
-	fs := flag.NewFlagSet("edgepixel-pop", flag.ContinueOnError)
+	fs = flag.NewFlagSet("edgepixel-pop", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.config, "C", o.config, "")
 	fs.StringVar(&o.config, "config", o.config, "")
@@ -330,12 +394,7 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	o.limits.flags(fs)
 	o.clients.flags(fs)
 	o.clientInfo.flags(fs)
-	for _, name := range ignoredBool {
-		fs.Bool(name, false, "")
-	}
-	for _, name := range ignoredString {
-		fs.String(name, "", "")
-	}
+	declareIgnored(fs)
 
 	var positional []string
 	for {
@@ -355,9 +414,14 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 			positional = append(positional, rest...)
 			break
 		}
+		if profileValue(args, rest) {
+			args = rest[1:]
+			continue
+		}
 		positional = append(positional, rest[0])
 		args = rest[1:]
 	}
+	parsed = true
 	// Newer Viceroy releases take a subcommand ("serve"); accept it.
 	if len(positional) > 0 && positional[0] == "serve" {
 		positional = positional[1:]
@@ -417,7 +481,6 @@ func parseArgs(args []string, getenv func(string) string) (*options, error) {
 	if o.accessLog == "off" {
 		o.accessLog = ""
 	}
-	var err error
 	if o.logEndpoints, err = mergeEndpoints(envEndpoints, flagEndpoints); err != nil {
 		return nil, err
 	}
@@ -493,8 +556,78 @@ func envInt(getenv func(string) string, key string, dst *int) error {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return fmt.Errorf("%s: %w", key, err)
+		return envError(key, v, err)
 	}
 	*dst = n
 	return nil
+}
+
+// envError is the error for variable key's value v, which did not parse:
+// the variable and the value as given, and what it takes in the words a
+// flag's error uses ("want a whole number"), not the parser's
+// ("strconv.Atoi: parsing ...: invalid syntax"). An error with no such
+// words (a list's, a size's) follows the value as it is.
+func envError(key, v string, err error) error {
+	if errors.Is(err, strconv.ErrRange) {
+		return fmt.Errorf("%s=%q: out of range", key, v)
+	}
+	if hinted := flaghint.ExplainParse(err); hinted != err {
+		_, hint, _ := strings.Cut(hinted.Error(), err.Error()+": ")
+		return fmt.Errorf("%s=%q: %s", key, v, hint)
+	}
+	return fmt.Errorf("%s=%q: %w", key, v, err)
+}
+
+// recordEnv returns getenv, recording in seen each variable it reads that
+// is set, with its value as given (trimmed, as lookup reads it).
+func recordEnv(getenv func(string) string, seen map[string]string) func(string) string {
+	return func(key string) string {
+		v := getenv(key)
+		if t := strings.TrimSpace(v); t != "" {
+			seen[key] = t
+		}
+		return v
+	}
+}
+
+// explainEnv adds to err, a check of the flags' values after parsing,
+// which of the flags it names ("--name" followed by anything but a
+// letter, digit or '-') hold a variable's value, the command line not
+// having set them: the user set EDGEPIXEL_POP_NAME, not --name, and the
+// error would otherwise name a flag never given, with the value converted.
+// As the aggregator says it: "(--name is EDGEPIXEL_POP_NAME's value, V)".
+func explainEnv(fs *flag.FlagSet, fromEnv map[string]string, err error) error {
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	msg := err.Error()
+	var notes []string
+	for key, v := range fromEnv {
+		name := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(key, "EDGEPIXEL_POP_"), "_", "-"))
+		if fs.Lookup(name) == nil || onCommandLine[name] || !namesFlag(msg, name) {
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("--%s is %s's value, %q", name, key, v))
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	slices.Sort(notes)
+	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
+}
+
+// namesFlag reports whether msg names the flag --name.
+func namesFlag(msg, name string) bool {
+	for rest := msg; ; {
+		i := strings.Index(rest, "--"+name)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+2+len(name):]
+		if rest == "" {
+			return true
+		}
+		if c := rest[0]; !(c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return true
+		}
+	}
 }

@@ -77,7 +77,7 @@ func (c *clientInfoOptions) fromEnv(getenv func(string) string) error {
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_PROXY_PROTOCOL"); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return fmt.Errorf("EDGEPIXEL_POP_PROXY_PROTOCOL: %w", err)
+			return envError("EDGEPIXEL_POP_PROXY_PROTOCOL", v, err)
 		}
 		c.proxyProtocol = b
 	}

@@ -75,7 +75,7 @@ func (c *clientOptions) fromEnv(getenv func(string) string) error {
 		if v, ok := lookup(getenv, d.env); ok {
 			x, err := time.ParseDuration(v)
 			if err != nil {
-				return fmt.Errorf("%s: %w", d.env, err)
+				return envError(d.env, v, err)
 			}
 			*d.dst = x
 		}
@@ -121,10 +121,10 @@ func (c *clientOptions) check() error {
 		}
 	}
 	if c.maxRequestBody < pop.MinMaxRequestBody {
-		return fmt.Errorf("--max-request-body %d: at least %d (64KiB)", c.maxRequestBody, pop.MinMaxRequestBody)
+		return fmt.Errorf("--max-request-body %s: want a size of at least 64KiB (%d bytes)", c.maxRequestBody.human(), pop.MinMaxRequestBody)
 	}
 	if c.bodyMemory < c.maxRequestBody {
-		return fmt.Errorf("--body-memory %d is less than --max-request-body %d", c.bodyMemory, c.maxRequestBody)
+		return fmt.Errorf("--body-memory %s is less than --max-request-body %s", c.bodyMemory.human(), c.maxRequestBody.human())
 	}
 	return nil
 }
@@ -164,6 +164,20 @@ func (c *clientOptions) apply(cfg pop.Config) pop.Config {
 type byteSize int64
 
 func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+// human writes b in the largest binary unit that divides it (64KiB,
+// 1MiB), else in bytes: as a user writes a size, for error messages.
+func (b byteSize) human() string {
+	for _, u := range []struct {
+		name string
+		n    byteSize
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b != 0 && b%u.n == 0 {
+			return strconv.FormatInt(int64(b/u.n), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
 
 func (b *byteSize) Set(s string) error {
 	s = strings.TrimSpace(s)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +158,160 @@ func TestListenerStopEndsServe(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "a listener stopped") {
 		t.Errorf("the reason was not logged:\n%s", stderr)
+	}
+}
+
+// A variable's value that does not parse, or is out of its flag's
+// domain, is named as the variable with the value as given, as a flag's
+// is: not strconv's words, nor only a flag never given with the value
+// converted.
+func TestEnvErrorsNameTheVariable(t *testing.T) {
+	for _, c := range []struct {
+		args    []string
+		env     map[string]string
+		want    []string
+		notWant []string
+	}{
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_INSTANCES": "abc"},
+			[]string{`EDGEPIXEL_POP_INSTANCES="abc": want a whole number`}, []string{"strconv", "invalid syntax"}},
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_INSTANCES": "99999999999999999999"},
+			[]string{`EDGEPIXEL_POP_INSTANCES="99999999999999999999": out of range`}, []string{"strconv"}},
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_SHUTDOWN_TIMEOUT": "5"},
+			[]string{`EDGEPIXEL_POP_SHUTDOWN_TIMEOUT="5": want a duration such as`}, []string{"time: "}},
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_PROXY_PROTOCOL": "yes"},
+			[]string{`EDGEPIXEL_POP_PROXY_PROTOCOL="yes": want true or false`}, []string{"strconv"}},
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_MAX_REQUEST_BODY": "1KiB"},
+			[]string{"--max-request-body 1KiB: want a size of at least 64KiB", `(--max-request-body is EDGEPIXEL_POP_MAX_REQUEST_BODY's value, "1KiB")`}, []string{"1024"}},
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_MAX_CONNS": "0"},
+			[]string{"--max-conns 0:", `(--max-conns is EDGEPIXEL_POP_MAX_CONNS's value, "0")`}, []string{"max-conns-per-addr is"}},
+		{[]string{"m.wasm"}, map[string]string{"EDGEPIXEL_POP_INSTANCES": "5", "EDGEPIXEL_POP_MAX_INSTANCES": "2"},
+			[]string{"--instances 5 exceeds --max-instances 2", `(--instances is EDGEPIXEL_POP_INSTANCES's value, "5"; --max-instances is EDGEPIXEL_POP_MAX_INSTANCES's value, "2")`}, nil},
+		// The command line's value wins, and is the one the error names.
+		{[]string{"--max-request-body", "2KiB", "m.wasm"}, map[string]string{"EDGEPIXEL_POP_MAX_REQUEST_BODY": "1KiB"},
+			[]string{"--max-request-body 2KiB:"}, []string{"EDGEPIXEL_POP_MAX_REQUEST_BODY"}},
+	} {
+		var errb strings.Builder
+		code := run(c.args, env(c.env), io.Discard, &errb)
+		bad := code != 2
+		for _, w := range c.want {
+			bad = bad || !strings.Contains(errb.String(), w)
+		}
+		for _, w := range c.notWant {
+			bad = bad || strings.Contains(errb.String(), w)
+		}
+		if bad {
+			t.Errorf("%q %v: exit %d, %q; want 2, %q and not %q", c.args, c.env, code, errb.String(), c.want, c.notWant)
+		}
+	}
+}
+
+// notWasm writes a file that is not a WebAssembly module (a Go source
+// file given in place of the build's output).
+func notWasm(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "main.go")
+	if err := os.WriteFile(path, []byte("package main\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// run's --memory-limit takes a size with a unit, as the serving size
+// flags do, within what wasm32 can hold; its --wall-budget takes no
+// negative duration, which became "none". Out of their domains they are
+// usage errors naming the flag and what it takes.
+func TestRunLimitDomains(t *testing.T) {
+	mod := notWasm(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--memory-limit", "1", mod}, "--memory-limit 1: want a size from 64KiB (one wasm page) to 4GiB (wasm32's limit)"},
+		{[]string{"run", "--memory-limit", "0", mod}, "--memory-limit 0: want a size from 64KiB"},
+		{[]string{"run", "--memory-limit", "999999999999", mod}, "--memory-limit 999999999999: want a size from 64KiB"},
+		{[]string{"run", "--memory-limit", "8GiB", mod}, "--memory-limit 8GiB: want a size from 64KiB"},
+		{[]string{"run", "--memory-limit", "lots", mod}, `size "lots": want bytes, optionally with a unit`},
+		{[]string{"run", "--wall-budget", "-1s", mod}, "--wall-budget -1s: want a duration of 0 (none, the default) or more"},
+	} {
+		var errb strings.Builder
+		if code := run(c.args, env(nil), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%q: exit %d, %q; want 2 and %q", c.args, code, errb.String(), c.want)
+		}
+	}
+	// In the domain, the values pass the checks: the module is the
+	// next thing refused (exit 1).
+	for _, args := range [][]string{
+		{"run", "--memory-limit", "64MiB", mod},
+		{"run", "--memory-limit", "64KiB", "--wall-budget", "0", mod},
+		{"run", "--memory-limit=4GiB", "--wall-budget", "30s", mod},
+		{"run", "--memory-limit", "134217728", mod},
+	} {
+		var errb strings.Builder
+		if code := run(args, env(nil), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), "is not a WebAssembly module") {
+			t.Errorf("%q: exit %d, %q; want the values taken", args, code, errb.String())
+		}
+	}
+}
+
+// A module file that is not WebAssembly is said to be so, with what to do,
+// not as the runtime's "invalid magic number"; serving, --compile-only and
+// run alike.
+func TestNotWasmModule(t *testing.T) {
+	mod := notWasm(t)
+	empty := filepath.Join(t.TempDir(), "empty.wasm")
+	os.WriteFile(empty, nil, 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--addr", "127.0.0.1:0", "--compile-cache", "off", mod}, mod + " is not a WebAssembly module (it does not begin with the WebAssembly magic number"},
+		{[]string{"--compile-only", "--compile-cache", t.TempDir(), mod}, mod + " is not a WebAssembly module"},
+		{[]string{"run", "--compile-cache", "off", mod}, mod + " is not a WebAssembly module"},
+		{[]string{"run", "--compile-cache", "off", empty}, empty + " is not a WebAssembly module (it is empty)"},
+	} {
+		var errb strings.Builder
+		code := run(c.args, env(nil), io.Discard, &errb)
+		if code != 1 || !strings.Contains(errb.String(), c.want) || !strings.Contains(errb.String(), "build it with make build, or give the path of the .wasm file") ||
+			strings.Contains(errb.String(), "invalid magic number") {
+			t.Errorf("%q: exit %d, %q; want 1 and %q", c.args, code, errb.String(), c.want)
+		}
+	}
+}
+
+// Viceroy's profiling flags are taken bare or with a strategy, and a bare
+// one before the module does not take the module for its value.
+func TestViceroyProfileFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"--profile", "m.wasm", "--addr", "127.0.0.1:7676"},
+		{"--profile", "guest", "m.wasm", "--addr", "127.0.0.1:7676"},
+		{"--profile=guest,/tmp/profiles", "m.wasm", "--addr", "127.0.0.1:7676"},
+		{"--profile", "guest,/tmp/profiles,1ms", "m.wasm", "--addr", "127.0.0.1:7676"},
+		{"--profile", "jitdump", "-C", "f.toml", "m.wasm", "--addr", "127.0.0.1:7676"},
+		{"m.wasm", "--profile", "--addr", "127.0.0.1:7676"},
+		{"m.wasm", "--addr", "127.0.0.1:7676", "--profile"},
+		{"m.wasm", "--addr", "127.0.0.1:7676", "--profile", "perfmap"},
+		{"--profiler", "m.wasm", "--addr", "127.0.0.1:7676"},
+		{"serve", "--profile", "vtune", "m.wasm", "--addr", "127.0.0.1:7676"},
+	} {
+		o, err := parseArgs(args, env(nil))
+		if err != nil || o.wasm != "m.wasm" || o.addr != "127.0.0.1:7676" {
+			t.Errorf("%q: %+v, %v", args, o, err)
+		}
+	}
+	// A word that is no strategy after a bare --profile is an argument.
+	if _, err := parseArgs([]string{"--profile", "x.wasm", "m.wasm"}, env(nil)); err == nil || !strings.Contains(err.Error(), "one wasm module expected") {
+		t.Errorf("--profile x.wasm m.wasm: %v", err)
+	}
+	// run: the module is found after a bare --profile, or after one with
+	// a strategy as the next argument.
+	mod := notWasm(t)
+	for _, args := range [][]string{
+		{"run", "--profile", mod},
+		{"run", "--profile", "guest", mod, "-test.v"},
+		{"run", "--profile=guest", "--compile-cache", "off", mod},
+	} {
+		var errb strings.Builder
+		if code := run(args, env(nil), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), mod+" is not a WebAssembly module") {
+			t.Errorf("%q: exit %d, %q; want the module found", args, code, errb.String())
+		}
 	}
 }

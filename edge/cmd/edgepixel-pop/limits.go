@@ -38,7 +38,7 @@ func (l *limitOptions) fromEnv(getenv func(string) string) error {
 		if v, ok := lookup(getenv, b.key); ok {
 			x, err := strconv.ParseBool(v)
 			if err != nil {
-				return fmt.Errorf("%s: %w", b.key, err)
+				return envError(b.key, v, err)
 			}
 			*b.dst = x
 		}
@@ -54,7 +54,7 @@ func (l *limitOptions) fromEnv(getenv func(string) string) error {
 		if v, ok := lookup(getenv, d.key); ok {
 			x, err := time.ParseDuration(v)
 			if err != nil {
-				return fmt.Errorf("%s: %w", d.key, err)
+				return envError(d.key, v, err)
 			}
 			*d.dst = x
 		}

@@ -146,6 +146,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 // serve runs the POP until ctx ends (a signal), then shuts it down.
 func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.Writer) error {
+	if err := checkModule(o.wasm); err != nil { // run.go
+		return err
+	}
 	if o.compileOnly {
 		if o.compileCache == "" {
 			return errors.New("--compile-only needs a compile cache directory")

@@ -35,8 +35,9 @@ Flags (environment variable in brackets):
   --compile-cache DIR     compiled-code cache; "off" disables [EDGEPIXEL_POP_COMPILE_CACHE]
   --log-endpoint NAME=DEST
                           as for serving (see edgepixel-pop --help) [EDGEPIXEL_POP_LOG_ENDPOINTS]
-  --memory-limit BYTES    linear memory limit (default 128 MiB, Fastly's)
-  --wall-budget D         wall-clock limit (default none)
+  --memory-limit SIZE     linear memory limit, 64KiB to 4GiB, e.g. 256MiB
+                          (default 128MiB, Fastly's)
+  --wall-budget D         wall-clock limit (default 0: none)
   --resolve HOST:PORT:ADDR[:PORT]
                           as for serving                          [EDGEPIXEL_POP_RESOLVE]
   (Viceroy flags without meaning here, e.g. --log-stdout, are accepted and ignored)
@@ -47,7 +48,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	var (
 		config, cacheDir string
 		verbosity        int
-		memoryLimit      int64
+		memoryLimit      byteSize
 		wallBudget       time.Duration
 		flagEndpoints    []string
 		resolve          = resolveFlag{}
@@ -72,29 +73,37 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	fs.Var(countFlag{&verbosity, 3}, "vvv", "")
 	fs.StringVar(&cacheDir, "compile-cache", cacheDir, "")
 	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
-	fs.Int64Var(&memoryLimit, "memory-limit", 0, "")
+	fs.Var(&memoryLimit, "memory-limit", "")
 	fs.DurationVar(&wallBudget, "wall-budget", 0, "")
 	fs.Var(resolve, "resolve", "")
-	for _, name := range ignoredBool {
-		fs.Bool(name, false, "")
-	}
-	for _, name := range ignoredString {
-		fs.String(name, "", "")
-	}
+	declareIgnored(fs)
 	// The standard flag package stops at the first positional argument:
 	// the module. Everything after it is the module's, flags included
 	// (a Go test binary's -test.v, -test.run, ...).
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, runUsage)
-			return 0
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, runUsage)
+				return 0
+			}
+			fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-pop run"))
+			return 2
 		}
-		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-pop run"))
-		return 2
+		rest = fs.Args()
+		if !profileValue(args, rest) { // "--profile guest": guest is the flag's
+			break
+		}
+		args = rest[1:]
 	}
-	rest := fs.Args()
 	if len(rest) == 0 {
 		fmt.Fprintf(stderr, "edgepixel-pop run: no wasm module given\n\n%s", runUsage)
+		return 2
+	}
+	memorySet := false
+	fs.Visit(func(f *flag.Flag) { memorySet = memorySet || f.Name == "memory-limit" })
+	if err := checkRunLimits(memorySet, memoryLimit, wallBudget); err != nil {
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-pop run"))
 		return 2
 	}
 	if cacheDir == "off" || cacheDir == "none" {
@@ -118,6 +127,10 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := checkModule(rest[0]); err != nil {
+		log.Error("edgepixel-pop run failed", "err", err)
+		return 1
+	}
 	var m *fastlytoml.Manifest
 	if config != "" {
 		if m, err = fastlytoml.Load(config); err != nil {
@@ -135,7 +148,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		Stderr:          stderr,
 		Logger:          log,
 		LogEndpoints:    endpoints,
-		MemoryLimit:     memoryLimit,
+		MemoryLimit:     int64(memoryLimit), // 0, not given: pop's default, Fastly's 128 MiB
 		WallBudget:      wallBudget,
 		Resolve:         resolve,
 	}, rest[1:], stdin)
@@ -143,6 +156,53 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		log.Error("edgepixel-pop run", "wasm", rest[0], "exit_code", code, "err", err)
 	}
 	return code
+}
+
+// The bounds of run's --memory-limit: a wasm32 memory holds whole 64 KiB
+// pages, at most 65536 of them (4 GiB).
+const (
+	wasmPage       = 64 << 10
+	maxMemoryLimit = 4 << 30
+)
+
+// checkRunLimits refuses run's --memory-limit (if set) and --wall-budget
+// out of their domains, naming the flag and what it takes: a limit below
+// one page leaves a guest no memory, one above 4 GiB cannot be reached by
+// wasm32, and a negative budget was read as none.
+func checkRunLimits(memorySet bool, memoryLimit byteSize, wallBudget time.Duration) error {
+	if memorySet && (memoryLimit < wasmPage || memoryLimit > maxMemoryLimit) {
+		return fmt.Errorf("--memory-limit %s: want a size from 64KiB (one wasm page) to 4GiB (wasm32's limit), e.g. 256MiB", memoryLimit.human())
+	}
+	if wallBudget < 0 {
+		return fmt.Errorf("--wall-budget %v: want a duration of 0 (none, the default) or more, e.g. 30s", wallBudget)
+	}
+	return nil
+}
+
+// checkModule says so when path names a file that is not a WebAssembly
+// module (a Go source file, the native binary, a directory's listing ...),
+// instead of the runtime's "invalid magic number". A file that cannot be
+// read is left to the runtime, whose error names it.
+func checkModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	if string(head) == "\x00asm" {
+		return nil
+	}
+	what := "it does not begin with the WebAssembly magic number, bytes 00 61 73 6d"
+	if n == 0 {
+		what = "it is empty"
+	}
+	return fmt.Errorf("%s is not a WebAssembly module (%s): build it with make build, or give the path of the .wasm file", path, what)
 }
 
 // resolveFlag collects --resolve HOST:PORT:ADDR values (pop.ParseResolve),
