@@ -174,3 +174,26 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// UsageError marks a command's error as its command line's or its
+// environment's (a flag or variable missing, not parsing, out of its
+// domain, or a stray argument): exit status 2 (ExitCode), where a failure
+// at run time (an API that cannot be reached, a file that cannot be read)
+// is 1.
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+// ExitCode is a command's exit status for err: 0 for none, 2 for a
+// UsageError, else 1.
+func ExitCode(err error) int {
+	var ue UsageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	}
+	return 1
+}

@@ -42,7 +42,7 @@ import (
 
 func main() {
 	err := run(os.Args[1:])
-	var ue usageError
+	var ue flaghint.UsageError
 	switch {
 	case errors.As(err, &ue):
 		fmt.Fprintf(os.Stderr, "edgepixel-aggregator: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-aggregator"))
@@ -145,12 +145,6 @@ func (o *options) check(fs *flag.FlagSet) error {
 	return errors.Join(errs...)
 }
 
-// usageError is a flag or environment variable that did not parse: main
-// points to --help instead of printing the whole usage after it.
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
 type options struct {
 	addr, dataDir, secret, secretFile, redis, clickhouse, clickhouseDB string
 	redisCluster                                                       string
@@ -245,7 +239,7 @@ func run(args []string) error {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	envKnown, envSet, err := envDefaults(fs)
 	if err != nil {
-		return usageError{err}
+		return flaghint.UsageError{Err: err}
 	}
 	version := fs.Bool("version", false, "print the build's commit and the ClickHouse schema version it migrates to, and exit")
 	if err := fs.Parse(args); err != nil {
@@ -255,7 +249,7 @@ func run(args []string) error {
 			fs.PrintDefaults()
 			return nil
 		}
-		return usageError{flaghint.Explain(fs, err)}
+		return flaghint.UsageError{Err: flaghint.Explain(fs, err)}
 	}
 	// A stray argument is refused rather than ignored, as the other
 	// commands do: most likely a flag without its dash or a value without
@@ -263,18 +257,18 @@ func run(args []string) error {
 	// flag package, and what it left unparsed (--secret) was all the
 	// error said.
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q: edgepixel-aggregator takes flags only", fs.Arg(0))}
+		return flaghint.UsageError{Err: fmt.Errorf("unexpected argument %q: edgepixel-aggregator takes flags only", fs.Arg(0))}
 	}
 	if *version {
 		fmt.Printf("edgepixel-aggregator %s, ClickHouse schema version %d\n", buildinfo.Version(), clickhouse.SchemaVersion())
 		return nil
 	}
 	if err := o.check(fs); err != nil {
-		return usageError{envSet.explain(fs, err)}
+		return flaghint.UsageError{Err: envSet.explain(fs, err)}
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
-		return usageError{err}
+		return flaghint.UsageError{Err: err}
 	}
 	slog.SetDefault(log)
 	for _, w := range flaghint.UnknownEnv(os.Environ(), envPrefix, envKnown) {
@@ -297,7 +291,7 @@ func run(args []string) error {
 		trust, err = clientip.NewTrust(o.trustedProxies, o.forwardedHeader, false)
 	}
 	if err != nil {
-		return usageError{fmt.Errorf("--forwarded-header: %w", err)}
+		return flaghint.UsageError{Err: fmt.Errorf("--forwarded-header: %w", err)}
 	}
 	o.maxConns = fitConns(log, o.maxConns)
 	var dashToken string
@@ -590,7 +584,7 @@ func (e fromEnv) explain(fs *flag.FlagSet, err error) error {
 // be read or is blank is not: its path is a valid value.
 func loadSecret(secret, file string) ([]byte, error) {
 	if secret != "" && file != "" {
-		return nil, usageError{errors.New("--secret and --secret-file are both given: give either, not both")}
+		return nil, flaghint.UsageError{Err: errors.New("--secret and --secret-file are both given: give either, not both")}
 	}
 	if file != "" {
 		b, err := os.ReadFile(file)
@@ -606,9 +600,9 @@ func loadSecret(secret, file string) ([]byte, error) {
 	case file != "":
 		return nil, fmt.Errorf("--secret-file %s is empty", file)
 	case given:
-		return nil, usageError{errors.New("no shared secret: --secret is only whitespace; pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
+		return nil, flaghint.UsageError{Err: errors.New("no shared secret: --secret is only whitespace; pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
 	default:
-		return nil, usageError{errors.New("no shared secret: pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
+		return nil, flaghint.UsageError{Err: errors.New("no shared secret: pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
 	}
 	if len(secret) < 16 {
 		slog.Warn("the shared secret is shorter than 16 bytes; use a long random one")

@@ -123,7 +123,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{"--log-format", "xml"}:    `--log-format "xml": want text or json`,
 	} {
 		err := run([]string{"--data-dir", t.TempDir(), args[0], args[1]})
-		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), want) {
+		if ue := (flaghint.UsageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v; want a usage error saying %q", args, err, want)
 		}
 	}
@@ -145,7 +145,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--secret", "0123456789abcdef0123", "--secret-file", "/dev/null"}, "--secret and --secret-file are both given"},
 	} {
 		err := run(append([]string{"--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--log-level", "error"}, c.args...))
-		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+		if ue := (flaghint.UsageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v; want a usage error saying %q", c.args, err, c.want)
 		}
 	}
@@ -172,7 +172,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 	}
 	os.Unsetenv("EDGEPIXEL_AGG_DASHBOARD_VIEWERS_FILE")
 	t.Setenv("EDGEPIXEL_AGG_REDIS", "notaurl")
-	if err := run(append(append([]string{}, base...), "--secret", "0123456789abcdef0123")); !errors.As(err, new(usageError)) ||
+	if err := run(append(append([]string{}, base...), "--secret", "0123456789abcdef0123")); !errors.As(err, new(flaghint.UsageError)) ||
 		!strings.Contains(err.Error(), "--redis is EDGEPIXEL_AGG_REDIS's value") {
 		t.Errorf("a bad Redis URL in the environment: %v; want a usage error naming the variable", err)
 	}
@@ -268,7 +268,7 @@ func TestStrayArgumentRefused(t *testing.T) {
 		{"--log-level", "error", "stray", "--addr", "127.0.0.1:0"},
 	} {
 		err := run(args)
-		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "no shared secret") {
+		if ue := (flaghint.UsageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "no shared secret") {
 			t.Errorf("%q: %v; want a usage error saying %q alone", args, err, want)
 		}
 	}
@@ -307,7 +307,7 @@ func TestSecretTrimmed(t *testing.T) {
 	}
 	for _, blank := range []string{"   ", "\t\n", " \r\n "} {
 		got, err := loadSecret(blank, "")
-		if ue := (usageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), "no shared secret") {
+		if ue := (flaghint.UsageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), "no shared secret") {
 			t.Errorf("loadSecret(%q) = %q, %v; want a usage error saying no shared secret", blank, got, err)
 		}
 	}
@@ -316,7 +316,7 @@ func TestSecretTrimmed(t *testing.T) {
 	if err := os.WriteFile(file, []byte(" \n\t"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadSecret("", file); err == nil || errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--secret-file "+file+" is empty") {
+	if _, err := loadSecret("", file); err == nil || errors.As(err, new(flaghint.UsageError)) || !strings.Contains(err.Error(), "--secret-file "+file+" is empty") {
 		t.Errorf("a blank --secret-file: %v", err)
 	}
 	// Through the command: exit status 2, naming the variable when the

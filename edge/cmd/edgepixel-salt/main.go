@@ -61,7 +61,7 @@ func main() {
 	fmt.Print(out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "edgepixel-salt:", err)
-		os.Exit(2)
+		os.Exit(flaghint.ExitCode(err))
 	}
 }
 
@@ -80,19 +80,19 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		if errors.Is(err, flag.ErrHelp) {
 			return usage, nil
 		}
-		return "", fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-salt"))
+		return "", flaghint.UsageError{Err: fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-salt"))}
 	}
 	// The flag package stops at the first argument that is not a flag and
 	// leaves the rest: ignored, a flag after a stray word (--dir D x
 	// --today) went unread while the run still said it had worked.
 	if fs.NArg() > 0 {
-		return "", fmt.Errorf("unexpected argument %q: edgepixel-salt takes flags only\n%s", fs.Arg(0), flaghint.SeeHelp("edgepixel-salt"))
+		return "", flaghint.UsageError{Err: fmt.Errorf("unexpected argument %q: edgepixel-salt takes flags only\n%s", fs.Arg(0), flaghint.SeeHelp("edgepixel-salt"))}
 	}
 	if *version {
 		return "edgepixel-salt " + buildinfo.Version() + "\n", nil
 	}
 	if n := btoi(*dir != "") + btoi(*store != "") + btoi(*kv != ""); n != 1 {
-		return "", errors.New("give exactly one of --dir, --fastly-store or --cf-kv\n" + flaghint.SeeHelp("edgepixel-salt"))
+		return "", flaghint.UsageError{Err: errors.New("give exactly one of --dir, --fastly-store or --cf-kv\n" + flaghint.SeeHelp("edgepixel-salt"))}
 	}
 	var put func(key string, s privacy.Salt) error
 	var has func(day int32) bool
@@ -106,10 +106,10 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	case *kv != "":
 		token := os.Getenv("CLOUDFLARE_API_TOKEN")
 		if token == "" {
-			return "", errors.New("CLOUDFLARE_API_TOKEN is not set: create an API token with the Workers KV Storage:Edit permission at https://dash.cloudflare.com/profile/api-tokens")
+			return "", flaghint.UsageError{Err: errors.New("CLOUDFLARE_API_TOKEN is not set: create an API token with the Workers KV Storage:Edit permission at https://dash.cloudflare.com/profile/api-tokens")}
 		}
 		if *account == "" {
-			return "", errors.New("--cf-kv needs --cf-account (or CLOUDFLARE_ACCOUNT_ID): the account id on the Workers dashboard")
+			return "", flaghint.UsageError{Err: errors.New("--cf-kv needs --cf-account (or CLOUDFLARE_ACCOUNT_ID): the account id on the Workers dashboard")}
 		}
 		kvURL := *cfAPI + "/accounts/" + url.PathEscape(*account) + "/storage/kv/namespaces/" + url.PathEscape(*kv) + "/values/"
 		put = func(key string, s privacy.Salt) error {
@@ -151,7 +151,7 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	default:
 		token := os.Getenv("FASTLY_API_TOKEN")
 		if token == "" {
-			return "", errors.New("FASTLY_API_TOKEN is not set: create an API token with the global scope at https://manage.fastly.com/account/personal/tokens")
+			return "", flaghint.UsageError{Err: errors.New("FASTLY_API_TOKEN is not set: create an API token with the global scope at https://manage.fastly.com/account/personal/tokens")}
 		}
 		put = func(key string, s privacy.Salt) error {
 			return putFastly(ctx, client, *api, token, *store, key, s.String())

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 func readSalts(t *testing.T, dir string) map[string]privacy.Salt {
@@ -269,5 +270,41 @@ func TestStrayArgument(t *testing.T) {
 func TestSaltVersion(t *testing.T) {
 	if out, err := run(context.Background(), []string{"--version"}, time.Now(), nil); err != nil || !strings.HasPrefix(out, "edgepixel-salt ") {
 		t.Errorf("--version: %q, %v", out, err)
+	}
+}
+
+// A store that cannot be reached or written is a runtime failure (exit
+// 1), as in the other commands; a flag or variable missing, not parsing
+// or contradicting another is a usage error (exit 2).
+func TestSaltExitCodes(t *testing.T) {
+	now := time.Date(2026, 11, 30, 2, 0, 0, 0, time.UTC)
+	t.Setenv("FASTLY_API_TOKEN", "x")
+	t.Setenv("EDGEPIXEL_SALT_DIR", "")
+	t.Setenv("EDGEPIXEL_SALT_FASTLY_STORE", "")
+	t.Setenv("EDGEPIXEL_SALT_CF_KV", "")
+	cases := []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--dir", t.TempDir(), "--today"}, 0},
+		{[]string{"--fastly-store", "X", "--fastly-api", "http://127.0.0.1:1"}, 1}, // nothing listens
+		{[]string{"--dir", filepath.Join(t.TempDir(), "missing")}, 1},
+		{[]string{"--today=maybe", "--dir", t.TempDir()}, 2},
+		{[]string{"--dir", t.TempDir(), "extra"}, 2},
+		{[]string{}, 2},
+		{[]string{"--dir", t.TempDir(), "--fastly-store", "X"}, 2},
+		{[]string{"--cf-kv", "NS"}, 2}, // no CLOUDFLARE_API_TOKEN
+	}
+	if fi, err := os.Stat("/proc/self"); err == nil && fi.IsDir() {
+		cases = append(cases, struct {
+			args []string
+			want int
+		}{[]string{"--dir", "/proc/self", "--today"}, 1}) // a directory nothing can be written to
+	}
+	for _, tc := range cases {
+		_, err := run(context.Background(), tc.args, now, http.DefaultClient)
+		if got := flaghint.ExitCode(err); got != tc.want {
+			t.Errorf("%q: exit %d (%v), want %d", tc.args, got, err, tc.want)
+		}
 	}
 }

@@ -41,7 +41,7 @@ and prints it. Flags (environment variable in brackets):
 func main() {
 	if err := run(os.Args[1:], os.Stdin, os.Stdout, time.Now()); err != nil {
 		fmt.Fprintln(os.Stderr, "edgepixel-sign:", err)
-		os.Exit(2)
+		os.Exit(flaghint.ExitCode(err))
 	}
 }
 
@@ -55,7 +55,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	if v := os.Getenv("EDGEPIXEL_SIGN_TTL"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			return fmt.Errorf("EDGEPIXEL_SIGN_TTL: %w", flaghint.ExplainParse(err))
+			return flaghint.UsageError{Err: fmt.Errorf("EDGEPIXEL_SIGN_TTL: %w", flaghint.ExplainParse(err))}
 		}
 		*ttl = d
 	}
@@ -64,14 +64,14 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 			fmt.Fprint(stdout, usage)
 			return nil
 		}
-		return fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-sign"))
+		return flaghint.UsageError{Err: fmt.Errorf("%w\n%s", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-sign"))}
 	}
 	if *version {
 		fmt.Fprintln(stdout, "edgepixel-sign", buildinfo.Version())
 		return nil
 	}
 	if *keyFile == "" {
-		return fmt.Errorf("--key-file is required: the site's signing key, the same bytes as in the edge's secret store\n%s", flaghint.SeeHelp("edgepixel-sign"))
+		return flaghint.UsageError{Err: fmt.Errorf("--key-file is required: the site's signing key, the same bytes as in the edge's secret store\n%s", flaghint.SeeHelp("edgepixel-sign"))}
 	}
 	key, err := os.ReadFile(*keyFile)
 	if err != nil {
@@ -85,24 +85,24 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	ttlSet := false
 	fs.Visit(func(f *flag.Flag) { ttlSet = ttlSet || f.Name == "ttl" })
 	if *expires != "" && ttlSet {
-		return fmt.Errorf("give --ttl or --expires, not both: each sets the expiry\n%s", flaghint.SeeHelp("edgepixel-sign"))
+		return flaghint.UsageError{Err: fmt.Errorf("give --ttl or --expires, not both: each sets the expiry\n%s", flaghint.SeeHelp("edgepixel-sign"))}
 	}
 	if *expires != "" {
 		if expiry, err = parseExpiry(*expires); err != nil {
-			return err
+			return flaghint.UsageError{Err: err}
 		}
 	}
 	// A URL that is expired when made is refused by every edge
 	// (expired_pixel): almost surely a mistyped --ttl or --expires, which
 	// would otherwise show only as hits missing after the mail went out.
 	if expiry <= now.Unix() {
-		return fmt.Errorf("the expiry %s is not in the future: give a positive --ttl or a later --expires", time.Unix(expiry, 0).UTC().Format(time.RFC3339))
+		return flaghint.UsageError{Err: fmt.Errorf("the expiry %s is not in the future: give a positive --ttl or a later --expires", time.Unix(expiry, 0).UTC().Format(time.RFC3339))}
 	}
 	// Likewise an expiry past maxYears, a typo for one in reach (Unix
 	// milliseconds, a digit too many), which would make a pixel that
 	// cannot be retired but by its key.
 	if limit := now.AddDate(maxYears, 0, 0); expiry > limit.Unix() {
-		return fmt.Errorf("the expiry %s is more than %d years away: give a --ttl or an --expires before %s", time.Unix(expiry, 0).UTC().Format(time.RFC3339), maxYears, limit.UTC().Format(time.DateOnly))
+		return flaghint.UsageError{Err: fmt.Errorf("the expiry %s is more than %d years away: give a --ttl or an --expires before %s", time.Unix(expiry, 0).UTC().Format(time.RFC3339), maxYears, limit.UTC().Format(time.DateOnly))}
 	}
 	sign := func(u string) error {
 		signed, err := pixelsign.SignURL(key, u, expiry)

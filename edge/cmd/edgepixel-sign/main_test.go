@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
 )
 
@@ -125,6 +126,32 @@ func TestSignExpires(t *testing.T) {
 			t.Errorf("--expires %q: %v %q, want a signed URL", expires, err, out.String())
 		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
 			t.Errorf("--expires %q: %v, want an error with %q", expires, err, want)
+		}
+	}
+}
+
+// A key file that cannot be read is a runtime failure (exit 1), as in the
+// other commands; a flag that does not parse or is out of its domain is a
+// usage error (exit 2).
+func TestSignExitCodes(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte(strings.Repeat("k", 32)), 0o600)
+	now := time.Unix(1800000000, 0)
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--key-file", keyFile, "https://px.example/p.gif?site=a"}, 0},
+		{[]string{"--key-file", "/nonexistent", "https://px.example/p.gif?site=a"}, 1},
+		{[]string{"https://px.example/p.gif?site=a"}, 2},                                      // no key
+		{[]string{"--key-file", keyFile, "--ttl", "5", "https://px.example/p.gif?site=a"}, 2}, // unparsed
+		{[]string{"--key-file", keyFile, "--ttl", "-1h", "https://px.example/p.gif?site=a"}, 2},
+		{[]string{"--key-file", keyFile, "--expires", "soon", "https://px.example/p.gif?site=a"}, 2},
+		{[]string{"--key-file", keyFile, "--ttl", "1h", "--expires", "2030-01-01T00:00:00Z", "https://px.example/p.gif?site=a"}, 2},
+	} {
+		err := run(tc.args, strings.NewReader(""), io.Discard, now)
+		if got := flaghint.ExitCode(err); got != tc.want {
+			t.Errorf("%q: exit %d (%v), want %d", tc.args, got, err, tc.want)
 		}
 	}
 }
