@@ -5,6 +5,7 @@
 // as only "parse error", and strconv as "invalid syntax"; the commands
 // (edgepixel-pop, edgepixel-aggregator, edgepixel-sign, edgepixel-salt) add the form a value must have, so
 // a user fixes a flag or an environment variable without reading --help.
+// UsageError marks such an error for the exit status (ExitCode).
 package flaghint
 
 import (
