@@ -137,14 +137,19 @@ func likeEscape(s string) string {
 // StoredProfileHours returns, per hour (unix seconds) in [from, to) of
 // builds that hold profile rows, the sum of site's rows of dim
 // (ProfileDim or ProfileBotDim) that cond (from ProfileCond over
-// "value") selects, of the hour's build in builds.
+// "value") selects, of the hour's build in builds. A row stored twice
+// under one build (a catch-up of an older build, which keeps its built,
+// cut short before its marker and run again) counts once: the table
+// replaces such rows only when it merges them.
 func StoredProfileHours(ctx context.Context, q Querier, db, site, dim, cond string, from, to time.Time, builds map[int64]VisitDimBuild) (map[int64]VisitHour, error) {
 	sums := make([]string, len(visitHourCols))
+	once := make([]string, len(visitHourCols))
 	for i, c := range visitHourCols {
 		sums[i] = "sum(" + c + ")"
+		once[i] = "any(" + c + ") AS " + c
 	}
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT toUnixTimestamp(t), built, %s FROM %s.%s WHERE site = %s AND dim = %s AND value != '' AND (%s) AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY t, built",
-		strings.Join(sums, ", "), db, VisitDimsTable, quote(site), quote(dim), cond, from.Unix(), to.Unix()))
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT toUnixTimestamp(t), built, %s FROM (SELECT t, built, %s FROM %s.%s WHERE site = %s AND dim = %s AND value != '' AND (%s) AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY value, t, built) GROUP BY t, built",
+		strings.Join(sums, ", "), strings.Join(once, ", "), db, VisitDimsTable, quote(site), quote(dim), cond, from.Unix(), to.Unix()))
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ func TestProfileCond(t *testing.T) {
 			`value LIKE 'DE` + profileSep + `%' AND splitByChar('` + profileSep + `', value)[1] = 'DE' AND splitByChar('` + profileSep + `', value)[5] = '0'`, ProfileBotDim, true},
 		{map[string]string{"device": "mobile", "os": "iOS", BotDim: "0"},
 			`splitByChar('` + profileSep + `', value)[2] = 'mobile' AND splitByChar('` + profileSep + `', value)[4] = 'iOS' AND splitByChar('` + profileSep + `', value)[5] = '0'`, ProfileBotDim, true},
+		{map[string]string{"country": "DE", "device": "mobile", "browser": "Chrome", "os": "Android", BotDim: "0"},
+			`value LIKE 'DE` + profileSep + `mobile` + profileSep + `Chrome` + profileSep + `Android` + profileSep + `0%' AND splitByChar('` + profileSep + `', value)[1] = 'DE' AND splitByChar('` + profileSep + `', value)[2] = 'mobile' AND splitByChar('` + profileSep + `', value)[3] = 'Chrome' AND splitByChar('` + profileSep + `', value)[4] = 'Android' AND splitByChar('` + profileSep + `', value)[5] = '0'`, ProfileBotDim, true},
 		{map[string]string{"page": "/", BotDim: "0"}, "", "", false},
 		{map[string]string{BotDim: "0"}, "", "", false},
 		{map[string]string{"country": "DE", "page": "/"}, "", "", false},

@@ -97,6 +97,16 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 			t.Errorf("the profile_bot rows of the build: %+v, %v", stored, err)
 		}
 	}
+	// A catch-up cut short after its rows and run again stores them twice
+	// under the one build (its built kept): they count once.
+	if err := c.Exec(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" SELECT site, dim, value, t, built, source, "+strings.Join(VisitDimCols, ", ")+" FROM "+c.db+"."+VisitDimsTable+" WHERE dim = '"+ProfileBotDim+"' AND value != ''"); err != nil {
+		t.Fatal(err)
+	}
+	twice, err := VisitDimBuilds(ctx, c, c.db, "1", hour.Add(-time.Hour), hour.Add(2*time.Hour))
+	cond, dim, _ := ProfileCond("value", map[string]string{"country": "DE", BotDim: "0"})
+	if stored, err2 := StoredProfileHours(ctx, c, c.db, "big.example", dim, cond, hour.Add(-time.Hour), hour.Add(2*time.Hour), twice["big.example"]); err != nil || err2 != nil || stored[hour.Unix()].Pieces != n {
+		t.Errorf("profile_bot rows stored twice: %+v, %v, %v", stored, err, err2)
+	}
 	// A build made before the bot rows existed (step VersionHumans),
 	// up to date otherwise, gains them alone, as part of that build.
 	if err := c.Exec(ctx, "INSERT INTO "+c.db+"."+VisitDimsTable+" SELECT site, dim, value, t, built + 1, source, "+strings.Join(VisitDimCols, ", ")+" FROM "+c.db+"."+VisitDimsTable+" WHERE dim != '"+BotDim+"'"); err != nil {

@@ -360,12 +360,13 @@ type Stats struct {
 	// the other; see dimSource.rows).
 	Source string `json:"source"`
 	// VisitsSource is the table visits were computed from: VisitHoursTable
-	// or VisitsTable without filters; VisitDimsTable with one filter
-	// ("visit_dims+events" where some of the range's hours are not built
-	// yet and were computed from the events table); or "events" (combined
-	// filters, the realtime range), or a per-minute rollup for filters
-	// it holds that the per-dimension rollups cannot answer (see
-	// minuteTable).
+	// or VisitsTable without filters; VisitDimsTable with one filter,
+	// without bots and no filter, or filters of a visitor's profile (see
+	// profileFilters; "visit_dims+events" where some of the range's hours
+	// are not built yet and were computed from the events table); or
+	// "events" (other combined filters, the realtime range), or a
+	// per-minute rollup for filters it holds that the per-dimension
+	// rollups cannot answer (see minuteTable).
 	VisitsSource string   `json:"visits_source"`
 	Metrics      []Metric `json:"metrics"`
 	Series       []Point  `json:"series"`
@@ -793,8 +794,10 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 			return err
 		},
 		func() error {
-			// Only the step-7 rollups wait for the backfill.
-			if !e.rollups(r) || minute != "" || len(r.Filters) > 1 {
+			// Only the step-7 rollups wait for the backfill (the
+			// per-dimension ones without bots hold what rollup_hours
+			// does: see clickhouse.DimRollupsFor).
+			if e.Raw || r.ExcludeBots && dims == nil || minute != "" || len(r.Filters) > 1 {
 				return nil
 			}
 			cutoff, pending, err := clickhouse.BackfillPending(ctx, e.Src, e.Src.DB(), r.Site, r.Range.From, r.Range.To)

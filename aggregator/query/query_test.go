@@ -391,6 +391,7 @@ func TestAgainstRawEvents(t *testing.T) {
 		// the profile rows with the verdict.
 		{"bots": {"exclude"}, "country": {"DE"}},
 		{"bots": {"exclude"}, "device": {"mobile"}, "os": {"Android"}},
+		{"bots": {"exclude"}, "device": {"mobile"}},
 		{"bots": {"exclude"}, "page": {"/pricing"}},
 	}
 	exprs := map[string]string{}
