@@ -194,9 +194,16 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	// the module compiles would wait in the backlog and be served, its hit
 	// counted, long after the client gave up (and perhaps retried). Until
 	// then a client gets "connection refused". A port already in use is
-	// reported now, though, not after a compile that can take a minute.
+	// reported now, though, not after a compile that can take a minute
+	// and a "pop ready" (the admin listener's too).
+	const inUse = "stop what listens there, or choose another address (port 0 picks a free one)"
 	if err := checkAddr(o.addr); err != nil {
-		return fmt.Errorf("--addr: %w", err)
+		return fmt.Errorf("--addr: %w: %s", err, inUse)
+	}
+	if o.adminAddr != "" {
+		if err := checkAddr(o.adminAddr); err != nil {
+			return fmt.Errorf("--admin-addr: %w: %s", err, inUse)
+		}
 	}
 	if o.starting != nil {
 		o.starting(o.addr)

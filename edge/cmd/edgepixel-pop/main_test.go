@@ -151,6 +151,9 @@ func TestStartErrorsNameTheFlag(t *testing.T) {
 	}{
 		{[]string{"-C", filepath.Join(t.TempDir(), "missing.toml"), "a.wasm"}, "-C: open "},
 		{[]string{"--addr", busy.Addr().String(), "a.wasm"}, "--addr: listen tcp " + busy.Addr().String()},
+		{[]string{"--addr", busy.Addr().String(), "a.wasm"}, "choose another address"},
+		// Before the module compiles and the POP says it is ready.
+		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", busy.Addr().String(), "a.wasm"}, "--admin-addr: listen tcp " + busy.Addr().String()},
 	} {
 		var errb bytes.Buffer
 		if code := run(c.args, env(nil), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), c.want) {
