@@ -1,5 +1,7 @@
 // Package flaghint adds to a setting's parse error what the setting takes,
-// and finds environment variables that look like settings but are none.
+// notes on an error which of the flags it names hold an environment
+// variable's value (NoteEnv), and finds environment variables that look
+// like settings but are none.
 //
 // The flag package reports a number, duration or boolean it cannot parse
 // as only "parse error", and strconv as "invalid syntax"; the commands
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
@@ -140,19 +143,26 @@ func UnknownEnv(environ []string, prefix string, known map[string]bool) []string
 			continue
 		}
 		w := name + " is set but names no setting: ignored"
-		best, bestD := "", 3
-		for k := range known {
-			if d := editDistance(name, k); d < bestD || d == bestD && k < best {
-				best, bestD = k, d
-			}
-		}
-		if best != "" {
+		if best := Nearest(name, slices.Collect(maps.Keys(known))); best != "" {
 			w += "; did you mean " + best + "?"
 		}
 		out = append(out, w)
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Nearest returns the one of known nearest to name, when it differs by
+// at most two edits (the first in sort order of those as near), else "":
+// the setting a misspelt name most likely meant.
+func Nearest(name string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestD || d == bestD && k < best {
+			best, bestD = k, d
+		}
+	}
+	return best
 }
 
 // editDistance is the Levenshtein distance of a and b, in bytes.
@@ -174,6 +184,61 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// EnvValue is a flag holding the value an environment variable gave it,
+// the command line not having set it.
+type EnvValue struct {
+	Flag  string // the flag's name, without dashes
+	Var   string // the variable's name
+	Value string // the value as given; "" leaves it out of the note
+}
+
+// NoteEnv adds to err, an error about the flags' values (a check after
+// parsing, or what a flag names, such as a file), which of vals' flags it
+// names hold a variable's value: the user set the variable, not the flag,
+// and an error naming only the flag sends them looking for a flag never
+// given. The note is "(--name is VAR's value)", with the value as given
+// when there is one ("(--name is VAR's value, "V")"), several sorted and
+// joined by "; ". err comes back as it is when it names none of them;
+// else the result wraps it.
+func NoteEnv(err error, vals []EnvValue) error {
+	msg := err.Error()
+	var notes []string
+	for _, v := range vals {
+		if !namesFlag(msg, v.Flag) {
+			continue
+		}
+		note := "--" + v.Flag + " is " + v.Var + "'s value"
+		if v.Value != "" {
+			note += fmt.Sprintf(", %q", v.Value)
+		}
+		notes = append(notes, note)
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	slices.Sort(notes)
+	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
+}
+
+// namesFlag reports whether msg names the flag --name: "--name" followed
+// by the end or by anything but a letter, digit or '-' (so --max-conns is
+// not named by --max-conns-per-addr).
+func namesFlag(msg, name string) bool {
+	for rest := msg; ; {
+		i := strings.Index(rest, "--"+name)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+2+len(name):]
+		if rest == "" {
+			return true
+		}
+		if c := rest[0]; !(c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return true
+		}
+	}
 }
 
 // UsageError marks a command's error as its command line's or its

@@ -115,3 +115,43 @@ func TestFor(t *testing.T) {
 		}
 	}
 }
+
+func TestNoteEnv(t *testing.T) {
+	base := errors.New("--max-conns 0: want a count; --instances 5 exceeds --max-instances 2")
+	for _, tc := range []struct {
+		vals []EnvValue
+		want string // "" : err unchanged
+	}{
+		{nil, ""},
+		{[]EnvValue{{"max-conns-per-addr", "X_MAX_CONNS_PER_ADDR", "1"}}, ""}, // named only as a longer flag's prefix
+		{[]EnvValue{{"conns", "X_CONNS", "1"}}, ""},                           // not after "--"
+		{[]EnvValue{{"max-conns", "X_MAX_CONNS", "0"}}, `(--max-conns is X_MAX_CONNS's value, "0")`},
+		{[]EnvValue{{"max-instances", "X_MAX_INSTANCES", ""}, {"instances", "X_INSTANCES", ""}},
+			"(--instances is X_INSTANCES's value; --max-instances is X_MAX_INSTANCES's value)"},
+	} {
+		got := NoteEnv(base, tc.vals)
+		if tc.want == "" {
+			if got != base {
+				t.Errorf("%v: %v; want the error unchanged", tc.vals, got)
+			}
+			continue
+		}
+		if !errors.Is(got, base) || got.Error() != base.Error()+"\n"+tc.want {
+			t.Errorf("%v: %q; want the error and %q", tc.vals, got, tc.want)
+		}
+	}
+	for msg, want := range map[string]bool{"--secret": true, "--secret: x": true, "(--secret)": true, "--secret-file x": false, "--secrets": false, "x --secret=y": true} {
+		if got := namesFlag(msg, "secret"); got != want {
+			t.Errorf("namesFlag(%q, secret) = %v, want %v", msg, got, want)
+		}
+	}
+}
+
+func TestNearest(t *testing.T) {
+	known := []string{"max_entries", "max_bytes", "period", "queue"}
+	for name, want := range map[string]string{"max_entires": "max_entries", "max_byte": "max_bytes", "perod": "period", "token": "", "max_entries": "max_entries", "qeueu": "queue"} {
+		if got := Nearest(name, known); got != want {
+			t.Errorf("Nearest(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

@@ -300,12 +300,24 @@ func HTTPOK(url string) func() error {
 // itself is handed out again to the next connect(2), which took
 // clickhouse-server's port during its seconds of startup in a busy test
 // run. Where the range leaves too little room below it, the kernel picks.
+//
+// A port is handed out once per process: two calls before the first
+// address is bound (a test picks every port of a cluster, then starts its
+// servers) would otherwise both find it free, and the second server fail
+// to bind.
 func FreeAddr() (string, error) {
+	handedMu.Lock()
+	defer handedMu.Unlock()
 	if lo := ephemeralLow(); lo-freeFloor >= 1000 {
 		for range 50 {
-			a := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeFloor+rand.IntN(lo-freeFloor)))
+			port := freeFloor + rand.IntN(lo-freeFloor)
+			if handed[port] {
+				continue
+			}
+			a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 			if l, err := net.Listen("tcp", a); err == nil {
 				l.Close()
+				handed[port] = true
 				return a, nil
 			}
 		}
@@ -315,8 +327,15 @@ func FreeAddr() (string, error) {
 		return "", err
 	}
 	defer l.Close()
+	handed[l.Addr().(*net.TCPAddr).Port] = true
 	return l.Addr().String(), nil
 }
+
+// handed are the ports FreeAddr has returned in this process.
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
 
 // freeFloor keeps FreeAddr above the well-known and commonly configured
 // ports.
