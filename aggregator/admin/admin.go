@@ -150,9 +150,9 @@ func tokenMatches(header, token string) bool {
 
 type eraseRequest struct {
 	clickhouse.Erasure
-	// Site shadows Erasure.Site, to tell "site" left out (every site)
-	// from "site" given empty: Erasure's "" is every site, and an empty
-	// name must not widen an erasure to all of them.
+	// Site shadows Erasure.Site, to tell "site" left out (every site:
+	// Erasure.AllSites) from "site" given empty, which is refused: an
+	// empty name must not widen an erasure to all of them.
 	Site  siteName `json:"site"`
 	Actor string   `json:"actor"` // who asks, for the audit log (free text)
 }
@@ -179,7 +179,8 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	if req.Actor == "" {
+	// White space only names nobody: the audit line would not say who.
+	if req.Actor = strings.TrimSpace(req.Actor); req.Actor == "" {
 		writeJSON(w, http.StatusBadRequest, "bad_request", "actor is required (who asks, for the audit log)")
 		return
 	}
@@ -189,11 +190,13 @@ func (h *handler) erase(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		req.Erasure.Site = strings.TrimSpace(req.Site.name) // as the edge trims a site
+	} else {
+		req.Erasure.AllSites = true
 	}
 	// The identifiers are personal data: the audit line carries a short
 	// hash of each (enough to match a request to its log line), not the
 	// value that is being erased.
-	audit := []any{"op", "erase", "actor", req.Actor, "remote", r.RemoteAddr, "site", req.Erasure.Site,
+	audit := []any{"op", "erase", "actor", req.Actor, "remote", r.RemoteAddr, "site", req.Erasure.Site, "all_sites", req.Erasure.AllSites,
 		"visitor_id_sha256", fingerprint(string(req.VisitorID)), "user_id_sha256", fingerprint(req.UserID),
 		"client_ip_sha256", fingerprint(req.ClientIP)}
 	res, err := h.cfg.Store.Erase(r.Context(), req.Erasure, h.cfg.EraseWait)
@@ -250,7 +253,7 @@ func (h *handler) retention(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("days must be at most %d (100 years)", MaxRetentionDays))
 		return
 	}
-	if req.Actor == "" {
+	if req.Actor = strings.TrimSpace(req.Actor); req.Actor == "" {
 		req.Actor = "unnamed"
 	}
 	dropped, err := Apply(r.Context(), h.cfg.Store, req.Days, h.cfg.Now(), h.cfg.Logger, "actor", req.Actor, "remote", r.RemoteAddr)
@@ -315,14 +318,25 @@ func fingerprint(v string) string {
 	return hex.EncodeToString(sum[:6])
 }
 
+// MaxBody bounds an admin request's body. An erasure or retention request
+// is a few hundred bytes.
+const MaxBody = 64 << 10
+
 // readJSON decodes the request's body, one JSON object and nothing after
-// it but whitespace, into v; else it answers 400 saying why and returns
-// false. Every endpoint reads its body with it.
+// it but whitespace, into v; else it answers 400 saying why (413 for a
+// body over MaxBody) and returns false. Every endpoint reads its body
+// with it.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	// A body over the bound is refused as such: cut off silently (as it
+	// was), it was refused as a broken object (unexpected EOF) or, with
+	// whitespace after the object, as data after it.
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields() // a misspelt identifier must not erase by less than asked
 	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, "bad_request", jsonError(err, v))
+		if !tooLarge(w, err) {
+			writeJSON(w, http.StatusBadRequest, "bad_request", jsonError(err, v))
+		}
 		return false
 	}
 	// Data after the object (a second object, text) is refused, not
@@ -330,9 +344,21 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	// guess, and it must not run the first as if it were all.
 	off := dec.InputOffset()
 	if err := dec.Decode(new(json.RawMessage)); !errors.Is(err, io.EOF) {
-		writeJSON(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("body must be one JSON object: data after it at offset %d", off))
+		if !tooLarge(w, err) {
+			writeJSON(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("body must be one JSON object: data after it at offset %d", off))
+		}
 		return false
 	}
+	return true
+}
+
+// tooLarge answers 413 and returns true when err is MaxBytesReader's.
+func tooLarge(w http.ResponseWriter, err error) bool {
+	var mbe *http.MaxBytesError
+	if !errors.As(err, &mbe) {
+		return false
+	}
+	writeJSON(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body larger than %d bytes (%d KiB): an admin request is one small JSON object", mbe.Limit, mbe.Limit>>10))
 	return true
 }
 

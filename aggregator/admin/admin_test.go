@@ -55,8 +55,10 @@ func (f *fakeStore) DropPartitionsBefore(_ context.Context, cutoff time.Time) ([
 func (f *fakeStore) Erase(_ context.Context, e clickhouse.Erasure, _ time.Duration) (clickhouse.ErasureResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if e.UserID == "" && e.VisitorID == "" && e.ClientIP == "" {
-		return clickhouse.ErasureResult{}, clickhouse.ErrNoIdentifier
+	// The checks of clickhouse.Erase that need no server.
+	e, err := e.Checked()
+	if err != nil {
+		return clickhouse.ErasureResult{}, err
 	}
 	f.erased = append(f.erased, e)
 	return clickhouse.ErasureResult{Statements: []string{"ALTER ..."}, Done: !f.running}, f.err
@@ -115,7 +117,7 @@ func TestAdminHTTP(t *testing.T) {
 			t.Errorf("%s: %d %v", c.name, code, res)
 		}
 	}
-	if len(fs.erased) != 2 || fs.erased[0] != (clickhouse.Erasure{VisitorID: "18446744073709551557"}) || fs.erased[1] != (clickhouse.Erasure{UserID: "u-123456", Site: "demo"}) {
+	if len(fs.erased) != 2 || fs.erased[0] != (clickhouse.Erasure{VisitorID: "18446744073709551557", AllSites: true}) || fs.erased[1] != (clickhouse.Erasure{UserID: "u-123456", Site: "demo"}) {
 		t.Fatalf("erased %+v", fs.erased)
 	}
 	if len(fs.cutoffs) != 3 || !fs.cutoffs[0].Equal(now.Add(-30*24*time.Hour)) || !fs.cutoffs[1].Equal(now.Add(-7*24*time.Hour)) || !fs.cutoffs[2].Equal(now.AddDate(-100, 0, 25)) {
@@ -165,6 +167,18 @@ func TestAdminHTTP(t *testing.T) {
 		``:            "body must be a JSON object, not empty",
 		`{"user_id":"alice1","actor":"me","bogus":1}`: `unknown field "bogus" (known: actor, client_ip, site, user_id, visitor_id)`,
 		`{"visitor_id":-1,"actor":"me"}`:              "visitor_id -1: a number must be the visitor_id column's",
+		// Found by a tester: digits past the column's range matched
+		// nothing (read as "nothing stored"), and an actor of white
+		// space erased with an audit line naming nobody.
+		`{"visitor_id":"18446744073709551616","actor":"me"}`: `visitor_id "18446744073709551616": digits must be the visitor_id column's`,
+		`{"user_id":"alice1","actor":"   "}`:                 "actor is required",
+		// Found by a second tester: padded ids matched nothing (" 42 "
+		// was a props id, and skipped the range check), a blank
+		// user_id ran, and 0 (no visitor) matched props' "0".
+		`{"visitor_id":"  18446744073709551616 ","actor":"me"}`: `visitor_id "18446744073709551616": digits must be`,
+		`{"user_id":"   ","actor":"me"}`:                        "erasure needs visitor_id, user_id or client_ip",
+		`{"visitor_id":0,"actor":"me"}`:                         "visitor_id 0 is no visitor",
+		`{"visitor_id":"0","actor":"me"}`:                       "visitor_id 0 is no visitor",
 	} {
 		_, res := do(h, "/admin/erase", bearer, body)
 		if msg := fmt.Sprint(res["error"]); !strings.HasPrefix(msg, want) {
@@ -311,8 +325,9 @@ func TestRemovedCalled(t *testing.T) {
 }
 
 // An erasure's "site" given empty (or blank, or null) is refused, not
-// taken as every site (Erasure's "" is: the DELETE had no site clause);
-// "site" left out still erases on every site, and a named site narrows.
+// taken as every site; "site" left out still erases on every site (the
+// handler sets Erasure.AllSites, which clickhouse.Erase requires for
+// that), and a named site narrows. AllSites is not a body field.
 func TestEraseEmptySiteRefused(t *testing.T) {
 	fs := &fakeStore{}
 	h := New(Config{Token: token, Store: fs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -331,6 +346,14 @@ func TestEraseEmptySiteRefused(t *testing.T) {
 	if len(fs.erased) != 0 {
 		t.Fatalf("an empty site erased: %+v", fs.erased)
 	}
+	for _, body := range []string{
+		`{"user_id":"u-123456","actor":"dpo","AllSites":true}`,
+		`{"user_id":"u-123456","actor":"dpo","all_sites":true}`,
+	} {
+		if code, res := do(h, "/admin/erase", bearer, body); code != 400 || !strings.HasPrefix(fmt.Sprint(res["error"]), "unknown field") {
+			t.Errorf("%s: %d %v; want 400 unknown field", body, code, res)
+		}
+	}
 	// A site of the wrong type names the field, as the other fields do.
 	if _, res := do(h, "/admin/erase", bearer, `{"user_id":"u-123456","actor":"dpo","site":7}`); res["error"] != `field "site" must be a string, not a JSON number` {
 		t.Errorf("site as a number: %v", res)
@@ -339,8 +362,9 @@ func TestEraseEmptySiteRefused(t *testing.T) {
 		body string
 		want clickhouse.Erasure
 	}{
-		{`{"user_id":"u-123456","actor":"dpo"}`, clickhouse.Erasure{UserID: "u-123456"}},
+		{`{"user_id":"u-123456","actor":"dpo"}`, clickhouse.Erasure{UserID: "u-123456", AllSites: true}},
 		{`{"user_id":"u-123456","actor":"dpo","site":"demo"}`, clickhouse.Erasure{UserID: "u-123456", Site: "demo"}},
+		{`{"user_id":"u-123456","actor":"dpo","site":" demo "}`, clickhouse.Erasure{UserID: "u-123456", Site: "demo"}},
 	} {
 		if code, res := do(h, "/admin/erase", bearer, c.body); code != 200 {
 			t.Errorf("%s: %d %v", c.body, code, res)
@@ -382,6 +406,41 @@ func TestBodyTrailingDataRefused(t *testing.T) {
 	} {
 		if code, res := do(h, c.path, bearer, c.body); code != 200 {
 			t.Errorf("%s %q: %d %v", c.path, c.body, code, res)
+		}
+	}
+}
+
+// A body over MaxBody is refused 413 too_large, saying so, on every
+// endpoint, and nothing runs: it was cut at the bound and refused as a
+// broken object ("unexpected EOF") or, when the object fit and white
+// space ran past the bound, as data after it. A body of exactly MaxBody
+// is read.
+func TestBodyTooLarge(t *testing.T) {
+	fs := &fakeStore{}
+	h := New(Config{Token: token, Store: fs, RetentionDays: 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	bearer := "Bearer " + token
+	pad := func(obj string, size int) string { return obj + strings.Repeat(" ", size-len(obj)) }
+	long := `{"user_id":"` + strings.Repeat("x", MaxBody) + `","actor":"me"}`
+	for _, c := range []struct{ name, path, body string }{
+		{"an object over the bound", "/admin/erase", long},
+		{"an object within, white space past it", "/admin/erase", pad(`{"user_id":"u-123456","actor":"me"}`, MaxBody+1)},
+		{"retention, white space past it", "/admin/retention", pad(`{"days":7}`, 2*MaxBody)},
+		{"retention, an object over the bound", "/admin/retention", `{"actor":"` + strings.Repeat("x", MaxBody) + `"}`},
+	} {
+		code, res := do(h, c.path, bearer, c.body)
+		if code != 413 || res["reason"] != "too_large" || res["error"] != fmt.Sprintf("body larger than %d bytes (64 KiB): an admin request is one small JSON object", MaxBody) {
+			t.Errorf("%s: %d %v; want 413 too_large", c.name, code, res)
+		}
+	}
+	if len(fs.erased) != 0 || len(fs.cutoffs) != 0 {
+		t.Fatalf("a body over the bound ran: erased %+v, cutoffs %v", fs.erased, fs.cutoffs)
+	}
+	for _, c := range []struct{ path, body string }{
+		{"/admin/erase", pad(`{"user_id":"u-123456","actor":"me"}`, MaxBody)},
+		{"/admin/retention", pad(`{"days":7}`, MaxBody)},
+	} {
+		if code, res := do(h, c.path, bearer, c.body); code != 200 {
+			t.Errorf("%s, a body of exactly %d bytes: %d %v", c.path, MaxBody, code, res)
 		}
 	}
 }

@@ -223,14 +223,19 @@ func digits(s string) bool {
 // ClientIP is an address as the events' client_ip column holds it: none
 // by default; the network (the address's /24, IPv4, or /48, IPv6, e.g.
 // 192.0.2.0) on a site with ip=prefix, so erasing by it erases every
-// event of that network. An event matching any
-// of the given identifiers is deleted; Site, if set, narrows that to one
-// site.
+// event of that network. An event matching any of the given identifiers
+// is deleted, on the one site Site names, or on every site with AllSites
+// set: one of the two must be given, so that an Erasure whose Site was
+// left empty by mistake (a zero value, an unset variable) is refused
+// (ErrNoSite) rather than run on every site.
 type Erasure struct {
 	VisitorID VisitorID `json:"visitor_id,omitempty"` // the visitor_id column (decimal), or props.visitor_id
 	UserID    string    `json:"user_id,omitempty"`    // props.user_id
 	ClientIP  string    `json:"client_ip,omitempty"`  // the client_ip column, exactly: an IP address
 	Site      string    `json:"site,omitempty"`
+	// AllSites erases on every site; Site must then be empty. Not read
+	// from JSON: the admin endpoint sets it when "site" is left out.
+	AllSites bool `json:"-"`
 }
 
 // VisitorID is an erasure's visitor id as given: a JSON string, or a JSON
@@ -274,6 +279,12 @@ func (e *ErasureError) Error() string { return e.msg }
 // ErrNoIdentifier means an Erasure named nothing to erase by.
 var ErrNoIdentifier = &ErasureError{"erasure needs visitor_id, user_id or client_ip"}
 
+// ErrNoSite means an Erasure named no site and did not set AllSites.
+var ErrNoSite = &ErasureError{"erasure needs a site, or AllSites to erase on every site"}
+
+// ErrSiteAndAllSites means an Erasure named a site and set AllSites too.
+var ErrSiteAndAllSites = &ErasureError{"erasure names a site and AllSites: give one of them"}
+
 // minBadRowMatch is the shortest identifier that bad rows are searched for:
 // bad rows are matched by substring of the raw input (it may not even
 // parse), and a very short value would match unrelated rows.
@@ -297,7 +308,7 @@ var erasureTables = slices.Concat([]string{"events", "bad_rows"}, visitorTables,
 // ErasureKept says what an erasure cannot delete.
 const ErasureKept = "rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_dim_days, rollup_dims_bot, rollup_dim_days_bot, rollup_human_hours and rollup_human_days keep the erased visitor ids " +
 	"inside their visitors states (uniqCombined: hashes of the ids merged into an estimate), which cannot be edited; " +
-	"they keep counting the erased events and visitors. visit_hours, visit_dims and events_per_minute hold counts, no ids. " +
+	"they keep counting the erased events and visitors. visit_hours, visit_dims, rollup_mix_hours and events_per_minute hold counts, no ids. " +
 	"Erasure by user_id or client_ip deletes events and bad rows, not the rows of their visitor ids in rollup_visits, " +
 	"rollup_minute_dims, rollup_minute_audience and rollup_minute_sources: erase those by visitor_id. rollup_props and rollup_props_dims lose the rows of the member " +
 	"user_id or visitor_id erased, and keep counting the erased events under their other members."
@@ -319,22 +330,58 @@ type ErasureResult struct {
 	Kept string `json:"kept"`
 }
 
+// Checked returns e with white space around its identifiers dropped, or
+// why it cannot be carried out (an *ErasureError), with no server asked:
+// no site and no AllSites, or both (ErrNoSite, ErrSiteAndAllSites); a
+// visitor_id of 0 (events without one store 0) or of digits past the
+// column's range (digits are the column's id, as a number is: a typo
+// would match nothing and read as "nothing stored"); a client_ip that is
+// not an address; no identifier left (ErrNoIdentifier: one of white
+// space only names nobody).
+func (e Erasure) Checked() (Erasure, error) {
+	switch {
+	case e.Site == "" && !e.AllSites:
+		return e, ErrNoSite
+	case e.Site != "" && e.AllSites:
+		return e, ErrSiteAndAllSites
+	}
+	e.VisitorID = VisitorID(strings.TrimSpace(string(e.VisitorID)))
+	e.UserID, e.ClientIP = strings.TrimSpace(e.UserID), strings.TrimSpace(e.ClientIP)
+	if v := string(e.VisitorID); v != "" && strings.Trim(v, "0123456789") == "" {
+		if n, err := strconv.ParseUint(v, 10, 64); err != nil {
+			return e, &ErasureError{"visitor_id " + strconv.Quote(v) + ": digits must be the visitor_id column's, an unsigned 64-bit integer (at most 18446744073709551615)"}
+		} else if n == 0 {
+			return e, &ErasureError{"visitor_id 0 is no visitor: events without a visitor id store 0"}
+		}
+	}
+	if e.ClientIP != "" {
+		if _, err := netip.ParseAddr(e.ClientIP); err != nil {
+			return e, &ErasureError{"client_ip " + strconv.Quote(e.ClientIP) + " is not an IP address (give it as events store it: on a site with ip=prefix, the /24 or /48 network, e.g. 192.0.2.0)"}
+		}
+	}
+	if e.VisitorID == "" && e.UserID == "" && e.ClientIP == "" {
+		return e, ErrNoIdentifier
+	}
+	return e, nil
+}
+
 // Erase deletes every event matching e (keeping its id, time and site in
 // ErasedTable, for Loss), the rows of e's visitor id in
 // visitorTables, and the bad rows whose raw input contains one of its
 // identifiers, with ALTER TABLE ... DELETE mutations, after counting the
 // rows that match in each. Mutations run in the background; Erase waits
 // up to wait for them to finish (wait 0: not at all) and reports whether
-// they did.
+// they did. An Erasure without Site or AllSites, or with both, is refused
+// (ErrNoSite, ErrSiteAndAllSites) before anything runs, as is what else
+// Checked refuses.
 //
 // Not covered: what ErasureKept says, and events still in the spool, not
 // yet loaded, which the loader stores afterwards.
 func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (ErasureResult, error) {
 	res := ErasureResult{Matched: map[string]uint64{}, Kept: ErasureKept}
-	if e.ClientIP != "" {
-		if _, err := netip.ParseAddr(e.ClientIP); err != nil {
-			return res, &ErasureError{"client_ip " + strconv.Quote(e.ClientIP) + " is not an IP address (give it as events store it: on a site with ip=prefix, the /24 or /48 network, e.g. 192.0.2.0)"}
-		}
+	e, err := e.Checked()
+	if err != nil {
+		return res, err
 	}
 	var conds, badConds []string
 	id, byColumn := e.VisitorID.column()
@@ -356,11 +403,8 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 			res.BadRowsSkipped = fmt.Sprintf("identifiers shorter than %d bytes are not searched for in bad rows' raw input", minBadRowMatch)
 		}
 	}
-	if len(conds) == 0 {
-		return res, ErrNoIdentifier
-	}
 	site := ""
-	if e.Site != "" {
+	if !e.AllSites {
 		site = " AND site = " + quote(e.Site)
 	}
 	type target struct{ table, where string }
@@ -383,7 +427,7 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	}
 	if len(badConds) > 0 {
 		bw := "(" + strings.Join(badConds, " OR ") + ")"
-		if e.Site != "" {
+		if !e.AllSites {
 			bw += " AND site IN (" + quote(e.Site) + ", '')"
 		}
 		targets = append(targets, target{"bad_rows", bw})
@@ -421,7 +465,6 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	if wait <= 0 {
 		return res, nil
 	}
-	var err error
 	res.Done, err = c.WaitMutations(ctx, wait)
 	return res, err
 }

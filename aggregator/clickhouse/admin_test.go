@@ -161,6 +161,25 @@ func TestErase(t *testing.T) {
 	if _, err := c.Erase(ctx, Erasure{Site: "demo"}, 0); !errors.Is(err, ErrNoIdentifier) {
 		t.Fatalf("no identifier: %v", err)
 	}
+	// Every site only when asked for: a zero Site (a field left unset)
+	// is refused, not taken as every site, and so is a site named with
+	// AllSites. Neither submits anything.
+	for _, c2 := range []struct {
+		e    Erasure
+		want error
+	}{
+		{Erasure{UserID: "user-12345"}, ErrNoSite},
+		{Erasure{VisitorID: "v-abcdef", ClientIP: "192.0.2.0"}, ErrNoSite},
+		{Erasure{UserID: "user-12345", Site: "demo", AllSites: true}, ErrSiteAndAllSites},
+	} {
+		res, err := c.Erase(ctx, c2.e, 0)
+		if !errors.Is(err, c2.want) || len(res.Statements) != 0 || len(res.Matched) != 0 {
+			t.Errorf("%+v: %+v %v, want %v and nothing submitted", c2.e, res, err, c2.want)
+		}
+	}
+	if got := c.count(t, "SELECT count() FROM system.mutations WHERE database = '"+c.db+"'"); got != "0" {
+		t.Fatalf("%s mutations after refused erasures", got)
+	}
 	// An identifier that names nothing it could be is refused, not
 	// answered "nothing matched": a client_ip that is no address, a
 	// number that is no visitor_id column's.
@@ -206,11 +225,11 @@ func TestErase(t *testing.T) {
 		t.Fatalf("bad rows left: %q", got)
 	}
 	// visitor_id, any site; a quote in a value is only a value (a client_ip must be an address).
-	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef", UserID: "nobody' OR '1'='1"}, time.Minute)
+	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef", UserID: "nobody' OR '1'='1", AllSites: true}, time.Minute)
 	if err != nil || !res.Done {
 		t.Fatalf("%+v %v", res, err)
 	}
-	res, err = c.Erase(ctx, Erasure{ClientIP: "192.0.2.0"}, time.Minute)
+	res, err = c.Erase(ctx, Erasure{ClientIP: "192.0.2.0", AllSites: true}, time.Minute)
 	if err != nil || !res.Done {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -218,7 +237,7 @@ func TestErase(t *testing.T) {
 		t.Fatalf("events left:\n%s", got)
 	}
 	// Short identifiers are not searched for in bad rows.
-	res, err = c.Erase(ctx, Erasure{UserID: "42"}, 0)
+	res, err = c.Erase(ctx, Erasure{UserID: "42", AllSites: true}, 0)
 	if err != nil || res.BadRowsSkipped == "" || len(res.Statements) != 1+len(propsTables) {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -303,7 +322,7 @@ func TestEraseVisitorID(t *testing.T) {
 	}
 	// Not a number: props.visitor_id only, no statements for the
 	// per-visitor rollups.
-	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef"}, 0)
+	res, err = c.Erase(ctx, Erasure{VisitorID: "v-abcdef", AllSites: true}, 0)
 	if err != nil || len(res.Statements) != 2+len(propsTables) || res.Matched["events"] != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}

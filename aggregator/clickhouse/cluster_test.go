@@ -186,7 +186,7 @@ func TestEraseCluster(t *testing.T) {
 			t.Fatalf("no rows of the visitor in %s to erase: %v", table, before)
 		}
 	}
-	res, err := c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(id))}, time.Minute)
+	res, err := c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(id)), AllSites: true}, time.Minute)
 	if err != nil || !res.Done {
 		t.Fatalf("%+v %v", res, err)
 	}

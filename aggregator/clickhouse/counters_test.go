@@ -105,7 +105,7 @@ func TestEdgeCountersLoss(t *testing.T) {
 		return out
 	}
 	before := whole()
-	if res, err := c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(erased))}, time.Minute); err != nil || !res.Done {
+	if res, err := c.Erase(ctx, Erasure{VisitorID: VisitorID(fmt.Sprint(erased)), AllSites: true}, time.Minute); err != nil || !res.Done {
 		t.Fatalf("erase: %+v %v", res, err)
 	}
 	after := whole()
