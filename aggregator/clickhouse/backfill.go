@@ -527,6 +527,7 @@ func (c *Client) Backfills() []Backfill {
 		{MinuteSourcesTable, c.MinuteSourcesCutoff, c.BackfillMinuteSources},
 		{HumanHoursTable, c.HumanHoursCutoff, c.BackfillHumans},
 		{BotDimHoursTable, c.BotDimsCutoff, c.BackfillBotDims},
+		{MixHoursTable, c.MixCutoff, c.BackfillMix},
 	}
 }
 

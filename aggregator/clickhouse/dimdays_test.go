@@ -145,6 +145,7 @@ func historyEvents(t *testing.T, n int, at time.Time, step time.Duration) []even
 		e.URL = fmt.Sprintf("https://old.example/p/%d", i%4)
 		e.Referrer = []string{"", "https://www.google.com/", "https://t.co/x"}[i/2%3]
 		e.BotScore = []uint8{0, 0, 90, 0, 20, 0, 60}[i%7] // 90 and 60 a bot's
+		e.Tier = []string{event.TierFull, "", event.TierAggregate, event.TierFull}[i%4]
 		if i%3 == 0 {
 			e.Name = "signup"
 			e.Props = fmt.Sprintf(`{"plan":"p%d"}`, i%2)

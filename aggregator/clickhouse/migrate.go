@@ -76,6 +76,8 @@ var Migrations = []Migration{
 		SQL: humansSchema, Run: (*Client).createHumansViews},
 	{Version: VersionBotDims, Name: "rollup_dims_bot and rollup_dim_days_bot: rollup_dims and rollup_dim_days with the bot verdict in their key, their views from a cut-off; the events before it rolled up by the backfill; rollup_dims' and rollup_dim_days' views dropped",
 		SQL: botDimsSchema, Run: (*Client).createBotDimsViews},
+	{Version: VersionMix, Name: "rollup_mix_hours: events per hour, consent tier and bot verdict, its view from a cut-off; the events before it rolled up by the backfill",
+		SQL: mixSchema, Run: (*Client).createMixView},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

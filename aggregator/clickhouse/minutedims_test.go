@@ -10,8 +10,8 @@ import (
 )
 
 // An install with history migrates to each per-minute rollup
-// (MinuteAudienceTable, MinuteSourcesTable), to HumanHoursTable and to
-// BotDimHoursTable: its view rolls up the events
+// (MinuteAudienceTable, MinuteSourcesTable), to HumanHoursTable, to
+// BotDimHoursTable and to MixHoursTable: its view rolls up the events
 // from its cut-off (a whole hour ahead), the backfill those before it,
 // so that per minute, visitor and values it holds what the events table
 // says, including events stored between the step and its cut-off;
@@ -50,6 +50,10 @@ func TestBackfillMinuteRollups(t *testing.T) {
 			botDimsGot(BotDimHoursTable), botDimsWant("toStartOfHour"), true},
 		{BotDimDaysTable, VersionBotDims, (*Client).BotDimsCutoff, (*Client).BackfillBotDims, botDimsReady, "", "",
 			botDimsGot(BotDimDaysTable), botDimsWant("toStartOfDay"), true},
+		// Per hour, consent tier and bot verdict.
+		{MixHoursTable, VersionMix, (*Client).MixCutoff, (*Client).BackfillMix, MixReady, "", "",
+			"SELECT toUnixTimestamp(t) AS h, tier, bot, sumMerge(events) FROM {db}." + MixHoursTable + " GROUP BY h, tier, bot ORDER BY h, tier, bot",
+			"SELECT toUnixTimestamp(toStartOfHour(ts, 'UTC')) AS h, toString(tier) AS k, toUInt8(" + BotCond + ") AS b, count() FROM {db}.events GROUP BY h, k, b ORDER BY h, k, b", true},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
 			c := newDB(t)

@@ -231,7 +231,7 @@ func viewRollups() []rollup {
 			out = append(out, r)
 		}
 	}
-	return append(out, propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays(), botDimHours(), botDimDays())
+	return append(out, propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays(), botDimHours(), botDimDays(), mixHours())
 }
 
 // create returns the statements that make r's table in layout l.

@@ -252,17 +252,38 @@ type VisitDimBuild struct {
 var buildMarkers = []string{"", ProfileDim, BotDim, ProfileBotDim}
 
 // lateDims are the dimensions of the pairs added to builds after
-// ProfileDim's that b lacks: an up-to-date build gains them alone.
-func (b VisitDimBuild) lateDims() []string {
-	var dims []string
-	if !b.Bots {
-		dims = append(dims, BotDim)
+// ProfileDim's, in the order a build's lack of them is listed (lateSet).
+var lateDims = [...]string{BotDim, ProfileBotDim}
+
+// lateSet is a set of lateDims, bit i standing for lateDims[i]: a
+// comparable key for grouping builds by what they lack.
+type lateSet uint8
+
+// lacks returns the lateDims b lacks: an up-to-date build gains them
+// alone.
+func (b VisitDimBuild) lacks() lateSet {
+	var s lateSet
+	for i, has := range [len(lateDims)]bool{b.Bots, b.ProfileBots} {
+		if !has {
+			s |= 1 << i
+		}
 	}
-	if !b.ProfileBots {
-		dims = append(dims, ProfileBotDim)
+	return s
+}
+
+// dims returns the dimensions in s, in lateDims' order; nil if none.
+func (s lateSet) dims() []string {
+	var dims []string
+	for i, d := range lateDims {
+		if s&(1<<i) != 0 {
+			dims = append(dims, d)
+		}
 	}
 	return dims
 }
+
+// compareLate orders lateSets by their dims, name by name.
+func compareLate(a, b lateSet) int { return slices.Compare(a.dims(), b.dims()) }
 
 // VisitDimBuilds returns the latest build of each hour in [from, to) of
 // the sites siteCond selects: by site, then by the hour's unix seconds.
@@ -360,13 +381,13 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 	// todo), that lack later pairs' rows: by day and the pairs lacked.
 	type lack struct {
 		day  int64
-		dims string // lateDims, joined by ","
+		dims lateSet
 	}
 	late := map[lack]map[string][]int64{}
 	for site, bs := range builds {
 		for h, b := range bs {
-			k := lack{h - h%86400, strings.Join(b.lateDims(), ",")}
-			if b.Profiles && k.dims != "" && h < settled.Unix() && !slices.Contains(todo[k.day][site], h) {
+			k := lack{h - h%86400, b.lacks()}
+			if b.Profiles && k.dims != 0 && h < settled.Unix() && !slices.Contains(todo[k.day][site], h) {
 				if late[k] == nil {
 					late[k] = map[string][]int64{}
 				}
@@ -375,8 +396,8 @@ func (c *Client) BuildVisitDims(ctx context.Context, settled time.Time) (int, er
 		}
 	}
 	built := 0
-	for _, k := range slices.SortedFunc(maps.Keys(late), func(a, b lack) int { return cmp.Or(cmp.Compare(a.day, b.day), strings.Compare(a.dims, b.dims)) }) {
-		n, err := c.buildVisitDimsDay(ctx, counts, late[k], strings.Split(k.dims, ","), func(site string, h int64) string { return strconv.FormatUint(builds[site][h].Built, 10) })
+	for _, k := range slices.SortedFunc(maps.Keys(late), func(a, b lack) int { return cmp.Or(cmp.Compare(a.day, b.day), compareLate(a.dims, b.dims)) }) {
+		n, err := c.buildVisitDimsDay(ctx, counts, late[k], k.dims.dims(), func(site string, h int64) string { return strconv.FormatUint(builds[site][h].Built, 10) })
 		built += n
 		if err != nil {
 			return built, err

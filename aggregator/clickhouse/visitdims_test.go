@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +162,38 @@ func TestBuildVisitDimsLarge(t *testing.T) {
 		if !b.Profiles || !b.Bots || !b.ProfileBots {
 			t.Errorf("hour %d: rebuilt without profiles or bots: %+v (%v)", h, b, err)
 		}
+	}
+}
+
+// A build's lack of the late pairs (lacks) is a small comparable set:
+// each combination of markers gives its own key and the dimensions to
+// build, in lateDims' order, and keys sort by those dimensions, as the
+// joined names they replace did.
+func TestLateSet(t *testing.T) {
+	if len(lateDims) > 8 {
+		t.Fatalf("%d late dimensions do not fit lateSet's 8 bits", len(lateDims))
+	}
+	for _, c := range []struct {
+		b    VisitDimBuild
+		want []string
+	}{
+		{VisitDimBuild{Bots: true, ProfileBots: true}, nil},
+		{VisitDimBuild{Bots: false, ProfileBots: true}, []string{BotDim}},
+		{VisitDimBuild{Bots: true, ProfileBots: false}, []string{ProfileBotDim}},
+		{VisitDimBuild{}, []string{BotDim, ProfileBotDim}},
+	} {
+		s := c.b.lacks()
+		if got := s.dims(); !slices.Equal(got, c.want) || (s == 0) != (c.want == nil) {
+			t.Errorf("%+v: lacks %b, dims %q; want %q", c.b, s, got, c.want)
+		}
+	}
+	sets := []lateSet{VisitDimBuild{Bots: true}.lacks(), VisitDimBuild{}.lacks(), VisitDimBuild{ProfileBots: true}.lacks()}
+	slices.SortFunc(sets, compareLate)
+	var joined []string
+	for _, s := range sets {
+		joined = append(joined, strings.Join(s.dims(), ","))
+	}
+	if !slices.IsSorted(joined) || len(slices.Compact(slices.Clone(joined))) != 3 {
+		t.Errorf("sorted: %q, want three keys in the order of their joined names", joined)
 	}
 }

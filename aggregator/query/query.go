@@ -91,14 +91,19 @@ var (
 // ParseRequest reads site, range (default today), from and to (custom:
 // YYYY-MM-DD, both days included), bots (include, the default, or
 // exclude: Request.ExcludeBots) and a filter per dimension name
-// (page=/pricing&country=DE) from q. A filter of a Path dimension is
+// (page=/pricing&country=DE) from q, the site's and the filters' values
+// without white space around them. A filter of a Path dimension is
 // normalised as the edge normalises stored pages (urlescape.Path), so
 // "/café" finds the rows stored as "/caf%C3%A9".
 //
 // The parameters are RequestParams; ParseRequest does not refuse others
 // (an endpoint may read more): CheckParams does.
 func ParseRequest(q url.Values, now time.Time) (Request, error) {
-	r := Request{Site: q.Get("site")}
+	// White space around a site, an event's name or a campaign's
+	// value is dropped at ingest (edge/pixel, edge/enrich/campaign, the
+	// NDJSON import), and every other stored value has none: a value
+	// with it would match nothing.
+	r := Request{Site: strings.TrimSpace(q.Get("site"))}
 	if r.Site == "" {
 		return r, errors.New("site is required")
 	}
@@ -176,7 +181,7 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if !dim.Filters() {
 			return r, fmt.Errorf("%s are an event's members, several per event: they cannot filter (filter by event)", dim.Name)
 		}
-		v := q.Get(dim.Name)
+		v := strings.TrimSpace(q.Get(dim.Name))
 		if dim.Path {
 			v = pageFilter(v)
 		}
@@ -645,18 +650,19 @@ func (d *dimSource) rows(db, keys string, rng Range) (table, cond string) {
 }
 
 // topRollup answers a top table from rollup rows (dims' rows matching
-// keys over rng, see dimSource.rows): the limit
-// values with the most events, by events then value, each with its
-// events, pageviews and visitors (rows of value, p, n, u), and the
-// tables read. The values are ranked by their events alone first, so
-// that visitors states, by far the costliest aggregate to read and
-// merge, are read only for the values shown: a month of pages has
-// hundreds of values, each with a state per hour or day. The second
-// statement names them as constants, which ClickHouse moves to PREWHERE
-// (reading the states of the matching rows only); a subquery's set
-// stays in WHERE, where every row's state is read first (on 18.16,
-// several times the time on a month of pages). Both statements rank
-// alike, so the rows are those one pass would give.
+// keys over rng, see dimSource.rows): the limit values with the most
+// events, by events then value, each with its pageviews, events and
+// visitors (rows of value, p, n, u), and the tables read. The values are
+// ranked by their events alone first, so that visitors states, by far
+// the costliest aggregate to read and merge, are read only for the
+// values shown: a month of pages has hundreds of values, each with a
+// state per hour or day. The second statement names them as constants,
+// which ClickHouse moves to PREWHERE (reading the states of the matching
+// rows only); a subquery's set stays in WHERE, where every row's state is
+// read first (on 18.16, several times the time on a month of pages).
+// Both statements rank alike, so the rows are those one pass would give.
+// Values too long to name in one statement (maxInList) are asked in one
+// pass.
 func (e *Engine) topRollup(ctx context.Context, dims *dimSource, keys string, rng Range, limit int) ([][]string, string, error) {
 	lim := " ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
 	db := e.Src.DB()
@@ -666,16 +672,26 @@ func (e *Engine) topRollup(ctx context.Context, dims *dimSource, keys string, rn
 		return nil, dims.sourceName(table), err
 	}
 	values := make([]string, 0, len(ranked))
+	size := 0
 	for _, row := range ranked {
 		if len(row) == 2 {
 			values = append(values, clickhouse.Quote(row[0]))
+			size += len(values[len(values)-1]) + 2
 		}
 	}
-	table, cond = dims.rows(db, keys+" AND value IN ("+strings.Join(values, ", ")+")", rng)
+	if size <= maxInList {
+		keys += " AND value IN (" + strings.Join(values, ", ") + ")"
+	}
+	table, cond = dims.rows(db, keys, rng)
 	rows, err := e.Src.Query(ctx, "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+table+
 		" WHERE "+cond+" GROUP BY value"+lim)
 	return rows, dims.sourceName(table), err
 }
+
+// maxInList bounds the values topRollup names in a statement, in bytes
+// quoted: ClickHouse refuses a statement over max_query_size (256 KiB by
+// default), and a range of the day and hour tables names them twice.
+const maxInList = 96 << 10
 
 // sourceName names the table (or tables, see rows) a query of d read.
 func (d *dimSource) sourceName(table string) string {
@@ -691,12 +707,18 @@ func (d *dimSource) sourceName(table string) string {
 // alike (uniqCombined is exact for small sets, an estimate beyond).
 func sums(table string) string {
 	if strings.HasSuffix(table, ".events") {
-		return "count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0)"
+		return "count(), countIf(name = 'pageview'), " + visitorsOf(table)
 	}
-	if strings.HasSuffix(table, "."+clickhouse.MinuteAudienceTable) || strings.HasSuffix(table, "."+clickhouse.MinuteSourcesTable) {
-		return "sumMerge(events), sumMerge(pageviews), uniqCombinedIf(visitor_id, visitor_id != 0)"
+	return "sumMerge(events), sumMerge(pageviews), " + visitorsOf(table)
+}
+
+// visitorsOf is sums' unique visitors: the per-minute rollups and the
+// events table keep visitor ids, the other rollups their states.
+func visitorsOf(table string) string {
+	if strings.HasSuffix(table, ".events") || strings.HasSuffix(table, "."+clickhouse.MinuteAudienceTable) || strings.HasSuffix(table, "."+clickhouse.MinuteSourcesTable) {
+		return "uniqCombinedIf(visitor_id, visitor_id != 0)"
 	}
-	return "sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors)"
+	return "uniqCombinedIfMerge(visitors)"
 }
 
 // Stats answers the tiles (with the previous period) and the series.
@@ -1317,7 +1339,6 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	}
 	q := clickhouse.Quote
 	db := e.Src.DB()
-	var sql string
 	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
 	if (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
 		dims, err := e.dimSource(ctx, r, r.Range.From, r.Range.To)
@@ -1339,18 +1360,22 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 		return t, err
 	}
 	if minute != "" {
+		// One pass, as from the events table: a per-minute rollup holds
+		// about a row per event, and ranking first (as topRollup does)
+		// read the filter's rows twice, slower where the values shown
+		// are most of them (see make bench).
 		table, cond := e.minuteRows(minute, r, r.Range)
 		t.Source = minute
-		sql = "SELECT " + dim.Name + " AS value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + table + " WHERE " + cond +
+		sql := "SELECT " + dim.Name + " AS value, sumMerge(pageviews) AS p, sumMerge(events) AS n, " + visitorsOf(table) + " AS u FROM " + table + " WHERE " + cond +
 			" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
-	} else {
-		t.Source = "events"
-		cond := eventsCond(r, r.Range.From, r.Range.To)
-		// One pass: ranking first would read the events twice, which
-		// cost more than the visitors of the values not shown.
-		sql = "SELECT " + dim.Expr + " AS value, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + db + ".events WHERE " + cond +
-			" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
+		return t.add(e.Src.Query(ctx, sql))
 	}
+	t.Source = "events"
+	cond := eventsCond(r, r.Range.From, r.Range.To)
+	// One pass: ranking first would read the events twice, which cost
+	// more than the visitors of the values not shown.
+	sql := "SELECT " + dim.Expr + " AS value, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM " + db + ".events WHERE " + cond +
+		" GROUP BY value ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
 	return t.add(e.Src.Query(ctx, sql))
 }
 
@@ -1579,14 +1604,27 @@ type Mix struct {
 }
 
 // Mix answers r's mix over its range and filters, bots included whatever
-// r.ExcludeBots says (the share is of them). The rollups keep neither
-// the tier nor the verdict but per minute, so it reads the events table's
-// two narrow columns (and the filters').
+// r.ExcludeBots says (the share is of them): without filters, over whole
+// hours, from clickhouse.MixHoursTable where it holds the range
+// (clickhouse.MixReady); otherwise from the events table's two narrow
+// columns (and the filters'), since no other rollup keeps the tier.
 func (e *Engine) Mix(ctx context.Context, r Request) (Mix, error) {
 	r.ExcludeBots = false
 	m := Mix{Tiers: map[string]uint64{}, Source: "events"}
-	rows, err := e.Src.Query(ctx, "SELECT toString(tier) AS k, count(), countIf("+clickhouse.BotCond+") FROM "+e.Src.DB()+".events WHERE "+
-		eventsCond(r, r.Range.From, r.Range.To)+" GROUP BY k ORDER BY k")
+	sql := "SELECT toString(tier) AS k, count(), countIf(" + clickhouse.BotCond + ") FROM " + e.Src.DB() + ".events WHERE " +
+		eventsCond(r, r.Range.From, r.Range.To) + " GROUP BY k ORDER BY k"
+	if !e.Raw && len(r.Filters) == 0 && r.Range.Total.Seconds >= 3600 {
+		ok, err := clickhouse.MixReady(ctx, e.Src, e.Src.DB(), r.Site, r.Range.From, r.Range.To)
+		if err != nil {
+			return m, err
+		}
+		if ok {
+			m.Source = clickhouse.MixHoursTable
+			sql = fmt.Sprintf("SELECT tier AS k, sumMerge(events), sumMergeIf(events, bot = 1) FROM %s.%s WHERE site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d) GROUP BY k ORDER BY k",
+				e.Src.DB(), clickhouse.MixHoursTable, clickhouse.Quote(r.Site), r.Range.From.Unix(), r.Range.To.Unix())
+		}
+	}
+	rows, err := e.Src.Query(ctx, sql)
 	if err != nil {
 		return m, err
 	}

@@ -127,7 +127,7 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 				UTMSource: utm[r.IntN(len(utm))], UTMMedium: utm[r.IntN(len(utm))], UTMCampaign: utm[r.IntN(len(utm))],
 				Browser: browsers[pick(len(browsers), 16)], OS: oses[pick(len(oses), 24)], Device: devices[pick(len(devices), 32)],
 				Channel: channels[r.IntN(len(channels))], VisitorID: visitor, Props: props[len(all)%len(props)],
-				BotScore: []uint8{0, 0, 90, 0, 20, 0, 60}[len(all)%7]}
+				BotScore: []uint8{0, 0, 90, 0, 20, 0, 60}[len(all)%7], Tier: []string{event.TierFull, "", event.TierAggregate}[len(all)%3]}
 			evs = append(evs, ev)
 			all = append(all, ev)
 			gap := 10*time.Second + time.Duration(r.Int64N(int64(25*time.Minute)))
@@ -557,6 +557,40 @@ func TestAgainstRawEvents(t *testing.T) {
 				t.Errorf("%s: series sums to %d, want %v", name, sum, want["events"][0])
 			}
 			// Every top table.
+			// The quality tile's mix, bots included whatever f says:
+			// without filters, over whole hours, from its own rollup.
+			mix, err := e.Mix(ctx, req)
+			if err != nil {
+				t.Fatalf("%s mix: %v", name, err)
+			}
+			mixCond := fmt.Sprintf("site = 'demo.example' AND ts >= toDateTime(%d) AND ts < toDateTime(%d)", req.Range.From.Unix(), req.Range.To.Unix())
+			for k := range f {
+				if k != "bots" {
+					mixCond += fmt.Sprintf(" AND %s = %s", exprs[k], clickhouse.Quote(f.Get(k)))
+				}
+			}
+			mixRows, err := c.Query(ctx, "SELECT toString(tier) AS k, count(), countIf(bot_score >= 50) FROM q.events WHERE "+mixCond+" GROUP BY k ORDER BY k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mixGot []string
+			for k, n := range mix.Tiers {
+				mixGot = append(mixGot, fmt.Sprintf("%s %d", k, n))
+			}
+			slices.Sort(mixGot)
+			var mixWant []string
+			var mixBots uint64
+			for _, row := range mixRows {
+				mixWant = append(mixWant, row[0]+" "+row[1])
+				b, _ := strconv.ParseUint(row[2], 10, 64)
+				mixBots += b
+			}
+			if fmt.Sprint(mixGot) != fmt.Sprint(mixWant) || mix.Bots != mixBots || mix.Events != uint64(raw(req.Range.From, req.Range.To, "count()")) && !bots {
+				t.Errorf("%s mix: tiers %v, bots %d of %d [source %s]; the events say tiers %v, bots %d", name, mixGot, mix.Bots, mix.Events, mix.Source, mixWant, mixBots)
+			}
+			if wantSrc := clickhouse.MixHoursTable; len(f)-len(f["bots"]) == 0 && rng != "realtime" && mix.Source != wantSrc || len(f)-len(f["bots"]) > 0 && mix.Source != "events" {
+				t.Errorf("%s mix: read %s", name, mix.Source)
+			}
 			for _, d := range clickhouse.Dimensions {
 				top, err := e.Top(ctx, req, d.Name, 5)
 				if err != nil {
@@ -716,7 +750,7 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 		qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE "+clickhouse.BotCond+") FROM "+db+"."+table)
 	}
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsDimsTable+" WHERE dim = ''")
-	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable} {
+	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable, clickhouse.MixHoursTable} {
 		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table)
 	}
 	want := "SELECT count() FROM " + db + ".events"
@@ -1247,6 +1281,26 @@ func TestParseRequestPagePath(t *testing.T) {
 	}
 }
 
+// White space around the site and a filter's value is dropped, as ingest
+// drops it from what it stores (a tester's event= %20signup%20 matched
+// nothing); a site of white space only is none.
+func TestParseRequestTrims(t *testing.T) {
+	req, err := ParseRequest(url.Values{"site": {" demo "}, "event": {" signup\t"}, "page": {" /pricing "}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range req.Filters {
+		got[f.Name] = f.Value
+	}
+	if req.Site != "demo" || got["event"] != "signup" || got["page"] != "/pricing" {
+		t.Errorf("site %q, filters %q", req.Site, got)
+	}
+	if _, err := ParseRequest(url.Values{"site": {"  "}}, time.Now()); err == nil {
+		t.Error("a site of white space only was taken")
+	}
+}
+
 // bots= takes include (the default) or exclude; any other value is an
 // error, not the default, so a mistyped link does not show bots as if
 // they were left out.
@@ -1285,5 +1339,41 @@ func TestJoinDistinct(t *testing.T) {
 	}
 	if joinDistinct([]error{nil, nil}) != nil {
 		t.Error("no errors joined to one")
+	}
+}
+
+// A top table of long values names no more of them than a statement
+// holds: the per-dimension rollups' second statement listed the ranked
+// values, and a thousand pages of 310 bytes passed ClickHouse's
+// max_query_size ("Max query size exceeded", found by a review). Under a
+// filter (a per-minute rollup) and without (the per-dimension rollups),
+// every page is there.
+func TestTopLongValues(t *testing.T) {
+	c := startCH(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	at := now.Truncate(24*time.Hour).AddDate(0, 0, -2).Add(3 * time.Hour)
+	var evs []event.Event
+	for i := range 1000 {
+		id, _ := event.NewID(at.UnixMilli(), rand.Reader)
+		evs = append(evs, event.Event{ID: id, Time: at.UnixMilli() + int64(i), Site: "long.example", Name: "pageview",
+			URL: fmt.Sprintf("https://long.example/%04d/%s", i, strings.Repeat("x", 300)), Country: "DE", VisitorID: uint64(i%7 + 1)})
+	}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	waitRollups(t, c, "q")
+	e := &Engine{Src: c}
+	for _, q := range []url.Values{{"country": {"DE"}}, {}} {
+		q.Set("site", "long.example")
+		q.Set("range", "7d")
+		req, err := ParseRequest(q, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		top, err := e.Top(ctx, req, "page", MaxLimit)
+		if err != nil || len(top.Rows) != 1000 {
+			t.Errorf("%s: %d rows from %s, %v", q.Encode(), len(top.Rows), top.Source, err)
+		}
 	}
 }

@@ -269,7 +269,7 @@ function renderQuality(q) {
     const pct = (n) => (m.events ? (n / m.events * 100).toFixed(1) + "%" : "–");
     parts.push(el("h3", { text: "Bots and consent (this range, bots included)" }), kv([
       ["Bots' events", fmt(m.bots) + " (" + pct(m.bots) + ")"],
-      ...Object.entries(m.tiers).map(([t, n]) => ["Consent tier " + (t || "(none: before tiers)"), fmt(n) + " (" + pct(n) + ")"])]));
+      ...Object.entries(m.tiers).map(([t, n]) => ["Consent tier " + (t || "(none: from an edge before tiers, or imported without one)"), fmt(n) + " (" + pct(n) + ")"])]));
   }
   $("quality").replaceChildren(...parts);
 }
