@@ -40,6 +40,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 )
 
 // Cookie is the session cookie's name.
@@ -517,10 +518,13 @@ func ParseViewers(text string) (map[string][]string, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		f := strings.Fields(line)
-		if len(f) != 2 {
+		// The token, then the sites: white space after a comma ("demo,
+		// shop") is part of the list, as a person writes one.
+		sp := strings.IndexFunc(line, unicode.IsSpace)
+		if sp < 0 || strings.Contains(line[:sp], ",") {
 			return nil, fmt.Errorf("line %d: want TOKEN SITE[,SITE...]", i+1)
 		}
+		f := []string{line[:sp], strings.TrimSpace(line[sp:])}
 		if len(f[0]) < minTokenLen {
 			return nil, fmt.Errorf("line %d: the token is shorter than %d bytes; use a long random one, e.g. from head -c 24 /dev/urandom | base64", i+1, minTokenLen)
 		}
@@ -530,9 +534,13 @@ func ParseViewers(text string) (map[string][]string, error) {
 		lineOf[f[0]] = i + 1
 		var sites []string
 		for _, s := range strings.Split(f[1], ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				sites = append(sites, s)
+			// An empty entry ("demo,,x", a trailing comma) is a slip
+			// that may hide a site meant; a site with a space inside
+			// is two names with a comma missing.
+			if s = strings.TrimSpace(s); s == "" || strings.ContainsAny(s, " \t") {
+				return nil, fmt.Errorf("line %d: site list %q: want SITE[,SITE...], sites separated by commas, none empty", i+1, f[1])
 			}
+			sites = append(sites, s)
 		}
 		out[f[0]] = sites
 	}

@@ -3,6 +3,7 @@ package access
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -170,11 +171,21 @@ func TestParseViewers(t *testing.T) {
 	if err != nil || len(v) != 2 || len(v[a]) != 2 || v[b][0] != "demo" {
 		t.Fatalf("%v %v", v, err)
 	}
+	// White space after a comma is part of the list, as a person
+	// writes one ("demo, shop" was refused as not TOKEN SITE).
+	if v, err := ParseViewers(a + " demo, shop\n" + b + "\tblog ,  news\n"); err != nil || fmt.Sprint(v[a]) != "[demo shop]" || fmt.Sprint(v[b]) != "[blog news]" {
+		t.Errorf("lists with spaces: %v %v", v, err)
+	}
 	// Each refusal names the line to fix and what is wrong with it.
 	for text, want := range map[string]string{
 		"only-a-token-0123456789\n":                     "line 1: want TOKEN SITE",
 		"# viewers\n" + a + " shop\nshort demo\n":       "line 3: the token is shorter than 16 bytes",
 		a + " shop\n\n" + b + " demo\n" + a + " blog\n": "line 4: the same token as line 1",
+		// An empty entry may hide a site meant, and two names without
+		// a comma between them are no site (found by a new-user tester).
+		a + " demo,,x\n":   "line 1: site list \"demo,,x\"",
+		a + " demo,\n":     "line 1: site list",
+		a + " demo shop\n": "line 1: site list \"demo shop\"",
 	} {
 		if _, err := ParseViewers(text); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want an error with %q", text, err, want)

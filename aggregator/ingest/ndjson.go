@@ -112,10 +112,11 @@ func decodeLine(raw []byte) (jsonLine, error) {
 		key := te.Field[strings.LastIndexByte(te.Field, '.')+1:]
 		var m map[string]json.RawMessage
 		var s string
-		if json.Unmarshal(raw, &m) != nil || json.Unmarshal(m[key], &s) != nil || !isJSONNumber(s) {
+		// White space around it is dropped, as around any value.
+		if json.Unmarshal(raw, &m) != nil || json.Unmarshal(m[key], &s) != nil || !isJSONNumber(strings.TrimSpace(s)) {
 			return l, err
 		}
-		m[key] = json.RawMessage(s)
+		m[key] = json.RawMessage(strings.TrimSpace(s))
 		if raw, err = json.Marshal(m); err != nil {
 			return l, err
 		}
@@ -211,15 +212,17 @@ func parseLine(raw []byte) (line, error) {
 	default:
 		return line{}, &LineError{Reason: ReasonBadJSON, Site: l.Site, Err: fmt.Errorf("unknown line type %q", clip([]byte(l.Type)))}
 	}
-	// White space around a site or a name is a sender's slip, as the
-	// edge reads it (see edge/pixel's cleanSite and finish): "  demo " is
-	// site demo, and a blank name a pageview. Before Clean, which makes a
-	// tab U+FFFD.
-	l.Site, l.Name = strings.TrimSpace(l.Site), strings.TrimSpace(l.Name)
+	// White space around a value is a sender's slip, as the edge reads
+	// a site and a name (see edge/pixel's cleanSite and finish): "  demo "
+	// is site demo, and a blank name a pageview. The edge's own values
+	// (a country, a campaign) have none, and the dashboard's filters
+	// drop it (query.ParseRequest): an imported "DE " would match no
+	// filter. Before Clean, which makes a tab U+FFFD. Props are JSON,
+	// read apart (lineProps).
 	for i := range event.Fields {
-		if f := &event.Fields[i]; f.Str != nil {
+		if f := &event.Fields[i]; f.Str != nil && f.JSON != "props" {
 			p := f.Str(&l.Event)
-			*p = event.Clean(*p, math.MaxInt)
+			*p = event.Clean(strings.TrimSpace(*p), math.MaxInt)
 		}
 	}
 	bad := func(reason string, err error) (line, error) {
@@ -287,14 +290,20 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 	case len(ts) > 0 && string(ts) != "null":
 		if ms, ok := secondsMS(ts); ok {
 			if ms <= 0 || ms > maxLineMS {
+				// Plausible milliseconds (2001 on), not far-future seconds.
+				if ms/1000 >= 1e12 && ms/1000 <= maxLineMS {
+					return 0, fmt.Errorf("ts %s is not unix seconds: it reads as milliseconds, which go in ts_ms", clip(ts))
+				}
 				return 0, fmt.Errorf("ts %s is not unix seconds", clip(ts))
 			}
 			return ms, nil
 		}
 		var s string
 		if json.Unmarshal(ts, &s) == nil {
-			// RFC 3339, and the strftime form CDN log formats produce
+			// RFC 3339 (whose T and Z may be lower case, section
+			// 5.6), and the strftime form CDN log formats produce
 			// (%Y-%m-%dT%H:%M:%S%z, an offset without a colon).
+			s = strings.ToUpper(strings.TrimSpace(s))
 			for _, layout := range [...]string{time.RFC3339Nano, "2006-01-02T15:04:05Z0700", "2006-01-02 15:04:05Z07:00"} {
 				if t, err := time.Parse(layout, s); err == nil && t.UnixMilli() > 0 && t.UnixMilli() <= maxLineMS {
 					return t.UnixMilli(), nil
@@ -308,18 +317,30 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 
 // secondsMS reads unix seconds, a JSON number or a string holding one,
 // whole or with a decimal fraction (nginx's $msec, "1796093235.123"), as
-// milliseconds: digits past the third decimal are cut, and ok is false
-// for anything else (an exponent, a sign).
+// milliseconds: digits past the third decimal are cut. A number with an
+// exponent (1.7963e9, as some encoders write large floats) is read too,
+// to the millisecond a float64 holds; white space around a string's
+// number is dropped. ok is false for anything else (a sign).
 func secondsMS(v json.RawMessage) (ms int64, ok bool) {
 	s := string(v)
 	if len(s) >= 2 && s[0] == '"' {
 		if json.Unmarshal(v, &s) != nil {
 			return 0, false
 		}
+		s = strings.TrimSpace(s)
+	}
+	if strings.ContainsAny(s, "eE") {
+		// Written out as the shortest decimal that reads back as the
+		// same float, then cut to the millisecond as below (not rounded).
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f <= 0 {
+			return 0, false
+		}
+		s = strconv.FormatFloat(f, 'f', -1, 64)
 	}
 	whole, frac, _ := strings.Cut(s, ".")
 	digits := func(d string) bool { return strings.Trim(d, "0123456789") == "" }
-	if whole == "" || !digits(whole) || !digits(frac) || len(whole) > 12 {
+	if whole == "" || !digits(whole) || !digits(frac) || len(whole) > 15 { // 15: the product below stays an int64
 		return 0, false
 	}
 	w, err := strconv.ParseInt(whole, 10, 64)
@@ -334,6 +355,7 @@ func jsonInt(v json.RawMessage) (int64, error) {
 		if err := json.Unmarshal(v, &s); err != nil {
 			return 0, err
 		}
+		s = strings.TrimSpace(s)
 	}
 	return strconv.ParseInt(s, 10, 64)
 }
@@ -367,7 +389,11 @@ func clip(b []byte) string {
 }
 
 // splitLines calls fn for each non-blank line of body, without its line
-// ending (\n or \r\n) and surrounding blanks, until fn returns false.
+// ending (\n or \r\n), surrounding blanks and a leading byte order mark,
+// until fn returns false. A file from a Windows tool starts with the mark
+// (and files joined by cat carry one at each file's first line): RFC 8259
+// lets a parser ignore it, as the edge's POST does, where JSON would
+// refuse the line.
 func splitLines(body []byte, fn func(line []byte) bool) {
 	for len(body) > 0 {
 		i := bytes.IndexByte(body, '\n')
@@ -377,7 +403,7 @@ func splitLines(body []byte, fn func(line []byte) bool) {
 		} else {
 			line, body = body[:i], body[i+1:]
 		}
-		if line = bytes.TrimSpace(line); len(line) > 0 && !fn(line) {
+		if line = bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(line), []byte("\ufeff"))); len(line) > 0 && !fn(line) {
 			return
 		}
 	}

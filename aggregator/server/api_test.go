@@ -97,6 +97,13 @@ func TestStaticRefusals(t *testing.T) {
 		{"DELETE", "/app.js", 405, "GET, HEAD", "method_not_allowed", "DELETE is not allowed on /app.js"},
 		{"PUT", "/style.css", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
 		{"OPTIONS", "/index.html", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
+		// The listener's own routes, with another method: 405 naming
+		// the method, not "no such page" (found by a new-user tester).
+		{"POST", "/metrics", 405, "GET, HEAD", "method_not_allowed", "POST is not allowed on /metrics: use GET or HEAD"},
+		{"PUT", "/healthz", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
+		{"DELETE", "/live", 405, "GET, HEAD", "method_not_allowed", "use GET or HEAD"},
+		{"PUT", "/login", 405, "GET, HEAD, POST", "method_not_allowed", "use GET or HEAD or POST"},
+		{"GET", "/logout", 405, "POST", "method_not_allowed", "use POST"},
 	} {
 		for _, hdr := range []http.Header{nil, authHeader()} {
 			code, h, b := a.askDash(t, c.method, c.path, hdr)
@@ -111,6 +118,14 @@ func TestStaticRefusals(t *testing.T) {
 				t.Errorf("%s %s: %q; want JSON, reason %s, error with %q", c.method, c.path, b, c.reason, c.err)
 			}
 		}
+	}
+	// /api without its slash: a 404 naming where the API is, not a
+	// redirect to /api/, itself a 404; behind credentials as /api/ is.
+	if code, _, b := a.askDash(t, "GET", "/api", authHeader()); code != 404 || !strings.Contains(string(b), "under /api/") {
+		t.Errorf("GET /api: %d %s", code, b)
+	}
+	if code, _, _ := a.askDash(t, "GET", "/api", nil); code != 401 {
+		t.Errorf("GET /api without credentials: %d, want 401", code)
 	}
 	// The files themselves are still served, to GET and HEAD.
 	for _, m := range []string{"GET", "HEAD"} {
@@ -147,6 +162,29 @@ func TestLiveWithoutUpgrade(t *testing.T) {
 
 // askDash sends method path to a's dashboard listener with the header hdr
 // (nil: none) and returns the answer's status, header and body.
+// share is a share link as POST /api/shares answers it.
+type share struct {
+	Share struct{ ID string }
+	Path  string
+}
+
+// createShare makes a share link with the admin token from form (site=...),
+// failing t unless it is created.
+func (a *agg) createShare(t *testing.T, form string) share {
+	t.Helper()
+	req, _ := http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create share: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	var created share
+	json.NewDecoder(resp.Body).Decode(&created)
+	return created
+}
+
 func (a *agg) askDash(t *testing.T, method, path string, hdr http.Header) (int, http.Header, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, a.dash.URL+path, nil)
@@ -163,4 +201,89 @@ func (a *agg) askDash(t *testing.T, method, path string, hdr http.Header) (int, 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, b
+}
+
+// A share link that is unknown or was revoked answers 404 in the JSON
+// form of the listener's other refusals (it was plain text), with no
+// session cookie; another method than GET or HEAD on a share link 405
+// with Allow. A live link still redirects to the page.
+func TestShareLinkRefusals(t *testing.T) {
+	a := startAgg(t, Config{DataDir: t.TempDir()})
+	defer a.stop()
+	created := a.createShare(t, "site=demo")
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(a.dash.URL + created.Path)
+	if err != nil || resp.StatusCode != 303 || resp.Header.Get("Location") != "/?site=demo" || len(resp.Cookies()) != 1 {
+		t.Fatalf("a live share link: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if code, _, _ := a.askDash(t, "DELETE", "/api/shares/"+created.Share.ID, authHeader()); code != 200 {
+		t.Fatalf("revoke: %d", code)
+	}
+	for _, c := range []struct {
+		method, path string
+		code         int
+		allow        string
+		reason, err  string
+	}{
+		{"GET", "/share/no-such-link", 404, "", "not_found", "this share link is unknown or was revoked: ask whoever sent it for a new one"},
+		{"GET", created.Path, 404, "", "not_found", "this share link is unknown or was revoked"},
+		{"HEAD", created.Path, 404, "", "", ""},
+		{"POST", created.Path, 405, "GET, HEAD", "method_not_allowed", "POST is not allowed on a share link"},
+		{"DELETE", "/share/no-such-link", 405, "GET, HEAD", "method_not_allowed", "open it with GET"},
+	} {
+		// Credentials or none: a share link needs none, and the answer
+		// is the same.
+		for _, hdr := range []http.Header{nil, authHeader()} {
+			code, h, b := a.askDash(t, c.method, c.path, hdr)
+			if code != c.code || h.Get("Allow") != c.allow || h.Get("Content-Type") != "application/json" || h.Get("Set-Cookie") != "" {
+				t.Errorf("%s %s (credentials %v): %d Allow %q %s cookie %q; want %d Allow %q JSON, no cookie", c.method, c.path, hdr != nil, code, h.Get("Allow"), h.Get("Content-Type"), h.Get("Set-Cookie"), c.code, c.allow)
+			}
+			if c.method == "HEAD" {
+				continue
+			}
+			var e map[string]string
+			if err := json.Unmarshal(b, &e); err != nil || e["reason"] != c.reason || !strings.Contains(e["error"], c.err) {
+				t.Errorf("%s %s: %q; want JSON, reason %s, error with %q", c.method, c.path, b, c.reason, c.err)
+			}
+		}
+	}
+}
+
+// /api/counts keeps the sites summed up beyond --max-sites apart from a
+// site named "other": the sum is the top-level other, a site is a key of
+// sites, so one named other is sites.other and never takes the sum in.
+// A viewer of that site reads its count, and no sum (other 0): the sum
+// is of sites it may not read.
+func TestCountsOverflowApartFromSiteOther(t *testing.T) {
+	viewer := "viewer-token-for-other-0123456789"
+	a := startAgg(t, Config{DataDir: t.TempDir(), MaxSites: 1, DashboardViewers: map[string][]string{viewer: {"other"}}})
+	defer a.stop()
+	live := a.live()
+	waitTotal(t, live, 0)
+	a.send(mkEvents(t, "other", 3)) // the one site listed: the first seen
+	waitTotal(t, live, 3)
+	a.send(mkEvents(t, "demo", 2)) // beyond --max-sites: summed up
+	waitTotal(t, live, 5)
+	type counts struct {
+		Total uint64            `json:"total"`
+		Sites map[string]uint64 `json:"sites"`
+		Other *uint64           `json:"other"`
+		Ready bool              `json:"ready"`
+	}
+	for _, c := range []struct {
+		tok          string
+		sites        map[string]uint64
+		other, total uint64
+	}{
+		{testToken, map[string]uint64{"other": 3}, 2, 5},
+		{viewer, map[string]uint64{"other": 3}, 0, 3},
+	} {
+		code, _, b := a.askDash(t, "GET", "/api/counts", http.Header{"Authorization": {"Bearer " + c.tok}})
+		var got counts
+		if err := json.Unmarshal(b, &got); err != nil || code != 200 || got.Other == nil || *got.Other != c.other || got.Total != c.total ||
+			!got.Ready || len(got.Sites) != len(c.sites) || got.Sites["other"] != c.sites["other"] {
+			t.Errorf("token %s: %d %s; want sites %v, other %d, total %d", c.tok[:6], code, b, c.sites, c.other, c.total)
+		}
+	}
 }

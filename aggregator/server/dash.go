@@ -199,13 +199,21 @@ func (s *Server) dashboardRoutes() http.Handler {
 		}
 		reply.JSON(w, http.StatusOK, map[string]string{"status": "logged out"})
 	})
+	// A share link's 404 is in JSON, as every other refusal here: the page
+	// has no view of its own to show instead (sent to /, the visitor
+	// would find a login form asking for a token they do not have), and
+	// the message reads as well in a browser as the plain text did.
 	mux.HandleFunc("GET /share/{id}", func(w http.ResponseWriter, r *http.Request) {
 		site, ok := s.access.Visit(w, r.PathValue("id"))
 		if !ok {
-			http.Error(w, "This share link is unknown or was revoked.", http.StatusNotFound)
+			reply.JSON(w, http.StatusNotFound, map[string]string{"error": "this share link is unknown or was revoked: ask whoever sent it for a new one", "reason": "not_found"})
 			return
 		}
 		http.Redirect(w, r, "/?site="+url.QueryEscape(site), http.StatusSeeOther)
+	})
+	mux.HandleFunc("/share/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET, HEAD")
+		reply.JSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on a share link: open it with GET (a browser)", "reason": "method_not_allowed"})
 	})
 	originOK := checkOrigin(s.cfg.DashboardOrigins)
 	auth("GET /live", func(w http.ResponseWriter, r *http.Request) {
@@ -262,17 +270,23 @@ func (s *Server) dashboardRoutes() http.Handler {
 	// Everything else under /api/ is unknown, but only those with
 	// credentials learn that.
 	auth("/api/", apiFallback(mux))
-	mux.Handle("/", staticFiles())
+	// Without the slash: the mux would redirect it to /api/, a 404.
+	auth("/api", func(w http.ResponseWriter, r *http.Request) {
+		reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: /api (the API's endpoints are under /api/, e.g. /api/stats: see README, The API)", "reason": "not_found"})
+	})
+	mux.Handle("/", staticFiles(mux))
 	return mux
 }
 
 // staticFiles serves the dashboard's page (package dashboard) and answers,
 // in JSON as the API does, a request that is not for one of its files: 404
-// when the path names no file, 405 with Allow when the method is not GET
-// or HEAD. The file server alone answered 500 to a path that is not valid
-// UTF-8 (/%ff: fs.FS refuses such a name as invalid, not as absent) and
-// served the page to POST or DELETE.
-func staticFiles() http.HandlerFunc {
+// when the path names no file nor a route of mux, 405 with Allow when the
+// method is not GET or HEAD, or not one a route of mux takes for the path
+// (POST /metrics, PUT /healthz: the routes are documented, so saying they
+// exist tells a stranger nothing). The file server alone answered 500 to
+// a path that is not valid UTF-8 (/%ff: fs.FS refuses such a name as
+// invalid, not as absent) and served the page to POST or DELETE.
+func staticFiles(mux *http.ServeMux) http.HandlerFunc {
 	files, page := dashboard.FS(), dashboard.Handler()
 	return func(w http.ResponseWriter, r *http.Request) {
 		// The name the file server opens (it cleans the path and serves
@@ -281,21 +295,45 @@ func staticFiles() http.HandlerFunc {
 		if name == "" {
 			name = "."
 		}
-		if !fs.ValidPath(name) {
-			notFound(w, r)
-			return
-		}
-		if _, err := fs.Stat(files, name); err != nil {
+		_, err := fs.Stat(files, name)
+		if !fs.ValidPath(name) || err != nil {
+			if allow := allowed(mux, r, "/"); len(allow) > 0 {
+				notAllowed(w, r, allow)
+				return
+			}
 			notFound(w, r)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			reply.JSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on " + r.URL.Path + ": use GET or HEAD", "reason": "method_not_allowed"})
+			notAllowed(w, r, []string{http.MethodGet, http.MethodHead})
 			return
 		}
 		page.ServeHTTP(w, r)
 	}
+}
+
+// allowed returns the methods for which mux has a route of r's path other
+// than the catch-all pattern fallback (GET with HEAD, which a GET route
+// serves too), in order.
+func allowed(mux *http.ServeMux, r *http.Request, fallback string) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != fallback && pattern != "" {
+			allow = append(allow, m)
+			if m == http.MethodGet {
+				allow = append(allow, http.MethodHead)
+			}
+		}
+	}
+	return allow
+}
+
+// notAllowed answers 405 with Allow, in JSON, naming the methods to use.
+func notAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	reply.JSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on " + r.URL.Path + ": use " + strings.Join(allow, " or "), "reason": "method_not_allowed"})
 }
 
 // notFound answers 404 to a path of the dashboard listener that no route
@@ -310,23 +348,11 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 // text and before requireAuth, were it not for this catch-all.
 func apiFallback(mux *http.ServeMux) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var allow []string
-		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-			probe := r.Clone(r.Context())
-			probe.Method = m
-			if _, pattern := mux.Handler(probe); pattern != "/api/" {
-				allow = append(allow, m)
-				if m == http.MethodGet {
-					allow = append(allow, http.MethodHead) // a GET route serves HEAD too
-				}
-			}
-		}
-		if len(allow) == 0 {
-			reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path + " (see README, The dashboard's API)", "reason": "not_found"})
+		if allow := allowed(mux, r, "/api/"); len(allow) > 0 {
+			notAllowed(w, r, allow)
 			return
 		}
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		reply.JSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed on " + r.URL.Path + ": use " + strings.Join(allow, " or "), "reason": "method_not_allowed"})
+		reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path + " (see README, The API)", "reason": "not_found"})
 	}
 }
 
@@ -388,7 +414,7 @@ func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	if !smallForm(w, r) {
 		return
 	}
-	site := r.PostFormValue("site")
+	site := strings.TrimSpace(r.PostFormValue("site")) // as ingest stores sites
 	if len(r.PostForm["site"]) > 1 {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "one site per share link: site is given more than once", "reason": "bad_request"})
 		return

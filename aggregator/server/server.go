@@ -98,7 +98,9 @@ type Config struct {
 	// become bad rows (unknown_site), and the live counts hold only these.
 	Sites []string
 	// MaxSites bounds the sites the live counts and /api/counts hold one
-	// by one (the rest are summed up as "other"); default 1000.
+	// by one (the rest are summed up in their top-level "other", beside
+	// "sites": a site named other is the key "other" of "sites");
+	// default 1000.
 	MaxSites int
 	// LiveMaxVisitors bounds the visitor ids the live view keeps for its
 	// visitors in the last 5 minutes; default live.DefaultMaxVisitors.
@@ -635,6 +637,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// counts answers /api/counts: {"total": N, "sites": {SITE: N, ...},
+// "other": N, "ready": B}. other is the events of the sites not listed one
+// by one (beyond MaxSites, or not on Sites): a number beside sites, never
+// one of its keys, so a site named "other" is sites' "other" and the two
+// stay apart. A grant that reads only some sites gets theirs, their sum as
+// total, and other 0 (the sum is of sites it may not read).
 func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 	sites, other, total, ready := s.hub.Snapshot()
 	if g := grantOf(r); !g.All() {
@@ -654,7 +662,7 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 // `minutes` minutes (default 60, at most 1440), one point per minute
 // including empty ones, oldest first.
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
-	site := r.Form.Get("site")
+	site := strings.TrimSpace(r.Form.Get("site")) // as ingest stores sites
 	if site == "" {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "site is required", "reason": "bad_request"})
 		return
@@ -741,7 +749,7 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		bad("from and to must be from " + clickhouse.DateTimeMin.Format(time.RFC3339) + " to " + clickhouse.DateTimeMax.Format(time.RFC3339) + " (ClickHouse's DateTime)")
 		return
 	}
-	site, all := q.Get("site"), !q.Has("site")
+	site, all := strings.TrimSpace(q.Get("site")), !q.Has("site") // as ingest stores sites
 	if !all && site == "" {
 		// Hits that named no site are counted under "": an empty
 		// variable in a script (site=$SITE) would read those as if

@@ -18,7 +18,7 @@ import (
 )
 
 // statsRoutes are the history API: GET /api/stats, /api/top, /api/top.csv,
-// /api/quality and /api/dimensions (see README, "The dashboard's API").
+// /api/quality and /api/dimensions (see README, "The API").
 func (s *Server) statsRoutes(mux *http.ServeMux, auth func(string, http.HandlerFunc)) {
 	auth("GET /api/dimensions", params(func(w http.ResponseWriter, r *http.Request) {
 		reply.JSON(w, http.StatusOK, map[string]any{"dimensions": clickhouse.Dimensions, "ranges": query.Ranges})
