@@ -5,7 +5,8 @@
 //
 // The parser is deliberately lenient where Viceroy's format allows it:
 // unknown keys are ignored, so a manifest written for a newer CLI still
-// loads. Values it does read are checked, and an error names the table and
+// loads (an unknown key of [local_server] itself, most likely a misspelt
+// table, is listed in Manifest.Warnings). Values it does read are checked, and an error names the table and
 // key at fault (and the file, for data the manifest points to). Everything
 // a host needs at request time (store contents, secret values, geolocation
 // records) is resolved at load time, so a missing file is reported when the
@@ -19,12 +20,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 // Manifest is a parsed fastly.toml.
@@ -41,6 +44,10 @@ type Manifest struct {
 	Dir string
 	// Path is the file Load read ("" for Parse), for reading it again.
 	Path string
+	// Warnings are what a host should tell its user about the manifest
+	// without refusing it: keys of [local_server] that neither this
+	// package nor Viceroy reads (a misspelt table), which are ignored.
+	Warnings []string
 }
 
 // Scripts is the [scripts] table.
@@ -166,7 +173,8 @@ func Load(path string) (*Manifest, error) {
 // (and the file, for data read from a file the manifest refers to).
 func Parse(data []byte, dir string) (*Manifest, error) {
 	var raw rawManifest
-	if _, err := toml.Decode(string(data), &raw); err != nil {
+	md, err := toml.Decode(string(data), &raw)
+	if err != nil {
 		return nil, err
 	}
 	m := &Manifest{
@@ -192,7 +200,45 @@ func Parse(data []byte, dir string) (*Manifest, error) {
 	if err := m.LocalServer.resolve(&raw.LocalServer, dir); err != nil {
 		return nil, err
 	}
+	m.Warnings = unknownLocalServerKeys(md)
 	return m, nil
+}
+
+// localServerKeys are the keys of [local_server] this package reads, and
+// viceroyOnly those Viceroy reads that it does not.
+var (
+	localServerKeys = []string{"acls", "backends", "config_stores", "device_detection", "dictionaries",
+		"geolocation", "kv_stores", "object_store", "object_stores", "secret_stores", "shielding_sites"}
+	viceroyOnly = []string{"fake_valid_fastly_keys"}
+)
+
+// unknownLocalServerKeys warns of each key of [local_server] that is none
+// of localServerKeys: Viceroy ignores such a key too (its [local_server]
+// takes unknown keys, so a manifest for a newer Viceroy loads in an older
+// one), but a misspelt [local_server.backendz] would leave a guest without
+// its backends and its user without a word.
+func unknownLocalServerKeys(md toml.MetaData) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range md.Undecoded() {
+		// A known table's own undecoded keys (a backend's misspelt
+		// field) are not this warning's.
+		if len(k) < 2 || k[0] != "local_server" || seen[k[1]] || slices.Contains(localServerKeys, k[1]) {
+			continue
+		}
+		seen[k[1]] = true
+		name := "local_server." + k[1]
+		if slices.Contains(viceroyOnly, k[1]) {
+			out = append(out, name+" is read by Viceroy, not by this host: ignored")
+			continue
+		}
+		w := name + " is not a key of [local_server]: ignored"
+		if near := flaghint.Nearest(k[1], localServerKeys); near != "" {
+			w += "; did you mean local_server." + near + "?"
+		}
+		out = append(out, w+" (the keys are "+strings.Join(localServerKeys, ", ")+")")
+	}
+	return out
 }
 
 func (ls *LocalServer) resolve(raw *rawLocalServer, dir string) error {

@@ -1,6 +1,8 @@
 package fastlytoml
 
 import (
+	"errors"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -149,7 +151,7 @@ func TestRepoManifest(t *testing.T) {
 	// in a fresh checkout, so only parse errors other than that fail).
 	m, err := Load("../fastly.toml")
 	if err != nil {
-		if os.IsNotExist(err) || strings.Contains(err.Error(), "no such file") {
+		if errors.Is(err, fs.ErrNotExist) {
 			t.Skipf("manifest refers to a file not present here: %v", err)
 		}
 		t.Fatal(err)
@@ -163,5 +165,72 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An unknown key of [local_server], such as a misspelt table, is ignored
+// as Viceroy ignores it, and listed in Warnings, in the file's order, with the nearest key and
+// the known ones; a known table's own unknown keys are not (found by a
+// new-user tester).
+func TestUnknownLocalServerKeys(t *testing.T) {
+	m, err := Parse([]byte(`
+some_future_key = 1
+[local_server]
+  fake_valid_fastly_keys = ["k"]
+  [local_server.backendz]
+    [local_server.backendz.aggregator]
+      url = "http://127.0.0.1:8080"
+  [local_server.backends.real]
+    url = "http://127.0.0.1:8080"
+    some_future_field = true
+  [local_server.zzzzzzzzzz]
+    a = 1
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.LocalServer.Backends) != 1 {
+		t.Errorf("backends %v", m.LocalServer.Backends)
+	}
+	want := []string{
+		"local_server.fake_valid_fastly_keys is read by Viceroy, not by this host: ignored",
+		"local_server.backendz is not a key of [local_server]: ignored; did you mean local_server.backends? (the keys are acls, backends, config_stores, device_detection, dictionaries, geolocation, kv_stores, object_store, object_stores, secret_stores, shielding_sites)",
+		"local_server.zzzzzzzzzz is not a key of [local_server]: ignored (the keys are acls, backends, config_stores, device_detection, dictionaries, geolocation, kv_stores, object_store, object_stores, secret_stores, shielding_sites)",
+	}
+	if strings.Join(m.Warnings, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(m.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+	if m, err := Parse([]byte(sample), t.TempDir()); err == nil && len(m.Warnings) > 0 {
+		t.Errorf("the sample: %q", m.Warnings)
+	}
+}
+
+// A store's file that does not exist yet (before the step that creates
+// it) is said so, with the store, the file and what to put in it, and
+// still matches fs.ErrNotExist: "no such file" alone was all it said
+// (found by a new-user tester).
+func TestMissingStoreFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ manifest, want string }{
+		{`[local_server.secret_stores]
+  s = [{ key = "k", file = "gone/secret" }]`,
+			`local_server.secret_stores.s[0]: secret "k": file ` + filepath.Join(dir, "gone/secret") + ` does not exist: create it holding the secret's value`},
+		{`[local_server.secret_stores.s]
+  format = "json"
+  file = "secrets.json"`,
+			`local_server.secret_stores.s: file ` + filepath.Join(dir, "secrets.json") + ` does not exist: create it holding a JSON object of secret names to values, e.g. {"name": "value"}`},
+		{`[local_server.config_stores.c]
+  format = "json"
+  file = "c.json"`,
+			`local_server.config_stores.c: file ` + filepath.Join(dir, "c.json") + ` does not exist: create it holding a JSON object of keys to string values`},
+		{`[local_server.kv_stores]
+  k = [{ key = "a", file = "a.bin" }]`,
+			`file ` + filepath.Join(dir, "a.bin") + ` does not exist: create it holding the entry's value`},
+	} {
+		_, err := Parse([]byte(tc.manifest), dir)
+		var mf *MissingFileError
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &mf) {
+			t.Errorf("%s:\n%v\nwant a MissingFileError saying %q", tc.manifest, err, tc.want)
+		}
 	}
 }

@@ -142,7 +142,7 @@ func geoRecordFromTOML(v any) (map[string]any, error) {
 }
 
 func (g *Geolocation) fromJSON(path string) error {
-	obj, err := readJSONObject(path)
+	obj, err := readJSONObject(path, `a JSON object of IP addresses to geolocation records, e.g. {"192.0.2.1": {"country_code": "DE"}}`)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"unicode/utf8"
@@ -59,7 +60,7 @@ func (rs rawStore) resolve(dir string) (map[string]string, error) {
 			return nil, fmt.Errorf(`format "json" needs a file`)
 		}
 		var err error
-		if kv, err = readJSONStrings(resolvePath(dir, rs.File)); err != nil {
+		if kv, err = readJSONStrings(resolvePath(dir, rs.File), `a JSON object of keys to string values, e.g. {"key": "value"}`); err != nil {
 			return nil, err
 		}
 		if err := checkConfigLimits(kv); err != nil {
@@ -83,9 +84,10 @@ func checkConfigLimits(kv map[string]string) error {
 	return nil
 }
 
-// readJSONStrings reads a JSON object whose values are all strings.
-func readJSONStrings(path string) (map[string]string, error) {
-	obj, err := readJSONObject(path)
+// readJSONStrings reads a JSON object whose values are all strings; want
+// says what it holds, for a file that does not exist (readFile).
+func readJSONStrings(path, want string) (map[string]string, error) {
+	obj, err := readJSONObject(path, want)
 	if err != nil {
 		return nil, err
 	}
@@ -101,9 +103,10 @@ func readJSONStrings(path string) (map[string]string, error) {
 }
 
 // readJSONObject reads a file holding one JSON object, leaving its values
-// for the caller to interpret.
-func readJSONObject(path string) (map[string]json.RawMessage, error) {
-	data, err := os.ReadFile(path)
+// for the caller to interpret; want says what it holds, for a file that
+// does not exist (readFile).
+func readJSONObject(path, want string) (map[string]json.RawMessage, error) {
+	data, err := readFile(path, want)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +118,31 @@ func readJSONObject(path string) (map[string]json.RawMessage, error) {
 		return nil, fmt.Errorf("%s: must hold a JSON object: %v", path, err)
 	}
 	return obj, nil
+}
+
+// MissingFileError is the error for a file the manifest names that does
+// not exist (a store's data not created yet): it says what the file must
+// hold, so a user can create it. It matches fs.ErrNotExist.
+type MissingFileError struct {
+	Path string // as opened: relative paths resolved against the manifest's directory
+	Want string // what the file holds, e.g. "a JSON object of ..."
+	Err  error  // os.ReadFile's
+}
+
+func (e *MissingFileError) Error() string {
+	return fmt.Sprintf("file %s does not exist: create it holding %s, or name one that does", e.Path, e.Want)
+}
+
+func (e *MissingFileError) Unwrap() error { return e.Err }
+
+// readFile reads a file the manifest names, holding what want says; one
+// that does not exist is a *MissingFileError.
+func readFile(path, want string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &MissingFileError{Path: path, Want: want, Err: err}
+	}
+	return data, err
 }
 
 // --- secret stores ---
@@ -132,7 +160,7 @@ func resolveSecretStore(name string, v any, dir string) (map[string][]byte, erro
 		if err != nil {
 			return nil, err
 		}
-		kv, err := readJSONStrings(resolvePath(dir, file))
+		kv, err := readJSONStrings(resolvePath(dir, file), `a JSON object of secret names to values, e.g. {"name": "value"}`)
 		if err != nil {
 			return nil, err
 		}
@@ -219,7 +247,7 @@ func resolveSecret(t map[string]any, dir string) (string, []byte, error) {
 		case "data":
 			return key, []byte(s), nil
 		case "file":
-			data, err := os.ReadFile(resolvePath(dir, s))
+			data, err := readFile(resolvePath(dir, s), "the secret's value (the file's bytes, as they are)")
 			if err != nil {
 				return "", nil, fmt.Errorf("secret %q: %w", key, err)
 			}
@@ -292,7 +320,7 @@ func resolveKVStore(v any, dir string) (map[string]KVEntry, error) {
 		if err != nil {
 			return nil, err
 		}
-		obj, err := readJSONObject(resolvePath(dir, file))
+		obj, err := readJSONObject(resolvePath(dir, file), `a JSON object of keys to values, each a string or {"data": "..."} (or "file"), with "metadata" if any`)
 		if err != nil {
 			return nil, err
 		}
@@ -387,7 +415,7 @@ func kvEntry(fields map[string]*string, dir string) (KVEntry, error) {
 	case data != nil:
 		e.Value = []byte(*data)
 	case file != nil:
-		v, err := os.ReadFile(resolvePath(dir, *file))
+		v, err := readFile(resolvePath(dir, *file), "the entry's value (the file's bytes, as they are)")
 		if err != nil {
 			return KVEntry{}, err
 		}

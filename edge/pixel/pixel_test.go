@@ -117,6 +117,11 @@ func TestFromJSON(t *testing.T) {
 	if msg := dropMessage(DropMissingSite, 400); !strings.Contains(msg, "';'") || !strings.Contains(msg, "%3B") {
 		t.Errorf("missing_site message %q does not say a pair with ';' is skipped", msg)
 	}
+	// A POST's site is its body's: the answer says so (a tester put it
+	// in the query and was told only about the query).
+	if msg := dropMessage(DropMissingSite, 400); !strings.Contains(msg, `POST's in each JSON event ("site":"demo")`) {
+		t.Errorf("missing_site message %q does not say where a POST's site goes", msg)
+	}
 	// A byte order mark before the JSON is ignored (RFC 8259 §8.1).
 	if evs, drop := FromJSON([]byte("\ufeff{\"site\":\"d\"}"), "", "", meta(), nil); drop != "" || len(evs) != 1 {
 		t.Errorf("body with a BOM: %q", drop)

@@ -414,9 +414,11 @@ func outsideCIPMessage(cip string) string {
 func dropMessage(reason string, status int) string {
 	switch reason {
 	case DropMissingSite:
-		// The query's parser skips a pair it cannot read, as
+		// Where the site goes for each kind of hit: a POST's site is
+		// its body's, which a tester's site in the query did not
+		// reach. The query's parser skips a pair it cannot read, as
 		// url.ParseQuery does: say so, or "site=demo;x=1" reads as no site.
-		return "every event needs a non-empty site; a query pair with a ';' or a bad %-escape is skipped (escape them: %3B, %25)"
+		return "every event needs a non-empty site: a POST's in each JSON event (\"site\":\"demo\"), a pixel's in its query (site=demo), where a pair with a ';' or a bad %-escape is skipped (escape them: %3B, %25)"
 	case DropBadJSON:
 		// finish defaults name to pageview and url to the Referer, for the
 		// POST as for the pixel: only site is required.

@@ -55,6 +55,11 @@ func (s *Server) reloadConfig() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// An edit that misspells a key is said now, as at the start, not at
+	// the next restart.
+	for _, w := range m.Warnings {
+		s.log.Warn(w, "manifest", m.Path)
+	}
 	s.secretsMu.Lock()
 	s.secretDefs = &m.LocalServer
 	s.secretsMu.Unlock()

@@ -732,6 +732,16 @@ file = "cfg.json"
 		t.Errorf("a changed backend was not logged:\n%s", logs.String())
 	}
 
+	// A key misspelt by an edit is warned about on the reload, as at
+	// the start.
+	write("fastly.toml", toml(2)+"[local_server.backendz.x]\nurl = \"http://127.0.0.1:3\"\n")
+	if err := p.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "backendz") {
+		t.Errorf("a misspelt key after a reload was not warned about:\n%s", logs.String())
+	}
+
 	write("fastly.toml", "[local_server\n")
 	p.Reload(context.Background())
 	if d := p.Degraded(); !slices.ContainsFunc(d, func(s string) bool { return strings.HasPrefix(s, "reading fastly.toml again failed") }) {

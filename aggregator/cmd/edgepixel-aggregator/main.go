@@ -23,7 +23,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -94,6 +93,24 @@ func (o *options) check(fs *flag.FlagSet) error {
 			}
 			errs = append(errs, fmt.Errorf("--%s must be %s, not %d", n.name, want, n.v))
 		}
+	}
+	// An empty address, or one without a port (a variable left unset,
+	// or set empty in an env file), would listen on every interface at
+	// a random port: the dashboard's data on the network, while the
+	// start line said loopback.
+	for _, a := range []struct {
+		name, v  string
+		optional bool // empty: off
+	}{{"--addr", o.addr, false}, {"--dashboard-addr", o.dashboardAddr, false}, {"--pprof-addr", o.pprofAddr, true}} {
+		if a.v == "" && a.optional {
+			continue
+		}
+		if err := flaghint.ListenAddr(a.name, a.v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if strings.TrimSpace(o.dataDir) == "" {
+		errs = append(errs, errors.New("--data-dir is empty: give the directory for the spool, e.g. ./.edgepixel/aggregator"))
 	}
 	if o.retentionDays > admin.MaxRetentionDays {
 		errs = append(errs, fmt.Errorf("--retention-days must be from 0 (keep everything) to %d", admin.MaxRetentionDays))
@@ -231,7 +248,7 @@ func run(args []string) error {
 	fs.Float64Var(&o.authRate, "auth-rate", 1, "failed credential checks (signature, log or admin token) per second a client address earns back")
 	fs.IntVar(&o.authBurst, "auth-burst", 20, "failed credential checks a client address may make in a row before it gets 429 + Retry-After, without its credential being checked")
 	fs.StringVar(&o.sites, "sites", "", "comma-separated sites to accept; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")
-	fs.IntVar(&o.maxSites, "max-sites", 1000, "sites the live counts and /api/counts list one by one, without --sites (the rest are summed up as other)")
+	fs.IntVar(&o.maxSites, "max-sites", 1000, "sites the live counts and /api/counts list one by one, without --sites (the rest are summed up in the top-level number other, beside sites)")
 	fs.IntVar(&o.liveMaxVisitors, "live-max-visitors", live.DefaultMaxVisitors, "visitor ids the live view keeps at once over all sites for its 5-minute visitor count (past it, counts are lower bounds, flagged)")
 	fs.DurationVar(&o.failAfter, "fail-after", time.Minute, "how long running out of file descriptors (EMFILE) may stall loading before the process exits non-zero to be restarted")
 	fs.DurationVar(&o.exitDelay, "exit-delay", 2*time.Second, "after a component fails, how long /healthz answers 503 with the reason (and ingest 503) before the process exits non-zero")
@@ -353,14 +370,14 @@ func run(args []string) error {
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return fmt.Errorf("--addr: %w", err)
+		return flaghint.ListenError("--addr", err)
 	}
 	if o.pprofAddr != "" {
 		// A listener of its own, never the public mux: profiling is opt-in
 		// and meant for localhost only.
 		pln, err := net.Listen("tcp", o.pprofAddr)
 		if err != nil {
-			return fmt.Errorf("--pprof-addr: %w", err)
+			return flaghint.ListenError("--pprof-addr", err)
 		}
 		pmux := http.NewServeMux()
 		pmux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -374,7 +391,7 @@ func run(args []string) error {
 	dln, err := net.Listen("tcp", o.dashboardAddr)
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("--dashboard-addr: %w", err)
+		return flaghint.ListenError("--dashboard-addr", err)
 	}
 	if ip := net.ParseIP(hostOf(dln.Addr().String())); ip != nil && !ip.IsLoopback() {
 		log.Warn("the dashboard listens beyond loopback: it needs a login, but keep it off the public internet or behind HTTPS (--secure-cookies)", "addr", dln.Addr().String())
@@ -559,22 +576,17 @@ func envDefaults(fs *flag.FlagSet) (map[string]bool, fromEnv, error) {
 type fromEnv map[string][2]string
 
 // explain adds to err, a check of the flags' values or of what a flag
-// names (a file), which of the flags it names ("--name " or "--name:")
-// hold a value from the environment (the command line did not change
-// it): the user set the variable, not the flag.
+// names (a file), a note for each flag it names that holds a value from
+// the environment, the command line not having changed it
+// (flaghint.NoteEnv): "(--name is EDGEPIXEL_AGG_NAME's value)".
 func (e fromEnv) explain(fs *flag.FlagSet, err error) error {
-	var notes []string
-	msg := err.Error()
+	var vals []flaghint.EnvValue
 	for name, ev := range e {
-		if f := fs.Lookup(name); f != nil && f.Value.String() == ev[1] && (strings.Contains(msg, "--"+name+" ") || strings.Contains(msg, "--"+name+":")) {
-			notes = append(notes, "--"+name+" is "+ev[0]+"'s value")
+		if f := fs.Lookup(name); f != nil && f.Value.String() == ev[1] {
+			vals = append(vals, flaghint.EnvValue{Flag: name, Var: ev[0]})
 		}
 	}
-	if len(notes) == 0 {
-		return err
-	}
-	slices.Sort(notes)
-	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
+	return flaghint.NoteEnv(err, vals)
 }
 
 // loadSecret reads the shared secret, from --secret (or its variable) or

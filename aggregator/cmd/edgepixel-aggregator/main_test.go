@@ -127,6 +127,31 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 			t.Errorf("%q: %v; want a usage error saying %q", args, err, want)
 		}
 	}
+	// An empty address, or one without a port, listened on every
+	// interface at a random port (a tester's empty variable put the
+	// dashboard on the network); an empty data directory failed late,
+	// naming no flag. Usage errors, naming the variable that gave them.
+	for args, want := range map[[2]string]string{
+		{"--dashboard-addr", ""}:           "--dashboard-addr is empty: want HOST:PORT",
+		{"--addr", "127.0.0.1:"}:           `--addr "127.0.0.1:": want HOST:PORT`,
+		{"--addr", "bogus"}:                `--addr "bogus": want HOST:PORT`,
+		{"--dashboard-addr", "127.0.0.1:"}: `--dashboard-addr "127.0.0.1:": want HOST:PORT`,
+		{"--pprof-addr", ":"}:              `--pprof-addr ":": want HOST:PORT`,
+	} {
+		err := run([]string{"--data-dir", t.TempDir(), args[0], args[1]})
+		if ue := (flaghint.UsageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v; want a usage error saying %q", args, err, want)
+		}
+	}
+	t.Setenv("EDGEPIXEL_AGG_DASHBOARD_ADDR", "")
+	if err := run([]string{"--data-dir", t.TempDir()}); !strings.Contains(err.Error(), "--dashboard-addr is empty") || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_DASHBOARD_ADDR") {
+		t.Errorf("EDGEPIXEL_AGG_DASHBOARD_ADDR empty: %v; want a usage error naming the variable", err)
+	}
+	t.Setenv("EDGEPIXEL_AGG_DASHBOARD_ADDR", "127.0.0.1:0")
+	t.Setenv("EDGEPIXEL_AGG_DATA_DIR", " ")
+	if err := run(nil); !strings.Contains(err.Error(), "--data-dir is empty") || !strings.Contains(err.Error(), "EDGEPIXEL_AGG_DATA_DIR") {
+		t.Errorf("EDGEPIXEL_AGG_DATA_DIR blank: %v; want a usage error naming the variable", err)
+	}
 	// The same for the URLs, the secret and contradicting store flags
 	// (a new user's test: each exited 1 naming no flag, and a URL's
 	// error was found only when its client was made).

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
-	"os"
+	"net/url"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +33,8 @@ edgepixel-pop flags (environment variable in brackets):
   --instances N           warm instances; 0 = 2*GOMAXPROCS        [EDGEPIXEL_POP_INSTANCES]
   --max-instances N       pool limit; 0 = max(instances, 4*GOMAXPROCS) [EDGEPIXEL_POP_MAX_INSTANCES]
   --compile-cache DIR     compiled-code cache; "off" disables [EDGEPIXEL_POP_COMPILE_CACHE]
-                          (default: edgepixel-pop under the user cache directory)
+                          (default: edgepixel-pop under the user cache directory;
+                          without HOME, TMPDIR/edgepixel-pop-UID, mode 0700)
   --admin-addr HOST:PORT  serve /healthz, /metrics and /debug/pprof/ there; bind it to
                           localhost: profiles reveal internals [EDGEPIXEL_POP_ADMIN_ADDR]
   --shutdown-timeout D    how long guests may finish at shutdown (default 30s) [EDGEPIXEL_POP_SHUTDOWN_TIMEOUT]
@@ -130,6 +133,9 @@ Production serving:
                                 write returns once the entry is handed to the
                                 kernel (default: survives the POP's death) or
                                 also fsynced (survives a machine crash)
+                              Other parameters are the collector URL's own; one
+                              within two edits of an option (max_entires) is
+                              refused as misspelt.
                           [EDGEPIXEL_POP_LOG_ENDPOINTS, comma-separated (a comma
                            inside one is %2C); a flag replaces the entry of the same NAME]
   --log-queue-dir DIR     HTTP log endpoints without queue= keep their queue on
@@ -161,6 +167,10 @@ type options struct {
 	clients         clientOptions     // clients.go
 	clientInfo      clientInfoOptions // clientinfo.go
 
+	// compileCacheNote is what to log about the default compile cache
+	// (defaultCompileCache), when it is used.
+	compileCacheNote string
+
 	// ready, if set, is told the bound addresses once serving (tests).
 	ready func(addr, adminAddr string)
 	// starting, if set, is called with the address to serve on before the
@@ -175,11 +185,81 @@ type endpointsFlag struct{ specs *[]string }
 
 func (e endpointsFlag) String() string { return "" }
 func (e endpointsFlag) Set(s string) error {
-	if _, err := logsink.ParseEndpoint(s); err != nil {
+	if _, err := parseEndpoint(s); err != nil {
 		return err
 	}
 	*e.specs = append(*e.specs, s)
 	return nil
+}
+
+// logOptions are the options an HTTP log endpoint takes in its URL's
+// query; logsink.ParseEndpoint takes them out, and the rest of the query
+// is the collector's own.
+var logOptions = []string{"period", "max_entries", "max_bytes", "max_buffer", "retries",
+	"content_type", "header", "failover", "queue", "durability"}
+
+// parseEndpoint is logsink.ParseEndpoint, refusing a query parameter of
+// an HTTP destination that looks like a misspelt option (max_entires,
+// Period): it would go to the collector as part of its URL, the option
+// left at its default without a word. Any other parameter is the
+// collector's own.
+func parseEndpoint(spec string) (logsink.Endpoint, error) {
+	ep, err := logsink.ParseEndpoint(spec)
+	if err != nil || ep.Kind != logsink.HTTP {
+		return ep, err
+	}
+	u, err := url.Parse(ep.URL)
+	if err != nil {
+		return ep, nil // logsink parsed it; it made the URL
+	}
+	for _, key := range slices.Sorted(maps.Keys(u.Query())) {
+		// An option written otherwise (Period, max-bytes), a name of two
+		// words near one of the options of two words (max_entires), or
+		// a one-word option with a letter dropped or two swapped (qeue,
+		// retires): a collector's own word near a one-word option
+		// (query, entries, reader, header2) is its own, as the README
+		// promises.
+		norm := strings.ReplaceAll(strings.ToLower(key), "-", "_")
+		near := ""
+		switch {
+		case slices.Contains(logOptions, norm):
+			near = norm
+		case strings.Contains(norm, "_"):
+			near = flaghint.Nearest(norm, logOptions)
+		default:
+			for _, opt := range logOptions {
+				if slipOf(norm, opt) {
+					near = opt
+				}
+			}
+		}
+		if near != "" {
+			return logsink.Endpoint{}, fmt.Errorf("log endpoint %s: query parameter %q is no option: did you mean %s? The options are %s; other parameters are the collector URL's own",
+				ep.Name, key, near, strings.Join(logOptions, ", "))
+		}
+	}
+	return ep, nil
+}
+
+// slipOf reports whether key is opt with one letter dropped or two
+// neighbouring letters swapped: the typing slips a word of the
+// collector's own rarely is.
+func slipOf(key, opt string) bool {
+	switch len(opt) - len(key) {
+	case 1:
+		for i := range opt {
+			if opt[:i]+opt[i+1:] == key {
+				return true
+			}
+		}
+	case 0:
+		for i := 0; i+1 < len(opt); i++ {
+			if key != opt && opt[:i]+string(opt[i+1])+string(opt[i])+opt[i+2:] == key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // mergeEndpoints parses the environment's and the flags' endpoint specs;
@@ -193,7 +273,7 @@ func mergeEndpoints(envSpecs, flagSpecs []string) ([]logsink.Endpoint, error) {
 			if strings.TrimSpace(spec) == "" {
 				continue
 			}
-			ep, err := logsink.ParseEndpoint(spec)
+			ep, err := parseEndpoint(spec)
 			if err != nil {
 				if i == 0 {
 					return nil, fmt.Errorf("EDGEPIXEL_POP_LOG_ENDPOINTS: %w", err)
@@ -289,10 +369,39 @@ func isProfileStrategy(s string) bool {
 	return false
 }
 
+// parseFlags parses args with fs and returns the positional arguments.
+// The flag package stops at the first one: with stopAtFirst, parsing
+// ends there and everything from it on is returned (run's module and the
+// module's own arguments, flags included); without, parsing resumes after
+// each one, as Viceroy (and the Fastly CLI) put flags on both sides of the
+// wasm path. Either way a bare profiling flag's strategy ("--profile
+// guest") is the flag's, not a positional argument (profileValue), and
+// after a "--" everything is positional.
+func parseFlags(fs *flag.FlagSet, args []string, stopAtFirst bool) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		switch {
+		case len(rest) == 0:
+			return positional, nil
+		case profileValue(args, rest):
+			args = rest[1:]
+			continue
+		case stopAtFirst || consumedTerminator(args, rest):
+			// fs.Parse consumed a "--" terminator if it saw one: then
+			// everything left is positional.
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
 // parseArgs parses Viceroy's command line plus the POP's own flags. The
-// standard flag package stops at the first positional argument, but Viceroy
-// (and the Fastly CLI) put flags on both sides of the wasm path, so parsing
-// resumes after each positional argument.
+// flags may stand on both sides of the wasm path (parseFlags).
 func parseArgs(args []string, getenv func(string) string) (_ *options, err error) {
 	// The variables read and their values as given: an error about a
 	// flag's value that came from one names the variable (explainEnv).
@@ -307,9 +416,7 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	}()
 	o := &options{addr: "127.0.0.1:7676", shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions(),
 		clients: defaultClientOptions()}
-	if dir, err := os.UserCacheDir(); err == nil {
-		o.compileCache = filepath.Join(dir, "edgepixel-pop")
-	}
+	o.compileCache, o.compileCacheNote = defaultCompileCache()
 	// Environment first, so flags override it.
 	if err := envInt(getenv, "EDGEPIXEL_POP_INSTANCES", &o.instances); err != nil {
 		return nil, err
@@ -396,35 +503,20 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	o.clientInfo.flags(fs)
 	declareIgnored(fs)
 
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, errHelp
-			}
-			return nil, flaghint.Explain(fs, err)
+	positional, err := parseFlags(fs, args, false)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
 		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		// fs.Parse consumed a "--" terminator if it saw one: then
-		// everything left is positional.
-		if consumedTerminator(args, rest) {
-			positional = append(positional, rest...)
-			break
-		}
-		if profileValue(args, rest) {
-			args = rest[1:]
-			continue
-		}
-		positional = append(positional, rest[0])
-		args = rest[1:]
+		return nil, flaghint.Explain(fs, err)
 	}
 	parsed = true
 	// Newer Viceroy releases take a subcommand ("serve"); accept it.
 	if len(positional) > 0 && positional[0] == "serve" {
 		positional = positional[1:]
+	}
+	if _, ok := fromEnv["EDGEPIXEL_POP_COMPILE_CACHE"]; ok || flagSet(fs, "compile-cache") {
+		o.compileCacheNote = "" // the default is not used
 	}
 	if o.compileCache == "off" || o.compileCache == "none" {
 		o.compileCache = ""
@@ -463,6 +555,11 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	if o.maxInstances > 0 && o.instances > o.maxInstances {
 		return nil, fmt.Errorf("--instances %d exceeds --max-instances %d", o.instances, o.maxInstances)
 	}
+	// A bound asked for is kept: the default warm count (2*GOMAXPROCS)
+	// would raise a smaller --max-instances to itself without a word.
+	if o.maxInstances > 0 && o.instances == 0 {
+		o.instances = min(2*runtime.GOMAXPROCS(0), o.maxInstances)
+	}
 	if err := o.limits.check(); err != nil {
 		return nil, err
 	}
@@ -488,24 +585,21 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	return o, nil
 }
 
-// checkListenAddr checks the listen address addr that flag names:
-// HOST:PORT, the port a number or a service name (port 0 picks a free
+// flagSet reports whether the command line set fs's flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// checkListenAddr checks the listen address addr that flag names, as
+// flaghint.ListenAddr does (HOST:PORT with a port; port 0 picks a free
 // one); empty is an error unless optional (then it listens nowhere).
 func checkListenAddr(flag, addr string, optional bool) error {
-	if addr == "" {
-		if optional {
-			return nil
-		}
-		return fmt.Errorf("%s is empty: want HOST:PORT, e.g. 127.0.0.1:7676 (port 0 picks a free one)", flag)
+	if addr == "" && optional {
+		return nil
 	}
-	_, port, err := net.SplitHostPort(addr)
-	if err == nil {
-		_, err = net.LookupPort("tcp", port)
-	}
-	if err != nil {
-		return fmt.Errorf("%s %q: want HOST:PORT, e.g. 127.0.0.1:7676 (port 0 picks a free one): %v", flag, addr, err)
-	}
-	return nil
+	return flaghint.ListenAddr(flag, addr)
 }
 
 // queueIn gives the HTTP endpoints without a queue= of their own a disk
@@ -590,44 +684,22 @@ func recordEnv(getenv func(string) string, seen map[string]string) func(string) 
 	}
 }
 
-// explainEnv adds to err, a check of the flags' values after parsing,
-// which of the flags it names ("--name" followed by anything but a
-// letter, digit or '-') hold a variable's value, the command line not
-// having set them: the user set EDGEPIXEL_POP_NAME, not --name, and the
-// error would otherwise name a flag never given, with the value converted.
-// As the aggregator says it: "(--name is EDGEPIXEL_POP_NAME's value, V)".
+// explainEnv adds to err, a check of the flags' values after parsing, a
+// note for each flag it names that holds a variable's value, the command
+// line not having set it (flaghint.NoteEnv): the user set
+// EDGEPIXEL_POP_NAME, not --name, and the error would otherwise name a
+// flag never given, with the value converted. The note gives the value as
+// given: "(--name is EDGEPIXEL_POP_NAME's value, "V")".
 func explainEnv(fs *flag.FlagSet, fromEnv map[string]string, err error) error {
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
-	msg := err.Error()
-	var notes []string
+	var vals []flaghint.EnvValue
 	for key, v := range fromEnv {
 		name := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(key, "EDGEPIXEL_POP_"), "_", "-"))
-		if fs.Lookup(name) == nil || onCommandLine[name] || !namesFlag(msg, name) {
+		if fs.Lookup(name) == nil || onCommandLine[name] {
 			continue
 		}
-		notes = append(notes, fmt.Sprintf("--%s is %s's value, %q", name, key, v))
+		vals = append(vals, flaghint.EnvValue{Flag: name, Var: key, Value: v})
 	}
-	if len(notes) == 0 {
-		return err
-	}
-	slices.Sort(notes)
-	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
-}
-
-// namesFlag reports whether msg names the flag --name.
-func namesFlag(msg, name string) bool {
-	for rest := msg; ; {
-		i := strings.Index(rest, "--"+name)
-		if i < 0 {
-			return false
-		}
-		rest = rest[i+2+len(name):]
-		if rest == "" {
-			return true
-		}
-		if c := rest[0]; !(c == '-' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return true
-		}
-	}
+	return flaghint.NoteEnv(err, vals)
 }

@@ -91,6 +91,13 @@ func TestCountDomains(t *testing.T) {
 		{[]string{"--addr", "127.0.0.1:99999", "m.wasm"}, nil, `--addr "127.0.0.1:99999": want HOST:PORT`},
 		{[]string{"--addr", "[::1", "m.wasm"}, nil, `--addr "[::1": want HOST:PORT`},
 		{[]string{"--admin-addr", "nope", "m.wasm"}, nil, `--admin-addr "nope": want HOST:PORT`},
+		// No port (":$PORT" with PORT unset) listened on a random one.
+		{[]string{"--addr", "127.0.0.1:", "m.wasm"}, nil, `--addr "127.0.0.1:": want HOST:PORT`},
+		{[]string{"--addr", ":", "m.wasm"}, nil, `--addr ":": want HOST:PORT`},
+		{[]string{"--admin-addr", "127.0.0.1:", "m.wasm"}, nil, `--admin-addr "127.0.0.1:": want HOST:PORT`},
+		// Each negative budget names itself.
+		{[]string{"--wall-budget", "-1s", "m.wasm"}, nil, "--wall-budget -1s cannot be negative"},
+		{[]string{"--idle-timeout", "-2s", "m.wasm"}, nil, "--idle-timeout -2s cannot be negative"},
 		{[]string{"--instances", "-1", "m.wasm"}, nil, "--instances -1: want a count, or 0 for 2*GOMAXPROCS"},
 		{[]string{"--max-instances", "-1", "m.wasm"}, nil, "--max-instances -1: want a count, or 0 for max(instances, 4*GOMAXPROCS)"},
 	} {
@@ -105,6 +112,11 @@ func TestCountDomains(t *testing.T) {
 	}
 	if c := o.clients.apply(pop.Config{}).Clients; o.instances != 0 || o.maxInstances != 0 || c.MaxConns != -1 || c.MaxConnsPerAddr != 1 {
 		t.Errorf("instances %d, max %d, conns %d, per addr %d", o.instances, o.maxInstances, c.MaxConns, c.MaxConnsPerAddr)
+	}
+	// A --max-instances below the default warm count is kept: the warm
+	// count comes down to it (a tester's 1 ran 4 instances).
+	if o, err = parseArgs([]string{"--max-instances", "1", "m.wasm"}, env(nil)); err != nil || o.instances != 1 || o.maxInstances != 1 {
+		t.Errorf("--max-instances 1: instances %d, max %d, %v", o.instances, o.maxInstances, err)
 	}
 }
 
@@ -249,6 +261,25 @@ func TestRunLimitDomains(t *testing.T) {
 		if code := run(args, env(nil), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), "is not a WebAssembly module") {
 			t.Errorf("%q: exit %d, %q; want the values taken", args, code, errb.String())
 		}
+	}
+}
+
+// run warns of a serving variable it does not read (a tester's
+// EDGEPIXEL_POP_MEMORY_LIMIT was ignored without a word) and of one
+// nothing reads, and not of those it reads.
+func TestRunWarnsEnvNotRead(t *testing.T) {
+	mod := notWasm(t)
+	defer func(e func() []string) { environ = e }(environ)
+	environ = func() []string {
+		return []string{"EDGEPIXEL_POP_INSTANCES=1", "EDGEPIXEL_POP_COMPILE_CACHE=off", "EDGEPIXEL_POP_WAL_BUDGET=1s", "EDGEPIXEL_POP_MEMORY_LIMIT=1MiB", "PATH=/bin"}
+	}
+	var errb strings.Builder
+	run([]string{"run", mod}, env(map[string]string{"EDGEPIXEL_POP_INSTANCES": "1", "EDGEPIXEL_POP_COMPILE_CACHE": "off"}), io.Discard, &errb)
+	out := errb.String()
+	if !strings.Contains(out, "EDGEPIXEL_POP_INSTANCES is read when serving, not by run") || !strings.Contains(out, "EDGEPIXEL_POP_WAL_BUDGET is set but names no setting") ||
+		!strings.Contains(out, "EDGEPIXEL_POP_MEMORY_LIMIT is not read by run: ignored; give --memory-limit instead") ||
+		strings.Contains(out, "EDGEPIXEL_POP_COMPILE_CACHE is") {
+		t.Errorf("run's warnings: %s", out)
 	}
 }
 

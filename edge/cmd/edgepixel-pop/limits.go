@@ -71,8 +71,13 @@ func (l *limitOptions) flags(fs *flag.FlagSet) {
 }
 
 func (l *limitOptions) check() error {
-	if l.wallBudget < 0 || l.cpuBudget < 0 || l.idleTimeout < 0 {
-		return fmt.Errorf("--wall-budget, --cpu-budget and --idle-timeout cannot be negative")
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"wall-budget", l.wallBudget}, {"cpu-budget", l.cpuBudget}, {"idle-timeout", l.idleTimeout}} {
+		if d.v < 0 {
+			return fmt.Errorf("--%s %v cannot be negative (0 turns it off)", d.flag, d.v)
+		}
 	}
 	return nil
 }

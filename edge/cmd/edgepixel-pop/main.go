@@ -44,6 +44,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -135,6 +136,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	for _, w := range flaghint.UnknownEnv(environ(), "EDGEPIXEL_POP_", asked) {
 		log.Warn(w)
 	}
+	logCompileCacheNote(log, o.compileCache, o.compileCacheNote)
 	ctx, stop := notifyContext(os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, o, log, stdout, stderr); err != nil {
@@ -159,7 +161,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if o.config != "" {
 		var err error
 		if m, err = fastlytoml.Load(o.config); err != nil {
-			return fmt.Errorf("-C: %w", err)
+			return fmt.Errorf("-C: %w", missingFileHint(err))
+		}
+		for _, w := range m.Warnings {
+			log.Warn(w, "config", o.config)
 		}
 	}
 	if err := checkDelivery(m, o.logEndpoints); err != nil {
@@ -196,13 +201,12 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	// then a client gets "connection refused". A port already in use is
 	// reported now, though, not after a compile that can take a minute
 	// and a "pop ready" (the admin listener's too).
-	const inUse = "stop what listens there, or choose another address (port 0 picks a free one)"
-	if err := checkAddr(o.addr); err != nil {
-		return fmt.Errorf("--addr: %w: %s", err, inUse)
+	if err := checkAddr("--addr", o.addr); err != nil {
+		return err
 	}
 	if o.adminAddr != "" {
-		if err := checkAddr(o.adminAddr); err != nil {
-			return fmt.Errorf("--admin-addr: %w: %s", err, inUse)
+		if err := checkAddr("--admin-addr", o.adminAddr); err != nil {
+			return err
 		}
 	}
 	if o.starting != nil {
@@ -365,10 +369,10 @@ const unhealthyBeforeExit = 2 * time.Second
 
 // checkAddr reports whether addr can be listened on, by listening and
 // closing at once. Nothing is accepted meanwhile.
-func checkAddr(addr string) error {
+func checkAddr(flag, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return flaghint.ListenError(flag, err)
 	}
 	return ln.Close()
 }
@@ -391,4 +395,17 @@ func notifyContext(sigs ...os.Signal) (context.Context, context.CancelFunc) {
 		}
 	}()
 	return ctx, cancel
+}
+
+// missingFileHint adds to a fastly.toml error about a file that does not
+// exist (fastlytoml.MissingFileError says what it must hold) how
+// edgepixel's own manifest, edge/fastly.toml, gets its files: make run
+// writes them under .edgepixel/data, and before a first make run the POP
+// started by hand with that manifest found no secret.
+func missingFileHint(err error) error {
+	var mf *fastlytoml.MissingFileError
+	if errors.As(err, &mf) && strings.Contains(filepath.ToSlash(mf.Path), "/.edgepixel/data/") {
+		return fmt.Errorf("%w; edgepixel's make run writes the files under .edgepixel/data (the secret the aggregator checks batches with): run it once from the repository's root (it starts the whole stack; Ctrl-C stops it)", err)
+	}
+	return err
 }

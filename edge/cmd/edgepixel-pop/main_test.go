@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,5 +251,87 @@ func TestWarnsUnknownEnv(t *testing.T) {
 	if !strings.Contains(errb.String(), "EDGEPIXEL_POP_INSTANCE is set but names no setting: ignored; did you mean EDGEPIXEL_POP_INSTANCES?") ||
 		strings.Contains(errb.String(), "EDGEPIXEL_POP_MAX_INSTANCES is set") {
 		t.Errorf("stderr %q: want a warning for EDGEPIXEL_POP_INSTANCE alone", errb.String())
+	}
+}
+
+// parseFlags, which serving and run share: serving resumes after each
+// positional argument, run stops at the first; both leave a bare
+// profiling flag's strategy to the flag and take all after "--".
+func TestParseFlagsModes(t *testing.T) {
+	for _, tc := range []struct {
+		args        []string
+		stopAtFirst bool
+		want        []string
+	}{
+		{[]string{"-v", "m.wasm", "-v", "x"}, false, []string{"m.wasm", "x"}},
+		{[]string{"-v", "m.wasm", "-v", "x"}, true, []string{"m.wasm", "-v", "x"}},
+		{[]string{"--profile", "guest", "m.wasm", "a"}, false, []string{"m.wasm", "a"}},
+		{[]string{"--profile", "guest", "m.wasm", "a"}, true, []string{"m.wasm", "a"}},
+		{[]string{"--profile", "m.wasm", "-test.v"}, true, []string{"m.wasm", "-test.v"}},
+		{[]string{"m.wasm", "--", "-v", "x"}, false, []string{"m.wasm", "-v", "x"}},
+		{[]string{"-v", "--", "m.wasm", "-v"}, true, []string{"m.wasm", "-v"}},
+		{[]string{"-v"}, true, nil},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var n int
+		fs.Var(countFlag{&n, 1}, "v", "")
+		declareIgnored(fs)
+		got, err := parseFlags(fs, tc.args, tc.stopAtFirst)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("parseFlags(%q, %v) = %q, %v; want %q", tc.args, tc.stopAtFirst, got, err, tc.want)
+		}
+	}
+}
+
+// A misspelt table of fastly.toml's [local_server] is warned about when
+// serving and under run, naming the table meant: it was ignored without a
+// word (found by a new-user tester).
+func TestWarnsUnknownLocalServerTable(t *testing.T) {
+	toml := filepath.Join(t.TempDir(), "fastly.toml")
+	if err := os.WriteFile(toml, []byte("[local_server.backendz.aggregator]\nurl = \"http://127.0.0.1:8080\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "a.wasm")
+	for _, args := range [][]string{{"-C", toml, "--addr", "127.0.0.1:0", missing}, {"run", "-C", toml, missing}} {
+		var errb bytes.Buffer
+		code := run(args, env(nil), io.Discard, &errb)
+		if code == 0 || !strings.Contains(errb.String(), "local_server.backendz is not a key of [local_server]: ignored; did you mean local_server.backends?") {
+			t.Errorf("%q: exit %d, stderr %q: want a warning naming local_server.backends", args, code, errb.String())
+		}
+	}
+}
+
+// edge/fastly.toml before a first make run: its secret file does not
+// exist yet. The error names the store, the file, what it holds and, for
+// a file under .edgepixel/data (make run's), to run make run once; it said
+// only "no such file or directory" (found by a new-user tester).
+func TestMissingStoreFileHint(t *testing.T) {
+	root := t.TempDir()
+	missing := filepath.Join(root, "a.wasm")
+	for _, tc := range []struct {
+		file  string
+		makes bool // the hint to run make run
+	}{
+		{"../.edgepixel/data/secret", true},
+		{"secrets/agg", false},
+	} {
+		dir := filepath.Join(root, "edge")
+		os.MkdirAll(dir, 0o755)
+		toml := filepath.Join(dir, "fastly.toml")
+		if err := os.WriteFile(toml, []byte(`[local_server.secret_stores]
+edgepixel = [{ key = "aggregator_secret", file = "`+tc.file+`" }]
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want := `local_server.secret_stores.edgepixel[0]: secret \"aggregator_secret\": file ` + filepath.Join(dir, tc.file) + ` does not exist: create it holding the secret's value`
+		for _, args := range [][]string{{"-C", toml, "--addr", "127.0.0.1:0", missing}, {"run", "-C", toml, missing}} {
+			var errb bytes.Buffer
+			code := run(args, env(nil), io.Discard, &errb)
+			hint := strings.Contains(errb.String(), "make run writes the files under .edgepixel/data")
+			if code != 1 || !strings.Contains(errb.String(), want) || hint != tc.makes {
+				t.Errorf("%q: exit %d, stderr %s\nwant exit 1 saying %s, the make run hint: %v", args, code, errb.String(), want, tc.makes)
+			}
+		}
 	}
 }

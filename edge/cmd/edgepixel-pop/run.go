@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -46,18 +46,22 @@ Flags (environment variable in brackets):
 // runCommand implements `edgepixel-pop run`; args follow "run".
 func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var (
-		config, cacheDir string
-		verbosity        int
-		memoryLimit      byteSize
-		wallBudget       time.Duration
-		flagEndpoints    []string
-		resolve          = resolveFlag{}
+		config        string
+		verbosity     int
+		memoryLimit   byteSize
+		wallBudget    time.Duration
+		flagEndpoints []string
+		resolve       = resolveFlag{}
 	)
-	if dir, err := os.UserCacheDir(); err == nil {
-		cacheDir = filepath.Join(dir, "edgepixel-pop")
+	asked := map[string]bool{} // the variables run reads
+	read := getenv
+	getenv = func(name string) string {
+		asked[name] = true
+		return read(name)
 	}
+	cacheDir, cacheNote := defaultCompileCache()
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_COMPILE_CACHE"); ok {
-		cacheDir = v
+		cacheDir, cacheNote = v, ""
 	}
 	if err := resolve.fromEnv(getenv); err != nil {
 		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n", err)
@@ -77,32 +81,25 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	fs.DurationVar(&wallBudget, "wall-budget", 0, "")
 	fs.Var(resolve, "resolve", "")
 	declareIgnored(fs)
-	// The standard flag package stops at the first positional argument:
-	// the module. Everything after it is the module's, flags included
-	// (a Go test binary's -test.v, -test.run, ...).
-	var rest []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stdout, runUsage)
-				return 0
-			}
-			fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-pop run"))
-			return 2
+	// Parsing stops at the module: everything after it is the module's,
+	// flags included (a Go test binary's -test.v, -test.run, ...).
+	rest, err := parseFlags(fs, args, true)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, runUsage)
+			return 0
 		}
-		rest = fs.Args()
-		if !profileValue(args, rest) { // "--profile guest": guest is the flag's
-			break
-		}
-		args = rest[1:]
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", flaghint.Explain(fs, err), flaghint.SeeHelp("edgepixel-pop run"))
+		return 2
 	}
 	if len(rest) == 0 {
 		fmt.Fprintf(stderr, "edgepixel-pop run: no wasm module given\n\n%s", runUsage)
 		return 2
 	}
-	memorySet := false
-	fs.Visit(func(f *flag.Flag) { memorySet = memorySet || f.Name == "memory-limit" })
-	if err := checkRunLimits(memorySet, memoryLimit, wallBudget); err != nil {
+	if flagSet(fs, "compile-cache") {
+		cacheNote = ""
+	}
+	if err := checkRunLimits(flagSet(fs, "memory-limit"), memoryLimit, wallBudget); err != nil {
 		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-pop run"))
 		return 2
 	}
@@ -127,6 +124,8 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logCompileCacheNote(log, cacheDir, cacheNote)
+	warnEnvNotRead(log, asked, fs)
 	if err := checkModule(rest[0]); err != nil {
 		log.Error("edgepixel-pop run failed", "err", err)
 		return 1
@@ -134,8 +133,11 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	var m *fastlytoml.Manifest
 	if config != "" {
 		if m, err = fastlytoml.Load(config); err != nil {
-			log.Error("edgepixel-pop run failed", "err", err)
+			log.Error("edgepixel-pop run failed", "err", missingFileHint(err))
 			return 1
+		}
+		for _, w := range m.Warnings {
+			log.Warn(w, "config", config)
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -235,4 +237,34 @@ func (r resolveFlag) fromEnv(getenv func(string) string) error {
 		}
 	}
 	return nil
+}
+
+// warnEnvNotRead warns, under run, of each EDGEPIXEL_POP_ variable set
+// that run does not read (asked holds those it does): one named after a
+// flag of run's (fs: EDGEPIXEL_POP_MEMORY_LIMIT, where run has
+// --memory-limit and no variable) or one that serving reads is ignored
+// here, and one nothing reads is likely misspelt.
+func warnEnvNotRead(log *slog.Logger, asked map[string]bool, fs *flag.FlagSet) {
+	serving := map[string]bool{}
+	parseArgs([]string{"m.wasm"}, func(name string) string { serving[name] = true; return "" })
+	known := maps.Clone(asked)
+	for _, kv := range environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "EDGEPIXEL_POP_") || asked[name] {
+			continue
+		}
+		flagName := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, "EDGEPIXEL_POP_")), "_", "-")
+		switch {
+		case fs.Lookup(flagName) != nil:
+			log.Warn(name + " is not read by run: ignored; give --" + flagName + " instead")
+		case serving[name]:
+			log.Warn(name + " is read when serving, not by run: ignored (run takes its own flags, see edgepixel-pop run --help)")
+		default:
+			continue
+		}
+		known[name] = true
+	}
+	for _, w := range flaghint.UnknownEnv(environ(), "EDGEPIXEL_POP_", known) {
+		log.Warn(w)
+	}
 }

@@ -91,8 +91,28 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	if *version {
 		return "edgepixel-salt " + buildinfo.Version() + "\n", nil
 	}
+	// A value of white space only (an env file's "X= ") is none, as an
+	// empty one is, not a directory or store named " ".
+	blank := ""
+	for _, v := range []struct {
+		name string
+		p    *string
+	}{{"--dir", dir}, {"--fastly-store", store}, {"--cf-kv", kv}, {"--cf-account", account}} {
+		if *v.p != "" && strings.TrimSpace(*v.p) == "" {
+			*v.p, blank = "", v.name
+		}
+	}
+	for _, a := range []struct{ name, v, example string }{{"--fastly-api", *api, "https://api.fastly.com"}, {"--cf-api", *cfAPI, "https://api.cloudflare.com/client/v4"}} {
+		if u, err := url.Parse(a.v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return "", flaghint.UsageError{Err: fmt.Errorf("%s %q: want an http or https URL, e.g. %s", a.name, a.v, a.example)}
+		}
+	}
 	if n := btoi(*dir != "") + btoi(*store != "") + btoi(*kv != ""); n != 1 {
-		return "", flaghint.UsageError{Err: errors.New("give exactly one of --dir, --fastly-store or --cf-kv\n" + flaghint.SeeHelp("edgepixel-salt"))}
+		msg := "give exactly one of --dir, --fastly-store or --cf-kv"
+		if blank != "" {
+			msg = blank + " is blank: " + msg
+		}
+		return "", flaghint.UsageError{Err: errors.New(msg + "\n" + flaghint.SeeHelp("edgepixel-salt"))}
 	}
 	var put func(key string, s privacy.Salt) error
 	var has func(day int32) bool
@@ -121,7 +141,7 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		// to create a temporary file in it, after a warning about today's
 		// salt that is beside the point.
 		if fi, err := os.Stat(*dir); err != nil || !fi.IsDir() {
-			return "", fmt.Errorf("--dir %s is not a directory: create it first (mkdir -p %s), the one the POP's fastly.toml names the salt files in", *dir, *dir)
+			return "", fmt.Errorf("--dir %s is not a directory: create it first (mkdir -p %s), the one the POP's fastly.toml names the salt files in", *dir, flaghint.ShellQuote(*dir))
 		}
 		replaced = func(day int32) string {
 			s, err := readSalt(*dir, day)

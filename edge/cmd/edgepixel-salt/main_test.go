@@ -213,6 +213,11 @@ func TestDirMessages(t *testing.T) {
 		t.Errorf("missing --dir: %q, %v; want an error naming mkdir -p and nothing else", out, err)
 	}
 
+	spaced := filepath.Join(t.TempDir(), "it's here")
+	if _, err := run(ctx, []string{"--dir", spaced, "--today"}, now, nil); err == nil || !strings.Contains(err.Error(), `mkdir -p '`+strings.ReplaceAll(spaced, "'", `'\''`)+`'`) {
+		t.Errorf("missing --dir with a space and a quote: %v; want it quoted for the shell", err)
+	}
+
 	dir := t.TempDir()
 	out, err := run(ctx, []string{"--dir", dir, "--today"}, now, nil)
 	if err != nil || !strings.Contains(out, "2026-12-02") || !strings.Contains(out, "a new file") || strings.Contains(out, "yesterday") {
@@ -294,6 +299,14 @@ func TestSaltExitCodes(t *testing.T) {
 		{[]string{}, 2},
 		{[]string{"--dir", t.TempDir(), "--fastly-store", "X"}, 2},
 		{[]string{"--cf-kv", "NS"}, 2}, // no CLOUDFLARE_API_TOKEN
+		// Found by a tester: a URL that is none was a raw Go error at
+		// run time (exit 1), a blank --dir a directory named " ".
+		{[]string{"--fastly-store", "X", "--fastly-api", "notaurl"}, 2},
+		{[]string{"--dir", t.TempDir(), "--cf-api", "ftp://x"}, 2},
+		{[]string{"--dir", " "}, 2},
+		// Only a blank value is none: "/srv/salt " is a directory name
+		// as given, here a missing one (exit 1), not /srv/salt.
+		{[]string{"--dir", t.TempDir() + " "}, 1},
 	}
 	if fi, err := os.Stat("/proc/self"); err == nil && fi.IsDir() {
 		cases = append(cases, struct {
@@ -306,5 +319,8 @@ func TestSaltExitCodes(t *testing.T) {
 		if got := flaghint.ExitCode(err); got != tc.want {
 			t.Errorf("%q: exit %d (%v), want %d", tc.args, got, err, tc.want)
 		}
+	} // A blank --dir is said to be blank, not merely missing.
+	if _, err := run(context.Background(), []string{"--today", "--dir", "  "}, now, http.DefaultClient); err == nil || !strings.Contains(err.Error(), "--dir is blank") {
+		t.Errorf("blank --dir: %v", err)
 	}
 }

@@ -29,8 +29,8 @@ const usage = `usage: edgepixel-sign [flags] [URL...]
 
 Signs each pixel URL (or each line of standard input) with the site's key
 and prints it. Flags (environment variable in brackets):
-  --key-file PATH   file holding the site's key (at least 16 bytes; a
-                    trailing newline is ignored)        [EDGEPIXEL_SIGN_KEY_FILE]
+  --key-file PATH   file holding the site's key (at least 16 bytes; white
+                    space around it is ignored)         [EDGEPIXEL_SIGN_KEY_FILE]
   --ttl D           the signature expires this long from now (default 8760h)
                                                         [EDGEPIXEL_SIGN_TTL]
   --expires T       expiry as RFC 3339 time (2030-06-01T00:00:00Z) or Unix
@@ -79,7 +79,13 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	}
 	key = pixelsign.Key(key)
 	if len(key) < pixelsign.MinKeyBytes {
-		return fmt.Errorf("%s: the key has %d bytes; use at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)", *keyFile, len(key), pixelsign.MinKeyBytes, *keyFile)
+		// The command suggested writes the file: only one that is a
+		// plain file (not /dev/null or a pipe) is named in it.
+		dest := "KEYFILE"
+		if fi, err := os.Stat(*keyFile); err == nil && fi.Mode().IsRegular() {
+			dest = flaghint.ShellQuote(*keyFile)
+		}
+		return fmt.Errorf("%s: the key has %d bytes; use at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)", *keyFile, len(key), pixelsign.MinKeyBytes, dest)
 	}
 	expiry := now.Add(*ttl).Unix()
 	ttlSet := false
@@ -107,18 +113,26 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 	sign := func(u string) error {
 		signed, err := pixelsign.SignURL(key, u, expiry)
 		if err != nil {
-			return fmt.Errorf("%s: %v", u, err)
+			// The URL given is the user's input, as a flag's value is:
+			// exit 2, as for a bad --expires.
+			return flaghint.UsageError{Err: fmt.Errorf("%s: %v", u, err)}
 		}
 		fmt.Fprintln(stdout, signed)
 		return nil
 	}
 	if fs.NArg() > 0 {
+		// Every URL signed before any is printed: a bad one among them
+		// prints nothing, rather than the URLs before it and an error.
+		var out strings.Builder
+		w := stdout
+		stdout = &out
 		for _, u := range fs.Args() {
 			if err := sign(u); err != nil {
 				return err
 			}
 		}
-		return nil
+		_, err := io.WriteString(w, out.String())
+		return err
 	}
 	sc := bufio.NewScanner(stdin)
 	for sc.Scan() {

@@ -131,8 +131,8 @@ func TestSignExpires(t *testing.T) {
 }
 
 // A key file that cannot be read is a runtime failure (exit 1), as in the
-// other commands; a flag that does not parse or is out of its domain is a
-// usage error (exit 2).
+// other commands; a flag that does not parse or is out of its domain, or
+// a URL that cannot be signed, is a usage error (exit 2).
 func TestSignExitCodes(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "key")
 	os.WriteFile(keyFile, []byte(strings.Repeat("k", 32)), 0o600)
@@ -148,10 +148,24 @@ func TestSignExitCodes(t *testing.T) {
 		{[]string{"--key-file", keyFile, "--ttl", "-1h", "https://px.example/p.gif?site=a"}, 2},
 		{[]string{"--key-file", keyFile, "--expires", "soon", "https://px.example/p.gif?site=a"}, 2},
 		{[]string{"--key-file", keyFile, "--ttl", "1h", "--expires", "2030-01-01T00:00:00Z", "https://px.example/p.gif?site=a"}, 2},
+		// A URL that is not one is bad input too (a tester's exit 1).
+		{[]string{"--key-file", keyFile, "%zz"}, 2},
+		{[]string{"--key-file", keyFile, "not a url"}, 2},
 	} {
 		err := run(tc.args, strings.NewReader(""), io.Discard, now)
 		if got := flaghint.ExitCode(err); got != tc.want {
 			t.Errorf("%q: exit %d (%v), want %d", tc.args, got, err, tc.want)
 		}
+	}
+	// A bad URL after a good one prints nothing (a second tester got the
+	// first signed, then exit 2).
+	var out strings.Builder
+	if err := run([]string{"--key-file", keyFile, "https://px.example/p.gif?site=a", "extra"}, strings.NewReader(""), &out, now); err == nil || out.Len() != 0 {
+		t.Errorf("a good URL then a bad one: %v, printed %q", err, out.String())
+	}
+	// A key that is too short from a file that is not one: the command
+	// suggested does not write over /dev/null.
+	if err := run([]string{"--key-file", os.DevNull, "https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, now); err == nil || !strings.Contains(err.Error(), "> KEYFILE") {
+		t.Errorf("--key-file /dev/null: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -26,7 +27,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -65,7 +65,8 @@ func main() {
 		version  = flag.Bool("version", false, "print the commit this binary was built from, and exit")
 	)
 	flag.Parse()
-	if err := checkUsage(flag.CommandLine, *durable); err != nil {
+	addrs := []listenAddr{{"aggregator-addr", *aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {"dashboard-addr", *dashAddr, "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {"pop-addr", *popAddr, "EDGEPIXEL_RUN_POP_ADDR"}}
+	if err := checkUsage(flag.CommandLine, *durable, addrs); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel-run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-run"))
 		os.Exit(2)
 	}
@@ -88,7 +89,7 @@ func main() {
 	}
 	// Said before anything starts, with what to do: a port in use is
 	// most often another checkout's `make run`.
-	if err := checkFree([]listenAddr{{*aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {*dashAddr, "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {*popAddr, "EDGEPIXEL_RUN_POP_ADDR"}}); err != nil {
+	if err := checkFree(addrs); err != nil {
 		cli.Fatal(log, err)
 	}
 	bin := stack.InDir(*binDir)
@@ -199,7 +200,7 @@ Put this on a page:
   <img src="%[3]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
 
 Try:  curl -s -o /dev/null -D - '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
-`, ready, st.AggregatorURL, st.PopURL, st.Logs, st.DashboardURL, token, shellQuote(token))
+`, ready, st.AggregatorURL, st.PopURL, st.Logs, st.DashboardURL, token, flaghint.ShellQuote(token))
 	if st.ClickHouseTCP != "" {
 		sql := makeSQL(st.Dir)
 		b += fmt.Sprintf(`
@@ -226,16 +227,7 @@ func makeSQL(dir string) string {
 	if def, err := filepath.Abs(defaultDir); err == nil && def == dir {
 		return "make sql"
 	}
-	return "EDGEPIXEL_RUN_DIR=" + shellQuote(dir) + " make sql"
-}
-
-// shellQuote makes s one word for a POSIX shell, so a path the banner
-// prints works when pasted even with spaces or quotes in it.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:@%,") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return "EDGEPIXEL_RUN_DIR=" + flaghint.ShellQuote(dir) + " make sql"
 }
 
 // checkUsage refuses a command line the launcher cannot run as given, as
@@ -246,9 +238,18 @@ func shellQuote(s string) string {
 // A stray argument is refused rather than ignored: it is most likely a
 // flag without its dash, or a subcommand after a flag, which would
 // otherwise start the whole stack.
-func checkUsage(fs *flag.FlagSet, durability string) error {
+func checkUsage(fs *flag.FlagSet, durability string, addrs []listenAddr) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: edgepixel-run takes flags only (a subcommand, sql or idle, comes first)", fs.Arg(0))
+	}
+	for _, a := range addrs {
+		name := "--" + a.flag
+		if !setOnCommandLine(fs, a.flag) && os.Getenv(a.env) != "" {
+			name = a.env
+		}
+		if err := flaghint.ListenAddr(name, a.addr); err != nil {
+			return err
+		}
 	}
 	if durability != "write" && durability != "fsync" {
 		err := fmt.Errorf("--durability %q: want write or fsync", durability)
@@ -268,17 +269,22 @@ func setOnCommandLine(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// listenAddr is an address the stack will listen on and the environment
-// variable that chooses it.
-type listenAddr struct{ addr, env string }
+// listenAddr is an address the stack will listen on, the flag and the
+// environment variable that choose it.
+type listenAddr struct{ flag, addr, env string }
 
 // checkFree reports the first of addrs something already listens on,
 // naming the variable that moves it, before Redis and ClickHouse start.
 func checkFree(addrs []listenAddr) error {
 	for _, a := range addrs {
 		l, err := net.Listen("tcp", a.addr)
-		if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%s is in use (another make run?): stop what listens there, or choose another address, e.g. %s=127.0.0.1:0 make run (0: any free port)", a.addr, a.env)
+		}
+		if err != nil {
+			// Not this machine's address, or a host name that does
+			// not resolve: nothing to stop, the address to change.
+			return fmt.Errorf("cannot listen on %s (%s): %v; choose another address, e.g. %s=127.0.0.1:0 make run (0: any free port)", a.addr, a.env, err, a.env)
 		}
 		l.Close()
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"net"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 // A second checkout's make run with only the aggregator and POP moved
@@ -21,12 +24,43 @@ func TestCheckFree(t *testing.T) {
 	}
 	defer held.Close()
 	free := "127.0.0.1:0"
-	err = checkFree([]listenAddr{{free, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {held.Addr().String(), "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {free, "EDGEPIXEL_RUN_POP_ADDR"}})
+	err = checkFree([]listenAddr{{"aggregator-addr", free, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {"dashboard-addr", held.Addr().String(), "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {"pop-addr", free, "EDGEPIXEL_RUN_POP_ADDR"}})
 	if err == nil || !strings.Contains(err.Error(), held.Addr().String()) || !strings.Contains(err.Error(), "EDGEPIXEL_RUN_DASHBOARD_ADDR=127.0.0.1:0") {
 		t.Errorf("a held dashboard address: %v", err)
 	}
-	if err := checkFree([]listenAddr{{free, "A"}, {free, "B"}}); err != nil {
+	if err := checkFree([]listenAddr{{"a", free, "A"}, {"b", free, "B"}}); err != nil {
 		t.Errorf("free addresses: %v", err)
+	}
+	// An address not of this machine is not "in use": nothing there to
+	// stop (a tester was told to stop what listens on it).
+	if err := checkFree([]listenAddr{{"pop-addr", "192.0.2.1:7676", "EDGEPIXEL_RUN_POP_ADDR"}}); err == nil || strings.Contains(err.Error(), "in use") {
+		t.Errorf("an address not of this machine: %v", err)
+	}
+}
+
+// A malformed or empty address, or one without a port, is a usage error
+// naming the variable that gave it, before anything is checked or
+// started: "bogus" was reported as in use, and "127.0.0.1:" (a port
+// variable left unset) listens on a random port.
+func TestCheckUsageAddrs(t *testing.T) {
+	for _, addr := range []string{"bogus", "127.0.0.1:", ":", "127.0.0.1:http-nonsense"} {
+		t.Setenv("EDGEPIXEL_RUN_POP_ADDR", addr)
+		fs := flag.NewFlagSet("edgepixel-run", flag.ContinueOnError)
+		fs.String("pop-addr", addr, "")
+		err := checkUsage(fs, "write", []listenAddr{{"pop-addr", addr, "EDGEPIXEL_RUN_POP_ADDR"}})
+		if flaghint.ExitCode(err) != 2 || !strings.Contains(err.Error(), "EDGEPIXEL_RUN_POP_ADDR") || !strings.Contains(err.Error(), "HOST:PORT") {
+			t.Errorf("EDGEPIXEL_RUN_POP_ADDR=%q: %v (exit %d)", addr, err, flaghint.ExitCode(err))
+		}
+		if err := fs.Parse([]string{"--pop-addr", addr}); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkUsage(fs, "write", []listenAddr{{"pop-addr", addr, "EDGEPIXEL_RUN_POP_ADDR"}}); err == nil || !strings.Contains(err.Error(), "--pop-addr") {
+			t.Errorf("--pop-addr %q: %v", addr, err)
+		}
+	}
+	fs := flag.NewFlagSet("edgepixel-run", flag.ContinueOnError)
+	if err := checkUsage(fs, "write", []listenAddr{{"pop-addr", "127.0.0.1:0", "EDGEPIXEL_RUN_POP_ADDR"}}); err != nil {
+		t.Errorf("127.0.0.1:0: %v", err)
 	}
 }
 

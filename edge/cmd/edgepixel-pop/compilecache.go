@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+)
+
+// defaultCompileCache is the compile cache when neither --compile-cache
+// nor EDGEPIXEL_POP_COMPILE_CACHE gives one: edgepixel-pop under the
+// user's cache directory ($XDG_CACHE_HOME, else $HOME/.cache on Linux).
+// Without either variable (a service started with an empty environment)
+// it is a directory of this user's alone under os.TempDir(), and note
+// says so; when there is none, dir is "" and note says that every start
+// compiles the module afresh, and how to give a cache: a module took
+// seconds to compile at each start without a word.
+func defaultCompileCache() (dir, note string) {
+	base, err := os.UserCacheDir()
+	if err == nil {
+		return filepath.Join(base, "edgepixel-pop"), ""
+	}
+	const give = "--compile-cache DIR or EDGEPIXEL_POP_COMPILE_CACHE chooses one"
+	tmp, terr := privateTempDir("edgepixel-pop")
+	if terr != nil {
+		return "", fmt.Sprintf("no compile cache (%v; %v): the module is compiled afresh at every start, which takes seconds; %s, or set HOME", err, terr, give)
+	}
+	return tmp, fmt.Sprintf("%v: the compile cache is %s; %s", err, tmp, give)
+}
+
+// logCompileCacheNote logs defaultCompileCache's note, if the default was
+// used: a warning when there is no cache at all.
+func logCompileCacheNote(log *slog.Logger, dir, note string) {
+	switch {
+	case note == "":
+	case dir == "":
+		log.Warn(note)
+	default:
+		log.Info(note)
+	}
+}
