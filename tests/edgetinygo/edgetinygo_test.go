@@ -147,7 +147,13 @@ func TestTinyGoPackageTests(t *testing.T) {
 // tinyGoTest runs tinygo test on pkgs and returns each package's outcome
 // ("ok", "FAIL", or "" when it did not run) and the output.
 func tinyGoTest(ctx context.Context, t *testing.T, c *build.Compiler, target string, pkgs ...string) (map[string]string, string) {
-	cmd := exec.CommandContext(ctx, c.Bin, append([]string{"test", "-target=" + target}, pkgs...)...)
+	// TinyGo's compile-time interpreter gives up on a package
+	// initialiser after -interp-timeout of wall time (3 minutes by
+	// default), however little CPU it had: on a loaded machine
+	// crypto/internal/fips140/nistec's init timed out so (make test runs
+	// these builds at low priority beside the race tests). The limit the
+	// module's own builds use (tests/build) guards against a hang here too.
+	cmd := exec.CommandContext(ctx, c.Bin, append([]string{"test", "-interp-timeout=20m", "-target=" + target}, pkgs...)...)
 	cmd.Dir, cmd.Env = root, c.Env(os.Environ())
 	// When ctx ends, end tinygo's whole process group: its linker
 	// (wasm-ld) would otherwise live on, holding the output pipe, and Run
