@@ -263,3 +263,12 @@ func ExitCode(err error) int {
 	}
 	return 1
 }
+
+// Set reports whether fs's command line set the flag name, as opposed to
+// leaving it at its default (which may hold an environment variable's
+// value). flag.FlagSet.Visit walks only the flags that were set.
+func Set(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

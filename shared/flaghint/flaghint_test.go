@@ -155,3 +155,16 @@ func TestNearest(t *testing.T) {
 		}
 	}
 }
+
+func TestSet(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.String("a", "default", "")
+	fs.String("b", "default", "")
+	if err := fs.Parse([]string{"-a", "default"}); err != nil {
+		t.Fatal(err)
+	}
+	// Given its default's value is still given; never given is not.
+	if !Set(fs, "a") || Set(fs, "b") || Set(fs, "c") {
+		t.Errorf("Set: a %v, b %v, c %v; want true, false, false", Set(fs, "a"), Set(fs, "b"), Set(fs, "c"))
+	}
+}

@@ -134,8 +134,8 @@ Production serving:
                                 kernel (default: survives the POP's death) or
                                 also fsynced (survives a machine crash)
                               Other parameters are the collector URL's own; one
-                              within two edits of an option (max_entires) is
-                              refused as misspelt.
+                              that looks like a misspelt option (Period,
+                              max-bytes, max_entires, qeue) is refused.
                           [EDGEPIXEL_POP_LOG_ENDPOINTS, comma-separated (a comma
                            inside one is %2C); a flag replaces the entry of the same NAME]
   --log-queue-dir DIR     HTTP log endpoints without queue= keep their queue on
@@ -515,7 +515,7 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	if len(positional) > 0 && positional[0] == "serve" {
 		positional = positional[1:]
 	}
-	if _, ok := fromEnv["EDGEPIXEL_POP_COMPILE_CACHE"]; ok || flagSet(fs, "compile-cache") {
+	if _, ok := fromEnv["EDGEPIXEL_POP_COMPILE_CACHE"]; ok || flaghint.Set(fs, "compile-cache") {
 		o.compileCacheNote = "" // the default is not used
 	}
 	if o.compileCache == "off" || o.compileCache == "none" {
@@ -583,13 +583,6 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	}
 	queueIn(o.logEndpoints, o.logQueueDir)
 	return o, nil
-}
-
-// flagSet reports whether the command line set fs's flag name.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
 
 // checkListenAddr checks the listen address addr that flag names, as

@@ -96,10 +96,10 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		fmt.Fprintf(stderr, "edgepixel-pop run: no wasm module given\n\n%s", runUsage)
 		return 2
 	}
-	if flagSet(fs, "compile-cache") {
+	if flaghint.Set(fs, "compile-cache") {
 		cacheNote = ""
 	}
-	if err := checkRunLimits(flagSet(fs, "memory-limit"), memoryLimit, wallBudget); err != nil {
+	if err := checkRunLimits(flaghint.Set(fs, "memory-limit"), memoryLimit, wallBudget); err != nil {
 		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-pop run"))
 		return 2
 	}

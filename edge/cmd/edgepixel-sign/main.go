@@ -88,9 +88,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 		return fmt.Errorf("%s: the key has %d bytes; use at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)", *keyFile, len(key), pixelsign.MinKeyBytes, dest)
 	}
 	expiry := now.Add(*ttl).Unix()
-	ttlSet := false
-	fs.Visit(func(f *flag.Flag) { ttlSet = ttlSet || f.Name == "ttl" })
-	if *expires != "" && ttlSet {
+	if *expires != "" && flaghint.Set(fs, "ttl") {
 		return flaghint.UsageError{Err: fmt.Errorf("give --ttl or --expires, not both: each sets the expiry\n%s", flaghint.SeeHelp("edgepixel-sign"))}
 	}
 	if *expires != "" {

@@ -244,7 +244,7 @@ func checkUsage(fs *flag.FlagSet, durability string, addrs []listenAddr) error {
 	}
 	for _, a := range addrs {
 		name := "--" + a.flag
-		if !setOnCommandLine(fs, a.flag) && os.Getenv(a.env) != "" {
+		if !flaghint.Set(fs, a.flag) && os.Getenv(a.env) != "" {
 			name = a.env
 		}
 		if err := flaghint.ListenAddr(name, a.addr); err != nil {
@@ -253,20 +253,12 @@ func checkUsage(fs *flag.FlagSet, durability string, addrs []listenAddr) error {
 	}
 	if durability != "write" && durability != "fsync" {
 		err := fmt.Errorf("--durability %q: want write or fsync", durability)
-		if !setOnCommandLine(fs, "durability") {
+		if !flaghint.Set(fs, "durability") {
 			err = fmt.Errorf("%w\n(--durability is EDGEPIXEL_RUN_DURABILITY's value)", err)
 		}
 		return err
 	}
 	return nil
-}
-
-// setOnCommandLine reports whether the flag name was given on fs's
-// command line, not left at its default (an environment variable's value).
-func setOnCommandLine(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
 
 // listenAddr is an address the stack will listen on, the flag and the
