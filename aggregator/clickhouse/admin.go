@@ -141,7 +141,7 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 		if len(r) != 2 || !digits(strings.ReplaceAll(r[1], "-", "")) {
 			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
 		}
-		if err := c.dropPartition(ctx, r[0], r[1]); err != nil {
+		if err := c.dropPartitions(ctx, r[0], r[1]); err != nil {
 			return dropped, fmt.Errorf("drop partition %s of %s: %w", r[1], r[0], err)
 		}
 		dropped = append(dropped, Partition{Table: r[0], ID: r[1]})
@@ -149,19 +149,30 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 	return dropped, nil
 }
 
-// dropPartition drops the partition whose ID is id of table (a local
-// table's name), ON CLUSTER in a cluster. ClickHouse 18.16 runs a
-// replicated table's DROP PARTITION on the shard's leader replica; after
-// replicas restart or ZooKeeper comes back, one may forward it to a
-// replica that has just lost the lead (code 292, "Leader was suddenly
-// changed") until the election settles, so a server error is retried for
-// a few seconds. Dropping a partition already gone changes nothing.
-func (c *Client) dropPartition(ctx context.Context, table, id string) error {
-	return c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s DROP PARTITION ID %s", c.db, table, c.layout.OnCluster(), quote(id)))
+// dropPartitions drops the partitions whose IDs are ids of table (a local
+// table's name) in one statement, ON CLUSTER in a cluster: one task of
+// distributed DDL, which every server runs in turn, however many
+// partitions (a month of a table partitioned by day is some thirty).
+// ClickHouse 18.16 runs a replicated table's DROP PARTITION on the
+// shard's leader replica; after replicas restart or ZooKeeper comes back,
+// one may forward it to a replica that has just lost the lead (code 292,
+// "Leader was suddenly changed") until the election settles, so a server
+// error is retried for a few seconds, and a server timeout once (see
+// retryServerErrors).
+// Dropping a partition already gone changes nothing.
+func (c *Client) dropPartitions(ctx context.Context, table string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	drops := make([]string, len(ids))
+	for i, id := range ids {
+		drops[i] = "DROP PARTITION ID " + quote(id)
+	}
+	return c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s %s", c.db, table, c.layout.OnCluster(), strings.Join(drops, ", ")))
 }
 
 // retryServer runs a partition command (DROP, REPLACE PARTITION), retrying
-// a server error for a few seconds (see dropPartition).
+// a server error for a few seconds (see dropPartitions).
 func (c *Client) retryServer(ctx context.Context, sql string) error {
 	return retryServerErrors(ctx, 7, 100*time.Millisecond, func() error { return c.Exec(ctx, sql) })
 }
@@ -170,16 +181,28 @@ func (c *Client) retryServer(ctx context.Context, sql string) error {
 // error of the server's (*Error), waiting first wait and then twice as
 // long each time; it returns f's last error, or ctx's once that ends.
 // Errors of the connection are returned at once: the caller's own retries
-// deal with a server that does not answer. So is a timeout of the server's
+// deal with a server that does not answer. A timeout of the server's
 // (TIMEOUT_EXCEEDED, e.g. a statement ON CLUSTER that outlasted
-// distributed_ddl_task_timeout): the statement stays queued or running,
-// and another attempt would only wait as long again.
+// distributed_ddl_task_timeout) is tried again once, without a wait: the
+// statement stays queued on the server that had not run it, which a lost
+// and restored ZooKeeper session can hold past the timeout, and the
+// partition commands f runs are idempotent, so a second one queues behind
+// the first and returns once both have run. More would only wait as long
+// again while a server stays away.
 func retryServerErrors(ctx context.Context, attempts int, wait time.Duration, f func() error) error {
+	timedOut := false
 	for attempt := 1; ; attempt++ {
 		err := f()
 		var se *Error
-		if err == nil || attempt == attempts || !errors.As(err, &se) || se.TimedOut() {
+		if err == nil || attempt >= attempts || !errors.As(err, &se) {
 			return err
+		}
+		if se.TimedOut() {
+			if timedOut || ctx.Err() != nil {
+				return err
+			}
+			timedOut = true
+			continue
 		}
 		select {
 		case <-ctx.Done():

@@ -444,12 +444,14 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMon
 		// month copied in through the Distributed tables. A reader sees
 		// the month empty in between, and two runs that copy the same
 		// month at once can double it (see BackfillRollups).
+		var ids []string
 		for _, p := range rows {
 			if len(p) == 1 {
-				if err := c.dropPartition(ctx, local, p[0]); err != nil {
-					return err
-				}
+				ids = append(ids, p[0])
 			}
+		}
+		if err := c.dropPartitions(ctx, local, ids...); err != nil {
+			return err
 		}
 		return c.execSettings(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %s.%s WHERE toYYYYMM(t) = %d", c.db, r.table, c.db, staging, m), settings)
 	}
