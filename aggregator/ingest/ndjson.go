@@ -36,8 +36,10 @@ func (e *LineError) Unwrap() error { return e.Err }
 // jsonLine is one NDJSON line as log streaming sends it: the JSON form of
 // event.Event (the same field names), read leniently because log formats
 // are written by hand in a CDN's configuration, where every value tends to
-// be a string. ts_ms may be a number or a numeric string; instead of ts_ms
-// a line may carry ts, an RFC 3339 time or unix seconds. props may be a
+// be a string. ts_ms may be a number or a numeric string, with a fraction
+// (cut: 1750000000123.0, as encoders that write floats put it) or an
+// exponent; instead of ts_ms a line may carry ts, an RFC 3339 time or unix
+// seconds. props may be a
 // JSON object or a string holding one. The numeric fields (bot_score,
 // asn, visitor_id, ...) are JSON numbers or strings holding one (see
 // decodeLine), within their column's range; anything else makes the line
@@ -282,8 +284,10 @@ const maxLineMS = 1 << 42
 func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 	switch {
 	case len(tsMS) > 0 && string(tsMS) != "null":
-		ms, err := jsonInt(tsMS)
-		if err != nil || ms <= 0 || ms > maxLineMS {
+		// A fraction (1750000000123.0, as encoders that write every
+		// number as a float put it) is below the millisecond: cut.
+		ms, _, ok := jsonDecimal(tsMS)
+		if !ok || ms <= 0 || ms > maxLineMS {
 			return 0, fmt.Errorf("ts_ms %s is not unix milliseconds", clip(tsMS))
 		}
 		return ms, nil
@@ -315,37 +319,48 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 	return 0, errors.New("no ts_ms or ts")
 }
 
-// secondsMS reads unix seconds, a JSON number or a string holding one,
-// whole or with a decimal fraction (nginx's $msec, "1796093235.123"), as
-// milliseconds: digits past the third decimal are cut. A number with an
-// exponent (1.7963e9, as some encoders write large floats) is read too,
-// to the millisecond a float64 holds; white space around a string's
-// number is dropped. ok is false for anything else (a sign).
+// secondsMS reads unix seconds (jsonDecimal: whole, with a decimal
+// fraction as nginx's $msec writes it, "1796093235.123", or with an
+// exponent) as milliseconds: digits past the third decimal are cut. ok is
+// false for anything else (a sign).
 func secondsMS(v json.RawMessage) (ms int64, ok bool) {
+	whole, frac, ok := jsonDecimal(v)
+	if !ok || whole >= 1e15 { // the product below stays an int64
+		return 0, false
+	}
+	f, _ := strconv.Atoi((frac + "000")[:3])
+	return whole*1000 + int64(f), true
+}
+
+// jsonDecimal reads a JSON number, or a string holding one, that is not
+// negative: whole, with a decimal fraction, or with an exponent (1.7963e9,
+// as some encoders write large floats, read to the precision a float64
+// holds), as its whole part and the digits of its fraction. White space
+// around a string's number is dropped. ok is false for anything else.
+func jsonDecimal(v json.RawMessage) (whole int64, frac string, ok bool) {
 	s := string(v)
 	if len(s) >= 2 && s[0] == '"' {
 		if json.Unmarshal(v, &s) != nil {
-			return 0, false
+			return 0, "", false
 		}
 		s = strings.TrimSpace(s)
 	}
 	if strings.ContainsAny(s, "eE") {
 		// Written out as the shortest decimal that reads back as the
-		// same float, then cut to the millisecond as below (not rounded).
+		// same float, then cut, not rounded, by the caller.
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || f <= 0 {
-			return 0, false
+			return 0, "", false
 		}
 		s = strconv.FormatFloat(f, 'f', -1, 64)
 	}
-	whole, frac, _ := strings.Cut(s, ".")
+	w, frac, _ := strings.Cut(s, ".")
 	digits := func(d string) bool { return strings.Trim(d, "0123456789") == "" }
-	if whole == "" || !digits(whole) || !digits(frac) || len(whole) > 15 { // 15: the product below stays an int64
-		return 0, false
+	if w == "" || !digits(w) || !digits(frac) {
+		return 0, "", false
 	}
-	w, err := strconv.ParseInt(whole, 10, 64)
-	f, _ := strconv.Atoi((frac + "000")[:3])
-	return w*1000 + int64(f), err == nil
+	whole, err := strconv.ParseInt(w, 10, 64)
+	return whole, frac, err == nil
 }
 
 // jsonInt reads a JSON integer or a string holding one.

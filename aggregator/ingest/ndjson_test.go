@@ -83,6 +83,11 @@ func TestParseLine(t *testing.T) {
 		{`{"ts_ms":" 1750000000123 ","site":"s"}`, "2025-06-15T15:06:40.123Z"},
 		{`{"ts":"1.75e9","site":"s"}`, "2025-06-15T15:06:40Z"},
 		{`{"ts":"2025-06-15t15:06:40z","site":"s"}`, "2025-06-15T15:06:40Z"},
+		// Milliseconds as a float writes them (Python's json, a
+		// float column): the fraction is below the millisecond.
+		{`{"ts_ms":1750000000123.0,"site":"s"}`, "2025-06-15T15:06:40.123Z"},
+		{`{"ts_ms":"1750000000123.9","site":"s"}`, "2025-06-15T15:06:40.123Z"},
+		{`{"ts_ms":1.750000000123e12,"site":"s"}`, "2025-06-15T15:06:40.123Z"},
 	} {
 		got, err := ParseLine([]byte(c.line))
 		if err != nil {
@@ -130,6 +135,10 @@ func TestParseLine(t *testing.T) {
 		{`{"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":"yesterday","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":-5,"site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":1750000000123.,"site":"demo"}`, ReasonBadJSON, ""},
+		{`{"ts_ms":"1750000000123.x","site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":"0.5","site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":1e99,"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts":"15/06/2025","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts":-1.75e9,"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts":"1750000000.1x","site":"demo"}`, ReasonBadTime, "demo"},
