@@ -324,9 +324,18 @@ const MaxBody = 64 << 10
 
 // readJSON decodes the request's body, one JSON object and nothing after
 // it but whitespace, into v; else it answers 400 saying why (413 for a
-// body over MaxBody) and returns false. Every endpoint reads its body
-// with it.
+// body over MaxBody, 415 for a compressed one) and returns false. Every
+// endpoint reads its body with it.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	// A body is a few hundred bytes, not worth compressing: a gzip one
+	// read as JSON was refused as "invalid character", which sends the
+	// user looking for a fault in the object. 415 with Accept-Encoding
+	// says which codings the server takes (RFC 9110, section 15.5.16).
+	if c := strings.TrimSpace(r.Header.Get("Content-Encoding")); c != "" && !strings.EqualFold(c, "identity") {
+		w.Header().Set("Accept-Encoding", "identity")
+		writeJSON(w, http.StatusUnsupportedMediaType, "unsupported_encoding", fmt.Sprintf("Content-Encoding %q: send an admin request's body uncompressed", c))
+		return false
+	}
 	// A body over the bound is refused as such: cut off silently (as it
 	// was), it was refused as a broken object (unexpected EOF) or, with
 	// whitespace after the object, as data after it.

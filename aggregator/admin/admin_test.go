@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -442,5 +443,39 @@ func TestBodyTooLarge(t *testing.T) {
 		if code, res := do(h, c.path, bearer, c.body); code != 200 {
 			t.Errorf("%s, a body of exactly %d bytes: %d %v", c.path, MaxBody, code, res)
 		}
+	}
+}
+
+// A compressed body is refused 415 with Accept-Encoding: identity, saying
+// to send it uncompressed, and nothing runs; it was refused as a JSON
+// object with an invalid character. identity is no compression.
+func TestBodyEncoding(t *testing.T) {
+	fs := &fakeStore{}
+	h := New(Config{Token: token, Store: fs, RetentionDays: 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"user_id":"u-123456","actor":"me"}`))
+	zw.Close()
+	for _, path := range []string{"/admin/erase", "/admin/retention"} {
+		r := httptest.NewRequest("POST", path, bytes.NewReader(gz.Bytes()))
+		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header.Set("Content-Encoding", "gzip")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var res map[string]any
+		json.Unmarshal(w.Body.Bytes(), &res)
+		if w.Code != 415 || res["reason"] != "unsupported_encoding" || !strings.Contains(fmt.Sprint(res["error"]), "uncompressed") || w.Header().Get("Accept-Encoding") != "identity" {
+			t.Errorf("%s, a gzip body: %d %v %v; want 415 unsupported_encoding with Accept-Encoding: identity", path, w.Code, res, w.Header())
+		}
+	}
+	if len(fs.erased) != 0 || len(fs.cutoffs) != 0 {
+		t.Fatalf("a compressed body ran: erased %+v, cutoffs %v", fs.erased, fs.cutoffs)
+	}
+	r := httptest.NewRequest("POST", "/admin/erase", strings.NewReader(`{"user_id":"u-123456","actor":"me"}`))
+	r.Header.Set("Authorization", "Bearer "+token)
+	r.Header.Set("Content-Encoding", "Identity")
+	w := httptest.NewRecorder()
+	if h.ServeHTTP(w, r); w.Code != 200 {
+		t.Errorf("Content-Encoding: identity: %d %s", w.Code, w.Body)
 	}
 }
