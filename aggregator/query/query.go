@@ -118,7 +118,6 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	}
 	day := now.Truncate(24 * time.Hour)
 	d := 24 * time.Hour
-	var err error
 	switch name {
 	case "realtime":
 		to := now.Truncate(time.Minute).Add(time.Minute)
@@ -135,16 +134,20 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 		r.Range = Range{From: first, To: day.Add(d), Grain: grain["day"], Total: grain["day"]}
 	case "custom":
-		var from, to time.Time
-		if from, err = time.Parse(time.DateOnly, q.Get("from")); err != nil {
-			return r, errors.New("custom range: from must be YYYY-MM-DD")
+		from, err := customDate("from", q.Get("from"))
+		if err != nil {
+			return r, err
 		}
-		if to, err = time.Parse(time.DateOnly, q.Get("to")); err != nil {
-			return r, errors.New("custom range: to must be YYYY-MM-DD")
+		to, err := customDate("to", q.Get("to"))
+		if err != nil {
+			return r, err
 		}
 		to = to.Add(d)
-		if !from.Before(to) || to.Sub(from) > 366*d {
-			return r, errors.New("custom range: from must not be after to, at most 366 days")
+		if !from.Before(to) {
+			return r, fmt.Errorf("custom range: from %s is after to %s", from.Format(time.DateOnly), to.Add(-d).Format(time.DateOnly))
+		}
+		if days := to.Sub(from) / d; days > 366 {
+			return r, fmt.Errorf("custom range: %d days from %s to %s; at most 366", days, from.Format(time.DateOnly), to.Add(-d).Format(time.DateOnly))
 		}
 		if from.Before(customFirst) || to.After(customEnd) {
 			return r, fmt.Errorf("custom range: dates from %s to %s", customFirst.Format(time.DateOnly), customEnd.Add(-d).Format(time.DateOnly))
@@ -1642,4 +1645,19 @@ func (e *Engine) Mix(ctx context.Context, r Request) (Mix, error) {
 		m.BotShare = float64(m.Bots) / float64(m.Events)
 	}
 	return m, nil
+}
+
+// customDate reads a custom range's date (the parameter name): YYYY-MM-DD,
+// a day of the calendar. A date of that form that does not exist
+// (2026-02-30) is said to be no date, not to be of the wrong form.
+func customDate(name, v string) (time.Time, error) {
+	t, err := time.Parse(time.DateOnly, v)
+	var pe *time.ParseError
+	switch {
+	case err == nil:
+		return t, nil
+	case errors.As(err, &pe) && strings.Contains(pe.Message, "out of range"):
+		return t, fmt.Errorf("custom range: %s %s is no date of the calendar", name, v)
+	}
+	return t, fmt.Errorf("custom range: %s must be YYYY-MM-DD, not %q", name, v)
 }

@@ -1125,6 +1125,13 @@ func TestParseRequestFromTo(t *testing.T) {
 		"site=demo&range=custom&from=1970-01-01&to=1970-01-03": "custom range: dates from 1971-01-02 to 2105-12-31",
 		"site=demo&range=custom&from=1971-01-02&to=1971-01-02": "",
 		"site=demo&range=custom&from=2105-12-31&to=2105-12-31": "",
+		// Found by a new-user tester: each refusal says which rule.
+		"site=demo&range=custom&from=2026-02-30&to=2026-03-01": "custom range: from 2026-02-30 is no date of the calendar",
+		"site=demo&range=custom&from=2026-01-01&to=2026-1-31":  `custom range: to must be YYYY-MM-DD, not "2026-1-31"`,
+		"site=demo&range=custom&from=2026-01-01":               `custom range: to must be YYYY-MM-DD, not ""`,
+		"site=demo&range=custom&from=2026-03-02&to=2026-03-01": "custom range: from 2026-03-02 is after to 2026-03-01",
+		"site=demo&range=custom&from=2025-01-01&to=2026-01-01": "",
+		"site=demo&range=custom&from=2024-01-01&to=2025-01-01": "custom range: 367 days from 2024-01-01 to 2025-01-01; at most 366",
 	} {
 		v, err := url.ParseQuery(q)
 		if err != nil {
