@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -226,6 +227,15 @@ func parseLine(raw []byte) (line, error) {
 			p := f.Str(&l.Event)
 			*p = event.Clean(strings.TrimSpace(*p), math.MaxInt)
 		}
+	}
+	// A page's escapes as the edge stores them, so "/it%27s" imported is
+	// the page the pixel stored as "/it's" (the fallback's lines were
+	// normalised at the edge and stay as they are). The rest of the
+	// edge's rules (host case, tracking parameters) are not applied: an
+	// import's campaign parameters may be all it says of a campaign. A
+	// form longer than the column holds is not taken.
+	if u := urlescape.URL(l.URL); len(u) <= event.MaxURLLen {
+		l.URL = u
 	}
 	bad := func(reason string, err error) (line, error) {
 		return line{}, &LineError{Reason: reason, Site: l.Site, Err: err}

@@ -115,6 +115,25 @@ func TestParseLine(t *testing.T) {
 	if e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"s","utm_campaign":" spring ","country":"DE ","url":" https://s.example/a\t"}`)); err != nil || e.UTMCampaign != "spring" || e.Country != "DE" || e.URL != "https://s.example/a" {
 		t.Errorf("values with white space: %+v, %v", e, err)
 	}
+	// A page's escapes are stored as the edge stores them, so an
+	// imported "/it%27s" is the pixel's "/it's" (found by a new-user
+	// tester); what the edge stored comes back as it was.
+	for in, want := range map[string]string{
+		"https://e.example/it%27s#top":         "https://e.example/it's",
+		"https://e.example/=cmd|calc?q=it's":   "https://e.example/=cmd%7Ccalc?q=it%27s",
+		"https://e.example/caf%C3%A9?utm_id=1": "https://e.example/caf%C3%A9?utm_id=1",
+		"https://e.example/café":          "https://e.example/caf%C3%A9",
+	} {
+		line, _ := json.Marshal(map[string]any{"ts_ms": 1750000000123, "site": "s", "url": in})
+		if e, err := ParseLine(line); err != nil || e.URL != want {
+			t.Errorf("url %q: stored %q, %v; want %q", in, e.URL, err, want)
+		}
+	}
+	// An escaped form over the column's bound is not taken.
+	long := "https://e.example/" + strings.Repeat("|", event.MaxURLLen-len("https://e.example/"))
+	if e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"s","url":"` + long + `"}`)); err != nil || e.URL != long {
+		t.Errorf("a url that escapes past the bound: %d bytes, %v", len(e.URL), err)
+	}
 	// A byte order mark before a line (a Windows tool's file, or files
 	// joined by cat) is ignored, as the edge's POST ignores it.
 	var lines []string
@@ -166,7 +185,8 @@ func TestParseLineCleans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Site != "d\uFFFDe" || e.URL != "/a\uFFFDb" || e.UserAgent != "U\uFFFDA" || e.Props != "{\"café\":\"\uFFFD\"}" {
+	// The url's U+FFFD is then escaped, as the edge stores a page.
+	if e.Site != "d\uFFFDe" || e.URL != "/a%EF%BF%BDb" || e.UserAgent != "U\uFFFDA" || e.Props != "{\"café\":\"\uFFFD\"}" {
 		t.Errorf("%+v", e)
 	}
 	// The limit holds after cleaning: a site of 100 bytes with a control

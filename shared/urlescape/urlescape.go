@@ -17,7 +17,10 @@
 // escape them: without this, "/it's" and "/it%27s" would be two pages.
 package urlescape
 
-import "unsafe"
+import (
+	"strings"
+	"unsafe"
+)
 
 // Set is a set of ASCII bytes: bit c of lo for c < 64, bit c-64 of hi
 // for the rest. No byte from 128 up is in one. (Bits rather than a string
@@ -144,4 +147,50 @@ func unhex(c byte) byte {
 	default:
 		return c - 'A' + 10
 	}
+}
+
+// SchemeEnd returns the index of the ':' ending a scheme at the start of
+// s (RFC 3986 section 3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )),
+// or -1 when s does not start with one.
+func SchemeEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		case c == ':' && i > 0:
+			return i
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
+// URL returns u with its path's and query's percent-encoding normalised
+// (Path, Query) and its fragment dropped, as edge/enrich/pageurl stores a
+// page; the scheme and authority are kept as given. For addresses that
+// did not pass through the edge (an import), so that "/it%27s" is the
+// page the edge stored as "/it's".
+func URL(u string) string {
+	if i := strings.IndexByte(u, '#'); i >= 0 {
+		u = u[:i]
+	}
+	head := 0
+	if i := SchemeEnd(u); i > 0 {
+		head = i + 1
+	}
+	if strings.HasPrefix(u[head:], "//") {
+		end := strings.IndexAny(u[head+2:], "/?")
+		if end < 0 {
+			return u
+		}
+		head += 2 + end
+	}
+	path, query, hasQuery := strings.Cut(u[head:], "?")
+	out := u[:head] + Normalize(path, Path)
+	if hasQuery {
+		out += "?" + Normalize(query, Query)
+	}
+	return out
 }

@@ -78,3 +78,30 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+func TestURL(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"https://e.example/it%27s", "https://e.example/it's"},
+		{"https://e.example/=cmd|calc", "https://e.example/=cmd%7Ccalc"},
+		{"https://E.example:8443/caf\u00e9?q=it's&r=%7e#frag", "https://E.example:8443/caf%C3%A9?q=it%27s&r=~"},
+		{"https://e.example?q=a b", "https://e.example?q=a%20b"},
+		{"https://e.example", "https://e.example"},
+		{"/a b/%2f", "/a%20b/%2F"},
+		{"//e.example/x|y", "//e.example/x%7Cy"},
+		{"e.example/x|y", "e.example/x%7Cy"},
+		{"", ""},
+		{"https://e.example/already%20normal?x=1", "https://e.example/already%20normal?x=1"},
+	} {
+		if got := URL(c.in); got != c.want {
+			t.Errorf("URL(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestSchemeEnd(t *testing.T) {
+	for in, want := range map[string]int{"https://x": 5, "a+b.c-d:x": 7, "1http://": -1, ":x": -1, "/p:q": -1, "mailto:": 6, "": -1, "http": -1} {
+		if got := SchemeEnd(in); got != want {
+			t.Errorf("SchemeEnd(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

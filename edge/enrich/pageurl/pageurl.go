@@ -70,7 +70,7 @@ func Normalize(raw string) Result {
 	var r Result
 	rest := s
 	scheme := ""
-	if i := schemeEnd(s); i > 0 {
+	if i := urlescape.SchemeEnd(s); i > 0 {
 		scheme, rest = s[:i], s[i+1:]
 	}
 	var hostport string
@@ -99,7 +99,7 @@ func Normalize(raw string) Result {
 		// Not to be read as an authority (RFC 3986 section 5.3).
 		r.Path = "/." + r.Path
 	}
-	if scheme == "" && !hasAuthority && schemeEnd(r.Path) > 0 {
+	if scheme == "" && !hasAuthority && urlescape.SchemeEnd(r.Path) > 0 {
 		// A relative path whose first segment has a colon would be read
 		// as a scheme ("./a:b" once its dot segment is removed): a dot
 		// segment goes first (RFC 3986 section 4.2).
@@ -193,7 +193,7 @@ func cut(r Result) Result {
 	r.URL = u
 	if head >= n {
 		r.Path, r.Query = "", ""
-		if !strings.HasPrefix(u, "//") && schemeEnd(u) < 0 {
+		if !strings.HasPrefix(u, "//") && urlescape.SchemeEnd(u) < 0 {
 			// Cut inside a scheme: what is left lacks its ':' and
 			// would read as a relative path, not as this URL without
 			// its path. Nothing of it is kept.
@@ -207,23 +207,6 @@ func cut(r Result) Result {
 	}
 	r.Query = u[head+len(r.Path)+1:]
 	return r
-}
-
-// schemeEnd returns the index of the ':' ending a scheme (RFC 3986 section
-// 3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )), or -1.
-func schemeEnd(s string) int {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
-		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
-		case c == ':' && i > 0:
-			return i
-		default:
-			return -1
-		}
-	}
-	return -1
 }
 
 // normHost returns the normalised host and host[:port] of an authority.
@@ -440,7 +423,7 @@ func Host(raw string) string {
 // false without "//".
 func splitAuthority(raw string) (scheme, auth string, ok bool) {
 	s := strings.TrimSpace(raw)
-	if i := schemeEnd(s); i > 0 {
+	if i := urlescape.SchemeEnd(s); i > 0 {
 		scheme, s = lowerASCII(s[:i]), s[i+1:]
 	}
 	if !strings.HasPrefix(s, "//") {

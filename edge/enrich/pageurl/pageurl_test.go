@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
 // pathOfURL evaluates event.PathOfURL, the path column's ALIAS in
@@ -185,6 +186,11 @@ func FuzzNormalize(f *testing.F) {
 			if again := Normalize(r.URL); again != r {
 				t.Fatalf("Normalize(%q) = %+v, but Normalize(%q) = %+v", s, r, r.URL, again)
 			}
+		}
+		// The import's normalisation (urlescape.URL, aggregator/ingest)
+		// leaves what the edge stored as it is.
+		if u := urlescape.URL(r.URL); u != r.URL {
+			t.Fatalf("Normalize(%q).URL = %q, which urlescape.URL makes %q", s, r.URL, u)
 		}
 	})
 }
