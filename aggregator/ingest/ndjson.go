@@ -10,11 +10,13 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/urlescape"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
@@ -126,6 +128,32 @@ func decodeLine(raw []byte) (jsonLine, error) {
 	}
 }
 
+// fieldError says what a line's field must hold, by its JSON name, where
+// encoding/json names the Go struct behind it ("json: cannot unmarshal
+// number 500 into Go struct field jsonLine.Event.bot_score of type
+// uint8"): "bot_score must be a whole number from 0 to 255, not number 500".
+func fieldError(te *json.UnmarshalTypeError) error {
+	name := te.Field[strings.LastIndexByte(te.Field, '.')+1:]
+	t := te.Type
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	want := flaghint.Kind(t.Kind())
+	switch t.Kind() {
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		want = fmt.Sprintf("a whole number from 0 to %d", uint64(math.MaxUint64)>>(64-t.Bits()))
+	case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		want = fmt.Sprintf("a whole number from %d to %d", int64(-1)<<(t.Bits()-1), int64(math.MaxInt64)>>(64-t.Bits()))
+	}
+	if want == "" {
+		return fmt.Errorf("%s cannot be a JSON %s", name, te.Value)
+	}
+	if te.Value == "string" { // one that holds no such number (decodeLine)
+		return fmt.Errorf("%s must be %s, or a string holding one", name, want)
+	}
+	return fmt.Errorf("%s must be %s, not %s", name, want, te.Value)
+}
+
 // isJSONNumber reports whether s is a number in JSON's grammar (RFC 8259
 // section 6), which json.Number leaves unchecked.
 func isJSONNumber(s string) bool {
@@ -197,7 +225,14 @@ func parseLine(raw []byte) (line, error) {
 		return line{}, &LineError{Reason: ReasonLineTooLong, Err: fmt.Errorf("line of %d bytes, at most %d", len(raw), MaxLine)}
 	}
 	l, err := decodeLine(raw)
-	if err != nil {
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te) && te.Field != "":
+		// A JSON object whose field holds what its column cannot (a
+		// bot_score of 500, a visitor_id of "abc"): the event is
+		// invalid, and the decoder filled the rest, its site included.
+		return line{}, &LineError{Reason: ReasonInvalidEvent, Site: event.Clean(strings.TrimSpace(l.Site), math.MaxInt), Err: fieldError(te)}
+	case err != nil:
 		return line{}, &LineError{Reason: ReasonBadJSON, Err: err}
 	}
 	switch l.Type {

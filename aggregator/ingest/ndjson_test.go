@@ -122,7 +122,7 @@ func TestParseLine(t *testing.T) {
 		"https://e.example/it%27s#top":         "https://e.example/it's",
 		"https://e.example/=cmd|calc?q=it's":   "https://e.example/=cmd%7Ccalc?q=it%27s",
 		"https://e.example/caf%C3%A9?utm_id=1": "https://e.example/caf%C3%A9?utm_id=1",
-		"https://e.example/café":          "https://e.example/caf%C3%A9",
+		"https://e.example/café":               "https://e.example/caf%C3%A9",
 	} {
 		line, _ := json.Marshal(map[string]any{"ts_ms": 1750000000123, "site": "s", "url": in})
 		if e, err := ParseLine(line); err != nil || e.URL != want {
@@ -147,10 +147,14 @@ func TestParseLine(t *testing.T) {
 	}{
 		{`{"ts_ms":1750000000123,"site":"demo"`, ReasonBadJSON, ""},
 		{`[1,2]`, ReasonBadJSON, ""},
-		{`{"ts_ms":1750000000123,"site":5}`, ReasonBadJSON, ""},
-		{`{"ts_ms":1750000000123,"site":"demo","visitor_id":"abc"}`, ReasonBadJSON, ""},
-		{`{"ts_ms":1750000000123,"site":"demo","visitor_id":"-1"}`, ReasonBadJSON, ""},
-		{`{"ts_ms":1750000000123,"site":"demo","screen_width":"1e99"}`, ReasonBadJSON, ""},
+		{`{"ts_ms":1750000000123,"site":5}`, ReasonInvalidEvent, ""},
+		// A field its column cannot hold: the event is invalid, and its
+		// site known (found by a new-user tester: bad_json, site '').
+		{`{"ts_ms":1750000000123,"site":"demo","visitor_id":"abc"}`, ReasonInvalidEvent, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","visitor_id":"-1"}`, ReasonInvalidEvent, "demo"},
+		{`{"ts_ms":1750000000123,"site":" demo ","screen_width":"1e99"}`, ReasonInvalidEvent, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","bot_score":500}`, ReasonInvalidEvent, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","url":5}`, ReasonInvalidEvent, "demo"},
 		{`{"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":"yesterday","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":-5,"site":"demo"}`, ReasonBadTime, "demo"},
@@ -174,6 +178,21 @@ func TestParseLine(t *testing.T) {
 		var le *LineError
 		if !errors.As(err, &le) || le.Reason != c.reason || le.Site != c.site {
 			t.Errorf("%.60s: %v, want %s (site %q)", c.line, err, c.reason, c.site)
+		}
+	}
+}
+
+// A field's refusal names the field by its JSON name and what it must
+// hold, not the Go struct behind it.
+func TestParseLineFieldError(t *testing.T) {
+	for line, want := range map[string]string{
+		`{"ts_ms":1,"site":"d","bot_score":500}`:    "invalid_event: bot_score must be a whole number from 0 to 255, not number 500",
+		`{"ts_ms":1,"site":"d","visitor_id":"abc"}`: "invalid_event: visitor_id must be a whole number from 0 to 18446744073709551615, or a string holding one",
+		`{"ts_ms":1,"site":"d","screen_width":-1}`:  "invalid_event: screen_width must be a whole number from 0 to 65535, not number -1",
+		`{"ts_ms":1,"site":"d","url":{"a":1}}`:      "invalid_event: url must be a string, not object",
+	} {
+		if _, err := ParseLine([]byte(line)); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %s", line, err, want)
 		}
 	}
 }
