@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // Dimension is a column the dashboard's top tables group by, and that its
@@ -33,6 +35,11 @@ type Dimension struct {
 	// value is normalised the same way, so "/café" finds them, and the
 	// page shows them decoded.
 	Path bool `json:"path,omitempty"`
+	// Values, if any, are all the values the dimension takes (a
+	// closed set the edge derives, in lower case): a filter's value is
+	// one of them, matched without regard to case, or refused, where a
+	// misspelt one ("Social") would silently match nothing.
+	Values []string `json:"values,omitempty"`
 }
 
 // Dimensions are the dashboard's dimensions, in the page's order. Those
@@ -41,7 +48,7 @@ type Dimension struct {
 var Dimensions = []Dimension{
 	{Name: "page", Label: "Pages", Expr: "path(url)", Since: 4, Collected: true, Path: true},
 	{Name: "referrer", Label: "Sources", Expr: "domain(referrer)", Since: 4, Collected: true},
-	{Name: "channel", Label: "Channels", Expr: "toString(channel)", Since: VersionRollups, Collected: true},
+	{Name: "channel", Label: "Channels", Expr: "toString(channel)", Since: VersionRollups, Collected: true, Values: event.Channels[:]},
 	{Name: "utm_source", Label: "UTM sources", Expr: "utm_source", Since: 4, Collected: true},
 	{Name: "utm_medium", Label: "UTM mediums", Expr: "utm_medium", Since: 4, Collected: true},
 	{Name: "utm_campaign", Label: "UTM campaigns", Expr: "utm_campaign", Since: 4, Collected: true},
@@ -50,7 +57,7 @@ var Dimensions = []Dimension{
 	{Name: "city", Label: "Cities", Expr: "toString(city)", Since: VersionRollups, Collected: true},
 	{Name: "browser", Label: "Browsers", Expr: "toString(browser)", Since: VersionRollups, Collected: true},
 	{Name: "os", Label: "Operating systems", Expr: "toString(os)", Since: VersionRollups, Collected: true},
-	{Name: "device", Label: "Devices", Expr: "toString(device)", Since: VersionRollups, Collected: true},
+	{Name: "device", Label: "Devices", Expr: "toString(device)", Since: VersionRollups, Collected: true, Values: event.Devices[:]},
 	{Name: "event", Label: "Events", Expr: "name", Since: 4, Collected: true},
 	// Of visits: the page of a visit's first and last event (see
 	// VisitDimsTable).

@@ -188,6 +188,15 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if dim.Path {
 			v = pageFilter(v)
 		}
+		// An empty value is the rows stored before the edge derived
+		// the dimension, as the top table lists them.
+		if len(dim.Values) > 0 && v != "" {
+			i := slices.IndexFunc(dim.Values, func(s string) bool { return strings.EqualFold(s, v) })
+			if i < 0 {
+				return r, fmt.Errorf("%s %q is none of its values: %s", dim.Name, v, strings.Join(dim.Values, ", "))
+			}
+			v = dim.Values[i]
+		}
 		r.Filters = append(r.Filters, Filter{Dim: dim, Name: dim.Name, Value: v})
 	}
 	return r, nil

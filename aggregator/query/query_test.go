@@ -1125,6 +1125,14 @@ func TestParseRequestFromTo(t *testing.T) {
 		"site=demo&range=custom&from=1970-01-01&to=1970-01-03": "custom range: dates from 1971-01-02 to 2105-12-31",
 		"site=demo&range=custom&from=1971-01-02&to=1971-01-02": "",
 		"site=demo&range=custom&from=2105-12-31&to=2105-12-31": "",
+		// A closed set's value is matched without regard to case, and
+		// one outside it refused, where it matched nothing (found by a
+		// new-user tester); empty is the rows from before the column.
+		"site=demo&channel=Social":  "",
+		"site=demo&device=MOBILE":   "",
+		"site=demo&channel=":        "",
+		"site=demo&channel=socials": `channel "socials" is none of its values: direct, internal, search, social, email, paid, referral`,
+		"site=demo&device=phone":    `device "phone" is none of its values: other, desktop, mobile, tablet, bot`,
 		// Found by a new-user tester: each refusal says which rule.
 		"site=demo&range=custom&from=2026-02-30&to=2026-03-01": "custom range: from 2026-02-30 is no date of the calendar",
 		"site=demo&range=custom&from=2026-01-01&to=2026-1-31":  `custom range: to must be YYYY-MM-DD, not "2026-1-31"`,
@@ -1382,5 +1390,20 @@ func TestTopLongValues(t *testing.T) {
 		if err != nil || len(top.Rows) != 1000 {
 			t.Errorf("%s: %d rows from %s, %v", q.Encode(), len(top.Rows), top.Source, err)
 		}
+	}
+}
+
+// A closed set's filter value is stored's spelling, whatever its case.
+func TestParseRequestClosedValues(t *testing.T) {
+	r, err := ParseRequest(url.Values{"site": {"demo"}, "channel": {" Social "}, "device": {"Tablet"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range r.Filters {
+		got[f.Name] = f.Value
+	}
+	if got["channel"] != "social" || got["device"] != "tablet" {
+		t.Errorf("filters %v, want channel social and device tablet", got)
 	}
 }

@@ -77,6 +77,15 @@ const (
 	MaxHostLen = 253
 )
 
+// Channels are the values of the channel column (Event.Channel), in
+// edge/enrich/referrer.Channel's order: a closed set, which a filter
+// checks its value against.
+var Channels = [...]string{"direct", "internal", "search", "social", "email", "paid", "referral"}
+
+// Devices are the values of the device column (Event.Device), in
+// edge/enrich/useragent.Device's order, as Channels.
+var Devices = [...]string{"other", "desktop", "mobile", "tablet", "bot"}
+
 // BotScoreMax is the largest bot score (Event.BotScore).
 const BotScoreMax = 100
 

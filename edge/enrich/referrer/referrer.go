@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // Channel is the kind of source a visit came from. The numbers are
@@ -33,7 +34,7 @@ const (
 	Referral                // any other site (AI assistants included, by name)
 )
 
-var channelNames = [...]string{"direct", "internal", "search", "social", "email", "paid", "referral"}
+var channelNames = event.Channels
 
 // String returns the channel's lower-case name.
 func (c Channel) String() string {

@@ -34,7 +34,11 @@
 // pixel request does not carry the high-entropy ones.
 package useragent
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/edgepixel/edgepixel/shared/event"
+)
 
 // Device is a device class. The numbers are stable: they may be stored.
 type Device uint8
@@ -47,7 +51,7 @@ const (
 	Bot                   // a program: set by the caller from bot.Check, never by Parse
 )
 
-var deviceNames = [...]string{"other", "desktop", "mobile", "tablet", "bot"}
+var deviceNames = event.Devices
 
 // String returns the class's lower-case name.
 func (d Device) String() string {
