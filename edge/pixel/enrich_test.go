@@ -485,3 +485,30 @@ func TestCountsOfReusedBuffer(t *testing.T) {
 		t.Errorf("aa %d hits, bb %d hits; want 3 and 3", a, b)
 	}
 }
+
+// A POST body of JSON with a value of the wrong type is refused whole,
+// its drop counted for the site it names (found by a new-user tester: it
+// was counted under ""); a body that is not JSON falls back on the URL's.
+func TestBadJSONCountedForItsSite(t *testing.T) {
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Hour, MaxBuffered: 100}
+	m := meta()
+	for _, c := range []struct{ query, body, site string }{
+		{"", `{"site":"bj3","name":123}`, "bj3"},
+		{"", `[{"site":" bj4 ","t":"x","url":5}]`, "bj4"},
+		{"site=q1", `{"site":`, "q1"},
+		{"site=q2", `{"name":"x","url":5}`, "q2"},
+	} {
+		post := Hit{Method: "POST", Path: PathPost, RawQuery: c.query, Meta: func() *Meta { return m },
+			Body: func(int) ([]byte, error) { return []byte(c.body), nil }}
+		var resp Response
+		if Serve(&post, nil, b, m.Now, &resp); resp.Status != 400 || resp.Drop != DropBadJSON {
+			t.Errorf("%s: %d %q, want 400 bad_json", c.body, resp.Status, resp.Drop)
+		}
+		if sc := b.Counts.sites[c.site]; sc == nil || sc.Hits != 1 || len(sc.Drops) != 1 || sc.Drops[0].Reason != DropBadJSON {
+			t.Errorf("%s: %q's counts %+v, want its bad_json", c.body, c.site, sc)
+		}
+	}
+	if sc := b.Counts.sites[""]; sc != nil {
+		t.Errorf("counted under no site: %+v", sc)
+	}
+}

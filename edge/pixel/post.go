@@ -92,8 +92,9 @@ type refusal struct {
 	// refused the body (unknown_site, a sign=reject site's unsigned,
 	// bad_pixel_signature and expired_pixel, and origin_not_allowed in
 	// servePost), since a mixed body's first site may have let it
-	// through; else the first event's. "" when the body did not parse
-	// (Serve then counts it for the URL's site).
+	// through; else the first event's, also for a body of JSON that
+	// did not decode (a value of the wrong type). "" when the body is
+	// not JSON or has no site (Serve then counts it for the URL's site).
 	site string
 	// cip is the signed URL's cip when its signature verified but the
 	// client's address is outside it (bad_pixel_signature): the answer
@@ -115,28 +116,29 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	// RFC 8259 §8.1 lets a parser ignore a byte order mark, which some
 	// clients' encoders write: it is not JSON's to refuse.
 	body = bytes.TrimSpace(bytes.TrimPrefix(body, []byte("\ufeff")))
-	var posted []postedEvent
-	switch {
-	case len(body) > 0 && body[0] == '[':
-		if err := json.Unmarshal(body, &posted); err != nil {
-			return nil, nil, DropBadJSON
-		}
-	case len(body) > 0 && body[0] == '{':
-		var one postedEvent
-		if err := json.Unmarshal(body, &one); err != nil {
-			return nil, nil, DropBadJSON
-		}
-		posted = []postedEvent{one}
-	default:
-		return nil, nil, DropBadJSON
-	}
-	if len(posted) == 0 {
-		return nil, nil, DropBadJSON
-	}
 	if why == nil {
 		why = &refusal{}
 	}
-	why.site = cleanSite(posted[0].Site)
+	// A body that is JSON but holds a value of the wrong type
+	// ("name":123) is refused whole; encoding/json has filled the rest,
+	// so its drop is counted for its site, as a body that parsed.
+	var posted []postedEvent
+	var err error
+	switch {
+	case len(body) > 0 && body[0] == '[':
+		err = json.Unmarshal(body, &posted)
+	case len(body) > 0 && body[0] == '{':
+		posted = make([]postedEvent, 1)
+		err = json.Unmarshal(body, &posted[0])
+	default:
+		return nil, nil, DropBadJSON
+	}
+	if len(posted) > 0 {
+		why.site = cleanSite(posted[0].Site)
+	}
+	if err != nil || len(posted) == 0 {
+		return nil, nil, DropBadJSON
+	}
 	if len(posted) > MaxPostEvents {
 		return nil, nil, DropTooManyEvents
 	}
