@@ -83,7 +83,7 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 	browsers := []string{"Chrome", "Firefox", "Safari", ""}
 	oses := []string{"Windows", "macOS", "Android", "iOS"}
 	devices := []string{"desktop", "mobile", "tablet"}
-	channels := []string{"Direct", "Organic Search", "Referral", "Email"}
+	channels := []string{"direct", "search", "referral", "email"}
 	names := []string{event.KindPageview, event.KindPageview, event.KindPageview, "signup", "download"}
 	// Event properties, as the edge stores them (event.CleanProps):
 	// members of nested objects, arrays, escapes and a member that
@@ -383,10 +383,10 @@ func TestAgainstRawEvents(t *testing.T) {
 		// Every part of the profile (its LIKE prefix once matched none).
 		{"country": {"DE"}, "device": {"mobile"}, "browser": {"Chrome"}, "os": {"Android"}},
 		{"event": {"signup"}, "browser": {"Chrome"}},
-		{"channel": {"Organic Search"}},
+		{"channel": {"search"}},
 		{"referrer": {"www.google.com"}, "page": {"/pricing"}},
 		{"bots": {"exclude"}},
-		{"bots": {"exclude"}, "country": {"DE"}, "channel": {"Organic Search"}},
+		{"bots": {"exclude"}, "country": {"DE"}, "channel": {"search"}},
 		// Without bots under filters of a visitor's profile: visits from
 		// the profile rows with the verdict.
 		{"bots": {"exclude"}, "country": {"DE"}},
