@@ -64,6 +64,10 @@ type Batcher struct {
 	rep     report
 	failing bool      // the last batch attempt failed: the next one tries once
 	retryAt time.Time // with a fallback, until then flushes skip the backend
+	// rejected is set when the aggregator refused a batch for good
+	// (ErrRejected) and until a batch is taken: without a fallback,
+	// flushes before retryAt send nothing either.
+	rejected bool
 	// v1 is set once the aggregator refused a version 2 batch: it predates
 	// counters, so they are no longer sent to it.
 	v1 bool
@@ -257,6 +261,16 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 	if len(secret) == 0 {
 		return ErrNoSecret
 	}
+	if b.rejected && t.Before(b.retryAt) {
+		// A refusal for good (a wrong secret) is not asked again at
+		// every flush: the counts it left unreported made each one send
+		// a batch, until Fastly's limit on an execution's backend
+		// requests, and the aggregator's limit on failed
+		// authentications then refused the address's other senders.
+		// The events wait in the buffer (MaxBuffered bounds it, and
+		// Close counts what is left).
+		return nil
+	}
 	for first := true; ; first = false {
 		n := min(b.events.Len(), b.MaxEvents, wire.MaxEvents)
 		counts := first && b.countsPending() && b.Counts.unreportedCounts(&b.rep, maxCountsPerLine)
@@ -286,7 +300,7 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 			status, err = deliver(b.body, secret, send, now, sleep, tries)
 		}
 		if err == nil {
-			b.failing = false
+			b.failing, b.rejected = false, false
 			if counts {
 				b.Counts.reported(&b.rep)
 			}
@@ -295,7 +309,9 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 		}
 		if errors.Is(err, ErrRejected) {
 			// Sending these bytes again cannot succeed (a wrong secret, a
-			// bug): the fallback is their last chance.
+			// bug): the fallback is their last chance. Nor, for a while,
+			// can any batch (see rejected).
+			b.failing, b.rejected, b.retryAt = true, true, t.Add(retryBackend)
 			if b.Fallback != nil && b.spillN(n) == nil {
 				return fmt.Errorf("%w; its %d events were written to the fallback log endpoint", err, n)
 			}

@@ -521,3 +521,43 @@ func TestPending(t *testing.T) {
 		t.Errorf("an event buffered: Pending %v, Len %d", b.Pending(), b.Len())
 	}
 }
+
+// A batch refused for good (401, a wrong secret) is not sent again at
+// every flush without a fallback: the counts it left unreported made each
+// flush send one, until Fastly's limit on an execution's backend requests
+// (found by a new-user tester: 28 requests for one hit). Until
+// retryBackend has passed the events wait, and Close counts them.
+func TestRejectedHoldsOff(t *testing.T) {
+	secret := []byte("k")
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+	now := time.Now()
+	rej := &fakeAggregator{statuses: []int{401}, secret: secret, t: t}
+	hits(b, now, 1)
+	if err := b.Flush(secret, rej.send, time.Now, noSleep); !errors.Is(err, ErrRejected) || rej.calls != 1 {
+		t.Fatalf("err %v, %d calls", err, rej.calls)
+	}
+	for range 5 {
+		hits(b, now, 1)
+		if err := b.Flush(secret, rej.send, time.Now, noSleep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rej.calls != 1 || b.Len() != 5 {
+		t.Fatalf("%d calls within retryBackend, want 1; %d buffered, want 5", rej.calls, b.Len())
+	}
+	// Past it, one attempt; accepted, the hold ends.
+	b.retryAt = time.Now().Add(-time.Millisecond)
+	ok := &fakeAggregator{statuses: []int{200}, secret: secret, t: t}
+	if err := b.Flush(secret, ok.send, time.Now, noSleep); err != nil || ok.calls != 1 || b.Len() != 0 || b.rejected {
+		t.Fatalf("err %v, %d calls, %d left, rejected %v", err, ok.calls, b.Len(), b.rejected)
+	}
+	if c := latest(ok.counters, "demo"); c.Hits != 6 || c.Dropped(DropDeliveryFailed) != 1 {
+		t.Fatalf("counts %+v: want 6 hits, the first event's delivery_failed", c)
+	}
+	// Held at the end: Close counts what waits.
+	b.rejected, b.retryAt = true, time.Now().Add(time.Minute)
+	hits(b, now, 2)
+	if lost, _ := b.Close(secret, ok.send, time.Now, noSleep); lost != 2 || b.Counts.Get("demo").Dropped(DropDeliveryFailed) != 3 {
+		t.Fatalf("lost %d, counts %+v", lost, b.Counts.Get("demo"))
+	}
+}

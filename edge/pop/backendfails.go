@@ -39,13 +39,17 @@ type backendFailures struct {
 
 // record notes the outcome of a request to backend name: its response's
 // status, or err when there was none. 401 and 403 (credentials refused),
-// 5xx and no response at all are failures; any other answer ends a run.
+// 429, 5xx and no response at all are failures; any other answer ends a
+// run. A 429 within a run of refused credentials keeps the run's reason:
+// it is the aggregator's limit on failed authentications, which answers
+// 429 once a wrong secret has failed its burst, and the secret is still
+// what to check.
 func (h *backendFailures) record(name string, code int, err error) {
 	why, denied := "", code == http.StatusUnauthorized || code == http.StatusForbidden
 	switch {
 	case err != nil:
 		why = err.Error()
-	case denied || code >= 500:
+	case denied || code == http.StatusTooManyRequests || code >= 500:
 		why = fmt.Sprintf("status %d", code)
 	}
 	h.mu.Lock()
@@ -61,6 +65,9 @@ func (h *backendFailures) record(name string, code int, err error) {
 		}
 		f = &backendFailure{since: time.Now()}
 		h.failing[name] = f
+	}
+	if code == http.StatusTooManyRequests && f.denied {
+		why, denied = f.why, true
 	}
 	f.last, f.n, f.why, f.denied = time.Now(), f.n+1, why, denied
 }

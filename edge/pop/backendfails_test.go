@@ -30,6 +30,20 @@ func TestBackendFailures(t *testing.T) {
 	if d := h.degraded(); len(d) != 0 {
 		t.Errorf("a failure older than %v: %q", backendFailRecent, d)
 	}
+	// The aggregator's limit on failed authentications answers 429 after
+	// a wrong secret's burst of 401s: the run goes on, the secret still
+	// named (found by a new-user tester: 429 ended it, and /healthz said
+	// ok). A 429 alone is a failure of its own.
+	h.record("aggregator", 204, nil)
+	h.record("aggregator", 401, nil)
+	h.record("aggregator", 429, nil)
+	if d := h.degraded(); len(d) != 1 || !strings.Contains(d[0], "2 requests failing") || !strings.Contains(d[0], "status 401") || !strings.Contains(d[0], "aggregator_secret") {
+		t.Errorf("after 401, 429: %q", d)
+	}
+	h.record("other", 429, nil)
+	if d := h.degraded(); len(d) != 2 || !strings.Contains(strings.Join(d, "\n"), "backend other: 1 requests failing") {
+		t.Errorf("after a 429 alone: %q", d)
+	}
 }
 
 // TestBackendFailingMetric: fastly.toml's backends are listed at 0, a
