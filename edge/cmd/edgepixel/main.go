@@ -188,7 +188,17 @@ func loadConfig() config {
 	}
 	secret, err := secretstore.Plaintext("edgepixel", "aggregator_secret")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "edgepixel: no secret edgepixel/aggregator_secret (%v): hits are answered but cannot be delivered\n", err)
+		// What still reaches the aggregator: each hit's journal line,
+		// or the fallback's, which need no secret (a tester read
+		// "cannot be delivered" of hits its journal stored).
+		fate := "hits are answered but cannot be delivered"
+		switch {
+		case c.journalName != "":
+			fate = "batches cannot be signed; each hit still reaches the aggregator through the journal log endpoint " + c.journalName
+		case c.fallbackName != "none":
+			fate = "batches cannot be signed; hits go to the fallback log endpoint instead"
+		}
+		fmt.Fprintf(os.Stderr, "edgepixel: no secret edgepixel/aggregator_secret (%v): %s\n", err, fate)
 	}
 	// A secret kept in a file often ends in a newline; it is never part of it.
 	c.secret = bytes.TrimSpace(secret)
