@@ -495,7 +495,10 @@ func migrateClickHouse(log *slog.Logger, url, db string, cluster clickhouse.Clus
 	case errors.Is(err, clickhouse.ErrSchemaTooNew), errors.Is(err, clickhouse.ErrSchemaConflict), errors.Is(err, clickhouse.ErrClusterConfig):
 		return err
 	case err != nil:
-		log.Warn("could not migrate the ClickHouse schema at start; the loader retries once ClickHouse answers, spooling events meanwhile", "err", err)
+		// Where it is looked for, and the usual slip (the native port
+		// under http://), so a wrong address is seen as one.
+		log.Warn("could not migrate the ClickHouse schema at start; the loader retries once ClickHouse answers, spooling events meanwhile (/readyz shows it)", "err", err,
+			"clickhouse", url, "check", "--clickhouse (EDGEPIXEL_AGG_CLICKHOUSE): http://HOST:8123 for ClickHouse's HTTP interface, or native://HOST:9000 for its native one")
 	case len(res.Applied) > 0:
 		var steps []string
 		for _, m := range res.Applied {
