@@ -613,7 +613,7 @@ func loadSecret(secret, file string) ([]byte, error) {
 	switch {
 	case secret != "":
 	case file != "":
-		return nil, fmt.Errorf("--secret-file %s is empty", file)
+		return nil, fmt.Errorf("--secret-file %s is empty: put the secret the edge signs batches with in it, the same as the edge's aggregator_secret (a new one: head -c 32 /dev/urandom | base64 > %s)", file, flaghint.ShellQuote(file))
 	case given:
 		return nil, flaghint.UsageError{Err: errors.New("no shared secret: --secret is only whitespace; pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
 	default:

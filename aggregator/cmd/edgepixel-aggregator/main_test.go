@@ -341,7 +341,7 @@ func TestSecretTrimmed(t *testing.T) {
 	if err := os.WriteFile(file, []byte(" \n\t"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadSecret("", file); err == nil || errors.As(err, new(flaghint.UsageError)) || !strings.Contains(err.Error(), "--secret-file "+file+" is empty") {
+	if _, err := loadSecret("", file); err == nil || errors.As(err, new(flaghint.UsageError)) || !strings.Contains(err.Error(), "--secret-file "+file+" is empty") || !strings.Contains(err.Error(), "head -c 32") {
 		t.Errorf("a blank --secret-file: %v", err)
 	}
 	// Through the command: exit status 2, naming the variable when the
