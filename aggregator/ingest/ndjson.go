@@ -114,7 +114,7 @@ func decodeLine(raw []byte) (jsonLine, error) {
 		if err == nil || !errors.As(err, &te) || te.Value != "string" {
 			return l, err
 		}
-		key := te.Field[strings.LastIndexByte(te.Field, '.')+1:]
+		key := fieldName(te)
 		var m map[string]json.RawMessage
 		var s string
 		// White space around it is dropped, as around any value.
@@ -133,7 +133,7 @@ func decodeLine(raw []byte) (jsonLine, error) {
 // number 500 into Go struct field jsonLine.Event.bot_score of type
 // uint8"): "bot_score must be a whole number from 0 to 255, not number 500".
 func fieldError(te *json.UnmarshalTypeError) error {
-	name := te.Field[strings.LastIndexByte(te.Field, '.')+1:]
+	name := fieldName(te)
 	t := te.Type
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -152,6 +152,12 @@ func fieldError(te *json.UnmarshalTypeError) error {
 		return fmt.Errorf("%s must be %s, or a string holding one", name, want)
 	}
 	return fmt.Errorf("%s must be %s, not %s", name, want, te.Value)
+}
+
+// fieldName is the JSON name of the field te is about: the last part of
+// its path through the embedded structs ("Event.bot_score").
+func fieldName(te *json.UnmarshalTypeError) string {
+	return te.Field[strings.LastIndexByte(te.Field, '.')+1:]
 }
 
 // isJSONNumber reports whether s is a number in JSON's grammar (RFC 8259
@@ -406,18 +412,6 @@ func jsonDecimal(v json.RawMessage) (whole int64, frac string, ok bool) {
 	}
 	whole, err := strconv.ParseInt(w, 10, 64)
 	return whole, frac, err == nil
-}
-
-// jsonInt reads a JSON integer or a string holding one.
-func jsonInt(v json.RawMessage) (int64, error) {
-	s := string(v)
-	if len(s) >= 2 && s[0] == '"' {
-		if err := json.Unmarshal(v, &s); err != nil {
-			return 0, err
-		}
-		s = strings.TrimSpace(s)
-	}
-	return strconv.ParseInt(s, 10, 64)
 }
 
 // lineProps returns props in event.CleanProps' canonical form: an object

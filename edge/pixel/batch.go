@@ -65,8 +65,8 @@ type Batcher struct {
 	failing bool      // the last batch attempt failed: the next one tries once
 	retryAt time.Time // with a fallback, until then flushes skip the backend
 	// rejected is set when the aggregator refused a batch for good
-	// (ErrRejected) and until a batch is taken: without a fallback,
-	// flushes before retryAt send nothing either.
+	// (ErrRejected), until it accepts one: without a fallback too,
+	// flushes before retryAt send nothing.
 	rejected bool
 	// v1 is set once the aggregator refused a version 2 batch: it predates
 	// counters, so they are no longer sent to it.
