@@ -70,6 +70,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/edgepixel/edgepixel/shared/wire"
@@ -253,7 +254,7 @@ func ParseConfig(env func(key string) string) (Config, error) {
 	serr = errors.Join(serr, readSalts(&c.Salts, env))
 	c.Serve.PixelKeys = func(site string) [][]byte {
 		var keys [][]byte
-		for _, k := range [...]string{"pixel_key." + site, "pixel_key." + site + ".previous"} {
+		for _, k := range storekeys.PixelKeys(site) {
 			if v := pixelsign.Key([]byte(env(k))); len(v) > 0 {
 				keys = append(keys, v)
 			}

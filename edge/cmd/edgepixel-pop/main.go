@@ -163,7 +163,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		if m, err = fastlytoml.Load(o.config); err != nil {
 			return fmt.Errorf("-C: %w", missingFileHint(err))
 		}
-		for _, w := range m.Warnings {
+		for _, w := range manifestWarnings(m) {
 			log.Warn(w, "config", o.config)
 		}
 	}

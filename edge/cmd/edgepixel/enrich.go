@@ -35,13 +35,11 @@ import (
 	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/fastly/compute-sdk-go/erl"
 	"github.com/fastly/compute-sdk-go/secretstore"
 )
-
-// secretStore is the store the salts and pixel keys live in.
-const secretStore = "edgepixel"
 
 // Names of the Edge Rate Limiter's counter and penalty box.
 const (
@@ -60,7 +58,7 @@ func loadEnrichConfig(c *config, get func(key string) string) {
 	c.serve.Sites = sites
 	c.serve.Salts = currentSalts
 	c.serve.PixelKeys = pixelKeys
-	client, site := ratePolicy(get, "rate_limit_client"), ratePolicy(get, "rate_limit_site")
+	client, site := ratePolicy(get, storekeys.RateLimitClient), ratePolicy(get, storekeys.RateLimitSite)
 	if client != nil || site != nil {
 		limiter := erl.NewRateLimiter(erl.OpenRateCounter(rateCounterName), erl.OpenPenaltyBox(penaltyBoxName))
 		c.serve.RateLimited = func(addr, s string) bool {
@@ -119,20 +117,20 @@ func currentSalts(now time.Time) *privacy.Salts {
 	}
 	salts.day, salts.read, salts.values = day, now, privacy.Salts{}
 	for i, key := range privacy.SaltKeys {
-		v, err := secretstore.Plaintext(secretStore, key)
+		v, err := secretstore.Plaintext(storekeys.Store, key)
 		if err != nil {
 			continue
 		}
 		s, err := privacy.ParseSalt(string(v))
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "edgepixel: secret %s/%s: %v\n", secretStore, key, err)
+			fmt.Fprintf(os.Stderr, "edgepixel: secret %s/%s: %v\n", storekeys.Store, key, err)
 			continue
 		}
 		salts.values[i] = s
 	}
 	if _, ok := salts.values.For(day); !ok {
 		fmt.Fprintf(os.Stderr, "edgepixel: no visitor salt for %s in secret store %s (entries visitor_salt_0 and visitor_salt_1; the first time, edgepixel-salt --today writes today's): events carry no visitor id and are counted as no_salt\n",
-			now.UTC().Format(time.DateOnly), secretStore)
+			now.UTC().Format(time.DateOnly), storekeys.Store)
 	}
 	return &salts.values
 }
@@ -148,8 +146,8 @@ func pixelKeys(site string) [][]byte {
 		return k
 	}
 	var k [][]byte
-	for _, name := range [...]string{"pixel_key." + site, "pixel_key." + site + ".previous"} {
-		if v, err := secretstore.Plaintext(secretStore, name); err == nil {
+	for _, name := range storekeys.PixelKeys(site) {
+		if v, err := secretstore.Plaintext(storekeys.Store, name); err == nil {
 			k = append(k, pixelsign.Key(v))
 		}
 	}

@@ -38,6 +38,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/fastly/compute-sdk-go/configstore"
 	"github.com/fastly/compute-sdk-go/secretstore"
@@ -149,21 +150,21 @@ func next() (hostcall.Request, bool, error) {
 func loadConfig() config {
 	c := config{pop: os.Getenv("FASTLY_POP"), ingestURL: "http://aggregator/ingest"}
 	backends := "aggregator"
-	if st, err := configstore.Open("edgepixel"); err == nil {
+	if st, err := configstore.Open(storekeys.Store); err == nil {
 		get := func(key string, dst *string) {
 			if v, err := st.Get(key); err == nil && v != "" {
 				*dst = v
 			}
 		}
-		get("pop", &c.pop)
+		get(storekeys.Pop, &c.pop)
 		get(wire.ConfigLogEndpoint, &c.logName)
-		get("backend", &backends)
-		get("ingest_url", &c.ingestURL)
+		get(storekeys.Backend, &backends)
+		get(storekeys.IngestURL, &c.ingestURL)
 		get(wire.ConfigJournal, &c.journalName)
 		get(wire.ConfigFallbackLogEndpoint, &c.fallbackName)
 		var n, ms string
-		get("batch_max_events", &n)
-		get("batch_max_age_ms", &ms)
+		get(storekeys.BatchMaxEvents, &n)
+		get(storekeys.BatchMaxAgeMS, &ms)
 		for _, p := range setBatchLimits(&batcher, n, ms) {
 			fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %s\n", p)
 		}
@@ -186,7 +187,7 @@ func loadConfig() config {
 	if c.logName != "" {
 		return c
 	}
-	secret, err := secretstore.Plaintext("edgepixel", "aggregator_secret")
+	secret, err := secretstore.Plaintext(storekeys.Store, storekeys.AggregatorSecret)
 	if err != nil {
 		// What still reaches the aggregator: each hit's journal line,
 		// or the fallback's, which need no secret (a tester read

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
+)
+
+// A misspelt store key was read as absent and its setting silently did
+// not apply; a misspelt journal key also got past checkDelivery.
+func TestManifestWarnsOfUnknownStoreKeys(t *testing.T) {
+	m, err := fastlytoml.Parse([]byte(`manifest_version = 3
+[local_server.config_stores.edgepixel]
+format = "inline-toml"
+[local_server.config_stores.edgepixel.contents]
+pop = "local"
+jurnal = "edgepixel_journal"
+"site.example.com" = "consent=required"
+[local_server.dictionaries.edgepixel]
+format = "inline-toml"
+[local_server.dictionaries.edgepixel.contents]
+site_defualt = "consent=none"
+[local_server.secret_stores]
+edgepixel = [{ key = "aggregator_secert", data = "s" }, { key = "pixel_key.example.com", data = "k" }]
+other = [{ key = "anything", data = "x" }]
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := manifestWarnings(m)
+	want := []string{
+		`config store edgepixel: key "jurnal" is not one the edge module reads, so it does nothing; did you mean journal?`,
+		`config store edgepixel: key "site_defualt" is not one the edge module reads, so it does nothing; did you mean site_default?`,
+		`secret store edgepixel: key "aggregator_secert" is not one the edge module reads, so it does nothing; did you mean aggregator_secret?`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("warnings %q, want %d", got, len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("warning %d: %q, want it to begin %q", i, got[i], want[i])
+		}
+	}
+}
+
+// Every store key this repository's manifest sets, for `fastly compute
+// deploy` ([setup]) and for local runs ([local_server]), is one the module
+// reads.
+func TestShippedManifestStoreKeysKnown(t *testing.T) {
+	var raw struct {
+		Setup struct {
+			ConfigStores map[string]struct{ Items map[string]any }   `toml:"config_stores"`
+			SecretStores map[string]struct{ Entries map[string]any } `toml:"secret_stores"`
+		}
+		LocalServer struct {
+			ConfigStores map[string]struct{ Contents map[string]any } `toml:"config_stores"`
+			SecretStores map[string][]struct{ Key string }            `toml:"secret_stores"`
+		} `toml:"local_server"`
+	}
+	if _, err := toml.DecodeFile("../../fastly.toml", &raw); err != nil {
+		t.Fatal(err)
+	}
+	var config, secret []string
+	for k := range raw.Setup.ConfigStores[storekeys.Store].Items {
+		config = append(config, k)
+	}
+	for k := range raw.LocalServer.ConfigStores[storekeys.Store].Contents {
+		config = append(config, k)
+	}
+	for k := range raw.Setup.SecretStores[storekeys.Store].Entries {
+		secret = append(secret, k)
+	}
+	for _, e := range raw.LocalServer.SecretStores[storekeys.Store] {
+		secret = append(secret, e.Key)
+	}
+	if len(config) < 4 || len(secret) < 2 {
+		t.Fatalf("read config keys %q and secret keys %q: the manifest's layout changed", config, secret)
+	}
+	for _, w := range append(unknownKeys("config store", config, storekeys.Config), unknownKeys("secret store", secret, storekeys.Secret)...) {
+		t.Error(w)
+	}
+}
+
+func TestUnknownKeys(t *testing.T) {
+	config, secret := storekeys.Config, storekeys.Secret
+	for _, c := range []struct {
+		kind  string
+		key   string
+		known []string
+		want  string // "" for a known key; else a part of the warning
+	}{
+		{"config store", "journal", config, ""},
+		{"config store", "site.example.com", config, ""},
+		{"config store", "site.", config, `key "site."`}, // a prefix needs a site after it
+		{"config store", "jurnal", config, "did you mean journal?"},
+		{"config store", "site_defualt", config, "did you mean site_default?"},
+		{"config store", "cors_defualt", config, "did you mean cors_default?"},
+		{"config store", "batch_max_event", config, "did you mean batch_max_events?"},
+		{"config store", "sites.example.com", config, "did you mean site.example.com?"},
+		{"config store", "sitex.example.com", config, "did you mean site.example.com?"},
+		{"config store", "sit", config, "did you mean sites?"},
+		{"config store", "colour", config, `config store edgepixel: key "colour" is not one the edge module reads, so it does nothing (the keys are`},
+		{"secret store", "aggregator_secret", secret, ""},
+		{"secret store", "visitor_salt_1", secret, ""},
+		{"secret store", "pixel_key.example.com", secret, ""},
+		{"secret store", "pixel_key.example.com.previous", secret, ""},
+		{"secret store", "aggregator_secert", secret, "did you mean aggregator_secret?"},
+		{"secret store", "pixelkey.example.com", secret, "did you mean pixel_key.example.com?"},
+		{"secret store", "journal", secret, `secret store edgepixel: key "journal"`},
+	} {
+		got := unknownKeys(c.kind, []string{c.key}, c.known)
+		switch {
+		case c.want == "" && len(got) != 0:
+			t.Errorf("%q: %q, want no warning", c.key, got)
+		case c.want != "" && (len(got) != 1 || !strings.Contains(got[0], c.want)):
+			t.Errorf("%q: %q, want one warning containing %q", c.key, got, c.want)
+		}
+	}
+	got := unknownKeys("config store", []string{"zz", "pop", "aa"}, config)
+	if len(got) != 2 || !strings.Contains(got[0], `"aa"`) || !strings.Contains(got[1], `"zz"`) {
+		t.Fatalf("%q: want aa's warning, then zz's", got)
+	}
+}
