@@ -93,18 +93,44 @@ func Flag(f *flag.Flag) string {
 // parse; booleans have words of their own.
 var badValue = regexp.MustCompile(`^invalid (?:value ".*" for flag|boolean value ".*" for) -([a-zA-Z0-9_-]+): parse error$`)
 
-// Explain adds the hint to an error from fs.Parse about a value that did not
-// parse, and returns any other error as it is. The result wraps err.
+// singleDash matches the flag names in the flag package's errors, which it
+// writes with one dash ("-addr") where the commands' help and README write
+// two.
+var singleDash = regexp.MustCompile(`(^|: |flag |for )-([a-zA-Z0-9_])`)
+
+// Explain rewrites an error from fs.Parse for a user: flags named with two
+// dashes, as --help names them; an unknown flag as "unknown flag --NAME",
+// with the flag it most likely misspells ("did you mean --addr?"); and a
+// value that did not parse with the form the flag takes. The result wraps
+// err.
 func Explain(fs *flag.FlagSet, err error) error {
-	m := badValue.FindStringSubmatch(err.Error())
-	if m == nil {
+	msg := singleDash.ReplaceAllString(err.Error(), "$1--$2")
+	if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+		msg = "unknown flag --" + name
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+		if near := Nearest(strings.TrimLeft(name, "-"), names); near != "" {
+			msg += "; did you mean --" + near + "?"
+		}
+	} else if m := badValue.FindStringSubmatch(err.Error()); m != nil {
+		if hint := Flag(fs.Lookup(m[1])); hint != "" {
+			msg += ": " + hint
+		}
+	}
+	if msg == err.Error() {
 		return err
 	}
-	if hint := Flag(fs.Lookup(m[1])); hint != "" {
-		return fmt.Errorf("%w: %s", err, hint)
-	}
-	return err
+	return &rewritten{msg, err}
 }
+
+// rewritten is an error said otherwise: Error is msg, and it wraps err.
+type rewritten struct {
+	msg string
+	err error
+}
+
+func (e *rewritten) Error() string { return e.msg }
+func (e *rewritten) Unwrap() error { return e.err }
 
 // SeeHelp is the line a command prints under a usage error in place of
 // its whole usage: printed after the error, a usage of dozens of lines

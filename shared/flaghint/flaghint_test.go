@@ -21,8 +21,11 @@ func TestExplain(t *testing.T) {
 		{[]string{"-wait", "5"}, "want a duration such as"},
 		{[]string{"-ratio", "half"}, "want a number"},
 		{[]string{"-on=yes"}, "want true or false"},
-		{[]string{"-name"}, ""},   // missing value: the flag package says so
-		{[]string{"-nosuch"}, ""}, // unknown flag
+		{[]string{"-name"}, "flag needs an argument: --name"},
+		{[]string{"--nosuch"}, "unknown flag --nosuch"},
+		{[]string{"-nmae", "x"}, "unknown flag --nmae; did you mean --name?"},
+		{[]string{"--ratio", "half"}, `invalid value "half" for flag --ratio: parse error: want a number`},
+		{[]string{"-on=yes"}, `invalid boolean value "yes" for --on: parse error: want true or false`},
 	} {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)

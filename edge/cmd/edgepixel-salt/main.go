@@ -124,12 +124,12 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 	var missing func(day int32) string
 	switch {
 	case *kv != "":
+		if *account == "" {
+			return "", flaghint.UsageError{Err: errors.New("--cf-kv needs --cf-account (or CLOUDFLARE_ACCOUNT_ID): the account id on the Workers dashboard")}
+		}
 		token := os.Getenv("CLOUDFLARE_API_TOKEN")
 		if token == "" {
 			return "", flaghint.UsageError{Err: errors.New("CLOUDFLARE_API_TOKEN is not set: create an API token with the Workers KV Storage:Edit permission at https://dash.cloudflare.com/profile/api-tokens")}
-		}
-		if *account == "" {
-			return "", flaghint.UsageError{Err: errors.New("--cf-kv needs --cf-account (or CLOUDFLARE_ACCOUNT_ID): the account id on the Workers dashboard")}
 		}
 		kvURL := *cfAPI + "/accounts/" + url.PathEscape(*account) + "/storage/kv/namespaces/" + url.PathEscape(*kv) + "/values/"
 		put = func(key string, s privacy.Salt) error {

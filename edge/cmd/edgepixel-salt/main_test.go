@@ -194,6 +194,16 @@ func TestRotateCloudflareKV(t *testing.T) {
 	if _, err := run(context.Background(), []string{"--cf-kv", "ns1"}, day1, srv.Client()); err == nil || !strings.Contains(err.Error(), "--cf-account") {
 		t.Errorf("no account: %v", err)
 	}
+	// The command line's lack is named first, even without the token: a
+	// user fixing the token first was then told of the account.
+	t.Setenv("CLOUDFLARE_API_TOKEN", "")
+	if _, err := run(context.Background(), []string{"--cf-kv", "ns1"}, day1, srv.Client()); err == nil || !strings.Contains(err.Error(), "--cf-account") {
+		t.Errorf("no account and no token: %v, want --cf-account named", err)
+	}
+	if _, err := run(context.Background(), args, day1, srv.Client()); err == nil || !strings.Contains(err.Error(), "CLOUDFLARE_API_TOKEN") {
+		t.Errorf("no token: %v", err)
+	}
+	t.Setenv("CLOUDFLARE_API_TOKEN", "tok")
 	if _, err := run(context.Background(), []string{"--cf-kv", "other", "--cf-account", "acc1", "--cf-api", srv.URL}, day1, srv.Client()); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("an API error: %v", err)
 	}
