@@ -383,10 +383,7 @@ func jsonError(err error, v any) string {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &te) && te.Field != "":
-		if want := flaghint.Kind(te.Type.Kind()); want != "" {
-			return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, want, te.Value)
-		}
-		return fmt.Sprintf("field %q cannot be a JSON %s", te.Field, te.Value)
+		return flaghint.JSONField(fmt.Sprintf("field %q", te.Field), te)
 	case errors.Is(err, io.EOF):
 		return "body must be a JSON object, not empty"
 	case errors.As(err, &te), errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):

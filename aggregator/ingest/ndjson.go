@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -128,30 +127,15 @@ func decodeLine(raw []byte) (jsonLine, error) {
 	}
 }
 
-// fieldError says what a line's field must hold, by its JSON name, where
-// encoding/json names the Go struct behind it ("json: cannot unmarshal
-// number 500 into Go struct field jsonLine.Event.bot_score of type
-// uint8"): "bot_score must be a whole number from 0 to 255, not number 500".
+// fieldError says what a line's field must hold, by its JSON name
+// (flaghint.JSONField); a numeric field may also hold its number as a
+// string (decodeLine), which a string that holds none is told.
 func fieldError(te *json.UnmarshalTypeError) error {
 	name := fieldName(te)
-	t := te.Type
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	want := flaghint.Kind(t.Kind())
-	switch t.Kind() {
-	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		want = fmt.Sprintf("a whole number from 0 to %d", uint64(math.MaxUint64)>>(64-t.Bits()))
-	case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		want = fmt.Sprintf("a whole number from %d to %d", int64(-1)<<(t.Bits()-1), int64(math.MaxInt64)>>(64-t.Bits()))
-	}
-	if want == "" {
-		return fmt.Errorf("%s cannot be a JSON %s", name, te.Value)
-	}
-	if te.Value == "string" { // one that holds no such number (decodeLine)
+	if want := flaghint.Want(te.Type); te.Value == "string" && want != "" {
 		return fmt.Errorf("%s must be %s, or a string holding one", name, want)
 	}
-	return fmt.Errorf("%s must be %s, not %s", name, want, te.Value)
+	return errors.New(flaghint.JSONField(name, te))
 }
 
 // fieldName is the JSON name of the field te is about: the last part of

@@ -186,10 +186,10 @@ func TestParseLine(t *testing.T) {
 // hold, not the Go struct behind it.
 func TestParseLineFieldError(t *testing.T) {
 	for line, want := range map[string]string{
-		`{"ts_ms":1,"site":"d","bot_score":500}`:    "invalid_event: bot_score must be a whole number from 0 to 255, not number 500",
+		`{"ts_ms":1,"site":"d","bot_score":500}`:    "invalid_event: bot_score must be a whole number from 0 to 255, not a JSON number 500",
 		`{"ts_ms":1,"site":"d","visitor_id":"abc"}`: "invalid_event: visitor_id must be a whole number from 0 to 18446744073709551615, or a string holding one",
-		`{"ts_ms":1,"site":"d","screen_width":-1}`:  "invalid_event: screen_width must be a whole number from 0 to 65535, not number -1",
-		`{"ts_ms":1,"site":"d","url":{"a":1}}`:      "invalid_event: url must be a string, not object",
+		`{"ts_ms":1,"site":"d","screen_width":-1}`:  "invalid_event: screen_width must be a whole number from 0 to 65535, not a JSON number -1",
+		`{"ts_ms":1,"site":"d","url":{"a":1}}`:      "invalid_event: url must be a string, not a JSON object",
 	} {
 		if _, err := ParseLine([]byte(line)); err == nil || err.Error() != want {
 			t.Errorf("%s: %v, want %s", line, err, want)

@@ -11,10 +11,12 @@
 package flaghint
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"maps"
+	"math"
 	"reflect"
 	"regexp"
 	"slices"
@@ -74,6 +76,34 @@ func Kind(k reflect.Kind) string {
 		return "an object"
 	}
 	return ""
+}
+
+// Want names in words the values of Go type t (through pointers) a
+// setting or a JSON field takes: Kind, with the range of a sized whole
+// number ("a whole number from 0 to 255" for a uint8).
+func Want(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return fmt.Sprintf("%s from 0 to %d", wholeNumber, uint64(math.MaxUint64)>>(64-t.Bits()))
+	case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return fmt.Sprintf("%s from %d to %d", wholeNumber, int64(-1)<<(t.Bits()-1), int64(math.MaxInt64)>>(64-t.Bits()))
+	}
+	return Kind(t.Kind())
+}
+
+// JSONField says what a JSON field named name must hold, for
+// encoding/json's error about it, which names the Go struct and type
+// behind the field ("json: cannot unmarshal number 500 into Go struct
+// field line.bot_score of type uint8"): "bot_score must be a whole number
+// from 0 to 255, not a JSON number 500".
+func JSONField(name string, te *json.UnmarshalTypeError) string {
+	if want := Want(te.Type); want != "" {
+		return fmt.Sprintf("%s must be %s, not a JSON %s", name, want, te.Value)
+	}
+	return fmt.Sprintf("%s cannot be a JSON %s", name, te.Value)
 }
 
 // Flag returns For the flag's name and value ("" for a nil flag or one

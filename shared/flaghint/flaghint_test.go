@@ -1,9 +1,11 @@
 package flaghint
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -169,5 +171,31 @@ func TestSet(t *testing.T) {
 	// Given its default's value is still given; never given is not.
 	if !Set(fs, "a") || Set(fs, "b") || Set(fs, "c") {
 		t.Errorf("Set: a %v, b %v, c %v; want true, false, false", Set(fs, "a"), Set(fs, "b"), Set(fs, "c"))
+	}
+}
+
+func TestJSONField(t *testing.T) {
+	var v struct {
+		A *int16         `json:"a"`
+		B string         `json:"b"`
+		C map[string]int `json:"c"`
+		D chan int       `json:"-"`
+	}
+	for body, want := range map[string]string{
+		`{"a":40000}`: "a must be a whole number from -32768 to 32767, not a JSON number 40000",
+		`{"b":1}`:     "b must be a string, not a JSON number",
+		`{"c":[]}`:    "c must be an object, not a JSON array",
+	} {
+		var te *json.UnmarshalTypeError
+		if err := json.Unmarshal([]byte(body), &v); !errors.As(err, &te) {
+			t.Fatalf("%s: %v, want a type error", body, err)
+		}
+		if got := JSONField(te.Field, te); got != want {
+			t.Errorf("%s: %q, want %q", body, got, want)
+		}
+	}
+	te := &json.UnmarshalTypeError{Value: "number", Type: reflect.TypeOf(make(chan int))}
+	if got := JSONField("d", te); got != "d cannot be a JSON number" {
+		t.Errorf("a type with no words: %q", got)
 	}
 }
