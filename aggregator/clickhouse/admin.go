@@ -533,6 +533,20 @@ var (
 // edges counted it, and it was stored until someone asked for it to go.
 const ErasedTable = "erased_events"
 
+// ErasedIn reports whether an erasure deleted any of site's events in
+// [from, to) (ErasedTable). Over such a range the rollups an erasure
+// edits (the per-visitor ones) and those it cannot (ErasureKept) no
+// longer agree, and a question that reads both for one answer would
+// contradict itself.
+func ErasedIn(ctx context.Context, q Querier, db, site string, from, to time.Time) (bool, error) {
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT count() FROM %s.%s WHERE site = %s AND ts >= toDateTime(%d) AND ts < toDateTime(%d)",
+		db, ErasedTable, quote(site), from.Unix(), to.Unix()))
+	if err != nil {
+		return false, fmt.Errorf("erased events of %s: %w", site, err)
+	}
+	return len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != "0", nil
+}
+
 // VersionErased is the schema step that creates ErasedTable.
 const VersionErased = 15
 
