@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/localsrv"
 	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/progress"
@@ -456,7 +458,7 @@ func (s *Stack) manifest(secrets []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "manifest_version = 3\nname = \"edgepixel\"\nlanguage = \"go\"\n\n")
 	fmt.Fprintf(&b, "[local_server.backends.aggregator]\nurl = %q\n\n", s.AggregatorURL)
-	cfg := map[string]string{"pop": "local"}
+	cfg := map[string]string{storekeys.Pop: "local"}
 	if len(s.More) > 0 || len(s.opts.PeerAggregators) > 0 {
 		names := []string{"aggregator"}
 		for _, m := range s.More {
@@ -469,10 +471,10 @@ func (s *Stack) manifest(secrets []string) string {
 			fmt.Fprintf(&b, "[local_server.backends.%s]\nurl = %q\n\n", name, u)
 			names = append(names, name)
 		}
-		cfg["backend"] = strings.Join(names, ",")
+		cfg[storekeys.Backend] = strings.Join(names, ",")
 	}
 	if s.opts.Delivery == DeliveryJournal {
-		cfg["journal"] = JournalEndpoint
+		cfg[wire.ConfigJournal] = JournalEndpoint
 	}
 	for k, v := range s.opts.EdgeConfig {
 		cfg[k] = v
@@ -486,7 +488,7 @@ func (s *Stack) manifest(secrets []string) string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%q = %q\n", k, cfg[k]) // quoted: keys such as site.NAME hold dots
 	}
-	fmt.Fprintf(&b, "\n[local_server.secret_stores]\nedgepixel = [{ key = \"aggregator_secret\", file = %q }", filepath.Join(s.opts.Dir, "secret"))
+	fmt.Fprintf(&b, "\n[local_server.secret_stores]\nedgepixel = [{ key = %q, file = %q }", storekeys.AggregatorSecret, filepath.Join(s.opts.Dir, "secret"))
 	for _, k := range secrets {
 		fmt.Fprintf(&b, ",\n  { key = %q, file = %q }", k, s.SecretFile(k))
 	}
