@@ -1,11 +1,15 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
 )
 
@@ -122,5 +126,54 @@ func TestUnknownKeys(t *testing.T) {
 	got := unknownKeys("config store", []string{"zz", "pop", "aa"}, config)
 	if len(got) != 2 || !strings.Contains(got[0], `"aa"`) || !strings.Contains(got[1], `"zz"`) {
 		t.Fatalf("%q: want aa's warning, then zz's", got)
+	}
+}
+
+// The fastly.toml the README gives for one's own machines loads, with
+// no warning, and needs the journal's endpoint, which the README's
+// pop.env gives: an operator without make run starts from it.
+func TestReadmeOwnMachinesManifest(t *testing.T) {
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)<!-- readme-manifest: own-machines -->\\s*```toml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no toml block marked <!-- readme-manifest: own-machines -->")
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"secret", "secrets/visitor_salt_0", "secrets/visitor_salt_1"} {
+		os.MkdirAll(filepath.Join(dir, "secrets"), 0o700)
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manifest, err := fastlytoml.Parse([]byte(strings.ReplaceAll(string(m[1]), "/etc/edgepixel/", dir+"/")), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := manifestWarnings(manifest); len(w) > 0 {
+		t.Errorf("warnings: %q", w)
+	}
+	if len(manifest.LocalServer.SecretStores[storekeys.Store]) != 3 || manifest.LocalServer.Backends["aggregator"].URL == nil {
+		t.Errorf("the stores or the backend did not load: %+v", manifest.LocalServer)
+	}
+	if checkDelivery(manifest, nil) == nil {
+		t.Error("the journal was accepted without its endpoint")
+	}
+	env := regexp.MustCompile(`(?m)^EDGEPIXEL_POP_LOG_ENDPOINTS=(.*)$`).FindSubmatch(readme)
+	if env == nil {
+		t.Fatal("README.md's pop.env sets no EDGEPIXEL_POP_LOG_ENDPOINTS")
+	}
+	var eps []logsink.Endpoint
+	for _, v := range strings.Split(string(env[1]), ",") {
+		ep, err := parseEndpoint(v)
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		eps = append(eps, ep)
+	}
+	if err := checkDelivery(manifest, eps); err != nil {
+		t.Errorf("with pop.env's endpoints: %v", err)
 	}
 }
