@@ -3,6 +3,7 @@ package pop
 import (
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 )
@@ -56,9 +57,19 @@ func (s *Server) reloadConfig() (changed bool, err error) {
 		return false, err
 	}
 	// An edit that misspells a key is said now, as at the start, not at
-	// the next restart.
-	for _, w := range m.Warnings {
+	// the next restart; one the command refuses at start is refused now.
+	warnings := m.Warnings
+	var cerr error
+	if s.checkManifest != nil {
+		var more []string
+		more, cerr = s.checkManifest(m)
+		warnings = append(slices.Clip(warnings), more...)
+	}
+	for _, w := range warnings {
 		s.log.Warn(w, "manifest", m.Path)
+	}
+	if cerr != nil {
+		return false, fmt.Errorf("%s: %w", m.Path, cerr)
 	}
 	s.secretsMu.Lock()
 	s.secretDefs = &m.LocalServer

@@ -195,7 +195,8 @@ func (s *Server) startWarm(ctx context.Context, p *program) error {
 // the old ones drain (in-flight requests finish on them). If the new
 // module does not compile or its instances fail to start, the old one
 // keeps serving and the error is returned (and logged); so is a
-// fastly.toml that no longer reads, whose stores then stay as they were.
+// fastly.toml that no longer reads or that Config.CheckManifest refuses,
+// whose stores then stay as they were.
 // Both show on /healthz (Degraded) until a reload succeeds. Safe to call
 // at any time; reloads are serialised.
 func (s *Server) Reload(ctx context.Context) error {
@@ -211,8 +212,8 @@ func (s *Server) Reload(ctx context.Context) error {
 	}
 	configChanged, cerr := s.reloadConfig()
 	if cerr != nil {
-		s.log.Error("reading fastly.toml again failed; its config and secret stores stay as read before", "err", cerr)
-		why := "reading fastly.toml again failed (" + strings.ReplaceAll(cerr.Error(), "\n", " ") + "); its stores stay as read before"
+		s.log.Error("fastly.toml read again is not taken (it does not read, or is refused); its config and secret stores stay as read before", "err", cerr)
+		why := "fastly.toml read again is not taken (" + strings.ReplaceAll(cerr.Error(), "\n", " ") + "); its stores stay as read before"
 		s.configFailure.Store(&why)
 	} else {
 		s.configFailure.Store(nil)

@@ -61,6 +61,13 @@ type Config struct {
 	// Reload (the method) does the same on demand.
 	Reload         bool
 	ReloadInterval time.Duration // 0 = 500ms
+	// CheckManifest, if set, is the host command's own check of the
+	// manifest each time Reload reads it again (the command checks the
+	// first reading itself, before New): its warnings are logged beside
+	// the manifest's own, and an error refuses the manifest as one that
+	// does not read, its stores staying as read before (and /healthz
+	// degraded), so that an edit refused at start is not taken live.
+	CheckManifest func(*fastlytoml.Manifest) (warnings []string, err error)
 
 	// GeoIPDatabases are MaxMind-format database files (.mmdb) that
 	// fastly_geo.lookup answers from for addresses the manifest's
@@ -130,6 +137,8 @@ type Server struct {
 	// secretDefs defines the secret stores reloadSecrets reads: the
 	// manifest's, as last read (reloadConfig).
 	secretDefs *fastlytoml.LocalServer
+	// checkManifest is Config.CheckManifest.
+	checkManifest func(*fastlytoml.Manifest) ([]string, error)
 	// manifest is the manifest the server started with, whose tables
 	// other than the stores it holds until it ends.
 	manifest  *fastlytoml.Manifest
@@ -286,6 +295,7 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 		s.config.Store(&configSnapshot{stores: m.LocalServer.ConfigStores, dicts: m.LocalServer.Dictionaries})
 		s.secrets.Store(&secretSnapshot{stores: m.LocalServer.SecretStores})
 		s.manifest = m
+		s.checkManifest = cfg.CheckManifest
 		s.secretDefs = &m.LocalServer
 		s.acls = m.LocalServer.ACLs
 		s.shields = m.LocalServer.ShieldingSites

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -668,6 +669,12 @@ file = "cfg.json"
 		c.Instances, c.MaxInstances = 2, 4
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		c.Reload, c.ReloadInterval = true, 20*time.Millisecond
+		c.CheckManifest = func(m *fastlytoml.Manifest) ([]string, error) {
+			if v := m.LocalServer.ConfigStores["cfg"]["k"]; v == "refused" {
+				return []string{"the command's warning"}, errors.New("the command refuses k = refused")
+			}
+			return nil, nil
+		}
 	})
 	// get asks every warm instance (and a few more) and returns the
 	// values and instances seen.
@@ -742,9 +749,27 @@ file = "cfg.json"
 		t.Errorf("a misspelt key after a reload was not warned about:\n%s", logs.String())
 	}
 
+	// A manifest the command refuses (at start, and so on a reload: an
+	// edit must not take live what a restart would refuse) leaves the
+	// stores as they were, says why, and degrades /healthz.
+	write("cfg.json", `{"k": "refused"}`)
+	if err := p.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "the command refuses") {
+		t.Errorf("a manifest the command refuses: reload error %v", err)
+	}
+	if !strings.Contains(logs.String(), "the command's warning") {
+		t.Errorf("the command's warnings were not logged:\n%s", logs.String())
+	}
+	if d := p.Degraded(); !slices.ContainsFunc(d, func(s string) bool { return strings.Contains(s, "the command refuses") }) {
+		t.Errorf("a refused fastly.toml: degraded %q", d)
+	}
+	if v, _ := get(); !only(v, "v3") {
+		t.Errorf("a refused fastly.toml changed the store: %v", v)
+	}
+	write("cfg.json", `{"k": "v3"}`)
+
 	write("fastly.toml", "[local_server\n")
 	p.Reload(context.Background())
-	if d := p.Degraded(); !slices.ContainsFunc(d, func(s string) bool { return strings.HasPrefix(s, "reading fastly.toml again failed") }) {
+	if d := p.Degraded(); !slices.ContainsFunc(d, func(s string) bool { return strings.HasPrefix(s, "fastly.toml read again is not taken") }) {
 		t.Errorf("a broken fastly.toml: degraded %q", d)
 	}
 	if v, _ := get(); !only(v, "v3") {

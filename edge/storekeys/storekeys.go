@@ -35,6 +35,11 @@ const (
 	RateLimitSite   = "rate_limit_site"   // hits per second one site may receive
 )
 
+// DefaultFallbackLogEndpoint is the log endpoint the module writes what
+// the aggregator did not take to, unless wire.ConfigFallbackLogEndpoint
+// names another (or "none").
+const DefaultFallbackLogEndpoint = "edgepixel_fallback"
+
 // Secret store entries beyond privacy.SaltKeys.
 const (
 	// AggregatorSecret signs batches (the aggregator's --secret).

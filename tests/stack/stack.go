@@ -115,7 +115,7 @@ const (
 // Dir/pop-queue and delivering to the aggregator's /ingest/ndjson.
 const (
 	JournalEndpoint  = "edgepixel_journal"
-	FallbackEndpoint = "edgepixel_fallback" // the module's default fallback name
+	FallbackEndpoint = storekeys.DefaultFallbackLogEndpoint
 )
 
 // Stack is a running set of processes.

@@ -5,6 +5,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -19,21 +20,25 @@ func checkDelivery(m *fastlytoml.Manifest, eps []logsink.Endpoint) error {
 	if m == nil {
 		return nil
 	}
-	store := m.LocalServer.ConfigStores["edgepixel"]
-	if store == nil {
-		store = m.LocalServer.Dictionaries["edgepixel"]
-	}
+	store := edgepixelStore(m)
 	configured := map[string]bool{}
+	var names []string
 	for _, ep := range eps {
 		configured[ep.Name] = true
+		names = append(names, ep.Name)
 	}
 	if configured["*"] {
 		return nil
 	}
 	for _, key := range []string{wire.ConfigJournal, wire.ConfigFallbackLogEndpoint, wire.ConfigLogEndpoint} {
 		name := store[key]
-		if name == "" || configured[name] {
+		if name == "" || configured[name] || key == wire.ConfigFallbackLogEndpoint && name == "none" {
 			continue
+		}
+		if near := flaghint.Nearest(name, names); near != "" {
+			// A misspelt name in the store, most likely, not a missing flag.
+			return fmt.Errorf("config store edgepixel sets %s = %q, but no log endpoint %q is configured: did you mean %s = %q? Its lines would only be printed to stdout, and no event would reach the aggregator",
+				key, name, name, key, near)
 		}
 		return fmt.Errorf("config store edgepixel sets %s = %q, but no log endpoint %q is configured: its lines would only be printed to stdout, and no event would reach the aggregator. "+
 			"Add --log-endpoint '%s=https://AGGREGATOR/ingest/ndjson?header=Authorization:Bearer%%20TOKEN' (with --log-queue-dir DIR; README: Your own machines), or --log-endpoint %s=stdout to print them on purpose",

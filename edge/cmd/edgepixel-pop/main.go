@@ -163,11 +163,15 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		if m, err = fastlytoml.Load(o.config); err != nil {
 			return fmt.Errorf("-C: %w", missingFileHint(err))
 		}
-		for _, w := range manifestWarnings(m) {
+		for _, w := range m.Warnings {
 			log.Warn(w, "config", o.config)
 		}
 	}
-	if err := checkDelivery(m, o.logEndpoints); err != nil {
+	warnings, err := checkManifest(m, o.logEndpoints)
+	for _, w := range warnings {
+		log.Warn(w, "config", o.config)
+	}
+	if err != nil {
 		return err
 	}
 	var tlsConfig *tls.Config
@@ -224,6 +228,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		AccessLog:       accessLog,
 		LogEndpoints:    o.logEndpoints,
 		Resolve:         o.resolve,
+		CheckManifest:   func(m *fastlytoml.Manifest) ([]string, error) { return checkManifest(m, o.logEndpoints) },
 	}))))
 	if err != nil {
 		return err

@@ -136,7 +136,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 			log.Error("edgepixel-pop run failed", "err", missingFileHint(err))
 			return 1
 		}
-		for _, w := range manifestWarnings(m) {
+		for _, w := range append(m.Warnings, storeWarnings(m)...) {
 			log.Warn(w, "config", config)
 		}
 	}

@@ -7,17 +7,40 @@ import (
 	"strings"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
-// manifestWarnings are m's own warnings and one for each key of the
-// edgepixel config store (or dictionary) and secret store that the edge
-// module does not read: Fastly's stores take any key, so a misspelt one
-// ("jurnal") would otherwise leave its setting silently unapplied.
-func manifestWarnings(m *fastlytoml.Manifest) []string {
-	out := append([]string(nil), m.Warnings...)
+// storeWarnings are a warning for each store name and key of m that the
+// edge module does not read: a config store, dictionary or secret store
+// named other than edgepixel, and a key of the edgepixel ones that is
+// none of storekeys'. Fastly's stores take any name and key, so a
+// misspelt one ("edgepixl", "jurnal") would otherwise leave its settings
+// silently unapplied. Each names the one most likely meant.
+func storeWarnings(m *fastlytoml.Manifest) []string {
+	var out []string
 	ls := &m.LocalServer
+	for _, t := range []struct {
+		kind  string
+		names []string
+	}{
+		{"config store", slices.Collect(maps.Keys(ls.ConfigStores))},
+		{"dictionary", slices.Collect(maps.Keys(ls.Dictionaries))},
+		{"secret store", slices.Collect(maps.Keys(ls.SecretStores))},
+	} {
+		for _, name := range slices.Sorted(slices.Values(t.names)) {
+			if name == storekeys.Store {
+				continue
+			}
+			w := fmt.Sprintf("%s %q is not one the edge module opens (it opens %s), so its entries do nothing", t.kind, name, storekeys.Store)
+			if flaghint.Nearest(name, []string{storekeys.Store}) != "" {
+				w += "; did you mean " + storekeys.Store + "?"
+			}
+			out = append(out, w)
+		}
+	}
 	for _, s := range []map[string]string{ls.ConfigStores[storekeys.Store], ls.Dictionaries[storekeys.Store]} {
 		if s != nil {
 			out = append(out, unknownKeys("config store", slices.Collect(maps.Keys(s)), storekeys.Config)...)
@@ -27,6 +50,54 @@ func manifestWarnings(m *fastlytoml.Manifest) []string {
 		out = append(out, unknownKeys("secret store", slices.Collect(maps.Keys(s)), storekeys.Secret)...)
 	}
 	return out
+}
+
+// checkManifest is edgepixel-pop's own check of a manifest, at start and
+// at each reload (pop.Config.CheckManifest), for the log endpoints eps:
+// storeWarnings, and warnings for a log endpoint the module writes no
+// line to and for a journal that a crash of the POP would empty; the
+// error is checkDelivery's.
+func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, error) {
+	if m == nil {
+		return nil, nil
+	}
+	out := storeWarnings(m)
+	store := edgepixelStore(m)
+	written := map[string]bool{store[wire.ConfigJournal]: true, store[wire.ConfigLogEndpoint]: true}
+	switch fb := store[wire.ConfigFallbackLogEndpoint]; fb {
+	case "":
+		written[storekeys.DefaultFallbackLogEndpoint] = true
+	default:
+		written[fb] = true
+	}
+	for _, ep := range eps {
+		switch {
+		case ep.Name == "*" || written[ep.Name]:
+		case ep.Name == journalEndpoint && store[wire.ConfigJournal] == "":
+			out = append(out, fmt.Sprintf("log endpoint %s is configured, but config store %s sets no %s: hits are not journaled, and a POP crash loses those not yet delivered; add %s = %q to it",
+				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigJournal, ep.Name))
+		default:
+			out = append(out, fmt.Sprintf("log endpoint %s is configured, but the module writes to no log endpoint of that name (config store %s: %s, %s, %s)",
+				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigFallbackLogEndpoint, wire.ConfigLogEndpoint))
+		}
+		if j := store[wire.ConfigJournal]; ep.Name == j && ep.Kind == logsink.HTTP && (ep.Queue == "" || ep.Queue == "memory") {
+			out = append(out, fmt.Sprintf("the journal's log endpoint %s queues in memory: a POP crash loses the lines it holds, which the journal is there to keep; give it a disk queue (--log-queue-dir DIR)", j))
+		}
+	}
+	return out, checkDelivery(m, eps)
+}
+
+// journalEndpoint is the name the README and make run give the journal's
+// log endpoint.
+const journalEndpoint = "edgepixel_journal"
+
+// edgepixelStore is the config store the module reads, or the dictionary
+// of its name.
+func edgepixelStore(m *fastlytoml.Manifest) map[string]string {
+	if s := m.LocalServer.ConfigStores[storekeys.Store]; s != nil {
+		return s
+	}
+	return m.LocalServer.Dictionaries[storekeys.Store]
 }
 
 // unknownKeys returns a warning for each of keys that is none of known

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,8 +35,9 @@ other = [{ key = "anything", data = "x" }]
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := manifestWarnings(m)
+	got := storeWarnings(m)
 	want := []string{
+		`secret store "other" is not one the edge module opens (it opens edgepixel), so its entries do nothing`,
 		`config store edgepixel: key "jurnal" is not one the edge module reads, so it does nothing; did you mean journal?`,
 		`config store edgepixel: key "site_defualt" is not one the edge module reads, so it does nothing; did you mean site_default?`,
 		`secret store edgepixel: key "aggregator_secert" is not one the edge module reads, so it does nothing; did you mean aggregator_secret?`,
@@ -152,7 +154,7 @@ func TestReadmeOwnMachinesManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := manifestWarnings(manifest); len(w) > 0 {
+	if w := storeWarnings(manifest); len(w) > 0 {
 		t.Errorf("warnings: %q", w)
 	}
 	if len(manifest.LocalServer.SecretStores[storekeys.Store]) != 3 || manifest.LocalServer.Backends["aggregator"].URL == nil {
@@ -173,7 +175,66 @@ func TestReadmeOwnMachinesManifest(t *testing.T) {
 		}
 		eps = append(eps, ep)
 	}
-	if err := checkDelivery(manifest, eps); err != nil {
-		t.Errorf("with pop.env's endpoints: %v", err)
+	queue := regexp.MustCompile(`(?m)^EDGEPIXEL_POP_LOG_QUEUE_DIR=(.*)$`).FindSubmatch(readme)
+	if queue == nil {
+		t.Fatal("README.md's pop.env sets no EDGEPIXEL_POP_LOG_QUEUE_DIR: the journal would queue in memory")
+	}
+	queueIn(eps, string(queue[1]))
+	if w, err := checkManifest(manifest, eps); err != nil || len(w) > 0 {
+		t.Errorf("with pop.env's endpoints: %q, %v", w, err)
+	}
+}
+
+// What a tester configured that answered every hit and delivered less
+// than the operator meant, each said at start and at each reload.
+func TestCheckManifest(t *testing.T) {
+	manifest := func(contents string) *fastlytoml.Manifest {
+		t.Helper()
+		m, err := fastlytoml.Parse([]byte("manifest_version = 3\n[local_server.config_stores.edgepixel]\nformat = \"inline-toml\"\n[local_server.config_stores.edgepixel.contents]\n"+contents), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	disk := func(name string) logsink.Endpoint {
+		return logsink.Endpoint{Name: name, Kind: logsink.HTTP, URL: "http://agg/ingest/ndjson", Queue: "/var/lib/q/" + name}
+	}
+	memory := disk("edgepixel_journal")
+	memory.Queue = ""
+	for _, tc := range []struct {
+		name     string
+		contents string
+		eps      []logsink.Endpoint
+		warn     string // "" for none
+		err      string // "" for none
+	}{
+		{"as the README says", `journal = "edgepixel_journal"`, []logsink.Endpoint{disk("edgepixel_journal"), disk("edgepixel_fallback")}, "", ""},
+		{"the journal endpoint but no journal key", `pop = "a"`, []logsink.Endpoint{disk("edgepixel_journal"), disk("edgepixel_fallback")},
+			`config store edgepixel sets no journal: hits are not journaled`, ""},
+		{"an endpoint nothing writes to", `journal = "edgepixel_journal"`, []logsink.Endpoint{disk("edgepixel_journal"), disk("other")},
+			`log endpoint other is configured, but the module writes to no log endpoint of that name`, ""},
+		{"a journal queued in memory", `journal = "edgepixel_journal"`, []logsink.Endpoint{memory},
+			`the journal's log endpoint edgepixel_journal queues in memory`, ""},
+		{"a misspelt fallback", `fallback_log_endpoint = "edgepixel_fallbak"`, []logsink.Endpoint{disk("edgepixel_fallback")},
+			"log endpoint edgepixel_fallback is configured, but the module writes to no log endpoint of that name", `did you mean fallback_log_endpoint = "edgepixel_fallback"?`},
+		{"the fallback turned off", `fallback_log_endpoint = "none"`, nil, "", ""}, // "none" is no endpoint's name
+	} {
+		w, err := checkManifest(manifest(tc.contents), tc.eps)
+		switch {
+		case tc.warn == "" && len(w) > 0, tc.warn != "" && !slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, tc.warn) }):
+			t.Errorf("%s: warnings %q, want %q", tc.name, w, tc.warn)
+		}
+		switch {
+		case tc.err == "" && err != nil, tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.err)
+		}
+	}
+	// A misspelt store name: its keys do nothing, and the one meant is named.
+	m, err := fastlytoml.Parse([]byte("manifest_version = 3\n[local_server.config_stores.edgepixl]\nformat = \"inline-toml\"\n[local_server.config_stores.edgepixl.contents]\njournal = \"edgepixel_journal\"\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := storeWarnings(m); len(w) != 1 || !strings.Contains(w[0], `config store "edgepixl" is not one the edge module opens (it opens edgepixel), so its entries do nothing; did you mean edgepixel?`) {
+		t.Errorf("a misspelt store: %q", w)
 	}
 }

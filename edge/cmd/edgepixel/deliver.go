@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/hostcall"
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/fastly/compute-sdk-go/rtlog"
 )
@@ -43,9 +44,6 @@ import (
 //
 // The names are resolved once per instance.
 
-// defaultFallback is the fallback endpoint's name unless configured.
-const defaultFallback = "edgepixel_fallback"
-
 // logWriter returns a function writing one line to the log endpoint
 // name. A name the platform does not know fails every write, so what
 // would go there is counted as lost rather than vanishing.
@@ -66,7 +64,7 @@ func setupDelivery(c *config) {
 		batcher.Fallback = logWriter(c.logName)
 	case c.fallbackName != "none":
 		if c.fallbackName == "" {
-			c.fallbackName = defaultFallback
+			c.fallbackName = storekeys.DefaultFallbackLogEndpoint
 		}
 		batcher.Fallback = logWriter(c.fallbackName)
 	}
