@@ -488,6 +488,11 @@ func deliver(body, secret []byte, send Send, now func() time.Time, sleep func(ti
 			return st, nil
 		case st == 400 || st == 401 || st == 413:
 			return st, fmt.Errorf("%w: status %d", ErrRejected, st)
+		case st == 404 || st == 405:
+			// Most likely a URL that is not the aggregator's /ingest; its
+			// own text says nothing a user can act on (a tester read only
+			// "answered 404").
+			last = fmt.Errorf("aggregator answered %d: the URL is not its /ingest (check ingest_url, and that the backend's URL has no path)", st)
 		default:
 			last = fmt.Errorf("aggregator answered %d", st)
 			if retryAfter > 0 && retryAfter <= time.Second {

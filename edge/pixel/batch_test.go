@@ -561,3 +561,16 @@ func TestRejectedHoldsOff(t *testing.T) {
 		t.Fatalf("lost %d, counts %+v", lost, b.Counts.Get("demo"))
 	}
 }
+
+// A batch sent to a URL that is not the aggregator's /ingest (a backend
+// URL with a path) fails saying so, not with a bare status.
+func TestWrongIngestURL(t *testing.T) {
+	secret := []byte("k")
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+	hits(b, time.Now(), 1)
+	agg := &fakeAggregator{statuses: []int{404, 404, 404, 404, 404, 404}, secret: secret, t: t}
+	err := b.Flush(secret, agg.send, time.Now, noSleep)
+	if err == nil || !strings.Contains(err.Error(), "answered 404: the URL is not its /ingest (check ingest_url") || b.Len() != 1 {
+		t.Fatalf("err %v, left %d", err, b.Len())
+	}
+}

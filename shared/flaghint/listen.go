@@ -46,3 +46,16 @@ func ListenError(name string, err error) error {
 	}
 	return fmt.Errorf("%s: %w: choose an address of this machine (127.0.0.1, or 0.0.0.0 for every interface; port 0 picks a free one)", name, err)
 }
+
+// Loopback reports whether addr, a listener's address as net.Listener's
+// Addr gives it (HOST:PORT, the host an IP address), reaches this machine
+// only. An unspecified host ("[::]:80", "0.0.0.0:80": every interface) or
+// one that is not an address is not loopback.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

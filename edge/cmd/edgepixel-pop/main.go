@@ -314,6 +314,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		adminAddr = aln.Addr().String()
 		go func() { errc <- admin.Serve(aln) }()
 		log.Info("admin endpoints", "url", "http://"+adminAddr, "paths", "/healthz /metrics /debug/pprof/")
+		if !flaghint.Loopback(adminAddr) {
+			// pprof has no login, and its profiles show the module's work.
+			log.Warn("the admin listener reaches beyond this machine: it serves /debug/pprof/ without a login; bind --admin-addr to 127.0.0.1 or a private network, never a public address", "addr", adminAddr)
+		}
 	}
 	fmt.Fprintf(stdout, "Listening on %s://%s\n", scheme, ln.Addr())
 	if o.ready != nil {

@@ -86,7 +86,7 @@ func flush() {
 	}
 	n := batcher.Len()
 	if err := batcher.Flush(cfg.secret, send, time.Now, time.Sleep); err != nil {
-		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to %s: %v\n", n, strings.Join(cfg.backends, ","), err)
+		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to %s (%s): %v\n", n, strings.Join(cfg.backends, ","), cfg.ingestURL, err)
 	}
 }
 

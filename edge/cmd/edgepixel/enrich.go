@@ -129,7 +129,7 @@ func currentSalts(now time.Time) *privacy.Salts {
 		salts.values[i] = s
 	}
 	if _, ok := salts.values.For(day); !ok {
-		fmt.Fprintf(os.Stderr, "edgepixel: no visitor salt for %s in secret store %s (entries visitor_salt_0 and visitor_salt_1; the first time, edgepixel-salt --today writes today's): events carry no visitor id and are counted as no_salt\n",
+		fmt.Fprintf(os.Stderr, "edgepixel: no visitor salt for %s in secret store %s (entries visitor_salt_0 and visitor_salt_1; the first time, edgepixel-salt --today writes today's: with --dir DIR into the files the store names, or with --fastly-store STORE_ID): events carry no visitor id and are counted as no_salt\n",
 			now.UTC().Format(time.DateOnly), storekeys.Store)
 	}
 	return &salts.values
