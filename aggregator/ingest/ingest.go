@@ -55,6 +55,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/guard"
@@ -151,7 +152,19 @@ type handler struct {
 	cfg    Config
 	ndjson bool
 	sites  map[string]bool // nil: any site
+	// plusAsSpace is LogToken as it arrives when it was written unescaped
+	// in a URL query (a POP's log endpoint), which decodes each '+' as a
+	// space; "" when LogToken has no '+'. A token that fails but equals it
+	// gets a warning (warnPlus) instead of only the credential summary.
+	plusAsSpace string
+	// lastPlusWarn is when that warning was last logged (unix nanoseconds).
+	lastPlusWarn atomic.Int64
 }
+
+// plusWarnEvery is how often at most the '+' decoded as space warning is
+// logged: once is enough to be seen, while a POP that keeps retrying its
+// queue would otherwise fill the log.
+const plusWarnEvery = 10 * time.Minute
 
 // New returns the /ingest handler: signed binary batches from the edge.
 func New(cfg Config) http.Handler { return newHandler(cfg, false) }
@@ -191,6 +204,11 @@ func newHandler(cfg Config, ndjson bool) http.Handler {
 	}
 	cfg.Logger = cfg.Logger.With("component", "ingest")
 	h := &handler{cfg: cfg, ndjson: ndjson}
+	if strings.Contains(cfg.LogToken, "+") {
+		// Trimmed as TokenMatches trims the presented token: a '+' at
+		// either end arrives as a space the header loses.
+		h.plusAsSpace = strings.TrimSpace(strings.ReplaceAll(cfg.LogToken, "+", " "))
+	}
 	if len(cfg.Sites) > 0 {
 		h.sites = map[string]bool{}
 		for _, s := range cfg.Sites {
@@ -614,12 +632,40 @@ func (h *handler) verifyToken(w http.ResponseWriter, r *http.Request) bool {
 		h.reject(w, r, http.StatusUnauthorized, ReasonBadToken, "no ingest token is configured (--log-token); sign the body with the HMAC headers instead")
 		return false
 	}
-	if !TokenMatches(r.Header.Get("Authorization"), h.cfg.LogToken) {
+	auth := r.Header.Get("Authorization")
+	if !TokenMatches(auth, h.cfg.LogToken) {
 		h.credentialFailed(r, guard.CredLogToken)
-		h.reject(w, r, http.StatusUnauthorized, ReasonBadToken, "Authorization must be Bearer and the configured ingest token")
+		msg := "Authorization must be Bearer and the configured ingest token"
+		// Compared in constant time too; the branch depends on the
+		// configured token alone (whether it has a '+').
+		if h.plusAsSpace != "" && TokenMatches(auth, h.plusAsSpace) {
+			h.warnPlus(r)
+		}
+		// A hint from what the client sent itself, so it tells nothing
+		// of the configured token.
+		if _, tok, ok := strings.Cut(strings.TrimSpace(auth), " "); ok && strings.Contains(strings.TrimSpace(tok), " ") {
+			msg += "; the token sent has a space in it: a '+' written in a URL query arrives as a space, so write it as %2B"
+		}
+		h.reject(w, r, http.StatusUnauthorized, ReasonBadToken, msg)
 		return false
 	}
 	return true
+}
+
+// warnPlus logs, at most once per plusWarnEvery, that a bearer token
+// failed only because its '+' arrived as spaces: the credential summary
+// (guard) says no more than log_token=N, and nothing on the aggregator's
+// side looks wrong. The token itself is never logged.
+func (h *handler) warnPlus(r *http.Request) {
+	now := h.cfg.Now().UnixNano()
+	last := h.lastPlusWarn.Load()
+	if last != 0 && now-last < int64(plusWarnEvery) || !h.lastPlusWarn.CompareAndSwap(last, now) {
+		return
+	}
+	h.cfg.Logger.Warn("a bearer token was refused that is --log-token with each '+' turned into a space: "+
+		"the sender put the token in a URL query (a POP's --log-endpoint ...?header=Authorization:Bearer%20TOKEN), which decodes '+' as a space; "+
+		"write each '+' there as %2B, or use a URL-safe token: head -c 24 /dev/urandom | base64 | tr '+/' '-_' (on the aggregator's --log-token and the sender alike)",
+		"remote", r.RemoteAddr, "every", plusWarnEvery)
 }
 
 // TokenMatches reports whether an Authorization header value is "Bearer
