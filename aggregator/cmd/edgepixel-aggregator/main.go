@@ -598,8 +598,11 @@ func (e fromEnv) explain(fs *flag.FlagSet, err error) error {
 // loadSecret reads the shared secret, from --secret (or its variable) or
 // --secret-file, whitespace around it ignored either way. None, or two,
 // given is a usage error (exit status 2), as a flag's value out of its
-// domain is, and so is a --secret of whitespace alone; a file that cannot
-// be read or is blank is not: its path is a valid value.
+// domain is, and so is a --secret of whitespace alone or a --secret-file
+// that holds nothing else: either way there is no shared secret, which
+// the README lists among the usage errors. A file that cannot be read
+// is not (exit status 1): the path may be right, and the file only not
+// there yet or not readable by this user.
 func loadSecret(secret, file string) ([]byte, error) {
 	if secret != "" && file != "" {
 		return nil, flaghint.UsageError{Err: errors.New("--secret and --secret-file are both given: give either, not both")}
@@ -616,7 +619,7 @@ func loadSecret(secret, file string) ([]byte, error) {
 	switch {
 	case secret != "":
 	case file != "":
-		return nil, fmt.Errorf("--secret-file %s is empty: put the secret the edge signs batches with in it, the same as the edge's aggregator_secret (a new one: head -c 32 /dev/urandom | base64 > %s)", file, flaghint.ShellQuote(file))
+		return nil, flaghint.UsageError{Err: fmt.Errorf("--secret-file %s is empty: put the secret the edge signs batches with in it, the same as the edge's aggregator_secret (a new one: head -c 32 /dev/urandom | base64 > %s)", file, flaghint.ShellQuote(file))}
 	case given:
 		return nil, flaghint.UsageError{Err: errors.New("no shared secret: --secret is only whitespace; pass --secret-file FILE (or --secret, or EDGEPIXEL_AGG_SECRET_FILE) holding the secret the edge signs batches with")}
 	default:

@@ -336,35 +336,55 @@ func TestSecretTrimmed(t *testing.T) {
 			t.Errorf("loadSecret(%q) = %q, %v; want a usage error saying no shared secret", blank, got, err)
 		}
 	}
-	// A blank file stays an error of the file's (exit status 1): its path
-	// is a valid value.
-	if err := os.WriteFile(file, []byte(" \n\t"), 0o600); err != nil {
+	// An empty or blank file is no shared secret either: a usage error
+	// too (it exited 1 while a missing secret exited 2, found by a
+	// new-user tester), with the same help to write one.
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadSecret("", file); err == nil || errors.As(err, new(flaghint.UsageError)) || !strings.Contains(err.Error(), "--secret-file "+file+" is empty") || !strings.Contains(err.Error(), "head -c 32") {
-		t.Errorf("a blank --secret-file: %v", err)
+	blankFile := filepath.Join(t.TempDir(), "blank")
+	if err := os.WriteFile(blankFile, []byte(" \n\t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{empty, blankFile} {
+		if _, err := loadSecret("", f); !errors.As(err, new(flaghint.UsageError)) || !strings.Contains(err.Error(), "--secret-file "+f+" is empty") || !strings.Contains(err.Error(), "head -c 32") {
+			t.Errorf("a blank --secret-file: %v; want a usage error saying how to write one", err)
+		}
+	}
+	// A file that cannot be read stays a failure at run time (exit
+	// status 1): the path may be right and the file not there yet.
+	if _, err := loadSecret("", file+".missing"); err == nil || errors.As(err, new(flaghint.UsageError)) {
+		t.Errorf("a missing --secret-file: %v; want an error that is not a usage error", err)
 	}
 	// Through the command: exit status 2, naming the variable when the
-	// environment gave the blank secret.
+	// environment gave the blank secret or the blank file.
 	for _, c := range []struct {
 		args []string
 		env  string
 		want string
 	}{
 		{[]string{"--secret", "   "}, "", "no shared secret"},
-		{nil, "   ", "--secret is EDGEPIXEL_AGG_SECRET's value"},
+		{nil, "EDGEPIXEL_AGG_SECRET=   ", "--secret is EDGEPIXEL_AGG_SECRET's value"},
+		{[]string{"--secret-file", empty}, "", "--secret-file " + empty + " is empty"},
+		{[]string{"--secret-file", blankFile}, "", "head -c 32 /dev/urandom"},
+		{nil, "EDGEPIXEL_AGG_SECRET_FILE=" + blankFile, "--secret-file is EDGEPIXEL_AGG_SECRET_FILE's value"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		cmd := exec.CommandContext(ctx, aggBinary(t), append([]string{"--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0"}, c.args...)...)
+		data := filepath.Join(t.TempDir(), "data")
+		cmd := exec.CommandContext(ctx, aggBinary(t), append([]string{"--data-dir", data, "--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0"}, c.args...)...)
 		cmd.Env = os.Environ()
 		if c.env != "" {
-			cmd.Env = append(cmd.Env, "EDGEPIXEL_AGG_SECRET="+c.env)
+			cmd.Env = append(cmd.Env, c.env)
 		}
 		out, err := cmd.CombinedOutput()
 		cancel()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
-			t.Errorf("%q (EDGEPIXEL_AGG_SECRET=%q): %v\n%s\nwant exit status 2 saying %q", c.args, c.env, err, out, c.want)
+			t.Errorf("%q (%s): %v\n%s\nwant exit status 2 saying %q", c.args, c.env, err, out, c.want)
+		}
+		if _, err := os.Stat(data); !os.IsNotExist(err) {
+			t.Errorf("%q (%s): the data directory was made before the refusal (%v)", c.args, c.env, err)
 		}
 	}
 }
