@@ -342,6 +342,47 @@ func run(args []string) error {
 		}
 	}
 
+	// The listeners are bound before server.Open, which makes the data
+	// directory's contents (lock, spool, dashboard token, session key,
+	// events): an address in use left a fresh data directory behind
+	// (found by a new-user tester). After the migration, though: a
+	// refused rollback does not listen, and connections do not wait
+	// unanswered through a long one. Until Serve, those that come in
+	// wait in the kernel's queue.
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return flaghint.ListenError("--addr", err)
+	}
+	dln, err := net.Listen("tcp", o.dashboardAddr)
+	if err != nil {
+		ln.Close()
+		return flaghint.ListenError("--dashboard-addr", err)
+	}
+	if o.pprofAddr != "" {
+		// A listener of its own, never the public mux: profiling is opt-in
+		// and meant for localhost only.
+		pln, err := net.Listen("tcp", o.pprofAddr)
+		if err != nil {
+			ln.Close()
+			dln.Close()
+			return flaghint.ListenError("--pprof-addr", err)
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+		go ps.Serve(pln)
+		defer ps.Close()
+		log.Info("profiling", "url", "http://"+pln.Addr().String()+"/debug/pprof/")
+		if beyondLoopback(pln.Addr().String()) {
+			log.Warn("the profiler listens beyond loopback: /debug/pprof/ has no login, and anyone who reaches it can read the process's internals and load its CPU; bind --pprof-addr to 127.0.0.1 (e.g. 127.0.0.1:6060), or firewall the port", "addr", pln.Addr().String())
+		}
+	}
+	if beyondLoopback(dln.Addr().String()) {
+		log.Warn("the dashboard listens beyond loopback: it needs a login, but keep it off the public internet or behind HTTPS (--secure-cookies)", "addr", dln.Addr().String())
+	}
+
 	srv, err := server.Open(server.Config{
 		DataDir: o.dataDir, Secret: secret,
 		RedisURL: o.redis, RedisCluster: splitList(o.redisCluster), ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB, ClickHouseCluster: cluster,
@@ -359,6 +400,8 @@ func run(args []string) error {
 		SecureCookies: o.secureCookies, PublicCounters: splitList(o.publicCounters), LiveInterval: o.liveInterval,
 	})
 	if err != nil {
+		ln.Close()
+		dln.Close()
 		return err
 	}
 	defer srv.Close()
@@ -368,37 +411,6 @@ func run(args []string) error {
 		}
 	}
 
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return flaghint.ListenError("--addr", err)
-	}
-	if o.pprofAddr != "" {
-		// A listener of its own, never the public mux: profiling is opt-in
-		// and meant for localhost only.
-		pln, err := net.Listen("tcp", o.pprofAddr)
-		if err != nil {
-			return flaghint.ListenError("--pprof-addr", err)
-		}
-		pmux := http.NewServeMux()
-		pmux.HandleFunc("/debug/pprof/", pprof.Index)
-		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		ps := &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
-		go ps.Serve(pln)
-		defer ps.Close()
-		log.Info("profiling", "url", "http://"+pln.Addr().String()+"/debug/pprof/")
-		if beyondLoopback(pln.Addr().String()) {
-			log.Warn("the profiler listens beyond loopback: /debug/pprof/ has no login, and anyone who reaches it can read the process's internals and load its CPU; bind --pprof-addr to 127.0.0.1 (e.g. 127.0.0.1:6060), or firewall the port", "addr", pln.Addr().String())
-		}
-	}
-	dln, err := net.Listen("tcp", o.dashboardAddr)
-	if err != nil {
-		ln.Close()
-		return flaghint.ListenError("--dashboard-addr", err)
-	}
-	if beyondLoopback(dln.Addr().String()) {
-		log.Warn("the dashboard listens beyond loopback: it needs a login, but keep it off the public internet or behind HTTPS (--secure-cookies)", "addr", dln.Addr().String())
-	}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
 	go func() { serveErr <- srv.ServeDashboard(dln) }()
