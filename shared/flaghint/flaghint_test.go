@@ -202,8 +202,9 @@ func TestJSONField(t *testing.T) {
 
 func TestLoopback(t *testing.T) {
 	for addr, want := range map[string]bool{
-		"127.0.0.1:7680": true, "[::1]:7680": true, "127.0.0.2:1": true,
-		"[::]:7680": false, "0.0.0.0:7680": false, "192.0.2.1:7680": false, "localhost:7680": false, "": false,
+		"127.0.0.1:7680": true, "[::1]:7680": true, "127.0.0.2:1": true, "[::ffff:127.0.0.1]:1": true,
+		"[::]:7680": false, "0.0.0.0:7680": false, "192.0.2.1:7680": false, "[2001:db8::1]:6060": false,
+		"[fe80::1%eth0]:6060": false, "localhost:7680": false, "": false,
 	} {
 		if got := Loopback(addr); got != want {
 			t.Errorf("Loopback(%q) = %v, want %v", addr, got, want)

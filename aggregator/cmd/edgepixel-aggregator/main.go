@@ -375,11 +375,11 @@ func run(args []string) error {
 		go ps.Serve(pln)
 		defer ps.Close()
 		log.Info("profiling", "url", "http://"+pln.Addr().String()+"/debug/pprof/")
-		if beyondLoopback(pln.Addr().String()) {
+		if !flaghint.Loopback(pln.Addr().String()) {
 			log.Warn("the profiler listens beyond loopback: /debug/pprof/ has no login, and anyone who reaches it can read the process's internals and load its CPU; bind --pprof-addr to 127.0.0.1 (e.g. 127.0.0.1:6060), or firewall the port", "addr", pln.Addr().String())
 		}
 	}
-	if beyondLoopback(dln.Addr().String()) {
+	if !flaghint.Loopback(dln.Addr().String()) {
 		log.Warn("the dashboard listens beyond loopback: it needs a login, but keep it off the public internet or behind HTTPS (--secure-cookies)", "addr", dln.Addr().String())
 	}
 
@@ -656,18 +656,6 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
-
-// beyondLoopback reports whether a listener's bound address (HOST:PORT)
-// can be reached from other machines: any address but a loopback one,
-// the wildcards 0.0.0.0 and :: (what ":PORT" binds) included. The
-// listeners without a login of their own, or that should not face the
-// internet (the dashboard, pprof), warn at the start when it says so. An
-// address it cannot read counts as beyond: a warning too many is cheaper
-// than one missed.
-func beyondLoopback(addr string) bool {
-	ap, err := netip.ParseAddrPort(addr)
-	return err != nil || !ap.Addr().IsLoopback()
 }
 
 // dashboardHost turns a wildcard listen address into one a browser can
