@@ -392,7 +392,7 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger, fail func(error)) 
 	}
 	if ls.fallback == nil {
 		ls.implicit = true
-		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: Stdout}, fail: fail}
+		ls.fallback = &stdoutSink{w: stdout, st: sinkStats{label: "*", kind: Stdout}, fail: fail, implicit: true}
 		ls.all = append(ls.all, ls.fallback)
 	}
 	return ls, nil
@@ -429,9 +429,21 @@ func (ls *Set) Close(ctx context.Context) error {
 }
 
 // Degraded describes each HTTP destination whose deliveries are failing,
-// one line each: since when, the last error, what was dropped so far.
+// one line each: since when, the last error, what was dropped so far;
+// and each endpoint name without a destination (no "*" either) that
+// entries were written to, printed to stdout rather than delivered.
 func (ls *Set) Degraded() []string {
 	var out []string
+	if sk, ok := ls.fallback.(*stdoutSink); ok && sk.implicit {
+		// What a guest wrote to an endpoint nobody configured is printed,
+		// not delivered: a journal or fallback of a POP started without
+		// its --log-endpoint (a tester's /healthz said ok meanwhile).
+		sk.printed.Range(func(name, n any) bool {
+			out = append(out, fmt.Sprintf("log endpoint %s is not configured: %d entries printed to stdout, not delivered (--log-endpoint %s=URL; %s=stdout to print them on purpose)",
+				name, n.(*atomic.Int64).Load(), name, name))
+			return true
+		})
+	}
 	for _, sk := range ls.all {
 		st := sk.stats()
 		if st.kind != HTTP {
@@ -507,10 +519,21 @@ type stdoutSink struct {
 	st     sinkStats
 	fail   func(error)
 	failed atomic.Bool
+	// implicit marks the stdout of names no endpoint configures, whose
+	// entries it counts per name (printed): Degraded lists them.
+	implicit bool
+	printed  sync.Map // name → *atomic.Int64
 }
 
 func (s *stdoutSink) Write(name string, msg []byte) error {
 	s.st.written.Add(1)
+	if s.implicit {
+		n, ok := s.printed.Load(name)
+		if !ok {
+			n, _ = s.printed.LoadOrStore(name, new(atomic.Int64))
+		}
+		n.(*atomic.Int64).Add(1)
+	}
 	line := make([]byte, 0, len(name)+len(msg)+5)
 	line = append(line, name...)
 	line = append(line, " :: "...)

@@ -1,6 +1,7 @@
 package logsink
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -261,5 +263,35 @@ func TestLogFileSink(t *testing.T) {
 	data, _ := os.ReadFile(path)
 	if string(data) != "{\"a\":1}\nplain text\n" {
 		t.Errorf("file holds %q", data)
+	}
+}
+
+// Entries of a name nobody configured are printed, not delivered, and
+// /healthz says so; a name configured as stdout on purpose, or a "*",
+// is not listed.
+func TestDegradedUnconfigured(t *testing.T) {
+	var out bytes.Buffer
+	ls, err := Open([]Endpoint{{Name: "shown", Kind: Stdout}}, &out, quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close(context.Background())
+	ls.Lookup("opened_only")
+	ls.Lookup("shown").Write("shown", []byte("a"))
+	for _, l := range []string{"b", "c"} {
+		ls.Lookup("edgepixel_fallback").Write("edgepixel_fallback", []byte(l)) // as fastly_log writes
+	}
+	d := ls.Degraded()
+	if len(d) != 1 || !strings.HasPrefix(d[0], "log endpoint edgepixel_fallback is not configured: 2 entries printed to stdout, not delivered") {
+		t.Errorf("degraded %q", d)
+	}
+	all, err := Open([]Endpoint{{Name: "*", Kind: Stdout}}, &out, quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close(context.Background())
+	all.Lookup("edgepixel_fallback").Write("edgepixel_fallback", []byte("b"))
+	if d := all.Degraded(); len(d) != 0 {
+		t.Errorf("with a *: degraded %q", d)
 	}
 }
