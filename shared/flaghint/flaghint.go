@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"reflect"
@@ -327,4 +328,15 @@ func Set(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// PrintDefaults writes fs's flags as fs.PrintDefaults does, each named
+// with two dashes, as the README and the errors (Explain) name them.
+func PrintDefaults(w io.Writer, fs *flag.FlagSet) {
+	var b strings.Builder
+	out := fs.Output()
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+	io.WriteString(w, regexp.MustCompile(`(?m)^  -`).ReplaceAllString(b.String(), "  --"))
 }

@@ -211,3 +211,14 @@ func TestLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintDefaults(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.String("addr", ":1", "where to listen")
+	fs.Bool("v", false, "verbose")
+	var b strings.Builder
+	PrintDefaults(&b, fs)
+	if got := b.String(); !strings.Contains(got, "  --addr string\n    \twhere to listen") || !strings.Contains(got, "  --v\tverbose") || strings.Contains(got, "\n  -a") {
+		t.Errorf("%q", got)
+	}
+}

@@ -208,8 +208,8 @@ func run(args []string) error {
 	fs.BoolVar(&o.secureCookies, "secure-cookies", false, "mark session cookies Secure (set when the dashboard is served over HTTPS)")
 	fs.StringVar(&o.publicCounters, "public-counters", "", "comma-separated sites whose embeddable counter (pageviews in the last 5 minutes: /counter/SITE.json and .svg) anyone may read on the public listener; empty: none")
 	fs.StringVar(&o.dataDir, "data-dir", "./.edgepixel/aggregator", "directory for the spool (and the on-disk store without ClickHouse)")
-	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (prefer --secret-file)")
-	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret (surrounding whitespace is ignored)")
+	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (this or --secret-file is required; prefer --secret-file)")
+	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret with the edge (this or --secret is required; surrounding whitespace is ignored)")
 	fs.StringVar(&o.redis, "redis", "", "Redis URL for deduplication, e.g. redis://127.0.0.1:6379/0 (empty: in-process, lost on restart)")
 	fs.StringVar(&o.redisCluster, "redis-cluster", "", "comma-separated host:port of Redis Cluster nodes (any few; the rest are discovered) for deduplication, instead of --redis; every aggregator of a fleet must use the same one")
 	fs.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse URL: HTTP, e.g. http://127.0.0.1:8123, or native TCP (ClickHouse 19+), e.g. native://127.0.0.1:9000 (empty: NDJSON files under --data-dir)")
@@ -261,9 +261,8 @@ func run(args []string) error {
 	version := fs.Bool("version", false, "print the build's commit and the ClickHouse schema version it migrates to, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stdout, "usage: edgepixel-aggregator [flags]")
-			fs.SetOutput(os.Stdout)
-			fs.PrintDefaults()
+			fmt.Fprintln(os.Stdout, "usage: edgepixel-aggregator --secret-file FILE [flags]")
+			flaghint.PrintDefaults(os.Stdout, fs)
 			return nil
 		}
 		return flaghint.UsageError{Err: flaghint.Explain(fs, err)}

@@ -38,10 +38,10 @@ func TestReadmeListsEveryFlag(t *testing.T) {
 	}
 
 	out, _ := exec.Command(aggBinary(t), "--help").CombinedOutput()
-	flags := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1)
+	flags := regexp.MustCompile(`(?m)^  --([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1)
 	envs := regexp.MustCompile(`\(env (EDGEPIXEL_AGG_[A-Z0-9_]+)\)`)
 	if len(flags) < 40 {
-		t.Fatalf("--help lists %d flags; is its format still `  -name`?\n%s", len(flags), out)
+		t.Fatalf("--help lists %d flags; is its format still `  --name`?\n%s", len(flags), out)
 	}
 	for _, f := range flags {
 		name := f[1]

@@ -29,6 +29,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -188,6 +189,13 @@ func loadConfig() config {
 		return c
 	}
 	secret, err := secretstore.Plaintext(storekeys.Store, storekeys.AggregatorSecret)
+	// A secret kept in a file often ends in a newline; it is never part of it.
+	secret = bytes.TrimSpace(secret)
+	if err == nil && len(secret) == 0 {
+		// An empty file: said now, as a missing one is, not at the first
+		// delivery (found by a new-user tester).
+		err = errors.New("it is empty")
+	}
 	if err != nil {
 		// What still reaches the aggregator: each hit's journal line,
 		// or the fallback's, which need no secret (a tester read
@@ -201,8 +209,7 @@ func loadConfig() config {
 		}
 		fmt.Fprintf(os.Stderr, "edgepixel: no secret edgepixel/aggregator_secret (%v): %s\n", err, fate)
 	}
-	// A secret kept in a file often ends in a newline; it is never part of it.
-	c.secret = bytes.TrimSpace(secret)
+	c.secret = secret
 	return c
 }
 

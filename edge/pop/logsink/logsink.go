@@ -878,9 +878,11 @@ func (s *httpSink) deliver(ctx context.Context, b logBatch) {
 			s.log.Warn("log endpoint: batch dropped", "endpoint", s.ep.Name, "entries", b.n, "attempts", attempt+1, "err", err)
 			return
 		}
-		s.log.Debug("log endpoint: delivery failed; retrying", "endpoint", s.ep.Name, "in", delay, "err", err)
-		// Jitter spreads the retries of several POPs sharing a collector.
+		// Jitter spreads the retries of several POPs sharing a collector;
+		// the wait logged is the one taken (a tester read "in=500ms" of
+		// a retry 0.35 s later).
 		wait := delay/2 + rand.N(delay/2+1)
+		s.log.Debug("log endpoint: delivery failed; retrying", "endpoint", s.ep.Name, "in", wait.Round(time.Millisecond), "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

@@ -563,8 +563,8 @@ func (s *queueSink) sendOne(ctx context.Context) bool {
 		if attempt == 0 || !retry {
 			lvl = slog.LevelWarn
 		}
-		s.log.Log(ctx, lvl, "log endpoint: delivery failed; the batch stays queued and is retried", "endpoint", s.ep.Name, "in", delay, "err", err)
 		wait := delay/2 + rand.N(delay/2+1)
+		s.log.Log(ctx, lvl, "log endpoint: delivery failed; the batch stays queued and is retried", "endpoint", s.ep.Name, "in", wait.Round(time.Millisecond), "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
