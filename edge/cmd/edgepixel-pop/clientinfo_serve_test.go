@@ -144,8 +144,8 @@ func stopAndReadEvents(t *testing.T, p *popProc, path string) map[string]edgeEve
 	return out
 }
 
-// pixel asks for the pixel of site with client c and extra headers.
-func pixel(t *testing.T, c *http.Client, url, site string, header ...string) {
+// askPixel asks for the pixel of site with client c and extra headers.
+func askPixel(t *testing.T, c *http.Client, url, site string, header ...string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url+"/p.gif?site="+site, nil)
 	for i := 0; i+1 < len(header); i += 2 {
@@ -175,11 +175,11 @@ func TestEdgeModuleBehindProxy(t *testing.T) {
 	defer lb.CloseIdleConnections()
 	defer other.CloseIdleConnections()
 
-	pixel(t, lb, p.url, "trusted.example", "X-Forwarded-For", "203.0.113.50, 81.2.69.142, 192.0.2.9")
-	pixel(t, lb, p.url, "trusted6.example", "X-Forwarded-For", "[2a02:d0c0::17]:4711")
-	pixel(t, other, p.url, "spoofed.example", "X-Forwarded-For", "81.2.69.142")
-	pixel(t, lb, p.url, "garbage.example", "X-Forwarded-For", "81.2.69.142, 81.2.69.143:99999")
-	pixel(t, lb, p.url, "noheader.example")
+	askPixel(t, lb, p.url, "trusted.example", "X-Forwarded-For", "203.0.113.50, 81.2.69.142, 192.0.2.9")
+	askPixel(t, lb, p.url, "trusted6.example", "X-Forwarded-For", "[2a02:d0c0::17]:4711")
+	askPixel(t, other, p.url, "spoofed.example", "X-Forwarded-For", "81.2.69.142")
+	askPixel(t, lb, p.url, "garbage.example", "X-Forwarded-For", "81.2.69.142, 81.2.69.143:99999")
+	askPixel(t, lb, p.url, "noheader.example")
 
 	series := func(result string) int64 {
 		return p.metricInt(t, `edgepixel_pop_forwarded_total{result="`+result+`"}`)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
@@ -63,6 +64,7 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 	}
 	out := storeWarnings(m)
 	store := edgepixelStore(m)
+	out = append(out, valueWarnings(store)...)
 	written := map[string]bool{store[wire.ConfigJournal]: true, store[wire.ConfigLogEndpoint]: true}
 	switch fb := store[wire.ConfigFallbackLogEndpoint]; fb {
 	case "":
@@ -85,6 +87,37 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 		}
 	}
 	return out, checkDelivery(m, eps)
+}
+
+// valueWarnings are the problems of the edgepixel config store's values
+// that edge/pixel parses (sites, site_default, site.SITE, unknown_sites,
+// the CORS keys), as the module reports them at each instance's start
+// or, for a site's settings, at the site's first hit: said once here at
+// the POP's start and at each reload, before any hit.
+func valueWarnings(store map[string]string) []string {
+	var errs []error
+	get := func(k string) string { return store[k] }
+	if _, err := pixel.NewSites(get); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := pixel.ParseOrigins(get(pixel.ConfigCORSOrigins), get(pixel.ConfigCORSDefault)); err != nil {
+		errs = append(errs, err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(store)) {
+		if site, ok := strings.CutPrefix(k, pixel.ConfigSitePrefix); ok && site != "" {
+			if _, err := pixel.ParseSiteSettings(store[k]); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			}
+		}
+	}
+	var out []string
+	for _, err := range errs {
+		// errors.Join's: one warning per problem.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			out = append(out, "config store "+storekeys.Store+": "+line)
+		}
+	}
+	return out
 }
 
 // journalEndpoint is the name the README and make run give the journal's

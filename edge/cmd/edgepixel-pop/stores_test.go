@@ -238,3 +238,25 @@ func TestCheckManifest(t *testing.T) {
 		t.Errorf("a misspelt store: %q", w)
 	}
 }
+
+// A bad value the module would report per instance, or at a site's first
+// hit, is said once at the POP's start and reload.
+func TestValueWarnings(t *testing.T) {
+	w := valueWarnings(map[string]string{
+		"site.demo": "tier=agregate", "site.ok": "tier=aggregate", "site_default": "sign=maybe",
+		"cors_default": "example.com", "unknown_sites": "keep",
+	})
+	for _, want := range []string{"site.demo: ", "site_default: ", "unknown_sites: ", "cors_default"} {
+		if !slices.ContainsFunc(w, func(s string) bool {
+			return strings.HasPrefix(s, "config store edgepixel: ") && strings.Contains(s, want)
+		}) {
+			t.Errorf("no warning of %s in %q", want, w)
+		}
+	}
+	if slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "site.ok") }) {
+		t.Errorf("a good value warned of: %q", w)
+	}
+	if w := valueWarnings(map[string]string{"site.a": "tier=full sign=mark", "cors_default": "*"}); len(w) != 0 {
+		t.Errorf("good values: %q", w)
+	}
+}
