@@ -30,6 +30,7 @@ type backendFailure struct {
 	n           int
 	why         string // the last failure: "status 401", or the error
 	denied      bool   // the last failure was 401 or 403
+	notFound    bool   // the last failure was 404 or 405
 }
 
 type backendFailures struct {
@@ -39,17 +40,20 @@ type backendFailures struct {
 
 // record notes the outcome of a request to backend name: its response's
 // status, or err when there was none. 401 and 403 (credentials refused),
-// 429, 5xx and no response at all are failures; any other answer ends a
-// run. A 429 within a run of refused credentials keeps the run's reason:
+// 404 and 405 (no such path: a backend URL with a path of its own, or a
+// wrong ingest_url, answers every batch so, which a tester's /healthz
+// said ok through), 429, 5xx and no response at all are failures; any
+// other answer ends a run. A 429 within a run of refused credentials keeps the run's reason:
 // it is the aggregator's limit on failed authentications, which answers
 // 429 once a wrong secret has failed its burst, and the secret is still
 // what to check.
 func (h *backendFailures) record(name string, code int, err error) {
 	why, denied := "", code == http.StatusUnauthorized || code == http.StatusForbidden
+	notFound := code == http.StatusNotFound || code == http.StatusMethodNotAllowed
 	switch {
 	case err != nil:
 		why = err.Error()
-	case denied || code == http.StatusTooManyRequests || code >= 500:
+	case denied || notFound || code == http.StatusTooManyRequests || code >= 500:
 		why = fmt.Sprintf("status %d", code)
 	}
 	h.mu.Lock()
@@ -69,7 +73,7 @@ func (h *backendFailures) record(name string, code int, err error) {
 	if code == http.StatusTooManyRequests && f.denied {
 		why, denied = f.why, true
 	}
-	f.last, f.n, f.why, f.denied = time.Now(), f.n+1, why, denied
+	f.last, f.n, f.why, f.denied, f.notFound = time.Now(), f.n+1, why, denied, notFound
 }
 
 // recent reports whether the run's last failure is recent enough to
@@ -88,9 +92,12 @@ func (h *backendFailures) degraded() []string {
 			continue
 		}
 		hint := "check the backend URL and that it is up"
-		if f.denied {
+		switch {
+		case f.denied:
 			// The only credentials edgepixel's module sends a backend.
 			hint = "check aggregator_secret and the backend URL"
+		case f.notFound:
+			hint = "check the backend URL (a scheme, host and port: no path) and the path the guest asks for (edgepixel: ingest_url)"
 		}
 		out = append(out, fmt.Sprintf("backend %s: %d requests failing for %s (last: %s); %s",
 			name, f.n, time.Since(f.since).Round(time.Second), f.why, hint))

@@ -13,7 +13,7 @@ func TestBackendFailures(t *testing.T) {
 	var h backendFailures
 	h.record("aggregator", 401, nil)
 	h.record("aggregator", 403, nil)
-	h.record("other", 404, nil) // an answer, not a failure
+	h.record("other", 400, nil) // an answer, not a failure
 	if d := h.degraded(); len(d) != 1 || !strings.HasPrefix(d[0], "backend aggregator: 2 requests failing") ||
 		!strings.Contains(d[0], "status 403") || !strings.Contains(d[0], "aggregator_secret") {
 		t.Errorf("after 401, 403: %q", d)
@@ -43,6 +43,12 @@ func TestBackendFailures(t *testing.T) {
 	h.record("other", 429, nil)
 	if d := h.degraded(); len(d) != 2 || !strings.Contains(strings.Join(d, "\n"), "backend other: 1 requests failing") {
 		t.Errorf("after a 429 alone: %q", d)
+	}
+	// A backend URL with a path answers every batch 404 (found by a
+	// new-user tester: every hit lost, /healthz ok).
+	h.record("pathed", 404, nil)
+	if d := h.degraded(); len(d) != 3 || !strings.Contains(strings.Join(d, "\n"), "backend pathed: 1 requests failing") || !strings.Contains(strings.Join(d, "\n"), "no path") {
+		t.Errorf("after a 404: %q", d)
 	}
 }
 

@@ -63,7 +63,12 @@ func (s *Server) reloadConfig() (changed bool, err error) {
 	if s.checkManifest != nil {
 		var more []string
 		more, cerr = s.checkManifest(m)
-		warnings = append(slices.Clip(warnings), more...)
+		if cerr == nil {
+			// Of a refused manifest only the refusal is said: its other
+			// warnings describe stores that do not apply (a tester read
+			// one of the kept stores' endpoint as unwritten).
+			warnings = append(slices.Clip(warnings), more...)
+		}
 	}
 	for _, w := range warnings {
 		s.log.Warn(w, "manifest", m.Path)

@@ -3,6 +3,7 @@ package pop
 import (
 	"reflect"
 	"strconv"
+	"strings"
 )
 
 // fastly_secret_store: secret stores from [local_server.secret_stores].
@@ -24,23 +25,33 @@ type secretSnapshot struct {
 
 // reloadSecrets reads the manifest's secret stores again, as the last
 // reloadConfig defined them (a secret file rotated by edgepixel-salt,
-// say), and, when anything changed, makes new opens see the new values. Called on every reload (SIGHUP) and by the
-// module watcher. A store that fails to read keeps its old values; the
-// error is logged.
-func (s *Server) reloadSecrets() {
+// say), and, when anything changed, makes new opens see the new values
+// and reports so: the caller replaces the instances, which may have read
+// a secret once (edgepixel's module reads aggregator_secret at its
+// start). Called on every reload (SIGHUP) and by the module watcher. A
+// store that fails to read keeps its old values; the error is logged
+// once (the watcher asks every interval) and shows in Degraded until the
+// stores read again.
+func (s *Server) reloadSecrets() (changed bool) {
 	s.secretsMu.Lock()
 	defer s.secretsMu.Unlock()
 	if s.secretDefs == nil {
-		return
+		return false
 	}
 	stores, err := s.secretDefs.ReadSecretStores()
 	if err != nil {
-		s.log.Error("reading the secret stores again failed; keeping the values read before", "err", err)
-		return
+		why := "reading the secret stores again failed (" + strings.ReplaceAll(err.Error(), "\n", " ") + "); keeping the values read before"
+		if last := s.secretFailure.Swap(&why); last == nil || *last != why {
+			s.log.Error("reading the secret stores again failed; keeping the values read before", "err", err)
+		}
+		return false
+	}
+	if s.secretFailure.Swap(nil) != nil {
+		s.log.Info("the secret stores read again")
 	}
 	old := s.secrets.Load()
 	if old != nil && reflect.DeepEqual(old.stores, stores) {
-		return
+		return false
 	}
 	var gen uint64
 	if old != nil {
@@ -48,6 +59,7 @@ func (s *Server) reloadSecrets() {
 	}
 	s.secrets.Store(&secretSnapshot{gen: gen, stores: stores})
 	s.log.Info("secret stores read again", "generation", gen)
+	return true
 }
 
 // secretStore and secret are the objects behind store and secret handles.

@@ -100,7 +100,7 @@ func (s *Server) Degraded() []string {
 	if s.geo != nil && s.geo.db != nil {
 		out = append(out, s.geo.db.Degraded()...) // an update that could not be loaded
 	}
-	for _, why := range []*string{s.reloadFailure.Load(), s.configFailure.Load()} {
+	for _, why := range []*string{s.reloadFailure.Load(), s.configFailure.Load(), s.secretFailure.Load()} {
 		if why != nil {
 			out = append(out, *why)
 		}

@@ -218,8 +218,11 @@ func (s *Server) Reload(ctx context.Context) error {
 	} else {
 		s.configFailure.Store(nil)
 	}
-	s.reloadSecrets()
-	s.configPending = s.configPending || configChanged
+	// Changed secrets replace the instances as changed config stores do
+	// (a tester rotated aggregator_secret under --watch and instances
+	// kept signing with the old one).
+	secretsChanged := s.reloadSecrets() || s.secretsChanged.Swap(false)
+	s.configPending = s.configPending || configChanged || secretsChanged
 	old := s.cur.Load()
 	err := s.reload(ctx, old, s.configPending)
 	if err != nil {
@@ -269,7 +272,7 @@ func (s *Server) reload(ctx context.Context, old *program, fresh bool) error {
 	s.ps.reloads.Add(1)
 	what := "module reloaded"
 	if p.sum == old.sum {
-		what = "config stores changed: instances replaced"
+		what = "config or secret stores changed: instances replaced"
 	}
 	s.log.Info(what, "wasm", s.wasmPath, "program", p.id, "previous", old.id,
 		"draining", old.live.Load(), "took", time.Since(began))
@@ -293,7 +296,15 @@ func (s *Server) watch(interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		s.reloadSecrets()
+		if s.reloadSecrets() {
+			s.secretsChanged.Store(true)
+			ctx, cancel := context.WithCancel(context.Background())
+			stop := context.AfterFunc(s.root, cancel)
+			s.Reload(ctx) // logs its own failure
+			stop()
+			cancel()
+			continue
+		}
 		var st [2]fileStamp
 		var err error
 		if st[0], err = statFile(s.wasmPath); err != nil {

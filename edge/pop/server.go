@@ -183,6 +183,13 @@ type Server struct {
 	// configFailure is why fastly.toml could not be read again, for
 	// Degraded; nil once it reads.
 	configFailure atomic.Pointer[string]
+	// secretFailure is why the secret stores could not be read again,
+	// for Degraded; nil once they read (reloadSecrets).
+	secretFailure atomic.Pointer[string]
+	// secretsChanged: the watcher read changed secret stores, which the
+	// next Reload replaces the instances for (they read a secret once,
+	// as edgepixel's module does its aggregator_secret).
+	secretsChanged atomic.Bool
 
 	// Limits and pool behaviour (limits.go, pool.go).
 	memoryLimit           int64

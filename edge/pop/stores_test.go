@@ -624,6 +624,30 @@ sec = [ { key = "salt", file = "salt.secret" } ]
 	if v := get(); v != "day-2" {
 		t.Fatalf("after the file went missing: %q", v)
 	}
+	// Said on /healthz until the file is back (a tester saw an ERROR line
+	// every 500 ms and /healthz ok).
+	if d := p.Degraded(); !slices.ContainsFunc(d, func(s string) bool { return strings.HasPrefix(s, "reading the secret stores again failed") }) {
+		t.Errorf("a missing secret file: degraded %q", d)
+	}
+	if err := os.WriteFile(path, []byte("day-3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A changed secret replaces the instances, which may have read it
+	// once (edgepixel's module, its aggregator_secret).
+	before := map[string]bool{}
+	for range 8 {
+		before[p.ask(t, "/secret", q("store", "sec", "key", "salt"), nil).Instance] = true
+	}
+	p.Reload(context.Background())
+	if d := p.Degraded(); len(d) != 0 {
+		t.Errorf("once the file is back: degraded %q", d)
+	}
+	for range 8 {
+		r := p.ask(t, "/secret", q("store", "sec", "key", "salt"), nil)
+		if string(r.Bytes) != "day-3" || before[r.Instance] {
+			t.Fatalf("after the reload: %q from instance %s (before: %v)", r.Bytes, r.Instance, before)
+		}
+	}
 }
 
 // A config store changed in fastly.toml, or in a file it names, reaches
@@ -670,10 +694,11 @@ file = "cfg.json"
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		c.Reload, c.ReloadInterval = true, 20*time.Millisecond
 		c.CheckManifest = func(m *fastlytoml.Manifest) ([]string, error) {
-			if v := m.LocalServer.ConfigStores["cfg"]["k"]; v == "refused" {
-				return []string{"the command's warning"}, errors.New("the command refuses k = refused")
+			v := m.LocalServer.ConfigStores["cfg"]["k"]
+			if v == "refused" {
+				return []string{"the command's warning of k=" + v}, errors.New("the command refuses k = refused")
 			}
-			return nil, nil
+			return []string{"the command's warning of k=" + v}, nil
 		}
 	})
 	// get asks every warm instance (and a few more) and returns the
@@ -756,8 +781,11 @@ file = "cfg.json"
 	if err := p.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "the command refuses") {
 		t.Errorf("a manifest the command refuses: reload error %v", err)
 	}
-	if !strings.Contains(logs.String(), "the command's warning") {
-		t.Errorf("the command's warnings were not logged:\n%s", logs.String())
+	if !strings.Contains(logs.String(), "the command's warning of k=v3") {
+		t.Errorf("the command's warnings of an accepted manifest were not logged:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "the command's warning of k=refused") {
+		t.Errorf("the warnings of a refused manifest were logged beside its refusal:\n%s", logs.String())
 	}
 	if d := p.Degraded(); !slices.ContainsFunc(d, func(s string) bool { return strings.Contains(s, "the command refuses") }) {
 		t.Errorf("a refused fastly.toml: degraded %q", d)

@@ -216,7 +216,7 @@ func parseEndpoint(spec string) (logsink.Endpoint, error) {
 		// An option written otherwise (Period, max-bytes), a name of two
 		// words near one of the options of two words (max_entires), or
 		// a one-word option with a letter dropped or two swapped (qeue,
-		// retires): a collector's own word near a one-word option
+		// retires), or in the plural (headers): a collector's own word near a one-word option
 		// (query, entries, reader, header2) is its own, as the README
 		// promises.
 		norm := strings.ReplaceAll(strings.ToLower(key), "-", "_")
@@ -228,7 +228,9 @@ func parseEndpoint(spec string) (logsink.Endpoint, error) {
 			near = flaghint.Nearest(norm, logOptions)
 		default:
 			for _, opt := range logOptions {
-				if slipOf(norm, opt) {
+				// Or its plural (headers=: a tester's endpoint sent no
+				// header, and every batch got 401).
+				if slipOf(norm, opt) || norm == opt+"s" {
 					near = opt
 				}
 			}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
@@ -36,13 +37,25 @@ func checkDelivery(m *fastlytoml.Manifest, eps []logsink.Endpoint) error {
 			continue
 		}
 		if near := flaghint.Nearest(name, names); near != "" {
-			// A misspelt name in the store, most likely, not a missing flag.
-			return fmt.Errorf("config store edgepixel sets %s = %q, but no log endpoint %q is configured: did you mean %s = %q? Its lines would only be printed to stdout, and no event would reach the aggregator",
-				key, name, name, key, near)
+			// A name misspelt in the store or on the command line, most
+			// likely, not a missing flag: which one, only the user knows
+			// (a tester was told to copy a flag's typo into the store).
+			return fmt.Errorf("config store edgepixel sets %s = %q, but the log endpoint configured is %q: one of the two names is misspelt (the module's default is %s). Its lines would only be printed to stdout, and no event would reach the aggregator",
+				key, name, near, defaultEndpoint(key))
 		}
 		return fmt.Errorf("config store edgepixel sets %s = %q, but no log endpoint %q is configured: its lines would only be printed to stdout, and no event would reach the aggregator. "+
 			"Add --log-endpoint '%s=https://AGGREGATOR/ingest/ndjson?header=Authorization:Bearer%%20TOKEN' (with --log-queue-dir DIR; README: Your own machines), or --log-endpoint %s=stdout to print them on purpose",
 			key, name, name, name, name)
 	}
 	return nil
+}
+
+// defaultEndpoint is the name the README and make run give the endpoint
+// of key: edgepixel_journal for the journal, the module's default
+// fallback for the fallback.
+func defaultEndpoint(key string) string {
+	if key == wire.ConfigJournal {
+		return journalEndpoint
+	}
+	return storekeys.DefaultFallbackLogEndpoint
 }

@@ -50,6 +50,7 @@ func TestLogEndpointMisspeltOption(t *testing.T) {
 		{[]string{"--log-endpoint", "events=http://a/x?Period=1s"}, nil, `"Period" is no option: did you mean period?`},
 		{[]string{"--log-endpoint", "events=http://a/x?max-bytes=5"}, nil, "did you mean max_bytes?"},
 		{[]string{"--log-endpoint", "events=http://a/x?retires=1"}, nil, "did you mean retries?"},
+		{[]string{"--log-endpoint", "events=http://a/x?headers=Authorization:Bearer%20T"}, nil, "did you mean header?"},
 		{nil, map[string]string{"EDGEPIXEL_POP_LOG_ENDPOINTS": "events=http://a/x?qeue=/q"}, "EDGEPIXEL_POP_LOG_ENDPOINTS: log endpoint events: query parameter \"qeue\" is no option: did you mean queue?"},
 		{[]string{"--log-endpoint", "events=http://a/x?token=abc&period=1s&max_entries=3"}, nil, ""},
 		// A collector's own words near a one-word option are its own

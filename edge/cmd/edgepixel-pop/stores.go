@@ -83,7 +83,7 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigFallbackLogEndpoint, wire.ConfigLogEndpoint))
 		}
 		if j := store[wire.ConfigJournal]; ep.Name == j && ep.Kind == logsink.HTTP && (ep.Queue == "" || ep.Queue == "memory") {
-			out = append(out, fmt.Sprintf("the journal's log endpoint %s queues in memory: a POP crash loses the lines it holds, which the journal is there to keep; give it a disk queue (--log-queue-dir DIR)", j))
+			out = append(out, fmt.Sprintf("the journal's log endpoint %s queues in memory: a POP crash loses the lines it holds, which the journal is there to keep; give it a disk queue (--log-queue-dir DIR, or queue=DIR in its URL, and not queue=memory)", j))
 		}
 	}
 	return out, checkDelivery(m, eps)

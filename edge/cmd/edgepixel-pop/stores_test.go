@@ -216,7 +216,7 @@ func TestCheckManifest(t *testing.T) {
 		{"a journal queued in memory", `journal = "edgepixel_journal"`, []logsink.Endpoint{memory},
 			`the journal's log endpoint edgepixel_journal queues in memory`, ""},
 		{"a misspelt fallback", `fallback_log_endpoint = "edgepixel_fallbak"`, []logsink.Endpoint{disk("edgepixel_fallback")},
-			"log endpoint edgepixel_fallback is configured, but the module writes to no log endpoint of that name", `did you mean fallback_log_endpoint = "edgepixel_fallback"?`},
+			"log endpoint edgepixel_fallback is configured, but the module writes to no log endpoint of that name", `sets fallback_log_endpoint = "edgepixel_fallbak", but the log endpoint configured is "edgepixel_fallback": one of the two names is misspelt`},
 		{"the fallback turned off", `fallback_log_endpoint = "none"`, nil, "", ""}, // "none" is no endpoint's name
 	} {
 		w, err := checkManifest(manifest(tc.contents), tc.eps)
