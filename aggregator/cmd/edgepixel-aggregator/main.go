@@ -620,6 +620,12 @@ func loadSecret(secret, file string) ([]byte, error) {
 	}
 	if file != "" {
 		b, err := os.ReadFile(file)
+		if errors.Is(err, os.ErrNotExist) {
+			// Most likely not made yet: say how (a tester got the bare
+			// "no such file"). Still exit 1: the path may be right and the
+			// file on its way (a secrets manager writing it).
+			return nil, fmt.Errorf("--secret-file: %w: it holds the secret the edge signs batches with, the same as the edge's aggregator_secret (a new one: head -c 32 /dev/urandom | base64 > %s)", err, flaghint.ShellQuote(file))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("--secret-file: %w", err)
 		}

@@ -938,15 +938,24 @@ func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, url string, 
 	if err != nil {
 		return true, 0, err
 	}
+	// The start of a refusal's body is kept for the error: a collector's
+	// own words (edgepixel's aggregator says what is wrong with a token)
+	// were dropped, leaving a tester a bare "401 Unauthorized".
+	head := make([]byte, 200)
+	n, _ := io.ReadFull(resp.Body, head)
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	said := ""
+	if t := strings.Join(strings.Fields(strings.ToValidUTF8(string(head[:n]), "")), " "); t != "" {
+		said = ": " + strconv.Quote(t)
+	}
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
 		return false, c, nil
 	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
-		return true, c, fmt.Errorf("collector %s answered %s", req.URL.Host, resp.Status)
+		return true, c, fmt.Errorf("collector %s answered %s%s", req.URL.Host, resp.Status, said)
 	default:
-		return false, c, fmt.Errorf("collector %s answered %s (check the endpoint's URL and credentials)", req.URL.Host, resp.Status)
+		return false, c, fmt.Errorf("collector %s answered %s%s (check the endpoint's URL and credentials)", req.URL.Host, resp.Status, said)
 	}
 }
 

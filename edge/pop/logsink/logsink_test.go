@@ -295,3 +295,17 @@ func TestDegradedUnconfigured(t *testing.T) {
 		t.Errorf("with a *: degraded %q", d)
 	}
 }
+
+// A refusal's error carries the start of the collector's own words, on
+// one line: edgepixel's aggregator says what is wrong with a token.
+func TestSendKeepsTheRefusal(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "{\"error\":\"bad token: a '+' written in a URL query arrives as a space,\n write it as %2B\"}", http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	ep := Endpoint{Name: "j", Kind: HTTP, URL: srv.URL}
+	retry, status, err := send(context.Background(), srv.Client(), &ep, []byte("x\n"))
+	if retry || status != 401 || err == nil || !strings.Contains(err.Error(), `answered 401 Unauthorized: "{\"error\":\"bad token: a '+' written in a URL query arrives as a space, write it as %2B\"}" (check`) {
+		t.Errorf("retry %v, status %d, err %v", retry, status, err)
+	}
+}
