@@ -199,3 +199,33 @@ func TestBadRowsBoundALoad(t *testing.T) {
 		t.Fatalf("%d bad rows inserted, the largest insert %d rows; want all 1000 in loads of about MaxRows (120)", st.total, st.largest)
 	}
 }
+
+// Lag counts from the oldest record not stored, not from before an idle
+// time: a tester's idle minute showed as lag for a record 2 s old once
+// Redis went away.
+func TestLagCountsFromTheRecord(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	st := &brokenStore{Store: r.disk}
+	l, _, stop := r.run(st, time.Hour)
+	defer stop()
+	r.append(events(t, 1))
+	for wait := time.Now().Add(time.Minute); r.rows() != 1 || r.sp.Pending() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(wait) {
+			t.Fatalf("rows %d, pending %d; want 1 stored and nothing pending", r.rows(), r.sp.Pending())
+		}
+	}
+	time.Sleep(2 * time.Second) // idle, caught up
+	refused := dialError(syscall.ECONNREFUSED)
+	st.err.Store(&refused)
+	appended := time.Now()
+	r.append(events(t, 1))
+	for wait := time.Now().Add(time.Minute); l.Status() == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(wait) {
+			t.Fatal("no pause a minute into the outage")
+		}
+	}
+	if lag, since := l.Lag(), time.Since(appended).Seconds(); lag <= 0 || lag > since+0.05 {
+		t.Errorf("lag %.2fs for a record appended %.2fs ago", lag, since)
+	}
+	st.err.Store(nil)
+}
