@@ -81,6 +81,8 @@ func TestLogEndpointMisspeltOption(t *testing.T) {
 			v = "http://b/"
 		case "durability":
 			v = "fsync"
+		case "max_buffer":
+			v = "10485760" // at least max_bytes' default
 		}
 		ep, err := logsink.ParseEndpoint("x=http://a/?" + opt + "=" + url.QueryEscape(v))
 		if err != nil || ep.URL != "http://a/" {

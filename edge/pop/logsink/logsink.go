@@ -44,6 +44,7 @@ package logsink
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -160,15 +161,19 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 		return errors.New("URL without host")
 	}
 	q := u.Query()
-	intParam := func(key string, dst *int) error {
+	// A value that would be silently replaced (0 by the default, a
+	// max_buffer below max_bytes by max_bytes) is refused instead, naming
+	// what applies without it (a tester's max_buffer=1000 became 10 MiB
+	// without a word).
+	intParam := func(key string, dst *int, least int) error {
 		v := q.Get(key)
 		q.Del(key)
 		if v == "" {
 			return nil
 		}
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return fmt.Errorf("%s=%q: want a non-negative integer", key, v)
+		if err != nil || n < least {
+			return fmt.Errorf("%s=%q: want a whole number of at least %d (leave it out for the default)", key, v, least)
 		}
 		*dst = n
 		return nil
@@ -183,20 +188,24 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 			}
 			d = time.Duration(n) * time.Second
 		}
-		if d < 0 {
-			return fmt.Errorf("period=%q is negative", v)
+		if d <= 0 {
+			return fmt.Errorf("period=%q: want a duration above 0, e.g. 5s (leave it out for the default)", v)
 		}
 		ep.Period = d
 	}
 	q.Del("period")
 	noRetries := q.Get("retries") == "0"
 	for _, p := range []struct {
-		key string
-		dst *int
-	}{{"max_entries", &ep.MaxEntries}, {"max_bytes", &ep.MaxBytes}, {"max_buffer", &ep.MaxBuffer}, {"retries", &ep.Retries}} {
-		if err := intParam(p.key, p.dst); err != nil {
+		key   string
+		dst   *int
+		least int
+	}{{"max_entries", &ep.MaxEntries, 1}, {"max_bytes", &ep.MaxBytes, 1}, {"max_buffer", &ep.MaxBuffer, 1}, {"retries", &ep.Retries, 0}} {
+		if err := intParam(p.key, p.dst, p.least); err != nil {
 			return err
 		}
+	}
+	if maxBytes := cmp.Or(ep.MaxBytes, defaultLogMaxBytes); ep.MaxBuffer > 0 && ep.MaxBuffer < maxBytes {
+		return fmt.Errorf("max_buffer=%d is below max_bytes (%d), one batch: want at least that", ep.MaxBuffer, maxBytes)
 	}
 	if noRetries {
 		ep.Retries = -1 // retries=0 asks for none; a zero field means the default

@@ -240,7 +240,10 @@ func TestParseLogEndpoint(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "noequals", "=stdout", "a=", "a=ftp://x", "a=file:", "a=http://h/?max_entries=-1",
-		"a=http://h/?period=soon", "a=http://h/?header=novalue", "a=http:///nohost", "a=http://h/?failover=ftp://x", "a=http://h/?failover=nohost"} {
+		"a=http://h/?period=soon", "a=http://h/?header=novalue", "a=http:///nohost", "a=http://h/?failover=ftp://x", "a=http://h/?failover=nohost",
+		// Values once replaced without a word (found by a new-user tester).
+		"a=http://h/?period=0", "a=http://h/?max_entries=0", "a=http://h/?max_bytes=0", "a=http://h/?max_buffer=1000",
+		"a=http://h/?max_bytes=100&max_buffer=99"} {
 		if _, err := ParseEndpoint(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -64,6 +64,10 @@ func main() {
 		firstRun = flag.String("first-run", "", "how long a first make run takes, for the banner (the Makefile says)")
 		version  = flag.Bool("version", false, "print the commit this binary was built from, and exit")
 	)
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: edgepixel-run [flags] (what make run starts; make sql runs edgepixel-run sql)")
+		flaghint.PrintDefaults(os.Stderr, flag.CommandLine)
+	}
 	flag.Parse()
 	addrs := []listenAddr{{"aggregator-addr", *aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {"dashboard-addr", *dashAddr, "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {"pop-addr", *popAddr, "EDGEPIXEL_RUN_POP_ADDR"}}
 	if err := checkUsage(flag.CommandLine, *durable, addrs); err != nil {
@@ -322,7 +326,7 @@ func sql(args []string) int {
 	dir := fs.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", defaultDir), "the running stack's -dir (env EDGEPIXEL_RUN_DIR)")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: edgepixel-run sql [-dir DIR] [QUERY]\nopens clickhouse-client on the stack `make run` started, or runs QUERY")
-		fs.PrintDefaults()
+		flaghint.PrintDefaults(os.Stderr, fs)
 	}
 	fs.Parse(args)
 	// One QUERY at most: a second word is most likely a query left
