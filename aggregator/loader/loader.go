@@ -792,7 +792,10 @@ func (l *Loader) claim(ctx context.Context, b *batch) error {
 		if len(busy) == 0 || time.Since(start) >= busyWait {
 			break
 		}
-		l.setPause(stagePrepare, "wait for another aggregator's claims", fmt.Errorf("%d ids are claimed by another aggregator that is loading them", len(busy)), attempt)
+		// Busy also answers every unclaimed id in the grace period after
+		// Redis lost its memory (dedupe.Redis), with one aggregator too:
+		// say both (a tester with one aggregator read of "another").
+		l.setPause(stagePrepare, "wait for another aggregator's claims", fmt.Errorf("%d ids are claimed by another aggregator that is loading them, or wait out the grace period after Redis lost its memory (the claim lease), in case one is", len(busy)), attempt)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
