@@ -64,6 +64,10 @@ type LocalServer struct {
 	// where a name came from, and it looks names up in both.
 	ConfigStores map[string]map[string]string
 	Dictionaries map[string]map[string]string
+	// ConfigFiles are the JSON files ConfigStores and Dictionaries were
+	// read from (format "json"), sorted, relative paths resolved: a host
+	// that reloads on a change of the manifest watches them too.
+	ConfigFiles  []string
 	SecretStores map[string]map[string][]byte
 	// KVStores holds the initial contents of each KV store, from
 	// [local_server.kv_stores] (or its older names object_stores and
@@ -269,8 +273,12 @@ func (ls *LocalServer) resolve(raw *rawLocalServer, dir string) error {
 				return fmt.Errorf("local_server.%s.%s: %w", t.table, name, err)
 			}
 			t.dst[name] = kv
+			if f := t.raw[name].File; f != "" && t.raw[name].Contents == nil {
+				ls.ConfigFiles = append(ls.ConfigFiles, resolvePath(dir, f))
+			}
 		}
 	}
+	slices.Sort(ls.ConfigFiles)
 	ls.rawSecretStores, ls.dir = raw.SecretStores, dir
 	for _, name := range sortedKeys(raw.SecretStores) {
 		st, err := resolveSecretStore(name, raw.SecretStores[name], dir)

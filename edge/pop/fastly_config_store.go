@@ -79,6 +79,7 @@ func (s *Server) reloadConfig() (changed bool, err error) {
 	s.secretsMu.Lock()
 	s.secretDefs = &m.LocalServer
 	s.secretsMu.Unlock()
+	s.configFiles = m.LocalServer.ConfigFiles // under reloadMu, as Reload calls
 	ls := m.LocalServer
 	old := s.config.Load()
 	if !reflect.DeepEqual(old.stores, ls.ConfigStores) || !reflect.DeepEqual(old.dicts, ls.Dictionaries) {

@@ -3,8 +3,10 @@ package pop
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"strings"
@@ -60,6 +62,25 @@ func (p *program) isRetired() bool {
 // fileStamp identifies a version of the module file cheaply.
 type fileStamp struct {
 	size, mtime int64 // mtime in Unix nanoseconds
+}
+
+// statManifest is the stamp of the manifest at path and the config
+// store files it names, as one: a change to any of them changes it.
+func statManifest(path string, files []string) (fileStamp, error) {
+	st, err := statFile(path)
+	if err != nil {
+		return st, err
+	}
+	h := fnv.New64a()
+	for _, f := range files {
+		fs, err := statFile(f)
+		if err != nil {
+			return fileStamp{}, err
+		}
+		binary.Write(h, binary.LittleEndian, [2]int64{fs.size, fs.mtime})
+	}
+	st.size ^= int64(h.Sum64())
+	return st, nil
 }
 
 func statFile(path string) (fileStamp, error) {
@@ -208,7 +229,7 @@ func (s *Server) Reload(ctx context.Context) error {
 	if path := s.manifestPath(); path != "" {
 		// Remembered before reading, so the watcher retries only when the
 		// file changes again.
-		s.manifestStamp, _ = statFile(path)
+		s.manifestStamp, _ = statManifest(path, s.configFiles)
 	}
 	configChanged, cerr := s.reloadConfig()
 	if cerr != nil {
@@ -279,12 +300,12 @@ func (s *Server) reload(ctx context.Context, old *program, fresh bool) error {
 	return nil
 }
 
-// watch polls the module file and fastly.toml and reloads when either
-// changed and has been stable for one interval (so a file still being
-// written is not loaded half-way; a rename into place is picked up one
-// interval later). The secret stores' files are read at every look; a
-// file a config store names (file = "...") is read again by a reload
-// only: SIGHUP, or touching fastly.toml.
+// watch polls the module file and fastly.toml with the files its config
+// stores name (statManifest) and reloads when either changed and has
+// been stable for one interval (so a file still being written is not
+// loaded half-way; a rename into place is picked up one interval later).
+// The secret stores' files are read at every look, and a change to them
+// reloads at once.
 func (s *Server) watch(interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -310,14 +331,14 @@ func (s *Server) watch(interval time.Duration) {
 		if st[0], err = statFile(s.wasmPath); err != nil {
 			continue // e.g. briefly absent while being replaced
 		}
+		s.reloadMu.Lock()
+		loaded, files := [2]fileStamp{s.stamp, s.manifestStamp}, s.configFiles
+		s.reloadMu.Unlock()
 		if manifest != "" {
-			if st[1], err = statFile(manifest); err != nil {
+			if st[1], err = statManifest(manifest, files); err != nil {
 				continue
 			}
 		}
-		s.reloadMu.Lock()
-		loaded := [2]fileStamp{s.stamp, s.manifestStamp}
-		s.reloadMu.Unlock()
 		if st == loaded || st != last {
 			last = st
 			continue

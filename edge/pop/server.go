@@ -171,7 +171,8 @@ type Server struct {
 	progs              map[*program]struct{}
 	reloadMu           sync.Mutex
 	stamp              fileStamp // of the file last loaded (reloadMu)
-	manifestStamp      fileStamp // of fastly.toml when last read (reloadMu)
+	manifestStamp      fileStamp // of fastly.toml and configFiles when last read (reloadMu)
+	configFiles        []string  // the config store files fastly.toml names, as last read (reloadMu)
 	// configPending: the config stores changed since the instances
 	// last switched; cleared by a switch only, so a reload that failed
 	// (a broken module put in place with the edit) leaves the change for
@@ -336,7 +337,8 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	}
 	s.stamp = stamp
 	if path := s.manifestPath(); path != "" {
-		s.manifestStamp, _ = statFile(path)
+		s.configFiles = s.manifest.LocalServer.ConfigFiles
+		s.manifestStamp, _ = statManifest(path, s.configFiles)
 	}
 	s.modCfg = wazero.NewModuleConfig().
 		WithName("").

@@ -720,17 +720,16 @@ file = "cfg.json"
 	if !only(v, "v1") {
 		t.Fatalf("at start: %v", v)
 	}
+	// The watcher reads a store's own file again when it changes, as it
+	// does fastly.toml (a tester edited one and waited).
 	write("cfg.json", `{"k": "v2"}`)
-	time.Sleep(100 * time.Millisecond) // the watcher's looks: it does not watch cfg.json
-	if v, _ := get(); !only(v, "v1") {
-		t.Fatalf("before a reload: %v", v)
-	}
-	if err := p.Reload(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	v, after := get()
-	if !only(v, "v2") {
-		t.Fatalf("after the reload: %v", v)
+	var after map[string]bool
+	deadline := time.Now().Add(10 * time.Second)
+	for v, after = get(); !only(v, "v2"); v, after = get() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher did not apply an edited store file: %v", v)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	for id := range after {
 		if before[id] {
@@ -753,7 +752,7 @@ file = "cfg.json"
 	// The watcher: fastly.toml edited (a backend and the store's file).
 	write("cfg.json", `{"k": "v3"}`)
 	write("fastly.toml", toml(2))
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for v, _ = get(); !only(v, "v3"); v, _ = get() {
 		if time.Now().After(deadline) {
 			t.Fatalf("the watcher did not apply an edited fastly.toml: %v", v)
