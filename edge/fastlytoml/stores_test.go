@@ -78,6 +78,10 @@ format = "inline-toml"
 	if got := m.LocalServer.Dictionaries["d"]["key with spaces"]; got != "x" {
 		t.Errorf("dictionary: %q", got)
 	}
+	// The files read, for a host that watches them: the JSON one only.
+	if got := m.LocalServer.ConfigFiles; len(got) != 1 || got[0] != filepath.Join(dir, "sub/cfg.json") {
+		t.Errorf("config files %q", got)
+	}
 }
 
 func TestSecretStoreForms(t *testing.T) {
