@@ -242,7 +242,7 @@ func (s *Server) Reload(ctx context.Context) error {
 	// Changed secrets replace the instances as changed config stores do
 	// (a tester rotated aggregator_secret under --watch and instances
 	// kept signing with the old one).
-	secretsChanged := s.reloadSecrets() || s.secretsChanged.Swap(false)
+	secretsChanged := s.reloadSecrets()
 	s.configPending = s.configPending || configChanged || secretsChanged
 	old := s.cur.Load()
 	err := s.reload(ctx, old, s.configPending)
@@ -311,6 +311,13 @@ func (s *Server) watch(interval time.Duration) {
 	defer t.Stop()
 	manifest := s.manifestPath()
 	var last [2]fileStamp
+	reload := func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := context.AfterFunc(s.root, cancel)
+		s.Reload(ctx) // logs its own failure
+		stop()
+		cancel()
+	}
 	for {
 		select {
 		case <-s.closing:
@@ -318,12 +325,12 @@ func (s *Server) watch(interval time.Duration) {
 		case <-t.C:
 		}
 		if s.reloadSecrets() {
-			s.secretsChanged.Store(true)
-			ctx, cancel := context.WithCancel(context.Background())
-			stop := context.AfterFunc(s.root, cancel)
-			s.Reload(ctx) // logs its own failure
-			stop()
-			cancel()
+			// Read here, so the Reload's own reading finds no change: the
+			// instances are due for replacement all the same.
+			s.reloadMu.Lock()
+			s.configPending = true
+			s.reloadMu.Unlock()
+			reload()
 			continue
 		}
 		var st [2]fileStamp
@@ -343,10 +350,6 @@ func (s *Server) watch(interval time.Duration) {
 			last = st
 			continue
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		stop := context.AfterFunc(s.root, cancel)
-		s.Reload(ctx) // logs its own failure
-		stop()
-		cancel()
+		reload()
 	}
 }

@@ -173,7 +173,7 @@ type Server struct {
 	stamp              fileStamp // of the file last loaded (reloadMu)
 	manifestStamp      fileStamp // of fastly.toml and configFiles when last read (reloadMu)
 	configFiles        []string  // the config store files fastly.toml names, as last read (reloadMu)
-	// configPending: the config stores changed since the instances
+	// configPending: the config or secret stores changed since the instances
 	// last switched; cleared by a switch only, so a reload that failed
 	// (a broken module put in place with the edit) leaves the change for
 	// the next one (reloadMu).
@@ -187,10 +187,6 @@ type Server struct {
 	// secretFailure is why the secret stores could not be read again,
 	// for Degraded; nil once they read (reloadSecrets).
 	secretFailure atomic.Pointer[string]
-	// secretsChanged: the watcher read changed secret stores, which the
-	// next Reload replaces the instances for (they read a secret once,
-	// as edgepixel's module does its aggregator_secret).
-	secretsChanged atomic.Bool
 
 	// Limits and pool behaviour (limits.go, pool.go).
 	memoryLimit           int64
