@@ -40,6 +40,11 @@ const (
 // names another (or "none").
 const DefaultFallbackLogEndpoint = "edgepixel_fallback"
 
+// JournalLogEndpoint is the log endpoint the README, make run and the
+// POP's checks give the journal (wire.ConfigJournal). The module has no
+// default journal: the key names it.
+const JournalLogEndpoint = "edgepixel_journal"
+
 // Secret store entries beyond privacy.SaltKeys.
 const (
 	// AggregatorSecret signs batches (the aggregator's --secret).

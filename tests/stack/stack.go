@@ -114,7 +114,7 @@ const (
 // Log endpoints the stack's POP has, both queued on disk under
 // Dir/pop-queue and delivering to the aggregator's /ingest/ndjson.
 const (
-	JournalEndpoint  = "edgepixel_journal"
+	JournalEndpoint  = storekeys.JournalLogEndpoint
 	FallbackEndpoint = storekeys.DefaultFallbackLogEndpoint
 )
 

@@ -55,7 +55,7 @@ func checkDelivery(m *fastlytoml.Manifest, eps []logsink.Endpoint) error {
 // fallback for the fallback.
 func defaultEndpoint(key string) string {
 	if key == wire.ConfigJournal {
-		return journalEndpoint
+		return storekeys.JournalLogEndpoint
 	}
 	return storekeys.DefaultFallbackLogEndpoint
 }

@@ -75,7 +75,7 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 	for _, ep := range eps {
 		switch {
 		case ep.Name == "*" || written[ep.Name]:
-		case ep.Name == journalEndpoint && store[wire.ConfigJournal] == "":
+		case ep.Name == storekeys.JournalLogEndpoint && store[wire.ConfigJournal] == "":
 			out = append(out, fmt.Sprintf("log endpoint %s is configured, but config store %s sets no %s: hits are not journaled, and a POP crash loses those not yet delivered; add %s = %q to it",
 				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigJournal, ep.Name))
 		default:
@@ -119,10 +119,6 @@ func valueWarnings(store map[string]string) []string {
 	}
 	return out
 }
-
-// journalEndpoint is the name the README and make run give the journal's
-// log endpoint.
-const journalEndpoint = "edgepixel_journal"
 
 // edgepixelStore is the config store the module reads, or the dictionary
 // of its name.

@@ -23,9 +23,8 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
 )
-
-const journalEndpoint = "edgepixel_journal"
 
 type durableMode struct {
 	name       string
@@ -53,7 +52,7 @@ func runDurable(wasm string, d time.Duration, conns, threads int) error {
 	for i, mode := range durableModes {
 		journal := ""
 		if mode.durability != "" {
-			journal = fmt.Sprintf("journal = %q\n", journalEndpoint)
+			journal = fmt.Sprintf("journal = %q\n", storekeys.JournalLogEndpoint)
 		}
 		manifest, _, err := benchManifest(dir, fmt.Sprintf("fastly-%d.toml", i), sink, journal)
 		if err != nil {
@@ -61,7 +60,7 @@ func runDurable(wasm string, d time.Duration, conns, threads int) error {
 		}
 		var eps []logsink.Endpoint
 		if mode.durability != "" {
-			eps = []logsink.Endpoint{{Name: journalEndpoint, Kind: logsink.HTTP, URL: "http://" + sink + "/ingest/ndjson",
+			eps = []logsink.Endpoint{{Name: storekeys.JournalLogEndpoint, Kind: logsink.HTTP, URL: "http://" + sink + "/ingest/ndjson",
 				Queue: filepath.Join(dir, fmt.Sprintf("queue-%d", i)), Durability: mode.durability, Period: 250 * time.Millisecond}}
 		}
 		p, err := pop.New(ctx, pop.Config{
