@@ -26,6 +26,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/admin"
@@ -203,15 +204,15 @@ func run(args []string) error {
 	fs.StringVar(&o.dashboardAddr, "dashboard-addr", "127.0.0.1:8081", "private listen address for the dashboard, /api/, /live and /metrics, all behind a login; keep it on loopback or a private network")
 	fs.StringVar(&o.dashboardTokenFile, "dashboard-token-file", "", "file holding the dashboard's admin token (empty: DATA-DIR/dashboard-token, created at random on first start)")
 	fs.StringVar(&o.dashboardViewersFile, "dashboard-viewers-file", "", "file of read-only viewer tokens, one per line: TOKEN SITE[,SITE...]; edits apply within seconds")
-	fs.StringVar(&o.dashboardOrigins, "dashboard-origins", "", "comma-separated extra origins (e.g. https://stats.example) whose pages may open /live; the dashboard's own origin always may")
+	fs.StringVar(&o.dashboardOrigins, "dashboard-origins", "", "extra origins, separated by commas or spaces (e.g. https://stats.example) whose pages may open /live; the dashboard's own origin always may")
 	fs.DurationVar(&o.liveInterval, "live-interval", 100*time.Millisecond, "shortest time between two live updates (/live deltas); longer means fewer messages to every dashboard")
 	fs.BoolVar(&o.secureCookies, "secure-cookies", false, "mark session cookies Secure (set when the dashboard is served over HTTPS)")
-	fs.StringVar(&o.publicCounters, "public-counters", "", "comma-separated sites whose embeddable counter (pageviews in the last 5 minutes: /counter/SITE.json and .svg) anyone may read on the public listener; empty: none")
+	fs.StringVar(&o.publicCounters, "public-counters", "", "sites, separated by commas or spaces, whose embeddable counter (pageviews in the last 5 minutes: /counter/SITE.json and .svg) anyone may read on the public listener; empty: none")
 	fs.StringVar(&o.dataDir, "data-dir", "./.edgepixel/aggregator", "directory for the spool (and the on-disk store without ClickHouse)")
 	fs.StringVar(&o.secret, "secret", "", "shared HMAC secret with the edge (this or --secret-file is required; prefer --secret-file)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the shared secret with the edge (this or --secret is required; surrounding whitespace is ignored)")
 	fs.StringVar(&o.redis, "redis", "", "Redis URL for deduplication, e.g. redis://127.0.0.1:6379/0 (empty: in-process, lost on restart)")
-	fs.StringVar(&o.redisCluster, "redis-cluster", "", "comma-separated host:port of Redis Cluster nodes (any few; the rest are discovered) for deduplication, instead of --redis; every aggregator of a fleet must use the same one")
+	fs.StringVar(&o.redisCluster, "redis-cluster", "", "host:port, separated by commas or spaces, of Redis Cluster nodes (any few; the rest are discovered) for deduplication, instead of --redis; every aggregator of a fleet must use the same one")
 	fs.StringVar(&o.clickhouse, "clickhouse", "", "ClickHouse URL: HTTP, e.g. http://127.0.0.1:8123, or native TCP (ClickHouse 19+), e.g. native://127.0.0.1:9000 (empty: NDJSON files under --data-dir)")
 	fs.StringVar(&o.clickhouseDB, "clickhouse-db", "edgepixel", "ClickHouse database")
 	fs.StringVar(&o.clickhouseCluster, "clickhouse-cluster", "", "ClickHouse cluster name (in the servers' remote_servers) to lay the schema out on: replicated tables per shard (ZooKeeper) with Distributed tables to read; --clickhouse is then this aggregator's server, whose shard it inserts into (empty: one server)")
@@ -222,7 +223,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.dedupeWindow, "dedupe-window", 24*time.Hour, "how long event ids are remembered for deduplication")
 	fs.Int64Var(&o.spoolMaxBytes, "spool-max-bytes", 1<<30, "spooled-but-unstored bytes beyond which ingest answers 503")
 	fs.StringVar(&o.logToken, "log-token", "", "bearer token that POST /ingest/ndjson accepts instead of the HMAC headers (CDN log streaming); empty: HMAC only")
-	fs.StringVar(&o.fastlyServiceIDs, "fastly-service-ids", "", "comma-separated Fastly service ids allowed by the logging challenge (empty: any; needs --log-token)")
+	fs.StringVar(&o.fastlyServiceIDs, "fastly-service-ids", "", "Fastly service ids, separated by commas or spaces, allowed by the logging challenge (empty: any; needs --log-token)")
 	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token for POST /admin/erase and /admin/retention (empty: admin endpoints disabled)")
 	fs.IntVar(&o.retentionDays, "retention-days", 0, "drop ClickHouse day partitions older than this many days, at start and daily (0: keep everything)")
 	fs.DurationVar(&o.rollupLateness, "rollup-lateness", 10*time.Minute, "after an upgrade to schema 7, how long past the rollups' cut-off their backfill of older events first runs, so that events still in spools and edge retries are in it (it runs again hourly for later ones)")
@@ -247,7 +248,7 @@ func run(args []string) error {
 	fs.Int64Var(&o.maxBodyMemoryPerClient, "max-body-memory-per-client", 0, "of --max-body-memory, what one client address's bodies may hold before their signature is checked (0: the larger of a 16th and twice --max-body)")
 	fs.Float64Var(&o.authRate, "auth-rate", 1, "failed credential checks (signature, log or admin token) per second a client address earns back")
 	fs.IntVar(&o.authBurst, "auth-burst", 20, "failed credential checks a client address may make in a row before it gets 429 + Retry-After, without its credential being checked")
-	fs.StringVar(&o.sites, "sites", "", "comma-separated sites to accept; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")
+	fs.StringVar(&o.sites, "sites", "", "sites to accept, separated by commas or spaces; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")
 	fs.IntVar(&o.maxSites, "max-sites", 1000, "sites the live counts and /api/counts list one by one, without --sites (the rest are summed up in the top-level number other, beside sites)")
 	fs.IntVar(&o.liveMaxVisitors, "live-max-visitors", live.DefaultMaxVisitors, "visitor ids the live view keeps at once over all sites for its 5-minute visitor count (past it, counts are lower bounds, flagged)")
 	fs.DurationVar(&o.failAfter, "fail-after", time.Minute, "how long running out of file descriptors (EMFILE) may stall loading before the process exits non-zero to be restarted")
@@ -547,14 +548,13 @@ func setGC(fs *flag.FlagSet, percent int, limit int64) {
 	}
 }
 
+// splitList splits a list flag's value at commas and white space: none of
+// its items (sites, addresses, origins, service ids) has either, and the
+// edge's own list of sites is separated by spaces (pixel.ConfigSites), so
+// "a b" taken as one site named "a b" would match nothing without a word
+// (found by a new-user tester).
 func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 }
 
 // envPrefix begins the name of each environment variable that sets a flag.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -385,6 +386,22 @@ func TestSecretTrimmed(t *testing.T) {
 		}
 		if _, err := os.Stat(data); !os.IsNotExist(err) {
 			t.Errorf("%q (%s): the data directory was made before the refusal (%v)", c.args, c.env, err)
+		}
+	}
+}
+
+// TestSplitList: a list flag takes commas, spaces or both, as the edge's
+// sites setting takes spaces; "a b" is two sites, not one named "a b".
+func TestSplitList(t *testing.T) {
+	for in, want := range map[string][]string{
+		"":                  nil,
+		"mysite news":       {"mysite", "news"},
+		"a,b":               {"a", "b"},
+		" a , b,,c\td\n":    {"a", "b", "c", "d"},
+		"https://x.example": {"https://x.example"},
+	} {
+		if got := splitList(in); !slices.Equal(got, want) {
+			t.Errorf("splitList(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
