@@ -220,6 +220,11 @@ func TestShareLinkRefusals(t *testing.T) {
 	if code, _, _ := a.askDash(t, "DELETE", "/api/shares/"+created.Share.ID, authHeader()); code != 200 {
 		t.Fatalf("revoke: %d", code)
 	}
+	// A browser gets the same words as a page.
+	code, h, b := a.askDash(t, "GET", created.Path, http.Header{"Accept": {"text/html,application/xhtml+xml"}})
+	if code != 404 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") || !strings.Contains(string(b), "unknown or was revoked") || h.Get("Set-Cookie") != "" {
+		t.Errorf("a revoked link in a browser: %d %s %q; want 404, an HTML page saying so", code, h.Get("Content-Type"), b)
+	}
 	for _, c := range []struct {
 		method, path string
 		code         int
@@ -247,6 +252,53 @@ func TestShareLinkRefusals(t *testing.T) {
 				t.Errorf("%s %s: %q; want JSON, reason %s, error with %q", c.method, c.path, b, c.reason, c.err)
 			}
 		}
+	}
+}
+
+// A share link of a site without stored events is made, with a warning
+// naming the nearest known site and how to revoke the link; one of a site
+// that --sites does not list is refused.
+func TestShareOfUnseenSite(t *testing.T) {
+	a := startAgg(t, Config{DataDir: t.TempDir()})
+	defer a.stop()
+	live := a.live()
+	waitTotal(t, live, 0)
+	a.send(mkEvents(t, "mysite", 2))
+	waitTotal(t, live, 2)
+	for form, want := range map[string]string{
+		"site=mysite":  "",
+		"site=mysitee": `no events of site "mysitee" are stored yet, so the link shows an empty dashboard until its first hit; did you mean mysite? (if the site is misspelt, revoke the link: DELETE /api/shares/`,
+	} {
+		req, _ := http.NewRequest("POST", a.dash.URL+"/api/shares", strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Share   struct{ ID string }
+			Warning string
+		}
+		json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if resp.StatusCode != 201 || got.Share.ID == "" || !strings.HasPrefix(got.Warning, want) || (want == "") != (got.Warning == "") || want != "" && !strings.HasSuffix(got.Warning, got.Share.ID+")") {
+			t.Errorf("POST /api/shares %s: %d %+v; want 201, warning %q", form, resp.StatusCode, got, want)
+		}
+	}
+	b := startAgg(t, Config{DataDir: t.TempDir(), Sites: []string{"shop", "news"}})
+	defer b.stop()
+	req, _ := http.NewRequest("POST", b.dash.URL+"/api/shares", strings.NewReader("site=newss"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), `site \"newss\" is not one this aggregator accepts (--sites: shop, news); did you mean news?`) {
+		t.Errorf("a share of a site --sites does not list: %d %s; want 400 naming --sites", resp.StatusCode, body)
 	}
 }
 

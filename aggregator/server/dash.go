@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/query"
 	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/dashboard"
+	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
 // openAccess builds the dashboard's credentials: the admin token from cfg
@@ -199,13 +201,21 @@ func (s *Server) dashboardRoutes() http.Handler {
 		}
 		reply.JSON(w, http.StatusOK, map[string]string{"status": "logged out"})
 	})
-	// A share link's 404 is in JSON, as every other refusal here: the page
-	// has no view of its own to show instead (sent to /, the visitor
-	// would find a login form asking for a token they do not have), and
-	// the message reads as well in a browser as the plain text did.
+	// A share link's 404 is in JSON, as every other refusal here, but for
+	// a browser (Accept: text/html), whose user is someone the link was
+	// sent to: a short page with the same words, where the raw JSON read
+	// as a fault (found by a new-user tester). Sent to /, they would find
+	// a login form asking for a token they do not have.
 	mux.HandleFunc("GET /share/{id}", func(w http.ResponseWriter, r *http.Request) {
 		site, ok := s.access.Visit(w, r.PathValue("id"))
 		if !ok {
+			const msg = "This share link is unknown or was revoked: ask whoever sent it for a new one."
+			if strings.Contains(r.Header.Get("Accept"), "text/html") {
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprintf(w, "<!doctype html>\n<meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>edgepixel: share link not found</title>\n<p>%s</p>\n", msg)
+				return
+			}
 			reply.JSON(w, http.StatusNotFound, map[string]string{"error": "this share link is unknown or was revoked: ask whoever sent it for a new one", "reason": "not_found"})
 			return
 		}
@@ -430,10 +440,41 @@ func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 		return
 	}
+	if len(s.cfg.Sites) > 0 && !slices.Contains(s.cfg.Sites, site) {
+		msg := fmt.Sprintf("site %q is not one this aggregator accepts (--sites: %s)", site, strings.Join(s.cfg.Sites, ", "))
+		if near := flaghint.Nearest(site, s.cfg.Sites); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": msg, "reason": "bad_request"})
+		return
+	}
 	sh, err := s.access.CreateShare(site, r.PostFormValue("note"))
 	if err != nil {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "reason": "bad_request"})
 		return
 	}
-	reply.JSON(w, http.StatusCreated, map[string]any{"share": sh, "path": "/share/" + sh.ID})
+	out := map[string]any{"share": sh, "path": "/share/" + sh.ID}
+	if w := s.unseenSite(site, sh.ID); w != "" {
+		out["warning"] = w
+	}
+	reply.JSON(w, http.StatusCreated, out)
+}
+
+// unseenSite is a warning for a share link of a site with no stored
+// events that the live counts know of, "" for a known one: a link may be
+// made before a site's first hit, so it is made, but a misspelt site
+// would otherwise give an empty dashboard without a word (found by a
+// new-user tester). The live counts list at most --max-sites sites: past
+// that, a site they do not list may still have events, and nothing is
+// said.
+func (s *Server) unseenSite(site, id string) string {
+	counts, _, _, ready := s.hub.Snapshot()
+	if _, ok := counts[site]; ok || !ready || len(counts) >= s.cfg.MaxSites {
+		return ""
+	}
+	msg := fmt.Sprintf("no events of site %q are stored yet, so the link shows an empty dashboard until its first hit", site)
+	if near := flaghint.Nearest(site, slices.Collect(maps.Keys(counts))); near != "" {
+		msg += "; did you mean " + near + "?"
+	}
+	return msg + " (if the site is misspelt, revoke the link: DELETE /api/shares/" + id + ")"
 }
