@@ -15,6 +15,10 @@ const el = (tag, attrs = {}, ...kids) => {
   e.append(...kids);
   return e;
 };
+// Times are UTC everywhere on the page, as its ranges are (README: Times
+// are UTC); the browser's zone showed in two places (found by a new-user
+// tester). digits: 16 for minutes, 19 for seconds.
+const utc = (t, digits = 16) => new Date(t).toISOString().slice(0, digits).replace("T", " ") + " UTC";
 const fmt = (n) => (n == null ? "–" : Number(n).toLocaleString("en-US", { maximumFractionDigits: 2 }));
 
 const state = { me: null, dims: [], view: readURL(), live: { sites: {}, recent: {}, pages: {}, visitors: {}, vcapped: false, seq: 0 }, retry: 0 };
@@ -186,7 +190,7 @@ function renderFilters() {
 
 function renderStats(st) {
   const r = st.range;
-  $("rangeinfo").textContent = `${new Date(r.from).toISOString().slice(0, 16).replace("T", " ")} – ${new Date(r.to).toISOString().slice(0, 16).replace("T", " ")} UTC · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
+  $("rangeinfo").textContent = `${utc(r.from).slice(0, -4)} – ${utc(r.to)} · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
   $("tiles").replaceChildren(...st.metrics.map((m) => {
     if (!m.collected) return el("div", { class: "tile na", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: "—" }), el("div", { class: "sub", text: "not collected yet" }));
     let ch = "no previous data";
@@ -258,7 +262,7 @@ function renderQuality(q) {
   // Counted over every site: sent to the admin token only.
   const a = q.aggregator;
   if (a) {
-    parts.push(el("h3", { text: "Aggregator (all sites, since " + new Date(a.since).toLocaleString() + ")" }), kv([
+    parts.push(el("h3", { text: "Aggregator (all sites, since " + utc(a.since) + ")" }), kv([
       ["Refused requests", reasons(a.dropped)], ["Bad rows", reasons(a.bad_rows)]]));
   }
   const d = q.drift || {};
@@ -288,7 +292,7 @@ function drawBars(svg, points, W, H, grain) {
   points.forEach((p, i) => {
     const h = ((H - 14) * p.n) / max;
     const bar = mk("rect", { class: "bar", x: i * bw + bw * 0.1, y: H - 1 - h, width: Math.max(1, bw * 0.8), height: h });
-    if (grain) bar.append(mk("title", {}, new Date(p.t * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC: " + p.n));
+    if (grain) bar.append(mk("title", {}, utc(p.t * 1000) + ": " + p.n));
     kids.push(bar);
   });
   kids.push(mk("text", { x: 2, y: 11 }, String(max)));
@@ -329,7 +333,7 @@ function connect() {
       for (const s in m.visitors || {}) L.visitors[s] = m.visitors[s];
     }
     L.vcapped = !!m.visitors_capped;
-    $("updated").textContent = "updated " + new Date(m.ts).toLocaleTimeString();
+    $("updated").textContent = "updated " + utc(m.ts, 19).slice(11);
     renderLive();
   };
   ws.onclose = (ev) => {
