@@ -80,11 +80,24 @@ const CloseSlow = "too slow: update queue full"
 // carries per site.
 const RecentSeconds = 60
 
-// PagesWindow is how far back "pages viewed now" looks.
+// PagesWindow is how far back "pages viewed now" and the pageviews of
+// RecentPageviews look.
 const PagesWindow = 5 * time.Minute
 
+// pagesSeconds is PagesWindow in seconds. pageBucket is the seconds one
+// bucket of a site's pages covers: "pages viewed now" sums the buckets
+// wholly within the window, so it looks back between PagesWindow less a
+// bucket and PagesWindow (whole minutes looked back up to a minute more,
+// so a pageview stayed after its visitor left VisitorsWindow: found by a
+// new-user tester). The pageviews RecentPageviews counts are kept per
+// second, exactly as long as the visitors.
+const (
+	pagesSeconds = int64(PagesWindow / time.Second)
+	pageBucket   = 10
+)
+
 // maxPages bounds the pages listed per site in a message; maxPaths the
-// distinct paths kept per site and minute (the rest count as "(other)").
+// distinct paths kept per site and bucket (the rest count as "(other)").
 const (
 	maxPages = 10
 	maxPaths = 1000
@@ -177,8 +190,12 @@ type Options struct {
 type siteLive struct {
 	sec    int64                 // unix second of recent's last slot
 	recent [RecentSeconds]uint64 // ring: events per second, index sec % RecentSeconds
-	// pages by unix minute: path -> pageviews.
-	pages        map[int64]map[string]uint64
+	// pages by bucket (unix second / pageBucket): path -> pageviews.
+	pages map[int64]map[string]uint64
+	// pv is a ring of pageviews per second, index sec % pagesSeconds,
+	// its last slot pvSec.
+	pv           [pagesSeconds]uint64
+	pvSec        int64
 	pagesChanged bool
 	vis          *visitors // nil until an event with a visitor id
 }
@@ -406,13 +423,22 @@ func (h *Hub) observeLocked(e *event.Event, sec int64) {
 	if e.Name != event.KindPageview {
 		return
 	}
-	min := sec / 60
-	m := sl.pages[min]
+	if sec > sl.pvSec {
+		for s := max(sl.pvSec+1, sec-pagesSeconds+1); s <= sec; s++ {
+			sl.pv[s%pagesSeconds] = 0
+		}
+		sl.pvSec = sec
+	}
+	if sec > sl.pvSec-pagesSeconds {
+		sl.pv[sec%pagesSeconds]++
+	}
+	b := sec / pageBucket
+	m := sl.pages[b]
 	if m == nil {
 		m = map[string]uint64{}
-		sl.pages[min] = m
+		sl.pages[b] = m
 		for k := range sl.pages {
-			if k <= min-int64(PagesWindow/time.Minute)-1 {
+			if k*pageBucket <= sec-pagesSeconds-pageBucket {
 				delete(sl.pages, k)
 			}
 		}
@@ -498,10 +524,10 @@ func (sl *siteLive) recentSeries(sec int64) []uint64 {
 }
 
 func (sl *siteLive) topPages(now time.Time) []Page {
-	from := now.Add(-PagesWindow).Unix() / 60
+	from := now.Unix() - pagesSeconds // buckets starting after it
 	sum := map[string]uint64{}
-	for m, paths := range sl.pages {
-		if m < from {
+	for b, paths := range sl.pages {
+		if b*pageBucket <= from {
 			continue
 		}
 		for p, n := range paths {
@@ -899,8 +925,7 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 // RecentPageviews returns site's pageviews stored in the last
 // PagesWindow, and whether the site is listed one by one.
 func (h *Hub) RecentPageviews(site string) (uint64, bool) {
-	now := h.opts.Now()
-	from := now.Add(-PagesWindow).Unix() / 60
+	now := h.opts.Now().Unix()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.counts[site]; !ok {
@@ -908,13 +933,9 @@ func (h *Hub) RecentPageviews(site string) (uint64, bool) {
 	}
 	var n uint64
 	if sl := h.live[site]; sl != nil {
-		for m, paths := range sl.pages {
-			if m < from {
-				continue
-			}
-			for _, v := range paths {
-				n += v
-			}
+		// The seconds of (now-PagesWindow, now] that the ring holds.
+		for s := max(now-pagesSeconds+1, sl.pvSec-pagesSeconds+1); s <= min(now, sl.pvSec); s++ {
+			n += sl.pv[s%pagesSeconds]
 		}
 	}
 	return n, true

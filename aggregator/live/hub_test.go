@@ -547,3 +547,47 @@ func TestHandshakeRefusedInJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestPageviewsWindow: a pageview counts in RecentPageviews for exactly
+// PagesWindow, as its visitor counts in RecentVisitors for VisitorsWindow
+// (whole minutes kept it up to a minute longer), and in "pages viewed now"
+// never longer than PagesWindow.
+func TestPageviewsWindow(t *testing.T) {
+	now := time.Unix(1_800_000_007, 0) // not on a bucket's edge
+	h := NewHub(Options{Now: func() time.Time { return now }})
+	h.Set(map[string]uint64{"shop": 0}, 0)
+	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 1, URL: "https://shop.example/a"}})
+	start := now
+	pages := func() []Page {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.live["shop"].topPages(now)
+	}
+	for _, c := range []struct {
+		after       int64
+		pv, vis     uint64
+		pagesAtMost int
+	}{
+		{0, 1, 1, 1},
+		{pagesSeconds - 1, 1, 1, 1},
+		{pagesSeconds, 0, 0, 0},
+		{pagesSeconds + 59, 0, 0, 0},
+	} {
+		now = start.Add(time.Duration(c.after) * time.Second)
+		pv, _ := h.RecentPageviews("shop")
+		vis, _, _ := h.RecentVisitors("shop")
+		if pv != c.pv || vis != c.vis || len(pages()) > c.pagesAtMost {
+			t.Errorf("%d s after: pageviews %d, visitors %d, pages %v; want %d, %d, at most %d pages", c.after, pv, vis, pages(), c.pv, c.vis, c.pagesAtMost)
+		}
+	}
+	if now = start; len(pages()) != 1 {
+		t.Errorf("pages at once: %v", pages())
+	}
+	// A second pageview 100 s on: both count until the first leaves.
+	now = start.Add(100 * time.Second)
+	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 2, URL: "https://shop.example/b"}})
+	now = start.Add(time.Duration(pagesSeconds) * time.Second)
+	if pv, _ := h.RecentPageviews("shop"); pv != 1 {
+		t.Errorf("after the first left: pageviews %d, want 1", pv)
+	}
+}
