@@ -69,6 +69,9 @@ func main() {
 		flaghint.PrintDefaults(os.Stderr, flag.CommandLine)
 	}
 	flag.Parse()
+	for _, w := range flaghint.UnknownEnv(os.Environ(), "EDGEPIXEL_RUN_", runEnv) {
+		fmt.Fprintln(os.Stderr, "edgepixel-run: warning: "+w)
+	}
 	addrs := []listenAddr{{"aggregator-addr", *aggAddr, "EDGEPIXEL_RUN_AGGREGATOR_ADDR"}, {"dashboard-addr", *dashAddr, "EDGEPIXEL_RUN_DASHBOARD_ADDR"}, {"pop-addr", *popAddr, "EDGEPIXEL_RUN_POP_ADDR"}}
 	if err := checkUsage(flag.CommandLine, *durable, addrs); err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel-run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-run"))
@@ -139,6 +142,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	logsFrom := logEnds(absDir)
 	s, err := stack.Start(startCtx, o)
 	cancel()
 	if err != nil {
@@ -166,6 +170,7 @@ func main() {
 	defer os.Remove(statePath(absDir))
 
 	fmt.Print(banner(st, time.Since(began), *firstRun))
+	fmt.Print(warningsNote(startWarnings(absDir, logsFrom), st.Logs))
 	go salt.every(ctx, time.Hour, s.Pop)
 
 	select {
@@ -219,6 +224,14 @@ The stored events, from another terminal in this checkout: clickhouse-client
 		b += fmt.Sprintf("\nWithout ClickHouse the events are stored as NDJSON files under %s.\n", filepath.Join(st.Dir, "aggregator"))
 	}
 	return b + fmt.Sprintf("\nCtrl-C stops everything; data stays in %s.\n", st.Dir)
+}
+
+// runEnv are the variables edgepixel-run reads (EDGEPIXEL_RUN_TEST_MAIN:
+// its tests'), so that a misspelt one is warned about (found by a
+// new-user tester: EDGEPIXEL_RUN_POP_ADR was ignored without a word).
+var runEnv = map[string]bool{
+	"EDGEPIXEL_RUN_DIR": true, "EDGEPIXEL_RUN_BIN": true, "EDGEPIXEL_RUN_AGGREGATOR_ADDR": true, "EDGEPIXEL_RUN_DASHBOARD_ADDR": true,
+	"EDGEPIXEL_RUN_POP_ADDR": true, "EDGEPIXEL_RUN_DURABILITY": true, "EDGEPIXEL_RUN_TEST_MAIN": true,
 }
 
 // defaultDir is where `make run` keeps the stack without EDGEPIXEL_RUN_DIR.
