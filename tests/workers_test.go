@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/tests/behaviour"
 	"github.com/edgepixel/edgepixel/tests/build"
@@ -159,10 +160,33 @@ func TestWorkers(t *testing.T) {
 			return l.Hits == n && l.Events == n && l.Stored == n && l.Lost == 0, fmt.Sprintf("%+v", l)
 		})
 	})
+	for _, tc := range build.Toolchains {
+		t.Run("s.js/"+string(tc), func(t *testing.T) { workerScript(t, wds[tc]) })
+	}
 	t.Run("salts from KV, rotated without a redeploy", func(t *testing.T) { workerKVSalts(t, s) })
 	t.Run("per-site settings from vars, then KV", func(t *testing.T) { workerKVSettings(t, s) })
 	t.Run("drops alone reported", func(t *testing.T) { workerDropsAlone(t, s) })
 	t.Run("aggregator down: losses counted", func(t *testing.T) { workerOutage(t, s, wd) })
+}
+
+// workerScript asks wd for s.js as a browser does (gzip accepted) and as
+// a client that takes no encoding: the gzip answer must be tracker.Gzip,
+// encoded once, and the other the script itself (workerd encoded the
+// module's gzip body a second time, and browsers ran nothing).
+func workerScript(t *testing.T, wd *stack.Workerd) {
+	for _, c := range []struct {
+		accept, encoding string
+		want             []byte
+	}{
+		{"gzip, deflate, br", "gzip", tracker.Gzip},
+		{"identity", "", tracker.Script},
+	} {
+		resp, body := get(t, wd.URL+"/s.js", map[string]string{"Accept-Encoding": c.accept})
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != c.encoding || !bytes.Equal(body, c.want) {
+			t.Errorf("s.js, Accept-Encoding %s: %d Content-Encoding %q, %d bytes (%.12q); want 200 %q, the %d bytes of %s",
+				c.accept, resp.StatusCode, resp.Header.Get("Content-Encoding"), len(body), body, c.encoding, len(c.want), map[bool]string{true: "tracker.Gzip", false: "tracker.Script"}[c.encoding != ""])
+		}
+	}
 }
 
 // workerDropsAlone sends a workerd of its own requests that bring no

@@ -154,7 +154,13 @@ export class EdgePixel {
       headers.append(line.slice(0, i), line.slice(i + 2));
     }
     const nobody = r.a === 204 || r.a === 304 || request.method === "HEAD";
-    const response = new Response(nobody ? null : r.body, { status: r.a, headers });
+    // A body the module encoded itself (s.js, gzipped when the client
+    // takes gzip) goes out as it is: workerd encodes a body with a
+    // Content-Encoding header again unless told it is done, and s.js
+    // reached browsers gzipped twice, so the tracker never ran (found by a
+    // new-user tester). encodeBody is Cloudflare's Response option.
+    const encodeBody = headers.has("content-encoding") ? "manual" : "automatic";
+    const response = new Response(nobody ? null : r.body, { status: r.a, headers, encodeBody });
     if (r.b !== 0) this.settle(r.b & 0x7fffffff, r.b >>> 31 === 1, ctx, cf.colo);
     return response;
   }
