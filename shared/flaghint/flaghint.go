@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/flaghint/nearest"
 )
 
 // The words Kind names kinds by; For switches on them.
@@ -211,37 +213,9 @@ func UnknownEnv(environ []string, prefix string, known map[string]bool) []string
 
 // Nearest returns the one of known nearest to name, when it differs by
 // at most two edits (the first in sort order of those as near), else "":
-// the setting a misspelt name most likely meant.
-func Nearest(name string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(name, k); d < bestD || d == bestD && k < best {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance of a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			sub := prev[j-1]
-			if a[i-1] != b[j-1] {
-				sub++
-			}
-			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
+// the setting a misspelt name most likely meant (package nearest, which
+// the worker's module uses without this package's imports).
+func Nearest(name string, known []string) string { return nearest.Nearest(name, known) }
 
 // EnvValue is a flag holding the value an environment variable gave it,
 // the command line not having set it.

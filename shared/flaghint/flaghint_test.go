@@ -94,9 +94,6 @@ func TestUnknownEnv(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("UnknownEnv = %q, want %q", got, want)
 	}
-	if d := editDistance("kitten", "sitting"); d != 3 {
-		t.Errorf("editDistance = %d, want 3", d)
-	}
 }
 
 func TestFor(t *testing.T) {

@@ -30,14 +30,12 @@ const SPOOL_BINDING = "SPOOL";
 // optional: SALTS, where edgepixel-salt writes the visitor-id salts, and
 // SETTINGS, the per-site settings under the names the Fastly module's
 // config store uses (wrangler/worker SettingsKeys), which replace the
-// vars of those names. An isolate uses what it read for KV_CACHE_MS (or
-// the kv_cache_ms var) before reading again. A rotation writes
-// tomorrow's salt a day ahead, so minutes of caching never leave a day
-// without its salt.
+// vars of those names. An isolate uses what it read for the kv_cache_ms
+// var (parsed, and a bad value reported, by the Go side) before reading
+// again. A rotation writes tomorrow's salt a day ahead, so minutes of
+// caching never leave a day without its salt.
 const SALTS_BINDING = "SALTS";
 const SETTINGS_BINDING = "SETTINGS";
-const KV_CACHE_MS = 60000;
-const KV_CACHE_VAR = "kv_cache_ms";
 // A background read of KV that has not ended in this long (its request
 // was cancelled) no longer stops another.
 const KV_READ_MS = 10000;
@@ -68,7 +66,8 @@ export class EdgePixel {
     this.maxBody = this.x.ep_max_body();
     let cfg = "";
     for (const [k, v] of Object.entries(env ?? {})) {
-      if (typeof v === "string") cfg += k + "\0" + v + "\0";
+      // A var in wrangler.toml may be a TOML number or boolean too.
+      if (["string", "number", "boolean"].includes(typeof v)) cfg += k + "\0" + v + "\0";
     }
     const n = this.write(encoder.encode(cfg), 0);
     this.x.ep_init(n);
@@ -77,8 +76,7 @@ export class EdgePixel {
     this.spool = env?.[SPOOL_BINDING];
     this.saltsKV = env?.[SALTS_BINDING];
     this.settingsKV = env?.[SETTINGS_BINDING];
-    const cacheMs = Number(env?.[KV_CACHE_VAR]);
-    this.kvCacheMs = env?.[KV_CACHE_VAR] != null && cacheMs >= 0 ? cacheMs : KV_CACHE_MS;
+    this.kvCacheMs = this.x.ep_kv_cache_ms();
     this.saltKeys = this.answer(this.x.ep_salt_keys()).lines;
     this.kvAt = -Infinity; // when KV was last read
     this.kvReading = -Infinity; // when a background read began

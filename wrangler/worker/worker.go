@@ -124,6 +124,12 @@ const (
 	// the aggregators have not taken before counting its events lost
 	// (default DefaultSpoolMaxAge, at most MaxSpoolAge).
 	ConfigSpoolMaxAge = "spool_max_age_s"
+	// ConfigKVCache is how long, in milliseconds, an isolate uses what it
+	// read from the SALTS and SETTINGS KV namespaces before reading them
+	// again (default DefaultKVCache, at most maxKVCache). The JavaScript
+	// reads them; the value is parsed here, with the others, so that a
+	// bad one is reported rather than silently replaced by the default.
+	ConfigKVCache = "kv_cache_ms"
 )
 
 // Delivery deadlines and the spool's bounds. Cloudflare gives a
@@ -141,6 +147,10 @@ const (
 	DefaultSpoolMaxBytes    = 1 << 30
 	DefaultSpoolMaxAge      = 24 * time.Hour
 	MaxSpoolAge             = 6 * 24 * time.Hour
+	DefaultKVCache          = time.Minute
+	// maxKVCache bounds ConfigKVCache: a settings change should apply
+	// within the hour, and the salts are written a day ahead, far beyond it.
+	maxKVCache = time.Hour
 )
 
 // Batching: a batch closes when it holds BatchEvents events or its first
@@ -173,6 +183,8 @@ type Config struct {
 	SpoolRetry, SpoolRetryMax time.Duration
 	SpoolMaxBytes             int64
 	SpoolMaxAge               time.Duration
+	// KVCache is how long an isolate keeps what it read from KV.
+	KVCache time.Duration
 	// Salts are the visitor-id salts from the environment, until the
 	// worker is given others (Worker.SetSalts).
 	Salts privacy.Salts
@@ -216,6 +228,7 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		SpoolRetryMax:    DefaultSpoolRetryMax,
 		SpoolMaxBytes:    DefaultSpoolMaxBytes,
 		SpoolMaxAge:      DefaultSpoolMaxAge,
+		KVCache:          DefaultKVCache,
 	}
 	werr := errors.Join(
 		duration(env, ConfigBatchWait, time.Millisecond, 0, maxBatchWait, &c.BatchWait),
@@ -223,6 +236,7 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		duration(env, ConfigSpoolRetry, time.Millisecond, time.Millisecond, time.Hour, &c.SpoolRetry),
 		duration(env, ConfigSpoolRetryMax, time.Millisecond, time.Millisecond, 24*time.Hour, &c.SpoolRetryMax),
 		duration(env, ConfigSpoolMaxAge, time.Second, time.Second, MaxSpoolAge, &c.SpoolMaxAge),
+		duration(env, ConfigKVCache, time.Millisecond, 0, maxKVCache, &c.KVCache),
 	)
 	if v := strings.TrimSpace(env(ConfigSpoolMaxBytes)); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)

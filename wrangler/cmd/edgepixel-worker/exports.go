@@ -58,6 +58,11 @@ func epInit(n uint32) {
 	env := cutPairs(string(in[:n]))
 	c, err := worker.ParseConfig(func(k string) string { return env[k] })
 	logErr("worker config", err)
+	names := make([]string, 0, len(env))
+	for k := range env {
+		names = append(names, k)
+	}
+	logErr("worker config", worker.CheckNames(names, env[pixel.ConfigSites]))
 	switch {
 	case c.IngestURL == "" && c.NDJSONURL == "":
 		fmt.Fprintf(os.Stderr, "edgepixel: no %s: hits are answered but cannot be delivered (set it in wrangler.toml [vars])\n", worker.ConfigIngestURL)
@@ -207,6 +212,12 @@ func epNext(h, outcome uint32) uint32 {
 	}
 	return answer(flags, 0, append([]pixel.Field{{Name: d.URL}}, d.Header...), d.Body)
 }
+
+// ep_kv_cache_ms is how long an isolate uses what it read from KV, in
+// milliseconds (worker.Config.KVCache).
+//
+//go:wasmexport ep_kv_cache_ms
+func epKVCacheMs() uint32 { return uint32(w.Config().KVCache.Milliseconds()) }
 
 // ep_delivery_deadline is how long a batch's delivery to the aggregators
 // may take from its close, in milliseconds (worker.Config.DeliveryDeadline).

@@ -1,0 +1,133 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
+	"github.com/edgepixel/edgepixel/shared/flaghint/nearest"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+// Vars are the var and secret names the worker reads beyond the Fastly
+// module's config and secret store keys it shares (storekeys.Config and
+// storekeys.Secret, less fastlyOnly): the one list CheckNames knows the
+// worker's own names by. A name added to ParseConfig belongs here.
+var Vars = []string{
+	ConfigNDJSONURL, ConfigLogToken, ConfigBatchWait, ConfigDeliveryDeadline,
+	ConfigSpoolRetry, ConfigSpoolRetryMax, ConfigSpoolMaxBytes, ConfigSpoolMaxAge,
+	ConfigKVCache,
+}
+
+// Bindings are the worker's bindings (src/edgepixel.js): the spool's
+// Durable Object namespace and the KV namespaces of the salts and the
+// settings. The JavaScript passes only string vars and secrets to Go,
+// but a binding's name is a known one wherever it shows up.
+var Bindings = []string{"SPOOL", "SALTS", "SETTINGS"}
+
+// fastlyOnly are the Fastly module's config store keys that mean nothing
+// to the worker (it delivers with fetch, not through a backend and log
+// endpoints, and batches by batch_wait_ms).
+var fastlyOnly = []string{
+	storekeys.Backend, wire.ConfigLogEndpoint, wire.ConfigJournal, wire.ConfigFallbackLogEndpoint,
+	storekeys.BatchMaxEvents, storekeys.BatchMaxAgeMS,
+}
+
+// knownNames returns the names the worker reads: whole names, and the
+// prefixes of those ending in storekeys.Site ("site.", "pixel_key.").
+func knownNames() (exact, prefixes []string) {
+	for _, k := range slices.Concat(storekeys.Config, storekeys.Secret, Vars, Bindings) {
+		if slices.Contains(fastlyOnly, k) {
+			continue
+		}
+		if p, ok := strings.CutSuffix(k, storekeys.Site); ok {
+			if !slices.Contains(prefixes, p) {
+				prefixes = append(prefixes, p)
+			}
+		} else {
+			exact = append(exact, k)
+		}
+	}
+	return exact, prefixes
+}
+
+// CheckNames reports the names among names (the Worker's vars and
+// secrets) that the worker does not read, each with the name it most
+// likely meant: Workers pass any var, and a misspelt one
+// ("site.shop.exmaple", "ingest-url") would otherwise silently leave its
+// setting unset, down to a site's pixel signing. With sites (the sites
+// var) set, a site.SITE or pixel_key.SITE whose site it does not list
+// is reported too: it does nothing for the sites that count (a site
+// that sites leaves out is counted only as unknown_sites says, with
+// site_default's settings).
+func CheckNames(names []string, sites string) error {
+	exact, prefixes := knownNames()
+	listed := pixel.SiteList(sites)
+	var errs []error
+	for _, name := range slices.Sorted(slices.Values(names)) {
+		if slices.Contains(exact, name) {
+			continue
+		}
+		if slices.Contains(fastlyOnly, name) {
+			errs = append(errs, fmt.Errorf("%s is a Fastly config store key the worker does not read, so it does nothing (README.md here: Vars and secrets)", name))
+			continue
+		}
+		if p := prefixOf(name, prefixes); p != "" {
+			site := strings.TrimSuffix(strings.TrimPrefix(name, p), ".previous")
+			if len(listed) == 0 || slices.Contains(listed, site) {
+				continue
+			}
+			msg := fmt.Sprintf("%s is for site %q, which sites (%q) does not list, so it does nothing", name, site, sites)
+			if near := nearest.Nearest(site, listed); near != "" {
+				msg += "; did you mean " + p + near + strings.TrimPrefix(name, p+site) + "?"
+			}
+			errs = append(errs, errors.New(msg))
+			continue
+		}
+		msg := name + " is not a var or secret the worker reads, so it does nothing"
+		if near := nearestName(name, exact, prefixes); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+		errs = append(errs, errors.New(msg+" (README.md here: Vars and secrets)"))
+	}
+	return errors.Join(errs...)
+}
+
+// prefixOf returns the one of prefixes name begins with and goes on after.
+func prefixOf(name string, prefixes []string) string {
+	for _, p := range prefixes {
+		if len(name) > len(p) && strings.HasPrefix(name, p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// nearestName is the known name name most likely misspells: a whole
+// name (also in other letter case, or without its unit: "batch_wait"
+// for batch_wait_ms), or a prefix name with name's part after its first
+// dot ("sites.shop.example" suggests "site.shop.example").
+func nearestName(name string, exact, prefixes []string) string {
+	if near := nearest.Nearest(strings.ToLower(name), exact); near != "" {
+		return near
+	}
+	for _, unit := range [...]string{"_ms", "_s"} {
+		if k := strings.ToLower(name) + unit; slices.Contains(exact, k) {
+			return k
+		}
+	}
+	head, rest, ok := strings.Cut(name, ".")
+	if !ok || rest == "" {
+		if p := nearest.Nearest(name+".", prefixes); p != "" {
+			return p + storekeys.Site
+		}
+		return ""
+	}
+	if p := nearest.Nearest(head+".", prefixes); p != "" {
+		return p + rest
+	}
+	return ""
+}

@@ -1,0 +1,67 @@
+package worker
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestCheckNames: the tester's misspelt vars, each reported with the name
+// it meant, and the names the worker reads (vars, secrets, bindings)
+// not reported.
+func TestCheckNames(t *testing.T) {
+	names := []string{
+		"sites", "site.shop.exmaple", "batch_wait", "ingest-url", "kv_cache_ms",
+		"site.shop.example", "site_default", "aggregator_secret", "log_token",
+		"pixel_key.shop.example", "pixel_key.shop.example.previous", "pixel_key.blog.exampel",
+		"visitor_salt_0", "visitor_salt_1", "SPOOL", "SALTS", "SETTINGS", "pop",
+		"rate_limit_client", "ndjson_url", "batch_max_age_ms", "sites.blog.example",
+	}
+	err := CheckNames(names, "shop.example blog.example")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := strings.Split(err.Error(), "\n")
+	want := []string{
+		`batch_max_age_ms is a Fastly config store key`,
+		`batch_wait is not a var or secret the worker reads, so it does nothing; did you mean batch_wait_ms?`,
+		`ingest-url is not a var or secret the worker reads, so it does nothing; did you mean ingest_url?`,
+		`pixel_key.blog.exampel is for site "blog.exampel", which sites ("shop.example blog.example") does not list, so it does nothing; did you mean pixel_key.blog.example?`,
+		`site.shop.exmaple is for site "shop.exmaple", which sites ("shop.example blog.example") does not list, so it does nothing; did you mean site.shop.example?`,
+		`sites.blog.example is not a var or secret the worker reads, so it does nothing; did you mean site.blog.example?`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want), err)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("line %d:\n got %s\nwant %s", i, got[i], want[i])
+		}
+	}
+	// Without sites, any site's settings may apply (unknown_sites).
+	if err := CheckNames([]string{"site.shop.exmaple", "pixel_key.x"}, ""); err != nil {
+		t.Errorf("without sites: %v", err)
+	}
+}
+
+// TestKVCacheVar: kv_cache_ms was parsed by the JavaScript, which took
+// the default for "abc" without a word.
+func TestKVCacheVar(t *testing.T) {
+	for v, want := range map[string]string{"abc": `kv_cache_ms "abc": want milliseconds, 0 to 3600000; using 60000`, "-1": "kv_cache_ms", "5000": ""} {
+		c, err := ParseConfig(func(k string) string {
+			if k == ConfigKVCache {
+				return v
+			}
+			return ""
+		})
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v", v, err)
+		case want == "" && c.KVCache.Milliseconds() != 5000:
+			t.Errorf("%q: KVCache %v", v, c.KVCache)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%q: error %v, want %q", v, err, want)
+		case want != "" && c.KVCache != DefaultKVCache:
+			t.Errorf("%q: KVCache %v", v, c.KVCache)
+		}
+	}
+}
