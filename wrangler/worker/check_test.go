@@ -65,3 +65,25 @@ func TestKVCacheVar(t *testing.T) {
 		}
 	}
 }
+
+// TestIngestURLChecked: make run prints the aggregator's base URL, and
+// a URL without its scheme fails every delivery with "Invalid URL";
+// neither was reported at start.
+func TestIngestURLChecked(t *testing.T) {
+	for _, c := range []struct{ ingest, ndjson, want string }{
+		{"http://127.0.0.1:25044", "", `warning: ingest_url "http://127.0.0.1:25044": its path does not end in /ingest, where the aggregator takes them, so deliveries will likely get 404s; did you mean http://127.0.0.1:25044/ingest?`},
+		{"127.0.0.1:25044/ingest", "", `ingest_url "127.0.0.1:25044/ingest" is not an http(s) URL: no hit can be delivered; want e.g. http://127.0.0.1:25044/ingest`},
+		{"agg.example.org", "", `ingest_url "agg.example.org" is not an http(s) URL: no hit can be delivered; want e.g. http://agg.example.org/ingest`},
+		{"https://a/ingest,ftp://b/ingest", "", `ingest_url "ftp://b/ingest" is not an http(s) URL`},
+		{"https://a/ingest", "https://a/ingest", `warning: ndjson_url "https://a/ingest": its path does not end in /ingest/ndjson`},
+		{"https://a/ingest/", "https://a/ingest/ndjson", ""},
+		{"http://10.0.0.1:8080/edgepixel/ingest", "", ""},
+	} {
+		_, err := ParseConfig(func(k string) string {
+			return map[string]string{ConfigIngestURL: c.ingest, ConfigNDJSONURL: c.ndjson}[k]
+		})
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("ingest_url %q, ndjson_url %q: error %v, want %q", c.ingest, c.ndjson, err, c.want)
+		}
+	}
+}

@@ -64,6 +64,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -209,6 +210,37 @@ func urlList(v string) string {
 	return strings.Join(out, ",")
 }
 
+// checkURLs reports the URLs of list (key's value, as urlList left it)
+// that cannot be what key needs: one that is not an absolute http(s)
+// URL fails every delivery (fetch throws "Invalid URL"), and one whose
+// path does not end in path (the aggregator's endpoint) gets 404s,
+// which the spool retries until spool_max_age_s. make run prints the
+// aggregator's base URL, which is easy to paste as it is.
+func checkURLs(key, list, path string) error {
+	var errs []error
+	for _, v := range strings.Split(list, ",") {
+		if v == "" {
+			continue
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			want := "https://agg.example.com" + path
+			if !strings.Contains(v, "://") {
+				want = "http://" + v
+				if !strings.HasSuffix(v, path) {
+					want += path
+				}
+			}
+			errs = append(errs, fmt.Errorf("%s %q is not an http(s) URL: no hit can be delivered; want e.g. %s", key, v, want))
+			continue
+		}
+		if !strings.HasSuffix(u.Path, path) {
+			errs = append(errs, fmt.Errorf("warning: %s %q: its path does not end in %s, where the aggregator takes them, so deliveries will likely get 404s; did you mean %s?", key, v, path, strings.TrimSuffix(v, u.Path)+path))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // ParseConfig reads the keys above from env (Worker vars and secrets by
 // name). A bad CORS entry is skipped and reported in the error, the rest
 // applies, as in the Fastly module.
@@ -250,6 +282,7 @@ func ParseConfig(env func(key string) string) (Config, error) {
 	if strings.Contains(c.IngestURL, placeholderHost) {
 		werr = errors.Join(werr, fmt.Errorf("%s %q is wrangler.toml's placeholder: no hit can be delivered; set it to your aggregators' /ingest", ConfigIngestURL, c.IngestURL))
 	}
+	werr = errors.Join(werr, checkURLs(ConfigIngestURL, c.IngestURL, "/ingest"), checkURLs(ConfigNDJSONURL, c.NDJSONURL, "/ingest/ndjson"))
 	if c.NDJSONURL == "" && c.IngestURL != "" {
 		var urls []string
 		for _, u := range strings.Split(c.IngestURL, ",") {
