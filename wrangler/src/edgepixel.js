@@ -41,6 +41,8 @@ const SETTINGS_BINDING = "SETTINGS";
 const KV_READ_MS = 10000;
 // The aggregator's refusals that retrying cannot fix (pixel.ErrRejected).
 const REFUSED = new Set([400, 401, 413]);
+// How much of a refused POST's answer is logged.
+const REFUSAL_BYTES = 200;
 // Marks a batch whose delivery a request has started.
 const STARTED = -1;
 
@@ -358,16 +360,16 @@ export class EdgePixel {
         const left = deadline - Date.now();
         if (left <= 0) return false;
         const url = urls[(start + i) % urls.length];
-        let resp;
+        let resp, answer;
         try {
           resp = await this.fetch(url, { method: "POST", headers: d.headers, body: d.body, signal: AbortSignal.timeout(Math.min(TIMEOUT_MS, left)) });
-          await resp.arrayBuffer();
+          answer = await resp.arrayBuffer();
         } catch (e) {
           console.error(`edgepixel: POST ${url}: ${e}`);
           continue;
         }
         if (resp.ok) return true;
-        console.error(`edgepixel: POST ${url}: ${resp.status}`);
+        console.error(`edgepixel: POST ${url}: ${resp.status}${refusal(resp.status, answer, d)}`);
         if (REFUSED.has(resp.status)) {
           d.refused = resp.status;
           return false;
@@ -378,6 +380,26 @@ export class EdgePixel {
     }
     return false;
   }
+}
+
+// refusal says why an aggregator did not take d: the start of its
+// answer (the aggregator says there what it found wrong), and for the
+// statuses a wrong configuration gets, what to check, since the status
+// alone does not tell a wrong secret from a wrong URL.
+function refusal(status, answer, d) {
+  let why = decoder.decode(new Uint8Array(answer, 0, Math.min(answer.byteLength, REFUSAL_BYTES))).replace(/\s+/g, " ").trim();
+  why = why ? ` ${JSON.stringify(why)}` : "";
+  if (status === 401 || status === 403) {
+    const bearer = Object.keys(d.headers).some((k) => k.toLowerCase() === "authorization");
+    why += bearer
+      ? "; check that the log_token secret is the aggregator's --log-token"
+      : "; check that the aggregator_secret secret is the aggregator's --secret";
+  } else if (status === 404) {
+    why += d.fallback
+      ? "; ndjson_url must be the aggregator's /ingest/ndjson"
+      : "; ingest_url must be the aggregator's /ingest";
+  }
+  return why;
 }
 
 // readCapped reads a body stream up to max bytes and stops: a longer body

@@ -59,3 +59,30 @@ test("one URL works as before", async () => {
   assert.equal(await EdgePixel.prototype.post.call(f, d("http://a/ingest")), true);
   assert.deepEqual(f.calls, ["http://a/ingest"]);
 });
+
+// logged runs f with console.error captured and returns what it logged.
+async function logged(f) {
+  const lines = [];
+  const orig = console.error;
+  console.error = (...a) => lines.push(a.join(" "));
+  try {
+    await f();
+  } finally {
+    console.error = orig;
+  }
+  return lines;
+}
+
+test("a refusal is logged with the start of its answer and what to check", async () => {
+  const answer = (status, body) => ({ sleep: async () => {}, fetch: async () => new Response(body, { status }) });
+  const cases = [
+    [401, "bad signature\n", {}, `POST http://a/ingest: 401 "bad signature"; check that the aggregator_secret secret is the aggregator's --secret`],
+    [401, "", { fallback: true, headers: { Authorization: "Bearer x" } }, `POST http://a/ingest: 401; check that the log_token secret is the aggregator's --log-token`],
+    [404, "404 page not found", {}, `POST http://a/ingest: 404 "404 page not found"; ingest_url must be the aggregator's /ingest`],
+    [400, "x".repeat(1000), {}, `POST http://a/ingest: 400 "${"x".repeat(200)}"`],
+  ];
+  for (const [status, body, extra, want] of cases) {
+    const lines = await logged(() => EdgePixel.prototype.post.call(answer(status, body), { ...d("http://a/ingest"), ...extra }));
+    assert.ok(lines.some((l) => l.endsWith(want)), `${status}: logged ${JSON.stringify(lines)}, want one ending ${want}`);
+  }
+});
