@@ -76,8 +76,8 @@ export class EdgePixel {
     this.batchWait = this.x.ep_batch_wait();
     this.deliveryDeadline = this.x.ep_delivery_deadline();
     this.spool = env?.[SPOOL_BINDING];
-    this.saltsKV = env?.[SALTS_BINDING];
-    this.settingsKV = env?.[SETTINGS_BINDING];
+    this.saltsKV = kvBinding(env, SALTS_BINDING);
+    this.settingsKV = kvBinding(env, SETTINGS_BINDING);
     this.kvCacheMs = this.x.ep_kv_cache_ms();
     this.saltKeys = this.answer(this.x.ep_salt_keys()).lines;
     this.kvAt = -Infinity; // when KV was last read
@@ -400,6 +400,18 @@ function refusal(status, answer, d) {
       : "; ingest_url must be the aggregator's /ingest";
   }
   return why;
+}
+
+// kvBinding returns env's binding name if it is a KV namespace. Another
+// kind of binding, or a var, under that name is said once and not used:
+// it would fail every read with "get is not a function", and without
+// its salts the events carry no visitor id.
+function kvBinding(env, name) {
+  const b = env?.[name];
+  if (b == null) return undefined;
+  if (typeof b.get === "function" && typeof b.getWithMetadata === "function") return b;
+  console.error(`edgepixel: ${name} is bound, but not to a KV namespace, so it is not read: bind a namespace as ${name} in wrangler.toml [[kv_namespaces]] (wrangler/README.md)`);
+  return undefined;
 }
 
 // readCapped reads a body stream up to max bytes and stops: a longer body

@@ -3,6 +3,10 @@ package worker
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 )
 
 // TestCheckNames: the tester's misspelt vars, each reported with the name
@@ -85,5 +89,36 @@ func TestIngestURLChecked(t *testing.T) {
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("ingest_url %q, ndjson_url %q: error %v, want %q", c.ingest, c.ndjson, err, c.want)
 		}
+	}
+}
+
+// TestNoSaltSaid: without a salt for the day, events were stored with
+// visitor_id 0 and counted no_salt without a word; NoSalt is told once
+// a day, and not when the salt is there.
+func TestNoSaltSaid(t *testing.T) {
+	hit := func(w *Worker) {
+		t.Helper()
+		serve(t, w, request(t, "GET", "https://px.test/p.gif?site=shop", "cf-connecting-ip:203.0.113.7\n", ""), 200)
+	}
+	var told []time.Time
+	w := newWorker(t, map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: "s"})
+	w.NoSalt = func(now time.Time) { told = append(told, now) }
+	hit(w)
+	hit(w)
+	if len(told) != 1 {
+		t.Errorf("without salts: NoSalt told %d times, want once", len(told))
+	}
+	if n := w.Counts("shop").Noted(pixel.NoteNoSalt); n != 2 {
+		t.Errorf("no_salt %d, want 2", n)
+	}
+
+	day := privacy.Day(time.Now())
+	told = nil
+	w = newWorker(t, map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: "s",
+		privacy.SaltKey(day): privacy.NewSalt(day, [16]byte{7}).String()})
+	w.NoSalt = func(now time.Time) { told = append(told, now) }
+	hit(w)
+	if len(told) != 0 {
+		t.Errorf("with today's salt: NoSalt told %d times", len(told))
 	}
 }

@@ -428,6 +428,15 @@ type Worker struct {
 	resp pixel.Response
 	out  Delivery
 
+	// NoSalt, when set, is told the first time in a UTC day that the
+	// worker serves a hit without a visitor-id salt for it: its events
+	// then carry no visitor id and are counted as no_salt, which is a
+	// configuration problem (no SALTS binding and no visitor_salt_*
+	// secrets, an empty SALTS, or secrets not rotated) that nothing else
+	// says.
+	NoSalt    func(now time.Time)
+	noSaltDay int32 // the day NoSalt was last told of
+
 	spooled    uint64        // events the spool has stored (Spooled)
 	spoolEvs   []event.Event // SpoolDelivery's work space
 	spoolLines []byte
@@ -439,7 +448,17 @@ func New(c Config) *Worker {
 	if w.cfg.env == nil {
 		w.cfg.env = func(string) string { return "" }
 	}
-	w.cfg.Serve.Salts = func(time.Time) *privacy.Salts { return &w.salts }
+	w.cfg.Serve.Salts = func(now time.Time) *privacy.Salts {
+		if day := privacy.Day(now); day != w.noSaltDay {
+			if _, ok := w.salts.For(day); !ok {
+				w.noSaltDay = day
+				if w.NoSalt != nil {
+					w.NoSalt(now)
+				}
+			}
+		}
+		return &w.salts
+	}
 	w.hit.Meta = w.readMeta
 	w.hit.Body = w.readBody
 	w.hit.Header = func(name string) string { return w.req.Header(name) }
