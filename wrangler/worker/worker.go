@@ -386,16 +386,31 @@ func (w *Worker) SettingsKeys(have map[string]string) []string {
 // value is reported in the error, and what parses applies, as in
 // ParseConfig.
 func (w *Worker) SetSettings(get func(key string) string) error {
+	// Sites reads a site.SITE value, and reports it if bad, when the
+	// site is first served: fromKV says where the value just read came
+	// from, so that the report names its source.
+	fromKV := false
 	merged := func(k string) string {
 		if v := get(k); v != "" {
+			fromKV = true
 			return v
 		}
+		fromKV = false
 		return w.cfg.env(k)
 	}
 	origins, err := pixel.ParseOrigins(merged(pixel.ConfigCORSOrigins), merged(pixel.ConfigCORSDefault))
 	sites, serr := pixel.NewSites(merged)
+	var varErrors func(error)
 	if old := w.cfg.Serve.Sites; old != nil {
-		sites.Errors = old.Errors
+		varErrors = old.Errors
+	}
+	sites.Errors = func(err error) {
+		switch {
+		case fromKV && w.SettingsErrors != nil:
+			w.SettingsErrors(err)
+		case !fromKV && varErrors != nil:
+			varErrors(err)
+		}
 	}
 	w.cfg.Serve.Origins, w.cfg.Serve.Sites = origins, sites
 	return errors.Join(err, serr)
@@ -428,6 +443,11 @@ type Worker struct {
 	resp pixel.Response
 	out  Delivery
 
+	// SettingsErrors, when set, receives a bad site.SITE value read
+	// from KV (SetSettings) when its site is first served; a bad var
+	// goes to Config.Serve.Sites.Errors, so that each is reported under
+	// the source it must be fixed in.
+	SettingsErrors func(error)
 	// NoSalt, when set, is told the first time in a UTC day that the
 	// worker serves a hit without a visitor-id salt for it: its events
 	// then carry no visitor id and are counted as no_salt, which is a

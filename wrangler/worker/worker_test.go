@@ -613,16 +613,26 @@ func TestSettingsFromKV(t *testing.T) {
 		t.Errorf("evil origin: drop %q", resp.Drop)
 	}
 	// A bad value is reported, at once or at the site's first hit (as
-	// the Fastly module reports it); the rest applies.
-	var reported []error
-	w.cfg.Serve.Sites.Errors = func(err error) { reported = append(reported, err) }
+	// the Fastly module reports it), under where it came from: one read
+	// from KV to SettingsErrors (logged "settings from KV:"), one from a
+	// var to the Errors the vars' Sites had ("worker config:"). Until
+	// 2026-12 a KV value's went to the vars'.
+	var fromVars, fromKV []error
+	w.cfg.Serve.Sites.Errors = func(err error) { fromVars = append(fromVars, err) }
+	w.SettingsErrors = func(err error) { fromKV = append(fromKV, err) }
+	w.cfg.env = getter(map[string]string{"site.other": "tier=never"})
 	have[pixel.ConfigUnknownSites] = "sometimes"
 	have["site.blog"] = "sign=maybe tier=aggregate"
+	have[pixel.ConfigSites] = "shop, blog, other"
 	if err := w.SetSettings(getter(have)); err == nil || !strings.Contains(err.Error(), "sometimes") {
 		t.Errorf("bad unknown_sites: %v", err)
 	}
 	serve(t, w, unsigned("blog"), 200)
-	if len(reported) != 1 || !strings.Contains(reported[0].Error(), "site.blog") {
-		t.Errorf("bad site.blog reported: %v", reported)
+	serve(t, w, unsigned("other"), 200)
+	if len(fromKV) != 1 || !strings.Contains(fromKV[0].Error(), "site.blog") {
+		t.Errorf("bad site.blog from KV reported as from KV: %v", fromKV)
+	}
+	if len(fromVars) != 1 || !strings.Contains(fromVars[0].Error(), "site.other") {
+		t.Errorf("bad site.other var reported as from the vars: %v", fromVars)
 	}
 }

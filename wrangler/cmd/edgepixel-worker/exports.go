@@ -82,6 +82,7 @@ func epInit(n uint32) {
 		c.Serve.Sites.Errors = func(err error) { logErr("worker config", err) }
 	}
 	w = worker.New(c)
+	w.SettingsErrors = func(err error) { logErr("settings from KV", err) }
 	w.NoSalt = func(now time.Time) {
 		// As the Fastly module says it (edge/cmd/edgepixel, enrich.go).
 		fmt.Fprintf(os.Stderr, "edgepixel: no visitor salt for %s: events carry no visitor id and are counted as no_salt; bind the KV namespace edgepixel-salt --cf-kv writes as SALTS (wrangler.toml [[kv_namespaces]]) and run edgepixel-salt --today once, or set the %s secret (wrangler secret put %s; wrangler/README.md: Visitor-id salts)\n",
