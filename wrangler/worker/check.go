@@ -9,6 +9,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/flaghint/nearest"
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -130,4 +131,45 @@ func nearestName(name string, exact, prefixes []string) string {
 		return p + rest
 	}
 	return ""
+}
+
+// CheckPixelKeys reports each site that signs its pixels (sign=reject
+// or sign=mark, by its site.SITE var or else site_default) but has no
+// pixel_key.SITE secret: a sign=reject site then drops every hit as
+// unsigned, and a sign=mark site verifies none, with nothing said at
+// all. The sites checked are those the sites var lists and those a
+// site.SITE var names (names are the Worker's vars and secrets); the
+// SETTINGS KV namespace, read later, is not.
+func CheckPixelKeys(names []string, env func(string) string) error {
+	sites := pixel.SiteList(env(pixel.ConfigSites))
+	for _, name := range names {
+		if site, ok := strings.CutPrefix(name, pixel.ConfigSitePrefix); ok && site != "" && !slices.Contains(sites, site) {
+			sites = append(sites, site)
+		}
+	}
+	var errs []error
+	for _, site := range sites {
+		key, v := pixel.ConfigSitePrefix+site, env(pixel.ConfigSitePrefix+site)
+		if v == "" {
+			key, v = pixel.ConfigSiteDefault, env(pixel.ConfigSiteDefault)
+		}
+		st, _ := pixel.ParseSiteSettings(v) // a bad value is reported with the config
+		if st.Sign == pixel.SignOff {
+			continue
+		}
+		found := false
+		for _, k := range storekeys.PixelKeys(site) {
+			found = found || len(pixelsign.Key([]byte(env(k)))) > 0
+		}
+		if found {
+			continue
+		}
+		secret := storekeys.PixelKeys(site)[0]
+		what := "every hit of " + site + " is dropped as unsigned"
+		if st.Sign == pixel.SignMark {
+			what = "no hit of " + site + " can be verified"
+		}
+		errs = append(errs, fmt.Errorf("%s signs pixels (%q) but there is no %s secret, so %s; add the site's key (edgepixel-sign): wrangler secret put %s", key, v, secret, what, secret))
+	}
+	return errors.Join(errs...)
 }

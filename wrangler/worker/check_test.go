@@ -122,3 +122,38 @@ func TestNoSaltSaid(t *testing.T) {
 		t.Errorf("with today's salt: NoSalt told %d times", len(told))
 	}
 }
+
+// TestCheckPixelKeys: a sign=reject site without its pixel_key secret
+// dropped every hit with nothing said.
+func TestCheckPixelKeys(t *testing.T) {
+	env := map[string]string{
+		pixel.ConfigSites: "shop.example blog.example news.example", "site.shop.example": "sign=reject",
+		"site.blog.example": "sign=mark", "pixel_key.news.example": "k", pixel.ConfigSiteDefault: "sign=reject",
+		"site.other.example": "tier=aggregate", "site.keyed.example": "sign=reject", "pixel_key.keyed.example.previous": "k",
+	}
+	var names []string
+	for k := range env {
+		names = append(names, k)
+	}
+	err := CheckPixelKeys(names, getter(env))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`site.shop.example signs pixels ("sign=reject") but there is no pixel_key.shop.example secret, so every hit of shop.example is dropped as unsigned; add the site's key (edgepixel-sign): wrangler secret put pixel_key.shop.example`,
+		`site.blog.example signs pixels ("sign=mark") but there is no pixel_key.blog.example secret, so no hit of blog.example can be verified`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	for _, not := range []string{"news.example", "other.example", "keyed.example"} {
+		if strings.Contains(got, not) {
+			t.Errorf("%s reported:\n%s", not, got)
+		}
+	}
+	if n := strings.Count(got, "\n") + 1; n != 2 {
+		t.Errorf("%d reports, want 2:\n%s", n, got)
+	}
+}

@@ -63,6 +63,7 @@ func epInit(n uint32) {
 		names = append(names, k)
 	}
 	logErr("worker config", worker.CheckNames(names, env[pixel.ConfigSites]))
+	logErr("worker config", worker.CheckPixelKeys(names, func(k string) string { return env[k] }))
 	switch {
 	case c.IngestURL == "" && c.NDJSONURL == "":
 		fmt.Fprintf(os.Stderr, "edgepixel: no %s: hits are answered but cannot be delivered (set it in wrangler.toml [vars])\n", worker.ConfigIngestURL)
