@@ -557,19 +557,29 @@ func (w *Worker) readMeta() *pixel.Meta {
 	return m
 }
 
-// cfBotScore maps Cloudflare's bot score (1: surely automated ... 99:
-// surely human; "verified" for a verified bot) onto edge/enrich/bot's
-// scale (0 person ... 100 program) and a reason; 0 when there is none.
+// cfBotScore maps Cloudflare's bot score (1: automated, 2-29: likely
+// automated, 30-99: likely human; "verified" for a verified bot) onto
+// edge/enrich/bot's scale (0 person ... 100 program; event.BotScoreMin
+// and more a bot) and a reason; 0 when there is none. A score that
+// means human is 0, no verdict: any platform score above the edge's own
+// makes the event's bot_reason "platform" (edge/pixel readRequest), and
+// turning 30-99 around (to 70-1) stored people as flagged by the
+// platform, and those Cloudflare scored 30-50 as bots. An automated
+// score is turned around, to 71-99.
 func cfBotScore(s string) (uint8, string) {
 	if s == "verified" {
 		return 100, "verified_bot"
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > 99 {
+	if err != nil || n < 1 || n >= cfHumanScore {
 		return 0, ""
 	}
 	return uint8(100 - n), ""
 }
+
+// cfHumanScore is the least of Cloudflare's bot scores that it calls
+// likely human.
+const cfHumanScore = 30
 
 func (w *Worker) pop(r *Request) string {
 	switch {

@@ -334,8 +334,8 @@ func TestIdleSlotsCountsAreDelivered(t *testing.T) {
 }
 
 // request.cf's geography and bot score reach the event's columns, as
-// Fastly's geolocation does in the Fastly module; Cloudflare's score (1
-// bot ... 99 person) is turned around onto edge/enrich/bot's scale, and a
+// Fastly's geolocation does in the Fastly module; Cloudflare's score (42:
+// likely human) leaves a browser a person (TestCFBotScore), and a
 // verified bot scores 100. Sec-GPC puts the hit in the aggregate tier;
 // visitor ids come from the salts in the environment.
 func TestCFFieldsAndPrivacy(t *testing.T) {
@@ -360,7 +360,7 @@ func TestCFFieldsAndPrivacy(t *testing.T) {
 	}
 	const chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 	e := one(request(t, "GET", "https://px.test/p.gif?site=shop", "user-agent:"+chrome+"\ncf-connecting-ip:203.0.113.7\n", ""))
-	if e.Country != "DE" || e.Region != "HE" || e.City != "Frankfurt" || e.ASN != 3320 || e.BotScore != 58 || e.BotReason != pixel.BotReasonPlatform ||
+	if e.Country != "DE" || e.Region != "HE" || e.City != "Frankfurt" || e.ASN != 3320 || e.BotScore != 0 || e.BotReason != "" || e.Device == "bot" ||
 		e.Browser != "Chrome" || e.Tier != "full" || e.VisitorID == 0 || e.Signature != pixel.SignatureUnsigned || e.ClientIP != "" {
 		t.Errorf("event %+v", e)
 	}
@@ -376,6 +376,25 @@ func TestCFFieldsAndPrivacy(t *testing.T) {
 
 // TestSeveralAggregators: ingest_url may list aggregators; the fallback's
 // URLs follow each of them.
+// TestCFBotScore: Cloudflare's 30-99 mean a human, and were turned into
+// bot scores 70-1 that outscored the edge's 0 for a browser, so that
+// people were stored with bot_reason "platform", and those scoring 30-50
+// as bots (bot_score >= event.BotScoreMin).
+func TestCFBotScore(t *testing.T) {
+	for in, want := range map[string]uint8{"99": 0, "42": 0, "30": 0, "29": 71, "2": 98, "1": 99, "": 0, "0": 0, "100": 0, "x": 0} {
+		got, reason := cfBotScore(in)
+		if got != want || reason != "" {
+			t.Errorf("cfBotScore(%q) = %d %q, want %d", in, got, reason, want)
+		}
+		if got > 0 && got < event.BotScoreMin {
+			t.Errorf("cfBotScore(%q) = %d: likely automated below event.BotScoreMin", in, got)
+		}
+	}
+	if got, reason := cfBotScore("verified"); got != 100 || reason != "verified_bot" {
+		t.Errorf("verified: %d %q", got, reason)
+	}
+}
+
 func TestSeveralAggregators(t *testing.T) {
 	c, err := ParseConfig(func(k string) string {
 		return map[string]string{ConfigIngestURL: "https://a.test/ingest, https://b.test/ingest/"}[k]
