@@ -53,9 +53,11 @@ type Filter struct {
 
 // Request is one question.
 type Request struct {
-	Site    string
-	Range   Range
-	Prev    Range // the same length right before Range
+	Site  string
+	Range Range
+	// Prev is the period Range is compared with: the same length right
+	// before it, but for today, yesterday's same hours.
+	Prev    Range
 	Filters []Filter
 	// ExcludeBots leaves out the events of bots (clickhouse.BotCond):
 	// the per-site rollups count them, so the site's numbers without
@@ -164,6 +166,13 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	r.Prev = r.Range
 	r.Prev.Name = "previous"
 	r.Prev.From, r.Prev.To = r.Range.From.Add(-r.Range.To.Sub(r.Range.From)), r.Range.From
+	if name == "today" {
+		// Today so far against yesterday's same hours, as a site owner
+		// reads the change: the hours right before midnight are another
+		// time of day (found by a new-user tester: today until 19:00 was
+		// compared with yesterday from 05:00).
+		r.Prev.From, r.Prev.To = r.Range.From.Add(-d), r.Range.To.Add(-d)
+	}
 	switch q.Get("bots") {
 	case "", "include":
 	case "exclude":

@@ -1486,3 +1486,25 @@ func TestStatsAfterErasure(t *testing.T) {
 		}
 	}
 }
+
+// TestParseRequestPrevious: today so far is compared with yesterday's
+// same hours (it was compared with the hours right before midnight);
+// every other range with the same length right before it.
+func TestParseRequestPrevious(t *testing.T) {
+	now := time.Date(2026, 12, 4, 18, 10, 0, 0, time.UTC)
+	at := func(day, hour int) time.Time { return time.Date(2026, 12, day, hour, 0, 0, 0, time.UTC) }
+	for rng, want := range map[string][4]time.Time{
+		"today":     {at(4, 0), at(4, 19), at(3, 0), at(3, 19)},
+		"yesterday": {at(3, 0), at(4, 0), at(2, 0), at(3, 0)},
+		"7d":        {at(4, 0).AddDate(0, 0, -6), at(5, 0), at(4, 0).AddDate(0, 0, -13), at(4, 0).AddDate(0, 0, -6)},
+	} {
+		req, err := ParseRequest(url.Values{"site": {"demo"}, "range": {rng}}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := [4]time.Time{req.Range.From, req.Range.To, req.Prev.From, req.Prev.To}
+		if got != want {
+			t.Errorf("range %s: %v, want %v", rng, got, want)
+		}
+	}
+}

@@ -190,7 +190,7 @@ function renderFilters() {
 
 function renderStats(st) {
   const r = st.range;
-  $("rangeinfo").textContent = `${utc(r.from).slice(0, -4)} – ${utc(r.to)} · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
+  $("rangeinfo").textContent = `${utc(r.from).slice(0, -4)} – ${new Date(r.to) > Date.now() ? "now (" + utc(Date.now()).slice(11) + ")" : utc(r.to)} · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
   $("tiles").replaceChildren(...st.metrics.map((m) => {
     if (!m.collected) return el("div", { class: "tile na", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: "—" }), el("div", { class: "sub", text: "not collected yet" }));
     let ch = "no previous data";
