@@ -108,7 +108,11 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 		}
 	}
 
-	page, ref := pageurl.Resolve(e.URL, m.Referer), e.Referrer
+	base := m.Referer
+	if p.open {
+		base = "" // a mailbox, not the sender's site: see fromQuery
+	}
+	page, ref := pageurl.Resolve(e.URL, base), e.Referrer
 	cp := campaign.Parse(page)
 	e.UTMSource, e.UTMMedium, e.UTMCampaign = cp.Source, cp.Medium, cp.Campaign
 	e.UTMTerm, e.UTMContent = cp.Term, cp.Content

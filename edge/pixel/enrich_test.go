@@ -335,6 +335,34 @@ func TestMailOpens(t *testing.T) {
 	}
 }
 
+// An open pixel without url= stored the Referer as its page: an Outlook
+// web open kept the reader's mailbox message URL in url and path, and it
+// showed in the Pages table (found by a new-user tester). An open takes
+// neither its page nor, but for the origin, its referrer from the
+// Referer; a pixel that is not an open still does.
+func TestOpenKeepsNoMailboxURL(t *testing.T) {
+	const mailbox = "https://outlook.live.com/mail/0/inbox/id/AQQkADAwATM0MDAAMS1iNTcwLWEwYjItMDACLTAwCgAQAP"
+	withMailbox := func(m *Meta) { m.Referer = mailbox }
+	for _, q := range []string{"site=news&e=open&open=email", "site=news&e=open&open=email&url=/issue/42"} {
+		e := hitWith(t, q, nil, withMailbox)
+		if strings.Contains(e.URL, "outlook") || strings.Contains(e.Path, "inbox") || strings.Contains(e.Referrer, "inbox") {
+			t.Errorf("%s: url %q path %q referrer %q: the mailbox URL is stored", q, e.URL, e.Path, e.Referrer)
+		}
+		if e.Referrer != "https://outlook.live.com" || e.ReferrerHost != "outlook.live.com" || e.Channel != "email" || e.Source == "" {
+			t.Errorf("%s: referrer %q host %q channel %q source %q, want the webmail's origin and channel email", q, e.Referrer, e.ReferrerHost, e.Channel, e.Source)
+		}
+	}
+	if e := hitWith(t, "site=news&e=open&open=email&url=/issue/42", nil, withMailbox); e.URL != "/issue/42" {
+		t.Errorf("an open's relative url= resolved against the mailbox: %q", e.URL)
+	}
+	if e := hitWith(t, "site=news&open=email&ref=https://news.example/archive", nil, withMailbox); e.Referrer != "https://news.example/archive" {
+		t.Errorf("an open's own ref= replaced: %q", e.Referrer)
+	}
+	if e := hitWith(t, "site=news", nil, withMailbox); e.URL != mailbox {
+		t.Errorf("a pixel that is not an open no longer takes its page from the Referer: %q", e.URL)
+	}
+}
+
 // Over a rate limit, the pixel still answers the GIF; the hit is counted
 // as rate_limited and stores nothing. A POST gets 429.
 func TestRateLimited(t *testing.T) {

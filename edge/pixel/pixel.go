@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
@@ -173,8 +174,9 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 
 // FromQuery builds the event of a pixel hit under c (nil: the defaults).
 // Query parameters: site (required), url (the page; defaults to the
-// Referer header, which is the embedding page for a plain <img>), ref (the
-// page's own referrer), e (event name, default pageview), t (the client's
+// Referer header, which is the embedding page for a plain <img>, but not
+// for an open: see fromQuery), ref (the page's own referrer; for an open
+// without it, the Referer's origin), e (event name, default pageview), t (the client's
 // clock, unix milliseconds), sw (screen width), consent (0 or 1),
 // us_privacy (the IAB CCPA string), open (any value: the pixel is in an
 // email or a feed; mail_open says who fetched it), and a signed pixel's
@@ -219,12 +221,23 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 		return "", DropInternal
 	}
 	e.Site = site
-	page := q.value(qPage)
-	if page == "" {
+	page, ref := q.value(qPage), q.value(qRef)
+	switch {
+	case p.open:
+		// An open's Referer is the reader's mailbox or feed reader
+		// (https://outlook.live.com/mail/0/inbox/id/...), never the
+		// sender's page: its path names a person's message, so it is
+		// neither the page nor, but for its origin, the referrer. The
+		// origin keeps what it tells (channel email, source "Outlook"
+		// from referrer's webmail list) and no more.
+		if ref == "" {
+			ref = pageurl.Origin(m.Referer)
+		}
+	case page == "":
 		page = m.Referer
 	}
 	r := readRequest(m)
-	return finish(e, q.value(qName), page, q.value(qRef), &r, m, st, c, &p), ""
+	return finish(e, q.value(qName), page, ref, &r, m, st, c, &p), ""
 }
 
 // scratch is one hit's working memory, kept in its Hit so that a platform

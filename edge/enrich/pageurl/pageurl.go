@@ -416,6 +416,23 @@ func Host(raw string) string {
 	return h
 }
 
+// Origin returns the scheme and authority of raw, an absolute http,
+// https or android-app URL with a host ("https://outlook.live.com" of
+// "https://outlook.live.com/mail/0/inbox/id/AQQk..."), as a piece of raw;
+// "" for anything else, and for an authority with user information. It
+// is what a browser's "origin" referrer policy sends (W3C Referrer Policy,
+// section 3): where a hit came from, without the path that may name a
+// person's mailbox or message.
+func Origin(raw string) string {
+	s := strings.TrimSpace(raw)
+	scheme, auth, ok := splitAuthority(s)
+	if !ok || auth == "" || strings.IndexByte(auth, '@') >= 0 ||
+		scheme != "http" && scheme != "https" && scheme != "android-app" {
+		return ""
+	}
+	return s[:strings.Index(s, "//")+2+len(auth)]
+}
+
 // splitAuthority splits an absolute URL, or a network-path reference
 // ("//host/...", scheme ""), into its scheme, lower-cased, and its
 // authority: what follows "//" up to the path, query or fragment (RFC

@@ -208,3 +208,21 @@ func BenchmarkNormalize(b *testing.B) {
 		})
 	}
 }
+
+func TestOrigin(t *testing.T) {
+	for _, tc := range []struct{ raw, want string }{
+		{"https://outlook.live.com/mail/0/inbox/id/AQQkADAwATM0MDAAMS1i", "https://outlook.live.com"},
+		{" https://mail.google.com/mail/u/0/#inbox/FMfcgzQX ", "https://mail.google.com"},
+		{"HTTP://Mail.Example:8080?x", "HTTP://Mail.Example:8080"},
+		{"android-app://com.google.android.gm/", "android-app://com.google.android.gm"},
+		{"https://user:pw@mail.example/inbox", ""},
+		{"https:///nohost", ""},
+		{"/inbox/1", ""},
+		{"javascript://x/", ""},
+		{"", ""},
+	} {
+		if got := Origin(tc.raw); got != tc.want {
+			t.Errorf("Origin(%q) = %q, want %q", tc.raw, got, tc.want)
+		}
+	}
+}
