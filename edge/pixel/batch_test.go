@@ -339,7 +339,7 @@ func TestEveryDropCounted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	bodies := []string{`{"site":"a.com"}`, `[{"site":"a.com"},{"site":"b.com","name":"x"}]`, `{`, `[]`, `{"name":"x"}`, "\x00fail",
 		strings.Repeat(" ", MaxPostBody+1), "[" + strings.Repeat(`{"site":"a.com"},`, MaxPostEvents) + `{"site":"a.com"}]`}
-	queries := []string{"site=a.com", "site=b.com&url=https://b.com/", "url=x", "site=%20", ""}
+	queries := []string{"site=a.com", "site=b.com&url=https://b.com/", "url=x", "site=%20", "", "site=a.com&open=1"}
 	methods := []string{"GET", "HEAD", "POST", "PUT", "OPTIONS", "DELETE"}
 	paths := []string{PathPixel, "/p", "/i", PathPost, "/healthz", "/nope"}
 	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 5}

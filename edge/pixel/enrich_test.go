@@ -333,6 +333,20 @@ func TestMailOpens(t *testing.T) {
 	if e := hitWith(t, "site=demo", nil, func(m *Meta) { m.UserAgent = uaGmail }); e.MailOpen != "" {
 		t.Errorf("a pixel not flagged as an open: %q", e.MailOpen)
 	}
+	// open= with any value was an open: open=0 was stored with
+	// mail_open=person (found by a new-user tester). Only the documented
+	// values are; another is refused and counted (bad_open), an empty one
+	// is no flag.
+	for q, want := range map[string]string{"site=demo&open=feed": "person", "site=demo&open=Email": "person", "site=demo&open=": ""} {
+		if e := hitWith(t, q, nil, nil); e.MailOpen != want {
+			t.Errorf("%s: mail_open %q, want %q", q, e.MailOpen, want)
+		}
+	}
+	for _, q := range []string{"site=demo&open=0", "site=demo&open=1", "site=demo&open=yes", "site=demo&open=email%20"} {
+		if e, drop := FromQuery(q, meta(), nil); drop != DropBadOpen || e.MailOpen != "" {
+			t.Errorf("%s: drop %q mail_open %q, want %s", q, drop, e.MailOpen, DropBadOpen)
+		}
+	}
 }
 
 // An open pixel without url= stored the Referer as its page: an Outlook

@@ -56,6 +56,7 @@ const (
 	DropUnsigned         = "unsigned"         // a pixel without signature for a site with sign=reject
 	DropBadSignature     = "bad_pixel_signature"
 	DropExpiredPixel     = "expired_pixel" // a signed pixel past its exp, for a site with sign=reject
+	DropBadOpen          = "bad_open"      // a pixel's open= other than email or feed (openFlag)
 	// DropDeliveryFailed counts accepted events that no delivery path
 	// took (batches, journal, fallback log endpoint) by the time their
 	// instance ended; see Batcher. No answer carries it.
@@ -178,10 +179,10 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 // for an open: see fromQuery), ref (the page's own referrer; for an open
 // without it, the Referer's origin), e (event name, default pageview), t (the client's
 // clock, unix milliseconds), sw (screen width), consent (0 or 1),
-// us_privacy (the IAB CCPA string), open (any value: the pixel is in an
-// email or a feed; mail_open says who fetched it), and a signed pixel's
-// exp and sig. It returns a drop reason instead of an error: the caller
-// answers the GIF either way.
+// us_privacy (the IAB CCPA string), open (email or feed: the pixel is in
+// an email or a feed, mail_open says who fetched it; another value is
+// refused, see openFlag), and a signed pixel's exp and sig. It returns a
+// drop reason instead of an error: the caller answers the GIF either way.
 func FromQuery(rawQuery string, m *Meta, c *Config) (event.Event, string) {
 	var sc scratch
 	_, drop := fromQuery(rawQuery, m, c, &sc)
@@ -210,10 +211,13 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 		return "", drop
 	}
 	p := hitParams{clientTime: q.value(qClientTime), screen: q.value(qScreen),
-		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy),
-		open: q.value(qOpen) != "", ids: &sc.ids}
+		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy), ids: &sc.ids}
 	if p.signature, drop, _ = signature(rawQuery, site, st, c, m.Now, m.ClientIP); drop != "" {
 		return "", drop
+	}
+	var ok bool
+	if p.open, ok = openFlag(q.value(qOpen)); !ok {
+		return "", DropBadOpen
 	}
 	*e = base(m)
 	if mint(e, m, sc) != nil {
@@ -238,6 +242,25 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	}
 	r := readRequest(m)
 	return finish(e, q.value(qName), page, ref, &r, m, st, c, &p), ""
+}
+
+// openFlag reads a pixel's open parameter: whether the hit is an open,
+// and false for ok when the value is none the edge knows. The values are
+// "email" and "feed" (in any ASCII case); "" (absent or empty) is not an
+// open. Any other value ("0", "1", "yes") is refused (DropBadOpen) rather
+// than guessed at: read as an open it counted open=0 as one (found by a
+// new-user tester), and read as no open it would store an email's hit as
+// a page view of the reader's mailbox. Refused, the GIF's
+// X-Edgepixel-Drop header says so at the first test of the pixel, and the
+// drop is counted, as for other bad parameters (bad_event_id).
+func openFlag(v string) (open, ok bool) {
+	switch {
+	case v == "":
+		return false, true
+	case strings.EqualFold(v, "email"), strings.EqualFold(v, "feed"):
+		return true, true
+	}
+	return false, false
 }
 
 // scratch is one hit's working memory, kept in its Hit so that a platform

@@ -36,6 +36,7 @@ func TestServe(t *testing.T) {
 		{name: "pixel alias", method: "GET", path: "/i", q: "site=a.com", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
 		{name: "pixel HEAD answered, not counted", method: "HEAD", path: "/p.gif", q: "site=a.com", status: 200, drop: DropHeadRequest, contentType: "image/gif"},
 		{name: "pixel without site still a GIF", method: "GET", path: "/p.gif", q: "url=x", status: 200, drop: DropMissingSite, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel with an unknown open value still a GIF", method: "GET", path: "/p.gif", q: "site=a.com&open=0", status: 200, drop: DropBadOpen, contentType: "image/gif", metaCalls: 1},
 		{name: "pixel POST refused", method: "POST", path: "/p.gif", status: 405, drop: DropBadMethod, contentType: "application/json"},
 		{name: "post", method: "POST", path: "/e", body: `[{"site":"a.com","url":"https://a.com/"},{"site":"a.com","name":"signup"}]`, status: 204, events: 2, metaCalls: 1},
 		{name: "post bad json", method: "POST", path: "/e", body: `{`, status: 400, drop: DropBadJSON, contentType: "application/json", metaCalls: 1},
