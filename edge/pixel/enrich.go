@@ -83,6 +83,9 @@ type hitParams struct {
 	open       bool            // a pixel flagged as an email or feed open
 	signature  string          // the signature column's value
 	ids        *privacy.Hasher // nil: one of its own
+	// utm are the pixel's own utm_source ... utm_content (decoded, in
+	// campaign.Result's order); none for a POSTed event.
+	utm [5]string
 }
 
 // enrich fills e's derived fields: e holds base's fields, its site, name
@@ -114,6 +117,17 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 	}
 	page, ref := pageurl.Resolve(e.URL, base), e.Referrer
 	cp := campaign.Parse(page)
+	if !cp.HasUTM() {
+		// The pixel's own utm_* parameters, as an email campaign writes
+		// them (p.gif?site=news&e=open&open=email&utm_campaign=x), apply
+		// when the page carries no UTM tag. The page's tags win, and as a
+		// set, not per field: they are how the visitor reached the page,
+		// and mixing the two sets would make a campaign nobody tagged.
+		// They are covered by a signed pixel's signature as every
+		// parameter is (shared/pixelsign).
+		cp.Source, cp.Medium, cp.Campaign = campaign.Value(p.utm[0]), campaign.Value(p.utm[1]), campaign.Value(p.utm[2])
+		cp.Term, cp.Content = campaign.Value(p.utm[3]), campaign.Value(p.utm[4])
+	}
 	e.UTMSource, e.UTMMedium, e.UTMCampaign = cp.Source, cp.Medium, cp.Campaign
 	e.UTMTerm, e.UTMContent = cp.Term, cp.Content
 	if cp.ClickIDs != 0 {

@@ -377,6 +377,47 @@ func TestOpenKeepsNoMailboxURL(t *testing.T) {
 	}
 }
 
+// UTM parameters written on the pixel itself, the natural thing for an
+// email campaign, were dropped: only those inside url= counted (found by a
+// new-user tester). All five apply when url= carries none; url='s win, as
+// a set.
+func TestPixelOwnUTM(t *testing.T) {
+	e := hitWith(t, "site=news&e=open&open=email&utm_source=nl&utm_medium=email&utm_campaign=spring%20sale&utm_term=t&utm_content=hero", nil, nil)
+	if e.UTMSource != "nl" || e.UTMMedium != "email" || e.UTMCampaign != "spring sale" || e.UTMTerm != "t" || e.UTMContent != "hero" || e.Channel != "email" {
+		t.Errorf("the pixel's own UTM: %q %q %q %q %q, channel %q", e.UTMSource, e.UTMMedium, e.UTMCampaign, e.UTMTerm, e.UTMContent, e.Channel)
+	}
+	e = hitWith(t, "site=news&utm_campaign=pixel&url="+url.QueryEscape("https://news.example/a?utm_source=page&id=1"), nil, nil)
+	if e.UTMSource != "page" || e.UTMCampaign != "" {
+		t.Errorf("url='s UTM and the pixel's: source %q campaign %q, want url='s set alone", e.UTMSource, e.UTMCampaign)
+	}
+	e = hitWith(t, "site=news&utm_campaign=pixel&url="+url.QueryEscape("https://news.example/a?id=1"), nil, nil)
+	if e.UTMCampaign != "pixel" || e.URL != "https://news.example/a?id=1" {
+		t.Errorf("url= without UTM: campaign %q url %q", e.UTMCampaign, e.URL)
+	}
+	// Signed like every other parameter: changed after signing, the
+	// pixel is refused under sign=reject.
+	key := []byte("0123456789abcdef0123")
+	sites, _ := NewSites(func(k string) string {
+		if k == ConfigSitePrefix+"news" {
+			return "sign=reject"
+		}
+		return ""
+	})
+	c := &Config{Sites: sites, PixelKeys: func(string) [][]byte { return [][]byte{key} }}
+	signed, err := pixelsign.Sign(key, "site=news&open=email&utm_campaign=spring", meta().Now.Unix()+3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := hitWith(t, signed, c, nil); e.UTMCampaign != "spring" || e.Signature != SignatureVerified {
+		t.Errorf("signed: campaign %q signature %q", e.UTMCampaign, e.Signature)
+	}
+	for _, q := range []string{strings.Replace(signed, "utm_campaign=spring", "utm_campaign=autumn", 1), signed + "&utm_source=forged"} {
+		if _, drop := FromQuery(q, meta(), c); drop != DropBadSignature {
+			t.Errorf("%s: drop %q, want %s", q, drop, DropBadSignature)
+		}
+	}
+}
+
 // Over a rate limit, the pixel still answers the GIF; the hit is counted
 // as rate_limited and stores nothing. A POST gets 429.
 func TestRateLimited(t *testing.T) {

@@ -177,12 +177,14 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 // Query parameters: site (required), url (the page; defaults to the
 // Referer header, which is the embedding page for a plain <img>, but not
 // for an open: see fromQuery), ref (the page's own referrer; for an open
-// without it, the Referer's origin), e (event name, default pageview), t (the client's
-// clock, unix milliseconds), sw (screen width), consent (0 or 1),
-// us_privacy (the IAB CCPA string), open (email or feed: the pixel is in
-// an email or a feed, mail_open says who fetched it; another value is
-// refused, see openFlag), and a signed pixel's exp and sig. It returns a
-// drop reason instead of an error: the caller answers the GIF either way.
+// without it, the Referer's origin), e (event name, default pageview), t
+// (the client's clock, unix milliseconds), sw (screen width), utm_source,
+// utm_medium, utm_campaign, utm_term and utm_content (the campaign, when
+// url= carries none: see enrich), consent (0 or 1), us_privacy (the IAB
+// CCPA string), open (email or feed: the pixel is in an email or a feed,
+// mail_open says who fetched it; another value is refused, see openFlag),
+// and a signed pixel's exp and sig. It returns a drop reason instead of an
+// error: the caller answers the GIF either way.
 func FromQuery(rawQuery string, m *Meta, c *Config) (event.Event, string) {
 	var sc scratch
 	_, drop := fromQuery(rawQuery, m, c, &sc)
@@ -211,7 +213,8 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 		return "", drop
 	}
 	p := hitParams{clientTime: q.value(qClientTime), screen: q.value(qScreen),
-		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy), ids: &sc.ids}
+		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy), ids: &sc.ids,
+		utm: [5]string(q.values[qUTMSource : qUTMContent+1])}
 	if p.signature, drop, _ = signature(rawQuery, site, st, c, m.Now, m.ClientIP); drop != "" {
 		return "", drop
 	}
@@ -286,11 +289,18 @@ const (
 	qConsent
 	qUSPrivacy
 	qOpen
+	qUTMSource // qUTMSource to qUTMContent in campaign.Result's order
+	qUTMMedium
+	qUTMCampaign
+	qUTMTerm
+	qUTMContent
 	numPixelParams
 )
 
 var pixelParams = [numPixelParams]string{qSite: "site", qPage: "url", qRef: "ref", qName: "e",
-	qClientTime: "t", qScreen: "sw", qConsent: "consent", qUSPrivacy: "us_privacy", qOpen: "open"}
+	qClientTime: "t", qScreen: "sw", qConsent: "consent", qUSPrivacy: "us_privacy", qOpen: "open",
+	qUTMSource: "utm_source", qUTMMedium: "utm_medium", qUTMCampaign: "utm_campaign",
+	qUTMTerm: "utm_term", qUTMContent: "utm_content"}
 
 // pixelQuery is a pixel's query read in one pass: each parameter's value
 // as queryValue gives it (the first well-formed pair's), unescaped into a
@@ -299,6 +309,9 @@ type pixelQuery struct {
 	values [numPixelParams]string
 	set    uint16 // bit i: values[i] found
 }
+
+// set has a bit for each parameter: more than 16 overflows this constant.
+const _ = uint16(1<<numPixelParams - 1)
 
 func (q *pixelQuery) value(i int) string { return q.values[i] }
 

@@ -181,10 +181,20 @@ func utmIndex(k string) int {
 }
 
 // clean decodes a raw value and makes it storable.
-func clean(v string) string {
-	v = query.Unescape(v)
+func clean(v string) string { return Value(query.Unescape(v)) }
+
+// Value makes a UTM value that is already decoded (a query parameter
+// read by another parser, such as the pixel's own utm_source) storable
+// as Parse stores one: trimmed of spaces, cut to MaxLen, no control
+// characters.
+func Value(v string) string {
 	v = strings.TrimSpace(v)
 	return strings.TrimSpace(event.Clean(v, MaxLen))
+}
+
+// HasUTM reports whether r holds any of the five UTM values.
+func (r Result) HasUTM() bool {
+	return r.Source != "" || r.Medium != "" || r.Campaign != "" || r.Term != "" || r.Content != ""
 }
 
 // IsTracking reports whether a query key (raw, in any case) is a

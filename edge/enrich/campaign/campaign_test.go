@@ -117,3 +117,12 @@ func BenchmarkParse(b *testing.B) {
 		Parse(u)
 	}
 }
+
+func TestValueAndHasUTM(t *testing.T) {
+	if got := Value("  spring\x00 sale "); got != Parse("utm_campaign=+spring%00+sale+").Campaign || got == "" {
+		t.Errorf("Value %q, Parse %q", got, Parse("utm_campaign=+spring%00+sale+").Campaign)
+	}
+	if (Result{}).HasUTM() || Parse("gclid=x").HasUTM() || !Parse("utm_content=a").HasUTM() {
+		t.Error("HasUTM")
+	}
+}
