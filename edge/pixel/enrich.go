@@ -54,23 +54,37 @@ type requestInfo struct {
 	mailProxy string // mailopen.Classify's answer
 }
 
-func readRequest(m *Meta) requestInfo {
+// readRequest reads m for a hit; open: a pixel flagged as an email or
+// feed open, whose bot verdict follows who fetched it (mailopen.Verdict).
+func readRequest(m *Meta, open bool) requestInfo {
 	var r requestInfo
 	r.ua = useragent.Parse(m.UserAgent)
-	v := bot.Check(bot.Input{UserAgent: m.UserAgent, SecPurpose: m.SecPurpose, Purpose: m.Purpose,
-		XPurpose: m.XPurpose, XMoz: m.XMoz, SecCHUA: m.SecCHUA, ASN: m.ASN})
+	in := bot.Input{UserAgent: m.UserAgent, SecPurpose: m.SecPurpose, Purpose: m.Purpose,
+		XPurpose: m.XPurpose, XMoz: m.XMoz, SecCHUA: m.SecCHUA, ASN: m.ASN}
+	v := bot.Check(in)
+	decided := false
+	if open {
+		// Found by a new-user tester: Gmail's proxy, fetching when a
+		// person opens the mail, was a bot (link_preview) and left out
+		// under bots=exclude, and Apple's prefetch at delivery was kept.
+		r.mailProxy = mailopen.Classify(mailopen.Input{UserAgent: m.UserAgent, ASN: m.ASN, Bot: v.Reason})
+		v, decided = mailopen.Verdict(r.mailProxy, in, v)
+		if r.mailProxy == mailopen.Gmail || r.mailProxy == mailopen.Yahoo {
+			// The proxy's user agent, not the reader's browser.
+			r.ua = useragent.Result{}
+		}
+	}
 	r.botScore, r.botReason = v.Score, v.Reason.String()
-	if m.BotScore > r.botScore {
+	if m.BotScore > r.botScore && !decided {
 		r.botScore, r.botReason = m.BotScore, BotReasonPlatform
 		if m.BotReason != "" {
 			r.botReason = m.BotReason
 		}
 	}
-	if r.botScore >= 50 {
+	if r.botScore >= event.BotScoreMin {
 		r.ua.Device = useragent.Bot
 	}
 	r.ip, _ = netip.ParseAddr(m.ClientIP)
-	r.mailProxy = mailopen.Classify(mailopen.Input{UserAgent: m.UserAgent, ASN: m.ASN, Bot: v.Reason})
 	return r
 }
 

@@ -330,8 +330,33 @@ func TestMailOpens(t *testing.T) {
 			t.Errorf("%s AS%d: %q, want %q", tc.ua, tc.asn, e.MailOpen, tc.want)
 		}
 	}
-	if e := hitWith(t, "site=demo", nil, func(m *Meta) { m.UserAgent = uaGmail }); e.MailOpen != "" {
-		t.Errorf("a pixel not flagged as an open: %q", e.MailOpen)
+	if e := hitWith(t, "site=demo", nil, func(m *Meta) { m.UserAgent = uaGmail }); e.MailOpen != "" || e.BotReason != "link_preview" {
+		t.Errorf("a pixel not flagged as an open: %q, bot %q", e.MailOpen, e.BotReason)
+	}
+	// An open's bot verdict follows who fetched it (found by a new-user
+	// tester): Gmail's proxy and Outlook's fetch on a person's open, and
+	// bots=exclude (bot_score >= event.BotScoreMin) must keep them;
+	// Apple's privacy prefetch comes whether or not the mail is read, and
+	// bots=exclude must leave it out. The platform's own verdict does not
+	// overrule what the open's classification knows.
+	for _, tc := range []struct {
+		ua             string
+		asn            uint32
+		platform       uint8
+		score          uint8
+		reason, device string
+	}{
+		{uaGmail, 15169, 0, 0, "", "other"},
+		{uaGmail, 15169, 98, 0, "", "other"},
+		{uaChrome, 8075, 0, 0, "", "desktop"},
+		{"Mozilla/5.0", 36183, 0, 70, "mail_prefetch", "bot"},
+		{uaChrome, 3320, 0, 0, "", "desktop"},
+		{uaChrome, 3320, 98, 98, BotReasonPlatform, "bot"},
+	} {
+		e := hitWith(t, "site=demo&open=email", nil, func(m *Meta) { m.UserAgent, m.ASN, m.BotScore = tc.ua, tc.asn, tc.platform })
+		if e.BotScore != tc.score || e.BotReason != tc.reason || e.Device != tc.device {
+			t.Errorf("open by %s AS%d (platform %d): bot %d %q device %q, want %d %q %q", tc.ua, tc.asn, tc.platform, e.BotScore, e.BotReason, e.Device, tc.score, tc.reason, tc.device)
+		}
 	}
 	// open= with any value was an open: open=0 was stored with
 	// mail_open=person (found by a new-user tester). Only the documented

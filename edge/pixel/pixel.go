@@ -243,7 +243,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	case page == "":
 		page = m.Referer
 	}
-	r := readRequest(m)
+	r := readRequest(m, p.open)
 	return finish(e, q.value(qName), page, ref, &r, m, st, c, &p), ""
 }
 

@@ -151,7 +151,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		}
 	}
 	common := base(m)
-	r := readRequest(m)
+	r := readRequest(m, false)
 	sites := make([]SiteSettings, len(posted))
 	for i := range posted {
 		site := cleanSite(posted[i].Site)

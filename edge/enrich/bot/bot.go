@@ -40,22 +40,38 @@ const (
 	Prerender                 // a prerender: the page was not shown (yet)
 	Preview                   // a preview thumbnail (Safari's X-Purpose: preview)
 	Datacenter                // from a hosting provider's or VPN's network (by ASN)
+	// MailPrefetch is an email open fetched by a privacy prefetcher
+	// (Apple Mail Privacy Protection) when the message arrived, read or
+	// not. Check never gives it: edge/pixel does, for an open that
+	// edge/enrich/mailopen classifies so (mailopen.Verdict).
+	MailPrefetch
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"", "crawler", "ai_crawler", "feed_reader", "link_preview", "monitor", "scanner", "http_client",
 	"automation", "no_user_agent", "bot_word", "url_in_ua", "not_browser", "prefetch", "prerender",
-	"preview", "datacenter",
+	"preview", "datacenter", "mail_prefetch",
 }
 
 // reasonScores is each reason's score: 100 for a program that says so,
 // less where a person may be behind it (a prefetch becomes a visit when
-// shown; people use VPNs hosted in datacenters; apps send odd agents).
+// shown; people use VPNs hosted in datacenters; apps send odd agents). A
+// mail prefetch scores as a prefetch: a bot (event.BotScoreMin), since
+// it comes whether or not the message is read, though its reader may
+// open it later.
 var reasonScores = [numReasons]uint8{
 	0, 100, 100, 100, 100, 100, 100, 100,
 	100, 90, 90, 80, 40, 70, 70,
-	70, 60,
+	70, 60, 70,
+}
+
+// ReasonResult is the verdict that rests on r alone: its score and r.
+func ReasonResult(r Reason) Result {
+	if r >= numReasons {
+		return Result{}
+	}
+	return verdict(r)
 }
 
 // String returns the reason's short code ("crawler", "prefetch", ...);

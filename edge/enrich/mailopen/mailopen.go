@@ -87,6 +87,43 @@ func Classify(in Input) string {
 	return Person
 }
 
+// Verdict is the bot verdict (edge/enrich/bot) of an email or feed open
+// that Classify put in class, given the request's own bot.Check verdict
+// v of in, and whether the classification decides it (decided: the
+// platform's own verdict, made without knowing the hit is an open, does
+// not apply either). The proxies and the prefetcher are programs by their
+// user agents and networks, and bot.Check says so; what matters for an
+// open is whether a person's reading stands behind the fetch:
+//
+//   - Gmail and Yahoo fetch a message's images through their proxy when
+//     it is opened, not when it arrives (Gmail's "Images Now Showing",
+//     December 2013; what email senders observe for both). The user
+//     agent is the proxy's, so the verdict resting on it (link_preview)
+//     says nothing of the reader: no bot.
+//   - Outlook is known by Microsoft's network alone: the verdict without
+//     the network (the datacenter reason rests on it), so that a user
+//     agent that says program (curl, a crawler on Azure) still does.
+//   - Apple Mail Privacy Protection downloads remote content in the
+//     background whether or not the message is opened (Apple's "Use Mail
+//     Privacy Protection" support article): bot.MailPrefetch, a bot, or
+//     v where it scores higher.
+//   - A feed reader's fetch and a person's open keep v, undecided.
+func Verdict(class string, in bot.Input, v bot.Result) (r bot.Result, decided bool) {
+	switch class {
+	case Gmail, Yahoo:
+		return bot.Result{}, true
+	case Outlook:
+		in.ASN = 0
+		return bot.Check(in), true
+	case Apple:
+		if p := bot.ReasonResult(bot.MailPrefetch); p.Score >= v.Score {
+			return p, true
+		}
+		return v, true
+	}
+	return v, false
+}
+
 // isAppleMail reports Apple Mail's user agent: WebKit on an Apple system,
 // without the "Safari/" token a browser adds.
 func isAppleMail(ua string) bool {

@@ -38,6 +38,42 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// An open's bot verdict follows who fetched it: Gmail's proxy got 100
+// (link_preview) and Outlook's 60 (datacenter) though a person's open
+// stands behind them, and Apple's prefetch 0 though none may (found by a
+// new-user tester).
+func TestVerdict(t *testing.T) {
+	const (
+		gmail  = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+		chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	)
+	for _, tc := range []struct {
+		in      bot.Input
+		want    bot.Reason
+		decided bool
+	}{
+		{bot.Input{UserAgent: gmail, ASN: 15169}, bot.None, true},
+		{bot.Input{UserAgent: "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html", ASN: 36647}, bot.None, true},
+		{bot.Input{UserAgent: chrome, ASN: 8075}, bot.None, true},
+		{bot.Input{UserAgent: "curl/8.5.0", ASN: 8075}, bot.HTTPClient, true}, // a program on Azure says so
+		{bot.Input{UserAgent: "Mozilla/5.0", ASN: 36183}, bot.MailPrefetch, true},
+		{bot.Input{UserAgent: "Mozilla/5.0"}, bot.MailPrefetch, true},
+		{bot.Input{UserAgent: "Feedly/1.0 (+http://www.feedly.com/fetcher.html; 16 subscribers; )"}, bot.FeedReader, false},
+		{bot.Input{UserAgent: chrome, ASN: 3320}, bot.None, false},
+		{bot.Input{UserAgent: chrome, ASN: 16509}, bot.Datacenter, false}, // AWS: no mail proxy known there
+	} {
+		v := bot.Check(tc.in)
+		class := Classify(Input{UserAgent: tc.in.UserAgent, ASN: tc.in.ASN, Bot: v.Reason})
+		got, decided := Verdict(class, tc.in, v)
+		if got.Reason != tc.want || got != bot.ReasonResult(tc.want) || decided != tc.decided {
+			t.Errorf("%q AS%d (%s): %+v %s decided %v, want %s decided %v", tc.in.UserAgent, tc.in.ASN, class, got, got.Reason, decided, tc.want, tc.decided)
+		}
+	}
+	if !bot.ReasonResult(bot.MailPrefetch).IsBot() {
+		t.Error("a mail prefetch is not a bot: bots=exclude would keep it")
+	}
+}
+
 func TestClassifyAllocs(t *testing.T) {
 	in := Input{UserAgent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148", ASN: 3320}
 	if n := testing.AllocsPerRun(100, func() { Classify(in) }); n != 0 {
