@@ -11,6 +11,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -65,6 +66,7 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 	out := storeWarnings(m)
 	store := edgepixelStore(m)
 	out = append(out, valueWarnings(store)...)
+	out = append(out, signingKeyWarnings(store, m.LocalServer.SecretStores[storekeys.Store])...)
 	written := map[string]bool{store[wire.ConfigJournal]: true, store[wire.ConfigLogEndpoint]: true}
 	switch fb := store[wire.ConfigFallbackLogEndpoint]; fb {
 	case "":
@@ -116,6 +118,62 @@ func valueWarnings(store map[string]string) []string {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			out = append(out, "config store "+storekeys.Store+": "+line)
 		}
+	}
+	return out
+}
+
+// signingKeyWarnings are a warning for each site whose settings in the
+// config store check pixel signatures (sign=mark or sign=reject) but
+// whose key the secret store lacks (storekeys.PixelKeys), or holds too
+// short to verify anything (pixelsign.MinKeyBytes): every signed hit of
+// it would be dropped bad_pixel_signature, or stored unverified, with
+// nothing said (found by a new-user tester). The sites are those of a
+// site.SITE entry, and, when site_default checks signatures, those of
+// sites without one of their own; with site_default checking and no
+// sites list, a secret store without any pixel key is warned of.
+func signingKeyWarnings(store map[string]string, secrets map[string][]byte) []string {
+	var out []string
+	check := func(site, entry string, sign pixel.SignPolicy) {
+		fate := "every signed hit is dropped " + pixel.DropBadSignature
+		if sign == pixel.SignMark {
+			fate = "every signed hit is stored " + pixel.SignatureUnverified
+		}
+		names := storekeys.PixelKeys(site)
+		cur, ok := secrets[names[0]]
+		prev, okPrev := secrets[names[1]]
+		switch {
+		case !ok && !okPrev:
+			out = append(out, fmt.Sprintf("config store %s: %s checks pixel signatures of site %s, but secret store %s has no %s: %s; create the key (head -c 32 /dev/urandom | base64 > FILE, the file edgepixel-sign --key-file reads too) and name it in fastly.toml's [local_server.secret_stores] %s = [..., { key = %q, file = \"FILE\" }] (make run: FILE is secrets/%s in its --dir)",
+				storekeys.Store, entry, site, storekeys.Store, names[0], fate, storekeys.Store, names[0], names[0]))
+		case ok && len(pixelsign.Key(cur)) < pixelsign.MinKeyBytes && len(pixelsign.Key(prev)) < pixelsign.MinKeyBytes:
+			out = append(out, fmt.Sprintf("secret store %s: %s has %d bytes, and a key under %d never verifies: for site %s (%s), %s; write a longer key (head -c 32 /dev/urandom | base64)",
+				storekeys.Store, names[0], len(pixelsign.Key(cur)), pixelsign.MinKeyBytes, site, entry, fate))
+		}
+	}
+	def, _ := pixel.ParseSiteSettings(store[pixel.ConfigSiteDefault]) // its errors are valueWarnings'
+	own := map[string]bool{}
+	for _, k := range slices.Sorted(maps.Keys(store)) {
+		site, ok := strings.CutPrefix(k, pixel.ConfigSitePrefix)
+		if !ok || site == "" {
+			continue
+		}
+		own[site] = true
+		if st, _ := pixel.ParseSiteSettings(store[k]); st.Sign != pixel.SignOff {
+			check(site, k, st.Sign)
+		}
+	}
+	if def.Sign == pixel.SignOff {
+		return out
+	}
+	list := pixel.SiteList(store[pixel.ConfigSites])
+	for _, site := range list {
+		if !own[site] {
+			check(site, pixel.ConfigSiteDefault, def.Sign)
+		}
+	}
+	if len(list) == 0 && !slices.ContainsFunc(slices.Collect(maps.Keys(secrets)), func(k string) bool { return strings.HasPrefix(k, storekeys.PixelKeyPrefix) }) {
+		out = append(out, fmt.Sprintf("config store %s: %s checks pixel signatures of every site without a "+pixel.ConfigSitePrefix+storekeys.Site+" entry, but secret store %s has no %sSITE entry for any: no signed hit verifies; create each site's key as %sSITE (README: Signed pixels)",
+			storekeys.Store, pixel.ConfigSiteDefault, storekeys.Store, storekeys.PixelKeyPrefix, storekeys.PixelKeyPrefix))
 	}
 	return out
 }

@@ -260,3 +260,52 @@ func TestValueWarnings(t *testing.T) {
 		t.Errorf("good values: %q", w)
 	}
 }
+
+// A site that checks signatures without its key in the secret store had
+// every signed hit dropped bad_pixel_signature (or stored unverified) with
+// nothing said (found by a new-user tester): the POP says so at start and
+// at each reload, naming the entry and the file to create.
+func TestSigningKeyWarnings(t *testing.T) {
+	manifest := func(contents, secrets string) *fastlytoml.Manifest {
+		t.Helper()
+		m, err := fastlytoml.Parse([]byte("manifest_version = 3\n[local_server.secret_stores]\nedgepixel = ["+secrets+"]\n[local_server.config_stores.edgepixel]\nformat = \"inline-toml\"\n[local_server.config_stores.edgepixel.contents]\n"+contents), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	const key = `{ key = "pixel_key.news", data = "0123456789abcdef0123" }`
+	for _, tc := range []struct {
+		name, contents, secrets string
+		want                    []string // a warning containing each, and no more warnings
+	}{
+		{"sign=reject without its key", `"site.news" = "sign=reject"`, "",
+			[]string{`site.news checks pixel signatures of site news, but secret store edgepixel has no pixel_key.news: every signed hit is dropped bad_pixel_signature; create the key`, `{ key = "pixel_key.news", file = "FILE" }`}},
+		{"sign=mark without its key", `"site.news" = "sign=mark tier=full"`, `{ key = "pixel_key.other", data = "0123456789abcdef0123" }`,
+			[]string{`has no pixel_key.news: every signed hit is stored unverified`}},
+		{"with its key", `"site.news" = "sign=reject"`, key, nil},
+		{"with the previous key only", `"site.news" = "sign=reject"`, `{ key = "pixel_key.news.previous", data = "0123456789abcdef0123" }`, nil},
+		{"a key too short", `"site.news" = "sign=reject"`, `{ key = "pixel_key.news", data = "short\n" }`,
+			[]string{`pixel_key.news has 5 bytes, and a key under 16 never verifies`}},
+		{"sign=off", `"site.news" = "sign=off"`, "", nil},
+		{"site_default for the listed sites", "sites = \"news, blog\"\nsite_default = \"sign=reject\"\n\"site.blog\" = \"tier=full\"", "",
+			[]string{`site_default checks pixel signatures of site news, but secret store edgepixel has no pixel_key.news`}},
+		{"site_default for any site, no key at all", `site_default = "sign=mark"`, "",
+			[]string{`site_default checks pixel signatures of every site without a site.SITE entry, but secret store edgepixel has no pixel_key.SITE entry for any`}},
+		{"site_default for any site, a key", `site_default = "sign=mark"`, key, nil},
+	} {
+		w, err := checkManifest(manifest(tc.contents, tc.secrets), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(w) != min(len(tc.want), 1) {
+			t.Errorf("%s: warnings %q, want %d", tc.name, w, min(len(tc.want), 1))
+			continue
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(w[0], want) {
+				t.Errorf("%s: warning %q, want it to contain %q", tc.name, w[0], want)
+			}
+		}
+	}
+}

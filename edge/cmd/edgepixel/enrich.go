@@ -141,17 +141,27 @@ var keys = map[string][][]byte{}
 
 const maxCachedKeys = 1000
 
+// pixelKeys returns site's pixel keys; it is asked only for a site whose
+// settings check signatures. A site without a key gets one line on
+// stderr, at its first hit in the instance (when it is cached): every
+// signed hit of it was otherwise dropped bad_pixel_signature, or stored
+// unverified, with nothing said (found by a new-user tester). On Fastly
+// no host sees the secret store to warn at start, as edgepixel-pop does.
 func pixelKeys(site string) [][]byte {
 	if k, ok := keys[site]; ok {
 		return k
 	}
 	var k [][]byte
-	for _, name := range storekeys.PixelKeys(site) {
+	names := storekeys.PixelKeys(site)
+	for _, name := range names {
 		if v, err := secretstore.Plaintext(storekeys.Store, name); err == nil {
 			k = append(k, pixelsign.Key(v))
 		}
 	}
 	if len(keys) < maxCachedKeys {
+		if k == nil {
+			fmt.Fprintf(os.Stderr, "edgepixel: site %s checks pixel signatures, but secret store %s has no %s: no hit of it verifies (sign=reject drops them, sign=mark stores them unverified); create the entry with the key edgepixel-sign signs with\n", site, storekeys.Store, names[0])
+		}
 		keys[site] = k
 	}
 	return k
