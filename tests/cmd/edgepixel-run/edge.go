@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,14 +43,44 @@ func readEdgeConfig(dir string) (map[string]string, error) {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	cfg := make(map[string]string, len(raw))
-	for k, v := range raw {
-		s, ok := v.(string)
-		if !ok {
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		switch v := raw[k].(type) {
+		case string:
+			cfg[k] = v
+		case map[string]any:
+			// A dotted key without quotes (site.shop = "sign=reject") is
+			// a table in TOML, keys within keys (TOML v1.0.0, "Keys":
+			// dotted keys), not one key with a dot in it, as is a
+			// [site] table. The fix is to quote the key, not the value
+			// (found by a new-user tester, told to quote the table).
+			key, leaf := firstLeaf(k, v)
+			return nil, fmt.Errorf("%s: %s is a TOML table, not a config store key: a key with a dot in it must be quoted, or TOML reads its parts as tables; write %q = %s", path, k, key, tomlString(leaf))
+		default:
 			return nil, fmt.Errorf("%s: %s = %v: config store values are strings: quote it (%s = \"%v\")", path, k, v, k, v)
 		}
-		cfg[k] = s
 	}
 	return cfg, nil
+}
+
+// firstLeaf follows table t, named key, to its first value in key order
+// that is not a table: its dotted key and the value.
+func firstLeaf(key string, t map[string]any) (string, any) {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
+		if sub, ok := t[k].(map[string]any); ok {
+			return firstLeaf(key+"."+k, sub)
+		}
+		return key + "." + k, t[k]
+	}
+	return key, ""
+}
+
+// tomlString is v as a TOML string, a config store value: a string
+// quoted, anything else quoted as it prints.
+func tomlString(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(fmt.Sprint(v))
 }
 
 // salts keeps the visitor-id salts in dir/secrets (the stack lists each

@@ -29,6 +29,20 @@ func TestReadEdgeConfig(t *testing.T) {
 	if _, err := readEdgeConfig(dir); err == nil || !strings.Contains(err.Error(), `rate_limit_client = "50"`) {
 		t.Errorf("a number: %v; want an error saying to quote it", err)
 	}
+	// An unquoted dotted key is a TOML table: the hint quoted the
+	// table's Go form as a value (site = "map[dotted:sign=reject]"); it
+	// is the key that needs quotes (found by a new-user tester).
+	for _, tc := range []struct{ toml, want string }{
+		{"site.dotted = \"sign=reject\"\n", `write "site.dotted" = "sign=reject"`},
+		{"site.shop.example = \"tier=aggregate\"\n", `write "site.shop.example" = "tier=aggregate"`},
+		{"[site]\nshop = \"sign=mark\"\n", `write "site.shop" = "sign=mark"`},
+	} {
+		write(tc.toml)
+		_, err := readEdgeConfig(dir)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "map[") {
+			t.Errorf("%q: %v; want an error saying %s", tc.toml, err, tc.want)
+		}
+	}
 	write("site.shop = \n")
 	if _, err := readEdgeConfig(dir); err == nil || !strings.Contains(err.Error(), edgeConfigFile) {
 		t.Errorf("bad TOML: %v; want an error naming the file", err)
