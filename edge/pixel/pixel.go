@@ -15,6 +15,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/pixelsign"
 )
 
 // GIF is the smallest transparent 1x1 GIF (43 bytes). The pixel always
@@ -301,6 +302,17 @@ var pixelParams = [numPixelParams]string{qSite: "site", qPage: "url", qRef: "ref
 	qClientTime: "t", qScreen: "sw", qConsent: "consent", qUSPrivacy: "us_privacy", qOpen: "open",
 	qUTMSource: "utm_source", qUTMMedium: "utm_medium", qUTMCampaign: "utm_campaign",
 	qUTMTerm: "utm_term", qUTMContent: "utm_content"}
+
+// IsParam reports whether name is a query parameter a pixel hit is read
+// by (FromQuery's, and a signed pixel's exp, sig and cip): edgepixel-sign
+// warns of a URL whose page parameters became the pixel's.
+func IsParam(name string) bool {
+	switch name {
+	case pixelsign.ParamSig, pixelsign.ParamExpiry, pixelsign.ParamClient:
+		return true
+	}
+	return paramIndex(name) >= 0
+}
 
 // pixelQuery is a pixel's query read in one pass: each parameter's value
 // as queryValue gives it (the first well-formed pair's), unescaped into a

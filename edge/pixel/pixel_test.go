@@ -237,3 +237,16 @@ func FuzzPixelQuery(f *testing.F) {
 		}
 	})
 }
+
+func TestIsParam(t *testing.T) {
+	for _, name := range []string{"site", "url", "open", "utm_source", "utm_content", "sig", "exp", "cip"} {
+		if !IsParam(name) {
+			t.Errorf("IsParam(%q) = false", name)
+		}
+	}
+	for _, name := range []string{"id", "utm_id", "Site", ""} {
+		if IsParam(name) {
+			t.Errorf("IsParam(%q) = true", name)
+		}
+	}
+}

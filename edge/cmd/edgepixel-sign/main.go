@@ -15,11 +15,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
@@ -39,13 +41,15 @@ and prints it. Flags (environment variable in brackets):
 `
 
 func main() {
-	if err := run(os.Args[1:], os.Stdin, os.Stdout, time.Now()); err != nil {
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, time.Now()); err != nil {
 		fmt.Fprintln(os.Stderr, "edgepixel-sign:", err)
 		os.Exit(flaghint.ExitCode(err))
 	}
 }
 
-func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error {
+// run signs as main does; warnings about a URL that signs but may not say
+// what its writer meant go to stderr.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer, now time.Time) error {
 	fs := flag.NewFlagSet("edgepixel-sign", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	keyFile := fs.String("key-file", os.Getenv("EDGEPIXEL_SIGN_KEY_FILE"), "")
@@ -113,7 +117,10 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 		if err != nil {
 			// The URL given is the user's input, as a flag's value is:
 			// exit 2, as for a bad --expires.
-			return flaghint.UsageError{Err: fmt.Errorf("%s: %v", u, err)}
+			return flaghint.UsageError{Err: fmt.Errorf("%s: %v%s", u, err, urlHint(u, err))}
+		}
+		for _, w := range urlWarnings(u) {
+			fmt.Fprintf(stderr, "edgepixel-sign: warning: %s: %s\n", u, w)
 		}
 		fmt.Fprintln(stdout, signed)
 		return nil
@@ -141,6 +148,55 @@ func run(args []string, stdin io.Reader, stdout io.Writer, now time.Time) error 
 		}
 	}
 	return sc.Err()
+}
+
+// urlHint explains err, SignURL's refusal of u, where the message alone
+// does not: a URL copied out of an HTML template has its separators
+// written "&amp;", which Go's query parser refuses as a semicolon
+// separator (found by a new-user tester).
+func urlHint(u string, err error) string {
+	if !strings.Contains(err.Error(), "semicolon") {
+		return ""
+	}
+	if strings.Contains(u, "&amp;") {
+		return " (\"&amp;\" is HTML's escaping of \"&\", as a template writes a link: give the URL with plain \"&\", as a browser reads it, and escape the signed URL again if it goes back into HTML)"
+	}
+	return ` (a ";" in the query separates nothing: percent-encode it as "%3B")`
+}
+
+// urlWarnings are the warnings for a pixel URL that signs but may not
+// say what its writer meant: a url= value not percent-encoded, whose own
+// query (https://news.example/a?id=5&utm_source=nl) ends at its first
+// "&", so that the page's parameters after it become the pixel's (found
+// by a new-user tester). Those the edge does not read as the pixel's
+// (pixel.IsParam) are lost, and utm_* ones are the pixel's own, which
+// url='s own tags overrule; both are named.
+func urlWarnings(u string) []string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil
+	}
+	var after []string
+	open := false // after a url= whose value has a raw '?'
+	for rest := pu.RawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		if name, err := url.QueryUnescape(k); err == nil {
+			k = name
+		}
+		switch {
+		case k == "url" && !open:
+			open = strings.ContainsAny(v, "?")
+		case open && (!pixel.IsParam(k) || strings.HasPrefix(k, "utm_")):
+			after = append(after, k)
+		}
+	}
+	if len(after) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("url='s value is not percent-encoded, so its query ends at its first \"&\": %s after it became the pixel's own parameters, not the page's (the edge does not read one it does not know; utm_* apply only where url= carries none); percent-encode url's value (url=https%%3A%%2F%%2F...%%3Fa%%3D1%%26b%%3D2, encodeURIComponent in JavaScript, url.QueryEscape in Go)",
+		strings.Join(after, ", "))}
 }
 
 // maxYears bounds how far ahead a signature may expire.

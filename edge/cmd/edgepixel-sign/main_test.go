@@ -21,7 +21,7 @@ func TestSignCommand(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 
 	var out bytes.Buffer
-	err := run([]string{"--key-file", keyFile, "--ttl", "1h", "https://px.example/p.gif?site=a.example&e=open"}, nil, &out, now)
+	err := run([]string{"--key-file", keyFile, "--ttl", "1h", "https://px.example/p.gif?site=a.example&e=open"}, nil, &out, io.Discard, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestSignCommand(t *testing.T) {
 	spaced := filepath.Join(dir, "spaced")
 	os.WriteFile(spaced, []byte(" 0123456789abcdef0123 \t\n"), 0o600)
 	out.Reset()
-	if err := run([]string{"--key-file", spaced, "https://px.example/p.gif?site=a.example"}, nil, &out, now); err != nil {
+	if err := run([]string{"--key-file", spaced, "https://px.example/p.gif?site=a.example"}, nil, &out, io.Discard, now); err != nil {
 		t.Fatal(err)
 	}
 	if u, err := url.Parse(strings.TrimSpace(out.String())); err != nil || pixelsign.Verify(u.RawQuery, now.Unix(), pixelsign.Key([]byte("0123456789abcdef0123\n"))) != nil {
@@ -52,7 +52,7 @@ func TestSignCommand(t *testing.T) {
 
 	out.Reset()
 	in := strings.NewReader("https://px.example/p.gif?site=a\n\nhttps://px.example/p.gif?site=b\n")
-	if err := run([]string{"--key-file", keyFile, "--expires", "2030-01-01T00:00:00Z"}, in, &out, now); err != nil {
+	if err := run([]string{"--key-file", keyFile, "--expires", "2030-01-01T00:00:00Z"}, in, &out, io.Discard, now); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 2 || !strings.Contains(lines[0], "exp=1893456000") {
@@ -71,7 +71,7 @@ func TestSignCommand(t *testing.T) {
 		{"--key-file", keyFile, "--expires", "1800000000", "https://px.example/p.gif?site=a"},                          // expires now
 		{"--key-file", keyFile, "--ttl", "1h", "--expires", "2030-01-01T00:00:00Z", "https://px.example/p.gif?site=a"}, // which?
 	} {
-		if err := run(args, strings.NewReader(""), &out, now); err == nil {
+		if err := run(args, strings.NewReader(""), &out, io.Discard, now); err == nil {
 			t.Errorf("%q: want an error", args)
 		}
 	}
@@ -80,13 +80,13 @@ func TestSignCommand(t *testing.T) {
 // A --ttl without a unit is refused with the form it takes, and with a
 // pointer to --help rather than the whole usage.
 func TestSignFlagErrors(t *testing.T) {
-	err := run([]string{"--ttl", "5", "https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, time.Now())
+	err := run([]string{"--ttl", "5", "https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, io.Discard, time.Now())
 	if err == nil || !strings.Contains(err.Error(), "-ttl") || !strings.Contains(err.Error(), "720h") ||
 		!strings.Contains(err.Error(), "--help") || strings.Contains(err.Error(), "usage:") {
 		t.Errorf("--ttl 5: %v; want the flag, a duration's form and --help, without the usage", err)
 	}
 	t.Setenv("EDGEPIXEL_SIGN_TTL", "5")
-	if err := run([]string{"https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, time.Now()); err == nil ||
+	if err := run([]string{"https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, io.Discard, time.Now()); err == nil ||
 		!strings.Contains(err.Error(), "EDGEPIXEL_SIGN_TTL") || !strings.Contains(err.Error(), "720h") {
 		t.Errorf("EDGEPIXEL_SIGN_TTL=5: %v; want the variable and a duration's form", err)
 	}
@@ -96,7 +96,7 @@ func TestSignFlagErrors(t *testing.T) {
 // "flag provided but not defined".
 func TestSignVersion(t *testing.T) {
 	var out strings.Builder
-	if err := run([]string{"--version"}, strings.NewReader(""), &out, time.Now()); err != nil || !strings.HasPrefix(out.String(), "edgepixel-sign ") {
+	if err := run([]string{"--version"}, strings.NewReader(""), &out, io.Discard, time.Now()); err != nil || !strings.HasPrefix(out.String(), "edgepixel-sign ") {
 		t.Errorf("--version: %q, %v", out.String(), err)
 	}
 }
@@ -120,7 +120,7 @@ func TestSignExpires(t *testing.T) {
 		"1999999999000":        "more than 100 years away", // milliseconds
 	} {
 		var out strings.Builder
-		err := run([]string{"--key-file", keyFile, "--expires", expires, "https://px.example/p.gif?site=a"}, strings.NewReader(""), &out, now)
+		err := run([]string{"--key-file", keyFile, "--expires", expires, "https://px.example/p.gif?site=a"}, strings.NewReader(""), &out, io.Discard, now)
 		switch {
 		case want == "" && (err != nil || !strings.Contains(out.String(), "exp=")):
 			t.Errorf("--expires %q: %v %q, want a signed URL", expires, err, out.String())
@@ -152,7 +152,7 @@ func TestSignExitCodes(t *testing.T) {
 		{[]string{"--key-file", keyFile, "%zz"}, 2},
 		{[]string{"--key-file", keyFile, "not a url"}, 2},
 	} {
-		err := run(tc.args, strings.NewReader(""), io.Discard, now)
+		err := run(tc.args, strings.NewReader(""), io.Discard, io.Discard, now)
 		if got := flaghint.ExitCode(err); got != tc.want {
 			t.Errorf("%q: exit %d (%v), want %d", tc.args, got, err, tc.want)
 		}
@@ -160,12 +160,50 @@ func TestSignExitCodes(t *testing.T) {
 	// A bad URL after a good one prints nothing (a second tester got the
 	// first signed, then exit 2).
 	var out strings.Builder
-	if err := run([]string{"--key-file", keyFile, "https://px.example/p.gif?site=a", "extra"}, strings.NewReader(""), &out, now); err == nil || out.Len() != 0 {
+	if err := run([]string{"--key-file", keyFile, "https://px.example/p.gif?site=a", "extra"}, strings.NewReader(""), &out, io.Discard, now); err == nil || out.Len() != 0 {
 		t.Errorf("a good URL then a bad one: %v, printed %q", err, out.String())
 	}
 	// A key that is too short from a file that is not one: the command
 	// suggested does not write over /dev/null.
-	if err := run([]string{"--key-file", os.DevNull, "https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, now); err == nil || !strings.Contains(err.Error(), "> KEYFILE") {
+	if err := run([]string{"--key-file", os.DevNull, "https://px.example/p.gif?site=a"}, strings.NewReader(""), io.Discard, io.Discard, now); err == nil || !strings.Contains(err.Error(), "> KEYFILE") {
 		t.Errorf("--key-file /dev/null: %v", err)
+	}
+}
+
+// Found by a new-user tester: a URL copied from an HTML template, with
+// "&amp;" between its parameters, failed "invalid semicolon separator in
+// query" with no hint; and a url= value that is not percent-encoded
+// signed silently, though its page's parameters became the pixel's.
+func TestSignURLHints(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte(strings.Repeat("k", 32)), 0o600)
+	now := time.Unix(1800000000, 0)
+	sign := func(u string) (out, warn string, err error) {
+		var o, w strings.Builder
+		err = run([]string{"--key-file", keyFile, u}, strings.NewReader(""), &o, &w, now)
+		return o.String(), w.String(), err
+	}
+	if _, _, err := sign("https://px.example/p.gif?site=news&amp;e=open&amp;open=email"); err == nil ||
+		!strings.Contains(err.Error(), "invalid semicolon separator") || !strings.Contains(err.Error(), `"&amp;" is HTML's escaping of "&"`) {
+		t.Errorf("&amp;: %v, want the parser's error and what &amp; is", err)
+	}
+	if _, _, err := sign("https://px.example/p.gif?site=news&e=a;b"); err == nil || !strings.Contains(err.Error(), "%3B") {
+		t.Errorf("a semicolon: %v, want a hint to encode it", err)
+	}
+	out, warn, err := sign("https://px.example/p.gif?site=news&e=open&url=https://news.example/a?x=1&id=5&utm_source=nl")
+	if err != nil || !strings.Contains(out, "sig=") {
+		t.Fatalf("a raw url= value: %v %q, want it signed", err, out)
+	}
+	if !strings.Contains(warn, "warning: ") || !strings.Contains(warn, "url='s value is not percent-encoded") || !strings.Contains(warn, "id, utm_source after it") {
+		t.Errorf("a raw url= value: warned %q, want id and utm_source named", warn)
+	}
+	for _, u := range []string{
+		"https://px.example/p.gif?site=news&e=open&url=" + url.QueryEscape("https://news.example/a?x=1&id=5") + "&utm_source=nl",
+		"https://px.example/p.gif?site=news&e=open&open=email&utm_campaign=x&utm_source=nl",
+		"https://px.example/p.gif?url=https://news.example/a&site=news&e=open", // no query of its own: nothing cut
+	} {
+		if _, warn, err := sign(u); err != nil || warn != "" {
+			t.Errorf("%s: %v, warned %q; want neither", u, err, warn)
+		}
 	}
 }
