@@ -37,22 +37,16 @@ var fastlyOnly = []string{
 	storekeys.BatchMaxEvents, storekeys.BatchMaxAgeMS,
 }
 
-// knownNames returns the names the worker reads: whole names, and the
-// prefixes of those ending in storekeys.Site ("site.", "pixel_key.").
-func knownNames() (exact, prefixes []string) {
-	for _, k := range slices.Concat(storekeys.Config, storekeys.Secret, Vars, Bindings) {
-		if slices.Contains(fastlyOnly, k) {
-			continue
-		}
-		if p, ok := strings.CutSuffix(k, storekeys.Site); ok {
-			if !slices.Contains(prefixes, p) {
-				prefixes = append(prefixes, p)
-			}
-		} else {
-			exact = append(exact, k)
+// knownNames returns the names the worker reads: storekeys' less
+// fastlyOnly, Vars and Bindings.
+func knownNames() storekeys.Names {
+	var keys []string
+	for _, k := range slices.Concat(storekeys.Config, storekeys.Secret) {
+		if !slices.Contains(fastlyOnly, k) {
+			keys = append(keys, k)
 		}
 	}
-	return exact, prefixes
+	return storekeys.NewNames(keys, Vars, Bindings)
 }
 
 // CheckNames reports the names among names (the Worker's vars and
@@ -65,18 +59,18 @@ func knownNames() (exact, prefixes []string) {
 // that sites leaves out is counted only as unknown_sites says, with
 // site_default's settings).
 func CheckNames(names []string, sites string) error {
-	exact, prefixes := knownNames()
+	known := knownNames()
 	listed := pixel.SiteList(sites)
 	var errs []error
 	for _, name := range slices.Sorted(slices.Values(names)) {
-		if slices.Contains(exact, name) {
+		if known.Exact(name) {
 			continue
 		}
 		if slices.Contains(fastlyOnly, name) {
 			errs = append(errs, fmt.Errorf("%s is a Fastly config store key the worker does not read, so it does nothing (README.md here: Vars and secrets)", name))
 			continue
 		}
-		if p := prefixOf(name, prefixes); p != "" {
+		if p := known.Prefix(name); p != "" {
 			site := strings.TrimSuffix(strings.TrimPrefix(name, p), ".previous")
 			if len(listed) == 0 || slices.Contains(listed, site) {
 				continue
@@ -89,48 +83,12 @@ func CheckNames(names []string, sites string) error {
 			continue
 		}
 		msg := name + " is not a var or secret the worker reads, so it does nothing"
-		if near := nearestName(name, exact, prefixes); near != "" {
+		if near := known.Nearest(name); near != "" {
 			msg += "; did you mean " + near + "?"
 		}
 		errs = append(errs, errors.New(msg+" (README.md here: Vars and secrets)"))
 	}
 	return errors.Join(errs...)
-}
-
-// prefixOf returns the one of prefixes name begins with and goes on after.
-func prefixOf(name string, prefixes []string) string {
-	for _, p := range prefixes {
-		if len(name) > len(p) && strings.HasPrefix(name, p) {
-			return p
-		}
-	}
-	return ""
-}
-
-// nearestName is the known name name most likely misspells: a whole
-// name (also in other letter case, or without its unit: "batch_wait"
-// for batch_wait_ms), or a prefix name with name's part after its first
-// dot ("sites.shop.example" suggests "site.shop.example").
-func nearestName(name string, exact, prefixes []string) string {
-	if near := nearest.Nearest(strings.ToLower(name), exact); near != "" {
-		return near
-	}
-	for _, unit := range [...]string{"_ms", "_s"} {
-		if k := strings.ToLower(name) + unit; slices.Contains(exact, k) {
-			return k
-		}
-	}
-	head, rest, ok := strings.Cut(name, ".")
-	if !ok || rest == "" {
-		if p := nearest.Nearest(name+".", prefixes); p != "" {
-			return p + storekeys.Site
-		}
-		return ""
-	}
-	if p := nearest.Nearest(head+".", prefixes); p != "" {
-		return p + rest
-	}
-	return ""
 }
 
 // CheckPixelKeys reports each site that signs its pixels (sign=reject

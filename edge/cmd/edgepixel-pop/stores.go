@@ -193,58 +193,17 @@ func edgepixelStore(m *fastlytoml.Manifest) map[string]string {
 // nearest known key when one is a likely misspelling. kind names the
 // store in the warnings ("config store", "secret store").
 func unknownKeys(kind string, keys, known []string) []string {
-	var exact, prefixes []string
-	for _, k := range known {
-		if p, ok := strings.CutSuffix(k, storekeys.Site); ok {
-			prefixes = append(prefixes, p)
-		} else {
-			exact = append(exact, k)
-		}
-	}
+	names := storekeys.NewNames(known)
 	var out []string
 	for _, key := range slices.Sorted(slices.Values(keys)) {
-		if matches(key, exact, prefixes) {
+		if names.Has(key) {
 			continue
 		}
 		w := fmt.Sprintf("%s %s: key %q is not one the edge module reads, so it does nothing", kind, storekeys.Store, key)
-		if near := nearest(key, exact, prefixes); near != "" {
+		if near := names.Nearest(key); near != "" {
 			w += "; did you mean " + near + "?"
 		}
 		out = append(out, w+" (the keys are "+strings.Join(known, ", ")+"; README: The edge module)")
 	}
 	return out
-}
-
-func matches(key string, exact, prefixes []string) bool {
-	for _, k := range exact {
-		if key == k {
-			return true
-		}
-	}
-	for _, p := range prefixes {
-		if len(key) > len(p) && strings.HasPrefix(key, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// nearest is the known key key most likely misspells: a whole key, or a
-// prefix key with key's part after its first dot ("sites.example.com"
-// suggests "site.example.com").
-func nearest(key string, exact, prefixes []string) string {
-	if near := flaghint.Nearest(key, exact); near != "" {
-		return near
-	}
-	head, rest, ok := strings.Cut(key, ".")
-	if !ok || rest == "" {
-		if p := flaghint.Nearest(key+".", prefixes); p != "" {
-			return p + storekeys.Site
-		}
-		return ""
-	}
-	if p := flaghint.Nearest(head+".", prefixes); p != "" {
-		return p + rest
-	}
-	return ""
 }
