@@ -88,6 +88,17 @@ var Cases = []Case{
 		}()}},
 	{Name: "pixel page from Referer, named event", Method: "GET", Target: "/p?site={site}&e=signup", Header: map[string]string{"Referer": "https://ex.test/from-referer"},
 		Status: 200, Rows: []Row{row("signup", "https://ex.test/from-referer", "", "GET")}},
+	{Name: "open pixel with its own UTM tags, page not from the mailbox", Method: "GET",
+		Target: "/p.gif?site={site}&e=open&open=email&utm_source=newsletter&utm_medium=email&utm_campaign=issue-42",
+		Header: map[string]string{"Referer": "https://mail.example/inbox/id/AQQk123"},
+		Status: 200, Rows: []Row{func() Row {
+			// The Referer is the reader's mailbox: its origin alone is the
+			// referrer, and it is no page.
+			r := row("open", "", "https://mail.example", "GET")
+			r.UTMSource, r.UTMMedium, r.UTMCampaign = "newsletter", "email", "issue-42"
+			return r
+		}()}},
+	{Name: "open pixel with an unknown open=", Method: "GET", Target: "/p.gif?site={site}&e=open&open=1", Status: 200, Drop: pixel.DropBadOpen},
 	{Name: "pixel at /i", Method: "GET", Target: "/i?site={site}&url=https%3A%2F%2Fex.test%2Fi",
 		Status: 200, Rows: []Row{row("pageview", "https://ex.test/i", "", "GET")}},
 	{Name: "pixel HEAD is no visit", Method: "HEAD", Target: "/p.gif?site={site}", Status: 200, Drop: pixel.DropHeadRequest},
