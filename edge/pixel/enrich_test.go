@@ -3,6 +3,7 @@ package pixel
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"net/url"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/edgepixel/edgepixel/edge/enrich/mailopen"
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/event"
@@ -440,6 +442,21 @@ func TestPixelOwnUTM(t *testing.T) {
 		if _, drop := FromQuery(q, meta(), c); drop != DropBadSignature {
 			t.Errorf("%s: drop %q, want %s", q, drop, DropBadSignature)
 		}
+	}
+}
+
+// The values the pixel stores in mail_open and signature are the closed
+// sets the dashboard checks a filter's value against (event.MailOpens,
+// event.Signatures): a value added here and not there could not be
+// filtered by.
+func TestClosedValues(t *testing.T) {
+	opens := []string{"person", mailopen.Apple, mailopen.Gmail, mailopen.Yahoo, mailopen.Outlook, mailopen.Feed}
+	if fmt.Sprint(opens) != fmt.Sprint(event.MailOpens) {
+		t.Errorf("mail_open values %q, event.MailOpens %q", opens, event.MailOpens)
+	}
+	sigs := []string{SignatureVerified, SignatureUnverified, SignatureUnsigned}
+	if fmt.Sprint(sigs) != fmt.Sprint(event.Signatures) {
+		t.Errorf("signature values %q, event.Signatures %q", sigs, event.Signatures)
 	}
 }
 

@@ -86,6 +86,15 @@ var Channels = [...]string{"direct", "internal", "search", "social", "email", "p
 // edge/enrich/useragent.Device's order, as Channels.
 var Devices = [...]string{"other", "desktop", "mobile", "tablet", "bot"}
 
+// MailOpens are the values of the mail_open column (Event.MailOpen) but
+// "" (a hit that is no email or feed open): a person's open, then the
+// proxies of edge/enrich/mailopen in its order, as Channels.
+var MailOpens = [...]string{"person", "apple", "gmail", "yahoo", "outlook", "feed"}
+
+// Signatures are the values of the signature column (Event.Signature) but
+// "" (a site that does not check signatures), as edge/pixel names them.
+var Signatures = [...]string{"verified", "unverified", "unsigned"}
+
 // BotScoreMax is the largest bot score (Event.BotScore).
 const BotScoreMax = 100
 
