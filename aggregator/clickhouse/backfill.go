@@ -530,6 +530,7 @@ func (c *Client) Backfills() []Backfill {
 		{HumanHoursTable, c.HumanHoursCutoff, c.BackfillHumans},
 		{BotDimHoursTable, c.BotDimsCutoff, c.BackfillBotDims},
 		{MixHoursTable, c.MixCutoff, c.BackfillMix},
+		{OpensHoursTable, c.OpensCutoff, c.BackfillOpens},
 	}
 }
 

@@ -146,6 +146,8 @@ func historyEvents(t *testing.T, n int, at time.Time, step time.Duration) []even
 		e.Referrer = []string{"", "https://www.google.com/", "https://t.co/x"}[i/2%3]
 		e.BotScore = []uint8{0, 0, 90, 0, 20, 0, 60}[i%7] // 90 and 60 a bot's
 		e.Tier = []string{event.TierFull, "", event.TierAggregate, event.TierFull}[i%4]
+		e.MailOpen = []string{"", "person", "gmail", "", "apple"}[i%5]
+		e.Signature = []string{"", "verified", "unsigned"}[i/3%3]
 		if i%3 == 0 {
 			e.Name = "signup"
 			e.Props = fmt.Sprintf(`{"plan":"p%d"}`, i%2)

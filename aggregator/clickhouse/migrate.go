@@ -78,6 +78,8 @@ var Migrations = []Migration{
 		SQL: botDimsSchema, Run: (*Client).createBotDimsViews},
 	{Version: VersionMix, Name: "rollup_mix_hours: events per hour, consent tier and bot verdict, its view from a cut-off; the events before it rolled up by the backfill",
 		SQL: mixSchema, Run: (*Client).createMixView},
+	{Version: VersionOpens, Name: "rollup_opens_hours and rollup_opens_days: events, pageviews and visitors per hour and day, mail open, signature and bot verdict, their views from a cut-off; the events before it rolled up by the backfill",
+		SQL: opensSchema, Run: (*Client).createOpensViews},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

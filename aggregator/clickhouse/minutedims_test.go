@@ -11,7 +11,8 @@ import (
 
 // An install with history migrates to each per-minute rollup
 // (MinuteAudienceTable, MinuteSourcesTable), to HumanHoursTable, to
-// BotDimHoursTable and to MixHoursTable: its view rolls up the events
+// BotDimHoursTable, to MixHoursTable and to OpensHoursTable (an upgrade
+// from the step before each): its view rolls up the events
 // from its cut-off (a whole hour ahead), the backfill those before it,
 // so that per minute, visitor and values it holds what the events table
 // says, including events stored between the step and its cut-off;
@@ -54,6 +55,11 @@ func TestBackfillMinuteRollups(t *testing.T) {
 		{MixHoursTable, VersionMix, (*Client).MixCutoff, (*Client).BackfillMix, MixReady, "", "",
 			"SELECT toUnixTimestamp(t) AS h, tier, bot, sumMerge(events) FROM {db}." + MixHoursTable + " GROUP BY h, tier, bot ORDER BY h, tier, bot",
 			"SELECT toUnixTimestamp(toStartOfHour(ts, 'UTC')) AS h, toString(tier) AS k, toUInt8(" + BotCond + ") AS b, count() FROM {db}.events GROUP BY h, k, b ORDER BY h, k, b", true},
+		// Per hour and per day, mail open, signature and bot verdict.
+		{OpensHoursTable, VersionOpens, (*Client).OpensCutoff, (*Client).BackfillOpens, OpensReady, "", "",
+			opensGot(OpensHoursTable), opensWant("toStartOfHour"), true},
+		{OpensDaysTable, VersionOpens, (*Client).OpensCutoff, (*Client).BackfillOpens, OpensReady, "", "",
+			opensGot(OpensDaysTable), opensWant("toStartOfDay"), true},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
 			c := newDB(t)
@@ -114,7 +120,7 @@ func TestBackfillMinuteRollups(t *testing.T) {
 			}
 			// The month, in each table the backfill fills.
 			tables := 1
-			if tc.version == VersionHumans || tc.version == VersionBotDims {
+			if tc.version == VersionHumans || tc.version == VersionBotDims || tc.version == VersionOpens {
 				tables = 2
 			}
 			if res, err = backfill(ctx); err != nil || len(res.Rebuilt) != tables {
@@ -139,7 +145,9 @@ func TestMinutesFresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Now().AddDate(0, 0, -3)
-	if err := c.InsertEvents(ctx, []event.Event{mkEvent(t, "new.example", at.UnixMilli())}); err != nil {
+	ev := mkEvent(t, "new.example", at.UnixMilli())
+	ev.MailOpen, ev.Signature = "gmail", "unsigned"
+	if err := c.InsertEvents(ctx, []event.Event{ev}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -151,14 +159,19 @@ func TestMinutesFresh(t *testing.T) {
 		{MinuteAudienceTable, c.MinuteAudienceCutoff, c.BackfillMinuteAudience, MinuteAudienceReady},
 		{MinuteSourcesTable, c.MinuteSourcesCutoff, c.BackfillMinuteSources, MinuteSourcesReady},
 		{BotDimHoursTable, c.BotDimsCutoff, c.BackfillBotDims, botDimsReady},
+		{OpensHoursTable, c.OpensCutoff, c.BackfillOpens, OpensReady},
+		{OpensDaysTable, c.OpensCutoff, c.BackfillOpens, OpensReady},
 	} {
 		cutoff, ok, err := tc.cutoff(ctx)
 		if err != nil || !ok || cutoff.Unix() != 0 {
 			t.Fatalf("%s: cut-off %v %v %v, want 0", tc.table, cutoff, ok, err)
 		}
 		where := "country = 'DE' AND utm_campaign = 'c'"
-		if tc.table == BotDimHoursTable {
+		switch tc.table {
+		case BotDimHoursTable:
 			where = "dim = 'country' AND value = 'DE'"
+		case OpensHoursTable, OpensDaysTable:
+			where = "mail_open = 'gmail' AND signature = 'unsigned' AND bot = 0"
 		}
 		if got := c.count(t, "SELECT sumMerge(events) FROM "+c.db+"."+tc.table+" WHERE site = 'new.example' AND "+where); got != "1" {
 			t.Fatalf("%s holds %s events, want 1", tc.table, got)
@@ -202,4 +215,16 @@ func botDimsWant(start string) string {
 	return "SELECT b, dim, value, bot, count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0) FROM (SELECT toUnixTimestamp(" + start +
 		"(ts, 'UTC')) AS b, dv.1 AS dim, dv.2 AS value, toUInt8(" + BotCond + ") AS bot, name, visitor_id FROM {db}.events ARRAY JOIN [('page', path(url)), ('referrer', domain(referrer))] AS dv)" +
 		" GROUP BY b, dim, value, bot ORDER BY b, dim, value, bot"
+}
+
+// opensGot and opensWant are the rows of a rollup of OpenDims and the
+// same counted from the events, bucketed by start.
+func opensGot(table string) string {
+	return "SELECT toUnixTimestamp(t) AS b, mail_open, signature, bot, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM {db}." + table +
+		" GROUP BY b, mail_open, signature, bot ORDER BY b, mail_open, signature, bot"
+}
+
+func opensWant(start string) string {
+	return "SELECT toUnixTimestamp(" + start + "(ts, 'UTC')) AS b, toString(mail_open) AS o, toString(signature) AS s, toUInt8(" + BotCond + ") AS k, count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0) FROM {db}.events" +
+		" GROUP BY b, o, s, k ORDER BY b, o, s, k"
 }

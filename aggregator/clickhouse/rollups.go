@@ -18,8 +18,12 @@ import (
 // step, which must create its own views into BotDimHoursTable and
 // BotDimDaysTable (step 17's views, an ARRAY JOIN over the dimensions up
 // to 7, are never changed; DimTable and DimDayTable are no longer
-// written) and backfill them like BackfillBotDims. Since 4 marks the
-// dimensions step 4 rolled up into its own, no longer read, dim_hours.
+// written) and backfill them like BackfillBotDims, or roll it up into
+// tables of its own, as step VersionOpens does (OpenDims), which the
+// queries then read for it; either way every reader of the
+// per-dimension rollups by a filter's name must leave out a dimension
+// they lack (the per-minute rollups hold HasMinuteDim's). Since 4 marks
+// the dimensions step 4 rolled up into its own, no longer read, dim_hours.
 type Dimension struct {
 	Name      string `json:"name"`  // in the API: /api/top?dim=NAME, and the filter NAME=VALUE
 	Label     string `json:"label"` // on the page
@@ -44,7 +48,8 @@ type Dimension struct {
 
 // Dimensions are the dashboard's dimensions, in the page's order. Those
 // with Since 4 or 7 are rolled up by step 7 (one view over all of them,
-// see schemaV7); a later row needs its own step and view.
+// see schemaV7); a later row needs its own step and view (OpenDims:
+// step VersionOpens).
 var Dimensions = []Dimension{
 	{Name: "page", Label: "Pages", Expr: "path(url)", Since: 4, Collected: true, Path: true},
 	{Name: "referrer", Label: "Sources", Expr: "domain(referrer)", Since: 4, Collected: true},
@@ -238,7 +243,7 @@ func viewRollups() []rollup {
 			out = append(out, r)
 		}
 	}
-	return append(out, propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays(), botDimHours(), botDimDays(), mixHours())
+	return append(out, propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays(), botDimHours(), botDimDays(), mixHours(), opensHours(), opensDays())
 }
 
 // create returns the statements that make r's table in layout l.
