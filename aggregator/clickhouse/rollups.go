@@ -64,6 +64,11 @@ var Dimensions = []Dimension{
 	{Name: "os", Label: "Operating systems", Expr: "toString(os)", Since: VersionRollups, Collected: true},
 	{Name: "device", Label: "Devices", Expr: "toString(device)", Since: VersionRollups, Collected: true, Values: event.Devices[:]},
 	{Name: "event", Label: "Events", Expr: "name", Since: 4, Collected: true},
+	// The pixel's verdicts on an email or feed open and on a signed
+	// pixel (step VersionOpens' own rollups, OpenDims; under another
+	// dimension's filter, or combined with one, from the events table).
+	{Name: "mail_open", Label: "Email opens", Expr: "toString(mail_open)", Since: VersionOpens, Collected: true, Values: event.MailOpens[:]},
+	{Name: "signature", Label: "Signatures", Expr: "toString(signature)", Since: VersionOpens, Collected: true, Values: event.Signatures[:]},
 	// Of visits: the page of a visit's first and last event (see
 	// VisitDimsTable).
 	{Name: EntryPageDim, Label: "Entry pages", Since: VersionVisitDims, Collected: true, Visit: true, Path: true},

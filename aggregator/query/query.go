@@ -3,9 +3,11 @@
 // ClickHouse's rollups (see clickhouse.Grains, clickhouse.Dimensions),
 // combined filters and a top table under another dimension's filter from
 // the per-minute rollups (clickhouse.MinuteAudienceTable,
-// clickhouse.MinuteSourcesTable), falling back to the events table where
-// no rollup fits: filters of dimensions none holds, a filter or a top
-// table in the realtime range.
+// clickhouse.MinuteSourcesTable), the email opens and signatures
+// (clickhouse.OpenDims) under no other filter from their own rollups
+// (clickhouse.OpensTable), falling back to the events table where no
+// rollup fits: filters of dimensions none holds (one of OpenDims with
+// another dimension's), a filter or a top table in the realtime range.
 //
 // Times are UTC; ranges are half-open [From, To) and aligned to the
 // buckets of the rollup they read, so a rollup and the events table give
@@ -409,7 +411,9 @@ type Stats struct {
 // be a subquery, cond "1"), and the events table without them. over, if
 // not "", is the rollup chosen for r's question that the others cannot
 // answer: a per-minute rollup (minuteTable) or, for a site's numbers
-// without bots, humanRollups (humans: clickhouse.HumanTable of g).
+// without bots, humanRollups (humans: clickhouse.HumanTable of g), or,
+// under filters of clickhouse.OpenDims alone, opensRollups (opens:
+// clickhouse.OpensTable of g).
 func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, dims *dimSource, over string) (table, cond, tcol string) {
 	db := e.Src.DB()
 	q := clickhouse.Quote
@@ -419,6 +423,9 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, dims *dimSource
 	case over == humanRollups:
 		human, _ := clickhouse.HumanTable(g)
 		return db + "." + human, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
+	case over == opensRollups:
+		opens, _ := clickhouse.OpensTable(g)
+		return db + "." + opens, opensCond(r, rng), "t"
 	case over != "":
 		table, cond = e.minuteRows(over, r, rng)
 		return table, cond, "t"
@@ -501,6 +508,48 @@ func (e *Engine) humans(ctx context.Context, r Request) (bool, error) {
 		}
 	}
 	return clickhouse.HumansReady(ctx, e.Src, e.Src.DB(), r.Site, r.Prev.From, r.Range.To)
+}
+
+// opensRollups, as where's over, names the rollups of clickhouse.OpenDims
+// (clickhouse.OpensTable).
+const opensRollups = "opens"
+
+// opens reports whether r's question, whose filters are all of
+// clickhouse.OpenDims (or none, for those dimensions' top tables), reads
+// their rollups (clickhouse.OpensTable of each of grains): over times
+// aligned to every grain, where they hold [times[0], times[len-1])
+// (clickhouse.OpensReady). Under another dimension's filter, or before
+// the backfill, its question reads the events table: no other rollup
+// holds these dimensions.
+func (e *Engine) opens(ctx context.Context, r Request, grains []clickhouse.Grain, times ...time.Time) (bool, error) {
+	if e.Raw || slices.ContainsFunc(r.Filters, func(f Filter) bool { return !clickhouse.IsOpenDim(f.Name) }) {
+		return false, nil
+	}
+	for _, g := range grains {
+		if _, ok := clickhouse.OpensTable(g); !ok {
+			return false, nil
+		}
+		for _, t := range times {
+			if t.Unix()%g.Seconds != 0 {
+				return false, nil
+			}
+		}
+	}
+	return clickhouse.OpensReady(ctx, e.Src, e.Src.DB(), r.Site, times[0], times[len(times)-1])
+}
+
+// opensCond is the condition on the rows of clickhouse.OpensTable's
+// tables of r's site over rng that r's filters (of clickhouse.OpenDims,
+// each the column of its name) keep, bots' left out if r says so.
+func opensCond(r Request, rng Range) string {
+	cond := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", clickhouse.Quote(r.Site), rng.From.Unix(), rng.To.Unix())
+	for _, f := range r.Filters {
+		cond += " AND " + f.Name + " = " + clickhouse.Quote(f.Value)
+	}
+	if r.ExcludeBots {
+		cond += " AND bot = 0"
+	}
+	return cond
 }
 
 // wholeDays returns the whole days of [from, to) as [dayFrom, dayTo)
@@ -748,13 +797,13 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 	if st.Filters == nil {
 		st.Filters = []Filter{}
 	}
-	// With one filter, the per-dimension rollups that hold both periods,
-	// the whole days of their day table from it; without bots, where the
-	// visits add up from the profile rows with the verdict (a filter of
-	// a visitor's dimension), the rollups' rows of the events that are
-	// not a bot's.
+	// With one filter of a dimension they hold, the per-dimension
+	// rollups that hold both periods, the whole days of their day table
+	// from it; without bots, where the visits add up from the profile
+	// rows with the verdict (a filter of a visitor's dimension), the
+	// rollups' rows of the events that are not a bot's.
 	var dims *dimSource
-	if !e.Raw && len(r.Filters) == 1 && r.Range.Grain.Seconds >= 3600 &&
+	if !e.Raw && len(r.Filters) == 1 && rolledUp(r.Filters[0].Dim) && r.Range.Grain.Seconds >= 3600 &&
 		(!r.ExcludeBots || e.profileFilters(r, r.Range) != nil && e.profileFilters(r, r.Prev) != nil) {
 		var err error
 		if dims, err = e.dimSource(ctx, r, r.Prev.From, r.Range.To); err != nil {
@@ -762,14 +811,25 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		}
 	}
 	// A site's numbers without bots from their own rollup, where it holds
-	// both periods; else, and with filters the per-dimension rollups cannot combine, a
-	// per-minute rollup where it holds them.
+	// both periods; under filters of clickhouse.OpenDims alone, theirs
+	// (the visits from the events table); else, and with filters the
+	// per-dimension rollups cannot combine, a per-minute rollup where it
+	// holds them.
 	human, err := e.humans(ctx, r)
 	if err != nil {
 		return st, err
 	}
+	opens := false
+	if !human && len(r.Filters) > 0 {
+		if opens, err = e.opens(ctx, r, []clickhouse.Grain{r.Range.Grain, r.Range.Total}, r.Prev.From, r.Range.From, r.Range.To); err != nil {
+			return st, err
+		}
+	}
 	minute, over := "", humanRollups
-	if !human {
+	switch {
+	case opens:
+		over = opensRollups
+	case !human:
 		if dims == nil {
 			if minute, err = e.minuteTable(ctx, r, "", r.Prev.From, r.Range.To); err != nil {
 				return st, err
@@ -849,8 +909,10 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		func() error {
 			// Only the step-7 rollups wait for the backfill (the
 			// per-dimension ones without bots hold what rollup_hours
-			// does: see clickhouse.DimRollupsFor).
-			if e.Raw || r.ExcludeBots && dims == nil || minute != "" || len(r.Filters) > 1 {
+			// does: see clickhouse.DimRollupsFor; those of
+			// clickhouse.OpenDims are read once they hold the range,
+			// the events table before).
+			if e.Raw || r.ExcludeBots && dims == nil || minute != "" || len(r.Filters) > 1 || opens || len(r.Filters) == 1 && !rolledUp(r.Filters[0].Dim) {
 				return nil
 			}
 			cutoff, pending, err := clickhouse.BackfillPending(ctx, e.Src, e.Src.DB(), r.Site, r.Range.From, r.Range.To)
@@ -1073,7 +1135,10 @@ func (e *Engine) visitsFromHours(ctx context.Context, r Request, rng Range) (Vis
 	return sumVisitHours(hours, from, to), table, nil
 }
 
-// rolledUp reports whether VisitDimsTable has d's values.
+// rolledUp reports whether VisitDimsTable and the per-dimension rollups
+// (step 7's view, and step 17's: clickhouse.DimRollupsFor) have d's
+// values. A dimension added later (clickhouse.OpenDims) has no rows
+// there: a filter of it read there would silently count nothing.
 func rolledUp(d clickhouse.Dimension) bool {
 	return d.Collected && !d.Visit && d.Since <= clickhouse.VersionRollups
 }
@@ -1344,7 +1409,10 @@ const (
 // that hold the range (see dimSource; VisitDimsTable for a dimension of
 // visits), with bots or without; with one filter of the same dimension,
 // those too; under other filters that a per-minute rollup holds, with
-// dim, that rollup (see minuteTable); otherwise the events table.
+// dim, that rollup (see minuteTable); otherwise the events table. A
+// dimension of clickhouse.OpenDims, which neither holds, reads its own
+// rollups under no filter or filters of OpenDims alone (see opens), and
+// the events table under others.
 func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) (Top, error) {
 	dim, ok := clickhouse.DimensionByName(dimName)
 	if !ok {
@@ -1371,7 +1439,7 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 	q := clickhouse.Quote
 	db := e.Src.DB()
 	same := len(r.Filters) == 1 && r.Filters[0].Name == dim.Name
-	if (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 {
+	if (len(r.Filters) == 0 || same) && r.Range.Grain.Seconds >= 3600 && rolledUp(dim) {
 		dims, err := e.dimSource(ctx, r, r.Range.From, r.Range.To)
 		if err != nil {
 			return t, err
@@ -1384,6 +1452,19 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 			rows, source, err := e.topRollup(ctx, dims, keys, r.Range, limit)
 			t.Source = source
 			return t.add(rows, err)
+		}
+	}
+	if clickhouse.IsOpenDim(dim.Name) {
+		ok, err := e.opens(ctx, r, []clickhouse.Grain{r.Range.Total}, r.Range.From, r.Range.To)
+		if err != nil {
+			return t, err
+		}
+		if ok {
+			// A few rows per hour or day: one pass.
+			table, _ := clickhouse.OpensTable(r.Range.Total)
+			t.Source = table
+			return t.add(e.Src.Query(ctx, "SELECT "+dim.Name+" AS value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+db+"."+table+
+				" WHERE "+opensCond(r, r.Range)+" GROUP BY value ORDER BY n DESC, value LIMIT "+strconv.Itoa(limit)))
 		}
 	}
 	minute, err := e.minuteTable(ctx, r, dim.Name, r.Range.From, r.Range.To)

@@ -127,7 +127,8 @@ func Generate(t testing.TB, c *clickhouse.Client, site string, n int, now time.T
 				UTMSource: utm[r.IntN(len(utm))], UTMMedium: utm[r.IntN(len(utm))], UTMCampaign: utm[r.IntN(len(utm))],
 				Browser: browsers[pick(len(browsers), 16)], OS: oses[pick(len(oses), 24)], Device: devices[pick(len(devices), 32)],
 				Channel: channels[r.IntN(len(channels))], VisitorID: visitor, Props: props[len(all)%len(props)],
-				BotScore: []uint8{0, 0, 90, 0, 20, 0, 60}[len(all)%7], Tier: []string{event.TierFull, "", event.TierAggregate}[len(all)%3]}
+				BotScore: []uint8{0, 0, 90, 0, 20, 0, 60}[len(all)%7], Tier: []string{event.TierFull, "", event.TierAggregate}[len(all)%3],
+				MailOpen: []string{"", "person", "", "gmail", "apple", "", "person", "yahoo", "outlook", "feed", ""}[len(all)%11], Signature: []string{"", "verified", "unsigned", "unverified", "verified"}[len(all)%5]}
 			evs = append(evs, ev)
 			all = append(all, ev)
 			gap := 10*time.Second + time.Duration(r.Int64N(int64(25*time.Minute)))
@@ -178,6 +179,8 @@ func goFilter(f url.Values) (func(event.Event) bool, bool) {
 		return func(e event.Event) bool { return e.Country == f.Get("country") }, true
 	case f.Has("page"):
 		return func(e event.Event) bool { return goPath(e) == f.Get("page") }, true
+	case f.Has("mail_open"):
+		return func(e event.Event) bool { return e.MailOpen == f.Get("mail_open") }, true
 	case len(f) == 0:
 		return func(event.Event) bool { return true }, true
 	case f.Get("bots") == "exclude":
@@ -393,6 +396,13 @@ func TestAgainstRawEvents(t *testing.T) {
 		{"bots": {"exclude"}, "device": {"mobile"}, "os": {"Android"}},
 		{"bots": {"exclude"}, "device": {"mobile"}},
 		{"bots": {"exclude"}, "page": {"/pricing"}},
+		// Email opens and signatures: from their own rollups alone or
+		// together, with bots or without; with another dimension's
+		// filter, from the events table.
+		{"mail_open": {"gmail"}},
+		{"mail_open": {"person"}, "signature": {"unsigned"}},
+		{"bots": {"exclude"}, "signature": {""}},
+		{"mail_open": {"apple"}, "country": {"DE"}},
 	}
 	exprs := map[string]string{}
 	for _, d := range clickhouse.Dimensions {
@@ -416,6 +426,18 @@ func TestAgainstRawEvents(t *testing.T) {
 			// bots=exclude leaves out the events the edge scored 50 or
 			// more; the rest of f are filters.
 			bots := f.Get("bots") == "exclude"
+			// Filters, all of them of the email opens and signatures
+			// (which their own rollups answer), or some.
+			var opensOnly, someOpens bool
+			for k := range f {
+				if clickhouse.IsOpenDim(k) {
+					someOpens = true
+				}
+			}
+			if someOpens {
+				opensOnly = !slices.ContainsFunc(slices.Collect(maps.Keys(f)), func(k string) bool { return k != "bots" && !clickhouse.IsOpenDim(k) })
+			}
+			opensTable, _ := clickhouse.OpensTable(req.Range.Total)
 			// The raw question, written independently of the engine.
 			cond := func(from, to time.Time) string {
 				s := fmt.Sprintf("site = 'demo.example' AND ts >= toDateTime(%d) AND ts < toDateTime(%d)", from.Unix(), to.Unix())
@@ -500,7 +522,18 @@ func TestAgainstRawEvents(t *testing.T) {
 				t.Errorf("%s: read %s+%s, want %s+%s", name, st.Source, st.VisitsSource, human, clickhouse.VisitDimsTable)
 			}
 			// Without bots: only what keeps each event's verdict.
-			keepsVerdict := strings.HasPrefix(st.Source, clickhouse.BotDimDaysTable) || strings.HasPrefix(st.Source, clickhouse.BotDimHoursTable)
+			keepsVerdict := strings.HasPrefix(st.Source, clickhouse.BotDimDaysTable) || strings.HasPrefix(st.Source, clickhouse.BotDimHoursTable) ||
+				st.Source == clickhouse.OpensHoursTable || st.Source == clickhouse.OpensDaysTable
+			// Under filters of the email opens and signatures alone,
+			// over whole hours: their rollup of the totals' grain, the
+			// visits from the events (no visits rollup holds them);
+			// under others too, the events table.
+			if opensOnly && rng != "realtime" && (st.Source != opensTable || st.VisitsSource != "events") {
+				t.Errorf("%s: read %s+%s, want %s+events", name, st.Source, st.VisitsSource, opensTable)
+			}
+			if someOpens && (!opensOnly || rng == "realtime") && (st.Source != "events" || st.VisitsSource != "events") {
+				t.Errorf("%s: read %s+%s, want events", name, st.Source, st.VisitsSource)
+			}
 			if bots && !humans && st.Source != "events" && st.Source != minuteWant(f, "") && !keepsVerdict {
 				t.Errorf("%s: read %s, which counts bots", name, st.Source)
 			}
@@ -515,12 +548,12 @@ func TestAgainstRawEvents(t *testing.T) {
 			if bots {
 				// The sources checked above and below are those of
 				// questions with bots.
-			} else if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && rng != "realtime" && !strings.HasPrefix(st.Source, "rollup_dim") {
+			} else if len(f) == 0 && (st.Source == "events" || rng != "realtime" && !visitsRollup) || len(f) == 1 && !someOpens && rng != "realtime" && !strings.HasPrefix(st.Source, "rollup_dim") {
 				t.Errorf("%s: read %s, want a rollup", name, st.Source)
 			}
 			// The whole days of a month under a filter: from the
 			// per-day rollup (every day of this database is in it).
-			if !bots && len(f) == 1 && (rng == "30d" || rng == "custom") && st.Source != clickhouse.BotDimDaysTable {
+			if !bots && len(f) == 1 && !someOpens && (rng == "30d" || rng == "custom") && st.Source != clickhouse.BotDimDaysTable {
 				t.Errorf("%s: read %s, want %s", name, st.Source, clickhouse.BotDimDaysTable)
 			}
 			// A range of settled hours reads the visits of one filter
@@ -530,7 +563,7 @@ func TestAgainstRawEvents(t *testing.T) {
 			if profile && rng != "realtime" && !visitDims(st.VisitsSource) {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
-			if (!bots && len(f) == 1 || profile || humans) && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
+			if (!bots && len(f) == 1 && !someOpens || profile || humans) && (rng == "yesterday" || rng == "custom") && settledRange && st.VisitsSource != clickhouse.VisitDimsTable {
 				t.Errorf("%s: visits read %s, want %s", name, st.VisitsSource, clickhouse.VisitDimsTable)
 			}
 			// Filters that a per-minute rollup holds all of: from it
@@ -627,7 +660,7 @@ func TestAgainstRawEvents(t *testing.T) {
 					}
 					// One filter but the event name's, with or without
 					// that: PropsDimsTable.
-					if others := len(f) - len(f["event"]); !bots && others == 1 && len(f) <= 2 && rng != "realtime" && top.Source != clickhouse.PropsDimsTable {
+					if others := len(f) - len(f["event"]); !bots && others == 1 && !someOpens && len(f) <= 2 && rng != "realtime" && top.Source != clickhouse.PropsDimsTable {
 						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.PropsDimsTable)
 					}
 					continue
@@ -657,7 +690,24 @@ func TestAgainstRawEvents(t *testing.T) {
 				if bots {
 					filters--
 				}
-				if rng != "realtime" && (filters == 0 || filters == 1 && f.Has(d.Name)) {
+				if clickhouse.IsOpenDim(d.Name) {
+					// The email opens and signatures: from their own
+					// rollups under no filter or theirs alone, else
+					// from the events table.
+					if w := opensTable; rng == "realtime" || filters > 0 && !opensOnly {
+						if top.Source != "events" {
+							t.Errorf("%s top %s: read %s, want events", name, d.Name, top.Source)
+						}
+					} else if top.Source != w {
+						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, w)
+					}
+				} else if someOpens {
+					// Another dimension under their filter: no
+					// rollup holds both.
+					if top.Source != "events" {
+						t.Errorf("%s top %s: read %s, want events", name, d.Name, top.Source)
+					}
+				} else if rng != "realtime" && (filters == 0 || filters == 1 && f.Has(d.Name)) {
 					if both := clickhouse.BotDimDaysTable + "+" + clickhouse.BotDimHoursTable; !slices.Contains([]string{clickhouse.BotDimHoursTable, clickhouse.BotDimDaysTable, both}, top.Source) {
 						t.Errorf("%s top %s: read %s, want %s or either", name, d.Name, top.Source, both)
 					}
@@ -738,7 +788,7 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+g.Table)
 	}
 	for _, d := range clickhouse.Dimensions {
-		if d.Filters() {
+		if d.Filters() && d.Since <= clickhouse.VersionRollups {
 			for _, table := range []string{clickhouse.BotDimHoursTable, clickhouse.BotDimDaysTable} {
 				qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table+" WHERE dim = "+clickhouse.Quote(d.Name))
 			}
@@ -750,7 +800,7 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 		qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE "+clickhouse.BotCond+") FROM "+db+"."+table)
 	}
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsDimsTable+" WHERE dim = ''")
-	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable, clickhouse.MixHoursTable} {
+	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable, clickhouse.MixHoursTable, clickhouse.OpensHoursTable, clickhouse.OpensDaysTable} {
 		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table)
 	}
 	want := "SELECT count() FROM " + db + ".events"
@@ -1405,6 +1455,20 @@ func TestParseRequestClosedValues(t *testing.T) {
 	}
 	if got["channel"] != "social" || got["device"] != "tablet" {
 		t.Errorf("filters %v, want channel social and device tablet", got)
+	}
+	// The email opens and signatures too (found by a new-user tester:
+	// neither filtered at all).
+	r, err = ParseRequest(url.Values{"site": {"demo"}, "mail_open": {"Gmail"}, "signature": {" UNSIGNED"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Filters) != 2 || r.Filters[0].Name != "mail_open" || r.Filters[0].Value != "gmail" || r.Filters[1].Name != "signature" || r.Filters[1].Value != "unsigned" {
+		t.Errorf("filters %+v, want mail_open gmail and signature unsigned", r.Filters)
+	}
+	for q, want := range map[string]string{"mail_open": "gmial", "signature": "signed"} {
+		if _, err := ParseRequest(url.Values{"site": {"demo"}, q: {want}}, time.Now()); err == nil || !strings.Contains(err.Error(), "is none of its values") {
+			t.Errorf("%s=%s: %v, want a refusal naming its values", q, want, err)
+		}
 	}
 }
 
