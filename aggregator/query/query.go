@@ -392,7 +392,8 @@ type Stats struct {
 	// without bots and no filter, or filters of a visitor's profile (see
 	// profileFilters; "visit_dims+events" where some of the range's hours
 	// are not built yet and were computed from the events table); or
-	// "events" (other combined filters, the realtime range), or a
+	// "events" (other combined filters, filters of clickhouse.OpenDims,
+	// which no visits rollup holds, the realtime range), or a
 	// per-minute rollup for filters it holds that the per-dimension
 	// rollups cannot answer (see minuteTable).
 	VisitsSource string   `json:"visits_source"`
