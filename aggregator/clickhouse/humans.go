@@ -58,12 +58,16 @@ func humanOf(g Grain, table string) rollup {
 
 // HumanTable returns the rollup without bots of grain g (an hour or a
 // day), and whether there is one.
-func HumanTable(g Grain) (string, bool) {
+func HumanTable(g Grain) (string, bool) { return pairTable(g, HumanHoursTable, HumanDaysTable) }
+
+// pairTable returns, of a pair of rollups by UTC hour and by UTC day, the
+// one of grain g, and whether there is one.
+func pairTable(g Grain, hours, days string) (string, bool) {
 	switch g.Seconds {
 	case Grains[1].Seconds:
-		return HumanHoursTable, true
+		return hours, true
 	case Grains[2].Seconds:
-		return HumanDaysTable, true
+		return days, true
 	}
 	return "", false
 }

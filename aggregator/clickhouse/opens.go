@@ -70,15 +70,7 @@ func opensOf(g Grain, table string) rollup {
 
 // OpensTable returns the rollup of OpenDims of grain g (an hour or a
 // day), and whether there is one.
-func OpensTable(g Grain) (string, bool) {
-	switch g.Seconds {
-	case Grains[1].Seconds:
-		return OpensHoursTable, true
-	case Grains[2].Seconds:
-		return OpensDaysTable, true
-	}
-	return "", false
-}
+func OpensTable(g Grain) (string, bool) { return pairTable(g, OpensHoursTable, OpensDaysTable) }
 
 // opensSchema is step VersionOpens' tables (their views are made by
 // createOpensViews, which needs the cut-off).
