@@ -3,6 +3,7 @@ package pixel
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -195,4 +196,43 @@ func (s *Sites) Settings(site string) SiteSettings {
 // remember makes site, found in the cache, the last looked up.
 func (s *Sites) remember(site string, st SiteSettings) {
 	s.lastSite, s.last, s.lastOK = string(append([]byte(nil), site...)), st, true
+}
+
+// Signing is a site whose settings check pixel signatures: the site, the
+// key its settings come from (ConfigSitePrefix+Site, or ConfigSiteDefault)
+// and its policy.
+type Signing struct {
+	Site, Entry string
+	Sign        SignPolicy
+}
+
+// SigningSites returns, sorted by site, the sites whose settings, as
+// Sites.Settings reads them through get, check pixel signatures (SignMark
+// or SignReject), among those a host can name before any hit: the sites
+// ConfigSites lists and those a key of keys (a config store's keys, a
+// Worker's vars) names as ConfigSitePrefix+SITE. A host that holds the
+// keys checks that each such site has its key (edge/storekeys.PixelKeys):
+// the POP at start and reload, the Worker at its start.
+func SigningSites(keys []string, get func(key string) string) []Signing {
+	s, _ := NewSites(get) // a malformed value is reported with the rest of the configuration
+	sites := SiteList(get(ConfigSites))
+	for _, k := range keys {
+		if site, ok := strings.CutPrefix(k, ConfigSitePrefix); ok && site != "" {
+			sites = append(sites, site)
+		}
+	}
+	slices.Sort(sites)
+	var out []Signing
+	for _, site := range slices.Compact(sites) {
+		st := s.Settings(site)
+		if st.Sign == SignOff {
+			continue
+		}
+		entry := ConfigSitePrefix + site
+		if get(entry) == "" {
+			entry = ConfigSiteDefault
+		}
+		out = append(out, Signing{site, entry, st.Sign})
+	}
+	return out
 }

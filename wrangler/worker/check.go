@@ -99,22 +99,9 @@ func CheckNames(names []string, sites string) error {
 // site.SITE var names (names are the Worker's vars and secrets); the
 // SETTINGS KV namespace, read later, is not.
 func CheckPixelKeys(names []string, env func(string) string) error {
-	sites := pixel.SiteList(env(pixel.ConfigSites))
-	for _, name := range names {
-		if site, ok := strings.CutPrefix(name, pixel.ConfigSitePrefix); ok && site != "" && !slices.Contains(sites, site) {
-			sites = append(sites, site)
-		}
-	}
 	var errs []error
-	for _, site := range sites {
-		key, v := pixel.ConfigSitePrefix+site, env(pixel.ConfigSitePrefix+site)
-		if v == "" {
-			key, v = pixel.ConfigSiteDefault, env(pixel.ConfigSiteDefault)
-		}
-		st, _ := pixel.ParseSiteSettings(v) // a bad value is reported with the config
-		if st.Sign == pixel.SignOff {
-			continue
-		}
+	for _, sg := range pixel.SigningSites(names, env) {
+		site, key, v := sg.Site, sg.Entry, env(sg.Entry)
 		found := false
 		for _, k := range storekeys.PixelKeys(site) {
 			found = found || len(pixelsign.Key([]byte(env(k)))) > 0
@@ -124,7 +111,7 @@ func CheckPixelKeys(names []string, env func(string) string) error {
 		}
 		secret := storekeys.PixelKeys(site)[0]
 		what := "every hit of " + site + " is dropped as unsigned"
-		if st.Sign == pixel.SignMark {
+		if sg.Sign == pixel.SignMark {
 			what = "no hit of " + site + " can be verified"
 		}
 		errs = append(errs, fmt.Errorf("%s signs pixels (%q) but there is no %s secret, so %s; add the site's key (edgepixel-sign): wrangler secret put %s", key, v, secret, what, secret))

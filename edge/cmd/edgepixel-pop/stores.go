@@ -127,10 +127,9 @@ func valueWarnings(store map[string]string) []string {
 // whose key the secret store lacks (storekeys.PixelKeys), or holds too
 // short to verify anything (pixelsign.MinKeyBytes): every signed hit of
 // it would be dropped bad_pixel_signature, or stored unverified, with
-// nothing said (found by a new-user tester). The sites are those of a
-// site.SITE entry, and, when site_default checks signatures, those of
-// sites without one of their own; with site_default checking and no
-// sites list, a secret store without any pixel key is warned of.
+// nothing said (found by a new-user tester). The sites are
+// pixel.SigningSites'; with site_default checking and no sites list, a
+// secret store without any pixel key is warned of.
 func signingKeyWarnings(store map[string]string, secrets map[string][]byte) []string {
 	var out []string
 	check := func(site, entry string, sign pixel.SignPolicy) {
@@ -150,28 +149,13 @@ func signingKeyWarnings(store map[string]string, secrets map[string][]byte) []st
 				storekeys.Store, names[0], len(pixelsign.Key(cur)), pixelsign.MinKeyBytes, site, entry, fate))
 		}
 	}
+	get := func(k string) string { return store[k] }
+	for _, sg := range pixel.SigningSites(slices.Collect(maps.Keys(store)), get) {
+		check(sg.Site, sg.Entry, sg.Sign)
+	}
 	def, _ := pixel.ParseSiteSettings(store[pixel.ConfigSiteDefault]) // its errors are valueWarnings'
-	own := map[string]bool{}
-	for _, k := range slices.Sorted(maps.Keys(store)) {
-		site, ok := strings.CutPrefix(k, pixel.ConfigSitePrefix)
-		if !ok || site == "" {
-			continue
-		}
-		own[site] = true
-		if st, _ := pixel.ParseSiteSettings(store[k]); st.Sign != pixel.SignOff {
-			check(site, k, st.Sign)
-		}
-	}
-	if def.Sign == pixel.SignOff {
-		return out
-	}
 	list := pixel.SiteList(store[pixel.ConfigSites])
-	for _, site := range list {
-		if !own[site] {
-			check(site, pixel.ConfigSiteDefault, def.Sign)
-		}
-	}
-	if len(list) == 0 && !slices.ContainsFunc(slices.Collect(maps.Keys(secrets)), func(k string) bool { return strings.HasPrefix(k, storekeys.PixelKeyPrefix) }) {
+	if def.Sign != pixel.SignOff && len(list) == 0 && !slices.ContainsFunc(slices.Collect(maps.Keys(secrets)), func(k string) bool { return strings.HasPrefix(k, storekeys.PixelKeyPrefix) }) {
 		out = append(out, fmt.Sprintf("config store %s: %s checks pixel signatures of every site without a "+pixel.ConfigSitePrefix+storekeys.Site+" entry, but secret store %s has no %sSITE entry for any: no signed hit verifies; create each site's key as %sSITE (README: Signed pixels)",
 			storekeys.Store, pixel.ConfigSiteDefault, storekeys.Store, storekeys.PixelKeyPrefix, storekeys.PixelKeyPrefix))
 	}
