@@ -426,7 +426,7 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, dims *dimSource
 		return db + "." + human, "site = " + q(r.Site) + " AND t >= " + span + "t < " + end, "t"
 	case over == opensRollups:
 		opens, _ := clickhouse.OpensTable(g)
-		return db + "." + opens, opensCond(r, rng), "t"
+		return db + "." + opens, rowsCond(r, rng), "t"
 	case over != "":
 		table, cond = e.minuteRows(over, r, rng)
 		return table, cond, "t"
@@ -443,14 +443,7 @@ func (e *Engine) where(r Request, rng Range, g clickhouse.Grain, dims *dimSource
 // minuteRows is the source of the per-minute rollup minute's rows of r's
 // site and filters over rng, as "FROM table WHERE cond" reads it.
 func (e *Engine) minuteRows(minute string, r Request, rng Range) (table, cond string) {
-	cond = fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", clickhouse.Quote(r.Site), rng.From.Unix(), rng.To.Unix())
-	for _, f := range r.Filters {
-		cond += " AND " + f.Name + " = " + clickhouse.Quote(f.Value)
-	}
-	if r.ExcludeBots {
-		cond += " AND bot = 0"
-	}
-	return e.Src.DB() + "." + minute, cond
+	return e.Src.DB() + "." + minute, rowsCond(r, rng)
 }
 
 // minuteTable returns the per-minute rollup that answers r's question
@@ -539,10 +532,11 @@ func (e *Engine) opens(ctx context.Context, r Request, grains []clickhouse.Grain
 	return clickhouse.OpensReady(ctx, e.Src, e.Src.DB(), r.Site, times[0], times[len(times)-1])
 }
 
-// opensCond is the condition on the rows of clickhouse.OpensTable's
-// tables of r's site over rng that r's filters (of clickhouse.OpenDims,
-// each the column of its name) keep, bots' left out if r says so.
-func opensCond(r Request, rng Range) string {
+// rowsCond is the condition on the rows of r's site over rng, in a rollup
+// with a column t, a column named as each of r's filters' dimensions and
+// a column bot (the per-minute rollups, clickhouse.OpensTable's), that
+// r's filters keep, bots' left out if r says so.
+func rowsCond(r Request, rng Range) string {
 	cond := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", clickhouse.Quote(r.Site), rng.From.Unix(), rng.To.Unix())
 	for _, f := range r.Filters {
 		cond += " AND " + f.Name + " = " + clickhouse.Quote(f.Value)
@@ -1465,7 +1459,7 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 			table, _ := clickhouse.OpensTable(r.Range.Total)
 			t.Source = table
 			return t.add(e.Src.Query(ctx, "SELECT "+dim.Name+" AS value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+db+"."+table+
-				" WHERE "+opensCond(r, r.Range)+" GROUP BY value ORDER BY n DESC, value LIMIT "+strconv.Itoa(limit)))
+				" WHERE "+rowsCond(r, r.Range)+" GROUP BY value ORDER BY n DESC, value LIMIT "+strconv.Itoa(limit)))
 		}
 	}
 	minute, err := e.minuteTable(ctx, r, dim.Name, r.Range.From, r.Range.To)
