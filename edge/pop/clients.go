@@ -245,8 +245,10 @@ const (
 var rejectNames = [numRejects]string{"url_too_long", "header_too_large", "body_too_large", "body_memory",
 	"body_incomplete", "ambiguous_framing", "bad_request", "unsupported_transfer_encoding", "other", "proxy_header"}
 
-// maxLingering bounds the refused connections being answered at once;
-// beyond it they are closed without an answer.
+// maxLingering bounds the connections being closed by lingerClose at
+// once (refused ones, and those answered with their request body unread);
+// beyond it they are closed at once, and their clients may get a reset
+// rather than the answer.
 const maxLingering = 64
 
 type clientConnKey struct{}
@@ -274,6 +276,7 @@ type clientConn struct {
 	src, dst  net.Addr
 
 	state    atomic.Int32 // http.ConnState
+	linger   atomic.Bool  // closed by lingerClose: answered with its request body unread (dropBody)
 	handlers atomic.Int32 // ServeHTTP calls in progress on it
 	// headBytes counts bytes read since a request last began or ended: a
 	// read that times out with none is an idle keep-alive connection, with
@@ -381,6 +384,13 @@ func (c *clientConn) Write(p []byte) (int, error) {
 
 func (c *clientConn) Close() error {
 	c.t.remove(c)
+	if c.linger.CompareAndSwap(true, false) && c.t.lingerBegin() {
+		go func() {
+			defer c.t.lingering.Add(-1)
+			lingerClose(c.Conn)
+		}()
+		return nil
+	}
 	return c.Conn.Close()
 }
 
@@ -647,23 +657,42 @@ func refusalAnswer(msg string) string {
 // sends read and dropped for up to a second, by at most maxLingering
 // goroutines at once (beyond that, or over TLS, it is just closed).
 func (l *clientListener) refuse(nc net.Conn, why int) {
-	if l.tls || l.t.lingering.Add(1) > maxLingering {
-		if !l.tls {
-			l.t.lingering.Add(-1)
-		}
+	if l.tls || !l.t.lingerBegin() {
 		nc.Close()
 		return
 	}
 	go func() {
 		defer l.t.lingering.Add(-1)
-		defer nc.Close()
 		nc.SetDeadline(time.Now().Add(time.Second))
 		if _, err := io.WriteString(nc, refusalAnswers[why]); err != nil {
+			nc.Close()
 			return
 		}
-		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-		io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+		lingerClose(nc)
 	}()
+}
+
+// lingerBegin takes a place among the maxLingering lingerClose calls
+// (given back with lingering.Add(-1)), false when all are taken.
+func (t *connTable) lingerBegin() bool {
+	if t.lingering.Add(1) > maxLingering {
+		t.lingering.Add(-1)
+		return false
+	}
+	return true
+}
+
+// lingerClose closes nc, whose client may still be sending what will not
+// be read, so that it gets the answer already written rather than a reset
+// (closing a socket with data unread resets it, and a client that is still
+// writing may then report its write error instead of the answer): the
+// sending side is shut, and what arrives is read and dropped for up to a
+// second, at most 64 KiB of it. As net/http's closeWriteAndWait, bounded.
+func lingerClose(nc net.Conn) {
+	defer nc.Close()
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	nc.SetDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
 }

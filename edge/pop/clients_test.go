@@ -398,6 +398,26 @@ func TestRequestBodyLimits(t *testing.T) {
 	}
 }
 
+// TestRefusedBodyClosesInOrder: a connection whose body is refused unread
+// ends with the server's FIN after its answer, not a reset (which would
+// have come at once, the unread bytes being in the server's socket), so a
+// client still sending can read the answer.
+func TestRefusedBodyClosesInOrder(t *testing.T) {
+	p := startPOP(t, nil, func(c *Config) { c.Clients.MaxRequestBody = 64 << 10 })
+	c := dialRaw(t, p.URL)
+	c.send(t, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"+strings.Repeat("x", 10<<10))
+	if resp, _ := c.response(t, "POST"); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("declared 200000 bytes: %d", resp.StatusCode)
+	}
+	// Still sending after the answer: read and dropped, not reset.
+	time.Sleep(100 * time.Millisecond)
+	c.send(t, strings.Repeat("x", 10<<10))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer: %v, want EOF (the server's FIN)", err)
+	}
+}
+
 func TestBodyMemoryReturnedAfterGuestFailures(t *testing.T) {
 	p := startPOP(t, nil, nil)
 	for i := range 20 {

@@ -150,13 +150,17 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (_ *reqBody, e
 // dropBody makes sure a request body that will not be read costs nothing
 // more: the connection closes after the answer, and net/http, which would
 // otherwise read up to 256 KiB of the rest to reuse the connection, with
-// no deadline, finds the read deadline already passed.
+// no deadline, finds the read deadline already passed. The close lingers
+// (lingerClose), so that a client still sending gets the answer.
 func dropBody(w http.ResponseWriter, r *http.Request) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return
 	}
 	if rec, ok := w.(*recorder); ok && r.ProtoMajor == 1 {
 		rec.closeConn = true
+		if c := clientConnOf(r); c != nil {
+			c.linger.Store(true)
+		}
 	}
 	http.NewResponseController(w).SetReadDeadline(time.Now())
 }
