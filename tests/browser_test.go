@@ -180,7 +180,16 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		poll(ctx, t, "range "+r+" in the URL", `location.search.includes("range=`+r+`")`)
 		poll(ctx, t, "range "+r+" figures", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "6"`)
+		// The chart's time axis, in UTC: minutes for realtime, each of
+		// the 7 days (yesterday's among them, even past midnight).
+		want := `/^\d\d:\d\d$/.test(s)`
+		if r == "7d" {
+			want = `s === "` + time.Now().UTC().AddDate(0, 0, -1).Format("Jan 2") + `"`
+		}
+		poll(ctx, t, "range "+r+" time axis", `[...document.querySelectorAll("#chart ~ .xaxis .tick")].map(e => e.textContent).filter(s => `+want+`).length >= (`+strconv.Quote(r)+` === "7d" ? 1 : 3)`)
 	}
+	poll(ctx, t, "the time axis spread along the chart", `(ts => ts.length > 1 && ts[ts.length-1].offsetLeft > ts[0].offsetLeft + ts[0].parentElement.clientWidth / 2)([...document.querySelectorAll("#chart ~ .xaxis .tick")])`)
+	poll(ctx, t, "the live chart's axis", `document.querySelector("#rolling ~ .xaxis").innerText.includes("now") && document.querySelector("#rolling ~ .ymax").textContent !== ""`)
 
 	// Export the pages table as CSV, with the page's own cookie.
 	csv, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(async () => { const a = document.querySelector('section[data-dim="page"] a.csv'); const r = await fetch(a.href); return r.status + "\n" + await r.text(); })()`, chromedp.EvalAwaitPromise))

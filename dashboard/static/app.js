@@ -278,6 +278,11 @@ function renderQuality(q) {
   $("quality").replaceChildren(...parts);
 }
 
+// drawBars draws points ({t: unix seconds, n}) as bars into svg (viewBox
+// W x H, stretched to the page's width), with its scale and time axis in
+// HTML beside it (its box's .ymax and .xaxis), since text inside a
+// stretched SVG would be stretched too. grain is the range's ("minute",
+// "hour", "day"); without one the points are the live seconds.
 function drawBars(svg, points, W, H, grain) {
   const ns = "http://www.w3.org/2000/svg";
   const mk = (name, attrs, text) => {
@@ -290,13 +295,59 @@ function drawBars(svg, points, W, H, grain) {
   const bw = W / Math.max(1, points.length);
   const kids = [mk("line", { class: "axis", x1: 0, y1: H - 1, x2: W, y2: H - 1 })];
   points.forEach((p, i) => {
-    const h = ((H - 14) * p.n) / max;
+    const h = ((H - 14) * p.n) / max; // the top 14 units hold .ymax
     const bar = mk("rect", { class: "bar", x: i * bw + bw * 0.1, y: H - 1 - h, width: Math.max(1, bw * 0.8), height: h });
     if (grain) bar.append(mk("title", {}, utc(p.t * 1000) + ": " + p.n));
     kids.push(bar);
   });
-  kids.push(mk("text", { x: 2, y: 11 }, String(max)));
   svg.replaceChildren(...kids);
+  const box = svg.parentElement;
+  box.querySelector(".ymax").textContent = fmt(max);
+  const ticks = axisTicks(points, grain, Math.max(2, Math.floor((svg.clientWidth || W) / 80)));
+  box.querySelector(".xaxis").replaceChildren(...ticks.map(({ i, text }) => {
+    const at = ((i + 0.5) / points.length) * 100;
+    // A label near an edge is aligned to it rather than centred, so it
+    // stays inside the chart's width (the page must fit a phone).
+    const cls = at < 8 ? "tick first" : at > 92 ? "tick last" : "tick";
+    const e = el("span", { class: cls, text });
+    // Set through the CSSOM: the page's Content-Security-Policy refuses
+    // style attributes.
+    if (at > 92) e.style.right = `${100 - at}%`; else e.style.left = `${at}%`;
+    return e;
+  }));
+}
+
+// Steps between time labels, in points of each grain, smallest first: a
+// label falls on a point whose time is a whole number of steps since the
+// Unix epoch (UTC), so hours are labelled at 00, 06, 12, 18 and the like.
+const tickSteps = { second: [5, 10, 15, 30, 60], minute: [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440],
+  hour: [1, 2, 3, 6, 12, 24, 48, 72, 168], day: [1, 2, 7, 14, 28, 56, 91, 182, 364] };
+const grainSeconds = { second: 1, minute: 60, hour: 3600, day: 86400 };
+
+// axisTicks picks at most most labels for points' time axis: [{i, text}].
+function axisTicks(points, grain, most) {
+  const g = grain || "second";
+  const unit = grainSeconds[g] || 1;
+  const steps = tickSteps[g] || tickSteps.second;
+  const step = steps.find((c) => points.length / c <= most) || steps[steps.length - 1];
+  const now = points.length ? points[points.length - 1].t : 0;
+  const out = [];
+  points.forEach((p, i) => {
+    // The live seconds are labelled by their age, so the labels stay put
+    // as the bars move under them.
+    if ((g === "second" ? now - p.t : Math.floor(p.t / unit)) % step !== 0) return;
+    const d = new Date(p.t * 1000), iso = d.toISOString();
+    const date = d.toLocaleDateString("en", { month: "short", day: "numeric", timeZone: "UTC" });
+    let text;
+    switch (g) {
+      case "second": text = p.t === now ? "now" : `${now - p.t} s ago`; break;
+      case "minute": text = iso.slice(11, 16); break;
+      case "hour": text = step >= 24 || (iso.slice(11, 13) === "00" && points.length > 24) ? date : iso.slice(11, 16); break;
+      default: text = date;
+    }
+    out.push({ i, text });
+  });
+  return out;
 }
 
 setInterval(() => { if (!document.hidden && state.me && state.view.range === "realtime") render(); }, 15000);
