@@ -11,7 +11,8 @@
   if (!site || w.edgepixel) return;
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
-    consent = at("data-consent"), q = at("data-signed") || "site=" + encodeURIComponent(site), last;
+    consent = at("data-consent"), q = at("data-signed") || "site=" + encodeURIComponent(site), last,
+    ref = d.referrer;
   // A UUIDv7 (RFC 9562): the edge stores an event once however often it
   // is sent, so a retry to the fallback cannot double it.
   function id() {
@@ -39,14 +40,16 @@
     if (consent != null) e.consent = consent;
     post(e, 0);
   }
-  // A single-page app's later views name the previous view as referrer.
+  // A single-page app's later views name the previous view as referrer;
+  // a custom event, the view it happened on's (without one it would count
+  // as a direct visit).
   function view() {
     if (location.href == last) return;
-    var ref = last || d.referrer;
+    ref = last || d.referrer;
     last = location.href;
     send("pageview", 0, ref);
   }
-  w.edgepixel = function (name, props) { send(name, props); };
+  w.edgepixel = function (name, props) { send(name, props, ref); };
   w.edgepixel.view = view;
   w.edgepixel.consent = function (yes) { consent = yes ? "1" : "0"; };
   if (at("data-spa") != "off") {
