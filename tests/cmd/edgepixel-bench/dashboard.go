@@ -502,6 +502,11 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		{"top countries, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", "country"},
 		{"tiles + chart, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", ""},
 		{"top pages, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", "page"},
+		{"top email opens, 30 days", "range=30d", "mail_open"},
+		{"top email opens, 30 days, bots=exclude", "range=30d&bots=exclude", "mail_open"},
+		{"top signatures, 30 days, mail_open=apple", "range=30d&mail_open=apple", "signature"},
+		{"tiles + chart, 30 days, mail_open=gmail", "range=30d&mail_open=gmail", ""},
+		{"top pages, 30 days, signature=verified", "range=30d&signature=verified", "page"},
 	}
 	fmt.Println()
 	fmt.Printf("## dashboard: history API on %d events of one site over 30 days (%d questions each from the rollups, %d from the raw events)\n", o.events, o.queries, o.rawQueries)
@@ -602,13 +607,15 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 // of three and a step of ten); a twentieth of the visitors are bots and
 // a tenth in the aggregate consent tier (no visitor id); referrer and channel
 // vary per visit, geography, browser, OS and device per visitor (as the
-// edge's visitor id, a hash of address and user agent, makes them). The
+// edge's visitor id, a hash of address and user agent, makes them); a
+// twentieth of the visits are email opens, by who fetched them, most of
+// them signed. The
 // views roll them up as they are inserted, as they would live events.
 func insertVisits(ctx context.Context, c *clickhouse.Client, site string, n int, now time.Time) error {
 	const chunk = 1_000_000
 	for off := 0; off < n; off += chunk {
 		m := min(chunk, n-off)
-		sql := fmt.Sprintf(`INSERT INTO %[1]s.events (event_id, ts, ts_ms, site, name, props, url, referrer, country, region, channel, browser, os, device, visitor_id, bot_score, tier)
+		sql := fmt.Sprintf(`INSERT INTO %[1]s.events (event_id, ts, ts_ms, site, name, props, url, referrer, country, region, channel, browser, os, device, visitor_id, bot_score, tier, mail_open, signature)
 SELECT generateUUIDv4(), toDateTime(intDiv(ms, 1000)), ms, %[2]s,
 	if(cityHash64(number, 2) %% 10 = 0, 'signup', 'pageview'),
 	if(cityHash64(number, 2) %% 10 = 0, concat('{"plan":"', ['free', 'pro', 'team'][cityHash64(vi, 10) %% 3 + 1], '","step":', toString(cityHash64(number, 11) %% 10), '}'), ''),
@@ -622,7 +629,9 @@ SELECT generateUUIDv4(), toDateTime(intDiv(ms, 1000)), ms, %[2]s,
 	['desktop', 'mobile', 'tablet'][cityHash64(vi, 7) %% 3 + 1],
 	if(cityHash64(vi, 13) %% 10 = 0, 0, vi),
 	if(cityHash64(vi, 12) %% 20 = 0, 90, 0),
-	if(cityHash64(vi, 13) %% 10 = 0, 'aggregate', 'full')
+	if(cityHash64(vi, 13) %% 10 = 0, 'aggregate', 'full'),
+	if(cityHash64(v, 14) %% 20 = 0, ['person', 'apple', 'gmail', 'yahoo', 'outlook', 'feed'][cityHash64(v, 15) %% 6 + 1], ''),
+	if(cityHash64(v, 14) %% 20 = 0, ['verified', 'verified', 'unsigned'][cityHash64(v, 16) %% 3 + 1], '')
 FROM (SELECT number, intDiv(number, 4) AS v, cityHash64(v) %% 500000 + 1 AS vi, cityHash64(v, 8) %% 5 AS r, cityHash64(vi, 9) %% 9 AS g,
 	(%[3]d - 1800 - cityHash64(v, 1) %% (30 * 86400)) * 1000 + (number %% 4) * (10000 + cityHash64(number, 4) %% 290000) AS ms
 	FROM numbers(%[4]d, %[5]d))`, c.DB(), clickhouse.Quote(site), now.Unix(), off, m)
