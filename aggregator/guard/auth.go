@@ -18,6 +18,7 @@ const (
 	CredSignature  = "signature"   // a batch's HMAC headers (bad or stale)
 	CredLogToken   = "log_token"   // the NDJSON bearer token
 	CredAdminToken = "admin_token" // the admin bearer token
+	CredDashboard  = "dashboard"   // the dashboard's token (its login and bearer)
 )
 
 // ReasonRateLimited is the drop reason of a request refused (429) because
@@ -85,6 +86,8 @@ func NewAuthLimiter(cfg AuthConfig) *AuthLimiter {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
+	cfg.Metrics.DeclareDrops(ReasonRateLimited)
+	cfg.Metrics.DeclareAuthFailures(CredSignature, CredLogToken, CredAdminToken, CredDashboard)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

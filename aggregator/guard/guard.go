@@ -110,6 +110,8 @@ func New(cfg Config) *Guard {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
+	cfg.Metrics.DeclareDrops(ReasonTooManyConns, ReasonTooManyConnsPerClient, ReasonHeaderTimeout, ReasonBodyTimeout,
+		ReasonWriteTimeout, ReasonHeaderTooLarge, ReasonBadFraming)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

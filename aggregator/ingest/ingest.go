@@ -89,6 +89,15 @@ const (
 	ReasonSpoolError      = "spool_error"           // 503: the spool could not write (the process restarts); retry later
 )
 
+// dropReasons and badRowReasons are the reasons above, declared to the
+// metrics at start (metrics.DeclareDrops).
+var (
+	dropReasons = []string{ReasonMethod, ReasonContentType, ReasonContentEncoding, ReasonTooLarge, ReasonReadError, ReasonBodyTimeout,
+		ReasonBadEncoding, ReasonBadSignature, ReasonBadToken, ReasonStale, ReasonRateLimited, ReasonMalformed, ReasonTooManyEvents,
+		ReasonOverloaded, ReasonSpoolFull, ReasonShuttingDown, ReasonSpoolError}
+	badRowReasons = []string{ReasonInvalidEvent, ReasonBadEventID, ReasonBadTime, ReasonBadJSON, ReasonLineTooLong, ReasonUnknownSite, ReasonInvalidCounters}
+)
+
 // Reasons an event or line becomes a bad row rather than an event: the
 // reason column of the bad_rows table and the label of
 // edgepixel_aggregator_bad_rows_total. They never reject the request.
@@ -193,6 +202,8 @@ func newHandler(cfg Config, ndjson bool) http.Handler {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
+	cfg.Metrics.DeclareDrops(dropReasons...)
+	cfg.Metrics.DeclareBadRows(badRowReasons...)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

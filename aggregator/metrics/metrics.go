@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -168,6 +169,32 @@ func (m *Metrics) EdgeDrops(reason string) uint64 {
 	return 0
 }
 
+// DeclareDrops, DeclareBadRows and DeclareAuthFailures list reasons (or
+// credential kinds) that may be counted, so that /metrics shows each at 0
+// from the start: an alert on a counter's increase does not see a series
+// appear with its first count (Prometheus's advice: export every label
+// value known in advance).
+func (m *Metrics) DeclareDrops(reasons ...string) { m.declare(&m.dropped, reasons) }
+
+// DeclareBadRows: see DeclareDrops.
+func (m *Metrics) DeclareBadRows(reasons ...string) { m.declare(&m.bad, reasons) }
+
+// DeclareAuthFailures: see DeclareDrops.
+func (m *Metrics) DeclareAuthFailures(kinds ...string) { m.declare(&m.authFails, kinds) }
+
+func (m *Metrics) declare(counts *map[string]*atomic.Uint64, keys []string) {
+	m.dropMu.Lock()
+	defer m.dropMu.Unlock()
+	if *counts == nil {
+		*counts = map[string]*atomic.Uint64{}
+	}
+	for _, k := range keys {
+		if _, ok := (*counts)[k]; !ok {
+			(*counts)[k] = new(atomic.Uint64)
+		}
+	}
+}
+
 // AuthFailure counts one failed credential check of kind.
 func (m *Metrics) AuthFailure(kind string) {
 	m.dropMu.Lock()
@@ -282,6 +309,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	if m.LiveClients != nil {
 		gauge(p+"live_clients", "Connected live-count WebSocket clients.", m.LiveClients())
 	}
+	buildinfo.WriteMetric(cw, p+"build_info")
 	return cw.n, cw.err
 }
 

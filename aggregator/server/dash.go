@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/edgepixel/edgepixel/aggregator/access"
+	"github.com/edgepixel/edgepixel/aggregator/guard"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/query"
 	"github.com/edgepixel/edgepixel/aggregator/reply"
@@ -123,7 +124,7 @@ func (s *Server) requireAuth(h http.Handler) http.Handler {
 		g, ok := s.access.Check(r)
 		if !ok {
 			if bearer {
-				s.dashAuth.Fail(r.RemoteAddr, "dashboard")
+				s.dashAuth.Fail(r.RemoteAddr, guard.CredDashboard)
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edgepixel"`)
 			reply.JSON(w, http.StatusUnauthorized, map[string]string{"error": unauthorized(r), "reason": "unauthorized"})
@@ -410,7 +411,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	g, ok := s.access.Login(w, tok)
 	if !ok {
-		s.dashAuth.Fail(r.RemoteAddr, "dashboard")
+		s.dashAuth.Fail(r.RemoteAddr, guard.CredDashboard)
 		reply.JSON(w, http.StatusUnauthorized, map[string]string{"error": "unknown token", "reason": "unauthorized"})
 		return
 	}

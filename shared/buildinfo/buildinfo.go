@@ -1,8 +1,13 @@
 // Package buildinfo names the commit a binary was built from, for the
-// commands' --version.
+// commands' --version and their /metrics.
 package buildinfo
 
-import "runtime/debug"
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+)
 
 // Revision is the first 12 hex digits of the commit the running binary was
 // built from (Go's vcs.revision build setting), with "+dirty" when its
@@ -37,4 +42,13 @@ func Version() string {
 		return rev
 	}
 	return "(no commit recorded: built outside a git clone, a worktree included, or with -buildvcs=false)"
+}
+
+// WriteMetric writes a Prometheus gauge named name (an "_info" metric, as
+// Prometheus's naming guide has it), always 1, whose labels say which
+// build is running: revision (Revision, "" when none was recorded) and
+// go_version; after an upgrade, a query shows which processes run what.
+func WriteMetric(w io.Writer, name string) {
+	fmt.Fprintf(w, "# HELP %s The running build: revision is its commit (empty when the build recorded none), go_version the Go release that built it.\n# TYPE %s gauge\n%s{revision=%q,go_version=%q} 1\n",
+		name, name, name, Revision(), runtime.Version())
 }

@@ -298,6 +298,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			s.WritePrometheus(w)
+			buildinfo.WriteMetric(w, "edgepixel_pop_build_info")
 		})
 		// Profiling on the admin listener only, which is opt-in and meant
 		// to be bound to localhost.
