@@ -300,6 +300,33 @@ type sinkStats struct {
 	failMu       sync.Mutex
 	failingSince time.Time
 	lastErr      error
+
+	// Disk queue: since when it cannot write (zero: it writes), and why.
+	// Apart from the above, which a delivery of older lines clears.
+	queueDir        string
+	queueFailSince  time.Time
+	queueFailReason error
+}
+
+func (st *sinkStats) queueFailed(err error, now time.Time) {
+	st.failMu.Lock()
+	if st.queueFailSince.IsZero() {
+		st.queueFailSince = now
+	}
+	st.queueFailReason = err
+	st.failMu.Unlock()
+}
+
+func (st *sinkStats) queueOK() {
+	st.failMu.Lock()
+	st.queueFailSince, st.queueFailReason = time.Time{}, nil
+	st.failMu.Unlock()
+}
+
+func (st *sinkStats) queueFailing() (since time.Time, err error) {
+	st.failMu.Lock()
+	defer st.failMu.Unlock()
+	return st.queueFailSince, st.queueFailReason
 }
 
 func (st *sinkStats) deliveryFailed(err error) {
@@ -439,7 +466,8 @@ func (ls *Set) Close(ctx context.Context) error {
 
 // Degraded describes each HTTP destination whose deliveries are failing,
 // one line each: since when, the last error, what was dropped so far;
-// and each endpoint name without a destination (no "*" either) that
+// each disk queue that cannot write (its entries are refused: a journal
+// has lost its crash safety); and each endpoint name without a destination (no "*" either) that
 // entries were written to, printed to stdout rather than delivered.
 func (ls *Set) Degraded() []string {
 	var out []string
@@ -457,6 +485,10 @@ func (ls *Set) Degraded() []string {
 		st := sk.stats()
 		if st.kind != HTTP {
 			continue
+		}
+		if since, err := st.queueFailing(); !since.IsZero() {
+			out = append(out, fmt.Sprintf("log endpoint %s: its disk queue cannot write for %s (%v); entries are refused (%d dropped so far) until a retry of the disk succeeds (an entry tries it again within seconds, no restart needed): free space in %s, or make it writable",
+				st.label, time.Since(since).Round(time.Second), err, st.dropped.Load(), st.queueDir))
 		}
 		since, err := st.failing()
 		if since.IsZero() {
@@ -508,6 +540,17 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 				continue
 			}
 			fmt.Fprintf(w, "%s{endpoint=\"%s\",kind=\"%s\"} %d\n", m.name, promLabel(st.label), st.kind, m.get(st))
+		}
+	}
+	const wf = "edgepixel_pop_log_queue_write_failing_seconds"
+	fmt.Fprintf(w, "# HELP %s How long a disk-queued log endpoint's queue has been unable to write, its entries refused (0: it writes).\n# TYPE %s gauge\n", wf, wf)
+	for _, sk := range all {
+		if q, ok := sk.(*queueSink); ok {
+			v := int64(0)
+			if since, _ := q.st.queueFailing(); !since.IsZero() {
+				v = int64(max(time.Since(since).Seconds(), 1))
+			}
+			fmt.Fprintf(w, "%s{endpoint=\"%s\",kind=\"%s\"} %d\n", wf, promLabel(q.st.label), q.st.kind, v)
 		}
 	}
 	const hist = "edgepixel_pop_log_write_seconds"

@@ -40,6 +40,12 @@ const (
 	queueSegmentBytes  = 32 << 20
 	checkpointName     = "checkpoint"
 	segmentSuffix      = ".ndjson"
+	// A queue whose disk failed tries it again after queueRetryMin, then
+	// waiting twice as long after each failure up to queueRetryMax: soon
+	// after space is freed, and rarely enough that a full disk costs
+	// nothing.
+	queueRetryMin = 100 * time.Millisecond
+	queueRetryMax = 5 * time.Second
 )
 
 // Errors a guest's write to a queued endpoint can return (the log write
@@ -72,6 +78,17 @@ var (
 //
 // MaxBuffer bounds the undelivered bytes on disk: an entry that would
 // pass it is refused (ErrQueueFull) and counted as dropped.
+//
+// A write (or fsync) that fails (the disk is full, read-only, gone) puts
+// the queue in a state of its own, apart from delivery failures: entries
+// are refused and counted as dropped, the guests deliver them another way,
+// and Degraded and a metric say so until the disk writes again, whatever
+// the collector does meanwhile (a delivery of older lines is no sign the
+// disk took new ones). The queue tries the disk again by itself, with the
+// next entry after a backoff that grows to queueRetryMax, so a full disk
+// costs a hit little more than a clock read; once a write succeeds (at
+// DurabilityFsync: once its fsync does) the queue takes entries again.
+// Nothing needs a restart: journaling resumes as soon as there is space.
 type queueSink struct {
 	ep     Endpoint
 	log    *slog.Logger
@@ -86,7 +103,13 @@ type queueSink struct {
 	size     int64
 	buf      []byte
 	closed   bool
-	writeErr error      // the queue could not write: it refuses until restarted
+	writeErr error     // the queue cannot write: it refuses until a retry succeeds
+	failAt   time.Time // when writeErr began
+	retryAt  time.Time // the first entry after this tries the disk again
+	retryGap time.Duration
+	failedN  uint64     // writes when writeErr began: a later fsync that succeeds covers a retry
+	syncBad  uint64     // entries up to this were covered by an fsync that failed
+	syncErr  error      // why, for their writers
 	writes   uint64     // entries written
 	fsynced  uint64     // entries covered by the last fsync
 	toSync   []*os.File // fsync level: rotated segments to fsync, then close
@@ -112,10 +135,16 @@ type queueSink struct {
 	syncDone chan struct{}
 	closeCtx context.Context
 	backoff  time.Duration
+	retryMin time.Duration // the first wait before the disk is tried again
 
 	closeOnce sync.Once
 	closeErr  error
 	tooLong   atomic.Bool
+
+	// writeFile writes to a segment; nil is f.Write. Tests make it fail
+	// as a full disk would, which they cannot arrange otherwise (CI runs
+	// as root, whom permissions do not stop).
+	writeFile func(f *os.File, b []byte) (int, error)
 }
 
 // queueTestHook, if set, adjusts a queue before its goroutines start.
@@ -138,7 +167,7 @@ func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink
 	s := &queueSink{
 		ep: ep, log: log, lock: lock,
 		client:   &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		st:       sinkStats{label: ep.Name, kind: HTTP},
+		st:       sinkStats{label: ep.Name, kind: HTTP, queueDir: ep.Queue},
 		wake:     make(chan struct{}, 1),
 		syncWake: make(chan struct{}, 1),
 		tick:     tick,
@@ -146,6 +175,7 @@ func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink
 		done:     make(chan struct{}),
 		syncDone: make(chan struct{}),
 		backoff:  500 * time.Millisecond,
+		retryMin: queueRetryMin,
 		limit:    ep.MaxEntries,
 		segBytes: queueSegmentBytes,
 	}
@@ -339,11 +369,11 @@ func (s *queueSink) Write(_ string, msg []byte) error {
 		case s.syncWake <- struct{}{}:
 		default:
 		}
-		for s.fsynced < seq && s.writeErr == nil {
+		for s.fsynced < seq && s.syncBad < seq {
 			s.synced.Wait()
 		}
 		if s.fsynced < seq {
-			err = s.writeErr
+			err = s.syncErr
 		}
 	}
 	s.mu.Unlock()
@@ -362,7 +392,7 @@ func (s *queueSink) appendLocked(msg []byte, size int) error {
 	switch {
 	case s.closed:
 		return ErrClosed
-	case s.writeErr != nil:
+	case s.writeErr != nil && time.Now().Before(s.retryAt):
 		return s.writeErr
 	case s.st.queued.Load()+int64(size) > int64(s.ep.MaxBuffer):
 		if !s.full {
@@ -373,20 +403,32 @@ func (s *queueSink) appendLocked(msg []byte, size int) error {
 		return ErrQueueFull
 	}
 	s.full = false
+	if s.writeErr != nil {
+		// Retrying: drop whatever a failed write left past the last
+		// whole line, or the next line would be appended to half a one.
+		if err := s.f.Truncate(s.size); err != nil {
+			s.failLocked(err)
+			return s.writeErr
+		}
+	}
 	if s.size > 0 && s.size+int64(size) > s.segBytes {
 		if err := s.rotateLocked(); err != nil {
 			s.failLocked(err)
-			return err
+			return s.writeErr
 		}
 	}
 	s.buf = append(append(s.buf[:0], msg...), '\n')
-	n, err := s.f.Write(s.buf)
+	write := s.writeFile
+	if write == nil {
+		write = (*os.File).Write
+	}
+	n, err := write(s.f, s.buf)
 	if err != nil {
 		if n > 0 {
 			s.f.Truncate(s.size) // no half line; if this fails too, resume cuts it
 		}
 		s.failLocked(err)
-		return err
+		return s.writeErr
 	}
 	if cap(s.buf) > 1<<20 {
 		s.buf = nil
@@ -396,19 +438,36 @@ func (s *queueSink) appendLocked(msg []byte, size int) error {
 	s.writes++
 	s.unsent += n
 	s.unsentN++
+	if s.writeErr != nil && s.ep.Durability != DurabilityFsync {
+		s.recoverLocked()
+	}
 	return nil
 }
 
-// failLocked stops the queue taking entries: its disk failed (full,
-// read-only, gone). Guests get the error and deliver another way; a
-// restart of the POP retries the disk.
+// failLocked stops the queue taking entries until a retry of the disk
+// succeeds: it failed (full, read-only, gone). Guests get the error and
+// deliver another way. A failed retry keeps the state and waits longer.
 func (s *queueSink) failLocked(err error) {
+	now := time.Now()
 	if s.writeErr == nil {
 		s.writeErr = fmt.Errorf("log endpoint %s: queue %s: %w", s.ep.Name, s.ep.Queue, err)
-		s.log.Error("log endpoint: the disk queue cannot write; entries are refused until the POP restarts", "endpoint", s.ep.Name, "err", err)
-		s.st.deliveryFailed(s.writeErr)
-		s.synced.Broadcast()
+		s.failAt, s.failedN, s.retryGap = now, s.writes, s.retryMin
+		s.log.Error("log endpoint: the disk queue cannot write; entries are refused (and delivered another way by guests that can) until a retry of the disk succeeds",
+			"endpoint", s.ep.Name, "dir", s.ep.Queue, "err", err, "retry_in", s.retryGap)
+		s.st.queueFailed(s.writeErr, now)
+	} else {
+		s.retryGap = min(2*s.retryGap, queueRetryMax)
 	}
+	s.retryAt = now.Add(s.retryGap)
+}
+
+// recoverLocked leaves the failed state: a retry wrote (at
+// DurabilityFsync: and fsynced).
+func (s *queueSink) recoverLocked() {
+	s.log.Info("log endpoint: the disk queue writes again; entries are taken again", "endpoint", s.ep.Name, "dir", s.ep.Queue,
+		"failed_for", time.Since(s.failAt).Round(time.Millisecond), "dropped_total", s.st.dropped.Load())
+	s.writeErr = nil
+	s.st.queueOK()
 }
 
 // rotateLocked starts the next segment.
@@ -460,9 +519,17 @@ func (s *queueSink) committer() {
 		}
 		s.mu.Lock()
 		if err != nil {
+			// What this round covered may not be on disk: its writers
+			// get the error (and a later fsync that succeeds says nothing
+			// of pages the failed one dropped).
+			s.syncBad = max(s.syncBad, target)
+			s.syncErr = fmt.Errorf("log endpoint %s: queue %s: fsync: %w", s.ep.Name, s.ep.Queue, err)
 			s.failLocked(err)
 		} else {
 			s.fsynced = max(s.fsynced, target)
+			if s.writeErr != nil && target > s.failedN {
+				s.recoverLocked()
+			}
 		}
 		s.synced.Broadcast()
 		s.mu.Unlock()

@@ -429,3 +429,130 @@ func TestQueueWriteLatencyMetric(t *testing.T) {
 		}
 	}
 }
+
+// The disk queue's write fails (a full disk, found by a new-user tester
+// with the queue on a tiny tmpfs): the endpoint says so in Degraded and a
+// metric for as long as it lasts, even while older lines are delivered,
+// counts what it refuses, and takes entries again by itself once the disk
+// writes, with no half line left in the queue.
+func TestQueueRecoversFromWriteFailure(t *testing.T) {
+	for _, dur := range []string{DurabilityWrite, DurabilityFsync} {
+		t.Run(dur, func(t *testing.T) {
+			c := newLineCollector(t)
+			c.answer(func(int) int { return http.StatusServiceUnavailable })
+			dir := t.TempDir()
+			set, err := Open([]Endpoint{queueEndpoint(c.URL, dir, dur)}, io.Discard, quietLog(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				set.Close(ctx)
+			}()
+			q := set.Lookup("q").(*queueSink)
+			write := func(l string) error { return q.Write("q", []byte(l)) }
+			metric := func() string {
+				var b strings.Builder
+				set.WritePrometheus(&b)
+				for l := range strings.Lines(b.String()) {
+					if strings.HasPrefix(l, `edgepixel_pop_log_queue_write_failing_seconds{endpoint="q"`) {
+						return strings.TrimSpace(l[strings.LastIndexByte(l, ' ')+1:])
+					}
+				}
+				return "absent"
+			}
+			queueDegraded := func() string {
+				for _, d := range set.Degraded() {
+					if strings.Contains(d, "disk queue cannot write") {
+						return d
+					}
+				}
+				return ""
+			}
+
+			before := numbered("before", 5)
+			for _, l := range before {
+				if err := write(l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if m := metric(); m != "0" {
+				t.Errorf("write failing metric %s before any failure, want 0", m)
+			}
+
+			// The disk fills: half a line is written, then ENOSPC.
+			var failing atomic.Bool
+			failing.Store(true)
+			q.mu.Lock()
+			q.writeFile = func(f *os.File, b []byte) (int, error) {
+				if failing.Load() {
+					n, _ := f.Write(b[:len(b)/2])
+					return n, syscall.ENOSPC
+				}
+				return f.Write(b)
+			}
+			q.mu.Unlock()
+			refused := 0
+			for range 3 {
+				if err := write(`{"refused":1}`); !errors.Is(err, syscall.ENOSPC) {
+					t.Fatalf("write on a full disk: %v, want ENOSPC", err)
+				}
+				refused++
+			}
+			d := queueDegraded()
+			if d == "" || !strings.Contains(d, "log endpoint q") || !strings.Contains(d, dir) || !strings.Contains(d, "no space left") {
+				t.Errorf("Degraded while the disk is full: %q", set.Degraded())
+			}
+			if m := metric(); m == "0" || m == "absent" {
+				t.Errorf("write failing metric %s while the disk is full", m)
+			}
+
+			// The collector takes the older lines: the disk is still full.
+			c.answer(func(int) int { return 200 })
+			c.waitFor(t, len(before))
+			deadline := time.Now().Add(10 * time.Second)
+			for q.st.queued.Load() != 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if queueDegraded() == "" {
+				t.Errorf("a delivery cleared the disk failure from Degraded: %q", set.Degraded())
+			}
+			for range 3 {
+				if write(`{"refused":2}`) == nil {
+					t.Fatal("a write on a full disk succeeded")
+				}
+				refused++
+			}
+			if got := q.st.dropped.Load(); got != uint64(refused) {
+				t.Errorf("%d entries counted dropped, want %d refused", got, refused)
+			}
+
+			// Space again: a write after the backoff succeeds, without a
+			// restart, and the state clears.
+			failing.Store(false)
+			deadline = time.Now().Add(10 * time.Second)
+			for write(`{"after":-1}`) != nil {
+				if time.Now().After(deadline) {
+					t.Fatal("the queue does not take entries again once the disk has space")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if queueDegraded() != "" || metric() != "0" {
+				t.Errorf("after recovery: Degraded %q, write failing metric %s", set.Degraded(), metric())
+			}
+			after := numbered("after", 5)
+			for _, l := range after {
+				if err := write(l); err != nil {
+					t.Fatalf("write after recovery: %v", err)
+				}
+			}
+			want := append(slices.Clone(before), `{"after":-1}`)
+			want = append(want, after...)
+			got := c.waitFor(t, len(want))
+			if !slices.Equal(got, want) {
+				t.Errorf("delivered %q,\nwant %q", got, want)
+			}
+		})
+	}
+}
