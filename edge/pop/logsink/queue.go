@@ -145,6 +145,7 @@ type queueSink struct {
 	// as a full disk would, which they cannot arrange otherwise (CI runs
 	// as root, whom permissions do not stop).
 	writeFile func(f *os.File, b []byte) (int, error)
+	syncFile  func(f *os.File) error // nil is f.Sync; tests make it fail
 }
 
 // queueTestHook, if set, adjusts a queue before its goroutines start.
@@ -504,12 +505,16 @@ func (s *queueSink) committer() {
 		target := s.writes
 		files := append(s.toSync, s.f)
 		s.toSync = nil
+		sync := s.syncFile
 		s.mu.Unlock()
+		if sync == nil {
+			sync = (*os.File).Sync
+		}
 		var err error
 		if target != s.fsyncedNow() || len(files) > 1 {
 			s.syncs.Add(1)
 			for _, f := range files {
-				if e := f.Sync(); e != nil && err == nil {
+				if e := sync(f); e != nil && err == nil {
 					err = e
 				}
 			}

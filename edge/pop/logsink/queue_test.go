@@ -556,3 +556,55 @@ func TestQueueRecoversFromWriteFailure(t *testing.T) {
 		})
 	}
 }
+
+// At durability=fsync an fsync that fails (EIO) fails its writers and
+// puts the queue in the same state as a failed write, until a retry's
+// fsync succeeds.
+func TestQueueRecoversFromFsyncFailure(t *testing.T) {
+	c := newLineCollector(t)
+	set, err := Open([]Endpoint{queueEndpoint(c.URL, t.TempDir(), DurabilityFsync)}, io.Discard, quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		set.Close(ctx)
+	}()
+	q := set.Lookup("q").(*queueSink)
+	var failing atomic.Bool
+	failing.Store(true)
+	q.mu.Lock()
+	q.syncFile = func(f *os.File) error {
+		if failing.Load() {
+			return syscall.EIO
+		}
+		return f.Sync()
+	}
+	q.mu.Unlock()
+	if err := q.Write("q", []byte(`{"lost":1}`)); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("write whose fsync fails: %v, want EIO", err)
+	}
+	if d := set.Degraded(); len(d) != 1 || !strings.Contains(d[0], "disk queue cannot write") {
+		t.Errorf("Degraded after a failed fsync: %q", d)
+	}
+	failing.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Write("q", []byte(`{"after":0}`)) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the queue does not take entries again once fsync succeeds")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if d := set.Degraded(); len(d) != 0 {
+		t.Errorf("Degraded after recovery: %q", d)
+	}
+	if err := q.Write("q", []byte(`{"after":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	// The line whose fsync failed was written: it is delivered too (the
+	// aggregator deduplicates it against its guest's other delivery).
+	if got := c.waitFor(t, 3); len(got) != 3 || got[1] != `{"after":0}` || got[2] != `{"after":1}` {
+		t.Errorf("delivered %q", got)
+	}
+}
