@@ -34,7 +34,9 @@ import (
 //     aggregator's /ingest/ndjson; on the POP, a disk-queued endpoint does.
 //
 // A journaled event is not buffered; what the journal refuses (a disk
-// queue over its budget) is buffered for the batch path. Buffered events
+// queue over its budget, or one whose disk cannot write until a retry
+// succeeds) is buffered for the batch path, and dropped only as above:
+// it is in memory, so a crash of the host loses it. Buffered events
 // are kept encoded (wire.Encoded), so Add keeps no string of its events:
 // they may point into buffers the caller reuses.
 type Batcher struct {
