@@ -467,8 +467,9 @@ func (ls *Set) Close(ctx context.Context) error {
 // Degraded describes each HTTP destination whose deliveries are failing,
 // one line each: since when, the last error, what was dropped so far;
 // each disk queue that cannot write (its entries are refused: a journal
-// has lost its crash safety); and each endpoint name without a destination (no "*" either) that
-// entries were written to, printed to stdout rather than delivered.
+// has lost its crash safety), whatever its deliveries do; and each
+// endpoint name without a destination (no "*" either) that entries were
+// written to, printed to stdout rather than delivered.
 func (ls *Set) Degraded() []string {
 	var out []string
 	if sk, ok := ls.fallback.(*stdoutSink); ok && sk.implicit {

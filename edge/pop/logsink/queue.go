@@ -135,7 +135,6 @@ type queueSink struct {
 	syncDone chan struct{}
 	closeCtx context.Context
 	backoff  time.Duration
-	retryMin time.Duration // the first wait before the disk is tried again
 
 	closeOnce sync.Once
 	closeErr  error
@@ -176,7 +175,6 @@ func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink
 		done:     make(chan struct{}),
 		syncDone: make(chan struct{}),
 		backoff:  500 * time.Millisecond,
-		retryMin: queueRetryMin,
 		limit:    ep.MaxEntries,
 		segBytes: queueSegmentBytes,
 	}
@@ -450,12 +448,15 @@ func (s *queueSink) appendLocked(msg []byte, size int) error {
 // deliver another way. A failed retry keeps the state and waits longer.
 func (s *queueSink) failLocked(err error) {
 	now := time.Now()
-	if s.writeErr == nil {
-		s.writeErr = fmt.Errorf("log endpoint %s: queue %s: %w", s.ep.Name, s.ep.Queue, err)
-		s.failAt, s.failedN, s.retryGap = now, s.writes, s.retryMin
+	first := s.writeErr == nil
+	// The latest error is the one shown: the cause may change (a full
+	// disk remounted read-only).
+	s.writeErr = fmt.Errorf("log endpoint %s: queue %s: %w", s.ep.Name, s.ep.Queue, err)
+	s.st.queueFailed(err, now)
+	if first {
+		s.failAt, s.failedN, s.retryGap = now, s.writes, queueRetryMin
 		s.log.Error("log endpoint: the disk queue cannot write; entries are refused (and delivered another way by guests that can) until a retry of the disk succeeds",
 			"endpoint", s.ep.Name, "dir", s.ep.Queue, "err", err, "retry_in", s.retryGap)
-		s.st.queueFailed(s.writeErr, now)
 	} else {
 		s.retryGap = min(2*s.retryGap, queueRetryMax)
 	}
