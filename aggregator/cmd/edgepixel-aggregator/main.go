@@ -37,6 +37,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	"github.com/edgepixel/edgepixel/shared/logging"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -283,7 +284,7 @@ func run(args []string) error {
 	if err := o.check(fs); err != nil {
 		return flaghint.UsageError{Err: envSet.explain(fs, err)}
 	}
-	log, err := newLogger(o.logFormat, o.logLevel)
+	log, err := logging.New(os.Stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return flaghint.UsageError{Err: err}
 	}
@@ -646,21 +647,6 @@ func loadSecret(secret, file string) ([]byte, error) {
 		slog.Warn("the shared secret is shorter than 16 bytes; use a long random one")
 	}
 	return []byte(secret), nil
-}
-
-func newLogger(format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // dashboardHost turns a wildcard listen address into one a browser can
