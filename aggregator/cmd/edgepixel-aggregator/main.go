@@ -286,7 +286,7 @@ func run(args []string) error {
 	}
 	log, err := logging.New(os.Stderr, o.logFormat, o.logLevel)
 	if err != nil {
-		return flaghint.UsageError{Err: err}
+		return flaghint.UsageError{Err: envSet.explain(fs, err)}
 	}
 	slog.SetDefault(log)
 	for _, w := range flaghint.UnknownEnv(os.Environ(), envPrefix, envKnown) {
@@ -309,7 +309,7 @@ func run(args []string) error {
 		trust, err = clientip.NewTrust(o.trustedProxies, o.forwardedHeader, false)
 	}
 	if err != nil {
-		return flaghint.UsageError{Err: fmt.Errorf("--forwarded-header: %w", err)}
+		return flaghint.UsageError{Err: envSet.explain(fs, fmt.Errorf("--forwarded-header: %w", err))}
 	}
 	o.maxConns = fitConns(log, o.maxConns)
 	var dashToken string

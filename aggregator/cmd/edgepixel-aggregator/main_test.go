@@ -225,6 +225,36 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 	}
 }
 
+// A log level or format, or a forwarded header, from the environment:
+// the error names the variable, as for the other flags' values (a
+// tester's EDGEPIXEL_AGG_LOG_LEVEL=warning named only --log-level), and
+// a near miss its level. From the command line, no variable is named.
+func TestLogSettingsNameTheVariable(t *testing.T) {
+	base := []string{"--data-dir", t.TempDir(), "--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0"}
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"EDGEPIXEL_AGG_LOG_LEVEL": "warning"}, "--log-level \"warning\": want debug, info, warn or error; did you mean warn?\n(--log-level is EDGEPIXEL_AGG_LOG_LEVEL's value)"},
+		{map[string]string{"EDGEPIXEL_AGG_LOG_FORMAT": "logfmt"}, "--log-format \"logfmt\": want text or json\n(--log-format is EDGEPIXEL_AGG_LOG_FORMAT's value)"},
+		{map[string]string{"EDGEPIXEL_AGG_TRUSTED_PROXIES": "10.0.0.0/8", "EDGEPIXEL_AGG_FORWARDED_HEADER": "X-Real-IP"}, "(--forwarded-header is EDGEPIXEL_AGG_FORWARDED_HEADER's value)"},
+	} {
+		for k, v := range c.env {
+			t.Setenv(k, v)
+		}
+		err := run(base)
+		if ue := (flaghint.UsageError{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v; want a usage error saying %q", c.env, err, c.want)
+		}
+		for k := range c.env {
+			os.Unsetenv(k)
+		}
+	}
+	if err := run(append(append([]string{}, base...), "--log-level", "warning")); err == nil || strings.Contains(err.Error(), "EDGEPIXEL_AGG") {
+		t.Errorf("--log-level warning: %v; want no variable named", err)
+	}
+}
+
 // TestVersion: --version answers and exits before the configuration is
 // checked (no secret given here, which a start refuses).
 func TestVersion(t *testing.T) {
