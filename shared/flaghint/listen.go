@@ -14,9 +14,12 @@ import (
 // one. Empty, or with an empty port, it is an error: net.Listen
 // takes both as "every interface, any free port", so a variable left
 // unset (":$PORT", "127.0.0.1:$PORT") would put a private listener on
-// the network at a port nobody knows. The error is a UsageError.
-func ListenAddr(name, addr string) error {
-	const want = "want HOST:PORT, e.g. 127.0.0.1:7676 (port 0 picks a free one)"
+// the network at a port nobody knows. The error is a UsageError, and
+// gives example, the setting's own default (each command listens on a
+// port of its own: the aggregator's --addr error suggested the POP's
+// 7676), as the form to follow.
+func ListenAddr(name, addr, example string) error {
+	want := "want HOST:PORT, e.g. " + example + " (port 0 picks a free one)"
 	if addr == "" {
 		return UsageError{Err: fmt.Errorf("%s is empty: %s", name, want)}
 	}

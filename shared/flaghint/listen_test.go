@@ -11,13 +11,13 @@ import (
 // errors naming the setting.
 func TestListenAddr(t *testing.T) {
 	for _, addr := range []string{"", "127.0.0.1:", ":", "bogus", "127.0.0.1:99999", "127.0.0.1:nosuchservice", "localhost:http", "127.0.0.1:00", "127.0.0.1:+80"} {
-		err := ListenAddr("--addr", addr)
-		if ExitCode(err) != 2 || !strings.Contains(err.Error(), "--addr") {
+		err := ListenAddr("--addr", addr, "127.0.0.1:8080")
+		if ExitCode(err) != 2 || !strings.Contains(err.Error(), "--addr") || !strings.Contains(err.Error(), "e.g. 127.0.0.1:8080 (") {
 			t.Errorf("%q: %v", addr, err)
 		}
 	}
 	for _, addr := range []string{"127.0.0.1:0", ":8080", "[::1]:7676", "localhost:65535"} {
-		if err := ListenAddr("--addr", addr); err != nil {
+		if err := ListenAddr("--addr", addr, "127.0.0.1:8080"); err != nil {
 			t.Errorf("%q: %v", addr, err)
 		}
 	}

@@ -100,14 +100,16 @@ func (o *options) check(fs *flag.FlagSet) error {
 	// or set empty in an env file), would listen on every interface at
 	// a random port: the dashboard's data on the network, while the
 	// start line said loopback.
+	// The example in the error is the flag's own default (--pprof-addr
+	// has none: its help's example).
 	for _, a := range []struct {
-		name, v  string
-		optional bool // empty: off
-	}{{"--addr", o.addr, false}, {"--dashboard-addr", o.dashboardAddr, false}, {"--pprof-addr", o.pprofAddr, true}} {
+		name, v, example string
+		optional         bool // empty: off
+	}{{"--addr", o.addr, defaultAddr, false}, {"--dashboard-addr", o.dashboardAddr, defaultDashboardAddr, false}, {"--pprof-addr", o.pprofAddr, "127.0.0.1:6060", true}} {
 		if a.v == "" && a.optional {
 			continue
 		}
-		if err := flaghint.ListenAddr(a.name, a.v); err != nil {
+		if err := flaghint.ListenAddr(a.name, a.v, a.example); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -164,6 +166,13 @@ func (o *options) check(fs *flag.FlagSet) error {
 	return errors.Join(errs...)
 }
 
+// The listen addresses' defaults, which their errors also give as the
+// form to follow.
+const (
+	defaultAddr          = "127.0.0.1:8080"
+	defaultDashboardAddr = "127.0.0.1:8081"
+)
+
 type options struct {
 	addr, dataDir, secret, secretFile, redis, clickhouse, clickhouseDB string
 	redisCluster                                                       string
@@ -201,8 +210,8 @@ func run(args []string) error {
 	// usage goes out only when asked for (--help).
 	fs.SetOutput(io.Discard)
 	var o options
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "public listen address: ingest, /admin/, /healthz, /readyz (never the dashboard's data)")
-	fs.StringVar(&o.dashboardAddr, "dashboard-addr", "127.0.0.1:8081", "private listen address for the dashboard, /api/, /live and /metrics, all behind a login; keep it on loopback or a private network")
+	fs.StringVar(&o.addr, "addr", defaultAddr, "public listen address: ingest, /admin/, /healthz, /readyz (never the dashboard's data)")
+	fs.StringVar(&o.dashboardAddr, "dashboard-addr", defaultDashboardAddr, "private listen address for the dashboard, /api/, /live and /metrics, all behind a login; keep it on loopback or a private network")
 	fs.StringVar(&o.dashboardTokenFile, "dashboard-token-file", "", "file holding the dashboard's admin token (empty: DATA-DIR/dashboard-token, created at random on first start)")
 	fs.StringVar(&o.dashboardViewersFile, "dashboard-viewers-file", "", "file of read-only viewer tokens, one per line: TOKEN SITE[,SITE...]; edits apply within seconds")
 	fs.StringVar(&o.dashboardOrigins, "dashboard-origins", "", "extra origins, separated by commas or spaces (e.g. https://stats.example) whose pages may open /live; the dashboard's own origin always may")

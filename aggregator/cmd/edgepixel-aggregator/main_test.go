@@ -255,6 +255,21 @@ func TestLogSettingsNameTheVariable(t *testing.T) {
 	}
 }
 
+// A listen address's error gives the aggregator's own port as the form
+// to follow, not the POP's 7676.
+func TestAddrHintIsOwnPort(t *testing.T) {
+	for args, want := range map[[2]string]string{
+		{"--addr", "bogus"}:           "e.g. 127.0.0.1:8080 (",
+		{"--dashboard-addr", "bogus"}: "e.g. 127.0.0.1:8081 (",
+		{"--pprof-addr", "bogus"}:     "e.g. 127.0.0.1:6060 (",
+	} {
+		err := run([]string{"--data-dir", t.TempDir(), args[0], args[1]})
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "7676") {
+			t.Errorf("%q: %v; want %q", args, err, want)
+		}
+	}
+}
+
 // TestVersion: --version answers and exits before the configuration is
 // checked (no secret given here, which a start refuses).
 func TestVersion(t *testing.T) {

@@ -416,7 +416,7 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 			err = explainEnv(fs, fromEnv, err)
 		}
 	}()
-	o := &options{addr: "127.0.0.1:7676", shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions(),
+	o := &options{addr: defaultAddr, shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions(),
 		clients: defaultClientOptions()}
 	o.compileCache, o.compileCacheNote = defaultCompileCache()
 	// Environment first, so flags override it.
@@ -594,8 +594,12 @@ func checkListenAddr(flag, addr string, optional bool) error {
 	if addr == "" && optional {
 		return nil
 	}
-	return flaghint.ListenAddr(flag, addr)
+	return flaghint.ListenAddr(flag, addr, defaultAddr)
 }
+
+// defaultAddr is --addr's default, Viceroy's, and the example a listen
+// address's error gives.
+const defaultAddr = "127.0.0.1:7676"
 
 // queueIn gives the HTTP endpoints without a queue= of their own a disk
 // queue in dir/NAME (NAME with anything but letters, digits, '.', '-'

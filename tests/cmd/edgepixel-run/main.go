@@ -56,9 +56,9 @@ func main() {
 	var (
 		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", defaultDir), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
 		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where make build put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
-		aggAddr  = flag.String("aggregator-addr", cli.EnvOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", "127.0.0.1:8080"), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
-		dashAddr = flag.String("dashboard-addr", cli.EnvOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", "127.0.0.1:8081"), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
-		popAddr  = flag.String("pop-addr", cli.EnvOr("EDGEPIXEL_RUN_POP_ADDR", "127.0.0.1:7676"), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
+		aggAddr  = flag.String("aggregator-addr", cli.EnvOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", defaultAddr["aggregator-addr"]), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
+		dashAddr = flag.String("dashboard-addr", cli.EnvOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", defaultAddr["dashboard-addr"]), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
+		popAddr  = flag.String("pop-addr", cli.EnvOr("EDGEPIXEL_RUN_POP_ADDR", defaultAddr["pop-addr"]), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
 		durable  = flag.String("durability", cli.EnvOr("EDGEPIXEL_RUN_DURABILITY", "write"), "when the POP answers a hit, its line is written to the journal queue (write: survives the POP's death) or also fsynced (fsync: survives a machine crash) (env EDGEPIXEL_RUN_DURABILITY)")
 		since    = flag.Int64("since", 0, "unix time in `seconds` when make run began, to report the whole start-up time")
 		firstRun = flag.String("first-run", "", "how long a first make run takes, for the banner (the Makefile says)")
@@ -264,7 +264,7 @@ func checkUsage(fs *flag.FlagSet, durability string, addrs []listenAddr) error {
 		if !flaghint.Set(fs, a.flag) && os.Getenv(a.env) != "" {
 			name = a.env
 		}
-		if err := flaghint.ListenAddr(name, a.addr); err != nil {
+		if err := flaghint.ListenAddr(name, a.addr, defaultAddr[a.flag]); err != nil {
 			return err
 		}
 	}
@@ -281,6 +281,14 @@ func checkUsage(fs *flag.FlagSet, durability string, addrs []listenAddr) error {
 // listenAddr is an address the stack will listen on, the flag and the
 // environment variable that choose it.
 type listenAddr struct{ flag, addr, env string }
+
+// defaultAddr is each address flag's default, which its error also gives
+// as the form to follow.
+var defaultAddr = map[string]string{
+	"aggregator-addr": "127.0.0.1:8080",
+	"dashboard-addr":  "127.0.0.1:8081",
+	"pop-addr":        "127.0.0.1:7676",
+}
 
 // checkFree reports the first of addrs something already listens on,
 // naming the variable that moves it, before Redis and ClickHouse start.
