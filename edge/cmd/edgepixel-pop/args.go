@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	"github.com/edgepixel/edgepixel/shared/logging"
 )
 
 const usage = `usage: edgepixel-pop [flags] MODULE.wasm
@@ -25,7 +27,9 @@ const usage = `usage: edgepixel-pop [flags] MODULE.wasm
 Viceroy-compatible flags:
   -C, --config PATH       fastly.toml with a [local_server] section
   --addr HOST:PORT        listen address (default 127.0.0.1:7676)
-  -v, -vv                 more logging (-vv: debug)
+  -v, -vv                 -vv (or -v -v) logs at debug, whatever --log-level
+                          says; -v alone changes nothing (info is the default,
+                          and the Fastly CLI always passes -v)
   -V, --version           print the version and exit
   (Viceroy flags without meaning here, e.g. --log-stdout, are accepted and ignored)
 
@@ -39,6 +43,10 @@ edgepixel-pop flags (environment variable in brackets):
                           localhost: profiles reveal internals [EDGEPIXEL_POP_ADMIN_ADDR]
   --shutdown-timeout D    how long guests may finish at shutdown (default 30s) [EDGEPIXEL_POP_SHUTDOWN_TIMEOUT]
   --compile-only          fill the compile cache for MODULE.wasm and exit
+  --log-level LEVEL       debug, info (default), warn or error; -vv is debug
+                                                                  [EDGEPIXEL_POP_LOG_LEVEL]
+  --log-format FORMAT     text (default) or json; json writes durations as
+                          text ("1m0s"), as text does             [EDGEPIXEL_POP_LOG_FORMAT]
 
 Execution model and limits (limits.go; 0 turns a duration off):
   --watch                 reload MODULE.wasm or fastly.toml's config stores when
@@ -149,6 +157,9 @@ type options struct {
 	addr            string
 	wasm            string
 	verbosity       int
+	logLevel        string     // --log-level, as given
+	logFormat       string     // --log-format
+	level           slog.Level // logLevel read, lowered to debug by -vv
 	version         bool
 	instances       int
 	maxInstances    int
@@ -416,7 +427,7 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 			err = explainEnv(fs, fromEnv, err)
 		}
 	}()
-	o := &options{addr: defaultAddr, shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions(),
+	o := &options{addr: defaultAddr, logLevel: "info", logFormat: "text", shutdownTimeout: 30 * time.Second, limits: defaultLimitOptions(),
 		clients: defaultClientOptions()}
 	o.compileCache, o.compileCacheNote = defaultCompileCache()
 	// Environment first, so flags override it.
@@ -458,6 +469,12 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_QUEUE_DIR"); ok {
 		o.logQueueDir = v
 	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_LEVEL"); ok {
+		o.logLevel = v
+	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_FORMAT"); ok {
+		o.logFormat = v
+	}
 	if err := o.limits.fromEnv(getenv); err != nil {
 		return nil, err
 	}
@@ -493,6 +510,8 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	fs.StringVar(&o.adminAddr, "admin-addr", o.adminAddr, "")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "")
 	fs.BoolVar(&o.compileOnly, "compile-only", false, "")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "")
+	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "")
 	fs.StringVar(&o.tlsCert, "tls-cert", o.tlsCert, "")
 	fs.StringVar(&o.tlsKey, "tls-key", o.tlsKey, "")
 	fs.BoolVar(&o.h2c, "h2c", o.h2c, "")
@@ -541,6 +560,18 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 		return nil, err
 	}
 	if err := checkListenAddr("--admin-addr", o.adminAddr, true); err != nil {
+		return nil, err
+	}
+	// The aggregator's values and errors (package logging). -vv, which
+	// Viceroy's command line has for debug, lowers any level to debug;
+	// -v alone, which the Fastly CLI always passes, leaves it.
+	if o.level, err = logging.ParseLevel(o.logLevel); err != nil {
+		return nil, err
+	}
+	if o.verbosity >= 2 {
+		o.level = min(o.level, slog.LevelDebug)
+	}
+	if err := logging.CheckFormat(o.logFormat); err != nil {
 		return nil, err
 	}
 	// Named with what each takes, as the other flags' domain errors are;

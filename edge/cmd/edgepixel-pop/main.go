@@ -55,6 +55,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	"github.com/edgepixel/edgepixel/shared/logging"
 )
 
 // version is printed by --version as "edgepixel-pop VERSION", the
@@ -128,11 +129,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "edgepixel-pop %s\n", fullVersion())
 		return 0
 	}
-	level := slog.LevelInfo
-	if o.verbosity >= 2 {
-		level = slog.LevelDebug
+	h, err := logging.NewHandler(stderr, o.logFormat, o.level) // parseArgs checked the format
+	if err != nil {
+		fmt.Fprintf(stderr, "edgepixel-pop: %v\n", err)
+		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(h)
 	for _, w := range flaghint.UnknownEnv(environ(), "EDGEPIXEL_POP_", asked) {
 		log.Warn(w)
 	}
@@ -320,6 +322,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 			log.Warn("the admin listener reaches beyond this machine: it serves /debug/pprof/ without a login; bind --admin-addr to 127.0.0.1 or a private network, never a public address", "addr", adminAddr)
 		}
 	}
+	// Viceroy's own line, on stdout and plain whatever --log-format says:
+	// it tells whoever started the POP (the Fastly CLI's compute serve,
+	// scripts, the tests) that it serves now, and at which address (port
+	// 0 picks one).
 	fmt.Fprintf(stdout, "Listening on %s://%s\n", scheme, ln.Addr())
 	if o.ready != nil {
 		o.ready(ln.Addr().String(), adminAddr)

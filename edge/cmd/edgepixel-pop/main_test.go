@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -332,6 +334,66 @@ edgepixel = [{ key = "aggregator_secret", file = "`+tc.file+`" }]
 			if code != 1 || !strings.Contains(errb.String(), want) || hint != tc.makes {
 				t.Errorf("%q: exit %d, stderr %s\nwant exit 1 saying %s, the make run hint: %v", args, code, errb.String(), want, tc.makes)
 			}
+		}
+	}
+}
+
+// --log-level and --log-format take the aggregator's values, from the
+// command line or EDGEPIXEL_POP_LOG_LEVEL and _FORMAT (a tester's
+// EDGEPIXEL_POP_LOG_FORMAT=json was warned of as no setting); -vv
+// lowers any level to debug, -v alone (the Fastly CLI's) leaves it.
+func TestLogSettings(t *testing.T) {
+	for _, c := range []struct {
+		args   []string
+		env    map[string]string
+		level  slog.Level
+		format string
+	}{
+		{nil, nil, slog.LevelInfo, "text"},
+		{[]string{"-v"}, nil, slog.LevelInfo, "text"},
+		{[]string{"-vv"}, nil, slog.LevelDebug, "text"},
+		{[]string{"-v", "-v"}, nil, slog.LevelDebug, "text"},
+		{[]string{"--log-level", "error"}, nil, slog.LevelError, "text"},
+		{[]string{"-v", "--log-level", "warn"}, nil, slog.LevelWarn, "text"},
+		{[]string{"-vv", "--log-level", "warn"}, nil, slog.LevelDebug, "text"},
+		{nil, map[string]string{"EDGEPIXEL_POP_LOG_LEVEL": "warn", "EDGEPIXEL_POP_LOG_FORMAT": "json"}, slog.LevelWarn, "json"},
+		{[]string{"--log-level=debug", "--log-format=text"}, map[string]string{"EDGEPIXEL_POP_LOG_LEVEL": "warn", "EDGEPIXEL_POP_LOG_FORMAT": "json"}, slog.LevelDebug, "text"},
+	} {
+		o, err := parseArgs(append(c.args, "a.wasm"), env(c.env))
+		if err != nil || o.level != c.level || o.logFormat != c.format {
+			t.Errorf("%q %v: %v; want level %v, format %s", c.args, c.env, err, c.level, c.format)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, map[string]string{"EDGEPIXEL_POP_LOG_LEVEL": "warning"}, "--log-level \"warning\": want debug, info, warn or error; did you mean warn?\n(--log-level is EDGEPIXEL_POP_LOG_LEVEL's value, \"warning\")"},
+		{nil, map[string]string{"EDGEPIXEL_POP_LOG_FORMAT": "logfmt"}, "--log-format \"logfmt\": want text or json\n(--log-format is EDGEPIXEL_POP_LOG_FORMAT's value, \"logfmt\")"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level \"loud\": want debug, info, warn or error\n"},
+		{[]string{"--log-format", "xml"}, map[string]string{"EDGEPIXEL_POP_LOG_FORMAT": "json"}, "--log-format \"xml\": want text or json\n"},
+	} {
+		var errb bytes.Buffer
+		code := run(append(c.args, "a.wasm"), env(c.env), io.Discard, &errb)
+		if code != 2 || !strings.Contains(errb.String(), c.want) || c.env == nil && strings.Contains(errb.String(), "EDGEPIXEL_POP") ||
+			c.args != nil && strings.Contains(errb.String(), "EDGEPIXEL_POP_LOG_FORMAT's value") {
+			t.Errorf("%q %v: exit %d, %q; want 2 and %q", c.args, c.env, code, errb.String(), c.want)
+		}
+	}
+	// JSON from the environment: every line of the log is a JSON object,
+	// and neither variable is warned of as no setting.
+	vars := map[string]string{"EDGEPIXEL_POP_LOG_FORMAT": "json", "EDGEPIXEL_POP_LOG_LEVEL": "debug"}
+	defer func(e func() []string) { environ = e }(environ)
+	environ = func() []string { return []string{"EDGEPIXEL_POP_LOG_FORMAT=json", "EDGEPIXEL_POP_LOG_LEVEL=debug"} }
+	var errb bytes.Buffer
+	if code := run([]string{"--compile-cache", "off", filepath.Join(t.TempDir(), "missing.wasm")}, env(vars), io.Discard, &errb); code != 1 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, l := range strings.Split(strings.TrimSpace(errb.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || strings.Contains(l, "names no setting") {
+			t.Errorf("log line %q: %v; want JSON, no warning of the variables", l, err)
 		}
 	}
 }
