@@ -361,12 +361,12 @@ func run(args []string) error {
 	// wait in the kernel's queue.
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return flaghint.ListenError("--addr", err)
+		return envSet.explain(fs, flaghint.ListenError("--addr", err))
 	}
 	dln, err := net.Listen("tcp", o.dashboardAddr)
 	if err != nil {
 		ln.Close()
-		return flaghint.ListenError("--dashboard-addr", err)
+		return envSet.explain(fs, flaghint.ListenError("--dashboard-addr", err))
 	}
 	if o.pprofAddr != "" {
 		// A listener of its own, never the public mux: profiling is opt-in
@@ -375,7 +375,7 @@ func run(args []string) error {
 		if err != nil {
 			ln.Close()
 			dln.Close()
-			return flaghint.ListenError("--pprof-addr", err)
+			return envSet.explain(fs, flaghint.ListenError("--pprof-addr", err))
 		}
 		pmux := http.NewServeMux()
 		pmux.HandleFunc("/debug/pprof/", pprof.Index)

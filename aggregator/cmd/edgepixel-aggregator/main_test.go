@@ -255,6 +255,22 @@ func TestLogSettingsNameTheVariable(t *testing.T) {
 	}
 }
 
+// An address in use that the environment gave: the error names the
+// variable, as a malformed one's does.
+func TestBusyAddrNamesTheVariable(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	base := []string{"--data-dir", t.TempDir(), "--secret", "0123456789abcdef0123", "--log-level", "error"}
+	t.Setenv("EDGEPIXEL_AGG_DASHBOARD_ADDR", busy.Addr().String())
+	err = run(append(append([]string{}, base...), "--addr", "127.0.0.1:0"))
+	if err == nil || !strings.Contains(err.Error(), "stop what listens there") || !strings.Contains(err.Error(), "(--dashboard-addr is EDGEPIXEL_AGG_DASHBOARD_ADDR's value)") {
+		t.Errorf("a busy EDGEPIXEL_AGG_DASHBOARD_ADDR: %v; want the variable named", err)
+	}
+}
+
 // A listen address's error gives the aggregator's own port as the form
 // to follow, not the POP's 7676.
 func TestAddrHintIsOwnPort(t *testing.T) {
