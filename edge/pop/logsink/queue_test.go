@@ -441,16 +441,7 @@ func TestQueueRecoversFromWriteFailure(t *testing.T) {
 			c := newLineCollector(t)
 			c.answer(func(int) int { return http.StatusServiceUnavailable })
 			dir := t.TempDir()
-			set, err := Open([]Endpoint{queueEndpoint(c.URL, dir, dur)}, io.Discard, quietLog(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				set.Close(ctx)
-			}()
-			q := set.Lookup("q").(*queueSink)
+			set, q := openQueueSet(t, queueEndpoint(c.URL, dir, dur))
 			write := func(l string) error { return q.Write("q", []byte(l)) }
 			metric := func() string {
 				var b strings.Builder
@@ -562,16 +553,7 @@ func TestQueueRecoversFromWriteFailure(t *testing.T) {
 // fsync succeeds.
 func TestQueueRecoversFromFsyncFailure(t *testing.T) {
 	c := newLineCollector(t)
-	set, err := Open([]Endpoint{queueEndpoint(c.URL, t.TempDir(), DurabilityFsync)}, io.Discard, quietLog(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		set.Close(ctx)
-	}()
-	q := set.Lookup("q").(*queueSink)
+	set, q := openQueueSet(t, queueEndpoint(c.URL, t.TempDir(), DurabilityFsync))
 	var failing atomic.Bool
 	failing.Store(true)
 	q.mu.Lock()
@@ -607,4 +589,20 @@ func TestQueueRecoversFromFsyncFailure(t *testing.T) {
 	if got := c.waitFor(t, 3); len(got) != 3 || got[1] != `{"after":0}` || got[2] != `{"after":1}` {
 		t.Errorf("delivered %q", got)
 	}
+}
+
+// openQueueSet opens a set of the one queued endpoint ep, named "q", and
+// closes it when the test ends.
+func openQueueSet(t *testing.T, ep Endpoint) (*Set, *queueSink) {
+	t.Helper()
+	set, err := Open([]Endpoint{ep}, io.Discard, quietLog(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		set.Close(ctx)
+	})
+	return set, set.Lookup("q").(*queueSink)
 }
