@@ -183,6 +183,7 @@ type options struct {
 	maxBody, spoolMaxBytes                                             int64
 	replayWindow, dedupeWindow                                         time.Duration
 	logToken, adminToken, fastlyServiceIDs                             string
+	logTokenFile, adminTokenFile                                       string
 	retentionDays                                                      int
 	rollupLateness                                                     time.Duration
 	failAfter, exitDelay                                               time.Duration
@@ -235,6 +236,8 @@ func run(args []string) error {
 	fs.StringVar(&o.logToken, "log-token", "", "bearer token that POST /ingest/ndjson accepts instead of the HMAC headers (CDN log streaming); empty: HMAC only")
 	fs.StringVar(&o.fastlyServiceIDs, "fastly-service-ids", "", "Fastly service ids, separated by commas or spaces, allowed by the logging challenge (empty: any; needs --log-token)")
 	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token for POST /admin/erase and /admin/retention (empty: admin endpoints disabled)")
+	fs.StringVar(&o.logTokenFile, "log-token-file", "", "file holding --log-token's value (surrounding whitespace ignored), to keep it out of the environment")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding --admin-token's value (surrounding whitespace ignored), to keep it out of the environment")
 	fs.IntVar(&o.retentionDays, "retention-days", 0, "drop ClickHouse day partitions older than this many days, at start and daily (0: keep everything)")
 	fs.DurationVar(&o.rollupLateness, "rollup-lateness", 10*time.Minute, "after an upgrade to schema 7, how long past the rollups' cut-off their backfill of older events first runs, so that events still in spools and edge retries are in it (it runs again hourly for later ones)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "listen address for /debug/pprof/ (e.g. 127.0.0.1:6060; empty: off). Bind it to localhost: profiles reveal internals")
@@ -305,6 +308,12 @@ func run(args []string) error {
 	setGC(fs, o.gcPercent, o.memoryLimit)
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
+		return envSet.explain(fs, err)
+	}
+	if o.logToken, err = loadToken("log-token", o.logToken, o.logTokenFile); err != nil {
+		return envSet.explain(fs, err)
+	}
+	if o.adminToken, err = loadToken("admin-token", o.adminToken, o.adminTokenFile); err != nil {
 		return envSet.explain(fs, err)
 	}
 
@@ -656,6 +665,29 @@ func loadSecret(secret, file string) ([]byte, error) {
 		slog.Warn("the shared secret is shorter than 16 bytes; use a long random one")
 	}
 	return []byte(secret), nil
+}
+
+// loadToken returns a bearer token given as --NAME's value or in
+// --NAME-file (whitespace around it ignored, as a file written by echo
+// ends in a newline); neither is "" (the feature off). Both, or a file
+// with nothing else, is a usage error; a file that cannot be read is not
+// (exit status 1), as for --secret-file.
+func loadToken(name, value, file string) (string, error) {
+	if file == "" {
+		return value, nil
+	}
+	if value != "" {
+		return "", flaghint.UsageError{Err: fmt.Errorf("--%s and --%s-file are both given: give either, not both", name, name)}
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--%s-file: %w", name, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", flaghint.UsageError{Err: fmt.Errorf("--%s-file %s is empty: put the token in it (a new one: head -c 24 /dev/urandom | base64 | tr '+/' '-_' > %s)", name, file, flaghint.ShellQuote(file))}
+	}
+	return tok, nil
 }
 
 // dashboardHost turns a wildcard listen address into one a browser can

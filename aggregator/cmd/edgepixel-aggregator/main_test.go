@@ -466,3 +466,33 @@ func TestSplitList(t *testing.T) {
 		}
 	}
 }
+
+// The log and admin tokens can come from files, to keep them out of a
+// unit's environment (found by a new-user tester running it as an SRE).
+func TestTokenFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte("tok-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := loadToken("log-token", "", file); err != nil || got != "tok-0123456789abcdef" {
+		t.Errorf("from a file: %q, %v", got, err)
+	}
+	if got, err := loadToken("admin-token", "value", ""); err != nil || got != "value" {
+		t.Errorf("as a value: %q, %v", got, err)
+	}
+	if got, err := loadToken("admin-token", "", ""); err != nil || got != "" {
+		t.Errorf("neither: %q, %v", got, err)
+	}
+	if _, err := loadToken("log-token", "value", file); !errors.As(err, new(flaghint.UsageError)) || !strings.Contains(err.Error(), "--log-token and --log-token-file are both given") {
+		t.Errorf("both: %v; want a usage error", err)
+	}
+	blank := filepath.Join(dir, "blank")
+	os.WriteFile(blank, []byte(" \n"), 0o600)
+	if _, err := loadToken("admin-token", "", blank); !errors.As(err, new(flaghint.UsageError)) || !strings.Contains(err.Error(), "--admin-token-file "+blank+" is empty") {
+		t.Errorf("a blank file: %v; want a usage error", err)
+	}
+	if _, err := loadToken("admin-token", "", file+".missing"); err == nil || errors.As(err, new(flaghint.UsageError)) {
+		t.Errorf("a missing file: %v; want an error that is not a usage error", err)
+	}
+}
