@@ -214,7 +214,9 @@ const StagingInfix = "_bf_"
 // finds short and rebuilds. A run first drops every other run's staging
 // tables: a run that lost its lease (see package lease) and wakes up
 // finds its table gone and fails before it swaps anything. Two runs at
-// once still swap complete months; the one that read the events first
+// once still swap complete months (each checks a month it swapped against
+// what it staged, and swaps it again while it holds more: see
+// rebuildMonth); the one that read the events first
 // may leave a month short by the events that arrived in between, which
 // the next run rebuilds. The aggregator runs it from one holder of a
 // lease so that that is rare and the work is not done twice.
@@ -343,8 +345,12 @@ func (c *Client) makeStaging(ctx context.Context, r rollup, run string) error {
 }
 
 // afterStage, if set (by tests), is called when a month is staged and
-// before it is swapped in.
-var afterStage func(c *Client, table string, month uint64)
+// before it is swapped in; afterSwap after each swap of it on one server,
+// before the swap is checked (try counts from 1).
+var (
+	afterStage func(c *Client, table string, month uint64)
+	afterSwap  func(c *Client, table, staging string, month uint64, try int)
+)
 
 // newRunID names one backfill run's staging tables.
 func newRunID() string {
@@ -455,15 +461,50 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMon
 		}
 		return c.execSettings(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %s.%s WHERE toYYYYMM(t) = %d", c.db, r.table, c.db, staging, m), settings)
 	}
-	for _, p := range rows {
-		if len(p) != 1 {
-			continue
+	// Two REPLACE PARTITIONs of one partition at once (two runs at once)
+	// can leave both sources' parts in it on 18.16, each dropping only the
+	// parts older than the block number it took: the month doubled,
+	// which no later run would find (it rebuilds months short of events,
+	// never over). So the month is checked against what was staged after
+	// the swaps, and swapped again while it holds more; a run whose
+	// staging table another dropped fails there (see BackfillRollups).
+	check := "src = 1"
+	if r.check != "" {
+		check += " AND " + r.check
+	}
+	for try := 1; ; try++ {
+		for _, p := range rows {
+			if len(p) != 1 {
+				continue
+			}
+			if err := c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s REPLACE PARTITION ID %s FROM %s.%s", c.db, local, c.layout.OnCluster(), quote(p[0]), c.db, slocal)); err != nil {
+				return err
+			}
 		}
-		if err := c.retryServer(ctx, fmt.Sprintf("ALTER TABLE %s.%s%s REPLACE PARTITION ID %s FROM %s.%s", c.db, local, c.layout.OnCluster(), quote(p[0]), c.db, slocal)); err != nil {
+		if afterSwap != nil {
+			afterSwap(c, r.table, staging, m, try)
+		}
+		sum := func(table string) (uint64, error) {
+			n, err := c.monthCounts(ctx, fmt.Sprintf("SELECT toYYYYMM(t) AS m, sumMerge(events) FROM %s.%s WHERE %s AND toYYYYMM(t) = %d GROUP BY m", c.db, table, check, m))
+			return n[m], err
+		}
+		swapped, err := sum(local)
+		if err != nil {
 			return err
 		}
+		staged, err := sum(slocal)
+		if err != nil {
+			return err
+		}
+		if swapped <= staged {
+			return nil
+		}
+		if try == 5 {
+			return fmt.Errorf("the month holds %d events after %d swaps of the %d staged: another run swaps it at the same time", swapped, try, staged)
+		}
+		slog.Warn("clickhouse: backfill: a month swapped in holds more than was staged, another run swapping it at the same time; swapping it again", "table", r.table, "month", m, "events", swapped, "staged", staged)
+		time.Sleep(time.Duration(50*try) * time.Millisecond)
 	}
-	return nil
 }
 
 func (c *Client) monthCounts(ctx context.Context, sql string) (map[uint64]uint64, error) {
