@@ -73,27 +73,30 @@ func New() *Metrics { return &Metrics{dropped: map[string]*atomic.Uint64{}} }
 // Drop counts one rejected request for reason.
 func (m *Metrics) Drop(reason string) {
 	m.dropMu.Lock()
-	c, ok := m.dropped[reason]
-	if !ok {
-		c = new(atomic.Uint64)
-		m.dropped[reason] = c
-	}
+	c := counterOf(&m.dropped, reason)
 	m.dropMu.Unlock()
 	c.Add(1)
+}
+
+// counterOf returns the counter of key in *counts, made (with the map)
+// when there is none; called under dropMu.
+func counterOf(counts *map[string]*atomic.Uint64, key string) *atomic.Uint64 {
+	if *counts == nil {
+		*counts = map[string]*atomic.Uint64{}
+	}
+	c, ok := (*counts)[key]
+	if !ok {
+		c = new(atomic.Uint64)
+		(*counts)[key] = c
+	}
+	return c
 }
 
 // BadRow counts n bad rows (invalid events kept in the bad_rows table)
 // for reason.
 func (m *Metrics) BadRow(reason string, n int) {
 	m.dropMu.Lock()
-	if m.bad == nil {
-		m.bad = map[string]*atomic.Uint64{}
-	}
-	c, ok := m.bad[reason]
-	if !ok {
-		c = new(atomic.Uint64)
-		m.bad[reason] = c
-	}
+	c := counterOf(&m.bad, reason)
 	m.dropMu.Unlock()
 	c.Add(uint64(n))
 }
@@ -185,27 +188,15 @@ func (m *Metrics) DeclareAuthFailures(kinds ...string) { m.declare(&m.authFails,
 func (m *Metrics) declare(counts *map[string]*atomic.Uint64, keys []string) {
 	m.dropMu.Lock()
 	defer m.dropMu.Unlock()
-	if *counts == nil {
-		*counts = map[string]*atomic.Uint64{}
-	}
 	for _, k := range keys {
-		if _, ok := (*counts)[k]; !ok {
-			(*counts)[k] = new(atomic.Uint64)
-		}
+		counterOf(counts, k)
 	}
 }
 
 // AuthFailure counts one failed credential check of kind.
 func (m *Metrics) AuthFailure(kind string) {
 	m.dropMu.Lock()
-	if m.authFails == nil {
-		m.authFails = map[string]*atomic.Uint64{}
-	}
-	c, ok := m.authFails[kind]
-	if !ok {
-		c = new(atomic.Uint64)
-		m.authFails[kind] = c
-	}
+	c := counterOf(&m.authFails, kind)
 	m.dropMu.Unlock()
 	c.Add(1)
 }
