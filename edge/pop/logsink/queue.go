@@ -103,8 +103,7 @@ type queueSink struct {
 	size     int64
 	buf      []byte
 	closed   bool
-	writeErr error     // the queue cannot write: it refuses until a retry succeeds
-	failAt   time.Time // when writeErr began
+	writeErr error     // the queue cannot write: it refuses until a retry succeeds (since when: st.queueFailing)
 	retryAt  time.Time // the first entry after this tries the disk again
 	retryGap time.Duration
 	failedN  uint64     // writes when writeErr began: a later fsync that succeeds covers a retry
@@ -454,7 +453,7 @@ func (s *queueSink) failLocked(err error) {
 	s.writeErr = fmt.Errorf("log endpoint %s: queue %s: %w", s.ep.Name, s.ep.Queue, err)
 	s.st.queueFailed(err, now)
 	if first {
-		s.failAt, s.failedN, s.retryGap = now, s.writes, queueRetryMin
+		s.failedN, s.retryGap = s.writes, queueRetryMin
 		s.log.Error("log endpoint: the disk queue cannot write; entries are refused (and delivered another way by guests that can) until a retry of the disk succeeds",
 			"endpoint", s.ep.Name, "dir", s.ep.Queue, "err", err, "retry_in", s.retryGap)
 	} else {
@@ -466,8 +465,9 @@ func (s *queueSink) failLocked(err error) {
 // recoverLocked leaves the failed state: a retry wrote (at
 // DurabilityFsync: and fsynced).
 func (s *queueSink) recoverLocked() {
+	since, _ := s.st.queueFailing()
 	s.log.Info("log endpoint: the disk queue writes again; entries are taken again", "endpoint", s.ep.Name, "dir", s.ep.Queue,
-		"failed_for", time.Since(s.failAt).Round(time.Millisecond), "dropped_total", s.st.dropped.Load())
+		"failed_for", time.Since(since).Round(time.Millisecond), "dropped_total", s.st.dropped.Load())
 	s.writeErr = nil
 	s.st.queueOK()
 }
