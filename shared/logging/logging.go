@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/shared/flaghint/nearest"
@@ -54,8 +55,7 @@ func nearLevel(s string) string {
 
 // CheckFormat refuses a --log-format value other than text or json.
 func CheckFormat(format string) error {
-	switch format {
-	case "text", "json":
+	if slices.Contains(Formats, format) {
 		return nil
 	}
 	return fmt.Errorf("--log-format %q: want text or json", format)
