@@ -286,11 +286,7 @@ func (c *Client) backfillFromEventsBut(ctx context.Context, r rollup, cutoff tim
 	if err != nil {
 		return err
 	}
-	check := "src = 1"
-	if r.check != "" {
-		check += " AND " + r.check
-	}
-	have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE "+check+" GROUP BY m")
+	have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE "+r.backfilled()+" GROUP BY m")
 	if err != nil {
 		return err
 	}
@@ -468,9 +464,9 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMon
 	// never over). So the month is checked against what was staged after
 	// the swaps, and swapped again while it holds more; a run whose
 	// staging table another dropped fails there (see BackfillRollups).
-	check := "src = 1"
-	if r.check != "" {
-		check += " AND " + r.check
+	sum := func(table string) (uint64, error) {
+		n, err := c.monthCounts(ctx, fmt.Sprintf("SELECT toYYYYMM(t) AS m, sumMerge(events) FROM %s.%s WHERE %s AND toYYYYMM(t) = %d GROUP BY m", c.db, table, r.backfilled(), m))
+		return n[m], err
 	}
 	for try := 1; ; try++ {
 		for _, p := range rows {
@@ -483,10 +479,6 @@ func (c *Client) rebuildMonth(ctx context.Context, r rollup, m uint64, selectMon
 		}
 		if afterSwap != nil {
 			afterSwap(c, r.table, staging, m, try)
-		}
-		sum := func(table string) (uint64, error) {
-			n, err := c.monthCounts(ctx, fmt.Sprintf("SELECT toYYYYMM(t) AS m, sumMerge(events) FROM %s.%s WHERE %s AND toYYYYMM(t) = %d GROUP BY m", c.db, table, check, m))
-			return n[m], err
 		}
 		swapped, err := sum(local)
 		if err != nil {

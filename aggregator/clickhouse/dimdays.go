@@ -147,7 +147,7 @@ func (c *Client) copyDimHours(ctx context.Context, r rollup, cols string, cutoff
 	if len(kept) == 0 {
 		return nil
 	}
-	have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE src = 1 AND "+r.check+" GROUP BY m")
+	have, err := c.monthCounts(ctx, "SELECT toYYYYMM(t) AS m, sumMerge(events) FROM "+c.db+"."+r.table+" WHERE "+r.backfilled()+" GROUP BY m")
 	if err != nil {
 		return err
 	}

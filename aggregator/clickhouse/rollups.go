@@ -187,6 +187,15 @@ type rollup struct {
 	check string
 }
 
+// backfilled is the condition on the table's backfilled rows (src = 1)
+// whose sumMerge(events) counts each event rolled up once (check).
+func (r rollup) backfilled() string {
+	if r.check == "" {
+		return "src = 1"
+	}
+	return "src = 1 AND " + r.check
+}
+
 // rollups are step 7's tables.
 func rollups() []rollup {
 	var out []rollup
