@@ -112,8 +112,12 @@ func (r *Response) reset() {
 // X-Edgepixel-Drop. Serve calls it at most once per request.
 func (r *Response) drop(reason string) {
 	r.Drop = reason
-	r.Set("X-Edgepixel-Drop", reason)
+	r.Set(DropHeader, reason)
 }
+
+// DropHeader is the answer's header naming why a hit's events were not
+// accepted (the reason Batcher counts), for the client and the tests.
+const DropHeader = "X-Edgepixel-Drop"
 
 // Paths the edge answers.
 const (

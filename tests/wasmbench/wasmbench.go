@@ -46,6 +46,9 @@ import (
 const (
 	GuestPkg    = "./tests/wasmbench/guest"
 	BaselinePkg = "./tests/wasmbench/guest/baseline"
+	// FloorPkg is a POP guest that only answers (the guestcpu section of
+	// edgepixel-bench measures it beside the edge module).
+	FloorPkg = "./tests/wasmbench/guest/floor"
 )
 
 // Toolchain builds a guest package into a .wasm file with the project's

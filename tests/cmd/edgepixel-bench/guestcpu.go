@@ -33,6 +33,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/tests/wasmbench"
 	"github.com/edgepixel/edgepixel/tests/wasmbench/corpus"
 )
 
@@ -52,6 +53,10 @@ type guestCPUOptions struct {
 	// maxInstances bounds each POP's pool (pop.Config.MaxInstances; 0:
 	// the POP's default).
 	maxInstances int
+	// floor adds the floor guest (tests/wasmbench/guest/floor, built with
+	// TinyGo when at hand) as a last build: the host's share of a hit,
+	// which each build's figures are then printed against.
+	floor bool
 }
 
 // runGuestCPU prints each build's guest CPU per hit over o.rounds
@@ -78,6 +83,15 @@ func runGuestCPU(o guestCPUOptions) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	var floor *build
+	if o.floor {
+		name, path, err := buildFloor(dir)
+		if err != nil {
+			return fmt.Errorf("the floor guest: %v", err)
+		}
+		floor = &build{name: name, path: path}
+		builds = append(builds, floor)
+	}
 	day := privacy.Day(time.Now())
 	salts := map[string]string{privacy.SaltKey(day): privacy.NewSalt(day, [16]byte{1, 2, 3}).String()}
 	manifest, _, err := benchManifestWith(dir, "fastly.toml", sink, "", salts)
@@ -152,8 +166,25 @@ func runGuestCPU(o guestCPUOptions) error {
 	for _, b := range builds {
 		g := splitGuest(b.samples)
 		line(b.name, g.all)
+		if b == floor { // it makes no flush
+			continue
+		}
 		line(b.name+", flush amortised", g.amortised)
 		line(fmt.Sprintf("%s, hits without a flush (%d flushes)", b.name, g.flushes), g.noFlush)
+	}
+	if floor != nil {
+		fmt.Printf("\nEach build against the %s of the same rounds: what the module adds to the host's share of a hit\n\n", floor.name)
+		fmt.Printf("| build | p50 over the floor's | p99 over the floor's | p50 less the floor's (µs) | p99 less the floor's (µs) |\n|---|---|---|---|---|\n")
+		f := splitGuest(floor.samples).all
+		f50, f99 := percentileOf(f, 0.5)*1e3, percentileOf(f, 0.99)*1e3
+		for _, b := range builds {
+			if b == floor {
+				continue
+			}
+			g := splitGuest(b.samples).amortised
+			p50, p99 := percentileOf(g, 0.5)*1e3, percentileOf(g, 0.99)*1e3
+			fmt.Printf("| %s, flush amortised | %.2f× | %.2f× | %.1f | %.1f |\n", b.name, p50/f50, p99/f99, p50-f50, p99-f99)
+		}
 	}
 	if o.conns <= 1 {
 		printGuestByHit(builds[0].name, builds[0].samples, o.hits)
@@ -172,6 +203,23 @@ func runGuestCPU(o guestCPUOptions) error {
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// buildFloor builds the floor guest into dir with TinyGo, the toolchain of
+// the module edgepixel ships, or with Go when no TinyGo is at hand, and
+// returns its name for the tables and its path.
+func buildFloor(dir string) (name, path string, err error) {
+	tcs, note := wasmbench.Toolchains()
+	if len(tcs) == 0 {
+		return "", "", fmt.Errorf("no toolchain to build it with (%s; run the bench from the repository, or pass --guestcpu-floor=false)", note)
+	}
+	tc := tcs[len(tcs)-1] // TinyGo, listed after Go, when at hand
+	fmt.Fprintf(os.Stderr, "bench: building the floor guest (%s) ...\n", tc.Name)
+	path = filepath.Join(dir, "floor-"+tc.Name+".wasm")
+	if err := tc.Build(wasmbench.FloorPkg, path); err != nil {
+		return "", "", err
+	}
+	return "floor guest (" + tc.Name + ", answers only)", path, nil
+}
 
 // namedBuilds parses a list of builds, name=path,name=path (a bare path
 // is named by its file name), into name and path pairs.

@@ -65,6 +65,7 @@ func main() {
 	flag.IntVar(&gcpu.hits, "guestcpu-hits", 2000, "guestcpu: hits per round and build")
 	flag.StringVar(&gcpu.profile, "guest-profile", "", "guestcpu: instead of timing, profile the guest functions matching this regexp (and the callers of its allocator)")
 	flag.IntVar(&gcpu.conns, "guestcpu-connections", 1, "guestcpu: keep-alive clients per build (more than one keeps the one instance busy, without idle waits between hits)")
+	flag.BoolVar(&gcpu.floor, "guestcpu-floor", true, "guestcpu: also measure the floor guest (tests/wasmbench/guest/floor: answers as a pixel hit and does nothing else) and print each build against it")
 	flag.IntVar(&gcpu.maxInstances, "guestcpu-max-instances", 0, "guestcpu: each POP's maximum instances (0: the POP's default)")
 	flag.StringVar(&gcpu.hostProfile, "guestcpu-cpuprofile", "", "guestcpu: write a Go CPU profile of this process (the POPs and their guests, the client too) over the timed rounds to this `file`")
 	flag.DurationVar(&dash.duration, "dash-duration", 8*time.Second, "dashboard: ingest duration with and without dashboards")
