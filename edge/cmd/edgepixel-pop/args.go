@@ -182,6 +182,10 @@ type options struct {
 	// (defaultCompileCache), when it is used.
 	compileCacheNote string
 
+	// explainEnv is explainEnv for an error found later about a flag's
+	// value (an address in use), set once the flags are parsed.
+	explainEnv func(error) error
+
 	// ready, if set, is told the bound addresses once serving (tests).
 	ready func(addr, adminAddr string)
 	// starting, if set, is called with the address to serve on before the
@@ -189,6 +193,15 @@ type options struct {
 	starting func(addr string)
 	// listen, if set, replaces net.Listen for the client listener (tests).
 	listen func(network, addr string) (net.Listener, error)
+}
+
+// noteEnv is err, about a flag's value, noting each flag it names whose
+// value came from a variable (explainEnv).
+func (o *options) noteEnv(err error) error {
+	if err == nil || o.explainEnv == nil {
+		return err
+	}
+	return o.explainEnv(err)
 }
 
 // endpointsFlag collects repeated --log-endpoint values.
@@ -532,6 +545,7 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 		return nil, flaghint.Explain(fs, err)
 	}
 	parsed = true
+	o.explainEnv = func(err error) error { return explainEnv(fs, fromEnv, err) }
 	// Newer Viceroy releases take a subcommand ("serve"); accept it.
 	if len(positional) > 0 && positional[0] == "serve" {
 		positional = positional[1:]

@@ -212,7 +212,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	}
 	if o.adminAddr != "" {
 		if err := checkAddr("--admin-addr", o.adminAddr); err != nil {
-			return err
+			return o.noteEnv(err)
 		}
 	}
 	if o.starting != nil {
@@ -312,7 +312,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		if err != nil {
 			srv.Close()
 			s.Shutdown(context.Background())
-			return fmt.Errorf("admin listener: %w", err)
+			return o.noteEnv(flaghint.ListenError("--admin-addr", err))
 		}
 		adminAddr = aln.Addr().String()
 		go func() { errc <- admin.Serve(aln) }()

@@ -151,16 +151,19 @@ func TestStartErrorsNameTheFlag(t *testing.T) {
 	defer busy.Close()
 	for _, c := range []struct {
 		args []string
+		env  map[string]string
 		want string
 	}{
-		{[]string{"-C", filepath.Join(t.TempDir(), "missing.toml"), "a.wasm"}, "-C: open "},
-		{[]string{"--addr", busy.Addr().String(), "a.wasm"}, "--addr: listen tcp " + busy.Addr().String()},
-		{[]string{"--addr", busy.Addr().String(), "a.wasm"}, "choose another address"},
+		{[]string{"-C", filepath.Join(t.TempDir(), "missing.toml"), "a.wasm"}, nil, "-C: open "},
+		{[]string{"--addr", busy.Addr().String(), "a.wasm"}, nil, "--addr: listen tcp " + busy.Addr().String()},
+		{[]string{"--addr", busy.Addr().String(), "a.wasm"}, nil, "choose another address"},
 		// Before the module compiles and the POP says it is ready.
-		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", busy.Addr().String(), "a.wasm"}, "--admin-addr: listen tcp " + busy.Addr().String()},
+		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", busy.Addr().String(), "a.wasm"}, nil, "--admin-addr: listen tcp " + busy.Addr().String()},
+		// Set by its variable, the address names it.
+		{[]string{"--addr", "127.0.0.1:0", "a.wasm"}, map[string]string{"EDGEPIXEL_POP_ADMIN_ADDR": busy.Addr().String()}, "(--admin-addr is EDGEPIXEL_POP_ADMIN_ADDR's value"},
 	} {
 		var errb bytes.Buffer
-		if code := run(c.args, env(nil), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), c.want) {
+		if code := run(c.args, env(c.env), io.Discard, &errb); code != 1 || !strings.Contains(errb.String(), c.want) {
 			t.Errorf("%q: exit %d, %q; want exit 1 and %q", c.args, code, errb.String(), c.want)
 		}
 	}
