@@ -36,6 +36,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/server"
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/clientip"
+	"github.com/edgepixel/edgepixel/shared/defaultaddr"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
 	goredis "github.com/redis/go-redis/v9"
@@ -169,8 +170,8 @@ func (o *options) check(fs *flag.FlagSet) error {
 // The listen addresses' defaults, which their errors also give as the
 // form to follow.
 const (
-	defaultAddr          = "127.0.0.1:8080"
-	defaultDashboardAddr = "127.0.0.1:8081"
+	defaultAddr          = defaultaddr.Aggregator
+	defaultDashboardAddr = defaultaddr.Dashboard
 )
 
 type options struct {

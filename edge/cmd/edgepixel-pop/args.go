@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/shared/defaultaddr"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
 )
@@ -644,7 +645,7 @@ func checkListenAddr(flag, addr string, optional bool) error {
 
 // defaultAddr is --addr's default, Viceroy's, and the example a listen
 // address's error gives.
-const defaultAddr = "127.0.0.1:7676"
+const defaultAddr = defaultaddr.POP
 
 // queueIn gives the HTTP endpoints without a queue= of their own a disk
 // queue in dir/NAME (NAME with anything but letters, digits, '.', '-'

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
+	"github.com/edgepixel/edgepixel/shared/defaultaddr"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/cli"
@@ -285,9 +286,9 @@ type listenAddr struct{ flag, addr, env string }
 // defaultAddr is each address flag's default, which its error also gives
 // as the form to follow.
 var defaultAddr = map[string]string{
-	"aggregator-addr": "127.0.0.1:8080",
-	"dashboard-addr":  "127.0.0.1:8081",
-	"pop-addr":        "127.0.0.1:7676",
+	"aggregator-addr": defaultaddr.Aggregator,
+	"dashboard-addr":  defaultaddr.Dashboard,
+	"pop-addr":        defaultaddr.POP,
 }
 
 // checkFree reports the first of addrs something already listens on,
