@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { EdgePixel } from "./edgepixel.js";
+import { logged } from "./testlog.mjs";
 
 function fake(answers) {
   const calls = [];
@@ -59,19 +60,6 @@ test("one URL works as before", async () => {
   assert.equal(await EdgePixel.prototype.post.call(f, d("http://a/ingest")), true);
   assert.deepEqual(f.calls, ["http://a/ingest"]);
 });
-
-// logged runs f with console.error captured and returns what it logged.
-async function logged(f) {
-  const lines = [];
-  const orig = console.error;
-  console.error = (...a) => lines.push(a.join(" "));
-  try {
-    await f();
-  } finally {
-    console.error = orig;
-  }
-  return lines;
-}
 
 test("a refusal is logged with the start of its answer and what to check", async () => {
   const answer = (status, body) => ({ sleep: async () => {}, fetch: async () => new Response(body, { status }) });

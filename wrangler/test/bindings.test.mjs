@@ -5,21 +5,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { EdgePixel } from "../src/edgepixel.js";
+import { logged as loggedLines } from "../src/testlog.mjs";
 
 const module = new WebAssembly.Module(readFileSync(process.env.EDGEPIXEL_WORKER_WASM));
 
-// logged runs f with console.error and the module's stderr captured.
-async function logged(f) {
-  const lines = [];
-  const orig = console.error;
-  console.error = (...a) => lines.push(a.join(" "));
-  try {
-    await f();
-  } finally {
-    console.error = orig;
-  }
-  return lines.join("\n");
-}
+// logged runs f and returns what it logged, console.error and the
+// module's stderr, as one text.
+const logged = async (f) => (await loggedLines(f)).join("\n");
 
 const env = { ingest_url: "https://agg.test/ingest", aggregator_secret: "s", batch_wait_ms: "0" };
 const hit = new Request("https://px.test/p.gif?site=js", { headers: { "cf-connecting-ip": "203.0.113.7" } });
