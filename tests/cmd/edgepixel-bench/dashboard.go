@@ -31,6 +31,8 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/query"
+	"github.com/edgepixel/edgepixel/edge/enrich/mailopen"
+	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -504,8 +506,8 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 		{"top pages, 30 days, country=DE, bots=exclude", "range=30d&country=DE&bots=exclude", "page"},
 		{"top email opens, 30 days", "range=30d", "mail_open"},
 		{"top email opens, 30 days, bots=exclude", "range=30d&bots=exclude", "mail_open"},
-		{"top signatures, 30 days, mail_open=apple", "range=30d&mail_open=apple", "signature"},
-		{"tiles + chart, 30 days, mail_open=gmail", "range=30d&mail_open=gmail", ""},
+		{"top signatures, 30 days, mail_open=" + mailopen.Apple, "range=30d&mail_open=" + mailopen.Apple, "signature"},
+		{"tiles + chart, 30 days, mail_open=" + mailopen.Gmail, "range=30d&mail_open=" + mailopen.Gmail, ""},
 		{"top pages, 30 days, signature=verified", "range=30d&signature=verified", "page"},
 	}
 	fmt.Println()
@@ -613,6 +615,11 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 // views roll them up as they are inserted, as they would live events.
 func insertVisits(ctx context.Context, c *clickhouse.Client, site string, n int, now time.Time) error {
 	const chunk = 1_000_000
+	quoted := make([]string, len(event.MailOpens))
+	for i, k := range event.MailOpens {
+		quoted[i] = clickhouse.Quote(k)
+	}
+	mailOpens := "[" + strings.Join(quoted, ", ") + "]" // who fetched an email open
 	for off := 0; off < n; off += chunk {
 		m := min(chunk, n-off)
 		sql := fmt.Sprintf(`INSERT INTO %[1]s.events (event_id, ts, ts_ms, site, name, props, url, referrer, country, region, channel, browser, os, device, visitor_id, bot_score, tier, mail_open, signature)
@@ -630,11 +637,11 @@ SELECT generateUUIDv4(), toDateTime(intDiv(ms, 1000)), ms, %[2]s,
 	if(cityHash64(vi, 13) %% 10 = 0, 0, vi),
 	if(cityHash64(vi, 12) %% 20 = 0, 90, 0),
 	if(cityHash64(vi, 13) %% 10 = 0, 'aggregate', 'full'),
-	if(cityHash64(v, 14) %% 20 = 0, ['person', 'apple', 'gmail', 'yahoo', 'outlook', 'feed'][cityHash64(v, 15) %% 6 + 1], ''),
+	if(cityHash64(v, 14) %% 20 = 0, %[6]s[cityHash64(v, 15) %% %[7]d + 1], ''),
 	if(cityHash64(v, 14) %% 20 = 0, ['verified', 'verified', 'unsigned'][cityHash64(v, 16) %% 3 + 1], '')
 FROM (SELECT number, intDiv(number, 4) AS v, cityHash64(v) %% 500000 + 1 AS vi, cityHash64(v, 8) %% 5 AS r, cityHash64(vi, 9) %% 9 AS g,
 	(%[3]d - 1800 - cityHash64(v, 1) %% (30 * 86400)) * 1000 + (number %% 4) * (10000 + cityHash64(number, 4) %% 290000) AS ms
-	FROM numbers(%[4]d, %[5]d))`, c.DB(), clickhouse.Quote(site), now.Unix(), off, m)
+	FROM numbers(%[4]d, %[5]d))`, c.DB(), clickhouse.Quote(site), now.Unix(), off, m, mailOpens, len(event.MailOpens))
 		if err := c.Exec(ctx, sql); err != nil {
 			return err
 		}
