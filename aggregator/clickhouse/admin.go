@@ -409,7 +409,9 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	var conds, badConds []string
 	id, byColumn := e.VisitorID.column()
 	if byColumn {
-		conds = append(conds, fmt.Sprintf("visitor_id = %d", id))
+		// prev_visitor_id holds the same person's id of the day before
+		// on their first events after midnight: it names them too.
+		conds = append(conds, fmt.Sprintf("visitor_id = %d", id), fmt.Sprintf("prev_visitor_id = %d", id))
 	}
 	for _, f := range []struct{ value, cond string }{
 		{string(e.VisitorID), "visitParamExtractString(props, 'visitor_id') = %s"},

@@ -264,6 +264,11 @@ func TestEraseVisitorID(t *testing.T) {
 		e.VisitorID = v
 		evs = append(evs, e)
 	}
+	// The same person's first event after midnight, under the next day's
+	// id, carries the erased id as prev_visitor_id: it goes too.
+	next := mkEvent(t, "demo", now+10)
+	next.VisitorID, next.PrevVisitorID = 4242, id
+	evs = append(evs, next)
 	if err := c.InsertEvents(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
@@ -293,10 +298,14 @@ func TestEraseVisitorID(t *testing.T) {
 	if err != nil || !res.Done {
 		t.Fatalf("%+v %v", res, err)
 	}
+	before["events"]++ // next
 	for _, table := range tables {
 		if res.Matched[table] != before[table] {
 			t.Errorf("matched %v, want %v", res.Matched, before)
 		}
+	}
+	if n, err := parseUint(c.count(t, fmt.Sprintf("SELECT count() FROM %s.events WHERE prev_visitor_id = %d", c.db, id))); err != nil || n != 0 {
+		t.Errorf("%d events still carry the erased id as prev_visitor_id (%v)", n, err)
 	}
 	if res.Kept == "" {
 		t.Error("the answer does not say what stays")
