@@ -70,6 +70,10 @@ func TestAppendReadCommitReopen(t *testing.T) {
 	if len(segs) < 3 {
 		t.Fatalf("want several segments with SegmentBytes 500, got %v", segs)
 	}
+	// Segments hold visitors' events: only the aggregator's user reads them.
+	if fi, err := os.Stat(filepath.Join(dir, segName(segs[0]))); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("segment %v: mode %v, want -rw------- (%v)", segs[0], fi.Mode(), err)
+	}
 	// Commit half way: earlier segments go, later records stay.
 	pos := s.Checkpoint()
 	for n := 0; n < 25; n++ { // Read stops at segment ends: walk record by record

@@ -7,5 +7,5 @@ import "os"
 // Lock opens path; without flock, nothing stops a second process from
 // using the same directory.
 func Lock(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 }

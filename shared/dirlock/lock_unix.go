@@ -12,7 +12,7 @@ import (
 // as long as the returned file is open, without waiting: when another
 // process holds it, the error is ErrHeld.
 func Lock(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -193,7 +193,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	case "-":
 		accessLog = stdout
 	default:
-		f, err := os.OpenFile(o.accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err := os.OpenFile(o.accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("access log: %w", err)
 		}

@@ -394,7 +394,7 @@ func Open(eps []Endpoint, stdout io.Writer, log *slog.Logger, fail func(error)) 
 		case Stdout, "":
 			sk = &stdoutSink{w: stdout, st: sinkStats{label: ep.Name, kind: Stdout}, fail: fail}
 		case File:
-			f, err := os.OpenFile(ep.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			f, err := os.OpenFile(ep.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 			if err != nil {
 				ls.Close(context.Background())
 				return nil, fmt.Errorf("log endpoint %s: %w", ep.Name, err)

@@ -151,7 +151,7 @@ var queueTestHook func(*queueSink)
 
 // openQueue opens (creating) the queue in ep.Queue and resumes it.
 func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink, error) {
-	if err := os.MkdirAll(ep.Queue, 0o755); err != nil {
+	if err := os.MkdirAll(ep.Queue, 0o700); err != nil {
 		return nil, fmt.Errorf("log endpoint %s: queue directory: %w", ep.Name, err)
 	}
 	// Two POPs appending to one queue would interleave their checkpoints
@@ -283,7 +283,7 @@ func (s *queueSink) resume() error {
 		s.seg = keep[len(keep)-1] + 1
 	}
 	s.seg = max(s.seg, s.rseg)
-	if s.f, err = os.OpenFile(segmentPath(dir, s.seg), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+	if s.f, err = os.OpenFile(segmentPath(dir, s.seg), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
 		return err
 	}
 	if s.size, err = s.f.Seek(0, io.SeekEnd); err != nil {
@@ -474,7 +474,7 @@ func (s *queueSink) recoverLocked() {
 
 // rotateLocked starts the next segment.
 func (s *queueSink) rotateLocked() error {
-	f, err := os.OpenFile(segmentPath(s.ep.Queue, s.seg+1), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(segmentPath(s.ep.Queue, s.seg+1), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
@@ -738,7 +738,7 @@ func (s *queueSink) advance(n int64) {
 // see queueSink).
 func (s *queueSink) writeCheckpoint() error {
 	tmp := filepath.Join(s.ep.Queue, checkpointName+".tmp")
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", s.rseg, s.roff)), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", s.rseg, s.roff)), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(s.ep.Queue, checkpointName))

@@ -138,6 +138,16 @@ func TestQueueDelivers(t *testing.T) {
 			if !slices.Equal(got, w) {
 				t.Fatalf("delivered %d lines, want %d", len(got), len(want))
 			}
+			// The queue holds visitors' events: only the POP's user reads it.
+			ents, err := os.ReadDir(dir)
+			if err != nil || len(ents) == 0 {
+				t.Fatalf("queue directory: %v %v", ents, err)
+			}
+			for _, e := range ents {
+				if fi, err := e.Info(); err != nil || fi.Mode().Perm()&0o077 != 0 {
+					t.Errorf("%s: mode %v, want no access for group or others (%v)", e.Name(), fi.Mode(), err)
+				}
+			}
 			if dur == DurabilityFsync && (q.syncs.Load() == 0 || q.syncs.Load() > 100) {
 				t.Errorf("%d fsyncs for 100 writes", q.syncs.Load())
 			}
