@@ -244,6 +244,8 @@ func (s *Server) dashboardRoutes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		s.metrics.WriteTo(w)
 	}))
+	// The public /readyz with the errors it leaves out (readyz).
+	auth("GET /readyz", adminOnly(s.readyzDetail))
 	// Every /api endpoint refuses a query parameter it does not read or
 	// one given twice (params), so that neither is silently ignored.
 	auth("GET /api/me", params(func(w http.ResponseWriter, r *http.Request) {

@@ -582,17 +582,32 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 // the spool could keep); "loading" says whether stored rows keep up, with
 // the reason it is paused, and ?loading=1 makes the status code require
 // loading too (for monitoring).
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+//
+// This is the public listener's: a failing check says "failing" and a
+// pause names its step without the error, whose text holds internal
+// addresses (a Redis or ClickHouse URL); readyzDetail, on the dashboard
+// listener for the admin, and the log give the errors.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) { s.readiness(w, r, false) }
+
+// readyzDetail is readyz with each failing check's error and the pause's.
+func (s *Server) readyzDetail(w http.ResponseWriter, r *http.Request) { s.readiness(w, r, true) }
+
+func (s *Server) readiness(w http.ResponseWriter, r *http.Request, detail bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	checks := map[string]string{}
 	ingestOK, loadOK := true, true
 	check := func(name string, err error, ok *bool) {
-		if err != nil {
-			checks[name] = err.Error()
-			*ok = false
-		} else {
+		switch {
+		case err == nil:
 			checks[name] = "ok"
+		case detail:
+			checks[name] = err.Error()
+		default:
+			checks[name] = "failing"
+		}
+		if err != nil {
+			*ok = false
 		}
 	}
 	var spoolErr error
@@ -623,6 +638,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if pause != nil {
 		loadOK = false
+		if !detail {
+			p := *pause
+			p.Error = "see the aggregator's log, or /readyz on the dashboard listener"
+			pause = &p
+		}
 	}
 	status := http.StatusOK
 	if !ingestOK || (!loadOK && r.URL.Query().Get("loading") != "") {

@@ -358,6 +358,18 @@ func TestIntegration(t *testing.T) {
 		if code := getJSON(t, a.http.URL+"/readyz", &ready); code != 200 {
 			t.Errorf("readyz %d %v", code, ready)
 		}
+		// The dashboard listener's, with the checks' errors, is the
+		// admin's only.
+		if resp, err := http.Get(a.dash.URL + "/readyz"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("dashboard /readyz without credentials: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+		if resp, err := authGet(a.dash.URL + "/readyz"); err != nil || resp.StatusCode != 200 {
+			t.Errorf("dashboard /readyz with the admin token: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
 		if code := getJSON(t, a.http.URL+"/healthz", &ready); code != 200 {
 			t.Errorf("healthz %d", code)
 		}

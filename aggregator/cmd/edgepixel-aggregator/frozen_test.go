@@ -54,7 +54,7 @@ func TestFrozenClickHouse(t *testing.T) {
 	var ready readyz
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		ready = readyz{}
-		resp, err = http.Get(p.url("/readyz"))
+		resp, err = p.dashGet("/readyz") // the admin's, with the errors
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,11 +71,24 @@ func TestFrozenClickHouse(t *testing.T) {
 	if ready.Loading.Ready || ready.Loading.Paused == nil || !strings.Contains(ready.Loading.Paused.Error, "clickhouse") {
 		t.Errorf("/readyz with ClickHouse frozen: %+v; want loading paused with the reason", ready)
 	}
+	// The public listener's says as much without the errors, whose text
+	// names internal addresses (ClickHouse's URL).
+	resp, err = http.Get(p.url("/readyz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	ready = readyz{}
+	if err := json.Unmarshal(b, &ready); err != nil || ready.Loading.Ready || ready.Loading.Paused == nil || ready.Checks["clickhouse"] != "failing" ||
+		strings.Contains(string(b), "127.0.0.1") || strings.Contains(string(b), "http://") {
+		t.Errorf("public /readyz with ClickHouse frozen: %s; want loading paused, clickhouse failing, and no internal address", b)
+	}
 
 	// The client's own limit is far above --query-timeout: a hang shows
 	// as its error.
 	client := &http.Client{Timeout: time.Minute}
-	b, err := os.ReadFile(filepath.Join(p.dataDir, "dashboard-token"))
+	b, err = os.ReadFile(filepath.Join(p.dataDir, "dashboard-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
