@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -136,8 +139,16 @@ func TestAdminHTTP(t *testing.T) {
 			erase = m
 		}
 	}
-	if erase == nil || erase["actor"] != "dpo@example.com" || erase["site"] != "demo" || erase["user_id_sha256"] == "" || erase["time"] == nil || erase["remote"] == "" {
+	if erase == nil || erase["actor"] != "dpo@example.com" || erase["site"] != "demo" || erase["user_id_hmac"] == "" || erase["time"] == nil || erase["remote"] == "" {
 		t.Fatalf("no complete audit line for the erasure:\n%s", out)
+	}
+	// The identifier's fingerprint is keyed by the admin token: a plain
+	// hash of a user id or an address is reversed by trying every one.
+	plain := sha256.Sum256([]byte("u-123456"))
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte("u-123456"))
+	if got := erase["user_id_hmac"]; got != hex.EncodeToString(m.Sum(nil)[:6]) || got == hex.EncodeToString(plain[:6]) {
+		t.Errorf("user_id_hmac %v: want HMAC-SHA256 keyed by the admin token, cut to 6 bytes", got)
 	}
 	if strings.Contains(out, "u-123456") {
 		t.Errorf("the erased identifier is in the log:\n%s", out)
