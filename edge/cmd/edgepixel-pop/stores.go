@@ -5,10 +5,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
@@ -67,6 +69,7 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 	store := edgepixelStore(m)
 	out = append(out, valueWarnings(store)...)
 	out = append(out, signingKeyWarnings(store, m.LocalServer.SecretStores[storekeys.Store])...)
+	out = append(out, saltWarnings(m.LocalServer.SecretStores[storekeys.Store], time.Now())...)
 	written := map[string]bool{store[wire.ConfigJournal]: true, store[wire.ConfigLogEndpoint]: true}
 	switch fb := store[wire.ConfigFallbackLogEndpoint]; fb {
 	case "":
@@ -89,6 +92,32 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 		}
 	}
 	return out, checkDelivery(m, eps)
+}
+
+// saltWarnings are the visitor salts of secrets (the edgepixel secret
+// store) that serve a day that is over at now: yesterday's once the first
+// privacy.VisitWindow of today has passed, or an older one. Rotation
+// (edgepixel-salt, from cron) writes tomorrow's salt over it; while it is
+// held, anyone who reads it and the stored events can try every address
+// against that day's visitor ids, which deleting it is meant to end.
+// Salts that do not parse are left to the module, which reports them.
+func saltWarnings(secrets map[string][]byte, now time.Time) []string {
+	var out []string
+	today := privacy.Day(now)
+	sinceMidnight := now.Sub(now.UTC().Truncate(24 * time.Hour))
+	for _, key := range privacy.SaltKeys {
+		v, ok := secrets[key]
+		if !ok {
+			continue
+		}
+		salt, err := privacy.ParseSalt(string(v))
+		if err != nil || salt.Day >= today || salt.Day == today-1 && sinceMidnight < privacy.VisitWindow {
+			continue
+		}
+		date := time.Unix(int64(salt.Day)*86400, 0).UTC().Format(time.DateOnly)
+		out = append(out, fmt.Sprintf("secret store %s: %s holds the visitor salt of %s, a day that is over: rotation has not run (edgepixel-salt, from cron, writes tomorrow's salt over it); while it is held, that day's visitor ids can be linked to addresses", storekeys.Store, key, date))
+	}
+	return out
 }
 
 // valueWarnings are the problems of the edgepixel config store's values

@@ -7,10 +7,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop/logsink"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
 )
 
@@ -306,6 +308,33 @@ func TestSigningKeyWarnings(t *testing.T) {
 			if !strings.Contains(w[0], want) {
 				t.Errorf("%s: warning %q, want it to contain %q", tc.name, w[0], want)
 			}
+		}
+	}
+}
+
+func TestSaltWarnings(t *testing.T) {
+	day := func(d int32) []byte { return []byte(privacy.NewSalt(d, [16]byte{1}).String() + "\n") }
+	noon := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	today := privacy.Day(noon)
+	for _, c := range []struct {
+		name    string
+		now     time.Time
+		salts   map[string][]byte
+		warning string // the day named, "" for none
+	}{
+		{"today and tomorrow", noon, map[string][]byte{privacy.SaltKey(today): day(today), privacy.SaltKey(today + 1): day(today + 1)}, ""},
+		{"yesterday within the visit window", noon.Add(-11*time.Hour - 45*time.Minute), map[string][]byte{privacy.SaltKey(today): day(today), privacy.SaltKey(today - 1): day(today - 1)}, ""},
+		{"yesterday past it", noon, map[string][]byte{privacy.SaltKey(today): day(today), privacy.SaltKey(today - 1): day(today - 1)}, "2026-12-04"},
+		{"an older one", noon, map[string][]byte{privacy.SaltKey(today - 2): day(today - 2)}, "2026-12-03"},
+		{"none", noon, nil, ""},
+		{"not a salt", noon, map[string][]byte{privacy.SaltKeys[0]: []byte("x")}, ""},
+	} {
+		got := saltWarnings(c.salts, c.now)
+		switch {
+		case c.warning == "" && len(got) != 0:
+			t.Errorf("%s: %q, want no warning", c.name, got)
+		case c.warning != "" && (len(got) != 1 || !strings.Contains(got[0], c.warning) || !strings.Contains(got[0], "edgepixel-salt")):
+			t.Errorf("%s: %q, want one naming %s and edgepixel-salt", c.name, got, c.warning)
 		}
 	}
 }
