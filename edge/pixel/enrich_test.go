@@ -183,6 +183,56 @@ func TestConsentTiersAndVisitorIDs(t *testing.T) {
 	}
 }
 
+// Every opt-out the pixel honours is honoured by POST /e too, from the
+// body and from the URL's query alike, and a parameter given twice (or in
+// the query and the body) with a consent and an opt-out is an opt-out.
+// Found by a new-user tester (a privacy auditor): us_privacy in a POST's
+// body or query, consent=0 in its query and the pixel's
+// consent=1&consent=0 were all stored in the full tier.
+func TestOptOutWinsOnEveryPath(t *testing.T) {
+	c := &Config{Salts: testSalts}
+	aggregate := func(t *testing.T, what string, e event.Event, reason string) {
+		t.Helper()
+		if e.Tier != event.TierAggregate || e.ConsentReason != reason || e.VisitorID != 0 || e.Props != "" || e.UserAgent != "" {
+			t.Errorf("%s: tier %q reason %q (want %s) visitor %x props %q ua %q", what, e.Tier, e.ConsentReason, reason, e.VisitorID, e.Props, e.UserAgent)
+		}
+	}
+	for _, tc := range []struct{ query, reason string }{
+		{"&consent=1&consent=0", "no_consent"},
+		{"&consent=0&consent=1", "no_consent"},
+		{"&consent=&consent=0", "no_consent"},
+		{"&consent=false", "no_consent"},
+		{"&us_privacy=1NNN&us_privacy=1YYN", "ccpa_opt_out"},
+		{"&us_privacy=1YYN&consent=1", "ccpa_opt_out"},
+		{"&c%6Fnsent=1&consent=%30", "no_consent"},
+	} {
+		aggregate(t, "pixel "+tc.query, hitWith(t, "site=demo"+tc.query, c, nil), tc.reason)
+	}
+	if e := hitWith(t, "site=demo&consent=1&consent=1", c, nil); e.Tier != event.TierFull || e.VisitorID == 0 {
+		t.Errorf("pixel with consent twice: %+v", e)
+	}
+	for _, tc := range []struct{ body, query, reason string }{
+		{`{"site":"demo","name":"ev","us_privacy":"1YYN","props":{"a":"b"}}`, "", "ccpa_opt_out"},
+		{`{"site":"demo","name":"ev","props":{"a":"b"}}`, "us_privacy=1YYN", "ccpa_opt_out"},
+		{`{"site":"demo","name":"ev","props":{"a":"b"}}`, "consent=0", "no_consent"},
+		{`{"site":"demo","name":"ev","consent":1,"props":{"a":"b"}}`, "consent=0", "no_consent"},
+		{`{"site":"demo","name":"ev","consent":0,"props":{"a":"b"}}`, "consent=1", "no_consent"},
+		{`{"site":"demo","name":"ev","consent":0,"consent":1,"props":{"a":"b"}}`, "", "no_consent"},
+		{`{"site":"demo","name":"ev","consent":"false","props":{"a":"b"}}`, "", "no_consent"},
+		{`{"site":"demo","name":"ev","us_privacy":"1YYN","us_privacy":"1NNN","props":{"a":"b"}}`, "", "ccpa_opt_out"},
+		{`{"site":"demo","name":"ev","us_privacy":"1NNN","props":{"a":"b"}}`, "us_privacy=1YYN", "ccpa_opt_out"},
+	} {
+		evs, drop := FromJSON([]byte(tc.body), "", tc.query, meta(), c)
+		if drop != "" || len(evs) != 1 {
+			t.Fatalf("POST ?%s %s: drop %q", tc.query, tc.body, drop)
+		}
+		aggregate(t, "POST ?"+tc.query+" "+tc.body, evs[0], tc.reason)
+	}
+	if evs, _ := FromJSON([]byte(`{"site":"demo","us_privacy":"1NNN","consent":1}`), "", "consent=1", meta(), c); evs[0].Tier != event.TierFull || evs[0].VisitorID == 0 {
+		t.Errorf("POST without an opt-out: %+v", evs[0])
+	}
+}
+
 func TestSitesSettings(t *testing.T) {
 	store := map[string]string{
 		ConfigSites:               "demo, shop\nblog",

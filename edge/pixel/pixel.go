@@ -214,7 +214,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 		return "", drop
 	}
 	p := hitParams{clientTime: q.value(qClientTime), screen: q.value(qScreen),
-		consent: q.value(qConsent), usPrivacy: q.value(qUSPrivacy), ids: &sc.ids,
+		consent: q.signals.Consent, usPrivacy: q.signals.USPrivacy, ids: &sc.ids,
 		utm: [5]string(q.values[qUTMSource : qUTMContent+1])}
 	if p.signature, drop, _ = signature(rawQuery, site, st, c, m.Now, m.ClientIP); drop != "" {
 		return "", drop
@@ -316,10 +316,15 @@ func IsParam(name string) bool {
 
 // pixelQuery is a pixel's query read in one pass: each parameter's value
 // as queryValue gives it (the first well-formed pair's), unescaped into a
-// buffer the caller reuses rather than one new string per escaped value.
+// buffer the caller reuses rather than one new string per escaped value,
+// and the consent signals of all pairs (signals).
 type pixelQuery struct {
 	values [numPixelParams]string
 	set    uint16 // bit i: values[i] found
+	// signals are consent and us_privacy read from every pair that
+	// carries them, not the first alone: an opt-out wins over a consent
+	// given in another pair (privacy.Signals.AddConsent).
+	signals privacy.Signals
 }
 
 // set has a bit for each parameter: more than 16 overflows this constant.
@@ -348,7 +353,8 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 			}
 		}
 		i := paramIndex(k)
-		if i < 0 || q.set&(1<<i) != 0 {
+		repeated := i >= 0 && q.set&(1<<i) != 0
+		if i < 0 || repeated && i != qConsent && i != qUSPrivacy {
 			continue
 		}
 		if hasEscapes(v) {
@@ -360,8 +366,16 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 			}
 			v = unsafe.String(unsafe.SliceData(buf[start:]), len(buf)-start)
 		}
-		q.values[i] = v
-		q.set |= 1 << i
+		switch i {
+		case qConsent:
+			q.signals.AddConsent(v)
+		case qUSPrivacy:
+			q.signals.AddUSPrivacy(v)
+		}
+		if !repeated {
+			q.values[i] = v
+			q.set |= 1 << i
+		}
 	}
 	*room = buf
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 )
 
@@ -160,6 +161,7 @@ func FuzzFromJSON(f *testing.F) {
 	f.Add([]byte(`{"site":"demo","props":{"a":1}}`), "", "UA/1", "https://example.com/")
 	f.Add([]byte(`[{"site":"demo"},{"site":"x","name":"y","event_id":"`+key+`"}]`), key, "UA\xff", "\x00")
 	f.Add([]byte("{\"site\":\"d\xffe\",\"url\":\"\\u0000\",\"props\":{\"k\":\"\\ud800\"}}"), "", "", "")
+	f.Add([]byte(`{"site":"d","consent":1,"consent":"0","us_privacy":"1YYN","us_privacy":{}}`), "", "", "")
 	f.Fuzz(func(t *testing.T, body []byte, idemKey, ua, referer string) {
 		m := meta()
 		m.UserAgent, m.Referer = ua, referer
@@ -221,6 +223,7 @@ func FuzzPixelQuery(f *testing.F) {
 		"site=a&url=https%3A%2F%2Fx.example%2Fp%3Fq%3D1&ref=r+s&e=signup&t=1&sw=390&consent=0&us_privacy=1YNN&open=1",
 		"site=%zz&site=b&url=a;b&url=ok", "site&site=x", "%73ite=s%20t&u%72l=%", "site=a&&site=b&url=%4", "url=%41%42+%43&site=",
 		"e=%E2%82%AC&ref=%ff", "site=a%3Bb&t=+1+",
+		"site=a&consent=1&consent=0", "consent=0&consent=1&us_privacy=1NNN&us_privacy=1YYN", "consent=%zz&consent=&consent=false",
 	} {
 		f.Add(s)
 	}
@@ -233,6 +236,19 @@ func FuzzPixelQuery(f *testing.F) {
 				if got, want := q.value(i), queryValue(raw, name); got != want {
 					t.Fatalf("%q: %s = %q, queryValue %q", raw, name, got, want)
 				}
+			}
+			// The consent signals take every well-formed pair: an
+			// opt-out in any wins.
+			var want privacy.Signals
+			all, _ := url.ParseQuery(raw)
+			for _, v := range all["consent"] {
+				want.AddConsent(v)
+			}
+			for _, v := range all["us_privacy"] {
+				want.AddUSPrivacy(v)
+			}
+			if q.signals != want {
+				t.Fatalf("%q: signals %+v, want %+v", raw, q.signals, want)
 			}
 		}
 	})

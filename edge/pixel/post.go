@@ -26,9 +26,24 @@ type postedEvent struct {
 	// T is the client's clock (unix milliseconds), SW the screen width
 	// in CSS pixels, Consent the page's consent word ("0"/"1", 0/1 or
 	// false/true): numbers or strings, read leniently (jsonWord).
-	T       json.RawMessage `json:"t"`
-	SW      json.RawMessage `json:"sw"`
-	Consent json.RawMessage `json:"consent"`
+	// USPrivacy is the IAB US Privacy string, as the pixel's us_privacy.
+	// Both are read from every occurrence of their key (signalWords), and
+	// merged with the POST's URL query's (fromJSON): an opt-out wins.
+	T         json.RawMessage `json:"t"`
+	SW        json.RawMessage `json:"sw"`
+	Consent   signalWords     `json:"consent"`
+	USPrivacy signalWords     `json:"us_privacy"`
+}
+
+// signalWords are the values of a consent signal's key in one posted
+// event, each as jsonWord reads it: encoding/json keeps only the last of
+// a key given twice, and {"consent":0,"consent":1} must not read as
+// consent (an opt-out always wins; privacy.Signals.AddConsent).
+type signalWords []string
+
+func (w *signalWords) UnmarshalJSON(b []byte) error {
+	*w = append(*w, jsonWord(b))
+	return nil
 }
 
 // jsonWord returns a JSON scalar as text: a string's contents, a number's
@@ -70,6 +85,9 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 // (unknown_site), and a body over a rate limit (checked for the first
 // event's site). idemKey is the Idempotency-Key header's value ("" if
 // absent).
+//
+// An event's consent signals are its consent and us_privacy, and rawQuery's,
+// as a pixel's (FromQuery): an opt-out in either wins.
 //
 // An event with a client id (event_id, or idemKey) gets its stored id from
 // event.Scope and its time from the client id; others get a fresh id and
@@ -175,6 +193,12 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 			return nil, nil, drop
 		}
 	}
+	// The URL's query may carry consent signals too (POST
+	// /e?us_privacy=1YYN): found by a new-user tester (a privacy auditor),
+	// they were ignored, as was us_privacy in the body.
+	var q pixelQuery
+	var room []byte
+	q.parse(rawQuery, &room)
 	out := make([]event.Event, 0, len(posted))
 	for i := range posted {
 		p := &posted[i]
@@ -195,8 +219,15 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 			page = m.Referer
 		}
 		e.Site = cleanSite(p.Site)
-		hp := hitParams{clientTime: jsonWord(p.T), screen: jsonWord(p.SW), consent: jsonWord(p.Consent),
-			signature: sigs.value(e.Site)}
+		sig := q.signals
+		for _, w := range p.Consent {
+			sig.AddConsent(w)
+		}
+		for _, w := range p.USPrivacy {
+			sig.AddUSPrivacy(w)
+		}
+		hp := hitParams{clientTime: jsonWord(p.T), screen: jsonWord(p.SW), consent: sig.Consent,
+			usPrivacy: sig.USPrivacy, signature: sigs.value(e.Site)}
 		e.Props = props // before finish: the consent tier may clear it
 		if note := finish(&e, p.Name, page, ref, &r, m, sites[i], c, &hp); note != "" {
 			if notes == nil {

@@ -14,11 +14,14 @@
 // A site has a default tier. Opt-out signals put a hit in TierAggregate
 // whatever the default: Sec-GPC: 1 (Global Privacy Control, W3C draft;
 // California's CCPA regulations section 7025 make it a valid opt-out),
-// DNT: 1, an explicit consent=0 parameter, or an IAB US Privacy string
+// DNT: 1, an explicit consent=0 (or false) parameter, or an IAB US Privacy string
 // (us_privacy parameter, "1YYY" form) whose third character is 'Y' (opted
 // out of sale). An explicit consent=1 raises a site whose default is
 // TierAggregate to TierFull, unless an opt-out signal is present: an
-// opt-out always wins.
+// opt-out always wins, also over the same parameter given again with
+// consent (Signals.AddConsent, Signals.AddUSPrivacy). The pixel and the
+// event POST read the same parameters, the POST from its URL's query and
+// from each event alike.
 //
 // # Visitor ids
 //
@@ -41,6 +44,7 @@ package privacy
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/dchest/siphash"
@@ -78,8 +82,40 @@ func ParseTier(s string) (Tier, bool) {
 type Signals struct {
 	GPC       string // the Sec-GPC header
 	DNT       string // the DNT header
-	Consent   string // the consent parameter: "1" given, "0" refused
+	Consent   string // the consent parameter: "1" or "true" given, "0" or "false" refused
 	USPrivacy string // the us_privacy parameter (IAB CCPA string, e.g. "1YNN")
+}
+
+// AddConsent takes one more occurrence of the consent parameter (a pixel's
+// query may repeat it; a POST has it in its URL's query and in each event):
+// a refusal wins over a consent whichever came first, else the first value
+// stays. Found by a new-user tester (a privacy auditor): consent=1&consent=0
+// was read as consent, as the first pair of a query wins.
+func (s *Signals) AddConsent(v string) {
+	if s.Consent == "" || consentRefused(v) && !consentRefused(s.Consent) {
+		s.Consent = v
+	}
+}
+
+// AddUSPrivacy is AddConsent for the us_privacy parameter: a string that
+// says opted out wins over one that does not.
+func (s *Signals) AddUSPrivacy(v string) {
+	if s.USPrivacy == "" || ccpaOptOut(v) && !ccpaOptOut(s.USPrivacy) {
+		s.USPrivacy = v
+	}
+}
+
+// consentRefused: "0" or "false" (in any ASCII case), as a page's consent
+// word is sent (POSTed JSON's false reads as "0").
+func consentRefused(v string) bool { return v == "0" || strings.EqualFold(v, "false") }
+
+// consentGiven: "1" or "true" (in any ASCII case).
+func consentGiven(v string) bool { return v == "1" || strings.EqualFold(v, "true") }
+
+// ccpaOptOut: an IAB US Privacy string ("1YYN") whose third character says
+// opted out of sale.
+func ccpaOptOut(v string) bool {
+	return len(v) == 4 && v[0] == '1' && (v[2] == 'Y' || v[2] == 'y')
 }
 
 // Reasons Decide gives, as stored beside the tier.
@@ -99,11 +135,11 @@ func Decide(siteDefault Tier, s Signals) (Tier, string) {
 		return TierAggregate, ReasonGPC
 	case s.DNT == "1":
 		return TierAggregate, ReasonDNT
-	case s.Consent == "0":
+	case consentRefused(s.Consent):
 		return TierAggregate, ReasonNoConsent
-	case len(s.USPrivacy) == 4 && s.USPrivacy[0] == '1' && (s.USPrivacy[2] == 'Y' || s.USPrivacy[2] == 'y'):
+	case ccpaOptOut(s.USPrivacy):
 		return TierAggregate, ReasonCCPAOptOut
-	case siteDefault == TierAggregate && s.Consent == "1":
+	case siteDefault == TierAggregate && consentGiven(s.Consent):
 		return TierFull, ReasonConsent
 	}
 	return siteDefault, ReasonDefault
