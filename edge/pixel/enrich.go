@@ -3,7 +3,6 @@ package pixel
 import (
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/enrich/bot"
@@ -179,8 +178,10 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 
 	tier, why := privacy.Decide(st.Tier, privacy.Signals{GPC: m.SecGPC, DNT: m.DNT, Consent: p.consent, USPrivacy: p.usPrivacy})
 	e.Tier, e.ConsentReason = tier.String(), why
+	// What the tier keeps is event's rule, which the aggregator applies
+	// again to whatever it ingests.
+	e.ApplyPrivacy()
 	if tier == privacy.TierAggregate {
-		aggregateOnly(e, pu)
 		return ""
 	}
 	if c.Salts != nil && r.ip.IsValid() {
@@ -197,21 +198,6 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 		}
 	}
 	return ""
-}
-
-// aggregateOnly clears what the aggregate tier does not keep: anything a
-// person could be told apart or found by. Left are the counts' dimensions:
-// site, name, the page without its query, referrer host, channel and
-// source, the campaign's source, medium and name, coarse user agent
-// classes, geography, bot score.
-func aggregateOnly(e *event.Event, pu pageurl.Result) {
-	e.UserAgent, e.ClientIP, e.Props, e.Referrer = "", "", "", ""
-	e.UTMTerm, e.UTMContent = "", ""
-	e.ScreenWidth, e.ClientTime, e.ClientTimeReason = 0, 0, ""
-	e.VisitorID, e.PrevVisitorID = 0, 0
-	if pu.Query != "" {
-		e.URL = strings.TrimSuffix(e.URL, "?"+pu.Query)
-	}
 }
 
 // signature checks a pixel's signature under the site's policy: the

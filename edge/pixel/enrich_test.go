@@ -148,12 +148,18 @@ func TestConsentTiersAndVisitorIDs(t *testing.T) {
 		{"&consent=0", nil, "no_consent"},
 		{"&us_privacy=1YYN", nil, "ccpa_opt_out"},
 	} {
-		e := hitWith(t, "site=demo&sw=1280&t=1763800000000&url="+url.QueryEscape("https://example.com/a?q=secret&utm_term=x")+"&ref="+url.QueryEscape("https://www.google.com/search?q=me")+tc.query, c, tc.edit)
+		edit := func(m *Meta) {
+			m.City, m.ASN = "Amsterdam", 1136
+			if tc.edit != nil {
+				tc.edit(m)
+			}
+		}
+		e := hitWith(t, "site=demo&sw=1280&t=1763800000000&url="+url.QueryEscape("https://example.com/a?q=secret&utm_term=x")+"&ref="+url.QueryEscape("https://www.google.com/search?q=me")+tc.query, c, edit)
 		if e.Tier != "aggregate" || e.ConsentReason != tc.reason {
 			t.Errorf("%s: tier %q reason %q", tc.reason, e.Tier, e.ConsentReason)
 		}
 		if e.VisitorID != 0 || e.PrevVisitorID != 0 || e.UserAgent != "" || e.Referrer != "" || e.URL != "https://example.com/a" || e.UTMTerm != "" ||
-			e.ScreenWidth != 0 || e.ClientTime != 0 || e.ClientIP != "" {
+			e.ScreenWidth != 0 || e.ClientTime != 0 || e.ClientIP != "" || e.BrowserVersion != "" || e.OSVersion != "" || e.City != "" || e.ASN != 0 {
 			t.Errorf("%s: aggregate tier keeps %+v", tc.reason, e)
 		}
 		if e.Channel != "search" || e.ReferrerHost != "www.google.com" || e.Browser != "Chrome" || e.Path != "/a" {

@@ -6,7 +6,6 @@ package pixel
 
 import (
 	"io"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -465,20 +464,5 @@ func queryValue(rawQuery, key string) string {
 }
 
 // TruncateIP keeps the network part of an address: /24 for IPv4, /48 for
-// IPv6. Unparseable input yields "" rather than passing it through.
-func TruncateIP(s string) string {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return ""
-	}
-	a = a.Unmap()
-	bits := 48
-	if a.Is4() {
-		bits = 24
-	}
-	p, err := a.Prefix(bits)
-	if err != nil {
-		return ""
-	}
-	return p.Addr().String()
-}
+// IPv6 (event.TruncateIP, which the aggregator applies too).
+func TruncateIP(s string) string { return event.TruncateIP(s) }

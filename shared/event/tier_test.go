@@ -1,0 +1,133 @@
+package event
+
+import (
+	"testing"
+)
+
+// aggregateCleared and aggregateKept name every field of Fields: what
+// ApplyPrivacy clears in TierAggregate, and what it keeps. A new field
+// fails TestApplyPrivacy until it is put in one of them (and the README's
+// consent tiers say so).
+var (
+	aggregateCleared = []string{"user_agent", "client_ip", "props", "referrer", "utm_term", "utm_content",
+		"browser_version", "os_version", "city", "asn", "visitor_id", "prev_visitor_id",
+		"client_ts_ms", "client_ts_reason", "screen_width"}
+	aggregateKept = []string{"event_id", "ts_ms", "site", "name", "url", "country", "utm_source", "utm_medium",
+		"utm_campaign", "pop", "method", "browser", "os", "device", "bot_score", "bot_reason",
+		"referrer_host", "channel", "source", "click_ids", "path", "region", "tier", "consent_reason",
+		"signature", "mail_open", "referrer_spam", "copy"}
+)
+
+// full is an event with every field set: strings to their JSON name
+// (url and path with a query and a fragment), numbers to 7.
+func full(tier string) Event {
+	var e Event
+	for i := range Fields {
+		f := &Fields[i]
+		switch {
+		case f.Str != nil:
+			*f.Str(&e) = f.JSON
+		case f.SetUint != nil:
+			f.SetUint(&e, 7)
+		}
+	}
+	e.ID, e.Time = ID{1, 2, 3}, 1_763_800_000_000
+	e.URL, e.Path = "https://example.com/users/alice?email=a%40b.c#top", "/users/alice?email=a%40b.c#top"
+	e.ClientIP, e.Tier = "203.0.113.77", tier
+	return e
+}
+
+func TestApplyPrivacy(t *testing.T) {
+	named := map[string]bool{}
+	for _, n := range append(append([]string(nil), aggregateCleared...), aggregateKept...) {
+		if named[n] {
+			t.Errorf("%s is named twice", n)
+		}
+		named[n] = true
+	}
+	for i := range Fields {
+		if !named[Fields[i].JSON] {
+			t.Errorf("field %s is neither cleared nor kept by the aggregate tier: decide (aggregateCleared, aggregateKept, ApplyPrivacy)", Fields[i].JSON)
+		}
+	}
+
+	before := full(TierAggregate)
+	e := before
+	e.ApplyPrivacy()
+	cleared := map[string]bool{}
+	for _, n := range aggregateCleared {
+		cleared[n] = true
+	}
+	for i := range Fields {
+		f := &Fields[i]
+		var got, was any
+		switch {
+		case f.Str != nil:
+			got, was = *f.Str(&e), *f.Str(&before)
+		case f.Uint != nil:
+			got, was = f.Uint(&e), f.Uint(&before)
+		default:
+			continue
+		}
+		switch {
+		case f.JSON == "url" || f.JSON == "path":
+		case cleared[f.JSON] && got != "" && got != uint64(0):
+			t.Errorf("aggregate tier keeps %s = %v", f.JSON, got)
+		case !cleared[f.JSON] && got != was:
+			t.Errorf("aggregate tier changed %s from %v to %v", f.JSON, was, got)
+		}
+	}
+	if e.URL != "https://example.com/users/alice" || e.Path != "/users/alice" {
+		t.Errorf("aggregate tier: url %q path %q, want them without query and fragment", e.URL, e.Path)
+	}
+	if e.ID != before.ID || e.Time != before.Time {
+		t.Error("aggregate tier changed the id or the time")
+	}
+	if err := e.Validate(); err != nil {
+		t.Error(err)
+	}
+	again := e
+	if again.ApplyPrivacy(); again != e {
+		t.Errorf("applied twice: %+v, once %+v", again, e)
+	}
+
+	// The full tier keeps all, with the address cut to its network.
+	for _, tier := range []string{TierFull, ""} {
+		e := full(tier)
+		e.ApplyPrivacy()
+		want := full(tier)
+		want.ClientIP = "203.0.113.0"
+		if e != want {
+			t.Errorf("tier %q: %+v, want %+v", tier, e, want)
+		}
+	}
+}
+
+func TestTruncateIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.77":         "203.0.113.0",
+		"203.0.113.0":          "203.0.113.0",
+		"::ffff:203.0.113.77":  "203.0.113.0",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1::",
+		"2001:DB8:1::":         "2001:db8:1::",
+		"2001:db8:1::":         "2001:db8:1::",
+		"fe80::1%eth0":         "fe80::",
+		"not an address":       "",
+		"203.0.113.77/24":      "",
+		"":                     "",
+	} {
+		if got := TruncateIP(in); got != want {
+			t.Errorf("TruncateIP(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// An address already cut costs no new string: the edge's hit path
+	// allocates nothing.
+	if a := testing.AllocsPerRun(100, func() {
+		e := Event{ClientIP: "203.0.113.0", Tier: TierAggregate, URL: "https://example.com/a?q=1"}
+		e.ApplyPrivacy()
+		e = Event{ClientIP: "2001:db8:1::", Tier: TierFull}
+		e.ApplyPrivacy()
+	}); a != 0 {
+		t.Errorf("%.1f allocations", a)
+	}
+}
