@@ -295,9 +295,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// events are accepted. (The edge validates before it sends, so invalid
 	// ones are bugs or forgeries: kept for inspection, not retried.) So do
 	// invalid counters.
+	// Every event keeps what its consent tier keeps (event.ApplyPrivacy),
+	// whatever built it: the edge applies the rule too, so an edge's batch
+	// is unchanged and spooled as signed; one it changes is spooled event
+	// by event, as cleared. Clearing is not dropping.
 	sp := h.newSpooler(r)
-	nBad := 0
+	nBad, changed := 0, false
 	for i := range evs {
+		was := evs[i]
+		if evs[i].ApplyPrivacy(); evs[i] != was {
+			changed = true
+		}
 		if _, err := h.check(&evs[i], now); err != nil {
 			nBad++
 		}
@@ -306,7 +314,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if counters != nil {
 		countsReason, countsErr = h.checkCounters(counters, now)
 	}
-	if nBad == 0 && countsErr == nil {
+	if nBad == 0 && !changed && countsErr == nil {
 		// The common case: spool the batch as signed, one record.
 		if len(evs) > 0 || counters != nil {
 			sp.whole(body, len(evs))

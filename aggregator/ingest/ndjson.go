@@ -181,7 +181,10 @@ func drops(m map[string]uint64) []wire.Drop {
 // Every string is cleaned by event.Clean's rule (invalid UTF-8 and control
 // characters become U+FFFD), as the edge cleans what it stores, but not
 // cut: a value over its limit makes the line a bad row, as before. props
-// take event.CleanProps' canonical form.
+// take event.CleanProps' canonical form. The event then keeps what its
+// consent tier keeps (event.ApplyPrivacy), as the edge's events do: an
+// aggregate-tier line is stored without visitor ids, user agent, props,
+// address and the rest, and a client address is cut to its network.
 //
 // The event's id:
 //   - event_id is taken as is: it is an id the edge minted (or derived
@@ -292,6 +295,9 @@ func parseLine(raw []byte) (line, error) {
 	default:
 		e.ID = LineID(ms, raw)
 	}
+	// What the event's tier keeps, as the edge keeps it: a line with
+	// tier aggregate is stored cleared (event.ApplyPrivacy).
+	e.ApplyPrivacy()
 	if err := e.Validate(); err != nil {
 		return bad(ReasonInvalidEvent, err)
 	}

@@ -20,8 +20,10 @@ func TestParseLineReadsEveryField(t *testing.T) {
 			line[f.JSON] = f.MaxUint() - uint64(i)
 		}
 	}
-	// Fields with a narrower domain than their column's (Event.Validate).
-	narrow := map[string]any{"bot_score": uint64(event.BotScoreMax), "tier": event.TierAggregate}
+	// Fields with a narrower domain than their column's (Event.Validate,
+	// and event.ApplyPrivacy: an address cut to its network, and the full
+	// tier, as the aggregate tier clears fields).
+	narrow := map[string]any{"bot_score": uint64(event.BotScoreMax), "tier": event.TierFull, "client_ip": "203.0.113.0"}
 	for k, v := range narrow {
 		line[k] = v
 	}

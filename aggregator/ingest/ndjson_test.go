@@ -398,6 +398,8 @@ func FuzzParseLine(f *testing.F) {
 	f.Add([]byte(`{"ts_ms":1750000000123,"site":"demo","url":"/a","props":{"a":1}}`))
 	f.Add([]byte(`{"ts":"2025-06-15T17:06:40+0200","site":"s","event_id":"0197746b-5d3b-7000-8000-000000000000"}`))
 	f.Add([]byte(`{"ts_ms":"1750000000123","site":"demo","props":"{\"x\":[1,2]}"}`))
+	f.Add([]byte(`{"ts_ms":1750000000123,"site":"ndj","url":"/u/a?x#y","client_ip":"203.0.113.77","tier":"aggregate","visitor_id":4242,"user_agent":"Mozilla raw","props":{"email":"x@y.z"}}`))
+	f.Add([]byte(`{"ts_ms":1750000000123,"site":"ndj","client_ip":"2001:DB8::1","tier":"full"}`))
 	f.Add([]byte(`{"site":"demo"`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, line []byte) {
