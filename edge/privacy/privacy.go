@@ -8,8 +8,9 @@
 //
 //   - TierFull: every field, with a visitor id.
 //   - TierAggregate: counted, with no visitor id and none of the free-form
-//     fields a person could be found by (the edge clears them; see the
-//     edge module).
+//     fields a person could be found by (shared/event's
+//     Event.ApplyPrivacy clears them, at the edge and again at the
+//     aggregator).
 //
 // A site has a default tier. Opt-out signals put a hit in TierAggregate
 // whatever the default: Sec-GPC: 1 (Global Privacy Control, W3C draft;

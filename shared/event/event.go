@@ -125,7 +125,8 @@ type Event struct {
 	UserAgent string `json:"user_agent"`
 	// ClientIP is the visitor's address truncated at the edge (IPv4 to /24,
 	// IPv6 to /48) for sites that opt in (edge/pixel, the ip setting); ""
-	// by default: no address leaves the edge.
+	// by default: no address leaves the edge. The aggregator cuts what it
+	// ingests again (ApplyPrivacy), and the aggregate tier keeps none.
 	ClientIP    string `json:"client_ip"`
 	Country     string `json:"country"` // ISO 3166-1 alpha-2 from the POP's geolocation
 	UTMSource   string `json:"utm_source"`
