@@ -8,10 +8,7 @@ import (
 // ApplyPrivacy holds e to what its consent tier keeps, whoever built it:
 // the edge calls it on every event it builds, the aggregator on every
 // event it ingests (the edge's batches, NDJSON lines), so an event that
-// arrives with TierAggregate is stored cleared whatever sent it. Found by
-// a new-user tester (a privacy auditor): /ingest/ndjson stored an
-// aggregate-tier row with a visitor id, a user agent, props and an
-// untruncated address exactly as sent.
+// arrives with TierAggregate is stored cleared whatever sent it.
 //
 // In every tier, a client address is cut to its network (TruncateIP): the
 // edge stores one only so cut, for a site that opts in (the ip setting),
