@@ -60,6 +60,32 @@ func TestFromJSONClientEventID(t *testing.T) {
 	}
 }
 
+// An aggregate-tier event named by its client keeps the client's clock
+// to the minute only, and its retry still lands on the same event.
+func TestFromJSONAggregateTierClientTime(t *testing.T) {
+	m := meta()
+	now := m.Now.UnixMilli()
+	at := now - 5000
+	if at%60_000 == 0 {
+		at -= 1234
+	}
+	id, key := clientID(t, at), clientID(t, at)
+	for _, c := range []struct{ body, key string }{
+		{`{"site":"a.com","event_id":"` + id + `","consent":0}`, ""},
+		{`[{"site":"a.com","consent":0}]`, key},
+	} {
+		a, drop := FromJSON([]byte(c.body), c.key, "", m, nil)
+		b, drop2 := FromJSON([]byte(c.body), c.key, "", m, nil)
+		if drop != "" || drop2 != "" {
+			t.Fatalf("%s: %s %s", c.body, drop, drop2)
+		}
+		if a[0].Tier != event.TierAggregate || a[0].Time != at-at%60_000 || a[0].ID.Time() != a[0].Time || a[0].ID != b[0].ID {
+			t.Errorf("%s: tier %s, time %d (client %d), id %s then %s: want the aggregate tier at the client's minute, the same id on a retry",
+				c.body, a[0].Tier, a[0].Time, at, a[0].ID, b[0].ID)
+		}
+	}
+}
+
 func TestFromJSONRejectsBadEventIDs(t *testing.T) {
 	m := meta()
 	now := m.Now.UnixMilli()

@@ -53,6 +53,16 @@ func ParseClientID(s string, nowMS int64) (ID, error) {
 	return id, nil
 }
 
+// WithTime returns id with ms (unix milliseconds, 0 to 2^48-1) as its
+// time, its other bits as they were.
+func (id ID) WithTime(ms int64) ID {
+	for i := 5; i >= 0; i-- {
+		id[i] = byte(ms)
+		ms >>= 8
+	}
+	return id
+}
+
 // Time returns the unix milliseconds in id's first 48 bits (a UUIDv7's
 // time).
 func (id ID) Time() int64 {
