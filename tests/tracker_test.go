@@ -62,7 +62,7 @@ func (e *trackerEndpoint) got() []map[string]any {
 
 // TestTrackerScript runs s.js in headless Chromium on a page of another
 // origin: the pageview, single-page-app views, a custom event, the
-// consent word, and failover to the second endpoint when the first
+// consent word and US Privacy string, and failover to the second endpoint when the first
 // refuses, each event once with a valid client event id.
 func TestTrackerScript(t *testing.T) {
 	primary, fallback := newTrackerEndpoint(t, http.StatusNoContent), newTrackerEndpoint(t, http.StatusNoContent)
@@ -120,7 +120,7 @@ func TestTrackerScript(t *testing.T) {
 	eval(`history.pushState({}, "", "/cart?x=1")`)
 	eval(`history.replaceState({}, "", "/cart?x=1")`) // the same URL: no view
 	eval(`edgepixel("signup", {plan: "pro"})`)
-	eval(`edgepixel.consent(false); history.pushState({}, "", "/done")`)
+	eval(`edgepixel.consent(false); edgepixel.usPrivacy("1YYN"); history.pushState({}, "", "/done")`)
 	evs := waitFor(primary, 4)
 	check(evs[1], "pageview", page.URL+"/cart?x=1", page.URL+"/start")
 	// A custom event names its view's referrer: without one it would
@@ -132,6 +132,9 @@ func TestTrackerScript(t *testing.T) {
 	check(evs[3], "pageview", page.URL+"/done", page.URL+"/cart?x=1")
 	if evs[3]["consent"] != "0" || evs[1]["consent"] != nil {
 		t.Errorf("consent: %v before, %v after edgepixel.consent(false)", evs[1]["consent"], evs[3]["consent"])
+	}
+	if evs[3]["us_privacy"] != "1YYN" || evs[1]["us_privacy"] != nil {
+		t.Errorf("us_privacy: %v before, %v after edgepixel.usPrivacy", evs[1]["us_privacy"], evs[3]["us_privacy"])
 	}
 
 	// The browser refuses the beacon (as when its beacon quota is spent)

@@ -2,16 +2,18 @@
    <script defer src="https://PIXEL/s.js" data-site="SITE"></script>
    Optional: data-fallback="https://OTHER-PIXEL" (a second endpoint),
    data-spa="off" (no single-page-app views), data-consent="0|1",
+   data-us-privacy="1YYN" (the IAB CCPA string),
    data-signed="exp=E&site=SITE&sig=X" (the endpoint query the site's
    server signed, for a site whose events must be signed).
    API: edgepixel("signup", {plan: "pro"}); edgepixel.consent(true|false);
+   edgepixel.usPrivacy("1YYN");
    edgepixel.view() (a pageview by hand). */
 (function (w, d, n) {
   var s = d.currentScript, site = s && s.getAttribute("data-site");
   if (!site || w.edgepixel) return;
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
-    consent = at("data-consent"), q = at("data-signed") || "site=" + encodeURIComponent(site), last,
+    consent = at("data-consent"), usp = at("data-us-privacy"), q = at("data-signed") || "site=" + encodeURIComponent(site), last,
     ref = d.referrer;
   // A UUIDv7 (RFC 9562): the edge stores an event once however often it
   // is sent, so a retry to the fallback cannot double it.
@@ -38,6 +40,7 @@
       sw: screen.width, t: Date.now()};
     if (props) e.props = props;
     if (consent != null) e.consent = consent;
+    if (usp) e.us_privacy = usp;
     post(e, 0);
   }
   // A single-page app's later views name the previous view as referrer;
@@ -52,6 +55,7 @@
   w.edgepixel = function (name, props) { send(name, props, ref); };
   w.edgepixel.view = view;
   w.edgepixel.consent = function (yes) { consent = yes ? "1" : "0"; };
+  w.edgepixel.usPrivacy = function (s) { usp = s; };
   if (at("data-spa") != "off") {
     ["pushState", "replaceState"].forEach(function (m) {
       var f = history[m];

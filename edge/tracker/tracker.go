@@ -24,7 +24,7 @@ var Gzip []byte
 
 // scriptTag is the first 16 hex digits of Script's SHA-256, checked by
 // TestETag.
-const scriptTag = "445ade73aa8e0599"
+const scriptTag = "d6b46c92bc0a5ab9"
 
 // ETag is Script's strong entity tag, and GzipETag Gzip's: a strong tag
 // names one representation's exact bytes, so the gzip and the plain body
