@@ -16,6 +16,10 @@
 //     too (Logout), not only in the browser that sent it;
 //   - a share link GET /share/ID: one site, read only, until revoked.
 //
+// A connection that outlives the request that opened it (/live) is told
+// of every revocation, logout and viewers reload (OnChange) and checks
+// its credential again, so those end it too.
+//
 // Cookies are HttpOnly and SameSite=Strict, so another site's page can
 // neither read them nor send them with a request that changes anything.
 package access
@@ -53,6 +57,15 @@ type Grant struct {
 	Share string   // the share link's id, for a share session
 	// Kind is how the request authenticated: "admin", "viewer", "share".
 	Kind string
+	// Expires is when the session cookie it came from ends; zero for a
+	// bearer token.
+	Expires time.Time
+}
+
+// Same reports whether g and o read the same: the same kind, share and
+// sites (in the same order), whatever their expiry.
+func (g Grant) Same(o Grant) bool {
+	return g.Admin == o.Admin && g.Kind == o.Kind && g.Share == o.Share && slices.Equal(g.Sites, o.Sites)
 }
 
 // CanRead reports whether g may read site.
@@ -107,6 +120,23 @@ type Access struct {
 	shares map[string]Share
 	// ended are the sessions Logout ended: id to expiry (unix seconds).
 	ended map[string]int64
+	// changed is called after a change that may end or narrow
+	// credentials (OnChange).
+	changed atomic.Pointer[func()]
+}
+
+// OnChange has f called after every change that may end credentials or
+// change what they read: a share link revoked, a session logged out, the
+// viewer tokens replaced. f must not block; it is how the holders of
+// long-lived connections made with a credential (/live) learn to check it
+// again (Check), since a request is checked only when it starts.
+func (a *Access) OnChange(f func()) { a.changed.Store(&f) }
+
+// notify calls the OnChange function, if any.
+func (a *Access) notify() {
+	if f := a.changed.Load(); f != nil && *f != nil {
+		(*f)()
+	}
 }
 
 // New returns an Access with the share links of cfg.SharesFile. It fails
@@ -175,6 +205,7 @@ func (a *Access) SetViewers(viewers map[string][]string) error {
 		tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
 	}
 	a.tokens.Store(&tokens)
+	a.notify()
 	return nil
 }
 
@@ -347,6 +378,7 @@ func (a *Access) session(v string) (Grant, bool) {
 	switch s.Kind {
 	case "t":
 		g, ok := (*a.tokens.Load())[s.ID]
+		g.Expires = time.Unix(s.Exp, 0)
 		return g, ok
 	case "s":
 		a.mu.Lock()
@@ -355,7 +387,7 @@ func (a *Access) session(v string) (Grant, bool) {
 		if !ok {
 			return Grant{}, false // revoked
 		}
-		return Grant{Sites: []string{sh.Site}, Share: sh.ID, Kind: "share"}, true
+		return Grant{Sites: []string{sh.Site}, Share: sh.ID, Kind: "share", Expires: time.Unix(s.Exp, 0)}, true
 	}
 	return Grant{}, false
 }
@@ -396,6 +428,7 @@ func (a *Access) Logout(w http.ResponseWriter, r *http.Request) error {
 			a.ended[s.SID] = s.Exp
 			err = writeJSON(a.cfg.EndedFile, a.ended, "ended sessions")
 			a.mu.Unlock()
+			a.notify()
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: Cookie, Value: "", Path: "/", HttpOnly: true, Secure: a.cfg.Secure,
@@ -437,6 +470,14 @@ func (a *Access) CreateShare(site, note string) (Share, error) {
 // Revoke removes the link id; sessions made with it end at once. It
 // reports whether the link existed.
 func (a *Access) Revoke(id string) (bool, error) {
+	ok, err := a.revoke(id)
+	if ok {
+		a.notify()
+	}
+	return ok, err
+}
+
+func (a *Access) revoke(id string) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	sh, ok := a.shares[id]

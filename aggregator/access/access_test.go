@@ -291,3 +291,43 @@ func TestWatchViewers(t *testing.T) {
 		t.Error("the token is back but its session is not")
 	}
 }
+
+// OnChange is told of every change that may end a credential or change
+// what it reads (a revoked link, a logout, viewer tokens replaced), so
+// that a long-lived connection (/live) checks its credential again; and a
+// session's grant says when it expires.
+func TestOnChange(t *testing.T) {
+	a := newAccess(t, "")
+	var n int
+	a.OnChange(func() { n++ })
+	sh, err := a.CreateShare("shop", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("creating a share: %d changes told, want 0", n)
+	}
+	if ok, err := a.Revoke(sh.ID); !ok || err != nil || n != 1 {
+		t.Errorf("revoke: %v %v, %d changes told; want 1", ok, err, n)
+	}
+	if ok, _ := a.Revoke(sh.ID); ok || n != 1 {
+		t.Errorf("revoking an unknown link: %d changes told, want none more", n)
+	}
+	w := httptest.NewRecorder()
+	a.Login(w, "viewer-token-0123456789")
+	c := w.Result().Cookies()[0]
+	r := httptest.NewRequest("GET", "/", nil)
+	r.AddCookie(c)
+	if g, ok := a.Check(r); !ok || !g.Expires.Equal(c.Expires) {
+		t.Errorf("session grant %+v %v; want it to expire at %v", g, ok, c.Expires)
+	}
+	if g, ok := a.Token("viewer-token-0123456789"); !ok || !g.Expires.IsZero() {
+		t.Errorf("bearer grant %+v %v; want no expiry", g, ok)
+	}
+	if err := a.Logout(httptest.NewRecorder(), r); err != nil || n != 2 {
+		t.Errorf("logout: %v, %d changes told; want 2", err, n)
+	}
+	if err := a.SetViewers(nil); err != nil || n != 3 {
+		t.Errorf("viewers replaced: %v, %d changes told; want 3", err, n)
+	}
+}
