@@ -27,6 +27,19 @@
 // Ingest and loading only ever take the hub's lock to add counts, so slow
 // clients never slow them.
 //
+// # Credentials
+//
+// A client is let in by the credential it connected with (Reader), and
+// stays only as long as that still grants access: when told that
+// credentials changed (Recheck, e.g. a share link revoked, a session
+// logged out, the viewer tokens reloaded), the hub asks each client's
+// Reader.Recheck again, off its lock, and closes a client whose
+// credential no longer grants anything with close code 1008 and the
+// reason CloseRevoked; one whose sites changed gets a new snapshot of
+// what it may read now. A session's end (Reader.Until) is looked at once
+// a second, and closes the client with CloseExpired. Nothing of this is
+// done per message.
+//
 // # Bounds
 //
 // The sites listed one by one are bounded, since anyone can make up site
@@ -75,6 +88,16 @@ const (
 // CloseSlow is the close reason sent to a client dropped because its
 // queue was full.
 const CloseSlow = "too slow: update queue full"
+
+// CloseRevoked and CloseExpired are the close reasons (code 1008, policy
+// violation) sent to a client whose credential no longer grants access:
+// revoked (a share link revoked, a token removed, a session logged out)
+// or its session expired. Either way, connecting again is refused until
+// the user logs in again.
+const (
+	CloseRevoked = "credentials revoked"
+	CloseExpired = "session expired"
+)
 
 // RecentSeconds is how many seconds of events per second a snapshot
 // carries per site.
@@ -158,6 +181,15 @@ type Message struct {
 type Reader struct {
 	All  bool                   // every site, and Other
 	Read func(site string) bool // the sites it may read when not All
+	// Recheck, if set, checks the client's credential again: ok false
+	// closes the client (CloseRevoked); changed true replaces the
+	// Reader with next, which should carry Recheck and Until too, and
+	// sends the client a new snapshot. The hub calls it when the client
+	// connects and after each Hub.Recheck, never with its lock held.
+	Recheck func() (next Reader, changed, ok bool)
+	// Until, if not zero, is when the credential ends (a session's
+	// expiry): the client is closed then (CloseExpired), within a second.
+	Until time.Time
 }
 
 func (r Reader) can(site string) bool { return r.All || (r.Read != nil && r.Read(site)) }
@@ -229,6 +261,7 @@ type Hub struct {
 	sweptAt  int64
 	restore  []event.Event // given to Restore before the first Set
 	dirty    chan struct{} // capacity 1: counts changed since the last message
+	recheck  chan struct{} // capacity 1: credentials changed (Recheck)
 	clients  map[*client]struct{}
 	closed   chan struct{}
 	once     sync.Once
@@ -279,7 +312,7 @@ func NewHub(opts Options) *Hub {
 		opts:    opts, log: opts.Logger.With("component", "live"),
 		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096, CheckOrigin: opts.CheckOrigin, Error: handshakeError},
 		counts:   map[string]uint64{}, added: map[string]uint64{}, live: map[string]*siteLive{},
-		dirty: make(chan struct{}, 1), clients: map[*client]struct{}{},
+		dirty: make(chan struct{}, 1), recheck: make(chan struct{}, 1), clients: map[*client]struct{}{},
 		closed: make(chan struct{}),
 	}
 }
@@ -599,10 +632,14 @@ func (h *Hub) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-h.recheck:
+			h.recheckClients(true)
+			continue
 		case <-h.dirty:
 			beat = false
 		case <-tick.C:
 			beat = true
+			h.recheckClients(false)
 		}
 		start := time.Now()
 		h.publish(beat)
@@ -614,6 +651,63 @@ func (h *Hub) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(max(h.opts.Interval-time.Since(start), h.opts.Interval/4)):
+		}
+	}
+}
+
+// Recheck has every client's credential checked again (Reader.Recheck)
+// by Run, soon: call it after a credential was revoked or changed. It
+// never blocks.
+func (h *Hub) Recheck() {
+	select {
+	case h.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// recheckClients closes the clients whose Reader.Until has passed and,
+// with all, asks every other client's Reader.Recheck (the credential
+// checks run without the hub's lock, which ingest needs).
+func (h *Hub) recheckClients(all bool) {
+	now := h.opts.Now()
+	var cs []*client
+	h.mu.Lock()
+	for c := range h.clients {
+		switch {
+		case !c.reader.Until.IsZero() && !now.Before(c.reader.Until):
+			h.dropLocked(c, CloseExpired)
+		case all && c.reader.Recheck != nil:
+			cs = append(cs, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		h.recheckClient(c)
+	}
+}
+
+// recheckClient asks c's Reader.Recheck whether its credential still
+// grants access, and closes c or gives it a new snapshot accordingly.
+func (h *Hub) recheckClient(c *client) {
+	h.mu.Lock()
+	check := c.reader.Recheck
+	h.mu.Unlock()
+	if check == nil {
+		return
+	}
+	next, changed, ok := check()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, in := h.clients[c]; !in {
+		return // gone meanwhile
+	}
+	switch {
+	case !ok:
+		h.dropLocked(c, CloseRevoked)
+	case changed:
+		c.reader = next
+		if c.seq > 0 { // else its first snapshot is still to come (Set)
+			h.sendLocked(c, h.snapshotLocked(next, h.opts.Now()))
 		}
 	}
 }
@@ -808,12 +902,18 @@ func (h *Hub) queueLocked(c *client, b []byte) {
 	select {
 	case c.queue <- b:
 	default:
-		delete(h.clients, c)
-		select {
-		case c.dropped <- CloseSlow:
-		default:
-		}
+		h.dropLocked(c, CloseSlow)
 		h.opts.Metrics.LiveDropped.Add(1)
+	}
+}
+
+// dropLocked removes c from the clients and has its connection closed
+// with code 1008 and reason. It never blocks.
+func (h *Hub) dropLocked(c *client, reason string) {
+	delete(h.clients, c)
+	select {
+	case c.dropped <- reason:
+	default:
 	}
 }
 
@@ -873,6 +973,10 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 		delete(h.clients, c)
 		h.mu.Unlock()
 	}()
+	// The credential was checked before the client was listed: a
+	// revocation in between found no client to recheck, so check it once
+	// now; one after it rechecks every listed client.
+	h.recheckClient(c)
 
 	// The reader goroutine handles pongs and notices the client going away;
 	// clients send nothing else we care about.
@@ -899,13 +1003,19 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 	for {
 		select {
 		case b := <-c.queue:
+			select {
+			case reason := <-c.dropped: // nothing more once dropped (revoked)
+				closeWith(websocket.ClosePolicyViolation, reason)
+				return
+			default:
+			}
 			conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
 			if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
 				h.log.Debug("dropping live client", "remote", r.RemoteAddr, "err", err)
 				return
 			}
 		case reason := <-c.dropped:
-			h.log.Debug("dropping slow live client", "remote", r.RemoteAddr)
+			h.log.Debug("dropping live client", "remote", r.RemoteAddr, "reason", reason)
 			closeWith(websocket.ClosePolicyViolation, reason)
 			return
 		case <-ping.C:
