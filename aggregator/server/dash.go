@@ -162,6 +162,41 @@ func unauthorized(r *http.Request) string {
 	return "log in: send Authorization: Bearer TOKEN, or POST /login"
 }
 
+// credential returns a request that carries only r's credentials (its
+// Authorization and Cookie headers), to check them again later with
+// access.Check while r's connection lasts.
+func credential(r *http.Request) *http.Request {
+	h := http.Header{}
+	for _, k := range []string{"Authorization", "Cookie"} {
+		if v := r.Header.Values(k); len(v) > 0 {
+			h[k] = slices.Clone(v)
+		}
+	}
+	return &http.Request{Header: h}
+}
+
+// liveReader is what a /live client whose request's credentials were
+// cred and granted g may read. The socket outlives the request's check,
+// so the hub checks cred again with access.Check, the same check as every
+// request's, whenever access says credentials changed (access.OnChange:
+// a share link revoked, a logout, the viewers file reloaded): the socket
+// is closed once cred grants nothing (a tester's sockets streamed on
+// after all three), and given the sites it reads now when they changed.
+// A session's socket closes at its expiry too (Until).
+func (s *Server) liveReader(cred *http.Request, g access.Grant) live.Reader {
+	return live.Reader{All: g.All(), Read: g.CanRead, Until: g.Expires,
+		Recheck: func() (live.Reader, bool, bool) {
+			now, ok := s.access.Check(cred)
+			switch {
+			case !ok:
+				return live.Reader{}, false, false
+			case now.Same(g):
+				return live.Reader{}, false, true
+			}
+			return s.liveReader(cred, now), true, true
+		}}
+}
+
 // adminOnly answers 403 unless the grant is the admin's.
 func adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -234,8 +269,7 @@ func (s *Server) dashboardRoutes() http.Handler {
 			reply.JSON(w, http.StatusForbidden, map[string]string{"error": "a page from origin " + r.Header.Get("Origin") + " may not open /live: only the dashboard's own origin may, and those given to --dashboard-origins", "reason": "origin_not_allowed"})
 			return
 		}
-		g := grantOf(r)
-		s.hub.Serve(w, r, live.Reader{All: g.All(), Read: g.CanRead})
+		s.hub.Serve(w, r, s.liveReader(credential(r), grantOf(r)))
 	})
 	// /metrics holds totals over every site (edge hits, drops, bad rows),
 	// so a viewer token or a share link, which read their sites only, may

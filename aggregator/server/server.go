@@ -268,6 +268,9 @@ func Open(cfg Config) (*Server, error) {
 	}
 	s.hub = live.NewHub(live.Options{Interval: cfg.LiveInterval, Logger: cfg.Logger,
 		Sites: cfg.Sites, MaxSites: cfg.MaxSites, MaxVisitors: cfg.LiveMaxVisitors, Metrics: s.metrics, CheckOrigin: checkOrigin(cfg.DashboardOrigins)})
+	// An open /live socket is checked again whenever a credential may have
+	// ended (see liveReader).
+	s.access.OnChange(s.hub.Recheck)
 	s.loader = loader.New(loader.Config{
 		Spool: s.spool, Dedupe: s.dedupe, Store: s.store, Metrics: s.metrics, Logger: cfg.Logger,
 		OnCounts: s.hub.Set, OnStored: s.hub.Add, OnInserted: s.hub.Observe, CountSites: cfg.Sites, CountMax: cfg.MaxSites,
