@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/edgepixel/edgepixel/aggregator/live"
+	"github.com/edgepixel/edgepixel/dashboard"
 )
 
 // liveFollower reads one /live socket: its messages, then how it ended.
@@ -219,6 +220,22 @@ func TestLiveEndsWithItsCredential(t *testing.T) {
 		}
 		if resp == nil || resp.StatusCode != 401 {
 			t.Errorf("%s: reconnecting: %v %v; want 401", revoked[i].name, resp, err)
+		}
+	}
+}
+
+// The page knows the close reasons that mean its credential ended, and
+// asks /api/me (whose 401 shows the login) instead of reconnecting.
+func TestPageKnowsRevokedCloseReasons(t *testing.T) {
+	f, err := dashboard.FS().Open("app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	for _, reason := range []string{live.CloseRevoked, live.CloseExpired} {
+		if !strings.Contains(string(b), `"`+reason+`"`) {
+			t.Errorf("app.js does not handle the close reason %q", reason)
 		}
 	}
 }

@@ -388,6 +388,14 @@ function connect() {
     renderLive();
   };
   ws.onclose = (ev) => {
+    // The credential ended (share link revoked, token removed, logged
+    // out, expired): a reconnect would be refused with a 401 the page
+    // cannot see, so ask /api/me, whose 401 shows the login form.
+    if (ev.code === 1008 && (ev.reason === "credentials revoked" || ev.reason === "session expired")) {
+      setStatus("down", ev.reason);
+      start();
+      return;
+    }
     // Exponential backoff with jitter, capped at 15 s.
     const delay = Math.min(15000, 500 * 2 ** state.retry) * (0.7 + Math.random() * 0.6);
     state.retry++;
