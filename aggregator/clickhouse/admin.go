@@ -409,9 +409,7 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	var conds, badConds []string
 	id, byColumn := e.VisitorID.column()
 	if byColumn {
-		// prev_visitor_id holds the same person's id of the day before
-		// on their first events after midnight: it names them too.
-		conds = append(conds, fmt.Sprintf("visitor_id = %d", id), fmt.Sprintf("prev_visitor_id = %d", id))
+		conds = append(conds, fmt.Sprintf("visitor_id = %d", id))
 	}
 	for _, f := range []struct{ value, cond string }{
 		{string(e.VisitorID), "visitParamExtractString(props, 'visitor_id') = %s"},
@@ -475,6 +473,14 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 		// Submitted whatever the count: in a cluster the count reads one
 		// replica of each shard, which may not have every row yet.
 		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s DELETE WHERE %s", c.db, c.layout.LocalName(t.table), c.layout.OnCluster(), t.where))
+	}
+	if byColumn {
+		// The same visitor's first events after midnight carry the erased
+		// id as prev_visitor_id beside the next day's id: unlinked, not
+		// deleted, as they are stored under that other id, whose
+		// per-visitor rollups stay.
+		res.Statements = append(res.Statements, fmt.Sprintf("ALTER TABLE %s.%s%s UPDATE prev_visitor_id = 0 WHERE prev_visitor_id = %d%s",
+			c.db, c.layout.LocalName("events"), c.layout.OnCluster(), id, site))
 	}
 	// The erased events' ids and times first, so that the loss figures
 	// (Loss) still count them as stored.
