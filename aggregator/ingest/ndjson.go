@@ -291,6 +291,7 @@ func parseLine(raw []byte) (line, error) {
 		if err != nil {
 			return bad(ReasonBadEventID, err)
 		}
+		c = c.ForTier(e.Tier) // as the edge stores it
 		e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
 	default:
 		e.ID = LineID(ms, raw)

@@ -247,6 +247,14 @@ func TestParseLineClientEventID(t *testing.T) {
 	if again.ID != a.ID || b.ID == a.ID {
 		t.Errorf("retry %s, other site %s, first %s", again.ID, b.ID, a.ID)
 	}
+	// In the aggregate tier, the client's time to the minute, as the edge
+	// stores a POSTed event of that tier: the same client id by either
+	// way is one event.
+	agg, err := ParseLine(line("a.com", `,"tier":"aggregate"`))
+	cut := c.ForTier(event.TierAggregate)
+	if err != nil || agg.ID != event.Scope(cut, "a.com", -1) || agg.Time != cut.Time() || agg.Time%60_000 != 0 {
+		t.Errorf("aggregate tier: id %s time %d (%v), want the scoped id at the client's minute", agg.ID, agg.Time, err)
+	}
 	// An edge-minted event_id is the stored id, whatever else the line says.
 	edge := "0197746b-5d3b-7000-8000-000000000001"
 	if e, err := ParseLine(line("a.com", `,"event_id":"`+edge+`"`)); err != nil || e.ID.String() != edge {

@@ -241,13 +241,13 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 			if err != nil {
 				return nil, nil, DropBadEventID
 			}
-			c = tierTime(&e, c)
+			c = c.ForTier(e.Tier)
 			e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
 			if e.Copy, err = newCopy(m); err != nil {
 				return nil, nil, DropInternal
 			}
 		case idemKey != "":
-			k := tierTime(&e, key)
+			k := key.ForTier(e.Tier)
 			e.ID, e.Time = event.Scope(k, e.Site, i), k.Time()
 			if e.Copy, err = newCopy(m); err != nil {
 				return nil, nil, DropInternal
@@ -261,24 +261,6 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	}
 	return out, notes, ""
 }
-
-// tierTime is the client id c of e as e's stored id and time are made
-// from it: for the aggregate tier, with its time cut to the minute. A
-// client-named event's time is its id's (a retry must land on the same
-// stored event), so it is the client's clock; the aggregate tier keeps
-// no client time, and the minute is what its counts need. A retry cuts
-// it alike and lands on the same event.
-func tierTime(e *event.Event, c event.ID) event.ID {
-	if e.Tier != event.TierAggregate {
-		return c
-	}
-	ms := c.Time()
-	return c.WithTime(ms - ms%aggregateTimeUnit)
-}
-
-// aggregateTimeUnit is what an aggregate-tier event's client time is cut
-// to, in milliseconds: a minute, the dashboard's finest bucket.
-const aggregateTimeUnit = 60_000
 
 // newCopy draws the Copy of one acceptance of a client-named event (see
 // event.Event's Copy): a retry of the event is accepted and counted

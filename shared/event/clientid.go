@@ -53,6 +53,26 @@ func ParseClientID(s string, nowMS int64) (ID, error) {
 	return id, nil
 }
 
+// ForTier is client id c as an event of tier is stored from it (Scope,
+// and its time): for TierAggregate, with its time cut to the minute. A
+// client-named event's time is its id's, so that a retry lands on the same
+// stored event, and so the client's clock; the aggregate tier keeps no
+// client time, and the minute is the dashboard's finest bucket. Every
+// path that stores a client-named event (the edge's POST, an NDJSON
+// line's client_event_id) cuts it alike, so the same client id gives one
+// event whichever way it comes.
+func (c ID) ForTier(tier string) ID {
+	if tier != TierAggregate {
+		return c
+	}
+	ms := c.Time()
+	return c.WithTime(ms - ms%aggregateTimeUnit)
+}
+
+// aggregateTimeUnit is what ForTier cuts an aggregate-tier client time to,
+// in milliseconds.
+const aggregateTimeUnit = 60_000
+
 // WithTime returns id with ms (unix milliseconds, 0 to 2^48-1) as its
 // time, its other bits as they were.
 func (id ID) WithTime(ms int64) ID {
