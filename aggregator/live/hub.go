@@ -641,16 +641,34 @@ func (h *Hub) Run(ctx context.Context) {
 			beat = true
 			h.recheckClients(false)
 		}
+		// A revocation waiting beside the publish goes first: the
+		// revoked client gets nothing more.
+		select {
+		case <-h.recheck:
+			h.recheckClients(true)
+		default:
+		}
 		start := time.Now()
 		h.publish(beat)
 		// The interval runs from the start of a publish, not its end,
 		// so that messages keep to it; but a publish holds the lock
 		// that loading needs, so a quarter of the interval at least is
-		// left free after one that took the whole interval.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(max(h.opts.Interval-time.Since(start), h.opts.Interval/4)):
+		// left free after one that took the whole interval. Revocations
+		// are not held up by it (the interval has no upper bound); the
+		// tick, expiries' check, waits for the next round, as the beat
+		// it also brings must not be lost.
+		wait := time.NewTimer(max(h.opts.Interval-time.Since(start), h.opts.Interval/4))
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				wait.Stop()
+				return
+			case <-h.recheck:
+				h.recheckClients(true)
+			case <-wait.C:
+				break waiting
+			}
 		}
 	}
 }

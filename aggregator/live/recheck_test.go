@@ -116,3 +116,31 @@ func TestRecheck(t *testing.T) {
 	}
 	waitClients(t, h, 2)
 }
+
+// A revocation is acted on at once, not after the wait between two
+// publishes, however long --live-interval is.
+func TestRecheckDuringTheInterval(t *testing.T) {
+	h := NewHub(Options{Interval: time.Minute})
+	h.Set(map[string]uint64{"demo": 5}, 5)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.Run(ctx)
+	var revoked atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.Serve(w, r, Reader{All: true, Recheck: func() (Reader, bool, bool) { return Reader{}, false, !revoked.Load() }})
+	}))
+	defer srv.Close()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+srv.URL[len("http"):], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if m := read(t, c); m.Type != TypeSnapshot {
+		t.Fatalf("first %+v", m)
+	}
+	h.Add(map[string]uint64{"demo": 1}) // a publish: the hub then waits a minute
+	read(t, c)
+	revoked.Store(true)
+	h.Recheck()
+	closedWith(t, c, CloseRevoked) // within 10 s, not a minute
+}
