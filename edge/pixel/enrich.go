@@ -173,7 +173,7 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 		}
 	}
 	if st.IPPrefix {
-		e.ClientIP = TruncateIP(m.ClientIP)
+		e.ClientIP = m.ClientIP // cut to its network by ApplyPrivacy, below
 	}
 
 	tier, why := privacy.Decide(st.Tier, privacy.Signals{GPC: m.SecGPC, DNT: m.DNT, Consent: p.consent, USPrivacy: p.usPrivacy})

@@ -462,7 +462,3 @@ func queryValue(rawQuery, key string) string {
 	}
 	return ""
 }
-
-// TruncateIP keeps the network part of an address: /24 for IPv4, /48 for
-// IPv6 (event.TruncateIP, which the aggregator applies too).
-func TruncateIP(s string) string { return event.TruncateIP(s) }

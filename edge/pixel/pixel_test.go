@@ -73,20 +73,6 @@ func TestFromQueryDefaultsAndDrops(t *testing.T) {
 	}
 }
 
-func TestTruncateIP(t *testing.T) {
-	for in, want := range map[string]string{
-		"203.0.113.77":          "203.0.113.0",
-		"::ffff:203.0.113.77":   "203.0.113.0",
-		"2001:db8:abcd:1234::1": "2001:db8:abcd::",
-		"not an ip":             "",
-		"":                      "",
-	} {
-		if got := TruncateIP(in); got != want {
-			t.Errorf("TruncateIP(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestFromJSON(t *testing.T) {
 	evs, drop := FromJSON([]byte(` [{"site":"demo","name":"signup","url":"https://e.com/x","ref":"r","props":{ "plan" : "pro" }},{"site":"demo"}] `), "", "", meta(), nil)
 	if drop != "" || len(evs) != 2 {
