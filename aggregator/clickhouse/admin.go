@@ -329,7 +329,7 @@ var propsTables = []string{PropsTable, PropsDimsTable}
 var erasureTables = slices.Concat([]string{"events", "bad_rows"}, visitorTables, propsTables)
 
 // ErasureKept says what an erasure cannot delete.
-const ErasureKept = "rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_dim_days, rollup_dims_bot, rollup_dim_days_bot, rollup_human_hours, rollup_human_days, rollup_opens_hours and rollup_opens_days keep the erased visitor ids " +
+const ErasureKept = "rollup_minutes, rollup_hours, rollup_days, rollup_dims, rollup_dim_days, rollup_dims_bot, rollup_dim_days_bot, rollup_human_hours, rollup_human_days, rollup_opens_hours, rollup_opens_days and rollup_page_dims keep the erased visitor ids " +
 	"inside their visitors states (uniqCombined: hashes of the ids merged into an estimate), which cannot be edited; " +
 	"they keep counting the erased events and visitors. visit_hours, visit_dims, rollup_mix_hours and events_per_minute hold counts, no ids. " +
 	"Erasure by user_id or client_ip deletes events and bad rows, not the rows of their visitor ids in rollup_visits, " +

@@ -564,6 +564,7 @@ func (c *Client) Backfills() []Backfill {
 		{BotDimHoursTable, c.BotDimsCutoff, c.BackfillBotDims},
 		{MixHoursTable, c.MixCutoff, c.BackfillMix},
 		{OpensHoursTable, c.OpensCutoff, c.BackfillOpens},
+		{PageDimsTable, c.PageDimsCutoff, c.BackfillPageDims},
 	}
 }
 

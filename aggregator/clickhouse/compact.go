@@ -9,13 +9,13 @@ import (
 
 // compactTables are the rollups a month's view reads a row per key and
 // part from (the hour and day grains, the per-dimension rollups,
-// PropsTable, PropsDimsTable, OpensDaysTable). Each row carries a
+// PropsTable, PropsDimsTable, OpensDaysTable, PageDimsTable). Each row carries a
 // uniqCombined state, and merging states at read time costs per row,
 // not per visitor: a key spread over many parts (history inserted in
 // blocks that each span the whole month, as an import or a generator
 // does) costs that many merges on every read, where one merge at write
 // time would do.
-var compactTables = []string{Grains[1].Table, Grains[2].Table, DimTable, DimDayTable, BotDimHoursTable, BotDimDaysTable, PropsTable, PropsDimsTable, OpensDaysTable}
+var compactTables = []string{Grains[1].Table, Grains[2].Table, DimTable, DimDayTable, BotDimHoursTable, BotDimDaysTable, PropsTable, PropsDimsTable, OpensDaysTable, PageDimsTable}
 
 // CompactRollups merges every partition of compactTables that has more than one active part and none modified in
 // the last quiet into one part (OPTIMIZE ... PARTITION ID ... FINAL),

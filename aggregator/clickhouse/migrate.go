@@ -80,6 +80,8 @@ var Migrations = []Migration{
 		SQL: mixSchema, Run: (*Client).createMixView},
 	{Version: VersionOpens, Name: "rollup_opens_hours and rollup_opens_days: events, pageviews and visitors per hour and day, mail open, signature and bot verdict, their views from a cut-off; the events before it rolled up by the backfill",
 		SQL: opensSchema, Run: (*Client).createOpensViews},
+	{Version: VersionPageDims, Name: "rollup_page_dims: events, pageviews and visitors per day, page and value of each other dimension that filters but the region and city, and bot verdict, its view from a cut-off; the events before it rolled up by the backfill",
+		SQL: pageDimsSchema, Run: (*Client).createPageDimsView},
 }
 
 // schemaV3 adds edge_counters, the edges' counts (shared/wire,

@@ -60,6 +60,9 @@ func TestBackfillMinuteRollups(t *testing.T) {
 			opensGot(OpensHoursTable), opensWant("toStartOfHour"), true},
 		{OpensDaysTable, VersionOpens, (*Client).OpensCutoff, (*Client).BackfillOpens, OpensReady, "", "",
 			opensGot(OpensDaysTable), opensWant("toStartOfDay"), true},
+		// Per day, page, value of another dimension and bot verdict.
+		{PageDimsTable, VersionPageDims, (*Client).PageDimsCutoff, (*Client).BackfillPageDims, PageDimsComplete, "", "",
+			pageDimsGot, pageDimsWant, true},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
 			c := newDB(t)
@@ -161,6 +164,7 @@ func TestMinutesFresh(t *testing.T) {
 		{BotDimHoursTable, c.BotDimsCutoff, c.BackfillBotDims, botDimsReady},
 		{OpensHoursTable, c.OpensCutoff, c.BackfillOpens, OpensReady},
 		{OpensDaysTable, c.OpensCutoff, c.BackfillOpens, OpensReady},
+		{PageDimsTable, c.PageDimsCutoff, c.BackfillPageDims, PageDimsComplete},
 	} {
 		cutoff, ok, err := tc.cutoff(ctx)
 		if err != nil || !ok || cutoff.Unix() != 0 {
@@ -172,6 +176,8 @@ func TestMinutesFresh(t *testing.T) {
 			where = "dim = 'country' AND value = 'DE'"
 		case OpensHoursTable, OpensDaysTable:
 			where = "mail_open = 'gmail' AND signature = 'unsigned' AND bot = 0"
+		case PageDimsTable:
+			where = "dim = 'mail_open' AND dim_value = 'gmail' AND bot = 0"
 		}
 		if got := c.count(t, "SELECT sumMerge(events) FROM "+c.db+"."+tc.table+" WHERE site = 'new.example' AND "+where); got != "1" {
 			t.Fatalf("%s holds %s events, want 1", tc.table, got)
@@ -216,6 +222,18 @@ func botDimsWant(start string) string {
 		"(ts, 'UTC')) AS b, dv.1 AS dim, dv.2 AS value, toUInt8(" + BotCond + ") AS bot, name, visitor_id FROM {db}.events ARRAY JOIN [('page', path(url)), ('referrer', domain(referrer))] AS dv)" +
 		" GROUP BY b, dim, value, bot ORDER BY b, dim, value, bot"
 }
+
+// pageDimsGot and pageDimsWant are PageDimsTable's rows of three of its
+// dimensions (one of them of OpenDims) and the same counted from the
+// events.
+var (
+	pageDimsGot = "SELECT toUnixTimestamp(t) AS b, dim, dim_value, bot, page, sumMerge(events), sumMerge(pageviews), uniqCombinedIfMerge(visitors) FROM {db}." + PageDimsTable +
+		" WHERE dim IN ('referrer', 'country', 'signature') GROUP BY b, dim, dim_value, bot, page ORDER BY b, dim, dim_value, bot, page"
+	pageDimsWant = "SELECT b, dim, value, bot, page, count(), countIf(name = 'pageview'), uniqCombinedIf(visitor_id, visitor_id != 0) FROM (SELECT toUnixTimestamp(toStartOfDay(ts, 'UTC')) AS b," +
+		" dv.1 AS dim, dv.2 AS value, toUInt8(" + BotCond + ") AS bot, path(url) AS page, name, visitor_id FROM {db}.events" +
+		" ARRAY JOIN [('referrer', domain(referrer)), ('country', CAST(country AS String)), ('signature', toString(signature))] AS dv)" +
+		" GROUP BY b, dim, value, bot, page ORDER BY b, dim, value, bot, page"
+)
 
 // opensGot and opensWant are the rows of a rollup of OpenDims and the
 // same counted from the events, bucketed by start.

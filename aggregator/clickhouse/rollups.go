@@ -257,7 +257,7 @@ func viewRollups() []rollup {
 			out = append(out, r)
 		}
 	}
-	return append(out, propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays(), botDimHours(), botDimDays(), mixHours(), opensHours(), opensDays())
+	return append(out, propsRollup(), propsDimsRollup(), minuteAudience(), minuteSources(), humanHours(), humanDays(), botDimHours(), botDimDays(), mixHours(), opensHours(), opensDays(), pageDimsRollup())
 }
 
 // create returns the statements that make r's table in layout l.

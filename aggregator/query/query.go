@@ -729,12 +729,24 @@ func (d *dimSource) rows(db, keys string, rng Range) (table, cond string) {
 // Values too long to name in one statement (maxInList) are asked in one
 // pass.
 func (e *Engine) topRollup(ctx context.Context, dims *dimSource, keys string, rng Range, limit int) ([][]string, string, error) {
-	lim := " ORDER BY n DESC, value LIMIT " + strconv.Itoa(limit)
 	db := e.Src.DB()
-	table, cond := dims.rows(db, keys, rng)
-	ranked, err := e.Src.Query(ctx, "SELECT value, sumMerge(events) AS n FROM "+table+" WHERE "+cond+" GROUP BY value"+lim)
+	rows, table, err := e.rankedTop(ctx, "value", func(keys string) (string, string) { return dims.rows(db, keys, rng) }, keys, limit)
+	return rows, dims.sourceName(table), err
+}
+
+// rankedTop is topRollup's two statements over any rollup with countCols
+// and visitorsCol: the rows that rows(keys) reads ("FROM table WHERE
+// cond"), ranked by expression value's events, then the pageviews,
+// events and visitors of the limit values shown (those named as
+// constants in keys' condition unless they are too long, maxInList). It
+// returns the rows of (value, p, n, u) and the table of the last
+// statement.
+func (e *Engine) rankedTop(ctx context.Context, value string, rows func(keys string) (table, cond string), keys string, limit int) ([][]string, string, error) {
+	tail := " GROUP BY v ORDER BY n DESC, v LIMIT " + strconv.Itoa(limit)
+	table, cond := rows(keys)
+	ranked, err := e.Src.Query(ctx, "SELECT "+value+" AS v, sumMerge(events) AS n FROM "+table+" WHERE "+cond+tail)
 	if err != nil || len(ranked) == 0 {
-		return nil, dims.sourceName(table), err
+		return nil, table, err
 	}
 	values := make([]string, 0, len(ranked))
 	size := 0
@@ -745,12 +757,11 @@ func (e *Engine) topRollup(ctx context.Context, dims *dimSource, keys string, rn
 		}
 	}
 	if size <= maxInList {
-		keys += " AND value IN (" + strings.Join(values, ", ") + ")"
+		keys += " AND " + value + " IN (" + strings.Join(values, ", ") + ")"
 	}
-	table, cond = dims.rows(db, keys, rng)
-	rows, err := e.Src.Query(ctx, "SELECT value, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+table+
-		" WHERE "+cond+" GROUP BY value"+lim)
-	return rows, dims.sourceName(table), err
+	table, cond = rows(keys)
+	out, err := e.Src.Query(ctx, "SELECT "+value+" AS v, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+table+" WHERE "+cond+tail)
+	return out, table, err
 }
 
 // maxInList bounds the values topRollup names in a statement, in bytes
@@ -1449,6 +1460,9 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 			return t.add(rows, err)
 		}
 	}
+	if top, ok, err := e.topPageDims(ctx, r, t, dim, limit); ok || err != nil {
+		return top, err
+	}
 	if clickhouse.IsOpenDim(dim.Name) {
 		ok, err := e.opens(ctx, r, []clickhouse.Grain{r.Range.Total}, r.Range.From, r.Range.To)
 		if err != nil {
@@ -1530,20 +1544,8 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 				cond += " AND dim = " + q(f.Name) + " AND dim_value = " + q(f.Value)
 			}
 			t.Source = table
-			kv := clickhouse.PropLabel("key", "value")
-			// Ranked first, then the visitors of those shown only, as
-			// topRollup does and for its reason.
-			table = db + "." + table
-			ranked, err := e.Src.Query(ctx, "SELECT "+kv+" AS kv, sumMerge(events) AS n FROM "+table+" WHERE "+cond+tail)
-			if err != nil || len(ranked) == 0 {
-				return t, err
-			}
-			shown := make([]string, 0, len(ranked))
-			for _, row := range ranked {
-				shown = append(shown, q(row[0]))
-			}
-			return t.add(e.Src.Query(ctx, "SELECT "+kv+" AS kv, sumMerge(pageviews) AS p, sumMerge(events) AS n, uniqCombinedIfMerge(visitors) AS u FROM "+
-				table+" WHERE "+cond+" AND "+kv+" IN ("+strings.Join(shown, ", ")+")"+tail))
+			rows, _, err := e.rankedTop(ctx, clickhouse.PropLabel("key", "value"), inTable(db+"."+table), cond, limit)
+			return t.add(rows, err)
 		}
 	}
 	t.Source = "events"
@@ -1553,6 +1555,47 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 	cond := eventsCond(r, r.Range.From, r.Range.To) + " AND props != ''"
 	return t.add(e.Src.Query(ctx, "SELECT "+clickhouse.PropLabel("m.1", "m.2")+" AS kv, countIf(name = 'pageview') AS p, count() AS n, uniqCombinedIf(visitor_id, visitor_id != 0) AS u FROM "+
 		db+".events ARRAY JOIN "+clickhouse.PropPairs()+" AS m PREWHERE "+cond+" WHERE m.1 != ''"+tail))
+}
+
+// topPageDims answers, where it can, a top table of pages under one
+// filter of a dimension of clickhouse.PageDims, or of one of those
+// dimensions under a page's filter, with bots or without, from
+// clickhouse.PageDimsTable: over a range from a UTC day's start whose
+// days it holds completely (clickhouse.PageDimsComplete; its last day may
+// end after the range, which holds no later events, as in topProps). ok
+// is false where it cannot, and the caller asks another table.
+func (e *Engine) topPageDims(ctx context.Context, r Request, t Top, dim clickhouse.Dimension, limit int) (top Top, ok bool, err error) {
+	if e.Raw || len(r.Filters) != 1 || r.Range.From.Unix()%86400 != 0 || r.Range.To.Unix()%3600 != 0 {
+		return t, false, nil
+	}
+	f := r.Filters[0]
+	q := clickhouse.Quote
+	cond := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", q(r.Site), r.Range.From.Unix(), r.Range.To.Unix())
+	var value string
+	switch {
+	case dim.Name == "page" && clickhouse.IsPageDim(f.Name):
+		value, cond = "page", cond+" AND dim = "+q(f.Name)+" AND dim_value = "+q(f.Value)
+	case f.Name == "page" && clickhouse.IsPageDim(dim.Name):
+		value, cond = "dim_value", cond+" AND dim = "+q(dim.Name)+" AND page = "+q(f.Value)
+	default:
+		return t, false, nil
+	}
+	if r.ExcludeBots {
+		cond += " AND bot = 0"
+	}
+	db := e.Src.DB()
+	if ok, err := clickhouse.PageDimsComplete(ctx, e.Src, db, r.Site, r.Range.From, r.Range.To); err != nil || !ok {
+		return t, false, err
+	}
+	t.Source = clickhouse.PageDimsTable
+	rows, _, err := e.rankedTop(ctx, value, inTable(db+"."+clickhouse.PageDimsTable), cond, limit)
+	top, err = t.add(rows, err)
+	return top, true, err
+}
+
+// inTable is rankedTop's rows for one table: its rows that keys keep.
+func inTable(table string) func(keys string) (string, string) {
+	return func(keys string) (string, string) { return table, keys }
 }
 
 // eventsCond is the condition on the events table's rows of r's site in

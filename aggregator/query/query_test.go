@@ -690,7 +690,11 @@ func TestAgainstRawEvents(t *testing.T) {
 				if bots {
 					filters--
 				}
-				if clickhouse.IsOpenDim(d.Name) {
+				if pageDimsWant(f, d.Name, req.Range) {
+					if top.Source != clickhouse.PageDimsTable {
+						t.Errorf("%s top %s: read %s, want %s", name, d.Name, top.Source, clickhouse.PageDimsTable)
+					}
+				} else if clickhouse.IsOpenDim(d.Name) {
 					// The email opens and signatures: from their own
 					// rollups under no filter or theirs alone, else
 					// from the events table.
@@ -731,6 +735,22 @@ func TestAgainstRawEvents(t *testing.T) {
 			}
 		}
 	}
+}
+
+// pageDimsWant reports whether the top table of dimension dim under
+// filters f over rng must read clickhouse.PageDimsTable: the pages under
+// one filter of clickhouse.PageDims, or one of those under the page's,
+// with bots or without, over whole days.
+func pageDimsWant(f url.Values, dim string, rng Range) bool {
+	f = maps.Clone(f)
+	delete(f, "bots")
+	if len(f) != 1 || rng.From.Unix()%86400 != 0 {
+		return false
+	}
+	for k := range f {
+		return dim == "page" && clickhouse.IsPageDim(k) || k == "page" && clickhouse.IsPageDim(dim)
+	}
+	return false
 }
 
 // minuteWant is the per-minute rollup that must answer a question under
@@ -800,6 +820,7 @@ func waitRollups(t testing.TB, c *clickhouse.Client, db string) {
 		qs = append(qs, "SELECT sumMerge(events) + (SELECT count() FROM "+db+".events WHERE "+clickhouse.BotCond+") FROM "+db+"."+table)
 	}
 	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PropsDimsTable+" WHERE dim = ''")
+	qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+clickhouse.PageDimsTable+" WHERE dim = 'event'")
 	for _, table := range []string{clickhouse.MinuteAudienceTable, clickhouse.MinuteSourcesTable, clickhouse.MixHoursTable, clickhouse.OpensHoursTable, clickhouse.OpensDaysTable} {
 		qs = append(qs, "SELECT sumMerge(events) FROM "+db+"."+table)
 	}

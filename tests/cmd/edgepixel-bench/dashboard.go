@@ -460,7 +460,7 @@ func historyFigures(chURL string, o dashOptions, reuse bool) error {
 	compactTook := time.Since(start)
 	fmt.Fprintf(os.Stderr, "bench: dashboard: %d rollup partitions compacted in %v\n", parts, compactTook.Round(time.Millisecond))
 	sizes, _ := c.Query(ctx, "SELECT table, sum(rows) FROM system.parts WHERE database = 'edgepixel' AND active AND table IN ('events', '"+
-		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.MinuteAudienceTable+"', '"+clickhouse.MinuteSourcesTable+"', '"+clickhouse.PropsTable+"', '"+clickhouse.PropsDimsTable+"', '"+clickhouse.HumanHoursTable+"', '"+clickhouse.HumanDaysTable+"', '"+clickhouse.BotDimHoursTable+"', '"+clickhouse.BotDimDaysTable+"', '"+clickhouse.MixHoursTable+"', '"+clickhouse.OpensHoursTable+"', '"+clickhouse.OpensDaysTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
+		clickhouse.VisitsTable+"', '"+clickhouse.VisitHoursTable+"', '"+clickhouse.VisitDimsTable+"', '"+clickhouse.DimTable+"', '"+clickhouse.DimDayTable+"', '"+clickhouse.MinuteAudienceTable+"', '"+clickhouse.MinuteSourcesTable+"', '"+clickhouse.PropsTable+"', '"+clickhouse.PropsDimsTable+"', '"+clickhouse.HumanHoursTable+"', '"+clickhouse.HumanDaysTable+"', '"+clickhouse.BotDimHoursTable+"', '"+clickhouse.BotDimDaysTable+"', '"+clickhouse.MixHoursTable+"', '"+clickhouse.OpensHoursTable+"', '"+clickhouse.OpensDaysTable+"', '"+clickhouse.PageDimsTable+"', '"+clickhouse.Grains[0].Table+"') GROUP BY table ORDER BY table")
 	questions := []struct {
 		name string
 		q    string
