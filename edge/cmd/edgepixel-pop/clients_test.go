@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -280,6 +282,36 @@ func TestRunWarnsEnvNotRead(t *testing.T) {
 		!strings.Contains(out, "EDGEPIXEL_POP_MEMORY_LIMIT is not read by run: ignored; give --memory-limit instead") ||
 		strings.Contains(out, "EDGEPIXEL_POP_COMPILE_CACHE is") {
 		t.Errorf("run's warnings: %s", out)
+	}
+}
+
+// run logs as serving does in the format --log-format (or
+// EDGEPIXEL_POP_LOG_FORMAT) names, and refuses one it does not know as a
+// usage error.
+func TestRunLogFormat(t *testing.T) {
+	mod := notWasm(t)
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		json bool
+	}{
+		{[]string{"run", mod}, nil, false},
+		{[]string{"run", "--log-format", "json", mod}, nil, true},
+		{[]string{"run", mod}, map[string]string{"EDGEPIXEL_POP_LOG_FORMAT": "json"}, true},
+		{[]string{"run", "--log-format", "text", mod}, map[string]string{"EDGEPIXEL_POP_LOG_FORMAT": "json"}, false},
+	} {
+		var errb strings.Builder
+		code := run(c.args, env(c.env), io.Discard, &errb)
+		line := strings.TrimSpace(errb.String())
+		var m map[string]any
+		isJSON := json.Unmarshal([]byte(line), &m) == nil && strings.Contains(fmt.Sprint(m["err"]), "is not a WebAssembly module")
+		if code != 1 || isJSON != c.json || !c.json && !strings.HasPrefix(line, "time=") {
+			t.Errorf("%q %v: exit %d, %q; want 1 and json %v", c.args, c.env, code, line, c.json)
+		}
+	}
+	var errb strings.Builder
+	if code := run([]string{"run", "--log-format", "xml", mod}, env(nil), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), "xml") {
+		t.Errorf("--log-format xml: exit %d, %q; want 2 naming it", code, errb.String())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	"github.com/edgepixel/edgepixel/shared/logging"
 )
 
 const runUsage = `usage: edgepixel-pop run [flags] MODULE.wasm [ARGS...]
@@ -32,6 +33,7 @@ This is how Go test binaries run under the POP:
 Flags (environment variable in brackets):
   -C, --config PATH       fastly.toml with a [local_server] section
   -v, -vv                 POP logging (default: warnings and errors only)
+  --log-format FORMAT     text (default) or json, as for serving [EDGEPIXEL_POP_LOG_FORMAT]
   --compile-cache DIR     compiled-code cache; "off" disables [EDGEPIXEL_POP_COMPILE_CACHE]
   --log-endpoint NAME=DEST
                           as for serving (see edgepixel-pop --help) [EDGEPIXEL_POP_LOG_ENDPOINTS]
@@ -52,6 +54,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		wallBudget    time.Duration
 		flagEndpoints []string
 		resolve       = resolveFlag{}
+		logFormat     = "text"
 	)
 	asked := map[string]bool{} // the variables run reads
 	read := getenv
@@ -62,6 +65,9 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	cacheDir, cacheNote := defaultCompileCache()
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_COMPILE_CACHE"); ok {
 		cacheDir, cacheNote = v, ""
+	}
+	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_FORMAT"); ok {
+		logFormat = v
 	}
 	if err := resolve.fromEnv(getenv); err != nil {
 		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n", err)
@@ -76,6 +82,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	fs.Var(countFlag{&verbosity, 2}, "vv", "")
 	fs.Var(countFlag{&verbosity, 3}, "vvv", "")
 	fs.StringVar(&cacheDir, "compile-cache", cacheDir, "")
+	fs.StringVar(&logFormat, "log-format", logFormat, "")
 	fs.Var(endpointsFlag{&flagEndpoints}, "log-endpoint", "")
 	fs.Var(&memoryLimit, "memory-limit", "")
 	fs.DurationVar(&wallBudget, "wall-budget", 0, "")
@@ -99,7 +106,19 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	if flaghint.Set(fs, "compile-cache") {
 		cacheNote = ""
 	}
+	level := slog.LevelWarn
+	switch {
+	case verbosity >= 2:
+		level = slog.LevelDebug
+	case verbosity == 1:
+		level = slog.LevelInfo
+	}
 	if err := checkRunLimits(flaghint.Set(fs, "memory-limit"), memoryLimit, wallBudget); err != nil {
+		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-pop run"))
+		return 2
+	}
+	h, err := logging.NewHandler(stderr, logFormat, level)
+	if err != nil {
 		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-pop run"))
 		return 2
 	}
@@ -115,15 +134,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n", err)
 		return 2
 	}
-
-	level := slog.LevelWarn
-	switch {
-	case verbosity >= 2:
-		level = slog.LevelDebug
-	case verbosity == 1:
-		level = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(h)
 	logCompileCacheNote(log, cacheDir, cacheNote)
 	warnEnvNotRead(log, asked, fs)
 	if err := checkModule(rest[0]); err != nil {
