@@ -1016,6 +1016,12 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 	closeWith := func(code int, reason string) {
 		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 	}
+	// drop closes the connection of a client the hub dropped (slow,
+	// revoked, expired), with the reason.
+	drop := func(reason string) {
+		h.log.Debug("dropping live client", "remote", r.RemoteAddr, "reason", reason)
+		closeWith(websocket.ClosePolicyViolation, reason)
+	}
 	ping := time.NewTicker(h.opts.PingInterval)
 	defer ping.Stop()
 	for {
@@ -1023,7 +1029,7 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 		case b := <-c.queue:
 			select {
 			case reason := <-c.dropped: // nothing more once dropped (revoked)
-				closeWith(websocket.ClosePolicyViolation, reason)
+				drop(reason)
 				return
 			default:
 			}
@@ -1033,8 +1039,7 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, rd Reader) {
 				return
 			}
 		case reason := <-c.dropped:
-			h.log.Debug("dropping live client", "remote", r.RemoteAddr, "reason", reason)
-			closeWith(websocket.ClosePolicyViolation, reason)
+			drop(reason)
 			return
 		case <-ping.C:
 			conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
