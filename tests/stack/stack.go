@@ -120,10 +120,14 @@ const (
 
 // Stack is a running set of processes.
 type Stack struct {
-	opts         Options
-	Secret       []byte
-	LogToken     string   // the aggregator's log token, which the POP's endpoints send
-	aggEnv       []string // the aggregators' environment: the log token when the stack made it
+	opts     Options
+	Secret   []byte
+	LogToken string   // the aggregator's log token, which the POP's endpoints send
+	aggEnv   []string // the aggregators' environment: the log token's file when the stack made it
+	// logTokenFile is the file holding LogToken when the stack made it,
+	// which the aggregators and the POP's endpoints read ("" when
+	// AggregatorArgs gave --log-token).
+	logTokenFile string
 	Redis        *localsrv.Redis
 	RedisCluster *localsrv.RedisCluster
 	ClickHouse   *localsrv.ClickHouse
@@ -169,14 +173,15 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.LogToken = flagValue(o.AggregatorArgs, "log-token")
 	if s.LogToken == "" {
-		tok, err := EnsureSecret(filepath.Join(o.Dir, "log-token"))
+		s.logTokenFile = filepath.Join(o.Dir, "log-token")
+		tok, err := EnsureSecret(s.logTokenFile)
 		if err != nil {
 			return nil, err
 		}
 		s.LogToken = string(tok)
-		// Through the environment, not the command line, which every
-		// local user can read (ps).
-		s.aggEnv = []string{"EDGEPIXEL_AGG_LOG_TOKEN=" + s.LogToken}
+		// A file both read, not the command line, which every local
+		// user can read (ps), nor the environment.
+		s.aggEnv = []string{"EDGEPIXEL_AGG_LOG_TOKEN_FILE=" + s.logTokenFile}
 	}
 	switch s.opts.Delivery {
 	case "":
@@ -332,13 +337,17 @@ func (s *Stack) popEndpoints() []string {
 	for _, u := range s.otherAggregators() {
 		failover += "&failover=" + url.QueryEscape(u+"/ingest/ndjson")
 	}
+	auth := "&header=Authorization:Bearer%20" + url.QueryEscape(s.LogToken)
+	if s.logTokenFile != "" {
+		auth = "&bearer_file=" + url.QueryEscape(s.logTokenFile)
+	}
 	for _, name := range []string{JournalEndpoint, FallbackEndpoint} {
 		extra := "" // first: a repeated option takes its first value
 		if name == JournalEndpoint && s.opts.JournalQuery != "" {
 			extra = s.opts.JournalQuery + "&"
 		}
 		out = append(out, name+"="+s.AggregatorURL+"/ingest/ndjson?"+extra+"period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
-			"&header=Authorization:Bearer%20"+s.LogToken+failover)
+			auth+failover)
 	}
 	return out
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/defaultaddr"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
+	"github.com/edgepixel/edgepixel/shared/tokenfile"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -680,13 +681,12 @@ func loadToken(name, value, file string) (string, error) {
 	if value != "" {
 		return "", flaghint.UsageError{Err: fmt.Errorf("--%s and --%s-file are both given: give either, not both", name, name)}
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
+	tok, err := tokenfile.Read(file)
+	switch {
+	case errors.Is(err, tokenfile.ErrEmpty):
+		return "", flaghint.UsageError{Err: fmt.Errorf("--%s-file %w", name, err)}
+	case err != nil:
 		return "", fmt.Errorf("--%s-file: %w", name, err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", flaghint.UsageError{Err: fmt.Errorf("--%s-file %s is empty: put the token in it (a new one: head -c 24 /dev/urandom | base64 | tr '+/' '-_' > %s)", name, file, flaghint.ShellQuote(file))}
 	}
 	return tok, nil
 }

@@ -131,6 +131,9 @@ Production serving:
                               max_bytes=10485760 max_buffer=67108864 retries=5
                               content_type=application/x-ndjson
                               header=Name:Value (repeatable, URL-encoded)
+                              bearer_file=PATH: send "Authorization: Bearer"
+                                with the token in PATH (e.g. the aggregator's
+                                --log-token-file), kept out of ps and the env
                               failover=URL (repeatable, URL-encoded): a batch
                                 the URL does not take (no answer, 408, 429,
                                 5xx) goes to each in turn, as a backend list
@@ -221,7 +224,7 @@ func (e endpointsFlag) Set(s string) error {
 // query; logsink.ParseEndpoint takes them out, and the rest of the query
 // is the collector's own.
 var logOptions = []string{"period", "max_entries", "max_bytes", "max_buffer", "retries",
-	"content_type", "header", "failover", "queue", "durability"}
+	"content_type", "header", "bearer_file", "failover", "queue", "durability"}
 
 // parseEndpoint is logsink.ParseEndpoint, refusing a query parameter of
 // an HTTP destination that looks like a misspelt option (max_entires,

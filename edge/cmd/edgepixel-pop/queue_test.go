@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,6 +84,9 @@ func TestLogEndpointMisspeltOption(t *testing.T) {
 			v = "fsync"
 		case "max_buffer":
 			v = "10485760" // at least max_bytes' default
+		case "bearer_file":
+			v = filepath.Join(t.TempDir(), "log-token")
+			os.WriteFile(v, []byte("tok\n"), 0o600)
 		}
 		ep, err := logsink.ParseEndpoint("x=http://a/?" + opt + "=" + url.QueryEscape(v))
 		if err != nil || ep.URL != "http://a/" {

@@ -146,7 +146,7 @@ func TestReadmeOwnMachinesManifest(t *testing.T) {
 		t.Fatal("README.md has no toml block marked <!-- readme-manifest: own-machines -->")
 	}
 	dir := t.TempDir()
-	for _, f := range []string{"secret", "secrets/visitor_salt_0", "secrets/visitor_salt_1"} {
+	for _, f := range []string{"secret", "secrets/visitor_salt_0", "secrets/visitor_salt_1", "log-token"} {
 		os.MkdirAll(filepath.Join(dir, "secrets"), 0o700)
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o600); err != nil {
 			t.Fatal(err)
@@ -170,7 +170,7 @@ func TestReadmeOwnMachinesManifest(t *testing.T) {
 		t.Fatal("README.md's pop.env sets no EDGEPIXEL_POP_LOG_ENDPOINTS")
 	}
 	var eps []logsink.Endpoint
-	for _, v := range strings.Split(string(env[1]), ",") {
+	for _, v := range strings.Split(strings.ReplaceAll(string(env[1]), "/etc/edgepixel/", dir+"/"), ",") {
 		ep, err := parseEndpoint(v)
 		if err != nil {
 			t.Fatalf("%s: %v", v, err)

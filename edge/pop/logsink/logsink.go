@@ -60,6 +60,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/tokenfile"
 )
 
 // Kinds of log endpoint destination.
@@ -118,13 +120,16 @@ const (
 //	stdout
 //	file:/path/to/file
 //	http(s)://host/path[?period=1s&max_entries=500&max_bytes=1048576&max_buffer=N&retries=N
-//	                    &content_type=T&header=Name:Value&queue=DIR&durability=write|fsync
-//	                    &failover=URL]
+//	                    &content_type=T&header=Name:Value&bearer_file=PATH&queue=DIR
+//	                    &durability=write|fsync&failover=URL]
 //
 // The listed query parameters configure the endpoint and are removed from
 // the URL (header and failover may repeat; their values are URL-decoded,
 // so write a space as %20 and escape a failover URL's own ? and &); any
-// other parameter stays part of the URL.
+// other parameter stays part of the URL. bearer_file names a file whose
+// token (package tokenfile) is sent as "Authorization: Bearer TOKEN",
+// read once here: it keeps the token out of the command line and the
+// environment, and may be the aggregator's --log-token-file.
 func ParseEndpoint(spec string) (Endpoint, error) {
 	name, dest, ok := strings.Cut(strings.TrimSpace(spec), "=")
 	name = strings.TrimSpace(name)
@@ -234,6 +239,20 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 		ep.Header.Add(k, strings.TrimSpace(v))
 	}
 	q.Del("header")
+	if path := q.Get("bearer_file"); path != "" {
+		if len(q["bearer_file"]) > 1 || ep.Header.Get("Authorization") != "" {
+			return errors.New("bearer_file: give one, and no header=Authorization:... beside it")
+		}
+		token, err := tokenfile.Read(path)
+		if err != nil {
+			return fmt.Errorf("bearer_file: %w", err)
+		}
+		if ep.Header == nil {
+			ep.Header = http.Header{}
+		}
+		ep.Header.Set("Authorization", "Bearer "+token)
+	}
+	q.Del("bearer_file")
 	for _, f := range q["failover"] {
 		fu, err := url.Parse(f)
 		if err != nil || fu.Host == "" || (fu.Scheme != "http" && fu.Scheme != "https") {

@@ -3,10 +3,12 @@ package logsink
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -194,6 +196,48 @@ func TestLogHTTPCloseDeliversWithHeader(t *testing.T) {
 	}
 	if h := <-c.headers; h.Get("Authorization") != "Bearer k" {
 		t.Errorf("Authorization %q", h.Get("Authorization"))
+	}
+}
+
+// bearer_file sends the token a file holds (the aggregator's
+// --log-token-file) as the bearer token, and is taken out of the URL; a
+// missing or empty file, two of them, or one beside an Authorization
+// header, are refused when the endpoint is parsed.
+func TestLogHTTPBearerFile(t *testing.T) {
+	dir := t.TempDir()
+	file, empty := filepath.Join(dir, "log-token"), filepath.Join(dir, "empty")
+	os.WriteFile(file, []byte("tok-A_b\n"), 0o600)
+	os.WriteFile(empty, []byte(" \n"), 0o600)
+	c := newCollector(t, 0, 0)
+	ep, err := ParseEndpoint("ev=" + c.URL + "/in?bearer_file=" + url.QueryEscape(file) + "&keep=me&period=1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.URL != c.URL+"/in?keep=me" || strings.Contains(fmt.Sprint(ep), file) {
+		t.Errorf("endpoint %+v", ep)
+	}
+	s, _ := testHTTPSink(t, ep)
+	writeLines(s, "one")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.next(t); got != "one\n" {
+		t.Errorf("batch %q", got)
+	}
+	if h := <-c.headers; h.Get("Authorization") != "Bearer tok-A_b" {
+		t.Errorf("Authorization %q", h.Get("Authorization"))
+	}
+	for spec, want := range map[string]string{
+		"a=http://h/?bearer_file=" + url.QueryEscape(file+".missing"):                                "no such file",
+		"a=http://h/?bearer_file=" + url.QueryEscape(empty):                                          "is empty: put the token in it",
+		"a=http://h/?bearer_file=" + url.QueryEscape(file) + "&bearer_file=" + url.QueryEscape(file): "give one",
+		"a=http://h/?header=Authorization:Bearer%20x&bearer_file=" + url.QueryEscape(file):           "no header=Authorization",
+	} {
+		if _, err := ParseEndpoint(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error saying %q", spec, err, want)
+		}
 	}
 }
 

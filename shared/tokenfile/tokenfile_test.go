@@ -1,0 +1,35 @@
+package tokenfile
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A token file's white space around the token is dropped; an empty file
+// and a missing one are errors that say which.
+func TestRead(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for content, want := range map[string]string{"tok": "tok", "tok\n": "tok", "  a b\r\n\n": "a b"} {
+		if got, err := Read(write("t", content)); err != nil || got != want {
+			t.Errorf("%q: %q, %v; want %q", content, got, err, want)
+		}
+	}
+	empty := write("my token", " \n\t")
+	if _, err := Read(empty); !errors.Is(err, ErrEmpty) || !strings.HasPrefix(err.Error(), empty+" is empty: put the token in it") || !strings.Contains(err.Error(), "> '"+empty+"'") {
+		t.Errorf("empty file: %v", err)
+	}
+	if _, err := Read(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
