@@ -136,15 +136,32 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 	if err != nil {
 		return nil, fmt.Errorf("list partitions: %w", err)
 	}
+	// One statement per table (its rows are in order): in a cluster each
+	// is a task of distributed DDL that every server runs in turn, and a
+	// month of day partitions one at a time was some thirty of them.
 	var dropped []Partition
-	for _, r := range rows {
-		if len(r) != 2 || !digits(strings.ReplaceAll(r[1], "-", "")) {
-			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
+	for len(rows) > 0 {
+		if len(rows[0]) != 2 {
+			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", rows[0])
 		}
-		if err := c.dropPartitions(ctx, r[0], r[1]); err != nil {
-			return dropped, fmt.Errorf("drop partition %s of %s: %w", r[1], r[0], err)
+		table := rows[0][0]
+		var ids []string
+		for len(rows) > 0 && len(rows[0]) == 2 && rows[0][0] == table {
+			if !digits(strings.ReplaceAll(rows[0][1], "-", "")) {
+				break
+			}
+			ids = append(ids, rows[0][1])
+			rows = rows[1:]
 		}
-		dropped = append(dropped, Partition{Table: r[0], ID: r[1]})
+		if len(ids) == 0 {
+			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", rows[0])
+		}
+		if err := c.dropPartitions(ctx, table, ids...); err != nil {
+			return dropped, fmt.Errorf("drop partitions %s of %s: %w", strings.Join(ids, ", "), table, err)
+		}
+		for _, id := range ids {
+			dropped = append(dropped, Partition{Table: table, ID: id})
+		}
 	}
 	return dropped, nil
 }
