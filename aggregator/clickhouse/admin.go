@@ -117,7 +117,9 @@ type Partition struct {
 // zone, the one toYYYYMMDD partitions by, so the server computes the cutoff
 // day too. Dropping a partition is immediate and cheap (a metadata
 // operation), unlike a DELETE mutation. It returns what it dropped; on
-// error, what it dropped before the error.
+// error, what the statements before the failed one dropped (the failed
+// one may have dropped some of its partitions: a second run drops the
+// rest).
 func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]Partition, error) {
 	// No partition is older than ClickHouse's DateTime (a day's margin
 	// for the server's time zone); a cut-off before it would wrap around
@@ -136,9 +138,11 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 	if err != nil {
 		return nil, fmt.Errorf("list partitions: %w", err)
 	}
-	// One statement per table (its rows are in order): in a cluster each
-	// is a task of distributed DDL that every server runs in turn, and a
-	// month of day partitions one at a time was some thirty of them.
+	// A statement per table (its rows are in order) and up to
+	// dropChunk partitions: in a cluster each is a task of distributed
+	// DDL that every server runs in turn, and a month of day partitions
+	// one at a time was some thirty of them; the first run over years of
+	// them in one statement could outlast the task's timeout.
 	var dropped []Partition
 	for len(rows) > 0 {
 		if len(rows[0]) != 2 {
@@ -146,7 +150,7 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 		}
 		table := rows[0][0]
 		var ids []string
-		for len(rows) > 0 && len(rows[0]) == 2 && rows[0][0] == table {
+		for len(rows) > 0 && len(ids) < dropChunk && len(rows[0]) == 2 && rows[0][0] == table {
 			if !digits(strings.ReplaceAll(rows[0][1], "-", "")) {
 				break
 			}
@@ -165,6 +169,10 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 	}
 	return dropped, nil
 }
+
+// dropChunk bounds the partitions DropPartitionsBefore drops in one
+// statement.
+const dropChunk = 100
 
 // dropPartitions drops the partitions whose IDs are ids of table (a local
 // table's name) in one statement, ON CLUSTER in a cluster: one task of

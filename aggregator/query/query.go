@@ -1414,8 +1414,10 @@ const (
 // Without filters, over whole hours, it reads the per-dimension rollups
 // that hold the range (see dimSource; VisitDimsTable for a dimension of
 // visits), with bots or without; with one filter of the same dimension,
-// those too; under other filters that a per-minute rollup holds, with
-// dim, that rollup (see minuteTable); otherwise the events table. A
+// those too; the pages under one filter of clickhouse.PageDims, or one
+// of those under a page's filter, over whole days, clickhouse.PageDimsTable
+// (see topPageDims); under other filters that a per-minute rollup holds,
+// with dim, that rollup (see minuteTable); otherwise the events table. A
 // dimension of clickhouse.OpenDims, which neither holds, reads its own
 // rollups under no filter or filters of OpenDims alone (see opens), and
 // the events table under others.

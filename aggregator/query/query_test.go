@@ -388,6 +388,11 @@ func TestAgainstRawEvents(t *testing.T) {
 		{"event": {"signup"}, "browser": {"Chrome"}},
 		{"channel": {"search"}},
 		{"referrer": {"www.google.com"}, "page": {"/pricing"}},
+		// A source's or an event's filter alone: their top pages, and
+		// the other top tables, as they were (rollup_page_dims for
+		// the pages).
+		{"referrer": {"www.google.com"}},
+		{"event": {"signup"}},
 		{"bots": {"exclude"}},
 		{"bots": {"exclude"}, "country": {"DE"}, "channel": {"search"}},
 		// Without bots under filters of a visitor's profile: visits from
@@ -744,7 +749,7 @@ func TestAgainstRawEvents(t *testing.T) {
 func pageDimsWant(f url.Values, dim string, rng Range) bool {
 	f = maps.Clone(f)
 	delete(f, "bots")
-	if len(f) != 1 || rng.From.Unix()%86400 != 0 {
+	if len(f) != 1 || rng.From.Unix()%86400 != 0 || rng.To.Unix()%3600 != 0 {
 		return false
 	}
 	for k := range f {

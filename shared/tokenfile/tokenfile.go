@@ -20,7 +20,8 @@ var ErrEmpty = errors.New("is empty")
 // Read returns the token in the file at path, without the white space
 // around it (an editor's or echo's final newline). An unreadable file's
 // error is os.ReadFile's; an empty one's, "PATH is empty: ...", wraps
-// ErrEmpty and says how to make a token.
+// ErrEmpty and says how to make a token; a token with a control
+// character or a line break inside is refused too.
 func Read(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -28,7 +29,18 @@ func Read(path string) (string, error) {
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("%s %w: put the token in it (a new one: head -c 24 /dev/urandom | base64 | tr '+/' '-_' > %s)", path, ErrEmpty, flaghint.ShellQuote(path))
+		return "", fmt.Errorf("%s %w: put the token in it (a new one: %s)", path, ErrEmpty, newToken(path))
+	}
+	// A line break or another control character inside would be
+	// refused only when the token is sent (net/http: "invalid header
+	// field value"), or never match what a client sends.
+	if i := strings.IndexFunc(tok, func(r rune) bool { return r < ' ' || r == 0x7f }); i >= 0 {
+		return "", fmt.Errorf("%s holds more than one token (a control character or line break at byte %d): put one token in it (a new one: %s)", path, i, newToken(path))
 	}
 	return tok, nil
+}
+
+// newToken is the command that writes a new token to path.
+func newToken(path string) string {
+	return "head -c 24 /dev/urandom | base64 | tr '+/' '-_' > " + flaghint.ShellQuote(path)
 }

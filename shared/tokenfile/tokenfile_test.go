@@ -29,6 +29,11 @@ func TestRead(t *testing.T) {
 	if _, err := Read(empty); !errors.Is(err, ErrEmpty) || !strings.HasPrefix(err.Error(), empty+" is empty: put the token in it") || !strings.Contains(err.Error(), "> '"+empty+"'") {
 		t.Errorf("empty file: %v", err)
 	}
+	for _, bad := range []string{"one\ntwo\n", "a\tb", "a\x00b", "a\x7fb"} {
+		if _, err := Read(write("bad", bad)); err == nil || !strings.Contains(err.Error(), "holds more than one token") {
+			t.Errorf("%q: %v, want it refused", bad, err)
+		}
+	}
 	if _, err := Read(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}

@@ -309,9 +309,18 @@ func TestRunLogFormat(t *testing.T) {
 			t.Errorf("%q %v: exit %d, %q; want 1 and json %v", c.args, c.env, code, line, c.json)
 		}
 	}
-	var errb strings.Builder
-	if code := run([]string{"run", "--log-format", "xml", mod}, env(nil), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), "xml") {
-		t.Errorf("--log-format xml: exit %d, %q; want 2 naming it", code, errb.String())
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"run", "--log-format", "xml", mod}, nil, `--log-format "xml": want text or json`},
+		{[]string{"run", mod}, map[string]string{"EDGEPIXEL_POP_LOG_FORMAT": "logfmt"}, "EDGEPIXEL_POP_LOG_FORMAT=logfmt: want text or json"},
+	} {
+		var errb strings.Builder
+		if code := run(c.args, env(c.env), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%q %v: exit %d, %q; want 2 and %q", c.args, c.env, code, errb.String(), c.want)
+		}
 	}
 }
 

@@ -119,6 +119,9 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	}
 	h, err := logging.NewHandler(stderr, logFormat, level)
 	if err != nil {
+		if !flaghint.Set(fs, "log-format") {
+			err = fmt.Errorf("EDGEPIXEL_POP_LOG_FORMAT=%s: want text or json", logFormat)
+		}
 		fmt.Fprintf(stderr, "edgepixel-pop run: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-pop run"))
 		return 2
 	}

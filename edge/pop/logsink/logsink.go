@@ -239,11 +239,14 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 		ep.Header.Add(k, strings.TrimSpace(v))
 	}
 	q.Del("header")
-	if path := q.Get("bearer_file"); path != "" {
-		if len(q["bearer_file"]) > 1 || ep.Header.Get("Authorization") != "" {
+	if paths, ok := q["bearer_file"]; ok {
+		if len(paths) > 1 || ep.Header.Get("Authorization") != "" {
 			return errors.New("bearer_file: give one, and no header=Authorization:... beside it")
 		}
-		token, err := tokenfile.Read(path)
+		if paths[0] == "" {
+			return errors.New("bearer_file: empty: give the path of the file that holds the token")
+		}
+		token, err := tokenfile.Read(paths[0])
 		if err != nil {
 			return fmt.Errorf("bearer_file: %w", err)
 		}

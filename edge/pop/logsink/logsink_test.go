@@ -234,6 +234,8 @@ func TestLogHTTPBearerFile(t *testing.T) {
 		"a=http://h/?bearer_file=" + url.QueryEscape(empty):                                          "is empty: put the token in it",
 		"a=http://h/?bearer_file=" + url.QueryEscape(file) + "&bearer_file=" + url.QueryEscape(file): "give one",
 		"a=http://h/?header=Authorization:Bearer%20x&bearer_file=" + url.QueryEscape(file):           "no header=Authorization",
+		"a=http://h/?bearer_file=":                                      "empty: give the path",
+		"a=http://h/?bearer_file=&bearer_file=" + url.QueryEscape(file): "give one",
 	} {
 		if _, err := ParseEndpoint(spec); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want an error saying %q", spec, err, want)
