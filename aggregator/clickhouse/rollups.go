@@ -39,6 +39,11 @@ type Dimension struct {
 	// value is normalised the same way, so "/café" finds them, and the
 	// page shows them decoded.
 	Path bool `json:"path,omitempty"`
+	// Host marks a dimension whose values are hosts, in lower case
+	// (ClickHouse's domain() of the URL the edge stored): a filter's
+	// value is taken the same way, so a whole URL pasted in, or a host
+	// in capitals, finds them.
+	Host bool `json:"host,omitempty"`
 	// Values, if any, are all the values the dimension takes (a
 	// closed set the edge derives, in lower case): a filter's value is
 	// one of them, matched without regard to case, or refused, where a
@@ -52,7 +57,7 @@ type Dimension struct {
 // step VersionOpens).
 var Dimensions = []Dimension{
 	{Name: "page", Label: "Pages", Expr: "path(url)", Since: 4, Collected: true, Path: true},
-	{Name: "referrer", Label: "Sources", Expr: "domain(referrer)", Since: 4, Collected: true},
+	{Name: "referrer", Label: "Sources", Expr: "domain(referrer)", Since: 4, Collected: true, Host: true},
 	{Name: "channel", Label: "Channels", Expr: "toString(channel)", Since: VersionRollups, Collected: true, Values: event.Channels[:]},
 	{Name: "utm_source", Label: "UTM sources", Expr: "utm_source", Since: 4, Collected: true},
 	{Name: "utm_medium", Label: "UTM mediums", Expr: "utm_medium", Since: 4, Collected: true},

@@ -199,6 +199,9 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if dim.Path {
 			v = pageFilter(v)
 		}
+		if dim.Host {
+			v = hostFilter(v)
+		}
 		// An empty value is the rows stored before the edge derived
 		// the dimension, as the top table lists them.
 		if len(dim.Values) > 0 && v != "" {
@@ -211,6 +214,19 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		r.Filters = append(r.Filters, Filter{Dim: dim, Name: dim.Name, Value: v})
 	}
 	return r, nil
+}
+
+// hostFilter returns a host filter's value as hosts are stored: the host
+// of a whole URL pasted in (the referrer a page sent), without its port,
+// in lower case, as the edge stores a URL's host (RFC 3986 section 6.2.2.1:
+// hosts are case-insensitive).
+func hostFilter(v string) string {
+	if strings.Contains(v, "://") {
+		if u, err := url.Parse(v); err == nil && u.Host != "" {
+			v = u.Hostname()
+		}
+	}
+	return strings.ToLower(v)
 }
 
 // pageFilter returns a page filter's value as pages are stored
@@ -1572,7 +1588,11 @@ func (e *Engine) topPageDims(ctx context.Context, r Request, t Top, dim clickhou
 	}
 	f := r.Filters[0]
 	q := clickhouse.Quote
-	cond := fmt.Sprintf("site = %s AND t >= toDateTime(%d) AND t < toDateTime(%d)", q(r.Site), r.Range.From.Unix(), r.Range.To.Unix())
+	// The site, range and bot verdict as for the other rollups' rows;
+	// the filter is a pair of columns here.
+	unfiltered := r
+	unfiltered.Filters = nil
+	cond := rowsCond(unfiltered, r.Range)
 	var value string
 	switch {
 	case dim.Name == "page" && clickhouse.IsPageDim(f.Name):
@@ -1581,9 +1601,6 @@ func (e *Engine) topPageDims(ctx context.Context, r Request, t Top, dim clickhou
 		value, cond = "dim_value", cond+" AND dim = "+q(dim.Name)+" AND page = "+q(f.Value)
 	default:
 		return t, false, nil
-	}
-	if r.ExcludeBots {
-		cond += " AND bot = 0"
 	}
 	db := e.Src.DB()
 	if ok, err := clickhouse.PageDimsComplete(ctx, e.Src, db, r.Site, r.Range.From, r.Range.To); err != nil || !ok {

@@ -1340,6 +1340,24 @@ func TestMinuteVisitsCrafted(t *testing.T) {
 	}
 }
 
+// A referrer filter is taken as hosts are stored: the host of a whole URL
+// pasted in (a tester's referrer=https://news.ycombinator.com/ matched
+// nothing), in lower case.
+func TestParseRequestReferrerHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"www.google.com":                  "www.google.com",
+		"News.YCombinator.com":            "news.ycombinator.com",
+		"https://news.ycombinator.com/":   "news.ycombinator.com",
+		"HTTP://Example.COM:8080/a?b=c#d": "example.com",
+		"":                                "",
+	} {
+		req, err := ParseRequest(url.Values{"site": {"s"}, "referrer": {in}}, time.Now())
+		if err != nil || len(req.Filters) != 1 || req.Filters[0].Value != want {
+			t.Errorf("referrer=%s: %+v %v, want %q", in, req.Filters, err, want)
+		}
+	}
+}
+
 // A page filter is spelled as the edge stores pages (package urlescape),
 // so a person's "/café" and a mailer's "/it%27s" find their rows.
 func TestParseRequestPagePath(t *testing.T) {

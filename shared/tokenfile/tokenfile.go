@@ -8,6 +8,7 @@ package tokenfile
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -19,11 +20,14 @@ var ErrEmpty = errors.New("is empty")
 
 // Read returns the token in the file at path, without the white space
 // around it (an editor's or echo's final newline). An unreadable file's
-// error is os.ReadFile's; an empty one's, "PATH is empty: ...", wraps
-// ErrEmpty and says how to make a token; a token with a control
-// character or a line break inside is refused too.
+// error is os.ReadFile's, a missing one's with how to make a token; an
+// empty one's, "PATH is empty: ...", wraps ErrEmpty and says the same; a
+// token with a control character or a line break inside is refused too.
 func Read(path string) (string, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w: write the token there (a new one: %s), or give the file that holds it", err, newToken(path))
+	}
 	if err != nil {
 		return "", err
 	}

@@ -34,7 +34,7 @@ func TestRead(t *testing.T) {
 			t.Errorf("%q: %v, want it refused", bad, err)
 		}
 	}
-	if _, err := Read(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := Read(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "write the token there") {
 		t.Errorf("missing file: %v", err)
 	}
 }
