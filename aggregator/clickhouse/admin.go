@@ -143,31 +143,40 @@ func (c *Client) DropPartitionsBefore(ctx context.Context, cutoff time.Time) ([]
 	// DDL that every server runs in turn, and a month of day partitions
 	// one at a time was some thirty of them; the first run over years of
 	// them in one statement could outlast the task's timeout.
-	var dropped []Partition
-	for len(rows) > 0 {
-		if len(rows[0]) != 2 {
-			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", rows[0])
-		}
-		table := rows[0][0]
-		var ids []string
-		for len(rows) > 0 && len(ids) < dropChunk && len(rows[0]) == 2 && rows[0][0] == table {
-			if !digits(strings.ReplaceAll(rows[0][1], "-", "")) {
-				break
-			}
-			ids = append(ids, rows[0][1])
-			rows = rows[1:]
-		}
+	var (
+		dropped []Partition
+		table   string
+		ids     []string
+	)
+	flush := func() error {
 		if len(ids) == 0 {
-			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", rows[0])
+			return nil
 		}
 		if err := c.dropPartitions(ctx, table, ids...); err != nil {
-			return dropped, fmt.Errorf("drop partitions %s of %s: %w", strings.Join(ids, ", "), table, err)
+			return fmt.Errorf("drop partitions %s of %s: %w", strings.Join(ids, ", "), table, err)
 		}
 		for _, id := range ids {
 			dropped = append(dropped, Partition{Table: table, ID: id})
 		}
+		ids = nil
+		return nil
 	}
-	return dropped, nil
+	for _, r := range rows {
+		if len(r) != 2 || !digits(strings.ReplaceAll(r[1], "-", "")) {
+			if err := flush(); err != nil {
+				return dropped, err
+			}
+			return dropped, fmt.Errorf("clickhouse: unexpected partition row %q", r)
+		}
+		if r[0] != table || len(ids) == dropChunk {
+			if err := flush(); err != nil {
+				return dropped, err
+			}
+			table = r[0]
+		}
+		ids = append(ids, r[1])
+	}
+	return dropped, flush()
 }
 
 // dropChunk bounds the partitions DropPartitionsBefore drops in one

@@ -122,11 +122,12 @@ const (
 type Stack struct {
 	opts     Options
 	Secret   []byte
-	LogToken string   // the aggregator's log token, which the POP's endpoints send
-	aggEnv   []string // the aggregators' environment: the log token's file when the stack made it
+	LogToken string // the aggregator's log token, which the POP's endpoints send
 	// logTokenFile is the file holding LogToken when the stack made it,
-	// which the aggregators and the POP's endpoints read ("" when
-	// AggregatorArgs gave --log-token).
+	// which the aggregators (EDGEPIXEL_AGG_LOG_TOKEN_FILE) and the POP's
+	// endpoints (bearer_file) read: not the command line, which every
+	// local user can read (ps), nor the environment. "" when
+	// AggregatorArgs gave --log-token.
 	logTokenFile string
 	Redis        *localsrv.Redis
 	RedisCluster *localsrv.RedisCluster
@@ -179,9 +180,6 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, err
 		}
 		s.LogToken = string(tok)
-		// A file both read, not the command line, which every local
-		// user can read (ps), nor the environment.
-		s.aggEnv = []string{"EDGEPIXEL_AGG_LOG_TOKEN_FILE=" + s.logTokenFile}
 	}
 	switch s.opts.Delivery {
 	case "":
@@ -424,7 +422,9 @@ func (s *Stack) startAggregator(ctx context.Context, name, addr, dashAddr, dataD
 	var p *proc.Proc
 	err := o.Progress.Run("starting the "+name, func() (err error) {
 		out := s.output(name)
-		out.Env = s.aggEnv
+		if s.logTokenFile != "" {
+			out.Env = []string{"EDGEPIXEL_AGG_LOG_TOKEN_FILE=" + s.logTokenFile}
+		}
 		if p, err = proc.Start("edgepixel-"+name, out, o.Bin.Aggregator, args...); err != nil {
 			return err
 		}
