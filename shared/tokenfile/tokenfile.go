@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/shared/flaghint"
@@ -23,7 +24,13 @@ var ErrEmpty = errors.New("is empty")
 // error is os.ReadFile's, a missing one's with how to make a token; an
 // empty one's, "PATH is empty: ...", wraps ErrEmpty and says the same; a
 // token with a control character or a line break inside is refused too.
+// A relative path is read from the working directory, as any file a
+// command is given; the errors name it absolute, since a service's working
+// directory is rarely where its user stood (systemd's is /).
 func Read(path string) (string, error) {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("%w: write the token there (a new one: %s), or give the file that holds it", err, newToken(path))

@@ -37,4 +37,9 @@ func TestRead(t *testing.T) {
 	if _, err := Read(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "write the token there") {
 		t.Errorf("missing file: %v", err)
 	}
+	// A relative path's error names the directory it was looked for in.
+	t.Chdir(dir)
+	if _, err := Read("missing"); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), filepath.Join(dir, "missing")) {
+		t.Errorf("missing relative file: %v, want it named in %s", err, dir)
+	}
 }

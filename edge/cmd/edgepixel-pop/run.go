@@ -169,7 +169,7 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		Resolve:         resolve,
 	}, rest[1:], stdin)
 	if err != nil {
-		log.Error("edgepixel-pop run", "wasm", rest[0], "exit_code", code, "err", err)
+		log.Error("edgepixel-pop run failed", "wasm", rest[0], "exit_code", code, "err", err)
 	}
 	return code
 }

@@ -467,6 +467,16 @@ func TestParseProductionFlags(t *testing.T) {
 			t.Errorf("%q accepted", args)
 		}
 	}
+	// A refused endpoint is named without the token typed into it (a
+	// tester's --log-endpoint printed it whole, via the flag package).
+	bad := "https://edgepixel:s3cret@collector/ingest/ndjson"
+	if _, err := parseArgs([]string{"m.wasm", "--log-endpoint", bad}, env(nil)); err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "--log-endpoint") {
+		t.Errorf("--log-endpoint %s: %v, want an error naming the flag, not the token", bad, err)
+	}
+	var errb strings.Builder
+	if code := run([]string{"run", "--log-endpoint", bad, "m.wasm"}, env(nil), io.Discard, &errb); code != 2 || strings.Contains(errb.String(), "s3cret") {
+		t.Errorf("run --log-endpoint %s: exit %d, %q", bad, code, errb.String())
+	}
 	for k, v := range map[string]string{"EDGEPIXEL_POP_H2C": "maybe", "EDGEPIXEL_POP_LOG_ENDPOINTS": "x=ftp://h"} {
 		if _, err := parseArgs([]string{"m.wasm"}, env(map[string]string{k: v})); err == nil {
 			t.Errorf("%s=%s accepted", k, v)

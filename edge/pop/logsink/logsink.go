@@ -134,7 +134,7 @@ func ParseEndpoint(spec string) (Endpoint, error) {
 	name, dest, ok := strings.Cut(strings.TrimSpace(spec), "=")
 	name = strings.TrimSpace(name)
 	if !ok || name == "" || dest == "" {
-		return Endpoint{}, fmt.Errorf("log endpoint %q: want NAME=stdout|file:PATH|http(s)://URL", spec)
+		return Endpoint{}, fmt.Errorf("log endpoint %s: want NAME=stdout|file:PATH|http(s)://URL", quoteRedacted(spec))
 	}
 	ep := Endpoint{Name: name}
 	switch {
@@ -152,14 +152,35 @@ func ParseEndpoint(spec string) (Endpoint, error) {
 			return Endpoint{}, fmt.Errorf("log endpoint %s: %w", name, err)
 		}
 	default:
-		return Endpoint{}, fmt.Errorf("log endpoint %s: unknown destination %q (want stdout, file:PATH or http(s)://URL)", name, dest)
+		return Endpoint{}, fmt.Errorf("log endpoint %s: unknown destination %s (want stdout, file:PATH or http(s)://URL)", name, quoteRedacted(dest))
 	}
 	return ep, nil
 }
 
+// quoteRedacted quotes s, a value an error names, cut at its first
+// character that may begin a secret: a URL's user information (its ":"
+// after the scheme's "//"), query or fragment, and a header's value after
+// a blank (Authorization Bearer ...). A refused endpoint's error goes to
+// the terminal and the logs, and a mistyped one still holds whatever
+// credentials were typed into it.
+func quoteRedacted(s string) string {
+	rest := s
+	if _, after, ok := strings.Cut(s, "://"); ok {
+		rest = after
+	}
+	i := strings.IndexAny(rest, ":@?#& \t")
+	if i < 0 {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:len(s)-len(rest)+i]) + "…"
+}
+
 func (ep *Endpoint) parseHTTP(dest string) error {
 	u, err := url.Parse(dest)
-	if err != nil {
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		// Not url.Error's message, which quotes the whole URL.
+		return fmt.Errorf("URL %s: %w", quoteRedacted(dest), ue.Err)
+	} else if err != nil {
 		return err
 	}
 	if u.Host == "" {
@@ -231,7 +252,7 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 		k, v, ok := strings.Cut(h, ":")
 		k = strings.TrimSpace(k)
 		if !ok || k == "" {
-			return fmt.Errorf("header=%q: want Name:Value", h)
+			return fmt.Errorf("header=%s: want Name:Value", quoteRedacted(h))
 		}
 		if ep.Header == nil {
 			ep.Header = http.Header{}
@@ -259,7 +280,7 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 	for _, f := range q["failover"] {
 		fu, err := url.Parse(f)
 		if err != nil || fu.Host == "" || (fu.Scheme != "http" && fu.Scheme != "https") {
-			return fmt.Errorf("failover=%q: want an http(s)://host/path URL", f)
+			return fmt.Errorf("failover=%s: want an http(s)://host/path URL", quoteRedacted(f))
 		}
 		ep.Failover = append(ep.Failover, f)
 	}

@@ -296,6 +296,24 @@ func TestParseLogEndpoint(t *testing.T) {
 	}
 }
 
+// A refused endpoint's error names what is wrong without the credentials
+// typed into it (a tester's mistyped endpoint printed its token).
+func TestParseLogEndpointRedacts(t *testing.T) {
+	for _, bad := range []string{
+		"https://user:s3cret@collector/in",       // no NAME=
+		"a=htps://user:s3cret@collector/in",      // unknown destination
+		"a=https://collector/in%zz?token=s3cret", // a URL that does not parse
+		"a=https://user:s3cret@collector:port/",  // nor this one
+		"a=https://collector/in?header=Authorization%20Bearer%20s3cret",
+		"a=https://collector/in?failover=ftp://user:s3cret@b/",
+	} {
+		_, err := ParseEndpoint(bad)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v, want an error without the secret", bad, err)
+		}
+	}
+}
+
 func TestLogFileSink(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ev.log")
 	ls, err := Open([]Endpoint{{Name: "ev", Kind: File, Path: path}}, io.Discard, quietLog(), nil)
