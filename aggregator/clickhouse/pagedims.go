@@ -104,10 +104,10 @@ func (c *Client) BackfillPageDims(ctx context.Context) (BackfillResult, error) {
 	return c.backfillRollupsFrom(ctx, c.PageDimsCutoff, []rollup{pageDimsRollup()})
 }
 
-// PageDimsComplete reports whether PageDimsTable holds every event of
-// site in the UTC days that start in [from, to), as PropsDimsComplete
-// does for PropsDimsTable: false before step VersionPageDims, and for
-// days the backfill has not rolled up yet.
+// PageDimsComplete reports whether PageDimsTable's days answer [from, to)
+// for site, as PropsComplete does for PropsTable: false before step
+// VersionPageDims, for days the backfill has not rolled up yet, and where
+// the last day holds events from to on.
 func PageDimsComplete(ctx context.Context, q Querier, db, site string, from, to time.Time) (bool, error) {
 	return propsComplete(ctx, q, db, PageDimsTable, "dim = 'event'", "site = "+quote(site), from, to)
 }

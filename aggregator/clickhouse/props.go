@@ -111,31 +111,39 @@ func (c *Client) BackfillProps(ctx context.Context) (BackfillResult, error) {
 	return c.backfillRollupsFrom(ctx, c.PropsCutoff, []rollup{propsRollup()})
 }
 
-// PropsComplete reports whether PropsTable holds every event of the
-// sites siteCond selects in the UTC days that start in [from, to): whether
-// its rows of key "" count as many events there as the daily rollup. It
-// is false before step VersionProps, while the backfill has not rolled up
-// the events before the cut-off, and for a moment while an insert is
-// between the two tables' views.
+// PropsComplete reports whether PropsTable's days answer [from, to) (from
+// a UTC day's start) for the sites siteCond selects: whether its rows of
+// key "" count as many events in the UTC days that start in [from, to) as
+// the daily rollup, and the last of those days holds no event from to on
+// (an event stamped ahead of now, which ingest accepts up to an hour, in
+// today's range that ends at the next hour). It is false before step
+// VersionProps, while the backfill has not rolled up the events before
+// the cut-off, and for a moment while an insert is between the two
+// tables' views.
 func PropsComplete(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (bool, error) {
 	return propsComplete(ctx, q, db, PropsTable, "key = ''", siteCond, from, to)
 }
 
 // propsComplete reports whether the rows of table that marker selects
 // count as many events of the sites siteCond selects, in the UTC days
-// that start in [from, to), as the daily rollup; false before table's
-// step.
+// that start in [from, to), as the daily rollup, and the hourly rollup
+// holds none of them from to to the end of the last of those days (which
+// a day row would count though the range ends before them); false before
+// table's step.
 func propsComplete(ctx context.Context, q Querier, db, table, marker, siteCond string, from, to time.Time) (bool, error) {
 	if _, ok, err := viewCutoff(ctx, q, db, table); err != nil || !ok {
 		return false, err
 	}
+	const day = 86400
 	span := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d)", siteCond, from.Unix(), to.Unix())
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT (SELECT sumMerge(events) FROM %[1]s.%[2]s WHERE %[3]s AND %[5]s), (SELECT sumMerge(events) FROM %[1]s.%[4]s WHERE %[3]s)",
-		db, table, span, Grains[2].Table, marker))
+	after := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d)", siteCond, to.Unix(), (to.Unix()+day-1)/day*day)
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT (SELECT sumMerge(events) FROM %[1]s.%[2]s WHERE %[3]s AND %[5]s), (SELECT sumMerge(events) FROM %[1]s.%[4]s WHERE %[3]s), "+
+		"(SELECT sumMerge(events) FROM %[1]s.%[6]s WHERE %[7]s)",
+		db, table, span, Grains[2].Table, marker, Grains[1].Table, after))
 	if err != nil {
 		return false, err
 	}
-	return len(rows) == 1 && len(rows[0]) == 2 && rows[0][0] == rows[0][1], nil
+	return len(rows) == 1 && len(rows[0]) == 3 && rows[0][0] == rows[0][1] && rows[0][2] == "0", nil
 }
 
 // Event properties under a filter, from a table of their own:
@@ -226,9 +234,9 @@ func (c *Client) BackfillPropsDims(ctx context.Context) (BackfillResult, error) 
 	return c.backfillRollupsFrom(ctx, c.PropsDimsCutoff, []rollup{propsDimsRollup()})
 }
 
-// PropsDimsComplete reports whether PropsDimsTable holds every event of
-// the sites siteCond selects in the UTC days that start in [from, to),
-// as PropsComplete does for PropsTable.
+// PropsDimsComplete reports whether PropsDimsTable's days answer [from,
+// to) for the sites siteCond selects, as PropsComplete does for
+// PropsTable.
 func PropsDimsComplete(ctx context.Context, q Querier, db, siteCond string, from, to time.Time) (bool, error) {
 	return propsComplete(ctx, q, db, PropsDimsTable, "dim = ''", siteCond, from, to)
 }

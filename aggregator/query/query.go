@@ -1523,8 +1523,8 @@ func (e *Engine) Top(ctx context.Context, r Request, dimName string, limit int) 
 // PropsDimsTable under one filter of clickhouse.PropsDims (and the event
 // name's, if any), over a range from a UTC day's start whose days the
 // table holds completely (clickhouse.PropsComplete, PropsDimsComplete;
-// its last day may end after the range, which holds no later events:
-// today's range ends at the next hour); otherwise from the events table,
+// its last day may end after the range, today's at the next hour, where
+// that day holds no later events); otherwise from the events table,
 // its members read by the same expression (clickhouse.PropPairs).
 func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top, error) {
 	q := clickhouse.Quote
@@ -1580,7 +1580,7 @@ func (e *Engine) topProps(ctx context.Context, r Request, t Top, limit int) (Top
 // dimensions under a page's filter, with bots or without, from
 // clickhouse.PageDimsTable: over a range from a UTC day's start whose
 // days it holds completely (clickhouse.PageDimsComplete; its last day may
-// end after the range, which holds no later events, as in topProps). ok
+// end after the range where it holds no later events, as in topProps). ok
 // is false where it cannot, and the caller asks another table.
 func (e *Engine) topPageDims(ctx context.Context, r Request, t Top, dim clickhouse.Dimension, limit int) (top Top, ok bool, err error) {
 	if e.Raw || len(r.Filters) != 1 || r.Range.From.Unix()%86400 != 0 || r.Range.To.Unix()%3600 != 0 {

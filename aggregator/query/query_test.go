@@ -1595,6 +1595,60 @@ func TestStatsAfterErasure(t *testing.T) {
 	}
 }
 
+// A day row counts its whole day: today's range ends at the next hour,
+// and an event stamped ahead of now (ingest takes them up to an hour) is
+// in today's row but not the range. The top pages under a source and the
+// top props, which read day rows, must not count it: here "now" is 11:30
+// of a past day and three of the day's five events come at 20:00.
+func TestDayRowsEndWithRange(t *testing.T) {
+	c := startCH(t)
+	ctx := context.Background()
+	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -3)
+	var evs []event.Event
+	for i, h := range []int{10, 10, 20, 20, 20} {
+		at := day.Add(time.Duration(h)*time.Hour + time.Duration(i)*time.Minute)
+		id, _ := event.NewID(at.UnixMilli(), rand.Reader)
+		evs = append(evs, event.Event{ID: id, Time: at.UnixMilli(), Site: "ahead.example", Name: event.KindPageview,
+			URL: "https://ahead.example/p", Referrer: "https://www.google.com/", Props: `{"plan":"pro"}`, VisitorID: uint64(i + 1), Country: "DE"})
+	}
+	if err := c.InsertEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	waitRollups(t, c, "q")
+	e := &Engine{Src: c}
+	now := day.Add(11*time.Hour + 30*time.Minute)
+	for _, tc := range []struct {
+		dim string
+		q   url.Values
+	}{
+		{"page", url.Values{"referrer": {"www.google.com"}}},
+		{"referrer", url.Values{"page": {"/p"}}},
+		{clickhouse.PropsDim, url.Values{}},
+		{clickhouse.PropsDim, url.Values{"country": {"DE"}}},
+	} {
+		tc.q.Set("site", "ahead.example")
+		tc.q.Set("range", "today")
+		req, err := ParseRequest(tc.q, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		top, err := e.Top(ctx, req, tc.dim, 10)
+		if err != nil || len(top.Rows) != 1 || top.Rows[0].Events != 2 {
+			t.Errorf("top %s under %s at 11:30: %+v from %s, %v; want one row of the 2 events before noon", tc.dim, tc.q.Encode(), top.Rows, top.Source, err)
+		}
+		// The next day, the same question of the whole day reads the
+		// day rows, all five events.
+		tc.q.Set("range", "yesterday")
+		if req, err = ParseRequest(tc.q, day.Add(36*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		top, err = e.Top(ctx, req, tc.dim, 10)
+		if err != nil || len(top.Rows) != 1 || top.Rows[0].Events != 5 || top.Source == "events" {
+			t.Errorf("top %s under %s of the whole day: %+v from %s, %v; want the 5 events from a day rollup", tc.dim, tc.q.Encode(), top.Rows, top.Source, err)
+		}
+	}
+}
+
 // TestParseRequestPrevious: today so far is compared with yesterday's
 // same hours (it was compared with the hours right before midnight);
 // every other range with the same length right before it.
