@@ -36,6 +36,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/dirlock"
+	"github.com/edgepixel/edgepixel/shared/privdir"
 )
 
 // Config is everything the aggregator is configured with. Zero values
@@ -193,7 +194,7 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	lock, err := lockDataDir(cfg.DataDir)
+	lock, err := lockDataDir(cfg.DataDir, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -291,10 +292,15 @@ func Open(cfg Config) (*Server, error) {
 // lockDataDir takes the data directory's lock (package dirlock) for as
 // long as the aggregator runs: two aggregators on one --data-dir would
 // both append to, and load from, the same spool. The lock dies with the
-// process, so a kill -9 leaves none behind.
-func lockDataDir(dir string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// process, so a kill -9 leaves none behind. The directory is made
+// private (package privdir): its spool holds every event.
+func lockDataDir(dir string, log *slog.Logger) (*os.File, error) {
+	warning, err := privdir.Make(dir)
+	if err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if warning != "" {
+		log.Warn("data directory: " + warning)
 	}
 	lock, err := dirlock.Lock(filepath.Join(dir, dirlock.Name))
 	if errors.Is(err, dirlock.ErrHeld) {

@@ -27,6 +27,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/edgepixel/edgepixel/shared/privdir"
 )
 
 // Errors returned by Append.
@@ -121,7 +123,8 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Under the data directory, whose mode the aggregator checks.
+	if _, err := privdir.Make(dir); err != nil {
 		return nil, err
 	}
 	s := &Spool{

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/privdir"
 )
 
 // Disk stores events as newline-delimited JSON, one file per UTC day, for
@@ -32,7 +33,8 @@ type Disk struct {
 
 // OpenDisk opens (creating) the store in dir and rebuilds its counts.
 func OpenDisk(dir string) (*Disk, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Under the data directory, whose mode the aggregator checks.
+	if _, err := privdir.Make(dir); err != nil {
 		return nil, err
 	}
 	d := &Disk{dir: dir, counts: map[string]uint64{}, minutes: map[string]map[int64]uint64{}}
@@ -152,7 +154,7 @@ func appendByDay[T any](dir string, rows []T, name func(*T) string, encode func(
 }
 
 func appendSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/dirlock"
+	"github.com/edgepixel/edgepixel/shared/privdir"
 )
 
 // Durability levels of a disk-queued HTTP endpoint: when a guest's write
@@ -151,8 +152,12 @@ var queueTestHook func(*queueSink)
 
 // openQueue opens (creating) the queue in ep.Queue and resumes it.
 func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink, error) {
-	if err := os.MkdirAll(ep.Queue, 0o700); err != nil {
+	warning, err := privdir.Make(ep.Queue)
+	if err != nil {
 		return nil, fmt.Errorf("log endpoint %s: queue directory: %w", ep.Name, err)
+	}
+	if warning != "" {
+		log.Warn("log endpoint "+ep.Name+": queue directory: "+warning, "endpoint", ep.Name)
 	}
 	// Two POPs appending to one queue would interleave their checkpoints
 	// and send each other's entries.
