@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/shared/redact"
 )
 
 // Defaults mirroring Fastly's backend timeouts.
@@ -259,7 +260,7 @@ func (s *Server) roundTrip(p *pendingReq, req *http.Request, autoGzip bool) {
 			p.tag = classifySendError(err)
 		}
 		s.m.backendErrors.Add(1)
-		s.log.Warn("backend request failed", "backend", p.backend.name, "url", req.URL.String(), "err", err)
+		s.log.Warn("backend request failed", "backend", p.backend.name, "url", redact.URL(req.URL.String()), "err", err)
 		s.backendFails.record(p.backend.name, 0, err)
 	} else {
 		s.backendFails.record(p.backend.name, resp.StatusCode, nil)

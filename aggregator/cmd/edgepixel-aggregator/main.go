@@ -39,6 +39,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/defaultaddr"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
+	"github.com/edgepixel/edgepixel/shared/redact"
 	"github.com/edgepixel/edgepixel/shared/tokenfile"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -142,7 +143,7 @@ func (o *options) check(fs *flag.FlagSet) error {
 	// flag, nor the variable that gave the value, and exited 1.
 	if o.redis != "" {
 		if _, err := goredis.ParseURL(o.redis); err != nil {
-			errs = append(errs, fmt.Errorf("--redis %q: %v; want redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0", o.redis, err))
+			errs = append(errs, fmt.Errorf("--redis %q: %v; want redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0", redact.URL(o.redis), err))
 		}
 		if o.redisCluster != "" {
 			errs = append(errs, errors.New("--redis and --redis-cluster: give either, not both"))
@@ -152,7 +153,7 @@ func (o *options) check(fs *flag.FlagSet) error {
 		// As clickhouse.New reads them; New itself is not called here:
 		// on a native:// URL it connects.
 		if err := clickhouse.CheckURL(o.clickhouse); err != nil {
-			errs = append(errs, fmt.Errorf("--clickhouse %q: %w", o.clickhouse, err))
+			errs = append(errs, fmt.Errorf("--clickhouse %q: %w", redact.URL(o.clickhouse), err))
 		}
 		if err := clickhouse.CheckName(o.clickhouseDB); err != nil {
 			errs = append(errs, fmt.Errorf("--clickhouse-db %q: %w", o.clickhouseDB, err))
@@ -534,7 +535,7 @@ func migrateClickHouse(log *slog.Logger, url, db string, cluster clickhouse.Clus
 		// Where it is looked for, and the usual slip (the native port
 		// under http://), so a wrong address is seen as one.
 		log.Warn("could not migrate the ClickHouse schema at start; the loader retries once ClickHouse answers, spooling events meanwhile (/readyz shows it)", "err", err,
-			"clickhouse", url, "check", "--clickhouse (EDGEPIXEL_AGG_CLICKHOUSE): http://HOST:8123 for ClickHouse's HTTP interface, or native://HOST:9000 for its native one")
+			"clickhouse", redact.URL(url), "check", "--clickhouse (EDGEPIXEL_AGG_CLICKHOUSE): http://HOST:8123 for ClickHouse's HTTP interface, or native://HOST:9000 for its native one")
 	case len(res.Applied) > 0:
 		var steps []string
 		for _, m := range res.Applied {

@@ -61,6 +61,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgepixel/edgepixel/shared/redact"
 	"github.com/edgepixel/edgepixel/shared/tokenfile"
 )
 
@@ -157,23 +158,11 @@ func ParseEndpoint(spec string) (Endpoint, error) {
 	return ep, nil
 }
 
-// quoteRedacted quotes s, a value an error names, cut at its first
-// character that may begin a secret: a URL's user information (its ":"
-// after the scheme's "//"), query or fragment, and a header's value after
-// a blank (Authorization Bearer ...). A refused endpoint's error goes to
-// the terminal and the logs, and a mistyped one still holds whatever
+// quoteRedacted quotes s, a value an error names, without the secrets it
+// may hold (package redact): a refused endpoint's error goes to the
+// terminal and the logs, and a mistyped one still holds whatever
 // credentials were typed into it.
-func quoteRedacted(s string) string {
-	rest := s
-	if _, after, ok := strings.Cut(s, "://"); ok {
-		rest = after
-	}
-	i := strings.IndexAny(rest, ":@?#& \t")
-	if i < 0 {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(s[:len(s)-len(rest)+i]) + "…"
-}
+func quoteRedacted(s string) string { return strconv.Quote(redact.URL(s)) }
 
 func (ep *Endpoint) parseHTTP(dest string) error {
 	u, err := url.Parse(dest)
