@@ -495,25 +495,16 @@ func (r *releasableReader) release() {
 	r.mu.Unlock()
 }
 
-// Ping checks that the server answers /ping (or a native ping).
+// Ping checks that the server answers a query as the client's user (or
+// a native ping, on a connection its handshake authenticated): not
+// /ping, which ClickHouse answers without reading credentials, so a
+// wrong password was "ok" while every insert and query failed.
 func (c *Client) Ping(ctx context.Context) error {
 	if c.nat != nil {
 		return c.nat.ping(ctx)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/ping", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("clickhouse: %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 100))
-	if resp.StatusCode != 200 {
-		return &Error{Status: resp.StatusCode, Message: string(b)}
-	}
-	return nil
+	_, err := c.Query(ctx, "SELECT 1")
+	return err
 }
 
 // Name implements store.Store.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -198,6 +199,17 @@ func TestErrors(t *testing.T) {
 	down, _ := New("http://127.0.0.1:1", "x")
 	if err := down.Ping(context.Background()); err == nil {
 		t.Error("ping of nothing succeeded")
+	}
+	// A wrong password: ClickHouse answers /ping without reading it,
+	// and /readyz said "ok" while every query failed (a tester's).
+	if err := c.Ping(context.Background()); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	u, _ := url.Parse(chURL)
+	u.User = url.UserPassword("default", "wrong")
+	wrong, _ := New(u.String(), "x")
+	if err := wrong.Ping(context.Background()); err == nil {
+		t.Error("ping with a wrong password succeeded")
 	}
 	if err := down.InsertEvents(context.Background(), []event.Event{mkEvent(t, "x", time.Now().UnixMilli())}); err == nil {
 		t.Error("insert into nothing succeeded")
