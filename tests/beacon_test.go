@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/deps"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
@@ -204,7 +205,7 @@ func TestBrowserBeacons(t *testing.T) {
 			r.Header.Set("Origin", other.URL)
 			r.Header.Set("Access-Control-Request-Method", "POST")
 			resp, body := do(t, r)
-			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Edgepixel-Drop") != pixel.DropOriginNotAllowed || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Edgepixel-Drop") != wire.DropOriginNotAllowed || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 				t.Errorf("%s from %s: %s drop %q allow-origin %q: %s", req.method, other.URL, resp.Status, resp.Header.Get("X-Edgepixel-Drop"), resp.Header.Get("Access-Control-Allow-Origin"), body)
 			}
 		}
@@ -256,7 +257,7 @@ func TestBrowserBeacons(t *testing.T) {
 		v4 := []byte(id.String())
 		v4[14] = '4'
 		resp, b := post(t, s.PopURL+"/e", "application/json", []byte(`{"site":"ids-a","name":"v4","event_id":"`+string(v4)+`"}`), nil)
-		if resp.StatusCode != 400 || resp.Header.Get("X-Edgepixel-Drop") != pixel.DropBadEventID {
+		if resp.StatusCode != 400 || resp.Header.Get("X-Edgepixel-Drop") != wire.DropBadEventID {
 			t.Errorf("UUIDv4 event_id: %s %s", resp.Status, b)
 		}
 		waitRows(t, s, "ids-a", map[string]int{"retried": 1, "keyed": 2, "browser-retried": 1})
@@ -266,12 +267,12 @@ func TestBrowserBeacons(t *testing.T) {
 	t.Run("HEAD, UTF-8 and the props limit", func(t *testing.T) {
 		r, _ := http.NewRequest("HEAD", s.PopURL+"/p.gif?site=input&e=head", nil)
 		resp, _ := do(t, r)
-		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/gif" || resp.Header.Get("X-Edgepixel-Drop") != pixel.DropHeadRequest {
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/gif" || resp.Header.Get("X-Edgepixel-Drop") != wire.DropHeadRequest {
 			t.Errorf("HEAD: %s %q drop %q", resp.Status, resp.Header.Get("Content-Type"), resp.Header.Get("X-Edgepixel-Drop"))
 		}
 		big := `{"site":"input","name":"big","props":{"k":"` + strings.Repeat("a", event.MaxPropsLen) + `"}}`
 		resp, b := post(t, s.PopURL+"/e", "application/json", []byte(big), nil)
-		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Edgepixel-Drop") != pixel.DropPropsTooLarge {
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Edgepixel-Drop") != wire.DropPropsTooLarge {
 			t.Errorf("props over the limit: %s %s", resp.Status, b)
 		}
 		// Three times the limit as sent, within it once decoded.

@@ -206,7 +206,7 @@ func badInputAtPOP(t *testing.T, s *stack.Stack) {
 	// The pixel answers the GIF whatever it is sent, and says why it did not count.
 	for _, q := range []string{"", "?%zz", "?url=https%3A%2F%2Fexample.com%2F", "?site=%20"} {
 		resp, body := get(t, s.PopURL+"/p.gif"+q, nil)
-		if resp.StatusCode != 200 || !bytes.Equal(body, pixel.GIF) || resp.Header.Get("X-Edgepixel-Drop") != pixel.DropMissingSite {
+		if resp.StatusCode != 200 || !bytes.Equal(body, pixel.GIF) || resp.Header.Get("X-Edgepixel-Drop") != wire.DropMissingSite {
 			t.Errorf("%q: %s drop=%q", q, resp.Status, resp.Header.Get("X-Edgepixel-Drop"))
 		}
 	}
@@ -215,12 +215,12 @@ func badInputAtPOP(t *testing.T, s *stack.Stack) {
 		status int
 		reason string
 	}{
-		{`{"site":`, 400, pixel.DropBadJSON},
-		{`not json`, 400, pixel.DropBadJSON},
-		{`{"name":"x"}`, 400, pixel.DropMissingSite},
-		{`{"site":"x","props":[1,2]}`, 400, pixel.DropBadJSON},
-		{"[" + strings.Repeat(`{"site":"x"},`, pixel.MaxPostEvents) + `{"site":"x"}]`, 413, pixel.DropTooManyEvents},
-		{`{"site":"x","url":"` + strings.Repeat("a", pixel.MaxPostBody) + `"}`, 413, pixel.DropTooLarge},
+		{`{"site":`, 400, wire.DropBadJSON},
+		{`not json`, 400, wire.DropBadJSON},
+		{`{"name":"x"}`, 400, wire.DropMissingSite},
+		{`{"site":"x","props":[1,2]}`, 400, wire.DropBadJSON},
+		{"[" + strings.Repeat(`{"site":"x"},`, pixel.MaxPostEvents) + `{"site":"x"}]`, 413, wire.DropTooManyEvents},
+		{`{"site":"x","url":"` + strings.Repeat("a", pixel.MaxPostBody) + `"}`, 413, wire.DropTooLarge},
 	} {
 		resp, b := post(t, s.PopURL+"/e", "application/json", []byte(c.body), nil)
 		if resp.StatusCode != c.status || resp.Header.Get("X-Edgepixel-Drop") != c.reason || !strings.Contains(string(b), c.reason) {

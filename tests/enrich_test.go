@@ -24,6 +24,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -217,10 +218,10 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 		t.Fatal(err)
 	}
 	send(signed, ip, uaChrome, nil, "", func(e event.Event) bool { return e.Signature == "verified" })
-	send(page("en-signed", "unsigned", "https://mail.example/c", ""), ip, uaChrome, nil, pixel.DropUnsigned, nil)
-	send(strings.Replace(signed, "e=signed", "e=forged", 1), ip, uaChrome, nil, pixel.DropBadSignature, nil)
+	send(page("en-signed", "unsigned", "https://mail.example/c", ""), ip, uaChrome, nil, wire.DropUnsigned, nil)
+	send(strings.Replace(signed, "e=signed", "e=forged", 1), ip, uaChrome, nil, wire.DropBadSignature, nil)
 	expired, _ := pixelsign.Sign([]byte(pixelKey), page("en-signed", "expired", "https://mail.example/c", ""), time.Now().Add(-time.Minute).Unix())
-	send(expired, ip, uaChrome, nil, pixel.DropExpiredPixel, nil)
+	send(expired, ip, uaChrome, nil, wire.DropExpiredPixel, nil)
 	send(page("en-mark", "mark-unsigned", "https://mail.example/c", ""), ip, uaChrome, nil, "", func(e event.Event) bool { return e.Signature == "unsigned" })
 	send(strings.NewReplacer("en-signed", "en-mark", "e=signed", "e=mark-forged").Replace(signed), ip, uaChrome, nil, "", func(e event.Event) bool { return e.Signature == "unverified" })
 	// Email opens: Gmail's image proxy, and a person.
@@ -248,7 +249,7 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 	sent, limited := 0, 0
 	for sent < 2000 && limited == 0 {
 		sent++
-		if drop := hit(t, s, page("rl-one", "x"+strconv.Itoa(sent), "https://shop.example/", ""), "203.0.113.50", uaChrome, nil); drop == pixel.DropRateLimited {
+		if drop := hit(t, s, page("rl-one", "x"+strconv.Itoa(sent), "https://shop.example/", ""), "203.0.113.50", uaChrome, nil); drop == wire.DropRateLimited {
 			limited++
 		} else if drop != "" {
 			t.Fatalf("drop %q", drop)
@@ -256,7 +257,7 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 	}
 	for range 5 { // in the penalty box now
 		sent++
-		if drop := hit(t, s, page("rl-one", "x"+strconv.Itoa(sent), "https://shop.example/", ""), "203.0.113.50", uaChrome, nil); drop == pixel.DropRateLimited {
+		if drop := hit(t, s, page("rl-one", "x"+strconv.Itoa(sent), "https://shop.example/", ""), "203.0.113.50", uaChrome, nil); drop == wire.DropRateLimited {
 			limited++
 		}
 	}

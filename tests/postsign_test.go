@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -54,11 +55,11 @@ func TestSignedPostsAndNoSaltThroughPOP(t *testing.T) {
 		drop              string
 	}{
 		{"signed", good, body("ps-reject", "signed"), 204, ""},
-		{"unsigned", "site=ps-reject", body("ps-reject", "unsigned"), 403, pixel.DropUnsigned},
-		{"no query", "", body("ps-reject", "no-query"), 403, pixel.DropUnsigned},
-		{"expired", signedFor("ps-reject", time.Now().Add(-time.Minute)), body("ps-reject", "expired"), 403, pixel.DropExpiredPixel},
-		{"tampered", strings.Replace(good, "exp=", "exp=9", 1), body("ps-reject", "tampered"), 403, pixel.DropBadSignature},
-		{"other site's URL", signedFor("ps-mark", time.Now().Add(time.Hour)), body("ps-reject", "other-site"), 403, pixel.DropBadSignature},
+		{"unsigned", "site=ps-reject", body("ps-reject", "unsigned"), 403, wire.DropUnsigned},
+		{"no query", "", body("ps-reject", "no-query"), 403, wire.DropUnsigned},
+		{"expired", signedFor("ps-reject", time.Now().Add(-time.Minute)), body("ps-reject", "expired"), 403, wire.DropExpiredPixel},
+		{"tampered", strings.Replace(good, "exp=", "exp=9", 1), body("ps-reject", "tampered"), 403, wire.DropBadSignature},
+		{"other site's URL", signedFor("ps-mark", time.Now().Add(time.Hour)), body("ps-reject", "other-site"), 403, wire.DropBadSignature},
 		{"mark, unsigned", "", body("ps-mark", "mark-unsigned"), 204, ""},
 		{"mark, signed", signedFor("ps-mark", time.Now().Add(time.Hour)), body("ps-mark", "mark-signed"), 204, ""},
 	} {
@@ -92,8 +93,8 @@ func TestSignedPostsAndNoSaltThroughPOP(t *testing.T) {
 	// every stored event as noted no_salt for its site.
 	eventually(t, 30*time.Second, "no_salt counted", func() (bool, string) {
 		r, m := lossOf(t, s, "ps-reject"), lossOf(t, s, "ps-mark")
-		return r.Noted["no_salt"] == 2 && m.Noted["no_salt"] == 5 && r.Dropped[pixel.DropUnsigned] == 2 &&
-			r.Dropped[pixel.DropExpiredPixel] == 1 && r.Dropped[pixel.DropBadSignature] == 2 && len(m.Dropped) == 0, fmt.Sprintf("ps-reject %+v, ps-mark %+v", r, m)
+		return r.Noted["no_salt"] == 2 && m.Noted["no_salt"] == 5 && r.Dropped[wire.DropUnsigned] == 2 &&
+			r.Dropped[wire.DropExpiredPixel] == 1 && r.Dropped[wire.DropBadSignature] == 2 && len(m.Dropped) == 0, fmt.Sprintf("ps-reject %+v, ps-mark %+v", r, m)
 	})
 	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT sum(v) FROM (SELECT max(value) AS v FROM edge_counters WHERE counter = 'noted' AND reason = 'no_salt' AND site = 'ps-mark' GROUP BY instance)"); n != "5" {
 		t.Errorf("edge_counters no_salt for ps-mark: %q", n)

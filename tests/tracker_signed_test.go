@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -77,7 +78,7 @@ func TestSignedTrackerScript(t *testing.T) {
 	// dropped hit of the site.
 	eventually(t, 60*time.Second, "the refused POSTs counted", func() (bool, string) {
 		l := lossOf(t, s, site)
-		return l.Dropped[pixel.DropBadSignature] == 2 && l.Dropped[pixel.DropUnsigned] == 2, fmt.Sprintf("%+v", l)
+		return l.Dropped[wire.DropBadSignature] == 2 && l.Dropped[wire.DropUnsigned] == 2, fmt.Sprintf("%+v", l)
 	})
 	got := waitEnriched(t, s, site, 2)
 	for _, name := range []string{"pageview", "signup-here"} {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
@@ -71,7 +71,7 @@ func TestWorkersSpoolLongOutage(t *testing.T) {
 	waitExactly(t, s, site, h.n)
 	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
 		l := lossOf(t, s, site)
-		return l.Hits == uint64(h.n) && l.Events == uint64(h.n) && l.Stored == uint64(h.n) && l.Lost == 0 && l.Dropped[pixel.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
+		return l.Hits == uint64(h.n) && l.Events == uint64(h.n) && l.Stored == uint64(h.n) && l.Lost == 0 && l.Dropped[wire.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
 	})
 	for _, log := range []string{log1, log2} {
 		if n := eventsLost(readFile(log)); n != 0 {

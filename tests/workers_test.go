@@ -25,6 +25,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/behaviour"
 	"github.com/edgepixel/edgepixel/tests/build"
 	"github.com/edgepixel/edgepixel/tests/deps"
@@ -207,7 +208,7 @@ func workerDropsAlone(t *testing.T, s *stack.Stack) {
 	}
 	eventually(t, 30*time.Second, "the drops reported with no later request", func() (bool, string) {
 		l := lossOf(t, s, site)
-		return l.Hits == n && l.Dropped[pixel.DropHeadRequest] == n && l.Events == 0, fmt.Sprintf("%+v", l)
+		return l.Hits == n && l.Dropped[wire.DropHeadRequest] == n && l.Events == 0, fmt.Sprintf("%+v", l)
 	})
 }
 
@@ -500,7 +501,7 @@ func workerOutage(t *testing.T, s *stack.Stack, wd *stack.Workerd) {
 		sent++
 		time.Sleep(200 * time.Millisecond)
 		l := lossOf(t, s, "wk-lost")
-		return l.Dropped[pixel.DropDeliveryFailed] == n, fmt.Sprintf("%+v", l)
+		return l.Dropped[wire.DropDeliveryFailed] == n, fmt.Sprintf("%+v", l)
 	})
 	waitExactly(t, s, "wk-lost", sent)
 	eventually(t, 30*time.Second, "every hit accounted for", func() (bool, string) {
@@ -641,8 +642,8 @@ func workerKVSettings(t *testing.T, s *stack.Stack) {
 		}
 		return drop
 	}
-	if d := hit(a); d != pixel.DropUnsigned {
-		t.Fatalf("var site.%s=sign=reject: drop %q, want %q", a, d, pixel.DropUnsigned)
+	if d := hit(a); d != wire.DropUnsigned {
+		t.Fatalf("var site.%s=sign=reject: drop %q, want %q", a, d, wire.DropUnsigned)
 	}
 	if d := hit(c); d != "" {
 		t.Fatalf("no sites list: %s dropped (%s)", c, d)
@@ -652,7 +653,7 @@ func workerKVSettings(t *testing.T, s *stack.Stack) {
 	kv.put(pixel.ConfigSitePrefix+b, "sign=reject")
 	eventually(t, 30*time.Second, "the KV settings applied", func() (bool, string) {
 		da, db, dc := hit(a), hit(b), hit(c)
-		return da == "" && db == pixel.DropUnsigned && dc == pixel.DropUnknownSite, fmt.Sprintf("drops %q %q %q", da, db, dc)
+		return da == "" && db == wire.DropUnsigned && dc == wire.DropUnknownSite, fmt.Sprintf("drops %q %q %q", da, db, dc)
 	})
 	for _, site := range []string{a, b, c} {
 		waitExactly(t, s, site, stored[site])
@@ -850,7 +851,7 @@ func TestWorkersSpool(t *testing.T) {
 	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
 		l := lossOf(t, s, site)
 		return l.Hits == uint64(h.n) && l.Events == uint64(h.n) && l.Stored == uint64(h.n) && l.Lost == 0 &&
-			l.Dropped[pixel.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
+			l.Dropped[wire.DropDeliveryFailed] == 0, fmt.Sprintf("%+v", l)
 	})
 	for _, log := range []string{log1, log2} {
 		if n := eventsLost(readFile(log)); n != 0 {
@@ -910,7 +911,7 @@ func TestWorkersSpoolBounds(t *testing.T) {
 	for site := range wds {
 		eventually(t, 60*time.Second, site+": the losses reported", func() (bool, string) {
 			l := lossOf(t, s, site)
-			return l.Hits == n && l.Events == n && l.Dropped[pixel.DropDeliveryFailed] == n, fmt.Sprintf("%+v", l)
+			return l.Hits == n && l.Events == n && l.Dropped[wire.DropDeliveryFailed] == n, fmt.Sprintf("%+v", l)
 		})
 		waitExactly(t, s, site, 0)
 		if l := lossOf(t, s, site); l.Stored != 0 || l.Lost != n {

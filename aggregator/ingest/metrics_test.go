@@ -27,6 +27,11 @@ func TestReasonsDeclared(t *testing.T) {
 		`edgepixel_aggregator_auth_failures_total{kind="log_token"} 0`,
 		`edgepixel_aggregator_auth_failures_total{kind="dashboard"} 0`,
 		`edgepixel_aggregator_build_info{revision=`,
+		// The edges' reasons too (a tester's alert on delivery_failed
+		// would have missed the first loss after a restart).
+		`edgepixel_aggregator_edge_drops_total{reason="delivery_failed"} 0`,
+		`edgepixel_aggregator_edge_drops_total{reason="missing_site"} 0`,
+		`edgepixel_aggregator_edge_notes_total{reason="no_salt"} 0`,
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -68,7 +68,16 @@ type Metrics struct {
 }
 
 // New returns empty metrics.
-func New() *Metrics { return &Metrics{dropped: map[string]*atomic.Uint64{}} }
+func New() *Metrics {
+	m := &Metrics{dropped: map[string]*atomic.Uint64{}}
+	// The edges' reasons at 0 from the start, as DeclareDrops does for
+	// the aggregator's own: the README's alert on delivery_failed's
+	// increase missed the first loss after a restart, the series
+	// appearing with it.
+	m.declare(&m.edgeDrops, wire.DropReasons)
+	m.declare(&m.edgeNotes, wire.NoteReasons)
+	return m
+}
 
 // Drop counts one rejected request for reason.
 func (m *Metrics) Drop(reason string) {

@@ -15,7 +15,7 @@ import (
 // it is not safe for concurrent use (an edge instance runs one request at
 // a time).
 //
-// It delivers by three paths, and drops (counting DropDeliveryFailed)
+// It delivers by three paths, and drops (counting wire.DropDeliveryFailed)
 // only what none of them takes:
 //
 //  1. The journal, if set: each hit's NDJSON line is written before the
@@ -86,7 +86,7 @@ type Batcher struct {
 // event's site, each event for its own) and takes the events for
 // delivery; with a journal, their lines are written before it returns.
 // It reports false, counting nothing, when the buffer cannot take them:
-// the caller then answers DropBufferFull, which counts as the hit's drop.
+// the caller then answers wire.DropBufferFull, which counts as the hit's drop.
 func (b *Batcher) Add(now time.Time, evs ...event.Event) bool {
 	return b.add(now, evs, nil)
 }
@@ -318,7 +318,7 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 				return fmt.Errorf("%w; its %d events were written to the fallback log endpoint", err, n)
 			}
 			b.lost(t, n)
-			return fmt.Errorf("%w; %d events dropped (%s)", err, n, DropDeliveryFailed)
+			return fmt.Errorf("%w; %d events dropped (%s)", err, n, wire.DropDeliveryFailed)
 		}
 		b.failing, b.retryAt = true, t.Add(retryBackend)
 		if b.Fallback != nil {
@@ -374,7 +374,7 @@ func (b *Batcher) Delivered() {
 }
 
 // Lost settles the batch Take handed out as lost: no delivery path took
-// it. Its events leave the buffer counted as DropDeliveryFailed, and its
+// it. Its events leave the buffer counted as wire.DropDeliveryFailed, and its
 // counts stay unreported, to ride on a later batch.
 func (b *Batcher) Lost(now time.Time) {
 	if !b.taken.ok {
@@ -423,7 +423,7 @@ func (b *Batcher) spillN(n int) error {
 
 // Close delivers what is left when the instance ends: a flush, then the
 // fallback for what it could not deliver. Events that no path took are
-// counted as DropDeliveryFailed and dropped, and a last attempt reports
+// counted as wire.DropDeliveryFailed and dropped, and a last attempt reports
 // the counts. It returns how many events were lost and the first error.
 func (b *Batcher) Close(secret []byte, send Send, now func() time.Time, sleep func(time.Duration)) (lost int, err error) {
 	err = b.Flush(secret, send, now, sleep)
@@ -442,14 +442,14 @@ func (b *Batcher) Close(secret []byte, send Send, now func() time.Time, sleep fu
 	return lost, err
 }
 
-// lost counts the first n buffered events as DropDeliveryFailed and drops
+// lost counts the first n buffered events as wire.DropDeliveryFailed and drops
 // them.
 func (b *Batcher) lost(now time.Time, n int) {
 	for i := range n {
 		// A site that does not decode (a bug) is counted under "".
 		e, _ := b.events.Event(i)
 		sc := b.Counts.site(now, e.Site)
-		sc.drop(DropDeliveryFailed, 1)
+		sc.drop(wire.DropDeliveryFailed, 1)
 		b.Counts.changed(sc, now)
 	}
 	b.drop(n)

@@ -104,7 +104,7 @@ func TestFlushRetriesAndReportsCounts(t *testing.T) {
 	b := &Batcher{MaxEvents: 3, MaxAge: time.Second, MaxBuffered: 10}
 	now := time.Now()
 	hits(b, now, 7)
-	b.Hit(now, "", DropMissingSite)
+	b.Hit(now, "", wire.DropMissingSite)
 	if !b.Due(now) {
 		t.Fatal("7 >= 3 should be due")
 	}
@@ -120,7 +120,7 @@ func TestFlushRetriesAndReportsCounts(t *testing.T) {
 	if d := latest(agg.counters, "demo"); d.Hits != 7 || d.Events != 7 {
 		t.Fatalf("demo counts %+v", d)
 	}
-	if d := latest(agg.counters, ""); d.Hits != 1 || d.Dropped(DropMissingSite) != 1 {
+	if d := latest(agg.counters, ""); d.Hits != 1 || d.Dropped(wire.DropMissingSite) != 1 {
 		t.Fatalf("no-site counts %+v", d)
 	}
 	if b.Due(now.Add(time.Hour)) {
@@ -128,14 +128,14 @@ func TestFlushRetriesAndReportsCounts(t *testing.T) {
 	}
 	// Drops alone are reported, as a batch without events, once they
 	// have waited countsAge.
-	b.Hit(now, "", DropBadJSON)
+	b.Hit(now, "", wire.DropBadJSON)
 	if b.Due(now) || !b.Due(now.Add(b.countsAge())) {
 		t.Fatal("counts alone due too early or never")
 	}
 	if err := b.Flush(secret, agg.send, time.Now, noSleep); err != nil {
 		t.Fatal(err)
 	}
-	if d := latest(agg.counters, ""); d.Hits != 2 || d.Dropped(DropBadJSON) != 1 || len(agg.got[len(agg.got)-1]) != 0 {
+	if d := latest(agg.counters, ""); d.Hits != 2 || d.Dropped(wire.DropBadJSON) != 1 || len(agg.got[len(agg.got)-1]) != 0 {
 		t.Fatalf("no-site counts %+v", d)
 	}
 }
@@ -159,14 +159,14 @@ func TestBufferFullWithoutFallback(t *testing.T) {
 		if b.Add(now, e) {
 			t.Fatal("a full buffer took an event")
 		}
-		b.Hit(now, e.Site, DropBufferFull)
+		b.Hit(now, e.Site, wire.DropBufferFull)
 	}
-	if c := b.Counts.Get("demo"); c.Hits != 7 || c.Events != 4 || c.Dropped(DropBufferFull) != 3 || b.Len() != 4 {
+	if c := b.Counts.Get("demo"); c.Hits != 7 || c.Events != 4 || c.Dropped(wire.DropBufferFull) != 3 || b.Len() != 4 {
 		t.Fatalf("counts %+v, len %d", c, b.Len())
 	}
 	// The instance ends while the aggregator is down: the loss is counted.
 	lost, err := b.Close(secret, down.send, time.Now, noSleep)
-	if lost != 4 || err == nil || b.Counts.Get("demo").Dropped(DropDeliveryFailed) != 4 {
+	if lost != 4 || err == nil || b.Counts.Get("demo").Dropped(wire.DropDeliveryFailed) != 4 {
 		t.Fatalf("lost %d, %v, counts %+v", lost, err, b.Counts.Get("demo"))
 	}
 }
@@ -283,7 +283,7 @@ func TestFallback(t *testing.T) {
 	fb.fail = true
 	hits(b, now, 2)
 	lost, err := b.Close(secret, down.send, time.Now, noSleep)
-	if lost != 2 || err == nil || b.Counts.Get("demo").Dropped(DropDeliveryFailed) != 2 {
+	if lost != 2 || err == nil || b.Counts.Get("demo").Dropped(wire.DropDeliveryFailed) != 2 {
 		t.Fatalf("lost %d, %v", lost, err)
 	}
 }
@@ -299,7 +299,7 @@ func TestOldAggregator(t *testing.T) {
 	if err := b.Flush(secret, old.send, time.Now, noSleep); err != nil || b.Len() != 0 || len(old.got) != 1 || len(old.got[0]) != 3 {
 		t.Fatalf("err %v, left %d, got %v", err, b.Len(), old.got)
 	}
-	b.Hit(now, "", DropBadJSON)
+	b.Hit(now, "", wire.DropBadJSON)
 	if b.Due(now.Add(time.Hour)) {
 		t.Fatal("counts due though the aggregator cannot take them")
 	}
@@ -311,14 +311,14 @@ func TestJournal(t *testing.T) {
 	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100, Journal: j.write}
 	now := time.Now()
 	hits(b, now, 3)
-	b.Hit(now, "", DropMissingSite)
+	b.Hit(now, "", wire.DropMissingSite)
 	// Every hit is one line, written before Hit returns, with the counts
 	// up to and including it; nothing is left to deliver.
 	if len(j.lines) != 4 || b.Len() != 0 || b.Due(now.Add(time.Hour)) {
 		t.Fatalf("%d lines, %d buffered", len(j.lines), b.Len())
 	}
 	ids, cs := j.parsed(t)
-	if len(ids) != 3 || latest(cs, "demo").Hits != 3 || latest(cs, "").Dropped(DropMissingSite) != 1 {
+	if len(ids) != 3 || latest(cs, "demo").Hits != 3 || latest(cs, "").Dropped(wire.DropMissingSite) != 1 {
 		t.Fatalf("journal: %d events, counts %+v", len(ids), cs)
 	}
 	// A journal that refuses: the events go by batch, with their counts.
@@ -382,7 +382,7 @@ func TestEveryDropCounted(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(wantDrops) {
 		t.Errorf("counted drops %v, answered %v", got, wantDrops)
 	}
-	if wantDrops[DropBufferFull] == 0 || len(wantDrops) < 5 {
+	if wantDrops[wire.DropBufferFull] == 0 || len(wantDrops) < 5 {
 		t.Errorf("the mix did not exercise enough reasons: %v", wantDrops)
 	}
 }
@@ -399,11 +399,11 @@ func TestHitAllocations(t *testing.T) {
 		e := events(1)[0]
 		now := time.Now()
 		b.Add(now, e)
-		b.Hit(now, "", DropMissingSite)
+		b.Hit(now, "", wire.DropMissingSite)
 		j.write(nil)
 		allocs := testing.AllocsPerRun(1000, func() {
 			b.Add(now, e)
-			b.Hit(now, "", DropMissingSite)
+			b.Hit(now, "", wire.DropMissingSite)
 			b.drop(b.Len())
 		})
 		if allocs != 0 {
@@ -416,7 +416,7 @@ func TestSitesBounded(t *testing.T) {
 	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 1 << 20}
 	now := time.Now()
 	for i := range 3 * wire.MaxCounterSites {
-		b.Hit(now, fmt.Sprintf("s%d", i), DropBadMethod)
+		b.Hit(now, fmt.Sprintf("s%d", i), wire.DropBadMethod)
 	}
 	if n := len(b.Counts.sites); n != wire.MaxCounterSites {
 		t.Fatalf("%d sites counted one by one", n)
@@ -495,7 +495,7 @@ func TestTakeSettle(t *testing.T) {
 	if !ok {
 		t.Fatal("the loss is not reported")
 	}
-	if evs, c := decode(r); len(evs) != 0 || c == nil || latest([]wire.Counters{*c}, "demo").Dropped(DropDeliveryFailed) != 2 {
+	if evs, c := decode(r); len(evs) != 0 || c == nil || latest([]wire.Counters{*c}, "demo").Dropped(wire.DropDeliveryFailed) != 2 {
 		t.Fatalf("loss report: %d events, counts %+v; want the 2 lost counted", len(evs), c)
 	}
 	b.Delivered()
@@ -512,7 +512,7 @@ func TestPending(t *testing.T) {
 		t.Fatal("a new Batcher holds something")
 	}
 	now := time.Now()
-	b.Hit(now, "s", DropBadMethod)
+	b.Hit(now, "s", wire.DropBadMethod)
 	if !b.Pending() {
 		t.Error("unreported counts are not pending")
 	}
@@ -551,13 +551,13 @@ func TestRejectedHoldsOff(t *testing.T) {
 	if err := b.Flush(secret, ok.send, time.Now, noSleep); err != nil || ok.calls != 1 || b.Len() != 0 || b.rejected {
 		t.Fatalf("err %v, %d calls, %d left, rejected %v", err, ok.calls, b.Len(), b.rejected)
 	}
-	if c := latest(ok.counters, "demo"); c.Hits != 6 || c.Dropped(DropDeliveryFailed) != 1 {
+	if c := latest(ok.counters, "demo"); c.Hits != 6 || c.Dropped(wire.DropDeliveryFailed) != 1 {
 		t.Fatalf("counts %+v: want 6 hits, the first event's delivery_failed", c)
 	}
 	// Held at the end: Close counts what waits.
 	b.rejected, b.retryAt = true, time.Now().Add(time.Minute)
 	hits(b, now, 2)
-	if lost, _ := b.Close(secret, ok.send, time.Now, noSleep); lost != 2 || b.Counts.Get("demo").Dropped(DropDeliveryFailed) != 3 {
+	if lost, _ := b.Close(secret, ok.send, time.Now, noSleep); lost != 2 || b.Counts.Get("demo").Dropped(wire.DropDeliveryFailed) != 3 {
 		t.Fatalf("lost %d, counts %+v", lost, b.Counts.Get("demo"))
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 func TestParseOrigins(t *testing.T) {
@@ -120,15 +122,15 @@ func TestServeCORS(t *testing.T) {
 		credentials, methods bool
 	}{
 		{name: "preflight for the site", method: "OPTIONS", query: "site=shop", origin: shop, status: 204, allowOrigin: shop, credentials: true, methods: true},
-		{name: "preflight from elsewhere", method: "OPTIONS", query: "site=shop", origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "preflight from elsewhere", method: "OPTIONS", query: "site=shop", origin: evil, status: 403, drop: wire.DropOriginNotAllowed},
 		{name: "preflight without a site: the default", method: "OPTIONS", origin: evil, status: 204, allowOrigin: evil, credentials: true, methods: true},
 		{name: "beacon for the site", method: "POST", body: `{"site":"shop"}`, origin: shop, status: 204, events: 1, allowOrigin: shop, credentials: true},
-		{name: "beacon from elsewhere", method: "POST", body: `{"site":"shop"}`, origin: evil, status: 403, drop: DropOriginNotAllowed},
-		{name: "one event of the array from elsewhere", method: "POST", body: `[{"site":"blog"},{"site":"shop"}]`, origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "beacon from elsewhere", method: "POST", body: `{"site":"shop"}`, origin: evil, status: 403, drop: wire.DropOriginNotAllowed},
+		{name: "one event of the array from elsewhere", method: "POST", body: `[{"site":"blog"},{"site":"shop"}]`, origin: evil, status: 403, drop: wire.DropOriginNotAllowed},
 		{name: "another site, the default", method: "POST", body: `{"site":"blog"}`, origin: evil, status: 204, events: 1, allowOrigin: evil, credentials: true},
-		{name: "the URL's site does not vouch for the body's", method: "POST", query: "site=blog", body: `{"site":"shop"}`, origin: evil, status: 403, drop: DropOriginNotAllowed},
-		{name: "bad JSON readable by an allowed origin", method: "POST", query: "site=shop", body: `{`, origin: shop, status: 400, drop: DropBadJSON, allowOrigin: shop, credentials: true},
-		{name: "bad JSON from elsewhere", method: "POST", query: "site=shop", body: `{`, origin: evil, status: 403, drop: DropOriginNotAllowed},
+		{name: "the URL's site does not vouch for the body's", method: "POST", query: "site=blog", body: `{"site":"shop"}`, origin: evil, status: 403, drop: wire.DropOriginNotAllowed},
+		{name: "bad JSON readable by an allowed origin", method: "POST", query: "site=shop", body: `{`, origin: shop, status: 400, drop: wire.DropBadJSON, allowOrigin: shop, credentials: true},
+		{name: "bad JSON from elsewhere", method: "POST", query: "site=shop", body: `{`, origin: evil, status: 403, drop: wire.DropOriginNotAllowed},
 		{name: "not a browser", method: "POST", body: `{"site":"shop"}`, status: 204, events: 1, allowOrigin: "*"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

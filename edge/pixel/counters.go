@@ -24,13 +24,13 @@ import (
 //     hit rejected before any event was accepted counts once under its
 //     reason, whatever the answer was (a GIF, a 4xx, a 503); an accepted
 //     event that could not be delivered by any path counts once under
-//     DropDeliveryFailed. So, for pixel hits, hits = events + drops
-//     before acceptance, and events = events stored + DropDeliveryFailed
+//     wire.DropDeliveryFailed. So, for pixel hits, hits = events + drops
+//     before acceptance, and events = events stored + wire.DropDeliveryFailed
 //     (+ what is still on its way).
 //
 //   - notes, by reason (the Note* constants): accepted events that lack
 //     something they would normally carry, counted for each event's site
-//     beside events (NoteNoSalt: no visitor id for want of a salt). A
+//     beside events (wire.NoteNoSalt: no visitor id for want of a salt). A
 //     note is not a loss: the event is counted under events and stored.
 //
 // No drop is known only to a response header: Serve counts every reason

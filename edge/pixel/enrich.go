@@ -14,6 +14,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // Client time: a client's clock (the pixel's t parameter, a POSTed
@@ -105,7 +106,7 @@ type hitParams struct {
 // and raw page and referrer (URL, Referrer) already cleaned; page and ref
 // are the raw values. It decides the consent tier and clears what the
 // tier does not keep. It returns a Note* reason when e lacks what it would
-// normally carry (NoteNoSalt), "" otherwise.
+// normally carry (wire.NoteNoSalt), "" otherwise.
 func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) (note string) {
 	e.Browser = r.ua.Browser
 	e.BrowserVersion = r.ua.BrowserVersion
@@ -194,7 +195,7 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 			}
 		}
 		if !ok {
-			return NoteNoSalt
+			return wire.NoteNoSalt
 		}
 	}
 	return ""
@@ -229,11 +230,11 @@ func signature(rawQuery string, site string, st SiteSettings, c *Config, now tim
 	case st.Sign == SignMark:
 		return SignatureUnverified, "", ""
 	case err == pixelsign.ErrUnsigned:
-		return "", DropUnsigned, ""
+		return "", wire.DropUnsigned, ""
 	case err == pixelsign.ErrExpired:
-		return "", DropExpiredPixel, ""
+		return "", wire.DropExpiredPixel, ""
 	default:
-		return "", DropBadSignature, outside
+		return "", wire.DropBadSignature, outside
 	}
 }
 
@@ -262,7 +263,7 @@ func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Confi
 	if q := cleanSite(queryValue(rawQuery, pixelsign.ParamSite)); q != site && queryValue(rawQuery, pixelsign.ParamSig) != "" {
 		// Signed, but for another site: as wrong as a bad MAC.
 		if st.Sign != SignMark {
-			return DropBadSignature, ""
+			return wire.DropBadSignature, ""
 		}
 		value = SignatureUnverified
 	} else if value, drop, outside = signature(rawQuery, site, st, c, now, client); drop != "" {

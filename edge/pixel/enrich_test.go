@@ -17,6 +17,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 const (
@@ -253,10 +254,10 @@ func TestSitesSettings(t *testing.T) {
 	}
 	sites.Errors = func(err error) { logged = append(logged, err) }
 	c := &Config{Sites: sites}
-	if _, drop := FromQuery("site=unlisted", meta(), c); drop != DropUnknownSite {
+	if _, drop := FromQuery("site=unlisted", meta(), c); drop != wire.DropUnknownSite {
 		t.Errorf("unlisted: %q", drop)
 	}
-	if _, drop := FromJSON([]byte(`[{"site":"demo"},{"site":"unlisted"}]`), "", "", meta(), c); drop != DropUnknownSite {
+	if _, drop := FromJSON([]byte(`[{"site":"demo"},{"site":"unlisted"}]`), "", "", meta(), c); drop != wire.DropUnknownSite {
 		t.Errorf("POST with an unlisted site: %q", drop)
 	}
 	if e := hitWith(t, "site=demo", c, nil); e.Signature != SignatureUnsigned || e.ClientIP != "" {
@@ -426,8 +427,8 @@ func TestMailOpens(t *testing.T) {
 		}
 	}
 	for _, q := range []string{"site=demo&open=0", "site=demo&open=1", "site=demo&open=yes", "site=demo&open=email%20"} {
-		if e, drop := FromQuery(q, meta(), nil); drop != DropBadOpen || e.MailOpen != "" {
-			t.Errorf("%s: drop %q mail_open %q, want %s", q, drop, e.MailOpen, DropBadOpen)
+		if e, drop := FromQuery(q, meta(), nil); drop != wire.DropBadOpen || e.MailOpen != "" {
+			t.Errorf("%s: drop %q mail_open %q, want %s", q, drop, e.MailOpen, wire.DropBadOpen)
 		}
 	}
 }
@@ -495,8 +496,8 @@ func TestPixelOwnUTM(t *testing.T) {
 		t.Errorf("signed: campaign %q signature %q", e.UTMCampaign, e.Signature)
 	}
 	for _, q := range []string{strings.Replace(signed, "utm_campaign=spring", "utm_campaign=autumn", 1), signed + "&utm_source=forged"} {
-		if _, drop := FromQuery(q, meta(), c); drop != DropBadSignature {
-			t.Errorf("%s: drop %q, want %s", q, drop, DropBadSignature)
+		if _, drop := FromQuery(q, meta(), c); drop != wire.DropBadSignature {
+			t.Errorf("%s: drop %q, want %s", q, drop, wire.DropBadSignature)
 		}
 	}
 }
@@ -529,10 +530,10 @@ func TestRateLimited(t *testing.T) {
 	hit := Hit{Method: "GET", Path: PathPixel, RawQuery: "site=busy", Meta: func() *Meta { return m }}
 	var resp Response
 	Serve(&hit, c, b, m.Now, &resp)
-	if resp.Status != 200 || !bytes.Equal(resp.Body, GIF) || resp.Drop != DropRateLimited || b.Len() != 0 {
+	if resp.Status != 200 || !bytes.Equal(resp.Body, GIF) || resp.Drop != wire.DropRateLimited || b.Len() != 0 {
 		t.Fatalf("over the limit: %d %q, %d buffered", resp.Status, resp.Drop, b.Len())
 	}
-	if sc := b.Counts.sites["busy"]; sc == nil || sc.Hits != 1 || len(sc.Drops) != 1 || sc.Drops[0].Reason != DropRateLimited {
+	if sc := b.Counts.sites["busy"]; sc == nil || sc.Hits != 1 || len(sc.Drops) != 1 || sc.Drops[0].Reason != wire.DropRateLimited {
 		t.Fatalf("counts %+v", sc)
 	}
 	hit.RawQuery = "site=calm"
@@ -541,7 +542,7 @@ func TestRateLimited(t *testing.T) {
 	}
 	post := Hit{Method: "POST", Path: PathPost, Meta: func() *Meta { return m },
 		Body: func(int) ([]byte, error) { return []byte(`{"site":"busy"}`), nil }}
-	if Serve(&post, c, b, m.Now, &resp); resp.Status != 429 || resp.Drop != DropRateLimited || resp.Get("Retry-After") != "60" {
+	if Serve(&post, c, b, m.Now, &resp); resp.Status != 429 || resp.Drop != wire.DropRateLimited || resp.Get("Retry-After") != "60" {
 		t.Fatalf("POST over the limit: %d %q", resp.Status, resp.Drop)
 	}
 	// Counted for the site its body names, not under "" for the URL
@@ -682,10 +683,10 @@ func TestBadJSONCountedForItsSite(t *testing.T) {
 		post := Hit{Method: "POST", Path: PathPost, RawQuery: c.query, Meta: func() *Meta { return m },
 			Body: func(int) ([]byte, error) { return []byte(c.body), nil }}
 		var resp Response
-		if Serve(&post, nil, b, m.Now, &resp); resp.Status != 400 || resp.Drop != DropBadJSON {
+		if Serve(&post, nil, b, m.Now, &resp); resp.Status != 400 || resp.Drop != wire.DropBadJSON {
 			t.Errorf("%s: %d %q, want 400 bad_json", c.body, resp.Status, resp.Drop)
 		}
-		if sc := b.Counts.sites[c.site]; sc == nil || sc.Hits != 1 || len(sc.Drops) != 1 || sc.Drops[0].Reason != DropBadJSON {
+		if sc := b.Counts.sites[c.site]; sc == nil || sc.Hits != 1 || len(sc.Drops) != 1 || sc.Drops[0].Reason != wire.DropBadJSON {
 			t.Errorf("%s: %q's counts %+v, want its bad_json", c.body, c.site, sc)
 		}
 	}

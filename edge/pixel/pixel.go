@@ -15,6 +15,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // GIF is the smallest transparent 1x1 GIF (43 bytes). The pixel always
@@ -30,49 +31,6 @@ var GIF = []byte{
 	2, 2, 0x44, 1, 0, // LZW data
 	0x3b, // trailer
 }
-
-// Drop reasons: why a hit or a POST was not (wholly) counted. They are
-// reported in the X-Edgepixel-Drop response header and Response.Drop and
-// counted for the aggregator (counters.go), and are stable strings of
-// [a-z0-9_] (wire.ValidReason): dashboards, alerts and metric labels key
-// on them. This is the one list; every drop decision passes through
-// Response.drop.
-const (
-	DropMissingSite      = "missing_site"       // no site, or a blank one
-	DropBadJSON          = "bad_json"           // a POST body that is not the events' JSON, or props not an object
-	DropTooLarge         = "too_large"          // a POST body over MaxPostBody
-	DropTooManyEvents    = "too_many_events"    // a POST of more than MaxPostEvents
-	DropPropsTooLarge    = "props_too_large"    // props over event.MaxPropsLen once canonical (event.CleanProps)
-	DropBadEventID       = "bad_event_id"       // an event_id or Idempotency-Key that event.ParseClientID refuses
-	DropOriginNotAllowed = "origin_not_allowed" // a browser origin not on the site's list (Origins)
-	DropHeadRequest      = "head_request"       // a HEAD of the pixel: answered, but no visit (link checkers, monitors)
-	DropBadMethod        = "bad_method"
-	DropBufferFull       = "buffer_full"
-	DropReadError        = "read_error"
-	DropContentEncoding  = "content_encoding" // a POST body with a Content-Encoding: the edge reads it as sent
-	DropInternal         = "internal_error"   // the platform failed the edge (no random bytes for an id)
-	DropUnknownSite      = "unknown_site"     // a site not in the configured list (ConfigSites)
-	DropRateLimited      = "rate_limited"     // over the per-client or per-site rate limit (Config.RateLimited)
-	DropUnsigned         = "unsigned"         // a pixel without signature for a site with sign=reject
-	DropBadSignature     = "bad_pixel_signature"
-	DropExpiredPixel     = "expired_pixel" // a signed pixel past its exp, for a site with sign=reject
-	DropBadOpen          = "bad_open"      // a pixel's open= other than email or feed (openFlag)
-	// DropDeliveryFailed counts accepted events that no delivery path
-	// took (batches, journal, fallback log endpoint) by the time their
-	// instance ended; see Batcher. No answer carries it.
-	DropDeliveryFailed = "delivery_failed"
-)
-
-// Note reasons: why an accepted event lacks something it would normally
-// carry. They are counted beside the events (counters.go, Batcher), are
-// stable [a-z0-9_] strings like the drop reasons, and do not stop the
-// event from being stored.
-const (
-	// NoteNoSalt: the platform keeps visitor-id salts (Config.Salts is
-	// set) but has none for the hit's UTC day, so a full-tier event with
-	// a client address is stored without a visitor id.
-	NoteNoSalt = "no_salt"
-)
 
 // MaxPostBody bounds an event POST. Browsers' sendBeacon allows 64 KiB.
 const MaxPostBody = 64 << 10
@@ -165,10 +123,10 @@ func finish(e *event.Event, name, page, ref string, r *requestInfo, m *Meta, st 
 // site's settings, or a drop reason.
 func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 	if !c.Sites.Known(site) {
-		return SiteSettings{}, DropUnknownSite
+		return SiteSettings{}, wire.DropUnknownSite
 	}
 	if c.RateLimited != nil && c.RateLimited(m.ClientIP, site) {
-		return SiteSettings{}, DropRateLimited
+		return SiteSettings{}, wire.DropRateLimited
 	}
 	return c.Sites.Settings(site), ""
 }
@@ -206,7 +164,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	q.parse(rawQuery, &sc.unescaped)
 	site := cleanSite(q.value(qSite))
 	if site == "" { // before minting an id for nothing
-		return "", DropMissingSite
+		return "", wire.DropMissingSite
 	}
 	st, drop := admit(site, m, c)
 	if drop != "" {
@@ -220,12 +178,12 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	}
 	var ok bool
 	if p.open, ok = openFlag(q.value(qOpen)); !ok {
-		return "", DropBadOpen
+		return "", wire.DropBadOpen
 	}
 	*e = base(m)
 	if mint(e, m, sc) != nil {
 		*e = event.Event{}
-		return "", DropInternal
+		return "", wire.DropInternal
 	}
 	e.Site = site
 	page, ref := q.value(qPage), q.value(qRef)
@@ -250,7 +208,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 // openFlag reads a pixel's open parameter: whether the hit is an open,
 // and false for ok when the value is none the edge knows. The values are
 // "email" and "feed" (in any ASCII case); "" (absent or empty) is not an
-// open. Any other value ("0", "1", "yes") is refused (DropBadOpen) rather
+// open. Any other value ("0", "1", "yes") is refused (wire.DropBadOpen) rather
 // than guessed at: read as an open it counted open=0 as one (found by a
 // new-user tester), and read as no open it would store an email's hit as
 // a page view of the reader's mailbox. Refused, the GIF's

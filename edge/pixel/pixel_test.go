@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 func meta() *Meta {
@@ -59,7 +60,7 @@ func TestFromQueryDefaultsAndDrops(t *testing.T) {
 		t.Fatalf("%+v %s", e, drop)
 	}
 	for _, q := range []string{"", "site=", "site=%20", "%zz", "url=x"} {
-		if _, drop := FromQuery(q, meta(), nil); drop != DropMissingSite {
+		if _, drop := FromQuery(q, meta(), nil); drop != wire.DropMissingSite {
 			t.Errorf("%q: drop %q", q, drop)
 		}
 	}
@@ -93,7 +94,7 @@ func TestFromJSON(t *testing.T) {
 	}
 	// Only site is required, and the answer to a bad body says so: it
 	// once called name required while a body without it was stored.
-	if msg := dropMessage(DropBadJSON, 400); !strings.Contains(msg, `name (default "pageview")`) {
+	if msg := dropMessage(wire.DropBadJSON, 400); !strings.Contains(msg, `name (default "pageview")`) {
 		t.Errorf("bad_json message %q does not say name defaults to pageview", msg)
 	}
 	// "site=demo;x=1" has no pair the parser reads: the answer says why a
@@ -101,12 +102,12 @@ func TestFromJSON(t *testing.T) {
 	if site := queryValue("site=demo;x=1", "site"); site != "" {
 		t.Fatalf("site=demo;x=1 read as site %q", site)
 	}
-	if msg := dropMessage(DropMissingSite, 400); !strings.Contains(msg, "';'") || !strings.Contains(msg, "%3B") {
+	if msg := dropMessage(wire.DropMissingSite, 400); !strings.Contains(msg, "';'") || !strings.Contains(msg, "%3B") {
 		t.Errorf("missing_site message %q does not say a pair with ';' is skipped", msg)
 	}
 	// A POST's site is its body's: the answer says so (a tester put it
 	// in the query and was told only about the query).
-	if msg := dropMessage(DropMissingSite, 400); !strings.Contains(msg, `POST's in each JSON event ("site":"demo")`) {
+	if msg := dropMessage(wire.DropMissingSite, 400); !strings.Contains(msg, `POST's in each JSON event ("site":"demo")`) {
 		t.Errorf("missing_site message %q does not say where a POST's site goes", msg)
 	}
 	// A byte order mark before the JSON is ignored (RFC 8259 §8.1).
@@ -122,15 +123,15 @@ func TestFromJSON(t *testing.T) {
 func TestFromJSONRejects(t *testing.T) {
 	many := "[" + strings.Repeat(`{"site":"d"},`, MaxPostEvents) + `{"site":"d"}]`
 	for body, want := range map[string]string{
-		``:                                 DropBadJSON,
-		`nope`:                             DropBadJSON,
-		`{"site":`:                         DropBadJSON,
-		`[]`:                               DropBadJSON,
-		`{"name":"x"}`:                     DropMissingSite,
-		`{"site":"d","props":[1]}`:         DropBadJSON,
-		`{"site":"d","props":"x"}`:         DropBadJSON,
-		many:                               DropTooManyEvents,
-		strings.Repeat(" ", MaxPostBody+1): DropTooLarge,
+		``:                                 wire.DropBadJSON,
+		`nope`:                             wire.DropBadJSON,
+		`{"site":`:                         wire.DropBadJSON,
+		`[]`:                               wire.DropBadJSON,
+		`{"name":"x"}`:                     wire.DropMissingSite,
+		`{"site":"d","props":[1]}`:         wire.DropBadJSON,
+		`{"site":"d","props":"x"}`:         wire.DropBadJSON,
+		many:                               wire.DropTooManyEvents,
+		strings.Repeat(" ", MaxPostBody+1): wire.DropTooLarge,
 	} {
 		if _, drop := FromJSON([]byte(body), "", "", meta(), nil); drop != want {
 			t.Errorf("%.40q: drop %q, want %q", body, drop, want)

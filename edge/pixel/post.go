@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // postedEvent is one event as a browser sends it, by POST or sendBeacon.
@@ -129,7 +130,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		c = &defaultConfig
 	}
 	if len(body) > MaxPostBody {
-		return nil, nil, DropTooLarge
+		return nil, nil, wire.DropTooLarge
 	}
 	// RFC 8259 §8.1 lets a parser ignore a byte order mark, which some
 	// clients' encoders write: it is not JSON's to refuse.
@@ -149,23 +150,23 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		posted = make([]postedEvent, 1)
 		err = json.Unmarshal(body, &posted[0])
 	default:
-		return nil, nil, DropBadJSON
+		return nil, nil, wire.DropBadJSON
 	}
 	if len(posted) > 0 {
 		why.site = cleanSite(posted[0].Site)
 	}
 	if err != nil || len(posted) == 0 {
-		return nil, nil, DropBadJSON
+		return nil, nil, wire.DropBadJSON
 	}
 	if len(posted) > MaxPostEvents {
-		return nil, nil, DropTooManyEvents
+		return nil, nil, wire.DropTooManyEvents
 	}
 	now := m.Now.UnixMilli()
 	var key event.ID
 	if idemKey != "" {
 		var err error
 		if key, err = event.ParseClientID(unquoteSFString(idemKey), now); err != nil {
-			return nil, nil, DropBadEventID
+			return nil, nil, wire.DropBadEventID
 		}
 	}
 	common := base(m)
@@ -174,16 +175,16 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	for i := range posted {
 		site := cleanSite(posted[i].Site)
 		if site == "" {
-			return nil, nil, DropMissingSite
+			return nil, nil, wire.DropMissingSite
 		}
 		if !c.Sites.Known(site) {
 			why.site = site
-			return nil, nil, DropUnknownSite
+			return nil, nil, wire.DropUnknownSite
 		}
 		sites[i] = c.Sites.Settings(site)
 	}
 	if c.RateLimited != nil && c.RateLimited(m.ClientIP, cleanSite(posted[0].Site)) {
-		return nil, nil, DropRateLimited
+		return nil, nil, wire.DropRateLimited
 	}
 	var sigs postSignatures
 	for i := range posted {
@@ -205,9 +206,9 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		props, err := event.CleanProps(p.Props)
 		switch {
 		case errors.Is(err, event.ErrPropsTooLarge):
-			return nil, nil, DropPropsTooLarge
+			return nil, nil, wire.DropPropsTooLarge
 		case err != nil:
-			return nil, nil, DropBadJSON
+			return nil, nil, wire.DropBadJSON
 		}
 		e := common
 		ref := p.Ref
@@ -239,22 +240,22 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		case p.EventID != "":
 			c, err := event.ParseClientID(p.EventID, now)
 			if err != nil {
-				return nil, nil, DropBadEventID
+				return nil, nil, wire.DropBadEventID
 			}
 			c = c.ForTier(e.Tier)
 			e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
 			if e.Copy, err = newCopy(m); err != nil {
-				return nil, nil, DropInternal
+				return nil, nil, wire.DropInternal
 			}
 		case idemKey != "":
 			k := key.ForTier(e.Tier)
 			e.ID, e.Time = event.Scope(k, e.Site, i), k.Time()
 			if e.Copy, err = newCopy(m); err != nil {
-				return nil, nil, DropInternal
+				return nil, nil, wire.DropInternal
 			}
 		default:
 			if mint(&e, m, nil) != nil {
-				return nil, nil, DropInternal
+				return nil, nil, wire.DropInternal
 			}
 		}
 		out = append(out, e)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 func clientID(t *testing.T, ms int64) string {
@@ -97,10 +98,10 @@ func TestFromJSONRejectsBadEventIDs(t *testing.T) {
 		"too old":    clientID(t, now-event.MaxClientIDAge-1000),
 		"future":     clientID(t, now+event.MaxClientIDAhead+1000),
 	} {
-		if _, drop := FromJSON([]byte(`{"site":"a.com","event_id":"`+id+`"}`), "", "", m, nil); drop != DropBadEventID {
+		if _, drop := FromJSON([]byte(`{"site":"a.com","event_id":"`+id+`"}`), "", "", m, nil); drop != wire.DropBadEventID {
 			t.Errorf("event_id %s: drop %q", name, drop)
 		}
-		if _, drop := FromJSON([]byte(`{"site":"a.com"}`), id, "", m, nil); drop != DropBadEventID {
+		if _, drop := FromJSON([]byte(`{"site":"a.com"}`), id, "", m, nil); drop != wire.DropBadEventID {
 			t.Errorf("Idempotency-Key %s: drop %q", name, drop)
 		}
 	}
@@ -108,7 +109,7 @@ func TestFromJSONRejectsBadEventIDs(t *testing.T) {
 	h := corsHit("POST", "", `{"site":"a.com"}`, "", map[string]string{HeaderIdempotencyKey: "abc"})
 	resp := &Response{}
 	Serve(h, nil, &Batcher{MaxEvents: 10, MaxAge: time.Second, MaxBuffered: 10}, m.Now, resp)
-	if resp.Status != 400 || resp.Drop != DropBadEventID || !strings.Contains(string(resp.Body), DropBadEventID) {
+	if resp.Status != 400 || resp.Drop != wire.DropBadEventID || !strings.Contains(string(resp.Body), wire.DropBadEventID) {
 		t.Errorf("bad Idempotency-Key: %d %q %s", resp.Status, resp.Drop, resp.Body)
 	}
 }
@@ -135,11 +136,11 @@ func TestPropsLimitIsOnTheDecodedSize(t *testing.T) {
 		`{"k":"` + strings.Repeat("a", event.MaxPropsLen) + `"}`,
 		`{"k":"` + strings.Repeat(`\u00e9`, n+1) + `"}`,
 	} {
-		if resp := serve(props); resp.Status != 413 || resp.Drop != DropPropsTooLarge {
-			t.Errorf("%d-byte props: %d %q, want 413 %s", len(props), resp.Status, resp.Drop, DropPropsTooLarge)
+		if resp := serve(props); resp.Status != 413 || resp.Drop != wire.DropPropsTooLarge {
+			t.Errorf("%d-byte props: %d %q, want 413 %s", len(props), resp.Status, resp.Drop, wire.DropPropsTooLarge)
 		}
 	}
-	if resp := serve(`[1]`); resp.Status != 400 || resp.Drop != DropBadJSON {
+	if resp := serve(`[1]`); resp.Status != 400 || resp.Drop != wire.DropBadJSON {
 		t.Errorf("props not an object: %d %q", resp.Status, resp.Drop)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // signConfig is a Config whose sites demo and shop check signatures under
@@ -103,8 +104,8 @@ func TestServePostSignature(t *testing.T) {
 		drop   string
 	}{
 		{good, 204, ""},
-		{"site=demo", 403, DropUnsigned},
-		{strings.Replace(good, "sig=", "sig=A", 1), 403, DropBadSignature},
+		{"site=demo", 403, wire.DropUnsigned},
+		{strings.Replace(good, "sig=", "sig=A", 1), 403, wire.DropBadSignature},
 	} {
 		b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
 		h, _ := hit("POST", PathPost, tc.query, `[{"site":"demo"},{"site":"demo","name":"x"}]`)
@@ -150,10 +151,10 @@ func TestServePostOutsideCIP(t *testing.T) {
 		resp := &Response{}
 		Serve(h, c, b, now, resp)
 		body := string(resp.Body)
-		if resp.Status != 403 || resp.Drop != DropBadSignature || !strings.Contains(body, tc.want) || strings.Contains(body, "does not verify") {
+		if resp.Status != 403 || resp.Drop != wire.DropBadSignature || !strings.Contains(body, tc.want) || strings.Contains(body, "does not verify") {
 			t.Errorf("cip %s: %d %q %s", tc.cip, resp.Status, resp.Drop, body)
 		}
-		if counts := b.Counts.Get("demo"); counts.Dropped(DropBadSignature) != 1 {
+		if counts := b.Counts.Get("demo"); counts.Dropped(wire.DropBadSignature) != 1 {
 			t.Errorf("cip %s: counted %+v", tc.cip, counts)
 		}
 	}
@@ -163,7 +164,7 @@ func TestServePostOutsideCIP(t *testing.T) {
 	h, _ := hit("POST", PathPost, strings.Replace(q, "sig=", "sig=A", 1), `{"site":"demo"}`)
 	resp := &Response{}
 	Serve(h, c, &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}, now, resp)
-	if resp.Drop != DropBadSignature || !strings.Contains(string(resp.Body), "does not verify") {
+	if resp.Drop != wire.DropBadSignature || !strings.Contains(string(resp.Body), "does not verify") {
 		t.Errorf("bad MAC with cip: %q %s", resp.Drop, resp.Body)
 	}
 }
@@ -182,9 +183,9 @@ func TestServePostDropCountedForRefusingSite(t *testing.T) {
 	for _, tc := range []struct {
 		name, sites, origin, drop string
 	}{
-		{"unsigned", "", "", DropUnsigned},
-		{"unknown site", "demo", "", DropUnknownSite},
-		{"origin", "", "https://demo.example", DropOriginNotAllowed},
+		{"unsigned", "", "", wire.DropUnsigned},
+		{"unknown site", "demo", "", wire.DropUnknownSite},
+		{"origin", "", "https://demo.example", wire.DropOriginNotAllowed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &Config{Sites: sites}
@@ -244,10 +245,10 @@ func TestNoSaltNoted(t *testing.T) {
 			h, _ = hit("GET", PathPixel, "site=a.com&consent=0", "")
 			Serve(h, c, b, now, resp)
 			a, bc := b.Counts.Get("a.com"), b.Counts.Get("b.com")
-			if got := a.Noted(NoteNoSalt) + bc.Noted(NoteNoSalt); got != tc.noted {
+			if got := a.Noted(wire.NoteNoSalt) + bc.Noted(wire.NoteNoSalt); got != tc.noted {
 				t.Errorf("noted %d no_salt, want %d (a.com %+v, b.com %+v)", got, tc.noted, a, bc)
 			}
-			if tc.noted > 0 && (a.Noted(NoteNoSalt) != 2 || bc.Noted(NoteNoSalt) != 1) {
+			if tc.noted > 0 && (a.Noted(wire.NoteNoSalt) != 2 || bc.Noted(wire.NoteNoSalt) != 1) {
 				t.Errorf("notes not counted for each event's site: a.com %+v, b.com %+v", a, bc)
 			}
 			if a.Events != 3 || bc.Events != 1 || len(a.Drops)+len(bc.Drops) != 0 {

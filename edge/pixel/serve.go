@@ -11,6 +11,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/etag"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // Hit is one visitor request as any platform (Fastly's ABI, a Workers
@@ -178,12 +179,12 @@ var gifLength = strconv.Itoa(len(GIF))
 func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	if req.Method != methodGet && req.Method != methodHead {
 		resp.Set("Allow", "GET, HEAD")
-		reject(resp, statusMethodNotAllowed, DropBadMethod)
+		reject(resp, statusMethodNotAllowed, wire.DropBadMethod)
 		return
 	}
 	// A HEAD is a link checker or a monitor, not a page view: it gets the
 	// GIF's headers and costs no Meta.
-	drop := DropHeadRequest
+	drop := wire.DropHeadRequest
 	if req.Method == methodGet {
 		sc := &req.scratch
 		e, note := sc.events[:], sc.notes[:]
@@ -193,7 +194,7 @@ func servePixel(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) 
 			note = nil
 		}
 		if drop == "" && !b.add(now, e, note) {
-			drop = DropBufferFull
+			drop = wire.DropBufferFull
 		}
 	}
 	// The visitor gets the GIF whatever happened to the hit: a broken image
@@ -297,7 +298,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	switch req.Method {
 	case methodOptions:
 		if origin != "" && !c.Origins.Allowed(cleanSite(queryValue(req.RawQuery, "site")), origin) {
-			reject(resp, statusForbidden, DropOriginNotAllowed)
+			reject(resp, statusForbidden, wire.DropOriginNotAllowed)
 			return
 		}
 		allowCORS(resp, origin)
@@ -310,7 +311,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	default:
 		allowCORS(resp, origin)
 		resp.Set("Allow", "POST, OPTIONS")
-		reject(resp, statusMethodNotAllowed, DropBadMethod)
+		reject(resp, statusMethodNotAllowed, wire.DropBadMethod)
 		return
 	}
 	// A compressed body would be read as JSON and refused as bad_json
@@ -318,20 +319,20 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	// Browsers' beacons and fetch never compress a request body.
 	if ce := req.header("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		allowCORS(resp, origin)
-		reject(resp, statusUnsupportedMediaType, DropContentEncoding)
+		reject(resp, statusUnsupportedMediaType, wire.DropContentEncoding)
 		return
 	}
 	body, err := req.Body(MaxPostBody)
 	if err != nil {
 		allowCORS(resp, origin)
-		reject(resp, statusBadRequest, DropReadError)
+		reject(resp, statusBadRequest, wire.DropReadError)
 		return
 	}
 	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c, &resp.refused)
 	if origin != "" {
 		if ok, site := originAllowed(c.Origins, evs, req.RawQuery, origin); !ok {
 			resp.refused = refusal{site: site}
-			reject(resp, statusForbidden, DropOriginNotAllowed)
+			reject(resp, statusForbidden, wire.DropOriginNotAllowed)
 			return
 		}
 	}
@@ -340,27 +341,27 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 		evs[i].Method = req.Method // POST, checked above
 	}
 	if drop == "" && !b.add(now, evs, notes) {
-		drop = DropBufferFull
+		drop = wire.DropBufferFull
 	}
 	switch drop {
 	case "":
 		resp.Status = statusNoContent
-	case DropUnknownSite: // answered as if counted, as the pixel is
+	case wire.DropUnknownSite: // answered as if counted, as the pixel is
 		resp.Status = statusNoContent
 		resp.drop(drop)
-	case DropRateLimited:
+	case wire.DropRateLimited:
 		// The penalty box refuses for its whole duration: a retry sooner
 		// is refused again (RFC 9110 §10.2.3: seconds to wait).
 		resp.Set("Retry-After", strconv.Itoa(int(RateLimitPenalty/time.Second)))
 		reject(resp, statusTooManyRequests, drop)
-	case DropUnsigned, DropBadSignature, DropExpiredPixel: // the site's sign=reject
+	case wire.DropUnsigned, wire.DropBadSignature, wire.DropExpiredPixel: // the site's sign=reject
 		reject(resp, statusForbidden, drop)
-	case DropTooLarge, DropTooManyEvents, DropPropsTooLarge:
+	case wire.DropTooLarge, wire.DropTooManyEvents, wire.DropPropsTooLarge:
 		reject(resp, statusRequestEntityTooLarge, drop)
-	case DropBufferFull:
+	case wire.DropBufferFull:
 		resp.Set("Retry-After", "1")
 		reject(resp, statusServiceUnavailable, drop)
-	case DropInternal:
+	case wire.DropInternal:
 		reject(resp, statusInternalServerError, drop)
 	default:
 		reject(resp, statusBadRequest, drop)
@@ -390,7 +391,7 @@ func reject(resp *Response, status int, reason string) {
 	resp.drop(reason)
 	resp.Set("Content-Type", "application/json")
 	msg := dropMessage(reason, status)
-	if reason == DropBadSignature && resp.refused.cip != "" {
+	if reason == wire.DropBadSignature && resp.refused.cip != "" {
 		msg = outsideCIPMessage(resp.refused.cip)
 	}
 	resp.Body = fmt.Appendf(nil, "{\"error\":%q,\"reason\":%q}\n", msg, reason)
@@ -417,41 +418,41 @@ func outsideCIPMessage(cip string) string {
 // for programs). A switch, not a map: nothing to build at start.
 func dropMessage(reason string, status int) string {
 	switch reason {
-	case DropMissingSite:
+	case wire.DropMissingSite:
 		// Where the site goes for each kind of hit: a POST's site is
 		// its body's, which a tester's site in the query did not
 		// reach. The query's parser skips a pair it cannot read, as
 		// url.ParseQuery does: say so, or "site=demo;x=1" reads as no site.
 		return "every event needs a non-empty site: a POST's in each JSON event (\"site\":\"demo\"), a pixel's in its query (site=demo), where a pair with a ';' or a bad %-escape is skipped (escape them: %3B, %25)"
-	case DropBadJSON:
+	case wire.DropBadJSON:
 		// finish defaults name to pageview and url to the Referer, for the
 		// POST as for the pixel: only site is required.
 		return "the body must be one JSON event object or an array of them: a site string; optional name (default \"pageview\"), url (default the Referer header), ref, event_id strings and a props object"
-	case DropBadEventID:
+	case wire.DropBadEventID:
 		return "event_id and Idempotency-Key must be a UUIDv7 (RFC 9562) at most 24 h old and 10 min ahead of the edge's clock"
-	case DropReadError:
+	case wire.DropReadError:
 		return "the request body could not be read"
-	case DropContentEncoding:
+	case wire.DropContentEncoding:
 		return "send the body uncompressed, without Content-Encoding: the edge reads JSON as it is sent"
-	case DropOriginNotAllowed:
+	case wire.DropOriginNotAllowed:
 		return "this Origin may not post events for the site (config store cors_origins, cors_default); a preflight is judged by ?site= in its URL"
-	case DropTooLarge:
+	case wire.DropTooLarge:
 		return fmt.Sprintf("the body is over %d bytes", MaxPostBody)
-	case DropTooManyEvents:
+	case wire.DropTooManyEvents:
 		return fmt.Sprintf("more than %d events in one request", MaxPostEvents)
-	case DropPropsTooLarge:
+	case wire.DropPropsTooLarge:
 		return fmt.Sprintf("props is over %d bytes as compact JSON", event.MaxPropsLen)
-	case DropBadMethod:
+	case wire.DropBadMethod:
 		return "use GET or HEAD for the pixel, POST (or an OPTIONS preflight) for /e"
-	case DropRateLimited:
+	case wire.DropRateLimited:
 		return "too many hits from this client or for this site; slow down"
-	case DropBufferFull:
+	case wire.DropBufferFull:
 		return "the edge's buffer is full; retry shortly"
-	case DropUnsigned:
+	case wire.DropUnsigned:
 		return "the site counts signed posts only: post to the URL the site signed (/e?site=S&exp=E&sig=X, edgepixel-sign)"
-	case DropBadSignature:
+	case wire.DropBadSignature:
 		return "the URL's signature does not verify for the events' site: sign /e?site=S for that site with its key (edgepixel-sign)"
-	case DropExpiredPixel:
+	case wire.DropExpiredPixel:
 		return "the URL's signature has expired (exp): the site must issue a freshly signed URL"
 	}
 	return statusText(status)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 func hit(method, path, query, body string) (*Hit, *int) {
@@ -34,16 +36,16 @@ func TestServe(t *testing.T) {
 	}{
 		{name: "pixel", method: "GET", path: "/p.gif", q: "site=a.com&url=https://a.com/x", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
 		{name: "pixel alias", method: "GET", path: "/i", q: "site=a.com", status: 200, events: 1, contentType: "image/gif", metaCalls: 1},
-		{name: "pixel HEAD answered, not counted", method: "HEAD", path: "/p.gif", q: "site=a.com", status: 200, drop: DropHeadRequest, contentType: "image/gif"},
-		{name: "pixel without site still a GIF", method: "GET", path: "/p.gif", q: "url=x", status: 200, drop: DropMissingSite, contentType: "image/gif", metaCalls: 1},
-		{name: "pixel with an unknown open value still a GIF", method: "GET", path: "/p.gif", q: "site=a.com&open=0", status: 200, drop: DropBadOpen, contentType: "image/gif", metaCalls: 1},
-		{name: "pixel POST refused", method: "POST", path: "/p.gif", status: 405, drop: DropBadMethod, contentType: "application/json"},
+		{name: "pixel HEAD answered, not counted", method: "HEAD", path: "/p.gif", q: "site=a.com", status: 200, drop: wire.DropHeadRequest, contentType: "image/gif"},
+		{name: "pixel without site still a GIF", method: "GET", path: "/p.gif", q: "url=x", status: 200, drop: wire.DropMissingSite, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel with an unknown open value still a GIF", method: "GET", path: "/p.gif", q: "site=a.com&open=0", status: 200, drop: wire.DropBadOpen, contentType: "image/gif", metaCalls: 1},
+		{name: "pixel POST refused", method: "POST", path: "/p.gif", status: 405, drop: wire.DropBadMethod, contentType: "application/json"},
 		{name: "post", method: "POST", path: "/e", body: `[{"site":"a.com","url":"https://a.com/"},{"site":"a.com","name":"signup"}]`, status: 204, events: 2, metaCalls: 1},
-		{name: "post bad json", method: "POST", path: "/e", body: `{`, status: 400, drop: DropBadJSON, contentType: "application/json", metaCalls: 1},
-		{name: "post too large", method: "POST", path: "/e", body: strings.Repeat(" ", MaxPostBody+10), status: 413, drop: DropTooLarge, contentType: "application/json", metaCalls: 1},
-		{name: "post unreadable", method: "POST", path: "/e", body: "\x00fail", status: 400, drop: DropReadError, contentType: "application/json"},
+		{name: "post bad json", method: "POST", path: "/e", body: `{`, status: 400, drop: wire.DropBadJSON, contentType: "application/json", metaCalls: 1},
+		{name: "post too large", method: "POST", path: "/e", body: strings.Repeat(" ", MaxPostBody+10), status: 413, drop: wire.DropTooLarge, contentType: "application/json", metaCalls: 1},
+		{name: "post unreadable", method: "POST", path: "/e", body: "\x00fail", status: 400, drop: wire.DropReadError, contentType: "application/json"},
 		{name: "preflight costs nothing", method: "OPTIONS", path: "/e", status: 204},
-		{name: "post GET refused", method: "GET", path: "/e", status: 405, drop: DropBadMethod, contentType: "application/json"},
+		{name: "post GET refused", method: "GET", path: "/e", status: 405, drop: wire.DropBadMethod, contentType: "application/json"},
 		{name: "health", method: "GET", path: "/healthz", status: 200, contentType: "text/plain", body2: "ok\n"},
 		{name: "unknown", method: "GET", path: "/favicon.ico", status: 404, contentType: "text/plain"},
 	} {
@@ -100,7 +102,7 @@ func TestServeBufferFull(t *testing.T) {
 	h, _ := hit("GET", "/p.gif", "site=a.com", "")
 	Serve(h, nil, b, now, resp)
 	Serve(h, nil, b, now, resp)
-	if resp.Status != 200 || resp.Get("X-Edgepixel-Drop") != DropBufferFull {
+	if resp.Status != 200 || resp.Get("X-Edgepixel-Drop") != wire.DropBufferFull {
 		t.Errorf("pixel over a full buffer: %d %q", resp.Status, resp.Get("X-Edgepixel-Drop"))
 	}
 	h, _ = hit("POST", "/e", "", `{"site":"a.com"}`)
@@ -127,7 +129,7 @@ func TestPostContentEncoding(t *testing.T) {
 		Serve(h, nil, b, time.UnixMilli(1_763_800_000_000), resp)
 		drop := ""
 		if status == 415 {
-			drop = DropContentEncoding
+			drop = wire.DropContentEncoding
 		}
 		if resp.Status != status || resp.Get("X-Edgepixel-Drop") != drop || b.Len() != map[bool]int{true: 0, false: 1}[status == 415] {
 			t.Errorf("Content-Encoding %q: %d drop %q, %d events; want %d", ce, resp.Status, resp.Get("X-Edgepixel-Drop"), b.Len(), status)

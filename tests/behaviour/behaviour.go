@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // Case is one request, sent Repeat times (at least once), and what it
@@ -98,13 +99,13 @@ var Cases = []Case{
 			r.UTMSource, r.UTMMedium, r.UTMCampaign = "newsletter", "email", "issue-42"
 			return r
 		}()}},
-	{Name: "open pixel with an unknown open=", Method: "GET", Target: "/p.gif?site={site}&e=open&open=1", Status: 200, Drop: pixel.DropBadOpen},
+	{Name: "open pixel with an unknown open=", Method: "GET", Target: "/p.gif?site={site}&e=open&open=1", Status: 200, Drop: wire.DropBadOpen},
 	{Name: "pixel at /i", Method: "GET", Target: "/i?site={site}&url=https%3A%2F%2Fex.test%2Fi",
 		Status: 200, Rows: []Row{row("pageview", "https://ex.test/i", "", "GET")}},
-	{Name: "pixel HEAD is no visit", Method: "HEAD", Target: "/p.gif?site={site}", Status: 200, Drop: pixel.DropHeadRequest},
-	{Name: "pixel without site", Method: "GET", Target: "/p.gif?url=https%3A%2F%2Fex.test%2F", Status: 200, Drop: pixel.DropMissingSite},
-	{Name: "pixel blank site", Method: "GET", Target: "/p.gif?site=%20", Status: 200, Drop: pixel.DropMissingSite},
-	{Name: "pixel POST", Method: "POST", Target: "/p.gif?site={site}", Status: 405, Drop: pixel.DropBadMethod},
+	{Name: "pixel HEAD is no visit", Method: "HEAD", Target: "/p.gif?site={site}", Status: 200, Drop: wire.DropHeadRequest},
+	{Name: "pixel without site", Method: "GET", Target: "/p.gif?url=https%3A%2F%2Fex.test%2F", Status: 200, Drop: wire.DropMissingSite},
+	{Name: "pixel blank site", Method: "GET", Target: "/p.gif?site=%20", Status: 200, Drop: wire.DropMissingSite},
+	{Name: "pixel POST", Method: "POST", Target: "/p.gif?site={site}", Status: 405, Drop: wire.DropBadMethod},
 	{Name: "event with props", Method: "POST", Target: "/e", Header: map[string]string{"Content-Type": "application/json"},
 		Body:   `{"site":"{site}","name":"signup","url":"https://shop.test/j","ref":"https://ref.test/","props":{"plan":"pro","n":2}}`,
 		Status: 204, AllowOrigin: "*", Rows: []Row{func() Row {
@@ -128,23 +129,23 @@ var Cases = []Case{
 		Body: `{"site":"{site}","name":"x"}`, Status: 204, AllowOrigin: "*", Rows: []Row{row("x", "https://shop.test/from-referer", "", "POST")}},
 	{Name: "browser origin echoed", Method: "POST", Target: "/e", Header: map[string]string{"Origin": "https://any.example"},
 		Body: `{"site":"{site}","name":"o"}`, Status: 204, AllowOrigin: "https://any.example", Rows: []Row{row("o", "", "", "POST")}},
-	{Name: "bad JSON", Method: "POST", Target: "/e", Body: `{"site":`, Status: 400, Drop: pixel.DropBadJSON, AllowOrigin: "*"},
-	{Name: "props not an object", Method: "POST", Target: "/e", Body: `{"site":"{site}","props":[1]}`, Status: 400, Drop: pixel.DropBadJSON, AllowOrigin: "*"},
-	{Name: "event without site", Method: "POST", Target: "/e", Body: `{"name":"x"}`, Status: 400, Drop: pixel.DropMissingSite, AllowOrigin: "*"},
-	{Name: "bad event_id", Method: "POST", Target: "/e", Body: `{"site":"{site}","event_id":"not-a-uuid"}`, Status: 400, Drop: pixel.DropBadEventID, AllowOrigin: "*"},
+	{Name: "bad JSON", Method: "POST", Target: "/e", Body: `{"site":`, Status: 400, Drop: wire.DropBadJSON, AllowOrigin: "*"},
+	{Name: "props not an object", Method: "POST", Target: "/e", Body: `{"site":"{site}","props":[1]}`, Status: 400, Drop: wire.DropBadJSON, AllowOrigin: "*"},
+	{Name: "event without site", Method: "POST", Target: "/e", Body: `{"name":"x"}`, Status: 400, Drop: wire.DropMissingSite, AllowOrigin: "*"},
+	{Name: "bad event_id", Method: "POST", Target: "/e", Body: `{"site":"{site}","event_id":"not-a-uuid"}`, Status: 400, Drop: wire.DropBadEventID, AllowOrigin: "*"},
 	{Name: "too many events", Method: "POST", Target: "/e", Body: "[" + strings.Repeat(`{"site":"{site}"},`, pixel.MaxPostEvents) + `{"site":"{site}"}]`,
-		Status: 413, Drop: pixel.DropTooManyEvents, AllowOrigin: "*"},
+		Status: 413, Drop: wire.DropTooManyEvents, AllowOrigin: "*"},
 	{Name: "body too large", Method: "POST", Target: "/e", Body: `{"site":"{site}","url":"` + strings.Repeat("a", pixel.MaxPostBody) + `"}`,
-		Status: 413, Drop: pixel.DropTooLarge, AllowOrigin: "*"},
-	{Name: "GET of the event path", Method: "GET", Target: "/e", Status: 405, Drop: pixel.DropBadMethod, AllowOrigin: "*"},
+		Status: 413, Drop: wire.DropTooLarge, AllowOrigin: "*"},
+	{Name: "GET of the event path", Method: "GET", Target: "/e", Status: 405, Drop: wire.DropBadMethod, AllowOrigin: "*"},
 	{Name: "preflight", Method: "OPTIONS", Target: "/e?site={site}", Header: map[string]string{"Origin": "https://any.example", "Access-Control-Request-Method": "POST"},
 		Status: 204, AllowOrigin: "https://any.example"},
 	{Name: "preflight for a locked site, allowed origin", Method: "OPTIONS", Target: "/e?site=" + LockedSite, Header: map[string]string{"Origin": LockedOrigin},
 		Status: 204, AllowOrigin: LockedOrigin},
 	{Name: "preflight for a locked site, other origin", Method: "OPTIONS", Target: "/e?site=" + LockedSite, Header: map[string]string{"Origin": "https://evil.example"},
-		Status: 403, Drop: pixel.DropOriginNotAllowed},
+		Status: 403, Drop: wire.DropOriginNotAllowed},
 	{Name: "POST for a locked site from another origin", Method: "POST", Target: "/e", Header: map[string]string{"Origin": "https://evil.example"},
-		Body: `{"site":"` + LockedSite + `"}`, Status: 403, Drop: pixel.DropOriginNotAllowed},
+		Body: `{"site":"` + LockedSite + `"}`, Status: 403, Drop: wire.DropOriginNotAllowed},
 	{Name: "healthz", Method: "GET", Target: "/healthz", Status: 200},
 	{Name: "tracker script", Method: "GET", Target: "/s.js", Status: 200, AllowOrigin: "*"}, // public, for subresource integrity from any page
 	{Name: "unknown path", Method: "GET", Target: "/favicon.ico", Status: 404},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 // TestCheckNames: the tester's misspelt vars, each reported with the name
@@ -108,7 +109,7 @@ func TestNoSaltSaid(t *testing.T) {
 	if len(told) != 1 {
 		t.Errorf("without salts: NoSalt told %d times, want once", len(told))
 	}
-	if n := w.Counts("shop").Noted(pixel.NoteNoSalt); n != 2 {
+	if n := w.Counts("shop").Noted(wire.NoteNoSalt); n != 2 {
 		t.Errorf("no_salt %d, want 2", n)
 	}
 

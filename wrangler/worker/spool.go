@@ -30,7 +30,7 @@ import (
 // The spool is bounded (Config.SpoolMaxBytes, Config.SpoolMaxAge). A
 // batch it cannot keep, or that the aggregator refuses for good (400,
 // 413), is replaced by SpoolLost's records, a few bytes that count its
-// events as pixel.DropDeliveryFailed and carry its counts, and are
+// events as wire.DropDeliveryFailed and carry its counts, and are
 // delivered like any batch: every loss is counted, in the aggregator's
 // edge_counters, as on Fastly.
 
@@ -74,7 +74,7 @@ func (w *Worker) SpoolDelivery(batch []byte, now time.Time) (*Delivery, error) {
 // be the last report of that instance), and the loss: a counters record
 // of a new instance (minted at now, so that it adds to, never replaces,
 // any other instance's counts) holding, per site, batch's events as
-// pixel.DropDeliveryFailed, split into records of at most
+// wire.DropDeliveryFailed, split into records of at most
 // wire.MaxCounterSites sites.
 func (w *Worker) SpoolLost(batch []byte, now time.Time) (records [][]byte, events int, err error) {
 	evs, c, err := wire.DecodeBatch(nil, batch)
@@ -113,7 +113,7 @@ func (w *Worker) SpoolLost(batch []byte, now time.Time) (records [][]byte, event
 		}
 		for _, s := range sites[:k] {
 			lost.Sites = append(lost.Sites, wire.SiteCounts{Site: s, Time: now.UnixMilli(),
-				Drops: []wire.Drop{{Reason: pixel.DropDeliveryFailed, N: per[s]}}})
+				Drops: []wire.Drop{{Reason: wire.DropDeliveryFailed, N: per[s]}}})
 		}
 		records = append(records, wire.AppendWithCounters(nil, nil, &lost))
 		sites = sites[k:]

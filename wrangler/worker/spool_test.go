@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -34,7 +33,7 @@ func TestSpooledIsDeliveredNotLost(t *testing.T) {
 	if w.Spooled() != 2 {
 		t.Errorf("Spooled %d, want 2", w.Spooled())
 	}
-	if c := w.Counts("shop"); c.Dropped(pixel.DropDeliveryFailed) != 0 {
+	if c := w.Counts("shop"); c.Dropped(wire.DropDeliveryFailed) != 0 {
 		t.Errorf("spooled events counted lost: %+v", c)
 	}
 	evs, c, err := wire.DecodeBatch(nil, b)
@@ -109,7 +108,7 @@ func TestSpoolLostCountsEveryEvent(t *testing.T) {
 			if s.Hits != 0 || s.Events != 0 || s.Time != now.UnixMilli() {
 				t.Errorf("loss of %s: %+v", s.Site, s)
 			}
-			lost[s.Site] += s.Dropped(pixel.DropDeliveryFailed)
+			lost[s.Site] += s.Dropped(wire.DropDeliveryFailed)
 		}
 	}
 	if lost["shop"] != 2 || lost["blog"] != 1 || len(lost) != 2 {

@@ -51,7 +51,7 @@
 //     batch goes to the spool, a Durable Object that stores it on disk
 //     before it answers and delivers it later (Spool; src/spool.js).
 //  4. When there is no spool, or it could not be reached, the events
-//     are counted as lost (pixel.DropDeliveryFailed) in the slot's
+//     are counted as lost (wire.DropDeliveryFailed) in the slot's
 //     counts, which ride on the slot's next delivery.
 //
 // What is lost without a count: a delivery still running when the
@@ -690,7 +690,7 @@ func (w *Worker) step(s *slot, outcome int) (*Delivery, error) {
 	case s.state == stateSpool && outcome == Failed:
 		n := s.b.Len()
 		s.b.Lost(now)
-		return nil, fmt.Errorf("worker: %d events lost (%s): no delivery path took them", n-s.b.Len(), pixel.DropDeliveryFailed)
+		return nil, fmt.Errorf("worker: %d events lost (%s): no delivery path took them", n-s.b.Len(), wire.DropDeliveryFailed)
 	}
 	return nil, fmt.Errorf("worker: outcome %d in state %d", outcome, s.state)
 }

@@ -135,7 +135,7 @@ func TestPixelDeliveredAsSignedBatch(t *testing.T) {
 func TestDropsAloneGetABatch(t *testing.T) {
 	w := newWorker(t, nil)
 	resp, h := serve(t, w, request(t, "GET", "https://px.test/p.gif", "", ""), 200)
-	if resp.Drop != pixel.DropMissingSite || h == 0 {
+	if resp.Drop != wire.DropMissingSite || h == 0 {
 		t.Fatalf("drop %q handle %d", resp.Drop, h)
 	}
 	if _, h2 := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=a", "", ""), 200); h2 != h {
@@ -145,7 +145,7 @@ func TestDropsAloneGetABatch(t *testing.T) {
 	evs, c, _ := wire.DecodeBatch(nil, d.Body)
 	var dropped uint64
 	for _, s := range c.Sites {
-		dropped += s.Dropped(pixel.DropMissingSite)
+		dropped += s.Dropped(wire.DropMissingSite)
 	}
 	if dropped != 1 || len(evs) != 1 {
 		t.Errorf("batch of %d events, counts %+v; want the hit and the missing_site drop", len(evs), c.Sites)
@@ -190,7 +190,7 @@ func TestFallbackLinesAreWhatSpillWrites(t *testing.T) {
 	if d, err := w.Next(h, Delivered); d != nil || err != nil {
 		t.Fatal(d, err)
 	}
-	if c := w.Counts("shop"); c.Dropped(pixel.DropDeliveryFailed) != 0 {
+	if c := w.Counts("shop"); c.Dropped(wire.DropDeliveryFailed) != 0 {
 		t.Errorf("counted a loss: %+v", c)
 	}
 	// The slot is empty: the next delivery holds the next request's event only.
@@ -214,7 +214,7 @@ func TestEveryPathFailsCountsTheLoss(t *testing.T) {
 	if d != nil || err == nil || !strings.Contains(err.Error(), "2 events lost") {
 		t.Fatalf("%v %v", d, err)
 	}
-	if c := w.Counts("shop"); c.Dropped(pixel.DropDeliveryFailed) != 2 || c.Events != 2 || c.Hits != 1 {
+	if c := w.Counts("shop"); c.Dropped(wire.DropDeliveryFailed) != 2 || c.Events != 2 || c.Hits != 1 {
 		t.Errorf("counts %+v", c)
 	}
 	// The loss is reported with the slot's next delivery.
@@ -226,7 +226,7 @@ func TestEveryPathFailsCountsTheLoss(t *testing.T) {
 	}
 	var lost uint64
 	for _, s := range c.Sites {
-		lost += s.Dropped(pixel.DropDeliveryFailed)
+		lost += s.Dropped(wire.DropDeliveryFailed)
 	}
 	if lost != 2 {
 		t.Errorf("next batch reports %d lost: %+v", lost, c.Sites)
@@ -281,7 +281,7 @@ func TestLogTokenWithoutSecret(t *testing.T) {
 func TestCORSFromConfig(t *testing.T) {
 	w := newWorker(t, map[string]string{pixel.ConfigCORSOrigins: "shop=https://shop.test", pixel.ConfigCORSDefault: "none"})
 	resp, _ := serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://evil.test\n", `{"site":"shop"}`), 403)
-	if resp.Drop != pixel.DropOriginNotAllowed {
+	if resp.Drop != wire.DropOriginNotAllowed {
 		t.Errorf("drop %q", resp.Drop)
 	}
 	resp, _ = serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://shop.test\n", `{"site":"shop"}`), 204)
@@ -293,7 +293,7 @@ func TestCORSFromConfig(t *testing.T) {
 func TestOversizedBodyRefused(t *testing.T) {
 	w := newWorker(t, nil)
 	resp, h := serve(t, w, request(t, "POST", "https://px.test/e", "", `{"site":"a","url":"`+strings.Repeat("x", pixel.MaxPostBody)+`"}`), 413)
-	if resp.Drop != pixel.DropTooLarge || h == 0 {
+	if resp.Drop != wire.DropTooLarge || h == 0 {
 		t.Errorf("drop %q handle %d; want the drop counted in a batch", resp.Drop, h)
 	}
 }
@@ -324,7 +324,7 @@ func TestIdleSlotsCountsAreDelivered(t *testing.T) {
 		d, _ := w.Next(h, Start)
 		_, c, _ := wire.DecodeBatch(nil, d.Body)
 		for _, s := range c.Sites {
-			lost[s.Site] += s.Dropped(pixel.DropDeliveryFailed)
+			lost[s.Site] += s.Dropped(wire.DropDeliveryFailed)
 		}
 		w.Next(h, Delivered)
 	}
@@ -591,8 +591,8 @@ func TestSettingsFromKV(t *testing.T) {
 	unsigned := func(site string) *Request {
 		return request(t, "GET", "https://px.test/p.gif?site="+site, "", "")
 	}
-	if resp, _ := serve(t, w, unsigned("shop"), 200); resp.Drop != pixel.DropUnsigned {
-		t.Fatalf("vars: drop %q, want %q", resp.Drop, pixel.DropUnsigned)
+	if resp, _ := serve(t, w, unsigned("shop"), 200); resp.Drop != wire.DropUnsigned {
+		t.Fatalf("vars: drop %q, want %q", resp.Drop, wire.DropUnsigned)
 	}
 	kv := map[string]string{pixel.ConfigSites: "shop, blog", "site.blog": "sign=reject", "site.shop": "sign=off tier=aggregate",
 		pixel.ConfigCORSOrigins: "shop=https://shop.test"}
@@ -617,18 +617,18 @@ func TestSettingsFromKV(t *testing.T) {
 	if resp, _ := serve(t, w, unsigned("shop"), 200); resp.Drop != "" {
 		t.Errorf("shop after KV: drop %q, want none", resp.Drop)
 	}
-	if resp, _ := serve(t, w, unsigned("blog"), 200); resp.Drop != pixel.DropUnsigned {
-		t.Errorf("blog after KV: drop %q, want %q", resp.Drop, pixel.DropUnsigned)
+	if resp, _ := serve(t, w, unsigned("blog"), 200); resp.Drop != wire.DropUnsigned {
+		t.Errorf("blog after KV: drop %q, want %q", resp.Drop, wire.DropUnsigned)
 	}
-	if resp, _ := serve(t, w, unsigned("other"), 200); resp.Drop != pixel.DropUnknownSite {
-		t.Errorf("a site KV's list lacks: drop %q, want %q", resp.Drop, pixel.DropUnknownSite)
+	if resp, _ := serve(t, w, unsigned("other"), 200); resp.Drop != wire.DropUnknownSite {
+		t.Errorf("a site KV's list lacks: drop %q, want %q", resp.Drop, wire.DropUnknownSite)
 	}
 	resp, _ := serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://shop.test\n", `{"site":"shop"}`), 204)
 	if resp.Drop != "" || resp.Get("Access-Control-Allow-Origin") != "https://shop.test" {
 		t.Errorf("shop's POST: drop %q ACAO %q", resp.Drop, resp.Get("Access-Control-Allow-Origin"))
 	}
 	// cors_default stays the var's: an origin no entry names is refused.
-	if resp, _ := serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://evil.test\n", `{"site":"shop"}`), 403); resp.Drop != pixel.DropOriginNotAllowed {
+	if resp, _ := serve(t, w, request(t, "POST", "https://px.test/e", "origin:https://evil.test\n", `{"site":"shop"}`), 403); resp.Drop != wire.DropOriginNotAllowed {
 		t.Errorf("evil origin: drop %q", resp.Drop)
 	}
 	// A bad value is reported, at once or at the site's first hit (as

@@ -162,7 +162,7 @@ func valueWarnings(store map[string]string) []string {
 func signingKeyWarnings(store map[string]string, secrets map[string][]byte) []string {
 	var out []string
 	check := func(site, entry string, sign pixel.SignPolicy) {
-		fate := "every signed hit is dropped " + pixel.DropBadSignature
+		fate := "every signed hit is dropped " + wire.DropBadSignature
 		if sign == pixel.SignMark {
 			fate = "every signed hit is stored " + pixel.SignatureUnverified
 		}

@@ -104,7 +104,7 @@ func finish() {
 		lost, err = batcher.Close(cfg.secret, send, time.Now, time.Sleep)
 	}
 	if lost > 0 {
-		fmt.Fprintf(os.Stderr, "edgepixel: %d events lost (%s) as the instance ended: %v\n", lost, pixel.DropDeliveryFailed, err)
+		fmt.Fprintf(os.Stderr, "edgepixel: %d events lost (%s) as the instance ended: %v\n", lost, wire.DropDeliveryFailed, err)
 	}
 	if t := batcher.Counts.Total(); len(t.Drops) > 0 {
 		fmt.Fprintf(os.Stderr, "edgepixel: instance %s: %d hits, %d events, drops %v\n", batcher.Counts.Instance, t.Hits, t.Events, t.Drops)
