@@ -39,6 +39,10 @@ type Dimension struct {
 	// value is normalised the same way, so "/café" finds them, and the
 	// page shows them decoded.
 	Path bool `json:"path,omitempty"`
+	// Upper marks a dimension whose values are codes in capitals (ISO
+	// 3166's, as geolocation gives them): a filter's value is taken in
+	// capitals, so "de" finds DE.
+	Upper bool `json:"upper,omitempty"`
 	// Host marks a dimension whose values are hosts, in lower case
 	// (ClickHouse's domain() of the URL the edge stored): a filter's
 	// value is taken the same way, so a whole URL pasted in, or a host
@@ -62,8 +66,8 @@ var Dimensions = []Dimension{
 	{Name: "utm_source", Label: "UTM sources", Expr: "utm_source", Since: 4, Collected: true},
 	{Name: "utm_medium", Label: "UTM mediums", Expr: "utm_medium", Since: 4, Collected: true},
 	{Name: "utm_campaign", Label: "UTM campaigns", Expr: "utm_campaign", Since: 4, Collected: true},
-	{Name: "country", Label: "Countries", Expr: "country", Since: 4, Collected: true},
-	{Name: "region", Label: "Regions", Expr: "toString(region)", Since: VersionRollups, Collected: true},
+	{Name: "country", Label: "Countries", Expr: "country", Since: 4, Collected: true, Upper: true},
+	{Name: "region", Label: "Regions", Expr: "toString(region)", Since: VersionRollups, Collected: true, Upper: true},
 	{Name: "city", Label: "Cities", Expr: "toString(city)", Since: VersionRollups, Collected: true},
 	{Name: "browser", Label: "Browsers", Expr: "toString(browser)", Since: VersionRollups, Collected: true},
 	{Name: "os", Label: "Operating systems", Expr: "toString(os)", Since: VersionRollups, Collected: true},

@@ -265,6 +265,9 @@ func parseLine(raw []byte) (line, error) {
 	if u := urlescape.URL(l.URL); len(u) <= event.MaxURLLen {
 		l.URL = u
 	}
+	// ISO 3166 codes in capitals, as the edge's geolocation gives them
+	// and the dashboard's filters take them: an imported "de" is DE.
+	l.Country, l.Region = strings.ToUpper(l.Country), strings.ToUpper(l.Region)
 	bad := func(reason string, err error) (line, error) {
 		return line{}, &LineError{Reason: reason, Site: l.Site, Err: err}
 	}
@@ -351,9 +354,17 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 			// (%Y-%m-%dT%H:%M:%S%z, an offset without a colon).
 			s = strings.ToUpper(strings.TrimSpace(s))
 			for _, layout := range [...]string{time.RFC3339Nano, "2006-01-02T15:04:05Z0700", "2006-01-02 15:04:05Z07:00"} {
-				if t, err := time.Parse(layout, s); err == nil && t.UnixMilli() > 0 && t.UnixMilli() <= maxLineMS {
-					return t.UnixMilli(), nil
+				t, err := time.Parse(layout, s)
+				if err != nil {
+					continue
 				}
+				if t.UnixMilli() <= 0 || t.UnixMilli() > maxLineMS {
+					// A time, but not one an event has (a tester's
+					// 1969 was called "neither RFC 3339 nor unix
+					// seconds").
+					return 0, fmt.Errorf("ts %s is out of range: want a time after 1970", clip(ts))
+				}
+				return t.UnixMilli(), nil
 			}
 		}
 		return 0, fmt.Errorf("ts %s is neither RFC 3339 nor unix seconds", clip(ts))

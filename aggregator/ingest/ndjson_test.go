@@ -223,6 +223,16 @@ func TestParseLineCleans(t *testing.T) {
 	if _, err = ParseLine([]byte(`{"ts_ms":1750000000123,"site":"   "}`)); !errors.As(err, &le) || le.Reason != ReasonInvalidEvent {
 		t.Errorf("blank site: %v", err)
 	}
+	// ISO codes in capitals, as the edge's geolocation gives them and
+	// the filters take them.
+	if e, err = ParseLine([]byte(`{"ts_ms":1750000000123,"site":"demo","country":"de","region":"by"}`)); err != nil || e.Country != "DE" || e.Region != "BY" {
+		t.Errorf("lower-case country and region: %q %q, %v", e.Country, e.Region, err)
+	}
+	// A time before 1970 is a time, out of range: said so (a tester's
+	// 1969 was "neither RFC 3339 nor unix seconds").
+	if _, err = ParseLine([]byte(`{"ts":"1969-01-01T00:00:00Z","site":"demo"}`)); !errors.As(err, &le) || le.Reason != ReasonBadTime || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("1969: %v", err)
+	}
 }
 
 // client_event_id is treated as the edge treats a POST's event_id.

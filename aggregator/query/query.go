@@ -202,6 +202,9 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 		if dim.Host {
 			v = hostFilter(v)
 		}
+		if dim.Upper {
+			v = strings.ToUpper(v)
+		}
 		// An empty value is the rows stored before the edge derived
 		// the dimension, as the top table lists them.
 		if len(dim.Values) > 0 && v != "" {

@@ -1343,6 +1343,20 @@ func TestMinuteVisitsCrafted(t *testing.T) {
 // A referrer filter is taken as hosts are stored: the host of a whole URL
 // pasted in (a tester's referrer=https://news.ycombinator.com/ matched
 // nothing), in lower case.
+func TestParseRequestCountryCase(t *testing.T) {
+	// ISO codes as stored, in capitals: a tester's country=us matched
+	// nothing while channel=SEARCH was taken.
+	req, err := ParseRequest(url.Values{"site": {"s"}, "country": {"us"}, "region": {"ca"}}, time.Now())
+	if err != nil || len(req.Filters) != 2 {
+		t.Fatalf("%+v %v", req.Filters, err)
+	}
+	for _, f := range req.Filters {
+		if f.Value != "US" && f.Value != "CA" {
+			t.Errorf("%s=%q, want it in capitals", f.Name, f.Value)
+		}
+	}
+}
+
 func TestParseRequestReferrerHost(t *testing.T) {
 	for in, want := range map[string]string{
 		"www.google.com":                  "www.google.com",
@@ -1376,7 +1390,7 @@ func TestParseRequestPagePath(t *testing.T) {
 		"https://demo.example?x=1":               "/",
 		"":                                       "",
 	} {
-		req, err := ParseRequest(url.Values{"site": {"s"}, "page": {in}, "country": {"/café"}}, time.Now())
+		req, err := ParseRequest(url.Values{"site": {"s"}, "page": {in}, "utm_source": {"/café"}}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1384,8 +1398,8 @@ func TestParseRequestPagePath(t *testing.T) {
 		for _, f := range req.Filters {
 			got[f.Name] = f.Value
 		}
-		if got["page"] != want || got["country"] != "/café" {
-			t.Errorf("page=%s: filters %v, want page %q and country as given", in, got, want)
+		if got["page"] != want || got["utm_source"] != "/café" {
+			t.Errorf("page=%s: filters %v, want page %q and utm_source as given", in, got, want)
 		}
 	}
 }
