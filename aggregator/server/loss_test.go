@@ -120,18 +120,28 @@ func TestParseTimePlusAsSpace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = parseTime(q.Get("from"), time.Time{})
+	_, err = parseTime(q.Get("from"), time.Time{}, false)
 	if err == nil || !strings.Contains(err.Error(), `"2026-12-03T00:00:00 05:00" has a space where RFC 3339 has '+'`) ||
 		!strings.HasSuffix(err.Error(), "a '+' in a URL query reads as a space: write it as %2B") {
 		t.Errorf("an unescaped '+': %v", err)
 	}
 	q, _ = url.ParseQuery("from=2026-12-03T00:00:00%2B05:00")
-	if got, err := parseTime(q.Get("from"), time.Time{}); err != nil || !got.Equal(time.Date(2026, 12, 2, 19, 0, 0, 0, time.UTC)) {
+	if got, err := parseTime(q.Get("from"), time.Time{}, false); err != nil || !got.Equal(time.Date(2026, 12, 2, 19, 0, 0, 0, time.UTC)) {
 		t.Errorf("%%2B: %v %v", got, err)
 	}
 	for _, v := range []string{"2026-12-03 00:00:00Z", "2026-12-03T00:00:00 x"} {
-		if _, err := parseTime(v, time.Time{}); err == nil || err.Error() != "want RFC 3339 or unix milliseconds" {
+		if _, err := parseTime(v, time.Time{}, false); err == nil || err.Error() != "want RFC 3339, unix milliseconds or a date (YYYY-MM-DD)" {
 			t.Errorf("%q: %v, want the plain refusal", v, err)
+		}
+	}
+	// A date, as /api/stats takes them (a tester's from=2026-12-05 was
+	// refused): the day's start, and as the range's end the next day's.
+	for _, c := range []struct {
+		end  bool
+		want time.Time
+	}{{false, time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)}, {true, time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}} {
+		if got, err := parseTime("2026-12-05", time.Time{}, c.end); err != nil || !got.Equal(c.want) {
+			t.Errorf("2026-12-05 (end %v): %v %v, want %v", c.end, got, err, c.want)
 		}
 	}
 }

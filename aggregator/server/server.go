@@ -760,12 +760,12 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 	bad := func(msg string) {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": msg, "reason": "bad_request"})
 	}
-	to, err := parseTime(q.Get("to"), time.Now())
+	to, err := parseTime(q.Get("to"), time.Now(), true)
 	if err != nil {
 		bad("to: " + err.Error())
 		return
 	}
-	from, err := parseTime(q.Get("from"), to.Add(-24*time.Hour))
+	from, err := parseTime(q.Get("from"), to.Add(-24*time.Hour), false)
 	if err != nil {
 		bad("from: " + err.Error())
 		return
@@ -802,16 +802,25 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 	reply.JSON(w, http.StatusOK, l)
 }
 
-// parseTime reads an RFC 3339 time or unix milliseconds; "" is def.
+// parseTime reads an RFC 3339 time, unix milliseconds or a date
+// (YYYY-MM-DD, UTC, as /api/stats' custom range takes them): the day's
+// start, or with dayEnd the next day's, so that to=DATE, the end of a
+// range, includes that day as it does there; "" is def.
 //
 // A whole number from 1e9 to 1e11 is refused: as milliseconds it is in
 // January 1970 to March 1973, long before any event, but as Unix seconds
 // (what NDJSON's ts and edgepixel-sign --expires take) it is 2001 to
 // 5138, so it is almost surely seconds, and read as milliseconds it
 // would answer for the wrong time without a word.
-func parseTime(v string, def time.Time) (time.Time, error) {
+func parseTime(v string, def time.Time, dayEnd bool) (time.Time, error) {
 	if v == "" {
 		return def, nil
+	}
+	if d, err := time.Parse(time.DateOnly, v); err == nil {
+		if dayEnd {
+			d = d.AddDate(0, 0, 1)
+		}
+		return d, nil
 	}
 	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if ms <= 0 || ms > 1<<42 {
@@ -833,7 +842,7 @@ func parseTime(v string, def time.Time) (time.Time, error) {
 		if _, perr := time.Parse(time.RFC3339Nano, strings.ReplaceAll(v, " ", "+")); perr == nil && strings.Contains(v, " ") {
 			return time.Time{}, fmt.Errorf("%q has a space where RFC 3339 has '+': a '+' in a URL query reads as a space: write it as %%2B", v)
 		}
-		return time.Time{}, errors.New("want RFC 3339 or unix milliseconds")
+		return time.Time{}, errors.New("want RFC 3339, unix milliseconds or a date (YYYY-MM-DD)")
 	}
 	return t, nil
 }

@@ -309,6 +309,14 @@ func run(args []string) error {
 	}
 	dedupe.LogRedisTo(log)
 	setGC(fs, o.gcPercent, o.memoryLimit)
+	// Files named absolute in every message: a service's working
+	// directory is rarely where its user stood (systemd's is /), and a
+	// relative path's "no such file" did not say where it looked.
+	for _, p := range []*string{&o.secretFile, &o.dashboardTokenFile, &o.dashboardViewersFile} {
+		if abs, err := filepath.Abs(*p); *p != "" && err == nil {
+			*p = abs
+		}
+	}
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
 		return envSet.explain(fs, err)
@@ -335,17 +343,21 @@ func run(args []string) error {
 	o.maxConns = fitConns(log, o.maxConns)
 	var dashToken string
 	if o.dashboardTokenFile != "" {
-		b, err := os.ReadFile(o.dashboardTokenFile)
-		if err != nil {
-			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file: %w", err))
+		// Or leave the flag out: the token is made at random, in the
+		// data directory, on the first start.
+		if dashToken, err = tokenfile.Read(o.dashboardTokenFile); err != nil {
+			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file: %w (or leave the flag out for one made at random in --data-dir)", err))
 		}
-		if dashToken = strings.TrimSpace(string(b)); len(dashToken) < 16 {
+		if len(dashToken) < 16 {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", o.dashboardTokenFile))
 		}
 	}
 	var viewers map[string][]string
 	if o.dashboardViewersFile != "" {
 		b, err := os.ReadFile(o.dashboardViewersFile)
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("%w: write there a line per viewer, TOKEN SITE[,SITE...] (a token of 16 bytes or more), or leave the flag out", err)
+		}
 		if err != nil {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file: %w", err))
 		}

@@ -121,6 +121,24 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 			t.Errorf("%q: %v; want an error naming %q", c.args, err, c.want)
 		}
 	}
+	// Files named by a relative path are named absolute, with how to
+	// make them (a tester under systemd, whose working directory is /,
+	// got "open dash-token: no such file or directory").
+	wd := t.TempDir()
+	t.Chdir(wd)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--secret-file", "secret"}, filepath.Join(wd, "secret") + ": no such file or directory: it holds the secret"},
+		{[]string{"--secret", "0123456789abcdef0123", "--dashboard-token-file", "dash-token"}, filepath.Join(wd, "dash-token") + ": no such file or directory: write the token there"},
+		{[]string{"--secret", "0123456789abcdef0123", "--dashboard-viewers-file", "viewers"}, filepath.Join(wd, "viewers") + ": no such file or directory: write there a line per viewer"},
+	} {
+		err := run(append(append([]string{}, base...), append([]string{"--addr", "127.0.0.1:0"}, c.args...)...))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v; want an error saying %q", c.args, err, c.want)
+		}
+	}
 	// Usage errors (exit status 2, the help line), as every other
 	// flag's value out of its domain.
 	for args, want := range map[[2]string]string{
