@@ -133,6 +133,11 @@ func (o *options) check(fs *flag.FlagSet) error {
 	if o.queryTimeout >= o.writeTimeout {
 		errs = append(errs, fmt.Errorf("--query-timeout (%v) must be below --write-timeout (%v)", o.queryTimeout, o.writeTimeout))
 	}
+	// Only separators (a tester's ","): read as empty, every site, where
+	// a list was meant.
+	if o.sites != "" && len(splitList(o.sites)) == 0 {
+		errs = append(errs, fmt.Errorf("--sites %q names no site: give sites separated by commas or spaces, or leave it out to accept every site", o.sites))
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if set["forwarded-header"] && len(o.trustedProxies) == 0 {

@@ -104,6 +104,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--live-interval", "0"}, "--live-interval must be a positive duration"},
 		{[]string{"--auth-rate", "-1"}, "--auth-rate must be positive"},
 		{[]string{"--max-sites", "-5"}, "--max-sites must be at least 1"},
+		{[]string{"--sites", ", "}, `--sites ", " names no site`},
 		{[]string{"--exit-delay", "-1s"}, "--exit-delay must be a positive duration"},
 		{[]string{"--clickhouse-insert-quorum", "-2"}, "--clickhouse-insert-quorum must be at least 0"},
 		{[]string{"--gc-percent", "-5"}, "--gc-percent must be at least 0 (or -1: none)"},
