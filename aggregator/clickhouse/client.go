@@ -26,6 +26,7 @@ import (
 
 	"github.com/ClickHouse/ch-go"
 	"github.com/ClickHouse/ch-go/proto"
+	"github.com/edgepixel/edgepixel/shared/redact"
 )
 
 // Client talks to one ClickHouse server.
@@ -100,7 +101,7 @@ func CheckName(name string) error {
 func New(baseURL, db string) (*Client, error) {
 	u, err := parseURL(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse url %q: %w", baseURL, err)
+		return nil, fmt.Errorf("clickhouse url %q: %w", redact.URL(baseURL), err)
 	}
 	if err := CheckName(db); err != nil {
 		return nil, fmt.Errorf("clickhouse database %q: %w", db, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/redact"
 )
 
 // Redis is the Deduper for production: its state survives aggregator
@@ -231,7 +232,7 @@ const EpochMargin = 10 * time.Minute
 func NewRedis(url string, window time.Duration) (*Redis, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis url %q: %w; want redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0", url, err)
+		return nil, fmt.Errorf("redis url %q: %w; want redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0", redact.URL(url), redact.Error(err))
 	}
 	opt.ReadTimeout = 10 * time.Second // a 50k-command pipeline under load
 	opt.WriteTimeout = 10 * time.Second

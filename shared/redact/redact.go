@@ -1,72 +1,95 @@
 // Package redact spells a URL (or a value that should have been one) for
 // an error message or a log line without the credentials in it. A URL a
 // user configured may carry a password (redis://:PASS@host,
-// http://user:PASS@clickhouse:8123), a token in its user information or
-// query, and a refused one still holds whatever was typed into it; the
-// message goes to a terminal, a journal and log collectors.
+// http://user:PASS@clickhouse:8123), a token in its user information,
+// query or fragment (?access_token=, ?dd-api-key=), and a refused one
+// still holds whatever was typed into it; the message goes to a
+// terminal, a journal and log collectors.
 package redact
 
 import (
+	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
 // Hidden is what stands in for a secret.
 const Hidden = "xxxxx"
 
-// URL returns s with its secrets replaced by Hidden: a password in the
-// user information (a user alone is taken for a token), and the values of
-// query parameters whose names say they hold one (password, token, secret,
-// key, auth, sig, as in access_token or api_key). A value that does not
-// parse as a URL with a scheme and host is cut at the first character
-// that may begin a secret (a ':' after the scheme's "//", '@', '?', '#',
-// '&', a blank), and "…" marks the cut.
+// URL returns s as scheme://host/path, the parts a message about a URL
+// needs (where it goes), with what may hold a secret hidden: a password
+// in the user information as Hidden (a user alone is taken for a token,
+// and hidden too), and a query or fragment, whatever its parameters'
+// names, as "?…" or "#…". A value that does not parse as a URL with a
+// scheme and host is Cut.
 func URL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.Scheme != "" && u.Host != "" {
-		if u.User != nil {
-			if _, ok := u.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), Hidden)
-			} else {
-				u.User = url.User(Hidden)
-			}
-		}
-		if u.RawQuery != "" {
-			q := u.Query()
-			for k := range q {
-				if secretName(k) {
-					q[k] = []string{Hidden}
-				}
-			}
-			u.RawQuery = q.Encode()
-		}
-		return u.String()
+	u, err := url.Parse(s)
+	// A password with a '/' in it (u:123/ss@h) parses as a host, a port
+	// and a path holding the rest of it: an '@' in the path is that.
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" || strings.Contains(u.EscapedPath(), "@") {
+		return Cut(s)
 	}
-	return Cut(s)
+	out := u.Scheme + "://"
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			out += u.User.Username() + ":" + Hidden + "@"
+		} else {
+			out += Hidden + "@"
+		}
+	}
+	out += u.Host + u.EscapedPath()
+	if u.RawQuery != "" || u.ForceQuery {
+		out += "?…"
+	}
+	if u.Fragment != "" {
+		out += "#…"
+	}
+	return out
 }
 
-// Cut returns s up to the first character that may begin a secret (see
-// URL), with "…" where it was cut: for a value that is not a URL, such as
-// a header "Authorization Bearer TOKEN" missing its colon.
+// Cut returns s up to the first character that may begin a secret (a
+// ':' after the scheme's "//", '@', '?', '#', '&', '=', a blank), with
+// "…" where it was cut: for a value that is not a URL, such as a header
+// "Authorization Bearer TOKEN" missing its colon.
 func Cut(s string) string {
 	rest := s
 	if _, after, ok := strings.Cut(s, "://"); ok {
 		rest = after
 	}
-	i := strings.IndexAny(rest, ":@?#& \t")
+	i := strings.IndexAny(rest, ":@?#&= \t")
 	if i < 0 {
 		return s
 	}
 	return s[:len(s)-len(rest)+i] + "…"
 }
 
-// secretName reports whether a query parameter's name says it holds a
-// credential.
-func secretName(name string) bool {
-	n := strings.ToLower(name)
-	for _, w := range []string{"pass", "token", "secret", "key", "auth", "sig"} {
-		if strings.Contains(n, w) {
-			return true
-		}
+// Error returns err with the URL of the *url.Error in its chain, if
+// any, spelled by URL: a url.Error's message quotes its URL whole
+// (net/http hides a password in it, not a token in its query; url.Parse
+// hides nothing). The result wraps err, whose message a wrapping
+// fmt.Errorf has already written, so the URL is replaced in the text.
+func Error(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
 	}
-	return false
+	orig, red := ue.URL, URL(ue.URL)
+	if orig == red {
+		return err
+	}
+	msg := strings.ReplaceAll(err.Error(), strconv.Quote(orig), strconv.Quote(red))
+	msg = strings.ReplaceAll(msg, orig, red)
+	ue.URL = red
+	return &redacted{msg, err}
 }
+
+// redacted is an error said without its secrets: Error is msg, and it
+// wraps err.
+type redacted struct {
+	msg string
+	err error
+}
+
+func (e *redacted) Error() string { return e.msg }
+func (e *redacted) Unwrap() error { return e.err }

@@ -1,6 +1,8 @@
 package redact
 
 import (
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -9,20 +11,37 @@ func TestURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"redis://:s3cret@127.0.0.1:6379/0":               "redis://:xxxxx@127.0.0.1:6379/0",
 		"http://default:s3cret@127.0.0.1:8123":           "http://default:xxxxx@127.0.0.1:8123",
+		"HTTP://default:s3cret@Host:8123/a":              "http://default:xxxxx@Host:8123/a",
 		"https://s3cret@collector/in":                    "https://xxxxx@collector/in",
-		"https://collector/in?access_token=s3cret&a=b":   "https://collector/in?a=b&access_token=xxxxx",
-		"https://collector/in?Password=s3cret":           "https://collector/in?Password=xxxxx",
+		"https://collector/in?access_token=s3cret&a=b":   "https://collector/in?…",
+		"https://collector/in?a=1;password=s3cret":       "https://collector/in?…",
+		"https://collector/in#access_token=s3cret":       "https://collector/in#…",
 		"http://127.0.0.1:8123":                          "http://127.0.0.1:8123",
 		"ftp://default:s3cret@127.0.0.1:1":               "ftp://default:xxxxx@127.0.0.1:1",
+		"http://u:123/s3cret@h":                          "http://u…",
 		"https://user:s3cret@collector:port/":            "https://user…",
 		"https://collector/in%zz?token=s3cret":           "https://collector/in%zz…",
+		"redis:s3cret@host":                              "redis…",
 		"Authorization Bearer s3cret":                    "Authorization…",
+		"token=s3cret":                                   "token…",
 		"/var/lib/edgepixel":                             "/var/lib/edgepixel",
-		"native://default:s3cret@[::1]:9000/?secure=yes": "native://default:xxxxx@[::1]:9000/?secure=yes",
+		"native://default:s3cret@[::1]:9000/?secure=yes": "native://default:xxxxx@[::1]:9000/?…",
+		"https://u:p%40ss%2Fs3cret@h/":                   "https://u:xxxxx@h/",
 	} {
-		got := URL(in)
-		if got != want || strings.Contains(got, "s3cret") {
+		if got := URL(in); got != want || strings.Contains(got, "s3cret") {
 			t.Errorf("URL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A url.Error anywhere in the chain quotes its URL redacted.
+func TestError(t *testing.T) {
+	_, perr := url.Parse("redis://:s3cret@127.0.0.1:port/0")
+	err := Error(fmt.Errorf("redis: %w", perr))
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "invalid port") {
+		t.Errorf("%v, want the parse error without the password", err)
+	}
+	if Error(nil) != nil {
+		t.Error("nil became an error")
 	}
 }

@@ -85,6 +85,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		// A refused URL is named without its password (a tester's
 		// was printed whole, to the terminal and the journal).
 		{[]string{"--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0", "--redis", "redis://:s3cretPW@127.0.0.1:1/0x"}, "redis://:xxxxx@127.0.0.1:1/0x"},
+		{[]string{"--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0", "--redis", "redis://:s3cretPW@127.0.0.1:port/0"}, "invalid port"},
 		{[]string{"--secret", "0123456789abcdef0123", "--addr", "127.0.0.1:0", "--clickhouse", "ftp://default:s3cretPW@127.0.0.1:1"}, "ftp://default:xxxxx@127.0.0.1:1"},
 		{[]string{"--replay-window", "5"}, "a duration such as"},
 		{[]string{"--max-body", "4MiB"}, "whole number of bytes"},
@@ -140,6 +141,14 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 			t.Errorf("%q: %v; want an error saying %q", c.args, err, c.want)
 		}
 	}
+	// From the environment, the variable that gave the relative path is
+	// named too.
+	t.Setenv("EDGEPIXEL_AGG_DASHBOARD_TOKEN_FILE", "dash-token")
+	if err := run(append(append([]string{}, base...), "--addr", "127.0.0.1:0", "--secret", "0123456789abcdef0123")); err == nil ||
+		!strings.Contains(err.Error(), "EDGEPIXEL_AGG_DASHBOARD_TOKEN_FILE's value") || !strings.Contains(err.Error(), filepath.Join(wd, "dash-token")) {
+		t.Errorf("a relative token file from the environment: %v", err)
+	}
+	os.Unsetenv("EDGEPIXEL_AGG_DASHBOARD_TOKEN_FILE")
 	// Usage errors (exit status 2, the help line), as every other
 	// flag's value out of its domain.
 	for args, want := range map[[2]string]string{

@@ -134,8 +134,10 @@ const (
 func ParseEndpoint(spec string) (Endpoint, error) {
 	name, dest, ok := strings.Cut(strings.TrimSpace(spec), "=")
 	name = strings.TrimSpace(name)
-	if !ok || name == "" || dest == "" {
-		return Endpoint{}, fmt.Errorf("log endpoint %s: want NAME=stdout|file:PATH|http(s)://URL", quoteRedacted(spec))
+	// A URL without its NAME= cuts at its query's first '=': that
+	// "name" holds the URL, credentials and all.
+	if !ok || !validName(name) || dest == "" {
+		return Endpoint{}, fmt.Errorf("log endpoint %s: want NAME=stdout|file:PATH|http(s)://URL, NAME of letters, digits, '_', '-' and '.' (or *)", quoteRedacted(spec))
 	}
 	ep := Endpoint{Name: name}
 	switch {
@@ -156,6 +158,15 @@ func ParseEndpoint(spec string) (Endpoint, error) {
 		return Endpoint{}, fmt.Errorf("log endpoint %s: unknown destination %s (want stdout, file:PATH or http(s)://URL)", name, quoteRedacted(dest))
 	}
 	return ep, nil
+}
+
+// validName reports whether name can name an endpoint: letters, digits,
+// '_', '-' and '.', as Fastly's log endpoint names are written, or "*".
+func validName(name string) bool {
+	if name == "*" {
+		return true
+	}
+	return name != "" && strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") == ""
 }
 
 // quoteRedacted quotes s, a value an error names, without the secrets it
@@ -256,7 +267,7 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 		if paths[0] == "" {
 			return errors.New("bearer_file: empty: give the path of the file that holds the token")
 		}
-		token, err := tokenfile.Read(paths[0])
+		token, err := tokenfile.ReadIssued(paths[0], "the collector's token file: the aggregator's --log-token-file")
 		if err != nil {
 			return fmt.Errorf("bearer_file: %w", err)
 		}
@@ -1005,10 +1016,10 @@ func send(ctx context.Context, client *http.Client, ep *Endpoint, body []byte) (
 	return retry, status, err
 }
 
-func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, url string, body []byte) (retry bool, status int, err error) {
+func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, target string, body []byte) (retry bool, status int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return false, 0, err
 	}
@@ -1021,7 +1032,9 @@ func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, url string, 
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return true, 0, err
+		// The error is logged and listed (redact.Error: a collector's
+		// token in the query, ?dd-api-key=).
+		return true, 0, redact.Error(err)
 	}
 	// The start of a refusal's body is kept for the error: a collector's
 	// own words (edgepixel's aggregator says what is wrong with a token)

@@ -306,11 +306,25 @@ func TestParseLogEndpointRedacts(t *testing.T) {
 		"a=https://user:s3cret@collector:port/",  // nor this one
 		"a=https://collector/in?header=Authorization%20Bearer%20s3cret",
 		"a=https://collector/in?failover=ftp://user:s3cret@b/",
+		// Without NAME=, the query's first '=' was taken for it.
+		"https://u:s3cret@collector/in?queue=/q",
+		"https://collector/in?access_token=s3cret",
+		"a=htps://collector/in?header=Authorization:Bearer%20s3cret",
+		"a=htps://collector/in?failover=https://u:s3cret@b/",
 	} {
 		_, err := ParseEndpoint(bad)
 		if err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: %v, want an error without the secret", bad, err)
 		}
+	}
+	// A delivery's error names the collector without its query's token
+	// (net/http hides a password only).
+	ep, err := ParseEndpoint("a=http://127.0.0.1:1/in?dd-api-key=s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := sendTo(context.Background(), http.DefaultClient, &ep, ep.URL, nil); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("a failed delivery: %v, want an error without the token", err)
 	}
 }
 
