@@ -136,7 +136,9 @@ func propsComplete(ctx context.Context, q Querier, db, table, marker, siteCond s
 	}
 	const day = 86400
 	span := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d)", siteCond, from.Unix(), to.Unix())
-	after := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d)", siteCond, to.Unix(), (to.Unix()+day-1)/day*day)
+	// From to's hour: a row of the hour to falls in holds events from
+	// to on too, where to is not on the hour.
+	after := fmt.Sprintf("%s AND t >= toDateTime(%d) AND t < toDateTime(%d)", siteCond, to.Unix()/3600*3600, (to.Unix()+day-1)/day*day)
 	rows, err := q.Query(ctx, fmt.Sprintf("SELECT (SELECT sumMerge(events) FROM %[1]s.%[2]s WHERE %[3]s AND %[5]s), (SELECT sumMerge(events) FROM %[1]s.%[4]s WHERE %[3]s), "+
 		"(SELECT sumMerge(events) FROM %[1]s.%[6]s WHERE %[7]s)",
 		db, table, span, Grains[2].Table, marker, Grains[1].Table, after))

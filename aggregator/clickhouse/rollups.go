@@ -43,10 +43,11 @@ type Dimension struct {
 	// 3166's, as geolocation gives them): a filter's value is taken in
 	// capitals, so "de" finds DE.
 	Upper bool `json:"upper,omitempty"`
-	// Host marks a dimension whose values are hosts, in lower case
-	// (ClickHouse's domain() of the URL the edge stored): a filter's
-	// value is taken the same way, so a whole URL pasted in, or a host
-	// in capitals, finds them.
+	// Host marks a dimension whose values are hosts (ClickHouse's
+	// domain() of the URL the edge stored as received, a browser's in
+	// lower case): a whole URL pasted in as a filter's value is taken
+	// for its host, in lower case as a browser sends it; a host given
+	// alone is matched as written, as a top table's row names it.
 	Host bool `json:"host,omitempty"`
 	// Values, if any, are all the values the dimension takes (a
 	// closed set the edge derives, in lower case): a filter's value is

@@ -362,7 +362,7 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 					// A time, but not one an event has (a tester's
 					// 1969 was called "neither RFC 3339 nor unix
 					// seconds").
-					return 0, fmt.Errorf("ts %s is out of range: want a time after 1970", clip(ts))
+					return 0, fmt.Errorf("ts %s is out of range: want a time from 1970 to 2109", clip(ts))
 				}
 				return t.UnixMilli(), nil
 			}

@@ -221,15 +221,17 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 
 // hostFilter returns a host filter's value as hosts are stored: the host
 // of a whole URL pasted in (the referrer a page sent), without its port,
-// in lower case, as the edge stores a URL's host (RFC 3986 section 6.2.2.1:
-// hosts are case-insensitive).
+// in lower case as a browser sends it (the WHATWG URL standard lowers an
+// ASCII host); a host given alone as it is, since a referrer sent
+// otherwise (a hand-built ref=, an import) is stored as received and its
+// top table row must filter by it.
 func hostFilter(v string) string {
 	if strings.Contains(v, "://") {
 		if u, err := url.Parse(v); err == nil && u.Host != "" {
-			v = u.Hostname()
+			return strings.ToLower(u.Hostname())
 		}
 	}
-	return strings.ToLower(v)
+	return v
 }
 
 // pageFilter returns a page filter's value as pages are stored
@@ -1816,17 +1818,29 @@ func (e *Engine) Mix(ctx context.Context, r Request) (Mix, error) {
 	return m, nil
 }
 
-// customDate reads a custom range's date (the parameter name): YYYY-MM-DD,
-// a day of the calendar. A date of that form that does not exist
-// (2026-02-30) is said to be no date, not to be of the wrong form.
+// customDate reads a custom range's date (the parameter name), as
+// ParseDate does.
 func customDate(name, v string) (time.Time, error) {
+	t, err := ParseDate(v)
+	if err != nil {
+		return t, fmt.Errorf("custom range: %s %w", name, err)
+	}
+	return t, nil
+}
+
+// ParseDate reads a date, YYYY-MM-DD, a day of the calendar, as the
+// start of that UTC day. A date of that form that does not exist
+// (2026-02-30) is said to be no date ("2026-02-30 is no date of the
+// calendar"), not to be of the wrong form ("must be YYYY-MM-DD, not
+// ...").
+func ParseDate(v string) (time.Time, error) {
 	t, err := time.Parse(time.DateOnly, v)
 	var pe *time.ParseError
 	switch {
 	case err == nil:
 		return t, nil
 	case errors.As(err, &pe) && strings.Contains(pe.Message, "out of range"):
-		return t, fmt.Errorf("custom range: %s %s is no date of the calendar", name, v)
+		return t, fmt.Errorf("%s is no date of the calendar", v)
 	}
-	return t, fmt.Errorf("custom range: %s must be YYYY-MM-DD, not %q", name, v)
+	return t, fmt.Errorf("must be YYYY-MM-DD, not %q", v)
 }

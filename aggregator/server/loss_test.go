@@ -144,4 +144,7 @@ func TestParseTimePlusAsSpace(t *testing.T) {
 			t.Errorf("2026-12-05 (end %v): %v %v, want %v", c.end, got, err, c.want)
 		}
 	}
+	if _, err := parseTime("2026-02-30", time.Time{}, false); err == nil || err.Error() != "2026-02-30 is no date of the calendar" {
+		t.Errorf("2026-02-30: %v", err)
+	}
 }

@@ -747,9 +747,9 @@ const MinMaxHeaderBytes = netHTTPHeaderSlop + 1
 
 // loss answers what the edges counted against what was stored (see
 // store.Loss): GET /api/loss?site=S&from=T&to=T. site is optional
-// (without it: all sites); from and to are RFC 3339 times or unix
-// milliseconds, to defaulting to now and from to a day before to, at most
-// 366 days apart.
+// (without it: all sites); from and to are RFC 3339 times, unix
+// milliseconds or dates (see parseTime: to=DATE includes its day), to
+// defaulting to now and from to a day before to, at most 366 days apart.
 func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 	cst, ok := s.store.(store.CounterStore)
 	if !ok {
@@ -816,11 +816,12 @@ func parseTime(v string, def time.Time, dayEnd bool) (time.Time, error) {
 	if v == "" {
 		return def, nil
 	}
-	if d, err := time.Parse(time.DateOnly, v); err == nil {
+	if len(v) == len(time.DateOnly) && v[4] == '-' && v[7] == '-' {
+		d, err := query.ParseDate(v)
 		if dayEnd {
 			d = d.AddDate(0, 0, 1)
 		}
-		return d, nil
+		return d, err
 	}
 	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if ms <= 0 || ms > 1<<42 {

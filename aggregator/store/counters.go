@@ -68,10 +68,10 @@ var ErrNoCounters = errors.New("this store does not keep edge counters")
 //   - Hits: requests the edges answered on the pixel and event paths.
 //   - Events: events the edges accepted for delivery.
 //   - Dropped: hits the edges rejected and events they could not deliver,
-//     by reason (edge/pixel's Drop* constants; delivery_failed is the
+//     by reason (shared/wire's Drop* constants; delivery_failed is the
 //     reason for accepted events that no delivery path took).
 //   - Noted: accepted events by a condition that did not drop them, by
-//     reason (edge/pixel's Note* constants: no_salt, stored without a
+//     reason (shared/wire's Note* constants: no_salt, stored without a
 //     visitor id). Not part of the loss.
 //   - Stored: distinct events stored with a time in the range, including
 //     those an erasure deleted since (Erased): they were not lost.

@@ -91,7 +91,7 @@ func (b *Batcher) Add(now time.Time, evs ...event.Event) bool {
 	return b.add(now, evs, nil)
 }
 
-// add is Add with a Note* reason for each event with one: notes[i] for
+// add is Add with a wire.Note* reason for each event with one: notes[i] for
 // evs[i], "" for none; nil for no notes at all. Notes are counted with
 // the events, before the journal writes their site's counts.
 func (b *Batcher) add(now time.Time, evs []event.Event, notes []string) bool {

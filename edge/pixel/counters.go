@@ -20,7 +20,7 @@ import (
 //     none could be read.
 //   - events: events accepted for delivery, counted for each event's site
 //     (a POST of three events is one hit and three events).
-//   - drops, by reason (the Drop* constants, the one list of reasons): a
+//   - drops, by reason (wire.Drop*, the one list of reasons): a
 //     hit rejected before any event was accepted counts once under its
 //     reason, whatever the answer was (a GIF, a 4xx, a 503); an accepted
 //     event that could not be delivered by any path counts once under
@@ -28,7 +28,7 @@ import (
 //     before acceptance, and events = events stored + wire.DropDeliveryFailed
 //     (+ what is still on its way).
 //
-//   - notes, by reason (the Note* constants): accepted events that lack
+//   - notes, by reason (wire.Note*): accepted events that lack
 //     something they would normally carry, counted for each event's site
 //     beside events (wire.NoteNoSalt: no visitor id for want of a salt). A
 //     note is not a loss: the event is counted under events and stored.
@@ -122,7 +122,7 @@ func (c *Counts) markReported(sc *siteCount, gen uint64) {
 
 func (sc *siteCount) drop(reason string, n uint64) { sc.Drops = addReason(sc.Drops, reason, n) }
 
-// note counts n accepted events under a Note* reason.
+// note counts n accepted events under a wire.Note* reason.
 func (sc *siteCount) note(reason string, n uint64) { sc.Notes = addReason(sc.Notes, reason, n) }
 
 // addReason adds n to reason's count in ds, kept sorted by reason.

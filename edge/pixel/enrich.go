@@ -105,7 +105,7 @@ type hitParams struct {
 // enrich fills e's derived fields: e holds base's fields, its site, name
 // and raw page and referrer (URL, Referrer) already cleaned; page and ref
 // are the raw values. It decides the consent tier and clears what the
-// tier does not keep. It returns a Note* reason when e lacks what it would
+// tier does not keep. It returns a wire.Note* reason when e lacks what it would
 // normally carry (wire.NoteNoSalt), "" otherwise.
 func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) (note string) {
 	e.Browser = r.ua.Browser

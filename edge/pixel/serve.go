@@ -78,7 +78,7 @@ type Response struct {
 	Status int
 	Header []Field
 	Body   []byte
-	// Drop is why the request's events were not all accepted (a Drop*
+	// Drop is why the request's events were not all accepted (a wire.Drop*
 	// constant), "" if they were; set only by drop.
 	Drop string
 	// refused is what a POST's body said about its drop: the site it is

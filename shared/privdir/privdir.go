@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // Mode is the mode Make creates directories with: the owner's alone.
@@ -36,10 +37,16 @@ func Make(dir string) (warning string, err error) {
 
 // Warning is what Make says of a directory dir of mode m: "" where only
 // its owner may enter it (no group or other permission bits), otherwise
-// a sentence naming the mode and the chmod that makes it private.
+// a sentence naming the mode and what to do: the chmod that makes it
+// private, or, for a directory others may write to (sticky, such as
+// /tmp, or writable by all), a directory of its own, since a chmod
+// there would break what else uses it.
 func Warning(dir string, m fs.FileMode) string {
 	if m.Perm()&0o077 == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%s (mode %#o) holds events, and other local users may read it: run chmod %#o %s (an older version made it so)", dir, m.Perm(), Mode, dir)
+	if m&fs.ModeSticky != 0 || m.Perm()&0o002 != 0 {
+		return fmt.Sprintf("%s (mode %#o) holds events, and other local users may read them and write there: give a directory of its own, such as %s, which is made %#o", dir, m.Perm(), filepath.Join(dir, "edgepixel"), Mode)
+	}
+	return fmt.Sprintf("%s (mode %#o) holds events, and other local users may read it: run chmod %#o %s", dir, m.Perm(), Mode, dir)
 }

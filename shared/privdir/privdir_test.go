@@ -1,6 +1,7 @@
 package privdir
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,11 @@ func TestMake(t *testing.T) {
 	}
 	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o755 {
 		t.Errorf("Make changed an existing directory's mode to %v", fi.Mode())
+	}
+	// A shared directory, such as /tmp: never a chmod, a directory of
+	// its own.
+	if w := Warning("/tmp", fs.ModeDir|fs.ModeSticky|0o777); strings.Contains(w, "chmod") || !strings.Contains(w, "/tmp/edgepixel") {
+		t.Errorf("/tmp: %q", w)
 	}
 	if _, err := Make(filepath.Join(dir, "x\x00")); err == nil {
 		t.Error("a path with a NUL byte made")

@@ -28,25 +28,38 @@ var ErrEmpty = errors.New("is empty")
 // command is given; the errors name it absolute, since a service's working
 // directory is rarely where its user stood (systemd's is /).
 func Read(path string) (string, error) {
+	return read(path, "a new one: "+newToken(path))
+}
+
+// ReadIssued is Read for a token another program issued, which must be
+// the same here (the aggregator's log token, which a POP's log endpoint
+// sends): its errors say where the token comes from, issuer (e.g. "the
+// aggregator's --log-token-file"), rather than how to make a new one.
+func ReadIssued(path, issuer string) (string, error) {
+	return read(path, "the one in "+issuer)
+}
+
+// read is Read with hint, in parentheses, where a token is needed.
+func read(path, hint string) (string, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("%w: write the token there (a new one: %s), or give the file that holds it", err, newToken(path))
+		return "", fmt.Errorf("%w: write the token there (%s), or give the file that holds it", err, hint)
 	}
 	if err != nil {
 		return "", err
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("%s %w: put the token in it (a new one: %s)", path, ErrEmpty, newToken(path))
+		return "", fmt.Errorf("%s %w: put the token in it (%s)", path, ErrEmpty, hint)
 	}
 	// A line break or another control character inside would be
 	// refused only when the token is sent (net/http: "invalid header
 	// field value"), or never match what a client sends.
 	if i := strings.IndexFunc(tok, func(r rune) bool { return r < ' ' || r == 0x7f }); i >= 0 {
-		return "", fmt.Errorf("%s holds more than one token (a control character or line break at byte %d): put one token in it (a new one: %s)", path, i, newToken(path))
+		return "", fmt.Errorf("%s holds more than one token (a control character or line break at byte %d): put one token in it (%s)", path, i, hint)
 	}
 	return tok, nil
 }

@@ -37,6 +37,11 @@ func TestRead(t *testing.T) {
 	if _, err := Read(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "write the token there") {
 		t.Errorf("missing file: %v", err)
 	}
+	// A token issued elsewhere: where it comes from, not a new one.
+	if _, err := ReadIssued(filepath.Join(dir, "missing"), "the aggregator's --log-token-file"); err == nil ||
+		!strings.Contains(err.Error(), "(the one in the aggregator's --log-token-file)") || strings.Contains(err.Error(), "urandom") {
+		t.Errorf("missing issued token: %v", err)
+	}
 	// A relative path's error names the directory it was looked for in.
 	t.Chdir(dir)
 	if _, err := Read("missing"); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), filepath.Join(dir, "missing")) {

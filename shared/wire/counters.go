@@ -16,7 +16,7 @@ import (
 // Every edge instance counts what it did with the hits it answered: per
 // site, the hits (requests to the pixel and event paths), the events it
 // accepted for delivery, and the hits or events it dropped, by reason
-// (edge/pixel's Drop* constants). It reports them with its deliveries as a
+// (the Drop* constants, reasons.go). It reports them with its deliveries as a
 // Counters record.
 //
 // The counts are cumulative: totals since the instance started, never
@@ -42,9 +42,9 @@ const (
 	CounterEvents  = "events"  // events accepted for delivery
 	CounterDropped = "dropped" // hits rejected, or events not delivered, by reason
 	// CounterNoted counts, by reason, accepted events that lack
-	// something they would normally carry (edge/pixel's Note*
-	// constants, e.g. no_salt: no visitor id). Not a loss: the events
-	// are counted under events and stored.
+	// something they would normally carry (the Note* constants of
+	// reasons.go, e.g. no_salt: no visitor id). Not a loss: the
+	// events are counted under events and stored.
 	CounterNoted = "noted"
 	// CounterDuplicates counts, per site, the copies of client-named
 	// events (event.Event's Copy) that arrived after one copy of their

@@ -148,7 +148,7 @@ func (o *options) check(fs *flag.FlagSet) error {
 	// flag, nor the variable that gave the value, and exited 1.
 	if o.redis != "" {
 		if _, err := goredis.ParseURL(o.redis); err != nil {
-			errs = append(errs, fmt.Errorf("--redis %q: %v; want redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0", redact.URL(o.redis), err))
+			errs = append(errs, fmt.Errorf("--redis %q: %v; want redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0", redact.URL(o.redis), redact.Error(err)))
 		}
 		if o.redisCluster != "" {
 			errs = append(errs, errors.New("--redis and --redis-cluster: give either, not both"))
@@ -314,14 +314,6 @@ func run(args []string) error {
 	}
 	dedupe.LogRedisTo(log)
 	setGC(fs, o.gcPercent, o.memoryLimit)
-	// Files named absolute in every message: a service's working
-	// directory is rarely where its user stood (systemd's is /), and a
-	// relative path's "no such file" did not say where it looked.
-	for _, p := range []*string{&o.secretFile, &o.dashboardTokenFile, &o.dashboardViewersFile} {
-		if abs, err := filepath.Abs(*p); *p != "" && err == nil {
-			*p = abs
-		}
-	}
 	secret, err := loadSecret(o.secret, o.secretFile)
 	if err != nil {
 		return envSet.explain(fs, err)
@@ -354,12 +346,12 @@ func run(args []string) error {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file: %w (or leave the flag out for one made at random in --data-dir)", err))
 		}
 		if len(dashToken) < 16 {
-			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", o.dashboardTokenFile))
+			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", absPath(o.dashboardTokenFile)))
 		}
 	}
 	var viewers map[string][]string
 	if o.dashboardViewersFile != "" {
-		b, err := os.ReadFile(o.dashboardViewersFile)
+		b, err := os.ReadFile(absPath(o.dashboardViewersFile))
 		if errors.Is(err, os.ErrNotExist) {
 			err = fmt.Errorf("%w: write there a line per viewer, TOKEN SITE[,SITE...] (a token of 16 bytes or more), or leave the flag out", err)
 		}
@@ -367,7 +359,7 @@ func run(args []string) error {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file: %w", err))
 		}
 		if viewers, err = access.ParseViewers(string(b)); err != nil {
-			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file %s: %w", o.dashboardViewersFile, err))
+			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file %s: %w", absPath(o.dashboardViewersFile), err))
 		}
 	}
 
@@ -658,6 +650,7 @@ func loadSecret(secret, file string) ([]byte, error) {
 		return nil, flaghint.UsageError{Err: errors.New("--secret and --secret-file are both given: give either, not both")}
 	}
 	if file != "" {
+		file = absPath(file)
 		b, err := os.ReadFile(file)
 		if errors.Is(err, os.ErrNotExist) {
 			// Most likely not made yet: say how (a tester got the bare
@@ -685,6 +678,19 @@ func loadSecret(secret, file string) ([]byte, error) {
 		slog.Warn("the shared secret is shorter than 16 bytes; use a long random one")
 	}
 	return []byte(secret), nil
+}
+
+// absPath is path made absolute, for reading and for every message that
+// names it: a service's working directory is rarely where its user stood
+// (systemd's is /), and a relative path's "no such file" did not say
+// where it looked. The flags keep the value given (an error from the
+// environment is matched to its variable by it). tokenfile.Read does the
+// same for the token files.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // loadToken returns a bearer token given as --NAME's value or in
