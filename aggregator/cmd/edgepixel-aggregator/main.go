@@ -45,6 +45,10 @@ import (
 )
 
 func main() {
+	// A closed stdout or stderr must not end the process by SIGPIPE
+	// before its spool is synced and its loader stopped (see
+	// edgepixel-pop's main).
+	signal.Ignore(syscall.SIGPIPE)
 	err := run(os.Args[1:])
 	var ue flaghint.UsageError
 	switch {

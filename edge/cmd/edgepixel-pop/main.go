@@ -77,6 +77,12 @@ func fullVersion() string {
 }
 
 func main() {
+	// A write to a closed stdout or stderr (the Fastly CLI, or a pipe's
+	// reader, gone first on Ctrl-C) is an error the logger drops, not
+	// the process's end: Go's default killed it by SIGPIPE at its
+	// "shutting down" line, before the module flushed the hits it had
+	// answered (a tester's).
+	signal.Ignore(syscall.SIGPIPE)
 	code := run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	if sig, ok := stoppedBy.Load().(syscall.Signal); ok && code == 0 {
 		exitBySignal(sig)

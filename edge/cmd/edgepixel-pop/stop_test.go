@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -134,5 +136,45 @@ func TestLogCollectorDownIsNotAStop(t *testing.T) {
 	}
 	if resp, err := http.Get(p.url + "/counter"); err != nil || resp.StatusCode != 200 {
 		t.Errorf("serving with the collector down: %v", err)
+	}
+}
+
+// A POP whose stdout and stderr readers are gone (the Fastly CLI's, or a
+// pipe's, ended first by Ctrl-C) still stops gracefully on SIGINT: Go's
+// default ended it by SIGPIPE at its "shutting down" line, before the
+// module flushed the hits it had answered (a tester's, under `fastly
+// compute serve`).
+func TestStopsWithOutputGone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(popBin, "--addr", "127.0.0.1:0", "--admin-addr", "", "--compile-cache", binCacheDir, binGuestWasm)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "Listening on ") {
+	}
+	r.Close()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+			t.Errorf("exit %v (%v), want an end by SIGINT after a graceful stop, not by SIGPIPE", cmd.ProcessState, err)
+		}
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatal("the POP did not stop")
 	}
 }
