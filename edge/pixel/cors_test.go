@@ -155,3 +155,20 @@ func TestServeCORS(t *testing.T) {
 		})
 	}
 }
+
+// A body refused for itself and from an origin the URL's site does not
+// allow is counted for the site the body names, not for none (a
+// tester's origin_not_allowed went to site "").
+func TestOriginRefusalCountedForBodySite(t *testing.T) {
+	o, err := ParseOrigins("shop=https://shop.example", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Origins: o}
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+	resp := &Response{}
+	Serve(corsHit("POST", "site=shop", `{"site":"zj3","event_id":"bad"}`, "https://evil.example", nil), c, b, time.Now(), resp)
+	if resp.Status != 403 || resp.Drop != wire.DropOriginNotAllowed || resp.refused.site != "zj3" {
+		t.Errorf("status %d drop %q counted for %q; want 403 %s for zj3", resp.Status, resp.Drop, resp.refused.site, wire.DropOriginNotAllowed)
+	}
+}

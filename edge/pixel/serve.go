@@ -331,6 +331,13 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	evs, notes, drop := fromJSON(body, req.header(HeaderIdempotencyKey), req.RawQuery, req.Meta(), c, &resp.refused)
 	if origin != "" {
 		if ok, site := originAllowed(c.Origins, evs, req.RawQuery, origin); !ok {
+			// A body refused for itself (a bad event_id) is judged
+			// by the URL's site, as its preflight was, but counted
+			// for the site it names, as its own drop would have been
+			// (a tester's was counted under "").
+			if site == "" {
+				site = resp.refused.site
+			}
 			resp.refused = refusal{site: site}
 			reject(resp, statusForbidden, wire.DropOriginNotAllowed)
 			return
