@@ -53,6 +53,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash"
 	"net/netip"
 	"net/url"
@@ -260,6 +261,27 @@ func ClientAllowed(rawQuery string, client netip.Addr) bool {
 	if cip == "" {
 		return true
 	}
+	p, err := parseCIP(cip)
+	if err != nil || !client.IsValid() {
+		return false
+	}
+	return p.Contains(client.Unmap())
+}
+
+// CheckClient reports whether cip, a cip parameter's value, is one a
+// client can be in: an IP address or a CIDR range. A URL signed with
+// another is refused on every hit (bad_pixel_signature); edgepixel-sign
+// refuses to sign it. Sign does not check, so that a test can make one.
+func CheckClient(cip string) error {
+	if _, err := parseCIP(cip); err != nil {
+		return fmt.Errorf("cip %q is not an IP address or a CIDR range (e.g. 203.0.113.7 or 203.0.113.0/24)", cip)
+	}
+	return nil
+}
+
+// parseCIP reads a cip: an address (its own /32 or /128) or a CIDR
+// prefix, an IPv4-mapped IPv6 one as its IPv4 prefix, masked.
+func parseCIP(cip string) (netip.Prefix, error) {
 	var p netip.Prefix
 	var err error
 	if strings.IndexByte(cip, '/') >= 0 {
@@ -270,11 +292,11 @@ func ClientAllowed(rawQuery string, client netip.Addr) bool {
 			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
 	}
-	if err != nil || !client.IsValid() {
-		return false
+	if err != nil {
+		return p, err
 	}
 	if p.Addr().Is4In6() {
 		p = netip.PrefixFrom(p.Addr().Unmap(), max(0, p.Bits()-96))
 	}
-	return p.Masked().Contains(client.Unmap())
+	return p.Masked(), nil
 }

@@ -89,6 +89,15 @@ func TestSignErrorsAndReplaces(t *testing.T) {
 	if _, err := Sign(key, "e=open", now); err == nil {
 		t.Error("no site: want an error")
 	}
+	// A cip no client is in (edgepixel-sign refuses to sign it).
+	if err := CheckClient("notanip"); err == nil || !strings.Contains(err.Error(), "not an IP address") {
+		t.Errorf("cip=notanip: %v, want an error", err)
+	}
+	for _, cip := range []string{"203.0.113.7", "203.0.113.0/24", "2001:db8::/48"} {
+		if err := CheckClient(cip); err != nil {
+			t.Errorf("cip=%s: %v", cip, err)
+		}
+	}
 	if err := Verify("site=a&exp=1&sig=AAAAAAAAAAAAAAAAAAAAAA", 0, []byte("short")); !errors.Is(err, ErrBadSig) {
 		t.Errorf("short verify key: %v, want ErrBadSig", err)
 	}

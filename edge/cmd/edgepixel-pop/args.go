@@ -305,6 +305,10 @@ func mergeEndpoints(envSpecs, flagSpecs []string) ([]logsink.Endpoint, error) {
 			ep, err := parseEndpoint(spec)
 			if err != nil {
 				if i == 0 {
+					if len(list) > 1 {
+						// A comma inside a URL (header=X-A:1,2) split it.
+						err = fmt.Errorf("%w (the variable's endpoints are split at commas: write a comma inside a URL as %%2C)", err)
+					}
 					return nil, fmt.Errorf("EDGEPIXEL_POP_LOG_ENDPOINTS: %w", err)
 				}
 				return nil, fmt.Errorf("--log-endpoint: %w", err)

@@ -44,7 +44,7 @@ func checkDelivery(m *fastlytoml.Manifest, eps []logsink.Endpoint) error {
 				key, name, near, defaultEndpoint(key))
 		}
 		return fmt.Errorf("config store edgepixel sets %s = %q, but no log endpoint %q is configured: its lines would only be printed to stdout, and no event would reach the aggregator. "+
-			"Add --log-endpoint '%s=https://AGGREGATOR/ingest/ndjson?header=Authorization:Bearer%%20TOKEN' (with --log-queue-dir DIR; README: Your own machines), or --log-endpoint %s=stdout to print them on purpose",
+			"Add --log-endpoint '%s=https://AGGREGATOR/ingest/ndjson?bearer_file=/etc/edgepixel/log-token' (the aggregator's --log-token-file; with --log-queue-dir DIR; README: Your own machines), or --log-endpoint %s=stdout to print them on purpose",
 			key, name, name, name, name)
 	}
 	return nil

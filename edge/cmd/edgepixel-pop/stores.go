@@ -53,6 +53,27 @@ func storeWarnings(m *fastlytoml.Manifest) []string {
 	if s := ls.SecretStores[storekeys.Store]; s != nil {
 		out = append(out, unknownKeys("secret store", slices.Collect(maps.Keys(s)), storekeys.Secret)...)
 	}
+	// A backend name the POP has no backend for: every batch would fail
+	// (fastly status inval) and go to the fallback, or be lost, while
+	// /healthz said ok (a tester's "agregator").
+	backends := slices.Sorted(maps.Keys(ls.Backends))
+	for _, s := range []map[string]string{ls.ConfigStores[storekeys.Store], ls.Dictionaries[storekeys.Store]} {
+		for _, name := range strings.Split(s[storekeys.Backend], ",") {
+			if name = strings.TrimSpace(name); name == "" || slices.Contains(backends, name) {
+				continue
+			}
+			have := strings.Join(backends, ", ")
+			if have == "" {
+				have = "none"
+			}
+			w := fmt.Sprintf("config store %s sets %s = %q, but [local_server.backends] has no backend %q (it has %s): every batch to it fails and goes to the fallback log endpoint, or is lost",
+				storekeys.Store, storekeys.Backend, s[storekeys.Backend], name, have)
+			if near := flaghint.Nearest(name, backends); near != "" {
+				w += "; did you mean " + near + "?"
+			}
+			out = append(out, w)
+		}
+	}
 	return out
 }
 

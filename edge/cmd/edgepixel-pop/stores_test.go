@@ -54,6 +54,26 @@ other = [{ key = "anything", data = "x" }]
 	}
 }
 
+// A backend the config store names that the manifest has not: every
+// batch to it fails, while /healthz said ok (a tester's "agregator").
+func TestManifestWarnsOfUnknownBackend(t *testing.T) {
+	m, err := fastlytoml.Parse([]byte(`manifest_version = 3
+[local_server.backends.aggregator]
+url = "http://127.0.0.1:8080"
+[local_server.config_stores.edgepixel]
+format = "inline-toml"
+[local_server.config_stores.edgepixel.contents]
+backend = "agregator, aggregator"
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := storeWarnings(m)
+	if len(got) != 1 || !strings.Contains(got[0], `has no backend "agregator" (it has aggregator)`) || !strings.HasSuffix(got[0], "did you mean aggregator?") {
+		t.Errorf("warnings %q, want one naming agregator", got)
+	}
+}
+
 // Every store key this repository's manifest sets, for `fastly compute
 // deploy` ([setup]) and for local runs ([local_server]), is one the module
 // reads.

@@ -140,8 +140,15 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		// Checked first: otherwise a missing directory shows as a failure
 		// to create a temporary file in it, after a warning about today's
 		// salt that is beside the point.
-		if fi, err := os.Stat(*dir); err != nil || !fi.IsDir() {
-			return "", fmt.Errorf("--dir %s is not a directory: create it first (mkdir -p %s), the one the POP's fastly.toml names the salt files in", *dir, flaghint.ShellQuote(*dir))
+		switch fi, err := os.Stat(*dir); {
+		case errors.Is(err, os.ErrNotExist):
+			return "", fmt.Errorf("--dir %s does not exist: create it first (mkdir -p %s), the one the POP's fastly.toml names the salt files in", *dir, flaghint.ShellQuote(*dir))
+		case err != nil:
+			return "", fmt.Errorf("--dir: %w", err)
+		case !fi.IsDir():
+			// Not mkdir -p, which fails on a file (a tester's
+			// --dir /etc/passwd was told to run it).
+			return "", fmt.Errorf("--dir %s is a file, not a directory: give the directory the POP's fastly.toml names the salt files in", *dir)
 		}
 		replaced = func(day int32) string {
 			s, err := readSalt(*dir, day)

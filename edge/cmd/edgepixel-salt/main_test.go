@@ -228,6 +228,15 @@ func TestDirMessages(t *testing.T) {
 		t.Errorf("missing --dir with a space and a quote: %v; want it quoted for the shell", err)
 	}
 
+	// A file: not told to mkdir -p it, which would fail (a tester's).
+	file := filepath.Join(t.TempDir(), "salts")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(ctx, []string{"--dir", file, "--today"}, now, nil); err == nil || strings.Contains(err.Error(), "mkdir") || !strings.Contains(err.Error(), "is a file") {
+		t.Errorf("--dir of a file: %v", err)
+	}
+
 	dir := t.TempDir()
 	out, err := run(ctx, []string{"--dir", dir, "--today"}, now, nil)
 	if err != nil || !strings.Contains(out, "2026-12-02") || !strings.Contains(out, "a new file") || strings.Contains(out, "yesterday") {

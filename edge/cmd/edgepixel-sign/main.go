@@ -114,6 +114,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, now time.Time
 	}
 	sign := func(u string) error {
 		signed, err := pixelsign.SignURL(key, u, expiry)
+		if err == nil {
+			err = checkClient(u)
+		}
 		if err != nil {
 			// The URL given is the user's input, as a flag's value is:
 			// exit 2, as for a bad --expires.
@@ -148,6 +151,26 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, now time.Time
 		}
 	}
 	return sc.Err()
+}
+
+// checkClient refuses u if its cip is one no client can be in
+// (pixelsign.CheckClient): every hit of the signed URL would be refused
+// as bad_pixel_signature (a tester's cip=notanip was signed without a
+// word).
+func checkClient(u string) error {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return err
+	}
+	for _, cip := range pu.Query()[pixelsign.ParamClient] {
+		if cip == "" {
+			continue
+		}
+		if err := pixelsign.CheckClient(cip); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // urlHint explains err, SignURL's refusal of u, where the message alone

@@ -25,6 +25,15 @@ func TestSignCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A cip no client is in: refused, nothing printed (a tester's
+	// cip=notanip was signed, and every hit then refused).
+	var bad bytes.Buffer
+	if err := run([]string{"--key-file", keyFile, "https://px.example/e?site=a.example&cip=notanip"}, nil, &bad, io.Discard, now); err == nil || bad.Len() > 0 || !strings.Contains(err.Error(), "not an IP address") {
+		t.Errorf("cip=notanip: %v, printed %q", err, bad.String())
+	}
+	if err := run([]string{"--key-file", keyFile, "https://px.example/e?site=a.example&cip=203.0.113.0/24"}, nil, io.Discard, io.Discard, now); err != nil {
+		t.Errorf("cip=203.0.113.0/24: %v", err)
+	}
 	u, err := url.Parse(strings.TrimSpace(out.String()))
 	if err != nil {
 		t.Fatal(err)
