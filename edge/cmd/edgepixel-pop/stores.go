@@ -45,7 +45,9 @@ func storeWarnings(m *fastlytoml.Manifest) []string {
 			out = append(out, w)
 		}
 	}
-	for _, s := range []map[string]string{ls.ConfigStores[storekeys.Store], ls.Dictionaries[storekeys.Store]} {
+	// The module reads its settings from either.
+	configs := []map[string]string{ls.ConfigStores[storekeys.Store], ls.Dictionaries[storekeys.Store]}
+	for _, s := range configs {
 		if s != nil {
 			out = append(out, unknownKeys("config store", slices.Collect(maps.Keys(s)), storekeys.Config)...)
 		}
@@ -57,14 +59,14 @@ func storeWarnings(m *fastlytoml.Manifest) []string {
 	// (fastly status inval) and go to the fallback, or be lost, while
 	// /healthz said ok (a tester's "agregator").
 	backends := slices.Sorted(maps.Keys(ls.Backends))
-	for _, s := range []map[string]string{ls.ConfigStores[storekeys.Store], ls.Dictionaries[storekeys.Store]} {
+	have := strings.Join(backends, ", ")
+	if have == "" {
+		have = "none"
+	}
+	for _, s := range configs {
 		for _, name := range strings.Split(s[storekeys.Backend], ",") {
 			if name = strings.TrimSpace(name); name == "" || slices.Contains(backends, name) {
 				continue
-			}
-			have := strings.Join(backends, ", ")
-			if have == "" {
-				have = "none"
 			}
 			w := fmt.Sprintf("config store %s sets %s = %q, but [local_server.backends] has no backend %q (it has %s): every batch to it fails and goes to the fallback log endpoint, or is lost",
 				storekeys.Store, storekeys.Backend, s[storekeys.Backend], name, have)

@@ -177,11 +177,8 @@ func quoteRedacted(s string) string { return strconv.Quote(redact.URL(s)) }
 
 func (ep *Endpoint) parseHTTP(dest string) error {
 	u, err := url.Parse(dest)
-	if ue := (*url.Error)(nil); errors.As(err, &ue) {
-		// Not url.Error's message, which quotes the whole URL.
-		return fmt.Errorf("URL %s: %w", quoteRedacted(dest), ue.Err)
-	} else if err != nil {
-		return err
+	if err != nil {
+		return redact.Error(err) // url.Error's message quotes the whole URL
 	}
 	if u.Host == "" {
 		return errors.New("URL without host")
