@@ -334,12 +334,20 @@ type sinkStats struct {
 	requests  atomic.Uint64 // HTTP: batches POSTed successfully
 	failures  atomic.Uint64 // HTTP: failed attempts (each retry counts)
 	queued    atomic.Int64  // HTTP: bytes waiting in memory
+	failovers atomic.Uint64 // HTTP: batches a failover collector took
 
 	// HTTP: since when deliveries fail (zero: the last one succeeded),
 	// and the last error.
 	failMu       sync.Mutex
 	failingSince time.Time
 	lastErr      error
+
+	// HTTP with failover: since when the endpoint's URL has failed while
+	// a failover collector took its batches (zero: the URL took the last
+	// batch), its last error and the collector that took the batch.
+	primarySince time.Time
+	primaryErr   error
+	primaryVia   string
 
 	// Disk queue: since when it cannot write (zero: it writes), and why.
 	// Apart from the above, which a delivery of older lines clears.
@@ -382,6 +390,35 @@ func (st *sinkStats) deliveryOK() {
 	st.failMu.Lock()
 	st.failingSince, st.lastErr = time.Time{}, nil
 	st.failMu.Unlock()
+}
+
+// primaryFailed records that the endpoint's URL failed and failover
+// collector via took the batch; it reports whether this began a spell.
+func (st *sinkStats) primaryFailed(err error, via string) (began bool) {
+	st.failMu.Lock()
+	defer st.failMu.Unlock()
+	began = st.primarySince.IsZero()
+	if began {
+		st.primarySince = time.Now()
+	}
+	st.primaryErr, st.primaryVia = err, via
+	return began
+}
+
+// primaryOK records that the endpoint's URL took a batch; it reports
+// whether this ended a spell of primaryFailed.
+func (st *sinkStats) primaryOK() (ended bool) {
+	st.failMu.Lock()
+	defer st.failMu.Unlock()
+	ended = !st.primarySince.IsZero()
+	st.primarySince, st.primaryErr, st.primaryVia = time.Time{}, nil, ""
+	return ended
+}
+
+func (st *sinkStats) primaryFailing() (since time.Time, via string, err error) {
+	st.failMu.Lock()
+	defer st.failMu.Unlock()
+	return st.primarySince, st.primaryVia, st.primaryErr
 }
 
 func (st *sinkStats) failing() (since time.Time, err error) {
@@ -533,6 +570,13 @@ func (ls *Set) Degraded() []string {
 		}
 		since, err := st.failing()
 		if since.IsZero() {
+			// Deliveries succeed, but perhaps only through a failover
+			// collector: the endpoint has lost its spare, which nothing
+			// else shows (a tester's primary was down unseen).
+			if since, via, err := st.primaryFailing(); !since.IsZero() {
+				out = append(out, fmt.Sprintf("log endpoint %s: its URL has been failing for %s (%v); failover collector %s takes its batches (%d so far)",
+					st.label, time.Since(since).Round(time.Second), err, via, st.failovers.Load()))
+			}
 			continue
 		}
 		out = append(out, fmt.Sprintf("log endpoint %s: deliveries failing for %s (%v); %d entries dropped so far, %d bytes queued",
@@ -564,6 +608,8 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 			func(st *sinkStats) int64 { return int64(st.requests.Load()) }},
 		{"edgepixel_pop_log_send_failures_total", "counter", "Failed delivery attempts of an HTTP log endpoint (each retry counts).", true,
 			func(st *sinkStats) int64 { return int64(st.failures.Load()) }},
+		{"edgepixel_pop_log_failover_batches_total", "counter", "Batches of an HTTP log endpoint that its URL did not take and a failover collector did.", true,
+			func(st *sinkStats) int64 { return int64(st.failovers.Load()) }},
 		{"edgepixel_pop_log_queued_bytes", "gauge", "Bytes an HTTP log endpoint holds awaiting delivery (in memory, or on disk with queue=DIR).", true,
 			func(st *sinkStats) int64 { return st.queued.Load() }},
 		{"edgepixel_pop_log_failing_seconds", "gauge", "How long an HTTP log endpoint's deliveries have been failing (0: the last one succeeded).", true,
@@ -994,21 +1040,39 @@ func (s *httpSink) deliver(ctx context.Context, b logBatch) {
 // post sends one batch (see send); retry says whether a failure may be
 // temporary.
 func (s *httpSink) post(ctx context.Context, body []byte) (retry bool, err error) {
-	retry, _, err = send(ctx, s.client, &s.ep, body)
+	retry, _, err = send(ctx, s.client, &s.ep, &s.st, s.log, body)
 	return retry, err
 }
 
 // send POSTs body to ep.URL and, while the answer is one that may be
 // temporary, to each of ep.Failover in turn, each request within 30 s.
 // It returns the last collector's answer: retry says whether the failure
-// may be temporary, status is its HTTP status (0: no answer).
-func send(ctx context.Context, client *http.Client, ep *Endpoint, body []byte) (retry bool, status int, err error) {
+// may be temporary, status is its HTTP status (0: no answer). A batch a
+// failover collector took is delivered, but the endpoint has lost its
+// spare: st records it (Degraded, metrics) and log says when such a
+// spell begins and ends.
+func send(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkStats, log *slog.Logger, body []byte) (retry bool, status int, err error) {
 	retry, status, err = sendTo(ctx, client, ep, ep.URL, body)
+	if err == nil {
+		if st.primaryOK() {
+			log.Info("log endpoint: its URL takes deliveries again", "endpoint", ep.Name)
+		}
+		return retry, status, err
+	}
+	first := err
 	for _, u := range ep.Failover {
-		if err == nil || !retry {
+		if !retry {
 			break
 		}
 		retry, status, err = sendTo(ctx, client, ep, u, body)
+		if err == nil {
+			st.failovers.Add(1)
+			via := redact.URL(u)
+			if st.primaryFailed(first, via) {
+				log.Warn("log endpoint: its URL fails; a failover collector takes its batches", "endpoint", ep.Name, "failover", via, "err", first)
+			}
+			break
+		}
 	}
 	return retry, status, err
 }

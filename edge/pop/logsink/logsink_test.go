@@ -385,7 +385,7 @@ func TestSendKeepsTheRefusal(t *testing.T) {
 	}))
 	defer srv.Close()
 	ep := Endpoint{Name: "j", Kind: HTTP, URL: srv.URL}
-	retry, status, err := send(context.Background(), srv.Client(), &ep, []byte("x\n"))
+	retry, status, err := send(context.Background(), srv.Client(), &ep, &sinkStats{}, quietLog(), []byte("x\n"))
 	if retry || status != 401 || err == nil || !strings.Contains(err.Error(), `answered 401 Unauthorized: "{\"error\":\"bad token: a '+' written in a URL query arrives as a space, write it as %2B\"}" (check`) {
 		t.Errorf("retry %v, status %d, err %v", retry, status, err)
 	}

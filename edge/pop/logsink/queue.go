@@ -753,7 +753,7 @@ func (s *queueSink) writeCheckpoint() error {
 // temporary (it is retried either way; it only sets how loudly it is
 // logged).
 func (s *queueSink) post(ctx context.Context, body []byte) (retry bool, status int, err error) {
-	return send(ctx, s.client, &s.ep, body)
+	return send(ctx, s.client, &s.ep, &s.st, s.log, body)
 }
 
 // close stops taking entries, delivers what it can until ctx ends and

@@ -1,14 +1,17 @@
 package logsink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // lineCollector records every line delivered, and answers with status()
@@ -192,6 +197,51 @@ func TestQueueFailsOver(t *testing.T) {
 			}
 			if q.st.dropped.Load() != 0 {
 				t.Errorf("%d dropped", q.st.dropped.Load())
+			}
+		})
+	}
+}
+
+// A batch a failover collector took is delivered, yet the endpoint has
+// lost its spare: /healthz (Degraded), the metrics and the log say so,
+// without the failover's token, until the URL takes batches again.
+func TestFailoverIsShown(t *testing.T) {
+	for _, queued := range []bool{false, true} {
+		t.Run(fmt.Sprint("queued=", queued), func(t *testing.T) {
+			a, b := newLineCollector(t), newLineCollector(t)
+			a.answer(func(int) int { return http.StatusServiceUnavailable })
+			ep := Endpoint{Name: "j", Kind: HTTP, URL: a.URL, Period: 20 * time.Millisecond,
+				Failover: []string{b.URL + "/in?token=s3cret"}}
+			if queued {
+				ep.Queue, ep.Durability = t.TempDir(), DurabilityWrite
+			}
+			var logged proc.Buffer
+			ls, err := Open([]Endpoint{ep}, io.Discard, slog.New(slog.NewTextHandler(&logged, nil)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ls.Close(context.Background())
+			writeLines(ls.Lookup("j"), "a1", "a2")
+			b.waitFor(t, 2)
+			d := strings.Join(ls.Degraded(), "\n")
+			if !strings.Contains(d, "log endpoint j: its URL has been failing for") || !strings.Contains(d, "503") ||
+				!strings.Contains(d, "failover collector "+b.URL+"/in?… takes its batches") || strings.Contains(d, "s3cret") {
+				t.Errorf("degraded while failing over: %q", d)
+			}
+			var m bytes.Buffer
+			ls.WritePrometheus(&m)
+			if !regexp.MustCompile(`edgepixel_pop_log_failover_batches_total\{endpoint="j",kind="http"\} [1-9]`).Match(m.Bytes()) {
+				t.Errorf("metrics:\n%s", m.String())
+			}
+			a.answer(func(int) int { return http.StatusOK })
+			writeLines(ls.Lookup("j"), "a3")
+			a.waitFor(t, 1)
+			if d := ls.Degraded(); len(d) != 0 {
+				t.Errorf("degraded once the URL takes batches again: %q", d)
+			}
+			l := logged.String()
+			if strings.Count(l, "a failover collector takes its batches") != 1 || strings.Count(l, "takes deliveries again") != 1 || strings.Contains(l, "s3cret") {
+				t.Errorf("log:\n%s", l)
 			}
 		})
 	}
