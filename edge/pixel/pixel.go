@@ -180,13 +180,16 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	if p.open, ok = openFlag(q.value(qOpen)); !ok {
 		return "", wire.DropBadOpen
 	}
+	page, ref := q.value(qPage), q.value(qRef)
+	if pageurl.Inline(page) || pageurl.Inline(ref) {
+		return "", wire.DropBadURL
+	}
 	*e = base(m)
 	if mint(e, m, sc) != nil {
 		*e = event.Event{}
 		return "", wire.DropInternal
 	}
 	e.Site = site
-	page, ref := q.value(qPage), q.value(qRef)
 	switch {
 	case p.open:
 		// An open's Referer is the reader's mailbox or feed reader

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
@@ -218,6 +219,9 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		page := p.URL
 		if page == "" {
 			page = m.Referer
+		}
+		if pageurl.Inline(page) || pageurl.Inline(ref) {
+			return nil, nil, wire.DropBadURL
 		}
 		e.Site = cleanSite(p.Site)
 		sig := q.signals

@@ -28,6 +28,7 @@ const (
 	DropBadSignature     = "bad_pixel_signature"
 	DropExpiredPixel     = "expired_pixel" // a signed pixel past its exp, for a site with sign=reject
 	DropBadOpen          = "bad_open"      // a pixel's open= other than email or feed (edge/pixel's openFlag)
+	DropBadURL           = "bad_url"       // a page url or referrer that is a javascript:, vbscript: or data: URL (edge/enrich/pageurl's Inline)
 	// DropDeliveryFailed counts accepted events that no delivery path
 	// took (batches, journal, fallback log endpoint) by the time their
 	// instance ended; see edge/pixel's Batcher. No answer carries it.
@@ -53,6 +54,6 @@ var (
 	DropReasons = []string{DropMissingSite, DropBadJSON, DropTooLarge, DropTooManyEvents, DropPropsTooLarge,
 		DropBadEventID, DropOriginNotAllowed, DropHeadRequest, DropBadMethod, DropBufferFull, DropReadError,
 		DropContentEncoding, DropInternal, DropUnknownSite, DropRateLimited, DropUnsigned, DropBadSignature,
-		DropExpiredPixel, DropBadOpen, DropDeliveryFailed}
+		DropExpiredPixel, DropBadOpen, DropBadURL, DropDeliveryFailed}
 	NoteReasons = []string{NoteNoSalt}
 )

@@ -100,6 +100,8 @@ var Cases = []Case{
 			return r
 		}()}},
 	{Name: "open pixel with an unknown open=", Method: "GET", Target: "/p.gif?site={site}&e=open&open=1", Status: 200, Drop: wire.DropBadOpen},
+	{Name: "pixel of a javascript: page", Method: "GET", Target: "/p.gif?site={site}&url=javascript%3Aalert(1)", Status: 200, Drop: wire.DropBadURL},
+	{Name: "pixel of a data: referrer", Method: "GET", Target: "/p.gif?site={site}&url=https%3A%2F%2Fex.test%2F&ref=%20Data%3Atext%2Fhtml%2Cx", Status: 200, Drop: wire.DropBadURL},
 	{Name: "pixel at /i", Method: "GET", Target: "/i?site={site}&url=https%3A%2F%2Fex.test%2Fi",
 		Status: 200, Rows: []Row{row("pageview", "https://ex.test/i", "", "GET")}},
 	{Name: "pixel HEAD is no visit", Method: "HEAD", Target: "/p.gif?site={site}", Status: 200, Drop: wire.DropHeadRequest},
@@ -132,6 +134,7 @@ var Cases = []Case{
 	{Name: "bad JSON", Method: "POST", Target: "/e", Body: `{"site":`, Status: 400, Drop: wire.DropBadJSON, AllowOrigin: "*"},
 	{Name: "props not an object", Method: "POST", Target: "/e", Body: `{"site":"{site}","props":[1]}`, Status: 400, Drop: wire.DropBadJSON, AllowOrigin: "*"},
 	{Name: "event without site", Method: "POST", Target: "/e", Body: `{"name":"x"}`, Status: 400, Drop: wire.DropMissingSite, AllowOrigin: "*"},
+	{Name: "event of a javascript: page", Method: "POST", Target: "/e", Body: `[{"site":"{site}","url":"https://ex.test/ok"},{"site":"{site}","url":"java\tscript:alert(1)"}]`, Status: 400, Drop: wire.DropBadURL, AllowOrigin: "*"},
 	{Name: "bad event_id", Method: "POST", Target: "/e", Body: `{"site":"{site}","event_id":"not-a-uuid"}`, Status: 400, Drop: wire.DropBadEventID, AllowOrigin: "*"},
 	{Name: "too many events", Method: "POST", Target: "/e", Body: "[" + strings.Repeat(`{"site":"{site}"},`, pixel.MaxPostEvents) + `{"site":"{site}"}]`,
 		Status: 413, Drop: wire.DropTooManyEvents, AllowOrigin: "*"},

@@ -472,3 +472,49 @@ func Resolve(page, base string) string {
 	}
 	return scheme + "://" + auth + p
 }
+
+// Inline reports whether raw is a javascript:, vbscript: or data: URL:
+// code or content written into the address bar, which names no page a
+// visitor was on (a forged hit, or a script's bug) and must not reach a
+// report whose reader may follow it as a link. The scheme is read as
+// browsers read it (WHATWG URL standard, basic URL parser): leading C0
+// controls and spaces skipped, tabs and newlines anywhere ignored, in any
+// ASCII case, so "  Java\tScript:" is one.
+func Inline(raw string) bool {
+	var scheme [len("javascript")]byte
+	n, i := 0, 0
+	for i < len(raw) && raw[i] <= ' ' {
+		i++
+	}
+	for ; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '\t' || c == '\n' || c == '\r':
+			continue
+		case c == ':':
+			w := scheme[:n]
+			return sameBytes(w, "javascript") || sameBytes(w, "vbscript") || sameBytes(w, "data")
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if n == len(scheme) || c < 'a' || c > 'z' {
+			return false
+		}
+		scheme[n] = c
+		n++
+	}
+	return false
+}
+
+// sameBytes is string(b) == s without the conversion TinyGo may allocate.
+func sameBytes(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		if b[i] != s[i] {
+			return false
+		}
+	}
+	return true
+}
