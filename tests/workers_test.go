@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -930,4 +931,52 @@ func spoolLost(log []byte) int {
 		n += k
 	}
 	return n
+}
+
+// An oversized POST is refused (413 too_large) and, up to the worker's
+// drain allowance past the cap, its connection stays usable: workerd
+// closes a connection whose request body was cancelled, without saying
+// so, and a tester's next request on it failed. A far larger body whose
+// Content-Length says so is refused without being read.
+func TestWorkerOversizedPost(t *testing.T) {
+	w := startWorkerd(t, build.TinyGo, map[string]string{worker.ConfigIngestURL: "http://127.0.0.1:1/ingest", worker.ConfigSecret: "x"})
+	for _, tc := range []struct {
+		over    int // bytes past pixel.MaxPostBody
+		chunked bool
+		reused  bool // the connection answers another request
+	}{
+		{over: 10 << 10, reused: true},
+		{over: 200 << 10, reused: true},
+		{over: 200 << 10, chunked: true, reused: true},
+		{over: 4 << 20},
+	} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(w.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(c)
+		body := `{"site":"a","props":{"x":"` + strings.Repeat("a", pixel.MaxPostBody+tc.over) + `"}}`
+		framing := fmt.Sprintf("Content-Length: %d", len(body))
+		if tc.chunked {
+			framing = "Transfer-Encoding: chunked"
+			body = fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+		}
+		go fmt.Fprintf(c, "POST /e HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s\r\n\r\n%s", framing, body)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%+v: %v", tc, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get(pixel.DropHeader) != wire.DropTooLarge {
+			t.Errorf("%+v: %s drop %q", tc, resp.Status, resp.Header.Get(pixel.DropHeader))
+		}
+		if tc.reused {
+			fmt.Fprintf(c, "GET /p.gif?site=a HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+				t.Errorf("%+v: the next request on the connection: %v", tc, err)
+			}
+		}
+		c.Close()
+	}
 }

@@ -131,7 +131,7 @@ export class EdgePixel {
     }
     let body = null;
     if (request.method !== "GET" && request.method !== "HEAD" && request.body) {
-      body = await readCapped(request.body, this.maxBody);
+      body = await readCapped(request.body, this.maxBody, request.headers.get("content-length"));
     }
     return this.serveSync(request, body, ctx);
   }
@@ -414,19 +414,34 @@ function kvBinding(env, name) {
   return undefined;
 }
 
-// readCapped reads a body stream up to max bytes and stops: a longer body
-// is refused by its first max bytes (max is one more than allowed).
-async function readCapped(stream, max) {
+// DRAIN_BYTES is how much of a body past the cap readCapped reads and
+// discards, as Go's net/http server does for a handler that left its
+// body unread (256 KiB): workerd keeps a connection whose request body
+// was read to its end, and closes one whose body was cancelled, without
+// a "Connection: close" a worker cannot set, so a client's next request
+// on it failed.
+const DRAIN_BYTES = 256 << 10;
+
+// readCapped reads a body stream up to max bytes: a longer body is
+// refused by its first max bytes (max is one more than allowed). The
+// rest of a longer body is read and dropped when it is at most
+// DRAIN_BYTES more, and cancelled otherwise, without reading any of it
+// when its Content-Length (length, null if none) says so.
+async function readCapped(stream, max, length) {
   const reader = stream.getReader();
   const chunks = [];
   let n = 0;
-  while (n < max) {
+  if (length != null && Number(length) > max + DRAIN_BYTES) {
+    reader.cancel().catch(() => {});
+    return new Uint8Array(max);
+  }
+  while (n < max + DRAIN_BYTES) {
     const { done, value } = await reader.read();
     if (done) break;
-    chunks.push(value);
+    if (n < max) chunks.push(value);
     n += value.length;
   }
-  if (n >= max) reader.cancel().catch(() => {});
+  if (n >= max + DRAIN_BYTES) reader.cancel().catch(() => {});
   const out = new Uint8Array(Math.min(n, max));
   let off = 0;
   for (const c of chunks) {
