@@ -39,11 +39,21 @@ func ReadIssued(path, issuer string) (string, error) {
 	return read(path, "the one in "+issuer)
 }
 
+// Abs is path made absolute (path itself if the working directory is
+// unknown), as Read reads it and as its errors, and a command's messages
+// about any file it was given, name it: a service's working directory is
+// rarely where its user stood (systemd's is /), and a relative path's
+// "no such file" did not say where it looked.
+func Abs(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}
+
 // read is Read with hint, in parentheses, where a token is needed.
 func read(path, hint string) (string, error) {
-	if abs, err := filepath.Abs(path); err == nil {
-		path = abs
-	}
+	path = Abs(path)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("%w: write the token there (%s), or give the file that holds it", err, hint)

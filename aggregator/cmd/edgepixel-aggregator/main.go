@@ -350,12 +350,12 @@ func run(args []string) error {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file: %w (or leave the flag out for one made at random in --data-dir)", err))
 		}
 		if len(dashToken) < 16 {
-			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", absPath(o.dashboardTokenFile)))
+			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", tokenfile.Abs(o.dashboardTokenFile)))
 		}
 	}
 	var viewers map[string][]string
 	if o.dashboardViewersFile != "" {
-		b, err := os.ReadFile(absPath(o.dashboardViewersFile))
+		b, err := os.ReadFile(tokenfile.Abs(o.dashboardViewersFile))
 		if errors.Is(err, os.ErrNotExist) {
 			err = fmt.Errorf("%w: write there a line per viewer, TOKEN SITE[,SITE...] (a token of 16 bytes or more), or leave the flag out", err)
 		}
@@ -363,7 +363,7 @@ func run(args []string) error {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file: %w", err))
 		}
 		if viewers, err = access.ParseViewers(string(b)); err != nil {
-			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file %s: %w", absPath(o.dashboardViewersFile), err))
+			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file %s: %w", tokenfile.Abs(o.dashboardViewersFile), err))
 		}
 	}
 
@@ -654,7 +654,7 @@ func loadSecret(secret, file string) ([]byte, error) {
 		return nil, flaghint.UsageError{Err: errors.New("--secret and --secret-file are both given: give either, not both")}
 	}
 	if file != "" {
-		file = absPath(file)
+		file = tokenfile.Abs(file)
 		b, err := os.ReadFile(file)
 		if errors.Is(err, os.ErrNotExist) {
 			// Most likely not made yet: say how (a tester got the bare
@@ -682,19 +682,6 @@ func loadSecret(secret, file string) ([]byte, error) {
 		slog.Warn("the shared secret is shorter than 16 bytes; use a long random one")
 	}
 	return []byte(secret), nil
-}
-
-// absPath is path made absolute, for reading and for every message that
-// names it: a service's working directory is rarely where its user stood
-// (systemd's is /), and a relative path's "no such file" did not say
-// where it looked. The flags keep the value given (an error from the
-// environment is matched to its variable by it). tokenfile.Read does the
-// same for the token files.
-func absPath(path string) string {
-	if abs, err := filepath.Abs(path); err == nil {
-		return abs
-	}
-	return path
 }
 
 // loadToken returns a bearer token given as --NAME's value or in

@@ -114,15 +114,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, now time.Time
 	}
 	sign := func(u string) error {
 		signed, err := pixelsign.SignURL(key, u, expiry)
+		var pu *url.URL
 		if err == nil {
-			err = checkClient(u)
+			// SignURL has parsed it: this does not fail.
+			if pu, err = url.Parse(u); err == nil {
+				err = checkClient(pu)
+			}
 		}
 		if err != nil {
 			// The URL given is the user's input, as a flag's value is:
 			// exit 2, as for a bad --expires.
 			return flaghint.UsageError{Err: fmt.Errorf("%s: %v%s", u, err, urlHint(u, err))}
 		}
-		for _, w := range urlWarnings(u) {
+		for _, w := range urlWarnings(pu) {
 			fmt.Fprintf(stderr, "edgepixel-sign: warning: %s: %s\n", u, w)
 		}
 		fmt.Fprintln(stdout, signed)
@@ -157,11 +161,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, now time.Time
 // (pixelsign.CheckClient): every hit of the signed URL would be refused
 // as bad_pixel_signature (a tester's cip=notanip was signed without a
 // word).
-func checkClient(u string) error {
-	pu, err := url.Parse(u)
-	if err != nil {
-		return err
-	}
+func checkClient(pu *url.URL) error {
 	for _, cip := range pu.Query()[pixelsign.ParamClient] {
 		if cip == "" {
 			continue
@@ -187,18 +187,14 @@ func urlHint(u string, err error) string {
 	return ` (a ";" in the query separates nothing: percent-encode it as "%3B")`
 }
 
-// urlWarnings are the warnings for a pixel URL that signs but may not
+// urlWarnings are the warnings for a pixel URL pu that signs but may not
 // say what its writer meant: a url= value not percent-encoded, whose own
 // query (https://news.example/a?id=5&utm_source=nl) ends at its first
 // "&", so that the page's parameters after it become the pixel's (found
 // by a new-user tester). Those the edge does not read as the pixel's
 // (pixel.IsParam) are lost, and utm_* ones are the pixel's own, which
 // url='s own tags overrule; both are named.
-func urlWarnings(u string) []string {
-	pu, err := url.Parse(u)
-	if err != nil {
-		return nil
-	}
+func urlWarnings(pu *url.URL) []string {
 	var after []string
 	open := false // after a url= whose value has a raw '?'
 	for rest := pu.RawQuery; rest != ""; {
