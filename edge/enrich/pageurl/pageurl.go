@@ -481,40 +481,29 @@ func Resolve(page, base string) string {
 // controls and spaces skipped, tabs and newlines anywhere ignored, in any
 // ASCII case, so "  Java\tScript:" is one.
 func Inline(raw string) bool {
-	var scheme [len("javascript")]byte
-	n, i := 0, 0
+	i := 0
 	for i < len(raw) && raw[i] <= ' ' {
 		i++
 	}
-	for ; i < len(raw); i++ {
-		c := raw[i]
+	return schemeIs(raw[i:], "javascript:") || schemeIs(raw[i:], "vbscript:") || schemeIs(raw[i:], "data:")
+}
+
+// schemeIs reports whether s begins with scheme (lower case, its ':'
+// included) in any ASCII case, tabs and newlines in it ignored.
+func schemeIs(s, scheme string) bool {
+	j := 0
+	for i := 0; i < len(s) && j < len(scheme); i++ {
+		c := s[i]
 		switch {
 		case c == '\t' || c == '\n' || c == '\r':
 			continue
-		case c == ':':
-			w := scheme[:n]
-			return sameBytes(w, "javascript") || sameBytes(w, "vbscript") || sameBytes(w, "data")
 		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
 		}
-		if n == len(scheme) || c < 'a' || c > 'z' {
+		if c != scheme[j] {
 			return false
 		}
-		scheme[n] = c
-		n++
+		j++
 	}
-	return false
-}
-
-// sameBytes is string(b) == s without the conversion TinyGo may allocate.
-func sameBytes(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		if b[i] != s[i] {
-			return false
-		}
-	}
-	return true
+	return j == len(scheme)
 }
