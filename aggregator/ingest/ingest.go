@@ -95,7 +95,7 @@ var (
 	dropReasons = []string{ReasonMethod, ReasonContentType, ReasonContentEncoding, ReasonTooLarge, ReasonReadError, ReasonBodyTimeout,
 		ReasonBadEncoding, ReasonBadSignature, ReasonBadToken, ReasonStale, ReasonRateLimited, ReasonMalformed, ReasonTooManyEvents,
 		ReasonOverloaded, ReasonSpoolFull, ReasonShuttingDown, ReasonSpoolError}
-	badRowReasons = []string{ReasonInvalidEvent, ReasonBadEventID, ReasonBadTime, ReasonBadJSON, ReasonLineTooLong, ReasonUnknownSite, ReasonInvalidCounters}
+	badRowReasons = []string{ReasonInvalidEvent, ReasonBadEventID, ReasonBadURL, ReasonBadTime, ReasonBadJSON, ReasonLineTooLong, ReasonUnknownSite, ReasonInvalidCounters}
 )
 
 // Reasons an event or line becomes a bad row rather than an event: the
@@ -104,6 +104,7 @@ var (
 const (
 	ReasonInvalidEvent = "invalid_event" // fails event.Validate (or a bad event_id or props in NDJSON)
 	ReasonBadEventID   = "bad_event_id"  // an NDJSON client_event_id that event.ParseClientID refuses
+	ReasonBadURL       = "bad_url"       // an NDJSON url or referrer that urlescape.Inline refuses, as the edge does (wire.DropBadURL)
 	ReasonBadTime      = "bad_time"      // time missing, unreadable, or far from now
 	ReasonBadJSON      = "bad_json"      // an NDJSON line that is not a JSON object of the event fields
 	ReasonLineTooLong  = "line_too_long" // an NDJSON line over MaxLine

@@ -275,6 +275,9 @@ func parseLine(raw []byte) (line, error) {
 	if err != nil {
 		return bad(ReasonBadTime, err)
 	}
+	if urlescape.Inline(l.URL) || urlescape.Inline(l.Referrer) {
+		return bad(ReasonBadURL, errors.New("url or referrer is a javascript:, vbscript: or data: URL, which names no page"))
+	}
 	props, err := lineProps(l.Props)
 	if err != nil {
 		return bad(ReasonInvalidEvent, err)

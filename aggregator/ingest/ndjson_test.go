@@ -156,6 +156,8 @@ func TestParseLine(t *testing.T) {
 		{`{"ts_ms":1750000000123,"site":"demo","bot_score":500}`, ReasonInvalidEvent, "demo"},
 		{`{"ts_ms":1750000000123,"site":"demo","url":5}`, ReasonInvalidEvent, "demo"},
 		{`{"site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","url":"javascript:alert(1)"}`, ReasonBadURL, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","referrer":"\u00a0Data:text/html,x"}`, ReasonBadURL, "demo"},
 		{`{"ts_ms":"yesterday","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":-5,"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":1750000000123.,"site":"demo"}`, ReasonBadJSON, ""},

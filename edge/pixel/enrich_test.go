@@ -694,3 +694,44 @@ func TestBadJSONCountedForItsSite(t *testing.T) {
 		t.Errorf("counted under no site: %+v", sc)
 	}
 }
+
+// A page or referrer that is code or content (urlescape.Inline) is
+// dropped as bad_url on both paths, also when the page is the Referer
+// header the pixel and the POST default to, and when white space that
+// the normalisation drops hides the scheme.
+func TestBadURL(t *testing.T) {
+	refMeta := func(ref string) *Meta { m := meta(); m.Referer = ref; return m }
+	for _, tc := range []struct {
+		q string
+		m *Meta
+	}{
+		{"site=a&url=javascript%3Aalert(1)", meta()},
+		{"site=a&url=%C2%A0javascript%3Aalert(1)", meta()},
+		{"site=a&url=https%3A%2F%2Fa%2F&ref=DATA%3A%2Cx", meta()},
+		{"site=a", refMeta("javascript:alert(1)")},
+	} {
+		if e, drop := FromQuery(tc.q, tc.m, nil); drop != wire.DropBadURL || e.URL != "" {
+			t.Errorf("pixel %s (Referer %q): drop %q url %q", tc.q, tc.m.Referer, drop, e.URL)
+		}
+	}
+	// An open's page is never the Referer (its mailbox): nothing to drop.
+	if _, drop := FromQuery("site=a&e=open&open=email", refMeta("javascript:x"), nil); drop != "" {
+		t.Errorf("open with a javascript: Referer: drop %q", drop)
+	}
+	for _, tc := range []struct {
+		body string
+		m    *Meta
+	}{
+		{`{"site":"a","url":"\u00a0javascript:alert(1)"}`, meta()},
+		{`{"site":"a","referrer":"vbscript:x"}`, meta()},
+		{`{"site":"a","ref":" data:,x"}`, meta()},
+		{`{"site":"a"}`, refMeta("JavaScript:x")},
+	} {
+		if evs, drop := FromJSON([]byte(tc.body), "", "", tc.m, nil); drop != wire.DropBadURL || len(evs) != 0 {
+			t.Errorf("POST %s (Referer %q): drop %q, %d events", tc.body, tc.m.Referer, drop, len(evs))
+		}
+	}
+	if msg := dropMessage(wire.DropBadURL, 400); !strings.Contains(msg, "javascript:") {
+		t.Errorf("message %q", msg)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -180,8 +181,13 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	if p.open, ok = openFlag(q.value(qOpen)); !ok {
 		return "", wire.DropBadOpen
 	}
+	// A pixel's page is its url=, else the Referer (an open's is none:
+	// see below), checked as it will be stored.
 	page, ref := q.value(qPage), q.value(qRef)
-	if pageurl.Inline(page) || pageurl.Inline(ref) {
+	if page == "" && !p.open {
+		page = m.Referer
+	}
+	if urlescape.Inline(page) || urlescape.Inline(ref) {
 		return "", wire.DropBadURL
 	}
 	*e = base(m)
@@ -190,19 +196,14 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 		return "", wire.DropInternal
 	}
 	e.Site = site
-	switch {
-	case p.open:
+	if p.open && ref == "" {
 		// An open's Referer is the reader's mailbox or feed reader
 		// (https://outlook.live.com/mail/0/inbox/id/...), never the
 		// sender's page: its path names a person's message, so it is
 		// neither the page nor, but for its origin, the referrer. The
 		// origin keeps what it tells (channel email, source "Outlook"
 		// from referrer's webmail list) and no more.
-		if ref == "" {
-			ref = pageurl.Origin(m.Referer)
-		}
-	case page == "":
-		page = m.Referer
+		ref = pageurl.Origin(m.Referer)
 	}
 	r := readRequest(m, p.open)
 	return finish(e, q.value(qName), page, ref, &r, m, st, c, &p), ""

@@ -8,8 +8,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/edgepixel/edgepixel/edge/enrich/pageurl"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -220,7 +220,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		if page == "" {
 			page = m.Referer
 		}
-		if pageurl.Inline(page) || pageurl.Inline(ref) {
+		if urlescape.Inline(page) || urlescape.Inline(ref) {
 			return nil, nil, wire.DropBadURL
 		}
 		e.Site = cleanSite(p.Site)

@@ -19,6 +19,8 @@ package urlescape
 
 import (
 	"strings"
+	"unicode"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -193,4 +195,47 @@ func URL(u string) string {
 		out += "?" + Normalize(query, Query)
 	}
 	return out
+}
+
+// Inline reports whether raw is a javascript:, vbscript: or data: URL:
+// code or content written into the address bar, which names no page a
+// visitor was on (a forged hit, or a script's bug) and must not reach a
+// report whose reader may follow it as a link. The edge drops a hit so
+// addressed (edge/pixel, bad_url), the aggregator an imported line. The
+// scheme is read as browsers read it (WHATWG URL standard, basic URL
+// parser): leading C0 controls and spaces skipped, tabs and newlines
+// anywhere ignored, in any ASCII case, so "  Java\tScript:" is one. Any
+// leading Unicode white space is skipped too, as strings.TrimSpace and so
+// edge/enrich/pageurl.Normalize drop it before they read a scheme: a
+// reviewer's "\u00a0javascript:" was stored as "javascript:".
+func Inline(raw string) bool {
+	i := 0
+	for i < len(raw) {
+		r, size := utf8.DecodeRuneInString(raw[i:])
+		if r > ' ' && !unicode.IsSpace(r) {
+			break
+		}
+		i += size
+	}
+	return schemeIs(raw[i:], "javascript:") || schemeIs(raw[i:], "vbscript:") || schemeIs(raw[i:], "data:")
+}
+
+// schemeIs reports whether s begins with scheme (lower case, its ':'
+// included) in any ASCII case, tabs and newlines in it ignored.
+func schemeIs(s, scheme string) bool {
+	j := 0
+	for i := 0; i < len(s) && j < len(scheme); i++ {
+		c := s[i]
+		switch {
+		case c == '\t' || c == '\n' || c == '\r':
+			continue
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != scheme[j] {
+			return false
+		}
+		j++
+	}
+	return j == len(scheme)
 }

@@ -3,6 +3,7 @@ package urlescape
 import (
 	"strings"
 	"testing"
+	"unicode"
 )
 
 func TestNormalize(t *testing.T) {
@@ -104,4 +105,53 @@ func TestSchemeEnd(t *testing.T) {
 			t.Errorf("SchemeEnd(%q) = %d, want %d", in, got, want)
 		}
 	}
+}
+
+func TestInline(t *testing.T) {
+	for _, s := range []string{"javascript:alert(1)", "JavaScript:void(0)", " \x01javascript:x", "java\tscr\nipt:x", "\u00a0javascript:x", "\u3000DATA:,", "vbscript:msgbox", "data:text/html,<b>x</b>", "DATA:,"} {
+		if !Inline(s) {
+			t.Errorf("Inline(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"https://example.com/javascript:x", "/data:x", "javascripts:x", "xjavascript:x", "java script:x", "javascript", "data", "", "about:blank", "blob:https://a/b", "mailto:a@b", "%6Aavascript:x"} {
+		if Inline(s) {
+			t.Errorf("Inline(%q) = true", s)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { Inline("JavaScript:alert(1)") }); n != 0 {
+		t.Errorf("%v allocations", n)
+	}
+}
+
+func FuzzInline(f *testing.F) {
+	for _, s := range []string{"javascript:x", " Data:,", "vb\tscript:", "https://a/"} {
+		f.Add(s)
+	}
+	// The same rule, written plainly: strip as the URL standard does, cut
+	// at the first ':', compare in lower case.
+	ref := func(s string) bool {
+		s = strings.TrimLeftFunc(s, func(r rune) bool { return r <= ' ' || unicode.IsSpace(r) })
+		s = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(s)
+		scheme, _, ok := strings.Cut(s, ":")
+		if !ok {
+			return false
+		}
+		// ASCII case only: strings.ToLower would take the Kelvin sign
+		// for a 'k', which no browser does.
+		switch strings.Map(func(r rune) rune {
+			if 'A' <= r && r <= 'Z' {
+				return r + 'a' - 'A'
+			}
+			return r
+		}, scheme) {
+		case "javascript", "vbscript", "data":
+			return true
+		}
+		return false
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := Inline(s), ref(s); got != want {
+			t.Fatalf("Inline(%q) = %v, want %v", s, got, want)
+		}
+	})
 }

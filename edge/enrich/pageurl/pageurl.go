@@ -472,38 +472,3 @@ func Resolve(page, base string) string {
 	}
 	return scheme + "://" + auth + p
 }
-
-// Inline reports whether raw is a javascript:, vbscript: or data: URL:
-// code or content written into the address bar, which names no page a
-// visitor was on (a forged hit, or a script's bug) and must not reach a
-// report whose reader may follow it as a link. The scheme is read as
-// browsers read it (WHATWG URL standard, basic URL parser): leading C0
-// controls and spaces skipped, tabs and newlines anywhere ignored, in any
-// ASCII case, so "  Java\tScript:" is one.
-func Inline(raw string) bool {
-	i := 0
-	for i < len(raw) && raw[i] <= ' ' {
-		i++
-	}
-	return schemeIs(raw[i:], "javascript:") || schemeIs(raw[i:], "vbscript:") || schemeIs(raw[i:], "data:")
-}
-
-// schemeIs reports whether s begins with scheme (lower case, its ':'
-// included) in any ASCII case, tabs and newlines in it ignored.
-func schemeIs(s, scheme string) bool {
-	j := 0
-	for i := 0; i < len(s) && j < len(scheme); i++ {
-		c := s[i]
-		switch {
-		case c == '\t' || c == '\n' || c == '\r':
-			continue
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		if c != scheme[j] {
-			return false
-		}
-		j++
-	}
-	return j == len(scheme)
-}

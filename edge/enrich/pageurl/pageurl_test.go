@@ -227,51 +227,23 @@ func TestOrigin(t *testing.T) {
 	}
 }
 
-func TestInline(t *testing.T) {
-	for _, s := range []string{"javascript:alert(1)", "JavaScript:void(0)", " \x01javascript:x", "java\tscr\nipt:x", "vbscript:msgbox", "data:text/html,<b>x</b>", "DATA:,"} {
-		if !Inline(s) {
-			t.Errorf("Inline(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"https://example.com/javascript:x", "/data:x", "javascripts:x", "xjavascript:x", "java script:x", "javascript", "data", "", "about:blank", "blob:https://a/b", "mailto:a@b", "%6Aavascript:x"} {
-		if Inline(s) {
-			t.Errorf("Inline(%q) = true", s)
-		}
-	}
-	if n := testing.AllocsPerRun(100, func() { Inline("JavaScript:alert(1)") }); n != 0 {
-		t.Errorf("%v allocations", n)
-	}
-}
-
-func FuzzInline(f *testing.F) {
-	for _, s := range []string{"javascript:x", " Data:,", "vb\tscript:", "https://a/"} {
+// What the edge stores of a page or referrer it did not drop as bad_url
+// (urlescape.Inline) is no javascript:, vbscript: or data: URL: the check
+// and the normalisation read a scheme alike (a reviewer's leading NBSP
+// was skipped by Normalize, not by the check).
+func FuzzInlineStored(f *testing.F) {
+	for _, s := range []string{"\u00a0javascript:x", "\u2003Data:,", "java\tscript:x", " vbscript:x", "https://a/"} {
 		f.Add(s)
 	}
-	// The same rule, written plainly: strip as the URL standard does, cut
-	// at the first ':', compare in lower case.
-	ref := func(s string) bool {
-		s = strings.TrimLeft(s, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f ")
-		s = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(s)
-		scheme, _, ok := strings.Cut(s, ":")
-		if !ok {
-			return false
-		}
-		// ASCII case only: strings.ToLower would take the Kelvin sign
-		// for a 'k', which no browser does.
-		switch strings.Map(func(r rune) rune {
-			if 'A' <= r && r <= 'Z' {
-				return r + 'a' - 'A'
-			}
-			return r
-		}, scheme) {
-		case "javascript", "vbscript", "data":
-			return true
-		}
-		return false
-	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if got, want := Inline(s), ref(s); got != want {
-			t.Fatalf("Inline(%q) = %v, want %v", s, got, want)
+		if urlescape.Inline(s) {
+			return
+		}
+		stored := strings.ToLower(Normalize(event.Clean(s, MaxLen)).URL)
+		for _, scheme := range []string{"javascript:", "vbscript:", "data:"} {
+			if strings.HasPrefix(stored, scheme) {
+				t.Fatalf("Inline(%q) = false, but it is stored as %q", s, stored)
+			}
 		}
 	})
 }
