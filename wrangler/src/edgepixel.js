@@ -422,26 +422,39 @@ function kvBinding(env, name) {
 // on it failed.
 const DRAIN_BYTES = 256 << 10;
 
+// refusedBody is what readCapped gives for a body it did not read: max
+// bytes, which the module refuses as too large unread; one zeroed buffer
+// for every such request.
+let refused = null;
+function refusedBody(max) {
+  if (refused === null || refused.length !== max) refused = new Uint8Array(max);
+  return refused;
+}
+
 // readCapped reads a body stream up to max bytes: a longer body is
 // refused by its first max bytes (max is one more than allowed). The
-// rest of a longer body is read and dropped when it is at most
-// DRAIN_BYTES more, and cancelled otherwise, without reading any of it
-// when its Content-Length (length, null if none) says so.
+// rest of a longer body is read to its end and dropped when it is at
+// most DRAIN_BYTES more, and otherwise cancelled once that much more has
+// been read, or at once when its Content-Length (length, null if none)
+// says it is longer.
 async function readCapped(stream, max, length) {
   const reader = stream.getReader();
-  const chunks = [];
-  let n = 0;
   if (length != null && Number(length) > max + DRAIN_BYTES) {
     reader.cancel().catch(() => {});
-    return new Uint8Array(max);
+    return refusedBody(max);
   }
-  while (n < max + DRAIN_BYTES) {
+  const chunks = [];
+  let n = 0;
+  for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
     if (n < max) chunks.push(value);
     n += value.length;
+    if (n > max + DRAIN_BYTES) {
+      reader.cancel().catch(() => {});
+      break;
+    }
   }
-  if (n >= max + DRAIN_BYTES) reader.cancel().catch(() => {});
   const out = new Uint8Array(Math.min(n, max));
   let off = 0;
   for (const c of chunks) {
