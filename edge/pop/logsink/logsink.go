@@ -274,6 +274,18 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 		ep.Header.Set("Authorization", "Bearer "+token)
 	}
 	q.Del("bearer_file")
+	// A failover URL written with a raw '?' had its own query cut at the
+	// first '&': what followed became this endpoint's parameters, sent
+	// to its URL (a tester's failover collector's API key went to the
+	// first collector), so it must be percent-encoded whole.
+	for rest := u.RawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if k, v, _ := strings.Cut(pair, "="); k == "failover" && strings.Contains(v, "?") {
+			return fmt.Errorf("failover=%s: its '?' is not percent-encoded, so its own query would end at its first '&' and the parameters after it would be this endpoint's, sent to %s: percent-encode the whole failover URL (url.QueryEscape; ? as %%3F, & as %%26, = as %%3D)",
+				quoteRedacted(v), redact.URL(u.Scheme+"://"+u.Host+u.Path))
+		}
+	}
 	for _, f := range q["failover"] {
 		fu, err := url.Parse(f)
 		if err != nil || fu.Host == "" || (fu.Scheme != "http" && fu.Scheme != "https") {
@@ -344,10 +356,14 @@ type sinkStats struct {
 
 	// HTTP with failover: since when the endpoint's URL has failed while
 	// a failover collector took its batches (zero: the URL took the last
-	// batch), its last error and the collector that took the batch.
+	// batch, or none has failed over), its last error, the collector
+	// that took the batch, and when the URL was last tried (see
+	// primaryDue); probeEvery, if not zero, replaces primaryProbe (tests).
 	primarySince time.Time
 	primaryErr   error
 	primaryVia   string
+	primaryTried time.Time
+	probeEvery   time.Duration
 
 	// Disk queue: since when it cannot write (zero: it writes), and why.
 	// Apart from the above, which a delivery of older lines clears.
@@ -392,27 +408,56 @@ func (st *sinkStats) deliveryOK() {
 	st.failMu.Unlock()
 }
 
-// primaryFailed records that the endpoint's URL failed and failover
-// collector via took the batch; it reports whether this began a spell.
-func (st *sinkStats) primaryFailed(err error, via string) (began bool) {
+// primaryProbe is how often, while a failover collector takes an
+// endpoint's batches, a batch tries the endpoint's URL first: the
+// batches between go straight to the failover, so that a URL that takes
+// a connection and never answers costs one batch its 30 s in each
+// primaryProbe, not every batch (a tester's batches went one per 30 s).
+const primaryProbe = 30 * time.Second
+
+// primaryDue reports whether a batch should try the endpoint's URL
+// before its failovers: always, unless a failover took the batches
+// since the URL last failed, less than primaryProbe ago.
+func (st *sinkStats) primaryDue(now time.Time) bool {
+	st.failMu.Lock()
+	defer st.failMu.Unlock()
+	every := st.probeEvery
+	if every == 0 {
+		every = primaryProbe
+	}
+	return st.primarySince.IsZero() || now.Sub(st.primaryTried) >= every
+}
+
+// primaryFailedAt records a failed try of the endpoint's URL.
+func (st *sinkStats) primaryFailedAt(now time.Time, err error) {
+	st.failMu.Lock()
+	st.primaryTried = now
+	st.primaryErr = err
+	st.failMu.Unlock()
+}
+
+// failedOver records that failover collector via took a batch the URL
+// did not; it reports whether this began a spell.
+func (st *sinkStats) failedOver(via string) (began bool) {
+	st.failovers.Add(1)
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
 	began = st.primarySince.IsZero()
 	if began {
 		st.primarySince = time.Now()
 	}
-	st.primaryErr, st.primaryVia = err, via
+	st.primaryVia = via
 	return began
 }
 
-// primaryOK records that the endpoint's URL took a batch; it reports
-// whether this ended a spell of primaryFailed.
-func (st *sinkStats) primaryOK() (ended bool) {
+// primaryOK records that the endpoint's URL took a batch; it returns
+// when a spell of failedOver it ended began (zero: none).
+func (st *sinkStats) primaryOK() (spell time.Time) {
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
-	ended = !st.primarySince.IsZero()
+	spell = st.primarySince
 	st.primarySince, st.primaryErr, st.primaryVia = time.Time{}, nil, ""
-	return ended
+	return spell
 }
 
 func (st *sinkStats) primaryFailing() (since time.Time, via string, err error) {
@@ -543,6 +588,7 @@ func (ls *Set) Close(ctx context.Context) error {
 
 // Degraded describes each HTTP destination whose deliveries are failing,
 // one line each: since when, the last error, what was dropped so far;
+// each whose deliveries succeed only through a failover collector;
 // each disk queue that cannot write (its entries are refused: a journal
 // has lost its crash safety), whatever its deliveries do; and each
 // endpoint name without a destination (no "*" either) that entries were
@@ -1045,36 +1091,55 @@ func (s *httpSink) post(ctx context.Context, body []byte) (retry bool, err error
 }
 
 // send POSTs body to ep.URL and, while the answer is one that may be
-// temporary, to each of ep.Failover in turn, each request within 30 s.
-// It returns the last collector's answer: retry says whether the failure
-// may be temporary, status is its HTTP status (0: no answer). A batch a
-// failover collector took is delivered, but the endpoint has lost its
-// spare: st records it (Degraded, metrics) and log says when such a
-// spell begins and ends.
+// temporary, to each of ep.Failover in turn until one takes it, each
+// request within 30 s. It returns the answer that decided: retry says
+// whether the failure may be temporary (always, once the URL's was),
+// status is the last HTTP status (0: no answer). A batch a failover
+// collector took is delivered, but the endpoint has lost its spare: st
+// records it (Degraded, metrics) and log says when such a spell begins
+// and ends. While it lasts the URL is tried first once per primaryProbe
+// (and last, should every failover fail too).
 func send(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkStats, log *slog.Logger, body []byte) (retry bool, status int, err error) {
-	retry, status, err = sendTo(ctx, client, ep, ep.URL, body)
-	if err == nil {
-		if st.primaryOK() {
-			log.Info("log endpoint: its URL takes deliveries again", "endpoint", ep.Name)
+	tried := len(ep.Failover) == 0 || st.primaryDue(time.Now())
+	if tried {
+		if retry, status, err = primary(ctx, client, ep, st, log, body); err == nil || !retry || len(ep.Failover) == 0 {
+			return retry, status, err
 		}
-		return retry, status, err
 	}
-	first := err
+	var last error
 	for _, u := range ep.Failover {
-		if !retry {
-			break
-		}
-		retry, status, err = sendTo(ctx, client, ep, u, body)
-		if err == nil {
-			st.failovers.Add(1)
-			via := redact.URL(u)
-			if st.primaryFailed(first, via) {
+		var e error
+		if _, status, e = sendTo(ctx, client, ep, u, body); e == nil {
+			if via := redact.URL(u); st.failedOver(via) {
+				_, _, first := st.primaryFailing()
 				log.Warn("log endpoint: its URL fails; a failover collector takes its batches", "endpoint", ep.Name, "failover", via, "err", first)
 			}
-			break
+			return false, status, nil
+		}
+		last = e
+	}
+	if !tried {
+		if retry, status, err = primary(ctx, client, ep, st, log, body); err == nil {
+			return retry, status, err
 		}
 	}
-	return retry, status, err
+	if _, _, first := st.primaryFailing(); first != nil {
+		return true, status, fmt.Errorf("%v; failover: %w", first, last)
+	}
+	return true, status, last
+}
+
+// primary is send's try of the endpoint's URL.
+func primary(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkStats, log *slog.Logger, body []byte) (retry bool, status int, err error) {
+	retry, status, err = sendTo(ctx, client, ep, ep.URL, body)
+	if err != nil {
+		st.primaryFailedAt(time.Now(), err)
+		return retry, status, err
+	}
+	if since := st.primaryOK(); !since.IsZero() {
+		log.Info("log endpoint: its URL takes deliveries again", "endpoint", ep.Name, "after", time.Since(since).Round(time.Second))
+	}
+	return retry, status, nil
 }
 
 func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, target string, body []byte) (retry bool, status int, err error) {

@@ -311,10 +311,18 @@ func TestParseLogEndpointRedacts(t *testing.T) {
 		"https://collector/in?access_token=s3cret",
 		"a=htps://collector/in?header=Authorization:Bearer%20s3cret",
 		"a=htps://collector/in?failover=https://u:s3cret@b/",
+		"a=https://collector/in?failover=https://b/in?region=eu&dd-api-key=s3cret",
 	} {
 		_, err := ParseEndpoint(bad)
 		if err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: %v, want an error without the secret", bad, err)
+		}
+	}
+	// A failover URL's raw '?' is refused, saying to encode it, whether
+	// or not parameters follow: its first '&' would end it.
+	for _, raw := range []string{"a=https://collector/in?failover=https://b/in?region=eu&dd-api-key=k", "a=https://collector/in?period=1s&failover=https://b/?x"} {
+		if _, err := ParseEndpoint(raw); err == nil || !strings.Contains(err.Error(), "percent-encode the whole failover URL") || !strings.Contains(err.Error(), "sent to https://collector/in") {
+			t.Errorf("%s: %v", raw, err)
 		}
 	}
 	// A delivery's error names the collector without its query's token

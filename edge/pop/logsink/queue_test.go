@@ -204,14 +204,17 @@ func TestQueueFailsOver(t *testing.T) {
 
 // A batch a failover collector took is delivered, yet the endpoint has
 // lost its spare: /healthz (Degraded), the metrics and the log say so,
-// without the failover's token, until the URL takes batches again.
+// once per spell and without either collector's token, until the URL
+// takes batches again. Meanwhile the URL is tried once per primaryProbe,
+// not for every batch; when the failover fails too, the deliveries are
+// failing, and Degraded says that instead.
 func TestFailoverIsShown(t *testing.T) {
 	for _, queued := range []bool{false, true} {
 		t.Run(fmt.Sprint("queued=", queued), func(t *testing.T) {
 			a, b := newLineCollector(t), newLineCollector(t)
 			a.answer(func(int) int { return http.StatusServiceUnavailable })
-			ep := Endpoint{Name: "j", Kind: HTTP, URL: a.URL, Period: 20 * time.Millisecond,
-				Failover: []string{b.URL + "/in?token=s3cret"}}
+			ep := Endpoint{Name: "j", Kind: HTTP, URL: a.URL + "/in?token=s3cret", Period: 20 * time.Millisecond,
+				Failover: []string{b.URL + "/in?key=k3y"}}
 			if queued {
 				ep.Queue, ep.Durability = t.TempDir(), DurabilityWrite
 			}
@@ -221,29 +224,76 @@ func TestFailoverIsShown(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ls.Close(context.Background())
-			writeLines(ls.Lookup("j"), "a1", "a2")
+			sk := ls.Lookup("j")
+			degraded := func() string { return strings.Join(ls.Degraded(), "\n") }
+			secret := func(where, s string) {
+				if strings.Contains(s, "s3cret") || strings.Contains(s, "k3y") {
+					t.Errorf("%s names a token: %s", where, s)
+				}
+			}
+
+			writeLines(sk, "a1", "a2")
 			b.waitFor(t, 2)
-			d := strings.Join(ls.Degraded(), "\n")
-			if !strings.Contains(d, "log endpoint j: its URL has been failing for") || !strings.Contains(d, "503") ||
-				!strings.Contains(d, "failover collector "+b.URL+"/in?… takes its batches") || strings.Contains(d, "s3cret") {
+			d := eventually(t, "a failover line", degraded, func(d string) bool { return strings.Contains(d, "failover collector") })
+			if !strings.HasPrefix(d, "log endpoint j: its URL has been failing for") || !strings.Contains(d, "answered 503") ||
+				!strings.Contains(d, "failover collector "+b.URL+"/in?… takes its batches") {
 				t.Errorf("degraded while failing over: %q", d)
 			}
-			var m bytes.Buffer
-			ls.WritePrometheus(&m)
-			if !regexp.MustCompile(`edgepixel_pop_log_failover_batches_total\{endpoint="j",kind="http"\} [1-9]`).Match(m.Bytes()) {
-				t.Errorf("metrics:\n%s", m.String())
+			secret("degraded", d)
+			tried := a.requests.Load()
+			writeLines(sk, "a3") // a batch of its own, within the spell
+			b.waitFor(t, 3)
+			if n := a.requests.Load(); n != tried {
+				t.Errorf("the URL was tried %d more times within primaryProbe", n-tried)
 			}
+			// (The collector has the lines before send counts them.)
+			metrics := func() string {
+				var m bytes.Buffer
+				ls.WritePrometheus(&m)
+				return m.String()
+			}
+			failovers := regexp.MustCompile(`edgepixel_pop_log_failover_batches_total\{endpoint="j",kind="http"\} ([2-9]|\d\d)`)
+			eventually(t, "2 batches failed over in the metrics", metrics, failovers.MatchString)
+
+			b.answer(func(int) int { return http.StatusServiceUnavailable })
+			writeLines(sk, "a4")
+			d = eventually(t, "a failing line", degraded, func(d string) bool { return strings.Contains(d, "deliveries failing") })
+			if strings.Contains(d, "failover collector") || strings.Count(d, "answered 503") != 2 {
+				t.Errorf("degraded while both fail: %q", d)
+			}
+			secret("degraded", d)
+
+			sk.stats().failMu.Lock()
+			sk.stats().probeEvery = time.Nanosecond
+			sk.stats().failMu.Unlock()
 			a.answer(func(int) int { return http.StatusOK })
-			writeLines(ls.Lookup("j"), "a3")
-			a.waitFor(t, 1)
-			if d := ls.Degraded(); len(d) != 0 {
-				t.Errorf("degraded once the URL takes batches again: %q", d)
+			if got := a.waitFor(t, 1); !slices.Equal(got, []string{"a4"}) {
+				t.Errorf("the URL got %q once back", got)
 			}
+			eventually(t, "no degraded line", degraded, func(d string) bool { return d == "" })
 			l := logged.String()
-			if strings.Count(l, "a failover collector takes its batches") != 1 || strings.Count(l, "takes deliveries again") != 1 || strings.Contains(l, "s3cret") {
+			if strings.Count(l, "a failover collector takes its batches") != 1 || strings.Count(l, "takes deliveries again") != 1 {
 				t.Errorf("log:\n%s", l)
 			}
+			secret("the log", l)
 		})
+	}
+}
+
+// eventually polls get until ok accepts its value, for up to 10 s, and
+// returns the value; the test fails if it never does.
+func eventually[T any](t *testing.T, what string, get func() T, ok func(T) bool) T {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v := get()
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s: last %v", what, v)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
