@@ -150,6 +150,14 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 	pu := pageurl.Normalize(page)
 	e.URL, e.Path = pu.URL, pu.Path
 	rc := referrer.Classify(referrer.Input{Referrer: ref, PageHost: pu.Host, Medium: cp.Medium, Source: cp.Source, PaidClick: cp.ClickIDs.Paid()})
+	if ref != "" {
+		// Stored as a page is, once classified: a referring URL's user
+		// information, fragment and click ids (the landing page's gclid
+		// that s.js sends as the next view's referrer) are not the
+		// visitor's to give away (a tester found a password and a
+		// gclid's value stored).
+		e.Referrer = event.Clean(pageurl.Normalize(ref).URL, event.MaxReferrerLen)
+	}
 	e.ReferrerHost = event.Clean(rc.Host, event.MaxHostLen)
 	e.Channel = rc.Channel.String()
 	e.Source = event.Clean(rc.Name, event.MaxEnumLen)

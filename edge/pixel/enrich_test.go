@@ -446,7 +446,7 @@ func TestOpenKeepsNoMailboxURL(t *testing.T) {
 		if strings.Contains(e.URL, "outlook") || strings.Contains(e.Path, "inbox") || strings.Contains(e.Referrer, "inbox") {
 			t.Errorf("%s: url %q path %q referrer %q: the mailbox URL is stored", q, e.URL, e.Path, e.Referrer)
 		}
-		if e.Referrer != "https://outlook.live.com" || e.ReferrerHost != "outlook.live.com" || e.Channel != "email" || e.Source == "" {
+		if e.Referrer != "https://outlook.live.com/" || e.ReferrerHost != "outlook.live.com" || e.Channel != "email" || e.Source == "" {
 			t.Errorf("%s: referrer %q host %q channel %q source %q, want the webmail's origin and channel email", q, e.Referrer, e.ReferrerHost, e.Channel, e.Source)
 		}
 	}
@@ -733,5 +733,18 @@ func TestBadURL(t *testing.T) {
 	}
 	if msg := dropMessage(wire.DropBadURL, 400); !strings.Contains(msg, "javascript:") {
 		t.Errorf("message %q", msg)
+	}
+}
+
+// The consent signals' names are read in any ASCII case on the pixel, as
+// a POST's JSON keys are: an opt-out written Consent=0 wins there too.
+func TestConsentNameCase(t *testing.T) {
+	for _, q := range []string{"site=a&Consent=0", "site=a&CONSENT=false", "site=a&US_Privacy=1YYN", "site=a&consent=1&Consent=0"} {
+		if e, drop := FromQuery(q, meta(), nil); drop != "" || e.Tier != "aggregate" {
+			t.Errorf("%s: tier %q (%s), drop %q", q, e.Tier, e.ConsentReason, drop)
+		}
+	}
+	if e, _ := FromQuery("site=a&Consentx=0", meta(), nil); e.Tier != "full" {
+		t.Errorf("another name: tier %q", e.Tier)
 	}
 }

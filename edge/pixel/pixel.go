@@ -347,6 +347,15 @@ func paramIndex(k string) int {
 			return i
 		}
 	}
+	// The consent signals in any ASCII case too, as a POST's JSON keys
+	// are read (encoding/json): the pixel alone ignored a tester's
+	// Consent=0, an opt-out that must win.
+	switch {
+	case strings.EqualFold(k, pixelParams[qConsent]):
+		return qConsent
+	case strings.EqualFold(k, pixelParams[qUSPrivacy]):
+		return qUSPrivacy
+	}
 	return -1
 }
 

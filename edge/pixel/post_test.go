@@ -153,8 +153,8 @@ func TestStoredStringsAreClean(t *testing.T) {
 	if drop != "" {
 		t.Fatal(drop)
 	}
-	// The page's URL is stored normalised: U+FFFD percent-encoded.
-	want := map[string]string{"site": "a\uFFFDb", "url": "https://a.com/%EF%BF%BD%EF%BF%BD", "name": "n\uFFFD\uFFFD\uFFFD", "referrer": "x\uFFFD\uFFFD", "user_agent": "UA\uFFFD\uFFFD/1"}
+	// The page's URL and the referrer are stored normalised: U+FFFD percent-encoded.
+	want := map[string]string{"site": "a\uFFFDb", "url": "https://a.com/%EF%BF%BD%EF%BF%BD", "name": "n\uFFFD\uFFFD\uFFFD", "referrer": "x%EF%BF%BD%EF%BF%BD", "user_agent": "UA\uFFFD\uFFFD/1"}
 	for i := range event.Fields {
 		f := &event.Fields[i]
 		if f.Str == nil {

@@ -95,7 +95,7 @@ var Cases = []Case{
 		Status: 200, Rows: []Row{func() Row {
 			// The Referer is the reader's mailbox: its origin alone is the
 			// referrer, and it is no page.
-			r := row("open", "", "https://mail.example", "GET")
+			r := row("open", "", "https://mail.example/", "GET")
 			r.UTMSource, r.UTMMedium, r.UTMCampaign = "newsletter", "email", "issue-42"
 			return r
 		}()}},
