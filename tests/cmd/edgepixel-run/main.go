@@ -100,6 +100,10 @@ func main() {
 	if err := checkFree(addrs); err != nil {
 		cli.Fatal(log, err)
 	}
+	popAdmin, err := popAdminAddr()
+	if err != nil {
+		cli.Fatal(log, err)
+	}
 	bin := stack.InDir(*binDir)
 	for _, p := range []string{bin.Pop, bin.Aggregator, bin.Wasm} {
 		if _, err := os.Stat(p); err != nil {
@@ -157,6 +161,9 @@ func main() {
 		cli.Fatal(log, fmt.Errorf("%w\n\nAll logs are in %s.", err, filepath.Join(absDir, "logs")))
 	}
 	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
+	if popAdmin != "" {
+		st.PopAdminURL = "http://" + popAdmin
+	}
 	if s.ClickHouse != nil {
 		st.ClickHouseHTTP = s.ClickHouse.HTTPURL
 		st.ClickHouseTCP = s.ClickHouse.TCPAddr
@@ -204,13 +211,13 @@ edgepixel is running (%[1]s).
   ingest      %[2]s   (the aggregator's public address, where POPs deliver)
   loss        curl -H "Authorization: Bearer $(cat %[7]s)" '%[5]s/api/loss?site=demo'   (hits answered vs events stored)
   logs        %[4]s
-
+%[8]s
 Put this on a page:
 
   <img src="%[3]s/p.gif?site=demo" alt="" width="1" height="1" referrerpolicy="no-referrer-when-downgrade">
 
 Try:  curl -s -o /dev/null -D - '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
-`, ready, st.AggregatorURL, st.PopURL, st.Logs, st.DashboardURL, token, flaghint.ShellQuote(token))
+`, ready, st.AggregatorURL, st.PopURL, st.Logs, st.DashboardURL, token, flaghint.ShellQuote(token), popAdminLine(st.PopAdminURL))
 	if st.ClickHouseTCP != "" {
 		sql := makeSQL(st.Dir)
 		b += fmt.Sprintf(`
@@ -389,4 +396,35 @@ func sql(args []string) int {
 	err = syscall.Exec(client, argv, os.Environ())
 	fmt.Fprintln(os.Stderr, "make sql:", err)
 	return 1
+}
+
+// popAdminAddr is the POP's admin address when EDGEPIXEL_POP_ADMIN_ADDR,
+// which the POP inherits, sets one (else ""): a port 0 is picked here, on
+// the host given, and the variable set to it, so that the banner and
+// run.json can name it as they name the other addresses (a tester found
+// it only in the POP's log).
+func popAdminAddr() (string, error) {
+	addr, ok := os.LookupEnv("EDGEPIXEL_POP_ADMIN_ADDR")
+	if !ok || addr == "" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return addr, nil // the POP checks it, and says what is wrong
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("EDGEPIXEL_POP_ADMIN_ADDR=%s: %w", addr, err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	return addr, os.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", addr)
+}
+
+// popAdminLine is the banner's line for the POP's admin address, if any.
+func popAdminLine(url string) string {
+	if url == "" {
+		return ""
+	}
+	return fmt.Sprintf("  pop admin   %s/healthz  %s/metrics\n", url, url)
 }

@@ -118,8 +118,30 @@ func TestBannerCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Dir = def
-	if b := banner(st, time.Second, ""); strings.Contains(b, "EDGEPIXEL_RUN_DIR") || !strings.Contains(b, "\n  make sql Q=") {
+	if b := banner(st, time.Second, ""); strings.Contains(b, "EDGEPIXEL_RUN_DIR") || !strings.Contains(b, "\n  make sql Q=") || strings.Contains(b, "pop admin") {
 		t.Errorf("banner for the default directory:\n%s", b)
+	}
+	st.PopAdminURL = "http://127.0.0.1:41005"
+	if b := banner(st, time.Second, ""); !strings.Contains(b, "\n  pop admin   http://127.0.0.1:41005/healthz  http://127.0.0.1:41005/metrics\n") {
+		t.Errorf("banner with the POP's admin address:\n%s", b)
+	}
+}
+
+// An EDGEPIXEL_POP_ADMIN_ADDR of port 0 is given a free port, which the
+// POP inherits and the banner names; another is left as it is.
+func TestPopAdminAddr(t *testing.T) {
+	t.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", "127.0.0.1:0")
+	addr, err := popAdminAddr()
+	if err != nil || addr == "127.0.0.1:0" || !strings.HasPrefix(addr, "127.0.0.1:") || os.Getenv("EDGEPIXEL_POP_ADMIN_ADDR") != addr {
+		t.Errorf("port 0: %q %v, env %q", addr, err, os.Getenv("EDGEPIXEL_POP_ADMIN_ADDR"))
+	}
+	t.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", "127.0.0.1:7680")
+	if addr, err := popAdminAddr(); addr != "127.0.0.1:7680" || err != nil {
+		t.Errorf("a port: %q %v", addr, err)
+	}
+	os.Unsetenv("EDGEPIXEL_POP_ADMIN_ADDR")
+	if addr, err := popAdminAddr(); addr != "" || err != nil {
+		t.Errorf("unset: %q %v", addr, err)
 	}
 }
 

@@ -18,6 +18,7 @@ type state struct {
 	AggregatorURL  string `json:"aggregator_url"`
 	DashboardURL   string `json:"dashboard_url"`
 	PopURL         string `json:"pop_url"`
+	PopAdminURL    string `json:"pop_admin_url,omitempty"`   // the POP's /healthz and /metrics, when EDGEPIXEL_POP_ADMIN_ADDR is set
 	ClickHouseHTTP string `json:"clickhouse_http,omitempty"` // http://127.0.0.1:port
 	ClickHouseTCP  string `json:"clickhouse_tcp,omitempty"`  // 127.0.0.1:port, native protocol
 	ClickHouseDB   string `json:"clickhouse_db,omitempty"`
