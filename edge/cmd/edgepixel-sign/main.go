@@ -116,7 +116,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, now time.Time
 		signed, err := pixelsign.SignURL(key, u, expiry)
 		var pu *url.URL
 		if err == nil {
-			// SignURL has parsed it: this does not fail.
+			// SignURL took it, so it parses; the check is its cip.
 			if pu, err = url.Parse(u); err == nil {
 				err = checkClient(pu)
 			}
