@@ -250,6 +250,11 @@ func parseLine(raw []byte) (line, error) {
 	// drop it (query.ParseRequest): an imported "DE " would match no
 	// filter. Before Clean, which makes a tab U+FFFD. Props are JSON,
 	// read apart (lineProps).
+	// The page and referrer are checked as sent too (urlescape.Inline
+	// reads tabs and newlines as browsers do), and again as stored
+	// below: Clean makes a control character in "java\tscript:" U+FFFD,
+	// which a tester's import then stored, where the edge drops it.
+	badURL := urlescape.Inline(l.URL) || urlescape.Inline(l.Referrer)
 	for i := range event.Fields {
 		if f := &event.Fields[i]; f.Str != nil && f.JSON != "props" {
 			p := f.Str(&l.Event)
@@ -275,7 +280,7 @@ func parseLine(raw []byte) (line, error) {
 	if err != nil {
 		return bad(ReasonBadTime, err)
 	}
-	if urlescape.Inline(l.URL) || urlescape.Inline(l.Referrer) {
+	if badURL || urlescape.Inline(l.URL) || urlescape.Inline(l.Referrer) {
 		return bad(ReasonBadURL, errors.New("url or referrer is a javascript:, vbscript: or data: URL, which names no page"))
 	}
 	props, err := lineProps(l.Props)

@@ -281,7 +281,11 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 	for rest := u.RawQuery; rest != ""; {
 		var pair string
 		pair, rest, _ = strings.Cut(rest, "&")
-		if k, v, _ := strings.Cut(pair, "="); k == "failover" && strings.Contains(v, "?") {
+		k, v, _ := strings.Cut(pair, "=")
+		if name, err := url.QueryUnescape(k); err == nil {
+			k = name // fail%6Fver is a failover too (a tester's)
+		}
+		if k == "failover" && strings.Contains(v, "?") {
 			return fmt.Errorf("failover=%s: its '?' is not percent-encoded, so its own query would end at its first '&' and the parameters after it would be this endpoint's, sent to %s: percent-encode the whole failover URL (url.QueryEscape; ? as %%3F, & as %%26, = as %%3D)",
 				quoteRedacted(v), redact.URL(u.Scheme+"://"+u.Host+u.Path))
 		}
@@ -354,16 +358,19 @@ type sinkStats struct {
 	failingSince time.Time
 	lastErr      error
 
-	// HTTP with failover: since when the endpoint's URL has failed while
-	// a failover collector took its batches (zero: the URL took the last
-	// batch, or none has failed over), its last error, the collector
-	// that took the batch, and when the URL was last tried (see
-	// primaryDue); probeEvery, if not zero, replaces primaryProbe (tests).
-	primarySince time.Time
-	primaryErr   error
-	primaryVia   string
-	primaryTried time.Time
-	probeEvery   time.Duration
+	// HTTP with failover: since when a failover collector has taken the
+	// endpoint's batches (a spell; zero: none, or the URL took the last
+	// batch) and how many it had taken before; since when the URL has
+	// failed (zero: it took the last batch), its last error and when it
+	// was last tried (see primaryDue); the collector that took the last
+	// batch; probeEvery, if not zero, replaces primaryProbe (tests).
+	primarySince     time.Time
+	spellBase        uint64
+	primaryFailSince time.Time
+	primaryErr       error
+	primaryTried     time.Time
+	primaryVia       string
+	probeEvery       time.Duration
 
 	// Disk queue: since when it cannot write (zero: it writes), and why.
 	// Apart from the above, which a delivery of older lines clears.
@@ -411,26 +418,39 @@ func (st *sinkStats) deliveryOK() {
 // primaryProbe is how often, while a failover collector takes an
 // endpoint's batches, a batch tries the endpoint's URL first: the
 // batches between go straight to the failover, so that a URL that takes
-// a connection and never answers costs one batch its 30 s in each
-// primaryProbe, not every batch (a tester's batches went one per 30 s).
-const primaryProbe = 30 * time.Second
+// a connection and never answers holds the deliveries (one batch at a
+// time) for probeTimeout in each primaryProbe, not every batch for 30 s
+// (a tester's batches went one per 30 s).
+const (
+	primaryProbe = 30 * time.Second
+	probeTimeout = 10 * time.Second
+	sendTimeout  = 30 * time.Second
+)
 
 // primaryDue reports whether a batch should try the endpoint's URL
-// before its failovers: always, unless a failover took the batches
-// since the URL last failed, less than primaryProbe ago.
-func (st *sinkStats) primaryDue(now time.Time) bool {
+// before its failovers, and within what time: always, within
+// sendTimeout, unless a failover took the batches since the URL last
+// failed; then once primaryProbe has passed since its last try, within
+// probeTimeout.
+func (st *sinkStats) primaryDue(now time.Time) (due bool, timeout time.Duration) {
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
+	if st.primarySince.IsZero() {
+		return true, sendTimeout
+	}
 	every := st.probeEvery
 	if every == 0 {
 		every = primaryProbe
 	}
-	return st.primarySince.IsZero() || now.Sub(st.primaryTried) >= every
+	return now.Sub(st.primaryTried) >= every, probeTimeout
 }
 
 // primaryFailedAt records a failed try of the endpoint's URL.
 func (st *sinkStats) primaryFailedAt(now time.Time, err error) {
 	st.failMu.Lock()
+	if st.primaryFailSince.IsZero() {
+		st.primaryFailSince = now
+	}
 	st.primaryTried = now
 	st.primaryErr = err
 	st.failMu.Unlock()
@@ -439,31 +459,40 @@ func (st *sinkStats) primaryFailedAt(now time.Time, err error) {
 // failedOver records that failover collector via took a batch the URL
 // did not; it reports whether this began a spell.
 func (st *sinkStats) failedOver(via string) (began bool) {
-	st.failovers.Add(1)
+	n := st.failovers.Add(1)
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
 	began = st.primarySince.IsZero()
 	if began {
-		st.primarySince = time.Now()
+		st.primarySince, st.spellBase = time.Now(), n-1
 	}
 	st.primaryVia = via
 	return began
 }
 
 // primaryOK records that the endpoint's URL took a batch; it returns
-// when a spell of failedOver it ended began (zero: none).
-func (st *sinkStats) primaryOK() (spell time.Time) {
+// since when it had failed, if a spell of failedOver ended (zero: none).
+func (st *sinkStats) primaryOK() (failedSince time.Time) {
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
-	spell = st.primarySince
-	st.primarySince, st.primaryErr, st.primaryVia = time.Time{}, nil, ""
-	return spell
+	if !st.primarySince.IsZero() {
+		failedSince = st.primaryFailSince
+	}
+	st.primarySince, st.primaryFailSince, st.primaryErr, st.primaryVia = time.Time{}, time.Time{}, nil, ""
+	return failedSince
 }
 
-func (st *sinkStats) primaryFailing() (since time.Time, via string, err error) {
+// primaryFailing describes a spell of failedOver, if one is on (since
+// is zero if not): since when the URL has failed, the collector that
+// took the last batch, how many batches failovers took in the spell,
+// and the URL's last error.
+func (st *sinkStats) primaryFailing() (since time.Time, via string, batches uint64, err error) {
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
-	return st.primarySince, st.primaryVia, st.primaryErr
+	if st.primarySince.IsZero() {
+		return time.Time{}, "", 0, st.primaryErr
+	}
+	return st.primaryFailSince, st.primaryVia, st.failovers.Load() - st.spellBase, st.primaryErr
 }
 
 func (st *sinkStats) failing() (since time.Time, err error) {
@@ -619,9 +648,9 @@ func (ls *Set) Degraded() []string {
 			// Deliveries succeed, but perhaps only through a failover
 			// collector: the endpoint has lost its spare, which nothing
 			// else shows (a tester's primary was down unseen).
-			if since, via, err := st.primaryFailing(); !since.IsZero() {
+			if since, via, n, err := st.primaryFailing(); !since.IsZero() {
 				out = append(out, fmt.Sprintf("log endpoint %s: its URL has been failing for %s (%v); failover collector %s takes its batches (%d so far)",
-					st.label, time.Since(since).Round(time.Second), err, via, st.failovers.Load()))
+					st.label, time.Since(since).Round(time.Second), err, via, n))
 			}
 			continue
 		}
@@ -652,7 +681,7 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 			func(st *sinkStats) int64 { return int64(st.dropped.Load()) }},
 		{"edgepixel_pop_log_batches_total", "counter", "Batches an HTTP log endpoint delivered.", true,
 			func(st *sinkStats) int64 { return int64(st.requests.Load()) }},
-		{"edgepixel_pop_log_send_failures_total", "counter", "Failed delivery attempts of an HTTP log endpoint (each retry counts).", true,
+		{"edgepixel_pop_log_send_failures_total", "counter", "Failed delivery attempts of an HTTP log endpoint (each retry counts; a batch a failover collector took is delivered: see edgepixel_pop_log_failover_batches_total).", true,
 			func(st *sinkStats) int64 { return int64(st.failures.Load()) }},
 		{"edgepixel_pop_log_failover_batches_total", "counter", "Batches of an HTTP log endpoint that its URL did not take and a failover collector did.", true,
 			func(st *sinkStats) int64 { return int64(st.failovers.Load()) }},
@@ -1092,26 +1121,29 @@ func (s *httpSink) post(ctx context.Context, body []byte) (retry bool, err error
 
 // send POSTs body to ep.URL and, while the answer is one that may be
 // temporary, to each of ep.Failover in turn until one takes it, each
-// request within 30 s. It returns the answer that decided: retry says
+// request within sendTimeout. It returns the answer that decided: retry says
 // whether the failure may be temporary (always, once the URL's was),
 // status is the last HTTP status (0: no answer). A batch a failover
 // collector took is delivered, but the endpoint has lost its spare: st
 // records it (Degraded, metrics) and log says when such a spell begins
-// and ends. While it lasts the URL is tried first once per primaryProbe
-// (and last, should every failover fail too).
+// and ends. While it lasts the URL is tried first once per primaryProbe,
+// within probeTimeout (and last, should every failover fail too).
 func send(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkStats, log *slog.Logger, body []byte) (retry bool, status int, err error) {
-	tried := len(ep.Failover) == 0 || st.primaryDue(time.Now())
+	tried, timeout := true, sendTimeout
+	if len(ep.Failover) > 0 {
+		tried, timeout = st.primaryDue(time.Now())
+	}
 	if tried {
-		if retry, status, err = primary(ctx, client, ep, st, log, body); err == nil || !retry || len(ep.Failover) == 0 {
+		if retry, status, err = primary(ctx, client, ep, st, log, body, timeout); err == nil || !retry || len(ep.Failover) == 0 {
 			return retry, status, err
 		}
 	}
 	var last error
 	for _, u := range ep.Failover {
 		var e error
-		if _, status, e = sendTo(ctx, client, ep, u, body); e == nil {
+		if _, status, e = sendTo(ctx, client, ep, u, body, sendTimeout); e == nil {
 			if via := redact.URL(u); st.failedOver(via) {
-				_, _, first := st.primaryFailing()
+				_, _, _, first := st.primaryFailing()
 				log.Warn("log endpoint: its URL fails; a failover collector takes its batches", "endpoint", ep.Name, "failover", via, "err", first)
 			}
 			return false, status, nil
@@ -1119,19 +1151,19 @@ func send(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkStats,
 		last = e
 	}
 	if !tried {
-		if retry, status, err = primary(ctx, client, ep, st, log, body); err == nil {
+		if retry, status, err = primary(ctx, client, ep, st, log, body, probeTimeout); err == nil {
 			return retry, status, err
 		}
 	}
-	if _, _, first := st.primaryFailing(); first != nil {
+	if _, _, _, first := st.primaryFailing(); first != nil {
 		return true, status, fmt.Errorf("%v; failover: %w", first, last)
 	}
 	return true, status, last
 }
 
-// primary is send's try of the endpoint's URL.
-func primary(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkStats, log *slog.Logger, body []byte) (retry bool, status int, err error) {
-	retry, status, err = sendTo(ctx, client, ep, ep.URL, body)
+// primary is send's try of the endpoint's URL, within timeout.
+func primary(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkStats, log *slog.Logger, body []byte, timeout time.Duration) (retry bool, status int, err error) {
+	retry, status, err = sendTo(ctx, client, ep, ep.URL, body, timeout)
 	if err != nil {
 		st.primaryFailedAt(time.Now(), err)
 		return retry, status, err
@@ -1142,8 +1174,9 @@ func primary(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkSta
 	return retry, status, nil
 }
 
-func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, target string, body []byte) (retry bool, status int, err error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// sendTo POSTs body to target, within timeout.
+func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, target string, body []byte, timeout time.Duration) (retry bool, status int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {

@@ -320,7 +320,7 @@ func TestParseLogEndpointRedacts(t *testing.T) {
 	}
 	// A failover URL's raw '?' is refused, saying to encode it, whether
 	// or not parameters follow: its first '&' would end it.
-	for _, raw := range []string{"a=https://collector/in?failover=https://b/in?region=eu&dd-api-key=k", "a=https://collector/in?period=1s&failover=https://b/?x"} {
+	for _, raw := range []string{"a=https://collector/in?failover=https://b/in?region=eu&dd-api-key=k", "a=https://collector/in?period=1s&failover=https://b/?x", "a=https://collector/in?fail%6Fver=https://b/in?v=1&api_key=k"} {
 		if _, err := ParseEndpoint(raw); err == nil || !strings.Contains(err.Error(), "percent-encode the whole failover URL") || !strings.Contains(err.Error(), "sent to https://collector/in") {
 			t.Errorf("%s: %v", raw, err)
 		}
@@ -331,7 +331,7 @@ func TestParseLogEndpointRedacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := sendTo(context.Background(), http.DefaultClient, &ep, ep.URL, nil); err == nil || strings.Contains(err.Error(), "s3cret") {
+	if _, _, err := sendTo(context.Background(), http.DefaultClient, &ep, ep.URL, nil, sendTimeout); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("a failed delivery: %v, want an error without the token", err)
 	}
 }

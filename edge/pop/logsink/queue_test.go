@@ -276,6 +276,12 @@ func TestFailoverIsShown(t *testing.T) {
 				t.Errorf("log:\n%s", l)
 			}
 			secret("the log", l)
+
+			// A new spell counts its own batches.
+			a.answer(func(int) int { return http.StatusServiceUnavailable })
+			b.answer(func(int) int { return http.StatusOK })
+			writeLines(sk, "a5")
+			eventually(t, "a new spell's line", degraded, func(d string) bool { return strings.Contains(d, "takes its batches (1 so far)") })
 		})
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -416,7 +417,8 @@ func popAdminAddr() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("EDGEPIXEL_POP_ADMIN_ADDR=%s: %w", addr, err)
 	}
-	addr = l.Addr().String()
+	// The host as given: the listener names 0.0.0.0 as [::].
+	addr = net.JoinHostPort(host, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 	l.Close()
 	return addr, os.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", addr)
 }

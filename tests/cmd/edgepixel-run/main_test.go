@@ -135,6 +135,10 @@ func TestPopAdminAddr(t *testing.T) {
 	if err != nil || addr == "127.0.0.1:0" || !strings.HasPrefix(addr, "127.0.0.1:") || os.Getenv("EDGEPIXEL_POP_ADMIN_ADDR") != addr {
 		t.Errorf("port 0: %q %v, env %q", addr, err, os.Getenv("EDGEPIXEL_POP_ADMIN_ADDR"))
 	}
+	t.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", "0.0.0.0:0")
+	if addr, err := popAdminAddr(); err != nil || !strings.HasPrefix(addr, "0.0.0.0:") || addr == "0.0.0.0:0" {
+		t.Errorf("0.0.0.0:0: %q %v", addr, err)
+	}
 	t.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", "127.0.0.1:7680")
 	if addr, err := popAdminAddr(); addr != "127.0.0.1:7680" || err != nil {
 		t.Errorf("a port: %q %v", addr, err)
