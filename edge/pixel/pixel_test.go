@@ -214,20 +214,24 @@ func FuzzPixelQuery(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	f.Add("Consent=0&US_PRIVACY=1YYN&%43onsent=1")
 	var room []byte
 	f.Fuzz(func(t *testing.T, raw string) {
+		// The consent signals' names count in any case (paramIndex):
+		// the references read them so spelt.
+		folded := foldConsentNames(raw)
 		for range 2 {
 			var q pixelQuery
 			q.parse(raw, &room)
 			for i, name := range pixelParams {
-				if got, want := q.value(i), queryValue(raw, name); got != want {
+				if got, want := q.value(i), queryValue(folded, name); got != want {
 					t.Fatalf("%q: %s = %q, queryValue %q", raw, name, got, want)
 				}
 			}
 			// The consent signals take every well-formed pair: an
 			// opt-out in any wins.
 			var want privacy.Signals
-			all, _ := url.ParseQuery(raw)
+			all, _ := url.ParseQuery(folded)
 			for _, v := range all["consent"] {
 				want.AddConsent(v)
 			}
@@ -239,6 +243,29 @@ func FuzzPixelQuery(f *testing.F) {
 			}
 		}
 	})
+}
+
+// foldConsentNames is raw with each pair's name that is consent or
+// us_privacy in another letter case (once unescaped) written in lower
+// case, the rest as it was.
+func foldConsentNames(raw string) string {
+	pairs := strings.Split(raw, "&")
+	for i, pair := range pairs {
+		k, v, eq := strings.Cut(pair, "=")
+		name, err := url.QueryUnescape(k)
+		if err != nil {
+			continue
+		}
+		for _, canon := range []string{"consent", "us_privacy"} {
+			if strings.EqualFold(name, canon) {
+				pairs[i] = canon
+				if eq {
+					pairs[i] += "=" + v
+				}
+			}
+		}
+	}
+	return strings.Join(pairs, "&")
 }
 
 func TestIsParam(t *testing.T) {
