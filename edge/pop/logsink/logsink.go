@@ -358,13 +358,13 @@ type sinkStats struct {
 	failingSince time.Time
 	lastErr      error
 
-	// HTTP with failover: since when a failover collector has taken the
-	// endpoint's batches (a spell; zero: none, or the URL took the last
-	// batch) and how many it had taken before; since when the URL has
+	// HTTP with failover: whether a failover collector has taken the
+	// endpoint's batches since the URL last took one (a spell), and how
+	// many they had taken before it began; since when the URL has
 	// failed (zero: it took the last batch), its last error and when it
 	// was last tried (see primaryDue); the collector that took the last
 	// batch; probeEvery, if not zero, replaces primaryProbe (tests).
-	primarySince     time.Time
+	inSpell          bool
 	spellBase        uint64
 	primaryFailSince time.Time
 	primaryErr       error
@@ -435,7 +435,7 @@ const (
 func (st *sinkStats) primaryDue(now time.Time) (due bool, timeout time.Duration) {
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
-	if st.primarySince.IsZero() {
+	if !st.inSpell {
 		return true, sendTimeout
 	}
 	every := st.probeEvery
@@ -462,9 +462,9 @@ func (st *sinkStats) failedOver(via string) (began bool) {
 	n := st.failovers.Add(1)
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
-	began = st.primarySince.IsZero()
+	began = !st.inSpell
 	if began {
-		st.primarySince, st.spellBase = time.Now(), n-1
+		st.inSpell, st.spellBase = true, n-1
 	}
 	st.primaryVia = via
 	return began
@@ -475,10 +475,10 @@ func (st *sinkStats) failedOver(via string) (began bool) {
 func (st *sinkStats) primaryOK() (failedSince time.Time) {
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
-	if !st.primarySince.IsZero() {
+	if st.inSpell {
 		failedSince = st.primaryFailSince
 	}
-	st.primarySince, st.primaryFailSince, st.primaryErr, st.primaryVia = time.Time{}, time.Time{}, nil, ""
+	st.inSpell, st.primaryFailSince, st.primaryErr, st.primaryVia = false, time.Time{}, nil, ""
 	return failedSince
 }
 
@@ -489,7 +489,7 @@ func (st *sinkStats) primaryOK() (failedSince time.Time) {
 func (st *sinkStats) primaryFailing() (since time.Time, via string, batches uint64, err error) {
 	st.failMu.Lock()
 	defer st.failMu.Unlock()
-	if st.primarySince.IsZero() {
+	if !st.inSpell {
 		return time.Time{}, "", 0, st.primaryErr
 	}
 	return st.primaryFailSince, st.primaryVia, st.failovers.Load() - st.spellBase, st.primaryErr
