@@ -20,9 +20,10 @@ const Hidden = "xxxxx"
 // URL returns s as scheme://host/path, the parts a message about a URL
 // needs (where it goes), with what may hold a secret hidden: a password
 // in the user information as Hidden (a user alone is taken for a token,
-// and hidden too), and a query or fragment, whatever its parameters'
-// names, as "?…" or "#…". A value that does not parse as a URL with a
-// scheme and host is Cut.
+// and hidden too), a path segment that looks like a token (see Path),
+// and a query or fragment, whatever its parameters' names, as "?…" or
+// "#…". A value that does not parse as a URL with a scheme and host is
+// Cut.
 func URL(s string) string {
 	u, err := url.Parse(s)
 	// A password with a '/' in it (u:123/ss@h) parses as a host, a port
@@ -38,7 +39,7 @@ func URL(s string) string {
 			out += Hidden + "@"
 		}
 	}
-	out += u.Host + u.EscapedPath()
+	out += u.Host + Path(u.EscapedPath())
 	if u.RawQuery != "" || u.ForceQuery {
 		out += "?…"
 	}
@@ -50,18 +51,71 @@ func URL(s string) string {
 
 // Cut returns s up to the first character that may begin a secret (a
 // ':' after the scheme's "//", '@', '?', '#', '&', '=', a blank), with
-// "…" where it was cut: for a value that is not a URL, such as a header
+// "…" where it was cut, and its path spelled by Path: for a value that
+// is not a URL, such as a header
 // "Authorization Bearer TOKEN" missing its colon.
 func Cut(s string) string {
 	rest := s
 	if _, after, ok := strings.Cut(s, "://"); ok {
 		rest = after
 	}
-	i := strings.IndexAny(rest, ":@?#&= \t")
-	if i < 0 {
-		return s
+	scheme := s[:len(s)-len(rest)]
+	cut := ""
+	if i := strings.IndexAny(rest, ":@?#&= \t"); i >= 0 {
+		rest, cut = rest[:i], "…"
 	}
-	return s[:len(s)-len(rest)+i] + "…"
+	// The host is kept (it may look like a token:
+	// endpoint1.collection.example.com); the path after it is spelled
+	// by Path, and so is a value that is not a URL, such as a bare path.
+	host := ""
+	if scheme != "" {
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			host, rest = rest[:j], rest[j:]
+		} else {
+			host, rest = rest, ""
+		}
+	}
+	return scheme + host + Path(rest) + cut
+}
+
+// Path returns an escaped URL path (or anything split by '/') with each
+// segment that looks like a token as Hidden: 16 characters or more of
+// letters, digits and "-._~%+=", with at least one letter and one
+// digit. Collectors that take their token in the path rather than a
+// header or the query (Sumo Logic's HTTP sources, Loggly's bulk
+// endpoint, Slack's and Discord's webhooks) would otherwise show it in
+// every message naming them; a word-like segment (/ingest/ndjson,
+// /api/v2/logs) is kept.
+func Path(p string) string {
+	if !strings.ContainsAny(p, "0123456789") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		if tokenLike(seg) {
+			segs[i] = Hidden
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+func tokenLike(seg string) bool {
+	if len(seg) < 16 {
+		return false
+	}
+	letter, digit := false, false
+	for _, c := range []byte(seg) {
+		switch {
+		case c >= '0' && c <= '9':
+			digit = true
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			letter = true
+		case strings.IndexByte("-._~%+=", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return letter && digit
 }
 
 // Error returns err with the URL of the *url.Error in its chain, if

@@ -27,6 +27,16 @@ func TestURL(t *testing.T) {
 		"/var/lib/edgepixel":                             "/var/lib/edgepixel",
 		"native://default:s3cret@[::1]:9000/?secure=yes": "native://default:xxxxx@[::1]:9000/?…",
 		"https://u:p%40ss%2Fs3cret@h/":                   "https://u:xxxxx@h/",
+		// Tokens in the path: Sumo Logic, Loggly, Slack, Discord.
+		"https://endpoint1.collection.sumologic.com/receiver/v1/http/ZaVnC4dhaV3s3cret0K9mZ4xqP_w==": "https://endpoint1.collection.sumologic.com/receiver/v1/http/xxxxx",
+		"https://logs-01.loggly.com/bulk/8c1b2e3f-s3cre-4a5b-9c8d-0e1f2a3b4c5d/tag/http/":            "https://logs-01.loggly.com/bulk/xxxxx/tag/http/",
+		"https://hooks.slack.com/services/T0001/B0002/XXs3cretXX1234567890":                          "https://hooks.slack.com/services/T0001/B0002/xxxxx",
+		"https://discord.com/api/webhooks/123456789012345678/abcDEF-s3cret_0123456789":               "https://discord.com/api/webhooks/123456789012345678/xxxxx",
+		"https://collector/ingest/ndjson":                                                            "https://collector/ingest/ndjson",
+		"https://collector/api/v2/logs":                                                              "https://collector/api/v2/logs",
+		"https://collector/bulk/s3cretAAAA1234567?x=1":                                               "https://collector/bulk/xxxxx?…",
+		"https://collector/in%zz/s3cretAAAA1234567?token=s3cret":                                     "https://collector/in%zz/xxxxx…",
+		"https://collector/in%zz/s3cretAAAA1234567":                                                  "https://collector/in%zz/xxxxx",
 	} {
 		if got := URL(in); got != want || strings.Contains(got, "s3cret") {
 			t.Errorf("URL(%q) = %q, want %q", in, got, want)
