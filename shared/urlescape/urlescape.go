@@ -18,6 +18,8 @@
 package urlescape
 
 import (
+	"iter"
+	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -238,4 +240,26 @@ func schemeIs(s, scheme string) bool {
 		j++
 	}
 	return j == len(scheme)
+}
+
+// Params yields each name=value pair of a raw query in order, split at
+// '&' as a form-encoded query is (WHATWG URL, application/x-www-form-
+// urlencoded parsing): the name unescaped (as written if it does not
+// unescape, so that fail%6Fver is read as failover) and the value as
+// written, so a caller can see what was not percent-encoded in it (a
+// raw '?' of a URL given as a parameter's value).
+func Params(rawQuery string) iter.Seq2[string, string] {
+	return func(yield func(name, value string) bool) {
+		for rest := rawQuery; rest != ""; {
+			var pair string
+			pair, rest, _ = strings.Cut(rest, "&")
+			k, v, _ := strings.Cut(pair, "=")
+			if name, err := url.QueryUnescape(k); err == nil {
+				k = name
+			}
+			if !yield(k, v) {
+				return
+			}
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package urlescape
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -154,4 +155,18 @@ func FuzzInline(f *testing.F) {
 			t.Fatalf("Inline(%q) = %v, want %v", s, got, want)
 		}
 	})
+}
+
+func TestParams(t *testing.T) {
+	var got []string
+	for k, v := range Params("fail%6Fver=https://c/in?a=1&b&=x&%zz=2;c=3&") {
+		got = append(got, k+"|"+v)
+	}
+	want := []string{"failover|https://c/in?a=1", "b|", "|x", "%zz|2;c=3"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Params = %q, want %q", got, want)
+	}
+	for range Params("a=1&b=2") {
+		break // stopping early must not panic
+	}
 }

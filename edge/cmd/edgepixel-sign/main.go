@@ -25,6 +25,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
 const usage = `usage: edgepixel-sign [flags] [URL...]
@@ -197,13 +198,7 @@ func urlHint(u string, err error) string {
 func urlWarnings(pu *url.URL) []string {
 	var after []string
 	open := false // after a url= whose value has a raw '?'
-	for rest := pu.RawQuery; rest != ""; {
-		var pair string
-		pair, rest, _ = strings.Cut(rest, "&")
-		k, v, _ := strings.Cut(pair, "=")
-		if name, err := url.QueryUnescape(k); err == nil {
-			k = name
-		}
+	for k, v := range urlescape.Params(pu.RawQuery) {
 		switch {
 		case k == "url" && !open:
 			open = strings.ContainsAny(v, "?")

@@ -63,6 +63,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/shared/redact"
 	"github.com/edgepixel/edgepixel/shared/tokenfile"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
 // Kinds of log endpoint destination.
@@ -278,13 +279,8 @@ func (ep *Endpoint) parseHTTP(dest string) error {
 	// first '&': what followed became this endpoint's parameters, sent
 	// to its URL (a tester's failover collector's API key went to the
 	// first collector), so it must be percent-encoded whole.
-	for rest := u.RawQuery; rest != ""; {
-		var pair string
-		pair, rest, _ = strings.Cut(rest, "&")
-		k, v, _ := strings.Cut(pair, "=")
-		if name, err := url.QueryUnescape(k); err == nil {
-			k = name // fail%6Fver is a failover too (a tester's)
-		}
+	// (fail%6Fver is a failover too: a tester's.)
+	for k, v := range urlescape.Params(u.RawQuery) {
 		if k == "failover" && strings.Contains(v, "?") {
 			return fmt.Errorf("failover=%s: its '?' is not percent-encoded, so its own query would end at its first '&' and the parameters after it would be this endpoint's, sent to %s: percent-encode the whole failover URL (url.QueryEscape; ? as %%3F, & as %%26, = as %%3D)",
 				quoteRedacted(v), redact.URL(u.Scheme+"://"+u.Host+u.Path))
