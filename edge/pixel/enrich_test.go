@@ -695,6 +695,32 @@ func TestBadJSONCountedForItsSite(t *testing.T) {
 	}
 }
 
+// A body refused for one event's own values is counted for that event's
+// site, not the body's first.
+func TestEventDropCountedForItsSite(t *testing.T) {
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Hour, MaxBuffered: 100}
+	m := meta()
+	big := `{"k":"` + strings.Repeat("x", 5000) + `"}`
+	for _, c := range []struct{ body, site, drop string }{
+		{`[{"site":"ok1"},{"site":"ev2","url":"javascript:alert(1)"}]`, "ev2", wire.DropBadURL},
+		{`[{"site":"ok1"},{"site":"ev3","props":` + big + `}]`, "ev3", wire.DropPropsTooLarge},
+		{`[{"site":"ok1"},{"site":"ev4","event_id":"nope"}]`, "ev4", wire.DropBadEventID},
+	} {
+		post := Hit{Method: "POST", Path: PathPost, Meta: func() *Meta { return m },
+			Body: func(int) ([]byte, error) { return []byte(c.body), nil }}
+		var resp Response
+		if Serve(&post, nil, b, m.Now, &resp); resp.Drop != c.drop {
+			t.Errorf("%.60s: %d %q, want %s", c.body, resp.Status, resp.Drop, c.drop)
+		}
+		if sc := b.Counts.sites[c.site]; sc == nil || sc.Hits != 1 || len(sc.Drops) != 1 || sc.Drops[0].Reason != c.drop {
+			t.Errorf("%.60s: %q's counts %+v, want its %s", c.body, c.site, sc, c.drop)
+		}
+	}
+	if sc := b.Counts.sites["ok1"]; sc != nil {
+		t.Errorf("counted for the first event's site: %+v", sc)
+	}
+}
+
 // A page or referrer that is code or content (urlescape.Inline) is
 // dropped as bad_url on both paths, also when the page is the Referer
 // header the pixel and the POST default to, and when white space that

@@ -112,7 +112,8 @@ type refusal struct {
 	// refused the body (unknown_site, a sign=reject site's unsigned,
 	// bad_pixel_signature and expired_pixel, and origin_not_allowed in
 	// servePost), since a mixed body's first site may have let it
-	// through; else the first event's, also for a body of JSON that
+	// through, or whose event's own values did (bad_url,
+	// props_too_large, bad_event_id); else the first event's, also for a body of JSON that
 	// did not decode (a value of the wrong type). "" when the body is
 	// not JSON or has no site (Serve then counts it for the URL's site).
 	site string
@@ -204,6 +205,9 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	out := make([]event.Event, 0, len(posted))
 	for i := range posted {
 		p := &posted[i]
+		// A drop for one event's own values (below) is counted for its
+		// site, not the body's first (a reviewer's finding).
+		why.site = cleanSite(p.Site)
 		props, err := event.CleanProps(p.Props)
 		switch {
 		case errors.Is(err, event.ErrPropsTooLarge):
