@@ -250,11 +250,11 @@ func parseLine(raw []byte) (line, error) {
 	// drop it (query.ParseRequest): an imported "DE " would match no
 	// filter. Before Clean, which makes a tab U+FFFD. Props are JSON,
 	// read apart (lineProps).
-	// The page and referrer are checked as sent too (urlescape.Inline
+	// The page and referrer are checked as sent too (urlescape.NoPage
 	// reads tabs and newlines as browsers do), and again as stored
 	// below: Clean makes a control character in "java\tscript:" U+FFFD,
 	// which a tester's import then stored, where the edge drops it.
-	badURL := urlescape.Inline(l.URL) || urlescape.Inline(l.Referrer)
+	badURL := urlescape.NoPage(l.URL) || urlescape.NoPage(l.Referrer)
 	for i := range event.Fields {
 		if f := &event.Fields[i]; f.Str != nil && f.JSON != "props" {
 			p := f.Str(&l.Event)
@@ -280,8 +280,8 @@ func parseLine(raw []byte) (line, error) {
 	if err != nil {
 		return bad(ReasonBadTime, err)
 	}
-	if badURL || urlescape.Inline(l.URL) || urlescape.Inline(l.Referrer) {
-		return bad(ReasonBadURL, errors.New("url or referrer is a javascript:, vbscript: or data: URL, which names no page"))
+	if badURL || urlescape.NoPage(l.URL) || urlescape.NoPage(l.Referrer) {
+		return bad(ReasonBadURL, errors.New("url or referrer is a "+urlescape.NoPageSchemes+" URL, which names no web page"))
 	}
 	props, err := lineProps(l.Props)
 	if err != nil {

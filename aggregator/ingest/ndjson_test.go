@@ -157,6 +157,7 @@ func TestParseLine(t *testing.T) {
 		{`{"ts_ms":1750000000123,"site":"demo","url":5}`, ReasonInvalidEvent, "demo"},
 		{`{"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":1750000000123,"site":"demo","url":"javascript:alert(1)"}`, ReasonBadURL, "demo"},
+		{`{"ts_ms":1750000000123,"site":"demo","url":"mailto:alice@example.com"}`, ReasonBadURL, "demo"},
 		{`{"ts_ms":1750000000123,"site":"demo","referrer":"\u00a0Data:text/html,x"}`, ReasonBadURL, "demo"},
 		{`{"ts_ms":1750000000123,"site":"demo","url":"java\tscript:alert(1)"}`, ReasonBadURL, "demo"},
 		{`{"ts_ms":1750000000123,"site":"demo","referrer":"\u0001 javascript:x"}`, ReasonBadURL, "demo"},

@@ -721,7 +721,7 @@ func TestEventDropCountedForItsSite(t *testing.T) {
 	}
 }
 
-// A page or referrer that is code or content (urlescape.Inline) is
+// A page or referrer that names no web page (urlescape.NoPage) is
 // dropped as bad_url on both paths, also when the page is the Referer
 // header the pixel and the POST default to, and when white space that
 // the normalisation drops hides the scheme.
@@ -735,6 +735,9 @@ func TestBadURL(t *testing.T) {
 		{"site=a&url=%C2%A0javascript%3Aalert(1)", meta()},
 		{"site=a&url=https%3A%2F%2Fa%2F&ref=DATA%3A%2Cx", meta()},
 		{"site=a", refMeta("javascript:alert(1)")},
+		{"site=a&url=file%3A%2F%2F%2FUsers%2Falice%2Fsaved.html", meta()},
+		{"site=a&url=mailto%3Aalice%40example.com", meta()},
+		{"site=a&url=about%3Ablank", meta()},
 	} {
 		if e, drop := FromQuery(tc.q, tc.m, nil); drop != wire.DropBadURL || e.URL != "" {
 			t.Errorf("pixel %s (Referer %q): drop %q url %q", tc.q, tc.m.Referer, drop, e.URL)
@@ -752,12 +755,13 @@ func TestBadURL(t *testing.T) {
 		{`{"site":"a","referrer":"vbscript:x"}`, meta()},
 		{`{"site":"a","ref":" data:,x"}`, meta()},
 		{`{"site":"a"}`, refMeta("JavaScript:x")},
+		{`{"site":"a","url":"file:///C:/Users/alice/saved.html"}`, meta()},
 	} {
 		if evs, drop := FromJSON([]byte(tc.body), "", "", tc.m, nil); drop != wire.DropBadURL || len(evs) != 0 {
 			t.Errorf("POST %s (Referer %q): drop %q, %d events", tc.body, tc.m.Referer, drop, len(evs))
 		}
 	}
-	if msg := dropMessage(wire.DropBadURL, 400); !strings.Contains(msg, "javascript:") {
+	if msg := dropMessage(wire.DropBadURL, 400); !strings.Contains(msg, "javascript:") || !strings.Contains(msg, "file:") {
 		t.Errorf("message %q", msg)
 	}
 }

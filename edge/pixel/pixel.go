@@ -187,7 +187,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	if page == "" && !p.open {
 		page = m.Referer
 	}
-	if urlescape.Inline(page) || urlescape.Inline(ref) {
+	if urlescape.NoPage(page) || urlescape.NoPage(ref) {
 		return "", wire.DropBadURL
 	}
 	*e = base(m)

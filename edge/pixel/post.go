@@ -224,7 +224,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		if page == "" {
 			page = m.Referer
 		}
-		if urlescape.Inline(page) || urlescape.Inline(ref) {
+		if urlescape.NoPage(page) || urlescape.NoPage(ref) {
 			return nil, nil, wire.DropBadURL
 		}
 		e.Site = cleanSite(p.Site)

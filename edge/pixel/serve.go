@@ -11,6 +11,7 @@ import (
 	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/shared/etag"
 	"github.com/edgepixel/edgepixel/shared/event"
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -436,7 +437,7 @@ func dropMessage(reason string, status int) string {
 		// POST as for the pixel: only site is required.
 		return "the body must be one JSON event object or an array of them: a site string; optional name (default \"pageview\"), url (default the Referer header), ref, event_id strings and a props object"
 	case wire.DropBadURL:
-		return "the page (url, else the Referer header) and ref must be addresses of pages (http(s)://host/path, or a path): a javascript:, vbscript: or data: URL names none"
+		return "the page (url, else the Referer header) and ref must be addresses of pages (http(s)://host/path, or a path): a " + urlescape.NoPageSchemes + " URL names none"
 	case wire.DropBadEventID:
 		return "event_id and Idempotency-Key must be a UUIDv7 (RFC 9562) at most 24 h old and 10 min ahead of the edge's clock"
 	case wire.DropReadError:

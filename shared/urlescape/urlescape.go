@@ -199,10 +199,20 @@ func URL(u string) string {
 	return out
 }
 
-// Inline reports whether raw is a javascript:, vbscript: or data: URL:
-// code or content written into the address bar, which names no page a
-// visitor was on (a forged hit, or a script's bug) and must not reach a
-// report whose reader may follow it as a link. The edge drops a hit so
+// NoPageSchemes names the schemes NoPage refuses, for messages.
+const NoPageSchemes = "javascript:, vbscript:, data:, file:, mailto: or about:"
+
+// noPageSchemes are NoPageSchemes, as NoPage compares them.
+var noPageSchemes = [...]string{"javascript:", "vbscript:", "data:", "file:", "mailto:", "about:"}
+
+// NoPage reports whether raw is a URL that names no web page a visitor
+// was on: code or content written into the address bar (javascript:,
+// vbscript:, data:), which must not reach a report whose reader may
+// follow it as a link; a file opened from disk (file:), whose path names
+// the person who saved the page (file:///Users/alice/...), as s.js on a
+// saved copy would send it; a mail address (mailto:), which is personal
+// data; a browser's blank or srcdoc frame (about:). Such a hit is forged
+// or a script's bug, or a page away from its site. The edge drops a hit so
 // addressed (edge/pixel, bad_url), the aggregator an imported line. The
 // scheme is read as browsers read it (WHATWG URL standard, basic URL
 // parser): leading C0 controls and spaces skipped, tabs and newlines
@@ -210,7 +220,7 @@ func URL(u string) string {
 // leading Unicode white space is skipped too, as strings.TrimSpace and so
 // edge/enrich/pageurl.Normalize drop it before they read a scheme: a
 // reviewer's "\u00a0javascript:" was stored as "javascript:".
-func Inline(raw string) bool {
+func NoPage(raw string) bool {
 	i := 0
 	for i < len(raw) {
 		r, size := utf8.DecodeRuneInString(raw[i:])
@@ -219,7 +229,12 @@ func Inline(raw string) bool {
 		}
 		i += size
 	}
-	return schemeIs(raw[i:], "javascript:") || schemeIs(raw[i:], "vbscript:") || schemeIs(raw[i:], "data:")
+	for _, scheme := range noPageSchemes {
+		if schemeIs(raw[i:], scheme) {
+			return true
+		}
+	}
+	return false
 }
 
 // schemeIs reports whether s begins with scheme (lower case, its ':'

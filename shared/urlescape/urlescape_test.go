@@ -108,23 +108,23 @@ func TestSchemeEnd(t *testing.T) {
 	}
 }
 
-func TestInline(t *testing.T) {
-	for _, s := range []string{"javascript:alert(1)", "JavaScript:void(0)", " \x01javascript:x", "java\tscr\nipt:x", "\u00a0javascript:x", "\u3000DATA:,", "vbscript:msgbox", "data:text/html,<b>x</b>", "DATA:,"} {
-		if !Inline(s) {
-			t.Errorf("Inline(%q) = false", s)
+func TestNoPage(t *testing.T) {
+	for _, s := range []string{"javascript:alert(1)", "JavaScript:void(0)", " \x01javascript:x", "java\tscr\nipt:x", "\u00a0javascript:x", "\u3000DATA:,", "vbscript:msgbox", "data:text/html,<b>x</b>", "DATA:,", "file:///Users/alice/page.html", "File:x", "mailto:a@b", "about:blank", " ABOUT:srcdoc"} {
+		if !NoPage(s) {
+			t.Errorf("NoPage(%q) = false", s)
 		}
 	}
-	for _, s := range []string{"https://example.com/javascript:x", "/data:x", "javascripts:x", "xjavascript:x", "java script:x", "javascript", "data", "", "about:blank", "blob:https://a/b", "mailto:a@b", "%6Aavascript:x"} {
-		if Inline(s) {
-			t.Errorf("Inline(%q) = true", s)
+	for _, s := range []string{"https://example.com/javascript:x", "/data:x", "javascripts:x", "xjavascript:x", "java script:x", "javascript", "data", "", "blob:https://a/b", "android-app://com.google.android.gm/", "files:x", "/file:x", "%6Aavascript:x"} {
+		if NoPage(s) {
+			t.Errorf("NoPage(%q) = true", s)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { Inline("JavaScript:alert(1)") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { NoPage("JavaScript:alert(1)") }); n != 0 {
 		t.Errorf("%v allocations", n)
 	}
 }
 
-func FuzzInline(f *testing.F) {
+func FuzzNoPage(f *testing.F) {
 	for _, s := range []string{"javascript:x", " Data:,", "vb\tscript:", "https://a/"} {
 		f.Add(s)
 	}
@@ -145,14 +145,14 @@ func FuzzInline(f *testing.F) {
 			}
 			return r
 		}, scheme) {
-		case "javascript", "vbscript", "data":
+		case "javascript", "vbscript", "data", "file", "mailto", "about":
 			return true
 		}
 		return false
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if got, want := Inline(s), ref(s); got != want {
-			t.Fatalf("Inline(%q) = %v, want %v", s, got, want)
+		if got, want := NoPage(s), ref(s); got != want {
+			t.Fatalf("NoPage(%q) = %v, want %v", s, got, want)
 		}
 	})
 }

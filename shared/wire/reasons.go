@@ -28,7 +28,7 @@ const (
 	DropBadSignature     = "bad_pixel_signature"
 	DropExpiredPixel     = "expired_pixel" // a signed pixel past its exp, for a site with sign=reject
 	DropBadOpen          = "bad_open"      // a pixel's open= other than email or feed (edge/pixel's openFlag)
-	DropBadURL           = "bad_url"       // a page url or referrer that is a javascript:, vbscript: or data: URL (edge/enrich/pageurl's Inline)
+	DropBadURL           = "bad_url"       // a page url or referrer that names no web page: a javascript:, vbscript:, data:, file:, mailto: or about: URL (shared/urlescape's NoPage)
 	// DropDeliveryFailed counts accepted events that no delivery path
 	// took (batches, journal, fallback log endpoint) by the time their
 	// instance ended; see edge/pixel's Batcher. No answer carries it.

@@ -101,6 +101,7 @@ var Cases = []Case{
 		}()}},
 	{Name: "open pixel with an unknown open=", Method: "GET", Target: "/p.gif?site={site}&e=open&open=1", Status: 200, Drop: wire.DropBadOpen},
 	{Name: "pixel of a javascript: page", Method: "GET", Target: "/p.gif?site={site}&url=javascript%3Aalert(1)", Status: 200, Drop: wire.DropBadURL},
+	{Name: "pixel of a page saved to disk", Method: "GET", Target: "/p.gif?site={site}&url=file%3A%2F%2F%2FUsers%2Falice%2Fsaved.html", Status: 200, Drop: wire.DropBadURL},
 	{Name: "pixel of a data: referrer", Method: "GET", Target: "/p.gif?site={site}&url=https%3A%2F%2Fex.test%2F&ref=%20Data%3Atext%2Fhtml%2Cx", Status: 200, Drop: wire.DropBadURL},
 	{Name: "pixel at /i", Method: "GET", Target: "/i?site={site}&url=https%3A%2F%2Fex.test%2Fi",
 		Status: 200, Rows: []Row{row("pageview", "https://ex.test/i", "", "GET")}},
