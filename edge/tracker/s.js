@@ -10,7 +10,7 @@
    edgepixel.view() (a pageview by hand). */
 (function (w, d, n) {
   var s = d.currentScript, site = s && s.getAttribute("data-site");
-  if (!site || w.edgepixel) return;
+  if (!site || w.edgepixel || location.protocol == "file:") return;
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
     consent = at("data-consent"), usp = at("data-us-privacy"), q = at("data-signed") || "site=" + encodeURIComponent(site), last,
