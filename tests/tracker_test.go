@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,9 +23,10 @@ import (
 // records the events posted to /e, answering status.
 type trackerEndpoint struct {
 	*httptest.Server
-	mu     sync.Mutex
-	events []map[string]any
-	status int
+	mu      sync.Mutex
+	events  []map[string]any
+	status  int
+	scripts atomic.Int64 // s.js served
 }
 
 func newTrackerEndpoint(t *testing.T, status int) *trackerEndpoint {
@@ -32,6 +35,7 @@ func newTrackerEndpoint(t *testing.T, status int) *trackerEndpoint {
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		switch r.URL.Path {
 		case "/s.js":
+			e.scripts.Add(1)
 			w.Header().Set("Content-Type", "text/javascript")
 			w.Write(tracker.Script)
 		case "/e":
@@ -152,4 +156,27 @@ func TestTrackerScript(t *testing.T) {
 	}
 	delete(ids, tried["event_id"].(string))
 	check(moved, "pageview", page.URL+"/again", "")
+
+	// A copy of the page saved to disk and opened from it loads s.js,
+	// which sends nothing: its file: URL names the person's folders.
+	saved := filepath.Join(t.TempDir(), "saved.html")
+	html := fmt.Sprintf(`<!doctype html><meta charset="utf-8"><title>t</title><script src="%s/s.js" data-site="shop.example"></script>`, primary.URL)
+	if err := os.WriteFile(saved, []byte(html), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	scripts, before := primary.scripts.Load(), len(primary.got())
+	run(chromedp.Navigate("file://" + saved))
+	var defined string
+	eventually(t, 20*time.Second, "s.js loaded on the file: page", func() (bool, string) {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.readyState == "complete" ? typeof edgepixel : ""`))
+		if err != nil {
+			return false, err.Error()
+		}
+		defined = v
+		return primary.scripts.Load() > scripts && defined != "", fmt.Sprintf("s.js served %d times, edgepixel %q", primary.scripts.Load()-scripts, defined)
+	})
+	time.Sleep(time.Second) // a pageview is sent at once: it would arrive meanwhile
+	if defined != "undefined" || len(primary.got()) != before {
+		t.Errorf("on a file: page s.js defined edgepixel (%q) and sent %d events, want neither", defined, len(primary.got())-before)
+	}
 }
