@@ -299,7 +299,12 @@ const maxIDsPerQuery = 5000
 // ExistingIDs returns which of evs' ids are stored. The ids are looked up
 // within the sites and the day range of evs, which prunes partitions; it is
 // only called for events a crashed attempt may have stored, so rarely.
+// On one server it first waits for the inserts into the events table
+// that are running (settleInserts).
 func (c *Client) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.ID]bool, error) {
+	if err := c.settleInserts(ctx); err != nil {
+		return nil, err
+	}
 	found := map[event.ID]bool{}
 	for lo := 0; lo < len(evs); lo += maxIDsPerQuery {
 		part := evs[lo:min(lo+maxIDsPerQuery, len(evs))]
@@ -341,6 +346,56 @@ func (c *Client) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.
 	}
 	return found, nil
 }
+
+// settleInserts waits until the inserts into the events table that the
+// server runs now have ended, if the events go to one server. An insert
+// whose client went away (its loader gave up at the drain timeout, or
+// the aggregator was killed) still commits once the server has read its
+// block, and a restarted aggregator asking which of the load's events
+// are stored before it commits would insert them again: the whole load
+// twice (a reviewer's finding). A cluster keeps a block inserted again
+// once (DeduplicatesBlocks), so there it does not wait. Inserts begun
+// after the call are not waited for: they are not the earlier attempt.
+func (c *Client) settleInserts(ctx context.Context) error {
+	if c.layout.Clustered() {
+		return nil
+	}
+	// Both the HTTP path's "INSERT INTO db.events FORMAT Native" and the
+	// native one's "INSERT INTO db.events (columns) VALUES".
+	running := "SELECT query_id FROM system.processes WHERE query LIKE " + quote("INSERT INTO "+c.db+".events %")
+	rows, err := c.Query(ctx, running)
+	if err != nil {
+		return fmt.Errorf("look up running inserts: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = quote(r[0])
+	}
+	still := running + " AND query_id IN (" + strings.Join(ids, ",") + ")"
+	t := time.NewTicker(settlePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d running inserts to end before looking up stored ids: %w", len(ids), ctx.Err())
+		case <-t.C:
+		}
+		rows, err := c.Query(ctx, still)
+		if err != nil {
+			return fmt.Errorf("look up running inserts: %w", err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+	}
+}
+
+// settlePoll is how often settleInserts asks whether the inserts it
+// waits for have ended.
+const settlePoll = 100 * time.Millisecond
 
 // Counts returns the distinct events stored per site (see store.Store):
 // the total and the selected sites are two queries, so that only the
