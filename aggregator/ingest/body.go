@@ -91,6 +91,19 @@ type buffer struct {
 	held   int64  // charged to budget
 }
 
+// BodyPeak returns the most a body of up to maxBody bytes holds of the
+// budget at once while it is read: its buffer doubles from minBuf to
+// hold maxBody+1 bytes (the byte past the limit is what tells a body too
+// large), and holds the old and the new one while it copies. A client's
+// share below it refuses such a body as overloaded on every retry.
+func BodyPeak(maxBody int64) int64 {
+	p := int64(minBuf)
+	for p < maxBody+1 {
+		p *= 2
+	}
+	return p + p/2
+}
+
 // newBuffer returns an empty buffer charged to budget, and to client's
 // share of it unless client is "".
 func newBuffer(budget *Budget, client string) *buffer { return &buffer{budget: budget, client: client} }

@@ -102,10 +102,19 @@ func (l *Loader) claimCopies(ctx context.Context, b *batch) error {
 // may leave to another aggregator that holds the id (requeue: the copy
 // may be the one it stores). Called once per load, in load order
 // (prepare stage).
+//
+// With the in-process Deduper (dedupe.Memory), a copy of a load an
+// earlier process wrote (b.recovering) is New whether or not that
+// process counted it, since the memory went with it: such copies are
+// marked, not counted, so that a retry is never subtracted twice from
+// the loss, hiding a real loss (a reviewer's finding). Redis remembers
+// the earlier claims: a New copy there was never counted.
 func (l *Loader) countCopies(b *batch) {
 	if b.copyClaimed == nil {
 		return
 	}
+	_, forgets := l.cfg.Dedupe.(*dedupe.Memory)
+	forgot := b.recovering && forgets
 	type seen struct {
 		n    uint64
 		site string
@@ -113,12 +122,14 @@ func (l *Loader) countCopies(b *batch) {
 	fresh := map[event.ID]seen{}
 	for i, s := range b.copyClaimed {
 		c := &b.copies[i]
-		switch s {
-		case dedupe.New:
+		switch {
+		case s == dedupe.New && forgot:
+			b.mark = append(b.mark, c.id)
+		case s == dedupe.New:
 			f := fresh[c.ev]
 			fresh[c.ev] = seen{f.n + 1, c.site}
 			b.mark = append(b.mark, c.id)
-		case dedupe.Uncertain:
+		case s == dedupe.Uncertain:
 			b.mark = append(b.mark, c.id) // this claim took it over
 		}
 	}

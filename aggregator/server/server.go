@@ -329,7 +329,7 @@ func (s *Server) openHTTP() {
 		c.MaxBodyMemory = 256 << 20
 	}
 	if c.MaxBodyMemoryPerClient == 0 {
-		c.MaxBodyMemoryPerClient = max(c.MaxBodyMemory/16, 2*max(c.MaxBody, 4<<20))
+		c.MaxBodyMemoryPerClient = max(c.MaxBodyMemory/16, ingest.BodyPeak(max(c.MaxBody, 4<<20)))
 	}
 	s.budget = ingest.NewBudget(max(c.MaxBodyMemory, 0), max(c.MaxBodyMemoryPerClient, 0))
 	s.metrics.BodyMemory = s.budget.Used

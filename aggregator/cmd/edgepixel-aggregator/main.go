@@ -32,6 +32,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/admin"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
+	"github.com/edgepixel/edgepixel/aggregator/ingest"
 	"github.com/edgepixel/edgepixel/aggregator/live"
 	"github.com/edgepixel/edgepixel/aggregator/server"
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
@@ -118,6 +119,18 @@ func (o *options) check(fs *flag.FlagSet) error {
 		}
 		if err := flaghint.ListenAddr(a.name, a.v, a.example); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	// A body's buffer doubles as it is read: a share that cannot hold one
+	// --max-body body refuses it as overloaded (503) on every retry.
+	if need := ingest.BodyPeak(o.maxBody); o.maxBody >= 1 {
+		for _, m := range []struct {
+			name string
+			v    int64
+		}{{"max-body-memory", o.maxBodyMemory}, {"max-body-memory-per-client", o.maxBodyMemoryPerClient}} {
+			if m.v >= 1 && m.v < need {
+				errs = append(errs, fmt.Errorf("--%s %d cannot hold one body of --max-body %d while it is read (%d bytes: the buffer doubles as it fills): raise it to %d or more, or lower --max-body", m.name, m.v, o.maxBody, need, need))
+			}
 		}
 	}
 	if strings.TrimSpace(o.dataDir) == "" {
@@ -270,7 +283,7 @@ func run(args []string) error {
 	})
 	fs.StringVar(&o.forwardedHeader, "forwarded-header", clientip.HeaderXForwardedFor, "with --trusted-proxies: the header they name the client in, X-Forwarded-For or Forwarded (RFC 7239); the right-most address not a trusted proxy's is the client")
 	fs.Int64Var(&o.maxBodyMemory, "max-body-memory", 256<<20, "memory request bodies may hold at once, read or being decoded; past it ingest answers 503 + Retry-After (overloaded); -1: no bound")
-	fs.Int64Var(&o.maxBodyMemoryPerClient, "max-body-memory-per-client", 0, "of --max-body-memory, what one client address's bodies may hold before their signature is checked (0: the larger of a 16th and twice --max-body)")
+	fs.Int64Var(&o.maxBodyMemoryPerClient, "max-body-memory-per-client", 0, "of --max-body-memory, what one client address's bodies may hold before their signature is checked (0: the larger of a 16th and what one --max-body body holds while it is read, about 1.5-3 times --max-body)")
 	fs.Float64Var(&o.authRate, "auth-rate", 1, "failed credential checks (signature, log or admin token) per second a client address earns back")
 	fs.IntVar(&o.authBurst, "auth-burst", 20, "failed credential checks a client address may make in a row before it gets 429 + Retry-After, without its credential being checked")
 	fs.StringVar(&o.sites, "sites", "", "sites to accept, separated by commas or spaces; events for others are kept as bad rows (unknown_site), and live counts list only these (empty: any site)")

@@ -100,6 +100,8 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--dedupe-window", "-1h"}, "--dedupe-window must be a positive duration"},
 		{[]string{"--write-timeout", "0"}, "--write-timeout must be a positive duration"},
 		{[]string{"--max-body", "-1"}, "--max-body must be at least 1"},
+		{[]string{"--max-body", "9437184", "--max-body-memory-per-client", "18874368"}, "--max-body-memory-per-client 18874368 cannot hold one body of --max-body 9437184 while it is read (25165824 bytes"},
+		{[]string{"--max-body-memory", "4194304"}, "--max-body-memory 4194304 cannot hold one body of --max-body 4194304"},
 		{[]string{"--spool-max-bytes", "0"}, "--spool-max-bytes must be at least 1"},
 		{[]string{"--loader-max-rows", "0"}, "--loader-max-rows must be at least 1"},
 		{[]string{"--live-interval", "0"}, "--live-interval must be a positive duration"},
