@@ -1066,26 +1066,42 @@ func (s *httpSink) drain(ctx context.Context) {
 
 // deliver POSTs one batch, retrying with backoff; it gives up (dropping
 // the batch) after the configured retries, on a response that retrying
-// cannot fix (4xx other than 408 and 429), or when ctx ends. Batches are
-// delivered one at a time, in order: a collector sees entries in the
-// order the guests wrote them.
+// cannot fix (4xx other than 408 and 429), or when ctx ends. A batch the
+// collector refuses as too large (413) is split in two and each half
+// delivered so, as the disk queue does: the POP's max_bytes (10 MiB) is
+// above the aggregator's --max-body (4 MiB) by default, and such a
+// batch was dropped whole (a reviewer's finding). Batches are delivered
+// one at a time, in order: a collector sees entries in the order the
+// guests wrote them.
 func (s *httpSink) deliver(ctx context.Context, b logBatch) {
 	defer s.release(b)
+	s.deliverBody(ctx, b.body, b.n)
+}
+
+// deliverBody is deliver of body, n entries each ending in '\n'.
+func (s *httpSink) deliverBody(ctx context.Context, body []byte, n int) {
 	delay := s.backoff
 	stop := s.stop
 	for attempt := 0; ; attempt++ {
-		retry, err := s.post(ctx, b.body)
+		retry, status, err := send(ctx, s.client, &s.ep, &s.st, s.log, body)
 		if err == nil {
 			s.st.requests.Add(1)
-			s.st.delivered.Add(uint64(b.n))
+			s.st.delivered.Add(uint64(n))
 			s.st.deliveryOK()
 			return
 		}
 		s.st.failures.Add(1)
 		s.st.deliveryFailed(err)
+		if mid := splitAt(body); status == http.StatusRequestEntityTooLarge && n > 1 && mid > 0 {
+			k := bytes.Count(body[:mid], []byte{'\n'})
+			s.log.Debug("log endpoint: the collector refuses the batch as too large; sending it in two", "endpoint", s.ep.Name, "bytes", len(body), "entries", n)
+			s.deliverBody(ctx, body[:mid], k)
+			s.deliverBody(ctx, body[mid:], n-k)
+			return
+		}
 		if !retry || attempt >= s.ep.Retries || ctx.Err() != nil {
-			s.st.dropped.Add(uint64(b.n))
-			s.log.Warn("log endpoint: batch dropped", "endpoint", s.ep.Name, "entries", b.n, "attempts", attempt+1, "err", err)
+			s.st.dropped.Add(uint64(n))
+			s.log.Warn("log endpoint: batch dropped", "endpoint", s.ep.Name, "entries", n, "attempts", attempt+1, "err", err)
 			return
 		}
 		// Jitter spreads the retries of several POPs sharing a collector;
@@ -1108,11 +1124,18 @@ func (s *httpSink) deliver(ctx context.Context, b logBatch) {
 	}
 }
 
-// post sends one batch (see send); retry says whether a failure may be
-// temporary.
-func (s *httpSink) post(ctx context.Context, body []byte) (retry bool, err error) {
-	retry, _, err = send(ctx, s.client, &s.ep, &s.st, s.log, body)
-	return retry, err
+// splitAt returns where to cut body, entries each ending in '\n', into
+// two batches of whole entries, neither empty: after the entry that
+// ends nearest past the middle. 0: body holds one entry.
+func splitAt(body []byte) int {
+	if len(body) < 2 {
+		return 0
+	}
+	from := len(body)/2 - 1
+	if i := bytes.IndexByte(body[from:len(body)-1], '\n'); i >= 0 {
+		return from + i + 1
+	}
+	return bytes.LastIndexByte(body[:len(body)-1], '\n') + 1
 }
 
 // send POSTs body to ep.URL and, while the answer is one that may be

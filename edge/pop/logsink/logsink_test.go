@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,6 +148,44 @@ func TestLogHTTPRetriesAfter500(t *testing.T) {
 	poptest.WaitFor(t, "delivery counted", func() bool { return s.st.delivered.Load() == 1 })
 	if f, d := s.st.failures.Load(), s.st.dropped.Load(); f != 1 || d != 0 {
 		t.Errorf("failures %d dropped %d", f, d)
+	}
+}
+
+// A batch the collector refuses as too large (413) is split until each
+// part is taken, in order; an entry refused alone is dropped and counted.
+func TestLogHTTPSplitsOn413(t *testing.T) {
+	var got []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if len(body) > 12 {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		mu.Lock()
+		got = append(got, string(body))
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	s, tick := testHTTPSink(t, Endpoint{URL: srv.URL})
+	writeLines(s, "a1", "b22", "c3", "d444", "e5", "this one is too long")
+	tick <- time.Now()
+	poptest.WaitFor(t, "the batch delivered in parts", func() bool { return s.st.delivered.Load()+s.st.dropped.Load() == 6 })
+	mu.Lock()
+	defer mu.Unlock()
+	if all := strings.Join(got, ""); all != "a1\nb22\nc3\nd444\ne5\n" {
+		t.Errorf("delivered %q in %d parts, want every entry but the long one, in order", all, len(got))
+	}
+	if d := s.st.dropped.Load(); d != 1 {
+		t.Errorf("dropped %d, want the entry refused alone", d)
+	}
+}
+
+func TestSplitAt(t *testing.T) {
+	for body, want := range map[string]int{"": 0, "a\n": 0, "a\nb\n": 2, "aaaa\nb\n": 5, "a\nbbbb\n": 2, "a\nb\nc\nd\n": 4} {
+		if got := splitAt([]byte(body)); got != want {
+			t.Errorf("splitAt(%q) = %d, want %d", body, got, want)
+		}
 	}
 }
 
