@@ -58,6 +58,12 @@ cluster:
 	@exec $(BIN)/edgepixel-cluster --bin $(BIN) --dir .edgepixel/cluster
 
 ## sql: clickhouse-client on the stack `make run` started in this checkout
+# Q is taken as typed: make would expand a '$' in it (a regex's anchor,
+# match(path, '^/blog/.*$')) before the query reached ClickHouse.
+ifdef Q
+override Q := $(value Q)
+export Q
+endif
 sql:
 	@[ -x $(BIN)/edgepixel-run ] || { echo "make sql: no stack has run in this checkout yet: start one with make run"; exit 1; }
 	@exec $(BIN)/edgepixel-run sql --dir "$(DATA)" "$$Q"
