@@ -27,6 +27,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/shared/urlescape"
@@ -224,11 +227,26 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 // in lower case as a browser sends it (the WHATWG URL standard lowers an
 // ASCII host); a host given alone as it is, since a referrer sent
 // otherwise (a hand-built ref=, an import) is stored as received and its
-// top table row must filter by it.
+// top table row must filter by it. Either way, as the edge stores a
+// host (edge/enrich/pageurl): without a trailing dot, and an
+// international name in its ASCII form (UTS #46 lookup, as
+// golang.org/x/net/idna's Lookup profile: "bücher.example" is
+// "xn--bcher-kva.example"; a tester's pasted URL found nothing).
 func hostFilter(v string) string {
 	if strings.Contains(v, "://") {
 		if u, err := url.Parse(v); err == nil && u.Host != "" {
-			return strings.ToLower(u.Hostname())
+			v = strings.ToLower(u.Hostname())
+		}
+	}
+	if h := strings.TrimSuffix(v, "."); h != "" && !strings.ContainsAny(h, ":[]") {
+		v = h
+		for i := 0; i < len(v); i++ {
+			if v[i] >= utf8.RuneSelf {
+				if a, err := idna.Lookup.ToASCII(v); err == nil {
+					return a
+				}
+				break
+			}
 		}
 	}
 	return v
@@ -257,7 +275,9 @@ func pageFilter(v string) string {
 	if v != "" && v[0] != '/' {
 		v = "/" + v
 	}
-	return urlescape.Normalize(v, urlescape.Path)
+	// Dot segments resolved, as the edge stores a page ("/a/../b" is
+	// "/b": a tester's pasted URL found nothing).
+	return urlescape.RemoveDots(urlescape.Normalize(v, urlescape.Path))
 }
 
 // joinDistinct joins the errors of a question's parts asked at once, as

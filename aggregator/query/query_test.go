@@ -1364,7 +1364,13 @@ func TestParseRequestReferrerHost(t *testing.T) {
 		"News.YCombinator.com":            "News.YCombinator.com",
 		"https://news.ycombinator.com/":   "news.ycombinator.com",
 		"HTTP://Example.COM:8080/a?b=c#d": "example.com",
-		"":                                "",
+		// As the edge stores a host: international names in ASCII, no
+		// trailing dot (a tester's pasted URLs found nothing).
+		"https://bücher.example/":   "xn--bcher-kva.example",
+		"bücher.example":            "xn--bcher-kva.example",
+		"https://www.Example.org./": "www.example.org",
+		"www.example.org.":          "www.example.org",
+		"":                          "",
 	} {
 		req, err := ParseRequest(url.Values{"site": {"s"}, "referrer": {in}}, time.Now())
 		if err != nil || len(req.Filters) != 1 || req.Filters[0].Value != want {
@@ -1389,6 +1395,8 @@ func TestParseRequestPagePath(t *testing.T) {
 		"HTTP://demo.example:8080/caf%c3%a9#top": "/caf%C3%A9",
 		"https://demo.example":                   "/",
 		"https://demo.example?x=1":               "/",
+		"https://x.example/a/../b":               "/b",
+		"/a/./b/.":                               "/a/b/",
 		"":                                       "",
 	} {
 		req, err := ParseRequest(url.Values{"site": {"s"}, "page": {in}, "utm_source": {"/café"}}, time.Now())

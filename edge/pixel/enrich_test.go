@@ -159,7 +159,7 @@ func TestConsentTiersAndVisitorIDs(t *testing.T) {
 		if e.Tier != "aggregate" || e.ConsentReason != tc.reason {
 			t.Errorf("%s: tier %q reason %q", tc.reason, e.Tier, e.ConsentReason)
 		}
-		if e.VisitorID != 0 || e.PrevVisitorID != 0 || e.UserAgent != "" || e.Referrer != "" || e.URL != "https://example.com/a" || e.UTMTerm != "" ||
+		if e.VisitorID != 0 || e.PrevVisitorID != 0 || e.UserAgent != "" || e.Referrer != "https://www.google.com/" || e.URL != "https://example.com/a" || e.UTMTerm != "" ||
 			e.ScreenWidth != 0 || e.ClientTime != 0 || e.ClientIP != "" || e.BrowserVersion != "" || e.OSVersion != "" || e.City != "" || e.ASN != 0 {
 			t.Errorf("%s: aggregate tier keeps %+v", tc.reason, e)
 		}

@@ -3,6 +3,8 @@ package event
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
 // ApplyPrivacy holds e to what its consent tier keeps, whoever built it:
@@ -18,13 +20,13 @@ import (
 // keeps the counts' dimensions: id, time, site, the event's name (the
 // site's code names it, and it is what a custom event is counted by),
 // the page without its query or fragment (url and its path), the
-// referrer's host, channel, source and spam mark, the campaign's source,
+// referrer's origin (referrerOrigin), host, channel, source and spam mark, the campaign's source,
 // medium and name and the click ids' kinds, the browser, operating system
 // and device classes without their versions, country and region, the
 // POP, method, bot score and reason, tier and its reason, signature and
 // mail_open. It clears what tells a person apart or may hold what a page
 // or a person wrote: visitor ids, user agent, client address, props, the
-// referrer's URL, the page's query and fragment, utm_term and
+// referrer's path, query and fragment, the page's query and fragment, utm_term and
 // utm_content, browser and OS versions, city, ASN (a network, with a
 // city about an address), screen width and client time (and its
 // reason). Clearing is not dropping: the event is counted as before.
@@ -39,12 +41,46 @@ func (e *Event) ApplyPrivacy() {
 		return
 	}
 	e.VisitorID, e.PrevVisitorID = 0, 0
-	e.UserAgent, e.ClientIP, e.Props, e.Referrer = "", "", "", ""
+	e.UserAgent, e.ClientIP, e.Props = "", "", ""
+	e.Referrer = referrerOrigin(e.Referrer)
 	e.UTMTerm, e.UTMContent = "", ""
 	e.BrowserVersion, e.OSVersion = "", ""
 	e.City, e.ASN = "", 0
 	e.ScreenWidth, e.ClientTime, e.ClientTimeReason = 0, 0, ""
 	e.URL, e.Path = withoutQuery(e.URL), withoutQuery(e.Path)
+}
+
+// referrerOrigin is the scheme and authority of a referrer with a '/'
+// after them ("https://www.google.com/"), its user information dropped;
+// "" for a value with no "scheme://" and authority. It is what a
+// browser's "origin" referrer policy sends (W3C Referrer Policy, section
+// 3): where a visit came from, without the path that may name a person.
+// The aggregate tier keeps it so that the sources table, which reads the
+// referrer's host from it, counts the tier's hits under their source (a
+// tester's sources table counted them all under none), as it keeps
+// referrer_host. A stored referrer, normalised, always has its path's
+// '/', so the origin is a piece of it.
+func referrerOrigin(u string) string {
+	i := urlescape.SchemeEnd(u)
+	if i < 0 || !strings.HasPrefix(u[i:], "://") {
+		return ""
+	}
+	head, rest := u[:i+3], u[i+3:]
+	end := strings.IndexAny(rest, "/?#\\")
+	if end < 0 {
+		end = len(rest)
+	}
+	auth := rest[:end]
+	if at := strings.LastIndexByte(auth, '@'); at >= 0 {
+		return referrerOrigin(head + auth[at+1:] + "/")
+	}
+	switch {
+	case auth == "":
+		return ""
+	case end < len(rest) && rest[end] == '/':
+		return u[:len(head)+end+1]
+	}
+	return head + auth + "/"
 }
 
 // withoutQuery is a URL (or a path) up to its query or fragment. A stored

@@ -9,13 +9,13 @@ import (
 // fails TestApplyPrivacy until it is put in one of them (and the README's
 // consent tiers say so).
 var (
-	aggregateCleared = []string{"user_agent", "client_ip", "props", "referrer", "utm_term", "utm_content",
+	aggregateCleared = []string{"user_agent", "client_ip", "props", "utm_term", "utm_content",
 		"browser_version", "os_version", "city", "asn", "visitor_id", "prev_visitor_id",
 		"client_ts_ms", "client_ts_reason", "screen_width"}
 	aggregateKept = []string{"event_id", "ts_ms", "site", "name", "url", "country", "utm_source", "utm_medium",
 		"utm_campaign", "pop", "method", "browser", "os", "device", "bot_score", "bot_reason",
 		"referrer_host", "channel", "source", "click_ids", "path", "region", "tier", "consent_reason",
-		"signature", "mail_open", "referrer_spam", "copy"}
+		"signature", "mail_open", "referrer_spam", "copy", "referrer"}
 )
 
 // full is an event with every field set: strings to their JSON name
@@ -33,6 +33,7 @@ func full(tier string) Event {
 	}
 	e.ID, e.Time = ID{1, 2, 3}, 1_763_800_000_000
 	e.URL, e.Path = "https://example.com/users/alice?email=a%40b.c#top", "/users/alice?email=a%40b.c#top"
+	e.Referrer = "https://mail.example.com:8443/u/alice/inbox?id=7#m"
 	e.ClientIP, e.Tier = "203.0.113.77", tier
 	return e
 }
@@ -70,7 +71,7 @@ func TestApplyPrivacy(t *testing.T) {
 			continue
 		}
 		switch {
-		case f.JSON == "url" || f.JSON == "path":
+		case f.JSON == "url" || f.JSON == "path" || f.JSON == "referrer":
 		case cleared[f.JSON] && got != "" && got != uint64(0):
 			t.Errorf("aggregate tier keeps %s = %v", f.JSON, got)
 		case !cleared[f.JSON] && got != was:
@@ -79,6 +80,9 @@ func TestApplyPrivacy(t *testing.T) {
 	}
 	if e.URL != "https://example.com/users/alice" || e.Path != "/users/alice" {
 		t.Errorf("aggregate tier: url %q path %q, want them without query and fragment", e.URL, e.Path)
+	}
+	if e.Referrer != "https://mail.example.com:8443/" {
+		t.Errorf("aggregate tier: referrer %q, want its origin", e.Referrer)
 	}
 	if e.ID != before.ID || e.Time != before.Time {
 		t.Error("aggregate tier changed the id or the time")
@@ -100,6 +104,32 @@ func TestApplyPrivacy(t *testing.T) {
 		if e != want {
 			t.Errorf("tier %q: %+v, want %+v", tier, e, want)
 		}
+	}
+}
+
+func TestReferrerOrigin(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://www.google.com/search?q=x":    "https://www.google.com/",
+		"https://www.google.com/":              "https://www.google.com/",
+		"https://www.google.com":               "https://www.google.com/",
+		"https://h.example?q=1":                "https://h.example/",
+		"http://u:pw@h.example:81/a":           "http://h.example:81/",
+		"http://[2001:db8::1]:8080/a":          "http://[2001:db8::1]:8080/",
+		"android-app://com.google.android.gm/": "android-app://com.google.android.gm/",
+		"/relative/path":                       "",
+		"https:///nohost":                      "",
+		"x y://h/":                             "",
+		"":                                     "",
+	} {
+		if got := referrerOrigin(in); got != want {
+			t.Errorf("referrerOrigin(%q) = %q, want %q", in, got, want)
+		}
+		if got := referrerOrigin(want); got != want {
+			t.Errorf("referrerOrigin(%q) = %q: not idempotent", want, got)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { referrerOrigin("https://www.google.com/search?q=x") }); n != 0 {
+		t.Errorf("%v allocations", n)
 	}
 }
 

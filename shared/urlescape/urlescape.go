@@ -199,6 +199,39 @@ func URL(u string) string {
 	return out
 }
 
+// RemoveDots is RFC 3986 section 5.2.4's remove_dot_segments: a path
+// without its "." and ".." segments, as a browser resolves them ("/a/../b"
+// is "/b"; a trailing "/." or "/.." leaves the trailing '/'). The edge
+// stores pages so (edge/enrich/pageurl), and a page filter is read so.
+func RemoveDots(p string) string {
+	var out []string
+	abs := strings.HasPrefix(p, "/")
+	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+			if last {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	r := strings.Join(out, "/")
+	if abs {
+		r = "/" + r
+	}
+	return r
+}
+
 // NoPageSchemes names the schemes NoPage refuses, for messages.
 const NoPageSchemes = "javascript:, vbscript:, data:, file:, mailto: or about:"
 

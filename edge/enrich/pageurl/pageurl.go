@@ -309,43 +309,13 @@ func normPath(p string, absolute bool) string {
 	p = strings.ReplaceAll(p, "\\", "/") // as browsers treat http(s) URLs
 	p = urlescape.Normalize(p, urlescape.Path)
 	if strings.Contains(p, "/.") || strings.HasPrefix(p, ".") {
-		p = removeDots(p)
+		p = urlescape.RemoveDots(p)
 	}
 	// After the dots go: "a:." has no path left, as "a:" has none.
 	if absolute && p == "" {
 		return "/"
 	}
 	return p
-}
-
-// removeDots is RFC 3986 section 5.2.4's remove_dot_segments.
-func removeDots(p string) string {
-	var out []string
-	abs := strings.HasPrefix(p, "/")
-	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
-	for i, s := range segs {
-		last := i == len(segs)-1
-		switch s {
-		case ".":
-			if last {
-				out = append(out, "")
-			}
-		case "..":
-			if len(out) > 0 {
-				out = out[:len(out)-1]
-			}
-			if last {
-				out = append(out, "")
-			}
-		default:
-			out = append(out, s)
-		}
-	}
-	r := strings.Join(out, "/")
-	if abs {
-		r = "/" + r
-	}
-	return r
 }
 
 // normQuery drops tracking parameters and normalises escapes, keeping
