@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"math"
 	"errors"
 	"io"
 	"math/bits"
@@ -91,17 +92,49 @@ type buffer struct {
 	held   int64  // charged to budget
 }
 
-// BodyPeak returns the most a body of up to maxBody bytes holds of the
-// budget at once while it is read: its buffer doubles from minBuf to
-// hold maxBody+1 bytes (the byte past the limit is what tells a body too
-// large), and holds the old and the new one while it copies. A client's
-// share below it refuses such a body as overloaded on every retry.
+// BodyPeak returns the most a body of up to maxBody bytes holds of a
+// client's share at once while it is read: its buffer doubles from
+// minBuf until it holds maxBody (a probe, not the buffer, reads the byte
+// that tells a body too large), and holds the old and the new one while
+// it copies. A share below it refuses such a body as overloaded (503) on
+// every retry. Past 2^50 bytes it is math.MaxInt64: no share holds it.
 func BodyPeak(maxBody int64) int64 {
-	p := int64(minBuf)
-	for p < maxBody+1 {
-		p *= 2
+	p, ok := bodyCap(maxBody)
+	if !ok {
+		return math.MaxInt64
 	}
 	return p + p/2
+}
+
+// BodyNeed returns the most one batch of up to maxBody bytes holds of
+// the whole budget at once: its body's buffer, the buffer it
+// decompresses to (the larger case), and the work of decoding it (twice
+// the body, and 64 KiB). A --max-body-memory below it refuses such a
+// batch as overloaded on every retry. Past 2^50 bytes, math.MaxInt64.
+func BodyNeed(maxBody int64) int64 {
+	p, ok := bodyCap(maxBody)
+	if !ok {
+		return math.MaxInt64
+	}
+	return max(p+p/2, 2*p+decodeWork(maxBody))
+}
+
+// decodeWork is what decoding a batch body of n bytes takes of the
+// budget: its events, about twice the body, with their structs.
+func decodeWork(n int64) int64 { return 2*n + 64<<10 }
+
+// bodyCap returns the capacity a body of up to maxBody bytes grows its
+// buffer to, false past 2^50 bytes (where doubling would overflow long
+// before any memory could hold it).
+func bodyCap(maxBody int64) (int64, bool) {
+	if maxBody > 1<<50 {
+		return 0, false
+	}
+	p := int64(minBuf)
+	for p < maxBody {
+		p *= 2
+	}
+	return p, true
 }
 
 // newBuffer returns an empty buffer charged to budget, and to client's

@@ -1,6 +1,9 @@
 package ingest
 
 import (
+	"bytes"
+	"compress/gzip"
+	"math"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -10,33 +13,65 @@ import (
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
-// A share of BodyPeak holds a body up to MaxBody while it is read: a body's
-// buffer grows by doubling and holds the old and the new buffer at once,
-// so under --max-body 9MiB a body of 8-9 MiB needs 8+16 = 24 MiB, and the
-// share of twice --max-body the server gave by default (a reviewer's
-// finding) refused it 503 overloaded on every retry.
-func TestBodyPeakHoldsMaxBody(t *testing.T) {
-	const maxBody = 9 << 20
-	if BodyPeak(maxBody) <= 2*maxBody {
-		t.Fatalf("BodyPeak(%d) = %d", maxBody, BodyPeak(maxBody))
-	}
-	budget := NewBudget(256<<20, BodyPeak(maxBody))
-	h := New(Config{Secret: secret, Spool: &memSpool{}, MaxBody: maxBody, Budget: budget})
+// bodyOf returns a signed-batch body of events of about 2 kB each, just
+// under size bytes.
+func bodyOf(t *testing.T, size int) []byte {
 	var evs []event.Event
-	for size := 0; size < 8<<20+(100<<10); size += 2060 { // ~8.1 MiB, under MaxBody
+	n := 0
+	for {
 		e := newEvent(t, "demo")
 		e.URL = "https://example.com/" + strings.Repeat("a", 2000)
-		evs = append(evs, e)
+		one := len(wire.Append(nil, []event.Event{e, e})) - len(wire.Append(nil, []event.Event{e}))
+		if n+2*one > size {
+			return wire.Append(nil, evs)
+		}
+		evs, n = append(evs, e), n+one
 	}
-	body := wire.Append(nil, evs)
-	for attempt := 1; attempt <= 3; attempt++ {
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, request(body, time.Now().Unix(), secret))
-		if w.Code != 200 {
-			t.Errorf("attempt %d: a %d-byte body (max %d) answered %d %s", attempt, len(body), maxBody, w.Code, strings.TrimSpace(w.Body.String()))
+}
+
+// Memory of BodyNeed, a client's share of BodyPeak, holds a batch up to
+// MaxBody, plain or compressed: a body's buffer grows by doubling and
+// holds the old and the new one at once, so under --max-body 9MiB a body
+// of 8-9 MiB needs 8+16 = 24 MiB to be read, and the default share of
+// twice --max-body refused it 503 overloaded on every retry (a
+// reviewer's finding); its decompressed copy and decoding take more of
+// the whole (a tester's).
+func TestBodyNeedHoldsMaxBody(t *testing.T) {
+	if got := BodyPeak(4 << 20); got != 6<<20 {
+		t.Errorf("BodyPeak(4 MiB) = %d, want 6 MiB: a probe, not the buffer, reads the byte past the limit", got)
+	}
+	for _, huge := range []int64{1 << 62, math.MaxInt64} {
+		if BodyPeak(huge) != math.MaxInt64 || BodyNeed(huge) != math.MaxInt64 {
+			t.Errorf("BodyPeak, BodyNeed(%d) = %d, %d: want no share to hold it", huge, BodyPeak(huge), BodyNeed(huge))
 		}
 	}
-	if budget.Used() != 0 {
-		t.Fatalf("budget leaked %d", budget.Used())
+	for _, maxBody := range []int64{4 << 20, 9 << 20} {
+		budget := NewBudget(BodyNeed(maxBody), BodyPeak(maxBody))
+		h := New(Config{Secret: secret, Spool: &memSpool{}, MaxBody: maxBody, Budget: budget})
+		body := bodyOf(t, int(maxBody))
+		var zb bytes.Buffer
+		zw := gzip.NewWriter(&zb)
+		zw.Write(body)
+		zw.Close()
+		for _, coding := range []string{"", "gzip"} {
+			sent := body
+			if coding != "" {
+				sent = zb.Bytes()
+			}
+			for attempt := 1; attempt <= 2; attempt++ {
+				r := request(sent, time.Now().Unix(), secret)
+				if coding != "" {
+					r.Header.Set("Content-Encoding", coding)
+				}
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if w.Code != 200 {
+					t.Errorf("--max-body %d, %q body of %d bytes, attempt %d: %d %s", maxBody, coding, len(body), attempt, w.Code, strings.TrimSpace(w.Body.String()))
+				}
+			}
+		}
+		if budget.Used() != 0 {
+			t.Fatalf("budget leaked %d", budget.Used())
+		}
 	}
 }

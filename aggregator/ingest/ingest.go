@@ -273,7 +273,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer dec.free()
 	// Authenticated: decoding may take its share of the budget (the events
 	// take about twice the body, with their structs).
-	work := int64(2*len(body) + 64<<10)
+	work := decodeWork(int64(len(body)))
 	if !h.cfg.Budget.acquire("", work) {
 		h.overloaded(w, r)
 		return

@@ -719,6 +719,17 @@ func TestEventDropCountedForItsSite(t *testing.T) {
 	if sc := b.Counts.sites["ok1"]; sc != nil {
 		t.Errorf("counted for the first event's site: %+v", sc)
 	}
+	// A body refused whole (buffer_full) is still the first event's.
+	full := &Batcher{MaxEvents: 100, MaxAge: time.Hour, MaxBuffered: 1}
+	post := Hit{Method: "POST", Path: PathPost, Meta: func() *Meta { return m },
+		Body: func(int) ([]byte, error) { return []byte(`[{"site":"first"},{"site":"last"}]`), nil }}
+	var resp Response
+	if Serve(&post, nil, full, m.Now, &resp); resp.Drop != wire.DropBufferFull {
+		t.Fatalf("%d %q, want buffer_full", resp.Status, resp.Drop)
+	}
+	if sc := full.Counts.sites["first"]; sc == nil || len(sc.Drops) != 1 || full.Counts.sites["last"] != nil {
+		t.Errorf("buffer_full counted as %+v for first, %+v for last; want first's", sc, full.Counts.sites["last"])
+	}
 }
 
 // A page or referrer that names no web page (urlescape.NoPage) is

@@ -205,14 +205,16 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	out := make([]event.Event, 0, len(posted))
 	for i := range posted {
 		p := &posted[i]
-		// A drop for one event's own values (below) is counted for its
-		// site, not the body's first (a reviewer's finding).
-		why.site = cleanSite(p.Site)
+		// A drop for one event's own values is counted for its site,
+		// not the body's first (a reviewer's finding); one for the body
+		// as a whole (buffer_full, later) stays the first's.
 		props, err := event.CleanProps(p.Props)
 		switch {
 		case errors.Is(err, event.ErrPropsTooLarge):
+			why.site = cleanSite(p.Site)
 			return nil, nil, wire.DropPropsTooLarge
 		case err != nil:
+			why.site = cleanSite(p.Site)
 			return nil, nil, wire.DropBadJSON
 		}
 		e := common
@@ -225,6 +227,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 			page = m.Referer
 		}
 		if urlescape.NoPage(page) || urlescape.NoPage(ref) {
+			why.site = cleanSite(p.Site)
 			return nil, nil, wire.DropBadURL
 		}
 		e.Site = cleanSite(p.Site)
@@ -248,6 +251,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		case p.EventID != "":
 			c, err := event.ParseClientID(p.EventID, now)
 			if err != nil {
+				why.site = cleanSite(p.Site)
 				return nil, nil, wire.DropBadEventID
 			}
 			c = c.ForTier(e.Tier)

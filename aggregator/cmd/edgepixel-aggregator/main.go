@@ -121,15 +121,23 @@ func (o *options) check(fs *flag.FlagSet) error {
 			errs = append(errs, err)
 		}
 	}
-	// A body's buffer doubles as it is read: a share that cannot hold one
-	// --max-body body refuses it as overloaded (503) on every retry.
-	if need := ingest.BodyPeak(o.maxBody); o.maxBody >= 1 {
+	// A body's buffer doubles as it is read, and a batch is decompressed
+	// and decoded beside it: memory that cannot hold one --max-body batch
+	// refuses it as overloaded (503) on every retry.
+	if o.maxBody >= 1 {
 		for _, m := range []struct {
-			name string
-			v    int64
-		}{{"max-body-memory", o.maxBodyMemory}, {"max-body-memory-per-client", o.maxBodyMemoryPerClient}} {
-			if m.v >= 1 && m.v < need {
-				errs = append(errs, fmt.Errorf("--%s %d cannot hold one body of --max-body %d while it is read (%d bytes: the buffer doubles as it fills): raise it to %d or more, or lower --max-body", m.name, m.v, o.maxBody, need, need))
+			name, what string
+			v, need    int64
+		}{
+			{"max-body-memory", "its buffers and decoding", o.maxBodyMemory, ingest.BodyNeed(o.maxBody)},
+			{"max-body-memory-per-client", "its buffer while it is read", o.maxBodyMemoryPerClient, ingest.BodyPeak(o.maxBody)},
+		} {
+			switch {
+			case m.v < 1 || m.v >= m.need:
+			case m.need == math.MaxInt64:
+				errs = append(errs, fmt.Errorf("--max-body %d is beyond any memory: give at most a few hundred MiB", o.maxBody))
+			default:
+				errs = append(errs, fmt.Errorf("--%s %d cannot hold one batch of --max-body %d (%d bytes for %s, which double as they fill): raise it to %d or more, or lower --max-body", m.name, m.v, o.maxBody, m.need, m.what, m.need))
 			}
 		}
 	}
