@@ -28,6 +28,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
+	"github.com/edgepixel/edgepixel/shared/redact"
 )
 
 // Manifest is a parsed fastly.toml.
@@ -376,15 +377,16 @@ func (rb rawBackend) resolve(name, dir string) (Backend, error) {
 	if rb.URL == "" {
 		return Backend{}, fmt.Errorf("url is required")
 	}
+	// The url may hold a password or a token: errors name it redacted.
 	u, err := url.Parse(rb.URL)
 	if err != nil {
-		return Backend{}, fmt.Errorf("url: %w", err)
+		return Backend{}, fmt.Errorf("url: %w", redact.Error(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return Backend{}, fmt.Errorf("url %q: scheme must be http or https", rb.URL)
+		return Backend{}, fmt.Errorf("url %q: scheme must be http or https", redact.URL(rb.URL))
 	}
 	if u.Host == "" {
-		return Backend{}, fmt.Errorf("url %q has no host", rb.URL)
+		return Backend{}, fmt.Errorf("url %q has no host", redact.URL(rb.URL))
 	}
 	b := Backend{Name: name, URL: u, CertHost: rb.CertHost, UseSNI: true, GRPC: rb.GRPC, Health: "unknown"}
 	if rb.OverrideHost != nil {

@@ -80,12 +80,14 @@ func Cut(s string) string {
 
 // Path returns an escaped URL path (or anything split by '/') with each
 // segment that looks like a token as Hidden: 16 characters or more of
-// letters, digits and "-._~%+=", with at least one letter and one
-// digit. Collectors that take their token in the path rather than a
-// header or the query (Sumo Logic's HTTP sources, Loggly's bulk
-// endpoint, Slack's and Discord's webhooks) would otherwise show it in
-// every message naming them; a word-like segment (/ingest/ndjson,
-// /api/v2/logs) is kept.
+// letters, digits and "-._~:%+=" with a piece (between "-._~:") of 5 or
+// more that mixes letters and digits or holds "%+=", or of 20 or more
+// letters in both cases. Collectors that take their token in the path
+// rather than a header or the query (Sumo Logic's HTTP sources, Loggly's
+// bulk endpoint, Slack's, Discord's and Telegram's webhooks) would
+// otherwise show it in every message naming them; a segment of words and
+// numbers (/ingest/ndjson, /edgepixel-logs-2025, /eu-west-1,
+// /pop-2025-06-01.ndjson) is kept.
 func Path(p string) string {
 	if !strings.ContainsAny(p, "0123456789") {
 		return p
@@ -103,19 +105,30 @@ func tokenLike(seg string) bool {
 	if len(seg) < 16 {
 		return false
 	}
-	letter, digit := false, false
-	for _, c := range []byte(seg) {
+	for piece := range strings.FieldsFuncSeq(seg, func(r rune) bool { return strings.ContainsRune("-._~:", r) }) {
+		letters, digits, lower, upper, other := 0, 0, false, false, false
+		for _, c := range []byte(piece) {
+			switch {
+			case c >= '0' && c <= '9':
+				digits++
+			case c >= 'a' && c <= 'z':
+				letters, lower = letters+1, true
+			case c >= 'A' && c <= 'Z':
+				letters, upper = letters+1, true
+			case c == '%' || c == '+' || c == '=':
+				other = true
+			default:
+				return false // not a token's alphabet: a word, a name
+			}
+		}
 		switch {
-		case c >= '0' && c <= '9':
-			digit = true
-		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
-			letter = true
-		case strings.IndexByte("-._~%+=", c) >= 0:
-		default:
-			return false
+		case len(piece) >= 5 && (letters > 0 && digits > 0 || other):
+			return true
+		case letters >= 20 && digits == 0 && lower && upper:
+			return true
 		}
 	}
-	return letter && digit
+	return false
 }
 
 // Error returns err with the URL of the *url.Error in its chain, if
@@ -129,13 +142,40 @@ func Error(err error) error {
 		return err
 	}
 	orig, red := ue.URL, URL(ue.URL)
-	if orig == red {
+	msg := err.Error()
+	// url.Parse's own words quote the piece it stumbled on, which may be
+	// a password read as a port (invalid port ":Pa55word" after host): a
+	// tester's. They are kept, the piece not.
+	if ue.Op == "parse" && ue.Err != nil {
+		inner := ue.Err.Error()
+		msg = strings.ReplaceAll(msg, inner, unquoted(inner))
+	}
+	if orig == red && msg == err.Error() {
 		return err
 	}
-	msg := strings.ReplaceAll(err.Error(), strconv.Quote(orig), strconv.Quote(red))
+	msg = strings.ReplaceAll(msg, strconv.Quote(orig), strconv.Quote(red))
 	msg = strings.ReplaceAll(msg, orig, red)
 	ue.URL = red
 	return &redacted{msg, err}
+}
+
+// unquoted returns s with what it quotes ("...") as "…".
+func unquoted(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(s[i+1:], '"')
+		if j < 0 {
+			break
+		}
+		b.WriteString(s[:i] + `"…"`)
+		s = s[i+1+j+1:]
+	}
+	b.WriteString(s)
+	return b.String()
 }
 
 // redacted is an error said without its secrets: Error is msg, and it

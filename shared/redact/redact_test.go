@@ -33,10 +33,18 @@ func TestURL(t *testing.T) {
 		"https://hooks.slack.com/services/T0001/B0002/XXs3cretXX1234567890":                          "https://hooks.slack.com/services/T0001/B0002/xxxxx",
 		"https://discord.com/api/webhooks/123456789012345678/abcDEF-s3cret_0123456789":               "https://discord.com/api/webhooks/123456789012345678/xxxxx",
 		"https://collector/ingest/ndjson":                                                            "https://collector/ingest/ndjson",
-		"https://collector/api/v2/logs":                                                              "https://collector/api/v2/logs",
-		"https://collector/bulk/s3cretAAAA1234567?x=1":                                               "https://collector/bulk/xxxxx?…",
-		"https://collector/in%zz/s3cretAAAA1234567?token=s3cret":                                     "https://collector/in%zz/xxxxx…",
-		"https://collector/in%zz/s3cretAAAA1234567":                                                  "https://collector/in%zz/xxxxx",
+		// Names of words and numbers are kept; Telegram's bot token and a
+		// Slack token of letters alone in both cases are hidden.
+		"https://es.example/edgepixel-logs-2025/_bulk":                            "https://es.example/edgepixel-logs-2025/_bulk",
+		"https://log.example/v1/projects/my-project-123456/logs":                  "https://log.example/v1/projects/my-project-123456/logs",
+		"https://c.example/ingest/edgepixel-pop-eu-west-1/v2":                     "https://c.example/ingest/edgepixel-pop-eu-west-1/v2",
+		"/var/log/edgepixel/pop-2025-06-01.ndjson":                                "/var/log/edgepixel/pop-2025-06-01.ndjson",
+		"https://api.telegram.org/bot123456:AAHs3cretXyZ0123abcdEFGH/sendMessage": "https://api.telegram.org/xxxxx/sendMessage",
+		"https://hooks.slack.com/services/T0001/B0002/abcdefGHIJKLmnopQRSTuvwx":   "https://hooks.slack.com/services/T0001/B0002/xxxxx",
+		"https://collector/api/v2/logs":                                           "https://collector/api/v2/logs",
+		"https://collector/bulk/s3cretAAAA1234567?x=1":                            "https://collector/bulk/xxxxx?…",
+		"https://collector/in%zz/s3cretAAAA1234567?token=s3cret":                  "https://collector/in%zz/xxxxx…",
+		"https://collector/in%zz/s3cretAAAA1234567":                               "https://collector/in%zz/xxxxx",
 	} {
 		if got := URL(in); got != want || strings.Contains(got, "s3cret") {
 			t.Errorf("URL(%q) = %q, want %q", in, got, want)
@@ -46,6 +54,13 @@ func TestURL(t *testing.T) {
 
 // A url.Error anywhere in the chain quotes its URL redacted.
 func TestError(t *testing.T) {
+	// url.Parse's words quote a password it read as a port (a tester's).
+	for _, raw := range []string{"https://user:Pa55word/SecretTail@collector.example.com/in", "https://host:Tok3n/in"} {
+		_, perr := url.Parse(raw)
+		if err := Error(perr); err == nil || strings.Contains(err.Error(), "Pa55word") || strings.Contains(err.Error(), "Tok3n") || !strings.Contains(err.Error(), "invalid port") {
+			t.Errorf("%v, want url.Parse's words without the password", err)
+		}
+	}
 	_, perr := url.Parse("redis://:s3cret@127.0.0.1:port/0")
 	err := Error(fmt.Errorf("redis: %w", perr))
 	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "invalid port") {
