@@ -10,7 +10,8 @@
    edgepixel.view() (a pageview by hand). */
 (function (w, d, n) {
   var s = d.currentScript, site = s && s.getAttribute("data-site");
-  if (!site || w.edgepixel || location.protocol == "file:") return;
+  if (!site || w.edgepixel) return;
+  if (/^(file|content):/.test(location.protocol)) { w.edgepixel = function () {}; w.edgepixel.view = w.edgepixel.consent = w.edgepixel.usPrivacy = w.edgepixel; return; }
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
     consent = at("data-consent"), usp = at("data-us-privacy"), q = at("data-signed") || "site=" + encodeURIComponent(site), last,

@@ -5,8 +5,10 @@
 // the page's consent word, by sendBeacon with a fetch keepalive fallback
 // and a second endpoint to fail over to. Each event carries a UUIDv7
 // event_id, so a retry is stored once (event.ParseClientID). A copy of a
-// page saved to disk and opened from it sends nothing: its file: URL
-// names the person's folders, and the edge would drop it (bad_url).
+// page saved to disk and opened from it sends nothing: its file: (or
+// Android's content:) URL names the person's folders, and the edge would
+// drop it (bad_url); its edgepixel does nothing, so the page's own calls
+// do not throw.
 //
 // The edge serves Script at /s.js, or Gzip to clients that accept gzip
 // (RFC 9110 section 8.4), with ETag and a day's caching.
@@ -26,7 +28,7 @@ var Gzip []byte
 
 // scriptTag is the first 16 hex digits of Script's SHA-256, checked by
 // TestETag.
-const scriptTag = "f8a919bde45d72c0"
+const scriptTag = "11fa9f65afc02d11"
 
 // ETag is Script's strong entity tag, and GzipETag Gzip's: a strong tag
 // names one representation's exact bytes, so the gzip and the plain body

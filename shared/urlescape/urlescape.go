@@ -233,17 +233,17 @@ func RemoveDots(p string) string {
 }
 
 // NoPageSchemes names the schemes NoPage refuses, for messages.
-const NoPageSchemes = "javascript:, vbscript:, data:, file:, mailto: or about:"
+const NoPageSchemes = "javascript:, vbscript:, data:, file:, content:, mailto: or about:"
 
 // noPageSchemes are NoPageSchemes, as NoPage compares them.
-var noPageSchemes = [...]string{"javascript:", "vbscript:", "data:", "file:", "mailto:", "about:"}
+var noPageSchemes = [...]string{"javascript:", "vbscript:", "data:", "file:", "content:", "mailto:", "about:"}
 
 // NoPage reports whether raw is a URL that names no web page a visitor
 // was on: code or content written into the address bar (javascript:,
 // vbscript:, data:), which must not reach a report whose reader may
-// follow it as a link; a file opened from disk (file:), whose path names
-// the person who saved the page (file:///Users/alice/...), as s.js on a
-// saved copy would send it; a mail address (mailto:), which is personal
+// follow it as a link; a file opened from disk (file:, or content: as
+// Android's Chrome opens one), whose path names the person who saved the
+// page (file:///Users/alice/...), as s.js on a saved copy would send it; a mail address (mailto:), which is personal
 // data; a browser's blank or srcdoc frame (about:). Such a hit is forged
 // or a script's bug, or a page away from its site. The edge drops a hit so
 // addressed (edge/pixel, bad_url), the aggregator an imported line. The

@@ -109,7 +109,7 @@ func TestSchemeEnd(t *testing.T) {
 }
 
 func TestNoPage(t *testing.T) {
-	for _, s := range []string{"javascript:alert(1)", "JavaScript:void(0)", " \x01javascript:x", "java\tscr\nipt:x", "\u00a0javascript:x", "\u3000DATA:,", "vbscript:msgbox", "data:text/html,<b>x</b>", "DATA:,", "file:///Users/alice/page.html", "File:x", "mailto:a@b", "about:blank", " ABOUT:srcdoc"} {
+	for _, s := range []string{"javascript:alert(1)", "JavaScript:void(0)", " \x01javascript:x", "java\tscr\nipt:x", "\u00a0javascript:x", "\u3000DATA:,", "vbscript:msgbox", "data:text/html,<b>x</b>", "DATA:,", "file:///Users/alice/page.html", "File:x", "mailto:a@b", "about:blank", " ABOUT:srcdoc", "content://com.android.chrome.FileProvider/downloads/saved.html"} {
 		if !NoPage(s) {
 			t.Errorf("NoPage(%q) = false", s)
 		}
@@ -145,7 +145,7 @@ func FuzzNoPage(f *testing.F) {
 			}
 			return r
 		}, scheme) {
-		case "javascript", "vbscript", "data", "file", "mailto", "about":
+		case "javascript", "vbscript", "data", "file", "content", "mailto", "about":
 			return true
 		}
 		return false

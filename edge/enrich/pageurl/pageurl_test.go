@@ -240,7 +240,7 @@ func FuzzNoPageStored(f *testing.F) {
 			return
 		}
 		stored := strings.ToLower(Normalize(event.Clean(s, MaxLen)).URL)
-		for _, scheme := range []string{"javascript:", "vbscript:", "data:", "file:", "mailto:", "about:"} {
+		for _, scheme := range []string{"javascript:", "vbscript:", "data:", "file:", "content:", "mailto:", "about:"} {
 			if strings.HasPrefix(stored, scheme) {
 				t.Fatalf("NoPage(%q) = false, but it is stored as %q", s, stored)
 			}
