@@ -356,6 +356,9 @@ func (c *Client) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.
 // twice (a reviewer's finding). A cluster keeps a block inserted again
 // once (DeduplicatesBlocks), so there it does not wait. Inserts begun
 // after the call are not waited for: they are not the earlier attempt.
+// It gives up after settleMax with an error that names them (the loader
+// logs it and retries), so an insert that never ends, or someone's long
+// INSERT ... SELECT, is seen rather than holding the loader unsaid.
 func (c *Client) settleInserts(ctx context.Context) error {
 	if c.layout.Clustered() {
 		return nil
@@ -377,25 +380,37 @@ func (c *Client) settleInserts(ctx context.Context) error {
 	still := running + " AND query_id IN (" + strings.Join(ids, ",") + ")"
 	t := time.NewTicker(settlePoll)
 	defer t.Stop()
+	give := time.NewTimer(settleMax)
+	defer give.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %d running inserts to end before looking up stored ids: %w", len(ids), ctx.Err())
+			return fmt.Errorf("waiting for %d running inserts into %s.events to end before looking up stored ids: %w", len(rows), c.db, ctx.Err())
+		case <-give.C:
+			return fmt.Errorf("%d inserts into %s.events still run after %v (query_id %s in system.processes); the stored ids are looked up once they end (KILL QUERY one that never will)",
+				len(rows), c.db, settleMax, strings.Join(ids, ", "))
 		case <-t.C:
 		}
-		rows, err := c.Query(ctx, still)
-		if err != nil {
+		var err error
+		if rows, err = c.Query(ctx, still); err != nil {
 			return fmt.Errorf("look up running inserts: %w", err)
 		}
 		if len(rows) == 0 {
 			return nil
 		}
+		ids = ids[:0]
+		for _, r := range rows {
+			ids = append(ids, quote(r[0]))
+		}
 	}
 }
 
 // settlePoll is how often settleInserts asks whether the inserts it
-// waits for have ended.
-const settlePoll = 100 * time.Millisecond
+// waits for have ended, and settleMax how long it waits.
+const (
+	settlePoll = 100 * time.Millisecond
+	settleMax  = 2 * time.Minute
+)
 
 // Counts returns the distinct events stored per site (see store.Store):
 // the total and the selected sites are two queries, so that only the
