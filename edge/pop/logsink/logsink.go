@@ -1075,11 +1075,17 @@ func (s *httpSink) drain(ctx context.Context) {
 // guests wrote them.
 func (s *httpSink) deliver(ctx context.Context, b logBatch) {
 	defer s.release(b)
-	s.deliverBody(ctx, b.body, b.n)
+	if alone := s.deliverBody(ctx, b.body, b.n); alone > 0 {
+		// Once per batch, not per entry: a collector that refuses
+		// everything as too large made a line per entry (a tester's).
+		s.log.Warn("log endpoint: the collector refuses entries as too large even alone; dropped", "endpoint", s.ep.Name, "entries", alone)
+	}
 }
 
-// deliverBody is deliver of body, n entries each ending in '\n'.
-func (s *httpSink) deliverBody(ctx context.Context, body []byte, n int) {
+// deliverBody is deliver of body, n entries each ending in '\n'. It
+// returns how many entries it dropped because the collector refused
+// each alone as too large (413), which deliver logs.
+func (s *httpSink) deliverBody(ctx context.Context, body []byte, n int) (alone int) {
 	delay := s.backoff
 	stop := s.stop
 	for attempt := 0; ; attempt++ {
@@ -1088,21 +1094,23 @@ func (s *httpSink) deliverBody(ctx context.Context, body []byte, n int) {
 			s.st.requests.Add(1)
 			s.st.delivered.Add(uint64(n))
 			s.st.deliveryOK()
-			return
+			return 0
 		}
 		s.st.failures.Add(1)
 		s.st.deliveryFailed(err)
 		if mid := splitAt(body); status == http.StatusRequestEntityTooLarge && n > 1 && mid > 0 {
 			k := bytes.Count(body[:mid], []byte{'\n'})
 			s.log.Debug("log endpoint: the collector refuses the batch as too large; sending it in two", "endpoint", s.ep.Name, "bytes", len(body), "entries", n)
-			s.deliverBody(ctx, body[:mid], k)
-			s.deliverBody(ctx, body[mid:], n-k)
-			return
+			return s.deliverBody(ctx, body[:mid], k) + s.deliverBody(ctx, body[mid:], n-k)
+		}
+		if status == http.StatusRequestEntityTooLarge && n == 1 {
+			s.st.dropped.Add(1)
+			return 1
 		}
 		if !retry || attempt >= s.ep.Retries || ctx.Err() != nil {
 			s.st.dropped.Add(uint64(n))
 			s.log.Warn("log endpoint: batch dropped", "endpoint", s.ep.Name, "entries", n, "attempts", attempt+1, "err", err)
-			return
+			return 0
 		}
 		// Jitter spreads the retries of several POPs sharing a collector;
 		// the wait logged is the one taken (a tester read "in=500ms" of

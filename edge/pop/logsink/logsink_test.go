@@ -181,6 +181,52 @@ func TestLogHTTPSplitsOn413(t *testing.T) {
 	}
 }
 
+// A collector that refuses everything as too large costs one warning per
+// batch, not one per entry.
+func TestLogHTTPAll413WarnsOnce(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+	}))
+	t.Cleanup(srv.Close)
+	var logs lockedBuffer
+	tick := make(chan time.Time)
+	s := newHTTPSink(Endpoint{Name: "t", URL: srv.URL}.withDefaults(), slog.New(slog.NewTextHandler(&logs, nil)), tick)
+	s.backoff = time.Millisecond
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.close(ctx)
+	})
+	for i := range 50 {
+		writeLines(s, fmt.Sprintf("entry %d", i))
+	}
+	tick <- time.Now()
+	poptest.WaitFor(t, "every entry dropped", func() bool { return s.st.dropped.Load() == 50 })
+	poptest.WaitFor(t, "the warning", func() bool { return strings.Contains(logs.String(), "even alone") })
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings for one batch:\n%s", n, logs.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func TestSplitAt(t *testing.T) {
 	for body, want := range map[string]int{"": 0, "a\n": 0, "a\nb\n": 2, "aaaa\nb\n": 5, "a\nbbbb\n": 2, "a\nb\nc\nd\n": 4} {
 		if got := splitAt([]byte(body)); got != want {
