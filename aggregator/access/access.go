@@ -195,12 +195,18 @@ func readJSON(path string, v any) error {
 
 // SetViewers replaces the viewer tokens (token to sites). A token that is
 // gone stops working at once, as bearer and in the sessions made with it,
-// since those name their token. On error the tokens stay as they were.
+// since those name their token. The admin token listed as a viewer's is
+// an error: it would have lost its admin grant without a word (a
+// tester's). On error the tokens stay as they were.
 func (a *Access) SetViewers(viewers map[string][]string) error {
-	tokens := map[string]Grant{tokenID(a.cfg.AdminToken): {Admin: true, Kind: "admin"}}
+	admin := tokenID(a.cfg.AdminToken)
+	tokens := map[string]Grant{admin: {Admin: true, Kind: "admin"}}
 	for tok, sites := range viewers {
 		if len(tok) < minTokenLen {
 			return fmt.Errorf("access: viewer token for %v is shorter than %d bytes", sites, minTokenLen)
+		}
+		if tokenID(tok) == admin {
+			return fmt.Errorf("access: the admin token is listed as a viewer of %v: it reads every site already; remove its line, or give the viewer a token of its own", sites)
 		}
 		tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
 	}

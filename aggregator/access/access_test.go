@@ -331,3 +331,19 @@ func TestOnChange(t *testing.T) {
 		t.Errorf("viewers replaced: %v, %d changes told; want 3", err, n)
 	}
 }
+
+// The admin token listed as a viewer is refused, and stays the admin's:
+// it lost its admin grant without a word (a tester's).
+func TestAdminTokenListedAsViewer(t *testing.T) {
+	a := newAccess(t, "")
+	err := a.SetViewers(map[string][]string{"admin-token-0123456789": {"shop"}})
+	if err == nil || !strings.Contains(err.Error(), "admin token") {
+		t.Errorf("SetViewers with the admin token: %v, want it refused", err)
+	}
+	if g, ok := a.Token("admin-token-0123456789"); !ok || !g.Admin {
+		t.Errorf("admin token after: %+v %v, want the admin's grant", g, ok)
+	}
+	if g, ok := a.Token("viewer-token-0123456789"); !ok || g.Admin || g.Kind != "viewer" {
+		t.Errorf("viewer token after: %+v %v, want it as it was", g, ok)
+	}
+}
