@@ -1,9 +1,9 @@
 package ingest
 
 import (
-	"math"
 	"errors"
 	"io"
+	"math"
 	"math/bits"
 	"sync"
 )

@@ -1,7 +1,6 @@
 package pop
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -56,22 +55,7 @@ func TestMain(m *testing.M) {
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of guests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = poptest.Buffer
 
 type testPOP struct {
 	*Server

@@ -189,7 +189,7 @@ func TestLogHTTPAll413WarnsOnce(t *testing.T) {
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
 	}))
 	t.Cleanup(srv.Close)
-	var logs lockedBuffer
+	var logs poptest.Buffer
 	tick := make(chan time.Time)
 	s := newHTTPSink(Endpoint{Name: "t", URL: srv.URL}.withDefaults(), slog.New(slog.NewTextHandler(&logs, nil)), tick)
 	s.backoff = time.Millisecond
@@ -207,24 +207,6 @@ func TestLogHTTPAll413WarnsOnce(t *testing.T) {
 	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
 		t.Errorf("%d warnings for one batch:\n%s", n, logs.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestSplitAt(t *testing.T) {
