@@ -196,17 +196,18 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 	send(page("en-a", "other-visitor", "https://shop.example/r", ""), ip2, uaChrome, nil, "", nil)
 	send(page("en-b", "other-site", "https://blog.example/", ""), ip, uaChrome, nil, "", nil)
 	// Consent tiers.
-	private := func(reason string) func(e event.Event) bool {
+	// The tier keeps a referrer's origin, ref.
+	private := func(reason, ref string) func(e event.Event) bool {
 		return func(e event.Event) bool {
-			return e.Tier == "aggregate" && e.ConsentReason == reason && e.VisitorID == 0 && e.UserAgent == "" && e.Referrer == "" &&
+			return e.Tier == "aggregate" && e.ConsentReason == reason && e.VisitorID == 0 && e.UserAgent == "" && e.Referrer == ref &&
 				e.URL == "https://shop.example/private" && e.Browser == "Chrome" && e.Country == "DE"
 		}
 	}
 	priv := page("en-a", "", "https://shop.example/private?email=a@b.c", "https://www.google.com/search?q=me")
-	send(priv+"&e=gpc", ip, uaChrome, map[string]string{"Sec-GPC": "1"}, "", private("gpc"))
-	send(priv+"&e=dnt", ip, uaChrome, map[string]string{"DNT": "1"}, "", private("dnt"))
-	send(priv+"&e=no-consent&consent=0", ip, uaChrome, nil, "", private("no_consent"))
-	send(page("en-agg", "agg-default", "https://shop.example/private?x=1", ""), ip, uaChrome, nil, "", private("default"))
+	send(priv+"&e=gpc", ip, uaChrome, map[string]string{"Sec-GPC": "1"}, "", private("gpc", "https://www.google.com/"))
+	send(priv+"&e=dnt", ip, uaChrome, map[string]string{"DNT": "1"}, "", private("dnt", "https://www.google.com/"))
+	send(priv+"&e=no-consent&consent=0", ip, uaChrome, nil, "", private("no_consent", "https://www.google.com/"))
+	send(page("en-agg", "agg-default", "https://shop.example/private?x=1", ""), ip, uaChrome, nil, "", private("default", ""))
 	send(page("en-agg", "agg-consented", "https://shop.example/", "")+"&consent=1", ip, uaChrome, nil, "", func(e event.Event) bool {
 		return e.Tier == "full" && e.ConsentReason == "consent" && e.VisitorID != 0
 	})
