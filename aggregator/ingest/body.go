@@ -106,22 +106,32 @@ func BodyPeak(maxBody int64) int64 {
 	return p + p/2
 }
 
-// BodyNeed returns the most one batch of up to maxBody bytes holds of
-// the whole budget at once: its body's buffer, the buffer it
-// decompresses to (the larger case), and the work of decoding it (twice
-// the body, and 64 KiB). A --max-body-memory below it refuses such a
-// batch as overloaded on every retry. Past 2^50 bytes, math.MaxInt64.
+// BodyNeed returns the most one request of up to maxBody bytes holds of
+// the whole budget at once, with the default record size: its body's
+// buffer, the buffer it decompresses to (the larger case) while it
+// grows, and the work of decoding it, a signed batch's (decodeWork) or
+// an NDJSON body's, taken before it is decompressed (ndjsonWork). A
+// --max-body-memory below it refuses such a request as overloaded on
+// every retry (a tester's NDJSON got 503 under a total that held a
+// batch). Past 2^50 bytes, math.MaxInt64.
 func BodyNeed(maxBody int64) int64 {
 	p, ok := bodyCap(maxBody)
 	if !ok {
 		return math.MaxInt64
 	}
-	return max(p+p/2, 2*p+decodeWork(maxBody))
+	return max(2*p+decodeWork(maxBody), p+p+p/2+ndjsonWork(DefaultRecordBytes))
 }
+
+// DefaultRecordBytes is Config.RecordBytes' default.
+const DefaultRecordBytes = 1 << 20
 
 // decodeWork is what decoding a batch body of n bytes takes of the
 // budget: its events, about twice the body, with their structs.
 func decodeWork(n int64) int64 { return 2*n + 64<<10 }
+
+// ndjsonWork is what turning NDJSON lines into records of recordBytes
+// takes of the budget: about two records, whatever the body holds.
+func ndjsonWork(recordBytes int) int64 { return 4 * int64(recordBytes) }
 
 // bodyCap returns the capacity a body of up to maxBody bytes grows its
 // buffer to, false past 2^50 bytes (where doubling would overflow long

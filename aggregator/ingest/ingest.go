@@ -212,7 +212,7 @@ func newHandler(cfg Config, ndjson bool) http.Handler {
 		cfg.Now = time.Now
 	}
 	if cfg.RecordBytes <= 0 {
-		cfg.RecordBytes = 1 << 20
+		cfg.RecordBytes = DefaultRecordBytes
 	}
 	cfg.Logger = cfg.Logger.With("component", "ingest")
 	h := &handler{cfg: cfg, ndjson: ndjson}
@@ -403,7 +403,7 @@ func (h *handler) serveNDJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	// Lines are turned into events and bad rows and spooled a record at a
 	// time: the work space is about two records, whatever the body holds.
-	work := int64(4 * h.cfg.RecordBytes)
+	work := ndjsonWork(h.cfg.RecordBytes)
 	if !h.cfg.Budget.acquire("", work) {
 		h.overloaded(w, r)
 		return
