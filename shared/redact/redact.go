@@ -89,9 +89,6 @@ func Cut(s string) string {
 // numbers (/ingest/ndjson, /edgepixel-logs-2025, /eu-west-1,
 // /pop-2025-06-01.ndjson) is kept.
 func Path(p string) string {
-	if !strings.ContainsAny(p, "0123456789") {
-		return p
-	}
 	segs := strings.Split(p, "/")
 	for i, seg := range segs {
 		if tokenLike(seg) {
