@@ -90,6 +90,11 @@ type Config struct {
 	AdminToken string
 	// Viewers maps a viewer token to the sites it may read.
 	Viewers map[string][]string
+	// Reserved are the process's other tokens by their flag's name
+	// (--admin-token, --log-token): a viewer holding one would have its
+	// powers too (erasing data, ingesting), so no viewer may (a
+	// re-tester's). Empty ones are ignored.
+	Reserved map[string]string
 	// Key signs session cookies; at least 32 bytes.
 	Key []byte
 	// SharesFile keeps the share links (JSON), so they survive restarts;
@@ -207,6 +212,11 @@ func (a *Access) SetViewers(viewers map[string][]string) error {
 		}
 		if tokenID(tok) == admin {
 			return fmt.Errorf("access: the admin token is listed as a viewer of %v: it reads every site already; remove its line, or give the viewer a token of its own", sites)
+		}
+		for flag, r := range a.cfg.Reserved {
+			if r != "" && tokenID(tok) == tokenID(r) {
+				return fmt.Errorf("access: the viewer token of %v is %s's, which a viewer must not hold: give the viewer a token of its own", sites, flag)
+			}
 		}
 		tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
 	}

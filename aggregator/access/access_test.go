@@ -346,4 +346,11 @@ func TestAdminTokenListedAsViewer(t *testing.T) {
 	if g, ok := a.Token("viewer-token-0123456789"); !ok || g.Admin || g.Kind != "viewer" {
 		t.Errorf("viewer token after: %+v %v, want it as it was", g, ok)
 	}
+	// Nor may a viewer hold the /admin/ API's token or the log token.
+	b, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32)),
+		Viewers:  map[string][]string{"erase-token-0123456789": {"shop"}},
+		Reserved: map[string]string{"--admin-token": "erase-token-0123456789", "--log-token": ""}})
+	if err == nil || !strings.Contains(err.Error(), "--admin-token") {
+		t.Errorf("a viewer holding --admin-token's token: %v %v, want refused", b, err)
+	}
 }

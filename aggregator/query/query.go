@@ -27,7 +27,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 
@@ -223,33 +222,40 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 }
 
 // hostFilter returns a host filter's value as hosts are stored: the host
-// of a whole URL pasted in (the referrer a page sent), without its port,
-// in lower case as a browser sends it (the WHATWG URL standard lowers an
-// ASCII host); a host given alone as it is, since a referrer sent
-// otherwise (a hand-built ref=, an import) is stored as received and its
-// top table row must filter by it. Either way, as the edge stores a
-// host (edge/enrich/pageurl): without a trailing dot, and an
-// international name in its ASCII form (UTS #46 lookup, as
-// golang.org/x/net/idna's Lookup profile: "bücher.example" is
-// "xn--bcher-kva.example"; a tester's pasted URL found nothing).
+// of a whole URL pasted in (the referrer a page sent) as the edge stores
+// it (edge/enrich/pageurl): without its user information, port or a
+// trailing dot, in lower case as a browser sends it (the WHATWG URL
+// standard lowers an ASCII host), an international name in its ASCII
+// form (UTS #46 lookup, golang.org/x/net/idna's Lookup profile:
+// "bücher.example" is "xn--bcher-kva.example"; a tester's pasted URLs
+// found nothing), read as a browser reads it also where url.Parse
+// refuses it (https://h/100%_Pure, a backslash). A host given alone is
+// taken as it is, since a referrer sent otherwise (a hand-built ref=, an
+// import) is stored as received and its top table row must filter by
+// it (a re-tester's imported "Bücher.de").
 func hostFilter(v string) string {
-	if strings.Contains(v, "://") {
-		if u, err := url.Parse(v); err == nil && u.Host != "" {
-			v = strings.ToLower(u.Hostname())
-		}
+	i := strings.Index(v, "://")
+	if i < 0 {
+		return v
 	}
-	if h := strings.TrimSuffix(v, "."); h != "" && !strings.ContainsAny(h, ":[]") {
-		v = h
-		for i := 0; i < len(v); i++ {
-			if v[i] >= utf8.RuneSelf {
-				if a, err := idna.Lookup.ToASCII(v); err == nil {
-					return a
-				}
-				break
-			}
-		}
+	auth := v[i+3:]
+	if j := strings.IndexAny(auth, "/?#\\"); j >= 0 {
+		auth = auth[:j]
 	}
-	return v
+	if j := strings.LastIndexByte(auth, '@'); j >= 0 {
+		auth = auth[j+1:]
+	}
+	host := auth
+	if u, err := url.Parse("http://" + auth); err == nil && u.Host != "" {
+		host = u.Hostname()
+	} else if j := strings.LastIndexByte(auth, ':'); j >= 0 && !strings.Contains(auth, "]") {
+		host = auth[:j]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if a, err := idna.Lookup.ToASCII(host); err == nil && !strings.ContainsAny(host, ":[]") {
+		return a
+	}
+	return host
 }
 
 // pageFilter returns a page filter's value as pages are stored
@@ -260,7 +266,9 @@ func hostFilter(v string) string {
 func pageFilter(v string) string {
 	for _, scheme := range []string{"https://", "http://"} {
 		if len(v) > len(scheme) && strings.EqualFold(v[:len(scheme)], scheme) {
-			rest := v[len(scheme):]
+			// A backslash is a slash in an http(s) URL, as browsers and
+			// the edge read it (a re-tester's "/a\\b\\..\\c" is "/a/c").
+			rest := strings.ReplaceAll(v[len(scheme):], "\\", "/")
 			i := strings.IndexAny(rest, "/?#")
 			if i < 0 || rest[i] != '/' {
 				return "/"

@@ -43,6 +43,7 @@ func openAccess(cfg Config) (*access.Access, error) {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
 	return access.New(access.Config{AdminToken: tok, Viewers: cfg.DashboardViewers, Key: key,
+		Reserved:   map[string]string{"--admin-token": cfg.AdminToken, "--log-token": cfg.LogToken},
 		SharesFile: filepath.Join(cfg.DataDir, "shares.json"), EndedFile: filepath.Join(cfg.DataDir, "ended-sessions.json"), Secure: cfg.SecureCookies})
 }
 

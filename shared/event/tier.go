@@ -52,7 +52,7 @@ func (e *Event) ApplyPrivacy() {
 
 // referrerOrigin is the scheme and authority of a referrer with a '/'
 // after them ("https://www.google.com/"), its user information dropped;
-// "" for a value with no "scheme://" and authority. It is what a
+// "" for a value with no "scheme://" (or "//") and authority. It is what a
 // browser's "origin" referrer policy sends (W3C Referrer Policy, section
 // 3): where a visit came from, without the path that may name a person.
 // The aggregate tier keeps it so that the sources table, which reads the
@@ -61,11 +61,17 @@ func (e *Event) ApplyPrivacy() {
 // referrer_host. A stored referrer, normalised, always has its path's
 // '/', so the origin is a piece of it.
 func referrerOrigin(u string) string {
-	i := urlescape.SchemeEnd(u)
-	if i < 0 || !strings.HasPrefix(u[i:], "://") {
+	var head, rest string
+	switch i := urlescape.SchemeEnd(u); {
+	case i >= 0 && strings.HasPrefix(u[i:], "://"):
+		head, rest = u[:i+3], u[i+3:]
+	case strings.HasPrefix(u, "//"):
+		// Scheme-relative, as a hand-built ref= may be and is stored
+		// (its host is referrer_host: a re-tester's).
+		head, rest = "//", u[2:]
+	default:
 		return ""
 	}
-	head, rest := u[:i+3], u[i+3:]
 	end := strings.IndexAny(rest, "/?#\\")
 	if end < 0 {
 		end = len(rest)

@@ -116,6 +116,7 @@ func TestReferrerOrigin(t *testing.T) {
 		"http://u:pw@h.example:81/a":           "http://h.example:81/",
 		"http://[2001:db8::1]:8080/a":          "http://[2001:db8::1]:8080/",
 		"android-app://com.google.android.gm/": "android-app://com.google.android.gm/",
+		"//scheme-relative.example/p?q":        "//scheme-relative.example/",
 		"/relative/path":                       "",
 		"https:///nohost":                      "",
 		"x y://h/":                             "",
