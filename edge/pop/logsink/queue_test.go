@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/pop/poptest"
 	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
@@ -399,6 +400,31 @@ func TestQueueSplitsOn413(t *testing.T) {
 	writeLines(q, "after")
 	if got := c.waitFor(t, 21); q.st.dropped.Load() != 1 || got[len(got)-1] != "after" {
 		t.Fatalf("dropped %d, last %q", q.st.dropped.Load(), got[len(got)-1])
+	}
+}
+
+// A collector that refuses every entry as too large costs one warning at
+// the start of the run and one when it ends, not one per entry.
+func TestQueueAll413WarnsOnce(t *testing.T) {
+	c := newLineCollector(t)
+	c.answer(func(int) int { return http.StatusRequestEntityTooLarge })
+	var logs poptest.Buffer
+	q, err := openQueue(queueEndpoint(c.URL, t.TempDir(), "").withDefaults(), slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeQueue(t, q) })
+	writeLines(q, numbered("x", 30)...)
+	poptest.WaitFor(t, "every entry dropped", func() bool { return q.st.dropped.Load() == 30 })
+	if n := strings.Count(logs.String(), "as too large even alone"); n != 1 {
+		t.Errorf("%d warnings for 30 entries refused:\n%s", n, logs.String())
+	}
+	c.answer(func(int) int { return 200 })
+	writeLines(q, "after")
+	c.waitFor(t, 1)
+	poptest.WaitFor(t, "the run's summary", func() bool { return strings.Contains(logs.String(), "entries=30") })
+	if n := strings.Count(logs.String(), "as too large even alone"); n != 2 {
+		t.Errorf("%d warnings, want the run's first and its summary:\n%s", n, logs.String())
 	}
 }
 
