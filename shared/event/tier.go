@@ -20,16 +20,17 @@ import (
 // keeps the counts' dimensions: id, time, site, the event's name (the
 // site's code names it, and it is what a custom event is counted by),
 // the page without its query or fragment (url and its path), the
-// referrer's origin (referrerOrigin), host, channel, source and spam mark, the campaign's source,
-// medium and name and the click ids' kinds, the browser, operating system
-// and device classes without their versions, country and region, the
-// POP, method, bot score and reason, tier and its reason, signature and
-// mail_open. It clears what tells a person apart or may hold what a page
-// or a person wrote: visitor ids, user agent, client address, props, the
-// referrer's path, query and fragment, the page's query and fragment, utm_term and
-// utm_content, browser and OS versions, city, ASN (a network, with a
-// city about an address), screen width and client time (and its
-// reason). Clearing is not dropping: the event is counted as before.
+// referrer's origin (referrerOrigin), host, channel, source and spam
+// mark, the campaign's source, medium and name and the click ids' kinds,
+// the browser, operating system and device classes without their
+// versions, country and region, the POP, method, bot score and reason,
+// tier and its reason, signature and mail_open. It clears what tells a
+// person apart or may hold what a page or a person wrote: visitor ids,
+// user agent, client address, props, the referrer's path, query and
+// fragment, the page's query and fragment, utm_term and utm_content,
+// browser and OS versions, city, ASN (a network, with a city about an
+// address), screen width and client time (and its reason). Clearing is
+// not dropping: the event is counted as before.
 //
 // It allocates nothing (the edge's hit path allocates nothing) but for an
 // address that must be cut.
