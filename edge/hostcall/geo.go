@@ -9,11 +9,30 @@ import "bytes"
 // returned is a slice of record, not a copy.
 func CountryCode(record []byte) []byte {
 	const key = `"country_code"`
-	i := Index(record, key)
-	if i < 0 {
-		return nil
+	for off := 0; ; {
+		i := Index(record[off:], key)
+		if i < 0 {
+			return nil
+		}
+		i += off
+		if memberStart(record, i) {
+			return countryCode(record[i+len(key):])
+		}
+		off = i + 1
 	}
-	return countryCode(record[i+len(key):])
+}
+
+// memberStart reports whether the quote at record[q] begins a member's
+// name: it follows '{' or ',' (white space between). Elsewhere a match
+// began at an escaped quote inside another string, such as the name
+// "\"country_code" (fuzzing found it; the platform writes no such name,
+// but the scanner must not read one as the member).
+func memberStart(record []byte, q int) bool {
+	j := q - 1
+	for j >= 0 && (record[j] == ' ' || record[j] == '\t' || record[j] == '\r' || record[j] == '\n') {
+		j--
+	}
+	return j >= 0 && (record[j] == '{' || record[j] == ',')
 }
 
 // countryCode reads the country code after its member name.
@@ -100,6 +119,9 @@ func GeoFields(record []byte) Location {
 		if len(name) == 0 {
 			break
 		}
+		if c := name[0]; (c == 'c' || c == 'r' || c == 'a') && !memberStart(record, q) {
+			continue
+		}
 		switch name[0] {
 		case 'c':
 			if !country && hasPrefix(name, `country_code"`) {
@@ -159,7 +181,7 @@ func geoValue(record []byte, key string) []byte {
 		i += off
 		off = i + len(key)
 		// The key must be a whole quoted member name.
-		if i == 0 || record[i-1] != '"' || off >= len(record) || record[off] != '"' {
+		if i == 0 || record[i-1] != '"' || off >= len(record) || record[off] != '"' || !memberStart(record, i-1) {
 			continue
 		}
 		rest := bytes.TrimLeft(record[off+1:], " \t\r\n")

@@ -41,3 +41,27 @@ func FuzzCountryCode(f *testing.F) {
 		}
 	})
 }
+
+// A member's name is found only where a name begins, not from an escaped
+// quote inside another string (fuzzing found "\"country_code").
+func TestMemberNameStart(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"\"country_code":"A"}`:                              "",
+		`{"a":1, "country_code":"AT"}`:                        "AT",
+		"{\n\t\"country_code\" : \"CH\"}":                     "CH",
+		`{"x":"\"country_code\":\"FR\"","country_code":"IT"}`: "IT",
+	} {
+		if got := string(CountryCode([]byte(in))); got != want {
+			t.Errorf("CountryCode(%s) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{
+		`{"\"city":"x"}`:               "",
+		`{"\"city":"x","city":"bern"}`: "bern",
+		`{"a":"b", "city":"zug"}`:      "zug",
+	} {
+		if got := string(GeoString([]byte(in), "city")); got != want {
+			t.Errorf(`GeoString(%s, "city") = %q, want %q`, in, got, want)
+		}
+	}
+}
