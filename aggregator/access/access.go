@@ -210,15 +210,16 @@ func (a *Access) SetViewers(viewers map[string][]string) error {
 		if len(tok) < minTokenLen {
 			return fmt.Errorf("access: viewer token for %v is shorter than %d bytes", sites, minTokenLen)
 		}
-		if tokenID(tok) == admin {
+		id := tokenID(tok)
+		if id == admin {
 			return fmt.Errorf("access: the admin token is listed as a viewer of %v: it reads every site already; remove its line, or give the viewer a token of its own", sites)
 		}
 		for flag, r := range a.cfg.Reserved {
-			if r != "" && tokenID(tok) == tokenID(r) {
+			if r != "" && id == tokenID(r) {
 				return fmt.Errorf("access: the viewer token of %v is %s's, which a viewer must not hold: give the viewer a token of its own", sites, flag)
 			}
 		}
-		tokens[tokenID(tok)] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
+		tokens[id] = Grant{Sites: slices.Clone(sites), Kind: "viewer"}
 	}
 	a.tokens.Store(&tokens)
 	a.notify()

@@ -113,9 +113,10 @@ type refusal struct {
 	// bad_pixel_signature and expired_pixel, and origin_not_allowed in
 	// servePost), since a mixed body's first site may have let it
 	// through, or whose event's own values did (bad_url,
-	// props_too_large, bad_event_id); else the first event's, also for a body of JSON that
-	// did not decode (a value of the wrong type). "" when the body is
-	// not JSON or has no site (Serve then counts it for the URL's site).
+	// props_too_large, bad_event_id); else the first event's, also for a
+	// body of JSON that did not decode (a value of the wrong type). ""
+	// when the body is not JSON or has no site (Serve then counts it for
+	// the URL's site).
 	site string
 	// cip is the signed URL's cip when its signature verified but the
 	// client's address is outside it (bad_pixel_signature): the answer

@@ -139,7 +139,8 @@ func Error(err error) error {
 		return err
 	}
 	orig, red := ue.URL, URL(ue.URL)
-	msg := err.Error()
+	said := err.Error()
+	msg := said
 	// url.Parse's own words quote the piece it stumbled on, which may be
 	// a password read as a port (invalid port ":Pa55word" after host): a
 	// tester's. They are kept, the piece not.
@@ -147,7 +148,7 @@ func Error(err error) error {
 		inner := ue.Err.Error()
 		msg = strings.ReplaceAll(msg, inner, unquoted(inner))
 	}
-	if orig == red && msg == err.Error() {
+	if orig == red && msg == said {
 		return err
 	}
 	msg = strings.ReplaceAll(msg, strconv.Quote(orig), strconv.Quote(red))

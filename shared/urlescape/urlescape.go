@@ -243,8 +243,9 @@ var noPageSchemes = [...]string{"javascript:", "vbscript:", "data:", "file:", "c
 // vbscript:, data:), which must not reach a report whose reader may
 // follow it as a link; a file opened from disk (file:, or content: as
 // Android's Chrome opens one), whose path names the person who saved the
-// page (file:///Users/alice/...), as s.js on a saved copy would send it; a mail address (mailto:), which is personal
-// data; a browser's blank or srcdoc frame (about:). Such a hit is forged
+// page (file:///Users/alice/...), as s.js on a saved copy would send
+// it; a mail address (mailto:), which is personal data; a browser's blank
+// or srcdoc frame (about:). Such a hit is forged
 // or a script's bug, or a page away from its site. The edge drops a hit so
 // addressed (edge/pixel, bad_url), the aggregator an imported line. The
 // scheme is read as browsers read it (WHATWG URL standard, basic URL

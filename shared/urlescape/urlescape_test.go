@@ -170,3 +170,22 @@ func TestParams(t *testing.T) {
 		break // stopping early must not panic
 	}
 }
+
+// NoPageSchemes, the messages' list, names exactly the schemes NoPage
+// refuses, in order.
+func TestNoPageSchemesAgree(t *testing.T) {
+	var want string
+	for i, s := range noPageSchemes {
+		switch {
+		case i == 0:
+		case i == len(noPageSchemes)-1:
+			want += " or "
+		default:
+			want += ", "
+		}
+		want += s
+	}
+	if NoPageSchemes != want {
+		t.Errorf("NoPageSchemes = %q, noPageSchemes say %q", NoPageSchemes, want)
+	}
+}

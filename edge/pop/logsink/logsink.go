@@ -1098,14 +1098,16 @@ func (s *httpSink) deliverBody(ctx context.Context, body []byte, n int) (alone i
 		}
 		s.st.failures.Add(1)
 		s.st.deliveryFailed(err)
-		if mid := splitAt(body); status == http.StatusRequestEntityTooLarge && n > 1 && mid > 0 {
-			k := bytes.Count(body[:mid], []byte{'\n'})
-			s.log.Debug("log endpoint: the collector refuses the batch as too large; sending it in two", "endpoint", s.ep.Name, "bytes", len(body), "entries", n)
-			return s.deliverBody(ctx, body[:mid], k) + s.deliverBody(ctx, body[mid:], n-k)
-		}
-		if status == http.StatusRequestEntityTooLarge && n == 1 {
-			s.st.dropped.Add(1)
-			return 1
+		if status == http.StatusRequestEntityTooLarge {
+			if mid := splitAt(body); n > 1 && mid > 0 {
+				k := bytes.Count(body[:mid], []byte{'\n'})
+				s.log.Debug("log endpoint: the collector refuses the batch as too large; sending it in two", "endpoint", s.ep.Name, "bytes", len(body), "entries", n)
+				return s.deliverBody(ctx, body[:mid], k) + s.deliverBody(ctx, body[mid:], n-k)
+			}
+			if n == 1 {
+				s.st.dropped.Add(1)
+				return 1
+			}
 		}
 		if !retry || attempt >= s.ep.Retries || ctx.Err() != nil {
 			s.st.dropped.Add(uint64(n))
