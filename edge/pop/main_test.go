@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop/poptest"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // Every guest in testdata is built and compiled once per test binary,
@@ -55,7 +56,7 @@ func TestMain(m *testing.M) {
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of guests.
-type syncBuffer = poptest.Buffer
+type syncBuffer = proc.Buffer
 
 type testPOP struct {
 	*Server

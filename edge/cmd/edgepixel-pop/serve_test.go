@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pop/poptest"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // These tests run serve in-process with the pop package's logguest
@@ -100,7 +101,7 @@ func logGuest(t *testing.T) string {
 	return guestWasm
 }
 
-type lockedBuf = poptest.Buffer
+type lockedBuf = proc.Buffer
 
 // popRun is serve running in the background.
 type popRun struct {

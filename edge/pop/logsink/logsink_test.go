@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pop/poptest"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // collector is an HTTP log collector that records each batch. The first
@@ -189,7 +190,7 @@ func TestLogHTTPAll413WarnsOnce(t *testing.T) {
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
 	}))
 	t.Cleanup(srv.Close)
-	var logs poptest.Buffer
+	var logs proc.Buffer
 	tick := make(chan time.Time)
 	s := newHTTPSink(Endpoint{Name: "t", URL: srv.URL}.withDefaults(), slog.New(slog.NewTextHandler(&logs, nil)), tick)
 	s.backoff = time.Millisecond

@@ -408,7 +408,7 @@ func TestQueueSplitsOn413(t *testing.T) {
 func TestQueueAll413WarnsOnce(t *testing.T) {
 	c := newLineCollector(t)
 	c.answer(func(int) int { return http.StatusRequestEntityTooLarge })
-	var logs poptest.Buffer
+	var logs proc.Buffer
 	q, err := openQueue(queueEndpoint(c.URL, t.TempDir(), "").withDefaults(), slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 // Package poptest holds what the tests of the POP's packages share: the
 // test guests of edge/pop/testdata, built and compiled once per test
-// binary, small waiting helpers and a log buffer.
+// binary, and small waiting helpers.
 //
 // Building a guest (go build for wasip1) and compiling it (wazero, seconds
 // for a standard-Go module, ten times that under the race detector) are
@@ -11,14 +11,12 @@
 package poptest
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"sync"
 	"testing"
 	"time"
 )
@@ -149,23 +147,4 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// Buffer is a bytes.Buffer safe for concurrent writers (guests, a
-// logger) and a test reading it meanwhile.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *Buffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *Buffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
