@@ -236,7 +236,10 @@ func (a *Access) SetViewers(viewers map[string][]string) error {
 // file can parse, without the tokens not written yet. A file that cannot
 // be read or parsed is logged and leaves the tokens as they were. It
 // reads the file once at the start too, since it may have changed since
-// the caller read it.
+// the caller read it. A file gone at two looks in a row was removed, and
+// every viewer token with it; gone at one look only, it is an editor's
+// save (delete, then rename a new file in), which must not lock every
+// viewer out meanwhile.
 func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Duration, log *slog.Logger) {
 	var seen, pending os.FileInfo
 	changed := func(a, b os.FileInfo) bool {
@@ -244,9 +247,23 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	gone := 0 // looks in a row that found no file
 	for first := true; ; first = false {
 		fi, err := os.Stat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			gone++
+		} else {
+			gone = 0
+		}
 		switch {
+		case gone == 2:
+			if err := a.SetViewers(nil); err != nil { // cannot fail: no tokens to refuse
+				log.Error("dashboard viewers file removed, but the viewer tokens could not be revoked", "file", path, "err", err)
+			} else {
+				log.Warn("dashboard viewers file removed: every viewer token is revoked; write the file again to give them back", "file", path)
+			}
+			seen, pending = nil, nil
+		case gone > 0:
 		case err != nil:
 			if seen != nil {
 				log.Error("dashboard viewers file: cannot read it; the viewer tokens stay as they were", "file", path, "err", err)

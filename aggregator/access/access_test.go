@@ -290,6 +290,70 @@ func TestWatchViewers(t *testing.T) {
 	if _, ok := a.session(cookie); !ok {
 		t.Error("the token is back but its session is not")
 	}
+
+	// Removing the file revokes every viewer token; writing it again
+	// gives them back.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the removed file's tokens refused", func() bool { _, ok := a.Token(stays); return !ok })
+	if _, ok := a.Token(gone); ok {
+		t.Error("a token of the removed file still works")
+	}
+	if _, ok := a.session(cookie); ok {
+		t.Error("a session of the removed file's token still works")
+	}
+	if _, ok := a.Token("admin-token-0123456789"); !ok {
+		t.Error("removing the viewers file revoked the admin token")
+	}
+	if !strings.Contains(logs.String(), "every viewer token is revoked") {
+		t.Errorf("the removal is not logged:\n%s", logs.String())
+	}
+	write(stays + " demo\n")
+	waitFor("the file written again", func() bool { _, ok := a.Token(stays); return ok })
+}
+
+// An editor's save that deletes the file and renames a new one in is no
+// removal: the file gone at one look keeps every token.
+func TestWatchViewersEditorSave(t *testing.T) {
+	const tok = "viewer-token-stays-0123456789"
+	file := filepath.Join(t.TempDir(), "viewers")
+	if err := os.WriteFile(file, []byte(tok+" demo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32)), Viewers: map[string][]string{tok: {"demo"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	// Gone at the first look, back long before the second (the looks as
+	// far apart as the aggregator's).
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		a.WatchViewers(ctx, file, 2*time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
+		close(done)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := os.WriteFile(file, []byte(tok+" demo,shop\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if g, ok := a.Token(tok); ok && g.CanRead("shop") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the saved file not read; log:\n%s", logs.String())
+		}
+	}
+	cancel()
+	<-done
+	if strings.Contains(logs.String(), "revoked") {
+		t.Errorf("a file gone at one look revoked the tokens:\n%s", logs.String())
+	}
 }
 
 // OnChange is told of every change that may end a credential or change
