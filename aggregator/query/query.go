@@ -28,8 +28,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/idna"
-
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
@@ -223,7 +221,8 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 
 // hostFilter returns a host filter's value as hosts are stored: the host
 // of a whole URL pasted in (the referrer a page sent) as the edge stores
-// it (edge/enrich/pageurl): without its user information, port or a
+// it (urlescape.HostPort, by which edge/enrich/pageurl stores hosts, so
+// the two cannot drift apart): without its user information, port or a
 // trailing dot, in lower case as a browser sends it (the WHATWG URL
 // standard lowers an ASCII host), an international name in its ASCII
 // form (UTS #46 lookup, golang.org/x/net/idna's Lookup profile:
@@ -234,27 +233,14 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 // import) is stored as received and its top table row must filter by
 // it (a re-tester's imported "Bücher.de").
 func hostFilter(v string) string {
-	i := strings.Index(v, "://")
-	if i < 0 {
+	if !strings.Contains(v, "://") {
 		return v
 	}
-	auth := v[i+3:]
-	if j := strings.IndexAny(auth, "/?#\\"); j >= 0 {
-		auth = auth[:j]
+	scheme, auth, ok := urlescape.SplitAuthority(v)
+	if !ok { // no URL: "a b://c"
+		return v
 	}
-	if j := strings.LastIndexByte(auth, '@'); j >= 0 {
-		auth = auth[j+1:]
-	}
-	host := auth
-	if u, err := url.Parse("http://" + auth); err == nil && u.Host != "" {
-		host = u.Hostname()
-	} else if j := strings.LastIndexByte(auth, ':'); j >= 0 && !strings.Contains(auth, "]") {
-		host = auth[:j]
-	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if a, err := idna.Lookup.ToASCII(host); err == nil && !strings.ContainsAny(host, ":[]") {
-		return a
-	}
+	host, _ := urlescape.HostPort(auth, scheme)
 	return host
 }
 

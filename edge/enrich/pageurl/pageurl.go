@@ -34,8 +34,6 @@ import (
 	"strings"
 	"unsafe"
 
-	"golang.org/x/net/idna"
-
 	"github.com/edgepixel/edgepixel/edge/enrich/campaign"
 	"github.com/edgepixel/edgepixel/edge/enrich/internal/query"
 	"github.com/edgepixel/edgepixel/shared/event"
@@ -87,9 +85,9 @@ func Normalize(raw string) Result {
 	if i := strings.IndexByte(rest, '?'); i >= 0 {
 		pathPart, q = rest[:i], rest[i+1:]
 	}
-	lscheme := lowerASCII(scheme)
+	lscheme := urlescape.LowerASCII(scheme)
 	if hasAuthority {
-		r.Host, hostport = normHost(hostport, lscheme)
+		r.Host, hostport = urlescape.HostPort(hostport, lscheme)
 		// A host escaped to ASCII can pass the bound by itself (URL is
 		// cut below, Host is a column of its own).
 		r.Host = r.Host[:escapedCut(r.Host, MaxLen)]
@@ -209,101 +207,6 @@ func cut(r Result) Result {
 	return r
 }
 
-// normHost returns the normalised host and host[:port] of an authority.
-func normHost(auth, scheme string) (host, hostport string) {
-	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
-		auth = auth[i+1:]
-	}
-	h, port := auth, ""
-	if strings.HasPrefix(h, "[") { // IPv6 literal
-		if i := strings.IndexByte(h, ']'); i >= 0 {
-			h, port = h[:i+1], h[i+1:]
-		}
-	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		h, port = h[:i], h[i:]
-	}
-	if port != "" {
-		p := strings.TrimLeft(port[1:], "0")
-		switch {
-		case port[0] != ':' || !allDigits(port[1:]) || len(port) == 1:
-			port = ""
-		case scheme == "http" && p == "80", scheme == "https" && p == "443":
-			port = ""
-		default:
-			if p == "" {
-				p = "0" // port 0, however many zeros
-			}
-			if len(p) != len(port)-1 {
-				port = ":" + p
-			}
-		}
-	}
-	if strings.HasPrefix(h, "[") {
-		host = lowerASCII(urlescape.Normalize(h, urlescape.Host))
-	} else {
-		// Trimmed after the conversion too: an escaped or international
-		// spelling of a dot ("%2e", U+3002) is one once converted.
-		host = strings.TrimRight(normHostName(strings.TrimRight(h, ".")), ".")
-	}
-	if port == "" {
-		return host, host
-	}
-	return host, host + port
-}
-
-// normHostName lower-cases a host and converts it to IDNA ASCII.
-func normHostName(h string) string {
-	ascii := true
-	lower := true
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if c >= 0x7F || c < 0x21 || c == '%' || c == ':' || urlescape.Host.Has(c) {
-			ascii = false
-			break
-		}
-		if 'A' <= c && c <= 'Z' {
-			lower = false
-		}
-	}
-	if ascii {
-		if lower {
-			return h
-		}
-		return lowerASCII(h)
-	}
-	u := query.Unescape(strings.ReplaceAll(h, "+", "%2B"))
-	if a, err := idna.Lookup.ToASCII(u); err == nil {
-		return a
-	}
-	// Not a valid international name: keep it escaped so the result stays
-	// ASCII, in lower case.
-	return lowerASCII(urlescape.Normalize(u, urlescape.Host.With(':')))
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func lowerASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if c := b[j]; 'A' <= c && c <= 'Z' {
-					b[j] = c + 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
-
 // normPath normalises a path's escapes and removes its dot segments.
 func normPath(p string, absolute bool) string {
 	p = strings.ReplaceAll(p, "\\", "/") // as browsers treat http(s) URLs
@@ -375,11 +278,11 @@ func needsQueryWork(q string) bool {
 // "//host/..."), as Normalize's Result.Host, or "" when raw has none. It
 // does only the work the host needs.
 func Host(raw string) string {
-	scheme, auth, ok := splitAuthority(raw)
+	scheme, auth, ok := urlescape.SplitAuthority(raw)
 	if !ok {
 		return ""
 	}
-	h, _ := normHost(auth, scheme)
+	h, _ := urlescape.HostPort(auth, scheme)
 	if len(h) > MaxLen {
 		return ""
 	}
@@ -395,32 +298,12 @@ func Host(raw string) string {
 // person's mailbox or message.
 func Origin(raw string) string {
 	s := strings.TrimSpace(raw)
-	scheme, auth, ok := splitAuthority(s)
+	scheme, auth, ok := urlescape.SplitAuthority(s)
 	if !ok || auth == "" || strings.IndexByte(auth, '@') >= 0 ||
 		scheme != "http" && scheme != "https" && scheme != "android-app" {
 		return ""
 	}
 	return s[:strings.Index(s, "//")+2+len(auth)]
-}
-
-// splitAuthority splits an absolute URL, or a network-path reference
-// ("//host/...", scheme ""), into its scheme, lower-cased, and its
-// authority: what follows "//" up to the path, query or fragment (RFC
-// 3986 section 3.2; a backslash ends it too, as browsers read it). ok is
-// false without "//".
-func splitAuthority(raw string) (scheme, auth string, ok bool) {
-	s := strings.TrimSpace(raw)
-	if i := urlescape.SchemeEnd(s); i > 0 {
-		scheme, s = lowerASCII(s[:i]), s[i+1:]
-	}
-	if !strings.HasPrefix(s, "//") {
-		return scheme, "", false
-	}
-	auth = s[2:]
-	if end := strings.IndexAny(auth, "/?#\\"); end >= 0 {
-		auth = auth[:end]
-	}
-	return scheme, auth, true
 }
 
 // Resolve returns page resolved against base when page is an
@@ -436,7 +319,7 @@ func Resolve(page, base string) string {
 	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
 		return page
 	}
-	scheme, auth, ok := splitAuthority(base)
+	scheme, auth, ok := urlescape.SplitAuthority(base)
 	if !ok || auth == "" || scheme != "http" && scheme != "https" {
 		return page
 	}
