@@ -2,7 +2,6 @@ package clickhouse
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -68,35 +67,5 @@ func TestExistingIDsWaitsForRunningInsert(t *testing.T) {
 	defer cancel()
 	if found, err := c.ExistingIDs(short, []event.Event{mkEvent(t, "demo", time.Now().UnixMilli())}); err != nil || len(found) != 0 {
 		t.Fatalf("with no insert running: %v, %v", found, err)
-	}
-}
-
-// A client-named event stored from its full-tier attempt (its time the
-// client's millisecond) is found for a retry sent in the aggregate tier
-// (its time the minute's start, its id the same): the load does not store
-// it twice.
-func TestExistingIDsFindsOtherTiersCopy(t *testing.T) {
-	c := newClient(t)
-	ctx := context.Background()
-	now := time.Now().UnixMilli()
-	minute := now - now%event.StoredTimeSlack - event.StoredTimeSlack
-	client, err := event.NewID(minute+50_000, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := mkEvent(t, "demo", 0)
-	full.ID, full.Time = event.Stored(client, "demo", -1, event.TierFull)
-	agg := full
-	agg.ID, agg.Time = event.Stored(client, "demo", -1, event.TierAggregate)
-	agg.Tier = event.TierAggregate
-	if agg.ID != full.ID || full.Time-agg.Time != 50_000 {
-		t.Fatalf("full %s at %d, aggregate %s at %d", full.ID, full.Time, agg.ID, agg.Time)
-	}
-	if err := c.InsertEvents(ctx, []event.Event{full}); err != nil {
-		t.Fatal(err)
-	}
-	found, err := c.ExistingIDs(ctx, []event.Event{agg})
-	if err != nil || !found[agg.ID] {
-		t.Fatalf("the aggregate tier's retry: found %v (%v), want its full-tier copy", found, err)
 	}
 }

@@ -302,7 +302,8 @@ func parseLine(raw []byte) (line, error) {
 		if err != nil {
 			return bad(ReasonBadEventID, err)
 		}
-		e.ID, e.Time = event.Stored(c, e.Site, -1, e.Tier) // as the edge stores it
+		c = c.ForTier(e.Tier) // as the edge stores it
+		e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
 	default:
 		e.ID = LineID(ms, raw)
 	}

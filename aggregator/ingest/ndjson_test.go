@@ -255,7 +255,7 @@ func TestParseLineClientEventID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id, _ := event.Stored(c, "a.com", -1, event.TierFull); a.ID != id || a.Time != c.Time() {
+	if a.ID != event.Scope(c, "a.com", -1) || a.Time != c.Time() {
 		t.Errorf("id %s time %d, want the scoped id at the client's time", a.ID, a.Time)
 	}
 	again, _ := ParseLine(line("a.com", `,"url":"/retried"`))
@@ -264,12 +264,12 @@ func TestParseLineClientEventID(t *testing.T) {
 		t.Errorf("retry %s, other site %s, first %s", again.ID, b.ID, a.ID)
 	}
 	// In the aggregate tier, the client's time to the minute, as the edge
-	// stores a POSTed event of that tier, and the same id as in the full
-	// tier: the same client id by either way and in either tier is one
-	// event.
+	// stores a POSTed event of that tier: the same client id by either
+	// way is one event.
 	agg, err := ParseLine(line("a.com", `,"tier":"aggregate"`))
-	if err != nil || agg.ID != a.ID || agg.Time != c.Time()-c.Time()%60_000 {
-		t.Errorf("aggregate tier: id %s time %d (%v), want %s at the client's minute", agg.ID, agg.Time, err, a.ID)
+	cut := c.ForTier(event.TierAggregate)
+	if err != nil || agg.ID != event.Scope(cut, "a.com", -1) || agg.Time != cut.Time() || agg.Time%60_000 != 0 {
+		t.Errorf("aggregate tier: id %s time %d (%v), want the scoped id at the client's minute", agg.ID, agg.Time, err)
 	}
 	// An edge-minted event_id is the stored id, whatever else the line says.
 	edge := "0197746b-5d3b-7000-8000-000000000001"

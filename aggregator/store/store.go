@@ -104,21 +104,14 @@ func TopCounts(all map[string]uint64, sites []string, max int) (map[string]uint6
 	return out, total
 }
 
-// Bounds returns the earliest and latest time a stored copy of an event
-// in evs can have. That is the event's own time, except for an event a
-// client named (its id's time a whole minute, see event.Stored): a copy
-// stored from an attempt in the other consent tier can have any time in
-// the minute from its id's.
+// Bounds returns the earliest and latest event time in evs.
 func Bounds(evs []event.Event) (lo, hi time.Time) {
 	if len(evs) == 0 {
 		return
 	}
 	l, h := evs[0].Time, evs[0].Time
-	for _, e := range evs {
+	for _, e := range evs[1:] {
 		l, h = min(l, e.Time), max(h, e.Time)
-		if t := e.ID.Time(); t%event.StoredTimeSlack == 0 {
-			l, h = min(l, t), max(h, t+event.StoredTimeSlack-1)
-		}
 	}
 	return time.UnixMilli(l), time.UnixMilli(h)
 }

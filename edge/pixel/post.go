@@ -255,12 +255,14 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 				why.site = cleanSite(p.Site)
 				return nil, nil, wire.DropBadEventID
 			}
-			e.ID, e.Time = event.Stored(c, e.Site, -1, e.Tier)
+			c = c.ForTier(e.Tier)
+			e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
 			if e.Copy, err = newCopy(m); err != nil {
 				return nil, nil, wire.DropInternal
 			}
 		case idemKey != "":
-			e.ID, e.Time = event.Stored(key, e.Site, i, e.Tier)
+			k := key.ForTier(e.Tier)
+			e.ID, e.Time = event.Scope(k, e.Site, i), k.Time()
 			if e.Copy, err = newCopy(m); err != nil {
 				return nil, nil, wire.DropInternal
 			}

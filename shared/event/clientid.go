@@ -53,33 +53,25 @@ func ParseClientID(s string, nowMS int64) (ID, error) {
 	return id, nil
 }
 
-// Stored returns the ID and the time (unix ms) of the event that client
-// id c names for site, index as for Scope, in consent tier. The id is
-// Scope of c with c's time cut to the minute, in every tier, so that a
-// retry sent in another tier than its first attempt (the visitor opted
-// out in between) lands on the same stored event. The time is c's own in
-// the full tier; the aggregate tier keeps no client time (a time the
-// client picks to the millisecond could carry some 20 bits that tell a
-// person apart), so there it is cut to the minute too, the dashboard's
-// finest bucket. Every path that stores a client-named event (the edge's
-// POST, an NDJSON line's client_event_id) takes both from here, so the
-// same client id gives one event whichever way and in whichever tier it
-// comes. A stored id's time is so up to a minute before its event's time
-// (StoredTimeSlack).
-func Stored(c ID, site string, index int, tier string) (ID, int64) {
-	ms := c.Time()
-	cut := ms - ms%StoredTimeSlack
-	if tier == TierAggregate {
-		ms = cut
+// ForTier is client id c as an event of tier is stored from it (Scope,
+// and its time): for TierAggregate, with its time cut to the minute. A
+// client-named event's time is its id's, so that a retry lands on the same
+// stored event, and so the client's clock; the aggregate tier keeps no
+// client time, and the minute is the dashboard's finest bucket. Every
+// path that stores a client-named event (the edge's POST, an NDJSON
+// line's client_event_id) cuts it alike, so the same client id gives one
+// event whichever way it comes.
+func (c ID) ForTier(tier string) ID {
+	if tier != TierAggregate {
+		return c
 	}
-	return Scope(c.WithTime(cut), site, index), ms
+	ms := c.Time()
+	return c.WithTime(ms - ms%aggregateTimeUnit)
 }
 
-// StoredTimeSlack is how far, in milliseconds, the time of an event's id
-// can fall before the event's own time: Stored cuts a client id's time to
-// the minute. A search for a stored event by its time (a load's retry
-// asking ClickHouse which ids it already has) widens by it.
-const StoredTimeSlack = 60_000
+// aggregateTimeUnit is what ForTier cuts an aggregate-tier client time to,
+// in milliseconds.
+const aggregateTimeUnit = 60_000
 
 // WithTime returns id with ms (unix milliseconds, 0 to 2^48-1) as its
 // time, its other bits as they were.

@@ -73,26 +73,3 @@ func TestScope(t *testing.T) {
 		seen[id] = k.site
 	}
 }
-
-func TestStored(t *testing.T) {
-	ms := int64(now - 5000)
-	if ms%StoredTimeSlack == 0 {
-		ms -= 1234
-	}
-	minute := ms - ms%StoredTimeSlack
-	c := v7(t, ms)
-	full, fullMS := Stored(c, "a.com", -1, TierFull)
-	agg, aggMS := Stored(c, "a.com", -1, TierAggregate)
-	if full != agg {
-		t.Errorf("full tier %s, aggregate %s: want one id", full, agg)
-	}
-	if fullMS != ms || aggMS != minute || full.Time() != minute {
-		t.Errorf("times: full %d, aggregate %d, id %d; want %d, %d, %d", fullMS, aggMS, full.Time(), ms, minute, minute)
-	}
-	if other, _ := Stored(c, "a.com", 0, TierFull); other == full {
-		t.Error("index ignored")
-	}
-	if later, _ := Stored(v7(t, minute+StoredTimeSlack), "a.com", -1, TierFull); later.Time() != minute+StoredTimeSlack {
-		t.Errorf("next minute's id at %d", later.Time())
-	}
-}
