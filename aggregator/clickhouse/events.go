@@ -312,7 +312,7 @@ func (c *Client) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.
 		sites := map[string]bool{}
 		var q strings.Builder
 		fmt.Fprintf(&q, "SELECT toString(event_id) FROM %s.events WHERE ts >= %d AND ts <= %d AND site IN (",
-			c.db, from.Unix()-1, to.Unix()+1)
+			c.db, max(from.Unix()-1, 0), to.Unix()+1) // 18.16 refuses a DateTime below 0
 		first := true
 		for _, e := range part {
 			if !sites[e.Site] {

@@ -69,3 +69,15 @@ func TestExistingIDsWaitsForRunningInsert(t *testing.T) {
 		t.Fatalf("with no insert running: %v, %v", found, err)
 	}
 }
+
+// An event in the first second of 1970 (an import's ts_ms of 500) asks
+// ClickHouse for no time before 0, which 18.16 refuses (Code 169): its
+// load would be retried for ever, every later event behind it (a
+// tester's).
+func TestExistingIDsAtTimeZero(t *testing.T) {
+	c := newClient(t)
+	e := mkEvent(t, "demo", 500)
+	if found, err := c.ExistingIDs(context.Background(), []event.Event{e}); err != nil || len(found) != 0 {
+		t.Fatalf("an event at 500 ms: found %v (%v)", found, err)
+	}
+}
