@@ -374,18 +374,9 @@ func run(args []string) error {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", tokenfile.Abs(o.dashboardTokenFile)))
 		}
 	}
-	var viewers map[string][]string
-	if o.dashboardViewersFile != "" {
-		b, err := os.ReadFile(tokenfile.Abs(o.dashboardViewersFile))
-		if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("%w: write there a line per viewer, TOKEN SITE[,SITE...] (a token of 16 bytes or more), or leave the flag out", err)
-		}
-		if err != nil {
-			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file: %w", err))
-		}
-		if viewers, err = access.ParseViewers(string(b)); err != nil {
-			return envSet.explain(fs, fmt.Errorf("--dashboard-viewers-file %s: %w", tokenfile.Abs(o.dashboardViewersFile), err))
-		}
+	viewers, err := startViewers(o.dashboardViewersFile, log)
+	if err != nil {
+		return envSet.explain(fs, err)
 	}
 
 	var cluster clickhouse.ClusterConfig
@@ -738,6 +729,32 @@ func dashboardHost(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// startViewers reads the --dashboard-viewers-file at start ("" for none).
+// A file that is not there gives no viewers, with a warning, not an
+// error: removing the file is how every viewer is revoked while the
+// aggregator runs (access.WatchViewers, which reads it once it is
+// written), and the next restart must not then fail and take ingest down
+// with it (a tester's).
+func startViewers(path string, log *slog.Logger) (map[string][]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(tokenfile.Abs(path))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		log.Warn("dashboard viewers file not there: no viewer tokens until it is written (a line per viewer, TOKEN SITE[,SITE...]); check the path if you meant to give some",
+			"file", tokenfile.Abs(path))
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("--dashboard-viewers-file: %w", err)
+	}
+	viewers, err := access.ParseViewers(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("--dashboard-viewers-file %s: %w", tokenfile.Abs(path), err)
+	}
+	return viewers, nil
 }
 
 // viewersPoll is how often the aggregator looks whether the

@@ -3,8 +3,11 @@ package main
 import (
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -84,6 +87,40 @@ func TestStrangerOnIngestPortReadsNothing(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
 			t.Errorf("dashboard port with the token: %s: %d", path, resp.StatusCode)
+		}
+	}
+}
+
+// Removing the viewers file revokes every viewer, and the aggregator
+// must start again without it (a tester's restart failed, taking ingest
+// down with it), giving viewers access once the file is written.
+func TestViewersFileMissingAtStart(t *testing.T) {
+	needDeps(t)
+	const tok = "viewer-token-0123456789abc"
+	file := filepath.Join(t.TempDir(), "viewers")
+	p := startAgg(t, "", "--dashboard-viewers-file", file)
+	if !strings.Contains(p.log(), "dashboard viewers file not there") {
+		t.Errorf("no warning for the missing file:\n%s", p.log())
+	}
+	get := func() int {
+		req, _ := http.NewRequest("GET", p.dash+"/api/counts", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusUnauthorized {
+		t.Fatalf("a viewer token before the file is written: %d, want 401", code)
+	}
+	if err := os.WriteFile(file, []byte(tok+" demo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); get() != http.StatusOK; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the written viewers file not read within 30 s:\n%s", p.log())
 		}
 	}
 }
