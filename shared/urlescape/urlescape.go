@@ -192,7 +192,14 @@ func URL(u string) string {
 		head += 2 + end
 	}
 	path, query, hasQuery := strings.Cut(u[head:], "?")
-	out := u[:head] + Normalize(path, Path)
+	path = Normalize(path, Path)
+	if head == 0 && SchemeEnd(path) > 0 {
+		// A relative path whose first segment decoded to a colon
+		// ("%6Aavascript:x") would now read as a scheme: a dot segment
+		// goes first (RFC 3986 section 4.2), as pageurl.Normalize does.
+		path = "./" + path
+	}
+	out := u[:head] + path
 	if hasQuery {
 		out += "?" + Normalize(query, Query)
 	}

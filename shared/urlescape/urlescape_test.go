@@ -61,12 +61,16 @@ func TestSets(t *testing.T) {
 }
 
 // Normalize's result is printable ASCII and normal: normalising it again
-// changes nothing.
+// changes nothing. URL's is normal too, and names no page (NoPage) where
+// its input named one: decoding escapes must not make a scheme.
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"/caf%c3%a9", "/it's", "%", "%2", "%zz", "a b", "\xff"} {
+	for _, s := range []string{"/caf%c3%a9", "/it's", "%", "%2", "%zz", "a b", "\xff", "%6Aavascript:x", "java%73cript:x?a#b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		if u := URL(s); URL(u) != u || NoPage(u) && !NoPage(s) {
+			t.Fatalf("URL(%q) = %q: not normal, or a page became no page", s, u)
+		}
 		for _, set := range []Set{Path, Query, Host} {
 			n := Normalize(s, set)
 			if NormalEnd(n, set) != len(n) || Normalize(n, set) != n {
@@ -93,6 +97,11 @@ func TestURL(t *testing.T) {
 		{"e.example/x|y", "e.example/x%7Cy"},
 		{"", ""},
 		{"https://e.example/already%20normal?x=1", "https://e.example/already%20normal?x=1"},
+		// A first segment whose colon appears once decoded stays a path,
+		// as the edge stores it (pageurl): not a javascript: URL.
+		{"%6Aavascript:alert(1)", "./javascript:alert(1)"},
+		{"%6A%61vascript:x?q=1", "./javascript:x?q=1"},
+		{"a%3Ab", "a%3Ab"},
 	} {
 		if got := URL(c.in); got != c.want {
 			t.Errorf("URL(%q) = %q, want %q", c.in, got, c.want)
