@@ -292,9 +292,13 @@ func (c *Client) InsertEvents(ctx context.Context, evs []event.Event) error {
 	return nil
 }
 
-// maxIDsPerQuery keeps the IN list (37 bytes an id) well inside the
-// server's default 256 KiB max_query_size.
-const maxIDsPerQuery = 5000
+// maxLookupBytes bounds the IN lists of one ExistingIDs query (an id
+// takes 39 bytes, a site its quoted form and a comma), keeping the query
+// well inside the server's default 256 KiB max_query_size whatever the
+// sites: bounded by the number of ids alone, a load of 5,000 events of
+// as many sites passed it (Code 62) and was retried for ever, every later
+// load behind it (a tester's).
+const maxLookupBytes = 160 << 10
 
 // ExistingIDs returns which of evs' ids are stored. The ids are looked up
 // within the sites and the day range of evs, which prunes partitions; it is
@@ -306,24 +310,14 @@ func (c *Client) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.
 		return nil, err
 	}
 	found := map[event.ID]bool{}
-	for lo := 0; lo < len(evs); lo += maxIDsPerQuery {
-		part := evs[lo:min(lo+maxIDsPerQuery, len(evs))]
+	for rest := evs; len(rest) > 0; {
+		part, sites := lookupPart(rest)
+		rest = rest[len(part):]
 		from, to := store.Bounds(part)
-		sites := map[string]bool{}
 		var q strings.Builder
-		fmt.Fprintf(&q, "SELECT toString(event_id) FROM %s.events WHERE ts >= %d AND ts <= %d AND site IN (",
-			c.db, max(from.Unix()-1, 0), to.Unix()+1) // 18.16 refuses a DateTime below 0
-		first := true
-		for _, e := range part {
-			if !sites[e.Site] {
-				sites[e.Site] = true
-				if !first {
-					q.WriteByte(',')
-				}
-				first = false
-				q.WriteString(quote(e.Site))
-			}
-		}
+		// No time below 0, which 18.16 refuses for a DateTime.
+		fmt.Fprintf(&q, "SELECT toString(event_id) FROM %s.events WHERE ts >= %d AND ts <= %d AND site IN (%s",
+			c.db, max(from.Unix()-1, 0), to.Unix()+1, strings.Join(sites, ","))
 		q.WriteString(") AND event_id IN (")
 		for i, e := range part {
 			if i > 0 {
@@ -345,6 +339,29 @@ func (c *Client) ExistingIDs(ctx context.Context, evs []event.Event) (map[event.
 		}
 	}
 	return found, nil
+}
+
+// lookupPart returns the longest start of evs (one event at least) whose
+// ids and distinct sites, quoted, fit maxLookupBytes, and those sites.
+func lookupPart(evs []event.Event) (part []event.Event, sites []string) {
+	seen := map[string]bool{}
+	n := 0
+	for i, e := range evs {
+		cost, q := len("'00000000-0000-0000-0000-000000000000',"), ""
+		if !seen[e.Site] {
+			q = quote(e.Site)
+			cost += len(q) + 1
+		}
+		if i > 0 && n+cost > maxLookupBytes {
+			return evs[:i], sites
+		}
+		n += cost
+		if !seen[e.Site] {
+			seen[e.Site] = true
+			sites = append(sites, q)
+		}
+	}
+	return evs, sites
 }
 
 // settleInserts waits until the inserts into the events table that the
