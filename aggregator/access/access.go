@@ -256,7 +256,7 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 			gone = 0
 		}
 		switch {
-		case gone == 2:
+		case gone == 2 && len(*a.tokens.Load()) > 1: // viewers beside the admin token
 			if err := a.SetViewers(nil); err != nil { // cannot fail: no tokens to refuse
 				log.Error("dashboard viewers file removed, but the viewer tokens could not be revoked", "file", path, "err", err)
 			} else {

@@ -418,3 +418,23 @@ func TestAdminTokenListedAsViewer(t *testing.T) {
 		t.Errorf("a viewer holding --admin-token's token: %v %v, want refused", b, err)
 	}
 }
+
+// A viewers file missing from the start revokes nothing and says nothing
+// of a removal (the aggregator warned at start): a tester's log said
+// "every viewer token is revoked" 2 s after every start without it.
+func TestWatchViewersNeverThere(t *testing.T) {
+	a, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	a.WatchViewers(ctx, filepath.Join(t.TempDir(), "viewers"), 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+	if strings.Contains(logs.String(), "removed") {
+		t.Errorf("a file never there reported removed:\n%s", logs.String())
+	}
+	if _, ok := a.Token("admin-token-0123456789"); !ok {
+		t.Error("the admin token no longer works")
+	}
+}

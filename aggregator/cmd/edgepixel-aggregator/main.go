@@ -376,7 +376,8 @@ func run(args []string) error {
 	}
 	viewers, err := startViewers(o.dashboardViewersFile, log)
 	if err != nil {
-		return envSet.explain(fs, err)
+		log.Error("dashboard viewers file not taken: no viewer tokens until it is fixed (the aggregator reads it again when it changes)",
+			"err", envSet.explain(fs, err))
 	}
 
 	var cluster clickhouse.ClusterConfig
@@ -732,11 +733,13 @@ func dashboardHost(addr string) string {
 }
 
 // startViewers reads the --dashboard-viewers-file at start ("" for none).
-// A file that is not there gives no viewers, with a warning, not an
-// error: removing the file is how every viewer is revoked while the
-// aggregator runs (access.WatchViewers, which reads it once it is
-// written), and the next restart must not then fail and take ingest down
-// with it (a tester's).
+// A file that is not there gives no viewers, with a warning: removing
+// the file is how every viewer is revoked while the aggregator runs
+// (access.WatchViewers, which reads it once it is written). A file that
+// cannot be read or parsed is an error, which the caller logs and starts
+// without viewers, as the running aggregator keeps going on a bad edit:
+// a file only the dashboard reads must not keep ingest down, as a
+// restart that refused it did under Restart=on-failure (a tester's).
 func startViewers(path string, log *slog.Logger) (map[string][]string, error) {
 	if path == "" {
 		return nil, nil

@@ -93,34 +93,52 @@ func TestStrangerOnIngestPortReadsNothing(t *testing.T) {
 
 // Removing the viewers file revokes every viewer, and the aggregator
 // must start again without it (a tester's restart failed, taking ingest
-// down with it), giving viewers access once the file is written.
+// down with it), as with a file it cannot take (a bad line): it logs it,
+// and gives viewers access once the file is written or fixed.
 func TestViewersFileMissingAtStart(t *testing.T) {
 	needDeps(t)
 	const tok = "viewer-token-0123456789abc"
-	file := filepath.Join(t.TempDir(), "viewers")
-	p := startAgg(t, "", "--dashboard-viewers-file", file)
-	if !strings.Contains(p.log(), "dashboard viewers file not there") {
-		t.Errorf("no warning for the missing file:\n%s", p.log())
-	}
-	get := func() int {
-		req, _ := http.NewRequest("GET", p.dash+"/api/counts", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
+	for _, c := range []struct {
+		name, text, log string
+	}{
+		{"missing", "", "dashboard viewers file not there"},
+		{"bad line", "short demo\n", "line 1: the token is shorter than 16 bytes"},
+	} {
+		file := filepath.Join(t.TempDir(), "viewers")
+		if c.text != "" {
+			if err := os.WriteFile(file, []byte(c.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := startAgg(t, "", "--dashboard-viewers-file", file)
+		if !strings.Contains(p.log(), c.log) {
+			t.Errorf("%s: the log does not say %q:\n%s", c.name, c.log, p.log())
+		}
+		get := func() int {
+			req, _ := http.NewRequest("GET", p.dash+"/api/counts", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if code := get(); code != http.StatusUnauthorized {
+			t.Fatalf("%s: a viewer token before the file is right: %d, want 401", c.name, code)
+		}
+		tmp := file + ".new"
+		if err := os.WriteFile(tmp, []byte(tok+" demo\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if code := get(); code != http.StatusUnauthorized {
-		t.Fatalf("a viewer token before the file is written: %d, want 401", code)
-	}
-	if err := os.WriteFile(file, []byte(tok+" demo\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); get() != http.StatusOK; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the written viewers file not read within 30 s:\n%s", p.log())
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
 		}
+		for deadline := time.Now().Add(30 * time.Second); get() != http.StatusOK; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the written viewers file not read within 30 s:\n%s", c.name, p.log())
+			}
+		}
+		p.stop()
 	}
 }
