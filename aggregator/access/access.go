@@ -239,7 +239,9 @@ func (a *Access) SetViewers(viewers map[string][]string) error {
 // the caller read it. A file gone at two looks in a row was removed, and
 // every viewer token with it; gone at one look only, it is an editor's
 // save (delete, then rename a new file in), which must not lock every
-// viewer out meanwhile.
+// viewer out meanwhile. After a read that failed it reads the file again
+// every other look, changed or not, since a fix need not change its size
+// or time (chmod, chown: a re-tester's), logging each failure once.
 func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Duration, log *slog.Logger) {
 	var seen, pending os.FileInfo
 	changed := func(a, b os.FileInfo) bool {
@@ -247,7 +249,8 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	gone := 0 // looks in a row that found no file
+	gone := 0         // looks in a row that found no file
+	var failed string // the last read's error, "" after one that worked
 	for first := true; ; first = false {
 		fi, err := os.Stat(path)
 		if errors.Is(err, os.ErrNotExist) {
@@ -269,16 +272,19 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 				log.Error("dashboard viewers file: cannot read it; the viewer tokens stay as they were", "file", path, "err", err)
 			}
 			seen, pending = nil, nil
-		case !changed(fi, seen):
+		case !changed(fi, seen) && failed == "":
 			pending = nil
 		case !first && changed(fi, pending):
 			pending = fi // still being written, perhaps: read it at the next look
 		default:
 			seen, pending = fi, nil
-			if err := a.readViewers(path); err != nil {
-				log.Error("dashboard viewers file: the viewer tokens stay as they were until it is fixed", "file", path, "err", err)
-			} else {
+			switch err := a.readViewers(path); {
+			case err == nil:
+				failed = ""
 				log.Info("dashboard viewers file read", "file", path)
+			case err.Error() != failed:
+				failed = err.Error()
+				log.Error("dashboard viewers file: the viewer tokens stay as they were until it is fixed", "file", path, "err", err)
 			}
 		}
 		select {

@@ -438,3 +438,55 @@ func TestWatchViewersNeverThere(t *testing.T) {
 		t.Error("the admin token no longer works")
 	}
 }
+
+// A file that failed to read is read again even when its fix changes
+// neither its size nor its modification time, as chmod does not (a
+// re-tester's unreadable file, fixed with chmod, was never read); its
+// failure is logged once, not at every look.
+func TestWatchViewersRetriesFailedRead(t *testing.T) {
+	const tok = "viewer-token-0123456789"
+	file := filepath.Join(t.TempDir(), "viewers")
+	bad, good := tok+" demo,\n", tok+" demo1\n" // an empty entry is refused; the same size
+	if err := os.WriteFile(file, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		a.WatchViewers(ctx, file, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "until it is fixed"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the bad file not logged:\n%s", logs.String())
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // ten looks more
+	if n := strings.Count(logs.String(), "until it is fixed"); n != 1 {
+		t.Errorf("the failure logged %d times, want once:\n%s", n, logs.String())
+	}
+	if err := os.WriteFile(file, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(file, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if g, ok := a.Token(tok); ok && g.CanRead("demo1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fixed file, same size and time, not read:\n%s", logs.String())
+		}
+	}
+}

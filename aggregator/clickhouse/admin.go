@@ -102,7 +102,7 @@ var retentionTables = append([]string{"events", "bad_rows", "edge_counters", Era
 // upper bound with a margin): a time outside them wraps around silently.
 var (
 	DateTimeMin = time.Unix(0, 0).UTC()
-	DateTimeMax = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)
+	DateTimeMax = time.UnixMilli(event.MaxTime).UTC()
 )
 
 // Partition names one partition of a table.

@@ -330,9 +330,9 @@ func LineID(ms int64, line []byte) event.ID {
 	return id
 }
 
-// maxLineMS keeps times where the wire format and ClickHouse's DateTime can
-// hold them; the handler's window check is far tighter anyway.
-const maxLineMS = 1 << 42
+// maxLineMS keeps times where ClickHouse's DateTime can hold them
+// (event.MaxTime); the handler's window check is far tighter anyway.
+const maxLineMS = event.MaxTime
 
 func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 	switch {
@@ -370,7 +370,7 @@ func lineTime(tsMS, ts json.RawMessage) (int64, error) {
 					// A time, but not one an event has (a tester's
 					// 1969 was called "neither RFC 3339 nor unix
 					// seconds").
-					return 0, fmt.Errorf("ts %s is out of range: want a time from 1970 to 2109", clip(ts))
+					return 0, fmt.Errorf("ts %s is out of range: want a time from 1970 to 2105", clip(ts))
 				}
 				return t.UnixMilli(), nil
 			}

@@ -167,6 +167,7 @@ func TestParseLine(t *testing.T) {
 		{`{"ts_ms":"1750000000123.x","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":"0.5","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts_ms":1e99,"site":"demo"}`, ReasonBadTime, "demo"},
+		{`{"ts_ms":4300000000000,"site":"demo"}`, ReasonBadTime, "demo"}, // past ClickHouse's DateTime: it would wrap into 1970
 		{`{"ts":"15/06/2025","site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts":-1.75e9,"site":"demo"}`, ReasonBadTime, "demo"},
 		{`{"ts":"1750000000.1x","site":"demo"}`, ReasonBadTime, "demo"},

@@ -56,6 +56,12 @@ const (
 	KindPageview = "pageview"
 )
 
+// MaxTime is the latest event time (unix milliseconds) Validate takes,
+// 2106-01-01T00:00:00Z: ClickHouse's DateTime, a UInt32 of seconds, ends
+// on 2106-02-07, and a later time wraps around silently into 1970 (the
+// row then in the wrong day, and a load's retry not finding it).
+const MaxTime = 4_291_747_200_000
+
 // Limits on field sizes, in bytes. The edge cuts strings to them (Clean);
 // the aggregator rejects events that exceed them (a forged or buggy
 // sender), so a row in storage never holds more than this. MaxPropsLen
@@ -226,6 +232,9 @@ func (e *Event) Validate() error {
 	}
 	if e.Time <= 0 {
 		return fmt.Errorf("%w: missing time", ErrInvalid)
+	}
+	if e.Time > MaxTime {
+		return fmt.Errorf("%w: time %d is after 2106-01-01, past what storage holds", ErrInvalid, e.Time)
 	}
 	if e.Site == "" {
 		return fmt.Errorf("%w: missing site", ErrInvalid)

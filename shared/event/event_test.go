@@ -61,6 +61,7 @@ func TestValidate(t *testing.T) {
 	cases := map[string]func(*Event){
 		"missing id":   func(e *Event) { e.ID = ID{} },
 		"missing time": func(e *Event) { e.Time = 0 },
+		"after 2106":   func(e *Event) { e.Time = MaxTime + 1 },
 		"missing site": func(e *Event) { e.Site = "" },
 		"missing name": func(e *Event) { e.Name = "" },
 		"url":          func(e *Event) { e.URL = strings.Repeat("a", MaxURLLen+1) },
@@ -76,6 +77,10 @@ func TestValidate(t *testing.T) {
 		if err := e.Validate(); err != nil {
 			t.Errorf("tier %q, bot score %d: %v", tier, e.BotScore, err)
 		}
+	}
+	// The last time ClickHouse's DateTime holds with the margin.
+	if e := valid(); func() error { e.Time = MaxTime; return e.Validate() }() != nil {
+		t.Error("MaxTime refused")
 	}
 	for want, mutate := range cases {
 		e := valid()

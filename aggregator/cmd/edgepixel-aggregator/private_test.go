@@ -100,9 +100,12 @@ func TestViewersFileMissingAtStart(t *testing.T) {
 	const tok = "viewer-token-0123456789abc"
 	for _, c := range []struct {
 		name, text, log string
+		args            []string
 	}{
-		{"missing", "", "dashboard viewers file not there"},
-		{"bad line", "short demo\n", "line 1: the token is shorter than 16 bytes"},
+		{"missing", "", "dashboard viewers file not there", nil},
+		{"bad line", "short demo\n", "line 1: the token is shorter than 16 bytes", nil},
+		{"the admin token", "admin-token-0123456789abc demo\n", "the viewer token of [demo] is --admin-token's",
+			[]string{"--admin-token", "admin-token-0123456789abc"}},
 	} {
 		file := filepath.Join(t.TempDir(), "viewers")
 		if c.text != "" {
@@ -110,7 +113,7 @@ func TestViewersFileMissingAtStart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		p := startAgg(t, "", "--dashboard-viewers-file", file)
+		p := startAgg(t, "", append([]string{"--dashboard-viewers-file", file}, c.args...)...)
 		if !strings.Contains(p.log(), c.log) {
 			t.Errorf("%s: the log does not say %q:\n%s", c.name, c.log, p.log())
 		}
