@@ -7,7 +7,12 @@ package nearest
 
 // Nearest returns the one of known nearest to name, when it differs by
 // at most two edits (the first in sort order of those as near), else "":
-// the setting a misspelt name most likely meant.
+// the setting a misspelt name most likely meant. Failing that, the one
+// known name that name's words (split at '_') differ from only at the end:
+// a word added (EDGEPIXEL_AGG_CLICKHOUSE_URL for EDGEPIXEL_AGG_CLICKHOUSE),
+// left out (EDGEPIXEL_POP_GEOIP for EDGEPIXEL_POP_GEOIP_DB) or its last
+// word spelt with the same first four letters (..._TRUSTED_PROXY for
+// ..._TRUSTED_PROXIES), as new users wrote them; none when several are.
 func Nearest(name string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
@@ -15,7 +20,45 @@ func Nearest(name string, known []string) string {
 			best, bestD = k, d
 		}
 	}
+	if best != "" {
+		return best
+	}
+	for _, k := range known {
+		if sameButLastWord(name, k) {
+			if best != "" {
+				return "" // more than one: the user must choose
+			}
+			best = k
+		}
+	}
 	return best
+}
+
+// sameButLastWord reports whether a and b differ only in their last
+// '_'-separated word: one has a word more at the end, or their last words
+// begin with the same four bytes.
+func sameButLastWord(a, b string) bool {
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	if len(b) > len(a) && b[:len(a)] == a && b[len(a)] == '_' {
+		return true // a word more
+	}
+	i, j := lastUnderscore(a), lastUnderscore(b)
+	if i < 0 || i != j || a[:i] != b[:j] {
+		return false
+	}
+	wa, wb := a[i+1:], b[j+1:]
+	return len(wa) >= 4 && len(wb) >= 4 && wa[:4] == wb[:4]
+}
+
+func lastUnderscore(s string) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '_' {
+			return i
+		}
+	}
+	return -1
 }
 
 // editDistance is the Levenshtein distance of a and b, in bytes.

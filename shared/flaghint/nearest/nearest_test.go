@@ -7,3 +7,24 @@ func TestEditDistance(t *testing.T) {
 		t.Errorf("editDistance = %d, want 3", d)
 	}
 }
+
+// The names new users wrote for the aggregator's and the POP's settings
+// find the setting; a name that could be several finds none.
+func TestNearest(t *testing.T) {
+	known := []string{"EDGEPIXEL_AGG_CLICKHOUSE", "EDGEPIXEL_AGG_CLICKHOUSE_DB", "EDGEPIXEL_AGG_REDIS", "EDGEPIXEL_AGG_REDIS_CLUSTER",
+		"EDGEPIXEL_AGG_MAX_BODY", "EDGEPIXEL_AGG_MAX_CONNS", "EDGEPIXEL_POP_GEOIP_DB", "EDGEPIXEL_POP_TRUSTED_PROXIES", "EDGEPIXEL_AGG_SECRET_FILE"}
+	for name, want := range map[string]string{
+		"EDGEPIXEL_AGG_CLICKHOUSE_URL":  "EDGEPIXEL_AGG_CLICKHOUSE",
+		"EDGEPIXEL_AGG_REDIS_URL":       "EDGEPIXEL_AGG_REDIS",
+		"EDGEPIXEL_POP_GEOIP":           "EDGEPIXEL_POP_GEOIP_DB",
+		"EDGEPIXEL_POP_TRUSTED_PROXY":   "EDGEPIXEL_POP_TRUSTED_PROXIES",
+		"EDGEPIXEL_AGG_SECRET_FIEL":     "EDGEPIXEL_AGG_SECRET_FILE", // two edits
+		"EDGEPIXEL_AGG_MAX":             "",                          // MAX_BODY or MAX_CONNS
+		"EDGEPIXEL_AGG_COLOUR":          "",
+		"EDGEPIXEL_AGG_CLICKHOUSE_HOST": "EDGEPIXEL_AGG_CLICKHOUSE",
+	} {
+		if got := Nearest(name, known); got != want {
+			t.Errorf("Nearest(%s) = %q, want %q", name, got, want)
+		}
+	}
+}
