@@ -4,7 +4,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -101,6 +103,13 @@ func (c *clientInfoOptions) check() error {
 	}
 	if _, err := clientip.NewTrust(c.trustedProxies, c.forwardedHeader, c.proxyProtocol); err != nil {
 		return fmt.Errorf("%w (--trusted-proxies, --forwarded-header, --proxy-protocol)", err)
+	}
+	// Named here, where the flag (or its variable) can be said: the
+	// database's own error named neither (a new-user tester's).
+	for _, p := range c.geoIPDBs {
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("--geoip-db %s does not exist: give a MaxMind-format database file (.mmdb: GeoLite2 or DB-IP City, Country or ASN)", p)
+		}
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/pop"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
@@ -424,10 +425,22 @@ func notifyContext(sigs ...os.Signal) (context.Context, context.CancelFunc) {
 // edgepixel's own manifest, edge/fastly.toml, gets its files: make run
 // writes them under .edgepixel/data, and before a first make run the POP
 // started by hand with that manifest found no secret.
+//
+// A missing visitor salt file says how to make one: edgepixel-salt
+// writes it (a new user was told only to create it "holding the secret's
+// value").
 func missingFileHint(err error) error {
 	var mf *fastlytoml.MissingFileError
-	if errors.As(err, &mf) && strings.Contains(filepath.ToSlash(mf.Path), "/.edgepixel/data/") {
+	if !errors.As(err, &mf) {
+		return err
+	}
+	if strings.Contains(filepath.ToSlash(mf.Path), "/.edgepixel/data/") {
 		return fmt.Errorf("%w; edgepixel's make run writes the files under .edgepixel/data (the secret the aggregator checks batches with): run it once from the repository's root (it starts the whole stack; Ctrl-C stops it)", err)
+	}
+	for _, k := range privacy.SaltKeys {
+		if strings.Contains(err.Error(), fmt.Sprintf("secret %q", k)) {
+			return fmt.Errorf("%w; a visitor salt: edgepixel-salt --dir %s --today writes today's (and tomorrow's), rotated by the cron line in the README", err, flaghint.ShellQuote(filepath.Dir(mf.Path)))
+		}
 	}
 	return err
 }

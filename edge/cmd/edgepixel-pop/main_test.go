@@ -315,27 +315,29 @@ func TestMissingStoreFileHint(t *testing.T) {
 	root := t.TempDir()
 	missing := filepath.Join(root, "a.wasm")
 	for _, tc := range []struct {
-		file  string
-		makes bool // the hint to run make run
+		key, file   string
+		makes, salt bool // the hints to run make run, edgepixel-salt
 	}{
-		{"../.edgepixel/data/secret", true},
-		{"secrets/agg", false},
+		{"aggregator_secret", "../.edgepixel/data/secret", true, false},
+		{"aggregator_secret", "secrets/agg", false, false},
+		{"visitor_salt_0", "salts/visitor_salt_0", false, true},
 	} {
 		dir := filepath.Join(root, "edge")
 		os.MkdirAll(dir, 0o755)
 		toml := filepath.Join(dir, "fastly.toml")
 		if err := os.WriteFile(toml, []byte(`[local_server.secret_stores]
-edgepixel = [{ key = "aggregator_secret", file = "`+tc.file+`" }]
+edgepixel = [{ key = "`+tc.key+`", file = "`+tc.file+`" }]
 `), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		want := `local_server.secret_stores.edgepixel[0]: secret \"aggregator_secret\": file ` + filepath.Join(dir, tc.file) + ` does not exist: create it holding the secret's value`
+		want := `local_server.secret_stores.edgepixel[0]: secret \"` + tc.key + `\": file ` + filepath.Join(dir, tc.file) + ` does not exist: create it holding the secret's value`
 		for _, args := range [][]string{{"-C", toml, "--addr", "127.0.0.1:0", missing}, {"run", "-C", toml, missing}} {
 			var errb bytes.Buffer
 			code := run(args, env(nil), io.Discard, &errb)
 			hint := strings.Contains(errb.String(), "make run writes the files under .edgepixel/data")
-			if code != 1 || !strings.Contains(errb.String(), want) || hint != tc.makes {
-				t.Errorf("%q: exit %d, stderr %s\nwant exit 1 saying %s, the make run hint: %v", args, code, errb.String(), want, tc.makes)
+			salt := strings.Contains(errb.String(), "edgepixel-salt --dir "+filepath.Dir(filepath.Join(dir, tc.file))+" --today")
+			if code != 1 || !strings.Contains(errb.String(), want) || hint != tc.makes || salt != tc.salt {
+				t.Errorf("%q: exit %d, stderr %s\nwant exit 1 saying %s, the make run hint: %v, edgepixel-salt's: %v", args, code, errb.String(), want, tc.makes, tc.salt)
 			}
 		}
 	}
