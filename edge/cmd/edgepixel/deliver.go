@@ -86,7 +86,13 @@ func flush() {
 	}
 	n := batcher.Len()
 	if err := batcher.Flush(cfg.secret, send, time.Now, time.Sleep); err != nil {
-		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to %s (%s): %v\n", n, strings.Join(cfg.backends, ","), cfg.ingestURL, err)
+		// The backend's name, and the path alone: the URL's host is a
+		// name Fastly routes by, not the aggregator's address, which
+		// the service's (or the POP's fastly.toml) backend holds (a
+		// new-user tester took "http://aggregator/ingest" for a
+		// misconfigured address).
+		path, _ := splitURI([]byte(cfg.ingestURL))
+		fmt.Fprintf(os.Stderr, "edgepixel: delivering %d events to backend %s, POST %s: %v\n", n, strings.Join(cfg.backends, ","), path, err)
 	}
 }
 
