@@ -193,6 +193,17 @@ func TestParseViewers(t *testing.T) {
 	}
 }
 
+// waitWatched waits up to 20 s for cond, which a WatchViewers running
+// beside the test makes true, and fails with what and the watcher's log.
+func waitWatched(t *testing.T, logs *syncBuffer, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s; log:\n%s", what, logs.String())
+		}
+	}
+}
+
 // syncBuffer is a log's output, read while WatchViewers writes it.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -258,14 +269,7 @@ func TestWatchViewers(t *testing.T) {
 	if _, ok := a.session(cookie); !ok {
 		t.Fatal("the session does not work")
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 20s; log:\n%s", what, logs.String())
-			}
-		}
-	}
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitWatched(t, &logs, what, cond) }
 
 	write(stays + " demo,shop\n")
 	waitFor("the removed token refused", func() bool { _, ok := a.Token(gone); return !ok })
@@ -341,14 +345,7 @@ func TestWatchViewersEditorSave(t *testing.T) {
 	if err := os.WriteFile(file, []byte(tok+" demo,shop\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if g, ok := a.Token(tok); ok && g.CanRead("shop") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the saved file not read; log:\n%s", logs.String())
-		}
-	}
+	waitWatched(t, &logs, "the saved file read", func() bool { g, ok := a.Token(tok); return ok && g.CanRead("shop") })
 	cancel()
 	<-done
 	if strings.Contains(logs.String(), "revoked") {
@@ -466,11 +463,7 @@ func TestWatchViewersRetriesFailedRead(t *testing.T) {
 		close(done)
 	}()
 	defer func() { cancel(); <-done }()
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "until it is fixed"); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the bad file not logged:\n%s", logs.String())
-		}
-	}
+	waitWatched(t, &logs, "the bad file logged", func() bool { return strings.Contains(logs.String(), "until it is fixed") })
 	time.Sleep(100 * time.Millisecond) // ten looks more
 	if n := strings.Count(logs.String(), "until it is fixed"); n != 1 {
 		t.Errorf("the failure logged %d times, want once:\n%s", n, logs.String())
@@ -481,12 +474,5 @@ func TestWatchViewersRetriesFailedRead(t *testing.T) {
 	if err := os.Chtimes(file, fi.ModTime(), fi.ModTime()); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if g, ok := a.Token(tok); ok && g.CanRead("demo1") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the fixed file, same size and time, not read:\n%s", logs.String())
-		}
-	}
+	waitWatched(t, &logs, "the fixed file, same size and time, read", func() bool { g, ok := a.Token(tok); return ok && g.CanRead("demo1") })
 }
