@@ -347,8 +347,8 @@ func lookupPart(evs []event.Event) (part []event.Event, sites []string) {
 	seen := map[string]bool{}
 	n := 0
 	for i, e := range evs {
-		cost, q := len("'00000000-0000-0000-0000-000000000000',"), ""
-		if !seen[e.Site] {
+		cost, q, isNew := len("'00000000-0000-0000-0000-000000000000',"), "", !seen[e.Site]
+		if isNew {
 			q = quote(e.Site)
 			cost += len(q) + 1
 		}
@@ -356,7 +356,7 @@ func lookupPart(evs []event.Event) (part []event.Event, sites []string) {
 			return evs[:i], sites
 		}
 		n += cost
-		if !seen[e.Site] {
+		if isNew {
 			seen[e.Site] = true
 			sites = append(sites, q)
 		}
