@@ -533,6 +533,7 @@ func TestCluster(t *testing.T) {
 
 	s.stop()
 	s.check(t, f, "after the senders stopped", window)
+	settleReplicas(t, f)
 	checkReplicas(t, f)
 	t.Run("rollups, their backfill and retention", func(t *testing.T) { checkRollups(t, f) })
 }
@@ -719,6 +720,73 @@ func (f *fleet) spooledIn(t *testing.T, aggs []*aggregator) float64 {
 // checkReplicas waits for each shard's replicas to catch up and compares
 // their rows: the replicas of a shard hold the same events, and the
 // shards' rows add up to the Distributed table's.
+// settleReplicas brings every server back to where ON CLUSTER statements
+// and SYSTEM SYNC REPLICA can finish, after the faults above, as an
+// operator would (README, The cluster layout). ClickHouse 18.16 can leave
+// a replica read-only after a ZooKeeper restart (see
+// clickhouse.DefaultReadOnlyRestart); an aggregator restarts that only on
+// the server it inserts into, so a stuck replica of another server stays
+// so, and a distributed DDL task then waits on it until it times out (code
+// 159, "0 of them active": seen once in CI). It can also end a server's
+// DDL thread. Each server's replicas get 30 s to become writable, then a
+// SYSTEM RESTART REPLICA and 60 s more; a server still stuck, or whose
+// error log says its DDLWorker ended, is restarted. What was done is
+// logged: the data checks after it still hold the servers to every row.
+func settleReplicas(t *testing.T, f *fleet) {
+	t.Helper()
+	stuck := func(s *localsrv.ClickHouse) []string {
+		if err := run(s, "SELECT 1"); err != nil {
+			return []string{err.Error()}
+		}
+		return strings.Fields(query(t, s, "SELECT table FROM system.replicas WHERE database = 'edgepixel' AND (is_readonly OR is_session_expired) ORDER BY table"))
+	}
+	waitWritable := func(s *localsrv.ClickHouse, d time.Duration) []string {
+		deadline := time.Now().Add(d)
+		for {
+			tables := stuck(s)
+			if len(tables) == 0 || time.Now().After(deadline) {
+				return tables
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	for _, s := range f.ch.Servers() {
+		m, _ := f.ch.Member(s)
+		restart := ""
+		if tables := waitWritable(s, 30*time.Second); len(tables) > 0 {
+			t.Logf("replica %s: %v still read-only 30 s after the faults; SYSTEM RESTART REPLICA", m.Replica, tables)
+			for _, tbl := range tables {
+				if err := run(s, "SYSTEM RESTART REPLICA edgepixel."+tbl); err != nil {
+					t.Logf("replica %s: %v", m.Replica, err)
+				}
+			}
+			if tables := waitWritable(s, time.Minute); len(tables) > 0 {
+				restart = fmt.Sprintf("%v read-only a minute after SYSTEM RESTART REPLICA", tables)
+			}
+		}
+		b, _ := os.ReadFile(filepath.Join(s.Dir, "log", "clickhouse-server.err.log"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "DDLWorker") && strings.Contains(l, "Terminating") {
+				restart = "its DDLWorker ended: " + l
+				break
+			}
+		}
+		if restart == "" {
+			continue
+		}
+		t.Logf("replica %s: %s; restarting its server", m.Replica, restart)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := s.Restart(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("restart replica %s: %v", m.Replica, err)
+		}
+		if tables := waitWritable(s, time.Minute); len(tables) > 0 {
+			t.Fatalf("replica %s: %v read-only a minute after its server restarted", m.Replica, tables)
+		}
+	}
+}
+
 func checkReplicas(t *testing.T, f *fleet) {
 	total := 0
 	for s, reps := range f.ch.Shards {
