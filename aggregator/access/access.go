@@ -227,31 +227,36 @@ func (a *Access) SetViewers(viewers map[string][]string) error {
 }
 
 // WatchViewers keeps the viewer tokens those of the file at path
-// (ParseViewers' format) until ctx ends: it looks at the file's size and
-// modification time every interval and, when either changed, reads it
-// again once they are the same at the next look, so that removing a
-// token from the file ends its sessions within two intervals, with no
-// restart. Waiting for a look without change keeps it from reading a
-// file an editor is still writing (truncated, then written): a partial
-// file can parse, without the tokens not written yet. A file that cannot
-// be read or parsed is logged and leaves the tokens as they were. It
-// reads the file once at the start too, since it may have changed since
-// the caller read it. A file gone at two looks in a row was removed, and
-// every viewer token with it; gone at one look only, it is an editor's
-// save (delete, then rename a new file in), which must not lock every
-// viewer out meanwhile. After a read that failed it reads the file again
-// every other look, changed or not, since a fix need not change its size
-// or time (chmod, chown: a re-tester's), logging each failure once.
-func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Duration, log *slog.Logger) {
+// (ParseViewers' format) until ctx ends. It reads the file before it
+// returns, so that the tokens are the file's from the start (a file not
+// there gives none, with a warning: removing it is how every viewer is
+// revoked, and a restart then must not fail), and then watches it in a
+// goroutine of its own, whose end the returned channel tells. A file
+// that cannot be read or parsed, at the start or later, is logged once
+// and leaves the tokens as they were (none at the start): a file only
+// the dashboard reads must not keep the aggregator, and its ingest, from
+// starting (a tester's restart under Restart=on-failure failed so).
+//
+// It looks at the file's size and modification time every interval and,
+// when either changed, reads it again once they are the same at the next
+// look, so that removing a token from the file ends its sessions within
+// two intervals, with no restart. Waiting for a look without change
+// keeps it from reading a file an editor is still writing (truncated,
+// then written): a partial file can parse, without the tokens not
+// written yet. A file gone at two looks in a row was removed, and every
+// viewer token with it; gone at one look only, it is an editor's save
+// (delete, then rename a new file in), which must not lock every viewer
+// out meanwhile. After a read that failed it reads the file again every
+// other look, changed or not, since a fix need not change its size or
+// time (chmod, chown: a re-tester's), logging each failure once.
+func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Duration, log *slog.Logger) <-chan struct{} {
 	var seen, pending os.FileInfo
 	changed := func(a, b os.FileInfo) bool {
 		return b == nil || a.Size() != b.Size() || !a.ModTime().Equal(b.ModTime())
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	gone := 0         // looks in a row that found no file
 	var failed string // the last read's error, "" after one that worked
-	for first := true; ; first = false {
+	look := func(first bool) {
 		fi, err := os.Stat(path)
 		if errors.Is(err, os.ErrNotExist) {
 			gone++
@@ -259,6 +264,8 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 			gone = 0
 		}
 		switch {
+		case first && gone > 0:
+			log.Warn("dashboard viewers file not there: no viewer tokens until it is written (a line per viewer, TOKEN SITE[,SITE...]); check the path if you meant to give some", "file", path)
 		case gone == 2 && len(*a.tokens.Load()) > 1: // viewers beside the admin token
 			if err := a.SetViewers(nil); err != nil { // cannot fail: no tokens to refuse
 				log.Error("dashboard viewers file removed, but the viewer tokens could not be revoked", "file", path, "err", err)
@@ -268,7 +275,7 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 			seen, pending = nil, nil
 		case gone > 0:
 		case err != nil:
-			if seen != nil {
+			if seen != nil || first {
 				log.Error("dashboard viewers file: cannot read it; the viewer tokens stay as they were", "file", path, "err", err)
 			}
 			seen, pending = nil, nil
@@ -284,15 +291,30 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 				log.Info("dashboard viewers file read", "file", path)
 			case err.Error() != failed:
 				failed = err.Error()
-				log.Error("dashboard viewers file: the viewer tokens stay as they were until it is fixed", "file", path, "err", err)
+				msg := "dashboard viewers file: the viewer tokens stay as they were until it is fixed"
+				if first {
+					msg = "dashboard viewers file not taken: no viewer tokens until it is fixed (the aggregator reads it again when it changes)"
+				}
+				log.Error(msg, "file", path, "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
+	look(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			look(false)
+		}
+	}()
+	return done
 }
 
 func (a *Access) readViewers(path string) error {

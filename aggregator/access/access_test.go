@@ -254,11 +254,7 @@ func TestWatchViewers(t *testing.T) {
 	var logs syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		a.WatchViewers(ctx, file, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
-		close(done)
-	}()
+	done := a.WatchViewers(ctx, file, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
 	defer func() { cancel(); <-done }()
 
 	w := httptest.NewRecorder()
@@ -331,16 +327,12 @@ func TestWatchViewersEditorSave(t *testing.T) {
 	}
 	var logs syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	// Gone at the first look, back long before the second (the looks as
 	// far apart as the aggregator's).
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		a.WatchViewers(ctx, file, 2*time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
-		close(done)
-	}()
+	done := a.WatchViewers(ctx, file, 2*time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
 	time.Sleep(100 * time.Millisecond)
 	if err := os.WriteFile(file, []byte(tok+" demo,shop\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -427,7 +419,7 @@ func TestWatchViewersNeverThere(t *testing.T) {
 	var logs syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	a.WatchViewers(ctx, filepath.Join(t.TempDir(), "viewers"), 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+	<-a.WatchViewers(ctx, filepath.Join(t.TempDir(), "viewers"), 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
 	if strings.Contains(logs.String(), "removed") {
 		t.Errorf("a file never there reported removed:\n%s", logs.String())
 	}
@@ -457,11 +449,7 @@ func TestWatchViewersRetriesFailedRead(t *testing.T) {
 	}
 	var logs syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		a.WatchViewers(ctx, file, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
-		close(done)
-	}()
+	done := a.WatchViewers(ctx, file, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
 	defer func() { cancel(); <-done }()
 	waitWatched(t, &logs, "the bad file logged", func() bool { return strings.Contains(logs.String(), "until it is fixed") })
 	time.Sleep(100 * time.Millisecond) // ten looks more
@@ -475,4 +463,62 @@ func TestWatchViewersRetriesFailedRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitWatched(t, &logs, "the fixed file, same size and time, read", func() bool { g, ok := a.Token(tok); return ok && g.CanRead("demo1") })
+}
+
+// WatchViewers reads the file before it returns: the tokens are the
+// file's from the aggregator's start. A file not there, or one it cannot
+// take (a bad line, a viewer holding a reserved token, a directory), gives
+// no viewer tokens and is logged once, not once by the start and again by
+// the watcher's first look as before; the watcher takes the file once it
+// is fixed.
+func TestWatchViewersAtStart(t *testing.T) {
+	const tok = "viewer-token-0123456789"
+	for _, c := range []struct {
+		name, text, log string
+		dir             bool
+	}{
+		{"good", tok + " demo,shop\n", "dashboard viewers file read", false},
+		{"missing", "", "dashboard viewers file not there", false},
+		{"bad line", tok + " demo\nshort shop\n", "line 2: the token is shorter than 16 bytes", false},
+		{"reserved", "log-token-0123456789abc demo\n", "is --log-token's", false},
+		{"directory", "", "is a directory", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "viewers")
+			switch {
+			case c.dir:
+				os.Mkdir(file, 0o700)
+			case c.text != "":
+				os.WriteFile(file, []byte(c.text), 0o600)
+			}
+			a, err := New(Config{AdminToken: "admin-token-0123456789", Key: []byte(strings.Repeat("k", 32)),
+				Reserved: map[string]string{"--log-token": "log-token-0123456789abc"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			done := a.WatchViewers(ctx, file, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+			defer func() { cancel(); <-done }()
+			g, ok := a.Token(tok)
+			if want := c.name == "good"; ok != want || ok && !g.CanRead("shop") {
+				t.Errorf("right after the start the viewer's grant is %+v %v, want %v", g, ok, want)
+			}
+			if !strings.Contains(logs.String(), c.log) || !strings.Contains(logs.String(), file) {
+				t.Errorf("the log does not say %q naming the file:\n%s", c.log, logs.String())
+			}
+			time.Sleep(100 * time.Millisecond) // ten looks
+			if n := strings.Count(logs.String(), "level="); n != 1 {
+				t.Errorf("%d lines logged, want one:\n%s", n, logs.String())
+			}
+			if c.name == "good" {
+				return
+			}
+			if c.dir {
+				os.Remove(file)
+			}
+			os.WriteFile(file, []byte(tok+" demo,shop\n"), 0o600)
+			waitWatched(t, &logs, "the fixed file read", func() bool { g, ok := a.Token(tok); return ok && g.CanRead("shop") })
+		})
+	}
 }

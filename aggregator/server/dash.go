@@ -45,20 +45,7 @@ func openAccess(cfg Config) (*access.Access, error) {
 	ac := access.Config{AdminToken: tok, Viewers: cfg.DashboardViewers, Key: key,
 		Reserved:   map[string]string{"--admin-token": cfg.AdminToken, "--log-token": cfg.LogToken},
 		SharesFile: filepath.Join(cfg.DataDir, "shares.json"), EndedFile: filepath.Join(cfg.DataDir, "ended-sessions.json"), Secure: cfg.SecureCookies}
-	a, err := access.New(ac)
-	if err != nil && len(ac.Viewers) > 0 {
-		// Viewers the access rules refuse (one holds the admin token or
-		// --log-token): none are taken, and the process starts, as with
-		// a viewers file it cannot read; the dashboard's file must not
-		// keep ingest down (a re-tester's). The running aggregator reads
-		// the file again once it changes.
-		ac.Viewers = nil
-		if a, err2 := access.New(ac); err2 == nil {
-			cfg.Logger.Error("dashboard viewers file not taken: no viewer tokens until it is fixed (the aggregator reads it again when it changes)", "err", err)
-			return a, nil
-		}
-	}
-	return a, err
+	return access.New(ac)
 }
 
 // ensureRandomFile returns the trimmed content of path, first writing 32

@@ -121,7 +121,7 @@ func TestLiveEndsWithItsCredential(t *testing.T) {
 	defer a.stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go a.srv.Access().WatchViewers(ctx, viewersFile, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.srv.Access().WatchViewers(ctx, viewersFile, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	a.send(mkEvents(t, "shop", 2))
 	a.send(mkEvents(t, "demo", 3))
 	var counts struct{ Total uint64 }

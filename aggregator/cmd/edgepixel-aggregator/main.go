@@ -28,7 +28,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/edgepixel/edgepixel/aggregator/access"
 	"github.com/edgepixel/edgepixel/aggregator/admin"
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
@@ -374,12 +373,6 @@ func run(args []string) error {
 			return envSet.explain(fs, fmt.Errorf("--dashboard-token-file %s: the token must be at least 16 bytes", tokenfile.Abs(o.dashboardTokenFile)))
 		}
 	}
-	viewers, err := startViewers(o.dashboardViewersFile, log)
-	if err != nil {
-		log.Error("dashboard viewers file not taken: no viewer tokens until it is fixed (the aggregator reads it again when it changes)",
-			"err", envSet.explain(fs, err))
-	}
-
 	var cluster clickhouse.ClusterConfig
 	if o.clickhouseCluster != "" {
 		cluster = clickhouse.ClusterConfig{Name: o.clickhouseCluster, InsertQuorum: o.clickhouseQuorum, QuorumTimeout: o.clickhouseQuorumTimeout}
@@ -444,7 +437,7 @@ func run(args []string) error {
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, TrustedProxies: trust, MaxBodyMemory: o.maxBodyMemory,
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
 		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites, LiveMaxVisitors: o.liveMaxVisitors,
-		DashboardToken: dashToken, DashboardViewers: viewers, DashboardOrigins: splitList(o.dashboardOrigins),
+		DashboardToken: dashToken, DashboardOrigins: splitList(o.dashboardOrigins),
 		SecureCookies: o.secureCookies, PublicCounters: splitList(o.publicCounters), LiveInterval: o.liveInterval,
 	})
 	if err != nil {
@@ -459,17 +452,17 @@ func run(args []string) error {
 		}
 	}
 
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- srv.Serve(ln) }()
-	go func() { serveErr <- srv.ServeDashboard(dln) }()
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if o.dashboardViewersFile != "" {
-		// Edits of the file apply without a restart; a removed token's
-		// sessions end with it.
-		go srv.Access().WatchViewers(ctx, o.dashboardViewersFile, viewersPoll, log)
+		// Read before the dashboard serves; edits of the file apply
+		// without a restart, and a removed token's sessions end with it.
+		srv.Access().WatchViewers(ctx, tokenfile.Abs(o.dashboardViewersFile), viewersPoll, log)
 	}
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.ServeDashboard(dln) }()
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- srv.Run(loadCtx) }()
@@ -730,34 +723,6 @@ func dashboardHost(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-// startViewers reads the --dashboard-viewers-file at start ("" for none).
-// A file that is not there gives no viewers, with a warning: removing
-// the file is how every viewer is revoked while the aggregator runs
-// (access.WatchViewers, which reads it once it is written). A file that
-// cannot be read or parsed is an error, which the caller logs and starts
-// without viewers, as the running aggregator keeps going on a bad edit:
-// a file only the dashboard reads must not keep ingest down, as a
-// restart that refused it did under Restart=on-failure (a tester's).
-func startViewers(path string, log *slog.Logger) (map[string][]string, error) {
-	if path == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(tokenfile.Abs(path))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		log.Warn("dashboard viewers file not there: no viewer tokens until it is written (a line per viewer, TOKEN SITE[,SITE...]); check the path if you meant to give some",
-			"file", tokenfile.Abs(path))
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("--dashboard-viewers-file: %w", err)
-	}
-	viewers, err := access.ParseViewers(string(b))
-	if err != nil {
-		return nil, fmt.Errorf("--dashboard-viewers-file %s: %w", tokenfile.Abs(path), err)
-	}
-	return viewers, nil
 }
 
 // viewersPoll is how often the aggregator looks whether the

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -510,39 +508,5 @@ func TestTokenFiles(t *testing.T) {
 	}
 	if _, err := loadToken("admin-token", "", file+".missing"); err == nil || errors.As(err, new(flaghint.UsageError)) {
 		t.Errorf("a missing file: %v; want an error that is not a usage error", err)
-	}
-}
-
-// startViewers: a file not there is no viewers and no error (removing it
-// revokes them all, and a restart must not fail then); one that cannot be
-// read or parsed is an error naming the file and, for a bad line, the
-// line, which run logs and starts without viewers.
-func TestStartViewers(t *testing.T) {
-	dir := t.TempDir()
-	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	if v, err := startViewers("", log); v != nil || err != nil {
-		t.Errorf("no flag: %v %v", v, err)
-	}
-	missing := filepath.Join(dir, "missing")
-	if v, err := startViewers(missing, log); v != nil || err != nil || !strings.Contains(logs.String(), "dashboard viewers file not there") || !strings.Contains(logs.String(), missing) {
-		t.Errorf("a missing file: %v %v, log %q; want none, a warning naming it", v, err, logs.String())
-	}
-	bad := filepath.Join(dir, "bad")
-	if err := os.WriteFile(bad, []byte("0123456789abcdef0123 demo\nshort shop\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := startViewers(bad, log); v != nil || err == nil || !strings.Contains(err.Error(), bad+": line 2: the token is shorter than 16 bytes") {
-		t.Errorf("a short viewer token: %v %v; want the file, the line and the reason", v, err)
-	}
-	if v, err := startViewers(dir, log); v != nil || err == nil || !strings.Contains(err.Error(), "is a directory") {
-		t.Errorf("a directory: %v %v", v, err)
-	}
-	good := filepath.Join(dir, "good")
-	if err := os.WriteFile(good, []byte("0123456789abcdef0123 demo,shop\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := startViewers(good, log); err != nil || len(v["0123456789abcdef0123"]) != 2 {
-		t.Errorf("a good file: %v %v", v, err)
 	}
 }
