@@ -1,9 +1,11 @@
 package pop
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -47,6 +49,80 @@ type backend struct {
 }
 
 func (be *backend) isTLS() bool { return be.cfg.URL.Scheme == "https" }
+
+// target is where a request for u goes through the backend: u's path and
+// query after the backend URL's path, which is a prefix (as in Viceroy);
+// u's scheme and host only name the request.
+func (be *backend) target(u *url.URL) (*url.URL, error) {
+	rest := u.EscapedPath()
+	if u.RawQuery != "" || u.ForceQuery {
+		rest += "?" + u.RawQuery
+	}
+	return url.Parse(be.base + strings.TrimPrefix(rest, "/"))
+}
+
+// host is the Host a request for u sent to target through the backend
+// carries: the backend's override_host, else the request's own Host
+// header (header, "" when it has none), else the authority of its URI
+// (Viceroy's rule).
+func (be *backend) host(header string, u, target *url.URL) string {
+	switch {
+	case be.cfg.OverrideHost != "":
+		return be.cfg.OverrideHost
+	case header != "":
+		return header
+	case u.Host != "":
+		return u.Host
+	}
+	return target.Host
+}
+
+// Probe sends a request to the static backend name (a [local_server.backends]
+// entry) as a guest's send of the same request would go: rawURL's path and
+// query after the backend URL's prefix, its host as the Host header unless
+// the backend overrides it, the backend's connect and first-byte timeouts
+// and TLS settings. Its outcome is recorded with the guests' requests
+// (Degraded, edgepixel_pop_backend_failing). It returns the response's
+// status, having read and discarded its body, or the error when no
+// response came; an unknown backend or a URL that does not parse is an
+// error too. A host checks with it what its guest depends on
+// (edgepixel-pop: that the aggregator takes the module's secret) before a
+// visitor's event does.
+func (s *Server) Probe(ctx context.Context, name, method, rawURL string, header http.Header, body []byte) (int, error) {
+	be, ok := s.backends[name]
+	if !ok {
+		return 0, fmt.Errorf("no backend %q in [local_server.backends]", name)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return 0, err
+	}
+	target, err := be.target(u)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, connectTimeoutKey{}, be.connectTimeout), be.firstByteTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header = header.Clone()
+	req.Host = be.host(header.Get("Host"), u, target)
+	rt := s.transport
+	if be.transport != nil {
+		rt = be.transport
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		s.backendFails.record(name, 0, err)
+		return 0, err
+	}
+	defer resp.Body.Close()
+	s.backendFails.record(name, resp.StatusCode, nil)
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, nil
+}
 
 func newBackends(m *fastlytoml.Manifest) map[string]*backend {
 	out := map[string]*backend{}
@@ -161,11 +237,7 @@ func (inst *instance) startSend(ro *reqObj, b *body, beName string, streaming bo
 	if err != nil {
 		return nil, stInval, sendErrURIInvalid
 	}
-	rest := u.EscapedPath()
-	if u.RawQuery != "" || u.ForceQuery {
-		rest += "?" + u.RawQuery
-	}
-	target, err := url.Parse(be.base + strings.TrimPrefix(rest, "/"))
+	target, err := be.target(u)
 	if err != nil {
 		return nil, stInval, sendErrURIInvalid
 	}
@@ -189,18 +261,11 @@ func (inst *instance) startSend(ro *reqObj, b *body, beName string, streaming bo
 		}
 		return false
 	})
-	// Host: the backend's override_host, else the request's own Host
-	// header, else the authority of its URI (Viceroy's rule).
-	switch {
-	case be.cfg.OverrideHost != "":
-		req.Host = be.cfg.OverrideHost
-	case len(ro.header.get("Host")) > 0:
-		req.Host = ro.header.get("Host")[0]
-	case u.Host != "":
-		req.Host = u.Host
-	default:
-		req.Host = target.Host
+	host := ""
+	if h := ro.header.get("Host"); len(h) > 0 {
+		host = h[0]
 	}
+	req.Host = be.host(host, u, target)
 	if ro.manualFraming {
 		if cl := req.Header.Get("Content-Length"); cl != "" {
 			req.ContentLength, _ = strconv.ParseInt(cl, 10, 64)

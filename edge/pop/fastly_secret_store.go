@@ -168,3 +168,16 @@ func secretFromBytes(c *call) status {
 	h := c.inst.tab.add(&secret{value: append([]byte(nil), b...)}, c.inst.gen, false)
 	return c.putHandle(c.u32(2), h)
 }
+
+// Stores returns what a guest opening the config store (or dictionary)
+// and the secret store named name would read now, after any reload and
+// the watcher's rereads of the secrets: nil for a store not defined. The
+// maps are the server's own: read them, never change them. A host checks
+// with them what its guest depends on (see Probe).
+func (s *Server) Stores(name string) (config map[string]string, secrets map[string][]byte) {
+	config, _ = s.configContents(name, false)
+	if snap := s.secrets.Load(); snap != nil {
+		secrets = snap.stores[name]
+	}
+	return config, secrets
+}

@@ -13,6 +13,8 @@
 package storekeys
 
 import (
+	"strings"
+
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/wire"
@@ -34,6 +36,30 @@ const (
 	RateLimitClient = "rate_limit_client" // hits per second one client address may send
 	RateLimitSite   = "rate_limit_site"   // hits per second one site may receive
 )
+
+// The module's defaults for Backend and IngestURL: a batch goes to the
+// backend named aggregator, and its URL's path is /ingest (its host only
+// names the request; the backend decides where it goes).
+const (
+	DefaultBackend   = "aggregator"
+	DefaultIngestURL = "http://aggregator/ingest"
+)
+
+// Backends returns the backend names of a Backend value, separated by
+// commas with spaces around them allowed, in order; DefaultBackend when
+// it names none.
+func Backends(v string) []string {
+	var out []string
+	for _, name := range strings.Split(v, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{DefaultBackend}
+	}
+	return out
+}
 
 // DefaultFallbackLogEndpoint is the log endpoint the module writes what
 // the aggregator did not take to, unless wire.ConfigFallbackLogEndpoint

@@ -334,6 +334,17 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	// scripts, the tests) that it serves now, and at which address (port
 	// 0 picks one).
 	fmt.Fprintf(stdout, "Listening on %s://%s\n", scheme, ln.Addr())
+	var backends map[string]fastlytoml.Backend
+	if m != nil {
+		backends = m.LocalServer.Backends
+	}
+	checkCtx, stopCheck := context.WithCancel(ctx)
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		watchSecret(checkCtx, s.Probe, s.Stores, backends, log) // secretcheck.go
+	}()
+	defer func() { stopCheck(); <-checked }()
 	if o.ready != nil {
 		o.ready(ln.Addr().String(), adminAddr)
 	}

@@ -117,21 +117,6 @@ func finish() {
 	}
 }
 
-// parseBackends splits the backend key's list; empty names are skipped,
-// and none at all means "aggregator".
-func parseBackends(v string) []string {
-	var out []string
-	for _, name := range strings.Split(v, ",") {
-		if name = strings.TrimSpace(name); name != "" {
-			out = append(out, name)
-		}
-	}
-	if len(out) == 0 {
-		out = []string{"aggregator"}
-	}
-	return out
-}
-
 // nextBackend is where the next attempt starts in cfg.backends. Each
 // instance starts at a random place, so that instances spread their
 // first batches too.

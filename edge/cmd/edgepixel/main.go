@@ -149,8 +149,8 @@ func next() (hostcall.Request, bool, error) {
 }
 
 func loadConfig() config {
-	c := config{pop: os.Getenv("FASTLY_POP"), ingestURL: "http://aggregator/ingest"}
-	backends := "aggregator"
+	c := config{pop: os.Getenv("FASTLY_POP"), ingestURL: storekeys.DefaultIngestURL}
+	backends := ""
 	if st, err := configstore.Open(storekeys.Store); err == nil {
 		get := func(key string, dst *string) {
 			if v, err := st.Get(key); err == nil && v != "" {
@@ -181,7 +181,7 @@ func loadConfig() config {
 	} else {
 		loadEnrichConfig(&c, func(string) string { return "" })
 	}
-	c.backends = parseBackends(backends)
+	c.backends = storekeys.Backends(backends)
 	if c.pop == "" {
 		c.pop = "unknown"
 	}

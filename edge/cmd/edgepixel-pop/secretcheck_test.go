@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgepixel/edgepixel/aggregator/ingest"
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/shared/wire"
+)
+
+// noSpool is an ingest spool that no request may reach: the check's batch
+// holds no event.
+type noSpool struct{ t *testing.T }
+
+func (s noSpool) Append(context.Context, []byte) error {
+	s.t.Error("the secret check's batch reached the spool")
+	return nil
+}
+
+// The POP checks at start that the aggregator takes its secret, against
+// the aggregator's own ingest handler: a wrong secret is logged as an
+// error and listed by /healthz (before, it showed only once the journal
+// failed and a batch was signed); the right one leaves /healthz clean.
+func TestSecretCheckAtStart(t *testing.T) {
+	agg := httptest.NewServer(ingest.New(ingest.Config{Secret: []byte("the aggregator's secret"), Spool: noSpool{t}}))
+	defer agg.Close()
+	for _, c := range []struct {
+		name, secret string
+		refused      bool
+	}{
+		{"wrong", "another secret", true},
+		{"right", "the aggregator's secret\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			secret := filepath.Join(dir, "secret")
+			toml := filepath.Join(dir, "fastly.toml")
+			os.WriteFile(secret, []byte(c.secret), 0o600)
+			os.WriteFile(toml, []byte(fmt.Sprintf(`manifest_version = 3
+[local_server.backends.aggregator]
+url = %q
+[local_server.secret_stores]
+edgepixel = [{ key = "aggregator_secret", file = %q }]
+`, agg.URL, secret)), 0o644)
+			p := startPOP(t, "-C", toml, "--admin-addr", "127.0.0.1:0")
+			want := "the aggregator takes aggregator_secret"
+			if c.refused {
+				want = "the aggregator refuses batches signed with aggregator_secret"
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(p.stderr.String(), want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no %q in the log", want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			_, health := get(t, http.DefaultClient, "http://"+p.admin+"/healthz")
+			degraded := "degraded: backend aggregator: 1 requests failing"
+			if got := strings.Contains(health, degraded) && strings.Contains(health, "(last: status 401); check aggregator_secret"); got != c.refused {
+				t.Errorf("/healthz:\n%s\nlists the refusal: %v, want %v", health, got, c.refused)
+			}
+		})
+	}
+}
+
+// watchSecret checks again when the secret or the store's backend,
+// ingest_url or log_endpoint changes, and only then; ends a check under
+// way that a change made stale; and signs as the aggregator verifies.
+func TestWatchSecretRechecks(t *testing.T) {
+	defer func(every, retry time.Duration) { secretCheckEvery, secretCheckRetry = every, retry }(secretCheckEvery, secretCheckRetry)
+	secretCheckEvery, secretCheckRetry = 10*time.Millisecond, 10*time.Millisecond
+
+	var mu sync.Mutex
+	config := map[string]string{}
+	secrets := map[string][]byte{"aggregator_secret": []byte("one\n")}
+	set := func(f func()) { mu.Lock(); f(); mu.Unlock() }
+	stores := func(name string) (map[string]string, map[string][]byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		return map[string]string{"backend": config["backend"], "ingest_url": config["ingest_url"], "log_endpoint": config["log_endpoint"]},
+			map[string][]byte{"aggregator_secret": secrets["aggregator_secret"]}
+	}
+	type call struct{ backend, url, verdict string }
+	calls := make(chan call, 100)
+	down := map[string]bool{"b2": true} // answers 503 until the test ends
+	probe := func(ctx context.Context, backend, method, rawURL string, h http.Header, body []byte) (int, error) {
+		mu.Lock()
+		secret := strings.TrimSpace(string(secrets["aggregator_secret"]))
+		mu.Unlock()
+		verdict := "ok"
+		if err := wire.Verify([]byte(secret), h.Get(wire.HeaderTimestamp), h.Get(wire.HeaderSignature), body, time.Now(), time.Minute); err != nil {
+			verdict = err.Error()
+		}
+		if n, err := wire.Count(body); n != 0 || err != nil || method != http.MethodPost || h.Get("Content-Type") != wire.ContentType {
+			verdict = fmt.Sprintf("%s %s: %d events, %v", method, h.Get("Content-Type"), n, err)
+		}
+		calls <- call{backend, rawURL, verdict}
+		if down[backend] {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusOK, nil
+	}
+	backends := map[string]fastlytoml.Backend{"aggregator": {}, "b2": {}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchSecret(ctx, probe, stores, backends, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+
+	next := func(what string) call {
+		t.Helper()
+		select {
+		case c := <-calls:
+			if c.verdict != "ok" {
+				t.Errorf("%s: %+v", what, c)
+			}
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no check", what)
+		}
+		return call{}
+	}
+	quiet := func(what string) {
+		t.Helper()
+		select {
+		case c := <-calls:
+			t.Errorf("%s: checked %+v", what, c)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if c := next("at start"); c.backend != "aggregator" || c.url != "http://aggregator/ingest" {
+		t.Errorf("at start: %+v, want the module's default backend and ingest_url", c)
+	}
+	quiet("nothing changed")
+	set(func() { secrets["aggregator_secret"] = []byte("two") })
+	next("secret rotated")
+	quiet("after the rotated secret's check")
+	set(func() { config["ingest_url"] = "https://agg.example/in" })
+	if c := next("ingest_url changed"); c.url != "https://agg.example/in" {
+		t.Errorf("ingest_url changed: %+v", c)
+	}
+	set(func() { config["backend"] = "b2, nosuch" })
+	// b2 answers 503: tried again, until the store changes.
+	next("b2")
+	next("b2 again")
+	set(func() { config["log_endpoint"] = "stdout" })
+	time.Sleep(10 * secretCheckEvery) // the change seen, b2's check ended
+	for len(calls) > 0 {              // a retry of b2 that raced the change
+		<-calls
+	}
+	quiet("log_endpoint set: no batches to sign")
+	set(func() { config["log_endpoint"], config["backend"] = "", "" })
+	if c := next("log_endpoint removed"); c.backend != "aggregator" {
+		t.Errorf("log_endpoint removed: %+v", c)
+	}
+}
