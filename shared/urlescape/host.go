@@ -99,31 +99,11 @@ func hostName(h string) string {
 		}
 		return LowerASCII(h)
 	}
-	u := decode(h)
+	u := Unescape(h, false)
 	if a, err := idna.Lookup.ToASCII(u); err == nil {
 		return a
 	}
 	return LowerASCII(Normalize(u, Host.With(':')))
-}
-
-// decode returns s with each valid %XX escape decoded, and a '%' that
-// starts none kept as it is.
-func decode(s string) string {
-	i := strings.IndexByte(s, '%')
-	if i < 0 {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	b = append(b, s[:i]...)
-	for ; i < len(s); i++ {
-		if d, ok := At(s, i); ok {
-			b = append(b, d)
-			i += 2
-		} else {
-			b = append(b, s[i])
-		}
-	}
-	return string(b)
 }
 
 func allDigits(s string) bool {

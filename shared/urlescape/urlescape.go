@@ -112,6 +112,34 @@ func NormalEnd(s string, escaped Set) int {
 	return i
 }
 
+// Unescape returns s with each valid %XX escape decoded, a '%' that
+// starts none kept as it is, and, when plus is true, each '+' a space (a
+// query's form encoding, as url.QueryUnescape, which refuses a stray '%'
+// instead). It returns s itself when there is nothing to decode (no
+// allocation).
+func Unescape(s string, plus bool) string {
+	i := 0
+	for ; i < len(s) && s[i] != '%' && !(plus && s[i] == '+'); i++ {
+	}
+	if i == len(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	b = append(b, s[:i]...)
+	for ; i < len(s); i++ {
+		switch d, ok := At(s, i); {
+		case ok:
+			b = append(b, d)
+			i += 2
+		case plus && s[i] == '+':
+			b = append(b, ' ')
+		default:
+			b = append(b, s[i])
+		}
+	}
+	return string(b)
+}
+
 // At returns the byte the escape at s[i] ("%" and two hex digits)
 // encodes, and false when s has no valid escape there.
 func At(s string, i int) (byte, bool) {

@@ -198,3 +198,24 @@ func TestNoPageSchemesAgree(t *testing.T) {
 		t.Errorf("NoPageSchemes = %q, noPageSchemes say %q", NoPageSchemes, want)
 	}
 }
+
+func TestUnescape(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		plus bool
+		want string
+	}{
+		{"a%20b+c", false, "a b+c"},
+		{"a%20b+c", true, "a b c"},
+		{"%2B+%zz%4", true, "+ %zz%4"},
+		{"plain", true, "plain"},
+		{"%E2%82%AC", false, "€"},
+	} {
+		if got := Unescape(c.in, c.plus); got != c.want {
+			t.Errorf("Unescape(%q, %v) = %q, want %q", c.in, c.plus, got, c.want)
+		}
+	}
+	if n := testing.AllocsPerRun(10, func() { Unescape("no-escape+here", false) }); n != 0 {
+		t.Errorf("%v allocations for nothing to decode", n)
+	}
+}

@@ -80,21 +80,7 @@ func Unescape(s string) string {
 	if !NeedsUnescape(s) {
 		return s
 	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '+':
-			b = append(b, ' ')
-		default:
-			if d, ok := urlescape.At(s, i); ok {
-				b = append(b, d)
-				i += 2
-			} else {
-				b = append(b, c)
-			}
-		}
-	}
-	return string(b)
+	return urlescape.Unescape(s, true)
 }
 
 // EqualKey reports whether the raw key k, percent-decoded and compared
