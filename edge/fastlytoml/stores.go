@@ -126,7 +126,10 @@ func readJSONObject(path, want string) (map[string]json.RawMessage, error) {
 type MissingFileError struct {
 	Path string // as opened: relative paths resolved against the manifest's directory
 	Want string // what the file holds, e.g. "a JSON object of ..."
-	Err  error  // os.ReadFile's
+	// Secret is the key of the secret whose value the file is; "" for
+	// other files.
+	Secret string
+	Err    error // os.ReadFile's
 }
 
 func (e *MissingFileError) Error() string {
@@ -248,6 +251,9 @@ func resolveSecret(t map[string]any, dir string) (string, []byte, error) {
 			return key, []byte(s), nil
 		case "file":
 			data, err := readFile(resolvePath(dir, s), "the secret's value (the file's bytes, as they are)")
+			if mf := (*MissingFileError)(nil); errors.As(err, &mf) {
+				mf.Secret = key
+			}
 			if err != nil {
 				return "", nil, fmt.Errorf("secret %q: %w", key, err)
 			}

@@ -449,7 +449,7 @@ func missingFileHint(err error) error {
 		return fmt.Errorf("%w; edgepixel's make run writes the files under .edgepixel/data (the secret the aggregator checks batches with): run it once from the repository's root (it starts the whole stack; Ctrl-C stops it)", err)
 	}
 	for _, k := range privacy.SaltKeys {
-		if strings.Contains(err.Error(), fmt.Sprintf("secret %q", k)) {
+		if mf.Secret == k {
 			return fmt.Errorf("%w; a visitor salt: edgepixel-salt --dir %s --today writes today's (and tomorrow's), rotated by the cron line in the README", err, flaghint.ShellQuote(filepath.Dir(mf.Path)))
 		}
 	}
