@@ -261,12 +261,13 @@ func parseLine(raw []byte) (line, error) {
 			*p = event.Clean(strings.TrimSpace(*p), math.MaxInt)
 		}
 	}
-	// A page's escapes as the edge stores them, so "/it%27s" imported is
-	// the page the pixel stored as "/it's" (the fallback's lines were
-	// normalised at the edge and stay as they are). The rest of the
-	// edge's rules (host case, tracking parameters) are not applied: an
-	// import's campaign parameters may be all it says of a campaign. A
-	// form longer than the column holds is not taken.
+	// A page as the edge stores it (urlescape.URL), so that
+	// "HTTPS://Example.com/a/../it%27s" imported is the page the pixel
+	// stored as "https://example.com/it's" (the fallback's lines were
+	// normalised at the edge and stay as they are). Tracking parameters
+	// are kept, where the edge drops them: an import's may be all it
+	// says of a campaign. A form longer than the column holds is not
+	// taken.
 	if u := urlescape.URL(l.URL); len(u) <= event.MaxURLLen {
 		l.URL = u
 	}

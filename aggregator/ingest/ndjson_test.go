@@ -123,6 +123,10 @@ func TestParseLine(t *testing.T) {
 		"https://e.example/=cmd|calc?q=it's":   "https://e.example/=cmd%7Ccalc?q=it%27s",
 		"https://e.example/caf%C3%A9?utm_id=1": "https://e.example/caf%C3%A9?utm_id=1",
 		"https://e.example/café":               "https://e.example/caf%C3%A9",
+		// The edge's other spellings of a page (a re-tester's list):
+		// dot segments, a backslash, the host's case and port.
+		"HTTPS://E.Example:443/a/./b/../c\\d?x=1": "https://e.example/a/c/d?x=1",
+		"https://e.example":                       "https://e.example/",
 	} {
 		line, _ := json.Marshal(map[string]any{"ts_ms": 1750000000123, "site": "s", "url": in})
 		if e, err := ParseLine(line); err != nil || e.URL != want {

@@ -199,39 +199,15 @@ func SchemeEnd(s string) int {
 	return -1
 }
 
-// URL returns u with its path's and query's percent-encoding normalised
-// (Path, Query) and its fragment dropped, as edge/enrich/pageurl stores a
-// page; the scheme and authority are kept as given. For addresses that
-// did not pass through the edge (an import), so that "/it%27s" is the
-// page the edge stored as "/it's".
+// URL returns u as edgepixel stores a page (Page), its query's
+// percent-encoding normalised (Query) and every parameter kept: for
+// addresses that did not pass through the edge (an import), so that
+// "/it%27s", "HTTPS://Example.com/a/../it's" and "/it's" are one page, as
+// the edge stores them. The edge also drops tracking parameters, which
+// an import keeps (they may be all it says of a campaign).
 func URL(u string) string {
-	if i := strings.IndexByte(u, '#'); i >= 0 {
-		u = u[:i]
-	}
-	head := 0
-	if i := SchemeEnd(u); i > 0 {
-		head = i + 1
-	}
-	if strings.HasPrefix(u[head:], "//") {
-		end := strings.IndexAny(u[head+2:], "/?")
-		if end < 0 {
-			return u
-		}
-		head += 2 + end
-	}
-	path, query, hasQuery := strings.Cut(u[head:], "?")
-	path = Normalize(path, Path)
-	if head == 0 && SchemeEnd(path) > 0 {
-		// A relative path whose first segment decoded to a colon
-		// ("%6Aavascript:x") would now read as a scheme: a dot segment
-		// goes first (RFC 3986 section 4.2), as pageurl.Normalize does.
-		path = "./" + path
-	}
-	out := u[:head] + path
-	if hasQuery {
-		out += "?" + Normalize(query, Query)
-	}
-	return out
+	p := ParsePage(u)
+	return p.String(Normalize(p.Query, Query))
 }
 
 // RemoveDots is RFC 3986 section 5.2.4's remove_dot_segments: a path

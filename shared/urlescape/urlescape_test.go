@@ -89,9 +89,15 @@ func TestURL(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"https://e.example/it%27s", "https://e.example/it's"},
 		{"https://e.example/=cmd|calc", "https://e.example/=cmd%7Ccalc"},
-		{"https://E.example:8443/caf\u00e9?q=it's&r=%7e#frag", "https://E.example:8443/caf%C3%A9?q=it%27s&r=~"},
-		{"https://e.example?q=a b", "https://e.example?q=a%20b"},
-		{"https://e.example", "https://e.example"},
+		{"https://E.example:8443/caf\u00e9?q=it's&r=%7e#frag", "https://e.example:8443/caf%C3%A9?q=it%27s&r=~"},
+		{"https://e.example?q=a b", "https://e.example/?q=a%20b"},
+		{"https://e.example", "https://e.example/"},
+		// The edge's other rules (pageurl), tracking parameters aside.
+		{" HTTPS://user:pw@Example.COM.:443/a/./b/../c\\d?utm_source=x&b=1 ", "https://example.com/a/c/d?utm_source=x&b=1"},
+		{"http://b\u00fccher.example/", "http://xn--bcher-kva.example/"},
+		{"https://e.example/a?", "https://e.example/a"},
+		{"//x", "//x/"},
+		{"/..//x", "/.//x"},
 		{"/a b/%2f", "/a%20b/%2F"},
 		{"//e.example/x|y", "//e.example/x%7Cy"},
 		{"e.example/x|y", "e.example/x%7Cy"},

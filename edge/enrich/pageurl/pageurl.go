@@ -61,103 +61,15 @@ type Result struct {
 // is treated as a path. A URL that is already normal comes back without
 // allocating.
 func Normalize(raw string) Result {
-	s := strings.TrimSpace(raw)
-	if i := strings.IndexByte(s, '#'); i >= 0 {
-		s = s[:i]
-	}
-	var r Result
-	rest := s
-	scheme := ""
-	if i := urlescape.SchemeEnd(s); i > 0 {
-		scheme, rest = s[:i], s[i+1:]
-	}
-	var hostport string
-	hasAuthority := strings.HasPrefix(rest, "//")
-	if hasAuthority {
-		rest = rest[2:]
-		end := strings.IndexAny(rest, "/?\\")
-		if end < 0 {
-			end = len(rest)
-		}
-		hostport, rest = rest[:end], rest[end:]
-	}
-	pathPart, q := rest, ""
-	if i := strings.IndexByte(rest, '?'); i >= 0 {
-		pathPart, q = rest[:i], rest[i+1:]
-	}
-	lscheme := urlescape.LowerASCII(scheme)
-	if hasAuthority {
-		r.Host, hostport = urlescape.HostPort(hostport, lscheme)
-		// A host escaped to ASCII can pass the bound by itself (URL is
-		// cut below, Host is a column of its own).
-		r.Host = r.Host[:escapedCut(r.Host, MaxLen)]
-	}
-	r.Path = normPath(pathPart, hasAuthority || scheme != "")
-	if !hasAuthority && strings.HasPrefix(r.Path, "//") {
-		// Not to be read as an authority (RFC 3986 section 5.3).
-		r.Path = "/." + r.Path
-	}
-	if scheme == "" && !hasAuthority && urlescape.SchemeEnd(r.Path) > 0 {
-		// A relative path whose first segment has a colon would be read
-		// as a scheme ("./a:b" once its dot segment is removed): a dot
-		// segment goes first (RFC 3986 section 4.2).
-		r.Path = "./" + r.Path
-	}
-	r.Query = normQuery(q)
-
-	// Reassemble; reuse s when nothing changed.
-	colon, slashes, qmark := "", "", ""
-	if scheme != "" {
-		colon = ":"
-	}
-	if hasAuthority {
-		slashes = "//"
-	}
-	if r.Query != "" {
-		qmark = "?"
-	}
-	parts := [7]string{lscheme, colon, slashes, hostport, r.Path, qmark, r.Query}
-	if isConcat(s, parts) {
-		r.URL = s
-	} else {
-		r.URL = concat(parts)
-	}
+	p := urlescape.ParsePage(raw)
+	// A host escaped to ASCII can pass the bound by itself (URL is cut
+	// below, Host is a column of its own).
+	r := Result{Host: p.Host[:escapedCut(p.Host, MaxLen)], Path: p.Path, Query: normQuery(p.Query)}
+	r.URL = p.String(r.Query)
 	if len(r.URL) > MaxLen {
 		r = cut(r)
 	}
 	return r
-}
-
-// isConcat reports whether s is the parts joined. (An array, not a
-// variadic slice, which TinyGo would put on the heap.)
-func isConcat(s string, parts [7]string) bool {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	if n != len(s) {
-		return false
-	}
-	for _, p := range parts {
-		if s[:len(p)] != p {
-			return false
-		}
-		s = s[len(p):]
-	}
-	return true
-}
-
-// concat joins parts with one allocation (TinyGo joins a+b+c pairwise).
-func concat(parts [7]string) string {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	b := make([]byte, 0, n)
-	for _, p := range parts {
-		b = append(b, p...)
-	}
-	return owned(b)
 }
 
 // owned returns b as a string without copying it; b must not be used
@@ -205,20 +117,6 @@ func cut(r Result) Result {
 	}
 	r.Query = u[head+len(r.Path)+1:]
 	return r
-}
-
-// normPath normalises a path's escapes and removes its dot segments.
-func normPath(p string, absolute bool) string {
-	p = strings.ReplaceAll(p, "\\", "/") // as browsers treat http(s) URLs
-	p = urlescape.Normalize(p, urlescape.Path)
-	if strings.Contains(p, "/.") || strings.HasPrefix(p, ".") {
-		p = urlescape.RemoveDots(p)
-	}
-	// After the dots go: "a:." has no path left, as "a:" has none.
-	if absolute && p == "" {
-		return "/"
-	}
-	return p
 }
 
 // normQuery drops tracking parameters and normalises escapes, keeping
