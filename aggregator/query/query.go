@@ -246,21 +246,16 @@ func hostFilter(v string) string {
 
 // pageFilter returns a page filter's value as pages are stored
 // (ClickHouse's path() of the URL the edge normalised): the path of a
-// whole http or https URL pasted in; without a query or fragment, which
+// whole URL pasted in, as the edge stores it (urlescape.ParsePage); without a query or fragment, which
 // no stored page has; with the leading slash every stored page but the
 // empty one has; and with its escapes in urlescape's normal form.
 func pageFilter(v string) string {
-	for _, scheme := range []string{"https://", "http://"} {
-		if len(v) > len(scheme) && strings.EqualFold(v[:len(scheme)], scheme) {
-			// A backslash is a slash in an http(s) URL, as browsers and
-			// the edge read it (a re-tester's "/a\\b\\..\\c" is "/a/c").
-			rest := strings.ReplaceAll(v[len(scheme):], "\\", "/")
-			i := strings.IndexAny(rest, "/?#")
-			if i < 0 || rest[i] != '/' {
-				return "/"
-			}
-			v = rest[i:]
-			break
+	if strings.Contains(v, "://") {
+		// A whole URL pasted in: its path as the edge stores it (a
+		// backslash a slash, as browsers read it: a re-tester's
+		// "/a\\b\\..\\c" is "/a/c"; dot segments resolved).
+		if p := urlescape.ParsePage(v); p.Scheme != "" {
+			return p.Path
 		}
 	}
 	if i := strings.IndexAny(v, "?#"); i >= 0 {

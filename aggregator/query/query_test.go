@@ -1402,6 +1402,7 @@ func TestParseRequestPagePath(t *testing.T) {
 		"https://x.example/a/../b":               "/b",
 		"/a/./b/.":                               "/a/b/",
 		"https://t76.example/a\\b\\..\\c":        "/a/c",
+		"android-app://com.example.app/x/../y":   "/y",
 		"":                                       "",
 	} {
 		req, err := ParseRequest(url.Values{"site": {"s"}, "page": {in}, "utm_source": {"/café"}}, time.Now())
