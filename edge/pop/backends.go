@@ -107,7 +107,9 @@ func (s *Server) Probe(ctx context.Context, name, method, rawURL string, header 
 	if err != nil {
 		return 0, err
 	}
-	req.Header = header.Clone()
+	if header != nil {
+		req.Header = header.Clone()
+	}
 	req.Host = be.host(header.Get("Host"), u, target)
 	rt := s.transport
 	if be.transport != nil {

@@ -1,0 +1,71 @@
+package pop
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+)
+
+// Probe sends its request as a guest's send would go (the backend URL's
+// path a prefix, override_host, the URL's host otherwise) and records
+// its outcome where Degraded reads it.
+func TestProbe(t *testing.T) {
+	type seen struct{ method, path, host, hdr, body string }
+	got := make(chan seen, 4)
+	status := http.StatusUnauthorized
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 16)
+		n, _ := r.Body.Read(b)
+		got <- seen{r.Method, r.URL.RequestURI(), r.Host, r.Header.Get("X-Probe"), string(b[:n])}
+		w.WriteHeader(status)
+		fmt.Fprint(w, strings.Repeat("x", 100<<10)) // read and discarded
+	}))
+	defer srv.Close()
+	m, err := fastlytoml.Parse([]byte(fmt.Sprintf(`manifest_version = 3
+[local_server.backends.plain]
+url = %q
+[local_server.backends.pathed]
+url = "%s/base"
+override_host = "agg.example"
+`, srv.URL, srv.URL)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{backends: newBackends(m), transport: newTransport()}
+	ctx := context.Background()
+	h := http.Header{"X-Probe": {"1"}}
+	for _, c := range []struct {
+		backend string
+		want    seen
+	}{
+		{"plain", seen{"POST", "/ingest?x=1", "aggregator", "1", "body"}},
+		{"pathed", seen{"POST", "/base/ingest?x=1", "agg.example", "1", "body"}},
+	} {
+		code, err := s.Probe(ctx, c.backend, http.MethodPost, "http://aggregator/ingest?x=1", h, []byte("body"))
+		if code != status || err != nil {
+			t.Fatalf("%s: %d %v", c.backend, code, err)
+		}
+		if g := <-got; g != c.want {
+			t.Errorf("%s: the backend saw %+v, want %+v", c.backend, g, c.want)
+		}
+	}
+	if d := strings.Join(s.Degraded(), "\n"); !strings.Contains(d, "backend plain: 1 requests failing") || !strings.Contains(d, "backend pathed: 1 requests failing") {
+		t.Errorf("after two refusals, Degraded says:\n%s", d)
+	}
+	status = http.StatusOK
+	if code, err := s.Probe(ctx, "plain", http.MethodPost, "http://aggregator/ingest", nil, nil); code != 200 || err != nil {
+		t.Fatalf("%d %v", code, err)
+	}
+	<-got
+	if d := strings.Join(s.Degraded(), "\n"); strings.Contains(d, "backend plain") {
+		t.Errorf("after a success, Degraded still lists it:\n%s", d)
+	}
+	if _, err := s.Probe(ctx, "nosuch", http.MethodPost, "http://aggregator/ingest", nil, nil); err == nil || !strings.Contains(err.Error(), `no backend "nosuch"`) {
+		t.Errorf("an unknown backend: %v", err)
+	}
+}
