@@ -16,6 +16,7 @@
 package fastlytoml
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/url"
 	"os"
@@ -448,7 +449,7 @@ func caCertPEM(v any, dir string) ([]byte, error) {
 		if strings.TrimSpace(v) == "" {
 			return nil, fmt.Errorf("empty certificate")
 		}
-		if !strings.Contains(v, "-----BEGIN CERTIFICATE-----") {
+		if !strings.Contains(v, "-----BEGIN CERTIFICATE-----") || !x509.NewCertPool().AppendCertsFromPEM([]byte(v)) {
 			return nil, fmt.Errorf("not a PEM certificate")
 		}
 		return []byte(v), nil

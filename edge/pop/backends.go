@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -126,7 +128,13 @@ func (s *Server) Probe(ctx context.Context, name, method, rawURL string, header 
 	return resp.StatusCode, nil
 }
 
-func newBackends(m *fastlytoml.Manifest) map[string]*backend {
+// newBackends resolves m's backends. One whose TLS needs settings of its
+// own (ca_certificate's roots, cert_host's name) gets a clone of shared
+// with them, as a dynamic backend does (register_dynamic_backend);
+// before, a static backend's ca_certificate was read and checked, then
+// ignored (a tester's self-signed aggregator was refused as unknown
+// authority).
+func newBackends(m *fastlytoml.Manifest, shared *http.Transport) map[string]*backend {
 	out := map[string]*backend{}
 	if m == nil {
 		return out
@@ -156,6 +164,15 @@ func newBackends(m *fastlytoml.Manifest) map[string]*backend {
 		// Go's TLS client defaults, which is what the shared transport
 		// negotiates with.
 		be.tlsMin, be.tlsMax = tls12, tls13
+		if be.isTLS() && (len(b.CACertPEM) > 0 || b.CertHost != "") {
+			tc := &tls.Config{ServerName: b.CertHost}
+			if len(b.CACertPEM) > 0 {
+				tc.RootCAs = x509.NewCertPool()
+				tc.RootCAs.AppendCertsFromPEM(b.CACertPEM) // fastlytoml checked it holds one
+			}
+			be.transport = shared.Clone()
+			be.transport.TLSClientConfig = tc
+		}
 		out[name] = be
 	}
 	return out

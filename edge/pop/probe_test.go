@@ -2,6 +2,7 @@ package pop
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -36,7 +37,8 @@ override_host = "agg.example"
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{backends: newBackends(m), transport: newTransport()}
+	s := &Server{transport: newTransport()}
+	s.backends = newBackends(m, s.transport)
 	ctx := context.Background()
 	h := http.Header{"X-Probe": {"1"}}
 	for _, c := range []struct {
@@ -64,6 +66,24 @@ override_host = "agg.example"
 	<-got
 	if d := strings.Join(s.Degraded(), "\n"); strings.Contains(d, "backend plain") {
 		t.Errorf("after a success, Degraded still lists it:\n%s", d)
+	}
+	// A static https backend with ca_certificate trusts it (it was read,
+	// then ignored: a tester's self-signed aggregator was refused).
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer tlsSrv.Close()
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw})
+	mt, err := fastlytoml.Parse([]byte(fmt.Sprintf("manifest_version = 3\n[local_server.backends.own_ca]\nurl = %q\nca_certificate = %q\n[local_server.backends.system_roots]\nurl = %q\n",
+		tlsSrv.URL, caPEM, tlsSrv.URL)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &Server{transport: newTransport()}
+	st.backends = newBackends(mt, st.transport)
+	if code, err := st.Probe(ctx, "own_ca", http.MethodGet, "https://x/", nil, nil); code != 200 || err != nil {
+		t.Errorf("the backend with ca_certificate: %d %v", code, err)
+	}
+	if _, err := st.Probe(ctx, "system_roots", http.MethodGet, "https://x/", nil, nil); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("the backend without: %v, want unknown authority", err)
 	}
 	if _, err := s.Probe(ctx, "nosuch", http.MethodPost, "http://aggregator/ingest", nil, nil); err == nil || !strings.Contains(err.Error(), `no backend "nosuch"`) {
 		t.Errorf("an unknown backend: %v", err)

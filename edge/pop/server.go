@@ -294,7 +294,7 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	s.maxInstances = max(s.maxInstances, s.minInstances)
 
 	m := cfg.Manifest
-	s.backends = newBackends(m)
+	s.backends = newBackends(m, s.transport)
 	if m != nil {
 		s.config.Store(&configSnapshot{stores: m.LocalServer.ConfigStores, dicts: m.LocalServer.Dictionaries})
 		s.secrets.Store(&secretSnapshot{stores: m.LocalServer.SecretStores})

@@ -93,7 +93,7 @@ func pagePath(path string, absolute bool) string {
 // String returns the address of p with query (normalised by the caller;
 // "" for none, which drops the '?'). When that is the input as it was, it
 // is the input itself, without allocating.
-func (p Page) String(query string) string {
+func (p *Page) String(query string) string {
 	colon, slashes, qmark := "", "", ""
 	if p.Scheme != "" {
 		colon = ":"
