@@ -77,9 +77,9 @@ const (
 	ReasonReadError       = "read_error"            // 400: body could not be read (the client went away)
 	ReasonBodyTimeout     = guard.ReasonBodyTimeout // 408: the body did not arrive within the body timeout
 	ReasonBadEncoding     = "bad_encoding"          // 400: body does not decompress with its Content-Encoding
-	ReasonBadSignature    = "bad_signature"         // 401: missing or wrong HMAC
+	ReasonBadSignature    = wire.ReasonBadSignature // 401: missing or wrong HMAC
 	ReasonBadToken        = "bad_token"             // 401: wrong or unconfigured bearer token (NDJSON)
-	ReasonStale           = "stale"                 // 401: timestamp outside the replay window
+	ReasonStale           = wire.ReasonStale        // 401: timestamp outside the replay window
 	ReasonRateLimited     = guard.ReasonRateLimited // 429: too many failed credentials from the address; retry later
 	ReasonMalformed       = "malformed"             // 400: not a valid batch
 	ReasonTooManyEvents   = "too_many_events"       // 413: more than wire.MaxEvents

@@ -95,7 +95,7 @@ func (h *backendFailures) degraded() []string {
 		switch {
 		case f.denied:
 			// The only credentials edgepixel's module sends a backend.
-			hint = "check aggregator_secret and the backend URL"
+			hint = "check aggregator_secret, the backend URL and the clocks (a batch whose time is off by more than the aggregator's --replay-window is refused too)"
 		case f.notFound:
 			hint = "check the backend URL (a scheme, host and port: no path) and the path the guest asks for (edgepixel: ingest_url)"
 		}

@@ -85,29 +85,29 @@ func (be *backend) host(header string, u, target *url.URL) string {
 // the backend overrides it, the backend's connect and first-byte timeouts
 // and TLS settings. Its outcome is recorded with the guests' requests
 // (Degraded, edgepixel_pop_backend_failing). It returns the response's
-// status, having read and discarded its body, or the error when no
-// response came; an unknown backend or a URL that does not parse is an
-// error too. A host checks with it what its guest depends on
-// (edgepixel-pop: that the aggregator takes the module's secret) before a
-// visitor's event does.
-func (s *Server) Probe(ctx context.Context, name, method, rawURL string, header http.Header, body []byte) (int, error) {
+// status and the first probeBody bytes of its body (the rest is read and
+// discarded), or the error when no response came; an unknown backend or a
+// URL that does not parse is an error too. A host checks with it what its
+// guest depends on (edgepixel-pop: that the aggregator takes the module's
+// secret) before a visitor's event does.
+func (s *Server) Probe(ctx context.Context, name, method, rawURL string, header http.Header, body []byte) (status int, answer []byte, err error) {
 	be, ok := s.backends[name]
 	if !ok {
-		return 0, fmt.Errorf("no backend %q in [local_server.backends]", name)
+		return 0, nil, fmt.Errorf("no backend %q in [local_server.backends]", name)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	target, err := be.target(u)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(ctx, connectTimeoutKey{}, be.connectTimeout), be.firstByteTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, target.String(), bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if header != nil {
 		req.Header = header.Clone()
@@ -120,13 +120,17 @@ func (s *Server) Probe(ctx context.Context, name, method, rawURL string, header 
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		s.backendFails.record(name, 0, err)
-		return 0, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	s.backendFails.record(name, resp.StatusCode, nil)
+	answer, _ = io.ReadAll(io.LimitReader(resp.Body, probeBody))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, nil
+	return resp.StatusCode, answer, nil
 }
+
+// probeBody is how much of an answer's body Probe returns.
+const probeBody = 4 << 10
 
 // newBackends resolves m's backends. One whose TLS needs settings of its
 // own (ca_certificate's roots, cert_host's name) gets a clone of shared

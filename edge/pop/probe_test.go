@@ -48,9 +48,9 @@ override_host = "agg.example"
 		{"plain", seen{"POST", "/ingest?x=1", "aggregator", "1", "body"}},
 		{"pathed", seen{"POST", "/base/ingest?x=1", "agg.example", "1", "body"}},
 	} {
-		code, err := s.Probe(ctx, c.backend, http.MethodPost, "http://aggregator/ingest?x=1", h, []byte("body"))
-		if code != status || err != nil {
-			t.Fatalf("%s: %d %v", c.backend, code, err)
+		code, answer, err := s.Probe(ctx, c.backend, http.MethodPost, "http://aggregator/ingest?x=1", h, []byte("body"))
+		if code != status || err != nil || len(answer) != probeBody || answer[0] != 'x' {
+			t.Fatalf("%s: %d, %d bytes of the answer, %v", c.backend, code, len(answer), err)
 		}
 		if g := <-got; g != c.want {
 			t.Errorf("%s: the backend saw %+v, want %+v", c.backend, g, c.want)
@@ -60,7 +60,7 @@ override_host = "agg.example"
 		t.Errorf("after two refusals, Degraded says:\n%s", d)
 	}
 	status = http.StatusOK
-	if code, err := s.Probe(ctx, "plain", http.MethodPost, "http://aggregator/ingest", nil, nil); code != 200 || err != nil {
+	if code, _, err := s.Probe(ctx, "plain", http.MethodPost, "http://aggregator/ingest", nil, nil); code != 200 || err != nil {
 		t.Fatalf("%d %v", code, err)
 	}
 	<-got
@@ -79,13 +79,13 @@ override_host = "agg.example"
 	}
 	st := &Server{transport: newTransport()}
 	st.backends = newBackends(mt, st.transport)
-	if code, err := st.Probe(ctx, "own_ca", http.MethodGet, "https://x/", nil, nil); code != 200 || err != nil {
+	if code, _, err := st.Probe(ctx, "own_ca", http.MethodGet, "https://x/", nil, nil); code != 200 || err != nil {
 		t.Errorf("the backend with ca_certificate: %d %v", code, err)
 	}
-	if _, err := st.Probe(ctx, "system_roots", http.MethodGet, "https://x/", nil, nil); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+	if _, _, err := st.Probe(ctx, "system_roots", http.MethodGet, "https://x/", nil, nil); err == nil || !strings.Contains(err.Error(), "unknown authority") {
 		t.Errorf("the backend without: %v, want unknown authority", err)
 	}
-	if _, err := s.Probe(ctx, "nosuch", http.MethodPost, "http://aggregator/ingest", nil, nil); err == nil || !strings.Contains(err.Error(), `no backend "nosuch"`) {
+	if _, _, err := s.Probe(ctx, "nosuch", http.MethodPost, "http://aggregator/ingest", nil, nil); err == nil || !strings.Contains(err.Error(), `no backend "nosuch"`) {
 		t.Errorf("an unknown backend: %v", err)
 	}
 }

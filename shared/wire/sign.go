@@ -18,6 +18,14 @@ const (
 	HeaderSignature = "X-Edgepixel-Signature" // hex HMAC-SHA256
 )
 
+// The reasons a receiver refuses a batch with for its signature (the
+// aggregator's 401 answer names one as its JSON "reason"), so that a
+// sender can tell a wrong secret from a clock out of the window.
+const (
+	ReasonBadSignature = "bad_signature" // missing or wrong HMAC: ErrBadSignature
+	ReasonStale        = "stale"         // timestamp outside the window: ErrStale
+)
+
 // Errors from Verify. Both mean "do not store this", but they are counted
 // apart: a stale timestamp is usually clock skew or a replay, a bad
 // signature a wrong secret or forgery.

@@ -3,15 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
 	"github.com/edgepixel/edgepixel/edge/storekeys"
+	"github.com/edgepixel/edgepixel/shared/redact"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -23,19 +26,34 @@ import (
 // batches to a signed batch of no events, which the aggregator verifies
 // as any other and stores nothing of.
 
-// secretCheckFor is how long a check keeps trying a backend that does not
-// answer (the aggregator may start after the POP); secretCheckRetry is
-// the first wait between tries, doubled up to a minute. secretCheckEvery
-// is how often the stores are looked at for a change to check again.
+// secretCheckEvery is how often the stores are looked at for a change to
+// check again; secretCheckRetry the first wait before asking a backend
+// that did not answer again, doubled up to secretCheckRetryMax, for as
+// long as it does not answer (it is reported after secretWarnAfter);
+// secretRecheck how often a backend that refused the secret is asked
+// again, so that /healthz keeps saying so (a backend's failure is listed
+// for 10 minutes after its last request) and stops once it takes it (an
+// aggregator given the POP's secret).
 var (
-	secretCheckFor   = 10 * time.Minute
-	secretCheckRetry = time.Second
-	secretCheckEvery = 5 * time.Second
+	secretCheckEvery    = 5 * time.Second
+	secretCheckRetry    = time.Second
+	secretCheckRetryMax = time.Minute
+	secretWarnAfter     = time.Minute
+	secretRecheck       = 5 * time.Minute
 )
 
 // probeFunc sends a request to a backend as the module's would go:
 // pop.Server.Probe.
-type probeFunc func(ctx context.Context, backend, method, rawURL string, header http.Header, body []byte) (int, error)
+type probeFunc func(ctx context.Context, backend, method, rawURL string, header http.Header, body []byte) (int, []byte, error)
+
+// secretCheck is what a check of one backend needs.
+type secretCheck struct {
+	backend, ingestURL string
+	secret             []byte
+	// fate says what becomes of the events while the aggregator refuses
+	// the secret, by the module's configuration.
+	fate string
+}
 
 // watchSecret checks the secret the module signs with against the
 // backends it sends to, at start and whenever the store's entries the
@@ -66,17 +84,24 @@ func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[
 		if len(secret) == 0 || config[wire.ConfigLogEndpoint] != "" {
 			names = nil
 		}
-		if key := fmt.Sprint(secret, names, ingestURL); key != last {
+		fate := secretFate(config)
+		if key := fmt.Sprint(secret, names, ingestURL, fate); key != last {
 			last = key
 			cancel()
 			wg.Wait()
 			cctx, c := context.WithCancel(ctx)
 			cancel = c
+			if _, err := url.Parse(ingestURL); err != nil && len(names) > 0 {
+				// Not worth asking: the module's batches fail alike,
+				// before they are sent.
+				log.Warn("could not check aggregator_secret: config store edgepixel's ingest_url does not parse; the module cannot send a batch either", "err", err)
+				names = nil
+			}
 			for _, name := range names {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					checkSecret(cctx, probe, name, ingestURL, secret, log)
+					checkSecret(cctx, probe, secretCheck{backend: name, ingestURL: ingestURL, secret: secret, fate: fate}, log)
 				}()
 			}
 		}
@@ -88,51 +113,95 @@ func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[
 	}
 }
 
-// checkSecret checks that backend takes batches signed with secret,
-// sending it a signed batch of no events at ingestURL: an answer of 2xx
-// is logged at debug level; 401 or 403 as an error naming what to
-// compare (the refusal also stays on /healthz and
-// edgepixel_pop_backend_failing until a request to the backend succeeds:
-// pop.Server.Probe); no answer, 429 or 5xx is tried again until
-// secretCheckFor has passed, then left to the module's deliveries, which
-// report their own failures.
-func checkSecret(ctx context.Context, probe probeFunc, backend, ingestURL string, secret []byte, log *slog.Logger) {
+// secretFate says what becomes of the events while the aggregator
+// refuses the module's batches, by config (the edgepixel config store):
+// with a journal each hit still reaches it that way, and a batch goes
+// only when the journal cannot take a line; without one every batch
+// goes to the fallback log endpoint, or is lost when it is "none".
+func secretFate(config map[string]string) string {
+	fallback := config[wire.ConfigFallbackLogEndpoint]
+	if fallback == "" {
+		fallback = storekeys.DefaultFallbackLogEndpoint
+	}
+	switch {
+	case config[wire.ConfigJournal] != "":
+		return "each hit still reaches it through the journal log endpoint " + config[wire.ConfigJournal] + ", but a batch, sent when the journal cannot take a line, is refused and its events go to the fallback log endpoint " + fallback
+	case fallback == "none":
+		return "every batch is refused, and its events are lost (fallback_log_endpoint is none)"
+	}
+	return "every batch is refused, and its events go to the fallback log endpoint " + fallback + " instead"
+}
+
+// checkSecret checks that c.backend takes batches signed with c.secret,
+// sending it a signed batch of no events at c.ingestURL, which an
+// aggregator verifies as any other and stores nothing of:
+//   - 2xx: logged at debug level, or at info after a refusal or a
+//     warning;
+//   - 401 or 403: an error saying what to compare (the secrets, or the
+//     clocks when the aggregator says the batch's time is out of its
+//     window: wire.ReasonStale) and what becomes of the events; asked
+//     again every secretRecheck, so that /healthz and
+//     edgepixel_pop_backend_failing keep the refusal (pop.Server.Probe)
+//     and drop it once the aggregator takes the secret;
+//   - no answer, 429 or 5xx: asked again, sooner at first; a warning once
+//     it has lasted secretWarnAfter;
+//   - any other answer (404: a wrong path): a warning; the module's
+//     batches meet it too, and /healthz lists it.
+func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.Logger) {
 	body := (&wire.Encoded{}).AppendBatch(nil, 0)
 	wait := secretCheckRetry
-	deadline := time.Now().Add(secretCheckFor)
+	began := time.Now()
+	said := "" // the last refusal or warning logged
 	for {
 		ts := time.Now().Unix()
 		h := http.Header{
 			"Content-Type":       {wire.ContentType},
 			wire.HeaderTimestamp: {strconv.FormatInt(ts, 10)},
-			wire.HeaderSignature: {wire.Sign(secret, ts, body)},
+			wire.HeaderSignature: {wire.Sign(c.secret, ts, body)},
 		}
-		code, err := probe(ctx, backend, http.MethodPost, ingestURL, h, body)
+		code, answer, err := probe(ctx, c.backend, http.MethodPost, c.ingestURL, h, body)
+		attrs := []any{"backend", c.backend, "url", redact.URL(c.ingestURL)}
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err == nil && code >= 200 && code < 300:
-			log.Debug("the aggregator takes aggregator_secret", "backend", backend, "status", code)
+			if said != "" {
+				log.Info("the aggregator takes aggregator_secret now", attrs...)
+			} else {
+				log.Debug("the aggregator takes aggregator_secret", append(attrs, "status", code)...)
+			}
 			return
 		case err == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden):
-			log.Error("the aggregator refuses batches signed with aggregator_secret: compare secret store edgepixel's aggregator_secret with the aggregator's --secret-file (sha256sum of each). Until then a hit reaches it only through the journal, and one the journal cannot take is lost",
-				"backend", backend, "url", ingestURL, "status", code)
-			return
+			var a struct{ Reason string }
+			json.Unmarshal(answer, &a)
+			msg := "the aggregator refuses batches signed with aggregator_secret: compare secret store edgepixel's aggregator_secret with the aggregator's --secret-file (sha256sum of each); until then " + c.fate
+			if a.Reason == wire.ReasonStale {
+				msg = "the aggregator refuses the batch's time as out of its window (--replay-window, 5 minutes by default): this machine's clock and the aggregator's differ by more; set both by NTP. Until then " + c.fate
+			}
+			if msg != said {
+				log.Error(msg, append(attrs, "status", code)...)
+				said = msg
+			}
+			wait = secretRecheck
 		case err == nil && code != http.StatusTooManyRequests && code < 500:
-			// Another answer (404: a wrong path) is a delivery
-			// problem, which the module's batches meet and /healthz
-			// lists, not the secret's.
-			log.Warn("could not check aggregator_secret: the backend answered neither yes nor no", "backend", backend, "url", ingestURL, "status", code)
+			log.Warn("could not check aggregator_secret: the backend answered neither yes nor no", append(attrs, "status", code)...)
 			return
-		case time.Now().After(deadline):
-			log.Warn("could not check aggregator_secret: the backend did not answer", "backend", backend, "url", ingestURL, "for", secretCheckFor, "status", code, "err", err)
-			return
+		default:
+			if said == "" && time.Since(began) >= secretWarnAfter {
+				said = "unanswered"
+				log.Warn("could not check aggregator_secret: the backend has not answered; asking it again every minute", append(attrs, "for", time.Since(began).Round(time.Second), "status", code, "err", err)...)
+			}
+			if wait == secretRecheck {
+				wait = secretCheckRetry // refused, then down
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, time.Minute)
+		if wait != secretRecheck {
+			wait = min(2*wait, secretCheckRetryMax)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edgepixel/edgepixel/aggregator/ingest"
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/storekeys"
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
@@ -78,8 +80,10 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 // ingest_url or log_endpoint changes, and only then; ends a check under
 // way that a change made stale; and signs as the aggregator verifies.
 func TestWatchSecretRechecks(t *testing.T) {
-	defer func(every, retry time.Duration) { secretCheckEvery, secretCheckRetry = every, retry }(secretCheckEvery, secretCheckRetry)
-	secretCheckEvery, secretCheckRetry = 10*time.Millisecond, 10*time.Millisecond
+	defer func(every, retry, max time.Duration) {
+		secretCheckEvery, secretCheckRetry, secretCheckRetryMax = every, retry, max
+	}(secretCheckEvery, secretCheckRetry, secretCheckRetryMax)
+	secretCheckEvery, secretCheckRetry, secretCheckRetryMax = 10*time.Millisecond, 10*time.Millisecond, 20*time.Millisecond
 
 	var mu sync.Mutex
 	config := map[string]string{}
@@ -94,7 +98,7 @@ func TestWatchSecretRechecks(t *testing.T) {
 	type call struct{ backend, url, verdict string }
 	calls := make(chan call, 100)
 	down := map[string]bool{"b2": true} // answers 503 until the test ends
-	probe := func(ctx context.Context, backend, method, rawURL string, h http.Header, body []byte) (int, error) {
+	probe := func(ctx context.Context, backend, method, rawURL string, h http.Header, body []byte) (int, []byte, error) {
 		mu.Lock()
 		secret := strings.TrimSpace(string(secrets["aggregator_secret"]))
 		mu.Unlock()
@@ -107,9 +111,9 @@ func TestWatchSecretRechecks(t *testing.T) {
 		}
 		calls <- call{backend, rawURL, verdict}
 		if down[backend] {
-			return http.StatusServiceUnavailable, nil
+			return http.StatusServiceUnavailable, nil, nil
 		}
-		return http.StatusOK, nil
+		return http.StatusOK, nil, nil
 	}
 	backends := map[string]fastlytoml.Backend{"aggregator": {}, "b2": {}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -165,5 +169,83 @@ func TestWatchSecretRechecks(t *testing.T) {
 	set(func() { config["log_endpoint"], config["backend"] = "", "" })
 	if c := next("log_endpoint removed"); c.backend != "aggregator" {
 		t.Errorf("log_endpoint removed: %+v", c)
+	}
+}
+
+// What checkSecret says and does for each answer: a refusal names the
+// secrets, or the clocks for a stale batch, and what becomes of the
+// events; it is asked again, and a later yes is said at info level; a
+// backend that does not answer is warned of once, and asked again.
+func TestCheckSecretAnswers(t *testing.T) {
+	defer func(retry, max, warn, recheck time.Duration) {
+		secretCheckRetry, secretCheckRetryMax, secretWarnAfter, secretRecheck = retry, max, warn, recheck
+	}(secretCheckRetry, secretCheckRetryMax, secretWarnAfter, secretRecheck)
+	secretCheckRetry, secretCheckRetryMax, secretWarnAfter, secretRecheck = time.Millisecond, 2*time.Millisecond, 20*time.Millisecond, 5*time.Millisecond
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	for _, c := range []struct {
+		name    string
+		answers []answer // the last repeats
+		config  map[string]string
+		want    []string // in the log, in order
+		not     string
+	}{
+		{"wrong secret, journal", []answer{{401, `{"reason":"bad_signature"}`, nil}, {401, `{"reason":"bad_signature"}`, nil}, {200, "", nil}},
+			map[string]string{"journal": "edgepixel_journal"},
+			[]string{"level=ERROR", "compare secret store", "through the journal log endpoint edgepixel_journal", "level=INFO", "takes aggregator_secret now"}, "clock"},
+		{"wrong secret, no journal", []answer{{401, `{"reason":"bad_signature"}`, nil}, {200, "", nil}},
+			map[string]string{},
+			[]string{"compare secret store", "go to the fallback log endpoint edgepixel_fallback instead", "takes aggregator_secret now"}, "journal"},
+		{"wrong secret, no fallback", []answer{{401, "", nil}, {200, "", nil}},
+			map[string]string{"fallback_log_endpoint": "none"},
+			[]string{"compare secret store", "its events are lost"}, "journal"},
+		{"clock", []answer{{401, `{"error":"batch timestamp outside the accepted window","reason":"stale"}`, nil}, {200, "", nil}},
+			map[string]string{},
+			[]string{"clock", "NTP", "takes aggregator_secret now"}, "compare secret store"},
+		{"down, then up", []answer{{503, "", nil}, {0, "", errors.New("connection refused")}},
+			map[string]string{},
+			[]string{"level=WARN", "has not answered", "connection refused", "level=INFO", "takes aggregator_secret now"}, "level=ERROR"},
+		{"wrong path", []answer{{404, "", nil}},
+			map[string]string{},
+			[]string{"neither yes nor no", "status=404"}, "level=ERROR"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs lockedBuf
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			calls := 0
+			began := time.Now()
+			probe := func(ctx context.Context, backend, method, rawURL string, h http.Header, body []byte) (int, []byte, error) {
+				a := c.answers[min(calls, len(c.answers)-1)]
+				if c.name == "down, then up" && time.Since(began) > 50*time.Millisecond {
+					a = answer{200, "", nil}
+				}
+				calls++
+				return a.code, []byte(a.body), a.err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			checkSecret(ctx, probe, secretCheck{backend: "aggregator", ingestURL: storekeys.DefaultIngestURL, secret: []byte("s"), fate: secretFate(c.config)}, log)
+			if ctx.Err() != nil {
+				t.Fatalf("still checking after %d asks:\n%s", calls, logs.String())
+			}
+			got := logs.String()
+			rest := got
+			for _, w := range c.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("no %q (in order) in the log:\n%s", w, got)
+				}
+				rest = rest[i+len(w):]
+			}
+			if strings.Contains(got, c.not) {
+				t.Errorf("the log says %q:\n%s", c.not, got)
+			}
+			if n := strings.Count(got, "level=ERROR"); n > 1 {
+				t.Errorf("a refusal said %d times, want once:\n%s", n, got)
+			}
+		})
 	}
 }
