@@ -275,7 +275,10 @@ func (a *Access) WatchViewers(ctx context.Context, path string, interval time.Du
 			seen, pending = nil, nil
 		case gone > 0:
 		case err != nil:
-			if seen != nil || first {
+			switch {
+			case first:
+				log.Error("dashboard viewers file not taken: cannot read it; no viewer tokens until it is fixed (the aggregator reads it again when it changes)", "file", path, "err", err)
+			case seen != nil:
 				log.Error("dashboard viewers file: cannot read it; the viewer tokens stay as they were", "file", path, "err", err)
 			}
 			seen, pending = nil, nil

@@ -457,7 +457,12 @@ func run(args []string) error {
 	if o.dashboardViewersFile != "" {
 		// Read before the dashboard serves; edits of the file apply
 		// without a restart, and a removed token's sessions end with it.
-		srv.Access().WatchViewers(ctx, tokenfile.Abs(o.dashboardViewersFile), viewersPoll, log)
+		// Its lines name the flag, and the variable that set it.
+		vlog := log.With("flag", "--dashboard-viewers-file")
+		if ev, ok := envSet["dashboard-viewers-file"]; ok && ev[1] == o.dashboardViewersFile {
+			vlog = vlog.With("from", ev[0])
+		}
+		srv.Access().WatchViewers(ctx, tokenfile.Abs(o.dashboardViewersFile), viewersPoll, vlog)
 	}
 
 	serveErr := make(chan error, 2)

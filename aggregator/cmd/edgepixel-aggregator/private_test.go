@@ -114,8 +114,8 @@ func TestViewersFileMissingAtStart(t *testing.T) {
 			}
 		}
 		p := startAgg(t, "", append([]string{"--dashboard-viewers-file", file}, c.args...)...)
-		if !strings.Contains(p.log(), c.log) {
-			t.Errorf("%s: the log does not say %q:\n%s", c.name, c.log, p.log())
+		if !strings.Contains(p.log(), c.log) || !strings.Contains(p.log(), `"flag":"--dashboard-viewers-file"`) {
+			t.Errorf("%s: the log does not say %q naming the flag:\n%s", c.name, c.log, p.log())
 		}
 		get := func() int {
 			req, _ := http.NewRequest("GET", p.dash+"/api/counts", nil)
