@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -53,6 +55,11 @@ type secretCheck struct {
 	// fate says what becomes of the events while the aggregator refuses
 	// the secret, by the module's configuration.
 	fate string
+	// open is whether an earlier check of the backend logged a refusal
+	// or a warning that no answer has ended since; noted is told when
+	// this check logs one (true) or ends it (false).
+	open  bool
+	noted func(open bool)
 }
 
 // watchSecret checks the secret the module signs with against the
@@ -63,6 +70,11 @@ type secretCheck struct {
 // way when the entries change is ended: its answer would be stale.
 func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[string]string, map[string][]byte), backends map[string]fastlytoml.Backend, log *slog.Logger) {
 	var last string
+	// Backends whose refusal or warning is still open, across checks: a
+	// secret fixed on this side (a rotated file starts a new check) is
+	// said to be taken at info level too.
+	var mu sync.Mutex
+	open := map[string]bool{}
 	cancel := func() {}
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -101,7 +113,11 @@ func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					checkSecret(cctx, probe, secretCheck{backend: name, ingestURL: ingestURL, secret: secret, fate: fate}, log)
+					mu.Lock()
+					was := open[name]
+					mu.Unlock()
+					checkSecret(cctx, probe, secretCheck{backend: name, ingestURL: ingestURL, secret: secret, fate: fate, open: was,
+						noted: func(o bool) { mu.Lock(); open[name] = o; mu.Unlock() }}, log)
 				}()
 			}
 		}
@@ -152,6 +168,14 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 	wait := secretCheckRetry
 	began := time.Now()
 	said := "" // the last refusal or warning logged
+	if c.open {
+		said = "before"
+	}
+	note := func(open bool) {
+		if c.noted != nil {
+			c.noted(open)
+		}
+	}
 	for {
 		ts := time.Now().Unix()
 		h := http.Header{
@@ -165,6 +189,7 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 		case ctx.Err() != nil:
 			return
 		case err == nil && code >= 200 && code < 300:
+			note(false)
 			if said != "" {
 				log.Info("the aggregator takes aggregator_secret now", attrs...)
 			} else {
@@ -181,18 +206,29 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 			if msg != said {
 				log.Error(msg, append(attrs, "status", code)...)
 				said = msg
+				note(true)
 			}
 			wait = secretRecheck
 		case err == nil && code != http.StatusTooManyRequests && code < 500:
 			log.Warn("could not check aggregator_secret: the backend answered neither yes nor no", append(attrs, "status", code)...)
 			return
 		default:
-			if said == "" && time.Since(began) >= secretWarnAfter {
+			// A certificate refused is said at once: it is a setting
+			// to fix, not an aggregator still starting.
+			var cert *tls.CertificateVerificationError
+			switch {
+			case said != "":
+			case errors.As(err, &cert):
+				said = "certificate"
+				log.Warn("could not check aggregator_secret: the backend's TLS certificate is refused (give the backend ca_certificate or cert_host in fastly.toml, or the POP SSL_CERT_FILE); asking it again every minute", append(attrs, "err", err)...)
+				note(true)
+			case time.Since(began) >= secretWarnAfter:
 				said = "unanswered"
 				log.Warn("could not check aggregator_secret: the backend has not answered; asking it again every minute", append(attrs, "for", time.Since(began).Round(time.Second), "status", code, "err", err)...)
+				note(true)
 			}
-			if wait == secretRecheck {
-				wait = secretCheckRetry // refused, then down
+			if wait == secretRecheck && code != http.StatusTooManyRequests {
+				wait = secretCheckRetry // refused, then down; a 429 is the aggregator's limit on refusals
 			}
 		}
 		select {

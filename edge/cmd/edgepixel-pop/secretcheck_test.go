@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -211,6 +213,15 @@ func TestCheckSecretAnswers(t *testing.T) {
 		{"wrong path", []answer{{404, "", nil}},
 			map[string]string{},
 			[]string{"neither yes nor no", "status=404"}, "level=ERROR"},
+		// Said at once, not after secretWarnAfter: a setting to fix.
+		{"certificate", []answer{{0, "", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, {200, "", nil}},
+			map[string]string{},
+			[]string{"level=WARN", "TLS certificate is refused", "level=INFO", "takes aggregator_secret now"}, "level=ERROR"},
+		// A refusal an earlier check logged, ended by this one (the
+		// secret file rotated on the POP): said at info level too.
+		{"open before", []answer{{200, "", nil}},
+			map[string]string{"open": "yes"},
+			[]string{"level=INFO", "takes aggregator_secret now"}, "level=ERROR"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var logs lockedBuf
@@ -227,7 +238,16 @@ func TestCheckSecretAnswers(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			checkSecret(ctx, probe, secretCheck{backend: "aggregator", ingestURL: storekeys.DefaultIngestURL, secret: []byte("s"), fate: secretFate(c.config)}, log)
+			var noted []bool
+			checkSecret(ctx, probe, secretCheck{backend: "aggregator", ingestURL: storekeys.DefaultIngestURL, secret: []byte("s"), fate: secretFate(c.config),
+				open: c.config["open"] != "", noted: func(o bool) { noted = append(noted, o) }}, log)
+			if strings.Contains(c.name, "wrong path") {
+				if len(noted) != 0 {
+					t.Errorf("noted %v, want nothing", noted)
+				}
+			} else if len(noted) == 0 || noted[len(noted)-1] {
+				t.Errorf("noted %v, want the last false (the check ended well)", noted)
+			}
 			if ctx.Err() != nil {
 				t.Fatalf("still checking after %d asks:\n%s", calls, logs.String())
 			}
