@@ -39,6 +39,24 @@ func TestClusterMigrateConcurrently(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		// ClickHouse 18.16 can end a server's DDL thread when two
+		// replicas of a shard run one ALTER ... ON CLUSTER (seen in
+		// ci101 here): every later ON CLUSTER statement then times out
+		// until the server restarts, which is what an operator does
+		// (README, A ClickHouse cluster). Then the migration is run
+		// again, one migrator after the other, and must finish.
+		restarted, err := cl.RestartEndedDDLWorkers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(restarted) > 0 {
+			t.Logf("migrations failed (%v; %v) where 18.16 ended these servers' DDLWorker, restarted: %v", errs[0], errs[1], restarted)
+			for i, c := range clients {
+				_, errs[i] = c.Migrate(ctx)
+			}
+		}
+	}
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("migrator %d: %v", i, err)

@@ -764,12 +764,8 @@ func settleReplicas(t *testing.T, f *fleet) {
 				restart = fmt.Sprintf("%v read-only a minute after SYSTEM RESTART REPLICA", tables)
 			}
 		}
-		b, _ := os.ReadFile(filepath.Join(s.Dir, "log", "clickhouse-server.err.log"))
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "DDLWorker") && strings.Contains(l, "Terminating") {
-				restart = "its DDLWorker ended: " + l
-				break
-			}
+		if l := s.DDLWorkerEnded(); l != "" {
+			restart = "its DDLWorker ended: " + l
 		}
 		if restart == "" {
 			continue

@@ -204,6 +204,47 @@ func (c *ClickHouseCluster) Stop() error {
 	return nil
 }
 
+// DDLWorkerEnded returns the line of the server's error log, since it
+// started, that says its distributed DDL thread ended, or "". ClickHouse
+// 18.16 ends that thread (not the server) on a ZooKeeper error it does
+// not expect, such as "Node exists" for a task's executed node when two
+// replicas of a shard both ran an ALTER ... ON CLUSTER ("DDLWorker:
+// Unexpected ZooKeeper error ... Terminating"; fixed in later releases).
+// Every later ON CLUSTER statement then times out (code 159) waiting for
+// the server, until it restarts: what an operator does (README, A
+// ClickHouse cluster).
+func (c *ClickHouse) DDLWorkerEnded() string {
+	f, err := os.Open(filepath.Join(c.Dir, "log", "clickhouse-server.err.log"))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	f.Seek(c.errFrom, io.SeekStart)
+	b, _ := io.ReadAll(f)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "DDLWorker") && strings.Contains(l, "Unexpected ZooKeeper error") {
+			return l
+		}
+	}
+	return ""
+}
+
+// RestartEndedDDLWorkers restarts every server of the cluster whose
+// DDLWorker ended (DDLWorkerEnded), and returns each one's directory and
+// the line that said so.
+func (c *ClickHouseCluster) RestartEndedDDLWorkers(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range c.Servers() {
+		if l := s.DDLWorkerEnded(); l != "" {
+			out[s.Dir] = l
+			if err := s.Restart(ctx); err != nil {
+				return out, fmt.Errorf("restart %s: %w", s.Dir, err)
+			}
+		}
+	}
+	return out, nil
+}
+
 // StartTestCluster starts ZooKeeper and a ClickHouse cluster name of shards
 // x replicas for a test, under its temporary directory, killing both when
 // it ends. It skips the test with -short or when either server is not

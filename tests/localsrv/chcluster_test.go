@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -66,5 +68,25 @@ func TestClickHouseCluster(t *testing.T) {
 	}
 	if !zk.Running() {
 		t.Error("zookeeper stopped")
+	}
+}
+
+// DDLWorkerEnded reads the error log from the server's start on: a line
+// of an earlier run (before a restart) does not count.
+func TestDDLWorkerEnded(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "log"), 0o755)
+	logf := filepath.Join(dir, "log", "clickhouse-server.err.log")
+	old := "2026.12.05 21:33:36 [ 3 ] {x} <Error> DDLWorker: Unexpected ZooKeeper error: Code: 999, Node exists\n"
+	os.WriteFile(logf, []byte(old), 0o644)
+	c := &ClickHouse{Dir: dir, errFrom: int64(len(old))}
+	if l := c.DDLWorkerEnded(); l != "" {
+		t.Errorf("an earlier run's line counted: %q", l)
+	}
+	f, _ := os.OpenFile(logf, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("2026.12.05 21:40:00 [ 5 ] {} <Error> executeQuery: Code: 60\n" + old)
+	f.Close()
+	if l := c.DDLWorkerEnded(); !strings.Contains(l, "DDLWorker: Unexpected ZooKeeper error") {
+		t.Errorf("this run's line not found: %q", l)
 	}
 }

@@ -33,6 +33,7 @@ type ClickHouse struct {
 	p       *proc.Proc
 	token   string
 	extra   string // configuration elements added (a cluster member's)
+	errFrom int64  // the size of its error log when it started: what follows is this run's
 	// compression is the method the server compresses parts with.
 	compression string
 }
@@ -170,7 +171,7 @@ func startClickHouseOnce(ctx context.Context, dir string, httpPort, tcpPort int,
 	if err != nil {
 		return nil, err
 	}
-	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p, extra: extra, compression: compression}
+	c := &ClickHouse{HTTPURL: "http://" + hostPort(httpPort), TCPAddr: hostPort(tcpPort), Dir: dir, p: p, extra: extra, compression: compression, errFrom: errFrom}
 	// A token only this server can read proves that the server answering on
 	// the port is ours and not one that held the port already.
 	c.token = strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.Itoa(p.Pid())
