@@ -161,8 +161,8 @@ func secretFate(config map[string]string) string {
 //     and drop it once the aggregator takes the secret;
 //   - no answer, 429 or 5xx: asked again, sooner at first; a warning once
 //     it has lasted secretWarnAfter;
-//   - any other answer (404: a wrong path): a warning; the module's
-//     batches meet it too, and /healthz lists it.
+//   - any other answer (404: a wrong path): a warning, and asked again
+//     as a refusal is; the module's batches meet it too.
 func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.Logger) {
 	body := (&wire.Encoded{}).AppendBatch(nil, 0)
 	wait := secretCheckRetry
@@ -210,8 +210,15 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 			}
 			wait = secretRecheck
 		case err == nil && code != http.StatusTooManyRequests && code < 500:
-			log.Warn("could not check aggregator_secret: the backend answered neither yes nor no", append(attrs, "status", code)...)
-			return
+			// A 404 is a wrong path, which the module's batches meet
+			// too; asked again as a refusal is, so that /healthz keeps
+			// it while the journal sends no batch.
+			if msg := fmt.Sprintf("could not check aggregator_secret: the backend answered %d, neither yes nor no", code); msg != said {
+				log.Warn(msg, append(attrs, "status", code)...)
+				said = msg
+				note(true)
+			}
+			wait = secretRecheck
 		default:
 			// A certificate refused is said at once: it is a setting
 			// to fix, not an aggregator still starting.
