@@ -2,6 +2,7 @@ package urlescape
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -100,8 +101,13 @@ func hostName(h string) string {
 		return LowerASCII(h)
 	}
 	u := Unescape(h, false)
-	if a, err := idna.Lookup.ToASCII(u); err == nil {
-		return a
+	// A '%' left once decoded, or bytes that are not UTF-8, make no name
+	// (the WHATWG host parser fails on both; idna would take "%80" as is,
+	// which reads as an escape the next time, and "\x80" as U+FFFD).
+	if utf8.ValidString(u) && strings.IndexByte(u, '%') < 0 {
+		if a, err := idna.Lookup.ToASCII(u); err == nil {
+			return a
+		}
 	}
 	return LowerASCII(Normalize(u, Host.With(':')))
 }

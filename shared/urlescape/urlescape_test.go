@@ -108,6 +108,12 @@ func TestURL(t *testing.T) {
 		{"%6Aavascript:alert(1)", "./javascript:alert(1)"},
 		{"%6A%61vascript:x?q=1", "./javascript:x?q=1"},
 		{"a%3Ab", "a%3Ab"},
+		// A host whose decoding leaves a '%' or bytes that are not UTF-8
+		// is no name: it stays escaped, and reads the same again (a
+		// fuzzer's "%8%30" became "%80", then U+FFFD's A-label).
+		{"//%8%30", "//%80/"},
+		{"//%80/", "//%80/"},
+		{"http://%25x/", "http://%25x/"},
 	} {
 		if got := URL(c.in); got != c.want {
 			t.Errorf("URL(%q) = %q, want %q", c.in, got, c.want)
