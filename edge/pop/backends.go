@@ -113,17 +113,11 @@ func (s *Server) Probe(ctx context.Context, name, method, rawURL string, header 
 		req.Header = header.Clone()
 	}
 	req.Host = be.host(header.Get("Host"), u, target)
-	rt := s.transport
-	if be.transport != nil {
-		rt = be.transport
-	}
-	resp, err := rt.RoundTrip(req)
+	resp, err := s.send(be, req)
 	if err != nil {
-		s.backendFails.record(name, 0, err)
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	s.backendFails.record(name, resp.StatusCode, nil)
 	answer, _ = io.ReadAll(io.LimitReader(resp.Body, probeBody))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	return resp.StatusCode, answer, nil
@@ -329,15 +323,29 @@ func (inst *instance) startSend(ro *reqObj, b *body, beName string, streaming bo
 	return p, stOK, 0
 }
 
+// send round-trips req through be's transport (its own TLS settings, else
+// the shared one) and records the outcome for Degraded and
+// edgepixel_pop_backend_failing: a guest's request and a host's Probe
+// count alike.
+func (s *Server) send(be *backend, req *http.Request) (*http.Response, error) {
+	rt := s.transport
+	if be.transport != nil {
+		rt = be.transport
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		s.backendFails.record(be.name, 0, err)
+		return nil, err
+	}
+	s.backendFails.record(be.name, resp.StatusCode, nil)
+	return resp, nil
+}
+
 // roundTrip performs the request with the backend's first-byte timeout.
 func (s *Server) roundTrip(p *pendingReq, req *http.Request, autoGzip bool) {
 	timedOut := make(chan struct{})
 	timer := time.AfterFunc(p.backend.firstByteTimeout, func() { close(timedOut); p.cancel() })
-	rt := s.transport
-	if p.backend.transport != nil {
-		rt = p.backend.transport
-	}
-	resp, err := rt.RoundTrip(req)
+	resp, err := s.send(p.backend, req)
 	timer.Stop()
 	if err != nil {
 		p.err = err
@@ -349,9 +357,7 @@ func (s *Server) roundTrip(p *pendingReq, req *http.Request, autoGzip bool) {
 		}
 		s.m.backendErrors.Add(1)
 		s.log.Warn("backend request failed", "backend", p.backend.name, "url", redact.URL(req.URL.String()), "err", err)
-		s.backendFails.record(p.backend.name, 0, err)
 	} else {
-		s.backendFails.record(p.backend.name, resp.StatusCode, nil)
 		if autoGzip {
 			if ce := resp.Header.Get("Content-Encoding"); ce == "gzip" || ce == "x-gzip" {
 				resp.Header.Del("Content-Encoding")
