@@ -65,7 +65,7 @@ func runDurable(wasm string, d time.Duration, conns, threads int) error {
 		}
 		p, err := pop.New(ctx, pop.Config{
 			WasmPath: wasm, Manifest: manifest, CompileCacheDir: filepath.Join(dir, "cache"),
-			Stdout: io.Discard, Stderr: os.Stderr, LogEndpoints: eps,
+			Stdout: io.Discard, Stderr: guestStderr, LogEndpoints: eps,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {

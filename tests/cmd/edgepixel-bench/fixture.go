@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
@@ -96,4 +98,38 @@ func benchWorkDir(sink string) (manifest *fastlytoml.Manifest, manifestPath, cac
 		return nil, "", "", nil, err
 	}
 	return manifest, manifestPath, filepath.Join(dir, "cache"), remove, nil
+}
+
+// guestStderr is where the measured POPs' guests write their stderr:
+// the bench's own, each distinct line once. Every fresh instance of a
+// module run without a visitor salt (the pop section's, to match the
+// native edge, which computes no visitor id) says so, and a
+// hundred copies of it hid the figures.
+var guestStderr io.Writer = &onceLines{w: os.Stderr, seen: map[string]bool{}}
+
+// onceLines writes each line written to it to w the first time it is
+// seen, and drops it after; a line is written whole or not at all.
+type onceLines struct {
+	mu      sync.Mutex
+	w       io.Writer
+	seen    map[string]bool
+	partial []byte
+}
+
+func (o *onceLines) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.partial = append(o.partial, p...)
+	for {
+		i := bytes.IndexByte(o.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(o.partial[:i+1])
+		o.partial = o.partial[i+1:]
+		if !o.seen[line] {
+			o.seen[line] = true
+			o.w.Write([]byte(line))
+		}
+	}
 }

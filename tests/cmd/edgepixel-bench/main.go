@@ -256,7 +256,7 @@ func run(mods []*benchModule, d time.Duration, conns, threads int) error {
 	newPOP := func(m *benchModule, measure bool) (*pop.Server, string, error) {
 		p, err := pop.New(ctx, pop.Config{
 			WasmPath: m.path, Manifest: manifest, CompileCacheDir: cacheDir,
-			Stdout: io.Discard, Stderr: os.Stderr, MeasureGuestTime: measure,
+			Stdout: io.Discard, Stderr: guestStderr, MeasureGuestTime: measure,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {

@@ -191,7 +191,7 @@ func benchPop(ctx context.Context, wasm, sink, dir string) (addr string, stop fu
 	fmt.Fprintf(os.Stderr, "bench: compiling %s and starting the POP ...\n", wasm)
 	p, err := pop.New(ctx, pop.Config{
 		WasmPath: wasm, Manifest: manifest, CompileCacheDir: filepath.Join(dir, "cache"),
-		Stdout: io.Discard, Stderr: os.Stderr,
+		Stdout: io.Discard, Stderr: guestStderr,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
