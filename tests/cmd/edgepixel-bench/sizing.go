@@ -274,7 +274,9 @@ func runSizing(o sizingOptions) error {
 		row("idle CPU ms/s before, "+n, "%.1f", func(r phaseResult) (float64, bool) { return r.parts[i].idle, inPhase(r, i) })
 	}
 	for i, n := range names {
-		row("storage writes B/event, "+n, "%.0f", func(r phaseResult) (float64, bool) { return r.parts[i].writePerE, inPhase(r, i) })
+		// One decimal: a part that writes next to nothing (the POP
+		// delivering by batches) printed "0" beside a ratio of 2.
+		row("storage writes B/event, "+n, "%.1f", func(r phaseResult) (float64, bool) { return r.parts[i].writePerE, inPhase(r, i) })
 	}
 	for i, n := range names {
 		row("resident memory MiB, "+n, "%.1f", func(r phaseResult) (float64, bool) { return float64(r.parts[i].rss) / (1 << 20), inPhase(r, i) })
