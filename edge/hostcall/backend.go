@@ -5,8 +5,8 @@ package hostcall
 // order, and Send it. The module sends its batches with it rather than
 // with fsthttp, whose Request.Send starts a goroutine to stream a body of
 // unknown length: a reachable go statement needs TinyGo's asyncify
-// scheduler, which instruments every call in the module (README,
-// Benchmarks).
+// scheduler, which instruments every call in the module
+// (tests/cmd/edgepixel-bench/HISTORY.md, "The goroutine scheduler").
 type BackendRequest struct{ h handle }
 
 // cacheOverridePass is $cache_override_tag's pass flag: the request goes

@@ -30,12 +30,12 @@ const (
 // no goroutine (it sends to backends through edge/hostcall, not fsthttp,
 // whose streaming send starts one) and asyncify, which every other scheduler
 // on wasm needs, instruments each call that can reach an unwind: without
-// it the module is about a third smaller and a hit cheaper (README,
-// Benchmarks, "The goroutine scheduler"); -no-debug,
+// it the module is about a third smaller and a hit cheaper (tests/cmd/edgepixel-bench/
+// HISTORY.md, "The goroutine scheduler"); -no-debug,
 // which drops DWARF sections no one reads from the package, and -opt=2:
 // LLVM optimising for speed rather than size (TinyGo's default, z), for
-// less guest CPU per hit at the cost of a larger module (README,
-// Benchmarks, has both), because a hit's CPU is what Fastly bills and
+// less guest CPU per hit at the cost of a larger module (edgepixel-bench's
+// HISTORY.md has both), because a hit's CPU is what Fastly bills and
 // limits. InitialHeapFlag sizes the module's initial memory.
 var TinyGoFlags = []string{"-target=wasip1", "-scheduler=none", "-no-debug", "-opt=2", InitialHeapFlag}
 
@@ -50,8 +50,8 @@ var TinyGoFlags = []string{"-target=wasip1", "-scheduler=none", "-no-debug", "-o
 // without collecting (tests.TestGuestFreshStartCollects). A larger
 // memory costs every instance its allocation and TinyGo's heap metadata,
 // so this is room to spare for a start, not a warm instance's working
-// heap, which still grows as it needs (README, Benchmarks,
-// "Fresh-instance start").
+// heap, which still grows as it needs (tests/cmd/edgepixel-bench/
+// HISTORY.md, "Fresh-instance start").
 const InitialHeapFlag = "-ldflags=-extldflags=--initial-heap=524288"
 
 // TinyGoDir is where edgepixel builds TinyGoVersion, once per checkout:
