@@ -176,6 +176,15 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 			c.noted(open)
 		}
 	}
+	// say logs a refusal or a warning once while it lasts: key names it
+	// (the message itself, where that differs between answers).
+	say := func(level slog.Level, key, msg string, attrs ...any) {
+		if key != said {
+			log.Log(ctx, level, msg, attrs...)
+			said = key
+			note(true)
+		}
+	}
 	for {
 		ts := time.Now().Unix()
 		h := http.Header{
@@ -203,21 +212,14 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 			if a.Reason == wire.ReasonStale {
 				msg = "the aggregator refuses the batch's time as out of its window (--replay-window, 5 minutes by default): this machine's clock and the aggregator's differ by more; set both by NTP. Until then " + c.fate
 			}
-			if msg != said {
-				log.Error(msg, append(attrs, "status", code)...)
-				said = msg
-				note(true)
-			}
+			say(slog.LevelError, msg, msg, append(attrs, "status", code)...)
 			wait = secretRecheck
 		case err == nil && code != http.StatusTooManyRequests && code < 500:
 			// A 404 is a wrong path, which the module's batches meet
 			// too; asked again as a refusal is, so that /healthz keeps
 			// it while the journal sends no batch.
-			if msg := fmt.Sprintf("could not check aggregator_secret: the backend answered %d, neither yes nor no", code); msg != said {
-				log.Warn(msg, append(attrs, "status", code)...)
-				said = msg
-				note(true)
-			}
+			msg := fmt.Sprintf("could not check aggregator_secret: the backend answered %d, neither yes nor no", code)
+			say(slog.LevelWarn, msg, msg, append(attrs, "status", code)...)
 			wait = secretRecheck
 		default:
 			// A certificate refused is said at once: it is a setting
@@ -226,13 +228,9 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 			switch {
 			case said != "":
 			case errors.As(err, &cert):
-				said = "certificate"
-				log.Warn("could not check aggregator_secret: the backend's TLS certificate is refused (give the backend ca_certificate or cert_host in fastly.toml, or the POP SSL_CERT_FILE); asking it again every minute", append(attrs, "err", err)...)
-				note(true)
+				say(slog.LevelWarn, "certificate", "could not check aggregator_secret: the backend's TLS certificate is refused (give the backend ca_certificate or cert_host in fastly.toml, or the POP SSL_CERT_FILE); asking it again every minute", append(attrs, "err", err)...)
 			case time.Since(began) >= secretWarnAfter:
-				said = "unanswered"
-				log.Warn("could not check aggregator_secret: the backend has not answered; asking it again every minute", append(attrs, "for", time.Since(began).Round(time.Second), "status", code, "err", err)...)
-				note(true)
+				say(slog.LevelWarn, "unanswered", "could not check aggregator_secret: the backend has not answered; asking it again every minute", append(attrs, "for", time.Since(began).Round(time.Second), "status", code, "err", err)...)
 			}
 			if wait == secretRecheck && code != http.StatusTooManyRequests {
 				wait = secretCheckRetry // refused, then down; a 429 is the aggregator's limit on refusals
