@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/stack"
@@ -117,6 +119,8 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("refusals by the POP counted", func(t *testing.T) { refusalsCounted(t, s) })
 
 	t.Run("live count", func(t *testing.T) {
 		live.waitFor(t, total, 10*time.Second)
@@ -229,6 +233,34 @@ func badInputAtPOP(t *testing.T, s *stack.Stack) {
 	}
 	resp, b := get(t, s.PopURL+"/e", nil)
 	wantStatus(t, resp, b, http.StatusMethodNotAllowed)
+	// The POP refuses a body over its --max-request-body itself: the
+	// module never sees it (refusalsCounted).
+	resp, b = post(t, s.PopURL+"/e", "application/json", bytes.Repeat([]byte{' '}, pop.DefaultMaxRequestBody+1), nil)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Edgepixel-Drop") != wire.DropBodyTooLarge {
+		t.Errorf("POST over --max-request-body: %s drop=%q body=%s", resp.Status, resp.Header.Get("X-Edgepixel-Drop"), b)
+	}
+}
+
+// refusalsCounted: what the POP refused before the module saw it
+// (badInputAtPOP's body over --max-request-body) reaches /api/loss and
+// the aggregator's /metrics as the module's drops do, under no site.
+func refusalsCounted(t *testing.T, s *stack.Stack) {
+	eventually(t, 30*time.Second, "the POP's refusal in /api/loss", func() (bool, string) {
+		l := lossOf(t, s, "")
+		return l.Dropped[wire.DropBodyTooLarge] == 1, fmt.Sprint(l.Dropped)
+	})
+	if l := lossOf(t, s, "demo"); l.Dropped[wire.DropBodyTooLarge] != 0 {
+		t.Errorf("a refusal with no site counted for demo: %v", l.Dropped)
+	}
+	resp, err := s.DashboardGet("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if want := `edgepixel_aggregator_edge_drops_total{reason="body_too_large"} 1`; !strings.Contains(string(b), want+"\n") {
+		t.Errorf("the aggregator's /metrics has no %s", want)
+	}
 }
 
 func badInputAtAggregator(t *testing.T, s *stack.Stack) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -12,12 +13,15 @@ import (
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
-// lossOf reads the aggregator's /api/loss for site over the last two
-// hours (and the next minute).
+// lossOf reads the aggregator's /api/loss for site, or for all sites
+// when it is "", over the last two hours (and the next minute).
 func lossOf(t *testing.T, s *stack.Stack, site string) store.Loss {
 	t.Helper()
 	now := time.Now()
-	u := fmt.Sprintf("/api/loss?site=%s&from=%d&to=%d", site, now.Add(-2*time.Hour).UnixMilli(), now.Add(time.Minute).UnixMilli())
+	u := fmt.Sprintf("/api/loss?from=%d&to=%d", now.Add(-2*time.Hour).UnixMilli(), now.Add(time.Minute).UnixMilli())
+	if site != "" {
+		u += "&site=" + url.QueryEscape(site)
+	}
 	resp, err := s.DashboardGet(u)
 	if err != nil {
 		t.Fatal(err)

@@ -245,6 +245,29 @@ const (
 var rejectNames = [numRejects]string{"url_too_long", "header_too_large", "body_too_large", "body_memory",
 	"body_incomplete", "ambiguous_framing", "bad_request", "unsupported_transfer_encoding", "other", "proxy_header"}
 
+// ClientRejects returns, by reason (the label of
+// edgepixel_pop_client_rejects_total), how many client requests the
+// server refused, or whose connection it closed after the answer, since
+// it started. Reasons with no count are left out.
+func (s *Server) ClientRejects() map[string]uint64 {
+	out := map[string]uint64{}
+	for i := range s.conns.rejects {
+		if n := s.conns.rejects[i].Load(); n > 0 {
+			out[rejectNames[i]] = n
+		}
+	}
+	return out
+}
+
+// WriteLog writes msg, one entry without its newline, to the log
+// endpoint named endpoint as a guest's fastly_log write would: to its
+// --log-endpoint destination, or to stdout for a name not configured. It
+// returns the destination's error when the entry was not taken (a disk
+// queue that cannot write). Not after Shutdown.
+func (s *Server) WriteLog(endpoint string, msg []byte) error {
+	return s.sinks.Lookup(endpoint).Write(endpoint, msg)
+}
+
 // maxLingering bounds the connections being closed by lingerClose at
 // once (refused ones, and those answered with their request body unread);
 // beyond it they are closed at once, and their clients may get a reset

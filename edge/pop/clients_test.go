@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
 func TestScanFraming(t *testing.T) {
@@ -571,4 +573,15 @@ func TestPoolThatCannotStartFailsServer(t *testing.T) {
 		t.Errorf("Ready after the failure: %v", err)
 	}
 	fmt.Fprint(io.Discard, p.Err())
+}
+
+// edgepixel-pop reports the refusals that are hits to the aggregator by
+// their names here, which shared/wire's host drop reasons must keep.
+func TestRejectNamesAreDropReasons(t *testing.T) {
+	for _, r := range []string{wire.DropURLTooLong, wire.DropHeaderTooLarge, wire.DropBodyTooLarge, wire.DropBodyMemory,
+		wire.DropBodyIncomplete, wire.DropBadRequest, wire.DropUnsupportedTE} {
+		if !slices.Contains(rejectNames[:], r) {
+			t.Errorf("shared/wire's %q is none of the POP's rejectNames %q", r, rejectNames)
+		}
+	}
 }

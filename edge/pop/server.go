@@ -416,6 +416,9 @@ func Precompile(ctx context.Context, wasmPath, cacheDir string) error {
 	return nil
 }
 
+// PopName is the POP's name in a guest's FASTLY_POP, as Viceroy's.
+const PopName = "XXX"
+
 // guestEnv is what Fastly (and Viceroy) put in a guest's environment;
 // FASTLY_TRACE_ID, the sandbox id, is per instance (instance.run).
 var guestEnv = map[string]string{
@@ -423,7 +426,7 @@ var guestEnv = map[string]string{
 	"FASTLY_CUSTOMER_ID":      "0000000000000000000000",
 	"FASTLY_HOSTNAME":         "localhost",
 	"FASTLY_IS_STAGING":       "0",
-	"FASTLY_POP":              "XXX",
+	"FASTLY_POP":              PopName,
 	"FASTLY_REGION":           "Somewhere",
 	"FASTLY_SERVICE_ID":       "0000000000000000000000",
 	"FASTLY_SERVICE_VERSION":  "0",

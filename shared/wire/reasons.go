@@ -35,6 +35,22 @@ const (
 	DropDeliveryFailed = "delivery_failed"
 )
 
+// Host drop reasons: requests the self-hosted POP (edge/pop) refuses
+// itself, before the module sees them, with the same names as its
+// edgepixel_pop_client_rejects_total labels. edgepixel-pop reports them
+// to the aggregator as counters of its own under the site "" (it reads
+// no site from a request it refused). On Fastly the platform refuses
+// such requests and counts them nowhere the module can see.
+const (
+	DropURLTooLong     = "url_too_long"                  // 414: a URL over Fastly's limit
+	DropHeaderTooLarge = "header_too_large"              // 431: a head over Fastly's limits
+	DropBodyTooLarge   = "body_too_large"                // 413: a body over the POP's --max-request-body
+	DropBodyMemory     = "body_memory"                   // 503: every client's body together over the POP's bound
+	DropBodyIncomplete = "body_incomplete"               // a malformed chunked body, or the client went away
+	DropBadRequest     = "bad_request"                   // 400 from net/http: a malformed head
+	DropUnsupportedTE  = "unsupported_transfer_encoding" // 501 from net/http
+)
+
 // Note reasons: why an accepted event lacks something it would normally
 // carry. They are counted beside the events (edge/pixel's counters.go
 // and Batcher), are stable [a-z0-9_] strings like the drop reasons, and
@@ -54,6 +70,7 @@ var (
 	DropReasons = []string{DropMissingSite, DropBadJSON, DropTooLarge, DropTooManyEvents, DropPropsTooLarge,
 		DropBadEventID, DropOriginNotAllowed, DropHeadRequest, DropBadMethod, DropBufferFull, DropReadError,
 		DropContentEncoding, DropInternal, DropUnknownSite, DropRateLimited, DropUnsigned, DropBadSignature,
-		DropExpiredPixel, DropBadOpen, DropBadURL, DropDeliveryFailed}
+		DropExpiredPixel, DropBadOpen, DropBadURL, DropDeliveryFailed,
+		DropURLTooLong, DropHeaderTooLarge, DropBodyTooLarge, DropBodyMemory, DropBodyIncomplete, DropBadRequest, DropUnsupportedTE}
 	NoteReasons = []string{NoteNoSalt}
 )

@@ -345,6 +345,13 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		watchSecret(checkCtx, s.Probe, s.Stores, backends, log) // secretcheck.go
 	}()
 	defer func() { stopCheck(); <-checked }()
+	rejects := newRejectReporter(s, log) // rejects.go
+	reportCtx, stopReports := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		rejects.run(reportCtx)
+	}()
 	if o.ready != nil {
 		o.ready(ln.Addr().String(), adminAddr)
 	}
@@ -383,6 +390,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("requests still in flight at the shutdown timeout", "err", err)
 	}
+	// The last refusals, while the log endpoints still take lines.
+	stopReports()
+	<-reported
+	rejects.report()
 	if err := s.Shutdown(sctx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 	}

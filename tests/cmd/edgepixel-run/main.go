@@ -399,14 +399,20 @@ func sql(args []string) int {
 	return 1
 }
 
-// popAdminAddr is the POP's admin address when EDGEPIXEL_POP_ADMIN_ADDR,
-// which the POP inherits, sets one (else ""): a port 0 is picked here, on
-// the host given, and the variable set to it, so that the banner and
-// run.json can name it as they name the other addresses (a tester found
-// it only in the POP's log).
+// popAdminAddr is the POP's admin address (/healthz, /metrics): the one
+// EDGEPIXEL_POP_ADMIN_ADDR, which the POP inherits, names, none when it
+// is set empty, and a free loopback port when it is not set, since a
+// local stack's POP is there to be looked at (a tester's request refused
+// by the POP was counted only on an admin listener make run had not
+// opened). A port 0 is picked here, on the host given, and the variable
+// set to it, so that the banner and run.json can name it as they name
+// the other addresses (a tester found it only in the POP's log).
 func popAdminAddr() (string, error) {
 	addr, ok := os.LookupEnv("EDGEPIXEL_POP_ADMIN_ADDR")
-	if !ok || addr == "" {
+	if !ok {
+		addr = "127.0.0.1:0"
+	}
+	if addr == "" {
 		return "", nil
 	}
 	host, port, err := net.SplitHostPort(addr)

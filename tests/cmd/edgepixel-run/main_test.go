@@ -127,8 +127,9 @@ func TestBannerCommands(t *testing.T) {
 	}
 }
 
-// An EDGEPIXEL_POP_ADMIN_ADDR of port 0 is given a free port, which the
-// POP inherits and the banner names; another is left as it is.
+// An EDGEPIXEL_POP_ADMIN_ADDR of port 0, or none, is given a free port,
+// which the POP inherits and the banner names; another is left as it
+// is, and an empty one opens none.
 func TestPopAdminAddr(t *testing.T) {
 	t.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", "127.0.0.1:0")
 	addr, err := popAdminAddr()
@@ -143,8 +144,12 @@ func TestPopAdminAddr(t *testing.T) {
 	if addr, err := popAdminAddr(); addr != "127.0.0.1:7680" || err != nil {
 		t.Errorf("a port: %q %v", addr, err)
 	}
-	os.Unsetenv("EDGEPIXEL_POP_ADMIN_ADDR")
+	t.Setenv("EDGEPIXEL_POP_ADMIN_ADDR", "")
 	if addr, err := popAdminAddr(); addr != "" || err != nil {
+		t.Errorf("empty: %q %v", addr, err)
+	}
+	os.Unsetenv("EDGEPIXEL_POP_ADMIN_ADDR")
+	if addr, err := popAdminAddr(); err != nil || !strings.HasPrefix(addr, "127.0.0.1:") || addr == "127.0.0.1:0" {
 		t.Errorf("unset: %q %v", addr, err)
 	}
 }
