@@ -456,10 +456,17 @@ func TestWatchViewersRetriesFailedRead(t *testing.T) {
 	if n := strings.Count(logs.String(), "until it is fixed"); n != 1 {
 		t.Errorf("the failure logged %d times, want once:\n%s", n, logs.String())
 	}
-	if err := os.WriteFile(file, []byte(good), 0o600); err != nil {
+	// Renamed in whole: written in place, a look could read it empty
+	// between the truncation and the write, a valid file of no viewers,
+	// and the time put back would hide the change (a fix in place that
+	// keeps the size and time changes no content: chmod).
+	if err := os.WriteFile(file+".new", []byte(good), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chtimes(file, fi.ModTime(), fi.ModTime()); err != nil {
+	if err := os.Chtimes(file+".new", fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(file+".new", file); err != nil {
 		t.Fatal(err)
 	}
 	waitWatched(t, &logs, "the fixed file, same size and time, read", func() bool { g, ok := a.Token(tok); return ok && g.CanRead("demo1") })
