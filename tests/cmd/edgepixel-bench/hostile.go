@@ -7,12 +7,15 @@ package main
 // are printed beside the same load without an attack: the normal hits'
 // rate and p99, and the peak resident memory of the POP and of the
 // aggregator (with the bound the README documents for the flags used).
+// Each attack gets a fresh stack, so that what one leaves (rows to merge,
+// memory) does not weigh on the next.
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/tests/attack"
@@ -23,60 +26,31 @@ type hostileOptions struct {
 	binDir   string
 	duration time.Duration // of normal load per attack
 	workers  int           // normal clients
+	only     string        // --hostile-attacks: names' parts, comma-separated; "" for all
 }
 
 func runHostile(o hostileOptions) error {
-	dir, err := os.MkdirTemp("", "edgepixel-bench-hostile-")
-	if err != nil {
-		return err
+	// Each attack meets a stack of its own, started for it: with one
+	// stack for all, ClickHouse took on each attack's rows and merges, and
+	// the baseline fell fourfold over the section (stop 54's run).
+	type row struct {
+		base, during attack.Phase
+		popBound     int64 // the README's, for the POP's memory at its start
 	}
-	if os.Getenv("BENCH_KEEP") == "" {
-		defer os.RemoveAll(dir)
-	}
-	o2, targets, err := attack.UnderAttack(stack.Options{Dir: dir, Bin: stack.InDir(o.binDir), CompileCache: "default"})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "bench: starting a whole stack for the attacks in %s ...\n", dir)
-	s, err := stack.Start(context.Background(), o2)
-	if err != nil {
-		return err
-	}
-	defer s.Stop()
-	tg := targets(s)
-	_, popStart, err := attack.Memory(tg.PopPid)
-	if err != nil {
-		return err
-	}
-	popBound, aggBound := attack.PopBoundFor(popStart).Bytes(), attack.AggregatorBoundFor.Bytes()
-	hits := attack.NewHits(s.PopURL, o.workers)
-	defer hits.Close()
-
-	phase := func(name string, start func(attack.Targets) (*attack.Attack, error)) (attack.Phase, error) {
-		fmt.Fprintf(os.Stderr, "bench: %s (%v of normal hits) ...\n", name, o.duration)
-		p, err := attack.Measure(tg, hits, name, start, o.duration)
-		if err == nil && p.Hits.Failed > 0 {
-			p.Outcome.Problems = append(p.Outcome.Problems, "normal hits: "+p.Hits.String())
-		}
-		return p, err
-	}
-
-	// Each attack's baseline is the same load just before it: the machine
-	// (shared, two cores) and the memory earlier attacks left are then
-	// those the attack meets.
-	hits.For(time.Second, "warm-up")
-	type row struct{ base, during attack.Phase }
 	var rows []row
+	var popBound, aggBound int64 // the largest of the rows
 	for _, sc := range attack.Scenarios(attack.IdleConns()) {
-		base, err := phase("no attack, before "+sc.Name, nil)
-		if err != nil {
-			return err
+		if !o.runs(sc.Name) {
+			continue
 		}
-		during, err := phase(sc.Name, sc.Start)
+		r, pb, ab, err := hostileRound(o, sc.Name, sc.Start)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", sc.Name, err)
 		}
-		rows = append(rows, row{base, during})
+		rows, popBound, aggBound = append(rows, row{r[0], r[1], pb}), max(popBound, pb), ab
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("no attack's name contains any of --hostile-attacks %q", o.only)
 	}
 
 	fmt.Printf("\nhostile traffic: a whole stack on loopback under each attack of the end-to-end suite, one at a time; normal hits\n"+
@@ -100,7 +74,7 @@ func runHostile(o hostileOptions) error {
 		for _, p := range r.Outcome.Problems {
 			fmt.Printf("\nBROKEN during %s: %s", r.Name, p)
 		}
-		if r.PopPeak > popBound || r.AggregatorPeak > aggBound {
+		if r.PopPeak > rr.popBound || r.AggregatorPeak > aggBound {
 			fmt.Printf("\nBROKEN during %s: peak RSS over the documented bound", r.Name)
 		}
 	}
@@ -109,3 +83,66 @@ func runHostile(o hostileOptions) error {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+// runs says whether the attack named name is one --hostile-attacks asks
+// for.
+func (o hostileOptions) runs(name string) bool {
+	if o.only == "" {
+		return true
+	}
+	for _, w := range strings.Split(o.only, ",") {
+		if w = strings.TrimSpace(w); w != "" && strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostileRound starts a whole stack, measures the normal hits without an
+// attack and then during it, and stops the stack. It returns the two
+// phases and the README's memory bounds of the POP and the aggregator
+// for the flags used.
+func hostileRound(o hostileOptions, name string, start func(attack.Targets) (*attack.Attack, error)) (_ [2]attack.Phase, popBound, aggBound int64, err error) {
+	var out [2]attack.Phase
+	dir, err := os.MkdirTemp("", "edgepixel-bench-hostile-")
+	if err != nil {
+		return out, 0, 0, err
+	}
+	if os.Getenv("BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	}
+	o2, targets, err := attack.UnderAttack(stack.Options{Dir: dir, Bin: stack.InDir(o.binDir), CompileCache: "default"})
+	if err != nil {
+		return out, 0, 0, err
+	}
+	fmt.Fprintf(os.Stderr, "bench: starting a whole stack for %s in %s ...\n", name, dir)
+	s, err := stack.Start(context.Background(), o2)
+	if err != nil {
+		return out, 0, 0, err
+	}
+	defer s.Stop()
+	tg := targets(s)
+	_, popStart, err := attack.Memory(tg.PopPid)
+	if err != nil {
+		return out, 0, 0, err
+	}
+	hits := attack.NewHits(s.PopURL, o.workers)
+	defer hits.Close()
+	hits.For(time.Second, "warm-up")
+	for i, start := range []func(attack.Targets) (*attack.Attack, error){nil, start} {
+		phase := name
+		if start == nil {
+			phase = "no attack, before " + name
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s (%v of normal hits) ...\n", phase, o.duration)
+		p, err := attack.Measure(tg, hits, phase, start, o.duration)
+		if err != nil {
+			return out, 0, 0, err
+		}
+		if p.Hits.Failed > 0 {
+			p.Outcome.Problems = append(p.Outcome.Problems, "normal hits: "+p.Hits.String())
+		}
+		out[i] = p
+	}
+	return out, attack.PopBoundFor(popStart).Bytes(), attack.AggregatorBoundFor.Bytes(), nil
+}

@@ -85,6 +85,7 @@ func main() {
 	flag.IntVar(&sizing.conns, "sizing-connections", 16, "sizing: concurrent keep-alive clients")
 	flag.DurationVar(&hostile.duration, "hostile-duration", 3*time.Second, "hostile: normal load measured during each attack")
 	flag.IntVar(&hostile.workers, "hostile-clients", 4, "hostile: normal keep-alive clients")
+	flag.StringVar(&hostile.only, "hostile-attacks", "", "hostile: only the attacks whose names contain one of these, comma-separated (default all)")
 	flag.StringVar(&popCPUProfile, "pop-cpuprofile", "", "pop: write a Go CPU profile of this process (wrk runs outside it) over each target's run at full connections, to this `file` name with a dot and the target's name appended")
 	flag.BoolVar(&popServe, "pop-serve", false, "pop: only start the targets, print their names and addresses (tab-separated, one a line) and serve until stdin closes, for an outside load generator")
 	probe := flag.Int(rssProbeFlag, 0, "internal: run as the resident-memory probe with this many instances")
