@@ -414,42 +414,8 @@ func largeBodies(t Targets) (*Attack, error) {
 // siteFlood: the issue's 50,000 distinct site names, sent through the
 // POP as event POSTs of 100 each, while ten dashboards follow /live.
 func siteFlood(t Targets) (*Attack, error) {
-	const total, per = 50000, 100
 	ctx, cancel := context.WithCancel(context.Background())
-	var answered, posts atomic.Int64
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for w := range 8 {
-		wg.Go(func() {
-			c := Client(popSources[w], 30*time.Second)
-			defer c.CloseIdleConnections()
-			for ctx.Err() == nil {
-				first := next.Add(per) - per
-				if first >= total {
-					return
-				}
-				var b bytes.Buffer
-				b.WriteByte('[')
-				for i := range per {
-					if i > 0 {
-						b.WriteByte(',')
-					}
-					fmt.Fprintf(&b, `{"site":"flood-%d","name":"flood","url":"https://flood.example/"}`, first+int64(i))
-				}
-				b.WriteByte(']')
-				resp, err := c.Post(t.Pop+"/e", "application/json", &b)
-				if err != nil {
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				posts.Add(1)
-				if resp.StatusCode == http.StatusNoContent {
-					answered.Add(per)
-				}
-			}
-		})
-	}
+	wg, answered, posts := floodPosts(ctx, t, func(i int64) string { return "flood-" + strconv.FormatInt(i, 10) })
 	dash := followLive(ctx, t.Dashboard, t.DashboardToken, 10)
 	return &Attack{stop: func(o *Outcome) {
 		wg.Wait() // bounded: 500 posts
@@ -481,6 +447,67 @@ func siteFlood(t Targets) (*Attack, error) {
 			o.problem("/api/counts never counted the flood under other")
 		}
 	}}, nil
+}
+
+// OneSiteFlood is siteFlood's posts and dashboards with every event for
+// one site: the same load without the distinct names, which the bench
+// measures beside it.
+func OneSiteFlood(t Targets) (*Attack, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	wg, answered, posts := floodPosts(ctx, t, func(int64) string { return "flood-one" })
+	dash := followLive(ctx, t.Dashboard, t.DashboardToken, 10)
+	return &Attack{stop: func(o *Outcome) {
+		wg.Wait() // bounded: 500 posts
+		cancel()
+		dash.wait()
+		o.Stored["flood-one"] = int(answered.Load())
+		o.note("%d events for one site answered in %d posts", answered.Load(), posts.Load())
+		if answered.Load() == 0 {
+			o.problem("no flood post was answered 204")
+		}
+	}}, nil
+}
+
+// floodPosts sends siteFlood's 500 event POSTs of 100 events, the site
+// of the i-th event site(i), from 8 clients until they are sent or ctx
+// ends; wg waits for them. answered counts the events of posts answered
+// 204, posts the posts answered at all.
+func floodPosts(ctx context.Context, t Targets, site func(i int64) string) (wg *sync.WaitGroup, answered, posts *atomic.Int64) {
+	const total, per = 50000, 100
+	wg, answered, posts = &sync.WaitGroup{}, &atomic.Int64{}, &atomic.Int64{}
+	var next atomic.Int64
+	for w := range 8 {
+		wg.Go(func() {
+			c := Client(popSources[w], 30*time.Second)
+			defer c.CloseIdleConnections()
+			for ctx.Err() == nil {
+				first := next.Add(per) - per
+				if first >= total {
+					return
+				}
+				var b bytes.Buffer
+				b.WriteByte('[')
+				for i := range int64(per) {
+					if i > 0 {
+						b.WriteByte(',')
+					}
+					fmt.Fprintf(&b, `{"site":%q,"name":"flood","url":"https://flood.example/"}`, site(first+i))
+				}
+				b.WriteByte(']')
+				resp, err := c.Post(t.Pop+"/e", "application/json", &b)
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				posts.Add(1)
+				if resp.StatusCode == http.StatusNoContent {
+					answered.Add(per)
+				}
+			}
+		})
+	}
+	return wg, answered, posts
 }
 
 func get(url string) ([]byte, error) {

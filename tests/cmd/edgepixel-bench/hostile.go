@@ -39,7 +39,10 @@ func runHostile(o hostileOptions) error {
 	}
 	var rows []row
 	var popBound, aggBound int64 // the largest of the rows
-	for _, sc := range attack.Scenarios(attack.IdleConns()) {
+	// The distinct site names' posts again, all for one site, to tell
+	// what the names cost from what the posts do.
+	scenarios := append(attack.Scenarios(attack.IdleConns()), attack.Scenario{Name: "the same posts, one site", Start: attack.OneSiteFlood})
+	for _, sc := range scenarios {
 		if !o.runs(sc.Name) {
 			continue
 		}
