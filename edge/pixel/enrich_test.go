@@ -521,8 +521,8 @@ func TestClosedValues(t *testing.T) {
 // as rate_limited and stores nothing. A POST gets 429.
 func TestRateLimited(t *testing.T) {
 	var seen []string
-	c := &Config{RateLimited: func(client, site string) bool {
-		seen = append(seen, client+" "+site)
+	c := &Config{RateLimited: func(client, site string, n uint32) bool {
+		seen = append(seen, fmt.Sprint(client, " ", site, " ", n))
 		return site == "busy"
 	}}
 	b := &Batcher{MaxEvents: 100, MaxAge: time.Hour, MaxBuffered: 100}
@@ -550,8 +550,25 @@ func TestRateLimited(t *testing.T) {
 	if sc := b.Counts.sites["busy"]; sc == nil || sc.Hits != 2 || sc.Drops[0].N != 2 {
 		t.Errorf("a refused POST not counted for its body's site: %+v, %q's %+v", sc, "", b.Counts.sites[""])
 	}
-	if strings.Join(seen, ",") != "203.0.113.77 busy,203.0.113.77 calm,203.0.113.77 busy" {
+	if strings.Join(seen, ",") != "203.0.113.77 busy 1,203.0.113.77 calm 1,203.0.113.77 busy 1" {
 		t.Errorf("checked %q", seen)
+	}
+	// A POST counts each of its events, once per site with that site's
+	// events, in the order posted; one site over its limit refuses it all.
+	for _, c2 := range []struct{ body, want string }{
+		{`[{"site":"calm"},{"site":" calm"},{"site":"calm"}]`, "calm 3"},
+		{`[{"site":"calm"},{"site":"other"},{"site":"calm"}]`, "calm 2,other 1"},
+		{`[{"site":"calm"},{"site":"busy"},{"site":"later"}]`, "calm 1,busy 1"},
+	} {
+		seen = nil
+		post.Body = func(int) ([]byte, error) { return []byte(c2.body), nil }
+		Serve(&post, c, b, m.Now, &resp)
+		if got := strings.ReplaceAll(strings.Join(seen, ","), "203.0.113.77 ", ""); got != c2.want {
+			t.Errorf("POST %s: counted %q, want %q", c2.body, got, c2.want)
+		}
+		if over := strings.Contains(c2.want, "busy"); over != (resp.Drop == wire.DropRateLimited) {
+			t.Errorf("POST %s: drop %q", c2.body, resp.Drop)
+		}
 	}
 }
 

@@ -126,7 +126,7 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 	if !c.Sites.Known(site) {
 		return SiteSettings{}, wire.DropUnknownSite
 	}
-	if c.RateLimited != nil && c.RateLimited(m.ClientIP, site) {
+	if c.RateLimited != nil && c.RateLimited(m.ClientIP, site, 1) {
 		return SiteSettings{}, wire.DropRateLimited
 	}
 	return c.Sites.Settings(site), ""

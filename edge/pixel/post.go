@@ -186,7 +186,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		}
 		sites[i] = c.Sites.Settings(site)
 	}
-	if c.RateLimited != nil && c.RateLimited(m.ClientIP, cleanSite(posted[0].Site)) {
+	if c.RateLimited != nil && postRateLimited(c.RateLimited, m.ClientIP, posted) {
 		return nil, nil, wire.DropRateLimited
 	}
 	var sigs postSignatures
@@ -296,4 +296,36 @@ func unquoteSFString(s string) string {
 		return s[1 : len(s)-1]
 	}
 	return s
+}
+
+// postRateLimited counts a POST's events against the rate limits (see
+// Config.RateLimited): each site with its own events, so that the client
+// counts them all. A POST of many events, or of events for many sites,
+// weighs as that many pixel hits: counted as one hit of its first site,
+// 100-event POSTs for 100 sites each passed limits a pixel flood meets.
+// It reports whether any count was over its limit.
+func postRateLimited(limited func(client, site string, n uint32) bool, client string, posted []postedEvent) bool {
+	first := cleanSite(posted[0].Site)
+	same := true
+	for i := 1; i < len(posted) && same; i++ {
+		same = cleanSite(posted[i].Site) == first
+	}
+	if same {
+		return limited(client, first, uint32(len(posted)))
+	}
+	counts := make(map[string]uint32, len(posted))
+	var order []string // the sites in the order posted, checked so
+	for i := range posted {
+		site := cleanSite(posted[i].Site)
+		if counts[site] == 0 {
+			order = append(order, site)
+		}
+		counts[site]++
+	}
+	for _, site := range order {
+		if limited(client, site, counts[site]) {
+			return true
+		}
+	}
+	return false
 }

@@ -61,11 +61,12 @@ type Config struct {
 	// the previous one while rotating (shared/pixelsign); none: no
 	// signed pixel verifies.
 	PixelKeys func(site string) [][]byte
-	// RateLimited counts a hit from client (its address) for site and
+	// RateLimited counts n hits from client (its address) for site and
 	// reports whether either is over its limit (Fastly's Edge Rate
 	// Limiter); nil: no limits. One over its limit stays refused for
-	// RateLimitPenalty.
-	RateLimited func(client, site string) bool
+	// RateLimitPenalty. A pixel hit is one; a POST counts each event,
+	// calling it once per site with that site's events.
+	RateLimited func(client, site string, n uint32) bool
 }
 
 var defaultConfig Config

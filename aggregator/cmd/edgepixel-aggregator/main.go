@@ -76,7 +76,7 @@ func (o *options) check(fs *flag.FlagSet) error {
 		{"clickhouse-quorum-timeout", o.clickhouseQuorumTimeout, false}, {"rollup-lateness", o.rollupLateness, true},
 		{"read-header-timeout", o.readHeaderTimeout, false}, {"body-timeout", o.bodyTimeout, false}, {"idle-timeout", o.idleTimeout, false},
 		{"write-timeout", o.writeTimeout, false}, {"query-timeout", o.queryTimeout, false}, {"fail-after", o.failAfter, false},
-		{"exit-delay", o.exitDelay, true},
+		{"exit-delay", o.exitDelay, true}, {"loader-max-age", o.loaderMaxAge, false},
 	} {
 		if d.v < 0 || d.v == 0 && !d.zero {
 			errs = append(errs, fmt.Errorf("--%s must be a positive duration, not %v", d.name, d.v))
@@ -218,7 +218,7 @@ type options struct {
 	logTokenFile, adminTokenFile                                       string
 	retentionDays                                                      int
 	rollupLateness                                                     time.Duration
-	failAfter, exitDelay                                               time.Duration
+	failAfter, exitDelay, loaderMaxAge                                 time.Duration
 	readHeaderTimeout, bodyTimeout, idleTimeout, writeTimeout          time.Duration
 	queryTimeout                                                       time.Duration
 	maxHeaderBytes, maxConns, maxConnsPerClient                        int
@@ -274,6 +274,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.rollupLateness, "rollup-lateness", 10*time.Minute, "after an upgrade to schema 7, how long past the rollups' cut-off their backfill of older events first runs, so that events still in spools and edge retries are in it (it runs again hourly for later ones)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "listen address for /debug/pprof/ (e.g. 127.0.0.1:6060; empty: off). Bind it to localhost: profiles reveal internals")
 	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
+	fs.DurationVar(&o.loaderMaxAge, "loader-max-age", 200*time.Millisecond, "longest a spooled event waits for more to share its ClickHouse insert (one load); longer means fewer, bigger inserts, each of which costs ClickHouse a fixed share of CPU for the rollups' views, and live counts that move later")
 	fs.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target: heap growth in percent over the live heap before a collection (GOGC); -1: off. The default trades memory for CPU, see --memory-limit. GOGC in the environment applies unless this flag is given")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 1<<30, "soft limit in bytes for the Go heap (GOMEMLIMIT): the GC collects more often rather than pass it; 0: none. GOMEMLIMIT in the environment applies unless this flag is given")
 	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's line and headers; slower ones are closed (counted as header_timeout)")
@@ -431,7 +432,7 @@ func run(args []string) error {
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
 		AdminToken: o.adminToken, RetentionDays: o.retentionDays, RollupLateness: o.rollupLateness,
-		LoaderMaxRows: o.loaderMaxRows, FailAfter: o.failAfter,
+		LoaderMaxRows: o.loaderMaxRows, LoaderMaxAge: o.loaderMaxAge, FailAfter: o.failAfter,
 		ReadHeaderTimeout: o.readHeaderTimeout, BodyTimeout: o.bodyTimeout, IdleTimeout: o.idleTimeout,
 		WriteTimeout: o.writeTimeout, QueryTimeout: o.queryTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, TrustedProxies: trust, MaxBodyMemory: o.maxBodyMemory,

@@ -61,8 +61,8 @@ func loadEnrichConfig(c *config, get func(key string) string) {
 	client, site := ratePolicy(get, storekeys.RateLimitClient), ratePolicy(get, storekeys.RateLimitSite)
 	if client != nil || site != nil {
 		limiter := erl.NewRateLimiter(erl.OpenRateCounter(rateCounterName), erl.OpenPenaltyBox(penaltyBoxName))
-		c.serve.RateLimited = func(addr, s string) bool {
-			return overLimit(limiter, client, "c:", addr) || overLimit(limiter, site, "s:", s)
+		c.serve.RateLimited = func(addr, s string, n uint32) bool {
+			return overLimit(limiter, client, "c:", addr, n) || overLimit(limiter, site, "s:", s, n)
 		}
 	}
 }
@@ -83,14 +83,14 @@ func ratePolicy(get func(string) string, key string) *erl.Policy {
 	return &erl.Policy{RateWindow: erl.RateWindow10s, MaxRate: uint32(n), PenaltyBoxDuration: pixel.RateLimitPenalty}
 }
 
-// overLimit counts one hit of entry and reports whether it is over p. A
-// limiter that fails lets the hit through: a broken limiter must not
+// overLimit counts n hits of entry and reports whether it is over p. A
+// limiter that fails lets the hits through: a broken limiter must not
 // stop counting.
-func overLimit(l *erl.RateLimiter, p *erl.Policy, prefix, entry string) bool {
+func overLimit(l *erl.RateLimiter, p *erl.Policy, prefix, entry string, n uint32) bool {
 	if p == nil || entry == "" {
 		return false
 	}
-	blocked, err := l.CheckRate(prefix+entry, 1, p)
+	blocked, err := l.CheckRate(prefix+entry, n, p)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: rate limiter: %v\n", err)
 		return false

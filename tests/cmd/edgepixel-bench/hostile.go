@@ -35,8 +35,10 @@ func runHostile(o hostileOptions) error {
 	// the baseline fell fourfold over the section (stop 54's run).
 	type row struct {
 		base, during attack.Phase
-		popBound     int64 // the README's, for the POP's memory at its start
+		cpu          [2]cpuShare // no attack, during
+		popBound     int64       // the README's, for the POP's memory at its start
 	}
+	var parts *cpuParts
 	var rows []row
 	var popBound, aggBound int64 // the largest of the rows
 	// The distinct site names' posts again, all for one site, to tell
@@ -46,11 +48,11 @@ func runHostile(o hostileOptions) error {
 		if !o.runs(sc.Name) {
 			continue
 		}
-		r, pb, ab, err := hostileRound(o, sc.Name, sc.Start)
+		r, cpu, p, pb, ab, err := hostileRound(o, sc.Name, sc.Start)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc.Name, err)
 		}
-		rows, popBound, aggBound = append(rows, row{r[0], r[1], pb}), max(popBound, pb), ab
+		rows, parts, popBound, aggBound = append(rows, row{r[0], r[1], cpu, pb}), p, max(popBound, pb), ab
 	}
 	if len(rows) == 0 {
 		return fmt.Errorf("no attack's name contains any of --hostile-attacks %q", o.only)
@@ -71,6 +73,12 @@ func runHostile(o hostileOptions) error {
 		a, b := r.during, r.base
 		fmt.Printf("%-28s %8.1f %10.1f %6.2f %10.1f %10.1f %6.2f\n", a.Name, attack.MiB(a.PopPeak), attack.MiB(b.PopPeak), float64(a.PopPeak)/float64(b.PopPeak),
 			attack.MiB(a.AggregatorPeak), attack.MiB(b.AggregatorPeak), float64(a.AggregatorPeak)/float64(b.AggregatorPeak))
+	}
+	// Where the cores went: an attack's cost on two shared cores is often
+	// another part's work it causes (ClickHouse loading its rows).
+	fmt.Printf("\nCPU, cores of the two, before each attack (no attack) and during it\n\n%-28s %-10s | %s\n", "", "", parts.header())
+	for _, r := range rows {
+		fmt.Printf("%-28s %-10s | %s\n%-28s %-10s | %s\n", r.during.Name, "no attack", r.cpu[0].cells(), "", "during", r.cpu[1].cells())
 	}
 	for _, rr := range rows {
 		r := rr.during
@@ -105,47 +113,62 @@ func (o hostileOptions) runs(name string) bool {
 // attack and then during it, and stops the stack. It returns the two
 // phases and the README's memory bounds of the POP and the aggregator
 // for the flags used.
-func hostileRound(o hostileOptions, name string, start func(attack.Targets) (*attack.Attack, error)) (_ [2]attack.Phase, popBound, aggBound int64, err error) {
+func hostileRound(o hostileOptions, name string, start func(attack.Targets) (*attack.Attack, error)) (_ [2]attack.Phase, cpu [2]cpuShare, parts *cpuParts, popBound, aggBound int64, err error) {
 	var out [2]attack.Phase
 	dir, err := os.MkdirTemp("", "edgepixel-bench-hostile-")
 	if err != nil {
-		return out, 0, 0, err
+		return out, cpu, nil, 0, 0, err
 	}
 	if os.Getenv("BENCH_KEEP") == "" {
 		defer os.RemoveAll(dir)
 	}
 	o2, targets, err := attack.UnderAttack(stack.Options{Dir: dir, Bin: stack.InDir(o.binDir), CompileCache: "default"})
 	if err != nil {
-		return out, 0, 0, err
+		return out, cpu, nil, 0, 0, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: starting a whole stack for %s in %s ...\n", name, dir)
 	s, err := stack.Start(context.Background(), o2)
 	if err != nil {
-		return out, 0, 0, err
+		return out, cpu, nil, 0, 0, err
 	}
 	defer s.Stop()
 	tg := targets(s)
 	_, popStart, err := attack.Memory(tg.PopPid)
 	if err != nil {
-		return out, 0, 0, err
+		return out, cpu, nil, 0, 0, err
 	}
 	hits := attack.NewHits(s.PopURL, o.workers)
 	defer hits.Close()
 	hits.For(time.Second, "warm-up")
+	parts = &cpuParts{}
+	parts.add("POP", tg.PopPid)
+	parts.add("aggregator", tg.AggregatorPid)
+	chPid, redisPid := -1, -1 // not running: an empty column
+	if s.ClickHouse != nil {
+		chPid = s.ClickHouse.Pid()
+	}
+	if s.Redis != nil {
+		redisPid = s.Redis.Pid()
+	}
+	parts.add("clickhouse-server", chPid)
+	parts.add("redis-server", redisPid)
+	parts.add("bench (clients, attack)", 0)
 	for i, start := range []func(attack.Targets) (*attack.Attack, error){nil, start} {
 		phase := name
 		if start == nil {
 			phase = "no attack, before " + name
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s (%v of normal hits) ...\n", phase, o.duration)
+		before := parts.sample()
 		p, err := attack.Measure(tg, hits, phase, start, o.duration)
 		if err != nil {
-			return out, 0, 0, err
+			return out, cpu, nil, 0, 0, err
 		}
+		cpu[i] = parts.share(before, parts.sample())
 		if p.Hits.Failed > 0 {
 			p.Outcome.Problems = append(p.Outcome.Problems, "normal hits: "+p.Hits.String())
 		}
 		out[i] = p
 	}
-	return out, attack.PopBoundFor(popStart).Bytes(), attack.AggregatorBoundFor.Bytes(), nil
+	return out, cpu, parts, attack.PopBoundFor(popStart).Bytes(), attack.AggregatorBoundFor.Bytes(), nil
 }
