@@ -197,13 +197,22 @@ const (
 	stages
 )
 
+// DefaultMaxAge is Config.MaxAge's default. Each insert costs ClickHouse
+// a share of CPU of its own, whatever its rows, for the rollups'
+// materialized views and the parts they write and merge: at a modest
+// steady rate a load every 200 ms took far more CPU than one a
+// second (README, --loader-max-age), which ClickHouse's documentation advises as
+// the most inserts a second. Live counts, which follow what is stored,
+// move about once a second.
+const DefaultMaxAge = time.Second
+
 // New returns a loader; it does nothing until Run.
 func New(cfg Config) *Loader {
 	if cfg.MaxRows <= 0 {
 		cfg.MaxRows = 50000
 	}
 	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = 200 * time.Millisecond
+		cfg.MaxAge = DefaultMaxAge
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second

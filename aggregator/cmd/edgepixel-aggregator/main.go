@@ -33,6 +33,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/dedupe"
 	"github.com/edgepixel/edgepixel/aggregator/ingest"
 	"github.com/edgepixel/edgepixel/aggregator/live"
+	"github.com/edgepixel/edgepixel/aggregator/loader"
 	"github.com/edgepixel/edgepixel/aggregator/server"
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/clientip"
@@ -274,7 +275,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.rollupLateness, "rollup-lateness", 10*time.Minute, "after an upgrade to schema 7, how long past the rollups' cut-off their backfill of older events first runs, so that events still in spools and edge retries are in it (it runs again hourly for later ones)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "listen address for /debug/pprof/ (e.g. 127.0.0.1:6060; empty: off). Bind it to localhost: profiles reveal internals")
 	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
-	fs.DurationVar(&o.loaderMaxAge, "loader-max-age", 200*time.Millisecond, "longest a spooled event waits for more to share its ClickHouse insert (one load); longer means fewer, bigger inserts, each of which costs ClickHouse a fixed share of CPU for the rollups' views, and live counts that move later")
+	fs.DurationVar(&o.loaderMaxAge, "loader-max-age", loader.DefaultMaxAge, "longest a spooled event waits for more to share its ClickHouse insert (one load); longer means fewer, bigger inserts, each of which costs ClickHouse CPU of its own for the rollups' views, and live counts that move later")
 	fs.IntVar(&o.gcPercent, "gc-percent", 400, "Go GC target: heap growth in percent over the live heap before a collection (GOGC); -1: off. The default trades memory for CPU, see --memory-limit. GOGC in the environment applies unless this flag is given")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 1<<30, "soft limit in bytes for the Go heap (GOMEMLIMIT): the GC collects more often rather than pass it; 0: none. GOMEMLIMIT in the environment applies unless this flag is given")
 	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's line and headers; slower ones are closed (counted as header_timeout)")
