@@ -26,6 +26,8 @@ package main
 //	                                  (edgepixel-sign)
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strconv"
@@ -90,7 +92,7 @@ func overLimit(l *erl.RateLimiter, p *erl.Policy, prefix, entry string, n uint32
 	if p == nil || entry == "" {
 		return false
 	}
-	blocked, err := l.CheckRate(prefix+entry, n, p)
+	blocked, err := l.CheckRate(erlEntry(prefix, entry), n, p)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: rate limiter: %v\n", err)
 		return false
@@ -195,4 +197,21 @@ func readGeo(m *pixel.Meta, rec []byte) {
 	m.Region = bytesView(g.Region)
 	m.City = bytesView(g.City)
 	m.ASN = g.ASN
+}
+
+// erlMaxEntry is the longest entry Fastly's Edge Rate Limiter takes, in
+// bytes (compute-sdk-go's erl package; the POP applies the same): a
+// longer one fails the call, and overLimit lets the hit through.
+const erlMaxEntry = 64
+
+// erlEntry is the limiter's entry for entry under prefix: prefix+entry,
+// or, when that is over erlMaxEntry (a site id may be 100 bytes, and one
+// made long on purpose passed the site limit), prefix, "#" and a hash
+// of entry, which no site id of that length can spell.
+func erlEntry(prefix, entry string) string {
+	if len(prefix)+len(entry) <= erlMaxEntry {
+		return prefix + entry
+	}
+	sum := sha256.Sum256([]byte(entry))
+	return prefix + "#" + hex.EncodeToString(sum[:24])
 }

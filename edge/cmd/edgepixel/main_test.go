@@ -85,3 +85,19 @@ func TestSetBatchLimits(t *testing.T) {
 		}
 	}
 }
+
+// Entries the limiter would refuse as too long (a long site id) are
+// hashed to fit, distinct per entry; shorter ones are kept as they are.
+func TestERLEntry(t *testing.T) {
+	if e := erlEntry("s:", "shop.example"); e != "s:shop.example" {
+		t.Errorf("short entry %q", e)
+	}
+	at := strings.Repeat("a", erlMaxEntry-2)
+	if e := erlEntry("s:", at); e != "s:"+at {
+		t.Errorf("entry at the limit changed: %q", e)
+	}
+	long1, long2 := erlEntry("s:", at+"1"), erlEntry("s:", at+"2")
+	if len(long1) > erlMaxEntry || !strings.HasPrefix(long1, "s:#") || long1 == long2 || long1 != erlEntry("s:", at+"1") {
+		t.Errorf("long entries %q, %q", long1, long2)
+	}
+}
