@@ -39,7 +39,7 @@ func URL(s string) string {
 			out += Hidden + "@"
 		}
 	}
-	out += u.Host + Path(u.EscapedPath())
+	out += hostPath(u.Host, u.EscapedPath())
 	if u.RawQuery != "" || u.ForceQuery {
 		out += "?…"
 	}
@@ -75,14 +75,54 @@ func Cut(s string) string {
 			host, rest = rest, ""
 		}
 	}
-	return scheme + host + Path(rest) + cut
+	return scheme + hostPath(host, rest) + cut
+}
+
+// A collector whose URLs hold their token where Path cannot see it: in
+// the host's first label (Pipedream's https://TOKEN.m.pipedream.net), or
+// in a path segment too short to look like one (Zapier's
+// /hooks/catch/ACCOUNT/TOKEN/, seven characters).
+var tokenHosts = []struct {
+	suffix     string // of the host, lower case
+	firstLabel bool   // the host's first label is the token
+	pathFrom   int    // every path segment from this one ("" is 0) is
+}{
+	{suffix: ".m.pipedream.net", firstLabel: true},
+	{suffix: "hooks.zapier.com", pathFrom: 4},
+}
+
+// hostPath spells host and the escaped path p after it, with what looks
+// like a token in either hidden: Path, and tokenHosts.
+func hostPath(host, p string) string {
+	name := strings.ToLower(host)
+	if h, _, ok := strings.Cut(name, ":"); ok && !strings.HasPrefix(name, "[") {
+		name = h // the port
+	}
+	for _, th := range tokenHosts {
+		if !strings.HasSuffix(name, th.suffix) {
+			continue
+		}
+		if th.firstLabel && len(name) > len(th.suffix) {
+			host = Hidden + host[strings.IndexByte(host, '.'):]
+		}
+		if th.pathFrom > 0 {
+			segs := strings.Split(p, "/")
+			for i := th.pathFrom; i < len(segs); i++ {
+				if segs[i] != "" {
+					segs[i] = Hidden
+				}
+			}
+			p = strings.Join(segs, "/")
+		}
+	}
+	return host + Path(p)
 }
 
 // Path returns an escaped URL path (or anything split by '/') with each
 // segment that looks like a token as Hidden: 16 characters or more of
 // letters, digits and "-._~:%+=" with a piece (between "-._~:") of 5 or
 // more that mixes letters and digits or holds "%+=", or of 20 or more
-// letters in both cases. Collectors that take their token in the path
+// letters in both cases, or of 24 or more letters. Collectors that take their token in the path
 // rather than a header or the query (Sumo Logic's HTTP sources, Loggly's
 // bulk endpoint, Slack's, Discord's and Telegram's webhooks) would
 // otherwise show it in every message naming them; a segment of words and
@@ -121,7 +161,9 @@ func tokenLike(seg string) bool {
 		switch {
 		case len(piece) >= 5 && (letters > 0 && digits > 0 || other):
 			return true
-		case letters >= 20 && digits == 0 && lower && upper:
+		case letters >= 20 && digits == 0 && lower && upper, letters >= 24:
+			// Letters alone: in both cases, or too many for a word
+			// (a Slack token of lower-case letters alone).
 			return true
 		}
 	}

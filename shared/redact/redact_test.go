@@ -48,6 +48,15 @@ func TestURL(t *testing.T) {
 		"https://collector/bulk/s3cretAAAA1234567?x=1":                                  "https://collector/bulk/xxxxx?…",
 		"https://collector/in%zz/s3cretAAAA1234567?token=s3cret":                        "https://collector/in%zz/xxxxx…",
 		"https://collector/in%zz/s3cretAAAA1234567":                                     "https://collector/in%zz/xxxxx",
+		// Tokens the general rules miss: in Pipedream's host, Zapier's
+		// short one, a Slack token of lower-case letters alone.
+		"https://eos3cret1234.m.pipedream.net/path":                             "https://xxxxx.m.pipedream.net/path",
+		"https://EOS3CRET.M.Pipedream.net:443?x=1":                              "https://xxxxx.M.Pipedream.net:443?…",
+		"https://hooks.zapier.com/hooks/catch/1234567/s3cre7d/":                 "https://hooks.zapier.com/hooks/catch/1234567/xxxxx/",
+		"https://hooks.zapier.com/hooks/catch/1234567/s3cre7d/silent":           "https://hooks.zapier.com/hooks/catch/1234567/xxxxx/xxxxx",
+		"https://hooks.slack.com/services/T0001/B0002/abcdefghijklmnopqrstuvwx": "https://hooks.slack.com/services/T0001/B0002/xxxxx",
+		"https://pipedream.net/docs":                                            "https://pipedream.net/docs",
+		"https://c.example/ingest/internationalization":                         "https://c.example/ingest/internationalization",
 	} {
 		if got := URL(in); got != want || strings.Contains(got, "s3cret") {
 			t.Errorf("URL(%q) = %q, want %q", in, got, want)
