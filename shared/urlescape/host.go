@@ -109,7 +109,26 @@ func hostName(h string) string {
 			return a
 		}
 	}
-	return LowerASCII(Normalize(u, Host.With(':')))
+	// Escaped whole, not normalised: Normalize would read a '%' of u
+	// that the decoding left before two hex digits ("%%330" decodes to
+	// "%30") as an escape, decoding the name a second time, and the next
+	// reading would decode it again ("//%0%%330" gave "%2500", then
+	// "%00").
+	return LowerASCII(escape(u, Host.With(':')))
+}
+
+// escape returns s with every byte but printable ASCII outside escaped,
+// and '%' always, as %XX: Unescape gives s back.
+func escape(s string, escaped Set) string {
+	b := make([]byte, 0, len(s)+16)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x21 && c < 0x7F && c != '%' && !escaped.Has(c) {
+			b = append(b, c)
+		} else {
+			b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
+		}
+	}
+	return string(b)
 }
 
 func allDigits(s string) bool {
