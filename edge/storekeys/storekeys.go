@@ -66,6 +66,20 @@ func Backends(v string) []string {
 // names another (or "none").
 const DefaultFallbackLogEndpoint = "edgepixel_fallback"
 
+// FallbackLogEndpoint returns the log endpoint that value, the config
+// store's wire.ConfigFallbackLogEndpoint, names: DefaultFallbackLogEndpoint
+// when it is empty, "" when it is "none" (what batches cannot deliver is
+// then lost).
+func FallbackLogEndpoint(value string) string {
+	switch value {
+	case "":
+		return DefaultFallbackLogEndpoint
+	case "none":
+		return ""
+	}
+	return value
+}
+
 // JournalLogEndpoint is the log endpoint the README, make run and the
 // POP's checks give the journal (wire.ConfigJournal). The module has no
 // default journal: the key names it.

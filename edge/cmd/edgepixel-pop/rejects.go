@@ -150,12 +150,5 @@ func endpoint(config map[string]string) string {
 			return name
 		}
 	}
-	switch name := config[wire.ConfigFallbackLogEndpoint]; name {
-	case "none":
-		return ""
-	case "":
-		return storekeys.DefaultFallbackLogEndpoint
-	default:
-		return name
-	}
+	return storekeys.FallbackLogEndpoint(config[wire.ConfigFallbackLogEndpoint])
 }

@@ -135,17 +135,14 @@ func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[
 // only when the journal cannot take a line; without one every batch
 // goes to the fallback log endpoint, or is lost when it is "none".
 func secretFate(config map[string]string) string {
-	fallback := config[wire.ConfigFallbackLogEndpoint]
-	if fallback == "" {
-		fallback = storekeys.DefaultFallbackLogEndpoint
+	fate := "its events are lost (fallback_log_endpoint is none)"
+	if fallback := storekeys.FallbackLogEndpoint(config[wire.ConfigFallbackLogEndpoint]); fallback != "" {
+		fate = "its events go to the fallback log endpoint " + fallback + " instead"
 	}
-	switch {
-	case config[wire.ConfigJournal] != "":
-		return "each hit still reaches it through the journal log endpoint " + config[wire.ConfigJournal] + ", but a batch, sent when the journal cannot take a line, is refused and its events go to the fallback log endpoint " + fallback
-	case fallback == "none":
-		return "every batch is refused, and its events are lost (fallback_log_endpoint is none)"
+	if journal := config[wire.ConfigJournal]; journal != "" {
+		return "each hit still reaches it through the journal log endpoint " + journal + ", but a batch, sent when the journal cannot take a line, is refused and " + fate
 	}
-	return "every batch is refused, and its events go to the fallback log endpoint " + fallback + " instead"
+	return "every batch is refused, and " + fate
 }
 
 // checkSecret checks that c.backend takes batches signed with c.secret,

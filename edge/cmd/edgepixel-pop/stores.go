@@ -94,12 +94,7 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 	out = append(out, signingKeyWarnings(store, m.LocalServer.SecretStores[storekeys.Store])...)
 	out = append(out, saltWarnings(m.LocalServer.SecretStores[storekeys.Store], time.Now())...)
 	written := map[string]bool{store[wire.ConfigJournal]: true, store[wire.ConfigLogEndpoint]: true}
-	switch fb := store[wire.ConfigFallbackLogEndpoint]; fb {
-	case "":
-		written[storekeys.DefaultFallbackLogEndpoint] = true
-	default:
-		written[fb] = true
-	}
+	written[storekeys.FallbackLogEndpoint(store[wire.ConfigFallbackLogEndpoint])] = true
 	for _, ep := range eps {
 		switch {
 		case ep.Name == "*" || written[ep.Name]:

@@ -59,14 +59,11 @@ func logWriter(name string) func([]byte) error {
 // named in c.
 func setupDelivery(c *config) {
 	batcher.Counts.Pop = c.pop
-	switch {
+	switch fallback := storekeys.FallbackLogEndpoint(c.fallbackName); {
 	case c.logName != "":
 		batcher.Fallback = logWriter(c.logName)
-	case c.fallbackName != "none":
-		if c.fallbackName == "" {
-			c.fallbackName = storekeys.DefaultFallbackLogEndpoint
-		}
-		batcher.Fallback = logWriter(c.fallbackName)
+	case fallback != "":
+		batcher.Fallback = logWriter(fallback)
 	}
 	if c.journalName != "" {
 		batcher.Journal = logWriter(c.journalName)

@@ -204,7 +204,7 @@ func loadConfig() config {
 		switch {
 		case c.journalName != "":
 			fate = "batches cannot be signed; each hit still reaches the aggregator through the journal log endpoint " + c.journalName
-		case c.fallbackName != "none":
+		case storekeys.FallbackLogEndpoint(c.fallbackName) != "":
 			fate = "batches cannot be signed; hits go to the fallback log endpoint instead"
 		}
 		fmt.Fprintf(os.Stderr, "edgepixel: no secret edgepixel/aggregator_secret (%v): %s\n", err, fate)
