@@ -180,6 +180,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		if site == "" {
 			return nil, nil, wire.DropMissingSite
 		}
+		posted[i].Site = site // cleaned once: what follows reads it so
 		if !c.Sites.Known(site) {
 			why.site = site
 			return nil, nil, wire.DropUnknownSite
@@ -191,7 +192,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	}
 	var sigs postSignatures
 	for i := range posted {
-		site := cleanSite(posted[i].Site)
+		site := posted[i].Site
 		if drop, outside := sigs.check(rawQuery, site, sites[i], c, m.Now, m.ClientIP); drop != "" {
 			why.site, why.cip = site, outside
 			return nil, nil, drop
@@ -212,10 +213,10 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		props, err := event.CleanProps(p.Props)
 		switch {
 		case errors.Is(err, event.ErrPropsTooLarge):
-			why.site = cleanSite(p.Site)
+			why.site = p.Site
 			return nil, nil, wire.DropPropsTooLarge
 		case err != nil:
-			why.site = cleanSite(p.Site)
+			why.site = p.Site
 			return nil, nil, wire.DropBadJSON
 		}
 		e := common
@@ -228,10 +229,10 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 			page = m.Referer
 		}
 		if urlescape.NoPage(page) || urlescape.NoPage(ref) {
-			why.site = cleanSite(p.Site)
+			why.site = p.Site
 			return nil, nil, wire.DropBadURL
 		}
-		e.Site = cleanSite(p.Site)
+		e.Site = p.Site
 		sig := q.signals
 		for _, w := range p.Consent {
 			sig.AddConsent(w)
@@ -252,7 +253,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		case p.EventID != "":
 			c, err := event.ParseClientID(p.EventID, now)
 			if err != nil {
-				why.site = cleanSite(p.Site)
+				why.site = p.Site
 				return nil, nil, wire.DropBadEventID
 			}
 			c = c.ForTier(e.Tier)
@@ -303,12 +304,13 @@ func unquoteSFString(s string) string {
 // counts them all. A POST of many events, or of events for many sites,
 // weighs as that many pixel hits: counted as one hit of its first site,
 // 100-event POSTs for 100 sites each passed limits a pixel flood meets.
-// It reports whether any count was over its limit.
+// It reports whether any count was over its limit. The sites are
+// cleaned (cleanSite).
 func postRateLimited(limited func(client, site string, n uint32) bool, client string, posted []postedEvent) bool {
-	first := cleanSite(posted[0].Site)
+	first := posted[0].Site
 	same := true
 	for i := 1; i < len(posted) && same; i++ {
-		same = cleanSite(posted[i].Site) == first
+		same = posted[i].Site == first
 	}
 	if same {
 		return limited(client, first, uint32(len(posted)))
@@ -316,7 +318,7 @@ func postRateLimited(limited func(client, site string, n uint32) bool, client st
 	counts := make(map[string]uint32, len(posted))
 	var order []string // the sites in the order posted, checked so
 	for i := range posted {
-		site := cleanSite(posted[i].Site)
+		site := posted[i].Site
 		if counts[site] == 0 {
 			order = append(order, site)
 		}
