@@ -129,6 +129,14 @@ const (
 	PathScript = "/s.js" // edge/tracker's script
 )
 
+// isPixelPath reports whether path is the pixel's, under one of its names.
+func isPixelPath(path string) bool { return path == PathPixel || path == "/p" || path == "/i" }
+
+// HitPath reports whether path is one the edge counts hits on, the
+// pixel's or the event POST's: a request refused on another (a scanner's
+// /wp-login.php) is no lost hit.
+func HitPath(path string) bool { return isPixelPath(path) || path == PathPost }
+
 // RateLimitPenalty is how long a client or site over its rate limit stays
 // refused (the Edge Rate Limiter's penalty box duration), and what a
 // refused POST's Retry-After says.
@@ -147,14 +155,14 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	if c == nil {
 		c = &defaultConfig
 	}
-	switch req.Path {
-	case PathPixel, "/p", "/i":
+	switch path := req.Path; {
+	case isPixelPath(path):
 		servePixel(req, c, b, now, resp)
-	case PathScript:
+	case path == PathScript:
 		serveScript(req, resp)
-	case PathPost:
+	case path == PathPost:
 		servePost(req, c, b, now, resp)
-	case "/healthz":
+	case path == "/healthz":
 		resp.Status = statusOK
 		resp.Set("Content-Type", "text/plain")
 		resp.Body = okBody

@@ -202,6 +202,7 @@ type connTable struct {
 	acceptErrors [2]atomic.Uint64           // fd limit, other
 	timeouts     [numPhases]atomic.Uint64
 	rejects      [numRejects]atomic.Uint64
+	hitRejects   [numRejects]atomic.Uint64 // of rejects, those on a Config.HitPath
 }
 
 // Why a connection was refused, or another was closed to make room.
@@ -249,14 +250,33 @@ var rejectNames = [numRejects]string{"url_too_long", "header_too_large", "body_t
 // edgepixel_pop_client_rejects_total), how many client requests the
 // server refused, or whose connection it closed after the answer, since
 // it started. Reasons with no count are left out.
-func (s *Server) ClientRejects() map[string]uint64 {
+func (s *Server) ClientRejects() map[string]uint64 { return rejectCounts(&s.conns.rejects) }
+
+// HitRejects is ClientRejects for the requests the server refused on a
+// path Config.HitPath takes: the hits a guest never saw. It leaves out
+// what net/http refused before a request was read (a malformed head, an
+// unsupported Transfer-Encoding, a head over its own limit), which has no
+// path to tell a hit by, and the connections closed after the guest
+// answered (ambiguous_framing), which the guest counted.
+func (s *Server) HitRejects() map[string]uint64 { return rejectCounts(&s.conns.hitRejects) }
+
+func rejectCounts(c *[numRejects]atomic.Uint64) map[string]uint64 {
 	out := map[string]uint64{}
-	for i := range s.conns.rejects {
-		if n := s.conns.rejects[i].Load(); n > 0 {
+	for i := range c {
+		if n := c[i].Load(); n > 0 {
 			out[rejectNames[i]] = n
 		}
 	}
 	return out
+}
+
+// countReject counts a request refused with reason, and as a refused hit
+// when Config.HitPath takes its path.
+func (s *Server) countReject(r *http.Request, reason int) {
+	s.conns.rejects[reason].Add(1)
+	if s.hitPath == nil || s.hitPath(r.URL.Path) {
+		s.conns.hitRejects[reason].Add(1)
+	}
 }
 
 // WriteLog writes msg, one entry without its newline, to the log

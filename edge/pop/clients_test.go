@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -523,6 +524,32 @@ func TestHeadLimitsWhileReading(t *testing.T) {
 	}
 	if v := metricValue(p.Server, `edgepixel_pop_client_rejects_total{reason="header_too_large"}`); v != "1" {
 		t.Errorf("431s counted: %s", v)
+	}
+}
+
+// TestHitRejects: HitRejects counts the refusals on a path HitPath takes,
+// ClientRejects all; net/http's own refusals have no path and are
+// ClientRejects' alone.
+func TestHitRejects(t *testing.T) {
+	p := startPOP(t, nil, func(c *Config) { c.HitPath = func(path string) bool { return path == "/counter" } })
+	for _, path := range []string{"/counter", "/counter", "/wp-login.php"} {
+		c := dialRaw(t, p.URL)
+		c.send(t, "GET "+path+"?"+strings.Repeat("u", 9000)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, _ := c.response(t, "GET"); resp.StatusCode != http.StatusRequestURITooLong {
+			t.Fatalf("9000-byte URL on %s: %d", path, resp.StatusCode)
+		}
+	}
+	c := dialRaw(t, p.URL)
+	c.send(t, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not HTTP\r\n\r\n") // a TLS ClientHello's start
+	if code := c.status(t); code != http.StatusBadRequest {
+		t.Fatalf("bytes that are not HTTP: %d", code)
+	}
+	waitFor(t, func() bool { return p.ClientRejects()["bad_request"] == 1 })
+	if got, want := p.ClientRejects(), map[string]uint64{"url_too_long": 3, "bad_request": 1}; !maps.Equal(got, want) {
+		t.Errorf("ClientRejects() = %v, want %v", got, want)
+	}
+	if got, want := p.HitRejects(), map[string]uint64{"url_too_long": 2}; !maps.Equal(got, want) {
+		t.Errorf("HitRejects() = %v, want %v", got, want)
 	}
 }
 

@@ -100,6 +100,11 @@ type Config struct {
 	// Listener.
 	Clients ClientLimits
 
+	// HitPath, if set, tells which request paths (URL.Path) the guest
+	// counts as hits, for HitRejects: a refused request on another path
+	// (a scanner's /wp-login.php) is no refused hit. nil: every path.
+	HitPath func(path string) bool
+
 	// startupWallBudget replaces WallBudget for instance startup (0: it
 	// does not). Only tests set it: a test of the request budget needs a
 	// short one, and startup on a loaded machine must not breach it.
@@ -116,6 +121,7 @@ func (s *Server) applyLimits(cfg Config) {
 	s.cpuBudget = max(cfg.CPUBudget, 0)
 	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
 	s.fresh = cfg.FreshInstances
+	s.hitPath = cfg.HitPath
 	s.measureGuest = cfg.MeasureGuestTime
 	s.applyClientLimits(cfg.Clients)
 	s.health.failAfter = cmp.Or(cfg.startFailAfter, startFailTimeout)
@@ -194,6 +200,7 @@ type Server struct {
 	startupBudget         time.Duration
 	idleTimeout           time.Duration
 	fresh                 bool
+	hitPath               func(string) bool // Config.HitPath
 	measureGuest          bool
 	ps                    poolStats
 
@@ -477,8 +484,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // answers it with status, msg and the reason's metric label in
 // X-Edgepixel-Drop, the header the edge module names its own drops in, so
 // a client learns which counter took it.
-func (s *Server) reject(w http.ResponseWriter, reason, status int, msg string) {
-	s.conns.rejects[reason].Add(1)
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, reason, status int, msg string) {
+	s.countReject(r, reason)
 	w.Header().Set("X-Edgepixel-Drop", rejectNames[reason])
 	http.Error(w, "edgepixel-pop: "+msg, status)
 }
@@ -498,7 +505,7 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 		if code == http.StatusRequestURITooLong {
 			reason = rejectURLTooLong
 		}
-		s.reject(w, reason, code, http.StatusText(code))
+		s.reject(w, r, reason, code, http.StatusText(code))
 		return
 	}
 	body, err := s.readBody(w, r)
@@ -511,9 +518,9 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 				http.Error(w, "edgepixel-pop: "+err.Error(), status)
 			}
 		case status == 0: // the client went away: no one to answer
-			s.conns.rejects[reason].Add(1)
+			s.countReject(r, reason)
 		default:
-			s.reject(w, reason, status, err.Error())
+			s.reject(w, r, reason, status, err.Error())
 		}
 		return
 	}

@@ -13,6 +13,8 @@
 package storekeys
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
@@ -36,6 +38,24 @@ const (
 	RateLimitClient = "rate_limit_client" // hits per second one client address may send
 	RateLimitSite   = "rate_limit_site"   // hits per second one site may receive
 )
+
+// ParseRateLimit reads the value of RateLimitClient or RateLimitSite:
+// hits a second, averaged over 10 s, from 10 to 10000, the range of a
+// rate Fastly's Edge Rate Limiter takes (its docs' "rate limiting"
+// policy); 0 for none, as is "" (the key unset). The error says that no
+// limit applies: the module reads a value it cannot take as none, and a
+// host checking the store warns with it.
+func ParseRateLimit(value string) (uint32, error) {
+	v := strings.TrimSpace(value)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n != 0 && (n < 10 || n > 10000) {
+		return 0, fmt.Errorf("%q is not a rate from 10 to 10000 hits a second (0 or unset: none), so no limit applies", value)
+	}
+	return uint32(n), nil
+}
 
 // The module's defaults for Backend and IngestURL: a batch goes to the
 // backend named aggregator, and its URL's path is /ingest (its host only

@@ -52,6 +52,7 @@ import (
 	_ "time/tzdata" // geolocation's UTC offsets on a machine without a zone database
 
 	"github.com/edgepixel/edgepixel/edge/fastlytoml"
+	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/pop"
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
@@ -238,6 +239,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		LogEndpoints:    o.logEndpoints,
 		Resolve:         o.resolve,
 		CheckManifest:   func(m *fastlytoml.Manifest) ([]string, error) { return checkManifest(m, o.logEndpoints) },
+		HitPath:         pixel.HitPath, // the refusals rejects.go reports
 	}))))
 	if err != nil {
 		return err

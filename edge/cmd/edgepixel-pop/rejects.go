@@ -25,10 +25,14 @@ import (
 // counters line (shared/wire) of an instance of its own, written to the
 // log endpoint the module delivers through.
 //
-// Only the refusals named in wire.DropReasons are reported: the others
-// are answered by the module (ambiguous_framing: counted by the module
-// too) or come before any request (proxy_header), or are net/http's
-// unnamed answers ("other").
+// Only the refusals of requests on the module's hit paths (pixel.HitPath,
+// pop.Server.HitRejects) are reported: a scanner's long URL on
+// /wp-login.php, or bytes that are not HTTP, are no lost hits (a tester
+// saw them raise the hits of /api/loss), and stay on the POP's own
+// edgepixel_pop_client_rejects_total. Of those, only the reasons named in
+// wire.DropReasons: the others are answered by the module
+// (ambiguous_framing: counted by the module too) or come before any
+// request (proxy_header), or are net/http's unnamed answers ("other").
 
 // rejectReportEvery is how often the refusals are looked at for a
 // change to report; rejectInstanceLife how long one reporting instance
@@ -42,7 +46,7 @@ var (
 
 // rejectReporter reports the POP's refusals as counters lines.
 type rejectReporter struct {
-	counts func() map[string]uint64                            // pop.Server.ClientRejects
+	counts func() map[string]uint64                            // pop.Server.HitRejects
 	write  func(endpoint string, line []byte) error            // pop.Server.WriteLog
 	stores func(string) (map[string]string, map[string][]byte) // pop.Server.Stores
 	now    func() time.Time                                    // time.Now
@@ -57,7 +61,7 @@ type rejectReporter struct {
 }
 
 func newRejectReporter(s *pop.Server, log *slog.Logger) *rejectReporter {
-	return &rejectReporter{counts: s.ClientRejects, write: s.WriteLog, stores: s.Stores, now: time.Now, rand: rand.Reader, log: log}
+	return &rejectReporter{counts: s.HitRejects, write: s.WriteLog, stores: s.Stores, now: time.Now, rand: rand.Reader, log: log}
 }
 
 // run reports every rejectReportEvery until ctx ends; the caller reports

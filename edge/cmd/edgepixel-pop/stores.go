@@ -152,6 +152,14 @@ func valueWarnings(store map[string]string) []string {
 	if _, err := pixel.ParseOrigins(get(pixel.ConfigCORSOrigins), get(pixel.ConfigCORSDefault)); err != nil {
 		errs = append(errs, err)
 	}
+	for _, k := range []string{storekeys.RateLimitClient, storekeys.RateLimitSite} {
+		// The module says so too, but only in its log, once per
+		// instance: a tester's rate_limit_client = "5" was no limit at
+		// all, with nothing under make run's banner.
+		if _, err := storekeys.ParseRateLimit(store[k]); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", k, err))
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(store)) {
 		if site, ok := strings.CutPrefix(k, pixel.ConfigSitePrefix); ok && site != "" {
 			if _, err := pixel.ParseSiteSettings(store[k]); err != nil {

@@ -267,8 +267,9 @@ func TestValueWarnings(t *testing.T) {
 	w := valueWarnings(map[string]string{
 		"site.demo": "tier=agregate", "site.ok": "tier=aggregate", "site_default": "sign=maybe",
 		"cors_default": "example.com", "unknown_sites": "keep",
+		"rate_limit_client": "5", "rate_limit_site": "50/s",
 	})
-	for _, want := range []string{"site.demo: ", "site_default: ", "unknown_sites: ", "cors_default"} {
+	for _, want := range []string{"site.demo: ", "site_default: ", "unknown_sites: ", "cors_default", `rate_limit_client: "5" is not a rate`, `rate_limit_site: "50/s"`} {
 		if !slices.ContainsFunc(w, func(s string) bool {
 			return strings.HasPrefix(s, "config store edgepixel: ") && strings.Contains(s, want)
 		}) {
@@ -278,7 +279,7 @@ func TestValueWarnings(t *testing.T) {
 	if slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "site.ok") }) {
 		t.Errorf("a good value warned of: %q", w)
 	}
-	if w := valueWarnings(map[string]string{"site.a": "tier=full sign=mark", "cors_default": "*"}); len(w) != 0 {
+	if w := valueWarnings(map[string]string{"site.a": "tier=full sign=mark", "cors_default": "*", "rate_limit_client": "0", "rate_limit_site": " 10000 "}); len(w) != 0 {
 		t.Errorf("good values: %q", w)
 	}
 }

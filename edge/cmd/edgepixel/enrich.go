@@ -30,8 +30,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/hostcall"
@@ -70,19 +68,14 @@ func loadEnrichConfig(c *config, get func(key string) string) {
 }
 
 func ratePolicy(get func(string) string, key string) *erl.Policy {
-	v := strings.TrimSpace(get(key))
-	if v == "" {
-		return nil
-	}
-	n, err := strconv.ParseUint(v, 10, 32)
-	if err != nil || n != 0 && (n < 10 || n > 10000) {
-		fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %s=%q is not a rate from 10 to 10000 hits a second (0: none); no limit applies\n", key, v)
-		return nil
+	n, err := storekeys.ParseRateLimit(get(key))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edgepixel: config store edgepixel: %s: %v\n", key, err)
 	}
 	if n == 0 {
 		return nil
 	}
-	return &erl.Policy{RateWindow: erl.RateWindow10s, MaxRate: uint32(n), PenaltyBoxDuration: pixel.RateLimitPenalty}
+	return &erl.Policy{RateWindow: erl.RateWindow10s, MaxRate: n, PenaltyBoxDuration: pixel.RateLimitPenalty}
 }
 
 // overLimit counts n hits of entry and reports whether it is over p. A
