@@ -239,11 +239,18 @@ func badInputAtPOP(t *testing.T, s *stack.Stack) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("X-Edgepixel-Drop") != wire.DropBodyTooLarge {
 		t.Errorf("POST over --max-request-body: %s drop=%q body=%s", resp.Status, resp.Header.Get("X-Edgepixel-Drop"), b)
 	}
+	// The same on a path that is not the pixel's or the events': refused
+	// alike, and no lost hit (refusalsCounted finds one, not two).
+	resp, b = post(t, s.PopURL+"/upload", "application/json", bytes.Repeat([]byte{' '}, pop.DefaultMaxRequestBody+1), nil)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("POST /upload over --max-request-body: %s body=%s", resp.Status, b)
+	}
 }
 
 // refusalsCounted: what the POP refused before the module saw it
-// (badInputAtPOP's body over --max-request-body) reaches /api/loss and
-// the aggregator's /metrics as the module's drops do, under no site.
+// (badInputAtPOP's body over --max-request-body on /e) reaches /api/loss
+// and the aggregator's /metrics as the module's drops do, under no site;
+// the same refusal on /upload is no lost hit.
 func refusalsCounted(t *testing.T, s *stack.Stack) {
 	eventually(t, 30*time.Second, "the POP's refusal in /api/loss", func() (bool, string) {
 		l := lossOf(t, s, "")

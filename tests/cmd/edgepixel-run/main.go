@@ -210,7 +210,7 @@ edgepixel is running (%[1]s).
   pixel       %[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2F
   events      POST %[3]s/e   {"site":"demo","name":"signup"}
   ingest      %[2]s   (the aggregator's public address, where POPs deliver)
-  loss        curl -H "Authorization: Bearer $(cat %[7]s)" '%[5]s/api/loss?site=demo'   (hits answered vs events stored)
+  loss        curl -H "Authorization: Bearer $(cat %[7]s)" '%[5]s/api/loss'   (hits answered vs events stored, all sites and the POP's own refusals; ?site=demo for one)
   logs        %[4]s
 %[8]s
 Put this on a page:
