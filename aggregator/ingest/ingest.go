@@ -247,7 +247,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != wire.ContentType {
-		h.reject(w, r, http.StatusUnsupportedMediaType, ReasonContentType, "Content-Type must be "+wire.ContentType)
+		// Named with the other path: a log endpoint pointed here rather
+		// than at /ingest/ndjson was told only to send a batch (a
+		// tester's).
+		h.reject(w, r, http.StatusUnsupportedMediaType, ReasonContentType, "Content-Type must be "+wire.ContentType+" (signed batches); NDJSON lines, from a log endpoint or an import, go to /ingest/ndjson")
 		return
 	}
 	coding, ok := h.coding(w, r)

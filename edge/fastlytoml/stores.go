@@ -47,6 +47,18 @@ func (rs rawStore) resolve(dir string) (map[string]string, error) {
 		kv = make(map[string]string, len(rs.Contents))
 		for _, k := range sortedKeys(rs.Contents) {
 			s, ok := rs.Contents[k].(string)
+			if t, isTable := rs.Contents[k].(map[string]any); isTable && len(t) > 0 {
+				// TOML reads the dots of a bare key as tables: a
+				// tester's site.news = "..." (the README's key) came
+				// here as the table site.
+				key := k
+				for t != nil {
+					sub := sortedKeys(t)[0]
+					key += "." + sub
+					t, _ = t[sub].(map[string]any)
+				}
+				return nil, fmt.Errorf("contents.%s: value must be a string, not a table: quote a key with dots, \"%s\" = \"...\" (TOML reads %s = ... as tables)", k, key, key)
+			}
 			if !ok {
 				return nil, fmt.Errorf("contents.%s: value must be a string, not %s", k, tomlType(rs.Contents[k]))
 			}

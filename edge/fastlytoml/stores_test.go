@@ -283,6 +283,8 @@ func TestStoreErrors(t *testing.T) {
 			[]string{"local_server.config_stores.c", "longval.json", "k:", "8000"}},
 		{"inline key too long", "[local_server.config_stores.c]\nformat = \"inline-toml\"\n[local_server.config_stores.c.contents]\n" + strings.Repeat("k", 257) + " = \"v\"\n",
 			[]string{"local_server.config_stores.c", "contents.kkk", "256"}},
+		{"inline dotted bare key", "[local_server.config_stores.c.contents]\nsite.shop.example = \"tier=aggregate\"\n",
+			[]string{"local_server.config_stores.c", "contents.site", `quote a key with dots, "site.shop.example" = "..."`}},
 		{"inline no contents", "[local_server.config_stores.c]\nformat = \"inline-toml\"\n",
 			[]string{"local_server.config_stores.c", "contents"}},
 		{"secret json bad name", "[local_server.secret_stores]\ns = { format = \"json\", file = \"badsec.json\" }\n",

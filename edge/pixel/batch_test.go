@@ -333,6 +333,23 @@ func TestJournal(t *testing.T) {
 	}
 }
 
+// A POST's journal lines each carry the counts up to their own event: a
+// POP killed after k of them has counted k events, all stored, and one
+// hit.
+func TestJournalCountsEachEventOfAPost(t *testing.T) {
+	j := &logEndpoint{}
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100, Journal: j.write}
+	if !b.add(time.Now(), events(3), nil) || len(j.lines) != 3 {
+		t.Fatalf("%d lines", len(j.lines))
+	}
+	for k := 1; k <= 3; k++ {
+		_, cs := (&logEndpoint{lines: j.lines[:k]}).parsed(t)
+		if c := latest(cs, "demo"); c.Hits != 1 || c.Events != uint64(k) {
+			t.Errorf("after %d lines: %d hits, %d events; want 1, %d", k, c.Hits, c.Events, k)
+		}
+	}
+}
+
 // Serve counts every hit it answers on the pixel and event paths, and
 // every drop reason it answers with: none is known only to a header.
 func TestEveryDropCounted(t *testing.T) {

@@ -99,8 +99,12 @@ func (h *backendFailures) degraded() []string {
 		case f.notFound:
 			hint = "check the backend URL (a scheme, host and port: no path) and the path the guest asks for (edgepixel: ingest_url)"
 		}
-		out = append(out, fmt.Sprintf("backend %s: %d requests failing for %s (last: %s); %s",
-			name, f.n, time.Since(f.since).Round(time.Second), f.why, hint))
+		requests := "requests"
+		if f.n == 1 {
+			requests = "request"
+		}
+		out = append(out, fmt.Sprintf("backend %s: %d %s failing for %s (last: %s); %s",
+			name, f.n, requests, time.Since(f.since).Round(time.Second), f.why, hint))
 	}
 	slices.Sort(out)
 	return out

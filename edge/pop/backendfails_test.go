@@ -41,13 +41,13 @@ func TestBackendFailures(t *testing.T) {
 		t.Errorf("after 401, 429: %q", d)
 	}
 	h.record("other", 429, nil)
-	if d := h.degraded(); len(d) != 2 || !strings.Contains(strings.Join(d, "\n"), "backend other: 1 requests failing") {
+	if d := h.degraded(); len(d) != 2 || !strings.Contains(strings.Join(d, "\n"), "backend other: 1 request failing") {
 		t.Errorf("after a 429 alone: %q", d)
 	}
 	// A backend URL with a path answers every batch 404 (found by a
 	// new-user tester: every hit lost, /healthz ok).
 	h.record("pathed", 404, nil)
-	if d := h.degraded(); len(d) != 3 || !strings.Contains(strings.Join(d, "\n"), "backend pathed: 1 requests failing") || !strings.Contains(strings.Join(d, "\n"), "no path") {
+	if d := h.degraded(); len(d) != 3 || !strings.Contains(strings.Join(d, "\n"), "backend pathed: 1 request failing") || !strings.Contains(strings.Join(d, "\n"), "no path") {
 		t.Errorf("after a 404: %q", d)
 	}
 }

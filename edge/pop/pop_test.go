@@ -178,8 +178,8 @@ url = %q
 		t.Errorf("denied backend: %d %q", resp.StatusCode, resp.Header.Get("X-Backend-Status"))
 	}
 	d := strings.Join(p.Degraded(), "\n")
-	if !strings.Contains(d, "backend denied: 1 requests failing") || !strings.Contains(d, "status 401") || !strings.Contains(d, "check aggregator_secret") ||
-		!strings.Contains(d, "backend dead: 1 requests failing") || !strings.Contains(d, "check the backend URL") || strings.Contains(d, "backend aggregator") {
+	if !strings.Contains(d, "backend denied: 1 request failing") || !strings.Contains(d, "status 401") || !strings.Contains(d, "check aggregator_secret") ||
+		!strings.Contains(d, "backend dead: 1 request failing") || !strings.Contains(d, "check the backend URL") || strings.Contains(d, "backend aggregator") {
 		t.Errorf("degraded:\n%s", d)
 	}
 	var metrics bytes.Buffer

@@ -56,7 +56,7 @@ override_host = "agg.example"
 			t.Errorf("%s: the backend saw %+v, want %+v", c.backend, g, c.want)
 		}
 	}
-	if d := strings.Join(s.Degraded(), "\n"); !strings.Contains(d, "backend plain: 1 requests failing") || !strings.Contains(d, "backend pathed: 1 requests failing") {
+	if d := strings.Join(s.Degraded(), "\n"); !strings.Contains(d, "backend plain: 1 request failing") || !strings.Contains(d, "backend pathed: 1 request failing") {
 		t.Errorf("after two refusals, Degraded says:\n%s", d)
 	}
 	status = http.StatusOK

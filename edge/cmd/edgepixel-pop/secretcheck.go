@@ -31,19 +31,25 @@ import (
 // secretCheckEvery is how often the stores are looked at for a change to
 // check again; secretCheckRetry the first wait before asking a backend
 // that did not answer again, doubled up to secretCheckRetryMax, for as
-// long as it does not answer (it is reported after secretWarnAfter);
-// secretRecheck how often a backend that refused the secret is asked
+// long as it does not answer (it is reported after secretWarnAfter).
+//
+// secretRecheck is how often a backend that refused the secret is asked
 // again, so that /healthz keeps saying so (a backend's failure is listed
 // for 10 minutes after its last request) and stops soon after it takes
-// it (an aggregator given the POP's secret: at 5 minutes, /healthz said
-// degraded that long after the fix). Well under the aggregator's limit
-// on failed credential checks (--auth-rate).
+// it (at 5 minutes, /healthz said degraded that long after the fix).
+// secretConfirmEvery is how often a backend that took it is asked again:
+// the secret may change on the aggregator's side, and with the journal
+// on no batch says so until the journal fails, when every batch is
+// refused (a tester restarted the aggregator with another secret; the
+// POP's /healthz said ok). Both stay well under the aggregator's limit on
+// failed credential checks (--auth-rate).
 var (
 	secretCheckEvery    = 5 * time.Second
 	secretCheckRetry    = time.Second
 	secretCheckRetryMax = time.Minute
 	secretWarnAfter     = time.Minute
 	secretRecheck       = 30 * time.Second
+	secretConfirmEvery  = time.Minute
 )
 
 // probeFunc sends a request to a backend as the module's would go:
@@ -115,11 +121,18 @@ func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					mu.Lock()
-					was := open[name]
-					mu.Unlock()
-					checkSecret(cctx, probe, secretCheck{backend: name, ingestURL: ingestURL, secret: secret, fate: fate, open: was,
-						noted: func(o bool) { mu.Lock(); open[name] = o; mu.Unlock() }}, log)
+					for {
+						mu.Lock()
+						was := open[name]
+						mu.Unlock()
+						checkSecret(cctx, probe, secretCheck{backend: name, ingestURL: ingestURL, secret: secret, fate: fate, open: was,
+							noted: func(o bool) { mu.Lock(); open[name] = o; mu.Unlock() }}, log)
+						select {
+						case <-cctx.Done():
+							return
+						case <-time.After(secretConfirmEvery):
+						}
+					}
 				}()
 			}
 		}

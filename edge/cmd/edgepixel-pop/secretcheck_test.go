@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,6 +172,44 @@ func TestWatchSecretRechecks(t *testing.T) {
 	set(func() { config["log_endpoint"], config["backend"] = "", "" })
 	if c := next("log_endpoint removed"); c.backend != "aggregator" {
 		t.Errorf("log_endpoint removed: %+v", c)
+	}
+}
+
+// A secret the aggregator changes on its side is found without any
+// change on the POP's: a backend that took the secret is asked again
+// every secretConfirmEvery, and its refusal logged.
+func TestWatchSecretConfirms(t *testing.T) {
+	defer func(every, confirm time.Duration) {
+		secretCheckEvery, secretConfirmEvery = every, confirm
+	}(secretCheckEvery, secretConfirmEvery)
+	secretCheckEvery, secretConfirmEvery = time.Hour, 20*time.Millisecond
+	stores := func(string) (map[string]string, map[string][]byte) {
+		return map[string]string{}, map[string][]byte{"aggregator_secret": []byte("one")}
+	}
+	var asked atomic.Int32
+	probe := func(ctx context.Context, backend, method, rawURL string, h http.Header, body []byte) (int, []byte, error) {
+		if asked.Add(1) <= 2 {
+			return http.StatusOK, nil, nil
+		}
+		return http.StatusUnauthorized, []byte(`{"reason":"bad_signature"}`), nil // the aggregator restarted with another
+	}
+	var logs lockedBuf
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchSecret(ctx, probe, stores, map[string]fastlytoml.Backend{"aggregator": {}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "compare secret store") {
+		if time.Now().After(deadline) {
+			t.Fatalf("asked %d times; no refusal logged:\n%s", asked.Load(), logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := asked.Load(); n < 3 {
+		t.Errorf("asked %d times", n)
 	}
 }
 
