@@ -636,7 +636,7 @@ func (ls *Set) Degraded() []string {
 			continue
 		}
 		if since, err := st.queueFailing(); !since.IsZero() {
-			out = append(out, fmt.Sprintf("log endpoint %s: its disk queue cannot write for %s (%v); entries are refused (%d dropped so far) until a retry of the disk succeeds (an entry tries it again within seconds, no restart needed): free space in %s, or make it writable",
+			out = append(out, fmt.Sprintf("log endpoint %s: its disk queue cannot write for %s (%v); entries are refused (%d dropped so far) until a retry of the disk succeeds (tried again within seconds, with or without entries; no restart needed): free space in %s, or make it writable",
 				st.label, time.Since(since).Round(time.Second), err, st.dropped.Load(), st.queueDir))
 		}
 		since, err := st.failing()

@@ -134,8 +134,12 @@ type queueSink struct {
 	stop     chan struct{}
 	done     chan struct{}
 	syncDone chan struct{}
-	closeCtx context.Context
-	backoff  time.Duration
+	probing  chan struct{} // closed when the prober has ended
+	// probeEvery is how often the prober looks for a failed disk to try
+	// again; queueRetryMax unless a test shortens it.
+	probeEvery time.Duration
+	closeCtx   context.Context
+	backoff    time.Duration
 
 	closeOnce sync.Once
 	closeErr  error
@@ -179,9 +183,12 @@ func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		syncDone: make(chan struct{}),
+		probing:  make(chan struct{}),
 		backoff:  500 * time.Millisecond,
-		limit:    ep.MaxEntries,
-		segBytes: queueSegmentBytes,
+
+		probeEvery: queueRetryMax,
+		limit:      ep.MaxEntries,
+		segBytes:   queueSegmentBytes,
 	}
 	s.synced = sync.NewCond(&s.mu)
 	if err := s.resume(); err != nil {
@@ -207,6 +214,7 @@ func openQueue(ep Endpoint, log *slog.Logger, tick <-chan time.Time) (*queueSink
 	} else {
 		close(s.syncDone)
 	}
+	go s.prober()
 	log.Info("log endpoint: queue on disk", "endpoint", ep.Name, "dir", ep.Queue, "durability", ep.Durability,
 		"max_buffer", ep.MaxBuffer, "queued_bytes", s.st.queued.Load())
 	if s.st.queued.Load() > 0 {
@@ -476,6 +484,76 @@ func (s *queueSink) recoverLocked() {
 		"failed_for", time.Since(since).Round(time.Millisecond), "dropped_total", s.st.dropped.Load())
 	s.writeErr = nil
 	s.st.queueOK()
+}
+
+// prober tries the disk of a queue that cannot write again, every
+// probeEvery once its retry is due, so that the failed state (and
+// /healthz's line, and log_queue_write_failing_seconds) ends once the
+// disk is mended even when no entry comes to retry it: a fallback
+// endpoint's entries are rare, and a tester's /healthz still said the
+// queue could not write a minute after space was freed.
+func (s *queueSink) prober() {
+	defer close(s.probing)
+	t := time.NewTicker(s.probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.probe()
+		}
+	}
+}
+
+// probe writes and fsyncs a probe file in the queue's directory, through
+// writeFile as an entry would be, if the queue has failed and its retry
+// is due, and ends the failed state when that succeeds.
+func (s *queueSink) probe() {
+	s.mu.Lock()
+	due := s.writeErr != nil && !s.closed && !time.Now().Before(s.retryAt)
+	write := s.writeFile
+	s.mu.Unlock()
+	if !due {
+		return
+	}
+	err := probeDisk(s.ep.Queue, write)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.writeErr == nil || s.closed: // an entry's retry ended it meanwhile
+	case err != nil:
+		s.failLocked(err)
+	default:
+		// What a failed write left past the last whole line goes first,
+		// as an entry's retry cuts it.
+		if err := s.f.Truncate(s.size); err != nil {
+			s.failLocked(err)
+			return
+		}
+		s.recoverLocked()
+	}
+}
+
+// probeDisk writes a page to a new file in dir with write (nil:
+// (*os.File).Write), fsyncs and removes it. (segments ignores its name
+// should a crash leave it.)
+func probeDisk(dir string, write func(*os.File, []byte) (int, error)) error {
+	if write == nil {
+		write = (*os.File).Write
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err = write(f, make([]byte, 4096)); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // rotateLocked starts the next segment.
@@ -783,6 +861,7 @@ func (s *queueSink) close(ctx context.Context) error {
 		close(s.stop)
 		<-s.done
 		<-s.syncDone
+		<-s.probing
 		s.client.CloseIdleConnections()
 		s.mu.Lock()
 		err := s.f.Close()

@@ -82,6 +82,7 @@ func queueEndpoint(url, dir, durability string) Endpoint {
 func init() {
 	queueTestHook = func(q *queueSink) {
 		q.backoff = 5 * time.Millisecond
+		q.probeEvery = 10 * time.Millisecond
 		if n := os.Getenv("EDGEPIXEL_QUEUE_SEGMENT"); n != "" {
 			fmt.Sscan(n, &q.segBytes)
 		}
@@ -661,10 +662,17 @@ func TestQueueRecoversFromWriteFailure(t *testing.T) {
 				t.Errorf("%d entries counted dropped, want %d refused", got, refused)
 			}
 
-			// Space again: a write after the backoff succeeds, without a
-			// restart, and the state clears.
+			// Space again: the state clears without an entry to retry
+			// the disk (the prober's), and a write succeeds, without a
+			// restart.
 			failing.Store(false)
 			deadline = time.Now().Add(10 * time.Second)
+			for queueDegraded() != "" || metric() != "0" {
+				if time.Now().After(deadline) {
+					t.Fatalf("the disk failure stays without an entry: Degraded %q, write failing metric %s", set.Degraded(), metric())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 			for write(`{"after":-1}`) != nil {
 				if time.Now().After(deadline) {
 					t.Fatal("the queue does not take entries again once the disk has space")
