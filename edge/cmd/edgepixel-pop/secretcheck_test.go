@@ -71,7 +71,7 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 				time.Sleep(20 * time.Millisecond)
 			}
 			_, health := get(t, http.DefaultClient, "http://"+p.admin+"/healthz")
-			degraded := "degraded: backend aggregator: 1 requests failing"
+			degraded := "degraded: backend aggregator: 1 request failing"
 			if got := strings.Contains(health, degraded) && strings.Contains(health, "(last: status 401); check aggregator_secret"); got != c.refused {
 				t.Errorf("/healthz:\n%s\nlists the refusal: %v, want %v", health, got, c.refused)
 			}

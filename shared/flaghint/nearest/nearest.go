@@ -12,7 +12,9 @@ package nearest
 // a word added (EDGEPIXEL_AGG_CLICKHOUSE_URL for EDGEPIXEL_AGG_CLICKHOUSE),
 // left out (EDGEPIXEL_POP_GEOIP for EDGEPIXEL_POP_GEOIP_DB) or its last
 // word spelt with the same first four letters (..._TRUSTED_PROXY for
-// ..._TRUSTED_PROXIES), as new users wrote them; none when several are.
+// ..._TRUSTED_PROXIES), or a word left out or added in the middle
+// (EDGEPIXEL_POP_QUEUE_DIR for EDGEPIXEL_POP_LOG_QUEUE_DIR), as new users
+// wrote them; none when several are.
 func Nearest(name string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
@@ -24,7 +26,7 @@ func Nearest(name string, known []string) string {
 		return best
 	}
 	for _, k := range known {
-		if sameButLastWord(name, k) {
+		if sameButLastWord(name, k) || oneWordApart(name, k) {
 			if best != "" {
 				return "" // more than one: the user must choose
 			}
@@ -50,6 +52,28 @@ func sameButLastWord(a, b string) bool {
 	}
 	wa, wb := a[i+1:], b[j+1:]
 	return len(wa) >= 4 && len(wb) >= 4 && wa[:4] == wb[:4]
+}
+
+// oneWordApart reports whether one of a and b is the other with one more
+// '_'-separated word, anywhere.
+func oneWordApart(a, b string) bool {
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	for s := 0; s < len(b); {
+		e := s
+		for e < len(b) && b[e] != '_' {
+			e++
+		}
+		switch {
+		case s > 0 && len(b)-(e-s+1) == len(a) && b[:s-1]+b[e:] == a: // "_WORD" left out
+			return true
+		case s == 0 && e < len(b) && b[e+1:] == a: // "WORD_" at the start
+			return true
+		}
+		s = e + 1
+	}
+	return false
 }
 
 func lastUnderscore(s string) int {

@@ -12,7 +12,8 @@ func TestEditDistance(t *testing.T) {
 // find the setting; a name that could be several finds none.
 func TestNearest(t *testing.T) {
 	known := []string{"EDGEPIXEL_AGG_CLICKHOUSE", "EDGEPIXEL_AGG_CLICKHOUSE_DB", "EDGEPIXEL_AGG_REDIS", "EDGEPIXEL_AGG_REDIS_CLUSTER",
-		"EDGEPIXEL_AGG_MAX_BODY", "EDGEPIXEL_AGG_MAX_CONNS", "EDGEPIXEL_POP_GEOIP_DB", "EDGEPIXEL_POP_TRUSTED_PROXIES", "EDGEPIXEL_AGG_SECRET_FILE"}
+		"EDGEPIXEL_AGG_MAX_BODY", "EDGEPIXEL_AGG_MAX_CONNS", "EDGEPIXEL_POP_GEOIP_DB", "EDGEPIXEL_POP_TRUSTED_PROXIES", "EDGEPIXEL_AGG_SECRET_FILE",
+		"EDGEPIXEL_POP_LOG_QUEUE_DIR", "EDGEPIXEL_POP_LOG_ENDPOINTS"}
 	for name, want := range map[string]string{
 		"EDGEPIXEL_AGG_CLICKHOUSE_URL":  "EDGEPIXEL_AGG_CLICKHOUSE",
 		"EDGEPIXEL_AGG_REDIS_URL":       "EDGEPIXEL_AGG_REDIS",
@@ -22,6 +23,12 @@ func TestNearest(t *testing.T) {
 		"EDGEPIXEL_AGG_MAX":             "",                          // MAX_BODY or MAX_CONNS
 		"EDGEPIXEL_AGG_COLOUR":          "",
 		"EDGEPIXEL_AGG_CLICKHOUSE_HOST": "EDGEPIXEL_AGG_CLICKHOUSE",
+		// A word left out, or added, in the middle or at the start.
+		"EDGEPIXEL_POP_QUEUE_DIR":          "EDGEPIXEL_POP_LOG_QUEUE_DIR",
+		"EDGEPIXEL_POP_DISK_LOG_QUEUE_DIR": "EDGEPIXEL_POP_LOG_QUEUE_DIR",
+		"AGG_REDIS_CLUSTER":                "EDGEPIXEL_AGG_REDIS_CLUSTER",
+		"EDGEPIXEL_POP_LOG":                "", // LOG_QUEUE_DIR or LOG_ENDPOINTS
+		"EDGEPIXEL_POP_QUEUE":              "",
 	} {
 		if got := Nearest(name, known); got != want {
 			t.Errorf("Nearest(%s) = %q, want %q", name, got, want)
