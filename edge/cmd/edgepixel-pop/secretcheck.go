@@ -59,6 +59,10 @@ type probeFunc func(ctx context.Context, backend, method, rawURL string, header 
 // secretCheck is what a check of one backend needs.
 type secretCheck struct {
 	backend, ingestURL string
+	// address is the backend's url in fastly.toml, where the check goes:
+	// ingestURL's host only names the request (a tester read
+	// url=http://aggregator/ingest as where it went).
+	address string
 	secret             []byte
 	// fate says what becomes of the events while the aggregator refuses
 	// the secret, by the module's configuration.
@@ -125,7 +129,11 @@ func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[
 						mu.Lock()
 						was := open[name]
 						mu.Unlock()
-						checkSecret(cctx, probe, secretCheck{backend: name, ingestURL: ingestURL, secret: secret, fate: fate, open: was,
+						var address string
+						if u := backends[name].URL; u != nil {
+							address = u.String()
+						}
+						checkSecret(cctx, probe, secretCheck{backend: name, address: address, ingestURL: ingestURL, secret: secret, fate: fate, open: was,
 							noted: func(o bool) { mu.Lock(); open[name] = o; mu.Unlock() }}, log)
 						select {
 						case <-cctx.Done():
@@ -205,7 +213,7 @@ func checkSecret(ctx context.Context, probe probeFunc, c secretCheck, log *slog.
 			wire.HeaderSignature: {wire.Sign(c.secret, ts, body)},
 		}
 		code, answer, err := probe(ctx, c.backend, http.MethodPost, c.ingestURL, h, body)
-		attrs := []any{"backend", c.backend, "url", redact.URL(c.ingestURL)}
+		attrs := []any{"backend", c.backend, "backend_url", redact.URL(c.address), "url", redact.URL(c.ingestURL)}
 		switch {
 		case ctx.Err() != nil:
 			return

@@ -70,6 +70,9 @@ edgepixel = [{ key = "aggregator_secret", file = %q }]
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+			if c.refused && !strings.Contains(p.stderr.String(), "backend_url="+agg.URL) {
+				t.Errorf("the refusal does not name where it went (backend_url=%s):\n%s", agg.URL, p.stderr.String())
+			}
 			_, health := get(t, http.DefaultClient, "http://"+p.admin+"/healthz")
 			degraded := "degraded: backend aggregator: 1 request failing"
 			if got := strings.Contains(health, degraded) && strings.Contains(health, "(last: status 401); check aggregator_secret"); got != c.refused {
