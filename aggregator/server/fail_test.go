@@ -126,7 +126,7 @@ func TestWarnsRedisDownAtStart(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()           // a port nothing listens on
 	var logs proc.Buffer // read while the server writes
-	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, RedisURL: "redis://" + closed + "/0", DrainTimeout: time.Second,
+	s, err := Open(Config{DataDir: t.TempDir(), Secret: secret, RedisURL: "redis://" + closed + "/0", RedisHint: "--redis here", DrainTimeout: time.Second,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -141,5 +141,8 @@ func TestWarnsRedisDownAtStart(t *testing.T) {
 			t.Fatalf("no warning about Redis; log:\n%s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), `check="--redis here"`) {
+		t.Errorf("the warning does not say where Redis is configured:\n%s", logs.String())
 	}
 }

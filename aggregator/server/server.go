@@ -48,7 +48,10 @@ type Config struct {
 	RedisURL string // "" = in-process dedupe
 	// RedisCluster, if set, are host:port seeds of a Redis Cluster used
 	// for dedupe instead of RedisURL.
-	RedisCluster  []string
+	RedisCluster []string
+	// RedisHint says where Redis is configured, for the warning that it
+	// does not answer (the command's flag and variable).
+	RedisHint     string
 	ClickHouseURL string // "" = on-disk store
 	ClickHouseDB  string // default "edgepixel"
 	// ClickHouseCluster, with a Name, lays the schema out on that cluster
@@ -458,7 +461,9 @@ func (s *Server) Run(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(runCtx, 5*time.Second)
 			defer cancel()
 			if err := rd.Ping(ctx); err != nil && runCtx.Err() == nil {
-				s.log.Warn("Redis does not answer: batches are accepted and spooled, and loading waits until it does (/readyz shows it)", "err", err)
+				// Where it is looked for, as the ClickHouse warning says
+				// (a tester's mistyped address came without it).
+				s.log.Warn("Redis does not answer: batches are accepted and spooled, and loading waits until it does (/readyz shows it)", "err", err, "check", s.cfg.RedisHint)
 			}
 		}()
 	}

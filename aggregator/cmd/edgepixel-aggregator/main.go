@@ -428,7 +428,7 @@ func run(args []string) error {
 
 	srv, err := server.Open(server.Config{
 		DataDir: o.dataDir, Secret: secret,
-		RedisURL: o.redis, RedisCluster: splitList(o.redisCluster), ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB, ClickHouseCluster: cluster,
+		RedisURL: o.redis, RedisCluster: splitList(o.redisCluster), RedisHint: redisHint(&o), ClickHouseURL: o.clickhouse, ClickHouseDB: o.clickhouseDB, ClickHouseCluster: cluster,
 		MaxBody: o.maxBody, ReplayWindow: o.replayWindow, DedupeWindow: o.dedupeWindow,
 		SpoolMaxBytes: o.spoolMaxBytes, Logger: log,
 		LogToken: o.logToken, FastlyServiceIDs: splitList(o.fastlyServiceIDs),
@@ -736,3 +736,12 @@ func dashboardHost(addr string) string {
 // --dashboard-viewers-file changed: a removed viewer token stops working
 // within it.
 const viewersPoll = 2 * time.Second
+
+// redisHint names the setting that gave Redis's address, and the value,
+// for the warning that it does not answer.
+func redisHint(o *options) string {
+	if o.redisCluster != "" {
+		return "--redis-cluster (EDGEPIXEL_AGG_REDIS_CLUSTER) " + o.redisCluster + ": host:port of the cluster's nodes, separated by commas"
+	}
+	return "--redis (EDGEPIXEL_AGG_REDIS) " + redact.URL(o.redis) + ": redis://HOST:6379/DB"
+}

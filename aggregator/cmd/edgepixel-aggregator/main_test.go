@@ -510,3 +510,12 @@ func TestTokenFiles(t *testing.T) {
 		t.Errorf("a missing file: %v; want an error that is not a usage error", err)
 	}
 }
+
+func TestRedisHint(t *testing.T) {
+	if h := redisHint(&options{redis: "redis://:pw@10.0.0.5:6380/0"}); !strings.Contains(h, "--redis (EDGEPIXEL_AGG_REDIS)") || !strings.Contains(h, "10.0.0.5:6380") || strings.Contains(h, "pw") {
+		t.Errorf("redisHint: %q", h)
+	}
+	if h := redisHint(&options{redisCluster: "a:7000,b:7001"}); !strings.Contains(h, "--redis-cluster (EDGEPIXEL_AGG_REDIS_CLUSTER) a:7000,b:7001") {
+		t.Errorf("redisHint, cluster: %q", h)
+	}
+}
