@@ -671,7 +671,7 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 	for _, m := range []metric{
 		{"edgepixel_pop_log_lines_total", "counter", "Log entries guests wrote, by configured endpoint (* = all others).", false,
 			func(st *sinkStats) int64 { return int64(st.written.Load()) }},
-		{"edgepixel_pop_log_lines_delivered_total", "counter", "Log entries printed, written to their file or accepted by their HTTP collector.", false,
+		{"edgepixel_pop_log_lines_delivered_total", "counter", "Log entries printed, written to their file or accepted by their HTTP collector (with a disk queue, also entries an earlier run queued: this can pass edgepixel_pop_log_lines_total).", false,
 			func(st *sinkStats) int64 { return int64(st.delivered.Load()) }},
 		{"edgepixel_pop_log_lines_dropped_total", "counter", "Log entries lost: buffer full, write error, or batch undeliverable after retries.", false,
 			func(st *sinkStats) int64 { return int64(st.dropped.Load()) }},
