@@ -63,7 +63,7 @@ type secretCheck struct {
 	// ingestURL's host only names the request (a tester read
 	// url=http://aggregator/ingest as where it went).
 	address string
-	secret             []byte
+	secret  []byte
 	// fate says what becomes of the events while the aggregator refuses
 	// the secret, by the module's configuration.
 	fate string
