@@ -738,7 +738,12 @@ file = "cfg.json"
 	}
 	// Nothing changed: the instances stay (no switch to a new program;
 	// which instances answer depends on the pool's dispatch, not on it).
+	// Counted once the watcher's reload has finished: its new instances
+	// answer before it counts the switch (a run under load read 0, then
+	// 1).
+	p.reloadMu.Lock()
 	switches := p.ps.reloads.Load()
+	p.reloadMu.Unlock()
 	if err := p.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
