@@ -121,7 +121,6 @@ func (s *Server) applyLimits(cfg Config) {
 	s.cpuBudget = max(cfg.CPUBudget, 0)
 	s.idleTimeout = cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
 	s.fresh = cfg.FreshInstances
-	s.hitPath = cfg.HitPath
 	s.measureGuest = cfg.MeasureGuestTime
 	s.applyClientLimits(cfg.Clients)
 	s.health.failAfter = cmp.Or(cfg.startFailAfter, startFailTimeout)
@@ -269,6 +268,7 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 		transport: newTransport(),
 		wasmPath:  cfg.WasmPath,
 		cacheDir:  cfg.CompileCacheDir,
+		hitPath:   cfg.HitPath,
 		progs:     map[*program]struct{}{},
 	}
 	if s.log == nil {

@@ -122,10 +122,10 @@ func hostName(h string) string {
 func escape(s string, escaped Set) string {
 	b := make([]byte, 0, len(s)+16)
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 0x21 && c < 0x7F && c != '%' && !escaped.Has(c) {
+		if c := s[i]; raw(c, escaped) {
 			b = append(b, c)
 		} else {
-			b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
+			b = appendEscape(b, c)
 		}
 	}
 	return string(b)

@@ -82,11 +82,11 @@ func Normalize(s string, escaped Set) string {
 				continue
 			}
 			c = d // written back escaped, in upper case
-		} else if c >= 0x21 && c < 0x7F && c != '%' && !escaped.Has(c) {
+		} else if raw(c, escaped) {
 			b = append(b, c)
 			continue
 		}
-		b = append(b, '%', hexUpper[c>>4], hexUpper[c&15])
+		b = appendEscape(b, c)
 	}
 	// The bytes are the string's own: no copy (strings.Builder does the
 	// same, but TinyGo puts the Builder itself on the heap).
@@ -147,6 +147,17 @@ func At(s string, i int) (byte, bool) {
 		return 0, false
 	}
 	return unhex(s[i+1])<<4 | unhex(s[i+2]), true
+}
+
+// raw reports whether c is written as itself, not escaped, in a part
+// whose set is escaped: printable ASCII other than '%' and the set.
+func raw(c byte, escaped Set) bool {
+	return c >= 0x21 && c < 0x7F && c != '%' && !escaped.Has(c)
+}
+
+// appendEscape appends c as %XX, in upper case.
+func appendEscape(b []byte, c byte) []byte {
+	return append(b, '%', hexUpper[c>>4], hexUpper[c&15])
 }
 
 // decoded reports whether an escape of d is written as d itself.

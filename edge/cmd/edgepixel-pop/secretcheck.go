@@ -123,16 +123,16 @@ func watchSecret(ctx context.Context, probe probeFunc, stores func(string) (map[
 			}
 			for _, name := range names {
 				wg.Add(1)
+				var address string
+				if u := backends[name].URL; u != nil {
+					address = u.String()
+				}
 				go func() {
 					defer wg.Done()
 					for {
 						mu.Lock()
 						was := open[name]
 						mu.Unlock()
-						var address string
-						if u := backends[name].URL; u != nil {
-							address = u.String()
-						}
 						checkSecret(cctx, probe, secretCheck{backend: name, address: address, ingestURL: ingestURL, secret: secret, fate: fate, open: was,
 							noted: func(o bool) { mu.Lock(); open[name] = o; mu.Unlock() }}, log)
 						select {

@@ -507,17 +507,17 @@ func (s *queueSink) prober() {
 }
 
 // probe writes and fsyncs a probe file in the queue's directory, through
-// writeFile as an entry would be, if the queue has failed and its retry
-// is due, and ends the failed state when that succeeds.
+// writeFile and syncFile as an entry would be, if the queue has failed
+// and its retry is due, and ends the failed state when that succeeds.
 func (s *queueSink) probe() {
 	s.mu.Lock()
 	due := s.writeErr != nil && !s.closed && !time.Now().Before(s.retryAt)
-	write := s.writeFile
+	write, sync := s.writeFile, s.syncFile
 	s.mu.Unlock()
 	if !due {
 		return
 	}
-	err := probeDisk(s.ep.Queue, write)
+	err := probeDisk(s.ep.Queue, write, sync)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -536,11 +536,14 @@ func (s *queueSink) probe() {
 }
 
 // probeDisk writes a page to a new file in dir with write (nil:
-// (*os.File).Write), fsyncs and removes it. (segments ignores its name
-// should a crash leave it.)
-func probeDisk(dir string, write func(*os.File, []byte) (int, error)) error {
+// (*os.File).Write), fsyncs it with sync (nil: (*os.File).Sync) and
+// removes it. (segments ignores its name should a crash leave it.)
+func probeDisk(dir string, write func(*os.File, []byte) (int, error), sync func(*os.File) error) error {
 	if write == nil {
 		write = (*os.File).Write
+	}
+	if sync == nil {
+		sync = (*os.File).Sync
 	}
 	f, err := os.CreateTemp(dir, ".probe-*")
 	if err != nil {
@@ -548,7 +551,7 @@ func probeDisk(dir string, write func(*os.File, []byte) (int, error)) error {
 	}
 	defer os.Remove(f.Name())
 	if _, err = write(f, make([]byte, 4096)); err == nil {
-		err = f.Sync()
+		err = sync(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
