@@ -335,7 +335,15 @@ func (l *funcListener) Before(_ context.Context, _ api.Module, _ api.FunctionDef
 	}
 	l.s.depth++
 	if isAllocator(l.name) {
-		chain := []string{fmt.Sprintf("%d B:", params[0])}
+		// TinyGo's runtime.alloc takes the size first, a wasm32 uintptr:
+		// an i32, whose upper 32 bits in params wazero leaves undefined.
+		// Go's runtime.mallocgc takes its arguments on Go's own stack
+		// (its wasm function's one parameter is the stack pointer), so
+		// its sizes are not read.
+		chain := []string{"?"}
+		if l.name == "runtime.alloc" && len(params) > 0 {
+			chain[0] = fmt.Sprintf("%d B:", uint32(params[0]))
+		}
 		stack.Next() // the allocator itself
 		for len(chain) < 5 && stack.Next() {
 			chain = append(chain, shortName(stack.Function().Definition().Name()))
