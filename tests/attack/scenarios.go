@@ -420,17 +420,26 @@ func siteFlood(t Targets) (*Attack, error) {
 	return &Attack{stop: func(o *Outcome) {
 		wg.Wait() // bounded: 500 posts
 		o.Stored["flood-%"] = int(answered.Load())
-		// Live counts follow what is loaded: give the loader a moment.
+		// Live counts follow what is loaded: wait for the loader while it
+		// makes progress (a CI run beside other work loaded 34,477 of the
+		// 50,000 in a fixed 15 s), and give up after 15 s without any.
 		var counts struct {
 			Sites map[string]uint64 `json:"sites"`
 			Other uint64            `json:"other"`
 		}
 		var size int
+		var seen uint64
 		for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 			raw, err := getAuth(t.Dashboard+"/api/counts", t.DashboardToken)
-			if err == nil && json.Unmarshal(raw, &counts) == nil && int64(counts.Other) >= answered.Load()-AggMaxSites {
+			if err != nil || json.Unmarshal(raw, &counts) != nil {
+				continue
+			}
+			if int64(counts.Other) >= answered.Load()-AggMaxSites {
 				size = len(raw)
 				break
+			}
+			if counts.Other > seen {
+				seen, end = counts.Other, time.Now().Add(15*time.Second)
 			}
 		}
 		cancel()
