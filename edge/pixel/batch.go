@@ -317,11 +317,17 @@ func (b *Batcher) Flush(secret []byte, send Send, now func() time.Time, sleep fu
 			// bug): the fallback is their last chance. Nor, for a while,
 			// can any batch (see rejected).
 			b.failing, b.rejected, b.retryAt = true, true, t.Add(retryBackend)
-			if b.Fallback != nil && b.spillN(n) == nil {
-				return fmt.Errorf("%w; its %d events were written to the fallback log endpoint", err, n)
+			var w int
+			if b.Fallback != nil {
+				var ferr error
+				if w, ferr = b.spillN(n); ferr == nil {
+					return fmt.Errorf("%w; its %d events were written to the fallback log endpoint", err, n)
+				}
 			}
-			b.lost(t, n)
-			return fmt.Errorf("%w; %d events dropped (%s)", err, n, wire.DropDeliveryFailed)
+			// The fallback took (and the buffer let go of) the first w;
+			// the rest of the batch is lost, not the events after it.
+			b.lost(t, n-w)
+			return fmt.Errorf("%w; %d events dropped (%s)", err, n-w, wire.DropDeliveryFailed)
 		}
 		b.failing, b.retryAt = true, t.Add(retryBackend)
 		if b.Fallback != nil {
@@ -391,7 +397,7 @@ func (b *Batcher) Lost(now time.Time) {
 // fallback log endpoint as NDJSON lines, removing each event once
 // written. It stops at the first failed write and returns its error.
 func (b *Batcher) Spill(now time.Time) error {
-	if err := b.spillN(b.events.Len()); err != nil {
+	if _, err := b.spillN(b.events.Len()); err != nil {
 		return err
 	}
 	for b.countsPending() && b.Counts.unreportedCounts(&b.rep, maxCountsPerLine) {
@@ -404,24 +410,24 @@ func (b *Batcher) Spill(now time.Time) error {
 	return nil
 }
 
-// spillN writes the first n buffered events to the fallback.
-func (b *Batcher) spillN(n int) error {
+// spillN writes the first n buffered events to the fallback, and drops
+// from the buffer the w it wrote (all n, or those before the error).
+func (b *Batcher) spillN(n int) (w int, err error) {
 	if b.Fallback == nil {
-		return errors.New("no fallback log endpoint")
+		return 0, errors.New("no fallback log endpoint")
 	}
-	w := 0
 	defer func() { b.drop(w) }()
 	for ; w < n; w++ {
 		e, err := b.events.Event(w)
 		if err != nil {
-			return err // a bug: the events stay buffered, and are counted if they stay so
+			return w, err // a bug: the events stay buffered, and are counted if they stay so
 		}
 		b.line = wire.AppendEventLine(b.line[:0], &e, event.ID{}, nil)
 		if err := b.Fallback(b.line); err != nil {
-			return err
+			return w, err
 		}
 	}
-	return nil
+	return w, nil
 }
 
 // Close delivers what is left when the instance ends: a flush, then the

@@ -591,3 +591,44 @@ func TestWrongIngestURL(t *testing.T) {
 		t.Fatalf("err %v, left %d", err, b.Len())
 	}
 }
+
+// limitedEndpoint takes ok lines, then fails.
+type limitedEndpoint struct {
+	logEndpoint
+	ok int
+}
+
+func (l *limitedEndpoint) write(line []byte) error {
+	if len(l.lines) >= l.ok {
+		return errors.New("over budget")
+	}
+	return l.logEndpoint.write(line)
+}
+
+// A batch refused for good (401) whose fallback takes only part of it:
+// the rest of the batch is lost and counted, and the events after it stay
+// buffered. (A reviewer's finding: the loss was counted from the front of
+// what was left, indexing past its end when the batch was all of it.)
+func TestRejectedBatchPartlySpilled(t *testing.T) {
+	for _, tc := range []struct{ buffered, maxEvents, ok int }{
+		{10, 100, 3}, // the batch is every buffered event
+		{20, 10, 3},  // more buffered than the batch
+	} {
+		t.Run(fmt.Sprint(tc.buffered, "buffered"), func(t *testing.T) {
+			secret := []byte("k")
+			fb := &limitedEndpoint{ok: tc.ok}
+			b := &Batcher{MaxEvents: tc.maxEvents, MaxAge: time.Second, MaxBuffered: 100, Fallback: fb.write}
+			hits(b, time.Now(), tc.buffered)
+			rej := &fakeAggregator{statuses: []int{401}, secret: secret, t: t}
+			if err := b.Flush(secret, rej.send, time.Now, noSleep); err == nil {
+				t.Fatal("a refused batch flushed without an error")
+			}
+			c := b.Counts.Get("demo")
+			written, lost := len(fb.lines), c.Dropped(wire.DropDeliveryFailed)
+			batch := min(tc.buffered, tc.maxEvents)
+			if written != tc.ok || lost != uint64(batch-tc.ok) || b.Len() != tc.buffered-batch {
+				t.Errorf("%d written, %d lost, %d left; want %d, %d, %d", written, lost, b.Len(), tc.ok, batch-tc.ok, tc.buffered-batch)
+			}
+		})
+	}
+}
