@@ -90,9 +90,18 @@ func AppendEventLine(dst []byte, e *event.Event, inst event.ID, c *SiteCounts) [
 	return append(dst, '}')
 }
 
+// countersLineStart begins every counters line (AppendCountersLine).
+const countersLineStart = `{"type":"` + TypeCounters + `","instance":`
+
+// IsCountersLine reports whether line is a counters line as
+// AppendCountersLine writes it: an instance's counts and no event.
+func IsCountersLine(line []byte) bool {
+	return len(line) >= len(countersLineStart) && string(line[:len(countersLineStart)]) == countersLineStart
+}
+
 // AppendCountersLine appends c as one counters line, without the newline.
 func AppendCountersLine(dst []byte, c *Counters) []byte {
-	dst = append(dst, `{"type":"`+TypeCounters+`","instance":`...)
+	dst = append(dst, countersLineStart...)
 	dst = appendID(dst, c.Instance)
 	dst = append(dst, `,"pop":`...)
 	dst = AppendJSONString(dst, c.Pop)

@@ -18,7 +18,10 @@
 // newline, so JSON entries are unaffected).
 //
 // Memory is bounded: an HTTP endpoint queues at most MaxBuffer bytes; a
-// line that does not fit is dropped and counted. A batch that cannot be
+// line that does not fit is dropped and counted. An edge module's
+// counters line (wire.IsCountersLine), which counts what the module could
+// not deliver, may take 1 MiB more (countersReserve), so that the count
+// of events a full queue refused still travels. A batch that cannot be
 // delivered after its retries is dropped and counted as well. All of it
 // is flushed when the server shuts down, after the guests have ended (so
 // what they log after their serve loop is included).
@@ -936,7 +939,7 @@ func (s *httpSink) Write(_ string, msg []byte) error {
 		return ErrTooLarge
 	}
 	s.mu.Lock()
-	if s.closing || s.queued+size > s.ep.MaxBuffer {
+	if s.closing || int64(s.queued+size) > budget(s.ep.MaxBuffer, msg) {
 		closing := s.closing
 		s.mu.Unlock()
 		s.st.dropped.Add(1)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pop/poptest"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
@@ -755,4 +756,96 @@ func openQueueSet(t *testing.T, ep Endpoint) (*Set, *queueSink) {
 		set.Close(ctx)
 	})
 	return set, set.Lookup("q").(*queueSink)
+}
+
+// countersLine is a counters line as an edge module writes it when its
+// instance ends with events no path took.
+func countersLine(lost uint64) string {
+	c := wire.Counters{Pop: "test", Sites: []wire.SiteCounts{{Site: "s", Time: 1, Hits: lost, Events: lost,
+		Drops: []wire.Drop{{Reason: wire.DropDeliveryFailed, N: lost}}}}}
+	return string(wire.AppendCountersLine(nil, &c))
+}
+
+// A queue at max_buffer refuses events but still takes counters lines,
+// within countersReserve: the count of the refused events has to travel.
+func TestQueueTakesCountersWhenFull(t *testing.T) {
+	c := newLineCollector(t)
+	c.answer(func(int) int { return http.StatusServiceUnavailable })
+	ep := queueEndpoint(c.URL, t.TempDir(), "")
+	ep.MaxBuffer, ep.MaxBytes = 1000, 200
+	q := openTestQueue(t, ep, 0)
+	var taken []string
+	for _, l := range numbered("x", 200) {
+		if err := q.Write("q", []byte(l)); err == nil {
+			taken = append(taken, l)
+		} else if !errors.Is(err, ErrQueueFull) {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Write("q", []byte(`{"x":"one more"}`)); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("an event line on a full queue: %v, want ErrQueueFull", err)
+	}
+	line := countersLine(7)
+	if err := q.Write("q", []byte(line)); err != nil {
+		t.Fatalf("a counters line on a full queue: %v", err)
+	}
+	// The reserve is bounded too.
+	var refused int
+	for range countersReserve/len(line) + 10 {
+		if q.Write("q", []byte(line)) != nil {
+			refused++
+		}
+	}
+	if refused == 0 || q.st.queued.Load() > 1000+countersReserve {
+		t.Errorf("%d counters lines refused past the reserve, %d bytes queued", refused, q.st.queued.Load())
+	}
+	c.answer(func(int) int { return 200 })
+	got := c.waitFor(t, len(taken)+1)
+	if !slices.Equal(got[:len(taken)+1], append(taken, line)) {
+		t.Errorf("delivered %d lines, not the %d taken then the counters line", len(got), len(taken))
+	}
+}
+
+// While the disk cannot write, counters lines are held in memory, taken
+// as written, and written and delivered once it writes again, with no
+// further entry to retry the disk.
+func TestQueueHoldsCountersWhileDiskFails(t *testing.T) {
+	for _, dur := range []string{DurabilityWrite, DurabilityFsync} {
+		t.Run(dur, func(t *testing.T) {
+			c := newLineCollector(t)
+			_, q := openQueueSet(t, queueEndpoint(c.URL, t.TempDir(), dur))
+			var failing atomic.Bool
+			failing.Store(true)
+			q.mu.Lock()
+			q.writeFile = func(f *os.File, b []byte) (int, error) {
+				if failing.Load() {
+					return 0, syscall.ENOSPC
+				}
+				return f.Write(b)
+			}
+			q.mu.Unlock()
+			if err := q.Write("q", []byte(`{"event":1}`)); !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("an event line on a full disk: %v, want ENOSPC", err)
+			}
+			lines := []string{countersLine(3), countersLine(5)}
+			for _, l := range lines {
+				if err := q.Write("q", []byte(l)); err != nil {
+					t.Fatalf("a counters line on a full disk: %v, want it held", err)
+				}
+			}
+			if d := q.st.dropped.Load(); d != 1 {
+				t.Errorf("%d entries dropped, want 1 (the event line)", d)
+			}
+			failing.Store(false)
+			if got := c.waitFor(t, 2); !slices.Equal(got, lines) {
+				t.Errorf("delivered %q, want the held counters lines %q", got, lines)
+			}
+			q.mu.Lock()
+			held := len(q.held)
+			q.mu.Unlock()
+			if held != 0 {
+				t.Errorf("%d lines still held after recovery", held)
+			}
+		})
+	}
 }
