@@ -451,6 +451,20 @@ func (b *Batcher) Close(secret []byte, send Send, now func() time.Time, sleep fu
 	return lost, err
 }
 
+// End is Close for a Batcher whose fallback is its only path (the
+// module's log_endpoint mode): what the fallback does not take is
+// counted as wire.DropDeliveryFailed and dropped, and a last spill
+// reports the counts. It returns how many events were lost and the
+// fallback's error.
+func (b *Batcher) End(now time.Time) (lost int, err error) {
+	err = b.Spill(now)
+	if lost = b.events.Len(); lost > 0 {
+		b.lost(now, lost)
+		b.Spill(now)
+	}
+	return lost, err
+}
+
 // lost counts the first n buffered events as wire.DropDeliveryFailed and drops
 // them.
 func (b *Batcher) lost(now time.Time, n int) {

@@ -632,3 +632,27 @@ func TestRejectedBatchPartlySpilled(t *testing.T) {
 		})
 	}
 }
+
+// End, in the log_endpoint mode, counts what its endpoint did not take as
+// delivery_failed and reports the counts once the endpoint takes lines
+// again (a reviewer's finding: the module only printed the number).
+func TestEndCountsWhatTheEndpointRefused(t *testing.T) {
+	fb := &limitedEndpoint{ok: 3}
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100, Fallback: fb.write}
+	hits(b, time.Now(), 10)
+	lost, err := b.End(time.Now())
+	if lost != 7 || err == nil {
+		t.Fatalf("End: %d lost, %v; want 7 and the endpoint's error", lost, err)
+	}
+	if c := b.Counts.Get("demo"); c.Events != 10 || c.Dropped(wire.DropDeliveryFailed) != 7 || b.Len() != 0 {
+		t.Errorf("counts %+v, %d buffered; want 10 events, 7 delivery_failed, none buffered", c, b.Len())
+	}
+	fb.ok = 100 // the endpoint takes lines again: a last spill tells
+	if _, err := b.End(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, cs := fb.parsed(t)
+	if len(cs) == 0 || cs[len(cs)-1].Sites[0].Dropped(wire.DropDeliveryFailed) != 7 {
+		t.Errorf("the counts reported: %+v", cs)
+	}
+}

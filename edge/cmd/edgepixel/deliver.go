@@ -100,9 +100,7 @@ func finish() {
 	var lost int
 	var err error
 	if cfg.logName != "" {
-		if err = batcher.Spill(time.Now()); err != nil {
-			lost = batcher.Len()
-		}
+		lost, err = batcher.End(time.Now())
 	} else {
 		lost, err = batcher.Close(cfg.secret, send, time.Now, time.Sleep)
 	}
