@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
@@ -108,6 +110,55 @@ func TestJournalRefused(t *testing.T) {
 	checkAccount(t, s, l, "with the journal refusing every line")
 	if n := popMetric(t, s, "edgepixel_pop_log_lines_dropped_total", stack.JournalEndpoint); n < l.answeredCount() {
 		t.Errorf("the journal counted %d refused lines for %d hits", n, l.answeredCount())
+	}
+}
+
+// TestFullQueuesCountTheLoss: with the aggregator down and both log
+// queues at their budget, the events an instance holds when it ends can
+// be delivered nowhere; they are lost, and counted: its counters line
+// still queues (beyond max_buffer), so /api/loss shows every answered hit
+// that is not stored as delivery_failed, once the aggregator is back. A
+// tester's run had lost 329 answered events with no count reaching it.
+func TestFullQueuesCountTheLoss(t *testing.T) {
+	admin, err := proc.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := "max_bytes=2000&max_buffer=4000"
+	s := startStack(t, stack.Options{JournalQuery: full, FallbackQuery: full, PopArgs: []string{"--admin-addr", admin}})
+	if err := s.Aggregator.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l := startLoad(t, s, "fullq", 2)
+	l.run(3 * time.Second)
+	l.stop()
+	if err := s.Pop.Stop(30 * time.Second); err != nil { // its instances end, counting what they hold
+		t.Fatal(err)
+	}
+	if err := s.StartAggregator(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	restartPop(t, s) // its queues resume
+	answered := uint64(l.answeredCount())
+	var rows uint64
+	var loss store.Loss
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		rows = uint64(atoi(t, chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE site = '"+l.site+"'")))
+		loss = lossOf(t, s, l.site)
+		if loss.Events >= answered && loss.Stored == rows && rows+loss.Dropped[wire.DropDeliveryFailed] >= answered {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d hits answered, %d stored; within 3 minutes /api/loss said %+v", answered, rows, loss)
+		}
+	}
+	t.Logf("%d hits answered, %d stored; /api/loss: %+v", answered, rows, loss)
+	if rows == answered {
+		t.Fatal("every answered hit was stored: the queues were not full, and the test tests nothing")
+	}
+	if loss.Events != answered || loss.Dropped[wire.DropDeliveryFailed] != answered-rows || loss.Lost != answered-rows {
+		t.Errorf("%d answered, %d stored: /api/loss counts %d events accepted, %d delivery_failed, %d lost; want %d, %d, %d",
+			answered, rows, loss.Events, loss.Dropped[wire.DropDeliveryFailed], loss.Lost, answered, answered-rows, answered-rows)
 	}
 }
 

@@ -77,10 +77,19 @@ func TestNDJSONCounters(t *testing.T) {
 	h := NewNDJSON(Config{Secret: secret, Spool: sp, Metrics: m, LogToken: token})
 	c := edgeCounters(t, "demo", 0)
 	var body []byte
+	var lastAt int64
 	for i := range 5 {
 		e := newEvent(t, "demo")
 		e.Time += int64(i)
-		sc := wire.SiteCounts{Site: "demo", Time: e.Time, Hits: uint64(i + 1), Events: uint64(i + 1), Notes: []wire.Drop{{Reason: "no_salt", N: uint64(i)}}}
+		// The counts' time: the event's, or (a client-named event's time
+		// is its client id's) the edge's clock, written in the counts.
+		at := e.Time
+		if i >= 3 {
+			e.Time -= 3_600_000
+			e.ID = e.ID.WithTime(e.Time)
+		}
+		lastAt = at
+		sc := wire.SiteCounts{Site: "demo", Time: at, Hits: uint64(i + 1), Events: uint64(i + 1), Notes: []wire.Drop{{Reason: "no_salt", N: uint64(i)}}}
 		body = append(wire.AppendEventLine(body, &e, c.Instance, &sc), '\n')
 	}
 	other := edgeCounters(t, "", 7)
@@ -104,7 +113,8 @@ func TestNDJSONCounters(t *testing.T) {
 	for _, g := range got {
 		switch g.Instance {
 		case c.Instance:
-			if len(g.Sites) != 1 || g.Sites[0].Hits != 5 || g.Sites[0].Events != 5 || g.Sites[0].Noted("no_salt") != 4 {
+			if len(g.Sites) != 1 || g.Sites[0].Hits != 5 || g.Sites[0].Events != 5 || g.Sites[0].Noted("no_salt") != 4 ||
+				g.Sites[0].Time != lastAt {
 				t.Errorf("journal counts %+v", g)
 			}
 		case other.Instance:

@@ -62,13 +62,15 @@ type jsonLine struct {
 	Props         json.RawMessage `json:"props"`
 	// Type is "" for an event, wire.TypeCounters for a counters line.
 	Type string `json:"type"`
-	// Counts are the edge instance's counts for the event's site at the
-	// event's time (wire.AppendEventLine).
+	// Counts are the edge instance's counts for the event's site at
+	// their ts_ms, or without one at the event's time
+	// (wire.AppendEventLine).
 	Counts *jsonCounts `json:"counts"`
 }
 
 type jsonCounts struct {
 	Instance instanceID        `json:"instance"`
+	TsMS     int64             `json:"ts_ms"`
 	Hits     uint64            `json:"hits"`
 	Events   uint64            `json:"events"`
 	Drops    map[string]uint64 `json:"drops"`
@@ -95,7 +97,6 @@ type jsonCountersLine struct {
 	Pop      string     `json:"pop"`
 	Sites    []struct {
 		Site string `json:"site"`
-		TsMS int64  `json:"ts_ms"`
 		jsonCounts
 	} `json:"sites"`
 }
@@ -316,8 +317,12 @@ func parseLine(raw []byte) (line, error) {
 	}
 	out := line{Event: e, event: true}
 	if c := l.Counts; c != nil {
+		at := e.Time
+		if c.TsMS > 0 {
+			at = c.TsMS
+		}
 		out.counters = &wire.Counters{Instance: event.ID(c.Instance), Pop: e.Pop, Sites: []wire.SiteCounts{
-			{Site: e.Site, Time: e.Time, Hits: c.Hits, Events: c.Events, Drops: drops(c.Drops), Notes: drops(c.Notes)}}}
+			{Site: e.Site, Time: at, Hits: c.Hits, Events: c.Events, Drops: drops(c.Drops), Notes: drops(c.Notes)}}}
 	}
 	return out, nil
 }

@@ -1,6 +1,7 @@
 package pixel
 
 import (
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -203,6 +204,7 @@ func (l *logEndpoint) parsed(t *testing.T) (ids map[event.ID]bool, cs []wire.Cou
 			} `json:"sites"`
 			Counts *struct {
 				Instance event.ID         `json:"instance"`
+				TsMS     int64            `json:"ts_ms"`
 				Hits     uint64           `json:"hits"`
 				Events   uint64           `json:"events"`
 				Drops    map[string]int64 `json:"drops"`
@@ -235,8 +237,12 @@ func (l *logEndpoint) parsed(t *testing.T) (ids map[event.ID]bool, cs []wire.Cou
 				for r, n := range v.Counts.Drops {
 					m[r] = uint64(n)
 				}
+				at := v.Time // the counts' time, as the aggregator reads it
+				if v.Counts.TsMS > 0 {
+					at = v.Counts.TsMS
+				}
 				cs = append(cs, wire.Counters{Instance: v.Counts.Instance, Pop: v.Pop,
-					Sites: []wire.SiteCounts{{Site: v.Site, Time: v.Time, Hits: v.Counts.Hits, Events: v.Counts.Events, Drops: drops(m)}}})
+					Sites: []wire.SiteCounts{{Site: v.Site, Time: at, Hits: v.Counts.Hits, Events: v.Counts.Events, Drops: drops(m)}}})
 			}
 		}
 	}
@@ -654,5 +660,32 @@ func TestEndCountsWhatTheEndpointRefused(t *testing.T) {
 	_, cs := fb.parsed(t)
 	if len(cs) == 0 || cs[len(cs)-1].Sites[0].Dropped(wire.DropDeliveryFailed) != 7 {
 		t.Errorf("the counts reported: %+v", cs)
+	}
+}
+
+// A client-named event's journal line carries the instance's counts at
+// the edge's clock, not at the event's time (its client id's, here 20
+// hours before): the running totals would fall 20 hours back
+// (reviewer87's finding).
+func TestJournalCountsAtTheEdgesClock(t *testing.T) {
+	j := &logEndpoint{}
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100, Journal: j.write}
+	m := meta()
+	now := m.Now
+	for range 10 {
+		var resp Response
+		Serve(&Hit{Method: "GET", Path: "/p.gif", RawQuery: "site=demo", Meta: func() *Meta { return m }}, nil, b, now, &resp)
+	}
+	old, _ := event.NewID(now.Add(-20*time.Hour).UnixMilli(), crand.Reader)
+	body := []byte(`{"site":"demo","event_id":"` + old.String() + `"}`)
+	var resp Response
+	Serve(&Hit{Method: "POST", Path: "/e", Meta: func() *Meta { return m }, Body: func(int) ([]byte, error) { return body, nil }}, nil, b, now, &resp)
+	if resp.Drop != "" {
+		t.Fatal(resp.Drop, string(resp.Body))
+	}
+	_, cs := j.parsed(t)
+	last := cs[len(cs)-1].Sites[0]
+	if last.Hits != 11 || last.Time != now.UnixMilli() {
+		t.Errorf("the last journal line's counts: %d hits at %v, want 11 at the edge's clock %v", last.Hits, time.UnixMilli(last.Time).UTC(), now.UTC())
 	}
 }

@@ -55,7 +55,10 @@ const TypeCounters = "counters"
 
 // AppendEventLine appends e as one NDJSON line, without the newline. With
 // c not nil, the line carries c (the counts of e.Site in instance inst;
-// c.Site and c.Time are e's and are not written again).
+// c.Site is e's and is not written again, nor is c.Time when it is e's).
+// A client-named event's time is its client id's (event.ID.ForTier),
+// which may be hours before the edge's clock: the counts then carry their
+// own ts_ms, or the instance's running totals would fall at that time.
 func AppendEventLine(dst []byte, e *event.Event, inst event.ID, c *SiteCounts) []byte {
 	dst = append(dst, '{')
 	first := true
@@ -84,6 +87,10 @@ func AppendEventLine(dst []byte, e *event.Event, inst event.ID, c *SiteCounts) [
 		dst = appendKey(dst, "counts", &first)
 		dst = append(dst, `{"instance":`...)
 		dst = appendID(dst, inst)
+		if c.Time != e.Time {
+			dst = append(dst, `,"ts_ms":`...)
+			dst = strconv.AppendInt(dst, c.Time, 10)
+		}
 		dst = appendCounts(dst, c)
 		dst = append(dst, '}')
 	}

@@ -87,6 +87,8 @@ type Options struct {
 	// JournalQuery sets options of the journal endpoint's URL query,
 	// e.g. "max_bytes=10" (logsink.ParseEndpoint), over the stack's.
 	JournalQuery string
+	// FallbackQuery does the same for the fallback endpoint.
+	FallbackQuery string
 
 	// CompileCache is the POP's compiled-code cache: "" is Dir/wazero-cache,
 	// "default" the POP's own default (the user's cache directory, shared
@@ -341,8 +343,8 @@ func (s *Stack) popEndpoints() []string {
 	}
 	for _, name := range []string{JournalEndpoint, FallbackEndpoint} {
 		extra := "" // first: a repeated option takes its first value
-		if name == JournalEndpoint && s.opts.JournalQuery != "" {
-			extra = s.opts.JournalQuery + "&"
+		if q := map[string]string{JournalEndpoint: s.opts.JournalQuery, FallbackEndpoint: s.opts.FallbackQuery}[name]; q != "" {
+			extra = q + "&"
 		}
 		out = append(out, name+"="+s.AggregatorURL+"/ingest/ndjson?"+extra+"period=250ms&max_bytes=1048576&durability="+s.opts.Durability+
 			auth+failover)
