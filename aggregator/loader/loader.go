@@ -138,6 +138,12 @@ type Config struct {
 	// FailAfter is how long running out of file descriptors may last
 	// before Run fails (see the package comment). Default 1 min.
 	FailAfter time.Duration
+	// SlowAttempt is how long one attempt of a step may go unanswered
+	// before it counts as a pause (Status) and the log says so: a Redis
+	// or ClickHouse that stops answering (stopped, or its machine gone)
+	// leaves the attempt waiting with no error to retry on. The attempt
+	// goes on waiting. Default 30 s.
+	SlowAttempt time.Duration
 }
 
 // Loader is the load loop. Create it with New and start it with Run.
@@ -222,6 +228,9 @@ func New(cfg Config) *Loader {
 	}
 	if cfg.FailAfter <= 0 {
 		cfg.FailAfter = time.Minute
+	}
+	if cfg.SlowAttempt <= 0 {
+		cfg.SlowAttempt = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -1172,7 +1181,7 @@ func (l *Loader) retry(ctx context.Context, stage int, what string, kind int, f 
 	wait := 100 * time.Millisecond
 	var outOfFilesSince time.Time
 	for attempt := 1; ; attempt++ {
-		err := f()
+		err := l.watch(stage, what, attempt, f)
 		l.setPause(stage, what, err, attempt)
 		if err == nil {
 			if attempt > 1 {
@@ -1211,6 +1220,27 @@ func (l *Loader) retry(ctx context.Context, stage int, what string, kind int, f 
 		}
 		wait = min(wait*2, l.cfg.MaxBackoff)
 	}
+}
+
+// watch runs one attempt f of a step; if it has not returned after
+// cfg.SlowAttempt, the step counts as paused and the log says it waits,
+// and once it returns, after how long.
+func (l *Loader) watch(stage int, what string, attempt int, f func() error) error {
+	start := time.Now()
+	fired := make(chan struct{})
+	slow := time.AfterFunc(l.cfg.SlowAttempt, func() {
+		defer close(fired)
+		err := fmt.Errorf("no answer for %v (still waiting; ingest keeps spooling)", l.cfg.SlowAttempt)
+		l.setPause(stage, what, err, attempt)
+		l.log.Warn("waiting for an answer", "what", what, "attempt", attempt, "for", l.cfg.SlowAttempt,
+			"check", "a long schema step, or a Redis or ClickHouse that does not answer: /readyz on the dashboard listener says whether each answers")
+	})
+	err := f()
+	if !slow.Stop() {
+		<-fired
+		l.log.Info("answered", "what", what, "attempt", attempt, "after", time.Since(start).Round(time.Millisecond), "err", err)
+	}
+	return err
 }
 
 // OutOfFiles reports whether err comes from the process or the system

@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -298,4 +302,66 @@ func TestOverlappingLoadsShareIDs(t *testing.T) {
 			t.Fatalf("%d rows, want 100", r.rows())
 		}
 	})
+}
+
+// hangingStore's inserts wait until release is closed, as a ClickHouse
+// that stopped answering (SIGSTOP) leaves them.
+type hangingStore struct {
+	store.Store
+	release chan struct{}
+}
+
+func (h *hangingStore) InsertEvents(ctx context.Context, evs []event.Event) error {
+	<-h.release
+	return h.Store.InsertEvents(ctx, evs)
+}
+
+// An insert that does not return within SlowAttempt is a pause (Status,
+// hence /readyz and the paused gauge), and the log says so, without an
+// error to retry on; once it returns, loading goes on and the pause ends
+// (a tester's stopped ClickHouse had left /readyz's loader and the log
+// silent for a minute).
+func TestUnansweredAttemptIsAPause(t *testing.T) {
+	r := newRig(t, t.TempDir())
+	st := &hangingStore{Store: r.disk, release: make(chan struct{})}
+	var logs strings.Builder
+	var mu sync.Mutex
+	l := New(Config{Spool: r.sp, Dedupe: dedupe.NewMemory(time.Hour), Store: st, MaxAge: 10 * time.Millisecond,
+		MaxBackoff: 20 * time.Millisecond, DrainTimeout: 300 * time.Millisecond, SlowAttempt: 50 * time.Millisecond,
+		Logger:   slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
+		OnStored: func(m map[string]uint64) { r.stored.Add(m["a"] + m["b"]) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	r.append(events(t, 10))
+	deadline := time.Now().Add(time.Minute)
+	for p := l.Status(); p == nil || p.What != "load" || !strings.Contains(p.Error, "no answer for"); p = l.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pause while the insert hangs: %+v", p)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	said := strings.Contains(logs.String(), "waiting for an answer")
+	mu.Unlock()
+	if !said {
+		t.Errorf("the log does not say the loader waits: %s", logs.String())
+	}
+	close(st.release)
+	r.waitRows(10)
+	if p := l.Status(); p != nil {
+		t.Errorf("still paused after the insert returned: %+v", p)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }

@@ -550,7 +550,13 @@ func migrateClickHouse(log *slog.Logger, url, db string, cluster clickhouse.Clus
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// Ingest waits for this: say so when ClickHouse is slow to answer (a
+	// tester's stopped server gave 30 s of silence, then the warning).
+	slow := time.AfterFunc(5*time.Second, func() {
+		log.Info("waiting for ClickHouse to answer the schema check; ingest starts once it does, or when it times out", "timeout", timeout, "clickhouse", redact.URL(url))
+	})
 	res, err := c.Migrate(ctx)
+	slow.Stop()
 	for _, p := range res.Problems {
 		log.Warn("the clickhouse cluster's schema differs between servers and running the migrations again did not mend it; fix it by hand", "problem", p)
 	}
