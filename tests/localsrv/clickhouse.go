@@ -312,5 +312,9 @@ func (c *ClickHouse) Kill() error {
 // Done is closed when the server process has exited.
 func (c *ClickHouse) Done() <-chan struct{} { return c.p.Done() }
 
+// Err is how the server ended (nil for exit status 0); valid once Done
+// is closed.
+func (c *ClickHouse) Err() error { return c.p.Err() }
+
 // Pid is the server's process id (for its CPU time and I/O in /proc).
 func (c *ClickHouse) Pid() int { return c.p.Pid() }

@@ -133,3 +133,7 @@ func (r *Redis) Signal(sig syscall.Signal) error { return r.p.Signal(sig) }
 
 // Done is closed when the server process has exited.
 func (r *Redis) Done() <-chan struct{} { return r.p.Done() }
+
+// Err is how the server ended (nil for exit status 0); valid once Done
+// is closed.
+func (r *Redis) Err() error { return r.p.Err() }

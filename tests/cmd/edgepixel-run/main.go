@@ -27,6 +27,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -182,13 +184,7 @@ func main() {
 	fmt.Print(warningsNote(startWarnings(absDir, logsFrom), st.Logs))
 	go salt.every(ctx, time.Hour, s.Pop)
 
-	select {
-	case <-ctx.Done():
-	case <-s.Pop.Done():
-		log.Error("the POP exited; see its log", "log", filepath.Join(absDir, "logs", "pop.log"))
-	case <-s.Aggregator.Done():
-		log.Error("the aggregator exited; see its log", "log", filepath.Join(absDir, "logs", "aggregator.log"))
-	}
+	supervise(ctx, log, s, filepath.Join(absDir, "logs"))
 	log.Info("stopping: POP first so buffered events reach the aggregator")
 	if err := s.Stop(); err != nil {
 		os.Remove(statePath(absDir))
@@ -435,4 +431,65 @@ func popAdminLine(url string) string {
 		return ""
 	}
 	return fmt.Sprintf("  pop admin   %s/healthz  %s/metrics\n", url, url)
+}
+
+// restartsPerMinute bounds supervise's restarts of one part: a part that
+// ends again and again (a bad setting, a full disk) stops the stack.
+const restartsPerMinute = 3
+
+// supervise restarts a part of the stack that ends (killed, crashed) as
+// a service manager would, saying how it ended, until ctx ends or a part
+// ends more than restartsPerMinute times in a minute. Each part restarts
+// on its ports and data, so what was spooled, queued or stored goes on
+// (a tester's kill -9 of the aggregator had stopped the whole stack, and
+// one of redis-server left it running with nothing stored and nothing
+// said).
+func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs string) {
+	type part struct {
+		name, log string
+		done      func() <-chan struct{}
+		err       func() error
+		restart   func(context.Context) error
+		ends      []time.Time
+	}
+	parts := []*part{
+		{name: "the POP", log: filepath.Join(logs, "pop.log"), done: func() <-chan struct{} { return s.Pop.Done() }, err: func() error { return s.Pop.Err() }, restart: s.StartPop},
+		{name: "the aggregator", log: filepath.Join(logs, "aggregator.log"), done: func() <-chan struct{} { return s.Aggregator.Done() }, err: func() error { return s.Aggregator.Err() }, restart: s.StartAggregator},
+	}
+	if s.Redis != nil {
+		parts = append(parts, &part{name: "redis-server", log: filepath.Join(s.Redis.Dir, "redis.log"), done: s.Redis.Done, err: s.Redis.Err, restart: s.Redis.Restart})
+	}
+	if s.ClickHouse != nil {
+		parts = append(parts, &part{name: "clickhouse-server", log: filepath.Join(s.ClickHouse.Dir, "log", "clickhouse-server.err.log"), done: s.ClickHouse.Done, err: s.ClickHouse.Err, restart: s.ClickHouse.Restart})
+	}
+	cases := make([]reflect.SelectCase, len(parts)+1)
+	for {
+		cases[0] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
+		for i, p := range parts {
+			cases[i+1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.done())}
+		}
+		i, _, _ := reflect.Select(cases)
+		if i == 0 || ctx.Err() != nil {
+			return
+		}
+		p := parts[i-1]
+		how := "exited"
+		if err := p.err(); err != nil {
+			how = "ended: " + err.Error() // "signal: killed" for a kill -9
+		}
+		now := time.Now()
+		p.ends = append(slices.DeleteFunc(p.ends, func(t time.Time) bool { return now.Sub(t) > time.Minute }), now)
+		if len(p.ends) > restartsPerMinute {
+			log.Error(p.name+" "+how+"; it ended too often to restart it again: stopping the stack", "log", p.log)
+			return
+		}
+		log.Warn(p.name+" "+how+"; restarting it", "log", p.log)
+		if err := p.restart(ctx); err != nil {
+			if ctx.Err() == nil {
+				log.Error("could not restart "+p.name+": stopping the stack", "err", err, "log", p.log)
+			}
+			return
+		}
+		log.Info("restarted " + p.name)
+	}
 }
