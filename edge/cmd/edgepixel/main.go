@@ -129,13 +129,20 @@ const idleWait = 5 * time.Second
 // passes it delivers them and waits again, for up to idleWait. It reports
 // false when no request came in that time, when the platform has none
 // to give, and when a delivery left events buffered (the instance then
-// ends, and finish takes them every way it can).
+// ends, and finish takes them every way it can). Counts alone that could
+// not be delivered keep the instance, which tries them again waiting
+// twice as long each time, up to idleWait: an aggregator that is down
+// got an attempt and a log line every MaxAge from every idle instance.
 func next() (hostcall.Request, bool, error) {
+	countsWait := batcher.MaxAge
 	for {
 		pending := batcher.Pending()
 		wait := idleWait
 		if pending {
 			wait = batcher.MaxAge
+			if batcher.Len() == 0 {
+				wait = countsWait
+			}
 		}
 		r, ok, err := hostcall.Next(wait)
 		if err != nil || ok || !pending {
@@ -144,6 +151,9 @@ func next() (hostcall.Request, bool, error) {
 		flush()
 		if batcher.Len() > 0 {
 			return r, false, nil
+		}
+		if batcher.Pending() {
+			countsWait = min(2*countsWait, idleWait)
 		}
 	}
 }
