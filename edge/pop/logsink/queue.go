@@ -596,6 +596,12 @@ func (s *queueSink) probe() {
 	case s.writeErr == nil || s.closed: // an entry's retry ended it meanwhile
 	case err != nil:
 		s.failLocked(err)
+		// The newest segment is kept, though delivered, because it is
+		// the one written to: a new one lets the sender delete it and
+		// free what the queue itself filled.
+		if s.st.queued.Load() == 0 && s.size > 0 && s.rotateLocked() == nil {
+			s.wakeSender()
+		}
 	default:
 		// What a failed write left past the last whole line goes first,
 		// as an entry's retry cuts it.
@@ -910,11 +916,44 @@ func (s *queueSink) advance(n int64) {
 // writeCheckpoint records the read position (write and rename, no fsync:
 // see queueSink).
 func (s *queueSink) writeCheckpoint() error {
-	tmp := filepath.Join(s.ep.Queue, checkpointName+".tmp")
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", s.rseg, s.roff)), 0o600); err != nil {
+	line := []byte(fmt.Sprintf("%d %d\n", s.rseg, s.roff))
+	path := filepath.Join(s.ep.Queue, checkpointName)
+	tmp := path + ".tmp"
+	err := os.WriteFile(tmp, line, 0o600)
+	if err == nil {
+		return os.Rename(tmp, path)
+	}
+	os.Remove(tmp)
+	// A full disk has no room for a new file, and a delivered segment is
+	// deleted only once the checkpoint is past it: a queue that filled
+	// its disk itself stayed full for good (a tester's). Overwriting the
+	// checkpoint in place needs no new block.
+	if oerr := overwriteCheckpoint(path, line); oerr != nil {
+		return errors.Join(err, oerr)
+	}
+	return nil
+}
+
+// overwriteCheckpoint writes line over the checkpoint file at path, in
+// place, padded with spaces to the old line's length so that no part of
+// the old one remains to be read with the new (resume reads the fields
+// between white space). One small write: a crash leaves the old line or
+// the new one.
+func overwriteCheckpoint(path string, line []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(s.ep.Queue, checkpointName))
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if pad := int(fi.Size()) - len(line); pad > 0 {
+		line = append(line, bytes.Repeat([]byte{' '}, pad)...)
+	}
+	_, err = f.WriteAt(line, 0)
+	return err
 }
 
 // post sends one batch (see send); retry says whether a failure may be

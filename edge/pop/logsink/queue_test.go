@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -847,5 +848,60 @@ func TestQueueHoldsCountersWhileDiskFails(t *testing.T) {
 				t.Errorf("%d lines still held after recovery", held)
 			}
 		})
+	}
+}
+
+// The checkpoint written in place (a full disk has no room for a new
+// file) reads back as the new line alone.
+func TestOverwriteCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), checkpointName)
+	if err := os.WriteFile(path, []byte("12 99999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := overwriteCheckpoint(path, []byte("13 100\n")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if f := strings.Fields(string(b)); !slices.Equal(f, []string{"13", "100"}) {
+		t.Errorf("checkpoint reads %q", b)
+	}
+}
+
+// A queue whose disk fails after everything it holds was delivered gives
+// up its newest segment, so that the sender deletes it: what the queue
+// itself filled is freed, and the disk can write again.
+func TestQueueFreesWhatItFilled(t *testing.T) {
+	c := newLineCollector(t)
+	dir := t.TempDir()
+	_, q := openQueueSet(t, queueEndpoint(c.URL, dir, ""))
+	for _, l := range numbered("x", 3) {
+		if err := q.Write("q", []byte(l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitFor(t, 3)
+	for deadline := time.Now().Add(10 * time.Second); q.st.queued.Load() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the lines stay queued")
+		}
+	}
+	first, err := segments(dir)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("segments %v %v", first, err)
+	}
+	q.mu.Lock()
+	q.writeFile = func(*os.File, []byte) (int, error) { return 0, syscall.ENOSPC }
+	q.mu.Unlock()
+	if err := q.Write("q", []byte(`{"full":1}`)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("a write on a full disk: %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		segs, _ := segments(dir)
+		if !slices.Contains(segs, first[0]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the delivered segment %d stays: %v", first[0], segs)
+		}
 	}
 }
