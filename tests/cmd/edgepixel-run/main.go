@@ -184,13 +184,22 @@ func main() {
 	fmt.Print(warningsNote(startWarnings(absDir, logsFrom), st.Logs))
 	go salt.every(ctx, time.Hour, s.Pop)
 
-	supervise(ctx, log, s, filepath.Join(absDir, "logs"))
-	log.Info("stopping: POP first so buffered events reach the aggregator")
+	failed := supervise(ctx, log, s, filepath.Join(absDir, "logs"))
+	if failed == nil {
+		log.Info("stopping: POP first so buffered events reach the aggregator")
+	} else {
+		log.Info("stopping the rest of the stack")
+	}
 	if err := s.Stop(); err != nil {
 		os.Remove(statePath(absDir))
 		cli.Fatal(log, err)
 	}
 	log.Info("stopped")
+	if failed != nil {
+		// Not the status of a clean stop: a script or a service manager
+		// tells the two apart (a tester's).
+		os.Exit(1)
+	}
 }
 
 func banner(st state, took time.Duration, firstRun string) string {
@@ -443,8 +452,8 @@ const restartsPerMinute = 3
 // on its ports and data, so what was spooled, queued or stored goes on
 // (a tester's kill -9 of the aggregator had stopped the whole stack, and
 // one of redis-server left it running with nothing stored and nothing
-// said).
-func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs string) {
+// said). It returns nil when ctx ends, and why it gave up otherwise.
+func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs string) error {
 	type part struct {
 		name, log string
 		done      func() <-chan struct{}
@@ -470,7 +479,7 @@ func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs strin
 		}
 		i, _, _ := reflect.Select(cases)
 		if i == 0 || ctx.Err() != nil {
-			return
+			return nil
 		}
 		p := parts[i-1]
 		how := "exited"
@@ -481,14 +490,15 @@ func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs strin
 		p.ends = append(slices.DeleteFunc(p.ends, func(t time.Time) bool { return now.Sub(t) > time.Minute }), now)
 		if len(p.ends) > restartsPerMinute {
 			log.Error(p.name+" "+how+"; it ended too often to restart it again: stopping the stack", "log", p.log)
-			return
+			return errors.New(p.name + " ended too often")
 		}
 		log.Warn(p.name+" "+how+"; restarting it", "log", p.log)
 		if err := p.restart(ctx); err != nil {
-			if ctx.Err() == nil {
-				log.Error("could not restart "+p.name+": stopping the stack", "err", err, "log", p.log)
+			if ctx.Err() != nil {
+				return nil
 			}
-			return
+			log.Error("could not restart "+p.name+": stopping the stack", "err", err, "log", p.log)
+			return err
 		}
 		log.Info("restarted " + p.name)
 	}
