@@ -870,9 +870,26 @@ func TestOverwriteCheckpoint(t *testing.T) {
 // A queue whose disk fails after everything it holds was delivered gives
 // up its newest segment, so that the sender deletes it: what the queue
 // itself filled is freed, and the disk can write again.
+// With no checkpoint written yet and none that can be (the disk was
+// full before the first delivery), the delivered segment goes too:
+// resume reads a missing segment as delivered.
 func TestQueueFreesWhatItFilled(t *testing.T) {
+	for _, noCheckpoint := range []bool{false, true} {
+		t.Run(fmt.Sprint("no checkpoint ", noCheckpoint), func(t *testing.T) { queueFreesWhatItFilled(t, noCheckpoint) })
+	}
+}
+
+func queueFreesWhatItFilled(t *testing.T, noCheckpoint bool) {
 	c := newLineCollector(t)
 	dir := t.TempDir()
+	if noCheckpoint {
+		// checkpoint.tmp a directory that cannot be removed: neither a
+		// new checkpoint nor one written in place can be.
+		block := filepath.Join(dir, checkpointName+".tmp")
+		if err := os.MkdirAll(filepath.Join(block, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	_, q := openQueueSet(t, queueEndpoint(c.URL, dir, ""))
 	for _, l := range numbered("x", 3) {
 		if err := q.Write("q", []byte(l)); err != nil {
