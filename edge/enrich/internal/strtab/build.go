@@ -23,7 +23,30 @@ func NewSet(m map[string]uint16) Set {
 		s.Val = append(s.Val, m[k])
 	}
 	s.Data = b.String()
+	s.index()
 	return s
+}
+
+// index fills s.Slot (see Set). It panics past 65,534 entries, which a
+// uint16 slot cannot name: the generator's tables are far smaller.
+func (s *Set) index() {
+	n := s.Len()
+	if n > 65534 {
+		panic(fmt.Sprintf("strtab: %d entries, at most 65534", n))
+	}
+	size := 2
+	for size < 2*n {
+		size *= 2
+	}
+	s.Slot = make([]uint16, size)
+	mask := uint32(size - 1)
+	for i := range n {
+		h := Hash(s.At(i)) & mask
+		for s.Slot[h] != 0 {
+			h = (h + 1) & mask
+		}
+		s.Slot[h] = uint16(i + 1)
+	}
 }
 
 // Pattern is one literal for NewMatcher.
@@ -84,6 +107,7 @@ func (s *Set) GoSource(name string) string {
 	fmt.Fprintf(&b, "var %s = strtab.Set{\n\tData: %s,\n", name, quoteLong(s.Data))
 	writeInts(&b, "Off", "uint32", s.Off)
 	writeInts(&b, "Val", "uint16", s.Val)
+	writeInts(&b, "Slot", "uint16", s.Slot)
 	b.WriteString("}\n")
 	return b.String()
 }

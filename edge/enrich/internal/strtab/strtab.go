@@ -1,5 +1,5 @@
 // Package strtab holds the lookup structures the enrichment packages'
-// generated tables are made of: a sorted set of strings and a multi-pattern
+// generated tables are made of: a hashed set of strings and a multi-pattern
 // substring matcher. Both are plain arrays and one string, so a table is
 // laid out in the module's data section at compile time (by the gc compiler
 // and by TinyGo alike) and costs nothing when an instance starts: no maps,
@@ -10,13 +10,21 @@ package strtab
 
 import "strings"
 
-// Set is a sorted list of distinct strings, each with a small value.
-// Entry i is Data[Off[i]:Off[i+1]]; entries are in byte order; Val[i] is
-// entry i's value (for example an index into a list of names).
+// Set is a list of distinct strings, each with a small value, indexed by
+// hash. Entry i is Data[Off[i]:Off[i+1]] and Val[i] is its value (for
+// example an index into a list of names); entries are in byte order, so
+// that a generated table reads well in a diff.
+//
+// Slot is an open-addressing hash table of the entries: its length is a
+// power of two, at least twice the entries, and slot Hash(e) mod len
+// (probing on linearly past occupied slots) holds i+1 for entry i, 0 for
+// none. A lookup costs a hash of the key and about one comparison, where
+// bisecting the public suffix list took fourteen.
 type Set struct {
 	Data string
 	Off  []uint32
 	Val  []uint16
+	Slot []uint16
 }
 
 // Len returns the number of entries.
@@ -25,43 +33,27 @@ func (s *Set) Len() int { return len(s.Off) - 1 }
 // At returns entry i.
 func (s *Set) At(i int) string { return s.Data[s.Off[i]:s.Off[i+1]] }
 
-// Lookup returns the value of key and whether key is in the set.
-func (s *Set) Lookup(key string) (uint16, bool) {
-	lo, hi := 0, s.Len()
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		switch c := compare(s.At(m), key); {
-		case c == 0:
-			return s.Val[m], true
-		case c < 0:
-			lo = m + 1
-		default:
-			hi = m
-		}
+// Hash is the 32-bit FNV-1a hash of s, the Slot index's.
+func Hash(s string) uint32 { return hashOn(fnvOffset, s) }
+
+const (
+	fnvOffset = 2166136261
+	fnvPrime  = 16777619
+)
+
+// hashOn continues FNV-1a hash h over s, so the hash of a+b is
+// hashOn(Hash(a), b).
+func hashOn(h uint32, s string) uint32 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= fnvPrime
 	}
-	return 0, false
+	return h
 }
 
-// compare is strings.Compare(a, b) in one pass: a binary search step
-// written e == key, then e < key, compares twice, and under TinyGo each
-// comparison is a call into its runtime.
-func compare(a, b string) int {
-	n := min(len(a), len(b))
-	for i := 0; i < n; i++ {
-		if a[i] != b[i] {
-			if a[i] < b[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case len(a) < len(b):
-		return -1
-	case len(a) > len(b):
-		return 1
-	}
-	return 0
+// Lookup returns the value of key and whether key is in the set.
+func (s *Set) Lookup(key string) (uint16, bool) {
+	return s.lookupJoin(key, "")
 }
 
 // LookupSuffix looks host up, then each of its parent domains (host less
@@ -201,30 +193,21 @@ func (s *Set) LookupSuffixJoin(a, b string) (uint16, bool) {
 	}
 }
 
+// lookupJoin is Lookup of a+b.
 func (s *Set) lookupJoin(a, b string) (uint16, bool) {
-	lo, hi := 0, s.Len()
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		switch c := compareJoin(s.At(m), a, b); {
-		case c == 0:
-			return s.Val[m], true
-		case c < 0:
-			lo = m + 1
-		default:
-			hi = m
+	if len(s.Slot) == 0 {
+		return 0, false
+	}
+	mask := uint32(len(s.Slot) - 1)
+	n := uint32(len(a) + len(b))
+	for h := hashOn(hashOn(fnvOffset, a), b) & mask; ; h = (h + 1) & mask {
+		e := s.Slot[h]
+		if e == 0 {
+			return 0, false
+		}
+		i := int(e) - 1
+		if off := s.Off[i]; s.Off[i+1]-off == n && s.Data[off:off+uint32(len(a))] == a && s.Data[off+uint32(len(a)):s.Off[i+1]] == b {
+			return s.Val[i], true
 		}
 	}
-	return 0, false
-}
-
-// compareJoin is strings.Compare(e, a+b).
-func compareJoin(e, a, b string) int {
-	n := min(len(e), len(a))
-	if c := compare(e[:n], a[:n]); c != 0 {
-		return c
-	}
-	if len(e) < len(a) {
-		return -1
-	}
-	return compare(e[len(a):], b)
 }

@@ -1,6 +1,7 @@
 package strtab
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -82,17 +83,6 @@ func TestUint32Set(t *testing.T) {
 	}
 }
 
-func FuzzCompare(f *testing.F) {
-	for _, p := range [][2]string{{"", ""}, {"a", ""}, {"", "a"}, {"ab", "abc"}, {"abd", "abc"}, {"b", "abc"}, {"\xff", "\x00"}} {
-		f.Add(p[0], p[1])
-	}
-	f.Fuzz(func(t *testing.T, a, b string) {
-		if got, want := compare(a, b), strings.Compare(a, b); got != want {
-			t.Fatalf("compare(%q, %q) = %d, want %d", a, b, got, want)
-		}
-	})
-}
-
 // Find answers as a search of every pattern at every position does: the
 // leftmost position where one occurs, the longest there.
 func FuzzMatcherFind(f *testing.F) {
@@ -126,4 +116,45 @@ func FuzzMatcherFind(f *testing.F) {
 			t.Fatalf("Find(%q) = %d, want %d", s, got, want)
 		}
 	})
+}
+
+// Lookup and LookupSuffixJoin answer as a map of the entries does, for
+// entries and keys that share hashes' low bits (the set is small, so most
+// keys probe past occupied slots).
+func FuzzSetLookup(f *testing.F) {
+	entries := map[string]uint16{"": 7, "a": 1, "ab": 2, "abc": 3, "b.{}": 4, "example.com": 5, "co.uk": 6, "x.co.uk": 8}
+	s := NewSet(entries)
+	for _, p := range [][2]string{{"a", ""}, {"a", "b"}, {"", ""}, {"b.", "{}"}, {"example.", "com"}, {"zz", "z"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		want, ok := entries[a+b]
+		if v, got := s.Lookup(a + b); got != ok || v != want {
+			t.Fatalf("Lookup(%q) = %d %t, want %d %t", a+b, v, got, want, ok)
+		}
+		if v, got := s.lookupJoin(a, b); got != ok || v != want {
+			t.Fatalf("lookupJoin(%q, %q) = %d %t, want %d %t", a, b, v, got, want, ok)
+		}
+	})
+}
+
+// Every entry of a set the size of the public suffix list is found, and
+// the index is at most half full.
+func TestSetIndex(t *testing.T) {
+	m := map[string]uint16{}
+	for i := range 10000 {
+		m[strings.Repeat("x", i%7)+string(rune('a'+i%26))+strconv.Itoa(i)] = uint16(i)
+	}
+	s := NewSet(m)
+	if len(s.Slot) < 2*len(m) || len(s.Slot)&(len(s.Slot)-1) != 0 {
+		t.Fatalf("%d slots for %d entries", len(s.Slot), len(m))
+	}
+	for k, want := range m {
+		if v, ok := s.Lookup(k); !ok || v != want {
+			t.Fatalf("Lookup(%q) = %d %t, want %d", k, v, ok, want)
+		}
+		if _, ok := s.Lookup(k + "."); ok {
+			t.Fatalf("Lookup(%q) found", k+".")
+		}
+	}
 }
