@@ -180,15 +180,36 @@ func (b *Batcher) journalCounts(sc *siteCount) {
 }
 
 // room reports whether n more events fit in the buffer; when they do not,
-// it first hands the buffer to the fallback.
+// it first hands the buffer to the journal, which may take lines again
+// after refusing the ones buffered, then to the fallback. (Without the
+// journal's turn, an instance whose buffer filled while its journal
+// refused would answer buffer_full until it ended, the journal healthy
+// again.)
 func (b *Batcher) room(now time.Time, n int) bool {
 	if b.events.Len()+n <= b.MaxBuffered {
 		return true
 	}
-	if b.Fallback != nil {
+	if b.Journal != nil {
+		b.journalN(b.events.Len())
+	}
+	if b.events.Len()+n > b.MaxBuffered && b.Fallback != nil {
 		b.Spill(now)
 	}
 	return b.events.Len()+n <= b.MaxBuffered
+}
+
+// journalN writes the first n buffered events to the journal, each with
+// its site's counts, and drops from the buffer those it took: all n, or
+// those before the first it refused.
+func (b *Batcher) journalN(n int) (w int) {
+	defer func() { b.drop(w) }()
+	for ; w < n; w++ {
+		e, err := b.events.Event(w)
+		if err != nil || !b.journal(&e) {
+			return w
+		}
+	}
+	return w
 }
 
 // Len is the number of buffered events.

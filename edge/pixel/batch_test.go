@@ -339,6 +339,27 @@ func TestJournal(t *testing.T) {
 	}
 }
 
+// A journal that refused lines until the buffer filled, then takes them
+// again: the buffered events go to it and new hits are taken, not
+// refused as buffer_full for as long as the instance lives (reviewer87).
+func TestJournalTakesTheBufferBack(t *testing.T) {
+	j := &logEndpoint{fail: true}
+	b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 3, Journal: j.write}
+	now := time.Now()
+	hits(b, now, 3)
+	if b.Len() != 3 || b.add(now, events(1), nil) {
+		t.Fatalf("%d buffered, a fourth event taken while the journal refuses", b.Len())
+	}
+	j.fail = false
+	if !b.add(now, events(1), nil) || b.Len() != 0 {
+		t.Fatalf("the journal takes lines again: %d buffered", b.Len())
+	}
+	ids, cs := j.parsed(t)
+	if c := latest(cs, "demo"); len(ids) != 4 || c.Events != 4 {
+		t.Fatalf("journal: %d events, counts %+v", len(ids), c)
+	}
+}
+
 // A POST's journal lines each carry the counts up to their own event: a
 // POP killed after k of them has counted k events, all stored, and one
 // hit.
