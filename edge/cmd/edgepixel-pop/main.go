@@ -291,7 +291,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		// no shutdown has begun, else 503 with the reason: a load balancer
 		// stops sending traffic as soon as the drain starts. Conditions
 		// that do not stop the POP (a log collector refusing deliveries)
-		// follow "ok", one a line.
+		// keep the 200 but make the first line "degraded", then follow one
+		// a line: the first line alone says whether anything needs a look.
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			err := s.Ready()
 			if err == nil && shuttingDown.Load() {
@@ -301,8 +302,13 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
-			io.WriteString(w, "ok\n")
-			for _, d := range s.Degraded() {
+			ds := s.Degraded()
+			if len(ds) == 0 {
+				io.WriteString(w, "ok\n")
+				return
+			}
+			io.WriteString(w, "degraded (serving)\n")
+			for _, d := range ds {
 				io.WriteString(w, "degraded: "+d+"\n")
 			}
 		})

@@ -126,6 +126,9 @@ func TestLogCollectorDownIsNotAStop(t *testing.T) {
 	if !strings.Contains(body, "degraded: log endpoint guestlog") {
 		t.Fatalf("healthz does not show the failing deliveries:\n%s", body)
 	}
+	if first, _, _ := strings.Cut(body, "\n"); first != "degraded (serving)" {
+		t.Errorf("healthz's first line %q with a degraded condition", first)
+	}
 	if v := p.metricInt(t, `edgepixel_pop_log_failing_seconds{endpoint="guestlog",kind="http"}`); v < 1 {
 		t.Errorf("failing-seconds gauge %d", v)
 	}
