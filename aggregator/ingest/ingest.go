@@ -56,6 +56,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/guard"
@@ -238,7 +239,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.cfg.Failing != nil {
 		if err := h.cfg.Failing(); err != nil {
-			h.retryLater(w, r, h.cfg.RetryAfter, ReasonShuttingDown, "the aggregator is failing and restarts; retry later")
+			h.failing(w, r, err)
 			return
 		}
 	}
@@ -755,6 +756,23 @@ func (h *handler) overloaded(w http.ResponseWriter, r *http.Request) {
 }
 
 // retryLater refuses with Retry-After: 503, or 429 for the rate limit.
+// failing answers a request that came while the aggregator fails with
+// err and is about to exit. A spool that cannot write is named as such,
+// with the system's reason (a full disk needs its owner, not only the
+// restart); the paths in err stay in the log and on /healthz.
+func (h *handler) failing(w http.ResponseWriter, r *http.Request, err error) {
+	if !errors.Is(err, spool.ErrFailed) {
+		h.retryLater(w, r, h.cfg.RetryAfter, ReasonShuttingDown, "the aggregator is failing and restarts; retry later")
+		return
+	}
+	msg := "the aggregator's spool cannot write"
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		msg += " (" + errno.Error() + ")"
+	}
+	h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolError, msg+"; the aggregator restarts; retry later")
+}
+
 func (h *handler) retryLater(w http.ResponseWriter, r *http.Request, after time.Duration, reason, msg string) {
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((after+time.Second-1)/time.Second))))
 	status := http.StatusServiceUnavailable

@@ -6,11 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,6 +179,29 @@ func TestSpoolFull(t *testing.T) {
 	h.ServeHTTP(w, request(body, time.Now().Unix(), secret))
 	if w.Code != 503 || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), ReasonSpoolFull) {
 		t.Fatalf("%d %v %s", w.Code, w.Header(), w.Body)
+	}
+}
+
+// An aggregator that fails answers 503 until it exits; when its spool
+// failed, the answer says so and why (a full disk: tester86 saw only
+// shutting_down), without the spool's paths.
+func TestFailing(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		reason string
+		say    string
+	}{
+		{fmt.Errorf("%w: append to /var/spool: %w", spool.ErrFailed, syscall.ENOSPC), ReasonSpoolError, "spool cannot write (no space left on device)"},
+		{errors.New("loader: gave up"), ReasonShuttingDown, "failing and restarts"},
+	} {
+		h := New(Config{Secret: secret, Spool: &memSpool{}, Failing: func() error { return c.err }})
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, request(wire.Append(nil, []event.Event{newEvent(t, "demo")}), time.Now().Unix(), secret))
+		res := answer(t, w)
+		msg, _ := res["error"].(string)
+		if w.Code != 503 || res["reason"] != c.reason || !strings.Contains(msg, c.say) || strings.Contains(msg, "/var/spool") {
+			t.Errorf("%v: %d %v", c.err, w.Code, res)
+		}
 	}
 }
 

@@ -36,8 +36,8 @@ func TestWriteFailureFailsTheSpool(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("Failed not closed")
 	}
-	if !errors.Is(s.Err(), os.ErrNotExist) {
-		t.Errorf("Err = %v, want the cause", s.Err())
+	if !errors.Is(s.Err(), os.ErrNotExist) || !errors.Is(s.Err(), ErrFailed) {
+		t.Errorf("Err = %v, want the cause, and ErrFailed", s.Err())
 	}
 	if err2 := s.Append(ctx, []byte("later")); err2 == nil || err2.Error() != s.Err().Error() {
 		t.Errorf("a later append: %v, want the failure", err2)

@@ -38,6 +38,9 @@ var (
 	// off and retry.
 	ErrFull   = errors.New("spool: full")
 	ErrClosed = errors.New("spool: closed")
+	// ErrFailed is wrapped by every failure of the write path (Err): the
+	// spool refuses appends until the process restarts.
+	ErrFailed = errors.New("spool failed")
 )
 
 // Position is a place in the log: a segment and a byte offset in it.
@@ -402,12 +405,19 @@ func (s *Spool) fail(err error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.broken == nil {
-		s.broken = err
+		s.broken = failure{err}
 		close(s.failed)
 		s.log.Error("spool failed; appends are refused until the process restarts", "err", err)
 	}
 	return s.broken
 }
+
+// failure is a failure of the write path: its message is the cause's,
+// and it is ErrFailed.
+type failure struct{ error }
+
+func (f failure) Is(target error) bool { return target == ErrFailed }
+func (f failure) Unwrap() error        { return f.error }
 
 // Failed returns a channel closed when the spool's write path failed (a
 // write, fsync or new segment did not succeed, or a bug). From then on
