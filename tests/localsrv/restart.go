@@ -13,7 +13,11 @@ import (
 
 // Fault tests stop a server and start it again where clients expect it:
 // same ports, same data directory. The value is updated in place, so
-// every holder of the pointer sees the new process.
+// every holder of the pointer sees the new process. Only what a new
+// process changes is written: the address, URLs and directory stay as
+// they were, so another goroutine may read them during a restart (make
+// run restarts the aggregator, which reads them, while it restarts
+// these).
 
 // Port returns the TCP port the server listens on.
 func (r *Redis) Port() int { return portOf(r.Addr) }
@@ -29,7 +33,7 @@ func (r *Redis) Restart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	*r = *n
+	r.p, r.replicaOf = n.p, n.replicaOf
 	return nil
 }
 
@@ -50,7 +54,7 @@ func (c *ClickHouse) Restart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	*c = *n
+	c.p, c.token, c.errFrom = n.p, n.token, n.errFrom
 	return nil
 }
 

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"syscall"
@@ -447,48 +446,81 @@ func popAdminLine(url string) string {
 const restartsPerMinute = 3
 
 // supervise restarts a part of the stack that ends (killed, crashed) as
-// a service manager would, saying how it ended, until ctx ends or a part
-// ends more than restartsPerMinute times in a minute. Each part restarts
-// on its ports and data, so what was spooled, queued or stored goes on
+// a service manager would, saying how it ended, until ctx ends, a part
+// ends more than restartsPerMinute times in a minute or a restart fails.
+// Each part is watched and restarted on its own (watchParts), on its
+// ports and data, so what was spooled, queued or stored goes on
 // (a tester's kill -9 of the aggregator had stopped the whole stack, and
 // one of redis-server left it running with nothing stored and nothing
 // said). It returns nil when ctx ends, and why it gave up otherwise.
 func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs string) error {
-	type part struct {
-		name, log string
-		done      func() <-chan struct{}
-		err       func() error
-		restart   func(context.Context) error
-		ends      []time.Time
-	}
-	parts := []*part{
+	parts := []part{
 		{name: "the POP", log: filepath.Join(logs, "pop.log"), done: func() <-chan struct{} { return s.Pop.Done() }, err: func() error { return s.Pop.Err() }, restart: s.StartPop},
 		{name: "the aggregator", log: filepath.Join(logs, "aggregator.log"), done: func() <-chan struct{} { return s.Aggregator.Done() }, err: func() error { return s.Aggregator.Err() }, restart: s.StartAggregator},
 	}
 	if s.Redis != nil {
-		parts = append(parts, &part{name: "redis-server", log: filepath.Join(s.Redis.Dir, "redis.log"), done: s.Redis.Done, err: s.Redis.Err, restart: s.Redis.Restart})
+		parts = append(parts, part{name: "redis-server", log: filepath.Join(s.Redis.Dir, "redis.log"), done: s.Redis.Done, err: s.Redis.Err, restart: s.Redis.Restart})
 	}
 	if s.ClickHouse != nil {
-		parts = append(parts, &part{name: "clickhouse-server", log: filepath.Join(s.ClickHouse.Dir, "log", "clickhouse-server.err.log"), done: s.ClickHouse.Done, err: s.ClickHouse.Err, restart: s.ClickHouse.Restart})
+		parts = append(parts, part{name: "clickhouse-server", log: filepath.Join(s.ClickHouse.Dir, "log", "clickhouse-server.err.log"), done: s.ClickHouse.Done, err: s.ClickHouse.Err, restart: s.ClickHouse.Restart})
 	}
-	cases := make([]reflect.SelectCase, len(parts)+1)
+	return watchParts(ctx, log, parts)
+}
+
+// part is one process of the stack as supervise watches it: when it
+// ends, how it ended (valid once done is closed), and how to start it
+// again on its ports and data.
+type part struct {
+	name, log string
+	done      func() <-chan struct{}
+	err       func() error
+	restart   func(context.Context) error
+}
+
+// watchParts watches each part in a goroutine of its own: a part that
+// ended while another restarted, which can take 30 s (the aggregator
+// waits for ClickHouse), was noticed only once that restart was done
+// (a tester's). The first part to give up ends the others' watching and
+// restarting; watchParts returns only once every goroutine has returned,
+// so that nothing is restarted while the stack stops.
+func watchParts(ctx context.Context, log *slog.Logger, parts []part) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(parts))
+	for _, p := range parts {
+		go func() { errs <- p.watch(ctx, log) }()
+	}
+	var failed error
+	for range parts {
+		if err := <-errs; err != nil && failed == nil {
+			failed = err
+			cancel()
+		}
+	}
+	return failed
+}
+
+// watch restarts p each time it ends. It returns nil when ctx ends, and
+// why it gave up when p ends more than restartsPerMinute times in a
+// minute or cannot be restarted.
+func (p part) watch(ctx context.Context, log *slog.Logger) error {
+	var ends []time.Time
 	for {
-		cases[0] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}
-		for i, p := range parts {
-			cases[i+1] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(p.done())}
-		}
-		i, _, _ := reflect.Select(cases)
-		if i == 0 || ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-p.done():
 		}
-		p := parts[i-1]
+		if ctx.Err() != nil {
+			return nil // stopping: a part that ends now is not restarted
+		}
 		how := "exited"
 		if err := p.err(); err != nil {
 			how = "ended: " + err.Error() // "signal: killed" for a kill -9
 		}
 		now := time.Now()
-		p.ends = append(slices.DeleteFunc(p.ends, func(t time.Time) bool { return now.Sub(t) > time.Minute }), now)
-		if len(p.ends) > restartsPerMinute {
+		ends = append(slices.DeleteFunc(ends, func(t time.Time) bool { return now.Sub(t) > time.Minute }), now)
+		if len(ends) > restartsPerMinute {
 			log.Error(p.name+" "+how+"; it ended too often to restart it again: stopping the stack", "log", p.log)
 			return errors.New(p.name + " ended too often")
 		}
