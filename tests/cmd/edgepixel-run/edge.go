@@ -11,12 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
-
-	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 // edgeConfigFile is where a user of `make run` puts the edge module's
@@ -106,9 +103,10 @@ func (s salts) rotate(ctx context.Context) (bool, error) {
 	return strings.Contains(string(out), "wrote "), nil
 }
 
-// every rotates each interval until ctx ends, and SIGHUPs the POP after
-// each run that wrote a salt so that it re-reads its secret stores.
-func (s salts) every(ctx context.Context, interval time.Duration, pop *proc.Proc) {
+// every rotates each interval until ctx ends, and calls hup (which
+// SIGHUPs the POP running then) after each run that wrote a salt, so
+// that it re-reads its secret stores.
+func (s salts) every(ctx context.Context, interval time.Duration, hup func() error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -123,7 +121,7 @@ func (s salts) every(ctx context.Context, interval time.Duration, pop *proc.Proc
 			continue
 		}
 		if wrote {
-			if err := pop.Signal(syscall.SIGHUP); err != nil {
+			if err := hup(); err != nil {
 				s.log.Warn("telling the POP to re-read its secrets", "err", err)
 			} else {
 				s.log.Info("rotated the visitor salts", "dir", s.dir)

@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -181,9 +182,17 @@ func main() {
 
 	fmt.Print(banner(st, time.Since(began), *firstRun))
 	fmt.Print(warningsNote(startWarnings(absDir, logsFrom), st.Logs))
-	go salt.every(ctx, time.Hour, s.Pop)
+	// The salts' SIGHUP goes to the POP running when it is sent: a
+	// restarted POP is a new process (the first one's kept getting it,
+	// and a restarted POP never read a new day's salt).
+	var popMu sync.Mutex
+	go salt.every(ctx, time.Hour, func() error {
+		popMu.Lock()
+		defer popMu.Unlock()
+		return s.Pop.Signal(syscall.SIGHUP)
+	})
 
-	failed := supervise(ctx, log, s, filepath.Join(absDir, "logs"))
+	failed := supervise(ctx, log, s, filepath.Join(absDir, "logs"), &popMu)
 	if failed == nil {
 		log.Info("stopping: POP first so buffered events reach the aggregator")
 	} else {
@@ -453,9 +462,16 @@ const restartsPerMinute = 3
 // (a tester's kill -9 of the aggregator had stopped the whole stack, and
 // one of redis-server left it running with nothing stored and nothing
 // said). It returns nil when ctx ends, and why it gave up otherwise.
-func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs string) error {
+//
+// popMu is held while the POP is restarted: others read s.Pop under it.
+func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs string, popMu *sync.Mutex) error {
+	restartPop := func(ctx context.Context) error {
+		popMu.Lock()
+		defer popMu.Unlock()
+		return s.StartPop(ctx)
+	}
 	parts := []part{
-		{name: "the POP", log: filepath.Join(logs, "pop.log"), done: func() <-chan struct{} { return s.Pop.Done() }, err: func() error { return s.Pop.Err() }, restart: s.StartPop},
+		{name: "the POP", log: filepath.Join(logs, "pop.log"), done: func() <-chan struct{} { return s.Pop.Done() }, err: func() error { return s.Pop.Err() }, restart: restartPop},
 		{name: "the aggregator", log: filepath.Join(logs, "aggregator.log"), done: func() <-chan struct{} { return s.Aggregator.Done() }, err: func() error { return s.Aggregator.Err() }, restart: s.StartAggregator},
 	}
 	if s.Redis != nil {
