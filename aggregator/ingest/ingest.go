@@ -548,7 +548,7 @@ func (h *handler) finish(w http.ResponseWriter, r *http.Request, s *spooler) {
 		default:
 			// The spool failed: the process exits and is restarted.
 			h.cfg.Logger.Error("spool append failed", "err", s.err)
-			h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolError, "could not write the batch to disk; retry later")
+			h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolError, spoolErrorMessage(s.err))
 		}
 		return
 	}
@@ -765,12 +765,19 @@ func (h *handler) failing(w http.ResponseWriter, r *http.Request, err error) {
 		h.retryLater(w, r, h.cfg.RetryAfter, ReasonShuttingDown, "the aggregator is failing and restarts; retry later")
 		return
 	}
+	h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolError, spoolErrorMessage(err))
+}
+
+// spoolErrorMessage is the answer to a batch the spool could not write
+// (err): the system's reason when there is one, such as "no space left
+// on device", without the paths err holds.
+func spoolErrorMessage(err error) string {
 	msg := "the aggregator's spool cannot write"
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		msg += " (" + errno.Error() + ")"
 	}
-	h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolError, msg+"; the aggregator restarts; retry later")
+	return msg + "; the aggregator restarts; retry later"
 }
 
 func (h *handler) retryLater(w http.ResponseWriter, r *http.Request, after time.Duration, reason, msg string) {

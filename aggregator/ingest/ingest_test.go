@@ -203,6 +203,15 @@ func TestFailing(t *testing.T) {
 			t.Errorf("%v: %d %v", c.err, w.Code, res)
 		}
 	}
+	// The batch whose append failed, before the aggregator knows it fails
+	// (the only answer a POP sees when each restart fails at once: tester89).
+	h := New(Config{Secret: secret, Spool: &memSpool{err: fmt.Errorf("%w: append to /var/spool: %w", spool.ErrFailed, syscall.ENOSPC)}})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, request(wire.Append(nil, []event.Event{newEvent(t, "demo")}), time.Now().Unix(), secret))
+	res := answer(t, w)
+	if msg, _ := res["error"].(string); w.Code != 503 || res["reason"] != ReasonSpoolError || !strings.Contains(msg, "no space left on device") || strings.Contains(msg, "/var/spool") {
+		t.Errorf("the failed append: %d %v", w.Code, res)
+	}
 }
 
 // FuzzHandler sends arbitrary bodies, correctly signed so that they reach
