@@ -27,6 +27,12 @@ func TestClassify(t *testing.T) {
 		{Input{Referrer: "https://www.bing.com/search?q=a"}, Result{Host: "www.bing.com", Domain: "bing.com", Channel: Search, Name: "Bing"}},
 		{Input{Referrer: "https://l.facebook.com/l.php?u=x"}, Result{Host: "l.facebook.com", Domain: "facebook.com", Channel: Social, Name: "Facebook"}},
 		{Input{Referrer: "https://t.co/abc"}, Result{Host: "t.co", Domain: "t.co", Channel: Social, Name: "Twitter"}},
+		// Matomo's lists name x.com/i/grok (an AI assistant's path) and
+		// www.facebook.com (a search engine, for its search page): the
+		// hosts are the social networks' (tester89).
+		{Input{Referrer: "https://x.com/someone/status/1"}, Result{Host: "x.com", Domain: "x.com", Channel: Social, Name: "Twitter"}},
+		{Input{Referrer: "https://www.facebook.com/"}, Result{Host: "www.facebook.com", Domain: "facebook.com", Channel: Social, Name: "Facebook"}},
+		{Input{Referrer: "https://grok.com/chat"}, Result{Host: "grok.com", Domain: "grok.com", Channel: Referral, Name: "Grok"}},
 		{Input{Referrer: "https://news.ycombinator.com/item?id=1"}, Result{Host: "news.ycombinator.com", Domain: "ycombinator.com", Channel: Social, Name: "Hacker News"}},
 		{Input{Referrer: "https://chatgpt.com/"}, Result{Host: "chatgpt.com", Domain: "chatgpt.com", Channel: Referral, Name: "ChatGPT"}},
 		{Input{Referrer: "https://mail.google.com/mail/u/0/"}, Result{Host: "mail.google.com", Domain: "google.com", Channel: Email, Name: "Gmail"}},

@@ -31,9 +31,17 @@ func Referrer(data string) ([]byte, error) {
 	var kinds []string
 	nameIdx := map[string]uint16{}
 	hosts := map[string]uint16{}
+	// A URL with a path ("x.com/i/grok") names a part of its host, and
+	// the host is all the table matches: it names the host only where no
+	// list names the host itself (x.com is Twitter's, not Grok's).
+	var withPath [][3]string
 	add := func(kind, name, url string) {
 		key := hostKey(url)
 		if key == "" {
+			return
+		}
+		if hasPath(url) && withPath != nil {
+			withPath = append(withPath, [3]string{kind, name, url})
 			return
 		}
 		k := kind + "\x00" + name
@@ -48,6 +56,8 @@ func Referrer(data string) ([]byte, error) {
 			hosts[key] = i
 		}
 	}
+
+	withPath = [][3]string{}
 
 	// AI assistants first: Matomo lists some (ChatGPT) as search engines
 	// too, but a chat's answer is not a results page.
@@ -94,6 +104,28 @@ func Referrer(data string) ([]byte, error) {
 				return nil, fmt.Errorf("%s: %q: want host<TAB>name", l.file, line)
 			}
 			add(kind, f[1], f[0])
+		}
+	}
+
+	deferred := withPath
+	withPath = nil
+	for _, d := range deferred {
+		add(d[0], d[1], d[2])
+	}
+	// A search engine's host under a social network's domain is the
+	// network's: Matomo lists www.facebook.com as a search engine (for its
+	// search page, a path and parameter the table cannot see), and every
+	// other Facebook referrer is social.
+	for key, i := range hosts {
+		if kinds[i] != "Search" {
+			continue
+		}
+		for d := key; d != ""; {
+			if j, ok := hosts[d]; ok && kinds[j] == "Social" {
+				delete(hosts, key)
+				break
+			}
+			_, d, _ = strings.Cut(d, ".")
 		}
 	}
 
@@ -195,6 +227,13 @@ func namedHosts(path, kind string, add func(kind, name, url string)) error {
 		}
 	}
 	return nil
+}
+
+// hasPath reports whether a list's URL names a path after its host.
+func hasPath(u string) bool {
+	u = strings.TrimSpace(u)
+	i := strings.IndexByte(u, '/')
+	return i >= 0 && i < len(u)-1
 }
 
 // hostKey turns a list's URL into a table key: "google.{}" stays (the
