@@ -22,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -516,6 +518,33 @@ func watchParts(ctx context.Context, log *slog.Logger, parts []part) error {
 	return failed
 }
 
+// lastError returns the last line of the log at path that reports an
+// error (the aggregator's and the POP's level=ERROR, ClickHouse's
+// <Error>, any line saying error), cut to 300 bytes; "" if none is among
+// its last 64 KiB or it cannot be read.
+func lastError(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 64 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		f.Seek(fi.Size()-tail, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, tail))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := lines[i]; strings.Contains(strings.ToLower(l), "error") {
+			if len(l) > 300 {
+				l = l[:300] + "…"
+			}
+			return l
+		}
+	}
+	return ""
+}
+
 // watch restarts p each time it ends. It returns nil when ctx ends, and
 // why it gave up when p ends more than restartsPerMinute times in a
 // minute or cannot be restarted.
@@ -536,11 +565,17 @@ func (p part) watch(ctx context.Context, log *slog.Logger) error {
 		}
 		now := time.Now()
 		ends = append(slices.DeleteFunc(ends, func(t time.Time) bool { return now.Sub(t) > time.Minute }), now)
+		// The reason is in the part's log, not in how it ended (a full
+		// disk said only "exit status 1": tester89).
+		attrs := []any{"log", p.log}
+		if why := lastError(p.log); why != "" {
+			attrs = append(attrs, "last_error", why)
+		}
 		if len(ends) > restartsPerMinute {
-			log.Error(p.name+" "+how+"; it ended too often to restart it again: stopping the stack", "log", p.log)
+			log.Error(p.name+" "+how+"; it ended too often to restart it again: stopping the stack", attrs...)
 			return errors.New(p.name + " ended too often")
 		}
-		log.Warn(p.name+" "+how+"; restarting it", "log", p.log)
+		log.Warn(p.name+" "+how+"; restarting it", attrs...)
 		if err := p.restart(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -222,5 +224,24 @@ func TestWatchPartsGivesUp(t *testing.T) {
 	}
 	if want := `level=ERROR msg="could not restart broken: stopping the stack" err="address in use" log=broken.log`; !strings.Contains(b.String(), want) {
 		t.Errorf("log without %s:\n%s", want, b)
+	}
+}
+
+// The launcher's lines about a part that ended carry the last error its
+// log has: "exit status 1" alone did not say the disk was full.
+func TestLastError(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "aggregator.log")
+	log := "time=1 level=INFO msg=started\n" +
+		"time=2 level=ERROR msg=\"exiting after a failure\" reason=\"write spool: no space left on device\"\n" +
+		"time=3 level=INFO msg=stopped\n"
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastError(path); !strings.Contains(got, "no space left on device") {
+		t.Errorf("lastError = %q", got)
+	}
+	if got := lastError(filepath.Join(dir, "none.log")); got != "" {
+		t.Errorf("lastError of a missing log = %q", got)
 	}
 }
