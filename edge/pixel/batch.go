@@ -256,6 +256,10 @@ var ErrNoSecret = errors.New("no aggregator secret to sign batches with")
 // next flush (bounded by MaxBuffered).
 var backoff = []time.Duration{0, 50 * time.Millisecond, 250 * time.Millisecond, time.Second}
 
+// slowAttempt is how long a failed attempt may have taken for deliver to
+// try again in the same flush.
+const slowAttempt = time.Second
+
 // retryBackend is how long, after a failed delivery, flushes send to the
 // fallback without trying the aggregator: an outage should not cost every
 // flush its attempts.
@@ -520,7 +524,8 @@ func deliver(body, secret []byte, send Send, now func() time.Time, sleep func(ti
 	var status int
 	for _, wait := range tries {
 		sleep(wait)
-		ts := now().Unix()
+		began := now()
+		ts := began.Unix()
 		st, retryAfter, err := send(&Request{
 			Body:      body,
 			Timestamp: strconv.FormatInt(ts, 10),
@@ -530,6 +535,14 @@ func deliver(body, secret []byte, send Send, now func() time.Time, sleep func(ti
 		switch {
 		case err != nil:
 			last, status = err, 0
+			if now().Sub(began) >= slowAttempt {
+				// A backend that answers nothing (a hung aggregator takes
+				// its first-byte timeout) would hold the instance, and the
+				// visitors waiting for one, as long again at each further
+				// try: four tries kept visitors waiting close to a minute
+				// (tester89).
+				return status, last
+			}
 		case st >= 200 && st < 300:
 			return st, nil
 		case st == 400 || st == 401 || st == 413:

@@ -141,6 +141,25 @@ func TestFlushRetriesAndReportsCounts(t *testing.T) {
 	}
 }
 
+// An attempt that fails only after its backend's timeout (a hung
+// aggregator) is not tried again in the same flush: the instance, and the
+// visitors waiting for one, would wait as long again at each try
+// (tester89 saw close to a minute). A quick refusal still gets them all.
+func TestSlowFailureIsNotRetried(t *testing.T) {
+	secret := []byte("k")
+	b := &Batcher{MaxEvents: 3, MaxAge: time.Second, MaxBuffered: 4}
+	hits(b, time.Now(), 2)
+	clock := time.Now()
+	hung := &fakeAggregator{statuses: []int{0}, secret: secret, t: t}
+	slow := func(r *Request) (int, time.Duration, error) {
+		clock = clock.Add(15 * time.Second) // the first-byte timeout
+		return hung.send(r)
+	}
+	if err := b.Flush(secret, slow, func() time.Time { return clock }, noSleep); err == nil || b.Len() != 2 || hung.calls != 1 {
+		t.Fatalf("err %v, left %d, %d attempts", err, b.Len(), hung.calls)
+	}
+}
+
 func TestBufferFullWithoutFallback(t *testing.T) {
 	secret := []byte("k")
 	b := &Batcher{MaxEvents: 3, MaxAge: time.Second, MaxBuffered: 4}
