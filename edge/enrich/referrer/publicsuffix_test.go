@@ -51,9 +51,20 @@ func TestPublicSuffixAsWeppos(t *testing.T) {
 			// suffix; x/net, and so publicSuffix, answer the name.
 			want = h
 		}
-		if got := publicSuffix(h); got != want {
+		if got := publicSuffix(h, false); got != want {
 			if bad++; bad <= 20 {
 				t.Errorf("publicSuffix(%q) = %q, publicsuffix-go %q", h, got, want)
+			}
+		}
+		// The ICANN section's rules alone, as publicsuffix-go's
+		// IgnorePrivate finds them.
+		rule := weppos.DefaultList.Find(h, &weppos.FindOptions{IgnorePrivate: true, DefaultRule: weppos.DefaultRule})
+		if want = rule.Decompose(h)[1]; want == "" {
+			want = h
+		}
+		if got := publicSuffix(h, true); got != want {
+			if bad++; bad <= 20 {
+				t.Errorf("publicSuffix(%q, icann) = %q, publicsuffix-go %q", h, got, want)
 			}
 		}
 	}
@@ -75,14 +86,14 @@ func TestPublicSuffixAsXNet(t *testing.T) {
 		"a.b.c.d.e.f.example.org", "nic.xn--p1ai", "example.xn--p1ai",
 	} {
 		want, _ := publicsuffix.PublicSuffix(h)
-		if got := publicSuffix(h); got != want {
+		if got := publicSuffix(h, false); got != want {
 			t.Errorf("publicSuffix(%q) = %q, x/net %q", h, got, want)
 		}
 	}
 }
 
 func TestPublicSuffixAllocs(t *testing.T) {
-	if n := testing.AllocsPerRun(100, func() { publicSuffix("www.example.co.uk") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { publicSuffix("www.example.co.uk", true) }); n != 0 {
 		t.Errorf("%v allocations", n)
 	}
 }

@@ -89,7 +89,7 @@ func Classify(in Input) Result {
 		suffix := hostSuffix(r.Host)
 		r.Domain = registrable(r.Host, suffix)
 		r.Spam = isSpam(r.Host)
-		if i, ok := lookup(r.Host, suffix); ok {
+		if i, ok := lookup(r.Host, icannSuffix(r.Host, suffix)); ok {
 			r.Name = sourceNames[i]
 			r.Channel = sourceKinds[i]
 		}
@@ -194,7 +194,17 @@ func hostSuffix(host string) string {
 	if isIP(host) {
 		return ""
 	}
-	return publicSuffix(host)
+	return publicSuffix(host, false)
+}
+
+// icannSuffix returns host's public suffix by the list's ICANN rules
+// alone, given suffix, its suffix by all of them: google.blogspot.com is
+// a blog on blogspot.com, not Google under a public suffix (tester89).
+func icannSuffix(host, suffix string) string {
+	if suffix == "" {
+		return ""
+	}
+	return publicSuffix(host, true)
 }
 
 // isIP reports whether host is an IP address: an IPv6 literal in brackets

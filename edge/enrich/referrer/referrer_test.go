@@ -33,6 +33,11 @@ func TestClassify(t *testing.T) {
 		{Input{Referrer: "https://x.com/someone/status/1"}, Result{Host: "x.com", Domain: "x.com", Channel: Social, Name: "Twitter"}},
 		{Input{Referrer: "https://www.facebook.com/"}, Result{Host: "www.facebook.com", Domain: "facebook.com", Channel: Social, Name: "Facebook"}},
 		{Input{Referrer: "https://grok.com/chat"}, Result{Host: "grok.com", Domain: "grok.com", Channel: Referral, Name: "Grok"}},
+		// "google.{}" is Google under an ICANN suffix, not a blog or a
+		// bucket under a private one (tester89).
+		{Input{Referrer: "https://google.blogspot.com/"}, Result{Host: "google.blogspot.com", Domain: "google.blogspot.com", Channel: Referral}},
+		{Input{Referrer: "https://google.github.io/x"}, Result{Host: "google.github.io", Domain: "google.github.io", Channel: Referral}},
+		{Input{Referrer: "https://www.google.co.uk/"}, Result{Host: "www.google.co.uk", Domain: "google.co.uk", Channel: Search, Name: "Google"}},
 		{Input{Referrer: "https://news.ycombinator.com/item?id=1"}, Result{Host: "news.ycombinator.com", Domain: "ycombinator.com", Channel: Social, Name: "Hacker News"}},
 		{Input{Referrer: "https://chatgpt.com/"}, Result{Host: "chatgpt.com", Domain: "chatgpt.com", Channel: Referral, Name: "ChatGPT"}},
 		{Input{Referrer: "https://mail.google.com/mail/u/0/"}, Result{Host: "mail.google.com", Domain: "google.com", Channel: Email, Name: "Gmail"}},

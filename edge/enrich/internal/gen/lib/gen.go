@@ -165,7 +165,7 @@ func Referrer(data string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(&b, "// publicSuffixes is the Public Suffix List: each rule's domain, its value\n// the kinds of rule (pslNormal, pslWildcard, pslException) that name it.\n%s", psl.GoSource("publicSuffixes"))
+	fmt.Fprintf(&b, "// publicSuffixes is the Public Suffix List: each rule's domain, its value\n// the kinds of rule (pslNormal, pslWildcard, pslException) that name it,\n// shifted by pslPrivateShift for a rule of the private section.\n%s", psl.GoSource("publicSuffixes"))
 	return format.Source(b.Bytes())
 }
 
@@ -175,6 +175,10 @@ const (
 	pslNormal    = 1 // "co.uk"
 	pslWildcard  = 2 // "*.ck": the domain's every child is a suffix
 	pslException = 4 // "!www.ck": not a suffix though a wildcard says so
+	// A rule of the list's private section (blogspot.com, github.io) has
+	// its kind's bit shifted this far: an ICANN suffix and a private one
+	// are told apart.
+	pslPrivateShift = 3
 )
 
 // publicSuffixes reads a Public Suffix List file
@@ -187,8 +191,15 @@ func publicSuffixes(path string) (strtab.Set, error) {
 		return strtab.Set{}, err
 	}
 	m := map[string]uint16{}
+	shift := 0 // pslPrivateShift within the list's private section
 	for _, l := range strings.Split(string(raw), "\n") {
 		l = strings.TrimSpace(l)
+		switch {
+		case strings.Contains(l, "===BEGIN PRIVATE DOMAINS==="):
+			shift = pslPrivateShift
+		case strings.Contains(l, "===END PRIVATE DOMAINS==="):
+			shift = 0
+		}
 		if l == "" || strings.HasPrefix(l, "//") {
 			continue
 		}
@@ -202,7 +213,7 @@ func publicSuffixes(path string) (strtab.Set, error) {
 		if l == "" || strings.ContainsAny(l, "*! \t") || l != strings.ToLower(l) {
 			return strtab.Set{}, fmt.Errorf("%s: rule %q: want a lower-case A-label domain, optionally after *. or !", path, l)
 		}
-		m[l] |= kind
+		m[l] |= kind << shift
 	}
 	if len(m) == 0 {
 		return strtab.Set{}, fmt.Errorf("%s: no rules", path)
