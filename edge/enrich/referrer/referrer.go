@@ -116,7 +116,7 @@ func channel(in Input, r Result) Channel {
 			return Referral // a tagged link from where no referrer is sent (an app, a document)
 		}
 		return Direct
-	case in.PageHost != "" && sameSite(in.PageHost, r.Domain):
+	case in.PageHost != "" && internal(in.PageHost, r):
 		return Internal
 	case r.Name != "":
 		return r.Channel
@@ -233,6 +233,18 @@ func registrable(host, suffix string) string {
 		return host
 	}
 	return host[1+strings.LastIndexByte(host[:i], '.'):]
+}
+
+// internal reports whether referrer r is a page of pageHost's site. A
+// referrer that is an IP address or a public suffix itself (co.uk,
+// github.io) has no registrable domain to share: only the same host is
+// the same site (0.0.1 was internal to 10.0.0.1, and github.io to
+// me.github.io: tester89).
+func internal(pageHost string, r Result) bool {
+	if r.Domain == r.Host && (isIP(r.Host) || hostSuffix(r.Host) == r.Host) {
+		return pageHost == r.Host
+	}
+	return sameSite(pageHost, r.Domain)
 }
 
 // sameSite reports whether pageHost has the registrable domain domain.
