@@ -21,38 +21,52 @@ const (
 // time: that library would bring net/http into the module, and the
 // Cloudflare worker must do without it.
 //
-// With icann, only the rules of the list's ICANN section count (the
-// private section's blogspot.com or github.io are a registrable domain's
-// labels then): what a source list's "google.{}" stands for.
-func publicSuffix(host string, icann bool) string {
-	suffix, prev := "", ""
-	for s := host; ; {
+// all is the suffix by every rule; icann by the rules of the list's ICANN
+// section alone (the private section's blogspot.com or github.io are then
+// a registrable domain's labels): what a source list's "google.{}" stands
+// for. One walk down host's labels answers both.
+func publicSuffix(host string) (all, icann string) {
+	var w [2]suffixWalk
+	for s, prev := host, ""; ; {
 		v, _ := publicSuffixes.Lookup(s)
-		if icann {
-			v &= 1<<pslPrivateShift - 1
-		} else {
-			v |= v >> pslPrivateShift
-		}
-		if v&pslException != 0 {
-			// The exception's domain less its leftmost label.
-			_, after, _ := strings.Cut(s, ".")
-			return after
-		}
-		if suffix == "" {
-			switch {
-			case v&pslWildcard != 0 && prev != "":
-				suffix = prev // one label more than the wildcard's domain
-			case v&pslNormal != 0:
-				suffix = s
-			}
-		}
+		w[0].step(v|v>>pslPrivateShift, s, prev)
+		w[1].step(v&(1<<pslPrivateShift-1), s, prev)
 		i := strings.IndexByte(s, '.')
-		if i < 0 {
-			if suffix == "" {
-				suffix = s // the default rule, "*"
-			}
-			return suffix
+		if i < 0 || w[0].exception && w[1].exception {
+			return w[0].end(s), w[1].end(s)
 		}
 		prev, s = s, s[i+1:]
 	}
+}
+
+// suffixWalk is publicSuffix's state for one set of rules.
+type suffixWalk struct {
+	suffix    string
+	exception bool // suffix is an exception rule's: it stands
+}
+
+// step looks at v, the rules that name s (prev is the name one label
+// longer, "" for host itself).
+func (w *suffixWalk) step(v uint16, s, prev string) {
+	switch {
+	case w.exception:
+	case v&pslException != 0:
+		// The exception's domain less its leftmost label.
+		_, w.suffix, _ = strings.Cut(s, ".")
+		w.exception = true
+	case w.suffix != "":
+	case v&pslWildcard != 0 && prev != "":
+		w.suffix = prev // one label more than the wildcard's domain
+	case v&pslNormal != 0:
+		w.suffix = s
+	}
+}
+
+// end returns the walk's suffix once last, host's last label, was looked
+// at: that label (the default rule, "*") when no rule matched.
+func (w *suffixWalk) end(last string) string {
+	if w.suffix == "" {
+		return last
+	}
+	return w.suffix
 }

@@ -84,23 +84,27 @@ type Result struct {
 // only the host, and only when it has escapes or an international name.
 func Classify(in Input) Result {
 	var r Result
+	var ownSite bool
 	r.Host = pageurl.Host(in.Referrer)
 	if r.Host != "" {
-		suffix := hostSuffix(r.Host)
+		suffix, icann := hostSuffix(r.Host)
 		r.Domain = registrable(r.Host, suffix)
 		r.Spam = isSpam(r.Host)
-		if i, ok := lookup(r.Host, icannSuffix(r.Host, suffix)); ok {
+		if i, ok := lookup(r.Host, icann); ok {
 			r.Name = sourceNames[i]
 			r.Channel = sourceKinds[i]
 		}
+		// An IP address, or a public suffix itself (co.uk, github.io),
+		// has no registrable domain to share with the page.
+		ownSite = suffix == "" || suffix == r.Host
 	}
-	r.Channel = channel(in, r)
+	r.Channel = channel(in, r, ownSite)
 	return r
 }
 
 // channel decides the channel: the campaign's word first (an ad or an
 // email is one whatever the referrer), then the referrer.
-func channel(in Input, r Result) Channel {
+func channel(in Input, r Result, ownSite bool) Channel {
 	if r.Spam {
 		return Referral
 	}
@@ -116,7 +120,7 @@ func channel(in Input, r Result) Channel {
 			return Referral // a tagged link from where no referrer is sent (an app, a document)
 		}
 		return Direct
-	case in.PageHost != "" && internal(in.PageHost, r):
+	case in.PageHost != "" && internal(in.PageHost, r, ownSite):
 		return Internal
 	case r.Name != "":
 		return r.Channel
@@ -189,22 +193,15 @@ func isSpam(host string) bool {
 	return ok
 }
 
-// hostSuffix returns host's public suffix, "" for an IP address.
-func hostSuffix(host string) string {
+// hostSuffix returns host's public suffix by all the list's rules and by
+// its ICANN rules alone (publicSuffix), "" for an IP address. Source
+// lists' "google.{}" joins the ICANN one: google.blogspot.com is a blog on
+// blogspot.com, not Google under a public suffix (tester89).
+func hostSuffix(host string) (all, icann string) {
 	if isIP(host) {
-		return ""
+		return "", ""
 	}
-	return publicSuffix(host, false)
-}
-
-// icannSuffix returns host's public suffix by the list's ICANN rules
-// alone, given suffix, its suffix by all of them: google.blogspot.com is
-// a blog on blogspot.com, not Google under a public suffix (tester89).
-func icannSuffix(host, suffix string) string {
-	if suffix == "" {
-		return ""
-	}
-	return publicSuffix(host, true)
+	return publicSuffix(host)
 }
 
 // isIP reports whether host is an IP address: an IPv6 literal in brackets
@@ -236,12 +233,12 @@ func registrable(host, suffix string) string {
 }
 
 // internal reports whether referrer r is a page of pageHost's site. A
-// referrer that is an IP address or a public suffix itself (co.uk,
-// github.io) has no registrable domain to share: only the same host is
-// the same site (0.0.1 was internal to 10.0.0.1, and github.io to
+// referrer that has no registrable domain (ownSite: an IP address, or a
+// public suffix itself such as co.uk or github.io) is the same site as
+// its own host only (0.0.1 was internal to 10.0.0.1, and github.io to
 // me.github.io: tester89).
-func internal(pageHost string, r Result) bool {
-	if r.Domain == r.Host && (isIP(r.Host) || hostSuffix(r.Host) == r.Host) {
+func internal(pageHost string, r Result, ownSite bool) bool {
+	if ownSite {
 		return pageHost == r.Host
 	}
 	return sameSite(pageHost, r.Domain)
