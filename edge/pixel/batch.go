@@ -201,16 +201,16 @@ func (b *Batcher) room(now time.Time, n int) bool {
 // journalN writes the first n buffered events to the journal, each with
 // its site's counts, and drops from the buffer those it took: all n, or
 // those before the first it refused.
-func (b *Batcher) journalN(n int) (w int) {
-	defer func() { b.drop(w) }()
-	for ; w < n; w++ {
-		e, err := b.events.Event(w)
-		if err != nil || !b.journal(&e) {
-			return w
+func (b *Batcher) journalN(n int) {
+	b.moveN(n, func(e *event.Event) error {
+		if !b.journal(e) {
+			return errJournalRefused
 		}
-	}
-	return w
+		return nil
+	})
 }
+
+var errJournalRefused = errors.New("the journal refused the line")
 
 // Len is the number of buffered events.
 func (b *Batcher) Len() int { return b.events.Len() }
@@ -441,14 +441,23 @@ func (b *Batcher) spillN(n int) (w int, err error) {
 	if b.Fallback == nil {
 		return 0, errors.New("no fallback log endpoint")
 	}
+	return b.moveN(n, func(e *event.Event) error {
+		b.line = wire.AppendEventLine(b.line[:0], e, event.ID{}, nil)
+		return b.Fallback(b.line)
+	})
+}
+
+// moveN hands the first n buffered events to take, in order, until it
+// fails, and drops from the buffer the w it took (all n, or those before
+// the error).
+func (b *Batcher) moveN(n int, take func(*event.Event) error) (w int, err error) {
 	defer func() { b.drop(w) }()
 	for ; w < n; w++ {
 		e, err := b.events.Event(w)
 		if err != nil {
 			return w, err // a bug: the events stay buffered, and are counted if they stay so
 		}
-		b.line = wire.AppendEventLine(b.line[:0], &e, event.ID{}, nil)
-		if err := b.Fallback(b.line); err != nil {
+		if err := take(&e); err != nil {
 			return w, err
 		}
 	}
