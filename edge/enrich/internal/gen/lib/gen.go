@@ -31,19 +31,7 @@ func Referrer(data string) ([]byte, error) {
 	var kinds []string
 	nameIdx := map[string]uint16{}
 	hosts := map[string]uint16{}
-	// A URL with a path ("x.com/i/grok") names a part of its host, and
-	// the host is all the table matches: it names the host only where no
-	// list names the host itself (x.com is Twitter's, not Grok's).
-	var withPath [][3]string
-	add := func(kind, name, url string) {
-		key := hostKey(url)
-		if key == "" {
-			return
-		}
-		if hasPath(url) && withPath != nil {
-			withPath = append(withPath, [3]string{kind, name, url})
-			return
-		}
+	put := func(kind, name, key string) {
 		k := kind + "\x00" + name
 		i, ok := nameIdx[k]
 		if !ok {
@@ -56,8 +44,19 @@ func Referrer(data string) ([]byte, error) {
 			hosts[key] = i
 		}
 	}
-
-	withPath = [][3]string{}
+	// A URL with a path ("x.com/i/grok") names a part of its host, and
+	// the host is all the table matches: it names the host only where no
+	// list names the host itself (x.com is Twitter's, not Grok's).
+	var withPath [][3]string
+	add := func(kind, name, url string) {
+		switch key := hostKey(url); {
+		case key == "":
+		case hasPath(url):
+			withPath = append(withPath, [3]string{kind, name, key})
+		default:
+			put(kind, name, key)
+		}
+	}
 
 	// AI assistants first: Matomo lists some (ChatGPT) as search engines
 	// too, but a chat's answer is not a results page.
@@ -107,10 +106,8 @@ func Referrer(data string) ([]byte, error) {
 		}
 	}
 
-	deferred := withPath
-	withPath = nil
-	for _, d := range deferred {
-		add(d[0], d[1], d[2])
+	for _, d := range withPath {
+		put(d[0], d[1], d[2])
 	}
 	// A search engine's host under a social network's domain is the
 	// network's: Matomo lists www.facebook.com as a search engine (for its
