@@ -8,7 +8,7 @@ const (
 	pslNormal       = 1
 	pslWildcard     = 2
 	pslException    = 4
-	pslPrivateShift = 3 // a private-section rule's bits are shifted so
+	pslPrivateShift = 3 // how far a rule of the private section has its bits shifted
 )
 
 // publicSuffix returns the public suffix of host, a lower-case ASCII
