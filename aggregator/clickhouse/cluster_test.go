@@ -21,7 +21,10 @@ func TestBackfillCluster(t *testing.T) {
 	cl, clients := startClusterClients(t, "bf")
 	ctx := context.Background()
 	c := clients[0]
-	if _, err := c.migrate(ctx, Migrations[:5], "test"); err != nil {
+	if err := afterDDLRestart(t, cl, func() error {
+		_, err := c.migrate(ctx, Migrations[:5], "test")
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
@@ -51,7 +54,10 @@ func TestBackfillCluster(t *testing.T) {
 	// the step before VersionBotDims, whose tables and views' distributed
 	// DDL only add to what each server's queue must run before the
 	// backfill's, within distributed_ddl_task_timeout on a loaded machine.
-	if _, err := c.MigrateTo(ctx, VersionBotDims-1); err != nil {
+	if err := afterDDLRestart(t, cl, func() error {
+		_, err := c.MigrateTo(ctx, VersionBotDims-1)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	cutoff, _, err := c.RollupCutoff(ctx)
@@ -94,7 +100,11 @@ func TestBackfillCluster(t *testing.T) {
 	}
 	// One run at a time, as the lease keeps them: in a cluster two at
 	// once can double a month (see BackfillRollups).
-	if res, err := c.BackfillRollups(ctx); err != nil || len(res.Rebuilt) == 0 {
+	var res BackfillResult
+	if err := afterDDLRestart(t, cl, func() (err error) {
+		res, err = c.BackfillRollups(ctx)
+		return err
+	}); err != nil || len(res.Rebuilt) == 0 {
 		t.Fatalf("the backfill: %+v %v", res, err)
 	}
 	check("after the backfill")
@@ -217,7 +227,7 @@ func migratedCluster(t *testing.T, name string) (*localsrv.ClickHouseCluster, []
 	c := clients[0]
 	defer func(m time.Duration) { CutoffMargin = m }(CutoffMargin)
 	CutoffMargin = 2 * time.Second
-	if _, err := c.Migrate(ctx); err != nil {
+	if err := afterDDLRestart(t, cl, migrate(c)); err != nil {
 		t.Fatal(err)
 	}
 	for _, cut := range []func(context.Context) (time.Time, bool, error){c.RollupCutoff, c.MinuteAudienceCutoff, c.MinuteSourcesCutoff} {
