@@ -545,6 +545,9 @@ func (h *handler) finish(w http.ResponseWriter, r *http.Request, s *spooler) {
 			h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolFull, "the aggregator is behind storing events; retry later")
 		case errors.Is(s.err, spool.ErrClosed):
 			h.retryLater(w, r, h.cfg.RetryAfter, ReasonShuttingDown, "the aggregator is shutting down; retry later")
+		case errors.Is(s.err, spool.ErrNoSpace):
+			// The spool logs when the disk fills and when it has room.
+			h.retryLater(w, r, h.cfg.RetryAfter, ReasonSpoolError, spoolErrorMessage(s.err))
 		default:
 			// The spool failed: the process exits and is restarted.
 			h.cfg.Logger.Error("spool append failed", "err", s.err)
@@ -770,12 +773,17 @@ func (h *handler) failing(w http.ResponseWriter, r *http.Request, err error) {
 
 // spoolErrorMessage is the answer to a batch the spool could not write
 // (err): the system's reason when there is one, such as "no space left
-// on device", without the paths err holds.
+// on device", without the paths err holds, and whether the aggregator
+// restarts (a failed spool) or goes on (a disk with no room, which its
+// owner frees).
 func spoolErrorMessage(err error) string {
 	msg := "the aggregator's spool cannot write"
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		msg += " (" + errno.Error() + ")"
+	}
+	if errors.Is(err, spool.ErrNoSpace) {
+		return msg + "; retry later"
 	}
 	return msg + "; the aggregator restarts; retry later"
 }

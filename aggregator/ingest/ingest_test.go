@@ -212,6 +212,16 @@ func TestFailing(t *testing.T) {
 	if msg, _ := res["error"].(string); w.Code != 503 || res["reason"] != ReasonSpoolError || !strings.Contains(msg, "no space left on device") || strings.Contains(msg, "/var/spool") {
 		t.Errorf("the failed append: %d %v", w.Code, res)
 	}
+	// A disk with no room does not fail the spool: the answer does not
+	// promise a restart.
+	h = New(Config{Secret: secret, Spool: &memSpool{err: fmt.Errorf("%w: append to /var/spool: %w", spool.ErrNoSpace, syscall.ENOSPC)}})
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, request(wire.Append(nil, []event.Event{newEvent(t, "demo")}), time.Now().Unix(), secret))
+	res = answer(t, w)
+	if msg, _ := res["error"].(string); w.Code != 503 || res["reason"] != ReasonSpoolError || !strings.Contains(msg, "no space left on device") ||
+		strings.Contains(msg, "restarts") || strings.Contains(msg, "/var/spool") {
+		t.Errorf("an append the disk had no room for: %d %v", w.Code, res)
+	}
 }
 
 // FuzzHandler sends arbitrary bodies, correctly signed so that they reach

@@ -1193,6 +1193,12 @@ func (l *Loader) retry(ctx context.Context, stage int, what string, kind int, f 
 			return errors.Join(ctx.Err(), err)
 		}
 		switch {
+		case spool.NoSpace(err):
+			// The disk has no room for the checkpoint, a note or a
+			// requeue: each is retried whole, and the spool's appends
+			// are refused meanwhile (ingest answers 503); a restart
+			// would not make room.
+			outOfFilesSince = time.Time{}
 		case OutOfFiles(err):
 			if outOfFilesSince.IsZero() {
 				outOfFilesSince = time.Now()

@@ -65,6 +65,9 @@ type Metrics struct {
 	// LoaderPaused is 1 while loading waits for Redis or the store (a
 	// failed attempt being retried), else 0.
 	LoaderPaused func() int
+	// SpoolNoRoom is 1 while the spool's disk has no room for appends
+	// (spool.Spool.NoRoom), else 0.
+	SpoolNoRoom func() int
 }
 
 // New returns empty metrics.
@@ -289,6 +292,9 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	}
 	if m.LoaderPaused != nil {
 		gauge(p+"loader_paused", "1 while loading waits for Redis or the store to answer (ingest keeps spooling).", m.LoaderPaused())
+	}
+	if m.SpoolNoRoom != nil {
+		gauge(p+"spool_no_room", "1 while the spool's disk has no room for batches (ingest answers 503 spool_error; the process goes on and takes them once the disk has room).", m.SpoolNoRoom())
 	}
 	counter(p+"connections_total", "HTTP connections admitted (not refused by the connection caps).", m.AcceptedConns.Load())
 	counter(p+"accept_errors_total", "Connections that could not be accepted for lack of file descriptors.", m.AcceptErrors.Load())

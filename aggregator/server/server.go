@@ -285,6 +285,12 @@ func Open(cfg Config) (*Server, error) {
 	s.metrics.SpoolBytes = s.spool.Pending
 	s.metrics.LoaderLag = s.loader.Lag
 	s.metrics.LoaderPaused = s.loader.Paused
+	s.metrics.SpoolNoRoom = func() int {
+		if _, err := s.spool.NoRoom(); err != nil {
+			return 1
+		}
+		return 0
+	}
 	s.metrics.LiveClients = s.hub.Clients
 	s.metrics.LiveSites = s.hub.Sites
 	s.openHTTP()
@@ -591,7 +597,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // readyz answers 200 when the aggregator can take batches: the spool has
-// room. Ingest does not need Redis or the store, so their outage does not
+// room, and its disk had room for the last batch (spool.Spool.NoRoom). Ingest does not need Redis or the store, so their outage does not
 // make it unready (a load balancer would otherwise stop sending batches
 // the spool could keep); "loading" says whether stored rows keep up, with
 // the reason it is paused, and ?loading=1 makes the status code require
@@ -627,6 +633,8 @@ func (s *Server) readiness(w http.ResponseWriter, r *http.Request, detail bool) 
 	var spoolErr error
 	if s.spool.Full(0) {
 		spoolErr = errors.New("spool full: the loader is behind")
+	} else if since, err := s.spool.NoRoom(); err != nil {
+		spoolErr = fmt.Errorf("the disk has had no room for batches for %v: %w", time.Since(since).Round(time.Second), err)
 	}
 	check("spool", spoolErr, &ingestOK)
 	dedupeErr, storeErr := s.dedupe.Ping(ctx), s.store.Ping(ctx)

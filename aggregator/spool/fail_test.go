@@ -1,12 +1,19 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgepixel/edgepixel/tests/localsrv"
 )
 
 // A write path that fails (here: the directory is gone when a new segment
@@ -44,5 +51,106 @@ func TestWriteFailureFailsTheSpool(t *testing.T) {
 	}
 	if !s.Full(0) {
 		t.Error("Full is false on a failed spool")
+	}
+}
+
+// A disk with no room for an append (here: half of it written, then
+// ENOSPC) refuses that append with ErrNoSpace and leaves the spool
+// working: nothing of the refused append stays, NoRoom says so, and the
+// next append, once there is room, is written after the last one that was.
+func TestNoRoomIsAPause(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	ctx := context.Background()
+	if err := s.Append(ctx, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	var full atomic.Bool
+	full.Store(true)
+	s.writeAt = func(f *os.File, b []byte, off int64) (int, error) {
+		if full.Load() {
+			n, _ := f.WriteAt(b[:len(b)/2], off)
+			return n, syscall.ENOSPC
+		}
+		return f.WriteAt(b, off)
+	}
+	for range 2 {
+		err := s.Append(ctx, []byte("refused"))
+		if !errors.Is(err, ErrNoSpace) || !NoSpace(err) || errors.Is(err, ErrFailed) {
+			t.Fatalf("append to a full disk: %v, want ErrNoSpace and not ErrFailed", err)
+		}
+	}
+	select {
+	case <-s.Failed():
+		t.Fatalf("a full disk failed the spool: %v", s.Err())
+	default:
+	}
+	if since, err := s.NoRoom(); err == nil || since.IsZero() {
+		t.Errorf("NoRoom while full: %v %v", since, err)
+	}
+	if s.Full(0) {
+		t.Error("Full while the disk is full and the spool empty: readiness says why through NoRoom")
+	}
+	full.Store(false)
+	if err := s.Append(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if since, err := s.NoRoom(); err != nil {
+		t.Errorf("NoRoom after an append wrote: %v %v", since, err)
+	}
+	want := [][]byte{[]byte("before"), []byte("after")}
+	if got, _ := readAll(t, s, Position{}); !slices.EqualFunc(got, want, bytes.Equal) {
+		t.Errorf("records %q, want %q", got, want)
+	}
+	st, err := os.Stat(filepath.Join(dir, segName(s.End().Segment)))
+	if err != nil || st.Size() != s.End().Offset {
+		t.Errorf("segment %v (%v), want %d bytes: nothing of the refused appends", st.Size(), err, s.End().Offset)
+	}
+}
+
+// The same on a real disk that fills (a tmpfs), where the refused append
+// also needs a new segment: the spool takes appends again once a file is
+// removed, and a reopened spool finds exactly the appends that returned.
+func TestNoRoomOnAFullDisk(t *testing.T) {
+	mnt := localsrv.Tmpfs(t, 256<<10)
+	dir := filepath.Join(mnt, "spool")
+	s, err := Open(dir, Options{SegmentBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	ctx := context.Background()
+	var want [][]byte
+	for i := range 10 {
+		p := bytes.Repeat([]byte{byte('a' + i)}, 1000)
+		if err := s.Append(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p)
+	}
+	filler := filepath.Join(mnt, "filler")
+	localsrv.Fill(t, filler)
+	big := bytes.Repeat([]byte{'z'}, 8<<10) // past the segment: a new one
+	for range 3 {
+		if err := s.Append(ctx, big); !errors.Is(err, ErrNoSpace) || errors.Is(err, ErrFailed) {
+			t.Fatalf("append to a full disk: %v, want ErrNoSpace", err)
+		}
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, big); err != nil {
+		t.Fatalf("append once the disk has room: %v", err)
+	}
+	want = append(want, big)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{SegmentBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, s, Position{}); !slices.EqualFunc(got, want, bytes.Equal) {
+		t.Errorf("%d records after reopening, want the %d appends that returned", len(got), len(want))
 	}
 }

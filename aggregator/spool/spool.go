@@ -27,6 +27,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/edgepixel/edgepixel/shared/privdir"
 )
@@ -41,7 +43,26 @@ var (
 	// ErrFailed is wrapped by every failure of the write path (Err): the
 	// spool refuses appends until the process restarts.
 	ErrFailed = errors.New("spool failed")
+	// ErrNoSpace is wrapped by an append the disk had no room for
+	// (NoSpace). Unlike ErrFailed it leaves the spool working: the
+	// write is cut back before anything is acknowledged, what was
+	// written before it is untouched, and the next append tries again,
+	// so the spool takes batches once the disk has room.
+	ErrNoSpace = errors.New("spool: no room on the disk")
 )
+
+// NoSpace reports whether err is the file system's "no space left on
+// device" (ENOSPC) or "disk quota exceeded" (EDQUOT): a write that may
+// succeed once space is freed, with nothing lost by trying again.
+func NoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// noSpaceWindow is how long after an append the disk had no room for
+// NoRoom still reports it. Readiness fails meanwhile, so that a load
+// balancer sends the batches elsewhere; afterwards it passes again, and
+// the next batch tries the disk: nothing else would notice the room.
+const noSpaceWindow = 10 * time.Second
 
 // Position is a place in the log: a segment and a byte offset in it.
 type Position struct {
@@ -94,10 +115,21 @@ type Spool struct {
 	sizes      map[uint64]int64 // durable size of each segment file
 	openEnd    Position         // durable end when the spool was opened
 	broken     error            // the write path failed: every later append gets it
+	noRoom     noRoom           // appends the disk had no room for, since the last that wrote
 
 	failed chan struct{} // closed when broken is set
 
 	f *os.File // active segment; owned by the writer goroutine
+	// writeAt writes to the active segment: (*os.File).WriteAt, but for
+	// tests of a full disk.
+	writeAt func(f *os.File, b []byte, off int64) (int, error)
+}
+
+// noRoom is the spool's record of appends the disk had no room for.
+type noRoom struct {
+	err         error     // the last one's; nil once an append wrote
+	since, last time.Time // the first and the last
+	refused     int       // appends refused (each of a group commit)
 }
 
 type appendReq struct {
@@ -134,6 +166,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 		dir: dir, opts: opts, log: opts.Logger,
 		reqs: make(chan *appendReq), quit: make(chan struct{}), done: make(chan struct{}),
 		notify: make(chan struct{}, 1), sizes: map[uint64]int64{}, failed: make(chan struct{}),
+		writeAt: (*os.File).WriteAt,
 	}
 	segs, err := s.listSegments()
 	if err != nil {
@@ -353,6 +386,7 @@ func (s *Spool) writeBatch(buf []byte, batch []*appendReq) (out []byte) {
 		return buf
 	}
 	err := s.write(buf)
+	s.noteRoom(err, ok)
 	for _, r := range batch[answered:] {
 		r.done <- err
 	}
@@ -372,17 +406,32 @@ func (s *Spool) writeBatch(buf []byte, batch []*appendReq) (out []byte) {
 // pages while reporting later fsyncs as successful, so no append after it
 // could be trusted; the process restarts and Open repairs the tail. The
 // segment is cut back first, so the repair finds no torn record.
+//
+// The exception is a disk with no room (NoSpace) for the new segment's
+// file or for the write itself, before any fsync: nothing written before
+// is in doubt, the write is cut back, and the error wraps ErrNoSpace,
+// leaving the spool working. (An fsync's ENOSPC still fails the spool:
+// the file system may have dropped the pages it could not place, as
+// PostgreSQL concluded of fsync errors in 2018.)
 func (s *Spool) write(buf []byte) error {
 	s.mu.Lock()
 	end := s.durable
 	s.mu.Unlock()
 	if end.Offset > 0 && end.Offset+int64(len(buf)) > s.opts.SegmentBytes {
 		if err := s.roll(end.Segment + 1); err != nil {
+			if NoSpace(err) && !errors.Is(err, errSyncDir) {
+				return fmt.Errorf("%w: start segment in %s: %w", ErrNoSpace, s.dir, err)
+			}
 			return s.fail(fmt.Errorf("spool: start segment in %s: %w", s.dir, err))
 		}
 		end = Position{end.Segment + 1, 0}
 	}
-	_, err := s.f.WriteAt(buf, end.Offset)
+	_, err := s.writeAt(s.f, buf, end.Offset)
+	if err != nil && NoSpace(err) {
+		if terr := s.f.Truncate(end.Offset); terr == nil {
+			return fmt.Errorf("%w: append to %s: %w", ErrNoSpace, s.dir, err)
+		}
+	}
 	if err == nil {
 		err = s.f.Sync()
 	}
@@ -412,6 +461,40 @@ func (s *Spool) fail(err error) error {
 	return s.broken
 }
 
+// noteRoom records how the write of n appends ended (err) for NoRoom,
+// and logs the first append the disk had no room for and the first that
+// wrote after them.
+func (s *Spool) noteRoom(err error, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	switch {
+	case errors.Is(err, ErrNoSpace):
+		if s.noRoom.err == nil {
+			s.noRoom.since = now
+			s.log.Warn("spool: the disk has no room; batches are answered 503 until it has", "err", err)
+		}
+		s.noRoom.err, s.noRoom.last = err, now
+		s.noRoom.refused += n
+	case err == nil && s.noRoom.err != nil:
+		s.log.Info("spool: the disk has room again; batches are taken", "dir", s.dir,
+			"after", now.Sub(s.noRoom.since).Round(time.Millisecond), "appends_refused", s.noRoom.refused)
+		s.noRoom = noRoom{}
+	}
+}
+
+// NoRoom returns when the disk first had no room for an append, and the
+// error (ErrNoSpace) of the last append it had no room for, if that came
+// in the last noSpaceWindow and no append wrote since; else nil.
+func (s *Spool) NoRoom() (since time.Time, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.noRoom.err == nil || time.Since(s.noRoom.last) > noSpaceWindow {
+		return time.Time{}, nil
+	}
+	return s.noRoom.since, s.noRoom.err
+}
+
 // failure is a failure of the write path: its message is the cause's,
 // and it is ErrFailed.
 type failure struct{ error }
@@ -432,14 +515,19 @@ func (s *Spool) Err() error {
 	return s.broken
 }
 
+// errSyncDir marks roll's failure to fsync the directory, which fails
+// the spool whatever its cause.
+var errSyncDir = errors.New("fsync the directory")
+
 func (s *Spool) roll(seq uint64) error {
-	f, err := os.OpenFile(filepath.Join(s.dir, segName(seq)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	name := filepath.Join(s.dir, segName(seq))
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	if err := syncDir(s.dir); err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("%w: %w", errSyncDir, err)
 	}
 	s.f.Close()
 	s.f = f

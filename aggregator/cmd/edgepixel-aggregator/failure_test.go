@@ -144,12 +144,13 @@ func TestComponentFailuresExit(t *testing.T) {
 		wantExitWithReason(t, p, h, "spool")
 	})
 
-	t.Run("spool disk full", func(t *testing.T) {
+	t.Run("spool file size limit", func(t *testing.T) {
 		p := startAgg(t, "", "--exit-delay", "500ms")
 		sendOK(t, p, "a", 10)
 		h := watchHealth(t, p)
-		// Files may not grow past 64 KiB any more: the next appends fail
-		// the way a full disk fails them.
+		// Files may not grow past 64 KiB any more (EFBIG): the next
+		// appends fail, and not for a full disk, which is a pause
+		// (TestFullDiskIsAPause).
 		prlimit(t, p.cmd.Process.Pid, "--fsize=65536")
 		for i := 0; i < 100 && p.alive(); i++ {
 			send(c, p.url(""), mkEvents(t, "a", 100))
@@ -226,4 +227,102 @@ func TestComponentFailuresExit(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// A full disk under the spool is a pause (tester89 saw the stack stop
+// after three restarts): batches are answered 503 spool_error with the
+// system's reason while it lasts, the process stays up and says so on
+// /readyz and /metrics, and once a file is removed it takes batches
+// again by itself; every batch answered 200 is stored once, and none
+// answered 503 is.
+func TestFullDiskIsAPause(t *testing.T) {
+	needDeps(t)
+	mnt := localsrv.Tmpfs(t, 4<<20)
+	data := filepath.Join(mnt, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := startAggIn(t, data, "", "--exit-delay", "500ms", "--fail-after", "1s")
+	c := &http.Client{Timeout: 10 * time.Second}
+	accepted := 0
+	post := func(n int) (int, string) {
+		t.Helper()
+		resp, err := c.Do(signedBatch(p.url(""), mkEvents(t, "full", n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v struct{ Reason, Error string }
+		json.NewDecoder(resp.Body).Decode(&v)
+		if resp.StatusCode == 200 {
+			accepted += n
+		}
+		return resp.StatusCode, v.Reason + ": " + v.Error
+	}
+	if code, msg := post(10); code != 200 {
+		t.Fatalf("before the disk fills: %d %s", code, msg)
+	}
+	filler := filepath.Join(mnt, "filler")
+	localsrv.Fill(t, filler)
+	refused := 0
+	for range 20 {
+		code, msg := post(50)
+		switch {
+		case code == 503 && strings.HasPrefix(msg, "spool_error: ") && strings.Contains(msg, "no space left on device") && !strings.Contains(msg, "restarts"):
+			refused++
+		case code != 200: // the segment's last page may take a batch
+			t.Fatalf("a batch while the disk is full: %d %s", code, msg)
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no batch was refused on a full disk")
+	}
+	time.Sleep(2 * time.Second) // past --exit-delay and --fail-after
+	if !p.alive() {
+		t.Fatalf("the aggregator exited on a full disk\n%s", p.log())
+	}
+	if resp, err := c.Get(p.url("/readyz")); err != nil || resp.StatusCode != 503 {
+		t.Errorf("/readyz while the disk is full: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if m := metricLine(t, p, "edgepixel_aggregator_spool_no_room"); m != "edgepixel_aggregator_spool_no_room 1" {
+		t.Errorf("metric while the disk is full: %q", m)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := post(10); code != 200 {
+		t.Fatalf("once the disk has room: %d %s\n%s", code, msg, p.log())
+	}
+	if m := metricLine(t, p, "edgepixel_aggregator_spool_no_room"); m != "edgepixel_aggregator_spool_no_room 0" {
+		t.Errorf("metric once the disk has room: %q", m)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for p.rows("full") != accepted && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // nothing more arrives
+	if got := p.rows("full"); got != accepted {
+		t.Fatalf("stored %d events, want the %d answered 200\n%s", got, accepted, p.log())
+	}
+	t.Logf("%d batches refused while the disk was full; %d events accepted and stored", refused, accepted)
+}
+
+// metricLine returns the line of the aggregator's /metrics that starts
+// with name and a space, or "".
+func metricLine(t *testing.T, p *aggProc, name string) string {
+	t.Helper()
+	resp, err := p.dashGet("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for l := range strings.Lines(string(b)) {
+		if strings.HasPrefix(l, name+" ") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }

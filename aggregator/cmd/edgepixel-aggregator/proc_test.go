@@ -126,8 +126,14 @@ type aggProc struct {
 // database and Redis db (redisURL overrides the shared Redis), plus args.
 func startAgg(t *testing.T, redisURL string, args ...string) *aggProc {
 	t.Helper()
+	return startAggIn(t, t.TempDir(), redisURL, args...)
+}
+
+// startAggIn is startAgg with the data dir dataDir.
+func startAggIn(t *testing.T, dataDir, redisURL string, args ...string) *aggProc {
+	t.Helper()
 	n := dbSeq.Add(1)
-	p := &aggProc{t: t, dataDir: t.TempDir(), db: fmt.Sprintf("proc%d", n), done: make(chan struct{})}
+	p := &aggProc{t: t, dataDir: dataDir, db: fmt.Sprintf("proc%d", n), done: make(chan struct{})}
 	if redisURL == "" {
 		redisURL = strings.TrimSuffix(redis.URL, "/0") + "/" + strconv.Itoa(int(n)%16)
 	}
