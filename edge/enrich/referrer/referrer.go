@@ -86,7 +86,16 @@ func Classify(in Input) Result {
 	var r Result
 	var ownSite bool
 	r.Host = pageurl.Host(in.Referrer)
-	if r.Host != "" {
+	switch {
+	case r.Host == "":
+	case strings.HasPrefix(r.Host, ".") || strings.Contains(r.Host, ".."):
+		// An empty label, which the WHATWG URL parser keeps and DNS
+		// cannot resolve: a forged name, which no list names and which
+		// shares no site with the page (".google.com" is not Google's).
+		r.Domain = r.Host
+		r.Spam = isSpam(r.Host)
+		ownSite = true
+	default:
 		suffix, icann := hostSuffix(r.Host)
 		r.Domain = registrable(r.Host, suffix)
 		r.Spam = isSpam(r.Host)

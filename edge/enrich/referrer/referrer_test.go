@@ -41,6 +41,12 @@ func TestClassify(t *testing.T) {
 		{Input{Referrer: "http://0.0.1/", PageHost: "10.0.0.1"}, Result{Host: "0.0.1", Domain: "0.0.1", Channel: Referral}},
 		{Input{Referrer: "http://10.0.0.1:8080/a", PageHost: "10.0.0.1"}, Result{Host: "10.0.0.1", Domain: "10.0.0.1", Channel: Internal}},
 		{Input{Referrer: "https://github.io/", PageHost: "me.github.io"}, Result{Host: "github.io", Domain: "github.io", Channel: Referral}},
+		// A name with an empty label, which the WHATWG URL parser keeps and
+		// DNS cannot resolve: no list names it, and it shares no site.
+		{Input{Referrer: "https://.google.com/"}, Result{Host: ".google.com", Domain: ".google.com", Channel: Referral}},
+		{Input{Referrer: "https://www..google.com/"}, Result{Host: "www..google.com", Domain: "www..google.com", Channel: Referral}},
+		{Input{Referrer: "https://.shop.example/", PageHost: "shop.example"}, Result{Host: ".shop.example", Domain: ".shop.example", Channel: Referral}},
+		{Input{Referrer: "https://.shop.example/", PageHost: ".shop.example"}, Result{Host: ".shop.example", Domain: ".shop.example", Channel: Internal}},
 		{Input{Referrer: "https://co.uk/", PageHost: "a.b.co.uk"}, Result{Host: "co.uk", Domain: "co.uk", Channel: Referral}},
 		{Input{Referrer: "https://c.b.co.uk/", PageHost: "a.b.co.uk"}, Result{Host: "c.b.co.uk", Domain: "b.co.uk", Channel: Internal}},
 		{Input{Referrer: "https://news.ycombinator.com/item?id=1"}, Result{Host: "news.ycombinator.com", Domain: "ycombinator.com", Channel: Social, Name: "Hacker News"}},
