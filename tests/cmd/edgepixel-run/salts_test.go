@@ -25,7 +25,20 @@ func TestSaltsEveryHangsUp(t *testing.T) {
 		s := salts{bin: bin, dir: filepath.Join(dir, "secrets"), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		hups := make(chan struct{}, 8)
-		go s.every(ctx, 10*time.Millisecond, func() error { hups <- struct{}{}; return nil })
+		// every runs the salt command in dir: the test waits for it to
+		// return, or the next case's command, or the removal of dir,
+		// races with its last run (ci118: "directory not empty").
+		ended := make(chan struct{})
+		go func() {
+			defer close(ended)
+			s.every(ctx, 10*time.Millisecond, func() error {
+				select {
+				case hups <- struct{}{}:
+				default:
+				}
+				return nil
+			})
+		}()
 		got := 0
 		for got < 2 && ctx.Err() == nil {
 			select {
@@ -38,6 +51,7 @@ func TestSaltsEveryHangsUp(t *testing.T) {
 			}
 		}
 		cancel()
+		<-ended
 		if (got == 2) != c.want {
 			t.Errorf("salt printing %q: %d hangups", c.out, got)
 		}
