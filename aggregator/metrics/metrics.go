@@ -65,8 +65,8 @@ type Metrics struct {
 	// LoaderPaused is 1 while loading waits for Redis or the store (a
 	// failed attempt being retried), else 0.
 	LoaderPaused func() int
-	// SpoolNoRoom is 1 while the spool's disk has no room for appends
-	// (spool.Spool.NoRoom), else 0.
+	// SpoolNoRoom is 1 from an append the spool's disk had no room for
+	// until one writes (spool.Spool.Refusing), else 0.
 	SpoolNoRoom func() int
 }
 
@@ -294,7 +294,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		gauge(p+"loader_paused", "1 while loading waits for Redis or the store to answer (ingest keeps spooling).", m.LoaderPaused())
 	}
 	if m.SpoolNoRoom != nil {
-		gauge(p+"spool_no_room", "1 while the spool's disk has no room for batches (ingest answers 503 spool_error; the process goes on and takes them once the disk has room).", m.SpoolNoRoom())
+		gauge(p+"spool_no_room", "1 from a batch the spool's disk had no room for until one is written (ingest answers 503 spool_error meanwhile; the process goes on and takes batches once the disk has room).", m.SpoolNoRoom())
 	}
 	counter(p+"connections_total", "HTTP connections admitted (not refused by the connection caps).", m.AcceptedConns.Load())
 	counter(p+"accept_errors_total", "Connections that could not be accepted for lack of file descriptors.", m.AcceptErrors.Load())

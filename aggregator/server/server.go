@@ -286,7 +286,7 @@ func Open(cfg Config) (*Server, error) {
 	s.metrics.LoaderLag = s.loader.Lag
 	s.metrics.LoaderPaused = s.loader.Paused
 	s.metrics.SpoolNoRoom = func() int {
-		if _, err := s.spool.NoRoom(); err != nil {
+		if s.spool.Refusing() {
 			return 1
 		}
 		return 0

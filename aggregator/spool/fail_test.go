@@ -154,3 +154,58 @@ func TestNoRoomOnAFullDisk(t *testing.T) {
 		t.Errorf("%d records after reopening, want the %d appends that returned", len(got), len(want))
 	}
 }
+
+// A spool alone on its disk fills it (tester90): the loader then commits
+// what it stored, and the commit must free the room, though the disk has
+// none for a new checkpoint file; so must an append when the only room
+// is in the active segment, whose records are all committed. Both on a
+// real tmpfs.
+func TestSpoolAloneOnAFullDisk(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		segment int64
+	}{{"consumed segments", 16 << 10}, {"the active segment", 1 << 20}} {
+		t.Run(c.name, func(t *testing.T) {
+			mnt := localsrv.Tmpfs(t, 128<<10)
+			dir := filepath.Join(mnt, "spool")
+			s := open(t, dir, Options{SegmentBytes: c.segment})
+			ctx := context.Background()
+			rec := bytes.Repeat([]byte{'r'}, 3000)
+			n := 0
+			for ; ; n++ {
+				err := s.Append(ctx, rec)
+				if errors.Is(err, ErrNoSpace) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n == 0 {
+				t.Fatal("the disk took no record")
+			}
+			got, end := readAll(t, s, s.Checkpoint())
+			if len(got) != n {
+				t.Fatalf("read %d records, want %d", len(got), n)
+			}
+			if err := s.Commit(end); err != nil {
+				t.Fatalf("commit on a full disk: %v", err)
+			}
+			for i := range 3 {
+				if err := s.Append(ctx, rec); err != nil {
+					t.Fatalf("append %d after everything was committed: %v", i, err)
+				}
+			}
+			if got, _ := readAll(t, s, s.Checkpoint()); len(got) != 3 {
+				t.Errorf("%d records after the commit, want the 3 new ones", len(got))
+			}
+			// Reopened, the spool holds no more than the uncommitted
+			// records (those the recycled segment held are gone).
+			s.Close()
+			s2 := open(t, dir, Options{SegmentBytes: c.segment})
+			if got, _ := readAll(t, s2, s2.Checkpoint()); len(got) != 3 {
+				t.Errorf("%d records after reopening, want the 3 new ones", len(got))
+			}
+		})
+	}
+}
