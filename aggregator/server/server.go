@@ -597,7 +597,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // readyz answers 200 when the aggregator can take batches: the spool has
-// room, and its disk had room for the last batch (spool.Spool.NoRoom). Ingest does not need Redis or the store, so their outage does not
+// room, and its disk had room for the last batch (spool.Spool.NoRoom).
+// Ingest does not need Redis or the store, so their outage does not
 // make it unready (a load balancer would otherwise stop sending batches
 // the spool could keep); "loading" says whether stored rows keep up, with
 // the reason it is paused, and ?loading=1 makes the status code require

@@ -425,11 +425,8 @@ func (s *Spool) write(buf []byte) error {
 	end := s.durable
 	s.mu.Unlock()
 	if end.Offset > 0 && end.Offset+int64(len(buf)) > s.opts.SegmentBytes {
-		if err := s.roll(end.Segment + 1); err != nil {
-			if NoSpace(err) && !errors.Is(err, errSyncDir) {
-				return fmt.Errorf("%w: start segment in %s: %w", ErrNoSpace, s.dir, err)
-			}
-			return s.fail(fmt.Errorf("spool: start segment in %s: %w", s.dir, err))
+		if err := s.startSegment(end.Segment + 1); err != nil {
+			return err
 		}
 		end = Position{end.Segment + 1, 0}
 	}
@@ -554,11 +551,8 @@ func (s *Spool) consumed(end Position) bool {
 // committed (consumed), and deletes seq. The checkpoint file may still
 // name seq: Open then starts at the oldest segment there is.
 func (s *Spool) recycle(seq uint64) error {
-	if err := s.roll(seq + 1); err != nil {
-		if NoSpace(err) && !errors.Is(err, errSyncDir) {
-			return fmt.Errorf("%w: start segment in %s: %w", ErrNoSpace, s.dir, err)
-		}
-		return s.fail(fmt.Errorf("spool: start segment in %s: %w", s.dir, err))
+	if err := s.startSegment(seq + 1); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.checkpoint = Position{seq + 1, 0}
@@ -570,13 +564,26 @@ func (s *Spool) recycle(seq uint64) error {
 	return nil
 }
 
+// startSegment is roll for the write path: a disk with no room for the
+// new file is ErrNoSpace, and any other failure fails the spool.
+func (s *Spool) startSegment(seq uint64) error {
+	err := s.roll(seq)
+	switch {
+	case err == nil:
+		return nil
+	case NoSpace(err) && !errors.Is(err, errSyncDir):
+		return fmt.Errorf("%w: start segment in %s: %w", ErrNoSpace, s.dir, err)
+	default:
+		return s.fail(fmt.Errorf("spool: start segment in %s: %w", s.dir, err))
+	}
+}
+
 // errSyncDir marks roll's failure to fsync the directory, which fails
 // the spool whatever its cause.
 var errSyncDir = errors.New("fsync the directory")
 
 func (s *Spool) roll(seq uint64) error {
-	name := filepath.Join(s.dir, segName(seq))
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(filepath.Join(s.dir, segName(seq)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -739,7 +746,7 @@ func (s *Spool) writeCheckpoint(pos Position) error {
 		// torn write fails its checksum: Open then reads from the
 		// oldest segment again, which the loader deduplicates.
 		os.Remove(filepath.Join(s.dir, checkpointFile+".tmp"))
-		if ierr := overwrite(filepath.Join(s.dir, checkpointFile), b[:]); ierr != nil {
+		if ierr := writeSynced(filepath.Join(s.dir, checkpointFile), os.O_WRONLY, b[:]); ierr != nil {
 			return fmt.Errorf("%w (and in place: %v)", err, ierr)
 		}
 		return nil
@@ -747,14 +754,14 @@ func (s *Spool) writeCheckpoint(pos Position) error {
 	return err
 }
 
-// overwrite writes data over the start of the existing file name and
-// fsyncs it.
-func overwrite(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+// writeSynced opens name with flag (and mode 0600 if it creates it),
+// writes data at its start and fsyncs and closes it.
+func writeSynced(name string, flag int, data []byte) error {
+	f, err := os.OpenFile(name, flag, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(data, 0); err != nil {
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
 	}
@@ -769,19 +776,7 @@ func overwrite(name string, data []byte) error {
 // durably and whole: a crash leaves the old file or the new one.
 func (s *Spool) writeFile(name string, data []byte) error {
 	tmp := filepath.Join(s.dir, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := writeSynced(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, data); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, filepath.Join(s.dir, name)); err != nil {

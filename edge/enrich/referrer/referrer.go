@@ -86,6 +86,9 @@ func Classify(in Input) Result {
 	var r Result
 	var ownSite bool
 	r.Host = pageurl.Host(in.Referrer)
+	if r.Host != "" {
+		r.Spam = isSpam(r.Host)
+	}
 	switch {
 	case r.Host == "":
 	case strings.HasPrefix(r.Host, ".") || strings.Contains(r.Host, ".."):
@@ -93,12 +96,10 @@ func Classify(in Input) Result {
 		// cannot resolve: a forged name, which no list names and which
 		// shares no site with the page (".google.com" is not Google's).
 		r.Domain = r.Host
-		r.Spam = isSpam(r.Host)
 		ownSite = true
 	default:
 		suffix, icann := hostSuffix(r.Host)
 		r.Domain = registrable(r.Host, suffix)
-		r.Spam = isSpam(r.Host)
 		if i, ok := lookup(r.Host, icann); ok {
 			r.Name = sourceNames[i]
 			r.Channel = sourceKinds[i]
