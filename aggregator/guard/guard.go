@@ -184,7 +184,8 @@ func (l *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		if !since.IsZero() {
-			g.log.Info("accepting connections again", "after", time.Since(since).Round(time.Millisecond))
+			// At WARN, as the failure was (an ERROR): both ends are read in one place.
+			g.log.Warn("accepting connections again", "after", time.Since(since).Round(time.Millisecond))
 			since, wait = time.Time{}, 0
 		}
 		key := g.connKey(c.RemoteAddr())

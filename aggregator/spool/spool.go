@@ -492,7 +492,9 @@ func (s *Spool) noteRoom(err error, n int) {
 		s.noRoom.err, s.noRoom.last = err, now
 		s.noRoom.refused += n
 	case err == nil && s.noRoom.err != nil:
-		s.log.Info("spool: the disk has room again; batches are taken", "dir", s.dir,
+		// At WARN, as the pause began: its end and what it refused are
+		// read where its start is (make run repeats WARN lines).
+		s.log.Warn("spool: the disk has room again; batches are taken", "dir", s.dir,
 			"after", now.Sub(s.noRoom.since).Round(time.Millisecond), "appends_refused", s.noRoom.refused)
 		s.noRoom = noRoom{}
 	}

@@ -1201,7 +1201,8 @@ func primary(ctx context.Context, client *http.Client, ep *Endpoint, st *sinkSta
 		return retry, status, err
 	}
 	if since := st.primaryOK(); !since.IsZero() {
-		log.Info("log endpoint: its URL takes deliveries again", "endpoint", ep.Name, "after", time.Since(since).Round(time.Second))
+		// At WARN, as the failover was: both ends are read in one place.
+		log.Warn("log endpoint: its URL takes deliveries again", "endpoint", ep.Name, "after", time.Since(since).Round(time.Second))
 	}
 	return retry, status, nil
 }

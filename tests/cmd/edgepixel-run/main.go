@@ -152,7 +152,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	logsFrom := logEnds(absDir)
+	tails := logTails(absDir)
 	s, err := stack.Start(startCtx, o)
 	cancel()
 	if err != nil {
@@ -183,7 +183,8 @@ func main() {
 	defer os.Remove(statePath(absDir))
 
 	fmt.Print(banner(st, time.Since(began), *firstRun))
-	fmt.Print(warningsNote(startWarnings(absDir, logsFrom), st.Logs))
+	fmt.Print(warningsNote(startWarnings(tails), st.Logs))
+	go followWarnings(ctx, tails, os.Stderr, time.Second, repeatEvery)
 	// The salts' SIGHUP goes to the POP running when it is sent: a
 	// restarted POP is a new process (the first one's kept getting it,
 	// and a restarted POP never read a new day's salt).
