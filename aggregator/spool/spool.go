@@ -717,7 +717,11 @@ func (s *Spool) Commit(pos Position) error {
 		return err
 	}
 	s.mu.Lock()
-	s.checkpoint = pos
+	// Only forward: an append that recycled the segment meanwhile (see
+	// recycle) moved the checkpoint past pos.
+	if s.checkpoint.Less(pos) {
+		s.checkpoint = pos
+	}
 	var old []uint64
 	for seq := range s.sizes {
 		if seq < pos.Segment {
