@@ -103,8 +103,9 @@ var (
 // the events. So a counters line may queue countersReserve bytes beyond
 // MaxBuffer, and while the disk cannot write, up to countersReserve
 // bytes of them are held in memory, taken as written, and written first
-// once the queue writes again (a POP that dies before then loses them:
-// the counts, never an event). A tester's full disk under an aggregator
+// once the queue writes again, or sent to the collector directly as the
+// queue closes (a POP that dies before then, or closes while the
+// collector does not answer, loses them: the counts, never an event). A tester's full disk under an aggregator
 // outage lost 480 answered events, and /api/loss said none were lost.
 type queueSink struct {
 	ep     Endpoint
@@ -440,7 +441,7 @@ func (s *queueSink) holdLocked(msg []byte, size int) bool {
 		return false
 	}
 	if len(s.held) == 0 {
-		s.log.Warn("log endpoint: the disk queue cannot write; counters lines are held in memory until it does (a POP that ends first loses them)",
+		s.log.Warn("log endpoint: the disk queue cannot write; counters lines are held in memory until it does, or sent directly as the POP stops",
 			"endpoint", s.ep.Name, "dir", s.ep.Queue, "err", s.writeErr)
 	}
 	s.held = append(s.held, slices.Clone(msg))
@@ -552,7 +553,9 @@ func (s *queueSink) failLocked(err error) {
 // DurabilityFsync: and fsynced).
 func (s *queueSink) recoverLocked() {
 	since, _ := s.st.queueFailing()
-	s.log.Info("log endpoint: the disk queue writes again; entries are taken again", "endpoint", s.ep.Name, "dir", s.ep.Queue,
+	// At WARN, as the failure was: its end and what it dropped are read
+	// where its start is (make run repeats WARN lines).
+	s.log.Warn("log endpoint: the disk queue writes again; entries are taken again", "endpoint", s.ep.Name, "dir", s.ep.Queue,
 		"failed_for", time.Since(since).Round(time.Millisecond), "dropped_total", s.st.dropped.Load())
 	s.writeErr = nil
 	s.st.queueOK()
@@ -987,6 +990,7 @@ func (s *queueSink) close(ctx context.Context) error {
 		<-s.done
 		<-s.syncDone
 		<-s.probing
+		s.sendHeld(cctx)
 		s.client.CloseIdleConnections()
 		s.mu.Lock()
 		err := s.f.Close()
@@ -1005,6 +1009,35 @@ func (s *queueSink) close(ctx context.Context) error {
 		s.closeErr = errors.Join(err, s.lock.Close())
 	})
 	return s.closeErr
+}
+
+// sendHeld delivers the counters lines held in memory (see holdLocked)
+// to the collector directly, once, as the queue closes with its disk
+// still failing: they are the only count of what the queue refused, and
+// a POP stopped while nothing took its events lost them. A counters line
+// delivered twice counts once (the aggregator keeps an instance's highest
+// count), so one that also reached the disk is no harm. Those it cannot
+// deliver stay held, and close counts them as lost.
+func (s *queueSink) sendHeld(ctx context.Context) {
+	s.mu.Lock()
+	var body []byte
+	for _, m := range s.held {
+		body = append(append(body, m...), '\n')
+	}
+	n := len(s.held)
+	s.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	if _, _, err := s.post(ctx, body); err != nil {
+		s.log.Warn("log endpoint: delivering the held counters lines directly failed", "endpoint", s.ep.Name, "lines", n, "err", err)
+		return
+	}
+	s.st.delivered.Add(uint64(n))
+	s.log.Warn("log endpoint: the counters lines held in memory while the disk queue could not write were delivered directly as it closed", "endpoint", s.ep.Name, "lines", n)
+	s.mu.Lock()
+	s.held, s.heldBytes = nil, 0
+	s.mu.Unlock()
 }
 
 // syncDir fsyncs a directory, making the entries created in it durable.

@@ -851,6 +851,43 @@ func TestQueueHoldsCountersWhileDiskFails(t *testing.T) {
 	}
 }
 
+// A queue that closes while its disk still cannot write sends the held
+// counters lines to the collector directly, and counts them as lost only
+// when the collector does not take them either.
+func TestQueueSendsHeldCountersAsItCloses(t *testing.T) {
+	for _, up := range []bool{true, false} {
+		t.Run(fmt.Sprint("collector up ", up), func(t *testing.T) {
+			c := newLineCollector(t)
+			if !up {
+				c.answer(func(int) int { return http.StatusServiceUnavailable })
+			}
+			set, q := openQueueSet(t, queueEndpoint(c.URL, t.TempDir(), DurabilityWrite))
+			q.mu.Lock()
+			q.writeFile = func(*os.File, []byte) (int, error) { return 0, syscall.ENOSPC }
+			q.mu.Unlock()
+			if err := q.Write("q", []byte(`{"event":1}`)); !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("an event line on a full disk: %v, want ENOSPC", err)
+			}
+			lines := []string{countersLine(3), countersLine(5)}
+			for _, l := range lines {
+				if err := q.Write("q", []byte(l)); err != nil {
+					t.Fatalf("a counters line on a full disk: %v, want it held", err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			set.Close(ctx)
+			got, dropped := c.got(), q.st.dropped.Load()
+			if up && (!slices.Equal(got, lines) || dropped != 1) {
+				t.Errorf("delivered %q with %d dropped, want the held lines %q and the event line dropped", got, dropped, lines)
+			}
+			if !up && (len(got) != 0 || dropped != 3) {
+				t.Errorf("delivered %q with %d dropped, want none delivered and all 3 dropped", got, dropped)
+			}
+		})
+	}
+}
+
 // The checkpoint written in place (a full disk has no room for a new
 // file) reads back as the new line alone.
 func TestOverwriteCheckpoint(t *testing.T) {
