@@ -816,24 +816,7 @@ func TestQueueHoldsCountersWhileDiskFails(t *testing.T) {
 			c := newLineCollector(t)
 			_, q := openQueueSet(t, queueEndpoint(c.URL, t.TempDir(), dur))
 			var failing atomic.Bool
-			failing.Store(true)
-			q.mu.Lock()
-			q.writeFile = func(f *os.File, b []byte) (int, error) {
-				if failing.Load() {
-					return 0, syscall.ENOSPC
-				}
-				return f.Write(b)
-			}
-			q.mu.Unlock()
-			if err := q.Write("q", []byte(`{"event":1}`)); !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("an event line on a full disk: %v, want ENOSPC", err)
-			}
-			lines := []string{countersLine(3), countersLine(5)}
-			for _, l := range lines {
-				if err := q.Write("q", []byte(l)); err != nil {
-					t.Fatalf("a counters line on a full disk: %v, want it held", err)
-				}
-			}
+			lines := holdCounters(t, q, &failing)
 			if d := q.st.dropped.Load(); d != 1 {
 				t.Errorf("%d entries dropped, want 1 (the event line)", d)
 			}
@@ -851,6 +834,32 @@ func TestQueueHoldsCountersWhileDiskFails(t *testing.T) {
 	}
 }
 
+// holdCounters makes q's disk refuse writes (ENOSPC) until failing is
+// set false, writes an event line, which is refused, and two counters
+// lines, which are held; it returns the counters lines.
+func holdCounters(t *testing.T, q *queueSink, failing *atomic.Bool) []string {
+	t.Helper()
+	failing.Store(true)
+	q.mu.Lock()
+	q.writeFile = func(f *os.File, b []byte) (int, error) {
+		if failing.Load() {
+			return 0, syscall.ENOSPC
+		}
+		return f.Write(b)
+	}
+	q.mu.Unlock()
+	if err := q.Write("q", []byte(`{"event":1}`)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("an event line on a full disk: %v, want ENOSPC", err)
+	}
+	lines := []string{countersLine(3), countersLine(5)}
+	for _, l := range lines {
+		if err := q.Write("q", []byte(l)); err != nil {
+			t.Fatalf("a counters line on a full disk: %v, want it held", err)
+		}
+	}
+	return lines
+}
+
 // A queue that closes while its disk still cannot write sends the held
 // counters lines to the collector directly, and counts them as lost only
 // when the collector does not take them either.
@@ -862,18 +871,7 @@ func TestQueueSendsHeldCountersAsItCloses(t *testing.T) {
 				c.answer(func(int) int { return http.StatusServiceUnavailable })
 			}
 			set, q := openQueueSet(t, queueEndpoint(c.URL, t.TempDir(), DurabilityWrite))
-			q.mu.Lock()
-			q.writeFile = func(*os.File, []byte) (int, error) { return 0, syscall.ENOSPC }
-			q.mu.Unlock()
-			if err := q.Write("q", []byte(`{"event":1}`)); !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("an event line on a full disk: %v, want ENOSPC", err)
-			}
-			lines := []string{countersLine(3), countersLine(5)}
-			for _, l := range lines {
-				if err := q.Write("q", []byte(l)); err != nil {
-					t.Fatalf("a counters line on a full disk: %v, want it held", err)
-				}
-			}
+			lines := holdCounters(t, q, new(atomic.Bool))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			set.Close(ctx)
