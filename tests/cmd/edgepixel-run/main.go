@@ -183,8 +183,13 @@ func main() {
 	defer os.Remove(statePath(absDir))
 
 	fmt.Print(banner(st, time.Since(began), *firstRun))
-	fmt.Print(warningsNote(startWarnings(tails), st.Logs))
-	go followWarnings(ctx, tails, os.Stderr, time.Second, repeatEvery)
+	fmt.Print(warningsNote(warningsSince(tails), st.Logs))
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	following := make(chan struct{})
+	go func() {
+		defer close(following)
+		followWarnings(followCtx, tails, os.Stderr, time.Second, repeatEvery)
+	}()
 	// The salts' SIGHUP goes to the POP running when it is sent: a
 	// restarted POP is a new process (the first one's kept getting it,
 	// and a restarted POP never read a new day's salt).
@@ -196,12 +201,20 @@ func main() {
 	})
 
 	failed := supervise(ctx, log, s, filepath.Join(absDir, "logs"), &popMu)
+	stopFollowing()
+	<-following
 	if failed == nil {
 		log.Info("stopping: POP first so buffered events reach the aggregator")
 	} else {
 		log.Info("stopping the rest of the stack")
 	}
-	if err := s.Stop(); err != nil {
+	err = s.Stop()
+	// What the servers warned of as they stopped (counts a POP could not
+	// deliver, entries left queued) is said here, not in their logs only.
+	for _, w := range warningsSince(tails) {
+		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), w)
+	}
+	if err != nil {
 		os.Remove(statePath(absDir))
 		cli.Fatal(log, err)
 	}

@@ -20,7 +20,8 @@ import (
 // every batch while the launcher's terminal printed nothing (found by
 // new-user testers). So the launcher notes where each log ends before the
 // stack starts, repeats below the banner the warnings and errors written
-// since, and then follows the logs, repeating each new one as it comes.
+// since, then follows the logs, repeating each new one as it comes, and
+// repeats those the servers write as they stop.
 // The servers log the end of a condition they warned about (the disk has
 // room again, the collector takes deliveries again) at WARN too, with
 // what it cost, so the terminal shows both ends of it.
@@ -72,10 +73,11 @@ func (t *logTail) read() []byte {
 	return b[:end]
 }
 
-// startWarnings returns "NAME: message" for each line at level WARN or
-// ERROR that a server logged after tails' offsets (logTails before the
-// start), and moves them past.
-func startWarnings(tails []*logTail) []string {
+// warningsSince returns "NAME: message" for each line at level WARN or
+// ERROR that a server logged after tails' offsets, and moves them past:
+// at the start, those logged while starting (tails from logTails before
+// it); at the stop, those logged while stopping.
+func warningsSince(tails []*logTail) []string {
 	var out []string
 	for _, t := range tails {
 		for _, m := range warnings(bytes.NewReader(t.read())) {

@@ -38,7 +38,7 @@ time=2026-12-04T18:14:07.508Z level=WARN msg="EDGEPIXEL_AGG_PUBLIC_COUNTRS is se
 	appendTo("pop", `time=2026-12-04T18:16:57.267Z level=WARN msg="config store edgepixel: site.letter: \"sign=rejct\" not one of sign=off|mark|reject" config=/x/fastly.toml
 time=2026-12-04T18:16:58.000Z level=ERROR msg=bare key=v
 `)
-	got := startWarnings(tails)
+	got := warningsSince(tails)
 	want := []string{
 		`pop: config store edgepixel: site.letter: "sign=rejct" not one of sign=off|mark|reject (config=/x/fastly.toml)`,
 		`pop: bare (key=v)`,
@@ -53,7 +53,7 @@ time=2026-12-04T18:16:58.000Z level=ERROR msg=bare key=v
 	if warningsNote(nil, logs) != "" {
 		t.Error("a note without warnings")
 	}
-	if again := startWarnings(tails); len(again) != 0 {
+	if again := warningsSince(tails); len(again) != 0 {
 		t.Errorf("read twice: %q", again)
 	}
 }
