@@ -184,7 +184,9 @@ func main() {
 
 	fmt.Print(banner(st, time.Since(began), *firstRun))
 	fmt.Print(warningsNote(warningsSince(tails), st.Logs))
-	followCtx, stopFollowing := context.WithCancel(ctx)
+	// Not ctx: the logs are followed until the stack has stopped, for
+	// what the servers say as they stop (counts a POP could not deliver).
+	followCtx, stopFollowing := context.WithCancel(context.Background())
 	following := make(chan struct{})
 	go func() {
 		defer close(following)
@@ -201,19 +203,14 @@ func main() {
 	})
 
 	failed := supervise(ctx, log, s, filepath.Join(absDir, "logs"), &popMu)
-	stopFollowing()
-	<-following
 	if failed == nil {
 		log.Info("stopping: POP first so buffered events reach the aggregator")
 	} else {
 		log.Info("stopping the rest of the stack")
 	}
 	err = s.Stop()
-	// What the servers warned of as they stopped (counts a POP could not
-	// deliver, entries left queued) is said here, not in their logs only.
-	for _, w := range warningsSince(tails) {
-		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), w)
-	}
+	stopFollowing()
+	<-following
 	if err != nil {
 		os.Remove(statePath(absDir))
 		cli.Fatal(log, err)
@@ -535,8 +532,11 @@ func watchParts(ctx context.Context, log *slog.Logger, parts []part) error {
 // lastError returns the last line of the log at path that reports an
 // error (the aggregator's and the POP's level=ERROR, ClickHouse's
 // <Error>, any line saying error), cut to 300 bytes; "" if none is among
-// its last 64 KiB or it cannot be read.
-func lastError(path string) string {
+// its last 64 KiB or it cannot be read. A line of the aggregator's or the
+// POP's logged more than staleError before now is not taken, nor any
+// before it: a condition that had ended a minute before a kill -9 was
+// given as its cause (a tester's).
+func lastError(path string, now time.Time) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
@@ -549,6 +549,12 @@ func lastError(path string) string {
 	b, _ := io.ReadAll(io.LimitReader(f, tail))
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(lines[i], "time="); ok {
+			v, _, _ = strings.Cut(v, " ")
+			if at, err := time.Parse(time.RFC3339Nano, v); err == nil && now.Sub(at) > staleError {
+				return ""
+			}
+		}
 		if l := lines[i]; strings.Contains(strings.ToLower(l), "error") {
 			if len(l) > 300 {
 				l = l[:300] + "…"
@@ -558,6 +564,9 @@ func lastError(path string) string {
 	}
 	return ""
 }
+
+// staleError is how old a log line lastError takes may be.
+const staleError = time.Minute
 
 // watch restarts p each time it ends. It returns nil when ctx ends, and
 // why it gave up when p ends more than restartsPerMinute times in a
@@ -582,7 +591,7 @@ func (p part) watch(ctx context.Context, log *slog.Logger) error {
 		// The reason is in the part's log, not in how it ended (a full
 		// disk said only "exit status 1": tester89).
 		attrs := []any{"log", p.log}
-		if why := lastError(p.log); why != "" {
+		if why := lastError(p.log, now); why != "" {
 			attrs = append(attrs, "last_error", why)
 		}
 		if len(ends) > restartsPerMinute {

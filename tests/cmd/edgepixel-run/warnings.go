@@ -20,8 +20,8 @@ import (
 // every batch while the launcher's terminal printed nothing (found by
 // new-user testers). So the launcher notes where each log ends before the
 // stack starts, repeats below the banner the warnings and errors written
-// since, then follows the logs, repeating each new one as it comes, and
-// repeats those the servers write as they stop.
+// since, then follows the logs, repeating each new one as it comes,
+// until the stack has stopped.
 // The servers log the end of a condition they warned about (the disk has
 // room again, the collector takes deliveries again) at WARN too, with
 // what it cost, so the terminal shows both ends of it.
@@ -73,10 +73,9 @@ func (t *logTail) read() []byte {
 	return b[:end]
 }
 
-// warningsSince returns "NAME: message" for each line at level WARN or
-// ERROR that a server logged after tails' offsets, and moves them past:
-// at the start, those logged while starting (tails from logTails before
-// it); at the stop, those logged while stopping.
+// warningsSince returns "NAME: message" for each warning (see warnings)
+// a server logged after tails' offsets, and moves them past: at the
+// start, those logged while starting (tails from logTails before it).
 func warningsSince(tails []*logTail) []string {
 	var out []string
 	for _, t := range tails {
@@ -87,9 +86,14 @@ func warningsSince(tails []*logTail) []string {
 	return out
 }
 
-// logWarning is one WARN or ERROR line of a server's log: its message and
-// the attributes after it.
-type logWarning struct{ msg, attrs string }
+// logWarning is one WARN or ERROR line of a server's log: when it was
+// logged (zero if the line does not say), its message and the attributes
+// after it. The edge module's own lines (see moduleLine) are warnings
+// too, with no time and no attributes.
+type logWarning struct {
+	at         time.Time
+	msg, attrs string
+}
 
 func (w logWarning) text() string {
 	if w.attrs == "" {
@@ -98,21 +102,59 @@ func (w logWarning) text() string {
 	return w.msg + " (" + w.attrs + ")"
 }
 
-// warnings returns r's slog text lines at level WARN or ERROR.
+// subject is what w's condition is about: the log endpoint it names, if
+// any. The same message for two endpoints is two conditions.
+func (w logWarning) subject() string {
+	if _, v, ok := strings.Cut(w.attrs, "endpoint="); ok {
+		v, _, _ = strings.Cut(v, " ")
+		return v
+	}
+	return ""
+}
+
+// kind is w's message with its numbers taken out, so that the edge
+// module's "6 events lost" and "8 events lost" are one kind.
+func (w logWarning) kind() string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return '#'
+		}
+		return r
+	}, w.msg)
+}
+
+// moduleLine is the edge module's own prefix on what it writes to
+// stderr, which the POP writes to its log as it is (not as slog lines):
+// the module says there what it could not deliver and what it lost.
+// Its per-instance summary ("edgepixel: instance ...") is not a warning.
+const moduleLine = "edgepixel: "
+
+// warnings returns r's slog text lines at level WARN or ERROR and the
+// edge module's lines (moduleLine) but its instance summaries.
 func warnings(r io.Reader) []logWarning {
 	var out []logWarning
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, moduleLine); ok {
+			if !strings.HasPrefix(rest, "instance ") {
+				out = append(out, logWarning{msg: "edge module: " + rest})
+			}
+			continue
+		}
 		if !strings.Contains(line, " level=WARN ") && !strings.Contains(line, " level=ERROR ") {
 			continue
 		}
-		_, rest, ok := strings.Cut(line, " msg=")
+		head, rest, ok := strings.Cut(line, " msg=")
 		if !ok {
 			continue
 		}
 		w := logWarning{msg: rest}
+		if v, ok := strings.CutPrefix(head, "time="); ok {
+			v, _, _ = strings.Cut(v, " ")
+			w.at, _ = time.Parse(time.RFC3339Nano, v)
+		}
 		if q, err := strconv.QuotedPrefix(rest); err == nil {
 			w.msg, _ = strconv.Unquote(q)
 			w.attrs = strings.TrimSpace(rest[len(q):])
@@ -137,60 +179,116 @@ func warningsNote(ws []string, logs string) string {
 	return b.String()
 }
 
-// repeatEvery is how often make run prints one server's same message
-// while the stack runs: a server that fails every batch logs as often as
-// batches come.
+// repeatEvery is how often make run prints one server's same warning
+// about one subject while it lasts: a server that fails every batch logs
+// as often as batches come.
 const repeatEvery = time.Minute
 
-// followWarnings prints to w, as "15:04:05 NAME: message (attrs)", each
-// WARN or ERROR line the servers log after tails' offsets, reading them
-// every poll until ctx ends. The same message of the same server is
-// printed at most once every `every` (repeatEvery); those held back in
-// between are counted, and once `every` has passed the last of them is
-// printed with the count, or the count is given with the next.
-func followWarnings(ctx context.Context, tails []*logTail, w io.Writer, poll, every time.Duration) {
-	type seen struct {
-		at   time.Time
-		held int
-		last logWarning
+// follower prints the servers' warnings as followWarnings reads them,
+// holding back repeats (see followWarnings).
+type follower struct {
+	w     io.Writer
+	every time.Duration
+	last  map[string]*shown // by server and subject
+}
+
+// shown is the last warning printed about one subject, and the repeats
+// of it held back since.
+type shown struct {
+	kind  string
+	at    time.Time // when it was printed
+	held  int
+	since time.Time // when the first repeat held back was logged
+	last  logWarning
+	name  string
+}
+
+// print prints w with its time (now if it has none) and name, and note
+// after it if not "".
+func (f *follower) print(name string, w logWarning, note string) {
+	at := w.at
+	if at.IsZero() {
+		at = time.Now()
 	}
-	printed := map[string]*seen{}
+	if note != "" {
+		note = " [" + note + "]"
+	}
+	fmt.Fprintf(f.w, "%s %s: %s%s\n", at.Local().Format("15:04:05"), name, w.text(), note)
+}
+
+// take prints w, or holds it back: a repeat of the last warning printed
+// about its subject, within every of that print. Any other warning
+// about the subject (the condition ended, or changed) is printed at once,
+// after the count of the repeats held back before it.
+func (f *follower) take(name string, w logWarning, now time.Time) {
+	key := name + "\x00" + w.subject()
+	s := f.last[key]
+	if s != nil && s.kind == w.kind() && now.Sub(s.at) < f.every {
+		if s.held == 0 {
+			s.since = w.at
+		}
+		s.held++
+		s.last = w
+		return
+	}
+	if s != nil {
+		f.flush(s)
+	}
+	f.print(name, w, "")
+	f.last[key] = &shown{kind: w.kind(), at: now, name: name}
+}
+
+// flush prints the last repeat held back about s's subject, with how
+// many there were.
+func (f *follower) flush(s *shown) {
+	if s.held == 0 {
+		return
+	}
+	note := fmt.Sprintf("%d like it", s.held)
+	if !s.since.IsZero() {
+		note += " since " + s.since.Local().Format("15:04:05")
+	}
+	f.print(s.name, s.last, note)
+	s.held = 0
+}
+
+// followWarnings prints to w, as "15:04:05 NAME: message (attrs)" with
+// the time the server logged it, each warning the servers log after
+// tails' offsets (see warnings), reading them every poll until ctx ends.
+// A repeat of the last warning printed about the same subject (a
+// server's, or one of its log endpoints) is held back for `every`
+// (repeatEvery) after that print: then the last one held back is printed
+// with how many there were, and so are they when another warning about
+// the subject comes. When ctx ends it reads the logs once more and prints
+// what it held back.
+func followWarnings(ctx context.Context, tails []*logTail, w io.Writer, poll, every time.Duration) {
+	f := &follower{w: w, every: every, last: map[string]*shown{}}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
+		done := false
 		select {
 		case <-ctx.Done():
-			return
+			done = true
 		case <-tick.C:
 		}
 		now := time.Now()
-		stamp := now.Format("15:04:05")
 		for _, t := range tails {
 			for _, m := range warnings(bytes.NewReader(t.read())) {
-				key := t.name + "\x00" + m.msg
-				s := printed[key]
-				if s != nil && now.Sub(s.at) < every {
-					s.held++
-					s.last = m
-					continue
-				}
-				line := m.text()
-				if s != nil && s.held > 0 {
-					line += fmt.Sprintf(" [and %d more like it since %s]", s.held, s.at.Format("15:04:05"))
-				}
-				fmt.Fprintf(w, "%s %s: %s\n", stamp, t.name, line)
-				printed[key] = &seen{at: now}
+				f.take(t.name, m, now)
 			}
 		}
-		for key, s := range printed {
-			if now.Sub(s.at) < every {
-				continue
+		if done {
+			for _, s := range f.last {
+				f.flush(s)
 			}
-			if s.held > 0 {
-				name, _, _ := strings.Cut(key, "\x00")
-				fmt.Fprintf(w, "%s %s: %s [%d more like it since %s; this is the last]\n", stamp, name, s.last.text(), s.held, s.at.Format("15:04:05"))
+			return
+		}
+		for _, s := range f.last {
+			if s.held > 0 && now.Sub(s.at) >= every {
+				f.flush(s)
+				s.at = now
 			}
-			delete(printed, key)
 		}
 	}
 }

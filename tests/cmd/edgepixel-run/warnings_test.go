@@ -58,18 +58,22 @@ time=2026-12-04T18:16:58.000Z level=ERROR msg=bare key=v
 	}
 }
 
-// TestFollowWarnings: while the stack runs, each new WARN or ERROR line
-// of a server's log is printed as it comes, a line still being written
-// once it is whole, and a server's same message only once every
-// repeatEvery, the next print counting those held back; a log replaced by
-// a shorter one is read from its start.
+// TestFollowWarnings: while the stack runs, each new warning of a
+// server's log is printed as it comes with the time it was logged, a line
+// still being written once it is whole; a repeat of the last warning
+// about the same subject is held back for `every`, then printed with the
+// count, and printed at once with the count when another warning about
+// the subject comes (the condition ended); two endpoints are two
+// subjects; the edge module's own lines are warnings, its instance
+// summaries not; what was held back and written last is printed as the
+// follower stops; a log replaced by a shorter one is read from its start.
 func TestFollowWarnings(t *testing.T) {
 	dir := t.TempDir()
 	logs := filepath.Join(dir, "logs")
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	agg := filepath.Join(logs, "aggregator.log")
+	agg, pop := filepath.Join(logs, "aggregator.log"), filepath.Join(logs, "pop.log")
 	os.WriteFile(agg, []byte(`time=2026-12-04T18:13:39.397Z level=WARN msg="before the start"`+"\n"), 0o644)
 	tails := logTails(dir)
 	appendTo := func(path, s string) {
@@ -87,17 +91,21 @@ func TestFollowWarnings(t *testing.T) {
 		defer mu.Unlock()
 		return out.Write(p)
 	})
+	printed := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.String()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { followWarnings(ctx, tails, w, 10*time.Millisecond, 300*time.Millisecond); close(done) }()
+	const every = 400 * time.Millisecond
+	go func() { followWarnings(ctx, tails, w, 10*time.Millisecond, every); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitFor := func(want string) string {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			mu.Lock()
-			got := out.String()
-			mu.Unlock()
+			got := printed()
 			if strings.Contains(got, want) {
 				return got
 			}
@@ -107,36 +115,66 @@ func TestFollowWarnings(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	local := func(ts string) string {
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at.Local().Format("15:04:05")
+	}
+	noRoom := func(ts string) string {
+		return `time=` + ts + ` level=WARN msg="spool: the disk has no room; batches are answered 503 until it has" err="no space left on device"` + "\n"
+	}
 
-	noRoom := `time=2026-12-04T18:14:07.508Z level=WARN msg="spool: the disk has no room; batches are answered 503 until it has" err="no space left on device"` + "\n"
-	appendTo(agg, `time=2026-12-04T18:14:07.507Z level=INFO msg="not repeated"`+"\n"+noRoom+noRoom+noRoom)
-	appendTo(filepath.Join(logs, "pop.log"), `time=2026-12-04T18:14:08Z level=ERROR msg="log endpoint: the disk queue cannot write`)
-	got := waitFor("aggregator: spool: the disk has no room; batches are answered 503 until it has (err=\"no space left on device\")\n")
+	appendTo(agg, `time=2026-12-04T18:14:07.507Z level=INFO msg="not repeated"`+"\n"+noRoom("2026-12-04T18:14:07.508Z")+noRoom("2026-12-04T18:14:08Z")+noRoom("2026-12-04T18:14:09Z"))
+	appendTo(pop, `time=2026-12-04T18:14:08Z level=ERROR msg="log endpoint: the disk queue cannot write`)
+	got := waitFor(local("2026-12-04T18:14:07.508Z") + ` aggregator: spool: the disk has no room; batches are answered 503 until it has (err="no space left on device")` + "\n")
 	if strings.Contains(got, "not repeated") || strings.Contains(got, "before the start") || strings.Contains(got, "pop:") {
 		t.Errorf("printed an INFO line, an earlier line or half a line:\n%s", got)
 	}
-	appendTo(filepath.Join(logs, "pop.log"), `" endpoint=aggregator`+"\n")
-	waitFor("pop: log endpoint: the disk queue cannot write (endpoint=aggregator)\n")
-
-	// The two held back are printed, the last with their count, once
-	// `every` has passed; the same message after that is printed again.
-	got = waitFor(" [2 more like it since ")
-	if n := strings.Count(got, "disk has no room"); n != 2 {
-		t.Errorf("the message printed %d times, want once and once with the count:\n%s", n, got)
-	}
-	appendTo(agg, noRoom)
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(waitFor(""), "disk has no room") != 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the message after `every` not printed again:\n%s", waitFor(""))
+	appendTo(pop, `" endpoint=edgepixel_journal`+"\n"+
+		`time=2026-12-04T18:14:08Z level=ERROR msg="log endpoint: the disk queue cannot write" endpoint=edgepixel_fallback`+"\n"+
+		"edgepixel: 6 events lost (delivery_failed) as the instance ended: no path took them\n"+
+		"edgepixel: 8 events lost (delivery_failed) as the instance ended: no path took them\n"+
+		"edgepixel: instance 0190: 3 hits, 3 events, drops map[]\n")
+	got = waitFor("pop: edge module: 6 events lost (delivery_failed) as the instance ended: no path took them\n")
+	for _, want := range []string{"pop: log endpoint: the disk queue cannot write (endpoint=edgepixel_journal)\n", "pop: log endpoint: the disk queue cannot write (endpoint=edgepixel_fallback)\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q: two endpoints are two subjects:\n%s", want, got)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
+	if strings.Contains(got, "instance 0190") || strings.Contains(got, "8 events lost") {
+		t.Errorf("printed an instance summary, or a repeat at once:\n%s", got)
+	}
+
+	// The condition ends: the repeats held back come first, counted,
+	// then the end at once; the condition's return is printed at once.
+	appendTo(agg, `time=2026-12-04T18:14:10Z level=WARN msg="spool: the disk has room again; batches are taken" appends_refused=3`+"\n"+noRoom("2026-12-04T18:14:11Z"))
+	got = waitFor(local("2026-12-04T18:14:11Z") + " aggregator: spool: the disk has no room")
+	held := local("2026-12-04T18:14:09Z") + ` aggregator: spool: the disk has no room; batches are answered 503 until it has (err="no space left on device") [2 like it since ` + local("2026-12-04T18:14:08Z") + "]\n"
+	ended := local("2026-12-04T18:14:10Z") + " aggregator: spool: the disk has room again; batches are taken (appends_refused=3)\n"
+	if i, j := strings.Index(got, held), strings.Index(got, ended); i < 0 || j < i {
+		t.Errorf("want %q, then %q, in:\n%s", held, ended, got)
+	}
+
+	// The module's repeat held back is printed once `every` has passed.
+	waitFor("pop: edge module: 8 events lost (delivery_failed) as the instance ended: no path took them [1 like it]\n")
 
 	// A log replaced by a shorter one (removed by hand, say) is read
 	// from its start.
 	os.WriteFile(agg, []byte(`time=2026-12-04T19:00:00Z level=ERROR msg="a new log"`+"\n"), 0o644)
 	waitFor("aggregator: a new log\n")
+
+	// Written just before the stop, and held back: printed as it stops.
+	appendTo(agg, `time=2026-12-04T19:00:01Z level=ERROR msg="a new log"`+"\n"+`time=2026-12-04T19:00:02Z level=ERROR msg="stopping: counters lines lost"`+"\n")
+	cancel()
+	<-done
+	got = printed()
+	for _, want := range []string{"aggregator: a new log [1 like it since " + local("2026-12-04T19:00:01Z") + "]\n", "aggregator: stopping: counters lines lost\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("as it stops, no %q in:\n%s", want, got)
+		}
+	}
 }
 
 type writerFunc func([]byte) (int, error)
