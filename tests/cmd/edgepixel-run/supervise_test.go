@@ -228,20 +228,25 @@ func TestWatchPartsGivesUp(t *testing.T) {
 }
 
 // The launcher's lines about a part that ended carry the last error its
-// log has: "exit status 1" alone did not say the disk was full.
+// log has: "exit status 1" alone did not say the disk was full. An error
+// logged more than staleError before is not the cause.
 func TestLastError(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "aggregator.log")
-	log := "time=1 level=INFO msg=started\n" +
-		"time=2 level=ERROR msg=\"exiting after a failure\" reason=\"write spool: no space left on device\"\n" +
-		"time=3 level=INFO msg=stopped\n"
+	now := time.Date(2026, 12, 6, 21, 6, 0, 0, time.UTC)
+	log := "time=2026-12-06T21:04:00Z level=INFO msg=started\n" +
+		"time=2026-12-06T21:05:30Z level=ERROR msg=\"exiting after a failure\" reason=\"write spool: no space left on device\"\n" +
+		"time=2026-12-06T21:05:40Z level=INFO msg=stopped\n"
 	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastError(path); !strings.Contains(got, "no space left on device") {
+	if got := lastError(path, now); !strings.Contains(got, "no space left on device") {
 		t.Errorf("lastError = %q", got)
 	}
-	if got := lastError(filepath.Join(dir, "none.log")); got != "" {
+	if got := lastError(path, now.Add(staleError)); got != "" {
+		t.Errorf("lastError of an error logged %v before = %q", staleError+30*time.Second, got)
+	}
+	if got := lastError(filepath.Join(dir, "none.log"), now); got != "" {
 		t.Errorf("lastError of a missing log = %q", got)
 	}
 }
