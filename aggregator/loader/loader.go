@@ -1244,7 +1244,8 @@ func (l *Loader) watch(stage int, what string, attempt int, f func() error) erro
 	err := f()
 	if !slow.Stop() {
 		<-fired
-		l.log.Info("answered", "what", what, "attempt", attempt, "after", time.Since(start).Round(time.Millisecond), "err", err)
+		// At WARN, as the wait was: both ends are read in one place.
+		l.log.Warn("answered", "what", what, "attempt", attempt, "after", time.Since(start).Round(time.Millisecond), "err", err)
 	}
 	return err
 }

@@ -148,6 +148,9 @@ type queueSink struct {
 	rbuf  []byte
 	limit int // entries per batch; lowered after a 413
 	alone int // entries dropped in a row as too large even alone (the sender's)
+	// failWarned is when the sender first warned that deliveries fail,
+	// zero once one succeeds (the sender's).
+	failWarned time.Time
 
 	wake     chan struct{}
 	syncWake chan struct{}
@@ -784,6 +787,12 @@ func (s *queueSink) sendOne(ctx context.Context) bool {
 			s.st.requests.Add(1)
 			s.st.delivered.Add(uint64(n))
 			s.st.deliveryOK()
+			if !s.failWarned.IsZero() {
+				// At WARN, as the failure was: both ends are read in one
+				// place (make run repeats WARN lines).
+				s.log.Warn("log endpoint: deliveries succeed again", "endpoint", s.ep.Name, "after", time.Since(s.failWarned).Round(time.Millisecond))
+				s.failWarned = time.Time{}
+			}
 			s.advance(int64(len(body)))
 			s.limit = s.ep.MaxEntries
 			if s.alone > 1 {
@@ -817,6 +826,9 @@ func (s *queueSink) sendOne(ctx context.Context) bool {
 		lvl := slog.LevelDebug
 		if attempt == 0 || !retry {
 			lvl = slog.LevelWarn
+			if s.failWarned.IsZero() {
+				s.failWarned = time.Now()
+			}
 		}
 		wait := delay/2 + rand.N(delay/2+1)
 		s.log.Log(ctx, lvl, "log endpoint: delivery failed; the batch stays queued and is retried", "endpoint", s.ep.Name, "in", wait.Round(time.Millisecond), "err", err)
@@ -1011,6 +1023,9 @@ func (s *queueSink) close(ctx context.Context) error {
 	return s.closeErr
 }
 
+// heldSendTimeout bounds sendHeld's delivery.
+const heldSendTimeout = 5 * time.Second
+
 // sendHeld delivers the counters lines held in memory (see holdLocked)
 // to the collector directly, once, as the queue closes with its disk
 // still failing: they are the only count of what the queue refused, and
@@ -1029,6 +1044,11 @@ func (s *queueSink) sendHeld(ctx context.Context) {
 	if n == 0 {
 		return
 	}
+	// Bounded apart from ctx: a collector that takes the connection and
+	// never answers would otherwise use the whole shutdown, and a
+	// supervisor may kill the POP before it says what was lost.
+	ctx, cancel := context.WithTimeout(ctx, heldSendTimeout)
+	defer cancel()
 	if _, _, err := s.post(ctx, body); err != nil {
 		s.log.Warn("log endpoint: delivering the held counters lines directly failed", "endpoint", s.ep.Name, "lines", n, "err", err)
 		return
