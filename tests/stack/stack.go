@@ -559,12 +559,18 @@ func (s *Stack) writeEdgeSecrets() error {
 	return nil
 }
 
+// popStopGrace is how long Stop waits for the POP before it kills it:
+// past the POP's own --shutdown-timeout (30 s by default), so that a POP
+// whose guests used all of it still closes its log endpoints and says
+// what it could not deliver (a tester's was killed 2 ms after that line).
+const popStopGrace = 45 * time.Second
+
 // Stop shuts the stack down in reverse order, each part gracefully: the POP
 // first so its instances flush buffered events to a still-running
 // aggregator, which in turn finishes its in-flight load.
 func (s *Stack) Stop() error {
 	var errs []error
-	errs = append(errs, s.Pop.Stop(30*time.Second))
+	errs = append(errs, s.Pop.Stop(popStopGrace))
 	for _, m := range s.More {
 		errs = append(errs, m.Proc.Stop(30*time.Second))
 	}
