@@ -103,8 +103,12 @@ func (w logWarning) text() string {
 }
 
 // subject is what w's condition is about: the log endpoint it names, if
-// any. The same message for two endpoints is two conditions.
+// any, or the edge module for its own lines. The same message for two
+// endpoints is two conditions.
 func (w logWarning) subject() string {
+	if strings.HasPrefix(w.msg, moduleSubject) {
+		return moduleSubject
+	}
 	if _, v, ok := strings.Cut(w.attrs, "endpoint="); ok {
 		v, _, _ = strings.Cut(v, " ")
 		return v
@@ -129,6 +133,9 @@ func (w logWarning) kind() string {
 // Its per-instance summary ("edgepixel: instance ...") is not a warning.
 const moduleLine = "edgepixel: "
 
+// moduleSubject begins the message of a moduleLine as printed.
+const moduleSubject = "edge module: "
+
 // warnings returns r's slog text lines at level WARN or ERROR and the
 // edge module's lines (moduleLine) but its instance summaries.
 func warnings(r io.Reader) []logWarning {
@@ -139,7 +146,7 @@ func warnings(r io.Reader) []logWarning {
 		line := sc.Text()
 		if rest, ok := strings.CutPrefix(line, moduleLine); ok {
 			if !strings.HasPrefix(rest, "instance ") {
-				out = append(out, logWarning{msg: "edge module: " + rest})
+				out = append(out, logWarning{msg: moduleSubject + rest})
 			}
 			continue
 		}
