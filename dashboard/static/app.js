@@ -243,7 +243,7 @@ function renderTop(t) {
   // A row of a table that cannot filter (event properties, several per
   // event) is text.
   const rows = t.rows.map((r) => el("tr", {},
-    el("td", { class: "v" }, dim.filter ? el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value)) : el("span", { text: shown(t.dim, r.value) })),
+    el("td", { class: "v" }, dim.filter ? el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value)) : el("span", { text: shown(t.dim, r.value), title: shown(t.dim, r.value) })),
     el("td", { class: "n", text: fmt(r.visitors) }), el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
   const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visitors" }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
     el("tbody", {}, ...rows));
@@ -426,7 +426,7 @@ function renderLive() {
   for (let t = now - 59; t <= now; t++) pts.push({ t, n: (r.find(([x]) => x === t) || [0, 0])[1] });
   drawBars($("rolling"), pts, 600, 60);
   const pages = L.pages[site] || [];
-  $("pagesnow").replaceChildren(...(pages.length ? pages.map((p) => el("li", {}, el("span", { text: shownPage(p.path) }), el("span", { text: fmt(p.n) }))) : [el("li", { class: "sub", text: "No pageviews stored in the last 5 minutes." })]));
+  $("pagesnow").replaceChildren(...(pages.length ? pages.map((p) => el("li", {}, el("span", { text: shownPage(p.path), title: shownPage(p.path) }), el("span", { text: fmt(p.n) }))) : [el("li", { class: "sub", text: "No pageviews stored in the last 5 minutes." })]));
 }
 setInterval(() => { if (state.me) renderLive(); }, 1000);
 
