@@ -549,11 +549,8 @@ func lastError(path string, now time.Time) string {
 	b, _ := io.ReadAll(io.LimitReader(f, tail))
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		if v, ok := strings.CutPrefix(lines[i], "time="); ok {
-			v, _, _ = strings.Cut(v, " ")
-			if at, err := time.Parse(time.RFC3339Nano, v); err == nil && now.Sub(at) > staleError {
-				return ""
-			}
+		if at := slogTime(lines[i]); !at.IsZero() && now.Sub(at) > staleError {
+			return ""
 		}
 		if l := lines[i]; strings.Contains(strings.ToLower(l), "error") {
 			if len(l) > 300 {

@@ -157,11 +157,7 @@ func warnings(r io.Reader) []logWarning {
 		if !ok {
 			continue
 		}
-		w := logWarning{msg: rest}
-		if v, ok := strings.CutPrefix(head, "time="); ok {
-			v, _, _ = strings.Cut(v, " ")
-			w.at, _ = time.Parse(time.RFC3339Nano, v)
-		}
+		w := logWarning{msg: rest, at: slogTime(head)}
 		if q, err := strconv.QuotedPrefix(rest); err == nil {
 			w.msg, _ = strconv.Unquote(q)
 			w.attrs = strings.TrimSpace(rest[len(q):])
@@ -196,8 +192,12 @@ const repeatEvery = time.Minute
 type follower struct {
 	w     io.Writer
 	every time.Duration
-	last  map[string]*shown // by server and subject
+	last  map[subjectKey]*shown
 }
+
+// subjectKey is a server's name and the subject of one of its warnings
+// (logWarning.subject).
+type subjectKey struct{ server, subject string }
 
 // shown is the last warning printed about one subject, and the repeats
 // of it held back since.
@@ -207,7 +207,6 @@ type shown struct {
 	held  int
 	since time.Time // when the first repeat held back was logged
 	last  logWarning
-	name  string
 }
 
 // print prints w with its time (now if it has none) and name, and note
@@ -228,9 +227,10 @@ func (f *follower) print(name string, w logWarning, note string) {
 // about the subject (the condition ended, or changed) is printed at once,
 // after the count of the repeats held back before it.
 func (f *follower) take(name string, w logWarning, now time.Time) {
-	key := name + "\x00" + w.subject()
+	key := subjectKey{name, w.subject()}
+	kind := w.kind()
 	s := f.last[key]
-	if s != nil && s.kind == w.kind() && now.Sub(s.at) < f.every {
+	if s != nil && s.kind == kind && now.Sub(s.at) < f.every {
 		if s.held == 0 {
 			s.since = w.at
 		}
@@ -239,15 +239,15 @@ func (f *follower) take(name string, w logWarning, now time.Time) {
 		return
 	}
 	if s != nil {
-		f.flush(s)
+		f.flush(name, s)
 	}
 	f.print(name, w, "")
-	f.last[key] = &shown{kind: w.kind(), at: now, name: name}
+	f.last[key] = &shown{kind: kind, at: now}
 }
 
 // flush prints the last repeat held back about s's subject, with how
 // many there were.
-func (f *follower) flush(s *shown) {
+func (f *follower) flush(name string, s *shown) {
 	if s.held == 0 {
 		return
 	}
@@ -255,7 +255,7 @@ func (f *follower) flush(s *shown) {
 	if !s.since.IsZero() {
 		note += " since " + s.since.Local().Format("15:04:05")
 	}
-	f.print(s.name, s.last, note)
+	f.print(name, s.last, note)
 	s.held = 0
 }
 
@@ -269,7 +269,7 @@ func (f *follower) flush(s *shown) {
 // the subject comes. When ctx ends it reads the logs once more and prints
 // what it held back.
 func followWarnings(ctx context.Context, tails []*logTail, w io.Writer, poll, every time.Duration) {
-	f := &follower{w: w, every: every, last: map[string]*shown{}}
+	f := &follower{w: w, every: every, last: map[subjectKey]*shown{}}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
@@ -286,16 +286,28 @@ func followWarnings(ctx context.Context, tails []*logTail, w io.Writer, poll, ev
 			}
 		}
 		if done {
-			for _, s := range f.last {
-				f.flush(s)
+			for k, s := range f.last {
+				f.flush(k.server, s)
 			}
 			return
 		}
-		for _, s := range f.last {
+		for k, s := range f.last {
 			if s.held > 0 && now.Sub(s.at) >= every {
-				f.flush(s)
+				f.flush(k.server, s)
 				s.at = now
 			}
 		}
 	}
+}
+
+// slogTime is the time of a log/slog text line ("time=2006-01-02T15:04:05.000Z07:00 level=…"),
+// or the zero time if line does not start with one.
+func slogTime(line string) time.Time {
+	v, ok := strings.CutPrefix(line, "time=")
+	if !ok {
+		return time.Time{}
+	}
+	v, _, _ = strings.Cut(v, " ")
+	at, _ := time.Parse(time.RFC3339Nano, v)
+	return at
 }
