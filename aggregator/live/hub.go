@@ -516,15 +516,13 @@ func (h *Hub) addVisitorLocked(v *visitors, id uint64, sec int64) {
 	}
 }
 
-// Path is the path of a page URL, "/" when it has none; unparsable URLs
-// are kept whole.
+// Path is the path of a page URL, "" when it has none, as ClickHouse's
+// path() gives the history's pages: a pageview without a URL is "(none)"
+// on both (the live list said "/"). Unparsable URLs are kept whole.
 func Path(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
-	}
-	if u.Path == "" {
-		return "/"
 	}
 	return u.Path
 }
