@@ -61,7 +61,7 @@ func main() {
 	}
 	var (
 		dir      = flag.String("dir", cli.EnvOr("EDGEPIXEL_RUN_DIR", defaultDir), "where all data and logs live (env EDGEPIXEL_RUN_DIR)")
-		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", ".edgepixel/bin"), "where make build put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
+		binDir   = flag.String("bin", cli.EnvOr("EDGEPIXEL_RUN_BIN", defaultBin), "where make build put the binaries and the .wasm (env EDGEPIXEL_RUN_BIN)")
 		aggAddr  = flag.String("aggregator-addr", cli.EnvOr("EDGEPIXEL_RUN_AGGREGATOR_ADDR", defaultAddr["aggregator-addr"]), "aggregator's public (ingest) address (env EDGEPIXEL_RUN_AGGREGATOR_ADDR)")
 		dashAddr = flag.String("dashboard-addr", cli.EnvOr("EDGEPIXEL_RUN_DASHBOARD_ADDR", defaultAddr["dashboard-addr"]), "aggregator's private address: dashboard, /api/, /live, /metrics (env EDGEPIXEL_RUN_DASHBOARD_ADDR)")
 		popAddr  = flag.String("pop-addr", cli.EnvOr("EDGEPIXEL_RUN_POP_ADDR", defaultAddr["pop-addr"]), "local POP address (env EDGEPIXEL_RUN_POP_ADDR)")
@@ -165,7 +165,8 @@ func main() {
 		}
 		cli.Fatal(log, fmt.Errorf("%w\n\nAll logs are in %s.", err, filepath.Join(absDir, "logs")))
 	}
-	st := state{PID: os.Getpid(), Dir: absDir, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
+	absBin, _ := filepath.Abs(*binDir)
+	st := state{PID: os.Getpid(), Dir: absDir, Bin: absBin, AggregatorURL: s.AggregatorURL, DashboardURL: s.DashboardURL, PopURL: s.PopURL, Logs: filepath.Join(absDir, "logs")}
 	if popAdmin != "" {
 		st.PopAdminURL = "http://" + popAdmin
 	}
@@ -246,7 +247,7 @@ Put this on a page:
 Try:  curl -s -o /dev/null -D - '%[3]s/p.gif?site=demo&url=https%%3A%%2F%%2Fexample.com%%2Fa&ref=https%%3A%%2F%%2Fnews.ycombinator.com%%2F'
 `, ready, st.AggregatorURL, st.PopURL, st.Logs, st.DashboardURL, token, flaghint.ShellQuote(token), popAdminLine(st.PopAdminURL))
 	if st.ClickHouseTCP != "" {
-		sql := makeSQL(st.Dir)
+		sql := makeSQL(st.Dir, st.Bin)
 		b += fmt.Sprintf(`
 The stored events, from another terminal in this checkout: clickhouse-client
 (on %[2]s, database %[3]s), or one query at a time:
@@ -269,17 +270,28 @@ var runEnv = map[string]bool{
 	"EDGEPIXEL_RUN_POP_ADDR": true, "EDGEPIXEL_RUN_DURABILITY": true, "EDGEPIXEL_RUN_TEST_MAIN": true,
 }
 
-// defaultDir is where `make run` keeps the stack without EDGEPIXEL_RUN_DIR.
-const defaultDir = ".edgepixel/data"
+// defaultDir is where `make run` keeps the stack without
+// EDGEPIXEL_RUN_DIR, and defaultBin its binaries without BIN (the
+// Makefile's).
+const (
+	defaultDir = ".edgepixel/data"
+	defaultBin = ".edgepixel/bin"
+)
 
-// makeSQL is the `make sql` command line that reaches the stack in dir:
-// make sql finds a stack elsewhere than defaultDir only through
-// EDGEPIXEL_RUN_DIR, so the banner's commands carry it then.
-func makeSQL(dir string) string {
-	if def, err := filepath.Abs(defaultDir); err == nil && def == dir {
-		return "make sql"
+// makeSQL is the `make sql` command line that reaches the stack in dir
+// run from the binaries in bin: make sql finds a stack elsewhere than
+// defaultDir only through EDGEPIXEL_RUN_DIR, and runs bin's
+// edgepixel-run only through BIN, so the banner's commands carry them
+// then.
+func makeSQL(dir, bin string) string {
+	cmd := "make sql"
+	if def, err := filepath.Abs(defaultBin); bin != "" && (err != nil || def != bin) {
+		cmd += " BIN=" + flaghint.ShellQuote(bin)
 	}
-	return "EDGEPIXEL_RUN_DIR=" + flaghint.ShellQuote(dir) + " make sql"
+	if def, err := filepath.Abs(defaultDir); err != nil || def != dir {
+		cmd = "EDGEPIXEL_RUN_DIR=" + flaghint.ShellQuote(dir) + " " + cmd
+	}
+	return cmd
 }
 
 // checkUsage refuses a command line the launcher cannot run as given, as

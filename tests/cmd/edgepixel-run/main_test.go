@@ -77,7 +77,8 @@ func TestBannerCommands(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "dashboard-token"), []byte("tok-123\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st := state{Dir: dir, AggregatorURL: "http://127.0.0.1:41001", DashboardURL: "http://127.0.0.1:41002", PopURL: "http://127.0.0.1:41003",
+	bin := filepath.Join(t.TempDir(), "my bin")
+	st := state{Dir: dir, Bin: bin, AggregatorURL: "http://127.0.0.1:41001", DashboardURL: "http://127.0.0.1:41002", PopURL: "http://127.0.0.1:41003",
 		ClickHouseTCP: "127.0.0.1:41004", ClickHouseDB: "edgepixel", Logs: filepath.Join(dir, "logs")}
 	b := banner(st, time.Second, "")
 	if !strings.Contains(b, st.AggregatorURL) {
@@ -87,8 +88,12 @@ func TestBannerCommands(t *testing.T) {
 	for _, line := range strings.Split(b, "\n") {
 		line = strings.TrimSpace(line)
 		switch {
-		case strings.Contains(line, "make sql Q="):
+		case strings.Contains(line, "make sql ") && strings.Contains(line, " Q="):
 			sqlLines++
+			// Its edgepixel-run is BIN's, not the checkout's.
+			if !strings.Contains(line, " make sql BIN="+flaghint.ShellQuote(bin)+" Q=") {
+				t.Errorf("%s\ndoes not give make sql BIN=%s", line, bin)
+			}
 			// make sql is a make target: what matters is the variable it sees.
 			cmd := strings.Replace(line, "make sql", `sh -c 'printf %s "$EDGEPIXEL_RUN_DIR"' sh`, 1)
 			out, err := exec.Command("sh", "-c", cmd).CombinedOutput()
@@ -118,7 +123,10 @@ func TestBannerCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Dir = def
-	if b := banner(st, time.Second, ""); strings.Contains(b, "EDGEPIXEL_RUN_DIR") || !strings.Contains(b, "\n  make sql Q=") || strings.Contains(b, "pop admin") {
+	if st.Bin, err = filepath.Abs(defaultBin); err != nil {
+		t.Fatal(err)
+	}
+	if b := banner(st, time.Second, ""); strings.Contains(b, "EDGEPIXEL_RUN_DIR") || strings.Contains(b, "BIN=") || !strings.Contains(b, "\n  make sql Q=") || strings.Contains(b, "pop admin") {
 		t.Errorf("banner for the default directory:\n%s", b)
 	}
 	st.PopAdminURL = "http://127.0.0.1:41005"

@@ -15,6 +15,7 @@ import (
 type state struct {
 	PID            int    `json:"pid"`
 	Dir            string `json:"dir"`
+	Bin            string `json:"bin,omitempty"` // the binaries it runs, as `make run BIN=` gave them
 	AggregatorURL  string `json:"aggregator_url"`
 	DashboardURL   string `json:"dashboard_url"`
 	PopURL         string `json:"pop_url"`
