@@ -340,7 +340,7 @@ func (l *Loader) run(ctx context.Context) error {
 	l.haltMu.Lock()
 	l.halt = initStop
 	l.haltMu.Unlock()
-	if err := l.retry(initCtx, stagePrepare, "initialize the store", backend, func() error {
+	if err := l.retry(initCtx, stagePrepare, "initialize the store", onStore, func() error {
 		if err := l.cfg.Store.Init(ctx); err != nil {
 			l.m.StoreErrors.Add(1)
 			return err
@@ -369,7 +369,7 @@ func (l *Loader) run(ctx context.Context) error {
 		return nil // stopped (or failed) before the store came up; the spool keeps everything
 	}
 	if l.journaled() {
-		if err := l.retry(initCtx, stagePrepare, "replay the insert journal", backend, func() error { return l.replayJournal(ctx) }); err != nil {
+		if err := l.retry(initCtx, stagePrepare, "replay the insert journal", onStore, func() error { return l.replayJournal(ctx) }); err != nil {
 			return nil
 		}
 	}
@@ -450,7 +450,7 @@ func (l *Loader) prepareLoop(ctx, work, halt context.Context, stop context.Cance
 		collectCopies(b)
 		l.own(b)
 		sorted := false // claim sorts b's events once it succeeds: never again
-		if err := l.retry(halt, stagePrepare, "claim", backend, func() error {
+		if err := l.retry(halt, stagePrepare, "claim", onDedupe, func() error {
 			l.claimMu.Lock()
 			defer l.claimMu.Unlock()
 			if !sorted {
@@ -495,7 +495,7 @@ func (l *Loader) storeLoop(work, halt context.Context, stop context.CancelFunc, 
 			}
 			b = next
 		}
-		if err := l.retry(halt, stageStore, "load", backend, func() error { return l.store(work, b) }); err != nil {
+		if err := l.retry(halt, stageStore, "load", onStore, func() error { return l.store(work, b) }); err != nil {
 			l.log.Warn("shutdown: a load did not finish in time; the spool keeps it for the next start", "events", len(b.events))
 			stop()
 			return
@@ -912,7 +912,7 @@ func (l *Loader) reassertLoop(ctx context.Context) {
 			return
 		case <-l.reassert:
 		}
-		l.retry(ctx, stagePrepare, "re-assert the claims of loads in flight after Redis lost its memory", backend, func() error {
+		l.retry(ctx, stagePrepare, "re-assert the claims of loads in flight after Redis lost its memory", onDedupe, func() error {
 			l.claimMu.Lock()
 			defer l.claimMu.Unlock()
 			l.heldMu.Lock()
@@ -930,7 +930,7 @@ func (l *Loader) reassertLoop(ctx context.Context) {
 // markDone marks b's ids done, retrying until work ends; then it stops
 // the stages and reports false.
 func (l *Loader) markDone(work context.Context, stop context.CancelFunc, b *batch, what string) bool {
-	err := l.retry(work, stageFinish, what, backend, func() error {
+	err := l.retry(work, stageFinish, what, onDedupe, func() error {
 		t0 := time.Now()
 		err := l.cfg.Dedupe.MarkDone(work, b.mark)
 		l.m.ObserveDedupe(time.Since(t0))
@@ -1167,10 +1167,12 @@ func (l *Loader) storeBadRows(ctx context.Context, rows []record.BadRow) error {
 	return nil
 }
 
-// Kinds of retried steps: what an error of theirs means.
+// Kinds of retried steps: what they wait on, and what an error of
+// theirs means.
 const (
-	backend = iota // Redis or the store: errors are pauses
-	local          // the spool: errors are failures
+	onStore  = iota // the store (ClickHouse): errors are pauses
+	onDedupe        // the dedupe (Redis): errors are pauses
+	local           // the spool: errors are failures
 )
 
 // retry runs f, a step of stage, until it succeeds or ctx ends, waiting
@@ -1181,7 +1183,7 @@ func (l *Loader) retry(ctx context.Context, stage int, what string, kind int, f 
 	wait := 100 * time.Millisecond
 	var outOfFilesSince time.Time
 	for attempt := 1; ; attempt++ {
-		err := l.watch(stage, what, attempt, f)
+		err := l.watch(stage, what, kind, attempt, f)
 		l.setPause(stage, what, err, attempt)
 		if err == nil {
 			if attempt > 1 {
@@ -1228,24 +1230,32 @@ func (l *Loader) retry(ctx context.Context, stage int, what string, kind int, f 
 	}
 }
 
-// watch runs one attempt f of a step; if it has not returned after
-// cfg.SlowAttempt, the step counts as paused and the log says it waits,
-// and once it returns, after how long.
-func (l *Loader) watch(stage int, what string, attempt int, f func() error) error {
+// watch runs one attempt f of a step of kind; if it has not returned
+// after cfg.SlowAttempt, the step counts as paused and the log says it
+// waits, on what ("from": the store's or the dedupe's name), and once it
+// returns, after how long.
+func (l *Loader) watch(stage int, what string, kind, attempt int, f func() error) error {
+	from := "the spool's disk"
+	switch kind {
+	case onStore:
+		from = l.cfg.Store.Name()
+	case onDedupe:
+		from = l.cfg.Dedupe.Name()
+	}
 	start := time.Now()
 	fired := make(chan struct{})
 	slow := time.AfterFunc(l.cfg.SlowAttempt, func() {
 		defer close(fired)
 		err := fmt.Errorf("no answer for %v (still waiting; ingest keeps spooling)", l.cfg.SlowAttempt)
 		l.setPause(stage, what, err, attempt)
-		l.log.Warn("waiting for an answer", "what", what, "attempt", attempt, "for", l.cfg.SlowAttempt,
-			"check", "a long schema step, or a Redis or ClickHouse that does not answer: /readyz on the dashboard listener says whether each answers")
+		l.log.Warn("waiting for an answer", "from", from, "what", what, "attempt", attempt, "for", l.cfg.SlowAttempt,
+			"check", "a long schema step, or a "+from+" that does not answer: /readyz on the dashboard listener says whether each answers")
 	})
 	err := f()
 	if !slow.Stop() {
 		<-fired
 		// At WARN, as the wait was: both ends are read in one place.
-		l.log.Warn("answered", "what", what, "attempt", attempt, "after", time.Since(start).Round(time.Millisecond), "err", err)
+		l.log.Warn("answered", "from", from, "what", what, "attempt", attempt, "after", time.Since(start).Round(time.Millisecond), "err", err)
 	}
 	return err
 }
