@@ -87,7 +87,7 @@ func main() {
 		fmt.Println("edgepixel-run", buildinfo.Version())
 		return
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := slog.New(newTermHandler(os.Stderr, "make run", slog.LevelInfo))
 	began := time.Now()
 	if *since > 0 {
 		began = time.Unix(*since, 0)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The servers' warnings go to their log files, which a user of make run
@@ -95,12 +96,26 @@ type logWarning struct {
 	msg, attrs string
 }
 
+// text is w as the terminal shows it: its message, then its attributes
+// in brackets, cut after maxAttrs bytes (an answer's whole body quoted in
+// an err= ran over several screen lines; the log has it all).
 func (w logWarning) text() string {
 	if w.attrs == "" {
 		return w.msg
 	}
-	return w.msg + " (" + w.attrs + ")"
+	a := w.attrs
+	if len(a) > maxAttrs {
+		cut := maxAttrs
+		for cut > 0 && !utf8.RuneStart(a[cut]) {
+			cut--
+		}
+		a = a[:cut] + "…"
+	}
+	return w.msg + " (" + a + ")"
 }
+
+// maxAttrs is how much of a warning's attributes the terminal shows.
+const maxAttrs = 300
 
 // subject is what w's condition is about: the log endpoint it names, if
 // any, or the edge module for its own lines. The same message for two
@@ -219,7 +234,7 @@ func (f *follower) print(name string, w logWarning, note string) {
 	if note != "" {
 		note = " [" + note + "]"
 	}
-	fmt.Fprintf(f.w, "%s %s: %s%s\n", at.Local().Format("15:04:05"), name, w.text(), note)
+	termLine(f.w, at, name, w.text()+note)
 }
 
 // take prints w, or holds it back: a repeat of the last warning printed
