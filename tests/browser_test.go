@@ -167,6 +167,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "filter in the URL", `location.search.includes("page=%2Fpricing")`)
 	poll(ctx, t, "filtered pageviews", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "6"`)
 	poll(ctx, t, "filter chip", `document.getElementById("filters").innerText.includes("/pricing")`)
+	// The clicked row is gone; the keyboard's focus is on the new filter's clear button.
+	poll(ctx, t, "focus on the filter's chip", `document.activeElement && document.activeElement.dataset.dim === "page"`)
 	poll(ctx, t, "filtered visits", `(document.querySelector('[data-metric="visits"] .num')||{}).textContent === "1"`)
 	poll(ctx, t, "filtered sources", `document.querySelector('section[data-dim="referrer"]').innerText.includes("news.ycombinator.com")`)
 
@@ -205,6 +207,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(ctx, t, "filter cleared", `!location.search.includes("page=") && (document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "12"`)
+	poll(ctx, t, "focus on the overview once no filter is left", `document.activeElement && document.activeElement.id === "stats-h"`)
+	poll(ctx, t, "each CSV link named by its table", `document.querySelector('section[data-dim="page"] a.csv').getAttribute("aria-label") === "Pages as CSV"`)
 	poll(ctx, t, "a page shown decoded", `document.querySelector('section[data-dim="page"]').innerText.includes("/live/café")`)
 	if got := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE path = '/live/caf%C3%A9' FORMAT TSV"); got != "3" {
 		t.Errorf("stored /live/caf%%C3%%A9: %q rows, want 3", got)
@@ -235,4 +239,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	shot("dashboard-desktop.png", 1280, 900, false)
 	shot("dashboard-phone.png", 390, 844, true)
 	t.Logf("screenshots in %s", art)
+
+	// A site name in another case (they are case-sensitive) has no
+	// events: the page says so and names the sites that have some.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`location.search = "?site=Shop.example&range=today"; true`)); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "a mistyped site named", `(s => s.includes('No events are stored for the site "Shop.example". Site names are case-sensitive. Sites with events: ') && /\bshop\.example\b/.test(s))(document.getElementById("chartinfo").textContent)`)
 }

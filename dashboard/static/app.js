@@ -89,7 +89,7 @@ async function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("controls").hidden = false;
-  fillSites(state.me.sites);
+  fillSites();
   connect();
   render();
 }
@@ -109,16 +109,25 @@ $("loginform").addEventListener("submit", async (ev) => {
 });
 $("logout").addEventListener("click", async () => { await fetch("/logout", { method: "POST" }); location.reload(); });
 
-function fillSites(sites) {
+// siteNames: the sites of the credential (for the admin, those with
+// stored events) and those live counts have come for, sorted.
+function siteNames() {
+  return [...new Set([...(state.me.sites || []), ...Object.keys(state.live.sites)])].sort();
+}
+
+function fillSites() {
   const sel = $("site");
-  const names = [...new Set([...sites, ...Object.keys(state.live.sites)])].sort();
+  const names = siteNames();
   if (!state.view.site && names.length) {
     state.view.site = names[0];
     history.replaceState(null, "", "?" + query().toString());
   }
-  if (state.view.site && !names.includes(state.view.site)) names.push(state.view.site); // from a bookmark
-  sel.replaceChildren(...names.map((n) => new Option(n, n, false, n === state.view.site)));
+  const known = names.includes(state.view.site);
+  if (state.view.site && !known) names.push(state.view.site); // from a bookmark, or mistyped
+  sel.replaceChildren(...names.map((n) => new Option(n === state.view.site && !known ? n + " (no events)" : n, n, false, n === state.view.site)));
 }
+
+
 
 $("site").addEventListener("change", (e) => setView({ site: e.target.value, filters: {} }));
 $("range").addEventListener("change", (e) => {
@@ -142,7 +151,7 @@ async function render() {
   $("custom").hidden = v.range !== "custom";
   $("from").value = v.from; $("to").value = v.to;
   $("nobots").checked = v.bots === "exclude";
-  if ($("site").value !== v.site && v.site) fillSites(state.me.sites);
+  if ($("site").value !== v.site && v.site) fillSites();
   renderFilters();
   renderLive();
   if (!v.site) { $("chartinfo").textContent = "No site has events yet."; return; }
@@ -176,16 +185,34 @@ function shownPage(v) {
   try { return decodeURI(v); } catch { return v; }
 }
 
+// filterBy adds the filter dim = value. The clicked row is replaced as
+// the tables render again, so the keyboard focus goes to the new
+// filter's clear button rather than to the page's start.
+function filterBy(dim, value) {
+  state.focusAfter = dim;
+  setView({ filters: { ...state.view.filters, [dim]: value } });
+}
+
 function renderFilters() {
   const f = state.view.filters;
   const ignored = (state.ignored || []).length ? [el("span", { class: "chip ignored", text: "Not a filter, ignored: " + state.ignored.join(", ") })] : [];
   $("filters").replaceChildren(...ignored, ...Object.keys(f).map((k) => {
     const label = dimOf(k).label || k;
     return el("span", { class: "chip" }, `${label}: ${shown(k, f[k])}`,
-      el("button", { type: "button", "aria-label": `Clear filter ${label} ${shown(k, f[k])}`, onclick: () => {
-        const nf = { ...state.view.filters }; delete nf[k]; setView({ filters: nf });
+      el("button", { type: "button", "data-dim": k, "aria-label": `Clear filter ${label} ${shown(k, f[k])}`, onclick: () => {
+        const nf = { ...state.view.filters }; delete nf[k];
+        state.focusAfter = "";
+        setView({ filters: nf });
       } }, "×"));
   }));
+  // After a click on a row or a chip, which this render removed: the
+  // named filter's chip, else the first chip, else the overview.
+  if (state.focusAfter != null) {
+    const want = state.focusAfter;
+    state.focusAfter = null;
+    const chips = [...$("filters").querySelectorAll("button[data-dim]")];
+    (chips.find((b) => b.dataset.dim === want) || chips[0] || $("stats-h")).focus();
+  }
 }
 
 function renderStats(st) {
@@ -200,6 +227,14 @@ function renderStats(st) {
   }));
   drawBars($("chart"), st.series.map((p) => ({ t: p.t, n: p.events })), 800, 200, st.grain);
   const sum = st.series.reduce((a, p) => a + p.events, 0);
+  // A site with no events at all is more often a mistyped name (they
+  // are case-sensitive) than a quiet site: say so, with the names there are.
+  const site = state.view.site;
+  const names = siteNames();
+  if (!sum && !names.includes(site)) {
+    $("chartinfo").textContent = `No events are stored for the site "${site}". Site names are case-sensitive.` + (names.length ? " Sites with events: " + names.join(", ") + "." : "");
+    return;
+  }
   $("chartinfo").textContent = `${fmt(sum)} events, one bar per ${st.grain}`;
 }
 
@@ -228,12 +263,12 @@ function renderTop(t) {
     card.replaceChildren(head, el("p", { class: "sub", text: "Not collected yet for the dashboard: no rollup reads it yet. make sql queries the stored events." }));
     return;
   }
-  head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", text: "CSV" }));
+  head.append(el("a", { class: "csv", href: "/api/top.csv?" + query({ dim: t.dim, limit: 1000 }), download: "", "aria-label": `${t.label} as CSV`, title: `Download ${t.label} as CSV`, text: "CSV" }));
   const dim = dimOf(t.dim);
   // Entry and exit pages count visits; a click filters by the page.
   if (dim.visit) {
     const rows = t.rows.map((r) => el("tr", {},
-      el("td", { class: "v" }, el("button", { type: "button", title: "Filter by page " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, page: r.value } }) }, shown(t.dim, r.value))),
+      el("td", { class: "v" }, el("button", { type: "button", title: "Filter by page " + shown(t.dim, r.value), onclick: () => filterBy("page", r.value) }, shown(t.dim, r.value))),
       el("td", { class: "n", text: fmt(r.visits) })));
     const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visits" }))),
       el("tbody", {}, ...rows));
@@ -243,7 +278,7 @@ function renderTop(t) {
   // A row of a table that cannot filter (event properties, several per
   // event) is text.
   const rows = t.rows.map((r) => el("tr", {},
-    el("td", { class: "v" }, dim.filter ? el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => setView({ filters: { ...state.view.filters, [t.dim]: r.value } }) }, shown(t.dim, r.value)) : el("span", { text: shown(t.dim, r.value), title: shown(t.dim, r.value) })),
+    el("td", { class: "v" }, dim.filter ? el("button", { type: "button", title: "Filter by " + shown(t.dim, r.value), onclick: () => filterBy(t.dim, r.value) }, shown(t.dim, r.value)) : el("span", { text: shown(t.dim, r.value), title: shown(t.dim, r.value) })),
     el("td", { class: "n", text: fmt(r.visitors) }), el("td", { class: "n", text: fmt(r.pageviews) }), el("td", { class: "n", text: fmt(r.events) })));
   const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t.label }), el("th", { class: "n", scope: "col", text: "Visitors" }), el("th", { class: "n", scope: "col", text: "Views" }), el("th", { class: "n", scope: "col", text: "Events" }))),
     el("tbody", {}, ...rows));
@@ -367,7 +402,7 @@ function connect() {
       L.sites = m.sites; L.recent = {}; L.pages = m.pages || {}; L.visitors = m.visitors || {}; L.seq = m.seq;
       const now = Math.floor(m.ts / 1000);
       for (const s in m.recent || {}) L.recent[s] = m.recent[s].map((n, i) => [now - m.recent[s].length + 1 + i, n]);
-      if (state.me) fillSites(state.me.sites);
+      if (state.me) fillSites();
     } else if (m.type === "delta") {
       if (m.seq !== L.seq + 1) { ws.close(4000, "missed an update"); return; } // resync with a snapshot
       L.seq = m.seq;
@@ -378,7 +413,7 @@ function connect() {
         const r = (L.recent[s] = L.recent[s] || []);
         const last = r[r.length - 1];
         if (last && last[0] === sec) last[1] += (m.add || {})[s] || 0; else r.push([sec, (m.add || {})[s] || 0]);
-        if (isNew && state.me) fillSites(state.me.sites);
+        if (isNew && state.me) fillSites();
       }
       for (const s in m.pages || {}) L.pages[s] = m.pages[s];
       for (const s in m.visitors || {}) L.visitors[s] = m.visitors[s];
@@ -412,21 +447,28 @@ function setStatus(cls, text) {
   s.textContent = text;
 }
 
+// setText sets e's text only when it changes: a screen reader announces
+// each change of an aria-live element, and the live tiles render every
+// second.
+function setText(e, text) {
+  if (e.textContent !== text) e.textContent = text;
+}
+
 function renderLive() {
   const site = state.view.site, L = state.live;
-  $("total").textContent = site in L.sites ? String(L.sites[site]) : "–";
+  setText($("total"), site in L.sites ? String(L.sites[site]) : "–");
   const now = Math.floor(Date.now() / 1000);
   const r = (L.recent[site] || []).filter(([t]) => t > now - 60);
   L.recent[site] = r;
   const last5 = r.filter(([t]) => t > now - 5).reduce((a, [, n]) => a + n, 0);
-  $("eps").textContent = (last5 / 5).toFixed(1);
+  setText($("eps"), (last5 / 5).toFixed(1));
   // A capped count is a lower bound: the aggregator held its limit of ids.
-  $("visitors").textContent = site in L.sites ? fmt(L.visitors[site] || 0) + (L.vcapped ? "+" : "") : "–";
+  setText($("visitors"), site in L.sites ? fmt(L.visitors[site] || 0) + (L.vcapped ? "+" : "") : "–");
   const pts = [];
   for (let t = now - 59; t <= now; t++) pts.push({ t, n: (r.find(([x]) => x === t) || [0, 0])[1] });
   drawBars($("rolling"), pts, 600, 60);
   const pages = L.pages[site] || [];
-  $("pagesnow").replaceChildren(...(pages.length ? pages.map((p) => el("li", {}, el("span", { text: shownPage(p.path), title: shownPage(p.path) }), el("span", { text: fmt(p.n) }))) : [el("li", { class: "sub", text: "No pageviews stored in the last 5 minutes." })]));
+  $("pagesnow").replaceChildren(...(pages.length ? pages.map((p) => el("li", {}, el("span", { text: shown("page", p.path), title: shown("page", p.path) }), el("span", { text: fmt(p.n) }))) : [el("li", { class: "sub", text: "No pageviews stored in the last 5 minutes." })]));
 }
 setInterval(() => { if (state.me) renderLive(); }, 1000);
 
