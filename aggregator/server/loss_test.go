@@ -48,6 +48,17 @@ func TestLossAPI(t *testing.T) {
 	if all.Hits != 15 || all.Dropped["missing_site"] != 2 || all.Stored != 10 {
 		t.Fatalf("all sites: %+v", all)
 	}
+	// The admin's quality panel of any site has the drops of requests
+	// that named no site, which no site's own figures hold.
+	var q struct {
+		Edge       store.Loss
+		Aggregator struct {
+			EdgeNoSite map[string]uint64 `json:"edge_no_site"`
+		}
+	}
+	if code := getJSON(t, a.dash.URL+"/api/quality?site=demo&range=today", &q); code != 200 || q.Aggregator.EdgeNoSite["missing_site"] != 2 || q.Edge.Dropped["missing_site"] != 0 {
+		t.Errorf("quality: %d %+v", code, q)
+	}
 	// Out of ClickHouse's DateTime: wrapped around, ClickHouse refused it
 	// (503) or answered for another time.
 	for _, q := range []string{"?from=x", "?from=10&to=5", "?to=-1", "?from=1969-12-31T23:00:00Z&to=1970-01-01T00:00:01Z", "?from=2106-06-01T00:00:00Z&to=2106-06-02T00:00:00Z"} {

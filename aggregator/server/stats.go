@@ -159,11 +159,24 @@ func (s *Server) storeFailed(w http.ResponseWriter, ctx context.Context, err err
 // quality answers the quality panel: the edges' hits against stored
 // events and their drop reasons over the range (store.Loss), the
 // aggregator's drops and bad rows since it started (by reason, all sites:
-// a refused request may not name a valid site), the drift between the
+// a refused request may not name a valid site) with the edges' drops of
+// requests that named no site over the range ("edge_no_site", by
+// reason; they belong to no site's own figures), the drift between the
 // live count and the committed rows of the site, and the bot share and
 // consent tiers of its events (query.Engine.Mix).
 func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine, req query.Request) {
 	out := map[string]any{"site": req.Site, "range": req.Range}
+	admin := grantOf(r).Admin
+	// The aggregator's refusals and bad rows are counted over every site,
+	// as /metrics has them, and so are the edges' drops of requests that
+	// named none: for the admin only, not for a viewer token or a share
+	// link, which read their own sites.
+	var agg map[string]any
+	if admin {
+		dropped, bad := s.metrics.DropCounts()
+		agg = map[string]any{"dropped": dropped, "bad_rows": bad, "since": s.started.UTC()}
+		out["aggregator"] = agg
+	}
 	if cst, ok := s.store.(store.CounterStore); ok {
 		to := req.Range.To
 		if now := time.Now(); now.Before(to) {
@@ -175,13 +188,14 @@ func (s *Server) quality(w http.ResponseWriter, r *http.Request, e *query.Engine
 			return
 		}
 		out["edge"] = l
-	}
-	// The aggregator's refusals and bad rows are counted over every site,
-	// as /metrics has them: for the admin only, not for a viewer token or
-	// a share link, which read their own sites.
-	if grantOf(r).Admin {
-		dropped, bad := s.metrics.DropCounts()
-		out["aggregator"] = map[string]any{"dropped": dropped, "bad_rows": bad, "since": s.started.UTC()}
+		if admin {
+			none, err := cst.Loss(r.Context(), "", false, req.Range.From, to)
+			if err != nil {
+				s.storeFailed(w, r.Context(), err)
+				return
+			}
+			agg["edge_no_site"] = none.Dropped
+		}
 	}
 	sites, _, _, ready := s.hub.Snapshot()
 	counts, _, err := s.store.Counts(r.Context(), []string{req.Site}, 0)

@@ -298,7 +298,8 @@ function renderQuality(q) {
   const a = q.aggregator;
   if (a) {
     parts.push(el("h3", { text: "Aggregator (all sites, since " + utc(a.since) + ")" }), kv([
-      ["Refused requests", reasons(a.dropped)], ["Bad rows", reasons(a.bad_rows)]]));
+      ["Refused requests", reasons(a.dropped)], ["Bad rows", reasons(a.bad_rows)],
+      ...(a.edge_no_site ? [["Edge drops of requests naming no site (this range)", reasons(a.edge_no_site)]] : [])]));
   }
   const d = q.drift || {};
   parts.push(el("h3", { text: "Live vs committed" }), kv([
