@@ -242,7 +242,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// A site name in another case (they are case-sensitive) has no
 	// events: the page says so and names the sites that have some.
-	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`location.search = "?site=Shop.example&range=today"; true`)); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.DashboardURL+"/?site=Shop.example&range=today")); err != nil {
 		t.Fatal(err)
 	}
 	poll(ctx, t, "a mistyped site named", `(s => s.includes('No events are stored for the site "Shop.example". Site names are case-sensitive. Sites with events: ') && /\bshop\.example\b/.test(s))(document.getElementById("chartinfo").textContent)`)

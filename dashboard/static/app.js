@@ -287,7 +287,9 @@ function renderTop(t) {
 
 function renderQuality(q) {
   const kv = (pairs) => el("dl", { class: "kv" }, ...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-  const reasons = (m) => Object.keys(m || {}).length ? Object.entries(m).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") : "none";
+  // Reasons with a count only: the aggregator lists every reason it
+  // counts, most at 0, which made a phone's column a screen tall.
+  const reasons = (m) => Object.entries(m || {}).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") || "none";
   const parts = [];
   if (q.edge) {
     parts.push(el("h3", { text: "Edges → storage (this range)" }), kv([
