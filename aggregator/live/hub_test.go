@@ -402,7 +402,7 @@ func TestRestore(t *testing.T) {
 		at(2, "signup", 3, ""),
 		at(-30, event.KindPageview, 4, "https://shop.example/cart"), // a fast edge clock: counts now
 		at(30, event.KindPageview, 0, "https://shop.example/"),
-		at(70, event.KindPageview, 0, ""), // no page: "", as ClickHouse's path('')
+		at(70, event.KindPageview, 0, ""),                                             // no page: "", as ClickHouse's path('')
 		{Site: "blog", Name: event.KindPageview, VisitorID: 5, Time: now.UnixMilli()}, // not listed
 	}
 	h.Restore(evs)
