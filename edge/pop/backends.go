@@ -348,13 +348,16 @@ func (s *Server) roundTrip(p *pendingReq, req *http.Request, autoGzip bool) {
 	resp, err := s.send(p.backend, req)
 	timer.Stop()
 	if err != nil {
-		p.err = err
 		select {
 		case <-timedOut:
+			// The timer cancels the request, so the transport says
+			// "context canceled": say which timeout it was.
+			err = fmt.Errorf("no answer within the backend's first-byte timeout (%v): %w", p.backend.firstByteTimeout, err)
 			p.tag = sendErrHTTPResponseTimeout
 		default:
 			p.tag = classifySendError(err)
 		}
+		p.err = err
 		s.m.backendErrors.Add(1)
 		s.log.Warn("backend request failed", "backend", p.backend.name, "url", redact.URL(req.URL.String()), "err", err)
 	} else {

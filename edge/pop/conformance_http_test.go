@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -463,5 +464,36 @@ url = %q
 	}
 	if len(tb.trailers) != 1 || seen[0] != "yes" {
 		t.Errorf("backend saw request trailers %v, want one request with X-Req-Trailer: yes", tb.trailers)
+	}
+}
+
+// TestHTTPFirstByteTimeout: a backend that does not answer within its
+// first_byte_timeout fails the send, and the POP's log says which timeout
+// ended it: the transport's own error was only "context canceled"
+// (tester91).
+func TestHTTPFirstByteTimeout(t *testing.T) {
+	slow := newBackendFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	})
+	var log syncBuffer
+	p := startPOP(t, manifest(t, fmt.Sprintf(`
+[local_server.backends.slow]
+url = %q
+first_byte_timeout_ms = 200
+`, slow)), func(c *Config) {
+		c.WasmPath = guestPath("httpguest")
+		c.Instances, c.MaxInstances = 1, 1
+		c.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	})
+	var got struct{ Err string }
+	getJSON(t, p, "/send?name=slow&path=/x", nil, &got)
+	if got.Err == "" {
+		t.Fatal("the send did not fail")
+	}
+	if !strings.Contains(log.String(), "no answer within the backend's first-byte timeout (200ms): ") {
+		t.Errorf("the log does not name the timeout:\n%s", log.String())
 	}
 }
