@@ -141,13 +141,16 @@ func TestTrackerScript(t *testing.T) {
 		t.Errorf("us_privacy: %v before, %v after edgepixel.usPrivacy", evs[1]["us_privacy"], evs[3]["us_privacy"])
 	}
 
-	// The browser refuses the beacon (as when its beacon quota is spent)
-	// and the first endpoint fails: the fallback gets the event, with the
-	// same id the first one saw.
-	preamble.Store(`navigator.sendBeacon = function () { return false; };`)
-	primary.mu.Lock()
-	primary.status = http.StatusServiceUnavailable
-	primary.mu.Unlock()
+	setStatus := func(e *trackerEndpoint, status int) {
+		e.mu.Lock()
+		e.status = status
+		e.mu.Unlock()
+	}
+	// The first endpoint fails: the fallback gets the event, with the
+	// same id the first one saw. (s.js sent by sendBeacon, whose
+	// failure it cannot see, and the fallback was never taken: a
+	// tester's.)
+	setStatus(primary, http.StatusServiceUnavailable)
 	run(chromedp.Navigate(page.URL + "/again"))
 	tried := waitFor(primary, 5)[4]
 	moved := waitFor(fallback, 1)[0]
@@ -156,6 +159,29 @@ func TestTrackerScript(t *testing.T) {
 	}
 	delete(ids, tried["event_id"].(string))
 	check(moved, "pageview", page.URL+"/again", "")
+
+	// Both fail (a POP restarting): s.js tries again from the first a
+	// second later, with the same id, and stops once one takes it.
+	setStatus(fallback, http.StatusServiceUnavailable)
+	run(chromedp.Navigate(page.URL + "/retry"))
+	// The first attempt was answered 503 as it was recorded; the retry,
+	// a second after the fallback's 503, finds the first endpoint back.
+	eventually(t, 20*time.Second, "the first attempt", func() (bool, string) {
+		n := len(primary.got())
+		return n >= 6, fmt.Sprint(n)
+	})
+	setStatus(primary, http.StatusNoContent)
+	first := primary.got()[5]
+	waitFor(fallback, 2)
+	again := waitFor(primary, 7)[6]
+	if again["event_id"] != first["event_id"] {
+		t.Errorf("the retry has id %v, the first attempt %v", again["event_id"], first["event_id"])
+	}
+	delete(ids, first["event_id"].(string))
+	check(again, "pageview", page.URL+"/retry", "")
+	if n := len(fallback.got()); n != 2 {
+		t.Errorf("the fallback got %d events, want 2: none once the first endpoint took the retry", n)
+	}
 
 	// A copy of the page saved to disk and opened from it loads s.js,
 	// which sends nothing: its file: URL names the person's folders. Its

@@ -25,15 +25,23 @@
     for (i = 0; i < 16; i++) h += (b[i] + 256).toString(16).slice(1) + (i == 3 || i == 5 || i == 7 || i == 9 ? "-" : "");
     return h;
   }
-  function post(e, k) {
+  // While the page is shown, fetch (a string body is text/plain: no
+  // preflight), whose failure is seen, as a beacon's is not: a send
+  // refused or answered 5xx goes to the next endpoint, and after the
+  // last, again from the first after 1, 4 and 16 s (a POP restarting;
+  // the id makes a repeat count once). A hidden page may be gone before
+  // an answer comes: a beacon, which the browser sends after it has
+  // gone, then fetch with keepalive if the browser will not queue it.
+  function post(e, k, round) {
     var u = ends[k] + "/e?" + q, body = JSON.stringify(e);
-    // A string beacon is text/plain: no preflight. It returns false when the
-    // browser will not queue it; then fetch with keepalive, then the next
-    // endpoint.
-    if (!k && n.sendBeacon && n.sendBeacon(u, body)) return;
+    if (d.visibilityState == "hidden" && n.sendBeacon && n.sendBeacon(u, body)) return;
     fetch(u, {method: "POST", body: body, keepalive: true, credentials: "omit"}).then(function (r) {
-      if (r.status >= 500 && ends[k + 1]) post(e, k + 1);
-    }, function () { if (ends[k + 1]) post(e, k + 1); });
+      if (r.status >= 500) again();
+    }, again);
+    function again() {
+      if (ends[k + 1]) post(e, k + 1, round);
+      else if (round < 3) setTimeout(function () { post(e, 0, round + 1); }, 1000 << 2 * round);
+    }
   }
   // The browser sends Sec-GPC and DNT itself; consent is the page's word.
   function send(name, props, ref) {
@@ -42,7 +50,7 @@
     if (props) e.props = props;
     if (consent != null) e.consent = consent;
     if (usp) e.us_privacy = usp;
-    post(e, 0);
+    post(e, 0, 0);
   }
   // A single-page app's later views name the previous view as referrer;
   // a custom event, the view it happened on's (without one it would count

@@ -2,9 +2,12 @@
 // JavaScript loads instead of (or beside) the pixel: it sends a pageview
 // with what an <img> cannot see (the page's own referrer, the screen
 // width, the client's clock), single-page-app views, custom events, and
-// the page's consent word, by sendBeacon with a fetch keepalive fallback
-// and a second endpoint to fail over to. Each event carries a UUIDv7
-// event_id, so a retry is stored once (event.ParseClientID). A copy of a
+// the page's consent word. While the page is shown it sends by fetch,
+// whose failure it sees, failing over to a second endpoint and trying
+// again after 1, 4 and 16 s; a hidden page, which may be gone before an
+// answer, sends by sendBeacon (a beacon's failure is not seen: its
+// fallback was never taken, found by a tester). Each event carries a
+// UUIDv7 event_id, so a retry is stored once (event.ParseClientID). A copy of a
 // page saved to disk and opened from it sends nothing: its file: (or
 // Android's content:) URL names the person's folders, and the edge would
 // drop it (bad_url); its edgepixel does nothing, so the page's own calls
@@ -28,7 +31,7 @@ var Gzip []byte
 
 // scriptTag is the first 16 hex digits of Script's SHA-256, checked by
 // TestETag.
-const scriptTag = "11fa9f65afc02d11"
+const scriptTag = "01b08d881badd8d2"
 
 // ETag is Script's strong entity tag, and GzipETag Gzip's: a strong tag
 // names one representation's exact bytes, so the gzip and the plain body
