@@ -15,7 +15,9 @@
 // A site has a default tier. Opt-out signals put a hit in TierAggregate
 // whatever the default: Sec-GPC: 1 (Global Privacy Control, W3C draft;
 // California's CCPA regulations section 7025 make it a valid opt-out),
-// DNT: 1, an explicit consent=0 (or false) parameter, or an IAB US Privacy string
+// DNT: 1, a consent parameter that does not give consent (0, false,
+// Google Consent Mode's "denied", or any word not read as consent: a
+// privacy signal misread must not track in full), or an IAB US Privacy string
 // (us_privacy parameter, "1YYY" form) whose third character is 'Y' (opted
 // out of sale). An explicit consent=1 raises a site whose default is
 // TierAggregate to TierFull, unless an opt-out signal is present: an
@@ -83,7 +85,7 @@ func ParseTier(s string) (Tier, bool) {
 type Signals struct {
 	GPC       string // the Sec-GPC header
 	DNT       string // the DNT header
-	Consent   string // the consent parameter: "1" or "true" given, "0" or "false" refused
+	Consent   string // the consent parameter: "1", "true" or "granted" given, "" none, any other refused
 	USPrivacy string // the us_privacy parameter (IAB CCPA string, e.g. "1YNN")
 }
 
@@ -106,12 +108,18 @@ func (s *Signals) AddUSPrivacy(v string) {
 	}
 }
 
-// consentRefused: "0" or "false" (in any ASCII case), as a page's consent
-// word is sent (POSTed JSON's false reads as "0").
-func consentRefused(v string) bool { return v == "0" || strings.EqualFold(v, "false") }
+// consentRefused: any consent word that does not give it ("0", "false" as
+// POSTed JSON's false reads, Google Consent Mode's "denied", a CMP's "no"
+// or "opt-out", a mistyped one). Before, only "0" and "false" refused,
+// and every other word was tracked in full with nothing to say so (found
+// by a tester: a CMP passing "denied"). "" is no consent word at all.
+func consentRefused(v string) bool { return v != "" && !consentGiven(v) }
 
-// consentGiven: "1" or "true" (in any ASCII case).
-func consentGiven(v string) bool { return v == "1" || strings.EqualFold(v, "true") }
+// consentGiven: "1", "true" or "granted" (Google Consent Mode's word), in
+// any ASCII case.
+func consentGiven(v string) bool {
+	return v == "1" || strings.EqualFold(v, "true") || strings.EqualFold(v, "granted")
+}
 
 // ccpaOptOut: an IAB US Privacy string ("1YYN") whose third character says
 // opted out of sale.
@@ -125,7 +133,7 @@ const (
 	ReasonConsent    = "consent"      // consent=1 raised the tier
 	ReasonGPC        = "gpc"          // Sec-GPC: 1
 	ReasonDNT        = "dnt"          // DNT: 1
-	ReasonNoConsent  = "no_consent"   // consent=0
+	ReasonNoConsent  = "no_consent"   // consent=0, or any word but a given one
 	ReasonCCPAOptOut = "ccpa_opt_out" // us_privacy says opted out of sale
 )
 

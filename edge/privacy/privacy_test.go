@@ -27,6 +27,14 @@ func TestDecide(t *testing.T) {
 		{TierAggregate, Signals{Consent: "1", GPC: "1"}, TierAggregate, ReasonGPC}, // an opt-out wins
 		{TierAggregate, Signals{Consent: "1", USPrivacy: "1yyy"}, TierAggregate, ReasonCCPAOptOut},
 		{TierFull, Signals{Consent: "1"}, TierFull, ReasonDefault},
+		{TierAggregate, Signals{Consent: "GRANTED"}, TierFull, ReasonConsent},
+		// Any word that does not give consent refuses it (a tester's CMP
+		// sent "denied" and was tracked in full).
+		{TierFull, Signals{Consent: "denied"}, TierAggregate, ReasonNoConsent},
+		{TierFull, Signals{Consent: "no"}, TierAggregate, ReasonNoConsent},
+		{TierFull, Signals{Consent: " 1"}, TierAggregate, ReasonNoConsent},
+		{TierFull, Signals{Consent: "0.0"}, TierAggregate, ReasonNoConsent},
+		{TierAggregate, Signals{Consent: "yes please"}, TierAggregate, ReasonNoConsent},
 	} {
 		tier, reason := Decide(tc.def, tc.s)
 		if tier != tc.tier || reason != tc.reason {
