@@ -1,12 +1,16 @@
 package tests
 
 import (
+	"crypto/rand"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/pixel"
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/edgepixel/edgepixel/shared/wire"
 	"github.com/edgepixel/edgepixel/tests/stack"
@@ -99,6 +103,32 @@ func TestSignedPostsAndNoSaltThroughPOP(t *testing.T) {
 	if n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT sum(v) FROM (SELECT max(value) AS v FROM edge_counters WHERE counter = 'noted' AND reason = 'no_salt' AND site = 'ps-mark' GROUP BY instance)"); n != "5" {
 		t.Errorf("edge_counters no_salt for ps-mark: %q", n)
 	}
+
+	// A salt written after the start, as make run's hourly rotation
+	// writes one, reaches the POP once the manifest is written again and
+	// the POP told: it reads the files its fastly.toml names, and the
+	// manifest written at the start named only those there then.
+	var r [16]byte
+	rand.Read(r[:])
+	day := privacy.Day(time.Now())
+	if err := os.WriteFile(s.SecretFile(privacy.SaltKey(day)), []byte(privacy.NewSalt(day, r).String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteManifest(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pop.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	eventually(t, 30*time.Second, "a visitor id from the new salt", func() (bool, string) {
+		i++
+		if drop := hit(t, s, fmt.Sprintf("site=ps-mark&e=salted-%d", i), "", uaChrome, nil); drop != "" {
+			t.Fatalf("pixel: %q", drop)
+		}
+		n := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE site = 'ps-mark' AND name LIKE 'salted-%' AND visitor_id != 0 FORMAT TSV")
+		return n != "0", n
+	})
 }
 
 func names[V any](m map[string]V) []string {

@@ -268,18 +268,34 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.writeEdgeSecrets(); err != nil {
 		return nil, err
 	}
-	secrets, err := s.secretNames()
-	if err != nil {
-		return nil, err
-	}
 	s.Manifest = filepath.Join(o.Dir, "fastly.toml")
-	if err := os.WriteFile(s.Manifest, []byte(s.manifest(secrets)), 0o644); err != nil {
+	if err := s.WriteManifest(); err != nil {
 		return nil, err
 	}
 	if err := s.StartPop(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// WriteManifest writes the POP's fastly.toml (Stack.Manifest), its
+// secret store naming every file now in Dir/secrets (secretNames). Call
+// it again, before a SIGHUP, when a file there appears or goes: the POP
+// reads the files the manifest names, and a salt written after the start
+// (visitor_salt_1 on a stack started in the first half hour after
+// midnight UTC) was never read until a restart (a tester's).
+func (s *Stack) WriteManifest() error {
+	secrets, err := s.secretNames()
+	if err != nil {
+		return err
+	}
+	// Whole or not at all: the POP watches the file, and a half-written
+	// one would be refused (and said) before the rest came.
+	tmp := s.Manifest + ".tmp"
+	if err := os.WriteFile(tmp, []byte(s.manifest(secrets)), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.Manifest)
 }
 
 // StartPop starts (or, after Kill, restarts) the POP with the stack's

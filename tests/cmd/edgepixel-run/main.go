@@ -197,9 +197,14 @@ func main() {
 	// restarted POP is a new process (the first one's kept getting it,
 	// and a restarted POP never read a new day's salt).
 	var popMu sync.Mutex
+	// The manifest is written again first: it names the salt files, and
+	// the one just written may be new.
 	go salt.every(ctx, time.Hour, func() error {
 		popMu.Lock()
 		defer popMu.Unlock()
+		if err := s.WriteManifest(); err != nil {
+			return err
+		}
 		return s.Pop.Signal(syscall.SIGHUP)
 	})
 
