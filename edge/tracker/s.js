@@ -26,18 +26,20 @@
     return h;
   }
   // While the page is shown, fetch (a string body is text/plain: no
-  // preflight), whose failure is seen, as a beacon's is not: a send
-  // refused or answered 5xx goes to the next endpoint, and after the
-  // last, again from the first after 1, 4 and 16 s (a POP restarting;
-  // the id makes a repeat count once). A hidden page may be gone before
-  // an answer comes: a beacon, which the browser sends after it has
-  // gone, then fetch with keepalive if the browser will not queue it.
+  // preflight), whose failure is seen, as a beacon's is not: a send that
+  // gets no answer (the endpoint down, the connection cut) goes to the
+  // next endpoint, and after the last, again from the first after 1, 4
+  // and 16 s (a POP restarting; the id makes a repeat count once).
+  // no-cors: any answer ends it, also a refusal the page may not read
+  // (an origin not on the site's list), which a CORS fetch would see as
+  // a failure and send again, each time counted. A hidden page may be
+  // gone before an answer comes: a beacon, which the browser sends after
+  // it has gone, then fetch with keepalive if the browser will not queue
+  // it.
   function post(e, k, round) {
     var u = ends[k] + "/e?" + q, body = JSON.stringify(e);
     if (d.visibilityState == "hidden" && n.sendBeacon && n.sendBeacon(u, body)) return;
-    fetch(u, {method: "POST", body: body, keepalive: true, credentials: "omit"}).then(function (r) {
-      if (r.status >= 500) again();
-    }, again);
+    fetch(u, {method: "POST", body: body, keepalive: true, credentials: "omit", mode: "no-cors"}).catch(again);
     function again() {
       if (ends[k + 1]) post(e, k + 1, round);
       else if (round < 3) setTimeout(function () { post(e, 0, round + 1); }, 1000 << 2 * round);

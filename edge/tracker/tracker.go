@@ -3,10 +3,10 @@
 // with what an <img> cannot see (the page's own referrer, the screen
 // width, the client's clock), single-page-app views, custom events, and
 // the page's consent word. While the page is shown it sends by fetch,
-// whose failure it sees, failing over to a second endpoint and trying
-// again after 1, 4 and 16 s; a hidden page, which may be gone before an
-// answer, sends by sendBeacon (a beacon's failure is not seen: its
-// fallback was never taken, found by a tester). Each event carries a
+// whose failure it sees: a send that gets no answer fails over to a
+// second endpoint and is tried again after 1, 4 and 16 s. A hidden page,
+// which may be gone before an answer, sends by sendBeacon (a beacon's
+// failure is not seen: its fallback was never taken, found by a tester). Each event carries a
 // UUIDv7 event_id, so a retry is stored once (event.ParseClientID). A copy of a
 // page saved to disk and opened from it sends nothing: its file: (or
 // Android's content:) URL names the person's folders, and the edge would
@@ -31,7 +31,7 @@ var Gzip []byte
 
 // scriptTag is the first 16 hex digits of Script's SHA-256, checked by
 // TestETag.
-const scriptTag = "01b08d881badd8d2"
+const scriptTag = "a28d81af0338fcc1"
 
 // ETag is Script's strong entity tag, and GzipETag Gzip's: a strong tag
 // names one representation's exact bytes, so the gzip and the plain body
