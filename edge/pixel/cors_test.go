@@ -1,6 +1,7 @@
 package pixel
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +171,34 @@ func TestOriginRefusalCountedForBodySite(t *testing.T) {
 	Serve(corsHit("POST", "site=shop", `{"site":"zj3","event_id":"bad"}`, "https://evil.example", nil), c, b, time.Now(), resp)
 	if resp.Status != 403 || resp.Drop != wire.DropOriginNotAllowed || resp.refused.site != "zj3" {
 		t.Errorf("status %d drop %q counted for %q; want 403 %s for zj3", resp.Status, resp.Drop, resp.refused.site, wire.DropOriginNotAllowed)
+	}
+}
+
+// A refused POST's error says what in the body is wrong: which event of
+// several, the JSON's mistake (a tester got one message for a dozen
+// mistakes, and no event's place in a batch).
+func TestPostErrorDetail(t *testing.T) {
+	for _, tc := range []struct{ body, drop, detail string }{
+		{`{"site":"s","name":5}`, wire.DropBadJSON, `("name" cannot be a JSON number)`},
+		{`{"site":"s","props":[1]}`, wire.DropBadJSON, `(props: not a JSON object)`},
+		{`[{"site":"s"},{"site":"s","props":"x"}]`, wire.DropBadJSON, `(event 2 of 2: props: not a JSON object)`},
+		{`{"site":"s",`, wire.DropBadJSON, `(not JSON at byte `},
+		{`[]`, wire.DropBadJSON, `(an array of no events)`},
+		{`[{"site":"s"},{"name":"x"}]`, wire.DropMissingSite, `(event 2 of 2)`},
+		{`[{"site":"s"},{"site":"s","event_id":"x"}]`, wire.DropBadEventID, `(event 2 of 2)`},
+		{`[{"site":"s","url":"javascript:x"},{"site":"s"}]`, wire.DropBadURL, `(event 1 of 2)`},
+		{`{"site":"s","event_id":"x"}`, wire.DropBadEventID, ``},
+	} {
+		b := &Batcher{MaxEvents: 100, MaxAge: time.Second, MaxBuffered: 100}
+		resp := &Response{}
+		Serve(corsHit("POST", "", tc.body, "", nil), &Config{}, b, time.Now(), resp)
+		var got struct{ Error, Reason string }
+		if err := json.Unmarshal(resp.Body, &got); err != nil || got.Reason != tc.drop {
+			t.Errorf("%s: %d %s (%v), want %s", tc.body, resp.Status, resp.Body, err, tc.drop)
+			continue
+		}
+		if tc.detail == "" && strings.HasSuffix(got.Error, ")") || !strings.Contains(got.Error, tc.detail) {
+			t.Errorf("%s: error %q, want it to say %q", tc.body, got.Error, tc.detail)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/edgepixel/edgepixel/shared/event"
@@ -118,6 +119,11 @@ type refusal struct {
 	// when the body is not JSON or has no site (Serve then counts it for
 	// the URL's site).
 	site string
+	// detail, if not "", is what in the body the drop is about, added
+	// to the answer's error: which event of several ("event 2 of 3"),
+	// the JSON's mistake. A developer got one message for a dozen
+	// different mistakes (a tester's).
+	detail string
 	// cip is the signed URL's cip when its signature verified but the
 	// client's address is outside it (bad_pixel_signature): the answer
 	// names the range rather than sending the sender to re-sign.
@@ -159,6 +165,10 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		why.site = cleanSite(posted[0].Site)
 	}
 	if err != nil || len(posted) == 0 {
+		why.detail = jsonDetail(err)
+		if err == nil {
+			why.detail = "an array of no events"
+		}
 		return nil, nil, wire.DropBadJSON
 	}
 	if len(posted) > MaxPostEvents {
@@ -178,11 +188,12 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	for i := range posted {
 		site := cleanSite(posted[i].Site)
 		if site == "" {
+			why.detail = eventOf(i, len(posted))
 			return nil, nil, wire.DropMissingSite
 		}
 		posted[i].Site = site // cleaned once: what follows reads it so
 		if !c.Sites.Known(site) {
-			why.site = site
+			why.site, why.detail = site, eventOf(i, len(posted))
 			return nil, nil, wire.DropUnknownSite
 		}
 		sites[i] = c.Sites.Settings(site)
@@ -213,10 +224,13 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		props, err := event.CleanProps(p.Props)
 		switch {
 		case errors.Is(err, event.ErrPropsTooLarge):
-			why.site = p.Site
+			why.site, why.detail = p.Site, eventOf(i, len(posted))
 			return nil, nil, wire.DropPropsTooLarge
 		case err != nil:
-			why.site = p.Site
+			why.site, why.detail = p.Site, err.Error() // "props: not a JSON object"
+			if ev := eventOf(i, len(posted)); ev != "" {
+				why.detail = ev + ": " + why.detail
+			}
 			return nil, nil, wire.DropBadJSON
 		}
 		e := common
@@ -229,7 +243,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 			page = m.Referer
 		}
 		if urlescape.NoPage(page) || urlescape.NoPage(ref) {
-			why.site = p.Site
+			why.site, why.detail = p.Site, eventOf(i, len(posted))
 			return nil, nil, wire.DropBadURL
 		}
 		e.Site = p.Site
@@ -253,7 +267,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		case p.EventID != "":
 			c, err := event.ParseClientID(p.EventID, now)
 			if err != nil {
-				why.site = p.Site
+				why.site, why.detail = p.Site, eventOf(i, len(posted))
 				return nil, nil, wire.DropBadEventID
 			}
 			c = c.ForTier(e.Tier)
@@ -275,6 +289,31 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		out = append(out, e)
 	}
 	return out, notes, ""
+}
+
+// eventOf names event i (from 0) of a body of n, "" for a body of one.
+func eventOf(i, n int) string {
+	if n < 2 {
+		return ""
+	}
+	return "event " + strconv.Itoa(i+1) + " of " + strconv.Itoa(n)
+}
+
+// jsonDetail says what encoding/json found wrong with a body: where its
+// syntax breaks, or which field holds a value of the wrong type; "" for
+// any other error (or none).
+func jsonDetail(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return "not JSON at byte " + strconv.FormatInt(syntax.Offset, 10)
+	case errors.As(err, &typ) && typ.Field != "":
+		return "\"" + typ.Field + "\" cannot be a JSON " + typ.Value
+	case errors.As(err, &typ):
+		return "the body cannot be a JSON " + typ.Value
+	}
+	return ""
 }
 
 // newCopy draws the Copy of one acceptance of a client-named event (see

@@ -411,6 +411,9 @@ func reject(resp *Response, status int, reason string) {
 	if reason == wire.DropBadSignature && resp.refused.cip != "" {
 		msg = outsideCIPMessage(resp.refused.cip)
 	}
+	if d := resp.refused.detail; d != "" {
+		msg += " (" + d + ")"
+	}
 	resp.Body = fmt.Appendf(nil, "{\"error\":%q,\"reason\":%q}\n", msg, reason)
 }
 
