@@ -41,14 +41,18 @@ func dialError(errno syscall.Errno) error {
 	return fmt.Errorf("clickhouse: %w", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", errno)})
 }
 
-// run starts a loader over r and returns Run's result channel and a stop.
+// run starts a loader over r and returns Run's result channel and a
+// stop, which returns once Run has: a loader still committing after the
+// test ended wrote into its TempDir as it was removed (CI's "directory
+// not empty").
 func (r *rig) run(st store.Store, failAfter time.Duration) (*Loader, <-chan error, func()) {
 	l := New(Config{Spool: r.sp, Dedupe: dedupe.NewMemory(time.Hour), Store: st, MaxAge: 10 * time.Millisecond,
 		MaxBackoff: 20 * time.Millisecond, DrainTimeout: 300 * time.Millisecond, FailAfter: failAfter})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	return l, done, cancel
+	finished := make(chan struct{})
+	go func() { done <- l.Run(ctx); close(finished) }()
+	return l, done, func() { cancel(); <-finished }
 }
 
 func wantFailure(t *testing.T, done <-chan error, within time.Duration, want string) {
