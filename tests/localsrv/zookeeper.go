@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/tests/deps"
@@ -32,7 +33,21 @@ func ZooKeeperAvailable() (java string, ok bool) { return deps.ZooKeeper.Path(""
 // StartZooKeeper starts ZooKeeper with its data in dir on 127.0.0.1:port
 // (0 picks a free port) and waits until it serves requests (see serving).
 // Its admin server is off and srvr is the only four-letter command allowed.
+//
+// A port it picked itself (0) that another process takes before the JVM
+// binds it is picked again, up to three times: ZooKeeper then exits
+// during startup without saying why (its logger is SLF4J's no-op), as it
+// did in a CI run while the other packages' servers started.
 func StartZooKeeper(ctx context.Context, dir string, port int) (*ZooKeeper, error) {
+	for try := 1; ; try++ {
+		z, err := startZooKeeperOnce(ctx, dir, port)
+		if err == nil || port != 0 || try == 3 || ctx.Err() != nil || !strings.Contains(err.Error(), "exited during startup") {
+			return z, err
+		}
+	}
+}
+
+func startZooKeeperOnce(ctx context.Context, dir string, port int) (*ZooKeeper, error) {
 	java, ok := ZooKeeperAvailable()
 	if !ok {
 		return nil, fmt.Errorf("zookeeper not found; %s", deps.Advice([]deps.Program{deps.ZooKeeper}))
