@@ -82,8 +82,9 @@ func (e *trackerEndpoint) got() []map[string]any {
 
 // TestTrackerScript runs s.js in headless Chromium on a page of another
 // origin: the pageview, single-page-app views, a custom event, the
-// consent word and US Privacy string, and failover to the second endpoint when the first
-// refuses, each event once with a valid client event id.
+// consent word and US Privacy string, failover to the second endpoint
+// when the first gives no answer, and a page restored from the
+// back/forward cache, each event once with a valid client event id.
 func TestTrackerScript(t *testing.T) {
 	primary, fallback := newTrackerEndpoint(t, http.StatusNoContent), newTrackerEndpoint(t, http.StatusNoContent)
 	var preamble atomic.Value // string: runs before s.js loads
@@ -202,6 +203,21 @@ func TestTrackerScript(t *testing.T) {
 		t.Errorf("after a 503: the fallback got %d events (want 1), the first endpoint %d (want 6)", n, m)
 	}
 	setStatus(primary, http.StatusNoContent)
+
+	// Back to a page the browser kept in its back/forward cache: no
+	// script runs again, and s.js sends the view on pageshow, as the
+	// page loaded anew would. (A page the cache restores keeps its
+	// window's state: kept says the browser did use the cache.)
+	run(chromedp.Navigate(page.URL + "/kept"))
+	check(waitFor(primary, 7)[6], "pageview", page.URL+"/kept", "")
+	eval(`window.kept = 1`)
+	run(chromedp.Navigate(page.URL + "/next"))
+	check(waitFor(primary, 8)[7], "pageview", page.URL+"/next", "")
+	eval(`history.back()`)
+	check(waitFor(primary, 9)[8], "pageview", page.URL+"/kept", "")
+	if kept, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kept === 1`)); err != nil || !kept {
+		t.Errorf("the page came back by a new load, not from the back/forward cache (%v): the restore was not tested", err)
+	}
 
 	// A copy of the page saved to disk and opened from it loads s.js,
 	// which sends nothing: its file: URL names the person's folders. Its

@@ -25,17 +25,14 @@
     for (i = 0; i < 16; i++) h += (b[i] + 256).toString(16).slice(1) + (i == 3 || i == 5 || i == 7 || i == 9 ? "-" : "");
     return h;
   }
-  // While the page is shown, fetch (a string body is text/plain: no
-  // preflight), whose failure is seen, as a beacon's is not: a send that
-  // gets no answer (the endpoint down, the connection cut) goes to the
-  // next endpoint, and after the last, again from the first after 1, 4
-  // and 16 s (a POP restarting; the id makes a repeat count once).
-  // no-cors: any answer ends it, also a refusal the page may not read
-  // (an origin not on the site's list), which a CORS fetch would see as
-  // a failure and send again, each time counted. A hidden page may be
-  // gone before an answer comes: a beacon, which the browser sends after
-  // it has gone, then fetch with keepalive if the browser will not queue
-  // it.
+  // A shown page fetches (text/plain: no preflight), whose failure is
+  // seen, as a beacon's is not: no answer (endpoint down, connection
+  // cut) sends to the next endpoint, after the last again from the first
+  // after 1, 4 and 16 s (the id makes a repeat count once). no-cors: any
+  // answer ends it, also a refusal the page may not read, which a CORS
+  // fetch would send again, each time counted. A hidden page may be gone
+  // before an answer: a beacon, which the browser sends after it has
+  // gone, else fetch with keepalive.
   function post(e, k, round) {
     var u = ends[k] + "/e?" + q, body = JSON.stringify(e);
     if (d.visibilityState == "hidden" && n.sendBeacon && n.sendBeacon(u, body)) return;
@@ -74,6 +71,8 @@
     });
     w.addEventListener("popstate", view);
   }
+  // Back from the bfcache: shown again, no script run again.
+  w.addEventListener("pageshow", function (e) { if (e.persisted) { last = 0; view(); } });
   // A prerendered page counts when the visitor actually opens it.
   if (d.prerendering) d.addEventListener("prerenderingchange", view, {once: true});
   else view();

@@ -31,7 +31,7 @@ var Gzip []byte
 
 // scriptTag is the first 16 hex digits of Script's SHA-256, checked by
 // TestETag.
-const scriptTag = "a28d81af0338fcc1"
+const scriptTag = "241c6b22ef951b5a"
 
 // ETag is Script's strong entity tag, and GzipETag Gzip's: a strong tag
 // names one representation's exact bytes, so the gzip and the plain body
