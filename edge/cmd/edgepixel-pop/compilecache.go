@@ -14,11 +14,17 @@ import (
 // it is a directory of this user's alone under os.TempDir(), and note
 // says so; when there is none, dir is "" and note says that every start
 // compiles the module afresh, and how to give a cache: a module took
-// seconds to compile at each start without a word.
+// seconds to compile at each start without a word. A user cache
+// directory that cannot be made (a service user's HOME=/nonexistent) is
+// passed over in the same way: the cache only saves time, and the POP
+// would not start.
 func defaultCompileCache() (dir, note string) {
 	base, err := os.UserCacheDir()
 	if err == nil {
-		return filepath.Join(base, "edgepixel-pop"), ""
+		dir = filepath.Join(base, "edgepixel-pop")
+		if err = os.MkdirAll(dir, 0o700); err == nil {
+			return dir, ""
+		}
 	}
 	const give = "--compile-cache DIR or EDGEPIXEL_POP_COMPILE_CACHE chooses one"
 	tmp, terr := privateTempDir("edgepixel-pop")

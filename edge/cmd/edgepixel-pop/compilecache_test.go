@@ -37,6 +37,19 @@ func TestCompileCacheWithoutHome(t *testing.T) {
 	if !strings.Contains(errb.String(), "level=INFO") || !strings.Contains(errb.String(), "the compile cache is "+want) {
 		t.Errorf("stderr %q: want the cache said", errb.String())
 	}
+	// A HOME where no cache directory can be made (a service user's
+	// /nonexistent; here a file, as root may write anywhere): the
+	// temporary one, not a POP that will not start.
+	home := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(home, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", home)
+	if o, err := parseArgs([]string{"m.wasm"}, env(nil)); err != nil || o.compileCache != want || !strings.Contains(o.compileCacheNote, "the compile cache is "+want) || !strings.Contains(o.compileCacheNote, home) {
+		t.Errorf("HOME a file: %+v %v: want the compile cache %s, and a note naming %s", o, err, want, home)
+	}
+	t.Setenv("HOME", "")
+
 	// Chosen: no note.
 	for _, args := range [][]string{{"--compile-cache", "off", "m.wasm"}, {"--compile-cache", "/x", "m.wasm"}} {
 		if o, err := parseArgs(args, env(nil)); err != nil || o.compileCacheNote != "" {
