@@ -40,6 +40,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/defaultaddr"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
+	"github.com/edgepixel/edgepixel/shared/permhint"
 	"github.com/edgepixel/edgepixel/shared/redact"
 	"github.com/edgepixel/edgepixel/shared/tokenfile"
 	goredis "github.com/redis/go-redis/v9"
@@ -57,7 +58,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "edgepixel-aggregator: %v\n%s\n", err, flaghint.SeeHelp("edgepixel-aggregator"))
 		os.Exit(2)
 	case err != nil:
-		fmt.Fprintln(os.Stderr, "edgepixel-aggregator:", err)
+		fmt.Fprintln(os.Stderr, "edgepixel-aggregator:", permhint.Wrap("edgepixel-aggregator", err))
 		os.Exit(1)
 	}
 }

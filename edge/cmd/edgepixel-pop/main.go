@@ -58,6 +58,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
+	"github.com/edgepixel/edgepixel/shared/permhint"
 )
 
 // version is printed by --version as "edgepixel-pop VERSION", the
@@ -150,7 +151,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	ctx, stop := notifyContext(os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, o, log, stdout, stderr); err != nil {
-		log.Error("edgepixel-pop failed", "err", err)
+		log.Error("edgepixel-pop failed", "err", permhint.Wrap("edgepixel-pop", err))
 		return 1
 	}
 	return 0
