@@ -8,13 +8,15 @@ package nearest
 // Nearest returns the one of known nearest to name, when it differs by
 // at most two edits (the first in sort order of those as near), else "":
 // the setting a misspelt name most likely meant. Failing that, the one
-// known name that name's words (split at '_') differ from only at the end:
+// known name that name's words (split at '_' or, in a flag's name, '-')
+// differ from only at the end:
 // a word added (EDGEPIXEL_AGG_CLICKHOUSE_URL for EDGEPIXEL_AGG_CLICKHOUSE),
 // left out (EDGEPIXEL_POP_GEOIP for EDGEPIXEL_POP_GEOIP_DB) or its last
 // word spelt with the same first four letters (..._TRUSTED_PROXY for
 // ..._TRUSTED_PROXIES), or a word left out or added in the middle
 // (EDGEPIXEL_POP_QUEUE_DIR for EDGEPIXEL_POP_LOG_QUEUE_DIR), as new users
-// wrote them; none when several are.
+// wrote them (and --trusted-proxy, --geoip and --redis-url); none when
+// several are.
 func Nearest(name string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
@@ -37,13 +39,13 @@ func Nearest(name string, known []string) string {
 }
 
 // sameButLastWord reports whether a and b differ only in their last
-// '_'-separated word: one has a word more at the end, or their last words
+// word: one has a word more at the end, or their last words
 // begin with the same four bytes.
 func sameButLastWord(a, b string) bool {
 	if len(a) > len(b) {
 		a, b = b, a
 	}
-	if len(b) > len(a) && b[:len(a)] == a && b[len(a)] == '_' {
+	if len(b) > len(a) && b[:len(a)] == a && isSep(b[len(a)]) {
 		return true // a word more
 	}
 	i, j := lastUnderscore(a), lastUnderscore(b)
@@ -55,14 +57,14 @@ func sameButLastWord(a, b string) bool {
 }
 
 // oneWordApart reports whether one of a and b is the other with one more
-// '_'-separated word, anywhere.
+// word, anywhere.
 func oneWordApart(a, b string) bool {
 	if len(a) > len(b) {
 		a, b = b, a
 	}
 	for s := 0; s < len(b); {
 		e := s
-		for e < len(b) && b[e] != '_' {
+		for e < len(b) && !isSep(b[e]) {
 			e++
 		}
 		switch {
@@ -78,12 +80,16 @@ func oneWordApart(a, b string) bool {
 
 func lastUnderscore(s string) int {
 	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '_' {
+		if isSep(s[i]) {
 			return i
 		}
 	}
 	return -1
 }
+
+// isSep reports whether c separates words: '_' in environment
+// variables' and stores' names, '-' in flags'.
+func isSep(c byte) bool { return c == '_' || c == '-' }
 
 // editDistance is the Levenshtein distance of a and b, in bytes.
 func editDistance(a, b string) int {
