@@ -453,6 +453,11 @@ func TestHotReload(t *testing.T) {
 	if d := p.Degraded(); len(d) != 0 {
 		t.Errorf("degraded after the served module came back: %q", d)
 	}
+	// And the log says the failure is over, once: it showed the error
+	// alone (a tester's).
+	if n := strings.Count(logs.String(), "module reload no longer fails"); n != 1 {
+		t.Errorf("the log says %d times that the reload no longer fails, want once:\n%s", n, logs)
+	}
 	if _, body := p.get(t, "/counter"); !strings.HasPrefix(body, current+" ") {
 		t.Errorf("unchanged module: instance %s replaced: %q", current, body)
 	}

@@ -236,8 +236,8 @@ func (s *Server) Reload(ctx context.Context) error {
 		s.log.Error("fastly.toml read again is not taken (it does not read, or is refused); its config and secret stores stay as read before", "err", cerr)
 		why := "fastly.toml read again is not taken (" + strings.ReplaceAll(cerr.Error(), "\n", " ") + "); its stores stay as read before"
 		s.configFailure.Store(&why)
-	} else {
-		s.configFailure.Store(nil)
+	} else if s.configFailure.Swap(nil) != nil {
+		s.log.Info("fastly.toml reads again and is taken: the failure logged before is over", "config", s.manifestPath())
 	}
 	// Changed secrets replace the instances as changed config stores do
 	// (a tester rotated aggregator_secret under --watch and instances
@@ -258,7 +258,12 @@ func (s *Server) Reload(ctx context.Context) error {
 		s.reloadFailure.Store(&why)
 	} else {
 		s.configPending = false
-		s.reloadFailure.Store(nil)
+		// A failure put right by the file put back as it was reloads
+		// nothing and logged nothing, and the log showed only the error
+		// (a tester's).
+		if s.reloadFailure.Swap(nil) != nil {
+			s.log.Info("module reload no longer fails: the failure logged before is over", "wasm", s.wasmPath, "program", s.cur.Load().id)
+		}
 	}
 	return errors.Join(cerr, err)
 }
