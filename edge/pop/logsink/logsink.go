@@ -1244,6 +1244,10 @@ func sendTo(ctx context.Context, client *http.Client, ep *Endpoint, target strin
 		return false, c, nil
 	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
 		return true, c, fmt.Errorf("collector %s answered %s%s", req.URL.Host, resp.Status, said)
+	case c == http.StatusUnauthorized || c == http.StatusForbidden:
+		// The fix of a token file did nothing until a restart, and
+		// nothing said so (a tester's).
+		return false, c, fmt.Errorf("collector %s answered %s%s (check the endpoint's URL and credentials; its header= and bearer_file= are read at start: restart the POP after changing them)", req.URL.Host, resp.Status, said)
 	default:
 		return false, c, fmt.Errorf("collector %s answered %s%s (check the endpoint's URL and credentials)", req.URL.Host, resp.Status, said)
 	}

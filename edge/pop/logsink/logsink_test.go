@@ -462,7 +462,8 @@ func TestSendKeepsTheRefusal(t *testing.T) {
 	defer srv.Close()
 	ep := Endpoint{Name: "j", Kind: HTTP, URL: srv.URL}
 	retry, status, err := send(context.Background(), srv.Client(), &ep, &sinkStats{}, quietLog(), []byte("x\n"))
-	if retry || status != 401 || err == nil || !strings.Contains(err.Error(), `answered 401 Unauthorized: "{\"error\":\"bad token: a '+' written in a URL query arrives as a space, write it as %2B\"}" (check`) {
-		t.Errorf("retry %v, status %d, err %v", retry, status, err)
+	if retry || status != 401 || err == nil || !strings.Contains(err.Error(), `answered 401 Unauthorized: "{\"error\":\"bad token: a '+' written in a URL query arrives as a space, write it as %2B\"}" (check`) ||
+		!strings.Contains(err.Error(), "read at start: restart the POP") {
+		t.Errorf("retry %v, status %d, err %v: want the collector's words, and that a changed token needs a restart", retry, status, err)
 	}
 }
