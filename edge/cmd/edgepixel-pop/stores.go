@@ -118,7 +118,8 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 // (edgepixel-salt, from cron) writes tomorrow's salt over it; while it is
 // held, anyone who reads it and the stored events can try every address
 // against that day's visitor ids, which deleting it is meant to end.
-// Salts that do not parse are left to the module, which reports them.
+// A salt that does not parse is warned of too: the module says so only
+// at the first hit, on stderr (a tester's).
 func saltWarnings(secrets map[string][]byte, now time.Time) []string {
 	var out []string
 	today := privacy.Day(now)
@@ -129,7 +130,11 @@ func saltWarnings(secrets map[string][]byte, now time.Time) []string {
 			continue
 		}
 		salt, err := privacy.ParseSalt(string(v))
-		if err != nil || salt.Day >= today || salt.Day == today-1 && sinceMidnight < privacy.VisitWindow {
+		if err != nil {
+			out = append(out, fmt.Sprintf("secret store %s: %s is not a visitor salt (%v): the hits of a day it was to serve get no visitor id (no_salt); edgepixel-salt --dir DIR --today writes today's and tomorrow's", storekeys.Store, key, err))
+			continue
+		}
+		if salt.Day >= today || salt.Day == today-1 && sinceMidnight < privacy.VisitWindow {
 			continue
 		}
 		date := time.Unix(int64(salt.Day)*86400, 0).UTC().Format(time.DateOnly)

@@ -166,9 +166,16 @@ func TestReadmeOwnMachinesManifest(t *testing.T) {
 		t.Fatal("README.md has no toml block marked <!-- readme-manifest: own-machines -->")
 	}
 	dir := t.TempDir()
-	for _, f := range []string{"secret", "secrets/visitor_salt_0", "secrets/visitor_salt_1", "log-token"} {
+	// The salts as edgepixel-salt --today writes them: today's and
+	// tomorrow's, each under its day's key.
+	today := privacy.Day(time.Now())
+	files := map[string]string{"secret": "x\n", "log-token": "x\n"}
+	for _, d := range []int32{today, today + 1} {
+		files["secrets/"+privacy.SaltKey(d)] = privacy.NewSalt(d, [16]byte{1}).String() + "\n"
+	}
+	for f, v := range files {
 		os.MkdirAll(filepath.Join(dir, "secrets"), 0o700)
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -348,7 +355,7 @@ func TestSaltWarnings(t *testing.T) {
 		{"yesterday past it", noon, map[string][]byte{privacy.SaltKey(today): day(today), privacy.SaltKey(today - 1): day(today - 1)}, "2026-12-04"},
 		{"an older one", noon, map[string][]byte{privacy.SaltKey(today - 2): day(today - 2)}, "2026-12-03"},
 		{"none", noon, nil, ""},
-		{"not a salt", noon, map[string][]byte{privacy.SaltKeys[0]: []byte("x")}, ""},
+		{"not a salt", noon, map[string][]byte{privacy.SaltKeys[0]: []byte("00112233445566778899aabbccddeeff\n")}, "is not a visitor salt (privacy: a salt is YYYY-MM-DD:32 lowercase hex digits"},
 	} {
 		got := saltWarnings(c.salts, c.now)
 		switch {
