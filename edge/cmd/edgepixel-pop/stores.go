@@ -63,18 +63,39 @@ func storeWarnings(m *fastlytoml.Manifest) []string {
 	if have == "" {
 		have = "none"
 	}
+	set := false
 	for _, s := range configs {
-		for _, name := range strings.Split(s[storekeys.Backend], ",") {
-			if name = strings.TrimSpace(name); name == "" || slices.Contains(backends, name) {
-				continue
-			}
-			w := fmt.Sprintf("config store %s sets %s = %q, but [local_server.backends] has no backend %q (it has %s): every batch to it fails and goes to the fallback log endpoint, or is lost",
-				storekeys.Store, storekeys.Backend, s[storekeys.Backend], name, have)
-			if near := flaghint.Nearest(name, backends); near != "" {
-				w += "; did you mean " + near + "?"
-			}
-			out = append(out, w)
+		if s[storekeys.Backend] != "" {
+			set = true
+			out = append(out, backendWarnings(fmt.Sprintf("config store %s sets %s = %q", storekeys.Store, storekeys.Backend, s[storekeys.Backend]), s[storekeys.Backend], backends, have)...)
 		}
+	}
+	// Unset, the module's default: a backend table misspelt
+	// ([local_server.backends.agregator]) said nothing either (a
+	// tester's). A manifest with no backend at all delivers by its
+	// journal alone, or is a test's.
+	if !set && (configs[0] != nil || configs[1] != nil) && len(backends) > 0 {
+		out = append(out, backendWarnings(fmt.Sprintf("config store %s sets no %s, so the module delivers to %q", storekeys.Store, storekeys.Backend, storekeys.DefaultBackend), "", backends, have)...)
+	}
+	return out
+}
+
+// backendWarnings warn of each backend that value (the config store's
+// backend, or "" for the module's default) names and backends (the
+// manifest's, have as the warning lists them) lacks: said says where the
+// name comes from.
+func backendWarnings(said, value string, backends []string, have string) []string {
+	var out []string
+	for _, name := range storekeys.Backends(value) {
+		if slices.Contains(backends, name) {
+			continue
+		}
+		w := fmt.Sprintf("%s, but [local_server.backends] has no backend %q (it has %s): every batch to it fails and goes to the fallback log endpoint, or is lost",
+			said, name, have)
+		if near := flaghint.Nearest(name, backends); near != "" {
+			w += "; did you mean " + near + "?"
+		}
+		out = append(out, w)
 	}
 	return out
 }

@@ -72,6 +72,23 @@ backend = "agregator, aggregator"
 	if len(got) != 1 || !strings.Contains(got[0], `has no backend "agregator" (it has aggregator)`) || !strings.HasSuffix(got[0], "did you mean aggregator?") {
 		t.Errorf("warnings %q, want one naming agregator", got)
 	}
+	// No backend set, and the module's default misspelt in the
+	// backends' table (a tester's).
+	m, err = fastlytoml.Parse([]byte(`manifest_version = 3
+[local_server.backends.agregator]
+url = "http://127.0.0.1:8080"
+[local_server.config_stores.edgepixel]
+format = "inline-toml"
+[local_server.config_stores.edgepixel.contents]
+pop = "local"
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = storeWarnings(m)
+	if len(got) != 1 || !strings.Contains(got[0], `sets no backend, so the module delivers to "aggregator", but [local_server.backends] has no backend "aggregator" (it has agregator)`) || !strings.HasSuffix(got[0], "did you mean agregator?") {
+		t.Errorf("warnings %q, want one naming the default backend and agregator", got)
+	}
 }
 
 // Every store key this repository's manifest sets, for `fastly compute
