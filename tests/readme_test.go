@@ -122,6 +122,33 @@ func readmeRoute(t *testing.T) {
 		t.Errorf("the README's example queries printed:\n%s\nwant a row cli, pageview, 1 (%v)", out, err)
 	}
 
+	// A hit answered just before Ctrl-C. The Fastly CLI may kill its
+	// local server at once (SIGKILL), which loses what the POP holds
+	// unless the journal on disk has it: the next start delivers it, once.
+	hit := strings.Replace(blocks["hit"], "site=cli&", "site=cli-ctrl-c&", 1)
+	stored := strings.Replace(blocks["stored"], "site = 'cli'", "site = 'cli-ctrl-c'", 1)
+	if hit == blocks["hit"] || stored == blocks["stored"] {
+		t.Fatal("the README's hit and stored blocks no longer name the site cli")
+	}
+	if got, err := runBlock(work, env, hit); err != nil || got != "200" {
+		t.Fatalf("a pixel hit printed %q, want 200 (%v)", got, err)
+	}
+	if err := t2.p.StopWith(syscall.SIGINT, 15*time.Second); err != nil {
+		t.Logf("Ctrl-C did not stop fastly compute serve (%v): killed", err)
+	}
+	t2 = terminal(t, "terminal 2 again (fastly compute serve)", work, env, blocks["serve"])
+	if err = t2.p.WaitReady(ctx, proc.HTTPOK("http://"+serveAddr+"/healthz")); err != nil {
+		t.Fatalf("fastly compute serve, started again: the module never answered on %s: %v\n%s", serveAddr, err, t2.out.String())
+	}
+	eventually(t, time.Minute, "the hit answered before Ctrl-C stored", func() (bool, string) {
+		got, err := runBlock(work, env, stored)
+		return got == "1", fmt.Sprintf("%q %v", got, err)
+	})
+	time.Sleep(time.Second)
+	if got, err := runBlock(work, env, stored); err != nil || got != "1" {
+		t.Errorf("after a second, the hit answered before Ctrl-C is stored %q times, want 1 (%v)", got, err)
+	}
+
 	// Ctrl-C in one terminal, the other closed; the stack stops in order.
 	//
 	// The Fastly CLI stops only when its local server dies of the signal;
