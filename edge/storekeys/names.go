@@ -54,8 +54,14 @@ func (n Names) Has(key string) bool { return n.Exact(key) || n.Prefix(key) != ""
 // "site.SITE").
 func (n Names) Nearest(key string) string {
 	lower := strings.ToLower(key)
-	if near := nearest.Nearest(lower, n.exact); near != "" {
-		return near
+	// Compared in lower case both ways: the bindings' names are in
+	// capitals (a misspelt SPOOL was taken for pop).
+	folded := make([]string, len(n.exact))
+	for i, k := range n.exact {
+		folded[i] = strings.ToLower(k)
+	}
+	if near := nearest.Nearest(lower, folded); near != "" {
+		return n.exact[slices.Index(folded, near)]
 	}
 	for _, unit := range [...]string{"_ms", "_s"} {
 		if k := lower + unit; slices.Contains(n.exact, k) {

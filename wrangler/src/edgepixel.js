@@ -70,6 +70,9 @@ export class EdgePixel {
     for (const [k, v] of Object.entries(env ?? {})) {
       // A var in wrangler.toml may be a TOML number or boolean too.
       if (["string", "number", "boolean"].includes(typeof v)) cfg += k + "\0" + v + "\0";
+      // A binding goes by its name alone: the Go side checks it (a
+      // misspelt SPOOL said nothing until an outage lost events).
+      else if (v && typeof v === "object") cfg += k + "\0\0";
     }
     const n = this.write(encoder.encode(cfg), 0);
     this.x.ep_init(n);

@@ -33,3 +33,19 @@ test("a SALTS binding that is not a KV namespace is said, not failed on", async 
   assert.match(log, /SALTS is bound, but not to a KV namespace/);
   assert.doesNotMatch(log, /is not a function/);
 });
+
+test("a spool bound under another name is said at start, with the name meant", async () => {
+  const log = await logged(async () => {
+    const ep = new EdgePixel(module, { ...env, SPOL: { idFromName: () => ({}) } }, opts);
+    await ep.serve(hit.clone());
+  });
+  assert.match(log, /no SPOOL binding .*lost, counted as delivery_failed/);
+  assert.match(log, /SPOL.*did you mean SPOOL\?/);
+});
+
+test("a bound spool is not warned of", async () => {
+  const log = await logged(async () => {
+    new EdgePixel(module, { ...env, SPOOL: { idFromName: () => ({}) } }, opts);
+  });
+  assert.doesNotMatch(log, /SPOOL/);
+});

@@ -27,7 +27,20 @@ var Vars = []string{
 // Durable Object namespace and the KV namespaces of the salts and the
 // settings. The JavaScript passes only string vars and secrets to Go,
 // but a binding's name is a known one wherever it shows up.
-var Bindings = []string{"SPOOL", "SALTS", "SETTINGS"}
+var Bindings = []string{SpoolBinding, "SALTS", "SETTINGS"}
+
+// SpoolBinding is the binding of the spool's Durable Object namespace
+// (wrangler.toml's [[durable_objects.bindings]]).
+const SpoolBinding = "SPOOL"
+
+// CheckSpool says what is lost when names (the worker's vars, secrets
+// and bindings) bind no spool: nil when one is bound.
+func CheckSpool(names []string) error {
+	if slices.Contains(names, SpoolBinding) {
+		return nil
+	}
+	return fmt.Errorf("no %s binding (the spool's Durable Object namespace, wrangler.toml's [[durable_objects.bindings]] name = %q): the batches the aggregators do not take in time are lost, counted as delivery_failed", SpoolBinding, SpoolBinding)
+}
 
 // fastlyOnly are the Fastly module's config store keys that mean nothing
 // to the worker (it delivers with fetch, not through a backend and log

@@ -158,3 +158,12 @@ func TestCheckPixelKeys(t *testing.T) {
 		t.Errorf("%d reports, want 2:\n%s", n, got)
 	}
 }
+
+func TestCheckSpool(t *testing.T) {
+	if err := CheckSpool([]string{"ingest_url", "SPOOL"}); err != nil {
+		t.Errorf("SPOOL bound: %v", err)
+	}
+	if err := CheckSpool([]string{"ingest_url", "SPOL"}); err == nil || !strings.Contains(err.Error(), "no SPOOL binding") {
+		t.Errorf("no SPOOL: %v", err)
+	}
+}

@@ -63,6 +63,7 @@ func epInit(n uint32) {
 		names = append(names, k)
 	}
 	logErr("worker config", worker.CheckNames(names, env[pixel.ConfigSites]))
+	logErr("worker config", worker.CheckSpool(names))
 	logErr("worker config", worker.CheckPixelKeys(names, func(k string) string { return env[k] }))
 	switch {
 	case c.IngestURL == "" && c.NDJSONURL == "":
