@@ -559,6 +559,8 @@ func parseArgs(args []string, getenv func(string) string) (_ *options, err error
 	}
 	if _, ok := fromEnv["EDGEPIXEL_POP_COMPILE_CACHE"]; ok || flaghint.Set(fs, "compile-cache") {
 		o.compileCacheNote = "" // the default is not used
+	} else if !o.version {
+		o.compileCache, o.compileCacheNote = usableDefaultCompileCache(o.compileCache, o.compileCacheNote)
 	}
 	if o.compileCache == "off" || o.compileCache == "none" {
 		o.compileCache = ""

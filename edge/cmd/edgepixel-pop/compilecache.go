@@ -14,18 +14,34 @@ import (
 // it is a directory of this user's alone under os.TempDir(), and note
 // says so; when there is none, dir is "" and note says that every start
 // compiles the module afresh, and how to give a cache: a module took
-// seconds to compile at each start without a word. A user cache
-// directory that cannot be made (a service user's HOME=/nonexistent) is
-// passed over in the same way: the cache only saves time, and the POP
-// would not start.
+// seconds to compile at each start without a word.
 func defaultCompileCache() (dir, note string) {
 	base, err := os.UserCacheDir()
 	if err == nil {
-		dir = filepath.Join(base, "edgepixel-pop")
-		if err = os.MkdirAll(dir, 0o700); err == nil {
-			return dir, ""
-		}
+		return filepath.Join(base, "edgepixel-pop"), ""
 	}
+	return tempCompileCache(err)
+}
+
+// usableDefaultCompileCache makes the default compile cache dir (with
+// its note) once it is known to be used, and passes over one that cannot
+// be made (a service user's HOME=/nonexistent) as defaultCompileCache
+// passes over a missing HOME: the cache only saves time, and the POP
+// would not start. (Made only then: --compile-cache off, or --version,
+// made it anyway.)
+func usableDefaultCompileCache(dir, note string) (string, string) {
+	if dir == "" || note != "" {
+		return dir, note // the temporary one, made, or none
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return tempCompileCache(err)
+	}
+	return dir, note
+}
+
+// tempCompileCache is the compile cache, and its note, when the user's
+// cache directory cannot be had (why).
+func tempCompileCache(err error) (dir, note string) {
 	const give = "--compile-cache DIR or EDGEPIXEL_POP_COMPILE_CACHE chooses one"
 	tmp, terr := privateTempDir("edgepixel-pop")
 	if terr != nil {

@@ -48,6 +48,17 @@ func TestCompileCacheWithoutHome(t *testing.T) {
 	if o, err := parseArgs([]string{"m.wasm"}, env(nil)); err != nil || o.compileCache != want || !strings.Contains(o.compileCacheNote, "the compile cache is "+want) || !strings.Contains(o.compileCacheNote, home) {
 		t.Errorf("HOME a file: %+v %v: want the compile cache %s, and a note naming %s", o, err, want, home)
 	}
+	// A cache chosen, or none: the default is not made.
+	home = t.TempDir()
+	t.Setenv("HOME", home)
+	for _, args := range [][]string{{"--compile-cache", "off", "m.wasm"}, {"--version"}} {
+		if _, err := parseArgs(args, env(nil)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(home, ".cache")); err == nil {
+			t.Errorf("%q made the default compile cache under %s", args, home)
+		}
+	}
 	t.Setenv("HOME", "")
 
 	// Chosen: no note.

@@ -63,8 +63,9 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 		return read(name)
 	}
 	cacheDir, cacheNote := defaultCompileCache()
+	cacheChosen := false
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_COMPILE_CACHE"); ok {
-		cacheDir, cacheNote = v, ""
+		cacheDir, cacheNote, cacheChosen = v, "", true
 	}
 	if v, ok := lookup(getenv, "EDGEPIXEL_POP_LOG_FORMAT"); ok {
 		logFormat = v
@@ -105,6 +106,8 @@ func runCommand(args []string, getenv func(string) string, stdin io.Reader, stdo
 	}
 	if flaghint.Set(fs, "compile-cache") {
 		cacheNote = ""
+	} else if !cacheChosen {
+		cacheDir, cacheNote = usableDefaultCompileCache(cacheDir, cacheNote)
 	}
 	level := slog.LevelWarn
 	switch {
