@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"github.com/edgepixel/edgepixel/shared/permhint"
 )
 
 // fastly_secret_store: secret stores from [local_server.secret_stores].
@@ -40,6 +42,9 @@ func (s *Server) reloadSecrets() (changed bool) {
 	}
 	stores, err := s.secretDefs.ReadSecretStores()
 	if err != nil {
+		// A salt rotated by root's cron, 0600, for a POP running as
+		// another user: who may read what, in the message.
+		err = permhint.Wrap("the POP", err)
 		why := "reading the secret stores again failed (" + strings.ReplaceAll(err.Error(), "\n", " ") + "); keeping the values read before"
 		if last := s.secretFailure.Swap(&why); last == nil || *last != why {
 			s.log.Error("reading the secret stores again failed; keeping the values read before", "err", err)

@@ -16,6 +16,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/edgepixel/edgepixel/shared/permhint"
 )
 
 // A program is one compiled version of the module with its own wazero
@@ -232,6 +234,7 @@ func (s *Server) Reload(ctx context.Context) error {
 		s.manifestStamp, _ = statManifest(path, s.configFiles)
 	}
 	configChanged, cerr := s.reloadConfig()
+	cerr = permhint.Wrap("the POP", cerr)
 	if cerr != nil {
 		s.log.Error("fastly.toml read again is not taken (it does not read, or is refused); its config and secret stores stay as read before", "err", cerr)
 		why := "fastly.toml read again is not taken (" + strings.ReplaceAll(cerr.Error(), "\n", " ") + "); its stores stay as read before"
@@ -245,7 +248,7 @@ func (s *Server) Reload(ctx context.Context) error {
 	secretsChanged := s.reloadSecrets()
 	s.configPending = s.configPending || configChanged || secretsChanged
 	old := s.cur.Load()
-	err := s.reload(ctx, old, s.configPending)
+	err := permhint.Wrap("the POP", s.reload(ctx, old, s.configPending))
 	if err != nil {
 		s.ps.reloadFailures.Add(1)
 		s.log.Error("module reload failed; still serving the previous version", "wasm", s.wasmPath, "program", old.id, "err", err)
