@@ -7,7 +7,8 @@ package nearest
 
 // Nearest returns the one of known nearest to name, when it differs by
 // at most two edits (the first in sort order of those as near), else "":
-// the setting a misspelt name most likely meant. Failing that, the one
+// the setting a misspelt name most likely meant. Failing that, a
+// ...-file setting for a ...-path name, or the one
 // known name that name's words (split at '_' or, in a flag's name, '-')
 // differ from only at the end:
 // a word added (EDGEPIXEL_AGG_CLICKHOUSE_URL for EDGEPIXEL_AGG_CLICKHOUSE),
@@ -27,27 +28,53 @@ func Nearest(name string, known []string) string {
 	if best != "" {
 		return best
 	}
+	// A file's path is given by a ...-file setting: --secret-path meant
+	// --secret-file, not --secret, which takes the secret itself.
+	if i := lastUnderscore(name); i >= 0 {
+		for _, w := range [...][2]string{{"path", "file"}, {"PATH", "FILE"}} {
+			if name[i+1:] == w[0] {
+				for _, k := range known {
+					if k == name[:i+1]+w[1] {
+						return k
+					}
+				}
+			}
+		}
+	}
+	rival := false
 	for _, k := range known {
-		if sameButLastWord(name, k) || oneWordApart(name, k) {
+		switch {
+		case sameButLastWord(name, k) || oneWordApart(name, k):
 			if best != "" {
 				return "" // more than one: the user must choose
 			}
 			best = k
+		case wordsMore(name, k):
+			// Not said for itself (--max-conns-per-addr is not
+			// --max-conns), but it may be what was meant.
+			rival = true
 		}
+	}
+	if rival {
+		return ""
 	}
 	return best
 }
 
-// sameButLastWord reports whether a and b differ only in their last
-// word: one has a word more at the end, or their last words
-// begin with the same four bytes.
-func sameButLastWord(a, b string) bool {
+// wordsMore reports whether one of a and b is the other with words more
+// at its end.
+func wordsMore(a, b string) bool {
 	if len(a) > len(b) {
 		a, b = b, a
 	}
-	if len(b) > len(a) && b[:len(a)] == a && isSep(b[len(a)]) {
-		return true // a word more
-	}
+	return len(b) > len(a) && b[:len(a)] == a && isSep(b[len(a)])
+}
+
+// sameButLastWord reports whether a and b differ only in their last
+// word, whose first four bytes they share. (A word more or less at the
+// end is oneWordApart's: one only, as --max-conns-per-addr is not
+// --max-conns.)
+func sameButLastWord(a, b string) bool {
 	i, j := lastUnderscore(a), lastUnderscore(b)
 	if i < 0 || i != j || a[:i] != b[:j] {
 		return false

@@ -39,13 +39,19 @@ func TestNearest(t *testing.T) {
 // A flag's words are split at '-': the flags new users wrote got no hint
 // where the same names as variables got one (tester94).
 func TestNearestFlag(t *testing.T) {
-	known := []string{"trusted-proxies", "geoip-db", "redis", "redis-cluster", "log-queue-dir", "log-endpoint", "max-body", "max-conns"}
+	known := []string{"trusted-proxies", "geoip-db", "redis", "redis-cluster", "log-queue-dir", "log-endpoint", "max-body", "max-conns",
+		"max-conns-per-client", "secret", "secret-file", "log-token", "log-token-file"}
 	for name, want := range map[string]string{
 		"trusted-proxy": "trusted-proxies",
 		"geoip":         "geoip-db",
 		"redis-url":     "redis",
 		"queue-dir":     "log-queue-dir",
 		"max":           "", // max-body or max-conns
+		// Not the global limit, two words less (a reviewer's).
+		"max-conns-per-addr": "",
+		// A file's path: not the flag that takes the secret itself.
+		"secret-path":    "secret-file",
+		"log-token-path": "log-token-file",
 	} {
 		if got := Nearest(name, known); got != want {
 			t.Errorf("Nearest(%s) = %q, want %q", name, got, want)
