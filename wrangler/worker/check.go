@@ -25,8 +25,8 @@ var Vars = []string{
 
 // Bindings are the worker's bindings (src/edgepixel.js): the spool's
 // Durable Object namespace and the KV namespaces of the salts and the
-// settings. The JavaScript passes only string vars and secrets to Go,
-// but a binding's name is a known one wherever it shows up.
+// settings. The JavaScript passes a binding to Go by its name alone (an
+// empty value), for CheckNames and CheckSpool.
 var Bindings = []string{SpoolBinding, "SALTS", "SETTINGS"}
 
 // SpoolBinding is the binding of the spool's Durable Object namespace
@@ -95,7 +95,7 @@ func CheckNames(names []string, sites string) error {
 			errs = append(errs, errors.New(msg))
 			continue
 		}
-		msg := name + " is not a var or secret the worker reads, so it does nothing"
+		msg := name + " is not a var, secret or binding the worker reads, so it does nothing"
 		if near := known.Nearest(name); near != "" {
 			msg += "; did you mean " + near + "?"
 		}

@@ -28,11 +28,11 @@ func TestCheckNames(t *testing.T) {
 	got := strings.Split(err.Error(), "\n")
 	want := []string{
 		`batch_max_age_ms is a Fastly config store key`,
-		`batch_wait is not a var or secret the worker reads, so it does nothing; did you mean batch_wait_ms?`,
-		`ingest-url is not a var or secret the worker reads, so it does nothing; did you mean ingest_url?`,
+		`batch_wait is not a var, secret or binding the worker reads, so it does nothing; did you mean batch_wait_ms?`,
+		`ingest-url is not a var, secret or binding the worker reads, so it does nothing; did you mean ingest_url?`,
 		`pixel_key.blog.exampel is for site "blog.exampel", which sites ("shop.example blog.example") does not list, so it does nothing; did you mean pixel_key.blog.example?`,
 		`site.shop.exmaple is for site "shop.exmaple", which sites ("shop.example blog.example") does not list, so it does nothing; did you mean site.shop.example?`,
-		`sites.blog.example is not a var or secret the worker reads, so it does nothing; did you mean site.blog.example?`,
+		`sites.blog.example is not a var, secret or binding the worker reads, so it does nothing; did you mean site.blog.example?`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want), err)

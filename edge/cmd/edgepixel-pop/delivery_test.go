@@ -34,8 +34,7 @@ journal = "edgepixel_journal"
 			t.Errorf("%+v: %v", eps, err)
 		}
 	}
-	// A manifest that names no endpoint (edge/fastly.toml, for fastly
-	// compute serve) needs none.
+	// A manifest that names no endpoint needs none.
 	plain, err := fastlytoml.Parse([]byte("manifest_version = 3\n[local_server.config_stores.edgepixel]\nformat = \"inline-toml\"\n[local_server.config_stores.edgepixel.contents]\npop = \"local\"\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)

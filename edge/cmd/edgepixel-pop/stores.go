@@ -152,7 +152,7 @@ func saltWarnings(secrets map[string][]byte, now time.Time) []string {
 		}
 		salt, err := privacy.ParseSalt(string(v))
 		if err != nil {
-			out = append(out, fmt.Sprintf("secret store %s: %s is not a visitor salt (%v): the hits of a day it was to serve get no visitor id (no_salt); edgepixel-salt --dir DIR --today writes today's and tomorrow's", storekeys.Store, key, err))
+			out = append(out, fmt.Sprintf("secret store %s: %s is not a visitor salt (%v): the hits of a day it was to serve get no visitor id (no_salt); edgepixel-salt --dir DIR --today writes one", storekeys.Store, key, err))
 			continue
 		}
 		if salt.Day >= today || salt.Day == today-1 && sinceMidnight < privacy.VisitWindow {

@@ -49,8 +49,8 @@ func epBuffer(n uint32) uint32 {
 func epMaxBody() uint32 { return pixel.MaxPostBody + 1 }
 
 // ep_init reads the Worker's environment from the input buffer's first n
-// bytes, "key\x00value\x00" for each string var and secret, and makes
-// the worker. Configuration problems are written to stderr (the
+// bytes, "key\x00value\x00" for each string var and secret, and
+// "key\x00\x00" for each binding, and makes the worker. Configuration problems are written to stderr (the
 // worker's console); the worker serves anyway.
 //
 //go:wasmexport ep_init
