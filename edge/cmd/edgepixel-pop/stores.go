@@ -65,8 +65,11 @@ func storeWarnings(m *fastlytoml.Manifest) []string {
 	}
 	set := false
 	for _, s := range configs {
-		if s[storekeys.Backend] != "" {
+		// With log_endpoint set the module delivers through it alone.
+		if s[storekeys.Backend] != "" || s[wire.ConfigLogEndpoint] != "" {
 			set = true
+		}
+		if s[storekeys.Backend] != "" {
 			out = append(out, backendWarnings(fmt.Sprintf("config store %s sets %s = %q", storekeys.Store, storekeys.Backend, s[storekeys.Backend]), s[storekeys.Backend], backends, have)...)
 		}
 	}
