@@ -30,7 +30,7 @@ func Nearest(name string, known []string) string {
 	}
 	// A file's path is given by a ...-file setting: --secret-path meant
 	// --secret-file, not --secret, which takes the secret itself.
-	if i := lastUnderscore(name); i >= 0 {
+	if i := lastSep(name); i >= 0 {
 		for _, w := range [...][2]string{{"path", "file"}, {"PATH", "FILE"}} {
 			if name[i+1:] == w[0] {
 				for _, k := range known {
@@ -75,7 +75,7 @@ func wordsMore(a, b string) bool {
 // end is oneWordApart's: one only, as --max-conns-per-addr is not
 // --max-conns.)
 func sameButLastWord(a, b string) bool {
-	i, j := lastUnderscore(a), lastUnderscore(b)
+	i, j := lastSep(a), lastSep(b)
 	if i < 0 || i != j || a[:i] != b[:j] {
 		return false
 	}
@@ -105,7 +105,7 @@ func oneWordApart(a, b string) bool {
 	return false
 }
 
-func lastUnderscore(s string) int {
+func lastSep(s string) int {
 	for i := len(s) - 1; i >= 0; i-- {
 		if isSep(s[i]) {
 			return i
