@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/edgepixel/edgepixel/edge/pixel"
 	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/edge/tracker"
@@ -858,6 +860,63 @@ func TestWorkersSpool(t *testing.T) {
 		if n := eventsLost(readFile(log)); n != 0 {
 			t.Errorf("%s: the worker counted %d events lost", log, n)
 		}
+	}
+}
+
+// TestWorkersPlaceholder deploys the worker with wrangler.toml's own
+// placeholder ingest_url, as a user who forgot to set it would: the
+// worker says so, sends nothing there (a fetch would only fail in DNS,
+// which workerd logs with a stack trace per try, and a tester found the
+// worker's own message buried under them), and its spool keeps the
+// batches, since it has nowhere to deliver them. A deploy with the URL
+// set (workerd started again on the same disk) delivers every one of
+// them, once.
+func TestWorkersPlaceholder(t *testing.T) {
+	var conf struct{ Vars map[string]string }
+	if _, err := toml.DecodeFile(filepath.Join(root, "wrangler", "wrangler.toml"), &conf); err != nil {
+		t.Fatal(err)
+	}
+	placeholder := conf.Vars[worker.ConfigIngestURL]
+	if placeholder == "" {
+		t.Fatal("wrangler.toml sets no ingest_url")
+	}
+	s := startStack(t, stack.Options{Delivery: stack.DeliveryBatches, NoPop: true})
+	vars := workerVars(s)
+	ingest := vars[worker.ConfigIngestURL]
+	vars[worker.ConfigIngestURL] = placeholder
+	vars[worker.ConfigSpoolRetry] = "200"
+	vars[worker.ConfigSpoolRetryMax] = "500"
+	spool := t.TempDir()
+	wd := startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
+	const site = "wk-placeholder"
+	h := &coloHits{t: t, site: site, path: "ph"}
+	for i := 0; i < 10; i++ {
+		h.hit(wd, "TST")
+	}
+	log := filepath.Join(wd.Dir, "workerd.log")
+	eventually(t, 60*time.Second, "every hit spooled, and the spool holding them", func() (bool, string) {
+		l := readFile(log)
+		n := eventsSpooled(l)
+		return n == h.n && bytes.Contains(l, []byte("nowhere to deliver")), fmt.Sprintf("%d spooled", n)
+	})
+	l := readFile(log)
+	if !bytes.Contains(l, []byte("ingest_url \""+placeholder+"\" is a placeholder")) {
+		t.Errorf("the worker did not say that ingest_url is the placeholder:\n%s", l)
+	}
+	if bytes.Contains(l, []byte("POST "+placeholder)) {
+		t.Errorf("the worker tried the placeholder:\n%s", l)
+	}
+	wd.Stop()
+
+	vars[worker.ConfigIngestURL] = ingest
+	startWorkerdWith(t, build.TinyGo, stack.WorkerdOptions{Vars: vars, Spool: spool})
+	waitExactly(t, s, site, h.n)
+	eventually(t, 30*time.Second, "the worker's counts", func() (bool, string) {
+		l := lossOf(t, s, site)
+		return l.Hits == uint64(h.n) && l.Stored == uint64(h.n) && l.Lost == 0, fmt.Sprintf("%+v", l)
+	})
+	if n := eventsLost(readFile(log)); n != 0 {
+		t.Errorf("the worker counted %d events lost", n)
 	}
 }
 

@@ -279,10 +279,14 @@ export class EdgePixel {
     return this.nextOf(this.x.ep_next(h, outcome));
   }
 
-  // nextOf reads a POST to make (ep_next's and ep_spool_send's answer).
+  // nextOf reads ep_next's answer: a POST to make, or null.
   nextOf(ptr) {
     const r = this.answer(ptr);
-    if (!r) return null;
+    return r && this.delivery(r);
+  }
+
+  // delivery reads a POST to make from an answer (nextOf).
+  delivery(r) {
     const [url, ...hdr] = r.lines;
     const headers = {};
     for (const line of hdr) {
@@ -313,10 +317,14 @@ export class EdgePixel {
   }
 
   // spoolSend answers the POST that delivers a spooled batch now, signed
-  // afresh (wrangler/worker SpoolDelivery), or null when it cannot be
-  // sent; one try through the aggregators, the spool retrying later.
+  // afresh (wrangler/worker SpoolDelivery), { hold: true } when there is
+  // no URL to send it to (the spool keeps it for a deploy that sets one),
+  // or null when it cannot be sent (it does not decode); one try through
+  // the aggregators, the spool retrying later.
   spoolSend(batch) {
-    const d = this.nextOf(this.x.ep_spool_send(this.write(batch, 0)));
+    const r = this.answer(this.x.ep_spool_send(this.write(batch, 0)));
+    if (r && r.a & 8) return { hold: true };
+    const d = r && this.delivery(r);
     if (d) d.retry = false;
     return d;
   }

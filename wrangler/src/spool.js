@@ -169,7 +169,7 @@ export class Spool extends DurableObject {
           await this.remove(seq, h);
           continue;
         }
-        if (await edge.post(d, Date.now() + POST_MS)) {
+        if (!d.hold && (await edge.post(d, Date.now() + POST_MS))) {
           this.meta.fails = 0;
           await this.remove(seq, h);
           continue;

@@ -34,19 +34,25 @@ import (
 // delivered like any batch: every loss is counted, in the aggregator's
 // edge_counters, as on Fastly.
 
+// ErrNowhere is SpoolDelivery's error when the worker has no URL to
+// deliver to (none set, or only placeholders): the spool keeps the batch
+// and tries again later, since the URL is a var that a deploy sets, and
+// the spool outlives deploys.
+var ErrNowhere = fmt.Errorf("worker: the spool has nowhere to deliver, so it keeps its batches: set %s (or %s)", ConfigIngestURL, ConfigNDJSONURL)
+
 // SpoolDelivery returns the POST that delivers batch, a batch the spool
 // holds, now: to ingest_url signed at now when the worker has the
 // aggregator secret, else as NDJSON lines to ndjson_url (signed, or with
-// the log token). It fails when the worker has no URL to send it to or
-// batch does not decode. The Delivery is valid until the next call of
-// SpoolDelivery, Next or Serve.
+// the log token). It fails with ErrNowhere when the worker has no URL to
+// send it to, and with another error when batch does not decode. The
+// Delivery is valid until the next call of SpoolDelivery, Next or Serve.
 func (w *Worker) SpoolDelivery(batch []byte, now time.Time) (*Delivery, error) {
 	if len(w.cfg.Secret) > 0 && w.cfg.IngestURL != "" {
 		ts := now.Unix()
 		return w.delivery(w.cfg.IngestURL, wire.ContentType, batch, strconv.FormatInt(ts, 10), wire.Sign(w.cfg.Secret, ts, batch), true), nil
 	}
 	if w.cfg.NDJSONURL == "" {
-		return nil, fmt.Errorf("worker: the spool has nowhere to deliver: set %s", ConfigIngestURL)
+		return nil, ErrNowhere
 	}
 	evs, c, err := wire.DecodeBatch(w.spoolEvs[:0], batch)
 	w.spoolEvs = evs

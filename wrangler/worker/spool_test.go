@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -74,8 +75,16 @@ func TestSpoolDeliverySignsAfresh(t *testing.T) {
 	if err != nil || d.URL != "https://agg.test/ingest/ndjson" || header(d, "Authorization") != "Bearer tok" || !bytes.Contains(d.Body, []byte(`"site":"shop"`)) {
 		t.Fatalf("%+v %v", d, err)
 	}
-	if _, err := newWorker(t, map[string]string{ConfigSecret: "s"}).SpoolDelivery(b, later); err == nil {
-		t.Error("no URL: no error")
+	// No URL, or only the placeholder: the spool keeps the batch.
+	for _, u := range []string{"", "https://aggregator.example.com/ingest"} {
+		c, _ := ParseConfig(func(k string) string { return map[string]string{ConfigSecret: "s", ConfigIngestURL: u}[k] })
+		if _, err := New(c).SpoolDelivery(b, later); !errors.Is(err, ErrNowhere) {
+			t.Errorf("ingest_url %q: %v, want ErrNowhere", u, err)
+		}
+	}
+	// A batch that does not decode is another error.
+	if _, err := newWorker(t, map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigLogToken: "tok"}).SpoolDelivery([]byte("junk"), later); err == nil || errors.Is(err, ErrNowhere) {
+		t.Errorf("junk: %v", err)
 	}
 }
 

@@ -193,8 +193,40 @@ type Config struct {
 	env func(key string) string // what the config was read from
 }
 
-// placeholderHost is the host of wrangler.toml's example ingest_url.
-const placeholderHost = "aggregator.example.com"
+// exampleHost reports whether host is a name RFC 2606 reserves for
+// documentation (sections 2 and 3: .example, .invalid, example.com,
+// example.net, example.org and the names under them), such as
+// wrangler.toml's placeholder: no aggregator can answer there, and a
+// fetch to one only fails in DNS, which workerd logs with a stack trace
+// per try.
+func exampleHost(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	for _, d := range []string{"example", "invalid", "example.com", "example.net", "example.org"} {
+		if host == d || strings.HasSuffix(host, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropExamples takes out of list (key's value, as urlList left it) the
+// URLs whose host is an exampleHost, with an error for each: nothing is
+// sent to them, so a worker deployed with the placeholder fails no
+// fetch and its spool holds the batches until a URL is set (SpoolDelivery).
+func dropExamples(key, list string) (string, error) {
+	var keep []string
+	var errs []error
+	for _, v := range strings.Split(list, ",") {
+		if u, err := url.Parse(v); err == nil && exampleHost(u.Hostname()) {
+			errs = append(errs, fmt.Errorf("%s %q is a placeholder (RFC 2606 keeps %s for examples): nothing is sent there; set it to your aggregators' %s (wrangler.toml [vars], or --var); until then, batches with nowhere else to go wait in the spool, up to spool_max_age_s", key, v, u.Hostname(), map[string]string{ConfigIngestURL: "/ingest", ConfigNDJSONURL: "/ingest/ndjson"}[key]))
+			continue
+		}
+		if v != "" {
+			keep = append(keep, v)
+		}
+	}
+	return strings.Join(keep, ","), errors.Join(errs...)
+}
 
 // urlList returns the comma-separated URLs of v without spaces, empty
 // entries or a trailing slash: "https://a/ingest/" would be a path the
@@ -279,9 +311,10 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		}
 	}
 	c.SpoolRetryMax = max(c.SpoolRetryMax, c.SpoolRetry)
-	if strings.Contains(c.IngestURL, placeholderHost) {
-		werr = errors.Join(werr, fmt.Errorf("%s %q is wrangler.toml's placeholder: no hit can be delivered; set it to your aggregators' /ingest", ConfigIngestURL, c.IngestURL))
-	}
+	var ierr, nerr error
+	c.IngestURL, ierr = dropExamples(ConfigIngestURL, c.IngestURL)
+	c.NDJSONURL, nerr = dropExamples(ConfigNDJSONURL, c.NDJSONURL)
+	werr = errors.Join(werr, ierr, nerr)
 	werr = errors.Join(werr, checkURLs(ConfigIngestURL, c.IngestURL, "/ingest"), checkURLs(ConfigNDJSONURL, c.NDJSONURL, "/ingest/ndjson"))
 	if c.NDJSONURL == "" && c.IngestURL != "" {
 		var urls []string

@@ -409,12 +409,29 @@ func TestSeveralAggregators(t *testing.T) {
 	if want := "https://a.test/ingest,https://b.test/ingest"; c.IngestURL != want {
 		t.Errorf("ingest_url %q, want %q", c.IngestURL, want)
 	}
-	// wrangler.toml's placeholder is reported, as other bad values are.
-	_, err = ParseConfig(func(k string) string {
-		return map[string]string{ConfigIngestURL: "https://aggregator.example.com/ingest"}[k]
+	// wrangler.toml's placeholder, and any name RFC 2606 keeps for
+	// examples, is reported and left out: nothing is sent to it. An
+	// ndjson_url left out is as one not set: the default.
+	for in, want := range map[string]string{
+		"https://aggregator.example.com/ingest":                 "",
+		"https://EXAMPLE.org./ingest,https://a.test/ingest":     "https://a.test/ingest",
+		"http://agg.invalid/ingest, http://agg.example/ingest/": "",
+		"https://example.com.agg.test/ingest":                   "https://example.com.agg.test/ingest",
+		"https://myexample.com/ingest":                          "https://myexample.com/ingest",
+	} {
+		c, err := ParseConfig(func(k string) string { return map[string]string{ConfigIngestURL: in}[k] })
+		if c.IngestURL != want || c.NDJSONURL != strings.ReplaceAll(want, "/ingest", "/ingest/ndjson") {
+			t.Errorf("ingest_url %q: %q and ndjson_url %q, want %q", in, c.IngestURL, c.NDJSONURL, want)
+		}
+		if (err != nil && strings.Contains(err.Error(), "placeholder")) != (want != in) {
+			t.Errorf("ingest_url %q: %v", in, err)
+		}
+	}
+	c, err = ParseConfig(func(k string) string {
+		return map[string]string{ConfigIngestURL: "https://a.test/ingest", ConfigNDJSONURL: "https://x.example.net/ingest/ndjson"}[k]
 	})
-	if err == nil || !strings.Contains(err.Error(), "placeholder") {
-		t.Errorf("the placeholder ingest_url: %v", err)
+	if c.NDJSONURL != "https://a.test/ingest/ndjson" || err == nil || !strings.Contains(err.Error(), `ndjson_url "https://x.example.net/ingest/ndjson" is a placeholder`) {
+		t.Errorf("a placeholder ndjson_url: %q, %v", c.NDJSONURL, err)
 	}
 }
 

@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -202,7 +203,11 @@ func epNext(h, outcome uint32) uint32 {
 		fmt.Fprintf(os.Stderr, "edgepixel: %v\n", err)
 	}
 	if n := w.Spooled() - spooled; n > 0 {
-		fmt.Fprintf(os.Stderr, "edgepixel: worker: %d events spooled: the aggregators took neither form in time\n", n)
+		why := "the aggregators took neither form in time"
+		if c := w.Config(); c.IngestURL == "" && c.NDJSONURL == "" {
+			why = "there is no ingest_url to send them to"
+		}
+		fmt.Fprintf(os.Stderr, "edgepixel: worker: %d events spooled: %s\n", n, why)
 	}
 	if d == nil {
 		out = append(out[:0], 0, 0, 0, 0)
@@ -249,11 +254,17 @@ func epSpoolConfig() uint32 {
 
 // ep_spool_send answers the POST that delivers the spooled batch in the
 // input buffer's first n bytes now (worker.Worker.SpoolDelivery), laid
-// out as ep_next's; empty when it cannot be sent (said on stderr).
+// out as ep_next's; flags 8 and nothing else when the worker has no URL
+// to send it to (the spool keeps it: worker.ErrNowhere); empty when it
+// cannot be sent, since it does not decode. Either is said on stderr.
 //
 //go:wasmexport ep_spool_send
 func epSpoolSend(n uint32) uint32 {
 	d, err := w.SpoolDelivery(in[:n], time.Now())
+	if errors.Is(err, worker.ErrNowhere) {
+		fmt.Fprintf(os.Stderr, "edgepixel: %v\n", err)
+		return answer(8, 0, nil, nil)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgepixel: %v\n", err)
 		out = append(out[:0], 0, 0, 0, 0)
