@@ -225,9 +225,9 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 	send(expired, ip, uaChrome, nil, wire.DropExpiredPixel, nil)
 	send(page("en-mark", "mark-unsigned", "https://mail.example/c", ""), ip, uaChrome, nil, "", func(e event.Event) bool { return e.Signature == "unsigned" })
 	send(strings.NewReplacer("en-signed", "en-mark", "e=signed", "e=mark-forged").Replace(signed), ip, uaChrome, nil, "", func(e event.Event) bool { return e.Signature == "unverified" })
-	// Email opens: Gmail's image proxy, and a person.
-	send(page("en-a", "open-gmail", "", "")+"&open=email", "203.0.113.9", uaGmail, nil, "", func(e event.Event) bool { return e.MailOpen == "gmail" })
-	send(page("en-a", "open-person", "", "")+"&open=email", ip, uaChrome, nil, "", func(e event.Event) bool { return e.MailOpen == "person" })
+	// Email opens: Gmail's image proxy, and a person; neither a visitor.
+	send(page("en-a", "open-gmail", "", "")+"&open=email", "203.0.113.9", uaGmail, nil, "", func(e event.Event) bool { return e.MailOpen == "gmail" && e.VisitorID == 0 })
+	send(page("en-a", "open-person", "", "")+"&open=email", ip, uaChrome, nil, "", func(e event.Event) bool { return e.MailOpen == "person" && e.VisitorID == 0 })
 
 	got := waitEnriched(t, s, "en-%", len(want))
 	for name, check := range want {

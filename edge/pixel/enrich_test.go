@@ -389,6 +389,18 @@ func TestMailOpens(t *testing.T) {
 			t.Errorf("%s AS%d: %q, want %q", tc.ua, tc.asn, e.MailOpen, tc.want)
 		}
 	}
+	// An open is not a visit (a tester's visitors and visits grew, and
+	// the bounce rate fell, with each): no visitor ids, and without e=
+	// its name is open, not pageview. A pixel that is no open keeps both.
+	c := &Config{Salts: testSalts}
+	for q, want := range map[string]string{"site=demo&open=email": event.KindOpen, "site=demo&open=feed&e=read": "read", "site=demo&e=open&open=email": event.KindOpen} {
+		if e := hitWith(t, q, c, nil); e.VisitorID != 0 || e.PrevVisitorID != 0 || e.Name != want {
+			t.Errorf("%s: visitor ids %d %d, name %q; want none and %q", q, e.VisitorID, e.PrevVisitorID, e.Name, want)
+		}
+	}
+	if e := hitWith(t, "site=demo", c, nil); e.VisitorID == 0 || e.Name != event.KindPageview {
+		t.Errorf("a pixel that is no open: visitor id %d, name %q", e.VisitorID, e.Name)
+	}
 	if e := hitWith(t, "site=demo", nil, func(m *Meta) { m.UserAgent = uaGmail }); e.MailOpen != "" || e.BotReason != "link_preview" {
 		t.Errorf("a pixel not flagged as an open: %q, bot %q", e.MailOpen, e.BotReason)
 	}

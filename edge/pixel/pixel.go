@@ -112,6 +112,9 @@ func finish(e *event.Event, name, page, ref string, r *requestInfo, m *Meta, st 
 	// As for the site (cleanSite): "   " names no event.
 	if name = strings.TrimSpace(name); name == "" {
 		name = event.KindPageview
+		if p.open {
+			name = event.KindOpen // a mailbox's fetch, not a view of a page
+		}
 	}
 	e.Name = event.Clean(name, event.MaxNameLen)
 	e.URL = event.Clean(page, event.MaxURLLen)
@@ -136,7 +139,8 @@ func admit(site string, m *Meta, c *Config) (SiteSettings, string) {
 // Query parameters: site (required), url (the page; defaults to the
 // Referer header, which is the embedding page for a plain <img>, but not
 // for an open: see fromQuery), ref (the page's own referrer; for an open
-// without it, the Referer's origin), e (event name, default pageview), t
+// without it, the Referer's origin), e (event name, default pageview, or
+// open for an open), t
 // (the client's clock, unix milliseconds), sw (screen width), utm_source,
 // utm_medium, utm_campaign, utm_term and utm_content (the campaign, when
 // url= carries none: see enrich), consent (0 or 1), us_privacy (the IAB

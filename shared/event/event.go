@@ -50,10 +50,12 @@ import (
 	"fmt"
 )
 
-// Kinds of event. A pixel hit is a pageview; a POSTed event carries its own
-// name and is a custom event unless it says "pageview".
+// Kinds of event. A pixel hit is a pageview, or an open where it is an
+// email's or a feed's pixel (open=); a POSTed event carries its own name
+// and is a custom event unless it says "pageview".
 const (
 	KindPageview = "pageview"
+	KindOpen     = "open"
 )
 
 // MaxTime is the latest event time (unix milliseconds) Validate takes,

@@ -14,7 +14,8 @@ import (
 //
 // In every tier, a client address is cut to its network (TruncateIP): the
 // edge stores one only so cut, for a site that opts in (the ip setting),
-// and keeps none otherwise; an address that does not parse goes.
+// and keeps none otherwise; an address that does not parse goes. An
+// email's or a feed's open (MailOpen set) has no visitor ids.
 //
 // TierAggregate ("counted, with no visitor id and no free-form fields")
 // keeps the counts' dimensions: id, time, site, the event's name (the
@@ -37,6 +38,14 @@ import (
 func (e *Event) ApplyPrivacy() {
 	if e.ClientIP != "" {
 		e.ClientIP = TruncateIP(e.ClientIP)
+	}
+	if e.MailOpen != "" {
+		// An open is a mailbox's or feed reader's fetch, not a visit
+		// to the site: with an id it joined the site's visitors and
+		// visits (a tester's bounce rate fell with each open), and a
+		// proxy's one address stands for many readers anyway. Opens are
+		// counted as events, and no reader is told apart.
+		e.VisitorID, e.PrevVisitorID = 0, 0
 	}
 	if e.Tier != TierAggregate {
 		return

@@ -95,14 +95,22 @@ func TestApplyPrivacy(t *testing.T) {
 		t.Errorf("applied twice: %+v, once %+v", again, e)
 	}
 
-	// The full tier keeps all, with the address cut to its network.
+	// The full tier keeps all, with the address cut to its network; an
+	// open, all but the visitor ids.
 	for _, tier := range []string{TierFull, ""} {
-		e := full(tier)
-		e.ApplyPrivacy()
-		want := full(tier)
-		want.ClientIP = "203.0.113.0"
-		if e != want {
-			t.Errorf("tier %q: %+v, want %+v", tier, e, want)
+		for _, open := range []string{"", "gmail"} {
+			e := full(tier)
+			e.MailOpen = open
+			e.ApplyPrivacy()
+			want := full(tier)
+			want.MailOpen = open
+			want.ClientIP = "203.0.113.0"
+			if open != "" {
+				want.VisitorID, want.PrevVisitorID = 0, 0
+			}
+			if e != want {
+				t.Errorf("tier %q, mail_open %q: %+v, want %+v", tier, open, e, want)
+			}
 		}
 	}
 }
