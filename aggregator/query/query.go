@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/edgepixel/edgepixel/aggregator/clickhouse"
+	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
@@ -107,7 +108,7 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	// value is dropped at ingest (edge/pixel, edge/enrich/campaign, the
 	// NDJSON import), and every other stored value has none: a value
 	// with it would match nothing.
-	r := Request{Site: strings.TrimSpace(q.Get("site"))}
+	r := Request{Site: event.CleanSite(q.Get("site"))}
 	if r.Site == "" {
 		return r, errors.New("site is required")
 	}

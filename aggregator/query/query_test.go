@@ -1419,8 +1419,8 @@ func TestParseRequestPagePath(t *testing.T) {
 	}
 }
 
-// White space around the site and a filter's value is dropped, as ingest
-// drops it from what it stores (a tester's event= %20signup%20 matched
+// White space around the site and a filter's value is dropped, and a
+// site is cut to its length, as ingest drops and cuts what it stores (a tester's event= %20signup%20 matched
 // nothing); a site of white space only is none.
 func TestParseRequestTrims(t *testing.T) {
 	req, err := ParseRequest(url.Values{"site": {" demo "}, "event": {" signup\t"}, "page": {" /pricing "}}, time.Now())
@@ -1436,6 +1436,12 @@ func TestParseRequestTrims(t *testing.T) {
 	}
 	if _, err := ParseRequest(url.Values{"site": {"  "}}, time.Now()); err == nil {
 		t.Error("a site of white space only was taken")
+	}
+	// A site longer than a stored one can be is the site cut as the edge
+	// cut it (a tester's 300-byte site answered zeros).
+	long := strings.Repeat("s", 300)
+	if req, err := ParseRequest(url.Values{"site": {long}}, time.Now()); err != nil || req.Site != long[:event.MaxSiteLen] {
+		t.Errorf("a %d-byte site: %d bytes, %v", len(long), len(req.Site), err)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/query"
 	"github.com/edgepixel/edgepixel/aggregator/reply"
 	"github.com/edgepixel/edgepixel/dashboard"
+	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 )
 
@@ -463,7 +464,7 @@ func (s *Server) createShare(w http.ResponseWriter, r *http.Request) {
 	if !smallForm(w, r) {
 		return
 	}
-	site := strings.TrimSpace(r.PostFormValue("site")) // as ingest stores sites
+	site := event.CleanSite(r.PostFormValue("site"))
 	if len(r.PostForm["site"]) > 1 {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "one site per share link: site is given more than once", "reason": "bad_request"})
 		return

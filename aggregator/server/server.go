@@ -36,6 +36,7 @@ import (
 	"github.com/edgepixel/edgepixel/aggregator/store"
 	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/dirlock"
+	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/privdir"
 )
 
@@ -705,7 +706,7 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 // `minutes` minutes (default 60, at most 1440), one point per minute
 // including empty ones, oldest first.
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
-	site := strings.TrimSpace(r.Form.Get("site")) // as ingest stores sites
+	site := event.CleanSite(r.Form.Get("site"))
 	if site == "" {
 		reply.JSON(w, http.StatusBadRequest, map[string]string{"error": "site is required", "reason": "bad_request"})
 		return
@@ -792,7 +793,7 @@ func (s *Server) loss(w http.ResponseWriter, r *http.Request) {
 		bad("from and to must be from " + clickhouse.DateTimeMin.Format(time.RFC3339) + " to " + clickhouse.DateTimeMax.Format(time.RFC3339) + " (ClickHouse's DateTime)")
 		return
 	}
-	site, all := strings.TrimSpace(q.Get("site")), !q.Has("site") // as ingest stores sites
+	site, all := event.CleanSite(q.Get("site")), !q.Has("site")
 	if !all && site == "" {
 		// Hits that named no site are counted under "": an empty
 		// variable in a script (site=$SITE) would read those as if

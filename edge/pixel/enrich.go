@@ -268,7 +268,7 @@ func (ps *postSignatures) check(rawQuery, site string, st SiteSettings, c *Confi
 		return "", ""
 	}
 	var value string
-	if q := cleanSite(queryValue(rawQuery, pixelsign.ParamSite)); q != site && queryValue(rawQuery, pixelsign.ParamSig) != "" {
+	if q := event.CleanSite(queryValue(rawQuery, pixelsign.ParamSite)); q != site && queryValue(rawQuery, pixelsign.ParamSig) != "" {
 		// Signed, but for another site: as wrong as a bad MAC.
 		if st.Sign != SignMark {
 			return wire.DropBadSignature, ""

@@ -99,17 +99,12 @@ func mint(e *event.Event, m *Meta, sc *scratch) error {
 	return nil
 }
 
-// cleanSite is a site as stored and as looked up in Origins.
-func cleanSite(site string) string {
-	return event.Clean(strings.TrimSpace(site), event.MaxSiteLen)
-}
-
 // finish fills the page-derived fields and cleans every field to its
 // limit by event.Clean, so the aggregator never has to reject what the edge
 // built, then the enrichment (enrich). e.Site is set and checked. It
 // returns enrich's note reason ("" for none).
 func finish(e *event.Event, name, page, ref string, r *requestInfo, m *Meta, st SiteSettings, c *Config, p *hitParams) (note string) {
-	// As for the site (cleanSite): "   " names no event.
+	// As for the site (event.CleanSite): "   " names no event.
 	if name = strings.TrimSpace(name); name == "" {
 		name = event.KindPageview
 		if p.open {
@@ -167,7 +162,7 @@ func fromQuery(rawQuery string, m *Meta, c *Config, sc *scratch) (note, drop str
 	*e = event.Event{}
 	var q pixelQuery
 	q.parse(rawQuery, &sc.unescaped)
-	site := cleanSite(q.value(qSite))
+	site := event.CleanSite(q.value(qSite))
 	if site == "" { // before minting an id for nothing
 		return "", wire.DropMissingSite
 	}

@@ -162,7 +162,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		return nil, nil, wire.DropBadJSON
 	}
 	if len(posted) > 0 {
-		why.site = cleanSite(posted[0].Site)
+		why.site = event.CleanSite(posted[0].Site)
 	}
 	if err != nil || len(posted) == 0 {
 		why.detail = jsonDetail(err)
@@ -186,7 +186,7 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	r := readRequest(m, false)
 	sites := make([]SiteSettings, len(posted))
 	for i := range posted {
-		site := cleanSite(posted[i].Site)
+		site := event.CleanSite(posted[i].Site)
 		if site == "" {
 			why.detail = eventOf(i, len(posted))
 			return nil, nil, wire.DropMissingSite
@@ -344,7 +344,7 @@ func unquoteSFString(s string) string {
 // weighs as that many pixel hits: counted as one hit of its first site,
 // 100-event POSTs for 100 sites each passed limits a pixel flood meets.
 // It reports whether any count was over its limit. The sites are
-// cleaned (cleanSite).
+// cleaned (event.CleanSite).
 func postRateLimited(limited func(client, site string, n uint32) bool, client string, posted []postedEvent) bool {
 	first := posted[0].Site
 	same := true

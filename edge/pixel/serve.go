@@ -178,7 +178,7 @@ func Serve(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	if resp.Drop != "" {
 		site := resp.refused.site
 		if site == "" {
-			site = cleanSite(queryValue(req.RawQuery, "site"))
+			site = event.CleanSite(queryValue(req.RawQuery, "site"))
 		}
 		b.Hit(now, site, resp.Drop)
 	}
@@ -307,7 +307,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 	origin := req.header("Origin")
 	switch req.Method {
 	case methodOptions:
-		if origin != "" && !c.Origins.Allowed(cleanSite(queryValue(req.RawQuery, "site")), origin) {
+		if origin != "" && !c.Origins.Allowed(event.CleanSite(queryValue(req.RawQuery, "site")), origin) {
 			reject(resp, statusForbidden, wire.DropOriginNotAllowed)
 			return
 		}
@@ -392,7 +392,7 @@ func servePost(req *Hit, c *Config, b *Batcher, now time.Time, resp *Response) {
 // the drop is counted for ("": the URL's).
 func originAllowed(o *Origins, evs []event.Event, rawQuery, origin string) (ok bool, site string) {
 	if len(evs) == 0 {
-		return o.Allowed(cleanSite(queryValue(rawQuery, "site")), origin), ""
+		return o.Allowed(event.CleanSite(queryValue(rawQuery, "site")), origin), ""
 	}
 	for i := range evs {
 		if !o.Allowed(evs[i].Site, origin) {

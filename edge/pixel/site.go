@@ -156,7 +156,7 @@ func NewSites(get func(key string) string) (*Sites, error) {
 func SiteList(v string) []string {
 	var sites []string
 	for _, site := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\n' || r == '\t' }) {
-		sites = append(sites, cleanSite(site))
+		sites = append(sites, event.CleanSite(site))
 	}
 	return sites
 }

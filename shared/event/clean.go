@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -43,6 +44,12 @@ func Clean(s string, max int) string {
 	}
 	return s[:i]
 }
+
+// CleanSite is a site as the edge stores it: without white space around
+// it (which no one means) and Clean to MaxSiteLen. Whatever looks a site
+// up (the dashboard's API, the live counts, per-site settings) reads it
+// the same way, or a site given as it was sent would match nothing.
+func CleanSite(s string) string { return Clean(strings.TrimSpace(s), MaxSiteLen) }
 
 // IsClean reports whether s is what Clean leaves unchanged (ignoring the
 // length limit): valid UTF-8 without control characters.
