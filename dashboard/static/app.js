@@ -220,9 +220,16 @@ function renderStats(st) {
   $("rangeinfo").textContent = `${utc(r.from).slice(0, -4)} – ${new Date(r.to) > Date.now() ? "now (" + utc(Date.now()).slice(11) + ")" : utc(r.to)} · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
   $("tiles").replaceChildren(...st.metrics.map((m) => {
     if (!m.collected) return el("div", { class: "tile na", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: "—" }), el("div", { class: "sub", text: "not collected yet" }));
-    let ch = "no previous data";
+    let ch = m.previous === 0 && m.value ? "none in the previous period" : "no previous data";
     let cls = "sub";
-    if (m.change != null) { ch = (m.change >= 0 ? "▲ " : "▼ ") + Math.abs(m.change * 100).toFixed(1) + "% vs previous"; cls += m.change >= 0 ? " up" : " down"; }
+    if (m.name === "bounce_rate" && m.previous != null && m.previous !== 0) {
+      // A rate's change in percentage points, where a relative change
+      // read as points (a tester's 40 % to 16.7 % showed "▼ 58.3%"); a
+      // higher bounce rate is the worse one.
+      const pts = (m.value - m.previous) * 100;
+      ch = (pts >= 0 ? "▲ " : "▼ ") + Math.abs(pts).toFixed(1) + " points vs previous";
+      cls += pts > 0 ? " down" : " up";
+    } else if (m.change != null) { ch = (m.change >= 0 ? "▲ " : "▼ ") + Math.abs(m.change * 100).toFixed(1) + "% vs previous"; cls += m.change >= 0 ? " up" : " down"; }
     return el("div", { class: "tile", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: fmtMetric(m.name, m.value) }), el("div", { class: cls, text: ch }));
   }));
   drawBars($("chart"), st.series.map((p) => ({ t: p.t, n: p.events })), 800, 200, st.grain);
@@ -235,7 +242,7 @@ function renderStats(st) {
     $("chartinfo").textContent = `No events are stored for the site "${site}". Site names are case-sensitive.` + (names.length ? " Sites with events: " + names.join(", ") + "." : "");
     return;
   }
-  $("chartinfo").textContent = `${fmt(sum)} events, one bar per ${st.grain}`;
+  $("chartinfo").textContent = `${fmt(sum)} ${sum === 1 ? "event" : "events"}, one bar per ${st.grain}`;
 }
 
 // fmtMetric shows a tile's number in its unit: the bounce rate as a
