@@ -612,3 +612,34 @@ func TestRejectNamesAreDropReasons(t *testing.T) {
 		}
 	}
 }
+
+// A client that half-closes after its request (shutdown(SHUT_WR), as nc
+// -N and some proxies do) makes net/http cancel the request's context,
+// as if it had gone. The POP then returned without an answer and
+// net/http sent an empty 200 in its place, so a refused request read as
+// accepted (a tester's bad POST /e got 200 22 times in 30). Such a
+// client gets the guest's answer or none, never another.
+func TestHalfClosedClientGetsNoFalseAnswer(t *testing.T) {
+	p := startPOP(t, nil, nil)
+	answered, closed := 0, 0
+	for range 30 {
+		c := dialRaw(t, p.URL)
+		c.send(t, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabcdef")
+		c.Conn.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(c.br, &http.Request{Method: "POST"})
+		if err != nil {
+			if isTimeout(err) {
+				t.Fatalf("no answer and no close within 10 s: %v", err)
+			}
+			closed++
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusCreated || string(body) != "abcdef" {
+			t.Fatalf("a half-closed client got %d %q, want the guest's 201 \"abcdef\" or nothing", resp.StatusCode, body)
+		}
+		answered++
+	}
+	t.Logf("%d answered, %d closed without an answer", answered, closed)
+}

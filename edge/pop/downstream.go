@@ -162,7 +162,8 @@ func writeResponse(w http.ResponseWriter, r *http.Request, o *outcome) {
 
 // drainBody copies a (possibly streaming) body to the client, flushing
 // whenever it has caught up with the guest. It reports whether the body
-// was sent completely (and its trailers may follow).
+// was sent completely (and its trailers may follow); a body the guest or
+// the client cut short aborts the exchange (http.ErrAbortHandler).
 func drainBody(w http.ResponseWriter, ctx context.Context, b *body) bool {
 	var (
 		first [2]segment // most bodies arrive in one take
@@ -201,13 +202,14 @@ func drainBody(w http.ResponseWriter, ctx context.Context, b *body) bool {
 		}
 		clear(segs)
 		if err != nil {
+			// The guest failed or abandoned the body mid-stream, or the
+			// client went away (ctx; or half-closed, which reads the
+			// same and may still be reading: see clientGone): abort the
+			// exchange so the client sees it incomplete. Returning would
+			// end a chunked body as if whole (a tester's half-closed
+			// client read a 201 with none).
 			b.stop()
-			if ctx.Err() == nil {
-				// The guest failed or abandoned the body mid-stream: abort
-				// the exchange so the client sees it incomplete.
-				panic(http.ErrAbortHandler)
-			}
-			return false
+			panic(http.ErrAbortHandler)
 		}
 		if done {
 			return true

@@ -202,7 +202,7 @@ func (s *Server) WritePrometheus(w io.Writer) {
 	}
 
 	const resp = "edgepixel_pop_responses_total"
-	fmt.Fprintf(w, "# HELP %s Client requests completed, by status class (499: the client went away first).\n# TYPE %s counter\n", resp, resp)
+	fmt.Fprintf(w, "# HELP %s Client requests completed, by status class (4xx holds 499: the client went away before an answer).\n# TYPE %s counter\n", resp, resp)
 	for c := 1; c <= 5; c++ {
 		fmt.Fprintf(w, "%s{code=\"%dxx\"} %d\n", resp, c, s.m.byClass[c].Load())
 	}

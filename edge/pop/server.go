@@ -519,6 +519,7 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 			}
 		case status == 0: // the client went away: no one to answer
 			s.countReject(r, reason)
+			clientGone()
 		default:
 			s.reject(w, r, reason, status, err.Error())
 		}
@@ -531,10 +532,11 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 		if body != nil {
 			body.Close()
 		}
-		if r.Context().Err() == nil {
-			s.m.errors.Add(1)
-			http.Error(w, "edgepixel-pop: shutting down", http.StatusServiceUnavailable)
+		if r.Context().Err() != nil {
+			clientGone()
 		}
+		s.m.errors.Add(1)
+		http.Error(w, "edgepixel-pop: shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	for {
@@ -543,7 +545,7 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 		case o = <-ds.ready:
 		case <-r.Context().Done():
 			ds.abandon()
-			return
+			clientGone()
 		}
 		if o.failed {
 			s.m.errors.Add(1)
@@ -673,6 +675,17 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type writerOnly struct{ io.Writer }
+
+// clientGone ends a request whose client went away, without an answer.
+// net/http ends a request's context when a read finds the connection
+// closed, and a client's half-close (shutdown(SHUT_WR), which nc -N and
+// some proxies do after a request) reads the same: a handler that
+// returned then had net/http send an empty 200 for it, which told a
+// client whose request was refused that it was taken (a tester's bad
+// POST /e). Aborting closes the connection unanswered, as nginx (its
+// 499) and Viceroy's hyper, by default, treat a half-close; ServeHTTP's
+// deferred observe records 499.
+func clientGone() { panic(http.ErrAbortHandler) }
 
 // statusClientGone is what a request that ended without a response
 // because the client went away is recorded as (nginx's convention).
