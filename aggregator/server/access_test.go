@@ -245,3 +245,70 @@ func mustJar(u string, c *http.Cookie) *cookiejar.Jar {
 	j.SetCookies(mustURL(u), []*http.Cookie{c})
 	return j
 }
+
+// A request that changes something with the session cookie from a page of
+// another origin is refused: SameSite=Strict kept other sites out, not a
+// sibling subdomain or another port of the host, from whose page a tester
+// made share links and logged the owner out. The dashboard's own page,
+// an origin given to --dashboard-origins, a bearer token and a script
+// (no Origin, no Sec-Fetch-Site) pass; reading is not checked.
+func TestCookieWritesFromOtherOrigins(t *testing.T) {
+	a := startAgg(t, Config{DataDir: t.TempDir(), DashboardOrigins: []string{"https://ops.example"}})
+	defer a.stop()
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	resp, err := browser.PostForm(a.dash.URL+"/login", url.Values{"token": {testToken}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("login: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	own := a.dash.URL // http://127.0.0.1:PORT
+	other := strings.Replace(own, "127.0.0.1", "localhost", 1)
+	for _, c := range []struct {
+		method string
+		hdr    map[string]string
+		code   int
+	}{
+		{"POST", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"POST", map[string]string{"Origin": "null"}, 403},
+		{"POST", map[string]string{"Origin": other}, 403},
+		{"POST", map[string]string{"Origin": other, "Sec-Fetch-Site": "same-site"}, 403},
+		{"POST", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"POST", map[string]string{"Origin": own, "Sec-Fetch-Site": "same-origin"}, 201},
+		{"POST", map[string]string{"Origin": own}, 201},
+		{"POST", map[string]string{"Origin": "https://ops.example", "Sec-Fetch-Site": "cross-site"}, 201},
+		{"POST", nil, 201},
+		{"POST", map[string]string{"Origin": "https://evil.example", "Authorization": "Bearer " + testToken}, 201},
+		{"GET", map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, 200},
+	} {
+		req, _ := http.NewRequest(c.method, a.dash.URL+"/api/shares", strings.NewReader("site=demo"))
+		if c.method == "POST" {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		for k, v := range c.hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := browser.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || c.code == 403 && !strings.Contains(string(b), `"reason":"origin_not_allowed"`) {
+			t.Errorf("%s /api/shares %v: %d %s, want %d", c.method, c.hdr, resp.StatusCode, b, c.code)
+		}
+	}
+	// Logging out is a change too.
+	req, _ := http.NewRequest("POST", a.dash.URL+"/logout", nil)
+	req.Header.Set("Origin", "https://evil.example")
+	if resp, err := browser.Do(req); err != nil || resp.StatusCode != 403 {
+		t.Errorf("logout from another origin: %v %v, want 403", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := browser.Get(a.dash.URL + "/api/counts"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("the session after a refused logout: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}

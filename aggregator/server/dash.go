@@ -325,7 +325,31 @@ func (s *Server) dashboardRoutes() http.Handler {
 		reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: /api (the API's endpoints are under /api/, e.g. /api/stats: see README, The API)", "reason": "not_found"})
 	})
 	mux.Handle("/", staticFiles(mux))
-	return mux
+	return sameOrigin(mux, s.cfg.DashboardOrigins)
+}
+
+// sameOrigin refuses (403 origin_not_allowed) a request that changes
+// something (a method other than GET, HEAD or OPTIONS) sent by a browser
+// page of another origin than the dashboard's own and those listed in
+// trusted (--dashboard-origins), unless it carries a bearer token: the
+// session cookie is sent by the browser whatever page asks, and
+// SameSite=Strict keeps only other sites from it, not other origins of
+// the same site (a sibling subdomain, another port of the host), whose
+// pages a tester made share links and logged the owner out from. The
+// check is net/http's CrossOriginProtection (Sec-Fetch-Site, else Origin
+// against Host; a request with neither is no browser's).
+func sameOrigin(h http.Handler, trusted []string) http.Handler {
+	p := http.NewCrossOriginProtection()
+	for _, o := range trusted {
+		p.AddTrustedOrigin(o) // a malformed one allows nothing
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" && p.Check(r) != nil {
+			reply.JSON(w, http.StatusForbidden, map[string]string{"error": "a page from origin " + r.Header.Get("Origin") + " may not " + r.Method + " " + r.URL.Path + ": only the dashboard's own origin may, and those given to --dashboard-origins", "reason": "origin_not_allowed"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // staticFiles serves the dashboard's page (package dashboard) and answers,
