@@ -234,7 +234,7 @@ const (
 	rejectHeaderTooLarge        // 431, by overLimits or by net/http while reading
 	rejectBodyTooLarge          // 413
 	rejectBodyMemory            // 503: all clients' bodies hold BodyMemory
-	rejectBodyIncomplete        // 400 or none: malformed, or the client went away
+	rejectBodyIncomplete        // 400, 408 or none: malformed, not sent in time, or the client went away
 	rejectFraming               // answered, then the connection closed (framing.go)
 	rejectBadRequest            // 400 from net/http: a malformed head
 	rejectUnsupportedTE         // 501 from net/http: a transfer coding other than chunked

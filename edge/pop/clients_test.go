@@ -302,12 +302,16 @@ func TestStalledBodiesHoldNoInstance(t *testing.T) {
 	// its connection is closed.
 	for i, c := range stalled {
 		resp, _ := c.response(t, "POST")
-		if resp.StatusCode != http.StatusRequestTimeout || !c.closed(t) {
-			t.Errorf("stalled sender %d: %d, connection closed %v", i, resp.StatusCode, c.closed(t))
+		if resp.StatusCode != http.StatusRequestTimeout || !c.closed(t) || resp.Header.Get("X-Edgepixel-Drop") != "body_incomplete" {
+			t.Errorf("stalled sender %d: %d %s, connection closed %v", i, resp.StatusCode, resp.Header.Get("X-Edgepixel-Drop"), c.closed(t))
 		}
 	}
 	if v := metricValue(p.Server, `edgepixel_pop_client_timeouts_total{phase="body"}`); v != "8" {
 		t.Errorf("body timeouts counted: %s, want 8", v)
+	}
+	// Each is a refused hit too, which the aggregator's loss counts.
+	if n := p.Server.HitRejects()["body_incomplete"]; n != 8 {
+		t.Errorf("body timeouts counted as refused hits: %d, want 8", n)
 	}
 	// A body sent slowly but steadily meets the idle deadline and the
 	// whole-body one decides: here it is long enough.

@@ -513,10 +513,12 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 		status, reason := bodyAnswer(err)
 		switch {
 		case reason < 0: // the body's deadline
+			// A timeout, and a hit whose body did not arrive whole: the
+			// client learns which counter took it, and the aggregator's
+			// loss figures count it, as a malformed body's (a tester's
+			// slow POST /e was counted nowhere but here).
 			s.conns.timeouts[phaseBody].Add(1)
-			if status != 0 {
-				http.Error(w, "edgepixel-pop: "+err.Error(), status)
-			}
+			s.reject(w, r, rejectBodyIncomplete, status, err.Error())
 		case status == 0: // the client went away: no one to answer
 			s.countReject(r, reason)
 			clientGone()

@@ -46,7 +46,7 @@ const (
 	DropHeaderTooLarge = "header_too_large"              // 431: a head over Fastly's limits
 	DropBodyTooLarge   = "body_too_large"                // 413: a body over the POP's --max-request-body
 	DropBodyMemory     = "body_memory"                   // 503: every client's body together over the POP's bound
-	DropBodyIncomplete = "body_incomplete"               // a malformed chunked body, or the client went away
+	DropBodyIncomplete = "body_incomplete"               // a malformed chunked body, one not sent in time (408), or the client went away
 	DropBadRequest     = "bad_request"                   // 400 from net/http: a malformed head
 	DropUnsupportedTE  = "unsupported_transfer_encoding" // 501 from net/http
 )
