@@ -182,6 +182,7 @@ func TestPostErrorDetail(t *testing.T) {
 		{`{"site":"s","name":5}`, wire.DropBadJSON, `("name" cannot be a JSON number)`},
 		{`{"site":"s","props":[1]}`, wire.DropBadJSON, `(props: not a JSON object)`},
 		{`[{"site":"s"},{"site":"s","props":"x"}]`, wire.DropBadJSON, `(event 2 of 2: props: not a JSON object)`},
+		{strings.Repeat("[", 10001), wire.DropBadJSON, `(not JSON at byte 10001: invalid character '[' exceeded max depth)`},
 		{`{"site":"s",`, wire.DropBadJSON, `(not JSON at byte `},
 		{`[]`, wire.DropBadJSON, `(an array of no events)`},
 		{`[{"site":"s"},{"name":"x"}]`, wire.DropMissingSite, `(event 2 of 2)`},

@@ -307,7 +307,9 @@ func jsonDetail(err error) string {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syntax):
-		return "not JSON at byte " + strconv.FormatInt(syntax.Offset, 10)
+		// encoding/json's words say what broke: a tester's JSON nested
+		// too deep read as no JSON at all.
+		return "not JSON at byte " + strconv.FormatInt(syntax.Offset, 10) + ": " + syntax.Error()
 	case errors.As(err, &typ) && typ.Field != "":
 		return "\"" + typ.Field + "\" cannot be a JSON " + typ.Value
 	case errors.As(err, &typ):
