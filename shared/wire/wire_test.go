@@ -88,6 +88,10 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("%s: got %v", name, err)
 		}
 	}
+	// A later format says so, where "bad magic" told a tester nothing.
+	if _, err := Decode(nil, []byte("EPB9\x00")); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), `batch format "EPB9" is newer than this aggregator reads (EPB1, EPB2): upgrade it`) {
+		t.Errorf("a later format: %v", err)
+	}
 }
 
 func FuzzDecode(f *testing.F) {
