@@ -441,6 +441,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.component(&wg, runCtx, "live hub", s.hub.Run)
 	s.component(&wg, runCtx, "credential log", s.auth.Run)
 	s.component(&wg, runCtx, "dashboard credential log", s.dashAuth.Run)
+	s.component(&wg, runCtx, "refusal log", s.logRefusals)
 	if as := s.adminStore(); as != nil && s.cfg.RetentionDays > 0 {
 		s.component(&wg, runCtx, "retention", func(ctx context.Context) {
 			admin.RunRetention(ctx, as, s.cfg.RetentionDays, s.log, 5*time.Minute, s.loader.Recount)
