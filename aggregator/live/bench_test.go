@@ -29,7 +29,7 @@ func BenchmarkObserve(b *testing.B) {
 		for j := range evs {
 			e := &evs[j]
 			e.Site = fmt.Sprintf("site-%d.example", rng.IntN(10))
-			e.Name = event.KindPageview
+			e.Name, e.Time = event.KindPageview, sec.UnixMilli()
 			if rng.IntN(10) == 0 {
 				e.Name = "signup"
 			}

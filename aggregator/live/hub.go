@@ -373,11 +373,18 @@ func (h *Hub) Add(delta map[string]uint64) {
 
 // Observe records the pageviews among evs (rows just stored) for "pages
 // viewed now" and their visitor ids for the visitors in the last
-// VisitorsWindow. Counts come from Add.
+// VisitorsWindow, at the second they are stored; an event whose own time
+// is older than that window is not one of now (a spool's delivery after
+// an outage, an event a client backdated by its id: a tester's
+// yesterday's pageview was a page viewed now), and is left out, as
+// Restore leaves it out. Counts come from Add.
 func (h *Hub) Observe(evs []event.Event) {
 	sec := h.opts.Now().Unix()
 	h.mu.Lock()
 	for i := range evs {
+		if evs[i].Time/1000 <= sec-VisitorsWindow {
+			continue
+		}
 		h.observeLocked(&evs[i], sec)
 	}
 	h.mu.Unlock()

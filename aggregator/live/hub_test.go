@@ -64,7 +64,7 @@ func TestSnapshotThenDeltas(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		h.Add(map[string]uint64{"demo": 1, "shop": 1})
 	}
-	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, URL: "https://shop.example/cart?x=1"}})
+	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, URL: "https://shop.example/cart?x=1", Time: time.Now().UnixMilli()}})
 	n, seq := 0, m.Seq
 	var added uint64
 	var pages []Page
@@ -340,7 +340,7 @@ func TestVisitorsWindow(t *testing.T) {
 	h := NewHub(Options{MaxVisitors: 5, Metrics: m, Now: func() time.Time { return now }})
 	h.Set(map[string]uint64{"shop": 0, "blog": 0}, 0)
 	ev := func(site string, id uint64) event.Event {
-		return event.Event{Site: site, Name: "signup", VisitorID: id}
+		return event.Event{Site: site, Name: "signup", VisitorID: id, Time: now.UnixMilli()}
 	}
 	h.Observe([]event.Event{ev("shop", 1), ev("shop", 1), ev("shop", 2), ev("shop", 0), ev("blog", 1)})
 	if n, capped, ok := h.RecentVisitors("shop"); n != 2 || capped || !ok {
@@ -563,7 +563,7 @@ func TestPageviewsWindow(t *testing.T) {
 	now := time.Unix(1_800_000_007, 0) // not on a bucket's edge
 	h := NewHub(Options{Now: func() time.Time { return now }})
 	h.Set(map[string]uint64{"shop": 0}, 0)
-	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 1, URL: "https://shop.example/a"}})
+	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 1, URL: "https://shop.example/a", Time: now.UnixMilli()}})
 	start := now
 	pages := func() []Page {
 		h.mu.Lock()
@@ -592,9 +592,18 @@ func TestPageviewsWindow(t *testing.T) {
 	}
 	// A second pageview 100 s on: both count until the first leaves.
 	now = start.Add(100 * time.Second)
-	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 2, URL: "https://shop.example/b"}})
+	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 2, URL: "https://shop.example/b", Time: now.UnixMilli()}})
 	now = start.Add(time.Duration(pagesSeconds) * time.Second)
 	if pv, _ := h.RecentPageviews("shop"); pv != 1 {
 		t.Errorf("after the first left: pageviews %d, want 1", pv)
+	}
+	// An event stored now whose own time is older than the window (a
+	// spool's late delivery, a client's backdated id) is not of now: a
+	// tester's yesterday's pageview was a page viewed now.
+	h.Observe([]event.Event{{Site: "shop", Name: event.KindPageview, VisitorID: 3, URL: "https://shop.example/old", Time: now.Add(-time.Hour).UnixMilli()}})
+	pv, _ := h.RecentPageviews("shop")
+	vis, _, _ := h.RecentVisitors("shop")
+	if pv != 1 || vis != 1 {
+		t.Errorf("after an hour-old event: pageviews %d, visitors %d; want 1, 1", pv, vis)
 	}
 }
