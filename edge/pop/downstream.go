@@ -155,16 +155,16 @@ func writeResponse(w http.ResponseWriter, r *http.Request, o *outcome) {
 		o.body.stop()
 		return
 	}
-	if drainBody(w, r.Context(), o.body) {
-		writeTrailers(w, o.body)
-	}
+	drainBody(w, r.Context(), o.body)
+	writeTrailers(w, o.body)
 }
 
 // drainBody copies a (possibly streaming) body to the client, flushing
-// whenever it has caught up with the guest. It reports whether the body
-// was sent completely (and its trailers may follow); a body the guest or
-// the client cut short aborts the exchange (http.ErrAbortHandler).
-func drainBody(w http.ResponseWriter, ctx context.Context, b *body) bool {
+// whenever it has caught up with the guest. It returns once the body was
+// sent completely (and its trailers may follow); a body the guest, a
+// backend or the client cut short aborts the exchange
+// (http.ErrAbortHandler).
+func drainBody(w http.ResponseWriter, ctx context.Context, b *body) {
 	var (
 		first [2]segment // most bodies arrive in one take
 		segs  = first[:0]
@@ -195,9 +195,12 @@ func drainBody(w http.ResponseWriter, ctx context.Context, b *body) bool {
 				closeReader(s.r)
 			}
 			if werr != nil {
+				// A write to a client gone, or a backend's body that
+				// failed mid-copy: abort as below, or net/http would end
+				// a chunked body as if whole (review).
 				releaseSegments(segs[i+1:])
 				b.stop()
-				return false
+				panic(http.ErrAbortHandler)
 			}
 		}
 		clear(segs)
@@ -212,7 +215,7 @@ func drainBody(w http.ResponseWriter, ctx context.Context, b *body) bool {
 			panic(http.ErrAbortHandler)
 		}
 		if done {
-			return true
+			return
 		}
 		if rc == nil {
 			rc = http.NewResponseController(w)

@@ -546,8 +546,14 @@ func (s *Server) serve(w *recorder, r *http.Request) {
 		select {
 		case o = <-ds.ready:
 		case <-r.Context().Done():
-			ds.abandon()
-			clientGone()
+			// An answer already there is still sent: select picks at
+			// random when both are ready (review).
+			select {
+			case o = <-ds.ready:
+			default:
+				ds.abandon()
+				clientGone()
+			}
 		}
 		if o.failed {
 			s.m.errors.Add(1)
