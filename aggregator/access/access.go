@@ -45,6 +45,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // Cookie is the session cookie's name.
@@ -502,13 +504,23 @@ func (a *Access) Logout(w http.ResponseWriter, r *http.Request) error {
 }
 
 // Visit sets a share session for the link id and returns its site; ok is
-// false for an unknown or revoked link.
-func (a *Access) Visit(w http.ResponseWriter, id string) (site string, ok bool) {
+// false for an unknown or revoked link. A session of r that already
+// reads the site is kept (a logged-in owner opening a link stays the
+// owner), and so is any for a request that is no page's navigation
+// (Sec-Fetch-Dest other than document: an <img> or fetch of the link
+// from another page, which would otherwise log its visitor out).
+func (a *Access) Visit(w http.ResponseWriter, r *http.Request, id string) (site string, ok bool) {
 	a.mu.Lock()
 	sh, ok := a.shares[id]
 	a.mu.Unlock()
 	if !ok {
 		return "", false
+	}
+	if g, ok := a.Check(r); ok && g.CanRead(sh.Site) {
+		return sh.Site, true
+	}
+	if d := r.Header.Get("Sec-Fetch-Dest"); d != "" && d != "document" {
+		return sh.Site, true
 	}
 	a.setCookie(w, a.newSession("s", id))
 	return sh.Site, true
@@ -643,7 +655,7 @@ func ParseViewers(text string) (map[string][]string, error) {
 			// An empty entry ("demo,,x", a trailing comma) is a slip
 			// that may hide a site meant; a site with a space inside
 			// is two names with a comma missing.
-			if s = strings.TrimSpace(s); s == "" || strings.ContainsAny(s, " \t") {
+			if s = event.CleanSite(s); s == "" || strings.ContainsAny(s, " \t") {
 				return nil, fmt.Errorf("line %d: site list %q: want SITE[,SITE...], sites separated by commas, none empty", i+1, f[1])
 			}
 			sites = append(sites, s)

@@ -65,10 +65,21 @@ func TestSharesPersistAndRevoke(t *testing.T) {
 	}
 	b := newAccess(t, file)
 	w := httptest.NewRecorder()
-	if site, ok := b.Visit(w, sh.ID); !ok || site != "shop" {
+	if site, ok := b.Visit(w, httptest.NewRequest("GET", "/share/"+sh.ID, nil), sh.ID); !ok || site != "shop" {
 		t.Fatalf("share after restart: %q %v", site, ok)
 	}
 	cookie := w.Result().Cookies()[0].Value
+	// A session that reads the site already is kept, and so is any where
+	// the link is fetched by another page (an <img>), not navigated to:
+	// from another origin's page it logged the owner out (review).
+	for _, h := range []http.Header{{"Authorization": {"Bearer admin-token-0123456789"}}, {"Sec-Fetch-Dest": {"image"}}} {
+		r := httptest.NewRequest("GET", "/share/"+sh.ID, nil)
+		r.Header = h
+		w := httptest.NewRecorder()
+		if site, ok := b.Visit(w, r, sh.ID); !ok || site != "shop" || len(w.Result().Cookies()) != 0 {
+			t.Errorf("visit with %v: %q %v, cookies %v; want the site and no new session", h, site, ok, w.Result().Cookies())
+		}
+	}
 	if g, ok := b.session(cookie); !ok || g.Kind != "share" || !g.CanRead("shop") || g.CanRead("demo") {
 		t.Fatalf("share grant %+v", g)
 	}

@@ -298,8 +298,18 @@ func TestCookieWritesFromOtherOrigins(t *testing.T) {
 			t.Errorf("%s /api/shares %v: %d %s, want %d", c.method, c.hdr, resp.StatusCode, b, c.code)
 		}
 	}
+	// Logging in uses no session, and is let through from anywhere, so
+	// a proxy that rewrites Host cannot lock the owner out.
+	req, _ := http.NewRequest("POST", a.dash.URL+"/login", strings.NewReader(url.Values{"token": {testToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://dash.example")
+	if resp, err := browser.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("login from another origin: %v %v, want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// Logging out is a change too.
-	req, _ := http.NewRequest("POST", a.dash.URL+"/logout", nil)
+	req, _ = http.NewRequest("POST", a.dash.URL+"/logout", nil)
 	req.Header.Set("Origin", "https://evil.example")
 	if resp, err := browser.Do(req); err != nil || resp.StatusCode != 403 {
 		t.Errorf("logout from another origin: %v %v, want 403", resp, err)

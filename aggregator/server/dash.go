@@ -246,7 +246,7 @@ func (s *Server) dashboardRoutes() http.Handler {
 	// as a fault (found by a new-user tester). Sent to /, they would find
 	// a login form asking for a token they do not have.
 	mux.HandleFunc("GET /share/{id}", func(w http.ResponseWriter, r *http.Request) {
-		site, ok := s.access.Visit(w, r.PathValue("id"))
+		site, ok := s.access.Visit(w, r, r.PathValue("id"))
 		if !ok {
 			const msg = "This share link is unknown or was revoked: ask whoever sent it for a new one."
 			if strings.Contains(r.Header.Get("Accept"), "text/html") {
@@ -325,30 +325,39 @@ func (s *Server) dashboardRoutes() http.Handler {
 		reply.JSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: /api (the API's endpoints are under /api/, e.g. /api/stats: see README, The API)", "reason": "not_found"})
 	})
 	mux.Handle("/", staticFiles(mux))
-	return sameOrigin(mux, s.cfg.DashboardOrigins)
+	return s.sameOrigin(mux)
 }
 
 // sameOrigin refuses (403 origin_not_allowed) a request that changes
 // something (a method other than GET, HEAD or OPTIONS) sent by a browser
-// page of another origin than the dashboard's own and those listed in
-// trusted (--dashboard-origins), unless it carries a bearer token: the
-// session cookie is sent by the browser whatever page asks, and
-// SameSite=Strict keeps only other sites from it, not other origins of
-// the same site (a sibling subdomain, another port of the host), whose
-// pages a tester made share links and logged the owner out from. The
-// check is net/http's CrossOriginProtection (Sec-Fetch-Site, else Origin
-// against Host; a request with neither is no browser's).
-func sameOrigin(h http.Handler, trusted []string) http.Handler {
+// page of another origin than the dashboard's own and those given to
+// --dashboard-origins, unless it carries a bearer token: the session
+// cookie is sent by the browser whatever page asks, and SameSite=Strict
+// keeps only other sites from it, not other origins of the same site (a
+// sibling subdomain, another port of the host), whose pages a tester
+// made share links and logged the owner out from. The check is
+// net/http's CrossOriginProtection: Sec-Fetch-Site, which browsers send
+// over HTTPS and to localhost, else Origin against Host, which a proxy
+// that rewrites Host (nginx's default) makes differ: its refusal says
+// so. POST /login is let through, as it uses no session: a proxy's
+// rewrite must not lock the owner out.
+func (s *Server) sameOrigin(h http.Handler) http.Handler {
 	p := http.NewCrossOriginProtection()
-	for _, o := range trusted {
-		p.AddTrustedOrigin(o) // a malformed one allows nothing
+	for _, o := range s.cfg.DashboardOrigins {
+		if err := p.AddTrustedOrigin(o); err != nil {
+			s.log.Warn("--dashboard-origins: an origin is scheme://host[:port], without a path or a trailing slash; this one allows nothing", "origin", o, "err", err)
+		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") == "" && p.Check(r) != nil {
-			reply.JSON(w, http.StatusForbidden, map[string]string{"error": "a page from origin " + r.Header.Get("Origin") + " may not " + r.Method + " " + r.URL.Path + ": only the dashboard's own origin may, and those given to --dashboard-origins", "reason": "origin_not_allowed"})
+		if r.Header.Get("Authorization") != "" || r.URL.Path == "/login" || p.Check(r) == nil {
+			h.ServeHTTP(w, r)
 			return
 		}
-		h.ServeHTTP(w, r)
+		msg := "a page from origin " + r.Header.Get("Origin") + " may not " + r.Method + " " + r.URL.Path + " with the session cookie: only the dashboard's own origin may (the request's Host, " + r.Host + "), and those given to --dashboard-origins"
+		if r.Header.Get("Sec-Fetch-Site") == "" {
+			msg += "; behind a proxy that rewrites Host, pass it on (nginx: proxy_set_header Host $host) or list the page's origin in --dashboard-origins"
+		}
+		reply.JSON(w, http.StatusForbidden, map[string]string{"error": msg, "reason": "origin_not_allowed"})
 	})
 }
 
