@@ -23,8 +23,10 @@ func TestParseLineReadsEveryField(t *testing.T) {
 	// Fields with a narrower domain than their column's (Event.Validate,
 	// and event.ApplyPrivacy: an address cut to its network, and the full
 	// tier, as the aggregate tier clears fields; country and region,
-	// ISO codes taken in capitals; no open, which has no visitor ids).
-	narrow := map[string]any{"bot_score": uint64(event.BotScoreMax), "tier": event.TierFull, "client_ip": "203.0.113.0", "country": "DE", "region": "BY", "mail_open": ""}
+	// ISO codes taken in capitals; an open, whose visitor ids ApplyPrivacy
+	// clears, as cleared says).
+	narrow := map[string]any{"bot_score": uint64(event.BotScoreMax), "tier": event.TierFull, "client_ip": "203.0.113.0", "country": "DE", "region": "BY", "mail_open": "gmail"}
+	cleared := map[string]bool{"visitor_id": true, "prev_visitor_id": true}
 	for k, v := range narrow {
 		line[k] = v
 	}
@@ -41,6 +43,12 @@ func TestParseLineReadsEveryField(t *testing.T) {
 		if v, ok := narrow[f.JSON]; ok {
 			if f.Uint != nil && f.Uint(&e) != v || f.Str != nil && *f.Str(&e) != v {
 				t.Errorf("%s: not %v", f.JSON, v)
+			}
+			continue
+		}
+		if cleared[f.JSON] {
+			if f.Uint(&e) != 0 {
+				t.Errorf("%s of an open: %d, want 0", f.JSON, f.Uint(&e))
 			}
 			continue
 		}

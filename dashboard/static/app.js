@@ -218,11 +218,15 @@ function renderFilters() {
 function renderStats(st) {
   const r = st.range;
   $("rangeinfo").textContent = `${utc(r.from).slice(0, -4)} – ${new Date(r.to) > Date.now() ? "now (" + utc(Date.now()).slice(11) + ")" : utc(r.to)} · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
+  // A rate's previous value means something only where the previous
+  // period had visits (a 0 % bounce rate is one).
+  const visitsBefore = st.metrics.find((m) => m.name === "visits")?.previous;
   $("tiles").replaceChildren(...st.metrics.map((m) => {
     if (!m.collected) return el("div", { class: "tile na", "data-metric": m.name }, el("div", { class: "label", text: m.label }), el("div", { class: "num", text: "—" }), el("div", { class: "sub", text: "not collected yet" }));
-    let ch = m.previous === 0 && m.value ? "none in the previous period" : "no previous data";
+    const perVisit = ["bounce_rate", "visit_duration", "views_per_visit"].includes(m.name);
+    let ch = m.previous === 0 && m.value ? (perVisit ? (visitsBefore ? "0 in the previous period" : "no visits in the previous period") : "none in the previous period") : "no previous data";
     let cls = "sub";
-    if (m.name === "bounce_rate" && m.previous != null && m.previous !== 0) {
+    if (m.name === "bounce_rate" && m.previous != null && visitsBefore) {
       // A rate's change in percentage points, where a relative change
       // read as points (a tester's 40 % to 16.7 % showed "▼ 58.3%"); a
       // higher bounce rate is the worse one.

@@ -278,7 +278,7 @@ func wireFields() (fields []*event.Field, required int) {
 // header. The aggregator uses it to answer 413 before decoding.
 func Count(b []byte) (int, error) {
 	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic && string(b[:len(Magic)]) != MagicCounters {
-		if len(b) >= len(Magic) && string(b[:len(Magic)-1]) == Magic[:len(Magic)-1] {
+		if len(b) >= len(Magic) && string(b[:len(Magic)-1]) == Magic[:len(Magic)-1] && b[len(Magic)-1] > MagicCounters[len(Magic)-1] && b[len(Magic)-1] <= '9' {
 			// A later format: the sender is newer than this reader.
 			return 0, fmt.Errorf("%w: bad magic: batch format %q is newer than this aggregator reads (%s, %s): upgrade it", ErrMalformed, b[:len(Magic)], Magic, MagicCounters)
 		}

@@ -77,6 +77,7 @@ func TestDecodeRejects(t *testing.T) {
 	cases := map[string][]byte{
 		"empty":          nil,
 		"bad magic":      []byte("XXXX\x00"),
+		"version 0":      []byte("EPB0\x00"),
 		"truncated":      good[:len(good)-3],
 		"trailing":       append(append([]byte{}, good...), 0),
 		"huge count":     append([]byte(Magic), 0xff, 0xff, 0xff, 0xff, 0x0f),
@@ -91,6 +92,9 @@ func TestDecodeRejects(t *testing.T) {
 	// A later format says so, where "bad magic" told a tester nothing.
 	if _, err := Decode(nil, []byte("EPB9\x00")); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), `batch format "EPB9" is newer than this aggregator reads (EPB1, EPB2): upgrade it`) {
 		t.Errorf("a later format: %v", err)
+	}
+	if _, err := Decode(nil, []byte("EPB0\x00")); err == nil || strings.Contains(err.Error(), "newer") {
+		t.Errorf("EPB0 is no later format: %v", err)
 	}
 }
 

@@ -182,7 +182,7 @@ export class Spool extends DurableObject {
         this.meta.fails++;
         await this.ctx.storage.put(META, { ...this.meta });
         await this.ctx.storage.setAlarm(Date.now() + this.wait());
-        console.error(`edgepixel: spool: ${this.meta.items} batches (${this.meta.bytes} bytes) wait for the aggregators; next try in ${this.wait()} ms`);
+        console.error(`edgepixel: spool: ${this.meta.items} batches (${this.meta.bytes} bytes) wait for ${d.hold ? "an ingest_url" : "the aggregators"}; next try in ${this.wait()} ms`);
         return;
       }
     }

@@ -38,6 +38,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/buildinfo"
 	"github.com/edgepixel/edgepixel/shared/clientip"
 	"github.com/edgepixel/edgepixel/shared/defaultaddr"
+	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/logging"
 	"github.com/edgepixel/edgepixel/shared/permhint"
@@ -439,9 +440,9 @@ func run(args []string) error {
 		WriteTimeout: o.writeTimeout, QueryTimeout: o.queryTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		MaxConns: o.maxConns, MaxConnsPerClient: o.maxConnsPerClient, TrustedProxies: trust, MaxBodyMemory: o.maxBodyMemory,
 		MaxBodyMemoryPerClient: o.maxBodyMemoryPerClient,
-		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: splitList(o.sites), MaxSites: o.maxSites, LiveMaxVisitors: o.liveMaxVisitors,
+		AuthRate:               o.authRate, AuthBurst: o.authBurst, Sites: siteList(o.sites), MaxSites: o.maxSites, LiveMaxVisitors: o.liveMaxVisitors,
 		DashboardToken: dashToken, DashboardOrigins: splitList(o.dashboardOrigins),
-		SecureCookies: o.secureCookies, PublicCounters: splitList(o.publicCounters), LiveInterval: o.liveInterval,
+		SecureCookies: o.secureCookies, PublicCounters: siteList(o.publicCounters), LiveInterval: o.liveInterval,
 	})
 	if err != nil {
 		ln.Close()
@@ -610,6 +611,16 @@ func setGC(fs *flag.FlagSet, percent int, limit int64) {
 // (found by a new-user tester).
 func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+}
+
+// siteList is splitList of sites, each as the edge stores it
+// (event.CleanSite), so that a name past the stored length still matches.
+func siteList(s string) []string {
+	l := splitList(s)
+	for i, v := range l {
+		l[i] = event.CleanSite(v)
+	}
+	return l
 }
 
 // envPrefix begins the name of each environment variable that sets a flag.

@@ -68,7 +68,7 @@ func epInit(n uint32) {
 	logErr("worker config", worker.CheckPixelKeys(names, func(k string) string { return env[k] }))
 	switch {
 	case c.IngestURL == "" && c.NDJSONURL == "":
-		fmt.Fprintf(os.Stderr, "edgepixel: no %s: hits are answered but cannot be delivered (set it in wrangler.toml [vars])\n", worker.ConfigIngestURL)
+		fmt.Fprintf(os.Stderr, "edgepixel: no %s: hits are answered but cannot be delivered; the spool (if bound) keeps them until a deploy sets it, up to spool_max_age_s (set it in wrangler.toml [vars])\n", worker.ConfigIngestURL)
 	case len(c.Secret) == 0 && c.LogToken == "":
 		fmt.Fprintf(os.Stderr, "edgepixel: no %s secret: hits are answered but cannot be delivered (wrangler secret put %s)\n", worker.ConfigSecret, worker.ConfigSecret)
 	}
