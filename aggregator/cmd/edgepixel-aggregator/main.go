@@ -274,7 +274,7 @@ func run(args []string) error {
 	fs.StringVar(&o.logTokenFile, "log-token-file", "", "file holding --log-token's value (surrounding whitespace ignored), to keep it out of the environment")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding --admin-token's value (surrounding whitespace ignored), to keep it out of the environment")
 	fs.IntVar(&o.retentionDays, "retention-days", 0, "drop ClickHouse day partitions older than this many days, at start and daily (0: keep everything)")
-	fs.DurationVar(&o.rollupLateness, "rollup-lateness", 10*time.Minute, "after an upgrade to schema 7, how long past the rollups' cut-off their backfill of older events first runs, so that events still in spools and edge retries are in it (it runs again hourly for later ones)")
+	fs.DurationVar(&o.rollupLateness, "rollup-lateness", 10*time.Minute, "after a schema step that adds a rollup, how long past its cut-off (the next whole hour) its backfill of older events first runs, so that events still in spools and edge retries are in it (it runs again hourly for later ones)")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "", "listen address for /debug/pprof/ (e.g. 127.0.0.1:6060; empty: off). Bind it to localhost: profiles reveal internals")
 	fs.IntVar(&o.loaderMaxRows, "loader-max-rows", 50000, "most events per ClickHouse insert (one load); larger loads mean fewer, bigger parts for ClickHouse to write and merge, and more memory")
 	fs.DurationVar(&o.loaderMaxAge, "loader-max-age", loader.DefaultMaxAge, "longest a spooled event waits for more to share its ClickHouse insert (one load); longer means fewer, bigger inserts, each of which costs ClickHouse CPU of its own for the rollups' views, and live counts that move later")
