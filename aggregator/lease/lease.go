@@ -94,17 +94,28 @@ func (l *Lease) Token() string { return l.token }
 // holder, and keeps renewing until work returns. work should run until
 // its context ends; should it return earlier, Run releases the lease and
 // waits a TTL, so that another process may take it, before trying again.
+//
+// While another process holds the lease, Run says so once (and again
+// after it has held it itself): an operator who sees the work not done
+// here (a tester's upgraded aggregator beside an older one that kept the
+// rollups' lease) learns who does it.
 func (l *Lease) Run(ctx context.Context, log *slog.Logger, work func(ctx context.Context)) {
 	every := l.ttl / 3
+	told := false
 	for ctx.Err() == nil {
 		ok, err := l.TryAcquire(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("lease: could not reach Redis; retrying", "lease", l.key, "err", err, "in", every)
 		}
 		if !ok {
+			if err == nil && !told {
+				told = true
+				log.Info("lease: another process holds it and does its work; this one takes over when it stops", "lease", l.key)
+			}
 			sleep(ctx, every)
 			continue
 		}
+		told = false
 		log.Info("lease: taken; this process does its work", "lease", l.key)
 		wctx, cancel := context.WithCancel(ctx)
 		finished := make(chan struct{})

@@ -1,9 +1,11 @@
 package lease
 
 import (
+	"bytes"
 	"context"
-	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -82,7 +84,8 @@ func TestRunHandsOver(t *testing.T) {
 	addr := startRedis(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logged lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
 	var working atomic.Int32
 	var started [2]atomic.Int32
 	clients := []*redis.Client{redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1}), redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})}
@@ -119,6 +122,10 @@ func TestRunHandsOver(t *testing.T) {
 	if started[0].Load()+started[1].Load() != 1 {
 		t.Fatalf("started %d, %d", started[0].Load(), started[1].Load())
 	}
+	// The one waiting said so, once.
+	if n := strings.Count(logged.String(), "another process holds it"); n != 1 {
+		t.Errorf("the waiting runner said it waits %d times, want once:\n%s", n, logged.String())
+	}
 	h := 0
 	if started[1].Load() == 1 {
 		h = 1
@@ -128,4 +135,22 @@ func TestRunHandsOver(t *testing.T) {
 	cancel()
 	<-done
 	<-done
+}
+
+// lockedBuffer is a bytes.Buffer two goroutines' logs may write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
