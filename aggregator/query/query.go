@@ -977,7 +977,7 @@ func (e *Engine) Stats(ctx context.Context, r Request) (Stats, error) {
 		metric("pageviews", "Pageviews", float64(pv), float64(ppv)),
 		metric("views_per_visit", "Views per visit", vs.ratio(vs.Pageviews), pvs.ratio(pvs.Pageviews)),
 		metric("bounce_rate", "Bounce rate", vs.ratio(vs.Bounces), pvs.ratio(pvs.Bounces)),
-		metric("visit_duration", "Visit duration", vs.ratio(vs.DurationMS)/1000, pvs.ratio(pvs.DurationMS)/1000),
+		metric("visit_duration", "Visit duration", vs.duration(), pvs.duration()),
 		metric("events", "Events", float64(ev), float64(pev)),
 		metric("custom_events", "Custom events", float64(ev-pv), float64(pev-ppv)),
 	}
@@ -1014,6 +1014,13 @@ type VisitStats struct {
 	Bounces    uint64
 	DurationMS uint64 // summed over visits
 	Pageviews  uint64 // in visits
+}
+
+// duration is the mean visit duration in seconds, to the millisecond:
+// the ratio in milliseconds divided by 1000 was a float's noise in the
+// JSON (142.27590909999998, a tester's).
+func (v VisitStats) duration() float64 {
+	return math.Round(v.ratio(v.DurationMS)) / 1000
 }
 
 func (v VisitStats) ratio(n uint64) float64 {

@@ -794,7 +794,7 @@ func addVisits(want map[string][2]float64, cur, prev VisitStats) {
 	want["visits"] = [2]float64{float64(cur.Visits), float64(prev.Visits)}
 	want["views_per_visit"] = [2]float64{cur.ratio(cur.Pageviews), prev.ratio(prev.Pageviews)}
 	want["bounce_rate"] = [2]float64{cur.ratio(cur.Bounces), prev.ratio(prev.Bounces)}
-	want["visit_duration"] = [2]float64{cur.ratio(cur.DurationMS) / 1000, prev.ratio(prev.DurationMS) / 1000}
+	want["visit_duration"] = [2]float64{cur.duration(), prev.duration()}
 }
 
 func abs(f float64) float64 {
@@ -1791,4 +1791,15 @@ func TestOpensUpgrade(t *testing.T) {
 		t.Fatalf("backfill: %+v %v", res, err)
 	}
 	check("after the backfill", "rollups")
+}
+
+// The mean visit duration is in seconds to the millisecond, with no
+// float noise in its JSON (a tester's 142.27590909999998).
+func TestVisitDurationMilliseconds(t *testing.T) {
+	if d := (VisitStats{Visits: 11, DurationMS: 1565038}).duration(); strconv.FormatFloat(d, 'f', -1, 64) != "142.276" {
+		t.Errorf("duration %v, want 142.276", d)
+	}
+	if d := (VisitStats{}).duration(); d != 0 {
+		t.Errorf("no visits: %v", d)
+	}
 }
