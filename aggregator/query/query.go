@@ -169,12 +169,30 @@ func ParseRequest(q url.Values, now time.Time) (Request, error) {
 	r.Prev = r.Range
 	r.Prev.Name = "previous"
 	r.Prev.From, r.Prev.To = r.Range.From.Add(-r.Range.To.Sub(r.Range.From)), r.Range.From
-	if name == "today" {
-		// Today so far against yesterday's same hours, as a site owner
-		// reads the change: the hours right before midnight are another
-		// time of day (found by a new-user tester: today until 19:00 was
-		// compared with yesterday from 05:00).
+	if name == "month" {
+		// This month so far against the last one's first days, as an
+		// analyst reads a month (a tester's December 1-7 was compared
+		// with November 24-30).
+		r.Prev.From = r.Range.From.AddDate(0, -1, 0)
+	}
+	// A range that runs on past now is compared with the same part of
+	// the previous one: today's hours so far with the same hours a day
+	// before (found by a new-user tester: today until 19:00 was compared
+	// with yesterday from 05:00), a week that ends today with the
+	// previous week's same days and hours rather than its whole last day.
+	// A previous month shorter than the part ends with it.
+	switch so := now.Truncate(time.Hour).Add(time.Hour); {
+	case name == "today":
 		r.Prev.From, r.Prev.To = r.Range.From.Add(-d), r.Range.To.Add(-d)
+	case r.Range.To.After(so):
+		if r.Prev.To = r.Prev.From.Add(so.Sub(r.Range.From)); r.Prev.To.After(r.Range.From) {
+			r.Prev.To = r.Range.From
+		}
+		if r.Prev.To.Unix()%86400 != 0 {
+			// Its totals add up hours: a day's row would count the
+			// whole of its last day.
+			r.Prev.Grain, r.Prev.Total = grain["hour"], grain["hour"]
+		}
 	}
 	switch q.Get("bots") {
 	case "", "include":

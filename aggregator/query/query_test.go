@@ -1684,25 +1684,44 @@ func TestDayRowsEndWithRange(t *testing.T) {
 	}
 }
 
-// TestParseRequestPrevious: today so far is compared with yesterday's
-// same hours (it was compared with the hours right before midnight);
-// every other range with the same length right before it.
+// TestParseRequestPrevious: a range that runs on past now is compared
+// with the same part of the one before: today so far with yesterday's
+// same hours (it was compared with the hours right before midnight), a
+// week or 30 days that end today with the same days and hours before
+// (they were compared with whole days), this month with the last one's
+// first days (December 1-7 was compared with November 24-30), cut at
+// the previous month's end; a range in the past with the same length
+// right before it.
 func TestParseRequestPrevious(t *testing.T) {
-	now := time.Date(2026, 12, 4, 18, 10, 0, 0, time.UTC)
-	at := func(day, hour int) time.Time { return time.Date(2026, 12, day, hour, 0, 0, 0, time.UTC) }
-	for rng, want := range map[string][4]time.Time{
-		"today":     {at(4, 0), at(4, 19), at(3, 0), at(3, 19)},
-		"yesterday": {at(3, 0), at(4, 0), at(2, 0), at(3, 0)},
-		"7d":        {at(4, 0).AddDate(0, 0, -6), at(5, 0), at(4, 0).AddDate(0, 0, -13), at(4, 0).AddDate(0, 0, -6)},
+	at := func(month time.Month, day, hour int) time.Time {
+		return time.Date(2026, month, day, hour, 0, 0, 0, time.UTC)
+	}
+	for _, c := range []struct {
+		now  time.Time
+		rng  string
+		want [4]time.Time
+	}{
+		{at(12, 4, 18), "today", [4]time.Time{at(12, 4, 0), at(12, 4, 19), at(12, 3, 0), at(12, 3, 19)}},
+		{at(12, 4, 18), "yesterday", [4]time.Time{at(12, 3, 0), at(12, 4, 0), at(12, 2, 0), at(12, 3, 0)}},
+		{at(12, 4, 18), "7d", [4]time.Time{at(11, 28, 0), at(12, 5, 0), at(11, 21, 0), at(11, 27, 19)}},
+		{at(12, 4, 18), "30d", [4]time.Time{at(11, 5, 0), at(12, 5, 0), at(10, 6, 0), at(11, 4, 19)}},
+		{at(12, 4, 18), "month", [4]time.Time{at(12, 1, 0), at(12, 5, 0), at(11, 1, 0), at(11, 4, 19)}},
+		{at(3, 31, 18), "month", [4]time.Time{at(3, 1, 0), at(4, 1, 0), at(2, 1, 0), at(3, 1, 0)}},
+		{at(12, 4, 23), "today", [4]time.Time{at(12, 4, 0), at(12, 5, 0), at(12, 3, 0), at(12, 4, 0)}},
 	} {
-		req, err := ParseRequest(url.Values{"site": {"demo"}, "range": {rng}}, now)
+		req, err := ParseRequest(url.Values{"site": {"demo"}, "range": {c.rng}}, c.now.Add(10*time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := [4]time.Time{req.Range.From, req.Range.To, req.Prev.From, req.Prev.To}
-		if got != want {
-			t.Errorf("range %s: %v, want %v", rng, got, want)
+		if got != c.want {
+			t.Errorf("range %s at %s: %v, want %v", c.rng, c.now, got, c.want)
 		}
+	}
+	// A custom range in the past: the same length right before it.
+	req, err := ParseRequest(url.Values{"site": {"demo"}, "range": {"custom"}, "from": {"2026-11-01"}, "to": {"2026-11-10"}}, at(12, 4, 18))
+	if err != nil || req.Prev.From != at(10, 22, 0) || req.Prev.To != at(11, 1, 0) {
+		t.Errorf("custom: previous %v to %v, %v", req.Prev.From, req.Prev.To, err)
 	}
 }
 
