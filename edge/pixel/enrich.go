@@ -190,8 +190,8 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 	// What the tier keeps is event's rule, which the aggregator applies
 	// again to whatever it ingests.
 	e.ApplyPrivacy()
-	if tier == privacy.TierAggregate || p.open {
-		return "" // no visitor ids (ApplyPrivacy says why)
+	if !e.HasVisitor() {
+		return ""
 	}
 	if c.Salts != nil && r.ip.IsValid() {
 		ok := false

@@ -7,6 +7,16 @@ import (
 	"github.com/edgepixel/edgepixel/shared/urlescape"
 )
 
+// HasVisitor reports whether e may carry visitor ids: the edge gives
+// them to no other event, and ApplyPrivacy clears them from any other.
+// The aggregate tier keeps none, and an email's or feed's open (MailOpen
+// set) is a mailbox's or feed reader's fetch, not a visit to the site:
+// with an id it joined the site's visitors and visits (a tester's bounce
+// rate fell with each open), and a proxy's one address stands for many
+// readers anyway. Opens are counted as events, and no reader is told
+// apart.
+func (e *Event) HasVisitor() bool { return e.Tier != TierAggregate && e.MailOpen == "" }
+
 // ApplyPrivacy holds e to what its consent tier keeps, whoever built it:
 // the edge calls it on every event it builds, the aggregator on every
 // event it ingests (the edge's batches, NDJSON lines), so an event that
@@ -39,18 +49,12 @@ func (e *Event) ApplyPrivacy() {
 	if e.ClientIP != "" {
 		e.ClientIP = TruncateIP(e.ClientIP)
 	}
-	if e.MailOpen != "" {
-		// An open is a mailbox's or feed reader's fetch, not a visit
-		// to the site: with an id it joined the site's visitors and
-		// visits (a tester's bounce rate fell with each open), and a
-		// proxy's one address stands for many readers anyway. Opens are
-		// counted as events, and no reader is told apart.
+	if !e.HasVisitor() {
 		e.VisitorID, e.PrevVisitorID = 0, 0
 	}
 	if e.Tier != TierAggregate {
 		return
 	}
-	e.VisitorID, e.PrevVisitorID = 0, 0
 	e.UserAgent, e.ClientIP, e.Props = "", "", ""
 	e.Referrer = referrerOrigin(e.Referrer)
 	e.UTMTerm, e.UTMContent = "", ""
