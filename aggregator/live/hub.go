@@ -382,7 +382,7 @@ func (h *Hub) Observe(evs []event.Event) {
 	sec := h.opts.Now().Unix()
 	h.mu.Lock()
 	for i := range evs {
-		if evs[i].Time/1000 <= sec-VisitorsWindow {
+		if !ofNow(evs[i].Time/1000, sec) {
 			continue
 		}
 		h.observeLocked(&evs[i], sec)
@@ -428,7 +428,7 @@ func (h *Hub) restoreLocked(evs []event.Event) {
 	for i := range evs {
 		e := &evs[i]
 		sec := min(e.Time/1000, now)
-		if sec <= now-VisitorsWindow {
+		if !ofNow(sec, now) {
 			continue
 		}
 		if _, ok := h.counts[e.Site]; ok && sec > now-RecentSeconds {
@@ -437,6 +437,10 @@ func (h *Hub) restoreLocked(evs []event.Event) {
 		h.observeLocked(e, sec)
 	}
 }
+
+// ofNow reports whether an event of unix second sec is within the live
+// windows that end at now: Observe and Restore leave the others out.
+func ofNow(sec, now int64) bool { return sec > now-VisitorsWindow }
 
 // observeLocked records e, stored at unix second sec (never before the
 // previous call's): its visitor id and, for a pageview, its page.
