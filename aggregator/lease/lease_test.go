@@ -1,11 +1,9 @@
 package lease
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/edgepixel/edgepixel/tests/localsrv"
+	"github.com/edgepixel/edgepixel/tests/proc"
 )
 
 func startRedis(t *testing.T) string {
@@ -84,7 +83,7 @@ func TestRunHandsOver(t *testing.T) {
 	addr := startRedis(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logged lockedBuffer
+	var logged proc.Buffer // both runners write to it
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	var working atomic.Int32
 	var started [2]atomic.Int32
@@ -135,22 +134,4 @@ func TestRunHandsOver(t *testing.T) {
 	cancel()
 	<-done
 	<-done
-}
-
-// lockedBuffer is a bytes.Buffer two goroutines' logs may write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
