@@ -210,15 +210,15 @@ func exampleHost(host string) bool {
 }
 
 // dropExamples takes out of list (key's value, as urlList left it) the
-// URLs whose host is an exampleHost, with an error for each: nothing is
-// sent to them, so a worker deployed with the placeholder fails no
+// URLs whose host is an exampleHost, with an error for each that names
+// path, the aggregator's endpoint for key: nothing is sent to them, so a worker deployed with the placeholder fails no
 // fetch and its spool holds the batches until a URL is set (SpoolDelivery).
-func dropExamples(key, list string) (string, error) {
+func dropExamples(key, list, path string) (string, error) {
 	var keep []string
 	var errs []error
 	for _, v := range strings.Split(list, ",") {
 		if u, err := url.Parse(v); err == nil && exampleHost(u.Hostname()) {
-			errs = append(errs, fmt.Errorf("%s %q is a placeholder (RFC 2606 keeps %s for examples): nothing is sent there; set it to your aggregators' %s (wrangler.toml [vars], or --var); until then, batches with nowhere else to go wait in the spool, up to spool_max_age_s", key, v, u.Hostname(), map[string]string{ConfigIngestURL: "/ingest", ConfigNDJSONURL: "/ingest/ndjson"}[key]))
+			errs = append(errs, fmt.Errorf("%s %q is a placeholder (RFC 2606 keeps %s for examples): nothing is sent there; set it to your aggregators' %s (wrangler.toml [vars], or --var); until then, batches with nowhere else to go wait in the spool, up to spool_max_age_s", key, v, u.Hostname(), path))
 			continue
 		}
 		if v != "" {
@@ -311,11 +311,14 @@ func ParseConfig(env func(key string) string) (Config, error) {
 		}
 	}
 	c.SpoolRetryMax = max(c.SpoolRetryMax, c.SpoolRetry)
-	var ierr, nerr error
-	c.IngestURL, ierr = dropExamples(ConfigIngestURL, c.IngestURL)
-	c.NDJSONURL, nerr = dropExamples(ConfigNDJSONURL, c.NDJSONURL)
-	werr = errors.Join(werr, ierr, nerr)
-	werr = errors.Join(werr, checkURLs(ConfigIngestURL, c.IngestURL, "/ingest"), checkURLs(ConfigNDJSONURL, c.NDJSONURL, "/ingest/ndjson"))
+	for _, l := range []struct {
+		key, path string
+		list      *string
+	}{{ConfigIngestURL, "/ingest", &c.IngestURL}, {ConfigNDJSONURL, "/ingest/ndjson", &c.NDJSONURL}} {
+		var err error
+		*l.list, err = dropExamples(l.key, *l.list, l.path)
+		werr = errors.Join(werr, err, checkURLs(l.key, *l.list, l.path))
+	}
 	if c.NDJSONURL == "" && c.IngestURL != "" {
 		var urls []string
 		for _, u := range strings.Split(c.IngestURL, ",") {
