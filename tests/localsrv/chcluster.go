@@ -206,27 +206,76 @@ func (c *ClickHouseCluster) Stop() error {
 
 // DDLWorkerEnded returns the line of the server's error log, since it
 // started, that says its distributed DDL thread ended, or "". ClickHouse
-// 18.16 ends that thread (not the server) on a ZooKeeper error it does
-// not expect, such as "Node exists" for a task's executed node when two
-// replicas of a shard both ran an ALTER ... ON CLUSTER ("DDLWorker:
-// Unexpected ZooKeeper error ... Terminating"; fixed in later releases).
-// Every later ON CLUSTER statement then times out (code 159) waiting for
-// the server, until it restarts: what an operator does (README, A
-// ClickHouse cluster).
+// 18.16's DDLWorker thread (Interpreters/DDLWorker.cpp, run) returns and
+// leaves the server up on a ZooKeeper error it does not expect, such as
+// "Node exists" for a task's executed node when two replicas of a shard
+// both ran an ALTER ... ON CLUSTER ("Unexpected ZooKeeper error"), on any
+// other error of a task ("Unexpected error", such as its own check that
+// a task it had not run was already finished), and when it cannot make
+// its queue's node ("Cannot initialize DDL queue"); later releases fixed
+// the first. Every later ON CLUSTER statement then times out (code 159)
+// waiting for the server, until it restarts: what an operator does
+// (README, A ClickHouse cluster).
 func (c *ClickHouse) DDLWorkerEnded() string {
+	for _, l := range c.DDLWorkerLog() {
+		for _, end := range []string{"DDLWorker: Unexpected ZooKeeper error", "DDLWorker: Unexpected error", "Cannot initialize DDL queue"} {
+			if strings.Contains(l, end) {
+				return l
+			}
+		}
+	}
+	return ""
+}
+
+// DDLWorkerLog returns the lines of the server's error log, since it
+// started, that its distributed DDL thread wrote: what a test prints when
+// an ON CLUSTER statement waits on the server.
+func (c *ClickHouse) DDLWorkerLog() []string {
 	f, err := os.Open(filepath.Join(c.Dir, "log", "clickhouse-server.err.log"))
 	if err != nil {
-		return ""
+		return nil
 	}
 	defer f.Close()
 	f.Seek(c.errFrom, io.SeekStart)
 	b, _ := io.ReadAll(f)
+	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "DDLWorker") && strings.Contains(l, "Unexpected ZooKeeper error") {
-			return l
+		if strings.Contains(l, "DDLWorker") || strings.Contains(l, "Cannot initialize DDL queue") {
+			out = append(out, l)
 		}
 	}
-	return ""
+	return out
+}
+
+// UnfinishedDDL returns the servers that have not finished the
+// distributed DDL task at task (a ZooKeeper path such as
+// /clickhouse/task_queue/ddl/query-0000000347, as a code-159 timeout
+// names it): each server's DDLWorker writes a node named host:port under
+// the task's finished/ when it has run it. The task's node is read
+// through ask, a server that answers.
+func (c *ClickHouseCluster) UnfinishedDDL(ask *ClickHouse, task string) ([]*ClickHouse, error) {
+	if !strings.HasPrefix(task, "/clickhouse/task_queue/ddl/query-") || strings.ContainsAny(task, "'\\") {
+		return nil, fmt.Errorf("not a distributed DDL task: %q", task)
+	}
+	out, err := ask.query("SELECT name FROM system.zookeeper WHERE path = '" + task + "/finished'")
+	if err != nil {
+		return nil, err
+	}
+	finished := strings.Fields(out)
+	var left []*ClickHouse
+	for _, s := range c.Servers() {
+		_, port, _ := strings.Cut(s.TCPAddr, ":")
+		done := false
+		for _, h := range finished {
+			// The host part is escaped for a file name (127%2E0%2E0%2E1);
+			// every server here is on 127.0.0.1, at its own port.
+			done = done || strings.HasSuffix(h, ":"+port)
+		}
+		if !done {
+			left = append(left, s)
+		}
+	}
+	return left, nil
 }
 
 // RestartEndedDDLWorkers restarts every server of the cluster whose

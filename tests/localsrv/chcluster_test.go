@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func chExec(t *testing.T, c *ClickHouse, sql string) string {
@@ -66,6 +67,53 @@ func TestClickHouseCluster(t *testing.T) {
 	if got := chExec(t, b, "SELECT count(), sum(k) FROM default.r"); got != "2\t3" {
 		t.Errorf("on the second replica: %q, want the block once", got)
 	}
+
+	// UnfinishedDDL names the server that has not run a task: b, while it
+	// is down, and nobody once it is back and has run it.
+	task := func() string {
+		t.Helper()
+		return chExec(t, a, "SELECT '/clickhouse/task_queue/ddl/' || max(name) FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl'")
+	}
+	if left, err := c.UnfinishedDDL(a, task()); err != nil || len(left) != 0 {
+		t.Errorf("after a task both ran: %v unfinished, %v", left, err)
+	}
+	b.Kill()
+	// distributed_ddl_task_timeout = 0: the statement is queued, and not
+	// waited for.
+	if resp, err := http.Post(a.HTTPURL+"/?distributed_ddl_task_timeout=0", "text/plain", strings.NewReader("CREATE TABLE default.u ON CLUSTER test_cluster (k UInt64) ENGINE = Memory")); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != 200 {
+		t.Fatalf("CREATE TABLE ON CLUSTER with b down: %s", resp.Status)
+	}
+	tk := task()
+	var left []*ClickHouse
+	for range 100 { // a runs it in the background
+		if left, err = c.UnfinishedDDL(a, tk); err != nil || len(left) == 1 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || len(left) != 1 || left[0] != b {
+		t.Errorf("with the second replica down: %v unfinished, %v; want it alone", left, err)
+	}
+	if err := b.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if left, err = c.UnfinishedDDL(a, tk); err != nil || len(left) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || len(left) != 0 {
+		t.Errorf("after the second replica restarted: %v unfinished, %v", left, err)
+	}
+	if _, err := c.UnfinishedDDL(a, "/clickhouse/task_queue/ddl/query-1' OR 1"); err == nil {
+		t.Error("a task path with a quote was taken")
+	}
+	if l := b.DDLWorkerEnded(); l != "" {
+		t.Errorf("the second replica's DDLWorker ended: %s", l)
+	}
 	if !zk.Running() {
 		t.Error("zookeeper stopped")
 	}
@@ -88,5 +136,22 @@ func TestDDLWorkerEnded(t *testing.T) {
 	f.Close()
 	if l := c.DDLWorkerEnded(); !strings.Contains(l, "DDLWorker: Unexpected ZooKeeper error") {
 		t.Errorf("this run's line not found: %q", l)
+	}
+	// The thread's other ends: any other error of a task, and its queue's
+	// node not made.
+	for _, l := range []string{
+		"2026.12.07 07:27:01 [ 9 ] {} <Error> DDLWorker: Unexpected error: Code: 49, e.displayText() = DB::Exception: Server expects that DDL task query-0000000337 should be processed, but it was already processed according to ZK. Terminating.",
+		"2026.12.07 07:27:01 [ 9 ] {} <Error> DDLWorker: Terminating. Cannot initialize DDL queue.: Code: 999",
+	} {
+		os.WriteFile(logf, []byte(old), 0o644)
+		f, _ := os.OpenFile(logf, os.O_APPEND|os.O_WRONLY, 0)
+		f.WriteString("2026.12.07 07:27:00 [ 9 ] {} <Warning> DDLWorker: An error occurred while processing task query-0000000337\n" + l + "\n")
+		f.Close()
+		if got := c.DDLWorkerEnded(); got != l {
+			t.Errorf("DDLWorkerEnded = %q, want %q", got, l)
+		}
+		if got := c.DDLWorkerLog(); len(got) != 2 {
+			t.Errorf("DDLWorkerLog = %q, want this run's two lines", got)
+		}
 	}
 }

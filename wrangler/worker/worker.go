@@ -211,8 +211,9 @@ func exampleHost(host string) bool {
 
 // dropExamples takes out of list (key's value, as urlList left it) the
 // URLs whose host is an exampleHost, with an error for each that names
-// path, the aggregator's endpoint for key: nothing is sent to them, so a worker deployed with the placeholder fails no
-// fetch and its spool holds the batches until a URL is set (SpoolDelivery).
+// path, the aggregator's endpoint for key: nothing is sent to them, so a
+// worker deployed with the placeholder fails no fetch and its spool holds
+// the batches until a URL is set (SpoolDelivery).
 func dropExamples(key, list, path string) (string, error) {
 	var keep []string
 	var errs []error
