@@ -614,20 +614,11 @@ func checkRollups(t *testing.T, f *fleet) {
 	}
 	stored := query(t, s0, "SELECT uniqExact(event_id) FROM events")
 	for run := 1; run <= 2; run++ {
-		res, err := cl.BackfillRollups(ctx)
-		// After the faults above, on a loaded machine, a server may not
-		// take an ON CLUSTER statement within distributed_ddl_task_timeout
-		// (code 159: it runs it later, or, if its DDLWorker is stuck or
-		// ended, never: ci69 and ci134). The backfill is idempotent, and
-		// the lease holder's is tried again at its next interval; so is
-		// this one, once a server that still has not run the task is
-		// restarted.
-		for attempt := 1; ddlTimedOut(err) && attempt < 5; attempt++ {
-			t.Logf("backfill run %d, attempt %d: %v; again", run, attempt, err)
-			time.Sleep(time.Duration(attempt) * 5 * time.Second)
-			restartUnfinishedDDL(t, f, err)
+		var res clickhouse.BackfillResult
+		err := retryDDL(t, f, fmt.Sprintf("backfill run %d", run), func() (err error) {
 			res, err = cl.BackfillRollups(ctx)
-		}
+			return err
+		})
 		if err != nil {
 			t.Fatalf("backfill run %d: %v", run, err)
 		}
@@ -675,7 +666,11 @@ func checkRollups(t *testing.T, f *fleet) {
 		}
 	}
 
-	dropped, err := cl.DropPartitionsBefore(ctx, time.Now().Add(48*time.Hour))
+	var dropped []clickhouse.Partition
+	err = retryDDL(t, f, "retention", func() (err error) {
+		dropped, err = cl.DropPartitionsBefore(ctx, time.Now().Add(48*time.Hour))
+		return err
+	})
 	if err != nil {
 		t.Fatalf("retention: %v (dropped %v)", err, dropped)
 	}
@@ -729,10 +724,12 @@ func (f *fleet) spooledIn(t *testing.T, aggs []*aggregator) float64 {
 // the server it inserts into, so a stuck replica of another server stays
 // so, and a distributed DDL task then waits on it until it times out (code
 // 159, "0 of them active": seen once in CI). It can also end a server's
-// DDL thread. Each server's replicas get 30 s to become writable, then a
-// SYSTEM RESTART REPLICA and 60 s more; a server still stuck, or whose
-// error log says its DDLWorker ended, is restarted. What was done is
-// logged: the data checks after it still hold the servers to every row.
+// DDL thread, or leave it stuck. Each server's replicas get 30 s to become
+// writable, then a SYSTEM RESTART REPLICA and 60 s more; a server still
+// stuck, whose error log says its DDLWorker ended, or that does not run
+// a probe's ON CLUSTER statement (localsrv's ProbeDDL), is restarted.
+// What was done is logged: the data checks after it still hold the
+// servers to every row.
 func settleReplicas(t *testing.T, f *fleet) {
 	t.Helper()
 	stuck := func(s *localsrv.ClickHouse) []string {
@@ -776,6 +773,49 @@ func settleReplicas(t *testing.T, f *fleet) {
 			t.Fatalf("replica %s: %v read-only a minute after its server restarted", m.Replica, tables)
 		}
 	}
+	// A DDLWorker can also be stuck without a word in its log, with every
+	// replica writable (ci134, ci137): a server that does not run an ON
+	// CLUSTER statement that changes nothing within a minute is restarted
+	// too, and the probe asked again.
+	for try := 1; ; try++ {
+		task, left, err := f.ch.ProbeDDL(f.ch.Shards[0][0], time.Minute)
+		if err != nil {
+			t.Fatalf("probe distributed DDL: %v", err)
+		}
+		if len(left) == 0 {
+			return
+		}
+		if try == 3 {
+			t.Fatalf("%d servers did not run %s after two restarts", len(left), task)
+		}
+		for _, s := range left {
+			lines := s.DDLWorkerLog()
+			restartServer(t, f, s, fmt.Sprintf("did not run %s, an ON CLUSTER statement that changes nothing, in a minute (its DDLWorker's last lines:\n%s\n)", task, strings.Join(lines[max(0, len(lines)-10):], "\n")))
+			if tables := waitWritable(s, time.Minute); len(tables) > 0 {
+				t.Fatalf("%v read-only a minute after its server restarted", tables)
+			}
+		}
+	}
+}
+
+// retryDDL runs do, ON CLUSTER statements that may run again (the
+// rollups' backfill, retention), and again after each code 159: after the
+// faults above, on a loaded machine, a server may not take an ON CLUSTER
+// statement within distributed_ddl_task_timeout (it runs it later, or, if
+// its DDLWorker is stuck or ended, never: ci69, ci134 and ci137). The
+// lease holder's backfill and retention are tried again at their next
+// interval; so is this, once a server that still has not run the task is
+// restarted.
+func retryDDL(t *testing.T, f *fleet, what string, do func() error) error {
+	t.Helper()
+	err := do()
+	for attempt := 1; ddlTimedOut(err) && attempt < 5; attempt++ {
+		t.Logf("%s, attempt %d: %v; again", what, attempt, err)
+		time.Sleep(time.Duration(attempt) * 5 * time.Second)
+		restartUnfinishedDDL(t, f, err)
+		err = do()
+	}
+	return err
 }
 
 // ddlTimedOut reports whether err is ClickHouse's code 159, which an ON

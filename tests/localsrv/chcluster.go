@@ -279,6 +279,34 @@ func (c *ClickHouseCluster) UnfinishedDDL(ask *ClickHouse, task string) ([]*Clic
 	return left, nil
 }
 
+// ProbeDDL finds the servers that do not run distributed DDL: it queues,
+// through ask, an ON CLUSTER statement that changes nothing (DROP TABLE IF
+// EXISTS of a table no one has) without waiting for it, and returns its
+// task and the servers that have not run it within wait. A server whose
+// DDLWorker ended (DDLWorkerEnded) or is stuck without a word in its log
+// (two CI runs, after ZooKeeper was stopped) is one; so is a server that
+// is down.
+func (c *ClickHouseCluster) ProbeDDL(ask *ClickHouse, wait time.Duration) (task string, left []*ClickHouse, err error) {
+	table := fmt.Sprintf("ddl_probe_%d", time.Now().UnixNano())
+	if _, err := ask.queryWith("distributed_ddl_task_timeout=0", "DROP TABLE IF EXISTS default."+table+" ON CLUSTER "+c.Name); err != nil {
+		return "", nil, err
+	}
+	const queue = "/clickhouse/task_queue/ddl"
+	name, err := ask.query("SELECT name FROM system.zookeeper WHERE path = '" + queue + "' AND position(value, '" + table + "') > 0")
+	if name = strings.TrimSpace(name); err != nil || name == "" {
+		return "", nil, fmt.Errorf("the task of DROP TABLE IF EXISTS default.%s ON CLUSTER is not in %s: %v", table, queue, err)
+	}
+	task = queue + "/" + name
+	deadline := time.Now().Add(wait)
+	for {
+		left, err = c.UnfinishedDDL(ask, task)
+		if err != nil || len(left) == 0 || time.Now().After(deadline) {
+			return task, left, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // RestartEndedDDLWorkers restarts every server of the cluster whose
 // DDLWorker ended (DDLWorkerEnded), and returns each one's directory and
 // the line that said so.

@@ -28,8 +28,8 @@ func chExec(t *testing.T, c *ClickHouse, sql string) string {
 // A cluster of one shard of two replicas: distributed DDL reaches both,
 // a row inserted on one replica is read on the other, the macros and
 // the cluster are each server's own, the same block inserted on the
-// other replica is kept once, and UnfinishedDDL names a replica that was
-// down when a task was queued until it has run it.
+// other replica is kept once, and ProbeDDL and UnfinishedDDL name a
+// replica that was down when a task was queued until it has run it.
 func TestClickHouseCluster(t *testing.T) {
 	if _, ok := ZooKeeperAvailable(); !ok {
 		t.Skip("zookeeper not installed")
@@ -69,41 +69,23 @@ func TestClickHouseCluster(t *testing.T) {
 		t.Errorf("on the second replica: %q, want the block once", got)
 	}
 
-	// UnfinishedDDL names the server that has not run a task: b, while it
-	// is down, and nobody once it is back and has run it.
-	task := func() string {
-		t.Helper()
-		return chExec(t, a, "SELECT '/clickhouse/task_queue/ddl/' || max(name) FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl'")
-	}
-	if left, err := c.UnfinishedDDL(a, task()); err != nil || len(left) != 0 {
-		t.Errorf("after a task both ran: %v unfinished, %v", left, err)
+	// ProbeDDL and UnfinishedDDL name the server that has not run a task:
+	// nobody while both run, b while it is down, and nobody once it is
+	// back and has run it.
+	if task, left, err := c.ProbeDDL(a, time.Minute); err != nil || len(left) != 0 || task == "" {
+		t.Errorf("probe with both up: task %q, %v unfinished, %v", task, left, err)
 	}
 	b.Kill()
-	// distributed_ddl_task_timeout = 0: the statement is queued, and not
-	// waited for.
-	if resp, err := http.Post(a.HTTPURL+"/?distributed_ddl_task_timeout=0", "text/plain", strings.NewReader("CREATE TABLE default.u ON CLUSTER test_cluster (k UInt64) ENGINE = Memory")); err != nil {
-		t.Fatal(err)
-	} else if resp.Body.Close(); resp.StatusCode != 200 {
-		t.Fatalf("CREATE TABLE ON CLUSTER with b down: %s", resp.Status)
-	}
-	tk := task()
-	var left []*ClickHouse
-	// a runs it in the background; b, restarted, loads its tables and
-	// works through the queue (a minute is for a loaded machine).
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if left, err = c.UnfinishedDDL(a, tk); err != nil || len(left) == 1 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	tk, left, err := c.ProbeDDL(a, 3*time.Second)
 	if err != nil || len(left) != 1 || left[0] != b {
-		t.Errorf("with the second replica down: %v unfinished, %v; want it alone", left, err)
+		t.Errorf("probe with the second replica down: %v unfinished, %v; want it alone", left, err)
 	}
 	if err := b.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(time.Minute)
+	// b, restarted, loads its tables and works through the queue (a
+	// minute is for a loaded machine).
+	deadline := time.Now().Add(time.Minute)
 	for {
 		if left, err = c.UnfinishedDDL(a, tk); err != nil || len(left) == 0 || time.Now().After(deadline) {
 			break

@@ -279,9 +279,12 @@ func (c *ClickHouse) ping() error {
 }
 
 // query runs sql and returns the answer's body.
-func (c *ClickHouse) query(sql string) (string, error) {
+func (c *ClickHouse) query(sql string) (string, error) { return c.queryWith("", sql) }
+
+// queryWith is query with settings, a URL query (name=value&...).
+func (c *ClickHouse) queryWith(settings, sql string) (string, error) {
 	client := http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Post(c.HTTPURL+"/", "text/plain", strings.NewReader(sql))
+	resp, err := client.Post(c.HTTPURL+"/?"+settings, "text/plain", strings.NewReader(sql))
 	if err != nil {
 		return "", err
 	}
