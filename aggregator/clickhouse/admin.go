@@ -277,10 +277,12 @@ func digits(s string) bool {
 // string of digits. A site that knows who a visitor is may also say so in
 // the event's props ({"user_id": ...} or {"visitor_id": ...}): VisitorID
 // matches props.visitor_id too (any string), UserID props.user_id.
-// ClientIP is an address as the events' client_ip column holds it: none
-// by default; the network (the address's /24, IPv4, or /48, IPv6, e.g.
-// 192.0.2.0) on a site with ip=prefix, so erasing by it erases every
-// event of that network. An event matching any of the given identifiers
+// ClientIP is a client's address, or its network as the events'
+// client_ip column holds it: none by default; the network (the address's
+// /24, IPv4, or /48, IPv6, e.g. 192.0.2.0, event.TruncateIP) on a site
+// with ip=prefix. Events are matched by that network, whichever was
+// given, so erasing by an address erases every event of its network; bad
+// rows' raw input is searched for both. An event matching any of the given identifiers
 // is deleted, on the one site Site names, or on every site with AllSites
 // set: one of the two must be given, so that an Erasure whose Site was
 // left empty by mistake (a zero value, an unset variable) is refused
@@ -288,7 +290,7 @@ func digits(s string) bool {
 type Erasure struct {
 	VisitorID VisitorID `json:"visitor_id,omitempty"` // the visitor_id column (decimal), or props.visitor_id
 	UserID    string    `json:"user_id,omitempty"`    // props.user_id
-	ClientIP  string    `json:"client_ip,omitempty"`  // the client_ip column, exactly: an IP address
+	ClientIP  string    `json:"client_ip,omitempty"`  // an IP address, or its network as the client_ip column holds it
 	Site      string    `json:"site,omitempty"`
 	// AllSites erases on every site; Site must then be empty. Not read
 	// from JSON: the admin endpoint sets it when "site" is left out.
@@ -381,6 +383,10 @@ type ErasureResult struct {
 	// Done is true once the server reports the mutations finished; the
 	// rows are gone from queries only then.
 	Done bool `json:"done"`
+	// ClientIPNetwork is the network the events were matched by when the
+	// erasure named a client_ip: the /24 or /48 the client_ip column
+	// holds (README, Erasure).
+	ClientIPNetwork string `json:"client_ip_network,omitempty"`
 	// BadRowsSkipped explains why bad_rows was not searched, if it was not.
 	BadRowsSkipped string `json:"bad_rows_skipped,omitempty"`
 	// Kept is ErasureKept.
@@ -413,7 +419,7 @@ func (e Erasure) Checked() (Erasure, error) {
 	}
 	if e.ClientIP != "" {
 		if _, err := netip.ParseAddr(e.ClientIP); err != nil {
-			return e, &ErasureError{"client_ip " + strconv.Quote(e.ClientIP) + " is not an IP address (give it as events store it: on a site with ip=prefix, the /24 or /48 network, e.g. 192.0.2.0)"}
+			return e, &ErasureError{"client_ip " + strconv.Quote(e.ClientIP) + " is not an IP address (give the client's address, e.g. 192.0.2.17, or the /24 or /48 network events store, e.g. 192.0.2.0)"}
 		}
 	}
 	if e.VisitorID == "" && e.UserID == "" && e.ClientIP == "" {
@@ -445,19 +451,32 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	if byColumn {
 		conds = append(conds, fmt.Sprintf("visitor_id = %d", id))
 	}
-	for _, f := range []struct{ value, cond string }{
-		{string(e.VisitorID), "visitParamExtractString(props, 'visitor_id') = %s"},
-		{e.UserID, "visitParamExtractString(props, 'user_id') = %s"},
-		{e.ClientIP, "client_ip = %s"},
+	// Events hold a client's network, never its address (ApplyPrivacy
+	// cuts what the aggregator ingests); a bad row's raw input holds what
+	// was sent, so either.
+	network := ""
+	if e.ClientIP != "" {
+		network = event.TruncateIP(e.ClientIP)
+		res.ClientIPNetwork = network
+	}
+	for _, f := range []struct {
+		value, cond string
+		raw         []string
+	}{
+		{string(e.VisitorID), "visitParamExtractString(props, 'visitor_id') = %s", []string{string(e.VisitorID)}},
+		{e.UserID, "visitParamExtractString(props, 'user_id') = %s", []string{e.UserID}},
+		{network, "client_ip = %s", slices.Compact([]string{e.ClientIP, network})},
 	} {
 		if f.value == "" {
 			continue
 		}
 		conds = append(conds, fmt.Sprintf(f.cond, quote(f.value)))
-		if len(f.value) >= minBadRowMatch {
-			badConds = append(badConds, fmt.Sprintf("position(raw, %s) > 0", quote(f.value)))
-		} else {
-			res.BadRowsSkipped = fmt.Sprintf("identifiers shorter than %d bytes are not searched for in bad rows' raw input", minBadRowMatch)
+		for _, v := range f.raw {
+			if len(v) >= minBadRowMatch {
+				badConds = append(badConds, fmt.Sprintf("position(raw, %s) > 0", quote(v)))
+			} else {
+				res.BadRowsSkipped = fmt.Sprintf("identifiers shorter than %d bytes are not searched for in bad rows' raw input", minBadRowMatch)
+			}
 		}
 	}
 	site := ""

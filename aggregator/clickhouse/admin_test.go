@@ -155,6 +155,7 @@ func TestErase(t *testing.T) {
 	if err := c.InsertBadRows(ctx, []record.BadRow{
 		record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_time", "x", []byte(`{"site":"demo","props":{"user_id":"user-12345"}}`)),
 		record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_json", "x", []byte(`{"site":"demo"`)),
+		record.NewBadRow(now, record.SourceNDJSON, "demo", "bad_tier", "x", []byte(`{"site":"demo","client_ip":"192.0.2.17","tier":"none"}`)),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +222,7 @@ func TestErase(t *testing.T) {
 	if got := left(); got != "demo\t{\"user_id\":\"user-99999\"}\t10.0.0.0\ndemo\t{\"visitor_id\":\"v-abcdef\"}\t10.0.3.0\ndemo\t{}\t192.0.2.0\nshop\t{\"user_id\":\"user-12345\"}\t10.0.2.0" {
 		t.Fatalf("events left:\n%s", got)
 	}
-	if got := c.count(t, "SELECT reason FROM "+c.db+".bad_rows"); got != "bad_json" {
+	if got := c.count(t, "SELECT reason FROM "+c.db+".bad_rows ORDER BY reason"); got != "bad_json\nbad_tier" {
 		t.Fatalf("bad rows left: %q", got)
 	}
 	// visitor_id, any site; a quote in a value is only a value (a client_ip must be an address).
@@ -229,9 +230,14 @@ func TestErase(t *testing.T) {
 	if err != nil || !res.Done {
 		t.Fatalf("%+v %v", res, err)
 	}
-	res, err = c.Erase(ctx, Erasure{ClientIP: "192.0.2.0", AllSites: true}, time.Minute)
-	if err != nil || !res.Done {
+	// A client's address finds its network's events (events hold the
+	// /24, never the address) and the bad rows sent with the address.
+	res, err = c.Erase(ctx, Erasure{ClientIP: "192.0.2.17", AllSites: true}, time.Minute)
+	if err != nil || !res.Done || res.ClientIPNetwork != "192.0.2.0" || res.Matched["events"] != 1 || res.Matched["bad_rows"] != 1 {
 		t.Fatalf("%+v %v", res, err)
+	}
+	if got := c.count(t, "SELECT reason FROM "+c.db+".bad_rows"); got != "bad_json" {
+		t.Fatalf("bad rows left: %q", got)
 	}
 	if got := left(); got != "demo\t{\"user_id\":\"user-99999\"}\t10.0.0.0\nshop\t{\"user_id\":\"user-12345\"}\t10.0.2.0" {
 		t.Fatalf("events left:\n%s", got)
