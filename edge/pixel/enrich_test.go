@@ -212,11 +212,26 @@ func TestOptOutWinsOnEveryPath(t *testing.T) {
 		{"&us_privacy=1NNN&us_privacy=1YYN", "ccpa_opt_out"},
 		{"&us_privacy=1YYN&consent=1", "ccpa_opt_out"},
 		{"&c%6Fnsent=1&consent=%30", "no_consent"},
+		// A consent that cannot be read as sent is a refusal (a privacy
+		// auditor tester): a pair with a ';', an HTML-escaped &amp;, an
+		// escape that does not decode, also after a consent.
+		{"&consent=0;", "no_consent"},
+		{"&consent=1;", "no_consent"},
+		{"&amp;consent=0", "no_consent"},
+		{"&x=1;C%6Fnsent=1", "no_consent"},
+		{"&consent=0%G", "no_consent"},
+		{"&consent=1&consent=%zz", "no_consent"},
 	} {
 		aggregate(t, "pixel "+tc.query, hitWith(t, "site=demo"+tc.query, c, nil), tc.reason)
 	}
 	if e := hitWith(t, "site=demo&consent=1&consent=1", c, nil); e.Tier != event.TierFull || e.VisitorID == 0 {
 		t.Errorf("pixel with consent twice: %+v", e)
+	}
+	// Pairs the reader skips that name no consent change nothing.
+	for _, q := range []string{"site=demo&a=1;b=2", "site=demo&consentx=0;", "site=demo&x=%zz", "site=demo&ref=%zz"} {
+		if e := hitWith(t, q, c, nil); e.Tier != event.TierFull || e.VisitorID == 0 {
+			t.Errorf("pixel %s: tier %q reason %q", q, e.Tier, e.ConsentReason)
+		}
 	}
 	for _, tc := range []struct{ body, query, reason string }{
 		{`{"site":"demo","name":"ev","us_privacy":"1YYN","props":{"a":"b"}}`, "", "ccpa_opt_out"},
@@ -228,6 +243,9 @@ func TestOptOutWinsOnEveryPath(t *testing.T) {
 		{`{"site":"demo","name":"ev","consent":"false","props":{"a":"b"}}`, "", "no_consent"},
 		{`{"site":"demo","name":"ev","us_privacy":"1YYN","us_privacy":"1NNN","props":{"a":"b"}}`, "", "ccpa_opt_out"},
 		{`{"site":"demo","name":"ev","us_privacy":"1NNN","props":{"a":"b"}}`, "us_privacy=1YYN", "ccpa_opt_out"},
+		{`{"site":"demo","name":"ev","consent":["0"],"props":{"a":"b"}}`, "", "no_consent"},
+		{`{"site":"demo","name":"ev","consent":{"analytics":false},"props":{"a":"b"}}`, "", "no_consent"},
+		{`{"site":"demo","name":"ev","consent":[1],"props":{"a":"b"}}`, "", "no_consent"},
 	} {
 		evs, drop := FromJSON([]byte(tc.body), "", tc.query, meta(), c)
 		if drop != "" || len(evs) != 1 {
@@ -237,6 +255,11 @@ func TestOptOutWinsOnEveryPath(t *testing.T) {
 	}
 	if evs, _ := FromJSON([]byte(`{"site":"demo","us_privacy":"1NNN","consent":1}`), "", "consent=1", meta(), c); evs[0].Tier != event.TierFull || evs[0].VisitorID == 0 {
 		t.Errorf("POST without an opt-out: %+v", evs[0])
+	}
+	for _, b := range []string{`{"site":"demo","consent":null}`, `{"site":"demo","consent":""}`} {
+		if evs, _ := FromJSON([]byte(b), "", "", meta(), c); evs[0].Tier != event.TierFull || evs[0].VisitorID == 0 {
+			t.Errorf("POST %s, no consent word: tier %q", b, evs[0].Tier)
+		}
 	}
 }
 

@@ -302,7 +302,13 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 	for rawQuery != "" {
 		var pair string
 		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
-		if pair == "" || strings.IndexByte(pair, ';') >= 0 {
+		if pair == "" {
+			continue
+		}
+		if strings.IndexByte(pair, ';') >= 0 {
+			if namesConsent(pair) {
+				q.signals.AddConsent(privacy.ConsentUnreadable)
+			}
 			continue
 		}
 		k, v, _ := strings.Cut(pair, "=")
@@ -322,6 +328,9 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 			var ok bool
 			if buf, ok = appendUnescaped(buf, v); !ok {
 				buf = buf[:start]
+				if i == qConsent {
+					q.signals.AddConsent(privacy.ConsentUnreadable)
+				}
 				continue
 			}
 			v = unsafe.String(unsafe.SliceData(buf[start:]), len(buf)-start)
@@ -338,6 +347,26 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 		}
 	}
 	*room = buf
+}
+
+// namesConsent reports whether pair, one the reader skips for its ';',
+// names the consent parameter in one of its ';'-separated parts: a page's
+// consent=0;, or consent=0 after an HTML-escaped &amp;.
+func namesConsent(pair string) bool {
+	for pair != "" {
+		var part string
+		part, pair, _ = strings.Cut(pair, ";")
+		k, _, _ := strings.Cut(part, "=")
+		if hasEscapes(k) {
+			if u, err := url.QueryUnescape(k); err == nil {
+				k = u
+			}
+		}
+		if paramIndex(k) == qConsent {
+			return true
+		}
+	}
+	return false
 }
 
 func paramIndex(k string) int {

@@ -211,6 +211,7 @@ func FuzzPixelQuery(f *testing.F) {
 		"site=%zz&site=b&url=a;b&url=ok", "site&site=x", "%73ite=s%20t&u%72l=%", "site=a&&site=b&url=%4", "url=%41%42+%43&site=",
 		"e=%E2%82%AC&ref=%ff", "site=a%3Bb&t=+1+",
 		"site=a&consent=1&consent=0", "consent=0&consent=1&us_privacy=1NNN&us_privacy=1YYN", "consent=%zz&consent=&consent=false",
+		"consent=1&amp;consent=0", "a=1;Consent=1&consent=1", "us_privacy=%zz&consent=1%",
 	} {
 		f.Add(s)
 	}
@@ -228,15 +229,36 @@ func FuzzPixelQuery(f *testing.F) {
 					t.Fatalf("%q: %s = %q, queryValue %q", raw, name, got, want)
 				}
 			}
-			// The consent signals take every well-formed pair: an
-			// opt-out in any wins.
+			// The consent signals take every well-formed pair, and a
+			// consent that cannot be read (a pair with a ';' that
+			// names it, a value that does not unescape) is a refusal:
+			// an opt-out in any wins.
 			var want privacy.Signals
-			all, _ := url.ParseQuery(folded)
-			for _, v := range all["consent"] {
-				want.AddConsent(v)
-			}
-			for _, v := range all["us_privacy"] {
-				want.AddUSPrivacy(v)
+			for _, pair := range strings.Split(folded, "&") {
+				if strings.Contains(pair, ";") {
+					for _, part := range strings.Split(pair, ";") {
+						k, _, _ := strings.Cut(part, "=")
+						if n, err := url.QueryUnescape(k); err == nil && strings.EqualFold(n, "consent") {
+							want.AddConsent(privacy.ConsentUnreadable)
+							break
+						}
+					}
+					continue
+				}
+				k, v, _ := strings.Cut(pair, "=")
+				n, err := url.QueryUnescape(k)
+				if err != nil {
+					continue
+				}
+				val, verr := url.QueryUnescape(v)
+				switch {
+				case n == "consent" && verr != nil:
+					want.AddConsent(privacy.ConsentUnreadable)
+				case n == "consent":
+					want.AddConsent(val)
+				case n == "us_privacy" && verr == nil:
+					want.AddUSPrivacy(val)
+				}
 			}
 			if q.signals != want {
 				t.Fatalf("%q: signals %+v, want %+v", raw, q.signals, want)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/edgepixel/edgepixel/edge/privacy"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/urlescape"
 	"github.com/edgepixel/edgepixel/shared/wire"
@@ -44,8 +45,15 @@ type postedEvent struct {
 // consent (an opt-out always wins; privacy.Signals.AddConsent).
 type signalWords []string
 
+// A value that is no JSON scalar (an array, an object) is
+// privacy.ConsentUnreadable: {"consent":["0"]} must not read as no
+// signal at all. null and "" are none.
 func (w *signalWords) UnmarshalJSON(b []byte) error {
-	*w = append(*w, jsonWord(b))
+	v := jsonWord(b)
+	if s := bytes.TrimSpace(b); v == "" && len(s) > 0 && (s[0] == '[' || s[0] == '{') {
+		v = privacy.ConsentUnreadable
+	}
+	*w = append(*w, v)
 	return nil
 }
 

@@ -108,6 +108,14 @@ func (s *Signals) AddUSPrivacy(v string) {
 	}
 }
 
+// ConsentUnreadable is the word a reader gives AddConsent for a consent
+// parameter it found but could not read as sent: in a query pair with a
+// ';' (consent=0;, or an HTML-escaped &amp;consent=0), with an escape
+// that does not decode, or in a POST as an array or object. Not a word
+// that gives consent, so a refusal: a privacy signal misread must not
+// track in full (a tester found each of these tracked in full).
+const ConsentUnreadable = "unreadable"
+
 // consentRefused: any consent word that does not give it ("0", "false" as
 // POSTed JSON's false reads, Google Consent Mode's "denied", a CMP's "no"
 // or "opt-out", a mistyped one). Before, only "0" and "false" refused,
