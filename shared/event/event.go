@@ -259,7 +259,7 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("%w: bot_score %d over %d", ErrInvalid, e.BotScore, BotScoreMax)
 	}
 	if e.Tier != "" && e.Tier != TierFull && e.Tier != TierAggregate {
-		return fmt.Errorf("%w: tier must be %s or %s (or none)", ErrInvalid, TierFull, TierAggregate)
+		return fmt.Errorf("%w: tier %q: want %q or %q, or no tier field", ErrInvalid, e.Tier, TierFull, TierAggregate)
 	}
 	return nil
 }
