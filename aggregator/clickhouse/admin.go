@@ -451,13 +451,21 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	if byColumn {
 		conds = append(conds, fmt.Sprintf("visitor_id = %d", id))
 	}
-	// Events hold a client's network, never its address (ApplyPrivacy
-	// cuts what the aggregator ingests); a bad row's raw input holds what
-	// was sent, so either.
-	network := ""
+	// Events hold a client's network, not its address (ApplyPrivacy
+	// cuts what the aggregator ingests), but NDJSON lines ingested before
+	// 2026-12-05 kept the address as sent; a bad row's raw input holds
+	// what was sent. So the address (as given and in its usual
+	// spelling) and its network.
+	var ips []string
 	if e.ClientIP != "" {
-		network = event.TruncateIP(e.ClientIP)
-		res.ClientIPNetwork = network
+		a, _ := netip.ParseAddr(e.ClientIP) // Checked parsed it
+		res.ClientIPNetwork = event.TruncateIP(e.ClientIP)
+		ips = slices.Compact([]string{e.ClientIP, a.Unmap().String(), res.ClientIPNetwork})
+		quoted := make([]string, len(ips))
+		for i, ip := range ips {
+			quoted[i] = quote(ip)
+		}
+		conds = append(conds, "client_ip IN ("+strings.Join(quoted, ", ")+")")
 	}
 	for _, f := range []struct {
 		value, cond string
@@ -465,12 +473,14 @@ func (c *Client) Erase(ctx context.Context, e Erasure, wait time.Duration) (Eras
 	}{
 		{string(e.VisitorID), "visitParamExtractString(props, 'visitor_id') = %s", []string{string(e.VisitorID)}},
 		{e.UserID, "visitParamExtractString(props, 'user_id') = %s", []string{e.UserID}},
-		{network, "client_ip = %s", slices.Compact([]string{e.ClientIP, network})},
+		{e.ClientIP, "", ips},
 	} {
 		if f.value == "" {
 			continue
 		}
-		conds = append(conds, fmt.Sprintf(f.cond, quote(f.value)))
+		if f.cond != "" {
+			conds = append(conds, fmt.Sprintf(f.cond, quote(f.value)))
+		}
 		for _, v := range f.raw {
 			if len(v) >= minBadRowMatch {
 				badConds = append(badConds, fmt.Sprintf("position(raw, %s) > 0", quote(v)))

@@ -90,10 +90,10 @@ func readRequest(m *Meta, open bool) requestInfo {
 
 // hitParams are an event's own inputs besides its page and referrer.
 type hitParams struct {
-	clientTime string // t: unix milliseconds, "" if absent
-	screen     string // sw: CSS pixels
-	consent    string // "0", "1" or ""
-	usPrivacy  string
+	clientTime string          // t: unix milliseconds, "" if absent
+	screen     string          // sw: CSS pixels
+	consent    string          // the consent word as read, "" if none (privacy.Signals)
+	usPrivacy  string          // the us_privacy string as read, "" if none
 	open       bool            // a pixel flagged as an email or feed open
 	signature  string          // the signature column's value
 	ids        *privacy.Hasher // nil: one of its own

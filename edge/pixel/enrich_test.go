@@ -221,6 +221,12 @@ func TestOptOutWinsOnEveryPath(t *testing.T) {
 		{"&x=1;C%6Fnsent=1", "no_consent"},
 		{"&consent=0%G", "no_consent"},
 		{"&consent=1&consent=%zz", "no_consent"},
+		{"&Consent%3D1", "no_consent"},
+		{"&%26amp%3Bconsent=0", "no_consent"},
+		{"&a;b%3Bconsent%3D1", "no_consent"},
+		{"&consent=1&us_privacy=1YYN;", "ccpa_opt_out"},
+		{"&amp;us_privacy=1NNN", "ccpa_opt_out"},
+		{"&us_privacy=1Y%ZZ", "ccpa_opt_out"},
 	} {
 		aggregate(t, "pixel "+tc.query, hitWith(t, "site=demo"+tc.query, c, nil), tc.reason)
 	}
@@ -228,7 +234,7 @@ func TestOptOutWinsOnEveryPath(t *testing.T) {
 		t.Errorf("pixel with consent twice: %+v", e)
 	}
 	// Pairs the reader skips that name no consent change nothing.
-	for _, q := range []string{"site=demo&a=1;b=2", "site=demo&consentx=0;", "site=demo&x=%zz", "site=demo&ref=%zz"} {
+	for _, q := range []string{"site=demo&a=1;b=2", "site=demo&consentx=0;", "site=demo&x=%zz", "site=demo&ref=%zz", "site=demo&x%3D1=2", "site=demo&us_privacyx=1YYN;"} {
 		if e := hitWith(t, q, c, nil); e.Tier != event.TierFull || e.VisitorID == 0 {
 			t.Errorf("pixel %s: tier %q reason %q", q, e.Tier, e.ConsentReason)
 		}
@@ -246,6 +252,7 @@ func TestOptOutWinsOnEveryPath(t *testing.T) {
 		{`{"site":"demo","name":"ev","consent":["0"],"props":{"a":"b"}}`, "", "no_consent"},
 		{`{"site":"demo","name":"ev","consent":{"analytics":false},"props":{"a":"b"}}`, "", "no_consent"},
 		{`{"site":"demo","name":"ev","consent":[1],"props":{"a":"b"}}`, "", "no_consent"},
+		{`{"site":"demo","name":"ev","us_privacy":["1YYN"],"props":{"a":"b"}}`, "", "ccpa_opt_out"},
 	} {
 		evs, drop := FromJSON([]byte(tc.body), "", tc.query, meta(), c)
 		if drop != "" || len(evs) != 1 {

@@ -306,15 +306,18 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 			continue
 		}
 		if strings.IndexByte(pair, ';') >= 0 {
-			if namesConsent(pair) {
-				q.signals.AddConsent(privacy.ConsentUnreadable)
-			}
+			q.misread(pair)
 			continue
 		}
 		k, v, _ := strings.Cut(pair, "=")
 		if hasEscapes(k) {
 			var err error
 			if k, err = url.QueryUnescape(k); err != nil {
+				continue
+			}
+			if strings.ContainsAny(k, "=;&") {
+				// A pair escaped whole (consent%3D0), or several.
+				q.misread(k)
 				continue
 			}
 		}
@@ -328,9 +331,7 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 			var ok bool
 			if buf, ok = appendUnescaped(buf, v); !ok {
 				buf = buf[:start]
-				if i == qConsent {
-					q.signals.AddConsent(privacy.ConsentUnreadable)
-				}
+				q.addUnreadable(i)
 				continue
 			}
 			v = unsafe.String(unsafe.SliceData(buf[start:]), len(buf)-start)
@@ -349,24 +350,42 @@ func (q *pixelQuery) parse(rawQuery string, room *[]byte) {
 	*room = buf
 }
 
-// namesConsent reports whether pair, one the reader skips for its ';',
-// names the consent parameter in one of its ';'-separated parts: a page's
-// consent=0;, or consent=0 after an HTML-escaped &amp;.
-func namesConsent(pair string) bool {
-	for pair != "" {
+// misread takes s, a pair the reader skips (a ';' in it, or a key that
+// unescapes to more than a name), as an opt-out of each consent signal
+// one of its ';'- or '&'-separated parts names: a page's consent=0;,
+// consent=0 after an HTML-escaped &amp;, or consent%3D0.
+func (q *pixelQuery) misread(s string) {
+	for s != "" {
 		var part string
-		part, pair, _ = strings.Cut(pair, ";")
+		if i := strings.IndexAny(s, ";&"); i >= 0 {
+			part, s = s[:i], s[i+1:]
+		} else {
+			part, s = s, ""
+		}
 		k, _, _ := strings.Cut(part, "=")
 		if hasEscapes(k) {
-			if u, err := url.QueryUnescape(k); err == nil {
-				k = u
+			u, err := url.QueryUnescape(k)
+			if err != nil {
+				continue
+			}
+			if k = u; strings.ContainsAny(k, "=;&") {
+				q.misread(k)
+				continue
 			}
 		}
-		if paramIndex(k) == qConsent {
-			return true
-		}
+		q.addUnreadable(paramIndex(k))
 	}
-	return false
+}
+
+// addUnreadable records parameter i, found but not read, as an opt-out
+// if it is a consent signal (privacy.SignalUnreadable).
+func (q *pixelQuery) addUnreadable(i int) {
+	switch i {
+	case qConsent:
+		q.signals.AddConsent(privacy.SignalUnreadable)
+	case qUSPrivacy:
+		q.signals.AddUSPrivacy(privacy.SignalUnreadable)
+	}
 }
 
 func paramIndex(k string) int {

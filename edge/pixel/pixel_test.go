@@ -229,39 +229,44 @@ func FuzzPixelQuery(f *testing.F) {
 					t.Fatalf("%q: %s = %q, queryValue %q", raw, name, got, want)
 				}
 			}
-			// The consent signals take every well-formed pair, and a
-			// consent that cannot be read (a pair with a ';' that
-			// names it, a value that does not unescape) is a refusal:
-			// an opt-out in any wins.
+			// The consent signals take every pair url.ParseQuery reads,
+			// and a signal named in a pair it drops (read leniently: ';'
+			// as '&', a key unescaped to a pair read as one) is an
+			// opt-out, whatever it said: what decides the tier must
+			// agree, under either site default.
 			var want privacy.Signals
-			for _, pair := range strings.Split(folded, "&") {
-				if strings.Contains(pair, ";") {
-					for _, part := range strings.Split(pair, ";") {
-						k, _, _ := strings.Cut(part, "=")
-						if n, err := url.QueryUnescape(k); err == nil && strings.EqualFold(n, "consent") {
-							want.AddConsent(privacy.ConsentUnreadable)
-							break
-						}
+			strict, _ := url.ParseQuery(folded)
+			for _, v := range strict["consent"] {
+				want.AddConsent(v)
+			}
+			for _, v := range strict["us_privacy"] {
+				want.AddUSPrivacy(v)
+			}
+			lenient := map[string]int{}
+			var count func(q string)
+			count = func(q string) {
+				for _, pair := range strings.FieldsFunc(q, func(r rune) bool { return r == '&' || r == ';' }) {
+					k, _, _ := strings.Cut(pair, "=")
+					if n, err := url.QueryUnescape(k); err == nil && n != k && strings.ContainsAny(n, "=&;") {
+						count(n)
+					} else if err == nil {
+						lenient[strings.ToLower(n)]++
 					}
-					continue
-				}
-				k, v, _ := strings.Cut(pair, "=")
-				n, err := url.QueryUnescape(k)
-				if err != nil {
-					continue
-				}
-				val, verr := url.QueryUnescape(v)
-				switch {
-				case n == "consent" && verr != nil:
-					want.AddConsent(privacy.ConsentUnreadable)
-				case n == "consent":
-					want.AddConsent(val)
-				case n == "us_privacy" && verr == nil:
-					want.AddUSPrivacy(val)
 				}
 			}
-			if q.signals != want {
-				t.Fatalf("%q: signals %+v, want %+v", raw, q.signals, want)
+			count(folded)
+			if lenient["consent"] > len(strict["consent"]) {
+				want.AddConsent(privacy.SignalUnreadable)
+			}
+			if lenient["us_privacy"] > len(strict["us_privacy"]) {
+				want.AddUSPrivacy(privacy.SignalUnreadable)
+			}
+			for _, def := range []privacy.Tier{privacy.TierFull, privacy.TierAggregate} {
+				gt, gr := privacy.Decide(def, q.signals)
+				wt, wr := privacy.Decide(def, want)
+				if gt != wt || gr != wr {
+					t.Fatalf("%q: under %v, signals %+v decide %v %s; url.ParseQuery's %+v decide %v %s", raw, def, q.signals, gt, gr, want, wt, wr)
+				}
 			}
 		}
 	})

@@ -46,12 +46,13 @@ type postedEvent struct {
 type signalWords []string
 
 // A value that is no JSON scalar (an array, an object) is
-// privacy.ConsentUnreadable: {"consent":["0"]} must not read as no
-// signal at all. null and "" are none.
+// privacy.SignalUnreadable, an opt-out: {"consent":["0"]} or
+// {"us_privacy":["1YYN"]} must not read as no signal at all. null and ""
+// are none.
 func (w *signalWords) UnmarshalJSON(b []byte) error {
 	v := jsonWord(b)
 	if s := bytes.TrimSpace(b); v == "" && len(s) > 0 && (s[0] == '[' || s[0] == '{') {
-		v = privacy.ConsentUnreadable
+		v = privacy.SignalUnreadable
 	}
 	*w = append(*w, v)
 	return nil

@@ -108,13 +108,15 @@ func (s *Signals) AddUSPrivacy(v string) {
 	}
 }
 
-// ConsentUnreadable is the word a reader gives AddConsent for a consent
-// parameter it found but could not read as sent: in a query pair with a
-// ';' (consent=0;, or an HTML-escaped &amp;consent=0), with an escape
-// that does not decode, or in a POST as an array or object. Not a word
-// that gives consent, so a refusal: a privacy signal misread must not
-// track in full (a tester found each of these tracked in full).
-const ConsentUnreadable = "unreadable"
+// SignalUnreadable is the word a reader gives AddConsent or AddUSPrivacy
+// for a consent or us_privacy parameter it found but could not read as
+// sent: in a query pair with a ';' (consent=0;, or an HTML-escaped
+// &amp;consent=0), with an escape that does not decode, a whole pair
+// escaped (consent%3D0), or in a POST as an array or object. It is an
+// opt-out of either kind, as a privacy signal misread must not track in
+// full (a tester found each of these tracked in full); so is a
+// consent=1 so written.
+const SignalUnreadable = "unreadable"
 
 // consentRefused: any consent word that does not give it ("0", "false" as
 // POSTed JSON's false reads, Google Consent Mode's "denied", a CMP's "no"
@@ -130,9 +132,9 @@ func consentGiven(v string) bool {
 }
 
 // ccpaOptOut: an IAB US Privacy string ("1YYN") whose third character says
-// opted out of sale.
+// opted out of sale, or one that could not be read (SignalUnreadable).
 func ccpaOptOut(v string) bool {
-	return len(v) == 4 && v[0] == '1' && (v[2] == 'Y' || v[2] == 'y')
+	return v == SignalUnreadable || len(v) == 4 && v[0] == '1' && (v[2] == 'Y' || v[2] == 'y')
 }
 
 // Reasons Decide gives, as stored beside the tier.
