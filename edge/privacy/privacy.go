@@ -17,9 +17,10 @@
 // California's CCPA regulations section 7025 make it a valid opt-out),
 // DNT: 1, a consent parameter that does not give consent (0, false,
 // Google Consent Mode's "denied", or any word not read as consent: a
-// privacy signal misread must not track in full), or an IAB US Privacy string
+// privacy signal misread must not track in full), an IAB US Privacy string
 // (us_privacy parameter, "1YYY" form) whose third character is 'Y' (opted
-// out of sale). An explicit consent=1 raises a site whose default is
+// out of sale), or either parameter found but not readable as sent
+// (SignalUnreadable). An explicit consent=1 raises a site whose default is
 // TierAggregate to TierFull, unless an opt-out signal is present: an
 // opt-out always wins, also over the same parameter given again with
 // consent (Signals.AddConsent, Signals.AddUSPrivacy). The pixel and the
