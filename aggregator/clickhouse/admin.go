@@ -281,8 +281,10 @@ func digits(s string) bool {
 // client_ip column holds it: none by default; the network (the address's
 // /24, IPv4, or /48, IPv6, e.g. 192.0.2.0, event.TruncateIP) on a site
 // with ip=prefix. Events are matched by that network, whichever was
-// given, so erasing by an address erases every event of its network; bad
-// rows' raw input is searched for both. An event matching any of the given identifiers
+// given, and by the address itself (NDJSON stored before 2026-12-05 kept
+// it), so erasing by an address erases every event of its network; bad
+// rows' raw input is searched for the address and the network. An event
+// matching any of the given identifiers
 // is deleted, on the one site Site names, or on every site with AllSites
 // set: one of the two must be given, so that an Erasure whose Site was
 // left empty by mistake (a zero value, an unset variable) is refused
