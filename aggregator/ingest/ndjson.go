@@ -184,7 +184,8 @@ func drops(m map[string]uint64) []wire.Drop {
 // cut: a value over its limit makes the line a bad row, as before. props
 // take event.CleanProps' canonical form. The event then keeps what its
 // consent tier keeps (event.ApplyPrivacy), as the edge's events do: an
-// aggregate-tier line is stored without visitor ids, user agent, props,
+// aggregate-tier line (or one whose consent_reason is a refusal: "dnt"
+// beside no tier is the aggregate tier) is stored without visitor ids, user agent, props,
 // address and the rest, and a client address is cut to its network.
 //
 // The event's id:
@@ -294,6 +295,11 @@ func parseLine(raw []byte) (line, error) {
 	}
 	e = l.Event
 	e.Time, e.Props = ms, props
+	// What the event's tier keeps, as the edge keeps it: a line with
+	// tier aggregate, or with a refusal as its consent_reason, is stored
+	// cleared (event.ApplyPrivacy), and its client id cut below by the
+	// tier so settled.
+	e.ApplyPrivacy()
 	switch {
 	case l.EventID != nil && *l.EventID != "":
 		if e.ID, err = event.ParseID(*l.EventID); err != nil {
@@ -309,9 +315,6 @@ func parseLine(raw []byte) (line, error) {
 	default:
 		e.ID = LineID(ms, raw)
 	}
-	// What the event's tier keeps, as the edge keeps it: a line with
-	// tier aggregate is stored cleared (event.ApplyPrivacy).
-	e.ApplyPrivacy()
 	if err := e.Validate(); err != nil {
 		return bad(ReasonInvalidEvent, err)
 	}

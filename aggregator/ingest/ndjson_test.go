@@ -285,6 +285,14 @@ func TestParseLineClientEventID(t *testing.T) {
 	if err != nil || agg.ID != event.Scope(cut, "a.com", -1) || agg.Time != cut.Time() || agg.Time%60_000 != 0 {
 		t.Errorf("aggregate tier: id %s time %d (%v), want the scoped id at the client's minute", agg.ID, agg.Time, err)
 	}
+	// A refusal beside no tier (or "full") is the aggregate tier's, its id
+	// cut alike, its free-form fields cleared.
+	for _, tier := range []string{"", `,"tier":"full"`} {
+		e, err := ParseLine(line("a.com", tier+`,"consent_reason":"dnt","user_agent":"Mozilla/5.0 raw","props":{"plan":"pro"}`))
+		if err != nil || e.Tier != event.TierAggregate || e.ID != agg.ID || e.Time != agg.Time || e.UserAgent != "" || e.Props != "" {
+			t.Errorf("dnt beside tier %q: tier %q id %s time %d ua %q props %q (%v), want the aggregate tier's %s", tier, e.Tier, e.ID, e.Time, e.UserAgent, e.Props, err, agg.ID)
+		}
+	}
 	// An edge-minted event_id is the stored id, whatever else the line says.
 	edge := "0197746b-5d3b-7000-8000-000000000001"
 	if e, err := ParseLine(line("a.com", `,"event_id":"`+edge+`"`)); err != nil || e.ID.String() != edge {

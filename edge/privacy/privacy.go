@@ -138,14 +138,14 @@ func ccpaOptOut(v string) bool {
 	return v == SignalUnreadable || len(v) == 4 && v[0] == '1' && (v[2] == 'Y' || v[2] == 'y')
 }
 
-// Reasons Decide gives, as stored beside the tier.
+// Reasons Decide gives, as stored beside the tier (shared/event's).
 const (
-	ReasonDefault    = "default"      // the site's default tier applies
-	ReasonConsent    = "consent"      // consent=1 raised the tier
-	ReasonGPC        = "gpc"          // Sec-GPC: 1
-	ReasonDNT        = "dnt"          // DNT: 1
-	ReasonNoConsent  = "no_consent"   // consent=0, or any word but a given one
-	ReasonCCPAOptOut = "ccpa_opt_out" // us_privacy says opted out of sale
+	ReasonDefault    = event.ReasonDefault
+	ReasonConsent    = event.ReasonConsent
+	ReasonGPC        = event.ReasonGPC
+	ReasonDNT        = event.ReasonDNT
+	ReasonNoConsent  = event.ReasonNoConsent
+	ReasonCCPAOptOut = event.ReasonCCPAOptOut
 )
 
 // Decide returns the hit's tier under the site's default and why.

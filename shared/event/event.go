@@ -112,6 +112,28 @@ const (
 	TierAggregate = "aggregate"
 )
 
+// The consent reasons (Event.ConsentReason), as stored: why an event is
+// in its tier. edge/privacy's Decide gives them.
+const (
+	ReasonDefault    = "default"      // the site's default tier applies
+	ReasonConsent    = "consent"      // consent=1 raised the tier
+	ReasonGPC        = "gpc"          // Sec-GPC: 1
+	ReasonDNT        = "dnt"          // DNT: 1
+	ReasonNoConsent  = "no_consent"   // consent=0, or any word but a given one
+	ReasonCCPAOptOut = "ccpa_opt_out" // us_privacy says opted out of sale
+)
+
+// OptOut reports whether reason is a person's refusal (GPC, DNT, a
+// consent refused, a CCPA opt-out): an event with one is in the
+// aggregate tier whatever its tier field says (ApplyPrivacy).
+func OptOut(reason string) bool {
+	switch reason {
+	case ReasonGPC, ReasonDNT, ReasonNoConsent, ReasonCCPAOptOut:
+		return true
+	}
+	return false
+}
+
 // BotScoreMin is the bot score (Event.BotScore) from which an event is a
 // bot's: the edge's verdict (edge/enrich/bot), the dashboard's bot share
 // and what its toggle leaves out.
@@ -190,8 +212,8 @@ type Event struct {
 	PrevVisitorID uint64 `json:"prev_visitor_id"`
 	// Tier is the consent tier, TierFull or TierAggregate (edge/privacy;
 	// "" from an edge before the tiers), and
-	// ConsentReason why ("default", "gpc", "dnt", "no_consent",
-	// "ccpa_opt_out", "consent").
+	// ConsentReason why (Reason*: "default", "gpc", "dnt",
+	// "no_consent", "ccpa_opt_out", "consent").
 	Tier          string `json:"tier"`
 	ConsentReason string `json:"consent_reason"`
 	// ClientTime is the client's own clock, unix milliseconds, when it

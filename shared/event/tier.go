@@ -22,6 +22,12 @@ func (e *Event) HasVisitor() bool { return e.Tier != TierAggregate && e.MailOpen
 // event it ingests (the edge's batches, NDJSON lines), so an event that
 // arrives with TierAggregate is stored cleared whatever sent it.
 //
+// An event whose ConsentReason is a refusal (OptOut) is put in
+// TierAggregate first, whatever its Tier: the edge never gives one
+// otherwise, and an NDJSON line that says "dnt" beside "full", or beside
+// no tier, contradicts itself, and a refusal must not be stored in full
+// (a tester's import was).
+//
 // In every tier, a client address is cut to its network (TruncateIP): the
 // edge stores one only so cut, for a site that opts in (the ip setting),
 // and keeps none otherwise; an address that does not parse goes. An
@@ -46,6 +52,9 @@ func (e *Event) HasVisitor() bool { return e.Tier != TierAggregate && e.MailOpen
 // It allocates nothing (the edge's hit path allocates nothing) but for an
 // address that must be cut.
 func (e *Event) ApplyPrivacy() {
+	if e.Tier != TierAggregate && OptOut(e.ConsentReason) {
+		e.Tier = TierAggregate
+	}
 	if e.ClientIP != "" {
 		e.ClientIP = TruncateIP(e.ClientIP)
 	}

@@ -95,6 +95,29 @@ func TestApplyPrivacy(t *testing.T) {
 		t.Errorf("applied twice: %+v, once %+v", again, e)
 	}
 
+	// A refusal as the reason is the aggregate tier, whatever the tier
+	// field says (an import's contradiction); other reasons keep it.
+	for _, tier := range []string{TierFull, "", TierAggregate} {
+		for _, why := range []string{ReasonGPC, ReasonDNT, ReasonNoConsent, ReasonCCPAOptOut} {
+			e := full(tier)
+			e.ConsentReason = why
+			e.ApplyPrivacy()
+			want := before
+			want.ConsentReason = why
+			want.ApplyPrivacy()
+			if e != want {
+				t.Errorf("tier %q, reason %q: %+v, want the aggregate tier's %+v", tier, why, e, want)
+			}
+		}
+		for _, why := range []string{ReasonDefault, ReasonConsent, "", "whatever"} {
+			e := full(tier)
+			e.ConsentReason = why
+			if e.ApplyPrivacy(); e.Tier != tier {
+				t.Errorf("tier %q, reason %q: tier %q", tier, why, e.Tier)
+			}
+		}
+	}
+
 	// The full tier keeps all, with the address cut to its network; an
 	// open, all but the visitor ids.
 	for _, tier := range []string{TierFull, ""} {
