@@ -21,7 +21,11 @@ import (
 //     or, relative, as a scheme ("a:b" once decoded) gets a dot segment
 //     first (RFC 3986 sections 5.3 and 4.2);
 //   - the fragment dropped: it never reaches a server and names a place in
-//     the page, not another page.
+//     the page, not another page;
+//   - a ";jsessionid=..." path parameter dropped (withoutSessionIDs): a
+//     Java servlet container's session id written into the address
+//     (Jakarta Servlet specification, "URL Rewriting"), which is a
+//     credential, and splits one page into one per session.
 //
 // The query is left to the caller (Query is as given): the edge drops
 // tracking parameters from it, an import keeps them (they may be all it
@@ -80,6 +84,11 @@ func ParsePage(raw string) Page {
 func pagePath(path string, absolute bool) string {
 	path = strings.ReplaceAll(path, "\\", "/")
 	path = Normalize(path, Path)
+	if strings.IndexByte(path, ';') >= 0 {
+		// Before the dots go: "..;jsessionid=1" is a dot segment once
+		// the parameter has gone, as a servlet container reads it.
+		path = withoutSessionIDs(path)
+	}
 	if strings.Contains(path, "/.") || strings.HasPrefix(path, ".") {
 		path = RemoveDots(path)
 	}
@@ -88,6 +97,44 @@ func pagePath(path string, absolute bool) string {
 		return "/"
 	}
 	return path
+}
+
+// sessionParam is the path parameter a servlet container keeps a
+// session's id in when cookies are off (Jakarta Servlet specification,
+// "URL Rewriting": "http://host/path;jsessionid=1234"); its name is
+// matched in any case.
+const sessionParam = "jsessionid"
+
+// withoutSessionIDs is path without its sessionParam parameters: each
+// ";jsessionid" or ";jsessionid=value" up to the next ';' or '/'. Other
+// parameters stay.
+func withoutSessionIDs(path string) string {
+	var b []byte // made on the first parameter dropped
+	kept := 0    // path[:kept] is in b, or wanted as it is
+	for i := 0; i < len(path); i++ {
+		if path[i] != ';' {
+			continue
+		}
+		end := i + 1 + strings.IndexAny(path[i+1:], ";/")
+		if end == i {
+			end = len(path)
+		}
+		name, _, _ := strings.Cut(path[i+1:end], "=")
+		if !strings.EqualFold(name, sessionParam) {
+			continue
+		}
+		if b == nil {
+			b = make([]byte, 0, len(path))
+		}
+		b = append(b, path[kept:i]...)
+		kept = end
+		i = end - 1
+	}
+	if b == nil {
+		return path
+	}
+	b = append(b, path[kept:]...)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // String returns the address of p with query (normalised by the caller;

@@ -85,6 +85,13 @@ func TestNormalize(t *testing.T) {
 		{"https://example.com/a/b/..", "https://example.com/a/", "example.com", "/a/", ""},
 		{"https://example.com/../../x", "https://example.com/x", "example.com", "/x", ""},
 		{"https://example.com\\a\\b", "https://example.com/a/b", "example.com", "/a/b", ""},
+		// A servlet container's session id in the path goes, in any
+		// case and wherever it is; other path parameters stay.
+		{"https://shop.example/cart;jsessionid=A1B2C3?x=1", "https://shop.example/cart?x=1", "shop.example", "/cart", "x=1"},
+		{"https://shop.example/a;JSESSIONID=A1;v=2/b;jsessionid", "https://shop.example/a;v=2/b", "shop.example", "/a;v=2/b", ""},
+		{"https://shop.example/a/..;jsessionid=1/b", "https://shop.example/b", "shop.example", "/b", ""},
+		{"https://shop.example/;jsessionid=1", "https://shop.example/", "shop.example", "/", ""},
+		{"https://shop.example/a%3Bjsessionid=1;jsessionidx=2", "https://shop.example/a%3Bjsessionid=1;jsessionidx=2", "shop.example", "/a%3Bjsessionid=1;jsessionidx=2", ""},
 		// Tracking parameters removed, others kept in order.
 		{"https://example.com/p?utm_source=x&id=7&gclid=abc&lang=en&mc_eid=123", "https://example.com/p?id=7&lang=en", "example.com", "/p", "id=7&lang=en"},
 		{"https://example.com/p?utm_source=x&amp;utm_medium=email", "https://example.com/p", "example.com", "/p", ""},
@@ -160,7 +167,7 @@ func TestResolve(t *testing.T) {
 }
 
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:", "A:.", "//%2e"} {
+	for _, s := range []string{"https://bücher.de/a/../b?utm_source=x&y=%7e#f", "HTTP://u@A.B:80/%zz%", "/a;;jsessionid=1;/..;jsessionid/b", "//x\\y?a&amp;b", "https://[::1", "a:b", "./A0:", "A:.", "//%2e"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
