@@ -149,6 +149,9 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 	}
 	pu := pageurl.Normalize(page)
 	e.URL, e.Path = pu.URL, pu.Path
+	if st.DropQuery {
+		e.URL = pu.WithoutQuery()
+	}
 	rc := referrer.Classify(referrer.Input{Referrer: ref, PageHost: pu.Host, Medium: cp.Medium, Source: cp.Source, PaidClick: cp.ClickIDs.Paid()})
 	if ref != "" {
 		// Stored as a page is, once classified: a referring URL's user
@@ -156,7 +159,12 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 		// that s.js sends as the next view's referrer) are not the
 		// visitor's to give away (a tester found a password and a
 		// gclid's value stored).
-		e.Referrer = event.Clean(pageurl.Normalize(ref).URL, event.MaxReferrerLen)
+		rn := pageurl.Normalize(ref)
+		e.Referrer = rn.URL
+		if st.DropQuery {
+			e.Referrer = rn.WithoutQuery()
+		}
+		e.Referrer = event.Clean(e.Referrer, event.MaxReferrerLen)
 	}
 	e.ReferrerHost = event.Clean(rc.Host, event.MaxHostLen)
 	e.Channel = rc.Channel.String()

@@ -307,6 +307,24 @@ func TestSitesSettings(t *testing.T) {
 	if len(logged) != 1 {
 		t.Errorf("a bad entry reported %d times: it is read once", len(logged))
 	}
+	// query=drop: neither the page's query nor the referrer's is stored,
+	// but the campaign and the search engine are read from them first.
+	store[ConfigSites] += " news"
+	store[ConfigSitePrefix+"news"] = "query=drop"
+	if sites, err = NewSites(func(k string) string { return store[k] }); err != nil {
+		t.Fatal(err)
+	}
+	c = &Config{Sites: sites}
+	q := "url=" + url.QueryEscape("https://news.example/search?q=alice%40example.com&utm_source=mail&utm_medium=email") +
+		"&ref=" + url.QueryEscape("https://news.example/login?token=s3cret")
+	for site, want := range map[string][2]string{
+		"news": {"https://news.example/search", "https://news.example/login"},
+		"demo": {"https://news.example/search?q=alice%40example.com", "https://news.example/login?token=s3cret"},
+	} {
+		if e := hitWith(t, "site="+site+"&"+q, c, nil); e.URL != want[0] || e.Path != "/search" || e.Referrer != want[1] || e.UTMSource != "mail" || e.Channel != "email" {
+			t.Errorf("%s: url %q path %q referrer %q utm_source %q channel %q, want %q", site, e.URL, e.Path, e.Referrer, e.UTMSource, e.Channel, want)
+		}
+	}
 	store[ConfigUnknownSites] = "accept"
 	if sites, _ = NewSites(func(k string) string { return store[k] }); !sites.Known("unlisted") {
 		t.Error("unknown_sites=accept")
@@ -672,12 +690,13 @@ func TestServeScript(t *testing.T) {
 // what it reports as applied survives a round trip through its own
 // canonical text.
 func FuzzSiteSettings(f *testing.F) {
-	for _, s := range []string{"tier=aggregate sign=reject ip=prefix", "sign=mark;;tier=full", "tier", "=", "ip=PREFIX,,sign=Off"} {
+	for _, s := range []string{"tier=aggregate sign=reject ip=prefix", "sign=mark;;tier=full", "tier", "=", "ip=PREFIX,,sign=Off", "query=Drop tier=aggregate"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		st, _ := ParseSiteSettings(s)
-		text := "tier=" + st.Tier.String() + " sign=" + [...]string{"off", "mark", "reject"}[st.Sign] + " ip=" + map[bool]string{false: "off", true: "prefix"}[st.IPPrefix]
+		text := "tier=" + st.Tier.String() + " sign=" + [...]string{"off", "mark", "reject"}[st.Sign] + " ip=" + map[bool]string{false: "off", true: "prefix"}[st.IPPrefix] +
+			" query=" + map[bool]string{false: "keep", true: "drop"}[st.DropQuery]
 		again, err := ParseSiteSettings(text)
 		if err != nil || again != st {
 			t.Fatalf("%q -> %+v -> %q -> %+v %v", s, st, text, again, err)

@@ -41,6 +41,12 @@ import (
 //	ip=off|prefix          whether the visitor's address leaves the edge,
 //	                       truncated to /24 (IPv4) or /48 (IPv6), in
 //	                       client_ip. Default off: no address is stored.
+//	query=keep|drop        whether the page's and the referrer's queries
+//	                       are stored (after the campaign and the source
+//	                       are read from them), in every tier; the
+//	                       aggregate tier drops them anyway. Default keep:
+//	                       a site whose addresses carry a search, an
+//	                       email or a token in their queries says drop.
 //
 // CORS origins per site are cors_origins (Origins).
 const (
@@ -61,9 +67,10 @@ const (
 
 // SiteSettings are one site's settings. The zero value is the default.
 type SiteSettings struct {
-	Tier     privacy.Tier // the default consent tier
-	Sign     SignPolicy
-	IPPrefix bool // store the truncated address in client_ip
+	Tier      privacy.Tier // the default consent tier
+	Sign      SignPolicy
+	IPPrefix  bool // store the truncated address in client_ip
+	DropQuery bool // store pages and referrers without their queries
 }
 
 // ParseSiteSettings reads a settings value (see ConfigSitePrefix). A bad
@@ -88,6 +95,10 @@ func ParseSiteSettings(s string) (SiteSettings, error) {
 			st.IPPrefix = false
 		case "ip=prefix":
 			st.IPPrefix = true
+		case "query=keep":
+			st.DropQuery = false
+		case "query=drop":
+			st.DropQuery = true
 		default:
 			bad = append(bad, strconv.Quote(pair))
 		}
@@ -97,7 +108,7 @@ func ParseSiteSettings(s string) (SiteSettings, error) {
 	}
 	// One line for all the bad pairs: it is printed on stderr after the
 	// entry's name, and a joined error's second line would lack it.
-	return st, fmt.Errorf("%s not one of tier=full|aggregate, sign=off|mark|reject, ip=off|prefix (skipped; the others apply)", strings.Join(bad, ", "))
+	return st, fmt.Errorf("%s not one of tier=full|aggregate, sign=off|mark|reject, ip=off|prefix, query=keep|drop (skipped; the others apply)", strings.Join(bad, ", "))
 }
 
 // maxCachedSites bounds the per-site settings an instance keeps: hits for

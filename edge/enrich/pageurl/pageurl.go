@@ -57,6 +57,15 @@ type Result struct {
 	Query string
 }
 
+// WithoutQuery is r.URL without its query (and the '?'): what a site that
+// keeps no queries stores (edge/pixel's query=drop). It does not allocate.
+func (r Result) WithoutQuery() string {
+	if r.Query == "" {
+		return r.URL
+	}
+	return r.URL[:len(r.URL)-len(r.Query)-1]
+}
+
 // Normalize normalises raw. It never fails: input it cannot read as a URL
 // is treated as a path. A URL that is already normal comes back without
 // allocating.
