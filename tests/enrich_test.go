@@ -25,6 +25,7 @@ import (
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/pixelsign"
 	"github.com/edgepixel/edgepixel/shared/wire"
+	"github.com/edgepixel/edgepixel/tests/proc"
 	"github.com/edgepixel/edgepixel/tests/stack"
 )
 
@@ -70,6 +71,7 @@ func enrichStack(t *testing.T, extraConfig map[string]string) *stack.Stack {
 		pixel.ConfigSitePrefix + "en-mark":   "sign=mark",
 		pixel.ConfigSitePrefix + "en-agg":    "tier=aggregate",
 		pixel.ConfigSitePrefix + "en-ip":     "ip=prefix",
+		pixel.ConfigSitePrefix + "en-q":      "query=drop",
 	}
 	for k, v := range extraConfig {
 		cfg[k] = v
@@ -78,13 +80,20 @@ func enrichStack(t *testing.T, extraConfig map[string]string) *stack.Stack {
 		Dir:        dir,
 		EdgeConfig: cfg,
 		EdgeSecrets: map[string]string{
-			privacy.SaltKey(day):  privacy.NewSalt(day, r).String(),
-			"pixel_key.en-signed": pixelKey,
-			"pixel_key.en-mark":   pixelKey,
+			privacy.SaltKey(day): privacy.NewSalt(day, r).String(),
+			// Tomorrow's entry still holds a salt of three days ago: a
+			// rotation that stopped, which the module says on stderr.
+			privacy.SaltKey(day + 1): staleSalt(day).String(),
+			"pixel_key.en-signed":    pixelKey,
+			"pixel_key.en-mark":      pixelKey,
 		},
 		PopArgs: []string{"--geoip-db", cityPath, "--geoip-db", asnPath, "--trusted-proxies", "127.0.0.0/8"},
 	})
 }
+
+// staleSalt is the salt of three days before day that enrichStack leaves
+// in tomorrow's entry.
+func staleSalt(day int32) privacy.Salt { return privacy.NewSalt(day-3, [16]byte{3}) }
 
 // hit sends one pixel request from client address ip and returns the
 // drop reason the POP answered.
@@ -229,7 +238,18 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 	send(page("en-a", "open-gmail", "", "")+"&open=email", "203.0.113.9", uaGmail, nil, "", func(e event.Event) bool { return e.MailOpen == "gmail" && e.VisitorID == 0 })
 	send(page("en-a", "open-person", "", "")+"&open=email", ip, uaChrome, nil, "", func(e event.Event) bool { return e.MailOpen == "person" && e.VisitorID == 0 })
 
+	// query=drop: neither query stored, the campaign read first; a
+	// servlet's session id never stored.
+	send(page("en-q", "no-query", "https://shop.example/cart;jsessionid=0A1B?q=alice%40example.com&utm_source=news&utm_medium=email", "https://shop.example/login?token=s3cret"), ip, uaChrome, nil, "", func(e event.Event) bool {
+		return e.URL == "https://shop.example/cart" && e.Referrer == "https://shop.example/login" && e.UTMSource == "news" && e.Channel == "email"
+	})
+
 	got := waitEnriched(t, s, "en-%", len(want))
+	// The module read the salts at its first hit and said the stale one.
+	if l := string(proc.Tail(filepath.Join(s.Options().Dir, "logs", "pop.log"), 1<<20)); !strings.Contains(l, "holds the visitor salt of "+staleSalt(privacy.Day(time.Now())).Date()) ||
+		!strings.Contains(l, "edgepixel-salt --fastly-store") {
+		t.Errorf("no warning of the salt of a day that is over from the module in the POP's log")
+	}
 	for name, check := range want {
 		e, ok := got[name]
 		if !ok {

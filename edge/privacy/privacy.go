@@ -295,8 +295,43 @@ func ParseSalt(s string) (Salt, error) {
 
 // String is the salt's text form (ParseSalt reads it back).
 func (s Salt) String() string {
-	return time.Unix(int64(s.Day)*86400, 0).UTC().Format(time.DateOnly) + ":" +
-		hex16(s.k0) + hex16(s.k1)
+	return s.Date() + ":" + hex16(s.k0) + hex16(s.k1)
+}
+
+// Date is the UTC day s serves, "2006-01-02".
+func (s Salt) Date() string {
+	return time.Unix(int64(s.Day)*86400, 0).UTC().Format(time.DateOnly)
+}
+
+// Over reports whether s serves a day that is over at now: a day before
+// yesterday, or yesterday once the first VisitWindow of today has passed
+// (PrevVisitorID needs it until then). Rotation (edgepixel-salt, from
+// cron) writes tomorrow's salt over it; while it is held, whoever reads it
+// and that day's events can try every address against the day's visitor
+// ids, which deleting it is meant to end.
+func (s Salt) Over(now time.Time) bool {
+	today := Day(now)
+	sinceMidnight := now.Sub(now.UTC().Truncate(24 * time.Hour))
+	return s.Day < today-1 || s.Day == today-1 && sinceMidnight >= VisitWindow
+}
+
+// RotationGrace is how long after a salt is Over the edge module and the
+// Worker wait before they warn of it: they see the salts when they read
+// them, maybe before the day's rotation has run (the README's cron lines
+// run it at 01:00 UTC), where edgepixel-pop checks at its reloads, which
+// those lines send after rotating.
+const RotationGrace = 3 * time.Hour
+
+// OverWarning is the warning of the salt in the store's entry key when it
+// is Over at now, with how rotation runs on the platform (rotate, e.g.
+// "edgepixel-salt, from cron"); "" for any other salt. The edge module and
+// the Worker give it now less RotationGrace.
+func OverWarning(key string, s Salt, now time.Time, rotate string) string {
+	if s.Day == 0 || !s.Over(now) {
+		return ""
+	}
+	return key + " holds the visitor salt of " + s.Date() + ", a day that is over: rotation has not run (" + rotate +
+		" writes tomorrow's salt over it); while it is held, that day's visitor ids can be linked to addresses"
 }
 
 func hex16(v uint64) string {

@@ -2,6 +2,7 @@ package privacy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -127,4 +128,34 @@ func FuzzParseSalt(f *testing.F) {
 			t.Fatalf("%q -> %v -> %q: %v", s, salt, salt.String(), err)
 		}
 	})
+}
+
+// TestOverWarning: yesterday's salt is Over 30 minutes after midnight;
+// the module and the Worker, which give now less RotationGrace, warn of
+// it only once the day's rotation should have run.
+func TestOverWarning(t *testing.T) {
+	midnight := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	today := Day(midnight)
+	for _, c := range []struct {
+		salt  int32
+		after time.Duration // since midnight
+		over  bool
+		warn  bool // with RotationGrace
+	}{
+		{today, 23 * time.Hour, false, false},
+		{today + 1, time.Hour, false, false},
+		{today - 1, 29 * time.Minute, false, false},
+		{today - 1, 31 * time.Minute, true, false},
+		{today - 1, RotationGrace + 31*time.Minute, true, true},
+		{today - 2, 0, true, true},
+	} {
+		s, now := NewSalt(c.salt, [16]byte{1}), midnight.Add(c.after)
+		w := OverWarning(SaltKeys[0], s, now.Add(-RotationGrace), "edgepixel-salt")
+		if s.Over(now) != c.over || (w != "") != c.warn || c.warn && !strings.Contains(w, s.Date()) {
+			t.Errorf("salt of %s at %v after midnight: over %v, warning %q; want over %v, a warning %v", s.Date(), c.after, s.Over(now), w, c.over, c.warn)
+		}
+	}
+	if w := OverWarning(SaltKeys[0], Salt{}, midnight, "x"); w != "" {
+		t.Errorf("no salt: %q", w)
+	}
 }

@@ -167,3 +167,26 @@ func TestCheckSpool(t *testing.T) {
 		t.Errorf("no SPOOL: %v", err)
 	}
 }
+
+// TestOverSaltSaid: a salt of a day long over, left in KV or the secrets
+// by a rotation that stopped, is said at most once an hour; today's and
+// tomorrow's are not.
+func TestOverSaltSaid(t *testing.T) {
+	day := privacy.Day(time.Now())
+	for _, c := range []struct {
+		name  string
+		other int32 // the second salt's day
+		want  int
+	}{{"tomorrow's", day + 1, 0}, {"three days ago", day - 3, 1}} {
+		w := newWorker(t, map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: "s",
+			privacy.SaltKey(day): privacy.NewSalt(day, [16]byte{7}).String(), privacy.SaltKey(day + 1): privacy.NewSalt(c.other, [16]byte{8}).String()})
+		var told []string
+		w.OverSalt = func(m string) { told = append(told, m) }
+		for range 2 {
+			serve(t, w, request(t, "GET", "https://px.test/p.gif?site=shop", "cf-connecting-ip:203.0.113.7\n", ""), 200)
+		}
+		if len(told) != c.want || c.want > 0 && !strings.Contains(told[0], privacy.NewSalt(c.other, [16]byte{8}).Date()) {
+			t.Errorf("%s salt beside today's: told %q, want %d naming its day", c.name, told, c.want)
+		}
+	}
+}

@@ -493,6 +493,13 @@ type Worker struct {
 	// says.
 	NoSalt    func(now time.Time)
 	noSaltDay int32 // the day NoSalt was last told of
+	// OverSalt, when set, is told at most once an hour while a hit is
+	// served of each salt that serves a day that is over
+	// (privacy.OverWarning, less privacy.RotationGrace): the rotation
+	// that deletes it has not run, which nothing else says on Workers
+	// (edgepixel-pop warns of it at its reloads).
+	OverSalt      func(warning string)
+	overSaltCheck int64 // the hour (unix seconds / 3600) of the last check
 
 	spooled    uint64        // events the spool has stored (Spooled)
 	spoolEvs   []event.Event // SpoolDelivery's work space
@@ -511,6 +518,14 @@ func New(c Config) *Worker {
 				w.noSaltDay = day
 				if w.NoSalt != nil {
 					w.NoSalt(now)
+				}
+			}
+		}
+		if hour := now.Unix() / 3600; hour != w.overSaltCheck && w.OverSalt != nil {
+			w.overSaltCheck = hour
+			for i, s := range w.salts {
+				if m := privacy.OverWarning(privacy.SaltKeys[i], s, now.Add(-privacy.RotationGrace), "edgepixel-salt --cf-kv NAMESPACE_ID, once a day after 00:30 UTC,"); m != "" {
+					w.OverSalt(m)
 				}
 			}
 		}

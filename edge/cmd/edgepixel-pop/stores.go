@@ -146,8 +146,6 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 // at the first hit, on stderr (a tester's).
 func saltWarnings(secrets map[string][]byte, now time.Time) []string {
 	var out []string
-	today := privacy.Day(now)
-	sinceMidnight := now.Sub(now.UTC().Truncate(24 * time.Hour))
 	for _, key := range privacy.SaltKeys {
 		v, ok := secrets[key]
 		if !ok {
@@ -158,11 +156,9 @@ func saltWarnings(secrets map[string][]byte, now time.Time) []string {
 			out = append(out, fmt.Sprintf("secret store %s: %s is not a visitor salt (%v): the hits of a day it was to serve get no visitor id (no_salt); edgepixel-salt --dir DIR --today writes one", storekeys.Store, key, err))
 			continue
 		}
-		if salt.Day >= today || salt.Day == today-1 && sinceMidnight < privacy.VisitWindow {
-			continue
+		if w := privacy.OverWarning(key, salt, now, "edgepixel-salt, from cron,"); w != "" {
+			out = append(out, "secret store "+storekeys.Store+": "+w)
 		}
-		date := time.Unix(int64(salt.Day)*86400, 0).UTC().Format(time.DateOnly)
-		out = append(out, fmt.Sprintf("secret store %s: %s holds the visitor salt of %s, a day that is over: rotation has not run (edgepixel-salt, from cron, writes tomorrow's salt over it); while it is held, that day's visitor ids can be linked to addresses", storekeys.Store, key, date))
 	}
 	return out
 }

@@ -102,7 +102,9 @@ var salts struct {
 
 // currentSalts returns the salts for now's UTC day, read from the secret
 // store at an instance's first hit of the day, and again at most once a
-// minute while today's is missing (edgepixel-salt may be late).
+// minute while today's is missing (edgepixel-salt may be late). Each read
+// warns on stderr of a missing salt and of one of a day that is over
+// (privacy.OverWarning).
 func currentSalts(now time.Time) *privacy.Salts {
 	day := privacy.Day(now)
 	if salts.day == day && !salts.read.IsZero() {
@@ -122,6 +124,11 @@ func currentSalts(now time.Time) *privacy.Salts {
 			continue
 		}
 		salts.values[i] = s
+		// On Fastly no host reads the store to warn of a salt rotation
+		// left behind, as edgepixel-pop does: say it here, once per read.
+		if w := privacy.OverWarning(key, s, now.Add(-privacy.RotationGrace), "edgepixel-salt --fastly-store STORE_ID, once a day after 00:30 UTC,"); w != "" {
+			fmt.Fprintf(os.Stderr, "edgepixel: secret store %s: %s\n", storekeys.Store, w)
+		}
 	}
 	if _, ok := salts.values.For(day); !ok {
 		fmt.Fprintf(os.Stderr, "edgepixel: no visitor salt for %s in secret store %s (entries visitor_salt_0 and visitor_salt_1; the first time, edgepixel-salt --today writes today's: with --dir DIR into the files the store names, or with --fastly-store STORE_ID): events carry no visitor id and are counted as no_salt\n",

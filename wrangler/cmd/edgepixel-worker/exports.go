@@ -91,6 +91,7 @@ func epInit(n uint32) {
 		fmt.Fprintf(os.Stderr, "edgepixel: no visitor salt for %s: events carry no visitor id and are counted as no_salt; bind the KV namespace edgepixel-salt --cf-kv writes as SALTS (wrangler.toml [[kv_namespaces]]) and run edgepixel-salt --today once, or set the %s secret (wrangler secret put %s; wrangler/README.md: Visitor-id salts)\n",
 			now.UTC().Format(time.DateOnly), privacy.SaltKeys[0], privacy.SaltKeys[0])
 	}
+	w.OverSalt = func(warning string) { fmt.Fprintf(os.Stderr, "edgepixel: visitor salts: %s\n", warning) }
 }
 
 // ep_salt_keys answers the keys the visitor-id salts are kept under
