@@ -269,7 +269,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	byLabel(p+"bad_rows_total", "reason", "Events or lines kept as bad rows instead of stored, by reason.", m.bad)
 	byLabel(p+"auth_failures_total", "kind", "Failed credential checks (HMAC signature, log token, admin token), by kind.", m.authFails)
 	byLabel(p+"edge_drops_total", "reason", "Hits the edges rejected and accepted events they could not deliver, by reason, as their stored counters grew (per site: /api/loss).", m.edgeDrops)
-	byLabel(p+"edge_notes_total", "reason", "Events the edges accepted and stored without something they normally carry, by reason (no_salt: no visitor id), as their stored counters grew (per site: /api/loss).", m.edgeNotes)
+	byLabel(p+"edge_notes_total", "reason", "Events the edges accepted and stored without something they normally carry, by reason (no_salt: no visitor id; client_clock: a client's event id out of bounds, its time moved near the edge's), as their stored counters grew (per site: /api/loss).", m.edgeNotes)
 	m.dropMu.Unlock()
 	counter(p+"edge_hits_total", "Requests the edges answered on the pixel and event paths, as their stored counters grew (per site: /api/loss).", m.EdgeHits.Load())
 	counter(p+"edge_events_total", "Events the edges accepted for delivery, as their stored counters grew; set against inserted_total and edge_duplicates_total, the difference is loss or events on their way.", m.EdgeEvents.Load())

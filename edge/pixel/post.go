@@ -185,9 +185,10 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 	}
 	now := m.Now.UnixMilli()
 	var key event.ID
+	var keySkewed bool
 	if idemKey != "" {
 		var err error
-		if key, err = event.ParseClientID(unquoteSFString(idemKey), now); err != nil {
+		if key, keySkewed, err = event.ParseClientIDSkewed(unquoteSFString(idemKey), now); err != nil {
 			return nil, nil, wire.DropBadEventID
 		}
 	}
@@ -266,18 +267,16 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 		hp := hitParams{clientTime: jsonWord(p.T), screen: jsonWord(p.SW), consent: sig.Consent,
 			usPrivacy: sig.USPrivacy, signature: sigs.value(e.Site)}
 		e.Props = props // before finish: the consent tier may clear it
-		if note := finish(&e, p.Name, page, ref, &r, m, sites[i], c, &hp); note != "" {
-			if notes == nil {
-				notes = make([]string, len(posted))
-			}
-			notes[i] = note
-		}
+		note := finish(&e, p.Name, page, ref, &r, m, sites[i], c, &hp)
 		switch {
 		case p.EventID != "":
-			c, err := event.ParseClientID(p.EventID, now)
+			c, skewed, err := event.ParseClientIDSkewed(p.EventID, now)
 			if err != nil {
 				why.site, why.detail = p.Site, eventOf(i, len(posted))
 				return nil, nil, wire.DropBadEventID
+			}
+			if skewed && note == "" {
+				note = wire.NoteClientClock
 			}
 			c = c.ForTier(e.Tier)
 			e.ID, e.Time = event.Scope(c, e.Site, -1), c.Time()
@@ -285,6 +284,9 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 				return nil, nil, wire.DropInternal
 			}
 		case idemKey != "":
+			if keySkewed && note == "" {
+				note = wire.NoteClientClock
+			}
 			k := key.ForTier(e.Tier)
 			e.ID, e.Time = event.Scope(k, e.Site, i), k.Time()
 			if e.Copy, err = newCopy(m); err != nil {
@@ -294,6 +296,12 @@ func fromJSON(body []byte, idemKey, rawQuery string, m *Meta, c *Config, why *re
 			if mint(&e, m, nil) != nil {
 				return nil, nil, wire.DropInternal
 			}
+		}
+		if note != "" {
+			if notes == nil {
+				notes = make([]string, len(posted))
+			}
+			notes[i] = note
 		}
 		out = append(out, e)
 	}

@@ -37,6 +37,18 @@ var ErrClientID = errors.New("client event id")
 // the canonical 8-4-4-4-12 hex form (either case), version 7, the RFC 9562
 // variant, and a time within the bounds above.
 func ParseClientID(s string, nowMS int64) (ID, error) {
+	id, err := parseClientID(s)
+	if err != nil {
+		return ID{}, err
+	}
+	if ms := id.Time(); ms < nowMS-MaxClientIDAge || ms > nowMS+MaxClientIDAhead {
+		return ID{}, fmt.Errorf("%w: its time is %d ms from now, outside -%d..+%d", ErrClientID, ms-nowMS, MaxClientIDAge, MaxClientIDAhead)
+	}
+	return id, nil
+}
+
+// parseClientID is ParseClientID but for the time.
+func parseClientID(s string) (ID, error) {
 	id, err := ParseID(s)
 	if err != nil {
 		return ID{}, fmt.Errorf("%w: not a UUID of the form xxxxxxxx-xxxx-7xxx-xxxx-xxxxxxxxxxxx", ErrClientID)
@@ -47,10 +59,44 @@ func ParseClientID(s string, nowMS int64) (ID, error) {
 	if id[8]&0xC0 != 0x80 {
 		return ID{}, fmt.Errorf("%w: not an RFC 9562 UUID (variant bits)", ErrClientID)
 	}
-	if ms := id.Time(); ms < nowMS-MaxClientIDAge || ms > nowMS+MaxClientIDAhead {
-		return ID{}, fmt.Errorf("%w: its time is %d ms from now, outside -%d..+%d", ErrClientID, ms-nowMS, MaxClientIDAge, MaxClientIDAhead)
-	}
 	return id, nil
+}
+
+// ClockStep is what ParseClientIDSkewed moves a client id's time by, in
+// milliseconds: a quarter of an hour, the grain of time zones, since a
+// clock off by hours is mostly one set to a local time as if it were UTC
+// (or the reverse), which whole steps put right within its drift.
+const ClockStep = 15 * 60 * 1000
+
+// ParseClientIDSkewed is ParseClientID for a browser's event (a POST's
+// event_id or Idempotency-Key), whose clock may be off by hours: an id
+// whose time is out of bounds is not refused (s.js sends each event once
+// it has an answer, so a refused one was lost: a tester's browser with a
+// clock 15 minutes fast lost every event) but moved by whole ClockSteps
+// to within half a step of nowMS, and skewed says so. A retry reaches the
+// same stored id as long as the gap between the id's time and the edge's
+// clock stays on the same side of a half step: a retry lands twice only
+// if the client's clock is off by more than the bounds, its first attempt
+// was stored without the client seeing the answer, and the retry came
+// across such a boundary (each retry of s.js comes within seconds, each
+// boundary a quarter of an hour apart).
+func ParseClientIDSkewed(s string, nowMS int64) (id ID, skewed bool, err error) {
+	if id, err = parseClientID(s); err != nil {
+		return ID{}, false, err
+	}
+	off := id.Time() - nowMS
+	if off >= -MaxClientIDAge && off <= MaxClientIDAhead {
+		return id, false, nil
+	}
+	steps := (off + ClockStep/2) / ClockStep
+	if off+ClockStep/2 < 0 && (off+ClockStep/2)%ClockStep != 0 {
+		steps-- // floor, for a clock behind
+	}
+	ms := id.Time() - steps*ClockStep
+	if ms < 0 || ms >= 1<<48 {
+		return ID{}, false, fmt.Errorf("%w: its time is %d ms from now", ErrClientID, off)
+	}
+	return id.WithTime(ms), true, nil
 }
 
 // ForTier is client id c as an event of tier is stored from it (Scope,

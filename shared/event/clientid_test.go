@@ -49,6 +49,53 @@ func TestParseClientID(t *testing.T) {
 	}
 }
 
+// TestParseClientIDSkewed: an id within the bounds is as ParseClientID
+// gives it; one beyond them, from a clock off by minutes or hours, is
+// moved by whole quarter hours to within 7.5 minutes of now, keeping its
+// other bits, and a retry seconds later gets the same id.
+func TestParseClientIDSkewed(t *testing.T) {
+	const minute, hour = 60_000, 3_600_000
+	for _, off := range []int64{0, -MaxClientIDAge, MaxClientIDAhead, -5 * hour} {
+		c := v7(t, now+off)
+		if id, skewed, err := ParseClientIDSkewed(c.String(), now); err != nil || skewed || id != c {
+			t.Errorf("%d ms from now: %s %v %v, want it as it is", off, id, skewed, err)
+		}
+	}
+	for _, tc := range []struct {
+		off, want int64
+		retries   bool // false: at a boundary, where a retry moves it otherwise
+	}{
+		{MaxClientIDAhead + 1, MaxClientIDAhead + 1 - 15*minute, false},
+		{15 * minute, 0, true},
+		{hour + 3000, 3000, true},                                 // a clock set an hour ahead, and 3 s fast
+		{-25*hour - 4000, -4000, true},                            // a day and an hour behind
+		{-MaxClientIDAge - 1, -1, true},                           // just past the oldest
+		{5*hour + 8*minute, -7 * minute, false},                   // the nearest step
+		{-30*hour + 7*minute + 30_000, -7*minute - 30_000, false}, // half a step: down
+	} {
+		c := v7(t, now+tc.off)
+		laters := []int64{0}
+		if tc.retries {
+			laters = append(laters, 1000, 20_000) // s.js's retries
+		}
+		for _, later := range laters {
+			id, skewed, err := ParseClientIDSkewed(c.String(), now+later)
+			if err != nil || !skewed || id.Time()-now != tc.want {
+				t.Errorf("%d ms from now, %d ms later: %d ms from now (skewed %v, %v), want %d", tc.off, later, id.Time()-now, skewed, err, tc.want)
+			}
+			if got := id.Time() - now - later; got < -ClockStep/2 || got > ClockStep/2 {
+				t.Errorf("%d ms from now: moved to %d from now, want within half a step", tc.off, got)
+			}
+			if moved := c.WithTime(id.Time()); id != moved {
+				t.Errorf("%d ms from now: %s, want %s (only its time moved)", tc.off, id, moved)
+			}
+		}
+	}
+	if _, _, err := ParseClientIDSkewed("hello", now); !errors.Is(err, ErrClientID) {
+		t.Errorf("not an id: %v", err)
+	}
+}
+
 func TestScope(t *testing.T) {
 	c := v7(t, now)
 	a := Scope(c, "a.com", -1)

@@ -61,6 +61,12 @@ const (
 	// full-tier event with a client address is stored without a
 	// visitor id.
 	NoteNoSalt = "no_salt"
+	// NoteClientClock: a client-named event (a POST's event_id or
+	// Idempotency-Key) whose UUIDv7 time was out of bounds by the edge's
+	// clock, which the edge moved by whole quarter hours
+	// (event.ParseClientIDSkewed) rather than refuse: the event is stored
+	// near the edge's time, not at the client's.
+	NoteClientClock = "client_clock"
 )
 
 // DropReasons are all the drop reasons above, NoteReasons the note
@@ -72,5 +78,5 @@ var (
 		DropContentEncoding, DropInternal, DropUnknownSite, DropRateLimited, DropUnsigned, DropBadSignature,
 		DropExpiredPixel, DropBadOpen, DropBadURL, DropDeliveryFailed,
 		DropURLTooLong, DropHeaderTooLarge, DropBodyTooLarge, DropBodyMemory, DropBodyIncomplete, DropBadRequest, DropUnsupportedTE}
-	NoteReasons = []string{NoteNoSalt}
+	NoteReasons = []string{NoteNoSalt, NoteClientClock}
 )
