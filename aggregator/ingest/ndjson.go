@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgepixel/edgepixel/edge/enrich/campaign"
+	"github.com/edgepixel/edgepixel/edge/enrich/referrer"
 	"github.com/edgepixel/edgepixel/shared/event"
 	"github.com/edgepixel/edgepixel/shared/flaghint"
 	"github.com/edgepixel/edgepixel/shared/urlescape"
@@ -272,6 +274,20 @@ func parseLine(raw []byte) (line, error) {
 	// taken.
 	if u := urlescape.URL(l.URL); len(u) <= event.MaxURLLen {
 		l.URL = u
+	}
+	// Where the visit came from, classified as the edge classifies it
+	// when the line says none of it (referrer_host, channel, source): a
+	// tester's imported Google referrer counted under Sources, which
+	// reads the referrer, and under no channel, and SQL by referrer_host
+	// found none. The campaign is the line's, else its page's tags.
+	if l.ReferrerHost == "" && l.Channel == "" && l.Source == "" {
+		cp := campaign.Parse(l.URL)
+		medium, source := l.UTMMedium, l.UTMSource
+		if medium == "" && source == "" {
+			medium, source = cp.Medium, cp.Source
+		}
+		referrer.Classify(referrer.Input{Referrer: l.Referrer, PageHost: urlescape.ParsePage(l.URL).Host,
+			Medium: medium, Source: source, PaidClick: cp.ClickIDs.Paid()}).Store(&l.Event)
 	}
 	// ISO 3166 codes in capitals, as the edge's geolocation gives them
 	// and the dashboard's filters take them: an imported "de" is DE.

@@ -19,11 +19,36 @@ import (
 	"github.com/edgepixel/edgepixel/shared/wire"
 )
 
+// TestLineReferrerClassified: a line that says nothing of where its visit
+// came from is classified as the edge classifies it (a tester's imported
+// Google referrer showed under no channel); one that says anything of it
+// is kept as it says.
+func TestLineReferrerClassified(t *testing.T) {
+	for _, c := range []struct {
+		extra                  string
+		host, channel, source string
+	}{
+		{`"referrer":"https://www.google.com/"`, "www.google.com", "search", "Google"},
+		{`"referrer":"https://shop.example/cart"`, "shop.example", "internal", ""},
+		{`"url":"https://shop.example/?utm_source=news&utm_medium=email"`, "", "email", ""},
+		{`"utm_medium":"cpc"`, "", "paid", ""},
+		{`"url":"https://shop.example/"`, "", "direct", ""},
+		{`"referrer":"https://www.google.com/","channel":"paid"`, "", "paid", ""},
+		{`"referrer":"https://www.google.com/","referrer_host":"google.com"`, "google.com", "", ""},
+	} {
+		e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"shop","url":"https://shop.example/a",` + c.extra + `}`))
+		if err != nil || e.ReferrerHost != c.host || e.Channel != c.channel || e.Source != c.source {
+			t.Errorf("%s: referrer_host %q channel %q source %q (%v), want %q %q %q", c.extra, e.ReferrerHost, e.Channel, e.Source, err, c.host, c.channel, c.source)
+		}
+	}
+}
+
 func TestParseLine(t *testing.T) {
-	// An event's own JSON form is a valid line and comes back identical.
+	// An event's own JSON form is a valid line and comes back identical
+	// (an edge's event always has a channel).
 	e := newEvent(t, "demo")
 	e.Props = `{"plan":"pro"}`
-	e.UTMSource, e.Country = "news", "DE"
+	e.UTMSource, e.Country, e.Channel = "news", "DE", "referral"
 	js, err := json.Marshal(e)
 	if err != nil {
 		t.Fatal(err)

@@ -166,12 +166,7 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 		}
 		e.Referrer = event.Clean(e.Referrer, event.MaxReferrerLen)
 	}
-	e.ReferrerHost = event.Clean(rc.Host, event.MaxHostLen)
-	e.Channel = rc.Channel.String()
-	e.Source = event.Clean(rc.Name, event.MaxEnumLen)
-	if rc.Spam {
-		e.ReferrerSpam = 1
-	}
+	rc.Store(e)
 
 	if p.screen != "" {
 		if w, err := strconv.ParseUint(p.screen, 10, 16); err == nil {

@@ -80,6 +80,20 @@ type Result struct {
 	Spam bool
 }
 
+// Store writes r into e's columns of where it came from (referrer_host,
+// channel, source, referrer_spam), each within its column's limit: the
+// edge's events, and an NDJSON line that says none of them (aggregator/
+// ingest).
+func (r Result) Store(e *event.Event) {
+	e.ReferrerHost = event.Clean(r.Host, event.MaxHostLen)
+	e.Channel = r.Channel.String()
+	e.Source = event.Clean(r.Name, event.MaxEnumLen)
+	e.ReferrerSpam = 0
+	if r.Spam {
+		e.ReferrerSpam = 1
+	}
+}
+
 // Classify tells where a visit came from. It never fails. It allocates
 // only the host, and only when it has escapes or an international name.
 func Classify(in Input) Result {
