@@ -131,6 +131,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "live visitors 2", `document.getElementById("visitors").textContent === "2"`)
 	poll(ctx, t, "live visitors help", `document.getElementById("visitorshelp").textContent.includes("aggregate consent tier")`)
 	poll(ctx, t, "pageviews tile", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "9"`)
+	// The period the tiles compare with is named: today's hours so far
+	// against the same hours of yesterday.
+	yesterday := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	poll(ctx, t, "previous period named", `document.getElementById("rangeinfo").textContent.includes("compared with `+yesterday+` 00:00 – `+yesterday+` ")`)
 	poll(ctx, t, "pages table", `!!document.querySelector('section[data-dim="page"] td.v button')`)
 	// The visitor numbers, against the stored events: two visitors, one
 	// visit each (seconds apart), neither a bounce (several pageviews).

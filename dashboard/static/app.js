@@ -217,7 +217,12 @@ function renderFilters() {
 
 function renderStats(st) {
   const r = st.range;
-  $("rangeinfo").textContent = `${utc(r.from).slice(0, -4)} – ${new Date(r.to) > Date.now() ? "now (" + utc(Date.now()).slice(11) + ")" : utc(r.to)} · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
+  // The tiles' "vs previous" is this period: named, as "▲ 600%" against
+  // an unnamed one left a tester guessing (today's hours so far against
+  // the same hours of yesterday).
+  const p = st.previous;
+  const prev = p && p.from ? ` · compared with ${utc(p.from).slice(0, -4)} – ${utc(p.to)}` : "";
+  $("rangeinfo").textContent = `${utc(r.from).slice(0, -4)} – ${new Date(r.to) > Date.now() ? "now (" + utc(Date.now()).slice(11) + ")" : utc(r.to)}${prev} · from ${st.source}` + (st.pending ? ` · incomplete: ${st.pending}` : "");
   // A rate's previous value means something only where the previous
   // period had visits (a 0 % bounce rate is one).
   const visitsBefore = st.metrics.find((m) => m.name === "visits")?.previous;
