@@ -195,11 +195,12 @@ func drops(m map[string]uint64) []wire.Drop {
 //     from a client id) and the lines carrying it come from the edge's log
 //     endpoint, which the ingest token authenticates;
 //   - else client_event_id, a client's own id, is treated as the edge
-//     treats event_id in a POST: it must pass event.ParseClientID against
-//     the line's time (the edge's clock when the hit was seen), else the
-//     line is a bad row (bad_event_id), and the event is stored as
-//     event.Scope(id, site, -1) at the id's time, so the same client id
-//     arriving by a POST and by a log line is one event;
+//     treats event_id in a POST: it must pass event.ParseClientIDSkewed
+//     against the line's time (the edge's clock when the hit was seen),
+//     which moves a time far from it, else the line is a bad row
+//     (bad_event_id), and the event is stored as event.Scope(id, site, -1)
+//     at the id's time, so the same client id arriving by a POST and by a
+//     log line is one event;
 //   - else the line gets a deterministic id (see LineID), so a line
 //     delivered twice dedupes like an edge event retried.
 //
@@ -275,12 +276,22 @@ func parseLine(raw []byte) (line, error) {
 	if u := urlescape.URL(l.URL); len(u) <= event.MaxURLLen {
 		l.URL = u
 	}
+	// A referrer alike: its user information, fragment and a servlet's
+	// session id are not the visitor's to give away (a reviewer found
+	// an imported ";jsessionid=" stored, which the edge drops).
+	if u := urlescape.URL(l.Referrer); len(u) <= event.MaxReferrerLen {
+		l.Referrer = u
+	}
+	// The consent reason in lower case, as the edge writes it: an
+	// imported "DNT" is a refusal too (event.OptOut). A tier of another
+	// spelling is refused (Validate).
+	l.ConsentReason = strings.ToLower(l.ConsentReason)
 	// Where the visit came from, classified as the edge classifies it
 	// when the line says none of it (referrer_host, channel, source): a
 	// tester's imported Google referrer counted under Sources, which
 	// reads the referrer, and under no channel, and SQL by referrer_host
 	// found none. The campaign is the line's, else its page's tags.
-	if l.ReferrerHost == "" && l.Channel == "" && l.Source == "" {
+	if l.ReferrerHost == "" && l.Channel == "" && l.Source == "" && l.ReferrerSpam == 0 {
 		cp := campaign.Parse(l.URL)
 		medium, source := l.UTMMedium, l.UTMSource
 		if medium == "" && source == "" {
@@ -322,7 +333,9 @@ func parseLine(raw []byte) (line, error) {
 			return bad(ReasonInvalidEvent, err)
 		}
 	case l.ClientEventID != "":
-		c, err := event.ParseClientID(l.ClientEventID, ms)
+		// As the edge takes a POST's event_id, against the line's time:
+		// the same id by either way is one event.
+		c, _, err := event.ParseClientIDSkewed(l.ClientEventID, ms)
 		if err != nil {
 			return bad(ReasonBadEventID, err)
 		}

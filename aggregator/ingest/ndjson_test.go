@@ -25,7 +25,7 @@ import (
 // is kept as it says.
 func TestLineReferrerClassified(t *testing.T) {
 	for _, c := range []struct {
-		extra                  string
+		extra                 string
 		host, channel, source string
 	}{
 		{`"referrer":"https://www.google.com/"`, "www.google.com", "search", "Google"},
@@ -35,11 +35,22 @@ func TestLineReferrerClassified(t *testing.T) {
 		{`"url":"https://shop.example/"`, "", "direct", ""},
 		{`"referrer":"https://www.google.com/","channel":"paid"`, "", "paid", ""},
 		{`"referrer":"https://www.google.com/","referrer_host":"google.com"`, "google.com", "", ""},
+		{`"referrer":"https://spam.example/","referrer_spam":1`, "", "", ""},
 	} {
 		e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"shop","url":"https://shop.example/a",` + c.extra + `}`))
 		if err != nil || e.ReferrerHost != c.host || e.Channel != c.channel || e.Source != c.source {
 			t.Errorf("%s: referrer_host %q channel %q source %q (%v), want %q %q %q", c.extra, e.ReferrerHost, e.Channel, e.Source, err, c.host, c.channel, c.source)
 		}
+	}
+}
+
+// TestLineReferrerNormalised: an imported referrer is stored as the edge
+// stores one, without user information, fragment or a servlet's session
+// id (a reviewer's import kept ";jsessionid=").
+func TestLineReferrerNormalised(t *testing.T) {
+	e, err := ParseLine([]byte(`{"ts_ms":1750000000123,"site":"shop","referrer":"https://u:p@Shop.example/b;jsessionid=ABC?x=1#frag"}`))
+	if err != nil || e.Referrer != "https://shop.example/b?x=1" {
+		t.Errorf("referrer %q (%v)", e.Referrer, err)
 	}
 }
 
@@ -310,10 +321,10 @@ func TestParseLineClientEventID(t *testing.T) {
 	if err != nil || agg.ID != event.Scope(cut, "a.com", -1) || agg.Time != cut.Time() || agg.Time%60_000 != 0 {
 		t.Errorf("aggregate tier: id %s time %d (%v), want the scoped id at the client's minute", agg.ID, agg.Time, err)
 	}
-	// A refusal beside no tier (or "full") is the aggregate tier's, its id
-	// cut alike, its free-form fields cleared.
+	// A refusal beside no tier (or "full"), in any case, is the aggregate
+	// tier's, its id cut alike, its free-form fields cleared.
 	for _, tier := range []string{"", `,"tier":"full"`} {
-		e, err := ParseLine(line("a.com", tier+`,"consent_reason":"dnt","user_agent":"Mozilla/5.0 raw","props":{"plan":"pro"}`))
+		e, err := ParseLine(line("a.com", tier+`,"consent_reason":" DNT","user_agent":"Mozilla/5.0 raw","props":{"plan":"pro"}`))
 		if err != nil || e.Tier != event.TierAggregate || e.ID != agg.ID || e.Time != agg.Time || e.UserAgent != "" || e.Props != "" {
 			t.Errorf("dnt beside tier %q: tier %q id %s time %d ua %q props %q (%v), want the aggregate tier's %s", tier, e.Tier, e.ID, e.Time, e.UserAgent, e.Props, err, agg.ID)
 		}
@@ -325,7 +336,14 @@ func TestParseLineClientEventID(t *testing.T) {
 	}
 	v4 := []byte(c.String())
 	v4[14] = '4'
-	old, _ := event.NewID(ms-event.MaxClientIDAge-1, rand.Reader)
+	// A client clock a quarter hour fast is moved as the edge moves it,
+	// to the same stored id a POST gets; one days off is refused.
+	fast, _ := event.NewID(ms+15*60_000, rand.Reader)
+	moved, _, _ := event.ParseClientIDSkewed(fast.String(), ms)
+	if e, err := ParseLine([]byte(fmt.Sprintf(`{"ts_ms":%d,"site":"a.com","client_event_id":%q}`, ms, fast))); err != nil || e.ID != event.Scope(moved, "a.com", -1) || e.Time != ms {
+		t.Errorf("a clock 15 min fast: %s at %d (%v), want %s at the line's time", e.ID, e.Time-ms, err, event.Scope(moved, "a.com", -1))
+	}
+	old, _ := event.NewID(ms-event.MaxClientIDSkew-1, rand.Reader)
 	for _, id := range []string{"nope", string(v4), old.String()} {
 		_, err := ParseLine([]byte(fmt.Sprintf(`{"ts_ms":%d,"site":"a.com","client_event_id":%q}`, ms, id)))
 		var le *LineError

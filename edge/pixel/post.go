@@ -25,7 +25,7 @@ type postedEvent struct {
 	Referrer string          `json:"referrer"`
 	Props    json.RawMessage `json:"props"`
 	// EventID is the client's own id for the event, a UUIDv7, so that a
-	// retry is stored once (see event.ParseClientID).
+	// retry is stored once (see event.ParseClientIDSkewed).
 	EventID string `json:"event_id"`
 	// T is the client's clock (unix milliseconds), SW the screen width
 	// in CSS pixels, Consent the page's consent word ("0"/"1", 0/1 or

@@ -128,7 +128,9 @@ func TestFromJSONMovesSkewedClientIDs(t *testing.T) {
 				body, key = `{"site":"a.com"}`, id
 			}
 			evs, notes, drop := fromJSON([]byte(body), key, "", m, nil, &refusal{})
-			again, _, _ := fromJSON([]byte(body), key, "", m, nil, &refusal{})
+			later := *m // s.js's retry, 16 s on
+			later.Now = m.Now.Add(16 * time.Second)
+			again, _, _ := fromJSON([]byte(body), key, "", &later, nil, &refusal{})
 			if drop != "" || len(evs) != 1 || len(notes) != 1 || notes[0] != wire.NoteClientClock {
 				t.Fatalf("%s, %s: drop %q notes %q", name, how, drop, notes)
 			}

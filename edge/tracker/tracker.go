@@ -7,7 +7,7 @@
 // second endpoint and is tried again after 1, 4 and 16 s. A hidden page,
 // which may be gone before an answer, sends by sendBeacon (a beacon's
 // failure is not seen: its fallback was never taken, found by a tester). Each event carries a
-// UUIDv7 event_id, so a retry is stored once (event.ParseClientID). A copy of a
+// UUIDv7 event_id, so a retry is stored once (event.ParseClientIDSkewed). A copy of a
 // page saved to disk and opened from it sends nothing: its file: (or
 // Android's content:) URL names the person's folders, and the edge would
 // drop it (bad_url); its edgepixel does nothing, so the page's own calls

@@ -10,17 +10,19 @@ import (
 // stored once: `event_id` in a POSTed event, an Idempotency-Key header
 // (draft-ietf-httpapi-idempotency-key-header) on a POST, or
 // `client_event_id` on an NDJSON line. That client id must be a UUIDv7
-// (RFC 9562) whose time is within MaxClientIDAge before to
-// MaxClientIDAhead after the edge's clock: its time is what makes a retry
-// land on the same stored id, in the same deduplication slot and the same
-// day partition, however late the retry comes. A UUIDv4 (what
-// crypto.randomUUID() gives) carries no time and is refused rather than
-// given one that would differ between a first attempt and its retry.
+// (RFC 9562): its time is what makes a retry land on the same stored id,
+// in the same deduplication slot and the same day partition. A UUIDv4
+// (what crypto.randomUUID() gives) carries no time and is refused rather
+// than given one that would differ between a first attempt and its retry.
+// ParseClientID takes a time within MaxClientIDAge before to
+// MaxClientIDAhead after the clock it is given; ParseClientIDSkewed, for
+// a client whose clock is wrong, moves a time within MaxClientIDSkew of
+// it but outside narrower bounds to near it, by whole ClockSteps.
 //
 // The client id is never stored as is: Scope turns it into the event's ID,
-// keeping its time bits and replacing its random bits by a hash of the
-// site and the client id, so the same client id always gives the same
-// stored id for a site, and two sites using the same client id (by
+// keeping its time bits (as moved) and replacing its random bits by a hash
+// of the site and the client id, so the same client id always gives the
+// same stored id for a site, and two sites using the same client id (by
 // accident or to collide with another's events) get different ones. Time
 // then is the client id's time, not the edge's arrival time, so that every
 // attempt of the event carries the same time; the bounds above limit how
@@ -28,6 +30,12 @@ import (
 const (
 	MaxClientIDAge   = 24 * 60 * 60 * 1000 // ms: the aggregator's default dedupe window
 	MaxClientIDAhead = 10 * 60 * 1000      // ms: clients' clocks run fast by minutes, not hours
+	// MaxClientIDSkew bounds how far off a clock ParseClientIDSkewed
+	// puts right, either way: time zones span 26 hours, and an id days
+	// off is more likely one used again (a constant pasted from an
+	// example) than a clock, which moved would collapse every event
+	// under it into one a quarter hour.
+	MaxClientIDSkew = 48 * 60 * 60 * 1000
 )
 
 // ErrClientID wraps every reason a client id is refused.
@@ -69,34 +77,41 @@ func parseClientID(s string) (ID, error) {
 const ClockStep = 15 * 60 * 1000
 
 // ParseClientIDSkewed is ParseClientID for a browser's event (a POST's
-// event_id or Idempotency-Key), whose clock may be off by hours: an id
-// whose time is out of bounds is not refused (s.js sends each event once
-// it has an answer, so a refused one was lost: a tester's browser with a
-// clock 15 minutes fast lost every event) but moved by whole ClockSteps
-// to within half a step of nowMS, and skewed says so. A retry reaches the
-// same stored id as long as the gap between the id's time and the edge's
-// clock stays on the same side of a half step: a retry lands twice only
-// if the client's clock is off by more than the bounds, its first attempt
-// was stored without the client seeing the answer, and the retry came
-// across such a boundary (each retry of s.js comes within seconds, each
-// boundary a quarter of an hour apart).
+// event_id or Idempotency-Key, an NDJSON line's client_event_id against
+// the line's time), whose clock may be off by hours: an id whose time is
+// more than half a ClockStep ahead of nowMS, or less than half a step
+// short of MaxClientIDAge behind it, is not refused (s.js sends each event
+// once it has an answer, so a refused one was lost: a tester's browser
+// with a clock 15 minutes fast lost every event) but moved by whole
+// ClockSteps to within half a step of nowMS, and skewed says so. One
+// further off than MaxClientIDSkew is refused.
+//
+// The bounds sit on half steps, so that whichever way an id goes, a
+// retry reaches the same stored id as long as the gap between the id's
+// time and the edge's clock has not crossed a half step (an odd multiple
+// of 7.5 minutes) in between: a retry lands twice only if the client's
+// clock is off by about such a multiple (7.5 minutes ahead, or 23 h 52.5
+// min behind, among others), its first attempt was stored without the
+// client seeing the answer, and the retry came across the boundary (s.js
+// retries within seconds).
 func ParseClientIDSkewed(s string, nowMS int64) (id ID, skewed bool, err error) {
 	if id, err = parseClientID(s); err != nil {
 		return ID{}, false, err
 	}
 	off := id.Time() - nowMS
-	if off >= -MaxClientIDAge && off <= MaxClientIDAhead {
+	if off > -MaxClientIDAge+ClockStep/2 && off < ClockStep/2 {
 		return id, false, nil
 	}
+	if off < -MaxClientIDSkew || off > MaxClientIDSkew {
+		return ID{}, false, fmt.Errorf("%w: its time is %d ms from now, more than %d off", ErrClientID, off, MaxClientIDSkew)
+	}
+	// floor((off + step/2) / step): the step nearest off, a half step
+	// going down.
 	steps := (off + ClockStep/2) / ClockStep
-	if off+ClockStep/2 < 0 && (off+ClockStep/2)%ClockStep != 0 {
-		steps-- // floor, for a clock behind
+	if r := (off + ClockStep/2) % ClockStep; r < 0 {
+		steps--
 	}
-	ms := id.Time() - steps*ClockStep
-	if ms < 0 || ms >= 1<<48 {
-		return ID{}, false, fmt.Errorf("%w: its time is %d ms from now", ErrClientID, off)
-	}
-	return id.WithTime(ms), true, nil
+	return id.WithTime(id.Time() - steps*ClockStep), true, nil
 }
 
 // ForTier is client id c as an event of tier is stored from it (Scope,

@@ -55,7 +55,7 @@ func TestParseClientID(t *testing.T) {
 // other bits, and a retry seconds later gets the same id.
 func TestParseClientIDSkewed(t *testing.T) {
 	const minute, hour = 60_000, 3_600_000
-	for _, off := range []int64{0, -MaxClientIDAge, MaxClientIDAhead, -5 * hour} {
+	for _, off := range []int64{0, -MaxClientIDAge + ClockStep/2 + 1, ClockStep/2 - 1, -5 * hour} {
 		c := v7(t, now+off)
 		if id, skewed, err := ParseClientIDSkewed(c.String(), now); err != nil || skewed || id != c {
 			t.Errorf("%d ms from now: %s %v %v, want it as it is", off, id, skewed, err)
@@ -65,8 +65,13 @@ func TestParseClientIDSkewed(t *testing.T) {
 		off, want int64
 		retries   bool // false: at a boundary, where a retry moves it otherwise
 	}{
-		{MaxClientIDAhead + 1, MaxClientIDAhead + 1 - 15*minute, false},
+		{MaxClientIDAhead + 1, MaxClientIDAhead + 1 - 15*minute, true},
+		{ClockStep / 2, -ClockStep / 2, false}, // the bound: half a step, down
 		{15 * minute, 0, true},
+		{-MaxClientIDAge, 0, true},
+		{-MaxClientIDAge + ClockStep/2, -ClockStep / 2, false},
+		{MaxClientIDSkew, 0, true},
+		{-MaxClientIDSkew + 1, 1, false},
 		{hour + 3000, 3000, true},                                 // a clock set an hour ahead, and 3 s fast
 		{-25*hour - 4000, -4000, true},                            // a day and an hour behind
 		{-MaxClientIDAge - 1, -1, true},                           // just past the oldest
@@ -91,8 +96,10 @@ func TestParseClientIDSkewed(t *testing.T) {
 			}
 		}
 	}
-	if _, _, err := ParseClientIDSkewed("hello", now); !errors.Is(err, ErrClientID) {
-		t.Errorf("not an id: %v", err)
+	for _, s := range []string{"hello", v7(t, now+MaxClientIDSkew+1).String(), v7(t, now-MaxClientIDSkew-1).String(), v7(t, 0).String()} {
+		if _, _, err := ParseClientIDSkewed(s, now); !errors.Is(err, ErrClientID) {
+			t.Errorf("%s: %v, want refused", s, err)
+		}
 	}
 }
 

@@ -14,7 +14,7 @@ const (
 	DropTooLarge         = "too_large"          // a POST body over edge/pixel's MaxPostBody
 	DropTooManyEvents    = "too_many_events"    // a POST of more than edge/pixel's MaxPostEvents
 	DropPropsTooLarge    = "props_too_large"    // props over event.MaxPropsLen once canonical (event.CleanProps)
-	DropBadEventID       = "bad_event_id"       // an event_id or Idempotency-Key that event.ParseClientID refuses
+	DropBadEventID       = "bad_event_id"       // an event_id or Idempotency-Key that event.ParseClientIDSkewed refuses
 	DropOriginNotAllowed = "origin_not_allowed" // a browser origin not on the site's list (edge/pixel's Origins)
 	DropHeadRequest      = "head_request"       // a HEAD of the pixel: answered, but no visit (link checkers, monitors)
 	DropBadMethod        = "bad_method"
