@@ -127,3 +127,37 @@ func TestScope(t *testing.T) {
 		seen[id] = k.site
 	}
 }
+
+// FuzzParseClientIDSkewed: whatever an id's time, it is refused, kept as
+// it is (then ParseClientID takes it too), or moved by whole steps to
+// within half a step of now with its other bits as they were.
+func FuzzParseClientIDSkewed(f *testing.F) {
+	for _, off := range []int64{0, 15 * 60_000, -MaxClientIDAge, MaxClientIDSkew, -MaxClientIDSkew - 1, ClockStep / 2} {
+		f.Add(off)
+	}
+	f.Fuzz(func(t *testing.T, off int64) {
+		ms := now + off%(1<<47)
+		if ms < 0 || ms >= 1<<48 {
+			return
+		}
+		c := v7(t, ms)
+		id, skewed, err := ParseClientIDSkewed(c.String(), now)
+		switch {
+		case err != nil:
+			if d := ms - now; d >= -MaxClientIDSkew && d <= MaxClientIDSkew {
+				t.Fatalf("%d ms off refused: %v", d, err)
+			}
+		case !skewed:
+			if id != c {
+				t.Fatalf("%d ms off: %s kept as %s", ms-now, c, id)
+			}
+			if _, err := ParseClientID(c.String(), now); err != nil {
+				t.Fatalf("%d ms off kept, but ParseClientID refuses it: %v", ms-now, err)
+			}
+		default:
+			if d := id.Time() - now; d < -ClockStep/2 || d > ClockStep/2 || (id.Time()-ms)%ClockStep != 0 || c.WithTime(id.Time()) != id {
+				t.Fatalf("%d ms off moved to %d off (%s from %s)", ms-now, d, id, c)
+			}
+		}
+	})
+}
