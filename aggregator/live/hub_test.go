@@ -259,6 +259,8 @@ func TestPingKeepsAliveAndSilentClientDropped(t *testing.T) {
 		return c.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second))
 	})
 	read(t, c)
+	// No message comes for a second (the beat): the pings are the
+	// fallback's, half an interval after the last.
 	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	c.ReadMessage() // times out; pings were answered meanwhile
 	if pings == 0 {
