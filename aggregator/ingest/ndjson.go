@@ -187,8 +187,9 @@ func drops(m map[string]uint64) []wire.Drop {
 // take event.CleanProps' canonical form. The event then keeps what its
 // consent tier keeps (event.ApplyPrivacy), as the edge's events do: an
 // aggregate-tier line (or one whose consent_reason is a refusal: "dnt"
-// beside no tier is the aggregate tier) is stored without visitor ids, user agent, props,
-// address and the rest, and a client address is cut to its network.
+// beside no tier is the aggregate tier) is stored without visitor ids,
+// user agent, props, address and the rest, and a client address is cut
+// to its network.
 //
 // The event's id:
 //   - event_id is taken as is: it is an id the edge minted (or derived

@@ -79,8 +79,8 @@ const ClockStep = 15 * 60 * 1000
 // ParseClientIDSkewed is ParseClientID for a browser's event (a POST's
 // event_id or Idempotency-Key, an NDJSON line's client_event_id against
 // the line's time), whose clock may be off by hours: an id whose time is
-// more than half a ClockStep ahead of nowMS, or less than half a step
-// short of MaxClientIDAge behind it, is not refused (s.js sends each event
+// half a ClockStep or more ahead of nowMS, or MaxClientIDAge less half a
+// step or more behind it, is not refused (s.js sends each event
 // once it has an answer, so a refused one was lost: a tester's browser
 // with a clock 15 minutes fast lost every event) but moved by whole
 // ClockSteps to within half a step of nowMS, and skewed says so. One
