@@ -150,7 +150,7 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 	pu := pageurl.Normalize(page)
 	e.URL, e.Path = pu.URL, pu.Path
 	if st.DropQuery {
-		e.URL = pu.WithoutQuery()
+		e.URL = event.WithoutQuery(pu.URL)
 	}
 	rc := referrer.Classify(referrer.Input{Referrer: ref, PageHost: pu.Host, Medium: cp.Medium, Source: cp.Source, PaidClick: cp.ClickIDs.Paid()})
 	if ref != "" {
@@ -159,10 +159,9 @@ func enrich(e *event.Event, r *requestInfo, m *Meta, st SiteSettings, c *Config,
 		// that s.js sends as the next view's referrer) are not the
 		// visitor's to give away (a tester found a password and a
 		// gclid's value stored).
-		rn := pageurl.Normalize(ref)
-		e.Referrer = rn.URL
+		e.Referrer = pageurl.Normalize(ref).URL
 		if st.DropQuery {
-			e.Referrer = rn.WithoutQuery()
+			e.Referrer = event.WithoutQuery(e.Referrer)
 		}
 		e.Referrer = event.Clean(e.Referrer, event.MaxReferrerLen)
 	}

@@ -70,7 +70,7 @@ func (e *Event) ApplyPrivacy() {
 	e.BrowserVersion, e.OSVersion = "", ""
 	e.City, e.ASN = "", 0
 	e.ScreenWidth, e.ClientTime, e.ClientTimeReason = 0, 0, ""
-	e.URL, e.Path = withoutQuery(e.URL), withoutQuery(e.Path)
+	e.URL, e.Path = WithoutQuery(e.URL), WithoutQuery(e.Path)
 }
 
 // referrerOrigin is the scheme and authority of a referrer with a '/'
@@ -112,10 +112,13 @@ func referrerOrigin(u string) string {
 	return head + auth + "/"
 }
 
-// withoutQuery is a URL (or a path) up to its query or fragment. A stored
+// WithoutQuery is a URL (or a path) up to its query or fragment: what the
+// aggregate tier keeps of a page, and what a site that keeps no queries
+// stores of a page and a referrer (edge/pixel's query=drop). A stored
 // page's path spells '?' and '#' escaped (shared/urlescape), so the first
-// of either starts the query or the fragment.
-func withoutQuery(u string) string {
+// of either starts the query or the fragment (a URL cut to its limit
+// right after its '?' loses the '?' too). It does not allocate.
+func WithoutQuery(u string) string {
 	if i := strings.IndexAny(u, "?#"); i >= 0 {
 		return u[:i]
 	}

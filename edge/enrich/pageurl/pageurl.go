@@ -57,17 +57,6 @@ type Result struct {
 	Query string
 }
 
-// WithoutQuery is r.URL without its query (and the '?'): what a site that
-// keeps no queries stores (edge/pixel's query=drop). It does not allocate.
-func (r Result) WithoutQuery() string {
-	// The first '?' starts the query: a path spells one escaped. (A URL
-	// cut to MaxLen right after its '?' has an empty Query and the '?'.)
-	if i := strings.IndexByte(r.URL, '?'); i >= 0 {
-		return r.URL[:i]
-	}
-	return r.URL
-}
-
 // Normalize normalises raw. It never fails: input it cannot read as a URL
 // is treated as a path. A URL that is already normal comes back without
 // allocating.
