@@ -43,7 +43,7 @@ func parityCases(t *testing.T) []parityCase {
 	// Over the URL limit in bytes, under the POP's 8 KB request-line limit
 	// percent-encoded; truncation must not cut a rune.
 	long := strings.Repeat("ü", event.MaxURLLen/2+50)
-	// A client's event id must be a UUIDv7 of about now (event.ParseClientID).
+	// A client's event id must be a UUIDv7 of about now (event.ParseClientIDSkewed keeps it as it is).
 	clientID, err := event.NewID(time.Now().UnixMilli(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)

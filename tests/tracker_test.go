@@ -125,7 +125,7 @@ func TestTrackerScript(t *testing.T) {
 	check := func(ev map[string]any, name, url, ref string) {
 		t.Helper()
 		id, _ := ev["event_id"].(string)
-		if _, err := event.ParseClientID(id, time.Now().UnixMilli()); err != nil || ids[id] {
+		if _, skewed, err := event.ParseClientIDSkewed(id, time.Now().UnixMilli()); err != nil || skewed || ids[id] {
 			t.Errorf("event %v: event_id %q is not a fresh valid UUIDv7 (%v)", ev, id, err)
 		}
 		ids[id] = true

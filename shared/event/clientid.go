@@ -14,10 +14,10 @@ import (
 // in the same deduplication slot and the same day partition. A UUIDv4
 // (what crypto.randomUUID() gives) carries no time and is refused rather
 // than given one that would differ between a first attempt and its retry.
-// ParseClientID takes a time within MaxClientIDAge before to
-// MaxClientIDAhead after the clock it is given; ParseClientIDSkewed, for
-// a client whose clock is wrong, moves a time within MaxClientIDSkew of
-// it but outside narrower bounds to near it, by whole ClockSteps.
+// ParseClientIDSkewed takes an id's time as it is within about
+// MaxClientIDAge before the clock it is given and half a ClockStep after
+// it, and, for a client whose clock is wrong, moves a time further off
+// but within MaxClientIDSkew to near the clock, by whole ClockSteps.
 //
 // The client id is never stored as is: Scope turns it into the event's ID,
 // keeping its time bits (as moved) and replacing its random bits by a hash
@@ -28,8 +28,7 @@ import (
 // attempt of the event carries the same time; the bounds above limit how
 // far a client can move an event.
 const (
-	MaxClientIDAge   = 24 * 60 * 60 * 1000 // ms: the aggregator's default dedupe window
-	MaxClientIDAhead = 10 * 60 * 1000      // ms: clients' clocks run fast by minutes, not hours
+	MaxClientIDAge = 24 * 60 * 60 * 1000 // ms: the aggregator's default dedupe window
 	// MaxClientIDSkew bounds how far off a clock ParseClientIDSkewed
 	// puts right, either way: time zones span 26 hours, and an id days
 	// off is more likely one used again (a constant pasted from an
@@ -41,21 +40,8 @@ const (
 // ErrClientID wraps every reason a client id is refused.
 var ErrClientID = errors.New("client event id")
 
-// ParseClientID validates a client id against the clock nowMS (unix ms):
-// the canonical 8-4-4-4-12 hex form (either case), version 7, the RFC 9562
-// variant, and a time within the bounds above.
-func ParseClientID(s string, nowMS int64) (ID, error) {
-	id, err := parseClientID(s)
-	if err != nil {
-		return ID{}, err
-	}
-	if ms := id.Time(); ms < nowMS-MaxClientIDAge || ms > nowMS+MaxClientIDAhead {
-		return ID{}, fmt.Errorf("%w: its time is %d ms from now, outside -%d..+%d", ErrClientID, ms-nowMS, MaxClientIDAge, MaxClientIDAhead)
-	}
-	return id, nil
-}
-
-// parseClientID is ParseClientID but for the time.
+// parseClientID validates a client id's form: the canonical
+// 8-4-4-4-12 hex form (either case), version 7 and the RFC 9562 variant.
 func parseClientID(s string) (ID, error) {
 	id, err := ParseID(s)
 	if err != nil {
