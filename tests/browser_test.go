@@ -155,10 +155,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	// Live: three more hits move the tiles without a reload. The page is
-	// stored escaped (/live/caf%C3%A9) and shown as typed.
-	for range 3 {
-		hit("https://shop.example/live/café", "")
-	}
+	// stored escaped (/live/caf%C3%A9) and shown as typed; a hash route
+	// as s.js's data-hash sends it (/live/%23/cart) is shown with its '#'.
+	hit("https://shop.example/live/café", "")
+	hit("https://shop.example/live/café", "")
+	hit("https://shop.example/live/%23/cart", "")
 	poll(ctx, t, "live count 12", `document.getElementById("total").textContent === "12"`)
 	poll(ctx, t, "events per second above 0", `parseFloat(document.getElementById("eps").textContent) > 0`)
 	poll(ctx, t, "pages viewed now", `document.getElementById("pagesnow").innerText.includes("/live/café")`)
@@ -214,8 +215,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "focus on the overview once no filter is left", `document.activeElement && document.activeElement.id === "stats-h"`)
 	poll(ctx, t, "each CSV link named by its table", `document.querySelector('section[data-dim="page"] a.csv').getAttribute("aria-label") === "Pages as CSV"`)
 	poll(ctx, t, "a page shown decoded", `document.querySelector('section[data-dim="page"]').innerText.includes("/live/café")`)
-	if got := chQuery(t, s.ClickHouse.HTTPURL, "SELECT count() FROM events WHERE path = '/live/caf%C3%A9' FORMAT TSV"); got != "3" {
-		t.Errorf("stored /live/caf%%C3%%A9: %q rows, want 3", got)
+	poll(ctx, t, "a hash route shown with its '#'", `document.querySelector('section[data-dim="page"]').innerText.includes("/live/#/cart")`)
+	if got := chQuery(t, s.ClickHouse.HTTPURL, "SELECT countIf(path = '/live/caf%C3%A9'), countIf(path = '/live/%23/cart') FROM events FORMAT TSV"); got != "2\t1" {
+		t.Errorf("stored /live/caf%%C3%%A9 and /live/%%23/cart: %q rows, want 2 and 1", got)
 	}
 
 	shot := func(name string, width, height int64, mobile bool) {

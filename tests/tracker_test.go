@@ -87,12 +87,13 @@ func (e *trackerEndpoint) got() []map[string]any {
 // back/forward cache, each event once with a valid client event id.
 func TestTrackerScript(t *testing.T) {
 	primary, fallback := newTrackerEndpoint(t, http.StatusNoContent), newTrackerEndpoint(t, http.StatusNoContent)
-	var preamble atomic.Value // string: runs before s.js loads
+	var preamble, attrs atomic.Value // strings: runs before s.js loads; s.js's further attributes
 	preamble.Store("")
+	attrs.Store("")
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, `<!doctype html><meta charset="utf-8"><title>t</title><script>%s</script>
-<script src="%s/s.js" data-site="shop.example" data-fallback="%s"></script>`, preamble.Load(), primary.URL, fallback.URL)
+<script src="%s/s.js" data-site="shop.example" data-fallback="%s"%s></script>`, preamble.Load(), primary.URL, fallback.URL, attrs.Load())
 	}))
 	defer page.Close()
 	ctx := browser(t, 2*time.Minute)
@@ -138,8 +139,15 @@ func TestTrackerScript(t *testing.T) {
 	run(chromedp.Navigate(page.URL + "/start"))
 	check(waitFor(primary, 1)[0], "pageview", page.URL+"/start", "")
 
+	// A link to a place in the page (a table of contents) fires
+	// popstate: no view, and the next view's referrer has no fragment.
+	eval(`location.hash = "#faq"`)
 	eval(`history.pushState({}, "", "/cart?x=1")`)
-	eval(`history.replaceState({}, "", "/cart?x=1")`) // the same URL: no view
+	eval(`history.replaceState({}, "", "/cart?x=1&q=a")`) // the page rewriting its address: no view
+	eval(`history.replaceState({}, "", "/cart?x=1")`)
+	// Calls the edge would refuse, or that cannot be sent, are not sent
+	// and do not throw into the page.
+	eval(`edgepixel(42); edgepixel(""); edgepixel("x", "not an object"); edgepixel("x", [1]); edgepixel("x", {n: 1n})`)
 	eval(`edgepixel("signup", {plan: "pro"})`)
 	eval(`edgepixel.consent(false); edgepixel.usPrivacy("1YYN"); history.pushState({}, "", "/done")`)
 	evs := waitFor(primary, 4)
@@ -214,10 +222,41 @@ func TestTrackerScript(t *testing.T) {
 	run(chromedp.Navigate(page.URL + "/next"))
 	check(waitFor(primary, 8)[7], "pageview", page.URL+"/next", "")
 	eval(`history.back()`)
-	check(waitFor(primary, 9)[8], "pageview", page.URL+"/kept", "")
+	// Shown again from the cache: its referrer is itself, not the one it
+	// was first opened from (here none, a direct visit's).
+	check(waitFor(primary, 9)[8], "pageview", page.URL+"/kept", page.URL+"/kept")
 	if kept, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kept === 1`)); err != nil || !kept {
 		t.Errorf("the page came back by a new load, not from the back/forward cache (%v): the restore was not tested", err)
 	}
+
+	// data-hash: an app routed by the fragment counts each route as a
+	// page, the '#' escaped in the path and the route's query joined to
+	// the page's; the same route again is no view.
+	attrs.Store(" data-hash")
+	run(chromedp.Navigate(page.URL + "/app/?utm_source=nl#/cart?y=1"))
+	check(waitFor(primary, 10)[9], "pageview", page.URL+"/app/%23/cart?utm_source=nl&y=1", "")
+	eval(`location.hash = "#/pay"`)
+	eval(`location.hash = "#/pay"`)
+	eval(`history.pushState({}, "", "#/pay")`)
+	check(waitFor(primary, 11)[10], "pageview", page.URL+"/app/%23/pay?utm_source=nl", page.URL+"/app/%23/cart?utm_source=nl&y=1")
+	// A reload names itself as referrer.
+	run(chromedp.Reload())
+	check(waitFor(primary, 12)[11], "pageview", page.URL+"/app/%23/pay?utm_source=nl", page.URL+"/app/%23/pay?utm_source=nl")
+	attrs.Store("")
+
+	// Calls a page queued before s.js ran are sent after its view.
+	preamble.Store(`window.edgepixel = window.edgepixel || function () { (edgepixel.q = edgepixel.q || []).push(arguments); }; edgepixel("early", {a: "1"});`)
+	run(chromedp.Navigate(page.URL + "/queued"))
+	evs = waitFor(primary, 14)[12:] // in either order: two fetches at once
+	if evs[0]["name"] == "early" {
+		evs[0], evs[1] = evs[1], evs[0]
+	}
+	check(evs[0], "pageview", page.URL+"/queued", "")
+	check(evs[1], "early", page.URL+"/queued", "")
+	if props, _ := evs[1]["props"].(map[string]any); props["a"] != "1" {
+		t.Errorf("queued event props %v", evs[1]["props"])
+	}
+	preamble.Store("")
 
 	// A copy of the page saved to disk and opened from it loads s.js,
 	// which sends nothing: its file: URL names the person's folders. Its

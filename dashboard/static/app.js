@@ -174,15 +174,18 @@ function dimOf(name) {
 
 // shown is a value as the page shows it. Pages are stored escaped as the
 // edge normalises them ("/caf%C3%A9"); decodeURI shows them as typed
-// ("/café") and keeps escapes of reserved characters ("%2F"). The stored
-// value stays what a click filters by and what the CSV holds.
+// ("/café") and keeps escapes of reserved characters ("%2F"), but for
+// "%23", which s.js's data-hash writes for a route's '#' ("/%23/cart" is
+// shown "/#/cart": a stored path holds no raw '#'). The stored value
+// stays what a click filters by and what the CSV holds.
 function shown(dim, v) {
   if (!v) return "(none)";
   return dimOf(dim).path ? shownPage(v) : v;
 }
 
 function shownPage(v) {
-  try { return decodeURI(v); } catch { return v; }
+  try { v = decodeURI(v); } catch {}
+  return v.replace(/%23/g, "#");
 }
 
 // filterBy adds the filter dim = value. The clicked row is replaced as

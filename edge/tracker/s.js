@@ -1,21 +1,26 @@
 /* edgepixel tracker: https://github.com/edgepixel/edgepixel (edge/tracker).
    <script defer src="https://PIXEL/s.js" data-site="SITE"></script>
    Optional: data-fallback="https://OTHER-PIXEL" (a second endpoint),
-   data-spa="off" (no single-page-app views), data-consent="0|1",
+   data-spa="off" (no single-page-app views), data-hash (an app routed
+   by the fragment: /#/cart counts as the page /%23/cart), data-consent="0|1",
    data-us-privacy="1YYN" (the IAB CCPA string),
    data-signed="exp=E&site=SITE&sig=X" (the endpoint query the site's
    server signed, for a site whose events must be signed).
    API: edgepixel("signup", {plan: "pro"}); edgepixel.consent(true|false);
    edgepixel.usPrivacy("1YYN");
-   edgepixel.view() (a pageview by hand). */
+   edgepixel.view() (a pageview by hand). Calls made before s.js has run
+   are sent once it has, after the page's view, if the page queued them:
+   window.edgepixel = window.edgepixel || function () {
+     (edgepixel.q = edgepixel.q || []).push(arguments); }; */
 (function (w, d, n) {
-  var s = d.currentScript, site = s && s.getAttribute("data-site");
-  if (!site || w.edgepixel) return;
+  // A page's own queue (above) is taken; s.js loaded twice is not.
+  var s = d.currentScript, site = s && s.getAttribute("data-site"), queued = w.edgepixel;
+  if (!site || queued && !queued.q) return;
   if (/^(file|content):/.test(location.protocol)) { w.edgepixel = function () {}; w.edgepixel.view = w.edgepixel.consent = w.edgepixel.usPrivacy = w.edgepixel; return; }
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
     consent = at("data-consent"), usp = at("data-us-privacy"), q = at("data-signed") || "site=" + encodeURIComponent(site), last,
-    ref = d.referrer;
+    hash = s.hasAttribute("data-hash"), nav = performance.getEntriesByType("navigation")[0], first, ref;
   // A UUIDv7 (RFC 9562): the edge stores an event once however often it
   // is sent, so a retry to the fallback cannot double it.
   function id() {
@@ -33,47 +38,74 @@
   // fetch would send again, each time counted. A hidden page may be gone
   // before an answer: a beacon, which the browser sends after it has
   // gone, else fetch with keepalive.
-  function post(e, k, round) {
-    var u = ends[k] + "/e?" + q, body = JSON.stringify(e);
+  function post(body, k, round) {
+    var u = ends[k] + "/e?" + q;
     if (d.visibilityState == "hidden" && n.sendBeacon && n.sendBeacon(u, body)) return;
     fetch(u, {method: "POST", body: body, keepalive: true, credentials: "omit", mode: "no-cors"}).catch(again);
     function again() {
-      if (ends[k + 1]) post(e, k + 1, round);
-      else if (round < 3) setTimeout(function () { post(e, 0, round + 1); }, 1000 << 2 * round);
+      if (ends[k + 1]) post(body, k + 1, round);
+      else if (round < 3) setTimeout(function () { post(body, 0, round + 1); }, 1000 << 2 * round);
     }
   }
+  // The page a view counts: the address without its fragment, which
+  // names a place in the page (a click in a table of contents, which
+  // fires popstate, is no view). With data-hash the fragment is a route:
+  // kept in the path, its '#' escaped (the edge drops a fragment), its
+  // query joined to the page's.
+  function page() {
+    var u = location.href.split("#"), h = hash && u[1], i = u[0].indexOf("?"), q = i < 0 ? "" : u[0].slice(i);
+    if (!h) return u[0];
+    u = q ? u[0].slice(0, i) : u[0];
+    i = h.indexOf("?");
+    if (i >= 0) { q += (q ? "&" : "?") + h.slice(i + 1); h = h.slice(0, i); }
+    return u + "%23" + h + q;
+  }
   // The browser sends Sec-GPC and DNT itself; consent is the page's word.
+  // A call the edge would refuse (no name, props that are not an object)
+  // or that cannot be sent (a BigInt) is not sent: the page's console
+  // says why, and the page's own code goes on.
   function send(name, props, ref) {
-    var e = {site: site, name: name, url: location.href, ref: ref || "", event_id: id(),
+    var e = {site: site, name: name, url: page(), ref: ref || "", event_id: id(),
       sw: screen.width, t: Date.now()};
     if (props) e.props = props;
     if (consent != null) e.consent = consent;
     if (usp) e.us_privacy = usp;
-    post(e, 0, 0);
+    try {
+      if (typeof name != "string" || !name) throw "its name must be a string";
+      if (props && (typeof props != "object" || Array.isArray(props))) throw "its props must be an object";
+      post(JSON.stringify(e), 0, 0);
+    } catch (x) { console.warn("edgepixel: event not sent: " + x); }
   }
   // A single-page app's later views name the previous view as referrer;
   // a custom event, the view it happened on's (without one it would count
-  // as a direct visit).
+  // as a direct visit). A reload, or a page shown again by back or
+  // forward, names itself: its document.referrer is still the one it
+  // was first opened from, which would count it as a new arrival from
+  // there.
   function view() {
-    if (location.href == last) return;
-    ref = last || d.referrer;
-    last = location.href;
+    if (page() == last) return;
+    ref = last || first;
+    last = page();
     send("pageview", 0, ref);
   }
+  first = /^(reload|back_forward)$/.test(nav && nav.type) ? page() : d.referrer;
   w.edgepixel = function (name, props) { send(name, props, ref); };
   w.edgepixel.view = view;
   w.edgepixel.consent = function (yes) { consent = yes ? "1" : "0"; };
   w.edgepixel.usPrivacy = function (s) { usp = s; };
+  // A view is a pushState (a router's navigation) or a move in the
+  // history, not a replaceState: pages rewrite their address in place
+  // (a landing's campaign tags taken off, a search box's query kept in
+  // it at each key), which is no new view.
   if (at("data-spa") != "off") {
-    ["pushState", "replaceState"].forEach(function (m) {
-      var f = history[m];
-      history[m] = function () { var r = f.apply(this, arguments); view(); return r; };
-    });
+    var push = history.pushState;
+    history.pushState = function () { var r = push.apply(this, arguments); view(); return r; };
     w.addEventListener("popstate", view);
   }
   // Back from the bfcache: shown again, no script run again.
-  w.addEventListener("pageshow", function (e) { if (e.persisted) { last = 0; view(); } });
+  w.addEventListener("pageshow", function (e) { if (e.persisted) { last = 0; first = page(); view(); } });
   // A prerendered page counts when the visitor actually opens it.
   if (d.prerendering) d.addEventListener("prerenderingchange", view, {once: true});
   else view();
+  (queued && queued.q || []).forEach(function (a) { w.edgepixel.apply(w, a); });
 })(window, document, navigator);

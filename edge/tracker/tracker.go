@@ -15,23 +15,25 @@
 //
 // The edge serves Script at /s.js, or Gzip to clients that accept gzip
 // (RFC 9110 section 8.4), with ETag and a day's caching.
+//
+// s.js is the commented source; what is served is s.min.js, written from
+// it by go generate (internal/minify), so that a page downloads no
+// comments.
 package tracker
 
 import _ "embed"
 
-// Script is s.js.
+//go:generate go run ./internal/gen
+
+// Script is s.js minified (s.min.js); TestMinifiedFresh checks it is.
 //
-//go:embed s.js
+//go:embed s.min.js
 var Script []byte
 
-// Gzip is s.js gzip-compressed; TestGzipFresh checks it is s.js.
+// Gzip is Script gzip-compressed (s.min.js.gz).
 //
-//go:embed s.js.gz
+//go:embed s.min.js.gz
 var Gzip []byte
-
-// scriptTag is the first 16 hex digits of Script's SHA-256, checked by
-// TestETag.
-const scriptTag = "241c6b22ef951b5a"
 
 // ETag is Script's strong entity tag, and GzipETag Gzip's: a strong tag
 // names one representation's exact bytes, so the gzip and the plain body
