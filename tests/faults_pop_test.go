@@ -108,8 +108,11 @@ func TestJournalRefused(t *testing.T) {
 	l.run(3 * time.Second)
 	l.stop()
 	checkAccount(t, s, l, "with the journal refusing every line")
-	if n := popMetric(t, s, "edgepixel_pop_log_lines_dropped_total", stack.JournalEndpoint); n < l.answeredCount() {
+	if n := popMetric(t, s, "edgepixel_pop_log_lines_refused_total", stack.JournalEndpoint); n < l.answeredCount() {
 		t.Errorf("the journal counted %d refused lines for %d hits", n, l.answeredCount())
+	}
+	if n := popMetric(t, s, "edgepixel_pop_log_lines_dropped_total", stack.JournalEndpoint); n != 0 {
+		t.Errorf("the journal counted %d lines lost, but every refused one was delivered otherwise", n)
 	}
 }
 

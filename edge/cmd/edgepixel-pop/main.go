@@ -185,6 +185,14 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	// The manifest in force's lost journal, for /healthz: set at start
+	// and by each reload whose manifest is taken.
+	var journalOff atomic.Pointer[string]
+	noJournal := func(m *fastlytoml.Manifest) {
+		why := unjournaled(m, o.logEndpoints)
+		journalOff.Store(&why)
+	}
+	noJournal(m)
 	var tlsConfig *tls.Config
 	if o.tlsCert != "" {
 		// Loaded here, not by ServeTLS, so a bad certificate stops start-up
@@ -239,8 +247,14 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 		AccessLog:       accessLog,
 		LogEndpoints:    o.logEndpoints,
 		Resolve:         o.resolve,
-		CheckManifest:   func(m *fastlytoml.Manifest) ([]string, error) { return checkManifest(m, o.logEndpoints) },
-		HitPath:         pixel.HitPath, // the refusals rejects.go reports
+		CheckManifest: func(m *fastlytoml.Manifest) ([]string, error) {
+			w, err := checkManifest(m, o.logEndpoints)
+			if err == nil {
+				noJournal(m)
+			}
+			return w, err
+		},
+		HitPath: pixel.HitPath, // the refusals rejects.go reports
 	}))))
 	if err != nil {
 		return err
@@ -304,6 +318,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, stdout, stderr io.
 				return
 			}
 			ds := s.Degraded()
+			if why := *journalOff.Load(); why != "" {
+				ds = append(ds, why)
+			}
 			if len(ds) == 0 {
 				io.WriteString(w, "ok\n")
 				return

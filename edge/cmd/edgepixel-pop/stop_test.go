@@ -181,3 +181,34 @@ func TestStopsWithOutputGone(t *testing.T) {
 		t.Fatal("the POP did not stop")
 	}
 }
+
+// TestHealthzUnjournaled: a manifest whose edgepixel config store sets
+// no journal while edgepixel_journal is configured (a misspelt key)
+// degrades /healthz, not only the log, and the edit that puts the key
+// right, taken by the watch, clears it (a tester's POP said ok).
+func TestHealthzUnjournaled(t *testing.T) {
+	dir := t.TempDir()
+	toml := filepath.Join(dir, "fastly.toml")
+	write := func(key string) {
+		t.Helper()
+		m := "manifest_version = 3\n[local_server.config_stores.edgepixel]\nformat = \"inline-toml\"\n[local_server.config_stores.edgepixel.contents]\n" + key + " = \"edgepixel_journal\"\n"
+		if err := os.WriteFile(toml, []byte(m), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("jurnal")
+	p := startProc(t, toml, "--instances", "1", "--max-instances", "1", "--log-endpoint", "edgepixel_journal=file:"+filepath.Join(dir, "journal"))
+	const why = "degraded: log endpoint edgepixel_journal is configured, but config store edgepixel sets no journal"
+	if code, body := p.healthz(); code != 200 || !strings.Contains(body, why) {
+		t.Fatalf("healthz with the journal's key misspelt: %d\n%s", code, body)
+	}
+	time.Sleep(1100 * time.Millisecond) // a new modification time for the watch
+	write("journal")
+	var body string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if _, body = p.healthz(); body == "ok\n" {
+			return
+		}
+	}
+	t.Fatalf("healthz once the key is put right:\n%s", body)
+}

@@ -123,8 +123,7 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 		switch {
 		case ep.Name == "*" || written[ep.Name]:
 		case ep.Name == storekeys.JournalLogEndpoint && store[wire.ConfigJournal] == "":
-			out = append(out, fmt.Sprintf("log endpoint %s is configured, but config store %s sets no %s: hits are not journaled, and a POP crash loses those not yet delivered; add %s = %q to it",
-				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigJournal, ep.Name))
+			out = append(out, unjournaled(m, eps))
 		default:
 			out = append(out, fmt.Sprintf("log endpoint %s is configured, but the module writes to no log endpoint of that name (config store %s: %s, %s, %s)",
 				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigFallbackLogEndpoint, wire.ConfigLogEndpoint))
@@ -134,6 +133,25 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 		}
 	}
 	return out, checkDelivery(m, eps)
+}
+
+// unjournaled is the condition of manifest m whose edgepixel config
+// store sets no journal while the journal's log endpoint is among eps (a
+// misspelt key, most often, edited in under --watch): hits are then not
+// journaled, and a crash of the POP loses those not yet delivered; ""
+// when there is none. checkManifest warns of it, and /healthz lists it
+// while the manifest in force has it (a tester's POP said ok).
+func unjournaled(m *fastlytoml.Manifest, eps []logsink.Endpoint) string {
+	if m == nil || edgepixelStore(m)[wire.ConfigJournal] != "" {
+		return ""
+	}
+	for _, ep := range eps {
+		if ep.Name == storekeys.JournalLogEndpoint {
+			return fmt.Sprintf("log endpoint %s is configured, but config store %s sets no %s: hits are not journaled, and a POP crash loses those not yet delivered; add %s = %q to it",
+				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigJournal, ep.Name)
+		}
+	}
+	return ""
 }
 
 // saltWarnings are the visitor salts of secrets (the edgepixel secret

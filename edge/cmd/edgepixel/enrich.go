@@ -126,7 +126,7 @@ func currentSalts(now time.Time) *privacy.Salts {
 		salts.values[i] = s
 		// On Fastly no host reads the store to warn of a salt rotation
 		// left behind, as edgepixel-pop does: say it here, once per read.
-		if w := privacy.OverWarning(key, s, now.Add(-privacy.RotationGrace), "edgepixel-salt --fastly-store STORE_ID, once a day after 00:30 UTC,"); w != "" {
+		if w := privacy.OverWarning(key, s, now.Add(-privacy.RotationGrace), "edgepixel-salt once a day after 00:30 UTC, with --fastly-store STORE_ID on Fastly or --dir DIR into a POP's salt files,"); w != "" {
 			fmt.Fprintf(os.Stderr, "edgepixel: secret store %s: %s\n", storekeys.Store, w)
 		}
 	}

@@ -18,7 +18,7 @@
 // newline, so JSON entries are unaffected).
 //
 // Memory is bounded: an HTTP endpoint queues at most MaxBuffer bytes; a
-// line that does not fit is dropped and counted. An edge module's
+// line that does not fit is refused and counted. An edge module's
 // counters line (wire.IsCountersLine), which counts what the module could
 // not deliver, may take 1 MiB more (countersReserve), so that the count
 // of events a full queue refused still travels. A batch that cannot be
@@ -35,7 +35,8 @@
 //
 // A write that a destination refuses (a full queue, a failed disk) returns
 // an error to the guest, so it can deliver the entry another way, and
-// counts as dropped here.
+// counts as refused here, apart from entries taken and lost later
+// (dropped): only those are lost for a guest that delivers otherwise.
 //
 // Failure: a file (or stdout) destination whose write fails has stopped
 // doing its job (the disk is full, the file system read-only), and says
@@ -345,7 +346,8 @@ type sinkStats struct {
 	kind      string
 	written   atomic.Uint64 // entries the guests wrote
 	delivered atomic.Uint64 // entries printed, written to the file or accepted by the collector
-	dropped   atomic.Uint64 // entries lost: queue full, write error, or undeliverable batch
+	refused   atomic.Uint64 // entries Write returned an error for: the guest knows, and may deliver them another way
+	dropped   atomic.Uint64 // entries Write took and that were lost later: a file write error, an undeliverable batch
 	requests  atomic.Uint64 // HTTP: batches POSTed successfully
 	failures  atomic.Uint64 // HTTP: failed attempts (each retry counts)
 	queued    atomic.Int64  // HTTP: bytes waiting in memory
@@ -639,8 +641,8 @@ func (ls *Set) Degraded() []string {
 			continue
 		}
 		if since, err := st.queueFailing(); !since.IsZero() {
-			out = append(out, fmt.Sprintf("log endpoint %s: its disk queue cannot write for %s (%v); entries are refused (%d dropped so far) until a retry of the disk succeeds (tried again within seconds, with or without entries; no restart needed): free space in %s, or make it writable",
-				st.label, time.Since(since).Round(time.Second), err, st.dropped.Load(), st.queueDir))
+			out = append(out, fmt.Sprintf("log endpoint %s: its disk queue cannot write for %s (%v); entries are refused to the guests (%d so far; an edgepixel module delivers them another way) until a retry of the disk succeeds (tried again within seconds, with or without entries; no restart needed): free space in %s, or make it writable",
+				st.label, time.Since(since).Round(time.Second), err, st.refused.Load(), st.queueDir))
 		}
 		since, err := st.failing()
 		if since.IsZero() {
@@ -676,7 +678,9 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 			func(st *sinkStats) int64 { return int64(st.written.Load()) }},
 		{"edgepixel_pop_log_lines_delivered_total", "counter", "Log entries printed, written to their file or accepted by their HTTP collector (with a disk queue, also entries an earlier run queued: this can pass edgepixel_pop_log_lines_total).", false,
 			func(st *sinkStats) int64 { return int64(st.delivered.Load()) }},
-		{"edgepixel_pop_log_lines_dropped_total", "counter", "Log entries lost: buffer full, write error, or batch undeliverable after retries.", false,
+		{"edgepixel_pop_log_lines_refused_total", "counter", "Log entries refused to the guest as it wrote them (the write failed: too large, buffer or disk budget full, the disk queue cannot write); the guest knows, and an edgepixel module delivers them another way.", false,
+			func(st *sinkStats) int64 { return int64(st.refused.Load()) }},
+		{"edgepixel_pop_log_lines_dropped_total", "counter", "Log entries taken and lost later: a file write error, or a batch undeliverable after retries.", false,
 			func(st *sinkStats) int64 { return int64(st.dropped.Load()) }},
 		{"edgepixel_pop_log_batches_total", "counter", "Batches an HTTP log endpoint delivered.", true,
 			func(st *sinkStats) int64 { return int64(st.requests.Load()) }},
@@ -753,7 +757,7 @@ func (s *stdoutSink) Write(name string, msg []byte) error {
 	line = append(line, msg...)
 	line = append(line, '\n')
 	if _, err := s.w.Write(line); err != nil {
-		s.st.dropped.Add(1)
+		s.st.refused.Add(1)
 		if !s.failed.Swap(true) {
 			s.fail(fmt.Errorf("log endpoint %s: writing to stdout: %w", s.st.label, err))
 		}
@@ -932,9 +936,9 @@ func (s *httpSink) Write(_ string, msg []byte) error {
 	size := len(msg) + 1
 	if size > s.ep.MaxBytes {
 		// It could never be sent within the collector's limit.
-		s.st.dropped.Add(1)
+		s.st.refused.Add(1)
 		if !s.tooLong.Swap(true) {
-			s.log.Warn("log endpoint: entry larger than max_bytes dropped", "endpoint", s.ep.Name, "bytes", size, "max_bytes", s.ep.MaxBytes)
+			s.log.Warn("log endpoint: entry larger than max_bytes refused", "endpoint", s.ep.Name, "bytes", size, "max_bytes", s.ep.MaxBytes)
 		}
 		return ErrTooLarge
 	}
@@ -942,7 +946,7 @@ func (s *httpSink) Write(_ string, msg []byte) error {
 	if s.closing || int64(s.queued+size) > budget(s.ep.MaxBuffer, msg) {
 		closing := s.closing
 		s.mu.Unlock()
-		s.st.dropped.Add(1)
+		s.st.refused.Add(1)
 		if closing {
 			return ErrClosed
 		}

@@ -130,8 +130,8 @@ func TestLogHTTPBatchesByBytes(t *testing.T) {
 		t.Errorf("second batch %q", got)
 	}
 	writeLines(s, "this line is longer than max_bytes")
-	if d := s.st.dropped.Load(); d != 1 {
-		t.Errorf("dropped %d, want the oversized entry", d)
+	if r, d := s.st.refused.Load(), s.st.dropped.Load(); r != 1 || d != 0 {
+		t.Errorf("refused %d, dropped %d, want the oversized entry refused", r, d)
 	}
 }
 
@@ -234,8 +234,8 @@ func TestLogHTTPBoundedBuffer(t *testing.T) {
 	// Never ticks, batches of 100 entries: everything stays queued.
 	s, _ := testHTTPSink(t, Endpoint{URL: c.URL, MaxBuffer: 12, MaxBytes: 12})
 	writeLines(s, "12345", "67890", "overflow")
-	if w, d, q := s.st.written.Load(), s.st.dropped.Load(), s.st.queued.Load(); w != 3 || d != 1 || q != 12 {
-		t.Errorf("written %d dropped %d queued %d, want 3 1 12", w, d, q)
+	if w, r, q := s.st.written.Load(), s.st.refused.Load(), s.st.queued.Load(); w != 3 || r != 1 || q != 12 {
+		t.Errorf("written %d refused %d queued %d, want 3 1 12", w, r, q)
 	}
 	// Close delivers the rest.
 	if err := s.close(context.Background()); err != nil {

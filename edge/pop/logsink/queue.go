@@ -83,11 +83,11 @@ var (
 // taking the largest).
 //
 // MaxBuffer bounds the undelivered bytes on disk: an entry that would
-// pass it is refused (ErrQueueFull) and counted as dropped.
+// pass it is refused (ErrQueueFull) and counted as refused.
 //
 // A write (or fsync) that fails (the disk is full, read-only, gone) puts
 // the queue in a state of its own, apart from delivery failures: entries
-// are refused and counted as dropped, the guests deliver them another way,
+// are refused and counted as refused, the guests deliver them another way,
 // and Degraded and a metric say so until the disk writes again, whatever
 // the collector does meanwhile (a delivery of older lines is no sign the
 // disk took new ones). The queue tries the disk again by itself, with the
@@ -375,16 +375,16 @@ func (s *queueSink) stats() *sinkStats { return &s.st }
 
 // Write appends msg as one line. It returns once the line is written (at
 // DurabilityFsync: fsynced), or the reason it was not, which counts as a
-// dropped entry.
+// refused entry.
 func (s *queueSink) Write(_ string, msg []byte) error {
 	t0 := time.Now()
 	defer func() { s.latency.observe(time.Since(t0)) }()
 	s.st.written.Add(1)
 	size := len(msg) + 1
 	if size > s.ep.MaxBytes {
-		s.st.dropped.Add(1)
+		s.st.refused.Add(1)
 		if !s.tooLong.Swap(true) {
-			s.log.Warn("log endpoint: entry larger than max_bytes dropped", "endpoint", s.ep.Name, "bytes", size, "max_bytes", s.ep.MaxBytes)
+			s.log.Warn("log endpoint: entry larger than max_bytes refused", "endpoint", s.ep.Name, "bytes", size, "max_bytes", s.ep.MaxBytes)
 		}
 		return ErrTooLarge
 	}
@@ -396,7 +396,7 @@ func (s *queueSink) Write(_ string, msg []byte) error {
 		if held {
 			return nil
 		}
-		s.st.dropped.Add(1)
+		s.st.refused.Add(1)
 		return err
 	}
 	seq := s.writes
@@ -423,7 +423,7 @@ func (s *queueSink) Write(_ string, msg []byte) error {
 	if err != nil {
 		// Written but not known to be on disk: the guest will deliver it
 		// another way too; the aggregator deduplicates.
-		s.st.dropped.Add(1)
+		s.st.refused.Add(1)
 	}
 	return err
 }
@@ -556,10 +556,10 @@ func (s *queueSink) failLocked(err error) {
 // DurabilityFsync: and fsynced).
 func (s *queueSink) recoverLocked() {
 	since, _ := s.st.queueFailing()
-	// At WARN, as the failure was: its end and what it dropped are read
+	// At WARN, as the failure was: its end and what it refused are read
 	// where its start is (make run repeats WARN lines).
 	s.log.Warn("log endpoint: the disk queue writes again; entries are taken again", "endpoint", s.ep.Name, "dir", s.ep.Queue,
-		"failed_for", time.Since(since).Round(time.Millisecond), "dropped_total", s.st.dropped.Load())
+		"failed_for", time.Since(since).Round(time.Millisecond), "refused_total", s.st.refused.Load())
 	s.writeErr = nil
 	s.st.queueOK()
 }

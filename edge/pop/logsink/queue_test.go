@@ -370,8 +370,8 @@ func TestQueueBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if full == 0 || q.st.dropped.Load() != uint64(full) || q.st.queued.Load() > 1000 {
-		t.Fatalf("%d refused, %d dropped, %d queued", full, q.st.dropped.Load(), q.st.queued.Load())
+	if full == 0 || q.st.refused.Load() != uint64(full) || q.st.dropped.Load() != 0 || q.st.queued.Load() > 1000 {
+		t.Fatalf("%d refused, %d counted refused, %d dropped, %d queued", full, q.st.refused.Load(), q.st.dropped.Load(), q.st.queued.Load())
 	}
 	if err := q.Write("q", make([]byte, 100)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("long line: %v", err)
@@ -661,8 +661,8 @@ func TestQueueRecoversFromWriteFailure(t *testing.T) {
 				}
 				refused++
 			}
-			if got := q.st.dropped.Load(); got != uint64(refused) {
-				t.Errorf("%d entries counted dropped, want %d refused", got, refused)
+			if got, d := q.st.refused.Load(), q.st.dropped.Load(); got != uint64(refused) || d != 0 {
+				t.Errorf("%d entries counted refused and %d dropped, want %d refused", got, d, refused)
 			}
 
 			// Space again: the state clears without an entry to retry
@@ -818,8 +818,8 @@ func TestQueueHoldsCountersWhileDiskFails(t *testing.T) {
 			_, q := openQueueSet(t, queueEndpoint(c.URL, t.TempDir(), dur))
 			var failing atomic.Bool
 			lines := holdCounters(t, q, &failing)
-			if d := q.st.dropped.Load(); d != 1 {
-				t.Errorf("%d entries dropped, want 1 (the event line)", d)
+			if r, d := q.st.refused.Load(), q.st.dropped.Load(); r != 1 || d != 0 {
+				t.Errorf("%d entries refused and %d dropped, want 1 refused (the event line)", r, d)
 			}
 			failing.Store(false)
 			if got := c.waitFor(t, 2); !slices.Equal(got, lines) {
@@ -877,11 +877,14 @@ func TestQueueSendsHeldCountersAsItCloses(t *testing.T) {
 			defer cancel()
 			set.Close(ctx)
 			got, dropped := c.got(), q.st.dropped.Load()
-			if up && (!slices.Equal(got, lines) || dropped != 1) {
-				t.Errorf("delivered %q with %d dropped, want the held lines %q and the event line dropped", got, dropped, lines)
+			if r := q.st.refused.Load(); r != 1 {
+				t.Errorf("%d refused, want the event line", r)
 			}
-			if !up && (len(got) != 0 || dropped != 3) {
-				t.Errorf("delivered %q with %d dropped, want none delivered and all 3 dropped", got, dropped)
+			if up && (!slices.Equal(got, lines) || dropped != 0) {
+				t.Errorf("delivered %q with %d dropped, want the held lines %q", got, dropped, lines)
+			}
+			if !up && (len(got) != 0 || dropped != 2) {
+				t.Errorf("delivered %q with %d dropped, want none delivered and the 2 held lines dropped", got, dropped)
 			}
 		})
 	}
