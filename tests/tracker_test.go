@@ -258,6 +258,29 @@ func TestTrackerScript(t *testing.T) {
 	}
 	preamble.Store("")
 
+	// data-outbound and data-downloads: a click on a link to another
+	// host, and on one to a file, each an event with the link's address
+	// without its query; a link within the site, none. (The page's own
+	// handler keeps the browser here.)
+	attrs.Store(" data-outbound data-downloads")
+	run(chromedp.Navigate(page.URL + "/links"))
+	check(waitFor(primary, 15)[14], "pageview", page.URL+"/links", "")
+	eval(`document.body.insertAdjacentHTML("beforeend", '<a id=out href="https://example.com/to?who=me">o</a><a id=in href="/here">i</a><a id=file href="/files/report.PDF?v=2"><span id=inner>f</span></a>');
+		document.addEventListener("click", e => e.preventDefault());
+		for (const id of ["in", "out", "inner"]) document.getElementById(id).click();
+		document.getElementById("out").dispatchEvent(new MouseEvent("auxclick", {bubbles: true, button: 2}))`)
+	evs = waitFor(primary, 17)[15:]
+	if evs[0]["name"] == "download" {
+		evs[0], evs[1] = evs[1], evs[0]
+	}
+	for i, want := range []struct{ name, url string }{{"outbound", "https://example.com/to"}, {"download", page.URL + "/files/report.PDF"}} {
+		check(evs[i], want.name, page.URL+"/links", "")
+		if props, _ := evs[i]["props"].(map[string]any); props["url"] != want.url {
+			t.Errorf("%s event props %v, want url %s", want.name, evs[i]["props"], want.url)
+		}
+	}
+	attrs.Store("")
+
 	// A copy of the page saved to disk and opened from it loads s.js,
 	// which sends nothing: its file: URL names the person's folders. Its
 	// edgepixel does nothing, so the page's calls do not throw.

@@ -3,7 +3,9 @@
    Optional: data-fallback="https://OTHER-PIXEL" (a second endpoint),
    data-spa="off" (no single-page-app views), data-hash (an app routed
    by the fragment: /#/cart counts as the page /%23/cart), data-consent="0|1",
-   data-us-privacy="1YYN" (the IAB CCPA string),
+   data-us-privacy="1YYN" (the IAB CCPA string), data-outbound (an event
+   "outbound" for a click on a link to another host), data-downloads (an
+   event "download" for a click on a link to a file),
    data-signed="exp=E&site=SITE&sig=X" (the endpoint query the site's
    server signed, for a site whose events must be signed).
    API: edgepixel("signup", {plan: "pro"}); edgepixel.consent(true|false);
@@ -102,6 +104,20 @@
     history.pushState = function () { var r = push.apply(this, arguments); view(); return r; };
     w.addEventListener("popstate", view);
   }
+  // Clicks on links, with the link's address without its query and
+  // fragment (which may name the visitor) as the url prop: a download
+  // is a link with the download attribute or to a file by its
+  // extension; an outbound one goes to another host. Middle clicks
+  // (auxclick) open links too; other buttons' do not. The event is sent before the page goes.
+  function click(e) {
+    var a = e.target.closest && e.target.closest("a[href]"), u;
+    if (!a || e.button > 1 || !/^https?:$/.test(a.protocol)) return;
+    u = {url: a.origin + a.pathname};
+    if (at("data-downloads") != null && (a.hasAttribute("download") || /\.(pdf|zip|gz|tgz|7z|rar|dmg|exe|msi|pkg|deb|rpm|apk|iso|csv|xlsx?|docx?|pptx?|odt|ods|epub|mp3|mp4|mov|avi|wav|txt)$/i.test(a.pathname))) w.edgepixel("download", u);
+    else if (at("data-outbound") != null && a.host != location.host) w.edgepixel("outbound", u);
+  }
+  d.addEventListener("click", click, true);
+  d.addEventListener("auxclick", click, true);
   // Back from the bfcache: shown again, no script run again.
   w.addEventListener("pageshow", function (e) { if (e.persisted) { last = 0; first = page(); view(); } });
   // A prerendered page counts when the visitor actually opens it.
