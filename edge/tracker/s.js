@@ -108,13 +108,14 @@
   // fragment (which may name the visitor) as the url prop: a download
   // is a link with the download attribute or to a file by its
   // extension; an outbound one goes to another host. Middle clicks
-  // (auxclick) open links too; other buttons' do not. The event is sent before the page goes.
+  // (auxclick) open links too; other buttons' do not. The event is sent
+  // before the page goes.
   function click(e) {
     var a = e.target.closest && e.target.closest("a[href]"), u;
     if (!a || e.button > 1 || !/^https?:$/.test(a.protocol)) return;
     u = {url: a.origin + a.pathname};
-    if (at("data-downloads") != null && (a.hasAttribute("download") || /\.(pdf|zip|gz|tgz|7z|rar|dmg|exe|msi|pkg|deb|rpm|apk|iso|csv|xlsx?|docx?|pptx?|odt|ods|epub|mp3|mp4|mov|avi|wav|txt)$/i.test(a.pathname))) w.edgepixel("download", u);
-    else if (at("data-outbound") != null && a.host != location.host) w.edgepixel("outbound", u);
+    if (at("data-downloads") != null && (a.hasAttribute("download") || /\.(pdf|zip|gz|tgz|7z|rar|dmg|exe|msi|pkg|deb|rpm|apk|iso|csv|xlsx?|docx?|pptx?|odt|ods|epub|mp3|mp4|mov|avi|wav|txt)$/i.test(a.pathname))) send("download", u, ref);
+    else if (at("data-outbound") != null && a.host != location.host) send("outbound", u, ref);
   }
   d.addEventListener("click", click, true);
   d.addEventListener("auxclick", click, true);

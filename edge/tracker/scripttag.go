@@ -3,4 +3,4 @@
 package tracker
 
 // scriptTag is the first 16 hex digits of Script's SHA-256.
-const scriptTag = "02d05c518943481b"
+const scriptTag = "b7597fa247af1608"
