@@ -144,6 +144,7 @@ func TestTrackerScript(t *testing.T) {
 	eval(`location.hash = "#faq"`)
 	eval(`history.pushState({}, "", "/cart?x=1")`)
 	eval(`history.replaceState({}, "", "/cart?x=1&q=a")`) // the page rewriting its address: no view
+	eval(`location.hash = "#faq"`)                        // and what a place in it is compared with
 	eval(`history.replaceState({}, "", "/cart?x=1")`)
 	// Calls the edge would refuse, or that cannot be sent, are not sent
 	// and do not throw into the page.
@@ -242,6 +243,9 @@ func TestTrackerScript(t *testing.T) {
 	// A reload names itself as referrer.
 	run(chromedp.Reload())
 	check(waitFor(primary, 12)[11], "pageview", page.URL+"/app/%23/pay?utm_source=nl", page.URL+"/app/%23/pay?utm_source=nl")
+	// A fragment that is no route is a place in the route's view: no
+	// view (counted by the next waitFor).
+	eval(`location.hash = "#faq"`)
 	attrs.Store("")
 
 	// Calls a page queued before s.js ran are sent after its view.
@@ -256,6 +260,13 @@ func TestTrackerScript(t *testing.T) {
 	if props, _ := evs[1]["props"].(map[string]any); props["a"] != "1" {
 		t.Errorf("queued event props %v", evs[1]["props"])
 	}
+	// The same stub with nothing queued yet (its q comes with its first
+	// call): s.js takes it all the same.
+	preamble.Store(`window.edgepixel = window.edgepixel || function () { (edgepixel.q = edgepixel.q || []).push(arguments); };`)
+	run(chromedp.Navigate(page.URL + "/stub"))
+	check(waitFor(primary, 15)[14], "pageview", page.URL+"/stub", "")
+	eval(`edgepixel("later")`)
+	check(waitFor(primary, 16)[15], "later", page.URL+"/stub", "")
 	preamble.Store("")
 
 	// data-outbound and data-downloads: a click on a link to another
@@ -264,12 +275,12 @@ func TestTrackerScript(t *testing.T) {
 	// handler keeps the browser here.)
 	attrs.Store(" data-outbound data-downloads")
 	run(chromedp.Navigate(page.URL + "/links"))
-	check(waitFor(primary, 15)[14], "pageview", page.URL+"/links", "")
+	check(waitFor(primary, 17)[16], "pageview", page.URL+"/links", "")
 	eval(`document.body.insertAdjacentHTML("beforeend", '<a id=out href="https://example.com/to?who=me">o</a><a id=in href="/here">i</a><a id=file href="/files/report.PDF?v=2"><span id=inner>f</span></a>');
 		document.addEventListener("click", e => e.preventDefault());
 		for (const id of ["in", "out", "inner"]) document.getElementById(id).click();
 		document.getElementById("out").dispatchEvent(new MouseEvent("auxclick", {bubbles: true, button: 2}))`)
-	evs = waitFor(primary, 17)[15:]
+	evs = waitFor(primary, 19)[17:]
 	if evs[0]["name"] == "download" {
 		evs[0], evs[1] = evs[1], evs[0]
 	}

@@ -11,13 +11,15 @@
    API: edgepixel("signup", {plan: "pro"}); edgepixel.consent(true|false);
    edgepixel.usPrivacy("1YYN");
    edgepixel.view() (a pageview by hand). Calls made before s.js has run
-   are sent once it has, after the page's view, if the page queued them:
+   (events only) are sent once it has, after the page's view, if the
+   page queued them:
    window.edgepixel = window.edgepixel || function () {
      (edgepixel.q = edgepixel.q || []).push(arguments); }; */
 (function (w, d, n) {
-  // A page's own queue (above) is taken; s.js loaded twice is not.
+  // A page's own queue (above; q comes with its first call) is taken;
+  // s.js loaded twice, whose edgepixel has view, is not.
   var s = d.currentScript, site = s && s.getAttribute("data-site"), queued = w.edgepixel;
-  if (!site || queued && !queued.q) return;
+  if (!site || queued && queued.view) return;
   if (/^(file|content):/.test(location.protocol)) { w.edgepixel = function () {}; w.edgepixel.view = w.edgepixel.consent = w.edgepixel.usPrivacy = w.edgepixel; return; }
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
@@ -51,13 +53,16 @@
   }
   // The page a view counts: the address without its fragment, which
   // names a place in the page (a click in a table of contents, which
-  // fires popstate, is no view). With data-hash the fragment is a route:
+  // fires popstate, is no view). With data-hash a fragment that starts
+  // with / or ! (#/cart, #!/cart) is a route (#faq is a place in the
+  // route's view, which stays the page):
   // kept in the path, its '#' escaped (the edge drops a fragment), its
   // query joined to the page's.
   function page() {
-    var u = location.href.split("#"), h = hash && u[1], i = u[0].indexOf("?"), q = i < 0 ? "" : u[0].slice(i);
+    var u = location.href.split("#"), h = hash && u[1], i = u[0].indexOf("?"), q = i < 0 || i == u[0].length - 1 ? "" : u[0].slice(i);
     if (!h) return u[0];
-    u = q ? u[0].slice(0, i) : u[0];
+    if (!/^[\/!]/.test(h)) return last || u[0];
+    u = i < 0 ? u[0] : u[0].slice(0, i);
     i = h.indexOf("?");
     if (i >= 0) { q += (q ? "&" : "?") + h.slice(i + 1); h = h.slice(0, i); }
     return u + "%23" + h + q;
@@ -98,10 +103,12 @@
   // A view is a pushState (a router's navigation) or a move in the
   // history, not a replaceState: pages rewrite their address in place
   // (a landing's campaign tags taken off, a search box's query kept in
-  // it at each key), which is no new view.
+  // it at each key), which is no new view, but is the address the next
+  // view compares with and names as referrer.
   if (at("data-spa") != "off") {
-    var push = history.pushState;
+    var push = history.pushState, replace = history.replaceState;
     history.pushState = function () { var r = push.apply(this, arguments); view(); return r; };
+    history.replaceState = function () { var r = replace.apply(this, arguments); if (last) last = page(); return r; };
     w.addEventListener("popstate", view);
   }
   // Clicks on links, with the link's address without its query and
@@ -121,8 +128,12 @@
   d.addEventListener("auxclick", click, true);
   // Back from the bfcache: shown again, no script run again.
   w.addEventListener("pageshow", function (e) { if (e.persisted) { last = 0; first = page(); view(); } });
-  // A prerendered page counts when the visitor actually opens it.
-  if (d.prerendering) d.addEventListener("prerenderingchange", view, {once: true});
-  else view();
-  (queued && queued.q || []).forEach(function (a) { w.edgepixel.apply(w, a); });
+  // A prerendered page counts when the visitor actually opens it, and
+  // its queued events are sent then, after its view.
+  function start() {
+    view();
+    (queued && queued.q || []).forEach(function (a) { w.edgepixel.apply(w, a); });
+  }
+  if (d.prerendering) d.addEventListener("prerenderingchange", start, {once: true});
+  else start();
 })(window, document, navigator);

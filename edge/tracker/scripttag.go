@@ -3,4 +3,4 @@
 package tracker
 
 // scriptTag is the first 16 hex digits of Script's SHA-256.
-const scriptTag = "b7597fa247af1608"
+const scriptTag = "424fe77ab0c0880b"

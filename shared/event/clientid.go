@@ -62,9 +62,11 @@ func parseClientID(s string) (ID, error) {
 // (or the reverse), which whole steps put right within its drift.
 const ClockStep = 15 * 60 * 1000
 
-// ParseClientIDSkewed is ParseClientID for a browser's event (a POST's
-// event_id or Idempotency-Key, an NDJSON line's client_event_id against
-// the line's time), whose clock may be off by hours: an id whose time is
+// ParseClientIDSkewed validates a client id (the canonical 8-4-4-4-12
+// hex form, either case, version 7, the RFC 9562 variant) against nowMS
+// (unix ms) for a browser's event (a POST's event_id or Idempotency-Key,
+// an NDJSON line's client_event_id against the line's time), whose clock
+// may be off by hours: an id whose time is
 // half a ClockStep or more ahead of nowMS, or MaxClientIDAge less half a
 // step or more behind it, is not refused (s.js sends each event
 // once it has an answer, so a refused one was lost: a tester's browser

@@ -655,8 +655,8 @@ func (ls *Set) Degraded() []string {
 			}
 			continue
 		}
-		out = append(out, fmt.Sprintf("log endpoint %s: deliveries failing for %s (%v); %d entries dropped so far, %d bytes queued",
-			st.label, time.Since(since).Round(time.Second), err, st.dropped.Load(), st.queued.Load()))
+		out = append(out, fmt.Sprintf("log endpoint %s: deliveries failing for %s (%v); %d entries dropped so far, %d refused to the guests, %d bytes queued",
+			st.label, time.Since(since).Round(time.Second), err, st.dropped.Load(), st.refused.Load(), st.queued.Load()))
 	}
 	slices.Sort(out)
 	return out
@@ -678,7 +678,7 @@ func (ls *Set) WritePrometheus(w io.Writer) {
 			func(st *sinkStats) int64 { return int64(st.written.Load()) }},
 		{"edgepixel_pop_log_lines_delivered_total", "counter", "Log entries printed, written to their file or accepted by their HTTP collector (with a disk queue, also entries an earlier run queued: this can pass edgepixel_pop_log_lines_total).", false,
 			func(st *sinkStats) int64 { return int64(st.delivered.Load()) }},
-		{"edgepixel_pop_log_lines_refused_total", "counter", "Log entries refused to the guest as it wrote them (the write failed: too large, buffer or disk budget full, the disk queue cannot write); the guest knows, and an edgepixel module delivers them another way.", false,
+		{"edgepixel_pop_log_lines_refused_total", "counter", "Log entries refused to the guest as it wrote them (the write failed: too large, buffer or disk budget full, the disk queue cannot write). The guest knows: an edgepixel module delivers a refused journal line by batch, holds a refused fallback line for its next try (counted delivery_failed at the aggregator if lost); another guest may lose it.", false,
 			func(st *sinkStats) int64 { return int64(st.refused.Load()) }},
 		{"edgepixel_pop_log_lines_dropped_total", "counter", "Log entries taken and lost later: a file write error, or a batch undeliverable after retries.", false,
 			func(st *sinkStats) int64 { return int64(st.dropped.Load()) }},
