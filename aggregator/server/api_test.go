@@ -300,6 +300,11 @@ func TestShareOfUnseenSite(t *testing.T) {
 	if resp.StatusCode != 400 || !strings.Contains(string(body), `site \"newss\" is not one this aggregator accepts (--sites: shop, news); did you mean news?`) {
 		t.Errorf("a share of a site --sites does not list: %d %s; want 400 naming --sites", resp.StatusCode, body)
 	}
+	// The admin reads every configured site, before its first event too
+	// (a tester's /api/me left out one that had none yet).
+	if code, _, body := b.askDash(t, "GET", "/api/me", authHeader()); code != 200 || !strings.Contains(string(body), `"sites":["news","shop"]`) {
+		t.Errorf("/api/me with --sites shop,news and no events: %d %s", code, body)
+	}
 }
 
 // /api/counts keeps the sites summed up beyond --max-sites apart from a

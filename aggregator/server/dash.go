@@ -289,13 +289,16 @@ func (s *Server) dashboardRoutes() http.Handler {
 		g := grantOf(r)
 		sites := g.Sites
 		if g.All() {
+			// The sites with live counts, and every configured one,
+			// also before its first event (a tester's had none yet).
 			names, _, _, _ := s.hub.Snapshot()
-			sites = make([]string, 0, len(names))
+			sites = slices.Clone(s.cfg.Sites)
 			for n := range names {
 				sites = append(sites, n)
 			}
 		}
 		slices.Sort(sites)
+		sites = slices.Compact(sites)
 		reply.JSON(w, http.StatusOK, map[string]any{"kind": g.Kind, "admin": g.Admin, "sites": sites})
 	}))
 	auth("GET /api/shares", adminOnly(params(func(w http.ResponseWriter, r *http.Request) {
