@@ -61,10 +61,10 @@
   function page() {
     var u = location.href.split("#"), h = hash && u[1], i = u[0].indexOf("?"), q = i < 0 || i == u[0].length - 1 ? "" : u[0].slice(i);
     if (!h) return u[0];
-    if (!/^[\/!]/.test(h)) return last || u[0];
+    if (!/^[\/!]/.test(h)) return last && !last.indexOf(u[0].split("?")[0] + "%23") ? last : u[0];
     u = i < 0 ? u[0] : u[0].slice(0, i);
     i = h.indexOf("?");
-    if (i >= 0) { q += (q ? "&" : "?") + h.slice(i + 1); h = h.slice(0, i); }
+    if (i >= 0) { if (h[i + 1]) q += (q ? "&" : "?") + h.slice(i + 1); h = h.slice(0, i); }
     return u + "%23" + h + q;
   }
   // The browser sends Sec-GPC and DNT itself; consent is the page's word.
@@ -78,8 +78,8 @@
     if (consent != null) e.consent = consent;
     if (usp) e.us_privacy = usp;
     try {
-      if (typeof name != "string" || !name) throw "its name must be a string";
-      if (props && (typeof props != "object" || Array.isArray(props))) throw "its props must be an object";
+      if (typeof name != "string" || !name) throw "its name must be a non-empty string";
+      if (props && !/^{/.test(JSON.stringify(props))) throw "its props must be an object";
       post(JSON.stringify(e), 0, 0);
     } catch (x) { console.warn("edgepixel: event not sent: " + x); }
   }
@@ -105,11 +105,17 @@
   // (a landing's campaign tags taken off, a search box's query kept in
   // it at each key), which is no new view, but is the address the next
   // view compares with and names as referrer.
+  // A view waits for the task it came in to end, so that a router's
+  // redirect (a replaceState right after the pushState) counts the page
+  // it settles on, not the one nobody saw.
+  function later() {
+    if (!pending) pending = setTimeout(function () { pending = 0; view(); });
+  }
   if (at("data-spa") != "off") {
-    var push = history.pushState, replace = history.replaceState;
-    history.pushState = function () { var r = push.apply(this, arguments); view(); return r; };
-    history.replaceState = function () { var r = replace.apply(this, arguments); if (last) last = page(); return r; };
-    w.addEventListener("popstate", view);
+    var push = history.pushState, replace = history.replaceState, pending;
+    history.pushState = function () { var r = push.apply(this, arguments); later(); return r; };
+    history.replaceState = function () { var r = replace.apply(this, arguments); if (last && !pending) last = page(); return r; };
+    w.addEventListener("popstate", later);
   }
   // Clicks on links, with the link's address without its query and
   // fragment (which may name the visitor) as the url prop: a download
@@ -118,14 +124,20 @@
   // (auxclick) open links too; other buttons' do not. The event is sent
   // before the page goes.
   function click(e) {
-    var a = e.target.closest && e.target.closest("a[href]"), u;
-    if (!a || e.button > 1 || !/^https?:$/.test(a.protocol)) return;
-    u = {url: a.origin + a.pathname};
-    if (at("data-downloads") != null && (a.hasAttribute("download") || /\.(pdf|zip|gz|tgz|7z|rar|dmg|exe|msi|pkg|deb|rpm|apk|iso|csv|xlsx?|docx?|pptx?|odt|ods|epub|mp3|mp4|mov|avi|wav|txt)$/i.test(a.pathname))) send("download", u, ref);
-    else if (at("data-outbound") != null && a.host != location.host) send("outbound", u, ref);
+    var a = e.composedPath().filter(function (t) { return t.matches && t.matches("a[href]"); })[0], f, l;
+    if (!a || e.button > 1 || e.defaultPrevented) return;
+    l = new URL(a.href.baseVal || a.href, location.href); // an SVG link's href is an object
+    f = a.hasAttribute("download") || /\.(pdf|zip|gz|tgz|7z|rar|dmg|exe|msi|pkg|deb|rpm|apk|iso|csv|xlsx?|docx?|pptx?|odt|ods|epub|mp3|mp4|mov|avi|wav|txt)$/i.test(l.pathname);
+    // A file the page made (blob:, data:) is named by its download name.
+    if (/^(blob|data):$/.test(l.protocol)) { if (f && at("data-downloads") != null) send("download", {url: a.getAttribute("download")}, ref); return; }
+    if (!/^https?:$/.test(l.protocol)) return;
+    if (f && at("data-downloads") != null) send("download", {url: l.origin + l.pathname}, ref);
+    else if (at("data-outbound") != null && l.host != location.host) send("outbound", {url: l.origin + l.pathname}, ref);
   }
-  d.addEventListener("click", click, true);
-  d.addEventListener("auxclick", click, true);
+  // On the window as the click bubbles up, after the page's handlers, so
+  // that a click the page cancels (defaultPrevented) is no departure.
+  w.addEventListener("click", click);
+  w.addEventListener("auxclick", click);
   // Back from the bfcache: shown again, no script run again.
   w.addEventListener("pageshow", function (e) { if (e.persisted) { last = 0; first = page(); view(); } });
   // A prerendered page counts when the visitor actually opens it, and
