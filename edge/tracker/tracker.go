@@ -25,7 +25,7 @@ import _ "embed"
 
 //go:generate go run ./internal/gen
 
-// Script is s.js minified (s.min.js); TestMinifiedFresh checks it is.
+// Script is s.js minified (s.min.js); internal/minify's TestServedFresh checks it is.
 //
 //go:embed s.min.js
 var Script []byte
