@@ -247,7 +247,7 @@ func TestEnrichmentThroughPOP(t *testing.T) {
 	got := waitEnriched(t, s, "en-%", len(want))
 	// The module read the salts at its first hit and said the stale one.
 	if l := string(proc.Tail(filepath.Join(s.Options().Dir, "logs", "pop.log"), 1<<20)); !strings.Contains(l, "holds the visitor salt of "+staleSalt(privacy.Day(time.Now())).Date()) ||
-		!strings.Contains(l, "edgepixel-salt --fastly-store") {
+		!strings.Contains(l, "with --fastly-store STORE_ID on Fastly") { // the module's words, not the POP's
 		t.Errorf("no warning of the salt of a day that is over from the module in the POP's log")
 	}
 	for name, check := range want {
