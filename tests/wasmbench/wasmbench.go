@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,9 +145,21 @@ func (g *Guest) Close() { g.r.Close(context.Background()) }
 // on one locked OS thread whose CPU clock is the guest's monotonic clock.
 // It returns the guest's standard output and the CPU time instantiation
 // and main took.
+//
+// The host's garbage collector is off while the guest runs (after a
+// collection). A collection stops each goroutine to scan its stack, and a
+// goroutine in compiled wasm code cannot stop until the code calls the
+// host: the Go runtime signals its thread again every few microseconds
+// until then (runtime.suspendG), and handling the signals is CPU time on
+// the guest's clock. A guest whose main is one long call (the corpus,
+// pass after pass) took up to three times its CPU time in runs a
+// collection began during. A POP's hit calls the host within
+// microseconds, so there a collection costs the guest a few signals.
 func (g *Guest) Run(args ...string) (string, time.Duration, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	var out, errOut bytes.Buffer
 	cfg := wazero.NewModuleConfig().WithName("").WithArgs(append([]string{"guest"}, args...)...).
 		WithStdout(&out).WithStderr(&errOut).WithSysWalltime().WithSysNanosleep().
@@ -176,6 +189,9 @@ type Figures struct {
 	// CPU time of all enrichment of one hit, over every hit of Passes
 	// passes of the corpus, less the clock's own cost.
 	HitCost
+	// Cold is the same over a tenth of the passes, each hit with the
+	// caches cold (ColdSweep).
+	Cold         HitCost
 	Passes, Hits int
 	// Clock is the median cost of one clock reading pair, subtracted above.
 	Clock time.Duration
@@ -195,6 +211,14 @@ type Package struct {
 
 // StartRuns is how many instances Measure starts per module.
 const StartRuns = 21
+
+// ColdSweep is how many bytes of memory the cold figures (Figures.Cold,
+// MeasureNative) write, one byte a 64-byte cache line, before each hit:
+// more than a server core's L2 cache holds, so that the hit starts with
+// its code and tables fetched again from L3 or memory, as a POP's
+// instance takes a hit after the connections' goroutines, the kernel and
+// other instances have run on its core.
+const ColdSweep = 8 << 20
 
 // Measure builds the guest and its baseline with tc into dir, checks that
 // the guest computes what the packages compute natively (want is
@@ -234,7 +258,7 @@ func Measure(tc Toolchain, dir string, passes int, want string) (Figures, error)
 		return f, err
 	}
 
-	out, _, err := g.Run("bench", strconv.Itoa(passes))
+	out, _, err := g.Run("bench", strconv.Itoa(passes), strconv.Itoa(ColdSweep))
 	if err != nil {
 		return f, err
 	}
@@ -256,7 +280,7 @@ func medianStart(g *Guest) (time.Duration, error) {
 
 // parseBench reads the guest's "bench" output into f.
 func parseBench(f *Figures, out string) error {
-	var timer, hits []int64
+	var timer, hits, cold []int64
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		fields := strings.Fields(line)
 		if len(fields) < 2 {
@@ -278,6 +302,8 @@ func parseBench(f *Figures, out string) error {
 			timer = nums
 		case "hit":
 			hits = nums
+		case "cold":
+			cold = nums
 		case "allocs":
 			f.Allocs = uint64(nums[0])
 		case "alloc_bytes":
@@ -288,13 +314,13 @@ func parseBench(f *Figures, out string) error {
 			f.Packages = append(f.Packages, Package{name, time.Duration(nums[0])})
 		}
 	}
-	if len(timer) == 0 || len(hits) == 0 {
+	if len(timer) == 0 || len(hits) == 0 || len(cold) == 0 {
 		return fmt.Errorf("guest printed no samples:\n%s", out)
 	}
 	slices.Sort(timer)
 	clock := timer[len(timer)/2]
 	f.Clock, f.Hits = time.Duration(clock), len(hits)
-	f.HitCost = summarise(hits, clock)
+	f.HitCost, f.Cold = summarise(hits, clock), summarise(cold, clock)
 	for i := range f.Packages {
 		f.Packages[i].Mean = max(f.Packages[i].Mean-time.Duration(clock)/time.Duration(len(hits)), 0)
 	}
@@ -336,8 +362,9 @@ func summarise(samples []int64, clock int64) HitCost {
 
 // MeasureNative is the baseline of the per-hit figures: all enrichment of
 // each corpus hit compiled natively for this host, timed the same way
-// (thread CPU time, less the clock's own cost) over passes of the corpus.
-func MeasureNative(passes int) HitCost {
+// (thread CPU time, less the clock's own cost) over passes of the corpus,
+// and over a tenth of them with the caches cold (ColdSweep).
+func MeasureNative(passes int) (hot, cold HitCost) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	timer := make([]int64, 1000)
@@ -354,7 +381,20 @@ func MeasureNative(passes int) HitCost {
 			per = append(per, threadCPU()-t)
 		}
 	}
-	return summarise(per, timer[len(timer)/2])
+	sweep := make([]byte, ColdSweep)
+	cper := make([]int64, 0, max(passes/10, 1)*len(corpus.Hits))
+	for range max(passes/10, 1) {
+		for i := range corpus.Hits {
+			for j := 0; j < len(sweep); j += 64 {
+				sweep[j]++
+			}
+			t := threadCPU()
+			nativeSink = corpus.Enrich(&corpus.Hits[i])
+			cper = append(cper, threadCPU()-t)
+		}
+	}
+	clock := timer[len(timer)/2]
+	return summarise(per, clock), summarise(cper, clock)
 }
 
 var nativeSink corpus.Result

@@ -3,9 +3,11 @@
 //
 //	start     nothing: the cost of an instance's start
 //	digest    print the digest of the corpus' results ("digest <hex>")
-//	bench N   enrich the corpus N times; print "name value unit" lines:
+//	bench N S enrich the corpus N times; print "name value unit" lines:
 //	          every hit's cost (all enrichment), the clock's own cost,
-//	          each package's mean, allocations and the heap
+//	          each package's mean, allocations and the heap; then, for
+//	          one pass in ten, every hit's cost with the caches cold:
+//	          S bytes of memory written, one a cache line, before each hit
 //
 // Costs are read from the monotonic clock, which the host sets to its
 // thread's CPU time.
@@ -36,7 +38,7 @@ func main() {
 		out("digest", strconv.FormatUint(corpus.Digest(), 16), "")
 		return
 	}
-	n, _ := strconv.Atoi(os.Args[2])
+	n := atoi(os.Args[2])
 	hits := corpus.Hits
 
 	// The clock's own cost: an empty reading pair.
@@ -45,11 +47,7 @@ func main() {
 		t := time.Now()
 		timer = append(timer, int64(time.Since(t)))
 	}
-	os.Stdout.WriteString("timer")
-	for _, d := range timer {
-		os.Stdout.WriteString(" " + strconv.FormatInt(d, 10))
-	}
-	os.Stdout.WriteString("\n")
+	samples("timer", timer)
 
 	// All enrichment, hit by hit, every sample (the host takes quantiles).
 	per := make([]int64, 0, n*len(hits))
@@ -63,11 +61,8 @@ func main() {
 		}
 	}
 	runtime.ReadMemStats(&m1)
-	os.Stdout.WriteString("hit")
-	for _, d := range per {
-		os.Stdout.WriteString(" " + strconv.FormatInt(d, 10))
-	}
-	os.Stdout.WriteString("\n")
+	samples("hit", per)
+
 	count := uint64(n * len(hits))
 	out("allocs", strconv.FormatUint((m1.Mallocs-m0.Mallocs)/count, 10), "allocs/hit")
 	out("alloc_bytes", strconv.FormatUint((m1.TotalAlloc-m0.TotalAlloc)/count, 10), "B/hit")
@@ -96,6 +91,38 @@ func main() {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	out("heap_sys", strconv.FormatUint(m.HeapSys, 10), "B")
+
+	// The same hits with the caches cold, as a POP's instance takes each
+	// hit after the connections' goroutines, the kernel and other
+	// instances have run: what the sweep evicts is what a hit then
+	// fetches again, its code and its tables.
+	sweep := make([]byte, atoi(os.Args[3]))
+	cold := make([]int64, 0, max(n/10, 1)*len(hits))
+	for range max(n/10, 1) {
+		for i := range hits {
+			for j := 0; j < len(sweep); j += 64 {
+				sweep[j]++
+			}
+			t := time.Now()
+			sink = corpus.Enrich(&hits[i])
+			cold = append(cold, int64(time.Since(t)))
+		}
+	}
+	samples("cold", cold)
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// samples prints one line: name and each sample.
+func samples(name string, ds []int64) {
+	os.Stdout.WriteString(name)
+	for _, d := range ds {
+		os.Stdout.WriteString(" " + strconv.FormatInt(d, 10))
+	}
+	os.Stdout.WriteString("\n")
 }
 
 func out(name, v, unit string) {
