@@ -90,9 +90,10 @@
   // was first opened from, which would count it as a new arrival from
   // there.
   function view() {
-    if (page() == last) return;
+    var p = page();
+    if (p == last) return;
     ref = last || first;
-    last = page();
+    last = p;
     send("pageview", 0, ref);
   }
   first = /^(reload|back_forward)$/.test(nav && nav.type) ? page() : d.referrer;

@@ -3,4 +3,4 @@
 package tracker
 
 // scriptTag is the first 16 hex digits of Script's SHA-256.
-const scriptTag = "cc7e6d9e91aef304"
+const scriptTag = "99c15e2a1d74517f"

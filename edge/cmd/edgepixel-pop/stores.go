@@ -119,11 +119,12 @@ func checkManifest(m *fastlytoml.Manifest, eps []logsink.Endpoint) ([]string, er
 	out = append(out, saltWarnings(m.LocalServer.SecretStores[storekeys.Store], time.Now())...)
 	written := map[string]bool{store[wire.ConfigJournal]: true, store[wire.ConfigLogEndpoint]: true}
 	written[storekeys.FallbackLogEndpoint(store[wire.ConfigFallbackLogEndpoint])] = true
+	noJournal := unjournaled(m, eps)
 	for _, ep := range eps {
 		switch {
 		case ep.Name == "*" || written[ep.Name]:
-		case ep.Name == storekeys.JournalLogEndpoint && store[wire.ConfigJournal] == "":
-			out = append(out, unjournaled(m, eps))
+		case ep.Name == storekeys.JournalLogEndpoint && noJournal != "":
+			out = append(out, noJournal)
 		default:
 			out = append(out, fmt.Sprintf("log endpoint %s is configured, but the module writes to no log endpoint of that name (config store %s: %s, %s, %s)",
 				ep.Name, storekeys.Store, wire.ConfigJournal, wire.ConfigFallbackLogEndpoint, wire.ConfigLogEndpoint))
