@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -277,7 +278,8 @@ func TestTrackerScript(t *testing.T) {
 	// host, and on one to a file, each an event with the link's address
 	// without its query; a link within the site, one the page cancels,
 	// and a right click, none. (The test's own handler, after s.js's,
-	// keeps the browser here.)
+	// cancels the clicks; the SVG link's synthetic click leaves the page
+	// all the same in this Chromium, so the next step opens a page anew.)
 	attrs.Store(" data-outbound data-downloads")
 	run(chromedp.Navigate(page.URL + "/links"))
 	check(waitFor(primary, 18)[17], "pageview", page.URL+"/links", "")
@@ -300,6 +302,19 @@ func TestTrackerScript(t *testing.T) {
 		t.Errorf("no event for the links %v", want)
 	}
 	attrs.Store("")
+
+	// Props over the edge's limit, counted in UTF-8 bytes as the edge
+	// counts them (here under the limit in JavaScript's own string
+	// length), are sent, for the edge to refuse and count
+	// (props_too_large), and the page's console says so.
+	run(chromedp.Navigate(page.URL + "/big"))
+	check(waitFor(primary, 22)[21], "pageview", page.URL+"/big", "")
+	eval(fmt.Sprintf(`window.warned = []; console.warn = m => warned.push(m); edgepixel("big", {k: "\u00e9".repeat(%d)})`, event.MaxPropsLen*3/4))
+	check(waitFor(primary, 23)[22], "big", page.URL+"/big", "")
+	warned, err := chromedp.Run(ctx, chromedp.Evaluate[string](`warned.join("\n")`))
+	if want := fmt.Sprintf("props over %d bytes", event.MaxPropsLen); err != nil || !strings.Contains(warned, want) {
+		t.Errorf("console warnings %q (%v), want one of %q", warned, err, want)
+	}
 
 	// A copy of the page saved to disk and opened from it loads s.js,
 	// which sends nothing: its file: URL names the person's folders. Its

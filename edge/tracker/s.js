@@ -70,16 +70,20 @@
   // The browser sends Sec-GPC and DNT itself; consent is the page's word.
   // A call the edge would refuse (no name, props that are not an object)
   // or that cannot be sent (a BigInt) is not sent: the page's console
-  // says why, and the page's own code goes on.
+  // says why, and the page's own code goes on. Props over the edge's
+  // limit are sent, for the edge to refuse and count (props_too_large),
+  // and the console says so: the edge measures them as it stores them,
+  // which can be a little shorter.
   function send(name, props, ref) {
     var e = {site: site, name: name, url: page(), ref: ref || "", event_id: id(),
-      sw: screen.width, t: Date.now()};
+      sw: screen.width, t: Date.now()}, p;
     if (props) e.props = props;
     if (consent != null) e.consent = consent;
     if (usp) e.us_privacy = usp;
     try {
       if (typeof name != "string" || !name) throw "its name must be a non-empty string";
-      if (props && !/^{/.test(JSON.stringify(props))) throw "its props must be an object";
+      if (props && !/^{/.test(p = JSON.stringify(props))) throw "its props must be an object";
+      if (p && new TextEncoder().encode(p).length > MAX_PROPS_LEN) console.warn("edgepixel: event " + name + ": props over MAX_PROPS_LEN bytes, which the edge refuses (props_too_large)");
       post(JSON.stringify(e), 0, 0);
     } catch (x) { console.warn("edgepixel: event not sent: " + x); }
   }

@@ -3,4 +3,4 @@
 package tracker
 
 // scriptTag is the first 16 hex digits of Script's SHA-256.
-const scriptTag = "99c15e2a1d74517f"
+const scriptTag = "e7ef7503ef115a4f"

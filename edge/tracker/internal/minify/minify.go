@@ -10,17 +10,34 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"strconv"
 
 	"github.com/tdewolff/minify/v2"
 	"github.com/tdewolff/minify/v2/js"
+
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // Header opens the served script: where its commented source is.
 const Header = "/* edgepixel tracker, minified from edge/tracker/s.js (github.com/edgepixel/edgepixel), which says how to use it */\n"
 
-// Script returns src (JavaScript) minified, under Header, ending in a
-// newline. Errors are the minifier's parse errors.
+// Limits is what s.js names and the edge defines: each name in the
+// source is replaced by its value before minifying, so that the script
+// and the edge cannot disagree.
+var Limits = map[string]int{
+	"MAX_PROPS_LEN": event.MaxPropsLen, // props' size, in UTF-8 bytes
+}
+
+// Script returns src (JavaScript) with Limits filled in, minified, under
+// Header, ending in a newline. Errors are a limit the source does not
+// name and the minifier's parse errors.
 func Script(src []byte) ([]byte, error) {
+	for name, v := range Limits {
+		if !bytes.Contains(src, []byte(name)) {
+			return nil, fmt.Errorf("s.js does not name %s", name)
+		}
+		src = bytes.ReplaceAll(src, []byte(name), []byte(strconv.Itoa(v)))
+	}
 	var out bytes.Buffer
 	out.WriteString(Header)
 	if err := js.Minify(minify.New(), &out, bytes.NewReader(src), nil); err != nil {
