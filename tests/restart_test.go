@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,6 +30,13 @@ func TestRestartKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	secretsOffCommandLines(t, first)
+	// Every process's log is in the logs directory, as make run's banner
+	// says: the servers' by a link to their own directories.
+	for _, name := range []string{"aggregator.log", "pop.log", "redis.log", "clickhouse-server.log", "clickhouse-server.err.log"} {
+		if _, err := os.Stat(filepath.Join(dir, "logs", name)); err != nil {
+			t.Errorf("logs: %v", err)
+		}
+	}
 	const before, after = 25, 7
 	for i := 0; i < before; i++ {
 		resp, body := get(t, pixelURL(first.PopURL, "restart", fmt.Sprintf("https://example.com/before/%d", i), ""), nil)

@@ -232,7 +232,7 @@ func (c *ClickHouse) DDLWorkerEnded() string {
 // started, that its distributed DDL thread wrote: what a test prints when
 // an ON CLUSTER statement waits on the server.
 func (c *ClickHouse) DDLWorkerLog() []string {
-	f, err := os.Open(filepath.Join(c.Dir, "log", "clickhouse-server.err.log"))
+	f, err := os.Open(ClickHouseErrLog(c.Dir))
 	if err != nil {
 		return nil
 	}
@@ -356,7 +356,7 @@ func StartTestCluster(t testing.TB, name string, shards, replicas int) (*ZooKeep
 		}
 		for _, shard := range cl.Shards {
 			for _, ch := range shard {
-				t.Logf("%s: the end of its error log:\n%s", ch.Dir, tail(filepath.Join(ch.Dir, "log", "clickhouse-server.err.log"), 4<<10))
+				t.Logf("%s: the end of its error log:\n%s", ch.Dir, tail(ClickHouseErrLog(ch.Dir), 4<<10))
 			}
 		}
 	})

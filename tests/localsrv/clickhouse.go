@@ -165,7 +165,7 @@ func startClickHouseOnce(ctx context.Context, dir string, httpPort, tcpPort int,
 	}
 	// Once it runs, the server says what went wrong in its own error log,
 	// which keeps earlier runs' errors: only what comes after is this run's.
-	errLog := filepath.Join(dir, "log", "clickhouse-server.err.log")
+	errLog := ClickHouseErrLog(dir)
 	errFrom := proc.LogSize(errLog)
 	p, err := proc.Start("clickhouse-server", proc.Options{Log: filepath.Join(dir, "stdout.log")}, bin, args...)
 	if err != nil {
@@ -234,8 +234,8 @@ func privateConfig(base, dir string, httpPort, tcpPort int, extra, compression s
 	set("tmp_path", filepath.Join(dir, "tmp")+"/")
 	set("user_files_path", filepath.Join(dir, "user_files")+"/")
 	set("format_schema_path", filepath.Join(dir, "format_schemas")+"/")
-	set("log", filepath.Join(dir, "log", "clickhouse-server.log"))
-	set("errorlog", filepath.Join(dir, "log", "clickhouse-server.err.log"))
+	set("log", ClickHouseLog(dir))
+	set("errorlog", ClickHouseErrLog(dir))
 	set("level", "warning")
 	set("size", "100M")
 	set("count", "2")
@@ -321,3 +321,10 @@ func (c *ClickHouse) Err() error { return c.p.Err() }
 
 // Pid is the server's process id (for its CPU time and I/O in /proc).
 func (c *ClickHouse) Pid() int { return c.p.Pid() }
+
+// ClickHouseLog is all the clickhouse-server StartClickHouse runs in dir
+// logs.
+func ClickHouseLog(dir string) string { return filepath.Join(dir, "log", "clickhouse-server.log") }
+
+// ClickHouseErrLog is its errors alone.
+func ClickHouseErrLog(dir string) string { return filepath.Join(dir, "log", "clickhouse-server.err.log") }

@@ -58,7 +58,7 @@ func startRedis(ctx context.Context, dir string, port int, extra ...string) (*Re
 	r.URL = "redis://" + r.Addr + "/0"
 	// Loading a large append-only file can take a while; PING answers
 	// -LOADING until it is done.
-	r.p, err = startServer(ctx, "redis-server", filepath.Join(dir, "redis.log"), 30*time.Second,
+	r.p, err = startServer(ctx, "redis-server", RedisLog(dir), 30*time.Second,
 		func(p *proc.Proc) error { return r.ping(p.Pid()) }, bin, args...)
 	if err != nil {
 		return nil, err
@@ -137,3 +137,6 @@ func (r *Redis) Done() <-chan struct{} { return r.p.Done() }
 // Err is how the server ended (nil for exit status 0); valid once Done
 // is closed.
 func (r *Redis) Err() error { return r.p.Err() }
+
+// RedisLog is the log of the redis-server StartRedis runs in dir.
+func RedisLog(dir string) string { return filepath.Join(dir, "redis.log") }

@@ -159,6 +159,19 @@ type Member struct {
 	dashAddr string
 }
 
+// linkLog links a server's log (a file in its own directory under dir)
+// into dir's logs directory by the file's name, so that the one
+// directory holds every process's log, as make run's banner says (a
+// tester looked there for ClickHouse's). The link is relative, so dir
+// may move; one already there stays.
+func linkLog(dir, log string) {
+	rel, err := filepath.Rel(filepath.Join(dir, "logs"), log)
+	if err != nil {
+		return
+	}
+	os.Symlink(rel, filepath.Join(dir, "logs", filepath.Base(log)))
+}
+
 // Start brings the stack up in dependency order and waits until each part
 // answers. On error it stops whatever it had started.
 func Start(ctx context.Context, o Options) (_ *Stack, err error) {
@@ -207,6 +220,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	} else if !o.NoRedis {
+		linkLog(o.Dir, localsrv.RedisLog(filepath.Join(o.Dir, "redis")))
 		if err := o.Progress.Run("starting redis-server", func() (err error) {
 			s.Redis, err = localsrv.StartRedis(ctx, filepath.Join(o.Dir, "redis"), 0)
 			return err
@@ -215,6 +229,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}
 	if !o.NoClickHouse {
+		linkLog(o.Dir, localsrv.ClickHouseLog(filepath.Join(o.Dir, "clickhouse")))
+		linkLog(o.Dir, localsrv.ClickHouseErrLog(filepath.Join(o.Dir, "clickhouse")))
 		if err := o.Progress.Run("starting clickhouse-server", func() (err error) {
 			s.ClickHouse, err = localsrv.StartClickHouse(ctx, filepath.Join(o.Dir, "clickhouse"), 0, 0)
 			return err

@@ -505,10 +505,10 @@ func supervise(ctx context.Context, log *slog.Logger, s *stack.Stack, logs strin
 		{name: "the aggregator", log: filepath.Join(logs, "aggregator.log"), done: func() <-chan struct{} { return s.Aggregator.Done() }, err: func() error { return s.Aggregator.Err() }, restart: s.StartAggregator},
 	}
 	if s.Redis != nil {
-		parts = append(parts, part{name: "redis-server", log: filepath.Join(s.Redis.Dir, "redis.log"), done: s.Redis.Done, err: s.Redis.Err, restart: s.Redis.Restart})
+		parts = append(parts, part{name: "redis-server", log: localsrv.RedisLog(s.Redis.Dir), done: s.Redis.Done, err: s.Redis.Err, restart: s.Redis.Restart})
 	}
 	if s.ClickHouse != nil {
-		parts = append(parts, part{name: "clickhouse-server", log: filepath.Join(s.ClickHouse.Dir, "log", "clickhouse-server.err.log"), done: s.ClickHouse.Done, err: s.ClickHouse.Err, restart: s.ClickHouse.Restart})
+		parts = append(parts, part{name: "clickhouse-server", log: localsrv.ClickHouseErrLog(s.ClickHouse.Dir), done: s.ClickHouse.Done, err: s.ClickHouse.Err, restart: s.ClickHouse.Restart})
 	}
 	return watchParts(ctx, log, parts)
 }
