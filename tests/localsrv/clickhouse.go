@@ -327,4 +327,6 @@ func (c *ClickHouse) Pid() int { return c.p.Pid() }
 func ClickHouseLog(dir string) string { return filepath.Join(dir, "log", "clickhouse-server.log") }
 
 // ClickHouseErrLog is its errors alone.
-func ClickHouseErrLog(dir string) string { return filepath.Join(dir, "log", "clickhouse-server.err.log") }
+func ClickHouseErrLog(dir string) string {
+	return filepath.Join(dir, "log", "clickhouse-server.err.log")
+}
