@@ -303,17 +303,24 @@ func TestTrackerScript(t *testing.T) {
 	}
 	attrs.Store("")
 
-	// Props over the edge's limit, counted in UTF-8 bytes as the edge
-	// counts them (here under the limit in JavaScript's own string
-	// length), are sent, for the edge to refuse and count
-	// (props_too_large), and the page's console says so.
+	// Props over the edge's limit, counted as the edge counts them, are
+	// sent, for the edge to refuse and count (props_too_large), and the
+	// page's console says so: here both are under the limit in
+	// JavaScript's own string length, one over it in UTF-8, the other
+	// once the edge stores each line break as U+FFFD (3 bytes, where
+	// JSON writes \n in 2).
 	run(chromedp.Navigate(page.URL + "/big"))
 	check(waitFor(primary, 22)[21], "pageview", page.URL+"/big", "")
-	eval(fmt.Sprintf(`window.warned = []; console.warn = m => warned.push(m); edgepixel("big", {k: "\u00e9".repeat(%d)})`, event.MaxPropsLen*3/4))
-	check(waitFor(primary, 23)[22], "big", page.URL+"/big", "")
-	warned, err := chromedp.Run(ctx, chromedp.Evaluate[string](`warned.join("\n")`))
-	if want := fmt.Sprintf("props over %d bytes", event.MaxPropsLen); err != nil || !strings.Contains(warned, want) {
-		t.Errorf("console warnings %q (%v), want one of %q", warned, err, want)
+	eval(fmt.Sprintf(`window.warned = []; console.warn = m => warned.push(m);
+		edgepixel("big", {k: "\u00e9".repeat(%d)}); edgepixel("lines", {k: "\n".repeat(%d)})`, event.MaxPropsLen*3/4, event.MaxPropsLen*3/8))
+	for _, ev := range waitFor(primary, 24)[22:] {
+		check(ev, ev["name"].(string), page.URL+"/big", "")
+	}
+	warned, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`warned`))
+	for _, name := range []string{"big", "lines"} {
+		if want := fmt.Sprintf("event %s: props over %d bytes", name, event.MaxPropsLen); err != nil || !strings.Contains(strings.Join(warned, "\n"), want) {
+			t.Errorf("console warnings %q (%v), want one of %q", warned, err, want)
+		}
 	}
 
 	// A copy of the page saved to disk and opened from it loads s.js,

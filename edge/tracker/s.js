@@ -24,7 +24,8 @@
   var at = function (a) { return s.getAttribute(a); },
     ends = [new URL(s.src).origin].concat(at("data-fallback") || []),
     consent = at("data-consent"), usp = at("data-us-privacy"), q = at("data-signed") || "site=" + encodeURIComponent(site), last,
-    hash = s.hasAttribute("data-hash"), nav = performance.getEntriesByType("navigation")[0], first, ref;
+    hash = s.hasAttribute("data-hash"), nav = performance.getEntriesByType("navigation")[0], first, ref,
+    maxProps = /*MAX_PROPS_LEN*/4096; // the edge's limit, in UTF-8 bytes (checked as s.js is minified)
   // A UUIDv7 (RFC 9562): the edge stores an event once however often it
   // is sent, so a retry to the fallback cannot double it.
   function id() {
@@ -72,8 +73,11 @@
   // or that cannot be sent (a BigInt) is not sent: the page's console
   // says why, and the page's own code goes on. Props over the edge's
   // limit are sent, for the edge to refuse and count (props_too_large),
-  // and the console says so: the edge measures them as it stores them,
-  // which can be a little shorter.
+  // and the console says so. The edge measures them as it stores them,
+  // a control character as U+FFFD (three bytes), and so does this check
+  // for the ones JSON writes in two (\n); one JSON writes as \u0001 is
+  // three bytes fewer at the edge than here, which can only warn of
+  // props the edge takes, never miss ones it refuses.
   function send(name, props, ref) {
     var e = {site: site, name: name, url: page(), ref: ref || "", event_id: id(),
       sw: screen.width, t: Date.now()}, p;
@@ -83,7 +87,8 @@
     try {
       if (typeof name != "string" || !name) throw "its name must be a non-empty string";
       if (props && !/^{/.test(p = JSON.stringify(props))) throw "its props must be an object";
-      if (p && new TextEncoder().encode(p).length > MAX_PROPS_LEN) console.warn("edgepixel: event " + name + ": props over MAX_PROPS_LEN bytes, which the edge refuses (props_too_large)");
+      if (p && new TextEncoder().encode(p.replace(/\\./g, function (x) { return /[bfnrt]/.test(x[1]) ? "FFD" : x; })).length > maxProps)
+        console.warn("edgepixel: event " + name + ": props over " + maxProps + " bytes, which the edge refuses (props_too_large)");
       post(JSON.stringify(e), 0, 0);
     } catch (x) { console.warn("edgepixel: event not sent: " + x); }
   }

@@ -3,4 +3,4 @@
 package tracker
 
 // scriptTag is the first 16 hex digits of Script's SHA-256.
-const scriptTag = "e7ef7503ef115a4f"
+const scriptTag = "741e394b5e133f94"

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"regexp"
 	"strconv"
 
 	"github.com/tdewolff/minify/v2"
@@ -21,22 +22,37 @@ import (
 // Header opens the served script: where its commented source is.
 const Header = "/* edgepixel tracker, minified from edge/tracker/s.js (github.com/edgepixel/edgepixel), which says how to use it */\n"
 
-// Limits is what s.js names and the edge defines: each name in the
-// source is replaced by its value before minifying, so that the script
-// and the edge cannot disagree.
+// Limits are the edge's values s.js uses, each written in s.js as its
+// value after a comment naming it (/*MAX_PROPS_LEN*/4096), which is
+// valid JavaScript as it stands: Script checks each against the edge's,
+// so that the script and the edge cannot disagree.
 var Limits = map[string]int{
 	"MAX_PROPS_LEN": event.MaxPropsLen, // props' size, in UTF-8 bytes
 }
 
-// Script returns src (JavaScript) with Limits filled in, minified, under
-// Header, ending in a newline. Errors are a limit the source does not
-// name and the minifier's parse errors.
+// limitRE matches a limit in s.js: the comment naming it, then its value.
+var limitRE = regexp.MustCompile(`/\*([A-Z_]+)\*/(\d+)`)
+
+// Script returns src (JavaScript) minified, under Header, ending in a
+// newline. Errors are a limit (Limits) that src does not write, or
+// writes with another value, and the minifier's parse errors.
 func Script(src []byte) ([]byte, error) {
-	for name, v := range Limits {
-		if !bytes.Contains(src, []byte(name)) {
-			return nil, fmt.Errorf("s.js does not name %s", name)
+	seen := map[string]bool{}
+	for _, m := range limitRE.FindAllSubmatch(src, -1) {
+		name := string(m[1])
+		want, ok := Limits[name]
+		if !ok {
+			return nil, fmt.Errorf("s.js writes /*%s*/, which is none of the edge's limits", name)
 		}
-		src = bytes.ReplaceAll(src, []byte(name), []byte(strconv.Itoa(v)))
+		if got := string(m[2]); got != strconv.Itoa(want) {
+			return nil, fmt.Errorf("s.js has %s %s, the edge %d: write the edge's value in s.js", name, got, want)
+		}
+		seen[name] = true
+	}
+	for name, v := range Limits {
+		if !seen[name] {
+			return nil, fmt.Errorf("s.js does not write %s (as /*%s*/%d)", name, name, v)
+		}
 	}
 	var out bytes.Buffer
 	out.WriteString(Header)

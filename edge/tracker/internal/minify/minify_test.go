@@ -3,12 +3,14 @@ package minify_test
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"testing"
 
 	"github.com/edgepixel/edgepixel/edge/tracker"
 	"github.com/edgepixel/edgepixel/edge/tracker/internal/minify"
+	"github.com/edgepixel/edgepixel/shared/event"
 )
 
 // TestServedFresh: what the edge serves (tracker.Script, tracker.Gzip) is
@@ -35,5 +37,23 @@ func TestServedFresh(t *testing.T) {
 	got, err := io.ReadAll(zr)
 	if err != nil || !bytes.Equal(got, tracker.Script) {
 		t.Fatalf("s.min.js.gz is not s.min.js (%v): %s", err, stale)
+	}
+}
+
+// TestLimits: s.js's copy of an edge limit must be the edge's, and be
+// there; a stale one stops the generation.
+func TestLimits(t *testing.T) {
+	good := fmt.Sprintf("var m = /*MAX_PROPS_LEN*/%d;", event.MaxPropsLen)
+	if _, err := minify.Script([]byte(good)); err != nil {
+		t.Errorf("%s: %v", good, err)
+	}
+	for _, src := range []string{
+		"var m = 1;", // not written
+		fmt.Sprintf("var m = /*MAX_PROPS_LEN*/%d;", event.MaxPropsLen+1), // stale
+		good + " var n = /*MAX_PROP_LEN*/1;",                             // no such limit
+	} {
+		if _, err := minify.Script([]byte(src)); err == nil {
+			t.Errorf("%s: no error", src)
+		}
 	}
 }
