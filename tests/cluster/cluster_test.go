@@ -505,7 +505,7 @@ func TestCluster(t *testing.T) {
 				return
 			}
 			for _, srv := range f.ch.Servers() {
-				b, _ := os.ReadFile(filepath.Join(srv.Dir, "log", "clickhouse-server.err.log"))
+				b, _ := os.ReadFile(localsrv.ClickHouseErrLog(srv.Dir))
 				var lines []string
 				for _, l := range strings.Split(string(b), "\n") {
 					if strings.Contains(l, "RestartingThread") {

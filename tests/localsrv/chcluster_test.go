@@ -110,8 +110,8 @@ func TestClickHouseCluster(t *testing.T) {
 // of an earlier run (before a restart) does not count.
 func TestDDLWorkerEnded(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "log"), 0o755)
-	logf := filepath.Join(dir, "log", "clickhouse-server.err.log")
+	logf := ClickHouseErrLog(dir)
+	os.MkdirAll(filepath.Dir(logf), 0o755)
 	old := "2026.12.05 21:33:36 [ 3 ] {x} <Error> DDLWorker: Unexpected ZooKeeper error: Code: 999, Node exists\n"
 	os.WriteFile(logf, []byte(old), 0o644)
 	c := &ClickHouse{Dir: dir, errFrom: int64(len(old))}

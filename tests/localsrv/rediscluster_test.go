@@ -3,7 +3,6 @@ package localsrv
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -84,7 +83,7 @@ func logNodes(t *testing.T, ctx context.Context, c *RedisCluster, named ...*Redi
 		t.Logf("%s: dbsize %v\n%v\n%v", n.Addr, size, nodes, repl)
 	}
 	for _, n := range named {
-		b, _ := os.ReadFile(filepath.Join(n.Dir, "redis.log"))
+		b, _ := os.ReadFile(RedisLog(n.Dir))
 		t.Logf("%s log:\n%s", n.Addr, b)
 	}
 }

@@ -162,14 +162,20 @@ type Member struct {
 // linkLog links a server's log (a file in its own directory under dir)
 // into dir's logs directory by the file's name, so that the one
 // directory holds every process's log, as make run's banner says (a
-// tester looked there for ClickHouse's). The link is relative, so dir
-// may move; one already there stays.
+// tester looked there for ClickHouse's; a Redis Cluster, which make run
+// does not start, keeps its nodes' logs in their own directories). The
+// link is relative, so dir may move; one that points elsewhere is
+// replaced.
 func linkLog(dir, log string) {
 	rel, err := filepath.Rel(filepath.Join(dir, "logs"), log)
 	if err != nil {
 		return
 	}
-	os.Symlink(rel, filepath.Join(dir, "logs", filepath.Base(log)))
+	link := filepath.Join(dir, "logs", filepath.Base(log))
+	if was, err := os.Readlink(link); err == nil && was != rel {
+		os.Remove(link)
+	}
+	os.Symlink(rel, link)
 }
 
 // Start brings the stack up in dependency order and waits until each part

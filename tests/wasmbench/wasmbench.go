@@ -152,8 +152,8 @@ func (g *Guest) Close() { g.r.Close(context.Background()) }
 // host: the Go runtime signals its thread again every few microseconds
 // until then (runtime.suspendG), and handling the signals is CPU time on
 // the guest's clock. A guest whose main is one long call (the corpus,
-// pass after pass) took up to three times its CPU time in runs a
-// collection began during. A POP's hit calls the host within
+// pass after pass) took several times its CPU time in runs a collection
+// began during. A POP's hit calls the host within
 // microseconds, so there a collection costs the guest a few signals.
 func (g *Guest) Run(args ...string) (string, time.Duration, error) {
 	runtime.LockOSThread()
@@ -189,7 +189,7 @@ type Figures struct {
 	// CPU time of all enrichment of one hit, over every hit of Passes
 	// passes of the corpus, less the clock's own cost.
 	HitCost
-	// Cold is the same over a tenth of the passes, each hit with the
+	// Cold is the same over corpus.ColdPasses(Passes), each hit with the
 	// caches cold (ColdSweep).
 	Cold         HitCost
 	Passes, Hits int
@@ -213,11 +213,12 @@ type Package struct {
 const StartRuns = 21
 
 // ColdSweep is how many bytes of memory the cold figures (Figures.Cold,
-// MeasureNative) write, one byte a 64-byte cache line, before each hit:
-// more than a server core's L2 cache holds, so that the hit starts with
-// its code and tables fetched again from L3 or memory, as a POP's
-// instance takes a hit after the connections' goroutines, the kernel and
-// other instances have run on its core.
+// MeasureNative) write, one byte a 64-byte cache line, before each hit
+// (corpus.Evict): more than a server core's L2 cache holds, so that the
+// hit starts with its code and tables fetched again from L3 (or memory,
+// where L3 is smaller), as a POP's instance takes a hit after the
+// connections' goroutines, the kernel and other instances have run on
+// its core.
 const ColdSweep = 8 << 20
 
 // Measure builds the guest and its baseline with tc into dir, checks that
@@ -363,7 +364,7 @@ func summarise(samples []int64, clock int64) HitCost {
 // MeasureNative is the baseline of the per-hit figures: all enrichment of
 // each corpus hit compiled natively for this host, timed the same way
 // (thread CPU time, less the clock's own cost) over passes of the corpus,
-// and over a tenth of them with the caches cold (ColdSweep).
+// and over corpus.ColdPasses(passes) with the caches cold (ColdSweep).
 func MeasureNative(passes int) (hot, cold HitCost) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -382,12 +383,10 @@ func MeasureNative(passes int) (hot, cold HitCost) {
 		}
 	}
 	sweep := make([]byte, ColdSweep)
-	cper := make([]int64, 0, max(passes/10, 1)*len(corpus.Hits))
-	for range max(passes/10, 1) {
+	cper := make([]int64, 0, corpus.ColdPasses(passes)*len(corpus.Hits))
+	for range corpus.ColdPasses(passes) {
 		for i := range corpus.Hits {
-			for j := 0; j < len(sweep); j += 64 {
-				sweep[j]++
-			}
+			corpus.Evict(sweep)
 			t := threadCPU()
 			nativeSink = corpus.Enrich(&corpus.Hits[i])
 			cper = append(cper, threadCPU()-t)

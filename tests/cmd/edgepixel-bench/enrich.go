@@ -67,7 +67,7 @@ func runEnrich(passes int, mods []*benchModule, d time.Duration, conns int) erro
 // of its own (tests/wasmbench).
 func printInModule(figs []wasmbench.Figures, native, nativeCold wasmbench.HitCost, passes int, note string) {
 	fmt.Printf("\nenrichment: all packages on each of %d corpus hits x %d passes, guest CPU time under wazero\n", len(corpus.Hits), passes)
-	fmt.Printf("(caches cold: a tenth of the passes, %d MiB of memory written before each hit, as other work between a POP's hits does)\n", wasmbench.ColdSweep>>20)
+	fmt.Printf("(caches cold: %d passes, %d MiB of memory written before each hit, as other work between a POP's hits does)\n", corpus.ColdPasses(passes), wasmbench.ColdSweep>>20)
 	if note != "" {
 		fmt.Println(note)
 	}

@@ -59,3 +59,17 @@ func Digest() uint64 {
 	}
 	return f.Sum64()
 }
+
+// ColdPasses is how many passes of the corpus the figures with the
+// caches cold take, of passes with them warm: a tenth, at least one.
+func ColdPasses(passes int) int { return max(passes/10, 1) }
+
+// Evict writes one byte in each 64-byte cache line of buf, so that what
+// the caches held before is out of them as far as buf is larger than
+// they are: a hit timed next starts with its code and tables cold, as a
+// POP's instance takes a hit after other work has run on its core.
+func Evict(buf []byte) {
+	for i := 0; i < len(buf); i += 64 {
+		buf[i]++
+	}
+}
