@@ -153,8 +153,8 @@ func (g *Guest) Close() { g.r.Close(context.Background()) }
 // until then (runtime.suspendG), and handling the signals is CPU time on
 // the guest's clock. A guest whose main is one long call (the corpus,
 // pass after pass) took several times its CPU time in runs a collection
-// began during. A POP's hit calls the host within
-// microseconds, so there a collection costs the guest a few signals.
+// began during. A POP's hit calls the host within microseconds, so there
+// a collection costs the guest a few signals.
 func (g *Guest) Run(args ...string) (string, time.Duration, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -374,26 +374,21 @@ func MeasureNative(passes int) (hot, cold HitCost) {
 		timer[i] = threadCPU() - t
 	}
 	slices.Sort(timer)
-	per := make([]int64, 0, passes*len(corpus.Hits))
-	for range passes {
-		for i := range corpus.Hits {
-			t := threadCPU()
-			nativeSink = corpus.Enrich(&corpus.Hits[i])
-			per = append(per, threadCPU()-t)
+	// Each hit of n passes, sweep evicted before each (nil: none).
+	each := func(n int, sweep []byte) []int64 {
+		per := make([]int64, 0, n*len(corpus.Hits))
+		for range n {
+			for i := range corpus.Hits {
+				corpus.Evict(sweep)
+				t := threadCPU()
+				nativeSink = corpus.Enrich(&corpus.Hits[i])
+				per = append(per, threadCPU()-t)
+			}
 		}
-	}
-	sweep := make([]byte, ColdSweep)
-	cper := make([]int64, 0, corpus.ColdPasses(passes)*len(corpus.Hits))
-	for range corpus.ColdPasses(passes) {
-		for i := range corpus.Hits {
-			corpus.Evict(sweep)
-			t := threadCPU()
-			nativeSink = corpus.Enrich(&corpus.Hits[i])
-			cper = append(cper, threadCPU()-t)
-		}
+		return per
 	}
 	clock := timer[len(timer)/2]
-	return summarise(per, clock), summarise(cper, clock)
+	return summarise(each(passes, nil), clock), summarise(each(corpus.ColdPasses(passes), make([]byte, ColdSweep)), clock)
 }
 
 var nativeSink corpus.Result
