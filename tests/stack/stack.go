@@ -226,19 +226,21 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	} else if !o.NoRedis {
-		linkLog(o.Dir, localsrv.RedisLog(filepath.Join(o.Dir, "redis")))
+		dir := filepath.Join(o.Dir, "redis")
+		linkLog(o.Dir, localsrv.RedisLog(dir))
 		if err := o.Progress.Run("starting redis-server", func() (err error) {
-			s.Redis, err = localsrv.StartRedis(ctx, filepath.Join(o.Dir, "redis"), 0)
+			s.Redis, err = localsrv.StartRedis(ctx, dir, 0)
 			return err
 		}); err != nil {
 			return nil, err
 		}
 	}
 	if !o.NoClickHouse {
-		linkLog(o.Dir, localsrv.ClickHouseLog(filepath.Join(o.Dir, "clickhouse")))
-		linkLog(o.Dir, localsrv.ClickHouseErrLog(filepath.Join(o.Dir, "clickhouse")))
+		dir := filepath.Join(o.Dir, "clickhouse")
+		linkLog(o.Dir, localsrv.ClickHouseLog(dir))
+		linkLog(o.Dir, localsrv.ClickHouseErrLog(dir))
 		if err := o.Progress.Run("starting clickhouse-server", func() (err error) {
-			s.ClickHouse, err = localsrv.StartClickHouse(ctx, filepath.Join(o.Dir, "clickhouse"), 0, 0)
+			s.ClickHouse, err = localsrv.StartClickHouse(ctx, dir, 0, 0)
 			return err
 		}); err != nil {
 			return nil, err
