@@ -97,7 +97,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Today's visitor salt, so that events carry visitor ids.
 	var r [16]byte
 	rand.Read(r[:])
-	day := privacy.Day(time.Now())
+	began := time.Now()
+	day := privacy.Day(began)
 	s := startStack(t, stack.Options{EdgeSecrets: map[string]string{privacy.SaltKey(day): privacy.NewSalt(day, r).String()}})
 	art := artifactsDir(t)
 	// Two visitors: one on Chrome (the /pricing hits), one on Firefox.
@@ -132,9 +133,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	poll(ctx, t, "live visitors help", `document.getElementById("visitorshelp").textContent.includes("aggregate consent tier")`)
 	poll(ctx, t, "pageviews tile", `(document.querySelector('[data-metric="pageviews"] .num')||{}).textContent === "9"`)
 	// The period the tiles compare with is named: today's hours so far
-	// against the same hours of yesterday.
-	yesterday := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
-	poll(ctx, t, "previous period named", `document.getElementById("rangeinfo").textContent.includes("compared with `+yesterday+` 00:00 – `+yesterday+` ")`)
+	// (whole hours, the current one included) against the same hours of
+	// yesterday, which end at today's 00:00 in the day's last hour (a
+	// CI run at 23:52 UTC expected yesterday's date there). The page's
+	// hour is the one the test began in or the one it is in now.
+	compared := func(now time.Time) string {
+		now = now.UTC()
+		return "compared with " + now.AddDate(0, 0, -1).Format(time.DateOnly) + " 00:00 – " +
+			now.Truncate(time.Hour).Add(time.Hour-24*time.Hour).Format("2006-01-02 15:04") + " UTC"
+	}
+	poll(ctx, t, "previous period named", `(t => t.includes("`+compared(began)+`") || t.includes("`+compared(time.Now())+`"))(document.getElementById("rangeinfo").textContent)`)
 	poll(ctx, t, "pages table", `!!document.querySelector('section[data-dim="page"] td.v button')`)
 	// The visitor numbers, against the stored events: two visitors, one
 	// visit each (seconds apart), neither a bounce (several pageviews).
