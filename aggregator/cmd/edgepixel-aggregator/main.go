@@ -579,6 +579,18 @@ func migrateClickHouse(log *slog.Logger, url, db string, cluster clickhouse.Clus
 	default:
 		log.Info("clickhouse schema up to date", "db", db, "version", res.To)
 	}
+	if err == nil {
+		// Debian's package lacks a setting the stored events rely on,
+		// which README says to set and nothing checked (a tester's own
+		// server ran without it).
+		ps, err := c.SettingsProblems(ctx)
+		if err != nil {
+			log.Warn("could not read the ClickHouse server's settings", "err", err)
+		}
+		for _, p := range ps {
+			log.Warn("a ClickHouse server setting to change", "problem", p)
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,45 @@
+package clickhouse
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestOldPartsProblem(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		warn  bool
+	}{
+		{"480", true}, // 18.16's default
+		{"61", true},
+		{"60", false},
+		{"10", false},
+		{"", false},
+		{"x", false},
+	} {
+		if p := oldPartsProblem(tc.value); (p != "") != tc.warn {
+			t.Errorf("oldPartsProblem(%q) = %q, want a warning: %v", tc.value, p, tc.warn)
+		} else if tc.warn && !strings.Contains(p, tc.value+" s") {
+			t.Errorf("oldPartsProblem(%q) = %q, which does not say the value", tc.value, p)
+		}
+	}
+}
+
+// The servers the project starts (tests/localsrv's MergeTreeConfig) have
+// the settings the aggregator asks for, and the query runs on 18.16.
+func TestSettingsProblems(t *testing.T) {
+	c := newClient(t)
+	got, err := c.SettingsProblems(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("problems on localsrv's server: %q", got)
+	}
+	// And it read the setting, rather than finding no row.
+	rows, err := c.Query(context.Background(), "SELECT value FROM system.merge_tree_settings WHERE name = 'old_parts_lifetime'")
+	if err != nil || len(rows) != 1 || oldPartsProblem(rows[0][0]+"0") == "" {
+		t.Fatalf("old_parts_lifetime: %q, %v; want one row, the setting", rows, err)
+	}
+}
