@@ -110,7 +110,9 @@ func (l *Lease) Run(ctx context.Context, log *slog.Logger, work func(ctx context
 		if !ok {
 			if err == nil && !told {
 				told = true
-				log.Info("lease: another process holds it and does its work; this one takes over when it stops", "lease", l.key)
+				// Or held by one that was killed: after a kill -9 of the
+				// only aggregator a tester read this as a second one running.
+				log.Info("lease: another process holds it and does its work, or held it and ended without giving it up (the hold then lapses within the ttl); this one takes over once it is free", "lease", l.key, "ttl", l.ttl)
 			}
 			sleep(ctx, every)
 			continue

@@ -157,7 +157,9 @@ func unauthorized(r *http.Request) string {
 	case h != "" && !bearer(h):
 		return "the Authorization header must be Bearer TOKEN"
 	case h != "":
-		return "unknown token"
+		// The admin token of /admin/erase is not one (a tester sent it
+		// here, as README's "admin token" seemed to say).
+		return "unknown token: this listener takes the dashboard's admin token (DATA-DIR/dashboard-token, or --dashboard-token-file) or a viewer token (--dashboard-viewers-file), not --admin-token, which is for /admin/erase and /admin/retention on the ingest listener"
 	}
 	if _, err := r.Cookie(access.Cookie); err == nil {
 		return "the session has ended (expired, logged out, or its token or share link was removed): log in again, POST /login"

@@ -259,7 +259,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	wasm, stamp, err := readModule(cfg.WasmPath)
 	if err != nil {
-		return nil, nil, err
+		// Which file this is, and where the module is built: a tester's
+		// misspelt path gave only open's error.
+		return nil, nil, fmt.Errorf("the module to serve (MODULE.wasm, the last argument): %w; make build writes the edge module to .edgepixel/bin/edgepixel.wasm", err)
 	}
 	s := &Server{
 		log:       cfg.Logger,

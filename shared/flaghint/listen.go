@@ -45,7 +45,7 @@ func ListenAddr(name, addr, example string) error {
 // so choose an address of this machine. Port 0 picks a free one.
 func ListenError(name string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%s: %w: stop what listens there, or choose another address (port 0 picks a free one)", name, err)
+		return fmt.Errorf("%s: %w: stop what listens there (ss -ltnp names it), or choose another address", name, err)
 	}
 	return fmt.Errorf("%s: %w: choose an address of this machine (127.0.0.1, or 0.0.0.0 for every interface; port 0 picks a free one)", name, err)
 }

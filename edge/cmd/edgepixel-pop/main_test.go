@@ -343,6 +343,20 @@ edgepixel = [{ key = "`+tc.key+`", file = "`+tc.file+`" }]
 	}
 }
 
+// A module path that names no file says which argument it is and where
+// make build writes the module (a tester's misspelt path gave only
+// open's error), serving and under run alike.
+func TestMissingModuleHint(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "edgepixe.wasm")
+	for _, args := range [][]string{{"--addr", "127.0.0.1:0", missing}, {"run", missing}} {
+		var errb bytes.Buffer
+		code := run(args, env(nil), io.Discard, &errb)
+		if code != 1 || !strings.Contains(errb.String(), "MODULE.wasm") || !strings.Contains(errb.String(), missing) || !strings.Contains(errb.String(), ".edgepixel/bin/edgepixel.wasm") {
+			t.Errorf("%q: exit %d, stderr %s\nwant exit 1 naming MODULE.wasm, the path and make build's output", args, code, errb.String())
+		}
+	}
+}
+
 // --log-level and --log-format take the aggregator's values, from the
 // command line or EDGEPIXEL_POP_LOG_LEVEL and _FORMAT (a tester's
 // EDGEPIXEL_POP_LOG_FORMAT=json was warned of as no setting); -vv
