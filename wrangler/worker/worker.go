@@ -500,11 +500,24 @@ type Worker struct {
 	// (edgepixel-pop warns of it at its reloads).
 	OverSalt      func(warning string)
 	overSaltCheck int64 // the hour (unix seconds / 3600) of the last check
+	// NoPixelKey, when set, is told once per site (up to
+	// maxNoPixelKeySites) that a hit of a site whose settings check
+	// signatures found no pixel_key.SITE secret: CheckPixelKeys sees at
+	// start only the sites the vars name, and a site signing by its
+	// settings in KV, or by site_default without a sites list, dropped
+	// every hit as unsigned with nothing said (a tester's). secret is
+	// the secret to put.
+	NoPixelKey func(site, secret string)
+	noKeySites map[string]bool
 
 	spooled    uint64        // events the spool has stored (Spooled)
 	spoolEvs   []event.Event // SpoolDelivery's work space
 	spoolLines []byte
 }
+
+// maxNoPixelKeySites bounds the sites Worker.NoPixelKey is told of, so
+// that hits naming ever new sites cannot grow an isolate's memory.
+const maxNoPixelKeySites = 1000
 
 // New returns a worker serving with c.
 func New(c Config) *Worker {
@@ -530,6 +543,20 @@ func New(c Config) *Worker {
 			}
 		}
 		return &w.salts
+	}
+	if keys := w.cfg.Serve.PixelKeys; keys != nil {
+		w.cfg.Serve.PixelKeys = func(site string) [][]byte {
+			k := keys(site)
+			if len(k) == 0 && w.NoPixelKey != nil && !w.noKeySites[site] && len(w.noKeySites) < maxNoPixelKeySites {
+				if w.noKeySites == nil {
+					w.noKeySites = map[string]bool{}
+				}
+				site = string(append([]byte(nil), site...)) // site may point into the request's buffers
+				w.noKeySites[site] = true
+				w.NoPixelKey(site, storekeys.PixelKeys(site)[0])
+			}
+			return k
+		}
 	}
 	w.hit.Meta = w.readMeta
 	w.hit.Body = w.readBody

@@ -672,3 +672,41 @@ func TestSettingsFromKV(t *testing.T) {
 		t.Errorf("bad site.other var reported as from the vars: %v", fromVars)
 	}
 }
+
+// A site that checks signatures by its settings in KV, or by site_default
+// with no sites list, and has no pixel_key.SITE secret is told of once,
+// at its first hit: CheckPixelKeys at start sees only the sites the vars
+// name, and a tester's KV-signing site dropped every hit as unsigned
+// with nothing said. A site with its key is not.
+func TestNoPixelKeyToldOnce(t *testing.T) {
+	key := "k2V0LXNlY3JldC1rZXktb2YtMzItYnl0ZXMtbG9uZyE"
+	env := map[string]string{ConfigIngestURL: "https://agg.test/ingest", ConfigSecret: string(secret),
+		pixel.ConfigSiteDefault: "sign=reject", "pixel_key.keyed": key}
+	w := newWorker(t, env)
+	var told []string
+	w.NoPixelKey = func(site, secret string) { told = append(told, site+" "+secret) }
+	hit := func(site string) {
+		if resp, _ := serve(t, w, request(t, "GET", "https://px.test/p.gif?site="+site, "", ""), 200); resp.Drop != wire.DropUnsigned {
+			t.Fatalf("%s: drop %q, want %q", site, resp.Drop, wire.DropUnsigned)
+		}
+	}
+	hit("shop")
+	hit("shop")
+	hit("keyed") // unsigned, but its key is there
+	if fmt.Sprint(told) != "[shop pixel_key.shop]" {
+		t.Errorf("site_default, no sites list: told %q, want shop's once", told)
+	}
+	// From KV: blog signs there, and has no key.
+	told = nil
+	if err := w.SetSettings(getter(map[string]string{pixel.ConfigSites: "blog", "site.blog": "sign=mark"})); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if resp, _ := serve(t, w, request(t, "GET", "https://px.test/p.gif?site=blog", "", ""), 200); resp.Drop != "" {
+			t.Fatalf("blog (sign=mark): drop %q", resp.Drop)
+		}
+	}
+	if fmt.Sprint(told) != "[blog pixel_key.blog]" {
+		t.Errorf("KV's site.blog: told %q, want blog's once", told)
+	}
+}

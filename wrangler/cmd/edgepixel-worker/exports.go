@@ -92,6 +92,10 @@ func epInit(n uint32) {
 			now.UTC().Format(time.DateOnly), privacy.SaltKeys[0], privacy.SaltKeys[0])
 	}
 	w.OverSalt = func(warning string) { fmt.Fprintf(os.Stderr, "edgepixel: visitor salts: %s\n", warning) }
+	w.NoPixelKey = func(site, secret string) {
+		// As the Fastly module says it (edge/cmd/edgepixel, enrich.go).
+		fmt.Fprintf(os.Stderr, "edgepixel: site %s checks pixel signatures (its settings, from KV or the vars), but there is no %s secret: no hit of it verifies (sign=reject drops them as unsigned, sign=mark stores them unverified); add the site's key (edgepixel-sign): wrangler secret put %s\n", site, secret, secret)
+	}
 }
 
 // ep_salt_keys answers the keys the visitor-id salts are kept under
