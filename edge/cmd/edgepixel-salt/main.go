@@ -115,7 +115,10 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		return "", flaghint.UsageError{Err: errors.New(msg + "\n" + flaghint.SeeHelp("edgepixel-salt"))}
 	}
 	var put func(key string, s privacy.Salt) error
-	var has func(day int32) bool
+	// has reports whether day's entry holds day's salt; an error is the
+	// store's, which stops the run rather than write over a salt that
+	// may be there.
+	var has func(day int32) (bool, error)
 	// replaced says what the entry held before tomorrow's salt goes over
 	// it; the APIs cannot read it back, so for them it is what a daily run
 	// leaves there, yesterday's.
@@ -135,7 +138,17 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		put = func(key string, s privacy.Salt) error {
 			return cfKV(ctx, client, http.MethodPut, kvURL+url.PathEscape(key), token, s.String())
 		}
-		has = func(int32) bool { return false } // reading a salt back is not needed to write one
+		// Read back, so that --today again, or a second run in a day,
+		// keeps the salts instances already read (a tester's second
+		// --today gave today's visitors new ids).
+		has = func(day int32) (bool, error) {
+			v, err := cfKVGet(ctx, client, kvURL+url.PathEscape(privacy.SaltKey(day)), token)
+			if err != nil || v == "" {
+				return false, err
+			}
+			s, err := privacy.ParseSalt(strings.TrimSpace(v))
+			return err == nil && s.Day == day, nil
+		}
 	case *dir != "":
 		// Checked first: otherwise a missing directory shows as a failure
 		// to create a temporary file in it, after a warning about today's
@@ -161,9 +174,9 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 			return "over a malformed file"
 		}
 		put = func(key string, s privacy.Salt) error { return writeFile(filepath.Join(*dir, key), s.String()+"\n") }
-		has = func(day int32) bool {
+		has = func(day int32) (bool, error) {
 			s, err := readSalt(*dir, day)
-			return err == nil && s.Day == day
+			return err == nil && s.Day == day, nil
 		}
 		missing = func(day int32) string {
 			s, err := readSalt(*dir, day)
@@ -183,17 +196,23 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		put = func(key string, s privacy.Salt) error {
 			return putFastly(ctx, client, *api, token, *store, key, s.String())
 		}
-		has = func(int32) bool { return false } // Fastly's API cannot read a secret back
+		has = func(int32) (bool, error) { return false, nil } // Fastly's API cannot read a secret back
 	}
 
 	day := privacy.Day(now)
 	var log bytes.Buffer
-	if *today && !has(day) {
+	hasToday, err := has(day)
+	if err != nil {
+		return "", fmt.Errorf("reading today's salt (%s) back: %w", privacy.SaltKey(day), err)
+	}
+	if *today && hasToday {
+		fmt.Fprintf(&log, "today's salt (%s) is already in %s; kept\n", dateOf(day), privacy.SaltKey(day))
+	} else if *today {
 		if err := put(privacy.SaltKey(day), newSalt(day)); err != nil {
 			return log.String(), err
 		}
 		fmt.Fprintf(&log, "wrote today's salt (%s) to %s\n", dateOf(day), privacy.SaltKey(day))
-	} else if !*today && *dir != "" && !has(day) {
+	} else if *dir != "" && !hasToday {
 		fmt.Fprintf(&log, "today's salt (%s) %s\nUntil tomorrow events carry no visitor id; run again with --today to write it\n", dateOf(day), missing(day))
 	}
 	if since := now.Sub(time.Unix(int64(day)*86400, 0)); since < privacy.VisitWindow {
@@ -201,11 +220,15 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 			time.Unix(int64(day)*86400, 0).Add(privacy.VisitWindow).UTC().Format("15:04"))
 		return log.String(), nil
 	}
-	// Run again the same day (hourly from cron, or by hand), --dir keeps
-	// tomorrow's salt: replacing it would give instances that already read
-	// it another salt than those that read it later. Fastly's API cannot
-	// read a secret back, so there every run writes it.
-	if has(day + 1) {
+	// Run again the same day (hourly from cron, or by hand), --dir and
+	// --cf-kv keep tomorrow's salt: replacing it would give instances that
+	// already read it another salt than those that read it later. Fastly's
+	// API cannot read a secret back, so there every run writes it.
+	hasTomorrow, err := has(day + 1)
+	if err != nil {
+		return log.String(), fmt.Errorf("reading tomorrow's salt (%s) back: %w", privacy.SaltKey(day+1), err)
+	}
+	if hasTomorrow {
 		fmt.Fprintf(&log, "tomorrow's salt (%s) is already in %s; nothing to do\n", dateOf(day+1), privacy.SaltKey(day+1))
 		return log.String(), nil
 	}
@@ -251,6 +274,30 @@ func cfKV(ctx context.Context, client *http.Client, method, u, token, value stri
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "text/plain")
 	return call(client, req, "Cloudflare API")
+}
+
+// cfKVGet reads a Workers KV key's value (GET on the URL cfKV writes to,
+// per Cloudflare's API reference for Workers KV): "" for a key the
+// namespace does not hold (404).
+func cfKVGet(ctx context.Context, client *http.Client, u, token string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return "", nil
+	case resp.StatusCode/100 != 2:
+		return "", fmt.Errorf("Cloudflare API: %s: %s", resp.Status, bytes.TrimSpace(b[:min(len(b), 512)]))
+	}
+	return string(b), err
 }
 
 // call sends req and turns an answer other than 2xx into an error naming

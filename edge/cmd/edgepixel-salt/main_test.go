@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -161,6 +162,15 @@ func TestRotateCloudflareKV(t *testing.T) {
 	kv := map[string]string{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, ok := strings.CutPrefix(r.URL.Path, "/accounts/acc1/storage/kv/namespaces/ns1/values/")
+		if r.Method == http.MethodGet && ok && r.Header.Get("Authorization") == "Bearer tok" {
+			if v, ok := kv[key]; ok {
+				w.Write([]byte(v))
+			} else {
+				w.WriteHeader(http.StatusNotFound)
+				w.Write([]byte(`{"success":false,"errors":[{"code":10009,"message":"get: 'key not found'"}]}`))
+			}
+			return
+		}
 		if r.Method != http.MethodPut || !ok || r.Header.Get("Authorization") != "Bearer tok" {
 			http.Error(w, "bad request "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
 			return
@@ -181,6 +191,15 @@ func TestRotateCloudflareKV(t *testing.T) {
 		s, err := privacy.ParseSalt(kv[privacy.SaltKey(day)])
 		if err != nil || s.Day != day {
 			t.Errorf("%s = %q (%v), want day %d's salt", privacy.SaltKey(day), kv[privacy.SaltKey(day)], err, day)
+		}
+	}
+	// --today again the same day, and another run, keep both: instances
+	// have read them (a tester's second --today replaced today's).
+	before := maps.Clone(kv)
+	for _, a := range [][]string{append(args, "--today"), args} {
+		out, err := run(context.Background(), a, day1.Add(time.Hour), srv.Client())
+		if err != nil || !maps.Equal(kv, before) || !strings.Contains(out, "already in") {
+			t.Errorf("%q the same day: %v, %q; salts %v, want %v kept", a, err, out, kv, before)
 		}
 	}
 	// The next day's run writes the day after over yesterday's.
