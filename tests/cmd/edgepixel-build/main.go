@@ -7,9 +7,9 @@
 //
 // ARTIFACT is wasm (the edge module), pop, aggregator, run (the `make run`
 // launcher), bench, worker (the Cloudflare Workers module), or all. The
-// edge module's toolchain T is tinygo (the module edgepixel ships; the
-// default) or go (standard Go), also set by $EDGEPIXEL_WASM_TOOLCHAIN; the
-// worker is always built by standard Go. With no tinygo on PATH, the first
+// toolchain T of the edge module and of the worker is tinygo (what
+// edgepixel ships; the default) or go (standard Go), also set by
+// $EDGEPIXEL_WASM_TOOLCHAIN. With no tinygo on PATH, the first
 // TinyGo build builds TinyGo itself into .edgepixel/tinygo (see package
 // build). Relative paths are taken from the working directory. Each build
 // reports its elapsed time on stderr.
