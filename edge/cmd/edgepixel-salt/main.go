@@ -41,7 +41,7 @@ import (
 const usage = `usage: edgepixel-salt (--dir DIR | --fastly-store STORE_ID | --cf-kv NAMESPACE_ID --cf-account ACCOUNT_ID) [--today]
 
 Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC
-(with --dir, more often does no harm: a salt already there is kept).
+(with --dir or --cf-kv, more often does no harm: a salt already there is kept).
   --dir DIR              write DIR/visitor_salt_0 and DIR/visitor_salt_1 (the POP's
                          secret store files)              [EDGEPIXEL_SALT_DIR]
   --fastly-store ID      write to this Fastly secret store [EDGEPIXEL_SALT_FASTLY_STORE]
@@ -51,8 +51,8 @@ Writes tomorrow's visitor-id salt over yesterday's; run daily after 00:30 UTC
   --cf-account ID        its Cloudflare account             [CLOUDFLARE_ACCOUNT_ID]
                          (API token with Workers KV Storage:Edit in CLOUDFLARE_API_TOKEN)
   --cf-api URL           Cloudflare's API (default https://api.cloudflare.com/client/v4)
-  --today                also write today's salt (first run; with --dir only when
-                         today's is missing)
+  --today                also write today's salt (first run; with --dir or --cf-kv
+                         only when today's is missing)
   --version              print the commit it was built from and exit
 `
 
