@@ -115,16 +115,13 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		return "", flaghint.UsageError{Err: errors.New(msg + "\n" + flaghint.SeeHelp("edgepixel-salt"))}
 	}
 	var put func(key string, s privacy.Salt) error
-	// has reports whether day's entry holds day's salt; an error is the
-	// store's, which stops the run rather than write over a salt that
-	// may be there.
-	var has func(day int32) (bool, error)
-	// replaced says what the entry held before tomorrow's salt goes over
-	// it; the APIs cannot read it back, so for them it is what a daily run
-	// leaves there, yesterday's.
-	replaced := func(day int32) string { return fmt.Sprintf("over yesterday's (%s)", dateOf(day-2)) }
-	// missing says why today's salt is not there (--dir only).
-	var missing func(day int32) string
+	// read reads day's entry back: the salt it holds (of any day), or ok
+	// false and why it holds none ("" for no entry at all); err is the
+	// store's failure to answer, which stops the run rather than write
+	// over a salt that may be there. nil: the store cannot be read back
+	// (Fastly's API cannot read a secret), so every run writes.
+	var read func(day int32) (s privacy.Salt, ok bool, why string, err error)
+	newEntry := "a new entry" // what tomorrow's salt makes where none was
 	switch {
 	case *kv != "":
 		if *account == "" {
@@ -136,19 +133,29 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		}
 		kvURL := *cfAPI + "/accounts/" + url.PathEscape(*account) + "/storage/kv/namespaces/" + url.PathEscape(*kv) + "/values/"
 		put = func(key string, s privacy.Salt) error {
-			return cfKV(ctx, client, http.MethodPut, kvURL+url.PathEscape(key), token, s.String())
+			_, err := cfKV(ctx, client, http.MethodPut, kvURL+url.PathEscape(key), token, s.String())
+			return err
 		}
 		// Read back, so that --today again, or a second run in a day,
-		// keeps the salts instances already read (a tester's second
+		// keeps the salts isolates already read (a tester's second
 		// --today gave today's visitors new ids).
-		has = func(day int32) (bool, error) {
-			v, err := cfKVGet(ctx, client, kvURL+url.PathEscape(privacy.SaltKey(day)), token)
-			if err != nil || v == "" {
-				return false, err
+		read = func(day int32) (privacy.Salt, bool, string, error) {
+			key := privacy.SaltKey(day)
+			v, err := cfKV(ctx, client, http.MethodGet, kvURL+url.PathEscape(key), token, "")
+			var se statusError
+			switch {
+			case errors.As(err, &se) && se.code == http.StatusNotFound:
+				return privacy.Salt{}, false, "", nil
+			case err != nil:
+				return privacy.Salt{}, false, "", err
 			}
-			s, err := privacy.ParseSalt(strings.TrimSpace(v))
-			return err == nil && s.Day == day, nil
+			s, err := privacy.ParseSalt(strings.TrimSpace(string(v)))
+			if err != nil {
+				return s, false, key + " holds no salt (" + err.Error() + ")", nil
+			}
+			return s, true, "", nil
 		}
+		newEntry = "a new key"
 	case *dir != "":
 		// Checked first: otherwise a missing directory shows as a failure
 		// to create a temporary file in it, after a warning about today's
@@ -163,31 +170,20 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 			// --dir /etc/passwd was told to run it).
 			return "", fmt.Errorf("--dir %s is a file, not a directory: give the directory the POP's fastly.toml names the salt files in", *dir)
 		}
-		replaced = func(day int32) string {
-			s, err := readSalt(*dir, day)
-			switch {
-			case os.IsNotExist(err):
-				return "a new file"
-			case err == nil:
-				return fmt.Sprintf("over %s's", dateOf(s.Day))
-			}
-			return "over a malformed file"
-		}
 		put = func(key string, s privacy.Salt) error { return writeFile(filepath.Join(*dir, key), s.String()+"\n") }
-		has = func(day int32) (bool, error) {
-			s, err := readSalt(*dir, day)
-			return err == nil && s.Day == day, nil
-		}
-		missing = func(day int32) string {
+		// A file malformed or unreadable is written over, as ever: the
+		// error names the file.
+		read = func(day int32) (privacy.Salt, bool, string, error) {
 			s, err := readSalt(*dir, day)
 			switch {
 			case os.IsNotExist(err):
-				return "is missing from " + privacy.SaltKey(day)
-			case err != nil: // malformed or unreadable: the error names the file
-				return "is missing: " + err.Error()
+				return s, false, "", nil
+			case err != nil:
+				return s, false, err.Error(), nil
 			}
-			return fmt.Sprintf("is missing: %s holds %s's", privacy.SaltKey(day), dateOf(s.Day))
+			return s, true, "", nil
 		}
+		newEntry = "a new file"
 	default:
 		token := os.Getenv("FASTLY_API_TOKEN")
 		if token == "" {
@@ -196,7 +192,40 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 		put = func(key string, s privacy.Salt) error {
 			return putFastly(ctx, client, *api, token, *store, key, s.String())
 		}
-		has = func(int32) (bool, error) { return false, nil } // Fastly's API cannot read a secret back
+	}
+	// has reports whether day's entry holds day's salt.
+	has := func(day int32) (bool, error) {
+		if read == nil {
+			return false, nil
+		}
+		s, ok, _, err := read(day)
+		return ok && s.Day == day, err
+	}
+	// replaced says what day's entry held before day's salt goes over it:
+	// where it cannot be read, what a daily run leaves there, the salt of
+	// two days before.
+	replaced := func(day int32) string {
+		if read == nil {
+			return fmt.Sprintf("over yesterday's (%s)", dateOf(day-2))
+		}
+		switch s, ok, why, _ := read(day); {
+		case ok:
+			return fmt.Sprintf("over %s's", dateOf(s.Day))
+		case why == "":
+			return newEntry
+		}
+		return "over a malformed " + strings.TrimPrefix(newEntry, "a new ")
+	}
+	// missing says why today's salt is not in its entry.
+	missing := func(day int32) string {
+		switch s, ok, why, _ := read(day); {
+		case ok:
+			return fmt.Sprintf("is missing: %s holds %s's", privacy.SaltKey(day), dateOf(s.Day))
+		case why == "":
+			return "is missing from " + privacy.SaltKey(day)
+		default:
+			return "is missing: " + why
+		}
 	}
 
 	day := privacy.Day(now)
@@ -212,7 +241,7 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 			return log.String(), err
 		}
 		fmt.Fprintf(&log, "wrote today's salt (%s) to %s\n", dateOf(day), privacy.SaltKey(day))
-	} else if *dir != "" && !hasToday {
+	} else if read != nil && !hasToday {
 		fmt.Fprintf(&log, "today's salt (%s) %s\nUntil tomorrow events carry no visitor id; run again with --today to write it\n", dateOf(day), missing(day))
 	}
 	if since := now.Sub(time.Unix(int64(day)*86400, 0)); since < privacy.VisitWindow {
@@ -220,10 +249,11 @@ func run(ctx context.Context, args []string, now time.Time, client *http.Client)
 			time.Unix(int64(day)*86400, 0).Add(privacy.VisitWindow).UTC().Format("15:04"))
 		return log.String(), nil
 	}
-	// Run again the same day (hourly from cron, or by hand), --dir and
-	// --cf-kv keep tomorrow's salt: replacing it would give instances that
-	// already read it another salt than those that read it later. Fastly's
-	// API cannot read a secret back, so there every run writes it.
+	// Run again the same day (hourly from cron, or by hand), a store read
+	// back (--dir, --cf-kv) keeps tomorrow's salt: replacing it would give
+	// instances that already read it another salt than those that read it
+	// later. Fastly's API cannot read a secret back, so there every run
+	// writes it.
 	hasTomorrow, err := has(day + 1)
 	if err != nil {
 		return log.String(), fmt.Errorf("reading tomorrow's salt (%s) back: %w", privacy.SaltKey(day+1), err)
@@ -263,56 +293,49 @@ func btoi(b bool) int {
 	return 0
 }
 
-// cfKV writes value under a Workers KV key (PUT
-// /accounts/{account_id}/storage/kv/namespaces/{namespace_id}/values/{key_name},
-// the value as the body), per Cloudflare's API reference for Workers KV.
-func cfKV(ctx context.Context, client *http.Client, method, u, token, value string) error {
-	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(value))
+// cfKV sends method (PUT with value as the body, or GET) to a Workers KV
+// key's URL (/accounts/{account_id}/storage/kv/namespaces/{namespace_id}/values/{key_name},
+// per Cloudflare's API reference for Workers KV) and returns the answer's
+// body: a GET's is the value.
+func cfKV(ctx context.Context, client *http.Client, method, u, token, value string) ([]byte, error) {
+	var body io.Reader
+	if method == http.MethodPut {
+		body = strings.NewReader(value)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "text/plain")
+	if body != nil {
+		req.Header.Set("Content-Type", "text/plain")
+	}
 	return call(client, req, "Cloudflare API")
 }
 
-// cfKVGet reads a Workers KV key's value (GET on the URL cfKV writes to,
-// per Cloudflare's API reference for Workers KV): "" for a key the
-// namespace does not hold (404).
-func cfKVGet(ctx context.Context, client *http.Client, u, token string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
+// statusError is an API's answer other than 2xx: its status code and
+// what the error says of it.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e statusError) Error() string { return e.msg }
+
+// call sends req and returns the body of a 2xx answer (up to 4 KiB);
+// another answer is a statusError naming api, its status and the start
+// of its body.
+func call(client *http.Client, req *http.Request, api string) ([]byte, error) {
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return "", nil
-	case resp.StatusCode/100 != 2:
-		return "", fmt.Errorf("Cloudflare API: %s: %s", resp.Status, bytes.TrimSpace(b[:min(len(b), 512)]))
-	}
-	return string(b), err
-}
-
-// call sends req and turns an answer other than 2xx into an error naming
-// api, its status and the start of its body.
-func call(client *http.Client, req *http.Request, api string) error {
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s: %s: %s", api, resp.Status, bytes.TrimSpace(msg))
+		return nil, statusError{resp.StatusCode, fmt.Sprintf("%s: %s: %s", api, resp.Status, bytes.TrimSpace(b[:min(len(b), 512)]))}
 	}
-	return nil
+	return b, err
 }
 
 func newSalt(day int32) privacy.Salt {
@@ -372,5 +395,6 @@ func putFastly(ctx context.Context, client *http.Client, api, token, store, name
 	req.Header.Set("Fastly-Key", token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	return call(client, req, "Fastly API")
+	_, err = call(client, req, "Fastly API")
+	return err
 }

@@ -160,8 +160,13 @@ func TestRotateFastly(t *testing.T) {
 // through Cloudflare's API, as the worker reads them.
 func TestRotateCloudflareKV(t *testing.T) {
 	kv := map[string]string{}
+	refuse := "" // a method the API then answers 403
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, ok := strings.CutPrefix(r.URL.Path, "/accounts/acc1/storage/kv/namespaces/ns1/values/")
+		if r.Method == refuse {
+			http.Error(w, `{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}`, http.StatusForbidden)
+			return
+		}
 		if r.Method == http.MethodGet && ok && r.Header.Get("Authorization") == "Bearer tok" {
 			if v, ok := kv[key]; ok {
 				w.Write([]byte(v))
@@ -225,6 +230,22 @@ func TestRotateCloudflareKV(t *testing.T) {
 	t.Setenv("CLOUDFLARE_API_TOKEN", "tok")
 	if _, err := run(context.Background(), []string{"--cf-kv", "other", "--cf-account", "acc1", "--cf-api", srv.URL}, day1, srv.Client()); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("an API error: %v", err)
+	}
+	// A refused write is the run's error; a refused read stops the run
+	// before any write, rather than write over salts that may be there.
+	third := day1.Add(48 * time.Hour)
+	for _, method := range []string{http.MethodPut, http.MethodGet} {
+		refuse, before = method, maps.Clone(kv)
+		out, err := run(context.Background(), args, third, srv.Client())
+		if err == nil || !strings.Contains(err.Error(), "403") || !maps.Equal(kv, before) {
+			t.Errorf("%s refused: %v, %q; salts %v, want an error naming 403 and %v kept", method, err, out, kv, before)
+		}
+	}
+	refuse = ""
+	// Without --today, today's salt missing from KV is said, as of files.
+	clear(kv)
+	if out, err := run(context.Background(), args, third, srv.Client()); err != nil || !strings.Contains(out, "is missing from "+privacy.SaltKey(privacy.Day(third))) || !strings.Contains(out, ", a new key") {
+		t.Errorf("an empty namespace: %v, %q; want today's salt said missing and tomorrow's written as a new key", err, out)
 	}
 	if _, err := run(context.Background(), []string{"--cf-kv", "ns1", "--dir", t.TempDir()}, day1, nil); err == nil {
 		t.Error("two stores: want an error")
