@@ -2,6 +2,8 @@ package clickhouse
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +70,22 @@ func TestClusterMigrateConcurrently(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Error(p)
+	}
+	// Every server's settings are read, and those localsrv starts need
+	// no change (SettingsProblems leaves out a server it cannot read, so
+	// each is also asked here).
+	if problems, err := clients[0].SettingsProblems(ctx); err != nil || len(problems) != 0 {
+		t.Errorf("settings problems: %q, %v", problems, err)
+	}
+	addrs, err := clients[0].clusterServers(ctx)
+	if err != nil || len(addrs) != len(cl.Servers()) {
+		t.Fatalf("cluster servers %q, %v; want %d", addrs, err, len(cl.Servers()))
+	}
+	for _, addr := range addrs {
+		rows, err := clients[0].Query(ctx, fmt.Sprintf(oldPartsQuery, clients[0].remoteSystem(addr, "merge_tree_settings")))
+		if err != nil || len(rows) != 1 || rows[0][0] != strconv.Itoa(MaxOldPartsLifetime) {
+			t.Errorf("%s: old_parts_lifetime %q, %v", addr, rows, err)
+		}
 	}
 	// The same question asked of each server directly, so that a checker
 	// that saw nothing cannot pass this test.

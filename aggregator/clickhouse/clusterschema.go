@@ -35,12 +35,9 @@ func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
 	if !l.Clustered() {
 		return nil, nil
 	}
-	hosts, err := c.Query(ctx, "SELECT host_address, toString(port) FROM system.clusters WHERE cluster = "+quote(l.Cluster)+" ORDER BY shard_num, replica_num")
+	addrs, err := c.clusterServers(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read the cluster's servers: %w", err)
-	}
-	if len(hosts) == 0 {
-		return nil, fmt.Errorf("%w: cluster %q is not in the server's remote_servers", ErrClusterConfig, l.Cluster)
+		return nil, err
 	}
 	type server struct {
 		addr    string
@@ -50,16 +47,12 @@ func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
 	var servers []server
 	all := map[string]bool{}
 	known := c.schemaNames()
-	for _, h := range hosts {
-		if len(h) != 2 {
-			continue
-		}
-		s := server{addr: h[0] + ":" + h[1], engines: map[string]string{}, columns: map[string][]string{}}
-		remote := "remote(" + quote(s.addr) + ", system.%s, " + quote(c.userOrDefault()) + ", " + quote(c.password) + ")"
-		tables, err := c.Query(ctx, "SELECT name, engine FROM "+fmt.Sprintf(remote, "tables")+" WHERE database = "+quote(c.db))
+	for _, addr := range addrs {
+		s := server{addr: addr, engines: map[string]string{}, columns: map[string][]string{}}
+		tables, err := c.Query(ctx, "SELECT name, engine FROM "+c.remoteSystem(addr, "tables")+" WHERE database = "+quote(c.db))
 		var columns [][]string
 		if err == nil {
-			columns, err = c.Query(ctx, "SELECT table, concat(name, ' ', type, ' ', default_kind) FROM "+fmt.Sprintf(remote, "columns")+
+			columns, err = c.Query(ctx, "SELECT table, concat(name, ' ', type, ' ', default_kind) FROM "+c.remoteSystem(addr, "columns")+
 				" WHERE database = "+quote(c.db)+" AND table IN ("+quote(l.LocalName("events"))+", "+quote(EventsInput)+") ORDER BY table, name")
 		}
 		if err != nil {
@@ -121,6 +114,32 @@ func (c *Client) ClusterSchemaProblems(ctx context.Context) ([]string, error) {
 
 // userOrDefault is the user c logs in as: ClickHouse's "default" unless
 // the URL named one.
+// clusterServers returns the addresses (host:port) of every server of
+// the client's cluster, by shard and replica, as the server the client
+// talks to lists them.
+func (c *Client) clusterServers(ctx context.Context) ([]string, error) {
+	hosts, err := c.Query(ctx, "SELECT host_address, toString(port) FROM system.clusters WHERE cluster = "+quote(c.layout.Cluster)+" ORDER BY shard_num, replica_num")
+	if err != nil {
+		return nil, fmt.Errorf("read the cluster's servers: %w", err)
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("%w: cluster %q is not in the server's remote_servers", ErrClusterConfig, c.layout.Cluster)
+	}
+	var addrs []string
+	for _, h := range hosts {
+		if len(h) == 2 {
+			addrs = append(addrs, h[0]+":"+h[1])
+		}
+	}
+	return addrs, nil
+}
+
+// remoteSystem is system table name on the server at addr, through the
+// remote() table function with the client's credentials.
+func (c *Client) remoteSystem(addr, name string) string {
+	return "remote(" + quote(addr) + ", system." + name + ", " + quote(c.userOrDefault()) + ", " + quote(c.password) + ")"
+}
+
 func (c *Client) userOrDefault() string {
 	if c.user == "" {
 		return "default"

@@ -2,6 +2,8 @@ package clickhouse
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -15,12 +17,12 @@ func TestOldPartsProblem(t *testing.T) {
 		{"61", true},
 		{"60", false},
 		{"10", false},
-		{"", false},
-		{"x", false},
+		{"", true}, // not a number: said so
+		{"x", true},
 	} {
-		if p := oldPartsProblem(tc.value); (p != "") != tc.warn {
+		if p := oldPartsProblem(tc.value, ""); (p != "") != tc.warn {
 			t.Errorf("oldPartsProblem(%q) = %q, want a warning: %v", tc.value, p, tc.warn)
-		} else if tc.warn && !strings.Contains(p, tc.value+" s") {
+		} else if tc.warn && !strings.Contains(p, tc.value) {
 			t.Errorf("oldPartsProblem(%q) = %q, which does not say the value", tc.value, p)
 		}
 	}
@@ -38,8 +40,8 @@ func TestSettingsProblems(t *testing.T) {
 		t.Fatalf("problems on localsrv's server: %q", got)
 	}
 	// And it read the setting, rather than finding no row.
-	rows, err := c.Query(context.Background(), "SELECT value FROM system.merge_tree_settings WHERE name = 'old_parts_lifetime'")
-	if err != nil || len(rows) != 1 || oldPartsProblem(rows[0][0]+"0") == "" {
-		t.Fatalf("old_parts_lifetime: %q, %v; want one row, the setting", rows, err)
+	rows, err := c.Query(context.Background(), fmt.Sprintf(oldPartsQuery, "system.merge_tree_settings"))
+	if err != nil || len(rows) != 1 || rows[0][0] != strconv.Itoa(MaxOldPartsLifetime) {
+		t.Fatalf("old_parts_lifetime: %q, %v; want one row, %d (localsrv.MergeTreeConfig)", rows, err, MaxOldPartsLifetime)
 	}
 }
