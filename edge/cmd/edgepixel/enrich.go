@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/edgepixel/edgepixel/edge/hostcall"
@@ -164,7 +165,10 @@ func pixelKeys(site string) [][]byte {
 		if k == nil {
 			fmt.Fprintf(os.Stderr, "edgepixel: site %s checks pixel signatures, but secret store %s has no %s: no hit of it verifies (sign=reject drops them, sign=mark stores them unverified); create the entry with the key edgepixel-sign signs with\n", site, storekeys.Store, names[0])
 		}
-		keys[site] = k
+		// A copy: site may point into the request's buffers (pixel's
+		// unescaped query values), which the next request overwrites
+		// under the map's key.
+		keys[strings.Clone(site)] = k
 	}
 	return k
 }
