@@ -589,9 +589,15 @@ func checkRollups(t *testing.T, f *fleet) {
 		query(t, s0, create)
 		for _, id := range strings.Fields(query(t, s0, "SELECT DISTINCT partition_id FROM cluster("+clusterName+", system, parts) WHERE database = 'edgepixel' AND table = '"+tbl+"_local' AND active")) {
 			// 18.16 may answer 292 (leader changed) while the
-			// shards' leader elections settle after the faults above.
+			// shards' leader elections settle after the faults above,
+			// and 159 when a server's DDLWorker is stuck, which
+			// retryDDL restarts it for (ci150: seven 60 s timeouts in a
+			// row on a loaded machine).
+			drop := func() error {
+				return run(s0, "ALTER TABLE "+tbl+"_local ON CLUSTER "+clusterName+" DROP PARTITION ID '"+id+"'")
+			}
 			for attempt, err := 1, error(nil); ; attempt++ {
-				if err = run(s0, "ALTER TABLE "+tbl+"_local ON CLUSTER "+clusterName+" DROP PARTITION ID '"+id+"'"); err == nil {
+				if err = retryDDL(t, f, "dropping partition "+id+" of "+tbl+"_local", drop); err == nil {
 					break
 				} else if attempt == 7 {
 					t.Fatal(err)
