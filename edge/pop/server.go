@@ -261,7 +261,7 @@ func prepare(ctx context.Context, cfg Config) (*Server, *program, error) {
 	if err != nil {
 		// Which file this is, and where the module is built: a tester's
 		// misspelt path gave only open's error.
-		return nil, nil, fmt.Errorf("the module to serve (MODULE.wasm, the last argument): %w; make build writes the edge module to .edgepixel/bin/edgepixel.wasm", err)
+		return nil, nil, fmt.Errorf("the module to serve (the MODULE.wasm argument): %w; make build writes the edge module to .edgepixel/bin/edgepixel.wasm", err)
 	}
 	s := &Server{
 		log:       cfg.Logger,

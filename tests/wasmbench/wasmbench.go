@@ -374,12 +374,12 @@ func MeasureNative(passes int) (hot, cold HitCost) {
 		timer[i] = threadCPU() - t
 	}
 	slices.Sort(timer)
-	// Each hit of n passes, sweep evicted before each (nil: none).
-	each := func(n int, sweep []byte) []int64 {
+	// Each hit of n passes, sw evicted before each (nil: none).
+	timed := func(n int, sw []byte) []int64 {
 		per := make([]int64, 0, n*len(corpus.Hits))
 		for range n {
 			for i := range corpus.Hits {
-				corpus.Evict(sweep)
+				corpus.Evict(sw)
 				t := threadCPU()
 				nativeSink = corpus.Enrich(&corpus.Hits[i])
 				per = append(per, threadCPU()-t)
@@ -388,7 +388,7 @@ func MeasureNative(passes int) (hot, cold HitCost) {
 		return per
 	}
 	clock := timer[len(timer)/2]
-	return summarise(each(passes, nil), clock), summarise(each(corpus.ColdPasses(passes), make([]byte, ColdSweep)), clock)
+	return summarise(timed(passes, nil), clock), summarise(timed(corpus.ColdPasses(passes), make([]byte, ColdSweep)), clock)
 }
 
 var nativeSink corpus.Result

@@ -6,7 +6,8 @@
 //	edgepixel-build -o FILE [-toolchain T] ARTIFACT          # one artifact to FILE
 //
 // ARTIFACT is wasm (the edge module), pop, aggregator, run (the `make run`
-// launcher), bench, worker (the Cloudflare Workers module), or all. The
+// launcher), bench, worker (the Cloudflare Workers module), salt (the
+// salt rotator), sign (the pixel signer), or all. The
 // toolchain T of the edge module and of the worker is tinygo (what
 // edgepixel ships; the default) or go (standard Go), also set by
 // $EDGEPIXEL_WASM_TOOLCHAIN. With no tinygo on PATH, the first

@@ -53,14 +53,14 @@ func main() {
 	}
 	samples("timer", timer)
 
-	// All enrichment, hit by hit over passes, sweep evicted before each
+	// All enrichment, hit by hit over passes, sw evicted before each
 	// hit (nil: none), every sample (the host takes quantiles).
 	// per is taken before it runs, so that the warm figures' allocations
 	// are enrichment's alone.
-	timed := func(per []int64, passes int, sweep []byte) []int64 {
+	timed := func(per []int64, passes int, sw []byte) []int64 {
 		for range passes {
 			for i := range hits {
-				corpus.Evict(sweep)
+				corpus.Evict(sw)
 				t := time.Now()
 				sink = corpus.Enrich(&hits[i])
 				per = append(per, int64(time.Since(t)))
